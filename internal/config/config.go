@@ -1,0 +1,205 @@
+// Package config holds orderly's configuration: one file (YAML or TOML),
+// environment overrides ORDERLY_<SECTION>__<KEY>, then flags, over defaults.
+package config
+
+import (
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Config is the whole configuration. Every key is documented in
+// docs/config.md; koanf tags are the file/env key names.
+type Config struct {
+	DataDir     string        `koanf:"data_dir"`
+	Listen      string        `koanf:"listen"`
+	Host        string        `koanf:"host"` // this machine's worker host id (serve, worker)
+	DatabaseURL string        `koanf:"database_url"`
+	Retention   time.Duration `koanf:"retention"`
+
+	NATS   NATS   `koanf:"nats"`
+	Log    Log    `koanf:"log"`
+	Worker Worker `koanf:"worker"`
+	Limits Limits `koanf:"limits"`
+	Auth   Auth   `koanf:"auth"`
+	ACL    ACL    `koanf:"acl"`
+	Policy []Rule `koanf:"policy"`
+	HTTP   HTTP   `koanf:"http"`
+}
+
+// NATS configures the broker connection and the JetStream objects.
+type NATS struct {
+	URL         string        `koanf:"url"`    // empty: serve embeds nats-server
+	Listen      string        `koanf:"listen"` // embedded server address, default 127.0.0.1:4222
+	Credentials string        `koanf:"credentials"`
+	Replicas    int           `koanf:"replicas"`
+	DedupWindow time.Duration `koanf:"dedup_window"`
+	AckWait     time.Duration `koanf:"ack_wait"`
+	LeaseTTL    time.Duration `koanf:"lease_ttl"`
+	Heartbeat   time.Duration `koanf:"heartbeat"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Format string `koanf:"format"` // text, json
+	Level  string `koanf:"level"`
+}
+
+// HTTP configures the API server.
+type HTTP struct {
+	ReadTimeout   time.Duration `koanf:"read_timeout"`
+	WriteTimeout  time.Duration `koanf:"write_timeout"`
+	MaxBodyBytes  int64         `koanf:"max_body_bytes"`
+	MaxWait       time.Duration `koanf:"max_wait"` // cap on Prefer: wait=N
+	MetricsPublic bool          `koanf:"metrics_public"`
+	TLSCert       string        `koanf:"tls_cert"`
+	TLSKey        string        `koanf:"tls_key"`
+}
+
+// Worker is the host policy a worker enforces on its own, whatever the API
+// allowed (DESIGN §4.4), plus its execution settings.
+type Worker struct {
+	CommandPath    []string      `koanf:"command_path"`
+	ExecRoot       string        `koanf:"exec_root"`
+	FollowLinks    bool          `koanf:"follow_links"`
+	Allow          []string      `koanf:"allow"` // regexes over "<name> <args…>" and "<path> <args…>"
+	Deny           []string      `koanf:"deny"`
+	AllowedUsers   []string      `koanf:"allowed_users"`
+	DefaultUser    string        `koanf:"default_user"`
+	UseSudo        bool          `koanf:"use_sudo"`
+	ForbiddenChars string        `koanf:"forbidden_chars"`
+	EnvDeny        []string      `koanf:"env_deny"` // names or prefixes ending in *
+	KillGrace      time.Duration `koanf:"kill_grace"`
+	MaxOutputBytes int64         `koanf:"max_output_bytes"` // per stream
+	ShutdownGrace  time.Duration `koanf:"shutdown_grace"`
+}
+
+// Limits are the API's input limits and rate limits.
+type Limits struct {
+	MaxArgs          int           `koanf:"max_args"`
+	MaxArgBytes      int           `koanf:"max_arg_bytes"`
+	MaxArgsBytes     int           `koanf:"max_args_bytes"`
+	MaxStdinBytes    int           `koanf:"max_stdin_bytes"`
+	MaxEnv           int           `koanf:"max_env"`
+	MaxEnvBytes      int           `koanf:"max_env_bytes"`
+	DefaultTimeout   time.Duration `koanf:"default_timeout"`
+	MaxTimeout       time.Duration `koanf:"max_timeout"`
+	RatePerPrincipal int           `koanf:"rate_per_principal"` // requests per minute, 0 = off
+	RatePerIP        int           `koanf:"rate_per_ip"`
+}
+
+// Auth lists the credentials the API accepts.
+type Auth struct {
+	Tokens []Token `koanf:"tokens"`
+	JWT    JWT     `koanf:"jwt"`
+}
+
+// Token is a static bearer token, stored only as the hex SHA-256 of the token.
+type Token struct {
+	Name   string   `koanf:"name"`
+	SHA256 string   `koanf:"sha256"`
+	Roles  []string `koanf:"roles"`
+}
+
+// JWT configures JSON Web Token validation. The algorithm is pinned.
+type JWT struct {
+	Algorithm  string        `koanf:"algorithm"`  // HS256, RS256, EdDSA; empty disables JWT
+	Secret     string        `koanf:"secret"`     // HS256
+	PublicKey  string        `koanf:"public_key"` // PEM file, RS256/EdDSA
+	Issuer     string        `koanf:"issuer"`
+	Audience   string        `koanf:"audience"`
+	Leeway     time.Duration `koanf:"leeway"`
+	RolesClaim string        `koanf:"roles_claim"`
+	NameClaim  string        `koanf:"name_claim"`
+}
+
+// ACL is the network layer: deny wins, then allow; with allow set, anything
+// else is denied.
+type ACL struct {
+	Allow          []string `koanf:"allow"`
+	Deny           []string `koanf:"deny"`
+	TrustedProxies []string `koanf:"trusted_proxies"`
+}
+
+// Rule is one API authorization rule (DESIGN §4.3).
+type Rule struct {
+	Name       string        `koanf:"name"`
+	Principals []string      `koanf:"principals"`
+	Roles      []string      `koanf:"roles"`
+	Hosts      []string      `koanf:"hosts"` // globs
+	Allow      []string      `koanf:"allow"` // regexes
+	Deny       []string      `koanf:"deny"`
+	RunAs      []string      `koanf:"run_as"`
+	MaxTimeout time.Duration `koanf:"max_timeout"`
+	DryRunOnly bool          `koanf:"dry_run_only"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	l := order.DefaultLimits()
+	return Config{
+		DataDir:   "./data",
+		Listen:    "127.0.0.1:8080",
+		Retention: 90 * 24 * time.Hour,
+		NATS: NATS{
+			Listen:      "127.0.0.1:4222",
+			Replicas:    1,
+			DedupWindow: 2 * time.Minute,
+			AckWait:     30 * time.Second,
+			LeaseTTL:    15 * time.Second,
+			Heartbeat:   5 * time.Second,
+		},
+		Log: Log{Format: "text", Level: "info"},
+		HTTP: HTTP{
+			ReadTimeout:  30 * time.Second,
+			WriteTimeout: 0, // long waits and SSE; per-handler deadlines instead
+			MaxBodyBytes: 1 << 20,
+			MaxWait:      5 * time.Minute,
+		},
+		Worker: Worker{
+			CommandPath:    []string{"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"},
+			EnvDeny:        DefaultEnvDeny(),
+			KillGrace:      5 * time.Second,
+			MaxOutputBytes: 10 << 20,
+			ShutdownGrace:  30 * time.Second,
+		},
+		Limits: Limits{
+			MaxArgs:        l.MaxArgs,
+			MaxArgBytes:    l.MaxArgBytes,
+			MaxArgsBytes:   l.MaxArgsBytes,
+			MaxStdinBytes:  l.MaxStdinBytes,
+			MaxEnv:         l.MaxEnv,
+			MaxEnvBytes:    l.MaxEnvBytes,
+			DefaultTimeout: l.DefaultTimeout,
+			MaxTimeout:     l.MaxTimeout,
+		},
+		Auth: Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
+	}
+}
+
+// DefaultEnvDeny lists environment names a request may never set: loader,
+// shell and interpreter hooks that turn an env override into code execution.
+func DefaultEnvDeny() []string {
+	return []string{
+		"LD_*", "DYLD_*", "PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS",
+		"PS4", "PROMPT_COMMAND", "CDPATH", "GLOBIGNORE", "HOME", "SHELL", "USER", "LOGNAME",
+		"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "PERLLIB",
+		"RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH", "JAVA_TOOL_OPTIONS",
+		"_JAVA_OPTIONS", "GCONV_PATH", "LOCPATH", "MALLOC_*", "GLIBC_TUNABLES",
+		"BASH_FUNC_*", "GIT_*", "SSH_*", "SUDO_*",
+	}
+}
+
+// OrderLimits converts the configured limits into the domain's.
+func (c Config) OrderLimits() order.Limits {
+	l := order.DefaultLimits()
+	l.MaxArgs = c.Limits.MaxArgs
+	l.MaxArgBytes = c.Limits.MaxArgBytes
+	l.MaxArgsBytes = c.Limits.MaxArgsBytes
+	l.MaxStdinBytes = c.Limits.MaxStdinBytes
+	l.MaxEnv = c.Limits.MaxEnv
+	l.MaxEnvBytes = c.Limits.MaxEnvBytes
+	l.DefaultTimeout = c.Limits.DefaultTimeout
+	l.MaxTimeout = c.Limits.MaxTimeout
+	return l
+}

@@ -1,0 +1,66 @@
+package order
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, machine-readable error code. The API maps each code to
+// an HTTP status in one place (api/errors.go); clients may switch on it.
+type Code string
+
+// The closed set of error codes.
+const (
+	CodeInvalid         Code = "invalid_request"   // malformed input: 400
+	CodeUnauthenticated Code = "unauthenticated"   // 401
+	CodeForbidden       Code = "forbidden"         // 403
+	CodeNotFound        Code = "not_found"         // 404
+	CodeConflict        Code = "conflict"          // 409
+	CodeTooLarge        Code = "too_large"         // 413
+	CodeUnsupportedType Code = "unsupported_media" // 415
+	CodeUnprocessable   Code = "unprocessable"     // 422: valid JSON, semantically invalid
+	CodeRateLimited     Code = "rate_limited"      // 429
+	CodeUnavailable     Code = "unavailable"       // 503: a dependency is down
+	CodeInternal        Code = "internal"          // 500: a bug, never bad input
+)
+
+// Error is orderly's one error type. Message is safe to show to clients;
+// Details carries structured context (the offending field, a policy trace).
+type Error struct {
+	Code    Code
+	Message string
+	Details map[string]any
+	Err     error // the underlying cause, never shown to clients
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with the given code and a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// FieldError returns an error about one field of the input, so a client can
+// point at it.
+func FieldError(code Code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Details: map[string]any{"field": field}}
+}
+
+// ErrorCode returns the Code of err, or CodeInternal if it is not ours.
+func ErrorCode(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// ErrNotFound is returned when an order does not exist.
+var ErrNotFound = &Error{Code: CodeNotFound, Message: "order not found"}

@@ -1,0 +1,87 @@
+package order
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Kind says what a worker runs for an order.
+type Kind string
+
+// The kinds of order (DESIGN §2).
+const (
+	KindExec   Kind = "exec"
+	KindScript Kind = "script"
+	KindAction Kind = "action"
+)
+
+// Order is one execution on one host: what was asked, by whom, and what
+// happened. Stdin and Env values are only held while the order is pending;
+// history keeps env names only.
+type Order struct {
+	ID             uuid.UUID
+	BatchID        *uuid.UUID
+	Kind           Kind
+	Host           string
+	Status         Status
+	Command        string
+	Args           []string
+	Env            map[string]string // values present only until the order starts
+	EnvNames       []string
+	Stdin          []byte
+	StdoutEncode   Encoding
+	StderrEncode   Encoding
+	CaptureStdout  bool
+	CaptureStderr  bool
+	Timeout        time.Duration
+	RunAs          string
+	DryRun         bool
+	Idempotent     bool
+	ExpiresAt      *time.Time
+	MaxOutput      int64 // per-stream cap; 0 means the worker's default
+	Principal      string
+	Source         string // "rest" or "nats"
+	CorrelationID  string
+	IdempotencyKey string
+	Policy         Decision
+	SubmittedAt    time.Time
+	StartedAt      *time.Time
+	FinishedAt     *time.Time
+	Attempt        int
+	StreamSeq      uint64 // the JetStream sequence it was executed from
+	Worker         string // the worker instance that claimed it
+	Result         *Result
+}
+
+// Decision is the API policy's verdict on an order and the rules behind it.
+type Decision struct {
+	Decision string   `json:"decision"`
+	Matched  []string `json:"matched"`
+}
+
+// Result is what running an order produced.
+type Result struct {
+	ExitCode   *int
+	Signal     string
+	DurationMS int64
+	Error      string
+	Stdout     Output
+	Stderr     Output
+}
+
+// Output is one captured stream. Content holds the kept bytes (all of them,
+// or head and tail around a truncation marker when the stream passed the
+// cap); Bytes and SHA256 always describe the full stream.
+type Output struct {
+	Content   []byte
+	Bytes     int64
+	Truncated bool
+	SHA256    []byte
+}
+
+// NewID returns a new order id: a UUIDv7, so ids sort by submission time and
+// keyset pagination over id is newest-first by construction.
+func NewID() uuid.UUID {
+	return uuid.Must(uuid.NewV7())
+}

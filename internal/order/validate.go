@@ -1,0 +1,150 @@
+package order
+
+import (
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Limits bound what one order may ask for. Every field is a config key
+// (limits.*) with a safe default; see DefaultLimits.
+type Limits struct {
+	MaxArgs         int           // number of arguments
+	MaxArgBytes     int           // bytes of one argument
+	MaxArgsBytes    int           // bytes of all arguments together
+	MaxCommandBytes int           // bytes of the command name
+	MaxStdinBytes   int           // decoded stdin
+	MaxEnv          int           // number of env overrides
+	MaxEnvBytes     int           // bytes of one env value
+	DefaultTimeout  time.Duration // when the order names none
+	MaxTimeout      time.Duration
+	MaxExpiry       time.Duration
+}
+
+// DefaultLimits are the limits used when the config sets none.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxArgs:         256,
+		MaxArgBytes:     64 << 10,
+		MaxArgsBytes:    256 << 10,
+		MaxCommandBytes: 4096,
+		MaxStdinBytes:   512 << 10,
+		MaxEnv:          64,
+		MaxEnvBytes:     8 << 10,
+		DefaultTimeout:  60 * time.Second,
+		MaxTimeout:      24 * time.Hour,
+		MaxExpiry:       7 * 24 * time.Hour,
+	}
+}
+
+var (
+	hostRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userRE    = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$|^[0-9]{1,10}$`)
+)
+
+// ValidHost reports whether h is a host id: one NATS subject token, so it
+// can never address other subjects (DESIGN §2.5).
+func ValidHost(h string) bool { return hostRE.MatchString(h) }
+
+// ValidEnvName reports whether n is a portable environment variable name.
+func ValidEnvName(n string) bool { return envNameRE.MatchString(n) }
+
+// ValidUser reports whether u looks like a Unix user name or numeric id.
+func ValidUser(u string) bool { return userRE.MatchString(u) }
+
+// Validate checks o against the limits and the rules every order obeys,
+// whoever sent it. It fills in the default timeout. The first problem found
+// is returned as an *Error naming the field.
+func Validate(o *Order, l Limits) error {
+	if !ValidHost(o.Host) {
+		return FieldError(CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]")
+	}
+	if o.Kind == "" {
+		o.Kind = KindExec
+	}
+	if o.Kind != KindExec {
+		return FieldError(CodeUnprocessable, "kind", "kind %q is not supported here", o.Kind)
+	}
+	if o.Command == "" {
+		return FieldError(CodeInvalid, "command", "command is required")
+	}
+	if len(o.Command) > l.MaxCommandBytes {
+		return FieldError(CodeTooLarge, "command", "command is longer than %d bytes", l.MaxCommandBytes)
+	}
+	if hasControl(o.Command, false) {
+		return FieldError(CodeInvalid, "command", "command contains NUL or control characters")
+	}
+	if len(o.Args) > l.MaxArgs {
+		return FieldError(CodeTooLarge, "args", "more than %d arguments", l.MaxArgs)
+	}
+	total := 0
+	for _, a := range o.Args {
+		if len(a) > l.MaxArgBytes {
+			return FieldError(CodeTooLarge, "args", "an argument is longer than %d bytes", l.MaxArgBytes)
+		}
+		if hasControl(a, true) {
+			return FieldError(CodeInvalid, "args", "an argument contains NUL or control characters")
+		}
+		total += len(a)
+	}
+	if total > l.MaxArgsBytes {
+		return FieldError(CodeTooLarge, "args", "arguments are longer than %d bytes together", l.MaxArgsBytes)
+	}
+	if len(o.Env) > l.MaxEnv {
+		return FieldError(CodeTooLarge, "env", "more than %d environment variables", l.MaxEnv)
+	}
+	for k, v := range o.Env {
+		if !ValidEnvName(k) {
+			return FieldError(CodeInvalid, "env", "environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", printable(k))
+		}
+		if len(v) > l.MaxEnvBytes {
+			return FieldError(CodeTooLarge, "env", "the value of %s is longer than %d bytes", k, l.MaxEnvBytes)
+		}
+		if hasControl(v, true) {
+			return FieldError(CodeInvalid, "env", "the value of %s contains NUL or control characters", k)
+		}
+	}
+	if len(o.Stdin) > l.MaxStdinBytes {
+		return FieldError(CodeTooLarge, "stdin", "stdin is larger than %d bytes", l.MaxStdinBytes)
+	}
+	if o.RunAs != "" && !ValidUser(o.RunAs) {
+		return FieldError(CodeInvalid, "run_as", "run_as is not a valid user name")
+	}
+	if o.Timeout < 0 {
+		return FieldError(CodeInvalid, "timeout_seconds", "timeout_seconds must not be negative")
+	}
+	if o.Timeout == 0 {
+		o.Timeout = l.DefaultTimeout
+	}
+	if o.Timeout > l.MaxTimeout {
+		return FieldError(CodeUnprocessable, "timeout_seconds", "timeout_seconds is above the maximum of %d", int(l.MaxTimeout/time.Second))
+	}
+	if o.MaxOutput < 0 {
+		return FieldError(CodeInvalid, "max_output_bytes", "max_output_bytes must not be negative")
+	}
+	return nil
+}
+
+// hasControl reports NUL and other C0 control bytes (and DEL). Text fields
+// may carry tab, newline and carriage return.
+func hasControl(s string, text bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == 0 || c == 0x7f {
+			return true
+		}
+		if c < 0x20 && !(text && (c == '\t' || c == '\n' || c == '\r')) {
+			return true
+		}
+	}
+	return false
+}
+
+// printable quotes control bytes so a name can be echoed back safely.
+func printable(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
