@@ -1,0 +1,111 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Rejection is one refused request, recorded for the audit trail. Request
+// must already be redacted: no env values, no tokens.
+type Rejection struct {
+	Principal string
+	ClientIP  string
+	Source    string
+	Method    string
+	Path      string
+	Status    int
+	Code      string
+	Reason    string
+	Request   map[string]any
+}
+
+// RecordRejection stores a refused request.
+func (s *Store) RecordRejection(ctx context.Context, r Rejection) error {
+	req, err := json.Marshal(r.Request)
+	if err != nil {
+		return fmt.Errorf("encode rejected request: %w", err)
+	}
+	if r.Source == "" {
+		r.Source = "rest"
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO rejections (principal, client_ip, source, method, path, status, code, reason, request)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`, r.Principal, r.ClientIP, r.Source, r.Method, r.Path, r.Status, r.Code, r.Reason, req)
+	return translate("record rejection", err)
+}
+
+// HostRow is what PostgreSQL remembers of a worker host.
+type HostRow struct {
+	Host      string
+	Version   string
+	Instance  string
+	FirstSeen time.Time
+	LastSeen  time.Time
+}
+
+// TouchHost records that a worker for host is alive now.
+func (s *Store) TouchHost(ctx context.Context, host, version, instance string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO hosts (host, version, instance) VALUES ($1,$2,$3)
+		ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, last_seen = now()`, host, version, instance)
+	return translate("touch host "+host, err)
+}
+
+// Hosts lists every host ever seen.
+func (s *Store) Hosts(ctx context.Context) ([]HostRow, error) {
+	rows, err := s.pool.Query(ctx, `SELECT host, version, instance, first_seen, last_seen FROM hosts ORDER BY host`)
+	if err != nil {
+		return nil, translate("list hosts", err)
+	}
+	defer rows.Close()
+	var out []HostRow
+	for rows.Next() {
+		var h HostRow
+		if err := rows.Scan(&h.Host, &h.Version, &h.Instance, &h.FirstSeen, &h.LastSeen); err != nil {
+			return nil, translate("list hosts", err)
+		}
+		out = append(out, h)
+	}
+	return out, translate("list hosts", rows.Err())
+}
+
+// QueueDepth counts the orders of host that are queued or running.
+func (s *Store) QueueDepth(ctx context.Context, host string) (queued int, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM orders WHERE host = $1 AND status = 'queued'`, host).Scan(&queued)
+	return queued, translate("count queued orders", err)
+}
+
+// APIToken is a token created at runtime; only its hash is stored.
+type APIToken struct {
+	Name   string
+	SHA256 string
+	Roles  []string
+}
+
+// EnsureAPIToken stores a token hash under name unless one exists, and
+// reports whether it created it.
+func (s *Store) EnsureAPIToken(ctx context.Context, t APIToken) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, sha256, roles) VALUES ($1,$2,$3) ON CONFLICT (name) DO NOTHING`, t.Name, t.SHA256, t.Roles)
+	if err != nil {
+		return false, translate("store api token", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// APITokens lists the runtime tokens.
+func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
+	rows, err := s.pool.Query(ctx, `SELECT name, sha256, roles FROM api_tokens ORDER BY name`)
+	if err != nil {
+		return nil, translate("list api tokens", err)
+	}
+	defer rows.Close()
+	var out []APIToken
+	for rows.Next() {
+		var t APIToken
+		if err := rows.Scan(&t.Name, &t.SHA256, &t.Roles); err != nil {
+			return nil, translate("list api tokens", err)
+		}
+		out = append(out, t)
+	}
+	return out, translate("list api tokens", rows.Err())
+}

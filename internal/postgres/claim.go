@@ -1,0 +1,142 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Claim moves a queued order to running (attempt+1) and records the
+// "started" event, in one statement committed before anything executes
+// (DESIGN §2.2). When the order is not queued it returns claimed=false and
+// the order as it is, so the caller can tell a redelivery of a running order
+// (interrupted) from a finished one (ack only).
+func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
+	const q = `WITH c AS (
+	UPDATE orders SET status = 'running', attempt = attempt + 1, started_at = now(),
+		stream_seq = $3, worker = $2
+	WHERE id = $1 AND status = 'queued'
+	RETURNING ` + orderCols + `
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, started_at, 'started', 'running', $2, jsonb_build_object('attempt', attempt, 'stream_seq', $3::bigint) FROM c
+)
+SELECT ` + orderCols + ` FROM c`
+	o, err = scanOrder(s.pool.QueryRow(ctx, q, id, worker, int64(seq)))
+	if err == nil {
+		return o, true, nil
+	}
+	if err != pgx.ErrNoRows {
+		return nil, false, translate("claim order "+id.String(), err)
+	}
+	o, err = s.GetOrder(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	return o, false, nil
+}
+
+// Finish is how an attempt ended.
+type Finish struct {
+	Status order.Status
+	Result order.Result
+	Actor  string         // the worker instance
+	Detail map[string]any // extra event detail (e.g. the rejection reason)
+}
+
+// Complete writes the result of attempt and the "finished" event, guarded by
+// the attempt so a stale worker can never overwrite a newer outcome, and
+// erases the pending env values and stdin. It returns a CodeConflict error
+// when the order is no longer running under that attempt.
+func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finish) error {
+	detail := map[string]any{"attempt": attempt}
+	for k, v := range f.Detail {
+		detail[k] = v
+	}
+	r := f.Result
+	if r.ExitCode != nil {
+		detail["exit_code"] = *r.ExitCode
+	}
+	if r.Signal != "" {
+		detail["signal"] = r.Signal
+	}
+	if r.Error != "" {
+		detail["error"] = r.Error
+	}
+	dj, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("encode event detail: %w", err)
+	}
+	var exitCode *int32
+	if r.ExitCode != nil {
+		c := int32(*r.ExitCode)
+		exitCode = &c
+	}
+	const q = `WITH u AS (
+	UPDATE orders SET status = $3, finished_at = now(), exit_code = $4, signal = nullif($5, ''),
+		duration_ms = $6, error = nullif($7, ''),
+		stdout = $8, stdout_bytes = $9, stdout_truncated = $10, stdout_sha256 = $11,
+		stderr = $12, stderr_bytes = $13, stderr_truncated = $14, stderr_sha256 = $15,
+		env = NULL, stdin = NULL
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, status, finished_at
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'finished', status, $16, $17 FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	err = s.pool.QueryRow(ctx, q, id, attempt, string(f.Status), exitCode, r.Signal, r.DurationMS, r.Error,
+		r.Stdout.Content, r.Stdout.Bytes, r.Stdout.Truncated, r.Stdout.SHA256,
+		r.Stderr.Content, r.Stderr.Bytes, r.Stderr.Truncated, r.Stderr.SHA256,
+		f.Actor, dj).Scan(&n)
+	if err != nil {
+		return translate("complete order "+id.String(), err)
+	}
+	if n == 0 {
+		return order.Errorf(order.CodeConflict, "order %s is no longer running as attempt %d", id, attempt)
+	}
+	return nil
+}
+
+// Interrupt marks a running order whose worker vanished mid-run as
+// interrupted: its outcome is unknown and it is never run again. It returns
+// false when the order was not running any more.
+func (s *Store) Interrupt(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error) {
+	return s.transition(ctx, id, order.StatusRunning, order.StatusInterrupted, "interrupted", actor, reason)
+}
+
+// Cancel makes a queued order canceled, so it never starts. It returns false
+// when the order was not queued any more.
+func (s *Store) Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error) {
+	return s.transition(ctx, id, order.StatusQueued, order.StatusCanceled, "canceled", actor, reason)
+}
+
+// Expire makes a queued order whose deadline passed expired.
+func (s *Store) Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error) {
+	return s.transition(ctx, id, order.StatusQueued, order.StatusExpired, "expired", actor, "deadline passed before it started")
+}
+
+// transition moves an order from one status to a terminal one with its
+// event, in one statement.
+func (s *Store) transition(ctx context.Context, id uuid.UUID, from, to order.Status, event, actor, reason string) (bool, error) {
+	const q = `WITH u AS (
+	UPDATE orders SET status = $3, finished_at = now(), error = nullif($5, ''), env = NULL, stdin = NULL
+	WHERE id = $1 AND status = $2
+	RETURNING id, status, finished_at, attempt
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, $4, status, $6, jsonb_build_object('reason', $5::text, 'attempt', attempt) FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, id, string(from), string(to), event, reason, actor).Scan(&n); err != nil {
+		return false, translate(fmt.Sprintf("mark order %s %s", id, to), err)
+	}
+	return n == 1, nil
+}

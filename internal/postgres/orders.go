@@ -1,0 +1,279 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// orderCols is the column list every order query returns, in scanOrder's order.
+const orderCols = `id, batch_id, kind, host, status, command, args, env_names, env, stdin,
+	stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as,
+	dry_run, idempotent, expires_at, max_output, principal, source, correlation_id,
+	idempotency_key, policy, submitted_at, started_at, finished_at, attempt, stream_seq,
+	worker, exit_code, signal, duration_ms, error,
+	stdout, stdout_bytes, stdout_truncated, stdout_sha256,
+	stderr, stderr_bytes, stderr_truncated, stderr_sha256`
+
+func scanOrder(row pgx.Row) (*order.Order, error) {
+	var (
+		o                        order.Order
+		kind, status             string
+		env                      map[string]string
+		stdoutEnc, stderrEnc     string
+		timeoutMS, maxOutput     int64
+		idemKey                  *string
+		policy                   []byte
+		streamSeq                *int64
+		exitCode                 *int32
+		signal, errText          *string
+		durationMS               *int64
+		stdout, stderr           []byte
+		stdoutBytes, stderrBytes *int64
+		stdoutTrunc, stderrTrunc *bool
+		stdoutSum, stderrSum     []byte
+	)
+	err := row.Scan(&o.ID, &o.BatchID, &kind, &o.Host, &status, &o.Command, &o.Args, &o.EnvNames, &env, &o.Stdin,
+		&stdoutEnc, &stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &timeoutMS, &o.RunAs,
+		&o.DryRun, &o.Idempotent, &o.ExpiresAt, &maxOutput, &o.Principal, &o.Source, &o.CorrelationID,
+		&idemKey, &policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &streamSeq,
+		&o.Worker, &exitCode, &signal, &durationMS, &errText,
+		&stdout, &stdoutBytes, &stdoutTrunc, &stdoutSum,
+		&stderr, &stderrBytes, &stderrTrunc, &stderrSum)
+	if err != nil {
+		return nil, err
+	}
+	o.Kind, o.Status = order.Kind(kind), order.Status(status)
+	o.Env = env
+	o.StdoutEncode, o.StderrEncode = order.Encoding(stdoutEnc), order.Encoding(stderrEnc)
+	o.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	o.MaxOutput = maxOutput
+	if idemKey != nil {
+		o.IdempotencyKey = *idemKey
+	}
+	if len(policy) > 0 {
+		if err := json.Unmarshal(policy, &o.Policy); err != nil {
+			return nil, fmt.Errorf("decode policy of order %s: %w", o.ID, err)
+		}
+	}
+	if streamSeq != nil {
+		o.StreamSeq = uint64(*streamSeq)
+	}
+	if o.FinishedAt != nil || durationMS != nil || errText != nil {
+		r := &order.Result{}
+		if exitCode != nil {
+			c := int(*exitCode)
+			r.ExitCode = &c
+		}
+		if signal != nil {
+			r.Signal = *signal
+		}
+		if durationMS != nil {
+			r.DurationMS = *durationMS
+		}
+		if errText != nil {
+			r.Error = *errText
+		}
+		r.Stdout = output(stdout, stdoutBytes, stdoutTrunc, stdoutSum)
+		r.Stderr = output(stderr, stderrBytes, stderrTrunc, stderrSum)
+		o.Result = r
+	}
+	return &o, nil
+}
+
+func output(content []byte, n *int64, trunc *bool, sum []byte) order.Output {
+	out := order.Output{Content: content, SHA256: sum}
+	if n != nil {
+		out.Bytes = *n
+	}
+	if trunc != nil {
+		out.Truncated = *trunc
+	}
+	return out
+}
+
+// InsertOrder records a new queued order and its "submitted" event in one
+// statement. With an idempotency key already used by the same principal it
+// inserts nothing and returns the existing order with existed=true.
+func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *order.Order, err error) {
+	policy, err := json.Marshal(o.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("encode policy: %w", err)
+	}
+	var env []byte
+	if len(o.Env) > 0 {
+		if env, err = json.Marshal(o.Env); err != nil {
+			return nil, fmt.Errorf("encode env: %w", err)
+		}
+	}
+	var idemKey *string
+	if o.IdempotencyKey != "" {
+		idemKey = &o.IdempotencyKey
+	}
+	args := o.Args
+	if args == nil {
+		args = []string{}
+	}
+	names := o.EnvNames
+	if names == nil {
+		names = []string{}
+	}
+	const q = `WITH o AS (
+	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
+		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
+		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25)
+	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+	RETURNING id, submitted_at
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, submitted_at, 'submitted', 'queued', $21, jsonb_build_object('source', $22::text) FROM o
+)
+SELECT submitted_at FROM o`
+	err = s.pool.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
+		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
+		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy).Scan(&o.SubmittedAt)
+	if err == pgx.ErrNoRows && idemKey != nil {
+		row := s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, *idemKey)
+		prev, err := scanOrder(row)
+		if err != nil {
+			return nil, translate("get order by idempotency key", err)
+		}
+		return prev, nil
+	}
+	if err != nil {
+		return nil, translate("insert order", err)
+	}
+	o.Status = order.StatusQueued
+	return nil, nil
+}
+
+// MarkPublished records that the orders reached JetStream, so the
+// reconciler leaves them alone. It is called in batches off the hot path.
+func (s *Store) MarkPublished(ctx context.Context, ids []uuid.UUID) error {
+	_, err := s.pool.Exec(ctx, `UPDATE orders SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL`, ids)
+	return translate("mark orders published", err)
+}
+
+// Unpublished returns queued orders submitted before olderThan that never
+// reached JetStream, oldest first.
+func (s *Store) Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders
+		WHERE status = 'queued' AND published_at IS NULL AND submitted_at < $1
+		ORDER BY submitted_at LIMIT $2`, before, limit)
+	if err != nil {
+		return nil, translate("list unpublished orders", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*order.Order, error) { return scanOrder(r) })
+	return out, translate("list unpublished orders", err)
+}
+
+// GetOrder returns one order with its result.
+func (s *Store) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id))
+	if err != nil {
+		return nil, translate("get order "+id.String(), err)
+	}
+	return o, nil
+}
+
+// Filter selects orders for ListOrders. Zero fields do not filter.
+type Filter struct {
+	Host, Principal string
+	Status          []order.Status
+	Batch           *uuid.UUID
+	Since, Until    *time.Time
+	Cursor          *uuid.UUID // exclusive: orders older than this id
+	Limit           int
+}
+
+// ListOrders returns orders newest first with keyset pagination over id
+// (UUIDv7, so id order is submission order). next is the cursor for the
+// following page, or nil when this page is the last.
+func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, next *uuid.UUID, err error) {
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	if f.Host != "" {
+		add("host = ?", f.Host)
+	}
+	if f.Principal != "" {
+		add("principal = ?", f.Principal)
+	}
+	if len(f.Status) > 0 {
+		ss := make([]string, len(f.Status))
+		for i, st := range f.Status {
+			ss[i] = string(st)
+		}
+		add("status = ANY(?)", ss)
+	}
+	if f.Batch != nil {
+		add("batch_id = ?", *f.Batch)
+	}
+	if f.Since != nil {
+		add("submitted_at >= ?", *f.Since)
+	}
+	if f.Until != nil {
+		add("submitted_at < ?", *f.Until)
+	}
+	if f.Cursor != nil {
+		add("id < ?", *f.Cursor)
+	}
+	q := `SELECT ` + orderCols + ` FROM orders`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit+1)
+	q += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, nil, translate("list orders", err)
+	}
+	list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*order.Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, nil, translate("list orders", err)
+	}
+	if len(list) > f.Limit {
+		list = list[:f.Limit]
+		id := list[len(list)-1].ID
+		next = &id
+	}
+	return list, next, nil
+}
+
+// Event is one row of an order's history.
+type Event struct {
+	ID     int64
+	At     time.Time
+	Type   string
+	Status string
+	Actor  string
+	Detail map[string]any
+}
+
+// Events returns an order's history, oldest first.
+func (s *Store) Events(ctx context.Context, id uuid.UUID) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, at, type, coalesce(status,''), actor, detail FROM order_events WHERE order_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, translate("list order events", err)
+	}
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
+		var e Event
+		err := r.Scan(&e.ID, &e.At, &e.Type, &e.Status, &e.Actor, &e.Detail)
+		return e, err
+	})
+	return evs, translate("list order events", err)
+}

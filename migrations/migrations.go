@@ -1,0 +1,54 @@
+// Package migrations holds orderly's PostgreSQL schema as goose migrations,
+// embedded in the binary so every command can apply them.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed *.sql
+var files embed.FS
+
+// Provider opens the database at dsn and returns a goose provider over the
+// embedded migrations, holding a PostgreSQL session lock so that several
+// processes starting at once migrate one at a time. Close it when done.
+func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse database url: %w", err)
+	}
+	db := stdlib.OpenDB(*cfg)
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, files, goose.WithSessionLocker(locker))
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("migrations: %w", err)
+	}
+	return p, db, nil
+}
+
+// Up applies every pending migration to the database at dsn.
+func Up(ctx context.Context, dsn string) error {
+	p, db, err := Provider(dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer p.Close()
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	return nil
+}
