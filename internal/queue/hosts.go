@@ -1,0 +1,143 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// HostInfo is a worker's heartbeat, kept in the KV bucket under info.<host>.
+// The bucket's TTL removes it when the worker stops beating: present means
+// online.
+type HostInfo struct {
+	Host         string     `json:"host"`
+	Instance     string     `json:"instance"`
+	Version      string     `json:"version"`
+	StartedAt    time.Time  `json:"started_at"`
+	LastSeen     time.Time  `json:"last_seen"`
+	CurrentOrder *uuid.UUID `json:"current_order,omitempty"`
+}
+
+// Heartbeat records info as the host's current state.
+func (q *Queue) Heartbeat(ctx context.Context, info HostInfo) error {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if _, err := q.kv.Put(ctx, "info."+info.Host, b); err != nil {
+		return fmt.Errorf("heartbeat of host %s: %w", info.Host, err)
+	}
+	return nil
+}
+
+// OnlineHosts returns the heartbeat of every host whose worker is alive.
+func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
+	w, err := q.kv.Watch(ctx, "info.*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list online hosts: %w", err)
+	}
+	defer w.Stop()
+	out := map[string]HostInfo{}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				return out, nil
+			}
+			var h HostInfo
+			if json.Unmarshal(e.Value(), &h) == nil {
+				out[h.Host] = h
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Lease is a worker's exclusive claim on a host id. At most one worker per
+// host consumes its orders; a second one waits as a standby until the lease
+// is released or expires (DESIGN §2.3).
+type Lease struct {
+	q        *Queue
+	key      string
+	instance string
+	rev      uint64
+}
+
+// ErrLeaseLost is returned by Renew when another worker took the host.
+var ErrLeaseLost = errors.New("lease lost")
+
+// AcquireLease takes the host's lease for instance, waiting as long as
+// another live worker holds it. standby is called once if it has to wait.
+func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
+	key := "lease." + host
+	waited := false
+	for {
+		rev, err := q.kv.Create(ctx, key, []byte(instance))
+		if err == nil {
+			return &Lease{q: q, key: key, instance: instance, rev: rev}, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("acquire lease of host %s: %w", host, err)
+		}
+		if !waited && standby != nil {
+			holder := ""
+			if e, err := q.kv.Get(ctx, key); err == nil {
+				holder = string(e.Value())
+			}
+			standby(holder)
+		}
+		waited = true
+		// Wake on the holder's delete, or poll: an expired key leaves no marker.
+		if err := q.waitForKeyChange(ctx, key, q.opts.LeaseTTL/4); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (q *Queue) waitForKeyChange(ctx context.Context, key string, max time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	w, err := q.kv.Watch(wctx, key, jetstream.UpdatesOnly())
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return nil
+	}
+	defer w.Stop()
+	select {
+	case <-w.Updates():
+	case <-wctx.Done():
+	}
+	return ctx.Err()
+}
+
+// Renew extends the lease. It fails with ErrLeaseLost when the lease expired
+// and someone else holds the host now.
+func (l *Lease) Renew(ctx context.Context) error {
+	rev, err := l.q.kv.Update(ctx, l.key, []byte(l.instance), l.rev)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			// The key expired (a long pause): take it again if nobody else did.
+			if rev, cerr := l.q.kv.Create(ctx, l.key, []byte(l.instance)); cerr == nil {
+				l.rev = rev
+				return nil
+			}
+			return fmt.Errorf("%w: %v", ErrLeaseLost, err)
+		}
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	l.rev = rev
+	return nil
+}
+
+// Release gives the host up, so a standby can take over at once.
+func (l *Lease) Release(ctx context.Context) error {
+	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
+}

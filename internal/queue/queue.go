@@ -1,0 +1,180 @@
+// Package queue is orderly's transport on NATS JetStream: the orders stream
+// with one durable consumer per host, status events, and the host registry
+// (leases and heartbeats) in a KV bucket. PostgreSQL stays the system of
+// record; nothing here is trusted as the truth about an order.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the JetStream objects and subjects (DESIGN §1).
+const (
+	OrdersStream   = "ORDERLY_ORDERS"
+	OrdersSubject  = "orderly.orders." // + host
+	SubmitStream   = "ORDERLY_SUBMIT"
+	SubmitSubject  = "orderly.submit."  // + host
+	EventsSubject  = "orderly.events."  // + order id
+	OutputSubject  = "orderly.output."  // + order id
+	ControlSubject = "orderly.control." // + host
+	HostsBucket    = "orderly_hosts"
+)
+
+// Options tune the JetStream objects.
+type Options struct {
+	Replicas    int
+	DedupWindow time.Duration // ≥ 2 minutes (DESIGN §2.4)
+	AckWait     time.Duration // redelivery delay of an unacked order
+	LeaseTTL    time.Duration // how long a dead worker holds its host
+}
+
+// Queue wraps one NATS connection and its JetStream context.
+type Queue struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	opts Options
+}
+
+// Connect dials NATS with settings suited to a long-running service:
+// unlimited reconnects and a client name that shows in server monitoring.
+func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(url, all...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// New ensures the streams and the KV bucket exist with the right settings
+// and returns a Queue over nc.
+func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
+	if opts.Replicas < 1 {
+		opts.Replicas = 1
+	}
+	if opts.DedupWindow < 2*time.Minute {
+		opts.DedupWindow = 2 * time.Minute
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = 30 * time.Second
+	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 15 * time.Second
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	// A work queue: an order leaves the stream once its worker acks it.
+	// Per-host consumers filter disjoint subjects, so they never overlap.
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        OrdersStream,
+		Description: "orders per host; one durable consumer per host executes them in order",
+		Subjects:    []string{OrdersSubject + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+		Duplicates:  opts.DedupWindow,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", OrdersStream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        SubmitStream,
+		Description: "orders submitted asynchronously over NATS, awaiting the API's intake",
+		Subjects:    []string{SubmitSubject + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+		Duplicates:  opts.DedupWindow,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      HostsBucket,
+		Description: "worker leases and heartbeats; entries expire when a worker stops renewing them",
+		TTL:         opts.LeaseTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, err)
+	}
+	return &Queue{nc: nc, js: js, kv: kv, opts: opts}, nil
+}
+
+// Conn returns the underlying connection.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// JetStream returns the JetStream context.
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// Ping reports whether the NATS connection is up; /readyz uses it.
+func (q *Queue) Ping(ctx context.Context) error {
+	if !q.nc.IsConnected() {
+		return errors.New("nats: not connected")
+	}
+	return q.nc.FlushWithContext(ctx)
+}
+
+// Publish sends an order to its host's subject with Nats-Msg-Id set to the
+// order id, so a republish by the reconciler is deduplicated. The payload is
+// only the id: the worker reads the order from PostgreSQL.
+func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+	ack, err := q.js.Publish(ctx, OrdersSubject+host, []byte(id.String()), jetstream.WithMsgID(id.String()),
+		jetstream.WithExpectStream(OrdersStream))
+	if err != nil {
+		return 0, fmt.Errorf("publish order %s: %w", id, err)
+	}
+	return ack.Sequence, nil
+}
+
+// ConsumerName is the durable consumer of a host.
+func ConsumerName(host string) string { return "host_" + host }
+
+// HostConsumer returns the host's durable consumer, creating it if needed.
+// MaxAckPending 1 is what makes execution strictly sequential: the server
+// hands out the next order only after the previous one is acked.
+func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
+	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, jetstream.ConsumerConfig{
+		Durable:       ConsumerName(host),
+		Description:   "orders of host " + host,
+		FilterSubject: OrdersSubject + host,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       q.opts.AckWait,
+		MaxAckPending: 1,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
+	}
+	return c, nil
+}
+
+// Pending returns how many orders of host wait in the stream, including the
+// one in flight.
+func (q *Queue) Pending(ctx context.Context, host string) (int, error) {
+	c, err := q.js.Consumer(ctx, OrdersStream, ConsumerName(host))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return int(info.NumPending) + info.NumAckPending, nil
+}
