@@ -16,6 +16,9 @@ type Config struct {
 	Host        string        `koanf:"host"` // this machine's worker host id (serve, worker)
 	DatabaseURL string        `koanf:"database_url"`
 	Retention   time.Duration `koanf:"retention"`
+	// ConfigCheckInterval is how often Watcher.Run hashes the config file
+	// to report drift (DESIGN §4.7).
+	ConfigCheckInterval time.Duration `koanf:"config_check_interval"`
 
 	NATS   NATS   `koanf:"nats"`
 	Log    Log    `koanf:"log"`
@@ -41,7 +44,7 @@ type NATS struct {
 
 // Log configures log/slog output.
 type Log struct {
-	Format string `koanf:"format"` // text, json
+	Format string `koanf:"format"` // text, json, syslog
 	Level  string `koanf:"level"`
 }
 
@@ -141,6 +144,8 @@ func Default() Config {
 		DataDir:   "./data",
 		Listen:    "127.0.0.1:8080",
 		Retention: 90 * 24 * time.Hour,
+
+		ConfigCheckInterval: 5 * time.Second,
 		NATS: NATS{
 			Listen:      "127.0.0.1:4222",
 			Replicas:    1,

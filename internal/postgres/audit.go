@@ -109,3 +109,10 @@ func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
 	}
 	return out, translate("list api tokens", rows.Err())
 }
+
+// ReplaceAPIToken sets the hash of an existing runtime token (rotation).
+func (s *Store) ReplaceAPIToken(ctx context.Context, t APIToken) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, sha256, roles) VALUES ($1,$2,$3)
+		ON CONFLICT (name) DO UPDATE SET sha256 = $2, roles = $3, created_at = now()`, t.Name, t.SHA256, t.Roles)
+	return translate("replace api token", err)
+}

@@ -1,0 +1,34 @@
+# orderly — the two commands a newcomer needs are `make run` and `make test`.
+export GOTOOLCHAIN ?= local
+GO      ?= go
+BIN     ?= bin/orderly
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+ARGS    ?=
+
+.PHONY: build run test test-short bench postgres vet clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderly
+
+# run starts the all-in-one server: embedded NATS, a managed PostgreSQL under
+# ./data, the API on 127.0.0.1:8080 and a worker for this host.
+run: postgres build
+	./$(BIN) serve $(ARGS)
+
+# postgres makes sure the PostgreSQL server binaries exist (installing the
+# Debian package when we are root on a machine with apt-get).
+postgres:
+	@./scripts/ensure-postgres.sh
+
+test: postgres
+	CI=true $(GO) test -count=1 -timeout 20m ./...
+
+vet:
+	$(GO) vet ./...
+
+bench: postgres build
+	$(GO) run ./cmd/orderly-bench -bin ./$(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,64 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// statusOf maps a domain error code to its HTTP status. It is the only
+// place that does so.
+func statusOf(code order.Code) int {
+	switch code {
+	case order.CodeInvalid:
+		return http.StatusBadRequest
+	case order.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case order.CodeForbidden:
+		return http.StatusForbidden
+	case order.CodeNotFound:
+		return http.StatusNotFound
+	case order.CodeConflict:
+		return http.StatusConflict
+	case order.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case order.CodeUnsupportedType:
+		return http.StatusUnsupportedMediaType
+	case order.CodeUnprocessable:
+		return http.StatusUnprocessableEntity
+	case order.CodeRateLimited:
+		return http.StatusTooManyRequests
+	case order.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    order.Code     `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// writeError answers with the error envelope of DESIGN §3. Errors that are
+// not ours are bugs or dependency failures: they are logged with their cause
+// and the client sees a generic message.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *order.Error
+	if !errors.As(err, &e) {
+		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
+	} else if e.Code == order.CodeInternal || e.Code == order.CodeUnavailable {
+		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	status := statusOf(e.Code)
+	if status >= 400 && status < 500 && status != http.StatusNotFound {
+		s.audit(r, status, e)
+	}
+	encode(w, status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
+}

@@ -1,0 +1,53 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// handleHealthz is liveness: the process answers.
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	encode(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz is readiness: PostgreSQL and NATS answer. Config drift is
+// reported but does not make the service unready: it keeps serving the
+// loaded config until a reload.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"postgres": "ok", "nats": "ok"}
+	status := http.StatusOK
+	if err := s.Store.Ping(ctx); err != nil {
+		checks["postgres"] = "unavailable"
+		status = http.StatusServiceUnavailable
+	}
+	if err := s.Queue.Ping(ctx); err != nil {
+		checks["nats"] = "unavailable"
+		status = http.StatusServiceUnavailable
+	}
+	body := map[string]any{"checks": checks}
+	if s.Status != nil {
+		if drift, ok := s.Status()["config_drift"]; ok {
+			body["config_drift"] = drift
+		}
+	}
+	if status == http.StatusOK {
+		body["status"] = "ready"
+	} else {
+		body["status"] = "unavailable"
+	}
+	encode(w, status, body)
+}
+
+// handleStatus is GET /v1/status.
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	body := map[string]any{"version": s.Version}
+	if s.Status != nil {
+		for k, v := range s.Status() {
+			body[k] = v
+		}
+	}
+	encode(w, http.StatusOK, body)
+}

@@ -1,0 +1,118 @@
+package api
+
+import (
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+type hostResponse struct {
+	Host         string          `json:"host"`
+	Online       bool            `json:"online"`
+	LastSeen     *time.Time      `json:"last_seen"`
+	Version      string          `json:"version"`
+	Instance     string          `json:"instance"`
+	CurrentOrder *uuid.UUID      `json:"current_order"`
+	QueueDepth   *int            `json:"queue_depth,omitempty"`
+	Queued       []orderResponse `json:"queued,omitempty"`
+	Running      *orderResponse  `json:"running,omitempty"`
+}
+
+// hosts merges what PostgreSQL remembers (every host ever seen) with the
+// live heartbeats in the KV bucket (who is online now).
+func (s *Server) hosts(r *http.Request) ([]hostResponse, error) {
+	rows, err := s.Store.Hosts(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	online, err := s.Queue.OnlineHosts(r.Context())
+	if err != nil {
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+	}
+	byHost := map[string]*hostResponse{}
+	for _, h := range rows {
+		ls := h.LastSeen
+		byHost[h.Host] = &hostResponse{Host: h.Host, LastSeen: &ls, Version: h.Version, Instance: h.Instance}
+	}
+	for name, info := range online {
+		h := byHost[name]
+		if h == nil {
+			h = &hostResponse{Host: name}
+			byHost[name] = h
+		}
+		ls := info.LastSeen
+		h.Online, h.LastSeen, h.Version, h.Instance, h.CurrentOrder = true, &ls, info.Version, info.Instance, info.CurrentOrder
+	}
+	out := make([]hostResponse, 0, len(byHost))
+	for _, h := range byHost {
+		out = append(out, *h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out, nil
+}
+
+// handleHosts is GET /v1/hosts.
+func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
+	hs, err := s.hosts(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	encode(w, http.StatusOK, map[string]any{"hosts": hs})
+}
+
+// handleHost is GET /v1/hosts/{host}: the host with its running order and
+// its queue in execution order.
+func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "host")
+	if !order.ValidHost(name) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	hs, err := s.hosts(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var h *hostResponse
+	for i := range hs {
+		if hs[i].Host == name {
+			h = &hs[i]
+		}
+	}
+	if h == nil {
+		h = &hostResponse{Host: name}
+	}
+	running, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Host: name, Status: []order.Status{order.StatusRunning}, Limit: 10})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if len(running) > 0 {
+		rr := toResponse(running[0])
+		h.Running = &rr
+	}
+	queued, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Host: name, Status: []order.Status{order.StatusQueued}, Limit: 1000})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// Newest first from the store; the queue runs oldest first.
+	h.Queued = make([]orderResponse, 0, len(queued))
+	for i := len(queued) - 1; i >= 0; i-- {
+		h.Queued = append(h.Queued, toResponse(queued[i]))
+	}
+	depth := len(queued)
+	h.QueueDepth = &depth
+	if len(hs) == 0 && len(queued) == 0 && h.Running == nil && !h.Online {
+		s.writeError(w, r, notFound("unknown host"))
+		return
+	}
+	encode(w, http.StatusOK, h)
+}

@@ -1,0 +1,326 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+func notFound(msg string) error { return order.Errorf(order.CodeNotFound, "%s", msg) }
+
+// handleSubmit is POST /v1/orders: 202 with the queued order, or with a
+// wait, 200 with the finished order (202 if it is still running then).
+func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	set := s.Settings()
+	wait, err := waitOf(r, set.MaxWait)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req submitRequest
+	if err := decode(r, set.MaxBodyBytes, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	r = r.WithContext(context.WithValue(r.Context(), redactedKey{}, redact(&req)))
+	o, err := req.toOrder(time.Now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	o.Source = "rest"
+	o.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	if len(o.IdempotencyKey) > 200 {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key is longer than 200 characters"))
+		return
+	}
+	o.ID = order.NewID()
+
+	var events <-chan queue.Event
+	if wait > 0 {
+		sub, ch, err := s.Queue.SubscribeEvents(o.ID)
+		if err != nil {
+			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "event bus unavailable", Err: err})
+			return
+		}
+		defer sub.Unsubscribe()
+		events = ch
+	}
+	stored, err := s.Intake.Submit(r.Context(), principalOf(r), o)
+	if err != nil {
+		var np *intake.ErrNotPublished
+		if errors.As(err, &np) {
+			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable,
+				Message: "order recorded but not yet queued: the message bus is unavailable; it will be queued automatically",
+				Details: map[string]any{"order_id": np.ID}, Err: err})
+			return
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	if stored.ID != o.ID || wait == 0 {
+		// A repeated Idempotency-Key answers with the first order as it is now.
+		if stored.ID != o.ID {
+			if cur, err := s.Store.GetOrder(r.Context(), stored.ID); err == nil {
+				stored = cur
+			}
+		}
+		status := http.StatusAccepted
+		if stored.Status.Terminal() {
+			status = http.StatusOK
+		}
+		encode(w, status, toResponse(stored))
+		return
+	}
+	final := s.awaitFinish(r.Context(), o.ID, events, wait)
+	if final == nil {
+		final = stored
+	}
+	status := http.StatusAccepted
+	if final.Status.Terminal() {
+		status = http.StatusOK
+	}
+	encode(w, status, toResponse(final))
+}
+
+// awaitFinish waits for the order's finished event, up to wait. Events are
+// a fast path; PostgreSQL is polled as well, since core NATS events can be
+// missed across a cluster.
+func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration) *order.Order {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for {
+		select {
+		case ev := <-events:
+			if !order.Status(ev.Status).Terminal() {
+				continue
+			}
+		case <-poll.C:
+		case <-deadline.C:
+		case <-ctx.Done():
+			return nil
+		}
+		o, err := s.Store.GetOrder(ctx, id)
+		if err != nil {
+			return nil
+		}
+		if o.Status.Terminal() {
+			return o
+		}
+		select {
+		case <-deadline.C:
+			return o
+		default:
+		}
+	}
+}
+
+// waitOf reads Prefer: wait=N or ?wait=N (seconds).
+func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		for _, pref := range r.Header.Values("Prefer") {
+			for _, part := range strings.Split(pref, ",") {
+				k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+				if ok && strings.EqualFold(strings.TrimSpace(k), "wait") {
+					v = strings.TrimSpace(val)
+				}
+			}
+		}
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseFloat(v, 64)
+	if err != nil || n < 0 || n != n {
+		return 0, order.FieldError(order.CodeInvalid, "wait", "wait must be a number of seconds")
+	}
+	d := time.Duration(n * float64(time.Second))
+	if d > max || n > 1e9 {
+		d = max
+	}
+	return d, nil
+}
+
+// redact keeps what the audit may store of a submission: never env values
+// or stdin content.
+func redact(req *submitRequest) map[string]any {
+	names := make([]string, 0, len(req.Env))
+	for k := range req.Env {
+		names = append(names, k)
+	}
+	m := map[string]any{"host": req.Host, "command": req.Command, "args": req.Args, "env_names": names,
+		"run_as": req.RunAs, "timeout_seconds": req.TimeoutSeconds, "dry_run": req.DryRun}
+	if req.Stdin != nil {
+		m["stdin_chars"] = len(req.Stdin.Content)
+	}
+	return m
+}
+
+// handleGet is GET /v1/orders/{id}.
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	if err != nil {
+		s.writeError(w, r, notFound("order not found"))
+		return
+	}
+	o, err := s.Store.GetOrder(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	encode(w, http.StatusOK, toResponse(o))
+}
+
+type listResponse struct {
+	Orders     []orderResponse `json:"orders"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
+// handleList is GET /v1/orders with filters and keyset pagination.
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := postgres.Filter{Host: q.Get("host"), Principal: q.Get("principal"), Limit: 50}
+	if f.Host != "" && !order.ValidHost(f.Host) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	for _, st := range q["status"] {
+		for _, v := range strings.Split(st, ",") {
+			if !order.Status(v).Valid() {
+				s.writeError(w, r, order.FieldError(order.CodeInvalid, "status", "unknown status %q", v))
+				return
+			}
+			f.Status = append(f.Status, order.Status(v))
+		}
+	}
+	if v := q.Get("batch"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			s.writeError(w, r, order.FieldError(order.CodeInvalid, "batch", "batch must be a UUID"))
+			return
+		}
+		f.Batch = &id
+	}
+	for _, t := range []struct {
+		name string
+		dst  **time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(t.name); v != "" {
+			ts, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				s.writeError(w, r, order.FieldError(order.CodeInvalid, t.name, "%s must be an RFC 3339 time", t.name))
+				return
+			}
+			*t.dst = &ts
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.writeError(w, r, order.FieldError(order.CodeInvalid, "limit", "limit must be between 1 and 1000"))
+			return
+		}
+		f.Limit = n
+	}
+	if v := q.Get("cursor"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			s.writeError(w, r, order.FieldError(order.CodeInvalid, "cursor", "cursor is not valid"))
+			return
+		}
+		f.Cursor = &id
+	}
+	list, next, err := s.Store.ListOrders(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	resp := listResponse{Orders: make([]orderResponse, len(list))}
+	for i, o := range list {
+		resp.Orders[i] = toResponse(o)
+	}
+	if next != nil {
+		c := next.String()
+		resp.NextCursor = &c
+	}
+	encode(w, http.StatusOK, resp)
+}
+
+type cancelRequest struct {
+	Signal string `json:"signal"`
+}
+
+// handleCancel is POST /v1/orders/{id}/cancel: a queued order becomes
+// canceled; a running one is signalled through its worker; a finished one
+// is a conflict.
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	if err != nil {
+		s.writeError(w, r, notFound("order not found"))
+		return
+	}
+	var req cancelRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	if req.Signal == "" {
+		req.Signal = "SIGTERM"
+	}
+	switch req.Signal {
+	case "SIGHUP", "SIGINT", "SIGTERM", "SIGKILL", "SIGUSR1", "SIGUSR2":
+	default:
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "signal", "signal must be one of SIGHUP, SIGINT, SIGTERM, SIGKILL, SIGUSR1, SIGUSR2"))
+		return
+	}
+	p := principalOf(r)
+	o, err := s.Store.GetOrder(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !p.HasRole("admin") && o.Principal != p.Name {
+		s.writeError(w, r, order.Errorf(order.CodeForbidden, "only the submitter or an admin may cancel this order"))
+		return
+	}
+	if o.Status == order.StatusQueued {
+		ok, err := s.Store.Cancel(r.Context(), id, p.Name, "canceled by "+p.Name)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if ok {
+			_ = s.Queue.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
+			o, _ = s.Store.GetOrder(r.Context(), id)
+			encode(w, http.StatusOK, toResponse(o))
+			return
+		}
+		o, _ = s.Store.GetOrder(r.Context(), id) // it started meanwhile
+	}
+	if o.Status == order.StatusRunning {
+		if err := s.Queue.SendControl(o.Host, queue.Control{OrderID: id, Signal: req.Signal, Actor: p.Name}); err != nil {
+			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "cannot reach the worker", Err: err})
+			return
+		}
+		encode(w, http.StatusAccepted, toResponse(o))
+		return
+	}
+	s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "order already finished with status " + string(o.Status),
+		Details: map[string]any{"status": o.Status}})
+}

@@ -1,0 +1,36 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+)
+
+// Handler returns the API's routes. Every route is listed here.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Use(s.network)
+
+	r.Get("/healthz", s.handleHealthz)
+	r.Get("/readyz", s.handleReadyz)
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.authenticate)
+		r.Post("/orders", s.handleSubmit)
+		r.Get("/orders", s.handleList)
+		r.Get("/orders/{id}", s.handleGet)
+		r.Post("/orders/{id}/cancel", s.handleCancel)
+		r.Get("/hosts", s.handleHosts)
+		r.Get("/hosts/{host}", s.handleHost)
+		r.Get("/status", s.handleStatus)
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, notFound("no such route"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		encode(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+	})
+	return r
+}

@@ -1,0 +1,80 @@
+// Package api is orderly's HTTP interface: routes, handlers, middleware and
+// the one mapping from domain errors to HTTP statuses.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// Store is what the API reads from PostgreSQL.
+type Store interface {
+	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	ListOrders(ctx context.Context, f postgres.Filter) ([]*order.Order, *uuid.UUID, error)
+	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
+	Hosts(ctx context.Context) ([]postgres.HostRow, error)
+	RecordRejection(ctx context.Context, r postgres.Rejection) error
+	Ping(ctx context.Context) error
+}
+
+// Authenticator turns an Authorization header into a principal.
+type Authenticator interface {
+	Authenticate(header string) (auth.Principal, error)
+}
+
+// Settings are the parts of the config the API reads per request; the
+// function returning them is called each time, so a reload applies at once.
+type Settings struct {
+	MaxBodyBytes int64
+	MaxWait      time.Duration
+	ACL          *netacl.ACL
+}
+
+// Deps are the Server's collaborators.
+type Deps struct {
+	Store    Store
+	Queue    *queue.Queue
+	Intake   *intake.Service
+	Auth     func() Authenticator
+	Settings func() Settings
+	Status   func() map[string]any // extra fields for /v1/status and drift for /readyz
+	Logger   *slog.Logger
+	Version  string
+}
+
+// Server serves the API.
+type Server struct {
+	Deps
+	logger *slog.Logger
+}
+
+// New returns a Server.
+func New(d Deps) *Server {
+	return &Server{Deps: d, logger: d.Logger}
+}
+
+// principalKey carries the authenticated principal in a request context.
+type principalKey struct{}
+
+func principalOf(r *http.Request) auth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(auth.Principal)
+	return p
+}
+
+type clientIPKey struct{}
+
+func clientIPOf(r *http.Request) string {
+	s, _ := r.Context().Value(clientIPKey{}).(string)
+	return s
+}

@@ -1,0 +1,219 @@
+package api
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// submitRequest is the body of POST /v1/orders and of a NATS submission.
+type submitRequest struct {
+	Kind             string            `json:"kind"`
+	Host             string            `json:"host"`
+	Command          string            `json:"command"`
+	Args             []string          `json:"args"`
+	Env              map[string]string `json:"env"`
+	Stdin            *streamIn         `json:"stdin"`
+	Stdout           *streamOut        `json:"stdout"`
+	Stderr           *streamOut        `json:"stderr"`
+	TimeoutSeconds   float64           `json:"timeout_seconds"`
+	RunAs            string            `json:"run_as"`
+	DryRun           bool              `json:"dry_run"`
+	Idempotent       bool              `json:"idempotent"`
+	ExpiresInSeconds float64           `json:"expires_in_seconds"`
+	DeliverBy        *time.Time        `json:"deliver_by"`
+	MaxOutputBytes   int64             `json:"max_output_bytes"`
+	CorrelationID    string            `json:"correlation_id"`
+}
+
+// streamIn is stdin: either a JSON string (text) or {content, encode}.
+type streamIn struct {
+	Content string  `json:"content"`
+	Encode  *string `json:"encode"`
+}
+
+func (s *streamIn) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &s.Content)
+	}
+	type plain streamIn
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode((*plain)(s))
+}
+
+// streamOut says whether and how to capture stdout or stderr.
+type streamOut struct {
+	Capture *bool   `json:"capture"`
+	Encode  *string `json:"encode"`
+}
+
+// toOrder turns a request into a domain order, decoding stdin and
+// checking the encodings. Limits are checked later by order.Validate.
+func (req *submitRequest) toOrder(now time.Time) (*order.Order, error) {
+	o := &order.Order{
+		Kind: order.Kind(req.Kind), Host: req.Host, Command: req.Command, Args: req.Args, Env: req.Env,
+		RunAs: req.RunAs, DryRun: req.DryRun, Idempotent: req.Idempotent, MaxOutput: req.MaxOutputBytes,
+		CorrelationID: req.CorrelationID, CaptureStdout: true, CaptureStderr: true,
+	}
+	if req.TimeoutSeconds < 0 {
+		return nil, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must not be negative")
+	}
+	if req.TimeoutSeconds > 1e7 {
+		return nil, order.FieldError(order.CodeUnprocessable, "timeout_seconds", "timeout_seconds is too large")
+	}
+	o.Timeout = time.Duration(req.TimeoutSeconds * float64(time.Second))
+	if req.Stdin != nil {
+		enc := order.EncodeText
+		if req.Stdin.Encode != nil {
+			e, err := order.ParseEncoding(*req.Stdin.Encode)
+			if err != nil {
+				return nil, order.FieldError(order.CodeInvalid, "stdin.encode", "%v", err)
+			}
+			enc = e
+		}
+		b, err := order.Decode(req.Stdin.Content, enc)
+		if err != nil {
+			return nil, order.FieldError(order.CodeInvalid, "stdin.content", "stdin is not valid %s: %v", enc, err)
+		}
+		o.Stdin = b
+	}
+	for _, s := range []struct {
+		name    string
+		in      *streamOut
+		capture *bool
+		enc     *order.Encoding
+	}{{"stdout", req.Stdout, &o.CaptureStdout, &o.StdoutEncode}, {"stderr", req.Stderr, &o.CaptureStderr, &o.StderrEncode}} {
+		if s.in == nil {
+			continue
+		}
+		if s.in.Capture != nil {
+			*s.capture = *s.in.Capture
+		}
+		if s.in.Encode != nil {
+			e, err := order.ParseEncoding(*s.in.Encode)
+			if err != nil {
+				return nil, order.FieldError(order.CodeInvalid, s.name+".encode", "%v", err)
+			}
+			*s.enc = e
+		}
+	}
+	if req.ExpiresInSeconds < 0 {
+		return nil, order.FieldError(order.CodeInvalid, "expires_in_seconds", "expires_in_seconds must not be negative")
+	}
+	if req.ExpiresInSeconds > 0 {
+		if req.ExpiresInSeconds > 1e8 {
+			return nil, order.FieldError(order.CodeUnprocessable, "expires_in_seconds", "expires_in_seconds is too large")
+		}
+		t := now.Add(time.Duration(req.ExpiresInSeconds * float64(time.Second)))
+		o.ExpiresAt = &t
+	}
+	if req.DeliverBy != nil {
+		t := *req.DeliverBy
+		if o.ExpiresAt == nil || t.Before(*o.ExpiresAt) {
+			o.ExpiresAt = &t
+		}
+	}
+	for k := range o.Env {
+		o.EnvNames = append(o.EnvNames, k)
+	}
+	sort.Strings(o.EnvNames)
+	return o, nil
+}
+
+// orderResponse is an order as the API shows it (DESIGN §3). Env values
+// are never shown: names only.
+type orderResponse struct {
+	ID            uuid.UUID       `json:"id"`
+	BatchID       *uuid.UUID      `json:"batch_id"`
+	Kind          order.Kind      `json:"kind"`
+	Host          string          `json:"host"`
+	Status        order.Status    `json:"status"`
+	Command       string          `json:"command"`
+	Args          []string        `json:"args"`
+	EnvNames      []string        `json:"env_names"`
+	TimeoutSecs   float64         `json:"timeout_seconds"`
+	RunAs         string          `json:"run_as"`
+	DryRun        bool            `json:"dry_run"`
+	Idempotent    bool            `json:"idempotent"`
+	ExpiresAt     *time.Time      `json:"expires_at,omitempty"`
+	Principal     string          `json:"principal"`
+	Source        string          `json:"source"`
+	CorrelationID string          `json:"correlation_id"`
+	SubmittedAt   time.Time       `json:"submitted_at"`
+	StartedAt     *time.Time      `json:"started_at"`
+	FinishedAt    *time.Time      `json:"finished_at"`
+	Attempt       int             `json:"attempt"`
+	StreamSeq     uint64          `json:"stream_seq,omitempty"`
+	Policy        order.Decision  `json:"policy"`
+	Result        *resultResponse `json:"result"`
+}
+
+type resultResponse struct {
+	ExitCode   *int           `json:"exit_code"`
+	Signal     *string        `json:"signal"`
+	DurationMS int64          `json:"duration_ms"`
+	Error      *string        `json:"error"`
+	Stdout     streamResponse `json:"stdout"`
+	Stderr     streamResponse `json:"stderr"`
+}
+
+type streamResponse struct {
+	Content   string  `json:"content"`
+	Encode    *string `json:"encode"`
+	Bytes     int64   `json:"bytes"`
+	Truncated bool    `json:"truncated"`
+	SHA256    string  `json:"sha256"`
+	// Switched is true when text was asked for but the bytes are not UTF-8,
+	// so the content was sent as base64 instead (nothing replaced or lost).
+	Switched bool `json:"switched_to_base64,omitempty"`
+}
+
+func toResponse(o *order.Order) orderResponse {
+	r := orderResponse{
+		ID: o.ID, BatchID: o.BatchID, Kind: o.Kind, Host: o.Host, Status: o.Status, Command: o.Command,
+		Args: o.Args, EnvNames: o.EnvNames, TimeoutSecs: o.Timeout.Seconds(),
+		RunAs: o.RunAs, DryRun: o.DryRun, Idempotent: o.Idempotent, ExpiresAt: o.ExpiresAt,
+		Principal: o.Principal, Source: o.Source, CorrelationID: o.CorrelationID,
+		SubmittedAt: o.SubmittedAt, StartedAt: o.StartedAt, FinishedAt: o.FinishedAt,
+		Attempt: o.Attempt, StreamSeq: o.StreamSeq, Policy: o.Policy,
+	}
+	if r.Args == nil {
+		r.Args = []string{}
+	}
+	if r.EnvNames == nil {
+		r.EnvNames = []string{}
+	}
+	if r.Policy.Matched == nil {
+		r.Policy.Matched = []string{}
+	}
+	if res := o.Result; res != nil {
+		rr := &resultResponse{ExitCode: res.ExitCode, DurationMS: res.DurationMS,
+			Stdout: toStream(res.Stdout, o.StdoutEncode), Stderr: toStream(res.Stderr, o.StderrEncode)}
+		if res.Signal != "" {
+			rr.Signal = &res.Signal
+		}
+		if res.Error != "" {
+			rr.Error = &res.Error
+		}
+		r.Result = rr
+	}
+	return r
+}
+
+func toStream(out order.Output, want order.Encoding) streamResponse {
+	content, got := order.Encode(out.Content, want)
+	s := streamResponse{Content: content, Bytes: out.Bytes, Truncated: out.Truncated, SHA256: hex.EncodeToString(out.SHA256)}
+	if got != order.EncodeText {
+		e := string(got)
+		s.Encode = &e
+	}
+	s.Switched = want == order.EncodeText && got == order.EncodeBase64
+	return s
+}

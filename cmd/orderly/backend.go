@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/policy"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// backend is the connections every server command needs.
+type backend struct {
+	pool  *pgxpool.Pool
+	store *postgres.Store
+	nc    *nats.Conn
+	queue *queue.Queue
+}
+
+func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger) (*backend, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("no database: set database_url (--database-url or ORDERLY_DATABASE_URL)")
+	}
+	if cfg.NATS.URL == "" {
+		return nil, errors.New("no NATS: set nats.url (--nats-url or ORDERLY_NATS__URL)")
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	var opts []nats.Option
+	if cfg.NATS.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATS.Credentials))
+	}
+	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		if err != nil {
+			logger.Warn("nats disconnected", "error", err)
+		}
+	}), nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }))
+	nc, err := queue.Connect(cfg.NATS.URL, name, opts...)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	q, err := queue.New(ctx, nc, queue.Options{Replicas: cfg.NATS.Replicas, DedupWindow: cfg.NATS.DedupWindow,
+		AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.NATS.LeaseTTL})
+	if err != nil {
+		nc.Close()
+		pool.Close()
+		return nil, err
+	}
+	return &backend{pool: pool, store: postgres.New(pool), nc: nc, queue: q}, nil
+}
+
+// close drains NATS, then closes the pool (STYLE: shutdown order).
+func (b *backend) close() {
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+	}
+	for i := 0; i < 50 && !b.nc.IsClosed(); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.pool.Close()
+}
+
+// defaultPolicy is used when the config has no policy: the admin role may
+// run anything as anyone, everyone else nothing. A real deployment writes
+// its own rules (deploy/orderly.example.yaml).
+func defaultPolicy() []config.Rule {
+	return []config.Rule{{Name: "builtin-admin", Roles: []string{"admin"}, Hosts: []string{"*"},
+		Allow: []string{".*"}, RunAs: []string{"", "*"}}}
+}
+
+// security is the reloadable part of the API: authenticator, policy and
+// ACL, rebuilt together whenever the config is reloaded.
+type security struct {
+	authn  atomic.Pointer[auth.Authenticator]
+	policy atomic.Pointer[policy.Engine]
+	acl    atomic.Pointer[netacl.ACL]
+	store  *postgres.Store
+}
+
+func (s *security) build(ctx context.Context, cfg config.Config) error {
+	a, err := auth.New(cfg.Auth, time.Now)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	tokens, err := s.store.APITokens(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tokens {
+		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
+			return fmt.Errorf("token %s: %w", t.Name, err)
+		}
+	}
+	rules := cfg.Policy
+	if len(rules) == 0 {
+		rules = defaultPolicy()
+	}
+	p, err := policy.New(rules)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	acl, err := netacl.New(cfg.ACL)
+	if err != nil {
+		return fmt.Errorf("acl: %w", err)
+	}
+	s.authn.Store(a)
+	s.policy.Store(p)
+	s.acl.Store(acl)
+	return nil
+}
+
+// apiRunner is a running API: the intake loops and the HTTP server.
+type apiRunner struct {
+	srv    *http.Server
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	URL    string
+}
+
+func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger) (*apiRunner, error) {
+	cfg := w.Current()
+	sec := &security{store: b.store}
+	if err := sec.build(ctx, cfg); err != nil {
+		return nil, err
+	}
+	w.Subscribe(func(c config.Config) {
+		if err := sec.build(context.Background(), c); err != nil {
+			logger.Error("config reloaded but the security settings could not be rebuilt; keeping the old ones", "error", err)
+		}
+	})
+	in := intake.New(b.store, b.queue, func() intake.Authorizer { return sec.policy.Load() },
+		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() }}, logger)
+	srv := api.New(api.Deps{
+		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version,
+		Auth: func() api.Authenticator { return sec.authn.Load() },
+		Settings: func() api.Settings {
+			c := w.Current()
+			return api.Settings{MaxBodyBytes: c.HTTP.MaxBodyBytes, MaxWait: c.HTTP.MaxWait, ACL: sec.acl.Load()}
+		},
+		Status: func() map[string]any {
+			st := w.Status()
+			return map[string]any{"config": st, "config_drift": st.Drift}
+		},
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &apiRunner{cancel: cancel, URL: "http://" + ln.Addr().String()}
+	r.srv = &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.HTTP.ReadTimeout,
+		WriteTimeout:      cfg.HTTP.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return rctx },
+	}
+	r.wg.Add(2)
+	go func() { defer r.wg.Done(); in.Run(rctx) }()
+	go func() {
+		defer r.wg.Done()
+		var err error
+		if cfg.HTTP.TLSCert != "" {
+			err = r.srv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		} else {
+			err = r.srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server", "error", err)
+		}
+	}()
+	if cfg.HTTP.TLSCert != "" {
+		r.URL = "https://" + ln.Addr().String()
+	}
+	return r, nil
+}
+
+// shutdown stops taking requests, ends long waits, and stops the intake.
+func (r *apiRunner) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.cancel() // ends ?wait requests so Shutdown does not wait for them
+	_ = r.srv.Shutdown(ctx)
+	r.wg.Wait()
+}
+
+// workerRunner is a running worker.
+type workerRunner struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger) (*workerRunner, error) {
+	if !order.ValidHost(cfg.Host) {
+		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
+	}
+	hp, err := hostpolicy.New(cfg.Worker)
+	if err != nil {
+		return nil, fmt.Errorf("worker policy: %w", err)
+	}
+	w := worker.New(worker.Options{Host: cfg.Host, Version: version, Heartbeat: cfg.NATS.Heartbeat,
+		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace},
+		b.store, b.queue, hp, executor.New(logger), logger)
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &workerRunner{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- w.Run(wctx) }()
+	return r, nil
+}
+
+// stop asks the worker to stop and waits: the current order may finish
+// within the shutdown grace, then it is killed.
+func (r *workerRunner) stop() error {
+	r.cancel()
+	return <-r.done
+}
+
+// defaultHost is the short hostname made into a valid host id.
+func defaultHost() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	h, _, _ = strings.Cut(h, ".")
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestWorkerKilledMidOrder kills a worker process with SIGKILL while it runs
+// an order: the order becomes interrupted and is never run again, and the
+// next order of that host runs on the worker that takes over.
+func TestWorkerKilledMidOrder(t *testing.T) {
+	s := newStack(t)
+	dir := t.TempDir()
+	count, pidFile := filepath.Join(dir, "count"), filepath.Join(dir, "pid")
+
+	cmd := exec.Command(orderlyBin, "worker", "--host", "victim")
+	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		"ORDERLY_NATS__ACK_WAIT=2s", "ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "PATH=/usr/bin:/bin"}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	o := s.submit(map[string]any{"host": "victim", "command": "sh", "timeout_seconds": 120,
+		"args": []string{"-c", `echo $$ > "$1"; echo x >> "$2"; sleep 60`, "_", pidFile, count}}, "", http.StatusAccepted)
+	s.waitFor(o.ID, 30*time.Second, func(o orderView) bool { return o.Status == "running" })
+	// The order's process group outlives the killed worker; end it when done.
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	})
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	next := s.submit(map[string]any{"host": "victim", "command": "echo", "args": []string{"next"}}, "", http.StatusAccepted)
+	s.startWorker("victim")
+	got := s.waitFor(o.ID, 30*time.Second, terminal)
+	if got.Status != "interrupted" || got.Attempt != 1 {
+		t.Fatalf("killed order: status %s attempt %d, want interrupted 1", got.Status, got.Attempt)
+	}
+	if n := s.waitFor(next.ID, 30*time.Second, terminal); n.Status != "succeeded" || n.Result.Stdout.Content != "next\n" {
+		t.Fatalf("next order: %+v", n)
+	}
+	data, _ := os.ReadFile(count)
+	if c := strings.Count(string(data), "x"); c != 1 {
+		t.Fatalf("interrupted order ran %d times", c)
+	}
+}
+
+// serveProc is an `orderly serve` child process.
+type serveProc struct {
+	cmd *exec.Cmd
+	url string
+	out *strings.Builder
+}
+
+func startServe(t *testing.T, dataDir string) *serveProc {
+	t.Helper()
+	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
+	cmd.Env = []string{"ORDERLY_NATS__LISTEN=127.0.0.1:-1", "ORDERLY_WORKER__SHUTDOWN_GRACE=20s",
+		"ORDERLY_LOG__LEVEL=warn", "PATH=/usr/bin:/bin", "HOME=" + dataDir}
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProc{cmd: cmd, out: &strings.Builder{}}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			p.out.WriteString(line + "\n")
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "API:"); ok {
+				found <- strings.TrimSpace(rest)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case p.url = <-found:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("serve did not print its URL; output:\n%s", p.out)
+	}
+	return p
+}
+
+func (p *serveProc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("serve did not stop within 60s of SIGTERM")
+	}
+}
+
+// TestServeRestartLosesNothing stops `serve` with SIGTERM while orders are
+// queued and running, starts it again on the same data dir, and checks that
+// every order ran exactly once and succeeded.
+func TestServeRestartLosesNothing(t *testing.T) {
+	dataDir, err := os.MkdirTemp("", "orderly-serve-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	logFile := filepath.Join(dataDir, "ran")
+
+	p := startServe(t, dataDir)
+	tokenPath := filepath.Join(dataDir, "admin.token")
+	st, err := os.Stat(tokenPath)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin.token: %v %v", st, err)
+	}
+	tok, _ := os.ReadFile(tokenPath)
+	token := strings.TrimSpace(string(tok))
+
+	call := func(url, method, path string, body any) (int, []byte) {
+		var r io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			r = strings.NewReader(string(b))
+		}
+		req, _ := http.NewRequest(method, url+path, r)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	const n = 12
+	var ids []uuid.UUID
+	for i := range n {
+		code, b := call(p.url, "POST", "/v1/orders", map[string]any{"host": "srv", "command": "sh",
+			"args": []string{"-c", `echo $1 >> "$2"; sleep 0.2`, "_", strconv.Itoa(i), logFile}})
+		if code != http.StatusAccepted {
+			t.Fatalf("submit: %d %s", code, b)
+		}
+		var o orderView
+		_ = json.Unmarshal(b, &o)
+		ids = append(ids, o.ID)
+	}
+	// Stop while the queue is being worked through.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		data, _ := os.ReadFile(logFile)
+		if strings.Count(string(data), "\n") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("orders did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.stop(t)
+
+	p2 := startServe(t, dataDir)
+	for _, id := range ids {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			code, b := call(p2.url, "GET", "/v1/orders/"+id.String(), nil)
+			if code != 200 {
+				t.Fatalf("get after restart: %d %s", code, b)
+			}
+			var o orderView
+			_ = json.Unmarshal(b, &o)
+			if terminal(o) {
+				if o.Status != "succeeded" {
+					t.Fatalf("order %s: %s", id, o.Status)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("order %s still %s after restart", id, o.Status)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	data, _ := os.ReadFile(logFile)
+	ran := map[string]int{}
+	for _, f := range strings.Fields(string(data)) {
+		ran[f]++
+	}
+	for i := range n {
+		if c := ran[strconv.Itoa(i)]; c != 1 {
+			t.Fatalf("order %d ran %d times:\n%s", i, c, data)
+		}
+	}
+	p2.stop(t)
+}

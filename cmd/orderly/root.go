@@ -1,0 +1,87 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// app carries what the process was given: environment and standard streams.
+type app struct {
+	environ []string
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "orderly",
+		Short:         "Run commands on a fleet of hosts, safely and in order",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+		Version:       version,
+	}
+	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand())
+	root.AddCommand(a.clientCommands()...)
+	return root
+}
+
+// serverFlags are the flags shared by serve, api, worker and migrate. Each
+// is a config override keyed by its koanf path, applied only when set.
+type serverFlags struct {
+	configPath string
+	values     map[string]*string
+}
+
+func (f *serverFlags) bind(cmd *cobra.Command, keys ...string) {
+	cmd.Flags().StringVar(&f.configPath, "config", "", "config file (YAML or TOML)")
+	f.values = map[string]*string{}
+	help := map[string]string{
+		"data_dir":     "directory for the managed PostgreSQL, embedded NATS and admin token (default ./data)",
+		"listen":       "API listen address (default 127.0.0.1:8080)",
+		"host":         "host id of this machine's worker (default: the short hostname)",
+		"database_url": "PostgreSQL URL (default for serve: a managed local PostgreSQL)",
+		"nats.url":     "NATS URL (default for serve: embedded nats-server)",
+	}
+	for _, k := range keys {
+		v := new(string)
+		f.values[k] = v
+		cmd.Flags().StringVar(v, strings.ReplaceAll(strings.ReplaceAll(k, ".", "-"), "_", "-"), "", help[k])
+	}
+}
+
+func (f *serverFlags) overrides(cmd *cobra.Command) map[string]any {
+	o := map[string]any{}
+	for k, v := range f.values {
+		name := strings.ReplaceAll(strings.ReplaceAll(k, ".", "-"), "_", "-")
+		if cmd.Flags().Changed(name) {
+			o[k] = *v
+		}
+	}
+	return o
+}
+
+// load reads the configuration and builds the logger it asks for.
+func (a *app) load(cmd *cobra.Command, f *serverFlags) (*config.Watcher, *slog.Logger, error) {
+	w, err := config.NewWatcher(f.configPath, a.environ, f.overrides(cmd), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger := newLogger(w.Current().Log, a.stderr)
+	return w, logger, nil
+}
+
+func newLogger(c config.Log, out io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/natsembed"
+	"github.com/orderly-run/orderly/internal/pgembed"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/migrations"
+)
+
+func (a *app) serveCommand() *cobra.Command {
+	f := &serverFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "All-in-one for one machine: embedded NATS, managed PostgreSQL, the API and a worker for this host",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.serve(cmd, f)
+		},
+	}
+	f.bind(cmd, "data_dir", "listen", "host", "database_url", "nats.url")
+	return cmd
+}
+
+func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
+	ctx := cmd.Context()
+	w, logger, err := a.load(cmd, f)
+	if err != nil {
+		return err
+	}
+	cfg := w.Current()
+	if cfg.Host == "" {
+		cfg.Host = defaultHost()
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+
+	// Shutdown runs these in reverse: HTTP, worker, NATS drain, embedded
+	// NATS, PostgreSQL pool, managed PostgreSQL (STYLE §5).
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	if cfg.DatabaseURL == "" {
+		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(dataDir, "pg"), Fsync: true, Logger: logger})
+		if err != nil {
+			if errors.Is(err, pgembed.ErrNoBinaries) {
+				return err
+			}
+			return fmt.Errorf("managed postgresql: %w", err)
+		}
+		cleanups = append(cleanups, func() {
+			if err := pg.Stop(context.Background()); err != nil {
+				logger.Error("stop postgresql", "error", err)
+			}
+		})
+		cfg.DatabaseURL = pg.DSN()
+	}
+	if cfg.NATS.URL == "" {
+		host, port, err := splitHostPort(cfg.NATS.Listen)
+		if err != nil {
+			return fmt.Errorf("nats.listen: %w", err)
+		}
+		ns, err := natsembed.Start(natsembed.Options{Dir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
+			SyncAlways: true, Logger: logger})
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, ns.Shutdown)
+		cfg.NATS.URL = ns.ClientURL()
+	}
+	if err := migrations.Up(ctx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	b, err := openBackend(ctx, cfg, "orderly-serve", logger)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, b.close)
+
+	tokenFile := filepath.Join(dataDir, "admin.token")
+	if err := ensureAdminToken(ctx, b.store, tokenFile); err != nil {
+		return err
+	}
+	wr, err := startWorker(ctx, cfg, b, logger)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() {
+		if err := wr.stop(); err != nil {
+			logger.Error("worker stopped", "error", err)
+		}
+	})
+	ar, err := startAPI(ctx, w, b, logger)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, ar.shutdown)
+
+	fmt.Fprintf(a.stdout, `orderly %s is running
+  API:         %s
+  admin token: %s   (curl -H "Authorization: Bearer $(cat %s)" %s/v1/hosts)
+  worker host: %s
+  NATS:        %s
+  PostgreSQL:  %s
+  add a worker: orderly worker --host <id> --nats-url %s --database-url '%s'
+`, version, ar.URL, tokenFile, tokenFile, ar.URL, cfg.Host, cfg.NATS.URL, redactDSN(cfg.DatabaseURL), cfg.NATS.URL, cfg.DatabaseURL)
+
+	return a.waitForSignals(ctx, w, logger, wr)
+}
+
+// waitForSignals reloads the config on SIGHUP and returns when ctx ends
+// (SIGINT/SIGTERM) or the worker fails.
+func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
+	Info(string, ...any)
+	Error(string, ...any)
+}, wr *workerRunner) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down")
+			return nil
+		case <-hup:
+			if changed, err := w.Reload(); err != nil {
+				logger.Error("reload refused; keeping the running config", "error", err)
+			} else {
+				logger.Info("config reloaded", "changed", changed)
+			}
+		case err := <-workerDone(wr):
+			if err != nil {
+				return fmt.Errorf("worker: %w", err)
+			}
+			return nil
+		}
+	}
+}
+
+type reloader interface {
+	Reload() (bool, error)
+}
+
+func workerDone(wr *workerRunner) <-chan error {
+	if wr == nil {
+		return nil
+	}
+	return wr.done
+}
+
+// ensureAdminToken creates the admin token on first start: the token goes
+// to a 0600 file for the operator, only its SHA-256 goes to PostgreSQL.
+func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) error {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(b))
+		_, err := store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: auth.HashToken(tok), Roles: []string{"admin"}})
+		return err
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read admin token: %w", err)
+	}
+	tok, sum := auth.NewToken()
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	created, err := store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}})
+	if err != nil {
+		return err
+	}
+	if !created {
+		// The database already has an admin token (the file was removed):
+		// rotate it so the new file works.
+		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}})
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q is not a number", p)
+	}
+	return host, port, nil
+}
+
+// redactDSN hides a password in a database URL for printing.
+func redactDSN(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		rest := dsn[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				return dsn[:i+3] + rest[:colon] + ":***" + rest[at:]
+			}
+		}
+	}
+	return dsn
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/migrations"
+)
+
+func (a *app) apiCommand() *cobra.Command {
+	f := &serverFlags{}
+	cmd := &cobra.Command{
+		Use:   "api",
+		Short: "Run the stateless API against external NATS and PostgreSQL",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			w, logger, err := a.load(cmd, f)
+			if err != nil {
+				return err
+			}
+			b, err := openBackend(ctx, w.Current(), "orderly-api", logger)
+			if err != nil {
+				return err
+			}
+			defer b.close()
+			ar, err := startAPI(ctx, w, b, logger)
+			if err != nil {
+				return err
+			}
+			defer ar.shutdown()
+			logger.Info("api listening", "url", ar.URL)
+			return a.waitForSignals(ctx, w, logger, nil)
+		},
+	}
+	f.bind(cmd, "listen", "database_url", "nats.url")
+	return cmd
+}
+
+func (a *app) workerCommand() *cobra.Command {
+	f := &serverFlags{}
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run the worker of one host against external NATS and PostgreSQL",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			w, logger, err := a.load(cmd, f)
+			if err != nil {
+				return err
+			}
+			cfg := w.Current()
+			if cfg.Host == "" {
+				cfg.Host = defaultHost()
+			}
+			b, err := openBackend(ctx, cfg, "orderly-worker-"+cfg.Host, logger)
+			if err != nil {
+				return err
+			}
+			defer b.close()
+			wr, err := startWorker(ctx, cfg, b, logger)
+			if err != nil {
+				return err
+			}
+			defer wr.stop()
+			return a.waitForSignals(ctx, w, logger, wr)
+		},
+	}
+	f.bind(cmd, "host", "database_url", "nats.url")
+	return cmd
+}
+
+func (a *app) migrateCommand() *cobra.Command {
+	f := &serverFlags{}
+	cmd := &cobra.Command{
+		Use:       "migrate up|down|status",
+		Short:     "Apply, roll back or list the PostgreSQL migrations embedded in this binary",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"up", "down", "status"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w, _, err := a.load(cmd, f)
+			if err != nil {
+				return err
+			}
+			dsn := w.Current().DatabaseURL
+			if dsn == "" {
+				return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL")
+			}
+			p, db, err := migrations.Provider(dsn)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			defer p.Close()
+			ctx := cmd.Context()
+			switch args[0] {
+			case "up":
+				res, err := p.Up(ctx)
+				for _, r := range res {
+					fmt.Fprintf(a.stdout, "applied %s (%s)\n", r.Source.Path, r.Duration)
+				}
+				if err == nil && len(res) == 0 {
+					fmt.Fprintln(a.stdout, "up to date")
+				}
+				return err
+			case "down":
+				r, err := p.Down(ctx)
+				if r != nil {
+					fmt.Fprintf(a.stdout, "rolled back %s\n", r.Source.Path)
+				}
+				return err
+			case "status":
+				st, err := p.Status(ctx)
+				if err != nil {
+					return err
+				}
+				for _, s := range st {
+					applied := "pending"
+					if !s.AppliedAt.IsZero() {
+						applied = "applied " + s.AppliedAt.Format("2006-01-02 15:04:05")
+					}
+					fmt.Fprintf(a.stdout, "%-30s %s\n", s.Source.Path, applied)
+				}
+				return nil
+			}
+			return fmt.Errorf("unknown migrate command %q (want up, down or status)", args[0])
+		},
+	}
+	f.bind(cmd, "database_url")
+	return cmd
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// orderlyBin is the binary built once for tests that need a separate
+// process (SIGKILL, serve restarts).
+var orderlyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "orderly-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	orderlyBin = filepath.Join(dir, "orderly")
+	out, err := exec.Command("go", "build", "-o", orderlyBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build orderly: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	testenv.Main(m)
+}
+
+// stack is a whole orderly in-process: real PostgreSQL, real NATS, the API
+// on a loopback port and workers, wired exactly as the commands wire them.
+type stack struct {
+	t       testing.TB
+	watcher *config.Watcher
+	b       *backend
+	api     *apiRunner
+	url     string
+	token   string
+	dsn     string
+	natsURL string
+	workers map[string]*workerRunner
+}
+
+// testOverrides are the settings that make failures show up fast in tests.
+func testOverrides(dsn, natsURL string) map[string]any {
+	return map[string]any{
+		"database_url":   dsn,
+		"nats.url":       natsURL,
+		"listen":         "127.0.0.1:0",
+		"nats.ack_wait":  "2s",
+		"nats.lease_ttl": "2s",
+		"nats.heartbeat": "300ms",
+		"log.level":      "warn",
+	}
+}
+
+func newStack(t testing.TB, hosts ...string) *stack {
+	t.Helper()
+	ctx := t.Context()
+	s := &stack{t: t, dsn: testenv.Postgres(t), natsURL: testenv.NATS(t), workers: map[string]*workerRunner{}}
+	w, err := config.NewWatcher("", nil, testOverrides(s.dsn, s.natsURL), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.watcher = w
+	logger := testenv.Logger(t)
+	s.b, err = openBackend(ctx, w.Current(), "test", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, sum := auth.NewToken()
+	s.token = tok
+	if _, err := s.b.store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.api, err = startAPI(ctx, w, s.b, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.url = s.api.URL
+	t.Cleanup(func() {
+		s.api.shutdown()
+		for _, wr := range s.workers {
+			_ = wr.stop()
+		}
+		s.b.close()
+	})
+	for _, h := range hosts {
+		s.startWorker(h)
+	}
+	return s
+}
+
+func (s *stack) startWorker(host string) {
+	s.t.Helper()
+	cfg := s.watcher.Current()
+	cfg.Host = host
+	wr, err := startWorker(s.t.Context(), cfg, s.b, testenv.Logger(s.t))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.workers[host] = wr
+}
+
+func (s *stack) stopWorker(host string) {
+	if wr := s.workers[host]; wr != nil {
+		_ = wr.stop()
+		delete(s.workers, host)
+	}
+}
+
+// orderView is an order as a client reads it.
+type orderView struct {
+	ID        uuid.UUID  `json:"id"`
+	Host      string     `json:"host"`
+	Status    string     `json:"status"`
+	Command   string     `json:"command"`
+	Args      []string   `json:"args"`
+	EnvNames  []string   `json:"env_names"`
+	Attempt   int        `json:"attempt"`
+	StreamSeq uint64     `json:"stream_seq"`
+	Principal string     `json:"principal"`
+	StartedAt *time.Time `json:"started_at"`
+	Policy    struct {
+		Decision string   `json:"decision"`
+		Matched  []string `json:"matched"`
+	} `json:"policy"`
+	Result *struct {
+		ExitCode *int    `json:"exit_code"`
+		Signal   *string `json:"signal"`
+		Error    *string `json:"error"`
+		Stdout   struct {
+			Content   string  `json:"content"`
+			Encode    *string `json:"encode"`
+			Bytes     int64   `json:"bytes"`
+			Truncated bool    `json:"truncated"`
+			SHA256    string  `json:"sha256"`
+		} `json:"stdout"`
+		Stderr struct {
+			Content string `json:"content"`
+		} `json:"stderr"`
+	} `json:"result"`
+}
+
+type errorView struct {
+	Error struct {
+		Code    string         `json:"code"`
+		Message string         `json:"message"`
+		Details map[string]any `json:"details"`
+	} `json:"error"`
+}
+
+// do sends a request with the admin token and returns status and body.
+func (s *stack) do(method, path string, body any, hdr ...string) (int, []byte) {
+	s.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequestWithContext(s.t.Context(), method, s.url+path, r)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i+1] == "" {
+			req.Header.Del(hdr[i])
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// submit posts an order and decodes the answer; want is the expected status.
+func (s *stack) submit(body map[string]any, query string, want int) orderView {
+	s.t.Helper()
+	code, b := s.do("POST", "/v1/orders"+query, body)
+	if code != want {
+		s.t.Fatalf("POST /v1/orders%s = %d, want %d: %s", query, code, want, b)
+	}
+	var o orderView
+	if err := json.Unmarshal(b, &o); err != nil {
+		s.t.Fatalf("decode order: %v: %s", err, b)
+	}
+	return o
+}
+
+func (s *stack) get(id uuid.UUID) orderView {
+	s.t.Helper()
+	code, b := s.do("GET", "/v1/orders/"+id.String(), nil)
+	if code != http.StatusOK {
+		s.t.Fatalf("GET order = %d: %s", code, b)
+	}
+	var o orderView
+	if err := json.Unmarshal(b, &o); err != nil {
+		s.t.Fatal(err)
+	}
+	return o
+}
+
+// waitFor polls the order until cond holds or the deadline passes.
+func (s *stack) waitFor(id uuid.UUID, d time.Duration, cond func(orderView) bool) orderView {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		o := s.get(id)
+		if cond(o) {
+			return o
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("order %s: condition not reached within %s; last status %s", id, d, o.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func terminal(o orderView) bool {
+	switch o.Status {
+	case "queued", "running":
+		return false
+	}
+	return true
+}
+
+func wantError(t testing.TB, code int, body []byte, wantStatus int, wantCode string) {
+	t.Helper()
+	if code != wantStatus {
+		t.Fatalf("status = %d, want %d: %s", code, wantStatus, body)
+	}
+	var e errorView
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
+		t.Fatalf("body is not the error envelope: %s", body)
+	}
+	if e.Error.Code != wantCode {
+		t.Fatalf("error code = %q, want %q: %s", e.Error.Code, wantCode, body)
+	}
+}
+
+func ctxT(t testing.TB) context.Context { return t.Context() }

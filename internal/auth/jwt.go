@@ -1,0 +1,240 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Key-strength floors: a JWT is only as strong as its key, and a short
+// HMAC secret can be brute-forced offline from any one token.
+const (
+	minHMACSecretBytes = 32 // RFC 7518 §3.2: at least the hash size
+	minRSABits         = 2048
+	maxNameBytes       = 256
+)
+
+// jwtVerifier checks JSON Web Tokens against exactly one algorithm and key.
+type jwtVerifier struct {
+	parser     *jwt.Parser
+	method     jwt.SigningMethod
+	key        any
+	nameClaim  string
+	rolesClaim string
+}
+
+// newJWTVerifier builds the verifier cfg describes, or returns nil when JWT
+// is disabled (no algorithm). Every setting that would weaken validation
+// (a short secret, a key of the wrong type, both a secret and a key) is an
+// error rather than a guess.
+func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) {
+	if cfg.Algorithm == "" {
+		if cfg.Secret != "" || cfg.PublicKey != "" {
+			return nil, errors.New("auth.jwt: secret or public_key set but no algorithm")
+		}
+		return nil, nil
+	}
+	if cfg.Leeway < 0 {
+		return nil, errors.New("auth.jwt.leeway must not be negative")
+	}
+	v := &jwtVerifier{nameClaim: cfg.NameClaim, rolesClaim: cfg.RolesClaim}
+	if v.nameClaim == "" {
+		v.nameClaim = "sub"
+	}
+	if v.rolesClaim == "" {
+		v.rolesClaim = "roles"
+	}
+	switch {
+	case strings.EqualFold(cfg.Algorithm, "HS256"):
+		if cfg.PublicKey != "" {
+			return nil, errors.New("auth.jwt: public_key is not used with HS256; set only secret")
+		}
+		if len(cfg.Secret) < minHMACSecretBytes {
+			return nil, fmt.Errorf("auth.jwt.secret must be at least %d bytes for HS256", minHMACSecretBytes)
+		}
+		v.method, v.key = jwt.SigningMethodHS256, []byte(cfg.Secret)
+	case strings.EqualFold(cfg.Algorithm, "RS256"):
+		pemBytes, err := readPublicKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		key, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt.public_key %s: not an RSA public key: %w", cfg.PublicKey, err)
+		}
+		if key.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("auth.jwt.public_key %s: RSA key has %d bits, need at least %d", cfg.PublicKey, key.N.BitLen(), minRSABits)
+		}
+		v.method, v.key = jwt.SigningMethodRS256, key
+	case strings.EqualFold(cfg.Algorithm, "EdDSA"):
+		pemBytes, err := readPublicKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		key, err := jwt.ParseEdPublicKeyFromPEM(pemBytes)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt.public_key %s: not an Ed25519 public key: %w", cfg.PublicKey, err)
+		}
+		v.method, v.key = jwt.SigningMethodEdDSA, key
+	default:
+		return nil, fmt.Errorf("auth.jwt.algorithm %q is not supported (HS256, RS256 or EdDSA)", cfg.Algorithm)
+	}
+
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{v.method.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(now),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// readPublicKey loads the PEM file named by cfg.PublicKey; the only file
+// this package reads, because a key path is what operators put in config.
+func readPublicKey(cfg config.JWT) ([]byte, error) {
+	if cfg.Secret != "" {
+		return nil, fmt.Errorf("auth.jwt: secret is not used with %s; set only public_key", cfg.Algorithm)
+	}
+	if cfg.PublicKey == "" {
+		return nil, fmt.Errorf("auth.jwt.public_key is required for %s", cfg.Algorithm)
+	}
+	b, err := os.ReadFile(cfg.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("auth.jwt.public_key: %w", err)
+	}
+	return b, nil
+}
+
+// keyFunc hands out the configured key only for the pinned algorithm. The
+// parser already rejects other algorithms (WithValidMethods); checking again
+// here means an HS256 token can never be verified with the RSA public key
+// bytes as its HMAC secret, whatever the parser options become.
+func (v *jwtVerifier) keyFunc(t *jwt.Token) (any, error) {
+	if t.Method == nil || t.Method.Alg() != v.method.Alg() {
+		return nil, errors.New("unexpected signing method")
+	}
+	switch v.key.(type) {
+	case []byte, *rsa.PublicKey, ed25519.PublicKey:
+		return v.key, nil
+	}
+	return nil, errors.New("no key for signing method")
+}
+
+// verify validates a compact JWT and returns its principal. Every failure
+// is an *order.Error with CodeUnauthenticated whose message names the kind
+// of problem but never echoes the token or its claims.
+func (v *jwtVerifier) verify(raw string) (Principal, error) {
+	claims := jwt.MapClaims{}
+	if _, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc); err != nil {
+		return Principal{}, unauthenticated(jwtMessage(err), err)
+	}
+	name, err := claimName(claims, v.nameClaim)
+	if err != nil {
+		return Principal{}, unauthenticated("token has no usable "+v.nameClaim+" claim", err)
+	}
+	roles, err := claimRoles(claims, v.rolesClaim)
+	if err != nil {
+		return Principal{}, unauthenticated("token has an invalid "+v.rolesClaim+" claim", err)
+	}
+	return Principal{Name: name, Roles: roles, Kind: KindJWT}, nil
+}
+
+// jwtMessage tells a client what to fix (refresh an expired token, check
+// the audience) without detail an attacker could probe with.
+func jwtMessage(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "token not yet valid"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "token lacks a required claim (exp, iss or aud)"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "token issuer not accepted"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "token audience not accepted"
+	}
+	return "invalid token"
+}
+
+// claimName returns the principal name: a non-empty string without control
+// characters, since it ends up in logs, history and policy decisions.
+func claimName(claims jwt.MapClaims, claim string) (string, error) {
+	s, ok := claims[claim].(string)
+	if !ok || s == "" {
+		return "", fmt.Errorf("claim %q missing or not a string", claim)
+	}
+	if !validName(s) {
+		return "", fmt.Errorf("claim %q is too long or has control characters", claim)
+	}
+	return s, nil
+}
+
+// claimRoles accepts the two shapes identity providers use for roles: a
+// JSON array of strings or one space-separated string (OAuth "scope"
+// style). A missing claim means no roles; any other shape is an error, so a
+// misconfigured issuer is noticed instead of silently granting nothing.
+func claimRoles(claims jwt.MapClaims, claim string) ([]string, error) {
+	raw, ok := claims[claim]
+	if !ok || raw == nil {
+		return nil, nil
+	}
+	var roles []string
+	switch r := raw.(type) {
+	case string:
+		roles = strings.Fields(r)
+	case []any:
+		roles = make([]string, 0, len(r))
+		for _, e := range r {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("claim %q has a non-string element", claim)
+			}
+			roles = append(roles, s)
+		}
+	default:
+		return nil, fmt.Errorf("claim %q is neither a string nor an array of strings", claim)
+	}
+	for _, s := range roles {
+		if s == "" || !validName(s) {
+			return nil, fmt.Errorf("claim %q has an empty, overlong or non-printable role", claim)
+		}
+	}
+	return roles, nil
+}
+
+// validName reports whether s is short, valid UTF-8 and free of control
+// characters: safe to log and to compare with names in policy rules.
+func validName(s string) bool {
+	if len(s) > maxNameBytes || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
+}
+
+// unauthenticated is the one error shape this package returns to callers.
+func unauthenticated(msg string, cause error) *order.Error {
+	return &order.Error{Code: order.CodeUnauthenticated, Message: msg, Err: cause}
+}

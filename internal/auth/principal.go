@@ -1,0 +1,27 @@
+// Package auth turns the Authorization header of a request into a Principal:
+// static bearer tokens, kept only as SHA-256 hashes and compared in constant
+// time, and JSON Web Tokens with one pinned algorithm (DESIGN §4.2).
+package auth
+
+import "slices"
+
+// The kinds of credential a Principal was authenticated with, so audit logs
+// and policy can tell a static token from an identity provider's assertion.
+const (
+	KindToken = "token"
+	KindJWT   = "jwt"
+)
+
+// Principal is who made a request: the name policy rules and history refer
+// to, the roles policy rules grant permissions to, and how it was proven.
+type Principal struct {
+	Name  string
+	Roles []string
+	Kind  string // KindToken or KindJWT
+}
+
+// HasRole reports whether p holds role r; policy rules are keyed by role so
+// that permissions follow the role, not each token.
+func (p Principal) HasRole(r string) bool {
+	return slices.Contains(p.Roles, r)
+}

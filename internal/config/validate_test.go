@@ -1,0 +1,149 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	hash := strings.Repeat("ab", 32)
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		key    string
+	}{
+		{"listen unparsable", func(c *Config) { c.Listen = "localhost" }, "listen"},
+		{"listen bad port", func(c *Config) { c.Listen = "127.0.0.1:http-ish" }, "listen"},
+		{"listen empty", func(c *Config) { c.Listen = "" }, "listen"},
+		{"host not a subject token", func(c *Config) { c.Host = "web.3" }, "host"},
+		{"host wildcard", func(c *Config) { c.Host = "*" }, "host"},
+		{"retention zero", func(c *Config) { c.Retention = 0 }, "retention"},
+		{"check interval", func(c *Config) { c.ConfigCheckInterval = -time.Second }, "config_check_interval"},
+		{"nats listen", func(c *Config) { c.NATS.Listen = "4222" }, "nats.listen"},
+		{"nats replicas", func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas"},
+		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = time.Minute }, "nats.dedup_window"},
+		{"nats ack wait", func(c *Config) { c.NATS.AckWait = 0 }, "nats.ack_wait"},
+		{"nats heartbeat vs lease", func(c *Config) { c.NATS.Heartbeat = c.NATS.LeaseTTL }, "nats.heartbeat"},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
+		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+		{"http read timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, "http.read_timeout"},
+		{"http body", func(c *Config) { c.HTTP.MaxBodyBytes = 0 }, "http.max_body_bytes"},
+		{"http tls half", func(c *Config) { c.HTTP.TLSCert = "/etc/cert.pem" }, "http.tls_cert"},
+		{"command_path relative", func(c *Config) { c.Worker.CommandPath = []string{"/bin", "bin"} }, "worker.command_path[1]"},
+		{"command_path colon list", func(c *Config) { c.Worker.CommandPath = []string{"/usr/bin:/bin"} }, "worker.command_path[0]"},
+		{"command_path empty", func(c *Config) { c.Worker.CommandPath = nil }, "worker.command_path"},
+		{"exec_root relative", func(c *Config) { c.Worker.ExecRoot = "srv" }, "worker.exec_root"},
+		{"worker allow regex", func(c *Config) { c.Worker.Allow = []string{"^ls", "(["} }, "worker.allow[1]"},
+		{"worker deny regex", func(c *Config) { c.Worker.Deny = []string{"(?<=x)"} }, "worker.deny[0]"},
+		{"worker user", func(c *Config) { c.Worker.AllowedUsers = []string{"root;id"} }, "worker.allowed_users[0]"},
+		{"worker default user", func(c *Config) { c.Worker.DefaultUser = "Bad User" }, "worker.default_user"},
+		{"env_deny", func(c *Config) { c.Worker.EnvDeny = []string{"LD-*"} }, "worker.env_deny[0]"},
+		{"kill grace", func(c *Config) { c.Worker.KillGrace = 0 }, "worker.kill_grace"},
+		{"max output", func(c *Config) { c.Worker.MaxOutputBytes = -1 }, "worker.max_output_bytes"},
+		{"limits max_args", func(c *Config) { c.Limits.MaxArgs = 0 }, "limits.max_args"},
+		{"limits max_env_bytes", func(c *Config) { c.Limits.MaxEnvBytes = 0 }, "limits.max_env_bytes"},
+		{"limits timeouts", func(c *Config) { c.Limits.DefaultTimeout = 2 * c.Limits.MaxTimeout }, "limits.default_timeout"},
+		{"limits rate", func(c *Config) { c.Limits.RatePerIP = -1 }, "limits.rate_per_ip"},
+		{"token hash short", func(c *Config) { c.Auth.Tokens = []Token{{Name: "a", SHA256: "abc"}} }, "auth.tokens[0].sha256"},
+		{"token hash not hex", func(c *Config) { c.Auth.Tokens = []Token{{Name: "a", SHA256: strings.Repeat("zz", 32)}} }, "auth.tokens[0].sha256"},
+		{"token duplicate hash", func(c *Config) {
+			c.Auth.Tokens = []Token{{Name: "a", SHA256: hash}, {Name: "b", SHA256: strings.ToUpper(hash)}}
+		}, "auth.tokens[1].sha256"},
+		{"token duplicate name", func(c *Config) {
+			c.Auth.Tokens = []Token{{Name: "a", SHA256: hash}, {Name: "a", SHA256: strings.Repeat("cd", 32)}}
+		}, "auth.tokens[1].name"},
+		{"token no name", func(c *Config) { c.Auth.Tokens = []Token{{SHA256: hash}} }, "auth.tokens[0].name"},
+		{"jwt algorithm", func(c *Config) { c.Auth.JWT.Algorithm = "none" }, "auth.jwt.algorithm"},
+		{"jwt lowercase algorithm", func(c *Config) { c.Auth.JWT.Algorithm = "hs256" }, "auth.jwt.algorithm"},
+		{"jwt hs256 without secret", func(c *Config) { c.Auth.JWT.Algorithm = "HS256" }, "auth.jwt.secret"},
+		{"jwt hs256 short secret", func(c *Config) { c.Auth.JWT.Algorithm, c.Auth.JWT.Secret = "HS256", "short" }, "auth.jwt.secret"},
+		{"jwt rs256 without key", func(c *Config) { c.Auth.JWT.Algorithm = "RS256" }, "auth.jwt.public_key"},
+		{"jwt eddsa without key", func(c *Config) { c.Auth.JWT.Algorithm = "EdDSA" }, "auth.jwt.public_key"},
+		{"acl allow zoned ip", func(c *Config) { c.ACL.Allow = []string{"10.0.0.0/8", "fe80::1%eth0"} }, "acl.allow[1]"},
+		{"acl allow short mapped prefix", func(c *Config) { c.ACL.Allow = []string{"::ffff:10.0.0.0/8"} }, "acl.allow[0]"},
+		{"acl deny garbage", func(c *Config) { c.ACL.Deny = []string{"everyone"} }, "acl.deny[0]"},
+		{"acl proxies", func(c *Config) { c.ACL.TrustedProxies = []string{"10.0.0.0/33"} }, "acl.trusted_proxies[0]"},
+		{"policy allow regex", func(c *Config) { c.Policy = []Rule{{Name: "r", Roles: []string{"x"}, Allow: []string{"+"}}} }, "policy[0].allow[0]"},
+		{"policy deny regex", func(c *Config) {
+			c.Policy = []Rule{{Name: "a", Roles: []string{"x"}}, {Name: "b", Roles: []string{"x"}, Deny: []string{"a{2,1}"}}}
+		}, "policy[1].deny[0]"},
+		{"policy no subject", func(c *Config) { c.Policy = []Rule{{Name: "r"}} }, "policy[0]"},
+		{"policy no name", func(c *Config) { c.Policy = []Rule{{Roles: []string{"x"}}} }, "policy[0].name"},
+		{"policy duplicate name", func(c *Config) {
+			c.Policy = []Rule{{Name: "r", Roles: []string{"x"}}, {Name: "r", Roles: []string{"y"}}}
+		}, "policy[1].name"},
+		{"policy empty regex", func(c *Config) { c.Policy = []Rule{{Name: "r", Roles: []string{"x"}, Deny: []string{""}}} }, "policy[0].deny[0]"},
+		{"policy empty host", func(c *Config) { c.Policy = []Rule{{Name: "r", Roles: []string{"x"}, Hosts: []string{""}}} }, "policy[0].hosts[0]"},
+		{"policy host glob", func(c *Config) { c.Policy = []Rule{{Name: "r", Roles: []string{"x"}, Hosts: []string{"web-["}}} }, "policy[0].hosts[0]"},
+		{"policy run_as", func(c *Config) { c.Policy = []Rule{{Name: "r", Roles: []string{"x"}, RunAs: []string{"../root"}}} }, "policy[0].run_as[0]"},
+		{"policy max timeout", func(c *Config) { c.Policy = []Rule{{Name: "r", Roles: []string{"x"}, MaxTimeout: -1}} }, "policy[0].max_timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(&c)
+			err := c.Validate()
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate = %v, want a *ValidationError", err)
+			}
+			for _, p := range ve.Problems {
+				if p.Key == tt.key {
+					return
+				}
+			}
+			t.Fatalf("no problem for key %s in %v", tt.key, err)
+		})
+	}
+}
+
+func TestValidateAcceptsGoodValues(t *testing.T) {
+	c := Default()
+	c.Listen = "[::]:8443"
+	c.Host = "web_3-a"
+	c.Log.Format = "syslog"
+	c.Log.Level = "warn"
+	c.HTTP.TLSCert, c.HTTP.TLSKey = "/etc/c.pem", "/etc/k.pem"
+	c.ACL.Allow = []string{"10.0.0.0/8", "::1/128", "192.168.1.7/32", "192.0.2.7", "::ffff:10.0.0.0/104"}
+	c.Auth.Tokens = []Token{{Name: "ci", SHA256: strings.Repeat("AB", 32), Roles: []string{"deploy"}}}
+	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", RolesClaim: "roles", NameClaim: "sub"}
+	c.Policy = []Rule{{Name: "r", Principals: []string{"ci"}, Hosts: []string{"web-*", "db-?"}, Allow: []string{`^ls( |$)`}, RunAs: []string{"nobody", "1000", "", "default", "*"}}, {Name: "all", Principals: []string{"*"}}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.Listen = "nope"
+	c.Log.Format = "xml"
+	c.Worker.Allow = []string{"("}
+	err := c.Validate()
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 3 {
+		t.Fatalf("Validate = %v, want 3 problems", err)
+	}
+	for _, key := range []string{"listen:", "log.format:", "worker.allow[0]:"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error %q does not name %s", err, key)
+		}
+	}
+}
+
+func TestValidateDoesNotEchoSecrets(t *testing.T) {
+	c := Default()
+	c.Auth.Tokens = []Token{{Name: "a", SHA256: "my-raw-token-pasted-by-mistake"}}
+	c.Auth.JWT = JWT{Algorithm: "HS256", Secret: "tooshort", RolesClaim: "roles", NameClaim: "sub"}
+	err := c.Validate()
+	if err == nil || strings.Contains(err.Error(), "my-raw-token") || strings.Contains(err.Error(), "tooshort") {
+		t.Fatalf("Validate = %v", err)
+	}
+}

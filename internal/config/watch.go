@@ -1,0 +1,318 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Watcher holds the running configuration and replaces it only on an
+// explicit Reload (DESIGN §4.7). Unlike Vigrid, whose tamper check blocks
+// its own reload, a changed file never stops the service: it keeps the
+// loaded config, reports the drift, and a reload applies the new file if it
+// is valid.
+type Watcher struct {
+	path      string
+	environ   []string
+	overrides map[string]any
+	logger    *slog.Logger
+
+	// cur is read on every request, so it is a lock-free pointer swap.
+	cur atomic.Pointer[Config]
+
+	// reloadMu serializes Reload so subscribers see configs in order.
+	reloadMu sync.Mutex
+
+	mu           sync.Mutex // guards the fields below
+	loaded       Loaded
+	loadedAt     time.Time
+	subs         []func(Config)
+	diskSHA      string
+	drift        bool
+	driftReason  string
+	pendingSHA   string // on-disk hash pendingError was computed for
+	pendingError string
+	checkedAt    time.Time
+	reloadAt     time.Time
+	reloadError  string
+}
+
+// Status is what /v1/status and /readyz report about the configuration.
+type Status struct {
+	Path            string    `json:"path"`
+	SHA256Loaded    string    `json:"sha256_loaded"`
+	SHA256OnDisk    string    `json:"sha256_on_disk"`
+	Drift           bool      `json:"drift"`
+	DriftReason     string    `json:"drift_reason,omitempty"`
+	PendingError    string    `json:"pending_error,omitempty"` // why the file on disk would be refused
+	LoadedAt        time.Time `json:"loaded_at"`
+	CheckedAt       time.Time `json:"checked_at"`
+	LastReload      time.Time `json:"last_reload,omitzero"`
+	LastReloadError string    `json:"last_reload_error,omitempty"`
+}
+
+// NewWatcher loads and validates the configuration once; an invalid one
+// is an error, since there is nothing older to fall back to. environ and
+// overrides are kept and re-applied on every reload.
+func NewWatcher(path string, environ []string, overrides map[string]any, logger *slog.Logger) (*Watcher, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Watcher{
+		path:      path,
+		environ:   slices.Clone(environ),
+		overrides: maps.Clone(overrides),
+		logger:    logger,
+	}
+	cfg, l, err := Load(path, w.environ, w.overrides)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
+	}
+	now := time.Now()
+	w.cur.Store(&cfg)
+	w.loaded, w.loadedAt = l, now
+	w.diskSHA, w.checkedAt = l.SHA256, now
+	return w, nil
+}
+
+// Current returns the running configuration. It is cheap enough for the
+// hot path; callers must treat the slices in it as read-only.
+func (w *Watcher) Current() Config { return *w.cur.Load() }
+
+// Loaded returns where the running configuration came from.
+func (w *Watcher) Loaded() Loaded {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.loaded
+}
+
+// Subscribe registers fn to be called with the new configuration after
+// each reload that changed it, in reload order. fn runs on the reloading
+// goroutine and must not call Reload.
+func (w *Watcher) Subscribe(fn func(Config)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.subs = append(w.subs, fn)
+}
+
+// Reload loads and validates the file, env and overrides again. An invalid
+// result is refused: the running config stays and the error says why.
+// changed reports whether the effective configuration differs; a reload
+// that only changed comments still clears the drift.
+func (w *Watcher) Reload() (changed bool, err error) {
+	w.reloadMu.Lock()
+	defer w.reloadMu.Unlock()
+
+	cfg, l, err := Load(w.path, w.environ, w.overrides)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	now := time.Now()
+	if err != nil {
+		w.mu.Lock()
+		w.reloadAt, w.reloadError = now, err.Error()
+		sha := w.loaded.SHA256
+		w.mu.Unlock()
+		return false, fmt.Errorf("reload config %s: refused, still serving sha256 %s: %w", displayPath(w.path), short(sha), err)
+	}
+
+	old := w.Current()
+	keys := Changed(old, cfg)
+	w.cur.Store(&cfg)
+
+	w.mu.Lock()
+	w.loaded, w.loadedAt = l, now
+	w.reloadAt, w.reloadError = now, ""
+	w.diskSHA, w.checkedAt = l.SHA256, now
+	w.drift, w.driftReason = false, ""
+	w.pendingSHA, w.pendingError = "", ""
+	subs := slices.Clone(w.subs)
+	w.mu.Unlock()
+
+	w.logger.Info("config reloaded", "path", w.path, "sha256", l.SHA256, "changed_keys", keys)
+	if restart := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return !RequiresRestart(k) }); len(restart) > 0 {
+		w.logger.Warn("config keys changed that take effect only after a restart", "keys", restart)
+	}
+	if len(keys) == 0 {
+		return false, nil
+	}
+	for _, fn := range subs {
+		fn(cfg)
+	}
+	return true, nil
+}
+
+// Drift reports whether the file on disk differed from the loaded one at
+// the last check, and why. Run (or Check) keeps it current.
+func (w *Watcher) Drift() (bool, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.drift, w.driftReason
+}
+
+// Check hashes the file on disk now and compares it with the loaded one.
+// When they differ it also tries the new file, so the status can say in
+// advance whether a reload would be refused. Transitions are logged.
+func (w *Watcher) Check() (bool, string) {
+	if w.path == "" {
+		return false, ""
+	}
+	data, readErr := os.ReadFile(w.path)
+	disk := ""
+	if readErr == nil {
+		disk = hashBytes(data)
+	}
+
+	w.mu.Lock()
+	loaded := w.loaded.SHA256
+	pendingSHA, pendingError := w.pendingSHA, w.pendingError
+	w.mu.Unlock()
+
+	drift, reason := false, ""
+	switch {
+	case readErr != nil:
+		drift, reason = true, fmt.Sprintf("config file unreadable: %v", readErr)
+		pendingSHA, pendingError = "", ""
+	case disk != loaded:
+		drift = true
+		reason = fmt.Sprintf("config file changed on disk (sha256 %s, loaded %s); serving the loaded config until reload", short(disk), short(loaded))
+		if disk != pendingSHA {
+			pendingSHA, pendingError = disk, ""
+			cfg, err := buildFile(w.path, data, w.environ, w.overrides)
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				pendingError = err.Error()
+			}
+		}
+	default:
+		pendingSHA, pendingError = "", ""
+	}
+
+	w.mu.Lock()
+	// A reload may have finished while the file was read; its result wins.
+	if w.loaded.SHA256 != loaded {
+		w.mu.Unlock()
+		return w.Drift()
+	}
+	was := w.drift
+	w.diskSHA, w.checkedAt = disk, time.Now()
+	w.drift, w.driftReason = drift, reason
+	w.pendingSHA, w.pendingError = pendingSHA, pendingError
+	w.mu.Unlock()
+
+	switch {
+	case drift && !was:
+		w.logger.Warn("config drift", "path", w.path, "reason", reason, "sha256_loaded", loaded, "sha256_on_disk", disk, "pending_error", pendingError)
+	case !drift && was:
+		w.logger.Info("config drift cleared: file matches the loaded config again", "path", w.path, "sha256", loaded)
+	}
+	return drift, reason
+}
+
+// Run checks the file for drift every config_check_interval (read from the
+// current config, so a reload can change it) until ctx is done. It returns
+// nil on cancellation, which is a normal shutdown.
+func (w *Watcher) Run(ctx context.Context) error {
+	if w.path == "" {
+		<-ctx.Done()
+		return nil
+	}
+	for {
+		t := time.NewTimer(w.Current().ConfigCheckInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		w.Check()
+	}
+}
+
+// Status returns a snapshot of the config's provenance and integrity.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Status{
+		Path:            w.path,
+		SHA256Loaded:    w.loaded.SHA256,
+		SHA256OnDisk:    w.diskSHA,
+		Drift:           w.drift,
+		DriftReason:     w.driftReason,
+		PendingError:    w.pendingError,
+		LoadedAt:        w.loadedAt,
+		CheckedAt:       w.checkedAt,
+		LastReload:      w.reloadAt,
+		LastReloadError: w.reloadError,
+	}
+}
+
+// Changed lists the keys (koanf paths such as "nats.url" or "policy")
+// whose values differ between a and b, for logs and subscribers that only
+// rebuild what changed. A nil and an empty list are equal.
+func Changed(a, b Config) []string {
+	var keys []string
+	diff(reflect.ValueOf(a), reflect.ValueOf(b), "", &keys)
+	return keys
+}
+
+// diff appends to keys the paths of fields that differ between a and b.
+func diff(a, b reflect.Value, prefix string, keys *[]string) {
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := prefix + f.Tag.Get("koanf")
+		av, bv := a.Field(i), b.Field(i)
+		switch {
+		case isSection(f.Type):
+			diff(av, bv, key+".", keys)
+		case f.Type.Kind() == reflect.Slice && av.Len() == 0 && bv.Len() == 0:
+		case !reflect.DeepEqual(av.Interface(), bv.Interface()):
+			*keys = append(*keys, key)
+		}
+	}
+}
+
+// RequiresRestart reports whether a change to key only takes effect when
+// the process restarts, because it is read once to open a listener, a
+// store or a connection. Reload still accepts such changes and warns.
+func RequiresRestart(key string) bool {
+	switch key {
+	case "data_dir", "listen", "host", "database_url", "log.format",
+		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key":
+		return true
+	}
+	return strings.HasPrefix(key, "nats.")
+}
+
+// displayPath names the config source in errors.
+func displayPath(p string) string {
+	if p == "" {
+		return "(no file)"
+	}
+	return p
+}
+
+// short abbreviates a hex hash for human-readable messages.
+func short(sha string) string {
+	if sha == "" {
+		return "(none)"
+	}
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}

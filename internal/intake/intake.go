@@ -1,0 +1,217 @@
+// Package intake is the one path every new order takes, whether it came
+// over REST or NATS: validate, authorize, record in PostgreSQL, then publish
+// to JetStream (DESIGN §2.1). It also owns the reconciler that republishes
+// orders whose publish was lost.
+package intake
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/policy"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// Store is what intake needs of PostgreSQL.
+type Store interface {
+	InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error)
+	MarkPublished(ctx context.Context, ids []uuid.UUID) error
+	Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error)
+	RecordRejection(ctx context.Context, r postgres.Rejection) error
+}
+
+// Publisher puts an order on its host's subject.
+type Publisher interface {
+	Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error)
+}
+
+// Authorizer is the API policy.
+type Authorizer interface {
+	Decide(r policy.Request) (order.Decision, error)
+}
+
+// Options tune the service.
+type Options struct {
+	Limits         func() order.Limits // read per order, so a reload applies at once
+	ReconcileEvery time.Duration       // how often to look for unpublished orders
+	ReconcileAfter time.Duration       // how old an unpublished order must be
+}
+
+// Service submits orders.
+type Service struct {
+	store  Store
+	pub    Publisher
+	policy func() Authorizer
+	opts   Options
+	logger *slog.Logger
+
+	published chan uuid.UUID
+}
+
+// New returns a Service. policy is called per order so that a config reload
+// swaps the rules without a restart.
+func New(store Store, pub Publisher, policy func() Authorizer, opts Options, logger *slog.Logger) *Service {
+	if opts.ReconcileEvery <= 0 {
+		opts.ReconcileEvery = 5 * time.Second
+	}
+	if opts.ReconcileAfter <= 0 {
+		opts.ReconcileAfter = 10 * time.Second
+	}
+	if opts.Limits == nil {
+		opts.Limits = order.DefaultLimits
+	}
+	return &Service{store: store, pub: pub, policy: policy, opts: opts, logger: logger,
+		published: make(chan uuid.UUID, 4096)}
+}
+
+// ErrNotPublished is returned when an order was recorded but could not be
+// published; the reconciler will publish it.
+type ErrNotPublished struct {
+	ID  uuid.UUID
+	Err error
+}
+
+func (e *ErrNotPublished) Error() string {
+	return fmt.Sprintf("order %s recorded but not yet queued: %v", e.ID, e.Err)
+}
+
+// Submit validates, authorizes, records and publishes one order. o.ID may
+// be preset (so a caller can subscribe to its events first). It returns the
+// stored order: for a repeated idempotency key, the earlier one.
+func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) (*order.Order, error) {
+	if o.ID == uuid.Nil {
+		o.ID = order.NewID()
+	}
+	o.Principal = p.Name
+	if err := order.Validate(o, s.opts.Limits()); err != nil {
+		return nil, err
+	}
+	dec, err := s.policy().Decide(policy.Request{Principal: p, Host: o.Host, Command: o.Command, Args: o.Args,
+		RunAs: o.RunAs, Timeout: o.Timeout, DryRun: o.DryRun})
+	o.Policy = dec
+	if err != nil {
+		return nil, err
+	}
+	prev, err := s.store.InsertOrder(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		return prev, nil
+	}
+	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
+		s.logger.Warn("publish order; the reconciler will retry", "order_id", o.ID, "host", o.Host, "error", err)
+		return o, &ErrNotPublished{ID: o.ID, Err: err}
+	}
+	select {
+	case s.published <- o.ID:
+	default:
+		// The marker is an optimization: a missed one costs one deduplicated
+		// republish by the reconciler.
+	}
+	s.logger.Debug("order queued", "order_id", o.ID, "host", o.Host, "principal", o.Principal)
+	return o, nil
+}
+
+// Run marks published orders in batches and reconciles unpublished ones
+// until ctx is canceled.
+func (s *Service) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.markLoop(ctx) }()
+	go func() { defer wg.Done(); s.reconcileLoop(ctx) }()
+	wg.Wait()
+}
+
+func (s *Service) markLoop(ctx context.Context) {
+	batch := make([]uuid.UUID, 0, 512)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := s.store.MarkPublished(fctx, batch); err != nil {
+			s.logger.Warn("mark orders published", "count", len(batch), "error", err)
+		}
+		cancel()
+		batch = batch[:0]
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case id := <-s.published:
+			batch = append(batch, id)
+			if len(batch) == cap(batch) {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		case <-ctx.Done():
+			for {
+				select {
+				case id := <-s.published:
+					batch = append(batch, id)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Service) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(s.opts.ReconcileEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Warn("reconcile unpublished orders", "error", err)
+			} else if n > 0 {
+				s.logger.Info("republished orders", "count", n)
+			}
+		}
+	}
+}
+
+// Reconcile republishes queued orders that never reached JetStream. The
+// message id is the order id, so a publish that did land is deduplicated.
+func (s *Service) Reconcile(ctx context.Context) (int, error) {
+	list, err := s.store.Unpublished(ctx, time.Now().Add(-s.opts.ReconcileAfter), 500)
+	if err != nil {
+		return 0, err
+	}
+	var done []uuid.UUID
+	for _, o := range list {
+		if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
+			break
+		}
+		done = append(done, o.ID)
+	}
+	if len(done) > 0 {
+		if err := s.store.MarkPublished(ctx, done); err != nil {
+			return len(done), err
+		}
+	}
+	return len(done), nil
+}
+
+// Reject records a refused submission for the audit trail.
+func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := s.store.RecordRejection(rctx, r); err != nil {
+		s.logger.Error("record rejection", "code", r.Code, "error", err)
+	}
+}

@@ -1,0 +1,120 @@
+// Package natsembed runs nats-server with JetStream inside the orderly
+// process, so that `orderly serve` and the tests need no separate broker.
+// Other processes (extra workers) can still connect to it over TCP.
+package natsembed
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// readyTimeout bounds how long Start waits for the listener.
+const readyTimeout = 10 * time.Second
+
+// Options configures Start. Only Dir is required.
+type Options struct {
+	// Dir is the JetStream store directory.
+	Dir string
+	// Host is the address to listen on; default 127.0.0.1.
+	Host string
+	// Port is the client port: 0 means 4222, -1 a random free port.
+	Port int
+	// Logger receives the server's warnings and errors (its notices at
+	// debug level); nil discards them.
+	Logger *slog.Logger
+	// SyncAlways fsyncs every JetStream write before acknowledging it, as
+	// DESIGN.md §2 requires in production; tests leave it off for speed.
+	SyncAlways bool
+}
+
+// Server is a running embedded nats-server.
+type Server struct {
+	ns *server.Server
+}
+
+// Start starts nats-server with JetStream on opts and waits until it accepts
+// connections.
+func Start(opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("natsembed: Options.Dir (the JetStream store) is required")
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = server.DEFAULT_PORT
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+	// nats-server only logs a failed listen and then never becomes ready,
+	// so a taken port is detected here to fail fast with a useful message.
+	// Another process can still take the port in between; readiness below
+	// catches that too, only more slowly.
+	if opts.Port > 0 {
+		if err := checkFree(addr); err != nil {
+			return nil, err
+		}
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "orderly",
+		Host:       opts.Host,
+		Port:       opts.Port,
+		JetStream:  true,
+		StoreDir:   opts.Dir,
+		SyncAlways: opts.SyncAlways,
+		// Without NoSigs the server installs its own SIGTERM/SIGINT handler
+		// and exits the whole process, skipping orderly's shutdown.
+		NoSigs: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: configure nats-server: %w", err)
+	}
+	ns.SetLoggerV2(slogAdapter{opts.Logger}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(readyTimeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsembed: nats-server on %s not ready after %s (see its log)", addr, readyTimeout)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsembed: JetStream did not start (store %s)", opts.Dir)
+	}
+	opts.Logger.Info("nats-server ready", "url", ns.ClientURL(), "store_dir", opts.Dir)
+	return &Server{ns: ns}, nil
+}
+
+// checkFree fails when something already listens on addr.
+func checkFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("natsembed: %s is in use: is another orderly serve running? set nats.listen", addr)
+	}
+	if err != nil {
+		return fmt.Errorf("natsembed: listen on %s: %w", addr, err)
+	}
+	return l.Close()
+}
+
+// ClientURL is the nats:// URL clients connect to, with the real port when
+// Options.Port was -1.
+func (s *Server) ClientURL() string {
+	return s.ns.ClientURL()
+}
+
+// Shutdown stops the server and waits until it has, so that the store is
+// closed when it returns.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}

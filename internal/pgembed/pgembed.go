@@ -1,0 +1,220 @@
+// Package pgembed runs a private PostgreSQL cluster from the system's server
+// binaries, so that `orderly serve` and the tests need no database set up by
+// hand. The cluster listens only on a unix socket in a directory that only
+// its owner (and root) can enter.
+package pgembed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxSocketPath is the longest path a unix socket can have on Linux:
+// sun_path is 108 bytes including the terminating NUL.
+const maxSocketPath = 107
+
+// startTimeout bounds how long pg_ctl waits for the server to start or stop.
+const startTimeout = 60 * time.Second
+
+// Options configures Start. Only Dir is required.
+type Options struct {
+	// Dir holds everything: data/ (the cluster), run/ (the unix socket) and
+	// postgres.log. It is created if missing.
+	Dir string
+	// BinDir holds initdb, pg_ctl and postgres; FindBinaries when empty.
+	BinDir string
+	// Port is the number in the socket's name (.s.PGSQL.<port>); nothing
+	// listens on TCP. Default 5432.
+	Port int
+	// Database is created if missing and is what DSN points at. Default
+	// "orderly".
+	Database string
+	// Fsync must be true for data that matters: false (fsync=off, and initdb
+	// --no-sync) risks corruption on a crash and is only for tests.
+	Fsync bool
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+	// ExtraSettings are passed to postgres as -c name=value.
+	ExtraSettings map[string]string
+}
+
+// Server is a running cluster started (or adopted) by Start.
+type Server struct {
+	binDir   string
+	dir      string
+	dataDir  string
+	runDir   string
+	logFile  string
+	port     int
+	database string
+	owner    *owner
+	logger   *slog.Logger
+
+	// initialized is true when Start ran initdb, reused when it adopted a
+	// server that was already running; tests look at both.
+	initialized bool
+	reused      bool
+}
+
+// Start initializes the cluster in opts.Dir if needed, starts it (or adopts a
+// server a previous run left running on the same data directory) and creates
+// opts.Database if it does not exist. When running as root the PostgreSQL
+// programs run as the postgres OS user, which owns opts.Dir.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("pgembed: Options.Dir is required")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("pgembed: data directory: %w", err)
+	}
+	if opts.Port == 0 {
+		opts.Port = 5432
+	}
+	if opts.Port < 1 || opts.Port > 65535 {
+		return nil, fmt.Errorf("pgembed: port %d out of range", opts.Port)
+	}
+	if opts.Database == "" {
+		opts.Database = "orderly"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.BinDir == "" {
+		if opts.BinDir, err = FindBinaries(); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkSettings(opts.ExtraSettings); err != nil {
+		return nil, err
+	}
+
+	s := &Server{
+		binDir:   opts.BinDir,
+		dir:      dir,
+		dataDir:  filepath.Join(dir, "data"),
+		runDir:   filepath.Join(dir, "run"),
+		logFile:  filepath.Join(dir, "postgres.log"),
+		port:     opts.Port,
+		database: opts.Database,
+		logger:   opts.Logger.With("pg_dir", dir),
+	}
+	if sock := s.socketPath(); len(sock) > maxSocketPath {
+		return nil, fmt.Errorf("pgembed: unix socket path %s is %d bytes, over the %d-byte limit: choose a shorter data directory",
+			sock, len(sock), maxSocketPath)
+	}
+	if s.owner, err = lookupOwner(); err != nil {
+		return nil, fmt.Errorf("pgembed: %w", err)
+	}
+	if err := s.prepareDirs(); err != nil {
+		return nil, fmt.Errorf("pgembed: %w", err)
+	}
+
+	began := time.Now()
+	if err := s.initdb(ctx, opts.Fsync); err != nil {
+		return nil, fmt.Errorf("pgembed: %w", err)
+	}
+	if err := s.start(ctx, opts.Fsync, opts.ExtraSettings); err != nil {
+		return nil, fmt.Errorf("pgembed: %w", err)
+	}
+	if err := s.ensureDatabase(ctx, s.database); err != nil {
+		// Do not leave a server running that nobody will stop.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
+		defer cancel()
+		return nil, errors.Join(fmt.Errorf("pgembed: %w", err), s.Stop(stopCtx))
+	}
+	s.logger.Info("postgresql ready",
+		"socket_dir", s.runDir, "port", s.port, "database", s.database,
+		"initdb", s.initialized, "reused", s.reused, "duration_ms", time.Since(began).Milliseconds())
+	return s, nil
+}
+
+// prepareDirs creates Dir and Dir/run and, as root, hands them to postgres.
+func (s *Server) prepareDirs() error {
+	// Missing parents are made world-searchable so that postgres can reach
+	// Dir; Dir itself stays private.
+	if err := os.MkdirAll(filepath.Dir(s.dir), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(s.dir), err)
+	}
+	if err := os.Mkdir(s.dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %w", s.dir, err)
+	}
+	if err := s.owner.checkTraverse(s.dir); err != nil {
+		return err
+	}
+	if err := s.owner.chown(s.dir); err != nil {
+		return err
+	}
+	if err := os.Mkdir(s.runDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %w", s.runDir, err)
+	}
+	// SECURITY: the cluster uses auth=trust, so whoever can open the socket
+	// is a superuser. Mode 0700 on the socket directory, owned by the
+	// cluster's user, is what limits that to this user (and root).
+	if err := os.Chmod(s.runDir, 0o700); err != nil {
+		return fmt.Errorf("restrict %s: %w", s.runDir, err)
+	}
+	if err := s.owner.chown(s.runDir); err != nil {
+		return err
+	}
+	// pg_ctl appends to the log as postgres; a log left by a non-root run
+	// must become writable to it.
+	if _, err := os.Lstat(s.logFile); err == nil {
+		if err := s.owner.chown(s.logFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// socketPath is the unix socket postgres creates in the run directory.
+func (s *Server) socketPath() string {
+	return filepath.Join(s.runDir, ".s.PGSQL."+strconv.Itoa(s.port))
+}
+
+// DSN is a connection URL for the database named in Options.Database, over
+// the unix socket, as the postgres superuser.
+func (s *Server) DSN() string {
+	return s.DSNFor(s.database)
+}
+
+// DSNFor is like DSN for another database of the same cluster.
+func (s *Server) DSNFor(db string) string {
+	u := url.URL{
+		Scheme: "postgres",
+		User:   url.User("postgres"),
+		Path:   "/" + db,
+		// Written by hand because url.Values encodes a space as '+', which
+		// libpq and pgx do not decode.
+		RawQuery: "host=" + queryEscape(s.runDir) + "&port=" + strconv.Itoa(s.port) + "&sslmode=disable",
+	}
+	return u.String()
+}
+
+// Stop shuts the cluster down with pg_ctl's fast mode (active sessions are
+// rolled back) and waits for it, whether Start started or adopted it.
+// Stopping a stopped cluster is not an error.
+func (s *Server) Stop(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(s.dataDir, "postmaster.pid")); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	began := time.Now()
+	if out, err := s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir, "-m", "fast", "-w", "-t", strconv.Itoa(int(startTimeout.Seconds()))); err != nil {
+		return fmt.Errorf("pgembed: stop postgresql in %s: %w\n%s%s", s.dataDir, err, out, s.logTail())
+	}
+	s.logger.Info("postgresql stopped", "duration_ms", time.Since(began).Milliseconds())
+	return nil
+}
+
+// queryEscape percent-encodes v for a libpq URI query, spaces included.
+func queryEscape(v string) string {
+	return strings.ReplaceAll(url.QueryEscape(v), "+", "%20")
+}

@@ -1,0 +1,286 @@
+package pgembed
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// tempDir returns a fresh directory the postgres user can reach: t.TempDir's
+// parents are 0700, which postgres cannot traverse when the tests run as root.
+func tempDir(t *testing.T, pattern string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func startServer(t *testing.T, opts Options) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered after tempDir's cleanup, so it runs before the removal.
+	t.Cleanup(func() {
+		if err := s.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func TestFindBinariesOnThisMachine(t *testing.T) {
+	dir, err := FindBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"initdb", "pg_ctl", "postgres"} {
+		if !isExecutable(filepath.Join(dir, name)) {
+			t.Errorf("%s has no %s", dir, name)
+		}
+	}
+	t.Logf("found %s", dir)
+}
+
+func TestFindBinaries(t *testing.T) {
+	base := t.TempDir()
+	install := func(dir string) string {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"initdb", "pg_ctl", "postgres"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	root := filepath.Join(base, "lib")
+	install(filepath.Join(root, "9.6", "bin"))
+	want := install(filepath.Join(root, "15", "bin"))
+	install(filepath.Join(root, "10", "bin"))
+	os.MkdirAll(filepath.Join(root, "17", "bin"), 0o755) // no binaries: ignored
+
+	// A PATH directory of symlinks, as /usr/local/bin on Debian-based images.
+	real := install(filepath.Join(base, "opt", "pg", "bin"))
+	links := filepath.Join(base, "links")
+	os.MkdirAll(links, 0o755)
+	for _, name := range []string{"initdb", "pg_ctl"} {
+		if err := os.Symlink(filepath.Join(real, name), filepath.Join(links, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// initdb alone on PATH is not enough.
+	onlyInitdb := filepath.Join(base, "only-initdb")
+	os.MkdirAll(onlyInitdb, 0o755)
+	os.Symlink(filepath.Join(real, "initdb"), filepath.Join(onlyInitdb, "initdb"))
+
+	tests := []struct {
+		name, path, root, want string
+	}{
+		{"highest version under root", "", root, want},
+		{"PATH wins, symlinks resolved", filepath.Join(base, "empty") + ":" + links, root, real},
+		{"incomplete PATH falls back", onlyInitdb, root, want},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := findBinaries(tt.path, tt.root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("none", func(t *testing.T) {
+		_, err := findBinaries(onlyInitdb, filepath.Join(base, "missing"))
+		if !errors.Is(err, ErrNoBinaries) {
+			t.Fatalf("got %v, want ErrNoBinaries", err)
+		}
+		for _, hint := range []string{"apt-get install postgresql", "--database-url"} {
+			if !strings.Contains(err.Error(), hint) {
+				t.Errorf("error %q does not say %q", err, hint)
+			}
+		}
+	})
+}
+
+// TestRestartKeepsData starts a cluster, writes, stops, starts again in the
+// same directory and reads the data back without a second initdb. The
+// directory has a space and a quote in its name to exercise the quoting of
+// pg_ctl -o and of the DSN.
+func TestRestartKeepsData(t *testing.T) {
+	dir := filepath.Join(tempDir(t, "pgembed-"), "it's pg")
+	opts := Options{Dir: dir, Logger: testLogger(t), ExtraSettings: map[string]string{"application_name": "it's orderly"}}
+
+	began := time.Now()
+	s := startServer(t, opts)
+	cold := time.Since(began)
+	if !s.initialized {
+		t.Error("first start did not run initdb")
+	}
+	if !strings.Contains(s.DSN(), "/orderly?") {
+		t.Errorf("DSN %s does not name the orderly database", s.DSN())
+	}
+	conn := connect(t, s.DSN())
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('hello')"); err != nil {
+		t.Fatal(err)
+	}
+	var listen, fsync, app string
+	if err := conn.QueryRow(t.Context(), "SELECT current_setting('listen_addresses'), current_setting('fsync'), current_setting('application_name')").Scan(&listen, &fsync, &app); err != nil {
+		t.Fatal(err)
+	}
+	if listen != "" || fsync != "off" {
+		t.Errorf("listen_addresses=%q fsync=%q, want '' and off", listen, fsync)
+	}
+	conn.Close(t.Context())
+
+	if fi, err := os.Stat(s.runDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("socket directory: %v, mode %v; want 0700", err, fi.Mode().Perm())
+	}
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgx.Connect(t.Context(), s.DSN()); err == nil {
+		t.Fatal("connected after Stop")
+	}
+
+	began = time.Now()
+	s2 := startServer(t, opts)
+	warm := time.Since(began)
+	if s2.initialized || s2.reused {
+		t.Errorf("second start: initialized=%v reused=%v, want a plain start", s2.initialized, s2.reused)
+	}
+	var v string
+	if err := connect(t, s2.DSN()).QueryRow(t.Context(), "SELECT v FROM kept").Scan(&v); err != nil || v != "hello" {
+		t.Fatalf("after restart: %q, %v", v, err)
+	}
+	t.Logf("cold start (initdb) %v, warm start %v", cold, warm)
+}
+
+// TestStartAdoptsRunningServer starts twice without stopping, as after a
+// crash of orderly serve: the second Start must use the running server.
+func TestStartAdoptsRunningServer(t *testing.T) {
+	dir := tempDir(t, "pgembed-")
+	s := startServer(t, Options{Dir: dir, Database: "first", Logger: testLogger(t)})
+	pid, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	began := time.Now()
+	s2 := startServer(t, Options{Dir: dir, Database: "second", Logger: testLogger(t)})
+	t.Logf("adopting took %v", time.Since(began))
+	if !s2.reused {
+		t.Error("second Start did not adopt the running server")
+	}
+	pid2, _ := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if firstLine(pid) != firstLine(pid2) {
+		t.Errorf("postmaster pid changed from %s to %s", firstLine(pid), firstLine(pid2))
+	}
+	for _, dsn := range []string{s2.DSN(), s2.DSNFor("first")} {
+		if err := connect(t, dsn).Ping(t.Context()); err != nil {
+			t.Errorf("%s: %v", dsn, err)
+		}
+	}
+}
+
+// TestStartRestartsServerWithOtherPort adopts nothing when the running
+// server's socket does not match the options: it restarts it.
+func TestStartRestartsServerWithOtherPort(t *testing.T) {
+	dir := tempDir(t, "pgembed-")
+	startServer(t, Options{Dir: dir, Port: 5432})
+	s2 := startServer(t, Options{Dir: dir, Port: 5433})
+	if s2.reused {
+		t.Error("adopted a server on another port")
+	}
+	if err := connect(t, s2.DSN()).Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Run("socket path too long", func(t *testing.T) {
+		dir := filepath.Join(tempDir(t, "pgembed-"), strings.Repeat("d", 100))
+		_, err := Start(t.Context(), Options{Dir: dir})
+		if err == nil || !strings.Contains(err.Error(), "107-byte limit") {
+			t.Fatalf("got %v, want a socket path error", err)
+		}
+	})
+	t.Run("parent closed to postgres", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("only root hands the cluster to another user")
+		}
+		closed := filepath.Join(tempDir(t, "pgembed-"), "closed")
+		if err := os.Mkdir(closed, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Start(t.Context(), Options{Dir: filepath.Join(closed, "pg")})
+		if err == nil || !strings.Contains(err.Error(), "cannot enter "+closed) {
+			t.Fatalf("got %v, want an error naming %s", err, closed)
+		}
+		t.Log(err)
+	})
+	t.Run("bad setting name", func(t *testing.T) {
+		_, err := Start(t.Context(), Options{Dir: tempDir(t, "pgembed-"), ExtraSettings: map[string]string{"a=b -c x": "1"}})
+		if err == nil || !strings.Contains(err.Error(), "invalid setting name") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("failed start shows the log", func(t *testing.T) {
+		_, err := Start(t.Context(), Options{Dir: tempDir(t, "pgembed-"), Fsync: false, ExtraSettings: map[string]string{"no_such_setting": "1"}})
+		if err == nil || !strings.Contains(err.Error(), `unrecognized configuration parameter "no_such_setting"`) {
+			t.Fatalf("got %v, want the server log's reason", err)
+		}
+		t.Log(err)
+	})
+}
+
+func TestDSNFor(t *testing.T) {
+	s := &Server{runDir: "/var/lib/my orderly/pg/run", port: 5432, database: "orderly"}
+	cfg, err := pgx.ParseConfig(s.DSNFor("odd name/ü"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host != s.runDir || cfg.Port != 5432 || cfg.Database != "odd name/ü" || cfg.User != "postgres" {
+		t.Errorf("parsed %s as host=%q port=%d db=%q user=%q", s.DSNFor("odd name/ü"), cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	}
+}
+
+func firstLine(b []byte) string {
+	line, _, _ := strings.Cut(string(b), "\n")
+	return line
+}

@@ -1,0 +1,168 @@
+package executor
+
+import (
+	"crypto/sha256"
+	"errors"
+	"hash"
+	"io"
+	"math"
+	"strconv"
+	"sync"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// capture is the io.Writer behind one captured stream. It keeps the first
+// half and the last half of the cap (the tail in a ring buffer), counts and
+// hashes every byte, and so holds at most the cap in memory whatever the
+// process prints, while Bytes and SHA256 still describe the full stream.
+// os/exec calls Write from one goroutine per stream, so a capture needs no
+// lock.
+type capture struct {
+	stream   string
+	onOutput func(stream string, p []byte)
+	headMax  int
+	tailMax  int
+	head     []byte
+	// tail holds the latest bytes after the head. It fills in order until
+	// len(tail) == tailMax; from then on it is a ring whose oldest byte is
+	// at pos. While it is filling, pos is 0.
+	tail []byte
+	pos  int
+	n    int64
+	sum  hash.Hash
+	// bufs lends ReadFrom its read buffer (nil: allocate one).
+	bufs *sync.Pool
+}
+
+// readBufferSize is the size of one read from a pipe. Pipes hold 64 KiB by
+// default; half of that keeps the copy loop short without idling memory.
+const readBufferSize = 32 << 10
+
+// newCapture returns a capture keeping at most maxKept bytes of stream,
+// split into maxKept/2 bytes of head and the rest of tail, so an odd cap is
+// used in full. A maxKept of zero or less keeps nothing.
+func newCapture(stream string, maxKept int64, onOutput func(string, []byte), bufs *sync.Pool) *capture {
+	limit := int(min(max(maxKept, 0), math.MaxInt))
+	return &capture{
+		stream:   stream,
+		onOutput: onOutput,
+		bufs:     bufs,
+		headMax:  limit / 2,
+		tailMax:  limit - limit/2,
+		sum:      sha256.New(),
+	}
+}
+
+// Write records p. It never fails, so the process is never stopped by a
+// full capture: past the cap, bytes are counted and hashed, not kept.
+func (c *capture) Write(p []byte) (int, error) {
+	if c.onOutput != nil {
+		c.onOutput(c.stream, p)
+	}
+	c.sum.Write(p)
+	c.n += int64(len(p))
+
+	q := p
+	if room := c.headMax - len(c.head); room > 0 {
+		k := min(room, len(q))
+		c.head = appendCapped(c.head, q[:k], c.headMax)
+		q = q[k:]
+	}
+	if len(q) == 0 || c.tailMax == 0 {
+		return len(p), nil
+	}
+	if len(q) >= c.tailMax {
+		// q alone fills the ring: keep its last tailMax bytes, in order.
+		if len(c.tail) < c.tailMax {
+			c.tail = make([]byte, c.tailMax)
+		}
+		copy(c.tail, q[len(q)-c.tailMax:])
+		c.pos = 0
+		return len(p), nil
+	}
+	if room := c.tailMax - len(c.tail); room > 0 {
+		k := min(room, len(q))
+		c.tail = appendCapped(c.tail, q[:k], c.tailMax)
+		q = q[k:]
+	}
+	for len(q) > 0 { // the ring is full: overwrite the oldest bytes
+		k := copy(c.tail[c.pos:], q)
+		q = q[k:]
+		c.pos = (c.pos + k) % c.tailMax
+	}
+	return len(p), nil
+}
+
+// ReadFrom copies r into the capture until EOF. os/exec's io.Copy prefers
+// it to allocating a fresh 32 KiB buffer per stream and run, which was most
+// of the executor's per-run garbage.
+func (c *capture) ReadFrom(r io.Reader) (int64, error) {
+	var buf *[]byte
+	if c.bufs != nil {
+		buf, _ = c.bufs.Get().(*[]byte)
+	}
+	if buf == nil {
+		b := make([]byte, readBufferSize)
+		buf = &b
+	}
+	if c.bufs != nil {
+		defer c.bufs.Put(buf)
+	}
+	var total int64
+	for {
+		n, err := r.Read(*buf)
+		if n > 0 {
+			_, _ = c.Write((*buf)[:n])
+			total += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// output returns the stream as recorded: all of it when it fit in the cap,
+// otherwise head, truncation marker and tail.
+func (c *capture) output() order.Output {
+	out := order.Output{Bytes: c.n, SHA256: c.sum.Sum(nil)}
+	kept := len(c.head) + len(c.tail)
+	omitted := c.n - int64(kept)
+	if kept == 0 && omitted == 0 {
+		return out
+	}
+	var marker string
+	if omitted > 0 {
+		out.Truncated = true
+		marker = truncationMarker(omitted)
+	}
+	content := make([]byte, 0, kept+len(marker))
+	content = append(content, c.head...)
+	content = append(content, marker...)
+	content = append(content, c.tail[c.pos:]...)
+	content = append(content, c.tail[:c.pos]...)
+	out.Content = content
+	return out
+}
+
+// truncationMarker is what stands for the omitted middle of a stream. It is
+// on a line of its own so that line-oriented readers see it as one.
+func truncationMarker(omitted int64) string {
+	return "\n…[orderly: " + strconv.FormatInt(omitted, 10) + " bytes omitted]…\n"
+}
+
+// appendCapped appends p to b, growing b geometrically but never beyond a
+// capacity of limit, so that a buffer's memory stays within its share of
+// the cap (append alone may round capacity up past it).
+func appendCapped(b, p []byte, limit int) []byte {
+	if need := len(b) + len(p); need > cap(b) {
+		size := min(max(2*cap(b), need, 512), limit)
+		nb := make([]byte, len(b), size)
+		copy(nb, b)
+		b = nb
+	}
+	return append(b, p...)
+}

@@ -1,0 +1,182 @@
+package executor
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// want is the reference model of a capture: the whole stream if it fits in
+// the cap, else the first cap/2 bytes, the marker and the last cap-cap/2.
+func want(stream []byte, limit int) (content []byte, truncated bool) {
+	if limit < 0 {
+		limit = 0
+	}
+	if len(stream) <= limit {
+		return stream, false
+	}
+	head, tail := limit/2, limit-limit/2
+	var b bytes.Buffer
+	b.Write(stream[:head])
+	b.WriteString(truncationMarker(int64(len(stream) - limit)))
+	b.Write(stream[len(stream)-tail:])
+	return b.Bytes(), true
+}
+
+// chunked writes stream to w in pieces of the given sizes, cycling through
+// them; a size of 0 means all at once.
+func chunked(t *testing.T, w *capture, stream []byte, sizes []int) {
+	t.Helper()
+	for i := 0; len(stream) > 0; i++ {
+		n := len(stream)
+		if s := sizes[i%len(sizes)]; s > 0 {
+			n = min(s, n)
+		}
+		got, err := w.Write(stream[:n])
+		if err != nil || got != n {
+			t.Fatalf("Write(%d bytes) = %d, %v", n, got, err)
+		}
+		stream = stream[n:]
+	}
+}
+
+func TestCapture(t *testing.T) {
+	t.Parallel()
+	stream := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('a' + i%26)
+		}
+		return b
+	}
+	chunkings := map[string][]int{
+		"one write":    {0},
+		"byte by byte": {1},
+		"threes":       {3},
+		"mixed":        {2, 7, 1, 64, 5},
+	}
+	tests := []struct {
+		name  string
+		limit int64
+		n     int
+	}{
+		{"empty", 10, 0},
+		{"below cap", 10, 9},
+		{"at cap", 10, 10},
+		{"one above cap", 10, 11},
+		{"far above cap", 10, 1000},
+		{"odd cap below", 11, 10},
+		{"odd cap at", 11, 11},
+		{"odd cap above", 11, 12},
+		{"odd cap far above", 11, 503},
+		{"cap 1 at", 1, 1},
+		{"cap 1 above", 1, 2},
+		{"cap 2 above", 2, 5},
+		{"cap 0 keeps nothing", 0, 5},
+		{"negative cap keeps nothing", -3, 5},
+		{"cap 0 empty", 0, 0},
+		{"head exactly, tail across ring wrap", 8, 4 + 4 + 3},
+		{"large", 4096, 100_003},
+	}
+	for _, tt := range tests {
+		for cname, sizes := range chunkings {
+			t.Run(tt.name+"/"+cname, func(t *testing.T) {
+				in := stream(tt.n)
+				var seen bytes.Buffer
+				c := newCapture("stdout", tt.limit, func(s string, p []byte) {
+					if s != "stdout" {
+						t.Errorf("OnOutput stream = %q", s)
+					}
+					seen.Write(p)
+				}, nil)
+				chunked(t, c, in, sizes)
+				out := c.output()
+
+				wantContent, wantTrunc := want(in, int(tt.limit))
+				if !bytes.Equal(out.Content, wantContent) {
+					t.Errorf("Content = %q, want %q", out.Content, wantContent)
+				}
+				if out.Truncated != wantTrunc {
+					t.Errorf("Truncated = %v, want %v", out.Truncated, wantTrunc)
+				}
+				if out.Bytes != int64(tt.n) {
+					t.Errorf("Bytes = %d, want %d", out.Bytes, tt.n)
+				}
+				if sum := sha256.Sum256(in); !bytes.Equal(out.SHA256, sum[:]) {
+					t.Errorf("SHA256 = %x, want %x", out.SHA256, sum)
+				}
+				if !bytes.Equal(seen.Bytes(), in) {
+					t.Errorf("OnOutput saw %d bytes, want the %d written", seen.Len(), len(in))
+				}
+			})
+		}
+	}
+}
+
+func TestCaptureMarker(t *testing.T) {
+	t.Parallel()
+	c := newCapture("stderr", 4, nil, nil)
+	chunked(t, c, []byte("abcdefghij"), []int{0})
+	got := string(c.output().Content)
+	if want := "ab\n…[orderly: 6 bytes omitted]…\nij"; got != want {
+		t.Fatalf("Content = %q, want %q", got, want)
+	}
+}
+
+// TestCaptureMemoryBounded checks that whatever is written, the buffers
+// never grow past their share of the cap.
+func TestCaptureMemoryBounded(t *testing.T) {
+	t.Parallel()
+	const limit = 1001
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := newCapture("stdout", limit, nil, nil)
+	buf := make([]byte, 70_000)
+	var all []byte
+	for range 200 {
+		p := buf[:rng.IntN(len(buf))]
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		all = append(all, p...)
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if cap(c.head) > limit/2 || cap(c.tail) > limit-limit/2 {
+			t.Fatalf("after %d bytes: cap(head)=%d cap(tail)=%d, cap is %d", c.n, cap(c.head), cap(c.tail), limit)
+		}
+	}
+	out := c.output()
+	wantContent, _ := want(all, limit)
+	if !bytes.Equal(out.Content, wantContent) {
+		t.Fatal("content differs from the reference model")
+	}
+	if sum := sha256.Sum256(all); !bytes.Equal(out.SHA256, sum[:]) || out.Bytes != int64(len(all)) {
+		t.Fatalf("Bytes=%d SHA256=%x, want %d %x", out.Bytes, out.SHA256, len(all), sum)
+	}
+}
+
+// TestCaptureRandom compares random writes against the reference model.
+func TestCaptureRandom(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 300 {
+		limit := rng.IntN(40)
+		in := make([]byte, rng.IntN(120))
+		for j := range in {
+			in[j] = byte(rng.Uint32())
+		}
+		sizes := []int{rng.IntN(9), rng.IntN(30) + 1, rng.IntN(3) + 1}
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			c := newCapture("stdout", int64(limit), nil, nil)
+			chunked(t, c, in, sizes)
+			out := c.output()
+			wantContent, wantTrunc := want(in, limit)
+			if !bytes.Equal(out.Content, wantContent) || out.Truncated != wantTrunc || out.Bytes != int64(len(in)) {
+				t.Fatalf("limit %d, %d bytes in chunks %v: got %q (trunc %v, %d bytes), want %q (trunc %v)",
+					limit, len(in), sizes, out.Content, out.Truncated, out.Bytes, wantContent, wantTrunc)
+			}
+		})
+	}
+}

@@ -1,0 +1,319 @@
+// Package executor runs one process for an order, safely: in its own process
+// group, with exactly the environment it is given, optionally under another
+// user's credentials, with stdin from the request or /dev/null, a timeout,
+// cancel signals and bounded output capture.
+//
+// An order never leaves processes behind. When the leader exits, for any
+// reason, whatever is left of its process group is killed with SIGKILL before
+// the leader is reaped, and the worker then confirms the group is empty
+// (Result.GroupGone). This is the process-group analogue of systemd's
+// KillMode=control-group. Its one limit is the process group itself: a
+// descendant that moves to another group or session (setsid, setpgid, a
+// daemonizing double fork) escapes it; only a cgroup can contain that, so
+// deploy the worker under systemd (deploy/systemd) for the last word.
+// Escapees cannot hang the worker: pipes they hold open are closed after
+// pipeDrainDelay.
+package executor
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// pipeDrainDelay bounds how long Wait keeps reading stdout and stderr after
+// the whole process group is dead. Only a process that escaped the group can
+// still hold the pipes then, and its output is not the order's.
+const pipeDrainDelay = 2 * time.Second
+
+// groupGoneTimeout bounds how long Run waits for the SIGKILLed members of the
+// group to die. A member stuck in uninterruptible sleep (a dead NFS server)
+// can outlive it; Result.GroupGone is then false and a warning is logged.
+const groupGoneTimeout = 2 * time.Second
+
+// Request is one process to run. It is built by worker/hostpolicy, which has
+// already resolved and checked everything in it; the executor only refuses
+// what it cannot run at all.
+type Request struct {
+	// Path is the absolute path of the executable.
+	Path string
+	// Argv is the argument vector; Argv[0] is the command name as requested,
+	// which multi-call binaries (busybox, systemctl as shutdown) act on.
+	Argv []string
+	// Env is the complete environment. The worker's own environment is never
+	// inherited: a nil Env means an empty environment.
+	Env []string
+	// Dir is the working directory; empty means the worker's.
+	Dir string
+	// Stdin is fed to the process; nil or empty means /dev/null.
+	Stdin []byte
+	// Timeout ends the process group (SIGTERM, KillGrace, SIGKILL); zero or
+	// negative means no timeout.
+	Timeout time.Duration
+	// KillGrace is how long a group has between SIGTERM (or a cancel
+	// signal) and SIGKILL. Zero or negative sends SIGKILL right away.
+	KillGrace time.Duration
+	// Credential switches uid, gid and supplementary groups (the worker must
+	// be root); nil runs as the worker's own user. A Credential with no
+	// Groups clears the supplementary groups rather than inheriting the
+	// worker's.
+	Credential *syscall.Credential
+	// MaxOutput is the per-stream cap on kept bytes: the first half and the
+	// last half of a longer stream are kept (see capture). Zero or negative
+	// keeps nothing, so a forgotten cap can never mean unbounded memory.
+	MaxOutput int64
+	// CaptureStdout and CaptureStderr choose which streams are captured. A
+	// stream that is not captured goes to /dev/null and nothing is recorded
+	// about it: its Output stays zero (no byte count, no hash) and OnOutput
+	// never sees it.
+	CaptureStdout bool
+	CaptureStderr bool
+	// OnOutput, if set, sees every chunk of a captured stream as it
+	// arrives, with stream "stdout" or "stderr". It is called from one
+	// goroutine per stream, so it must be safe for concurrent use; it must
+	// not retain p, and while it blocks the process blocks on a full pipe.
+	// It is never called after Run returns.
+	OnOutput func(stream string, p []byte)
+}
+
+// Result is what running a Request produced.
+type Result struct {
+	// ExitCode is the exit status of a process that exited; nil when it was
+	// killed by a signal or never started.
+	ExitCode *int
+	// Signal names the signal that killed the process ("SIGKILL"); empty
+	// when it exited. A process that handles a cancel signal and exits has
+	// an ExitCode and no Signal, even when Canceled or TimedOut is set.
+	Signal string
+	// Pid is the leader's pid, which is also the process group id.
+	Pid int
+	// Duration runs from just before the start to the leader's exit.
+	Duration time.Duration
+	// TimedOut is set when Request.Timeout ended the process group.
+	TimedOut bool
+	// Canceled is set when a cancel signal was sent to the group, or when
+	// ctx ended (worker shutdown), or when ctx had ended before the start.
+	Canceled bool
+	// StartErr says why the process could not start (ENOENT, EACCES, a
+	// credential or directory it cannot switch to); everything else is then
+	// zero except Canceled and GroupGone.
+	StartErr error
+	// Stdout and Stderr are the captured streams.
+	Stdout, Stderr order.Output
+	// GroupGone is set when the worker confirmed that no live process of the
+	// group survives (zombies waiting for init to reap them count as gone).
+	// It is also set when nothing was started.
+	GroupGone bool
+}
+
+// Executor runs processes. It holds no per-run state, so one Executor may
+// run several Requests at once.
+type Executor struct {
+	logger *slog.Logger
+	// bufs holds *[]byte read buffers for captured streams, reused across
+	// runs to keep the hot path's garbage down.
+	bufs sync.Pool
+}
+
+// New returns an Executor that logs to logger (nil discards).
+func New(logger *slog.Logger) *Executor {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Executor{logger: logger}
+}
+
+// Run starts the process described by req and waits for it and its whole
+// process group to end.
+//
+// A signal received from signals (a user's cancel) goes to the whole process
+// group, SIGKILL follows after KillGrace, and the Result is Canceled; a zero
+// signal means SIGTERM, and a closed channel is ignored. When ctx ends
+// (worker shutdown) the group is ended like on a timeout (SIGTERM,
+// KillGrace, SIGKILL) and the Result is Canceled. Run returns once the
+// group is confirmed gone, or after groupGoneTimeout with GroupGone false
+// when a member will not die (uninterruptible sleep, a setuid process an
+// unprivileged worker may not signal).
+func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
+	if err := ctx.Err(); err != nil {
+		return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", err)}
+	}
+	if !filepath.IsAbs(req.Path) {
+		return Result{GroupGone: true, StartErr: fmt.Errorf("executable path %q is not absolute", req.Path)}
+	}
+	argv := req.Argv
+	if len(argv) == 0 {
+		argv = []string{req.Path}
+	}
+	env := req.Env
+	if env == nil {
+		env = []string{} // a nil Env would make os/exec inherit ours
+	}
+	cmd := &exec.Cmd{
+		Path:      req.Path,
+		Args:      argv,
+		Env:       env,
+		Dir:       req.Dir,
+		WaitDelay: pipeDrainDelay,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:    true,
+			Credential: req.Credential,
+			// If the worker dies, its order's leader dies too rather than
+			// running on unsupervised; the group's other members are
+			// left to systemd's cgroup.
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	if len(req.Stdin) > 0 {
+		cmd.Stdin = bytes.NewReader(req.Stdin)
+	}
+	// Assign only non-nil captures: a nil *capture in an io.Writer is not a
+	// nil interface, and os/exec would write to it.
+	var stdout, stderr *capture
+	if req.CaptureStdout {
+		stdout = newCapture("stdout", req.MaxOutput, req.OnOutput, &e.bufs)
+		cmd.Stdout = stdout
+	}
+	if req.CaptureStderr {
+		stderr = newCapture("stderr", req.MaxOutput, req.OnOutput, &e.bufs)
+		cmd.Stderr = stderr
+	}
+
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return Result{GroupGone: true, StartErr: err}
+	}
+	pid := cmd.Process.Pid // Setpgid made it the group id too
+	res := Result{Pid: pid}
+
+	// The leader is waited for with WNOWAIT: it stays a zombie, which keeps
+	// its pid, and so the group id, from being reused until the group has
+	// been killed below.
+	exited := make(chan error, 1)
+	go func() { exited <- waitExitedNoReap(pid) }()
+
+	waitErr := e.supervise(ctx, pid, req, signals, exited, &res)
+	res.Duration = time.Since(start)
+	if waitErr != nil {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "waitid on order process failed",
+			slog.Int("pid", pid), slog.String("error", waitErr.Error()))
+	}
+
+	e.killGroup(ctx, pid, unix.SIGKILL)
+	if err := cmd.Wait(); err != nil {
+		var exitErr *exec.ExitError
+		switch {
+		case errors.As(err, &exitErr):
+			// The normal report of a non-zero exit or a signal.
+		case errors.Is(err, exec.ErrWaitDelay):
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "a process outside the order's group held its output open; output may be incomplete",
+				slog.Int("pid", pid))
+		default:
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "wait for order process",
+				slog.Int("pid", pid), slog.String("error", err.Error()))
+		}
+	}
+	res.GroupGone = e.confirmGroupGone(ctx, pid)
+
+	if ps := cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			switch {
+			case ws.Exited():
+				code := ws.ExitStatus()
+				res.ExitCode = &code
+			case ws.Signaled():
+				res.Signal = signalName(ws.Signal())
+			}
+		}
+	}
+	if stdout != nil {
+		res.Stdout = stdout.output()
+	}
+	if stderr != nil {
+		res.Stderr = stderr.output()
+	}
+	return res
+}
+
+// supervise waits for the leader to exit while enforcing the timeout, the
+// cancel signals and ctx. It returns the error of the wait, if any.
+func (e *Executor) supervise(ctx context.Context, pgid int, req Request, signals <-chan syscall.Signal, exited <-chan error, res *Result) error {
+	var timeout <-chan time.Time
+	if req.Timeout > 0 {
+		t := time.NewTimer(req.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var grace <-chan time.Time
+	var graceTimer *time.Timer
+	defer func() {
+		if graceTimer != nil {
+			graceTimer.Stop()
+		}
+	}()
+	terminate := func(sig syscall.Signal) {
+		e.killGroup(ctx, pgid, sig)
+		if graceTimer == nil {
+			graceTimer = time.NewTimer(max(req.KillGrace, 0))
+			grace = graceTimer.C
+		}
+	}
+	done := ctx.Done()
+	for {
+		var sig syscall.Signal // what to send the group for this wake-up
+		timedOut, canceled := res.TimedOut, res.Canceled
+		select {
+		case err := <-exited:
+			return err
+		case <-timeout:
+			timeout = nil
+			res.TimedOut = true
+			sig = unix.SIGTERM
+		case s, ok := <-signals:
+			if !ok {
+				signals = nil
+				continue
+			}
+			res.Canceled = true
+			sig = cmp.Or(s, unix.SIGTERM)
+		case <-done:
+			done = nil
+			res.Canceled = true
+			sig = unix.SIGTERM
+		case <-grace:
+			grace = nil
+			e.killGroup(ctx, pgid, unix.SIGKILL)
+			continue
+		}
+		// select picks at random among ready cases: a leader that exited
+		// by itself at the same moment finished its order, and is not
+		// reported as ended by the timeout or the cancel.
+		select {
+		case err := <-exited:
+			res.TimedOut, res.Canceled = timedOut, canceled
+			return err
+		default:
+		}
+		terminate(sig)
+	}
+}
+
+// signalName returns the conventional name of sig ("SIGTERM").
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return fmt.Sprintf("signal %d", int(sig))
+}

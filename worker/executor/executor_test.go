@@ -1,0 +1,633 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func newTestExecutor(t testing.TB) *Executor {
+	return New(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+}
+
+// baseRequest runs path with a minimal environment, capturing both streams.
+func baseRequest(path string, args ...string) Request {
+	return Request{
+		Path:          path,
+		Argv:          append([]string{filepath.Base(path)}, args...),
+		Env:           []string{"PATH=/usr/bin:/bin"},
+		Dir:           "/",
+		Timeout:       30 * time.Second,
+		KillGrace:     2 * time.Second,
+		MaxOutput:     1 << 20,
+		CaptureStdout: true,
+		CaptureStderr: true,
+	}
+}
+
+func sh(script string) Request {
+	return baseRequest("/bin/sh", "-c", script)
+}
+
+func exitCode(t *testing.T, res Result) int {
+	t.Helper()
+	if res.StartErr != nil {
+		t.Fatalf("StartErr = %v", res.StartErr)
+	}
+	if res.ExitCode == nil {
+		t.Fatalf("ExitCode = nil (Signal %q), want an exit", res.Signal)
+	}
+	return *res.ExitCode
+}
+
+// liveInGroup lists the processes of group pgid that are not zombies, as
+// ps sees them: an independent check of what the executor claims.
+func liveInGroup(t *testing.T, pgid int) []string {
+	t.Helper()
+	out, err := exec.Command("ps", "-e", "-o", "pgid=,stat=,pid=,args=").Output()
+	if err != nil {
+		t.Fatalf("ps: %v", err)
+	}
+	var live []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != strconv.Itoa(pgid) || strings.HasPrefix(f[1], "Z") {
+			continue
+		}
+		live = append(live, line)
+	}
+	return live
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	state, _, ok := parseStat(stat)
+	return ok && state != 'Z' && state != 'X'
+}
+
+// assertGroupGone checks the executor's claim and ps agree that nothing of
+// the group survived, and that pids the script reported are dead.
+func assertGroupGone(t *testing.T, res Result, pids ...int) {
+	t.Helper()
+	if !res.GroupGone {
+		t.Error("GroupGone = false")
+	}
+	if res.Pid <= 0 {
+		t.Fatalf("Pid = %d", res.Pid)
+	}
+	if live := liveInGroup(t, res.Pid); len(live) > 0 {
+		t.Errorf("processes of group %d survive:\n%s", res.Pid, strings.Join(live, "\n"))
+	}
+	for _, pid := range pids {
+		if processAlive(pid) {
+			t.Errorf("process %d survives", pid)
+		}
+	}
+}
+
+// firstLinePID parses the pid a script printed on its first line.
+func firstLinePID(t *testing.T, out []byte) int {
+	t.Helper()
+	line, _, _ := bytes.Cut(out, []byte("\n"))
+	pid, err := strconv.Atoi(string(line))
+	if err != nil {
+		t.Fatalf("script did not print a pid first: %q", out)
+	}
+	return pid
+}
+
+func TestRunExitCodes(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	tests := []struct {
+		name string
+		req  Request
+		code int
+	}{
+		{"true", baseRequest("/bin/true"), 0},
+		{"false", baseRequest("/bin/false"), 1},
+		{"exit 42", sh("exit 42"), 42},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := e.Run(t.Context(), tt.req, nil)
+			if got := exitCode(t, res); got != tt.code {
+				t.Errorf("exit code = %d, want %d", got, tt.code)
+			}
+			if res.Signal != "" || res.TimedOut || res.Canceled {
+				t.Errorf("Signal=%q TimedOut=%v Canceled=%v", res.Signal, res.TimedOut, res.Canceled)
+			}
+			if res.Duration <= 0 {
+				t.Errorf("Duration = %v", res.Duration)
+			}
+			assertGroupGone(t, res)
+		})
+	}
+}
+
+func TestRunStdoutStderr(t *testing.T) {
+	t.Parallel()
+	res := newTestExecutor(t).Run(t.Context(), sh("echo out; echo err >&2"), nil)
+	exitCode(t, res)
+	for _, s := range []struct {
+		name string
+		got  []byte
+		want string
+		sum  []byte
+		n    int64
+	}{
+		{"stdout", res.Stdout.Content, "out\n", res.Stdout.SHA256, res.Stdout.Bytes},
+		{"stderr", res.Stderr.Content, "err\n", res.Stderr.SHA256, res.Stderr.Bytes},
+	} {
+		if string(s.got) != s.want {
+			t.Errorf("%s = %q, want %q", s.name, s.got, s.want)
+		}
+		if sum := sha256.Sum256([]byte(s.want)); !bytes.Equal(s.sum, sum[:]) || s.n != int64(len(s.want)) {
+			t.Errorf("%s: Bytes=%d SHA256=%x", s.name, s.n, s.sum)
+		}
+	}
+	if res.Stdout.Truncated || res.Stderr.Truncated {
+		t.Error("Truncated set on a short stream")
+	}
+}
+
+func TestRunStdin(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	binary := make([]byte, 0, 3*256)
+	for range 3 {
+		for b := range 256 {
+			binary = append(binary, byte(b)) // includes NUL, CR, LF, 0xff
+		}
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef\x00"), 20_000) // more than a pipe buffer
+	for _, tt := range []struct {
+		name  string
+		stdin []byte
+	}{
+		{"nil is /dev/null", nil},
+		{"empty", []byte{}},
+		{"binary with NUL", binary},
+		{"larger than a pipe", big},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := baseRequest("/bin/cat")
+			req.Stdin = tt.stdin
+			req.MaxOutput = 1 << 30
+			res := e.Run(t.Context(), req, nil)
+			if exitCode(t, res) != 0 {
+				t.Fatalf("cat failed: %s", res.Stderr.Content)
+			}
+			if !bytes.Equal(res.Stdout.Content, tt.stdin) || res.Stdout.Bytes != int64(len(tt.stdin)) {
+				t.Errorf("stdout has %d bytes (Bytes %d), want the %d of stdin", len(res.Stdout.Content), res.Stdout.Bytes, len(tt.stdin))
+			}
+		})
+	}
+}
+
+func TestRunStdinNotRead(t *testing.T) {
+	t.Parallel()
+	// The process exits without reading a stdin larger than the pipe
+	// buffer; Run must not hang feeding it.
+	req := baseRequest("/bin/true")
+	req.Stdin = bytes.Repeat([]byte("x"), 1<<20)
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if exitCode(t, res) != 0 {
+		t.Fatal("true failed")
+	}
+}
+
+func TestRunLargeOutputCapped(t *testing.T) {
+	t.Parallel()
+	const total = 31457280 // 30 MiB
+	const limit = 1 << 20
+	req := baseRequest("/usr/bin/head", "-c", strconv.Itoa(total), "/dev/zero")
+	req.MaxOutput = limit
+	var seen int64
+	var mu sync.Mutex
+	req.OnOutput = func(stream string, p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stream == "stdout" {
+			seen += int64(len(p))
+		}
+	}
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if exitCode(t, res) != 0 {
+		t.Fatalf("head failed: %s", res.Stderr.Content)
+	}
+	out := res.Stdout
+	if out.Bytes != total || !out.Truncated {
+		t.Fatalf("Bytes=%d Truncated=%v, want %d true", out.Bytes, out.Truncated, total)
+	}
+	if sum := sha256.Sum256(make([]byte, total)); !bytes.Equal(out.SHA256, sum[:]) {
+		t.Errorf("SHA256 = %x, want %x", out.SHA256, sum)
+	}
+	marker := truncationMarker(total - limit)
+	wantContent := string(make([]byte, limit/2)) + marker + string(make([]byte, limit/2))
+	if string(out.Content) != wantContent {
+		t.Errorf("Content has %d bytes, want %d: half a MiB of zeros, %q, half a MiB of zeros", len(out.Content), len(wantContent), marker)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen != total {
+		t.Errorf("OnOutput saw %d stdout bytes, want %d", seen, total)
+	}
+}
+
+func TestRunStreamNotCaptured(t *testing.T) {
+	t.Parallel()
+	req := sh("echo out; echo err >&2")
+	req.CaptureStdout = false
+	var streams []string
+	var mu sync.Mutex
+	req.OnOutput = func(stream string, p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		streams = append(streams, stream)
+	}
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	exitCode(t, res)
+	if res.Stdout.Bytes != 0 || res.Stdout.Content != nil || res.Stdout.SHA256 != nil {
+		t.Errorf("uncaptured stdout recorded something: %+v", res.Stdout)
+	}
+	if string(res.Stderr.Content) != "err\n" {
+		t.Errorf("stderr = %q", res.Stderr.Content)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range streams {
+		if s != "stderr" {
+			t.Errorf("OnOutput saw stream %q", s)
+		}
+	}
+}
+
+func TestRunEnvIsExactlyTheGivenEnv(t *testing.T) {
+	// Not parallel: t.Setenv.
+	t.Setenv("ORDERLY_EXECUTOR_CANARY", "leaked")
+	e := newTestExecutor(t)
+	for _, tt := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"given", []string{"A=1", "B=two words"}, "A=1\nB=two words\n"},
+		{"nil means empty", nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := baseRequest("/usr/bin/env")
+			req.Env = tt.env
+			res := e.Run(t.Context(), req, nil)
+			exitCode(t, res)
+			if got := string(res.Stdout.Content); got != tt.want {
+				t.Errorf("env printed %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	req := baseRequest("/bin/pwd")
+	req.Dir = dir
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	exitCode(t, res)
+	if got := strings.TrimSpace(string(res.Stdout.Content)); got != dir {
+		t.Errorf("pwd = %q, want %q", got, dir)
+	}
+}
+
+func TestRunCredential(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching credentials needs root; run the tests as root to cover it")
+	}
+	t.Parallel()
+	e := newTestExecutor(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-u"}, "65534"},
+		{[]string{"-g"}, "65534"},
+		{[]string{"-G"}, "65534"}, // root's supplementary groups are not kept
+	} {
+		t.Run(strings.Join(tt.args, ""), func(t *testing.T) {
+			t.Parallel()
+			req := baseRequest("/usr/bin/id", tt.args...)
+			req.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+			res := e.Run(t.Context(), req, nil)
+			if exitCode(t, res) != 0 {
+				t.Fatalf("id failed: %s", res.Stderr.Content)
+			}
+			if got := strings.TrimSpace(string(res.Stdout.Content)); got != tt.want {
+				t.Errorf("id %v = %q, want %q", tt.args, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunStartErrors(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-exec")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	private := filepath.Join(dir, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	tests := []struct {
+		name     string
+		req      func() Request
+		wantIs   error
+		rootOnly bool
+	}{
+		{"missing file", func() Request { return baseRequest("/nonexistent/cmd") }, fs.ErrNotExist, false},
+		{"not executable", func() Request { return baseRequest(notExec) }, fs.ErrPermission, false},
+		{"a directory", func() Request { return baseRequest(dir) }, fs.ErrPermission, false},
+		{"relative path", func() Request { return baseRequest("bin/true") }, nil, false},
+		{"missing dir", func() Request {
+			r := baseRequest("/bin/true")
+			r.Dir = filepath.Join(dir, "missing")
+			return r
+		}, fs.ErrNotExist, false},
+		{"credential cannot enter dir", func() Request {
+			r := baseRequest("/bin/true")
+			r.Dir, r.Credential = private, nobody
+			return r
+		}, fs.ErrPermission, true},
+		{"credential cannot exec", func() Request {
+			p := filepath.Join(private, "tool")
+			r := baseRequest(p)
+			r.Credential = nobody
+			return r
+		}, fs.ErrPermission, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.rootOnly && os.Geteuid() != 0 {
+				t.Skip("needs root")
+			}
+			res := e.Run(t.Context(), tt.req(), nil)
+			if res.StartErr == nil {
+				t.Fatalf("StartErr = nil, result %+v", res)
+			}
+			if tt.wantIs != nil && !errors.Is(res.StartErr, tt.wantIs) {
+				t.Errorf("StartErr = %v, want %v", res.StartErr, tt.wantIs)
+			}
+			if res.ExitCode != nil || res.Pid != 0 || !res.GroupGone {
+				t.Errorf("ExitCode=%v Pid=%d GroupGone=%v", res.ExitCode, res.Pid, res.GroupGone)
+			}
+		})
+	}
+}
+
+func TestRunKilledBySignal(t *testing.T) {
+	t.Parallel()
+	res := newTestExecutor(t).Run(t.Context(), sh("kill -USR1 $$"), nil)
+	if res.ExitCode != nil || res.Signal != "SIGUSR1" {
+		t.Fatalf("ExitCode=%v Signal=%q, want nil SIGUSR1", res.ExitCode, res.Signal)
+	}
+	if res.Canceled || res.TimedOut {
+		t.Error("a signal the process sent itself is neither a cancel nor a timeout")
+	}
+}
+
+// TestRunLeaderExitKillsGroup is KillMode=control-group: the leader exits at
+// once, leaving a child behind that holds stdout; the child is killed and
+// Run returns without waiting for it or for the pipe drain delay.
+func TestRunLeaderExitKillsGroup(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	res := newTestExecutor(t).Run(t.Context(), sh("sleep 100 & echo $!"), nil)
+	if exitCode(t, res) != 0 {
+		t.Fatal("sh failed")
+	}
+	if took := time.Since(start); took >= pipeDrainDelay {
+		t.Errorf("Run took %v: it waited for the child or the pipe drain delay", took)
+	}
+	assertGroupGone(t, res, firstLinePID(t, res.Stdout.Content))
+}
+
+func TestRunTimeoutKillsGroup(t *testing.T) {
+	t.Parallel()
+	// Ignores SIGTERM, and so do its children, which inherit the ignore.
+	req := sh(`trap "" TERM; sleep 100 & echo $!; sleep 100; wait`)
+	req.Timeout = 300 * time.Millisecond
+	req.KillGrace = 300 * time.Millisecond
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if !res.TimedOut || res.Canceled {
+		t.Fatalf("TimedOut=%v Canceled=%v", res.TimedOut, res.Canceled)
+	}
+	if res.ExitCode != nil || res.Signal != "SIGKILL" {
+		t.Errorf("ExitCode=%v Signal=%q, want nil SIGKILL", res.ExitCode, res.Signal)
+	}
+	if res.Duration < req.Timeout+req.KillGrace {
+		t.Errorf("Duration = %v: SIGKILL came before timeout+grace", res.Duration)
+	}
+	assertGroupGone(t, res, firstLinePID(t, res.Stdout.Content))
+}
+
+func TestRunTimeoutTermIsEnough(t *testing.T) {
+	t.Parallel()
+	req := sh("sleep 100 & sleep 100")
+	req.Timeout = 100 * time.Millisecond
+	req.KillGrace = time.Minute
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if !res.TimedOut || res.Signal != "SIGTERM" {
+		t.Fatalf("TimedOut=%v Signal=%q, want true SIGTERM", res.TimedOut, res.Signal)
+	}
+	if res.Duration > 10*time.Second {
+		t.Errorf("Duration = %v: waited for the grace period although SIGTERM worked", res.Duration)
+	}
+	assertGroupGone(t, res)
+}
+
+// startedScript runs script, which must print a pid line once it is ready,
+// and calls ready (once) when that output arrives.
+func startedScript(script string, ready func()) Request {
+	req := sh(script)
+	var once sync.Once
+	req.OnOutput = func(stream string, p []byte) {
+		if stream == "stdout" && bytes.Contains(p, []byte("\n")) {
+			once.Do(ready)
+		}
+	}
+	return req
+}
+
+func TestRunCancelSignal(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	for _, tt := range []struct {
+		name       string
+		script     string
+		send       syscall.Signal
+		wantSignal string
+	}{
+		{"SIGTERM", "sleep 100 & echo $!; sleep 100", syscall.SIGTERM, "SIGTERM"},
+		{"zero means SIGTERM", "sleep 100 & echo $!; sleep 100", 0, "SIGTERM"},
+		{"SIGKILL", "sleep 100 & echo $!; sleep 100", syscall.SIGKILL, "SIGKILL"},
+		{"ignored SIGHUP then grace", `trap "" HUP; sleep 100 & echo $!; sleep 100`, syscall.SIGHUP, "SIGKILL"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			signals := make(chan syscall.Signal, 1)
+			req := startedScript(tt.script, func() { signals <- tt.send })
+			req.KillGrace = 200 * time.Millisecond
+			res := e.Run(t.Context(), req, signals)
+			if !res.Canceled || res.TimedOut {
+				t.Fatalf("Canceled=%v TimedOut=%v", res.Canceled, res.TimedOut)
+			}
+			if res.ExitCode != nil || res.Signal != tt.wantSignal {
+				t.Errorf("ExitCode=%v Signal=%q, want nil %s", res.ExitCode, res.Signal, tt.wantSignal)
+			}
+			assertGroupGone(t, res, firstLinePID(t, res.Stdout.Content))
+		})
+	}
+}
+
+func TestRunClosedSignalsChannel(t *testing.T) {
+	t.Parallel()
+	signals := make(chan syscall.Signal)
+	close(signals)
+	res := newTestExecutor(t).Run(t.Context(), sh("exit 3"), signals)
+	if exitCode(t, res) != 3 || res.Canceled {
+		t.Fatalf("exit %v Canceled=%v", res.ExitCode, res.Canceled)
+	}
+}
+
+func TestRunContextCanceled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req := startedScript("sleep 100 & echo $!; sleep 100", cancel)
+	res := newTestExecutor(t).Run(ctx, req, nil)
+	if !res.Canceled || res.Signal != "SIGTERM" {
+		t.Fatalf("Canceled=%v Signal=%q, want true SIGTERM", res.Canceled, res.Signal)
+	}
+	assertGroupGone(t, res, firstLinePID(t, res.Stdout.Content))
+}
+
+func TestRunContextDoneBeforeStart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	res := newTestExecutor(t).Run(ctx, baseRequest("/bin/true"), nil)
+	if !errors.Is(res.StartErr, context.Canceled) || !res.Canceled || res.Pid != 0 {
+		t.Fatalf("StartErr=%v Canceled=%v Pid=%d", res.StartErr, res.Canceled, res.Pid)
+	}
+}
+
+// TestRunEscapedProcessCannotHang starts a process in its own session that
+// keeps stdout open: it escapes the group, but Run still returns after the
+// pipe drain delay.
+func TestRunEscapedProcessCannotHang(t *testing.T) {
+	t.Parallel()
+	fifo := filepath.Join(t.TempDir(), "escaped")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The leader waits on the fifo until the escapee has left the group.
+	script := "setsid sh -c 'echo $$; echo > " + fifo + "; exec sleep 100' & read x < " + fifo
+	start := time.Now()
+	res := newTestExecutor(t).Run(t.Context(), sh(script), nil)
+	escaped := firstLinePID(t, res.Stdout.Content)
+	t.Cleanup(func() { _ = unix.Kill(escaped, unix.SIGKILL) })
+	if exitCode(t, res) != 0 {
+		t.Fatal("sh failed")
+	}
+	if took := time.Since(start); took > pipeDrainDelay+5*time.Second {
+		t.Errorf("Run took %v with an escapee holding stdout", took)
+	}
+	if !processAlive(escaped) {
+		t.Error("the escapee is already dead: the test did not test an escape")
+	}
+	if !res.GroupGone {
+		t.Error("GroupGone = false: the group itself is gone, only an escapee lives")
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in    string
+		state byte
+		pgrp  int
+		ok    bool
+	}{
+		{"123 (sleep) S 1 120 120 0 -1", 'S', 120, true},
+		{"123 (a b) c) Z 1 77 77 0", 'Z', 77, true},
+		{"123 (x", 0, 0, false},
+		{"123 (x) R 1", 0, 0, false},
+	} {
+		state, pgrp, ok := parseStat([]byte(tt.in))
+		if state != tt.state || pgrp != tt.pgrp || ok != tt.ok {
+			t.Errorf("parseStat(%q) = %c %d %v, want %c %d %v", tt.in, state, pgrp, ok, tt.state, tt.pgrp, tt.ok)
+		}
+	}
+}
+
+// BenchmarkRunTrue is one order's worth of Run around /bin/true: own group,
+// both streams captured, timeout armed, group confirmed gone.
+func BenchmarkRunTrue(b *testing.B) {
+	e := New(nil)
+	req := baseRequest("/bin/true")
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		res := e.Run(ctx, req, nil)
+		if res.ExitCode == nil || *res.ExitCode != 0 || !res.GroupGone {
+			b.Fatalf("result %+v", res)
+		}
+	}
+}
+
+// BenchmarkRawExecTrue is the floor: plain os/exec, nothing captured.
+func BenchmarkRawExecTrue(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRawExecTrueCaptured is plain os/exec with both streams read into
+// buffers, which is most of what Run adds.
+func BenchmarkRawExecTrueCaptured(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		var out, errOut bytes.Buffer
+		cmd := exec.Command("/bin/true")
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

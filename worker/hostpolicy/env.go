@@ -1,0 +1,77 @@
+package hostpolicy
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// environment builds the child's complete environment: PATH (the
+// command_path), HOME, LANG=C.UTF-8, USER and LOGNAME, then the order's
+// overrides, sorted by name. Nothing comes from the worker's own
+// environment.
+func (p *Policy) environment(overrides map[string]string, userName, home string) ([]string, error) {
+	names := make([]string, 0, len(overrides))
+	for name := range overrides {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the first problem reported is the same every time
+	for _, name := range names {
+		if !order.ValidEnvName(name) {
+			return nil, order.FieldError(order.CodeInvalid, "env",
+				"environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", truncate(name))
+		}
+		if rule, denied := p.envDenied(name); denied {
+			e := order.FieldError(order.CodeForbidden, "env",
+				"environment variable %s may not be set on this host (env_deny %q)", name, rule)
+			e.Details["name"] = name
+			return nil, e
+		}
+		if hasControl(overrides[name], true) {
+			return nil, order.FieldError(order.CodeInvalid, "env", "the value of %s contains NUL or control characters", name)
+		}
+	}
+
+	vars := map[string]string{
+		"PATH":    strings.Join(p.commandPath, ":"),
+		"HOME":    home,
+		"LANG":    "C.UTF-8",
+		"USER":    userName,
+		"LOGNAME": userName,
+	}
+	for _, name := range names {
+		vars[name] = overrides[name]
+	}
+	env := make([]string, 0, len(vars))
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, name+"="+vars[name])
+	}
+	return env, nil
+}
+
+// envDenied reports the env_deny entry that refuses name. Entries are
+// exact names or prefixes ending in '*', compared without regard to case:
+// no libc honours ld_preload, but a variable that differs from a denied one
+// only by case has no legitimate use either.
+func (p *Policy) envDenied(name string) (string, bool) {
+	for _, rule := range p.envDeny {
+		if prefix, ok := strings.CutSuffix(rule, "*"); ok {
+			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+				return rule, true
+			}
+		} else if strings.EqualFold(name, rule) {
+			return rule, true
+		}
+	}
+	return "", false
+}
+
+// truncate shortens s for an error message.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

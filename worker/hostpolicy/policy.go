@@ -1,0 +1,245 @@
+// Package hostpolicy is the worker's own check of an order (DESIGN §4.4,
+// §4.5). Whatever the API allowed, the worker trusts nothing it did not check
+// itself: it resolves the command through its command_path (never a shell),
+// contains it in exec_root, applies its own allow and deny rules, forbidden
+// characters, user rules and environment rules, and builds the clean
+// executor.Request it will run. A refusal is an *order.Error; the worker
+// records it as status rejected.
+package hostpolicy
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/worker/executor"
+)
+
+// Policy is a worker's host policy, compiled from config.Worker. It is
+// read-only after New, so one Policy may serve concurrent Prepare calls.
+type Policy struct {
+	commandPath  []string // cleaned absolute dirs, in lookup order
+	execRoot     string   // cleaned absolute, or "" when not set
+	followLinks  bool
+	allow, deny  []*regexp.Regexp
+	allowedUsers []string
+	defaultUser  string
+	useSudo      bool
+	forbidden    string
+	envDeny      []string
+	killGrace    time.Duration
+	maxOutput    int64
+	// euid and self are the worker's own identity. They are fields, not
+	// calls, so that tests can play an unprivileged worker.
+	euid int
+	self *user.User
+}
+
+// Prepared is an order the host policy accepted, ready to run.
+type Prepared struct {
+	// Req is what the executor runs.
+	Req executor.Request
+	// ResolvedPath is the command as found in command_path: the canonical
+	// command_path directory (symlinks resolved) joined with the entry's
+	// name. Req.Path is the file it finally resolves to, which differs
+	// when the entry is a symlink (/usr/sbin/shutdown → /usr/bin/systemctl).
+	ResolvedPath string
+	// User is the user the command runs as.
+	User string
+}
+
+// New compiles cfg into a Policy. It fails on a relative or empty
+// command_path, a relative exec_root, a command_path directory outside
+// exec_root, a regex that does not compile or a malformed env_deny entry.
+// An empty env_deny means config.DefaultEnvDeny: a worker never runs
+// without one.
+func New(cfg config.Worker) (*Policy, error) {
+	p := &Policy{
+		followLinks:  cfg.FollowLinks,
+		allowedUsers: slices.Clone(cfg.AllowedUsers),
+		defaultUser:  cfg.DefaultUser,
+		useSudo:      cfg.UseSudo,
+		forbidden:    cfg.ForbiddenChars,
+		killGrace:    max(cfg.KillGrace, 0),
+		maxOutput:    cfg.MaxOutputBytes,
+		euid:         os.Geteuid(),
+	}
+	if p.maxOutput <= 0 {
+		p.maxOutput = config.Default().Worker.MaxOutputBytes
+	}
+	if len(cfg.CommandPath) == 0 {
+		return nil, fmt.Errorf("worker.command_path is empty: no command could be resolved")
+	}
+	if cfg.ExecRoot != "" {
+		if !filepath.IsAbs(cfg.ExecRoot) {
+			return nil, fmt.Errorf("worker.exec_root %q is not an absolute path", cfg.ExecRoot)
+		}
+		p.execRoot = filepath.Clean(cfg.ExecRoot)
+	}
+	for i, dir := range cfg.CommandPath {
+		if !filepath.IsAbs(dir) {
+			return nil, fmt.Errorf("worker.command_path[%d] %q is not an absolute path", i, dir)
+		}
+		dir = filepath.Clean(dir)
+		if p.execRoot != "" && !within(dir, p.execRoot) {
+			return nil, fmt.Errorf("worker.command_path[%d] %q is outside worker.exec_root %q", i, dir, p.execRoot)
+		}
+		p.commandPath = append(p.commandPath, dir)
+	}
+	var err error
+	if p.allow, err = compileAll("worker.allow", cfg.Allow); err != nil {
+		return nil, err
+	}
+	if p.deny, err = compileAll("worker.deny", cfg.Deny); err != nil {
+		return nil, err
+	}
+	p.envDeny = slices.Clone(cfg.EnvDeny)
+	if len(p.envDeny) == 0 {
+		p.envDeny = config.DefaultEnvDeny()
+	}
+	for i, e := range p.envDeny {
+		name := strings.TrimSuffix(e, "*")
+		if name == "" || strings.Contains(name, "*") {
+			return nil, fmt.Errorf("worker.env_deny[%d] %q: want a name or a prefix ending in *", i, e)
+		}
+	}
+	if p.self, err = user.LookupId(strconv.Itoa(p.euid)); err != nil {
+		// A uid with no passwd entry (containers) is still an identity.
+		p.self = &user.User{Uid: strconv.Itoa(p.euid), Gid: strconv.Itoa(os.Getegid()), Username: strconv.Itoa(p.euid)}
+	}
+	return p, nil
+}
+
+func compileAll(key string, patterns []string) ([]*regexp.Regexp, error) {
+	res := make([]*regexp.Regexp, 0, len(patterns))
+	for i, pat := range patterns {
+		re, err := regexp.Compile(pat)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d] %q: %w", key, i, pat, err)
+		}
+		res = append(res, re)
+	}
+	return res, nil
+}
+
+// Prepare checks o against the host policy and builds the request to run.
+// Checks run from the cheapest to the ones that touch the filesystem, and
+// the first failure is returned: CodeInvalid for malformed input,
+// CodeForbidden for what this host's policy refuses, CodeUnprocessable for
+// what cannot be run here (unknown command or user).
+func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
+	if o.Kind != "" && o.Kind != order.KindExec {
+		return nil, order.FieldError(order.CodeUnprocessable, "kind", "the worker's host policy only prepares exec orders, not %q", o.Kind)
+	}
+	if err := p.checkText(o); err != nil {
+		return nil, err
+	}
+	cmd, err := p.resolve(o.Command)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.checkRules(o.Command, cmd, o.Args); err != nil {
+		return nil, err
+	}
+	u, err := p.runAs(o.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	home := u.home()
+	env, err := p.environment(o.Env, u.name, home)
+	if err != nil {
+		return nil, err
+	}
+	timeout := o.Timeout
+	if timeout < 0 {
+		return nil, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must not be negative")
+	}
+	if timeout == 0 {
+		timeout = order.DefaultLimits().DefaultTimeout
+	}
+	maxOutput := p.maxOutput
+	if o.MaxOutput > 0 {
+		maxOutput = min(o.MaxOutput, maxOutput)
+	}
+	dir := home
+	if p.execRoot != "" {
+		dir = p.execRoot
+	}
+
+	req := executor.Request{
+		Path:          cmd.realPath,
+		Argv:          append([]string{o.Command}, o.Args...),
+		Env:           env,
+		Dir:           dir,
+		Stdin:         o.Stdin,
+		Timeout:       timeout,
+		KillGrace:     p.killGrace,
+		Credential:    u.credential,
+		MaxOutput:     maxOutput,
+		CaptureStdout: o.CaptureStdout,
+		CaptureStderr: o.CaptureStderr,
+	}
+	if u.sudo {
+		sudo, err := p.lookup("sudo")
+		if err != nil {
+			return nil, order.FieldError(order.CodeUnprocessable, "run_as",
+				"running as %s needs sudo, which is not in this host's command_path", u.name)
+		}
+		// sudo gets the canonical command_path entry, not the file behind
+		// it: sudo makes the path argv[0], and a multi-call binary acts on
+		// that name. -n never prompts; -- ends sudo's options whatever the
+		// arguments are.
+		req.Path = sudo.realPath
+		req.Argv = append([]string{"sudo", "-n", "-u", u.name, "--", cmd.resolvedPath}, o.Args...)
+	}
+	return &Prepared{Req: req, ResolvedPath: cmd.resolvedPath, User: u.name}, nil
+}
+
+// checkText re-checks what order.Validate checked at the API, plus this
+// host's forbidden characters, before anything touches the filesystem.
+func (p *Policy) checkText(o *order.Order) error {
+	if o.Command == "" {
+		return order.FieldError(order.CodeInvalid, "command", "command is required")
+	}
+	if hasControl(o.Command, false) {
+		return order.FieldError(order.CodeInvalid, "command", "command contains NUL or control characters")
+	}
+	if r, ok := p.forbiddenRune(o.Command); ok {
+		return order.FieldError(order.CodeForbidden, "command", "command contains the character %q, which this host forbids", r)
+	}
+	for i, a := range o.Args {
+		if hasControl(a, true) {
+			return order.FieldError(order.CodeInvalid, "args", "argument %d contains NUL or control characters", i+1)
+		}
+		if r, ok := p.forbiddenRune(a); ok {
+			e := order.FieldError(order.CodeForbidden, "args", "argument %d contains the character %q, which this host forbids", i+1, r)
+			e.Details["index"] = i
+			return e
+		}
+	}
+	return nil
+}
+
+// hasControl reports NUL and other C0 control bytes and DEL; text (an
+// argument, an env value) may carry tab, newline and carriage return. It is
+// order.Validate's rule, applied again because the worker trusts nothing.
+func hasControl(s string, text bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == 0 || c == 0x7f {
+			return true
+		}
+		if c < 0x20 && !(text && (c == '\t' || c == '\n' || c == '\r')) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,198 @@
+package hostpolicy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// command is a resolved command.
+type command struct {
+	// lexicalPath is the path as spelled: a command_path directory as
+	// configured joined with the name, or the client's cleaned absolute
+	// path. exec_root's symlink walk follows this spelling.
+	lexicalPath string
+	// resolvedPath is the entry in its canonical command_path directory:
+	// the name rules match and the path sudo is given.
+	resolvedPath string
+	// realPath is the file itself, every symlink resolved: what the
+	// executor runs and what exec_root must contain.
+	realPath string
+}
+
+// resolve finds name through command_path only; no shell is involved.
+//
+// A bare name is looked up in each command_path directory in order, like
+// PATH: the first regular executable file (or symlink to one) wins. A name
+// containing '/' must be absolute, without "." or ".." elements, and name a
+// direct entry of a command_path directory once both directories are
+// resolved with EvalSymlinks, so /bin/ls is accepted where /bin links to
+// /usr/bin and /usr/bin/../../tmp/x is not. The entry itself may be a
+// symlink, as a PATH lookup allows: a command_path directory is as trusted
+// as the links an administrator put in it (Debian's /usr/bin/java points
+// into /usr/lib/jvm). exec_root, when set, is the stricter containment.
+func (p *Policy) resolve(name string) (command, error) {
+	if !utf8.ValidString(name) {
+		return command{}, order.FieldError(order.CodeInvalid, "command", "command is not valid UTF-8")
+	}
+	if name == "." || name == ".." {
+		return command{}, order.FieldError(order.CodeForbidden, "command", "command %q is a directory reference", name)
+	}
+	if percentEncoded(name) {
+		return command{}, order.FieldError(order.CodeForbidden, "command",
+			"command %q looks percent-encoded; send the command name decoded", name)
+	}
+	var c command
+	var err error
+	if strings.Contains(name, "/") {
+		c, err = p.absolute(name)
+	} else {
+		c, err = p.lookup(name)
+	}
+	if err != nil {
+		return command{}, err
+	}
+	if p.execRoot != "" {
+		if err := p.contain(c); err != nil {
+			return command{}, err
+		}
+	}
+	return c, nil
+}
+
+// lookup finds a bare name in command_path.
+func (p *Policy) lookup(name string) (command, error) {
+	for _, dir := range p.commandPath {
+		candidate := filepath.Join(dir, name)
+		if isExecutableFile(candidate) {
+			return entry(dir, candidate)
+		}
+	}
+	return command{}, order.FieldError(order.CodeUnprocessable, "command",
+		"command %q is not an executable file in this host's command_path", name)
+}
+
+// absolute accepts a path naming a direct entry of a command_path directory.
+func (p *Policy) absolute(name string) (command, error) {
+	if !filepath.IsAbs(name) {
+		return command{}, order.FieldError(order.CodeForbidden, "command",
+			"command %q must be a bare name or an absolute path inside this host's command_path", name)
+	}
+	for _, el := range strings.Split(name, "/") {
+		if el == "." || el == ".." {
+			return command{}, order.FieldError(order.CodeForbidden, "command",
+				"command %q must not contain . or .. path elements", name)
+		}
+	}
+	clean := filepath.Clean(name)
+	realDir, err := filepath.EvalSymlinks(filepath.Dir(clean))
+	if err == nil {
+		for _, dir := range p.commandPath {
+			if rd, err := filepath.EvalSymlinks(dir); err != nil || rd != realDir {
+				continue
+			}
+			if !isExecutableFile(clean) {
+				return command{}, order.FieldError(order.CodeUnprocessable, "command",
+					"command %q is not an executable file", name)
+			}
+			return entry(dir, clean)
+		}
+	}
+	return command{}, order.FieldError(order.CodeForbidden, "command",
+		"command %q is not inside this host's command_path", name)
+}
+
+// entry describes the executable file at lexical, an entry of the
+// command_path directory dir.
+func entry(dir, lexical string) (command, error) {
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command_path directory %s is unavailable", dir)
+	}
+	realPath, err := filepath.EvalSymlinks(lexical)
+	if err != nil || !isExecutableFile(realPath) {
+		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
+	}
+	return command{
+		lexicalPath:  lexical,
+		resolvedPath: filepath.Join(realDir, filepath.Base(lexical)),
+		realPath:     realPath,
+	}, nil
+}
+
+// contain enforces exec_root: the real file must lie inside it, and with
+// follow_links off no element from exec_root down to the entry may be a
+// symlink at all, httpexec's FOLLOW_LINKS=false.
+func (p *Policy) contain(c command) error {
+	rootReal, err := filepath.EvalSymlinks(p.execRoot)
+	if err != nil {
+		return order.FieldError(order.CodeUnprocessable, "command", "this host's exec_root is unavailable")
+	}
+	if !p.followLinks {
+		var base string
+		switch {
+		case within(c.lexicalPath, p.execRoot):
+			base = p.execRoot
+		case within(c.lexicalPath, rootReal):
+			base = rootReal
+		default:
+			return order.FieldError(order.CodeForbidden, "command", "command %s is outside this host's exec_root", c.lexicalPath)
+		}
+		rel, err := filepath.Rel(base, c.lexicalPath)
+		if err != nil {
+			return order.FieldError(order.CodeForbidden, "command", "command %s is outside this host's exec_root", c.lexicalPath)
+		}
+		cur := base
+		for _, el := range strings.Split(rel, string(filepath.Separator)) {
+			cur = filepath.Join(cur, el)
+			fi, err := os.Lstat(cur)
+			if err != nil {
+				return order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", c.lexicalPath)
+			}
+			if fi.Mode()&os.ModeSymlink != 0 {
+				return order.FieldError(order.CodeForbidden, "command",
+					"%s is a symlink, and this host does not follow links inside exec_root", cur)
+			}
+		}
+	}
+	if !within(c.realPath, rootReal) {
+		return order.FieldError(order.CodeForbidden, "command",
+			"command %s resolves to %s, outside this host's exec_root", c.lexicalPath, c.realPath)
+	}
+	return nil
+}
+
+// within reports whether the cleaned absolute path lies in or at dir.
+func within(path, dir string) bool {
+	if dir == "/" {
+		return strings.HasPrefix(path, "/")
+	}
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// isExecutableFile reports whether path is, or links to, a regular file
+// with an execute bit. Whether the run-as user may execute it is the
+// kernel's call at exec time.
+func isExecutableFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// percentEncoded reports a %XX escape: a name that still carries one was
+// decoded once too few times somewhere, and "%2e%2e" is how traversal
+// attempts hide.
+func percentEncoded(s string) bool {
+	for i := 0; i+2 < len(s); i++ {
+		if s[i] == '%' && isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

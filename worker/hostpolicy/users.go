@@ -1,0 +1,138 @@
+package hostpolicy
+
+import (
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"syscall"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// runUser is who an order runs as, and how the worker becomes that user.
+type runUser struct {
+	name       string
+	homeDir    string
+	credential *syscall.Credential // set when a root worker switches user
+	sudo       bool                // set when an unprivileged worker uses sudo
+}
+
+// home is the user's home directory if it exists, else "/", for both HOME
+// and the working directory (nobody's home is /nonexistent).
+func (u runUser) home() string {
+	if u.homeDir != "" {
+		if fi, err := os.Stat(u.homeDir); err == nil && fi.IsDir() {
+			return u.homeDir
+		}
+	}
+	return "/"
+}
+
+// runAs decides who runs an order that asked for requested ("" for the
+// default).
+//
+// The allowed users are worker.allowed_users plus the default user, which
+// is worker.default_user or, when that is empty, the worker's own user. The
+// worker's own user is not implicitly allowed otherwise: a root worker whose
+// default_user is nobody must not run "run_as": "root" just because root is
+// who it is. A name that is not allowed is refused before it is looked up,
+// so refusals do not reveal which users exist.
+func (p *Policy) runAs(requested string) (runUser, error) {
+	if requested != "" && !order.ValidUser(requested) {
+		return runUser{}, order.FieldError(order.CodeInvalid, "run_as", "run_as is not a valid user name")
+	}
+	target := requested
+	if target == "" {
+		target = p.defaultUser
+	}
+	if target == "" {
+		return runUser{name: p.self.Username, homeDir: p.self.HomeDir}, nil
+	}
+	listed := p.userAllowed(target)
+	u, err := lookupUser(target)
+	if err != nil {
+		if !listed {
+			return runUser{}, notAllowed(target)
+		}
+		return runUser{}, order.FieldError(order.CodeUnprocessable, "run_as", "user %q does not exist on this host", target)
+	}
+	if !listed && !p.userAllowed(u.Username) && !p.userAllowed(u.Uid) {
+		return runUser{}, notAllowed(target)
+	}
+	ru := runUser{name: u.Username, homeDir: u.HomeDir}
+	if u.Uid == p.self.Uid {
+		return ru, nil // already that user: no switch
+	}
+	switch {
+	case p.euid == 0:
+		cred, err := credential(u)
+		if err != nil {
+			return runUser{}, err
+		}
+		ru.credential = cred
+	case p.useSudo:
+		ru.sudo = true
+	default:
+		return runUser{}, order.FieldError(order.CodeUnprocessable, "run_as",
+			"the worker runs as %s and cannot switch to %s: run it as root or set worker.use_sudo", p.self.Username, u.Username)
+	}
+	return ru, nil
+}
+
+// userAllowed reports whether a user name or uid is allowed: listed in
+// allowed_users, or the default user.
+func (p *Policy) userAllowed(name string) bool {
+	if slices.Contains(p.allowedUsers, name) {
+		return true
+	}
+	if p.defaultUser != "" {
+		return name == p.defaultUser
+	}
+	return name == p.self.Username || name == p.self.Uid
+}
+
+func notAllowed(name string) error {
+	return order.FieldError(order.CodeForbidden, "run_as", "running as user %q is not allowed on this host", name)
+}
+
+// lookupUser finds a user by name, or by uid for a numeric name with no
+// user of that name.
+func lookupUser(name string) (*user.User, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		if _, numErr := strconv.ParseUint(name, 10, 32); numErr == nil {
+			return user.LookupId(name)
+		}
+	}
+	return u, err
+}
+
+// credential is u's uid, primary gid and supplementary groups, so that the
+// process carries exactly u's groups and none of root's.
+func credential(u *user.User) (*syscall.Credential, error) {
+	bad := func() error {
+		return order.FieldError(order.CodeUnprocessable, "run_as", "user %q has an unusable uid, gid or group list", u.Username)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, bad()
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, bad()
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, bad()
+	}
+	groups := make([]uint32, 0, len(ids))
+	for _, id := range ids {
+		g, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			return nil, bad()
+		}
+		groups = append(groups, uint32(g))
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, nil
+}

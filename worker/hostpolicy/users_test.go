@@ -1,0 +1,177 @@
+package hostpolicy
+
+import (
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the worker's credential switch needs root; run the tests as root to cover it")
+	}
+}
+
+func TestRunAsRoot(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	f := newFixture(t)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("this host has no user nobody: %v", err)
+	}
+	nobodyUID, _ := strconv.ParseUint(nobody.Uid, 10, 32)
+	ok := order.Code("")
+	tests := []struct {
+		name        string
+		defaultUser string
+		allowed     []string
+		runAs       string
+		code        order.Code
+		wantUser    string
+		switches    bool
+	}{
+		{"default is the worker's own user", "", nil, "", ok, "root", false},
+		{"own user by name when it is the default", "", nil, "root", ok, "root", false},
+		{"own user by uid when it is the default", "", nil, "0", ok, "root", false},
+		{"default user", "nobody", nil, "", ok, "nobody", true},
+		{"default user by name", "nobody", nil, "nobody", ok, "nobody", true},
+		{"allowed user", "", []string{"nobody"}, "nobody", ok, "nobody", true},
+		{"allowed user by uid", "", []string{"nobody"}, nobody.Uid, ok, "nobody", true},
+		{"allowed uid by name", "", []string{nobody.Uid}, "nobody", ok, "nobody", true},
+		{"not allowed: empty list denies others", "", nil, "nobody", order.CodeForbidden, "", false},
+		{"not allowed: not listed", "", []string{"daemon"}, "nobody", order.CodeForbidden, "", false},
+		// A root worker told to run as nobody by default must not run as
+		// root on request just because it is root.
+		{"own user not implicitly allowed", "nobody", nil, "root", order.CodeForbidden, "", false},
+		{"own user not implicitly allowed by uid", "nobody", []string{"daemon"}, "0", order.CodeForbidden, "", false},
+		{"unknown allowed user", "", []string{"orderly-no-such-user"}, "orderly-no-such-user", order.CodeUnprocessable, "", false},
+		{"unknown user not allowed", "", nil, "orderly-no-such-user", order.CodeForbidden, "", false},
+		{"unknown default user", "orderly-no-such-user", nil, "", order.CodeUnprocessable, "", false},
+		{"invalid name", "", []string{"Bad User"}, "Bad User", order.CodeInvalid, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := f.cfg()
+			cfg.DefaultUser, cfg.AllowedUsers = tt.defaultUser, tt.allowed
+			prep, err := newPolicy(t, cfg).Prepare(&order.Order{Command: "ls", RunAs: tt.runAs})
+			assertCode(t, err, tt.code)
+			if err != nil {
+				return
+			}
+			if prep.User != tt.wantUser {
+				t.Errorf("User = %q, want %q", prep.User, tt.wantUser)
+			}
+			cred := prep.Req.Credential
+			if !tt.switches {
+				if cred != nil {
+					t.Errorf("Credential = %+v, want none", cred)
+				}
+				return
+			}
+			if cred == nil || cred.Uid != uint32(nobodyUID) {
+				t.Fatalf("Credential = %+v, want uid %d", cred, nobodyUID)
+			}
+			if prep.Req.Dir != "/" || !slices.Contains(prep.Req.Env, "HOME=/") || !slices.Contains(prep.Req.Env, "USER=nobody") {
+				t.Errorf("nobody's home does not exist, want / for HOME and Dir: Dir %q, Env %q", prep.Req.Dir, prep.Req.Env)
+			}
+		})
+	}
+}
+
+func TestCredentialGroups(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	for _, name := range []string{"nobody", "postgres", "daemon"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			cred, err := credential(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids, err := u.GroupIds()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, g := range cred.Groups {
+				got = append(got, strconv.FormatUint(uint64(g), 10))
+			}
+			if !slices.Equal(got, ids) || strconv.FormatUint(uint64(cred.Gid), 10) != u.Gid {
+				t.Errorf("Gid %d Groups %v, want %s %v", cred.Gid, got, u.Gid, ids)
+			}
+		})
+	}
+}
+
+// asUnprivileged makes p behave as a worker running as nobody.
+func asUnprivileged(t *testing.T, p *Policy) {
+	t.Helper()
+	self, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("this host has no user nobody: %v", err)
+	}
+	p.self = self
+	p.euid, _ = strconv.Atoi(self.Uid)
+}
+
+func TestRunAsUnprivileged(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	sudoDir := t.TempDir()
+	sf := fixture{root: sudoDir}
+	sf.file(t, "sudo", 0o755)
+
+	t.Run("own user needs no switch", func(t *testing.T) {
+		p := newPolicy(t, f.cfg())
+		asUnprivileged(t, p)
+		prep, err := p.Prepare(&order.Order{Command: "ls"})
+		assertCode(t, err, "")
+		if prep.User != "nobody" || prep.Req.Credential != nil || prep.Req.Path != f.path("usr/bin/ls") {
+			t.Errorf("User %q Credential %+v Path %s", prep.User, prep.Req.Credential, prep.Req.Path)
+		}
+	})
+	t.Run("other user without sudo is refused", func(t *testing.T) {
+		cfg := f.cfg()
+		cfg.AllowedUsers = []string{"root"}
+		p := newPolicy(t, cfg)
+		asUnprivileged(t, p)
+		_, err := p.Prepare(&order.Order{Command: "ls", RunAs: "root"})
+		assertCode(t, err, order.CodeUnprocessable, "use_sudo")
+	})
+	t.Run("sudo", func(t *testing.T) {
+		cfg := f.cfg()
+		cfg.AllowedUsers = []string{"root"}
+		cfg.UseSudo = true
+		cfg.CommandPath = append(cfg.CommandPath, sudoDir)
+		p := newPolicy(t, cfg)
+		asUnprivileged(t, p)
+		prep, err := p.Prepare(&order.Order{Command: "shutdown", Args: []string{"-h", "--", "now"}, RunAs: "root"})
+		assertCode(t, err, "")
+		want := []string{"sudo", "-n", "-u", "root", "--", f.path("usr/sbin/shutdown"), "-h", "--", "now"}
+		if prep.Req.Path != sf.path("sudo") || !slices.Equal(prep.Req.Argv, want) || prep.Req.Credential != nil {
+			t.Errorf("Path %s Argv %q Credential %+v, want %s %q none", prep.Req.Path, prep.Req.Argv, prep.Req.Credential, sf.path("sudo"), want)
+		}
+		if !slices.Contains(prep.Req.Env, "USER=root") {
+			t.Errorf("Env %q is not root's", prep.Req.Env)
+		}
+	})
+	t.Run("sudo not in command_path", func(t *testing.T) {
+		cfg := f.cfg()
+		cfg.AllowedUsers = []string{"root"}
+		cfg.UseSudo = true
+		p := newPolicy(t, cfg)
+		asUnprivileged(t, p)
+		_, err := p.Prepare(&order.Order{Command: "ls", RunAs: "root"})
+		assertCode(t, err, order.CodeUnprocessable, "sudo")
+	})
+}

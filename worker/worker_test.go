@@ -1,0 +1,209 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type env struct {
+	t     *testing.T
+	store *postgres.Store
+	q     *queue.Queue
+}
+
+func newEnv(t *testing.T) *env {
+	ctx := t.Context()
+	pool, err := postgres.Open(ctx, testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	nc, err := queue.Connect(testenv.NATS(t), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, store: postgres.New(pool), q: q}
+}
+
+// start runs a worker for host until the test ends or it stops by itself;
+// the returned channel yields its Run error.
+func (e *env) start(host string, fp func(string, *order.Order) error) (stop func(), done <-chan error) {
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	logger := testenv.Logger(e.t)
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, e.store, e.q, hp, executor.New(logger), logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- w.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			select {
+			case <-ch:
+			case <-time.After(20 * time.Second):
+				e.t.Error("worker did not stop")
+			}
+		}
+	}
+	e.t.Cleanup(stop)
+	return stop, ch
+}
+
+// submit records and publishes an order the way the intake does.
+func (e *env) submit(host, command string, args ...string) uuid.UUID {
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: command, Args: args,
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest", CaptureStdout: true, CaptureStderr: true}
+	if _, err := e.store.InsertOrder(e.t.Context(), o); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.q.Publish(e.t.Context(), host, o.ID); err != nil {
+		e.t.Fatal(err)
+	}
+	return o.ID
+}
+
+func (e *env) waitStatus(id uuid.UUID, want order.Status) *order.Order {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o, err := e.store.GetOrder(e.t.Context(), id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if o.Status == want {
+			return o
+		}
+		if o.Status.Terminal() || time.Now().After(deadline) {
+			e.t.Fatalf("order %s is %s, want %s", id, o.Status, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var errCrash = errors.New("injected crash")
+
+// TestFailPointAfterClaim: the worker dies after committing the claim and
+// before executing. The redelivery finds the order running and marks it
+// interrupted: it never executes, and the next order runs.
+func TestFailPointAfterClaim(t *testing.T) {
+	e := newEnv(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	id := e.submit("fp1", "touch", marker)
+	_, done := e.start("fp1", func(p string, o *order.Order) error {
+		if p == "after_claim" && o.ID == id {
+			return errCrash
+		}
+		return nil
+	})
+	if err := <-done; !errors.Is(err, errCrash) {
+		t.Fatalf("worker stopped with %v, want the injected crash", err)
+	}
+	next := e.submit("fp1", "true")
+	e.start("fp1", nil)
+	o := e.waitStatus(id, order.StatusInterrupted)
+	if o.Attempt != 1 {
+		t.Fatalf("attempt = %d", o.Attempt)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatal("the interrupted order was executed")
+	}
+	e.waitStatus(next, order.StatusSucceeded)
+}
+
+// TestFailPointAfterExec: the worker dies after the command ran and before
+// the result was written. The order ran once and becomes interrupted; it is
+// never run again.
+func TestFailPointAfterExec(t *testing.T) {
+	e := newEnv(t)
+	f := filepath.Join(t.TempDir(), "count")
+	id := e.submit("fp2", "sh", "-c", `echo x >> "$1"`, "_", f)
+	_, done := e.start("fp2", func(p string, o *order.Order) error {
+		if p == "after_exec" && o.ID == id {
+			return errCrash
+		}
+		return nil
+	})
+	if err := <-done; !errors.Is(err, errCrash) {
+		t.Fatalf("worker stopped with %v", err)
+	}
+	next := e.submit("fp2", "true")
+	e.start("fp2", nil)
+	e.waitStatus(id, order.StatusInterrupted)
+	e.waitStatus(next, order.StatusSucceeded)
+	data, _ := os.ReadFile(f)
+	if n := strings.Count(string(data), "x"); n != 1 {
+		t.Fatalf("ran %d times, want 1", n)
+	}
+	evs, err := e.store.Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+	}
+	if strings.Join(types, ",") != "submitted,started,interrupted" {
+		t.Fatalf("events = %v", types)
+	}
+}
+
+// TestSecondWorkerIsStandby: two workers for one host never both consume;
+// the second takes over when the first stops.
+func TestSecondWorkerIsStandby(t *testing.T) {
+	e := newEnv(t)
+	stop1, _ := e.start("lease", nil)
+	e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded)
+	_, done2 := e.start("lease", nil)
+
+	// While the first holds the lease, the second must not be running orders:
+	// every order is executed by the first instance.
+	for range 5 {
+		o := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded)
+		first := o.Worker
+		if first == "" {
+			t.Fatal("no worker recorded")
+		}
+		o2 := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded)
+		if o2.Worker != first {
+			t.Fatalf("orders ran on %s and %s while the first held the lease", first, o2.Worker)
+		}
+	}
+	before := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded).Worker
+	stop1()
+	after := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded).Worker
+	if after == before {
+		t.Fatalf("standby did not take over: both %s", after)
+	}
+	select {
+	case err := <-done2:
+		t.Fatalf("standby stopped: %v", err)
+	default:
+	}
+}
