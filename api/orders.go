@@ -103,6 +103,7 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	for {
+		expired := false
 		select {
 		case ev := <-events:
 			if !order.Status(ev.Status).Terminal() {
@@ -110,6 +111,7 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 			}
 		case <-poll.C:
 		case <-deadline.C:
+			expired = true
 		case <-ctx.Done():
 			return nil
 		}
@@ -117,13 +119,8 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		if err != nil {
 			return nil
 		}
-		if o.Status.Terminal() {
+		if o.Status.Terminal() || expired {
 			return o
-		}
-		select {
-		case <-deadline.C:
-			return o
-		default:
 		}
 	}
 }

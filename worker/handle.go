@@ -188,7 +188,7 @@ func (w *Worker) failPoint(point string, o *order.Order) error {
 		return nil
 	}
 	if err := w.opts.FailPoint(point, o); err != nil {
-		return fmt.Errorf("%w %s: %v", errCrash, point, err)
+		return fmt.Errorf("%w %s: %w", errCrash, point, err)
 	}
 	return nil
 }

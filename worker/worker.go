@@ -130,14 +130,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer ctl.Unsubscribe()
 
 	runCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
 	var wg sync.WaitGroup
+	defer func() {
+		stop(nil)
+		wg.Wait()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		w.beat(runCtx, lease, stop)
 	}()
-	defer wg.Wait()
 
 	iter, err := cons.Messages(jetstream.PullMaxMessages(1))
 	if err != nil {

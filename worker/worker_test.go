@@ -60,14 +60,18 @@ func (e *env) start(host string, fp func(string, *order.Order) error) (stop func
 		ShutdownGrace: 5 * time.Second, FailPoint: fp}, e.store, e.q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)
-	go func() { ch <- w.Run(ctx) }()
+	fin := make(chan struct{})
+	go func() {
+		ch <- w.Run(ctx)
+		close(fin)
+	}()
 	stopped := false
 	stop = func() {
 		if !stopped {
 			stopped = true
 			cancel()
 			select {
-			case <-ch:
+			case <-fin:
 			case <-time.After(20 * time.Second):
 				e.t.Error("worker did not stop")
 			}

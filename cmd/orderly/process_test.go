@@ -75,7 +75,7 @@ type serveProc struct {
 func startServe(t *testing.T, dataDir string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
-	cmd.Env = []string{"ORDERLY_NATS__LISTEN=127.0.0.1:-1", "ORDERLY_WORKER__SHUTDOWN_GRACE=20s",
+	cmd.Env = []string{"ORDERLY_NATS__LISTEN=127.0.0.1:0", "ORDERLY_WORKER__SHUTDOWN_GRACE=20s",
 		"ORDERLY_LOG__LEVEL=warn", "PATH=/usr/bin:/bin", "HOME=" + dataDir}
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()

@@ -23,7 +23,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Use:           "orderly",
 		Short:         "Run commands on a fleet of hosts, safely and in order",
 		SilenceUsage:  true,
-		SilenceErrors: false,
+		SilenceErrors: true,
 		Version:       version,
 	}
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand())

@@ -82,6 +82,9 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		if err != nil {
 			return fmt.Errorf("nats.listen: %w", err)
 		}
+		if port == 0 {
+			port = -1 // any free port, as for listen
+		}
 		ns, err := natsembed.Start(natsembed.Options{Dir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
 			SyncAlways: true, Logger: logger})
 		if err != nil {
