@@ -45,6 +45,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key is longer than 200 characters"))
 		return
 	}
+	if len(req.Hosts) > 0 {
+		s.fanOut(w, r, o, req.Hosts, wait)
+		return
+	}
 	o.ID = order.NewID()
 
 	var events <-chan queue.Event

@@ -17,14 +17,19 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/readyz", s.handleReadyz)
 
 	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.limitIP)
 		r.Use(s.authenticate)
+		r.Use(s.limitPrincipal)
 		r.Post("/orders", s.handleSubmit)
 		r.Get("/orders", s.handleList)
 		r.Get("/orders/{id}", s.handleGet)
+		r.Get("/orders/{id}/events", s.handleEvents)
+		r.Get("/batches/{id}", s.handleBatch)
 		r.Post("/orders/{id}/cancel", s.handleCancel)
 		r.Get("/hosts", s.handleHosts)
 		r.Get("/hosts/{host}", s.handleHost)
 		r.Get("/status", s.handleStatus)
+		r.Post("/admin/reload", s.handleReload)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("no such route"))

@@ -16,6 +16,7 @@ import (
 type submitRequest struct {
 	Kind             string            `json:"kind"`
 	Host             string            `json:"host"`
+	Hosts            []string          `json:"hosts"`
 	Command          string            `json:"command"`
 	Args             []string          `json:"args"`
 	Env              map[string]string `json:"env"`

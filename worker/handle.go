@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -141,7 +142,27 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) pos
 			}
 		}
 	}()
-	res := w.exec.Run(execCtx, prep.Req, signals)
+	req := prep.Req
+	if req.CaptureStdout || req.CaptureStderr {
+		// Live output for SSE followers, up to the stored cap per order so
+		// a flood of output cannot flood the bus.
+		// Both streams call it concurrently.
+		var budget atomic.Int64
+		budget.Store(req.MaxOutput)
+		req.OnOutput = func(stream string, p []byte) {
+			left := budget.Add(-int64(len(p))) + int64(len(p))
+			if left <= 0 {
+				return
+			}
+			if int64(len(p)) > left {
+				p = p[:left]
+			}
+			if err := w.q.PublishOutput(o.ID, stream, p); err != nil {
+				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
+			}
+		}
+	}
+	res := w.exec.Run(execCtx, req, signals)
 	return finishOf(res)
 }
 

@@ -59,13 +59,17 @@ type stack struct {
 // testOverrides are the settings that make failures show up fast in tests.
 func testOverrides(dsn, natsURL string) map[string]any {
 	return map[string]any{
-		"database_url":   dsn,
-		"nats.url":       natsURL,
-		"listen":         "127.0.0.1:0",
-		"nats.ack_wait":  "2s",
-		"nats.lease_ttl": "2s",
-		"nats.heartbeat": "300ms",
-		"log.level":      "warn",
+		"database_url":      dsn,
+		"nats.url":          natsURL,
+		"listen":            "127.0.0.1:0",
+		"nats.ack_wait":     "2s",
+		"nats.lease_ttl":    "2s",
+		"nats.heartbeat":    "300ms",
+		"log.level":         "warn",
+		"worker.kill_grace": "500ms",
+		// Tests poll as fast as they like; security_test.go sets its own.
+		"limits.rate_per_ip":        "0",
+		"limits.rate_per_principal": "0",
 	}
 }
 

@@ -100,6 +100,9 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, err)
 	}
+	if _, err := js.CreateOrUpdateStream(ctx, liveConfig(opts.Replicas)); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", LiveStream, err)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      HostsBucket,
 		Description: "worker leases and heartbeats; entries expire when a worker stops renewing them",
@@ -177,4 +180,22 @@ func (q *Queue) Pending(ctx context.Context, host string) (int, error) {
 		return 0, err
 	}
 	return int(info.NumPending) + info.NumAckPending, nil
+}
+
+// IntakeConsumer is the API replicas' shared durable consumer of the
+// submit stream: each submission is taken by one replica.
+func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	c, err := q.js.CreateOrUpdateConsumer(ctx, SubmitStream, jetstream.ConsumerConfig{
+		Durable:       "api_intake",
+		Description:   "orders submitted over NATS, taken by the API",
+		FilterSubject: SubmitSubject + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 64,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create intake consumer: %w", err)
+	}
+	return c, nil
 }

@@ -1,0 +1,173 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// chunkData is the data of a stdout or stderr SSE event.
+type chunkData struct {
+	Data   string  `json:"data"`
+	Encode *string `json:"encode"`
+}
+
+// handleEvents is GET /v1/orders/{id}/events: Server-Sent Events with the
+// order's queued, started, stdout, stderr and finished events. Live events
+// come from the JetStream live stream, so any replica can serve them and a
+// client resumes with Last-Event-ID (the stream sequence) without loss. An
+// order that finished long ago replays what is left and ends with
+// finished, read from PostgreSQL.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	if err != nil {
+		s.writeError(w, r, notFound("order not found"))
+		return
+	}
+	o, err := s.Store.GetOrder(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var after uint64
+	resumed := false
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.writeError(w, r, order.FieldError(order.CodeInvalid, "Last-Event-ID", "Last-Event-ID must be an event id from this stream"))
+			return
+		}
+		after, resumed = n, true
+	}
+	ctx := r.Context()
+	cons, err := s.Queue.Live(ctx, id, after)
+	if err != nil {
+		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "live events unavailable", Err: err})
+		return
+	}
+	// SSE outlives any write timeout; it ends with the order, the client or
+	// the server's shutdown (ctx).
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	send := func(id uint64, event string, data any) bool {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return false
+		}
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", id, event, b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !resumed {
+		send(0, "queued", map[string]any{"order_id": o.ID, "host": o.Host, "status": order.StatusQueued, "submitted_at": o.SubmittedAt})
+	}
+	finish := func(seq uint64) {
+		if cur, err := s.Store.GetOrder(context.WithoutCancel(ctx), id); err == nil {
+			send(seq, "finished", toResponse(cur))
+		}
+	}
+
+	msgs := make(chan jetstream.Msg, 64)
+	it, err := cons.Messages()
+	if err != nil {
+		return
+	}
+	defer it.Stop()
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	idle := time.NewTicker(500 * time.Millisecond)
+	defer idle.Stop()
+	lastSeq := after
+	quiet := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			quiet = 0
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			lastSeq = meta.Sequence.Stream
+			if stream := m.Headers().Get(queue.StreamHeader); stream != "" {
+				content, enc := order.Encode(m.Data(), order.EncodeText)
+				var e *string
+				if enc != order.EncodeText {
+					es := string(enc)
+					e = &es
+				}
+				if !send(lastSeq, stream, chunkData{Data: content, Encode: e}) {
+					return
+				}
+				continue
+			}
+			var ev queue.Event
+			if json.Unmarshal(m.Data(), &ev) != nil {
+				continue
+			}
+			switch {
+			case ev.Type == "started":
+				if !send(lastSeq, "started", map[string]any{"order_id": id, "status": ev.Status}) {
+					return
+				}
+			case order.Status(ev.Status).Terminal():
+				finish(lastSeq)
+				return
+			}
+		case <-idle.C:
+			// The live stream keeps an hour; for an order finished before
+			// that, or whose events were lost, PostgreSQL has the end.
+			quiet++
+			if quiet%4 == 0 {
+				if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+					return
+				}
+			}
+			cur, err := s.Store.GetOrder(ctx, id)
+			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					return
+				}
+				continue
+			}
+			if cur.Status.Terminal() && quiet >= 2 {
+				send(lastSeq, "finished", toResponse(cur))
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,507 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestBinaryStreams sends random bytes (NUL included) through cat and gets
+// them back identical in base64 and in Ascii85.
+func TestBinaryStreams(t *testing.T) {
+	s := newStack(t, "io")
+	data := make([]byte, 70000)
+	_, _ = rand.Read(data)
+	copy(data, []byte{0, 0, 0, 0, 0xff})
+	for _, enc := range []string{"base64", "base85"} {
+		in, _ := order.Encode(data, order.Encoding(enc))
+		o := s.submit(map[string]any{"host": "io", "command": "cat",
+			"stdin": map[string]any{"content": in, "encode": enc}, "stdout": map[string]any{"encode": enc}}, "?wait=20", http.StatusOK)
+		if o.Result == nil || o.Result.Stdout.Encode == nil || *o.Result.Stdout.Encode != enc {
+			t.Fatalf("%s: result %+v", enc, o.Result)
+		}
+		back, err := order.Decode(o.Result.Stdout.Content, order.Encoding(enc))
+		if err != nil || !bytes.Equal(back, data) {
+			t.Fatalf("%s: bytes differ (%v)", enc, err)
+		}
+		sum := sha256.Sum256(data)
+		if o.Result.Stdout.SHA256 != hex.EncodeToString(sum[:]) || o.Result.Stdout.Bytes != int64(len(data)) {
+			t.Fatalf("%s: sha/bytes wrong", enc)
+		}
+	}
+	// Text stdin (a JSON string) works too.
+	o := s.submit(map[string]any{"host": "io", "command": "cat", "stdin": "plain text\n"}, "?wait=20", http.StatusOK)
+	if o.Result.Stdout.Content != "plain text\n" {
+		t.Fatalf("text stdin: %q", o.Result.Stdout.Content)
+	}
+	// Invalid UTF-8 with encode null switches to base64; nothing is lost.
+	code, b := s.do("POST", "/v1/orders?wait=20", map[string]any{"host": "io", "command": "printf", "args": []string{`a\377\376b`}})
+	if code != 200 || !strings.Contains(string(b), `"switched_to_base64":true`) {
+		t.Fatalf("invalid utf-8: %d %s", code, b)
+	}
+	var raw orderView
+	_ = json.Unmarshal(b, &raw)
+	got, _ := base64.StdEncoding.DecodeString(raw.Result.Stdout.Content)
+	if !bytes.Equal(got, []byte{'a', 0xff, 0xfe, 'b'}) {
+		t.Fatalf("invalid utf-8 bytes: %x", got)
+	}
+	// No stdin given: /dev/null, so cat ends at once.
+	if o := s.submit(map[string]any{"host": "io", "command": "cat"}, "?wait=20", http.StatusOK); o.Status != "succeeded" {
+		t.Fatalf("cat without stdin: %s", o.Status)
+	}
+}
+
+// TestOutputCap prints 30 MB: the stored output is capped (head and tail),
+// while the byte count and the hash cover all 30 MB.
+func TestOutputCap(t *testing.T) {
+	s := newStack(t, "big")
+	const n = 30 << 20
+	o := s.submit(map[string]any{"host": "big", "command": "head", "args": []string{"-c", strconv.Itoa(n), "/dev/zero"},
+		"stdout": map[string]any{"encode": "base64"}, "max_output_bytes": 1 << 20}, "?wait=60", http.StatusOK)
+	out := o.Result.Stdout
+	want := sha256.Sum256(make([]byte, n))
+	if out.Bytes != n || !out.Truncated || out.SHA256 != hex.EncodeToString(want[:]) {
+		t.Fatalf("bytes %d truncated %v sha %s", out.Bytes, out.Truncated, out.SHA256)
+	}
+	kept, _ := base64.StdEncoding.DecodeString(out.Content)
+	if len(kept) < 1<<20 || len(kept) > 1<<20+200 || !bytes.Contains(kept, []byte("omitted")) {
+		t.Fatalf("kept %d bytes", len(kept))
+	}
+}
+
+// pidsGone reports whether none of the pids is alive (zombies count as
+// gone: the container's init may not reap them).
+func pidsGone(pids []int) bool {
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] != "Z" {
+			return false
+		}
+	}
+	return true
+}
+
+func readPids(t *testing.T, f string) []int {
+	b, _ := os.ReadFile(f)
+	var pids []int
+	for _, w := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(w); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatal("no pids recorded")
+	}
+	return pids
+}
+
+// stubborn is a command that forks children and ignores SIGTERM.
+const stubborn = `trap "" TERM; sleep 100 & echo $! >> "$1"; sleep 100 & echo $! >> "$1"; echo $$ >> "$1"; wait`
+
+// TestTimeoutKillsTheWholeGroup: a command that ignores SIGTERM and forks
+// children is gone, children included, after its timeout.
+func TestTimeoutKillsTheWholeGroup(t *testing.T) {
+	s := newStack(t, "to")
+	pf := filepath.Join(t.TempDir(), "pids")
+	o := s.submit(map[string]any{"host": "to", "command": "sh", "timeout_seconds": 1,
+		"args": []string{"-c", stubborn, "_", pf}}, "?wait=30", http.StatusOK)
+	if o.Status != "timed_out" || o.Result.Signal == nil || *o.Result.Signal != "SIGKILL" {
+		t.Fatalf("status %s result %+v", o.Status, o.Result)
+	}
+	if !pidsGone(readPids(t, pf)) {
+		t.Fatal("processes of the order survived its timeout")
+	}
+}
+
+// TestCancel covers a queued order (never starts), a running one (its
+// whole group is signalled, then killed) and a finished one (409).
+func TestCancel(t *testing.T) {
+	s := newStack(t, "run")
+	// Queued: a host without a worker.
+	q := s.submit(map[string]any{"host": "idle", "command": "true"}, "", http.StatusAccepted)
+	code, b := s.do("POST", "/v1/orders/"+q.ID.String()+"/cancel", map[string]any{"signal": "SIGTERM"})
+	if code != 200 || !strings.Contains(string(b), `"status":"canceled"`) {
+		t.Fatalf("cancel queued: %d %s", code, b)
+	}
+	s.startWorker("idle")
+	after := s.submit(map[string]any{"host": "idle", "command": "true"}, "?wait=20", http.StatusOK)
+	if after.Status != "succeeded" || s.get(q.ID).Status != "canceled" || s.get(q.ID).StartedAt != nil {
+		t.Fatal("a canceled order started")
+	}
+
+	// Running, ignoring SIGTERM: signalled, then killed after the grace.
+	pf := filepath.Join(t.TempDir(), "pids")
+	r := s.submit(map[string]any{"host": "run", "command": "sh", "timeout_seconds": 60,
+		"args": []string{"-c", stubborn, "_", pf}}, "", http.StatusAccepted)
+	s.waitFor(r.ID, 20*time.Second, func(o orderView) bool {
+		b, _ := os.ReadFile(pf)
+		return o.Status == "running" && strings.Count(string(b), "\n") == 3
+	})
+	code, b = s.do("POST", "/v1/orders/"+r.ID.String()+"/cancel", map[string]any{"signal": "SIGTERM"})
+	if code != http.StatusAccepted {
+		t.Fatalf("cancel running: %d %s", code, b)
+	}
+	got := s.waitFor(r.ID, 20*time.Second, terminal)
+	if got.Status != "killed" {
+		t.Fatalf("canceled running order: %s", got.Status)
+	}
+	if !pidsGone(readPids(t, pf)) {
+		t.Fatal("processes survived the cancel")
+	}
+
+	// Finished: conflict.
+	code, b = s.do("POST", "/v1/orders/"+r.ID.String()+"/cancel", nil)
+	wantError(t, code, b, 409, "conflict")
+	code, b = s.do("POST", "/v1/orders/"+r.ID.String()+"/cancel", map[string]any{"signal": "SIGSEGV"})
+	wantError(t, code, b, 400, "invalid_request")
+}
+
+// testEvent is one Server-Sent Event.
+type testEvent struct {
+	id, event, data string
+}
+
+// followEvents reads events until stop returns true or the stream ends.
+func followEvents(t *testing.T, s *stack, id uuid.UUID, lastID string, stop func(testEvent) bool) []testEvent {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", s.url+"/v1/orders/"+id.String()+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var evs []testEvent
+	var cur testEvent
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if cur.event != "" {
+				evs = append(evs, cur)
+				if stop(cur) {
+					return evs
+				}
+			}
+			cur = testEvent{}
+		case strings.HasPrefix(line, "id: "):
+			cur.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			cur.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			cur.data = line[6:]
+		}
+	}
+	return evs
+}
+
+func eventChunk(t *testing.T, e testEvent) string {
+	var c struct {
+		Data   string  `json:"data"`
+		Encode *string `json:"encode"`
+	}
+	if err := json.Unmarshal([]byte(e.data), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Data
+}
+
+// TestLiveOutputWithReconnect follows an order's output over SSE, drops
+// the connection after the first chunk, resumes with Last-Event-ID and
+// gets the rest exactly once; a finished order replays and ends.
+func TestLiveOutputWithReconnect(t *testing.T) {
+	s := newStack(t, "live")
+	gate := filepath.Join(t.TempDir(), "gate")
+	o := s.submit(map[string]any{"host": "live", "command": "sh",
+		"args": []string{"-c", `echo one; while [ ! -e "$1" ]; do sleep 0.02; done; echo two >&2; echo three`, "_", gate}}, "", http.StatusAccepted)
+	first := followEvents(t, s, o.ID, "", func(e testEvent) bool { return e.event == "stdout" })
+	var names []string
+	for _, e := range first {
+		names = append(names, e.event)
+	}
+	if strings.Join(names, ",") != "queued,started,stdout" || eventChunk(t, first[2]) != "one\n" {
+		t.Fatalf("first connection: %v", first)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rest := followEvents(t, s, o.ID, first[2].id, func(e testEvent) bool { return e.event == "finished" })
+	var text []string
+	for _, e := range rest {
+		switch e.event {
+		case "stdout", "stderr":
+			text = append(text, e.event+":"+eventChunk(t, e))
+		case "queued", "started":
+			t.Fatalf("resumed stream repeated %s", e.event)
+		}
+	}
+	// stdout and stderr are read concurrently: only each stream's own
+	// order is defined.
+	sort.Strings(text)
+	if strings.Join(text, ",") != "stderr:two\n,stdout:three\n" {
+		t.Fatalf("resumed chunks: %v", text)
+	}
+	last := rest[len(rest)-1]
+	var fin orderView
+	if err := json.Unmarshal([]byte(last.data), &fin); err != nil || last.event != "finished" || fin.Status != "succeeded" {
+		t.Fatalf("finished event: %+v", last)
+	}
+	// Replay of a finished order ends by itself.
+	all := followEvents(t, s, o.ID, "", func(e testEvent) bool { return false })
+	if len(all) < 5 || all[len(all)-1].event != "finished" {
+		t.Fatalf("replay: %v", all)
+	}
+}
+
+// TestFanOut runs one command on three hosts matched by a glob.
+func TestFanOut(t *testing.T) {
+	s := newStack(t, "fan-1", "fan-2", "fan-3", "other")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, b := s.do("GET", "/v1/hosts", nil)
+		if code == 200 && strings.Count(string(b), `"online":true`) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hosts not online: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, b := s.do("POST", "/v1/orders?wait=20", map[string]any{"hosts": []string{"fan-*"}, "command": "hostname"})
+	if code != 200 {
+		t.Fatalf("fan-out: %d %s", code, b)
+	}
+	var batch struct {
+		BatchID uuid.UUID      `json:"batch_id"`
+		Counts  map[string]int `json:"counts"`
+		Orders  []orderView    `json:"orders"`
+	}
+	if err := json.Unmarshal(b, &batch); err != nil {
+		t.Fatal(err)
+	}
+	if len(batch.Orders) != 3 || batch.Counts["succeeded"] != 3 {
+		t.Fatalf("batch: %s", b)
+	}
+	hosts := map[string]bool{}
+	for _, o := range batch.Orders {
+		hosts[o.Host] = true
+	}
+	if !hosts["fan-1"] || !hosts["fan-2"] || !hosts["fan-3"] || hosts["other"] {
+		t.Fatalf("hosts: %v", hosts)
+	}
+	code, b = s.do("GET", "/v1/batches/"+batch.BatchID.String(), nil)
+	if code != 200 || !strings.Contains(string(b), `"succeeded":3`) {
+		t.Fatalf("batch summary: %d %s", code, b)
+	}
+	code, b = s.do("GET", "/v1/orders?batch="+batch.BatchID.String(), nil)
+	if code != 200 || strings.Count(string(b), `"batch_id":"`+batch.BatchID.String()) != 3 {
+		t.Fatalf("list by batch: %d %s", code, b)
+	}
+	code, b = s.do("POST", "/v1/orders", map[string]any{"hosts": []string{"nomatch-*"}, "command": "true"})
+	wantError(t, code, b, 422, "unprocessable")
+	code, b = s.do("POST", "/v1/orders", map[string]any{"hosts": []string{"a.>"}, "command": "true"})
+	wantError(t, code, b, 400, "invalid_request")
+}
+
+// TestIdempotentRetries: the same Idempotency-Key returns the same order
+// and runs the command once; over NATS, Nats-Msg-Id does the same.
+func TestIdempotentRetries(t *testing.T) {
+	s := newStack(t, "idem")
+	f := filepath.Join(t.TempDir(), "count")
+	body := map[string]any{"host": "idem", "command": "sh", "args": []string{"-c", `echo x >> "$1"`, "_", f}}
+	var first uuid.UUID
+	for i := range 3 {
+		code, b := s.do("POST", "/v1/orders?wait=20", body, "Idempotency-Key", "deploy-42")
+		if code != 200 {
+			t.Fatalf("retry %d: %d %s", i, code, b)
+		}
+		var o orderView
+		_ = json.Unmarshal(b, &o)
+		if i == 0 {
+			first = o.ID
+		} else if o.ID != first {
+			t.Fatalf("retry %d created order %s, want %s", i, o.ID, first)
+		}
+	}
+	if data, _ := os.ReadFile(f); strings.Count(string(data), "x") != 1 {
+		t.Fatalf("ran %d times", strings.Count(string(data), "x"))
+	}
+
+	// NATS: the same Nats-Msg-Id twice makes one order.
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for range 2 {
+		m := nats.NewMsg(queue.SubmitSubject + "idem")
+		m.Header.Set("Authorization", "Bearer "+s.token)
+		m.Header.Set("Nats-Msg-Id", "nats-retry-1")
+		m.Data, _ = json.Marshal(body)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n, done int
+		_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*), count(*) FILTER (WHERE status='succeeded') FROM orders WHERE idempotency_key = 'nats-retry-1'`).Scan(&n, &done)
+		if n > 1 {
+			t.Fatalf("%d orders for one Nats-Msg-Id", n)
+		}
+		if done == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("NATS submission did not run")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if data, _ := os.ReadFile(f); strings.Count(string(data), "x") != 2 {
+		t.Fatalf("ran %d times in all, want 2", strings.Count(string(data), "x"))
+	}
+}
+
+// TestNATSIntake: a publisher gets its answer on Orderly-Reply; a bad
+// token is refused, answered and audited.
+func TestNATSIntake(t *testing.T) {
+	s := newStack(t, "nh")
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	answers, err := nc.SubscribeSync("replies.me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(token string, body any) map[string]any {
+		m := nats.NewMsg(queue.SubmitSubject + "nh")
+		m.Header.Set("Authorization", "Bearer "+token)
+		m.Header.Set("Orderly-Reply", "replies.me")
+		m.Data, _ = json.Marshal(body)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := answers.NextMsg(20 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a map[string]any
+		_ = json.Unmarshal(msg.Data, &a)
+		return a
+	}
+	a := send(s.token, map[string]any{"command": "echo", "args": []string{"via nats"}})
+	ord, ok := a["order"].(map[string]any)
+	if !ok {
+		t.Fatalf("answer: %v", a)
+	}
+	id := uuid.MustParse(ord["id"].(string))
+	got := s.waitFor(id, 20*time.Second, terminal)
+	if got.Status != "succeeded" || got.Result.Stdout.Content != "via nats\n" {
+		t.Fatalf("nats order: %+v", got)
+	}
+	code, b := s.do("GET", "/v1/orders/"+id.String(), nil)
+	if code != 200 || !strings.Contains(string(b), `"source":"nats"`) {
+		t.Fatalf("source: %s", b)
+	}
+
+	a = send("ord_not-a-real-token", map[string]any{"command": "touch", "args": []string{"/tmp/should-not-exist"}})
+	e, _ := a["error"].(map[string]any)
+	if e == nil || e["code"] != "unauthenticated" {
+		t.Fatalf("bad token answer: %v", a)
+	}
+	a = send(s.token, map[string]any{"host": "other", "command": "true"})
+	if e, _ := a["error"].(map[string]any); e == nil || e["code"] != "invalid_request" {
+		t.Fatalf("host mismatch answer: %v", a)
+	}
+	var n int
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM rejections WHERE source = 'nats' AND code = 'unauthenticated'`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("%d audited NATS rejections", n)
+	}
+	var orders int
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&orders)
+	if orders != 1 {
+		t.Fatalf("%d orders, want only the accepted one", orders)
+	}
+}
+
+// TestDeadlinePassesWhileHostOffline: an order that reaches its worker
+// after its deadline becomes expired and does not run.
+func TestDeadlinePassesWhileHostOffline(t *testing.T) {
+	s := newStack(t)
+	f := filepath.Join(t.TempDir(), "ran")
+	by := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	o := s.submit(map[string]any{"host": "late", "command": "touch", "args": []string{f}, "deliver_by": by}, "", http.StatusAccepted)
+	// Let the deadline pass while no worker serves the host.
+	deadline, _ := time.Parse(time.RFC3339Nano, by)
+	for time.Now().Before(deadline.Add(100 * time.Millisecond)) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.startWorker("late")
+	got := s.waitFor(o.ID, 20*time.Second, terminal)
+	if got.Status != "expired" {
+		t.Fatalf("status %s", got.Status)
+	}
+	if _, err := os.Stat(f); err == nil {
+		t.Fatal("expired order ran")
+	}
+}
+
+// TestHostQueue shows a host's queue in execution order.
+func TestHostQueue(t *testing.T) {
+	s := newStack(t)
+	var ids []uuid.UUID
+	for range 3 {
+		ids = append(ids, s.submit(map[string]any{"host": "q1", "command": "true"}, "", http.StatusAccepted).ID)
+	}
+	code, b := s.do("GET", "/v1/hosts/q1", nil)
+	if code != 200 {
+		t.Fatalf("host: %d %s", code, b)
+	}
+	var h struct {
+		QueueDepth int         `json:"queue_depth"`
+		Queued     []orderView `json:"queued"`
+	}
+	_ = json.Unmarshal(b, &h)
+	if h.QueueDepth != 3 || len(h.Queued) != 3 {
+		t.Fatalf("host queue: %s", b)
+	}
+	for i := range ids {
+		if h.Queued[i].ID != ids[i] {
+			t.Fatalf("queue order: %v vs %v", h.Queued, ids)
+		}
+	}
+	code, b = s.do("GET", "/v1/hosts/a.b", nil)
+	wantError(t, code, b, 400, "invalid_request")
+}

@@ -1,0 +1,107 @@
+package order
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"testing"
+)
+
+// TestAscii85MatchesPython checks vectors produced by Python 3.11's
+// base64.a85encode (defaults: no <~ ~>, "z" for zero groups, no padding).
+func TestAscii85MatchesPython(t *testing.T) {
+	cases := []struct{ hex, want string }{
+		{"", ""},
+		{"68", "BE"},
+		{"68656c6c6f", "BOu!rDZ"},
+		{"00000000", "z"},
+		{"0000000000", "z!!"},
+		{"4d616e2069732064697374696e67756973686564", "9jqo^BlbD-BleB1DJ+*+F(f,q"},
+		{"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324252627", `!!*-'"9eu7#RLhG$k3[W&.oNg'GVB"(` + "`" + `=52*$$(B+<_pR,UFcb`},
+		{"ffffffff", "s8W-!"},
+		{"0000000061626300000000", "z@:E^H!!!!"},
+	}
+	for _, c := range cases {
+		b, _ := hex.DecodeString(c.hex)
+		got, enc := Encode(b, EncodeBase85)
+		if got != c.want || enc != EncodeBase85 {
+			t.Errorf("Encode(%s) = %q, want %q", c.hex, got, c.want)
+		}
+		back, err := Decode(c.want, EncodeBase85)
+		if err != nil || !bytes.Equal(back, b) {
+			t.Errorf("Decode(%q) = %x, %v; want %s", c.want, back, err, c.hex)
+		}
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	for _, n := range []int{0, 1, 3, 4, 5, 1000, 4099} {
+		b := make([]byte, n)
+		_, _ = rand.Read(b)
+		for _, e := range []Encoding{EncodeBase64, EncodeBase85} {
+			s, got := Encode(b, e)
+			if got != e {
+				t.Fatalf("encoding switched from %s to %s", e, got)
+			}
+			back, err := Decode(s, e)
+			if err != nil || !bytes.Equal(back, b) {
+				t.Fatalf("%s round trip of %d bytes failed: %v", e, n, err)
+			}
+		}
+	}
+}
+
+func TestTextSwitchesToBase64ForInvalidUTF8(t *testing.T) {
+	s, e := Encode([]byte("héllo\n"), EncodeText)
+	if e != EncodeText || s != "héllo\n" {
+		t.Fatalf("valid UTF-8: %q %s", s, e)
+	}
+	raw := []byte{0xff, 0xfe, 'a', 0}
+	s, e = Encode(raw, EncodeText)
+	if e != EncodeBase64 {
+		t.Fatalf("invalid UTF-8 kept as %s", e)
+	}
+	back, _ := Decode(s, e)
+	if !bytes.Equal(back, raw) {
+		t.Fatal("bytes lost")
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	if _, err := Decode("not base64!", EncodeBase64); err == nil {
+		t.Error("base64 garbage accepted")
+	}
+	if _, err := Decode("abc~>xyz{", EncodeBase85); err == nil {
+		t.Error("ascii85 garbage accepted")
+	}
+	if _, err := ParseEncoding("rot13"); err == nil {
+		t.Error("unknown encoding accepted")
+	}
+}
+
+func TestValidateDefaultsAndLimits(t *testing.T) {
+	l := DefaultLimits()
+	o := &Order{Host: "h", Command: "true"}
+	if err := Validate(o, l); err != nil || o.Timeout != l.DefaultTimeout || o.Kind != KindExec {
+		t.Fatalf("valid order: %v %+v", err, o)
+	}
+	bad := []*Order{
+		{Host: "a.b", Command: "x"},
+		{Host: "h", Command: ""},
+		{Host: "h", Command: "a\x00b"},
+		{Host: "h", Command: "x", Args: []string{"\x00"}},
+		{Host: "h", Command: "x", Env: map[string]string{"1A": "x"}},
+		{Host: "h", Command: "x", RunAs: "root;id"},
+		{Host: "h", Command: "x", Timeout: -1},
+		{Host: "h", Command: "x", Timeout: l.MaxTimeout + 1},
+		{Host: "h", Command: "x", Args: make([]string, l.MaxArgs+1)},
+		{Host: "h", Command: "x", Stdin: make([]byte, l.MaxStdinBytes+1)},
+	}
+	for i, o := range bad {
+		if err := Validate(o, l); err == nil {
+			t.Errorf("case %d accepted: %+v", i, o)
+		} else if ErrorCode(err) == CodeInternal {
+			t.Errorf("case %d: error without a code: %v", i, err)
+		}
+	}
+}

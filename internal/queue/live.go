@@ -1,0 +1,63 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// LiveStream keeps each order's live output chunks and status events for a
+// while, so any API replica can replay them to an SSE client and resume
+// after a reconnect. It is a memory stream: PostgreSQL holds the lasting
+// record, and live output must never slow the order stream's fsyncs.
+const LiveStream = "ORDERLY_LIVE"
+
+// StreamHeader names the stream ("stdout" or "stderr") of an output chunk.
+const StreamHeader = "Orderly-Stream"
+
+func liveConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        LiveStream,
+		Description: "live output chunks and status events per order, for SSE replay",
+		Subjects:    []string{OutputSubject + ">", EventsSubject + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    replicas,
+		MaxAge:      time.Hour,
+		MaxBytes:    256 << 20,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// PublishOutput sends one chunk of an order's stdout or stderr. It does
+// not wait for an acknowledgement: live output is best effort and the
+// order's result in PostgreSQL is complete regardless.
+func (q *Queue) PublishOutput(id uuid.UUID, stream string, p []byte) error {
+	m := nats.NewMsg(OutputSubject + id.String())
+	m.Header.Set(StreamHeader, stream)
+	m.Data = append([]byte(nil), p...)
+	return q.nc.PublishMsg(m)
+}
+
+// Live returns an ordered consumer over one order's live messages,
+// starting after sequence after (0: from the beginning).
+func (q *Queue) Live(ctx context.Context, id uuid.UUID, after uint64) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{OutputSubject + id.String(), EventsSubject + id.String()},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: time.Minute,
+	}
+	if after > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = after + 1
+	}
+	c, err := q.js.OrderedConsumer(ctx, LiveStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("follow order %s: %w", id, err)
+	}
+	return c, nil
+}
