@@ -112,6 +112,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
+		if err := w.q.Offline(rctx, w.opts.Host); err != nil {
+			w.logger.Debug("remove heartbeat", "error", err)
+		}
 		if err := lease.Release(rctx); err != nil {
 			w.logger.Debug("release lease", "error", err)
 		}

@@ -148,24 +148,52 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	if err := sec.build(ctx, cfg); err != nil {
 		return nil, err
 	}
+	// rebuildErr is the outcome of the rebuild after the last reload, so
+	// POST /v1/admin/reload can say when the security settings did not follow.
+	var rebuildMu sync.Mutex
+	var rebuildErr error
 	w.Subscribe(func(c config.Config) {
-		if err := sec.build(context.Background(), c); err != nil {
+		err := sec.build(context.Background(), c)
+		rebuildMu.Lock()
+		rebuildErr = err
+		rebuildMu.Unlock()
+		if err != nil {
 			logger.Error("config reloaded but the security settings could not be rebuilt; keeping the old ones", "error", err)
 		}
 	})
+	reload := func() ([]string, error) {
+		old := w.Current()
+		changed, err := w.Reload()
+		if err != nil || !changed {
+			return nil, err
+		}
+		rebuildMu.Lock()
+		err = rebuildErr
+		rebuildMu.Unlock()
+		if err != nil {
+			return nil, &order.Error{Code: order.CodeUnavailable, Err: err,
+				Message: "configuration reloaded, but authentication, policy and ACL could not be rebuilt; the previous ones stay"}
+		}
+		// A SIGHUP reload in between would add its keys: still what
+		// changed since old.
+		return config.Changed(old, w.Current()), nil
+	}
 	in := intake.New(b.store, b.queue, func() intake.Authorizer { return sec.policy.Load() },
-		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() }}, logger)
+		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() },
+			Retention: func() time.Duration { return w.Current().Retention }}, logger)
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version,
 		Auth: func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
 			c := w.Current()
-			return api.Settings{MaxBodyBytes: c.HTTP.MaxBodyBytes, MaxWait: c.HTTP.MaxWait, ACL: sec.acl.Load()}
+			return api.Settings{MaxBodyBytes: c.HTTP.MaxBodyBytes, MaxWait: c.HTTP.MaxWait, ACL: sec.acl.Load(),
+				RatePerIP: c.Limits.RatePerIP, RatePerPrincipal: c.Limits.RatePerPrincipal}
 		},
 		Status: func() map[string]any {
 			st := w.Status()
 			return map[string]any{"config": st, "config_drift": st.Drift}
 		},
+		Reload: reload,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -184,6 +212,13 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	}
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); in.Run(rctx) }()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := srv.RunNATSIntake(rctx); err != nil {
+			logger.Error("nats intake stopped", "error", err)
+		}
+	}()
 	go func() {
 		defer r.wg.Done()
 		var err error
@@ -196,6 +231,9 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 			logger.Error("http server", "error", err)
 		}
 	}()
+	// The drift check runs as long as the API that reports it (DESIGN §4.7).
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); _ = w.Run(rctx) }()
 	if cfg.HTTP.TLSCert != "" {
 		r.URL = "https://" + ln.Addr().String()
 	}

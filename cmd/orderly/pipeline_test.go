@@ -336,3 +336,62 @@ func TestReconcilerPublishesLostOrders(t *testing.T) {
 		t.Fatalf("second reconcile = %d, %v", n, err)
 	}
 }
+
+// TestRetentionAndHosts: old finished orders are pruned, queued ones kept;
+// a stopped worker's host goes offline but stays listed with its last
+// heartbeat.
+func TestRetentionAndHosts(t *testing.T) {
+	s := newStack(t, "ret")
+	old := s.submit(map[string]any{"host": "ret", "command": "true"}, "?wait=20", http.StatusOK)
+	queued := s.submit(map[string]any{"host": "nobody-home", "command": "true"}, "", http.StatusAccepted)
+	if _, err := s.b.pool.Exec(ctxT(t), `UPDATE orders SET finished_at = now() - interval '91 days' WHERE id = $1`, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	in := intake.New(s.b.store, s.b.queue, nil, intake.Options{Retention: func() time.Duration { return 90 * 24 * time.Hour }}, testLogger(t))
+	if n, err := in.Prune(ctxT(t)); err != nil || n != 1 {
+		t.Fatalf("prune = %d, %v", n, err)
+	}
+	code, _ := s.do("GET", "/v1/orders/"+old.ID.String(), nil)
+	if code != 404 {
+		t.Fatalf("pruned order still there: %d", code)
+	}
+	if s.get(queued.ID).Status != "queued" {
+		t.Fatal("queued order pruned")
+	}
+
+	online := func() (bool, bool) {
+		code, b := s.do("GET", "/v1/hosts", nil)
+		if code != 200 {
+			t.Fatalf("hosts: %d %s", code, b)
+		}
+		var hs struct {
+			Hosts []struct {
+				Host     string     `json:"host"`
+				Online   bool       `json:"online"`
+				LastSeen *time.Time `json:"last_seen"`
+			} `json:"hosts"`
+		}
+		_ = json.Unmarshal(b, &hs)
+		for _, h := range hs.Hosts {
+			if h.Host == "ret" {
+				return h.Online, h.LastSeen != nil
+			}
+		}
+		return false, false
+	}
+	if on, _ := online(); !on {
+		t.Fatal("running worker's host is not online")
+	}
+	s.stopWorker("ret")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		on, seen := online()
+		if !on && seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host still online=%v seen=%v after its worker stopped", on, seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -25,6 +25,7 @@ type Store interface {
 	MarkPublished(ctx context.Context, ids []uuid.UUID) error
 	Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
+	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
 
 // Publisher puts an order on its host's subject.
@@ -39,9 +40,10 @@ type Authorizer interface {
 
 // Options tune the service.
 type Options struct {
-	Limits         func() order.Limits // read per order, so a reload applies at once
-	ReconcileEvery time.Duration       // how often to look for unpublished orders
-	ReconcileAfter time.Duration       // how old an unpublished order must be
+	Limits         func() order.Limits  // read per order, so a reload applies at once
+	ReconcileEvery time.Duration        // how often to look for unpublished orders
+	ReconcileAfter time.Duration        // how old an unpublished order must be
+	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 }
 
 // Service submits orders.
@@ -124,9 +126,10 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() { defer wg.Done(); s.reconcileLoop(ctx) }()
+	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
 	wg.Wait()
 }
 
@@ -213,5 +216,45 @@ func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
 	defer cancel()
 	if err := s.store.RecordRejection(rctx, r); err != nil {
 		s.logger.Error("record rejection", "code", r.Code, "error", err)
+	}
+}
+
+// retentionLoop deletes finished orders older than the retention period
+// once an hour (and once shortly after start). With several API replicas
+// each runs it; the deletes are idempotent.
+func (s *Service) retentionLoop(ctx context.Context) {
+	if s.opts.Retention == nil {
+		return
+	}
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := s.Prune(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("retention", "error", err)
+		} else if n > 0 {
+			s.logger.Info("retention deleted finished orders", "count", n)
+		}
+		t.Reset(time.Hour)
+	}
+}
+
+// Prune deletes the finished orders older than the retention period.
+func (s *Service) Prune(ctx context.Context) (int64, error) {
+	keep := s.opts.Retention()
+	if keep <= 0 {
+		return 0, nil
+	}
+	var total int64
+	for {
+		n, err := s.store.DeleteFinishedBefore(ctx, time.Now().Add(-keep), 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
 	}
 }

@@ -277,3 +277,16 @@ func (s *Store) Events(ctx context.Context, id uuid.UUID) ([]Event, error) {
 	})
 	return evs, translate("list order events", err)
 }
+
+// DeleteFinishedBefore removes up to limit terminal orders that finished
+// before t, with their events, and returns how many it removed. Retention
+// runs it in small batches so it never holds long locks.
+func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM orders WHERE id IN (
+		SELECT id FROM orders WHERE finished_at < $1 AND status NOT IN ('queued','running')
+		ORDER BY finished_at LIMIT $2)`, t, limit)
+	if err != nil {
+		return 0, translate("delete old orders", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -141,3 +141,9 @@ func (l *Lease) Renew(ctx context.Context) error {
 func (l *Lease) Release(ctx context.Context) error {
 	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
 }
+
+// Offline removes the host's heartbeat at once on a clean stop, instead of
+// letting it expire.
+func (q *Queue) Offline(ctx context.Context, host string) error {
+	return q.kv.Delete(ctx, "info."+host)
+}
