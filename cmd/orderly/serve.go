@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -63,7 +65,20 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}()
 
 	if cfg.DatabaseURL == "" {
-		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(dataDir, "pg"), Fsync: true, Logger: logger})
+		pgDir := filepath.Join(dataDir, "pg")
+		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger})
+		if errors.Is(err, pgembed.ErrUnreachable) && os.Geteuid() == 0 {
+			// A data dir under a private home (/root is 0700): the postgres
+			// user cannot reach it, so the cluster lives in /var/lib/orderly,
+			// keyed by the data dir so each data dir keeps its own.
+			sum := sha256.Sum256([]byte(dataDir))
+			pgDir = filepath.Join("/var/lib/orderly", "pg-"+hex.EncodeToString(sum[:6]))
+			logger.Warn("the postgres user cannot reach the data dir; keeping the managed PostgreSQL elsewhere", "data_dir", dataDir, "pg_dir", pgDir)
+			if err := os.MkdirAll(filepath.Dir(pgDir), 0o755); err != nil {
+				return err
+			}
+			pg, err = pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger})
+		}
 		if err != nil {
 			if errors.Is(err, pgembed.ErrNoBinaries) {
 				return err

@@ -13,6 +13,11 @@ import (
 // ErrNoBinaries is wrapped by FindBinaries when no PostgreSQL server
 // installation can be found, so that callers can tell a missing install
 // apart from a broken one.
+// ErrUnreachable is returned when the postgres OS user cannot enter a
+// parent of the cluster directory (e.g. a data dir under /root).
+var ErrUnreachable = errors.New("cluster directory unreachable for the postgres user")
+
+// ErrNoBinaries is returned when no PostgreSQL server binaries are found.
 var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql) or pass --database-url")
 
 // debianRoot is where Debian and Ubuntu install one directory per major

@@ -88,8 +88,8 @@ func (o *owner) checkTraverse(dir string) error {
 			return fmt.Errorf("check access to %s: %w", p, err)
 		}
 		if !o.canSearch(fi) {
-			return fmt.Errorf("the %s user cannot reach %s because it cannot enter %s (mode %s): make it searchable (chmod o+x %s) or choose a data directory elsewhere",
-				o.name, dir, p, fi.Mode().Perm(), p)
+			return fmt.Errorf("%w: the %s user cannot reach %s because it cannot enter %s (mode %s): make it searchable (chmod o+x %s) or choose a data directory elsewhere",
+				ErrUnreachable, o.name, dir, p, fi.Mode().Perm(), p)
 		}
 	}
 	return nil
