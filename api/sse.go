@@ -66,15 +66,21 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
+	// send writes one event; noID for an event that is not in the live
+	// stream (it would otherwise repeat the id of the last real event).
+	const noID = ^uint64(0)
 	send := func(id uint64, event string, data any) bool {
 		b, err := json.Marshal(data)
 		if err != nil {
 			return false
 		}
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", id, event, b); err != nil {
-			return false
+		if id != noID {
+			_, err = fmt.Fprintf(w, "id: %d\n", id)
 		}
-		return rc.Flush() == nil
+		if err == nil {
+			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+		}
+		return err == nil && rc.Flush() == nil
 	}
 	if !resumed {
 		send(0, "queued", map[string]any{"order_id": o.ID, "host": o.Host, "status": order.StatusQueued, "submitted_at": o.SubmittedAt})
@@ -165,7 +171,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			if cur.Status.Terminal() && quiet >= 2 {
-				send(lastSeq, "finished", toResponse(cur))
+				send(noID, "finished", toResponse(cur))
 				return
 			}
 		}

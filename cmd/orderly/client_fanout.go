@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// submitted handles the answer to a fan-out (--hosts): one order per host
+// under one batch id.
+func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw []byte, batchID *string, rawOrders []json.RawMessage) error {
+	orders := make([]clientOrder, len(rawOrders))
+	for i, r := range rawOrders {
+		if err := json.Unmarshal(r, &orders[i]); err != nil || orders[i].ID == "" {
+			return fmt.Errorf("POST /v1/orders: order %d of the batch has no id", i)
+		}
+	}
+	batch := "-"
+	if batchID != nil {
+		batch = *batchID
+	}
+	if !o.wait {
+		if o.json {
+			return writeJSON(a.stdout, raw)
+		}
+		fmt.Fprintf(a.stdout, "batch %s\n", batch)
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tORDER")
+		for _, ord := range orders {
+			fmt.Fprintf(tw, "%s\t%s\n", ord.Host, ord.ID)
+		}
+		return tw.Flush()
+	}
+	return a.waitBatch(ctx, c, batch, orders, o.json)
+}
+
+// waitBatch polls each order of a fan-out until all are finished, printing
+// "host: status" lines on stderr as they change. Then it prints every
+// host's output with each line prefixed by "host: " (stdout to stdout,
+// stderr to stderr), and succeeds only if every order succeeded.
+func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders []clientOrder, asJSON bool) error {
+	sort.SliceStable(orders, func(i, j int) bool { return orders[i].Host < orders[j].Host })
+	raws := make([]json.RawMessage, len(orders))
+	for _, ord := range orders {
+		fmt.Fprintf(a.stderr, "%s: %s\n", ord.Host, progress(&ord))
+	}
+	delay := 200 * time.Millisecond
+	var failingSince time.Time
+	for {
+		pending := 0
+		for i := range orders {
+			if orders[i].terminal() && raws[i] != nil {
+				continue
+			}
+			var cur clientOrder
+			raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + orders[i].ID}, &cur)
+			if err != nil {
+				if ctx.Err() != nil {
+					fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
+					return exitCodeError(130)
+				}
+				if !temporary(err) {
+					return err
+				}
+				if failingSince.IsZero() {
+					failingSince = time.Now()
+				} else if time.Since(failingSince) > apiOutageTolerate {
+					return err
+				}
+				pending++
+				continue
+			}
+			failingSince = time.Time{}
+			if cur.Status != orders[i].Status {
+				fmt.Fprintf(a.stderr, "%s: %s\n", cur.Host, progress(&cur))
+			}
+			orders[i], raws[i] = cur, raw
+			if !cur.terminal() {
+				pending++
+			}
+		}
+		if pending == 0 {
+			break
+		}
+		if err := sleepCtx(ctx, delay); err != nil {
+			fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
+			return exitCodeError(130)
+		}
+		delay = min(delay*3/2, pollMaxDelay)
+	}
+
+	counts := map[string]int{}
+	for _, ord := range orders {
+		counts[ord.Status]++
+	}
+	if asJSON {
+		if err := writeValue(a.stdout, map[string]any{"batch_id": batch, "orders": raws}); err != nil {
+			return err
+		}
+	} else {
+		for _, ord := range orders {
+			if ord.Result == nil {
+				continue
+			}
+			for i, w := range []io.Writer{a.stdout, a.stderr} {
+				s := []clientStream{ord.Result.Stdout, ord.Result.Stderr}[i]
+				b, err := s.bytes()
+				if err != nil {
+					return fmt.Errorf("order %s: %w", ord.ID, err)
+				}
+				if err := writePrefixed(w, ord.Host+": ", b); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if counts["succeeded"] == len(orders) {
+		return nil
+	}
+	var parts []string
+	for st, n := range counts {
+		parts = append(parts, fmt.Sprintf("%d %s", n, st))
+	}
+	sort.Strings(parts)
+	return fmt.Errorf("batch %s: not every order succeeded (%d hosts: %s)", batch, len(orders), strings.Join(parts, ", "))
+}
+
+// progress is a status with its outcome: "failed (exit 3)".
+func progress(o *clientOrder) string {
+	if !o.terminal() || o.Result == nil {
+		return o.Status
+	}
+	if o.Result.Error != nil && *o.Result.Error != "" && o.Result.ExitCode == nil {
+		return fmt.Sprintf("%s: %s", o.Status, *o.Result.Error)
+	}
+	return fmt.Sprintf("%s (exit %s)", o.Status, o.exitText())
+}
+
+// writePrefixed writes b line by line, each line starting with prefix; a
+// last line without a newline gets one.
+func writePrefixed(w io.Writer, prefix string, b []byte) error {
+	var buf bytes.Buffer
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line = b[:i+1]
+		}
+		b = b[len(line):]
+		buf.WriteString(prefix)
+		buf.Write(line)
+		if line[len(line)-1] != '\n' {
+			buf.WriteByte('\n')
+		}
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}

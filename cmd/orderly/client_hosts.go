@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// clientHost is a host as GET /v1/hosts shows it.
+type clientHost struct {
+	Host         string        `json:"host"`
+	Online       bool          `json:"online"`
+	LastSeen     *time.Time    `json:"last_seen"`
+	Version      string        `json:"version"`
+	CurrentOrder *string       `json:"current_order"`
+	QueueDepth   *int          `json:"queue_depth"`
+	Running      *clientOrder  `json:"running"`
+	Queued       []clientOrder `json:"queued"`
+}
+
+func (a *app) hostsCommand() *cobra.Command {
+	var conn connFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "hosts [HOST]",
+		Short: "List known hosts, or show one host with its running order and queue",
+		Example: "  orderly hosts\n" +
+			"  orderly hosts web-3",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				var h clientHost
+				raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/hosts/" + url.PathEscape(args[0])}, &h)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a.stdout, raw)
+				}
+				return printHost(a.stdout, &h)
+			}
+			var list struct {
+				Hosts []clientHost `json:"hosts"`
+			}
+			raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/hosts"}, &list)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, raw)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tONLINE\tLAST SEEN\tVERSION\tCURRENT ORDER")
+			for _, h := range list.Hosts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), ago(h.LastSeen, now), dash(h.Version), dashPtr(h.CurrentOrder))
+			}
+			return tw.Flush()
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	return cmd
+}
+
+// printHost shows one host and its queue in execution order.
+func printHost(w io.Writer, h *clientHost) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	fmt.Fprintf(tw, "Host:\t%s\n", h.Host)
+	fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))
+	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(h.LastSeen, time.Now()))
+	fmt.Fprintf(tw, "Version:\t%s\n", dash(h.Version))
+	if h.QueueDepth != nil {
+		fmt.Fprintf(tw, "Queue depth:\t%d\n", *h.QueueDepth)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if h.Running == nil && len(h.Queued) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tID\tSTATUS\tSUBMITTED\tCOMMAND")
+	if o := h.Running; o != nil {
+		fmt.Fprintf(tw, "-\t%s\t%s\t%s\t%s\n", o.ID, o.Status, localTime(&o.SubmittedAt), truncate(o.commandLine(), 60))
+	}
+	for i, o := range h.Queued {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i+1, o.ID, o.Status, localTime(&o.SubmittedAt), truncate(o.commandLine(), 60))
+	}
+	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dashPtr(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	return dash(*s)
+}

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+// getOrder reads one order; id is passed through escaped, the API judges it.
+func getOrder(ctx context.Context, c *apiClient, id string) (*clientOrder, []byte, error) {
+	var o clientOrder
+	raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + url.PathEscape(id)}, &o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &o, raw, nil
+}
+
+func (a *app) getCommand() *cobra.Command {
+	var conn connFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "get ORDER-ID",
+		Short:   "Show an order: status, host, exit code, duration and output",
+		Example: "  orderly get 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c\n  orderly get --json 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c | jq .result.exit_code",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			o, raw, err := getOrder(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, raw)
+			}
+			return printOrder(a.stdout, o)
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the order as the API returns it")
+	return cmd
+}
+
+// printOrder is get's human summary.
+func printOrder(w io.Writer, o *clientOrder) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("ID", o.ID)
+	if o.BatchID != nil {
+		row("Batch", *o.BatchID)
+	}
+	row("Host", o.Host)
+	status := o.Status
+	if o.Result != nil && (o.Result.ExitCode != nil || o.Result.Signal != nil) {
+		status += " (exit " + o.exitText() + ")"
+	}
+	row("Status", status)
+	row("Command", o.commandLine())
+	if o.RunAs != "" {
+		row("Run as", o.RunAs)
+	}
+	if o.DryRun {
+		row("Dry run", "yes")
+	}
+	row("Principal", o.Principal)
+	row("Policy", fmt.Sprintf("%s (%s)", o.Policy.Decision, strings.Join(o.Policy.Matched, ", ")))
+	row("Submitted", localTime(&o.SubmittedAt))
+	row("Started", localTime(o.StartedAt))
+	row("Finished", localTime(o.FinishedAt))
+	if o.Attempt > 1 {
+		row("Attempt", strconv.Itoa(o.Attempt))
+	}
+	if r := o.Result; r != nil {
+		row("Duration", (time.Duration(r.DurationMS) * time.Millisecond).String())
+		if r.Error != nil && *r.Error != "" {
+			row("Error", *r.Error)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if o.Result == nil {
+		return nil
+	}
+	for _, s := range []struct {
+		name string
+		s    clientStream
+	}{{"stdout", o.Result.Stdout}, {"stderr", o.Result.Stderr}} {
+		note := fmt.Sprintf("%d bytes", s.s.Bytes)
+		if s.s.Truncated {
+			note += ", truncated"
+		}
+		fmt.Fprintf(w, "--- %s (%s) ---\n", s.name, note)
+		b, err := s.s.bytes()
+		if err != nil {
+			return fmt.Errorf("order %s: %w", o.ID, err)
+		}
+		if !utf8.Valid(b) {
+			fmt.Fprintf(w, "(binary output; `orderly logs %s` writes it as is)\n", o.ID)
+			continue
+		}
+		w.Write(b)
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			fmt.Fprintln(w)
+		}
+	}
+	return nil
+}
+
+func (a *app) logsCommand() *cobra.Command {
+	var conn connFlags
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs [-f] ORDER-ID",
+		Short: "Print an order's output (stdout to stdout, stderr to stderr)",
+		Long: `Print an order's stdout and stderr as raw bytes.
+
+Without -f it prints the stored output of a finished order. With -f it follows
+a queued or running order live until it finishes, and then exits with the
+order's exit code, like submit --wait.`,
+		Example: "  orderly logs 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c > out.txt\n  orderly logs -f 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			o, _, err := getOrder(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			if follow && !o.terminal() {
+				return a.waitOrder(ctx, c, o, false, false)
+			}
+			if !o.terminal() {
+				fmt.Fprintf(a.stderr, "orderly: order %s is %s; its output is stored when it finishes (orderly logs -f %s follows it)\n", o.ID, o.Status, o.ID)
+				return nil
+			}
+			f := &follower{stdout: a.stdout, stderr: a.stderr}
+			if err := f.flushResult(o); err != nil {
+				return err
+			}
+			if follow {
+				return exitOf(a.stderr, o)
+			}
+			return nil
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the output live until the order finishes, then exit with its exit code")
+	return cmd
+}
+
+type lsOptions struct {
+	conn      connFlags
+	host      string
+	status    []string
+	principal string
+	batch     string
+	since     string
+	until     string
+	limit     int
+	all       bool
+	json      bool
+}
+
+func (a *app) lsCommand() *cobra.Command {
+	var o lsOptions
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List orders, newest first",
+		Example: "  orderly ls --host web-3 --status failed,timed_out --since 24h\n  orderly ls --batch 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c --all --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.ls(cmd, &o)
+		},
+	}
+	o.conn.bind(cmd)
+	fs := cmd.Flags()
+	fs.StringVar(&o.host, "host", "", "only orders for this host")
+	fs.StringSliceVar(&o.status, "status", nil, "only orders with these statuses (comma-separated or repeated)")
+	fs.StringVar(&o.principal, "principal", "", "only orders submitted by this principal")
+	fs.StringVar(&o.batch, "batch", "", "only the orders of this fan-out batch")
+	fs.StringVar(&o.since, "since", "", "only orders submitted since this time: RFC 3339 or a duration ago (e.g. 2h)")
+	fs.StringVar(&o.until, "until", "", "only orders submitted before this time: RFC 3339 or a duration ago")
+	fs.IntVar(&o.limit, "limit", 0, "orders per page (1-1000, default the server's: 50)")
+	fs.BoolVar(&o.all, "all", false, "follow next_cursor through every page")
+	fs.BoolVar(&o.json, "json", false, "print the API's answer as JSON (with --all, every page's orders in one list)")
+	return cmd
+}
+
+func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
+	q := url.Values{}
+	for k, v := range map[string]string{"host": o.host, "principal": o.principal, "batch": o.batch} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if len(o.status) > 0 {
+		q.Set("status", strings.Join(o.status, ","))
+	}
+	now := time.Now()
+	for _, t := range []struct{ name, v string }{{"since", o.since}, {"until", o.until}} {
+		if t.v == "" {
+			continue
+		}
+		ts, err := parseWhen(t.v, now)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", t.name, err)
+		}
+		q.Set(t.name, ts.UTC().Format(time.RFC3339Nano))
+	}
+	if o.limit != 0 {
+		q.Set("limit", strconv.Itoa(o.limit))
+	}
+	c, err := a.client(cmd, &o.conn)
+	if err != nil {
+		return err
+	}
+	var all []json.RawMessage
+	var orders []clientOrder
+	var next *string
+	for {
+		var page struct {
+			Orders     []json.RawMessage `json:"orders"`
+			NextCursor *string           `json:"next_cursor"`
+		}
+		raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/orders", query: q}, &page)
+		if err != nil {
+			return err
+		}
+		if o.json && !o.all {
+			return writeJSON(a.stdout, raw)
+		}
+		for _, r := range page.Orders {
+			var ord clientOrder
+			if err := json.Unmarshal(r, &ord); err != nil {
+				return fmt.Errorf("GET /v1/orders: an order is not the expected JSON: %v", err)
+			}
+			orders = append(orders, ord)
+		}
+		all = append(all, page.Orders...)
+		next = page.NextCursor
+		if !o.all || next == nil || *next == "" {
+			break
+		}
+		q.Set("cursor", *next)
+	}
+	if o.json {
+		if all == nil {
+			all = []json.RawMessage{}
+		}
+		return writeValue(a.stdout, map[string]any{"orders": all, "next_cursor": nil})
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tCOMMAND")
+	for _, ord := range orders {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, ord.exitText(),
+			localTime(&ord.SubmittedAt), truncate(ord.commandLine(), 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if next != nil && *next != "" {
+		fmt.Fprintln(a.stderr, "(more orders: --all lists every page)")
+	}
+	return nil
+}
+
+// parseWhen reads an RFC 3339 time or a duration before now ("90m").
+func parseWhen(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-01-31T15:04:05Z) nor a duration ago (2h)", v)
+}
+
+func (a *app) cancelCommand() *cobra.Command {
+	var conn connFlags
+	var signal string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "cancel ORDER-ID",
+		Short: "Cancel a queued order, or signal a running one (SIGKILL follows after the grace period)",
+		Example: "  orderly cancel 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c\n" +
+			"  orderly cancel --signal INT 0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig, err := signalName(signal)
+			if err != nil {
+				return err
+			}
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			var o clientOrder
+			raw, err := c.call(cmd.Context(), request{method: http.MethodPost, path: "/v1/orders/" + url.PathEscape(args[0]) + "/cancel",
+				body: map[string]string{"signal": sig}}, &o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, raw)
+			}
+			if o.Status == "canceled" {
+				_, err = fmt.Fprintf(a.stdout, "order %s canceled before it started\n", o.ID)
+			} else {
+				then := " (SIGKILL follows after the grace period)"
+				if sig == "SIGKILL" {
+					then = ""
+				}
+				_, err = fmt.Fprintf(a.stdout, "sent %s to order %s on %s%s\n", sig, o.ID, o.Host, then)
+			}
+			return err
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().StringVarP(&signal, "signal", "s", "SIGTERM", "signal for a running order: SIGHUP, SIGINT, SIGTERM, SIGKILL, SIGUSR1, SIGUSR2 (TERM or 15 work too)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the order as the API returns it")
+	return cmd
+}
+
+// signalName accepts SIGTERM, TERM, term or 15 and returns "SIGTERM". The
+// API decides which signals it allows.
+func signalName(s string) (string, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	if n, err := strconv.Atoi(s); err == nil {
+		if name := unix.SignalName(syscall.Signal(n)); name != "" {
+			return name, nil
+		}
+		return "", fmt.Errorf("--signal %s: no such signal", s)
+	}
+	if !strings.HasPrefix(s, "SIG") {
+		s = "SIG" + s
+	}
+	if unix.SignalNum(s) == 0 {
+		return "", fmt.Errorf("--signal %s: no such signal", s)
+	}
+	return s, nil
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// submitBody is the POST /v1/orders body the CLI sends (DESIGN §3).
+type submitBody struct {
+	Host             string            `json:"host,omitempty"`
+	Hosts            []string          `json:"hosts,omitempty"`
+	Command          string            `json:"command"`
+	Args             []string          `json:"args"`
+	Env              map[string]string `json:"env,omitempty"`
+	Stdin            *stdinBody        `json:"stdin,omitempty"`
+	Stdout           *outputBody       `json:"stdout,omitempty"`
+	Stderr           *outputBody       `json:"stderr,omitempty"`
+	TimeoutSeconds   float64           `json:"timeout_seconds,omitempty"`
+	RunAs            string            `json:"run_as,omitempty"`
+	DryRun           bool              `json:"dry_run,omitempty"`
+	ExpiresInSeconds float64           `json:"expires_in_seconds,omitempty"`
+}
+
+type stdinBody struct {
+	Content string `json:"content"`
+	Encode  string `json:"encode"`
+}
+
+type outputBody struct {
+	Encode string `json:"encode"`
+}
+
+type submitOptions struct {
+	conn      connFlags
+	host      string
+	hosts     []string
+	wait      bool
+	timeout   time.Duration
+	expiresIn time.Duration
+	runAs     string
+	env       []string
+	stdin     string
+	stdinFile string
+	encode    string
+	dryRun    bool
+	idemKey   string
+	json      bool
+}
+
+func (a *app) submitCommand() *cobra.Command {
+	var o submitOptions
+	cmd := &cobra.Command{
+		Use:   "submit --host HOST [flags] [--] COMMAND [ARG...]",
+		Short: "Submit an order: run a command on a host (or, with --hosts, on many)",
+		Long: `Submit an order to run COMMAND with its arguments on a host.
+
+Without --wait it prints the order id (or, with --hosts, the batch id and one
+order per host). With --wait it streams the command's stdout and stderr as it
+runs and exits with the remote exit code; see docs/cli.md for the exit codes
+of orders that did not simply exit.
+
+Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
+		Example: `  orderly submit --host web-3 --wait -- uname -a
+  orderly submit --host web-3 --wait --timeout 10m --run-as deploy -- /opt/app/migrate --yes
+  tar cz ./site | orderly submit --host web-3 --wait --stdin - -- tar xz -C /srv/site
+  orderly submit --hosts 'web-*' --wait -- systemctl is-active nginx`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.submit(cmd, &o, args)
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	o.conn.bind(cmd)
+	fs := cmd.Flags()
+	fs.StringVar(&o.host, "host", "", "host to run on")
+	fs.StringSliceVar(&o.hosts, "hosts", nil, "fan out: hosts or globs over known hosts (comma-separated or repeated), one order each")
+	fs.BoolVarP(&o.wait, "wait", "w", false, "stream the output and exit with the remote exit code")
+	fs.DurationVar(&o.timeout, "timeout", 0, "kill the command after this long (e.g. 30s, 10m; default: the server's)")
+	fs.DurationVar(&o.expiresIn, "expires-in", 0, "do not start the order if it has not started within this long (e.g. 1h)")
+	fs.StringVar(&o.runAs, "run-as", "", "Unix user to run as")
+	fs.StringArrayVarP(&o.env, "env", "e", nil, "environment variable K=V for the command (repeatable; K alone passes the local value)")
+	fs.StringVar(&o.stdin, "stdin", "", `"-" sends this process's standard input to the command`)
+	fs.StringVar(&o.stdinFile, "stdin-file", "", "send this file to the command's standard input")
+	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "check authorization and host policy without running anything")
+	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
+	fs.BoolVar(&o.json, "json", false, "print the order (with --wait, the finished order) as JSON")
+	cmd.MarkFlagsMutuallyExclusive("host", "hosts")
+	cmd.MarkFlagsOneRequired("host", "hosts")
+	cmd.MarkFlagsMutuallyExclusive("stdin", "stdin-file")
+	return cmd
+}
+
+func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error {
+	body, err := a.submitBody(o, args)
+	if err != nil {
+		return err
+	}
+	c, err := a.client(cmd, &o.conn)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	var hdr http.Header
+	if o.idemKey != "" {
+		hdr = http.Header{"Idempotency-Key": {o.idemKey}}
+	}
+	raw, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: body, header: hdr}, nil)
+	if err != nil {
+		return err
+	}
+	var probe struct {
+		ID      string            `json:"id"`
+		BatchID *string           `json:"batch_id"`
+		Orders  []json.RawMessage `json:"orders"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return fmt.Errorf("POST /v1/orders: the API answered with something that is not JSON: %v", err)
+	}
+	if probe.ID == "" && probe.Orders != nil {
+		return a.submitted(ctx, c, o, raw, probe.BatchID, probe.Orders)
+	}
+	var ord clientOrder
+	if err := json.Unmarshal(raw, &ord); err != nil || ord.ID == "" {
+		return fmt.Errorf("POST /v1/orders: the API's answer has no order id")
+	}
+	if !o.wait {
+		if o.json {
+			return writeJSON(a.stdout, raw)
+		}
+		_, err := fmt.Fprintln(a.stdout, ord.ID)
+		return err
+	}
+	return a.waitOrder(ctx, c, &ord, o.json, true)
+}
+
+// submitBody turns the flags into the request body.
+func (a *app) submitBody(o *submitOptions, args []string) (*submitBody, error) {
+	b := &submitBody{Host: o.host, Hosts: o.hosts, Command: args[0], Args: args[1:], RunAs: o.runAs, DryRun: o.dryRun}
+	if b.Args == nil {
+		b.Args = []string{}
+	}
+	if o.timeout < 0 || o.expiresIn < 0 {
+		return nil, errors.New("--timeout and --expires-in must not be negative")
+	}
+	b.TimeoutSeconds = o.timeout.Seconds()
+	b.ExpiresInSeconds = o.expiresIn.Seconds()
+	for _, kv := range o.env {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--env %q: want NAME=VALUE", kv)
+		}
+		if !ok {
+			found := false
+			for _, e := range a.environ {
+				if name, val, _ := strings.Cut(e, "="); name == k {
+					v, found = val, true
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("--env %s: not set in this environment (use %s=VALUE)", k, k)
+			}
+		}
+		if b.Env == nil {
+			b.Env = map[string]string{}
+		}
+		b.Env[k] = v
+	}
+	wire := order.EncodeBase64
+	switch o.encode {
+	case "":
+	case "base64", "base85":
+		wire = order.Encoding(o.encode)
+		b.Stdout = &outputBody{Encode: o.encode}
+		b.Stderr = &outputBody{Encode: o.encode}
+	default:
+		return nil, fmt.Errorf("--encode %q: want base64 or base85", o.encode)
+	}
+	var in []byte
+	switch {
+	case o.stdin == "-" || o.stdinFile == "-":
+		var err error
+		if in, err = io.ReadAll(a.stdin); err != nil {
+			return nil, fmt.Errorf("read standard input: %w", err)
+		}
+	case o.stdin != "":
+		return nil, fmt.Errorf(`--stdin %q: the only value is "-" (standard input); use --stdin-file for a file`, o.stdin)
+	case o.stdinFile != "":
+		var err error
+		if in, err = os.ReadFile(o.stdinFile); err != nil {
+			return nil, fmt.Errorf("--stdin-file: %w", err)
+		}
+	}
+	if o.stdin != "" || o.stdinFile != "" {
+		// Always encoded: stdin may be any bytes, and JSON strings are not.
+		content, enc := order.Encode(in, wire)
+		b.Stdin = &stdinBody{Content: content, Encode: string(enc)}
+	}
+	return b, nil
+}
+
+// waitOrder follows one order to its end and maps its outcome to the exit.
+// A spinner shows on stderr while nothing has been printed, only on a
+// terminal.
+func (a *app) waitOrder(ctx context.Context, c *apiClient, ord *clientOrder, asJSON, submitted bool) error {
+	f := &follower{c: c, id: ord.ID, stdout: a.stdout, stderr: a.stderr, quiet: asJSON, warn: a.stderr}
+	var sp *spinner
+	if !asJSON && a.isTerminal(a.stderr) {
+		sp = startSpinner(a.stderr, fmt.Sprintf("%s %s on %s", ord.ID, ord.Status, ord.Host))
+		defer sp.stop()
+		f.onStatus = func(s string) { sp.set(fmt.Sprintf("%s %s on %s", ord.ID, s, ord.Host)) }
+		f.beforeOutput = sp.stop
+	}
+	final, raw, err := f.follow(ctx)
+	sp.stop()
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			verb := "stopped following"
+			if submitted {
+				verb = "stopped waiting"
+			}
+			fmt.Fprintf(a.stderr, "orderly: %s; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
+				verb, ord.ID, ord.ID, ord.ID)
+			return exitCodeError(130)
+		}
+		return err
+	}
+	if asJSON {
+		if err := writeJSON(a.stdout, raw); err != nil {
+			return err
+		}
+	} else if final.DryRun {
+		fmt.Fprintf(a.stderr, "dry run: %s, policy %s (matched: %s)\n", final.Status, final.Policy.Decision, strings.Join(final.Policy.Matched, ", "))
+	}
+	return exitOf(a.stderr, final)
+}

@@ -1,0 +1,506 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// cliResult is what one in-process run of the CLI printed and returned.
+type cliResult struct {
+	stdout, stderr string
+	err            error
+}
+
+// cli runs `orderly args…` in-process exactly as main does, with environ
+// as its whole environment.
+func cli(t *testing.T, environ []string, stdin string, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, append([]string{"orderly"}, args...), environ, strings.NewReader(stdin), &out, &errb)
+	return cliResult{out.String(), errb.String(), err}
+}
+
+func (s *stack) cliEnv() []string {
+	return []string{"ORDERLY_URL=" + s.url, "ORDERLY_TOKEN=" + s.token}
+}
+
+// wantExit checks the error run returned against the exit status main
+// would give it: 0 for nil, the code of an exitCodeError, 1 otherwise.
+func wantExit(t *testing.T, r cliResult, code int) {
+	t.Helper()
+	got := 0
+	var ee exitCodeError
+	switch {
+	case r.err == nil:
+	case errors.As(r.err, &ee):
+		got = int(ee)
+	default:
+		got = 1
+	}
+	if got != code {
+		t.Fatalf("exit = %d (err %v), want %d\nstdout: %q\nstderr: %q", got, r.err, code, r.stdout, r.stderr)
+	}
+}
+
+func TestCLISubmitWait(t *testing.T) {
+	s := newStack(t, "h1")
+	env := s.cliEnv()
+	binary := "\x00\x01zero\x00\x00\x00\x00\xff\xfe end\n"
+	stdinFile := filepath.Join(t.TempDir(), "in.txt")
+	if err := os.WriteFile(stdinFile, []byte("from a file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		stdin      string
+		args       []string
+		exit       int
+		stdout     string
+		stderrHas  string
+		errHas     string
+		stdoutOnly bool // stdout must equal exactly (always) and stderr be empty
+	}{
+		{name: "echo", args: []string{"--", "echo", "hi"}, stdout: "hi\n", stdoutOnly: true},
+		{name: "no dashes", args: []string{"echo", "-n", "hi"}, stdout: "hi", stdoutOnly: true},
+		{name: "exit 3", args: []string{"--", "sh", "-c", "exit 3"}, exit: 3},
+		{name: "false", args: []string{"--", "false"}, exit: 1},
+		{name: "stderr", args: []string{"--", "sh", "-c", "echo out; echo oops >&2; exit 2"}, exit: 2, stdout: "out\n", stderrHas: "oops\n"},
+		{name: "stdin", stdin: "line one\nline two\n", args: []string{"--stdin", "-", "--", "cat"}, stdout: "line one\nline two\n", stdoutOnly: true},
+		{name: "stdin file", args: []string{"--stdin-file", stdinFile, "--", "cat"}, stdout: "from a file\n", stdoutOnly: true},
+		{name: "binary base64", stdin: binary, args: []string{"--stdin", "-", "--", "cat"}, stdout: binary, stdoutOnly: true},
+		{name: "binary base85", stdin: binary, args: []string{"--encode", "base85", "--stdin", "-", "--", "cat"}, stdout: binary, stdoutOnly: true},
+		{name: "env", args: []string{"--env", "GREETING=hello, world", "--", "sh", "-c", `printf %s "$GREETING"`}, stdout: "hello, world", stdoutOnly: true},
+		{name: "signal", args: []string{"--", "sh", "-c", "kill -USR1 $$"}, exit: 128 + 10, stderrHas: "ended by SIGUSR1"},
+		{name: "timeout", args: []string{"--timeout", "300ms", "--", "sleep", "30"}, exit: 128 + 15, stderrHas: "timed out"},
+		{name: "rejected", args: []string{"--", "no-such-command-here"}, exit: 1, errHas: "rejected"},
+		{name: "dry run", args: []string{"--dry-run", "--", "echo", "hi"}, stderrHas: "dry run: succeeded, policy allow"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"submit", "--host", "h1", "--wait"}, tc.args...)
+			r := cli(t, env, tc.stdin, args...)
+			wantExit(t, r, tc.exit)
+			if r.stdout != tc.stdout {
+				t.Errorf("stdout = %q, want %q", r.stdout, tc.stdout)
+			}
+			if tc.stdoutOnly && r.stderr != "" {
+				t.Errorf("stderr = %q, want nothing", r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.stderrHas) {
+				t.Errorf("stderr = %q, want it to contain %q", r.stderr, tc.stderrHas)
+			}
+			if tc.errHas != "" && (r.err == nil || !strings.Contains(r.err.Error(), tc.errHas)) {
+				t.Errorf("error = %v, want it to contain %q", r.err, tc.errHas)
+			}
+		})
+	}
+}
+
+func TestCLIOrdersHostsCancel(t *testing.T) {
+	s := newStack(t, "h1")
+	env := s.cliEnv()
+
+	r := cli(t, env, "", "submit", "--host", "h1", "--", "echo", "hello there")
+	wantExit(t, r, 0)
+	id := strings.TrimSpace(r.stdout)
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		t.Fatalf("submit printed %q, want an order id", r.stdout)
+	}
+	s.waitFor(uid, 20*time.Second, terminal)
+
+	r = cli(t, env, "", "get", id)
+	wantExit(t, r, 0)
+	for _, want := range []string{id, "h1", "succeeded (exit 0)", "echo 'hello there'", "--- stdout (12 bytes) ---\nhello there\n", "--- stderr (0 bytes) ---"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("get: %q missing from\n%s", want, r.stdout)
+		}
+	}
+
+	r = cli(t, env, "", "logs", id)
+	wantExit(t, r, 0)
+	if r.stdout != "hello there\n" || r.stderr != "" {
+		t.Errorf("logs: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	r = cli(t, env, "", "logs", "-f", id)
+	wantExit(t, r, 0)
+	if r.stdout != "hello there\n" {
+		t.Errorf("logs -f of a finished order: stdout %q", r.stdout)
+	}
+
+	r = cli(t, env, "", "ls", "--host", "h1")
+	wantExit(t, r, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "COMMAND") {
+		t.Fatalf("ls:\n%s", r.stdout)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 6 || f[0] != id || f[1] != "h1" || f[2] != "succeeded" || f[3] != "0" {
+		t.Errorf("ls row: %q", lines[1])
+	}
+	r = cli(t, env, "", "ls", "--status", "failed,killed", "--since", "1h")
+	wantExit(t, r, 0)
+	if strings.Contains(r.stdout, id) {
+		t.Errorf("ls --status failed lists a succeeded order:\n%s", r.stdout)
+	}
+	r = cli(t, env, "", "ls", "--since", "yesterday")
+	if r.err == nil || !strings.Contains(r.err.Error(), "--since") {
+		t.Errorf("ls --since yesterday: %v", r.err)
+	}
+
+	r = cli(t, env, "", "hosts")
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, "HOST") || !regexpLine(r.stdout, `^h1\s+yes\s`) {
+		t.Errorf("hosts:\n%s", r.stdout)
+	}
+	r = cli(t, env, "", "hosts", "h1")
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, "Host:") || !strings.Contains(r.stdout, "h1") {
+		t.Errorf("hosts h1:\n%s", r.stdout)
+	}
+
+	// Cancel of a finished order is a conflict: exit 1 with the API's message.
+	r = cli(t, env, "", "cancel", id)
+	wantExit(t, r, 1)
+	var ae *apiError
+	if !errors.As(r.err, &ae) || ae.Status != http.StatusConflict || !strings.HasSuffix(r.err.Error(), "(conflict)") ||
+		!strings.Contains(r.err.Error(), "already finished") {
+		t.Errorf("cancel of a finished order: %v", r.err)
+	}
+	r = cli(t, env, "", "get", uuid.NewString())
+	if r.err == nil || !strings.HasSuffix(r.err.Error(), "(not_found)") {
+		t.Errorf("get of an unknown order: %v", r.err)
+	}
+	r = cli(t, env, "", "cancel", "--signal", "WINCH", id)
+	if r.err == nil || !strings.Contains(r.err.Error(), "(invalid_request)") {
+		t.Errorf("cancel --signal WINCH: %v", r.err)
+	}
+
+	// Cancel of a running order: logs -f sees it killed with SIGTERM.
+	r = cli(t, env, "", "submit", "--host", "h1", "--", "sleep", "30")
+	wantExit(t, r, 0)
+	running := strings.TrimSpace(r.stdout)
+	s.waitFor(uuid.MustParse(running), 20*time.Second, func(o orderView) bool { return o.Status == "running" })
+	var wg sync.WaitGroup
+	var followed cliResult
+	wg.Go(func() { followed = cli(t, env, "", "logs", "-f", running) })
+	r = cli(t, env, "", "cancel", running)
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, "sent SIGTERM to order "+running) {
+		t.Errorf("cancel of a running order: %q", r.stdout)
+	}
+	wg.Wait()
+	wantExit(t, followed, 128+15)
+	if !strings.Contains(followed.stderr, "killed with SIGTERM") {
+		t.Errorf("logs -f of a killed order: stderr %q", followed.stderr)
+	}
+
+	// Cancel of a queued order (no worker for its host): canceled, exit 1 when followed.
+	r = cli(t, env, "", "submit", "--host", "offline", "--", "true")
+	wantExit(t, r, 0)
+	queued := strings.TrimSpace(r.stdout)
+	r = cli(t, env, "", "cancel", queued)
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, "canceled before it started") {
+		t.Errorf("cancel of a queued order: %q", r.stdout)
+	}
+	r = cli(t, env, "", "logs", "-f", queued)
+	wantExit(t, r, 1)
+	if !strings.Contains(r.err.Error(), "canceled") {
+		t.Errorf("logs -f of a canceled order: %v", r.err)
+	}
+}
+
+// regexpLine reports whether a line of text matches pattern.
+func regexpLine(text, pattern string) bool {
+	return regexp.MustCompile("(?m)" + pattern).MatchString(text)
+}
+
+func TestCLIJSON(t *testing.T) {
+	s := newStack(t, "h1")
+	env := s.cliEnv()
+	decode := func(t *testing.T, r cliResult, v any) {
+		t.Helper()
+		if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+			t.Fatalf("output is not JSON: %v\n%s", err, r.stdout)
+		}
+	}
+
+	r := cli(t, env, "", "submit", "--host", "h1", "--json", "--", "true")
+	wantExit(t, r, 0)
+	var queued orderView
+	decode(t, r, &queued)
+	if queued.ID == uuid.Nil || queued.Host != "h1" {
+		t.Fatalf("submit --json: %+v", queued)
+	}
+
+	r = cli(t, env, "", "submit", "--host", "h1", "--wait", "--json", "--", "sh", "-c", "echo hi; exit 4")
+	wantExit(t, r, 4)
+	var done orderView
+	decode(t, r, &done)
+	if done.Status != "failed" || done.Result == nil || *done.Result.ExitCode != 4 || done.Result.Stdout.Content != "hi\n" {
+		t.Fatalf("submit --wait --json: %s", r.stdout)
+	}
+
+	r = cli(t, env, "", "get", "--json", done.ID.String())
+	wantExit(t, r, 0)
+	var got orderView
+	decode(t, r, &got)
+	if got.ID != done.ID || got.Status != "failed" {
+		t.Fatalf("get --json: %s", r.stdout)
+	}
+
+	for _, args := range [][]string{{"ls", "--json"}, {"ls", "--json", "--all", "--limit", "1"}} {
+		r = cli(t, env, "", args...)
+		wantExit(t, r, 0)
+		var l struct {
+			Orders []orderView `json:"orders"`
+		}
+		decode(t, r, &l)
+		if len(l.Orders) != 2 || l.Orders[0].ID != done.ID || l.Orders[1].ID != queued.ID {
+			t.Fatalf("%v: %s", args, r.stdout)
+		}
+	}
+
+	r = cli(t, env, "", "hosts", "--json")
+	wantExit(t, r, 0)
+	var hs struct {
+		Hosts []struct {
+			Host   string `json:"host"`
+			Online bool   `json:"online"`
+		} `json:"hosts"`
+	}
+	decode(t, r, &hs)
+	if len(hs.Hosts) != 1 || hs.Hosts[0].Host != "h1" || !hs.Hosts[0].Online {
+		t.Fatalf("hosts --json: %s", r.stdout)
+	}
+}
+
+func TestCLIConnection(t *testing.T) {
+	s := newStack(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(s.token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := t.TempDir()
+	url := "ORDERLY_URL=" + s.url
+	for _, tc := range []struct {
+		name   string
+		env    []string
+		args   []string
+		errHas string // "" means success
+	}{
+		{name: "ORDERLY_TOKEN", env: []string{url, "ORDERLY_TOKEN=" + s.token}},
+		{name: "--token over a bad ORDERLY_TOKEN", env: []string{url, "ORDERLY_TOKEN=nope"}, args: []string{"--token", s.token}},
+		{name: "--url over ORDERLY_URL", env: []string{"ORDERLY_URL=http://127.0.0.1:1", "ORDERLY_TOKEN=" + s.token}, args: []string{"--url", s.url + "/"}},
+		{name: "--data-dir token file", env: []string{url}, args: []string{"--data-dir", dir}},
+		{name: "ORDERLY_DATA_DIR token file", env: []string{url, "ORDERLY_DATA_DIR=" + dir}},
+		{name: "missing token", env: []string{url, "ORDERLY_DATA_DIR=" + empty}, errHas: "no API token: pass --token, set ORDERLY_TOKEN"},
+		{name: "wrong token", env: []string{url, "ORDERLY_TOKEN=wrong"}, errHas: "(unauthenticated)"},
+		{name: "API down", env: []string{"ORDERLY_URL=http://127.0.0.1:1", "ORDERLY_TOKEN=x"}, errHas: "cannot reach the orderly API at http://127.0.0.1:1"},
+		{name: "bad URL", env: []string{"ORDERLY_URL=127.0.0.1:8080", "ORDERLY_TOKEN=x"}, errHas: "is not an http:// or https:// URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, tc.env, "", append([]string{"hosts"}, tc.args...)...)
+			if tc.errHas == "" {
+				wantExit(t, r, 0)
+				if !strings.HasPrefix(r.stdout, "HOST") {
+					t.Fatalf("hosts: %q", r.stdout)
+				}
+				return
+			}
+			wantExit(t, r, 1)
+			if !strings.Contains(r.err.Error(), tc.errHas) {
+				t.Fatalf("error = %q, want it to contain %q", r.err, tc.errHas)
+			}
+		})
+	}
+	if r := cli(t, []string{url, "ORDERLY_DATA_DIR=" + empty}, ""); !strings.Contains(r.stdout, "submit") {
+		t.Fatalf("orderly with no command does not list the client commands:\n%s", r.stdout)
+	}
+}
+
+func TestCLIFanOut(t *testing.T) {
+	s := newStack(t, "f1", "f2", "f3")
+	env := s.cliEnv()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var hs struct {
+			Hosts []struct{ Online bool } `json:"hosts"`
+		}
+		_, b := s.do("GET", "/v1/hosts", nil)
+		_ = json.Unmarshal(b, &hs)
+		online := 0
+		for _, h := range hs.Hosts {
+			if h.Online {
+				online++
+			}
+		}
+		if online == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers not online: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	r := cli(t, env, "", "submit", "--hosts", "f*", "--wait", "--", "echo", "hi")
+	wantExit(t, r, 0)
+	if r.stdout != "f1: hi\nf2: hi\nf3: hi\n" {
+		t.Errorf("fan-out stdout = %q", r.stdout)
+	}
+	for _, h := range []string{"f1", "f2", "f3"} {
+		if !strings.Contains(r.stderr, h+": succeeded (exit 0)\n") {
+			t.Errorf("fan-out progress for %s missing:\n%s", h, r.stderr)
+		}
+	}
+
+	r = cli(t, env, "", "submit", "--hosts", "f1,f2", "--wait", "--", "sh", "-c", "echo bad >&2; exit 3")
+	wantExit(t, r, 1)
+	if !strings.Contains(r.stderr, "f1: failed (exit 3)") || !strings.Contains(r.stderr, "f2: bad\n") ||
+		!strings.Contains(r.err.Error(), "2 failed") {
+		t.Errorf("failing fan-out: err %v\nstderr:\n%s", r.err, r.stderr)
+	}
+
+	r = cli(t, env, "", "submit", "--hosts", "f1,f3", "--", "true")
+	wantExit(t, r, 0)
+	first, _, _ := strings.Cut(r.stdout, "\n")
+	batch := strings.TrimPrefix(first, "batch ")
+	if _, err := uuid.Parse(batch); err != nil || strings.Count(r.stdout, "\n") != 4 {
+		t.Fatalf("fan-out without --wait:\n%s", r.stdout)
+	}
+	r = cli(t, env, "", "ls", "--batch", batch, "--json")
+	wantExit(t, r, 0)
+	var l struct {
+		Orders []orderView `json:"orders"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Orders) != 2 {
+		t.Fatalf("ls --batch: %v\n%s", err, r.stdout)
+	}
+}
+
+// fakeOrderAPI serves the order endpoints the follower uses, for the
+// failures a real API does not produce on demand: a connection dropped in
+// the middle of the event stream, and an API without the events endpoint.
+type fakeOrderAPI struct {
+	t      *testing.T
+	id     string
+	events func(w http.ResponseWriter, r *http.Request, conn int)
+	final  string // the finished order's JSON
+	mu     sync.Mutex
+	conns  int
+	gets   int
+}
+
+func (f *fakeOrderAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer tok" {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"code":"unauthenticated","message":"bad token"}}`)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case r.Method == "POST" && r.URL.Path == "/v1/orders":
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, `{"id":%q,"host":"h1","status":"queued","command":"x","args":[]}`, f.id)
+	case r.Method == "GET" && r.URL.Path == "/v1/orders/"+f.id+"/events":
+		f.conns++
+		f.events(w, r, f.conns)
+	case r.Method == "GET" && r.URL.Path == "/v1/orders/"+f.id:
+		f.gets++
+		if f.gets < 3 {
+			fmt.Fprintf(w, `{"id":%q,"host":"h1","status":"running","command":"x","args":[]}`, f.id)
+			return
+		}
+		fmt.Fprint(w, f.final)
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"error":{"code":"not_found","message":"no such route"}}`)
+	}
+}
+
+func TestCLIFollowEventStream(t *testing.T) {
+	id := uuid.NewString()
+	final := fmt.Sprintf(`{"id":%q,"host":"h1","status":"failed","command":"x","args":[],
+		"result":{"exit_code":7,"signal":null,"duration_ms":5,"error":null,
+		"stdout":{"content":"hello\n","encode":null,"bytes":6,"truncated":false},
+		"stderr":{"content":%q,"encode":"base64","bytes":5,"truncated":false}}}`,
+		id, base64.StdEncoding.EncodeToString([]byte("\xffoops")))
+	event := func(w http.ResponseWriter, id int, name, data string) {
+		fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", id, name, data)
+	}
+	streamed := func(t *testing.T) func(http.ResponseWriter, *http.Request, int) {
+		return func(w http.ResponseWriter, r *http.Request, conn int) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			switch conn {
+			case 1:
+				if r.Header.Get("Last-Event-ID") != "" {
+					t.Errorf("first connection sent Last-Event-ID %q", r.Header.Get("Last-Event-ID"))
+				}
+				event(w, 0, "queued", `{"status":"queued"}`)
+				fmt.Fprint(w, ": keep-alive\n\n")
+				event(w, 1, "started", `{"status":"running"}`)
+				event(w, 2, "stdout", `{"data":"hel","encode":null}`)
+				fmt.Fprint(w, "id: 3\nevent: stdout\ndata: {\"data\":\"NOT DELIVERED\"") // cut mid-event
+			case 2:
+				if got := r.Header.Get("Last-Event-ID"); got != "2" {
+					t.Errorf("reconnect sent Last-Event-ID %q, want 2", got)
+				}
+				event(w, 2, "stdout", `{"data":"hel","encode":null}`) // a replay it must skip
+				event(w, 3, "stdout", `{"data":"lo\n","encode":null}`)
+				event(w, 4, "stderr", fmt.Sprintf(`{"data":%q,"encode":"base64"}`, base64.StdEncoding.EncodeToString([]byte("\xffoops"))))
+				// The API may reuse the last chunk's id for finished.
+				event(w, 4, "finished", strings.ReplaceAll(final, "\n", ""))
+			default:
+				t.Errorf("connection %d after finished", conn)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		events func(t *testing.T) func(http.ResponseWriter, *http.Request, int)
+		polled bool
+	}{
+		{name: "reconnect with Last-Event-ID", events: streamed},
+		{name: "no events endpoint", polled: true, events: func(*testing.T) func(http.ResponseWriter, *http.Request, int) {
+			return func(w http.ResponseWriter, _ *http.Request, _ int) {
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, `{"error":{"code":"not_found","message":"no such route"}}`)
+			}
+		}},
+		{name: "events not acceptable", polled: true, events: func(*testing.T) func(http.ResponseWriter, *http.Request, int) {
+			return func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusNotAcceptable) }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &fakeOrderAPI{t: t, id: id, final: final, events: tc.events(t)}
+			srv := httptest.NewServer(fake)
+			defer srv.Close()
+			r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=tok"}, "", "submit", "--host", "h1", "--wait", "--", "x")
+			wantExit(t, r, 7)
+			if r.stdout != "hello\n" || r.stderr != "\xffoops" {
+				t.Fatalf("stdout %q stderr %q", r.stdout, r.stderr)
+			}
+			if polled := fake.gets > 0; polled != tc.polled {
+				t.Fatalf("polled = %v (%d GETs), want %v", polled, fake.gets, tc.polled)
+			}
+		})
+	}
+}

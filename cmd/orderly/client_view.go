@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// clientOrder is an order as the API shows it (DESIGN §3), the part the
+// CLI reads. --json output prints the API's own bytes instead.
+type clientOrder struct {
+	ID          string     `json:"id"`
+	BatchID     *string    `json:"batch_id"`
+	Host        string     `json:"host"`
+	Status      string     `json:"status"`
+	Command     string     `json:"command"`
+	Args        []string   `json:"args"`
+	RunAs       string     `json:"run_as"`
+	DryRun      bool       `json:"dry_run"`
+	Principal   string     `json:"principal"`
+	SubmittedAt time.Time  `json:"submitted_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+	Attempt     int        `json:"attempt"`
+	Policy      struct {
+		Decision string   `json:"decision"`
+		Matched  []string `json:"matched"`
+	} `json:"policy"`
+	Result *clientResult `json:"result"`
+}
+
+type clientResult struct {
+	ExitCode   *int         `json:"exit_code"`
+	Signal     *string      `json:"signal"`
+	DurationMS int64        `json:"duration_ms"`
+	Error      *string      `json:"error"`
+	Stdout     clientStream `json:"stdout"`
+	Stderr     clientStream `json:"stderr"`
+}
+
+type clientStream struct {
+	Content   string  `json:"content"`
+	Encode    *string `json:"encode"`
+	Bytes     int64   `json:"bytes"`
+	Truncated bool    `json:"truncated"`
+}
+
+// bytes decodes the stream's content (text, base64 or base85).
+func (s clientStream) bytes() ([]byte, error) {
+	enc := order.EncodeText
+	if s.Encode != nil {
+		enc = order.Encoding(*s.Encode)
+	}
+	b, err := order.Decode(s.Content, enc)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s output: %w", enc, err)
+	}
+	return b, nil
+}
+
+// terminal reports whether the order's status can no longer change.
+// Unknown statuses count as terminal so a newer server cannot make the
+// CLI wait forever.
+func (o *clientOrder) terminal() bool {
+	return o.Status != string(order.StatusQueued) && o.Status != string(order.StatusRunning) && o.Status != ""
+}
+
+// commandLine renders the command as a shell would need it typed.
+func (o *clientOrder) commandLine() string {
+	parts := make([]string, 0, 1+len(o.Args))
+	parts = append(parts, shellQuote(o.Command))
+	for _, a := range o.Args {
+		parts = append(parts, shellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+// exitText is the EXIT column: the exit code, the signal, or "-".
+func (o *clientOrder) exitText() string {
+	if o.Result == nil {
+		return "-"
+	}
+	if o.Result.Signal != nil && *o.Result.Signal != "" {
+		return *o.Result.Signal
+	}
+	if o.Result.ExitCode != nil {
+		return fmt.Sprint(*o.Result.ExitCode)
+	}
+	return "-"
+}
+
+func shellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	safe := true
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@%+,", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// truncate shortens s to n runes with an ellipsis, for table cells.
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+func localTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// ago renders how long ago t was, coarsely, for the hosts table.
+func ago(t *time.Time, now time.Time) string {
+	if t == nil || t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(*t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+// writeJSON prints an API answer indented, so --json output reads well and
+// still parses.
+func writeJSON(w io.Writer, raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		buf.Reset()
+		buf.Write(bytes.TrimSpace(raw))
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// writeValue prints v as indented JSON.
+func writeValue(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, b)
+}
