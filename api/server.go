@@ -39,6 +39,9 @@ type Settings struct {
 	MaxBodyBytes int64
 	MaxWait      time.Duration
 	ACL          *netacl.ACL
+	// RatePerIP and RatePerPrincipal are requests per minute; 0 is off.
+	RatePerIP        int
+	RatePerPrincipal int
 }
 
 // Deps are the Server's collaborators.
@@ -51,17 +54,23 @@ type Deps struct {
 	Status   func() map[string]any // extra fields for /v1/status and drift for /readyz
 	Logger   *slog.Logger
 	Version  string
+	// Reload loads the config again (POST /v1/admin/reload) and returns
+	// the keys that changed; an error means the running config stays.
+	Reload func() ([]string, error)
 }
 
 // Server serves the API.
 type Server struct {
 	Deps
 	logger *slog.Logger
+
+	ipLimits, principalLimits *rateLimiter
 }
 
 // New returns a Server.
 func New(d Deps) *Server {
-	return &Server{Deps: d, logger: d.Logger}
+	return &Server{Deps: d, logger: d.Logger,
+		ipLimits: newRateLimiter(time.Now), principalLimits: newRateLimiter(time.Now)}
 }
 
 // principalKey carries the authenticated principal in a request context.

@@ -177,6 +177,11 @@ func Default() Config {
 			MaxEnvBytes:    l.MaxEnvBytes,
 			DefaultTimeout: l.DefaultTimeout,
 			MaxTimeout:     l.MaxTimeout,
+			// A minute's allowance may come as one burst. High enough for
+			// polling clients, low enough that one address or credential
+			// cannot flood PostgreSQL with orders or audit rows.
+			RatePerPrincipal: 600,
+			RatePerIP:        1200,
 		},
 		Auth: Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
 	}

@@ -1,0 +1,157 @@
+package api
+
+import (
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Sweeping bounds the limiter's memory: a bucket idle for a whole window
+// is full again, the same as no bucket, so it is dropped. A sweep walks
+// every bucket, so it runs at most once per sweepEvery, or sooner (at most
+// once per second) when more than sweepAbove keys are held.
+const (
+	rateWindow = time.Minute
+	sweepEvery = time.Minute
+	sweepAbove = 100_000
+)
+
+// rateLimiter is an in-memory token bucket per key (a client address or a
+// principal name). A bucket holds up to perMinute tokens and refills at
+// perMinute per minute, so a client may burst a minute's allowance and then
+// keeps the average. perMinute is passed on every call rather than fixed at
+// construction, so a config reload changes the limit at once.
+//
+// The state is per process: several API replicas each allow the full rate
+// (see docs/security.md).
+type rateLimiter struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	buckets   map[string]*bucket
+	lastSweep time.Time
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(now func() time.Time) *rateLimiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &rateLimiter{now: now, buckets: map[string]*bucket{}, lastSweep: now()}
+}
+
+// allow takes one token from key's bucket. When the bucket is empty it
+// takes nothing and returns how long until a token is available again.
+func (l *rateLimiter) allow(key string, perMinute int) (bool, time.Duration) {
+	if perMinute <= 0 {
+		return true, 0
+	}
+	now := l.now()
+	capacity := float64(perMinute)
+	perSecond := capacity / rateWindow.Seconds()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweep(now)
+	b, ok := l.buckets[key]
+	if !ok {
+		b = &bucket{tokens: capacity, last: now}
+		l.buckets[key] = b
+	}
+	if elapsed := now.Sub(b.last).Seconds(); elapsed > 0 {
+		b.tokens = math.Min(capacity, b.tokens+elapsed*perSecond)
+		b.last = now
+	}
+	// A reload that lowered the limit takes effect at once.
+	b.tokens = math.Min(b.tokens, capacity)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	wait := time.Duration((1 - b.tokens) / perSecond * float64(time.Second))
+	return false, wait
+}
+
+// sweep drops buckets idle for a whole window; l.mu is held.
+func (l *rateLimiter) sweep(now time.Time) {
+	since := now.Sub(l.lastSweep)
+	if since < sweepEvery && (len(l.buckets) <= sweepAbove || since < time.Second) {
+		return
+	}
+	l.lastSweep = now
+	for k, b := range l.buckets {
+		if now.Sub(b.last) >= rateWindow {
+			delete(l.buckets, k)
+		}
+	}
+}
+
+// ipRateKey is the rate-limit key of a client address: the address itself
+// for IPv4, its /64 for IPv6, since one host usually holds a whole /64 and
+// could otherwise get a fresh bucket per address.
+func ipRateKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, err := a.WithZone("").Prefix(64)
+		if err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
+}
+
+// limitIP applies limits.rate_per_ip before authentication, keyed by the
+// client address the network middleware resolved from the socket (or from
+// X-Forwarded-For written by a trusted proxy), never by a header an
+// untrusted client wrote. It guards the work a request causes before its
+// token is even checked, including the audit row of a refusal.
+func (s *Server) limitIP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := s.Settings().RatePerIP; n > 0 {
+			if ok, wait := s.ipLimits.allow(ipRateKey(clientIPOf(r)), n); !ok {
+				s.rateLimited(w, r, "ip", "client address", n, wait)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitPrincipal applies limits.rate_per_principal after authentication,
+// so one credential cannot monopolize the API from many addresses.
+func (s *Server) limitPrincipal(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := s.Settings().RatePerPrincipal; n > 0 {
+			if ok, wait := s.principalLimits.allow(principalOf(r).Name, n); !ok {
+				s.rateLimited(w, r, "principal", "principal", n, wait)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// rateLimited answers 429 with Retry-After in whole seconds, rounded up so
+// a client that waits exactly that long finds a token.
+func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, scope, what string, perMinute int, wait time.Duration) {
+	secs := max(int64(math.Ceil(wait.Seconds())), 1)
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	s.writeError(w, r, &order.Error{
+		Code:    order.CodeRateLimited,
+		Message: "rate limit exceeded: at most " + strconv.Itoa(perMinute) + " requests per minute per " + what,
+		Details: map[string]any{"scope": scope, "limit_per_minute": perMinute, "retry_after_seconds": secs},
+	})
+}
