@@ -56,6 +56,12 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 	host := strings.TrimPrefix(msg.Subject(), queue.SubmitSubject)
 	hdr := msg.Headers()
 	reply := hdr.Get("Orderly-Reply")
+	if !validReply(reply) {
+		// The answer is published with the API's own rights: a subject of
+		// the publisher's choosing could write into the KV bucket or the
+		// streams. Only reply inboxes are answered.
+		reply = ""
+	}
 	answer := func(a intakeAnswer) {
 		if reply == "" {
 			return
@@ -80,8 +86,8 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 		if redacted == nil {
 			redacted = map[string]any{"subject": msg.Subject()}
 		}
-		s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
-			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
+		s.Intake.Reject(ctx, storable(postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
+			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted}))
 		answer(intakeAnswer{Error: &errorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 	}
@@ -124,4 +130,36 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 	resp := toResponse(stored)
 	answer(intakeAnswer{Order: &resp})
 	_ = msg.Ack()
+}
+
+// ReplyPrefixes are the subject prefixes an Orderly-Reply may use: the
+// conventional NATS inbox and orderly's own reply space.
+var replyPrefixes = []string{"_INBOX.", "orderly.reply."}
+
+// validReply accepts a concrete subject under a reply prefix: no
+// wildcards, no empty tokens, no spaces or control bytes.
+func validReply(s string) bool {
+	if len(s) == 0 || len(s) > 256 {
+		return false
+	}
+	ok := false
+	for _, p := range replyPrefixes {
+		if strings.HasPrefix(s, p) && len(s) > len(p) {
+			ok = true
+		}
+	}
+	if !ok {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '*' || c == '>' {
+			return false
+		}
+	}
+	return true
 }

@@ -255,7 +255,18 @@ type workerRunner struct {
 	done   chan error
 }
 
-func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger) (*workerRunner, error) {
+// livePolicy is the worker's host policy, swapped whole on a config
+// reload; an order is checked against one version of it.
+type livePolicy struct{ p atomic.Pointer[hostpolicy.Policy] }
+
+func (l *livePolicy) Prepare(o *order.Order) (*hostpolicy.Prepared, error) {
+	return l.p.Load().Prepare(o)
+}
+
+// startWorker runs the worker of cfg.Host. With reloads set, a reloaded
+// config's worker section replaces the host policy at once (an invalid one
+// is refused and the running policy stays).
+func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
@@ -263,9 +274,21 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	if err != nil {
 		return nil, fmt.Errorf("worker policy: %w", err)
 	}
+	policy := &livePolicy{}
+	policy.p.Store(hp)
+	if reloads != nil {
+		reloads.Subscribe(func(c config.Config) {
+			hp, err := hostpolicy.New(c.Worker)
+			if err != nil {
+				logger.Error("config reloaded but the worker policy is invalid; keeping the old one", "error", err)
+				return
+			}
+			policy.p.Store(hp)
+		})
+	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: version, Heartbeat: cfg.NATS.Heartbeat,
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace},
-		b.store, b.queue, hp, executor.New(logger), logger)
+		b.store, b.queue, policy, executor.New(logger), logger)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &workerRunner{cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- w.Run(wctx) }()

@@ -400,14 +400,14 @@ func TestNATSIntake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	answers, err := nc.SubscribeSync("replies.me")
+	answers, err := nc.SubscribeSync("_INBOX.replies.me")
 	if err != nil {
 		t.Fatal(err)
 	}
 	send := func(token string, body any) map[string]any {
 		m := nats.NewMsg(queue.SubmitSubject + "nh")
 		m.Header.Set("Authorization", "Bearer "+token)
-		m.Header.Set("Orderly-Reply", "replies.me")
+		m.Header.Set("Orderly-Reply", "_INBOX.replies.me")
 		m.Data, _ = json.Marshal(body)
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
@@ -444,10 +444,37 @@ func TestNATSIntake(t *testing.T) {
 	if e, _ := a["error"].(map[string]any); e == nil || e["code"] != "invalid_request" {
 		t.Fatalf("host mismatch answer: %v", a)
 	}
+	// An Orderly-Reply outside the reply inboxes is never answered: the API
+	// would otherwise write with its own rights (here: a worker's lease).
+	kvWatch, err := nc.SubscribeSync("$KV.orderly_hosts.lease.nh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := nats.NewMsg(queue.SubmitSubject + "nh")
+	evil.Header.Set("Orderly-Reply", "$KV.orderly_hosts.lease.nh")
+	evil.Data = []byte(`{"command":"true"}`)
+	if err := nc.PublishMsg(evil); err != nil {
+		t.Fatal(err)
+	}
+	// A NUL in the submission must not make the audit insert fail.
+	nul := nats.NewMsg(queue.SubmitSubject + "nh")
+	nul.Header.Set("Authorization", "Bearer ord_\x00bad")
+	nul.Data = []byte(`{"command":"true"}`)
+	_ = nc.PublishMsg(nul)
+	deadline := time.Now().Add(10 * time.Second)
 	var n int
-	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM rejections WHERE source = 'nats' AND code = 'unauthenticated'`).Scan(&n)
-	if n != 1 {
-		t.Fatalf("%d audited NATS rejections", n)
+	for {
+		_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM rejections WHERE source = 'nats' AND code = 'unauthenticated'`).Scan(&n)
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n != 3 {
+		t.Fatalf("%d audited unauthenticated NATS submissions, want 3", n)
+	}
+	if m, err := kvWatch.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("the API answered into the KV bucket: %s", m.Data)
 	}
 	var orders int
 	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&orders)

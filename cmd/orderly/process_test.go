@@ -36,7 +36,10 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 
 	o := s.submit(map[string]any{"host": "victim", "command": "sh", "timeout_seconds": 120,
 		"args": []string{"-c", `echo $$ > "$1"; echo x >> "$2"; sleep 60`, "_", pidFile, count}}, "", http.StatusAccepted)
-	s.waitFor(o.ID, 30*time.Second, func(o orderView) bool { return o.Status == "running" })
+	s.waitFor(o.ID, 30*time.Second, func(o orderView) bool {
+		_, err := os.Stat(count) // the command itself is running
+		return o.Status == "running" && err == nil
+	})
 	// The order's process group outlives the killed worker; end it when done.
 	t.Cleanup(func() {
 		if b, err := os.ReadFile(pidFile); err == nil {

@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -32,48 +30,14 @@ type secStack struct {
 // do). Keys that must be reloadable belong in the file.
 func newSecStack(t *testing.T, yamlText string, overrides map[string]any, hosts ...string) *secStack {
 	t.Helper()
-	ctx := t.Context()
-	s := &stack{t: t, dsn: testenv.Postgres(t), natsURL: testenv.NATS(t), workers: map[string]*workerRunner{}}
 	path := filepath.Join(t.TempDir(), "orderly.yaml")
 	if err := os.WriteFile(path, []byte(yamlText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ov := testOverrides(s.dsn, s.natsURL)
 	// The rate limits are the file's to set (see TestSecurityRateLimits).
-	delete(ov, "limits.rate_per_ip")
-	delete(ov, "limits.rate_per_principal")
+	ov := map[string]any{"limits.rate_per_ip": nil, "limits.rate_per_principal": nil}
 	maps.Copy(ov, overrides)
-	w, err := config.NewWatcher(path, nil, ov, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.watcher = w
-	logger := testenv.Logger(t)
-	s.b, err = openBackend(ctx, w.Current(), "test", logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, sum := auth.NewToken()
-	s.token = tok
-	if _, err := s.b.store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
-		t.Fatal(err)
-	}
-	s.api, err = startAPI(ctx, w, s.b, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.url = s.api.URL
-	t.Cleanup(func() {
-		s.api.shutdown()
-		for _, wr := range s.workers {
-			_ = wr.stop()
-		}
-		s.b.close()
-	})
-	for _, h := range hosts {
-		s.startWorker(h)
-	}
-	return &secStack{stack: s, path: path}
+	return &secStack{stack: newStackFrom(t, path, ov, hosts...), path: path}
 }
 
 // startWorkerWith starts a worker for host whose host policy is the
@@ -83,7 +47,7 @@ func (s *secStack) startWorkerWith(host string, mod func(*config.Worker)) {
 	cfg := s.watcher.Current()
 	cfg.Host = host
 	mod(&cfg.Worker)
-	wr, err := startWorker(s.t.Context(), cfg, s.b, testenv.Logger(s.t))
+	wr, err := startWorker(s.t.Context(), cfg, s.b, testenv.Logger(s.t), nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}

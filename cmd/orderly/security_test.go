@@ -943,3 +943,28 @@ func TestSecurityChildEnvironment(t *testing.T) {
 	}
 	s.assertReady(nil)
 }
+
+// TestSecurityReloadTightensWorkerPolicy: a reloaded worker section applies
+// to the next order without a restart; an invalid one is refused and the
+// running policy stays.
+func TestSecurityReloadTightensWorkerPolicy(t *testing.T) {
+	s := newSecStack(t, "worker:\n  deny: []\n", nil, "h1")
+	if o := s.submit(map[string]any{"host": "h1", "command": "echo", "args": []string{"before"}}, "?wait=20", http.StatusOK); o.Status != "succeeded" {
+		t.Fatalf("before reload: %s", o.Status)
+	}
+	s.writeConfig("worker:\n  deny: ['^echo( |$)']\n")
+	if resp, b := s.send(call{method: "POST", path: "/v1/admin/reload", token: s.token}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %d %s", resp.StatusCode, b)
+	}
+	o := s.submit(map[string]any{"host": "h1", "command": "echo", "args": []string{"after"}}, "?wait=20", http.StatusOK)
+	if o.Status != "rejected" {
+		t.Fatalf("after reload: %s, want rejected by the worker", o.Status)
+	}
+	s.writeConfig("worker:\n  deny: ['(unclosed']\n")
+	if resp, b := s.send(call{method: "POST", path: "/v1/admin/reload", token: s.token}); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("invalid reload: %d %s", resp.StatusCode, b)
+	}
+	if o := s.submit(map[string]any{"host": "h1", "command": "echo"}, "?wait=20", http.StatusOK); o.Status != "rejected" {
+		t.Fatalf("after the refused reload: %s, want the tightened policy kept", o.Status)
+	}
+}

@@ -121,7 +121,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if err := ensureAdminToken(ctx, b.store, tokenFile); err != nil {
 		return err
 	}
-	wr, err := startWorker(ctx, cfg, b, logger)
+	wr, err := startWorker(ctx, cfg, b, logger, w)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (a *app) workerCommand() *cobra.Command {
 				return err
 			}
 			defer b.close()
-			wr, err := startWorker(ctx, cfg, b, logger)
+			wr, err := startWorker(ctx, cfg, b, logger, w)
 			if err != nil {
 				return err
 			}

@@ -75,9 +75,25 @@ func testOverrides(dsn, natsURL string) map[string]any {
 
 func newStack(t testing.TB, hosts ...string) *stack {
 	t.Helper()
+	return newStackFrom(t, "", nil, hosts...)
+}
+
+// newStackFrom is newStack with a config file (path, "" for none) and
+// extra overrides, which win over the file as flags do; a nil override
+// removes a test default so the file decides.
+func newStackFrom(t testing.TB, path string, overrides map[string]any, hosts ...string) *stack {
+	t.Helper()
 	ctx := t.Context()
 	s := &stack{t: t, dsn: testenv.Postgres(t), natsURL: testenv.NATS(t), workers: map[string]*workerRunner{}}
-	w, err := config.NewWatcher("", nil, testOverrides(s.dsn, s.natsURL), nil)
+	ov := testOverrides(s.dsn, s.natsURL)
+	for k, v := range overrides {
+		if v == nil {
+			delete(ov, k) // leave the key to the file
+		} else {
+			ov[k] = v
+		}
+	}
+	w, err := config.NewWatcher(path, nil, ov, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +130,7 @@ func (s *stack) startWorker(host string) {
 	s.t.Helper()
 	cfg := s.watcher.Current()
 	cfg.Host = host
-	wr, err := startWorker(s.t.Context(), cfg, s.b, testenv.Logger(s.t))
+	wr, err := startWorker(s.t.Context(), cfg, s.b, testenv.Logger(s.t), s.watcher)
 	if err != nil {
 		s.t.Fatal(err)
 	}
