@@ -257,7 +257,9 @@ type workerRunner struct {
 
 // livePolicy is the worker's host policy, swapped whole on a config
 // reload; an order is checked against one version of it.
-type livePolicy struct{ p atomic.Pointer[hostpolicy.Policy] }
+type livePolicy struct {
+	p atomic.Pointer[hostpolicy.Policy]
+}
 
 func (l *livePolicy) Prepare(o *order.Order) (*hostpolicy.Prepared, error) {
 	return l.p.Load().Prepare(o)
