@@ -148,7 +148,7 @@ func (s *Server) expandHosts(ctx context.Context, patterns []string) ([]string, 
 }
 
 func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.UUID, status int) {
-	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut})
+	list, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Batch: &batch, Limit: maxFanOut}))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -89,7 +89,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 	if h == nil {
 		h = &hostResponse{Host: name}
 	}
-	running, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Host: name, Status: []order.Status{order.StatusRunning}, Limit: 10})
+	running, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Host: name, Status: []order.Status{order.StatusRunning}, Limit: 10}))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -98,17 +98,22 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		rr := toResponse(running[0])
 		h.Running = &rr
 	}
-	queued, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Host: name, Status: []order.Status{order.StatusQueued}, Limit: 1000})
+	queued, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Host: name, Status: []order.Status{order.StatusQueued}, Limit: 1000, OldestFirst: true}))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	// Newest first from the store; the queue runs oldest first.
 	h.Queued = make([]orderResponse, 0, len(queued))
-	for i := len(queued) - 1; i >= 0; i-- {
-		h.Queued = append(h.Queued, toResponse(queued[i]))
+	for _, o := range queued {
+		h.Queued = append(h.Queued, toResponse(o))
 	}
-	depth := len(queued)
+	// The depth counts everyone's orders; the list shows only those the
+	// requester may read.
+	depth, err := s.Store.QueueDepth(r.Context(), name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	h.QueueDepth = &depth
 	if len(hs) == 0 && len(queued) == 0 && h.Running == nil && !h.Online {
 		s.writeError(w, r, notFound("unknown host"))

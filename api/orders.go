@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -178,7 +179,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("order not found"))
 		return
 	}
-	o, err := s.Store.GetOrder(r.Context(), id)
+	o, err := s.visibleOrder(r, id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -195,6 +196,10 @@ type listResponse struct {
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := postgres.Filter{Host: q.Get("host"), Principal: q.Get("principal"), Limit: 50}
+	if strings.ContainsFunc(f.Principal, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) || len(f.Principal) > 256 {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "principal", "principal must be printable text"))
+		return
+	}
 	if f.Host != "" && !order.ValidHost(f.Host) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
 		return
@@ -245,7 +250,11 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Cursor = &id
 	}
-	list, next, err := s.Store.ListOrders(r.Context(), f)
+	if p := principalOf(r); f.Principal != "" && f.Principal != p.Name && !seesAll(p) {
+		encode(w, http.StatusOK, listResponse{Orders: []orderResponse{}})
+		return
+	}
+	list, next, err := s.Store.ListOrders(r.Context(), scoped(r, f))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -291,7 +300,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalOf(r)
-	o, err := s.Store.GetOrder(r.Context(), id)
+	o, err := s.visibleOrder(r, id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

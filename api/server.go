@@ -24,6 +24,7 @@ type Store interface {
 	ListOrders(ctx context.Context, f postgres.Filter) ([]*order.Order, *uuid.UUID, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	Hosts(ctx context.Context) ([]postgres.HostRow, error)
+	QueueDepth(ctx context.Context, host string) (int, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	Ping(ctx context.Context) error
 }

@@ -35,7 +35,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("order not found"))
 		return
 	}
-	o, err := s.Store.GetOrder(r.Context(), id)
+	o, err := s.visibleOrder(r, id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

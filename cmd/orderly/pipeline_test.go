@@ -185,6 +185,8 @@ func TestErrorsUseTheEnvelope(t *testing.T) {
 	wantError(t, code, b, 400, "invalid_request")
 	code, b = s.do("GET", "/v1/orders?status=bogus", nil)
 	wantError(t, code, b, 400, "invalid_request")
+	code, b = s.do("GET", "/v1/orders?principal=%00x", nil)
+	wantError(t, code, b, 400, "invalid_request")
 
 	// Nothing was queued, and every refusal was recorded.
 	var orders, rejections int

@@ -968,3 +968,54 @@ func TestSecurityReloadTightensWorkerPolicy(t *testing.T) {
 		t.Fatalf("after the refused reload: %s, want the tightened policy kept", o.Status)
 	}
 }
+
+// TestSecurityReadsAreScoped: a principal without the admin or auditor
+// role reads only its own orders; others' are "not found" everywhere.
+func TestSecurityReadsAreScoped(t *testing.T) {
+	monitor, monitorSum := auth.NewToken()
+	auditor, auditorSum := auth.NewToken()
+	yaml := fmt.Sprintf(`auth:
+  tokens:
+    - {name: monitor, sha256: %q, roles: [readonly]}
+    - {name: auditor, sha256: %q, roles: [auditor]}
+policy:
+  - {name: admin, roles: [admin], hosts: ["*"], allow: [".*"], run_as: ["", "*"]}
+  - {name: monitor, roles: [readonly], hosts: ["*"], allow: ["^uptime$"]}
+`, monitorSum, auditorSum)
+	s := newSecStack(t, yaml, nil, "h1")
+	mine := s.submit(map[string]any{"host": "h1", "command": "echo", "args": []string{"admin secret"}}, "?wait=20", http.StatusOK)
+	get := func(token, path string) (int, []byte) {
+		resp, b := s.send(call{method: "GET", path: path, token: token})
+		return resp.StatusCode, b
+	}
+	resp, b := s.send(call{method: "POST", path: "/v1/orders?wait=20", token: monitor, body: map[string]any{"host": "h1", "command": "uptime"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("monitor submit: %d %s", resp.StatusCode, b)
+	}
+	var theirs orderView
+	_ = json.Unmarshal(b, &theirs)
+
+	for _, path := range []string{"/v1/orders/" + mine.ID.String(), "/v1/orders/" + mine.ID.String() + "/events"} {
+		if code, b := get(monitor, path); code != http.StatusNotFound {
+			t.Fatalf("monitor GET %s = %d: %s", path, code, b)
+		}
+	}
+	if resp, b := s.send(call{method: "POST", path: "/v1/orders/" + mine.ID.String() + "/cancel", token: monitor}); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("monitor cancel of admin's order = %d: %s", resp.StatusCode, b)
+	}
+	for _, q := range []string{"/v1/orders", "/v1/orders?principal=admin", "/v1/hosts/h1"} {
+		code, b := get(monitor, q)
+		if code != http.StatusOK || strings.Contains(string(b), "admin secret") || strings.Contains(string(b), mine.ID.String()) {
+			t.Fatalf("monitor %s = %d leaks the admin's order: %s", q, code, b)
+		}
+	}
+	if code, b := get(monitor, "/v1/orders/"+theirs.ID.String()); code != http.StatusOK {
+		t.Fatalf("monitor reading its own order = %d: %s", code, b)
+	}
+	for _, token := range []string{s.token, auditor} {
+		code, b := get(token, "/v1/orders?limit=10")
+		if code != http.StatusOK || !strings.Contains(string(b), mine.ID.String()) || !strings.Contains(string(b), theirs.ID.String()) {
+			t.Fatalf("admin/auditor list = %d: %s", code, b)
+		}
+	}
+}

@@ -193,6 +193,7 @@ type Filter struct {
 	Since, Until    *time.Time
 	Cursor          *uuid.UUID // exclusive: orders older than this id
 	Limit           int
+	OldestFirst     bool // submission order, e.g. a host's queue as it will run
 }
 
 // ListOrders returns orders newest first with keyset pagination over id
@@ -230,14 +231,22 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 		add("submitted_at < ?", *f.Until)
 	}
 	if f.Cursor != nil {
-		add("id < ?", *f.Cursor)
+		if f.OldestFirst {
+			add("id > ?", *f.Cursor)
+		} else {
+			add("id < ?", *f.Cursor)
+		}
 	}
 	q := `SELECT ` + orderCols + ` FROM orders`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	args = append(args, f.Limit+1)
-	q += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
+	dir := " DESC"
+	if f.OldestFirst {
+		dir = " ASC"
+	}
+	q += " ORDER BY id" + dir + " LIMIT $" + strconv.Itoa(len(args))
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, nil, translate("list orders", err)

@@ -1,0 +1,38 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// seesAll reports whether p may read every order: the admin and auditor
+// roles. Everyone else reads only the orders they submitted — arguments
+// and output can be sensitive.
+func seesAll(p auth.Principal) bool { return p.HasRole("admin") || p.HasRole("auditor") }
+
+// visibleOrder loads an order the requester may read. Another principal's
+// order is "not found", so order ids reveal nothing.
+func (s *Server) visibleOrder(r *http.Request, id uuid.UUID) (*order.Order, error) {
+	o, err := s.Store.GetOrder(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	if p := principalOf(r); !seesAll(p) && o.Principal != p.Name {
+		return nil, order.ErrNotFound
+	}
+	return o, nil
+}
+
+// scoped restricts a filter to the requester's own orders unless they may
+// read all.
+func scoped(r *http.Request, f postgres.Filter) postgres.Filter {
+	if p := principalOf(r); !seesAll(p) {
+		f.Principal = p.Name
+	}
+	return f
+}
