@@ -254,7 +254,8 @@ func TestLiveOutputWithReconnect(t *testing.T) {
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rest := followEvents(t, s, o.ID, first[2].id, func(e testEvent) bool { return e.event == "finished" })
+	// Resume on another API replica: live events travel through JetStream.
+	rest := followEvents(t, s.replica(), o.ID, first[2].id, func(e testEvent) bool { return e.event == "finished" })
 	var text []string
 	for _, e := range rest {
 		switch e.event {

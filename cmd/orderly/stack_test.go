@@ -289,3 +289,26 @@ func wantError(t testing.TB, code int, body []byte, wantStatus int, wantCode str
 }
 
 func ctxT(t testing.TB) context.Context { return t.Context() }
+
+// replica starts a second API on its own connections to the same
+// PostgreSQL and NATS, as another `orderly api` process would, and returns
+// a stack view whose requests go to it.
+func (s *stack) replica() *stack {
+	s.t.Helper()
+	logger := testenv.Logger(s.t)
+	b, err := openBackend(s.t.Context(), s.watcher.Current(), "replica", logger)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	api, err := startAPI(s.t.Context(), s.watcher, b, logger)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		api.shutdown()
+		b.close()
+	})
+	r := *s
+	r.b, r.api, r.url, r.workers = b, api, api.URL, nil
+	return &r
+}

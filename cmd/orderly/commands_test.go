@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+func runCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(t.Context(), append([]string{"orderly"}, args...), nil, strings.NewReader(""), &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+// TestMigrateCommand runs migrate status, down and up on a real database.
+func TestMigrateCommand(t *testing.T) {
+	dsn := testenv.Postgres(t) // already migrated
+	out, err := runCmd(t, "migrate", "status", "--database-url", dsn)
+	if err != nil || !strings.Contains(out, "00001_core.sql") || !strings.Contains(out, "applied") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err != nil || !strings.Contains(out, "rolled back") {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if out, _ := runCmd(t, "migrate", "status", "--database-url", dsn); !strings.Contains(out, "pending") {
+		t.Fatalf("status after down:\n%s", out)
+	}
+	if out, err := runCmd(t, "migrate", "up", "--database-url", dsn); err != nil || !strings.Contains(out, "applied") {
+		t.Fatalf("up: %v\n%s", err, out)
+	}
+	if out, err := runCmd(t, "migrate", "up", "--database-url", dsn); err != nil || !strings.Contains(out, "up to date") {
+		t.Fatalf("second up: %v\n%s", err, out)
+	}
+	if _, err := runCmd(t, "migrate", "sideways", "--database-url", dsn); err == nil {
+		t.Fatal("unknown migrate verb accepted")
+	}
+	if _, err := runCmd(t, "migrate", "status"); err == nil {
+		t.Fatal("migrate without a database accepted")
+	}
+}
+
+// TestTokenNew prints a token and a config entry whose hash accepts it.
+func TestTokenNew(t *testing.T) {
+	out, err := runCmd(t, "token", "new", "--name", "deployer", "--role", "deploy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)
+	sum := regexp.MustCompile(`sha256: ([0-9a-f]{64})`).FindStringSubmatch(out)
+	if tok == nil || sum == nil || !strings.Contains(out, "name: deployer") || !strings.Contains(out, "roles: [deploy]") {
+		t.Fatalf("output:\n%s", out)
+	}
+	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "deployer", SHA256: sum[1], Roles: []string{"deploy"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Authenticate("Bearer " + tok[1])
+	if err != nil || p.Name != "deployer" || !p.HasRole("deploy") {
+		t.Fatalf("printed token does not authenticate: %+v %v", p, err)
+	}
+	if strings.Count(out, tok[1]) != 1 {
+		t.Fatal("the token is printed more than once")
+	}
+}
