@@ -180,7 +180,15 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	}
 	in := intake.New(b.store, b.queue, func() intake.Authorizer { return sec.policy.Load() },
 		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() },
-			Retention: func() time.Duration { return w.Current().Retention }}, logger)
+			Retention: func() time.Duration { return w.Current().Retention },
+			Screen: func(o *order.Order) error {
+				c := w.Current().Worker
+				deny := c.EnvDeny
+				if len(deny) == 0 {
+					deny = config.DefaultEnvDeny()
+				}
+				return order.Screen(o, deny, c.ForbiddenChars)
+			}}, logger)
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version,
 		Auth: func() api.Authenticator { return sec.authn.Load() },

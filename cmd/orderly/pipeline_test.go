@@ -164,6 +164,7 @@ func TestErrorsUseTheEnvelope(t *testing.T) {
 		{"host with space", `{"host":"a b","command":"true"}`, nil, 400, "invalid_request"},
 		{"NUL in arg", `{"host":"h1","command":"echo","args":["a\u0000b"]}`, nil, 400, "invalid_request"},
 		{"bad env name", `{"host":"h1","command":"true","env":{"A-B":"x"}}`, nil, 400, "invalid_request"},
+		{"denied env name", `{"host":"h1","command":"true","env":{"ld_preload":"/tmp/x.so"}}`, nil, 403, "forbidden"},
 		{"bad encoding", `{"host":"h1","command":"cat","stdin":{"content":"x","encode":"rot13"}}`, nil, 400, "invalid_request"},
 		{"wrong content type", `{"host":"h1","command":"true"}`, []string{"Content-Type", "text/plain"}, 415, "unsupported_media"},
 		{"huge body", `{"host":"h1","command":"true","args":["` + strings.Repeat("x", 2<<20) + `"]}`, nil, 413, "too_large"},

@@ -44,6 +44,9 @@ type Options struct {
 	ReconcileEvery time.Duration        // how often to look for unpublished orders
 	ReconcileAfter time.Duration        // how old an unpublished order must be
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
+	// Screen, when set, refuses up front what the workers would refuse
+	// (env names, forbidden characters), from the API's own config.
+	Screen func(*order.Order) error
 }
 
 // Service submits orders.
@@ -94,6 +97,11 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	o.Principal = p.Name
 	if err := order.Validate(o, s.opts.Limits()); err != nil {
 		return nil, err
+	}
+	if s.opts.Screen != nil {
+		if err := s.opts.Screen(o); err != nil {
+			return nil, err
+		}
 	}
 	dec, err := s.policy().Decide(policy.Request{Principal: p, Host: o.Host, Command: o.Command, Args: o.Args,
 		RunAs: o.RunAs, Timeout: o.Timeout, DryRun: o.DryRun})

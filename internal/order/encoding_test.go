@@ -105,3 +105,29 @@ func TestValidateDefaultsAndLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestScreen(t *testing.T) {
+	deny := []string{"LD_*", "PATH", "BASH_FUNC_*"}
+	cases := []struct {
+		o    Order
+		code Code
+	}{
+		{Order{Command: "ls", Env: map[string]string{"FOO": "1"}}, ""},
+		{Order{Command: "ls", Env: map[string]string{"LD_PRELOAD": "x"}}, CodeForbidden},
+		{Order{Command: "ls", Env: map[string]string{"ld_library_path": "x"}}, CodeForbidden},
+		{Order{Command: "ls", Env: map[string]string{"Path": "x"}}, CodeForbidden},
+		{Order{Command: "ls", Env: map[string]string{"PATHS": "x"}}, ""},
+		{Order{Command: "ls", Args: []string{"a;b"}}, CodeInvalid},
+		{Order{Command: "l$s"}, CodeInvalid},
+		{Order{Command: "ls", Args: []string{"plain", "-la"}}, ""},
+	}
+	for i, c := range cases {
+		err := Screen(&c.o, deny, ";&|`$()<>\\\"'")
+		if c.code == "" && err != nil || c.code != "" && ErrorCode(err) != c.code {
+			t.Errorf("case %d: %v, want code %q", i, err, c.code)
+		}
+	}
+	if err := Screen(&Order{Command: "a;b"}, nil, ""); err != nil {
+		t.Errorf("no forbidden set: %v", err)
+	}
+}

@@ -51,21 +51,9 @@ func (p *Policy) environment(overrides map[string]string, userName, home string)
 	return env, nil
 }
 
-// envDenied reports the env_deny entry that refuses name. Entries are
-// exact names or prefixes ending in '*', compared without regard to case:
-// no libc honours ld_preload, but a variable that differs from a denied one
-// only by case has no legitimate use either.
+// envDenied reports the env_deny entry that refuses name.
 func (p *Policy) envDenied(name string) (string, bool) {
-	for _, rule := range p.envDeny {
-		if prefix, ok := strings.CutSuffix(rule, "*"); ok {
-			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
-				return rule, true
-			}
-		} else if strings.EqualFold(name, rule) {
-			return rule, true
-		}
-	}
-	return "", false
+	return order.EnvDenied(name, p.envDeny)
 }
 
 // truncate shortens s for an error message.

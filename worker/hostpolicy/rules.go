@@ -4,7 +4,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -65,13 +64,5 @@ func uniq(s ...string) []string {
 // forbiddenRune returns the first character of s that worker.forbidden_chars
 // lists.
 func (p *Policy) forbiddenRune(s string) (rune, bool) {
-	if p.forbidden == "" {
-		return 0, false
-	}
-	i := strings.IndexAny(s, p.forbidden)
-	if i < 0 {
-		return 0, false
-	}
-	r, _ := utf8.DecodeRuneInString(s[i:])
-	return r, true
+	return order.ForbiddenRune(s, p.forbidden)
 }

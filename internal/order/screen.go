@@ -1,0 +1,57 @@
+package order
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// EnvDenied reports the entry of deny that refuses the environment name.
+// Entries are exact names or prefixes ending in '*', compared without
+// regard to case: no libc honours ld_preload, but a variable that differs
+// from a denied one only by case has no legitimate use either. Both the
+// API and every worker apply it, each with its own list.
+func EnvDenied(name string, deny []string) (string, bool) {
+	for _, rule := range deny {
+		if prefix, ok := strings.CutSuffix(rule, "*"); ok {
+			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+				return rule, true
+			}
+		} else if strings.EqualFold(name, rule) {
+			return rule, true
+		}
+	}
+	return "", false
+}
+
+// ForbiddenRune returns the first character of s that forbidden lists.
+func ForbiddenRune(s, forbidden string) (rune, bool) {
+	if forbidden == "" {
+		return 0, false
+	}
+	i := strings.IndexAny(s, forbidden)
+	if i < 0 {
+		return 0, false
+	}
+	r, _ := utf8.DecodeRuneInString(s[i:])
+	return r, true
+}
+
+// Screen refuses an order that a worker with these settings would refuse
+// for its environment names or its characters, so the client hears it at
+// once instead of through a rejected order.
+func Screen(o *Order, envDeny []string, forbidden string) error {
+	for name := range o.Env {
+		if rule, bad := EnvDenied(name, envDeny); bad {
+			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (env_deny %q)", name, rule)
+		}
+	}
+	if r, bad := ForbiddenRune(o.Command, forbidden); bad {
+		return FieldError(CodeInvalid, "command", "the command contains the forbidden character %q", r)
+	}
+	for _, a := range o.Args {
+		if r, bad := ForbiddenRune(a, forbidden); bad {
+			return FieldError(CodeInvalid, "args", "an argument contains the forbidden character %q", r)
+		}
+	}
+	return nil
+}
