@@ -9,7 +9,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/intake"
@@ -174,12 +173,7 @@ func redact(req *submitRequest) map[string]any {
 
 // handleGet is GET /v1/orders/{id}.
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
-	id, err := uuid.Parse(chi.URLParam(r, "id"))
-	if err != nil {
-		s.writeError(w, r, notFound("order not found"))
-		return
-	}
-	o, err := s.visibleOrder(r, id)
+	o, err := s.pathOrder(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -278,11 +272,6 @@ type cancelRequest struct {
 // canceled; a running one is signalled through its worker; a finished one
 // is a conflict.
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
-	id, err := uuid.Parse(chi.URLParam(r, "id"))
-	if err != nil {
-		s.writeError(w, r, notFound("order not found"))
-		return
-	}
 	var req cancelRequest
 	if r.ContentLength != 0 {
 		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
@@ -300,11 +289,12 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalOf(r)
-	o, err := s.visibleOrder(r, id)
+	o, err := s.pathOrder(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	id := o.ID
 	if !p.HasRole("admin") && o.Principal != p.Name {
 		s.writeError(w, r, order.Errorf(order.CodeForbidden, "only the submitter or an admin may cancel this order"))
 		return

@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -15,9 +17,14 @@ import (
 // and output can be sensitive.
 func seesAll(p auth.Principal) bool { return p.HasRole("admin") || p.HasRole("auditor") }
 
-// visibleOrder loads an order the requester may read. Another principal's
-// order is "not found", so order ids reveal nothing.
-func (s *Server) visibleOrder(r *http.Request, id uuid.UUID) (*order.Order, error) {
+// pathOrder loads the order named by the {id} path parameter, if the
+// requester may read it. Another principal's order is "not found", so
+// order ids reveal nothing.
+func (s *Server) pathOrder(r *http.Request) (*order.Order, error) {
+	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	if err != nil {
+		return nil, order.ErrNotFound
+	}
 	o, err := s.Store.GetOrder(r.Context(), id)
 	if err != nil {
 		return nil, err

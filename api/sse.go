@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -30,16 +28,12 @@ type chunkData struct {
 // order that finished long ago replays what is left and ends with
 // finished, read from PostgreSQL.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	id, err := uuid.Parse(chi.URLParam(r, "id"))
-	if err != nil {
-		s.writeError(w, r, notFound("order not found"))
-		return
-	}
-	o, err := s.visibleOrder(r, id)
+	o, err := s.pathOrder(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	id := o.ID
 	var after uint64
 	resumed := false
 	if v := r.Header.Get("Last-Event-ID"); v != "" {

@@ -72,7 +72,7 @@ func Validate(o *Order, l Limits) error {
 	if len(o.Command) > l.MaxCommandBytes {
 		return FieldError(CodeTooLarge, "command", "command is longer than %d bytes", l.MaxCommandBytes)
 	}
-	if hasControl(o.Command, false) {
+	if HasControl(o.Command, false) {
 		return FieldError(CodeInvalid, "command", "command contains NUL or control characters")
 	}
 	if len(o.Args) > l.MaxArgs {
@@ -83,7 +83,7 @@ func Validate(o *Order, l Limits) error {
 		if len(a) > l.MaxArgBytes {
 			return FieldError(CodeTooLarge, "args", "an argument is longer than %d bytes", l.MaxArgBytes)
 		}
-		if hasControl(a, true) {
+		if HasControl(a, true) {
 			return FieldError(CodeInvalid, "args", "an argument contains NUL or control characters")
 		}
 		total += len(a)
@@ -101,7 +101,7 @@ func Validate(o *Order, l Limits) error {
 		if len(v) > l.MaxEnvBytes {
 			return FieldError(CodeTooLarge, "env", "the value of %s is longer than %d bytes", k, l.MaxEnvBytes)
 		}
-		if hasControl(v, true) {
+		if HasControl(v, true) {
 			return FieldError(CodeInvalid, "env", "the value of %s contains NUL or control characters", k)
 		}
 	}
@@ -128,7 +128,7 @@ func Validate(o *Order, l Limits) error {
 
 // hasControl reports NUL and other C0 control bytes (and DEL). Text fields
 // may carry tab, newline and carriage return.
-func hasControl(s string, text bool) bool {
+func HasControl(s string, text bool) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c == 0 || c == 0x7f {

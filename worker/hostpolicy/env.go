@@ -29,7 +29,7 @@ func (p *Policy) environment(overrides map[string]string, userName, home string)
 			e.Details["name"] = name
 			return nil, e
 		}
-		if hasControl(overrides[name], true) {
+		if order.HasControl(overrides[name], true) {
 			return nil, order.FieldError(order.CodeInvalid, "env", "the value of %s contains NUL or control characters", name)
 		}
 	}

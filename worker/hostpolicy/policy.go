@@ -209,14 +209,14 @@ func (p *Policy) checkText(o *order.Order) error {
 	if o.Command == "" {
 		return order.FieldError(order.CodeInvalid, "command", "command is required")
 	}
-	if hasControl(o.Command, false) {
+	if order.HasControl(o.Command, false) {
 		return order.FieldError(order.CodeInvalid, "command", "command contains NUL or control characters")
 	}
 	if r, ok := p.forbiddenRune(o.Command); ok {
 		return order.FieldError(order.CodeForbidden, "command", "command contains the character %q, which this host forbids", r)
 	}
 	for i, a := range o.Args {
-		if hasControl(a, true) {
+		if order.HasControl(a, true) {
 			return order.FieldError(order.CodeInvalid, "args", "argument %d contains NUL or control characters", i+1)
 		}
 		if r, ok := p.forbiddenRune(a); ok {
@@ -226,20 +226,4 @@ func (p *Policy) checkText(o *order.Order) error {
 		}
 	}
 	return nil
-}
-
-// hasControl reports NUL and other C0 control bytes and DEL; text (an
-// argument, an env value) may carry tab, newline and carriage return. It is
-// order.Validate's rule, applied again because the worker trusts nothing.
-func hasControl(s string, text bool) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == 0 || c == 0x7f {
-			return true
-		}
-		if c < 0x20 && !(text && (c == '\t' || c == '\n' || c == '\r')) {
-			return true
-		}
-	}
-	return false
 }
