@@ -35,11 +35,14 @@ func statusOf(code order.Code) int {
 	return http.StatusInternalServerError
 }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
+// ErrorBody is the error envelope of every refusal (DESIGN §3).
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
 }
 
-type errorDetail struct {
+// ErrorDetail is the inside of the envelope: a stable code, a message for
+// people, and structured details.
+type ErrorDetail struct {
 	Code    order.Code     `json:"code"`
 	Message string         `json:"message"`
 	Details map[string]any `json:"details,omitempty"`
@@ -60,5 +63,5 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 400 && status < 500 && status != http.StatusNotFound {
 		s.audit(r, status, e)
 	}
-	encode(w, status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
+	encode(w, status, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 }

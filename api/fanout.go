@@ -20,10 +20,11 @@ import (
 // maxFanOut bounds how many orders one request may create.
 const maxFanOut = 1000
 
-type batchResponse struct {
-	BatchID uuid.UUID       `json:"batch_id"`
-	Counts  map[string]int  `json:"counts"`
-	Orders  []orderResponse `json:"orders"`
+// Batch is a fan-out: its orders and the count of orders per status.
+type Batch struct {
+	BatchID uuid.UUID      `json:"batch_id"`
+	Counts  map[string]int `json:"counts"`
+	Orders  []Order        `json:"orders"`
 }
 
 // fanOut creates one order per host named or matched by the globs in
@@ -40,7 +41,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		return
 	}
 	batch := order.NewID()
-	resp := batchResponse{BatchID: batch, Counts: map[string]int{}}
+	resp := Batch{BatchID: batch, Counts: map[string]int{}}
 	for _, h := range targets {
 		o := *tmpl
 		o.ID, o.Host, o.BatchID = order.NewID(), h, &batch
@@ -157,7 +158,7 @@ func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.U
 		s.writeError(w, r, notFound("batch not found"))
 		return
 	}
-	resp := batchResponse{BatchID: batch, Counts: map[string]int{}, Orders: make([]orderResponse, 0, len(list))}
+	resp := Batch{BatchID: batch, Counts: map[string]int{}, Orders: make([]Order, 0, len(list))}
 	for i := len(list) - 1; i >= 0; i-- {
 		resp.Counts[string(list[i].Status)]++
 		resp.Orders = append(resp.Orders, toResponse(list[i]))

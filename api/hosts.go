@@ -12,21 +12,22 @@ import (
 	"github.com/orderly-run/orderly/internal/postgres"
 )
 
-type hostResponse struct {
-	Host         string          `json:"host"`
-	Online       bool            `json:"online"`
-	LastSeen     *time.Time      `json:"last_seen"`
-	Version      string          `json:"version"`
-	Instance     string          `json:"instance"`
-	CurrentOrder *uuid.UUID      `json:"current_order"`
-	QueueDepth   *int            `json:"queue_depth,omitempty"`
-	Queued       []orderResponse `json:"queued,omitempty"`
-	Running      *orderResponse  `json:"running,omitempty"`
+// Host is a worker host as GET /v1/hosts shows it.
+type Host struct {
+	Host         string     `json:"host"`
+	Online       bool       `json:"online"`
+	LastSeen     *time.Time `json:"last_seen"`
+	Version      string     `json:"version"`
+	Instance     string     `json:"instance"`
+	CurrentOrder *uuid.UUID `json:"current_order"`
+	QueueDepth   *int       `json:"queue_depth,omitempty"`
+	Queued       []Order    `json:"queued,omitempty"`
+	Running      *Order     `json:"running,omitempty"`
 }
 
 // hosts merges what PostgreSQL remembers (every host ever seen) with the
 // live heartbeats in the KV bucket (who is online now).
-func (s *Server) hosts(r *http.Request) ([]hostResponse, error) {
+func (s *Server) hosts(r *http.Request) ([]Host, error) {
 	rows, err := s.Store.Hosts(r.Context())
 	if err != nil {
 		return nil, err
@@ -35,21 +36,21 @@ func (s *Server) hosts(r *http.Request) ([]hostResponse, error) {
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
 	}
-	byHost := map[string]*hostResponse{}
+	byHost := map[string]*Host{}
 	for _, h := range rows {
 		ls := h.LastSeen
-		byHost[h.Host] = &hostResponse{Host: h.Host, LastSeen: &ls, Version: h.Version, Instance: h.Instance}
+		byHost[h.Host] = &Host{Host: h.Host, LastSeen: &ls, Version: h.Version, Instance: h.Instance}
 	}
 	for name, info := range online {
 		h := byHost[name]
 		if h == nil {
-			h = &hostResponse{Host: name}
+			h = &Host{Host: name}
 			byHost[name] = h
 		}
 		ls := info.LastSeen
 		h.Online, h.LastSeen, h.Version, h.Instance, h.CurrentOrder = true, &ls, info.Version, info.Instance, info.CurrentOrder
 	}
-	out := make([]hostResponse, 0, len(byHost))
+	out := make([]Host, 0, len(byHost))
 	for _, h := range byHost {
 		out = append(out, *h)
 	}
@@ -80,14 +81,14 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var h *hostResponse
+	var h *Host
 	for i := range hs {
 		if hs[i].Host == name {
 			h = &hs[i]
 		}
 	}
 	if h == nil {
-		h = &hostResponse{Host: name}
+		h = &Host{Host: name}
 	}
 	running, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Host: name, Status: []order.Status{order.StatusRunning}, Limit: 10}))
 	if err != nil {
@@ -103,7 +104,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	h.Queued = make([]orderResponse, 0, len(queued))
+	h.Queued = make([]Order, 0, len(queued))
 	for _, o := range queued {
 		h.Queued = append(h.Queued, toResponse(o))
 	}

@@ -15,11 +15,11 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// intakeAnswer is what a NATS publisher receives on its Orderly-Reply
+// IntakeAnswer is what a NATS publisher receives on its Orderly-Reply
 // subject: the accepted order, or the error envelope of the REST API.
-type intakeAnswer struct {
-	Order *orderResponse `json:"order,omitempty"`
-	Error *errorDetail   `json:"error,omitempty"`
+type IntakeAnswer struct {
+	Order *Order       `json:"order,omitempty"`
+	Error *ErrorDetail `json:"error,omitempty"`
 }
 
 // RunNATSIntake takes orders published to orderly.submit.<host> and runs
@@ -62,7 +62,7 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 		// streams. Only reply inboxes are answered.
 		reply = ""
 	}
-	answer := func(a intakeAnswer) {
+	answer := func(a IntakeAnswer) {
 		if reply == "" {
 			return
 		}
@@ -88,7 +88,7 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 		}
 		s.Intake.Reject(ctx, storable(postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
 			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted}))
-		answer(intakeAnswer{Error: &errorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
+		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 	}
 	p, err := s.Auth().Authenticate(hdr.Get("Authorization"))
@@ -101,7 +101,7 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 		refuse(order.Errorf(order.CodeTooLarge, "submission is larger than %d bytes", s.Settings().MaxBodyBytes))
 		return
 	}
-	var req submitRequest
+	var req SubmitRequest
 	if err := decodeBytes(msg.Data(), &req); err != nil {
 		refuse(err)
 		return
@@ -128,7 +128,7 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	resp := toResponse(stored)
-	answer(intakeAnswer{Order: &resp})
+	answer(IntakeAnswer{Order: &resp})
 	_ = msg.Ack()
 }
 

@@ -28,7 +28,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var req submitRequest
+	var req SubmitRequest
 	if err := decode(r, set.MaxBodyBytes, &req); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -158,7 +158,7 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 
 // redact keeps what the audit may store of a submission: never env values
 // or stdin content.
-func redact(req *submitRequest) map[string]any {
+func redact(req *SubmitRequest) map[string]any {
 	names := make([]string, 0, len(req.Env))
 	for k := range req.Env {
 		names = append(names, k)
@@ -181,9 +181,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	encode(w, http.StatusOK, toResponse(o))
 }
 
-type listResponse struct {
-	Orders     []orderResponse `json:"orders"`
-	NextCursor *string         `json:"next_cursor"`
+// OrderList is a page of GET /v1/orders; NextCursor fetches the next.
+type OrderList struct {
+	Orders     []Order `json:"orders"`
+	NextCursor *string `json:"next_cursor"`
 }
 
 // handleList is GET /v1/orders with filters and keyset pagination.
@@ -245,7 +246,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		f.Cursor = &id
 	}
 	if p := principalOf(r); f.Principal != "" && f.Principal != p.Name && !seesAll(p) {
-		encode(w, http.StatusOK, listResponse{Orders: []orderResponse{}})
+		encode(w, http.StatusOK, OrderList{Orders: []Order{}})
 		return
 	}
 	list, next, err := s.Store.ListOrders(r.Context(), scoped(r, f))
@@ -253,7 +254,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	resp := listResponse{Orders: make([]orderResponse, len(list))}
+	resp := OrderList{Orders: make([]Order, len(list))}
 	for i, o := range list {
 		resp.Orders[i] = toResponse(o)
 	}

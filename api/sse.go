@@ -15,8 +15,8 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// chunkData is the data of a stdout or stderr SSE event.
-type chunkData struct {
+// Chunk is the data of a stdout or stderr SSE event.
+type Chunk struct {
 	Data   string  `json:"data"`
 	Encode *string `json:"encode"`
 }
@@ -130,7 +130,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 					es := string(enc)
 					e = &es
 				}
-				if !send(lastSeq, stream, chunkData{Data: content, Encode: e}) {
+				if !send(lastSeq, stream, Chunk{Data: content, Encode: e}) {
 					return
 				}
 				continue

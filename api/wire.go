@@ -12,17 +12,17 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 )
 
-// submitRequest is the body of POST /v1/orders and of a NATS submission.
-type submitRequest struct {
+// SubmitRequest is the body of POST /v1/orders and of a NATS submission.
+type SubmitRequest struct {
 	Kind             string            `json:"kind"`
 	Host             string            `json:"host"`
 	Hosts            []string          `json:"hosts"`
 	Command          string            `json:"command"`
 	Args             []string          `json:"args"`
 	Env              map[string]string `json:"env"`
-	Stdin            *streamIn         `json:"stdin"`
-	Stdout           *streamOut        `json:"stdout"`
-	Stderr           *streamOut        `json:"stderr"`
+	Stdin            *StreamIn         `json:"stdin"`
+	Stdout           *StreamOut        `json:"stdout"`
+	Stderr           *StreamOut        `json:"stderr"`
 	TimeoutSeconds   float64           `json:"timeout_seconds"`
 	RunAs            string            `json:"run_as"`
 	DryRun           bool              `json:"dry_run"`
@@ -33,31 +33,32 @@ type submitRequest struct {
 	CorrelationID    string            `json:"correlation_id"`
 }
 
-// streamIn is stdin: either a JSON string (text) or {content, encode}.
-type streamIn struct {
+// StreamIn is stdin: either a JSON string (text) or {content, encode}.
+type StreamIn struct {
 	Content string  `json:"content"`
 	Encode  *string `json:"encode"`
 }
 
-func (s *streamIn) UnmarshalJSON(b []byte) error {
+func (s *StreamIn) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		return json.Unmarshal(b, &s.Content)
 	}
-	type plain streamIn
+	type plain StreamIn
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	return dec.Decode((*plain)(s))
 }
 
-// streamOut says whether and how to capture stdout or stderr.
-type streamOut struct {
+// StreamOut says whether and how to capture stdout or stderr.
+// StreamOut says whether and how to capture stdout or stderr.
+type StreamOut struct {
 	Capture *bool   `json:"capture"`
 	Encode  *string `json:"encode"`
 }
 
 // toOrder turns a request into a domain order, decoding stdin and
 // checking the encodings. Limits are checked later by order.Validate.
-func (req *submitRequest) toOrder(now time.Time) (*order.Order, error) {
+func (req *SubmitRequest) toOrder(now time.Time) (*order.Order, error) {
 	o := &order.Order{
 		Kind: order.Kind(req.Kind), Host: req.Host, Command: req.Command, Args: req.Args, Env: req.Env,
 		RunAs: req.RunAs, DryRun: req.DryRun, Idempotent: req.Idempotent, MaxOutput: req.MaxOutputBytes,
@@ -87,7 +88,7 @@ func (req *submitRequest) toOrder(now time.Time) (*order.Order, error) {
 	}
 	for _, s := range []struct {
 		name    string
-		in      *streamOut
+		in      *StreamOut
 		capture *bool
 		enc     *order.Encoding
 	}{{"stdout", req.Stdout, &o.CaptureStdout, &o.StdoutEncode}, {"stderr", req.Stderr, &o.CaptureStderr, &o.StderrEncode}} {
@@ -128,44 +129,47 @@ func (req *submitRequest) toOrder(now time.Time) (*order.Order, error) {
 	return o, nil
 }
 
-// orderResponse is an order as the API shows it (DESIGN §3). Env values
+// Order is an order as the API shows it (DESIGN §3). Env values
 // are never shown: names only.
-type orderResponse struct {
-	ID            uuid.UUID       `json:"id"`
-	BatchID       *uuid.UUID      `json:"batch_id"`
-	Kind          order.Kind      `json:"kind"`
-	Host          string          `json:"host"`
-	Status        order.Status    `json:"status"`
-	Command       string          `json:"command"`
-	Args          []string        `json:"args"`
-	EnvNames      []string        `json:"env_names"`
-	TimeoutSecs   float64         `json:"timeout_seconds"`
-	RunAs         string          `json:"run_as"`
-	DryRun        bool            `json:"dry_run"`
-	Idempotent    bool            `json:"idempotent"`
-	ExpiresAt     *time.Time      `json:"expires_at,omitempty"`
-	Principal     string          `json:"principal"`
-	Source        string          `json:"source"`
-	CorrelationID string          `json:"correlation_id"`
-	SubmittedAt   time.Time       `json:"submitted_at"`
-	StartedAt     *time.Time      `json:"started_at"`
-	FinishedAt    *time.Time      `json:"finished_at"`
-	Attempt       int             `json:"attempt"`
-	StreamSeq     uint64          `json:"stream_seq,omitempty"`
-	Policy        order.Decision  `json:"policy"`
-	Result        *resultResponse `json:"result"`
+type Order struct {
+	ID            uuid.UUID      `json:"id"`
+	BatchID       *uuid.UUID     `json:"batch_id"`
+	Kind          order.Kind     `json:"kind"`
+	Host          string         `json:"host"`
+	Status        order.Status   `json:"status"`
+	Command       string         `json:"command"`
+	Args          []string       `json:"args"`
+	EnvNames      []string       `json:"env_names"`
+	TimeoutSecs   float64        `json:"timeout_seconds"`
+	RunAs         string         `json:"run_as"`
+	DryRun        bool           `json:"dry_run"`
+	Idempotent    bool           `json:"idempotent"`
+	ExpiresAt     *time.Time     `json:"expires_at,omitempty"`
+	Principal     string         `json:"principal"`
+	Source        string         `json:"source"`
+	CorrelationID string         `json:"correlation_id"`
+	SubmittedAt   time.Time      `json:"submitted_at"`
+	StartedAt     *time.Time     `json:"started_at"`
+	FinishedAt    *time.Time     `json:"finished_at"`
+	Attempt       int            `json:"attempt"`
+	StreamSeq     uint64         `json:"stream_seq,omitempty"`
+	Policy        order.Decision `json:"policy"`
+	Result        *Result        `json:"result"`
 }
 
-type resultResponse struct {
-	ExitCode   *int           `json:"exit_code"`
-	Signal     *string        `json:"signal"`
-	DurationMS int64          `json:"duration_ms"`
-	Error      *string        `json:"error"`
-	Stdout     streamResponse `json:"stdout"`
-	Stderr     streamResponse `json:"stderr"`
+// Result is how an order ran.
+type Result struct {
+	ExitCode   *int    `json:"exit_code"`
+	Signal     *string `json:"signal"`
+	DurationMS int64   `json:"duration_ms"`
+	Error      *string `json:"error"`
+	Stdout     Stream  `json:"stdout"`
+	Stderr     Stream  `json:"stderr"`
 }
 
-type streamResponse struct {
+// Stream is one captured output stream: the kept content in its encoding,
+// and the size, truncation and SHA-256 of the full stream.
+type Stream struct {
 	Content   string  `json:"content"`
 	Encode    *string `json:"encode"`
 	Bytes     int64   `json:"bytes"`
@@ -176,8 +180,8 @@ type streamResponse struct {
 	Switched bool `json:"switched_to_base64,omitempty"`
 }
 
-func toResponse(o *order.Order) orderResponse {
-	r := orderResponse{
+func toResponse(o *order.Order) Order {
+	r := Order{
 		ID: o.ID, BatchID: o.BatchID, Kind: o.Kind, Host: o.Host, Status: o.Status, Command: o.Command,
 		Args: o.Args, EnvNames: o.EnvNames, TimeoutSecs: o.Timeout.Seconds(),
 		RunAs: o.RunAs, DryRun: o.DryRun, Idempotent: o.Idempotent, ExpiresAt: o.ExpiresAt,
@@ -195,7 +199,7 @@ func toResponse(o *order.Order) orderResponse {
 		r.Policy.Matched = []string{}
 	}
 	if res := o.Result; res != nil {
-		rr := &resultResponse{ExitCode: res.ExitCode, DurationMS: res.DurationMS,
+		rr := &Result{ExitCode: res.ExitCode, DurationMS: res.DurationMS,
 			Stdout: toStream(res.Stdout, o.StdoutEncode), Stderr: toStream(res.Stderr, o.StderrEncode)}
 		if res.Signal != "" {
 			rr.Signal = &res.Signal
@@ -208,9 +212,9 @@ func toResponse(o *order.Order) orderResponse {
 	return r
 }
 
-func toStream(out order.Output, want order.Encoding) streamResponse {
+func toStream(out order.Output, want order.Encoding) Stream {
 	content, got := order.Encode(out.Content, want)
-	s := streamResponse{Content: content, Bytes: out.Bytes, Truncated: out.Truncated, SHA256: hex.EncodeToString(out.SHA256)}
+	s := Stream{Content: content, Bytes: out.Bytes, Truncated: out.Truncated, SHA256: hex.EncodeToString(out.SHA256)}
 	if got != order.EncodeText {
 		e := string(got)
 		s.Encode = &e
