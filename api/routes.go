@@ -11,10 +11,14 @@ import (
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
+	r.Use(s.measure)
 	r.Use(s.network)
 
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
+	if s.Metrics != nil {
+		r.Get("/metrics", s.handleMetrics)
+	}
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.limitIP)

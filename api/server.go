@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -43,6 +44,9 @@ type Settings struct {
 	// RatePerIP and RatePerPrincipal are requests per minute; 0 is off.
 	RatePerIP        int
 	RatePerPrincipal int
+	// MetricsPublic serves /metrics without authentication (for a
+	// Prometheus that scrapes from a trusted network).
+	MetricsPublic bool
 }
 
 // Deps are the Server's collaborators.
@@ -58,6 +62,8 @@ type Deps struct {
 	// Reload loads the config again (POST /v1/admin/reload) and returns
 	// the keys that changed; an error means the running config stays.
 	Reload func() ([]string, error)
+	// Metrics, when set, is served on /metrics and records API latency.
+	Metrics *metrics.Metrics
 }
 
 // Server serves the API.

@@ -51,7 +51,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	log.Info("order started", "attempt", o.Attempt, "stream_seq", seq, "command", o.Command)
 	w.event(o, "started", order.StatusRunning)
 
-	finish := w.run(ctx, msg, o)
+	finish, ran := w.run(ctx, msg, o)
 	if err := w.failPoint("after_exec", o); err != nil {
 		return err
 	}
@@ -64,6 +64,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := msg.Ack(); err != nil {
 		log.Warn("ack order", "error", err)
 	}
+	w.opts.Metrics.Finished(o.Host, finish.Status, ran)
 	log.Info("order finished", "status", finish.Status, "exit_code", exitCode(finish.Result), "duration_ms", finish.Result.DurationMS)
 	w.event(o, "finished", finish.Status)
 	return nil
@@ -82,6 +83,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 		}
 		if ok {
 			w.logger.Warn("order interrupted", "order_id", o.ID, "attempt", o.Attempt)
+			w.opts.Metrics.Finished(o.Host, order.StatusInterrupted, -1)
 			w.event(o, "finished", order.StatusInterrupted)
 		}
 	}
@@ -92,19 +94,20 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 }
 
 // run checks the host policy and executes the order, keeping the message
-// alive with InProgress while the process runs.
-func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) postgres.Finish {
+// alive with InProgress while the process runs. ran is how long the process
+// ran, or -1 when nothing was executed.
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration) {
 	if o.ExpiresAt != nil && time.Now().After(*o.ExpiresAt) {
-		return postgres.Finish{Status: order.StatusExpired, Result: order.Result{Error: "deadline passed before the order started"}}
+		return postgres.Finish{Status: order.StatusExpired, Result: order.Result{Error: "deadline passed before the order started"}}, -1
 	}
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
-			Detail: map[string]any{"reason": reason(err)}}
+			Detail: map[string]any{"reason": reason(err)}}, -1
 	}
 	if o.DryRun {
 		return postgres.Finish{Status: order.StatusSucceeded,
-			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}
+			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1
 	}
 
 	signals := make(chan syscall.Signal, 4)
@@ -163,7 +166,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) pos
 		}
 	}
 	res := w.exec.Run(execCtx, req, signals)
-	return finishOf(res)
+	return finishOf(res), res.Duration
 }
 
 // finishOf maps an execution result to the order's terminal status.

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -54,6 +55,9 @@ type Options struct {
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
 	// right there as if it had crashed. Tests use it to inject failures.
 	FailPoint func(point string, o *order.Order) error
+
+	// Metrics records finished orders; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Worker runs the orders of one host.

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -47,6 +48,8 @@ type Options struct {
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
 	Screen func(*order.Order) error
+	// Metrics counts submissions and refusals; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Service submits orders.
@@ -126,6 +129,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		// The marker is an optimization: a missed one costs one deduplicated
 		// republish by the reconciler.
 	}
+	s.opts.Metrics.Submitted(o.Source)
 	s.logger.Debug("order queued", "order_id", o.ID, "host", o.Host, "principal", o.Principal)
 	return o, nil
 }
@@ -220,6 +224,7 @@ func (s *Service) Reconcile(ctx context.Context) (int, error) {
 
 // Reject records a refused submission for the audit trail.
 func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
+	s.opts.Metrics.Rejected(order.Code(r.Code))
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if err := s.store.RecordRejection(rctx, r); err != nil {

@@ -116,3 +116,22 @@ func (s *Store) ReplaceAPIToken(ctx context.Context, t APIToken) error {
 		ON CONFLICT (name) DO UPDATE SET sha256 = $2, roles = $3, created_at = now()`, t.Name, t.SHA256, t.Roles)
 	return translate("replace api token", err)
 }
+
+// QueueDepths counts the queued orders of every host that has any.
+func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT host, count(*) FROM orders WHERE status = 'queued' GROUP BY host`)
+	if err != nil {
+		return nil, translate("count queues", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var h string
+		var n int
+		if err := rows.Scan(&h, &n); err != nil {
+			return nil, translate("count queues", err)
+		}
+		out[h] = n
+	}
+	return out, translate("count queues", rows.Err())
+}

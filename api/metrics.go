@@ -1,0 +1,37 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+)
+
+// measure records each request's latency under its route pattern (never
+// the raw path, whose ids would explode the label set).
+func (s *Server) measure(next http.Handler) http.Handler {
+	if s.Metrics == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		s.Metrics.Request(route, r.Method, ww.Status(), time.Since(start))
+	})
+}
+
+// handleMetrics is GET /metrics: Prometheus text format. It asks for a
+// token like /v1 unless http.metrics_public is set.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.Settings().MetricsPublic {
+		s.Metrics.Handler().ServeHTTP(w, r)
+		return
+	}
+	s.authenticate(s.Metrics.Handler()).ServeHTTP(w, r)
+}

@@ -1,0 +1,133 @@
+// Package metrics holds orderly's Prometheus metrics (DESIGN §9): one
+// registry per process, with the collectors every component records into.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Metrics is the set of collectors. A nil *Metrics records nothing, so
+// components need no checks.
+type Metrics struct {
+	registry     *prometheus.Registry
+	submitted    *prometheus.CounterVec
+	finished     *prometheus.CounterVec
+	execDuration *prometheus.HistogramVec
+	rejections   *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+}
+
+// New returns a registry with the Go runtime and process collectors and
+// orderly's own.
+func New() *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_orders_submitted_total", Help: "Orders accepted, by source (rest, nats).",
+		}, []string{"source"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_orders_finished_total", Help: "Orders that reached a terminal status on a worker, by host and status.",
+		}, []string{"host", "status"}),
+		execDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orderly_exec_duration_seconds", Help: "Run time of executed orders, by host.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300, 1800},
+		}, []string{"host"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_rejections_total", Help: "Refused requests and submissions, by error code (unauthenticated, forbidden, invalid_request, rate_limited, …).",
+		}, []string{"code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orderly_http_request_duration_seconds", Help: "API latency by route pattern, method and status.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1, 5, 30},
+		}, []string{"route", "method", "status"}),
+	}
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration)
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// Submitted counts an accepted order.
+func (m *Metrics) Submitted(source string) {
+	if m != nil {
+		m.submitted.WithLabelValues(source).Inc()
+	}
+}
+
+// Finished records an order's end on a worker; ran is how long its process
+// ran, negative when nothing was executed.
+func (m *Metrics) Finished(host string, st order.Status, ran time.Duration) {
+	if m == nil {
+		return
+	}
+	m.finished.WithLabelValues(host, string(st)).Inc()
+	if ran >= 0 {
+		m.execDuration.WithLabelValues(host).Observe(ran.Seconds())
+	}
+}
+
+// Rejected counts a refusal by its error code.
+func (m *Metrics) Rejected(code order.Code) {
+	if m != nil {
+		m.rejections.WithLabelValues(string(code)).Inc()
+	}
+}
+
+// Request records one API request.
+func (m *Metrics) Request(route, method string, status int, d time.Duration) {
+	if m != nil {
+		m.httpDuration.WithLabelValues(route, method, statusClass(status)).Observe(d.Seconds())
+	}
+}
+
+func statusClass(code int) string {
+	switch {
+	case code >= 500:
+		return "5xx"
+	case code >= 400:
+		return "4xx"
+	case code >= 300:
+		return "3xx"
+	}
+	return "2xx"
+}
+
+// WatchQueues reports orderly_queue_depth per host at scrape time from
+// depths (queued orders per host), so the gauge is never stale.
+func (m *Metrics) WatchQueues(depths func(context.Context) (map[string]int, error)) {
+	if m != nil {
+		m.registry.MustRegister(&queueCollector{depths: depths})
+	}
+}
+
+var queueDesc = prometheus.NewDesc("orderly_queue_depth", "Orders queued per host, read from PostgreSQL at scrape time.", []string{"host"}, nil)
+
+type queueCollector struct {
+	depths func(context.Context) (map[string]int, error)
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- queueDesc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := c.depths(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(queueDesc, err)
+		return
+	}
+	for host, n := range d {
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n), host)
+	}
+}
