@@ -19,6 +19,7 @@ import (
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
@@ -33,10 +34,11 @@ import (
 
 // backend is the connections every server command needs.
 type backend struct {
-	pool  *pgxpool.Pool
-	store *postgres.Store
-	nc    *nats.Conn
-	queue *queue.Queue
+	metrics *metrics.Metrics // one registry for everything in this process
+	pool    *pgxpool.Pool
+	store   *postgres.Store
+	nc      *nats.Conn
+	queue   *queue.Queue
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger) (*backend, error) {
@@ -71,7 +73,7 @@ func openBackend(ctx context.Context, cfg config.Config, name string, logger *sl
 		pool.Close()
 		return nil, err
 	}
-	return &backend{pool: pool, store: postgres.New(pool), nc: nc, queue: q}, nil
+	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q}, nil
 }
 
 // close drains NATS, then closes the pool (STYLE: shutdown order).
@@ -178,9 +180,11 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		// changed since old.
 		return config.Changed(old, w.Current()), nil
 	}
+	b.metrics.WatchQueues(b.store.QueueDepths)
 	in := intake.New(b.store, b.queue, func() intake.Authorizer { return sec.policy.Load() },
 		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() },
 			Retention: func() time.Duration { return w.Current().Retention },
+			Metrics:   b.metrics,
 			Screen: func(o *order.Order) error {
 				c := w.Current().Worker
 				deny := c.EnvDeny
@@ -190,12 +194,12 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				return order.Screen(o, deny, c.ForbiddenChars)
 			}}, logger)
 	srv := api.New(api.Deps{
-		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version,
+		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,
 		Auth: func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
 			c := w.Current()
 			return api.Settings{MaxBodyBytes: c.HTTP.MaxBodyBytes, MaxWait: c.HTTP.MaxWait, ACL: sec.acl.Load(),
-				RatePerIP: c.Limits.RatePerIP, RatePerPrincipal: c.Limits.RatePerPrincipal}
+				RatePerIP: c.Limits.RatePerIP, RatePerPrincipal: c.Limits.RatePerPrincipal, MetricsPublic: c.HTTP.MetricsPublic}
 		},
 		Status: func() map[string]any {
 			st := w.Status()
@@ -297,7 +301,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		})
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: version, Heartbeat: cfg.NATS.Heartbeat,
-		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace},
+		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},
 		b.store, b.queue, policy, executor.New(logger), logger)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &workerRunner{cancel: cancel, done: make(chan error, 1)}

@@ -11,20 +11,29 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // submitted handles the answer to a fan-out (--hosts): one order per host
 // under one batch id.
-func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw []byte, batchID *string, rawOrders []json.RawMessage) error {
-	orders := make([]clientOrder, len(rawOrders))
-	for i, r := range rawOrders {
-		if err := json.Unmarshal(r, &orders[i]); err != nil || orders[i].ID == "" {
+func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw []byte) error {
+	var b api.Batch
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return fmt.Errorf("POST /v1/orders: the API's answer is not the expected batch: %v", err)
+	}
+	orders := b.Orders
+	for i := range orders {
+		if orders[i].ID == uuid.Nil {
 			return fmt.Errorf("POST /v1/orders: order %d of the batch has no id", i)
 		}
 	}
 	batch := "-"
-	if batchID != nil {
-		batch = *batchID
+	if b.BatchID != uuid.Nil {
+		batch = b.BatchID.String()
 	}
 	if !o.wait {
 		if o.json {
@@ -45,7 +54,7 @@ func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw
 // "host: status" lines on stderr as they change. Then it prints every
 // host's output with each line prefixed by "host: " (stdout to stdout,
 // stderr to stderr), and succeeds only if every order succeeded.
-func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders []clientOrder, asJSON bool) error {
+func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders []api.Order, asJSON bool) error {
 	sort.SliceStable(orders, func(i, j int) bool { return orders[i].Host < orders[j].Host })
 	raws := make([]json.RawMessage, len(orders))
 	for _, ord := range orders {
@@ -56,11 +65,11 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 	for {
 		pending := 0
 		for i := range orders {
-			if orders[i].terminal() && raws[i] != nil {
+			if orderTerminal(&orders[i]) && raws[i] != nil {
 				continue
 			}
-			var cur clientOrder
-			raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + orders[i].ID}, &cur)
+			var cur api.Order
+			raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + orders[i].ID.String()}, &cur)
 			if err != nil {
 				if ctx.Err() != nil {
 					fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
@@ -82,7 +91,7 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 				fmt.Fprintf(a.stderr, "%s: %s\n", cur.Host, progress(&cur))
 			}
 			orders[i], raws[i] = cur, raw
-			if !cur.terminal() {
+			if !orderTerminal(&cur) {
 				pending++
 			}
 		}
@@ -96,7 +105,7 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 		delay = min(delay*3/2, pollMaxDelay)
 	}
 
-	counts := map[string]int{}
+	counts := map[order.Status]int{}
 	for _, ord := range orders {
 		counts[ord.Status]++
 	}
@@ -110,8 +119,8 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 				continue
 			}
 			for i, w := range []io.Writer{a.stdout, a.stderr} {
-				s := []clientStream{ord.Result.Stdout, ord.Result.Stderr}[i]
-				b, err := s.bytes()
+				s := []api.Stream{ord.Result.Stdout, ord.Result.Stderr}[i]
+				b, err := decodeOutput(s.Content, s.Encode)
 				if err != nil {
 					return fmt.Errorf("order %s: %w", ord.ID, err)
 				}
@@ -121,7 +130,7 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 			}
 		}
 	}
-	if counts["succeeded"] == len(orders) {
+	if counts[order.StatusSucceeded] == len(orders) {
 		return nil
 	}
 	var parts []string
@@ -133,14 +142,14 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 }
 
 // progress is a status with its outcome: "failed (exit 3)".
-func progress(o *clientOrder) string {
-	if !o.terminal() || o.Result == nil {
-		return o.Status
+func progress(o *api.Order) string {
+	if !orderTerminal(o) || o.Result == nil {
+		return string(o.Status)
 	}
 	if o.Result.Error != nil && *o.Result.Error != "" && o.Result.ExitCode == nil {
 		return fmt.Sprintf("%s: %s", o.Status, *o.Result.Error)
 	}
-	return fmt.Sprintf("%s (exit %s)", o.Status, o.exitText())
+	return fmt.Sprintf("%s (exit %s)", o.Status, exitText(o))
 }
 
 // writePrefixed writes b line by line, each line starting with prefix; a

@@ -11,8 +11,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
@@ -55,7 +57,7 @@ type follower struct {
 }
 
 // follow returns the finished order and its JSON as the API sent it.
-func (f *follower) follow(ctx context.Context) (*clientOrder, []byte, error) {
+func (f *follower) follow(ctx context.Context) (*api.Order, []byte, error) {
 	failures := 0
 	delay := 250 * time.Millisecond
 	for {
@@ -89,7 +91,7 @@ var errStreamDropped = errors.New("event stream dropped")
 
 // streamOnce reads the event stream over one connection. got reports
 // whether any event arrived, so reconnect attempts can back off.
-func (f *follower) streamOnce(ctx context.Context) (o *clientOrder, raw []byte, got bool, err error) {
+func (f *follower) streamOnce(ctx context.Context) (o *api.Order, raw []byte, got bool, err error) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	hdr := http.Header{"Cache-Control": {"no-cache"}}
@@ -148,21 +150,18 @@ func (f *follower) seen(ev sseEvent) bool {
 }
 
 // handle acts on one event; it returns the order on "finished".
-func (f *follower) handle(ctx context.Context, ev sseEvent) (*clientOrder, []byte, error) {
+func (f *follower) handle(ctx context.Context, ev sseEvent) (*api.Order, []byte, error) {
 	switch ev.Event {
 	case "queued":
 		f.status("queued")
 	case "started":
 		f.status("running")
 	case "stdout", "stderr":
-		var chunk struct {
-			Data   string  `json:"data"`
-			Encode *string `json:"encode"`
-		}
+		var chunk api.Chunk
 		if err := json.Unmarshal(ev.Data, &chunk); err != nil {
 			return nil, nil, fmt.Errorf("order %s: bad %s event from the API: %v", f.id, ev.Event, err)
 		}
-		b, err := clientStream{Content: chunk.Data, Encode: chunk.Encode}.bytes()
+		b, err := decodeOutput(chunk.Data, chunk.Encode)
 		if err != nil {
 			return nil, nil, fmt.Errorf("order %s: %s event: %w", f.id, ev.Event, err)
 		}
@@ -174,15 +173,15 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*clientOrder, []byt
 			return nil, nil, err
 		}
 	case "finished":
-		var o clientOrder
+		var o api.Order
 		raw := ev.Data
-		if err := json.Unmarshal(raw, &o); err != nil || o.ID == "" || !o.terminal() {
+		if err := json.Unmarshal(raw, &o); err != nil || o.ID == uuid.Nil || !orderTerminal(&o) {
 			// Not the full order after all: read it.
 			var err error
 			if raw, err = f.c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + f.id}, &o); err != nil {
 				return nil, nil, err
 			}
-			if !o.terminal() {
+			if !orderTerminal(&o) {
 				return nil, nil, errStreamDropped
 			}
 		}
@@ -191,11 +190,9 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*clientOrder, []byt
 		}
 		return &o, raw, nil
 	case "error":
-		var env struct {
-			Error *apiError `json:"error"`
-		}
-		if json.Unmarshal(ev.Data, &env) == nil && env.Error != nil && env.Error.Message != "" {
-			return nil, nil, env.Error
+		var env api.ErrorBody
+		if json.Unmarshal(ev.Data, &env) == nil && env.Error.Message != "" {
+			return nil, nil, &apiError{Code: string(env.Error.Code), Message: env.Error.Message, Details: env.Error.Details}
 		}
 	}
 	return nil, nil, nil
@@ -203,22 +200,22 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*clientOrder, []byt
 
 // poll reads the order until it is terminal, then writes its stored
 // output (what the event stream did not already deliver).
-func (f *follower) poll(ctx context.Context) (*clientOrder, []byte, error) {
+func (f *follower) poll(ctx context.Context) (*api.Order, []byte, error) {
 	delay := 100 * time.Millisecond
 	var failingSince time.Time
 	for {
-		var o clientOrder
+		var o api.Order
 		raw, err := f.c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + f.id}, &o)
 		switch {
 		case err == nil:
 			failingSince = time.Time{}
-			if o.terminal() {
+			if orderTerminal(&o) {
 				if err := f.flushResult(&o); err != nil {
 					return nil, nil, err
 				}
 				return &o, raw, nil
 			}
-			f.status(o.Status)
+			f.status(string(o.Status))
 		case ctx.Err() != nil:
 			return nil, nil, ctx.Err()
 		case temporary(err):
@@ -273,15 +270,15 @@ func (f *follower) write(i int, b []byte) error {
 
 // flushResult writes the part of the stored output that was not streamed:
 // all of it after polling, the rest after a stream that lost chunks.
-func (f *follower) flushResult(o *clientOrder) error {
+func (f *follower) flushResult(o *api.Order) error {
 	if o.Result == nil {
 		return nil
 	}
-	for i, s := range []clientStream{o.Result.Stdout, o.Result.Stderr} {
+	for i, s := range []api.Stream{o.Result.Stdout, o.Result.Stderr} {
 		if s.Content == "" || (f.written[i] > 0 && f.written[i] >= s.Bytes) {
 			continue
 		}
-		b, err := s.bytes()
+		b, err := decodeOutput(s.Content, s.Encode)
 		if err != nil {
 			return fmt.Errorf("order %s: %w", o.ID, err)
 		}
@@ -325,27 +322,27 @@ func (r *idleReader) Read(p []byte) (int, error) {
 // a note on stderr; any other outcome (timed_out or killed without a known
 // signal, rejected, canceled, expired, interrupted, a failure to start) →
 // an error, which main prints as "orderly: …" with exit status 1.
-func exitOf(stderr io.Writer, o *clientOrder) error {
+func exitOf(stderr io.Writer, o *api.Order) error {
 	res := o.Result
 	if res == nil {
-		res = &clientResult{}
+		res = &api.Result{}
 	}
 	detail := ""
 	if res.Error != nil && *res.Error != "" {
 		detail = ": " + *res.Error
 	}
-	switch order.Status(o.Status) {
+	switch o.Status {
 	case order.StatusSucceeded:
 		return nil
 	case order.StatusFailed, order.StatusKilled, order.StatusTimedOut:
 		if res.Signal != nil && *res.Signal != "" {
 			if n := unix.SignalNum(*res.Signal); n != 0 {
-				what := map[string]string{"failed": "ended by", "killed": "killed with", "timed_out": "timed out; ended by"}[o.Status]
+				what := map[order.Status]string{order.StatusFailed: "ended by", order.StatusKilled: "killed with", order.StatusTimedOut: "timed out; ended by"}[o.Status]
 				fmt.Fprintf(stderr, "orderly: order %s %s %s%s\n", o.ID, what, *res.Signal, detailIfNew(detail, o.Status))
 				return exitCodeError(128 + int(n))
 			}
 		}
-		if o.Status == string(order.StatusFailed) && res.ExitCode != nil && *res.ExitCode != 0 {
+		if o.Status == order.StatusFailed && res.ExitCode != nil && *res.ExitCode != 0 {
 			return exitCodeError(*res.ExitCode)
 		}
 	}
@@ -353,8 +350,8 @@ func exitOf(stderr io.Writer, o *clientOrder) error {
 }
 
 // detailIfNew drops an error text that only repeats the status.
-func detailIfNew(detail, status string) string {
-	if status == "timed_out" && detail == ": timed out" {
+func detailIfNew(detail string, status order.Status) string {
+	if status == order.StatusTimedOut && detail == ": timed out" {
 		return ""
 	}
 	return detail

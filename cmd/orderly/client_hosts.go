@@ -8,20 +8,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
-)
 
-// clientHost is a host as GET /v1/hosts shows it.
-type clientHost struct {
-	Host         string        `json:"host"`
-	Online       bool          `json:"online"`
-	LastSeen     *time.Time    `json:"last_seen"`
-	Version      string        `json:"version"`
-	CurrentOrder *string       `json:"current_order"`
-	QueueDepth   *int          `json:"queue_depth"`
-	Running      *clientOrder  `json:"running"`
-	Queued       []clientOrder `json:"queued"`
-}
+	"github.com/orderly-run/orderly/api"
+)
 
 func (a *app) hostsCommand() *cobra.Command {
 	var conn connFlags
@@ -38,7 +29,7 @@ func (a *app) hostsCommand() *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				var h clientHost
+				var h api.Host
 				raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/hosts/" + url.PathEscape(args[0])}, &h)
 				if err != nil {
 					return err
@@ -49,7 +40,7 @@ func (a *app) hostsCommand() *cobra.Command {
 				return printHost(a.stdout, &h)
 			}
 			var list struct {
-				Hosts []clientHost `json:"hosts"`
+				Hosts []api.Host `json:"hosts"`
 			}
 			raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/hosts"}, &list)
 			if err != nil {
@@ -62,7 +53,7 @@ func (a *app) hostsCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tONLINE\tLAST SEEN\tVERSION\tCURRENT ORDER")
 			for _, h := range list.Hosts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), ago(h.LastSeen, now), dash(h.Version), dashPtr(h.CurrentOrder))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), ago(h.LastSeen, now), dash(h.Version), dashID(h.CurrentOrder))
 			}
 			return tw.Flush()
 		},
@@ -73,7 +64,7 @@ func (a *app) hostsCommand() *cobra.Command {
 }
 
 // printHost shows one host and its queue in execution order.
-func printHost(w io.Writer, h *clientHost) error {
+func printHost(w io.Writer, h *api.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
 	fmt.Fprintf(tw, "Host:\t%s\n", h.Host)
 	fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))
@@ -92,10 +83,10 @@ func printHost(w io.Writer, h *clientHost) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tID\tSTATUS\tSUBMITTED\tCOMMAND")
 	if o := h.Running; o != nil {
-		fmt.Fprintf(tw, "-\t%s\t%s\t%s\t%s\n", o.ID, o.Status, localTime(&o.SubmittedAt), truncate(o.commandLine(), 60))
+		fmt.Fprintf(tw, "-\t%s\t%s\t%s\t%s\n", o.ID, o.Status, localTime(&o.SubmittedAt), truncate(commandLine(o), 60))
 	}
 	for i, o := range h.Queued {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i+1, o.ID, o.Status, localTime(&o.SubmittedAt), truncate(o.commandLine(), 60))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i+1, o.ID, o.Status, localTime(&o.SubmittedAt), truncate(commandLine(&o), 60))
 	}
 	return tw.Flush()
 }
@@ -114,9 +105,9 @@ func dash(s string) string {
 	return s
 }
 
-func dashPtr(s *string) string {
-	if s == nil {
+func dashID(id *uuid.UUID) string {
+	if id == nil {
 		return "-"
 	}
-	return dash(*s)
+	return id.String()
 }

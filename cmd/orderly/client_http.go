@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/orderly-run/orderly/api"
 )
 
 // apiClient talks HTTP to the orderly API with a bearer token.
@@ -144,15 +146,9 @@ func (c *apiClient) call(ctx context.Context, r request, out any) ([]byte, error
 func readError(method, path string, resp *http.Response) error {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var env struct {
-		Error *struct {
-			Code    string         `json:"code"`
-			Message string         `json:"message"`
-			Details map[string]any `json:"details"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Message != "" {
-		return &apiError{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+	var env api.ErrorBody
+	if json.Unmarshal(b, &env) == nil && env.Error.Message != "" {
+		return &apiError{Status: resp.StatusCode, Code: string(env.Error.Code), Message: env.Error.Message, Details: env.Error.Details}
 	}
 	snippet := strings.TrimSpace(string(b))
 	if len(snippet) > 200 {

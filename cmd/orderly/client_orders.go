@@ -16,11 +16,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/orderly-run/orderly/api"
 )
 
 // getOrder reads one order; id is passed through escaped, the API judges it.
-func getOrder(ctx context.Context, c *apiClient, id string) (*clientOrder, []byte, error) {
-	var o clientOrder
+func getOrder(ctx context.Context, c *apiClient, id string) (*api.Order, []byte, error) {
+	var o api.Order
 	raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + url.PathEscape(id)}, &o)
 	if err != nil {
 		return nil, nil, err
@@ -57,20 +59,20 @@ func (a *app) getCommand() *cobra.Command {
 }
 
 // printOrder is get's human summary.
-func printOrder(w io.Writer, o *clientOrder) error {
+func printOrder(w io.Writer, o *api.Order) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-	row("ID", o.ID)
+	row("ID", o.ID.String())
 	if o.BatchID != nil {
-		row("Batch", *o.BatchID)
+		row("Batch", o.BatchID.String())
 	}
 	row("Host", o.Host)
-	status := o.Status
+	status := string(o.Status)
 	if o.Result != nil && (o.Result.ExitCode != nil || o.Result.Signal != nil) {
-		status += " (exit " + o.exitText() + ")"
+		status += " (exit " + exitText(o) + ")"
 	}
 	row("Status", status)
-	row("Command", o.commandLine())
+	row("Command", commandLine(o))
 	if o.RunAs != "" {
 		row("Run as", o.RunAs)
 	}
@@ -99,14 +101,14 @@ func printOrder(w io.Writer, o *clientOrder) error {
 	}
 	for _, s := range []struct {
 		name string
-		s    clientStream
+		s    api.Stream
 	}{{"stdout", o.Result.Stdout}, {"stderr", o.Result.Stderr}} {
 		note := fmt.Sprintf("%d bytes", s.s.Bytes)
 		if s.s.Truncated {
 			note += ", truncated"
 		}
 		fmt.Fprintf(w, "--- %s (%s) ---\n", s.name, note)
-		b, err := s.s.bytes()
+		b, err := decodeOutput(s.s.Content, s.s.Encode)
 		if err != nil {
 			return fmt.Errorf("order %s: %w", o.ID, err)
 		}
@@ -145,10 +147,10 @@ order's exit code, like submit --wait.`,
 			if err != nil {
 				return err
 			}
-			if follow && !o.terminal() {
+			if follow && !orderTerminal(o) {
 				return a.waitOrder(ctx, c, o, false, false)
 			}
-			if !o.terminal() {
+			if !orderTerminal(o) {
 				fmt.Fprintf(a.stderr, "orderly: order %s is %s; its output is stored when it finishes (orderly logs -f %s follows it)\n", o.ID, o.Status, o.ID)
 				return nil
 			}
@@ -235,13 +237,10 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 		return err
 	}
 	var all []json.RawMessage
-	var orders []clientOrder
+	var orders []api.Order
 	var next *string
 	for {
-		var page struct {
-			Orders     []json.RawMessage `json:"orders"`
-			NextCursor *string           `json:"next_cursor"`
-		}
+		var page api.OrderList
 		raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/orders", query: q}, &page)
 		if err != nil {
 			return err
@@ -249,14 +248,17 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 		if o.json && !o.all {
 			return writeJSON(a.stdout, raw)
 		}
-		for _, r := range page.Orders {
-			var ord clientOrder
-			if err := json.Unmarshal(r, &ord); err != nil {
-				return fmt.Errorf("GET /v1/orders: an order is not the expected JSON: %v", err)
+		if o.json {
+			// Every page's orders as the API sent them, in one list.
+			var rawPage struct {
+				Orders []json.RawMessage `json:"orders"`
 			}
-			orders = append(orders, ord)
+			if err := json.Unmarshal(raw, &rawPage); err != nil {
+				return fmt.Errorf("GET /v1/orders: %v", err)
+			}
+			all = append(all, rawPage.Orders...)
 		}
-		all = append(all, page.Orders...)
+		orders = append(orders, page.Orders...)
 		next = page.NextCursor
 		if !o.all || next == nil || *next == "" {
 			break
@@ -272,8 +274,8 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tCOMMAND")
 	for _, ord := range orders {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, ord.exitText(),
-			localTime(&ord.SubmittedAt), truncate(ord.commandLine(), 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, exitText(&ord),
+			localTime(&ord.SubmittedAt), truncate(commandLine(&ord), 60))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -314,7 +316,7 @@ func (a *app) cancelCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var o clientOrder
+			var o api.Order
 			raw, err := c.call(cmd.Context(), request{method: http.MethodPost, path: "/v1/orders/" + url.PathEscape(args[0]) + "/cancel",
 				body: map[string]string{"signal": sig}}, &o)
 			if err != nil {

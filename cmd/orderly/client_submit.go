@@ -11,35 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
 )
-
-// submitBody is the POST /v1/orders body the CLI sends (DESIGN §3).
-type submitBody struct {
-	Host             string            `json:"host,omitempty"`
-	Hosts            []string          `json:"hosts,omitempty"`
-	Command          string            `json:"command"`
-	Args             []string          `json:"args"`
-	Env              map[string]string `json:"env,omitempty"`
-	Stdin            *stdinBody        `json:"stdin,omitempty"`
-	Stdout           *outputBody       `json:"stdout,omitempty"`
-	Stderr           *outputBody       `json:"stderr,omitempty"`
-	TimeoutSeconds   float64           `json:"timeout_seconds,omitempty"`
-	RunAs            string            `json:"run_as,omitempty"`
-	DryRun           bool              `json:"dry_run,omitempty"`
-	ExpiresInSeconds float64           `json:"expires_in_seconds,omitempty"`
-}
-
-type stdinBody struct {
-	Content string `json:"content"`
-	Encode  string `json:"encode"`
-}
-
-type outputBody struct {
-	Encode string `json:"encode"`
-}
 
 type submitOptions struct {
 	conn      connFlags
@@ -120,19 +97,19 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 	if err != nil {
 		return err
 	}
+	// A fan-out answers with a batch (orders, no id), one host with an order.
 	var probe struct {
-		ID      string            `json:"id"`
-		BatchID *string           `json:"batch_id"`
-		Orders  []json.RawMessage `json:"orders"`
+		ID     string            `json:"id"`
+		Orders []json.RawMessage `json:"orders"`
 	}
 	if err := json.Unmarshal(raw, &probe); err != nil {
 		return fmt.Errorf("POST /v1/orders: the API answered with something that is not JSON: %v", err)
 	}
 	if probe.ID == "" && probe.Orders != nil {
-		return a.submitted(ctx, c, o, raw, probe.BatchID, probe.Orders)
+		return a.submitted(ctx, c, o, raw)
 	}
-	var ord clientOrder
-	if err := json.Unmarshal(raw, &ord); err != nil || ord.ID == "" {
+	var ord api.Order
+	if err := json.Unmarshal(raw, &ord); err != nil || ord.ID == uuid.Nil {
 		return fmt.Errorf("POST /v1/orders: the API's answer has no order id")
 	}
 	if !o.wait {
@@ -145,9 +122,10 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 	return a.waitOrder(ctx, c, &ord, o.json, true)
 }
 
-// submitBody turns the flags into the request body.
-func (a *app) submitBody(o *submitOptions, args []string) (*submitBody, error) {
-	b := &submitBody{Host: o.host, Hosts: o.hosts, Command: args[0], Args: args[1:], RunAs: o.runAs, DryRun: o.dryRun}
+// submitBody turns the flags into the request body. Fields the flags do
+// not set stay zero, which the API takes as its defaults.
+func (a *app) submitBody(o *submitOptions, args []string) (*api.SubmitRequest, error) {
+	b := &api.SubmitRequest{Host: o.host, Hosts: o.hosts, Command: args[0], Args: args[1:], RunAs: o.runAs, DryRun: o.dryRun}
 	if b.Args == nil {
 		b.Args = []string{}
 	}
@@ -182,8 +160,9 @@ func (a *app) submitBody(o *submitOptions, args []string) (*submitBody, error) {
 	case "":
 	case "base64", "base85":
 		wire = order.Encoding(o.encode)
-		b.Stdout = &outputBody{Encode: o.encode}
-		b.Stderr = &outputBody{Encode: o.encode}
+		enc := o.encode
+		b.Stdout = &api.StreamOut{Encode: &enc}
+		b.Stderr = &api.StreamOut{Encode: &enc}
 	default:
 		return nil, fmt.Errorf("--encode %q: want base64 or base85", o.encode)
 	}
@@ -205,7 +184,8 @@ func (a *app) submitBody(o *submitOptions, args []string) (*submitBody, error) {
 	if o.stdin != "" || o.stdinFile != "" {
 		// Always encoded: stdin may be any bytes, and JSON strings are not.
 		content, enc := order.Encode(in, wire)
-		b.Stdin = &stdinBody{Content: content, Encode: string(enc)}
+		e := string(enc)
+		b.Stdin = &api.StreamIn{Content: content, Encode: &e}
 	}
 	return b, nil
 }
@@ -213,8 +193,8 @@ func (a *app) submitBody(o *submitOptions, args []string) (*submitBody, error) {
 // waitOrder follows one order to its end and maps its outcome to the exit.
 // A spinner shows on stderr while nothing has been printed, only on a
 // terminal.
-func (a *app) waitOrder(ctx context.Context, c *apiClient, ord *clientOrder, asJSON, submitted bool) error {
-	f := &follower{c: c, id: ord.ID, stdout: a.stdout, stderr: a.stderr, quiet: asJSON, warn: a.stderr}
+func (a *app) waitOrder(ctx context.Context, c *apiClient, ord *api.Order, asJSON, submitted bool) error {
+	f := &follower{c: c, id: ord.ID.String(), stdout: a.stdout, stderr: a.stderr, quiet: asJSON, warn: a.stderr}
 	var sp *spinner
 	if !asJSON && a.isTerminal(a.stderr) {
 		sp = startSpinner(a.stderr, fmt.Sprintf("%s %s on %s", ord.ID, ord.Status, ord.Host))

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
 )
 
 // cliResult is what one in-process run of the CLI printed and returned.
@@ -195,7 +197,7 @@ func TestCLIOrdersHostsCancel(t *testing.T) {
 	r = cli(t, env, "", "submit", "--host", "h1", "--", "sleep", "30")
 	wantExit(t, r, 0)
 	running := strings.TrimSpace(r.stdout)
-	s.waitFor(uuid.MustParse(running), 20*time.Second, func(o orderView) bool { return o.Status == "running" })
+	s.waitFor(uuid.MustParse(running), 20*time.Second, func(o api.Order) bool { return o.Status == "running" })
 	var wg sync.WaitGroup
 	var followed cliResult
 	wg.Go(func() { followed = cli(t, env, "", "logs", "-f", running) })
@@ -243,7 +245,7 @@ func TestCLIJSON(t *testing.T) {
 
 	r := cli(t, env, "", "submit", "--host", "h1", "--json", "--", "true")
 	wantExit(t, r, 0)
-	var queued orderView
+	var queued api.Order
 	decode(t, r, &queued)
 	if queued.ID == uuid.Nil || queued.Host != "h1" {
 		t.Fatalf("submit --json: %+v", queued)
@@ -251,7 +253,7 @@ func TestCLIJSON(t *testing.T) {
 
 	r = cli(t, env, "", "submit", "--host", "h1", "--wait", "--json", "--", "sh", "-c", "echo hi; exit 4")
 	wantExit(t, r, 4)
-	var done orderView
+	var done api.Order
 	decode(t, r, &done)
 	if done.Status != "failed" || done.Result == nil || *done.Result.ExitCode != 4 || done.Result.Stdout.Content != "hi\n" {
 		t.Fatalf("submit --wait --json: %s", r.stdout)
@@ -259,7 +261,7 @@ func TestCLIJSON(t *testing.T) {
 
 	r = cli(t, env, "", "get", "--json", done.ID.String())
 	wantExit(t, r, 0)
-	var got orderView
+	var got api.Order
 	decode(t, r, &got)
 	if got.ID != done.ID || got.Status != "failed" {
 		t.Fatalf("get --json: %s", r.stdout)
@@ -268,9 +270,7 @@ func TestCLIJSON(t *testing.T) {
 	for _, args := range [][]string{{"ls", "--json"}, {"ls", "--json", "--all", "--limit", "1"}} {
 		r = cli(t, env, "", args...)
 		wantExit(t, r, 0)
-		var l struct {
-			Orders []orderView `json:"orders"`
-		}
+		var l api.OrderList
 		decode(t, r, &l)
 		if len(l.Orders) != 2 || l.Orders[0].ID != done.ID || l.Orders[1].ID != queued.ID {
 			t.Fatalf("%v: %s", args, r.stdout)
@@ -280,10 +280,7 @@ func TestCLIJSON(t *testing.T) {
 	r = cli(t, env, "", "hosts", "--json")
 	wantExit(t, r, 0)
 	var hs struct {
-		Hosts []struct {
-			Host   string `json:"host"`
-			Online bool   `json:"online"`
-		} `json:"hosts"`
+		Hosts []api.Host `json:"hosts"`
 	}
 	decode(t, r, &hs)
 	if len(hs.Hosts) != 1 || hs.Hosts[0].Host != "h1" || !hs.Hosts[0].Online {
@@ -387,9 +384,7 @@ func TestCLIFanOut(t *testing.T) {
 	}
 	r = cli(t, env, "", "ls", "--batch", batch, "--json")
 	wantExit(t, r, 0)
-	var l struct {
-		Orders []orderView `json:"orders"`
-	}
+	var l api.OrderList
 	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Orders) != 2 {
 		t.Fatalf("ls --batch: %v\n%s", err, r.stdout)
 	}

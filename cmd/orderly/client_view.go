@@ -8,70 +8,36 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
-// clientOrder is an order as the API shows it (DESIGN §3), the part the
-// CLI reads. --json output prints the API's own bytes instead.
-type clientOrder struct {
-	ID          string     `json:"id"`
-	BatchID     *string    `json:"batch_id"`
-	Host        string     `json:"host"`
-	Status      string     `json:"status"`
-	Command     string     `json:"command"`
-	Args        []string   `json:"args"`
-	RunAs       string     `json:"run_as"`
-	DryRun      bool       `json:"dry_run"`
-	Principal   string     `json:"principal"`
-	SubmittedAt time.Time  `json:"submitted_at"`
-	StartedAt   *time.Time `json:"started_at"`
-	FinishedAt  *time.Time `json:"finished_at"`
-	Attempt     int        `json:"attempt"`
-	Policy      struct {
-		Decision string   `json:"decision"`
-		Matched  []string `json:"matched"`
-	} `json:"policy"`
-	Result *clientResult `json:"result"`
-}
+// The CLI reads the API's own wire types (api.Order, api.Result,
+// api.Stream); --json output prints the API's bytes instead.
 
-type clientResult struct {
-	ExitCode   *int         `json:"exit_code"`
-	Signal     *string      `json:"signal"`
-	DurationMS int64        `json:"duration_ms"`
-	Error      *string      `json:"error"`
-	Stdout     clientStream `json:"stdout"`
-	Stderr     clientStream `json:"stderr"`
-}
-
-type clientStream struct {
-	Content   string  `json:"content"`
-	Encode    *string `json:"encode"`
-	Bytes     int64   `json:"bytes"`
-	Truncated bool    `json:"truncated"`
-}
-
-// bytes decodes the stream's content (text, base64 or base85).
-func (s clientStream) bytes() ([]byte, error) {
+// decodeOutput decodes output content in its encoding (nil for text,
+// base64 or base85), as an api.Stream or api.Chunk carries it.
+func decodeOutput(content string, encode *string) ([]byte, error) {
 	enc := order.EncodeText
-	if s.Encode != nil {
-		enc = order.Encoding(*s.Encode)
+	if encode != nil {
+		enc = order.Encoding(*encode)
 	}
-	b, err := order.Decode(s.Content, enc)
+	b, err := order.Decode(content, enc)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s output: %w", enc, err)
 	}
 	return b, nil
 }
 
-// terminal reports whether the order's status can no longer change.
+// orderTerminal reports whether the order's status can no longer change.
 // Unknown statuses count as terminal so a newer server cannot make the
 // CLI wait forever.
-func (o *clientOrder) terminal() bool {
-	return o.Status != string(order.StatusQueued) && o.Status != string(order.StatusRunning) && o.Status != ""
+func orderTerminal(o *api.Order) bool {
+	return o.Status != order.StatusQueued && o.Status != order.StatusRunning && o.Status != ""
 }
 
-// commandLine renders the command as a shell would need it typed.
-func (o *clientOrder) commandLine() string {
+// commandLine renders the order's command as a shell would need it typed.
+func commandLine(o *api.Order) string {
 	parts := make([]string, 0, 1+len(o.Args))
 	parts = append(parts, shellQuote(o.Command))
 	for _, a := range o.Args {
@@ -81,7 +47,7 @@ func (o *clientOrder) commandLine() string {
 }
 
 // exitText is the EXIT column: the exit code, the signal, or "-".
-func (o *clientOrder) exitText() string {
+func exitText(o *api.Order) string {
 	if o.Result == nil {
 		return "-"
 	}

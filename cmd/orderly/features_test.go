@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
@@ -58,7 +59,7 @@ func TestBinaryStreams(t *testing.T) {
 	if code != 200 || !strings.Contains(string(b), `"switched_to_base64":true`) {
 		t.Fatalf("invalid utf-8: %d %s", code, b)
 	}
-	var raw orderView
+	var raw api.Order
 	_ = json.Unmarshal(b, &raw)
 	got, _ := base64.StdEncoding.DecodeString(raw.Result.Stdout.Content)
 	if !bytes.Equal(got, []byte{'a', 0xff, 0xfe, 'b'}) {
@@ -155,7 +156,7 @@ func TestCancel(t *testing.T) {
 	pf := filepath.Join(t.TempDir(), "pids")
 	r := s.submit(map[string]any{"host": "run", "command": "sh", "timeout_seconds": 60,
 		"args": []string{"-c", stubborn, "_", pf}}, "", http.StatusAccepted)
-	s.waitFor(r.ID, 20*time.Second, func(o orderView) bool {
+	s.waitFor(r.ID, 20*time.Second, func(o api.Order) bool {
 		b, _ := os.ReadFile(pf)
 		return o.Status == "running" && strings.Count(string(b), "\n") == 3
 	})
@@ -225,10 +226,7 @@ func followEvents(t *testing.T, s *stack, id uuid.UUID, lastID string, stop func
 }
 
 func eventChunk(t *testing.T, e testEvent) string {
-	var c struct {
-		Data   string  `json:"data"`
-		Encode *string `json:"encode"`
-	}
+	var c api.Chunk
 	if err := json.Unmarshal([]byte(e.data), &c); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +270,7 @@ func TestLiveOutputWithReconnect(t *testing.T) {
 		t.Fatalf("resumed chunks: %v", text)
 	}
 	last := rest[len(rest)-1]
-	var fin orderView
+	var fin api.Order
 	if err := json.Unmarshal([]byte(last.data), &fin); err != nil || last.event != "finished" || fin.Status != "succeeded" {
 		t.Fatalf("finished event: %+v", last)
 	}
@@ -301,11 +299,7 @@ func TestFanOut(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("fan-out: %d %s", code, b)
 	}
-	var batch struct {
-		BatchID uuid.UUID      `json:"batch_id"`
-		Counts  map[string]int `json:"counts"`
-		Orders  []orderView    `json:"orders"`
-	}
+	var batch api.Batch
 	if err := json.Unmarshal(b, &batch); err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +339,7 @@ func TestIdempotentRetries(t *testing.T) {
 		if code != 200 {
 			t.Fatalf("retry %d: %d %s", i, code, b)
 		}
-		var o orderView
+		var o api.Order
 		_ = json.Unmarshal(b, &o)
 		if i == 0 {
 			first = o.ID
@@ -517,12 +511,9 @@ func TestHostQueue(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("host: %d %s", code, b)
 	}
-	var h struct {
-		QueueDepth int         `json:"queue_depth"`
-		Queued     []orderView `json:"queued"`
-	}
+	var h api.Host
 	_ = json.Unmarshal(b, &h)
-	if h.QueueDepth != 3 || len(h.Queued) != 3 {
+	if h.QueueDepth == nil || *h.QueueDepth != 3 || len(h.Queued) != 3 {
 		t.Fatalf("host queue: %s", b)
 	}
 	for i := range ids {

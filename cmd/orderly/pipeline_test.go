@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -75,10 +76,7 @@ func TestSubmitWaitGetList(t *testing.T) {
 		if code != 200 {
 			t.Fatalf("list: %d %s", code, b)
 		}
-		var l struct {
-			Orders     []orderView `json:"orders"`
-			NextCursor *string     `json:"next_cursor"`
-		}
+		var l api.OrderList
 		if err := json.Unmarshal(b, &l); err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +133,7 @@ func TestErrorsUseTheEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var e errorView
+	var e api.ErrorBody
 	_ = json.NewDecoder(resp.Body).Decode(&e)
 	resp.Body.Close()
 	if resp.StatusCode != 401 || e.Error.Code != "unauthenticated" {
@@ -229,7 +227,7 @@ func TestStrictOrderOneHost(t *testing.T) {
 					t.Errorf("submit: %d %s", code, b)
 					return
 				}
-				var o orderView
+				var o api.Order
 				_ = json.Unmarshal(b, &o)
 				ids[w] = append(ids[w], o.ID)
 			}
@@ -282,7 +280,7 @@ func TestHostsRunInParallel(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "flag")
 	a := s.submit(map[string]any{"host": "a", "command": "sh", "timeout_seconds": 30,
 		"args": []string{"-c", `while [ ! -e "$1" ]; do sleep 0.02; done`, "_", flag}}, "", http.StatusAccepted)
-	s.waitFor(a.ID, 20*time.Second, func(o orderView) bool { return o.Status == "running" })
+	s.waitFor(a.ID, 20*time.Second, func(o api.Order) bool { return o.Status == "running" })
 	b := s.submit(map[string]any{"host": "b", "command": "touch", "args": []string{flag}}, "?wait=20", http.StatusOK)
 	if b.Status != "succeeded" {
 		t.Fatalf("b: %s", b.Status)
@@ -368,11 +366,7 @@ func TestRetentionAndHosts(t *testing.T) {
 			t.Fatalf("hosts: %d %s", code, b)
 		}
 		var hs struct {
-			Hosts []struct {
-				Host     string     `json:"host"`
-				Online   bool       `json:"online"`
-				LastSeen *time.Time `json:"last_seen"`
-			} `json:"hosts"`
+			Hosts []api.Host `json:"hosts"`
 		}
 		_ = json.Unmarshal(b, &hs)
 		for _, h := range hs.Hosts {
@@ -396,5 +390,43 @@ func TestRetentionAndHosts(t *testing.T) {
 			t.Fatalf("host still online=%v seen=%v after its worker stopped", on, seen)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestMetrics: /metrics needs a token by default and counts what happened.
+func TestMetrics(t *testing.T) {
+	s := newStack(t, "m1")
+	s.submit(map[string]any{"host": "m1", "command": "true"}, "?wait=20", http.StatusOK)
+	s.submit(map[string]any{"host": "m1", "command": "false"}, "?wait=20", http.StatusOK)
+	s.submit(map[string]any{"host": "no-worker", "command": "true"}, "", http.StatusAccepted)
+	code, _ := s.do("POST", "/v1/orders", `{"host":"a.b","command":"x"}`)
+	if code != 400 {
+		t.Fatalf("bad request: %d", code)
+	}
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token = %d", resp.StatusCode)
+	}
+	code, b := s.do("GET", "/metrics", nil)
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{
+		`orderly_orders_submitted_total{source="rest"} 3`,
+		`orderly_orders_finished_total{host="m1",status="succeeded"} 1`,
+		`orderly_orders_finished_total{host="m1",status="failed"} 1`,
+		`orderly_exec_duration_seconds_count{host="m1"} 2`,
+		`orderly_rejections_total{code="invalid_request"} 1`,
+		`orderly_rejections_total{code="unauthenticated"} 1`,
+		`orderly_queue_depth{host="no-worker"} 1`,
+		`orderly_http_request_duration_seconds_count{method="POST",route="/v1/orders",status="2xx"} 3`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
 )
 
 // TestWorkerKilledMidOrder kills a worker process with SIGKILL while it runs
@@ -36,7 +38,7 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 
 	o := s.submit(map[string]any{"host": "victim", "command": "sh", "timeout_seconds": 120,
 		"args": []string{"-c", `echo $$ > "$1"; echo x >> "$2"; sleep 60`, "_", pidFile, count}}, "", http.StatusAccepted)
-	s.waitFor(o.ID, 30*time.Second, func(o orderView) bool {
+	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
 		_, err := os.Stat(count) // the command itself is running
 		return o.Status == "running" && err == nil
 	})
@@ -178,7 +180,7 @@ func TestServeRestartLosesNothing(t *testing.T) {
 		if code != http.StatusAccepted {
 			t.Fatalf("submit: %d %s", code, b)
 		}
-		var o orderView
+		var o api.Order
 		_ = json.Unmarshal(b, &o)
 		ids = append(ids, o.ID)
 	}
@@ -204,7 +206,7 @@ func TestServeRestartLosesNothing(t *testing.T) {
 			if code != 200 {
 				t.Fatalf("get after restart: %d %s", code, b)
 			}
-			var o orderView
+			var o api.Order
 			_ = json.Unmarshal(b, &o)
 			if terminal(o) {
 				if o.Status != "succeeded" {

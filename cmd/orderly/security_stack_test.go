@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -211,7 +212,7 @@ func (s *secStack) assertReady(client *http.Client) {
 type refusal struct {
 	status int    // HTTP status of the submit
 	code   string // error code when refused by the API
-	order  orderView
+	order  api.Order
 }
 
 // submitRefused submits body and requires that it never runs: either the
@@ -223,7 +224,7 @@ func (s *secStack) submitRefused(body any) refusal {
 	resp, b := s.send(call{method: "POST", path: "/v1/orders", body: body, token: s.token})
 	switch {
 	case resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK:
-		var o orderView
+		var o api.Order
 		if err := json.Unmarshal(b, &o); err != nil {
 			s.t.Fatalf("decode order: %v: %s", err, b)
 		}
@@ -236,14 +237,14 @@ func (s *secStack) submitRefused(body any) refusal {
 		}
 		return refusal{status: resp.StatusCode, order: o}
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
-		var e errorView
+		var e api.ErrorBody
 		if err := json.Unmarshal(b, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 			s.t.Fatalf("status %d without the error envelope: %s", resp.StatusCode, b)
 		}
 		if after := s.count(`SELECT count(*) FROM rejections`); after != before+1 {
 			s.t.Fatalf("refusal %d %s recorded %d audit rows, want 1", resp.StatusCode, e.Error.Code, after-before)
 		}
-		return refusal{status: resp.StatusCode, code: e.Error.Code}
+		return refusal{status: resp.StatusCode, code: string(e.Error.Code)}
 	}
 	s.t.Fatalf("submit answered %d: %s", resp.StatusCode, b)
 	return refusal{}

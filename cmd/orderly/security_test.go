@@ -24,6 +24,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 )
@@ -505,7 +506,7 @@ auth:
 		if err != nil || ra < 1 || ra > maxWait {
 			t.Fatalf("Retry-After = %q, want 1..%d seconds", resp.Header.Get("Retry-After"), maxWait)
 		}
-		var e errorView
+		var e api.ErrorBody
 		_ = json.Unmarshal(b, &e)
 		if e.Error.Details["scope"] != scope {
 			t.Fatalf("scope = %v, want %s: %s", e.Error.Details["scope"], scope, b)
@@ -736,7 +737,7 @@ policy:
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("auditor dry run: %d %s", resp.StatusCode, b)
 	}
-	var ao orderView
+	var ao api.Order
 	_ = json.Unmarshal(b, &ao)
 	if ao.Status != "succeeded" || !slices.Contains(ao.Policy.Matched, "audit-dry:allow:^touch( |$)") {
 		t.Fatalf("auditor dry run: %s %+v", ao.Status, ao.Policy)
@@ -992,7 +993,7 @@ policy:
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("monitor submit: %d %s", resp.StatusCode, b)
 	}
-	var theirs orderView
+	var theirs api.Order
 	_ = json.Unmarshal(b, &theirs)
 
 	for _, path := range []string{"/v1/orders/" + mine.ID.String(), "/v1/orders/" + mine.ID.String() + "/events"} {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -144,47 +145,6 @@ func (s *stack) stopWorker(host string) {
 	}
 }
 
-// orderView is an order as a client reads it.
-type orderView struct {
-	ID        uuid.UUID  `json:"id"`
-	Host      string     `json:"host"`
-	Status    string     `json:"status"`
-	Command   string     `json:"command"`
-	Args      []string   `json:"args"`
-	EnvNames  []string   `json:"env_names"`
-	Attempt   int        `json:"attempt"`
-	StreamSeq uint64     `json:"stream_seq"`
-	Principal string     `json:"principal"`
-	StartedAt *time.Time `json:"started_at"`
-	Policy    struct {
-		Decision string   `json:"decision"`
-		Matched  []string `json:"matched"`
-	} `json:"policy"`
-	Result *struct {
-		ExitCode *int    `json:"exit_code"`
-		Signal   *string `json:"signal"`
-		Error    *string `json:"error"`
-		Stdout   struct {
-			Content   string  `json:"content"`
-			Encode    *string `json:"encode"`
-			Bytes     int64   `json:"bytes"`
-			Truncated bool    `json:"truncated"`
-			SHA256    string  `json:"sha256"`
-		} `json:"stdout"`
-		Stderr struct {
-			Content string `json:"content"`
-		} `json:"stderr"`
-	} `json:"result"`
-}
-
-type errorView struct {
-	Error struct {
-		Code    string         `json:"code"`
-		Message string         `json:"message"`
-		Details map[string]any `json:"details"`
-	} `json:"error"`
-}
-
 // do sends a request with the admin token and returns status and body.
 func (s *stack) do(method, path string, body any, hdr ...string) (int, []byte) {
 	s.t.Helper()
@@ -224,26 +184,26 @@ func (s *stack) do(method, path string, body any, hdr ...string) (int, []byte) {
 }
 
 // submit posts an order and decodes the answer; want is the expected status.
-func (s *stack) submit(body map[string]any, query string, want int) orderView {
+func (s *stack) submit(body map[string]any, query string, want int) api.Order {
 	s.t.Helper()
 	code, b := s.do("POST", "/v1/orders"+query, body)
 	if code != want {
 		s.t.Fatalf("POST /v1/orders%s = %d, want %d: %s", query, code, want, b)
 	}
-	var o orderView
+	var o api.Order
 	if err := json.Unmarshal(b, &o); err != nil {
 		s.t.Fatalf("decode order: %v: %s", err, b)
 	}
 	return o
 }
 
-func (s *stack) get(id uuid.UUID) orderView {
+func (s *stack) get(id uuid.UUID) api.Order {
 	s.t.Helper()
 	code, b := s.do("GET", "/v1/orders/"+id.String(), nil)
 	if code != http.StatusOK {
 		s.t.Fatalf("GET order = %d: %s", code, b)
 	}
-	var o orderView
+	var o api.Order
 	if err := json.Unmarshal(b, &o); err != nil {
 		s.t.Fatal(err)
 	}
@@ -251,7 +211,7 @@ func (s *stack) get(id uuid.UUID) orderView {
 }
 
 // waitFor polls the order until cond holds or the deadline passes.
-func (s *stack) waitFor(id uuid.UUID, d time.Duration, cond func(orderView) bool) orderView {
+func (s *stack) waitFor(id uuid.UUID, d time.Duration, cond func(api.Order) bool) api.Order {
 	s.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -266,7 +226,7 @@ func (s *stack) waitFor(id uuid.UUID, d time.Duration, cond func(orderView) bool
 	}
 }
 
-func terminal(o orderView) bool {
+func terminal(o api.Order) bool {
 	switch o.Status {
 	case "queued", "running":
 		return false
@@ -279,11 +239,11 @@ func wantError(t testing.TB, code int, body []byte, wantStatus int, wantCode str
 	if code != wantStatus {
 		t.Fatalf("status = %d, want %d: %s", code, wantStatus, body)
 	}
-	var e errorView
+	var e api.ErrorBody
 	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 		t.Fatalf("body is not the error envelope: %s", body)
 	}
-	if e.Error.Code != wantCode {
+	if string(e.Error.Code) != wantCode {
 		t.Fatalf("error code = %q, want %q: %s", e.Error.Code, wantCode, body)
 	}
 }
