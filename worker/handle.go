@@ -17,57 +17,152 @@ import (
 	"github.com/orderly-run/orderly/worker/executor"
 )
 
-// handle runs the delivery protocol for one message (DESIGN §2.2): claim,
-// or settle a redelivery without executing; execute; write the result
-// guarded by the attempt; ack only after the commit.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
+// handle runs the delivery protocol (DESIGN §2.2) starting with msg:
+// claim, or settle a redelivery without executing; execute; write the
+// result guarded by the attempt; ack only after the commit. When the next
+// message is already waiting once an order has run, its claim is written
+// in the same transaction as the result (pipelining keeps the order: one
+// order at a time, in stream order), so handle may run several orders.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, msgs <-chan jetstream.Msg) error {
+	for msg != nil {
+		o, claimed, err := w.begin(ctx, msg)
+		if err != nil || !claimed {
+			return err
+		}
+		if msg, err = w.execute(ctx, msg, o, msgs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// orderID reads the order id and stream sequence of a message.
+func orderID(msg jetstream.Msg) (uuid.UUID, uint64, error) {
 	id, err := uuid.ParseBytes(msg.Data())
 	if err != nil {
-		// Not an order id: nothing we could ever run. Drop it for good.
-		_ = msg.Term()
-		return fmt.Errorf("message on %s is not an order id", msg.Subject())
+		return uuid.Nil, 0, fmt.Errorf("message on %s is not an order id", msg.Subject())
 	}
 	var seq uint64
 	if meta, err := msg.Metadata(); err == nil {
 		seq = meta.Sequence.Stream
 	}
+	return id, seq, nil
+}
+
+// begin claims the message's order, or settles a delivery of an order that
+// is not queued. claimed reports whether the caller must execute it.
+func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (*order.Order, bool, error) {
+	id, seq, err := orderID(msg)
+	if err != nil {
+		// Not an order id: nothing we could ever run. Drop it for good.
+		_ = msg.Term()
+		return nil, false, err
+	}
 	o, claimed, err := w.store.Claim(ctx, id, w.opts.Instance, seq)
 	if errors.Is(err, order.ErrNotFound) {
 		_ = msg.Term()
-		return fmt.Errorf("order %s is not in the database; message dropped", id)
+		return nil, false, fmt.Errorf("order %s is not in the database; message dropped", id)
 	}
 	if err != nil {
 		// PostgreSQL unreachable: leave the message for a later attempt.
 		_ = msg.NakWithDelay(time.Second)
-		return fmt.Errorf("claim order %s: %w", id, err)
+		return nil, false, fmt.Errorf("claim order %s: %w", id, err)
 	}
-	log := w.logger.With("order_id", id, "principal", o.Principal)
 	if !claimed {
-		return w.settle(ctx, msg, o)
+		return nil, false, w.settle(ctx, msg, o)
 	}
-	if err := w.failPoint("after_claim", o); err != nil {
-		return err
-	}
-	log.Info("order started", "attempt", o.Attempt, "stream_seq", seq, "command", o.Command)
-	w.event(o, "started", order.StatusRunning)
+	return o, true, nil
+}
 
-	finish, ran := w.run(ctx, msg, o)
-	if err := w.failPoint("after_exec", o); err != nil {
-		return err
+// execute runs a claimed order and records its result. It returns a
+// message still to begin, when the pipelined claim of the next one could
+// not be made.
+func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order, msgs <-chan jetstream.Msg) (jetstream.Msg, error) {
+	for {
+		if err := w.failPoint("after_claim", o); err != nil {
+			return nil, err
+		}
+		w.logger.Info("order started", "order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt,
+			"stream_seq", o.StreamSeq, "command", o.Command)
+		w.event(o, "started", order.StatusRunning)
+
+		finish, ran := w.run(ctx, msg, o)
+		if err := w.failPoint("after_exec", o); err != nil {
+			return nil, err
+		}
+		finish.Actor = w.opts.Instance
+
+		next := ready(ctx, msgs)
+		nextID, nextSeq, err := uuid.Nil, uint64(0), error(nil)
+		if next != nil {
+			nextID, nextSeq, err = orderID(next)
+			if err != nil {
+				_ = next.Term()
+				next = nil
+			}
+		}
+		if next == nil {
+			// Without the result committed we must not ack: the redelivery
+			// will mark the order interrupted.
+			if err := w.complete(ctx, o, finish); err != nil {
+				return nil, err
+			}
+			w.finished(msg, o, finish, ran)
+			return nil, nil
+		}
+		step, err := w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
+		if err != nil {
+			// Neither happened, or we cannot know: write the result alone
+			// (its guard makes a repeat harmless) and claim the next afresh.
+			w.logger.Warn("pipelined result and claim failed; writing the result alone", "order_id", o.ID, "error", err)
+			if err := w.complete(ctx, o, finish); err != nil {
+				return nil, err
+			}
+			w.finished(msg, o, finish, ran)
+			return next, nil
+		}
+		if step.Done != nil {
+			w.logger.Warn("result not recorded: the order changed meanwhile", "order_id", o.ID, "error", step.Done)
+			_ = msg.Ack()
+		} else {
+			w.finished(msg, o, finish, ran)
+		}
+		switch {
+		case step.Claimed:
+			msg, o = next, step.Next
+		case step.Next != nil:
+			return nil, w.settle(ctx, next, step.Next)
+		default:
+			return next, nil
+		}
 	}
-	finish.Actor = w.opts.Instance
-	if err := w.complete(ctx, o, finish); err != nil {
-		// Without the result committed we must not ack: the redelivery will
-		// mark the order interrupted.
-		return err
+}
+
+// ready returns the next message if one is already waiting, without
+// blocking; none while the worker is stopping.
+func ready(ctx context.Context, msgs <-chan jetstream.Msg) jetstream.Msg {
+	if ctx.Err() != nil {
+		return nil
 	}
-	if err := msg.Ack(); err != nil {
-		log.Warn("ack order", "error", err)
+	select {
+	case m, ok := <-msgs:
+		if ok {
+			return m
+		}
+	default:
 	}
-	w.opts.Metrics.Finished(o.Host, finish.Status, ran)
-	log.Info("order finished", "status", finish.Status, "exit_code", exitCode(finish.Result), "duration_ms", finish.Result.DurationMS)
-	w.event(o, "finished", finish.Status)
 	return nil
+}
+
+// finished acks an order whose result is committed, and reports it.
+func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration) {
+	if err := msg.Ack(); err != nil {
+		w.logger.Warn("ack order", "order_id", o.ID, "error", err)
+	}
+	w.opts.Metrics.Finished(o.Host, f.Status, ran)
+	w.logger.Info("order finished", "order_id", o.ID, "principal", o.Principal, "status", f.Status,
+		"exit_code", exitCode(f.Result), "duration_ms", f.Result.DurationMS)
+	w.event(o, "finished", f.Status)
 }
 
 // settle handles a delivery of an order this worker could not claim: a

@@ -27,6 +27,8 @@ import (
 type Store interface {
 	Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (*order.Order, bool, error)
 	Complete(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish) error
+	CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
+		nextID uuid.UUID, worker string, nextSeq uint64) (postgres.Step, error)
 	Interrupt(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	TouchHost(ctx context.Context, host, version, instance string) error
 }
@@ -148,33 +150,56 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.beat(runCtx, lease, stop)
 	}()
 
-	iter, err := cons.Messages(jetstream.PullMaxMessages(1))
+	iter, err := cons.Messages()
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}
+	// The feeder hands messages over one at a time; holding the next one
+	// while an order runs is what lets its claim share the result's commit.
+	msgs := make(chan jetstream.Msg)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(msgs)
+		for {
+			msg, err := iter.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || runCtx.Err() != nil {
+					return
+				}
+				w.logger.Warn("fetch order", "error", err)
+				continue
+			}
+			select {
+			case msgs <- msg:
+			case <-runCtx.Done():
+				return // unacked: redelivered to whoever holds the host next
+			}
+		}
+	}()
+	defer iter.Stop()
 	go func() {
 		<-runCtx.Done()
 		iter.Stop()
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
 	for {
-		msg, err := iter.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || runCtx.Err() != nil {
-				if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
-					return cause
+		select {
+		case <-runCtx.Done():
+			if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return cause
+			}
+			return nil
+		case msg, ok := <-msgs:
+			if !ok {
+				continue // the feeder stopped: runCtx is done
+			}
+			if err := w.handle(runCtx, msg, msgs); err != nil {
+				if errors.Is(err, errCrash) {
+					return err
 				}
-				return nil
+				w.logger.Error("handle order", "error", err)
 			}
-			w.logger.Warn("fetch order", "error", err)
-			continue
-		}
-		if err := w.handle(runCtx, msg); err != nil {
-			if errors.Is(err, errCrash) {
-				iter.Stop()
-				return err
-			}
-			w.logger.Error("handle order", "error", err)
 		}
 	}
 }

@@ -211,3 +211,39 @@ func TestSecondWorkerIsStandby(t *testing.T) {
 	default:
 	}
 }
+
+// TestPipelinedClaimThenCrash: orders queued back to back are claimed in
+// the same transaction as the previous result. A crash right after such a
+// claim leaves that order interrupted and never executed; the orders
+// around it run exactly once, in order.
+func TestPipelinedClaimThenCrash(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	first := e.submit("pipe", "sleep", "0.3") // long enough for the next message to be waiting
+	second := e.submit("pipe", "touch", filepath.Join(dir, "second"))
+	third := e.submit("pipe", "touch", filepath.Join(dir, "third"))
+	_, done := e.start("pipe", func(p string, o *order.Order) error {
+		if p == "after_claim" && o.ID == second {
+			return errCrash
+		}
+		return nil
+	})
+	if err := <-done; !errors.Is(err, errCrash) {
+		t.Fatalf("worker stopped with %v", err)
+	}
+	a := e.waitStatus(first, order.StatusSucceeded)
+	b, err := e.store.GetOrder(t.Context(), second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != order.StatusRunning || b.StartedAt == nil || !b.StartedAt.Equal(*a.FinishedAt) {
+		t.Fatalf("second order was not claimed in the first one's transaction: status %s started %v finished %v",
+			b.Status, b.StartedAt, a.FinishedAt)
+	}
+	e.start("pipe", nil)
+	e.waitStatus(second, order.StatusInterrupted)
+	e.waitStatus(third, order.StatusSucceeded)
+	if _, err := os.Stat(filepath.Join(dir, "second")); !os.IsNotExist(err) {
+		t.Fatal("the interrupted order was executed")
+	}
+}

@@ -17,7 +17,12 @@ import (
 // the order as it is, so the caller can tell a redelivery of a running order
 // (interrupted) from a finished one (ack only).
 func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
-	const q = `WITH c AS (
+	o, err = scanOrder(s.pool.QueryRow(ctx, claimSQL, id, worker, int64(seq)))
+	return s.claimed(ctx, id, o, err)
+}
+
+// claimSQL moves one queued order to running and records "started".
+const claimSQL = `WITH c AS (
 	UPDATE orders SET status = 'running', attempt = attempt + 1, started_at = now(),
 		stream_seq = $3, worker = $2
 	WHERE id = $1 AND status = 'queued'
@@ -27,7 +32,10 @@ func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint
 	SELECT id, started_at, 'started', 'running', $2, jsonb_build_object('attempt', attempt, 'stream_seq', $3::bigint) FROM c
 )
 SELECT ` + orderCols + ` FROM c`
-	o, err = scanOrder(s.pool.QueryRow(ctx, q, id, worker, int64(seq)))
+
+// claimed interprets a claim statement's outcome: the claimed order, or
+// the order as it is when it was not queued.
+func (s *Store) claimed(ctx context.Context, id uuid.UUID, o *order.Order, err error) (*order.Order, bool, error) {
 	if err == nil {
 		return o, true, nil
 	}
@@ -54,6 +62,93 @@ type Finish struct {
 // erases the pending env values and stdin. It returns a CodeConflict error
 // when the order is no longer running under that attempt.
 func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finish) error {
+	args, err := completeArgs(id, attempt, f)
+	if err != nil {
+		return err
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, completeSQL, args...).Scan(&n); err != nil {
+		return translate("complete order "+id.String(), err)
+	}
+	return completed(id, attempt, n)
+}
+
+// Step is the outcome of CompleteAndClaim once its transaction committed.
+type Step struct {
+	// Done is nil when the result was written, or a CodeConflict error when
+	// the order was no longer running under that attempt.
+	Done error
+	// Next is the next order: claimed (Claimed true), or as it is when it
+	// was not queued; nil when it could not be read.
+	Next    *order.Order
+	Claimed bool
+}
+
+// CompleteAndClaim writes the result of one order and claims the next of
+// the same host in one transaction and one round trip: the worker's
+// pipelined step between two orders. The result is guarded exactly as in
+// Complete; the claim behaves exactly as Claim. An error means the
+// transaction failed or its outcome is unknown.
+func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f Finish,
+	nextID uuid.UUID, worker string, nextSeq uint64) (Step, error) {
+	args, err := completeArgs(id, attempt, f)
+	if err != nil {
+		return Step{}, err
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(completeSQL, args...)
+	b.Queue(claimSQL, nextID, worker, int64(nextSeq))
+	b.Queue("COMMIT")
+	br := s.pool.SendBatch(ctx, b)
+	var (
+		n        int
+		next     *order.Order
+		claimErr error
+	)
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&n)
+	}
+	if err == nil {
+		next, claimErr = scanOrder(br.QueryRow())
+		if claimErr != nil && claimErr != pgx.ErrNoRows {
+			err = claimErr
+		}
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Step{}, translate(fmt.Sprintf("complete order %s and claim %s", id, nextID), err)
+	}
+	step := Step{Done: completed(id, attempt, n), Next: next, Claimed: claimErr == nil}
+	if !step.Claimed {
+		step.Next, _ = s.GetOrder(ctx, nextID)
+	}
+	return step, nil
+}
+
+// completeSQL writes an attempt's result and the "finished" event, guarded
+// by the attempt, and erases the pending env values and stdin.
+const completeSQL = `WITH u AS (
+	UPDATE orders SET status = $3, finished_at = now(), exit_code = $4, signal = nullif($5, ''),
+		duration_ms = $6, error = nullif($7, ''),
+		stdout = $8, stdout_bytes = $9, stdout_truncated = $10, stdout_sha256 = $11,
+		stderr = $12, stderr_bytes = $13, stderr_truncated = $14, stderr_sha256 = $15,
+		env = NULL, stdin = NULL
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, status, finished_at
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'finished', status, $16, $17 FROM u
+)
+SELECT count(*) FROM u`
+
+func completeArgs(id uuid.UUID, attempt int, f Finish) ([]any, error) {
 	detail := map[string]any{"attempt": attempt}
 	for k, v := range f.Detail {
 		detail[k] = v
@@ -70,34 +165,22 @@ func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finis
 	}
 	dj, err := json.Marshal(detail)
 	if err != nil {
-		return fmt.Errorf("encode event detail: %w", err)
+		return nil, fmt.Errorf("encode event detail: %w", err)
 	}
 	var exitCode *int32
 	if r.ExitCode != nil {
 		c := int32(*r.ExitCode)
 		exitCode = &c
 	}
-	const q = `WITH u AS (
-	UPDATE orders SET status = $3, finished_at = now(), exit_code = $4, signal = nullif($5, ''),
-		duration_ms = $6, error = nullif($7, ''),
-		stdout = $8, stdout_bytes = $9, stdout_truncated = $10, stdout_sha256 = $11,
-		stderr = $12, stderr_bytes = $13, stderr_truncated = $14, stderr_sha256 = $15,
-		env = NULL, stdin = NULL
-	WHERE id = $1 AND attempt = $2 AND status = 'running'
-	RETURNING id, status, finished_at
-), e AS (
-	INSERT INTO order_events (order_id, at, type, status, actor, detail)
-	SELECT id, finished_at, 'finished', status, $16, $17 FROM u
-)
-SELECT count(*) FROM u`
-	var n int
-	err = s.pool.QueryRow(ctx, q, id, attempt, string(f.Status), exitCode, r.Signal, r.DurationMS, r.Error,
+	return []any{id, attempt, string(f.Status), exitCode, r.Signal, r.DurationMS, r.Error,
 		r.Stdout.Content, r.Stdout.Bytes, r.Stdout.Truncated, r.Stdout.SHA256,
 		r.Stderr.Content, r.Stderr.Bytes, r.Stderr.Truncated, r.Stderr.SHA256,
-		f.Actor, dj).Scan(&n)
-	if err != nil {
-		return translate("complete order "+id.String(), err)
-	}
+		f.Actor, dj}, nil
+}
+
+// completed turns the number of rows a completion updated into an error
+// when the order was no longer running under that attempt.
+func completed(id uuid.UUID, attempt, n int) error {
 	if n == 0 {
 		return order.Errorf(order.CodeConflict, "order %s is no longer running as attempt %d", id, attempt)
 	}

@@ -146,8 +146,9 @@ func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64,
 func ConsumerName(host string) string { return "host_" + host }
 
 // HostConsumer returns the host's durable consumer, creating it if needed.
-// MaxAckPending 1 is what makes execution strictly sequential: the server
-// hands out the next order only after the previous one is acked.
+// MaxAckPending 2 lets the worker hold the next order while one runs, so
+// that its claim can share the previous result's commit; the worker still
+// runs one order at a time, in stream order (DESIGN §2.3).
 func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
 	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(host),
@@ -155,7 +156,7 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 		FilterSubject: OrdersSubject + host,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       q.opts.AckWait,
-		MaxAckPending: 1,
+		MaxAckPending: 2,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
