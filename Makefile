@@ -28,7 +28,7 @@ vet:
 	$(GO) vet ./...
 
 bench: postgres build
-	$(GO) run ./cmd/orderly-bench -bin ./$(BIN)
+	$(GO) run ./cmd/orderly-bench -bin ./$(BIN) $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

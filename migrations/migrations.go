@@ -8,7 +8,7 @@ import (
 	"embed"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -21,11 +21,14 @@ var files embed.FS
 // embedded migrations, holding a PostgreSQL session lock so that several
 // processes starting at once migrate one at a time. Close it when done.
 func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	// pgxpool's parser knows the pool_* settings a DSN may carry for the
+	// service's pool; pgx alone would send them to the server as runtime
+	// parameters, which it refuses.
+	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, nil, fmt.Errorf("parse database url: %w", err)
 	}
-	db := stdlib.OpenDB(*cfg)
+	db := stdlib.OpenDB(*pcfg.ConnConfig)
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		db.Close()

@@ -40,6 +40,10 @@ func TestMigrateCommand(t *testing.T) {
 	if _, err := runCmd(t, "migrate", "sideways", "--database-url", dsn); err == nil {
 		t.Fatal("unknown migrate verb accepted")
 	}
+	// Pool settings in the URL are for the service's pool, not the server.
+	if out, err := runCmd(t, "migrate", "up", "--database-url", dsn+"&pool_max_conns=8"); err != nil {
+		t.Fatalf("up with pool_max_conns: %v\n%s", err, out)
+	}
 	if _, err := runCmd(t, "migrate", "status"); err == nil {
 		t.Fatal("migrate without a database accepted")
 	}
