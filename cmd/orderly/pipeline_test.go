@@ -109,6 +109,23 @@ func TestSubmitWaitGetList(t *testing.T) {
 		t.Fatalf("since filter: %d %s", code, b)
 	}
 
+	// Published orders lose their unpublished mark (in batches), so the
+	// reconciler leaves them alone.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var marks int
+		if err := s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM unpublished`).Scan(&marks); err != nil {
+			t.Fatal(err)
+		}
+		if marks == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d published orders still marked unpublished", marks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	// History: every state change is an event.
 	var types []string
 	rows, err := s.b.pool.Query(ctxT(t), `SELECT type FROM order_events WHERE order_id = $1 ORDER BY id`, o.ID)

@@ -24,6 +24,7 @@ import (
 type Store interface {
 	InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error)
 	MarkPublished(ctx context.Context, ids []uuid.UUID) error
+	ForgetStarted(ctx context.Context) error
 	Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
@@ -203,6 +204,9 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 // Reconcile republishes queued orders that never reached JetStream. The
 // message id is the order id, so a publish that did land is deduplicated.
 func (s *Service) Reconcile(ctx context.Context) (int, error) {
+	if err := s.store.ForgetStarted(ctx); err != nil {
+		return 0, err
+	}
 	list, err := s.store.Unpublished(ctx, time.Now().Add(-s.opts.ReconcileAfter), 500)
 	if err != nil {
 		return 0, err

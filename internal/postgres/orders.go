@@ -136,6 +136,8 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
 	SELECT id, submitted_at, 'submitted', 'queued', $21, jsonb_build_object('source', $22::text) FROM o
+), u AS (
+	INSERT INTO unpublished (id, submitted_at) SELECT id, submitted_at FROM o
 )
 SELECT submitted_at FROM o`
 	err = s.pool.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
@@ -157,18 +159,28 @@ SELECT submitted_at FROM o`
 }
 
 // MarkPublished records that the orders reached JetStream, so the
-// reconciler leaves them alone. It is called in batches off the hot path.
+// reconciler leaves them alone. It is called in batches off the hot path,
+// and only deletes from the small unpublished table: the orders rows are
+// not touched.
 func (s *Store) MarkPublished(ctx context.Context, ids []uuid.UUID) error {
-	_, err := s.pool.Exec(ctx, `UPDATE orders SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL`, ids)
+	_, err := s.pool.Exec(ctx, `DELETE FROM unpublished WHERE id = ANY($1)`, ids)
 	return translate("mark orders published", err)
+}
+
+// ForgetStarted drops unpublished marks of orders that are no longer
+// queued (a worker got them before the mark was written, or the mark was
+// lost): they need no republishing.
+func (s *Store) ForgetStarted(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM unpublished u USING orders o WHERE o.id = u.id AND o.status <> 'queued'`)
+	return translate("forget started orders", err)
 }
 
 // Unpublished returns queued orders submitted before olderThan that never
 // reached JetStream, oldest first.
 func (s *Store) Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders
-		WHERE status = 'queued' AND published_at IS NULL AND submitted_at < $1
-		ORDER BY submitted_at LIMIT $2`, before, limit)
+		WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < $1 ORDER BY submitted_at LIMIT $2)
+		AND status = 'queued' ORDER BY submitted_at`, before, limit)
 	if err != nil {
 		return nil, translate("list unpublished orders", err)
 	}
