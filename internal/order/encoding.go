@@ -30,8 +30,10 @@ func ParseEncoding(s string) (Encoding, error) {
 }
 
 // Encode renders b in encoding e. For EncodeText it returns the bytes as a
-// string when they are valid UTF-8; otherwise it switches to base64 and says
-// so in the returned encoding, so no byte is ever replaced or dropped.
+// string when they are text: valid UTF-8 without NUL. Otherwise it switches
+// to base64 and says so in the returned encoding, so no byte is ever
+// replaced or dropped. NUL is valid UTF-8 but never text, and JSON would
+// spell each one as six bytes (\u0000).
 func Encode(b []byte, e Encoding) (string, Encoding) {
 	switch e {
 	case EncodeBase64:
@@ -39,7 +41,7 @@ func Encode(b []byte, e Encoding) (string, Encoding) {
 	case EncodeBase85:
 		return encodeA85(b), EncodeBase85
 	}
-	if utf8.Valid(b) {
+	if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
 		return string(b), EncodeText
 	}
 	return base64.StdEncoding.EncodeToString(b), EncodeBase64

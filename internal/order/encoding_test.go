@@ -56,6 +56,9 @@ func TestTextSwitchesToBase64ForInvalidUTF8(t *testing.T) {
 	if e != EncodeText || s != "héllo\n" {
 		t.Fatalf("valid UTF-8: %q %s", s, e)
 	}
+	if _, e := Encode([]byte("a\x00b"), EncodeText); e != EncodeBase64 {
+		t.Fatalf("text with NUL kept as %s", e)
+	}
 	raw := []byte{0xff, 0xfe, 'a', 0}
 	s, e = Encode(raw, EncodeText)
 	if e != EncodeBase64 {
