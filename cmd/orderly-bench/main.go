@@ -810,7 +810,7 @@ func streamThroughput(ctx context.Context, c *client, o options, rep *report) er
 			"Complete commit, finished event, GetOrder of the 10 MiB, JSON encoding (whole body buffered before the headers), transfer")
 	}
 	rep.detail("stdout order: response body", fmt.Sprintf("%.1f MiB of JSON (truncated: %v)", float64(len(b))/(1<<20), or.Result.Stdout.Truncated),
-		"10 MiB kept (head + tail); NUL is valid UTF-8, so it goes out as text, `\\u0000` = 6 bytes each")
+		"10 MiB kept (head + tail); sent as base64 (text with NUL bytes switches to base64)")
 	progress(fmt.Sprintf("stdout: order %s exec, %s wall; local pipe %s", rate(execDur), rate(wall), rate(viaCat)))
 	return nil
 }
