@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"net/netip"
@@ -121,7 +122,7 @@ func ipRateKey(ip string) string {
 func (s *Server) limitIP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.Settings().RatePerIP; n > 0 {
-			if ok, wait := s.ipLimits.allow(ipRateKey(clientIPOf(r)), n); !ok {
+			if ok, wait := s.take(r, s.ipLimits, "ip", ipRateKey(clientIPOf(r)), n); !ok {
 				s.rateLimited(w, r, "ip", "client address", n, wait)
 				return
 			}
@@ -135,7 +136,7 @@ func (s *Server) limitIP(next http.Handler) http.Handler {
 func (s *Server) limitPrincipal(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.Settings().RatePerPrincipal; n > 0 {
-			if ok, wait := s.principalLimits.allow(principalOf(r).Name, n); !ok {
+			if ok, wait := s.take(r, s.principalLimits, "principal", principalOf(r).Name, n); !ok {
 				s.rateLimited(w, r, "principal", "principal", n, wait)
 				return
 			}
@@ -154,4 +155,27 @@ func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, scope, what
 		Message: "rate limit exceeded: at most " + strconv.Itoa(perMinute) + " requests per minute per " + what,
 		Details: map[string]any{"scope": scope, "limit_per_minute": perMinute, "retry_after_seconds": secs},
 	})
+}
+
+// RateCounter counts requests in windows shared by every API replica
+// (queue.RateCounter over a NATS KV bucket).
+type RateCounter interface {
+	Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, time.Duration, error)
+}
+
+// take applies a limit to key: across all replicas when limits.rate_shared
+// is set (fixed one-minute windows), else in this process. If the shared
+// counters are unreachable it limits in this process rather than letting
+// everything through or refusing everything.
+func (s *Server) take(r *http.Request, local *rateLimiter, scope, key string, perMinute int) (bool, time.Duration) {
+	if s.SharedLimits != nil && s.Settings().RateShared {
+		ok, wait, err := s.SharedLimits.Take(r.Context(), scope, key, perMinute, time.Now())
+		if err == nil {
+			return ok, wait
+		}
+		if last := s.sharedWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.sharedWarned.CompareAndSwap(last, time.Now().UnixNano()) {
+			s.logger.Warn("shared rate limits unavailable; limiting in this process", "error", err)
+		}
+	}
+	return local.allow(key, perMinute)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,6 +48,8 @@ type Settings struct {
 	// MetricsPublic serves /metrics without authentication (for a
 	// Prometheus that scrapes from a trusted network).
 	MetricsPublic bool
+	// RateShared counts the rate limits across replicas (SharedLimits).
+	RateShared bool
 }
 
 // Deps are the Server's collaborators.
@@ -64,6 +67,9 @@ type Deps struct {
 	Reload func() ([]string, error)
 	// Metrics, when set, is served on /metrics and records API latency.
 	Metrics *metrics.Metrics
+	// SharedLimits, when set and limits.rate_shared is on, counts rate
+	// limits across every API replica.
+	SharedLimits RateCounter
 }
 
 // Server serves the API.
@@ -72,6 +78,7 @@ type Server struct {
 	logger *slog.Logger
 
 	ipLimits, principalLimits *rateLimiter
+	sharedWarned              atomic.Int64 // last warning about SharedLimits, unix ns
 }
 
 // New returns a Server.

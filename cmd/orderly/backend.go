@@ -193,13 +193,19 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				}
 				return order.Screen(o, deny, c.ForbiddenChars)
 			}}, logger)
+	shared, err := b.queue.RateCounter(ctx, time.Minute)
+	if err != nil {
+		return nil, err
+	}
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,
-		Auth: func() api.Authenticator { return sec.authn.Load() },
+		SharedLimits: shared,
+		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
 			c := w.Current()
 			return api.Settings{MaxBodyBytes: c.HTTP.MaxBodyBytes, MaxWait: c.HTTP.MaxWait, ACL: sec.acl.Load(),
-				RatePerIP: c.Limits.RatePerIP, RatePerPrincipal: c.Limits.RatePerPrincipal, MetricsPublic: c.HTTP.MetricsPublic}
+				RatePerIP: c.Limits.RatePerIP, RatePerPrincipal: c.Limits.RatePerPrincipal, MetricsPublic: c.HTTP.MetricsPublic,
+				RateShared: c.Limits.RateShared}
 		},
 		Status: func() map[string]any {
 			st := w.Status()

@@ -1020,3 +1020,23 @@ policy:
 		}
 	}
 }
+
+// TestSecuritySharedRateLimit: with limits.rate_shared, two API replicas
+// count one principal's requests together.
+func TestSecuritySharedRateLimit(t *testing.T) {
+	s := newStackFrom(t, "", map[string]any{"limits.rate_shared": "true", "limits.rate_per_principal": "5"})
+	other := s.replica()
+	for i := range 5 {
+		target := s
+		if i%2 == 1 {
+			target = other
+		}
+		if code, b := target.do("GET", "/v1/orders", nil); code != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, code, b)
+		}
+	}
+	for _, target := range []*stack{s, other} {
+		code, b := target.do("GET", "/v1/orders", nil)
+		wantError(t, code, b, http.StatusTooManyRequests, "rate_limited")
+	}
+}

@@ -89,6 +89,9 @@ type Limits struct {
 	MaxTimeout       time.Duration `koanf:"max_timeout"`
 	RatePerPrincipal int           `koanf:"rate_per_principal"` // requests per minute, 0 = off
 	RatePerIP        int           `koanf:"rate_per_ip"`
+	// RateShared counts the rate limits across all API replicas through a
+	// NATS KV bucket (fixed one-minute windows) instead of per process.
+	RateShared bool `koanf:"rate_shared"`
 }
 
 // Auth lists the credentials the API accepts.

@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RateBucket holds the request counters that several API replicas share
+// when limits.rate_shared is set. It is a memory bucket: counters are
+// worth nothing after a minute and must not cost an fsync per request.
+const RateBucket = "orderly_ratelimit"
+
+// RateCounter counts requests per key in fixed windows shared by every
+// API replica, through compare-and-set updates of a KV key per key and
+// window.
+type RateCounter struct {
+	kv     jetstream.KeyValue
+	window time.Duration
+}
+
+// RateCounter opens (creating if needed) the shared counters for windows
+// of the given length.
+func (q *Queue) RateCounter(ctx context.Context, window time.Duration) (*RateCounter, error) {
+	kv, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      RateBucket,
+		Description: "per-key request counters shared by API replicas",
+		TTL:         2 * window,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    q.opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create kv bucket %s: %w", RateBucket, err)
+	}
+	return &RateCounter{kv: kv, window: window}, nil
+}
+
+// Take counts one request for key in the current window and reports
+// whether it is within limit, and if not, how long until the window ends.
+// An error means the count could not be made (NATS unreachable).
+func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, time.Duration, error) {
+	start := now.Truncate(c.window)
+	k := scope + "." + base64.RawURLEncoding.EncodeToString([]byte(key)) + "." + strconv.FormatInt(start.Unix(), 10)
+	for range 8 {
+		e, err := c.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := c.kv.Create(ctx, k, []byte("1")); err == nil {
+				return limit >= 1, 0, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return false, 0, err
+			}
+			continue // another replica created it first
+		}
+		if err != nil {
+			return false, 0, err
+		}
+		n, _ := strconv.Atoi(string(e.Value()))
+		if n >= limit {
+			return false, start.Add(c.window).Sub(now), nil
+		}
+		if _, err := c.kv.Update(ctx, k, []byte(strconv.Itoa(n+1)), e.Revision()); err == nil {
+			return true, 0, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return false, 0, err
+		}
+		// Lost a compare-and-set race: read again.
+	}
+	return false, 0, errors.New("rate counter: too much contention")
+}
