@@ -52,6 +52,10 @@ func openBackend(ctx context.Context, cfg config.Config, name string, logger *sl
 	if err != nil {
 		return nil, err
 	}
+	if err := postgres.New(pool).CheckSchema(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	var opts []nats.Option
 	if cfg.NATS.Credentials != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATS.Credentials))

@@ -28,6 +28,10 @@ func TestMigrateCommand(t *testing.T) {
 	if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err != nil || !strings.Contains(out, "rolled back") {
 		t.Fatalf("down: %v\n%s", err, out)
 	}
+	// A service on an old schema says what to do.
+	if out, err := runCmd(t, "worker", "--host", "x", "--database-url", dsn, "--nats-url", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "orderly migrate up") {
+		t.Fatalf("worker on an old schema: %v\n%s", err, out)
+	}
 	if out, _ := runCmd(t, "migrate", "status", "--database-url", dsn); !strings.Contains(out, "pending") {
 		t.Fatalf("status after down:\n%s", out)
 	}

@@ -81,3 +81,18 @@ func isConnectError(err error) bool {
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ce)
 }
+
+// CheckSchema reports a clear error when the database lacks orderly's
+// tables, so `orderly api` or `worker` against an unmigrated database says
+// what to do instead of failing on its first query.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT to_regclass('unpublished') IS NOT NULL AND to_regclass('orders') IS NOT NULL`).Scan(&ok)
+	if err != nil {
+		return translate("check schema", err)
+	}
+	if !ok {
+		return errors.New("the database has no (or an old) orderly schema: run `orderly migrate up --database-url …` first")
+	}
+	return nil
+}
