@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -231,4 +232,34 @@ func TestServeRestartLosesNothing(t *testing.T) {
 		}
 	}
 	p2.stop(t)
+}
+
+// TestStandaloneWorkerMetrics: `orderly worker` with worker.metrics_listen
+// serves its own /metrics.
+func TestStandaloneWorkerMetrics(t *testing.T) {
+	s := newStack(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(orderlyBin, "worker", "--host", "mw")
+	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "ORDERLY_WORKER__METRICS_LISTEN=" + addr, "PATH=/usr/bin:/bin"}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	s.submit(map[string]any{"host": "mw", "command": "true"}, "?wait=30", http.StatusOK)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), `orderly_orders_finished_total{host="mw",status="succeeded"} 1`) {
+		t.Fatalf("worker metrics:\n%s", b)
+	}
 }

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -64,6 +70,13 @@ func (a *app) workerCommand() *cobra.Command {
 				return err
 			}
 			defer wr.stop()
+			if addr := cfg.Worker.MetricsListen; addr != "" {
+				stopMetrics, err := serveMetrics(addr, b, logger)
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+			}
 			return a.waitForSignals(ctx, w, logger, wr)
 		},
 	}
@@ -129,4 +142,30 @@ func (a *app) migrateCommand() *cobra.Command {
 	}
 	f.bind(cmd, "database_url")
 	return cmd
+}
+
+// serveMetrics serves the worker's /metrics on addr until the returned
+// function is called.
+func serveMetrics(addr string, b *backend, logger *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("worker.metrics_listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", b.metrics.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server", "error", err)
+		}
+	}()
+	logger.Info("worker metrics listening", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }

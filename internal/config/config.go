@@ -75,6 +75,10 @@ type Worker struct {
 	KillGrace      time.Duration `koanf:"kill_grace"`
 	MaxOutputBytes int64         `koanf:"max_output_bytes"` // per stream
 	ShutdownGrace  time.Duration `koanf:"shutdown_grace"`
+	// MetricsListen, when set, serves /metrics of a standalone `orderly
+	// worker` on this address (unauthenticated: bind it to loopback or a
+	// scrape network). serve exposes metrics through the API instead.
+	MetricsListen string `koanf:"metrics_listen"`
 }
 
 // Limits are the API's input limits and rate limits.
