@@ -87,7 +87,8 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 			h = &hs[i]
 		}
 	}
-	if h == nil {
+	known := h != nil
+	if !known {
 		h = &Host{Host: name}
 	}
 	running, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Host: name, Status: []order.Status{order.StatusRunning}, Limit: 10}))
@@ -116,7 +117,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.QueueDepth = &depth
-	if len(hs) == 0 && len(queued) == 0 && h.Running == nil && !h.Online {
+	if !known && depth == 0 && h.Running == nil {
 		s.writeError(w, r, notFound("unknown host"))
 		return
 	}

@@ -396,6 +396,9 @@ func TestRetentionAndHosts(t *testing.T) {
 	if on, _ := online(); !on {
 		t.Fatal("running worker's host is not online")
 	}
+	// Another host is known; this one never was.
+	code, b := s.do("GET", "/v1/hosts/never-seen", nil)
+	wantError(t, code, b, 404, "not_found")
 	s.stopWorker("ret")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
