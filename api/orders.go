@@ -73,23 +73,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if stored.ID != o.ID || wait == 0 {
-		// A repeated Idempotency-Key answers with the first order as it is now.
-		if stored.ID != o.ID {
-			if cur, err := s.Store.GetOrder(r.Context(), stored.ID); err == nil {
-				stored = cur
-			}
+	// A repeated Idempotency-Key answers with the first order as it is now
+	// (InsertOrder read it); only a new order is waited for.
+	final := stored
+	if stored.ID == o.ID && wait > 0 {
+		if f := s.awaitFinish(r.Context(), o.ID, events, wait); f != nil {
+			final = f
 		}
-		status := http.StatusAccepted
-		if stored.Status.Terminal() {
-			status = http.StatusOK
-		}
-		encode(w, status, toResponse(stored))
-		return
-	}
-	final := s.awaitFinish(r.Context(), o.ID, events, wait)
-	if final == nil {
-		final = stored
 	}
 	status := http.StatusAccepted
 	if final.Status.Terminal() {

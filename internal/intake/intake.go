@@ -141,8 +141,16 @@ func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
-	go func() { defer wg.Done(); s.reconcileLoop(ctx) }()
-	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		s.every(ctx, s.opts.ReconcileEvery, s.opts.ReconcileEvery, "republish unpublished orders", s.Reconcile)
+	}()
+	go func() {
+		defer wg.Done()
+		// Retention runs shortly after start, then hourly. With several API
+		// replicas each runs it; the deletes are idempotent.
+		s.every(ctx, time.Minute, time.Hour, "delete orders past retention", s.Prune)
+	}()
 	wg.Wait()
 }
 
@@ -184,20 +192,23 @@ func (s *Service) markLoop(ctx context.Context) {
 	}
 }
 
-func (s *Service) reconcileLoop(ctx context.Context) {
-	t := time.NewTicker(s.opts.ReconcileEvery)
+// every runs job after first, then every period, until ctx ends, logging
+// what it did (done is the count of orders it handled).
+func (s *Service) every(ctx context.Context, first, period time.Duration, what string, job func(context.Context) (int, error)) {
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				s.logger.Warn("reconcile unpublished orders", "error", err)
-			} else if n > 0 {
-				s.logger.Info("republished orders", "count", n)
-			}
 		}
+		if n, err := job(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn(what, "error", err)
+		} else if n > 0 {
+			s.logger.Info(what, "count", n)
+		}
+		t.Reset(period)
 	}
 }
 
@@ -236,40 +247,19 @@ func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
 	}
 }
 
-// retentionLoop deletes finished orders older than the retention period
-// once an hour (and once shortly after start). With several API replicas
-// each runs it; the deletes are idempotent.
-func (s *Service) retentionLoop(ctx context.Context) {
-	if s.opts.Retention == nil {
-		return
-	}
-	t := time.NewTimer(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n, err := s.Prune(ctx); err != nil && ctx.Err() == nil {
-			s.logger.Warn("retention", "error", err)
-		} else if n > 0 {
-			s.logger.Info("retention deleted finished orders", "count", n)
-		}
-		t.Reset(time.Hour)
-	}
-}
-
 // Prune deletes the finished orders older than the retention period.
-func (s *Service) Prune(ctx context.Context) (int64, error) {
+func (s *Service) Prune(ctx context.Context) (int, error) {
+	if s.opts.Retention == nil {
+		return 0, nil
+	}
 	keep := s.opts.Retention()
 	if keep <= 0 {
 		return 0, nil
 	}
-	var total int64
+	total := 0
 	for {
 		n, err := s.store.DeleteFinishedBefore(ctx, time.Now().Add(-keep), 1000)
-		total += n
+		total += int(n)
 		if err != nil || n < 1000 {
 			return total, err
 		}
