@@ -24,12 +24,12 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	store *postgres.Store
 	q     *queue.Queue
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	ctx := t.Context()
 	pool, err := postgres.Open(ctx, testenv.Postgres(t))
 	if err != nil {
