@@ -86,8 +86,8 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 		if redacted == nil {
 			redacted = map[string]any{"subject": msg.Subject()}
 		}
-		s.Intake.Reject(ctx, storable(postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
-			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted}))
+		s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
+			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 	}

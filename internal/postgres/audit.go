@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,8 +23,11 @@ type Rejection struct {
 	Request   map[string]any
 }
 
-// RecordRejection stores a refused request.
+// RecordRejection stores a refused request, made storable first: a
+// request refused for carrying NUL or invalid UTF-8 must not escape the
+// audit by failing the insert.
 func (s *Store) RecordRejection(ctx context.Context, r Rejection) error {
+	r = storable(r)
 	req, err := json.Marshal(r.Request)
 	if err != nil {
 		return fmt.Errorf("encode rejected request: %w", err)
@@ -134,4 +139,67 @@ func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
 		out[h] = n
 	}
 	return out, translate("count queues", rows.Err())
+}
+
+// Audit rows identify a refused request; they need not keep all of it. A
+// refusal for size would otherwise store up to a whole body per row.
+const (
+	auditMaxString = 1024
+	auditMaxList   = 64
+)
+
+// storable makes a rejection insertable and bounded: PostgreSQL text and
+// jsonb refuse NUL and invalid UTF-8, and a request refused for carrying
+// them must not escape the audit by failing the insert, so such bytes
+// become U+FFFD; long strings and lists are cut, saying how long they were.
+func storable(rej Rejection) Rejection {
+	rej.Principal, rej.ClientIP = storableString(rej.Principal), storableString(rej.ClientIP)
+	rej.Method, rej.Path, rej.Reason = storableString(rej.Method), storableString(rej.Path), storableString(rej.Reason)
+	if rej.Request != nil {
+		rej.Request, _ = storableValue(rej.Request).(map[string]any)
+	}
+	return rej
+}
+
+func storableString(s string) string {
+	if len(s) > auditMaxString {
+		s = s[:auditMaxString] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// cut keeps the first auditMaxList elements of a list, and says so.
+func cut[T any](list []T, more func(n int) T) []T {
+	if len(list) <= auditMaxList {
+		return list
+	}
+	return append(list[:auditMaxList:auditMaxList], more(len(list)))
+}
+
+func storableValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return storableString(x)
+	case []string:
+		x = cut(x, func(n int) string { return "…(" + strconv.Itoa(n) + " elements)" })
+		out := make([]string, len(x))
+		for i, s := range x {
+			out[i] = storableString(s)
+		}
+		return out
+	case []any:
+		x = cut(x, func(n int) any { return "…(" + strconv.Itoa(n) + " elements)" })
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = storableValue(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[storableString(k)] = storableValue(e)
+		}
+		return out
+	}
+	return v
 }

@@ -1,18 +1,16 @@
-package api
+package postgres
 
 import (
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 func TestStorableRejection(t *testing.T) {
 	args := make([]string, 300)
 	args[0] = strings.Repeat("a", 70<<10)
 	args[1] = "nul\x00 and invalid \xff"
-	rej := storable(postgres.Rejection{Path: "/v1/x\x00\xff", Reason: "r\x00",
+	rej := storable(Rejection{Path: "/v1/x\x00\xff", Reason: "r\x00",
 		Request: map[string]any{"args": args, "env_names": []string{"A\x00"}, "host": "h\x00", "n": 3}})
 	if rej.Path != "/v1/x\uFFFD\uFFFD" || rej.Reason != "r\uFFFD" {
 		t.Fatalf("path %q reason %q", rej.Path, rej.Reason)
