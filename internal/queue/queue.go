@@ -166,23 +166,6 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 	return c, nil
 }
 
-// Pending returns how many orders of host wait in the stream, including the
-// one in flight.
-func (q *Queue) Pending(ctx context.Context, host string) (int, error) {
-	c, err := q.js.Consumer(ctx, OrdersStream, ConsumerName(host))
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return int(info.NumPending) + info.NumAckPending, nil
-}
-
 // IntakeConsumer is the API replicas' shared durable consumer of the
 // submit stream: each submission is taken by one replica.
 func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) {
