@@ -157,6 +157,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			}
+			// Only a fallback: read PostgreSQL after a quiet second, then
+			// every two seconds, not on every tick of every client.
+			if quiet%4 != 2 {
+				continue
+			}
 			cur, err := s.Store.GetOrder(ctx, id)
 			if err != nil {
 				if errors.Is(err, context.Canceled) {
@@ -164,7 +169,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				}
 				continue
 			}
-			if cur.Status.Terminal() && quiet >= 2 {
+			if cur.Status.Terminal() {
 				send(noID, "finished", toResponse(cur))
 				return
 			}
