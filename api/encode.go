@@ -3,11 +3,12 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"strings"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -21,20 +22,11 @@ func encode(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// maxJSONDepth bounds nesting so a hostile body cannot make the decoder
-// recurse deeply.
-const maxJSONDepth = 32
-
 // decode reads a JSON body strictly: the right content type, within the
-// size limit, no unknown fields, no duplicate keys, no trailing data.
+// size limit, then decodeBytes's rules.
 func decode(r *http.Request, maxBytes int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
-			return order.Errorf(order.CodeUnsupportedType, "Content-Type must be application/json")
-		}
-	} else {
-		return order.Errorf(order.CodeUnsupportedType, "Content-Type must be application/json")
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return err
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
@@ -47,9 +39,26 @@ func decode(r *http.Request, maxBytes int64, v any) error {
 	return decodeBytes(body, v)
 }
 
-// decodeBytes is decode's JSON half, shared with the NATS intake.
+// checkContentType accepts application/json (or merge-patch) in UTF-8:
+// JSON exchanged between systems is UTF-8 (RFC 8259 §8.1), and a body
+// declared as another charset would be read as something it is not.
+func checkContentType(ct string) error {
+	mt, params, err := mime.ParseMediaType(ct)
+	if ct == "" || err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
+		return order.Errorf(order.CodeUnsupportedType, "Content-Type must be application/json")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return &order.Error{Code: order.CodeUnsupportedType, Message: "Content-Type charset must be utf-8 (or absent)",
+			Details: map[string]any{"charset": cs}}
+	}
+	return nil
+}
+
+// decodeBytes is decode's JSON half, shared with the NATS intake: valid
+// UTF-8, case-sensitive field names, no unknown fields, no duplicate keys,
+// no trailing data (checkJSON), then the typed decode.
 func decodeBytes(body []byte, v any) error {
-	if err := checkJSON(body); err != nil {
+	if err := checkJSON(body, reflect.TypeOf(v)); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -61,79 +70,4 @@ func decodeBytes(body []byte, v any) error {
 		return order.Errorf(order.CodeInvalid, "invalid JSON: trailing data after the object")
 	}
 	return nil
-}
-
-// checkJSON walks the token stream once to refuse what encoding/json would
-// silently accept: duplicate keys (last one wins there) and deep nesting.
-func checkJSON(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	type frame struct {
-		object    bool
-		keys      map[string]struct{}
-		expectKey bool
-	}
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			if len(stack) != 0 {
-				return order.Errorf(order.CodeInvalid, "invalid JSON: unexpected end")
-			}
-			return nil
-		}
-		if err != nil {
-			return order.Errorf(order.CodeInvalid, "invalid JSON: %s", jsonProblem(err))
-		}
-		top := len(stack) - 1
-		if d, ok := tok.(json.Delim); ok {
-			switch d {
-			case '{', '[':
-				if top >= 0 && stack[top].object {
-					stack[top].expectKey = true
-				}
-				if len(stack) >= maxJSONDepth {
-					return order.Errorf(order.CodeInvalid, "invalid JSON: nested deeper than %d levels", maxJSONDepth)
-				}
-				stack = append(stack, frame{object: d == '{', expectKey: true})
-			default:
-				stack = stack[:top]
-			}
-			continue
-		}
-		if top >= 0 && stack[top].object {
-			if stack[top].expectKey {
-				key := tok.(string)
-				if stack[top].keys == nil {
-					stack[top].keys = map[string]struct{}{}
-				}
-				if _, dup := stack[top].keys[key]; dup {
-					return order.Errorf(order.CodeInvalid, "invalid JSON: duplicate key %q", key)
-				}
-				stack[top].keys[key] = struct{}{}
-				stack[top].expectKey = false
-			} else {
-				stack[top].expectKey = true
-			}
-		}
-		if top < 0 {
-			// A scalar at top level: let the typed decode explain.
-			if _, err := dec.Token(); err != io.EOF {
-				return order.Errorf(order.CodeInvalid, "invalid JSON: trailing data")
-			}
-			return nil
-		}
-	}
-}
-
-// jsonProblem turns a decoder error into text that names the field.
-func jsonProblem(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type.String(), te.Value)
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%s at offset %d", se.Error(), se.Offset)
-	}
-	return err.Error()
 }

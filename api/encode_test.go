@@ -1,0 +1,76 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// TestDecodeStrict: what encoding/json alone would accept or rewrite is
+// refused with 400 (invalid_request), on the one decoder REST and NATS share.
+func TestDecodeStrict(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"case variant of a field", `{"command":"showargs","Command":"mark"}`, `unknown field "Command"`},
+		{"case variant alone", `{"host":"h","COMMAND":"mark"}`, `unknown field "COMMAND"`},
+		{"args twice, once upper case", `{"command":"x","args":["a"],"ARGS":["b"]}`, `unknown field "ARGS"`},
+		{"nested case variant", `{"command":"x","stdout":{"Capture":false}}`, `unknown field "Capture"`},
+		{"stdin object case variant", `{"command":"x","stdin":{"Content":"y"}}`, `unknown field "Content"`},
+		{"exact duplicate", `{"command":"a","command":"b"}`, `duplicate key "command"`},
+		{"duplicate env name", `{"command":"a","env":{"A":"1","A":"2"}}`, `duplicate key "A"`},
+		{"unknown field", `{"command":"a","bogus":1}`, `unknown field "bogus"`},
+		{"trailing data", `{"command":"a"} {}`, `trailing data`},
+		{"invalid UTF-8 in command", "{\"command\":\"ec\xffho\"}", `not valid UTF-8 at offset 14`},
+		{"invalid UTF-8 in args", "{\"command\":\"echo\",\"args\":[\"\xc3\"]}", `not valid UTF-8`},
+		{"lone high surrogate", `{"command":"echo","args":["\ud800"]}`, `half a surrogate pair`},
+		{"lone low surrogate", `{"command":"\udc00"}`, `half a surrogate pair`},
+		{"high surrogate then letter", `{"command":"\ud800\u0041"}`, `half a surrogate pair`},
+		{"deep nesting", `{"env":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}`, `nested deeper`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var req SubmitRequest
+			err := decodeBytes([]byte(tc.body), &req)
+			if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("decode %s: %v (command %q), want invalid_request with %q", tc.body, err, req.Command, tc.want)
+			}
+		})
+	}
+}
+
+// TestDecodeStrictAccepts: valid input still decodes; env names that differ
+// only in case are distinct variables, and escapes stay what they mean.
+func TestDecodeStrictAccepts(t *testing.T) {
+	var req SubmitRequest
+	body := `{"command":"echo","args":["\ud83d\ude00","a\\ud800","é"],"env":{"FOO":"1","foo":"2"},"stdin":"x","stdout":{"capture":true}}`
+	if err := decodeBytes([]byte(body), &req); err != nil {
+		t.Fatal(err)
+	}
+	if req.Args[0] != "😀" || req.Args[1] != `a\ud800` || req.Args[2] != "é" || req.Env["FOO"] != "1" || req.Env["foo"] != "2" || req.Stdin.Content != "x" {
+		t.Fatalf("decoded %+v", req)
+	}
+}
+
+// TestContentTypeCharset: only UTF-8 (or no charset) is JSON here.
+func TestContentTypeCharset(t *testing.T) {
+	for ct, ok := range map[string]bool{
+		"application/json":                  true,
+		"application/json; charset=utf-8":   true,
+		"application/json; charset=UTF-8":   true,
+		"application/json; charset=utf-16":  false,
+		"application/json; charset=latin1":  false,
+		"text/plain":                        false,
+		"":                                  false,
+		"application/json; charset=\"utf-8": false,
+	} {
+		r, _ := http.NewRequest("POST", "/", strings.NewReader(`{}`))
+		r.Header.Set("Content-Type", ct)
+		var v struct{}
+		err := decode(r, 1<<10, &v)
+		if ok != (err == nil) || (err != nil && order.ErrorCode(err) != order.CodeUnsupportedType) {
+			t.Errorf("Content-Type %q: %v", ct, err)
+		}
+	}
+}

@@ -1,0 +1,257 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// maxJSONDepth bounds nesting so a hostile body cannot make the decoder
+// recurse deeply.
+const maxJSONDepth = 32
+
+// checkJSON walks body once, alongside the Go type it will be decoded into,
+// and refuses what encoding/json would silently accept: duplicate keys (the
+// last one wins there), object keys that match a field only when case is
+// ignored ({"Command": …} sets Command there), unknown fields, deep nesting
+// and trailing data. These are encoding/json/v2's defaults; v2 is still an
+// experiment in our Go, so the check is ours. Map keys stay free
+// (env may hold both FOO and foo); only exact repeats are refused there.
+func checkJSON(body []byte, t reflect.Type) error {
+	if err := checkText(body); err != nil {
+		return err
+	}
+	w := jsonWalker{dec: json.NewDecoder(strings.NewReader(string(body)))}
+	if err := w.value(t, "", 0); err != nil {
+		return err
+	}
+	if _, err := w.dec.Token(); err != io.EOF {
+		return order.Errorf(order.CodeInvalid, "invalid JSON: trailing data after the value")
+	}
+	return nil
+}
+
+// jsonWalker reads one token stream for checkJSON.
+type jsonWalker struct {
+	dec *json.Decoder
+}
+
+// value checks the next JSON value against t (nil when the shape is free).
+func (w *jsonWalker) value(t reflect.Type, path string, depth int) error {
+	tok, err := w.dec.Token()
+	if err == io.EOF {
+		return order.Errorf(order.CodeInvalid, "invalid JSON: unexpected end")
+	}
+	if err != nil {
+		return order.Errorf(order.CodeInvalid, "invalid JSON: %s", jsonProblem(err))
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil // scalars: the typed decode checks their types
+	}
+	if depth >= maxJSONDepth {
+		return order.Errorf(order.CodeInvalid, "invalid JSON: nested deeper than %d levels", maxJSONDepth)
+	}
+	t = indirect(t)
+	if d == '[' {
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for w.dec.More() {
+			if err := w.value(elem, path+"[]", depth+1); err != nil {
+				return err
+			}
+		}
+		return w.end()
+	}
+	var fields map[string]reflect.Type
+	if t != nil && t.Kind() == reflect.Struct {
+		fields = jsonFields(t)
+	}
+	seen := map[string]struct{}{}
+	for w.dec.More() {
+		tok, err := w.dec.Token()
+		if err != nil {
+			return order.Errorf(order.CodeInvalid, "invalid JSON: %s", jsonProblem(err))
+		}
+		key, _ := tok.(string)
+		if _, dup := seen[key]; dup {
+			return order.FieldError(order.CodeInvalid, path+key, "invalid JSON: duplicate key %q", key)
+		}
+		seen[key] = struct{}{}
+		var ft reflect.Type
+		switch {
+		case fields != nil:
+			f, known := fields[key]
+			if !known {
+				return unknownField(fields, path, key)
+			}
+			ft = f
+		case t != nil && t.Kind() == reflect.Map:
+			ft = t.Elem()
+		}
+		if err := w.value(ft, path+key+".", depth+1); err != nil {
+			return err
+		}
+	}
+	return w.end()
+}
+
+// end consumes the closing delimiter of an array or object.
+func (w *jsonWalker) end() error {
+	if _, err := w.dec.Token(); err != nil {
+		if err == io.EOF {
+			return order.Errorf(order.CodeInvalid, "invalid JSON: unexpected end")
+		}
+		return order.Errorf(order.CodeInvalid, "invalid JSON: %s", jsonProblem(err))
+	}
+	return nil
+}
+
+// unknownField names the field; when only its case differs from a known
+// one, it says so, since that is the usual mistake (and the usual attack).
+func unknownField(fields map[string]reflect.Type, path, key string) error {
+	for name := range fields {
+		if strings.EqualFold(name, key) {
+			return order.FieldError(order.CodeInvalid, path+key,
+				"invalid JSON: unknown field %q (field names are case-sensitive: %q)", key, name)
+		}
+	}
+	return order.FieldError(order.CodeInvalid, path+key, "invalid JSON: unknown field %q", key)
+}
+
+// indirect strips pointers; nil stays nil (a free shape).
+func indirect(t reflect.Type) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// jsonFields returns the exact JSON names of t's fields and their types,
+// following encoding/json's rules for tags, "-" and embedded structs.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			if et := indirect(f.Type); et.Kind() == reflect.Struct {
+				for k, v := range jsonFields(et) {
+					if _, ok := out[k]; !ok {
+						out[k] = v
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// checkText refuses a body that is not valid UTF-8, or that escapes half a
+// UTF-16 surrogate pair (\ud800 alone): encoding/json would replace either
+// with U+FFFD, so the command that ran would not be the one sent.
+func checkText(body []byte) error {
+	if !utf8.Valid(body) {
+		off := 0
+		for off < len(body) {
+			r, n := utf8.DecodeRune(body[off:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			off += n
+		}
+		return &order.Error{Code: order.CodeInvalid, Message: fmt.Sprintf("invalid JSON: not valid UTF-8 at offset %d", off),
+			Details: map[string]any{"offset": off}}
+	}
+	inString := false
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString:
+			i++
+			if i >= len(body) || body[i] != 'u' {
+				continue
+			}
+			r, ok := hex4(body, i+1)
+			if !ok {
+				continue // malformed: the decoder explains
+			}
+			i += 4
+			switch {
+			case r >= 0xdc00 && r <= 0xdfff:
+				return loneSurrogate(i - 5)
+			case r >= 0xd800 && r <= 0xdbff:
+				if i+2 >= len(body) || body[i+1] != '\\' || body[i+2] != 'u' {
+					return loneSurrogate(i - 5)
+				}
+				lo, ok := hex4(body, i+3)
+				if !ok || lo < 0xdc00 || lo > 0xdfff {
+					return loneSurrogate(i - 5)
+				}
+				i += 6
+			}
+		}
+	}
+	return nil
+}
+
+func loneSurrogate(off int) error {
+	return &order.Error{Code: order.CodeInvalid,
+		Message: fmt.Sprintf("invalid JSON: \\u escape at offset %d is half a surrogate pair (not valid UTF-16)", off),
+		Details: map[string]any{"offset": off}}
+}
+
+// hex4 reads four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// jsonProblem turns a decoder error into text that names the field.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type.String(), te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at offset %d", se.Error(), se.Offset)
+	}
+	return err.Error()
+}
