@@ -25,7 +25,7 @@ func statusOf(code order.Code) int {
 		return http.StatusRequestEntityTooLarge
 	case order.CodeUnsupportedType:
 		return http.StatusUnsupportedMediaType
-	case order.CodeUnprocessable:
+	case order.CodeUnprocessable, order.CodeIdempotencyReused:
 		return http.StatusUnprocessableEntity
 	case order.CodeRateLimited:
 		return http.StatusTooManyRequests

@@ -77,6 +77,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"non-hex hash", config.Auth{Tokens: []config.Token{{Name: "a", SHA256: strings.Repeat("z", 64)}}}, "not hex"},
 		{"missing name", config.Auth{Tokens: []config.Token{{SHA256: good}}}, "name is required"},
 		{"empty role", config.Auth{Tokens: []config.Token{{Name: "a", SHA256: good, Roles: []string{""}}}}, "role"},
+		{"token name in the JWT namespace", config.Auth{Tokens: []config.Token{{Name: "jwt:alice", SHA256: good}}}, "JWT principals"},
 		{"same hash two names", config.Auth{Tokens: []config.Token{{Name: "a", SHA256: good}, {Name: "b", SHA256: good}}}, "already registered"},
 		{"unknown alg", config.Auth{JWT: config.JWT{Algorithm: "HS512", Secret: secret}}, "not supported"},
 		{"alg none", config.Auth{JWT: config.JWT{Algorithm: "none"}}, "not supported"},

@@ -142,8 +142,15 @@ func (v *jwtVerifier) keyFunc(t *jwt.Token) (any, error) {
 // of problem but never echoes the token or its claims.
 func (v *jwtVerifier) verify(raw string) (Principal, error) {
 	claims := jwt.MapClaims{}
-	if _, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc); err != nil {
+	tok, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc)
+	if err != nil {
 		return Principal{}, unauthenticated(jwtMessage(err), err)
+	}
+	// RFC 7515 §4.1.11: a token naming extensions in "crit" must be refused
+	// by a recipient that does not understand them, and we understand none;
+	// the parser does not look at the header.
+	if _, ok := tok.Header["crit"]; ok {
+		return Principal{}, unauthenticated("token has critical header extensions this server does not support", nil)
 	}
 	name, err := claimName(claims, v.nameClaim)
 	if err != nil {
@@ -153,7 +160,7 @@ func (v *jwtVerifier) verify(raw string) (Principal, error) {
 	if err != nil {
 		return Principal{}, unauthenticated("token has an invalid "+v.rolesClaim+" claim", err)
 	}
-	return Principal{Name: name, Roles: roles, Kind: KindJWT}, nil
+	return Principal{Name: JWTPrefix + name, Roles: roles, Kind: KindJWT}, nil
 }
 
 // jwtMessage tells a client what to fix (refresh an expired token, check

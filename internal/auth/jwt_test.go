@@ -28,6 +28,20 @@ func sign(t *testing.T, m jwt.SigningMethod, key any, claims jwt.MapClaims) stri
 	return s
 }
 
+// signHeader signs the RS256 test claims with extra header parameters.
+func signHeader(t *testing.T, key any, header map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims(nil))
+	for k, v := range header {
+		tok.Header[k] = v
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // rawJWT assembles a token from literal header and payload JSON and a
 // signature segment, for shapes no signing library would produce.
 func rawJWT(header, payload, sig string) string {
@@ -98,18 +112,26 @@ func TestJWTRS256(t *testing.T) {
 		want    *Principal // nil: expect 401
 		wantMsg string     // substring of the 401 message, when it matters
 	}{
-		{"valid", good, &Principal{Name: "alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+		{"valid", good, &Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"roles as space-separated string", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"roles": "ops  admin"})),
-			&Principal{Name: "alice", Roles: []string{"ops", "admin"}, Kind: KindJWT}, ""},
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "admin"}, Kind: KindJWT}, ""},
 		{"no roles claim", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"roles": nil})),
-			&Principal{Name: "alice", Kind: KindJWT}, ""},
+			&Principal{Name: "jwt:alice", Kind: KindJWT}, ""},
 		{"aud array containing ours", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"aud": []string{"other", "orderly"}})),
-			&Principal{Name: "alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"expired within leeway", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": testNow().Add(-10 * time.Second).Unix()})),
-			&Principal{Name: "alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"nbf within leeway", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"nbf": testNow().Add(10 * time.Second).Unix()})),
-			&Principal{Name: "alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"static token still works", staticTok, &Principal{Name: "robot", Kind: KindToken}, ""},
+		// Item 11 of issue 7: a JWT naming a static token's principal is
+		// another principal.
+		{"sub naming a static token", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"sub": "robot"})),
+			&Principal{Name: "jwt:robot", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+
+		// RFC 7515 §4.1.11: critical extensions we do not understand.
+		{"crit naming an unknown extension", signHeader(t, key, map[string]any{"crit": []string{"x-unknown"}, "x-unknown": true}), nil, "critical header"},
+		{"crit empty", signHeader(t, key, map[string]any{"crit": []string{}}), nil, "critical header"},
 
 		// Algorithm attacks.
 		{"alg none via library", noneTok, nil, "invalid token"},
@@ -196,14 +218,14 @@ func TestJWTHS256AndEdDSA(t *testing.T) {
 		want  *Principal
 	}{
 		{"HS256 valid, custom claims", hs, sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"email": "bob@example.com", "groups": []string{"ops"}, "exp": exp}),
-			&Principal{Name: "bob@example.com", Roles: []string{"ops"}, Kind: KindJWT}},
+			&Principal{Name: "jwt:bob@example.com", Roles: []string{"ops"}, Kind: KindJWT}},
 		{"HS256 without name claim", hs, sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "bob", "exp": exp}), nil},
 		{"HS256 wrong secret", hs, sign(t, jwt.SigningMethodHS256, []byte("fedcba9876543210fedcba9876543210"), jwt.MapClaims{"email": "bob", "exp": exp}), nil},
 		{"HS384 with the right secret", hs, sign(t, jwt.SigningMethodHS384, secret, jwt.MapClaims{"email": "bob", "exp": exp}), nil},
 		{"RS256 against HS256 config", hs, sign(t, jwt.SigningMethodRS256, rsa, jwt.MapClaims{"email": "bob", "exp": exp}), nil},
 		{"HS256 without exp", hs, sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"email": "bob"}), nil},
 		{"EdDSA valid, default claims", ed, sign(t, jwt.SigningMethodEdDSA, edPriv, jwt.MapClaims{"sub": "carol", "roles": "monitor", "exp": exp}),
-			&Principal{Name: "carol", Roles: []string{"monitor"}, Kind: KindJWT}},
+			&Principal{Name: "jwt:carol", Roles: []string{"monitor"}, Kind: KindJWT}},
 		{"EdDSA other key", ed, sign(t, jwt.SigningMethodEdDSA, otherEd, jwt.MapClaims{"sub": "carol", "exp": exp}), nil},
 		{"HS256 with Ed25519 PEM as secret", ed, sign(t, jwt.SigningMethodHS256, edPEM, jwt.MapClaims{"sub": "carol", "exp": exp}), nil},
 		{"HS256 with raw Ed25519 key as secret", ed, sign(t, jwt.SigningMethodHS256, []byte(edPub), jwt.MapClaims{"sub": "carol", "exp": exp}), nil},

@@ -12,8 +12,18 @@ const (
 	KindJWT   = "jwt"
 )
 
+// JWTPrefix starts the name of every principal proven by a JWT: "jwt:alice"
+// for sub "alice". A static token's principal is its configured name, and
+// no token name may start with the prefix, so the identity provider cannot
+// mint a principal that reads, cancels or spends the limits of a static
+// token's (a JWT with sub "alice" is never the token principal "alice").
+const JWTPrefix = KindJWT + ":"
+
 // Principal is who made a request: the name policy rules and history refer
 // to, the roles policy rules grant permissions to, and how it was proven.
+// Name is the full identity, source included (see JWTPrefix): it is what
+// orders store as their principal, what read scoping, cancel rights,
+// idempotency keys and rate limits are keyed by.
 type Principal struct {
 	Name  string
 	Roles []string

@@ -99,6 +99,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		o.ID = order.NewID()
 	}
 	o.Principal = p.Name
+	defaulted := o.Timeout == 0
 	if err := order.Validate(o, s.opts.Limits()); err != nil {
 		return nil, err
 	}
@@ -108,10 +109,13 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		}
 	}
 	dec, err := s.policy().Decide(policy.Request{Principal: p, Host: o.Host, Command: o.Command, Args: o.Args,
-		RunAs: o.RunAs, Timeout: o.Timeout, DryRun: o.DryRun})
+		RunAs: o.RunAs, Timeout: o.Timeout, TimeoutDefaulted: defaulted, DryRun: o.DryRun})
 	o.Policy = dec
 	if err != nil {
 		return nil, err
+	}
+	if dec.Timeout > 0 {
+		o.Timeout = dec.Timeout
 	}
 	prev, err := s.store.InsertOrder(ctx, o)
 	if err != nil {

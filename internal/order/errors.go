@@ -22,6 +22,10 @@ const (
 	CodeRateLimited     Code = "rate_limited"      // 429
 	CodeUnavailable     Code = "unavailable"       // 503: a dependency is down
 	CodeInternal        Code = "internal"          // 500: a bug, never bad input
+
+	// CodeIdempotencyReused: an Idempotency-Key (or Nats-Msg-Id) already
+	// named a different request: 422, as payment APIs answer.
+	CodeIdempotencyReused Code = "idempotency_key_reused"
 )
 
 // Error is orderly's one error type. Message is safe to show to clients;

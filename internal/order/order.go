@@ -58,6 +58,10 @@ type Order struct {
 type Decision struct {
 	Decision string   `json:"decision"`
 	Matched  []string `json:"matched"`
+	// Timeout, when set, replaces an order's default timeout: the rules
+	// that allowed it cap timeouts below the default (limits.default_timeout),
+	// and an order that named none gets the cap instead of a refusal.
+	Timeout time.Duration `json:"-"`
 }
 
 // Result is what running an order produced.

@@ -27,7 +27,10 @@ type Request struct {
 	Args         []string
 	RunAs        string        // "" means the worker's default user
 	Timeout      time.Duration // already defaulted by order.Validate; 0 is refused under a max
-	DryRun       bool
+	// TimeoutDefaulted says Timeout is limits.default_timeout, not the
+	// client's: a rule's lower max_timeout then clamps it (Decision.Timeout).
+	TimeoutDefaulted bool
+	DryRun           bool
 }
 
 // Decide authorizes r. Deny wins: if a deny regex of any rule that applies
@@ -68,6 +71,7 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 
 	allowForms := allowLines(r)
 	var allowed, refusals, reasons []string
+	var timeout time.Duration
 	for _, ru := range applicable {
 		i := slices.IndexFunc(ru.allow, func(p pattern) bool { return matchAny(p, allowForms) })
 		if i < 0 {
@@ -76,6 +80,8 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 		fails, why := ru.constraints(r)
 		if len(fails) == 0 {
 			allowed = append(allowed, ru.name+":"+Allow+":"+ru.allow[i].src)
+			d, _ := ru.timeoutFor(r)
+			timeout = max(timeout, d)
 			continue
 		}
 		for _, f := range fails {
@@ -85,7 +91,11 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 	}
 	if len(allowed) > 0 {
 		// Only the allowing rules decided; refusals by others did not.
-		return order.Decision{Decision: Allow, Matched: allowed}, nil
+		d := order.Decision{Decision: Allow, Matched: allowed}
+		if timeout != r.Timeout {
+			d.Timeout = timeout
+		}
+		return d, nil
 	}
 	matched = refusals
 	if len(reasons) == 0 {
@@ -109,7 +119,7 @@ func (ru *rule) constraints(r Request) (fails, reasons []string) {
 		fails = append(fails, "run_as="+user)
 		reasons = append(reasons, fmt.Sprintf("run_as %q not allowed by rule %q", user, ru.name))
 	}
-	if ru.maxTimeout > 0 && (r.Timeout <= 0 || r.Timeout > ru.maxTimeout) {
+	if _, ok := ru.timeoutFor(r); !ok {
 		fails = append(fails, fmt.Sprintf("timeout=%s>max=%s", r.Timeout, ru.maxTimeout))
 		reasons = append(reasons, fmt.Sprintf("timeout %s above max %s of rule %q", r.Timeout, ru.maxTimeout, ru.name))
 	}

@@ -139,10 +139,28 @@ func (r *rule) hostAllowed(host string) bool {
 
 // runAsAllowed reports whether the rule lets the order run as user. The
 // empty user means the worker's default user, allowed when the rule lists
-// no users or lists "" or "default"; "*" in the list allows any user.
+// no users or lists "" or "default"; "*" in the list allows any user,
+// the default one included.
 func (r *rule) runAsAllowed(user string) bool {
+	if slices.Contains(r.runAs, "*") {
+		return true
+	}
 	if user == "" {
 		return len(r.runAs) == 0 || slices.Contains(r.runAs, "") || slices.Contains(r.runAs, "default")
 	}
-	return slices.Contains(r.runAs, user) || slices.Contains(r.runAs, "*")
+	return slices.Contains(r.runAs, user)
+}
+
+// timeoutFor is the timeout the rule lets the order run with; ok is false
+// when the rule refuses it. A default timeout (the client named none) above
+// the rule's max_timeout is clamped to it: refusing would make every such
+// order need an explicit timeout the client may not know it needs.
+func (r *rule) timeoutFor(req Request) (d time.Duration, ok bool) {
+	switch {
+	case r.maxTimeout == 0 || (req.Timeout > 0 && req.Timeout <= r.maxTimeout):
+		return req.Timeout, true
+	case req.TimeoutDefaulted && req.Timeout > r.maxTimeout:
+		return r.maxTimeout, true
+	}
+	return 0, false
 }

@@ -226,3 +226,47 @@ func TestRulesAreCopied(t *testing.T) {
 		t.Fatalf("decision %+v after editing the config slice; want allow", d)
 	}
 }
+
+// TestDefaultTimeoutClampedAndRunAsStar: a rule's max_timeout below the
+// default clamps an order that named no timeout (and says so in the
+// Decision) instead of refusing it; an explicit timeout above the max is
+// still refused. run_as ["*"] covers orders that name no user. A rule
+// naming "alice" is the static token's, never a JWT's "jwt:alice".
+func TestDefaultTimeoutClampedAndRunAsStar(t *testing.T) {
+	e, err := New([]config.Rule{
+		{Name: "short", Principals: []string{"alice"}, Hosts: []string{"*"}, Allow: []string{"^ls$"}, MaxTimeout: 10 * time.Second},
+		{Name: "anyone", Principals: []string{"bob"}, Hosts: []string{"*"}, Allow: []string{"^id$"}, RunAs: []string{"*"}},
+		{Name: "sso", Principals: []string{"jwt:carol"}, Hosts: []string{"*"}, Allow: []string{"^ls$"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := auth.Principal{Name: "alice", Kind: auth.KindToken}
+	bob := auth.Principal{Name: "bob", Kind: auth.KindToken}
+	for _, tt := range []struct {
+		name        string
+		req         Request
+		allow       bool
+		wantTimeout time.Duration // Decision.Timeout
+	}{
+		{"default timeout clamped", Request{Principal: alice, Host: "h", Command: "ls", Timeout: time.Minute, TimeoutDefaulted: true}, true, 10 * time.Second},
+		{"default under the max kept", Request{Principal: alice, Host: "h", Command: "ls", Timeout: 5 * time.Second, TimeoutDefaulted: true}, true, 0},
+		{"explicit timeout above the max refused", Request{Principal: alice, Host: "h", Command: "ls", Timeout: time.Minute}, false, 0},
+		{"explicit timeout at the max", Request{Principal: alice, Host: "h", Command: "ls", Timeout: 10 * time.Second}, true, 0},
+		{"run_as * covers the default user", Request{Principal: bob, Host: "h", Command: "id", Timeout: time.Minute}, true, 0},
+		{"run_as * covers a named user", Request{Principal: bob, Host: "h", Command: "id", RunAs: "nobody", Timeout: time.Minute}, true, 0},
+		{"JWT alice is not token alice", Request{Principal: auth.Principal{Name: "jwt:alice", Kind: auth.KindJWT}, Host: "h", Command: "ls", Timeout: time.Second}, false, 0},
+		{"rule naming a JWT principal", Request{Principal: auth.Principal{Name: "jwt:carol", Kind: auth.KindJWT}, Host: "h", Command: "ls", Timeout: time.Second}, true, 0},
+		{"token carol is not JWT carol", Request{Principal: auth.Principal{Name: "carol", Kind: auth.KindToken}, Host: "h", Command: "ls", Timeout: time.Second}, false, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := e.Decide(tt.req)
+			if (d.Decision == Allow) != tt.allow || (err == nil) != tt.allow {
+				t.Fatalf("decision %+v, err %v; want allow=%v", d, err, tt.allow)
+			}
+			if d.Timeout != tt.wantTimeout {
+				t.Fatalf("Decision.Timeout = %s, want %s", d.Timeout, tt.wantTimeout)
+			}
+		})
+	}
+}

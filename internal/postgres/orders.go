@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -114,9 +115,12 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 			return nil, fmt.Errorf("encode env: %w", err)
 		}
 	}
-	var idemKey *string
+	var (
+		idemKey *string
+		reqSum  []byte
+	)
 	if o.IdempotencyKey != "" {
-		idemKey = &o.IdempotencyKey
+		idemKey, reqSum = &o.IdempotencyKey, o.Fingerprint()
 	}
 	args := o.Args
 	if args == nil {
@@ -129,8 +133,8 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	const q = `WITH o AS (
 	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
 		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
-		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy)
-	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25)
+		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)
 	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING id, submitted_at
 ), e AS (
@@ -142,14 +146,9 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 SELECT submitted_at FROM o`
 	err = s.pool.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
-		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy).Scan(&o.SubmittedAt)
+		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum).Scan(&o.SubmittedAt)
 	if err == pgx.ErrNoRows && idemKey != nil {
-		row := s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, *idemKey)
-		prev, err := scanOrder(row)
-		if err != nil {
-			return nil, translate("get order by idempotency key", err)
-		}
-		return prev, nil
+		return s.idempotentRepeat(ctx, o.Principal, *idemKey, reqSum)
 	}
 	if err != nil {
 		return nil, translate("insert order", err)
@@ -157,6 +156,33 @@ SELECT submitted_at FROM o`
 	o.Status = order.StatusQueued
 	return nil, nil
 }
+
+// idempotentRepeat answers a submission whose idempotency key the
+// principal already used: the first order when the request is the same,
+// CodeIdempotencyReused when it asks for something else. Orders recorded
+// before request_sha256 existed have none and are not compared.
+func (s *Store) idempotentRepeat(ctx context.Context, principal, key string, sum []byte) (*order.Order, error) {
+	var prevSum []byte
+	row := s.pool.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, principal, key)
+	prev, err := scanOrder(extraCol{row, &prevSum})
+	if err != nil {
+		return nil, translate("get order by idempotency key", err)
+	}
+	if prevSum != nil && !bytes.Equal(prevSum, sum) {
+		return nil, &order.Error{Code: order.CodeIdempotencyReused,
+			Message: "this idempotency key was already used for a different request",
+			Details: map[string]any{"order_id": prev.ID, "idempotency_key": key}}
+	}
+	return prev, nil
+}
+
+// extraCol scans one column after the orderCols ones into dst.
+type extraCol struct {
+	row pgx.Row
+	dst any
+}
+
+func (r extraCol) Scan(dest ...any) error { return r.row.Scan(append(dest, r.dst)...) }
 
 // MarkPublished records that the orders reached JetStream, so the
 // reconciler leaves them alone. It is called in batches off the hot path,
