@@ -1,18 +1,24 @@
-// Package executor runs one process for an order, safely: in its own process
-// group, with exactly the environment it is given, optionally under another
-// user's credentials, with stdin from the request or /dev/null, a timeout,
-// cancel signals and bounded output capture.
+// Package executor runs one process for an order, safely: in its own session
+// and process group (and, where the worker has a delegated cgroup v2
+// subtree, its own cgroup), with exactly the environment it is given,
+// optionally under another user's credentials, with stdin from the request
+// or /dev/null, a timeout, cancel signals and bounded output capture.
 //
 // An order never leaves processes behind. When the leader exits, for any
 // reason, whatever is left of its process group is killed with SIGKILL before
 // the leader is reaped, and the worker then confirms the group is empty
 // (Result.GroupGone). This is the process-group analogue of systemd's
-// KillMode=control-group. Its one limit is the process group itself: a
+// KillMode=control-group. Its limit is the process group itself: a
 // descendant that moves to another group or session (setsid, setpgid, a
-// daemonizing double fork) escapes it; only a cgroup can contain that, so
-// deploy the worker under systemd (deploy/systemd) for the last word.
-// Escapees cannot hang the worker: pipes they hold open are closed after
-// pipeDrainDelay.
+// daemonizing double fork) escapes it. An order cgroup (Request.CgroupParent)
+// has no such limit: cgroup.kill ends every process in it, and the kill is
+// then verified by the cgroup (Result.Verified). Escapees cannot hang the
+// worker: pipes they hold open are closed after pipeDrainDelay.
+//
+// A worker that dies cannot end its order; the order's leader dies with it
+// (Pdeathsig), its other processes do not. Request.OnStart hands the worker
+// the order's Process identity to record, and Reap lets the worker that
+// takes over end and verify what is left of it.
 package executor
 
 import (
@@ -86,6 +92,23 @@ type Request struct {
 	// not retain p, and while it blocks the process blocks on a full pipe.
 	// It is never called after Run returns.
 	OnOutput func(stream string, p []byte)
+	// CgroupParent, when set, is a cgroup v2 directory delegated to the
+	// worker (see ResolveCgroupParent); the order then runs in its own
+	// child cgroup CgroupName, created for it, started into it atomically
+	// (clone3 CLONE_INTO_CGROUP) and removed after cgroup.kill at the end.
+	// A cgroup that cannot be created is a StartErr: containment that was
+	// asked for is never silently dropped.
+	CgroupParent string
+	// CgroupName names the order's cgroup, one path element unique to the
+	// order ("order-<id>"); an existing cgroup of that name is refused.
+	CgroupName string
+	// OnStart, if set, is called with the identity of the started process
+	// before Run waits for it; the process runs meanwhile. When it returns
+	// an error (the worker could not record the process, or no longer owns
+	// the order) the order's processes are SIGKILLed at once and
+	// Result.Aborted holds the error: a process the worker cannot account
+	// for must not run on. It is called at most once, from Run's goroutine.
+	OnStart func(Process) error
 }
 
 // Result is what running a Request produced.
@@ -116,6 +139,17 @@ type Result struct {
 	// group survives (zombies waiting for init to reap them count as gone).
 	// It is also set when nothing was started.
 	GroupGone bool
+	// Process identifies what was started; zero when nothing was.
+	Process Process
+	// Aborted is the error of Request.OnStart, or why the process could
+	// not be identified for it; the order's processes were then killed
+	// right after the start.
+	Aborted error
+	// Verified says how the end of all the order's processes was proven:
+	// VerifiedCgroup (escapees included) or VerifiedGroup; empty when it
+	// could not be (GroupGone false, or the cgroup would not empty) or when
+	// nothing was started.
+	Verified string
 }
 
 // Executor runs processes. It holds no per-run state, so one Executor may
@@ -125,6 +159,8 @@ type Executor struct {
 	// bufs holds *[]byte read buffers for captured streams, reused across
 	// runs to keep the hot path's garbage down.
 	bufs sync.Pool
+	// bootID reads the boot id once: it cannot change while we run.
+	bootID func() (string, error)
 }
 
 // New returns an Executor that logs to logger (nil discards).
@@ -132,7 +168,7 @@ func New(logger *slog.Logger) *Executor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{logger: logger}
+	return &Executor{logger: logger, bootID: sync.OnceValues(readBootID)}
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -168,7 +204,11 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		Dir:       req.Dir,
 		WaitDelay: pipeDrainDelay,
 		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:    true,
+			// A new session, not only a new group: nothing outside the
+			// order can join a group of the order's session, which lets
+			// Reap tell the order's group from a later one with the same
+			// id. It also leaves the order without a controlling terminal.
+			Setsid:     true,
 			Credential: req.Credential,
 			// If the worker dies, its order's leader dies too rather than
 			// running on unsupervised; the group's other members are
@@ -191,11 +231,29 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		cmd.Stderr = stderr
 	}
 
+	var cg *orderCgroup
+	if req.CgroupParent != "" {
+		var fd int
+		var err error
+		if cg, fd, err = createOrderCgroup(req.CgroupParent, req.CgroupName); err != nil {
+			return Result{GroupGone: true, StartErr: fmt.Errorf("create the order's cgroup: %w", err)}
+		}
+		defer unix.Close(fd)
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = fd
+	}
+
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
+		if cg != nil {
+			if rmErr := cg.remove(); rmErr != nil {
+				e.logger.LogAttrs(ctx, slog.LevelWarn, "remove the cgroup of an order that did not start",
+					slog.String("cgroup", cg.path), slog.String("error", rmErr.Error()))
+			}
+		}
 		return Result{GroupGone: true, StartErr: err}
 	}
-	pid := cmd.Process.Pid // Setpgid made it the group id too
+	pid := cmd.Process.Pid // Setsid made it the group and session id too
 	res := Result{Pid: pid}
 
 	// The leader is waited for with WNOWAIT: it stays a zombie, which keeps
@@ -204,7 +262,20 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	exited := make(chan error, 1)
 	go func() { exited <- waitExitedNoReap(pid) }()
 
-	waitErr := e.supervise(ctx, pid, req, signals, exited, &res)
+	var waitErr error
+	if res.Aborted = e.started(pid, cg, req.OnStart, &res); res.Aborted != nil {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "order process refused after start; killing it",
+			slog.Int("pid", pid), slog.String("error", res.Aborted.Error()))
+		e.killGroup(ctx, pid, unix.SIGKILL)
+		if cg != nil {
+			if err := cg.kill(); err != nil {
+				e.logger.LogAttrs(ctx, slog.LevelWarn, "kill order cgroup", slog.String("error", err.Error()))
+			}
+		}
+		waitErr = <-exited
+	} else {
+		waitErr = e.supervise(ctx, pid, req, signals, exited, &res)
+	}
 	res.Duration = time.Since(start)
 	if waitErr != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "waitid on order process failed",
@@ -212,6 +283,12 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	}
 
 	e.killGroup(ctx, pid, unix.SIGKILL)
+	// The cgroup is ended before the pipes are drained: an escapee that
+	// holds them open is killed instead of being waited for.
+	var cgErr error
+	if cg != nil {
+		cgErr = cg.end()
+	}
 	if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
 		switch {
@@ -226,6 +303,15 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 	}
 	res.GroupGone = e.confirmGroupGone(ctx, pid)
+	switch {
+	case cg != nil && cgErr == nil:
+		res.Verified = VerifiedCgroup
+	case cg != nil:
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "order cgroup not verified empty",
+			slog.Int("pid", pid), slog.String("cgroup", cg.path), slog.String("error", cgErr.Error()))
+	case res.GroupGone:
+		res.Verified = VerifiedGroup
+	}
 
 	if ps := cmd.ProcessState; ps != nil {
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
@@ -245,6 +331,34 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		res.Stderr = stderr.output()
 	}
 	return res
+}
+
+// started identifies the just started leader and hands it to onStart. A
+// non-nil error means the process must not run on.
+func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process) error, res *Result) error {
+	boot, err := e.bootID()
+	var cgPath string
+	if cg != nil {
+		cgPath = cg.path
+	}
+	if err == nil {
+		res.Process, err = identify(pid, boot, cgPath)
+	}
+	if onStart == nil {
+		if err != nil {
+			// Nobody asked for the identity: the order may run.
+			e.logger.LogAttrs(context.Background(), slog.LevelWarn, "identify order process",
+				slog.Int("pid", pid), slog.String("error", err.Error()))
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := onStart(res.Process); err != nil {
+		return fmt.Errorf("on start: %w", err)
+	}
+	return nil
 }
 
 // supervise waits for the leader to exit while enforcing the timeout, the

@@ -79,8 +79,8 @@ func processAlive(pid int) bool {
 	if err != nil {
 		return false
 	}
-	state, _, ok := parseStat(stat)
-	return ok && state != 'Z' && state != 'X'
+	st, ok := parseStat(stat)
+	return ok && st.alive()
 }
 
 // assertGroupGone checks the executor's claim and ps agree that nothing of
@@ -575,20 +575,22 @@ func TestRunEscapedProcessCannotHang(t *testing.T) {
 
 func TestParseStat(t *testing.T) {
 	t.Parallel()
+	// The fields after state, up to starttime (22) and one beyond.
+	const rest = " 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 "
 	for _, tt := range []struct {
-		in    string
-		state byte
-		pgrp  int
-		ok    bool
+		in   string
+		want procStat
+		ok   bool
 	}{
-		{"123 (sleep) S 1 120 120 0 -1", 'S', 120, true},
-		{"123 (a b) c) Z 1 77 77 0", 'Z', 77, true},
-		{"123 (x", 0, 0, false},
-		{"123 (x) R 1", 0, 0, false},
+		{"123 (sleep) S 1 120 121" + rest + "98765 4096", procStat{'S', 120, 121, 98765}, true},
+		{"123 (a b) c) Z 1 77 77" + rest + "5 0", procStat{'Z', 77, 77, 5}, true},
+		{"123 (x", procStat{}, false},
+		{"123 (x) R 1 120 120 0", procStat{}, false},
+		{"123 (x) R 1 120 120" + rest + "-5", procStat{}, false},
 	} {
-		state, pgrp, ok := parseStat([]byte(tt.in))
-		if state != tt.state || pgrp != tt.pgrp || ok != tt.ok {
-			t.Errorf("parseStat(%q) = %c %d %v, want %c %d %v", tt.in, state, pgrp, ok, tt.state, tt.pgrp, tt.ok)
+		got, ok := parseStat([]byte(tt.in))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseStat(%q) = %+v %v, want %+v %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
 }

@@ -72,6 +72,28 @@ func (e *Executor) confirmGroupGone(ctx context.Context, pgid int) bool {
 // from /proc. It is only used on the slow path, when kill(-pgid, 0) says
 // the group still exists.
 func liveGroupMembers(pgid int) ([]int, error) {
+	members, err := groupMembers(pgid)
+	if err != nil {
+		return nil, err
+	}
+	var live []int
+	for _, m := range members {
+		if m.alive() {
+			live = append(live, m.pid)
+		}
+	}
+	return live, nil
+}
+
+// member is one process of a process group as /proc showed it.
+type member struct {
+	pid int
+	procStat
+}
+
+// groupMembers lists every process of group pgid, zombies included, from
+// /proc.
+func groupMembers(pgid int) ([]member, error) {
 	dir, err := os.Open("/proc")
 	if err != nil {
 		return nil, err
@@ -81,39 +103,69 @@ func liveGroupMembers(pgid int) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list /proc: %w", err)
 	}
-	var live []int
+	var members []member
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + name + "/stat")
+		st, err := readStat(pid)
 		if err != nil {
 			continue // exited and reaped meanwhile
 		}
-		state, group, ok := parseStat(stat)
-		if ok && group == pgid && state != 'Z' && state != 'X' {
-			live = append(live, pid)
+		if st.pgrp == pgid {
+			members = append(members, member{pid: pid, procStat: st})
 		}
 	}
-	return live, nil
+	return members, nil
 }
 
-// parseStat extracts the state and process group from /proc/<pid>/stat:
-// "pid (comm) state ppid pgrp …". comm may itself contain spaces and
-// parentheses, so fields are counted from the last ')'.
-func parseStat(stat []byte) (state byte, pgrp int, ok bool) {
+// procStat is what the executor needs from /proc/<pid>/stat.
+type procStat struct {
+	state   byte
+	pgrp    int
+	session int
+	// startTime is field 22, the start in clock ticks since boot: with the
+	// boot id, what tells a process from a later one that got its pid.
+	startTime uint64
+}
+
+// alive reports whether the process has not exited: zombies, waiting for
+// init (or a subreaper) to reap them, are dead for every purpose here.
+func (s procStat) alive() bool { return s.state != 'Z' && s.state != 'X' }
+
+// readStat reads and parses /proc/<pid>/stat. A process that does not exist
+// (any more) is an error wrapping fs.ErrNotExist.
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	st, ok := parseStat(b)
+	if !ok {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat: unexpected format %q", pid, b)
+	}
+	return st, nil
+}
+
+// parseStat parses /proc/<pid>/stat: "pid (comm) state ppid pgrp session
+// … starttime …". comm may itself contain spaces and parentheses, so
+// fields are counted from the last ')'.
+func parseStat(stat []byte) (procStat, bool) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, 0, false
+		return procStat{}, false
 	}
+	// After ')': state(3) ppid(4) pgrp(5) session(6) … starttime(22).
 	fields := bytes.Fields(stat[i+1:])
-	if len(fields) < 3 || len(fields[0]) != 1 {
-		return 0, 0, false
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return procStat{}, false
 	}
-	pgrp, err := strconv.Atoi(string(fields[2]))
-	if err != nil {
-		return 0, 0, false
+	pgrp, err1 := strconv.Atoi(string(fields[2]))
+	session, err2 := strconv.Atoi(string(fields[3]))
+	start, err3 := strconv.ParseUint(string(fields[19]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return procStat{}, false
 	}
-	return fields[0][0], pgrp, true
+	return procStat{state: fields[0][0], pgrp: pgrp, session: session, startTime: start}, true
 }

@@ -1,0 +1,203 @@
+package executor
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// An order's own cgroup (cgroup v2) is what contains every process it
+// starts, including those that leave its process group with setsid or a
+// daemonizing double fork: a process cannot leave a cgroup without write
+// access to a common ancestor's cgroup.procs, which only the worker (root,
+// or the owner of the delegated subtree) has. cgroup.kill (Linux 5.14)
+// SIGKILLs a whole cgroup subtree, race-free against concurrent forks, and
+// cgroup.events says when it is empty ("populated 0"); an empty cgroup is
+// removed with rmdir.
+//
+// The order's cgroup gets no controllers: the worker only needs the core
+// files, so it may create children in its own (non-root) cgroup without
+// breaking cgroup v2's rule that a cgroup with controllers enabled for its
+// children has no processes of its own.
+
+// cgroupGoneTimeout bounds how long ending a cgroup waits for it to be
+// empty after cgroup.kill; a process in uninterruptible sleep can outlive
+// it.
+const cgroupGoneTimeout = 5 * time.Second
+
+// cgroupNamePattern is what an order's cgroup may be called: one path
+// element the caller chose ("order-<uuid>"), nothing that could climb out
+// of the parent or shadow an interface file.
+var cgroupNamePattern = regexp.MustCompile(`^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]*$`)
+
+// orderCgroup is the cgroup v2 directory one order runs in.
+type orderCgroup struct {
+	path string
+}
+
+// createOrderCgroup makes <parent>/<name> and opens it for clone3's
+// CLONE_INTO_CGROUP; the caller closes the returned fd once the process
+// has started, and removes the cgroup if it did not.
+func createOrderCgroup(parent, name string) (*orderCgroup, int, error) {
+	if !filepath.IsAbs(parent) {
+		return nil, -1, fmt.Errorf("cgroup parent %q is not an absolute path", parent)
+	}
+	if !cgroupNamePattern.MatchString(name) || strings.HasPrefix(name, "cgroup.") {
+		return nil, -1, fmt.Errorf("cgroup name %q is not a plain directory name", name)
+	}
+	path := filepath.Join(filepath.Clean(parent), name)
+	// An existing directory is refused, not reused: it would be another
+	// run's, with whatever processes it still holds.
+	if err := os.Mkdir(path, 0o755); err != nil {
+		return nil, -1, fmt.Errorf("create cgroup: %w", err)
+	}
+	cg := &orderCgroup{path: path}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = cg.remove()
+		return nil, -1, fmt.Errorf("open cgroup %s: %w", path, err)
+	}
+	return cg, fd, nil
+}
+
+// kill SIGKILLs every process of the cgroup and its descendants. A cgroup
+// that no longer exists has nothing to kill.
+func (c *orderCgroup) kill() error {
+	err := os.WriteFile(filepath.Join(c.path, "cgroup.kill"), []byte("1"), 0)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("kill cgroup %s: %w", c.path, err)
+	}
+	return nil
+}
+
+// populated reports whether a live process is left in the cgroup or its
+// descendants; zombies do not count. A removed cgroup is not populated.
+func (c *orderCgroup) populated() (bool, error) {
+	b, err := os.ReadFile(filepath.Join(c.path, "cgroup.events"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read cgroup events: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "populated "); ok {
+			return v != "0", nil
+		}
+	}
+	return false, fmt.Errorf("read cgroup events: no populated line in %s", c.path)
+}
+
+// procs lists the processes of the cgroup and its descendants, for the
+// record of what was killed.
+func (c *orderCgroup) procs() ([]int, error) {
+	var pids []int
+	err := filepath.WalkDir(c.path, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		for f := range strings.FieldsSeq(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return pids, fmt.Errorf("list processes of cgroup %s: %w", c.path, err)
+	}
+	return pids, nil
+}
+
+// end kills every process of the cgroup, waits until it is empty and
+// removes it (and any child cgroups a root order made). It returns nil only
+// when the cgroup is verified empty and gone.
+func (c *orderCgroup) end() error {
+	deadline := time.Now().Add(cgroupGoneTimeout)
+	pause := 50 * time.Microsecond
+	for {
+		if err := c.kill(); err != nil {
+			return err
+		}
+		full, err := c.populated()
+		if err != nil {
+			return err
+		}
+		if !full {
+			return c.remove()
+		}
+		if time.Now().After(deadline) {
+			pids, _ := c.procs()
+			return fmt.Errorf("cgroup %s still has processes %v after SIGKILL", c.path, pids)
+		}
+		// Not ctx-bound: a worker shutting down must still not leave
+		// the order's processes behind.
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
+}
+
+// remove deletes the cgroup and its descendants, deepest first; each must
+// be empty. An already removed cgroup is not an error.
+func (c *orderCgroup) remove() error {
+	var dirs []string
+	err := filepath.WalkDir(c.path, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove cgroup %s: %w", c.path, err)
+	}
+	slices.Reverse(dirs)
+	for _, d := range dirs {
+		if err := unix.Rmdir(d); err != nil && err != unix.ENOENT {
+			return fmt.Errorf("remove cgroup %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// exists reports whether the cgroup directory is still there.
+func (c *orderCgroup) exists() (bool, error) {
+	_, err := os.Stat(c.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat cgroup %s: %w", c.path, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,266 @@
+package executor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// testCgroupParent creates a cgroup v2 directory for the test to use as
+// worker.cgroup, and removes it (killing what is left in it) afterwards.
+// Without root and a writable cgroup2 mount it skips, but under CI=true it
+// fails: the cgroup path must be tested there.
+func testCgroupParent(t *testing.T) string {
+	t.Helper()
+	unavailable := func(format string, args ...any) string {
+		t.Helper()
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cgroup tests need root and a writable cgroup2 mount (CI=true): "+format, args...)
+		}
+		t.Skipf("cgroup tests need root and a writable cgroup2 mount: "+format, args...)
+		return ""
+	}
+	if os.Geteuid() != 0 {
+		return unavailable("not root")
+	}
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return unavailable("%v", err)
+	}
+	mount := cgroup2Mount(string(mountinfo))
+	if mount == "" {
+		return unavailable("no cgroup2 filesystem is mounted")
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	parent := filepath.Join(mount, "orderly-test-"+hex.EncodeToString(suffix))
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		return unavailable("%v", err)
+	}
+	t.Cleanup(func() {
+		if err := (&orderCgroup{path: parent}).end(); err != nil {
+			t.Errorf("clean up test cgroup: %v", err)
+		}
+	})
+	if err := CheckCgroupParent(parent); err != nil {
+		return unavailable("%v", err)
+	}
+	return parent
+}
+
+// cgroup2Mount returns the mount point of the whole cgroup2 hierarchy from
+// mountinfo, or "".
+func cgroup2Mount(mountinfo string) string {
+	for line := range strings.SplitSeq(mountinfo, "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if f := strings.Fields(pre); ok && strings.HasPrefix(post, "cgroup2 ") && len(f) >= 5 && f[3] == "/" {
+			return f[4]
+		}
+	}
+	return ""
+}
+
+// TestRunCgroupKillsEscapee runs an order in its own cgroup: a process
+// that left the order's session with setsid, and holds stdout open, is
+// killed at the end of the order, and Run does not wait for it.
+func TestRunCgroupKillsEscapee(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	fifo := filepath.Join(t.TempDir(), "escaped")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := sh("sleep 100 & echo $!; setsid sh -c 'echo $$; echo > " + fifo + "; exec sleep 100' & read x < " + fifo)
+	req.CgroupParent = parent
+	req.CgroupName = "order-escapee"
+	var process Process
+	req.OnStart = func(p Process) error { process = p; return nil }
+	start := time.Now()
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	took := time.Since(start)
+	if exitCode(t, res) != 0 {
+		t.Fatalf("sh failed: %s", res.Stderr.Content)
+	}
+	lines := strings.Fields(string(res.Stdout.Content))
+	if len(lines) != 2 {
+		t.Fatalf("stdout = %q, want two pids", res.Stdout.Content)
+	}
+	child, escapee := firstLinePID(t, []byte(lines[0])), firstLinePID(t, []byte(lines[1]))
+	t.Cleanup(func() { _ = unix.Kill(escapee, unix.SIGKILL) })
+	if st, err := readStat(escapee); err == nil && st.session == res.Pid {
+		t.Fatalf("the escapee is in the order's session: the test did not test an escape")
+	}
+	if res.Verified != VerifiedCgroup || !res.GroupGone {
+		t.Errorf("Verified=%q GroupGone=%v, want cgroup true", res.Verified, res.GroupGone)
+	}
+	assertGroupGone(t, res, child, escapee)
+	if took >= pipeDrainDelay {
+		t.Errorf("Run took %v: it waited for the escapee's pipe instead of killing it", took)
+	}
+	want := filepath.Join(parent, "order-escapee")
+	if process.Cgroup != want || res.Process.Cgroup != want {
+		t.Errorf("Process.Cgroup = %q (Result %q), want %q", process.Cgroup, res.Process.Cgroup, want)
+	}
+	if _, err := os.Stat(want); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the order's cgroup was not removed: %v", err)
+	}
+}
+
+// TestRunCgroupStartRefused: a cgroup that cannot be made is a start
+// error, never a silent run without containment.
+func TestRunCgroupStartRefused(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	if err := os.Mkdir(filepath.Join(parent, "order-taken"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ parent, name string }{
+		{parent, "order-taken"}, // another run's
+		{parent, "../escape"},
+		{parent, "cgroup.procs"},
+		{parent, ""},
+		{t.TempDir(), "order-x"}, // not a cgroup: clone3 refuses it
+	} {
+		req := baseRequest("/bin/true")
+		req.CgroupParent, req.CgroupName = tt.parent, tt.name
+		res := newTestExecutor(t).Run(t.Context(), req, nil)
+		if res.StartErr == nil || res.Pid != 0 {
+			t.Errorf("parent %s name %q: StartErr=%v Pid=%d, want a start error", tt.parent, tt.name, res.StartErr, res.Pid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(parent, "escape")); err == nil {
+		t.Error("a cgroup name climbed out of its parent")
+	}
+}
+
+// TestReapCgroupDeadWorker: the worker dies while its order runs in a
+// cgroup; Reap kills everything in it, the setsid escapee included.
+func TestReapCgroupDeadWorker(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	fifo := filepath.Join(t.TempDir(), "escaped")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fo := startFakeWorker(t, "sleep 100 & echo $!; setsid sh -c 'echo $$; echo > "+fifo+"; exec sleep 100' & read x < "+fifo+"; echo ready; wait", parent)
+	fo.kill9(t)
+	if len(fo.pids) != 2 {
+		t.Fatalf("pids %v, want the child and the escapee", fo.pids)
+	}
+	for _, pid := range fo.pids {
+		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
+		if !processAlive(pid) {
+			t.Fatalf("%d died with the worker: nothing left to reap", pid)
+		}
+	}
+	if !strings.HasPrefix(fo.process.Cgroup, parent+"/") {
+		t.Fatalf("Process.Cgroup = %q, want one under %s", fo.process.Cgroup, parent)
+	}
+	res := Reap(t.Context(), fo.process, newTestLogger(t))
+	if res.Err != nil || !res.Found || res.Verified != VerifiedCgroup {
+		t.Fatalf("Reap = %+v, want found and verified by cgroup", res)
+	}
+	for _, pid := range fo.pids {
+		if !slices.Contains(res.Killed, pid) {
+			t.Errorf("Killed = %v, missing %d", res.Killed, pid)
+		}
+	}
+	waitDead(t, fo.pids...)
+	if _, err := os.Stat(fo.process.Cgroup); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the order's cgroup was not removed: %v", err)
+	}
+	again := Reap(t.Context(), fo.process, newTestLogger(t))
+	if again.Err != nil || again.Found || again.Verified != VerifiedCgroup {
+		t.Errorf("second Reap = %+v, want nothing found, verified by cgroup", again)
+	}
+}
+
+func TestOwnCgroupDir(t *testing.T) {
+	t.Parallel()
+	const hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n" +
+		"40 31 0:37 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+	const unified = "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+	const container = "30 25 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+	for _, tt := range []struct {
+		name, self, mounts, want string
+	}{
+		{"unified", "0::/system.slice/orderly-worker.service\n", unified, "/sys/fs/cgroup/system.slice/orderly-worker.service"},
+		{"hybrid", "9:name=systemd:/system.slice/x.service\n0::/system.slice/x.service\n", hybrid, "/sys/fs/cgroup/unified/system.slice/x.service"},
+		{"container bind mount", "0::/kubepods/pod1/worker\n", container, "/sys/fs/cgroup/worker"},
+		{"outside the container's mount", "0::/kubepods/pod2\n", container, ""},
+		{"root cgroup", "0::/\n", unified, ""},
+		{"cgroup v1 only", "1:pids:/x\n", unified, ""},
+		{"no cgroup2 mount", "0::/x\n", "40 31 0:37 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n", ""},
+	} {
+		got, err := ownCgroupDir([]byte(tt.self), []byte(tt.mounts))
+		if got != tt.want || (err == nil) != (tt.want != "") {
+			t.Errorf("%s: ownCgroupDir = %q, %v, want %q", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+func TestDelegatedDir(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	own := filepath.Join(parent, "worker")
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		own    string
+		marked []string
+		want   string
+	}{
+		{"own cgroup delegated", own, []string{own}, own},
+		{"DelegateSubgroup: the parent is", own, []string{parent}, parent},
+		{"not delegated", own, nil, ""},
+		{"never the root", parent, []string{filepath.Dir(parent)}, ""},
+	} {
+		got, err := delegatedDir(tt.own, func(dir string) bool { return slices.Contains(tt.marked, dir) })
+		if got != tt.want || (err == nil) != (tt.want != "") {
+			t.Errorf("%s: delegatedDir = %q, %v, want %q", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+func TestResolveCgroupParent(t *testing.T) {
+	t.Parallel()
+	if parent, _, err := ResolveCgroupParent(""); parent != "" || err != nil {
+		t.Errorf(`"" = %q, %v, want off`, parent, err)
+	}
+	for _, bad := range []string{"relative/path", t.TempDir(), "/nonexistent/cgroup"} {
+		if _, _, err := ResolveCgroupParent(bad); err == nil {
+			t.Errorf("%q accepted as a cgroup parent", bad)
+		}
+	}
+	// Whatever cgroup this test runs in, auto is never an error: without
+	// a delegated cgroup it falls back to process groups, saying why.
+	parent, note, err := ResolveCgroupParent(CgroupAuto)
+	if err != nil || note == "" {
+		t.Errorf("auto = %q, %q, %v", parent, note, err)
+	}
+	if parent != "" {
+		if err := CheckCgroupParent(parent); err != nil {
+			t.Errorf("auto chose %s: %v", parent, err)
+		}
+	}
+}
+
+func TestResolveCgroupParentExplicit(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	got, _, err := ResolveCgroupParent(parent + "/")
+	if err != nil || got != parent {
+		t.Errorf("ResolveCgroupParent(%q) = %q, %v", parent+"/", got, err)
+	}
+}

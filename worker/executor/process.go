@@ -1,0 +1,64 @@
+package executor
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+)
+
+// bootIDPath holds the kernel's random id of the current boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// Process identifies the processes of one order beyond the life of the
+// worker that started them, so that another worker can find and kill what
+// is left of them (Reap) without ever mistaking a later process that got
+// the same pid for the order's.
+//
+// The worker records it (Request.OnStart) before the order's outcome can
+// depend on it; every field is needed to reap safely.
+type Process struct {
+	// PID is the order's leader. The executor makes it the leader of a
+	// new session and so of a new process group: PGID == PID, and every
+	// process of the group also has session id PID.
+	PID  int `json:"pid"`
+	PGID int `json:"pgid"`
+	// StartTime is the leader's start in clock ticks since boot
+	// (/proc/<pid>/stat field 22). A pid reused by another process has
+	// another start time.
+	StartTime uint64 `json:"start_time"`
+	// BootID is /proc/sys/kernel/random/boot_id at the start: start times
+	// and pids only mean something within one boot.
+	BootID string `json:"boot_id"`
+	// Cgroup is the path of the order's own cgroup (under the unified
+	// hierarchy's mount point); empty when the order runs without one.
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+// readBootID returns the id of the current boot.
+func readBootID() (string, error) {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read boot id: %w", err)
+	}
+	id := string(bytes.TrimSpace(b))
+	if id == "" {
+		return "", fmt.Errorf("read boot id: %s is empty", bootIDPath)
+	}
+	return id, nil
+}
+
+// identify describes the just started leader pid. The leader is the
+// executor's unreaped child, so its pid cannot have been reused yet and
+// its /proc entry is its own.
+func identify(pid int, bootID, cgroup string) (Process, error) {
+	p := Process{PID: pid, PGID: pid, BootID: bootID, Cgroup: cgroup}
+	st, err := readStat(pid)
+	if err != nil {
+		return p, fmt.Errorf("identify order process %d: %w", pid, err)
+	}
+	if st.pgrp != pid || st.session != pid {
+		return p, fmt.Errorf("identify order process %d: it leads group %d and session %d, not its own", pid, st.pgrp, st.session)
+	}
+	p.StartTime = st.startTime
+	return p, nil
+}

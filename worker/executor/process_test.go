@@ -1,0 +1,81 @@
+package executor
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunReportsProcess(t *testing.T) {
+	t.Parallel()
+	boot, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []Process
+	var live procStat
+	req := baseRequest("/bin/true")
+	req.OnStart = func(p Process) error {
+		seen = append(seen, p)
+		// The leader is unreaped until Run is done with it, so /proc
+		// still describes it even if it already exited.
+		live, err = readStat(p.PID)
+		return err
+	}
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if exitCode(t, res) != 0 || res.Aborted != nil {
+		t.Fatalf("exit %v Aborted %v", res.ExitCode, res.Aborted)
+	}
+	if len(seen) != 1 {
+		t.Fatalf("OnStart called %d times", len(seen))
+	}
+	p := seen[0]
+	want := Process{PID: res.Pid, PGID: res.Pid, StartTime: live.startTime, BootID: strings.TrimSpace(string(boot))}
+	if p != want || res.Process != want {
+		t.Errorf("OnStart got %+v, Result has %+v, want %+v", p, res.Process, want)
+	}
+	if p.StartTime == 0 || live.session != p.PID || live.pgrp != p.PID {
+		t.Errorf("leader: %+v, want a session and group of its own and a start time", live)
+	}
+	if res.Verified != VerifiedGroup {
+		t.Errorf("Verified = %q, want %q", res.Verified, VerifiedGroup)
+	}
+}
+
+// TestRunOnStartErrorKillsGroup is the worker's fence: when it cannot
+// record the process (it no longer owns the order), the order's processes
+// are killed at once, without the kill grace, and nothing survives.
+func TestRunOnStartErrorKillsGroup(t *testing.T) {
+	t.Parallel()
+	lost := errors.New("order owned by another worker")
+	ready := make(chan struct{})
+	// Ignores SIGTERM: only SIGKILL ends it, and the grace is long.
+	req := startedScript(`trap "" TERM; sleep 100 & echo $!; sleep 100`, func() { close(ready) })
+	req.KillGrace = time.Minute
+	req.OnStart = func(Process) error {
+		// Refuse once the child exists, to prove it is killed too.
+		select {
+		case <-ready:
+		case <-time.After(10 * time.Second):
+			return errors.New("the script never printed its child's pid")
+		}
+		return lost
+	}
+	start := time.Now()
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if !errors.Is(res.Aborted, lost) {
+		t.Fatalf("Aborted = %v, want %v", res.Aborted, lost)
+	}
+	if res.ExitCode != nil || res.Signal != "SIGKILL" || res.Canceled || res.TimedOut {
+		t.Errorf("ExitCode=%v Signal=%q Canceled=%v TimedOut=%v, want a SIGKILL and nothing else", res.ExitCode, res.Signal, res.Canceled, res.TimedOut)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Run took %v: it did not kill at once", took)
+	}
+	assertGroupGone(t, res, firstLinePID(t, res.Stdout.Content))
+	if res.Verified != VerifiedGroup {
+		t.Errorf("Verified = %q", res.Verified)
+	}
+}

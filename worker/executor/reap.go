@@ -1,0 +1,239 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// How the end of an order's processes was verified (Result.Verified,
+// ReapResult.Verified).
+const (
+	// VerifiedCgroup: the order's cgroup was killed, seen empty and
+	// removed, or was already removed; escapees from the process group
+	// are covered.
+	VerifiedCgroup = "cgroup"
+	// VerifiedGroup: no live process of the order's process group is
+	// left, or the group provably no longer exists.
+	VerifiedGroup = "group"
+	// VerifiedReboot: the host rebooted since the order started, which
+	// ended all of its processes.
+	VerifiedReboot = "reboot"
+)
+
+// reapTimeout bounds how long Reap waits for SIGKILLed processes to die.
+const reapTimeout = 5 * time.Second
+
+// ReapResult is what Reap found and did, for the order's record.
+type ReapResult struct {
+	// Found is set when live processes of the order were still running.
+	Found bool
+	// Killed lists the live processes of the order that were SIGKILLed.
+	Killed []int
+	// Verified says how the order's processes were proven gone:
+	// VerifiedReboot, VerifiedCgroup or VerifiedGroup; empty when they
+	// could not be (Err says why).
+	Verified string
+	// Detail says in a sentence what Reap concluded, for a person.
+	Detail string
+	// Err is set when the processes could not be proven gone.
+	Err error
+}
+
+// Reap ends whatever is left of the order's processes described by p, and
+// verifies that nothing of it is left. It is for a worker taking over a
+// host from a worker that died or froze while running the order; the
+// executor itself ends an order's processes when the order ends.
+//
+// It never signals a process that is not the order's: a pid is only ever
+// trusted together with the start time and boot it was recorded with, and
+// a process group only while its id provably still denotes the order's
+// group (see reapGroup).
+func Reap(ctx context.Context, p Process, logger *slog.Logger) ReapResult {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	res := reap(p)
+	attrs := []slog.Attr{
+		slog.Int("pgid", p.PGID), slog.String("cgroup", p.Cgroup),
+		slog.Bool("found", res.Found), slog.Any("killed", res.Killed),
+		slog.String("verified", res.Verified), slog.String("detail", res.Detail),
+	}
+	if res.Err != nil {
+		logger.LogAttrs(ctx, slog.LevelWarn, "could not prove a previous order's processes gone",
+			append(attrs, slog.String("error", res.Err.Error()))...)
+	} else if res.Found {
+		logger.LogAttrs(ctx, slog.LevelInfo, "killed a previous order's leftover processes", attrs...)
+	}
+	return res
+}
+
+func reap(p Process) ReapResult {
+	boot, err := readBootID()
+	if err != nil {
+		return ReapResult{Err: err}
+	}
+	if p.BootID == "" {
+		return ReapResult{Err: errors.New("the process record has no boot id")}
+	}
+	if p.BootID != boot {
+		return ReapResult{Verified: VerifiedReboot,
+			Detail: fmt.Sprintf("the host rebooted since the order started (boot %s, now %s)", p.BootID, boot)}
+	}
+	if p.Cgroup != "" {
+		if res, ok := reapCgroup(p.Cgroup); ok {
+			return res
+		}
+	}
+	return reapGroup(p)
+}
+
+// reapCgroup ends the order's cgroup. ok is false when neither the cgroup
+// nor its parent exists, so nothing can be concluded from the cgroup (the
+// hierarchy is mounted elsewhere now) and the process group must be
+// checked instead.
+func reapCgroup(path string) (res ReapResult, ok bool) {
+	cg := &orderCgroup{path: filepath.Clean(path)}
+	exists, err := cg.exists()
+	if err != nil {
+		return ReapResult{Err: err}, true
+	}
+	if !exists {
+		if _, err := os.Stat(filepath.Dir(cg.path)); err != nil {
+			return ReapResult{}, false
+		}
+		// The executor only removes an order's cgroup once it is empty,
+		// and the kernel refuses to remove a populated one.
+		return ReapResult{Verified: VerifiedCgroup, Detail: "the order's cgroup was already removed"}, true
+	}
+	full, err := cg.populated()
+	if err != nil {
+		return ReapResult{Err: err}, true
+	}
+	if full {
+		res.Found = true
+		res.Killed, _ = cg.procs()
+	}
+	// The directory is the order's own (named after it, created by the
+	// executor for this order only), so everything in it is the order's.
+	if err := cg.end(); err != nil {
+		res.Err = err
+		return res, true
+	}
+	res.Verified = VerifiedCgroup
+	res.Detail = "the order's cgroup was killed, seen empty and removed"
+	return res, true
+}
+
+// reapGroup ends what is left of the order's process group.
+//
+// Why the group id can be trusted: Linux keeps a pid number allocated
+// while any process uses it as its pid, process group id or session id.
+// So while the order's group has any member, zombies included, no new
+// process can get the number p.PGID, and a group with that id is the
+// order's. Once the group is empty it is gone for good: a process can only
+// join an existing group of its own session. The id can then be reused,
+// and reapGroup must tell a new group with that id from the order's:
+//
+//   - The leader's /proc entry exists: its start time tells. Equal, it is
+//     the order's leader (alive, or a zombie), which pins the number, so
+//     the group is the order's. Different, the pid was freed and reused,
+//     so the order's group was empty at some point and is gone.
+//   - The leader is gone but processes with that group id live: they are
+//     the order's only if each has session id p.PGID (the executor makes
+//     the leader a session leader, and nothing can join a session) and
+//     started no earlier than the leader. Anything else means the number
+//     was reused: the order's group is gone, and nothing is signalled.
+//
+// What remains is a new process that got the same pid after the pid space
+// wrapped around, made itself a session leader and died, leaving members
+// started after the order's leader, all between the old worker's death and
+// the takeover. A cgroup (Process.Cgroup) has no such window.
+func reapGroup(p Process) ReapResult {
+	if p.PGID < 2 || p.PID != p.PGID {
+		// kill(-0) is the caller's own group and kill(-1) every process.
+		return ReapResult{Err: fmt.Errorf("process record has group %d and leader %d: refusing to signal it", p.PGID, p.PID)}
+	}
+	if p.PGID == os.Getpid() || p.PGID == unix.Getpgrp() {
+		return ReapResult{Err: fmt.Errorf("process record names group %d, the reaping worker's own", p.PGID)}
+	}
+	var res ReapResult
+	deadline := time.Now().Add(reapTimeout)
+	pause := 50 * time.Microsecond
+	for {
+		verdict, live, err := inspectGroup(p)
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		if verdict != "" {
+			res.Verified, res.Detail = VerifiedGroup, verdict
+			return res
+		}
+		for _, pid := range live {
+			if !slices.Contains(res.Killed, pid) {
+				res.Killed = append(res.Killed, pid)
+			}
+		}
+		res.Found = true
+		if time.Now().After(deadline) {
+			res.Err = fmt.Errorf("processes %v of group %d survived SIGKILL", live, p.PGID)
+			return res
+		}
+		// The dangerous line. inspectGroup has just shown that group
+		// p.PGID is the order's: its leader with the recorded start time
+		// still holds the number, or its live members are all of the
+		// leader's session and younger than it. Between that check and
+		// this kill the number cannot change hands: a group with members
+		// keeps its id allocated, and an emptied one would have to be
+		// reused by a new process (after the whole pid space wrapped
+		// around) that also became a session leader with members, within
+		// microseconds. On the next turn the check is made again.
+		if err := unix.Kill(-p.PGID, unix.SIGKILL); err != nil && err != unix.ESRCH {
+			res.Err = fmt.Errorf("kill process group %d: %w", p.PGID, err)
+			return res
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
+}
+
+// inspectGroup looks at group p.PGID. A non-empty verdict means the order's
+// group is gone and says why; otherwise live lists its live members, which
+// are the order's (see reapGroup).
+func inspectGroup(p Process) (verdict string, live []int, err error) {
+	leader, err := readStat(p.PGID)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return "", nil, err
+	case leader.startTime != p.StartTime:
+		return fmt.Sprintf("pid %d now belongs to a process started at tick %d, not the order's leader (tick %d): the order's group is gone",
+			p.PGID, leader.startTime, p.StartTime), nil, nil
+	}
+	members, err := groupMembers(p.PGID)
+	if err != nil {
+		return "", nil, fmt.Errorf("list group %d: %w", p.PGID, err)
+	}
+	for _, m := range members {
+		if m.session != p.PGID || m.startTime < p.StartTime {
+			return fmt.Sprintf("group %d now belongs to other processes (pid %d of session %d started at tick %d; the order's leader started at tick %d): the order's group is gone",
+				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil
+		}
+		if m.alive() {
+			live = append(live, m.pid)
+		}
+	}
+	if len(live) == 0 {
+		return "no live process of the order's group is left", nil, nil
+	}
+	return "", live, nil
+}
