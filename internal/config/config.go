@@ -84,6 +84,11 @@ type Worker struct {
 // Limits are the API's input limits and rate limits.
 type Limits struct {
 	MaxArgs          int           `koanf:"max_args"`
+	// Cgroup runs each order in its own cgroup v2 under this delegated
+	// parent, so that ending an order kills processes that left its
+	// process group too: "" is off, "auto" is the worker's own cgroup when
+	// systemd delegated it (Delegate=yes), a path is that cgroup directory.
+	Cgroup string `koanf:"cgroup"`
 	MaxArgBytes      int           `koanf:"max_arg_bytes"`
 	MaxArgsBytes     int           `koanf:"max_args_bytes"`
 	MaxStdinBytes    int           `koanf:"max_stdin_bytes"`
@@ -179,6 +184,7 @@ func Default() Config {
 			MaxArgs:        l.MaxArgs,
 			MaxArgBytes:    l.MaxArgBytes,
 			MaxArgsBytes:   l.MaxArgsBytes,
+			Cgroup:         "auto",
 			MaxStdinBytes:  l.MaxStdinBytes,
 			MaxEnv:         l.MaxEnv,
 			MaxEnvBytes:    l.MaxEnvBytes,

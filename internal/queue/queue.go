@@ -95,7 +95,7 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
-		Duplicates:  opts.DedupWindow,
+		Duplicates:  SubmitDedupWindow, // the idempotency key deduplicates (intake.go)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, err)
@@ -162,24 +162,6 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
-	}
-	return c, nil
-}
-
-// IntakeConsumer is the API replicas' shared durable consumer of the
-// submit stream: each submission is taken by one replica.
-func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	c, err := q.js.CreateOrUpdateConsumer(ctx, SubmitStream, jetstream.ConsumerConfig{
-		Durable:       "api_intake",
-		Description:   "orders submitted over NATS, taken by the API",
-		FilterSubject: SubmitSubject + ">",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 64,
-		MaxDeliver:    -1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create intake consumer: %w", err)
 	}
 	return c, nil
 }

@@ -37,6 +37,10 @@ type Policy struct {
 	envDeny      []string
 	killGrace    time.Duration
 	maxOutput    int64
+	// cgroupParent is worker.cgroup resolved (executor.ResolveCgroupParent):
+	// the delegated cgroup orders get their own cgroup in, or "".
+	cgroupParent string
+	cgroupNote   string
 	// euid and self are the worker's own identity. They are fields, not
 	// calls, so that tests can play an unprivileged worker.
 	euid int
@@ -111,11 +115,21 @@ func New(cfg config.Worker) (*Policy, error) {
 			return nil, fmt.Errorf("worker.env_deny[%d] %q: want a name or a prefix ending in *", i, e)
 		}
 	}
+	if p.cgroupParent, p.cgroupNote, err = executor.ResolveCgroupParent(cfg.Cgroup); err != nil {
+		return nil, fmt.Errorf("worker.cgroup: %w", err)
+	}
 	if p.self, err = user.LookupId(strconv.Itoa(p.euid)); err != nil {
 		// A uid with no passwd entry (containers) is still an identity.
 		p.self = &user.User{Uid: strconv.Itoa(p.euid), Gid: strconv.Itoa(os.Getegid()), Username: strconv.Itoa(p.euid)}
 	}
 	return p, nil
+}
+
+// Cgroup says where orders get their own cgroup: the parent cgroup, or ""
+// when they run in process groups only, and in note why (for the worker's
+// start-up log: "auto" found no delegated cgroup, and what to do).
+func (p *Policy) Cgroup() (parent, note string) {
+	return p.cgroupParent, p.cgroupNote
 }
 
 func compileAll(key string, patterns []string) ([]*regexp.Regexp, error) {
@@ -186,6 +200,10 @@ func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
 		MaxOutput:     maxOutput,
 		CaptureStdout: o.CaptureStdout,
 		CaptureStderr: o.CaptureStderr,
+	}
+	if p.cgroupParent != "" {
+		req.CgroupParent = p.cgroupParent
+		req.CgroupName = "order-" + o.ID.String()
 	}
 	if u.sudo {
 		sudo, err := p.lookup("sudo")

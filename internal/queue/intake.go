@@ -1,0 +1,114 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The intake consumer of ORDERLY_SUBMIT is shared by every API replica but
+// pinned: the server delivers to one replica at a time (a NATS priority
+// group with PriorityPolicyPinned) and pins another when that one stops
+// pulling for IntakePinnedTTL. One receiver at a time is what keeps a
+// host's submissions in stream order; see docs/decisions.md.
+const (
+	// IntakeConsumerName is the durable name of the intake consumer.
+	IntakeConsumerName = "api_intake"
+	// IntakeGroup is the priority group every replica pulls in.
+	IntakeGroup = "intake"
+	// IntakePinnedTTL is how long the pinned replica may go without a pull
+	// request before the server pins another: the failover delay after a
+	// replica dies.
+	IntakePinnedTTL = 5 * time.Second
+	// IntakePullExpiry is the life of one pull request, so the pinned
+	// replica pulls at least this often, well inside IntakePinnedTTL.
+	IntakePullExpiry = 2 * time.Second
+	// SubmitDedupWindow is the ORDERLY_SUBMIT duplicate window, the
+	// smallest the server accepts. Deduplication of submissions is done by
+	// PostgreSQL (the idempotency key), permanently; a JetStream duplicate
+	// would be dropped before the intake sees it, and the publisher that
+	// retried would never get its answer.
+	SubmitDedupWindow = 100 * time.Millisecond
+	// intakeMaxAckPending bounds what the pinned replica holds: the
+	// submissions of every host in flight at once.
+	intakeMaxAckPending = 256
+)
+
+func intakeConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        IntakeConsumerName,
+		Description:    "orders submitted over NATS, taken by one API replica at a time",
+		FilterSubject:  SubmitSubject + ">",
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		MaxAckPending:  intakeMaxAckPending,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{IntakeGroup},
+		PinnedTTL:      IntakePinnedTTL,
+	}
+}
+
+// IntakeConsumer returns the pinned intake consumer, creating it if needed.
+// An intake consumer left by an older orderly (shared, not pinned) is
+// deleted and created again: a priority policy is not something to change
+// in place, and a work-queue stream refuses a second consumer on the same
+// subjects. Its unacknowledged submissions stay in the stream and go to the
+// new consumer.
+func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := intakeConfig()
+	old, err := q.js.Consumer(ctx, SubmitStream, cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("look up intake consumer: %w", err)
+	case old.CachedInfo().Config.PriorityPolicy != jetstream.PriorityPolicyPinned:
+		err := q.js.DeleteConsumer(ctx, SubmitStream, cfg.Durable)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("replace the unpinned intake consumer: %w", err)
+		}
+	}
+	c, err := q.js.CreateOrUpdateConsumer(ctx, SubmitStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create intake consumer: %w", err)
+	}
+	return c, nil
+}
+
+// RewindIntake rewinds the intake consumer to its ack floor: every
+// submission delivered but not acknowledged (held by a replica that died or
+// lost its pin) is delivered again at once, in stream order, instead of
+// one by one as each ack timer runs out. It returns the last stream
+// sequence delivered before the rewind: a submission up to it may already
+// have been taken by the previous receiver.
+func (q *Queue) RewindIntake(ctx context.Context) (deliveredThrough uint64, err error) {
+	info, err := q.js.Consumer(ctx, SubmitStream, IntakeConsumerName)
+	if err != nil {
+		return 0, fmt.Errorf("read intake consumer before rewinding it: %w", err)
+	}
+	deliveredThrough = info.CachedInfo().Delivered.Stream
+	if _, err := q.js.ResetConsumer(ctx, SubmitStream, IntakeConsumerName); err != nil {
+		return 0, fmt.Errorf("rewind intake consumer to its ack floor: %w", err)
+	}
+	return deliveredThrough, nil
+}
+
+// IntakePinned reports whether pin is still the intake consumer's pinned
+// client: a replica that stalled past IntakePinnedTTL must not go on with
+// what it holds, since another replica has it again.
+func (q *Queue) IntakePinned(ctx context.Context, pin string) (bool, error) {
+	c, err := q.js.Consumer(ctx, SubmitStream, IntakeConsumerName)
+	if err != nil {
+		return false, fmt.Errorf("read intake consumer: %w", err)
+	}
+	for _, g := range c.CachedInfo().PriorityGroups {
+		if g.Group == IntakeGroup {
+			return pin != "" && g.PinnedClientID == pin, nil
+		}
+	}
+	return false, nil
+}

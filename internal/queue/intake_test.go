@@ -1,0 +1,137 @@
+package queue_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+func newQueue(t *testing.T) (*queue.Queue, *nats.Conn) {
+	t.Helper()
+	nc, err := queue.Connect(testenv.NATS(t), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.New(testenv.Context(t), nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, nc
+}
+
+// TestIntakeConsumerUpgrade: the shared, unpinned intake consumer of an
+// older orderly is replaced by the pinned one, and a submission it held
+// unacknowledged is delivered by the new one.
+func TestIntakeConsumerUpgrade(t *testing.T) {
+	ctx := testenv.Context(t)
+	q, nc := newQueue(t)
+	js := q.JetStream()
+	old, err := js.CreateOrUpdateConsumer(ctx, queue.SubmitStream, jetstream.ConsumerConfig{
+		Durable: queue.IntakeConsumerName, FilterSubject: queue.SubmitSubject + ">",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(queue.SubmitSubject+"h", []byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := old.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() { // held, never acked
+	}
+
+	c, err := q.IntakeConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.CachedInfo().Config
+	if cfg.PriorityPolicy != jetstream.PriorityPolicyPinned || cfg.PinnedTTL != queue.IntakePinnedTTL {
+		t.Fatalf("intake consumer config: %+v", cfg)
+	}
+	if _, err := q.IntakeConsumer(ctx); err != nil {
+		t.Fatalf("second replica: %v", err)
+	}
+	msgs, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(queue.IntakeGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range msgs.Messages() {
+		got = append(got, string(m.Data()))
+	}
+	if len(got) != 1 || got[0] != "held" {
+		t.Fatalf("delivered %q, want the held submission", got)
+	}
+}
+
+// TestRewindIntake: a rewind delivers the unacknowledged submissions again
+// at once, in stream order, to the pinned client, without waiting for the
+// ack timer; IntakePinned tells the pinned client from any other.
+func TestRewindIntake(t *testing.T) {
+	ctx := testenv.Context(t)
+	q, nc := newQueue(t)
+	c, err := q.IntakeConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"1", "2", "3"} {
+		if err := nc.Publish(queue.SubmitSubject+"h", []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := c.Messages(jetstream.PullPriorityGroup(queue.IntakeGroup), jetstream.PullExpiry(queue.IntakePullExpiry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	next := func() jetstream.Msg {
+		t.Helper()
+		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	first := next()
+	pin := first.Headers().Get("Nats-Pin-Id")
+	if ok, err := q.IntakePinned(ctx, pin); err != nil || !ok {
+		t.Fatalf("IntakePinned(own pin) = %v, %v", ok, err)
+	}
+	if ok, _ := q.IntakePinned(ctx, "someone-else"); ok {
+		t.Fatal("IntakePinned accepted another pin")
+	}
+	_ = first.Ack()
+	next() // "2" and "3" delivered, held unacknowledged
+	next()
+	it.Stop()
+
+	through, err := q.RewindIntake(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if through != 3 {
+		t.Fatalf("delivered through %d, want 3", through)
+	}
+	start := time.Now()
+	it, err = c.Messages(jetstream.PullPriorityGroup(queue.IntakeGroup), jetstream.PullExpiry(queue.IntakePullExpiry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2", "3"} {
+		if m := next(); string(m.Data()) != want {
+			t.Fatalf("after the rewind got %q, want %q", m.Data(), want)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("redelivery took %s: the ack timer, not the rewind", d)
+	}
+}
