@@ -79,16 +79,16 @@ type Worker struct {
 	// worker` on this address (unauthenticated: bind it to loopback or a
 	// scrape network). serve exposes metrics through the API instead.
 	MetricsListen string `koanf:"metrics_listen"`
-}
-
-// Limits are the API's input limits and rate limits.
-type Limits struct {
-	MaxArgs          int           `koanf:"max_args"`
 	// Cgroup runs each order in its own cgroup v2 under this delegated
 	// parent, so that ending an order kills processes that left its
 	// process group too: "" is off, "auto" is the worker's own cgroup when
 	// systemd delegated it (Delegate=yes), a path is that cgroup directory.
 	Cgroup string `koanf:"cgroup"`
+}
+
+// Limits are the API's input limits and rate limits.
+type Limits struct {
+	MaxArgs          int           `koanf:"max_args"`
 	MaxArgBytes      int           `koanf:"max_arg_bytes"`
 	MaxArgsBytes     int           `koanf:"max_args_bytes"`
 	MaxStdinBytes    int           `koanf:"max_stdin_bytes"`
@@ -179,12 +179,12 @@ func Default() Config {
 			KillGrace:      5 * time.Second,
 			MaxOutputBytes: 10 << 20,
 			ShutdownGrace:  30 * time.Second,
+			Cgroup:         "auto",
 		},
 		Limits: Limits{
 			MaxArgs:        l.MaxArgs,
 			MaxArgBytes:    l.MaxArgBytes,
 			MaxArgsBytes:   l.MaxArgsBytes,
-			Cgroup:         "auto",
 			MaxStdinBytes:  l.MaxStdinBytes,
 			MaxEnv:         l.MaxEnv,
 			MaxEnvBytes:    l.MaxEnvBytes,

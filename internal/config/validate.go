@@ -231,6 +231,9 @@ func (c Config) validateWorker(ps *problems) {
 	ps.positive("worker.kill_grace", w.KillGrace)
 	ps.atLeastOne("worker.max_output_bytes", w.MaxOutputBytes)
 	ps.positive("worker.shutdown_grace", w.ShutdownGrace)
+	if w.Cgroup != "" && w.Cgroup != "auto" && !filepath.IsAbs(w.Cgroup) {
+		ps.add("worker.cgroup", "%q must be empty (off), auto, or the absolute path of a cgroup v2 directory", w.Cgroup)
+	}
 }
 
 func (c Config) validateLimits(ps *problems) {
@@ -238,9 +241,6 @@ func (c Config) validateLimits(ps *problems) {
 	ps.atLeastOne("limits.max_args", int64(l.MaxArgs))
 	ps.atLeastOne("limits.max_arg_bytes", int64(l.MaxArgBytes))
 	ps.atLeastOne("limits.max_args_bytes", int64(l.MaxArgsBytes))
-	if w.Cgroup != "" && w.Cgroup != "auto" && !filepath.IsAbs(w.Cgroup) {
-		ps.add("worker.cgroup", "%q must be empty (off), auto, or the absolute path of a cgroup v2 directory", w.Cgroup)
-	}
 	ps.atLeastOne("limits.max_stdin_bytes", int64(l.MaxStdinBytes))
 	ps.atLeastOne("limits.max_env", int64(l.MaxEnv))
 	ps.atLeastOne("limits.max_env_bytes", int64(l.MaxEnvBytes))
