@@ -18,15 +18,17 @@ import (
 )
 
 // handle runs the delivery protocol (DESIGN §2.2) starting with msg:
-// claim, or settle a redelivery without executing; execute; write the
-// result guarded by the attempt; ack only after the commit. When the next
-// message is already waiting once an order has run, its claim is written
-// in the same transaction as the result (pipelining keeps the order: one
-// order at a time, in stream order), so handle may run several orders.
+// claim, or settle a delivery of an order that is not queued; execute;
+// write the result guarded by the attempt; ack only after the commit. When
+// the next message is already waiting once an order has run, its claim is
+// written in the same transaction as the result (pipelining keeps the
+// order: one order at a time, in stream order), so handle may run several
+// orders. An error means a message could not be settled: the caller must
+// stop consuming, so that nothing overtakes it.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, msgs <-chan jetstream.Msg) error {
 	for msg != nil {
 		o, claimed, err := w.begin(ctx, msg)
-		if err != nil || !claimed {
+		if err != nil || o == nil || !claimed {
 			return err
 		}
 		if msg, err = w.execute(ctx, msg, o, msgs); err != nil {
@@ -50,28 +52,42 @@ func orderID(msg jetstream.Msg) (uuid.UUID, uint64, error) {
 }
 
 // begin claims the message's order, or settles a delivery of an order that
-// is not queued. claimed reports whether the caller must execute it.
-func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (*order.Order, bool, error) {
+// is not queued. claimed reports whether the caller must execute o.
+func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, claimed bool, err error) {
 	id, seq, err := orderID(msg)
 	if err != nil {
 		// Not an order id: nothing we could ever run. Drop it for good.
+		w.logger.Error("dropped a message that is not an order", "error", err)
 		_ = msg.Term()
+		return nil, false, nil
+	}
+	err = w.retry(ctx, msg, "claim order", func(ctx context.Context) error {
+		o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
+		return err
+	})
+	switch {
+	case errors.Is(err, order.ErrNotFound):
+		w.logger.Error("dropped a message whose order is not in the database", "order_id", id)
+		_ = msg.Term()
+		return nil, false, nil
+	case errors.Is(err, postgres.ErrNotOwner) && o != nil && o.Host != w.opts.Host:
+		return nil, false, w.misrouted(msg, o)
+	case err != nil:
 		return nil, false, err
+	case claimed:
+		return o, true, nil
 	}
-	o, claimed, err := w.store.Claim(ctx, id, w.opts.Instance, seq)
-	if errors.Is(err, order.ErrNotFound) {
-		_ = msg.Term()
-		return nil, false, fmt.Errorf("order %s is not in the database; message dropped", id)
-	}
-	if err != nil {
-		// PostgreSQL unreachable: leave the message for a later attempt.
-		_ = msg.NakWithDelay(time.Second)
-		return nil, false, fmt.Errorf("claim order %s: %w", id, err)
-	}
-	if !claimed {
-		return nil, false, w.settle(ctx, msg, o)
-	}
-	return o, true, nil
+	return w.settle(ctx, msg, o)
+}
+
+// misrouted drops a message on this host's subject that names an order of
+// another host: only a forged or corrupted publish can do that, and the
+// worker runs nothing it did not check.
+func (w *Worker) misrouted(msg jetstream.Msg, o *order.Order) error {
+	w.logger.Error("dropped a message naming an order of another host", "order_id", o.ID, "order_host", o.Host,
+		"subject", msg.Subject())
+	_ = msg.Term()
+	return nil
 }
 
 // execute runs a claimed order and records its result. It returns a
@@ -79,6 +95,7 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (*order.Order, bo
 // not be made.
 func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order, msgs <-chan jetstream.Msg) (jetstream.Msg, error) {
 	for {
+		w.started.add(o.ID)
 		if err := w.failPoint("after_claim", o); err != nil {
 			return nil, err
 		}
@@ -97,14 +114,15 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if next != nil {
 			nextID, nextSeq, err = orderID(next)
 			if err != nil {
+				w.logger.Error("dropped a message that is not an order", "error", err)
 				_ = next.Term()
 				next = nil
 			}
 		}
 		if next == nil {
-			// Without the result committed we must not ack: the redelivery
-			// will mark the order interrupted.
-			if err := w.complete(ctx, o, finish); err != nil {
+			// Without the result committed we must not ack: the order
+			// would look finished to JetStream and unknown to PostgreSQL.
+			if err := w.complete(ctx, msg, o, finish); err != nil {
 				return nil, err
 			}
 			w.finished(msg, o, finish, ran)
@@ -112,10 +130,13 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		step, err := w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
 		if err != nil {
-			// Neither happened, or we cannot know: write the result alone
-			// (its guard makes a repeat harmless) and claim the next afresh.
+			// The transaction failed, or committed with its answer lost.
+			// Write the result alone: its guard makes a repeat harmless,
+			// and a conflict here means the lost commit wrote it. The next
+			// order is claimed afresh; if the lost commit claimed it, the
+			// claim reads it back as ours and never started, and runs it.
 			w.logger.Warn("pipelined result and claim failed; writing the result alone", "order_id", o.ID, "error", err)
-			if err := w.complete(ctx, o, finish); err != nil {
+			if err := w.complete(ctx, msg, o, finish); err != nil {
 				return nil, err
 			}
 			w.finished(msg, o, finish, ran)
@@ -130,11 +151,17 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		switch {
 		case step.Claimed:
 			msg, o = next, step.Next
-		case step.Next != nil:
-			return nil, w.settle(ctx, next, step.Next)
-		default:
-			return next, nil
+			continue
+		case errors.Is(step.NextErr, postgres.ErrNotOwner) && step.Next != nil && step.Next.Host != w.opts.Host:
+			return nil, w.misrouted(next, step.Next)
+		case step.NextErr != nil || step.Next == nil:
+			return next, nil // claim it afresh (or stop there when we lost the host)
 		}
+		adopted, _, err := w.settle(ctx, next, step.Next)
+		if err != nil || adopted == nil {
+			return nil, err
+		}
+		msg, o = next, adopted
 	}
 }
 
@@ -165,36 +192,61 @@ func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, 
 	w.event(o, "finished", f.Status)
 }
 
-// settle handles a delivery of an order this worker could not claim: a
-// running one was started by an attempt that never finished, so its outcome
-// is unknown and it becomes interrupted (never executed twice); a terminal
-// one is a duplicate and is only acked.
-func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) error {
-	if o.Status == order.StatusRunning {
-		ok, err := w.store.Interrupt(ctx, o.ID, w.opts.Instance, fmt.Sprintf("redelivered while running (attempt %d); the previous worker stopped before recording a result", o.Attempt))
-		if err != nil {
-			_ = msg.NakWithDelay(time.Second)
+// settle handles a delivery of an order this worker could not claim. It
+// returns the order when it must be executed after all: one this instance
+// claimed in a commit whose answer was lost and never started, or an
+// idempotent one requeued after its worker vanished (claimed again here).
+//   - queued: its deadline passed; it becomes expired, never started;
+//   - running, claimed by this instance and never started: run it;
+//   - running otherwise: an attempt started by a worker that is gone, so
+//     its outcome is unknown: interrupted (never executed twice), after
+//     its leftover processes are killed;
+//   - terminal: a duplicate delivery; ack only.
+func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) (*order.Order, bool, error) {
+	if o.Host != w.opts.Host {
+		return nil, false, w.misrouted(msg, o)
+	}
+	switch {
+	case o.Status == order.StatusQueued:
+		var expired bool
+		err := w.retry(ctx, msg, "expire order", func(ctx context.Context) (err error) {
+			expired, err = w.store.Expire(ctx, o.ID, w.opts.Instance)
 			return err
+		})
+		if err != nil {
+			return nil, false, err
 		}
-		if ok {
-			w.logger.Warn("order interrupted", "order_id", o.ID, "attempt", o.Attempt)
-			w.opts.Metrics.Finished(o.Host, order.StatusInterrupted, -1)
-			w.event(o, "finished", order.StatusInterrupted)
+		if expired {
+			w.logger.Info("order expired", "order_id", o.ID, "principal", o.Principal)
+			w.opts.Metrics.Finished(o.Host, order.StatusExpired, -1)
+			w.event(o, "finished", order.StatusExpired)
+		}
+	case o.Status == order.StatusRunning && o.Worker == w.opts.Instance && !w.started.has(o.ID):
+		w.logger.Info("running an order whose claim commit was in doubt", "order_id", o.ID, "attempt", o.Attempt)
+		return o, true, nil
+	case o.Status == order.StatusRunning:
+		var requeued bool
+		err := w.retry(ctx, msg, "settle interrupted order", func(ctx context.Context) (err error) {
+			requeued, err = w.abandon(ctx, o, fmt.Sprintf("redelivered while running (attempt %d); the worker running it (%s) stopped before recording a result", o.Attempt, o.Worker))
+			return err
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		if requeued {
+			return w.begin(ctx, msg)
 		}
 	}
 	if err := msg.Ack(); err != nil {
 		w.logger.Warn("ack order", "order_id", o.ID, "error", err)
 	}
-	return nil
+	return nil, false, nil
 }
 
 // run checks the host policy and executes the order, keeping the message
 // alive with InProgress while the process runs. ran is how long the process
 // ran, or -1 when nothing was executed.
 func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration) {
-	if o.ExpiresAt != nil && time.Now().After(*o.ExpiresAt) {
-		return postgres.Finish{Status: order.StatusExpired, Result: order.Result{Error: "deadline passed before the order started"}}, -1
-	}
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
@@ -232,6 +284,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 				return
 			case <-ticker.C:
 				_ = msg.InProgress()
+				if err := w.store.TouchProcess(execCtx, o.ID, o.Attempt); err != nil {
+					w.logger.Debug("record the order's heartbeat", "order_id", o.ID, "error", err)
+				}
 			case <-stopping:
 				stopping = nil
 				grace = time.After(w.opts.ShutdownGrace)
@@ -255,10 +310,21 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
-			if err := w.q.PublishOutput(o.ID, stream, p); err != nil {
+			if err := w.q.PublishOutput(o.Host, o.ID, stream, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
 		}
+	}
+	if req.CgroupParent != "" && req.CgroupName == "" {
+		req.CgroupName = "order-" + o.ID.String()
+	}
+	// The fence on the process: it is recorded only while this attempt
+	// still owns the order, or killed at once (see RecordProcess).
+	req.OnStart = func(p executor.Process) error {
+		return w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
+			return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, postgres.Process{
+				PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID, Cgroup: p.Cgroup})
+		})
 	}
 	res := w.exec.Run(execCtx, req, signals)
 	return finishOf(res), res.Duration
@@ -268,8 +334,11 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 func finishOf(res executor.Result) postgres.Finish {
 	r := order.Result{ExitCode: res.ExitCode, Signal: res.Signal, DurationMS: res.Duration.Milliseconds(),
 		Stdout: res.Stdout, Stderr: res.Stderr}
-	f := postgres.Finish{Result: r, Detail: map[string]any{"group_gone": res.GroupGone}}
+	f := postgres.Finish{Result: r, Detail: map[string]any{"group_gone": res.GroupGone, "verified": res.Verified}}
 	switch {
+	case res.Aborted != nil:
+		f.Status = order.StatusFailed
+		f.Result.Error = "aborted at start: " + res.Aborted.Error()
 	case res.StartErr != nil:
 		f.Status = order.StatusFailed
 		f.Result.Error = "start: " + res.StartErr.Error()
@@ -286,20 +355,51 @@ func finishOf(res executor.Result) postgres.Finish {
 	return f
 }
 
-// complete writes the result, retrying while PostgreSQL is briefly away.
-func (w *Worker) complete(ctx context.Context, o *order.Order, f postgres.Finish) error {
-	wctx := context.WithoutCancel(ctx)
-	delay := 100 * time.Millisecond
-	deadline := time.Now().Add(w.opts.AckWait)
+// complete writes the result, retrying for as long as PostgreSQL is away:
+// a result is never dropped while the worker runs, and for up to the
+// shutdown grace once it is stopping. A conflict means the order is no
+// longer running under this attempt (a successor interrupted it, or an
+// earlier write whose answer was lost recorded it): settled either way.
+func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) error {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(w.opts.ShutdownGrace, cancel) })
+	defer stop()
+	err := w.retry(wctx, msg, "write result", func(ctx context.Context) error {
+		return w.store.Complete(ctx, o.ID, o.Attempt, f)
+	})
+	if order.ErrorCode(err) == order.CodeConflict {
+		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
+			"attempt", o.Attempt, "error", err)
+		return nil
+	}
+	return err
+}
+
+// retry calls fn until it succeeds or fails for good, waiting with a
+// backoff while PostgreSQL is away and keeping msg's ack timer fresh
+// meanwhile. It gives up when ctx ends. Nothing else is processed while it
+// waits: giving up on a message and taking the next one would break the
+// host's order.
+func (w *Worker) retry(ctx context.Context, msg jetstream.Msg, what string, fn func(context.Context) error) error {
+	b := backoff{min: 50 * time.Millisecond, max: 2 * time.Second}
 	for {
-		err := w.store.Complete(wctx, o.ID, o.Attempt, f)
-		if err == nil || order.ErrorCode(err) == order.CodeConflict || time.Now().After(deadline) {
+		err := fn(ctx)
+		if err == nil || permanent(err) || ctx.Err() != nil {
 			return err
 		}
-		w.logger.Warn("write result; retrying", "order_id", o.ID, "error", err)
-		time.Sleep(delay)
-		delay = min(2*delay, 2*time.Second)
+		w.logger.Warn(what+"; retrying", "error", err)
+		_ = msg.InProgress()
+		if b.wait(ctx) != nil {
+			return err
+		}
 	}
+}
+
+// permanent tells the errors a retry cannot change.
+func permanent(err error) bool {
+	return errors.Is(err, postgres.ErrNotOwner) || errors.Is(err, order.ErrNotFound) ||
+		order.ErrorCode(err) == order.CodeConflict
 }
 
 func (w *Worker) failPoint(point string, o *order.Order) error {

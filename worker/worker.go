@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/metrics"
@@ -29,8 +30,22 @@ type Store interface {
 	Complete(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish) error
 	CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
 		nextID uuid.UUID, worker string, nextSeq uint64) (postgres.Step, error)
-	Interrupt(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
+	Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error)
+	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
+	Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
+	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	TouchHost(ctx context.Context, host, version, instance string) error
+	// CancelRequestOf is the recorded request a control message must
+	// match before a running order is signalled (control.go).
+	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)
+
+	// The takeover protocol (takeover.go).
+	TakeHost(ctx context.Context, host, version string, me postgres.Owner) (postgres.Owner, int64, error)
+	RunningOrders(ctx context.Context, host string) ([]*order.Order, error)
+	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
+	TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error
+	ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*postgres.Process, error)
+	RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev postgres.Evidence) error
 }
 
 // Preparer is the host policy: it turns an order into a process request or
@@ -73,6 +88,9 @@ type Worker struct {
 
 	mu      sync.Mutex
 	current *running // the order being executed, for cancel requests
+
+	started startedSet     // orders this instance started executing
+	self    postgres.Owner // this process, recorded as the host's owner
 }
 
 type running struct {
@@ -94,41 +112,76 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 30 * time.Second
 	}
-	return &Worker{opts: opts, store: store, q: q, policy: policy, exec: exec,
+	w := &Worker{opts: opts, store: store, q: q, policy: policy, exec: exec,
 		logger: logger.With("host", opts.Host, "instance", opts.Instance)}
+	// Without its identity (no /proc) the owner record just names the
+	// instance; nothing depends on the rest but the evidence.
+	me, _ := executor.Self()
+	w.self = postgres.Owner{Instance: opts.Instance, PID: me.PID, Start: me.StartTime, Boot: me.BootID}
+	return w
 }
 
 // errCrash marks a stop injected by a fail-point.
 var errCrash = errors.New("fail-point")
 
-// Run takes the host's lease (waiting as a standby while another worker
-// holds it), then consumes orders until ctx is canceled. On cancellation it
+// errRewind ends a tenure whose delivery sequence has a gap: some delivery
+// of the host's consumer went to another client (a worker that was frozen
+// and has not yet noticed it lost the host). Nothing after the gap may run
+// before what was taken; the next tenure recreates the consumer, which
+// hands every unacknowledged message back in stream order.
+var errRewind = errors.New("delivery sequence gap; rewinding the host's consumer")
+
+// Run owns the host for as long as ctx lasts: it takes the host's lease
+// (waiting as a standby while another worker holds it), takes the host over
+// and consumes its orders. When it loses the host (another worker took the
+// lease, the fence refused a claim, NATS or PostgreSQL stayed away too long,
+// a gap in deliveries) it goes back to waiting for the lease and takes the
+// host over again: it never sits idle holding nothing. On cancellation it
 // stops fetching, lets the current order finish for up to ShutdownGrace,
 // then kills it.
 func (w *Worker) Run(ctx context.Context) error {
+	b := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
+	for {
+		started := time.Now()
+		err := w.tenure(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errCrash) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			b.reset()
+		}
+		w.logger.Warn("stopped consuming the host's orders; taking the host again", "error", err)
+		if err := b.wait(ctx); err != nil {
+			return nil
+		}
+	}
+}
+
+// tenure is one period of ownership: lease, takeover, consumption. It
+// returns why it ended.
+func (w *Worker) tenure(ctx context.Context) error {
 	lease, err := w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
 		return err
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if err := w.q.Offline(rctx, w.opts.Host); err != nil {
-			w.logger.Debug("remove heartbeat", "error", err)
+		if ctx.Err() != nil {
+			if err := w.q.Offline(rctx, w.opts.Host); err != nil {
+				w.logger.Debug("remove heartbeat", "error", err)
+			}
 		}
 		if err := lease.Release(rctx); err != nil {
 			w.logger.Debug("release lease", "error", err)
 		}
 	}()
-	if err := w.store.TouchHost(ctx, w.opts.Host, w.opts.Version, w.opts.Instance); err != nil {
-		return err
-	}
-	cons, err := w.q.HostConsumer(ctx, w.opts.Host)
+	cons, err := w.takeover(ctx)
 	if err != nil {
 		return err
 	}
@@ -138,16 +191,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer ctl.Unsubscribe()
 
-	runCtx, stop := context.WithCancelCause(ctx)
+	// feedCtx ends consumption; ctx ends the worker. Losing the host stops
+	// the feed but lets the current order run on: a successor on this
+	// machine kills its processes before running anything itself.
+	feedCtx, stopFeed := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer func() {
-		stop(nil)
+		stopFeed(nil)
 		wg.Wait()
 	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		w.beat(runCtx, lease, stop)
+		w.beat(feedCtx, lease, stopFeed)
 	}()
 
 	iter, err := cons.Messages()
@@ -161,51 +217,76 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		defer close(msgs)
-		for {
-			msg, err := iter.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || runCtx.Err() != nil {
-					return
-				}
-				w.logger.Warn("fetch order", "error", err)
-				continue
-			}
-			select {
-			case msgs <- msg:
-			case <-runCtx.Done():
-				return // unacked: redelivered to whoever holds the host next
-			}
-		}
+		w.feed(feedCtx, iter, msgs, stopFeed)
 	}()
-	defer iter.Stop()
+	wg.Add(1)
 	go func() {
-		<-runCtx.Done()
+		defer wg.Done()
+		<-feedCtx.Done()
 		iter.Stop()
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
 	for {
 		select {
-		case <-runCtx.Done():
-			if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
-				return cause
-			}
+		case <-ctx.Done():
 			return nil
 		case msg, ok := <-msgs:
 			if !ok {
-				continue // the feeder stopped: runCtx is done
+				// Unacked held messages are redelivered, in order, to
+				// whoever takes the host next (this worker included).
+				return context.Cause(feedCtx)
 			}
-			if err := w.handle(runCtx, msg, msgs); err != nil {
-				if errors.Is(err, errCrash) {
-					return err
-				}
-				w.logger.Error("handle order", "error", err)
+			if err := w.handle(ctx, msg, msgs); err != nil {
+				// A message that could not be settled must not be
+				// overtaken by the next one: end the tenure.
+				return err
 			}
 		}
 	}
 }
 
-// beat renews the lease and publishes the heartbeat; losing the lease stops
-// the worker, since another one now owns the host.
+// feed passes the consumer's messages on in delivery order, checking that
+// the consumer's delivery sequence has no gap (see errRewind).
+func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- jetstream.Msg, stop context.CancelCauseFunc) {
+	var last uint64
+	b := backoff{min: 10 * time.Millisecond, max: time.Second}
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+				errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, nats.ErrConnectionClosed) {
+				stop(fmt.Errorf("consume orders: %w", err))
+				return
+			}
+			w.logger.Warn("fetch order", "error", err)
+			if b.wait(ctx) != nil {
+				return
+			}
+			continue
+		}
+		b.reset()
+		if meta, err := msg.Metadata(); err == nil {
+			if last != 0 && meta.Sequence.Consumer != last+1 {
+				w.logger.Warn("gap in deliveries; rewinding", "after", last, "got", meta.Sequence.Consumer,
+					"stream_seq", meta.Sequence.Stream)
+				stop(errRewind)
+				return
+			}
+			last = meta.Sequence.Consumer
+		}
+		select {
+		case msgs <- msg:
+		case <-ctx.Done():
+			return // unacked: redelivered to whoever holds the host next
+		}
+	}
+}
+
+// beat renews the lease and publishes the heartbeat; losing the lease ends
+// the tenure, since another worker now owns the host.
 func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.CancelCauseFunc) {
 	started := time.Now()
 	t := time.NewTicker(w.opts.Heartbeat)
@@ -235,7 +316,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 		}
 		if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
 			if errors.Is(err, queue.ErrLeaseLost) {
-				w.logger.Error("host lease lost; stopping", "error", err)
+				w.logger.Error("host lease lost; stopping consumption", "error", err)
 				stop(err)
 				return
 			}

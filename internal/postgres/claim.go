@@ -15,17 +15,24 @@ import (
 // "started" event, in one statement committed before anything executes
 // (DESIGN §2.2). When the order is not queued it returns claimed=false and
 // the order as it is, so the caller can tell a redelivery of a running order
-// (interrupted) from a finished one (ack only).
+// (interrupted) from a finished one (ack only); a queued order whose
+// deadline passed comes back unclaimed too, for the caller to expire. When
+// worker does not own the order's host it fails with ErrNotOwner.
 func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
 	o, err = scanOrder(s.pool.QueryRow(ctx, claimSQL, id, worker, int64(seq)))
 	return s.claimed(ctx, id, o, err)
 }
 
-// claimSQL moves one queued order to running and records "started".
+// claimSQL moves one queued order to running and records "started". It is
+// fenced: only the host's owner (TakeHost) claims, so a worker that was
+// frozen or cut off while another took the host over can never start
+// another order of it. An order whose deadline passed is never claimed: it
+// never shows as started.
 const claimSQL = `WITH c AS (
 	UPDATE orders SET status = 'running', attempt = attempt + 1, started_at = now(),
 		stream_seq = $3, worker = $2
-	WHERE id = $1 AND status = 'queued'
+	WHERE id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > now())
+		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)
 	RETURNING ` + orderCols + `
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
@@ -45,6 +52,17 @@ func (s *Store) claimed(ctx context.Context, id uuid.UUID, o *order.Order, err e
 	o, err = s.GetOrder(ctx, id)
 	if err != nil {
 		return nil, false, err
+	}
+	if o.Status == order.StatusQueued {
+		// Still queued and not claimed: either its deadline passed (judged
+		// by PostgreSQL's clock, as the claim was) or the fence refused it.
+		var expired bool
+		if err := s.pool.QueryRow(ctx, `SELECT coalesce(expires_at <= now(), false) FROM orders WHERE id = $1`, id).Scan(&expired); err != nil {
+			return nil, false, translate("claim order "+id.String(), err)
+		}
+		if !expired {
+			return o, false, fmt.Errorf("claim order %s: %w", id, ErrNotOwner)
+		}
 	}
 	return o, false, nil
 }
@@ -82,6 +100,9 @@ type Step struct {
 	// was not queued; nil when it could not be read.
 	Next    *order.Order
 	Claimed bool
+	// NextErr is why Next was not claimed when that is not its status:
+	// ErrNotOwner, or a failure to read it back.
+	NextErr error
 }
 
 // CompleteAndClaim writes the result of one order and claims the next of
@@ -127,7 +148,7 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	}
 	step := Step{Done: completed(id, attempt, n), Next: next, Claimed: claimErr == nil}
 	if !step.Claimed {
-		step.Next, _ = s.GetOrder(ctx, nextID)
+		step.Next, _, step.NextErr = s.claimed(ctx, nextID, nil, pgx.ErrNoRows)
 	}
 	return step, nil
 }

@@ -119,22 +119,53 @@ func (q *Queue) waitForKeyChange(ctx context.Context, key string, max time.Durat
 }
 
 // Renew extends the lease. It fails with ErrLeaseLost when the lease expired
-// and someone else holds the host now.
+// and someone else holds the host now. When the last renewal's answer was
+// lost (a NATS restart, a timeout) the update may have been applied anyway,
+// leaving this lease with a stale revision: the key is read back, and a key
+// that still names this instance is this lease, not a rival's.
 func (l *Lease) Renew(ctx context.Context) error {
 	rev, err := l.q.kv.Update(ctx, l.key, []byte(l.instance), l.rev)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
-			// The key expired (a long pause): take it again if nobody else did.
-			if rev, cerr := l.q.kv.Create(ctx, l.key, []byte(l.instance)); cerr == nil {
-				l.rev = rev
-				return nil
-			}
-			return fmt.Errorf("%w: %v", ErrLeaseLost, err)
+	if err == nil {
+		l.rev = rev
+		return nil
+	}
+	e, gerr := l.q.kv.Get(ctx, l.key)
+	switch {
+	case errors.Is(gerr, jetstream.ErrKeyNotFound):
+		// The key expired or was deleted (a long pause): take it again if
+		// nobody else did meanwhile.
+		rev, cerr := l.q.kv.Create(ctx, l.key, []byte(l.instance))
+		if cerr == nil {
+			l.rev = rev
+			return nil
 		}
+		if errors.Is(cerr, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, err)
+		}
+		return fmt.Errorf("renew lease: %w", cerr)
+	case gerr != nil:
+		return fmt.Errorf("renew lease: %w (then: %v)", err, gerr)
+	case string(e.Value()) != l.instance:
+		return fmt.Errorf("%w: now held by %s", ErrLeaseLost, e.Value())
+	}
+	rev, err = l.q.kv.Update(ctx, l.key, []byte(l.instance), e.Revision())
+	if err != nil {
 		return fmt.Errorf("renew lease: %w", err)
 	}
 	l.rev = rev
 	return nil
+}
+
+// Holder returns the instance that holds host's lease, "" when none does.
+func (q *Queue) Holder(ctx context.Context, host string) (string, error) {
+	e, err := q.kv.Get(ctx, "lease."+host)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read lease of host %s: %w", host, err)
+	}
+	return string(e.Value()), nil
 }
 
 // Release gives the host up, so a standby can take over at once.

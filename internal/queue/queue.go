@@ -165,3 +165,18 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 	}
 	return c, nil
 }
+
+// RenewHostConsumer deletes and recreates the host's durable consumer. A
+// worker that has just taken the host over calls it before consuming:
+// every message the previous worker held unacknowledged is delivered again
+// at once and in stream order (a work-queue stream keeps a message until it
+// is acked), instead of after its ack timer, and pull requests that a dead
+// or frozen worker left pending die with the old consumer, so none of them
+// can take a message out of order.
+func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
+	err := q.js.DeleteConsumer(ctx, OrdersStream, ConsumerName(host))
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("reset consumer of host %s: %w", host, err)
+	}
+	return q.HostConsumer(ctx, host)
+}

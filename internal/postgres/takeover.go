@@ -1,0 +1,211 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// ErrNotOwner is returned when a worker claims an order or records a
+// process for a host it no longer owns: another worker has taken the host
+// over, and this one must stop consuming at once.
+var ErrNotOwner = errors.New("this worker is no longer the host's owner")
+
+// Owner identifies the worker process that owns a host: its instance, and
+// the pid, start time and boot id that let a successor on the same machine
+// tell whether that very process still lives.
+type Owner struct {
+	Instance string
+	PID      int
+	Start    uint64 // /proc/<pid>/stat starttime
+	Boot     string // /proc/sys/kernel/random/boot_id
+}
+
+// TakeHost makes me the owner of host: from its commit on, no other worker
+// can claim an order of host (the claim requires ownership). It returns the
+// previous owner, zero when there was none, and the new ownership epoch.
+func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (prev Owner, epoch int64, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var start int64
+		err := tx.QueryRow(ctx, `SELECT owner, owner_pid, owner_start, owner_boot FROM hosts WHERE host = $1 FOR UPDATE`,
+			host).Scan(&prev.Instance, &prev.PID, &start, &prev.Boot)
+		if err != nil && err != pgx.ErrNoRows {
+			return err
+		}
+		prev.Start = uint64(start)
+		return tx.QueryRow(ctx, `INSERT INTO hosts (host, version, instance, owner, owner_epoch, owner_pid, owner_start, owner_boot, owned_at)
+			VALUES ($1, $2, $3, $3, 1, $4, $5, $6, now())
+			ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, owner = $3, owner_epoch = hosts.owner_epoch + 1,
+				owner_pid = $4, owner_start = $5, owner_boot = $6, owned_at = now(), last_seen = now()
+			RETURNING owner_epoch`, host, version, me.Instance, me.PID, int64(me.Start), me.Boot).Scan(&epoch)
+	})
+	if err != nil {
+		return Owner{}, 0, translate("take host "+host, err)
+	}
+	return prev, epoch, nil
+}
+
+// RunningOrders returns the orders of host left running, in stream order:
+// after a takeover, the ones a previous worker started and never finished.
+func (s *Store) RunningOrders(ctx context.Context, host string) ([]*order.Order, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders WHERE host = $1 AND status = 'running'
+		ORDER BY stream_seq NULLS LAST, started_at`, host)
+	if err != nil {
+		return nil, translate("list running orders of "+host, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*order.Order, error) { return scanOrder(r) })
+	return out, translate("list running orders of "+host, err)
+}
+
+// Process is the recorded process of one attempt of an order.
+type Process struct {
+	PID, PGID int
+	StartTime uint64
+	BootID    string
+	Cgroup    string
+	Worker    string
+	StartedAt time.Time
+	LastSeen  time.Time
+}
+
+// RecordProcess records the process an attempt started. It is fenced like a
+// claim: it succeeds only while the order is still running under that
+// attempt for that worker, and it locks the order row while it checks, so a
+// successor that marks the order interrupted either sees this record
+// afterwards or makes this call fail with ErrNotOwner — then the caller
+// kills the process it just started.
+func (s *Store) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p Process) error {
+	const q = `WITH o AS (
+	SELECT id FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3 FOR SHARE
+)
+INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, cgroup)
+SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM o
+ON CONFLICT (order_id, attempt) DO NOTHING
+RETURNING 1`
+	var one int
+	err := s.pool.QueryRow(ctx, q, id, attempt, worker, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.Cgroup).Scan(&one)
+	if err == pgx.ErrNoRows {
+		return fmt.Errorf("record process of order %s: %w", id, ErrNotOwner)
+	}
+	return translate("record process of order "+id.String(), err)
+}
+
+// TouchProcess records that the attempt's process is still being watched:
+// the "last heartbeat" an interrupted order keeps as evidence.
+func (s *Store) TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error {
+	_, err := s.pool.Exec(ctx, `UPDATE order_processes SET last_seen = now() WHERE order_id = $1 AND attempt = $2`, id, attempt)
+	return translate("touch process of order "+id.String(), err)
+}
+
+// ProcessOf returns the recorded process of an attempt, or nil when none
+// was recorded (the worker stopped between the claim and the start).
+func (s *Store) ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*Process, error) {
+	var (
+		p     Process
+		start int64
+	)
+	err := s.pool.QueryRow(ctx, `SELECT pid, pgid, start_time, boot_id, cgroup, worker, started_at, last_seen
+		FROM order_processes WHERE order_id = $1 AND attempt = $2`, id, attempt).
+		Scan(&p.PID, &p.PGID, &start, &p.BootID, &p.Cgroup, &p.Worker, &p.StartedAt, &p.LastSeen)
+	if err == pgx.ErrNoRows {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, translate("read process of order "+id.String(), err)
+	}
+	p.StartTime = uint64(start)
+	return &p, nil
+}
+
+// Requeue puts a running idempotent order back in the queue after its
+// worker vanished, once: only its first attempt is requeued, and its
+// message is redelivered in stream order by the successor. It returns false
+// when the order was not running under that attempt any more.
+func (s *Store) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+	const q = `WITH u AS (
+	UPDATE orders SET status = 'queued', worker = ''
+	WHERE id = $1 AND attempt = $2 AND status = 'running' AND idempotent
+	RETURNING id, attempt
+), e AS (
+	INSERT INTO order_events (order_id, type, status, actor, detail)
+	SELECT id, 'requeued', 'queued', $3, jsonb_build_object('reason', $4::text, 'attempt', attempt) FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason).Scan(&n); err != nil {
+		return false, translate("requeue order "+id.String(), err)
+	}
+	return n == 1, nil
+}
+
+// InterruptAttempt marks a running order interrupted, guarded by attempt
+// like a result write. It returns false when the order was not running
+// under that attempt any more.
+func (s *Store) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+	const q = `WITH u AS (
+	UPDATE orders SET status = 'interrupted', finished_at = now(), error = $4, env = NULL, stdin = NULL
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, status, finished_at, attempt
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'interrupted', status, $3, jsonb_build_object('reason', $4::text, 'attempt', attempt) FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason).Scan(&n); err != nil {
+		return false, translate("interrupt order "+id.String(), err)
+	}
+	return n == 1, nil
+}
+
+// Evidence is what a successor found and did about an interrupted
+// attempt's processes, and the output that reached the live stream before
+// the worker stopped.
+type Evidence struct {
+	Reap             map[string]any
+	Stdout, Stderr   []byte
+	StdoutTruncated  bool
+	StderrTruncated  bool
+	HasPartialOutput bool
+}
+
+// RecordEvidence stores the evidence of an interrupted attempt: the reap
+// outcome on its process record and as a "reaped" event, and the partial
+// output on the order when there was any.
+func (s *Store) RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev Evidence) error {
+	detail := map[string]any{"attempt": attempt}
+	for k, v := range ev.Reap {
+		detail[k] = v
+	}
+	dj, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("encode reap evidence: %w", err)
+	}
+	const q = `WITH p AS (
+	UPDATE order_processes SET reaped_at = now(), reaped_by = $3, reap = $4 WHERE order_id = $1 AND attempt = $2
+	RETURNING 1
+), o AS (
+	UPDATE orders SET stdout = $6, stdout_bytes = length($6), stdout_truncated = $7,
+		stderr = $8, stderr_bytes = length($8), stderr_truncated = $9
+	WHERE id = $1 AND attempt = $2 AND status = 'interrupted' AND $5
+	RETURNING 1
+)
+INSERT INTO order_events (order_id, type, actor, detail) VALUES ($1, 'reaped', $3, $4)`
+	_, err = s.pool.Exec(ctx, q, id, attempt, actor, dj, ev.HasPartialOutput,
+		nonNil(ev.Stdout), ev.StdoutTruncated, nonNil(ev.Stderr), ev.StderrTruncated)
+	return translate("record evidence of order "+id.String(), err)
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}

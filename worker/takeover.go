@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// takeover starts a tenure once the lease is held (docs/decisions.md, "The
+// takeover protocol"):
+//
+//  1. fence: make this instance the host's owner in PostgreSQL. From the
+//     commit on, a previous owner that was frozen or cut off can claim
+//     nothing more, and cannot record a process for what it claimed
+//     before (it then kills what it started);
+//  2. settle every order a previous owner left running, oldest first: mark
+//     it interrupted (or requeue it once when it is idempotent), then kill
+//     and verify gone whatever its recorded processes left behind, and keep
+//     the evidence; nothing runs before that is done;
+//  3. recreate the host's consumer, so every unacknowledged message comes
+//     back at once and in stream order, and no pull request of a previous
+//     owner survives to take one.
+func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
+	prev, epoch, err := w.store.TakeHost(ctx, w.opts.Host, w.opts.Version, w.self)
+	if err != nil {
+		return nil, err
+	}
+	w.logger.Info("took the host over", "epoch", epoch, "previous_owner", prev.Instance)
+	running, err := w.store.RunningOrders(ctx, w.opts.Host)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range running {
+		if o.Worker == w.opts.Instance && !w.started.has(o.ID) {
+			// Claimed by this instance in a commit whose answer was lost,
+			// and never started: its redelivery runs it.
+			continue
+		}
+		if _, err := w.abandon(ctx, o, fmt.Sprintf("the worker running it (%s) stopped before recording a result; taken over by %s", o.Worker, w.opts.Instance)); err != nil {
+			return nil, err
+		}
+	}
+	return w.q.RenewHostConsumer(ctx, w.opts.Host)
+}
+
+// abandon settles an order whose attempt was started by a worker that is
+// gone: interrupted (its outcome is unknown and it never runs again), or,
+// when it is idempotent and this was its first attempt, queued again to run
+// once more in its place. Only after the status has left "running" — when
+// no process can be recorded for that attempt any more — are its processes
+// reaped, so none can start unseen afterwards. It reports whether the order
+// was requeued.
+func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (requeued bool, err error) {
+	requeue := o.Idempotent && o.Attempt == 1
+	var ok bool
+	if requeue {
+		ok, err = w.store.Requeue(ctx, o.ID, o.Attempt, w.opts.Instance, reason)
+	} else {
+		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason)
+	}
+	if err != nil || !ok {
+		return false, err // settled meanwhile by someone else: nothing to do
+	}
+	proc, err := w.store.ProcessOf(ctx, o.ID, o.Attempt)
+	if err != nil {
+		return false, err
+	}
+	ev := postgres.Evidence{Reap: w.reap(ctx, proc)}
+	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
+		if p, err := w.q.PartialOutput(ctx, o.Host, o.ID, o.MaxOutput); err != nil {
+			w.logger.Warn("read partial output of an interrupted order", "order_id", o.ID, "error", err)
+		} else {
+			ev.Stdout, ev.Stderr = p.Stdout, p.Stderr
+			ev.StdoutTruncated, ev.StderrTruncated = p.StdoutTruncated, p.StderrTruncated
+			ev.HasPartialOutput = true
+		}
+	}
+	if err := w.store.RecordEvidence(ctx, o.ID, o.Attempt, w.opts.Instance, ev); err != nil {
+		w.logger.Warn("record evidence of an interrupted order", "order_id", o.ID, "error", err)
+	}
+	attrs := []any{"order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt, "previous_worker", o.Worker}
+	for k, v := range ev.Reap {
+		attrs = append(attrs, k, v)
+	}
+	if requeue {
+		w.logger.Warn("order requeued after its worker stopped (idempotent)", attrs...)
+		return true, nil
+	}
+	w.logger.Warn("order interrupted", attrs...)
+	w.opts.Metrics.Finished(o.Host, order.StatusInterrupted, -1)
+	w.event(o, "finished", order.StatusInterrupted)
+	return false, nil
+}
