@@ -17,12 +17,21 @@ type reloadResponse struct {
 	ChangedKeys []string `json:"changed_keys"`
 	// RestartRequired are the changed keys that only apply after a restart.
 	RestartRequired []string `json:"restart_required"`
-	Config          any      `json:"config,omitempty"`
+	// Summary is what changed per part of the security setup: principals,
+	// policy rules, ACL entries, worker keys.
+	Summary config.Summary `json:"summary"`
+	// SHA256 is the hash of the file now loaded.
+	SHA256 string `json:"sha256"`
+	Config any    `json:"config,omitempty"`
 }
 
 // handleReload is POST /v1/admin/reload: the config file, environment and
-// flags are loaded again, as on SIGHUP. An invalid file is refused with 422
-// and the reasons; the running configuration stays.
+// flags are loaded again, as on SIGHUP, and applied to every part of the
+// process or to none. An invalid file is refused with 422 and the reasons;
+// a file that sets nothing with 422 config_empty; one that would remove
+// every principal, every policy rule, the ACL or the worker's containment
+// with 422 confirmation_required, unless ?confirm= names the SHA-256 of
+// that file (the refusal reports it).
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 	if !principalOf(r).HasRole("admin") {
 		s.writeError(w, r, order.Errorf(order.CodeForbidden, "reloading the configuration needs the admin role"))
@@ -32,25 +41,13 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.Errorf(order.CodeUnavailable, "this server cannot reload its configuration"))
 		return
 	}
-	keys, err := s.Reload()
+	res, err := s.Reload(r.Context(), r.URL.Query().Get("confirm"))
 	if err != nil {
-		var oe *order.Error
-		if errors.As(err, &oe) {
-			s.writeError(w, r, err)
-			return
-		}
-		e := &order.Error{Code: order.CodeUnprocessable,
-			Message: "configuration refused; the running configuration stays: " + err.Error(),
-			Details: map[string]any{}, Err: err}
-		var ve *config.ValidationError
-		if errors.As(err, &ve) {
-			e.Details["problems"] = ve.Problems
-		}
-		s.writeError(w, r, e)
+		s.writeError(w, r, reloadError(err))
 		return
 	}
-	resp := reloadResponse{Changed: len(keys) > 0, ChangedKeys: keys,
-		RestartRequired: slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return !config.RequiresRestart(k) })}
+	resp := reloadResponse{Changed: res.Changed, ChangedKeys: res.ChangedKeys, Summary: res.Summary, SHA256: res.SHA256,
+		RestartRequired: slices.DeleteFunc(slices.Clone(res.ChangedKeys), func(k string) bool { return !config.RequiresRestart(k) })}
 	if resp.ChangedKeys == nil {
 		resp.ChangedKeys = []string{}
 	}
@@ -61,4 +58,32 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		resp.Config = s.Status()["config"]
 	}
 	encode(w, http.StatusOK, resp)
+}
+
+// reloadError translates a refused reload into the error envelope. A
+// dependency failure (PostgreSQL down while loading tokens) keeps its own
+// code; anything else is the file's fault: 422.
+func reloadError(err error) error {
+	const stays = "configuration refused; nothing changed, the running configuration stays: "
+	var (
+		ue *config.UnconfirmedError
+		oe *order.Error
+		ve *config.ValidationError
+	)
+	switch {
+	case errors.As(err, &ue):
+		return &order.Error{Code: order.CodeConfirmationRequired, Err: err,
+			Message: stays + err.Error(),
+			Details: map[string]any{"sha256": ue.SHA256, "removals": ue.Removals, "summary": ue.Summary,
+				"confirm": "POST /v1/admin/reload?confirm=" + ue.SHA256}}
+	case errors.Is(err, config.ErrEmptyFile):
+		return &order.Error{Code: order.CodeConfigEmpty, Err: err, Message: stays + err.Error()}
+	case errors.As(err, &oe):
+		return &order.Error{Code: oe.Code, Err: err, Message: stays + oe.Message, Details: oe.Details}
+	}
+	e := &order.Error{Code: order.CodeUnprocessable, Err: err, Message: stays + err.Error(), Details: map[string]any{}}
+	if errors.As(err, &ve) {
+		e.Details["problems"] = ve.Problems
+	}
+	return e
 }

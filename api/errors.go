@@ -27,6 +27,8 @@ func statusOf(code order.Code) int {
 		return http.StatusUnsupportedMediaType
 	case order.CodeUnprocessable, order.CodeIdempotencyReused:
 		return http.StatusUnprocessableEntity
+	case order.CodeConfirmationRequired, order.CodeConfigEmpty:
+		return http.StatusUnprocessableEntity
 	case order.CodeRateLimited:
 		return http.StatusTooManyRequests
 	case order.CodeUnavailable:

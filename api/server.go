@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
@@ -62,9 +63,9 @@ type Deps struct {
 	Status   func() map[string]any // extra fields for /v1/status and drift for /readyz
 	Logger   *slog.Logger
 	Version  string
-	// Reload loads the config again (POST /v1/admin/reload) and returns
-	// the keys that changed; an error means the running config stays.
-	Reload func() ([]string, error)
+	// Reload loads the config again (POST /v1/admin/reload); confirm is
+	// the request's ?confirm= value. An error means nothing changed.
+	Reload func(ctx context.Context, confirm string) (config.ReloadResult, error)
 	// Metrics, when set, is served on /metrics and records API latency.
 	Metrics *metrics.Metrics
 	// SharedLimits, when set and limits.rate_shared is on, counts rate

@@ -100,7 +100,8 @@ func defaultPolicy() []config.Rule {
 }
 
 // security is the reloadable part of the API: authenticator, policy and
-// ACL, rebuilt together whenever the config is reloaded.
+// ACL, built together for a config and swapped together when a reload
+// commits.
 type security struct {
 	authn  atomic.Pointer[auth.Authenticator]
 	policy atomic.Pointer[policy.Engine]
@@ -108,18 +109,22 @@ type security struct {
 	store  *postgres.Store
 }
 
-func (s *security) build(ctx context.Context, cfg config.Config) error {
+// prepare builds the security settings cfg asks for (key files read,
+// tokens loaded from PostgreSQL, rules and CIDRs compiled) without
+// touching the running ones; commit swaps them in. It is the API's
+// config.Preparer, so a key that fails refuses the whole reload.
+func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(), err error) {
 	a, err := auth.New(cfg.Auth, time.Now)
 	if err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return nil, fmt.Errorf("auth: %w", err)
 	}
 	tokens, err := s.store.APITokens(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, t := range tokens {
 		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
-			return fmt.Errorf("token %s: %w", t.Name, err)
+			return nil, fmt.Errorf("token %s: %w", t.Name, err)
 		}
 	}
 	rules := cfg.Policy
@@ -128,16 +133,17 @@ func (s *security) build(ctx context.Context, cfg config.Config) error {
 	}
 	p, err := policy.New(rules)
 	if err != nil {
-		return fmt.Errorf("policy: %w", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	acl, err := netacl.New(cfg.ACL)
 	if err != nil {
-		return fmt.Errorf("acl: %w", err)
+		return nil, fmt.Errorf("acl: %w", err)
 	}
-	s.authn.Store(a)
-	s.policy.Store(p)
-	s.acl.Store(acl)
-	return nil
+	return func() {
+		s.authn.Store(a)
+		s.policy.Store(p)
+		s.acl.Store(acl)
+	}, nil
 }
 
 // apiRunner is a running API: the intake loops and the HTTP server.
@@ -151,38 +157,16 @@ type apiRunner struct {
 func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger) (*apiRunner, error) {
 	cfg := w.Current()
 	sec := &security{store: b.store}
-	if err := sec.build(ctx, cfg); err != nil {
+	commit, err := sec.prepare(ctx, cfg)
+	if err != nil {
 		return nil, err
 	}
-	// rebuildErr is the outcome of the rebuild after the last reload, so
-	// POST /v1/admin/reload can say when the security settings did not follow.
-	var rebuildMu sync.Mutex
-	var rebuildErr error
-	w.Subscribe(func(c config.Config) {
-		err := sec.build(context.Background(), c)
-		rebuildMu.Lock()
-		rebuildErr = err
-		rebuildMu.Unlock()
-		if err != nil {
-			logger.Error("config reloaded but the security settings could not be rebuilt; keeping the old ones", "error", err)
-		}
-	})
-	reload := func() ([]string, error) {
-		old := w.Current()
-		changed, err := w.Reload()
-		if err != nil || !changed {
-			return nil, err
-		}
-		rebuildMu.Lock()
-		err = rebuildErr
-		rebuildMu.Unlock()
-		if err != nil {
-			return nil, &order.Error{Code: order.CodeUnavailable, Err: err,
-				Message: "configuration reloaded, but authentication, policy and ACL could not be rebuilt; the previous ones stay"}
-		}
-		// A SIGHUP reload in between would add its keys: still what
-		// changed since old.
-		return config.Changed(old, w.Current()), nil
+	commit()
+	// A reload builds the new security settings before anything changes
+	// and refuses the whole reload if they fail (all or nothing).
+	w.AddPreparer("api security (auth, policy, acl)", sec.prepare)
+	reload := func(ctx context.Context, confirm string) (config.ReloadResult, error) {
+		return w.ReloadWith(ctx, config.ReloadOptions{Confirm: confirm})
 	}
 	b.metrics.WatchQueues(b.store.QueueDepths)
 	in := intake.New(b.store, b.queue, func() intake.Authorizer { return sec.policy.Load() },
@@ -288,8 +272,8 @@ func (l *livePolicy) Prepare(o *order.Order) (*hostpolicy.Prepared, error) {
 }
 
 // startWorker runs the worker of cfg.Host. With reloads set, a reloaded
-// config's worker section replaces the host policy at once (an invalid one
-// is refused and the running policy stays).
+// config's worker section replaces the host policy at once (one that does
+// not build refuses the reload, and the running policy stays).
 func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
@@ -301,13 +285,14 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	policy := &livePolicy{}
 	policy.p.Store(hp)
 	if reloads != nil {
-		reloads.Subscribe(func(c config.Config) {
+		// Built before the reload commits: a worker section this host
+		// cannot use refuses the whole reload, API included.
+		reloads.AddPreparer("worker host policy", func(_ context.Context, c config.Config) (func(), error) {
 			hp, err := hostpolicy.New(c.Worker)
 			if err != nil {
-				logger.Error("config reloaded but the worker policy is invalid; keeping the old one", "error", err)
-				return
+				return nil, fmt.Errorf("worker policy: %w", err)
 			}
-			policy.p.Store(hp)
+			return func() { policy.p.Store(hp) }, nil
 		})
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: version, Heartbeat: cfg.NATS.Heartbeat,

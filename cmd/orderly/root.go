@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/logging"
 )
 
 // app carries what the process was given: environment and standard streams.
@@ -66,22 +67,29 @@ func (f *serverFlags) overrides(cmd *cobra.Command) map[string]any {
 	return o
 }
 
-// load reads the configuration and builds the logger it asks for.
+// load reads the configuration and builds the logger it asks for. The
+// logger is also the Watcher's, takes log.level changes on reload, and
+// becomes slog's default so that libraries logging through the standard
+// log package come out in the same format (one JSON object per line with
+// log.format json).
 func (a *app) load(cmd *cobra.Command, f *serverFlags) (*config.Watcher, *slog.Logger, error) {
 	w, err := config.NewWatcher(f.configPath, a.environ, f.overrides(cmd), nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	logger := newLogger(w.Current().Log, a.stderr)
-	return w, logger, nil
+	l, err := newLogger(w.Current().Log, a.stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	w.SetLogger(l.Logger)
+	w.Subscribe(func(c config.Config) { l.SetLevel(c.Log.Level) })
+	slog.SetDefault(l.Logger)
+	return w, l.Logger, nil
 }
 
-func newLogger(c config.Log, out io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(out, opts))
-	}
-	return slog.New(slog.NewTextHandler(out, opts))
+// newLogger builds the logger of the log section. A syslog socket stays
+// open for the life of the process.
+func newLogger(c config.Log, out io.Writer) (*logging.Logger, error) {
+	return logging.New(logging.Options{Format: c.Format, Level: c.Level,
+		SyslogAddress: c.SyslogAddress, SyslogFacility: c.SyslogFacility}, out)
 }

@@ -46,6 +46,11 @@ type NATS struct {
 type Log struct {
 	Format string `koanf:"format"` // text, json, syslog
 	Level  string `koanf:"level"`
+	// SyslogAddress is the local syslog datagram socket that log.format
+	// syslog writes RFC 5424 messages to.
+	SyslogAddress string `koanf:"syslog_address"`
+	// SyslogFacility is the facility name of those messages.
+	SyslogFacility string `koanf:"syslog_facility"`
 }
 
 // HTTP configures the API server.
@@ -166,7 +171,7 @@ func Default() Config {
 			LeaseTTL:    15 * time.Second,
 			Heartbeat:   5 * time.Second,
 		},
-		Log: Log{Format: "text", Level: "info"},
+		Log: Log{Format: "text", Level: "info", SyslogAddress: "/dev/log", SyslogFacility: "daemon"},
 		HTTP: HTTP{
 			ReadTimeout:  30 * time.Second,
 			WriteTimeout: 0, // long waits and SSE; per-handler deadlines instead

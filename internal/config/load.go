@@ -37,6 +37,11 @@ type Loaded struct {
 	// Overrides are the flag values (koanf paths such as "nats.url") that
 	// win over everything and are applied again on every reload.
 	Overrides map[string]any
+	// Empty is set when the file parsed to no settings at all (empty, only
+	// comments, or only keys with no value). At startup that means
+	// defaults; a reload refuses it unless the running file was empty too,
+	// since a truncated file must not silently drop the security setup.
+	Empty bool
 }
 
 // Load builds a Config from defaults, then the file at path (YAML for .yaml
@@ -59,28 +64,26 @@ func Load(path string, environ []string, overrides map[string]any) (Config, Load
 		return Config{}, l, fmt.Errorf("load config: %w", err)
 	}
 	l.SHA256 = hashBytes(data)
-	cfg, err := buildFile(path, data, environ, overrides)
+	cfg, empty, err := buildFile(path, data, environ, overrides)
+	l.Empty = empty
 	return cfg, l, err
 }
 
 // buildFile parses data as the file at path and layers env and overrides
 // on top. It is Load without the read, so the drift check can judge the
-// exact bytes it hashed.
-func buildFile(path string, data []byte, environ []string, overrides map[string]any) (Config, error) {
-	var (
-		file map[string]any
-		err  error
-	)
+// exact bytes it hashed. empty reports a file that set nothing.
+func buildFile(path string, data []byte, environ []string, overrides map[string]any) (cfg Config, empty bool, err error) {
+	var file map[string]any
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
 	case ".yaml", ".yml":
 		file, err = yaml.Parser().Unmarshal(data)
 	case ".toml":
 		file, err = toml.Parser().Unmarshal(data)
 	default:
-		return Config{}, fmt.Errorf("load config %s: unsupported extension %q (use .yaml, .yml or .toml)", path, ext)
+		return Config{}, false, fmt.Errorf("load config %s: unsupported extension %q (use .yaml, .yml or .toml)", path, ext)
 	}
 	if err != nil {
-		return Config{}, fmt.Errorf("load config %s: parse: %w", path, err)
+		return Config{}, false, fmt.Errorf("load config %s: parse: %w", path, err)
 	}
 	if file == nil {
 		file = map[string]any{} // an empty file is valid: defaults apply
@@ -89,16 +92,17 @@ func buildFile(path string, data []byte, environ []string, overrides map[string]
 	file = stringKeys(file).(map[string]any)
 	checkKeys(file, reflect.TypeFor[Config](), "", &unknown)
 	if len(unknown) > 0 {
-		return Config{}, fmt.Errorf("load config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
+		return Config{}, false, fmt.Errorf("load config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
 	}
+	empty = setsNothing(file)
 	if err := normalize(file); err != nil {
-		return Config{}, fmt.Errorf("load config %s: %w", path, err)
+		return Config{}, empty, fmt.Errorf("load config %s: %w", path, err)
 	}
-	cfg, err := build(file, environ, overrides)
+	cfg, err = build(file, environ, overrides)
 	if err != nil {
-		return Config{}, fmt.Errorf("load config %s: %w", path, err)
+		return Config{}, empty, fmt.Errorf("load config %s: %w", path, err)
 	}
-	return cfg, nil
+	return cfg, empty, nil
 }
 
 // build merges the layers over Default and decodes them.
@@ -227,6 +231,21 @@ func checkKeys(m map[string]any, t reflect.Type, prefix string, unknown *[]strin
 			}
 		}
 	}
+}
+
+// setsNothing reports whether v, after checkKeys dropped the keys with no
+// value, is only (nested) empty sections.
+func setsNothing(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	for _, x := range m {
+		if !setsNothing(x) {
+			return false
+		}
+	}
+	return true
 }
 
 // normalize accepts the Vigrid form of worker.forbidden_chars, a list of

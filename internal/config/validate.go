@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/logging"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
@@ -188,6 +189,12 @@ func (c Config) validateLogHTTP(ps *problems) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		ps.add("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format == "syslog" && !filepath.IsAbs(c.Log.SyslogAddress) {
+		ps.add("log.syslog_address", "%q must be the absolute path of a unix datagram socket (/dev/log)", c.Log.SyslogAddress)
+	}
+	if _, ok := logging.Facility(c.Log.SyslogFacility); !ok {
+		ps.add("log.syslog_facility", "%q must be a syslog facility name (daemon, user, auth, authpriv, local0 … local7)", c.Log.SyslogFacility)
 	}
 
 	h := c.HTTP

@@ -23,17 +23,21 @@ type Watcher struct {
 	path      string
 	environ   []string
 	overrides map[string]any
-	logger    *slog.Logger
+	// logger is swappable because the process's logger is built from the
+	// config this Watcher loads (SetLogger).
+	logger atomic.Pointer[slog.Logger]
 
 	// cur is read on every request, so it is a lock-free pointer swap.
 	cur atomic.Pointer[Config]
 
-	// reloadMu serializes Reload so subscribers see configs in order.
+	// reloadMu serializes reloads so preparers and subscribers see
+	// configs in order.
 	reloadMu sync.Mutex
 
 	mu           sync.Mutex // guards the fields below
 	loaded       Loaded
 	loadedAt     time.Time
+	preparers    []namedPreparer
 	subs         []func(Config)
 	diskSHA      string
 	drift        bool
@@ -70,8 +74,8 @@ func NewWatcher(path string, environ []string, overrides map[string]any, logger 
 		path:      path,
 		environ:   slices.Clone(environ),
 		overrides: maps.Clone(overrides),
-		logger:    logger,
 	}
+	w.logger.Store(logger)
 	cfg, l, err := Load(path, w.environ, w.overrides)
 	if err != nil {
 		return nil, err
@@ -86,6 +90,14 @@ func NewWatcher(path string, environ []string, overrides map[string]any, logger 
 	return w, nil
 }
 
+// SetLogger replaces the logger, once the process has built its own from
+// the configuration this Watcher loaded.
+func (w *Watcher) SetLogger(l *slog.Logger) {
+	if l != nil {
+		w.logger.Store(l)
+	}
+}
+
 // Current returns the running configuration. It is cheap enough for the
 // hot path; callers must treat the slices in it as read-only.
 func (w *Watcher) Current() Config { return *w.cur.Load() }
@@ -95,62 +107,6 @@ func (w *Watcher) Loaded() Loaded {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.loaded
-}
-
-// Subscribe registers fn to be called with the new configuration after
-// each reload that changed it, in reload order. fn runs on the reloading
-// goroutine and must not call Reload.
-func (w *Watcher) Subscribe(fn func(Config)) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.subs = append(w.subs, fn)
-}
-
-// Reload loads and validates the file, env and overrides again. An invalid
-// result is refused: the running config stays and the error says why.
-// changed reports whether the effective configuration differs; a reload
-// that only changed comments still clears the drift.
-func (w *Watcher) Reload() (changed bool, err error) {
-	w.reloadMu.Lock()
-	defer w.reloadMu.Unlock()
-
-	cfg, l, err := Load(w.path, w.environ, w.overrides)
-	if err == nil {
-		err = cfg.Validate()
-	}
-	now := time.Now()
-	if err != nil {
-		w.mu.Lock()
-		w.reloadAt, w.reloadError = now, err.Error()
-		sha := w.loaded.SHA256
-		w.mu.Unlock()
-		return false, fmt.Errorf("reload config %s: refused, still serving sha256 %s: %w", displayPath(w.path), short(sha), err)
-	}
-
-	old := w.Current()
-	keys := Changed(old, cfg)
-	w.cur.Store(&cfg)
-
-	w.mu.Lock()
-	w.loaded, w.loadedAt = l, now
-	w.reloadAt, w.reloadError = now, ""
-	w.diskSHA, w.checkedAt = l.SHA256, now
-	w.drift, w.driftReason = false, ""
-	w.pendingSHA, w.pendingError = "", ""
-	subs := slices.Clone(w.subs)
-	w.mu.Unlock()
-
-	w.logger.Info("config reloaded", "path", w.path, "sha256", l.SHA256, "changed_keys", keys)
-	if restart := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return !RequiresRestart(k) }); len(restart) > 0 {
-		w.logger.Warn("config keys changed that take effect only after a restart", "keys", restart)
-	}
-	if len(keys) == 0 {
-		return false, nil
-	}
-	for _, fn := range subs {
-		fn(cfg)
-	}
-	return true, nil
 }
 
 // Drift reports whether the file on disk differed from the loaded one at
@@ -163,7 +119,10 @@ func (w *Watcher) Drift() (bool, string) {
 
 // Check hashes the file on disk now and compares it with the loaded one.
 // When they differ it also tries the new file, so the status can say in
-// advance whether a reload would be refused. Transitions are logged.
+// advance whether a reload would be refused (invalid, empty, or removing a
+// part of the security setup without confirmation; the preparers are not
+// run, so a bad key file shows only when a reload tries it). Transitions
+// are logged.
 func (w *Watcher) Check() (bool, string) {
 	if w.path == "" {
 		return false, ""
@@ -189,9 +148,13 @@ func (w *Watcher) Check() (bool, string) {
 		reason = fmt.Sprintf("config file changed on disk (sha256 %s, loaded %s); serving the loaded config until reload", short(disk), short(loaded))
 		if disk != pendingSHA {
 			pendingSHA, pendingError = disk, ""
-			cfg, err := buildFile(w.path, data, w.environ, w.overrides)
+			cfg, empty, err := buildFile(w.path, data, w.environ, w.overrides)
 			if err == nil {
 				err = cfg.Validate()
+			}
+			if err == nil {
+				// What a reload without confirmation would refuse.
+				err = guard(w.Current(), cfg, Loaded{SHA256: disk, Empty: empty}, w.Loaded().Empty, "")
 			}
 			if err != nil {
 				pendingError = err.Error()
@@ -215,9 +178,9 @@ func (w *Watcher) Check() (bool, string) {
 
 	switch {
 	case drift && !was:
-		w.logger.Warn("config drift", "path", w.path, "reason", reason, "sha256_loaded", loaded, "sha256_on_disk", disk, "pending_error", pendingError)
+		w.logger.Load().Warn("config drift", "path", w.path, "reason", reason, "sha256_loaded", loaded, "sha256_on_disk", disk, "pending_error", pendingError)
 	case !drift && was:
-		w.logger.Info("config drift cleared: file matches the loaded config again", "path", w.path, "sha256", loaded)
+		w.logger.Load().Info("config drift cleared: file matches the loaded config again", "path", w.path, "sha256", loaded)
 	}
 	return drift, reason
 }
@@ -291,7 +254,7 @@ func diff(a, b reflect.Value, prefix string, keys *[]string) {
 // store or a connection. Reload still accepts such changes and warns.
 func RequiresRestart(key string) bool {
 	switch key {
-	case "data_dir", "listen", "host", "database_url", "log.format",
+	case "data_dir", "listen", "host", "database_url", "log.format", "log.syslog_address", "log.syslog_facility",
 		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key":
 		return true
 	}

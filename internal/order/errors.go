@@ -23,6 +23,12 @@ const (
 	CodeUnavailable     Code = "unavailable"       // 503: a dependency is down
 	CodeInternal        Code = "internal"          // 500: a bug, never bad input
 
+	// CodeConfirmationRequired: a config reload would remove a whole part
+	// of the security setup and the request did not confirm it: 422.
+	CodeConfirmationRequired Code = "confirmation_required"
+	// CodeConfigEmpty: a config reload found a file that sets nothing: 422.
+	CodeConfigEmpty Code = "config_empty"
+
 	// CodeIdempotencyReused: an Idempotency-Key (or Nats-Msg-Id) already
 	// named a different request: 422, as payment APIs answer.
 	CodeIdempotencyReused Code = "idempotency_key_reused"
