@@ -184,6 +184,28 @@ func TestReapCgroupDeadWorker(t *testing.T) {
 	}
 }
 
+// TestReapCgroupWithoutRecord: the worker died after the start but before
+// it recorded the process; the worker taking over knows the order's cgroup
+// by its name alone, and that is enough to reap it.
+func TestReapCgroupWithoutRecord(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	fo := startFakeWorker(t, "sleep 100 & echo $!; setsid sleep 100 & echo $!; echo ready; wait", parent)
+	fo.kill9(t)
+	for _, pid := range fo.pids {
+		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
+	}
+	boot, err := CurrentBootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Reap(t.Context(), Process{Cgroup: fo.process.Cgroup, BootID: boot}, newTestLogger(t))
+	if res.Err != nil || !res.Found || res.Verified != VerifiedCgroup {
+		t.Fatalf("Reap = %+v, want found and verified by cgroup", res)
+	}
+	waitDead(t, fo.pids...)
+}
+
 func TestOwnCgroupDir(t *testing.T) {
 	t.Parallel()
 	const hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n" +

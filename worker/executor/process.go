@@ -34,6 +34,10 @@ type Process struct {
 	Cgroup string `json:"cgroup,omitempty"`
 }
 
+// CurrentBootID returns the id of the current boot, for a Process record
+// made without a running process (a cgroup to reap by its path alone).
+func CurrentBootID() (string, error) { return readBootID() }
+
 // readBootID returns the id of the current boot.
 func readBootID() (string, error) {
 	b, err := os.ReadFile(bootIDPath)

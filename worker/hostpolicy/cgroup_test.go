@@ -27,6 +27,9 @@ func TestCgroupPassedThrough(t *testing.T) {
 	if prep.Req.CgroupParent != parent || prep.Req.CgroupName != name {
 		t.Errorf("Req cgroup = %q %q, want %q %q", prep.Req.CgroupParent, prep.Req.CgroupName, parent, name)
 	}
+	if got := p.OrderCgroup(o.ID); got != filepath.Join(parent, name) || got != res.Process.Cgroup {
+		t.Errorf("OrderCgroup = %q, want %q, the cgroup the order ran in", got, res.Process.Cgroup)
+	}
 	if want := "0::/" + filepath.Base(parent) + "/" + name + "\n"; !strings.Contains(string(res.Stdout.Content), want) {
 		t.Errorf("the order saw /proc/self/cgroup %q, want a line %q", res.Stdout.Content, want)
 	}
@@ -49,7 +52,7 @@ func TestCgroupSetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prep.Req.CgroupParent != "" || prep.Req.CgroupName != "" {
+	if prep.Req.CgroupParent != "" || prep.Req.CgroupName != "" || p.OrderCgroup(order.NewID()) != "" {
 		t.Errorf("cgroup off, yet Req has %q %q", prep.Req.CgroupParent, prep.Req.CgroupName)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/worker/executor"
@@ -132,6 +134,19 @@ func (p *Policy) Cgroup() (parent, note string) {
 	return p.cgroupParent, p.cgroupNote
 }
 
+// OrderCgroup is the path of the cgroup order id runs (or ran) in, or ""
+// when orders run without one. A worker taking over a host can reap an
+// order's cgroup by this path even when the order's process was never
+// recorded (the previous worker died between the start and the record).
+func (p *Policy) OrderCgroup(id uuid.UUID) string {
+	if p.cgroupParent == "" {
+		return ""
+	}
+	return filepath.Join(p.cgroupParent, orderCgroupName(id))
+}
+
+func orderCgroupName(id uuid.UUID) string { return "order-" + id.String() }
+
 func compileAll(key string, patterns []string) ([]*regexp.Regexp, error) {
 	res := make([]*regexp.Regexp, 0, len(patterns))
 	for i, pat := range patterns {
@@ -203,7 +218,7 @@ func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
 	}
 	if p.cgroupParent != "" {
 		req.CgroupParent = p.cgroupParent
-		req.CgroupName = "order-" + o.ID.String()
+		req.CgroupName = orderCgroupName(o.ID)
 	}
 	if u.sudo {
 		sudo, err := p.lookup("sudo")
