@@ -1,0 +1,348 @@
+package api_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/policy"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+)
+
+// The principals every apiEnv knows, with their roles: admin and auditor
+// read every order; alice and bob (role ops) may run anything but read
+// only their own orders.
+var envRoles = map[string][]string{
+	"admin":   {"admin"},
+	"auditor": {"auditor"},
+	"alice":   {"ops"},
+	"bob":     {"ops"},
+}
+
+// newTokens makes a bearer token for every principal of envRoles. Two
+// apiEnvs given the same tokens accept the same principals.
+func newTokens() map[string]string {
+	out := map[string]string{}
+	for name := range envRoles {
+		tok, _ := auth.NewToken()
+		out[name] = tok
+	}
+	return out
+}
+
+// apiEnv is the API wired as `orderly api` wires it, on the real
+// PostgreSQL and NATS of internal/testenv, served by httptest, with the NATS
+// intake running and, for the hosts asked for, real workers.
+type apiEnv struct {
+	t       *testing.T
+	dsn     string
+	natsURL string
+	store   *postgres.Store
+	q       *queue.Queue
+	url     string
+	tokens  map[string]string
+}
+
+// envOptions configure newAPIEnv; zero values mean a fresh database, fresh
+// tokens and no workers.
+type envOptions struct {
+	dsn    string
+	tokens map[string]string
+	hosts  []string
+}
+
+func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
+	t.Helper()
+	ctx := testenv.Context(t)
+	if opts.dsn == "" {
+		opts.dsn = testenv.Postgres(t)
+	}
+	if opts.tokens == nil {
+		opts.tokens = newTokens()
+	}
+	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens}
+	pool, err := postgres.Open(ctx, e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e.store = postgres.New(pool)
+	nc, err := queue.Connect(e.natsURL, "api-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	e.q, err = queue.New(ctx, nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg config.Auth
+	for name, tok := range opts.tokens {
+		cfg.Tokens = append(cfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})
+	}
+	authn, err := auth.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.New([]config.Rule{
+		{Name: "admin", Roles: []string{"admin"}, Hosts: []string{"*"}, Allow: []string{".*"}, RunAs: []string{"", "*"}},
+		{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := testenv.Logger(t)
+	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
+	srv := api.New(api.Deps{
+		Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
+		Auth:     func() api.Authenticator { return authn },
+		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Status:   func() map[string]any { return map[string]any{} },
+	})
+	hs := httptest.NewServer(srv.Handler())
+	e.url = hs.URL
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); in.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := srv.RunNATSIntake(runCtx); err != nil {
+			t.Errorf("nats intake: %v", err)
+		}
+	}()
+	// Cleanups run last-in first-out: the HTTP server and the loops stop
+	// before the connections they use are closed.
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		stop()
+		wg.Wait()
+	})
+	for _, h := range opts.hosts {
+		e.startWorker(h)
+	}
+	return e
+}
+
+// startWorker runs a real worker for host, with the default host policy,
+// until the test ends.
+func (e *apiEnv) startWorker(host string) {
+	e.t.Helper()
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	logger := testenv.Logger(e.t)
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, executor.New(logger), logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				e.t.Errorf("worker %s: %v", host, err)
+			}
+		case <-time.After(20 * time.Second):
+			e.t.Errorf("worker %s did not stop", host)
+		}
+	})
+}
+
+// do sends a request as principal (its token; "" sends none) with hdr as
+// name/value pairs, and returns the status and body.
+func (e *apiEnv) do(as, method, path string, body any, hdr ...string) (int, []byte) {
+	e.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(testenv.Context(e.t), method, e.url+path, r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if as != "" {
+		req.Header.Set("Authorization", "Bearer "+e.tokens[as])
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// submit posts an order as principal and decodes the answer, which must
+// have status want.
+func (e *apiEnv) submit(as string, body map[string]any, query string, want int, hdr ...string) api.Order {
+	e.t.Helper()
+	code, b := e.do(as, "POST", "/v1/orders"+query, body, hdr...)
+	if code != want {
+		e.t.Fatalf("%s: POST /v1/orders%s = %d, want %d: %s", as, query, code, want, b)
+	}
+	var o api.Order
+	if err := json.Unmarshal(b, &o); err != nil {
+		e.t.Fatalf("decode order: %v: %s", err, b)
+	}
+	return o
+}
+
+// waitTerminal waits until the order is finished, failing at the deadline.
+func (e *apiEnv) waitTerminal(id uuid.UUID) api.Order {
+	e.t.Helper()
+	var o api.Order
+	waitFor(e.t, 30*time.Second, "order "+id.String()+" finished", func() bool {
+		code, b := e.do("admin", "GET", "/v1/orders/"+id.String(), nil)
+		if code != http.StatusOK {
+			e.t.Fatalf("GET order %s = %d: %s", id, code, b)
+		}
+		if err := json.Unmarshal(b, &o); err != nil {
+			e.t.Fatal(err)
+		}
+		return o.Status != "queued" && o.Status != "running"
+	})
+	return o
+}
+
+// publish sends a NATS submission as principal to orderly.submit.<host>
+// with the given Nats-Msg-Id ("" for none) and returns the intake's answer.
+func (e *apiEnv) publish(as, host, msgID string, body map[string]any) api.IntakeAnswer {
+	e.t.Helper()
+	nc, err := nats.Connect(e.natsURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer nc.Close()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m := nats.NewMsg(queue.SubmitSubject + host)
+	m.Header.Set("Authorization", "Bearer "+e.tokens[as])
+	m.Header.Set("Orderly-Reply", inbox)
+	if msgID != "" {
+		m.Header.Set("Nats-Msg-Id", msgID)
+	}
+	if m.Data, err = json.Marshal(body); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := nc.PublishMsg(m); err != nil {
+		e.t.Fatal(err)
+	}
+	reply, err := sub.NextMsg(20 * time.Second)
+	if err != nil {
+		e.t.Fatalf("%s: no intake answer for Nats-Msg-Id %q: %v", as, msgID, err)
+	}
+	var a api.IntakeAnswer
+	if err := json.Unmarshal(reply.Data, &a); err != nil {
+		e.t.Fatalf("decode intake answer: %v: %s", err, reply.Data)
+	}
+	return a
+}
+
+// events reads the SSE stream of an order as principal until stop
+// returns true or the stream ends, and returns the status and the event
+// names with their data.
+func (e *apiEnv) events(as string, id uuid.UUID, stop func(event, data string) bool) (int, []string) {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(testenv.Context(e.t), "GET", e.url+"/v1/orders/"+id.String()+"/events", nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens[as])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, []string{string(b)}
+	}
+	var out []string
+	var event, data string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if event != "" {
+				out = append(out, event+" "+data)
+				if stop(event, data) {
+					return resp.StatusCode, out
+				}
+			}
+			event, data = "", ""
+		case strings.HasPrefix(line, "event: "):
+			event = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			data = line[len("data: "):]
+		}
+	}
+	return resp.StatusCode, out
+}
+
+// waitFor polls cond every 20 ms until it holds, and fails the test when
+// it still does not hold after d.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within %s", what, d)
+		case <-tick.C:
+		}
+	}
+}
+
+// wantError checks an error answer's status and stable code.
+func wantError(t testing.TB, code int, body []byte, wantStatus int, wantCode string) {
+	t.Helper()
+	var eb api.ErrorBody
+	if code != wantStatus || json.Unmarshal(body, &eb) != nil || string(eb.Error.Code) != wantCode {
+		t.Fatalf("got %d %s, want %d %s", code, body, wantStatus, wantCode)
+	}
+}

@@ -1,0 +1,166 @@
+package api_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+)
+
+// TestIdempotencyKeyIsPerPrincipalREST: bob sending alice's
+// Idempotency-Key gets a new order of his own, never hers (her arguments
+// and output are hers to read); each principal's retry still returns its
+// own first order.
+func TestIdempotencyKeyIsPerPrincipalREST(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"idem"}})
+	const key = "deploy-42"
+	herBody := map[string]any{"host": "idem", "command": "echo", "args": []string{"alice secret"}}
+	hisBody := map[string]any{"host": "idem", "command": "echo", "args": []string{"bob's own"}}
+	hers := e.submit("alice", herBody, "?wait=20", http.StatusOK, "Idempotency-Key", key)
+	if hers.Result == nil || hers.Result.Stdout.Content != "alice secret\n" {
+		t.Fatalf("alice's order: %+v", hers)
+	}
+	his := e.submit("bob", hisBody, "?wait=20", http.StatusOK, "Idempotency-Key", key)
+	if his.ID == hers.ID || his.Principal != "bob" || strings.Join(his.Args, " ") != "bob's own" {
+		t.Fatalf("bob with alice's key got %s of %s with args %q; want a new order of his own", his.ID, his.Principal, his.Args)
+	}
+	if his.Result == nil || his.Result.Stdout.Content != "bob's own\n" {
+		t.Fatalf("bob's order did not run as his own: %+v", his.Result)
+	}
+	// Retries map to each principal's own first order.
+	for _, c := range []struct {
+		as   string
+		body map[string]any
+		want uuid.UUID
+	}{{"alice", herBody, hers.ID}, {"bob", hisBody, his.ID}} {
+		again := e.submit(c.as, c.body, "", http.StatusOK, "Idempotency-Key", key)
+		if again.ID != c.want {
+			t.Errorf("%s's retry returned %s, want %s", c.as, again.ID, c.want)
+		}
+	}
+	// Even alice's very request under her key is a new order of bob's.
+	copied := e.submit("bob", herBody, "?wait=20", http.StatusOK, "Idempotency-Key", key+"-copy")
+	mine := e.submit("alice", herBody, "?wait=20", http.StatusOK, "Idempotency-Key", key+"-copy")
+	if mine.ID == copied.ID || mine.Principal != "alice" || copied.Principal != "bob" {
+		t.Fatalf("the same request and key from bob (%s) and alice (%s) share an order", copied.ID, mine.ID)
+	}
+}
+
+// TestIdempotencyKeyIsPerPrincipalNATS: over NATS, Nats-Msg-Id is the
+// idempotency key, and it is per principal too. JetStream deduplicates
+// Nats-Msg-Id in the submit stream by itself (for every publisher alike), so
+// bob's submission goes through a second NATS server sharing the database,
+// as a publisher whose message the stream did not drop would: what is
+// tested is the intake's key, not the stream's dedup.
+func TestIdempotencyKeyIsPerPrincipalNATS(t *testing.T) {
+	first := newAPIEnv(t, envOptions{})
+	second := newAPIEnv(t, envOptions{dsn: first.dsn, tokens: first.tokens})
+	const key = "nats-key-7"
+	a := first.publish("alice", "nidem", key, map[string]any{"command": "echo", "args": []string{"alice secret"}})
+	if a.Order == nil || a.Order.Principal != "alice" {
+		t.Fatalf("alice's answer: %+v", a)
+	}
+	b := second.publish("bob", "nidem", key, map[string]any{"command": "echo", "args": []string{"bob's own"}})
+	if b.Error != nil || b.Order == nil {
+		t.Fatalf("bob's answer: %+v", b)
+	}
+	if b.Order.ID == a.Order.ID || b.Order.Principal != "bob" || strings.Join(b.Order.Args, " ") != "bob's own" {
+		t.Fatalf("bob with alice's Nats-Msg-Id got %s of %s with args %q; want a new order of his own",
+			b.Order.ID, b.Order.Principal, b.Order.Args)
+	}
+	// A retry by alice still finds her order (through a third server, as
+	// the second one's stream has seen the Nats-Msg-Id and drops it).
+	third := newAPIEnv(t, envOptions{dsn: first.dsn, tokens: first.tokens})
+	again := third.publish("alice", "nidem", key, map[string]any{"command": "echo", "args": []string{"alice secret"}})
+	if again.Order == nil || again.Order.ID != a.Order.ID {
+		t.Fatalf("alice's retry: %+v, want order %s", again, a.Order.ID)
+	}
+	// Neither can read the other's order.
+	for _, c := range []struct {
+		as string
+		id uuid.UUID
+	}{{"bob", a.Order.ID}, {"alice", b.Order.ID}} {
+		code, body := first.do(c.as, "GET", "/v1/orders/"+c.id.String(), nil)
+		wantError(t, code, body, http.StatusNotFound, "not_found")
+	}
+}
+
+// TestFanOutRetryIsIdempotentPerHost: a fan-out retried with the same
+// Idempotency-Key creates one order per host the first time and none the
+// second; every host runs its order once, and the retry answers with the
+// same batch.
+func TestFanOutRetryIsIdempotentPerHost(t *testing.T) {
+	hosts := []string{"fan-a", "fan-b", "fan-c"}
+	e := newAPIEnv(t, envOptions{hosts: hosts})
+	dir := t.TempDir()
+	body := map[string]any{"hosts": hosts, "command": "sh",
+		"args": []string{"-c", `mktemp "$1/run.XXXXXX"`, "_", dir}}
+	code, b := e.do("alice", "POST", "/v1/orders?wait=20", body, "Idempotency-Key", "fan-1")
+	if code != http.StatusOK {
+		t.Fatalf("fan-out: %d %s", code, b)
+	}
+	var first api.Batch
+	if err := json.Unmarshal(b, &first); err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Orders) != len(hosts) || first.Counts["succeeded"] != len(hosts) {
+		t.Fatalf("first fan-out: %s", b)
+	}
+	seen := map[string]uuid.UUID{}
+	for _, o := range first.Orders {
+		if prev, dup := seen[o.Host]; dup {
+			t.Fatalf("host %s got orders %s and %s", o.Host, prev, o.ID)
+		}
+		seen[o.Host] = o.ID
+	}
+	if len(seen) != len(hosts) {
+		t.Fatalf("orders for hosts %v, want %v", seen, hosts)
+	}
+
+	code, b = e.do("alice", "POST", "/v1/orders?wait=20", body, "Idempotency-Key", "fan-1")
+	if code != http.StatusOK {
+		t.Fatalf("retried fan-out: %d %s", code, b)
+	}
+	var again api.Batch
+	if err := json.Unmarshal(b, &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.BatchID != first.BatchID {
+		t.Errorf("retry answered batch %s, want %s", again.BatchID, first.BatchID)
+	}
+	var ids, want []string
+	for _, o := range again.Orders {
+		ids = append(ids, o.Host+"="+o.ID.String())
+	}
+	for h, id := range seen {
+		want = append(want, h+"="+id.String())
+	}
+	sort.Strings(ids)
+	sort.Strings(want)
+	if strings.Join(ids, ",") != strings.Join(want, ",") {
+		t.Errorf("retry answered orders %v, want %v", ids, want)
+	}
+
+	// One order per host in all, each executed exactly once.
+	code, b = e.do("admin", "GET", "/v1/orders?limit=100", nil)
+	var list api.OrderList
+	if code != http.StatusOK || json.Unmarshal(b, &list) != nil {
+		t.Fatalf("list: %d %s", code, b)
+	}
+	if len(list.Orders) != len(hosts) {
+		t.Errorf("%d orders after the retry, want %d", len(list.Orders), len(hosts))
+	}
+	runs, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != len(hosts) {
+		t.Errorf("%d executions, want %d", len(runs), len(hosts))
+	}
+}
