@@ -159,8 +159,9 @@ type Executor struct {
 	// bufs holds *[]byte read buffers for captured streams, reused across
 	// runs to keep the hot path's garbage down.
 	bufs sync.Pool
-	// bootID reads the boot id once: it cannot change while we run.
-	bootID func() (string, error)
+	// machine is read once: the boot, the machine and our pid namespace
+	// do not change while we run.
+	machine func() (machine, error)
 }
 
 // New returns an Executor that logs to logger (nil discards).
@@ -168,7 +169,7 @@ func New(logger *slog.Logger) *Executor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{logger: logger, bootID: sync.OnceValues(readBootID)}
+	return &Executor{logger: logger, machine: sync.OnceValues(readMachine)}
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -336,13 +337,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 // started identifies the just started leader and hands it to onStart. A
 // non-nil error means the process must not run on.
 func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process) error, res *Result) error {
-	boot, err := e.bootID()
+	m, err := e.machine()
 	var cgPath string
 	if cg != nil {
 		cgPath = cg.path
 	}
 	if err == nil {
-		res.Process, err = identify(pid, boot, cgPath)
+		res.Process, err = identify(pid, m, cgPath)
 	}
 	if onStart == nil {
 		if err != nil {

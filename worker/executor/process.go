@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // bootIDPath holds the kernel's random id of the current boot.
@@ -29,6 +31,13 @@ type Process struct {
 	// BootID is /proc/sys/kernel/random/boot_id at the start: start times
 	// and pids only mean something within one boot.
 	BootID string `json:"boot_id"`
+	// MachineID is /etc/machine-id, when the machine has one: another
+	// machine also has another boot id, which must not be mistaken for a
+	// reboot of this one (a standby worker on the wrong machine).
+	MachineID string `json:"machine_id,omitempty"`
+	// PidNS is the inode of the worker's pid namespace: PID and PGID are
+	// numbers in that namespace only. Zero means unknown.
+	PidNS uint64 `json:"pid_ns,omitempty"`
 	// Cgroup is the path of the order's own cgroup (under the unified
 	// hierarchy's mount point); empty when the order runs without one.
 	Cgroup string `json:"cgroup,omitempty"`
@@ -37,6 +46,33 @@ type Process struct {
 // CurrentBootID returns the id of the current boot, for a Process record
 // made without a running process (a cgroup to reap by its path alone).
 func CurrentBootID() (string, error) { return readBootID() }
+
+// machine is where processes are: the parts of a Process that are the same
+// for every process a worker starts.
+type machine struct {
+	bootID    string
+	machineID string
+	pidNS     uint64
+}
+
+// readMachine reads the current boot id, machine id and pid namespace. A
+// missing machine id is no error (minimal containers have none).
+func readMachine() (machine, error) {
+	boot, err := readBootID()
+	if err != nil {
+		return machine{}, err
+	}
+	m := machine{bootID: boot}
+	if b, err := os.ReadFile("/etc/machine-id"); err == nil {
+		m.machineID = string(bytes.TrimSpace(b))
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return machine{}, fmt.Errorf("read pid namespace: %w", err)
+	}
+	m.pidNS = st.Ino
+	return m, nil
+}
 
 // readBootID returns the id of the current boot.
 func readBootID() (string, error) {
@@ -54,8 +90,8 @@ func readBootID() (string, error) {
 // identify describes the just started leader pid. The leader is the
 // executor's unreaped child, so its pid cannot have been reused yet and
 // its /proc entry is its own.
-func identify(pid int, bootID, cgroup string) (Process, error) {
-	p := Process{PID: pid, PGID: pid, BootID: bootID, Cgroup: cgroup}
+func identify(pid int, m machine, cgroup string) (Process, error) {
+	p := Process{PID: pid, PGID: pid, BootID: m.bootID, MachineID: m.machineID, PidNS: m.pidNS, Cgroup: cgroup}
 	st, err := readStat(pid)
 	if err != nil {
 		return p, fmt.Errorf("identify order process %d: %w", pid, err)

@@ -32,11 +32,16 @@ func TestRunReportsProcess(t *testing.T) {
 		t.Fatalf("OnStart called %d times", len(seen))
 	}
 	p := seen[0]
-	want := Process{PID: res.Pid, PGID: res.Pid, StartTime: live.startTime, BootID: strings.TrimSpace(string(boot))}
+	here, err := readMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Process{PID: res.Pid, PGID: res.Pid, StartTime: live.startTime, BootID: strings.TrimSpace(string(boot)),
+		MachineID: here.machineID, PidNS: here.pidNS}
 	if p != want || res.Process != want {
 		t.Errorf("OnStart got %+v, Result has %+v, want %+v", p, res.Process, want)
 	}
-	if p.StartTime == 0 || live.session != p.PID || live.pgrp != p.PID {
+	if p.PidNS == 0 || p.StartTime == 0 || live.session != p.PID || live.pgrp != p.PID {
 		t.Errorf("leader: %+v, want a session and group of its own and a start time", live)
 	}
 	if res.Verified != VerifiedGroup {

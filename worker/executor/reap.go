@@ -77,16 +77,25 @@ func Reap(ctx context.Context, p Process, logger *slog.Logger) ReapResult {
 }
 
 func reap(p Process) ReapResult {
-	boot, err := readBootID()
+	here, err := readMachine()
 	if err != nil {
 		return ReapResult{Err: err}
 	}
 	if p.BootID == "" {
 		return ReapResult{Err: errors.New("the process record has no boot id")}
 	}
-	if p.BootID != boot {
+	// Another machine has another boot id too: only its machine id tells
+	// that from a reboot of this one.
+	if p.MachineID != "" && here.machineID != "" && p.MachineID != here.machineID {
+		return ReapResult{Err: fmt.Errorf("the order ran on machine %s, not this one (%s): only a worker there can end its processes", p.MachineID, here.machineID)}
+	}
+	if p.BootID != here.bootID {
 		return ReapResult{Verified: VerifiedReboot,
-			Detail: fmt.Sprintf("the host rebooted since the order started (boot %s, now %s)", p.BootID, boot)}
+			Detail: fmt.Sprintf("the host rebooted since the order started (boot %s, now %s)", p.BootID, here.bootID)}
+	}
+	// Pids are numbers in one pid namespace; /proc here shows ours.
+	if p.PidNS != 0 && p.PidNS != here.pidNS {
+		return ReapResult{Err: fmt.Errorf("the order ran in pid namespace %d, not this worker's (%d): only a worker there can end its processes", p.PidNS, here.pidNS)}
 	}
 	if p.Cgroup != "" {
 		if res, ok := reapCgroup(p.Cgroup); ok {

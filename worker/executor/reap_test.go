@@ -187,11 +187,13 @@ func TestReapRefusesUnsafeRecords(t *testing.T) {
 	}
 	self := os.Getpid()
 	for _, p := range []Process{
-		{PID: 0, PGID: 0, BootID: boot},               // kill(-0): our own group
-		{PID: 1, PGID: 1, BootID: boot},               // kill(-1): everything
-		{PID: self, PGID: self, BootID: boot},         // ourselves
-		{PID: self + 1, PGID: self + 2, BootID: boot}, // not a group leader
-		{PID: 4242, PGID: 4242},                       // no boot id
+		{PID: 0, PGID: 0, BootID: boot},                                        // kill(-0): our own group
+		{PID: 1, PGID: 1, BootID: boot},                                        // kill(-1): everything
+		{PID: self, PGID: self, BootID: boot},                                  // ourselves
+		{PID: self + 1, PGID: self + 2, BootID: boot},                          // not a group leader
+		{PID: 4242, PGID: 4242},                                                // no boot id
+		{PID: 4242, PGID: 4242, BootID: "other", MachineID: "another-machine"}, // not a reboot: another machine
+		{PID: 4242, PGID: 4242, BootID: boot, PidNS: 1},                        // another pid namespace
 	} {
 		if res := Reap(t.Context(), p, newTestLogger(t)); res.Err == nil || res.Found || res.Verified != "" {
 			t.Errorf("Reap(%+v) = %+v, want a refusal", p, res)
