@@ -107,7 +107,8 @@ type Request struct {
 	// an error (the worker could not record the process, or no longer owns
 	// the order) the order's processes are SIGKILLed at once and
 	// Result.Aborted holds the error: a process the worker cannot account
-	// for must not run on. It is called at most once, from Run's goroutine.
+	// for must not run on. It is called at most once, from Run's goroutine;
+	// Timeout counts from the start, OnStart's time included.
 	OnStart func(Process) error
 }
 
@@ -275,6 +276,11 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 		waitErr = <-exited
 	} else {
+		if req.Timeout > 0 {
+			// The timeout counts from the start, not from the end of
+			// OnStart; one that passed meanwhile fires at once.
+			req.Timeout = max(req.Timeout-time.Since(start), time.Nanosecond)
+		}
 		waitErr = e.supervise(ctx, pid, req, signals, exited, &res)
 	}
 	res.Duration = time.Since(start)

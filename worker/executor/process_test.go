@@ -84,3 +84,26 @@ func TestRunOnStartErrorKillsGroup(t *testing.T) {
 		t.Errorf("Verified = %q", res.Verified)
 	}
 }
+
+// TestRunTimeoutCountsOnStart: a slow OnStart (PostgreSQL busy) does not
+// extend the order's timeout.
+func TestRunTimeoutCountsOnStart(t *testing.T) {
+	t.Parallel()
+	req := sh("sleep 100")
+	req.Timeout = time.Second
+	req.KillGrace = 0 // SIGKILL right away: the duration is the timeout's
+	const slow = 1500 * time.Millisecond
+	req.OnStart = func(Process) error {
+		time.Sleep(slow) // a slow record, not waiting for an event
+		return nil
+	}
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if !res.TimedOut {
+		t.Fatalf("TimedOut = false, result %+v", res)
+	}
+	// Fired as soon as OnStart returned, not a whole timeout later.
+	if limit := slow + req.Timeout/2; res.Duration > limit {
+		t.Errorf("Duration = %v, want under %v: the timeout restarted after OnStart", res.Duration, limit)
+	}
+	assertGroupGone(t, res)
+}
