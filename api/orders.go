@@ -53,7 +53,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 
 	var events <-chan queue.Event
 	if wait > 0 {
-		sub, ch, err := s.Queue.SubscribeEvents(o.ID)
+		sub, ch, err := s.Queue.SubscribeEvents(o.Host, o.ID)
 		if err != nil {
 			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "event bus unavailable", Err: err})
 			return
@@ -168,7 +168,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	encode(w, http.StatusOK, toResponse(o))
+	encode(w, http.StatusOK, s.withCancellation(r.Context(), o))
 }
 
 // OrderList is a page of GET /v1/orders; NextCursor fetches the next.
@@ -255,63 +255,3 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	encode(w, http.StatusOK, resp)
 }
 
-type cancelRequest struct {
-	Signal string `json:"signal"`
-}
-
-// handleCancel is POST /v1/orders/{id}/cancel: a queued order becomes
-// canceled; a running one is signalled through its worker; a finished one
-// is a conflict.
-func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
-	var req cancelRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-	}
-	if req.Signal == "" {
-		req.Signal = "SIGTERM"
-	}
-	switch req.Signal {
-	case "SIGHUP", "SIGINT", "SIGTERM", "SIGKILL", "SIGUSR1", "SIGUSR2":
-	default:
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "signal", "signal must be one of SIGHUP, SIGINT, SIGTERM, SIGKILL, SIGUSR1, SIGUSR2"))
-		return
-	}
-	p := principalOf(r)
-	o, err := s.pathOrder(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	id := o.ID
-	if !p.HasRole("admin") && o.Principal != p.Name {
-		s.writeError(w, r, order.Errorf(order.CodeForbidden, "only the submitter or an admin may cancel this order"))
-		return
-	}
-	if o.Status == order.StatusQueued {
-		ok, err := s.Store.Cancel(r.Context(), id, p.Name, "canceled by "+p.Name)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if ok {
-			_ = s.Queue.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
-			o, _ = s.Store.GetOrder(r.Context(), id)
-			encode(w, http.StatusOK, toResponse(o))
-			return
-		}
-		o, _ = s.Store.GetOrder(r.Context(), id) // it started meanwhile
-	}
-	if o.Status == order.StatusRunning {
-		if err := s.Queue.SendControl(o.Host, queue.Control{OrderID: id, Signal: req.Signal, Actor: p.Name}); err != nil {
-			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "cannot reach the worker", Err: err})
-			return
-		}
-		encode(w, http.StatusAccepted, toResponse(o))
-		return
-	}
-	s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "order already finished with status " + string(o.Status),
-		Details: map[string]any{"status": o.Status}})
-}

@@ -26,6 +26,8 @@ type Store interface {
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	ListOrders(ctx context.Context, f postgres.Filter) ([]*order.Order, *uuid.UUID, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
+	RequestCancel(ctx context.Context, id uuid.UUID, actor, signal string) (order.Status, error)
+	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)
 	Hosts(ctx context.Context) ([]postgres.HostRow, error)
 	QueueDepth(ctx context.Context, host string) (int, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error

@@ -45,7 +45,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		after, resumed = n, true
 	}
 	ctx := r.Context()
-	cons, err := s.Queue.Live(ctx, id, after)
+	cons, err := s.Queue.Live(ctx, o.Host, id, after)
 	if err != nil {
 		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "live events unavailable", Err: err})
 		return
@@ -105,6 +105,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+	outputSubject, eventSubject := queue.OutputSubjectOf(o.Host, id), queue.EventSubjectOf(o.Host, id)
 	idle := time.NewTicker(500 * time.Millisecond)
 	defer idle.Stop()
 	lastSeq := after
@@ -123,6 +124,17 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			lastSeq = meta.Sequence.Stream
+			// Only the order's host's worker may publish on its subjects
+			// (NATS permissions); anything else is dropped, never shown.
+			switch m.Subject() {
+			case outputSubject:
+			case eventSubject:
+				if m.Headers().Get(queue.StreamHeader) != "" {
+					continue
+				}
+			default:
+				continue
+			}
 			if stream := m.Headers().Get(queue.StreamHeader); stream != "" {
 				content, enc := order.Encode(m.Data(), order.EncodeText)
 				var e *string
@@ -136,7 +148,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			var ev queue.Event
-			if json.Unmarshal(m.Data(), &ev) != nil {
+			if json.Unmarshal(m.Data(), &ev) != nil || ev.OrderID != id {
 				continue
 			}
 			switch {

@@ -154,6 +154,7 @@ type Order struct {
 	Attempt       int            `json:"attempt"`
 	StreamSeq     uint64         `json:"stream_seq,omitempty"`
 	Policy        order.Decision `json:"policy"`
+	Cancel        *Cancellation  `json:"cancel,omitempty"` // who asked to cancel it (cancel.go)
 	Result        *Result        `json:"result"`
 }
 

@@ -1,28 +1,74 @@
 package worker
 
 import (
+	"context"
 	"syscall"
+	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// control routes a cancel request to the order being executed.
+// controlTimeout bounds the PostgreSQL read a control message causes.
+const controlTimeout = 5 * time.Second
+
+// control handles a wake-up on the host's control subject. The message is
+// not trusted: anyone who can publish on the bus could have sent it, so it
+// only makes the worker look for a recorded cancel request of the order it
+// is running (applyCancel).
 func (w *Worker) control(c queue.Control) {
-	sig, ok := ParseSignal(c.Signal)
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	w.applyCancel(ctx, c.OrderID)
+}
+
+// applyCancel signals the running order id when PostgreSQL records a
+// request to cancel it, and does nothing otherwise. It is safe to call
+// again for the same request (the signal is sent again). Besides control
+// messages, the order loop may call it when an order starts and on its
+// heartbeat, to catch a request whose wake-up was lost.
+func (w *Worker) applyCancel(ctx context.Context, id uuid.UUID) {
+	if !w.isCurrent(id) {
+		return // not running here: a late or forged message
+	}
+	req, err := w.store.CancelRequestOf(ctx, id)
+	if order.ErrorCode(err) == order.CodeNotFound {
+		w.logger.Warn("control message for the running order, but no cancel request is recorded; ignored",
+			"order_id", id)
+		return
+	}
+	if err != nil {
+		w.logger.Error("read cancel request; the order keeps running", "order_id", id, "error", err)
+		return
+	}
+	if req.Host != w.opts.Host {
+		w.logger.Warn("cancel request recorded for another host; ignored", "order_id", id, "request_host", req.Host)
+		return
+	}
+	sig, ok := ParseSignal(req.Signal)
 	if !ok {
-		w.logger.Warn("control request with unknown signal", "order_id", c.OrderID, "signal", c.Signal)
+		w.logger.Warn("cancel request with an unknown signal; ignored", "order_id", id, "signal", req.Signal)
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.current == nil || w.current.id != c.OrderID {
-		return
+	if w.current == nil || w.current.id != id {
+		return // it finished meanwhile
 	}
 	select {
 	case w.current.signals <- sig:
-		w.logger.Info("cancel requested", "order_id", c.OrderID, "signal", c.Signal, "actor", c.Actor)
+		w.logger.Info("cancel requested", "order_id", id, "signal", req.Signal, "actor", req.Actor,
+			"requested_at", req.RequestedAt)
 	default:
 	}
+}
+
+func (w *Worker) isCurrent(id uuid.UUID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.current != nil && w.current.id == id
 }
 
 // ParseSignal maps the signal names a cancel request may use.

@@ -42,6 +42,11 @@ type backend struct {
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger) (*backend, error) {
+	return openBackendAs(ctx, cfg, name, roleAPI, logger)
+}
+
+// openBackendAs is openBackend connecting to NATS as role (natsauth.go).
+func openBackendAs(ctx context.Context, cfg config.Config, name string, role natsRole, logger *slog.Logger) (*backend, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("no database: set database_url (--database-url or ORDERLY_DATABASE_URL)")
 	}
@@ -56,9 +61,10 @@ func openBackend(ctx context.Context, cfg config.Config, name string, logger *sl
 		pool.Close()
 		return nil, err
 	}
-	var opts []nats.Option
-	if cfg.NATS.Credentials != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.Credentials))
+	opts, err := natsAuth(cfg, role)
+	if err != nil {
+		pool.Close()
+		return nil, err
 	}
 	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		if err != nil {
@@ -70,8 +76,7 @@ func openBackend(ctx context.Context, cfg config.Config, name string, logger *sl
 		pool.Close()
 		return nil, err
 	}
-	q, err := queue.New(ctx, nc, queue.Options{Replicas: cfg.NATS.Replicas, DedupWindow: cfg.NATS.DedupWindow,
-		AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.NATS.LeaseTTL})
+	q, err := openQueue(ctx, nc, cfg, role)
 	if err != nil {
 		nc.Close()
 		pool.Close()

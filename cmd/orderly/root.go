@@ -48,6 +48,8 @@ func (f *serverFlags) bind(cmd *cobra.Command, keys ...string) {
 		"host":         "host id of this machine's worker (default: the short hostname)",
 		"database_url": "PostgreSQL URL (default for serve: a managed local PostgreSQL)",
 		"nats.url":     "NATS URL (default for serve: embedded nats-server)",
+		"nats.nkey":    "file with this process's NATS nkey seed (serve writes them in <data-dir>/nats-creds/)",
+		"nats.workers": "extra worker host ids serve's embedded NATS issues credentials for (comma-separated)",
 	}
 	for _, k := range keys {
 		v := new(string)

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +35,7 @@ func (a *app) serveCommand() *cobra.Command {
 			return a.serve(cmd, f)
 		},
 	}
-	f.bind(cmd, "data_dir", "listen", "host", "database_url", "nats.url")
+	f.bind(cmd, "data_dir", "listen", "host", "database_url", "nats.url", "nats.workers")
 	return cmd
 }
 
@@ -92,6 +94,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		})
 		cfg.DatabaseURL = pg.DSN()
 	}
+	var natsCreds *natsembed.Credentials
 	if cfg.NATS.URL == "" {
 		host, port, err := splitHostPort(cfg.NATS.Listen)
 		if err != nil {
@@ -100,13 +103,21 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		if port == 0 {
 			port = -1 // any free port, as for listen
 		}
+		// Every connection authenticates, with its role's permissions: the
+		// commands orderly runs are local processes too (DESIGN §4.7).
+		creds, err := natsembed.EnsureCredentials(filepath.Join(dataDir, "nats-creds"), cfg.Host, cfg.NATS.Workers)
+		if err != nil {
+			return err
+		}
 		ns, err := natsembed.Start(natsembed.Options{Dir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
-			SyncAlways: true, Logger: logger})
+			SyncAlways: true, Logger: logger, Credentials: creds})
 		if err != nil {
 			return err
 		}
 		cleanups = append(cleanups, ns.Shutdown)
 		cfg.NATS.URL = ns.ClientURL()
+		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
+		natsCreds = creds
 	}
 	if err := migrations.Up(ctx, cfg.DatabaseURL); err != nil {
 		return err
@@ -136,14 +147,22 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	cleanups = append(cleanups, ar.shutdown)
 
+	natsLine, workerCreds := cfg.NATS.URL, ""
+	if natsCreds != nil {
+		natsLine += fmt.Sprintf("   (credentials: %s, one nkey seed per role)", natsCreds.Dir)
+		workerCreds = fmt.Sprintf(" --nats-nkey %s", filepath.Join(natsCreds.Dir, natsembed.WorkerFile("<id>")))
+	}
 	fmt.Fprintf(a.stdout, `orderly %s is running
   API:         %s
   admin token: %s   (curl -H "Authorization: Bearer $(cat %s)" %s/v1/hosts)
   worker host: %s
   NATS:        %s
   PostgreSQL:  %s
-  add a worker: orderly worker --host <id> --nats-url %s --database-url '%s'
-`, version, ar.URL, tokenFile, tokenFile, ar.URL, cfg.Host, cfg.NATS.URL, redactDSN(cfg.DatabaseURL), cfg.NATS.URL, cfg.DatabaseURL)
+  add a worker: orderly worker --host <id> --nats-url %s%s --database-url '%s'
+`, version, ar.URL, tokenFile, tokenFile, ar.URL, cfg.Host, natsLine, redactDSN(cfg.DatabaseURL), cfg.NATS.URL, workerCreds, cfg.DatabaseURL)
+	if natsCreds != nil {
+		fmt.Fprintf(a.stdout, "                (<id> is one of nats.workers / --nats-workers: %s)\n", strings.Join(slices.Sorted(maps.Keys(natsCreds.Workers)), ", "))
+	}
 
 	return a.waitForSignals(ctx, w, logger, wr)
 }

@@ -40,7 +40,7 @@ func (a *app) apiCommand() *cobra.Command {
 			return a.waitForSignals(ctx, w, logger, nil)
 		},
 	}
-	f.bind(cmd, "listen", "database_url", "nats.url")
+	f.bind(cmd, "listen", "database_url", "nats.url", "nats.nkey")
 	return cmd
 }
 
@@ -60,7 +60,7 @@ func (a *app) workerCommand() *cobra.Command {
 			if cfg.Host == "" {
 				cfg.Host = defaultHost()
 			}
-			b, err := openBackend(ctx, cfg, "orderly-worker-"+cfg.Host, logger)
+			b, err := openBackendAs(ctx, cfg, "orderly-worker-"+cfg.Host, roleWorker, logger)
 			if err != nil {
 				return err
 			}
@@ -80,7 +80,7 @@ func (a *app) workerCommand() *cobra.Command {
 			return a.waitForSignals(ctx, w, logger, wr)
 		},
 	}
-	f.bind(cmd, "host", "database_url", "nats.url")
+	f.bind(cmd, "host", "database_url", "nats.url", "nats.nkey")
 	return cmd
 }
 

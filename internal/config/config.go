@@ -35,6 +35,8 @@ type NATS struct {
 	URL         string        `koanf:"url"`    // empty: serve embeds nats-server
 	Listen      string        `koanf:"listen"` // embedded server address, default 127.0.0.1:4222
 	Credentials string        `koanf:"credentials"`
+	Nkey        string        `koanf:"nkey"`    // nkey seed file; serve writes one per role (docs/security.md)
+	Workers     []string      `koanf:"workers"` // extra hosts serve issues worker credentials for
 	Replicas    int           `koanf:"replicas"`
 	DedupWindow time.Duration `koanf:"dedup_window"`
 	AckWait     time.Duration `koanf:"ack_wait"`

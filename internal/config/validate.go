@@ -166,6 +166,14 @@ func (c Config) validateNATS(ps *problems) {
 	if n.Replicas < 1 || n.Replicas > 5 {
 		ps.add("nats.replicas", "must be between 1 and 5, got %d", n.Replicas)
 	}
+	if n.Nkey != "" && n.Credentials != "" {
+		ps.add("nats.nkey", "set either nats.nkey or nats.credentials, not both")
+	}
+	for _, h := range n.Workers {
+		if !order.ValidHost(h) {
+			ps.add("nats.workers", "%q must be 1-128 characters of [A-Za-z0-9_-] (one NATS subject token)", h)
+		}
+	}
 	if n.DedupWindow < 2*time.Minute {
 		ps.add("nats.dedup_window", "must be at least 2m so a republished order is deduplicated, got %s", n.DedupWindow)
 	}

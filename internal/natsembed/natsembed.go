@@ -32,6 +32,10 @@ type Options struct {
 	// SyncAlways fsyncs every JetStream write before acknowledging it, as
 	// DESIGN.md §2 requires in production; tests leave it off for speed.
 	SyncAlways bool
+	// Credentials, when set, make every client authenticate with one of
+	// its nkeys and give it its role's permissions; without them the
+	// server accepts anyone (tests only: serve always sets them).
+	Credentials *Credentials
 }
 
 // Server is a running embedded nats-server.
@@ -64,7 +68,15 @@ func Start(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	var users []*server.NkeyUser
+	if opts.Credentials != nil {
+		if len(opts.Credentials.users) == 0 {
+			return nil, errors.New("natsembed: credentials without users")
+		}
+		users = opts.Credentials.users
+	}
 	ns, err := server.NewServer(&server.Options{
+		Nkeys:      users,
 		ServerName: "orderly",
 		Host:       opts.Host,
 		Port:       opts.Port,

@@ -8,9 +8,23 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Event is a status change of an order, published by the worker on
-// orderly.events.<id> after the change is committed to PostgreSQL. It is a
-// notification: readers fetch the order itself from PostgreSQL.
+// EventSubjectOf is where the worker of host publishes the status events of
+// order id: orderly.events.<host>.<id>. The host is in the subject so that
+// NATS permissions can let a worker publish only its own host's events
+// (docs/security.md, "The bus").
+func EventSubjectOf(host string, id uuid.UUID) string {
+	return EventsSubject + host + "." + id.String()
+}
+
+// OutputSubjectOf is where the worker of host publishes the live output of
+// order id: orderly.output.<host>.<id>, scoped by host like the events.
+func OutputSubjectOf(host string, id uuid.UUID) string {
+	return OutputSubject + host + "." + id.String()
+}
+
+// Event is a status change of an order, published on
+// orderly.events.<host>.<id> after the change is committed to PostgreSQL.
+// It is a notification: readers fetch the order itself from PostgreSQL.
 type Event struct {
 	OrderID uuid.UUID `json:"order_id"`
 	Type    string    `json:"type"` // started, finished, interrupted
@@ -18,26 +32,28 @@ type Event struct {
 	Host    string    `json:"host"`
 }
 
-// PublishEvent sends ev on core NATS. Events are best effort; waiters fall
-// back to reading PostgreSQL.
+// PublishEvent sends ev on core NATS, on the subject of ev.Host. Events are
+// best effort; waiters fall back to reading PostgreSQL.
 func (q *Queue) PublishEvent(ev Event) error {
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	if err := q.nc.Publish(EventsSubject+ev.OrderID.String(), b); err != nil {
+	if err := q.nc.Publish(EventSubjectOf(ev.Host, ev.OrderID), b); err != nil {
 		return fmt.Errorf("publish event of order %s: %w", ev.OrderID, err)
 	}
 	return nil
 }
 
-// SubscribeEvents delivers the events of one order to a buffered channel.
-// Subscribe before publishing the order, so that no event can be missed.
-func (q *Queue) SubscribeEvents(id uuid.UUID) (*nats.Subscription, <-chan Event, error) {
+// SubscribeEvents delivers the events of one order of host to a buffered
+// channel. Only host's subject is subscribed: another host's worker cannot
+// publish there. Subscribe before publishing the order, so that no event can
+// be missed.
+func (q *Queue) SubscribeEvents(host string, id uuid.UUID) (*nats.Subscription, <-chan Event, error) {
 	ch := make(chan Event, 8)
-	sub, err := q.nc.Subscribe(EventsSubject+id.String(), func(m *nats.Msg) {
+	sub, err := q.nc.Subscribe(EventSubjectOf(host, id), func(m *nats.Msg) {
 		var ev Event
-		if json.Unmarshal(m.Data, &ev) == nil {
+		if json.Unmarshal(m.Data, &ev) == nil && ev.OrderID == id {
 			select {
 			case ch <- ev:
 			default:
@@ -50,28 +66,36 @@ func (q *Queue) SubscribeEvents(id uuid.UUID) (*nats.Subscription, <-chan Event,
 	return sub, ch, nil
 }
 
-// Control is a request to the worker of a host about a running order.
+// Control wakes the worker of a host up about a cancel request. It carries
+// only the order id: the worker reads the request itself (who, when, which
+// signal) from PostgreSQL and ignores the message when there is none, so a
+// message forged on the bus cannot kill anything.
 type Control struct {
 	OrderID uuid.UUID `json:"order_id"`
-	Signal  string    `json:"signal"`
-	Actor   string    `json:"actor"`
 }
 
-// SendControl delivers a control request to the host's worker.
+// SendControl delivers a control wake-up to the host's worker.
 func (q *Queue) SendControl(host string, c Control) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	return q.nc.Publish(ControlSubject+host, b)
+	if err := q.nc.Publish(ControlSubject+host, b); err != nil {
+		return fmt.Errorf("wake the worker of host %s: %w", host, err)
+	}
+	return nil
 }
 
-// SubscribeControl calls fn for every control request to host.
+// SubscribeControl calls fn for every control wake-up to host.
 func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscription, error) {
-	return q.nc.Subscribe(ControlSubject+host, func(m *nats.Msg) {
+	sub, err := q.nc.Subscribe(ControlSubject+host, func(m *nats.Msg) {
 		var c Control
-		if json.Unmarshal(m.Data, &c) == nil {
+		if json.Unmarshal(m.Data, &c) == nil && c.OrderID != uuid.Nil {
 			fn(c)
 		}
 	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to control of host %s: %w", host, err)
+	}
+	return sub, nil
 }

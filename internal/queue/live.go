@@ -33,21 +33,24 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// PublishOutput sends one chunk of an order's stdout or stderr. It does
-// not wait for an acknowledgement: live output is best effort and the
-// order's result in PostgreSQL is complete regardless.
-func (q *Queue) PublishOutput(id uuid.UUID, stream string, p []byte) error {
-	m := nats.NewMsg(OutputSubject + id.String())
+// PublishOutput sends one chunk of the stdout or stderr of order id of
+// host, on the host's own output subject (the only one its worker may
+// publish to). It does not wait for an acknowledgement: live output is best
+// effort and the order's result in PostgreSQL is complete regardless.
+func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, p []byte) error {
+	m := nats.NewMsg(OutputSubjectOf(host, id))
 	m.Header.Set(StreamHeader, stream)
 	m.Data = append([]byte(nil), p...)
 	return q.nc.PublishMsg(m)
 }
 
-// Live returns an ordered consumer over one order's live messages,
-// starting after sequence after (0: from the beginning).
-func (q *Queue) Live(ctx context.Context, id uuid.UUID, after uint64) (jetstream.Consumer, error) {
+// Live returns an ordered consumer over the live messages of order id of
+// host, starting after sequence after (0: from the beginning). Only host's
+// subjects are read, so output another host's worker publishes for this
+// order never reaches a follower.
+func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (jetstream.Consumer, error) {
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{OutputSubject + id.String(), EventsSubject + id.String()},
+		FilterSubjects:    []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)},
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
 	}

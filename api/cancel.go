@@ -1,0 +1,103 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+type cancelRequest struct {
+	Signal string `json:"signal"`
+}
+
+// Cancellation is who asked to cancel an order, when, and with which
+// signal; the order's "cancel" field on the wire.
+type Cancellation struct {
+	Actor       string    `json:"actor"`
+	Signal      string    `json:"signal"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// handleCancel is POST /v1/orders/{id}/cancel: a queued order becomes
+// canceled; a running one is signalled through its worker; a finished one
+// is a conflict. The request is recorded in PostgreSQL first (who, when,
+// which signal); the NATS control message that follows only wakes the
+// worker, which acts on the recorded request and on nothing else.
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
+	var req cancelRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	if req.Signal == "" {
+		req.Signal = "SIGTERM"
+	}
+	switch req.Signal {
+	case "SIGHUP", "SIGINT", "SIGTERM", "SIGKILL", "SIGUSR1", "SIGUSR2":
+	default:
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "signal", "signal must be one of SIGHUP, SIGINT, SIGTERM, SIGKILL, SIGUSR1, SIGUSR2"))
+		return
+	}
+	p := principalOf(r)
+	o, err := s.pathOrder(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !p.HasRole("admin") && o.Principal != p.Name {
+		s.writeError(w, r, order.Errorf(order.CodeForbidden, "only the submitter or an admin may cancel this order"))
+		return
+	}
+	st, err := s.Store.RequestCancel(r.Context(), o.ID, p.Name, req.Signal)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	switch st {
+	case order.StatusCanceled:
+		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", p.Name)
+		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
+		s.answerCancel(w, r, o, http.StatusOK)
+	case order.StatusRunning:
+		// The request is on record: if this wake-up is lost, the worker
+		// still finds it when it next checks.
+		if err := s.Queue.SendControl(o.Host, queue.Control{OrderID: o.ID}); err != nil {
+			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "cancel recorded, but the worker cannot be reached now", Err: err,
+				Details: map[string]any{"order_id": o.ID}})
+			return
+		}
+		s.answerCancel(w, r, o, http.StatusAccepted)
+	default:
+		s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "order already finished with status " + string(st),
+			Details: map[string]any{"status": st}})
+	}
+}
+
+// answerCancel writes the order as it is now, with its cancel request.
+func (s *Server) answerCancel(w http.ResponseWriter, r *http.Request, o *order.Order, code int) {
+	if cur, err := s.Store.GetOrder(r.Context(), o.ID); err == nil {
+		o = cur
+	}
+	encode(w, code, s.withCancellation(r.Context(), o))
+}
+
+// withCancellation is the order's response with its recorded cancel
+// request, if any. Only orders a cancel can have touched are looked up, so
+// the common case costs no query.
+func (s *Server) withCancellation(ctx context.Context, o *order.Order) Order {
+	resp := toResponse(o)
+	switch o.Status {
+	case order.StatusRunning, order.StatusKilled, order.StatusCanceled:
+	default:
+		return resp
+	}
+	if c, err := s.Store.CancelRequestOf(ctx, o.ID); err == nil {
+		resp.Cancel = &Cancellation{Actor: c.Actor, Signal: c.Signal, RequestedAt: c.RequestedAt}
+	}
+	return resp
+}

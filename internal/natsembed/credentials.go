@@ -1,0 +1,146 @@
+package natsembed
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Credentials are the nkey seed files of serve's embedded NATS, one per
+// role, kept in one directory of the data dir (mode 0700, files 0600).
+// The server only ever sees the public keys; a client proves it holds a
+// seed by signing the server's nonce (nats.NkeyOptionFromSeed, or
+// `nats --nkey FILE`). Seeds are created on first start and kept, so that
+// workers started by hand keep working across restarts; deleting a file
+// and restarting serve rotates that credential.
+type Credentials struct {
+	Dir       string
+	Serve     string            // serve's own connection: its API and its worker
+	API       string            // extra `orderly api` processes
+	Submitter string            // NATS submitters (orderly.submit.>)
+	Workers   map[string]string // host id → the seed file of its worker
+
+	users []*server.NkeyUser
+}
+
+// EnsureCredentials loads the seed files in dir, creating the missing
+// ones: serve's, the API's, the submitter's, and a worker's for each host
+// in workers (serve's own host included, so that a standby worker of it
+// can join).
+func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, error) {
+	hosts := slices.Clone(workers)
+	if serveHost != "" && !slices.Contains(hosts, serveHost) {
+		hosts = append(hosts, serveHost)
+	}
+	for _, h := range hosts {
+		if !order.ValidHost(h) {
+			return nil, fmt.Errorf("natsembed: worker host %q is not a valid host id (1-128 characters of [A-Za-z0-9_-])", h)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("natsembed: create credentials dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("natsembed: credentials dir: %w", err)
+	}
+	c := &Credentials{Dir: dir, Workers: map[string]string{}}
+	add := func(name, role string, perms *server.Permissions) (string, error) {
+		path := filepath.Join(dir, name)
+		pub, err := ensureSeed(path, role)
+		if err != nil {
+			return "", err
+		}
+		c.users = append(c.users, &server.NkeyUser{Nkey: pub, Permissions: perms})
+		return path, nil
+	}
+	var err error
+	if c.Serve, err = add("serve.nk", "serve (API and worker of "+serveHost+")", ServePermissions(serveHost)); err != nil {
+		return nil, err
+	}
+	if c.API, err = add("api.nk", "api", APIPermissions()); err != nil {
+		return nil, err
+	}
+	if c.Submitter, err = add("submitter.nk", "submitter", SubmitterPermissions()); err != nil {
+		return nil, err
+	}
+	for _, h := range hosts {
+		if c.Workers[h], err = add(WorkerFile(h), "worker of host "+h, WorkerPermissions(h)); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// WorkerFile is the name of the seed file of the worker of host.
+func WorkerFile(host string) string { return "worker-" + host + ".nk" }
+
+// ensureSeed returns the public key of the user seed in path, first
+// writing a new one (mode 0600) when there is none.
+func ensureSeed(path, role string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return writeSeed(path, role)
+	}
+	if err != nil {
+		return "", fmt.Errorf("natsembed: read credential: %w", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("natsembed: credential: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("natsembed: credential %s is readable by others (mode %o): chmod 600 it, or delete it to rotate it", path, st.Mode().Perm())
+	}
+	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return "", fmt.Errorf("natsembed: credential %s: %w (delete it to create a new one)", path, err)
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return "", fmt.Errorf("natsembed: credential %s is not a user nkey seed (delete it to create a new one)", path)
+	}
+	return pub, nil
+}
+
+func writeSeed(path, role string) (string, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", fmt.Errorf("natsembed: create nkey: %w", err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return "", err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# orderly embedded NATS credential: %s\n# public key %s\n# use: --nats-nkey %s (nats CLI: --nkey)\n%s\n", role, pub, path, seed)
+	// O_EXCL: two serves starting on one data dir must not overwrite each
+	// other's seed after one of them has loaded it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("natsembed: write credential: %w", err)
+	}
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("natsembed: write credential: %w", err)
+	}
+	return pub, nil
+}

@@ -1,0 +1,384 @@
+package natsembed
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// bus is an embedded server with credentials for serve's host "h0" and the
+// workers of hosts h1 and h2.
+type bus struct {
+	url   string
+	creds *Credentials
+}
+
+func startBus(t *testing.T) *bus {
+	t.Helper()
+	creds, err := EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	return &bus{url: s.ClientURL(), creds: creds}
+}
+
+// client is a connection that records the permission violations the
+// server reports to it.
+type client struct {
+	nc         *nats.Conn
+	mu         sync.Mutex
+	violations []string
+	changed    chan struct{}
+}
+
+func (b *bus) connect(t *testing.T, seed, inbox string) *client {
+	t.Helper()
+	c := &client{changed: make(chan struct{}, 64)}
+	nk, err := nats.NkeyOptionFromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(b.url, nk, nats.CustomInboxPrefix(inbox),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				c.mu.Lock()
+				c.violations = append(c.violations, err.Error())
+				c.mu.Unlock()
+				c.changed <- struct{}{}
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	return c
+}
+
+// refused waits until the server has reported a violation naming subject,
+// in which a * token stands for any one token.
+func (c *client) refused(t *testing.T, what, subject string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		c.mu.Lock()
+		for _, v := range c.violations {
+			if matches(v, what+` to "`+subject+`"`) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.changed:
+		case <-deadline:
+			t.Fatalf("no permission violation for %s to %q; saw %q", what, subject, c.violations)
+		}
+	}
+}
+
+func matches(s, pattern string) bool {
+	parts := strings.Split(pattern, "*")
+	i := strings.Index(s, parts[0])
+	if i < 0 {
+		return false
+	}
+	s = s[i+len(parts[0]):]
+	for _, p := range parts[1:] {
+		tok, rest, ok := strings.Cut(s, ".")
+		if !ok || tok == "" || strings.ContainsAny(tok, `" `) || !strings.HasPrefix(rest, strings.TrimPrefix(p, ".")) {
+			return false
+		}
+		s = rest[len(strings.TrimPrefix(p, ".")):]
+	}
+	return true
+}
+
+// clean fails if the server reported any violation to c.
+func (c *client) clean(t *testing.T) {
+	t.Helper()
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.violations) > 0 {
+		t.Fatalf("unexpected permission violations: %q", c.violations)
+	}
+}
+
+func (c *client) publish(t *testing.T, subject string) {
+	t.Helper()
+	if err := c.nc.Publish(subject, []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) subscribe(t *testing.T, subject string) {
+	t.Helper()
+	sub, err := c.nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnauthenticatedRefused: without a credential, or with a seed the
+// server does not know, the embedded server refuses the connection.
+func TestUnauthenticatedRefused(t *testing.T) {
+	b := startBus(t)
+	if nc, err := nats.Connect(b.url); err == nil {
+		nc.Close()
+		t.Fatal("connected without credentials")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Fatalf("got %v, want an authorization violation", err)
+	}
+	// A credential of another server's data dir is refused too.
+	other, err := EnsureCredentials(filepath.Join(t.TempDir(), "other"), "h0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk, err := nats.NkeyOptionFromSeed(other.API)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(b.url, nk); err == nil {
+		nc.Close()
+		t.Fatal("connected with an unknown nkey")
+	}
+}
+
+// TestCredentialFiles: seeds are 0600 in a 0700 dir, kept across starts,
+// and a seed readable by others is refused.
+func TestCredentialFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "creds")
+	c1, err := EnsureCredentials(dir, "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("dir mode %v %v", st.Mode(), err)
+	}
+	for _, p := range []string{c1.Serve, c1.API, c1.Submitter, c1.Workers["h0"], c1.Workers["h1"]} {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", p, st, err)
+		}
+	}
+	c2, err := EnsureCredentials(dir, "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c1.users {
+		if c1.users[i].Nkey != c2.users[i].Nkey {
+			t.Fatalf("user %d changed across starts", i)
+		}
+	}
+	if err := os.Chmod(c1.Workers["h1"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureCredentials(dir, "h0", []string{"h1"}); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("got %v, want a refusal of a world-readable seed", err)
+	}
+	if _, err := EnsureCredentials(dir, "h0", []string{"a.>"}); err == nil {
+		t.Fatal("a host id with wildcards was accepted")
+	}
+}
+
+// TestRolesOnTheBus runs each role's real traffic through the queue
+// package on an authenticated server, then checks that a worker cannot
+// reach another host's consumer, lease, control or output, and that a
+// submitter can only submit.
+func TestRolesOnTheBus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Worker h1 does its whole job.
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := q1.AcquireLease(ctx, "h1", "w1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := q1.Heartbeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
+		t.Fatal(err)
+	}
+	controls := make(chan queue.Control, 1)
+	ctl, err := q1.SubscribeControl("h1", func(c queue.Control) { controls <- c })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Unsubscribe()
+	cons, err := q1.HostConsumer(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	if _, err := qAPI.Publish(ctx, "h1", id); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		got = append(got, string(m.Data()))
+		if err := m.InProgress(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 1 || got[0] != id.String() {
+		t.Fatalf("worker h1 fetched %q, want %s", got, id)
+	}
+	live, err := qAPI.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q1.PublishOutput("h1", id, "stdout", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q1.PublishEvent(queue.Event{OrderID: id, Host: "h1", Type: "started", Status: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := live.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || string(m.Data()) != "hi" {
+		t.Fatalf("live output: %v", err)
+	}
+	if err := qAPI.SendControl("h1", queue.Control{OrderID: id}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-controls:
+		if c.OrderID != id {
+			t.Fatalf("control %+v", c)
+		}
+	case <-ctx.Done():
+		t.Fatal("worker h1 did not receive its control message")
+	}
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w1.clean(t)
+	api.clean(t)
+
+	// Worker h2 cannot touch h1's consumer, lease, control or output.
+	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
+	q2, err := queue.Bind(ctx, w2.nc, queue.Options{LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, stop := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := q2.HostConsumer(short, "h1"); err == nil {
+		t.Fatal("worker h2 created host h1's consumer")
+	}
+	stop()
+	w2.refused(t, "Publish", "$JS.API.CONSUMER.CREATE.ORDERLY_ORDERS.host_h1.orderly.orders.h1")
+	if _, err := w2.nc.Request("$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_h1", []byte(`{"batch":1}`), time.Second); err == nil {
+		t.Fatal("worker h2 pulled from host h1's consumer")
+	}
+	w2.refused(t, "Publish", "$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_h1")
+	kv, err := jetstream.New(w2.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := kv.KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, stop = context.WithTimeout(ctx, 2*time.Second)
+	if _, err := hosts.Get(short, "lease.h1"); err == nil {
+		t.Fatal("worker h2 read host h1's lease")
+	}
+	stop()
+	w2.refused(t, "Publish", "$JS.API.DIRECT.GET.KV_orderly_hosts.$KV.orderly_hosts.lease.h1")
+	short, stop = context.WithTimeout(ctx, 2*time.Second)
+	if _, err := hosts.Put(short, "lease.h1", []byte("mallory")); err == nil {
+		t.Fatal("worker h2 wrote host h1's lease")
+	}
+	stop()
+	w2.refused(t, "Publish", "$KV.orderly_hosts.lease.h1")
+	if _, err := w2.nc.Request("$JS.API.STREAM.MSG.GET.KV_orderly_hosts", []byte(`{"last_by_subj":"$KV.orderly_hosts.lease.h1"}`), time.Second); err == nil {
+		t.Fatal("worker h2 read a lease through STREAM.MSG.GET")
+	}
+	w2.refused(t, "Publish", "$JS.API.STREAM.MSG.GET.KV_orderly_hosts")
+	short, stop = context.WithTimeout(ctx, 2*time.Second)
+	if _, err := hosts.Watch(short, "lease.h1"); err == nil {
+		t.Fatal("worker h2 watched host h1's lease")
+	}
+	stop()
+	w2.refused(t, "Publish", "$JS.API.CONSUMER.CREATE.KV_orderly_hosts.*.$KV.orderly_hosts.lease.h1")
+	w2.publish(t, "orderly.control.h1")
+	w2.refused(t, "Publish", "orderly.control.h1")
+	w2.publish(t, queue.OutputSubjectOf("h1", id))
+	w2.refused(t, "Publish", queue.OutputSubjectOf("h1", id))
+	w2.publish(t, queue.EventSubjectOf("h1", id))
+	w2.refused(t, "Publish", queue.EventSubjectOf("h1", id))
+	w2.subscribe(t, "orderly.control.h1")
+	w2.refused(t, "Subscription", "orderly.control.h1")
+	w2.subscribe(t, "_INBOX.>")
+	w2.refused(t, "Subscription", "_INBOX.>")
+	w2.subscribe(t, queue.APIInbox+".>")
+	w2.refused(t, "Subscription", queue.APIInbox+".>")
+	w2.publish(t, "$JS.API.STREAM.UPDATE.ORDERLY_ORDERS")
+	w2.refused(t, "Publish", "$JS.API.STREAM.UPDATE.ORDERLY_ORDERS")
+
+	// A submitter can submit and nothing else.
+	sub := b.connect(t, b.creds.Submitter, queue.SubmitterInbox)
+	js, err := jetstream.New(sub.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, queue.SubmitSubject+"h1", []byte(`{}`)); err != nil {
+		t.Fatalf("submitter could not submit: %v", err)
+	}
+	sub.clean(t)
+	for _, subj := range []string{"orderly.control.h1", queue.OutputSubjectOf("h1", id), queue.EventSubjectOf("h1", id),
+		queue.OrdersSubject + "h1", "$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_h1", "$KV.orderly_hosts.lease.h1"} {
+		sub.publish(t, subj)
+		sub.refused(t, "Publish", subj)
+	}
+	sub.subscribe(t, queue.OutputSubject+">")
+	sub.refused(t, "Subscription", queue.OutputSubject+">")
+
+	// The API may not pose as a worker's output either.
+	api.publish(t, queue.OutputSubjectOf("h1", id))
+	api.refused(t, "Publish", queue.OutputSubjectOf("h1", id))
+}

@@ -1,0 +1,46 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotProvisioned means the streams or the KV bucket do not exist yet and
+// this connection may not create them: a worker's NATS permissions let it
+// use the objects, not define them (docs/security.md, "The bus").
+var ErrNotProvisioned = errors.New("the JetStream streams and KV bucket do not exist yet: start orderly api (or serve) first, it creates them")
+
+// Bind returns a Queue over objects that already exist, without creating or
+// updating any: a worker must not be able to change a stream's settings (its
+// subjects, limits or retention) for every other host. When they do not
+// exist and nc may create them (a broker without permissions, as in tests),
+// it falls back to New; otherwise it fails with ErrNotProvisioned.
+func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 15 * time.Second
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = 30 * time.Second
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, HostsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		q, nerr := New(ctx, nc, opts)
+		if nerr != nil {
+			return nil, fmt.Errorf("%w (creating them failed: %v)", ErrNotProvisioned, nerr)
+		}
+		return q, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bind kv bucket %s: %w", HostsBucket, err)
+	}
+	return &Queue{nc: nc, js: js, kv: kv, opts: opts}, nil
+}
