@@ -70,7 +70,16 @@ func openBackendAs(ctx context.Context, cfg config.Config, name string, role nat
 		if err != nil {
 			logger.Warn("nats disconnected", "error", err)
 		}
-	}), nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }))
+	}), nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }),
+		// Without it, nats.go prints asynchronous errors (slow consumer,
+		// permission violation) as plain text on stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			logger.Warn("nats error", "subject", subject, "error", err)
+		}))
 	nc, err := queue.Connect(cfg.NATS.URL, name, opts...)
 	if err != nil {
 		pool.Close()
@@ -220,6 +229,9 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return rctx },
+		// net/http's own complaints (TLS handshakes, accept errors) come
+		// out in the configured log format too.
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); in.Run(rctx) }()

@@ -153,7 +153,8 @@ func serveMetrics(addr string, b *backend, logger *slog.Logger) (func(), error) 
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", b.metrics.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

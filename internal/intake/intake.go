@@ -101,18 +101,18 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	o.Principal = p.Name
 	defaulted := o.Timeout == 0
 	if err := order.Validate(o, s.opts.Limits()); err != nil {
-		return nil, err
+		return nil, s.refused(o, err)
 	}
 	if s.opts.Screen != nil {
 		if err := s.opts.Screen(o); err != nil {
-			return nil, err
+			return nil, s.refused(o, err)
 		}
 	}
 	dec, err := s.policy().Decide(policy.Request{Principal: p, Host: o.Host, Command: o.Command, Args: o.Args,
 		RunAs: o.RunAs, Timeout: o.Timeout, TimeoutDefaulted: defaulted, DryRun: o.DryRun})
 	o.Policy = dec
 	if err != nil {
-		return nil, err
+		return nil, s.refused(o, err)
 	}
 	if dec.Timeout > 0 {
 		o.Timeout = dec.Timeout
@@ -125,7 +125,8 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		return prev, nil
 	}
 	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
-		s.logger.Warn("publish order; the reconciler will retry", "order_id", o.ID, "host", o.Host, "error", err)
+		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
+			"principal", o.Principal, "source", o.Source, "error", err)
 		return o, &ErrNotPublished{ID: o.ID, Err: err}
 	}
 	select {
@@ -135,8 +136,17 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		// republish by the reconciler.
 	}
 	s.opts.Metrics.Submitted(o.Source)
-	s.logger.Debug("order queued", "order_id", o.ID, "host", o.Host, "principal", o.Principal)
+	s.logger.Info("order accepted", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source)
 	return o, nil
+}
+
+// refused logs an order the API refused before recording it, with the id
+// it would have had (DESIGN §9: one line per state change), and returns
+// err for the caller to answer with. The refusal is also an audit row.
+func (s *Service) refused(o *order.Order, err error) error {
+	s.logger.Info("order rejected", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source,
+		"code", order.ErrorCode(err), "reason", err.Error())
+	return err
 }
 
 // Run marks published orders in batches and reconciles unpublished ones
