@@ -173,8 +173,13 @@ func TestFailPointAfterExec(t *testing.T) {
 	for _, ev := range evs {
 		types = append(types, ev.Type)
 	}
-	if strings.Join(types, ",") != "submitted,started,interrupted" {
+	if strings.Join(types, ",") != "submitted,started,interrupted,reaped" {
 		t.Fatalf("events = %v", types)
+	}
+	// The successor recorded what it found of the dead attempt's processes.
+	reaped := evs[len(evs)-1].Detail
+	if reaped["process_recorded"] != true || reaped["verified"] != "group" {
+		t.Fatalf("reaped evidence = %v", reaped)
 	}
 }
 

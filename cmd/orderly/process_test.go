@@ -69,6 +69,42 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 	if c := strings.Count(string(data), "x"); c != 1 {
 		t.Fatalf("interrupted order ran %d times", c)
 	}
+	// The killed worker's order left `sleep 60` behind in its process
+	// group; the successor killed it before running the next order.
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if live := aliveInProcessGroup(t, pgid); len(live) > 0 {
+		t.Fatalf("processes %v of the interrupted order are still alive after the takeover", live)
+	}
+}
+
+// aliveInProcessGroup lists the processes of group pgid that are not zombies.
+func aliveInProcessGroup(t *testing.T, pgid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			live = append(live, pid)
+		}
+	}
+	return live
 }
 
 // serveProc is an `orderly serve` child process.

@@ -192,8 +192,8 @@ func (s *Store) RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, a
 	UPDATE order_processes SET reaped_at = now(), reaped_by = $3, reap = $4 WHERE order_id = $1 AND attempt = $2
 	RETURNING 1
 ), o AS (
-	UPDATE orders SET stdout = $6, stdout_bytes = length($6), stdout_truncated = $7,
-		stderr = $8, stderr_bytes = length($8), stderr_truncated = $9
+	UPDATE orders SET stdout = $6::bytea, stdout_bytes = octet_length($6::bytea), stdout_truncated = $7,
+		stderr = $8::bytea, stderr_bytes = octet_length($8::bytea), stderr_truncated = $9
 	WHERE id = $1 AND attempt = $2 AND status = 'interrupted' AND $5
 	RETURNING 1
 )

@@ -1,0 +1,301 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+)
+
+// slowAckWait is the production default: a recovery that waits for an ack
+// timer would take this long, so the tests below bound recovery well under it.
+const slowAckWait = 30 * time.Second
+
+// recoveryBound is how fast a successor must have run the orders a dead
+// worker held, in these tests.
+const recoveryBound = 10 * time.Second
+
+// startWith runs a worker for host on q with store, like env.start, with
+// the production ack wait.
+func (e *env) startWith(q *queue.Queue, store worker.Store, host string, fp func(string, *order.Order) error) <-chan error {
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	logger := testenv.Logger(e.t)
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, hp, executor.New(logger), logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	fin := make(chan struct{})
+	go func() {
+		ch <- w.Run(ctx)
+		close(fin)
+	}()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-fin:
+		case <-time.After(20 * time.Second):
+			e.t.Error("worker did not stop")
+		}
+	})
+	return ch
+}
+
+// slowQueue is a Queue whose host consumers have the production ack wait.
+func (e *env) slowQueue() *queue.Queue {
+	q, err := queue.New(e.t.Context(), e.q.Conn(), queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return q
+}
+
+// TestSuccessorRunsHeldOrdersAtOnceInOrder: a worker dies while it holds
+// the next order (pipelining). Its successor interrupts the dead attempt
+// and runs the held order and the rest at once and in stream order, not
+// after the 30 s ack timer of the held message.
+func TestSuccessorRunsHeldOrdersAtOnceInOrder(t *testing.T) {
+	e := newEnv(t)
+	q := e.slowQueue()
+	dir := t.TempDir()
+	first := e.submit("held", "sleep", "0.3") // the next message is held while it runs
+	var rest []uuid.UUID
+	for _, name := range []string{"a", "b", "c"} {
+		rest = append(rest, e.submit("held", "touch", filepath.Join(dir, name)))
+	}
+	done := e.startWith(q, e.store, "held", func(p string, o *order.Order) error {
+		if p == "after_exec" && o.ID == first {
+			return errCrash
+		}
+		return nil
+	})
+	if err := <-done; !errors.Is(err, errCrash) {
+		t.Fatalf("worker stopped with %v", err)
+	}
+	crashed := time.Now()
+	e.startWith(q, e.store, "held", nil)
+	e.waitStatus(first, order.StatusInterrupted)
+	var prev *order.Order
+	for _, id := range rest {
+		o := e.waitStatus(id, order.StatusSucceeded)
+		if prev != nil && (o.StreamSeq <= prev.StreamSeq || o.StartedAt.Before(*prev.FinishedAt)) {
+			t.Fatalf("order %s (seq %d) ran before %s (seq %d) finished", o.ID, o.StreamSeq, prev.ID, prev.StreamSeq)
+		}
+		prev = o
+	}
+	if took := prev.FinishedAt.Sub(crashed); took > recoveryBound {
+		t.Fatalf("the held orders ran %v after the crash: the successor waited for an ack timer", took)
+	}
+}
+
+// lostAnswer is a Store whose first CompleteAndClaim commits but reports
+// an error, as when the connection drops after the server committed.
+type lostAnswer struct {
+	*postgres.Store
+	lost atomic.Bool
+}
+
+func (s *lostAnswer) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
+	nextID uuid.UUID, w string, nextSeq uint64) (postgres.Step, error) {
+	step, err := s.Store.CompleteAndClaim(ctx, id, attempt, f, nextID, w, nextSeq)
+	if err == nil && s.lost.CompareAndSwap(false, true) {
+		return postgres.Step{}, errors.New("unexpected EOF")
+	}
+	return step, err
+}
+
+// TestAmbiguousCommitRunsTheClaimedOrder: the combined "finish N, claim
+// N+1" commits but the worker never hears so. It reads back what happened:
+// N is recorded once, N+1 — claimed by this very worker and never started —
+// runs; it is not interrupted, and the host goes on.
+func TestAmbiguousCommitRunsTheClaimedOrder(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	first := e.submit("ambig", "sleep", "0.3")
+	second := e.submit("ambig", "sh", "-c", `echo x >> "$1"`, "_", filepath.Join(dir, "second"))
+	third := e.submit("ambig", "true")
+	store := &lostAnswer{Store: e.store}
+	e.startWith(e.slowQueue(), store, "ambig", nil)
+	e.waitStatus(first, order.StatusSucceeded)
+	e.waitStatus(second, order.StatusSucceeded)
+	e.waitStatus(third, order.StatusSucceeded)
+	if !store.lost.Load() {
+		t.Fatal("the answer of the pipelined commit was never lost: nothing was tested")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "second")); string(b) != "x\n" {
+		t.Fatalf("second ran %q, want once", b)
+	}
+}
+
+// TestFenceRefusesFormerOwner: once another worker took the host over in
+// PostgreSQL, the former owner can neither claim an order of it nor record
+// a process for an attempt it claimed before.
+func TestFenceRefusesFormerOwner(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	early := e.submit("fence", "true")
+	late := e.submit("fence", "true")
+	if _, _, err := e.store.TakeHost(ctx, "fence", "test", postgres.Owner{Instance: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	o, claimed, err := e.store.Claim(ctx, early, "old", 1)
+	if err != nil || !claimed {
+		t.Fatalf("owner's claim: claimed %v, %v", claimed, err)
+	}
+	prev, _, err := e.store.TakeHost(ctx, "fence", "test", postgres.Owner{Instance: "new"})
+	if err != nil || prev.Instance != "old" {
+		t.Fatalf("take over: previous %q, %v", prev.Instance, err)
+	}
+	if _, claimed, err := e.store.Claim(ctx, late, "old", 2); claimed || !errors.Is(err, postgres.ErrNotOwner) {
+		t.Fatalf("former owner's claim: claimed %v, err %v; want ErrNotOwner", claimed, err)
+	}
+	// The successor settles the attempt; the former owner's process record
+	// for it is refused (it then kills what it started).
+	if ok, err := e.store.InterruptAttempt(ctx, early, o.Attempt, "new", "test"); !ok || err != nil {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	err = e.store.RecordProcess(ctx, early, o.Attempt, "old", postgres.Process{PID: 1, PGID: 1, BootID: "b"})
+	if !errors.Is(err, postgres.ErrNotOwner) {
+		t.Fatalf("former owner's process record: %v, want ErrNotOwner", err)
+	}
+	if _, claimed, err := e.store.Claim(ctx, late, "new", 2); !claimed || err != nil {
+		t.Fatalf("new owner's claim: claimed %v, %v", claimed, err)
+	}
+}
+
+// TestWorkerTakesHostAgainAfterLosingLease: a worker whose lease was taken
+// (as after a NATS restart, when the key expired and another instance won
+// it) does not sit idle: it waits as a standby and takes the host again
+// once the lease is free, then runs what was queued meanwhile.
+func TestWorkerTakesHostAgainAfterLosingLease(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	_, done := e.start("relost", nil)
+	e.waitStatus(e.submit("relost", "true"), order.StatusSucceeded)
+
+	kv, err := e.q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "lease.relost"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "lease.relost", []byte("rival")); err != nil {
+		t.Fatal(err)
+	}
+	// The worker must notice at its next renewal and never overwrite the
+	// rival's key: watch a few heartbeats.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		got, err := kv.Get(ctx, "lease.relost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got.Value()) != "rival" {
+			t.Fatalf("the worker overwrote a rival's lease: %q", got.Value())
+		}
+	}
+	queued := e.submit("relost", "true")
+	if err := kv.Delete(ctx, "lease.relost"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(queued, order.StatusSucceeded)
+	select {
+	case err := <-done:
+		t.Fatalf("worker stopped: %v", err)
+	default:
+	}
+}
+
+// TestExpiredOrderNeverStarts: an order whose deadline passed while it was
+// queued is expired by the worker without being claimed: no started_at, no
+// "started" event, nothing run.
+func TestExpiredOrderNeverStarts(t *testing.T) {
+	e := newEnv(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	past := time.Now().Add(-time.Second)
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "touch", Args: []string{marker},
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest", ExpiresAt: &past}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), "late", o.ID); err != nil {
+		t.Fatal(err)
+	}
+	next := e.submit("late", "true")
+	e.start("late", nil)
+	got := e.waitStatus(o.ID, order.StatusExpired)
+	e.waitStatus(next, order.StatusSucceeded)
+	if got.StartedAt != nil {
+		t.Fatalf("expired order shows started_at %v", got.StartedAt)
+	}
+	evs, err := e.store.Events(t.Context(), o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Type == "started" {
+			t.Fatal("expired order has a started event")
+		}
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatal("the expired order ran")
+	}
+}
+
+// TestIdempotentOrderRequeuedOnce: an idempotent order whose worker died
+// mid-attempt runs once more, in its place, on the successor; a second
+// loss makes it interrupted.
+func TestIdempotentOrderRequeuedOnce(t *testing.T) {
+	e := newEnv(t)
+	f := filepath.Join(t.TempDir(), "count")
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "idem", Command: "sh",
+		Args: []string{"-c", `echo x >> "$1"`, "_", f}, Idempotent: true,
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), "idem", o.ID); err != nil {
+		t.Fatal(err)
+	}
+	after := e.submit("idem", "true")
+	crashOn := func(attempt int) func(string, *order.Order) error {
+		return func(p string, got *order.Order) error {
+			if p == "after_exec" && got.ID == o.ID && got.Attempt == attempt {
+				return errCrash
+			}
+			return nil
+		}
+	}
+	_, done := e.start("idem", crashOn(1))
+	if err := <-done; !errors.Is(err, errCrash) {
+		t.Fatalf("worker stopped with %v", err)
+	}
+	e.start("idem", nil)
+	got := e.waitStatus(o.ID, order.StatusSucceeded)
+	e.waitStatus(after, order.StatusSucceeded)
+	if got.Attempt != 2 {
+		t.Fatalf("attempt = %d, want 2", got.Attempt)
+	}
+	if b, _ := os.ReadFile(f); string(b) != "x\nx\n" {
+		t.Fatalf("ran %q: want the lost attempt and the requeued one", b)
+	}
+	if after2 := e.waitStatus(after, order.StatusSucceeded); after2.StartedAt.Before(*got.FinishedAt) {
+		t.Fatal("the order after the requeued one ran first")
+	}
+}
