@@ -23,6 +23,8 @@ CREATE TABLE order_processes (
     pgid       integer     NOT NULL,
     start_time bigint      NOT NULL, -- /proc/<pid>/stat starttime, clock ticks since boot
     boot_id    text        NOT NULL,
+    machine_id text        NOT NULL DEFAULT '', -- /etc/machine-id: another machine is not a reboot
+    pid_ns     bigint      NOT NULL DEFAULT 0,  -- pid namespace inode: pids mean something only in it
     cgroup     text        NOT NULL DEFAULT '',
     started_at timestamptz NOT NULL DEFAULT now(),
     last_seen  timestamptz NOT NULL DEFAULT now(),

@@ -315,15 +315,13 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			}
 		}
 	}
-	if req.CgroupParent != "" && req.CgroupName == "" {
-		req.CgroupName = "order-" + o.ID.String()
-	}
 	// The fence on the process: it is recorded only while this attempt
 	// still owns the order, or killed at once (see RecordProcess).
 	req.OnStart = func(p executor.Process) error {
 		return w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
 			return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, postgres.Process{
-				PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID, Cgroup: p.Cgroup})
+				PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
+				MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup})
 		})
 	}
 	res := w.exec.Run(execCtx, req, signals)

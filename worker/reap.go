@@ -22,7 +22,8 @@ func (w *Worker) reap(ctx context.Context, p *postgres.Process) map[string]any {
 	}
 	ev := map[string]any{"process_recorded": true, "pid": p.PID, "pgid": p.PGID, "cgroup": p.Cgroup,
 		"process_started_at": p.StartedAt, "last_heartbeat": p.LastSeen, "worker": p.Worker}
-	proc := executor.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID, Cgroup: p.Cgroup}
+	proc := executor.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
+		MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
 	b := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	for {
 		r := executor.Reap(ctx, proc, w.logger)

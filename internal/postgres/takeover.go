@@ -69,6 +69,8 @@ type Process struct {
 	PID, PGID int
 	StartTime uint64
 	BootID    string
+	MachineID string
+	PidNS     uint64
 	Cgroup    string
 	Worker    string
 	StartedAt time.Time
@@ -85,12 +87,12 @@ func (s *Store) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, wo
 	const q = `WITH o AS (
 	SELECT id FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3 FOR SHARE
 )
-INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, cgroup)
-SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM o
+INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, machine_id, pid_ns, cgroup)
+SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM o
 ON CONFLICT (order_id, attempt) DO NOTHING
 RETURNING 1`
 	var one int
-	err := s.pool.QueryRow(ctx, q, id, attempt, worker, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.Cgroup).Scan(&one)
+	err := s.pool.QueryRow(ctx, q, id, attempt, worker, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.MachineID, int64(p.PidNS), p.Cgroup).Scan(&one)
 	if err == pgx.ErrNoRows {
 		return fmt.Errorf("record process of order %s: %w", id, ErrNotOwner)
 	}
@@ -108,19 +110,19 @@ func (s *Store) TouchProcess(ctx context.Context, id uuid.UUID, attempt int) err
 // was recorded (the worker stopped between the claim and the start).
 func (s *Store) ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*Process, error) {
 	var (
-		p     Process
-		start int64
+		p         Process
+		start, ns int64
 	)
-	err := s.pool.QueryRow(ctx, `SELECT pid, pgid, start_time, boot_id, cgroup, worker, started_at, last_seen
+	err := s.pool.QueryRow(ctx, `SELECT pid, pgid, start_time, boot_id, machine_id, pid_ns, cgroup, worker, started_at, last_seen
 		FROM order_processes WHERE order_id = $1 AND attempt = $2`, id, attempt).
-		Scan(&p.PID, &p.PGID, &start, &p.BootID, &p.Cgroup, &p.Worker, &p.StartedAt, &p.LastSeen)
+		Scan(&p.PID, &p.PGID, &start, &p.BootID, &p.MachineID, &ns, &p.Cgroup, &p.Worker, &p.StartedAt, &p.LastSeen)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, translate("read process of order "+id.String(), err)
 	}
-	p.StartTime = uint64(start)
+	p.StartTime, p.PidNS = uint64(start), uint64(ns)
 	return &p, nil
 }
 
