@@ -178,7 +178,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	commit()
 	// A reload builds the new security settings before anything changes
 	// and refuses the whole reload if they fail (all or nothing).
-	w.AddPreparer("api security (auth, policy, acl)", sec.prepare)
+	w.AddPreparer("api security (auth, policy, acl)", sec.prepare, config.PartPrincipals, config.PartRules, config.PartACL)
 	reload := func(ctx context.Context, confirm string) (config.ReloadResult, error) {
 		return w.ReloadWith(ctx, config.ReloadOptions{Confirm: confirm})
 	}
@@ -310,7 +310,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 				return nil, fmt.Errorf("worker policy: %w", err)
 			}
 			return func() { policy.p.Store(hp) }, nil
-		})
+		}, config.PartWorker)
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: version, Heartbeat: cfg.NATS.Heartbeat,
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},

@@ -17,10 +17,12 @@ import (
 // takes the new file, or none does and the old hash stays loaded.
 type Preparer func(ctx context.Context, cfg Config) (commit func(), err error)
 
-// namedPreparer is a Preparer with the part it builds, for errors.
+// namedPreparer is a Preparer with the part it builds, for errors, and
+// the parts of the security setup it uses.
 type namedPreparer struct {
-	part string
-	fn   Preparer
+	part   string
+	fn     Preparer
+	guards []Part
 }
 
 // ReloadOptions are the caller's choices for one reload.
@@ -75,11 +77,31 @@ func (e *PrepareError) Unwrap() error { return e.Err }
 // AddPreparer registers p to build part's share of every reload. p runs on
 // every reload, changed or not, so a reload also re-reads the files the
 // config names (a rotated key file). p runs on the reloading goroutine and
-// must not call Reload.
-func (w *Watcher) AddPreparer(part string, p Preparer) {
+// must not call Reload. guards are the parts of the security setup p
+// uses: a reload removing one of them needs confirmation. A process whose
+// preparers name no part guards every part, so a standalone worker is not
+// held back by the API's sections of a shared file, and an API by the
+// worker's.
+func (w *Watcher) AddPreparer(part string, p Preparer, guards ...Part) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.preparers = append(w.preparers, namedPreparer{part: part, fn: p})
+	w.preparers = append(w.preparers, namedPreparer{part: part, fn: p, guards: guards})
+}
+
+// guarded returns the parts this process's preparers use (all when none
+// says).
+func (w *Watcher) guarded() []Part {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var parts []Part
+	for _, p := range w.preparers {
+		for _, g := range p.guards {
+			if !slices.Contains(parts, g) {
+				parts = append(parts, g)
+			}
+		}
+	}
+	return parts
 }
 
 // Subscribe registers fn to be called with the new configuration after
@@ -126,7 +148,7 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 	preparers := slices.Clone(w.preparers)
 	w.mu.Unlock()
 
-	if err := guard(old, cfg, l, oldEmpty, opts.Confirm); err != nil {
+	if err := guard(old, cfg, l, oldEmpty, opts.Confirm, w.guarded()); err != nil {
 		return ReloadResult{}, w.refuse(l, err)
 	}
 	commits := make([]func(), 0, len(preparers))
@@ -172,12 +194,12 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 
 // guard refuses a new config that would drop the security setup: a file
 // that sets nothing (unless the running one set nothing either), or one
-// that removes a whole part without confirm naming its hash.
-func guard(old, cfg Config, l Loaded, oldEmpty bool, confirm string) error {
+// that removes a whole part among parts without confirm naming its hash.
+func guard(old, cfg Config, l Loaded, oldEmpty bool, confirm string, parts []Part) error {
 	if l.Empty && !oldEmpty {
 		return ErrEmptyFile
 	}
-	rm := Removals(old, cfg)
+	rm := Removals(old, cfg, parts...)
 	if len(rm) == 0 || (l.SHA256 != "" && strings.EqualFold(strings.TrimSpace(confirm), l.SHA256)) {
 		return nil
 	}

@@ -197,3 +197,22 @@ func buildFileText(t *testing.T, text string) (Config, error) {
 	cfg, _, err := Load(writeFile(t, "c.yaml", text), nil, nil)
 	return cfg, err
 }
+
+// TestReloadGuardsThePartsInUse: a standalone worker (a preparer that
+// guards only the worker part) takes a shared file that drops the API's
+// sections, but not one that drops its own containment.
+func TestReloadGuardsThePartsInUse(t *testing.T) {
+	p := writeFile(t, "c.yaml", secureYAML)
+	w, _ := newTestWatcher(t, p, nil, nil)
+	w.AddPreparer("worker", func(context.Context, Config) (func(), error) { return func() {}, nil }, PartWorker)
+
+	rewrite(t, p, without(without(without(secureYAML, "auth"), "policy"), "acl"))
+	if changed, err := w.Reload(); err != nil || !changed {
+		t.Fatalf("worker reload of a file without the API's sections = %v, %v", changed, err)
+	}
+	rewrite(t, p, strings.Replace(without(without(without(secureYAML, "auth"), "policy"), "acl"), "  exec_root: /usr\n", "", 1))
+	var ue *UnconfirmedError
+	if _, err := w.Reload(); !errors.As(err, &ue) || len(ue.Removals) != 1 || !strings.Contains(ue.Removals[0], "exec_root") {
+		t.Fatalf("worker reload dropping exec_root = %v", err)
+	}
+}

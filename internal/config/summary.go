@@ -46,26 +46,51 @@ func Summarize(old, new Config) Summary {
 	}
 }
 
+// Part names one part of the security setup, which a reload must not
+// remove without confirmation.
+type Part string
+
+// The parts of the security setup.
+const (
+	PartPrincipals Part = "principals" // auth.tokens and auth.jwt
+	PartRules      Part = "rules"      // policy
+	PartACL        Part = "acl"        // acl.allow and acl.deny
+	PartWorker     Part = "worker"     // worker.exec_root, default_user, command_path
+)
+
+// AllParts are every part, guarded when nothing says which parts a
+// process uses.
+func AllParts() []Part { return []Part{PartPrincipals, PartRules, PartACL, PartWorker} }
+
 // Removals lists, as sentences, what a reload from old to new would take
-// away entirely: every principal, every policy rule, the ACL, or part of
-// the worker's containment. An empty or truncated file does exactly that
-// while being perfectly valid, so such a reload needs explicit
-// confirmation (ReloadOptions.Confirm).
-func Removals(old, new Config) []string {
+// away entirely in the given parts (every part when none are given):
+// every principal, every policy rule, the ACL, or part of the worker's
+// containment. An empty or truncated file does exactly that while being
+// perfectly valid, so such a reload needs explicit confirmation
+// (ReloadOptions.Confirm).
+func Removals(old, new Config, parts ...Part) []string {
+	if len(parts) == 0 {
+		parts = AllParts()
+	}
 	var out []string
-	if len(principals(old)) > 0 && len(principals(new)) == 0 {
+	if slices.Contains(parts, PartPrincipals) && len(principals(old)) > 0 && len(principals(new)) == 0 {
 		out = append(out, "removes every principal (auth.tokens and auth.jwt): only tokens stored in PostgreSQL would authenticate")
 	}
-	if len(old.Policy) > 0 && len(new.Policy) == 0 {
+	if slices.Contains(parts, PartRules) && len(old.Policy) > 0 && len(new.Policy) == 0 {
 		out = append(out, "removes every policy rule: the built-in rule would let the admin role run anything as anyone")
 	}
-	switch {
-	case len(old.ACL.Allow) > 0 && len(new.ACL.Allow) == 0 && len(new.ACL.Deny) == 0:
-		out = append(out, "removes the ACL (acl.allow and acl.deny): requests from every address would be accepted")
-	case len(old.ACL.Allow) > 0 && len(new.ACL.Allow) == 0:
-		out = append(out, "removes acl.allow: requests from every address not in acl.deny would be accepted")
-	case len(old.ACL.Deny) > 0 && len(new.ACL.Deny) == 0 && len(new.ACL.Allow) == 0:
-		out = append(out, "removes the ACL (acl.deny): requests from every address would be accepted")
+	if slices.Contains(parts, PartACL) {
+		switch {
+		case len(old.ACL.Allow) > 0 && len(new.ACL.Allow) == 0 && len(new.ACL.Deny) == 0:
+			out = append(out, "removes the ACL (acl.allow and acl.deny): requests from every address would be accepted")
+		case len(old.ACL.Allow) > 0 && len(new.ACL.Allow) == 0:
+			out = append(out, "removes acl.allow: requests from every address not in acl.deny would be accepted")
+		case len(old.ACL.Deny) > 0 && len(new.ACL.Deny) == 0 && len(new.ACL.Allow) == 0:
+			out = append(out, "removes the ACL (acl.deny): requests from every address would be accepted")
+		}
+	}
+	if !slices.Contains(parts, PartWorker) {
+		return out
 	}
 	ow, nw, def := old.Worker, new.Worker, Default().Worker
 	if ow.ExecRoot != "" && nw.ExecRoot == "" {

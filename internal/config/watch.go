@@ -154,7 +154,7 @@ func (w *Watcher) Check() (bool, string) {
 			}
 			if err == nil {
 				// What a reload without confirmation would refuse.
-				err = guard(w.Current(), cfg, Loaded{SHA256: disk, Empty: empty}, w.Loaded().Empty, "")
+				err = guard(w.Current(), cfg, Loaded{SHA256: disk, Empty: empty}, w.Loaded().Empty, "", w.guarded())
 			}
 			if err != nil {
 				pendingError = err.Error()
