@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestForgedControlKillsNothing publishes a control message for a running
+// order with no cancel request in PostgreSQL, as anyone who can publish on
+// the bus could: the worker ignores it. A real cancel, sent after it on
+// the same connection (so the worker handles it second), then kills the
+// order with its own signal, and the order and its history say who asked,
+// when and with which signal.
+func TestForgedControlKillsNothing(t *testing.T) {
+	s := newStack(t, "h1")
+	o := s.submit(map[string]any{"host": "h1", "command": "sleep", "args": []string{"30"}, "timeout_seconds": 60}, "", http.StatusAccepted)
+	s.waitFor(o.ID, 20*time.Second, func(o api.Order) bool { return o.Status == "running" })
+
+	forged, _ := json.Marshal(map[string]any{"order_id": o.ID, "signal": "SIGKILL", "actor": "mallory"})
+	if err := s.b.nc.Publish(queue.ControlSubject+"h1", forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	code, b := s.do("POST", "/v1/orders/"+o.ID.String()+"/cancel", map[string]any{"signal": "SIGINT"})
+	if code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	var accepted api.Order
+	if err := json.Unmarshal(b, &accepted); err != nil {
+		t.Fatal(err)
+	}
+	if accepted.Cancel == nil || accepted.Cancel.Actor != "admin" || accepted.Cancel.Signal != "SIGINT" {
+		t.Fatalf("cancel answer without the request: %s", b)
+	}
+	got := s.waitFor(o.ID, 20*time.Second, terminal)
+	if got.Status != "killed" || got.Result == nil || got.Result.Signal == nil || *got.Result.Signal != "SIGINT" {
+		t.Fatalf("order %s, result %+v: want killed by the recorded SIGINT, not the forged SIGKILL", got.Status, got.Result)
+	}
+	c := got.Cancel
+	if c == nil || c.Actor != "admin" || c.Signal != "SIGINT" || c.RequestedAt.Before(before.Add(-time.Second)) || c.RequestedAt.After(time.Now()) {
+		t.Fatalf("cancel record on the order: %+v", c)
+	}
+	checkCancelEvent(t, s, o.ID, "admin", "SIGINT")
+}
+
+// TestCancelQueuedRecordsWho: a queued order canceled never starts, and the
+// order says who canceled it.
+func TestCancelQueuedRecordsWho(t *testing.T) {
+	s := newStack(t)
+	o := s.submit(map[string]any{"host": "nobody-home", "command": "true"}, "", http.StatusAccepted)
+	code, b := s.do("POST", "/v1/orders/"+o.ID.String()+"/cancel", nil)
+	if code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	got := s.get(o.ID)
+	if got.Status != "canceled" || got.Cancel == nil || got.Cancel.Actor != "admin" || got.Cancel.Signal != "SIGTERM" {
+		t.Fatalf("canceled order: %s %+v", got.Status, got.Cancel)
+	}
+	checkCancelEvent(t, s, o.ID, "admin", "SIGTERM")
+}
+
+// checkCancelEvent finds the cancel_requested row in the order's history.
+func checkCancelEvent(t *testing.T, s *stack, id uuid.UUID, actor, signal string) {
+	t.Helper()
+	var n int
+	err := s.b.pool.QueryRow(t.Context(), `SELECT count(*) FROM order_events
+		WHERE order_id = $1 AND type = 'cancel_requested' AND actor = $2 AND detail->>'signal' = $3`, id, actor, signal).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d cancel_requested events by %s with %s, want 1", n, actor, signal)
+	}
+}

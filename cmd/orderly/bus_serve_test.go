@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// busServe is an `orderly serve` process whose banner gave its addresses.
+type busServe struct {
+	url, natsURL, dsn, creds, token string
+}
+
+// startBusServe starts serve on dataDir with extra environment and reads
+// its banner: API, NATS and the add-a-worker line.
+func startBusServe(t *testing.T, dataDir string, env ...string) *busServe {
+	t.Helper()
+	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
+	cmd.Env = append([]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0", "ORDERLY_LOG__LEVEL=warn", "ORDERLY_WORKER__KILL_GRACE=500ms",
+		"PATH=/usr/bin:/bin", "HOME=" + dataDir}, env...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- strings.TrimSpace(sc.Text())
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	p := &busServe{}
+	deadline := time.After(90 * time.Second)
+	for p.url == "" || p.natsURL == "" || p.dsn == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatal("serve exited before printing its banner")
+			}
+			if rest, ok := strings.CutPrefix(line, "API:"); ok {
+				p.url = strings.TrimSpace(rest)
+			}
+			if rest, ok := strings.CutPrefix(line, "NATS:"); ok {
+				p.natsURL = strings.Fields(rest)[0]
+				if _, dir, ok := strings.Cut(rest, "(credentials: "); ok {
+					p.creds, _, _ = strings.Cut(dir, ",")
+				}
+			}
+			if _, rest, ok := strings.Cut(line, "--database-url '"); ok {
+				p.dsn = strings.TrimSuffix(rest, "'")
+			}
+		case <-deadline:
+			t.Fatal("serve did not print its banner")
+		}
+	}
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.token = strings.TrimSpace(string(tok))
+	return p
+}
+
+func (p *busServe) do(t *testing.T, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, p.url+path, r)
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (p *busServe) waitFor(t *testing.T, id uuid.UUID, cond func(api.Order) bool) api.Order {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, b := p.do(t, "GET", "/v1/orders/"+id.String(), nil)
+		var o api.Order
+		if code == 200 && json.Unmarshal(b, &o) == nil && cond(o) {
+			return o
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order %s: %d %s", id, code, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// busClient is a NATS connection with one of serve's credentials that
+// records the permission violations the server reports.
+type busClient struct {
+	nc         *nats.Conn
+	mu         sync.Mutex
+	violations []string
+	changed    chan struct{}
+}
+
+func dialBus(t *testing.T, url, seed, inbox string) *busClient {
+	t.Helper()
+	c := &busClient{changed: make(chan struct{}, 64)}
+	nk, err := nats.NkeyOptionFromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nc, err = nats.Connect(url, nk, nats.CustomInboxPrefix(inbox), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			c.mu.Lock()
+			c.violations = append(c.violations, err.Error())
+			c.mu.Unlock()
+			select {
+			case c.changed <- struct{}{}:
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.nc.Close)
+	return c
+}
+
+// denied publishes on subject (or requests, for JetStream API subjects)
+// and waits for the server's permission violation.
+func (c *busClient) denied(t *testing.T, subject string) {
+	t.Helper()
+	if strings.HasPrefix(subject, "$JS.API.") {
+		if _, err := c.nc.Request(subject, []byte(`{"batch":1}`), time.Second); err == nil {
+			t.Fatalf("request on %s answered", subject)
+		}
+	} else if err := c.nc.Publish(subject, []byte(`{"order_id":"`+uuid.NewString()+`","signal":"SIGKILL"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.nc.Flush()
+	want := `Publish to "` + subject + `"`
+	deadline := time.After(10 * time.Second)
+	for {
+		c.mu.Lock()
+		for _, v := range c.violations {
+			if strings.Contains(v, want) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.changed:
+		case <-deadline:
+			t.Fatalf("no permission violation for %s; saw %q", want, c.violations)
+		}
+	}
+}
+
+// TestServeBusAuthentication runs a real `orderly serve` and checks its
+// embedded NATS end to end: credentials are generated 0600 and printed,
+// an unauthenticated client is refused, a submitter's and another host's
+// worker's credentials cannot signal, feed output to, consume for or read
+// the lease of host srv, a second `orderly worker` joins with the
+// documented credential file and runs its host's orders, a control
+// message forged with the API's own credential kills nothing, and a real
+// cancel records who, when and which signal.
+func TestServeBusAuthentication(t *testing.T) {
+	dataDir, err := os.MkdirTemp("", "orderly-bus-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	p := startBusServe(t, dataDir, "ORDERLY_NATS__WORKERS=w2")
+	if p.creds != filepath.Join(dataDir, "nats-creds") {
+		t.Fatalf("banner names credentials %q", p.creds)
+	}
+	if st, err := os.Stat(p.creds); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("credentials dir: %v %v", st, err)
+	}
+	for _, f := range []string{"serve.nk", "api.nk", "submitter.nk", "worker-srv.nk", "worker-w2.nk"} {
+		if st, err := os.Stat(filepath.Join(p.creds, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, st, err)
+		}
+	}
+
+	// No credential: refused.
+	if nc, err := nats.Connect(p.natsURL); err == nil {
+		nc.Close()
+		t.Fatal("connected to serve's NATS without credentials")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Fatalf("unauthenticated connect: %v", err)
+	}
+
+	// A running order on srv to aim at.
+	code, b := p.do(t, "POST", "/v1/orders", map[string]any{"host": "srv", "command": "sleep", "args": []string{"30"}, "timeout_seconds": 60})
+	if code != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", code, b)
+	}
+	var o api.Order
+	_ = json.Unmarshal(b, &o)
+	p.waitFor(t, o.ID, func(o api.Order) bool { return o.Status == "running" })
+
+	sub := dialBus(t, p.natsURL, filepath.Join(p.creds, "submitter.nk"), queue.SubmitterInbox)
+	w2 := dialBus(t, p.natsURL, filepath.Join(p.creds, "worker-w2.nk"), queue.WorkerInbox("w2"))
+	for _, c := range []*busClient{sub, w2} {
+		c.denied(t, queue.ControlSubject+"srv")
+		c.denied(t, queue.OutputSubjectOf("srv", o.ID))
+		c.denied(t, "$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_srv")
+		c.denied(t, "$JS.API.DIRECT.GET.KV_orderly_hosts.$KV.orderly_hosts.lease.srv")
+	}
+	w2.denied(t, queue.EventSubjectOf("srv", o.ID))
+
+	// The API's own credential can publish control messages; a forged one
+	// (no cancel request in PostgreSQL) is ignored by the worker.
+	apiConn := dialBus(t, p.natsURL, filepath.Join(p.creds, "api.nk"), queue.APIInbox)
+	forged, _ := json.Marshal(map[string]any{"order_id": o.ID, "signal": "SIGKILL", "actor": "mallory"})
+	if err := apiConn.nc.Publish(queue.ControlSubject+"srv", forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := apiConn.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The worker shares serve's connection; the forged message reached it
+	// before this cancel's wake-up unless NATS reordered two publishers,
+	// which it does not on one server once the first publish is flushed.
+	code, b = p.do(t, "POST", "/v1/orders/"+o.ID.String()+"/cancel", map[string]any{"signal": "SIGINT"})
+	if code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	got := p.waitFor(t, o.ID, terminal)
+	if got.Status != "killed" || got.Result == nil || got.Result.Signal == nil || *got.Result.Signal != "SIGINT" {
+		t.Fatalf("order %s %+v: want killed by the recorded SIGINT", got.Status, got.Result)
+	}
+	if c := got.Cancel; c == nil || c.Actor != "admin" || c.Signal != "SIGINT" || c.RequestedAt.IsZero() {
+		t.Fatalf("cancel record: %+v", c)
+	}
+
+	// README's "Add a second worker": the credential file of its host.
+	wcmd := exec.Command(orderlyBin, "worker", "--host", "w2", "--nats-url", p.natsURL,
+		"--nats-nkey", filepath.Join(p.creds, "worker-w2.nk"), "--database-url", p.dsn)
+	wcmd.Env = []string{"PATH=/usr/bin:/bin", "ORDERLY_LOG__LEVEL=warn"}
+	wcmd.Stderr = os.Stderr
+	if err := wcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wcmd.Process.Signal(syscall.SIGTERM); _ = wcmd.Wait() })
+	code, b = p.do(t, "POST", "/v1/orders?wait=60", map[string]any{"host": "w2", "command": "echo", "args": []string{"from", "w2"}})
+	if code != http.StatusOK {
+		t.Fatalf("order on the second worker: %d %s", code, b)
+	}
+	var done api.Order
+	_ = json.Unmarshal(b, &done)
+	if done.Status != "succeeded" || done.Result.Stdout.Content != "from w2\n" {
+		t.Fatalf("order on the second worker: %s", b)
+	}
+
+	// A worker with another host's credential cannot take srv's consumer.
+	js, err := jetstream.New(w2.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("srv")); err == nil {
+		t.Fatal("worker w2 looked up host srv's consumer")
+	}
+}
