@@ -23,6 +23,8 @@ func statusOf(code order.Code) int {
 		return http.StatusConflict
 	case order.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case order.CodeHeaderTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
 	case order.CodeUnsupportedType:
 		return http.StatusUnsupportedMediaType
 	case order.CodeUnprocessable, order.CodeIdempotencyReused:
@@ -48,6 +50,16 @@ type ErrorDetail struct {
 	Code    order.Code     `json:"code"`
 	Message string         `json:"message"`
 	Details map[string]any `json:"details,omitempty"`
+}
+
+// errorDetail is the envelope's inside for err; errors that are not ours
+// show only a generic message.
+func errorDetail(err error) ErrorDetail {
+	var e *order.Error
+	if !errors.As(err, &e) {
+		return ErrorDetail{Code: order.CodeInternal, Message: "internal error"}
+	}
+	return ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}
 }
 
 // writeError answers with the error envelope of DESIGN §3. Errors that are

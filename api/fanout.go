@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"path"
 	"sort"
@@ -20,16 +21,28 @@ import (
 // maxFanOut bounds how many orders one request may create.
 const maxFanOut = 1000
 
-// Batch is a fan-out: its orders and the count of orders per status.
+// Batch is a fan-out: its orders, the count of orders per status, and the
+// hosts that got no order, each with the reason (counted as "refused").
 type Batch struct {
 	BatchID uuid.UUID      `json:"batch_id"`
 	Counts  map[string]int `json:"counts"`
 	Orders  []Order        `json:"orders"`
+	Refused []HostRefusal  `json:"refused,omitempty"`
+}
+
+// HostRefusal is one host of a fan-out that the intake refused (policy,
+// validation): the batch goes on for the other hosts.
+type HostRefusal struct {
+	Host  string      `json:"host"`
+	Error ErrorDetail `json:"error"`
 }
 
 // fanOut creates one order per host named or matched by the globs in
 // hosts, all under one batch id. Literal names are taken as given (the host
-// may come online later); globs match the hosts known now.
+// may come online later); globs match the hosts known now. Every host is
+// tried: each gets an order or a refusal in the answer, since a policy may
+// allow a command on some hosts and not on others. When no host got an
+// order, the answer is the first refusal, with every host's in details.
 func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Order, hosts []string, wait time.Duration) {
 	if tmpl.Host != "" {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "hosts", "give either host or hosts, not both"))
@@ -41,26 +54,47 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		return
 	}
 	batch := order.NewID()
-	resp := Batch{BatchID: batch, Counts: map[string]int{}}
+	var (
+		stored  []*order.Order
+		refused []HostRefusal
+		first   error
+	)
 	for _, h := range targets {
 		o := *tmpl
 		o.ID, o.Host, o.BatchID = order.NewID(), h, &batch
 		if tmpl.IdempotencyKey != "" {
 			o.IdempotencyKey = tmpl.IdempotencyKey + "/" + h
 		}
-		stored, err := s.Intake.Submit(r.Context(), principalOf(r), &o)
+		got, err := s.Intake.Submit(r.Context(), principalOf(r), &o)
 		var np *intake.ErrNotPublished
 		if err != nil && !errors.As(err, &np) {
-			// Validation and policy are the same for every host but the
-			// host itself: the first refusal refuses the rest.
-			if len(resp.Orders) == 0 {
-				s.writeError(w, r, err)
-				return
+			if first == nil {
+				first = err
 			}
-			s.logger.Warn("fan-out stopped", "batch_id", batch, "host", h, "error", err)
-			break
+			refused = append(refused, HostRefusal{Host: h, Error: errorDetail(err)})
+			s.logger.Info("fan-out host refused", "batch_id", batch, "host", h, "principal", principalOf(r).Name, "error", err)
+			var e *order.Error
+			if errors.As(err, &e) && statusOf(e.Code) < 500 {
+				s.audit(r, statusOf(e.Code), &order.Error{Code: e.Code, Message: "host " + h + ": " + e.Message})
+			}
+			continue
 		}
-		resp.Orders = append(resp.Orders, toResponse(stored))
+		stored = append(stored, got)
+	}
+	if len(stored) == 0 {
+		var e *order.Error
+		if !errors.As(first, &e) {
+			s.writeError(w, r, first)
+			return
+		}
+		details := maps.Clone(e.Details)
+		if details == nil {
+			details = map[string]any{}
+		}
+		details["refused"] = refused
+		// Each host's refusal is audited above; this answer is not again.
+		encode(w, statusOf(e.Code), ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: details}})
+		return
 	}
 	if wait > 0 {
 		deadline := time.Now().Add(wait)
@@ -72,7 +106,42 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	s.writeBatch(w, r, batch, http.StatusAccepted)
+	s.writeFanOut(w, r, batch, stored, refused)
+}
+
+// writeFanOut answers a fan-out with its orders as they are now. A host
+// whose Idempotency-Key was used before answers with its first order,
+// which belongs to the earlier batch.
+func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.UUID, stored []*order.Order, refused []HostRefusal) {
+	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	byID := make(map[uuid.UUID]*order.Order, len(list))
+	for _, o := range list {
+		byID[o.ID] = o
+	}
+	resp := Batch{BatchID: batch, Counts: map[string]int{}, Orders: make([]Order, 0, len(stored)), Refused: refused}
+	final := make([]*order.Order, 0, len(stored))
+	for _, o := range stored {
+		if cur, ok := byID[o.ID]; ok {
+			o = cur
+		} else if cur, err := s.Store.GetOrder(r.Context(), o.ID); err == nil {
+			o = cur
+		}
+		final = append(final, o)
+		resp.Counts[string(o.Status)]++
+		resp.Orders = append(resp.Orders, toResponse(o))
+	}
+	if len(refused) > 0 {
+		resp.Counts["refused"] = len(refused)
+	}
+	status := http.StatusAccepted
+	if allTerminal(final) {
+		status = http.StatusOK
+	}
+	encode(w, status, resp)
 }
 
 func allTerminal(list []*order.Order) bool {

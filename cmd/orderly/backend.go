@@ -219,6 +219,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	ln = api.ErrorEnvelopeListener(ln)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &apiRunner{cancel: cancel, URL: "http://" + ln.Addr().String()}
 	r.srv = &http.Server{

@@ -19,7 +19,7 @@ import (
 )
 
 // submitted handles the answer to a fan-out (--hosts): one order per host
-// under one batch id.
+// under one batch id, and the hosts refused (the command then fails).
 func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw []byte) error {
 	var b api.Batch
 	if err := json.Unmarshal(raw, &b); err != nil {
@@ -35,19 +35,30 @@ func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw
 	if b.BatchID != uuid.Nil {
 		batch = b.BatchID.String()
 	}
-	if !o.wait {
-		if o.json {
-			return writeJSON(a.stdout, raw)
-		}
+	for _, r := range b.Refused {
+		fmt.Fprintf(a.stderr, "%s: refused: %s (%s)\n", r.Host, r.Error.Message, r.Error.Code)
+	}
+	var err error
+	switch {
+	case o.wait:
+		err = a.waitBatch(ctx, c, batch, orders, o.json)
+	case o.json:
+		err = writeJSON(a.stdout, raw)
+	default:
 		fmt.Fprintf(a.stdout, "batch %s\n", batch)
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "HOST\tORDER")
 		for _, ord := range orders {
 			fmt.Fprintf(tw, "%s\t%s\n", ord.Host, ord.ID)
 		}
-		return tw.Flush()
+		err = tw.Flush()
 	}
-	return a.waitBatch(ctx, c, batch, orders, o.json)
+	if err != nil || len(b.Refused) == 0 {
+		return err
+	}
+	// A host that got no order is a failure of the command, as a host
+	// whose order failed is.
+	return fmt.Errorf("batch %s: %d of %d hosts refused", batch, len(b.Refused), len(b.Refused)+len(orders))
 }
 
 // waitBatch polls each order of a fan-out until all are finished, printing

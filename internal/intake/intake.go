@@ -1,7 +1,8 @@
 // Package intake is the one path every new order takes, whether it came
 // over REST or NATS: validate, authorize, record in PostgreSQL, then publish
-// to JetStream (DESIGN §2.1). It also owns the reconciler that republishes
-// orders whose publish was lost.
+// to JetStream (DESIGN §2.1). It also owns the periodic jobs around it: the
+// reconciler that republishes orders whose publish was lost, retention, and
+// the expiry of queued orders whose deadline passed.
 package intake
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // Store is what intake needs of PostgreSQL.
@@ -28,11 +30,14 @@ type Store interface {
 	Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
 }
 
-// Publisher puts an order on its host's subject.
+// Publisher puts an order on its host's subject, and tells waiters (?wait,
+// SSE, logs -f) about orders intake finished itself.
 type Publisher interface {
 	Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error)
+	PublishEvent(ev queue.Event) error
 }
 
 // Authorizer is the API policy.
@@ -45,6 +50,7 @@ type Options struct {
 	Limits         func() order.Limits  // read per order, so a reload applies at once
 	ReconcileEvery time.Duration        // how often to look for unpublished orders
 	ReconcileAfter time.Duration        // how old an unpublished order must be
+	ExpireEvery    time.Duration        // how often to expire queued orders past their deadline
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -72,6 +78,9 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 	}
 	if opts.ReconcileAfter <= 0 {
 		opts.ReconcileAfter = 10 * time.Second
+	}
+	if opts.ExpireEvery <= 0 {
+		opts.ExpireEvery = time.Second
 	}
 	if opts.Limits == nil {
 		opts.Limits = order.DefaultLimits
@@ -153,7 +162,7 @@ func (s *Service) refused(o *order.Order, err error) error {
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() {
 		defer wg.Done()
@@ -164,6 +173,10 @@ func (s *Service) Run(ctx context.Context) {
 		// Retention runs shortly after start, then hourly. With several API
 		// replicas each runs it; the deletes are idempotent.
 		s.every(ctx, time.Minute, time.Hour, "delete orders past retention", s.Prune)
+	}()
+	go func() {
+		defer wg.Done()
+		s.every(ctx, s.opts.ExpireEvery, s.opts.ExpireEvery, "expire orders past their deadline", s.Expire)
 	}()
 	wg.Wait()
 }
@@ -249,6 +262,30 @@ func (s *Service) Reconcile(ctx context.Context) (int, error) {
 		}
 	}
 	return len(done), nil
+}
+
+// Expire ends the queued orders whose deadline passed, whether or not a
+// worker serves their host (a host with none would keep them queued
+// forever), and publishes each one's finished event so waiting clients
+// return. A worker that gets the message later finds the order expired and
+// only acknowledges it.
+func (s *Service) Expire(ctx context.Context) (int, error) {
+	const batch = 500
+	total := 0
+	for {
+		list, err := s.store.ExpireDue(ctx, batch)
+		for _, e := range list {
+			s.logger.Info("order expired", "order_id", e.ID, "host", e.Host, "principal", e.Principal)
+			if perr := s.pub.PublishEvent(queue.Event{OrderID: e.ID, Type: "finished", Status: string(order.StatusExpired), Host: e.Host}); perr != nil {
+				// Waiters also poll PostgreSQL; the event only makes them quick.
+				s.logger.Warn("publish expired event", "order_id", e.ID, "host", e.Host, "error", perr)
+			}
+		}
+		total += len(list)
+		if err != nil || len(list) < batch {
+			return total, err
+		}
+	}
 }
 
 // Reject records a refused submission for the audit trail.

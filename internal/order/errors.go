@@ -32,6 +32,9 @@ const (
 	// CodeIdempotencyReused: an Idempotency-Key (or Nats-Msg-Id) already
 	// named a different request: 422, as payment APIs answer.
 	CodeIdempotencyReused Code = "idempotency_key_reused"
+	// CodeHeaderTooLarge: the request's header is over the server's limit:
+	// 431.
+	CodeHeaderTooLarge Code = "header_too_large"
 )
 
 // Error is orderly's one error type. Message is safe to show to clients;

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -151,10 +153,47 @@ SELECT submitted_at FROM o`
 		return s.idempotentRepeat(ctx, o.Principal, *idemKey, reqSum)
 	}
 	if err != nil {
-		return nil, translate("insert order", err)
+		terr := translate("insert order", err)
+		// SafeToRetry: the statement never left (no connection, or the
+		// pool's was already closed), so nothing can have been recorded.
+		if order.ErrorCode(terr) == order.CodeUnavailable && !pgconn.SafeToRetry(err) {
+			return nil, s.insertOutcome(ctx, o, terr)
+		}
+		return nil, terr
 	}
 	o.Status = order.StatusQueued
 	return nil, nil
+}
+
+// insertOutcome decides an insert whose connection broke: the statement
+// may have committed before the server went away. It reads the row back
+// once, on another connection: found, the order is recorded (nil: the
+// caller publishes it and answers 202); not found, nothing was recorded
+// (the 503 stands). When even that fails the 503 carries the order id,
+// since the order may exist and will then be queued by the reconciler.
+func (s *Store) insertOutcome(ctx context.Context, o *order.Order, insertErr error) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	for try, wait := 0, 50*time.Millisecond; try < 3; try, wait = try+1, wait*4 {
+		err = s.pool.QueryRow(rctx, `SELECT submitted_at FROM orders WHERE id = $1`, o.ID).Scan(&o.SubmittedAt)
+		switch {
+		case err == nil:
+			o.Status = order.StatusQueued
+			return nil
+		case errors.Is(err, pgx.ErrNoRows):
+			return insertErr
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-rctx.Done():
+			t.Stop()
+		}
+	}
+	return &order.Error{Code: order.CodeUnavailable,
+		Message: "database unavailable: the order may have been recorded; look it up by id before submitting it again",
+		Details: map[string]any{"order_id": o.ID}, Err: errors.Join(insertErr, fmt.Errorf("read back order %s: %w", o.ID, err))}
 }
 
 // idempotentRepeat answers a submission whose idempotency key the
@@ -183,6 +222,44 @@ type extraCol struct {
 }
 
 func (r extraCol) Scan(dest ...any) error { return r.row.Scan(append(dest, r.dst)...) }
+
+// Expired is an order ExpireDue moved to expired.
+type Expired struct {
+	ID        uuid.UUID
+	Host      string
+	Principal string
+}
+
+// ExpireDue moves up to limit queued orders whose deadline has passed to
+// expired, with their "expired" events, in one statement, and returns them.
+// It is how an order for a host with no worker ends. Any API replica may
+// run it at any time: SKIP LOCKED keeps replicas off each other's rows,
+// and the status condition lets an order be expired once and never after
+// a worker claimed it. The order never gets a started_at.
+func (s *Store) ExpireDue(ctx context.Context, limit int) ([]Expired, error) {
+	const q = `WITH due AS (
+	SELECT id FROM orders WHERE status = 'queued' AND expires_at <= now()
+	ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+), u AS (
+	UPDATE orders o SET status = 'expired', finished_at = now(), error = $2, env = NULL, stdin = NULL
+	FROM due WHERE o.id = due.id AND o.status = 'queued'
+	RETURNING o.id, o.host, o.principal, o.finished_at, o.attempt
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'expired', 'expired', 'api', jsonb_build_object('reason', $2::text, 'attempt', attempt) FROM u
+)
+SELECT id, host, principal FROM u`
+	rows, err := s.pool.Query(ctx, q, limit, "deadline passed before it started")
+	if err != nil {
+		return nil, translate("expire due orders", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Expired, error) {
+		var e Expired
+		err := r.Scan(&e.ID, &e.Host, &e.Principal)
+		return e, err
+	})
+	return out, translate("expire due orders", err)
+}
 
 // MarkPublished records that the orders reached JetStream, so the
 // reconciler leaves them alone. It is called in batches off the hot path,

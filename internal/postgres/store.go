@@ -7,7 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -50,6 +53,8 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // translate turns a pgx error into a domain error, keeping the cause.
+// Anything that says the database or the connection to it is gone is
+// CodeUnavailable (503): a client may retry, and it is never a 500.
 func translate(doing string, err error) error {
 	if err == nil {
 		return nil
@@ -62,24 +67,43 @@ func translate(doing string, err error) error {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "23505":
+		switch {
+		case pgErr.Code == "23505":
 			return &order.Error{Code: order.CodeConflict, Message: "already exists", Err: fmt.Errorf("%s: %w", doing, err)}
-		case "57P01", "57P02", "57P03", "53300":
-			return &order.Error{Code: order.CodeUnavailable, Message: "database unavailable", Err: fmt.Errorf("%s: %w", doing, err)}
+		case unavailableState(pgErr.Code):
+			return unavailable(doing, err)
 		}
 		return fmt.Errorf("%s: %w", doing, err)
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || isConnectError(err) {
-		return &order.Error{Code: order.CodeUnavailable, Message: "database unavailable", Err: fmt.Errorf("%s: %w", doing, err)}
+	if connectionLost(err) {
+		return unavailable(doing, err)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
 
-func isConnectError(err error) bool {
+func unavailable(doing string, err error) error {
+	return &order.Error{Code: order.CodeUnavailable, Message: "database unavailable", Err: fmt.Errorf("%s: %w", doing, err)}
+}
+
+// unavailableState reports SQLSTATEs that mean the server cannot serve us
+// now, not that the statement is wrong: connection exceptions (class 08),
+// shutdown and admin termination (57P), insufficient resources (53),
+// system errors (58), and a read-only server (25006, a replica after a
+// failover).
+func unavailableState(code string) bool {
+	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P") || strings.HasPrefix(code, "53") ||
+		strings.HasPrefix(code, "58") || code == "25006"
+}
+
+// connectionLost reports errors of a connection that broke or never came
+// up: the server closed it mid-statement (unexpected EOF when a backend is
+// terminated or restarted), the socket failed, or pgx had already closed it.
+func connectionLost(err error) bool {
+	var netErr net.Error
 	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
+	return errors.As(err, &netErr) || errors.As(err, &ce) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // CheckSchema reports a clear error when the database lacks orderly's

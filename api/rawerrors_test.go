@@ -1,0 +1,77 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNetHTTPRefusalsInEnvelope: a header over MaxHeaderBytes and a
+// request net/http cannot parse are answered before any handler runs; on
+// the wrapped listener they carry the JSON error envelope (431
+// header_too_large, 400 invalid_request) instead of net/http's text.
+func TestNetHTTPRefusalsInEnvelope(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ErrorEnvelopeListener(ln)) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Error(err)
+		}
+	})
+	url := "http://" + ln.Addr().String() + "/"
+
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEnvelope(t, resp, http.StatusRequestHeaderFieldsTooLarge, "header_too_large")
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 400 Bad Request\r\n") || !strings.Contains(string(b), `"code":"invalid_request"`) ||
+		!strings.Contains(string(b), "Content-Type: application/json\r\n") {
+		t.Fatalf("malformed request answered %q", b)
+	}
+
+	// Ordinary answers pass through untouched.
+	resp, err = http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("plain request: %d %q", resp.StatusCode, b)
+	}
+}
+
+func wantEnvelope(t *testing.T, resp *http.Response, status int, code string) {
+	t.Helper()
+	defer resp.Body.Close()
+	var e ErrorBody
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &e) != nil ||
+		string(e.Error.Code) != code || e.Error.Message == "" {
+		t.Fatalf("got %d %q %s, want %d with code %s", resp.StatusCode, resp.Header.Get("Content-Type"), b, status, code)
+	}
+}
