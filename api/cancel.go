@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/queue"
 )
 
 type cancelRequest struct {
@@ -53,24 +52,15 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.Errorf(order.CodeForbidden, "only the submitter or an admin may cancel this order"))
 		return
 	}
-	st, err := s.Store.RequestCancel(r.Context(), o.ID, p.Name, req.Signal)
+	st, err := s.CancelOrder(r.Context(), o, p.Name, req.Signal)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	switch st {
 	case order.StatusCanceled:
-		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", p.Name)
-		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
 		s.answerCancel(w, r, o, http.StatusOK)
 	case order.StatusRunning:
-		// The request is on record: if this wake-up is lost, the worker
-		// still finds it when it next checks.
-		if err := s.Queue.SendControl(o.Host, queue.Control{OrderID: o.ID}); err != nil {
-			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "cancel recorded, but the worker cannot be reached now", Err: err,
-				Details: map[string]any{"order_id": o.ID}})
-			return
-		}
 		s.answerCancel(w, r, o, http.StatusAccepted)
 	default:
 		s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "order already finished with status " + string(st),

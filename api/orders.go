@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -50,36 +48,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.ID = order.NewID()
-
-	var events <-chan queue.Event
-	if wait > 0 {
-		sub, ch, err := s.Queue.SubscribeEvents(o.Host, o.ID)
-		if err != nil {
-			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "event bus unavailable", Err: err})
-			return
-		}
-		defer sub.Unsubscribe()
-		events = ch
-	}
-	stored, err := s.Intake.Submit(r.Context(), principalOf(r), o)
+	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
 	if err != nil {
-		var np *intake.ErrNotPublished
-		if errors.As(err, &np) {
-			s.writeError(w, r, &order.Error{Code: order.CodeUnavailable,
-				Message: "order recorded but not yet queued: the message bus is unavailable; it will be queued automatically",
-				Details: map[string]any{"order_id": np.ID}, Err: err})
-			return
-		}
 		s.writeError(w, r, err)
 		return
-	}
-	// A repeated Idempotency-Key answers with the first order as it is now
-	// (InsertOrder read it); only a new order is waited for.
-	final := stored
-	if stored.ID == o.ID && wait > 0 {
-		if f := s.awaitFinish(r.Context(), o.ID, events, wait); f != nil {
-			final = f
-		}
 	}
 	status := http.StatusAccepted
 	if final.Status.Terminal() {

@@ -82,6 +82,8 @@ type Server struct {
 
 	ipLimits, principalLimits *rateLimiter
 	sharedWarned              atomic.Int64 // last warning about SharedLimits, unix ns
+
+	compat []CompatSurface // drop-in surfaces (MountCompat)
 }
 
 // New returns a Server.

@@ -215,6 +215,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		},
 		Reload: reload,
 	})
+	mountCompat(srv, w, sec)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

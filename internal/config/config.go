@@ -28,6 +28,8 @@ type Config struct {
 	ACL    ACL    `koanf:"acl"`
 	Policy []Rule `koanf:"policy"`
 	HTTP   HTTP   `koanf:"http"`
+	// Compat holds the drop-in surfaces for httpexec and Vigrid clients (compat.go).
+	Compat Compat `koanf:"compat"`
 }
 
 // NATS configures the broker connection and the JetStream objects.
@@ -203,7 +205,8 @@ func Default() Config {
 			RatePerPrincipal: 600,
 			RatePerIP:        1200,
 		},
-		Auth: Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
+		Auth:   Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
+		Compat: DefaultCompat(),
 	}
 }
 

@@ -151,6 +151,7 @@ func (c Config) Validate() error {
 	ps.prefixes("acl.trusted_proxies", c.ACL.TrustedProxies)
 
 	c.validatePolicy(&ps)
+	c.validateCompat(&ps)
 
 	if len(ps) > 0 {
 		return &ValidationError{Problems: ps}

@@ -1,0 +1,84 @@
+// Package compat holds orderly's drop-in surfaces for the clients of the
+// tools it replaces: httpexec (POST /<command>) and the Vigrid Shell API
+// (/api/v1/...). Each surface only translates: a request becomes an
+// ordinary order through the API's one intake path (Orders.SubmitOrder:
+// validate, authorize, record in PostgreSQL, publish), the host's worker runs
+// it, and the answer is rebuilt from the order PostgreSQL holds. The wire
+// formats are those of docs/compat.md.
+package compat
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Orders is what a surface needs of the API (*api.Server).
+type Orders interface {
+	SubmitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error)
+	CancelOrder(ctx context.Context, o *order.Order, actor, signal string) (order.Status, error)
+	HostQueue(ctx context.Context, p auth.Principal, host string) (running *order.Order, queued []*order.Order, depth int, err error)
+	AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error)
+}
+
+// Authenticator turns an Authorization header into a principal.
+type Authenticator interface {
+	Authenticate(header string) (auth.Principal, error)
+}
+
+// Deps are a surface's collaborators. The functions are called per
+// request, so a config reload applies at once.
+type Deps struct {
+	Orders Orders
+	Config func() config.Config
+	ACL    func() *netacl.ACL
+	Auth   func() Authenticator
+	// Authorize asks the API policy about a command line before anything
+	// else is checked, for Vigrid's check order (intake asks again).
+	Authorize func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error)
+	// Drift reports whether the config file differs from the loaded one.
+	Drift func() bool
+	// Reload loads the config file again.
+	Reload func(ctx context.Context) error
+}
+
+// clientAddr is the client's address by the ACL's rules (X-Forwarded-For
+// only from trusted proxies) and whether the ACL admits it.
+func clientAddr(acl *netacl.ACL, r *http.Request) (string, bool) {
+	if acl == nil {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr, true
+		}
+		return ap.Addr().String(), true
+	}
+	addr, err := acl.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+	if err != nil {
+		return "", false
+	}
+	ok, _ := acl.Allowed(addr)
+	return addr.String(), ok
+}
+
+// returnCode is the exit status as Python's subprocess reports it: the
+// exit code, or minus the number of the signal that ended the process.
+func returnCode(res *order.Result) (int, bool) {
+	if res == nil {
+		return 0, false
+	}
+	if res.ExitCode != nil {
+		return *res.ExitCode, true
+	}
+	if n := unix.SignalNum(res.Signal); n != 0 {
+		return -int(n), true
+	}
+	return 0, false
+}

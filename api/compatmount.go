@@ -1,0 +1,176 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// CompatSurface is a drop-in surface for the clients of a tool orderly
+// replaces (api/compat). It answers in that tool's own format, network
+// refusals included, so it sits beside the native routes rather than under
+// their middleware; everything it runs goes through SubmitOrder.
+type CompatSurface struct {
+	Prefix  string
+	Handler http.Handler
+	// Fallback serves the surface only where no native route matches, for
+	// httpexec's POST /<command> at the root.
+	Fallback bool
+}
+
+// MountCompat adds compat surfaces; call it before Handler.
+func (s *Server) MountCompat(c ...CompatSurface) { s.compat = append(s.compat, c...) }
+
+// withCompat routes requests under a compat surface's prefix to it and
+// everything else to the native router.
+func (s *Server) withCompat(native *chi.Mux) http.Handler {
+	if len(s.compat) == 0 {
+		return native
+	}
+	surfaces := make([]CompatSurface, len(s.compat))
+	for i, c := range s.compat {
+		c.Handler = middleware.Recoverer(s.measure(c.Handler))
+		surfaces[i] = c
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range surfaces {
+			if !underPrefix(r.URL.Path, c.Prefix) || (c.Fallback && nativeRoute(native, r.URL.Path)) {
+				continue
+			}
+			c.Handler.ServeHTTP(w, r)
+			return
+		}
+		native.ServeHTTP(w, r)
+	})
+}
+
+func underPrefix(path, prefix string) bool {
+	if prefix == "/" {
+		return true
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+// nativeRoute reports whether a native route serves path with any method.
+func nativeRoute(native *chi.Mux, path string) bool {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if native.Match(chi.NewRouteContext(), m, path) {
+			return true
+		}
+	}
+	return strings.HasPrefix(path, "/v1/")
+}
+
+// SubmitOrder runs o through the one intake path (validate, screen,
+// authorize, record, publish) as p, exactly as POST /v1/orders does, and
+// with wait > 0 waits up to wait for it to finish. The returned order is
+// as PostgreSQL has it then.
+func (s *Server) SubmitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error) {
+	if o.ID == uuid.Nil {
+		o.ID = order.NewID()
+	}
+	var events <-chan queue.Event
+	if wait > 0 {
+		sub, ch, err := s.Queue.SubscribeEvents(o.Host, o.ID)
+		if err != nil {
+			return nil, &order.Error{Code: order.CodeUnavailable, Message: "event bus unavailable", Err: err}
+		}
+		defer sub.Unsubscribe()
+		events = ch
+	}
+	stored, err := s.Intake.Submit(ctx, p, o)
+	if err != nil {
+		var np *intake.ErrNotPublished
+		if errors.As(err, &np) {
+			return nil, &order.Error{Code: order.CodeUnavailable,
+				Message: "order recorded but not yet queued: the message bus is unavailable; it will be queued automatically",
+				Details: map[string]any{"order_id": np.ID}, Err: err}
+		}
+		return nil, err
+	}
+	// A repeated Idempotency-Key answers with the first order as it is now
+	// (InsertOrder read it); only a new order is waited for.
+	if stored.ID == o.ID && wait > 0 {
+		if f := s.awaitFinish(ctx, o.ID, events, wait); f != nil {
+			return f, nil
+		}
+	}
+	return stored, nil
+}
+
+// CancelOrder asks for o to be canceled as actor with signal, through the
+// same recorded path as POST /v1/orders/{id}/cancel: the request is written
+// to PostgreSQL first, then the worker is woken. It returns the status the
+// order had: queued orders are now canceled, running ones are signalled,
+// and any other status means it had already finished.
+func (s *Server) CancelOrder(ctx context.Context, o *order.Order, actor, signal string) (order.Status, error) {
+	st, err := s.Store.RequestCancel(ctx, o.ID, actor, signal)
+	if err != nil {
+		return st, err
+	}
+	switch st {
+	case order.StatusCanceled:
+		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor)
+		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
+	case order.StatusRunning:
+		// The request is on record: if this wake-up is lost, the worker
+		// still finds it when it next checks.
+		if err := s.Queue.SendControl(o.Host, queue.Control{OrderID: o.ID}); err != nil {
+			return st, &order.Error{Code: order.CodeUnavailable, Message: "cancel recorded, but the worker cannot be reached now", Err: err,
+				Details: map[string]any{"order_id": o.ID}}
+		}
+	}
+	return st, nil
+}
+
+// HostQueue is a host's running order (nil when idle) and its queued
+// orders in execution order, as GET /v1/hosts/{host} lists them; with
+// everyone false only p's own orders are listed. depth counts every
+// principal's queued orders.
+func (s *Server) HostQueue(ctx context.Context, p auth.Principal, host string) (running *order.Order, queued []*order.Order, depth int, err error) {
+	f := func(st order.Status, limit int, oldest bool) postgres.Filter {
+		f := postgres.Filter{Host: host, Status: []order.Status{st}, Limit: limit, OldestFirst: oldest}
+		if !seesAll(p) {
+			f.Principal = p.Name
+		}
+		return f
+	}
+	run, _, err := s.Store.ListOrders(ctx, f(order.StatusRunning, 10, false))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if len(run) > 0 {
+		running = run[0]
+	}
+	if queued, _, err = s.Store.ListOrders(ctx, f(order.StatusQueued, 1000, true)); err != nil {
+		return nil, nil, 0, err
+	}
+	depth, err = s.Store.QueueDepth(ctx, host)
+	return running, queued, depth, err
+}
+
+// AuditRefusal records a compat request refused before it became an order,
+// like the native API's refusals (who, from where, why; never the body).
+func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error) {
+	e := errorDetail(err)
+	s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, ClientIP: clientIP, Source: source,
+		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,
+		Request: map[string]any{"query": r.URL.RawQuery}})
+}
+
+// HTTPStatus is the HTTP status of err under the one error map (statusOf),
+// for compat surfaces that write their own bodies.
+func HTTPStatus(err error) int { return statusOf(errorDetail(err).Code) }

@@ -1,0 +1,106 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Compat configures the drop-in surfaces for clients of the tools orderly
+// replaces (api/compat, docs/compat.md). Each is off by default; every
+// request on one becomes an ordinary order on Host.
+type Compat struct {
+	HTTPExec HTTPExecCompat `koanf:"httpexec"`
+	Vigrid   VigridCompat   `koanf:"vigrid"`
+}
+
+// HTTPExecCompat is the httpexec surface: POST /<command path>.
+type HTTPExecCompat struct {
+	Enabled bool `koanf:"enabled"`
+	// Prefix is where the surface is mounted; "/" is httpexec's own paths,
+	// served only where no native route matches.
+	Prefix string `koanf:"prefix"`
+	// Host is the worker host its orders run on.
+	Host string `koanf:"host"`
+	// ExecRoot and FollowLinks are httpexec's EXEC_ROOT and FOLLOW_LINKS.
+	ExecRoot    string `koanf:"exec_root"`
+	FollowLinks bool   `koanf:"follow_links"`
+	// Principal is who every request acts as: httpexec had no
+	// authentication, so acl.allow must restrict who can reach it.
+	Principal string   `koanf:"principal"`
+	Roles     []string `koanf:"roles"`
+}
+
+// VigridCompat is the Vigrid Shell API surface: /api/v1/...
+type VigridCompat struct {
+	Enabled bool   `koanf:"enabled"`
+	Prefix  string `koanf:"prefix"`
+	Host    string `koanf:"host"`
+	// DryRun makes every execute a dry run, as Vigrid's dry_run.
+	DryRun bool `koanf:"dry_run"`
+	// MaxWait bounds how long a synchronous execute waits for its order;
+	// past it the order is canceled and the answer is a timeout's.
+	MaxWait time.Duration `koanf:"max_wait"`
+	// IntegrityCheck answers 503 while the config file differs from the
+	// loaded one (Vigrid's tamper check); reload clears it.
+	IntegrityCheck bool `koanf:"integrity_check"`
+	// Users maps a principal to the Unix user its commands run as (a
+	// Vigrid token's user); a principal not listed runs as DefaultUser.
+	Users       map[string]string `koanf:"users"`
+	DefaultUser string            `koanf:"default_user"`
+}
+
+// DefaultCompat is every surface off, mounted at the original's paths.
+func DefaultCompat() Compat {
+	return Compat{
+		HTTPExec: HTTPExecCompat{Prefix: "/"},
+		Vigrid:   VigridCompat{Prefix: "/api/v1", MaxWait: 5 * time.Minute, IntegrityCheck: true},
+	}
+}
+
+// validateCompat checks the compat surfaces. The httpexec surface runs
+// commands for anyone who reaches it, so it is refused unless acl.allow
+// names who may.
+func (c Config) validateCompat(ps *problems) {
+	h := c.Compat.HTTPExec
+	if h.Enabled {
+		if h.Principal == "" {
+			ps.add("compat.httpexec.principal", "must name the principal unauthenticated httpexec requests act as")
+		}
+		if !strings.HasPrefix(h.Prefix, "/") {
+			ps.add("compat.httpexec.prefix", "must start with /")
+		}
+		if !order.ValidHost(h.Host) {
+			ps.add("compat.httpexec.host", "%q must be a host id of [A-Za-z0-9_-]", h.Host)
+		}
+		if !strings.HasPrefix(h.ExecRoot, "/") {
+			ps.add("compat.httpexec.exec_root", "must be an absolute path (httpexec's EXEC_ROOT)")
+		}
+		if len(c.ACL.Allow) == 0 {
+			ps.add("compat.httpexec.enabled", "needs acl.allow: httpexec requests are unauthenticated, so the network must say who may send them")
+		}
+		for _, a := range c.ACL.Allow {
+			if p, err := netip.ParsePrefix(strings.TrimSpace(a)); err == nil && p.Bits() == 0 {
+				ps.add("compat.httpexec.enabled", "acl.allow %q admits every address; httpexec requests are unauthenticated", a)
+			}
+		}
+	}
+	v := c.Compat.Vigrid
+	if v.Enabled {
+		if !strings.HasPrefix(v.Prefix, "/") || v.Prefix == "/" {
+			ps.add("compat.vigrid.prefix", "must start with / and not be / itself")
+		}
+		if !order.ValidHost(v.Host) {
+			ps.add("compat.vigrid.host", "%q must be a host id of [A-Za-z0-9_-]", v.Host)
+		}
+		ps.positive("compat.vigrid.max_wait", v.MaxWait)
+		if v.DefaultUser != "" {
+			ps.users("compat.vigrid.default_user", []string{v.DefaultUser})
+		}
+		for p, u := range v.Users {
+			ps.users("compat.vigrid.users."+p, []string{u})
+		}
+	}
+}
