@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,38 +25,231 @@ type IntakeAnswer struct {
 	Error *ErrorDetail `json:"error,omitempty"`
 }
 
+// Intake tuning. A lane retries a submission that failed for a reason that
+// is not the publisher's (PostgreSQL or NATS down) in place, since letting
+// the next one of its host go first would reorder them.
+const (
+	intakeParallelHosts = 32
+	intakeAttemptLimit  = 15 * time.Second // one attempt at one submission
+	intakeRetryFirst    = 100 * time.Millisecond
+	intakeRetryMax      = 5 * time.Second
+	// pinCheckAfter: a submission held longer than this before it is taken
+	// up (a frozen process, a long retry) is only taken up after checking
+	// that this replica is still the pinned one.
+	pinCheckAfter = time.Second
+)
+
 // RunNATSIntake takes orders published to orderly.submit.<host> and runs
 // each through exactly the REST path: authentication from the
-// Authorization header, the same decoding, validation, authorization and
-// audit. Nats-Msg-Id becomes the idempotency key. It returns when ctx ends.
+// Authorization header, the principal's rate limit, the same decoding,
+// validation, authorization and audit. Nats-Msg-Id becomes the idempotency
+// key. Only the replica the intake consumer is pinned to receives; the
+// others wait to take over (docs/decisions.md). It returns when ctx ends.
 func (s *Server) RunNATSIntake(ctx context.Context) error {
+	for {
+		err := s.runIntake(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.logger.Warn("nats intake interrupted; starting again", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// intakeEpoch is one stretch of intake under one pin. Deliveries belong to
+// the epoch they arrived in and are dropped, unacknowledged, once it is
+// over: the replica pinned next rewinds the consumer and receives them
+// again, in stream order.
+type intakeEpoch struct {
+	pin     string
+	through uint64 // stream sequences up to this one may have been taken before the rewind
+	lost    chan struct{}
+	once    sync.Once
+}
+
+// lose ends the epoch from a lane that found the pin gone.
+func (e *intakeEpoch) lose() { e.once.Do(func() { close(e.lost) }) }
+
+// delivery is one submission as the pinned replica received it.
+type delivery struct {
+	msg      jetstream.Msg
+	host     string
+	epoch    *intakeEpoch
+	received time.Time
+	// redelivered: this submission may have been taken up already (by a
+	// replica that died before acknowledging it), so it was counted
+	// against the rate limit then and is not counted again.
+	redelivered bool
+	key         string // the idempotency key
+}
+
+// runIntake consumes until ctx ends or the consumer fails. Each time a
+// delivery shows this replica newly pinned, it drops what it holds, waits
+// for its lanes, rewinds the consumer to the ack floor and starts over:
+// from then on it receives every unacknowledged submission in stream order.
+func (s *Server) runIntake(ctx context.Context) error {
 	cons, err := s.Queue.IntakeConsumer(ctx)
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return err
+	var cur atomic.Pointer[intakeEpoch]
+	next := func(pin string, through uint64) {
+		cur.Store(&intakeEpoch{pin: pin, through: through, lost: make(chan struct{})})
 	}
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
+	next("", 0)
+	ln := newLanes(intakeParallelHosts, func(d *delivery) {
+		s.intakeLane(ctx, func() bool { return cur.Load() == d.epoch }, d)
+	})
+	kctx, stopKeeping := context.WithCancel(ctx)
+	defer stopKeeping()
+	go keepInProgress(kctx, ln)
 	for {
-		msg, err := it.Next()
+		first, err := s.dispatchIntake(ctx, cons, cur.Load(), ln)
+		next("", 0) // the lanes drop what they still hold
+		ln.wait()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			s.logger.Warn("nats intake", "error", err)
-			continue
+			return err
 		}
-		s.intakeOne(ctx, msg)
+		if first == nil {
+			continue // pin lost: wait to be pinned again
+		}
+		through, err := s.Queue.RewindIntake(ctx)
+		if err != nil {
+			return err
+		}
+		// New messages are delivered in stream order, so when the first
+		// one this replica got under its pin was delivered for the first
+		// time, nobody before it can have taken that one or any later one.
+		if meta, err := first.Metadata(); err == nil && meta.NumDelivered == 1 {
+			through = min(through, meta.Sequence.Stream-1)
+		}
+		s.logger.Info("nats intake pinned to this replica", "redelivered_through", through)
+		next(first.Headers().Get("Nats-Pin-Id"), through)
 	}
 }
 
-func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
-	host := strings.TrimPrefix(msg.Subject(), queue.SubmitSubject)
+// dispatchIntake hands the deliveries of ep's pin to the lanes. It returns
+// the first delivery that arrives under another pin (not taken up: it comes
+// again after the rewind), nil when a lane found the pin lost, or an error.
+func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep *intakeEpoch, ln *lanes) (jetstream.Msg, error) {
+	it, err := cons.Messages(jetstream.PullPriorityGroup(queue.IntakeGroup), jetstream.PullExpiry(queue.IntakePullExpiry))
+	if err != nil {
+		return nil, fmt.Errorf("pull from the intake consumer: %w", err)
+	}
+	defer stopIterator(it)
+	nctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-ep.lost:
+			cancel()
+		case <-nctx.Done():
+		}
+	}()
+	for {
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case nctx.Err() != nil:
+			s.logger.Warn("nats intake: this replica is no longer pinned; dropping what it holds")
+			return nil, nil
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, jetstream.ErrConsumerDeleted),
+			errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
+			return nil, fmt.Errorf("pull from the intake consumer: %w", err)
+		case err != nil:
+			continue // a missed heartbeat or a reconnect: the iterator pulls again
+		}
+		if msg.Headers().Get("Nats-Pin-Id") != ep.pin {
+			return msg, nil
+		}
+		d := &delivery{msg: msg, host: strings.TrimPrefix(msg.Subject(), queue.SubmitSubject), epoch: ep,
+			received: time.Now(), key: msg.Headers().Get("Nats-Msg-Id")}
+		if meta, err := msg.Metadata(); err == nil {
+			d.redelivered = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through
+			if d.key == "" {
+				// Without a Nats-Msg-Id, the stored message itself is the
+				// key, so that a redelivery cannot create a second order.
+				d.key = fmt.Sprintf("nats-submit/%d/%d", meta.Sequence.Stream, meta.Timestamp.UnixNano())
+			}
+		}
+		ln.add(d.host, d)
+	}
+}
+
+// keepInProgress tells the server every IntakeAckWait/3 that the
+// submissions the lanes hold are being worked on, so that the short ack
+// wait redelivers only what a dead replica held.
+func keepInProgress(ctx context.Context, ln *lanes) {
+	t := time.NewTicker(queue.IntakeAckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, d := range ln.holding() {
+				_ = d.msg.InProgress()
+			}
+		}
+	}
+}
+
+// stopIterator stops it and waits until its subscription is gone, so that
+// no pull request of it outlives a rewind that follows.
+func stopIterator(it jetstream.MessagesContext) {
+	it.Stop()
+	if c, ok := it.(interface{ Closed() <-chan struct{} }); ok {
+		select {
+		case <-c.Closed():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// intakeLane takes up one submission, retrying in place while the failure
+// is not the publisher's, until it is answered or its epoch is over.
+func (s *Server) intakeLane(ctx context.Context, current func() bool, d *delivery) {
+	wait := intakeRetryFirst
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil || !current() {
+			return // unacknowledged: delivered again after the next rewind
+		}
+		ready := true
+		if attempt > 0 || time.Since(d.received) > pinCheckAfter {
+			pinned, err := s.Queue.IntakePinned(ctx, d.epoch.pin)
+			switch {
+			case err != nil:
+				ready = false
+			case !pinned:
+				d.epoch.lose()
+				return
+			}
+		}
+		if ready && s.intakeOne(ctx, d) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, intakeRetryMax)
+	}
+}
+
+// intakeOne runs one submission through the REST path. It returns false
+// when it could not be taken up for a reason that is not the publisher's;
+// the caller retries it.
+func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
+	// An attempt started is finished even when the API shuts down.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intakeAttemptLimit)
+	defer cancel()
+	msg := d.msg
 	hdr := msg.Headers()
 	reply := hdr.Get("Orderly-Reply")
 	if !validReply(reply) {
@@ -72,16 +268,12 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 	}
 	var principal string
 	var redacted map[string]any
-	refuse := func(err error) {
+	refuse := func(err error) bool {
 		var e *order.Error
-		if !errors.As(err, &e) {
-			e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
-			s.logger.Error("nats intake", "subject", msg.Subject(), "error", err)
-		}
-		if e.Code == order.CodeUnavailable || e.Code == order.CodeInternal {
-			// Not the publisher's fault: try again later.
-			_ = msg.NakWithDelay(2 * time.Second)
-			return
+		if !errors.As(err, &e) || e.Code == order.CodeUnavailable || e.Code == order.CodeInternal {
+			// Not the publisher's fault: the lane tries again.
+			s.logger.Warn("nats intake; retrying", "subject", msg.Subject(), "error", err)
+			return false
 		}
 		if redacted == nil {
 			redacted = map[string]any{"subject": msg.Subject()}
@@ -90,46 +282,57 @@ func (s *Server) intakeOne(ctx context.Context, msg jetstream.Msg) {
 			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
+		return true
 	}
 	p, err := s.Auth().Authenticate(hdr.Get("Authorization"))
 	if err != nil {
-		refuse(err)
-		return
+		return refuse(err)
 	}
 	principal = p.Name
+	if !d.redelivered {
+		if err := s.limitSubmission(ctx, p.Name); err != nil {
+			return refuse(err)
+		}
+	}
 	if int64(len(msg.Data())) > s.Settings().MaxBodyBytes {
-		refuse(order.Errorf(order.CodeTooLarge, "submission is larger than %d bytes", s.Settings().MaxBodyBytes))
-		return
+		return refuse(order.Errorf(order.CodeTooLarge, "submission is larger than %d bytes", s.Settings().MaxBodyBytes))
 	}
 	var req SubmitRequest
 	if err := decodeBytes(msg.Data(), &req); err != nil {
-		refuse(err)
-		return
+		return refuse(err)
 	}
 	redacted = redact(&req)
 	if req.Host == "" {
-		req.Host = host
+		req.Host = d.host
 	}
-	if req.Host != host || len(req.Hosts) > 0 {
-		refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
-		return
+	if req.Host != d.host || len(req.Hosts) > 0 {
+		return refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
+	}
+	if len(d.key) > 200 {
+		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "Nats-Msg-Id is longer than 200 characters"))
 	}
 	o, err := req.toOrder(time.Now())
 	if err != nil {
-		refuse(err)
-		return
+		return refuse(err)
 	}
 	o.Source = "nats"
-	o.IdempotencyKey = hdr.Get("Nats-Msg-Id")
+	o.IdempotencyKey = d.key
 	stored, err := s.Intake.Submit(ctx, p, o)
 	var np *intake.ErrNotPublished
-	if err != nil && !errors.As(err, &np) {
-		refuse(err)
-		return
+	if errors.As(err, &np) {
+		// Recorded but not in the host's stream: answering now would let
+		// the host's next submission be published first. The retry finds
+		// the order by its key and publishes it again.
+		s.logger.Warn("nats intake: order recorded but not queued; retrying", "order_id", np.ID, "error", np.Err)
+		return false
+	}
+	if err != nil {
+		return refuse(err)
 	}
 	resp := toResponse(stored)
 	answer(IntakeAnswer{Order: &resp})
 	_ = msg.Ack()
+	return true
 }
 
 // ReplyPrefixes are the subject prefixes an Orderly-Reply may use: the

@@ -122,7 +122,7 @@ func ipRateKey(ip string) string {
 func (s *Server) limitIP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.Settings().RatePerIP; n > 0 {
-			if ok, wait := s.take(r, s.ipLimits, "ip", ipRateKey(clientIPOf(r)), n); !ok {
+			if ok, wait := s.take(r.Context(), s.ipLimits, "ip", ipRateKey(clientIPOf(r)), n); !ok {
 				s.rateLimited(w, r, "ip", "client address", n, wait)
 				return
 			}
@@ -136,7 +136,7 @@ func (s *Server) limitIP(next http.Handler) http.Handler {
 func (s *Server) limitPrincipal(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.Settings().RatePerPrincipal; n > 0 {
-			if ok, wait := s.take(r, s.principalLimits, "principal", principalOf(r).Name, n); !ok {
+			if ok, wait := s.take(r.Context(), s.principalLimits, "principal", principalOf(r).Name, n); !ok {
 				s.rateLimited(w, r, "principal", "principal", n, wait)
 				return
 			}
@@ -148,13 +148,38 @@ func (s *Server) limitPrincipal(next http.Handler) http.Handler {
 // rateLimited answers 429 with Retry-After in whole seconds, rounded up so
 // a client that waits exactly that long finds a token.
 func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, scope, what string, perMinute int, wait time.Duration) {
-	secs := max(int64(math.Ceil(wait.Seconds())), 1)
+	e, secs := rateLimitError(scope, what, perMinute, wait)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	s.writeError(w, r, &order.Error{
+	s.writeError(w, r, e)
+}
+
+// rateLimitError is the refusal of a request over its limit, the same for
+// REST (429) and NATS (the answer on Orderly-Reply), with the wait in
+// whole seconds.
+func rateLimitError(scope, what string, perMinute int, wait time.Duration) (*order.Error, int64) {
+	secs := max(int64(math.Ceil(wait.Seconds())), 1)
+	return &order.Error{
 		Code:    order.CodeRateLimited,
 		Message: "rate limit exceeded: at most " + strconv.Itoa(perMinute) + " requests per minute per " + what,
 		Details: map[string]any{"scope": scope, "limit_per_minute": perMinute, "retry_after_seconds": secs},
-	})
+	}, secs
+}
+
+// limitSubmission applies limits.rate_per_principal to a NATS submission,
+// from the same buckets (or shared counters) as REST requests, so that a
+// principal's allowance is one whichever way it submits. A NATS message has
+// no client address the API could trust, so limits.rate_per_ip has nothing
+// to key on; the NATS server's own authentication guards the connection.
+func (s *Server) limitSubmission(ctx context.Context, principal string) error {
+	n := s.Settings().RatePerPrincipal
+	if n <= 0 {
+		return nil
+	}
+	if ok, wait := s.take(ctx, s.principalLimits, "principal", principal, n); !ok {
+		e, _ := rateLimitError("principal", "principal", n, wait)
+		return e
+	}
+	return nil
 }
 
 // RateCounter counts requests in windows shared by every API replica
@@ -167,9 +192,9 @@ type RateCounter interface {
 // is set (fixed one-minute windows), else in this process. If the shared
 // counters are unreachable it limits in this process rather than letting
 // everything through or refusing everything.
-func (s *Server) take(r *http.Request, local *rateLimiter, scope, key string, perMinute int) (bool, time.Duration) {
+func (s *Server) take(ctx context.Context, local *rateLimiter, scope, key string, perMinute int) (bool, time.Duration) {
 	if s.SharedLimits != nil && s.Settings().RateShared {
-		ok, wait, err := s.SharedLimits.Take(r.Context(), scope, key, perMinute, time.Now())
+		ok, wait, err := s.SharedLimits.Take(ctx, scope, key, perMinute, time.Now())
 		if err == nil {
 			return ok, wait
 		}

@@ -131,7 +131,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		return nil, err
 	}
 	if prev != nil {
-		return prev, nil
+		return s.requeue(ctx, prev)
 	}
 	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
 		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
@@ -156,6 +156,27 @@ func (s *Service) refused(o *order.Order, err error) error {
 	s.logger.Info("order rejected", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source,
 		"code", order.ErrorCode(err), "reason", err.Error())
 	return err
+}
+
+// requeue publishes again an order found by its idempotency key while it
+// is still queued. The submission that recorded it may have stopped between
+// the insert and the publish (an API replica killed mid-intake): its retry,
+// or the redelivery of its NATS message, must put it in the host's stream
+// now, ahead of anything submitted after it, not whenever the reconciler
+// finds it. The message id is the order id, so a publish that did land
+// before is a deduplicated no-op.
+func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order, error) {
+	if prev.Status != order.StatusQueued {
+		return prev, nil
+	}
+	if _, err := s.pub.Publish(ctx, prev.Host, prev.ID); err != nil {
+		return prev, &ErrNotPublished{ID: prev.ID, Err: err}
+	}
+	select {
+	case s.published <- prev.ID:
+	default:
+	}
+	return prev, nil
 }
 
 // Run marks published orders in batches and reconciles unpublished ones

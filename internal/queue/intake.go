@@ -26,6 +26,13 @@ const (
 	// IntakePullExpiry is the life of one pull request, so the pinned
 	// replica pulls at least this often, well inside IntakePinnedTTL.
 	IntakePullExpiry = 2 * time.Second
+	// IntakeAckWait is how long a submission held by a replica that died
+	// stays with it. It is short because the server pins another replica
+	// only when it has something to deliver: when the dead one held every
+	// pending submission, their redelivery is what hands the intake over.
+	// The pinned replica marks what it holds in progress every
+	// IntakeAckWait/3, so a long queue or a retry is not redelivered.
+	IntakeAckWait = 6 * time.Second
 	// SubmitDedupWindow is the ORDERLY_SUBMIT duplicate window, the
 	// smallest the server accepts. Deduplication of submissions is done by
 	// PostgreSQL (the idempotency key), permanently; a JetStream duplicate
@@ -43,7 +50,7 @@ func intakeConfig() jetstream.ConsumerConfig {
 		Description:    "orders submitted over NATS, taken by one API replica at a time",
 		FilterSubject:  SubmitSubject + ">",
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        30 * time.Second,
+		AckWait:        IntakeAckWait,
 		MaxAckPending:  intakeMaxAckPending,
 		MaxDeliver:     -1,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,

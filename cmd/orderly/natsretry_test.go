@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// natsSubmitter publishes submissions for one host and reads the answers
+// on its own reply inbox.
+type natsSubmitter struct {
+	t       *testing.T
+	nc      *nats.Conn
+	host    string
+	reply   string
+	answers *nats.Subscription
+}
+
+func newNATSSubmitter(t *testing.T, natsURL, host string) *natsSubmitter {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	reply := "_INBOX.retry." + host
+	sub, err := nc.SubscribeSync(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &natsSubmitter{t: t, nc: nc, host: host, reply: reply, answers: sub}
+}
+
+// send publishes body with token and msgID (none if empty) and returns
+// the answer that comes back.
+func (n *natsSubmitter) send(token, msgID string, body any) api.IntakeAnswer {
+	n.t.Helper()
+	m := nats.NewMsg(queue.SubmitSubject + n.host)
+	m.Header.Set("Authorization", "Bearer "+token)
+	m.Header.Set("Orderly-Reply", n.reply)
+	if msgID != "" {
+		m.Header.Set("Nats-Msg-Id", msgID)
+	}
+	m.Data, _ = json.Marshal(body)
+	if err := n.nc.PublishMsg(m); err != nil {
+		n.t.Fatal(err)
+	}
+	msg, err := n.answers.NextMsg(20 * time.Second)
+	if err != nil {
+		n.t.Fatalf("no answer to submission %q: %v", msgID, err)
+	}
+	var a api.IntakeAnswer
+	if err := json.Unmarshal(msg.Data, &a); err != nil {
+		n.t.Fatalf("answer: %v: %s", err, msg.Data)
+	}
+	return a
+}
+
+// TestNATSRetryIsAnswered: a publisher that sends the same Nats-Msg-Id
+// again gets the same order as its answer (JetStream used to drop the
+// duplicate unanswered), and a retry after a refusal is taken up afresh
+// (it used to be dropped, so the refused submission could never succeed).
+func TestNATSRetryIsAnswered(t *testing.T) {
+	s := newStack(t, "rt")
+	n := newNATSSubmitter(t, s.natsURL, "rt")
+	body := map[string]any{"command": "true"}
+
+	first := n.send(s.token, "retry-same", body)
+	if first.Order == nil {
+		t.Fatalf("first answer: %+v", first.Error)
+	}
+	// Past the stream's duplicate window, a publisher's retry on timeout.
+	time.Sleep(2 * queue.SubmitDedupWindow)
+	again := n.send(s.token, "retry-same", body)
+	if again.Order == nil || again.Order.ID != first.Order.ID {
+		t.Fatalf("retry answered %+v / %+v, want order %s", again.Order, again.Error, first.Order.ID)
+	}
+
+	refused := n.send("ord_expired-token", "retry-after-refusal", body)
+	if refused.Error == nil || refused.Error.Code != "unauthenticated" {
+		t.Fatalf("refusal: %+v", refused)
+	}
+	time.Sleep(2 * queue.SubmitDedupWindow)
+	accepted := n.send(s.token, "retry-after-refusal", body)
+	if accepted.Order == nil {
+		t.Fatalf("retry after refusal: %+v", accepted.Error)
+	}
+	s.waitFor(accepted.Order.ID, 20*time.Second, terminal)
+
+	var orders int
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&orders)
+	if orders != 2 {
+		t.Fatalf("%d orders, want 2", orders)
+	}
+}
+
+// TestNATSRateLimited: NATS submissions count against
+// limits.rate_per_principal like REST requests, from the same allowance,
+// and a refusal is answered and audited.
+func TestNATSRateLimited(t *testing.T) {
+	s := newStackFrom(t, "", map[string]any{"limits.rate_per_principal": "3"}, "rl")
+	n := newNATSSubmitter(t, s.natsURL, "rl")
+	body := map[string]any{"command": "true"}
+	for _, id := range []string{"rl-1", "rl-2"} {
+		if a := n.send(s.token, id, body); a.Order == nil {
+			t.Fatalf("%s: %+v", id, a.Error)
+		}
+	}
+	// The third request of the minute is a REST one; the fourth is refused.
+	s.submit(map[string]any{"host": "rl", "command": "true"}, "", http.StatusAccepted)
+	a := n.send(s.token, "rl-3", body)
+	if a.Error == nil || a.Error.Code != "rate_limited" || a.Error.Details["retry_after_seconds"] == nil {
+		t.Fatalf("over the limit: %+v %+v", a.Order, a.Error)
+	}
+	var audited, orders int
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM rejections WHERE source = 'nats' AND code = 'rate_limited'`).Scan(&audited)
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&orders)
+	if audited != 1 || orders != 3 {
+		t.Fatalf("%d audited refusals (want 1), %d orders (want 3)", audited, orders)
+	}
+}
