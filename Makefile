@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 ARGS    ?=
 
-.PHONY: build run test test-short bench postgres vet clean
+.PHONY: build run test test-short soak bench postgres vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderly
@@ -23,6 +23,12 @@ postgres:
 
 test: postgres
 	CI=true $(GO) test -count=1 -timeout 20m ./...
+
+# soak runs the fault-injection suite's long restart storm (10 minutes of
+# workers killed and restarted, nats-server and PostgreSQL crashes) on top
+# of the scenarios `make test` runs; see docs/reliability.md.
+soak: postgres
+	ORDERLY_SOAK=1 CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestFaultsSoak' ./cmd/orderly/
 
 vet:
 	$(GO) vet ./...

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// The bounds every fault scenario is held to.
+const (
+	// recoveryBound is how long after a fault (or after a crashed
+	// dependency is back) the host may take to start its next order: a
+	// lease expiry (2 s here) and a restart, well under the 30 s ack wait.
+	recoveryBound = 10 * time.Second
+	// drainBound is how long after the load stops every recorded order
+	// may take to become terminal.
+	drainBound = 60 * time.Second
+)
+
+// faultEvent is one injected fault, or a crashed dependency coming back,
+// from which recovery on host is measured.
+type faultEvent struct {
+	what string
+	host string
+	at   time.Time
+}
+
+// pgOrder is an order row as PostgreSQL records it.
+type pgOrder struct {
+	id       uuid.UUID
+	host     string
+	status   string
+	tag      string
+	seq      *int64
+	attempt  int
+	started  *time.Time
+	finished *time.Time
+	err      string
+	worker   string
+}
+
+// rows reads every order of the test's database. The tag is the order's
+// fourth argument (sh -c script _ tag …).
+func (s *faultStack) rows(ctx context.Context) ([]pgOrder, error) {
+	rs, err := s.pool.Query(ctx, `SELECT id, host, status, coalesce(args[4], ''), stream_seq, attempt,
+		coalesce(error, ''), worker, started_at, finished_at FROM orders`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []pgOrder
+	for rs.Next() {
+		var o pgOrder
+		if err := rs.Scan(&o.id, &o.host, &o.status, &o.tag, &o.seq, &o.attempt, &o.err, &o.worker, &o.started, &o.finished); err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rs.Err()
+}
+
+// waitDrained waits up to d for every order to be terminal and reports
+// how long it took (d when it did not happen; the check then lists them).
+func (s *faultStack) waitDrained(d time.Duration) time.Duration {
+	began := time.Now()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(began) < d {
+		var n int
+		err := s.pool.QueryRow(s.t.Context(), `SELECT count(*) FROM orders WHERE status IN ('queued','running')`).Scan(&n)
+		if err == nil && n == 0 {
+			return time.Since(began)
+		}
+		<-tick.C
+	}
+	return d
+}
+
+// contractReport collects invariant violations, each with the ids and
+// tags needed to look them up.
+type contractReport struct {
+	names    []string
+	problems map[string][]string
+}
+
+// The invariants, in the order they are reported.
+const (
+	invLost      = "lost (accepted or recorded, not terminal, or interrupted without having run)"
+	invDuplicate = "duplicate executions"
+	invOrder     = "order violations"
+	invSettle    = "late settlements (an interrupted order settled after a later order of its host started)"
+	invOverlap   = "overlaps (an order started while an earlier one's processes ran)"
+	invOrphan    = "orphaned processes"
+	invOutcome   = "unexpected outcomes"
+	invHTTP      = "answers 5xx other than 503"
+	invRecovery  = "recovery over the bound"
+)
+
+func newContractReport() *contractReport {
+	r := &contractReport{problems: map[string][]string{}}
+	r.names = []string{invLost, invDuplicate, invOrder, invSettle, invOverlap, invOrphan, invOutcome, invHTTP, invRecovery}
+	return r
+}
+
+func (r *contractReport) add(inv, format string, args ...any) {
+	r.problems[inv] = append(r.problems[inv], fmt.Sprintf(format, args...))
+}
+
+// checkContract checks, from outside, every invariant of DESIGN §2 after a
+// fault scenario: from the client's record of submissions (l), the marker
+// files, PostgreSQL and /proc. It fails t once per broken invariant, with
+// the first violations in full.
+func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEvent) {
+	t.Helper()
+	for _, tl := range l.tails {
+		tl.poll()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, err := s.rows(ctx)
+	if err != nil {
+		t.Fatalf("read orders: %v", err)
+	}
+	subs := l.snapshot()
+	r := newContractReport()
+
+	rowByTag := map[string]pgOrder{}
+	for _, o := range rows {
+		rowByTag[o.tag] = o
+	}
+	subByTag := map[string]faultOrder{}
+	codes := map[int]int{}
+	for _, o := range subs {
+		subByTag[o.tag] = o
+		codes[o.code]++
+	}
+	starts, ends := map[string]int{}, map[string]int{}
+	startOrder := map[string][]markerLine{} // host → first start of each tag, in order
+	for host, tl := range l.tails {
+		for _, ml := range tl.snapshot() {
+			if !ml.start {
+				ends[ml.tag]++
+				continue
+			}
+			starts[ml.tag]++
+			if starts[ml.tag] == 1 {
+				startOrder[host] = append(startOrder[host], ml)
+			}
+			if ml.busy {
+				r.add(invOverlap, "host %s: %s (order %s) started while the host's lock was held by an earlier order's processes",
+					host, ml.tag, rowByTag[ml.tag].id)
+			}
+		}
+	}
+	describe := func(tag string) string {
+		o := rowByTag[tag]
+		seq := "-"
+		if o.seq != nil {
+			seq = fmt.Sprint(*o.seq)
+		}
+		return fmt.Sprintf("%s (order %s, stream_seq %s, status %s, attempt %d, worker %s)", tag, o.id, seq, o.status, o.attempt, o.worker)
+	}
+
+	// Lost: every recorded order terminal; every accepted order recorded;
+	// interrupted only after it started.
+	for _, o := range rows {
+		switch {
+		case o.status == "queued" || o.status == "running":
+			r.add(invLost, "%s still %s %s after the load stopped", describe(o.tag), o.status, drainBound)
+		case o.status == "interrupted" && starts[o.tag] == 0:
+			r.add(invLost, "%s interrupted without having started (%s)", describe(o.tag), o.err)
+		}
+	}
+	for _, o := range subs {
+		if _, ok := rowByTag[o.tag]; o.accepted() && !ok {
+			r.add(invLost, "%s accepted (202, id %s) but not in PostgreSQL", o.tag, o.id)
+		}
+	}
+	// Duplicates.
+	for tag, n := range starts {
+		if n > 1 {
+			r.add(invDuplicate, "%s started %d times", describe(tag), n)
+		}
+	}
+	// Order: per host, the starts of one submitter's accepted orders follow
+	// its submission order, and all accepted starts follow stream order.
+	for host, lines := range startOrder {
+		last := map[string]faultOrder{}
+		var maxSeq int64 = -1
+		maxTag := ""
+		for _, ml := range lines {
+			o, ok := subByTag[ml.tag]
+			if !ok || !o.accepted() {
+				continue
+			}
+			if prev, ok := last[o.submitter]; ok && o.n < prev.n {
+				r.add(invOrder, "host %s: %s started after %s, which the same client submitted later", host, describe(o.tag), describe(prev.tag))
+			}
+			if prev, ok := last[o.submitter]; !ok || o.n > prev.n {
+				last[o.submitter] = o
+			}
+			if seq := rowByTag[ml.tag].seq; seq != nil {
+				if *seq < maxSeq {
+					r.add(invOrder, "host %s: %s started after %s, later in the stream", host, describe(ml.tag), describe(maxTag))
+				} else {
+					maxSeq, maxTag = *seq, ml.tag
+				}
+			}
+		}
+	}
+	checkPublishOrder(r, subs, rowByTag, describe)
+	checkSettlement(r, rows, describe)
+	// Orphans: children of orders still alive once everything is terminal.
+	childOf := map[string]string{}
+	for _, o := range subs {
+		if o.child != "" {
+			childOf[o.child] = o.tag
+		}
+	}
+	for _, pid := range procsWithArgs(l.childPattern()) {
+		arg := ""
+		for _, a := range procArgs(pid) {
+			if strings.HasPrefix(a, "900.") {
+				arg = a
+			}
+		}
+		r.add(invOrphan, "pid %d (sleep %s) left by %s", pid, arg, describe(childOf[arg]))
+	}
+	// Outcomes: an accepted order succeeds having run once, or is
+	// interrupted; nothing else is expected of these orders.
+	for _, o := range rows {
+		sub, ok := subByTag[o.tag]
+		if !ok || !sub.accepted() {
+			continue
+		}
+		switch {
+		case o.status == "succeeded" && (starts[o.tag] != 1 || ends[o.tag] != 1):
+			r.add(invOutcome, "%s succeeded but its marker shows %d starts, %d ends", describe(o.tag), starts[o.tag], ends[o.tag])
+		case o.status != "succeeded" && o.status != "interrupted" && o.status != "queued" && o.status != "running":
+			r.add(invOutcome, "%s: error %q", describe(o.tag), o.err)
+		}
+	}
+	for _, o := range subs {
+		if o.code >= 500 && o.code != http.StatusServiceUnavailable {
+			r.add(invHTTP, "%s to host %s answered %d: %s", o.tag, o.host, o.code, o.err)
+		}
+	}
+	// Recovery.
+	var measured []string
+	for _, f := range faults {
+		tl := l.tails[f.host]
+		next, ok := tl.firstStartAfter(f.at)
+		if !ok {
+			r.add(invRecovery, "%s on %s at %s: no order started on the host afterwards", f.what, f.host, f.at.Format("15:04:05.000"))
+			measured = append(measured, fmt.Sprintf("%s/%s: never", f.what, f.host))
+			continue
+		}
+		d := next.at.Sub(f.at)
+		measured = append(measured, fmt.Sprintf("%s/%s: %s", f.what, f.host, d.Round(10*time.Millisecond)))
+		if d > recoveryBound {
+			r.add(invRecovery, "%s on %s: next order %s started %s later (bound %s)", f.what, f.host, describe(next.tag), d.Round(10*time.Millisecond), recoveryBound)
+		}
+	}
+
+	statuses := map[string]int{}
+	for _, o := range rows {
+		statuses[o.status]++
+	}
+	t.Logf("contract check: %d submissions (HTTP status counts %v), %d orders in PostgreSQL %v, recovery %v",
+		len(subs), codes, len(rows), statuses, measured)
+	var summary []string
+	for _, name := range r.names {
+		summary = append(summary, fmt.Sprintf("%s=%d", strings.Fields(name)[0], len(r.problems[name])))
+	}
+	t.Logf("invariants: %s", strings.Join(summary, " "))
+	for _, name := range r.names {
+		p := r.problems[name]
+		if len(p) == 0 {
+			continue
+		}
+		shown := p[:min(len(p), 15)]
+		more := ""
+		if len(p) > len(shown) {
+			more = fmt.Sprintf("\n    … and %d more", len(p)-len(shown))
+		}
+		t.Errorf("%d %s:\n    %s%s", len(p), name, strings.Join(shown, "\n    "), more)
+	}
+}
+
+// checkPublishOrder: when one accepted order's 202 arrived before another
+// of the same host was sent, the first is earlier in the stream, whoever
+// submitted them.
+func checkPublishOrder(r *contractReport, subs []faultOrder, rowByTag map[string]pgOrder, describe func(string) string) {
+	byHost := map[string][]faultOrder{}
+	for _, o := range subs {
+		if o.accepted() && rowByTag[o.tag].seq != nil {
+			byHost[o.host] = append(byHost[o.host], o)
+		}
+	}
+	for host, list := range byHost {
+		answered := slices.Clone(list)
+		slices.SortFunc(answered, func(a, b faultOrder) int { return a.answered.Compare(b.answered) })
+		sent := slices.Clone(list)
+		slices.SortFunc(sent, func(a, b faultOrder) int { return a.sent.Compare(b.sent) })
+		// Sweep by send time, keeping the latest stream position among the
+		// orders already answered.
+		var best *faultOrder
+		i := 0
+		for _, b := range sent {
+			for ; i < len(answered) && answered[i].answered.Before(b.sent); i++ {
+				if best == nil || cmp.Compare(*rowByTag[answered[i].tag].seq, *rowByTag[best.tag].seq) > 0 {
+					best = &answered[i]
+				}
+			}
+			if best != nil && *rowByTag[b.tag].seq < *rowByTag[best.tag].seq {
+				r.add(invOrder, "host %s: %s is earlier in the stream than %s, whose 202 came before it was sent",
+					host, describe(b.tag), describe(best.tag))
+			}
+		}
+	}
+}
+
+// checkSettlement: an order interrupted by a fault is settled before any
+// later order of its host starts. A host whose crashed order stays
+// "running" until an ack timer redelivers it has moved on without knowing
+// what became of it.
+func checkSettlement(r *contractReport, rows []pgOrder, describe func(string) string) {
+	for _, x := range rows {
+		if x.status != "interrupted" || x.seq == nil || x.finished == nil {
+			continue
+		}
+		var late []string
+		for _, y := range rows {
+			if y.host == x.host && y.seq != nil && *y.seq > *x.seq && y.started != nil && y.started.Before(*x.finished) {
+				late = append(late, y.tag)
+			}
+		}
+		if len(late) > 0 {
+			r.add(invSettle, "%s settled at %s, after %d later orders of the host had started, e.g. %v",
+				describe(x.tag), x.finished.Format("15:04:05.000"), len(late), late[:min(len(late), 5)])
+		}
+	}
+}
+
+// procArgs is the argv of pid.
+func procArgs(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}

@@ -1,0 +1,358 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+)
+
+// faultScript is what every order of a fault test runs, with $1 its tag,
+// $2 the host's marker file, $3 the host's lock file, $4 a child's sleep
+// argument (or "") and $5 how long it runs. The marker gets "S <tag>" at
+// the start and "E <tag>" at the end: small O_APPEND writes, so lines from
+// concurrent orders never mix. The lock is an flock that the kernel drops
+// only when every process holding it (the shell and its sleep) is gone, so
+// "S <tag> busy" proves that an earlier order of the host was still running
+// when this one started. The optional child closes the lock: it is meant to
+// be left behind by a crash and found by the orphan scan, not to count as
+// an overlap.
+const faultScript = `exec 9>>"$3"
+b=
+flock -n 9 || b=" busy"
+echo "S $1$b" >> "$2"
+if [ -n "$4" ]; then sleep "$4" 9>&- >/dev/null 2>&1 & fi
+sleep "$5"
+echo "E $1" >> "$2"
+`
+
+// faultOrder is one submission as the client saw it.
+type faultOrder struct {
+	tag       string
+	host      string
+	submitter string
+	n         int // position in the submitter's own sequence
+	child     string
+	sent      time.Time
+	answered  time.Time
+	code      int // HTTP status; 0 when no answer arrived
+	err       string
+	id        uuid.UUID // from the 202
+}
+
+func (o *faultOrder) accepted() bool { return o.code == http.StatusAccepted }
+
+// faultLoad submits orders to several hosts from several submitters, each
+// sequential (one request at a time), and tails each host's marker file.
+type faultLoad struct {
+	s      *faultStack
+	hosts  []string
+	nonce  string // makes the children's sleep arguments unique to this test
+	client *http.Client
+	tails  map[string]*markerTail
+
+	mu       sync.Mutex
+	orders   []*faultOrder
+	next     map[string]int // per submitter
+	children int
+	held     map[string]bool // hosts the submitters leave alone for now
+	inflight map[string]int  // requests under way, per host
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// newFaultLoad prepares the marker files of hosts and starts tailing them.
+func newFaultLoad(s *faultStack, hosts ...string) *faultLoad {
+	l := &faultLoad{s: s, hosts: hosts, nonce: fmt.Sprintf("%09d", rand.IntN(1e9)),
+		client: &http.Client{Timeout: 30 * time.Second}, tails: map[string]*markerTail{}, next: map[string]int{},
+		held: map[string]bool{}, inflight: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var tw sync.WaitGroup
+	s.t.Cleanup(func() {
+		cancel()
+		tw.Wait()
+		killProcs(l.childPattern())
+	})
+	for _, h := range hosts {
+		tl := &markerTail{path: l.marker(h)}
+		l.tails[h] = tl
+		tw.Add(1)
+		go func() {
+			defer tw.Done()
+			tl.run(ctx)
+		}()
+	}
+	return l
+}
+
+func (l *faultLoad) marker(host string) string {
+	return filepath.Join(l.s.dir, "marker-"+host)
+}
+
+func (l *faultLoad) lock(host string) string {
+	return filepath.Join(l.s.dir, "lock-"+host)
+}
+
+// childPattern matches the argv of every child this load's orders spawn.
+func (l *faultLoad) childPattern() string { return "900." + l.nonce + "*" }
+
+// start runs n submitters, each submitting one order every period (plus
+// the request's own time) to a random host, until stop.
+func (l *faultLoad) start(n int, period time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	for i := range n {
+		name := fmt.Sprintf("s%d", i+1)
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for k := 0; ctx.Err() == nil; k++ {
+				if host, ok := l.pick(); ok {
+					l.submit(name, host, k%5 == 4, "0.05")
+				}
+				pause(ctx, period)
+			}
+		}()
+	}
+}
+
+// pick chooses a random host that is not held.
+func (l *faultLoad) pick() (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var free []string
+	for _, h := range l.hosts {
+		if !l.held[h] {
+			free = append(free, h)
+		}
+	}
+	if len(free) == 0 {
+		return "", false
+	}
+	return free[rand.IntN(len(free))], true
+}
+
+// hold stops the submitters from sending orders to host and waits until
+// the host has nothing queued or running, so that a fault can hit it with
+// exactly one order in flight.
+func (l *faultLoad) hold(t testing.TB, host string) {
+	t.Helper()
+	l.mu.Lock()
+	l.held[host] = true
+	l.mu.Unlock()
+	waitUntil(t, 60*time.Second, "host "+host+" idle", func() bool {
+		l.mu.Lock()
+		n := l.inflight[host]
+		l.mu.Unlock()
+		var busy int
+		err := l.s.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE host = $1 AND status IN ('queued','running')`, host).Scan(&busy)
+		return n == 0 && err == nil && busy == 0
+	})
+}
+
+// release lets the submitters send orders to host again.
+func (l *faultLoad) release(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.held, host)
+}
+
+// stop ends the submitters and waits for their last request.
+func (l *faultLoad) stop() {
+	if l.cancel != nil {
+		l.cancel()
+	}
+	l.wg.Wait()
+}
+
+// submit sends one order and records what the client saw. A submitter
+// calls it sequentially, so its orders have a defined order.
+func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *faultOrder {
+	l.mu.Lock()
+	l.next[submitter]++
+	o := &faultOrder{host: host, submitter: submitter, n: l.next[submitter]}
+	o.tag = fmt.Sprintf("%s-%d", submitter, o.n)
+	if withChild {
+		l.children++
+		o.child = fmt.Sprintf("900.%s%d", l.nonce, l.children)
+	}
+	l.orders = append(l.orders, o)
+	l.inflight[host]++
+	l.mu.Unlock()
+
+	body, _ := json.Marshal(map[string]any{"host": host, "command": "sh", "timeout_seconds": 120,
+		"args": []string{"-c", faultScript, "_", o.tag, l.marker(host), l.lock(host), o.child, dur}})
+	req, err := http.NewRequest("POST", l.s.apiURL+"/v1/orders", bytes.NewReader(body))
+	if err != nil {
+		panic(err) // a constant URL and method
+	}
+	req.Header.Set("Authorization", "Bearer "+l.s.token)
+	req.Header.Set("Content-Type", "application/json")
+	sent := time.Now()
+	resp, err := l.client.Do(req)
+	answered := time.Now()
+	code, errText, id := 0, "", uuid.Nil
+	if err != nil {
+		errText = err.Error()
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code = resp.StatusCode
+		var ord api.Order
+		if code == http.StatusAccepted && json.Unmarshal(b, &ord) == nil {
+			id = ord.ID
+		} else {
+			errText = strings.TrimSpace(string(b))
+		}
+	}
+	l.mu.Lock()
+	o.sent, o.answered, o.code, o.err, o.id = sent, answered, code, errText, id
+	l.inflight[host]--
+	l.mu.Unlock()
+	return o
+}
+
+// snapshot returns a copy of the submissions so far.
+func (l *faultLoad) snapshot() []faultOrder {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]faultOrder, len(l.orders))
+	for i, o := range l.orders {
+		out[i] = *o
+	}
+	return out
+}
+
+// waitStarted waits until the order with tag has started on host.
+func (l *faultLoad) waitStarted(t testing.TB, host, tag string, d time.Duration) markerLine {
+	t.Helper()
+	var got markerLine
+	waitUntil(t, d, "order "+tag+" starts on "+host, func() bool {
+		for _, ml := range l.tails[host].snapshot() {
+			if ml.start && ml.tag == tag {
+				got = ml
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// waitStarts waits until each host has started at least n orders.
+func (l *faultLoad) waitStarts(t testing.TB, n int, d time.Duration) {
+	t.Helper()
+	waitUntil(t, d, fmt.Sprintf("every host starts %d orders", n), func() bool {
+		for _, tl := range l.tails {
+			if tl.starts() < n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// markerLine is one line of a marker file with the time the tail saw it
+// (within the tail's 10 ms poll).
+type markerLine struct {
+	at    time.Time
+	start bool // S, else E
+	tag   string
+	busy  bool // the host's lock was held when the order started
+}
+
+// markerTail follows one marker file.
+type markerTail struct {
+	path string
+
+	mu    sync.Mutex
+	lines []markerLine
+	off   int64
+	rest  []byte
+}
+
+func (m *markerTail) run(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m.poll()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// poll reads what was appended since the last poll.
+func (m *markerTail) poll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, err := os.Open(m.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, m.off, 1<<30))
+	if err != nil || len(b) == 0 {
+		return
+	}
+	m.off += int64(len(b))
+	now := time.Now()
+	data := append(m.rest, b...)
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		f := strings.Fields(string(data[:i]))
+		data = data[i+1:]
+		if len(f) < 2 {
+			continue
+		}
+		m.lines = append(m.lines, markerLine{at: now, start: f[0] == "S", tag: f[1], busy: len(f) > 2 && f[2] == "busy"})
+	}
+	m.rest = append([]byte(nil), data...)
+}
+
+func (m *markerTail) snapshot() []markerLine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]markerLine(nil), m.lines...)
+}
+
+func (m *markerTail) starts() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, l := range m.lines {
+		if l.start {
+			n++
+		}
+	}
+	return n
+}
+
+// firstStartAfter is the first order start seen after at.
+func (m *markerTail) firstStartAfter(at time.Time) (markerLine, bool) {
+	for _, l := range m.snapshot() {
+		if l.start && l.at.After(at) {
+			return l, true
+		}
+	}
+	return markerLine{}, false
+}

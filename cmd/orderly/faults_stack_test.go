@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// faultConfig is the configuration every process of a fault test reads.
+// nats.ack_wait keeps its default (30 s) on purpose: a recovery that waits
+// for an ack timer then blows the recovery bound instead of hiding behind a
+// short test setting.
+const faultConfig = `database_url: %q
+nats:
+  url: %q
+  lease_ttl: 2s
+  heartbeat: 300ms
+log:
+  level: info
+limits:
+  rate_per_ip: 0
+  rate_per_principal: 0
+worker:
+  command_path: [/usr/bin, /bin]
+  kill_grace: 500ms
+`
+
+// faultStack is orderly as an operator runs it: an external nats-server, a
+// PostgreSQL server, `orderly api` and `orderly worker` processes, each of
+// which the test can kill, freeze or restart.
+type faultStack struct {
+	t      *testing.T
+	dir    string
+	pg     *faultPG
+	nats   *natsServer
+	pool   *pgxpool.Pool
+	conf   string
+	apiURL string
+	token  string
+	api    *faultProc
+
+	mu      sync.Mutex
+	workers []*faultWorker // every worker ever started, in start order
+}
+
+// faultWorker is one `orderly worker --host` process.
+type faultWorker struct {
+	*faultProc
+	host string
+}
+
+// newFaultStack starts everything but the workers. The directory is kept
+// for inspection when the test fails and ORDERLY_FAULTS_KEEP is set.
+func newFaultStack(t *testing.T) *faultStack {
+	t.Helper()
+	// Short and outside t.TempDir: the PostgreSQL socket path must stay
+	// under 108 bytes, and postgres must be able to enter it.
+	dir, err := os.MkdirTemp("", "ofl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("ORDERLY_FAULTS_KEEP") != "" {
+			t.Logf("kept %s for inspection", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	s := &faultStack{t: t, dir: dir}
+	t.Cleanup(s.dumpLogsOnFailure)
+	s.pg = startFaultPG(t, dir)
+	s.nats = startNATSServer(t, dir)
+
+	ctx := t.Context()
+	s.pool, err = postgres.Open(ctx, s.pg.dsn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.pool.Close)
+	tok, sum := auth.NewToken()
+	s.token = tok
+	if _, err := postgres.New(s.pool).EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.conf = filepath.Join(dir, "orderly.yaml")
+	if err := os.WriteFile(s.conf, fmt.Appendf(nil, faultConfig, s.pg.dsn(), s.nats.url()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	s.apiURL = "http://" + listen
+	s.api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), s.env(), orderlyBin, "api", "--config", s.conf, "--listen", listen)
+	waitHTTPOK(t, s.apiURL+"/readyz", 60*time.Second, s.api)
+	return s
+}
+
+func (s *faultStack) env() []string {
+	return []string{"PATH=/usr/bin:/bin", "HOME=" + s.dir}
+}
+
+// startWorker starts one more worker for host; it takes the host or waits
+// as standby, as orderly decides.
+func (s *faultStack) startWorker(host string) *faultWorker {
+	s.t.Helper()
+	s.mu.Lock()
+	n := len(s.workers) + 1
+	s.mu.Unlock()
+	name := fmt.Sprintf("worker-%s-%d", host, n)
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin,
+		"worker", "--config", s.conf, "--host", host)
+	w := &faultWorker{faultProc: p, host: host}
+	s.mu.Lock()
+	s.workers = append(s.workers, w)
+	s.mu.Unlock()
+	return w
+}
+
+// liveWorkers returns the workers of host that have not exited.
+func (s *faultStack) liveWorkers(host string) []*faultWorker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*faultWorker
+	for _, w := range s.workers {
+		if w.host == host && w.alive() {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// workerRunning returns the worker whose child is running the order with
+// tag, found through /proc: the order's shell is a direct child of the
+// worker that executes it.
+func (s *faultStack) workerRunning(tag, marker string) *faultWorker {
+	for _, pid := range procsWithArgs(tag, marker) {
+		ppid := parentPid(pid)
+		s.mu.Lock()
+		for _, w := range s.workers {
+			if w.pid() == ppid {
+				s.mu.Unlock()
+				return w
+			}
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// dumpLogsOnFailure shows the end of every process log of a failed test.
+func (s *faultStack) dumpLogsOnFailure() {
+	if !s.t.Failed() {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(s.dir, "*.log"))
+	for _, l := range logs {
+		s.t.Logf("--- %s (last 25 lines) ---\n%s", filepath.Base(l), logTail(l, 25))
+	}
+}
+
+// procsWithArgs lists live processes (zombies excluded) whose argv holds
+// every one of args as a whole argument.
+func procsWithArgs(args ...string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		argv := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+		if !hasAll(argv, args) || procState(pid) == 'Z' {
+			continue
+		}
+		out = append(out, pid)
+	}
+	return out
+}
+
+func hasAll(argv, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, a := range argv {
+			if a == w || (strings.HasSuffix(w, "*") && strings.HasPrefix(a, strings.TrimSuffix(w, "*"))) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// procState is the state letter of /proc/<pid>/stat, 0 when pid is gone.
+func procState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	if len(f) < 1 || len(f[0]) != 1 {
+		return 0
+	}
+	return f[0][0]
+}
+
+func parentPid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(string(f[1]))
+	return ppid
+}
+
+// killProcs SIGKILLs the processes whose argv holds all of args; fault
+// tests call it on cleanup for the orphans they found.
+func killProcs(args ...string) {
+	for _, pid := range procsWithArgs(args...) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// pause waits d unless ctx ends first. It paces load and holds faults
+// (an outage lasts d); it never stands in for waiting on an event.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
