@@ -132,30 +132,35 @@ func (req *SubmitRequest) toOrder(now time.Time) (*order.Order, error) {
 // Order is an order as the API shows it (DESIGN §3). Env values
 // are never shown: names only.
 type Order struct {
-	ID            uuid.UUID      `json:"id"`
-	BatchID       *uuid.UUID     `json:"batch_id"`
-	Kind          order.Kind     `json:"kind"`
-	Host          string         `json:"host"`
-	Status        order.Status   `json:"status"`
-	Command       string         `json:"command"`
-	Args          []string       `json:"args"`
-	EnvNames      []string       `json:"env_names"`
-	TimeoutSecs   float64        `json:"timeout_seconds"`
-	RunAs         string         `json:"run_as"`
-	DryRun        bool           `json:"dry_run"`
-	Idempotent    bool           `json:"idempotent"`
-	ExpiresAt     *time.Time     `json:"expires_at,omitempty"`
-	Principal     string         `json:"principal"`
-	Source        string         `json:"source"`
-	CorrelationID string         `json:"correlation_id"`
-	SubmittedAt   time.Time      `json:"submitted_at"`
-	StartedAt     *time.Time     `json:"started_at"`
-	FinishedAt    *time.Time     `json:"finished_at"`
-	Attempt       int            `json:"attempt"`
-	StreamSeq     uint64         `json:"stream_seq,omitempty"`
-	Policy        order.Decision `json:"policy"`
-	Cancel        *Cancellation  `json:"cancel,omitempty"` // who asked to cancel it (cancel.go)
-	Result        *Result        `json:"result"`
+	ID            uuid.UUID    `json:"id"`
+	BatchID       *uuid.UUID   `json:"batch_id"`
+	Kind          order.Kind   `json:"kind"`
+	Host          string       `json:"host"`
+	Status        order.Status `json:"status"`
+	Command       string       `json:"command"`
+	Args          []string     `json:"args"`
+	EnvNames      []string     `json:"env_names"`
+	TimeoutSecs   float64      `json:"timeout_seconds"`
+	RunAs         string       `json:"run_as"`
+	DryRun        bool         `json:"dry_run"`
+	Idempotent    bool         `json:"idempotent"`
+	ExpiresAt     *time.Time   `json:"expires_at,omitempty"`
+	Principal     string       `json:"principal"`
+	Source        string       `json:"source"`
+	CorrelationID string       `json:"correlation_id"`
+	SubmittedAt   time.Time    `json:"submitted_at"`
+	StartedAt     *time.Time   `json:"started_at"`
+	FinishedAt    *time.Time   `json:"finished_at"`
+	Attempt       int          `json:"attempt"`
+	StreamSeq     uint64       `json:"stream_seq,omitempty"`
+	Worker        string       `json:"worker,omitempty"` // the worker instance that ran it
+	// Processes says how the end of the order's processes was verified
+	// ("group", "cgroup", "reboot") and, for an interrupted order, what the
+	// worker that took over found and killed.
+	Processes map[string]any `json:"processes,omitempty"`
+	Policy    order.Decision `json:"policy"`
+	Cancel    *Cancellation  `json:"cancel,omitempty"` // who asked to cancel it (cancel.go)
+	Result    *Result        `json:"result"`
 }
 
 // Result is how an order ran.
@@ -188,7 +193,7 @@ func toResponse(o *order.Order) Order {
 		RunAs: o.RunAs, DryRun: o.DryRun, Idempotent: o.Idempotent, ExpiresAt: o.ExpiresAt,
 		Principal: o.Principal, Source: o.Source, CorrelationID: o.CorrelationID,
 		SubmittedAt: o.SubmittedAt, StartedAt: o.StartedAt, FinishedAt: o.FinishedAt,
-		Attempt: o.Attempt, StreamSeq: o.StreamSeq, Policy: o.Policy,
+		Attempt: o.Attempt, StreamSeq: o.StreamSeq, Policy: o.Policy, Worker: o.Worker, Processes: o.Processes,
 	}
 	if r.Args == nil {
 		r.Args = []string{}

@@ -34,7 +34,12 @@ CREATE TABLE order_processes (
     PRIMARY KEY (order_id, attempt)
 );
 
+-- What is known of an attempt's processes at its end: how their end was
+-- verified, and for an interrupted order what its successor found and did.
+ALTER TABLE orders ADD COLUMN processes jsonb;
+
 -- +goose Down
+ALTER TABLE orders DROP COLUMN processes;
 DROP TABLE order_processes;
 ALTER TABLE hosts
     DROP COLUMN owner, DROP COLUMN owner_epoch, DROP COLUMN owner_pid,

@@ -47,6 +47,10 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 	return w.q.RenewHostConsumer(ctx, w.opts.Host)
 }
 
+// partialOutputCap bounds the partial output kept of an interrupted order
+// that set no output cap of its own.
+const partialOutputCap = 10 << 20
+
 // abandon settles an order whose attempt was started by a worker that is
 // gone: interrupted (its outcome is unknown and it never runs again), or,
 // when it is idempotent and this was its first attempt, queued again to run
@@ -71,7 +75,13 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	}
 	ev := postgres.Evidence{Reap: w.reap(ctx, proc)}
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
-		if p, err := w.q.PartialOutput(ctx, o.Host, o.ID, o.MaxOutput); err != nil {
+		limit := o.MaxOutput
+		if limit <= 0 {
+			// The live stream holds at most the worker's output cap per
+			// order; this only bounds memory.
+			limit = partialOutputCap
+		}
+		if p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit); err != nil {
 			w.logger.Warn("read partial output of an interrupted order", "order_id", o.ID, "error", err)
 		} else {
 			ev.Stdout, ev.Stderr = p.Stdout, p.Stderr

@@ -38,7 +38,7 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
 	o := s.submit(map[string]any{"host": "victim", "command": "sh", "timeout_seconds": 120,
-		"args": []string{"-c", `echo $$ > "$1"; echo x >> "$2"; sleep 60`, "_", pidFile, count}}, "", http.StatusAccepted)
+		"args": []string{"-c", `echo $$ > "$1"; echo partial; echo x >> "$2"; sleep 60 & wait`, "_", pidFile, count}}, "", http.StatusAccepted)
 	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
 		_, err := os.Stat(count) // the command itself is running
 		return o.Status == "running" && err == nil
@@ -58,9 +58,18 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 
 	next := s.submit(map[string]any{"host": "victim", "command": "echo", "args": []string{"next"}}, "", http.StatusAccepted)
 	s.startWorker("victim")
-	got := s.waitFor(o.ID, 30*time.Second, terminal)
+	// The status turns interrupted before the successor has reaped and
+	// recorded what it found: wait for the evidence.
+	got := s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool { return terminal(o) && o.Processes != nil })
 	if got.Status != "interrupted" || got.Attempt != 1 {
 		t.Fatalf("killed order: status %s attempt %d, want interrupted 1", got.Status, got.Attempt)
+	}
+	// The evidence a person needs: who ran it, what was found and killed.
+	if got.Worker == "" || got.Processes["verified"] != "group" || got.Processes["found"] != true {
+		t.Fatalf("interrupted order's evidence: worker %q processes %v", got.Worker, got.Processes)
+	}
+	if got.Result == nil || got.Result.Stdout.Content != "partial\n" {
+		t.Fatalf("interrupted order kept no partial output: %+v", got.Result)
 	}
 	if n := s.waitFor(next.ID, 30*time.Second, terminal); n.Status != "succeeded" || n.Result.Stdout.Content != "next\n" {
 		t.Fatalf("next order: %+v", n)

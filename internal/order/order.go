@@ -52,6 +52,10 @@ type Order struct {
 	StreamSeq      uint64 // the JetStream sequence it was executed from
 	Worker         string // the worker instance that claimed it
 	Result         *Result
+	// Processes is what is known of the attempt's processes at its end:
+	// how their end was verified ("group", "cgroup", "reboot") and, for an
+	// interrupted order, what its successor found and killed.
+	Processes map[string]any
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

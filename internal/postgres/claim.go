@@ -73,6 +73,9 @@ type Finish struct {
 	Result order.Result
 	Actor  string         // the worker instance
 	Detail map[string]any // extra event detail (e.g. the rejection reason)
+	// Processes is how the end of the attempt's processes was verified,
+	// stored on the order; nil when no process ran.
+	Processes map[string]any
 }
 
 // Complete writes the result of attempt and the "finished" event, guarded by
@@ -160,7 +163,7 @@ const completeSQL = `WITH u AS (
 		duration_ms = $6, error = nullif($7, ''),
 		stdout = $8, stdout_bytes = $9, stdout_truncated = $10, stdout_sha256 = $11,
 		stderr = $12, stderr_bytes = $13, stderr_truncated = $14, stderr_sha256 = $15,
-		env = NULL, stdin = NULL
+		env = NULL, stdin = NULL, processes = $18
 	WHERE id = $1 AND attempt = $2 AND status = 'running'
 	RETURNING id, status, finished_at
 ), e AS (
@@ -193,10 +196,16 @@ func completeArgs(id uuid.UUID, attempt int, f Finish) ([]any, error) {
 		c := int32(*r.ExitCode)
 		exitCode = &c
 	}
+	var procs []byte
+	if f.Processes != nil {
+		if procs, err = json.Marshal(f.Processes); err != nil {
+			return nil, fmt.Errorf("encode process outcome: %w", err)
+		}
+	}
 	return []any{id, attempt, string(f.Status), exitCode, r.Signal, r.DurationMS, r.Error,
 		r.Stdout.Content, r.Stdout.Bytes, r.Stdout.Truncated, r.Stdout.SHA256,
 		r.Stderr.Content, r.Stderr.Bytes, r.Stderr.Truncated, r.Stderr.SHA256,
-		f.Actor, dj}, nil
+		f.Actor, dj, procs}, nil
 }
 
 // completed turns the number of rows a completion updated into an error

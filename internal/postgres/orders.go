@@ -24,7 +24,7 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 	idempotency_key, policy, submitted_at, started_at, finished_at, attempt, stream_seq,
 	worker, exit_code, signal, duration_ms, error,
 	stdout, stdout_bytes, stdout_truncated, stdout_sha256,
-	stderr, stderr_bytes, stderr_truncated, stderr_sha256`
+	stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var (
@@ -43,6 +43,7 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		stdoutBytes, stderrBytes *int64
 		stdoutTrunc, stderrTrunc *bool
 		stdoutSum, stderrSum     []byte
+		processes                map[string]any
 	)
 	err := row.Scan(&o.ID, &o.BatchID, &kind, &o.Host, &status, &o.Command, &o.Args, &o.EnvNames, &env, &o.Stdin,
 		&stdoutEnc, &stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &timeoutMS, &o.RunAs,
@@ -50,10 +51,11 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		&idemKey, &policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &streamSeq,
 		&o.Worker, &exitCode, &signal, &durationMS, &errText,
 		&stdout, &stdoutBytes, &stdoutTrunc, &stdoutSum,
-		&stderr, &stderrBytes, &stderrTrunc, &stderrSum)
+		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes)
 	if err != nil {
 		return nil, err
 	}
+	o.Processes = processes
 	o.Kind, o.Status = order.Kind(kind), order.Status(status)
 	o.Env = env
 	o.StdoutEncode, o.StderrEncode = order.Encoding(stdoutEnc), order.Encoding(stderrEnc)

@@ -178,9 +178,9 @@ type Evidence struct {
 	HasPartialOutput bool
 }
 
-// RecordEvidence stores the evidence of an interrupted attempt: the reap
-// outcome on its process record and as a "reaped" event, and the partial
-// output on the order when there was any.
+// RecordEvidence stores the evidence of an abandoned attempt: the reap
+// outcome on its process record, on the order and as a "reaped" event, and
+// the partial output on the order when there was any.
 func (s *Store) RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev Evidence) error {
 	detail := map[string]any{"attempt": attempt}
 	for k, v := range ev.Reap {
@@ -194,9 +194,14 @@ func (s *Store) RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, a
 	UPDATE order_processes SET reaped_at = now(), reaped_by = $3, reap = $4 WHERE order_id = $1 AND attempt = $2
 	RETURNING 1
 ), o AS (
-	UPDATE orders SET stdout = $6::bytea, stdout_bytes = octet_length($6::bytea), stdout_truncated = $7,
-		stderr = $8::bytea, stderr_bytes = octet_length($8::bytea), stderr_truncated = $9
-	WHERE id = $1 AND attempt = $2 AND status = 'interrupted' AND $5
+	UPDATE orders SET processes = $4,
+		stdout = CASE WHEN $5 THEN $6::bytea ELSE stdout END,
+		stdout_bytes = CASE WHEN $5 THEN octet_length($6::bytea) ELSE stdout_bytes END,
+		stdout_truncated = CASE WHEN $5 THEN $7 ELSE stdout_truncated END,
+		stderr = CASE WHEN $5 THEN $8::bytea ELSE stderr END,
+		stderr_bytes = CASE WHEN $5 THEN octet_length($8::bytea) ELSE stderr_bytes END,
+		stderr_truncated = CASE WHEN $5 THEN $9 ELSE stderr_truncated END
+	WHERE id = $1 AND attempt = $2
 	RETURNING 1
 )
 INSERT INTO order_events (order_id, type, actor, detail) VALUES ($1, 'reaped', $3, $4)`
