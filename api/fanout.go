@@ -96,6 +96,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		encode(w, statusOf(e.Code), ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: details}})
 		return
 	}
+	batch = batchOf(batch, stored)
 	if wait > 0 {
 		deadline := time.Now().Add(wait)
 		for time.Now().Before(deadline) && r.Context().Err() == nil {
@@ -107,6 +108,22 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		}
 	}
 	s.writeFanOut(w, r, batch, stored, refused)
+}
+
+// batchOf is the batch a fan-out answers with: its own, unless every
+// order came back from an earlier fan-out with the same Idempotency-Key (a
+// retry), which answers with that fan-out's batch.
+func batchOf(batch uuid.UUID, stored []*order.Order) uuid.UUID {
+	prev := stored[0].BatchID
+	if prev == nil {
+		return batch
+	}
+	for _, o := range stored {
+		if o.BatchID == nil || *o.BatchID != *prev {
+			return batch
+		}
+	}
+	return *prev
 }
 
 // writeFanOut answers a fan-out with its orders as they are now. A host
