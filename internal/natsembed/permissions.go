@@ -80,9 +80,17 @@ func WorkerPermissions(host string) *server.Permissions {
 			"$JS.API.CONSUMER.CREATE." + kvStream + ".*." + lease,
 			"$JS.API.CONSUMER.DELETE." + kvStream + ".*",
 			"$JS.FC." + kvStream + ".>",
-			// Its own status events and live output.
+			// Its own status events and live output, and reading back its
+			// host's live output (what a worker taking over keeps of an
+			// interrupted order) through an ordered consumer filtered on
+			// one order of its host. Consumer names there are random, so
+			// info, pull and delete cannot be scoped by name.
 			queue.EventsSubject + host + ".>",
 			queue.OutputSubject + host + ".>",
+			"$JS.API.CONSUMER.CREATE." + queue.LiveStream + ".*." + queue.OutputSubject + host + ".*",
+			"$JS.API.CONSUMER.INFO." + queue.LiveStream + ".*",
+			"$JS.API.CONSUMER.MSG.NEXT." + queue.LiveStream + ".*",
+			"$JS.API.CONSUMER.DELETE." + queue.LiveStream + ".*",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			queue.WorkerInbox(host) + ".>",
