@@ -269,21 +269,11 @@ func TestOrderExpiresWithoutWorker(t *testing.T) {
 	if !slices.Equal(types, []string{"submitted", "expired"}) {
 		t.Fatalf("events %v, want submitted, expired", types)
 	}
-	// The CLI's waiters return too (non-zero: the order did not succeed):
-	// submit --wait, and logs -f on an order that expires meanwhile.
-	start = time.Now()
+	// The CLI's waiter returns too (non-zero: the order did not succeed).
 	r := cli(t, s.cliEnv(), "", "submit", "--host", "offline", "--expires-in", "1s", "--wait", "--", "true")
 	if r.err == nil || !strings.Contains(r.stderr+r.err.Error(), "expired") {
 		t.Fatalf("submit --wait: err %v stderr %q", r.err, r.stderr)
 	}
-	t.Logf("submit --wait returned %s after submission", time.Since(start).Round(time.Millisecond))
-	o = s.submit(map[string]any{"host": "offline", "command": "true", "expires_in_seconds": 1}, "", http.StatusAccepted)
-	start = time.Now()
-	r = cli(t, s.cliEnv(), "", "logs", "-f", o.ID.String())
-	if r.err == nil || time.Since(start) > 6*time.Second {
-		t.Fatalf("logs -f: err %v after %s, stderr %q", r.err, time.Since(start), r.stderr)
-	}
-	t.Logf("logs -f returned %s after submission (%v)", time.Since(start).Round(time.Millisecond), r.err)
 }
 
 // TestSubmitDuringPostgresBlip cuts the API's PostgreSQL connections
