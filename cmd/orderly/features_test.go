@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
@@ -284,17 +285,10 @@ func TestLiveOutputWithReconnect(t *testing.T) {
 // TestFanOut runs one command on three hosts matched by a glob.
 func TestFanOut(t *testing.T) {
 	s := newStack(t, "fan-1", "fan-2", "fan-3", "other")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, 10*time.Second, "all four hosts online", func() bool {
 		code, b := s.do("GET", "/v1/hosts", nil)
-		if code == 200 && strings.Count(string(b), `"online":true`) == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hosts not online: %s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return code == 200 && strings.Count(string(b), `"online":true`) == 4
+	})
 	code, b := s.do("POST", "/v1/orders?wait=20", map[string]any{"hosts": []string{"fan-*"}, "command": "hostname"})
 	if code != 200 {
 		t.Fatalf("fan-out: %d %s", code, b)
@@ -362,24 +356,20 @@ func TestIdempotentRetries(t *testing.T) {
 		m.Header.Set("Authorization", "Bearer "+s.token)
 		m.Header.Set("Nats-Msg-Id", "nats-retry-1")
 		m.Data, _ = json.Marshal(body)
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
+		storeSubmission(t, nc, m)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var n, done int
-		_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*), count(*) FILTER (WHERE status='succeeded') FROM orders WHERE idempotency_key = 'nats-retry-1'`).Scan(&n, &done)
-		if n > 1 {
-			t.Fatalf("%d orders for one Nats-Msg-Id", n)
-		}
-		if done == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("NATS submission did not run")
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Both submissions are handled once the submit stream (a work queue)
+	// is empty; only then is the count of orders final.
+	waitSubmitsHandled(t, nc)
+	waitUntil(t, 20*time.Second, "the NATS submission ran", func() bool {
+		var done int
+		_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders WHERE idempotency_key = 'nats-retry-1' AND status = 'succeeded'`).Scan(&done)
+		return done == 1
+	})
+	var n int
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders WHERE idempotency_key = 'nats-retry-1'`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("%d orders for one Nats-Msg-Id", n)
 	}
 	if data, _ := os.ReadFile(f); strings.Count(string(data), "x") != 2 {
 		t.Fatalf("ran %d times in all, want 2", strings.Count(string(data), "x"))
@@ -449,28 +439,31 @@ func TestNATSIntake(t *testing.T) {
 	evil := nats.NewMsg(queue.SubmitSubject + "nh")
 	evil.Header.Set("Orderly-Reply", "$KV.orderly_hosts.lease.ghost")
 	evil.Data = []byte(`{"command":"true"}`)
-	if err := nc.PublishMsg(evil); err != nil {
-		t.Fatal(err)
-	}
+	storeSubmission(t, nc, evil)
 	// A NUL in the submission must not make the audit insert fail.
 	nul := nats.NewMsg(queue.SubmitSubject + "nh")
 	nul.Header.Set("Authorization", "Bearer ord_\x00bad")
 	nul.Data = []byte(`{"command":"true"}`)
-	_ = nc.PublishMsg(nul)
-	deadline := time.Now().Add(10 * time.Second)
+	storeSubmission(t, nc, nul)
+	// Every submission is handled (audited, answered, then acked) once
+	// the submit stream, a work queue, is empty. An answer into the KV
+	// bucket would have been published before that ack on the API's
+	// connection, so after a flush of ours it would be waiting here.
+	waitSubmitsHandled(t, nc)
 	var n int
-	for {
-		_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM rejections WHERE source = 'nats' AND code = 'unauthenticated'`).Scan(&n)
-		if n >= 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM rejections WHERE source = 'nats' AND code = 'unauthenticated'`).Scan(&n)
 	if n != 3 {
 		t.Fatalf("%d audited unauthenticated NATS submissions, want 3", n)
 	}
-	if m, err := kvWatch.NextMsg(200 * time.Millisecond); err == nil {
-		t.Fatalf("the API answered into the KV bucket: %s", m.Data)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if pending, _, err := kvWatch.Pending(); err != nil || pending != 0 {
+		var data []byte
+		if m, err := kvWatch.NextMsg(time.Second); err == nil {
+			data = m.Data
+		}
+		t.Fatalf("the API answered into the KV bucket (%d messages, %v): %s", pending, err, data)
 	}
 	var orders int
 	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&orders)
@@ -484,13 +477,15 @@ func TestNATSIntake(t *testing.T) {
 func TestDeadlinePassesWhileHostOffline(t *testing.T) {
 	s := newStack(t)
 	f := filepath.Join(t.TempDir(), "ran")
-	by := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	by := time.Now().Add(time.Second).UTC().Format(time.RFC3339Nano)
 	o := s.submit(map[string]any{"host": "late", "command": "touch", "args": []string{f}, "deliver_by": by}, "", http.StatusAccepted)
-	// Let the deadline pass while no worker serves the host.
-	deadline, _ := time.Parse(time.RFC3339Nano, by)
-	for time.Now().Before(deadline.Add(100 * time.Millisecond)) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The deadline passes while no worker serves the host: as PostgreSQL's
+	// clock has it, which is the one the claim judges by.
+	waitUntil(t, 10*time.Second, "the order's deadline passed", func() bool {
+		var passed bool
+		err := s.b.pool.QueryRow(ctxT(t), `SELECT expires_at < now() FROM orders WHERE id = $1`, o.ID).Scan(&passed)
+		return err == nil && passed
+	})
 	s.startWorker("late")
 	got := s.waitFor(o.ID, 20*time.Second, terminal)
 	if got.Status != "expired" {
@@ -499,6 +494,39 @@ func TestDeadlinePassesWhileHostOffline(t *testing.T) {
 	if _, err := os.Stat(f); err == nil {
 		t.Fatal("expired order ran")
 	}
+}
+
+// storeSubmission publishes a NATS submission and waits for JetStream to
+// have stored it (or dropped it as a duplicate), so that an empty submit
+// stream afterwards means it was handled.
+func storeSubmission(t *testing.T, nc *nats.Conn, m *nats.Msg) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctxT(t), m); err != nil {
+		t.Fatalf("publish submission to %s: %v", m.Subject, err)
+	}
+}
+
+// waitSubmitsHandled waits until every NATS submission has been taken and
+// acknowledged by the API's intake: the submit stream is a work queue, so
+// it is empty then. It fails at the deadline.
+func waitSubmitsHandled(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "NATS submissions handled", func() bool {
+		st, err := js.Stream(ctxT(t), queue.SubmitStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctxT(t))
+		return err == nil && info.State.Msgs == 0
+	})
 }
 
 // TestHostQueue shows a host's queue in execution order.
