@@ -23,9 +23,11 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -60,6 +62,49 @@ func TestIntakeStrictJSON(t *testing.T) {
 		hdr: []string{"Content-Type", "application/json; charset=UTF-8"}})
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("charset=UTF-8: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestIntakeStrictJSONOverNATS: NATS submissions use the same decoder:
+// a case variant of a field or invalid UTF-8 is answered invalid_request,
+// and nothing is recorded.
+func TestIntakeStrictJSONOverNATS(t *testing.T) {
+	s := newStack(t)
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	answers, err := nc.SubscribeSync("_INBOX.strict.me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{
+		`{"command":"true","Command":"mark"}`,
+		`{"command":"echo","args":["a"],"Args":["b"]}`,
+		"{\"command\":\"ec\xffho\"}",
+	} {
+		m := nats.NewMsg(queue.SubmitSubject + "strict")
+		m.Header.Set("Authorization", "Bearer "+s.token)
+		m.Header.Set("Orderly-Reply", "_INBOX.strict.me")
+		m.Data = []byte(body)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := answers.NextMsg(20 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: no answer: %v", body, err)
+		}
+		var a struct {
+			Error *api.ErrorDetail `json:"error"`
+		}
+		if json.Unmarshal(msg.Data, &a) != nil || a.Error == nil || a.Error.Code != "invalid_request" {
+			t.Fatalf("%q answered %s", body, msg.Data)
+		}
+	}
+	var n int
+	if err := s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d orders (%v), want none", n, err)
 	}
 }
 
@@ -269,11 +314,21 @@ func TestOrderExpiresWithoutWorker(t *testing.T) {
 	if !slices.Equal(types, []string{"submitted", "expired"}) {
 		t.Fatalf("events %v, want submitted, expired", types)
 	}
-	// The CLI's waiter returns too (non-zero: the order did not succeed).
+	// The CLI's waiters return too (non-zero: the order did not succeed):
+	// submit --wait, and logs -f on an order that expires meanwhile.
+	start = time.Now()
 	r := cli(t, s.cliEnv(), "", "submit", "--host", "offline", "--expires-in", "1s", "--wait", "--", "true")
 	if r.err == nil || !strings.Contains(r.stderr+r.err.Error(), "expired") {
 		t.Fatalf("submit --wait: err %v stderr %q", r.err, r.stderr)
 	}
+	t.Logf("submit --wait returned %s after submission", time.Since(start).Round(time.Millisecond))
+	o = s.submit(map[string]any{"host": "offline", "command": "true", "expires_in_seconds": 1}, "", http.StatusAccepted)
+	start = time.Now()
+	r = cli(t, s.cliEnv(), "", "logs", "-f", o.ID.String())
+	if r.err == nil || time.Since(start) > 6*time.Second {
+		t.Fatalf("logs -f: err %v after %s, stderr %q", r.err, time.Since(start), r.stderr)
+	}
+	t.Logf("logs -f returned %s after submission (%v)", time.Since(start).Round(time.Millisecond), r.err)
 }
 
 // TestSubmitDuringPostgresBlip cuts the API's PostgreSQL connections
