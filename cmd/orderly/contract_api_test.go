@@ -57,8 +57,12 @@ func TestIntakeStrictJSON(t *testing.T) {
 	if n := s.count(`SELECT count(*) FROM orders`); n != 0 {
 		t.Fatalf("%d orders recorded from refused bodies", n)
 	}
+	// A header over the server's limit is refused by net/http before any
+	// handler, and still answered in the envelope.
+	resp, b := s.send(call{method: "GET", path: "/v1/orders", token: s.token, hdr: []string{"X-Pad", strings.Repeat("p", 100<<10)}})
+	wantError(t, resp.StatusCode, b, http.StatusRequestHeaderFieldsTooLarge, "header_too_large")
 	// charset=utf-8 is fine.
-	resp, b := s.send(call{method: "POST", path: "/v1/orders", token: s.token, body: `{"host":"h1","command":"true"}`,
+	resp, b = s.send(call{method: "POST", path: "/v1/orders", token: s.token, body: `{"host":"h1","command":"true"}`,
 		hdr: []string{"Content-Type", "application/json; charset=UTF-8"}})
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("charset=UTF-8: %d %s", resp.StatusCode, b)
