@@ -20,6 +20,13 @@ func main() {
 		if errors.As(err, &ee) {
 			os.Exit(int(ee))
 		}
+		// A server command ends with a line in its log format (one JSON
+		// object with log.format json), then exits 1.
+		var le *loggedError
+		if errors.As(err, &le) {
+			le.logger.Error("orderly stopped", "error", le.err)
+			os.Exit(1)
+		}
 		fmt.Fprintln(os.Stderr, "orderly:", err)
 		os.Exit(1)
 	}
@@ -43,5 +50,10 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return root.ExecuteContext(ctx)
+	err := root.ExecuteContext(ctx)
+	var ee exitCodeError
+	if err != nil && a.logger != nil && !errors.As(err, &ee) {
+		return &loggedError{err: err, logger: a.logger}
+	}
+	return err
 }

@@ -17,6 +17,9 @@ type app struct {
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
+	// logger is the server commands' logger once load built it, so that
+	// the error that ends the command comes out in the same format.
+	logger *slog.Logger
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -84,10 +87,21 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags) (*config.Watcher, *slog.L
 		return nil, nil, err
 	}
 	w.SetLogger(l.Logger)
+	a.logger = l.Logger
 	w.Subscribe(func(c config.Config) { l.SetLevel(c.Log.Level) })
 	slog.SetDefault(l.Logger)
 	return w, l.Logger, nil
 }
+
+// loggedError is the error a server command ended with, to be logged with
+// the command's logger rather than printed as text (main does that).
+type loggedError struct {
+	err    error
+	logger *slog.Logger
+}
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
 
 // newLogger builds the logger of the log section. A syslog socket stays
 // open for the life of the process.
