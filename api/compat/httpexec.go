@@ -188,7 +188,8 @@ func (h *HTTPExec) order(r *http.Request, path string) (*order.Order, int) {
 
 // apply copies the body into o with httpexec's rules.
 func (b *httpexecBody) apply(o *order.Order) error {
-	if present(b.Args) {
+	// httpexec prepended the path to args: a null list failed there.
+	if len(b.Args) > 0 {
 		if err := json.Unmarshal(b.Args, &o.Args); err != nil || o.Args == nil {
 			return errHTTPExecInput
 		}

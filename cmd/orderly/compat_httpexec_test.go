@@ -1,0 +1,416 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// httpexecRoot is an EXEC_ROOT for the httpexec tests: real copies of
+// harmless tools (a symlink to /bin/cat would resolve outside the root),
+// scripts, a subdirectory, links inside and out, a directory and a file
+// without an execute bit. outside holds a tool outside the root.
+type httpexecRoot struct {
+	root, outside string
+}
+
+func newHTTPExecRoot(t *testing.T) httpexecRoot {
+	t.Helper()
+	base, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpexecRoot{root: filepath.Join(base, "root"), outside: filepath.Join(base, "outside")}
+	for _, d := range []string{h.root, filepath.Join(h.root, "sub"), filepath.Join(h.root, "adir"), h.outside} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyTool := func(name, dst string) {
+		src, err := exec.LookPath(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyTool("cat", filepath.Join(h.root, "cat"))
+	copyTool("echo", filepath.Join(h.root, "echo"))
+	copyTool("env", filepath.Join(h.root, "env"))
+	copyTool("echo", filepath.Join(h.root, "sub", "echo"))
+	copyTool("echo", filepath.Join(h.outside, "tool"))
+	scripts := map[string]string{
+		"fail":     "#!/bin/sh\necho out; echo err >&2; exit 2\n",
+		"selfkill": "#!/bin/sh\nkill -TERM $$\n",
+	}
+	for name, body := range scripts {
+		if err := os.WriteFile(filepath.Join(h.root, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(h.root, "noexec"), []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(h.root, "echo"), filepath.Join(h.root, "inlink")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(h.outside, "tool"), filepath.Join(h.root, "outlink")); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// httpexecConfig enables the surface for principal httpexec-client on
+// host hx, reachable from loopback only; the worker's command_path holds
+// the root and its subdirectory (the worker checks every order itself).
+func httpexecConfig(h httpexecRoot, followLinks bool) string {
+	return fmt.Sprintf(`
+acl:
+  allow: ["127.0.0.1/32", "::1/128"]
+policy:
+  - name: httpexec
+    principals: [httpexec-client]
+    hosts: [hx]
+    allow: [".*"]
+worker:
+  command_path: [%q, %q]
+compat:
+  httpexec:
+    enabled: true
+    host: hx
+    exec_root: %q
+    follow_links: %t
+    principal: httpexec-client
+`, h.root, filepath.Join(h.root, "sub"), h.root, followLinks)
+}
+
+// httpexecPost is a plain client speaking httpexec: POST /<path> with a
+// JSON body (or raw bytes with the given content type).
+func httpexecPost(t *testing.T, base, path, contentType string, body any) (int, http.Header, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = strings.NewReader(string(j))
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// httpexecResult is the original's response, decoded loosely so that null
+// and absent can be told apart.
+type httpexecResult struct {
+	Return *int             `json:"return"`
+	Stdout json.RawMessage `json:"stdout"`
+	Stderr json.RawMessage `json:"stderr"`
+}
+
+func decodeHTTPExec(t *testing.T, code int, b []byte) httpexecResult {
+	t.Helper()
+	if code != http.StatusOK {
+		t.Fatalf("status = %d, want 200: %s", code, b)
+	}
+	var r httpexecResult
+	if err := json.Unmarshal(b, &r); err != nil || r.Return == nil {
+		t.Fatalf("not an httpexec response: %v: %s", err, b)
+	}
+	return r
+}
+
+func stream(t *testing.T, raw json.RawMessage) (content string, encode *string) {
+	t.Helper()
+	if string(raw) == "null" || len(raw) == 0 {
+		t.Fatalf("stream is null, want captured")
+	}
+	var s struct {
+		Content string  `json:"content"`
+		Encode  *string `json:"encode"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Content, s.Encode
+}
+
+// TestHTTPExecEncodingsRoundTrip sends binary stdin to cat in base64 and
+// in base85 and expects exactly the bytes back, in exactly the text
+// Python's base64.b64encode and base64.a85encode produce (z groups, no
+// <~ ~>, short final group).
+func TestHTTPExecEncodingsRoundTrip(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
+	cases := []struct {
+		name, encode, in string
+	}{
+		// base64.a85encode(b'\0\0\0\0abc\0\xff\xfe\0\0\0\0\0\0')
+		{"base85 zero groups", "base85", "z@:E^Hs8Duuz"},
+		// base64.a85encode(b'hello\n')
+		{"base85 short final group", "base85", "BOu!rD[H"},
+		// base64.a85encode(b'\0\0\0'): a partial zero group is not z
+		{"base85 partial zeros", "base85", "!!!!"},
+		// base64.a85encode(bytes(range(256)))
+		{"base85 every byte", "base85", `!!*-'"9eu7#RLhG$k3[W&.oNg'GVB"(` + "`" + `=52*$$(B+<_pR,UFcb-n-Vr/1iJ-0JP==1c70M3&s#]4?Ykm5X@_(6q'R884cEH9MJ8X:f1+h<)lt#=BSg3>[:ZC?t!MSA7]@cBPD3sCi+'.E,fo>FEMbNG^4U^I!pHnJ:W<)KS>/9Ll%"IN/` + "`" + `jYOHG]iPa.Q$R$jD4S=Q7DTV8*TUnsrdW2ZetXKAY/Yd(L?['d?O\@K2_]Y2%o^qmn*` + "`" + `5Ta:aN;TJbg"GZd*^:jeCE.%f\,!5gtgiEi8N\UjQ5OekiqBum-X60nF?)@o_%qPq"ad` + "`" + `r;HWp`},
+		{"base64 binary", "base64", "AAAAAGFiYwD//gAAAAAAAA=="},
+		{"base64 empty", "base64", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, b := httpexecPost(t, s.url, "/cat", "application/json", map[string]any{
+				"stdin":  map[string]any{"content": c.in, "encode": c.encode},
+				"stdout": map[string]any{"capture": true, "encode": c.encode},
+			})
+			r := decodeHTTPExec(t, code, b)
+			content, enc := stream(t, r.Stdout)
+			if content != c.in || enc == nil || *enc != c.encode {
+				t.Fatalf("stdout = %q (%v), want %q (%s): %s", content, enc, c.in, c.encode, b)
+			}
+			if string(r.Stderr) != "null" {
+				t.Fatalf("uncaptured stderr = %v, want null: %s", r.Stderr, b)
+			}
+		})
+	}
+}
+
+// TestHTTPExecResponses covers the response rules: key order, text
+// output, captured-and-empty, uncaptured null, non-zero exit with 200,
+// signal death as a negative return, args without a shell, environment
+// overrides over a clean environment, stdin from /dev/null.
+func TestHTTPExecResponses(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
+	t.Setenv("ORDERLY_TEST_SERVICE_SECRET", "must-not-leak")
+
+	code, hdr, b := httpexecPost(t, s.url, "/echo", "application/json", map[string]any{
+		"args": []string{"a b", "$HOME", ";", "*"}, "stdout": map[string]any{"capture": true},
+		"stderr": map[string]any{"capture": true, "encode": "base64"}})
+	if hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("Content-Type = %q", hdr.Get("Content-Type"))
+	}
+	want := `{"return":0,"stderr":{"content":"","encode":"base64"},"stdout":{"content":"a b $HOME ; *\n","encode":null}}` + "\n"
+	if code != 200 || string(b) != want {
+		t.Fatalf("echo = %d %s, want %s", code, b, want)
+	}
+
+	r := httpexecRun(t, s.url, "/fail", map[string]any{"stdout": map[string]any{"capture": true}})
+	if *r.Return != 2 {
+		t.Fatalf("return = %d, want 2", *r.Return)
+	}
+	if out, _ := stream(t, r.Stdout); out != "out\n" || string(r.Stderr) != "null" {
+		t.Fatalf("fail output = %q / %s", out, r.Stderr)
+	}
+
+	r = httpexecRun(t, s.url, "/selfkill", map[string]any{})
+	if *r.Return != -15 {
+		t.Fatalf("return of a TERM death = %d, want -15", *r.Return)
+	}
+
+	r = httpexecRun(t, s.url, "/env", map[string]any{
+		"environment": map[string]string{"FOO": "BAR"}, "stdout": map[string]any{"capture": true}})
+	env, _ := stream(t, r.Stdout)
+	if !strings.Contains(env, "FOO=BAR\n") || strings.Contains(env, "ORDERLY_TEST_SERVICE_SECRET") {
+		t.Fatalf("child environment = %q: want FOO=BAR and nothing of the service's", env)
+	}
+	r = httpexecRun(t, s.url, "/env", map[string]any{"environment": nil, "stdout": map[string]any{"capture": true}})
+	if *r.Return != 0 {
+		t.Fatalf("environment null: return %d", *r.Return)
+	}
+
+	// No stdin: the child reads /dev/null and ends, never the service's stdin.
+	r = httpexecRun(t, s.url, "/cat", map[string]any{"stdout": map[string]any{"capture": true}})
+	if out, enc := stream(t, r.Stdout); out != "" || enc != nil {
+		t.Fatalf("cat without stdin = %q %v", out, enc)
+	}
+	r = httpexecRun(t, s.url, "/cat", map[string]any{"stdin": map[string]any{"content": "text in"},
+		"stdout": map[string]any{"capture": true}})
+	if out, _ := stream(t, r.Stdout); out != "text in" {
+		t.Fatalf("cat of text stdin = %q", out)
+	}
+
+	// Every request is an ordinary order of the configured principal.
+	code, lb := s.do("GET", "/v1/orders?principal=httpexec-client&host=hx&limit=1000", nil)
+	var list struct {
+		Orders []struct {
+			Source, Principal, Command string
+		} `json:"orders"`
+	}
+	if err := json.Unmarshal(lb, &list); err != nil || code != 200 || len(list.Orders) < 7 {
+		t.Fatalf("orders of httpexec-client = %d %s", code, lb)
+	}
+	for _, o := range list.Orders {
+		if o.Source != "httpexec" || !strings.HasPrefix(o.Command, h.root+"/") {
+			t.Fatalf("order %+v: want source httpexec and the resolved path", o)
+		}
+	}
+}
+
+// httpexecRun posts a JSON body and decodes the 200 answer.
+func httpexecRun(t *testing.T, base, path string, body any) httpexecResult {
+	t.Helper()
+	code, _, b := httpexecPost(t, base, path, "application/json", body)
+	return decodeHTTPExec(t, code, b)
+}
+
+// TestHTTPExecRequestQuirks: a JSON body sent as text/plain is ignored
+// (the command runs without args), malformed JSON is 400, null args and
+// unknown encodings are the original's 500, and no body is fine.
+func TestHTTPExecRequestQuirks(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
+
+	code, _, b := httpexecPost(t, s.url, "/echo", "text/plain", `{"args":["x"],"stdout":{"capture":true}}`)
+	r := decodeHTTPExec(t, code, b)
+	if string(r.Stdout) != "null" {
+		t.Fatalf("text/plain body was read: %s", b)
+	}
+	for _, c := range []struct {
+		name, body string
+		want       int
+	}{
+		{"malformed JSON", `{"args": [`, 400},
+		{"args null", `{"args": null}`, 500},
+		{"args not strings", `{"args": [1]}`, 500},
+		{"unknown encoding", `{"stdout": {"capture": true, "encode": "rot13"}}`, 500},
+		{"bad base64 stdin", `{"stdin": {"content": "!!", "encode": "base64"}}`, 500},
+	} {
+		code, hdr, b := httpexecPost(t, s.url, "/echo", "application/json", c.body)
+		if code != c.want || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
+			t.Errorf("%s: %d %q %s, want %d HTML", c.name, code, hdr.Get("Content-Type"), b, c.want)
+		}
+	}
+	code, _, b = httpexecPost(t, s.url, "/echo", "", nil)
+	if r := decodeHTTPExec(t, code, b); *r.Return != 0 {
+		t.Fatalf("no body: %s", b)
+	}
+}
+
+// TestHTTPExecPaths: any depth, collapsed leading slashes, traversal and
+// encoded traversal, the root, directories, missing files and methods.
+func TestHTTPExecPaths(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
+	for _, path := range []string{"/sub/echo", "//echo"} {
+		code, _, b := httpexecPost(t, s.url, path, "application/json", map[string]any{})
+		if r := decodeHTTPExec(t, code, b); *r.Return != 0 {
+			t.Fatalf("%s: %s", path, b)
+		}
+	}
+	notFound := []struct{ path, named string }{
+		{"/missing", filepath.Join(h.root, "missing")},
+		{"/adir", filepath.Join(h.root, "adir")},
+		{"/../echo", filepath.Dir(h.root) + "/echo"},
+		{"/%2e%2e/echo", filepath.Dir(h.root) + "/echo"},
+	}
+	for _, c := range notFound {
+		code, hdr, b := httpexecPost(t, s.url, c.path, "application/json", map[string]any{})
+		want := "Command `" + c.named + "` not found"
+		if code != 404 || string(b) != want || hdr.Get("Content-Type") != "text/html; charset=utf-8" {
+			t.Errorf("%s: %d %q %q, want 404 %q", c.path, code, hdr.Get("Content-Type"), b, want)
+		}
+	}
+	if code, _, _ := httpexecPost(t, s.url, "/", "application/json", map[string]any{}); code != 404 {
+		t.Errorf("POST / = %d, want 404", code)
+	}
+	for _, m := range []string{"GET", "PUT", "DELETE"} {
+		req, _ := http.NewRequestWithContext(t.Context(), m, s.url+"/echo", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 {
+			t.Errorf("%s /echo = %d, want 405", m, resp.StatusCode)
+		}
+	}
+	// A file without an execute bit is found, and fails when run.
+	if code, _, b := httpexecPost(t, s.url, "/noexec", "application/json", map[string]any{}); code < 400 {
+		t.Errorf("noexec = %d %s, want an error", code, b)
+	}
+	// Native routes keep working beside the surface at /.
+	if code, b := s.do("GET", "/v1/hosts", nil); code != 200 {
+		t.Errorf("GET /v1/hosts = %d %s", code, b)
+	}
+}
+
+// TestHTTPExecLinks is the EXEC_ROOT/FOLLOW_LINKS matrix: a link whose
+// target stays inside the root runs either way; a link leading outside
+// runs only with follow_links, and otherwise is a 404 naming its target.
+func TestHTTPExecLinks(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("follow_links=%t", follow), func(t *testing.T) {
+			h := newHTTPExecRoot(t)
+			s := newSecStack(t, httpexecConfig(h, follow), nil, "hx")
+			code, _, b := httpexecPost(t, s.url, "/inlink", "application/json", map[string]any{"args": []string{"in"}, "stdout": map[string]any{"capture": true}})
+			if out, _ := stream(t, decodeHTTPExec(t, code, b).Stdout); out != "in\n" {
+				t.Fatalf("inlink: %s", b)
+			}
+			code, _, b = httpexecPost(t, s.url, "/outlink", "application/json", map[string]any{"args": []string{"out"}, "stdout": map[string]any{"capture": true}})
+			if follow {
+				if out, _ := stream(t, decodeHTTPExec(t, code, b).Stdout); out != "out\n" {
+					t.Fatalf("outlink with follow_links: %s", b)
+				}
+				return
+			}
+			want := "Command `" + filepath.Join(h.outside, "tool") + "` not found"
+			if code != 404 || string(b) != want {
+				t.Fatalf("outlink without follow_links = %d %q, want 404 %q", code, b, want)
+			}
+		})
+	}
+}
+
+// TestHTTPExecNeedsACL: the unauthenticated surface is refused at startup
+// without an acl.allow, or with one that admits everyone.
+func TestHTTPExecNeedsACL(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	for _, acl := range []string{"", `acl: {allow: ["0.0.0.0/0"]}`} {
+		text := strings.Replace(httpexecConfig(h, false), "acl:\n  allow: [\"127.0.0.1/32\", \"::1/128\"]\n", acl+"\n", 1)
+		path := filepath.Join(t.TempDir(), "orderly.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := config.NewWatcher(path, nil, nil, testLogger(t))
+		if err == nil || !strings.Contains(err.Error(), "compat.httpexec.enabled") {
+			t.Fatalf("acl %q: err = %v, want a refusal naming compat.httpexec.enabled", acl, err)
+		}
+	}
+	text := strings.Replace(httpexecConfig(h, false), "    principal: httpexec-client\n", "", 1)
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.NewWatcher(path, nil, nil, testLogger(t)); err == nil || !strings.Contains(err.Error(), "compat.httpexec.principal") {
+		t.Fatalf("no principal: err = %v", err)
+	}
+}
