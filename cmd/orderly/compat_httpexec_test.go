@@ -132,7 +132,7 @@ func httpexecPost(t *testing.T, base, path, contentType string, body any) (int, 
 // httpexecResult is the original's response, decoded loosely so that null
 // and absent can be told apart.
 type httpexecResult struct {
-	Return *int             `json:"return"`
+	Return *int            `json:"return"`
 	Stdout json.RawMessage `json:"stdout"`
 	Stderr json.RawMessage `json:"stderr"`
 }
