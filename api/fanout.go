@@ -98,16 +98,30 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	}
 	batch = batchOf(batch, stored)
 	if wait > 0 {
-		deadline := time.Now().Add(wait)
-		for time.Now().Before(deadline) && r.Context().Err() == nil {
-			list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut})
-			if err == nil && allTerminal(list) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		s.awaitBatch(r.Context(), batch, wait)
 	}
 	s.writeFanOut(w, r, batch, stored, refused)
+}
+
+// awaitBatch polls the batch's orders until all are finished, up to wait.
+func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, wait time.Duration) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Limit: maxFanOut})
+		if err == nil && allTerminal(list) {
+			return
+		}
+		select {
+		case <-poll.C:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // batchOf is the batch a fan-out answers with: its own, unless every
