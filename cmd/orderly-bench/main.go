@@ -46,6 +46,7 @@ type options struct {
 	latency       int
 	async         int
 	asyncWorkers  int
+	natsIntake    int
 	streamBytes   int64
 	sseRuns       int
 	settle        time.Duration
@@ -66,6 +67,7 @@ func main() {
 	flag.IntVar(&o.latency, "latency", 500, "sequential POST ?wait=10 for the idle latency")
 	flag.IntVar(&o.async, "async", 5000, "async submissions (202) to a host with no worker")
 	flag.IntVar(&o.asyncWorkers, "async-workers", 32, "concurrent async submitters")
+	flag.IntVar(&o.natsIntake, "nats-intake", 2000, "NATS submissions per intake run, with 1 and 3 API replicas (0: skip)")
 	flag.Int64Var(&o.streamBytes, "stream-bytes", 100<<20, "bytes the output-throughput order writes to stdout")
 	flag.IntVar(&o.sseRuns, "sse", 5, "SSE first-byte runs of each kind (live, immediate)")
 	flag.DurationVar(&o.settle, "settle", 3*time.Second, "pause before reading the idle RSS")
@@ -205,6 +207,10 @@ func run(ctx context.Context, o options) error {
 	}
 	// 5. Async submit rate.
 	if err := asyncSubmit(ctx, c, srv, o, rep); err != nil {
+		return err
+	}
+	// 5b. NATS intake rate with one and three API replicas (natsintake.go).
+	if err := natsIntake(ctx, srv, o, rep); err != nil {
 		return err
 	}
 	// 6. RSS after the runs settle.

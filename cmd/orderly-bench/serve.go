@@ -26,6 +26,8 @@ type server struct {
 	url     string
 	token   string
 	version string
+	natsURL string // from the banner's "add a worker" line
+	dsn     string
 	exited  chan struct{}
 	waitErr error
 }
@@ -75,7 +77,7 @@ func startServe(ctx context.Context, bin string) (*server, error) {
 	s.cmd = cmd
 	go prefixLines(stderr, "  serve| ")
 
-	type banner struct{ url, version string }
+	type banner struct{ url, version, natsURL, dsn string }
 	got := make(chan banner, 1)
 	var outWG sync.WaitGroup
 	outWG.Add(1)
@@ -89,8 +91,12 @@ func startServe(ctx context.Context, bin string) (*server, error) {
 			if v, ok := strings.CutPrefix(line, "orderly "); ok && strings.HasSuffix(v, " is running") {
 				b.version = strings.TrimSuffix(v, " is running")
 			}
-			if v, ok := strings.CutPrefix(line, "API:"); ok && !sent {
+			if v, ok := strings.CutPrefix(line, "API:"); ok {
 				b.url = strings.TrimSpace(v)
+			}
+			// The banner's last line: orderly worker … --nats-url U … --database-url 'D'.
+			if v, ok := strings.CutPrefix(line, "add a worker:"); ok && !sent {
+				b.natsURL, b.dsn = bannerFlag(v, "--nats-url"), strings.Trim(bannerFlag(v, "--database-url"), "'")
 				got <- b
 				sent = true
 			}
@@ -107,7 +113,7 @@ func startServe(ctx context.Context, bin string) (*server, error) {
 	defer timer.Stop()
 	select {
 	case b := <-got:
-		s.url, s.version = b.url, b.version
+		s.url, s.version, s.natsURL, s.dsn = b.url, b.version, b.natsURL, b.dsn
 	case <-s.exited:
 		s.cleanup()
 		return nil, fmt.Errorf("orderly serve exited before it was ready: %v", s.waitErr)
@@ -125,6 +131,17 @@ func startServe(ctx context.Context, bin string) (*server, error) {
 	}
 	s.token = strings.TrimSpace(string(tok))
 	return s, nil
+}
+
+// bannerFlag is the word after flag in line.
+func bannerFlag(line, flag string) string {
+	f := strings.Fields(line)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == flag {
+			return f[i+1]
+		}
+	}
+	return ""
 }
 
 func prefixLines(r io.Reader, prefix string) {
