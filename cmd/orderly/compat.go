@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/compat"
 	"github.com/orderly-run/orderly/internal/auth"
@@ -36,5 +38,14 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 	if cfg.HTTPExec.Enabled {
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.HTTPExec.Prefix, Fallback: true, Handler: &compat.HTTPExec{Deps: d,
 			Wait: func() time.Duration { return w.Current().Limits.MaxTimeout + time.Minute }}})
+	}
+	if cfg.Vigrid.Enabled {
+		srv.MountCompat(api.CompatSurface{Prefix: cfg.Vigrid.Prefix, Handler: &compat.Vigrid{Deps: d,
+			PID: func(ctx context.Context, id uuid.UUID, attempt int) int {
+				if p, err := sec.store.ProcessOf(ctx, id, attempt); err == nil && p != nil {
+					return p.PID
+				}
+				return 0
+			}}})
 	}
 }

@@ -1,0 +1,165 @@
+package compat
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// Vigrid is the Vigrid Shell API's /api/v1 (docs/compat.md). Every path but
+// exactly /health passes, in the original's order, the integrity check,
+// the network ACL, the bearer scheme and the token; only then is it routed.
+// Tokens are orderly principals, the token's rules orderly policy, and each
+// execute an ordinary order on compat.vigrid.host, whose worker runs the
+// host's queue one order at a time like Vigrid's single FIFO.
+type Vigrid struct {
+	Deps
+	// PID is the process id of a running order's attempt, for kill's
+	// answer; 0 when unknown.
+	PID func(ctx context.Context, id uuid.UUID, attempt int) int
+
+	mu   sync.Mutex
+	meta map[uuid.UUID]vigridMeta // what Vigrid's queue shows and orders do not keep
+}
+
+// vigridMeta is what /queue shows of an order that orderly does not store.
+type vigridMeta struct {
+	clientIP    string
+	synchronous bool
+	at          time.Time
+}
+
+// Vigrid's service identity, as its clients see it.
+const (
+	vigridService = "vigrid-shell-api"
+	vigridVersion = "1.0.0"
+)
+
+// vigridTime is Vigrid's timestamp: UTC with microseconds and a Z.
+func vigridTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
+
+// vigridRequest is one request inside the pipeline.
+type vigridRequest struct {
+	w   http.ResponseWriter
+	r   *http.Request
+	cfg config.Config
+	p   auth.Principal
+	ip  string
+}
+
+func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cfg := v.Config()
+	rel := "/" + strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")), "/")
+	if r.URL.Path == strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")+"/health" {
+		if _, ok := clientAddr(v.ACL(), r); !ok {
+			vigridError(w, http.StatusForbidden, "Access denied")
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
+			return
+		}
+		vigridJSON(w, http.StatusOK, map[string]any{"status": "ok", "service": vigridService, "version": vigridVersion,
+			"timestamp": vigridTime(time.Now())})
+		return
+	}
+	// The tamper check must not lock out the endpoint that clears it
+	// (docs/compat.md): /reload skips it and reloads.
+	if cfg.Compat.Vigrid.IntegrityCheck && rel != "/reload" && v.Drift != nil && v.Drift() {
+		vigridError(w, http.StatusServiceUnavailable, "Configuration integrity check failed. Restart the service.")
+		return
+	}
+	ip, ok := clientAddr(v.ACL(), r)
+	if !ok {
+		vigridError(w, http.StatusForbidden, "Access denied")
+		return
+	}
+	h := r.Header.Get("Authorization")
+	if !strings.HasPrefix(h, "Bearer ") {
+		vigridError(w, http.StatusUnauthorized, "Authentication required. Use 'Authorization: Bearer <token>'.")
+		return
+	}
+	p, err := v.Auth().Authenticate(h)
+	if err != nil {
+		vigridError(w, http.StatusUnauthorized, "Invalid authentication token")
+		return
+	}
+	vr := &vigridRequest{w: w, r: r, cfg: cfg, p: p, ip: ip}
+	routes := map[string]struct {
+		method string
+		serve  func(*vigridRequest)
+	}{
+		"/status":  {http.MethodGet, v.status},
+		"/execute": {http.MethodPost, v.execute},
+		"/queue":   {http.MethodGet, v.queue},
+		"/kill":    {http.MethodPost, v.kill},
+		"/reload":  {http.MethodPost, v.reload},
+	}
+	rt, ok := routes[rel]
+	switch {
+	case !ok:
+		vigridError(w, http.StatusNotFound, "Endpoint not found")
+	case r.Method != rt.method:
+		vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
+	default:
+		rt.serve(vr)
+	}
+}
+
+// reload is POST /reload: load the config file again.
+func (v *Vigrid) reload(vr *vigridRequest) {
+	if err := v.Reload(vr.r.Context()); err != nil {
+		vigridError(vr.w, http.StatusInternalServerError, "Reload failed: "+err.Error())
+		return
+	}
+	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "Configuration reloaded successfully"})
+}
+
+// remember keeps what /queue shows of an order this replica accepted.
+func (v *Vigrid) remember(id uuid.UUID, m vigridMeta) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.meta == nil {
+		v.meta = map[uuid.UUID]vigridMeta{}
+	}
+	if len(v.meta) > 10000 {
+		for k, old := range v.meta {
+			if time.Since(old.at) > time.Hour {
+				delete(v.meta, k)
+			}
+		}
+	}
+	v.meta[id] = m
+}
+
+func (v *Vigrid) recall(id uuid.UUID) vigridMeta {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.meta[id]
+}
+
+func (v *Vigrid) forget(id uuid.UUID) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.meta, id)
+}
+
+func vigridError(w http.ResponseWriter, status int, msg string) {
+	vigridJSON(w, status, map[string]any{"status": "error", "message": msg})
+}
+
+func vigridJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}

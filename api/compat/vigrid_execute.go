@@ -1,0 +1,289 @@
+package compat
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// vigridExecute is the execute body with each field raw, for Python's
+// conversions (str(), truthiness) in the original's order.
+type vigridExecute struct {
+	Command     json.RawMessage `json:"command"`
+	Arguments   json.RawMessage `json:"arguments"`
+	Synchronous json.RawMessage `json:"synchronous"`
+	Timeout     json.RawMessage `json:"timeout"`
+}
+
+// execute is POST /execute. Checks run in Vigrid's order, first failure
+// wins: the body, forbidden characters, authorization, resolution, the
+// user; then the order goes through the one intake path, which checks
+// again everything the API checks.
+func (v *Vigrid) execute(vr *vigridRequest) {
+	vc := vr.cfg.Compat.Vigrid
+	raw, err := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
+	if err != nil || int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
+		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeTooLarge, "body too large"))
+		return
+	}
+	var body *vigridExecute
+	if err := json.Unmarshal(raw, &body); err != nil || body == nil {
+		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeInvalid, "invalid JSON body"))
+		return
+	}
+	command := strings.TrimSpace(pyStr(body.Command))
+	if len(body.Command) == 0 || string(body.Command) == "null" || command == "" {
+		v.refuse(vr, http.StatusBadRequest, "Missing 'command' field", order.Errorf(order.CodeInvalid, "missing command"))
+		return
+	}
+	args := []string{}
+	if len(body.Arguments) > 0 {
+		var list []json.RawMessage
+		if err := json.Unmarshal(body.Arguments, &list); err != nil || list == nil {
+			v.refuse(vr, http.StatusBadRequest, "'arguments' must be a list", order.Errorf(order.CodeInvalid, "arguments must be a list"))
+			return
+		}
+		for _, a := range list {
+			args = append(args, pyStr(a))
+		}
+	}
+	if c, bad := forbiddenIn(args, vr.cfg.Worker.ForbiddenChars); bad {
+		v.refuse(vr, http.StatusBadRequest, "Forbidden character in argument: '"+string(c)+"'",
+			order.FieldError(order.CodeInvalid, "args", "forbidden character %q in an argument", c))
+		return
+	}
+	runAs := vc.Users[vr.p.Name]
+	if runAs == "" {
+		runAs = vc.DefaultUser
+	}
+	if dec, err := v.Authorize(vr.p, vc.Host, command, args, runAs, vc.DryRun); err != nil {
+		msg := "Command does not match any allow pattern"
+		for _, m := range dec.Matched {
+			if _, pat, ok := strings.Cut(m, ":deny:"); ok {
+				msg = "Command matches deny pattern: " + pat
+				break
+			}
+		}
+		v.refuse(vr, http.StatusForbidden, "Command not authorized: "+msg, err)
+		return
+	}
+	if !resolvable(command, vr.cfg.Worker.CommandPath) {
+		v.refuse(vr, http.StatusNotFound, "Command '"+command+"' not found", order.Errorf(order.CodeNotFound, "command %q not found", command))
+		return
+	}
+	if runAs != "" {
+		if msg := unusableUser(runAs); msg != "" {
+			v.refuse(vr, http.StatusForbidden, msg, order.Errorf(order.CodeForbidden, "%s", msg))
+			return
+		}
+	}
+	o := &order.Order{Kind: order.KindExec, Host: vc.Host, Command: command, Args: args, RunAs: runAs,
+		DryRun: vc.DryRun, CaptureStdout: true, CaptureStderr: true, Source: "vigrid", ID: order.NewID()}
+	var secs float64
+	if json.Unmarshal(body.Timeout, &secs) == nil && secs > 0 {
+		o.Timeout = time.Duration(secs * float64(time.Second))
+	}
+	sync := truthy(body.Synchronous)
+	wait := time.Duration(0)
+	if sync {
+		// A synchronous caller waits about max_wait at most; an order that
+		// would run longer is given max_wait as its timeout, so that the
+		// answer is what happened. One still queued then is canceled.
+		if eff := cmp.Or(o.Timeout, vr.cfg.Limits.DefaultTimeout); eff > vc.MaxWait {
+			o.Timeout = vc.MaxWait
+		}
+		wait = vc.MaxWait + vr.cfg.Worker.KillGrace + 5*time.Second
+	}
+	v.remember(o.ID, vigridMeta{clientIP: vr.ip, synchronous: sync, at: time.Now()})
+	done, err := v.Orders.SubmitOrder(vr.r.Context(), vr.p, o, wait)
+	if err != nil {
+		v.forget(o.ID)
+		v.refused(vr, err)
+		return
+	}
+	if !sync {
+		vigridJSON(vr.w, http.StatusAccepted, map[string]any{"status": "ok", "order_id": o.ID, "message": "Command queued for execution"})
+		return
+	}
+	defer v.forget(o.ID)
+	if !done.Status.Terminal() {
+		// Still queued or running past the wait: end it and say so.
+		if _, err := v.Orders.CancelOrder(vr.r.Context(), done, vr.p.Name, "SIGKILL"); err != nil {
+			v.refused(vr, err)
+			return
+		}
+		vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "order_id": o.ID,
+			"result": map[string]any{"stdout": "", "stderr": "\nCommand timed out.", "return_code": -1, "dry_run": vc.DryRun}})
+		return
+	}
+	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "order_id": o.ID, "result": vigridResult(done)})
+}
+
+// vigridResult is a finished order as Vigrid's result object.
+func vigridResult(o *order.Order) map[string]any {
+	res := map[string]any{"stdout": "", "stderr": "", "return_code": 0, "dry_run": o.DryRun}
+	if o.DryRun && o.Status == order.StatusSucceeded {
+		return res
+	}
+	var stdout, stderr string
+	if o.Result != nil {
+		stdout = strings.ToValidUTF8(string(o.Result.Stdout.Content), "\uFFFD")
+		stderr = strings.ToValidUTF8(string(o.Result.Stderr.Content), "\uFFFD")
+	}
+	res["stdout"], res["stderr"] = stdout, stderr
+	switch rc, ok := returnCode(o.Result); {
+	case o.Status == order.StatusTimedOut:
+		res["return_code"], res["stderr"] = -1, stderr+"\nCommand timed out."
+	case ok:
+		res["return_code"] = rc
+	default:
+		// Never started (refused by the host, canceled, expired) or failed
+		// to spawn: Vigrid's spawn failure, rc -1 with the reason.
+		reason := "order " + string(o.Status)
+		if o.Result != nil && o.Result.Error != "" {
+			reason = o.Result.Error
+		}
+		res["return_code"], res["stderr"] = -1, reason
+	}
+	return res
+}
+
+// refuse answers a check that failed before the order existed, and
+// records it like the native API's refusals.
+func (v *Vigrid) refuse(vr *vigridRequest, status int, msg string, cause error) {
+	v.Orders.AuditRefusal(vr.r.Context(), vr.r, vr.p.Name, vr.ip, "vigrid", status, cause)
+	vigridError(vr.w, status, msg)
+}
+
+// refused answers an error from the intake path (already recorded there).
+func (v *Vigrid) refused(vr *vigridRequest, err error) {
+	status := api.HTTPStatus(err)
+	var e *order.Error
+	switch {
+	case status >= 500 || !errors.As(err, &e):
+		vigridError(vr.w, http.StatusInternalServerError, "Internal server error")
+	case status == http.StatusForbidden:
+		vigridError(vr.w, status, "Command not authorized: "+e.Message)
+	default:
+		vigridError(vr.w, status, e.Message)
+	}
+}
+
+// forbiddenIn finds the first forbidden character of the first argument
+// that has one.
+func forbiddenIn(args []string, forbidden string) (rune, bool) {
+	if forbidden == "" {
+		return 0, false
+	}
+	for _, a := range args {
+		for _, c := range a {
+			if strings.ContainsRune(forbidden, c) {
+				return c, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// resolvable is Vigrid's lookup: an absolute path must be an executable
+// file; anything else is searched in command_path. The worker resolves
+// again under its own, stricter rules.
+func resolvable(command string, path []string) bool {
+	if filepath.IsAbs(command) {
+		return executable(command)
+	}
+	for _, dir := range path {
+		if executable(filepath.Join(dir, command)) {
+			return true
+		}
+	}
+	return false
+}
+
+func executable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// unusableUser is Vigrid's message for a run-as user that does not exist
+// or whose login shell is disabled, or "".
+func unusableUser(name string) string {
+	if _, err := user.Lookup(name); err != nil {
+		return "User '" + name + "' does not exist on this system"
+	}
+	if shell := loginShell(name); strings.HasSuffix(shell, "/nologin") || strings.HasSuffix(shell, "/false") {
+		return "User '" + name + "' has a disabled shell: " + shell
+	}
+	return ""
+}
+
+// loginShell reads name's shell from /etc/passwd ("" when not listed
+// there, e.g. a directory-service user).
+func loginShell(name string) string {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ":")
+		if len(fields) == 7 && fields[0] == name {
+			return fields[6]
+		}
+	}
+	return ""
+}
+
+// pyStr is Python's str() of a JSON value: strings as they are, true and
+// false and null as Python spells them, numbers and the rest as written.
+func pyStr(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	switch string(bytes.TrimSpace(raw)) {
+	case "true":
+		return "True"
+	case "false":
+		return "False"
+	case "null":
+		return "None"
+	}
+	return string(bytes.TrimSpace(raw))
+}
+
+// truthy is Python's truthiness of a JSON value: absent, null, false, 0,
+// "", [] and {} are false; everything else (the string "false" too) is true.
+func truthy(raw json.RawMessage) bool {
+	switch s := string(bytes.TrimSpace(raw)); s {
+	case "", "null", "false", `""`, "[]", "{}":
+		return false
+	default:
+		var f float64
+		if json.Unmarshal(raw, &f) == nil {
+			return f != 0
+		}
+		var arr []any
+		if json.Unmarshal(raw, &arr) == nil {
+			return len(arr) > 0
+		}
+		var obj map[string]any
+		if json.Unmarshal(raw, &obj) == nil {
+			return len(obj) > 0
+		}
+		return true
+	}
+}

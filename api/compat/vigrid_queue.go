@@ -1,0 +1,119 @@
+package compat
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// vigridSignals are the signals /kill accepts, in the order its message
+// lists them.
+func vigridSignals() []string {
+	return []string{"SIGHUP", "SIGINT", "SIGKILL", "SIGTERM", "SIGUSR1", "SIGUSR2"}
+}
+
+// status is GET /status: the service, dry-run mode, the host's queue depth
+// and its running order.
+func (v *Vigrid) status(vr *vigridRequest) {
+	running, _, depth, err := v.Orders.HostQueue(vr.r.Context(), vr.p, vr.cfg.Compat.Vigrid.Host)
+	if err != nil {
+		v.refused(vr, err)
+		return
+	}
+	var current any
+	if running != nil {
+		current = map[string]any{"order_id": running.ID, "command": running.Command, "arguments": argsOf(running),
+			"started_at": timeOrNil(running.StartedAt)}
+	}
+	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "service": vigridService, "version": vigridVersion,
+		"dry_run": vr.cfg.Compat.Vigrid.DryRun, "queue_depth": depth, "current_order": current, "timestamp": vigridTime(time.Now())})
+}
+
+// queue is GET /queue: the host's running order, then its queued orders
+// in the order they will run.
+func (v *Vigrid) queue(vr *vigridRequest) {
+	running, queued, _, err := v.Orders.HostQueue(vr.r.Context(), vr.p, vr.cfg.Compat.Vigrid.Host)
+	if err != nil {
+		v.refused(vr, err)
+		return
+	}
+	list := make([]map[string]any, 0, len(queued)+1)
+	add := func(o *order.Order, status string) {
+		m := v.recall(o.ID)
+		list = append(list, map[string]any{"order_id": o.ID, "command": o.Command, "arguments": argsOf(o), "status": status,
+			"queued_at": vigridTime(o.SubmittedAt), "started_at": timeOrNil(o.StartedAt), "token_name": o.Principal,
+			"client_ip": m.clientIP, "synchronous": m.synchronous})
+	}
+	if running != nil {
+		add(running, "running")
+	}
+	for _, o := range queued {
+		add(o, "queued")
+	}
+	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "queue_size": len(list), "orders": list})
+}
+
+// kill is POST /kill: a signal to the host's running order, through the
+// recorded cancel path (PostgreSQL first, then the worker), which signals
+// the order's whole process group. Queued orders are not touched.
+func (v *Vigrid) kill(vr *vigridRequest) {
+	var body struct {
+		Signal *string `json:"signal"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes))
+	if len(strings.TrimSpace(string(raw))) > 0 && json.Unmarshal(raw, &body) != nil {
+		vigridError(vr.w, http.StatusBadRequest, "Invalid JSON body")
+		return
+	}
+	sig := "SIGTERM"
+	if body.Signal != nil {
+		sig = strings.ToUpper(*body.Signal)
+	}
+	if !slices.Contains(vigridSignals(), sig) {
+		vigridError(vr.w, http.StatusBadRequest, "Unsupported signal: "+sig+". Supported: "+strings.Join(vigridSignals(), ", "))
+		return
+	}
+	running, _, _, err := v.Orders.HostQueue(vr.r.Context(), vr.p, vr.cfg.Compat.Vigrid.Host)
+	if err != nil {
+		v.refused(vr, err)
+		return
+	}
+	if running == nil {
+		vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "No command is currently running"})
+		return
+	}
+	st, err := v.Orders.CancelOrder(vr.r.Context(), running, vr.p.Name, sig)
+	if err != nil {
+		v.refused(vr, err)
+		return
+	}
+	if st != order.StatusRunning {
+		vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "Process already terminated"})
+		return
+	}
+	pid := 0
+	if v.PID != nil {
+		pid = v.PID(vr.r.Context(), running.ID, running.Attempt)
+	}
+	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "Signal " + sig + " sent to PID " + strconv.Itoa(pid)})
+}
+
+func argsOf(o *order.Order) []string {
+	if o.Args == nil {
+		return []string{}
+	}
+	return o.Args
+}
+
+func timeOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return vigridTime(*t)
+}
