@@ -1,0 +1,374 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// openQueue is a Queue on a fresh embedded NATS server.
+func openQueue(t *testing.T, opts queue.Options) (*queue.Queue, *nats.Conn) {
+	t.Helper()
+	nc, err := queue.Connect(testenv.NATS(t), "queue-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.New(testenv.Context(t), nc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, nc
+}
+
+// fetchIDs fetches up to n messages of c, waiting at most wait, and returns
+// them with their order ids.
+func fetchIDs(t *testing.T, c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, []uuid.UUID) {
+	t.Helper()
+	batch, err := c.Fetch(n, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	var ids []uuid.UUID
+	for m := range batch.Messages() {
+		id, err := uuid.ParseBytes(m.Data())
+		if err != nil {
+			t.Fatalf("message %q is not an order id", m.Data())
+		}
+		msgs, ids = append(msgs, m), append(ids, id)
+	}
+	return msgs, ids
+}
+
+func streamMsgs(t *testing.T, q *queue.Queue) uint64 {
+	t.Helper()
+	st, err := q.JetStream().Stream(testenv.Context(t), queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(testenv.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func equalIDs(a, b []uuid.UUID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPublishDedupAndHostConsumers: a republished order id is one message;
+// each host's consumer gets only its host's orders, in publish order; an
+// acked order leaves the stream (a work queue).
+func TestPublishDedupAndHostConsumers(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{AckWait: 30 * time.Second})
+	ctx := testenv.Context(t)
+	byHost := map[string][]uuid.UUID{}
+	for i := range 6 {
+		host := []string{"h1", "h2", "h-3"}[i%3]
+		id := uuid.Must(uuid.NewV7())
+		seq, err := q.Publish(ctx, host, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := q.Publish(ctx, host, id) // the reconciler's republish
+		if err != nil || again != seq {
+			t.Fatalf("republish: sequence %d (%v), want the original %d", again, err, seq)
+		}
+		byHost[host] = append(byHost[host], id)
+	}
+	if n := streamMsgs(t, q); n != 6 {
+		t.Fatalf("%d messages in the stream, want 6", n)
+	}
+	for _, host := range []string{"h1", "h2", "h-3"} {
+		c, err := q.HostConsumer(ctx, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, ids := fetchIDs(t, c, 10, 500*time.Millisecond)
+		if !equalIDs(ids, byHost[host]) {
+			t.Fatalf("host %s got %v, want %v", host, ids, byHost[host])
+		}
+		for _, m := range msgs {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := streamMsgs(t, q); n != 0 {
+		t.Fatalf("%d messages left after every order was acked", n)
+	}
+}
+
+// TestHostConsumerRedelivery: an order held unacknowledged is delivered
+// again after the ack wait, and at once, in stream order, to a renewed
+// consumer (a successor after a takeover); the host's consumer holds at
+// most two orders unacknowledged.
+func TestHostConsumerRedelivery(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{AckWait: time.Second})
+	ctx := testenv.Context(t)
+	var want []uuid.UUID
+	for range 3 {
+		id := uuid.Must(uuid.NewV7())
+		if _, err := q.Publish(ctx, "r1", id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	c, err := q.HostConsumer(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ids := fetchIDs(t, c, 3, 300*time.Millisecond)
+	if !equalIDs(ids, want[:2]) {
+		t.Fatalf("first fetch %v, want the first two orders (MaxAckPending 2)", ids)
+	}
+	// Unacknowledged: after the ack wait, the same two come again.
+	_, again := fetchIDs(t, c, 2, 5*time.Second)
+	if !equalIDs(again, want[:2]) {
+		t.Fatalf("redelivered %v, want %v", again, want[:2])
+	}
+
+	// A successor renews the consumer with a long ack wait: what was held
+	// comes back at once and in order, not after the ack wait.
+	slow, err := queue.New(ctx, q.Conn(), queue.Options{AckWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := slow.RenewHostConsumer(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	msgs, ids := fetchIDs(t, renewed, 2, 10*time.Second)
+	if !equalIDs(ids, want[:2]) || time.Since(start) > 5*time.Second {
+		t.Fatalf("renewed consumer gave %v after %s, want %v at once", ids, time.Since(start), want[:2])
+	}
+	for _, m := range msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, ids = fetchIDs(t, renewed, 2, 5*time.Second)
+	if !equalIDs(ids, want[2:]) {
+		t.Fatalf("after acking, got %v, want %v", ids, want[2:])
+	}
+}
+
+// TestLease: one holder at a time; a standby learns who holds the host and
+// takes it when released; a holder whose key was taken by a rival loses
+// the lease; a holder whose key vanished (expired) takes it again.
+func TestLease(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{LeaseTTL: 10 * time.Second})
+	ctx := testenv.Context(t)
+	a, err := q.AcquireLease(ctx, "l1", "A", func(string) { t.Error("A had to wait for a free host") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby := make(chan string, 1)
+	got := make(chan *queue.Lease, 1)
+	go func() {
+		b, err := q.AcquireLease(ctx, "l1", "B", func(holder string) { standby <- holder })
+		if err != nil {
+			t.Error(err)
+		}
+		got <- b
+	}()
+	select {
+	case holder := <-standby:
+		if holder != "A" {
+			t.Fatalf("standby saw holder %q, want A", holder)
+		}
+	case <-ctx.Done():
+		t.Fatal("B never became a standby")
+	}
+	if err := a.Renew(ctx); err != nil {
+		t.Fatalf("A's renewal while it holds the host: %v", err)
+	}
+	select {
+	case <-got:
+		t.Fatal("B took the host while A held it")
+	default:
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var b *queue.Lease
+	select {
+	case b = <-got:
+	case <-ctx.Done():
+		t.Fatal("B did not take the released host")
+	}
+	if h, err := q.Holder(ctx, "l1"); err != nil || h != "B" {
+		t.Fatalf("holder %q (%v), want B", h, err)
+	}
+	if err := a.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("A's renewal after B took the host: %v, want ErrLeaseLost", err)
+	}
+
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key vanished (as when it expired in a long pause): B takes it again.
+	if err := kv.Delete(ctx, "lease.l1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Renew(ctx); err != nil {
+		t.Fatalf("B's renewal of a vanished key: %v, want it taken again", err)
+	}
+	if h, _ := q.Holder(ctx, "l1"); h != "B" {
+		t.Fatalf("holder %q after B took the vanished key again", h)
+	}
+	// A rival replaced it: B has lost the host and must not overwrite it.
+	e, err := kv.Get(ctx, "lease.l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "lease.l1", []byte("C"), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("B's renewal after a rival took the host: %v, want ErrLeaseLost", err)
+	}
+	if h, _ := q.Holder(ctx, "l1"); h != "C" {
+		t.Fatalf("holder %q, want the rival C untouched", h)
+	}
+	if h, err := q.Holder(ctx, "nobody"); err != nil || h != "" {
+		t.Fatalf("holder of a host never leased: %q %v", h, err)
+	}
+}
+
+// TestHeartbeatsAndOffline: a beating host is online with its info until
+// it goes offline.
+func TestHeartbeatsAndOffline(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	cur := uuid.Must(uuid.NewV7())
+	for _, h := range []queue.HostInfo{
+		{Host: "o1", Instance: "o1/a", Version: "v1", CurrentOrder: &cur},
+		{Host: "o2", Instance: "o2/b", Version: "v2"},
+	} {
+		h.StartedAt, h.LastSeen = time.Now(), time.Now()
+		if err := q.Heartbeat(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online, err := q.OnlineHosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(online) != 2 || online["o1"].Instance != "o1/a" || online["o1"].CurrentOrder == nil ||
+		*online["o1"].CurrentOrder != cur || online["o2"].Version != "v2" {
+		t.Fatalf("online hosts: %+v", online)
+	}
+	if err := q.Offline(ctx, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	online, err = q.OnlineHosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := online["o1"]; ok || len(online) != 1 {
+		t.Fatalf("after o1 went offline: %+v", online)
+	}
+}
+
+// TestEventsAreScopedToHostAndOrder: a subscriber to one order's events
+// gets that order's events on its host's subject only: not the same id on
+// another host's subject (another worker), not another order's. The
+// wrong events are published first on the same connection, so they would
+// arrive before the right one.
+func TestEventsAreScopedToHostAndOrder(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{})
+	id, other := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	sub, events, err := q.SubscribeEvents("e1", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []queue.Event{
+		{OrderID: id, Host: "e2", Type: "finished", Status: "succeeded"},
+		{OrderID: other, Host: "e1", Type: "finished", Status: "succeeded"},
+		{OrderID: id, Host: "e1", Type: "started", Status: "running"},
+	} {
+		if err := q.PublishEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case ev := <-events:
+		if ev.OrderID != id || ev.Host != "e1" || ev.Type != "started" {
+			t.Fatalf("got %+v, want e1's started event of %s", ev, id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-events:
+		t.Fatalf("unexpected second event %+v", ev)
+	default:
+	}
+}
+
+// TestControlReachesItsHostOnly: a cancel wake-up reaches the worker of
+// its host, with the order id, and no other host's.
+func TestControlReachesItsHostOnly(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{})
+	got := make(chan string, 4)
+	for _, h := range []string{"c1", "c2"} {
+		sub, err := q.SubscribeControl(h, func(c queue.Control) { got <- h + " " + c.OrderID.String() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.Must(uuid.NewV7())
+	if err := q.SendControl("c2", queue.Control{OrderID: id}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	select {
+	case s := <-got:
+		if s != "c2 "+id.String() {
+			t.Fatalf("control delivered as %q", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("no control message within 10s")
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("control also delivered as %q", s)
+	default:
+	}
+}
