@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ func checkJSON(body []byte, t reflect.Type) error {
 	if err := checkText(body); err != nil {
 		return err
 	}
-	w := jsonWalker{dec: json.NewDecoder(strings.NewReader(string(body)))}
+	w := jsonWalker{dec: json.NewDecoder(bytes.NewReader(body))}
 	if err := w.value(t, "", 0); err != nil {
 		return err
 	}
