@@ -174,6 +174,17 @@ policy:
 	if got := s.get(hers.ID); got.Status != "queued" {
 		t.Fatalf("alice's order is %s", got.Status)
 	}
+
+	// RFC 7515 §4.1.11: a critical header extension we do not know is 401.
+	crit := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	crit.Header["crit"] = []string{"x-orderly-unknown"}
+	crit.Header["x-orderly-unknown"] = true
+	critTok, err := crit.SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b := s.send(call{method: "GET", path: "/v1/orders", token: critTok})
+	wantError(t, resp.StatusCode, b, http.StatusUnauthorized, "unauthenticated")
 }
 
 // TestIdempotencyKeyReusedWithAnotherBody: the same key with the same
