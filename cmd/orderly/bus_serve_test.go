@@ -288,6 +288,39 @@ func TestServeBusAuthentication(t *testing.T) {
 		t.Fatalf("order on the second worker: %s", b)
 	}
 
+	// Its live output came from the real w2 worker, through its own
+	// host's subject, to the API's SSE.
+	code, b = p.do(t, "GET", "/v1/orders/"+done.ID.String()+"/events", nil)
+	if code != http.StatusOK || !strings.Contains(string(b), "event: stdout\ndata: {\"data\":\"from w2\\n\"") {
+		t.Fatalf("events of the second worker's order: %d %s", code, b)
+	}
+
+	// A NATS submitter submits with its credential and gets the answer.
+	inbox := nats.NewInbox()
+	answers, err := sub.nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(queue.SubmitSubject + "w2")
+	m.Header.Set("Authorization", "Bearer "+p.token)
+	m.Header.Set("Orderly-Reply", inbox)
+	m.Data = []byte(`{"host":"w2","command":"true"}`)
+	sjs, err := jetstream.New(sub.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sjs.PublishMsg(t.Context(), m); err != nil {
+		t.Fatalf("submitter's publish: %v", err)
+	}
+	ans, err := answers.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer to the NATS submission: %v", err)
+	}
+	var answer api.IntakeAnswer
+	if err := json.Unmarshal(ans.Data, &answer); err != nil || answer.Order == nil || answer.Order.Host != "w2" {
+		t.Fatalf("answer %s", ans.Data)
+	}
+
 	// A worker with another host's credential cannot take srv's consumer.
 	js, err := jetstream.New(w2.nc)
 	if err != nil {
