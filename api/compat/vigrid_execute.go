@@ -250,9 +250,9 @@ func loginShell(name string) string {
 // pyStr is Python's str() of a JSON value: strings as they are, true and
 // false and null as Python spells them, numbers and the rest as written.
 func pyStr(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
+	var s *string
+	if json.Unmarshal(raw, &s) == nil && s != nil {
+		return *s
 	}
 	switch string(bytes.TrimSpace(raw)) {
 	case "true":

@@ -1,0 +1,476 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// vigridSecrets are the sample config's bearer tokens.
+var vigridSecrets = map[string]string{
+	"ops": "ops-Secret-Token-0001", "monitor": "monitor-Secret-0002", "ghost": "ghost-Secret-0003", "limited": "limited-Secret-0004",
+}
+
+// vigridSample is a Vigrid Shell API config as its users have them. Its
+// command_path is a directory of harmless stand-ins only (a "shutdown"
+// that prints), never /sbin or /usr/sbin.
+func vigridSample(bin string, dryRun bool) string {
+	return fmt.Sprintf(`bind: "0.0.0.0"
+port: 8555
+ssl:
+  enabled: false
+run_as: "root"
+dry_run: %t
+command_path: "%s"
+forbidden_chars:
+  - '"'
+  - "'"
+  - ";"
+  - "\\"
+  - "|"
+  - "&"
+  - "("
+  - ")"
+  - "{"
+  - "}"
+  - "$"
+  - "`+"`"+`"
+log_dir: "/var/log"
+log_format: "json"
+log_level: "WARNING"
+acl:
+  deny:
+    - "127.0.0.2/32"
+  allow:
+    - "127.0.0.0/8"
+tokens:
+  ops:
+    secret: "%s"
+    user: "root"
+    allow_commands: [".*"]
+    deny_commands: ["^shutdown", "^reboot"]
+  monitor:
+    secret: "%s"
+    user: "nobody"
+    allow_commands: ["^echo"]
+  ghost:
+    secret: "%s"
+    user: "orderly-no-such-user"
+    allow_commands: ["^echo"]
+  limited:
+    secret: "%s"
+    allow_commands: ["^echo", "^sleep"]
+`, dryRun, bin, vigridSecrets["ops"], vigridSecrets["monitor"], vigridSecrets["ghost"], vigridSecrets["limited"])
+}
+
+// vigridBin is the command_path of the sample: copies of echo, cat and
+// sleep, and a stand-in named shutdown that only prints.
+func vigridBin(t *testing.T) string {
+	t.Helper()
+	bin, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"echo", "cat", "sleep"} {
+		src, err := exec.LookPath(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(bin, "shutdown"), []byte("#!/bin/sh\necho pretend\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "notexec"), []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "errout"), []byte("#!/bin/sh\necho to-err >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// vigridStack imports the sample with `orderly import vigrid` and starts
+// orderly on the result, with a worker for host vx.
+func vigridStack(t *testing.T, dryRun bool, overrides map[string]any) (*secStack, string) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "vigrid-shell-api.conf")
+	bin := vigridBin(t)
+	if err := os.WriteFile(src, []byte(vigridSample(bin, dryRun)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := run(t.Context(), []string{"orderly", "import", "vigrid", "--host", "vx", src}, nil, strings.NewReader(""), &out, &errb); err != nil {
+		t.Fatalf("import vigrid: %v: %s", err, errb.String())
+	}
+	for name, secret := range vigridSecrets {
+		if strings.Contains(out.String()+errb.String(), secret) {
+			t.Fatalf("import printed the secret of token %s", name)
+		}
+	}
+	if !strings.Contains(errb.String(), "not mapped: log_dir") {
+		t.Fatalf("import did not report the unmapped log_dir: %q", errb.String())
+	}
+	ov := map[string]any{"log.format": "text", "log.level": "warn", "config_check_interval": "100ms"}
+	for k, v := range overrides {
+		ov[k] = v
+	}
+	return newSecStack(t, out.String(), ov, "vx"), bin
+}
+
+// vigridClient is a plain HTTP client speaking the Vigrid protocol.
+type vigridClient struct {
+	t      *testing.T
+	base   string
+	client *http.Client
+}
+
+func newVigridClient(t *testing.T, s *secStack) *vigridClient {
+	return &vigridClient{t: t, base: s.url, client: http.DefaultClient}
+}
+
+// from returns a client whose connections come from local address ip.
+func (c *vigridClient) from(ip string) *vigridClient {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &vigridClient{t: c.t, base: c.base, client: &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}}
+}
+
+// call sends a request; auth is the whole Authorization header ("" for
+// none); body is sent as is when a string, else as JSON.
+func (c *vigridClient) call(method, path, auth string, body any) (int, map[string]any, string) {
+	c.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	ctx, cancel := context.WithTimeout(c.t.Context(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		c.t.Fatalf("%s %s: body is not JSON: %d %s", method, path, resp.StatusCode, raw)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		c.t.Fatalf("%s %s: Content-Type %q", method, path, ct)
+	}
+	return resp.StatusCode, m, string(raw)
+}
+
+func bearer(token string) string { return "Bearer " + vigridSecrets[token] }
+
+// wantVigridError checks a {"status":"error","message":...} answer.
+func wantVigridError(t *testing.T, what string, code int, m map[string]any, wantCode int, wantMsg string) {
+	t.Helper()
+	if code != wantCode || m["status"] != "error" || m["message"] != wantMsg || len(m) != 2 {
+		t.Errorf("%s: %d %v, want %d {status: error, message: %q}", what, code, m, wantCode, wantMsg)
+	}
+}
+
+var vigridTS = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$`)
+
+// TestVigridImportAndRun converts a sample Vigrid config with `orderly
+// import vigrid` (no secret printed, unmapped keys reported) and runs a
+// Vigrid client against the result: health, status, sync and async
+// execute, Python str() of arguments, truthiness of synchronous.
+func TestVigridImportAndRun(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+
+	code, m, _ := c.call("GET", "/api/v1/health", "", nil)
+	if code != 200 || m["status"] != "ok" || m["service"] != "vigrid-shell-api" || m["version"] != "1.0.0" || !vigridTS.MatchString(m["timestamp"].(string)) {
+		t.Fatalf("health = %d %v", code, m)
+	}
+	code, m, _ = c.call("GET", "/api/v1/status", bearer("ops"), nil)
+	if code != 200 || m["dry_run"] != false || m["queue_depth"] != float64(0) || m["current_order"] != nil || m["service"] != "vigrid-shell-api" {
+		t.Fatalf("status = %d %v", code, m)
+	}
+
+	code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": " echo ", "arguments": []any{"a b", 1, true, nil}, "synchronous": true})
+	res, _ := m["result"].(map[string]any)
+	if code != 200 || m["status"] != "ok" || res == nil || res["stdout"] != "a b 1 True None\n" || res["stderr"] != "" || res["return_code"] != float64(0) || res["dry_run"] != false {
+		t.Fatalf("sync execute = %d %s", code, raw)
+	}
+	if _, err := uuid.Parse(m["order_id"].(string)); err != nil {
+		t.Fatalf("order_id %v", m["order_id"])
+	}
+	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "errout", "synchronous": "false"})
+	res, _ = m["result"].(map[string]any)
+	if code != 200 || res == nil || res["stderr"] != "to-err\n" || res["return_code"] != float64(3) {
+		t.Fatalf(`"synchronous": "false" is truthy, so a sync execute: %d %s`, code, raw)
+	}
+
+	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"async"}})
+	if code != 202 || m["status"] != "ok" || m["message"] != "Command queued for execution" || len(m) != 3 {
+		t.Fatalf("async execute = %d %s", code, raw)
+	}
+	// It is an ordinary order of principal ops, and it runs.
+	id := uuid.MustParse(m["order_id"].(string))
+	o := s.waitFor(id, 30*time.Second, terminal)
+	if o.Principal != "ops" || o.Source != "vigrid" || o.Status != "succeeded" || o.RunAs != "root" {
+		t.Fatalf("async order = %+v", o)
+	}
+	// The body is JSON whatever the Content-Type says.
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", s.url+"/api/v1/execute", strings.NewReader(`{"command":"echo","synchronous":1}`))
+	req.Header.Set("Authorization", bearer("ops"))
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("text/plain execute = %d", resp.StatusCode)
+	}
+}
+
+// TestVigridAuthPipeline: ACL, then the Bearer scheme, then the token,
+// then routing; health skips the token but not the ACL.
+func TestVigridAuthPipeline(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+	denied := c.from("127.0.0.2")
+
+	code, m, _ := denied.call("GET", "/api/v1/health", "", nil)
+	wantVigridError(t, "health from a denied address", code, m, 403, "Access denied")
+	code, m, _ = denied.call("GET", "/api/v1/status", bearer("ops"), nil)
+	wantVigridError(t, "status from a denied address", code, m, 403, "Access denied")
+	code, m, _ = denied.call("GET", "/api/v1/nowhere", "", nil)
+	wantVigridError(t, "ACL before auth and routing", code, m, 403, "Access denied")
+
+	authRequired := "Authentication required. Use 'Authorization: Bearer <token>'."
+	for _, h := range []string{"", "bearer " + vigridSecrets["ops"], "Token " + vigridSecrets["ops"], "Bearer"} {
+		code, m, _ = c.call("GET", "/api/v1/status", h, nil)
+		wantVigridError(t, fmt.Sprintf("Authorization %q", h), code, m, 401, authRequired)
+	}
+	for _, h := range []string{"Bearer wrong", "Bearer " + vigridSecrets["ops"] + "x"} {
+		code, m, _ = c.call("GET", "/api/v1/status", h, nil)
+		wantVigridError(t, fmt.Sprintf("Authorization %q", h), code, m, 401, "Invalid authentication token")
+	}
+	code, m, _ = c.call("GET", "/api/v1/nowhere", "", nil)
+	wantVigridError(t, "unknown path without a token", code, m, 401, authRequired)
+	code, m, _ = c.call("GET", "/api/v1/nowhere", bearer("ops"), nil)
+	wantVigridError(t, "unknown path", code, m, 404, "Endpoint not found")
+	code, m, _ = c.call("GET", "/api/v1/execute", bearer("ops"), nil)
+	wantVigridError(t, "GET execute", code, m, 405, "Method not allowed")
+	code, m, _ = c.call("POST", "/api/v1/status", bearer("ops"), "{}")
+	wantVigridError(t, "POST status", code, m, 405, "Method not allowed")
+}
+
+// TestVigridExecuteChecks: each refusal in Vigrid's order, first failure
+// wins: body, forbidden characters (before authorization), deny then
+// allow (before resolution), resolution, the user.
+func TestVigridExecuteChecks(t *testing.T) {
+	s, bin := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+	cases := []struct {
+		name, token string
+		body        any
+		code        int
+		msg         string
+	}{
+		{"invalid JSON", "ops", `{"command":`, 400, "Invalid JSON body"},
+		{"missing command", "ops", map[string]any{"arguments": []string{}}, 400, "Missing 'command' field"},
+		{"arguments not a list", "ops", map[string]any{"command": "echo", "arguments": "x"}, 400, "'arguments' must be a list"},
+		{"arguments null", "ops", map[string]any{"command": "echo", "arguments": nil}, 400, "'arguments' must be a list"},
+		{"forbidden char", "ops", map[string]any{"command": "echo", "arguments": []string{"ok", "a|b", "c;d"}}, 400, "Forbidden character in argument: '|'"},
+		{"forbidden before deny", "ops", map[string]any{"command": "shutdown", "arguments": []string{"a;b"}}, 400, "Forbidden character in argument: ';'"},
+		{"command name not checked", "ops", map[string]any{"command": "no;such", "synchronous": true}, 404, "Command 'no;such' not found"},
+		{"deny", "ops", map[string]any{"command": "shutdown", "arguments": []string{"-h", "now"}}, 403, "Command not authorized: Command matches deny pattern: ^shutdown"},
+		{"deny before resolution", "ops", map[string]any{"command": "reboot"}, 403, "Command not authorized: Command matches deny pattern: ^reboot"},
+		{"no allow", "limited", map[string]any{"command": "cat"}, 403, "Command not authorized: Command does not match any allow pattern"},
+		{"not found", "ops", map[string]any{"command": "nosuch"}, 404, "Command 'nosuch' not found"},
+		{"absolute not executable", "ops", map[string]any{"command": filepath.Join(bin, "notexec")}, 404, "Command '" + filepath.Join(bin, "notexec") + "' not found"},
+		{"disabled shell", "monitor", map[string]any{"command": "echo"}, 403, "User 'nobody' has a disabled shell: " + loginShellOf(t, "nobody")},
+		{"no such user", "ghost", map[string]any{"command": "echo"}, 403, "User 'orderly-no-such-user' does not exist on this system"},
+	}
+	for _, tc := range cases {
+		code, m, _ := c.call("POST", "/api/v1/execute", bearer(tc.token), tc.body)
+		wantVigridError(t, tc.name, code, m, tc.code, tc.msg)
+	}
+	// Nothing refused became an order.
+	code, m, _ := c.call("GET", "/api/v1/queue", bearer("ops"), nil)
+	if code != 200 || m["queue_size"] != float64(0) {
+		t.Fatalf("queue after refusals = %d %v", code, m)
+	}
+}
+
+// loginShellOf is user's shell in /etc/passwd; the test needs nobody's to
+// be disabled, as on every Debian and Ubuntu.
+func loginShellOf(t *testing.T, user string) string {
+	t.Helper()
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) == 7 && f[0] == user {
+			if !strings.HasSuffix(f[6], "nologin") && !strings.HasSuffix(f[6], "false") {
+				t.Fatalf("%s has shell %s here; the test needs a disabled one", user, f[6])
+			}
+			return f[6]
+		}
+	}
+	t.Fatalf("no user %s", user)
+	return ""
+}
+
+// syncResult runs a sync execute in the background and delivers its body.
+func (c *vigridClient) syncResult(token string, body map[string]any) <-chan map[string]any {
+	ch := make(chan map[string]any, 1)
+	body["synchronous"] = true
+	go func() {
+		j, _ := json.Marshal(body)
+		req, _ := http.NewRequestWithContext(c.t.Context(), "POST", c.base+"/api/v1/execute", bytes.NewReader(j))
+		req.Header.Set("Authorization", bearer(token))
+		resp, err := c.client.Do(req)
+		if err != nil {
+			ch <- map[string]any{"error": err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		m["http_status"] = float64(resp.StatusCode)
+		ch <- m
+	}()
+	return ch
+}
+
+// waitQueue polls /queue until cond holds.
+func (c *vigridClient) waitQueue(token string, cond func([]map[string]any) bool) []map[string]any {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, m, raw := c.call("GET", "/api/v1/queue", bearer(token), nil)
+		if code != 200 {
+			c.t.Fatalf("queue = %d %s", code, raw)
+		}
+		var list []map[string]any
+		for _, o := range m["orders"].([]any) {
+			list = append(list, o.(map[string]any))
+		}
+		if int(m["queue_size"].(float64)) != len(list) {
+			c.t.Fatalf("queue_size %v != %d orders", m["queue_size"], len(list))
+		}
+		if cond(list) {
+			return list
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("queue never reached the expected state: %s", raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestVigridQueueKillFIFO: one FIFO for sync and async alike; /queue
+// shows the running order and the queued ones in order with Vigrid's
+// fields; /kill signals only the running command (its whole group), and
+// a killed sync caller gets -signum.
+func TestVigridQueueKillFIFO(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+
+	code, m, _ := c.call("POST", "/api/v1/kill", bearer("ops"), "{}")
+	if code != 200 || m["message"] != "No command is currently running" {
+		t.Fatalf("idle kill = %d %v", code, m)
+	}
+	code, m, _ = c.call("POST", "/api/v1/kill", bearer("ops"), map[string]any{"signal": "SIGSTOP"})
+	wantVigridError(t, "unsupported signal", code, m, 400, "Unsupported signal: SIGSTOP. Supported: SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2")
+
+	_, a, _ := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "sleep", "arguments": []string{"60"}})
+	_, b, _ := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"b"}})
+	syncC := c.syncResult("ops", map[string]any{"command": "echo", "arguments": []string{"c"}})
+	list := c.waitQueue("ops", func(l []map[string]any) bool { return len(l) == 3 && l[0]["status"] == "running" })
+	if list[0]["order_id"] != a["order_id"] || list[1]["order_id"] != b["order_id"] || list[1]["status"] != "queued" || list[2]["status"] != "queued" {
+		t.Fatalf("queue order = %v", list)
+	}
+	first := list[0]
+	if first["command"] != "sleep" || fmt.Sprint(first["arguments"]) != "[60]" || first["token_name"] != "ops" ||
+		first["client_ip"] != "127.0.0.1" || first["synchronous"] != false || !vigridTS.MatchString(first["queued_at"].(string)) ||
+		!vigridTS.MatchString(first["started_at"].(string)) || list[1]["started_at"] != nil || list[2]["synchronous"] != true {
+		t.Fatalf("queue entries = %v", list)
+	}
+	code, m, _ = c.call("GET", "/api/v1/status", bearer("ops"), nil)
+	cur, _ := m["current_order"].(map[string]any)
+	if code != 200 || m["queue_depth"] != float64(2) || cur == nil || cur["order_id"] != a["order_id"] || cur["command"] != "sleep" {
+		t.Fatalf("status while busy = %d %v", code, m)
+	}
+
+	code, m, _ = c.call("POST", "/api/v1/kill", bearer("ops"), map[string]any{"signal": "sigterm"})
+	if code != 200 || !regexp.MustCompile(`^Signal SIGTERM sent to PID [1-9][0-9]*$`).MatchString(fmt.Sprint(m["message"])) {
+		t.Fatalf("kill = %d %v", code, m)
+	}
+	var cid string
+	select {
+	case got := <-syncC:
+		res, _ := got["result"].(map[string]any)
+		if got["http_status"] != float64(200) || res == nil || res["stdout"] != "c\n" || res["return_code"] != float64(0) {
+			t.Fatalf("sync C = %v", got)
+		}
+		cid, _ = got["order_id"].(string)
+	case <-time.After(30 * time.Second):
+		t.Fatal("sync C never answered")
+	}
+	oa := s.waitFor(uuid.MustParse(a["order_id"].(string)), 10*time.Second, terminal)
+	ob := s.waitFor(uuid.MustParse(b["order_id"].(string)), 10*time.Second, terminal)
+	oc := s.waitFor(uuid.MustParse(cid), 10*time.Second, terminal)
+	if oa.Status != "killed" || ob.Status != "succeeded" || ob.StartedAt.Before(*oa.FinishedAt) || oc.StartedAt.Before(*ob.FinishedAt) {
+		t.Fatalf("FIFO: A %s (finished %v), B %s (%v-%v), C started %v", oa.Status, oa.FinishedAt, ob.Status, ob.StartedAt, ob.FinishedAt, oc.StartedAt)
+	}
+
+	// A killed sync caller gets minus the signal's number.
+	syncD := c.syncResult("ops", map[string]any{"command": "sleep", "arguments": []string{"60"}})
+	c.waitQueue("ops", func(l []map[string]any) bool { return len(l) == 1 && l[0]["status"] == "running" })
+	if code, m, _ = c.call("POST", "/api/v1/kill", bearer("ops"), map[string]any{"signal": "SIGKILL"}); code != 200 {
+		t.Fatalf("kill D = %d %v", code, m)
+	}
+	select {
+	case got := <-syncD:
+		res, _ := got["result"].(map[string]any)
+		if res == nil || res["return_code"] != float64(-9) {
+			t.Fatalf("killed sync D = %v", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sync D never answered")
+	}
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// vigridFile is a Vigrid Shell API config (docs/compat.md §Vigrid).
+type vigridFile struct {
+	Bind string `yaml:"bind"`
+	Port *int   `yaml:"port"`
+	SSL  struct {
+		Enabled     bool   `yaml:"enabled"`
+		Certificate string `yaml:"certificate"`
+		PrivateKey  string `yaml:"private_key"`
+	} `yaml:"ssl"`
+	RunAs          string    `yaml:"run_as"`
+	DryRun         bool      `yaml:"dry_run"`
+	CommandPath    string    `yaml:"command_path"`
+	ForbiddenChars yaml.Node `yaml:"forbidden_chars"`
+	LogDir         string    `yaml:"log_dir"`
+	LogFormat      string    `yaml:"log_format"`
+	LogLevel       string    `yaml:"log_level"`
+	ACL            struct {
+		Deny  []string `yaml:"deny"`
+		Allow []string `yaml:"allow"`
+	} `yaml:"acl"`
+	Tokens map[string]vigridToken `yaml:"tokens"`
+}
+
+type vigridToken struct {
+	Secret        string   `yaml:"secret"`
+	User          string   `yaml:"user"`
+	AllowCommands []string `yaml:"allow_commands"`
+	DenyCommands  []string `yaml:"deny_commands"`
+}
+
+// vigridDefaultForbidden is Vigrid's forbidden_chars when the file has none.
+const vigridDefaultForbidden = "\"';\\|&(){}$`"
+
+// importedConfig is the orderly config import writes, keys in the order
+// docs/config.md lists them.
+type importedConfig struct {
+	Listen string         `yaml:"listen,omitempty"`
+	Log    map[string]any `yaml:"log,omitempty"`
+	HTTP   map[string]any `yaml:"http,omitempty"`
+	Worker map[string]any `yaml:"worker"`
+	Auth   struct {
+		Tokens []importedToken `yaml:"tokens"`
+	} `yaml:"auth"`
+	ACL    map[string][]string `yaml:"acl"`
+	Policy []importedRule      `yaml:"policy"`
+	Compat struct {
+		Vigrid map[string]any `yaml:"vigrid"`
+	} `yaml:"compat"`
+}
+
+type importedToken struct {
+	Name   string `yaml:"name"`
+	SHA256 string `yaml:"sha256"`
+}
+
+type importedRule struct {
+	Name       string   `yaml:"name"`
+	Principals []string `yaml:"principals"`
+	Hosts      []string `yaml:"hosts"`
+	Allow      []string `yaml:"allow"`
+	Deny       []string `yaml:"deny,omitempty"`
+	RunAs      []string `yaml:"run_as,omitempty"`
+}
+
+// convertVigrid turns a Vigrid YAML config into an orderly config whose
+// compat.vigrid surface behaves like it: each token a principal holding
+// only the SHA-256 of its secret, its allow/deny regexes and user a policy
+// rule, the ACL, forbidden characters and command_path the host policy,
+// dry_run, TLS, listen address and log format. notes lists what could not
+// be mapped. No secret appears in the output or the notes.
+func convertVigrid(src []byte, name, host string) (out []byte, notes []string, err error) {
+	var raw map[string]any
+	if err := yaml.Unmarshal(src, &raw); err != nil {
+		return nil, nil, fmt.Errorf("parse vigrid config %s: %w", name, err)
+	}
+	var v vigridFile
+	if err := yaml.Unmarshal(src, &v); err != nil {
+		return nil, nil, fmt.Errorf("parse vigrid config %s: %w", name, err)
+	}
+	known := []string{"bind", "port", "ssl", "run_as", "dry_run", "command_path", "forbidden_chars", "log_dir",
+		"log_format", "log_level", "acl", "tokens"}
+	for _, k := range sortedKeys(raw) {
+		if !slices.Contains(known, k) {
+			notes = append(notes, fmt.Sprintf("key %q is not a Vigrid setting orderly knows", k))
+		}
+	}
+	var c importedConfig
+	if v.Bind != "" || v.Port != nil {
+		bind, port := cmp.Or(v.Bind, "0.0.0.0"), 8443
+		if v.Port != nil {
+			port = *v.Port
+		}
+		c.Listen = net.JoinHostPort(bind, strconv.Itoa(port))
+	}
+	c.Log = map[string]any{}
+	switch strings.ToLower(v.LogFormat) {
+	case "":
+	case "json", "syslog":
+		c.Log["format"] = strings.ToLower(v.LogFormat)
+	default:
+		notes = append(notes, fmt.Sprintf("log_format %q (orderly has text, json and syslog)", v.LogFormat))
+	}
+	if lvl, ok := map[string]string{"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "error"}[strings.ToUpper(v.LogLevel)]; ok {
+		c.Log["level"] = lvl
+	} else if v.LogLevel != "" {
+		notes = append(notes, fmt.Sprintf("log_level %q", v.LogLevel))
+	}
+	if v.LogDir != "" {
+		notes = append(notes, fmt.Sprintf("log_dir %q: orderly logs to stderr (journald under systemd) or, with log.format syslog, to the local syslog socket; it writes no log file of its own", v.LogDir))
+	}
+	if v.SSL.Enabled {
+		if v.SSL.Certificate != "" && v.SSL.PrivateKey != "" {
+			c.HTTP = map[string]any{"tls_cert": v.SSL.Certificate, "tls_key": v.SSL.PrivateKey}
+		} else {
+			notes = append(notes, "ssl.enabled without certificate and private_key: Vigrid fell back to plain HTTP, and so does this config")
+		}
+	}
+
+	c.Worker = map[string]any{}
+	if v.CommandPath != "" {
+		var dirs []string
+		for _, d := range strings.Split(v.CommandPath, ":") {
+			if d != "" {
+				dirs = append(dirs, d)
+			}
+		}
+		c.Worker["command_path"] = dirs
+	}
+	forbidden, err := forbiddenOf(v.ForbiddenChars)
+	if err != nil {
+		return nil, nil, fmt.Errorf("vigrid forbidden_chars: %w", err)
+	}
+	c.Worker["forbidden_chars"] = forbidden
+
+	// Vigrid denies every address its allow list does not name, even with
+	// no list at all; orderly's empty acl.allow admits everyone, so an
+	// empty Vigrid allow list becomes an explicit deny of everything.
+	c.ACL = map[string][]string{}
+	if len(v.ACL.Deny) > 0 {
+		c.ACL["deny"] = v.ACL.Deny
+	}
+	if len(v.ACL.Allow) > 0 {
+		c.ACL["allow"] = v.ACL.Allow
+	} else {
+		c.ACL["deny"] = append(c.ACL["deny"], "0.0.0.0/0", "::/0")
+		notes = append(notes, "acl.allow is empty: Vigrid refused every client, so the config denies 0.0.0.0/0 and ::/0; add acl.allow entries")
+	}
+
+	users := map[string]string{}
+	allowedUsers := []string{}
+	if v.RunAs != "" {
+		allowedUsers = append(allowedUsers, v.RunAs)
+	}
+	for _, tn := range sortedKeys(v.Tokens) {
+		t := v.Tokens[tn]
+		if t.Secret == "" {
+			notes = append(notes, fmt.Sprintf("token %q has no secret and is left out", tn))
+			continue
+		}
+		sum := sha256.Sum256([]byte(t.Secret))
+		c.Auth.Tokens = append(c.Auth.Tokens, importedToken{Name: tn, SHA256: hex.EncodeToString(sum[:])})
+		r := importedRule{Name: tn, Principals: []string{tn}, Hosts: []string{host}, Allow: []string{}}
+		for _, p := range t.AllowCommands {
+			if _, err := regexp.Compile(p); err != nil {
+				notes = append(notes, fmt.Sprintf("token %q: allow pattern %q is not RE2 syntax (Go) and is left out: %v", tn, p, err))
+				continue
+			}
+			r.Allow = append(r.Allow, p)
+		}
+		for _, p := range t.DenyCommands {
+			if _, err := regexp.Compile(p); err != nil {
+				// Dropping a deny rule would widen access: refuse instead.
+				return nil, nil, fmt.Errorf("token %q: deny pattern %q is not RE2 syntax (Go): %v; rewrite it and import again", tn, p, err)
+			}
+			r.Deny = append(r.Deny, p)
+		}
+		u := cmp.Or(t.User, v.RunAs)
+		if u != "" {
+			r.RunAs = []string{u}
+			if t.User != "" {
+				users[tn] = t.User
+			}
+			if !slices.Contains(allowedUsers, u) {
+				allowedUsers = append(allowedUsers, u)
+			}
+		}
+		c.Policy = append(c.Policy, r)
+	}
+	if len(allowedUsers) > 0 {
+		sort.Strings(allowedUsers)
+		c.Worker["allowed_users"] = allowedUsers
+	}
+	vc := map[string]any{"enabled": true, "prefix": "/api/v1", "host": host, "dry_run": v.DryRun}
+	if v.RunAs != "" {
+		vc["default_user"] = v.RunAs
+	}
+	if len(users) > 0 {
+		vc["users"] = users
+	}
+	c.Compat.Vigrid = vc
+	if len(c.Log) == 0 {
+		c.Log = nil
+	}
+
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# orderly config converted from the Vigrid Shell API config %s by `orderly import vigrid`.\n", name)
+	fmt.Fprintf(&buf, "# Token secrets are stored as SHA-256 only; Vigrid clients keep sending the same bearer tokens.\n")
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, nil, fmt.Errorf("write orderly config: %w", err)
+	}
+	return buf.Bytes(), notes, nil
+}
+
+// forbiddenOf reads forbidden_chars: a YAML list of characters or a
+// string of them; absent means Vigrid's default set.
+func forbiddenOf(n yaml.Node) (string, error) {
+	switch n.Kind {
+	case 0:
+		return vigridDefaultForbidden, nil
+	case yaml.ScalarNode:
+		return n.Value, nil
+	case yaml.SequenceNode:
+		var list []string
+		if err := n.Decode(&list); err != nil {
+			return "", err
+		}
+		return strings.Join(list, ""), nil
+	}
+	return "", fmt.Errorf("want a list or a string")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
