@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -80,5 +82,33 @@ func checkCancelEvent(t *testing.T, s *stack, id uuid.UUID, actor, signal string
 	}
 	if n != 1 {
 		t.Fatalf("%d cancel_requested events by %s with %s, want 1", n, actor, signal)
+	}
+}
+
+// TestSSEShowsOnlyTheOrdersHost: output published for an order on another
+// host's subject (what another host's worker could do) never reaches the
+// order's followers; its own worker's output does.
+func TestSSEShowsOnlyTheOrdersHost(t *testing.T) {
+	s := newStack(t)
+	o := s.submit(map[string]any{"host": "h1", "command": "echo", "args": []string{"real"}}, "", http.StatusAccepted)
+	forged := nats.NewMsg(queue.OutputSubjectOf("h2", o.ID))
+	forged.Header.Set(queue.StreamHeader, "stdout")
+	forged.Data = []byte("forged\n")
+	if err := s.b.nc.PublishMsg(forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.startWorker("h1")
+	var out []string
+	followEvents(t, s, o.ID, "", func(e testEvent) bool {
+		if e.event == "stdout" {
+			out = append(out, e.data)
+		}
+		return e.event == "finished"
+	})
+	if len(out) != 1 || !strings.Contains(out[0], `"real\n"`) {
+		t.Fatalf("stdout events %q, want only the worker's own", out)
 	}
 }
