@@ -224,23 +224,6 @@ func (e *apiEnv) submit(as string, body map[string]any, query string, want int, 
 	return o
 }
 
-// waitTerminal waits until the order is finished, failing at the deadline.
-func (e *apiEnv) waitTerminal(id uuid.UUID) api.Order {
-	e.t.Helper()
-	var o api.Order
-	waitFor(e.t, 30*time.Second, "order "+id.String()+" finished", func() bool {
-		code, b := e.do("admin", "GET", "/v1/orders/"+id.String(), nil)
-		if code != http.StatusOK {
-			e.t.Fatalf("GET order %s = %d: %s", id, code, b)
-		}
-		if err := json.Unmarshal(b, &o); err != nil {
-			e.t.Fatal(err)
-		}
-		return o.Status != "queued" && o.Status != "running"
-	})
-	return o
-}
-
 // publish sends a NATS submission as principal to orderly.submit.<host>
 // with the given Nats-Msg-Id ("" for none) and returns the intake's answer.
 func (e *apiEnv) publish(as, host, msgID string, body map[string]any) api.IntakeAnswer {
@@ -319,23 +302,6 @@ func (e *apiEnv) events(as string, id uuid.UUID, stop func(event, data string) b
 		}
 	}
 	return resp.StatusCode, out
-}
-
-// waitFor polls cond every 20 ms until it holds, and fails the test when
-// it still does not hold after d.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within %s", what, d)
-		case <-tick.C:
-		}
-	}
 }
 
 // wantError checks an error answer's status and stable code.
