@@ -37,8 +37,11 @@ type Credentials struct {
 // in workers (serve's own host included, so that a standby worker of it
 // can join).
 func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, error) {
+	if !order.ValidHost(serveHost) {
+		return nil, fmt.Errorf("natsembed: serve's host %q is not a valid host id (1-128 characters of [A-Za-z0-9_-])", serveHost)
+	}
 	hosts := slices.Clone(workers)
-	if serveHost != "" && !slices.Contains(hosts, serveHost) {
+	if !slices.Contains(hosts, serveHost) {
 		hosts = append(hosts, serveHost)
 	}
 	for _, h := range hosts {
