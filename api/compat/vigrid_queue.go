@@ -88,6 +88,12 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 		vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "No command is currently running"})
 		return
 	}
+	if running.Principal != vr.p.Name && !vr.p.HasRole("admin") {
+		// An auditor sees every order but may not end one (as POST
+		// /v1/orders/{id}/cancel).
+		vigridError(vr.w, http.StatusForbidden, "Command not authorized: only the submitter or an admin may kill this command")
+		return
+	}
 	st, err := v.Orders.CancelOrder(vr.r.Context(), running, vr.p.Name, sig)
 	if err != nil {
 		v.refused(vr, err)

@@ -436,6 +436,15 @@ func TestVigridQueueKillFIFO(t *testing.T) {
 		t.Fatalf("status while busy = %d %v", code, m)
 	}
 
+	// Another token sees none of ops's orders and cannot kill them.
+	code, m, _ = c.call("GET", "/api/v1/queue", bearer("limited"), nil)
+	if code != 200 || m["queue_size"] != float64(0) {
+		t.Fatalf("queue of another token = %d %v", code, m)
+	}
+	code, m, _ = c.call("POST", "/api/v1/kill", bearer("limited"), nil)
+	if code != 200 || m["message"] != "No command is currently running" {
+		t.Fatalf("kill by another token = %d %v", code, m)
+	}
 	code, m, _ = c.call("POST", "/api/v1/kill", bearer("ops"), map[string]any{"signal": "sigterm"})
 	if code != 200 || !regexp.MustCompile(`^Signal SIGTERM sent to PID [1-9][0-9]*$`).MatchString(fmt.Sprint(m["message"])) {
 		t.Fatalf("kill = %d %v", code, m)
@@ -472,5 +481,113 @@ func TestVigridQueueKillFIFO(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("sync D never answered")
+	}
+}
+
+// TestVigridTimeout: a sync execute's timeout ends the command with
+// return_code -1 and "Command timed out." after its stderr; a sync
+// execute that would outlast compat.vigrid.max_wait is answered the same
+// way by then.
+func TestVigridTimeout(t *testing.T) {
+	s, _ := vigridStack(t, false, map[string]any{"compat.vigrid.max_wait": "2s"})
+	c := newVigridClient(t, s)
+	for _, body := range []map[string]any{
+		{"command": "sleep", "arguments": []string{"30"}, "synchronous": true, "timeout": 1},
+		{"command": "sleep", "arguments": []string{"30"}, "synchronous": true},
+	} {
+		start := time.Now()
+		code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), body)
+		res, _ := m["result"].(map[string]any)
+		if code != 200 || res == nil || res["return_code"] != float64(-1) || res["stderr"] != "\nCommand timed out." || res["stdout"] != "" {
+			t.Fatalf("timeout %v: %d %s", body["timeout"], code, raw)
+		}
+		if d := time.Since(start); d > 15*time.Second {
+			t.Fatalf("timeout %v took %s", body["timeout"], d)
+		}
+		if o := s.waitFor(uuid.MustParse(m["order_id"].(string)), 10*time.Second, terminal); o.Status != "timed_out" {
+			t.Fatalf("order status %s, want timed_out", o.Status)
+		}
+	}
+}
+
+// TestVigridDryRun: with dry_run every check still applies, nothing runs,
+// and the answer is empty output, 0, dry_run true; status says so.
+func TestVigridDryRun(t *testing.T) {
+	s, _ := vigridStack(t, true, nil)
+	c := newVigridClient(t, s)
+	code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "errout", "synchronous": true})
+	res, _ := m["result"].(map[string]any)
+	if code != 200 || res == nil || res["stdout"] != "" || res["stderr"] != "" || res["return_code"] != float64(0) || res["dry_run"] != true {
+		t.Fatalf("dry-run execute = %d %s", code, raw)
+	}
+	code, m, _ = c.call("GET", "/api/v1/status", bearer("ops"), nil)
+	if code != 200 || m["dry_run"] != true {
+		t.Fatalf("status = %d %v", code, m)
+	}
+	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "nosuch"})
+	wantVigridError(t, "dry-run not found", code, m, 404, "Command 'nosuch' not found")
+	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "shutdown"})
+	wantVigridError(t, "dry-run deny", code, m, 403, "Command not authorized: Command matches deny pattern: ^shutdown")
+	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"a&b"}})
+	wantVigridError(t, "dry-run forbidden", code, m, 400, "Forbidden character in argument: '&'")
+	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo"})
+	if code != 202 {
+		t.Fatalf("dry-run async = %d %v", code, m)
+	}
+}
+
+// TestVigridIntegrityAndReload: a changed config file answers 503 on every
+// path but health, before the ACL and the token; /reload is not locked
+// out by it and reloads; a file that does not load is "Reload failed";
+// restoring the bytes clears the check.
+func TestVigridIntegrityAndReload(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+	orig, err := os.ReadFile(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	integrity := "Configuration integrity check failed. Restart the service."
+	waitStatus := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, _, _ := c.call("GET", "/api/v1/status", bearer("ops"), nil)
+			if code == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status never became %d (last %d)", want, code)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	s.writeConfig(string(orig) + "# an edit\n")
+	waitStatus(503)
+	code, m, _ := c.call("GET", "/api/v1/status", "", nil)
+	wantVigridError(t, "unauthenticated while tampered", code, m, 503, integrity)
+	code, m, _ = c.from("127.0.0.2").call("GET", "/api/v1/queue", "", nil)
+	wantVigridError(t, "denied address while tampered", code, m, 503, integrity)
+	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo"})
+	wantVigridError(t, "execute while tampered", code, m, 503, integrity)
+	if code, m, _ = c.call("GET", "/api/v1/health", "", nil); code != 200 || m["status"] != "ok" {
+		t.Fatalf("health while tampered = %d %v", code, m)
+	}
+	code, m, _ = c.call("POST", "/api/v1/reload", bearer("ops"), "{}")
+	if code != 200 || m["status"] != "ok" || m["message"] != "Configuration reloaded successfully" {
+		t.Fatalf("reload = %d %v", code, m)
+	}
+	waitStatus(200)
+
+	s.writeConfig(string(orig) + "policy: [{name: broken, principals: [ops], allow: ['(']}]\n")
+	waitStatus(503)
+	code, m, _ = c.call("POST", "/api/v1/reload", bearer("ops"), "{}")
+	if code != 500 || m["status"] != "error" || !strings.HasPrefix(fmt.Sprint(m["message"]), "Reload failed: ") {
+		t.Fatalf("failed reload = %d %v", code, m)
+	}
+	s.writeConfig(string(orig) + "# an edit\n")
+	waitStatus(200)
+	if code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "synchronous": true}); code != 200 {
+		t.Fatalf("execute after restore = %d %v", code, m)
 	}
 }
