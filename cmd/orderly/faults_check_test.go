@@ -218,21 +218,36 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 	checkPublishOrder(r, subs, rowByTag, describe)
 	checkSettlement(r, rows, describe)
-	// Orphans: children of orders still alive once everything is terminal.
+	// Orphans: processes of orders (their shells, found by the marker path
+	// in their argv, and the children they spawn) still alive once every
+	// order is terminal.
 	childOf := map[string]string{}
 	for _, o := range subs {
 		if o.child != "" {
 			childOf[o.child] = o.tag
 		}
 	}
-	for _, pid := range procsWithArgs(l.childPattern()) {
-		arg := ""
-		for _, a := range procArgs(pid) {
-			if strings.HasPrefix(a, "900.") {
-				arg = a
+	leftovers := procsWithArgs(l.childPattern())
+	for _, h := range l.hosts {
+		leftovers = append(leftovers, procsWithArgs(l.marker(h))...)
+	}
+	slices.Sort(leftovers)
+	for _, pid := range slices.Compact(leftovers) {
+		argv := procArgs(pid)
+		tag := ""
+		for i, a := range argv {
+			if t, ok := childOf[a]; ok {
+				tag = t
+			}
+			if i == 3 && argv[0] == "sh" {
+				tag = a // sh -c script _ tag …
 			}
 		}
-		r.add(invOrphan, "pid %d (sleep %s) left by %s", pid, arg, describe(childOf[arg]))
+		shown := argv
+		if len(shown) > 0 && shown[0] == "sh" {
+			shown = []string{"sh -c <order script> _", tag}
+		}
+		r.add(invOrphan, "pid %d (%s) of %s", pid, strings.Join(shown, " "), describe(tag))
 	}
 	// Outcomes: an accepted order succeeds having run once, or is
 	// interrupted; nothing else is expected of these orders.

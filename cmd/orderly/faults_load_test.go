@@ -86,6 +86,9 @@ func newFaultLoad(s *faultStack, hosts ...string) *faultLoad {
 		cancel()
 		tw.Wait()
 		killProcs(l.childPattern())
+		for _, h := range hosts {
+			killProcs(l.marker(h))
+		}
 	})
 	for _, h := range hosts {
 		tl := &markerTail{path: l.marker(h)}
