@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -41,7 +42,7 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 	}
 	surfaces := make([]CompatSurface, len(s.compat))
 	for i, c := range s.compat {
-		c.Handler = middleware.Recoverer(s.measure(c.Handler))
+		c.Handler = middleware.Recoverer(s.measure(s.compatClient(s.limitIP(c.Handler))))
 		surfaces[i] = c
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +54,24 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 			return
 		}
 		native.ServeHTTP(w, r)
+	})
+}
+
+// compatClient records the client address for limits.rate_per_ip and the
+// audit, as network does for native routes; the surface applies the ACL
+// itself, in its original's order and format.
+func (s *Server) compatClient(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		if acl := s.Settings().ACL; acl != nil {
+			if addr, err := acl.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For")); err == nil {
+				ip = addr.String()
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientIPKey{}, ip)))
 	})
 }
 

@@ -265,7 +265,10 @@ func (h *HTTPExec) answer(w http.ResponseWriter, asked, o *order.Order) {
 	if !o.Status.Terminal() || !ok {
 		msg := "order " + o.ID.String() + " ended " + string(o.Status)
 		if o.Status == order.StatusRejected && o.Result != nil {
-			plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "refused by the host: "+o.Result.Error+"\n")
+			// httpexec answered 500 when a found file could not run (no
+			// execute bit); the host policy's refusal is where orderly
+			// finds that out.
+			plain(w, http.StatusInternalServerError, "text/plain; charset=utf-8", "refused by the host: "+o.Result.Error+"\n")
 			return
 		}
 		if o.Result != nil && o.Result.Error != "" {

@@ -54,6 +54,7 @@ func newHTTPExecRoot(t *testing.T) httpexecRoot {
 	copyTool("echo", filepath.Join(h.outside, "tool"))
 	scripts := map[string]string{
 		"fail":     "#!/bin/sh\necho out; echo err >&2; exit 2\n",
+		"binary":   "#!/bin/sh\nprintf 'ok\\377\\000'\n",
 		"selfkill": "#!/bin/sh\nkill -TERM $$\n",
 	}
 	for name, body := range scripts {
@@ -247,6 +248,13 @@ func TestHTTPExecResponses(t *testing.T) {
 		t.Fatalf("environment null: return %d", *r.Return)
 	}
 
+	// Output that is not UTF-8 is not lost with encode null: it comes as
+	// base64 and says so (httpexec answered 500).
+	r = httpexecRun(t, s.url, "/binary", map[string]any{"stdout": map[string]any{"capture": true}})
+	if out, enc := stream(t, r.Stdout); out != "b2v/AA==" || enc == nil || *enc != "base64" {
+		t.Fatalf("non-UTF-8 text output = %q %v, want base64 b2v/AA==", out, enc)
+	}
+
 	// No stdin: the child reads /dev/null and ends, never the service's stdin.
 	r = httpexecRun(t, s.url, "/cat", map[string]any{"stdout": map[string]any{"capture": true}})
 	if out, enc := stream(t, r.Stdout); out != "" || enc != nil {
@@ -354,8 +362,8 @@ func TestHTTPExecPaths(t *testing.T) {
 		}
 	}
 	// A file without an execute bit is found, and fails when run.
-	if code, _, b := httpexecPost(t, s.url, "/noexec", "application/json", map[string]any{}); code < 400 {
-		t.Errorf("noexec = %d %s, want an error", code, b)
+	if code, _, b := httpexecPost(t, s.url, "/noexec", "application/json", map[string]any{}); code != 500 {
+		t.Errorf("noexec = %d %s, want 500", code, b)
 	}
 	// Native routes keep working beside the surface at /.
 	if code, b := s.do("GET", "/v1/hosts", nil); code != 200 {

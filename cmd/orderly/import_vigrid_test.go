@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// TestConvertVigridMapping checks what the import writes for settings the
+// end-to-end tests do not exercise: Vigrid's default-deny with no allow
+// list, forbidden_chars as a string or absent, TLS, a deny pattern RE2
+// cannot compile (refused) and an allow pattern (dropped with a note). The
+// output always loads and validates as an orderly config.
+func TestConvertVigridMapping(t *testing.T) {
+	src := `
+port: 9090
+ssl: {enabled: true, certificate: /etc/v/c.pem, private_key: /etc/v/k.pem}
+forbidden_chars: ";|"
+log_level: CRITICAL
+tokens:
+  admin:
+    secret: "s3cret-admin-value"
+    user: root
+    allow_commands: ["^ls", "^(?=x)"]
+    deny_commands: ["^rm"]
+  broken:
+    user: root
+`
+	out, notes, err := convertVigrid([]byte(src), "v.conf", "web-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(out)
+	for _, want := range []string{"listen: 0.0.0.0:9090", "tls_cert: /etc/v/c.pem", "tls_key: /etc/v/k.pem", "forbidden_chars: ;|",
+		"- 0.0.0.0/0", "- ::/0", "level: error", "host: web-3", "sha256: "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "s3cret-admin-value") || strings.Contains(strings.Join(notes, "\n"), "s3cret") {
+		t.Fatal("the secret was printed")
+	}
+	for _, want := range []string{`token "broken" has no secret`, `allow pattern "^(?=x)"`, "acl.allow is empty"} {
+		if !strings.Contains(strings.Join(notes, "\n"), want) {
+			t.Errorf("notes lack %q: %q", want, notes)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := config.Load(path, nil, nil)
+	if err != nil {
+		t.Fatalf("the output does not load: %v\n%s", err, text)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the output does not validate: %v\n%s", err, text)
+	}
+	if !cfg.Compat.Vigrid.Enabled || cfg.Worker.ForbiddenChars != ";|" || len(cfg.Policy) != 1 || cfg.Policy[0].Deny[0] != "^rm" {
+		t.Fatalf("config = %+v", cfg)
+	}
+
+	if _, _, err := convertVigrid([]byte("tokens: {a: {secret: x, deny_commands: ['^(?!ls)']}}\n"), "v.conf", "h"); err == nil {
+		t.Fatal("a deny pattern Go cannot compile was dropped instead of refused")
+	}
+	out, _, err = convertVigrid([]byte("tokens: {a: {secret: x, allow_commands: ['.*']}}\n"), "v.conf", "h")
+	if err != nil || !strings.Contains(string(out), `forbidden_chars: '"'';\|&(){}$`+"`'") {
+		t.Fatalf("default forbidden_chars: %v\n%s", err, out)
+	}
+}
