@@ -27,13 +27,14 @@ import (
 // busServe is an `orderly serve` process whose banner gave its addresses.
 type busServe struct {
 	url, natsURL, dsn, creds, token string
+	proc                            *os.Process
 }
 
-// startBusServe starts serve on dataDir with extra environment and reads
-// its banner: API, NATS and the add-a-worker line.
-func startBusServe(t *testing.T, dataDir string, env ...string) *busServe {
+// startBusServe starts serve on dataDir with extra arguments and
+// environment and reads its banner: API, NATS and the add-a-worker line.
+func startBusServe(t *testing.T, dataDir string, args []string, env ...string) *busServe {
 	t.Helper()
-	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
+	cmd := exec.Command(orderlyBin, append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"}, args...)...)
 	cmd.Env = append([]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0", "ORDERLY_LOG__LEVEL=warn", "ORDERLY_WORKER__KILL_GRACE=500ms",
 		"PATH=/usr/bin:/bin", "HOME=" + dataDir}, env...)
 	cmd.Stderr = os.Stderr
@@ -57,7 +58,7 @@ func startBusServe(t *testing.T, dataDir string, env ...string) *busServe {
 		}
 		_, _ = io.Copy(io.Discard, stdout)
 	}()
-	p := &busServe{}
+	p := &busServe{proc: cmd.Process}
 	deadline := time.After(90 * time.Second)
 	for p.url == "" || p.natsURL == "" || p.dsn == "" {
 		select {
@@ -204,7 +205,7 @@ func TestServeBusAuthentication(t *testing.T) {
 	}
 	_ = os.Chmod(dataDir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dataDir) })
-	p := startBusServe(t, dataDir, "ORDERLY_NATS__WORKERS=w2")
+	p := startBusServe(t, dataDir, nil, "ORDERLY_NATS__WORKERS=w2")
 	if p.creds != filepath.Join(dataDir, "nats-creds") {
 		t.Fatalf("banner names credentials %q", p.creds)
 	}
@@ -330,5 +331,63 @@ func TestServeBusAuthentication(t *testing.T) {
 	defer cancel()
 	if _, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("srv")); err == nil {
 		t.Fatal("worker w2 looked up host srv's consumer")
+	}
+}
+
+// TestServeReloadsWorkerCredentials: adding a host to nats.workers and
+// reloading (SIGHUP) issues its credential without a restart; removing one
+// disconnects its worker and refuses it from then on.
+func TestServeReloadsWorkerCredentials(t *testing.T) {
+	dataDir, err := os.MkdirTemp("", "orderly-bus-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	conf := filepath.Join(dataDir, "orderly.yaml")
+	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w2]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startBusServe(t, dataDir, []string{"--config", conf})
+	w3 := filepath.Join(p.creds, "worker-w3.nk")
+	if _, err := os.Stat(w3); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("w3 has a credential before it is listed: %v", err)
+	}
+	dropped := make(chan struct{}, 1)
+	nk, err := nats.NkeyOptionFromSeed(filepath.Join(p.creds, "worker-w2.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := nats.Connect(p.natsURL, nk, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { dropped <- struct{}{} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+
+	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w3]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dropped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker of a host removed from nats.workers stayed connected")
+	}
+	// The reload wrote w3's seed before it swapped the users, and the
+	// swap is what dropped w2: w3 is accepted now.
+	nk3, err := nats.NkeyOptionFromSeed(w3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc3, err := nats.Connect(p.natsURL, nk3)
+	if err != nil {
+		t.Fatalf("the host added to nats.workers cannot connect after the reload: %v", err)
+	}
+	nc3.Close()
+	if nc, err := nats.Connect(p.natsURL, nk); err == nil {
+		nc.Close()
+		t.Fatal("the removed host's worker connected again")
 	}
 }

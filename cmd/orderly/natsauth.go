@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -51,4 +55,29 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 		return queue.Bind(ctx, nc, opts)
 	}
 	return queue.New(ctx, nc, opts)
+}
+
+// natsCredentialReloader keeps the worker credentials of serve's embedded
+// NATS in step with nats.workers on every reload: a host added gets its
+// seed file and may connect at once, a host removed is disconnected and
+// refused. cur is the set the server accepts now; reloads run one at a
+// time, so only the reloading goroutine touches it.
+func natsCredentialReloader(ns *natsembed.Server, cur *natsembed.Credentials, host string, logger *slog.Logger) config.Preparer {
+	return func(_ context.Context, c config.Config) (func(), error) {
+		next, err := natsembed.EnsureCredentials(cur.Dir, host, c.NATS.Workers)
+		if err != nil {
+			return nil, err
+		}
+		if next.Same(cur) {
+			return func() {}, nil
+		}
+		return func() {
+			if err := ns.SetCredentials(next); err != nil {
+				logger.Error("embedded NATS kept its previous credentials", "error", err)
+				return
+			}
+			cur = next
+			logger.Info("embedded NATS credentials reloaded", "worker_hosts", slices.Sorted(maps.Keys(next.Workers)))
+		}, nil
+	}
 }

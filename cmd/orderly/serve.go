@@ -118,6 +118,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		cfg.NATS.URL = ns.ClientURL()
 		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
 		natsCreds = creds
+		w.AddPreparer("embedded NATS credentials", natsCredentialReloader(ns, creds, cfg.Host, logger))
 	}
 	if err := migrations.Up(ctx, cfg.DatabaseURL); err != nil {
 		return err

@@ -258,7 +258,8 @@ func RequiresRestart(key string) bool {
 		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key":
 		return true
 	}
-	return strings.HasPrefix(key, "nats.")
+	// serve's embedded NATS reloads its users (nats.workers) in place.
+	return strings.HasPrefix(key, "nats.") && key != "nats.workers"
 }
 
 // displayPath names the config source in errors.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,6 +82,19 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 		}
 	}
 	return c, nil
+}
+
+// Same reports whether c and o accept the same keys with the same roles.
+func (c *Credentials) Same(o *Credentials) bool {
+	if c == nil || o == nil || len(c.users) != len(o.users) {
+		return c == o
+	}
+	for i := range c.users {
+		if c.users[i].Nkey != o.users[i].Nkey {
+			return false
+		}
+	}
+	return maps.Equal(c.Workers, o.Workers)
 }
 
 // WorkerFile is the name of the seed file of the worker of host.

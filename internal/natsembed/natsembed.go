@@ -40,7 +40,8 @@ type Options struct {
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns *server.Server
+	ns   *server.Server
+	opts *server.Options // as started, for reloads
 }
 
 // Start starts nats-server with JetStream on opts and waits until it accepts
@@ -75,7 +76,7 @@ func Start(opts Options) (*Server, error) {
 		}
 		users = opts.Credentials.users
 	}
-	ns, err := server.NewServer(&server.Options{
+	sopts := &server.Options{
 		Nkeys:      users,
 		ServerName: "orderly",
 		Host:       opts.Host,
@@ -86,7 +87,8 @@ func Start(opts Options) (*Server, error) {
 		// Without NoSigs the server installs its own SIGTERM/SIGINT handler
 		// and exits the whole process, skipping orderly's shutdown.
 		NoSigs: true,
-	})
+	}
+	ns, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: configure nats-server: %w", err)
 	}
@@ -103,7 +105,27 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("natsembed: JetStream did not start (store %s)", opts.Dir)
 	}
 	opts.Logger.Info("nats-server ready", "url", ns.ClientURL(), "store_dir", opts.Dir)
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, opts: sopts}, nil
+}
+
+// SetCredentials replaces the users the server accepts with c's, as a
+// configuration reload of the running server: a new worker host can join
+// without a restart, and clients whose credential is gone are
+// disconnected. A server started without credentials cannot be given some.
+func (s *Server) SetCredentials(c *Credentials) error {
+	if c == nil || len(c.users) == 0 {
+		return errors.New("natsembed: credentials without users")
+	}
+	if len(s.opts.Nkeys) == 0 {
+		return errors.New("natsembed: the server was started without credentials")
+	}
+	o := s.opts.Clone()
+	o.Nkeys = c.users
+	if err := s.ns.ReloadOptions(o); err != nil {
+		return fmt.Errorf("natsembed: reload users: %w", err)
+	}
+	s.opts = o
+	return nil
 }
 
 // checkFree fails when something already listens on addr.

@@ -392,3 +392,57 @@ func TestRolesOnTheBus(t *testing.T) {
 	api.publish(t, queue.OutputSubjectOf("h1", id))
 	api.refused(t, "Publish", queue.OutputSubjectOf("h1", id))
 }
+
+// TestSetCredentials: a reload of the users lets a new worker host in
+// without a restart and disconnects one whose credential was withdrawn.
+func TestSetCredentials(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "creds")
+	c1, err := EnsureCredentials(dir, "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: c1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	dropped := make(chan struct{}, 1)
+	nk, err := nats.NkeyOptionFromSeed(c1.Workers["h1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, err := nats.Connect(s.ClientURL(), nk, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { dropped <- struct{}{} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h1.Close()
+
+	c2, err := EnsureCredentials(dir, "h0", []string{"h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Same(c2) {
+		t.Fatal("different worker hosts compare the same")
+	}
+	if err := s.SetCredentials(c2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dropped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the withdrawn worker h1 stayed connected")
+	}
+	if nc, err := nats.Connect(s.ClientURL(), nk); err == nil {
+		nc.Close()
+		t.Fatal("withdrawn worker h1 connected again")
+	}
+	nk2, err := nats.NkeyOptionFromSeed(c2.Workers["h2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := nats.Connect(s.ClientURL(), nk2)
+	if err != nil {
+		t.Fatalf("new worker h2: %v", err)
+	}
+	h2.Close()
+}
