@@ -1,0 +1,166 @@
+package runbook
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ValidEnvName reports whether n may name a variable a run is given.
+func ValidEnvName(n string) bool { return envNameRE.MatchString(n) }
+
+// yamlOf returns the parsed first yaml block of a section that is present
+// and not empty. ok is false when there is nothing to read (the missing or
+// empty section is reported already, or the block is missing and that is
+// reported here with noBlock's message).
+func (rb *Runbook) yamlOf(section string, noBlock Code, msg string) (*yaml.Node, bool) {
+	body, found := rb.Sections[section]
+	if !found || strings.TrimSpace(body) == "" {
+		return nil, false
+	}
+	src, _, ok := block(body, "yaml")
+	if !ok {
+		rb.problem(noBlock, msg)
+		return nil, false
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		rb.problem(CodeInvalidYAML, fmt.Sprintf("%s section has invalid YAML: %v", section, err))
+		return nil, false
+	}
+	if len(doc.Content) == 0 {
+		return nil, true // an empty block: nothing required
+	}
+	n := doc.Content[0]
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil, true
+	}
+	if n.Kind != yaml.MappingNode {
+		rb.problem(CodeInvalidYAML, section+" section YAML must be a mapping")
+		return nil, false
+	}
+	return n, true
+}
+
+// parseEnv reads "NAME: description" pairs.
+func (rb *Runbook) parseEnv() {
+	m, ok := rb.yamlOf(SectionEnv, CodeEnvNoYAML, "Environment Requirements section must contain a YAML code block")
+	if !ok || m == nil {
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		name, val := m.Content[i].Value, m.Content[i+1]
+		if !ValidEnvName(name) {
+			rb.problem(CodeBadEnvName, "Invalid environment variable name: "+name)
+			continue
+		}
+		desc := ""
+		if val.Kind == yaml.ScalarNode && val.Tag != "!!null" {
+			desc = val.Value
+		}
+		rb.Env = append(rb.Env, EnvVar{Name: name, Description: desc})
+	}
+}
+
+// parseFiles reads the Input list. Paths are relative to the runbook's
+// directory; one that leaves it is refused here (stage0 let it pass
+// validation and failed at execute).
+func (rb *Runbook) parseFiles() {
+	m, ok := rb.yamlOf(SectionFiles, CodeFilesNoYAML, "File System Requirements section must contain a YAML code block")
+	if !ok || m == nil {
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value != "Input" {
+			continue
+		}
+		list := m.Content[i+1]
+		if list.Kind == yaml.ScalarNode && list.Tag == "!!null" {
+			return
+		}
+		if list.Kind != yaml.SequenceNode {
+			rb.problem(CodeInvalidYAML, "File System Requirements section: Input must be a list of paths")
+			return
+		}
+		for _, item := range list.Content {
+			p := item.Value
+			if item.Kind != yaml.ScalarNode || p == "" {
+				rb.problem(CodeInvalidYAML, "File System Requirements section: Input must be a list of paths")
+				return
+			}
+			if Escapes(p) {
+				rb.problem(CodeInputEscapes, "Input path escapes runbook directory: "+p)
+				continue
+			}
+			rb.Inputs = append(rb.Inputs, p)
+		}
+	}
+}
+
+// Escapes reports whether the relative path p names something outside
+// the directory it is relative to, judged on the text alone (symlinks are
+// the source's business).
+func Escapes(p string) bool {
+	if path.IsAbs(p) || strings.HasPrefix(p, "\\") || strings.ContainsRune(p, 0) {
+		return true
+	}
+	c := path.Clean(p)
+	return c == ".." || strings.HasPrefix(c, "../")
+}
+
+// parseClaims reads "claim: a, b" pairs. A YAML list of values is read as
+// the same thing (stage0 silently never matched it).
+func (rb *Runbook) parseClaims() {
+	m, ok := rb.yamlOf(SectionClaims, CodeClaimsNoYAML, "Required Claims section must contain a YAML code block")
+	if !ok || m == nil {
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		c := Claim{Name: m.Content[i].Value}
+		switch val := m.Content[i+1]; val.Kind {
+		case yaml.ScalarNode:
+			for _, v := range strings.Split(val.Value, ",") {
+				if v = strings.TrimSpace(v); v != "" {
+					c.Allowed = append(c.Allowed, v)
+				}
+			}
+		case yaml.SequenceNode:
+			for _, item := range val.Content {
+				if v := strings.TrimSpace(item.Value); v != "" {
+					c.Allowed = append(c.Allowed, v)
+				}
+			}
+		default:
+			rb.problem(CodeInvalidYAML, "Required Claims section: claim "+c.Name+" must be a comma-separated list of values")
+			continue
+		}
+		rb.Claims = append(rb.Claims, c)
+	}
+}
+
+// parseScript takes the first sh block. Three backticks inside the script
+// end that block early in stage0's parser and in every markdown reader, so
+// the script that would run is not the one written: refuse it instead of
+// running the part before them.
+func (rb *Runbook) parseScript() {
+	body, found := rb.Sections[SectionScript]
+	if !found || strings.TrimSpace(body) == "" {
+		return
+	}
+	script, rest, ok := block(body, "sh")
+	if !ok {
+		rb.problem(CodeNoScript, "Script section must contain a sh code block")
+		return
+	}
+	if strings.Contains(script, "```") || strings.Contains(rest, "```") {
+		rb.problem(CodeScriptFence, "Script contains ``` (three backticks), which ends its sh code block early: "+
+			"write them another way (for example $'\\x60\\x60\\x60')")
+		return
+	}
+	rb.Script = script + "\n"
+}
