@@ -100,6 +100,9 @@ func vigridBin(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(bin, "shutdown"), []byte("#!/bin/sh\necho pretend\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(bin, "badinterp"), []byte("#!/nonexistent/interpreter\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(bin, "notexec"), []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +239,13 @@ func TestVigridImportAndRun(t *testing.T) {
 	res, _ = m["result"].(map[string]any)
 	if code != 200 || res == nil || res["stderr"] != "to-err\n" || res["return_code"] != float64(3) {
 		t.Fatalf(`"synchronous": "false" is truthy, so a sync execute: %d %s`, code, raw)
+	}
+
+	// A command that cannot be spawned: return_code -1 and the reason.
+	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "badinterp", "synchronous": true})
+	res, _ = m["result"].(map[string]any)
+	if code != 200 || res == nil || res["return_code"] != float64(-1) || res["stderr"] == "" {
+		t.Fatalf("spawn failure = %d %s", code, raw)
 	}
 
 	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"async"}})
