@@ -87,9 +87,12 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	o, status := h.order(r, path)
 	if status != 0 {
-		if status == http.StatusBadRequest {
+		switch status {
+		case http.StatusBadRequest:
 			quartError(w, http.StatusBadRequest, "Bad Request", "The browser (or proxy) sent a request that this server could not understand.")
-		} else {
+		case http.StatusRequestEntityTooLarge:
+			quartError(w, status, "Request Entity Too Large", "The data value transmitted exceeds the capacity limit.")
+		default:
 			quartError(w, status, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
 		}
 		return
