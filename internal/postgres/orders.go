@@ -24,7 +24,8 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 	idempotency_key, policy, submitted_at, started_at, finished_at, attempt, stream_seq,
 	worker, exit_code, signal, duration_ms, error,
 	stdout, stdout_bytes, stdout_truncated, stdout_sha256,
-	stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes`
+	stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes,
+	runbook, runbook_sha256, script`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var (
@@ -44,6 +45,8 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		stdoutTrunc, stderrTrunc *bool
 		stdoutSum, stderrSum     []byte
 		processes                map[string]any
+		runbook, runbookSum      *string
+		script                   []byte
 	)
 	err := row.Scan(&o.ID, &o.BatchID, &kind, &o.Host, &status, &o.Command, &o.Args, &o.EnvNames, &env, &o.Stdin,
 		&stdoutEnc, &stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &timeoutMS, &o.RunAs,
@@ -51,9 +54,13 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		&idemKey, &policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &streamSeq,
 		&o.Worker, &exitCode, &signal, &durationMS, &errText,
 		&stdout, &stdoutBytes, &stdoutTrunc, &stdoutSum,
-		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes)
+		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes,
+		&runbook, &runbookSum, &script)
 	if err != nil {
 		return nil, err
+	}
+	if o.Script, err = scriptOf(runbook, runbookSum, script); err != nil {
+		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
 	}
 	o.Processes = processes
 	o.Kind, o.Status = order.Kind(kind), order.Status(status)
@@ -123,6 +130,10 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		idemKey *string
 		reqSum  []byte
 	)
+	runbook, runbookSum, script, err := scriptColumns(o.Script)
+	if err != nil {
+		return nil, err
+	}
 	if o.IdempotencyKey != "" {
 		idemKey, reqSum = &o.IdempotencyKey, o.Fingerprint()
 	}
@@ -137,8 +148,9 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	const q = `WITH o AS (
 	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
 		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
-		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256)
-	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)
+		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
+		runbook, runbook_sha256, script)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)
 	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING id, submitted_at
 ), e AS (
@@ -148,9 +160,16 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	INSERT INTO unpublished (id, submitted_at) SELECT id, submitted_at FROM o
 )
 SELECT submitted_at FROM o`
-	err = s.pool.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, translate("insert order", err)
+	}
+	pid := conn.Conn().PgConn().PID() // the backend to fence if the answer is lost
+	err = conn.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
-		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum).Scan(&o.SubmittedAt)
+		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
+		runbook, runbookSum, script).Scan(&o.SubmittedAt)
+	conn.Release()
 	if err == pgx.ErrNoRows && idemKey != nil {
 		return s.idempotentRepeat(ctx, o.Principal, *idemKey, reqSum)
 	}
@@ -159,7 +178,7 @@ SELECT submitted_at FROM o`
 		// SafeToRetry: the statement never left (no connection, or the
 		// pool's was already closed), so nothing can have been recorded.
 		if order.ErrorCode(terr) == order.CodeUnavailable && !pgconn.SafeToRetry(err) {
-			return nil, s.insertOutcome(ctx, o, terr)
+			return nil, s.insertOutcome(ctx, o, pid, terr)
 		}
 		return nil, terr
 	}
@@ -168,23 +187,37 @@ SELECT submitted_at FROM o`
 }
 
 // insertOutcome decides an insert whose connection broke: the statement
-// may have committed before the server went away. It reads the row back
-// once, on another connection: found, the order is recorded (nil: the
+// may have committed, or may still commit, since a cut connection does not
+// stop the backend running it. So it first fences that backend (pid):
+// pg_terminate_backend, waiting up to 2 s for it to exit, after which its
+// transaction is committed or rolled back for good. Then it reads the row
+// back on another connection: found, the order is recorded (nil: the
 // caller publishes it and answers 202); not found, nothing was recorded
-// (the 503 stands). When even that fails the 503 carries the order id,
-// since the order may exist and will then be queued by the reconciler.
-func (s *Store) insertOutcome(ctx context.Context, o *order.Order, insertErr error) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+// (the 503 stands). When the fence or the read fails three times, the 503
+// carries the order id, since the order may exist (the reconciler then
+// queues it). Were the pid reused by a new backend within these seconds,
+// that connection (orderly's own role on this database, by the filter)
+// would be ended too and reconnect: a blip, never a wrong answer.
+func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, insertErr error) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var err error
 	for try, wait := 0, 50*time.Millisecond; try < 3; try, wait = try+1, wait*4 {
-		err = s.pool.QueryRow(rctx, `SELECT submitted_at FROM orders WHERE id = $1`, o.ID).Scan(&o.SubmittedAt)
-		switch {
-		case err == nil:
-			o.Status = order.StatusQueued
-			return nil
-		case errors.Is(err, pgx.ErrNoRows):
-			return insertErr
+		var gone bool
+		err = s.pool.QueryRow(rctx, `SELECT coalesce((SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity
+			WHERE pid = $1 AND datname = current_database() AND usename = current_user), true)`, int64(pid)).Scan(&gone)
+		if err == nil && !gone {
+			err = fmt.Errorf("backend %d did not exit", pid)
+		}
+		if err == nil {
+			err = s.pool.QueryRow(rctx, `SELECT submitted_at FROM orders WHERE id = $1`, o.ID).Scan(&o.SubmittedAt)
+			switch {
+			case err == nil:
+				o.Status = order.StatusQueued
+				return nil
+			case errors.Is(err, pgx.ErrNoRows):
+				return insertErr
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -311,6 +344,9 @@ type Filter struct {
 	Cursor          *uuid.UUID // exclusive: orders older than this id
 	Limit           int
 	OldestFirst     bool // submission order, e.g. a host's queue as it will run
+	// Runbook and Correlation select a runbook's runs and a chain of
+	// sub-runbooks (runbooks.go).
+	Runbook, Correlation string
 }
 
 // ListOrders returns orders newest first with keyset pagination over id
@@ -340,6 +376,12 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 	}
 	if f.Batch != nil {
 		add("batch_id = ?", *f.Batch)
+	}
+	if f.Runbook != "" {
+		add("runbook = ?", f.Runbook)
+	}
+	if f.Correlation != "" {
+		add("correlation_id = ?", f.Correlation)
 	}
 	if f.Since != nil {
 		add("submitted_at >= ?", *f.Since)
