@@ -33,9 +33,9 @@ const (
 	intakeAttemptLimit  = 15 * time.Second // one attempt at one submission
 	intakeRetryFirst    = 100 * time.Millisecond
 	intakeRetryMax      = 5 * time.Second
-	// pinCheckAfter: a submission held longer than this before it is taken
-	// up (a frozen process, a long retry) is only taken up after checking
-	// that this replica is still the pinned one.
+	// pinCheckAfter: when this replica last confirmed its pin longer ago
+	// than this (a frozen process, a long retry, a quiet stream), it
+	// confirms it again before it dispatches or takes up anything.
 	pinCheckAfter = time.Second
 )
 
@@ -65,21 +65,49 @@ func (s *Server) RunNATSIntake(ctx context.Context) error {
 // over: the replica pinned next rewinds the consumer and receives them
 // again, in stream order.
 type intakeEpoch struct {
-	pin     string
-	through uint64 // stream sequences up to this one may have been taken before the rewind
-	lost    chan struct{}
-	once    sync.Once
+	pin       string
+	through   uint64 // stream sequences up to this one may have been taken before the rewind
+	lost      chan struct{}
+	once      sync.Once
+	confirmed atomic.Int64 // unix ns of the last confirmation of the pin
 }
 
-// lose ends the epoch from a lane that found the pin gone.
+func newEpoch(pin string, through uint64) *intakeEpoch {
+	e := &intakeEpoch{pin: pin, through: through, lost: make(chan struct{})}
+	e.confirmed.Store(time.Now().UnixNano())
+	return e
+}
+
+// lose ends the epoch: the pin is gone.
 func (e *intakeEpoch) lose() { e.once.Do(func() { close(e.lost) }) }
+
+// pinned reports whether this replica may go on under the epoch's pin: at
+// once when the pin was confirmed less than pinCheckAfter ago, else after
+// asking the server (always when force is set). A replica that froze or
+// stalled past the pinned TTL finds out here, before it takes up what it
+// received before the stall (its client may deliver that only now, so the
+// time of delivery says nothing), and ends the epoch.
+func (e *intakeEpoch) pinned(ctx context.Context, q *queue.Queue, force bool) (bool, error) {
+	if !force && time.Since(time.Unix(0, e.confirmed.Load())) < pinCheckAfter {
+		return true, nil
+	}
+	ok, err := q.IntakePinned(ctx, e.pin)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		e.lose()
+		return false, nil
+	}
+	e.confirmed.Store(time.Now().UnixNano())
+	return true, nil
+}
 
 // delivery is one submission as the pinned replica received it.
 type delivery struct {
-	msg      jetstream.Msg
-	host     string
-	epoch    *intakeEpoch
-	received time.Time
+	msg   jetstream.Msg
+	host  string
+	epoch *intakeEpoch
 	// redelivered: this submission may have been taken up already (by a
 	// replica that died before acknowledging it), so it was counted
 	// against the rate limit then and is not counted again.
@@ -97,9 +125,7 @@ func (s *Server) runIntake(ctx context.Context) error {
 		return err
 	}
 	var cur atomic.Pointer[intakeEpoch]
-	next := func(pin string, through uint64) {
-		cur.Store(&intakeEpoch{pin: pin, through: through, lost: make(chan struct{})})
-	}
+	next := func(pin string, through uint64) { cur.Store(newEpoch(pin, through)) }
 	next("", 0)
 	ln := newLanes(intakeParallelHosts, func(d *delivery) {
 		s.intakeLane(ctx, func() bool { return cur.Load() == d.epoch }, d)
@@ -167,8 +193,16 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 		if msg.Headers().Get("Nats-Pin-Id") != ep.pin {
 			return msg, nil
 		}
+		if ok, err := ep.pinned(ctx, s.Queue, false); !ok {
+			if err != nil {
+				s.logger.Warn("nats intake: cannot confirm this replica's pin; starting over", "error", err)
+			} else {
+				s.logger.Warn("nats intake: this replica is no longer pinned; dropping what it holds")
+			}
+			return nil, nil
+		}
 		d := &delivery{msg: msg, host: strings.TrimPrefix(msg.Subject(), queue.SubmitSubject), epoch: ep,
-			received: time.Now(), key: msg.Headers().Get("Nats-Msg-Id")}
+			key: msg.Headers().Get("Nats-Msg-Id")}
 		if meta, err := msg.Metadata(); err == nil {
 			d.redelivered = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through
 			if d.key == "" {
@@ -219,18 +253,13 @@ func (s *Server) intakeLane(ctx context.Context, current func() bool, d *deliver
 		if ctx.Err() != nil || !current() {
 			return // unacknowledged: delivered again after the next rewind
 		}
-		ready := true
-		if attempt > 0 || time.Since(d.received) > pinCheckAfter {
-			pinned, err := s.Queue.IntakePinned(ctx, d.epoch.pin)
-			switch {
-			case err != nil:
-				ready = false
-			case !pinned:
-				d.epoch.lose()
-				return
-			}
+		// A retry always confirms the pin: the failure may be this
+		// replica's own connection.
+		pinned, err := d.epoch.pinned(ctx, s.Queue, attempt > 0)
+		if err == nil && !pinned {
+			return
 		}
-		if ready && s.intakeOne(ctx, d) {
+		if err == nil && s.intakeOne(ctx, d) {
 			return
 		}
 		select {

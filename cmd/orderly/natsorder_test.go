@@ -46,7 +46,7 @@ var orderHosts = []string{"ord-a", "ord-b"}
 // publisher's orders in its publish order; none is lost or run twice.
 func TestNATSOrderAcrossReplicas(t *testing.T) {
 	h := newOrderHarness(t)
-	h.run(0)
+	h.run(0, 0)
 }
 
 // TestNATSOrderReplicaKilled: the same while the replica that takes the
@@ -54,7 +54,15 @@ func TestNATSOrderAcrossReplicas(t *testing.T) {
 // and the order, the count and the uniqueness of orders hold.
 func TestNATSOrderReplicaKilled(t *testing.T) {
 	h := newOrderHarness(t)
-	h.run(2)
+	h.run(2, syscall.SIGKILL)
+}
+
+// TestNATSOrderReplicaFrozen: the same while the replica that takes the
+// submissions is frozen (SIGSTOP) until another has taken over, then
+// thawed, twice: the thawed replica must not go on with what it held.
+func TestNATSOrderReplicaFrozen(t *testing.T) {
+	h := newOrderHarness(t)
+	h.run(2, syscall.SIGSTOP)
 }
 
 // orderHarness is the processes of one ordering test.
@@ -74,7 +82,8 @@ type apiProc struct {
 	name   string
 	cmd    *exec.Cmd
 	ready  chan struct{}
-	killed bool
+	killed bool // SIGKILL: gone for good
+	frozen bool // SIGSTOP: until another replica takes over
 }
 
 func newOrderHarness(t *testing.T) *orderHarness {
@@ -127,6 +136,7 @@ func (h *orderHarness) startAPI(name string) *apiProc {
 	a := &apiProc{name: name, cmd: cmd, ready: make(chan struct{})}
 	h.t.Cleanup(func() {
 		if !a.killed {
+			_ = cmd.Process.Signal(syscall.SIGCONT)
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 		}
 		_ = cmd.Wait()
@@ -219,9 +229,12 @@ func (h *orderHarness) publish(pub int) []*submission {
 	return subs
 }
 
-// run publishes from every publisher at once, kills the pinned replica
-// kills times, waits for every order to finish and checks the outcome.
-func (h *orderHarness) run(kills int) {
+// run publishes from every publisher at once, sends the pinned replica
+// sig (SIGKILL or SIGSTOP) faults times, each time once the replica has
+// taken up a stretch of submissions, waits for every order to finish and
+// checks the outcome. A frozen replica is thawed once another has taken
+// the intake over.
+func (h *orderHarness) run(faults int, sig syscall.Signal) {
 	t := h.t
 	results := make([][]*submission, orderPublishers)
 	var wg sync.WaitGroup
@@ -230,28 +243,41 @@ func (h *orderHarness) run(kills int) {
 		go func() { defer wg.Done(); results[p] = h.publish(p) }()
 	}
 	total := orderPublishers * orderPerPub
-	var killedAt time.Time
-	for k := range kills {
-		victim := h.awaitPinned(60 * time.Second)
-		if k > 0 {
-			took := time.Since(killedAt)
-			t.Logf("%s took the intake over %s after the kill", victim.name, took.Round(time.Millisecond))
-			if took > orderTakeover {
-				t.Errorf("takeover after %s, want within %s", took, orderTakeover)
+	var faultAt time.Time
+	var last *apiProc
+	tookOver := func() *apiProc {
+		a := h.awaitPinned(orderTakeover)
+		took := time.Since(faultAt)
+		t.Logf("%s took the intake over %s after %s", a.name, took.Round(time.Millisecond), sig)
+		if took > orderTakeover {
+			t.Errorf("takeover after %s, want within %s", took, orderTakeover)
+		}
+		if last.frozen {
+			last.frozen = false
+			if err := last.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
 			}
+		}
+		return a
+	}
+	for k := range faults {
+		var victim *apiProc
+		if k == 0 {
+			victim = h.awaitPinned(60 * time.Second)
+		} else {
+			victim = tookOver()
 		}
 		// Let the victim take up a stretch of submissions first.
 		h.awaitOrders(h.countOrders()+100, 60*time.Second)
-		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := victim.cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
-		victim.killed = true
-		killedAt = time.Now()
-		t.Logf("kill %d: %s killed with %d orders recorded", k+1, victim.name, h.countOrders())
+		victim.killed, victim.frozen = sig == syscall.SIGKILL, sig == syscall.SIGSTOP
+		faultAt, last = time.Now(), victim
+		t.Logf("fault %d: %s sent %s with %d orders recorded", k+1, victim.name, sig, h.countOrders())
 	}
-	if kills > 0 {
-		victim := h.awaitPinned(orderTakeover)
-		t.Logf("%s took the intake over %s after the last kill", victim.name, time.Since(killedAt).Round(time.Millisecond))
+	if faults > 0 {
+		tookOver()
 	}
 	wg.Wait()
 	if t.Failed() {
@@ -263,20 +289,20 @@ func (h *orderHarness) run(kills int) {
 }
 
 // awaitPinned returns the replica that most recently reported taking the
-// intake, skipping reports of replicas already killed.
+// intake, skipping reports of replicas killed or frozen.
 func (h *orderHarness) awaitPinned(d time.Duration) *apiProc {
 	deadline := time.After(d)
 	for {
 		select {
 		case a := <-h.pins:
-			if a.killed {
+			if a.killed || a.frozen {
 				continue
 			}
 			// A later report wins: drain what is already there.
 			for more := true; more; {
 				select {
 				case b := <-h.pins:
-					if !b.killed {
+					if !b.killed && !b.frozen {
 						a = b
 					}
 				default:
