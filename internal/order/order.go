@@ -56,6 +56,8 @@ type Order struct {
 	// how their end was verified ("group", "cgroup", "reboot") and, for an
 	// interrupted order, what its successor found and killed.
 	Processes map[string]any
+	// Script is the runbook script a KindScript order runs; nil otherwise.
+	Script *Script
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

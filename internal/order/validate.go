@@ -63,8 +63,12 @@ func Validate(o *Order, l Limits) error {
 	if o.Kind == "" {
 		o.Kind = KindExec
 	}
-	if o.Kind != KindExec {
+	if o.Kind != KindExec && o.Kind != KindScript {
 		return FieldError(CodeUnprocessable, "kind", "kind %q is not supported here", o.Kind)
+	}
+	if o.Kind == KindScript && (o.Script == nil || len(o.Script.Body) == 0) {
+		// Only the runbook endpoints build a script order (from a runbook file).
+		return FieldError(CodeUnprocessable, "kind", "script orders are submitted through /v1/runbooks/{name}/execute")
 	}
 	if o.Command == "" {
 		return FieldError(CodeInvalid, "command", "command is required")
