@@ -24,7 +24,8 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 	idempotency_key, policy, submitted_at, started_at, finished_at, attempt, stream_seq,
 	worker, exit_code, signal, duration_ms, error,
 	stdout, stdout_bytes, stdout_truncated, stdout_sha256,
-	stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes`
+	stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes,
+	runbook, runbook_sha256, script`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var (
@@ -44,6 +45,8 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		stdoutTrunc, stderrTrunc *bool
 		stdoutSum, stderrSum     []byte
 		processes                map[string]any
+		runbook, runbookSum      *string
+		script                   []byte
 	)
 	err := row.Scan(&o.ID, &o.BatchID, &kind, &o.Host, &status, &o.Command, &o.Args, &o.EnvNames, &env, &o.Stdin,
 		&stdoutEnc, &stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &timeoutMS, &o.RunAs,
@@ -51,9 +54,13 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		&idemKey, &policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &streamSeq,
 		&o.Worker, &exitCode, &signal, &durationMS, &errText,
 		&stdout, &stdoutBytes, &stdoutTrunc, &stdoutSum,
-		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes)
+		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes,
+		&runbook, &runbookSum, &script)
 	if err != nil {
 		return nil, err
+	}
+	if o.Script, err = scriptOf(runbook, runbookSum, script); err != nil {
+		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
 	}
 	o.Processes = processes
 	o.Kind, o.Status = order.Kind(kind), order.Status(status)
@@ -123,6 +130,10 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		idemKey *string
 		reqSum  []byte
 	)
+	runbook, runbookSum, script, err := scriptColumns(o.Script)
+	if err != nil {
+		return nil, err
+	}
 	if o.IdempotencyKey != "" {
 		idemKey, reqSum = &o.IdempotencyKey, o.Fingerprint()
 	}
@@ -137,8 +148,9 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	const q = `WITH o AS (
 	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
 		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
-		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256)
-	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)
+		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
+		runbook, runbook_sha256, script)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)
 	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING id, submitted_at
 ), e AS (
@@ -155,7 +167,8 @@ SELECT submitted_at FROM o`
 	pid := conn.Conn().PgConn().PID() // the backend to fence if the answer is lost
 	err = conn.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
-		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum).Scan(&o.SubmittedAt)
+		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
+		runbook, runbookSum, script).Scan(&o.SubmittedAt)
 	conn.Release()
 	if err == pgx.ErrNoRows && idemKey != nil {
 		return s.idempotentRepeat(ctx, o.Principal, *idemKey, reqSum)
@@ -331,6 +344,9 @@ type Filter struct {
 	Cursor          *uuid.UUID // exclusive: orders older than this id
 	Limit           int
 	OldestFirst     bool // submission order, e.g. a host's queue as it will run
+	// Runbook and Correlation select a runbook's runs and a chain of
+	// sub-runbooks (runbooks.go).
+	Runbook, Correlation string
 }
 
 // ListOrders returns orders newest first with keyset pagination over id
@@ -360,6 +376,12 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 	}
 	if f.Batch != nil {
 		add("batch_id = ?", *f.Batch)
+	}
+	if f.Runbook != "" {
+		add("runbook = ?", f.Runbook)
+	}
+	if f.Correlation != "" {
+		add("correlation_id = ?", f.Correlation)
 	}
 	if f.Since != nil {
 		add("submitted_at >= ?", *f.Since)
