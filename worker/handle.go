@@ -260,12 +260,16 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	signals := make(chan syscall.Signal, 4)
 	w.mu.Lock()
 	w.current = &running{id: o.ID, signals: signals}
+	woken := w.earlyWake == o.ID
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
 		w.current = nil
 		w.mu.Unlock()
 	}()
+	if woken {
+		w.applyCancel(ctx, o.ID, true)
+	}
 
 	// The process outlives ctx by the shutdown grace: a worker asked to stop
 	// lets the current order finish, then kills it.
@@ -287,6 +291,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 				if err := w.store.TouchProcess(execCtx, o.ID, o.Attempt); err != nil {
 					w.logger.Debug("record the order's heartbeat", "order_id", o.ID, "error", err)
 				}
+				// A cancel whose wake-up was lost on the bus.
+				w.applyCancel(execCtx, o.ID, false)
 			case <-stopping:
 				stopping = nil
 				grace = time.After(w.opts.ShutdownGrace)

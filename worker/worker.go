@@ -86,8 +86,9 @@ type Worker struct {
 	exec   Runner
 	logger *slog.Logger
 
-	mu      sync.Mutex
-	current *running // the order being executed, for cancel requests
+	mu        sync.Mutex
+	current   *running  // the order being executed, for cancel requests
+	earlyWake uuid.UUID // a cancel wake-up for an order not yet current
 
 	started startedSet     // orders this instance started executing
 	self    postgres.Owner // this process, recorded as the host's owner
@@ -96,6 +97,7 @@ type Worker struct {
 type running struct {
 	id      uuid.UUID
 	signals chan syscall.Signal
+	applied time.Time // the cancel request already signalled, by its time
 }
 
 // New returns a Worker; Run starts it.

@@ -111,7 +111,8 @@ func connectionLost(err error) bool {
 // what to do instead of failing on its first query.
 func (s *Store) CheckSchema(ctx context.Context) error {
 	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT to_regclass('unpublished') IS NOT NULL AND to_regclass('orders') IS NOT NULL`).Scan(&ok)
+	err := s.pool.QueryRow(ctx, `SELECT to_regclass('unpublished') IS NOT NULL AND to_regclass('orders') IS NOT NULL
+		AND to_regclass('order_processes') IS NOT NULL AND to_regclass('cancel_requests') IS NOT NULL`).Scan(&ok)
 	if err != nil {
 		return translate("check schema", err)
 	}

@@ -21,8 +21,8 @@ const (
 	OrdersSubject  = "orderly.orders." // + host
 	SubmitStream   = "ORDERLY_SUBMIT"
 	SubmitSubject  = "orderly.submit."  // + host
-	EventsSubject  = "orderly.events."  // + order id
-	OutputSubject  = "orderly.output."  // + order id
+	EventsSubject  = "orderly.events."  // + host + "." + order id
+	OutputSubject  = "orderly.output."  // + host + "." + order id
 	ControlSubject = "orderly.control." // + host
 	HostsBucket    = "orderly_hosts"
 )
