@@ -369,6 +369,13 @@ func TestHTTPExecPaths(t *testing.T) {
 	if code, b := s.do("GET", "/v1/hosts", nil); code != 200 {
 		t.Errorf("GET /v1/hosts = %d %s", code, b)
 	}
+	// An EXEC_ROOT that is gone fails every request with a 500.
+	if err := os.Rename(h.root, h.root+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, b := httpexecPost(t, s.url, "/echo", "application/json", map[string]any{}); code != 500 {
+		t.Errorf("missing exec_root = %d %s, want 500", code, b)
+	}
 }
 
 // TestHTTPExecLinks is the EXEC_ROOT/FOLLOW_LINKS matrix: a link whose

@@ -248,6 +248,11 @@ func TestVigridImportAndRun(t *testing.T) {
 		t.Fatalf("spawn failure = %d %s", code, raw)
 	}
 
+	// timeout is not validated: a value that is not a number is no timeout.
+	if code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "synchronous": true, "timeout": "soon"}); code != 200 {
+		t.Fatalf("timeout \"soon\" = %d %s", code, raw)
+	}
+
 	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"async"}})
 	if code != 202 || m["status"] != "ok" || m["message"] != "Command queued for execution" || len(m) != 3 {
 		t.Fatalf("async execute = %d %s", code, raw)
@@ -285,6 +290,20 @@ func TestVigridAuthPipeline(t *testing.T) {
 	wantVigridError(t, "status from a denied address", code, m, 403, "Access denied")
 	code, m, _ = denied.call("GET", "/api/v1/nowhere", "", nil)
 	wantVigridError(t, "ACL before auth and routing", code, m, 403, "Access denied")
+
+	// The ACL judges the socket peer; X-Forwarded-For is not believed
+	// without acl.trusted_proxies.
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", s.url+"/api/v1/status", nil)
+	req.Header.Set("Authorization", bearer("ops"))
+	req.Header.Set("X-Forwarded-For", "127.0.0.2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("X-Forwarded-For of a denied address changed the verdict: %d", resp.StatusCode)
+	}
 
 	authRequired := "Authentication required. Use 'Authorization: Bearer <token>'."
 	for _, h := range []string{"", "bearer " + vigridSecrets["ops"], "Token " + vigridSecrets["ops"], "Bearer"} {
