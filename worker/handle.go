@@ -252,6 +252,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
 			Detail: map[string]any{"reason": reason(err)}}, -1
 	}
+	if prep.Cleanup != nil {
+		defer prep.Cleanup() // a script's run directory
+	}
 	if o.DryRun {
 		return postgres.Finish{Status: order.StatusSucceeded,
 			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1

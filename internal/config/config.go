@@ -30,6 +30,8 @@ type Config struct {
 	HTTP   HTTP   `koanf:"http"`
 	// Compat holds the drop-in surfaces for httpexec and Vigrid clients (compat.go).
 	Compat Compat `koanf:"compat"`
+	// Runbooks configures markdown runbooks run as script orders (runbooks.go).
+	Runbooks Runbooks `koanf:"runbooks"`
 }
 
 // NATS configures the broker connection and the JetStream objects.
@@ -207,6 +209,8 @@ func Default() Config {
 		},
 		Auth:   Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
 		Compat: DefaultCompat(),
+
+		Runbooks: DefaultRunbooks(),
 	}
 }
 

@@ -152,6 +152,7 @@ func (c Config) Validate() error {
 
 	c.validatePolicy(&ps)
 	c.validateCompat(&ps)
+	c.validateRunbooks(&ps)
 
 	if len(ps) > 0 {
 		return &ValidationError{Problems: ps}

@@ -43,6 +43,8 @@ type Policy struct {
 	// the delegated cgroup orders get their own cgroup in, or "".
 	cgroupParent string
 	cgroupNote   string
+	// scripts is what script orders may do (script.go).
+	scripts scriptPolicy
 	// euid and self are the worker's own identity. They are fields, not
 	// calls, so that tests can play an unprivileged worker.
 	euid int
@@ -60,6 +62,10 @@ type Prepared struct {
 	ResolvedPath string
 	// User is the user the command runs as.
 	User string
+	// Cleanup, when set, must be called once the request has run (or will
+	// not run): it removes what Prepare made for it, a script's run
+	// directory.
+	Cleanup func()
 }
 
 // New compiles cfg into a Policy. It fails on a relative or empty
@@ -165,6 +171,9 @@ func compileAll(key string, patterns []string) ([]*regexp.Regexp, error) {
 // CodeForbidden for what this host's policy refuses, CodeUnprocessable for
 // what cannot be run here (unknown command or user).
 func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
+	if o.Kind == order.KindScript {
+		return p.prepareScript(o)
+	}
 	if o.Kind != "" && o.Kind != order.KindExec {
 		return nil, order.FieldError(order.CodeUnprocessable, "kind", "the worker's host policy only prepares exec orders, not %q", o.Kind)
 	}

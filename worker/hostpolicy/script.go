@@ -1,0 +1,217 @@
+package hostpolicy
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/worker/executor"
+)
+
+// scriptName is the file the script is written to in its run directory.
+const scriptName = ".orderly-script"
+
+// scriptPolicy is what a worker lets script orders (runbooks) do.
+type scriptPolicy struct {
+	interpreters []string // what a #! line may choose
+	maxBytes     int64    // script and input files together
+}
+
+// NewWithRunbooks is New with the worker's runbook settings: the
+// interpreters a script's #! line may choose and the cap on what a script
+// order carries. A policy made by New alone uses config.DefaultRunbooks.
+func NewWithRunbooks(cfg config.Worker, rb config.Runbooks) (*Policy, error) {
+	p, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.scripts = scriptPolicy{interpreters: slices.Clone(rb.Interpreters), maxBytes: rb.MaxInputBytes}
+	return p, nil
+}
+
+// prepareScript builds the run of a script order: a fresh private
+// directory holding the input files and the script, the interpreter, and
+// the same user, environment, timeout, output cap and process-group (or
+// cgroup) containment as an exec order. Prepared.Cleanup removes the
+// directory; the worker calls it once the run is over.
+func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
+	s := o.Script
+	if s == nil || len(s.Body) == 0 {
+		return nil, order.FieldError(order.CodeInvalid, "script", "the order carries no script")
+	}
+	sp := p.scripts
+	if sp.maxBytes == 0 {
+		sp = scriptPolicy{interpreters: config.DefaultRunbooks().Interpreters, maxBytes: config.DefaultRunbooks().MaxInputBytes}
+	}
+	if int64(s.Size()) > sp.maxBytes {
+		return nil, order.FieldError(order.CodeTooLarge, "script",
+			"the script and its input files are larger than this host's runbooks.max_input_bytes (%d bytes)", sp.maxBytes)
+	}
+	for _, f := range s.Files {
+		if !safeRel(f.Path) {
+			return nil, order.FieldError(order.CodeInvalid, "script", "input file path %q is not a plain relative path", truncate(f.Path))
+		}
+	}
+	interp, err := sp.interpreter(s.Body)
+	if err != nil {
+		return nil, err
+	}
+	u, err := p.runAs(o.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	if u.sudo {
+		// The run directory is private to the worker's user; only a root
+		// worker can hand it to another user.
+		return nil, order.FieldError(order.CodeUnprocessable, "run_as",
+			"script orders run as another user only on a worker running as root")
+	}
+	for name := range o.Env {
+		// zsh reads $ZDOTDIR/.zshenv before the script: an override of it
+		// is code execution, like BASH_ENV.
+		if strings.EqualFold(name, "ZDOTDIR") {
+			return nil, order.FieldError(order.CodeForbidden, "env", "environment variable ZDOTDIR may not be set for a script")
+		}
+	}
+	env, err := p.environment(o.Env, u.name, u.home())
+	if err != nil {
+		return nil, err
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = order.DefaultLimits().DefaultTimeout
+	}
+	maxOutput := p.maxOutput
+	if o.MaxOutput > 0 {
+		maxOutput = min(o.MaxOutput, maxOutput)
+	}
+
+	dir, err := writeRunDir(s, u)
+	if err != nil {
+		return nil, &order.Error{Code: order.CodeUnprocessable, Message: "could not prepare the script's run directory on this host", Err: err}
+	}
+	argv := append(slices.Clone(interp), filepath.Join(dir, scriptName))
+	req := executor.Request{
+		Path:          interp[0],
+		Argv:          argv,
+		Env:           env,
+		Dir:           dir,
+		Timeout:       timeout,
+		KillGrace:     p.killGrace,
+		Credential:    u.credential,
+		MaxOutput:     maxOutput,
+		CaptureStdout: o.CaptureStdout,
+		CaptureStderr: o.CaptureStderr,
+	}
+	if p.cgroupParent != "" {
+		req.CgroupParent = p.cgroupParent
+		req.CgroupName = orderCgroupName(o.ID)
+	}
+	return &Prepared{Req: req, ResolvedPath: interp[0], User: u.name,
+		Cleanup: func() { _ = os.RemoveAll(dir) }}, nil
+}
+
+// interpreter returns the argv prefix that runs body: the #! line's
+// interpreter (and its one argument, as the kernel passes it) when it is
+// in the allow list, else the default, /bin/zsh when present (stage0 ran
+// every script with zsh) or /bin/sh.
+func (sp scriptPolicy) interpreter(body []byte) ([]string, error) {
+	first, _, _ := strings.Cut(string(body), "\n")
+	line, ok := strings.CutPrefix(strings.TrimRight(first, "\r"), "#!")
+	if !ok {
+		for _, def := range []string{"/bin/zsh", "/bin/sh"} {
+			if st, err := os.Stat(def); err == nil && !st.IsDir() {
+				return []string{def}, nil
+			}
+		}
+		return nil, order.Errorf(order.CodeUnprocessable, "neither /bin/zsh nor /bin/sh exists on this host")
+	}
+	prog, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+	prog = strings.TrimSpace(prog)
+	if !slices.Contains(sp.interpreters, prog) {
+		return nil, order.FieldError(order.CodeForbidden, "script",
+			"the script's #! interpreter %q is not in this host's runbooks.interpreters", truncate(prog))
+	}
+	if st, err := os.Stat(prog); err != nil || st.IsDir() {
+		return nil, order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s does not exist on this host", prog)
+	}
+	if arg = strings.TrimSpace(arg); arg != "" {
+		return []string{prog, arg}, nil
+	}
+	return []string{prog}, nil
+}
+
+// writeRunDir creates the run's private directory with the input files
+// and the script, owned by the user the script runs as.
+func writeRunDir(s *order.Script, u runUser) (dir string, err error) {
+	dir, err = os.MkdirTemp("", "orderly-run-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	chown := func(p string) error {
+		if u.credential == nil {
+			return nil
+		}
+		return os.Lchown(p, int(u.credential.Uid), int(u.credential.Gid))
+	}
+	if err := chown(dir); err != nil {
+		return "", err
+	}
+	files := append(slices.Clone(s.Files), order.File{Path: scriptName, Mode: 0o700, Data: s.Body})
+	for _, f := range files {
+		dst := filepath.Join(dir, filepath.FromSlash(f.Path))
+		var missing []string
+		for parent := filepath.Dir(dst); parent != dir; parent = filepath.Dir(parent) {
+			if _, err := os.Lstat(parent); err == nil {
+				break
+			}
+			missing = append(missing, parent)
+		}
+		for _, d := range slices.Backward(missing) {
+			if err := os.Mkdir(d, 0o700); err != nil {
+				return "", err
+			}
+			if err := chown(d); err != nil {
+				return "", err
+			}
+		}
+		mode := f.Mode.Perm() & 0o700
+		if mode == 0 {
+			mode = 0o600
+		}
+		fh, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
+		if err != nil {
+			return "", fmt.Errorf("write %s: %w", f.Path, err)
+		}
+		_, werr := fh.Write(f.Data)
+		if cerr := fh.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return "", fmt.Errorf("write %s: %w", f.Path, werr)
+		}
+		if err := chown(dst); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// safeRel reports a relative path that stays inside its directory.
+func safeRel(p string) bool {
+	if p == "" || p == scriptName || strings.ContainsAny(p, "\\\x00") || path.IsAbs(p) {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p && c != "." && c != ".." && !strings.HasPrefix(c, "../")
+}
