@@ -7,6 +7,9 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -54,4 +57,23 @@ func Up(ctx context.Context, dsn string) error {
 		return fmt.Errorf("migrate up: %w", err)
 	}
 	return nil
+}
+
+// Latest is the version of the newest embedded migration: a database below
+// it has pending migrations, and the services refuse to start on it.
+func Latest() (int64, error) {
+	names, err := fs.Glob(files, "*.sql")
+	if err != nil {
+		return 0, err
+	}
+	var latest int64
+	for _, n := range names {
+		digits := n[:strings.IndexFunc(n, func(r rune) bool { return r < '0' || r > '9' })]
+		v, err := strconv.ParseInt(digits, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("migration %s has no version number", n)
+		}
+		latest = max(latest, v)
+	}
+	return latest, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/migrations"
 )
 
 // Store is the PostgreSQL store. It is safe for concurrent use.
@@ -110,14 +111,18 @@ func connectionLost(err error) bool {
 // tables, so `orderly api` or `worker` against an unmigrated database says
 // what to do instead of failing on its first query.
 func (s *Store) CheckSchema(ctx context.Context) error {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT to_regclass('unpublished') IS NOT NULL AND to_regclass('orders') IS NOT NULL
-		AND to_regclass('order_processes') IS NOT NULL AND to_regclass('cancel_requests') IS NOT NULL`).Scan(&ok)
+	want, err := migrations.Latest()
+	if err != nil {
+		return fmt.Errorf("check schema: %w", err)
+	}
+	var have int64
+	err = s.pool.QueryRow(ctx, `SELECT CASE WHEN to_regclass('goose_db_version') IS NULL THEN 0
+		ELSE (SELECT coalesce(max(version_id), 0) FROM goose_db_version) END`).Scan(&have)
 	if err != nil {
 		return translate("check schema", err)
 	}
-	if !ok {
-		return errors.New("the database has no (or an old) orderly schema: run `orderly migrate up --database-url …` first")
+	if have < want {
+		return fmt.Errorf("the database has no (or an old) orderly schema (version %d, this binary needs %d): run `orderly migrate up --database-url …` first", have, want)
 	}
 	return nil
 }
