@@ -69,6 +69,9 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if opts.LeaseTTL <= 0 {
 		opts.LeaseTTL = 15 * time.Second
 	}
+	if err := checkReplicas(nc, opts.Replicas); err != nil {
+		return nil, err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -86,7 +89,7 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		Discard:     jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", OrdersStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", OrdersStream, replicasError(err, opts.Replicas))
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        SubmitStream,
@@ -98,10 +101,10 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		Duplicates:  SubmitDedupWindow, // the idempotency key deduplicates (intake.go)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, replicasError(err, opts.Replicas))
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, liveConfig(opts.Replicas)); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", LiveStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", LiveStream, replicasError(err, opts.Replicas))
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      HostsBucket,
@@ -111,7 +114,7 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		Replicas:    opts.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, err)
+		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, replicasError(err, opts.Replicas))
 	}
 	return &Queue{nc: nc, js: js, kv: kv, opts: opts}, nil
 }
