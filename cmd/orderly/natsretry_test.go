@@ -2,14 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // natsSubmitter publishes submissions for one host and reads the answers
@@ -123,5 +128,121 @@ func TestNATSRateLimited(t *testing.T) {
 	_ = s.b.pool.QueryRow(ctxT(t), `SELECT count(*) FROM orders`).Scan(&orders)
 	if audited != 1 || orders != 3 {
 		t.Fatalf("%d audited refusals (want 1), %d orders (want 3)", audited, orders)
+	}
+}
+
+// TestNATSIntakeDuringPostgresBlip: while the API's PostgreSQL connections
+// are cut again and again, NATS submissions are retried in place, not
+// refused or skipped: every one is answered with its order, none is
+// recorded twice, and the host's stream holds them in publish order.
+func TestNATSIntakeDuringPostgresBlip(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	proxyDSN, cut := startPGProxy(t, dsn)
+	s := newStackFrom(t, "", map[string]any{"database_url": proxyDSN}) // no worker: the stream keeps the orders
+	ctx := ctxT(t)
+	direct, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	n := newNATSSubmitter(t, s.natsURL, "pgblip")
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	blipped := make(chan int)
+	go func() {
+		cuts := 0
+		defer func() { blipped <- cuts }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			if i%3 != 2 {
+				cuts += cut()
+				continue
+			}
+			var k int
+			_ = direct.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&k)
+			cuts += k
+		}
+	}()
+	const total = 150
+	for i := range total {
+		m := nats.NewMsg(queue.SubmitSubject + "pgblip")
+		m.Header.Set("Authorization", "Bearer "+s.token)
+		m.Header.Set("Orderly-Reply", n.reply)
+		m.Header.Set("Nats-Msg-Id", fmt.Sprintf("blip-%03d", i))
+		m.Data = []byte(`{"command":"true"}`)
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	ids := map[uuid.UUID]bool{}
+	for len(ids) < total {
+		msg, err := n.answers.NextMsg(60 * time.Second)
+		if err != nil {
+			t.Fatalf("%d of %d submissions answered: %v", len(ids), total, err)
+		}
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(msg.Data, &a); err != nil || a.Order == nil {
+			t.Fatalf("answer is not an order: %s", msg.Data)
+		}
+		ids[a.Order.ID] = true
+	}
+	close(stop)
+	t.Logf("%d connections cut or terminated", <-blipped)
+
+	keys := map[uuid.UUID]string{}
+	rows, err := direct.Query(ctx, `SELECT id, idempotency_key FROM orders WHERE host = 'pgblip'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id uuid.UUID
+		var k string
+		if err := rows.Scan(&id, &k); err != nil {
+			t.Fatal(err)
+		}
+		keys[id] = k
+	}
+	if rows.Err() != nil || len(keys) != total {
+		t.Fatalf("%d orders recorded for %d submissions (%v)", len(keys), total, rows.Err())
+	}
+	// The host's stream, in order: each order once, in publish order.
+	// (The host's own consumer, as its worker would take it; a work-queue
+	// stream allows no other.)
+	hc, err := s.b.queue.HostConsumer(ctx, "pgblip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := hc.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	var last string
+	seen := map[string]bool{}
+	for len(seen) < total {
+		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("%d of %d orders in the host's stream: %v", len(seen), total, err)
+		}
+		_ = m.Ack()
+		k := keys[uuid.MustParse(string(m.Data()))]
+		if seen[k] {
+			continue // a republish is harmless: the worker runs an order once
+		}
+		seen[k] = true
+		if k < last {
+			t.Errorf("%s is in the host's stream after %s", k, last)
+		}
+		last = k
 	}
 }
