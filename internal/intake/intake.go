@@ -164,7 +164,10 @@ func (s *Service) refused(o *order.Order, err error) error {
 // or the redelivery of its NATS message, must put it in the host's stream
 // now, ahead of anything submitted after it, not whenever the reconciler
 // finds it. The message id is the order id, so a publish that did land
-// before is a deduplicated no-op.
+// within the stream's duplicate window is a deduplicated no-op; one that
+// landed earlier leaves a second message behind the first, which the
+// worker only acknowledges: it reaches it after the first has claimed the
+// order.
 func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order, error) {
 	if prev.Status != order.StatusQueued {
 		return prev, nil
