@@ -19,6 +19,10 @@ func (s *Server) Handler() http.Handler {
 	if s.Metrics != nil {
 		r.Get("/metrics", s.handleMetrics)
 	}
+	r.Get("/openapi.yaml", s.handleOpenAPI)
+	r.Get("/docs", s.handleDocsRedirect)
+	r.Get("/docs/", s.handleDocsIndex)
+	r.Get("/docs/{file}", s.handleDocsFile)
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.limitIP)
@@ -34,6 +38,20 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/hosts/{host}", s.handleHost)
 		r.Get("/status", s.handleStatus)
 		r.Post("/admin/reload", s.handleReload)
+	})
+	// Runbook routes also accept the delegated token of a running script
+	// (authenticateRunbooks), so they sit outside /v1's authentication.
+	r.Route("/v1/runbooks", func(r chi.Router) {
+		r.Use(s.limitIP)
+		r.Use(s.authenticateRunbooks)
+		r.Use(s.limitPrincipal)
+		r.Get("/", s.handleRunbookList)
+		r.Get("/{name}", s.handleRunbookGet)
+		r.Get("/{name}/required-env", s.handleRunbookEnv)
+		r.Get("/{name}/history", s.handleRunbookHistory)
+		r.Post("/{name}/validate", s.handleRunbookValidate)
+		r.Patch("/{name}/validate", s.handleRunbookValidate)
+		r.Post("/{name}/execute", s.handleRunbookExecute)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("no such route"))

@@ -73,6 +73,8 @@ type Deps struct {
 	// SharedLimits, when set and limits.rate_shared is on, counts rate
 	// limits across every API replica.
 	SharedLimits RateCounter
+	// Runbooks, when set, serves /v1/runbooks (runbooks.go).
+	Runbooks *RunbookDeps
 }
 
 // Server serves the API.

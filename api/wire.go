@@ -148,6 +148,8 @@ type Order struct {
 	Principal     string       `json:"principal"`
 	Source        string       `json:"source"`
 	CorrelationID string       `json:"correlation_id"`
+	Runbook       string       `json:"runbook,omitempty"`        // the runbook a script order ran
+	RunbookSHA256 string       `json:"runbook_sha256,omitempty"` // the version of its text
 	SubmittedAt   time.Time    `json:"submitted_at"`
 	StartedAt     *time.Time   `json:"started_at"`
 	FinishedAt    *time.Time   `json:"finished_at"`
@@ -197,6 +199,9 @@ func toResponse(o *order.Order) Order {
 	}
 	if r.Args == nil {
 		r.Args = []string{}
+	}
+	if o.Script != nil {
+		r.Runbook, r.RunbookSHA256 = o.Script.Runbook, o.Script.SHA256
 	}
 	if r.EnvNames == nil {
 		r.EnvNames = []string{}

@@ -214,11 +214,13 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 			return map[string]any{"config": st, "config_drift": st.Drift}
 		},
 		Reload: reload,
+		Runbooks: &api.RunbookDeps{Store: b.store,
+			Config: func() config.Runbooks { return w.Current().Runbooks }},
 	})
 	mountCompat(srv, w, sec)
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenAPI(cfg.Listen, logger)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return nil, err
 	}
 	ln = api.ErrorEnvelopeListener(ln)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -160,7 +160,7 @@ func (v *jwtVerifier) verify(raw string) (Principal, error) {
 	if err != nil {
 		return Principal{}, unauthenticated("token has an invalid "+v.rolesClaim+" claim", err)
 	}
-	return Principal{Name: JWTPrefix + name, Roles: roles, Kind: KindJWT}, nil
+	return Principal{Name: JWTPrefix + name, Roles: roles, Kind: KindJWT, Claims: claimValues(claims)}, nil
 }
 
 // jwtMessage tells a client what to fix (refresh an expired token, check

@@ -28,6 +28,9 @@ type Principal struct {
 	Name  string
 	Roles []string
 	Kind  string // KindToken or KindJWT
+	// Claims are a JWT's claims as string values, for the Required Claims
+	// of runbooks; nil for a static token, whose roles stand in for them.
+	Claims map[string][]string
 }
 
 // HasRole reports whether p holds role r; policy rules are keyed by role so

@@ -42,7 +42,7 @@ func NewWithRunbooks(cfg config.Worker, rb config.Runbooks) (*Policy, error) {
 func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	s := o.Script
 	if s == nil || len(s.Body) == 0 {
-		return nil, order.FieldError(order.CodeInvalid, "script", "the order carries no script")
+		return nil, order.FieldError(order.CodeUnprocessable, "kind", "a script order that carries no script cannot run")
 	}
 	sp := p.scripts
 	if sp.maxBytes == 0 {

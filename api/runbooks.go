@@ -1,0 +1,244 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/runbook"
+)
+
+// RunbookStore is what the runbook endpoints keep in PostgreSQL besides
+// orders: the delegated tokens of running scripts, and refused runs.
+type RunbookStore interface {
+	InsertDelegation(ctx context.Context, token string, d postgres.Delegation) error
+	DeleteDelegation(ctx context.Context, orderID uuid.UUID) error
+	LookupDelegation(ctx context.Context, token string) (*postgres.Delegation, error)
+	RecordRefusedRun(ctx context.Context, o *order.Order, reason string) error
+}
+
+// RunbookDeps wire /v1/runbooks (docs/runbooks.md). Config is read per
+// request, so a reload applies at once.
+type RunbookDeps struct {
+	Config func() config.Runbooks
+	Store  RunbookStore
+
+	mu      sync.Mutex
+	sources map[string]*runbook.Source // by directory, each with its parse cache
+}
+
+// source returns the runbook source of the configured directory, or a
+// not-found error when runbooks are off.
+func (s *Server) runbookSource() (*runbook.Source, config.Runbooks, error) {
+	d := s.Runbooks
+	if d == nil {
+		return nil, config.Runbooks{}, notFound("runbooks are not configured (runbooks.dir)")
+	}
+	cfg := d.Config()
+	if cfg.Dir == "" {
+		return nil, cfg, notFound("runbooks are not configured (runbooks.dir)")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if src := d.sources[cfg.Dir]; src != nil {
+		return src, cfg, nil
+	}
+	src, err := runbook.NewSource(cfg.Dir)
+	if err != nil {
+		return nil, cfg, &order.Error{Code: order.CodeUnavailable, Message: "the runbook directory cannot be read", Err: err}
+	}
+	if d.sources == nil {
+		d.sources = map[string]*runbook.Source{}
+	}
+	d.sources[cfg.Dir] = src
+	return src, cfg, nil
+}
+
+// pathRunbook loads the runbook named by the {name} path parameter.
+func (s *Server) pathRunbook(r *http.Request) (*runbook.Runbook, *runbook.Source, config.Runbooks, error) {
+	src, cfg, err := s.runbookSource()
+	if err != nil {
+		return nil, nil, cfg, err
+	}
+	name := chi.URLParam(r, "name")
+	rb, err := src.Load(name)
+	if errors.Is(err, runbook.ErrNotFound) {
+		return nil, nil, cfg, notFound("Runbook not found: " + printableName(name))
+	}
+	if err != nil {
+		return nil, nil, cfg, &order.Error{Code: order.CodeUnprocessable, Message: "the runbook cannot be read", Err: err}
+	}
+	return rb, src, cfg, nil
+}
+
+func printableName(s string) string {
+	if len(s) > 128 {
+		s = s[:128] + "…"
+	}
+	b := []rune{}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			r = '?'
+		}
+		b = append(b, r)
+	}
+	return string(b)
+}
+
+// RunbookSummary is one runbook in a list.
+type RunbookSummary struct {
+	File     string            `json:"file"`
+	Name     string            `json:"name"`
+	SHA256   string            `json:"sha256"`
+	Valid    bool              `json:"valid"`
+	Problems []runbook.Problem `json:"problems"`
+	Warnings []string          `json:"warnings"`
+}
+
+// RunbookView is a runbook with its parsed sections.
+type RunbookView struct {
+	RunbookSummary
+	Content  string            `json:"content"`
+	Env      []runbook.EnvVar  `json:"env"`
+	Inputs   []string          `json:"inputs"`
+	Claims   []runbook.Claim   `json:"claims"`
+	Script   string            `json:"script"`
+	Sections map[string]string `json:"sections"`
+}
+
+func summaryOf(rb *runbook.Runbook) RunbookSummary {
+	return RunbookSummary{File: rb.File, Name: rb.Name, SHA256: rb.SHA256, Valid: rb.Valid(),
+		Problems: nonNilList(rb.Problems), Warnings: nonNilList(rb.Warnings)}
+}
+
+func nonNilList[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// handleRunbookList is GET /v1/runbooks: every *.md file of runbooks.dir,
+// with whether it can run.
+func (s *Server) handleRunbookList(w http.ResponseWriter, r *http.Request) {
+	src, _, err := s.runbookSource()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	list, err := src.List()
+	if err != nil {
+		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "the runbook directory cannot be read", Err: err})
+		return
+	}
+	out := make([]RunbookSummary, len(list))
+	for i, rb := range list {
+		out[i] = summaryOf(rb)
+	}
+	encode(w, http.StatusOK, map[string]any{"runbooks": out})
+}
+
+// handleRunbookGet is GET /v1/runbooks/{name}: the file's text and its
+// parsed sections. History is the runbook's orders (…/history), never a
+// part of the file that the service writes.
+func (s *Server) handleRunbookGet(w http.ResponseWriter, r *http.Request) {
+	rb, _, _, err := s.pathRunbook(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	encode(w, http.StatusOK, RunbookView{RunbookSummary: summaryOf(rb), Content: string(rb.Text),
+		Env: nonNilList(rb.Env), Inputs: nonNilList(rb.Inputs), Claims: nonNilList(rb.Claims), Script: rb.Script,
+		Sections: rb.Sections})
+}
+
+// handleRunbookEnv is GET /v1/runbooks/{name}/required-env. A run gets
+// only the variables its request sends (never the service's own), so the
+// list is what a request must send.
+func (s *Server) handleRunbookEnv(w http.ResponseWriter, r *http.Request) {
+	rb, _, _, err := s.pathRunbook(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	encode(w, http.StatusOK, map[string]any{"file": rb.File, "required": nonNilList(rb.Env)})
+}
+
+// RunbookRequest is the body of validate and execute; every field is
+// optional.
+type RunbookRequest struct {
+	EnvVars        map[string]json.RawMessage `json:"env_vars"`
+	Host           string                     `json:"host"`
+	TimeoutSeconds float64                    `json:"timeout_seconds"`
+	RunAs          string                     `json:"run_as"`
+}
+
+// readRunbookRequest decodes the optional body.
+func (s *Server) readRunbookRequest(r *http.Request) (RunbookRequest, map[string]string, error) {
+	var req RunbookRequest
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
+			return req, nil, err
+		}
+	}
+	env, err := runbook.Sanitize(req.EnvVars)
+	if err != nil {
+		return req, nil, order.FieldError(order.CodeInvalid, "env_vars", "%s", err.Error())
+	}
+	return req, env, nil
+}
+
+// claimsOf is what a principal holds for Required Claims: a JWT's claims,
+// with roles as the principal's parsed roles (so a static token's roles
+// count too, and a comma-separated roles claim is split as stage0 did).
+func claimsOf(p auth.Principal) map[string][]string {
+	out := make(map[string][]string, len(p.Claims)+1)
+	for k, v := range p.Claims {
+		out[k] = v
+	}
+	out["roles"] = p.Roles
+	return out
+}
+
+// handleRunbookValidate is POST (or PATCH, as stage0) /v1/runbooks/{name}/validate:
+// the runbook as it would run with this request's env_vars, for this
+// principal. 200 when it would run; 403 when the principal lacks its
+// Required Claims; 422 with every problem otherwise.
+func (s *Server) handleRunbookValidate(w http.ResponseWriter, r *http.Request) {
+	rb, src, _, err := s.pathRunbook(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	_, env, err := s.readRunbookRequest(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if msg := rb.CheckClaims(runbook.OpValidate, claimsOf(principalOf(r))); msg != "" {
+		s.writeError(w, r, &order.Error{Code: order.CodeForbidden, Message: msg, Details: map[string]any{"reason": "runbook_claims"}})
+		return
+	}
+	if problems := rb.Judge(env, src.Exists); len(problems) > 0 {
+		s.writeError(w, r, invalidRunbook(rb, problems))
+		return
+	}
+	encode(w, http.StatusOK, map[string]any{"file": rb.File, "valid": true, "warnings": nonNilList(rb.Warnings)})
+}
+
+// invalidRunbook is the refusal of a runbook with problems: the first
+// one's message, and all of them with their codes in details.
+func invalidRunbook(rb *runbook.Runbook, problems []runbook.Problem) error {
+	return &order.Error{Code: order.CodeUnprocessable, Message: problems[0].Message,
+		Details: map[string]any{"reason": "runbook_invalid", "file": rb.File, "problems": problems,
+			"warnings": nonNilList(rb.Warnings)}}
+}
