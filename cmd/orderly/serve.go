@@ -177,6 +177,8 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	notifySystemd(sdReady, logger)
+	defer notifySystemd(sdStopping, logger)
 	for {
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,16 @@
+#!/bin/sh
+# ensure-systemd.sh: the units test (deploy/systemd) runs systemd-analyze
+# and the socket activation test runs systemd-socket-activate. Neither
+# needs systemd to be running; install the Debian systemd package when
+# they are missing and we can.
+set -eu
+if command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-socket-activate >/dev/null 2>&1; then exit 0; fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "systemd-analyze not found: installing the Debian systemd package" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq systemd >/dev/null
+	exit 0
+fi
+echo "systemd-analyze and systemd-socket-activate not found: install systemd (Debian/Ubuntu: sudo apt-get install systemd)" >&2
+exit 1
