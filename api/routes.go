@@ -37,6 +37,10 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/hosts", s.handleHosts)
 		r.Get("/hosts/{host}", s.handleHost)
 		r.Get("/status", s.handleStatus)
+		r.Get("/actions", s.handleActionList)
+		r.Get("/actions/{name}", s.handleActionGet)
+		r.Get("/actions/{name}/choices", s.handleActionChoices)
+		r.Post("/actions/{name}/run", s.handleActionRun)
 		r.Post("/admin/reload", s.handleReload)
 	})
 	// Runbook routes also accept the delegated token of a running script

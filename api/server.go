@@ -75,6 +75,8 @@ type Deps struct {
 	SharedLimits RateCounter
 	// Runbooks, when set, serves /v1/runbooks (runbooks.go).
 	Runbooks *RunbookDeps
+	// Actions, when set, serves /v1/actions (actions.go).
+	Actions *ActionDeps
 }
 
 // Server serves the API.

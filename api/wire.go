@@ -150,6 +150,7 @@ type Order struct {
 	CorrelationID string       `json:"correlation_id"`
 	Runbook       string       `json:"runbook,omitempty"`        // the runbook a script order ran
 	RunbookSHA256 string       `json:"runbook_sha256,omitempty"` // the version of its text
+	Action        *OrderAction `json:"action,omitempty"`         // the action an action order ran (actions.go)
 	SubmittedAt   time.Time    `json:"submitted_at"`
 	StartedAt     *time.Time   `json:"started_at"`
 	FinishedAt    *time.Time   `json:"finished_at"`
@@ -203,6 +204,7 @@ func toResponse(o *order.Order) Order {
 	if o.Script != nil {
 		r.Runbook, r.RunbookSHA256 = o.Script.Runbook, o.Script.SHA256
 	}
+	r.Action = orderActionOf(o.Action)
 	if r.EnvNames == nil {
 		r.EnvNames = []string{}
 	}

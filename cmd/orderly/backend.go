@@ -179,6 +179,10 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	// A reload builds the new security settings before anything changes
 	// and refuses the whole reload if they fail (all or nothing).
 	w.AddPreparer("api security (auth, policy, acl)", sec.prepare, config.PartPrincipals, config.PartRules, config.PartACL)
+	acts, err := watchActions(w)
+	if err != nil {
+		return nil, err
+	}
 	reload := func(ctx context.Context, confirm string) (config.ReloadResult, error) {
 		return w.ReloadWith(ctx, config.ReloadOptions{Confirm: confirm})
 	}
@@ -187,6 +191,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() },
 			Retention: func() time.Duration { return w.Current().Retention },
 			Metrics:   b.metrics,
+			Actions:   acts.authorizer,
 			Screen: func(o *order.Order) error {
 				c := w.Current().Worker
 				deny := c.EnvDeny
@@ -213,7 +218,8 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 			st := w.Status()
 			return map[string]any{"config": st, "config_drift": st.Drift}
 		},
-		Reload: reload,
+		Reload:  reload,
+		Actions: acts.deps(),
 		Runbooks: &api.RunbookDeps{Store: b.store,
 			Config: func() config.Runbooks { return w.Current().Runbooks }},
 	})

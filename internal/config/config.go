@@ -32,6 +32,8 @@ type Config struct {
 	Compat Compat `koanf:"compat"`
 	// Runbooks configures markdown runbooks run as script orders (runbooks.go).
 	Runbooks Runbooks `koanf:"runbooks"`
+	// Actions are named, parameterized, fixed-format commands (actions.go).
+	Actions Actions `koanf:"actions"`
 }
 
 // NATS configures the broker connection and the JetStream objects.
@@ -211,6 +213,7 @@ func Default() Config {
 		Compat: DefaultCompat(),
 
 		Runbooks: DefaultRunbooks(),
+		Actions:  DefaultActions(),
 	}
 }
 

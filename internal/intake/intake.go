@@ -57,6 +57,26 @@ type Options struct {
 	Screen func(*order.Order) error
 	// Metrics counts submissions and refusals; nil records nothing.
 	Metrics *metrics.Metrics
+	// Actions authorizes orders of kind action (internal/action); read
+	// per order, so a reload applies at once. Nil refuses them.
+	Actions func() ActionAuthorizer
+}
+
+// ActionAuthorizer decides an action order from the action's definition
+// and completes it (command, params, run_as, timeout, run limit).
+type ActionAuthorizer interface {
+	Authorize(p auth.Principal, o *order.Order) (order.Decision, error)
+}
+
+func (s *Service) authorizeAction(p auth.Principal, o *order.Order) (order.Decision, error) {
+	var a ActionAuthorizer
+	if s.opts.Actions != nil {
+		a = s.opts.Actions()
+	}
+	if a == nil {
+		return order.Decision{Decision: "deny", Matched: []string{}}, order.Errorf(order.CodeNotFound, "actions are not configured")
+	}
+	return a.Authorize(p, o)
 }
 
 // Service submits orders.
@@ -112,13 +132,21 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	if err := order.Validate(o, s.opts.Limits()); err != nil {
 		return nil, s.refused(o, err)
 	}
-	if s.opts.Screen != nil {
+	if s.opts.Screen != nil && o.Kind != order.KindAction {
 		if err := s.opts.Screen(o); err != nil {
 			return nil, s.refused(o, err)
 		}
 	}
-	dec, err := s.policy().Decide(policy.Request{Principal: p, Host: o.Host, Command: o.Command, Args: o.Args,
-		RunAs: o.RunAs, Timeout: o.Timeout, TimeoutDefaulted: defaulted, DryRun: o.DryRun})
+	var dec order.Decision
+	var err error
+	if o.Kind == order.KindAction {
+		// An action's own definition authorizes it (roles, principals,
+		// hosts, param rules); its run limit is enforced at the insert.
+		dec, err = s.authorizeAction(p, o)
+	} else {
+		dec, err = s.policy().Decide(policy.Request{Principal: p, Host: o.Host, Command: o.Command, Args: o.Args,
+			RunAs: o.RunAs, Timeout: o.Timeout, TimeoutDefaulted: defaulted, DryRun: o.DryRun})
+	}
 	o.Policy = dec
 	if err != nil {
 		return nil, s.refused(o, err)

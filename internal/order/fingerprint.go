@@ -62,5 +62,20 @@ func (o *Order) Fingerprint() []byte {
 	flag(o.Idempotent)
 	num(o.MaxOutput)
 	str(o.CorrelationID)
+	if a := o.Action; a != nil {
+		// Secret values are left out: the fingerprint is stored, and a
+		// hash of a short secret can be guessed back.
+		str(a.Name)
+		keys := make([]string, 0, len(a.Params))
+		for k := range a.Params {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		num(int64(len(keys)))
+		for _, k := range keys {
+			str(k)
+			str(a.Params[k])
+		}
+	}
 	return h.Sum(nil)
 }

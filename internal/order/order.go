@@ -58,6 +58,8 @@ type Order struct {
 	Processes map[string]any
 	// Script is the runbook script a KindScript order runs; nil otherwise.
 	Script *Script
+	// Action is the action a KindAction order runs; nil otherwise.
+	Action *Action
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

@@ -63,8 +63,12 @@ func Validate(o *Order, l Limits) error {
 	if o.Kind == "" {
 		o.Kind = KindExec
 	}
-	if o.Kind != KindExec && o.Kind != KindScript {
+	if o.Kind != KindExec && o.Kind != KindScript && o.Kind != KindAction {
 		return FieldError(CodeUnprocessable, "kind", "kind %q is not supported here", o.Kind)
+	}
+	if o.Kind == KindAction && o.Action == nil {
+		// Only the action endpoints build an action order (action.go).
+		return FieldError(CodeUnprocessable, "kind", "action orders are submitted through /v1/actions/{name}/run")
 	}
 	if o.Kind == KindScript && (o.Script == nil || len(o.Script.Body) == 0) {
 		// Only the runbook endpoints build a script order (from a runbook file).

@@ -25,7 +25,8 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 	worker, exit_code, signal, duration_ms, error,
 	stdout, stdout_bytes, stdout_truncated, stdout_sha256,
 	stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes,
-	runbook, runbook_sha256, script`
+	runbook, runbook_sha256, script,
+	action, action_params, action_secrets, action_secret_names`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var (
@@ -47,6 +48,9 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		processes                map[string]any
 		runbook, runbookSum      *string
 		script                   []byte
+		action                   *string
+		actionParams, actionSecr []byte
+		actionSecretNames        []string
 	)
 	err := row.Scan(&o.ID, &o.BatchID, &kind, &o.Host, &status, &o.Command, &o.Args, &o.EnvNames, &env, &o.Stdin,
 		&stdoutEnc, &stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &timeoutMS, &o.RunAs,
@@ -55,9 +59,13 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		&o.Worker, &exitCode, &signal, &durationMS, &errText,
 		&stdout, &stdoutBytes, &stdoutTrunc, &stdoutSum,
 		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes,
-		&runbook, &runbookSum, &script)
+		&runbook, &runbookSum, &script,
+		&action, &actionParams, &actionSecr, &actionSecretNames)
 	if err != nil {
 		return nil, err
+	}
+	if o.Action, err = actionOf(action, actionParams, actionSecr, actionSecretNames); err != nil {
+		return nil, fmt.Errorf("decode action of order %s: %w", o.ID, err)
 	}
 	if o.Script, err = scriptOf(runbook, runbookSum, script); err != nil {
 		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
@@ -134,6 +142,10 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	if err != nil {
 		return nil, err
 	}
+	ac, err := actionColumns(o.Action)
+	if err != nil {
+		return nil, err
+	}
 	if o.IdempotencyKey != "" {
 		idemKey, reqSum = &o.IdempotencyKey, o.Fingerprint()
 	}
@@ -149,8 +161,9 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
 		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
 		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
-		runbook, runbook_sha256, script)
-	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)
+		runbook, runbook_sha256, script, action, action_params, action_secrets, action_secret_names, action_limit)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,
+		$30,$31,$32,$33,$34)
 	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING id, submitted_at
 ), e AS (
@@ -168,8 +181,11 @@ SELECT submitted_at FROM o`
 	err = conn.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
-		runbook, runbookSum, script).Scan(&o.SubmittedAt)
+		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit).Scan(&o.SubmittedAt)
 	conn.Release()
+	if lim := actionLimited(err); lim != nil {
+		return nil, lim
+	}
 	if err == pgx.ErrNoRows && idemKey != nil {
 		return s.idempotentRepeat(ctx, o.Principal, *idemKey, reqSum)
 	}

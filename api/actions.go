@@ -1,0 +1,298 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderly-run/orderly/internal/action"
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// ActionDeps wire /v1/actions (docs/actions.md). Set is called per
+// request, so a reload applies at once.
+type ActionDeps struct {
+	Set func() *action.Set
+	// Choices lists a host's systemd units matching a glob, with their
+	// state; nil when no lister is wired (the choices route answers 503).
+	Choices func(ctx context.Context, host, glob string) ([]UnitChoice, error)
+}
+
+// UnitChoice is one systemd unit offered as a param's value.
+type UnitChoice struct {
+	Unit        string `json:"unit"`
+	LoadState   string `json:"load_state"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+}
+
+// ActionView is an action as GET /v1/actions shows it.
+type ActionView struct {
+	Name           string       `json:"name"`
+	Title          string       `json:"title"`
+	Description    string       `json:"description"`
+	Kind           string       `json:"kind"` // "command" or "systemd"
+	Command        []string     `json:"command,omitempty"`
+	Verb           string       `json:"verb,omitempty"`
+	Unit           string       `json:"unit,omitempty"`
+	Hosts          []string     `json:"hosts"`
+	RunAs          string       `json:"run_as"`
+	TimeoutSeconds float64      `json:"timeout_seconds"`
+	Confirm        bool         `json:"confirm"`
+	Limit          *ActionLimit `json:"limit"`
+	Params         []ParamView  `json:"params"`
+}
+
+// ActionLimit is an action's run limit.
+type ActionLimit struct {
+	Runs              int     `json:"runs"`
+	PerSeconds        float64 `json:"per_seconds"`
+	ConcurrentPerHost int     `json:"concurrent_per_host"`
+}
+
+// ParamView is one param of an action.
+type ParamView struct {
+	Name        string   `json:"name"`
+	Title       string   `json:"title"`
+	Description string   `json:"description"`
+	Type        string   `json:"type"`
+	Pattern     string   `json:"pattern,omitempty"`
+	Min         *int64   `json:"min"`
+	Max         *int64   `json:"max"`
+	Values      []string `json:"values,omitempty"`
+	Default     *string  `json:"default"`
+	Required    bool     `json:"required"`
+	Secret      bool     `json:"secret"`
+	// Units is the glob whose matching units are the param's choices
+	// (GET /v1/actions/{name}/choices); empty when it has none.
+	Units string `json:"units,omitempty"`
+}
+
+func viewOf(d *action.Def) ActionView {
+	v := ActionView{Name: d.Name, Title: d.Title, Description: d.Description, Kind: "command",
+		Hosts: slices.Clone(d.Hosts), RunAs: d.RunAs, TimeoutSeconds: d.Timeout.Seconds(), Confirm: d.Confirm,
+		Params: []ParamView{}}
+	if d.Verb != "" {
+		v.Kind, v.Verb, v.Unit = "systemd", d.Verb, d.Unit.String()
+	} else {
+		for _, t := range d.Command {
+			v.Command = append(v.Command, t.String())
+		}
+	}
+	if l := d.Limit; l.Runs > 0 || l.ConcurrentPerHost > 0 {
+		v.Limit = &ActionLimit{Runs: l.Runs, PerSeconds: l.Per.Seconds(), ConcurrentPerHost: l.ConcurrentPerHost}
+	}
+	for _, p := range d.Params {
+		v.Params = append(v.Params, ParamView{Name: p.Name, Title: p.Title, Description: p.Description, Type: p.Type,
+			Pattern: p.Pattern, Min: p.Min, Max: p.Max, Values: p.Values, Default: p.Default, Required: p.Default == nil,
+			Secret: p.Secret, Units: p.Units})
+	}
+	return v
+}
+
+// actionSet returns the configured actions (an empty set when none).
+func (s *Server) actionSet() *action.Set {
+	if s.Actions == nil || s.Actions.Set == nil {
+		return nil
+	}
+	return s.Actions.Set()
+}
+
+// pathAction is the action named by {name} that the principal may run.
+// One it may not run is not found, as one that does not exist: the list
+// of actions is the principal's own.
+func (s *Server) pathAction(r *http.Request) (*action.Def, error) {
+	name := chi.URLParam(r, "name")
+	d := s.actionSet().Lookup(name)
+	if d == nil || !d.Allows(principalOf(r)) {
+		return nil, notFound("no action named " + printableName(name))
+	}
+	return d, nil
+}
+
+// handleActionList is GET /v1/actions: the actions this principal may run.
+func (s *Server) handleActionList(w http.ResponseWriter, r *http.Request) {
+	out := []ActionView{}
+	for _, d := range s.actionSet().For(principalOf(r)) {
+		out = append(out, viewOf(d))
+	}
+	encode(w, http.StatusOK, map[string]any{"actions": out})
+}
+
+// handleActionGet is GET /v1/actions/{name}.
+func (s *Server) handleActionGet(w http.ResponseWriter, r *http.Request) {
+	d, err := s.pathAction(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	encode(w, http.StatusOK, viewOf(d))
+}
+
+// ActionRunRequest is the body of POST /v1/actions/{name}/run: the host
+// and the values of the params, nothing else. Values may be JSON strings,
+// numbers (int params) or booleans (bool params).
+type ActionRunRequest struct {
+	Host   string                     `json:"host"`
+	Params map[string]json.RawMessage `json:"params"`
+}
+
+// handleActionRun is POST /v1/actions/{name}/run: the run becomes an
+// order of kind action through the one intake path (validate, authorize
+// by the action's definition, its run limit, record, publish) and is
+// answered as POST /v1/orders answers: 202 with the order, with ?wait or
+// Prefer: wait the finished order (200), Idempotency-Key honoured; its
+// output streams on GET /v1/orders/{id}/events.
+func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
+	set := s.Settings()
+	wait, err := waitOf(r, set.MaxWait)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	d, err := s.pathAction(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req ActionRunRequest
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		if err := decode(r, set.MaxBodyBytes, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	r = r.WithContext(context.WithValue(r.Context(), redactedKey{}, redactRun(d, &req)))
+	a := &order.Action{Name: d.Name, Params: map[string]string{}, Secrets: map[string]string{}}
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range req.Params {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		v, err := action.Value(req.Params[name])
+		if err != nil {
+			e := order.FieldError(order.CodeUnprocessable, "params."+printableName(name), "param %s: %s", printableName(name), err.Error())
+			e.Details["param"] = printableName(name)
+			s.writeError(w, r, e)
+			return
+		}
+		if p := d.Param(name); p != nil && p.Secret {
+			a.Secrets[name] = v
+		} else {
+			a.Params[name] = v
+		}
+	}
+	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(d.Name),
+		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a,
+		IdempotencyKey: r.Header.Get("Idempotency-Key")}
+	if len(o.IdempotencyKey) > 200 {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key is longer than 200 characters"))
+		return
+	}
+	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	status := http.StatusAccepted
+	if final.Status.Terminal() {
+		status = http.StatusOK
+	}
+	encode(w, status, toResponse(final))
+}
+
+// redactRun is what the audit may keep of a run request: the values of
+// the params that are not secret, the names of the others.
+func redactRun(d *action.Def, req *ActionRunRequest) map[string]any {
+	params, hidden := map[string]string{}, []string{}
+	for k, raw := range req.Params {
+		if p := d.Param(k); p != nil && !p.Secret {
+			if v, err := action.Value(raw); err == nil && len(v) <= 256 {
+				params[k] = v
+				continue
+			}
+		}
+		hidden = append(hidden, printableName(k))
+	}
+	slices.Sort(hidden)
+	return map[string]any{"action": d.Name, "host": req.Host, "params": params, "withheld_params": hidden}
+}
+
+// OrderAction is the action of an order as the API shows it: the values
+// of its params, and only the names of the secret ones.
+type OrderAction struct {
+	Name         string            `json:"name"`
+	Params       map[string]string `json:"params"`
+	SecretParams []string          `json:"secret_params"`
+}
+
+func orderActionOf(a *order.Action) *OrderAction {
+	if a == nil {
+		return nil
+	}
+	oa := &OrderAction{Name: a.Name, Params: a.Params, SecretParams: a.SecretNames}
+	if oa.Params == nil {
+		oa.Params = map[string]string{}
+	}
+	if oa.SecretParams == nil {
+		oa.SecretParams = []string{}
+	}
+	return oa
+}
+
+// handleActionChoices is GET /v1/actions/{name}/choices?host=: for each
+// param whose values come from the host's systemd units, those units with
+// their state, so a page can offer one button per unit. Units whose value
+// fails the param's rules are listed with valid false: they cannot be run.
+func (s *Server) handleActionChoices(w http.ResponseWriter, r *http.Request) {
+	d, err := s.pathAction(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	host := r.URL.Query().Get("host")
+	if !order.ValidHost(host) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	if !d.AllowsHost(host) {
+		s.writeError(w, r, &order.Error{Code: order.CodeForbidden, Message: "action " + d.Name + ": host " + host + " is not one of its hosts",
+			Details: map[string]any{"reason": "action_host", "action": d.Name, "field": "host"}})
+		return
+	}
+	type choice struct {
+		Value string `json:"value"`
+		Valid bool   `json:"valid"`
+		UnitChoice
+	}
+	out := map[string][]choice{}
+	for _, p := range d.Params {
+		if p.Units == "" {
+			continue
+		}
+		if s.Actions.Choices == nil {
+			s.writeError(w, r, order.Errorf(order.CodeUnavailable, "unit choices are not available from this API"))
+			return
+		}
+		units, err := s.Actions.Choices(r.Context(), host, p.Units)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		list := []choice{}
+		for _, u := range units {
+			v, ok := action.UnitValue(p.Units, u.Unit)
+			if !ok {
+				continue
+			}
+			list = append(list, choice{Value: v, Valid: p.Check(v) == nil, UnitChoice: u})
+		}
+		out[p.Name] = list
+	}
+	encode(w, http.StatusOK, map[string]any{"action": d.Name, "host": host, "params": out})
+}
