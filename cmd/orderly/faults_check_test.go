@@ -67,6 +67,26 @@ func (s *faultStack) rows(ctx context.Context) ([]pgOrder, error) {
 	return out, rs.Err()
 }
 
+// processRecorded returns the orders whose interrupted attempt had its
+// process on record, from the successor's "reaped" events.
+func (s *faultStack) processRecorded(ctx context.Context) (map[uuid.UUID]bool, error) {
+	rs, err := s.pool.Query(ctx, `SELECT DISTINCT order_id FROM order_events
+		WHERE type = 'reaped' AND detail->>'process_recorded' = 'true'`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[uuid.UUID]bool{}
+	for rs.Next() {
+		var id uuid.UUID
+		if err := rs.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rs.Err()
+}
+
 // waitDrained waits up to d for every order to be terminal and reports
 // how long it took (d when it did not happen; the check then lists them).
 func (s *faultStack) waitDrained(d time.Duration) time.Duration {
@@ -170,13 +190,24 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 
 	// Lost: every recorded order terminal; every accepted order recorded;
-	// interrupted only after it started.
+	// interrupted only after it started: its marker shows it, or the
+	// successor found the attempt's process on record (an order killed
+	// between its fork and its first line did start).
+	recorded, err := s.processRecorded(ctx)
+	if err != nil {
+		t.Fatalf("read reap evidence: %v", err)
+	}
+	var earlyKills []string
 	for _, o := range rows {
 		switch {
 		case o.status == "queued" || o.status == "running":
 			r.add(invLost, "%s still %s %s after the load stopped", describe(o.tag), o.status, drainBound)
+		case o.status == "interrupted" && starts[o.tag] == 0 && recorded[o.id]:
+			// The worker recorded the attempt's process (after the fork), so
+			// the order did start; it was killed before its first line.
+			earlyKills = append(earlyKills, o.tag)
 		case o.status == "interrupted" && starts[o.tag] == 0:
-			r.add(invLost, "%s interrupted without having started (%s)", describe(o.tag), o.err)
+			r.add(invLost, "%s interrupted without having started and with no process recorded (%s)", describe(o.tag), o.err)
 		}
 	}
 	for _, o := range subs {
@@ -296,6 +327,9 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 		summary = append(summary, fmt.Sprintf("%s=%d", strings.Fields(name)[0], len(r.problems[name])))
 	}
 	t.Logf("invariants: %s", strings.Join(summary, " "))
+	if len(earlyKills) > 0 {
+		t.Logf("interrupted before their first line, process on record: %v", earlyKills)
+	}
 	for _, name := range r.names {
 		p := r.problems[name]
 		if len(p) == 0 {
