@@ -1,0 +1,318 @@
+package api_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// specChecker sends requests to a real API and validates each request it
+// sends (when it is meant to be valid) and every response against the
+// spec. Its schemas are closed first: a field the server sends that the
+// spec does not describe fails the test, even though the published spec
+// leaves objects open for clients.
+type specChecker struct {
+	t      *testing.T
+	e      *apiEnv
+	doc    *openapi3.T
+	router routers.Router
+}
+
+func newSpecChecker(t *testing.T, e *apiEnv) *specChecker {
+	t.Helper()
+	doc := loadSpec(t)
+	for p, item := range doc.Paths.Map() {
+		if _, compat := item.Extensions[compatSurface]; compat {
+			doc.Paths.Delete(p) // served beside the router; their own suites test them
+		}
+	}
+	doc.Servers = openapi3.Servers{{URL: e.url}}
+	// The parts of an allOf stay open: each may only know its own fields.
+	seen := map[*openapi3.Schema]bool{}
+	for _, s := range doc.Components.Schemas {
+		for _, part := range s.Value.AllOf {
+			seen[part.Value] = true
+		}
+	}
+	for _, s := range doc.Components.Schemas {
+		closeSchema(s, seen)
+	}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &specChecker{t: t, e: e, doc: doc, router: router}
+}
+
+// closeSchema forbids properties a schema does not list, in it and every
+// schema under it, unless it says otherwise.
+func closeSchema(ref *openapi3.SchemaRef, seen map[*openapi3.Schema]bool) {
+	if ref == nil || ref.Value == nil || seen[ref.Value] {
+		return
+	}
+	s := ref.Value
+	seen[s] = true
+	if len(s.Properties) > 0 && s.AdditionalProperties.Has == nil && s.AdditionalProperties.Schema == nil {
+		no := false
+		s.AdditionalProperties.Has = &no
+	}
+	for _, p := range s.Properties {
+		closeSchema(p, seen)
+	}
+	for _, l := range [][]*openapi3.SchemaRef{s.OneOf, s.AnyOf} {
+		for _, sub := range l {
+			closeSchema(sub, seen)
+		}
+	}
+	closeSchema(s.Items, seen)
+	closeSchema(s.AdditionalProperties.Schema, seen)
+}
+
+// call is one request of the suite.
+type call struct {
+	as     string // principal; "" sends no token
+	method string
+	path   string
+	body   any // JSON-encoded unless a string (sent as is)
+	hdr    []string
+	// invalid marks a request the spec itself refuses (the server must
+	// too); only its response is validated.
+	invalid bool
+}
+
+// do sends c, validates it and its response, and returns the response
+// and its body.
+func (sc *specChecker) do(c call) (*http.Response, []byte) {
+	sc.t.Helper()
+	var body []byte
+	switch b := c.body.(type) {
+	case nil:
+	case string:
+		body = []byte(b)
+	default:
+		var err error
+		if body, err = json.Marshal(b); err != nil {
+			sc.t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequestWithContext(testenv.Context(sc.t), c.method, sc.e.url+c.path, bytes.NewReader(body))
+	if err != nil {
+		sc.t.Fatal(err)
+	}
+	if c.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.as != "" {
+		req.Header.Set("Authorization", "Bearer "+sc.e.tokens[c.as])
+	}
+	for i := 0; i+1 < len(c.hdr); i += 2 {
+		req.Header.Set(c.hdr[i], c.hdr[i+1])
+	}
+	route, params, err := sc.router.FindRoute(req)
+	if err != nil {
+		sc.t.Fatalf("%s %s: not in the spec: %v", c.method, c.path, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+	if !c.invalid {
+		if err := openapi3filter.ValidateRequest(testenv.Context(sc.t), in); err != nil {
+			sc.t.Errorf("%s %s: the request does not match the spec: %v", c.method, c.path, err)
+		}
+		req.Body = http.NoBody
+		if len(body) > 0 {
+			req.Body = io.NopCloser(bytes.NewReader(body))
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		sc.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		sc.t.Fatal(err)
+	}
+	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, ExcludeResponseBody: sse}}
+	out.SetBodyBytes(b)
+	if err := openapi3filter.ValidateResponse(testenv.Context(sc.t), out); err != nil {
+		sc.t.Errorf("%s %s: the %d response does not match the spec: %v\n%s", c.method, c.path, resp.StatusCode, err, b)
+	}
+	if sse {
+		sc.checkEvents(c, b)
+	}
+	return resp, b
+}
+
+// checkEvents validates an SSE body's event data against the schemas the
+// spec names for them.
+func (sc *specChecker) checkEvents(c call, body []byte) {
+	sc.t.Helper()
+	schemaOf := map[string]string{"stdout": "Chunk", "stderr": "Chunk", "finished": "Order"}
+	var event string
+	sc2 := bufio.NewScanner(bytes.NewReader(body))
+	sc2.Buffer(nil, 1<<20)
+	names := []string{}
+	for sc2.Scan() {
+		line := sc2.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			event = strings.TrimPrefix(line, "event: ")
+			names = append(names, event)
+		case strings.HasPrefix(line, "data: "):
+			var v any
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &v); err != nil {
+				sc.t.Errorf("%s: %s event data is not JSON: %v", c.path, event, err)
+				continue
+			}
+			if name, ok := schemaOf[event]; ok {
+				s := sc.doc.Components.Schemas[name].Value
+				if err := s.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+					sc.t.Errorf("%s: %s event does not match %s: %v", c.path, event, name, err)
+				}
+			}
+		}
+	}
+	if len(names) == 0 || names[len(names)-1] != "finished" {
+		sc.t.Errorf("%s: events %v do not end with finished", c.path, names)
+	}
+}
+
+// decodeAs decodes a response body.
+func decodeAs[T any](t *testing.T, b []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("decode %T: %v: %s", v, err, b)
+	}
+	return v
+}
+
+// TestSpecResponses drives the API (submit, wait, fan-out, get, list,
+// events, cancel, hosts, batches, status and the refusals) and validates
+// every request and response against openapi.yaml.
+func TestSpecResponses(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	sc := newSpecChecker(t, e)
+
+	// The closed schemas do catch a field the spec does not describe.
+	extra := map[string]any{"id": "0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c", "undocumented": 1}
+	if err := sc.doc.Components.Schemas["Order"].Value.VisitJSON(extra, openapi3.EnableJSONSchema2020()); err == nil {
+		t.Fatal("an order with an undocumented field passes the closed Order schema")
+	}
+
+	want := func(resp *http.Response, b []byte, status int) {
+		t.Helper()
+		if resp.StatusCode != status {
+			t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, b)
+		}
+	}
+	sc.do(call{method: "GET", path: "/healthz"})
+	sc.do(call{method: "GET", path: "/readyz"})
+	resp, b := sc.do(call{as: "admin", method: "GET", path: "/v1/status"})
+	want(resp, b, http.StatusOK)
+
+	// Submit and wait: the finished order, with encoded output and stdin.
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders?wait=20", body: map[string]any{
+		"host": "h1", "command": "sh", "args": []string{"-c", "cat; echo err >&2"},
+		"stdin": map[string]any{"content": "aGVsbG8K", "encode": "base64"}, "env": map[string]string{"A": "1"},
+		"stdout": map[string]any{"capture": true, "encode": "base85"}, "timeout_seconds": 10, "correlation_id": "c1"}})
+	want(resp, b, http.StatusOK)
+	done := decodeAs[api.Order](t, b)
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "echo", "args": []string{"hi"}},
+		hdr: []string{"Prefer", "wait=20", "Idempotency-Key", "k-1"}})
+	want(resp, b, http.StatusOK)
+	sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "echo", "args": []string{"other"}},
+		hdr: []string{"Idempotency-Key", "k-1"}}) // 422 idempotency_key_reused
+
+	// Queued (no worker for "offline"), then canceled.
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "offline", "command": "true", "expires_in_seconds": 600}})
+	want(resp, b, http.StatusAccepted)
+	queued := decodeAs[api.Order](t, b)
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders/" + queued.ID.String() + "/cancel", body: map[string]any{"signal": "SIGINT"}})
+	want(resp, b, http.StatusOK)
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders/" + done.ID.String() + "/cancel"})
+	want(resp, b, http.StatusConflict)
+
+	// A running order signalled, then followed to its end.
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "sleep", "args": []string{"30"}}})
+	want(resp, b, http.StatusAccepted)
+	running := decodeAs[api.Order](t, b)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, b = sc.do(call{as: "alice", method: "GET", path: "/v1/orders/" + running.ID.String()})
+		if decodeAs[api.Order](t, b).Status == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order never ran: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts/h1"})
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders/" + running.ID.String() + "/cancel", body: map[string]any{"signal": "SIGKILL"}})
+	want(resp, b, http.StatusAccepted)
+	sc.do(call{as: "alice", method: "GET", path: "/v1/orders/" + running.ID.String() + "/events"})
+	sc.do(call{as: "alice", method: "GET", path: "/v1/orders/" + done.ID.String() + "/events"})
+	sc.do(call{as: "alice", method: "GET", path: "/v1/orders/" + done.ID.String() + "/events", hdr: []string{"Last-Event-ID", "1"}})
+
+	// Fan-out: one host with a worker, one without; then the batch.
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"hosts": []string{"h1", "offline"}, "command": "true"}})
+	want(resp, b, http.StatusAccepted)
+	batch := decodeAs[api.Batch](t, b)
+	sc.do(call{as: "alice", method: "GET", path: "/v1/batches/" + batch.BatchID.String()})
+	sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"hosts": []string{"zz-*"}, "command": "true"}}) // 422
+
+	// Reads.
+	resp, b = sc.do(call{as: "alice", method: "GET", path: "/v1/orders?limit=1&status=succeeded,failed&host=h1&since=2000-01-01T00:00:00Z"})
+	want(resp, b, http.StatusOK)
+	page := decodeAs[api.OrderList](t, b)
+	if page.NextCursor == nil {
+		t.Fatalf("no next_cursor: %s", b)
+	}
+	sc.do(call{as: "alice", method: "GET", path: "/v1/orders?cursor=" + *page.NextCursor})
+	sc.do(call{as: "admin", method: "GET", path: "/v1/orders?principal=alice&batch=" + batch.BatchID.String()})
+	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts"})
+	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts/offline"})
+
+	// Refusals, each in the error envelope with its stable code.
+	for _, c := range []call{
+		{method: "GET", path: "/v1/orders"},                                                                                                                                  // 401
+		{as: "bob", method: "GET", path: "/v1/orders/" + done.ID.String()},                                                                                                   // 404: not bob's
+		{as: "bob", method: "POST", path: "/v1/orders/" + queued.ID.String() + "/cancel"},                                                                                    // 403
+		{as: "alice", method: "GET", path: "/v1/orders/not-a-uuid"},                                                                                                          // 404
+		{as: "alice", method: "GET", path: "/v1/batches/not-a-uuid"},                                                                                                         // 404
+		{as: "alice", method: "GET", path: "/v1/hosts/nosuch"},                                                                                                               // 404
+		{as: "alice", method: "GET", path: "/v1/orders?status=bogus", invalid: true},                                                                                         // 400
+		{as: "alice", method: "GET", path: "/v1/orders?limit=0", invalid: true},                                                                                              // 400
+		{as: "alice", method: "GET", path: "/v1/hosts/bad.name", invalid: true},                                                                                              // 400
+		{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1"`, invalid: true},                                                                               // 400
+		{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "true", "Command": "x"}, invalid: true},                              // 400
+		{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "true"}, hdr: []string{"Content-Type", "text/plain"}, invalid: true}, // 415
+		{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": strings.Repeat("x", 2<<20)}, invalid: true},                          // 413
+		{as: "alice", method: "POST", path: "/v1/orders?wait=soon", body: map[string]any{"host": "h1", "command": "true"}, invalid: true},                                    // 400
+		{as: "alice", method: "POST", path: "/v1/orders/" + done.ID.String() + "/cancel", body: map[string]any{"signal": "SIGWINCH"}, invalid: true},                         // 400
+		{as: "alice", method: "GET", path: "/v1/orders/" + done.ID.String() + "/events", hdr: []string{"Last-Event-ID", "x"}, invalid: true},                                 // 400
+		{as: "alice", method: "POST", path: "/v1/admin/reload"},                                                                                                              // 403: not an admin
+		{as: "admin", method: "POST", path: "/v1/admin/reload"},                                                                                                              // 503: this server cannot reload
+	} {
+		resp, b := sc.do(c)
+		if resp.StatusCode < 400 {
+			t.Errorf("%s %s: %d, want a refusal: %s", c.method, c.path, resp.StatusCode, b)
+		}
+	}
+}
