@@ -333,7 +333,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 				MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup})
 		})
 	}
-	res := w.exec.Run(execCtx, req, signals)
+	var res executor.Result
+	if prep.Native != nil {
+		res = prep.Native(execCtx) // an action's systemd verb over D-Bus: no process
+	} else {
+		res = w.exec.Run(execCtx, req, signals)
+	}
 	return finishOf(res), res.Duration
 }
 

@@ -305,7 +305,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
-	hp, err := hostpolicy.NewWithRunbooks(cfg.Worker, cfg.Runbooks)
+	hp, err := hostpolicy.FromConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("worker policy: %w", err)
 	}
@@ -315,7 +315,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		// Built before the reload commits: a worker section this host
 		// cannot use refuses the whole reload, API included.
 		reloads.AddPreparer("worker host policy", func(_ context.Context, c config.Config) (func(), error) {
-			hp, err := hostpolicy.NewWithRunbooks(c.Worker, c.Runbooks)
+			hp, err := hostpolicy.FromConfig(c)
 			if err != nil {
 				return nil, fmt.Errorf("worker policy: %w", err)
 			}

@@ -8,6 +8,7 @@
 package hostpolicy
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/user"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/worker/executor"
@@ -45,6 +47,10 @@ type Policy struct {
 	cgroupNote   string
 	// scripts is what script orders may do (script.go).
 	scripts scriptPolicy
+	// actions are this worker's own actions (action.go); systemdRun runs
+	// their native verbs (nil: over D-Bus).
+	actions    *action.Set
+	systemdRun SystemdRunner
 	// euid and self are the worker's own identity. They are fields, not
 	// calls, so that tests can play an unprivileged worker.
 	euid int
@@ -66,6 +72,9 @@ type Prepared struct {
 	// not run): it removes what Prepare made for it, a script's run
 	// directory.
 	Cleanup func()
+	// Native, when set, is run instead of Req: an action's systemd verb
+	// over D-Bus, with no process (action.go).
+	Native func(ctx context.Context) executor.Result
 }
 
 // New compiles cfg into a Policy. It fails on a relative or empty
@@ -173,6 +182,9 @@ func compileAll(key string, patterns []string) ([]*regexp.Regexp, error) {
 func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
 	if o.Kind == order.KindScript {
 		return p.prepareScript(o)
+	}
+	if o.Kind == order.KindAction {
+		return p.prepareAction(o)
 	}
 	if o.Kind != "" && o.Kind != order.KindExec {
 		return nil, order.FieldError(order.CodeUnprocessable, "kind", "the worker's host policy only prepares exec orders, not %q", o.Kind)

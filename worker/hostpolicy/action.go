@@ -1,0 +1,180 @@
+package hostpolicy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/action"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/systemd"
+)
+
+// FromConfig is the whole host policy of a worker: its worker section,
+// its runbook settings and its own actions. Actions that do not compile
+// are an error, so a worker never runs with a partial set.
+func FromConfig(c config.Config) (*Policy, error) {
+	p, err := NewWithRunbooks(c.Worker, c.Runbooks)
+	if err != nil {
+		return nil, err
+	}
+	if p.actions, err = action.New(c.Actions); err != nil {
+		return nil, fmt.Errorf("actions: %w", err)
+	}
+	return p, nil
+}
+
+// SystemdRunner runs a native verb; systemd.Run, or a stand-in in tests
+// that must prove nothing reached D-Bus.
+type SystemdRunner func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error)
+
+// SetSystemdRunner replaces how native verbs run (tests); call it before
+// the policy is used.
+func (p *Policy) SetSystemdRunner(r SystemdRunner) { p.systemdRun = r }
+
+// prepareAction renders an action order from this worker's own config:
+// the action must be one it knows, allowed on this host, and every value
+// must pass its own param rules, whatever the API accepted. A command
+// then runs like an exec order; a systemd verb becomes Prepared.Native.
+func (p *Policy) prepareAction(o *order.Order) (*Prepared, error) {
+	a := o.Action
+	if a == nil {
+		return nil, order.FieldError(order.CodeInvalid, "action", "the order carries no action")
+	}
+	d := p.actions.Lookup(a.Name)
+	if d == nil {
+		return nil, order.FieldError(order.CodeForbidden, "action", "this host's config has no action %q", truncate(a.Name))
+	}
+	if !d.AllowsHost(o.Host) {
+		return nil, order.FieldError(order.CodeForbidden, "host", "this host's config does not allow action %s on host %s", d.Name, o.Host)
+	}
+	values := maps.Clone(a.Params)
+	if values == nil {
+		values = map[string]string{}
+	}
+	maps.Copy(values, a.Secrets)
+	r, err := d.Render(values)
+	if err != nil {
+		return nil, err
+	}
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = o.Timeout
+	}
+	if timeout <= 0 {
+		timeout = order.DefaultLimits().DefaultTimeout
+	}
+	if r.Verb != "" {
+		return p.prepareNative(d, r, timeout), nil
+	}
+	return p.prepareActionCommand(o, d, r, timeout)
+}
+
+// prepareNative is a systemd verb: no process, no shell; the worker waits
+// for the job and records its result, the unit's new state and its
+// invocation id as the order's stdout (JSON).
+func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.Duration) *Prepared {
+	run := p.systemdRun
+	if run == nil {
+		run = systemd.Run
+	}
+	bus := p.actions.Bus()
+	return &Prepared{ResolvedPath: "systemd:" + r.Verb + ":" + r.Unit, Native: func(ctx context.Context) executor.Result {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		start := time.Now()
+		out, err := run(ctx, bus, r.Verb, r.Unit)
+		res := executor.Result{Duration: time.Since(start), GroupGone: true}
+		body, _ := json.Marshal(out)
+		body = append(body, '\n')
+		sum := sha256.Sum256(body)
+		res.Stdout = order.Output{Content: body, Bytes: int64(len(body)), SHA256: sum[:]}
+		empty := sha256.Sum256(nil)
+		res.Stderr = order.Output{SHA256: empty[:]}
+		code := 0
+		switch {
+		case err != nil && ctx.Err() == context.DeadlineExceeded:
+			res.TimedOut = true
+			code = 1
+			res.Stderr = textOutput(err.Error())
+		case err != nil:
+			res.StartErr = fmt.Errorf("systemd: %w", err)
+			return res
+		case out.JobResult != "done":
+			code = 1
+			res.Stderr = textOutput(fmt.Sprintf("systemd job %d (%s %s) ended %q\n", out.JobID, r.Verb, r.Unit, out.JobResult))
+		}
+		res.ExitCode = &code
+		return res
+	}}
+}
+
+// textOutput is a captured stream holding s.
+func textOutput(s string) order.Output {
+	sum := sha256.Sum256([]byte(s))
+	return order.Output{Content: []byte(s), Bytes: int64(len(s)), SHA256: sum[:]}
+}
+
+// prepareActionCommand runs the rendered argv like an exec order: argv[0]
+// resolved in command_path, the action's run_as (which this host must
+// allow), a clean environment plus the action's env, the same limits and
+// containment. worker.allow, deny and forbidden_chars govern what clients
+// type, not the operator's own templates, so they do not apply.
+func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.Rendered, timeout time.Duration) (*Prepared, error) {
+	cmd, err := p.resolve(r.Argv[0])
+	if err != nil {
+		return nil, err
+	}
+	u, err := p.runAs(d.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	home := u.home()
+	env, err := p.environment(nil, u.name, home)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Env)) {
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
+		env = append(env, name+"="+r.Env[name])
+	}
+	dir := home
+	if p.execRoot != "" {
+		dir = p.execRoot
+	}
+	req := executor.Request{
+		Path:          cmd.realPath,
+		Argv:          slices.Clone(r.Argv),
+		Env:           env,
+		Dir:           dir,
+		Timeout:       timeout,
+		KillGrace:     p.killGrace,
+		Credential:    u.credential,
+		MaxOutput:     p.maxOutput,
+		CaptureStdout: o.CaptureStdout,
+		CaptureStderr: o.CaptureStderr,
+	}
+	if p.cgroupParent != "" {
+		req.CgroupParent = p.cgroupParent
+		req.CgroupName = orderCgroupName(o.ID)
+	}
+	if u.sudo {
+		sudo, err := p.lookup("sudo")
+		if err != nil {
+			return nil, order.FieldError(order.CodeUnprocessable, "run_as",
+				"running as %s needs sudo, which is not in this host's command_path", u.name)
+		}
+		// sudo -n never prompts; --preserve-env is not used, so the
+		// action's env reaches the command only for a root worker.
+		req.Path = sudo.realPath
+		req.Argv = append([]string{"sudo", "-n", "-u", u.name, "--", cmd.resolvedPath}, r.Argv[1:]...)
+	}
+	return &Prepared{Req: req, ResolvedPath: cmd.resolvedPath, User: u.name}, nil
+}

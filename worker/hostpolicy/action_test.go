@@ -1,0 +1,105 @@
+package hostpolicy
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/systemd"
+)
+
+func actionPolicy(t *testing.T, defs ...config.Action) (*Policy, *int) {
+	t.Helper()
+	c := config.Default()
+	c.Worker.CommandPath = []string{"/usr/bin", "/bin"}
+	c.Actions.Definitions = defs
+	p, err := FromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := new(int)
+	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
+		*calls++
+		return systemd.Outcome{Unit: unit, Verb: verb, JobResult: "done", ActiveState: "active"}, nil
+	})
+	return p, calls
+}
+
+var restartDef = config.Action{Name: "restart", Hosts: []string{"web-*"}, Roles: []string{"ops"},
+	Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+	Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}
+
+func actionOrder(host, name string, params map[string]string) *order.Order {
+	return &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: host, Command: "action:" + name,
+		Action: &order.Action{Name: name, Params: params}, CaptureStdout: true, CaptureStderr: true}
+}
+
+// TestWorkerRefusesWhatItsConfigDoesNot: the API's config may allow
+// more than the worker's (another version, a compromised API); the worker
+// renders from its own, and refuses an action it does not know, a host it
+// does not allow or a value its rules refuse. A refused native verb never
+// reaches D-Bus.
+func TestWorkerRefusesWhatItsConfigDoesNot(t *testing.T) {
+	p, calls := actionPolicy(t, restartDef)
+	cases := map[string]*order.Order{
+		"unknown action":       actionOrder("web-1", "reboot", map[string]string{"id": "0042"}),
+		"host not allowed":     actionOrder("db-1", "restart", map[string]string{"id": "0042"}),
+		"value fails pattern":  actionOrder("web-1", "restart", map[string]string{"id": "42"}),
+		"value injects":        actionOrder("web-1", "restart", map[string]string{"id": "0042.service dbus"}),
+		"value traverses":      actionOrder("web-1", "restart", map[string]string{"id": "../../x"}),
+		"value with a newline": actionOrder("web-1", "restart", map[string]string{"id": "0042\n"}),
+		"unknown param":        actionOrder("web-1", "restart", map[string]string{"id": "0042", "unit": "dbus.service"}),
+		"missing param":        actionOrder("web-1", "restart", nil),
+		"no action":            {ID: order.NewID(), Kind: order.KindAction, Host: "web-1", Command: "action:x"},
+	}
+	for name, o := range cases {
+		prep, err := p.Prepare(o)
+		if err == nil {
+			t.Errorf("%s: prepared %+v", name, prep)
+			continue
+		}
+		if c := order.ErrorCode(err); c == order.CodeInternal {
+			t.Errorf("%s: %v is not an order error", name, err)
+		}
+	}
+	if *calls != 0 {
+		t.Errorf("refused orders reached D-Bus %d times", *calls)
+	}
+
+	prep, err := p.Prepare(actionOrder("web-1", "restart", map[string]string{"id": "0042"}))
+	if err != nil || prep.Native == nil {
+		t.Fatalf("a valid run: %v %+v", err, prep)
+	}
+	res := prep.Native(t.Context())
+	if *calls != 1 || res.ExitCode == nil || *res.ExitCode != 0 || !strings.Contains(string(res.Stdout.Content), `"unit":"example@0042.service"`) {
+		t.Errorf("native run: calls %d, exit %v, stdout %s", *calls, res.ExitCode, res.Stdout.Content)
+	}
+}
+
+// TestActionCommandRuns renders a command action and runs it through the
+// real executor: each value is exactly one argv element, the secret
+// reaches the command's environment only.
+func TestActionCommandRuns(t *testing.T) {
+	p, _ := actionPolicy(t, config.Action{Name: "show", Hosts: []string{"*"}, Principals: []string{"*"},
+		Params: []config.ActionParam{{Name: "word", Pattern: "[a-z ]+"}, {Name: "pw", Pattern: "[a-z0-9]+", Secret: true}},
+		Command: []string{"/bin/sh", "-c", `printf '%s|' "$@"; printf '%s' "$PW"`, "sh", "{word}", "x{word}y"},
+		Env:     []config.ActionEnv{{Name: "PW", Value: "{pw}"}}})
+	o := actionOrder("h", "show", map[string]string{"word": "a b"})
+	o.Action.Secrets = map[string]string{"pw": "hunter2"}
+	prep, err := p.Prepare(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range prep.Req.Argv {
+		if strings.Contains(a, "hunter2") {
+			t.Fatalf("secret in argv %q", prep.Req.Argv)
+		}
+	}
+	res := executor.New(nil).Run(t.Context(), prep.Req, nil)
+	if got, want := string(res.Stdout.Content), "a b|xa by|hunter2"; got != want {
+		t.Errorf("stdout %q, want %q (stderr %q, %v)", got, want, res.Stderr.Content, res.StartErr)
+	}
+}
