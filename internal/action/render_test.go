@@ -52,7 +52,7 @@ func TestRenderRefusesInjection(t *testing.T) {
 		{"restart", "id", "0042\n"},
 		{"restart", "id", "0042\nreboot"},
 		{"restart", "id", "../../etc"},
-		{"restart", "id", "٠٠٤٢"},   // Arabic-Indic digits
+		{"restart", "id", "٠٠٤٢"}, // Arabic-Indic digits
 		{"restart", "id", "００４２"}, // fullwidth digits
 		{"restart", "id", "0042\x00"},
 		{"restart", "id", long},
@@ -163,16 +163,25 @@ func TestNewRefusesUnsafeDefinitions(t *testing.T) {
 			Command: []string{"/bin/echo", "{id}"}}
 	}
 	cases := map[string]func(a *config.Action){
-		"string without pattern":  func(a *config.Action) { a.Params[0].Pattern = "" },
-		"bad regex":               func(a *config.Action) { a.Params[0].Pattern = "[" },
-		"unknown placeholder":     func(a *config.Action) { a.Command[1] = "{nope}" },
-		"stray brace":             func(a *config.Action) { a.Command[1] = "{id" },
-		"placeholder in argv[0]":  func(a *config.Action) { a.Command[0] = "/bin/{id}" },
-		"secret in argv":          func(a *config.Action) { a.Params[0].Secret = true },
-		"both command and verb":   func(a *config.Action) { a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "x@{id}.service"} },
-		"unit value alone":        func(a *config.Action) { a.Command = nil; a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "{id}"} },
-		"unit suffix from value":  func(a *config.Action) { a.Command = nil; a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "x@{id}"} },
-		"unknown verb":            func(a *config.Action) { a.Command = nil; a.Systemd = config.ActionSystemd{Verb: "kill", Unit: "x@{id}.service"} },
+		"string without pattern": func(a *config.Action) { a.Params[0].Pattern = "" },
+		"bad regex":              func(a *config.Action) { a.Params[0].Pattern = "[" },
+		"unknown placeholder":    func(a *config.Action) { a.Command[1] = "{nope}" },
+		"stray brace":            func(a *config.Action) { a.Command[1] = "{id" },
+		"placeholder in argv[0]": func(a *config.Action) { a.Command[0] = "/bin/{id}" },
+		"secret in argv":         func(a *config.Action) { a.Params[0].Secret = true },
+		"both command and verb":  func(a *config.Action) { a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "x@{id}.service"} },
+		"unit value alone": func(a *config.Action) {
+			a.Command = nil
+			a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "{id}"}
+		},
+		"unit suffix from value": func(a *config.Action) {
+			a.Command = nil
+			a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "x@{id}"}
+		},
+		"unknown verb": func(a *config.Action) {
+			a.Command = nil
+			a.Systemd = config.ActionSystemd{Verb: "kill", Unit: "x@{id}.service"}
+		},
 		"no hosts":                func(a *config.Action) { a.Hosts = nil },
 		"bad name":                func(a *config.Action) { a.Name = "A B" },
 		"enum without values":     func(a *config.Action) { a.Params[0] = config.ActionParam{Name: "id", Type: "enum"} },

@@ -84,7 +84,7 @@ func TestWorkerRefusesWhatItsConfigDoesNot(t *testing.T) {
 // reaches the command's environment only.
 func TestActionCommandRuns(t *testing.T) {
 	p, _ := actionPolicy(t, config.Action{Name: "show", Hosts: []string{"*"}, Principals: []string{"*"},
-		Params: []config.ActionParam{{Name: "word", Pattern: "[a-z ]+"}, {Name: "pw", Pattern: "[a-z0-9]+", Secret: true}},
+		Params:  []config.ActionParam{{Name: "word", Pattern: "[a-z ]+"}, {Name: "pw", Pattern: "[a-z0-9]+", Secret: true}},
 		Command: []string{"/bin/sh", "-c", `printf '%s|' "$@"; printf '%s' "$PW"`, "sh", "{word}", "x{word}y"},
 		Env:     []config.ActionEnv{{Name: "PW", Value: "{pw}"}}})
 	o := actionOrder("h", "show", map[string]string{"word": "a b"})

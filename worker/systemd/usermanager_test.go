@@ -1,0 +1,162 @@
+package systemd_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+	"github.com/orderly-run/orderly/worker/systemd"
+)
+
+// innerEnv marks the test process that runs inside the private mount
+// namespace, next to a real user manager.
+const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
+
+// setupScript starts a real systemd user manager in a private mount
+// namespace (a tmpfs on /run/systemd, so this machine's systemd state is
+// untouched; /run/systemd/system marks systemd as booted) with its own
+// session bus, installs the harmless template unit example@.service
+// (sleep infinity), runs the test binary ("$@") against it, and stops
+// both. It waits for the manager by asking it, up to 10 s.
+const setupScript = `set -eu
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/system
+D=$(mktemp -d)
+chmod 700 "$D"
+export XDG_RUNTIME_DIR="$D/run" HOME="$D/home"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+mkdir -p "$HOME/.config/systemd/user"
+printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
+	> "$HOME/.config/systemd/user/example@.service"
+dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --fork --print-pid > "$D/dbus.pid"
+export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
+/lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
+SD=$!
+cleanup() { kill "$SD" 2>/dev/null || true; kill "$(cat "$D/dbus.pid")" 2>/dev/null || true; wait "$SD" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+	st=$(systemctl --user is-system-running 2>/dev/null || true)
+	[ "$st" = running ] || [ "$st" = degraded ] && break
+	sleep 0.1
+done
+systemctl --user is-system-running || { cat "$D/systemd.log"; exit 1; }
+"$@"
+`
+
+// TestUserManager restarts example@0042.service on a real systemd user
+// manager over D-Bus and checks that its invocation id changed; and that
+// an action whose value the worker's rules refuse never reaches D-Bus.
+// It needs root (for the mount namespace), unshare, dbus-daemon and
+// systemd (scripts/ensure-dbus.sh installs them); under CI=true their
+// absence fails the test.
+func TestUserManager(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		userManagerInside(t)
+		return
+	}
+	var missing []string
+	for _, bin := range []string{"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	if len(missing) > 0 {
+		msg := "a systemd user manager needs " + strings.Join(missing, ", ") + " (scripts/ensure-dbus.sh)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", setupScript, "sh",
+		self, "-test.run", "^TestUserManager$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), innerEnv+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	t.Logf("inside the namespace:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("the user manager test failed: %v", err)
+	}
+	if !strings.Contains(out.String(), "--- PASS: TestUserManager") {
+		t.Fatal("the test inside the namespace did not pass")
+	}
+}
+
+func userManagerInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const unit = "example@0042.service"
+	first, err := systemd.Run(ctx, "user", "start", unit)
+	if err != nil || first.JobResult != "done" || first.ActiveState != "active" || first.InvocationID == "" {
+		t.Fatalf("start: %+v %v", first, err)
+	}
+
+	// The worker's own path: its config, bus = user, the action rendered
+	// from its own rules, the verb run as Prepared.Native.
+	c := config.Default()
+	c.Actions.Bus = "user"
+	c.Actions.Definitions = []config.Action{{Name: "restart-example", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}}
+	hp, err := hostpolicy.FromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: "h", Command: "action:restart-example",
+		Action: &order.Action{Name: "restart-example", Params: map[string]string{"id": "0042"}}}
+	prep, err := hp.Prepare(o)
+	if err != nil || prep.Native == nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	res := prep.Native(ctx)
+	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 0 {
+		t.Fatalf("restart: %+v stderr %s", res, res.Stderr.Content)
+	}
+	var got systemd.Outcome
+	if err := json.Unmarshal(res.Stdout.Content, &got); err != nil {
+		t.Fatalf("result %q: %v", res.Stdout.Content, err)
+	}
+	if got.JobResult != "done" || got.ActiveState != "active" || got.PreviousInvocationID != first.InvocationID ||
+		got.InvocationID == "" || got.InvocationID == first.InvocationID {
+		t.Fatalf("restart outcome %+v, first invocation %s: want done, active, a new invocation id", got, first.InvocationID)
+	}
+	t.Logf("restarted %s: invocation %s -> %s", unit, got.PreviousInvocationID, got.InvocationID)
+
+	units, err := systemd.ListUnits(ctx, "user", "example@*.service")
+	if err != nil || len(units) != 1 || units[0].Name != unit || units[0].ActiveState != "active" {
+		t.Fatalf("list units: %+v %v", units, err)
+	}
+
+	// A value the worker's rules refuse is rejected before any D-Bus
+	// call: no job, no new invocation.
+	for _, bad := range []string{"0042.service dbus", "../0042", "42", "0043\n"} {
+		o.Action.Params["id"] = bad
+		if prep, err := hp.Prepare(o); err == nil {
+			t.Errorf("id %q prepared %+v", bad, prep)
+		}
+	}
+	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.InvocationID != "" {
+		t.Errorf("example@0043.service ran: %+v", after)
+	}
+}
