@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
@@ -55,6 +57,7 @@ func newTokens() map[string]string {
 // intake running and, for the hosts asked for, real workers.
 type apiEnv struct {
 	t       *testing.T
+	opts    envOptions
 	dsn     string
 	natsURL string
 	store   *postgres.Store
@@ -69,6 +72,10 @@ type envOptions struct {
 	dsn    string
 	tokens map[string]string
 	hosts  []string
+	// actions are the API's actions and workerActions the workers' own
+	// (actions_test.go); logger, when set, replaces the test log.
+	actions, workerActions config.Actions
+	logger                 *slog.Logger
 }
 
 func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
@@ -80,7 +87,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	if opts.tokens == nil {
 		opts.tokens = newTokens()
 	}
-	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens}
+	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens, opts: opts}
 	pool, err := postgres.Open(ctx, e.dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -111,13 +118,19 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := testenv.Logger(t)
-	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
+	logger := e.logger()
+	acts, err := action.New(opts.actions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol },
+		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }}, logger)
 	srv := api.New(api.Deps{
 		Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
 		Auth:     func() api.Authenticator { return authn },
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		Status:   func() map[string]any { return map[string]any{} },
+		Actions:  &api.ActionDeps{Set: func() *action.Set { return acts }},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	e.url = hs.URL
@@ -149,11 +162,13 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 // until the test ends.
 func (e *apiEnv) startWorker(host string) {
 	e.t.Helper()
-	hp, err := hostpolicy.New(config.Default().Worker)
+	c := config.Default()
+	c.Actions = e.opts.workerActions
+	hp, err := hostpolicy.FromConfig(c)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	logger := testenv.Logger(e.t)
+	logger := e.logger()
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
 		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -170,6 +185,13 @@ func (e *apiEnv) startWorker(host string) {
 			e.t.Errorf("worker %s did not stop", host)
 		}
 	})
+}
+
+func (e *apiEnv) logger() *slog.Logger {
+	if e.opts.logger != nil {
+		return e.opts.logger
+	}
+	return testenv.Logger(e.t)
 }
 
 // do sends a request as principal (its token; "" sends none) with hdr as

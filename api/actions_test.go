@@ -1,0 +1,392 @@
+package api_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+func ptrTo[T any](v T) *T { return &v }
+
+// hashAction prints the SHA-256 of its secret: the command gets the value
+// (in its environment) and the test can tell, while the value itself
+// appears nowhere.
+var hashAction = config.Action{Name: "hash-secret", Hosts: []string{"act-*"}, Roles: []string{"ops"},
+	Params: []config.ActionParam{
+		{Name: "label", Pattern: "[a-z]{1,16}"},
+		{Name: "pw", Pattern: "[A-Za-z0-9]{8,64}", Secret: true},
+	},
+	Command: []string{"/bin/sh", "-c", `printf '%s:' "$1"; printf '%s' "$PW" | sha256sum | cut -c1-64`, "sh", "{label}"},
+	Env:     []config.ActionEnv{{Name: "PW", Value: "{pw}"}}}
+
+// lockedBuffer is a log sink shared by the API and the worker.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestActionSecretNeverStored runs an action with a secret param and then
+// looks for the secret everywhere it could have leaked: every table of
+// PostgreSQL (orders, events, the refusal audit…), the API's and the
+// worker's logs, every message on the bus, and the answers. The command
+// did get it: it prints its hash.
+func TestActionSecretNeverStored(t *testing.T) {
+	logs := &lockedBuffer{}
+	acts := config.Actions{Bus: "system", Definitions: []config.Action{hashAction}}
+	e := newAPIEnv(t, envOptions{hosts: []string{"act-1"}, actions: acts, workerActions: acts,
+		logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+
+	nc, err := nats.Connect(e.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var busMu sync.Mutex
+	var bus [][]byte
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		busMu.Lock()
+		defer busMu.Unlock()
+		bus = append(bus, append([]byte(m.Subject+" "), m.Data...))
+		for k, v := range m.Header {
+			bus = append(bus, []byte(k+": "+strings.Join(v, ",")))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	const secret = "Sup3rS3cretValue"
+	code, b := e.do("alice", "POST", "/v1/actions/hash-secret/run?wait=20",
+		map[string]any{"host": "act-1", "params": map[string]any{"label": "abc", "pw": secret}})
+	if code != 200 {
+		t.Fatalf("run: %d %s", code, b)
+	}
+	var o api.Order
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(secret))
+	if o.Status != "succeeded" || o.Result == nil || strings.TrimSpace(o.Result.Stdout.Content) != "abc:"+hex.EncodeToString(sum[:]) {
+		t.Fatalf("the command did not get the secret: %s", b)
+	}
+	if o.Kind != "action" || o.Command != "action:hash-secret" || o.Action == nil || o.Action.Params["label"] != "abc" ||
+		len(o.Action.SecretParams) != 1 || o.Action.SecretParams[0] != "pw" || len(o.Action.Params) != 1 {
+		t.Errorf("the order shows %+v %+v", o, o.Action)
+	}
+
+	// A refused run: the value fails its pattern; the refusal is audited
+	// and logged without it.
+	const badSecret = "bad;Secret Value"
+	code, b = e.do("alice", "POST", "/v1/actions/hash-secret/run",
+		map[string]any{"host": "act-1", "params": map[string]any{"label": "abc", "pw": badSecret}})
+	wantError(t, code, b, 422, "unprocessable")
+	if bytes.Contains(b, []byte("Secret Value")) {
+		t.Errorf("the refusal repeats the secret: %s", b)
+	}
+	// A run accepted by the API and then refused by nobody: read back.
+	code, b = e.do("alice", "GET", "/v1/orders/"+o.ID.String(), nil)
+	if code != 200 || bytes.Contains(b, []byte(secret)) {
+		t.Errorf("GET the order: %d %s", code, b)
+	}
+
+	for _, s := range []string{secret, badSecret, "Secret Value"} {
+		e.assertNotInDatabase(s)
+		if strings.Contains(logs.String(), s) {
+			t.Errorf("the logs hold %q", s)
+		}
+		busMu.Lock()
+		for _, m := range bus {
+			if bytes.Contains(m, []byte(s)) {
+				t.Errorf("a bus message holds %q: %.200s", s, m)
+			}
+		}
+		busMu.Unlock()
+	}
+	// The searches see what is there: the non-secret value is in the
+	// database, the order in the logs and on the bus.
+	if e.countInDatabase(o.ID.String()) == 0 || e.countInDatabase("label") == 0 {
+		t.Error("the database search finds nothing it should")
+	}
+	if !strings.Contains(logs.String(), o.ID.String()) {
+		t.Error("the log capture saw nothing of the order")
+	}
+	busMu.Lock()
+	if !bytes.Contains(bytes.Join(bus, nil), []byte(o.ID.String())) {
+		t.Error("the bus capture saw nothing of the order")
+	}
+	busMu.Unlock()
+}
+
+// assertNotInDatabase fails when any row of any table of the public
+// schema holds s, in any column (its text form).
+func (e *apiEnv) assertNotInDatabase(s string) {
+	e.t.Helper()
+	if n := e.countInDatabase(s); n > 0 {
+		e.t.Errorf("the database holds %q in %d row(s)", s, n)
+	}
+}
+
+// countInDatabase counts the rows of every table that hold s.
+func (e *apiEnv) countInDatabase(s string) int {
+	e.t.Helper()
+	total := 0
+	ctx := testenv.Context(e.t)
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = 'public'`)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(tables) < 5 {
+		e.t.Fatalf("tables %v: %v", tables, err)
+	}
+	for _, tbl := range tables {
+		var n int
+		q := fmt.Sprintf(`SELECT count(*) FROM %s t WHERE position($1 in t::text) > 0 OR position($2 in t::text) > 0`,
+			pgx.Identifier{tbl}.Sanitize())
+		// bytea columns show as hex in a row's text form.
+		if err := conn.QueryRow(ctx, q, s, hex.EncodeToString([]byte(s))).Scan(&n); err != nil {
+			e.t.Fatalf("search %s: %v", tbl, err)
+		}
+		if n > 0 {
+			e.t.Logf("table %s holds %.40q in %d row(s)", tbl, s, n)
+		}
+		total += n
+	}
+	return total
+}
+
+// TestActionRunValidation: what the API refuses up front, with the
+// failing param named; who sees which action.
+func TestActionRunValidation(t *testing.T) {
+	restart := config.Action{Name: "restart-example", Hosts: []string{"web-*"}, Principals: []string{"bob"},
+		Confirm: true, Params: []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}", Units: "example@*.service"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}
+	count := config.Action{Name: "count", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "n", Type: "int", Min: ptrTo[int64](1), Max: ptrTo[int64](5)}},
+		Command: []string{"/bin/echo", "{n}"}}
+	acts := config.Actions{Bus: "system", Definitions: []config.Action{hashAction, restart, count}}
+	e := newAPIEnv(t, envOptions{actions: acts})
+
+	names := func(as string) []string {
+		code, b := e.do(as, "GET", "/v1/actions", nil)
+		var l struct{ Actions []api.ActionView }
+		if code != 200 || json.Unmarshal(b, &l) != nil {
+			t.Fatalf("list as %s: %d %s", as, code, b)
+		}
+		var out []string
+		for _, a := range l.Actions {
+			out = append(out, a.Name)
+		}
+		return out
+	}
+	if got := strings.Join(names("alice"), ","); got != "hash-secret,count" {
+		t.Errorf("alice sees %s", got)
+	}
+	if got := strings.Join(names("bob"), ","); got != "hash-secret,restart-example,count" {
+		t.Errorf("bob sees %s", got)
+	}
+	if got := names("auditor"); len(got) != 0 {
+		t.Errorf("auditor sees %v", got)
+	}
+	code, b := e.do("bob", "GET", "/v1/actions/restart-example", nil)
+	var v api.ActionView
+	if code != 200 || json.Unmarshal(b, &v) != nil || v.Kind != "systemd" || v.Unit != "example@{id}.service" || !v.Confirm ||
+		len(v.Params) != 1 || v.Params[0].Units != "example@*.service" || !v.Params[0].Required {
+		t.Errorf("GET restart-example: %d %s", code, b)
+	}
+
+	run := func(as, name string, body any) (int, []byte) {
+		return e.do(as, "POST", "/v1/actions/"+name+"/run", body)
+	}
+	code, b = e.do("alice", "GET", "/v1/actions/restart-example", nil)
+	wantError(t, code, b, 404, "not_found")
+	code, b = run("alice", "restart-example", map[string]any{"host": "web-1", "params": map[string]any{"id": "0042"}})
+	wantError(t, code, b, 404, "not_found")
+	code, b = run("alice", "nope", map[string]any{"host": "web-1"})
+	wantError(t, code, b, 404, "not_found")
+	code, b = run("bob", "restart-example", map[string]any{"host": "db-1", "params": map[string]any{"id": "0042"}})
+	wantError(t, code, b, 403, "forbidden")
+	code, b = run("bob", "restart-example", map[string]any{"host": "web 1", "params": map[string]any{"id": "0042"}})
+	wantError(t, code, b, 400, "invalid_request")
+	code, b = run("bob", "restart-example", map[string]any{"host": "web-1", "params": map[string]any{"id": "0042", "x": 1}, "command": "reboot"})
+	wantError(t, code, b, 400, "invalid_request") // unknown field
+	for _, c := range []struct {
+		name   string
+		params map[string]any
+		param  string
+	}{
+		{"restart-example", map[string]any{"id": "0042;reboot"}, "id"},
+		{"restart-example", map[string]any{"id": "0042\n"}, "id"},
+		{"restart-example", map[string]any{"id": 42}, "id"},
+		{"restart-example", map[string]any{}, "id"},
+		{"restart-example", map[string]any{"id": "0042", "unit": "dbus.service"}, "unit"},
+		{"restart-example", map[string]any{"id": nil}, "id"},
+		{"restart-example", map[string]any{"id": []string{"0042"}}, "id"},
+		{"count", map[string]any{"n": 6}, "n"},
+		{"count", map[string]any{"n": 1.5}, "n"},
+		{"count", map[string]any{"n": "03"}, "n"},
+		{"count", map[string]any{"n": true}, "n"},
+	} {
+		code, b := run("bob", c.name, map[string]any{"host": "web-1", "params": c.params})
+		var eb api.ErrorBody
+		if code != 422 || json.Unmarshal(b, &eb) != nil || eb.Error.Details["param"] != c.param {
+			t.Errorf("%s %v: %d %s, want 422 naming %s", c.name, c.params, code, b, c.param)
+		}
+	}
+	// Accepted: 202, an ordinary order (no worker serves web-1 here).
+	code, b = run("bob", "restart-example", map[string]any{"host": "web-1", "params": map[string]any{"id": "0042"}})
+	var o api.Order
+	if code != 202 || json.Unmarshal(b, &o) != nil || o.Status != "queued" || o.Action.Params["id"] != "0042" ||
+		o.Policy.Decision != "allow" || len(o.Policy.Matched) != 1 || o.Policy.Matched[0] != "action:restart-example:principal=bob" {
+		t.Fatalf("run: %d %s", code, b)
+	}
+	// Without a lister, choices are 503; an unknown host 400; a host not
+	// in the action's 403.
+	code, b = e.do("bob", "GET", "/v1/actions/restart-example/choices?host=web-1", nil)
+	wantError(t, code, b, 503, "unavailable")
+	code, b = e.do("bob", "GET", "/v1/actions/restart-example/choices?host=db-1", nil)
+	wantError(t, code, b, 403, "forbidden")
+	// A plain order cannot claim to be an action.
+	code, b = e.do("bob", "POST", "/v1/orders", map[string]any{"kind": "action", "host": "web-1", "command": "action:restart-example"})
+	wantError(t, code, b, 422, "unprocessable")
+}
+
+// TestActionLimits: at most runs per window across concurrent submitters
+// (the database serializes them), and at most concurrent_per_host
+// queued or running per host, answered 429 with a retry time.
+func TestActionLimits(t *testing.T) {
+	burst := config.Action{Name: "burst", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Command: []string{"/bin/true"}, Limit: config.ActionLimit{Runs: 3, Per: time.Minute}}
+	one := config.Action{Name: "one-at-a-time", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Command: []string{"/bin/true"}, Limit: config.ActionLimit{ConcurrentPerHost: 1}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{burst, one}}})
+
+	const tries = 8
+	codes := make(chan int, tries)
+	bodies := make(chan []byte, tries)
+	var wg sync.WaitGroup
+	for i := range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			as := []string{"alice", "bob"}[i%2]
+			code, b := e.do(as, "POST", "/v1/actions/burst/run", map[string]any{"host": fmt.Sprintf("lim-%d", i)})
+			codes <- code
+			bodies <- b
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	close(bodies)
+	accepted, limited := 0, 0
+	for code := range codes {
+		b := <-bodies
+		switch code {
+		case 202:
+			accepted++
+		case 429:
+			limited++
+			var eb api.ErrorBody
+			if json.Unmarshal(b, &eb) != nil || eb.Error.Details["reason"] != "action_limit" {
+				t.Errorf("429 body %s", b)
+			}
+			if s, _ := eb.Error.Details["retry_after_seconds"].(float64); s < 1 || s > 60 {
+				t.Errorf("retry_after_seconds %v", eb.Error.Details["retry_after_seconds"])
+			}
+		default:
+			t.Errorf("unexpected %d %s", code, b)
+		}
+	}
+	if accepted != 3 || limited != tries-3 {
+		t.Errorf("%d accepted, %d limited; want 3 and %d", accepted, limited, tries-3)
+	}
+
+	// No worker serves these hosts, so a run stays queued: the second on
+	// the same host is refused, another host is free.
+	code, b := e.do("alice", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-1"})
+	if code != 202 {
+		t.Fatalf("first: %d %s", code, b)
+	}
+	code, b = e.do("bob", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-1"})
+	wantError(t, code, b, 429, "rate_limited")
+	code, b = e.do("bob", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-2"})
+	if code != 202 {
+		t.Fatalf("another host: %d %s", code, b)
+	}
+	// A retry with the same Idempotency-Key is answered with its order,
+	// not refused by the limit it set.
+	code, b = e.do("alice", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-3"}, "Idempotency-Key", "k1")
+	code2, b2 := e.do("alice", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-3"}, "Idempotency-Key", "k1")
+	var o1, o2 api.Order
+	if code != 202 || code2 != 202 || json.Unmarshal(b, &o1) != nil || json.Unmarshal(b2, &o2) != nil || o1.ID != o2.ID {
+		t.Errorf("idempotent retry: %d %s / %d %s", code, b, code2, b2)
+	}
+}
+
+// TestWorkerRejectsWhatTheAPIAllowed: the API's config allows a value
+// (and an action) the worker's own config does not; the order is
+// accepted and the worker ends it rejected, running nothing.
+func TestWorkerRejectsWhatTheAPIAllowed(t *testing.T) {
+	loose := config.Action{Name: "echo", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "word", Pattern: "[a-z;]+"}},
+		Command: []string{"/bin/echo", "{word}"}}
+	strict := loose
+	strict.Params = []config.ActionParam{{Name: "word", Pattern: "[a-z]+"}}
+	apiOnly := config.Action{Name: "api-only", Hosts: []string{"*"}, Roles: []string{"ops"}, Command: []string{"/bin/true"}}
+	e := newAPIEnv(t, envOptions{hosts: []string{"wr-1"},
+		actions:       config.Actions{Bus: "system", Definitions: []config.Action{loose, apiOnly}},
+		workerActions: config.Actions{Bus: "system", Definitions: []config.Action{strict}}})
+
+	for _, c := range []struct {
+		name   string
+		params map[string]any
+		reason string
+	}{
+		{"echo", map[string]any{"word": "abc;def"}, "params.word"},
+		{"api-only", nil, "no action"},
+	} {
+		code, b := e.do("alice", "POST", "/v1/actions/"+c.name+"/run?wait=20", map[string]any{"host": "wr-1", "params": c.params})
+		var o api.Order
+		if code != 200 || json.Unmarshal(b, &o) != nil || o.Status != "rejected" || o.Result == nil || o.Result.Error == nil ||
+			!strings.Contains(*o.Result.Error, strings.TrimPrefix(c.reason, "params.")) || o.StartedAt == nil {
+			t.Errorf("%s: %d %s", c.name, code, b)
+		}
+	}
+	code, b := e.do("alice", "POST", "/v1/actions/echo/run?wait=20", map[string]any{"host": "wr-1", "params": map[string]any{"word": "abc"}})
+	var o api.Order
+	if code != 200 || json.Unmarshal(b, &o) != nil || o.Status != "succeeded" || o.Result.Stdout.Content != "abc\n" {
+		t.Errorf("a value both allow: %d %s", code, b)
+	}
+}
