@@ -65,11 +65,15 @@ func (s *Server) runbookSource() (*runbook.Source, config.Runbooks, error) {
 
 // pathRunbook loads the runbook named by the {name} path parameter.
 func (s *Server) pathRunbook(r *http.Request) (*runbook.Runbook, *runbook.Source, config.Runbooks, error) {
+	return s.loadRunbook(chi.URLParam(r, "name"))
+}
+
+// loadRunbook loads the runbook file name of runbooks.dir.
+func (s *Server) loadRunbook(name string) (*runbook.Runbook, *runbook.Source, config.Runbooks, error) {
 	src, cfg, err := s.runbookSource()
 	if err != nil {
 		return nil, nil, cfg, err
 	}
-	name := chi.URLParam(r, "name")
 	rb, err := src.Load(name)
 	if errors.Is(err, runbook.ErrNotFound) {
 		return nil, nil, cfg, notFound("Runbook not found: " + printableName(name))

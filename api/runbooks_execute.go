@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -31,16 +33,9 @@ func runbookCommand(file string) string { return "runbook:" + file }
 // becomes an order of kind script through the one intake path
 // (authenticate, validate, authorize, record, publish) and the answer is
 // that order's, as POST /v1/orders answers (202, or with ?wait the
-// finished order; GET /v1/orders/{id}/events streams its output). Checks
-// run in stage0's order: recursion, claims, validation.
+// finished order; GET /v1/orders/{id}/events streams its output).
 func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
-	set := s.Settings()
-	wait, err := waitOf(r, set.MaxWait)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	rb, src, cfg, err := s.pathRunbook(r)
+	wait, err := waitOf(r, s.Settings().MaxWait)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -50,111 +45,23 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	p := principalOf(r)
-	chain := chainOf(r)
-	if slices.Contains(chain.stack, rb.File) {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnprocessable,
-			Message: fmt.Sprintf("Recursion detected: Runbook %s already in execution chain: %s", rb.File, pythonList(chain.stack)),
-			Details: map[string]any{"reason": "runbook_recursion", "stack": chain.stack}})
-		return
-	}
-	if len(chain.stack) >= cfg.MaxDepth {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnprocessable,
-			Message: fmt.Sprintf("Recursion depth limit exceeded: %d (max: %d)", len(chain.stack), cfg.MaxDepth),
-			Details: map[string]any{"reason": "runbook_depth", "stack": chain.stack}})
-		return
-	}
-	host := req.Host
-	if host == "" {
-		host = cfg.Host
-	}
-	if host == "" {
-		s.writeError(w, r, order.FieldError(order.CodeUnprocessable, "host", "name a host, or set runbooks.host"))
-		return
-	}
-	if slices.Contains(chain.hosts, host) {
-		// A host runs one order at a time: a sub-runbook queued behind
-		// the parent that waits for it would wait until the parent's
-		// timeout.
-		s.writeError(w, r, &order.Error{Code: order.CodeConflict,
-			Message: fmt.Sprintf("host %s is running a runbook of this chain; a sub-runbook must run on another host", host),
-			Details: map[string]any{"reason": "runbook_host_busy", "hosts": chain.hosts}})
-		return
-	}
-	timeout := cfg.Timeout
 	if req.TimeoutSeconds < 0 || math.IsNaN(req.TimeoutSeconds) || req.TimeoutSeconds > 1e9 {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must be a positive number of seconds"))
 		return
 	}
-	if req.TimeoutSeconds > 0 {
-		timeout = time.Duration(req.TimeoutSeconds * float64(time.Second))
+	c := chainOf(r)
+	source := "rest"
+	if c.Delegated {
+		source = "runbook"
 	}
-	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Host: host, Command: runbookCommand(rb.File),
-		CaptureStdout: true, CaptureStderr: true, Timeout: timeout, RunAs: req.RunAs, Principal: p.Name,
-		Source: "rest", CorrelationID: chain.correlation,
-		Script: &order.Script{Runbook: rb.File, SHA256: rb.SHA256}}
-	if chain.delegated {
-		o.Source = "runbook"
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
 	}
-	if msg := rb.CheckClaims(runbook.OpExecute, claimsOf(p)); msg != "" {
-		o.EnvNames = slices.Sorted(maps.Keys(env))
-		if err := s.Runbooks.Store.RecordRefusedRun(r.Context(), o, msg); err != nil {
-			s.logger.Error("record refused runbook run", "order_id", o.ID, "runbook", rb.File, "error", err)
-		}
-		s.writeError(w, r, &order.Error{Code: order.CodeForbidden, Message: msg,
-			Details: map[string]any{"reason": "runbook_claims", "order_id": o.ID}})
-		return
-	}
-	if problems := rb.Judge(env, src.Exists); len(problems) > 0 {
-		s.writeError(w, r, invalidRunbook(rb, problems))
-		return
-	}
-	files, err := src.Inputs(rb, cfg.MaxInputBytes-int64(len(rb.Script)))
+	final, err := s.RunRunbook(r.Context(), principalOf(r), RunbookRun{File: chi.URLParam(r, "name"), Env: env,
+		Host: req.Host, Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)), RunAs: req.RunAs,
+		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait})
 	if err != nil {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnprocessable, Message: err.Error(),
-			Details: map[string]any{"reason": "runbook_inputs"}, Err: err})
-		return
-	}
-	o.Script.Body = []byte(rb.Script)
-	for _, f := range files {
-		o.Script.Files = append(o.Script.Files, order.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
-	}
-	if int64(o.Script.Size()) > cfg.MaxInputBytes {
-		s.writeError(w, r, order.FieldError(order.CodeTooLarge, "script",
-			"the script and its input files are larger than runbooks.max_input_bytes (%d bytes)", cfg.MaxInputBytes))
-		return
-	}
-
-	token, err := delegationToken()
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	stack := append(slices.Clone(chain.stack), rb.File)
-	base := cfg.APIURL
-	if base == "" {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		base = scheme + "://" + r.Host
-	}
-	o.Env = runbookEnv(env, token, chain.correlation, strings.TrimRight(base, "/")+"/v1/runbooks", pythonJSONList(stack))
-	o.EnvNames = slices.Sorted(maps.Keys(o.Env))
-	d := postgres.Delegation{OrderID: o.ID, Principal: p.Name, Kind: p.Kind, Roles: p.Roles, Claims: p.Claims,
-		CorrelationID: chain.correlation, Stack: stack, Hosts: append(slices.Clone(chain.hosts), host)}
-	if err := s.Runbooks.Store.InsertDelegation(r.Context(), token, d); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	final, err := s.SubmitOrder(r.Context(), p, o, wait)
-	if err != nil {
-		if _, gerr := s.Store.GetOrder(r.Context(), o.ID); order.ErrorCode(gerr) == order.CodeNotFound {
-			// Never recorded: its token must not outlive the refusal.
-			if derr := s.Runbooks.Store.DeleteDelegation(r.Context(), o.ID); derr != nil {
-				s.logger.Warn("delete the delegation of an order not recorded", "order_id", o.ID, "error", derr)
-			}
-		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -163,6 +70,163 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	encode(w, status, toResponse(final))
+}
+
+// RunbookRun is one request to run a runbook, from the native route or a
+// compat surface.
+type RunbookRun struct {
+	File    string
+	Env     map[string]string // sanitised (runbook.Sanitize)
+	Host    string            // "": runbooks.host
+	Timeout time.Duration     // 0: runbooks.timeout
+	RunAs   string
+	Chain   RunbookChain
+	// BaseURL is the scheme and host the request came in on, and Path
+	// where its runbook routes are: RUNBOOK_URL is runbooks.api_url (or
+	// BaseURL) + Path, so a script calls back the surface it was started
+	// from.
+	BaseURL, Path string
+	// Hosts, when Host is empty, are tried in order: the run goes to the
+	// first that is not running a runbook of its chain (stage0 clients
+	// name no host).
+	Hosts []string
+	// EnvError is what sanitising the request's env_vars found; it is
+	// reported after the recursion and claims checks, where stage0
+	// reported it.
+	EnvError error
+	Source   string
+	Wait     time.Duration
+	// ServiceEnv, when set, supplies a required variable the request does
+	// not set, from the service's own environment (stage0 compat: there a
+	// script inherited the service's whole environment; here it gets only
+	// the variables its runbook declares).
+	ServiceEnv func(name string) (string, bool)
+}
+
+// RunbookChain is where a run sits in a chain of sub-runbooks.
+type RunbookChain struct {
+	Correlation string
+	Stack       []string // runbook files already running, outermost first
+	Hosts       []string // hosts running them
+	Delegated   bool     // the request came with a delegated token
+}
+
+// RunRunbook runs a runbook as p: the checks in stage0's order
+// (recursion, Required Claims, validation), then an order of kind script
+// through SubmitOrder. Refusals are *order.Error with details.reason:
+// runbook_recursion, runbook_depth, runbook_host_busy, runbook_claims
+// (recorded as a rejected order), runbook_invalid (with the problems) or
+// runbook_inputs; intake may refuse as for any order.
+func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun) (*order.Order, error) {
+	rb, src, cfg, err := s.loadRunbook(rr.File)
+	if err != nil {
+		return nil, err
+	}
+	chain := rr.Chain
+	if chain.Correlation == "" {
+		chain.Correlation = uuid.NewString()
+	}
+	if slices.Contains(chain.Stack, rb.File) {
+		return nil, &order.Error{Code: order.CodeUnprocessable,
+			Message: fmt.Sprintf("Recursion detected: Runbook %s already in execution chain: %s", rb.File, pythonList(chain.Stack)),
+			Details: map[string]any{"reason": "runbook_recursion", "stack": chain.Stack}}
+	}
+	if len(chain.Stack) >= cfg.MaxDepth {
+		return nil, &order.Error{Code: order.CodeUnprocessable,
+			Message: fmt.Sprintf("Recursion depth limit exceeded: %d (max: %d)", len(chain.Stack), cfg.MaxDepth),
+			Details: map[string]any{"reason": "runbook_depth", "stack": chain.Stack}}
+	}
+	host := cmp.Or(rr.Host, cfg.Host)
+	if rr.Host == "" && len(rr.Hosts) > 0 {
+		host = rr.Hosts[0]
+		for _, h := range rr.Hosts {
+			if !slices.Contains(chain.Hosts, h) {
+				host = h
+				break
+			}
+		}
+	}
+	if host == "" {
+		return nil, order.FieldError(order.CodeUnprocessable, "host", "name a host, or set runbooks.host")
+	}
+	if slices.Contains(chain.Hosts, host) {
+		// A host runs one order at a time: a sub-runbook queued behind
+		// the parent that waits for it would wait until the parent's
+		// timeout.
+		return nil, &order.Error{Code: order.CodeConflict,
+			Message: fmt.Sprintf("host %s is running a runbook of this chain; a sub-runbook must run on another host", host),
+			Details: map[string]any{"reason": "runbook_host_busy", "hosts": chain.Hosts}}
+	}
+	env := maps.Clone(rr.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	if rr.ServiceEnv != nil {
+		for _, v := range rb.Env {
+			if _, set := env[v.Name]; !set {
+				if val, ok := rr.ServiceEnv(v.Name); ok {
+					env[v.Name] = val
+				}
+			}
+		}
+	}
+	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Host: host, Command: runbookCommand(rb.File),
+		CaptureStdout: true, CaptureStderr: true, Timeout: cmp.Or(rr.Timeout, cfg.Timeout), RunAs: rr.RunAs,
+		Principal: p.Name, Source: rr.Source, CorrelationID: chain.Correlation,
+		Script: &order.Script{Runbook: rb.File, SHA256: rb.SHA256}}
+	if msg := rb.CheckClaims(runbook.OpExecute, claimsOf(p)); msg != "" {
+		o.EnvNames = slices.Sorted(maps.Keys(env))
+		if err := s.Runbooks.Store.RecordRefusedRun(ctx, o, msg); err != nil {
+			s.logger.Error("record refused runbook run", "order_id", o.ID, "runbook", rb.File, "error", err)
+		}
+		return nil, &order.Error{Code: order.CodeForbidden, Message: msg,
+			Details: map[string]any{"reason": "runbook_claims", "order_id": o.ID}}
+	}
+	if rr.EnvError != nil {
+		return nil, &order.Error{Code: order.CodeInvalid, Message: rr.EnvError.Error(),
+			Details: map[string]any{"reason": "runbook_env", "field": "env_vars"}}
+	}
+	if problems := rb.Judge(env, src.Exists); len(problems) > 0 {
+		return nil, invalidRunbook(rb, problems)
+	}
+	files, err := src.Inputs(rb, cfg.MaxInputBytes-int64(len(rb.Script)))
+	if err != nil {
+		return nil, &order.Error{Code: order.CodeUnprocessable, Message: err.Error(),
+			Details: map[string]any{"reason": "runbook_inputs"}, Err: err}
+	}
+	o.Script.Body = []byte(rb.Script)
+	for _, f := range files {
+		o.Script.Files = append(o.Script.Files, order.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
+	}
+	if int64(o.Script.Size()) > cfg.MaxInputBytes {
+		return nil, order.FieldError(order.CodeTooLarge, "script",
+			"the script and its input files are larger than runbooks.max_input_bytes (%d bytes)", cfg.MaxInputBytes)
+	}
+
+	token, err := delegationToken()
+	if err != nil {
+		return nil, err
+	}
+	stack := append(slices.Clone(chain.Stack), rb.File)
+	url := strings.TrimRight(cmp.Or(cfg.APIURL, rr.BaseURL), "/") + rr.Path
+	o.Env = runbookEnv(env, token, chain.Correlation, url, pythonJSONList(stack))
+	o.EnvNames = slices.Sorted(maps.Keys(o.Env))
+	d := postgres.Delegation{OrderID: o.ID, Principal: p.Name, Kind: p.Kind, Roles: p.Roles, Claims: p.Claims,
+		CorrelationID: chain.Correlation, Stack: stack, Hosts: append(slices.Clone(chain.Hosts), host)}
+	if err := s.Runbooks.Store.InsertDelegation(ctx, token, d); err != nil {
+		return nil, err
+	}
+	final, err := s.SubmitOrder(ctx, p, o, rr.Wait)
+	if err != nil {
+		if _, gerr := s.Store.GetOrder(ctx, o.ID); order.ErrorCode(gerr) == order.CodeNotFound {
+			// Never recorded: its token must not outlive the refusal.
+			if derr := s.Runbooks.Store.DeleteDelegation(ctx, o.ID); derr != nil {
+				s.logger.Warn("delete the delegation of an order not recorded", "order_id", o.ID, "error", derr)
+			}
+		}
+		return nil, err
+	}
+	return final, nil
 }
 
 // runbookEnv is a run's environment: the request's sanitised values, then
@@ -202,31 +266,30 @@ func delegationToken() (string, error) {
 	return delegationPrefix + base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// chain is where a run sits in a chain of sub-runbooks.
-type chain struct {
-	correlation string
-	stack       []string // runbook files already running, outermost first
-	hosts       []string // hosts running them
-	delegated   bool
-}
-
 type delegationKey struct{}
 
 // chainOf reads the chain of a request: a delegated token's binding
 // (which the script cannot change), else the stage0 headers
 // X-Correlation-Id and X-Recursion-Stack (a stack that is not a JSON list
 // of strings is ignored, as in stage0).
-func chainOf(r *http.Request) chain {
+func chainOf(r *http.Request) RunbookChain {
 	if d, ok := r.Context().Value(delegationKey{}).(*postgres.Delegation); ok {
-		return chain{correlation: d.CorrelationID, stack: d.Stack, hosts: d.Hosts, delegated: true}
+		return RunbookChain{Correlation: d.CorrelationID, Stack: d.Stack, Hosts: d.Hosts, Delegated: true}
 	}
-	c := chain{correlation: r.Header.Get("X-Correlation-Id")}
-	if c.correlation == "" || len(c.correlation) > 200 || order.HasControl(c.correlation, false) {
-		c.correlation = uuid.NewString()
+	return HeaderChain(r)
+}
+
+// HeaderChain reads stage0's chain headers: X-Correlation-Id (a new id when
+// absent or unprintable) and X-Recursion-Stack (ignored unless a JSON list
+// of strings, as in stage0).
+func HeaderChain(r *http.Request) RunbookChain {
+	c := RunbookChain{Correlation: r.Header.Get("X-Correlation-Id")}
+	if c.Correlation == "" || len(c.Correlation) > 200 || order.HasControl(c.Correlation, false) {
+		c.Correlation = uuid.NewString()
 	}
 	var stack []string
 	if err := json.Unmarshal([]byte(r.Header.Get("X-Recursion-Stack")), &stack); err == nil {
-		c.stack = stack
+		c.Stack = stack
 	}
 	return c
 }
