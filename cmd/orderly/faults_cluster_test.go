@@ -1,0 +1,320 @@
+package main
+
+// Fault test on a clustered NATS (issue 11): three nats-server processes
+// on loopback forming one JetStream cluster, orderly's streams and bucket
+// at three replicas (nats.replicas: 3), the fault suite's load on 8 hosts,
+// and the stream leader killed and restarted under it; then two nodes at
+// once. checkContract judges it like every other fault scenario.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// natsCluster is a nats-server cluster on loopback, each node a natsServer
+// of the fault suite (kill -9 and restart on the same ports and store).
+type natsCluster struct {
+	t     testing.TB
+	names []string
+	nodes []*natsServer
+}
+
+// startNATSCluster starts n clustered nodes with JetStream, random ports
+// and a store directory each, and waits until each reports healthy (a
+// clustered server does once it knows the meta leader).
+func startNATSCluster(t testing.TB, dir string, n int) *natsCluster {
+	t.Helper()
+	bin, err := natsServerBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &natsCluster{t: t}
+	routePorts := make([]int, n)
+	var routes []string
+	for i := range n {
+		routePorts[i] = freePort(t)
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[i]))
+	}
+	for i := range n {
+		name := fmt.Sprintf("n%d", i+1)
+		node := &natsServer{t: t, bin: bin, conf: filepath.Join(dir, "nats-"+name+".conf"),
+			logPath: filepath.Join(dir, "nats-"+name+".log"), port: freePort(t), httpPort: freePort(t)}
+		// As deploy/nats/nats-*.conf: every write fsynced before it is
+		// acknowledged, so a kill -9 loses nothing acknowledged.
+		conf := fmt.Sprintf(`server_name: %s
+listen: "127.0.0.1:%d"
+http: "127.0.0.1:%d"
+jetstream {
+  store_dir: %q
+  sync_interval: always
+}
+cluster {
+  name: orderly-test
+  listen: "127.0.0.1:%d"
+  routes: [%s]
+}
+`, name, node.port, node.httpPort, filepath.Join(dir, "js-"+name), routePorts[i], strings.Join(routes, ", "))
+		if err := os.WriteFile(node.conf, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.names = append(c.names, name)
+		c.nodes = append(c.nodes, node)
+	}
+	c.start(c.names...)
+	return c
+}
+
+// url lists every node, so that clients fail over between them.
+func (c *natsCluster) url() string {
+	var urls []string
+	for _, n := range c.nodes {
+		urls = append(urls, n.url())
+	}
+	return strings.Join(urls, ",")
+}
+
+func (c *natsCluster) node(name string) *natsServer {
+	i := slices.Index(c.names, name)
+	if i < 0 {
+		c.t.Fatalf("no NATS node %q", name)
+	}
+	return c.nodes[i]
+}
+
+// start starts the named nodes together, then waits for each to be
+// healthy: a node alone cannot be, since it needs a quorum of the cluster.
+func (c *natsCluster) start(names ...string) {
+	c.t.Helper()
+	for _, name := range names {
+		n := c.node(name)
+		n.proc = startFaultProc(c.t, "nats-server "+name, n.logPath, []string{"PATH=/usr/bin:/bin"}, n.bin, "-c", n.conf)
+	}
+	for _, name := range names {
+		n := c.node(name)
+		waitHTTPOK(c.t, fmt.Sprintf("http://127.0.0.1:%d/healthz", n.httpPort), 60*time.Second, n.proc)
+	}
+}
+
+// streamLeader is the server name of stream's leader, "" while it has
+// none (an election). A stream without a leader does not answer, so the
+// short timeout is what bounds the measurement's error.
+func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) string {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return ""
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
+}
+
+// waitNewLeader waits until stream has a leader other than old and
+// returns it with how long that took.
+func waitNewLeader(t testing.TB, js jetstream.JetStream, stream, old string) (string, time.Duration) {
+	t.Helper()
+	began := time.Now()
+	var leader string
+	waitUntil(t, 60*time.Second, "a new leader of "+stream, func() bool {
+		leader = streamLeader(t.Context(), js, stream)
+		return leader != "" && leader != old
+	})
+	return leader, time.Since(began)
+}
+
+// newClusterFaultStack is newFaultStack on a NATS cluster: the same
+// PostgreSQL, config (plus nats.replicas: 3) and `orderly api`, with the
+// API connected to every node.
+func newClusterFaultStack(t *testing.T) (*faultStack, *natsCluster) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ofc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("ORDERLY_FAULTS_KEEP") != "" {
+			t.Logf("kept %s for inspection", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	s := &faultStack{t: t, dir: dir}
+	t.Cleanup(s.dumpLogsOnFailure)
+	s.pg = startFaultPG(t, dir)
+	c := startNATSCluster(t, dir, 3)
+
+	ctx := t.Context()
+	s.pool, err = postgres.Open(ctx, s.pg.dsn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.pool.Close)
+	tok, sum := auth.NewToken()
+	s.token = tok
+	if _, err := postgres.New(s.pool).EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.Replace(fmt.Sprintf(faultConfig, s.pg.dsn(), c.url()), "nats:\n", "nats:\n  replicas: 3\n", 1)
+	s.conf = filepath.Join(dir, "orderly.yaml")
+	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	s.apiURL = "http://" + listen
+	s.api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), s.env(), orderlyBin, "api", "--config", s.conf, "--listen", listen)
+	waitHTTPOK(t, s.apiURL+"/readyz", 60*time.Second, s.api)
+	return s, c
+}
+
+// answeredWithin returns the submissions sent at or after from and
+// answered before to.
+func answeredWithin(l *faultLoad, from, to time.Time) []faultOrder {
+	var out []faultOrder
+	for _, o := range l.snapshot() {
+		if !o.sent.Before(from) && !o.answered.IsZero() && o.answered.Before(to) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// TestFaultsNATSCluster runs the fault load on 8 hosts against a 3-node
+// NATS cluster with every stream at three replicas. It kills the orders
+// stream's leader with SIGKILL and restarts it, several times: while one
+// node is down (once a new leader is elected) every submission must be
+// accepted. Then it kills two nodes at once: without a quorum nothing can
+// be stored, so every submission must answer 503, and what was recorded
+// then must still run once the nodes are back. The contract check then
+// wants 0 lost, 0 duplicate executions, 0 order violations, as always.
+// `make soak` (ORDERLY_SOAK=1) runs 15 leader kills instead of 3.
+func TestFaultsNATSCluster(t *testing.T) {
+	hosts := []string{"h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"}
+	rounds := 3
+	if os.Getenv("ORDERLY_SOAK") == "1" {
+		rounds = 15
+	}
+	s, c := newClusterFaultStack(t)
+	for _, h := range hosts {
+		s.startWorker(h)
+	}
+	l := newFaultLoad(s, hosts...)
+	l.start(4, faultPeriod)
+	defer l.stop()
+	l.waitStarts(t, 8, 60*time.Second)
+	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
+
+	nc, err := nats.Connect(c.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faultAll := func(what string) {
+		for _, h := range hosts {
+			r.fault(what, h)
+		}
+	}
+
+	var elections []time.Duration
+	var oneDown []faultOrder
+	for i := range rounds {
+		if i > 0 {
+			r.untilRecovered(time.Second, 20*time.Second, time.Second)
+		}
+		old := streamLeader(t.Context(), js, queue.OrdersStream)
+		if old == "" {
+			_, _ = waitNewLeader(t, js, queue.OrdersStream, "")
+			old = streamLeader(t.Context(), js, queue.OrdersStream)
+		}
+		c.node(old).kill9()
+		leader, took := waitNewLeader(t, js, queue.OrdersStream, old)
+		elections = append(elections, took)
+		// The hosts bucket (leases) elects on its own; orderly's recovery
+		// is measured from when both have a leader again: JetStream's own
+		// election (4-9 s after a leader crash) is not orderly's to bound.
+		hostsLeader, _ := waitNewLeader(t, js, "KV_"+queue.HostsBucket, old)
+		faultAll("stream leader " + old + " killed, re-elected")
+		t.Logf("round %d: killed %s, the orders stream's leader; %s leads it after %s (hosts bucket: %s)",
+			i+1, old, leader, took.Round(time.Millisecond), hostsLeader)
+		// One node down, a leader elected: every submission must succeed.
+		// The first second lets clients of the dead node reconnect.
+		from := time.Now().Add(time.Second)
+		pause(t.Context(), 4*time.Second)
+		oneDown = append(oneDown, answeredWithin(l, from, time.Now())...)
+		c.start(old)
+	}
+	r.untilRecovered(time.Second, 20*time.Second, time.Second)
+
+	// Two nodes down: no quorum, nothing can be stored.
+	leader := streamLeader(t.Context(), js, queue.OrdersStream)
+	other := c.names[0]
+	for _, n := range c.names {
+		if n != leader && n != "" {
+			other = n
+			break
+		}
+	}
+	if leader == "" || leader == other {
+		leader = c.names[len(c.names)-1]
+	}
+	c.node(leader).kill9()
+	c.node(other).kill9()
+	down := time.Now()
+	waitUntil(t, 60*time.Second, "four submissions answered with two nodes down", func() bool {
+		return len(answeredWithin(l, down, time.Now())) >= 4
+	})
+	twoDown := answeredWithin(l, down, time.Now())
+	c.start(leader, other)
+	_, _ = waitNewLeader(t, js, queue.OrdersStream, "")
+	_, _ = waitNewLeader(t, js, "KV_"+queue.HostsBucket, "")
+	faultAll("quorum back")
+	r.untilRecovered(time.Second, 30*time.Second, 2*time.Second)
+	l.stop()
+	t.Logf("drained in %s", s.waitDrained(drainBound).Round(10*time.Millisecond))
+	checkContract(t, s, l, r.faults)
+
+	slices.Sort(elections)
+	t.Logf("orders stream leader re-election after kill -9 of the leader: %d kills, min %s, median %s, max %s",
+		len(elections), elections[0].Round(time.Millisecond), elections[len(elections)/2].Round(time.Millisecond),
+		elections[len(elections)-1].Round(time.Millisecond))
+	refused := 0
+	for _, o := range oneDown {
+		if !o.accepted() {
+			refused++
+			t.Errorf("one node down: %s to %s answered %d %s", o.tag, o.host, o.code, o.err)
+		}
+	}
+	codes := map[int]int{}
+	for _, o := range twoDown {
+		codes[o.code]++
+		if o.code != http.StatusServiceUnavailable {
+			t.Errorf("two nodes down: %s to %s answered %d, want 503 (%s)", o.tag, o.host, o.code, o.err)
+		}
+	}
+	t.Logf("one node down: %d submissions, %d refused; two nodes down: %d submissions, status counts %v",
+		len(oneDown), refused, len(twoDown), codes)
+}
