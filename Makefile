@@ -25,10 +25,11 @@ test: postgres
 	CI=true $(GO) test -count=1 -timeout 20m ./...
 
 # soak runs the fault-injection suite's long restart storm (10 minutes of
-# workers killed and restarted, nats-server and PostgreSQL crashes) on top
-# of the scenarios `make test` runs; see docs/reliability.md.
+# workers killed and restarted, nats-server and PostgreSQL crashes) and 15
+# stream-leader kills on a 3-node NATS cluster, on top of the scenarios
+# `make test` runs; see docs/reliability.md.
 soak: postgres
-	ORDERLY_SOAK=1 CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestFaultsSoak' ./cmd/orderly/
+	ORDERLY_SOAK=1 CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestFaultsSoak|TestFaultsNATSCluster' ./cmd/orderly/
 
 vet:
 	$(GO) vet ./...
