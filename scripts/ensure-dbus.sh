@@ -1,16 +1,19 @@
 #!/bin/sh
 # ensure-dbus.sh: the actions' systemd test (worker/systemd) starts a real
-# systemd user manager with its own session bus in a private mount
-# namespace: it needs unshare (util-linux), dbus-daemon (dbus) and systemd.
-# Install the Debian packages when they are missing and we can.
+# systemd user manager with its own session bus, and the polkit test
+# (internal/action) a real polkitd on its own system bus, each in a private
+# mount namespace: they need unshare and setpriv (util-linux), dbus-daemon
+# (dbus), systemd, and polkitd with pkcheck (polkitd). Install the Debian
+# packages when they are missing and we can.
 set -eu
-if command -v unshare >/dev/null 2>&1 && command -v dbus-daemon >/dev/null 2>&1 && [ -x /lib/systemd/systemd ]; then exit 0; fi
+if command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 && command -v dbus-daemon >/dev/null 2>&1 &&
+	[ -x /lib/systemd/systemd ] && command -v pkcheck >/dev/null 2>&1 && [ -x /usr/lib/polkit-1/polkitd ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	echo "dbus-daemon or systemd not found: installing the Debian dbus, systemd and util-linux packages" >&2
+	echo "dbus-daemon, systemd or polkitd not found: installing the Debian dbus, systemd, polkitd and util-linux packages" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq dbus systemd util-linux >/dev/null
+	apt-get install -y -qq dbus systemd polkitd util-linux >/dev/null
 	exit 0
 fi
-echo "unshare, dbus-daemon or /lib/systemd/systemd not found: install util-linux, dbus and systemd (Debian/Ubuntu: sudo apt-get install util-linux dbus systemd)" >&2
+echo "unshare, setpriv, dbus-daemon, systemd or polkitd not found: install them (Debian/Ubuntu: sudo apt-get install util-linux dbus systemd polkitd)" >&2
 exit 1

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/internal/action"
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// actionCommand is `orderly action`: tools for the actions of a config.
+func (a *app) actionCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "action", Short: "Tools for the configured actions (docs/actions.md)"}
+	var configPath, user string
+	rule := &cobra.Command{
+		Use:   "polkit-rule [NAME...]",
+		Short: "Print the polkit rule that lets the worker's user run only these actions' systemd verbs on their units",
+		Long: "Print a polkit rules.d file for the named actions (every action with a systemd verb when none is named):\n" +
+			"the worker's user may run each action's verb on the units its pattern can render, and no other\n" +
+			"systemd management action. Install it as /etc/polkit-1/rules.d/50-orderly.rules (deploy/polkit/).",
+		RunE: func(cmd *cobra.Command, names []string) error {
+			cfg, _, err := config.Load(configPath, a.environ, nil)
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				return err
+			}
+			set, err := action.New(cfg.Actions)
+			if err != nil {
+				return fmt.Errorf("actions: %w", err)
+			}
+			grants, err := set.Polkit(names)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(a.stdout, action.PolkitRule(user, grants))
+			return err
+		},
+	}
+	rule.Flags().StringVar(&configPath, "config", "", "config file (YAML or TOML)")
+	rule.Flags().StringVar(&user, "user", "orderly-worker", "the Unix user the worker runs as (deploy/systemd/orderly-worker.service)")
+	cmd.AddCommand(rule)
+	return cmd
+}
