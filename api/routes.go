@@ -57,6 +57,8 @@ func (s *Server) Handler() http.Handler {
 		r.Patch("/{name}/validate", s.handleRunbookValidate)
 		r.Post("/{name}/execute", s.handleRunbookExecute)
 	})
+	// The web UI (ui.go) calls the routes above through r itself.
+	r.Mount("/ui", s.webUIHandler(r))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("no such route"))
 	})

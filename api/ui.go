@@ -1,0 +1,217 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// The web UI (/ui/, docs/ui.md) is a client of the REST API that runs in
+// the same process: every page and every form becomes a request to the
+// native /v1 routes, sent through the same router with the signed-in
+// person's own credential. So the network ACL, rate limits,
+// authentication, policy, validation, audit and error codes are exactly
+// those of REST; the UI has no authorization of its own to get wrong.
+
+// Cookie names. The session cookie is scoped to /ui/.
+const (
+	uiSessionCookie = "orderly_session"
+	uiSigninCookie  = "orderly_signin" // anti-forgery for the sign-in form
+)
+
+// webUI serves /ui/.
+type webUI struct {
+	s        *Server
+	native   http.Handler // the router with the /v1 routes the UI calls
+	sessions *uiSessions
+	pages    *uiPages
+}
+
+// uiKey carries the request's session in its context.
+type uiKey struct{}
+
+func sessionOf(r *http.Request) *uiSession {
+	sess, _ := r.Context().Value(uiKey{}).(*uiSession)
+	return sess
+}
+
+// webUIHandler is the /ui/ subtree. native is the router that holds /v1.
+func (s *Server) webUIHandler(native http.Handler) http.Handler {
+	u := &webUI{s: s, native: native, sessions: newUISessions(time.Now), pages: mustParsePages()}
+	r := chi.NewRouter()
+	r.Use(uiHeaders)
+	r.Use(s.limitIP)
+	r.Handle("/static/*", http.StripPrefix("/ui/static/", uiStatic()))
+	r.Get("/signin", u.signinPage)
+	r.Post("/signin", u.signin)
+	r.Group(func(r chi.Router) {
+		r.Use(u.requireSession)
+		r.Get("/", u.dashboard)
+		r.Post("/signout", u.signout)
+		r.Post("/exec", u.submitExec)
+		r.Get("/orders/{id}", u.runPage)
+		r.Get("/orders/{id}/events", u.events)
+		r.Get("/orders/{id}/output/{stream}", u.download)
+		r.Post("/orders/{id}/cancel", u.cancel)
+		r.Get("/history", u.history)
+		r.Get("/hosts", u.hosts)
+		r.Get("/runbooks/{name}", u.runbookPage)
+		r.Post("/runbooks/{name}/run", u.runRunbook)
+		r.Get("/actions/{name}/choices", u.actionChoices)
+		r.Post("/actions/{name}/run", u.runAction)
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		u.pages.errorPage(w, r, http.StatusNotFound, "No such page.")
+	})
+	return r
+}
+
+// uiHeaders keeps pages out of frames and caches and allows scripts,
+// styles and connections only from this origin (htmx is served from the
+// binary, never a CDN).
+func uiHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		if r.URL.Path == "/ui" { // the session cookie's path is /ui/
+			http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireSession sends a browser with no live session to the sign-in
+// page, and refuses any POST whose anti-forgery token (form field csrf or
+// header X-CSRF-Token) is not the session's.
+func (u *webUI) requireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sess *uiSession
+		if c, err := r.Cookie(uiSessionCookie); err == nil {
+			sess = u.sessions.get(c.Value)
+		}
+		if sess != nil {
+			// The credential is checked again on every request: a token
+			// removed by a config reload or an expired JWT signs out.
+			if _, err := u.s.Auth().Authenticate("Bearer " + sess.token); err != nil {
+				if c, err := r.Cookie(uiSessionCookie); err == nil {
+					u.sessions.drop(c.Value)
+				}
+				sess = nil
+			}
+		}
+		if sess == nil {
+			if r.Method == http.MethodGet && r.Header.Get("HX-Request") == "" {
+				http.Redirect(w, r, "/ui/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			u.pages.errorPage(w, r, http.StatusUnauthorized, "Your session has ended. Sign in again.")
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			got := r.Header.Get("X-CSRF-Token")
+			if got == "" {
+				r.Body = http.MaxBytesReader(w, r.Body, u.s.Settings().MaxBodyBytes)
+				got = r.PostFormValue("csrf")
+			}
+			if !sess.validCSRF(got) {
+				u.s.logger.Warn("ui form refused: anti-forgery token missing or wrong", "principal", sess.principal, "path", r.URL.Path)
+				u.pages.errorPage(w, r, http.StatusForbidden, "This form is not from your session (anti-forgery check failed). Reload the page and try again.")
+				return
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), uiKey{}, sess)))
+	})
+}
+
+// apiAnswer is the outcome of a call to the native API.
+type apiAnswer struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+// ok reports a 2xx answer.
+func (a apiAnswer) ok() bool { return a.status >= 200 && a.status < 300 }
+
+// decode reads the answer's JSON body into v.
+func (a apiAnswer) decode(v any) error { return json.Unmarshal(a.body, v) }
+
+// problem is the answer's error message, for a page.
+func (a apiAnswer) problem() string {
+	var eb ErrorBody
+	if json.Unmarshal(a.body, &eb) == nil && eb.Error.Message != "" {
+		return eb.Error.Message
+	}
+	return http.StatusText(a.status)
+}
+
+// request builds the native API request for r's session: the browser's
+// address and forwarding headers (for the ACL and the per-IP limit) and
+// the session's credential.
+func (u *webUI) request(r *http.Request, method, target string, body io.Reader, hdr ...string) *http.Request {
+	// The request is routed afresh: chi would otherwise reuse the routing
+	// state of the /ui/ request it came from.
+	ctx := context.WithValue(r.Context(), chi.RouteCtxKey, (*chi.Context)(nil))
+	req, _ := http.NewRequestWithContext(ctx, method, target, body)
+	req.RemoteAddr, req.TLS = r.RemoteAddr, r.TLS
+	if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
+		req.Header["X-Forwarded-For"] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+sessionOf(r).token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return req
+}
+
+// call sends one request to the native API as r's session and returns the
+// answer; body, when not nil, is sent as JSON.
+func (u *webUI) call(r *http.Request, method, target string, body any, hdr ...string) apiAnswer {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return apiAnswer{status: http.StatusInternalServerError}
+		}
+		rd = bytes.NewReader(b)
+	}
+	rec := &bufferedResponse{header: http.Header{}, status: http.StatusOK}
+	u.native.ServeHTTP(rec, u.request(r, method, target, rd, hdr...))
+	return apiAnswer{status: rec.status, body: rec.body.Bytes(), header: rec.header}
+}
+
+// bufferedResponse collects a native API answer in memory.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	wrote  bool
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(code int) {
+	if !b.wrote {
+		b.status, b.wrote = code, true
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	b.wrote = true
+	return b.body.Write(p)
+}

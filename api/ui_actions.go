@@ -1,0 +1,195 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// actionView is one action's button and fields on the dashboard.
+type actionView struct {
+	ActionView
+	HostNames []string // the known hosts its host globs match
+	Host      string   // pre-selected (a re-run's)
+	Fields    []paramField
+	Error     string // why its unit choices could not be listed
+	HasUnits  bool   // a param takes its choices from the host's units
+}
+
+// paramField is one param's form field.
+type paramField struct {
+	Action, Name, Label, Type, Pattern, Value string
+	Required, Secret                          bool
+	Choices                                   []choiceField
+}
+
+// choiceField is one value of a dropdown: an enum value or a unit found
+// on the host, greyed out when the param's rules refuse it.
+type choiceField struct {
+	Value, Label       string
+	Disabled, Selected bool
+}
+
+// actions lists the actions r's principal may run (GET /v1/actions: the
+// API decides, so a principal without the role sees no button).
+func (u *webUI) actions(r *http.Request) []actionView {
+	var list struct {
+		Actions []ActionView `json:"actions"`
+	}
+	if a := u.call(r, http.MethodGet, "/v1/actions", nil); !a.ok() || a.decode(&list) != nil {
+		return nil
+	}
+	hosts := u.hostNames(r)
+	out := make([]actionView, 0, len(list.Actions))
+	for _, av := range list.Actions {
+		v := actionView{ActionView: av}
+		for _, h := range hosts {
+			for _, g := range av.Hosts {
+				if ok, _ := path.Match(g, h); ok {
+					v.HostNames = append(v.HostNames, h)
+					break
+				}
+			}
+		}
+		if len(v.HostNames) > 0 {
+			v.Host = v.HostNames[0]
+		}
+		v.Fields = fieldsOf(av, nil, nil)
+		for _, p := range av.Params {
+			v.HasUnits = v.HasUnits || p.Units != ""
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// fieldsOf builds an action's fields, with values (a re-run's; never
+// secret ones) and the host's unit choices when known.
+func fieldsOf(av ActionView, values map[string]string, choices map[string][]unitChoiceJSON) []paramField {
+	out := make([]paramField, 0, len(av.Params))
+	for _, p := range av.Params {
+		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Type: p.Type, Pattern: p.Pattern,
+			Required: p.Required, Secret: p.Secret}
+		if f.Label == "" {
+			f.Label = p.Name
+		}
+		if p.Default != nil {
+			f.Value = *p.Default
+		}
+		if v, ok := values[p.Name]; ok && !p.Secret {
+			f.Value = v
+		}
+		if p.Secret {
+			f.Value = "" // asked for every run, a re-run included
+		}
+		for _, ev := range p.Values {
+			f.Choices = append(f.Choices, choiceField{Value: ev, Label: ev, Selected: ev == f.Value})
+		}
+		for _, c := range choices[p.Name] {
+			label := c.Value + " (" + c.ActiveState + ")"
+			if c.SubState != "" && c.SubState != c.ActiveState {
+				label = c.Value + " (" + c.ActiveState + ", " + c.SubState + ")"
+			}
+			f.Choices = append(f.Choices, choiceField{Value: c.Value, Label: label, Disabled: !c.Valid, Selected: c.Value == f.Value})
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// unitChoiceJSON is one choice of GET /v1/actions/{name}/choices.
+type unitChoiceJSON struct {
+	Value string `json:"value"`
+	Valid bool   `json:"valid"`
+	UnitChoice
+}
+
+// actionChoices is GET /ui/actions/{name}/choices?host=: the action's
+// fields again, with the units found on that host as dropdowns (an htmx
+// fragment for the host selector).
+func (u *webUI) actionChoices(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	var av ActionView
+	if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); !a.ok() || a.decode(&av) != nil {
+		http.Error(w, a.problem(), a.status)
+		return
+	}
+	var ch struct {
+		Params map[string][]unitChoiceJSON `json:"params"`
+	}
+	hasUnits := false
+	for _, p := range av.Params {
+		hasUnits = hasUnits || p.Units != ""
+	}
+	msg := ""
+	if hasUnits {
+		a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name)+"/choices?host="+url.QueryEscape(r.URL.Query().Get("host")), nil)
+		if !a.ok() || a.decode(&ch) != nil {
+			msg = a.problem()
+		}
+	}
+	// The values already in the form stay (never secret ones: fieldsOf).
+	values := map[string]string{}
+	for k, v := range r.URL.Query() {
+		if name, ok := strings.CutPrefix(k, "p."); ok && len(v) > 0 {
+			values[name] = v[len(v)-1]
+		}
+	}
+	var buf bytes.Buffer
+	d := struct {
+		Fields []paramField
+		Error  string
+	}{fieldsOf(av, values, ch.Params), msg}
+	if err := u.pages.byName["dashboard"].ExecuteTemplate(&buf, "fields", d); err != nil {
+		http.Error(w, "fragment failed to render", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = buf.WriteTo(w)
+}
+
+// runAction is POST /ui/actions/{name}/run: the form becomes the body of
+// POST /v1/actions/{name}/run (every value as a JSON string, as the
+// params' rules expect text), with the form's idempotency key.
+func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	_ = r.ParseForm()
+	req := ActionRunRequest{Host: strings.TrimSpace(r.PostFormValue("host")), Params: map[string]json.RawMessage{}}
+	keys := make([]string, 0)
+	for k := range r.PostForm {
+		if strings.HasPrefix(k, "p.") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		vals := r.PostForm[k]
+		v := vals[len(vals)-1] // a checkbox follows its hidden "false"
+		if v == "" {
+			continue // an optional param left empty takes its default
+		}
+		b, _ := json.Marshal(v)
+		req.Params[strings.TrimPrefix(k, "p.")] = b
+	}
+	var hdr []string
+	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
+		hdr = []string{"Idempotency-Key", "ui-" + k}
+	}
+	a := u.call(r, http.MethodPost, "/v1/actions/"+url.PathEscape(name)+"/run", req, hdr...)
+	if !a.ok() {
+		u.renderDashboard(w, r, a.status, "Action "+name+": "+a.problem(), nil)
+		return
+	}
+	var o Order
+	if err := a.decode(&o); err != nil {
+		u.pages.errorPage(w, r, http.StatusBadGateway, "The run was accepted but its answer could not be read.")
+		return
+	}
+	http.Redirect(w, r, "/ui/orders/"+o.ID.String(), http.StatusSeeOther)
+}

@@ -1,0 +1,316 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// browser starts a headless Chromium with a fresh profile and returns a
+// tab's context. Without Chromium the test cannot run, which fails under
+// CI=true (scripts/ensure-chromium.sh installs it).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("Chromium not found: install the Debian chromium package (scripts/ensure-chromium.sh)")
+		}
+		t.Skip("Chromium not found; install it to run the web UI tests")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		chromedp.Flag("headless", true), chromedp.Flag("no-sandbox", true), chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(acancel)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start Chromium: %v", err)
+	}
+	return ctx
+}
+
+// step runs browser actions with a deadline.
+func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(c, actions...); err != nil {
+		loc, _ := chromedp.Run(ctx, chromedp.Location())
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+		t.Fatalf("%s: %v\nat %s:\n%s", what, err, loc, body)
+	}
+}
+
+// text reads an element's text.
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(c, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+	if err != nil {
+		t.Fatalf("read %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitJS waits until a JavaScript expression is true. It asks again
+// every 50 ms, so a page that reloads meanwhile (a finished run) is
+// simply asked again.
+func waitJS(t *testing.T, ctx context.Context, what, expr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok, err := chromedp.Run(c, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+			t.Fatalf("waiting for %s: %v\n%s", what, err, body)
+		}
+		<-tick.C
+	}
+}
+
+// screenshot saves the page as PNG under ORDERLY_UI_SCREENSHOTS (the
+// README's pictures: ORDERLY_UI_SCREENSHOTS=$PWD/docs), or a temp dir.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("ORDERLY_UI_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	b, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// signIn signs in with a principal's token through the form.
+func signIn(t *testing.T, ctx context.Context, e *uiEnv, who string) {
+	t.Helper()
+	step(t, ctx, "open the sign-in page", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("token")))
+	step(t, ctx, "sign in as "+who,
+		chromedp.SendKeys(chromedp.ID("token"), e.tokens[who]),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitVisible(chromedp.ID("exec-form")))
+	if got := text(t, ctx, "#who"); got != who {
+		t.Fatalf("signed in as %q, want %q", got, who)
+	}
+}
+
+// TestUIRunActionInBrowser drives the whole restart-button flow in a real
+// headless Chromium: sign in, run an action with a parameter through its
+// confirmation, watch its output arrive live, find it in the history,
+// re-run it with the same parameter, sign out. The session cookie's
+// flags are read from the browser.
+func TestUIRunActionInBrowser(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+
+	cookies, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{e.url + "/ui/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session *network.Cookie
+	for _, c := range cookies.Cookies {
+		if c.Name == "orderly_session" {
+			session = c
+		}
+	}
+	if session == nil || !session.HTTPOnly || session.SameSite != network.CookieSameSiteStrict || session.Secure || session.Path != "/ui/" {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/ui/, not Secure over plain HTTP", session)
+	}
+	if got := eval[string](t, ctx, `document.cookie`); strings.Contains(got, "orderly_session") {
+		t.Fatalf("the session cookie is readable by scripts: %q", got)
+	}
+
+	// The action's fields come with the host's choices (htmx).
+	step(t, ctx, "see the action", chromedp.WaitVisible(chromedp.ID("action-greet")), chromedp.WaitVisible(chromedp.ID("p-greet-who")))
+	screenshot(t, ctx, "ui-dashboard.png")
+
+	run := func(who string) string {
+		step(t, ctx, "fill in who", chromedp.SetValue(chromedp.ID("p-greet-who"), who), chromedp.Click(chromedp.ID("run-greet")))
+		step(t, ctx, "confirm", chromedp.WaitVisible(chromedp.ID("confirm")), chromedp.Click(chromedp.ID("confirm-yes")))
+		step(t, ctx, "reach the run page", chromedp.WaitVisible(chromedp.ID("run")))
+		// The first line shows while the order still runs: live output.
+		waitJS(t, ctx, "the first line", `document.getElementById("output").innerText.includes("hello `+who+` 1")`, 30*time.Second)
+		if out := eval[string](t, ctx, `document.getElementById("output").innerText`); strings.Contains(out, who+" 3") {
+			t.Fatalf("the whole output arrived at once, not live: %q", out)
+		}
+		if st := text(t, ctx, "#status"); st != "running" {
+			t.Fatalf("status while the first line shows: %q, want running", st)
+		}
+		// The colour is a styled span, never markup from the output.
+		if n := eval[int](t, ctx, `document.querySelectorAll("#output span.ansi-fg2").length`); n == 0 {
+			t.Fatal("ANSI green was not rendered as a styled span")
+		}
+		waitJS(t, ctx, "the order to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code") && document.readyState === "complete"`, 30*time.Second)
+		step(t, ctx, "finished page", chromedp.WaitVisible(chromedp.ID("exit-code")))
+		if got := text(t, ctx, "#exit-code"); got != "0" {
+			t.Fatalf("exit code %q", got)
+		}
+		if got := text(t, ctx, "#principal"); got != "alice" {
+			t.Fatalf("run by %q", got)
+		}
+		if out := text(t, ctx, "#output"); !strings.Contains(out, "hello "+who+" 3") || strings.Contains(out, "\x1b") {
+			t.Fatalf("final output %q", out)
+		}
+		return eval[string](t, ctx, `document.getElementById("run").dataset.order`)
+	}
+	first := run("world")
+	screenshot(t, ctx, "ui-run.png")
+	if link := eval[string](t, ctx, `document.getElementById("permalink").getAttribute("href")`); link != "/ui/orders/"+first {
+		t.Fatalf("permalink %q", link)
+	}
+
+	// History lists it, and the status filter narrows it.
+	step(t, ctx, "history", chromedp.Navigate(e.url+"/ui/history?status=succeeded"), chromedp.WaitVisible(chromedp.ID("results")))
+	if n := eval[int](t, ctx, `document.querySelectorAll('#results a[href="/ui/orders/`+first+`"]').length`); n != 1 {
+		t.Fatalf("history does not list order %s", first)
+	}
+	step(t, ctx, "history filtered", chromedp.Navigate(e.url+"/ui/history?status=failed"), chromedp.WaitVisible(chromedp.ID("results")))
+	if n := eval[int](t, ctx, `document.querySelectorAll('#results a[href="/ui/orders/`+first+`"]').length`); n != 0 {
+		t.Fatal("history filtered by status failed lists a succeeded order")
+	}
+
+	// Re-run: the same parameter, pre-filled.
+	step(t, ctx, "open the run page", chromedp.Navigate(e.url+"/ui/orders/"+first), chromedp.Click(chromedp.ID("rerun")),
+		chromedp.WaitVisible(chromedp.ID("p-greet-who")))
+	waitJS(t, ctx, "the re-run's value", `document.getElementById("p-greet-who").value === "world"`, 10*time.Second)
+	step(t, ctx, "run again", chromedp.Click(chromedp.ID("run-greet")))
+	step(t, ctx, "confirm again", chromedp.WaitVisible(chromedp.ID("confirm")), chromedp.Click(chromedp.ID("confirm-yes")))
+	waitJS(t, ctx, "the re-run to finish", `!!document.getElementById("run") && document.getElementById("run").dataset.order !== "`+first+`" && document.getElementById("status").innerText === "succeeded"`, 40*time.Second)
+
+	// Sign out: the session is gone on the server too.
+	step(t, ctx, "sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
+	req, _ := http.NewRequest("GET", e.url+"/ui/", nil)
+	req.AddCookie(&http.Cookie{Name: "orderly_session", Value: session.Value})
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/ui/signin") {
+		t.Fatalf("the signed-out session still works: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// TestUIViewerAndForgery: a principal without the action's role sees no
+// button, and a form posted from another site, without or with a wrong
+// anti-forgery token, runs nothing.
+func TestUIViewerAndForgery(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "carol")
+	if n := eval[int](t, ctx, `document.querySelectorAll("#action-greet, #actions").length`); n != 0 {
+		t.Fatal("carol, without the ops role, sees the greet action")
+	}
+
+	// A page on another site (localhost is not 127.0.0.1) posts a form to
+	// the UI: SameSite=Strict keeps the session cookie off it.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte(`<form id="f" method="post" action="` + e.url + `/ui/exec">
+<input name="host" value="web-1"><input name="command" value="touch"><input name="args" value="/tmp/forged">
+</form><script>document.getElementById("f").submit()</script>`))
+	}))
+	defer evil.Close()
+	evilURL := strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)
+	step(t, ctx, "visit the forging page", chromedp.Navigate(evilURL))
+	waitJS(t, ctx, "the forged post's answer", `location.pathname.startsWith("/ui/")`, 20*time.Second)
+	if body := eval[string](t, ctx, `document.body.innerText`); !strings.Contains(body, "Sign in again") && !strings.Contains(body, "anti-forgery") {
+		t.Fatalf("the forged post was not refused:\n%s", body)
+	}
+
+	// Carol's own cookie without, then with a wrong, anti-forgery token.
+	cookies, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{e.url + "/ui/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sid string
+	for _, c := range cookies.Cookies {
+		if c.Name == "orderly_session" {
+			sid = c.Value
+		}
+	}
+	for _, csrf := range []string{"", "wrong"} {
+		form := "host=web-1&command=true"
+		if csrf != "" {
+			form += "&csrf=" + csrf
+		}
+		req, _ := http.NewRequest("POST", e.url+"/ui/exec", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: "orderly_session", Value: sid})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("post with csrf %q: %d, want 403", csrf, resp.StatusCode)
+		}
+	}
+	// Running the action by its URL is refused by the API itself.
+	step(t, ctx, "back to the dashboard", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-form")))
+	csrf := eval[string](t, ctx, `document.body.dataset.csrf`)
+	req, _ := http.NewRequest("POST", e.url+"/ui/actions/greet/run", strings.NewReader("host=web-1&p.who=x&csrf="+csrf))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(&http.Cookie{Name: "orderly_session", Value: sid})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("carol running greet by URL: %d, want 404 (the API's answer)", resp.StatusCode)
+	}
+	list, _, err := e.store.ListOrders(context.Background(), postgres.Filter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 0 {
+		t.Fatalf("forged or refused posts created %d orders", len(list))
+	}
+}

@@ -1,0 +1,135 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/action"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/policy"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+)
+
+// uiEnv is the API with the web UI, on real PostgreSQL and NATS, with one
+// action and a real worker for host web-1 that knows the same action
+// from its own config. alice (role ops) may run the action and any
+// command; carol (role viewer) may run nothing.
+type uiEnv struct {
+	t       *testing.T
+	url     string
+	handler http.Handler
+	store   *postgres.Store
+	tokens  map[string]string
+}
+
+// uiActions is the config both the API and the worker load: greet prints
+// three lines a second apart, so a page can watch them arrive.
+func uiActions() config.Actions {
+	maxLen := int64(10)
+	return config.Actions{Bus: "system", Definitions: []config.Action{{
+		Name: "greet", Title: "Greet", Description: "Prints three greetings, a second apart.",
+		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; sleep 1; done`, "greet", "{who}"},
+		Params:  []config.ActionParam{{Name: "who", Title: "Who", Pattern: "^[a-z]+$", Max: &maxLen}},
+		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
+	}}}
+}
+
+func newUIEnv(t *testing.T) *uiEnv {
+	t.Helper()
+	ctx := testenv.Context(t)
+	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
+	pool, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	store := postgres.New(pool)
+	nc, err := queue.Connect(natsURL, "ui-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.New(ctx, nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &uiEnv{t: t, store: store, tokens: map[string]string{}}
+	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}}
+	var ac config.Auth
+	for name, r := range roles {
+		tok, hash := auth.NewToken()
+		e.tokens[name] = tok
+		ac.Tokens = append(ac.Tokens, config.Token{Name: name, SHA256: hash, Roles: r})
+	}
+	authn, err := auth.New(ac, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.New([]config.Rule{{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := action.New(uiActions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := testenv.Logger(t)
+	in := intake.New(store, q, func() intake.Authorizer { return pol },
+		intake.Options{Actions: func() intake.ActionAuthorizer { return set }}, logger)
+	srv := api.New(api.Deps{
+		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
+		Auth:     func() api.Authenticator { return authn },
+		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Status:   func() map[string]any { return map[string]any{} },
+		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }},
+	})
+	e.handler = srv.Handler()
+	hs := httptest.NewServer(e.handler)
+	e.url = hs.URL
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); in.Run(runCtx) }()
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		stop()
+		wg.Wait()
+	})
+
+	wcfg := config.Default()
+	wcfg.Actions = uiActions()
+	hp, err := hostpolicy.FromConfig(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := worker.New(worker.Options{Host: "web-1", Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second}, store, q, hp, executor.New(logger), logger)
+	wctx, wcancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() {
+		wcancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("worker did not stop")
+		}
+	})
+	return e
+}

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// orderPath is the native path of the order named in r's {id}.
+func orderPath(r *http.Request) string { return "/v1/orders/" + url.PathEscape(chi.URLParam(r, "id")) }
+
+// runPage is GET /ui/orders/{id}: the order, its output and, while it
+// runs, live output through events.
+func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
+	a := u.call(r, http.MethodGet, orderPath(r), nil)
+	var o Order
+	if !a.ok() || a.decode(&o) != nil {
+		u.pages.errorPage(w, r, a.status, a.problem())
+		return
+	}
+	u.pages.render(w, r, http.StatusOK, "run", pageData{Title: orderTitle(o), D: newRunView(o)})
+}
+
+// events is GET /ui/orders/{id}/events: GET /v1/orders/{id}/events itself,
+// served on this response. A browser's EventSource cannot send an
+// Authorization header, so the session's credential is put on the
+// request here; resumption (Last-Event-ID), the write-timeout exemption
+// and the end at shutdown are the native handler's.
+func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
+	req := u.request(r, http.MethodGet, orderPath(r)+"/events", nil)
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		req.Header.Set("Last-Event-ID", v)
+	}
+	u.native.ServeHTTP(w, req)
+}
+
+// download is GET /ui/orders/{id}/output/{stream}: a stream's stored
+// bytes as a file.
+func (u *webUI) download(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "stream")
+	if name != "stdout" && name != "stderr" {
+		u.pages.errorPage(w, r, http.StatusNotFound, "No such output stream.")
+		return
+	}
+	a := u.call(r, http.MethodGet, orderPath(r), nil)
+	var o Order
+	if !a.ok() || a.decode(&o) != nil {
+		u.pages.errorPage(w, r, a.status, a.problem())
+		return
+	}
+	if o.Result == nil {
+		u.pages.errorPage(w, r, http.StatusConflict, "The order has no output yet.")
+		return
+	}
+	s := o.Result.Stdout
+	if name == "stderr" {
+		s = o.Result.Stderr
+	}
+	enc := order.EncodeText
+	if s.Encode != nil {
+		e, err := order.ParseEncoding(*s.Encode)
+		if err != nil {
+			u.pages.errorPage(w, r, http.StatusBadGateway, "The output's encoding is unknown.")
+			return
+		}
+		enc = e
+	}
+	b, err := order.Decode(s.Content, enc)
+	if err != nil {
+		u.pages.errorPage(w, r, http.StatusBadGateway, "The output could not be decoded.")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", `attachment; filename="order-`+o.ID.String()+`.`+name+`"`)
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	_, _ = w.Write(b)
+}
+
+// cancel is POST /ui/orders/{id}/cancel: POST /v1/orders/{id}/cancel with
+// SIGTERM, then back to the run page.
+func (u *webUI) cancel(w http.ResponseWriter, r *http.Request) {
+	a := u.call(r, http.MethodPost, orderPath(r)+"/cancel", map[string]string{"signal": "SIGTERM"})
+	if !a.ok() {
+		u.pages.errorPage(w, r, a.status, a.problem())
+		return
+	}
+	http.Redirect(w, r, "/ui/orders/"+url.PathEscape(chi.URLParam(r, "id")), http.StatusSeeOther)
+}
+
+// historyFilter is the history page's filter form.
+type historyFilter struct {
+	Host, Status, Principal, Runbook, Action, Since, Until string
+}
+
+type historyView struct {
+	F           historyFilter
+	Statuses    []order.Status
+	Orders      []Order
+	HostNames   []string
+	First, Next string
+	ActionsOn   bool
+}
+
+// history is GET /ui/history: GET /v1/orders with the form's filters (the
+// dates as whole UTC days) and its keyset paging.
+func (u *webUI) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := historyFilter{Host: q.Get("host"), Status: q.Get("status"), Principal: q.Get("principal"),
+		Runbook: q.Get("runbook"), Action: q.Get("action"), Since: q.Get("since"), Until: q.Get("until")}
+	v := historyView{F: f, Statuses: []order.Status{order.StatusQueued, order.StatusRunning, order.StatusSucceeded,
+		order.StatusFailed, order.StatusTimedOut, order.StatusKilled, order.StatusCanceled, order.StatusInterrupted,
+		order.StatusRejected, order.StatusExpired}, HostNames: u.hostNames(r)}
+	v.ActionsOn = u.call(r, http.MethodGet, "/v1/actions", nil).ok()
+
+	api := url.Values{"limit": {"25"}}
+	for k, val := range map[string]string{"host": f.Host, "status": f.Status, "principal": f.Principal,
+		"runbook": f.Runbook, "action": f.Action, "cursor": q.Get("cursor")} {
+		if val != "" {
+			api.Set(k, val)
+		}
+	}
+	for _, d := range []struct {
+		name, val string
+		add       time.Duration
+	}{{"since", f.Since, 0}, {"until", f.Until, 24 * time.Hour}} {
+		if d.val == "" {
+			continue
+		}
+		t, err := time.Parse("2006-01-02", d.val)
+		if err != nil {
+			u.pages.render(w, r, http.StatusBadRequest, "history", pageData{Title: "History", Nav: "history",
+				Error: "Dates are YYYY-MM-DD.", D: v})
+			return
+		}
+		api.Set(d.name, t.Add(d.add).UTC().Format(time.RFC3339))
+	}
+	a := u.call(r, http.MethodGet, "/v1/orders?"+api.Encode(), nil)
+	var list OrderList
+	if !a.ok() || a.decode(&list) != nil {
+		u.pages.render(w, r, a.status, "history", pageData{Title: "History", Nav: "history", Error: a.problem(), D: v})
+		return
+	}
+	v.Orders = list.Orders
+	page := url.Values{}
+	for k, val := range map[string]string{"host": f.Host, "status": f.Status, "principal": f.Principal,
+		"runbook": f.Runbook, "action": f.Action, "since": f.Since, "until": f.Until} {
+		if val != "" {
+			page.Set(k, val)
+		}
+	}
+	if q.Get("cursor") != "" {
+		v.First = "/ui/history?" + page.Encode()
+	}
+	if list.NextCursor != nil {
+		page.Set("cursor", *list.NextCursor)
+		v.Next = "/ui/history?" + page.Encode()
+	}
+	u.pages.render(w, r, http.StatusOK, "history", pageData{Title: "History", Nav: "history", D: v})
+}
+
+// hosts is GET /ui/hosts: every host with its state, its running order and
+// its queue (GET /v1/hosts/{host} for each, so the queue is the REST one,
+// scoped the same way).
+func (u *webUI) hosts(w http.ResponseWriter, r *http.Request) {
+	var hs struct {
+		Hosts []Host `json:"hosts"`
+	}
+	a := u.call(r, http.MethodGet, "/v1/hosts", nil)
+	if !a.ok() || a.decode(&hs) != nil {
+		u.pages.render(w, r, a.status, "hosts", pageData{Title: "Hosts", Nav: "hosts", Error: a.problem(), D: hs})
+		return
+	}
+	for i, h := range hs.Hosts {
+		var one Host
+		if b := u.call(r, http.MethodGet, "/v1/hosts/"+url.PathEscape(h.Host), nil); b.ok() && b.decode(&one) == nil {
+			hs.Hosts[i] = one
+		}
+	}
+	u.pages.render(w, r, http.StatusOK, "hosts", pageData{Title: "Hosts", Nav: "hosts", D: hs})
+}

@@ -1,0 +1,238 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// signinPage is GET /ui/signin. The form carries a nonce that must match a
+// SameSite=Strict cookie, so another site cannot sign a browser in to an
+// account of its choosing (login CSRF).
+func (u *webUI) signinPage(w http.ResponseWriter, r *http.Request) {
+	nonce := randomToken()
+	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: nonce, Path: "/ui/signin", HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: 600})
+	u.pages.render(w, r, http.StatusOK, "signin", pageData{Title: "Sign in",
+		D: map[string]string{"Nonce": nonce, "Next": safeNext(r.URL.Query().Get("next"))}})
+}
+
+// safeNext keeps a post-sign-in redirect inside /ui/.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/ui/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return "/ui/"
+	}
+	return next
+}
+
+// signin is POST /ui/signin: the token is checked by the API's own
+// authenticator, then kept in a server-side session; the browser gets only
+// the session id, in an HttpOnly, SameSite=Strict cookie (Secure over TLS).
+func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	c, err := r.Cookie(uiSigninCookie)
+	if err != nil || r.PostFormValue("signin") == "" || c.Value != r.PostFormValue("signin") {
+		u.s.logger.Warn("ui sign-in refused: form not from this browser", "client_ip", clientIPOf(r))
+		u.pages.errorPage(w, r, http.StatusForbidden, "This sign-in form did not come from this browser. Open the sign-in page again.")
+		return
+	}
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	p, err := u.s.Auth().Authenticate("Bearer " + token)
+	if token == "" || err != nil {
+		u.s.logger.Warn("ui sign-in refused", "client_ip", clientIPOf(r))
+		u.signinAgain(w, r, "That token was not accepted.")
+		return
+	}
+	id, _ := u.sessions.create(token, p.Name)
+	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: id, Path: "/ui/", HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: "", Path: "/ui/signin", MaxAge: -1})
+	u.s.logger.Info("ui signed in", "principal", p.Name, "client_ip", clientIPOf(r))
+	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+func (u *webUI) signinAgain(w http.ResponseWriter, r *http.Request, msg string) {
+	nonce := randomToken()
+	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: nonce, Path: "/ui/signin", HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: 600})
+	u.pages.render(w, r, http.StatusUnauthorized, "signin", pageData{Title: "Sign in", Error: msg,
+		D: map[string]string{"Nonce": nonce, "Next": safeNext(r.PostFormValue("next"))}})
+}
+
+// signout is POST /ui/signout: the session ends on the server too.
+func (u *webUI) signout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(uiSessionCookie); err == nil {
+		u.sessions.drop(c.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: "", Path: "/ui/", HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
+}
+
+// execForm is the "run a command" form as the dashboard shows it.
+type execForm struct {
+	Host, Command, RunAs, Timeout, Args string
+	EnvNames                            string // of the order being re-run: values must be given again
+	EnvHint                             string
+}
+
+// dashboardView is the dashboard's data.
+type dashboardView struct {
+	Actions     []actionView
+	Runbooks    []RunbookSummary
+	Recent      []Order
+	HostNames   []string
+	DefaultHost string
+	Exec        execForm
+	Idem        string // the idempotency key of this rendering's forms
+}
+
+// dashboard is GET /ui/: the actions this principal may run, the command
+// form (pre-filled by ?rerun=<order>), runbooks and recent orders.
+func (u *webUI) dashboard(w http.ResponseWriter, r *http.Request) {
+	u.renderDashboard(w, r, http.StatusOK, "", nil)
+}
+
+// renderDashboard shows the dashboard, with msg as an error and form as
+// the command form's values when a submission was refused.
+func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status int, msg string, form *execForm) {
+	v := dashboardView{Idem: randomToken(), Exec: execForm{EnvHint: "NAME=value"}}
+	v.HostNames = u.hostNames(r)
+	if len(v.HostNames) > 0 {
+		v.DefaultHost = v.HostNames[0]
+	}
+	v.Actions = u.actions(r)
+	var rb struct {
+		Runbooks []RunbookSummary `json:"runbooks"`
+	}
+	if a := u.call(r, http.MethodGet, "/v1/runbooks", nil); a.ok() && a.decode(&rb) == nil {
+		v.Runbooks = rb.Runbooks
+	}
+	var recent OrderList
+	if a := u.call(r, http.MethodGet, "/v1/orders?limit=10", nil); a.ok() {
+		_ = a.decode(&recent)
+	}
+	v.Recent = recent.Orders
+	if id := r.URL.Query().Get("rerun"); id != "" && form == nil {
+		var o Order
+		a := u.call(r, http.MethodGet, "/v1/orders/"+url.PathEscape(id), nil)
+		switch {
+		case a.ok() && a.decode(&o) == nil && o.Action != nil:
+			msg = u.prefillAction(&v, o)
+		case a.ok() && o.Kind == "exec":
+			v.Exec = execForm{Host: o.Host, Command: o.Command, RunAs: o.RunAs, Args: strings.Join(o.Args, "\n"),
+				EnvNames: strings.Join(o.EnvNames, ", "), EnvHint: envHint(o.EnvNames)}
+			if o.TimeoutSecs > 0 {
+				v.Exec.Timeout = strconv.FormatFloat(o.TimeoutSecs, 'f', -1, 64)
+			}
+		case a.ok():
+			msg = "That order cannot be re-run from here."
+		default:
+			msg = "That order cannot be re-run from here: " + a.problem()
+		}
+	}
+	if form != nil {
+		v.Exec = *form
+	}
+	u.pages.render(w, r, status, "dashboard", pageData{Title: "Dashboard", Nav: "dashboard", Error: msg, D: v})
+}
+
+// prefillAction fills the form of o's action with o's host and the values
+// of its params; secret values were never kept, so they are asked again.
+func (u *webUI) prefillAction(v *dashboardView, o Order) string {
+	for i := range v.Actions {
+		av := &v.Actions[i]
+		if av.Name != o.Action.Name {
+			continue
+		}
+		av.Host = o.Host
+		if !slices.Contains(av.HostNames, o.Host) {
+			av.HostNames = append(av.HostNames, o.Host)
+		}
+		av.Fields = fieldsOf(av.ActionView, o.Action.Params, nil)
+		if len(o.Action.SecretParams) > 0 {
+			return "Re-run of " + o.Action.Name + ": give " + strings.Join(o.Action.SecretParams, ", ") + " again; secret values are never kept."
+		}
+		return ""
+	}
+	return "You may no longer run the action " + o.Action.Name + "."
+}
+
+func envHint(names []string) string {
+	if len(names) == 0 {
+		return "NAME=value"
+	}
+	return strings.Join(names, "=…\n") + "=…"
+}
+
+// hostNames lists the known hosts for the forms' host fields.
+func (u *webUI) hostNames(r *http.Request) []string {
+	var hs struct {
+		Hosts []Host `json:"hosts"`
+	}
+	if a := u.call(r, http.MethodGet, "/v1/hosts", nil); !a.ok() || a.decode(&hs) != nil {
+		return nil
+	}
+	out := make([]string, 0, len(hs.Hosts))
+	for _, h := range hs.Hosts {
+		out = append(out, h.Host)
+	}
+	return out
+}
+
+// submitExec is POST /ui/exec: the form becomes the same JSON body a REST
+// client sends to POST /v1/orders, with the form's idempotency key, so a
+// double submit is one order.
+func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
+	f := execForm{Host: strings.TrimSpace(r.PostFormValue("host")), Command: strings.TrimSpace(r.PostFormValue("command")),
+		RunAs: strings.TrimSpace(r.PostFormValue("run_as")), Timeout: strings.TrimSpace(r.PostFormValue("timeout_seconds")),
+		Args: r.PostFormValue("args"), EnvHint: "NAME=value"}
+	req := SubmitRequest{Host: f.Host, Command: f.Command, RunAs: f.RunAs}
+	if f.Args != "" {
+		for _, a := range strings.Split(strings.ReplaceAll(strings.TrimRight(f.Args, "\r\n"), "\r\n", "\n"), "\n") {
+			req.Args = append(req.Args, a)
+		}
+	}
+	if f.Timeout != "" {
+		t, err := strconv.ParseFloat(f.Timeout, 64)
+		if err != nil {
+			u.renderDashboard(w, r, http.StatusBadRequest, "Timeout must be a number of seconds.", &f)
+			return
+		}
+		req.TimeoutSeconds = t
+	}
+	if env := strings.TrimSpace(r.PostFormValue("env")); env != "" {
+		req.Env = map[string]string{}
+		for _, line := range strings.Split(strings.ReplaceAll(env, "\r\n", "\n"), "\n") {
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				u.renderDashboard(w, r, http.StatusBadRequest, "Each environment line must be NAME=value.", &f)
+				return
+			}
+			req.Env[strings.TrimSpace(k)] = v
+		}
+	}
+	if in := r.PostFormValue("stdin"); in != "" {
+		req.Stdin = &StreamIn{Content: in}
+	}
+	var hdr []string
+	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
+		hdr = []string{"Idempotency-Key", "ui-" + k}
+	}
+	a := u.call(r, http.MethodPost, "/v1/orders", req, hdr...)
+	if !a.ok() {
+		u.renderDashboard(w, r, a.status, a.problem(), &f)
+		return
+	}
+	var o Order
+	if err := a.decode(&o); err != nil {
+		u.pages.errorPage(w, r, http.StatusBadGateway, "The order was accepted but its answer could not be read.")
+		return
+	}
+	http.Redirect(w, r, "/ui/orders/"+o.ID.String(), http.StatusSeeOther)
+}

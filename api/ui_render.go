@@ -1,0 +1,230 @@
+package api
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// uiFiles are the UI's templates and static files (htmx 2.0.11, vendored
+// from npm htmx.org@2.0.11, unmodified; its licence beside it), built into
+// the binary: no build step, nothing from a CDN.
+//
+//go:embed web/ui/templates/*.html web/ui/static/*
+var uiFiles embed.FS
+
+// uiStatic serves /ui/static/.
+func uiStatic() http.Handler {
+	sub, err := fs.Sub(uiFiles, "web/ui/static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	fsrv := http.FileServer(http.FS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		fsrv.ServeHTTP(w, r)
+	})
+}
+
+// uiPages are the parsed page templates, each with the layout.
+type uiPages struct {
+	byName map[string]*template.Template
+}
+
+var uiFuncs = template.FuncMap{
+	"short": func(id any) string {
+		s := fmt.Sprint(id)
+		if len(s) > 8 {
+			return s[len(s)-8:] // UUIDv7: the tail is the random part
+		}
+		return s
+	},
+	"what":    orderTitle,
+	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
+	"join":    strings.Join,
+}
+
+// orderTitle is how an order is named on a page: its runbook, or its
+// command line.
+func orderTitle(o Order) string {
+	if o.Runbook != "" {
+		return "runbook " + o.Runbook
+	}
+	if a := o.Action; a != nil {
+		s := "action " + a.Name
+		for _, k := range slices.Sorted(maps.Keys(a.Params)) {
+			s += " " + k + "=" + a.Params[k]
+		}
+		for _, k := range a.SecretParams {
+			s += " " + k + "=•••"
+		}
+		return s
+	}
+	s := o.Command
+	for _, a := range o.Args {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"") {
+			a = fmt.Sprintf("%q", a)
+		}
+		s += " " + a
+	}
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+func mustParsePages() *uiPages {
+	p := &uiPages{byName: map[string]*template.Template{}}
+	for _, name := range []string{"signin", "error", "dashboard", "run", "history", "hosts", "runbook"} {
+		// dashboard.html holds the shared "orders" and "param" blocks; a
+		// page parsed after it replaces its "content".
+		t := template.Must(template.New(name).Funcs(uiFuncs).ParseFS(uiFiles,
+			"web/ui/templates/layout.html", "web/ui/templates/dashboard.html"))
+		if name != "dashboard" {
+			t = template.Must(t.ParseFS(uiFiles, "web/ui/templates/"+name+".html"))
+		}
+		p.byName[name] = t
+	}
+	return p
+}
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title     string
+	Principal string
+	CSRF      string
+	Nav       string
+	Error     string
+	D         any
+}
+
+// render writes page name with status.
+func (p *uiPages) render(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) {
+	if sess := sessionOf(r); sess != nil {
+		d.Principal, d.CSRF = sess.principal, sess.csrf
+	}
+	var buf bytes.Buffer
+	if err := p.byName[name].ExecuteTemplate(&buf, "layout", d); err != nil {
+		http.Error(w, "page failed to render", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
+}
+
+type errorView struct {
+	Status     int
+	StatusText string
+	Message    string
+}
+
+// errorPage shows a refusal or failure as a page with its status.
+func (p *uiPages) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	p.render(w, r, status, "error", pageData{Title: http.StatusText(status),
+		D: errorView{Status: status, StatusText: http.StatusText(status), Message: msg}})
+}
+
+// outPart is one stream's output as a run page shows it.
+type outPart struct {
+	Stream  string
+	HTML    template.HTML
+	Omitted int // bytes between the head and the tail not shown
+}
+
+// uiShowBytes is how much of a stream a page renders: its head and tail,
+// half each; the rest is a download.
+const uiShowBytes = 64 << 10
+
+// outputView renders a stored stream as head and tail, escaped with ANSI
+// colours; binary content is a download only.
+func outputView(name string, s Stream) (outPart, bool) {
+	if s.Encode != nil || s.Content == "" {
+		return outPart{}, false
+	}
+	text := s.Content
+	part := outPart{Stream: name}
+	if len(text) > uiShowBytes {
+		head, tail := cutRunes(text[:uiShowBytes/2], false), cutRunes(text[len(text)-uiShowBytes/2:], true)
+		part.Omitted = len(text) - len(head) - len(tail)
+		part.HTML = ansiHTML(head) + template.HTML("\n") + ansiHTML(tail)
+		return part, true
+	}
+	part.HTML = ansiHTML(text)
+	return part, true
+}
+
+// cutRunes trims a partial UTF-8 sequence from the end (or, with front,
+// the start) of s.
+func cutRunes(s string, front bool) string {
+	if front {
+		for len(s) > 0 && !utf8.RuneStart(s[0]) {
+			s = s[1:]
+		}
+		return s
+	}
+	for len(s) > 0 {
+		r, size := utf8.DecodeLastRuneInString(s)
+		if r != utf8.RuneError || size > 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// runView is the run page's data.
+type runView struct {
+	O         Order
+	Terminal  bool
+	Out       []outPart
+	Notes     []string
+	Downloads []string
+	Rerun     string
+}
+
+func newRunView(o Order) runView {
+	v := runView{O: o, Terminal: o.Status.Terminal()}
+	if o.Result != nil {
+		for _, st := range []struct {
+			name string
+			s    Stream
+		}{{"stdout", o.Result.Stdout}, {"stderr", o.Result.Stderr}} {
+			if st.s.Bytes > 0 {
+				v.Downloads = append(v.Downloads, st.name)
+			}
+			if p, ok := outputView(st.name, st.s); ok {
+				if p.Omitted > 0 {
+					v.Notes = append(v.Notes, fmt.Sprintf("%s: %d bytes, the page shows the first and last %d KiB.", st.name, len(st.s.Content), uiShowBytes/2>>10))
+				}
+				v.Out = append(v.Out, p)
+			} else if st.s.Encode != nil {
+				v.Notes = append(v.Notes, fmt.Sprintf("%s is binary (%d bytes): download it.", st.name, st.s.Bytes))
+			}
+			if st.s.Truncated {
+				v.Notes = append(v.Notes, fmt.Sprintf("%s was %d bytes; the worker kept its head and tail.", st.name, st.s.Bytes))
+			}
+		}
+	}
+	switch {
+	case o.Action != nil:
+		v.Rerun = "/ui/?rerun=" + o.ID.String() + "#action-" + o.Action.Name
+	case o.Kind == "exec" || o.Kind == "":
+		v.Rerun = "/ui/?rerun=" + o.ID.String() + "#exec"
+	}
+	if o.Runbook != "" {
+		v.Rerun = "/ui/runbooks/" + o.Runbook
+	}
+	return v
+}
+

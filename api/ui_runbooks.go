@@ -1,0 +1,53 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// runbookPath is the native path of the runbook named in r's {name}.
+func runbookPath(r *http.Request) string {
+	return "/v1/runbooks/" + url.PathEscape(chi.URLParam(r, "name"))
+}
+
+type runbookPageView struct {
+	RB        RunbookView
+	HostNames []string
+}
+
+// runbookPage is GET /ui/runbooks/{name}: the runbook with a field for
+// each variable it requires and a host.
+func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
+	var v runbookPageView
+	a := u.call(r, http.MethodGet, runbookPath(r), nil)
+	if !a.ok() || a.decode(&v.RB) != nil {
+		u.pages.errorPage(w, r, a.status, a.problem())
+		return
+	}
+	v.HostNames = u.hostNames(r)
+	u.pages.render(w, r, http.StatusOK, "runbook", pageData{Title: v.RB.Name, Nav: "dashboard", D: v})
+}
+
+// runRunbook is POST /ui/runbooks/{name}/run: POST
+// /v1/runbooks/{name}/execute with the form's variables and host.
+func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
+	_ = r.ParseForm()
+	req := RunbookRequest{Host: strings.TrimSpace(r.PostFormValue("host")), EnvVars: map[string]json.RawMessage{}}
+	for k := range r.PostForm {
+		if name, ok := strings.CutPrefix(k, "env."); ok {
+			b, _ := json.Marshal(r.PostForm.Get(k))
+			req.EnvVars[name] = b
+		}
+	}
+	a := u.call(r, http.MethodPost, runbookPath(r)+"/execute", req)
+	var o Order
+	if !a.ok() || a.decode(&o) != nil {
+		u.pages.errorPage(w, r, a.status, a.problem())
+		return
+	}
+	http.Redirect(w, r, "/ui/orders/"+o.ID.String(), http.StatusSeeOther)
+}

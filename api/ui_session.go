@@ -1,0 +1,111 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"sync"
+	"time"
+)
+
+// uiSession is a signed-in browser. The credential stays on the server:
+// the browser holds only a random session id (an HttpOnly cookie), and
+// every request re-authenticates the credential through the API's own
+// authenticator, so a token removed by a reload or a JWT that expired ends
+// the session at once.
+type uiSession struct {
+	token     string // the bearer token or JWT the person signed in with
+	csrf      string // the anti-forgery token every form and htmx request carries
+	principal string
+	created   time.Time
+	seen      time.Time
+}
+
+// uiSessions is the server-side session store. It is in memory, per API
+// replica: behind several replicas, the UI needs sticky sessions
+// (docs/ui.md).
+type uiSessions struct {
+	mu   sync.Mutex
+	byID map[[sha256.Size]byte]*uiSession // keyed by the id's hash, not the id
+	idle time.Duration
+	max  time.Duration
+	cap  int
+	now  func() time.Time
+}
+
+func newUISessions(now func() time.Time) *uiSessions {
+	return &uiSessions{byID: map[[sha256.Size]byte]*uiSession{}, idle: time.Hour, max: 12 * time.Hour, cap: 10000, now: now}
+}
+
+// randomToken is 32 bytes from the system's CSPRNG, base64url.
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails on Linux (crypto/rand panics rather than return short)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// create stores a session for token and returns its id (the cookie value).
+func (s *uiSessions) create(token, principal string) (string, *uiSession) {
+	id := randomToken()
+	now := s.now()
+	sess := &uiSession{token: token, csrf: randomToken(), principal: principal, created: now, seen: now}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked(now)
+	if len(s.byID) >= s.cap {
+		// Full of live sessions: the oldest gives way.
+		var oldest [sha256.Size]byte
+		var t time.Time
+		for k, v := range s.byID {
+			if t.IsZero() || v.created.Before(t) {
+				oldest, t = k, v.created
+			}
+		}
+		delete(s.byID, oldest)
+	}
+	s.byID[sha256.Sum256([]byte(id))] = sess
+	return id, sess
+}
+
+// get returns the live session of id, refreshing its idle time.
+func (s *uiSessions) get(id string) *uiSession {
+	if id == "" {
+		return nil
+	}
+	k := sha256.Sum256([]byte(id))
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.byID[k]
+	if sess == nil {
+		return nil
+	}
+	if now.Sub(sess.seen) > s.idle || now.Sub(sess.created) > s.max {
+		delete(s.byID, k)
+		return nil
+	}
+	sess.seen = now
+	return sess
+}
+
+// drop ends the session of id (sign out).
+func (s *uiSessions) drop(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byID, sha256.Sum256([]byte(id)))
+}
+
+func (s *uiSessions) pruneLocked(now time.Time) {
+	for k, v := range s.byID {
+		if now.Sub(v.seen) > s.idle || now.Sub(v.created) > s.max {
+			delete(s.byID, k)
+		}
+	}
+}
+
+// validCSRF compares a submitted anti-forgery token with the session's in
+// constant time.
+func (sess *uiSession) validCSRF(got string) bool {
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) == 1
+}

@@ -1,0 +1,141 @@
+// orderly web UI: the few things a server-rendered page cannot do by
+// itself. Output is only ever inserted as text (textContent), never HTML.
+"use strict";
+(function () {
+  const csrf = document.body.dataset.csrf || "";
+
+  // htmx requests carry the session's anti-forgery token as a header.
+  document.body.addEventListener("htmx:configRequest", function (e) {
+    if (csrf) e.detail.headers["X-CSRF-Token"] = csrf;
+  });
+
+  // Forms with data-confirm ask first, in a keyboard-usable <dialog>.
+  const dialog = document.getElementById("confirm");
+  document.addEventListener("submit", function (e) {
+    const form = e.target;
+    if (!form.dataset || !form.dataset.confirm || form.dataset.confirmed === "yes" || !dialog) return;
+    e.preventDefault();
+    document.getElementById("confirm-text").textContent = form.dataset.confirm;
+    dialog.returnValue = "";
+    dialog.onclose = function () {
+      if (dialog.returnValue === "ok") {
+        form.dataset.confirmed = "yes";
+        form.requestSubmit(e.submitter || undefined);
+      }
+    };
+    dialog.showModal();
+    document.getElementById("confirm-yes").focus();
+  }, true);
+
+  // ANSI SGR colours as classes on spans; the text itself is textContent.
+  function sgr(classes, params) {
+    if (params === "") return [];
+    const ps = params.split(";");
+    const drop = function (p) { classes = classes.filter(function (c) { return c.indexOf(p) !== 0; }); };
+    for (let i = 0; i < ps.length; i++) {
+      const n = parseInt(ps[i], 10);
+      if (isNaN(n)) continue;
+      if (n === 0) classes = [];
+      else if (n === 1) { drop("ansi-bold"); classes.push("ansi-bold"); }
+      else if (n === 3) { drop("ansi-italic"); classes.push("ansi-italic"); }
+      else if (n === 4) { drop("ansi-underline"); classes.push("ansi-underline"); }
+      else if (n === 22) drop("ansi-bold");
+      else if (n === 23) drop("ansi-italic");
+      else if (n === 24) drop("ansi-underline");
+      else if (n >= 30 && n <= 37) { drop("ansi-fg"); classes.push("ansi-fg" + (n - 30)); }
+      else if (n >= 90 && n <= 97) { drop("ansi-fg"); classes.push("ansi-fg" + (n - 82)); }
+      else if (n === 39) drop("ansi-fg");
+      else if (n >= 40 && n <= 47) { drop("ansi-bg"); classes.push("ansi-bg" + (n - 40)); }
+      else if (n >= 100 && n <= 107) { drop("ansi-bg"); classes.push("ansi-bg" + (n - 92)); }
+      else if (n === 49) drop("ansi-bg");
+      else if (n === 38 || n === 48) i += ps[i + 1] === "5" ? 2 : ps[i + 1] === "2" ? 4 : 0;
+    }
+    return classes;
+  }
+
+  const run = document.getElementById("run");
+  if (!run || !run.dataset.events) return;
+  const out = document.getElementById("output");
+  const statusEl = document.getElementById("status");
+  const note = document.getElementById("output-note");
+  // The page keeps the first and the last KEEP characters of a huge
+  // output; the whole of what was kept is downloadable when it ends.
+  const KEEP = 128 * 1024;
+  let headLen = 0, tail = null, tailLen = 0;
+  const state = { stdout: [], stderr: [] };
+
+  function append(stream, text) {
+    const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 24;
+    const parts = text.split("\x1b[");
+    const frag = document.createDocumentFragment();
+    let classes = state[stream];
+    parts.forEach(function (part, i) {
+      if (i > 0) {
+        const m = /^([0-9;]*)([\x20-\x2f]*)([\x40-\x7e])/.exec(part);
+        if (m) {
+          if (m[3] === "m") classes = sgr(classes.slice(), m[1]);
+          part = part.slice(m[0].length);
+        }
+      }
+      if (part === "") return;
+      const span = document.createElement("span");
+      span.className = stream + (classes.length ? " " + classes.join(" ") : "");
+      span.textContent = part.replace(/\x1b/g, "");
+      frag.appendChild(span);
+    });
+    state[stream] = classes;
+    if (tail === null && headLen + text.length > KEEP) {
+      const marker = document.createElement("span");
+      marker.className = "omitted";
+      marker.textContent = "\n… the middle of the output is not shown here; download it when the order ends …\n";
+      out.appendChild(marker);
+      tail = document.createElement("span");
+      out.appendChild(tail);
+    }
+    if (tail === null) {
+      out.appendChild(frag);
+      headLen += text.length;
+    } else {
+      tail.appendChild(frag);
+      tailLen += text.length;
+      while (tailLen > KEEP && tail.firstChild) {
+        tailLen -= tail.firstChild.textContent.length;
+        tail.removeChild(tail.firstChild);
+      }
+    }
+    if (atBottom) out.scrollTop = out.scrollHeight;
+  }
+
+  function decode(chunk) {
+    if (!chunk.encode) return chunk.data;
+    if (chunk.encode === "base64") {
+      const bin = atob(chunk.data);
+      const bytes = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      return new TextDecoder("utf-8").decode(bytes);
+    }
+    return "[" + chunk.encode + " output: download it when the order ends]\n";
+  }
+
+  out.textContent = "";
+  const es = new EventSource(run.dataset.events);
+  es.addEventListener("started", function () {
+    statusEl.textContent = "running";
+    statusEl.className = "badge running";
+  });
+  ["stdout", "stderr"].forEach(function (name) {
+    es.addEventListener(name, function (e) { append(name, decode(JSON.parse(e.data))); });
+  });
+  es.addEventListener("finished", function (e) {
+    es.close();
+    const o = JSON.parse(e.data);
+    statusEl.textContent = o.status;
+    statusEl.className = "badge " + o.status;
+    // The server renders the finished order: its stored output, exit
+    // code, duration and download links.
+    window.location.reload();
+  });
+  es.onerror = function () {
+    if (es.readyState === EventSource.CLOSED) note.textContent = "Live output stopped; reload the page.";
+  };
+})();
