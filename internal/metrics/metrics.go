@@ -23,6 +23,7 @@ type Metrics struct {
 	execDuration *prometheus.HistogramVec
 	rejections   *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
+	unavailable  *prometheus.CounterVec
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -47,9 +48,12 @@ func New() *Metrics {
 			Name: "orderly_http_request_duration_seconds", Help: "API latency by route pattern, method and status.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1, 5, 30},
 		}, []string{"route", "method", "status"}),
+		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_http_unavailable_total", Help: "API answers 503 by route: an order recorded but not queued (its publish failed), or a dependency unreachable.",
+		}, []string{"route"}),
 	}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration)
+		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable)
 	return m
 }
 
@@ -88,6 +92,10 @@ func (m *Metrics) Rejected(code order.Code) {
 func (m *Metrics) Request(route, method string, status int, d time.Duration) {
 	if m != nil {
 		m.httpDuration.WithLabelValues(route, method, statusClass(status)).Observe(d.Seconds())
+		if status == http.StatusServiceUnavailable {
+			// Counted apart from other 5xx: the publish-failure alert.
+			m.unavailable.WithLabelValues(route).Inc()
+		}
 	}
 }
 

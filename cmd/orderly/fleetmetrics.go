@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+
+	"github.com/orderly-run/orderly/internal/metrics"
+)
+
+// fleetSources wires the fleet gauges (internal/metrics/fleet.go) to the
+// API's PostgreSQL store and NATS queue: queue age and the reconciler's
+// backlog from PostgreSQL, hosts known from PostgreSQL and online from
+// their KV heartbeats, and both dependencies' reachability.
+func fleetSources(b *backend) metrics.FleetSources {
+	return metrics.FleetSources{
+		QueueAges:   b.store.QueueAges,
+		Unpublished: b.store.UnpublishedBacklog,
+		Hosts: func(ctx context.Context) (map[string]bool, error) {
+			known, err := b.store.Hosts(ctx)
+			if err != nil {
+				return nil, err
+			}
+			online, err := b.queue.OnlineHosts(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := make(map[string]bool, len(known)+len(online))
+			for _, h := range known {
+				out[h.Host] = false
+			}
+			for h := range online {
+				out[h] = true
+			}
+			return out, nil
+		},
+		Dependencies: map[string]func(context.Context) error{
+			"postgres": b.pool.Ping,
+			"nats":     b.queue.Ping,
+		},
+	}
+}

@@ -1,0 +1,111 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// FleetSources are the reads behind the fleet gauges, made at scrape time
+// so that no gauge is ever stale. A nil source leaves its gauges out.
+type FleetSources struct {
+	// QueueAges is how long the oldest queued order of each host waited.
+	QueueAges func(context.Context) (map[string]time.Duration, error)
+	// Unpublished is the reconciler's backlog: orders recorded but not yet
+	// in their host's stream, and the age of the oldest.
+	Unpublished func(context.Context) (int, time.Duration, error)
+	// Hosts maps every known host to whether its worker is online now.
+	Hosts func(context.Context) (map[string]bool, error)
+	// Dependencies are checks by name ("postgres", "nats"): nil is up.
+	Dependencies map[string]func(context.Context) error
+}
+
+var (
+	queueAgeDesc = prometheus.NewDesc("orderly_queue_oldest_age_seconds",
+		"Age of the oldest queued order per host (hosts with queued orders only), read from PostgreSQL at scrape time.", []string{"host"}, nil)
+	unpublishedDesc = prometheus.NewDesc("orderly_unpublished_orders",
+		"Orders recorded in PostgreSQL but not yet confirmed in their host's stream (the reconciler's backlog).", nil, nil)
+	unpublishedAgeDesc = prometheus.NewDesc("orderly_unpublished_oldest_age_seconds",
+		"Age of the oldest order not yet confirmed in its host's stream; 0 when there is none.", nil, nil)
+	hostOnlineDesc = prometheus.NewDesc("orderly_host_online",
+		"1 when the host's worker heartbeats, 0 for a host seen before whose worker does not.", []string{"host"}, nil)
+	dependencyDesc = prometheus.NewDesc("orderly_dependency_up",
+		"1 when this process reaches the dependency (postgres, nats) at scrape time, else 0.", []string{"dependency"}, nil)
+)
+
+// WatchFleet registers the fleet gauges read from src at scrape time.
+func (m *Metrics) WatchFleet(src FleetSources) {
+	if m != nil {
+		m.registry.MustRegister(&fleetCollector{src: src})
+	}
+}
+
+type fleetCollector struct {
+	src FleetSources
+}
+
+func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{queueAgeDesc, unpublishedDesc, unpublishedAgeDesc, hostOnlineDesc, dependencyDesc} {
+		ch <- d
+	}
+}
+
+// Collect reads every source with its own deadline, so that one slow or
+// unreachable dependency does not hide the others (it shows as down, or
+// as an invalid metric in the scrape).
+func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	read := func(f func(context.Context)) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		f(ctx)
+	}
+	if c.src.QueueAges != nil {
+		read(func(ctx context.Context) {
+			ages, err := c.src.QueueAges(ctx)
+			if err != nil {
+				ch <- prometheus.NewInvalidMetric(queueAgeDesc, err)
+				return
+			}
+			for host, age := range ages {
+				ch <- prometheus.MustNewConstMetric(queueAgeDesc, prometheus.GaugeValue, age.Seconds(), host)
+			}
+		})
+	}
+	if c.src.Unpublished != nil {
+		read(func(ctx context.Context) {
+			n, oldest, err := c.src.Unpublished(ctx)
+			if err != nil {
+				ch <- prometheus.NewInvalidMetric(unpublishedDesc, err)
+				return
+			}
+			ch <- prometheus.MustNewConstMetric(unpublishedDesc, prometheus.GaugeValue, float64(n))
+			ch <- prometheus.MustNewConstMetric(unpublishedAgeDesc, prometheus.GaugeValue, oldest.Seconds())
+		})
+	}
+	if c.src.Hosts != nil {
+		read(func(ctx context.Context) {
+			hosts, err := c.src.Hosts(ctx)
+			if err != nil {
+				ch <- prometheus.NewInvalidMetric(hostOnlineDesc, err)
+				return
+			}
+			for host, online := range hosts {
+				v := 0.0
+				if online {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(hostOnlineDesc, prometheus.GaugeValue, v, host)
+			}
+		})
+	}
+	for name, check := range c.src.Dependencies {
+		read(func(ctx context.Context) {
+			v := 1.0
+			if check(ctx) != nil {
+				v = 0
+			}
+			ch <- prometheus.MustNewConstMetric(dependencyDesc, prometheus.GaugeValue, v, name)
+		})
+	}
+}

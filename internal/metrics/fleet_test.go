@@ -1,0 +1,54 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/metrics"
+)
+
+// TestFleetGauges scrapes the fleet gauges from sources that answer, and
+// checks that a dependency that fails shows as down rather than failing
+// the scrape.
+func TestFleetGauges(t *testing.T) {
+	m := metrics.New()
+	m.WatchFleet(metrics.FleetSources{
+		QueueAges: func(context.Context) (map[string]time.Duration, error) {
+			return map[string]time.Duration{"web-1": 90 * time.Second}, nil
+		},
+		Unpublished: func(context.Context) (int, time.Duration, error) { return 2, 15 * time.Second, nil },
+		Hosts: func(context.Context) (map[string]bool, error) {
+			return map[string]bool{"web-1": false, "web-2": true}, nil
+		},
+		Dependencies: map[string]func(context.Context) error{
+			"postgres": func(context.Context) error { return nil },
+			"nats":     func(context.Context) error { return errors.New("nats: not connected") },
+		},
+	})
+	m.Request("/v1/orders", "POST", 503, time.Millisecond)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`orderly_queue_oldest_age_seconds{host="web-1"} 90`,
+		`orderly_unpublished_orders 2`,
+		`orderly_unpublished_oldest_age_seconds 15`,
+		`orderly_host_online{host="web-1"} 0`,
+		`orderly_host_online{host="web-2"} 1`,
+		`orderly_dependency_up{dependency="postgres"} 1`,
+		`orderly_dependency_up{dependency="nats"} 0`,
+		`orderly_http_unavailable_total{route="/v1/orders"} 1`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("scrape lacks %s", want)
+		}
+	}
+	if rec.Code != 200 {
+		t.Errorf("scrape answered %d", rec.Code)
+	}
+}
