@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -312,5 +314,56 @@ func TestUIViewerAndForgery(t *testing.T) {
 	}
 	if len(list) != 0 {
 		t.Fatalf("forged or refused posts created %d orders", len(list))
+	}
+}
+
+// TestUIExecStopAndHugeOutput submits commands through the command form:
+// a long one is stopped from its run page (cancel, after the
+// confirmation), and a huge output is shown as head and tail with the
+// whole kept output as a download.
+func TestUIExecStopAndHugeOutput(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+
+	exec := func(command, args string) {
+		t.Helper()
+		step(t, ctx, "open the command form", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-form")))
+		step(t, ctx, "submit "+command,
+			chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), command),
+			chromedp.SetValue(chromedp.ID("exec-args"), args), chromedp.Click(chromedp.ID("exec-run")),
+			chromedp.WaitVisible(chromedp.ID("run")))
+	}
+
+	exec("sh", "-c\necho started; exec sleep 60")
+	waitJS(t, ctx, "the command to start", `document.getElementById("output").innerText.includes("started")`, 30*time.Second)
+	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
+
+	exec("seq", "1\n200000")
+	waitJS(t, ctx, "the huge output to finish", `document.getElementById("status").innerText === "succeeded" && !!document.querySelector("#output .omitted")`, 30*time.Second)
+	out := text(t, ctx, "#output")
+	if !strings.HasPrefix(out, "1\n2\n3\n") || !strings.HasSuffix(out, "199999\n200000") || strings.Contains(out, "\n100000\n") {
+		t.Fatalf("huge output is not head and tail: %d characters, starts %q", len(out), out[:min(len(out), 40)])
+	}
+	href := eval[string](t, ctx, `document.querySelector("#output .omitted a").getAttribute("href")`)
+	cookies, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{e.url + "/ui/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", e.url+href, nil)
+	for _, c := range cookies.Cookies {
+		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") ||
+		!bytes.HasPrefix(b, []byte("1\n2\n")) || len(b) < 100000 {
+		t.Fatalf("download: %d %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Disposition"), len(b))
 	}
 }

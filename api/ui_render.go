@@ -138,7 +138,8 @@ func (p *uiPages) errorPage(w http.ResponseWriter, r *http.Request, status int, 
 // outPart is one stream's output as a run page shows it.
 type outPart struct {
 	Stream  string
-	HTML    template.HTML
+	HTML    template.HTML // all of it, or its head when Omitted > 0
+	Tail    template.HTML
 	Omitted int // bytes between the head and the tail not shown
 }
 
@@ -157,7 +158,7 @@ func outputView(name string, s Stream) (outPart, bool) {
 	if len(text) > uiShowBytes {
 		head, tail := cutRunes(text[:uiShowBytes/2], false), cutRunes(text[len(text)-uiShowBytes/2:], true)
 		part.Omitted = len(text) - len(head) - len(tail)
-		part.HTML = ansiHTML(head) + template.HTML("\n") + ansiHTML(tail)
+		part.HTML, part.Tail = ansiHTML(head), ansiHTML(tail)
 		return part, true
 	}
 	part.HTML = ansiHTML(text)
