@@ -228,4 +228,3 @@ func newRunView(o Order) runView {
 	}
 	return v
 }
-
