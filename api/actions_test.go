@@ -18,6 +18,7 @@ import (
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker/systemd"
 )
 
 func ptrTo[T any](v T) *T { return &v }
@@ -389,4 +390,57 @@ func TestWorkerRejectsWhatTheAPIAllowed(t *testing.T) {
 	if code != 200 || json.Unmarshal(b, &o) != nil || o.Status != "succeeded" || o.Result.Stdout.Content != "abc\n" {
 		t.Errorf("a value both allow: %d %s", code, b)
 	}
+}
+
+// TestActionChoices asks a host's worker over the bus for the units an
+// action param offers, with their state; the worker answers only for
+// globs of its own config.
+func TestActionChoices(t *testing.T) {
+	restart := config.Action{Name: "restart-example", Hosts: []string{"ch-*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}", Units: "example@*.service"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}
+	other := restart
+	other.Name = "restart-other"
+	other.Params = []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}", Units: "other@*.service"}}
+	other.Systemd.Unit = "other@{id}.service"
+	e := newAPIEnv(t, envOptions{hosts: []string{"ch-1"},
+		actions:       config.Actions{Bus: "system", Definitions: []config.Action{restart, other}},
+		workerActions: config.Actions{Bus: "system", Definitions: []config.Action{restart}},
+		units: []systemd.Unit{
+			{Name: "example@0042.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+			{Name: "example@0043.service", LoadState: "loaded", ActiveState: "failed", SubState: "failed"},
+			{Name: "example@abc.service", LoadState: "loaded", ActiveState: "inactive", SubState: "dead"},
+			{Name: "other@0001.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+			{Name: "dbus.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+		}})
+	code, b := e.do("alice", "GET", "/v1/actions/restart-example/choices?host=ch-1", nil)
+	var got struct {
+		Params map[string][]struct {
+			Value       string `json:"value"`
+			Valid       bool   `json:"valid"`
+			Unit        string `json:"unit"`
+			ActiveState string `json:"active_state"`
+		} `json:"params"`
+	}
+	if code != 200 || json.Unmarshal(b, &got) != nil {
+		t.Fatalf("choices: %d %s", code, b)
+	}
+	var seen []string
+	for _, c := range got.Params["id"] {
+		seen = append(seen, fmt.Sprintf("%s/%v/%s/%s", c.Value, c.Valid, c.Unit, c.ActiveState))
+	}
+	want := "0042/true/example@0042.service/active 0043/true/example@0043.service/failed abc/false/example@abc.service/inactive"
+	if strings.Join(seen, " ") != want {
+		t.Errorf("choices %s\nwant     %s", strings.Join(seen, " "), want)
+	}
+	// The worker's config offers no other@*.service choices: it refuses,
+	// whatever the API's config says.
+	code, b = e.do("alice", "GET", "/v1/actions/restart-other/choices?host=ch-1", nil)
+	wantError(t, code, b, 503, "unavailable")
+	if !bytes.Contains(b, []byte("offers no unit choices")) {
+		t.Errorf("refusal %s", b)
+	}
+	// No worker serves ch-2.
+	code, b = e.do("alice", "GET", "/v1/actions/restart-example/choices?host=ch-2", nil)
+	wantError(t, code, b, 503, "unavailable")
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -29,6 +31,7 @@ import (
 	"github.com/orderly-run/orderly/worker"
 	"github.com/orderly-run/orderly/worker/executor"
 	"github.com/orderly-run/orderly/worker/hostpolicy"
+	"github.com/orderly-run/orderly/worker/systemd"
 )
 
 // The principals every apiEnv knows, with their roles: admin and auditor
@@ -76,6 +79,9 @@ type envOptions struct {
 	// (actions_test.go); logger, when set, replaces the test log.
 	actions, workerActions config.Actions
 	logger                 *slog.Logger
+	// units, when set, are the units every worker's systemd "has" (for
+	// unit choices, asked over the bus as `orderly` does).
+	units []systemd.Unit
 }
 
 func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
@@ -130,7 +136,20 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		Auth:     func() api.Authenticator { return authn },
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		Status:   func() map[string]any { return map[string]any{} },
-		Actions:  &api.ActionDeps{Set: func() *action.Set { return acts }},
+		Actions: &api.ActionDeps{Set: func() *action.Set { return acts },
+			Choices: func(ctx context.Context, host, glob string) ([]api.UnitChoice, error) {
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				units, err := e.q.RequestChoices(ctx, host, glob)
+				if err != nil {
+					return nil, &order.Error{Code: order.CodeUnavailable, Message: err.Error()}
+				}
+				out := make([]api.UnitChoice, len(units))
+				for i, u := range units {
+					out[i] = api.UnitChoice{Unit: u.Name, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState}
+				}
+				return out, nil
+			}},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	e.url = hs.URL
@@ -169,9 +188,31 @@ func (e *apiEnv) startWorker(host string) {
 		e.t.Fatal(err)
 	}
 	logger := e.logger()
+	if e.opts.units != nil {
+		hp.SetUnitLister(func(_ context.Context, _, glob string) ([]systemd.Unit, error) {
+			var out []systemd.Unit
+			for _, u := range e.opts.units {
+				if ok, _ := path.Match(glob, u.Name); ok {
+					out = append(out, u)
+				}
+			}
+			return out, nil
+		})
+	}
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
 		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
+	err = e.q.ServeChoices(ctx, host, func(ctx context.Context, glob string) ([]queue.Unit, error) {
+		units, err := hp.UnitChoices(ctx, glob)
+		out := make([]queue.Unit, len(units))
+		for i, u := range units {
+			out[i] = queue.Unit{Name: u.Name, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState}
+		}
+		return out, err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	e.t.Cleanup(func() {

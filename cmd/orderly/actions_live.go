@@ -2,15 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/worker/systemd"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // liveActions is the API's compiled actions, swapped whole on a reload.
@@ -42,21 +44,20 @@ func watchActions(w *config.Watcher) (*liveActions, error) {
 // authorizer is intake's view of the actions.
 func (l *liveActions) authorizer() intake.ActionAuthorizer { return l.set.Load() }
 
-// deps wires /v1/actions. Unit choices are listed over this machine's
-// D-Bus (actions.bus), so only for the host whose worker shares the
-// API's machine (serve, or an API next to its worker); other hosts
-// answer 503.
-func (l *liveActions) deps() *api.ActionDeps {
+// deps wires /v1/actions. Unit choices are asked of the host's worker
+// over the bus (only it sees its host's systemd), waiting up to 5 s.
+func (l *liveActions) deps(q *queue.Queue) *api.ActionDeps {
 	return &api.ActionDeps{
 		Set: l.set.Load,
 		Choices: func(ctx context.Context, host, glob string) ([]api.UnitChoice, error) {
-			c := l.w.Current()
-			if host != c.Host {
-				return nil, order.Errorf(order.CodeUnavailable, "unit choices of host %s are listed only by an API on that host", host)
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			units, err := q.RequestChoices(ctx, host, glob)
+			if errors.Is(err, queue.ErrNoChoices) {
+				return nil, order.Errorf(order.CodeUnavailable, "no worker of host %s answered for its units", host)
 			}
-			units, err := systemd.ListUnits(ctx, c.Actions.Bus, glob)
 			if err != nil {
-				return nil, &order.Error{Code: order.CodeUnavailable, Message: "systemd could not list the units", Err: err}
+				return nil, &order.Error{Code: order.CodeUnavailable, Message: "the worker of host " + host + " could not list its units: " + err.Error(), Err: err}
 			}
 			out := make([]api.UnitChoice, len(units))
 			for i, u := range units {
@@ -65,4 +66,21 @@ func (l *liveActions) deps() *api.ActionDeps {
 			return out, nil
 		},
 	}
+}
+
+// serveChoices answers the unit choices requests of host from the
+// worker's live host policy (its own actions, its own D-Bus) until ctx
+// ends.
+func serveChoices(ctx context.Context, q *queue.Queue, host string, policy *livePolicy) error {
+	return q.ServeChoices(ctx, host, func(ctx context.Context, glob string) ([]queue.Unit, error) {
+		units, err := policy.p.Load().UnitChoices(ctx, glob)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]queue.Unit, len(units))
+		for i, u := range units {
+			out[i] = queue.Unit{Name: u.Name, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState}
+		}
+		return out, nil
+	})
 }

@@ -220,7 +220,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 			return map[string]any{"config": st, "config_drift": st.Drift}
 		},
 		Reload:  reload,
-		Actions: acts.deps(),
+		Actions: acts.deps(b.queue),
 		Runbooks: &api.RunbookDeps{Store: b.store,
 			Config: func() config.Runbooks { return w.Current().Runbooks }},
 	})
@@ -327,6 +327,10 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},
 		b.store, b.queue, policy, executor.New(logger), logger)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if err := serveChoices(wctx, b.queue, cfg.Host, policy); err != nil {
+		cancel()
+		return nil, err
+	}
 	r := &workerRunner{cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- w.Run(wctx) }()
 	return r, nil

@@ -41,10 +41,12 @@ func APIPermissions() *server.Permissions {
 			queue.ControlSubject + ">",
 			queue.SubmitterInbox + ".>", // Orderly-Reply answers
 			queue.ReplySubject + ">",    // and in orderly's reply space
+			queue.ChoicesSubject + ">",  // unit choices of an action (queue/choices.go)
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			queue.APIInbox + ".>",
-			queue.EventsSubject + ">", // ?wait on an order
+			queue.EventsSubject + ">",       // ?wait on an order
+			queue.ChoicesReplySubject + ">", // the workers' unit choices
 		}},
 	}
 }
@@ -91,10 +93,13 @@ func WorkerPermissions(host string) *server.Permissions {
 			"$JS.API.CONSUMER.INFO." + queue.LiveStream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + queue.LiveStream + ".*",
 			"$JS.API.CONSUMER.DELETE." + queue.LiveStream + ".*",
+			// Answers to unit choices requests, in its own host's space.
+			queue.ChoicesReplySubject + host + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			queue.WorkerInbox(host) + ".>",
 			queue.ControlSubject + host,
+			queue.ChoicesSubject + host,
 		}},
 	}
 }

@@ -178,3 +178,33 @@ func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.R
 	}
 	return &Prepared{Req: req, ResolvedPath: cmd.resolvedPath, User: u.name}, nil
 }
+
+// UnitLister lists a bus's units matching a glob: systemd.ListUnits, or
+// a stand-in in tests.
+type UnitLister func(ctx context.Context, bus, glob string) ([]systemd.Unit, error)
+
+// SetUnitLister replaces how unit choices are listed (tests); call it
+// before the policy is used.
+func (p *Policy) SetUnitLister(l UnitLister) { p.listUnits = l }
+
+// UnitChoices lists this host's units matching glob, which must be the
+// units glob of a param of one of this worker's own actions: whoever asks
+// over the bus, the worker lists nothing its config does not offer.
+func (p *Policy) UnitChoices(ctx context.Context, glob string) ([]systemd.Unit, error) {
+	offered := false
+	for _, d := range p.actions.All() {
+		for _, prm := range d.Params {
+			offered = offered || (prm.Units != "" && prm.Units == glob)
+		}
+	}
+	if !offered {
+		return nil, fmt.Errorf("this host's config offers no unit choices for %q", truncate(glob))
+	}
+	list := p.listUnits
+	if list == nil {
+		list = systemd.ListUnits
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return list(ctx, p.actions.Bus(), glob)
+}

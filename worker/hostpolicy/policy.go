@@ -51,6 +51,7 @@ type Policy struct {
 	// their native verbs (nil: over D-Bus).
 	actions    *action.Set
 	systemdRun SystemdRunner
+	listUnits  UnitLister
 	// euid and self are the worker's own identity. They are fields, not
 	// calls, so that tests can play an unprivileged worker.
 	euid int

@@ -113,7 +113,7 @@ func userManagerInside(t *testing.T) {
 	c := config.Default()
 	c.Actions.Bus = "user"
 	c.Actions.Definitions = []config.Action{{Name: "restart-example", Hosts: []string{"*"}, Roles: []string{"ops"},
-		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}", Units: "example@*.service"}},
 		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}}
 	hp, err := hostpolicy.FromConfig(c)
 	if err != nil {
@@ -139,9 +139,14 @@ func userManagerInside(t *testing.T) {
 	}
 	t.Logf("restarted %s: invocation %s -> %s", unit, got.PreviousInvocationID, got.InvocationID)
 
-	units, err := systemd.ListUnits(ctx, "user", "example@*.service")
+	// Unit choices, as the worker answers them over the bus: only for a
+	// glob its config offers.
+	units, err := hp.UnitChoices(ctx, "example@*.service")
 	if err != nil || len(units) != 1 || units[0].Name != unit || units[0].ActiveState != "active" {
-		t.Fatalf("list units: %+v %v", units, err)
+		t.Fatalf("unit choices: %+v %v", units, err)
+	}
+	if units, err := hp.UnitChoices(ctx, "*.service"); err == nil {
+		t.Errorf("a glob the config does not offer listed %+v", units)
 	}
 
 	// A value the worker's rules refuse is rejected before any D-Bus
