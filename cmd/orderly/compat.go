@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,5 +49,13 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 				}
 				return 0
 			}}})
+	}
+	if cfg.Stage0.Enabled {
+		// One handler for stage0's /api/... and its /dev-login at the root.
+		h := &compat.Stage0{Deps: d, Runbooks: srv, Getenv: os.LookupEnv,
+			// compat.stage0.shutdown: stop this process as SIGTERM does.
+			Shutdown: func() { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }}
+		srv.MountCompat(api.CompatSurface{Prefix: cfg.Stage0.Prefix, Handler: h},
+			api.CompatSurface{Prefix: "/dev-login", Handler: h})
 	}
 }

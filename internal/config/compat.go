@@ -14,6 +14,7 @@ import (
 type Compat struct {
 	HTTPExec HTTPExecCompat `koanf:"httpexec"`
 	Vigrid   VigridCompat   `koanf:"vigrid"`
+	Stage0   Stage0Compat   `koanf:"stage0"` // compat_stage0.go
 }
 
 // HTTPExecCompat is the httpexec surface: POST /<command path>.
@@ -57,6 +58,7 @@ func DefaultCompat() Compat {
 	return Compat{
 		HTTPExec: HTTPExecCompat{Prefix: "/"},
 		Vigrid:   VigridCompat{Prefix: "/api/v1", MaxWait: 5 * time.Minute, IntegrityCheck: true},
+		Stage0:   DefaultStage0Compat(),
 	}
 }
 

@@ -153,6 +153,7 @@ func (c Config) Validate() error {
 	c.validatePolicy(&ps)
 	c.validateCompat(&ps)
 	c.validateRunbooks(&ps)
+	c.validateStage0(&ps)
 	c.validateActions(&ps)
 
 	if len(ps) > 0 {

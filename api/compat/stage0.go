@@ -1,0 +1,288 @@
+package compat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/runbook"
+)
+
+// Stage0Runbooks is what the stage0 surface needs of the API
+// (*api.Server): the native runbook code paths.
+type Stage0Runbooks interface {
+	RunbookList() ([]*runbook.Runbook, error)
+	LoadRunbook(name string) (*runbook.Runbook, func(string) error, config.Runbooks, error)
+	RunbookRuns(ctx context.Context, file string, limit int) ([]*order.Order, error)
+	DelegatedPrincipal(ctx context.Context, token string) (auth.Principal, api.RunbookChain, error)
+	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
+	FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error)
+}
+
+// Stage0 is the stage0 runbook API (docs/compat.md): /api/runbooks...,
+// /api/config, /api/shutdown and /dev-login, answering in stage0's
+// formats. Each execute is the native RunRunbook: an ordinary order of
+// kind script through intake, run by a worker, its history in PostgreSQL.
+type Stage0 struct {
+	Deps
+	Runbooks Stage0Runbooks
+	// Getenv reads the service's own environment: stage0 judged
+	// required-env and validate there.
+	Getenv func(name string) (string, bool)
+	// Shutdown stops this API process (compat.stage0.shutdown).
+	Shutdown func()
+	// Now is the clock for tokens; nil is time.Now.
+	Now func() time.Time
+}
+
+// historyRuns is how many runs a runbook's rendered History shows.
+const historyRuns = 200
+
+// stage0Request is one authenticated request.
+type stage0Request struct {
+	w      http.ResponseWriter
+	r      *http.Request
+	cfg    config.Config
+	p      auth.Principal
+	userID string
+	claims map[string]any
+	chain  api.RunbookChain
+	ip     string
+}
+
+func (s *Stage0) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cfg := s.Config()
+	sc := cfg.Compat.Stage0
+	ip, ok := clientAddr(s.ACL(), r)
+	if !ok {
+		stage0Error(w, http.StatusForbidden, "Access denied")
+		return
+	}
+	if r.URL.Path == "/dev-login" {
+		if !sc.EnableLogin {
+			stage0Error(w, http.StatusNotFound, "Not found")
+			return
+		}
+		if r.Method != http.MethodPost {
+			stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
+			return
+		}
+		s.devLogin(w, r, sc)
+		return
+	}
+	rel := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(sc.Prefix, "/"))
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	type route struct {
+		method string
+		fn     func(*stage0Request, string)
+	}
+	var rt route
+	file := ""
+	switch {
+	case rel == "/shutdown":
+		if !sc.Shutdown {
+			// Off by default: orderly is not stopped by an API call.
+			stage0Error(w, http.StatusNotFound, "Not found")
+			return
+		}
+		rt = route{http.MethodPost, s.shutdown}
+	case rel == "/config":
+		rt = route{http.MethodGet, s.config}
+	case rel == "/runbooks":
+		rt = route{http.MethodGet, s.list}
+	case len(parts) == 2 && parts[0] == "runbooks":
+		rt, file = route{http.MethodGet, s.get}, parts[1]
+	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "required-env":
+		rt, file = route{http.MethodGet, s.requiredEnv}, parts[1]
+	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "validate":
+		rt, file = route{http.MethodPatch, s.validate}, parts[1]
+	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "execute":
+		rt, file = route{http.MethodPost, s.execute}, parts[1]
+	default:
+		stage0Error(w, http.StatusNotFound, "Not found")
+		return
+	}
+	if r.Method != rt.method {
+		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
+		return
+	}
+	req, status, msg := s.authenticate(r, cfg)
+	if status != 0 {
+		s.Orders.AuditRefusal(r.Context(), r, "", ip, "stage0", status, order.Errorf(order.CodeUnauthenticated, "%s", msg))
+		stage0Error(w, status, msg)
+		return
+	}
+	req.w, req.r, req.cfg, req.ip = w, r, cfg, ip
+	rt.fn(req, file)
+}
+
+// authenticate applies stage0's bearer rules: a JWT signed with the
+// shared secret whose iss and aud match, or the delegated token of a
+// running script. It returns a status and stage0's message on failure.
+func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Request, int, string) {
+	sc := cfg.Compat.Stage0
+	h := r.Header.Get("Authorization")
+	if !strings.HasPrefix(h, "Bearer ") {
+		return nil, http.StatusUnauthorized, "Missing or invalid Authorization header"
+	}
+	raw := strings.TrimSpace(h[len("Bearer "):])
+	if raw == "" {
+		return nil, http.StatusUnauthorized, "Empty token in Authorization header"
+	}
+	if api.IsDelegationToken(raw) {
+		p, chain, err := s.Runbooks.DelegatedPrincipal(r.Context(), raw)
+		if err != nil {
+			return nil, http.StatusUnauthorized, "Token has expired"
+		}
+		return &stage0Request{p: p, userID: strings.TrimPrefix(p.Name, sc.PrincipalPrefix), chain: chain,
+			claims: map[string]any{"sub": strings.TrimPrefix(p.Name, sc.PrincipalPrefix), "roles": p.Roles}}, 0, ""
+	}
+	claims := jwt.MapClaims{}
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(sc.JWTIssuer),
+		jwt.WithAudience(sc.JWTAudience), jwt.WithTimeFunc(s.now))
+	_, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(sc.JWTSecret), nil })
+	if err != nil {
+		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, claims, err)
+	}
+	sub, _ := claims["sub"].(string)
+	if sub == "" {
+		return nil, http.StatusUnauthorized, `Invalid token: Token is missing the "sub" claim`
+	}
+	roles := stage0Roles(claims["roles"])
+	values := map[string][]string{}
+	for k, v := range claims {
+		switch v := v.(type) {
+		case string:
+			values[k] = []string{v}
+		case []any:
+			for _, item := range v {
+				if s, ok := item.(string); ok {
+					values[k] = append(values[k], s)
+				}
+			}
+		}
+	}
+	p := auth.Principal{Name: sc.PrincipalPrefix + sub, Roles: roles, Kind: auth.KindJWT, Claims: values}
+	return &stage0Request{p: p, userID: sub, claims: claims, chain: api.HeaderChain(r)}, 0, ""
+}
+
+// stage0Roles reads the roles claim as stage0 did: a list kept, a string
+// split on commas and trimmed, anything else none.
+func stage0Roles(v any) []string {
+	roles := []string{}
+	switch v := v.(type) {
+	case []any:
+		for _, item := range v {
+			if s, ok := item.(string); ok {
+				roles = append(roles, s)
+			}
+		}
+	case string:
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				roles = append(roles, s)
+			}
+		}
+	}
+	return roles
+}
+
+// stage0JWTMessage is stage0's 401 message for a token that failed:
+// "Token has expired", or "Invalid token: " and PyJWT's words.
+func stage0JWTMessage(raw string, claims jwt.MapClaims, err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "Token has expired"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "Invalid token: Signature verification failed"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "Invalid token: Audience doesn't match"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "Invalid token: Invalid issuer"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		for _, c := range []string{"iss", "aud"} {
+			if _, ok := claims[c]; !ok {
+				return `Invalid token: Token is missing the "` + c + `" claim`
+			}
+		}
+		return "Invalid token: Token is missing a required claim"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "Invalid token: The token is not yet valid (nbf)"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "Invalid token: The token is not yet valid (iat)"
+	case strings.Count(raw, ".") != 2:
+		return "Invalid token: Not enough segments"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "Invalid token: The specified alg value is not allowed"
+	}
+	return "Invalid token: Invalid token"
+}
+
+// stage0Error answers with stage0's envelope {"error": msg}.
+func stage0Error(w http.ResponseWriter, status int, msg string) {
+	stage0JSON(w, status, map[string]any{"error": msg})
+}
+
+// stage0Fail is execute's JSON refusal before any stream: it carries
+// "success": false too.
+func stage0Fail(w http.ResponseWriter, status int, msg string) {
+	stage0JSON(w, status, map[string]any{"success": false, "error": msg})
+}
+
+func stage0JSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// statusFor maps a refusal of the pipeline to the statuses stage0 had.
+func statusFor(err error) (int, string) {
+	var e *order.Error
+	if !errors.As(err, &e) {
+		return http.StatusInternalServerError, "A processing error occurred"
+	}
+	switch e.Code {
+	case order.CodeUnauthenticated:
+		return http.StatusUnauthorized, e.Message
+	case order.CodeForbidden:
+		return http.StatusForbidden, e.Message
+	case order.CodeNotFound:
+		return http.StatusNotFound, e.Message
+	case order.CodeInternal:
+		return http.StatusInternalServerError, "A processing error occurred"
+	}
+	return http.StatusInternalServerError, e.Message
+}
+
+// reasonOf is the details.reason of a runbook refusal.
+func reasonOf(err error) string {
+	if e := asOrderError(err); e != nil && e.Details != nil {
+		r, _ := e.Details["reason"].(string)
+		return r
+	}
+	return ""
+}
+
+func asOrderError(err error) *order.Error {
+	var e *order.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}

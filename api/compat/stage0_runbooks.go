@@ -1,0 +1,306 @@
+package compat
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/runbook"
+)
+
+// list is GET /api/runbooks: top-level *.md files whose text starts with
+// "# ", sorted by file name; others are left out, as stage0 did.
+func (s *Stage0) list(q *stage0Request, _ string) {
+	all, err := s.Runbooks.RunbookList()
+	if err != nil {
+		code, msg := statusFor(err)
+		stage0Error(q.w, code, msg)
+		return
+	}
+	out := []map[string]any{}
+	for _, rb := range all {
+		if !bytes.HasPrefix(rb.Text, []byte("# ")) {
+			continue
+		}
+		out = append(out, map[string]any{"filename": rb.File, "name": rb.Name, "path": rb.File})
+	}
+	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "runbooks": out})
+}
+
+// load reads a runbook or answers stage0's 404.
+func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWriter, int, string)) (*runbook.Runbook, func(string) error, bool) {
+	rb, exists, _, err := s.Runbooks.LoadRunbook(file)
+	if order.ErrorCode(err) == order.CodeNotFound {
+		fail(q.w, http.StatusNotFound, "Runbook not found: "+file)
+		return nil, nil, false
+	}
+	if err != nil {
+		code, msg := statusFor(err)
+		fail(q.w, code, msg)
+		return nil, nil, false
+	}
+	return rb, exists, true
+}
+
+// get is GET /api/runbooks/<f>: the file, then its History rendered from
+// PostgreSQL in stage0's markdown, as a stage0 client expects to read it.
+func (s *Stage0) get(q *stage0Request, file string) {
+	rb, _, ok := s.load(q, file, stage0Error)
+	if !ok {
+		return
+	}
+	runs, err := s.Runbooks.RunbookRuns(q.r.Context(), rb.File, historyRuns)
+	if err != nil {
+		code, msg := statusFor(err)
+		stage0Error(q.w, code, msg)
+		return
+	}
+	content := string(rb.Text)
+	for _, o := range runs {
+		content += renderRun(o, q.cfg.Compat.Stage0.PrincipalPrefix)
+	}
+	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "name": rb.Name, "content": content})
+}
+
+// renderRun is one history entry as stage0 appended it to the file.
+func renderRun(o *order.Order, prefix string) string {
+	if !o.Status.Terminal() {
+		return ""
+	}
+	at := o.SubmittedAt
+	if o.FinishedAt != nil {
+		at = *o.FinishedAt
+	}
+	var b strings.Builder
+	fence := func(title, text string) {
+		if text == "" {
+			return
+		}
+		fmt.Fprintf(&b, "**%s:**\n```\n%s\n```\n\n", title, strings.ReplaceAll(strings.TrimRight(text, "\n"), "```", "\\`\\`\\`"))
+	}
+	errText := ""
+	if o.Result != nil {
+		errText = o.Result.Error
+	}
+	if o.Status == order.StatusRejected && strings.HasPrefix(errText, "RBAC check failed for ") {
+		fmt.Fprintf(&b, "\n### %s | Exit Code: 403\n\n", stage0Time(at))
+		fence("Error", "RBAC Failure: Access denied for user "+strings.TrimPrefix(o.Principal, prefix)+". "+errText)
+		return b.String()
+	}
+	rc, stdout, stderr := runOutcome(o)
+	fmt.Fprintf(&b, "\n### %s | Exit Code: %d\n\n", stage0Time(at), rc)
+	fence("Stdout", stdout)
+	fence("Stderr", stderr)
+	return b.String()
+}
+
+// stage0Time is stage0's history timestamp: UTC with milliseconds and Z.
+func stage0Time(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// runOutcome is a finished order as stage0 reported a run: its return
+// code (the exit status, minus the signal, -9 on timeout, 1 when it did
+// not run), stdout and stderr with stage0's notes appended.
+func runOutcome(o *order.Order) (rc int, stdout, stderr string) {
+	res := o.Result
+	if res == nil {
+		return 1, "", ""
+	}
+	stdout, stderr = string(res.Stdout.Content), string(res.Stderr.Content)
+	switch code, ok := returnCode(res); {
+	case o.Status == order.StatusTimedOut:
+		rc = -9
+		stderr += fmt.Sprintf("Script execution timed out after %d seconds. The script was terminated.", int(o.Timeout/time.Second))
+	case ok:
+		rc = code
+	default:
+		rc = 1
+		if res.Error != "" {
+			stderr += res.Error
+		}
+	}
+	return rc, stdout, stderr
+}
+
+// requiredEnv is GET /api/runbooks/<f>/required-env, judged on the
+// service's own environment as stage0 did.
+func (s *Stage0) requiredEnv(q *stage0Request, file string) {
+	rb, _, ok := s.load(q, file, stage0Error)
+	if !ok {
+		return
+	}
+	required, available, missing := []map[string]string{}, []string{}, []string{}
+	for _, v := range rb.Env {
+		required = append(required, map[string]string{"name": v.Name, "description": v.Description})
+		if _, set := s.getenv(v.Name); set {
+			available = append(available, v.Name)
+		} else {
+			missing = append(missing, v.Name)
+		}
+	}
+	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "required": required,
+		"available": available, "missing": missing})
+}
+
+func (s *Stage0) getenv(name string) (string, bool) {
+	if s.Getenv == nil {
+		return "", false
+	}
+	return s.Getenv(name)
+}
+
+// stage0Body is the body of validate and execute.
+type stage0Body struct {
+	EnvVars map[string]json.RawMessage `json:"env_vars"`
+}
+
+// readBody reads an optional JSON body; stage0 accepted none at all.
+func readBody(r *http.Request, max int64) (stage0Body, error) {
+	var b stage0Body
+	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil || int64(len(data)) > max {
+		return b, errors.New("Request body too large")
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return b, nil
+	}
+	if err := json.Unmarshal(data, &b); err != nil {
+		return b, errors.New("Invalid JSON body")
+	}
+	return b, nil
+}
+
+// validate is PATCH /api/runbooks/<f>/validate: 200 when the runbook
+// would run with these env_vars (or the service's environment), else 400;
+// both {success, runbook, errors, warnings}. Claims first (403).
+func (s *Stage0) validate(q *stage0Request, file string) {
+	rb, exists, ok := s.load(q, file, stage0Error)
+	if !ok {
+		return
+	}
+	if msg := rb.CheckClaims(runbook.OpValidate, claimsOf(q)); msg != "" {
+		s.Orders.AuditRefusal(q.r.Context(), q.r, q.p.Name, q.ip, "stage0", http.StatusForbidden, order.Errorf(order.CodeForbidden, "%s", msg))
+		stage0Error(q.w, http.StatusForbidden, msg)
+		return
+	}
+	body, err := readBody(q.r, q.cfg.HTTP.MaxBodyBytes)
+	if err != nil {
+		stage0Error(q.w, http.StatusBadRequest, err.Error())
+		return
+	}
+	errs := []string{}
+	env, err := runbook.Sanitize(body.EnvVars)
+	if err != nil {
+		errs = append(errs, err.Error())
+		env = map[string]string{}
+	}
+	for _, v := range rb.Env {
+		if _, set := env[v.Name]; !set {
+			if val, ok := s.getenv(v.Name); ok {
+				env[v.Name] = val
+			}
+		}
+	}
+	errs = append(errs, runbook.Messages(rb.Judge(env, exists))...)
+	status := http.StatusOK
+	if len(errs) > 0 {
+		status = http.StatusBadRequest
+	}
+	stage0JSON(q.w, status, map[string]any{"success": len(errs) == 0, "runbook": rb.File, "errors": errs,
+		"warnings": nonNil(rb.Warnings)})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// claimsOf is what the principal holds for Required Claims, roles as
+// parsed.
+func claimsOf(q *stage0Request) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range q.p.Claims {
+		out[k] = v
+	}
+	out["roles"] = q.p.Roles
+	return out
+}
+
+// config is GET /api/config: stage0's settings as orderly has them, the
+// secret masked, and the caller's token.
+func (s *Stage0) config(q *stage0Request, _ string) {
+	c, sc := q.cfg, q.cfg.Compat.Stage0
+	item := func(name, value, def string) map[string]string {
+		from := "environment"
+		if value == def {
+			from = "default"
+		}
+		return map[string]string{"name": name, "value": value, "from": from}
+	}
+	items := []map[string]string{
+		item("RUNBOOKS_DIR", c.Runbooks.Dir, "./samples/runbooks"),
+		item("ENABLE_LOGIN", strings.ToLower(strconv.FormatBool(sc.EnableLogin)), "false"),
+		{"name": "JWT_SECRET", "value": "secret", "from": "environment"},
+		item("JWT_ALGORITHM", "HS256", "HS256"),
+		item("JWT_ISSUER", sc.JWTIssuer, "dev-idp"),
+		item("JWT_AUDIENCE", sc.JWTAudience, "dev-api"),
+		item("JWT_TTL_MINUTES", strconv.Itoa(int(sc.JWTTTL/time.Minute)), "480"),
+		item("SCRIPT_TIMEOUT_SECONDS", strconv.Itoa(int(c.Runbooks.Timeout/time.Second)), "600"),
+		item("MAX_OUTPUT_SIZE_BYTES", strconv.FormatInt(c.Worker.MaxOutputBytes, 10), "10485760"),
+		item("MAX_RECURSION_DEPTH", strconv.Itoa(c.Runbooks.MaxDepth), "50"),
+	}
+	stage0JSON(q.w, http.StatusOK, map[string]any{"config_items": items,
+		"token": map[string]any{"user_id": q.userID, "roles": nonNil(q.p.Roles), "remote_ip": q.ip, "claims": q.claims}})
+}
+
+// shutdown is POST /api/shutdown, served only with compat.stage0.shutdown.
+func (s *Stage0) shutdown(q *stage0Request, _ string) {
+	stage0JSON(q.w, http.StatusOK, map[string]any{"message": "Shutdown initiated"})
+	if s.Shutdown != nil {
+		go s.Shutdown()
+	}
+}
+
+// devLogin is POST /dev-login: a token for any subject and roles, served
+// only with compat.stage0.enable_login on a loopback listener.
+func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stage0Compat) {
+	var body struct {
+		Subject *string  `json:"subject"`
+		Roles   []string `json:"roles"`
+	}
+	data, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if len(bytes.TrimSpace(data)) > 0 && json.Unmarshal(data, &body) != nil {
+		stage0Error(w, http.StatusBadRequest, "Invalid JSON body")
+		return
+	}
+	subject := "dev-user-1"
+	if body.Subject != nil && *body.Subject != "" {
+		subject = *body.Subject
+	}
+	roles := body.Roles
+	if roles == nil {
+		roles = []string{"developer"}
+	}
+	now := s.now().UTC()
+	exp := now.Add(sc.JWTTTL)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": subject, "roles": roles,
+		"iss": sc.JWTIssuer, "aud": sc.JWTAudience, "iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix()}).
+		SignedString([]byte(sc.JWTSecret))
+	if err != nil {
+		stage0Error(w, http.StatusInternalServerError, "A processing error occurred")
+		return
+	}
+	stage0JSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "bearer",
+		"expires_at": exp.Format("2006-01-02T15:04:05.000000") + "+00:00", "subject": subject, "roles": roles})
+}

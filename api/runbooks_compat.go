@@ -1,0 +1,149 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/runbook"
+)
+
+// What a compat surface (api/compat's stage0) reads of runbooks; each is
+// the native routes' own code path.
+
+// RunbookList returns the runbooks of runbooks.dir, sorted by file name.
+func (s *Server) RunbookList() ([]*runbook.Runbook, error) {
+	src, _, err := s.runbookSource()
+	if err != nil {
+		return nil, err
+	}
+	return src.List()
+}
+
+// LoadRunbook returns the runbook file name, the check of its inputs, and
+// the runbook settings.
+func (s *Server) LoadRunbook(name string) (*runbook.Runbook, func(string) error, config.Runbooks, error) {
+	rb, src, cfg, err := s.loadRunbook(name)
+	if err != nil {
+		return nil, nil, cfg, err
+	}
+	return rb, src.Exists, cfg, nil
+}
+
+// RunbookRuns returns the last limit runs of a runbook, oldest first, as
+// every principal's history (a stage0 client saw every run in the file).
+func (s *Server) RunbookRuns(ctx context.Context, file string, limit int) ([]*order.Order, error) {
+	list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Runbook: file, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(list)
+	return list, nil
+}
+
+// DelegatedPrincipal returns who a delegated runbook token acts for and
+// the chain it is bound to; an unknown, ended or expired token is
+// postgres.ErrNoDelegation.
+func (s *Server) DelegatedPrincipal(ctx context.Context, token string) (auth.Principal, RunbookChain, error) {
+	if s.Runbooks == nil {
+		return auth.Principal{}, RunbookChain{}, postgres.ErrNoDelegation
+	}
+	d, err := s.Runbooks.Store.LookupDelegation(ctx, token)
+	if err != nil {
+		return auth.Principal{}, RunbookChain{}, err
+	}
+	return auth.Principal{Name: d.Principal, Roles: d.Roles, Kind: d.Kind, Claims: d.Claims},
+		RunbookChain{Correlation: d.CorrelationID, Stack: d.Stack, Hosts: d.Hosts, Delegated: true}, nil
+}
+
+// IsDelegationToken reports whether a bearer token is a delegated runbook
+// token (to be looked up, not authenticated as a credential).
+func IsDelegationToken(token string) bool {
+	return len(token) > len(delegationPrefix) && token[:len(delegationPrefix)] == delegationPrefix
+}
+
+// FollowOrder calls fn with every chunk of o's output as the worker
+// publishes it, until the order is terminal, and returns the order as
+// PostgreSQL then holds it. fn is called from one goroutine. Output
+// arrives through the live stream; PostgreSQL is read as a fallback, so a
+// lost event only delays the end.
+func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error) {
+	cons, err := s.Queue.Live(ctx, o.Host, o.ID, 0)
+	if err != nil {
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
+	}
+	defer it.Stop()
+	msgs := make(chan jetstream.Msg, 64)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	outputSubject, eventSubject := queue.OutputSubjectOf(o.Host, o.ID), queue.EventSubjectOf(o.Host, o.ID)
+	poll := time.NewTicker(2 * time.Second)
+	defer poll.Stop()
+	final := func() (*order.Order, error) { return s.Store.GetOrder(context.WithoutCancel(ctx), o.ID) }
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case m, ok := <-msgs:
+			if !ok {
+				return final()
+			}
+			stream := m.Headers().Get(queue.StreamHeader)
+			switch {
+			case m.Subject() == outputSubject && stream != "":
+				fn(stream, m.Data())
+			case m.Subject() == eventSubject && stream == "":
+				var ev queue.Event
+				if json.Unmarshal(m.Data(), &ev) == nil && ev.OrderID == o.ID && order.Status(ev.Status).Terminal() {
+					return final()
+				}
+			}
+		case <-poll.C:
+			cur, err := s.Store.GetOrder(ctx, o.ID)
+			if errors.Is(err, context.Canceled) {
+				return nil, err
+			}
+			if err == nil && cur.Status.Terminal() {
+				// Output published before the end is already in msgs:
+				// take it before answering.
+				for {
+					select {
+					case m, ok := <-msgs:
+						if ok && m.Subject() == outputSubject && m.Headers().Get(queue.StreamHeader) != "" {
+							fn(m.Headers().Get(queue.StreamHeader), m.Data())
+							continue
+						}
+					default:
+					}
+					break
+				}
+				return cur, nil
+			}
+		}
+	}
+}

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// sseEvent is one event of a stage0 stream.
+type sseEvent struct {
+	name, data string
+}
+
+// readSSE splits a whole stage0 stream into its events: "event: <name>",
+// then "data: " lines joined by newlines.
+func readSSE(t *testing.T, body string) []sseEvent {
+	t.Helper()
+	var out []sseEvent
+	for _, block := range strings.Split(strings.TrimSuffix(body, "\n\n"), "\n\n") {
+		lines := strings.Split(block, "\n")
+		name, ok := strings.CutPrefix(lines[0], "event: ")
+		if !ok {
+			t.Fatalf("event without a name: %q in\n%s", block, body)
+		}
+		var data []string
+		for _, l := range lines[1:] {
+			d, ok := strings.CutPrefix(l, "data: ")
+			if !ok {
+				t.Fatalf("line %q is not data in\n%s", l, body)
+			}
+			data = append(data, d)
+		}
+		out = append(out, sseEvent{name, strings.Join(data, "\n")})
+	}
+	return out
+}
+
+// TestStage0Compat drives the stage0 surface with a plain HTTP client as
+// stage0's README does with curl: /dev-login for a token, then list, get,
+// required-env, validate and execute with the stream read to its done
+// event; runs are orders on real workers, history comes from PostgreSQL.
+func TestStage0Compat(t *testing.T) {
+	t.Setenv("STAGE0_SVC_NOTE", "from the service")
+	const secret = "stage0-compat-test-secret-0123456789abcdef"
+	dir := t.TempDir()
+	books := map[string]string{
+		"Hello.md": runbookDoc("Hello", "GREETING: How to greet\nSTAGE0_SVC_NOTE: Set on the service", "  - suffix.txt", "",
+			`echo "$GREETING, world"
+cat suffix.txt
+echo "note: $STAGE0_SVC_NOTE"
+echo "to stderr" >&2
+printf 'no newline'`),
+		"Ops.md":    runbookDoc("Ops", "{}", "  []", "roles: ops", `echo ops only`),
+		"Callee.md": runbookDoc("Callee", "WHO: Who calls", "  []", "", `echo "callee sees $WHO on stack $RUNBOOK_RECURSION_STACK"`),
+		"Caller.md": runbookDoc("Caller", "{}", "  []", "",
+			`curl -sS -N -X POST "$RUNBOOK_URL/Callee.md/execute" -H "$RUNBOOK_H_AUTH" -H "$RUNBOOK_H_CTYPE" -d '{"env_vars":{"WHO":"caller"}}'`),
+		"Recur.md": runbookDoc("Recur", "{}", "  []", "",
+			`curl -sS -N -X POST "$RUNBOOK_URL/Recur.md/execute" -H "$RUNBOOK_H_AUTH" -H "$RUNBOOK_H_CTYPE" -d '{}'`),
+		"Notes.md": "Just notes, no title line.\n",
+	}
+	for name, text := range books {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "suffix.txt"), []byte("from an input file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newSecStack(t, fmt.Sprintf(`
+policy:
+  - {name: admin, roles: [admin], hosts: ["*"], allow: [".*"], run_as: ["", "*"]}
+  - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
+runbooks:
+  dir: %q
+  timeout: 60s
+compat:
+  stage0:
+    enabled: true
+    jwt_secret: %q
+    enable_login: true
+    hosts: [s0a, s0b]
+`, dir, secret), nil, "s0a", "s0b")
+
+	do := func(method, path, token string, body any) (*http.Response, string) {
+		t.Helper()
+		resp, b := s.send(call{method: method, path: path, token: token, body: body})
+		return resp, string(b)
+	}
+	resp, b := do("POST", "/dev-login", "", map[string]any{"subject": "dev-user", "roles": []string{"developer"}})
+	var login struct {
+		AccessToken string   `json:"access_token"`
+		TokenType   string   `json:"token_type"`
+		ExpiresAt   string   `json:"expires_at"`
+		Subject     string   `json:"subject"`
+		Roles       []string `json:"roles"`
+	}
+	if err := json.Unmarshal([]byte(b), &login); err != nil || resp.StatusCode != 200 || login.TokenType != "bearer" ||
+		login.Subject != "dev-user" || !strings.HasSuffix(login.ExpiresAt, "+00:00") {
+		t.Fatalf("dev-login: %d %s", resp.StatusCode, b)
+	}
+	tok := login.AccessToken
+
+	t.Run("authentication", func(t *testing.T) {
+		expired, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "x", "iss": "dev-idp", "aud": "dev-api",
+			"exp": time.Now().Add(-time.Hour).Unix()}).SignedString([]byte(secret))
+		otherAud, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "x", "iss": "dev-idp", "aud": "other"}).
+			SignedString([]byte(secret))
+		for _, c := range []struct{ hdr, want string }{
+			{"", `{"error":"Missing or invalid Authorization header"}`},
+			{"Token " + tok, `{"error":"Missing or invalid Authorization header"}`},
+			{"Bearer " + expired, `{"error":"Token has expired"}`},
+			{"Bearer " + otherAud, `{"error":"Invalid token: Audience doesn't match"}`},
+		} {
+			resp, b := s.send(call{method: "GET", path: "/api/runbooks", hdr: []string{"Authorization", c.hdr}})
+			if resp.StatusCode != 401 || strings.TrimSpace(string(b)) != c.want {
+				t.Errorf("%q: %d %s, want %s", c.hdr, resp.StatusCode, b, c.want)
+			}
+		}
+		if resp, b := do("POST", "/api/shutdown", tok, nil); resp.StatusCode != 404 {
+			t.Errorf("shutdown is off by default: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("list, get, required-env, config", func(t *testing.T) {
+		resp, b := do("GET", "/api/runbooks", tok, nil)
+		if resp.StatusCode != 200 || !strings.Contains(b, `{"filename":"Hello.md","name":"Hello","path":"Hello.md"}`) ||
+			strings.Contains(b, "Notes.md") {
+			t.Fatalf("list: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("GET", "/api/runbooks/Hello.md", tok, nil)
+		var got struct{ Content string }
+		if json.Unmarshal([]byte(b), &got) != nil || resp.StatusCode != 200 || got.Content != books["Hello.md"] {
+			t.Fatalf("get: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("GET", "/api/runbooks/Nope.md", tok, nil)
+		if resp.StatusCode != 404 || strings.TrimSpace(b) != `{"error":"Runbook not found: Nope.md"}` {
+			t.Fatalf("missing: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("GET", "/api/runbooks/Hello.md/required-env", tok, nil)
+		if resp.StatusCode != 200 || !strings.Contains(b, `"available":["STAGE0_SVC_NOTE"]`) || !strings.Contains(b, `"missing":["GREETING"]`) {
+			t.Fatalf("required-env: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("GET", "/api/config", tok, nil)
+		if resp.StatusCode != 200 || !strings.Contains(b, `{"from":"environment","name":"JWT_SECRET","value":"secret"}`) ||
+			strings.Contains(b, secret) || !strings.Contains(b, `"user_id":"dev-user"`) {
+			t.Fatalf("config: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("validate", func(t *testing.T) {
+		resp, b := do("PATCH", "/api/runbooks/Hello.md/validate", tok, nil)
+		if resp.StatusCode != 400 || strings.TrimSpace(b) !=
+			`{"errors":["Required environment variable not set: GREETING"],"runbook":"Hello.md","success":false,"warnings":[]}` {
+			t.Fatalf("invalid: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("PATCH", "/api/runbooks/Hello.md/validate", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hi"}})
+		if resp.StatusCode != 200 || !strings.Contains(b, `"success":true`) {
+			t.Fatalf("valid: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("execute streams every line, then done", func(t *testing.T) {
+		resp, b := do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hello"}})
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") ||
+			resp.Header.Get("Cache-Control") != "no-cache" || resp.Header.Get("X-Accel-Buffering") != "no" {
+			t.Fatalf("execute: %d %v %s", resp.StatusCode, resp.Header, b)
+		}
+		if !strings.Contains(b, "event: stdout\ndata: hello, world\ndata: \n\n") {
+			t.Errorf("a line keeps its newline as an empty data line:\n%s", b)
+		}
+		ev := readSSE(t, b)
+		var stdout []string
+		for _, e := range ev {
+			if e.name == "stdout" {
+				stdout = append(stdout, e.data)
+			}
+		}
+		want := []string{"hello, world\n", "from an input file\n", "note: from the service\n", "no newline"}
+		if !slices.Equal(stdout, want) {
+			t.Errorf("stdout events %q, want %q", stdout, want)
+		}
+		last := ev[len(ev)-1]
+		wantDone := `{"success": true, "runbook": "Hello.md", "return_code": 0, "stdout": "hello, world\nfrom an input file\n` +
+			`note: from the service\nno newline", "stderr": "to stderr\n", "errors": [], "warnings": []}`
+		if last.name != "done" || last.data != wantDone {
+			t.Fatalf("done = %s %s\nwant %s", last.name, last.data, wantDone)
+		}
+		// History is rendered from PostgreSQL after the file's own text.
+		_, b = do("GET", "/api/runbooks/Hello.md", tok, nil)
+		var got struct{ Content string }
+		_ = json.Unmarshal([]byte(b), &got)
+		entry := regexp.MustCompile("\n### \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z \\| Exit Code: 0\n\n\\*\\*Stdout:\\*\\*\n```\nhello, world\n")
+		if !strings.HasPrefix(got.Content, books["Hello.md"]) || !entry.MatchString(got.Content) ||
+			!strings.Contains(got.Content, "**Stderr:**\n```\nto stderr\n```\n") {
+			t.Fatalf("history:\n%s", got.Content)
+		}
+	})
+
+	t.Run("validation failure inside the stream", func(t *testing.T) {
+		resp, b := do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"BAD NAME": "x"}})
+		ev := readSSE(t, b)
+		if resp.StatusCode != 200 || ev[0].name != "stderr" || ev[0].data != "ERROR: Invalid environment variable name: BAD NAME\n" ||
+			!strings.HasPrefix(ev[len(ev)-1].data, `{"success": false, "runbook": "Hello.md", "return_code": 1,`) {
+			t.Fatalf("bad env name: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{})
+		if ev := readSSE(t, b); resp.StatusCode != 200 || ev[0].data != "Required environment variable not set: GREETING\n" ||
+			!strings.Contains(ev[len(ev)-1].data, `"errors": ["Required environment variable not set: GREETING"]`) {
+			t.Fatalf("missing env: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("claims refusal is a 403 and history", func(t *testing.T) {
+		resp, b := do("POST", "/api/runbooks/Ops.md/execute", tok, nil)
+		const msg = "RBAC check failed for execute. Missing or invalid claims: roles=developer (required: ops)"
+		if resp.StatusCode != 403 || strings.TrimSpace(b) != `{"error":"`+msg+`","success":false}` {
+			t.Fatalf("ops: %d %s", resp.StatusCode, b)
+		}
+		_, b = do("GET", "/api/runbooks/Ops.md", tok, nil)
+		var got struct{ Content string }
+		_ = json.Unmarshal([]byte(b), &got)
+		if !strings.Contains(got.Content, "| Exit Code: 403\n\n**Error:**\n```\nRBAC Failure: Access denied for user dev-user. "+msg+"\n```\n") {
+			t.Fatalf("history:\n%s", got.Content)
+		}
+	})
+
+	t.Run("sub-runbook and recursion through the surface", func(t *testing.T) {
+		_, b := do("POST", "/api/runbooks/Caller.md/execute", tok, nil)
+		ev := readSSE(t, b)
+		done := ev[len(ev)-1].data
+		if !strings.HasPrefix(done, `{"success": true, "runbook": "Caller.md", "return_code": 0,`) ||
+			!strings.Contains(done, `callee sees caller on stack [\"Caller.md\", \"Callee.md\"]`) ||
+			!strings.Contains(done, `event: done`) {
+			t.Fatalf("caller: %s", b)
+		}
+		_, b = do("POST", "/api/runbooks/Recur.md/execute", tok, nil)
+		if !strings.Contains(b, `Recursion detected: Runbook Recur.md already in execution chain: ['Recur.md']`) {
+			t.Fatalf("recur: %s", b)
+		}
+	})
+}
+
+// TestStage0CompatLimits: a run past runbooks.timeout ends as stage0
+// reported it (return code -9 and its note), and lines past the output
+// cap are dropped with stage0's warning.
+func TestStage0CompatLimits(t *testing.T) {
+	const secret = "stage0-compat-test-secret-0123456789abcdef"
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"Slow.md":  runbookDoc("Slow", "{}", "  []", "", "echo started\nsleep 30"),
+		"Loud.md":  runbookDoc("Loud", "{}", "  []", "", `i=0; while [ $i -lt 300 ]; do echo "line $i of the loud runbook"; i=$((i+1)); done`),
+		"Quiet.md": runbookDoc("Quiet", "{}", "  []", "", "echo quiet"),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newSecStack(t, fmt.Sprintf(`
+policy:
+  - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
+runbooks: {dir: %q, timeout: 1s, host: lim}
+worker: {max_output_bytes: 2000}
+compat:
+  stage0: {enabled: true, jwt_secret: %q}
+`, dir, secret), nil, "lim")
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ci", "roles": "developer, qa",
+		"iss": "dev-idp", "aud": "dev-api", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := func(file string) (string, []sseEvent) {
+		t.Helper()
+		resp, b := s.send(call{method: "POST", path: "/api/runbooks/" + file + "/execute", token: tok})
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", file, resp.StatusCode, b)
+		}
+		ev := readSSE(t, string(b))
+		return ev[len(ev)-1].data, ev
+	}
+	d, _ := done("Slow.md")
+	if !strings.Contains(d, `"return_code": -9`) ||
+		!strings.Contains(d, `Script execution timed out after 1 seconds. The script was terminated.`) {
+		t.Errorf("slow: %s", d)
+	}
+	d, ev := done("Loud.md")
+	lines := 0
+	for _, e := range ev {
+		if e.name == "stdout" {
+			lines++
+		}
+	}
+	if lines == 0 || lines >= 300 || !strings.Contains(d, `[WARNING: Output truncated due to size limit (2000 bytes)]`) {
+		t.Errorf("loud: %d lines, done %s", lines, d)
+	}
+	// The roles claim as a comma-separated string is split, as stage0 did.
+	if d, _ := done("Quiet.md"); !strings.HasPrefix(d, `{"success": true`) {
+		t.Errorf("quiet: %s", d)
+	}
+	// /dev-login is off unless enabled.
+	if resp, _ := s.send(call{method: "POST", path: "/dev-login", body: map[string]any{}}); resp.StatusCode != 404 {
+		t.Errorf("dev-login off: %d", resp.StatusCode)
+	}
+}
