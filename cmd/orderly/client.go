@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/api/client"
 )
 
 // Defaults of the client's connection settings; they match what a local
@@ -21,9 +23,27 @@ const (
 
 // clientCommands are the commands that talk to a running API.
 func (a *app) clientCommands() []*cobra.Command {
-	return []*cobra.Command{
+	cmds := []*cobra.Command{
 		a.submitCommand(), a.getCommand(), a.logsCommand(), a.lsCommand(),
 		a.cancelCommand(), a.hostsCommand(),
+	}
+	for _, c := range cmds {
+		hintUnreachable(c)
+	}
+	return cmds
+}
+
+// hintUnreachable makes the command's "cannot reach the API" error say
+// what to check, which the client package cannot know.
+func hintUnreachable(cmd *cobra.Command) {
+	run := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		err := run(cmd, args)
+		var te *client.TransportError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%w (is it running? set --url or ORDERLY_URL)", err)
+		}
+		return err
 	}
 }
 
@@ -55,7 +75,7 @@ func (a *app) getenv(name string) string {
 }
 
 // client resolves the connection settings and returns an API client.
-func (a *app) client(cmd *cobra.Command, f *connFlags) (*apiClient, error) {
+func (a *app) client(cmd *cobra.Command, f *connFlags) (*client.Client, error) {
 	base := firstNonEmpty(flagValue(cmd, "url", f.url), a.getenv("ORDERLY_URL"), defaultClientURL)
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -65,7 +85,8 @@ func (a *app) client(cmd *cobra.Command, f *connFlags) (*apiClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newAPIClient(strings.TrimRight(base, "/"), token, a.getenv), nil
+	return client.New(strings.TrimRight(base, "/"), token,
+		client.WithHTTPClient(newHTTPClient(a.getenv)), client.WithUserAgent("orderly-cli/"+version))
 }
 
 // token finds the bearer token: --token, ORDERLY_TOKEN, then the admin

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -14,23 +13,13 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/api/client"
 )
 
 // submitted handles the answer to a fan-out (--hosts): one order per host
 // under one batch id, and the hosts refused (the command then fails).
-func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw []byte) error {
-	var b api.Batch
-	if err := json.Unmarshal(raw, &b); err != nil {
-		return fmt.Errorf("POST /v1/orders: the API's answer is not the expected batch: %v", err)
-	}
+func (a *app) submitted(ctx context.Context, c *client.Client, o *submitOptions, b *client.Batch) error {
 	orders := b.Orders
-	for i := range orders {
-		if orders[i].ID == uuid.Nil {
-			return fmt.Errorf("POST /v1/orders: order %d of the batch has no id", i)
-		}
-	}
 	batch := "-"
 	if b.BatchID != uuid.Nil {
 		batch = b.BatchID.String()
@@ -43,7 +32,7 @@ func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw
 	case o.wait:
 		err = a.waitBatch(ctx, c, batch, orders, o.json)
 	case o.json:
-		err = writeJSON(a.stdout, raw)
+		err = writeJSON(a.stdout, b.Raw)
 	default:
 		fmt.Fprintf(a.stdout, "batch %s\n", batch)
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -65,7 +54,7 @@ func (a *app) submitted(ctx context.Context, c *apiClient, o *submitOptions, raw
 // "host: status" lines on stderr as they change. Then it prints every
 // host's output with each line prefixed by "host: " (stdout to stdout,
 // stderr to stderr), and succeeds only if every order succeeded.
-func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders []api.Order, asJSON bool) error {
+func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, orders []client.Order, asJSON bool) error {
 	sort.SliceStable(orders, func(i, j int) bool { return orders[i].Host < orders[j].Host })
 	raws := make([]json.RawMessage, len(orders))
 	for _, ord := range orders {
@@ -76,17 +65,16 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 	for {
 		pending := 0
 		for i := range orders {
-			if orderTerminal(&orders[i]) && raws[i] != nil {
+			if orders[i].Status.Terminal() && raws[i] != nil {
 				continue
 			}
-			var cur api.Order
-			raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + orders[i].ID.String()}, &cur)
+			cur, err := c.Get(ctx, orders[i].ID.String())
 			if err != nil {
 				if ctx.Err() != nil {
 					fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
 					return exitCodeError(130)
 				}
-				if !temporary(err) {
+				if !client.Temporary(err) {
 					return err
 				}
 				if failingSince.IsZero() {
@@ -99,10 +87,10 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 			}
 			failingSince = time.Time{}
 			if cur.Status != orders[i].Status {
-				fmt.Fprintf(a.stderr, "%s: %s\n", cur.Host, progress(&cur))
+				fmt.Fprintf(a.stderr, "%s: %s\n", cur.Host, progress(cur))
 			}
-			orders[i], raws[i] = cur, raw
-			if !orderTerminal(&cur) {
+			orders[i], raws[i] = *cur, cur.Raw
+			if !cur.Status.Terminal() {
 				pending++
 			}
 		}
@@ -116,7 +104,7 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 		delay = min(delay*3/2, pollMaxDelay)
 	}
 
-	counts := map[order.Status]int{}
+	counts := map[client.Status]int{}
 	for _, ord := range orders {
 		counts[ord.Status]++
 	}
@@ -130,8 +118,8 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 				continue
 			}
 			for i, w := range []io.Writer{a.stdout, a.stderr} {
-				s := []api.Stream{ord.Result.Stdout, ord.Result.Stderr}[i]
-				b, err := decodeOutput(s.Content, s.Encode)
+				s := []client.Stream{ord.Result.Stdout, ord.Result.Stderr}[i]
+				b, err := s.Decode()
 				if err != nil {
 					return fmt.Errorf("order %s: %w", ord.ID, err)
 				}
@@ -141,7 +129,7 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 			}
 		}
 	}
-	if counts[order.StatusSucceeded] == len(orders) {
+	if counts[client.StatusSucceeded] == len(orders) {
 		return nil
 	}
 	var parts []string
@@ -153,8 +141,8 @@ func (a *app) waitBatch(ctx context.Context, c *apiClient, batch string, orders 
 }
 
 // progress is a status with its outcome: "failed (exit 3)".
-func progress(o *api.Order) string {
-	if !orderTerminal(o) || o.Result == nil {
+func progress(o *client.Order) string {
+	if !o.Status.Terminal() || o.Result == nil {
 		return string(o.Status)
 	}
 	if o.Result.Error != nil && *o.Result.Error != "" && o.Result.ExitCode == nil {
@@ -181,4 +169,23 @@ func writePrefixed(w io.Writer, prefix string, b []byte) error {
 	}
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// Polling of a fan-out: the longest pause between rounds, and how long the
+// API may stay unreachable before waiting gives up.
+const (
+	pollMaxDelay      = time.Second
+	apiOutageTolerate = 30 * time.Second
+)
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

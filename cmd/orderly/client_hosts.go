@@ -3,15 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"text/tabwriter"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
-	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/client"
 )
 
 func (a *app) hostsCommand() *cobra.Command {
@@ -29,25 +27,21 @@ func (a *app) hostsCommand() *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				var h api.Host
-				raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/hosts/" + url.PathEscape(args[0])}, &h)
+				h, err := c.Host(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.stdout, raw)
+					return writeJSON(a.stdout, h.Raw)
 				}
-				return printHost(a.stdout, &h)
+				return printHost(a.stdout, h)
 			}
-			var list struct {
-				Hosts []api.Host `json:"hosts"`
-			}
-			raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/hosts"}, &list)
+			list, err := c.Hosts(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, raw)
+				return writeJSON(a.stdout, list.Raw)
 			}
 			now := time.Now()
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -64,7 +58,7 @@ func (a *app) hostsCommand() *cobra.Command {
 }
 
 // printHost shows one host and its queue in execution order.
-func printHost(w io.Writer, h *api.Host) error {
+func printHost(w io.Writer, h *client.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
 	fmt.Fprintf(tw, "Host:\t%s\n", h.Host)
 	fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,18 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/client"
 )
-
-// getOrder reads one order; id is passed through escaped, the API judges it.
-func getOrder(ctx context.Context, c *apiClient, id string) (*api.Order, []byte, error) {
-	var o api.Order
-	raw, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + url.PathEscape(id)}, &o)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &o, raw, nil
-}
 
 func (a *app) getCommand() *cobra.Command {
 	var conn connFlags
@@ -43,12 +30,12 @@ func (a *app) getCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o, raw, err := getOrder(cmd.Context(), c, args[0])
+			o, err := c.Get(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, raw)
+				return writeJSON(a.stdout, o.Raw)
 			}
 			return printOrder(a.stdout, o)
 		},
@@ -59,7 +46,7 @@ func (a *app) getCommand() *cobra.Command {
 }
 
 // printOrder is get's human summary.
-func printOrder(w io.Writer, o *api.Order) error {
+func printOrder(w io.Writer, o *client.Order) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("ID", o.ID.String())
@@ -101,14 +88,14 @@ func printOrder(w io.Writer, o *api.Order) error {
 	}
 	for _, s := range []struct {
 		name string
-		s    api.Stream
+		s    client.Stream
 	}{{"stdout", o.Result.Stdout}, {"stderr", o.Result.Stderr}} {
 		note := fmt.Sprintf("%d bytes", s.s.Bytes)
 		if s.s.Truncated {
 			note += ", truncated"
 		}
 		fmt.Fprintf(w, "--- %s (%s) ---\n", s.name, note)
-		b, err := decodeOutput(s.s.Content, s.s.Encode)
+		b, err := s.s.Decode()
 		if err != nil {
 			return fmt.Errorf("order %s: %w", o.ID, err)
 		}
@@ -143,19 +130,18 @@ order's exit code, like submit --wait.`,
 				return err
 			}
 			ctx := cmd.Context()
-			o, _, err := getOrder(ctx, c, args[0])
+			o, err := c.Get(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			if follow && !orderTerminal(o) {
+			if follow && !o.Status.Terminal() {
 				return a.waitOrder(ctx, c, o, false, false)
 			}
-			if !orderTerminal(o) {
+			if !o.Status.Terminal() {
 				fmt.Fprintf(a.stderr, "orderly: order %s is %s; its output is stored when it finishes (orderly logs -f %s follows it)\n", o.ID, o.Status, o.ID)
 				return nil
 			}
-			f := &follower{stdout: a.stdout, stderr: a.stderr}
-			if err := f.flushResult(o); err != nil {
+			if err := client.WriteOutput(o, a.stdout, a.stderr); err != nil {
 				return err
 			}
 			if follow {
@@ -209,17 +195,17 @@ func (a *app) lsCommand() *cobra.Command {
 }
 
 func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
-	q := url.Values{}
-	for k, v := range map[string]string{"host": o.host, "principal": o.principal, "batch": o.batch} {
-		if v != "" {
-			q.Set(k, v)
+	opts := client.ListOptions{Host: o.host, Principal: o.principal, Batch: o.batch, Limit: o.limit}
+	for _, st := range o.status {
+		for _, v := range strings.Split(st, ",") {
+			opts.Status = append(opts.Status, client.Status(v))
 		}
 	}
-	if len(o.status) > 0 {
-		q.Set("status", strings.Join(o.status, ","))
-	}
 	now := time.Now()
-	for _, t := range []struct{ name, v string }{{"since", o.since}, {"until", o.until}} {
+	for _, t := range []struct {
+		name, v string
+		dst     *time.Time
+	}{{"since", o.since, &opts.Since}, {"until", o.until, &opts.Until}} {
 		if t.v == "" {
 			continue
 		}
@@ -227,47 +213,40 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 		if err != nil {
 			return fmt.Errorf("--%s: %w", t.name, err)
 		}
-		q.Set(t.name, ts.UTC().Format(time.RFC3339Nano))
-	}
-	if o.limit != 0 {
-		q.Set("limit", strconv.Itoa(o.limit))
+		*t.dst = ts
 	}
 	c, err := a.client(cmd, &o.conn)
 	if err != nil {
 		return err
 	}
-	var all []json.RawMessage
-	var orders []api.Order
-	var next *string
-	for {
-		var page api.OrderList
-		raw, err := c.call(cmd.Context(), request{method: http.MethodGet, path: "/v1/orders", query: q}, &page)
+	if o.json && !o.all {
+		page, err := c.List(cmd.Context(), opts)
 		if err != nil {
 			return err
 		}
-		if o.json && !o.all {
-			return writeJSON(a.stdout, raw)
-		}
-		if o.json {
-			// Every page's orders as the API sent them, in one list.
-			var rawPage struct {
-				Orders []json.RawMessage `json:"orders"`
+		return writeJSON(a.stdout, page.Raw)
+	}
+	var orders []client.Order
+	more := false
+	if o.all {
+		for ord, err := range c.Orders(cmd.Context(), opts) {
+			if err != nil {
+				return err
 			}
-			if err := json.Unmarshal(raw, &rawPage); err != nil {
-				return fmt.Errorf("GET /v1/orders: %v", err)
-			}
-			all = append(all, rawPage.Orders...)
+			orders = append(orders, *ord)
 		}
-		orders = append(orders, page.Orders...)
-		next = page.NextCursor
-		if !o.all || next == nil || *next == "" {
-			break
+	} else {
+		page, err := c.List(cmd.Context(), opts)
+		if err != nil {
+			return err
 		}
-		q.Set("cursor", *next)
+		orders, more = page.Orders, page.NextCursor != nil && *page.NextCursor != ""
 	}
 	if o.json {
-		if all == nil {
-			all = []json.RawMessage{}
+		// Every page's orders as the API sent them, in one list.
+		all := make([]json.RawMessage, len(orders))
+		for i := range orders {
+			all[i] = orders[i].Raw
 		}
 		return writeValue(a.stdout, map[string]any{"orders": all, "next_cursor": nil})
 	}
@@ -280,7 +259,7 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if next != nil && *next != "" {
+	if more {
 		fmt.Fprintln(a.stderr, "(more orders: --all lists every page)")
 	}
 	return nil
@@ -316,16 +295,14 @@ func (a *app) cancelCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var o api.Order
-			raw, err := c.call(cmd.Context(), request{method: http.MethodPost, path: "/v1/orders/" + url.PathEscape(args[0]) + "/cancel",
-				body: map[string]string{"signal": sig}}, &o)
+			o, err := c.Cancel(cmd.Context(), args[0], sig)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, raw)
+				return writeJSON(a.stdout, o.Raw)
 			}
-			if o.Status == "canceled" {
+			if o.Status == client.StatusCanceled {
 				_, err = fmt.Fprintf(a.stdout, "order %s canceled before it started\n", o.ID)
 			} else {
 				then := " (SIGKILL follows after the grace period)"

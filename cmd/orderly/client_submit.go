@@ -1,21 +1,16 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/api/client"
 )
 
 type submitOptions struct {
@@ -89,43 +84,27 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 		return err
 	}
 	ctx := cmd.Context()
-	var hdr http.Header
-	if o.idemKey != "" {
-		hdr = http.Header{"Idempotency-Key": {o.idemKey}}
-	}
-	raw, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: body, header: hdr}, nil)
+	sub, err := c.Submit(ctx, *body, client.SubmitOptions{IdempotencyKey: o.idemKey})
 	if err != nil {
 		return err
 	}
-	// A fan-out answers with a batch (orders, no id), one host with an order.
-	var probe struct {
-		ID     string            `json:"id"`
-		Orders []json.RawMessage `json:"orders"`
-	}
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return fmt.Errorf("POST /v1/orders: the API answered with something that is not JSON: %v", err)
-	}
-	if probe.ID == "" && probe.Orders != nil {
-		return a.submitted(ctx, c, o, raw)
-	}
-	var ord api.Order
-	if err := json.Unmarshal(raw, &ord); err != nil || ord.ID == uuid.Nil {
-		return fmt.Errorf("POST /v1/orders: the API's answer has no order id")
+	if sub.Batch != nil {
+		return a.submitted(ctx, c, o, sub.Batch)
 	}
 	if !o.wait {
 		if o.json {
-			return writeJSON(a.stdout, raw)
+			return writeJSON(a.stdout, sub.Raw)
 		}
-		_, err := fmt.Fprintln(a.stdout, ord.ID)
+		_, err := fmt.Fprintln(a.stdout, sub.Order.ID)
 		return err
 	}
-	return a.waitOrder(ctx, c, &ord, o.json, true)
+	return a.waitOrder(ctx, c, sub.Order, o.json, true)
 }
 
 // submitBody turns the flags into the request body. Fields the flags do
 // not set stay zero, which the API takes as its defaults.
-func (a *app) submitBody(o *submitOptions, args []string) (*api.SubmitRequest, error) {
-	b := &api.SubmitRequest{Host: o.host, Hosts: o.hosts, Command: args[0], Args: args[1:], RunAs: o.runAs, DryRun: o.dryRun}
+func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest, error) {
+	b := &client.SubmitRequest{Host: o.host, Hosts: o.hosts, Command: args[0], Args: args[1:], RunAs: o.runAs, DryRun: o.dryRun}
 	if b.Args == nil {
 		b.Args = []string{}
 	}
@@ -155,14 +134,12 @@ func (a *app) submitBody(o *submitOptions, args []string) (*api.SubmitRequest, e
 		}
 		b.Env[k] = v
 	}
-	wire := order.EncodeBase64
 	switch o.encode {
 	case "":
 	case "base64", "base85":
-		wire = order.Encoding(o.encode)
 		enc := o.encode
-		b.Stdout = &api.StreamOut{Encode: &enc}
-		b.Stderr = &api.StreamOut{Encode: &enc}
+		b.Stdout = &client.StreamOut{Encode: &enc}
+		b.Stderr = &client.StreamOut{Encode: &enc}
 	default:
 		return nil, fmt.Errorf("--encode %q: want base64 or base85", o.encode)
 	}
@@ -183,45 +160,7 @@ func (a *app) submitBody(o *submitOptions, args []string) (*api.SubmitRequest, e
 	}
 	if o.stdin != "" || o.stdinFile != "" {
 		// Always encoded: stdin may be any bytes, and JSON strings are not.
-		content, enc := order.Encode(in, wire)
-		e := string(enc)
-		b.Stdin = &api.StreamIn{Content: content, Encode: &e}
+		b.Stdin = client.EncodeStdin(in, o.encode)
 	}
 	return b, nil
-}
-
-// waitOrder follows one order to its end and maps its outcome to the exit.
-// A spinner shows on stderr while nothing has been printed, only on a
-// terminal.
-func (a *app) waitOrder(ctx context.Context, c *apiClient, ord *api.Order, asJSON, submitted bool) error {
-	f := &follower{c: c, id: ord.ID.String(), stdout: a.stdout, stderr: a.stderr, quiet: asJSON, warn: a.stderr}
-	var sp *spinner
-	if !asJSON && a.isTerminal(a.stderr) {
-		sp = startSpinner(a.stderr, fmt.Sprintf("%s %s on %s", ord.ID, ord.Status, ord.Host))
-		defer sp.stop()
-		f.onStatus = func(s string) { sp.set(fmt.Sprintf("%s %s on %s", ord.ID, s, ord.Host)) }
-		f.beforeOutput = sp.stop
-	}
-	final, raw, err := f.follow(ctx)
-	sp.stop()
-	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			verb := "stopped following"
-			if submitted {
-				verb = "stopped waiting"
-			}
-			fmt.Fprintf(a.stderr, "orderly: %s; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
-				verb, ord.ID, ord.ID, ord.ID)
-			return exitCodeError(130)
-		}
-		return err
-	}
-	if asJSON {
-		if err := writeJSON(a.stdout, raw); err != nil {
-			return err
-		}
-	} else if final.DryRun {
-		fmt.Fprintf(a.stderr, "dry run: %s, policy %s (matched: %s)\n", final.Status, final.Policy.Decision, strings.Join(final.Policy.Matched, ", "))
-	}
-	return exitOf(a.stderr, final)
 }

@@ -8,36 +8,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/api/client"
 )
 
-// The CLI reads the API's own wire types (api.Order, api.Result,
-// api.Stream); --json output prints the API's bytes instead.
-
-// decodeOutput decodes output content in its encoding (nil for text,
-// base64 or base85), as an api.Stream or api.Chunk carries it.
-func decodeOutput(content string, encode *string) ([]byte, error) {
-	enc := order.EncodeText
-	if encode != nil {
-		enc = order.Encoding(*encode)
-	}
-	b, err := order.Decode(content, enc)
-	if err != nil {
-		return nil, fmt.Errorf("decode %s output: %w", enc, err)
-	}
-	return b, nil
-}
-
-// orderTerminal reports whether the order's status can no longer change.
-// Unknown statuses count as terminal so a newer server cannot make the
-// CLI wait forever.
-func orderTerminal(o *api.Order) bool {
-	return o.Status != order.StatusQueued && o.Status != order.StatusRunning && o.Status != ""
-}
+// The CLI reads the client package's wire types (client.Order,
+// client.Result, client.Stream); --json output prints the API's bytes
+// (their Raw) instead.
 
 // commandLine renders the order's command as a shell would need it typed.
-func commandLine(o *api.Order) string {
+func commandLine(o *client.Order) string {
 	parts := make([]string, 0, 1+len(o.Args))
 	parts = append(parts, shellQuote(o.Command))
 	for _, a := range o.Args {
@@ -47,7 +26,7 @@ func commandLine(o *api.Order) string {
 }
 
 // exitText is the EXIT column: the exit code, the signal, or "-".
-func exitText(o *api.Order) string {
+func exitText(o *client.Order) string {
 	if o.Result == nil {
 		return "-"
 	}

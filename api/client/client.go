@@ -1,0 +1,205 @@
+// Package client is a Go client for the orderly API (api/openapi.yaml):
+// submit orders and wait for them, read and list them (with a paging
+// iterator), follow their live output over Server-Sent Events with resume,
+// cancel them, and read hosts, batches and runbooks. Every call takes a
+// context; every refusal is an *Error carrying the API's stable error
+// code. The orderly CLI is built on it.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client talks to one orderly API with one bearer token. It is safe for
+// concurrent use.
+type Client struct {
+	base      string
+	token     string
+	http      *http.Client
+	userAgent string
+	retries   int // of a 429, after its Retry-After
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client (transport, proxy, TLS). The default
+// has no overall timeout, since following an order's output may take as
+// long as the order, and waits at most two minutes for response headers.
+func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+
+// WithUserAgent sets the User-Agent header.
+func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
+
+// WithRateLimitRetries sets how many times a request refused with 429 is
+// sent again after the Retry-After the API gave (default 3; 0 never). The
+// API refuses a rate-limited request before doing anything, so a retry
+// is safe.
+func WithRateLimitRetries(n int) Option { return func(c *Client) { c.retries = n } }
+
+// New returns a client of the API at baseURL (http:// or https://, without
+// /v1) that authenticates with token (an orderly API token or a JWT).
+func New(baseURL, token string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("API URL %q is not an http:// or https:// URL", baseURL)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = 2 * time.Minute
+	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, http: &http.Client{Transport: tr},
+		userAgent: "orderly-client", retries: 3}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// BaseURL is the API's URL as the client uses it.
+func (c *Client) BaseURL() string { return c.base }
+
+// request is one API call.
+type request struct {
+	method string
+	path   string
+	query  url.Values
+	body   any
+	header http.Header
+	accept string
+}
+
+// send performs r and returns the response when it is 2xx; any other
+// status becomes an *Error, a failure to reach the API a *TransportError.
+func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
+	var body []byte
+	if r.body != nil {
+		var err error
+		if body, err = json.Marshal(r.body); err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+	}
+	u := c.base + r.path
+	if len(r.query) > 0 {
+		u += "?" + r.query.Encode()
+	}
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, r.method, u, bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("build request: %w", err)
+		}
+		if body == nil {
+			req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
+		} else {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for k, vs := range r.header {
+			req.Header[k] = vs
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		accept := r.accept
+		if accept == "" {
+			accept = "application/json"
+		}
+		req.Header.Set("Accept", accept)
+		req.Header.Set("User-Agent", c.userAgent)
+		resp, err := c.http.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, &TransportError{URL: c.base, Err: err}
+		}
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return resp, nil
+		}
+		apiErr := readError(r.method, r.path, resp)
+		if resp.StatusCode == http.StatusTooManyRequests && attempt < c.retries {
+			if err := sleep(ctx, retryAfter(resp.Header.Get("Retry-After"))); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return nil, apiErr
+	}
+}
+
+// call performs r, reads the whole 2xx body and decodes it into out when
+// out is not nil, and returns the body.
+func (c *Client) call(ctx context.Context, r request, out any) ([]byte, int, error) {
+	resp, err := c.send(ctx, r)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, &TransportError{URL: c.base, Err: fmt.Errorf("read %s %s: %w", r.method, r.path, err)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return nil, 0, fmt.Errorf("%s %s: the API answered with something that is not the expected JSON: %v", r.method, r.path, err)
+		}
+	}
+	return b, resp.StatusCode, nil
+}
+
+// readError turns a non-2xx response into an *Error and closes its body.
+func readError(method, path string, resp *http.Response) error {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var env struct {
+		Error ErrorDetail `json:"error"`
+	}
+	if json.Unmarshal(b, &env) == nil && env.Error.Message != "" {
+		return &Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+	}
+	snippet := strings.TrimSpace(string(b))
+	if len(snippet) > 200 {
+		snippet = snippet[:200] + "…"
+	}
+	if snippet != "" {
+		snippet = ": " + snippet
+	}
+	return &Error{Status: resp.StatusCode, Code: Code("http_" + strconv.Itoa(resp.StatusCode)),
+		Message: fmt.Sprintf("%s %s answered %s%s", method, path, resp.Status, snippet)}
+}
+
+// retryAfter reads a Retry-After header in seconds (or an HTTP date),
+// bounded so a hostile answer cannot stall the client for long.
+func retryAfter(v string) time.Duration {
+	d := time.Second
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = time.Until(t)
+	}
+	return min(max(d, 100*time.Millisecond), 30*time.Second)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pathID escapes an id for a path segment; the API judges what it is.
+func pathID(id string) string { return url.PathEscape(id) }

@@ -1,0 +1,215 @@
+package client_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+func newClient(t *testing.T, s *server, as string) *client.Client {
+	t.Helper()
+	c, err := client.New(s.url, s.tokens[as])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// wantCode checks that err is the API's refusal with code and status.
+func wantCode(t *testing.T, err error, code client.Code, status int) {
+	t.Helper()
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != code || e.Status != status || client.ErrorCode(err) != code {
+		t.Fatalf("error = %v (%T), want %s with status %d", err, err, code, status)
+	}
+}
+
+func TestClientOrders(t *testing.T) {
+	s := newServer(t, "web-1")
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+
+	if _, err := client.New("127.0.0.1:8080", "x"); err == nil {
+		t.Fatal("New accepts a URL without a scheme")
+	}
+
+	// Submit and wait: the API answers with the finished order.
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "cat", Stdin: client.EncodeStdin([]byte("\x00hi\n"), "base85"),
+		Stdout: &client.StreamOut{Encode: ptr("base64")}}, client.SubmitOptions{Wait: 20 * time.Second, IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sub.Finished || sub.Order == nil || sub.Order.Status != client.StatusSucceeded || len(sub.Raw) == 0 {
+		t.Fatalf("submit with wait: %+v", sub)
+	}
+	oldest := sub.Order.ID.String()
+	if out, err := sub.Order.Result.Stdout.Decode(); err != nil || string(out) != "\x00hi\n" {
+		t.Fatalf("stdout %q, %v", out, err)
+	}
+	again, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "cat", Stdin: client.EncodeStdin([]byte("\x00hi\n"), "base85"),
+		Stdout: &client.StreamOut{Encode: ptr("base64")}}, client.SubmitOptions{IdempotencyKey: "k1"})
+	if err != nil || again.Order.ID != sub.Order.ID {
+		t.Fatalf("a retry with the same Idempotency-Key: %v, %+v", err, again)
+	}
+	_, err = c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "true"}, client.SubmitOptions{IdempotencyKey: "k1"})
+	wantCode(t, err, client.CodeIdempotencyReused, http.StatusUnprocessableEntity)
+
+	// Queued (no worker for "offline") and canceled; a finished one is a conflict.
+	sub, err = c.Submit(ctx, client.SubmitRequest{Host: "offline", Command: "true"}, client.SubmitOptions{})
+	if err != nil || sub.Finished || sub.Order.Status != client.StatusQueued {
+		t.Fatalf("submit: %v %+v", err, sub)
+	}
+	o, err := c.Cancel(ctx, sub.Order.ID.String(), "")
+	if err != nil || o.Status != client.StatusCanceled || o.Cancel == nil || o.Cancel.Actor != "alice" {
+		t.Fatalf("cancel: %v %+v", err, o)
+	}
+	_, err = c.Cancel(ctx, oldest, "SIGKILL") // finished
+	wantCode(t, err, client.CodeConflict, http.StatusConflict)
+	_, err = c.Cancel(ctx, sub.Order.ID.String(), "SIGWINCH")
+	wantCode(t, err, client.CodeInvalid, http.StatusBadRequest)
+
+	// Refusals carry the stable code.
+	_, err = c.Get(ctx, "0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c")
+	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
+	_, err = newClient(t, s, "bob").Get(ctx, o.ID.String()) // not bob's
+	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
+	bad, _ := client.New(s.url, "ord_wrong")
+	_, err = bad.Hosts(ctx)
+	wantCode(t, err, client.CodeUnauthenticated, http.StatusUnauthorized)
+	_, err = c.Submit(ctx, client.SubmitRequest{Host: "no such host!", Command: "true"}, client.SubmitOptions{})
+	wantCode(t, err, client.CodeInvalid, http.StatusBadRequest)
+	down, _ := client.New("http://127.0.0.1:1", "x")
+	_, err = down.Hosts(ctx)
+	var te *client.TransportError
+	if !errors.As(err, &te) || !client.Temporary(err) {
+		t.Fatalf("an API that is down: %v", err)
+	}
+
+	// The iterator reads every page; List reads one.
+	for i := 0; i < 4; i++ {
+		if _, err := c.Submit(ctx, client.SubmitRequest{Host: "offline", Command: "true"}, client.SubmitOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for o, err := range c.Orders(ctx, client.ListOptions{Limit: 2}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, o.ID.String())
+	}
+	if len(ids) != 6 || ids[len(ids)-1] != oldest {
+		t.Fatalf("Orders yields %d orders %v; want 6, oldest last", len(ids), ids)
+	}
+	n := 0
+	for range c.Orders(ctx, client.ListOptions{Limit: 2}) {
+		if n++; n == 3 {
+			break
+		}
+	}
+	page, err := c.List(ctx, client.ListOptions{Host: "offline", Status: []client.Status{client.StatusQueued}, Limit: 3})
+	if err != nil || len(page.Orders) != 3 || page.NextCursor == nil {
+		t.Fatalf("List: %v %+v", err, page)
+	}
+	for o, err := range c.Orders(ctx, client.ListOptions{Status: []client.Status{"bogus"}}) {
+		if o != nil {
+			t.Fatalf("an invalid filter yields an order")
+		}
+		wantCode(t, err, client.CodeInvalid, http.StatusBadRequest)
+	}
+
+	// Hosts, one host, a fan-out and its batch.
+	hosts, err := c.Hosts(ctx)
+	if err != nil || len(hosts.Hosts) == 0 {
+		t.Fatalf("Hosts: %v %+v", err, hosts)
+	}
+	h, err := c.Host(ctx, "offline")
+	if err != nil || h.QueueDepth == nil || *h.QueueDepth != 4 || len(h.Queued) != 4 {
+		t.Fatalf("Host: %v %+v", err, h)
+	}
+	sub, err = c.Submit(ctx, client.SubmitRequest{Hosts: []string{"web-1", "offline"}, Command: "true"}, client.SubmitOptions{})
+	if err != nil || sub.Batch == nil || len(sub.Batch.Orders) != 2 {
+		t.Fatalf("fan-out: %v %+v", err, sub)
+	}
+	b, err := c.Batch(ctx, sub.Batch.BatchID.String())
+	if err != nil || b.BatchID != sub.Batch.BatchID || len(b.Orders) != 2 {
+		t.Fatalf("Batch: %v %+v", err, b)
+	}
+}
+
+func TestClientFollow(t *testing.T) {
+	s := newServer(t, "web-1")
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh",
+		Args: []string{"-c", "echo one; sleep 0.5; printf '\\377two\\n'; echo err >&2; exit 3"}}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	var seen []client.Status
+	final, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr,
+		OnStatus: func(s client.Status) { seen = append(seen, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != client.StatusFailed || *final.Result.ExitCode != 3 || stdout.String() != "one\n\xfftwo\n" || stderr.String() != "err\n" {
+		t.Fatalf("Follow: %s exit %v, stdout %q stderr %q", final.Status, final.Result.ExitCode, stdout.String(), stderr.String())
+	}
+	if len(seen) == 0 || seen[0] != client.StatusQueued {
+		t.Fatalf("statuses seen: %v", seen)
+	}
+
+	// Resume after the first chunk: only what followed is written.
+	first := firstChunkID(t, s, sub.Order.ID.String())
+	stdout.Reset()
+	stderr.Reset()
+	if _, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr, LastEventID: first}); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "\xfftwo\n" || stderr.String() != "err\n" {
+		t.Fatalf("resumed after event %s: stdout %q stderr %q", first, stdout.String(), stderr.String())
+	}
+
+	_, err = c.Follow(ctx, "0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c", client.FollowOptions{})
+	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
+}
+
+// firstChunkID reads the order's event stream and returns the id of its
+// first stdout event.
+func firstChunkID(t *testing.T, s *server, id string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testenv.Context(t), "GET", s.url+"/v1/orders/"+id+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.tokens["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	last := ""
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "id: "); ok {
+			last = v
+		}
+		if line == "event: stdout" {
+			return last
+		}
+	}
+	t.Fatal("no stdout event")
+	return ""
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,332 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Tuning of Follow. The idle limit only forces a reconnect (which resumes
+// with Last-Event-ID), so it may be short of a quiet command's silence
+// without losing anything.
+const (
+	sseMaxEvent       = 32 << 20
+	sseIdleTimeout    = 90 * time.Second
+	sseMaxFailures    = 8 // consecutive reconnects without an event, then poll
+	pollMaxDelay      = time.Second
+	apiOutageTolerate = 30 * time.Second
+)
+
+// FollowOptions say where Follow writes an order's output and whom it
+// tells what it sees. Every field may be left zero.
+type FollowOptions struct {
+	// Stdout and Stderr receive the order's output as raw bytes while it
+	// runs; nil discards it.
+	Stdout, Stderr io.Writer
+	// OnStatus is told StatusQueued and StatusRunning as they are seen.
+	OnStatus func(Status)
+	// BeforeOutput runs once, before the first output byte is written.
+	BeforeOutput func()
+	// OnMissed is told when output of stream ("stdout" or "stderr") was
+	// lost on the way and the stored copy is truncated, so the missed
+	// bytes cannot be written.
+	OnMissed func(stream string, missed int64)
+	// LastEventID resumes after this event id (the id of the last event an
+	// earlier reader of GET /v1/orders/{id}/events saw) instead of from the
+	// order's start. Follow then writes only what the stream delivers from
+	// there: it cannot tell which part of the stored output is new.
+	LastEventID string
+}
+
+// errNoSSE says the API has no usable event stream for the order, so the
+// follower polls instead.
+var errNoSSE = errors.New("event stream unavailable")
+
+// errStreamDropped is a connection that ended before the finished event.
+var errStreamDropped = errors.New("event stream dropped")
+
+// Follow waits for an order to finish and writes its output while it
+// runs, then returns the finished order. It reads the order's event
+// stream, reconnecting with Last-Event-ID when the connection drops (no
+// output is lost or repeated); when the API has no usable stream it polls
+// the order and writes the stored output at the end. Output the stream
+// lost is written from the stored copy when that is complete.
+func (c *Client) Follow(ctx context.Context, id string, opts FollowOptions) (*Order, error) {
+	f := &follower{c: c, id: id, opts: opts, lastID: opts.LastEventID}
+	return f.follow(ctx)
+}
+
+// follower is the state of one Follow.
+type follower struct {
+	c          *Client
+	id         string
+	opts       FollowOptions
+	lastID     string
+	lastStatus Status
+	written    [2]int64 // bytes of stdout and stderr written
+	started    bool     // output has begun
+}
+
+func (f *follower) follow(ctx context.Context) (*Order, error) {
+	failures := 0
+	delay := 250 * time.Millisecond
+	for {
+		o, got, err := f.streamOnce(ctx)
+		switch {
+		case err == nil && o != nil:
+			return o, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, errNoSSE):
+			return f.poll(ctx)
+		case err != nil && !Temporary(err) && !errors.Is(err, errStreamDropped):
+			return nil, err
+		}
+		if got {
+			failures, delay = 0, 250*time.Millisecond
+		}
+		if failures++; failures > sseMaxFailures {
+			// The stream keeps failing; polling reports a lasting outage.
+			return f.poll(ctx)
+		}
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// streamOnce reads the event stream over one connection. got reports
+// whether any event arrived, so reconnect attempts can back off.
+func (f *follower) streamOnce(ctx context.Context) (o *Order, got bool, err error) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hdr := http.Header{"Cache-Control": {"no-cache"}}
+	if f.lastID != "" {
+		hdr.Set("Last-Event-ID", f.lastID)
+	}
+	resp, err := f.c.send(cctx, request{method: http.MethodGet, path: "/v1/orders/" + pathID(f.id) + "/events", header: hdr, accept: "text/event-stream"})
+	if err != nil {
+		if hasStatus(err, http.StatusNotFound, http.StatusNotAcceptable, http.StatusNotImplemented) {
+			return nil, false, errNoSSE
+		}
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+		return nil, false, errNoSSE
+	}
+	idle := time.AfterFunc(sseIdleTimeout, cancel)
+	defer idle.Stop()
+	r := newSSEReader(&idleReader{r: resp.Body, t: idle, d: sseIdleTimeout}, sseMaxEvent)
+	for {
+		ev, err := r.next()
+		if err != nil {
+			if errors.Is(err, errEventTooLarge) {
+				return nil, got, errNoSSE
+			}
+			return nil, got, errStreamDropped
+		}
+		got = true
+		if f.seen(ev) {
+			continue
+		}
+		o, err := f.handle(ctx, ev)
+		if err != nil {
+			return nil, got, err
+		}
+		if ev.HasID {
+			f.lastID = ev.ID
+		}
+		if o != nil {
+			return o, got, nil
+		}
+	}
+}
+
+// seen reports an output chunk replayed by a server that ignored
+// Last-Event-ID, when the ids are sequence numbers. Only chunks are
+// skipped: the API may give "finished" the id of the last chunk.
+func (f *follower) seen(ev sseEvent) bool {
+	if (ev.Event != "stdout" && ev.Event != "stderr") || !ev.HasID || f.lastID == "" {
+		return false
+	}
+	last, err1 := strconv.ParseUint(f.lastID, 10, 64)
+	cur, err2 := strconv.ParseUint(ev.ID, 10, 64)
+	return err1 == nil && err2 == nil && cur <= last
+}
+
+// handle acts on one event; it returns the order on "finished".
+func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
+	switch ev.Event {
+	case "queued":
+		f.status(StatusQueued)
+	case "started":
+		f.status(StatusRunning)
+	case "stdout", "stderr":
+		var chunk Chunk
+		if err := json.Unmarshal(ev.Data, &chunk); err != nil {
+			return nil, fmt.Errorf("order %s: bad %s event from the API: %v", f.id, ev.Event, err)
+		}
+		b, err := chunk.Decode()
+		if err != nil {
+			return nil, fmt.Errorf("order %s: %s event: %w", f.id, ev.Event, err)
+		}
+		i := 0
+		if ev.Event == "stderr" {
+			i = 1
+		}
+		if err := f.write(i, b); err != nil {
+			return nil, err
+		}
+	case "finished":
+		var o Order
+		if err := json.Unmarshal(ev.Data, &o); err != nil || o.ID == uuid.Nil || !o.Status.Terminal() {
+			// Not the full order after all: read it.
+			got, err := f.c.Get(ctx, f.id)
+			if err != nil {
+				return nil, err
+			}
+			if !got.Status.Terminal() {
+				return nil, errStreamDropped
+			}
+			o = *got
+		}
+		if err := f.flushResult(&o); err != nil {
+			return nil, err
+		}
+		return &o, nil
+	case "error":
+		var env struct {
+			Error ErrorDetail `json:"error"`
+		}
+		if json.Unmarshal(ev.Data, &env) == nil && env.Error.Message != "" {
+			return nil, &Error{Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+		}
+	}
+	return nil, nil
+}
+
+// poll reads the order until it is final, then writes its stored output
+// (what the event stream did not already deliver).
+func (f *follower) poll(ctx context.Context) (*Order, error) {
+	delay := 100 * time.Millisecond
+	var failingSince time.Time
+	for {
+		o, err := f.c.Get(ctx, f.id)
+		switch {
+		case err == nil:
+			failingSince = time.Time{}
+			if o.Status.Terminal() {
+				if err := f.flushResult(o); err != nil {
+					return nil, err
+				}
+				return o, nil
+			}
+			f.status(o.Status)
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case Temporary(err):
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			} else if time.Since(failingSince) > apiOutageTolerate {
+				return nil, err
+			}
+		default:
+			return nil, err
+		}
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
+		}
+		delay = min(delay*3/2, pollMaxDelay)
+	}
+}
+
+func (f *follower) status(s Status) {
+	if s != f.lastStatus {
+		f.lastStatus = s
+		if f.opts.OnStatus != nil {
+			f.opts.OnStatus(s)
+		}
+	}
+}
+
+// write copies a chunk of stream i (0 stdout, 1 stderr).
+func (f *follower) write(i int, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	f.written[i] += int64(len(b))
+	w := f.opts.Stdout
+	if i == 1 {
+		w = f.opts.Stderr
+	}
+	if w == nil {
+		return nil
+	}
+	if !f.started {
+		f.started = true
+		if f.opts.BeforeOutput != nil {
+			f.opts.BeforeOutput()
+		}
+	}
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// flushResult writes the part of the stored output that was not streamed:
+// all of it after polling, the rest after a stream that lost chunks.
+func (f *follower) flushResult(o *Order) error {
+	if o.Result == nil || f.opts.LastEventID != "" {
+		return nil
+	}
+	for i, s := range []Stream{o.Result.Stdout, o.Result.Stderr} {
+		if s.Content == "" || (f.written[i] > 0 && f.written[i] >= s.Bytes) {
+			continue
+		}
+		b, err := s.Decode()
+		if err != nil {
+			return fmt.Errorf("order %s: %w", o.ID, err)
+		}
+		switch {
+		case f.written[i] == 0:
+			// Nothing streamed: the stored copy (with its truncation marker if capped).
+		case !s.Truncated && f.written[i] <= int64(len(b)):
+			b = b[f.written[i]:]
+		default:
+			if f.opts.OnMissed != nil {
+				f.opts.OnMissed([2]string{"stdout", "stderr"}[i], s.Bytes-f.written[i])
+			}
+			continue
+		}
+		if err := f.write(i, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// idleReader cancels the connection (through t) when no byte arrives for d.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(r.d)
+	}
+	return n, err
+}

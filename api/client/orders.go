@@ -1,0 +1,222 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// SubmitOptions are the headers of a submission.
+type SubmitOptions struct {
+	// Wait asks the API to answer when the order (or every order of a
+	// fan-out) has finished, up to Wait (the server caps it with
+	// limits.max_wait). Zero answers at once. Follow waits for any time.
+	Wait time.Duration
+	// IdempotencyKey makes a retry return the first order instead of
+	// running again (at most 200 characters).
+	IdempotencyKey string
+}
+
+// header is the submission's headers.
+func (o SubmitOptions) header() http.Header {
+	hdr := http.Header{}
+	if o.IdempotencyKey != "" {
+		hdr.Set("Idempotency-Key", o.IdempotencyKey)
+	}
+	if o.Wait > 0 {
+		hdr.Set("Prefer", "wait="+strconv.FormatFloat(o.Wait.Seconds(), 'f', -1, 64))
+	}
+	return hdr
+}
+
+// Submission is the API's answer to a submission: Order for one host,
+// Batch for a fan-out (Hosts). Finished says the API answered 200: the
+// order (every order of the batch) has finished.
+type Submission struct {
+	Order    *Order
+	Batch    *Batch
+	Finished bool
+	// Raw is the answer's JSON as the API sent it.
+	Raw json.RawMessage
+}
+
+// Submit sends an order (or a fan-out) and returns the API's answer.
+func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptions) (*Submission, error) {
+	if req.Args == nil {
+		req.Args = []string{}
+	}
+	raw, status, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: req, header: opts.header()}, nil)
+	if err != nil {
+		return nil, err
+	}
+	sub := &Submission{Raw: raw, Finished: status == http.StatusOK}
+	// A fan-out answers with a batch (orders, no id), one host with an order.
+	var probe struct {
+		ID     string            `json:"id"`
+		Orders []json.RawMessage `json:"orders"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return nil, fmt.Errorf("POST /v1/orders: the API answered with something that is not JSON: %v", err)
+	}
+	if probe.ID == "" && probe.Orders != nil {
+		var b Batch
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, fmt.Errorf("POST /v1/orders: the API's answer is not the expected batch: %v", err)
+		}
+		for i := range b.Orders {
+			if b.Orders[i].ID == uuid.Nil {
+				return nil, fmt.Errorf("POST /v1/orders: order %d of the batch has no id", i)
+			}
+		}
+		b.Raw = raw
+		sub.Batch = &b
+		return sub, nil
+	}
+	var o Order
+	if err := json.Unmarshal(raw, &o); err != nil || o.ID == uuid.Nil {
+		return nil, fmt.Errorf("POST /v1/orders: the API's answer has no order id")
+	}
+	sub.Order = &o
+	return sub, nil
+}
+
+// Get reads one order.
+func (c *Client) Get(ctx context.Context, id string) (*Order, error) {
+	var o Order
+	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + pathID(id)}, &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// ListOptions filter GET /v1/orders. Zero fields do not filter.
+type ListOptions struct {
+	Host      string
+	Status    []Status
+	Principal string
+	Batch     string
+	Since     time.Time
+	Until     time.Time
+	// Limit is the page size (1-1000; 0 is the server's, 50).
+	Limit int
+	// Cursor is a page's NextCursor, to read the page after it.
+	Cursor string
+}
+
+func (o ListOptions) query() url.Values {
+	q := url.Values{}
+	for k, v := range map[string]string{"host": o.Host, "principal": o.Principal, "batch": o.Batch, "cursor": o.Cursor} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if len(o.Status) > 0 {
+		s := make([]string, len(o.Status))
+		for i, st := range o.Status {
+			s[i] = string(st)
+		}
+		q.Set("status", strings.Join(s, ","))
+	}
+	for k, t := range map[string]time.Time{"since": o.Since, "until": o.Until} {
+		if !t.IsZero() {
+			q.Set(k, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if o.Limit != 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	return q
+}
+
+// List reads one page of orders, newest first.
+func (c *Client) List(ctx context.Context, opts ListOptions) (*OrderList, error) {
+	var l OrderList
+	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders", query: opts.query()}, &l)
+	if err != nil {
+		return nil, err
+	}
+	l.Raw = raw
+	return &l, nil
+}
+
+// Orders iterates over every order that matches opts, newest first,
+// reading page after page as the loop goes on. An error ends the
+// iteration with (nil, err).
+func (c *Client) Orders(ctx context.Context, opts ListOptions) iter.Seq2[*Order, error] {
+	return func(yield func(*Order, error) bool) {
+		for {
+			page, err := c.List(ctx, opts)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for i := range page.Orders {
+				if !yield(&page.Orders[i], nil) {
+					return
+				}
+			}
+			if page.NextCursor == nil || *page.NextCursor == "" {
+				return
+			}
+			opts.Cursor = *page.NextCursor
+		}
+	}
+}
+
+// Cancel cancels a queued order, or sends signal ("" is SIGTERM; SIGHUP,
+// SIGINT, SIGKILL, SIGUSR1 and SIGUSR2 are allowed) to a running one. It
+// returns the order as it is then: canceled, or still running with its
+// Cancel request recorded. A finished order is an *Error with
+// CodeConflict.
+func (c *Client) Cancel(ctx context.Context, id, signal string) (*Order, error) {
+	var body any
+	if signal != "" {
+		body = map[string]string{"signal": signal}
+	}
+	var o Order
+	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders/" + pathID(id) + "/cancel", body: body}, &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// Batch reads a fan-out: its orders, oldest first, and the count per
+// status.
+func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
+	var b Batch
+	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/batches/" + pathID(id)}, &b)
+	if err != nil {
+		return nil, err
+	}
+	b.Raw = raw
+	return &b, nil
+}
+
+// Hosts lists every host ever seen, with who is online now.
+func (c *Client) Hosts(ctx context.Context) (*HostList, error) {
+	var l HostList
+	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/hosts"}, &l)
+	if err != nil {
+		return nil, err
+	}
+	l.Raw = raw
+	return &l, nil
+}
+
+// Host reads one host with its running order and its queue in execution
+// order.
+func (c *Client) Host(ctx context.Context, name string) (*Host, error) {
+	var h Host
+	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/hosts/" + pathID(name)}, &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
