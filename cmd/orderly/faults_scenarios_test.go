@@ -9,6 +9,7 @@ package main
 import (
 	"math/rand/v2"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,11 +37,15 @@ type faultRun struct {
 // seconds of orders after it) or for at most 20 s, then drains and checks
 // the contract.
 func runFaultScenario(t *testing.T, workersPerHost map[string]int, inject func(r *faultRun)) {
+	runFaultScenarioOn(t, newFaultStack(t), workersPerHost, inject)
+}
+
+// runFaultScenarioOn is runFaultScenario on a stack made by the caller.
+func runFaultScenarioOn(t *testing.T, s *faultStack, workersPerHost map[string]int, inject func(r *faultRun)) {
 	hosts := make([]string, 0, len(workersPerHost))
 	for h := range workersPerHost {
 		hosts = append(hosts, h)
 	}
-	s := newFaultStack(t)
 	for _, h := range hosts {
 		for range workersPerHost[h] {
 			s.startWorker(h)
@@ -190,22 +195,40 @@ func TestFaultsWorkerFrozen(t *testing.T) {
 }
 
 // TestFaultsNATSRestart kills nats-server with SIGKILL under load and
-// starts it again on the same port and store, four times, after outages
-// shorter and longer than the lease TTL (2 s). Each restart is a chance to
-// cut a lease renewal between the server's write and its reply.
+// starts it again on the same port and store. With the tests' 2 s lease,
+// four times, after outages shorter and longer than the lease; each
+// restart is a chance to cut a lease renewal between the server's write
+// and its reply. With the default 15 s lease, once after a 7 s outage:
+// longer than a request's 5 s timeout, so renewals buffered while
+// reconnecting are applied after the worker gave up on them, and the
+// lease key survives the restart.
 func TestFaultsNATSRestart(t *testing.T) {
-	runFaultScenario(t, map[string]int{"h1": 1, "h2": 1}, func(r *faultRun) {
-		for i, outage := range []time.Duration{time.Second, 6 * time.Second, 500 * time.Millisecond, 3 * time.Second} {
-			if i > 0 {
-				r.untilRecovered(time.Second, 15*time.Second, time.Second)
-			}
-			r.s.nats.kill9()
-			pause(r.t.Context(), outage)
-			r.s.nats.start()
-			r.fault("nats back", "h1")
-			r.fault("nats back", "h2")
-		}
-	})
+	for _, tc := range []struct {
+		name    string
+		lease   string
+		outages []time.Duration
+	}{
+		{"lease_2s", "2s", []time.Duration{time.Second, 6 * time.Second, 500 * time.Millisecond, 3 * time.Second}},
+		{"lease_15s", "15s", []time.Duration{7 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newFaultStackConf(t, func(conf string) string {
+				return strings.Replace(conf, "lease_ttl: 2s", "lease_ttl: "+tc.lease, 1)
+			})
+			runFaultScenarioOn(t, s, map[string]int{"h1": 1, "h2": 1}, func(r *faultRun) {
+				for i, outage := range tc.outages {
+					if i > 0 {
+						r.untilRecovered(time.Second, 15*time.Second, time.Second)
+					}
+					r.s.nats.kill9()
+					pause(r.t.Context(), outage)
+					r.s.nats.start()
+					r.fault("nats back", "h1")
+					r.fault("nats back", "h2")
+				}
+			})
+		})
+	}
 }
 
 // TestFaultsPostgresRestart crash-restarts PostgreSQL (immediate mode:

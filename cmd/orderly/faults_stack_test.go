@@ -66,6 +66,13 @@ type faultWorker struct {
 // for inspection when the test fails and ORDERLY_FAULTS_KEEP is set.
 func newFaultStack(t *testing.T) *faultStack {
 	t.Helper()
+	return newFaultStackConf(t, nil)
+}
+
+// newFaultStackConf is newFaultStack with edit applied to the
+// configuration text first (nil for none).
+func newFaultStackConf(t *testing.T, edit func(conf string) string) *faultStack {
+	t.Helper()
 	// Short and outside t.TempDir: the PostgreSQL socket path must stay
 	// under 108 bytes, and postgres must be able to enter it.
 	dir, err := os.MkdirTemp("", "ofl-")
@@ -99,7 +106,11 @@ func newFaultStack(t *testing.T) *faultStack {
 		t.Fatal(err)
 	}
 	s.conf = filepath.Join(dir, "orderly.yaml")
-	if err := os.WriteFile(s.conf, fmt.Appendf(nil, faultConfig, s.pg.dsn(), s.nats.url()), 0o644); err != nil {
+	conf := fmt.Sprintf(faultConfig, s.pg.dsn(), s.nats.url())
+	if edit != nil {
+		conf = edit(conf)
+	}
+	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
@@ -161,14 +172,26 @@ func (s *faultStack) workerRunning(tag, marker string) *faultWorker {
 	return nil
 }
 
-// dumpLogsOnFailure shows the end of every process log of a failed test.
+// dumpLogsOnFailure shows the end of every process log of a failed test,
+// without the per-order lines, which drown what happened to the process.
 func (s *faultStack) dumpLogsOnFailure() {
 	if !s.t.Failed() {
 		return
 	}
 	logs, _ := filepath.Glob(filepath.Join(s.dir, "*.log"))
 	for _, l := range logs {
-		s.t.Logf("--- %s (last 25 lines) ---\n%s", filepath.Base(l), logTail(l, 25))
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		var keep []string
+		for line := range strings.Lines(string(b)) {
+			if !strings.Contains(line, `msg="order started"`) && !strings.Contains(line, `msg="order finished"`) {
+				keep = append(keep, strings.TrimRight(line, "\n"))
+			}
+		}
+		keep = keep[max(0, len(keep)-40):]
+		s.t.Logf("--- %s (last 40 lines but order started/finished) ---\n%s", filepath.Base(l), strings.Join(keep, "\n"))
 	}
 }
 
