@@ -45,17 +45,17 @@ func (s *Server) Handler() http.Handler {
 	})
 	// Runbook routes also accept the delegated token of a running script
 	// (authenticateRunbooks), so they sit outside /v1's authentication.
-	r.Route("/v1/runbooks", func(r chi.Router) {
+	r.Group(func(r chi.Router) {
 		r.Use(s.limitIP)
 		r.Use(s.authenticateRunbooks)
 		r.Use(s.limitPrincipal)
-		r.Get("/", s.handleRunbookList)
-		r.Get("/{name}", s.handleRunbookGet)
-		r.Get("/{name}/required-env", s.handleRunbookEnv)
-		r.Get("/{name}/history", s.handleRunbookHistory)
-		r.Post("/{name}/validate", s.handleRunbookValidate)
-		r.Patch("/{name}/validate", s.handleRunbookValidate)
-		r.Post("/{name}/execute", s.handleRunbookExecute)
+		r.Get("/v1/runbooks", s.handleRunbookList)
+		r.Get("/v1/runbooks/{name}", s.handleRunbookGet)
+		r.Get("/v1/runbooks/{name}/required-env", s.handleRunbookEnv)
+		r.Get("/v1/runbooks/{name}/history", s.handleRunbookHistory)
+		r.Post("/v1/runbooks/{name}/validate", s.handleRunbookValidate)
+		r.Patch("/v1/runbooks/{name}/validate", s.handleRunbookValidate)
+		r.Post("/v1/runbooks/{name}/execute", s.handleRunbookExecute)
 	})
 	// The web UI (ui.go) calls the routes above through r itself.
 	r.Mount("/ui", s.webUIHandler(r))
