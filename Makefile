@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 ARGS    ?=
 
-.PHONY: build run test test-short soak bench postgres vet clean
+.PHONY: build run test test-short soak bench postgres promtool vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderly
@@ -21,8 +21,13 @@ run: postgres build
 postgres:
 	@./scripts/ensure-postgres.sh
 
-test: postgres
+test: postgres promtool
 	CI=true $(GO) test -count=1 -timeout 20m ./...
+
+# promtool checks deploy/prometheus/ in the tests; taken from Debian's
+# prometheus package into bin/ when missing.
+promtool:
+	@./scripts/ensure-promtool.sh
 
 # soak runs the fault-injection suite's long restart storm (10 minutes of
 # workers killed and restarted, nats-server and PostgreSQL crashes) and 15
