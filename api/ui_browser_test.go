@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/orderly-run/orderly/internal/postgres"
 )
@@ -365,5 +367,49 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") ||
 		!bytes.HasPrefix(b, []byte("1\n2\n")) || len(b) < 100000 {
 		t.Fatalf("download: %d %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Disposition"), len(b))
+	}
+}
+
+// TestUIPhoneKeyboardDarkMode: on a phone-sized screen in dark mode the
+// pages fit the width and are dark; sign-in and running a command work
+// from the keyboard alone; the hosts page shows the worker online.
+func TestUIPhoneKeyboardDarkMode(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(3), chromedp.EmulateMobile, chromedp.EmulateTouch)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Keyboard only: the token field has the focus; Enter submits.
+	step(t, ctx, "open the sign-in page", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("token")))
+	if id := eval[string](t, ctx, `document.activeElement.id`); id != "token" {
+		t.Fatalf("focus on %q, want the token field", id)
+	}
+	step(t, ctx, "type the token and Enter", chromedp.KeyEvent(e.tokens["alice"]+kb.Enter), chromedp.WaitVisible(chromedp.ID("exec-form")))
+
+	fits := `document.documentElement.scrollWidth <= window.innerWidth + 1`
+	dark := `(function(){ const m = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number); return m[0]+m[1]+m[2] < 150; })()`
+	for _, page := range []string{"/ui/", "/ui/history", "/ui/hosts"} {
+		step(t, ctx, "open "+page, chromedp.Navigate(e.url+page), chromedp.WaitVisible(chromedp.ID("main")))
+		if !eval[bool](t, ctx, fits) {
+			t.Errorf("%s is wider than the phone: %d > %d", page, eval[int](t, ctx, `document.documentElement.scrollWidth`), eval[int](t, ctx, `window.innerWidth`))
+		}
+		if !eval[bool](t, ctx, dark) {
+			t.Errorf("%s is not dark in dark mode: %s", page, eval[string](t, ctx, `getComputedStyle(document.body).backgroundColor`))
+		}
+	}
+	waitJS(t, ctx, "web-1 online on the hosts page", `document.getElementById("hosts").innerText.includes("web-1") && document.getElementById("hosts").innerText.includes("online")`, 20*time.Second)
+
+	// The command form from the keyboard: focus its first field, type,
+	// Tab to the next, Enter to submit.
+	step(t, ctx, "dashboard", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-host")))
+	step(t, ctx, "type a command", chromedp.Focus(chromedp.ID("exec-host")), chromedp.KeyEvent("web-1"+kb.Tab+"echo"+kb.Enter),
+		chromedp.WaitVisible(chromedp.ID("run")))
+	waitJS(t, ctx, "echo to finish", `document.getElementById("status").innerText === "succeeded"`, 30*time.Second)
+	if !eval[bool](t, ctx, fits) {
+		t.Error("the run page is wider than the phone")
 	}
 }
