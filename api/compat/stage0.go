@@ -128,6 +128,11 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, status, msg)
 		return
 	}
+	if req.chain.Delegated && rt.method == http.MethodGet || rel == "/shutdown" && req.chain.Delegated {
+		// A script's delegated token runs runbooks; it reads nothing.
+		stage0Error(w, http.StatusForbidden, "a runbook token may only execute or validate runbooks")
+		return
+	}
 	req.w, req.r, req.cfg, req.ip = w, r, cfg, ip
 	rt.fn(req, file)
 }
