@@ -273,6 +273,16 @@ func TestActionRunValidation(t *testing.T) {
 		o.Policy.Decision != "allow" || len(o.Policy.Matched) != 1 || o.Policy.Matched[0] != "action:restart-example:principal=bob" {
 		t.Fatalf("run: %d %s", code, b)
 	}
+	// History by action.
+	code, b = e.do("bob", "GET", "/v1/orders?action=restart-example", nil)
+	var l api.OrderList
+	if code != 200 || json.Unmarshal(b, &l) != nil || len(l.Orders) != 1 || l.Orders[0].ID != o.ID {
+		t.Errorf("orders of the action: %d %s", code, b)
+	}
+	code, b = e.do("bob", "GET", "/v1/orders?action=count", nil)
+	if code != 200 || json.Unmarshal(b, &l) != nil || len(l.Orders) != 0 {
+		t.Errorf("orders of another action: %d %s", code, b)
+	}
 	// Without a lister, choices are 503; an unknown host 400; a host not
 	// in the action's 403.
 	code, b = e.do("bob", "GET", "/v1/actions/restart-example/choices?host=web-1", nil)

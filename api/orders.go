@@ -170,7 +170,11 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 			f.Status = append(f.Status, order.Status(v))
 		}
 	}
-	f.Correlation, f.Runbook = q.Get("correlation"), q.Get("runbook")
+	f.Correlation, f.Runbook, f.Action = q.Get("correlation"), q.Get("runbook"), q.Get("action")
+	if len(f.Action) > 63 || order.HasControl(f.Action, false) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "action", "action must be an action name"))
+		return
+	}
 	if len(f.Correlation) > 200 || order.HasControl(f.Correlation, false) || len(f.Runbook) > 255 || order.HasControl(f.Runbook, false) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "correlation", "correlation and runbook must be printable text"))
 		return

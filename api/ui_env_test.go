@@ -43,14 +43,6 @@ func uiActions() config.Actions {
 		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; sleep 1; done`, "greet", "{who}"},
 		Params:  []config.ActionParam{{Name: "who", Title: "Who", Pattern: "^[a-z]+$", Max: &maxLen}},
 		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
-	}, {
-		// unlock takes a secret, passed only in the environment.
-		Name: "unlock", Title: "Unlock",
-		Command: []string{"sh", "-c", `echo "unlocking $1 with $(expr length "$PIN") digits"`, "unlock", "{door}"},
-		Env:     []config.ActionEnv{{Name: "PIN", Value: "{pin}"}},
-		Params: []config.ActionParam{{Name: "door", Type: "enum", Values: []string{"front", "back"}},
-			{Name: "pin", Pattern: "^[0-9]{4}$", Secret: true}},
-		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}}}
 }
 

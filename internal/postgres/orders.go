@@ -363,6 +363,8 @@ type Filter struct {
 	// Runbook and Correlation select a runbook's runs and a chain of
 	// sub-runbooks (runbooks.go).
 	Runbook, Correlation string
+	// Action selects an action's runs (actions.go).
+	Action string
 }
 
 // ListOrders returns orders newest first with keyset pagination over id
@@ -398,6 +400,9 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 	}
 	if f.Correlation != "" {
 		add("correlation_id = ?", f.Correlation)
+	}
+	if f.Action != "" {
+		add("action = ?", f.Action)
 	}
 	if f.Since != nil {
 		add("submitted_at >= ?", *f.Since)
