@@ -162,9 +162,12 @@ func (u *webUI) history(w http.ResponseWriter, r *http.Request) {
 	u.pages.render(w, r, http.StatusOK, "history", pageData{Title: "History", Nav: "history", D: v})
 }
 
+// uiHostDetails is how many hosts the hosts page shows with their queues.
+const uiHostDetails = 50
+
 // hosts is GET /ui/hosts: every host with its state, its running order and
-// its queue (GET /v1/hosts/{host} for each, so the queue is the REST one,
-// scoped the same way).
+// its queue (GET /v1/hosts/{host} for each, up to uiHostDetails hosts, so
+// the queue is the REST one, scoped the same way).
 func (u *webUI) hosts(w http.ResponseWriter, r *http.Request) {
 	var hs struct {
 		Hosts []Host `json:"hosts"`
@@ -174,7 +177,12 @@ func (u *webUI) hosts(w http.ResponseWriter, r *http.Request) {
 		u.pages.render(w, r, a.status, "hosts", pageData{Title: "Hosts", Nav: "hosts", Error: a.problem(), D: hs})
 		return
 	}
+	// Each host's queue is one more call; a large fleet shows the list
+	// only (the running order still comes from the heartbeats).
 	for i, h := range hs.Hosts {
+		if len(hs.Hosts) > uiHostDetails {
+			break
+		}
 		var one Host
 		if b := u.call(r, http.MethodGet, "/v1/hosts/"+url.PathEscape(h.Host), nil); b.ok() && b.decode(&one) == nil {
 			hs.Hosts[i] = one
