@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -206,7 +207,11 @@ func decodeAs[T any](t *testing.T, b []byte) T {
 // events, cancel, hosts, batches, status and the refusals) and validates
 // every request and response against openapi.yaml.
 func TestSpecResponses(t *testing.T) {
-	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	count := config.Action{Name: "count", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "n", Type: "int", Min: ptrTo[int64](1), Max: ptrTo[int64](5)}},
+		Command: []string{"/bin/echo", "{n}"}}
+	acts := config.Actions{Bus: "system", Definitions: []config.Action{count, hashAction}}
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}, actions: acts, workerActions: acts})
 	sc := newSpecChecker(t, e)
 
 	// The closed schemas do catch a field the spec does not describe.
@@ -288,6 +293,31 @@ func TestSpecResponses(t *testing.T) {
 	sc.do(call{as: "admin", method: "GET", path: "/v1/orders?principal=alice&batch=" + batch.BatchID.String()})
 	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts"})
 	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts/offline"})
+
+	// Actions: the list, one, its choices, a run waited for, refusals.
+	sc.do(call{as: "alice", method: "GET", path: "/v1/actions"})
+	sc.do(call{as: "alice", method: "GET", path: "/v1/actions/count"})
+	sc.do(call{as: "alice", method: "GET", path: "/v1/actions/count/choices?host=h1"})
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: map[string]any{"host": "h1", "params": map[string]any{"n": 3}},
+		hdr: []string{"Prefer", "wait=20"}})
+	want(resp, b, http.StatusOK)
+	if o := decodeAs[api.Order](t, b); o.Action == nil || o.Action.Params["n"] != "3" {
+		t.Fatalf("action run: %s", b)
+	}
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/actions/hash-secret/run", body: map[string]any{"host": "act-1", "params": map[string]any{"label": "x", "pw": "s3cretpassw0rd"}}})
+	want(resp, b, http.StatusAccepted) // no worker for act-1: queued
+	if !strings.Contains(string(b), `"secret_params":["pw"]`) || strings.Contains(string(b), "s3cret") {
+		t.Errorf("a secret param: %s", b)
+	}
+	for _, c := range []call{
+		{as: "alice", method: "POST", path: "/v1/actions/count/run", body: map[string]any{"host": "h1", "params": map[string]any{"n": 9}}}, // 422
+		{as: "alice", method: "GET", path: "/v1/actions/nope"},                                                                             // 404
+		{as: "alice", method: "GET", path: "/v1/actions/count/choices?host=bad.host", invalid: true},                                       // 400
+	} {
+		if resp, b := sc.do(c); resp.StatusCode < 400 {
+			t.Errorf("%s %s: %d, want a refusal: %s", c.method, c.path, resp.StatusCode, b)
+		}
+	}
 
 	// Refusals, each in the error envelope with its stable code.
 	for _, c := range []call{
