@@ -271,13 +271,17 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 		}
 		b.reset()
 		if meta, err := msg.Metadata(); err == nil {
-			if last != 0 && meta.Sequence.Consumer != last+1 {
+			// A sequence at or below the last one is the server delivering
+			// again what it already sent (after a reconnect): a duplicate,
+			// which processing recognizes. Only a jump forward means some
+			// delivery went elsewhere.
+			if last != 0 && meta.Sequence.Consumer > last+1 {
 				w.logger.Warn("gap in deliveries; rewinding", "after", last, "got", meta.Sequence.Consumer,
 					"stream_seq", meta.Sequence.Stream)
 				stop(errRewind)
 				return
 			}
-			last = meta.Sequence.Consumer
+			last = max(last, meta.Sequence.Consumer)
 		}
 		select {
 		case msgs <- msg:

@@ -85,6 +85,14 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("acquire lease of host %s: %w", host, err)
 		}
+		// A key naming this very instance is its own lease, left over from
+		// a tenure whose release did not reach the server (instances are
+		// unique per process): take it back instead of waiting it out.
+		if e, err := q.kv.Get(ctx, key); err == nil && string(e.Value()) == instance {
+			if rev, err := q.kv.Update(ctx, key, []byte(instance), e.Revision()); err == nil {
+				return &Lease{q: q, key: key, instance: instance, rev: rev}, nil
+			}
+		}
 		if !waited && standby != nil {
 			holder := ""
 			if e, err := q.kv.Get(ctx, key); err == nil {
