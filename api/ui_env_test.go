@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +45,14 @@ func uiActions() config.Actions {
 		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; sleep 1; done`, "greet", "{who}"},
 		Params:  []config.ActionParam{{Name: "who", Title: "Who", Pattern: "^[a-z]+$", Max: &maxLen}},
 		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
+	}, {
+		// unlock takes a secret, passed only in the environment.
+		Name: "unlock", Title: "Unlock",
+		Command: []string{"sh", "-c", `echo "unlocking $1 with $(expr length "$PIN") digits"`, "unlock", "{door}"},
+		Env:     []config.ActionEnv{{Name: "PIN", Value: "{pin}"}},
+		Params: []config.ActionParam{{Name: "door", Type: "enum", Values: []string{"front", "back"}},
+			{Name: "pin", Pattern: "^[0-9]{4}$", Secret: true}},
+		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}}}
 }
 
@@ -85,6 +95,18 @@ func newUIEnv(t *testing.T) *uiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One runbook, for the runbook pages.
+	rbDir := t.TempDir()
+	fence := "```"
+	book := "# Hello\n\n# Environment Requirements\n" + fence + "yaml\nNAME: Who to greet\n" + fence + "\n\n" +
+		"# File System Requirements\n" + fence + "yaml\nInput: []\n" + fence + "\n\n" +
+		"# Script\n" + fence + "sh\necho \"hello from a runbook, $NAME\"\n" + fence + "\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(rbDir, "Hello.md"), []byte(book), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runbooks := config.DefaultRunbooks()
+	runbooks.Dir, runbooks.Host = rbDir, "web-1"
+
 	logger := testenv.Logger(t)
 	in := intake.New(store, q, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return set }}, logger)
@@ -94,6 +116,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		Status:   func() map[string]any { return map[string]any{} },
 		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }},
+		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return runbooks }},
 	})
 	e.handler = srv.Handler()
 	hs := httptest.NewServer(e.handler)
@@ -110,7 +133,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	})
 
 	wcfg := config.Default()
-	wcfg.Actions = uiActions()
+	wcfg.Actions, wcfg.Runbooks = uiActions(), runbooks
 	hp, err := hostpolicy.FromConfig(wcfg)
 	if err != nil {
 		t.Fatal(err)

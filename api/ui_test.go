@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestUISignInCookies: over TLS the session cookie is Secure as well as
@@ -75,5 +76,129 @@ func TestUISignInCookies(t *testing.T) {
 	e.handler.ServeHTTP(rec, req)
 	if loc := rec.Header().Get("Location"); loc != "/ui/" {
 		t.Fatalf("sign-in with next=//evil.example/ redirects to %q", loc)
+	}
+}
+
+// uiSession signs who in through the handler and returns the session
+// cookie and the page's anti-forgery token.
+func (e *uiEnv) uiSession(t *testing.T, who string) (*http.Cookie, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/signin", nil))
+	var nonce *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "orderly_signin" {
+			nonce = c
+		}
+	}
+	form := url.Values{"signin": {nonce.Value}, "token": {e.tokens[who]}}
+	req := httptest.NewRequest("POST", "/ui/signin", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(nonce)
+	rec = httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	var sess *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "orderly_session" {
+			sess = c
+		}
+	}
+	if sess == nil {
+		t.Fatalf("sign-in as %s: %d", who, rec.Code)
+	}
+	body := e.page(t, sess, "/ui/")
+	_, after, _ := strings.Cut(body, `data-csrf="`)
+	csrf, _, _ := strings.Cut(after, `"`)
+	return sess, csrf
+}
+
+// page GETs a UI page with the session and returns its HTML.
+func (e *uiEnv) page(t *testing.T, sess *http.Cookie, path string) string {
+	t.Helper()
+	req := httptest.NewRequest("GET", path, nil)
+	req.AddCookie(sess)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%s", path, rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// TestUIRerunAsksSecretsAgain: a run with a secret param shows only the
+// param's name; its re-run form has the other values and an empty secret
+// field, and says the secret must be given again. The secret is in no
+// page.
+func TestUIRerunAsksSecretsAgain(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.door": {"back"}, "p.pin": {"4711"}, "idem": {"k1"}}
+	req := httptest.NewRequest("POST", "/ui/actions/unlock/run", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(sess)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("run unlock: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var run string
+	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
+		run = e.page(t, sess, loc)
+		if strings.Contains(run, `id="status" role="status" aria-live="polite">succeeded`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unlock did not finish:\n%s", run)
+		}
+	}
+	if !strings.Contains(run, "unlocking back with 4 digits") || !strings.Contains(run, "pin=•••") || strings.Contains(run, "4711") {
+		t.Fatalf("run page:\n%s", run)
+	}
+	id := strings.TrimPrefix(loc, "/ui/orders/")
+	again := e.page(t, sess, "/ui/?rerun="+id)
+	if strings.Contains(again, "4711") || !strings.Contains(again, "give pin again") {
+		t.Fatalf("re-run form shows the secret or does not ask for it:\n%s", again)
+	}
+	if !strings.Contains(again, `<option value="back"  selected>`) && !strings.Contains(again, `<option value="back" selected>`) {
+		_, frag, _ := strings.Cut(again, `id="p-unlock-door"`)
+		t.Fatalf("re-run form does not keep door=back:\n%.400s", frag)
+	}
+}
+
+// TestUIRunbookRun: the dashboard lists the runbook; its page asks for
+// its variables and a host; running it leads to its run page.
+func TestUIRunbookRun(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	if dash := e.page(t, sess, "/ui/"); !strings.Contains(dash, `href="/ui/runbooks/Hello.md"`) {
+		t.Fatal("the dashboard does not list the runbook")
+	}
+	if rb := e.page(t, sess, "/ui/runbooks/Hello.md"); !strings.Contains(rb, `name="env.NAME"`) {
+		t.Fatalf("the runbook page has no field for NAME:\n%s", rb)
+	}
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"<b>bob</b>"}}
+	req := httptest.NewRequest("POST", "/ui/runbooks/Hello.md/run", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(sess)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("run the runbook: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
+		run := e.page(t, sess, loc)
+		if strings.Contains(run, `aria-live="polite">succeeded`) {
+			if !strings.Contains(run, "hello from a runbook, &lt;b&gt;bob&lt;/b&gt;") || !strings.Contains(run, "runbook Hello.md") {
+				t.Fatalf("runbook run page:\n%s", run)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the runbook did not finish:\n%s", run)
+		}
 	}
 }
