@@ -1,7 +1,6 @@
 package compat
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -125,7 +124,7 @@ func (l *lineSplitter) write(p []byte, emit func(string)) {
 	l.seen += int64(len(p))
 	l.partial = append(l.partial, p...)
 	for {
-		i := bytes.IndexByte(l.partial, '\n')
+		i := strings.IndexByte(string(l.partial), '\n')
 		if i < 0 {
 			return
 		}
