@@ -213,3 +213,33 @@ func firstChunkID(t *testing.T, s *server, id string) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestClientRunbooksAndActions(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+
+	rbs, err := c.Runbooks(ctx)
+	if err != nil || len(rbs) != 1 || rbs[0].File != "Deploy.md" || !rbs[0].Valid {
+		t.Fatalf("Runbooks: %v %+v", err, rbs)
+	}
+	o, err := c.ExecuteRunbook(ctx, "Deploy.md", client.RunbookRequest{Host: "offline", EnvVars: map[string]any{"VERSION": "1.2"}}, client.SubmitOptions{})
+	if err != nil || o.Kind != "script" || o.Runbook != "Deploy.md" || o.Status != client.StatusQueued {
+		t.Fatalf("ExecuteRunbook: %v %+v", err, o)
+	}
+	_, err = c.ExecuteRunbook(ctx, "Deploy.md", client.RunbookRequest{Host: "offline"}, client.SubmitOptions{})
+	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity) // VERSION is required
+	_, err = c.ExecuteRunbook(ctx, "Nope.md", client.RunbookRequest{}, client.SubmitOptions{})
+	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
+
+	acts, err := c.Actions(ctx)
+	if err != nil || len(acts) != 1 || acts[0].Name != "count" || len(acts[0].Params) != 1 {
+		t.Fatalf("Actions: %v %+v", err, acts)
+	}
+	o, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": 3}, client.SubmitOptions{IdempotencyKey: "count-3"})
+	if err != nil || o.Kind != "action" || o.Action == nil || o.Action.Params["n"] != "3" {
+		t.Fatalf("RunAction: %v %+v", err, o)
+	}
+	_, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": "three"}, client.SubmitOptions{})
+	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity)
+}

@@ -3,11 +3,14 @@ package client_test
 import (
 	"context"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
@@ -65,11 +68,29 @@ func newServer(t *testing.T, hosts ...string) *server {
 		t.Fatal(err)
 	}
 	logger := testenv.Logger(t)
-	in := intake.New(store, q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
+	// One action and one runbook, for the clients of /v1/actions and
+	// /v1/runbooks.
+	acts, err := action.New(config.Actions{Bus: "system", Definitions: []config.Action{{Name: "count", Hosts: []string{"*"},
+		Roles: []string{"ops"}, Params: []config.ActionParam{{Name: "n", Type: "int"}}, Command: []string{"/bin/echo", "{n}"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rb := "# Deploy\n\n# Environment Requirements\n```yaml\nVERSION: the release\n```\n\n" +
+		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying $VERSION\n```\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(rb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rbCfg := config.Default().Runbooks
+	rbCfg.Dir = dir
+	in := intake.New(store, q, func() intake.Authorizer { return pol },
+		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }}, logger)
 	srv := api.New(api.Deps{
 		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
 		Auth:     func() api.Authenticator { return authn },
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Actions:  &api.ActionDeps{Set: func() *action.Set { return acts }},
+		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return rbCfg }},
 	})
 	hs := httptest.NewServer(srv.Handler())
 	s.url = hs.URL
