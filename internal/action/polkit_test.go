@@ -101,16 +101,20 @@ func TestPolkitGrantsLogic(t *testing.T) {
 // test binary ("$@" after the file) with its pid in PK_SUBJECT.
 const pkSetup = `set -eu
 rule="$1"; shift
+mkdir -p /run/dbus /etc/polkit-1/rules.d /usr/share/polkit-1/rules.d
 mount -t tmpfs tmpfs /run/dbus
 mount -t tmpfs tmpfs /etc/polkit-1/rules.d
 mount -t tmpfs tmpfs /usr/share/polkit-1/rules.d
 cp "$rule" /etc/polkit-1/rules.d/50-orderly.rules
-dbus-daemon --system --fork --print-pid > /run/dbus/test.pid
+# Children of this shell (no --fork), so that it reaps them at the end.
+dbus-daemon --system --nofork > /run/dbus/dbus.log 2>&1 &
+DB=$!
+for _ in $(seq 100); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.1; done
 /usr/lib/polkit-1/polkitd --no-debug > /run/dbus/polkitd.log 2>&1 &
 PK=$!
 setpriv --reuid=nobody --regid=nogroup --clear-groups sleep 300 &
 SUB=$!
-cleanup() { kill "$SUB" "$PK" "$(cat /run/dbus/test.pid)" 2>/dev/null || true; }
+cleanup() { kill "$SUB" "$PK" "$DB" 2>/dev/null || true; wait "$SUB" "$PK" "$DB" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do
 	busctl --system status org.freedesktop.PolicyKit1 >/dev/null 2>&1 && break

@@ -27,6 +27,7 @@ const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
 // (sleep infinity), runs the test binary ("$@") against it, and stops
 // both. It waits for the manager by asking it, up to 10 s.
 const setupScript = `set -eu
+mkdir -p /run/systemd
 mount -t tmpfs tmpfs /run/systemd
 mkdir -p /run/systemd/system
 D=$(mktemp -d)
@@ -36,11 +37,14 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 mkdir -p "$HOME/.config/systemd/user"
 printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/example@.service"
-dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --fork --print-pid > "$D/dbus.pid"
+# Children of this shell (no --fork), so that it reaps them at the end.
+dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
+DB=$!
 export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
+for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/bus" ] && break; sleep 0.1; done
 /lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
 SD=$!
-cleanup() { kill "$SD" 2>/dev/null || true; kill "$(cat "$D/dbus.pid")" 2>/dev/null || true; wait "$SD" 2>/dev/null || true; }
+cleanup() { kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do
 	st=$(systemctl --user is-system-running 2>/dev/null || true)
