@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +19,10 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -344,5 +350,72 @@ func TestSpecResponses(t *testing.T) {
 		if resp.StatusCode < 400 {
 			t.Errorf("%s %s: %d, want a refusal: %s", c.method, c.path, resp.StatusCode, b)
 		}
+	}
+}
+
+// TestSpecRunbookResponses validates the /v1/runbooks answers of an API
+// with a runbooks.dir against the spec: list, read, required-env,
+// validate, execute (waited for on a real worker), history, refusals.
+func TestSpecRunbookResponses(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	dir := t.TempDir()
+	doc := "# Deploy\n\n# Environment Requirements\n```yaml\nVERSION: the release\n```\n\n" +
+		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying $VERSION\n```\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Broken.md"), []byte("no heading\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default().Runbooks
+	cfg.Dir, cfg.Host = dir, "h1"
+	// The same API as e's, with runbooks on: e's store, bus and tokens.
+	var authCfg config.Auth
+	for name, tok := range e.tokens {
+		authCfg.Tokens = append(authCfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})
+	}
+	authn, err := auth.New(authCfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.New([]config.Rule{{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := testenv.Logger(t)
+	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
+	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
+		Auth:     func() api.Authenticator { return authn },
+		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Runbooks: &api.RunbookDeps{Store: e.store, Config: func() config.Runbooks { return cfg }}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	rb := *e
+	rb.url = hs.URL
+	sc := newSpecChecker(t, &rb)
+
+	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks"})
+	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md"})
+	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/required-env"})
+	resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{"env_vars": map[string]any{"VERSION": "1.2"}}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("validate: %d %s", resp.StatusCode, b)
+	}
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute?wait=20", body: map[string]any{"env_vars": map[string]any{"VERSION": 1.2}},
+		hdr: []string{"X-Correlation-Id", "deploy-1"}})
+	if resp.StatusCode != http.StatusOK || decodeAs[api.Order](t, b).Runbook != "Deploy.md" {
+		t.Fatalf("execute: %d %s", resp.StatusCode, b)
+	}
+	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/history?limit=1"})
+	for _, c := range []call{
+		{as: "alice", method: "PATCH", path: "/v1/runbooks/Deploy.md/validate"},                                    // 422: VERSION missing
+		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute"},                                      // 422
+		{as: "alice", method: "GET", path: "/v1/runbooks/Nope.md"},                                                 // 404
+		{as: "alice", method: "GET", path: "/v1/runbooks/Broken.md/required-env"},                                  // 200 or 422
+		{as: "alice", method: "POST", path: "/v1/runbooks/Broken.md/execute"},                                      // 422
+		{method: "GET", path: "/v1/runbooks"},                                                                      // 401
+		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: `{"env_vars":`, invalid: true}, // 400
+	} {
+		sc.do(c)
 	}
 }
