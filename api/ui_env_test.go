@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/auth"
@@ -33,6 +35,7 @@ type uiEnv struct {
 	url     string
 	handler http.Handler
 	store   *postgres.Store
+	pool    *pgxpool.Pool
 	tokens  map[string]string
 }
 
@@ -75,7 +78,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &uiEnv{t: t, store: store, tokens: map[string]string{}}
+	e := &uiEnv{t: t, store: store, pool: pool, tokens: map[string]string{}}
 	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}}
 	var ac config.Auth
 	for name, r := range roles {

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // signinPage is GET /ui/signin. The form carries a nonce that must match a
@@ -41,7 +44,11 @@ func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	p, err := u.s.Auth().Authenticate("Bearer " + token)
 	if token == "" || err != nil {
-		u.s.logger.Warn("ui sign-in refused", "client_ip", clientIPOf(r))
+		// Recorded like a refused REST request: who tried from where,
+		// never the token.
+		u.s.Intake.Reject(r.Context(), postgres.Rejection{ClientIP: clientIPOf(r), Source: "ui", Method: r.Method,
+			Path: r.URL.Path, Status: http.StatusUnauthorized, Code: string(order.CodeUnauthenticated),
+			Reason: "sign-in with a token that was not accepted"})
 		u.signinAgain(w, r, "That token was not accepted.")
 		return
 	}

@@ -49,6 +49,12 @@ func TestUISignInCookies(t *testing.T) {
 	if rec := post(nonce.Value, "not-a-token"); rec.Code != http.StatusUnauthorized || sessionOf(rec) != nil {
 		t.Fatalf("sign-in with a wrong token: %d, session %v", rec.Code, sessionOf(rec))
 	}
+	// The refusal is in the audit, without the token.
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE source = 'ui' AND status = 401
+		AND NOT (rejections::text LIKE '%not-a-token%')`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("audited ui sign-in refusals: %d, %v", n, err)
+	}
 	rec = post(nonce.Value, e.tokens["alice"])
 	s := sessionOf(rec)
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/ui/history" || s == nil ||
