@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/worker/executor"
 )
@@ -13,12 +15,28 @@ import (
 // overlap, even when the previous worker was only frozen and its order's
 // processes kept running. It retries until the processes are proven gone
 // or ctx ends, and returns the evidence for the order's record.
-func (w *Worker) reap(ctx context.Context, p *postgres.Process) map[string]any {
+func (w *Worker) reap(ctx context.Context, id uuid.UUID, p *postgres.Process) map[string]any {
 	if p == nil {
-		// The worker stopped between the claim and the start of the
-		// process, or before it could record it: a process it may have
-		// forked was killed with it (Pdeathsig); nothing is recorded.
-		return map[string]any{"process_recorded": false}
+		// The worker stopped between the claim and the record of the
+		// process: the leader it may have forked died with it
+		// (Pdeathsig). Where orders get their own cgroups, the cgroup's
+		// name is known without a record: end whatever is in it.
+		ev := map[string]any{"process_recorded": false}
+		cg, ok := w.policy.(cgroupNamer)
+		if !ok || cg.OrderCgroup(id) == "" {
+			return ev
+		}
+		boot, err := executor.CurrentBootID()
+		if err != nil {
+			ev["reap_error"] = err.Error()
+			return ev
+		}
+		r := executor.Reap(ctx, executor.Process{Cgroup: cg.OrderCgroup(id), BootID: boot}, w.logger)
+		ev["cgroup"], ev["found"], ev["killed"], ev["verified"] = cg.OrderCgroup(id), r.Found, len(r.Killed), r.Verified
+		if r.Err != nil {
+			ev["reap_error"] = r.Err.Error()
+		}
+		return ev
 	}
 	ev := map[string]any{"process_recorded": true, "pid": p.PID, "pgid": p.PGID, "cgroup": p.Cgroup,
 		"process_started_at": p.StartedAt, "last_heartbeat": p.LastSeen, "worker": p.Worker}
@@ -38,4 +56,10 @@ func (w *Worker) reap(ctx context.Context, p *postgres.Process) map[string]any {
 			return ev
 		}
 	}
+}
+
+// cgroupNamer is implemented by a host policy that runs each order in its
+// own cgroup (hostpolicy.Policy.OrderCgroup): "" when it does not.
+type cgroupNamer interface {
+	OrderCgroup(id uuid.UUID) string
 }

@@ -73,7 +73,7 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	if err != nil {
 		return false, err
 	}
-	ev := postgres.Evidence{Reap: w.reap(ctx, proc)}
+	ev := postgres.Evidence{Reap: w.reap(ctx, o.ID, proc)}
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
 		limit := o.MaxOutput
 		if limit <= 0 {

@@ -253,7 +253,9 @@ func stage0Fail(w http.ResponseWriter, status int, msg string) {
 func stage0JSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // Flask's jsonify leaves <, > and & as they are
+	_ = enc.Encode(v)
 }
 
 // statusFor maps a refusal of the pipeline to the statuses stage0 had.

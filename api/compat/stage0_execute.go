@@ -1,6 +1,7 @@
 package compat
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -124,7 +125,7 @@ func (l *lineSplitter) write(p []byte, emit func(string)) {
 	l.seen += int64(len(p))
 	l.partial = append(l.partial, p...)
 	for {
-		i := strings.IndexByte(string(l.partial), '\n')
+		i := bytes.IndexByte(l.partial, '\n')
 		if i < 0 {
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
@@ -298,6 +299,10 @@ type livePolicy struct {
 func (l *livePolicy) Prepare(o *order.Order) (*hostpolicy.Prepared, error) {
 	return l.p.Load().Prepare(o)
 }
+
+// OrderCgroup is where an order runs when orders get their own cgroups,
+// so a successor can end one whose process was never recorded.
+func (l *livePolicy) OrderCgroup(id uuid.UUID) string { return l.p.Load().OrderCgroup(id) }
 
 // startWorker runs the worker of cfg.Host. With reloads set, a reloaded
 // config's worker section replaces the host policy at once (one that does
