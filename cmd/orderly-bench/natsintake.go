@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ---------------------------------------------------------------- NATS intake
 
 // natsIntakeHosts is how many hosts (without a worker) the NATS
 // submissions are spread over: the intake runs hosts in parallel and each
