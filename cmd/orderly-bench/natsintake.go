@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-
 // natsIntakeHosts is how many hosts (without a worker) the NATS
 // submissions are spread over: the intake runs hosts in parallel and each
 // host's submissions one at a time (docs/decisions.md, "NATS intake").
