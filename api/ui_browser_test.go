@@ -172,6 +172,7 @@ func TestUIRunActionInBrowser(t *testing.T) {
 
 	// The action's fields come with the host's choices (htmx).
 	step(t, ctx, "see the action", chromedp.WaitVisible(chromedp.ID("action-greet")), chromedp.WaitVisible(chromedp.ID("p-greet-who")))
+	waitJS(t, ctx, "restart's unit dropdown", `!!document.querySelector("select#p-restart-id option[value='0042']")`, 10*time.Second)
 	screenshot(t, ctx, "ui-dashboard.png")
 
 	run := func(who string) string {

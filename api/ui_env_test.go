@@ -56,7 +56,23 @@ func uiActions() config.Actions {
 		Params: []config.ActionParam{{Name: "door", Type: "enum", Values: []string{"front", "back"}},
 			{Name: "pin", Pattern: "^[0-9]{4}$", Secret: true}},
 		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
+	}, {
+		// restart takes its choices from the host's units.
+		Name: "restart", Title: "Restart an instance",
+		Params:  []config.ActionParam{{Name: "id", Pattern: "^[0-9]{4}$", Units: "example@*.service"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"},
+		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
 	}}}
+}
+
+// uiUnits stands in for the units systemd lists on the host: the UI
+// tests are about the page, the D-Bus listing has its own tests.
+func uiUnits(_ context.Context, host, glob string) ([]api.UnitChoice, error) {
+	return []api.UnitChoice{
+		{Unit: "example@0042.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+		{Unit: "example@0043.service", LoadState: "loaded", ActiveState: "failed", SubState: "failed"},
+		{Unit: "example@beta.service", LoadState: "loaded", ActiveState: "inactive", SubState: "dead"},
+	}, nil
 }
 
 func newUIEnv(t *testing.T) *uiEnv {
@@ -118,7 +134,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 		Auth:     func() api.Authenticator { return authn },
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		Status:   func() map[string]any { return map[string]any{} },
-		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }},
+		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }, Choices: uiUnits},
 		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return runbooks }},
 	})
 	e.handler = srv.Handler()

@@ -208,3 +208,32 @@ func TestUIRunbookRun(t *testing.T) {
 		}
 	}
 }
+
+// TestUIActionChoices: a param whose values come from the host's units is
+// a dropdown of those units with their state; a unit whose value the
+// param's rules refuse is listed but cannot be chosen.
+func TestUIActionChoices(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	if dash := e.page(t, sess, "/ui/"); !strings.Contains(dash, `hx-get="/ui/actions/restart/choices" hx-trigger="load"`) {
+		t.Fatal("the dashboard does not load the restart action's choices")
+	}
+	frag := e.page(t, sess, "/ui/actions/restart/choices?host=web-1")
+	for _, want := range []string{
+		`<option value="0042"  >0042 (active, running)</option>`,
+		`<option value="0043"  >0043 (failed)</option>`,
+		`<option value="beta" disabled >beta (inactive, dead)</option>`,
+	} {
+		if !strings.Contains(frag, want) {
+			t.Fatalf("choices fragment lacks %s:\n%s", want, frag)
+		}
+	}
+	carol, _ := e.uiSession(t, "carol")
+	req := httptest.NewRequest("GET", "/ui/actions/restart/choices?host=web-1", nil)
+	req.AddCookie(carol)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("carol asking for restart's choices: %d, want the API's 404", rec.Code)
+	}
+}
