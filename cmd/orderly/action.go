@@ -11,7 +11,7 @@ import (
 
 // actionCommand is `orderly action`: tools for the actions of a config.
 func (a *app) actionCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "action", Short: "Tools for the configured actions (docs/actions.md)"}
+	cmd := &cobra.Command{Use: "action", Short: "List and run actions; print their polkit rule (docs/actions.md)"}
 	var configPath, user string
 	rule := &cobra.Command{
 		Use:   "polkit-rule [NAME...]",
@@ -41,6 +41,6 @@ func (a *app) actionCommand() *cobra.Command {
 	}
 	rule.Flags().StringVar(&configPath, "config", "", "config file (YAML or TOML)")
 	rule.Flags().StringVar(&user, "user", "orderly-worker", "the Unix user the worker runs as (deploy/systemd/orderly-worker.service)")
-	cmd.AddCommand(rule)
+	cmd.AddCommand(rule, a.actionListCommand(), a.actionRunCommand())
 	return cmd
 }

@@ -76,3 +76,48 @@ func TestActionsWiredAndReloaded(t *testing.T) {
 		}
 	}
 }
+
+// TestActionCLI lists and runs an action with the command-line client: the
+// remote output and exit code come back as with submit --wait, and a
+// secret read from the environment reaches the command.
+func TestActionCLI(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	cfg := actionsConfig + `    - name: check-pw
+      params:
+        - {name: pw, pattern: "[a-z0-9]{4,32}", secret: true}
+      command: ["/bin/sh", "-c", "test \"$PW\" = opensesame"]
+      env: [{name: PW, value: "{pw}"}]
+      roles: [admin]
+      hosts: ["act-*"]
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStackFrom(t, path, nil, "act-1")
+	cli := func(env []string, args ...string) (string, string, error) {
+		var out, errb strings.Builder
+		err := run(t.Context(), append([]string{"orderly"}, args...), append(env, "ORDERLY_URL="+s.url, "ORDERLY_TOKEN="+s.token),
+			strings.NewReader(""), &out, &errb)
+		return out.String(), errb.String(), err
+	}
+	out, errs, err := cli(nil, "action", "ls")
+	if err != nil || !strings.Contains(out, "greet") || !strings.Contains(out, "who=[a-z]{1,10}") || !strings.Contains(out, "pw=[a-z0-9]{4,32}*") {
+		t.Errorf("action ls: %v %q %q", err, out, errs)
+	}
+	out, errs, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=cli", "--wait")
+	if err != nil || out != "hello cli\n" {
+		t.Errorf("action run greet: %v %q %q", err, out, errs)
+	}
+	_, _, err = cli([]string{"MY_PW=opensesame"}, "action", "run", "check-pw", "--host", "act-1", "--secret-env", "pw=MY_PW", "--wait")
+	if err != nil {
+		t.Errorf("the right secret: %v", err)
+	}
+	_, _, err = cli([]string{"MY_PW=wrongpass"}, "action", "run", "check-pw", "--host", "act-1", "--secret-env", "pw=MY_PW", "--wait")
+	if code, ok := err.(exitCodeError); !ok || code != 1 {
+		t.Errorf("the wrong secret: %v, want the remote exit code 1", err)
+	}
+	_, _, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=a;b")
+	if err == nil || !strings.Contains(err.Error(), "params.who") && !strings.Contains(err.Error(), "who") {
+		t.Errorf("a bad value: %v", err)
+	}
+}
