@@ -39,19 +39,22 @@ type uiPages struct {
 	byName map[string]*template.Template
 }
 
-var uiFuncs = template.FuncMap{
-	"short": func(id any) string {
-		s := fmt.Sprint(id)
-		if len(s) > 8 {
-			return s[len(s)-8:] // UUIDv7: the tail is the random part
-		}
-		return s
-	},
-	"what":    orderTitle,
-	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
-	"join":    strings.Join,
+// uiFuncs are the functions the page templates use.
+func uiFuncs() template.FuncMap {
+	return template.FuncMap{
+		"short": func(id any) string {
+			s := fmt.Sprint(id)
+			if len(s) > 8 {
+				return s[len(s)-8:] // UUIDv7: the tail is the random part
+			}
+			return s
+		},
+		"what":    orderTitle,
+		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
+		"join":    strings.Join,
+	}
 }
 
 // orderTitle is how an order is named on a page: its runbook, or its
@@ -88,7 +91,7 @@ func mustParsePages() *uiPages {
 	for _, name := range []string{"signin", "error", "dashboard", "run", "history", "hosts", "runbook"} {
 		// dashboard.html holds the shared "orders" and "param" blocks; a
 		// page parsed after it replaces its "content".
-		t := template.Must(template.New(name).Funcs(uiFuncs).ParseFS(uiFiles,
+		t := template.Must(template.New(name).Funcs(uiFuncs()).ParseFS(uiFiles,
 			"web/ui/templates/layout.html", "web/ui/templates/dashboard.html"))
 		if name != "dashboard" {
 			t = template.Must(t.ParseFS(uiFiles, "web/ui/templates/"+name+".html"))
