@@ -166,13 +166,18 @@ func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.R
 		req.CgroupName = orderCgroupName(o.ID)
 	}
 	if u.sudo {
+		if len(r.Env) > 0 {
+			// sudo resets the environment: the action's env (secrets
+			// included) would be dropped silently.
+			return nil, order.FieldError(order.CodeUnprocessable, "run_as",
+				"action %s sets env, which reaches a command run as %s only from a worker running as root (sudo resets it)", d.Name, u.name)
+		}
 		sudo, err := p.lookup("sudo")
 		if err != nil {
 			return nil, order.FieldError(order.CodeUnprocessable, "run_as",
 				"running as %s needs sudo, which is not in this host's command_path", u.name)
 		}
-		// sudo -n never prompts; --preserve-env is not used, so the
-		// action's env reaches the command only for a root worker.
+		// sudo -n never prompts; -- ends its options whatever argv holds.
 		req.Path = sudo.realPath
 		req.Argv = append([]string{"sudo", "-n", "-u", u.name, "--", cmd.resolvedPath}, r.Argv[1:]...)
 	}
