@@ -208,7 +208,12 @@ func (w *Worker) tenure(ctx context.Context) error {
 		w.beat(feedCtx, lease, stopFeed)
 	}()
 
-	iter, err := cons.Messages()
+	// Pull requests that expire every 5 s (so heartbeats every 2.5 s, a
+	// lost pull noticed within 5 s), not the default 30 s: on a NATS
+	// cluster a consumer whose leader died forgets the pending pull, and
+	// the host then waited up to 30 s for the client to pull again
+	// (TestFaultsNATSCluster).
+	iter, err := cons.Messages(jetstream.PullExpiry(5 * time.Second))
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}

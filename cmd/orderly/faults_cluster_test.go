@@ -140,6 +140,22 @@ func waitNewLeader(t testing.TB, js jetstream.JetStream, stream, old string) (st
 	return leader, time.Since(began)
 }
 
+// waitConsumerLeader waits until the orders stream's consumer name has a
+// leader other than old.
+func waitConsumerLeader(t testing.TB, js jetstream.JetStream, name, old string) {
+	t.Helper()
+	waitUntil(t, 60*time.Second, "a new leader of consumer "+name, func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		c, err := js.Consumer(ctx, queue.OrdersStream, name)
+		if err != nil {
+			return false
+		}
+		cl := c.CachedInfo().Cluster
+		return cl != nil && cl.Leader != "" && cl.Leader != old
+	})
+}
+
 // newClusterFaultStack is newFaultStack on a NATS cluster: the same
 // PostgreSQL, config (plus nats.replicas: 3) and `orderly api`, with the
 // API connected to every node.
@@ -253,10 +269,14 @@ func TestFaultsNATSCluster(t *testing.T) {
 		c.node(old).kill9()
 		leader, took := waitNewLeader(t, js, queue.OrdersStream, old)
 		elections = append(elections, took)
-		// The hosts bucket (leases) elects on its own; orderly's recovery
-		// is measured from when both have a leader again: JetStream's own
-		// election (4-9 s after a leader crash) is not orderly's to bound.
+		// The hosts bucket (leases) and each host's consumer elect on their
+		// own; orderly's recovery is measured from when all have a leader
+		// again: JetStream's elections (4-9 s after a leader crash) are not
+		// orderly's to bound.
 		hostsLeader, _ := waitNewLeader(t, js, "KV_"+queue.HostsBucket, old)
+		for _, h := range hosts {
+			waitConsumerLeader(t, js, queue.ConsumerName(h), old)
+		}
 		faultAll("stream leader " + old + " killed, re-elected")
 		t.Logf("round %d: killed %s, the orders stream's leader; %s leads it after %s (hosts bucket: %s)",
 			i+1, old, leader, took.Round(time.Millisecond), hostsLeader)
