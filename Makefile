@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 ARGS    ?=
 
-.PHONY: build run test test-short soak bench postgres promtool vet clean
+.PHONY: build run test test-short soak bench fleet-bench postgres promtool vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderly
@@ -36,10 +36,17 @@ promtool:
 soak: postgres
 	ORDERLY_SOAK=1 CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestFaultsSoak|TestFaultsNATSCluster' ./cmd/orderly/
 
+# fleet-bench measures orderly with 100 and 1,000 simulated hosts in one
+# `orderly fleet-sim` process (startup, idle load, memory per host, a fan-out
+# to every host, submit throughput); see docs/benchmarks.md, "Fleet".
+fleet-bench: postgres
+	ORDERLY_FLEET=$${ORDERLY_FLEET:-100,1000} CI=true $(GO) test -count=1 -timeout 60m -v -run 'TestFleetScale' ./cmd/orderly/
+
 vet:
 	$(GO) vet ./...
 
 bench: postgres build
+	@./scripts/ensure-webhook.sh
 	$(GO) run ./cmd/orderly-bench -bin ./$(BIN) $(BENCH_ARGS)
 
 clean:

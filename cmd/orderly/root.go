@@ -31,7 +31,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Version:       version,
 	}
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand(), a.importCommand(),
-		a.actionCommand())
+		a.actionCommand(), a.fleetCommand())
 	root.AddCommand(a.clientCommands()...)
 	return root
 }
