@@ -46,7 +46,6 @@ vet:
 	$(GO) vet ./...
 
 bench: postgres build
-	@./scripts/ensure-webhook.sh
 	$(GO) run ./cmd/orderly-bench -bin ./$(BIN) $(BENCH_ARGS)
 
 clean:
