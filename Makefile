@@ -46,6 +46,7 @@ vet:
 	$(GO) vet ./...
 
 bench: postgres build
+	@./scripts/ensure-webhook.sh
 	$(GO) run ./cmd/orderly-bench -bin ./$(BIN) $(BENCH_ARGS)
 
 clean:

@@ -42,6 +42,10 @@ type options struct {
 	nowhereHost   string
 	pollInterval  time.Duration
 	overallBudget time.Duration
+	peerRounds    int
+	peerTime      time.Duration
+	levelBacklog  int
+	history       string
 }
 
 func main() {
@@ -59,10 +63,14 @@ func main() {
 	flag.IntVar(&o.sseRuns, "sse", 5, "SSE first-byte runs of each kind (live, immediate)")
 	flag.DurationVar(&o.settle, "settle", 3*time.Second, "pause before reading the idle RSS")
 	flag.BoolVar(&o.skipStream, "skip-stream", false, "skip the stdout-throughput and SSE measurements")
+	flag.IntVar(&o.peerRounds, "peer-rounds", 2, "rounds of the alternated peer loads (0: skip the peers and hosts)")
+	flag.DurationVar(&o.peerTime, "peer-time", 3*time.Second, "duration of each load in each round")
+	flag.IntVar(&o.levelBacklog, "level-backlog", 1000, "orders of the worker-side backlog at each size of history")
+	flag.StringVar(&o.history, "history", "0,100000", "sizes of history (orders, cumulative, bulk-loaded with COPY) the peer loads are measured at; add 1000000 for the 1M figure")
 	flag.Parse()
 	o.backlogHost, o.nowhereHost = "bench", "nowhere"
 	o.pollInterval = 20 * time.Millisecond
-	o.overallBudget = 10 * time.Minute
+	o.overallBudget = 30 * time.Minute
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -82,9 +90,10 @@ func progress(msg string) {
 
 // report collects the headline rows and the detail rows.
 type report struct {
-	head    []string
-	rows    [][4]string // measurement, result, target, verdict
-	details [][3]string // measurement, value, how
+	head     []string
+	rows     [][4]string // measurement, result, target, verdict
+	details  [][3]string // measurement, value, how
+	sections []string    // markdown printed after the tables
 }
 
 func (r *report) row(name, value, target string, ok *bool) {
@@ -121,6 +130,9 @@ func (r *report) print(w io.Writer) {
 	for _, x := range r.details {
 		fmt.Fprintf(w, "| %s | %s | %s |\n", x[0], x[1], x[2])
 	}
+	for _, sec := range r.sections {
+		fmt.Fprint(w, sec)
+	}
 }
 
 func run(ctx context.Context, o options) error {
@@ -145,7 +157,7 @@ func run(ctx context.Context, o options) error {
 	// 2. serve.
 	progress("starting " + o.bin + " serve (managed PostgreSQL with fsync, embedded NATS with sync always)")
 	t := time.Now()
-	srv, err := startServe(ctx, o.bin)
+	srv, err := startServe(ctx, o.bin, "--nats-workers", strings.Join(extraHosts, ","))
 	if err != nil {
 		return err
 	}
@@ -214,6 +226,12 @@ func run(ctx context.Context, o options) error {
 	if mem.pgProcs > 0 {
 		rep.detail("managed PostgreSQL memory", fmt.Sprintf("%s PSS (%s summed RSS), %d processes", mib(mem.pgPSS), mib(mem.pgRSS), mem.pgProcs),
 			"postmaster and its children; PSS splits shared_buffers between them")
+	}
+
+	// 6b. The peer, the yardsticks and the hosts, at each size of history
+	// (levels.go).
+	if err := levels(ctx, srv, c, o, rep); err != nil {
+		return err
 	}
 
 	// 7 and 8.

@@ -34,7 +34,7 @@ type server struct {
 
 // startServe runs `<bin> serve` on a fresh temp data dir with the API and
 // NATS on random loopback ports, and waits for the "API:" line of its banner.
-func startServe(ctx context.Context, bin string) (*server, error) {
+func startServe(ctx context.Context, bin string, extra ...string) (*server, error) {
 	dir, err := os.MkdirTemp("", "orderly-bench-")
 	if err != nil {
 		return nil, err
@@ -46,7 +46,7 @@ func startServe(ctx context.Context, bin string) (*server, error) {
 		return nil, err
 	}
 	s := &server{dir: dir, exited: make(chan struct{})}
-	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--host", "bench")
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--host", "bench"}, extra...)...)
 	cmd.Env = append(os.Environ(), "ORDERLY_NATS__LISTEN=127.0.0.1:0", "ORDERLY_LOG__LEVEL=warn")
 	// A benchmark is a flood from one principal and one address: the
 	// default rate limits (600 and 1200 requests a minute) would measure
@@ -313,7 +313,7 @@ type cpuSample struct {
 const clockTick = 10 * time.Millisecond // USER_HZ is 100 on Linux
 
 func (s *server) cpu() cpuSample {
-	c := cpuSample{at: time.Now()}
+	c := machineAndBench()
 	if f := procStatFields(s.cmd.Process.Pid); f != nil {
 		c.serveSelf = ticks(f[11]) + ticks(f[12])
 		c.serveChildren = ticks(f[13]) + ticks(f[14])
@@ -325,6 +325,12 @@ func (s *server) cpu() cpuSample {
 			}
 		}
 	}
+	return c
+}
+
+// machineAndBench samples the bench's own CPU and the machine's ticks.
+func machineAndBench() cpuSample {
+	c := cpuSample{at: time.Now()}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		c.bench = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// contender is one load of the alternation.
+type contender struct {
+	name string
+	run  func(ctx context.Context) (loadResult, error)
+}
+
+// alternate runs every contender rounds times, one after another, rotating
+// which goes first each round, and pools each one's rounds: on a shared
+// machine a disturbance then hits all of them alike, so their ratios hold
+// even when the absolute figures do not.
+func alternate(ctx context.Context, rounds int, cs []contender) (map[string]loadResult, error) {
+	out := make(map[string]loadResult, len(cs))
+	for r := range rounds {
+		for k := range cs {
+			c := cs[(k+r)%len(cs)]
+			res, err := c.run(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("%s (round %d): %w", c.name, r+1, err)
+			}
+			acc := out[c.name]
+			acc.add(res)
+			out[c.name] = acc
+			progress(fmt.Sprintf("  round %d %-14s %7.0f/s p50 %s p99 %s", r+1, c.name, res.rate(), ms(pct(res.lat, .5)), ms(pct(res.lat, .99))))
+		}
+	}
+	return out, nil
+}
+
+// rawExecFor is sequential os/exec of /bin/true for d: the machine's own
+// yardstick for a worker's per-host rate.
+func rawExecFor(d time.Duration) contender {
+	return contender{name: "raw exec", run: func(context.Context) (loadResult, error) {
+		a := machineAndBench()
+		start := time.Now()
+		n := 0
+		for time.Since(start) < d {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				return loadResult{}, fmt.Errorf("raw exec of /bin/true: %w", err)
+			}
+			n++
+		}
+		return loadResult{n: n, wall: time.Since(start), cpu: delta(a, machineAndBench())}, nil
+	}}
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// pgbenchInserts is pgbench with 16 clients, each committing single-row
+// inserts into a table of its own, on serve's PostgreSQL (fsync on): the
+// machine's yardstick for a durable submit.
+func pgbenchInserts(srv *server, d time.Duration) contender {
+	return contender{name: "pgbench", run: func(ctx context.Context) (loadResult, error) {
+		script, err := os.CreateTemp("", "orderly-bench-pgbench-*.sql")
+		if err != nil {
+			return loadResult{}, err
+		}
+		defer os.Remove(script.Name())
+		if _, err := script.WriteString("INSERT INTO bench_pgbench (v) VALUES (1);\n"); err != nil {
+			return loadResult{}, err
+		}
+		script.Close()
+		if out, err := exec.CommandContext(ctx, "psql", "-qX", "-v", "ON_ERROR_STOP=1", srv.dsn, "-c",
+			"CREATE TABLE IF NOT EXISTS bench_pgbench (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())").CombinedOutput(); err != nil {
+			return loadResult{}, fmt.Errorf("psql: create the pgbench table: %v: %s", err, out)
+		}
+		a := srv.cpu()
+		out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", "16", "-j", "2", "-T", strconv.Itoa(max(1, int(d.Seconds()))),
+			"-f", script.Name(), srv.dsn).CombinedOutput()
+		if err != nil {
+			return loadResult{}, fmt.Errorf("pgbench: %v: %s", err, out)
+		}
+		m := tpsRE.FindSubmatch(out)
+		if m == nil {
+			return loadResult{}, fmt.Errorf("pgbench: no tps in %q", strings.TrimSpace(string(out)))
+		}
+		tps, _ := strconv.ParseFloat(string(m[1]), 64)
+		run := time.Duration(max(1, int(d.Seconds()))) * time.Second
+		return loadResult{n: int(tps * run.Seconds()), wall: run, cpu: delta(a, srv.cpu())}, nil
+	}}
+}
+
+// asyncLoad is 32 connections submitting to a host without a worker, each
+// answer a 202 (after the PostgreSQL commit and the PubAck).
+func asyncLoad(srv *server, host string, conns int, d time.Duration) contender {
+	body := orderBody(host, "true")
+	do := func(ctx context.Context, hc *http.Client, _ int) error {
+		code, b, err := (&client{base: srv.url, token: srv.token, hc: hc}).do(ctx, http.MethodPost, "/v1/orders", body)
+		if err != nil {
+			return fmt.Errorf("async submit: %w", err)
+		}
+		if code != http.StatusAccepted {
+			return fmt.Errorf("async submit: %d %.200s", code, b)
+		}
+		return nil
+	}
+	return contender{name: "async/" + strconv.Itoa(conns), run: func(ctx context.Context) (loadResult, error) {
+		return closedLoop(ctx, conns, d, srv.cpu, do)
+	}}
+}
