@@ -56,6 +56,13 @@ func levels(ctx context.Context, srv *server, c *client, o options, rep *report)
 		}
 		ls = append(ls, l)
 		rep.sections = append(rep.sections, l.section())
+		if o.profile != "" && len(ls) == 1 {
+			budget, err := profilePaths(ctx, srv, c, o)
+			if err != nil {
+				return err
+			}
+			rep.sections = append(rep.sections, "\n#### Per-order budget (profiled build, -profile "+o.profile+")\n"+budget)
+		}
 	}
 	rep.sections = append(rep.sections, growth(ls))
 	return nil

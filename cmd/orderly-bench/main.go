@@ -46,6 +46,8 @@ type options struct {
 	peerTime      time.Duration
 	levelBacklog  int
 	history       string
+	profile       string
+	pprofURL      string
 }
 
 func main() {
@@ -67,11 +69,18 @@ func main() {
 	flag.DurationVar(&o.peerTime, "peer-time", 3*time.Second, "duration of each load in each round")
 	flag.IntVar(&o.levelBacklog, "level-backlog", 1000, "orders of the worker-side backlog at each size of history")
 	flag.StringVar(&o.history, "history", "0,100000", "sizes of history (orders, cumulative, bulk-loaded with COPY) the peer loads are measured at; add 1000000 for the 1M figure")
+	flag.StringVar(&o.profile, "profile", "", "directory: build serve with net/http/pprof (go build -overlay), profile the sync, async and backlog paths into it and add the per-order budget")
 	flag.Parse()
 	o.backlogHost, o.nowhereHost = "bench", "nowhere"
 	o.pollInterval = 20 * time.Millisecond
 	o.overallBudget = 30 * time.Minute
 
+	if o.profile != "" {
+		if err := profiledBinary(&o); err != nil {
+			fmt.Fprintln(os.Stderr, "orderly-bench:", err)
+			os.Exit(1)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.overallBudget)
