@@ -111,7 +111,7 @@ func TestActionSecretNeverStored(t *testing.T) {
 	if bytes.Contains(b, []byte("Secret Value")) {
 		t.Errorf("the refusal repeats the secret: %s", b)
 	}
-	// A run accepted by the API and then refused by nobody: read back.
+	// The stored order, read back, shows no secret either.
 	code, b = e.do("alice", "GET", "/v1/orders/"+o.ID.String(), nil)
 	if code != 200 || bytes.Contains(b, []byte(secret)) {
 		t.Errorf("GET the order: %d %s", code, b)
