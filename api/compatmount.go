@@ -103,11 +103,11 @@ func (s *Server) SubmitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 	}
 	var events <-chan queue.Event
 	if wait > 0 {
-		sub, ch, err := s.Queue.SubscribeEvents(o.Host, o.ID)
+		ch, stop, err := s.events.wait(s.Queue.Conn(), o.Host, o.ID)
 		if err != nil {
 			return nil, &order.Error{Code: order.CodeUnavailable, Message: "event bus unavailable", Err: err}
 		}
-		defer sub.Unsubscribe()
+		defer stop()
 		events = ch
 	}
 	stored, err := s.Intake.Submit(ctx, p, o)

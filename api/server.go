@@ -88,6 +88,8 @@ type Server struct {
 	sharedWarned              atomic.Int64 // last warning about SharedLimits, unix ns
 
 	compat []CompatSurface // drop-in surfaces (MountCompat)
+
+	events eventHub // the ?wait requests' shared event subscription
 }
 
 // New returns a Server.

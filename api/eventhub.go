@@ -1,0 +1,91 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// eventHub is the API process's one subscription to every order's status
+// events (orderly.events.>), shared by the requests that wait for an order
+// (?wait). A waiting request registers its order in a map instead of
+// subscribing on NATS itself: a subscription per request cost a SUB and an
+// UNSUB, a goroutine in the client and two changes of the server's
+// subscription list for every synchronous submit (docs/benchmarks.md, "Per-
+// order budget"). The map is keyed by the full subject, host included, so an
+// event reaches a waiter only when it came on its order's own host's
+// subject, which only that host's worker (and the API) may publish to
+// (docs/security.md, "The bus") — the guarantee the per-order subscription
+// gave. Events of orders nobody waits for are dropped without decoding.
+type eventHub struct {
+	mu      sync.Mutex
+	nc      *nats.Conn
+	sub     *nats.Subscription
+	waiters map[string]waiter
+}
+
+// waiter is one request waiting for the events of one order.
+type waiter struct {
+	id uuid.UUID
+	ch chan queue.Event
+}
+
+// wait registers a waiter for the events of order id of host and returns
+// its channel and how to unregister. Register before publishing the order,
+// so that no event can be missed: the shared subscription is made (and
+// flushed to the server) on the first wait of a connection.
+func (h *eventHub) wait(nc *nats.Conn, host string, id uuid.UUID) (<-chan queue.Event, func(), error) {
+	subject := queue.EventSubjectOf(host, id)
+	ch := make(chan queue.Event, 8)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sub == nil || !h.sub.IsValid() || h.nc != nc {
+		if h.sub != nil {
+			_ = h.sub.Unsubscribe()
+		}
+		sub, err := nc.Subscribe(queue.EventsSubject+">", h.deliver)
+		if err != nil {
+			return nil, nil, fmt.Errorf("subscribe to order events: %w", err)
+		}
+		if err := nc.Flush(); err != nil {
+			_ = sub.Unsubscribe()
+			return nil, nil, fmt.Errorf("subscribe to order events: %w", err)
+		}
+		h.nc, h.sub = nc, sub
+	}
+	if h.waiters == nil {
+		h.waiters = map[string]waiter{}
+	}
+	h.waiters[subject] = waiter{id: id, ch: ch}
+	return ch, func() {
+		h.mu.Lock()
+		if h.waiters[subject].ch == ch {
+			delete(h.waiters, subject)
+		}
+		h.mu.Unlock()
+	}, nil
+}
+
+// deliver hands an event to its order's waiter, if any, without blocking
+// the subscription: the waiter's buffer holds every event an order has.
+func (h *eventHub) deliver(m *nats.Msg) {
+	h.mu.Lock()
+	w, ok := h.waiters[m.Subject]
+	h.mu.Unlock()
+	if !ok {
+		return
+	}
+	var ev queue.Event
+	if json.Unmarshal(m.Data, &ev) != nil || ev.OrderID != w.id {
+		return
+	}
+	select {
+	case w.ch <- ev:
+	default:
+	}
+}

@@ -1,0 +1,85 @@
+package api
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestEventHubDeliversOnlyTheOrdersOwnHostSubject: two waiters share one
+// subscription; each gets its own order's events, an event for its order
+// on another host's subject is not delivered, and after stop nothing is.
+func TestEventHubDeliversOnlyTheOrdersOwnHostSubject(t *testing.T) {
+	nc, err := nats.Connect(testenv.NATS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var h eventHub
+	a, b := uuid.New(), uuid.New()
+	chA, stopA, err := h.wait(nc, "web1", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chB, stopB, err := h.wait(nc, "web2", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopB()
+	if h.sub == nil || len(h.waiters) != 2 {
+		t.Fatalf("want one subscription and two waiters, got %v and %d", h.sub, len(h.waiters))
+	}
+	publish := func(host string, ev queue.Event) {
+		t.Helper()
+		data, _ := json.Marshal(ev)
+		if err := nc.Publish(queue.EventSubjectOf(host, ev.OrderID), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// web2's worker cannot publish on web1's subjects, but here it tries on
+	// its own: an event about a on web2's subject must not reach a's waiter.
+	publish("web2", queue.Event{OrderID: a, Type: "finished", Status: "succeeded", Host: "web2"})
+	publish("web1", queue.Event{OrderID: a, Type: "started", Status: "running", Host: "web1"})
+	publish("web2", queue.Event{OrderID: b, Type: "finished", Status: "failed", Host: "web2"})
+	next := func(ch <-chan queue.Event) queue.Event {
+		t.Helper()
+		select {
+		case ev := <-ch:
+			return ev
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10s")
+		}
+		return queue.Event{}
+	}
+	if ev := next(chA); ev.OrderID != a || ev.Status != "running" {
+		t.Fatalf("a's waiter got %+v, want its started event from web1", ev)
+	}
+	if ev := next(chB); ev.OrderID != b || ev.Status != "failed" {
+		t.Fatalf("b's waiter got %+v", ev)
+	}
+	stopA()
+	publish("web1", queue.Event{OrderID: a, Type: "finished", Status: "succeeded", Host: "web1"})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// b's next event proves the subscription handled everything before it.
+	publish("web2", queue.Event{OrderID: b, Type: "finished", Status: "succeeded", Host: "web2"})
+	next(chB)
+	select {
+	case ev := <-chA:
+		t.Fatalf("a's waiter got %+v after stop", ev)
+	default:
+	}
+	h.mu.Lock()
+	n := len(h.waiters)
+	h.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d waiters left, want 1", n)
+	}
+}
