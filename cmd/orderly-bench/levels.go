@@ -64,6 +64,13 @@ func levels(ctx context.Context, srv *server, c *client, o options, rep *report)
 			rep.sections = append(rep.sections, "\n#### Per-order budget (profiled build, -profile "+o.profile+")\n"+budget)
 		}
 	}
+	if o.profile != "" {
+		sec, err := explainAll(ctx, srv, o.profile, loaded)
+		if err != nil {
+			sec = fmt.Sprintf("\nEXPLAIN failed: %v\n", err)
+		}
+		rep.sections = append(rep.sections, sec)
+	}
 	rep.sections = append(rep.sections, growth(ls))
 	return nil
 }
