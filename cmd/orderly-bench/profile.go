@@ -94,7 +94,7 @@ func profilePaths(ctx context.Context, srv *server, c *client, o options) (strin
 // allocator in serve and strace's syscall counts.
 type counters struct {
 	commits, inserted, updated, deleted, fetched, walRecords, walSync int64
-	mallocs                                                             int64
+	mallocs                                                           int64
 }
 
 func readCounters(ctx context.Context, srv *server, pprofURL string) (counters, error) {
