@@ -29,6 +29,9 @@ type faultRun struct {
 	l      *faultLoad
 	hosts  []string
 	faults []faultEvent
+	// expect holds statuses particular orders must end in (by tag), on top
+	// of the contract every scenario checks.
+	expect map[string]string
 }
 
 // runFaultScenario starts the stack with workersPerHost workers for each
@@ -56,7 +59,7 @@ func runFaultScenarioOn(t *testing.T, s *faultStack, workersPerHost map[string]i
 	defer l.stop()
 	l.waitStarts(t, 5, 60*time.Second)
 
-	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
+	r := &faultRun{t: t, s: s, l: l, hosts: hosts, expect: map[string]string{}}
 	inject(r)
 
 	// Keep submitting until each faulted host ran an order after its last
@@ -67,6 +70,13 @@ func runFaultScenarioOn(t *testing.T, s *faultStack, workersPerHost map[string]i
 	took := s.waitDrained(drainBound)
 	t.Logf("drained in %s", took.Round(10*time.Millisecond))
 	checkContract(t, s, l, r.faults)
+	for tag, want := range r.expect {
+		var got string
+		err := s.pool.QueryRow(t.Context(), `SELECT status FROM orders WHERE args[4] = $1`, tag).Scan(&got)
+		if err != nil || got != want {
+			t.Errorf("order %s: status %q (%v), want %s", tag, got, err, want)
+		}
+	}
 }
 
 // fault records that a fault hit host now.
@@ -106,7 +116,7 @@ func (r *faultRun) recovered() bool {
 // runs and returns the worker running it: the order a crash interrupts.
 // With queued, it also waits for two more orders of the host to be
 // accepted, so that the worker holds the next one when the fault hits.
-func (r *faultRun) victim(host, dur string, queued bool) *faultWorker {
+func (r *faultRun) victim(host, dur string, queued bool) (*faultWorker, string) {
 	r.t.Helper()
 	o := r.l.submit("v", host, true, dur)
 	if !o.accepted() {
@@ -135,23 +145,26 @@ func (r *faultRun) victim(host, dur string, queued bool) *faultWorker {
 		w = r.s.workerRunning(o.tag, r.l.marker(host))
 		return w != nil
 	})
-	return w
+	return w, o.tag
 }
 
 // TestFaultsWorkerStops stops the worker of a host while it runs an order
 // with the next ones queued (and one held), then starts a new worker at
-// once: kill -9 is a crash, SIGTERM a graceful stop.
+// once: kill -9 is a crash, SIGTERM a graceful stop, which lets the running
+// order finish (worker.shutdown_grace, 30 s) even though a successor waits.
 func TestFaultsWorkerStops(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		sig  syscall.Signal
+		want string // the victim's status
 	}{
-		{"kill9", syscall.SIGKILL},
-		{"sigterm", syscall.SIGTERM},
+		{"kill9", syscall.SIGKILL, "interrupted"},
+		{"sigterm", syscall.SIGTERM, "succeeded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runFaultScenario(t, map[string]int{"h1": 1, "h2": 1}, func(r *faultRun) {
-				w := r.victim("h1", "3", true)
+				w, tag := r.victim("h1", "3", true)
+				r.expect[tag] = tc.want
 				w.signal(tc.sig)
 				r.fault(tc.name, "h1")
 				r.s.startWorker("h1")
@@ -183,7 +196,8 @@ func TestFaultsWorkerFrozen(t *testing.T) {
 				if tc.alone {
 					r.l.hold(r.t, "h1")
 				}
-				w := r.victim("h1", "60", !tc.alone)
+				w, tag := r.victim("h1", "60", !tc.alone)
+				r.expect[tag] = "interrupted"
 				w.signal(syscall.SIGSTOP)
 				r.fault("sigstop", "h1")
 				r.l.release("h1")
