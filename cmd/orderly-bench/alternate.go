@@ -18,26 +18,41 @@ type contender struct {
 	run  func(ctx context.Context) (loadResult, error)
 }
 
-// alternate runs every contender rounds times, one after another, rotating
-// which goes first each round, and pools each one's rounds: on a shared
-// machine a disturbance then hits all of them alike, so their ratios hold
-// even when the absolute figures do not.
-func alternate(ctx context.Context, rounds int, cs []contender) (map[string]loadResult, error) {
-	out := make(map[string]loadResult, len(cs))
+// alternate runs the groups of contenders rounds times. Within a round,
+// each group's contenders run back to back, forward in even rounds and
+// backward in odd ones (A B, B A, …), so that a contender and the peer it
+// is compared with are always measured next to each other: on a machine
+// shared with others the load changes from one second to the next, and a
+// ratio of two neighbours holds where their absolute figures do not. It
+// returns every contender's rounds, in order.
+func alternate(ctx context.Context, rounds int, groups [][]contender) (map[string][]loadResult, error) {
+	out := map[string][]loadResult{}
 	for r := range rounds {
-		for k := range cs {
-			c := cs[(k+r)%len(cs)]
-			res, err := c.run(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("%s (round %d): %w", c.name, r+1, err)
+		for _, g := range groups {
+			for k := range g {
+				c := g[k]
+				if r%2 == 1 {
+					c = g[len(g)-1-k]
+				}
+				res, err := c.run(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("%s (round %d): %w", c.name, r+1, err)
+				}
+				out[c.name] = append(out[c.name], res)
+				progress(fmt.Sprintf("  round %d %-14s %7.0f/s p50 %s p99 %s", r+1, c.name, res.rate(), ms(pct(res.lat, .5)), ms(pct(res.lat, .99))))
 			}
-			acc := out[c.name]
-			acc.add(res)
-			out[c.name] = acc
-			progress(fmt.Sprintf("  round %d %-14s %7.0f/s p50 %s p99 %s", r+1, c.name, res.rate(), ms(pct(res.lat, .5)), ms(pct(res.lat, .99))))
 		}
 	}
 	return out, nil
+}
+
+// pooled merges a contender's rounds.
+func pooled(rs []loadResult) loadResult {
+	var p loadResult
+	for _, r := range rs {
+		p.add(r)
+	}
+	return p
 }
 
 // rawExecFor is sequential os/exec of /bin/true for d: the machine's own

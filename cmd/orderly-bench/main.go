@@ -65,10 +65,10 @@ func main() {
 	flag.IntVar(&o.sseRuns, "sse", 5, "SSE first-byte runs of each kind (live, immediate)")
 	flag.DurationVar(&o.settle, "settle", 3*time.Second, "pause before reading the idle RSS")
 	flag.BoolVar(&o.skipStream, "skip-stream", false, "skip the stdout-throughput and SSE measurements")
-	flag.IntVar(&o.peerRounds, "peer-rounds", 2, "rounds of the alternated peer loads (0: skip the peers and hosts)")
-	flag.DurationVar(&o.peerTime, "peer-time", 3*time.Second, "duration of each load in each round")
+	flag.IntVar(&o.peerRounds, "peer-rounds", 5, "rounds of the alternated peer loads (0: skip the peers and hosts)")
+	flag.DurationVar(&o.peerTime, "peer-time", 2*time.Second, "duration of each load in each round")
 	flag.IntVar(&o.levelBacklog, "level-backlog", 1000, "orders of the worker-side backlog at each size of history")
-	flag.StringVar(&o.history, "history", "0,100000", "sizes of history (orders, cumulative, bulk-loaded with COPY) the peer loads are measured at; add 1000000 for the 1M figure")
+	flag.StringVar(&o.history, "history", "0,100000,1000000", "sizes of history (orders, cumulative, bulk-loaded with COPY) the peer loads are measured at")
 	flag.StringVar(&o.profile, "profile", "", "directory: build serve with net/http/pprof (go build -overlay), profile the sync, async and backlog paths into it and add the per-order budget")
 	flag.Parse()
 	o.backlogHost, o.nowhereHost = "bench", "nowhere"

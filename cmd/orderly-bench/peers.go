@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -13,9 +14,9 @@ import (
 // shared with others.
 type level struct {
 	history int
-	load    string // /proc/loadavg before and after
-	res     map[string]loadResult
-	backlog float64 // worker side, orders/s
+	load    string                  // /proc/loadavg before and after
+	res     map[string][]loadResult // by contender, one per round
+	backlog float64                 // worker side, orders/s
 }
 
 // figure is one ratio of a level and its target.
@@ -48,14 +49,14 @@ func measureLevel(ctx context.Context, srv *server, c *client, o options, wh *we
 			return closedLoop(ctx, conns, d, wh.cpu, wh.request)
 		}}
 	}
-	cs := []contender{
-		peer("webhook/1", 1), sync("orderly/1", 1, all[:1]),
-		peer("webhook/8", 8), sync("orderly/8", 8, all[:1]),
-		sync("hosts/2", 2, all[:2]), sync("hosts/8", 8, all),
-		asyncLoad(srv, o.nowhereHost, 32, d), pgbenchInserts(srv, d), rawExecFor(d),
+	groups := [][]contender{
+		{peer("webhook/1", 1), sync("orderly/1", 1, all[:1])},
+		{peer("webhook/8", 8), sync("orderly/8", 8, all[:1]), sync("hosts/2", 2, all[:2]), sync("hosts/8", 8, all)},
+		{asyncLoad(srv, o.nowhereHost, 32, d), pgbenchInserts(srv, d)},
+		{rawExecFor(d)},
 	}
-	progress(fmt.Sprintf("peers at %d orders of history: %d rounds of %d loads, %s each, alternated", history, o.peerRounds, len(cs), d))
-	res, err := alternate(ctx, o.peerRounds, cs)
+	progress(fmt.Sprintf("peers at %d orders of history: %d rounds of 9 loads, %s each, neighbours alternated", history, o.peerRounds, d))
+	res, err := alternate(ctx, o.peerRounds, groups)
 	if err != nil {
 		return nil, err
 	}
@@ -71,28 +72,22 @@ func measureLevel(ctx context.Context, srv *server, c *client, o options, wh *we
 	return l, nil
 }
 
+// figures are the level's ratios, each the median over the rounds of the
+// ratio between neighbours measured in the same round.
 func (l *level) figures() []figure {
-	r := l.res
-	w1, o1, w8, o8 := r["webhook/1"], r["orderly/1"], r["webhook/8"], r["orderly/8"]
-	h2, h8 := r["hosts/2"], r["hosts/8"]
-	q := func(x loadResult, p float64) float64 { return float64(pct(x.lat, p)) }
-	f := []figure{
-		{name: "sync, 1 connection: rate ÷ webhook's", value: o1.rate() / w1.rate(), target: "≥ 0.5"},
-		{name: "sync, 1 connection: p50 ÷ webhook's", value: q(o1, .5) / q(w1, .5), target: "≤ 2", lowerBetter: true},
-		{name: "sync, 1 connection: p99 ÷ webhook's", value: q(o1, .99) / q(w1, .99), target: "≤ 4", lowerBetter: true},
-		{name: "sync, 8 connections, one host: rate ÷ webhook's", value: o8.rate() / w8.rate()},
-		{name: "sync, 8 connections, one host: p50 ÷ webhook's", value: q(o8, .5) / q(w8, .5), lowerBetter: true},
-		{name: "sync, 8 connections, one host: p99 ÷ webhook's", value: q(o8, .99) / q(w8, .99), lowerBetter: true},
-		{name: "2 hosts, 2 connections: rate ÷ webhook's at 8", value: h2.rate() / w8.rate()},
-		{name: "8 hosts, 8 connections: rate ÷ webhook's at 8", value: h8.rate() / w8.rate(), target: "≥ 0.75"},
-		{name: "8 hosts ÷ 1 host (total rate)", value: h8.rate() / o1.rate(), target: "≥ 1"},
-		{name: "CPU per order, sync, 1 connection ÷ webhook's per request", value: o1.cpu.perOrder(o1.n) / w1.cpu.perOrder(w1.n), target: "≤ 2", lowerBetter: true},
-		{name: "async submit (32 connections) ÷ pgbench inserts (16 clients)", value: r["async/32"].rate() / r["pgbench"].rate(), target: "≥ 0.5"},
+	rounds := len(l.res["orderly/1"])
+	var per [][]figure
+	for r := range rounds {
+		at := func(name string) loadResult { return l.res[name][r] }
+		per = append(per, roundFigures(at, l.backlog))
 	}
-	if l.backlog > 0 {
-		f = append(f, figure{name: "per-host backlog, worker side ÷ raw exec", value: l.backlog / r["raw exec"].rate(), target: "≥ 0.6"})
-	}
+	f := per[0]
 	for i := range f {
+		vs := make([]float64, 0, rounds)
+		for _, p := range per {
+			vs = append(vs, p[i].value)
+		}
+		f[i].value = median(vs)
 		var ok bool
 		switch {
 		case f[i].target == "":
@@ -105,6 +100,43 @@ func (l *level) figures() []figure {
 		f[i].ok = &ok
 	}
 	return f
+}
+
+// roundFigures are the ratios of one round; at returns a contender's
+// result in that round.
+func roundFigures(at func(string) loadResult, backlog float64) []figure {
+	w1, o1, w8, o8 := at("webhook/1"), at("orderly/1"), at("webhook/8"), at("orderly/8")
+	h2, h8 := at("hosts/2"), at("hosts/8")
+	q := func(x loadResult, p float64) float64 { return float64(pct(x.lat, p)) }
+	f := []figure{
+		{name: "sync, 1 connection: rate ÷ webhook's", value: o1.rate() / w1.rate(), target: "≥ 0.5"},
+		{name: "sync, 1 connection: p50 ÷ webhook's", value: q(o1, .5) / q(w1, .5), target: "≤ 2", lowerBetter: true},
+		{name: "sync, 1 connection: p99 ÷ webhook's", value: q(o1, .99) / q(w1, .99), target: "≤ 4", lowerBetter: true},
+		{name: "sync, 8 connections, one host: rate ÷ webhook's", value: o8.rate() / w8.rate()},
+		{name: "sync, 8 connections, one host: p50 ÷ webhook's", value: q(o8, .5) / q(w8, .5), lowerBetter: true},
+		{name: "sync, 8 connections, one host: p99 ÷ webhook's", value: q(o8, .99) / q(w8, .99), lowerBetter: true},
+		{name: "2 hosts, 2 connections: rate ÷ webhook's at 8", value: h2.rate() / w8.rate()},
+		{name: "8 hosts, 8 connections: rate ÷ webhook's at 8", value: h8.rate() / w8.rate(), target: "≥ 0.75"},
+		{name: "8 hosts ÷ 1 host (total rate)", value: h8.rate() / o1.rate(), target: "≥ 1"},
+		{name: "CPU per order, sync, 1 connection ÷ webhook's per request", value: o1.cpu.perOrder(o1.n) / w1.cpu.perOrder(w1.n), target: "≤ 2", lowerBetter: true},
+		{name: "async submit (32 connections) ÷ pgbench inserts (16 clients)", value: at("async/32").rate() / at("pgbench").rate(), target: "≥ 0.5"},
+	}
+	if backlog > 0 {
+		f = append(f, figure{name: "per-host backlog, worker side ÷ raw exec", value: backlog / at("raw exec").rate(), target: "≥ 0.6"})
+	}
+	return f
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func parseTarget(t string) float64 {
@@ -122,9 +154,10 @@ func (l *level) section() string {
 	for _, f := range l.figures() {
 		fmt.Fprintf(&b, "| %s | %.2f | %s | %s |\n", f.name, f.value, f.target, verdict(f.ok))
 	}
-	b.WriteString("\n| load | rate | p50 | p99 | CPU per order or request |\n|---|---|---|---|---|\n")
+	b.WriteString("\n(each ratio: the median over the rounds of the ratio between neighbours in one round)\n")
+	b.WriteString("\n| load (all rounds pooled) | rate | p50 | p99 | CPU per order or request |\n|---|---|---|---|---|\n")
 	for _, name := range []string{"webhook/1", "orderly/1", "webhook/8", "orderly/8", "hosts/2", "hosts/8", "async/32", "pgbench", "raw exec"} {
-		x := l.res[name]
+		x := pooled(l.res[name])
 		server := "orderly"
 		if strings.HasPrefix(name, "webhook") {
 			server = "webhook"
