@@ -26,6 +26,12 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
+// clusterRecoveryBound is how long a host may wait for its next order
+// once the cluster has leaders again: the fault suite's bound plus the
+// default nats.ack_wait, after which acknowledgements lost during an
+// election are made up for by redelivery.
+const clusterRecoveryBound = recoveryBound + 30*time.Second
+
 // natsCluster is a nats-server cluster on loopback, each node a natsServer
 // of the fault suite (kill -9 and restart on the same ports and store).
 type natsCluster struct {
@@ -249,6 +255,11 @@ func TestFaultsNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// More copies than the cluster has servers is refused with the
+	// setting's name, and changes nothing.
+	if _, err := queue.New(t.Context(), nc, queue.Options{Replicas: 5}); err == nil || !strings.Contains(err.Error(), "nats.replicas is 5") {
+		t.Errorf("R5 on a 3-node cluster: %v, want an error naming nats.replicas", err)
+	}
 	faultAll := func(what string) {
 		for _, h := range hosts {
 			r.fault(what, h)
@@ -315,7 +326,27 @@ func TestFaultsNATSCluster(t *testing.T) {
 	r.untilRecovered(time.Second, 30*time.Second, 2*time.Second)
 	l.stop()
 	t.Logf("drained in %s", s.waitDrained(drainBound).Round(10*time.Millisecond))
-	checkContract(t, s, l, r.faults)
+	// The fault suite's 10 s recovery bound is not applied here: a host
+	// whose acknowledgements were lost while its consumer had no leader
+	// waits for nats.ack_wait (30 s) before its held orders are delivered
+	// again (seen: 22 s; docs/deploy.md). This test holds the cluster to
+	// no loss, no duplicate and no reordering, and recovery to the ack
+	// wait plus the fault suite's bound.
+	checkContract(t, s, l, nil)
+	var slowest time.Duration
+	for _, f := range r.faults {
+		next, ok := l.tails[f.host].firstStartAfter(f.at)
+		if !ok {
+			t.Errorf("%s on %s: no order started on the host afterwards", f.what, f.host)
+			continue
+		}
+		d := next.at.Sub(f.at)
+		slowest = max(slowest, d)
+		if d > clusterRecoveryBound {
+			t.Errorf("%s on %s: next order started %s later (bound %s)", f.what, f.host, d.Round(10*time.Millisecond), clusterRecoveryBound)
+		}
+	}
+	t.Logf("slowest host recovery after the cluster had leaders again: %s", slowest.Round(10*time.Millisecond))
 
 	slices.Sort(elections)
 	t.Logf("orders stream leader re-election after kill -9 of the leader: %d kills, min %s, median %s, max %s",
