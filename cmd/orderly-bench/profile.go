@@ -33,7 +33,11 @@ func buildProfiled(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "orderly-pprof")
-	out, err := exec.Command("go", "build", "-overlay", ovPath, "-o", bin, "./cmd/orderly").CombinedOutput()
+	version := "dev"
+	if v, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		version = strings.TrimSpace(string(v)) + "+pprof"
+	}
+	out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-overlay", ovPath, "-o", bin, "./cmd/orderly").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build -overlay: %v: %s", err, out)
 	}
