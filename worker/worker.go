@@ -217,6 +217,12 @@ func (w *Worker) tenure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}
+	var st stall
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		st.watch(feedCtx, cons, stopFeed, w.logger.Warn)
+	}()
 	// The feeder hands messages over one at a time; holding the next one
 	// while an order runs is what lets its claim share the result's commit.
 	msgs := make(chan jetstream.Msg)
@@ -224,7 +230,7 @@ func (w *Worker) tenure(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		defer close(msgs)
-		w.feed(feedCtx, iter, msgs, stopFeed)
+		w.feed(feedCtx, iter, msgs, stopFeed, &st)
 	}()
 	wg.Add(1)
 	go func() {
@@ -234,10 +240,12 @@ func (w *Worker) tenure(ctx context.Context) error {
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
 	for {
+		st.loopIdle.Store(true)
 		select {
 		case <-ctx.Done():
 			return nil
 		case msg, ok := <-msgs:
+			st.loopIdle.Store(false)
 			if !ok {
 				// Unacked held messages are redelivered, in order, to
 				// whoever takes the host next (this worker included).
@@ -254,12 +262,17 @@ func (w *Worker) tenure(ctx context.Context) error {
 
 // feed passes the consumer's messages on in delivery order, checking that
 // the consumer's delivery sequence has no gap (see errRewind).
-func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- jetstream.Msg, stop context.CancelCauseFunc) {
+func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- jetstream.Msg, stop context.CancelCauseFunc, st *stall) {
 	var last uint64
 	b := backoff{min: 10 * time.Millisecond, max: time.Second}
 	for {
+		st.feederIdle.Store(true)
 		msg, err := iter.Next()
+		if err == nil {
+			st.feederIdle.Store(false)
+		}
 		if err != nil {
+			st.suspect.Store(true)
 			if ctx.Err() != nil {
 				return
 			}

@@ -1,0 +1,67 @@
+package worker
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// stallCheckEvery is how often an idle worker that saw trouble on the bus
+// compares the consumer's view with its own.
+const stallCheckEvery = 2 * time.Second
+
+// stall watches for acknowledgements lost on the bus. An ack is fire and
+// forget; one sent while the consumer had no leader (a NATS cluster
+// electing one) or while the connection was down is lost, and the server
+// then counts the message as still held by this worker: with MaxAckPending
+// reached it delivers nothing more until the ack timer (30 s) runs out.
+// After any error from the message iterator the worker is "suspect"; once it
+// is idle (holding no message at all), the consumer must agree that nothing
+// is pending. When it disagrees twice in a row, the tenure ends and the next
+// one recreates the consumer: every unacked message comes back at once, in
+// order, and the ones already done are recognized as finished and acked.
+type stall struct {
+	suspect    atomic.Bool
+	loopIdle   atomic.Bool // the consume loop waits for a message
+	feederIdle atomic.Bool // the feeder waits on the iterator, holding nothing
+}
+
+// watch runs until ctx ends; it calls stop with errRewind on a stall.
+func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, stop context.CancelCauseFunc, logf func(msg string, args ...any)) {
+	t := time.NewTicker(stallCheckEvery)
+	defer t.Stop()
+	strikes := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.suspect.Load() || !s.loopIdle.Load() || !s.feederIdle.Load() {
+			strikes = 0
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, stallCheckEvery)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err != nil {
+			continue // the bus is still away: look again later
+		}
+		// Idle, yet the consumer counts messages as held here: their acks
+		// (or the deliveries themselves) were lost.
+		if info.NumAckPending == 0 || !s.loopIdle.Load() || !s.feederIdle.Load() {
+			strikes = 0
+			if info.NumAckPending == 0 {
+				s.suspect.Store(false)
+			}
+			continue
+		}
+		if strikes++; strikes >= 2 {
+			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending)
+			stop(errRewind)
+			return
+		}
+	}
+}
