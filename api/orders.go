@@ -57,7 +57,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	if final.Status.Terminal() {
 		status = http.StatusOK
 	}
-	encode(w, status, toResponse(final))
+	encodeOrder(w, status, final) // streams a large kept output
 }
 
 // awaitFinish waits for the order's finished event, up to wait. Events are
