@@ -22,7 +22,7 @@ func TestEncodeOrderStreamsTheSameBytes(t *testing.T) {
 	}
 	esc = append(esc, `"\<>& é€😀 `+"\u2028\u2029"...)
 	text := bytes.Repeat(esc, (200<<10)/len(esc)) // ~200 KiB, escapes everywhere
-	esc[0] = 'x'                                   // no NUL: stays text
+	esc[0] = 'x'                                  // no NUL: stays text
 	plain := bytes.Repeat(esc, (100<<10)/len(esc))
 	runes := bytes.Repeat([]byte("a€😀"), 40<<10) // 3-, 4-byte runes across 32 KiB cuts
 	invalid := append(bytes.Repeat([]byte("ok "), 30<<10), 0xff, 0xfe)
