@@ -56,6 +56,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	// Shutdown runs these in reverse: HTTP, worker, NATS drain, embedded
 	// NATS, PostgreSQL pool, managed PostgreSQL (STYLE §5).

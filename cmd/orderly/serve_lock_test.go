@@ -1,0 +1,59 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSecondServeOnSameDataDir: a second serve on the same data dir (a
+// second `make run`) refuses to start, and leaves the first one — its
+// PostgreSQL included — running.
+func TestSecondServeOnSameDataDir(t *testing.T) {
+	dataDir, err := os.MkdirTemp("", "orderly-serve-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	p := startServe(t, dataDir)
+
+	second := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
+	second.Env = []string{"ORDERLY_NATS__LISTEN=127.0.0.1:0", "PATH=/usr/bin:/bin", "HOME=" + dataDir}
+	done := make(chan error, 1)
+	var out strings.Builder
+	second.Stdout, second.Stderr = &out, &out
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- second.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), "another orderly serve is running") {
+			t.Fatalf("second serve: %v\n%s", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = second.Process.Kill()
+		t.Fatal("the second serve did not refuse to start")
+	}
+
+	tok, err := os.ReadFile(dataDir + "/admin.token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", p.url+"/v1/orders?wait=10",
+		strings.NewReader(`{"host":"srv","command":"true"}`))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the first serve no longer runs orders: %d", resp.StatusCode)
+	}
+}
