@@ -3,15 +3,10 @@
 # real headless Chromium. Install the Debian chromium package when it is
 # missing and we can.
 set -eu
+. "$(dirname "$0")/apt.sh"
 for b in chromium chromium-browser google-chrome; do
 	if command -v "$b" >/dev/null 2>&1; then exit 0; fi
 done
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	echo "Chromium not found: installing the Debian chromium package" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq chromium >/dev/null
-	exit 0
-fi
+apt_install "Chromium not found: installing the Debian chromium package" chromium
 echo "Chromium not found: install it (Debian/Ubuntu: sudo apt-get install chromium) for the web UI tests" >&2
 exit 1

@@ -6,14 +6,9 @@
 # (dbus), systemd, and polkitd with pkcheck (polkitd). Install the Debian
 # packages when they are missing and we can.
 set -eu
+. "$(dirname "$0")/apt.sh"
 if command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 && command -v dbus-daemon >/dev/null 2>&1 &&
 	[ -x /lib/systemd/systemd ] && command -v pkcheck >/dev/null 2>&1 && [ -x /usr/lib/polkit-1/polkitd ]; then exit 0; fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	echo "dbus-daemon, systemd or polkitd not found: installing the Debian dbus, systemd, polkitd and util-linux packages" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq dbus systemd polkitd util-linux >/dev/null
-	exit 0
-fi
+apt_install "dbus-daemon, systemd or polkitd not found: installing the Debian dbus, systemd, polkitd and util-linux packages" dbus systemd polkitd util-linux
 echo "unshare, setpriv, dbus-daemon, systemd or polkitd not found: install them (Debian/Ubuntu: sudo apt-get install util-linux dbus systemd polkitd)" >&2
 exit 1

@@ -4,13 +4,8 @@
 # needs systemd to be running; install the Debian systemd package when
 # they are missing and we can.
 set -eu
+. "$(dirname "$0")/apt.sh"
 if command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-socket-activate >/dev/null 2>&1; then exit 0; fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	echo "systemd-analyze not found: installing the Debian systemd package" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq systemd >/dev/null
-	exit 0
-fi
+apt_install "systemd-analyze not found: installing the Debian systemd package" systemd
 echo "systemd-analyze and systemd-socket-activate not found: install systemd (Debian/Ubuntu: sudo apt-get install systemd)" >&2
 exit 1
