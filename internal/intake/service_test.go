@@ -275,10 +275,13 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 		ids = append(ids, o.ID)
 	}
 	old, recent, queuedOld := ids[0], ids[1], ids[2]
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET status = 'succeeded', finished_at = now() - interval '2 hours' WHERE id = $1`, old); err != nil {
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET status = 'succeeded', submitted_at = now() - interval '3 hours',
+		finished_at = now() - interval '2 hours' WHERE id = $1`, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET status = 'succeeded', finished_at = now() - interval '30 minutes' WHERE id = $1`, recent); err != nil {
+	// Submitted long ago, finished recently: kept.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET status = 'succeeded', submitted_at = now() - interval '3 hours',
+		finished_at = now() - interval '30 minutes' WHERE id = $1`, recent); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET submitted_at = now() - interval '2 hours' WHERE id = $1`, queuedOld); err != nil {

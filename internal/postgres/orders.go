@@ -471,9 +471,13 @@ func (s *Store) Events(ctx context.Context, id uuid.UUID) ([]Event, error) {
 // before t, with their events, and returns how many it removed. Retention
 // runs it in small batches so it never holds long locks.
 func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
+	// An order finished before t was submitted before t: saying so lets
+	// the batch be found through orders_submitted_at, in proportion to what
+	// is deleted, instead of a scan and sort of the whole table (545 ms at
+	// 1M orders, docs/benchmarks.md).
 	tag, err := s.pool.Exec(ctx, `DELETE FROM orders WHERE id IN (
-		SELECT id FROM orders WHERE finished_at < $1 AND status NOT IN ('queued','running')
-		ORDER BY finished_at LIMIT $2)`, t, limit)
+		SELECT id FROM orders WHERE submitted_at < $1 AND finished_at < $1 AND status NOT IN ('queued','running')
+		ORDER BY submitted_at LIMIT $2)`, t, limit)
 	if err != nil {
 		return 0, translate("delete old orders", err)
 	}
