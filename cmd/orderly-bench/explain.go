@@ -32,7 +32,7 @@ var explained = []struct{ name, sql string }{
 	{"queue depth of a host", `SELECT count(*) FROM orders WHERE host = :'host' AND status = 'queued'`},
 	{"queue depths (metrics, periodic)", `SELECT host, count(*) FROM orders WHERE status = 'queued' GROUP BY host`},
 	{"running orders (takeover)", `SELECT id FROM orders WHERE host = :'host' AND status = 'running' ORDER BY stream_seq NULLS LAST, started_at`},
-	{"list a host's orders, newest first", `SELECT * FROM orders WHERE host = :'host' ORDER BY id DESC LIMIT 50`},
+	{"list the orders of a host, newest first", `SELECT * FROM orders WHERE host = :'host' ORDER BY id DESC LIMIT 50`},
 	{"list queued and running", `SELECT * FROM orders WHERE status = ANY(ARRAY['queued','running']) ORDER BY id DESC LIMIT 100`},
 }
 

@@ -245,6 +245,9 @@ func run(ctx context.Context, o options) error {
 
 	// 7 and 8.
 	if !o.skipStream {
+		if err := waitRSS(ctx, c, srv, o, rep); err != nil {
+			return err
+		}
 		if err := streamThroughput(ctx, c, o, rep); err != nil {
 			return err
 		}
