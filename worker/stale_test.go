@@ -11,14 +11,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
-	"github.com/orderly-run/orderly/worker/executor"
-	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
 // writeObserver is the real store; it reports every result write the
@@ -50,28 +47,8 @@ func (s *writeObserver) CompleteAndClaim(ctx context.Context, id uuid.UUID, atte
 // ends; its Run error arrives on the returned channel.
 func staleRun(t *testing.T, store worker.Store, q *queue.Queue, host, instance string, fp func(string, *order.Order) error) <-chan error {
 	t.Helper()
-	hp, err := hostpolicy.New(config.Default().Worker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := testenv.Logger(t).With("test_worker", instance)
-	w := worker.New(worker.Options{Host: host, Instance: instance, Heartbeat: 100 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, hp, executor.New(logger), logger)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	fin := make(chan struct{})
-	go func() {
-		done <- w.Run(ctx)
-		close(fin)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-fin:
-		case <-time.After(20 * time.Second):
-			t.Errorf("worker %s did not stop", instance)
-		}
-	})
+	_, done := runWorker(t, worker.Options{Host: host, Instance: instance, Heartbeat: 100 * time.Millisecond, AckWait: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, testenv.Logger(t).With("test_worker", instance))
 	return done
 }
 

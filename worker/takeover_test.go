@@ -11,14 +11,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
-	"github.com/orderly-run/orderly/worker/executor"
-	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
 // slowAckWait is the production default: a recovery that waits for an ack
@@ -32,29 +29,9 @@ const recoveryBound = 10 * time.Second
 // startWith runs a worker for host on q with store, like env.start, with
 // the production ack wait.
 func (e *env) startWith(q *queue.Queue, store worker.Store, host string, fp func(string, *order.Order) error) <-chan error {
-	hp, err := hostpolicy.New(config.Default().Worker)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	logger := testenv.Logger(e.t)
-	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
-		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, hp, executor.New(logger), logger)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	fin := make(chan struct{})
-	go func() {
-		ch <- w.Run(ctx)
-		close(fin)
-	}()
-	e.t.Cleanup(func() {
-		cancel()
-		select {
-		case <-fin:
-		case <-time.After(20 * time.Second):
-			e.t.Error("worker did not stop")
-		}
-	})
-	return ch
+	_, done := runWorker(e.t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, testenv.Logger(e.t))
+	return done
 }
 
 // slowQueue is a Queue whose host consumers have the production ack wait.

@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,14 +10,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
-	"github.com/orderly-run/orderly/worker/executor"
-	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -51,34 +47,8 @@ func newEnv(t testing.TB) *env {
 // start runs a worker for host until the test ends or it stops by itself;
 // the returned channel yields its Run error.
 func (e *env) start(host string, fp func(string, *order.Order) error) (stop func(), done <-chan error) {
-	hp, err := hostpolicy.New(config.Default().Worker)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	logger := testenv.Logger(e.t)
-	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second, FailPoint: fp}, e.store, e.q, hp, executor.New(logger), logger)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	fin := make(chan struct{})
-	go func() {
-		ch <- w.Run(ctx)
-		close(fin)
-	}()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			select {
-			case <-fin:
-			case <-time.After(20 * time.Second):
-				e.t.Error("worker did not stop")
-			}
-		}
-	}
-	e.t.Cleanup(stop)
-	return stop, ch
+	return runWorker(e.t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, e.store, e.q, testenv.Logger(e.t))
 }
 
 // submit records and publishes an order the way the intake does.
