@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +20,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -168,45 +165,13 @@ func waitConsumerLeader(t testing.TB, js jetstream.JetStream, name, old string) 
 // API connected to every node.
 func newClusterFaultStack(t *testing.T) (*faultStack, *natsCluster) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ofc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() && os.Getenv("ORDERLY_FAULTS_KEEP") != "" {
-			t.Logf("kept %s for inspection", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
+	var c *natsCluster
+	s := newFaultStackOn(t, "ofc-", func(s *faultStack) string {
+		c = startNATSCluster(t, s.dir, 3)
+		return c.url()
+	}, func(conf string) string {
+		return strings.Replace(conf, "nats:\n", "nats:\n  replicas: 3\n", 1)
 	})
-	s := &faultStack{t: t, dir: dir}
-	t.Cleanup(s.dumpLogsOnFailure)
-	s.pg = startFaultPG(t, dir)
-	c := startNATSCluster(t, dir, 3)
-
-	ctx := t.Context()
-	s.pool, err = postgres.Open(ctx, s.pg.dsn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.pool.Close)
-	tok, sum := auth.NewToken()
-	s.token = tok
-	if _, err := postgres.New(s.pool).EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
-		t.Fatal(err)
-	}
-	conf := strings.Replace(fmt.Sprintf(faultConfig, s.pg.dsn(), c.url()), "nats:\n", "nats:\n  replicas: 3\n", 1)
-	s.conf = filepath.Join(dir, "orderly.yaml")
-	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	s.apiURL = "http://" + listen
-	s.api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), s.env(), orderlyBin, "api", "--config", s.conf, "--listen", listen)
-	waitHTTPOK(t, s.apiURL+"/readyz", 60*time.Second, s.api)
 	return s, c
 }
 

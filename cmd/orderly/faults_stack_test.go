@@ -73,9 +73,20 @@ func newFaultStack(t *testing.T) *faultStack {
 // configuration text first (nil for none).
 func newFaultStackConf(t *testing.T, edit func(conf string) string) *faultStack {
 	t.Helper()
+	return newFaultStackOn(t, "ofl-", func(s *faultStack) string {
+		s.nats = startNATSServer(t, s.dir)
+		return s.nats.url()
+	}, edit)
+}
+
+// newFaultStackOn starts everything but the workers in a new directory
+// named with prefix, the NATS side by startNATS (which returns the URL the
+// configuration names), so that one server and a cluster share the rest.
+func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) string, edit func(conf string) string) *faultStack {
+	t.Helper()
 	// Short and outside t.TempDir: the PostgreSQL socket path must stay
 	// under 108 bytes, and postgres must be able to enter it.
-	dir, err := os.MkdirTemp("", "ofl-")
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +103,7 @@ func newFaultStackConf(t *testing.T, edit func(conf string) string) *faultStack 
 	s := &faultStack{t: t, dir: dir}
 	t.Cleanup(s.dumpLogsOnFailure)
 	s.pg = startFaultPG(t, dir)
-	s.nats = startNATSServer(t, dir)
+	natsURL := startNATS(s)
 
 	ctx := t.Context()
 	s.pool, err = postgres.Open(ctx, s.pg.dsn())
@@ -106,7 +117,7 @@ func newFaultStackConf(t *testing.T, edit func(conf string) string) *faultStack 
 		t.Fatal(err)
 	}
 	s.conf = filepath.Join(dir, "orderly.yaml")
-	conf := fmt.Sprintf(faultConfig, s.pg.dsn(), s.nats.url())
+	conf := fmt.Sprintf(faultConfig, s.pg.dsn(), natsURL)
 	if edit != nil {
 		conf = edit(conf)
 	}
