@@ -364,26 +364,7 @@ func TestSubmitDuringPostgresBlip(t *testing.T) {
 	}
 	defer direct.Close()
 	stop := make(chan struct{})
-	faults := make(chan [2]int)
-	go func() {
-		var cuts, terminated int
-		defer func() { faults <- [2]int{cuts, terminated} }()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(30 * time.Millisecond):
-			}
-			if i%3 != 2 {
-				cuts += cut()
-				continue
-			}
-			var k int
-			_ = direct.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&k)
-			terminated += k
-		}
-	}()
+	faults := blipPostgres(ctx, direct, cut, stop)
 	type result struct {
 		code int
 		body []byte

@@ -152,26 +152,7 @@ func TestNATSIntakeDuringPostgresBlip(t *testing.T) {
 	}
 
 	stop := make(chan struct{})
-	blipped := make(chan int)
-	go func() {
-		cuts := 0
-		defer func() { blipped <- cuts }()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(30 * time.Millisecond):
-			}
-			if i%3 != 2 {
-				cuts += cut()
-				continue
-			}
-			var k int
-			_ = direct.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&k)
-			cuts += k
-		}
-	}()
+	blipped := blipPostgres(ctx, direct, cut, stop)
 	const total = 150
 	for i := range total {
 		m := nats.NewMsg(queue.SubmitSubject + "pgblip")
@@ -197,7 +178,8 @@ func TestNATSIntakeDuringPostgresBlip(t *testing.T) {
 		ids[a.Order.ID] = true
 	}
 	close(stop)
-	t.Logf("%d connections cut or terminated", <-blipped)
+	f := <-blipped
+	t.Logf("%d connections cut or terminated", f[0]+f[1])
 
 	keys := map[uuid.UUID]string{}
 	rows, err := direct.Query(ctx, `SELECT id, idempotency_key FROM orders WHERE host = 'pgblip'`)
