@@ -28,12 +28,7 @@ func TestUISignInCookies(t *testing.T) {
 	}
 	post := func(formNonce, token string) *httptest.ResponseRecorder {
 		form := url.Values{"signin": {formNonce}, "token": {token}, "next": {"/ui/history"}}
-		req := httptest.NewRequest("POST", "https://orderly.example/ui/signin", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.AddCookie(&http.Cookie{Name: nonce.Name, Value: nonce.Value})
-		rec := httptest.NewRecorder()
-		e.handler.ServeHTTP(rec, req)
-		return rec
+		return e.postForm("https://orderly.example/ui/signin", form, &http.Cookie{Name: nonce.Name, Value: nonce.Value})
 	}
 	sessionOf := func(rec *httptest.ResponseRecorder) *http.Cookie {
 		for _, c := range rec.Result().Cookies() {
@@ -75,11 +70,7 @@ func TestUISignInCookies(t *testing.T) {
 	}
 	// An open redirect after sign-in is not possible.
 	form := url.Values{"signin": {nonce.Value}, "token": {e.tokens["alice"]}, "next": {"//evil.example/"}}
-	req = httptest.NewRequest("POST", "https://orderly.example/ui/signin", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.AddCookie(&http.Cookie{Name: nonce.Name, Value: nonce.Value})
-	rec = httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, req)
+	rec = e.postForm("https://orderly.example/ui/signin", form, &http.Cookie{Name: nonce.Name, Value: nonce.Value})
 	if loc := rec.Header().Get("Location"); loc != "/ui/" {
 		t.Fatalf("sign-in with next=//evil.example/ redirects to %q", loc)
 	}
@@ -98,11 +89,7 @@ func (e *uiEnv) uiSession(t *testing.T, who string) (*http.Cookie, string) {
 		}
 	}
 	form := url.Values{"signin": {nonce.Value}, "token": {e.tokens[who]}}
-	req := httptest.NewRequest("POST", "/ui/signin", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.AddCookie(nonce)
-	rec = httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, req)
+	rec = e.postForm("/ui/signin", form, nonce)
 	var sess *http.Cookie
 	for _, c := range rec.Result().Cookies() {
 		if c.Name == "orderly_session" {
@@ -131,6 +118,33 @@ func (e *uiEnv) page(t *testing.T, sess *http.Cookie, path string) string {
 	return rec.Body.String()
 }
 
+// postForm POSTs form to target through the handler with cookie, as a
+// browser submits a page's form.
+func (e *uiEnv) postForm(target string, form url.Values, cookie *http.Cookie) *httptest.ResponseRecorder {
+	req := httptest.NewRequest("POST", target, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(cookie)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	return rec
+}
+
+// waitPage GETs path every 100 ms until its HTML contains want, and
+// returns it; after 30 s the test fails saying what did not finish.
+func (e *uiEnv) waitPage(t *testing.T, sess *http.Cookie, path, want, what string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
+		page := e.page(t, sess, path)
+		if strings.Contains(page, want) {
+			return page
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not finish:\n%s", what, page)
+		}
+	}
+}
+
 // TestUIRerunAsksSecretsAgain: a run with a secret param shows only the
 // param's name; its re-run form has the other values and an empty secret
 // field, and says the secret must be given again. The secret is in no
@@ -139,26 +153,12 @@ func TestUIRerunAsksSecretsAgain(t *testing.T) {
 	e := newUIEnv(t)
 	sess, csrf := e.uiSession(t, "alice")
 	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.door": {"back"}, "p.pin": {"4711"}, "idem": {"k1"}}
-	req := httptest.NewRequest("POST", "/ui/actions/unlock/run", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.AddCookie(sess)
-	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, req)
+	rec := e.postForm("/ui/actions/unlock/run", form, sess)
 	loc := rec.Header().Get("Location")
 	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
 		t.Fatalf("run unlock: %d %q\n%s", rec.Code, loc, rec.Body)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	var run string
-	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
-		run = e.page(t, sess, loc)
-		if strings.Contains(run, `id="status" role="status" aria-live="polite">succeeded`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("unlock did not finish:\n%s", run)
-		}
-	}
+	run := e.waitPage(t, sess, loc, `id="status" role="status" aria-live="polite">succeeded`, "unlock")
 	if !strings.Contains(run, "unlocking back with 4 digits") || !strings.Contains(run, "pin=•••") || strings.Contains(run, "4711") {
 		t.Fatalf("run page:\n%s", run)
 	}
@@ -185,27 +185,14 @@ func TestUIRunbookRun(t *testing.T) {
 		t.Fatalf("the runbook page has no field for NAME:\n%s", rb)
 	}
 	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"<b>bob</b>"}}
-	req := httptest.NewRequest("POST", "/ui/runbooks/Hello.md/run", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.AddCookie(sess)
-	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, req)
+	rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess)
 	loc := rec.Header().Get("Location")
 	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
 		t.Fatalf("run the runbook: %d %q\n%s", rec.Code, loc, rec.Body)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
-		run := e.page(t, sess, loc)
-		if strings.Contains(run, `aria-live="polite">succeeded`) {
-			if !strings.Contains(run, "hello from a runbook, &lt;b&gt;bob&lt;/b&gt;") || !strings.Contains(run, "runbook Hello.md") {
-				t.Fatalf("runbook run page:\n%s", run)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the runbook did not finish:\n%s", run)
-		}
+	run := e.waitPage(t, sess, loc, `aria-live="polite">succeeded`, "the runbook")
+	if !strings.Contains(run, "hello from a runbook, &lt;b&gt;bob&lt;/b&gt;") || !strings.Contains(run, "runbook Hello.md") {
+		t.Fatalf("runbook run page:\n%s", run)
 	}
 }
 
