@@ -34,6 +34,20 @@ func (o *Order) Fingerprint() []byte {
 			num(0)
 		}
 	}
+	// pairs writes a map's entries sorted by key, so that the same map
+	// always hashes the same.
+	pairs := func(m map[string]string) {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		num(int64(len(keys)))
+		for _, k := range keys {
+			str(k)
+			str(m[k])
+		}
+	}
 	str(string(o.Kind))
 	str(o.Host)
 	str(o.Command)
@@ -41,16 +55,7 @@ func (o *Order) Fingerprint() []byte {
 	for _, a := range o.Args {
 		str(a)
 	}
-	names := make([]string, 0, len(o.Env))
-	for k := range o.Env {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	num(int64(len(names)))
-	for _, k := range names {
-		str(k)
-		str(o.Env[k])
-	}
+	pairs(o.Env)
 	field(o.Stdin)
 	str(string(o.StdoutEncode))
 	str(string(o.StderrEncode))
@@ -66,16 +71,7 @@ func (o *Order) Fingerprint() []byte {
 		// Secret values are left out: the fingerprint is stored, and a
 		// hash of a short secret can be guessed back.
 		str(a.Name)
-		keys := make([]string, 0, len(a.Params))
-		for k := range a.Params {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		num(int64(len(keys)))
-		for _, k := range keys {
-			str(k)
-			str(a.Params[k])
-		}
+		pairs(a.Params)
 	}
 	return h.Sum(nil)
 }
