@@ -199,12 +199,7 @@ func (c *busClient) denied(t *testing.T, subject string) {
 // message forged with the API's own credential kills nothing, and a real
 // cancel records who, when and which signal.
 func TestServeBusAuthentication(t *testing.T) {
-	dataDir, err := os.MkdirTemp("", "orderly-bus-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.Chmod(dataDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	dataDir := serveDataDir(t, "orderly-bus-")
 	p := startBusServe(t, dataDir, nil, "ORDERLY_NATS__WORKERS=w2")
 	if p.creds != filepath.Join(dataDir, "nats-creds") {
 		t.Fatalf("banner names credentials %q", p.creds)
@@ -338,12 +333,7 @@ func TestServeBusAuthentication(t *testing.T) {
 // reloading (SIGHUP) issues its credential without a restart; removing one
 // disconnects its worker and refuses it from then on.
 func TestServeReloadsWorkerCredentials(t *testing.T) {
-	dataDir, err := os.MkdirTemp("", "orderly-bus-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.Chmod(dataDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	dataDir := serveDataDir(t, "orderly-bus-")
 	conf := filepath.Join(dataDir, "orderly.yaml")
 	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w2]\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -123,6 +123,21 @@ type serveProc struct {
 	out *strings.Builder
 }
 
+// serveDataDir makes a data directory for `orderly serve`, removed when
+// the test ends. It is short and outside t.TempDir: the PostgreSQL socket
+// path under it must stay under 108 bytes, and postgres must be able to
+// enter it.
+func serveDataDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dataDir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	return dataDir
+}
+
 func startServe(t *testing.T, dataDir string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
@@ -184,12 +199,7 @@ func (p *serveProc) stop(t *testing.T) {
 // queued and running, starts it again on the same data dir, and checks that
 // every order ran exactly once and succeeded.
 func TestServeRestartLosesNothing(t *testing.T) {
-	dataDir, err := os.MkdirTemp("", "orderly-serve-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.Chmod(dataDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	dataDir := serveDataDir(t, "orderly-serve-")
 	logFile := filepath.Join(dataDir, "ran")
 
 	p := startServe(t, dataDir)

@@ -13,12 +13,7 @@ import (
 // second `make run`) refuses to start, and leaves the first one — its
 // PostgreSQL included — running.
 func TestSecondServeOnSameDataDir(t *testing.T) {
-	dataDir, err := os.MkdirTemp("", "orderly-serve-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.Chmod(dataDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	dataDir := serveDataDir(t, "orderly-serve-")
 	p := startServe(t, dataDir)
 
 	second := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
