@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,24 +33,11 @@ func newHTTPExecRoot(t *testing.T) httpexecRoot {
 			t.Fatal(err)
 		}
 	}
-	copyTool := func(name, dst string) {
-		src, err := exec.LookPath(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyTool("cat", filepath.Join(h.root, "cat"))
-	copyTool("echo", filepath.Join(h.root, "echo"))
-	copyTool("env", filepath.Join(h.root, "env"))
-	copyTool("echo", filepath.Join(h.root, "sub", "echo"))
-	copyTool("echo", filepath.Join(h.outside, "tool"))
+	copyTool(t, "cat", filepath.Join(h.root, "cat"))
+	copyTool(t, "echo", filepath.Join(h.root, "echo"))
+	copyTool(t, "env", filepath.Join(h.root, "env"))
+	copyTool(t, "echo", filepath.Join(h.root, "sub", "echo"))
+	copyTool(t, "echo", filepath.Join(h.outside, "tool"))
 	scripts := map[string]string{
 		"fail":     "#!/bin/sh\necho out; echo err >&2; exit 2\n",
 		"binary":   "#!/bin/sh\nprintf 'ok\\377\\000'\n",

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -85,17 +84,7 @@ func vigridBin(t *testing.T) string {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"echo", "cat", "sleep"} {
-		src, err := exec.LookPath(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		copyTool(t, name, filepath.Join(bin, name))
 	}
 	if err := os.WriteFile(filepath.Join(bin, "shutdown"), []byte("#!/bin/sh\necho pretend\n"), 0o755); err != nil {
 		t.Fatal(err)
