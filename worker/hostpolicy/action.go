@@ -149,22 +149,7 @@ func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.R
 	if p.execRoot != "" {
 		dir = p.execRoot
 	}
-	req := executor.Request{
-		Path:          cmd.realPath,
-		Argv:          slices.Clone(r.Argv),
-		Env:           env,
-		Dir:           dir,
-		Timeout:       timeout,
-		KillGrace:     p.killGrace,
-		Credential:    u.credential,
-		MaxOutput:     p.maxOutput,
-		CaptureStdout: o.CaptureStdout,
-		CaptureStderr: o.CaptureStderr,
-	}
-	if p.cgroupParent != "" {
-		req.CgroupParent = p.cgroupParent
-		req.CgroupName = orderCgroupName(o.ID)
-	}
+	req := p.request(o, u, cmd.realPath, slices.Clone(r.Argv), env, dir, timeout, p.maxOutput)
 	if u.sudo {
 		if len(r.Env) > 0 {
 			// sudo resets the environment: the action's env (secrets

@@ -163,6 +163,38 @@ func (p *Policy) OrderCgroup(id uuid.UUID) string {
 
 func orderCgroupName(id uuid.UUID) string { return "order-" + id.String() }
 
+// request is the executor request every kind of order starts from: u's
+// credential, this host's kill grace, the order's output handling, and
+// the order's own cgroup when the worker has a parent for them.
+func (p *Policy) request(o *order.Order, u runUser, path string, argv, env []string, dir string, timeout time.Duration, maxOutput int64) executor.Request {
+	req := executor.Request{
+		Path:          path,
+		Argv:          argv,
+		Env:           env,
+		Dir:           dir,
+		Timeout:       timeout,
+		KillGrace:     p.killGrace,
+		Credential:    u.credential,
+		MaxOutput:     maxOutput,
+		CaptureStdout: o.CaptureStdout,
+		CaptureStderr: o.CaptureStderr,
+	}
+	if p.cgroupParent != "" {
+		req.CgroupParent = p.cgroupParent
+		req.CgroupName = orderCgroupName(o.ID)
+	}
+	return req
+}
+
+// maxOutputFor is this host's output cap, or the order's own when it asks
+// for less.
+func (p *Policy) maxOutputFor(o *order.Order) int64 {
+	if o.MaxOutput > 0 {
+		return min(o.MaxOutput, p.maxOutput)
+	}
+	return p.maxOutput
+}
+
 func compileAll(key string, patterns []string) ([]*regexp.Regexp, error) {
 	res := make([]*regexp.Regexp, 0, len(patterns))
 	for i, pat := range patterns {
@@ -216,32 +248,13 @@ func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
 	if timeout == 0 {
 		timeout = order.DefaultLimits().DefaultTimeout
 	}
-	maxOutput := p.maxOutput
-	if o.MaxOutput > 0 {
-		maxOutput = min(o.MaxOutput, maxOutput)
-	}
 	dir := home
 	if p.execRoot != "" {
 		dir = p.execRoot
 	}
 
-	req := executor.Request{
-		Path:          cmd.realPath,
-		Argv:          append([]string{o.Command}, o.Args...),
-		Env:           env,
-		Dir:           dir,
-		Stdin:         o.Stdin,
-		Timeout:       timeout,
-		KillGrace:     p.killGrace,
-		Credential:    u.credential,
-		MaxOutput:     maxOutput,
-		CaptureStdout: o.CaptureStdout,
-		CaptureStderr: o.CaptureStderr,
-	}
-	if p.cgroupParent != "" {
-		req.CgroupParent = p.cgroupParent
-		req.CgroupName = orderCgroupName(o.ID)
-	}
+	req := p.request(o, u, cmd.realPath, append([]string{o.Command}, o.Args...), env, dir, timeout, p.maxOutputFor(o))
+	req.Stdin = o.Stdin
 	if u.sudo {
 		sudo, err := p.lookup("sudo")
 		if err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // scriptName is the file the script is written to in its run directory.
@@ -86,32 +85,13 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	if timeout <= 0 {
 		timeout = order.DefaultLimits().DefaultTimeout
 	}
-	maxOutput := p.maxOutput
-	if o.MaxOutput > 0 {
-		maxOutput = min(o.MaxOutput, maxOutput)
-	}
 
 	dir, err := writeRunDir(s, u)
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnprocessable, Message: "could not prepare the script's run directory on this host", Err: err}
 	}
 	argv := append(slices.Clone(interp), filepath.Join(dir, scriptName))
-	req := executor.Request{
-		Path:          interp[0],
-		Argv:          argv,
-		Env:           env,
-		Dir:           dir,
-		Timeout:       timeout,
-		KillGrace:     p.killGrace,
-		Credential:    u.credential,
-		MaxOutput:     maxOutput,
-		CaptureStdout: o.CaptureStdout,
-		CaptureStderr: o.CaptureStderr,
-	}
-	if p.cgroupParent != "" {
-		req.CgroupParent = p.cgroupParent
-		req.CgroupName = orderCgroupName(o.ID)
-	}
+	req := p.request(o, u, interp[0], argv, env, dir, timeout, p.maxOutputFor(o))
 	return &Prepared{Req: req, ResolvedPath: interp[0], User: u.name,
 		Cleanup: func() { _ = os.RemoveAll(dir) }}, nil
 }
