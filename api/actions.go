@@ -199,11 +199,7 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	status := http.StatusAccepted
-	if final.Status.Terminal() {
-		status = http.StatusOK
-	}
-	encode(w, status, toResponse(final))
+	encodeSubmitted(w, final)
 }
 
 // redactRun is what the audit may keep of a run request: the values of

@@ -22,6 +22,16 @@ func encode(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// encodeSubmitted answers a submission with its order: 200 once the order
+// has ended (a wait saw it finish), 202 while it is queued or running.
+func encodeSubmitted(w http.ResponseWriter, o *order.Order) {
+	status := http.StatusAccepted
+	if o.Status.Terminal() {
+		status = http.StatusOK
+	}
+	encode(w, status, toResponse(o))
+}
+
 // decode reads a JSON body strictly: the right content type, within the
 // size limit, then decodeBytes's rules.
 func decode(r *http.Request, maxBytes int64, v any) error {

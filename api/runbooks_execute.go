@@ -65,11 +65,7 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	status := http.StatusAccepted
-	if final.Status.Terminal() {
-		status = http.StatusOK
-	}
-	encode(w, status, toResponse(final))
+	encodeSubmitted(w, final)
 }
 
 // RunbookRun is one request to run a runbook, from the native route or a
