@@ -92,21 +92,7 @@ func startBusServe(t *testing.T, dataDir string, args []string, env ...string) *
 
 func (p *busServe) do(t *testing.T, method, path string, body any) (int, []byte) {
 	t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = strings.NewReader(string(b))
-	}
-	req, _ := http.NewRequestWithContext(t.Context(), method, p.url+path, r)
-	req.Header.Set("Authorization", "Bearer "+p.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return serveCall(t, p.url, p.token, method, path, body)
 }
 
 func (p *busServe) waitFor(t *testing.T, id uuid.UUID, cond func(api.Order) bool) api.Order {

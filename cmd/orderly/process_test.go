@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -138,6 +137,27 @@ func serveDataDir(t *testing.T, prefix string) string {
 	return dataDir
 }
 
+// serveCall sends method path to the API at url with token and body (nil
+// for none) as JSON, and returns the status and the body.
+func serveCall(t *testing.T, url, token, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, url+path, r)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
 func startServe(t *testing.T, dataDir string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
@@ -212,21 +232,7 @@ func TestServeRestartLosesNothing(t *testing.T) {
 	token := strings.TrimSpace(string(tok))
 
 	call := func(url, method, path string, body any) (int, []byte) {
-		var r io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			r = strings.NewReader(string(b))
-		}
-		req, _ := http.NewRequest(method, url+path, r)
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return serveCall(t, url, token, method, path, body)
 	}
 	const n = 12
 	var ids []uuid.UUID
@@ -293,12 +299,7 @@ func TestServeRestartLosesNothing(t *testing.T) {
 // serves its own /metrics.
 func TestStandaloneWorkerMetrics(t *testing.T) {
 	s := newStack(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	cmd := exec.Command(orderlyBin, "worker", "--host", "mw")
 	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
 		"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "ORDERLY_WORKER__METRICS_LISTEN=" + addr, "PATH=/usr/bin:/bin"}
