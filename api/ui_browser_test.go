@@ -285,31 +285,15 @@ func TestUIViewerAndForgery(t *testing.T) {
 		if csrf != "" {
 			form += "&csrf=" + csrf
 		}
-		req, _ := http.NewRequest("POST", e.url+"/ui/exec", strings.NewReader(form))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.AddCookie(&http.Cookie{Name: "orderly_session", Value: sid})
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden {
-			t.Fatalf("post with csrf %q: %d, want 403", csrf, resp.StatusCode)
+		if code := postSession(t, e.url+"/ui/exec", form, sid); code != http.StatusForbidden {
+			t.Fatalf("post with csrf %q: %d, want 403", csrf, code)
 		}
 	}
 	// Running the action by its URL is refused by the API itself.
 	step(t, ctx, "back to the dashboard", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-form")))
 	csrf := eval[string](t, ctx, `document.body.dataset.csrf`)
-	req, _ := http.NewRequest("POST", e.url+"/ui/actions/greet/run", strings.NewReader("host=web-1&p.who=x&csrf="+csrf))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.AddCookie(&http.Cookie{Name: "orderly_session", Value: sid})
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("carol running greet by URL: %d, want 404 (the API's answer)", resp.StatusCode)
+	if code := postSession(t, e.url+"/ui/actions/greet/run", "host=web-1&p.who=x&csrf="+csrf, sid); code != http.StatusNotFound {
+		t.Fatalf("carol running greet by URL: %d, want 404 (the API's answer)", code)
 	}
 	list, _, err := e.store.ListOrders(context.Background(), postgres.Filter{Limit: 100})
 	if err != nil {
@@ -318,6 +302,21 @@ func TestUIViewerAndForgery(t *testing.T) {
 	if len(list) != 0 {
 		t.Fatalf("forged or refused posts created %d orders", len(list))
 	}
+}
+
+// postSession POSTs the form-encoded form to target over HTTP with the
+// session cookie sid, as a forged page would, and returns the status.
+func postSession(t *testing.T, target, form, sid string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", target, strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(&http.Cookie{Name: "orderly_session", Value: sid})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestUIExecStopAndHugeOutput submits commands through the command form:
