@@ -34,31 +34,13 @@ var hashAction = config.Action{Name: "hash-secret", Hosts: []string{"act-*"}, Ro
 	Command: []string{"/bin/sh", "-c", `printf '%s:' "$1"; printf '%s' "$PW" | sha256sum | cut -c1-64`, "sh", "{label}"},
 	Env:     []config.ActionEnv{{Name: "PW", Value: "{pw}"}}}
 
-// lockedBuffer is a log sink shared by the API and the worker.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestActionSecretNeverStored runs an action with a secret param and then
 // looks for the secret everywhere it could have leaked: every table of
 // PostgreSQL (orders, events, the refusal audit…), the API's and the
 // worker's logs, every message on the bus, and the answers. The command
 // did get it: it prints its hash.
 func TestActionSecretNeverStored(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	acts := config.Actions{Bus: "system", Definitions: []config.Action{hashAction}}
 	e := newAPIEnv(t, envOptions{hosts: []string{"act-1"}, actions: acts, workerActions: acts,
 		logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})

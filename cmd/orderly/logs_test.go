@@ -92,7 +92,7 @@ http:
 		t.Fatal(err)
 	}
 
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.LogBuffer
 	done := make(chan error, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {

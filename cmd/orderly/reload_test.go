@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -18,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // reloadFile is a config with every part of the security setup, in the
@@ -270,24 +269,6 @@ func TestReloadIsAllOrNothing(t *testing.T) {
 	s.assertReady(nil)
 }
 
-// lockedBuffer is a log sink a test reads while another goroutine writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSIGHUPRefusesAndLogsLikeTheAPI sends a real SIGHUP to a process
 // waiting in waitForSignals: a file that would remove every principal is
 // refused without confirmation, the refusal is logged, and the running
@@ -312,7 +293,7 @@ func TestSIGHUPRefusesAndLogsLikeTheAPI(t *testing.T) {
 	signal.Notify(guard, syscall.SIGHUP)
 	defer signal.Stop(guard)
 
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	a := &app{}

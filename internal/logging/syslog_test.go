@@ -9,12 +9,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/logging"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // rfc5424 matches a whole message: PRI, version, timestamp, hostname,
@@ -121,31 +121,13 @@ func TestSyslogFromConfig(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a fallback writer the test reads after logging.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSyslogSurvivesDaemonRestart: when the daemon goes away the line goes
 // to the fallback writer; when it is back on the same path, the next line
 // reaches it again.
 func TestSyslogSurvivesDaemonRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.sock")
 	d := listen(t, path)
-	var fallback lockedBuffer
+	var fallback testenv.LogBuffer
 	l, err := logging.New(logging.Options{Format: "syslog", Level: "info", SyslogAddress: path}, &fallback)
 	if err != nil {
 		t.Fatal(err)
