@@ -100,15 +100,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	}
 	t.Cleanup(pool.Close)
 	e.store = postgres.New(pool)
-	nc, err := queue.Connect(e.natsURL, "api-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	e.q, err = queue.New(ctx, nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.q = testenv.Queue(t, e.natsURL, "api-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	var cfg config.Auth
 	for name, tok := range opts.tokens {
 		cfg.Tokens = append(cfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})

@@ -85,15 +85,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	}
 	t.Cleanup(pool.Close)
 	store := postgres.New(pool)
-	nc, err := queue.Connect(natsURL, "ui-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	q, err := queue.New(ctx, nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, tokens: map[string]string{}}
 	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}}
 	var ac config.Auth

@@ -75,15 +75,7 @@ func TestLateResultNeverOverwrites(t *testing.T) {
 			}
 			t.Cleanup(pool.Close)
 			store := postgres.New(pool)
-			nc, err := queue.Connect(testenv.NATS(t), "test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
-			q, err := queue.New(ctx, nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 			const host = "late"
 			submit := func(id uuid.UUID, idempotent bool, command string, args ...string) uuid.UUID {
 				o := &order.Order{ID: id, Kind: order.KindExec, Host: host, Command: command, Args: args,

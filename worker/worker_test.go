@@ -32,15 +32,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	nc, err := queue.Connect(testenv.NATS(t), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
 	return &env{t: t, store: postgres.New(pool), q: q}
 }
 

@@ -43,15 +43,7 @@ func newServer(t *testing.T, hosts ...string) *server {
 	}
 	t.Cleanup(pool.Close)
 	store := postgres.New(pool)
-	nc, err := queue.Connect(testenv.NATS(t), "client-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	q, err := queue.New(ctx, nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testenv.Queue(t, testenv.NATS(t), "client-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	s := &server{tokens: map[string]string{}}
 	var cfg config.Auth
 	for _, name := range []string{"alice", "bob"} {

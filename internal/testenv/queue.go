@@ -1,0 +1,24 @@
+package testenv
+
+import (
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// Queue connects to the NATS server at natsURL (NATS(t), usually) as
+// name and returns orderly's queue on it with opts, its streams and
+// bucket created; the connection closes when the test ends.
+func Queue(t testing.TB, natsURL, name string, opts queue.Options) *queue.Queue {
+	t.Helper()
+	nc, err := queue.Connect(natsURL, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.New(Context(t), nc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
