@@ -91,7 +91,7 @@ func TestLateResultNeverOverwrites(t *testing.T) {
 			}
 			waitOrder := func(id uuid.UUID, what string, cond func(*order.Order) bool) *order.Order {
 				var o *order.Order
-				waitUntilT(t, 30*time.Second, what, func() bool {
+				testenv.WaitUntil(t, 30*time.Second, what, func() bool {
 					if o, err = store.GetOrder(ctx, id); err != nil {
 						t.Fatal(err)
 					}
@@ -148,7 +148,7 @@ echo "run $n"`
 				t.Fatal(err)
 			}
 			var rivalRev uint64
-			waitUntilT(t, 10*time.Second, "replace A's lease", func() bool {
+			testenv.WaitUntil(t, 10*time.Second, "replace A's lease", func() bool {
 				e, err := kv.Get(ctx, "lease."+host)
 				if err != nil || string(e.Value()) != "worker-a" {
 					t.Fatalf("lease: %v %v, want held by worker-a", e, err)
@@ -235,20 +235,4 @@ func ptrTime(p *time.Time) time.Time {
 		return time.Time{}
 	}
 	return *p
-}
-
-// waitUntilT polls cond every 20 ms until it holds, failing at d.
-func waitUntilT(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within %s", what, d)
-		case <-tick.C:
-		}
-	}
 }

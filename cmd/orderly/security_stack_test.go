@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"maps"
@@ -250,20 +249,11 @@ func (s *secStack) submitRefused(body any) refusal {
 	return refusal{}
 }
 
-// waitUntil polls cond every 20ms until it holds or d passes.
+// waitUntil polls cond every 20ms until it holds or d passes
+// (testenv.WaitUntil, under the name this package's tests use).
 func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within %s", what, d)
-		case <-tick.C:
-		}
-	}
+	testenv.WaitUntil(t, d, what, cond)
 }
 
 // script writes an executable shell script that appends its name to
