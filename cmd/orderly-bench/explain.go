@@ -28,7 +28,7 @@ var explained = []struct{ name, sql string }{
 	{"unpublished (reconciler, periodic)", `SELECT id FROM orders WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < now() ORDER BY submitted_at LIMIT 500) AND status = 'queued' ORDER BY submitted_at`},
 	{"unpublished backlog (status, periodic)", `SELECT count(*), min(submitted_at) FROM unpublished`},
 	{"expire due (periodic)", `SELECT id FROM orders WHERE status = 'queued' AND expires_at <= now() ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED`},
-	{"retention (hourly)", `DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE finished_at < now() - interval '1 hour' AND status NOT IN ('queued','running') ORDER BY finished_at LIMIT 1000)`},
+	{"retention (hourly)", `DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE submitted_at < now() - interval '1 hour' AND finished_at < now() - interval '1 hour' AND status NOT IN ('queued','running') ORDER BY submitted_at LIMIT 1000)`},
 	{"queue depth of a host", `SELECT count(*) FROM orders WHERE host = :'host' AND status = 'queued'`},
 	{"queue depths (metrics, periodic)", `SELECT host, count(*) FROM orders WHERE status = 'queued' GROUP BY host`},
 	{"running orders (takeover)", `SELECT id FROM orders WHERE host = :'host' AND status = 'running' ORDER BY stream_seq NULLS LAST, started_at`},

@@ -237,6 +237,13 @@ func run(ctx context.Context, o options) error {
 			"postmaster and its children; PSS splits shared_buffers between them")
 	}
 
+	// 6a. A ?wait of 10 MiB kept output, on a serve that has not yet
+	// grown through the peer loads (waitrss.go).
+	if !o.skipStream {
+		if err := waitRSS(ctx, c, srv, o, rep); err != nil {
+			return err
+		}
+	}
 	// 6b. The peer, the yardsticks and the hosts, at each size of history
 	// (levels.go).
 	if err := levels(ctx, srv, c, o, rep); err != nil {
@@ -245,9 +252,6 @@ func run(ctx context.Context, o options) error {
 
 	// 7 and 8.
 	if !o.skipStream {
-		if err := waitRSS(ctx, c, srv, o, rep); err != nil {
-			return err
-		}
 		if err := streamThroughput(ctx, c, o, rep); err != nil {
 			return err
 		}
