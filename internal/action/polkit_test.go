@@ -1,18 +1,15 @@
 package action
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // polkitSet has a systemd action of each param kind the rule must render.
@@ -135,22 +132,8 @@ func TestPolkitRuleWithPolkitd(t *testing.T) {
 		polkitInside(t)
 		return
 	}
-	var missing []string
-	for _, bin := range []string{"unshare", "setpriv", "dbus-daemon", "busctl", "pkcheck", "/usr/lib/polkit-1/polkitd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if len(missing) > 0 {
-		msg := "polkitd in a namespace needs " + strings.Join(missing, ", ") + " (scripts/ensure-dbus.sh)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	testenv.NeedRootTools(t, "polkitd in a namespace", "scripts/ensure-dbus.sh",
+		"unshare", "setpriv", "dbus-daemon", "busctl", "pkcheck", "/usr/lib/polkit-1/polkitd")
 	grants, err := polkitSet(t).Polkit(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -159,22 +142,7 @@ func TestPolkitRuleWithPolkitd(t *testing.T) {
 	if err := os.WriteFile(rule, []byte(PolkitRule("nobody", grants)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", pkSetup, "sh", rule,
-		self, "-test.run", "^TestPolkitRuleWithPolkitd$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), pkInner+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	t.Logf("inside the namespace:\n%s", out.String())
-	if err != nil || !strings.Contains(out.String(), "--- PASS: TestPolkitRuleWithPolkitd") {
-		t.Fatalf("the polkitd test failed: %v", err)
-	}
+	testenv.RerunInMountNamespace(t, pkSetup, []string{rule}, "TestPolkitRuleWithPolkitd", pkInner)
 }
 
 func polkitInside(t *testing.T) {

@@ -1,17 +1,15 @@
 package systemd_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker/hostpolicy"
 	"github.com/orderly-run/orderly/worker/systemd"
 )
@@ -66,41 +64,9 @@ func TestUserManager(t *testing.T) {
 		userManagerInside(t)
 		return
 	}
-	var missing []string
-	for _, bin := range []string{"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if len(missing) > 0 {
-		msg := "a systemd user manager needs " + strings.Join(missing, ", ") + " (scripts/ensure-dbus.sh)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", setupScript, "sh",
-		self, "-test.run", "^TestUserManager$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), innerEnv+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	t.Logf("inside the namespace:\n%s", out.String())
-	if err != nil {
-		t.Fatalf("the user manager test failed: %v", err)
-	}
-	if !strings.Contains(out.String(), "--- PASS: TestUserManager") {
-		t.Fatal("the test inside the namespace did not pass")
-	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManager", innerEnv)
 }
 
 func userManagerInside(t *testing.T) {
