@@ -95,6 +95,13 @@ func (w *Worker) misrouted(msg jetstream.Msg, o *order.Order) error {
 // not be made.
 func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order, msgs <-chan jetstream.Msg) (jetstream.Msg, error) {
 	for {
+		if ctx.Err() != nil {
+			// Claimed (pipelined, or just before the stop request) but
+			// not started, and the worker is stopping: hand it back to
+			// the queue rather than leave it running for a successor to
+			// find and interrupt. Its message stays unacked.
+			return nil, w.unclaim(ctx, msg, o)
+		}
 		w.started.add(o.ID)
 		if err := w.failPoint("after_claim", o); err != nil {
 			return nil, err
@@ -163,6 +170,22 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		msg, o = next, adopted
 	}
+}
+
+// unclaim puts an order this worker claimed and never started back in the
+// queue, guarded by the attempt; on failure the successor interrupts it.
+func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := w.retry(wctx, msg, "hand a claimed order back", func(ctx context.Context) error {
+		_, err := w.store.Unclaim(ctx, o.ID, o.Attempt, w.opts.Instance)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("hand order %s back: %w", o.ID, err)
+	}
+	w.logger.Info("order handed back unstarted: the worker is stopping", "order_id", o.ID, "principal", o.Principal)
+	return nil
 }
 
 // ready returns the next message if one is already waiting, without

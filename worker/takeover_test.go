@@ -11,11 +11,14 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
 // slowAckWait is the production default: a recovery that waits for an ack
@@ -274,5 +277,94 @@ func TestIdempotentOrderRequeuedOnce(t *testing.T) {
 	}
 	if after2 := e.waitStatus(after, order.StatusSucceeded); after2.StartedAt.Before(*got.FinishedAt) {
 		t.Fatal("the order after the requeued one ran first")
+	}
+}
+
+// TestGracefulStopKeepsTheHostUntilTheOrderEnds: a worker asked to stop
+// lets its running order finish; it keeps its lease meanwhile, so a
+// standby does not take the host over (and kill the order) before then.
+func TestGracefulStopKeepsTheHostUntilTheOrderEnds(t *testing.T) {
+	e := newEnv(t)
+	marker := filepath.Join(t.TempDir(), "done")
+	long := e.submit("graceful", "sh", "-c", `sleep 3; touch "$1"`, "_", marker) // longer than the 2 s lease TTL
+	stop1, _ := e.start("graceful", nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		o, err := e.store.GetOrder(t.Context(), long)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Status == order.StatusRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order is %s, want running", o.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.start("graceful", nil) // the standby
+	stopped := make(chan struct{})
+	go func() { stop1(); close(stopped) }()
+	got := e.waitStatus(long, order.StatusSucceeded)
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("the order did not finish: %v", err)
+	}
+	<-stopped
+	next := e.waitStatus(e.submit("graceful", "true"), order.StatusSucceeded)
+	if next.Worker == got.Worker {
+		t.Fatal("the standby did not take over after the stop")
+	}
+}
+
+// stopAfterClaim is a Store that cancels the worker's context right after
+// a pipelined claim commits, as a SIGTERM arriving at that moment would.
+type stopAfterClaim struct {
+	*postgres.Store
+	stop func()
+	once atomic.Bool
+}
+
+func (s *stopAfterClaim) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
+	nextID uuid.UUID, w string, nextSeq uint64) (postgres.Step, error) {
+	step, err := s.Store.CompleteAndClaim(ctx, id, attempt, f, nextID, w, nextSeq)
+	if err == nil && step.Claimed && s.once.CompareAndSwap(false, true) {
+		s.stop()
+	}
+	return step, err
+}
+
+// TestStopAfterPipelinedClaimHandsTheOrderBack: a worker stopping right
+// after it claimed the next order in the previous one's commit knows it
+// never started it: it puts it back in the queue instead of leaving it
+// running for its successor to interrupt, and the successor runs it.
+func TestStopAfterPipelinedClaimHandsTheOrderBack(t *testing.T) {
+	e := newEnv(t)
+	f := filepath.Join(t.TempDir(), "ran")
+	first := e.submit("handback", "sleep", "0.3") // the next message is held while it runs
+	second := e.submit("handback", "sh", "-c", `echo x >> "$1"`, "_", f)
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := testenv.Logger(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := &stopAfterClaim{Store: e.store, stop: cancel}
+	w := worker.New(worker.Options{Host: "handback", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !store.once.Load() {
+		t.Fatal("no pipelined claim happened: nothing was tested")
+	}
+	e.waitStatus(first, order.StatusSucceeded)
+	if o, err := e.store.GetOrder(t.Context(), second); err != nil || o.Status != order.StatusQueued {
+		t.Fatalf("the claimed, unstarted order after the stop: %v %v, want queued", o.Status, err)
+	}
+	e.start("handback", nil)
+	e.waitStatus(second, order.StatusSucceeded)
+	if b, _ := os.ReadFile(f); string(b) != "x\n" {
+		t.Fatalf("ran %q, want once", b)
 	}
 }

@@ -33,6 +33,7 @@ type Store interface {
 	Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error)
 	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
 	Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
+	Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	TouchHost(ctx context.Context, host, version, instance string) error
 	// CancelRequestOf is the recorded request a control message must
@@ -197,15 +198,20 @@ func (w *Worker) tenure(ctx context.Context) error {
 	// the feed but lets the current order run on: a successor on this
 	// machine kills its processes before running anything itself.
 	feedCtx, stopFeed := context.WithCancelCause(ctx)
+	// The lease and the heartbeat outlive a shutdown request: the order
+	// still running for its shutdown grace is this worker's, and a standby
+	// must not take the host (and kill the order) before it is done.
+	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer func() {
 		stopFeed(nil)
+		stopBeat()
 		wg.Wait()
 	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		w.beat(feedCtx, lease, stopFeed)
+		w.beat(beatCtx, lease, stopFeed)
 	}()
 
 	// Pull requests that expire every 5 s (so heartbeats every 2.5 s, a

@@ -147,6 +147,27 @@ SELECT count(*) FROM u`
 	return n == 1, nil
 }
 
+// Unclaim puts back in the queue an order that worker claimed and never
+// started (it was stopping). It returns false when the order was not
+// running under that attempt for that worker any more.
+func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error) {
+	const q = `WITH u AS (
+	UPDATE orders SET status = 'queued', started_at = NULL, worker = ''
+	WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3
+		AND NOT EXISTS (SELECT 1 FROM order_processes p WHERE p.order_id = $1 AND p.attempt = $2)
+	RETURNING id, attempt
+), e AS (
+	INSERT INTO order_events (order_id, type, status, actor, detail)
+	SELECT id, 'unclaimed', 'queued', $3, jsonb_build_object('reason', 'claimed while the worker was stopping; never started', 'attempt', attempt) FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, id, attempt, worker).Scan(&n); err != nil {
+		return false, translate("hand back order "+id.String(), err)
+	}
+	return n == 1, nil
+}
+
 // InterruptAttempt marks a running order interrupted, guarded by attempt
 // like a result write. It returns false when the order was not running
 // under that attempt any more.
