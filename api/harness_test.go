@@ -86,7 +86,6 @@ type envOptions struct {
 
 func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	t.Helper()
-	ctx := testenv.Context(t)
 	if opts.dsn == "" {
 		opts.dsn = testenv.Postgres(t)
 	}
@@ -94,12 +93,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		opts.tokens = newTokens()
 	}
 	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens, opts: opts}
-	pool, err := postgres.Open(ctx, e.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	e.store = postgres.New(pool)
+	e.store, _ = testenv.Store(t, e.dsn)
 	e.q = testenv.Queue(t, e.natsURL, "api-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	var cfg config.Auth
 	for name, tok := range opts.tokens {

@@ -77,14 +77,8 @@ func uiUnits(_ context.Context, host, glob string) ([]api.UnitChoice, error) {
 
 func newUIEnv(t *testing.T) *uiEnv {
 	t.Helper()
-	ctx := testenv.Context(t)
 	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
-	pool, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	store := postgres.New(pool)
+	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, tokens: map[string]string{}}
 	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}}

@@ -69,12 +69,8 @@ func TestLateResultNeverOverwrites(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testenv.Context(t)
-			pool, err := postgres.Open(ctx, testenv.Postgres(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
-			store := postgres.New(pool)
+			store, _ := testenv.Store(t, testenv.Postgres(t))
+			var err error
 			q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 			const host = "late"
 			submit := func(id uuid.UUID, idempotent bool, command string, args ...string) uuid.UUID {

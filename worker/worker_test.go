@@ -26,14 +26,9 @@ type env struct {
 }
 
 func newEnv(t testing.TB) *env {
-	ctx := t.Context()
-	pool, err := postgres.Open(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	store, _ := testenv.Store(t, testenv.Postgres(t))
 	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
-	return &env{t: t, store: postgres.New(pool), q: q}
+	return &env{t: t, store: store, q: q}
 }
 
 // start runs a worker for host until the test ends or it stops by itself;

@@ -15,7 +15,6 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/policy"
-	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
@@ -36,13 +35,7 @@ type server struct {
 
 func newServer(t *testing.T, hosts ...string) *server {
 	t.Helper()
-	ctx := testenv.Context(t)
-	pool, err := postgres.Open(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	store := postgres.New(pool)
+	store, _ := testenv.Store(t, testenv.Postgres(t))
 	q := testenv.Queue(t, testenv.NATS(t), "client-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	s := &server{tokens: map[string]string{}}
 	var cfg config.Auth

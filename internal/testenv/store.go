@@ -1,0 +1,22 @@
+package testenv
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// Store opens orderly's store on the database at dsn (Postgres(t),
+// usually) and returns it with its pool, for the queries a test makes
+// itself; the pool closes when the test ends.
+func Store(t testing.TB, dsn string) (*postgres.Store, *pgxpool.Pool) {
+	t.Helper()
+	pool, err := postgres.Open(Context(t), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return postgres.New(pool), pool
+}
