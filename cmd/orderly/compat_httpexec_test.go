@@ -88,19 +88,7 @@ compat:
 // JSON body (or raw bytes with the given content type).
 func httpexecPost(t *testing.T, base, path, contentType string, body any) (int, http.Header, []byte) {
 	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = strings.NewReader(string(j))
-	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+path, r)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+path, requestBody(t, body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,18 +150,9 @@ func (c *vigridClient) from(ip string) *vigridClient {
 // none); body is sent as is when a string, else as JSON.
 func (c *vigridClient) call(method, path, auth string, body any) (int, map[string]any, string) {
 	c.t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		r = bytes.NewReader(j)
-	}
 	ctx, cancel := context.WithTimeout(c.t.Context(), time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, requestBody(c.t, body))
 	if err != nil {
 		c.t.Fatal(err)
 	}

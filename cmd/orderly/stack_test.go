@@ -145,21 +145,30 @@ func (s *stack) stopWorker(host string) {
 	}
 }
 
+// requestBody is what a test's request sends for body: nothing for nil,
+// a string or []byte as it is, anything else as JSON.
+func requestBody(t testing.TB, body any) io.Reader {
+	t.Helper()
+	switch b := body.(type) {
+	case nil:
+		return nil
+	case string:
+		return strings.NewReader(b)
+	case []byte:
+		return bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.NewReader(j)
+	}
+}
+
 // do sends a request with the admin token and returns status and body.
 func (s *stack) do(method, path string, body any, hdr ...string) (int, []byte) {
 	s.t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	case []byte:
-		r = bytes.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		r = bytes.NewReader(j)
-	}
-	req, err := http.NewRequestWithContext(s.t.Context(), method, s.url+path, r)
+	req, err := http.NewRequestWithContext(s.t.Context(), method, s.url+path, requestBody(s.t, body))
 	if err != nil {
 		s.t.Fatal(err)
 	}
