@@ -362,7 +362,7 @@ func TestRetentionAndHosts(t *testing.T) {
 	s := newStack(t, "ret")
 	old := s.submit(map[string]any{"host": "ret", "command": "true"}, "?wait=20", http.StatusOK)
 	queued := s.submit(map[string]any{"host": "nobody-home", "command": "true"}, "", http.StatusAccepted)
-	if _, err := s.b.pool.Exec(ctxT(t), `UPDATE orders SET finished_at = now() - interval '91 days' WHERE id = $1`, old.ID); err != nil {
+	if _, err := s.b.pool.Exec(ctxT(t), `UPDATE orders SET submitted_at = now() - interval '91 days', finished_at = now() - interval '91 days' WHERE id = $1`, old.ID); err != nil {
 		t.Fatal(err)
 	}
 	in := intake.New(s.b.store, s.b.queue, nil, intake.Options{Retention: func() time.Duration { return 90 * 24 * time.Hour }}, testLogger(t))
