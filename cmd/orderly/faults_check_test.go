@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -66,6 +67,30 @@ func (s *faultStack) rows(ctx context.Context) ([]pgOrder, error) {
 	}
 	return out, rs.Err()
 }
+
+// killedInstances returns the worker instances the test SIGKILLed, read
+// from each killed worker's log ("instance=<host>/<uuid>").
+func (s *faultStack) killedInstances() map[string]bool {
+	s.mu.Lock()
+	workers := append([]*faultWorker(nil), s.workers...)
+	s.mu.Unlock()
+	out := map[string]bool{}
+	for _, w := range workers {
+		if !w.killed.Load() {
+			continue
+		}
+		b, err := os.ReadFile(w.log)
+		if err != nil {
+			continue
+		}
+		if m := instanceRE.FindSubmatch(b); m != nil {
+			out[string(m[1])] = true
+		}
+	}
+	return out
+}
+
+var instanceRE = regexp.MustCompile(`instance=(\S+)`)
 
 // processRecorded returns the orders whose interrupted attempt had its
 // process on record, from the successor's "reaped" events.
@@ -197,7 +222,8 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	if err != nil {
 		t.Fatalf("read reap evidence: %v", err)
 	}
-	var earlyKills []string
+	var earlyKills, unknownStarts []string
+	killed := s.killedInstances()
 	for _, o := range rows {
 		switch {
 		case o.status == "queued" || o.status == "running":
@@ -206,9 +232,19 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			// The worker recorded the attempt's process (after the fork), so
 			// the order did start; it was killed before its first line.
 			earlyKills = append(earlyKills, o.tag)
+		case o.status == "interrupted" && starts[o.tag] == 0 && killed[o.worker]:
+			// The documented window (docs/decisions.md, "Known limit"): a
+			// worker SIGKILLed between its claim commit and its process
+			// record leaves a start nobody can prove either way; the order
+			// says so (process_recorded false) and never runs again.
+			unknownStarts = append(unknownStarts, o.tag)
 		case o.status == "interrupted" && starts[o.tag] == 0:
 			r.add(invLost, "%s interrupted without having started and with no process recorded (%s)", describe(o.tag), o.err)
 		}
+	}
+	if len(unknownStarts) > 0 {
+		t.Logf("%d orders interrupted with their start unknown (their worker was SIGKILLed between claim and process record): %v",
+			len(unknownStarts), unknownStarts)
 	}
 	for _, o := range subs {
 		if _, ok := rowByTag[o.tag]; o.accepted() && !ok {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,10 +27,11 @@ import (
 // nats-server) that the test can signal like an operator or a crash would.
 // Its output goes to a log file that is shown when the test fails.
 type faultProc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed once the process exited and was reaped
+	name   string
+	cmd    *exec.Cmd
+	log    string
+	done   chan struct{} // closed once the process exited and was reaped
+	killed atomic.Bool   // SIGKILL was sent while it was alive
 }
 
 // startFaultProc starts bin with args and env, appending its output to
@@ -73,6 +75,9 @@ func (p *faultProc) alive() bool {
 // signal sends sig unless the process already exited.
 func (p *faultProc) signal(sig syscall.Signal) {
 	if p.alive() {
+		if sig == syscall.SIGKILL {
+			p.killed.Store(true)
+		}
 		_ = p.cmd.Process.Signal(sig)
 	}
 }
