@@ -82,6 +82,7 @@ func runFaultScenarioOn(t *testing.T, s *faultStack, workersPerHost map[string]i
 // fault records that a fault hit host now.
 func (r *faultRun) fault(what, host string) {
 	r.faults = append(r.faults, faultEvent{what: what, host: host, at: time.Now()})
+	r.s.note("%s on %s", what, host)
 }
 
 // untilRecovered waits at least least and at most most for every host
@@ -288,6 +289,13 @@ func TestFaultsSoak(t *testing.T) {
 			}
 			for _, h := range r.hosts {
 				r.fault("dependency back", h)
+				// As systemd's Restart=always would: a worker started by
+				// the storm while nats-server was down exits at once
+				// ("no servers available").
+				if len(r.s.liveWorkers(h)) == 0 {
+					r.t.Logf("host %s has no live worker after the dependency came back; starting one", h)
+					r.s.startWorker(h)
+				}
 			}
 		}
 	})
@@ -304,7 +312,8 @@ func storm(r *faultRun, d time.Duration) {
 		host := r.hosts[rand.IntN(len(r.hosts))]
 		live := r.s.liveWorkers(host)
 		if len(live) == 0 || (len(live) < 2 && rand.IntN(4) == 0) {
-			r.s.startWorker(host) // a standby
+			w := r.s.startWorker(host) // a standby
+			r.s.note("storm start %s (pid %d)", w.name, w.pid())
 			continue
 		}
 		w := live[rand.IntN(len(live))]
@@ -315,9 +324,11 @@ func storm(r *faultRun, d time.Duration) {
 		} else {
 			w.signal(syscall.SIGKILL)
 		}
+		r.s.note("storm %s %s (pid %d)", what, w.name, w.pid())
 		last = append(last, faultEvent{what: "storm " + what, host: host, at: time.Now()})
 		if len(live) == 1 || rand.IntN(2) == 0 {
-			r.s.startWorker(host)
+			nw := r.s.startWorker(host)
+			r.s.note("storm start %s (pid %d)", nw.name, nw.pid())
 		}
 	}
 	r.t.Logf("storm: %d faults", len(last))

@@ -183,6 +183,17 @@ func (s *faultStack) workerRunning(tag, marker string) *faultWorker {
 	return nil
 }
 
+// note appends a timestamped line to faults.log in the test directory: the
+// faults injected, in order, to read next to the process logs.
+func (s *faultStack) note(format string, args ...any) {
+	f, err := os.OpenFile(filepath.Join(s.dir, "faults.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
 // dumpLogsOnFailure shows the end of every process log of a failed test,
 // without the per-order lines, which drown what happened to the process.
 func (s *faultStack) dumpLogsOnFailure() {
