@@ -235,4 +235,3 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	}
 	encode(w, http.StatusOK, resp)
 }
-
