@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -200,26 +201,40 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 			*t.dst = &ts
 		}
 	}
+	if err := pageOf(q, &f); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if p := principalOf(r); f.Principal != "" && f.Principal != p.Name && !seesAll(p) {
+		encode(w, http.StatusOK, OrderList{Orders: []Order{}})
+		return
+	}
+	s.writeOrderList(w, r, f)
+}
+
+// pageOf reads the paging parameters every order listing takes: limit
+// (1-1000) and cursor.
+func pageOf(q url.Values, f *postgres.Filter) error {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			s.writeError(w, r, order.FieldError(order.CodeInvalid, "limit", "limit must be between 1 and 1000"))
-			return
+			return order.FieldError(order.CodeInvalid, "limit", "limit must be between 1 and 1000")
 		}
 		f.Limit = n
 	}
 	if v := q.Get("cursor"); v != "" {
 		id, err := uuid.Parse(v)
 		if err != nil {
-			s.writeError(w, r, order.FieldError(order.CodeInvalid, "cursor", "cursor is not valid"))
-			return
+			return order.FieldError(order.CodeInvalid, "cursor", "cursor is not valid")
 		}
 		f.Cursor = &id
 	}
-	if p := principalOf(r); f.Principal != "" && f.Principal != p.Name && !seesAll(p) {
-		encode(w, http.StatusOK, OrderList{Orders: []Order{}})
-		return
-	}
+	return nil
+}
+
+// writeOrderList answers one page of the orders f selects, scoped to what
+// the caller may read.
+func (s *Server) writeOrderList(w http.ResponseWriter, r *http.Request, f postgres.Filter) {
 	list, next, err := s.Store.ListOrders(r.Context(), scoped(r, f))
 	if err != nil {
 		s.writeError(w, r, err)

@@ -205,7 +205,7 @@ func TestCompleteIsGuardedByAttempt(t *testing.T) {
 			true, order.StatusSucceeded, 1},
 		{"interrupted meanwhile", func(e *storeEnv, id uuid.UUID) int {
 			o := e.claim(id, "w1")
-			if ok, err := e.store.Interrupt(e.ctx, id, "w2", "test"); !ok || err != nil {
+			if ok, err := e.store.InterruptAttempt(e.ctx, id, o.Attempt, "w2", "test"); !ok || err != nil {
 				e.t.Fatalf("interrupt: %v %v", ok, err)
 			}
 			return o.Attempt
@@ -279,7 +279,7 @@ func ptrEqual(a, b *time.Time) bool {
 func TestTransitions(t *testing.T) {
 	type transition func(s *postgres.Store, ctx context.Context, id uuid.UUID) (bool, error)
 	interrupt := func(s *postgres.Store, ctx context.Context, id uuid.UUID) (bool, error) {
-		return s.Interrupt(ctx, id, "w2", "worker vanished")
+		return s.InterruptAttempt(ctx, id, 1, "w2", "worker vanished") // a running order here is on its first attempt
 	}
 	cancel := func(s *postgres.Store, ctx context.Context, id uuid.UUID) (bool, error) {
 		return s.Cancel(ctx, id, "admin", "no longer needed")

@@ -131,61 +131,41 @@ func (s *Store) ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*Proc
 // message is redelivered in stream order by the successor. It returns false
 // when the order was not running under that attempt any more.
 func (s *Store) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	const q = `WITH u AS (
-	UPDATE orders SET status = 'queued', worker = ''
-	WHERE id = $1 AND attempt = $2 AND status = 'running' AND idempotent
-	RETURNING id, attempt
-), e AS (
-	INSERT INTO order_events (order_id, type, status, actor, detail)
-	SELECT id, 'requeued', 'queued', $3, jsonb_build_object('reason', $4::text, 'attempt', attempt) FROM u
-)
-SELECT count(*) FROM u`
-	var n int
-	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason).Scan(&n); err != nil {
-		return false, translate("requeue order "+id.String(), err)
-	}
-	return n == 1, nil
+	return s.requeue(ctx, id, attempt, actor, "requeued", reason, `AND idempotent`)
 }
 
 // Unclaim puts back in the queue an order that worker claimed and never
 // started (it was stopping). It returns false when the order was not
 // running under that attempt for that worker any more.
 func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error) {
-	const q = `WITH u AS (
+	return s.requeue(ctx, id, attempt, worker, "unclaimed", "claimed while the worker was stopping; never started",
+		`AND worker = $3 AND NOT EXISTS (SELECT 1 FROM order_processes p WHERE p.order_id = $1 AND p.attempt = $2)`)
+}
+
+// requeue moves a running attempt back to queued with its event, when
+// cond (a constant SQL condition over $1 id, $2 attempt, $3 actor) holds.
+func (s *Store) requeue(ctx context.Context, id uuid.UUID, attempt int, actor, event, reason, cond string) (bool, error) {
+	q := `WITH u AS (
 	UPDATE orders SET status = 'queued', started_at = NULL, worker = ''
-	WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3
-		AND NOT EXISTS (SELECT 1 FROM order_processes p WHERE p.order_id = $1 AND p.attempt = $2)
+	WHERE id = $1 AND attempt = $2 AND status = 'running' ` + cond + `
 	RETURNING id, attempt
 ), e AS (
 	INSERT INTO order_events (order_id, type, status, actor, detail)
-	SELECT id, 'unclaimed', 'queued', $3, jsonb_build_object('reason', 'claimed while the worker was stopping; never started', 'attempt', attempt) FROM u
+	SELECT id, $5, 'queued', $3, jsonb_build_object('reason', $4::text, 'attempt', attempt) FROM u
 )
 SELECT count(*) FROM u`
 	var n int
-	if err := s.pool.QueryRow(ctx, q, id, attempt, worker).Scan(&n); err != nil {
-		return false, translate("hand back order "+id.String(), err)
+	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason, event).Scan(&n); err != nil {
+		return false, translate(fmt.Sprintf("%s order %s", event, id), err)
 	}
 	return n == 1, nil
 }
 
 // InterruptAttempt marks a running order interrupted, guarded by attempt
-// like a result write. It returns false when the order was not running
-// under that attempt any more.
+// like a result write: its outcome is unknown and it never runs again. It
+// returns false when the order was not running under that attempt any more.
 func (s *Store) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	const q = `WITH u AS (
-	UPDATE orders SET status = 'interrupted', finished_at = now(), error = $4, env = NULL, stdin = NULL
-	WHERE id = $1 AND attempt = $2 AND status = 'running'
-	RETURNING id, status, finished_at, attempt
-), e AS (
-	INSERT INTO order_events (order_id, at, type, status, actor, detail)
-	SELECT id, finished_at, 'interrupted', status, $3, jsonb_build_object('reason', $4::text, 'attempt', attempt) FROM u
-)
-SELECT count(*) FROM u`
-	var n int
-	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason).Scan(&n); err != nil {
-		return false, translate("interrupt order "+id.String(), err)
-	}
-	return n == 1, nil
+	return s.transition(ctx, id, attempt, order.StatusRunning, order.StatusInterrupted, "interrupted", actor, reason)
 }
 
 // Evidence is what a successor found and did about an interrupted

@@ -164,18 +164,6 @@ func (l *Lease) Renew(ctx context.Context) error {
 	return nil
 }
 
-// Holder returns the instance that holds host's lease, "" when none does.
-func (q *Queue) Holder(ctx context.Context, host string) (string, error) {
-	e, err := q.kv.Get(ctx, "lease."+host)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read lease of host %s: %w", host, err)
-	}
-	return string(e.Value()), nil
-}
-
 // Release gives the host up, so a standby can take over at once.
 func (l *Lease) Release(ctx context.Context) error {
 	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
