@@ -42,12 +42,13 @@ type backend struct {
 	queue   *queue.Queue
 }
 
-func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger) (*backend, error) {
-	return openBackendAs(ctx, cfg, name, roleAPI, logger)
+func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
+	return openBackendAs(ctx, cfg, name, roleAPI, logger, extra...)
 }
 
-// openBackendAs is openBackend connecting to NATS as role (natsauth.go).
-func openBackendAs(ctx context.Context, cfg config.Config, name string, role natsRole, logger *slog.Logger) (*backend, error) {
+// openBackendAs is openBackend connecting to NATS as role (natsauth.go),
+// with extra options last (serve's in-process connection).
+func openBackendAs(ctx context.Context, cfg config.Config, name string, role natsRole, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("no database: set database_url (--database-url or ORDERLY_DATABASE_URL)")
 	}
@@ -81,6 +82,7 @@ func openBackendAs(ctx context.Context, cfg config.Config, name string, role nat
 			}
 			logger.Warn("nats error", "subject", subject, "error", err)
 		}))
+	opts = append(opts, extra...)
 	nc, err := queue.Connect(cfg.NATS.URL, name, opts...)
 	if err != nil {
 		pool.Close()

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -100,6 +101,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		cfg.DatabaseURL = pg.DSN()
 	}
 	var natsCreds *natsembed.Credentials
+	var inProcess []nats.Option
 	if cfg.NATS.URL == "" {
 		host, port, err := splitHostPort(cfg.NATS.Listen)
 		if err != nil {
@@ -123,12 +125,16 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		cfg.NATS.URL = ns.ClientURL()
 		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
 		natsCreds = creds
+		// serve's own API and worker talk to the embedded server through
+		// an in-process pipe: same authentication and permissions, no
+		// loopback socket (about ten messages per order, decisions.md).
+		inProcess = append(inProcess, nats.InProcessServer(ns.InProcess()))
 		w.AddPreparer("embedded NATS credentials", natsCredentialReloader(ns, creds, cfg.Host, logger))
 	}
 	if err := migrations.Up(ctx, cfg.DatabaseURL); err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, cfg, "orderly-serve", logger)
+	b, err := openBackend(ctx, cfg, "orderly-serve", logger, inProcess...)
 	if err != nil {
 		return err
 	}

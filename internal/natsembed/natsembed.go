@@ -84,6 +84,11 @@ func Start(opts Options) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   opts.Dir,
 		SyncAlways: opts.SyncAlways,
+		// Fixed, not derived: nats-server sizes JetStream's memory from
+		// GOMEMLIMIT when it is set, so serve with GOMEMLIMIT=40MiB could
+		// not create its live-output stream (capped at 256 MiB,
+		// queue.liveConfig) and refused to start.
+		JetStreamMaxMemory: 1 << 30,
 		// Without NoSigs the server installs its own SIGTERM/SIGINT handler
 		// and exits the whole process, skipping orderly's shutdown.
 		NoSigs: true,
@@ -145,6 +150,11 @@ func checkFree(addr string) error {
 func (s *Server) ClientURL() string {
 	return s.ns.ClientURL()
 }
+
+// InProcess is the server as a provider of in-process connections, for
+// nats.InProcessServer: a client in the same process connects without a
+// socket, authenticating as over TCP.
+func (s *Server) InProcess() *server.Server { return s.ns }
 
 // Shutdown stops the server and waits until it has, so that the store is
 // closed when it returns.
