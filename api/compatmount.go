@@ -96,8 +96,19 @@ func nativeRoute(native *chi.Mux, path string) bool {
 // SubmitOrder runs o through the one intake path (validate, screen,
 // authorize, record, publish) as p, exactly as POST /v1/orders does, and
 // with wait > 0 waits up to wait for it to finish. The returned order is
-// as PostgreSQL has it then.
+// as PostgreSQL has it then, its kept outputs read in full.
 func (s *Server) SubmitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error) {
+	f, err := s.submitOrder(ctx, p, o, wait)
+	if err == nil && postgres.OutputsLeft(f) {
+		return s.Store.GetOrder(ctx, f.ID)
+	}
+	return f, err
+}
+
+// submitOrder is SubmitOrder for an answer that streams: a finished
+// order's large kept outputs may be left in the database
+// (postgres.OutputsLeft), for encodeOrder to read in slices.
+func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error) {
 	if o.ID == uuid.Nil {
 		o.ID = order.NewID()
 	}

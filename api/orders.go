@@ -49,7 +49,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.ID = order.NewID()
-	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
+	final, err := s.submitOrder(r.Context(), principalOf(r), o, wait)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -58,7 +58,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	if final.Status.Terminal() {
 		status = http.StatusOK
 	}
-	encodeOrder(w, status, final) // streams a large kept output
+	s.encodeOrder(w, r, status, final, toResponse) // streams a large kept output
 }
 
 // awaitFinish waits for the order's finished event, up to wait. Events are
@@ -82,7 +82,7 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		case <-ctx.Done():
 			return nil
 		}
-		o, err := s.Store.GetOrder(ctx, id)
+		o, err := s.Store.GetOrderLean(ctx, id) // large outputs stay in the database
 		if err != nil {
 			return nil
 		}
@@ -136,12 +136,12 @@ func redact(req *SubmitRequest) map[string]any {
 
 // handleGet is GET /v1/orders/{id}.
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
-	o, err := s.pathOrder(r)
+	o, err := s.pathOrderLean(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	encode(w, http.StatusOK, s.withCancellation(r.Context(), o))
+	s.encodeOrder(w, r, http.StatusOK, o, func(o *order.Order) Order { return s.withCancellation(r.Context(), o) })
 }
 
 // OrderList is a page of GET /v1/orders; NextCursor fetches the next.

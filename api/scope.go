@@ -20,12 +20,24 @@ func seesAll(p auth.Principal) bool { return p.HasRole("admin") || p.HasRole("au
 // pathOrder loads the order named by the {id} path parameter, if the
 // requester may read it. Another principal's order is "not found", so
 // order ids reveal nothing.
-func (s *Server) pathOrder(r *http.Request) (*order.Order, error) {
+func (s *Server) pathOrder(r *http.Request) (*order.Order, error) { return s.readPathOrder(r, false) }
+
+// pathOrderLean is pathOrder for an answer that streams the order: large
+// kept outputs stay in the database (GetOrderLean).
+func (s *Server) pathOrderLean(r *http.Request) (*order.Order, error) {
+	return s.readPathOrder(r, true)
+}
+
+func (s *Server) readPathOrder(r *http.Request, lean bool) (o *order.Order, err error) {
 	id, err := uuid.Parse(chi.URLParam(r, "id"))
 	if err != nil {
 		return nil, order.ErrNotFound
 	}
-	o, err := s.Store.GetOrder(r.Context(), id)
+	if lean {
+		o, err = s.Store.GetOrderLean(r.Context(), id)
+	} else {
+		o, err = s.Store.GetOrder(r.Context(), id)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,10 @@ import (
 // Store is what the API reads from PostgreSQL.
 type Store interface {
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	// GetOrderLean and ReadOutputAt let an answer stream large kept
+	// outputs from the database (encodeOrder).
+	GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	ReadOutputAt(ctx context.Context, id uuid.UUID, out postgres.Output, p []byte, off int64) (int, error)
 	ListOrders(ctx context.Context, f postgres.Filter) ([]*order.Order, *uuid.UUID, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	RequestCancel(ctx context.Context, id uuid.UUID, actor, signal string) (order.Status, error)

@@ -3,117 +3,308 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // streamOutputsFrom is the kept output size (stdout and stderr together)
 // from which encodeOrder streams the contents instead of building them.
 const streamOutputsFrom = 64 << 10
 
-// encodeOrder writes o exactly as encode(w, status, toResponse(o)) would,
-// byte for byte, but with large kept outputs written straight from o's
-// bytes into the response: built in memory, a 10 MiB output became a
-// 10–13 MiB string, then a JSON buffer of the whole body, before the first
-// byte left (docs/benchmarks.md: serve above 160 MiB RSS for one ?wait).
-// The envelope is marshalled with a placeholder per content, then written
-// around the contents.
-func encodeOrder(w http.ResponseWriter, status int, o *order.Order) {
-	res := o.Result
-	if res == nil || len(res.Stdout.Content)+len(res.Stderr.Content) < streamOutputsFrom {
-		encode(w, status, toResponse(o))
-		return
+// outputSlice is how much of an output left in the database one read
+// fetches: 1 MiB less room for the row's header, so that pgx reads it into
+// a 1 MiB buffer, and a multiple of 4 so that base85 slices join into the
+// encoding of the whole.
+const outputSlice = 1<<20 - 64
+
+// encodeOrder writes respOf(o), the answer for o, exactly as
+// encode(w, status, respOf(o)) would, byte for byte, but with large kept
+// outputs written straight into the response: from o's bytes, or, when the
+// store left them in the database (GetOrderLean), a slice at a time from
+// there. Built in memory, a 10 MiB output became a 10–13 MiB string, then
+// a JSON buffer of the whole body, before the first byte left (serve above
+// 160 MiB RSS for one ?wait); read whole, it was pgx's 16 MiB read buffer
+// and the scanned copy. The envelope is marshalled with a placeholder per
+// content, then written around the contents.
+func (s *Server) encodeOrder(w http.ResponseWriter, r *http.Request, status int, o *order.Order, respOf func(*order.Order) Order) {
+	if err := writeOrder(r.Context(), w, status, o, respOf, s.Store, outputSlice); err != nil {
+		var sent *errAfterHeader
+		if !errors.As(err, &sent) {
+			s.writeError(w, r, err)
+			return
+		}
+		// The status is out: all that is left is to cut the connection,
+		// so that the client sees a broken answer, not a short one.
+		s.logger.Warn("order answer cut short", "order_id", o.ID, "error", sent.err)
+		panic(http.ErrAbortHandler)
 	}
-	bare, r := *o, *res
-	r.Stdout.Content, r.Stderr.Content = nil, nil
-	bare.Result = &r
-	resp := toResponse(&bare)
+}
+
+// outputReader reads kept outputs left in the database (Store).
+type outputReader interface {
+	ReadOutputAt(ctx context.Context, id uuid.UUID, out postgres.Output, p []byte, off int64) (int, error)
+}
+
+// writeOrder is encodeOrder with the outputs left in the database read
+// from outputs, sliceLen bytes at a time. It returns streamOrder's errors.
+func writeOrder(ctx context.Context, w http.ResponseWriter, status int, o *order.Order, respOf func(*order.Order) Order,
+	outputs outputReader, sliceLen int) error {
+	res := o.Result
+	left := postgres.OutputsLeft(o)
+	if res == nil || !left && len(res.Stdout.Content)+len(res.Stderr.Content) < streamOutputsFrom {
+		encode(w, status, respOf(o))
+		return nil
+	}
+	outs := [2]keptOutput{{b: res.Stdout.Content, want: o.StdoutEncode}, {b: res.Stderr.Content, want: o.StderrEncode}}
+	if left {
+		outs[0].read = func(p []byte, off int64) (int, error) {
+			return outputs.ReadOutputAt(ctx, o.ID, postgres.Stdout, p, off)
+		}
+		outs[1].read = func(p []byte, off int64) (int, error) {
+			return outputs.ReadOutputAt(ctx, o.ID, postgres.Stderr, p, off)
+		}
+	}
+	bare, rb := *o, *res
+	rb.Stdout.Content, rb.Stderr.Content = nil, nil
+	bare.Result = &rb
+	return streamOrder(w, status, respOf(&bare), outs, sliceLen)
+}
+
+// errAfterHeader is a failure once the answer's status was written.
+type errAfterHeader struct{ err error }
+
+func (e *errAfterHeader) Error() string { return e.err.Error() }
+func (e *errAfterHeader) Unwrap() error { return e.err }
+
+// keptOutput is one kept output an answer writes: in memory (b), or left
+// in the database and read a slice at a time (read).
+type keptOutput struct {
+	b    []byte
+	read func(p []byte, off int64) (int, error) // nil: b is the content
+	want order.Encoding
+}
+
+// each hands the output's bytes to fn in order: b whole, or slices read
+// into buf, each valid only during the call.
+func (k keptOutput) each(buf []byte, fn func([]byte) error) error {
+	if k.read == nil {
+		return fn(k.b)
+	}
+	for off := int64(0); ; {
+		n, err := k.read(buf, off)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			if err := fn(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if n < len(buf) {
+			return nil
+		}
+		off += int64(n)
+	}
+}
+
+// streamOrder writes resp, whose stdout and stderr contents are outs, as
+// encode(w, status, resp) would write it with the contents in place,
+// reading outputs left in the database in slices of sliceLen bytes. An
+// error before the status is written is returned as is, one after it as an
+// *errAfterHeader.
+func streamOrder(w http.ResponseWriter, status int, resp Order, outs [2]keptOutput, sliceLen int) error {
+	var buf []byte
+	if outs[0].read != nil || outs[1].read != nil {
+		buf = make([]byte, sliceLen)
+	}
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
-	type part struct {
-		marker []byte
-		b      []byte
-		enc    order.Encoding
-	}
-	parts := []part{}
-	for _, s := range []struct {
-		st   *Stream
-		b    []byte
-		want order.Encoding
-	}{{&resp.Result.Stdout, res.Stdout.Content, o.StdoutEncode}, {&resp.Result.Stderr, res.Stderr.Content, o.StderrEncode}} {
-		got := encodingOf(s.b, s.want)
-		s.st.Encode, s.st.Switched = nil, s.want == order.EncodeText && got == order.EncodeBase64
+	var (
+		markers [2][]byte
+		encs    [2]order.Encoding
+	)
+	for i, st := range []*Stream{&resp.Result.Stdout, &resp.Result.Stderr} {
+		got, err := outs[i].encoding(buf)
+		if err != nil {
+			return err
+		}
+		st.Encode, st.Switched = nil, outs[i].want == order.EncodeText && got == order.EncodeBase64
 		if got != order.EncodeText {
 			e := string(got)
-			s.st.Encode = &e
+			st.Encode = &e
 		}
-		s.st.Content = "orderly-content-" + hex.EncodeToString(nonce[:]) + "-" + string(rune('a'+len(parts)))
-		parts = append(parts, part{marker: []byte(`"` + s.st.Content + `"`), b: s.b, enc: got})
+		st.Content = "orderly-content-" + hex.EncodeToString(nonce[:]) + "-" + string(rune('a'+i))
+		markers[i], encs[i] = []byte(`"`+st.Content+`"`), got
 	}
 	var env bytes.Buffer
 	enc := json.NewEncoder(&env)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(resp); err != nil {
-		encode(w, status, toResponse(o))
-		return
+		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	bw := bufio.NewWriterSize(w, 32<<10)
 	rest := env.Bytes()
-	for _, p := range parts {
-		i := bytes.Index(rest, p.marker)
-		if i < 0 { // cannot happen: the marker is a plain ASCII string
+	for i := range outs {
+		j := bytes.Index(rest, markers[i])
+		if j < 0 { // cannot happen: the marker is a plain ASCII string
 			break
 		}
-		_, _ = bw.Write(rest[:i])
-		if err := writeContent(bw, p.b, p.enc); err != nil {
-			return // the client went away
+		_, _ = bw.Write(rest[:j])
+		cw := newContentWriter(bw, encs[i])
+		var werr error
+		err := outs[i].each(buf, func(p []byte) error { werr = cw.write(p); return werr })
+		if werr == nil && err != nil {
+			return &errAfterHeader{err}
 		}
-		rest = rest[i+len(p.marker):]
+		if werr != nil || cw.close() != nil {
+			return nil // the client went away
+		}
+		rest = rest[j+len(markers[i]):]
 	}
 	_, _ = bw.Write(rest)
 	_ = bw.Flush()
+	return nil
 }
 
-// encodingOf is the encoding order.Encode renders b in when asked for
-// want, without rendering it.
-func encodingOf(b []byte, want order.Encoding) order.Encoding {
-	switch want {
+// errNotText stops the text check at the first byte that is not text.
+var errNotText = errors.New("not text")
+
+// encoding is the encoding order.Encode renders the output in when asked
+// for want, without rendering it: text asked for is read through once (a
+// slice at a time when left in the database), up to the first byte that
+// is not UTF-8 text.
+func (k keptOutput) encoding(buf []byte) (order.Encoding, error) {
+	switch k.want {
 	case order.EncodeBase64, order.EncodeBase85:
-		return want
+		return k.want, nil
 	}
-	if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
-		return order.EncodeText
+	var runes runeJoin
+	text := func(p []byte) error {
+		if !utf8.Valid(p) || bytes.IndexByte(p, 0) >= 0 {
+			return errNotText
+		}
+		return nil
 	}
-	return order.EncodeBase64
+	err := k.each(buf, func(p []byte) error { return runes.write(p, text) })
+	if err == nil {
+		err = runes.flush(text)
+	}
+	switch {
+	case errors.Is(err, errNotText):
+		return order.EncodeBase64, nil
+	case err != nil:
+		return "", err
+	}
+	return order.EncodeText, nil
 }
 
-// writeContent writes b rendered in e as a JSON string.
-func writeContent(w *bufio.Writer, b []byte, e order.Encoding) error {
-	switch e {
-	case order.EncodeBase64:
-		_ = w.WriteByte('"')
-		be := base64.NewEncoder(base64.StdEncoding, w)
-		_, _ = be.Write(b)
-		_ = be.Close()
-		return w.WriteByte('"')
-	case order.EncodeBase85:
-		s, _ := order.Encode(b, e) // ASCII, but with '"' and '\' to escape
-		b = []byte(s)
-	}
+// contentWriter writes an output's bytes, handed to it in pieces, as one
+// JSON string in encoding e.
+type contentWriter struct {
+	w     *bufio.Writer
+	e     order.Encoding
+	b64   io.WriteCloser
+	runes runeJoin
+}
+
+// newContentWriter opens the JSON string.
+func newContentWriter(w *bufio.Writer, e order.Encoding) *contentWriter {
 	_ = w.WriteByte('"')
-	if err := writeJSONText(w, b); err != nil {
+	c := &contentWriter{w: w, e: e}
+	if e == order.EncodeBase64 {
+		c.b64 = base64.NewEncoder(base64.StdEncoding, w)
+	}
+	return c
+}
+
+// write writes the next piece. Base85 pieces other than the last must be
+// whole 4-byte groups.
+func (c *contentWriter) write(p []byte) error {
+	switch c.e {
+	case order.EncodeBase64:
+		_, err := c.b64.Write(p)
+		return err
+	case order.EncodeBase85:
+		s, _ := order.Encode(p, c.e) // ASCII, but with '"' and '\' to escape
+		return writeJSONText(c.w, []byte(s))
+	}
+	return c.runes.write(p, func(q []byte) error { return writeJSONText(c.w, q) })
+}
+
+// close ends the content and closes the JSON string.
+func (c *contentWriter) close() error {
+	if c.b64 != nil {
+		_ = c.b64.Close()
+	}
+	if err := c.runes.flush(func(q []byte) error { return writeJSONText(c.w, q) }); err != nil {
 		return err
 	}
-	return w.WriteByte('"')
+	return c.w.WriteByte('"')
+}
+
+// runeJoin passes on bytes that arrive in pieces as pieces that never cut
+// a UTF-8 sequence: a sequence cut at the end of one piece is held back
+// and passed on whole once the next piece completes it. The pieces passed
+// on join into the bytes received, so valid UTF-8 stays valid piece by
+// piece, and anything else has an invalid piece.
+type runeJoin struct {
+	part [utf8.UTFMax]byte
+	n    int
+}
+
+// write passes p on to fn, holding back a sequence p ends inside of.
+func (j *runeJoin) write(p []byte, fn func([]byte) error) error {
+	for j.n > 0 && len(p) > 0 && !utf8.FullRune(j.part[:j.n]) {
+		j.part[j.n] = p[0]
+		j.n, p = j.n+1, p[1:]
+	}
+	if j.n > 0 {
+		if !utf8.FullRune(j.part[:j.n]) {
+			return nil // p ended before the sequence did
+		}
+		if err := fn(j.part[:j.n]); err != nil {
+			return err
+		}
+		j.n = 0
+	}
+	cut := len(p)
+	for i := len(p) - 1; i >= 0 && i > len(p)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	j.n = copy(j.part[:], p[cut:])
+	if cut == 0 {
+		return nil
+	}
+	return fn(p[:cut])
+}
+
+// flush passes on a sequence still held back: the bytes ended inside it.
+func (j *runeJoin) flush(fn func([]byte) error) error {
+	if j.n == 0 {
+		return nil
+	}
+	n := j.n
+	j.n = 0
+	return fn(j.part[:n])
 }
 
 // writeJSONText writes valid UTF-8 b as the inside of a JSON string, in

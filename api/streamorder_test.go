@@ -2,19 +2,25 @@ package api
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // TestEncodeOrderStreamsTheSameBytes: for large kept outputs in every
 // encoding (text with every escape encode makes, multi-byte runes across
 // chunk boundaries, U+2028; NUL and invalid UTF-8 switching to base64;
 // base64 and base85 asked for) encodeOrder writes exactly what
-// encode(toResponse(o)) writes.
+// encode(toResponse(o)) writes, both from the order's bytes and from
+// slices of them read from the database (an order GetOrderLean read).
 func TestEncodeOrderStreamsTheSameBytes(t *testing.T) {
 	var esc []byte
 	for c := range 0x80 {
@@ -36,6 +42,7 @@ func TestEncodeOrderStreamsTheSameBytes(t *testing.T) {
 		{"text", plain, nil, order.EncodeText, order.EncodeText},
 		{"runes across chunks", runes, plain, order.EncodeText, order.EncodeText},
 		{"invalid UTF-8", invalid, nil, order.EncodeText, order.EncodeText},
+		{"ends inside a rune", append(runes[:len(runes)-1:len(runes)-1], runes[:2]...), nil, order.EncodeText, order.EncodeText},
 		{"base64 asked", plain, runes, order.EncodeBase64, order.EncodeText},
 		{"base85 asked", text, plain, order.EncodeBase85, order.EncodeBase85},
 		{"small stays unstreamed", []byte("hi\n"), nil, order.EncodeText, order.EncodeText},
@@ -47,24 +54,75 @@ func TestEncodeOrderStreamsTheSameBytes(t *testing.T) {
 				Result: &order.Result{ExitCode: &exit, DurationMS: 3,
 					Stdout: order.Output{Content: c.stdout, Bytes: int64(len(c.stdout)) * 3, Truncated: true, SHA256: []byte{1, 2}},
 					Stderr: order.Output{Content: c.stderr, Bytes: int64(len(c.stderr)), SHA256: []byte{3}}}}
-			want, got := httptest.NewRecorder(), httptest.NewRecorder()
+			want := httptest.NewRecorder()
 			encode(want, http.StatusOK, toResponse(o))
-			encodeOrder(got, http.StatusOK, o)
-			if got.Code != want.Code || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
-				t.Fatalf("status %d %q, want %d %q", got.Code, got.Header().Get("Content-Type"), want.Code, want.Header().Get("Content-Type"))
+			got := httptest.NewRecorder()
+			noRead := sliceReader(func(postgres.Output, []byte, int64) (int, error) { return 0, errors.New("read from the database") })
+			if err := writeOrder(context.Background(), got, http.StatusOK, o, toResponse, noRead, 1<<20); err != nil {
+				t.Fatal(err)
 			}
-			if !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
-				g, w := got.Body.String(), want.Body.String()
-				i := 0
-				for i < min(len(g), len(w)) && g[i] == w[i] {
-					i++
+			sameAnswer(t, got, want)
+
+			// The same order as GetOrderLean reads it: the contents left
+			// in the database, streamed from slices that cut runes,
+			// escapes and base64 and base85 groups anywhere.
+			if !postgres.OutputsLeft(leftOut(o)) {
+				return
+			}
+			const slice = 996 // a multiple of 4; 996 % 3 == 0, but runes are 1-4 bytes
+			reads := map[postgres.Output]int{}
+			read := sliceReader(func(out postgres.Output, p []byte, off int64) (int, error) {
+				if len(p) != slice {
+					t.Errorf("read of %d bytes, want %d", len(p), slice)
 				}
-				t.Fatalf("bodies differ at byte %d of %d/%d: got …%q…, want …%q…", i, len(g), len(w),
-					g[max(0, i-20):min(len(g), i+40)], w[max(0, i-20):min(len(w), i+40)])
+				reads[out]++
+				b := map[postgres.Output][]byte{postgres.Stdout: c.stdout, postgres.Stderr: c.stderr}[out]
+				return copy(p, b[min(off, int64(len(b))):]), nil
+			})
+			got = httptest.NewRecorder()
+			if err := writeOrder(context.Background(), got, http.StatusOK, leftOut(o), toResponse, read, slice); err != nil {
+				t.Fatal(err)
 			}
-			if strings.Contains(got.Body.String(), "orderly-content-") {
-				t.Fatal("a placeholder was left in the body")
+			sameAnswer(t, got, want)
+			if reads[postgres.Stdout] < len(c.stdout)/slice || reads[postgres.Stderr] < len(c.stderr)/slice {
+				t.Fatalf("%d and %d reads of %d and %d bytes", reads[postgres.Stdout], reads[postgres.Stderr], len(c.stdout), len(c.stderr))
 			}
 		})
+	}
+}
+
+// sliceReader reads an order's outputs left in the database.
+type sliceReader func(out postgres.Output, p []byte, off int64) (int, error)
+
+func (r sliceReader) ReadOutputAt(_ context.Context, _ uuid.UUID, out postgres.Output, p []byte, off int64) (int, error) {
+	return r(out, p, off)
+}
+
+// leftOut is o as GetOrderLean reads it when it leaves the outputs in the
+// database.
+func leftOut(o *order.Order) *order.Order {
+	l, r := *o, *o.Result
+	r.Stdout.Content, r.Stderr.Content = nil, nil
+	l.Result = &r
+	return &l
+}
+
+// sameAnswer fails unless got holds exactly want's answer.
+func sameAnswer(t *testing.T, got, want *httptest.ResponseRecorder) {
+	t.Helper()
+	if got.Code != want.Code || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
+		t.Fatalf("status %d %q, want %d %q", got.Code, got.Header().Get("Content-Type"), want.Code, want.Header().Get("Content-Type"))
+	}
+	if !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
+		g, w := got.Body.String(), want.Body.String()
+		i := 0
+		for i < min(len(g), len(w)) && g[i] == w[i] {
+			i++
+		}
+		t.Fatalf("bodies differ at byte %d of %d/%d: got …%q…, want …%q…", i, len(g), len(w),
+			g[max(0, i-20):min(len(g), i+40)], w[max(0, i-20):min(len(w), i+40)])
+	}
+	if strings.Contains(got.Body.String(), "orderly-content-") {
+		t.Fatal("a placeholder was left in the body")
 	}
 }

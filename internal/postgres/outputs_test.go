@@ -1,0 +1,91 @@
+package postgres_test
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// TestGetOrderLeanLeavesLargeOutputs: GetOrderLean reads an order as
+// GetOrder does, except that a finished order whose outputs printed
+// LeaveOutputsFrom bytes or more comes without their contents, exactly
+// when OutputsLeft says so; ReadOutputAt then reads the contents back in
+// slices, and reads nothing of an order still running.
+func TestGetOrderLeanLeavesLargeOutputs(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("web1", "w1")
+	big := bytes.Repeat([]byte("out €😀\n"), 10000) // 130,000 bytes: cut inside runes below
+	cases := []struct {
+		name           string
+		stdout, stderr []byte
+		finish         bool
+		left           bool
+	}{
+		{"large stdout", big, []byte("warning\n"), true, true},
+		{"large stderr", nil, big, true, true},
+		{"just under, both together", big[:postgres.LeaveOutputsFrom-10], big[:9], true, false},
+		{"just at, both together", big[:postgres.LeaveOutputsFrom-10], big[:10], true, true},
+		{"small", []byte("hi\n"), nil, true, false},
+		{"running", nil, nil, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := e.insert("web1", "alice", nil)
+			claimed := e.claim(o.ID, "w1")
+			if c.finish {
+				f := succeeded("")
+				f.Result.Stdout = order.Output{Content: c.stdout, Bytes: int64(len(c.stdout))}
+				f.Result.Stderr = order.Output{Content: c.stderr, Bytes: int64(len(c.stderr))}
+				if err := e.store.Complete(e.ctx, o.ID, claimed.Attempt, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			whole := e.get(o.ID)
+			lean, err := e.store.GetOrderLean(e.ctx, o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := postgres.OutputsLeft(lean); got != c.left {
+				t.Fatalf("OutputsLeft = %v, want %v", got, c.left)
+			}
+			want := *whole
+			if c.left {
+				r := *whole.Result
+				r.Stdout.Content, r.Stderr.Content = nil, nil
+				want.Result = &r
+			}
+			if !reflect.DeepEqual(lean, &want) {
+				t.Fatalf("lean read\n%+v\nwant\n%+v", lean, &want)
+			}
+			if !c.left {
+				return
+			}
+			for out, content := range map[postgres.Output][]byte{postgres.Stdout: whole.Result.Stdout.Content, postgres.Stderr: whole.Result.Stderr.Content} {
+				var got []byte
+				p := make([]byte, 4099) // slices that cut runes
+				for off := int64(0); ; {
+					n, err := e.store.ReadOutputAt(e.ctx, o.ID, out, p, off)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, off = append(got, p[:n]...), off+int64(n)
+					if n < len(p) {
+						break
+					}
+				}
+				if !bytes.Equal(got, content) {
+					t.Fatalf("%s read in slices: %d bytes, want %d", out, len(got), len(content))
+				}
+			}
+		})
+	}
+	running := e.insert("web1", "alice", nil)
+	e.claim(running.ID, "w1")
+	if _, err := e.store.ReadOutputAt(e.ctx, running.ID, postgres.Stdout, make([]byte, 10), 0); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("read of a running order's output: %v, want not found", err)
+	}
+}
