@@ -47,25 +47,41 @@ func openBackend(ctx context.Context, cfg config.Config, name string, logger *sl
 }
 
 // openBackendAs is openBackend connecting to NATS as role (natsauth.go),
-// with extra options last (serve's in-process connection).
+// with extra options last (serve's in-process connection). It fails at
+// the first error: serve starts its own dependencies.
 func openBackendAs(ctx context.Context, cfg config.Config, name string, role natsRole, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
+	return openBackendWith(ctx, cfg, name, role, tryOnce, logger, extra...)
+}
+
+// openBackendWith is openBackendAs with each step that needs PostgreSQL
+// or NATS run by try: api and worker pass waitForDependencies (startup.go)
+// so that they wait for dependencies that are not up yet. The config is
+// checked first, since waiting cannot fix it.
+func openBackendWith(ctx context.Context, cfg config.Config, name string, role natsRole, try stepRunner, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("no database: set database_url (--database-url or ORDERLY_DATABASE_URL)")
 	}
 	if cfg.NATS.URL == "" {
 		return nil, errors.New("no NATS: set nats.url (--nats-url or ORDERLY_NATS__URL)")
 	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if err := postgres.New(pool).CheckSchema(ctx); err != nil {
-		pool.Close()
-		return nil, err
-	}
 	opts, err := natsAuth(cfg, role)
 	if err != nil {
-		pool.Close()
+		return nil, err
+	}
+	var pool *pgxpool.Pool
+	err = try(ctx, depPostgres, func(ctx context.Context) error {
+		p, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		if err := postgres.New(p).CheckSchema(ctx); err != nil {
+			p.Close()
+			return err
+		}
+		pool = p
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -83,12 +99,24 @@ func openBackendAs(ctx context.Context, cfg config.Config, name string, role nat
 			logger.Warn("nats error", "subject", subject, "error", err)
 		}))
 	opts = append(opts, extra...)
-	nc, err := queue.Connect(cfg.NATS.URL, name, opts...)
+	var nc *nats.Conn
+	err = try(ctx, depNATS, func(context.Context) error {
+		// Once connected, the client reconnects by itself for good
+		// (queue.Connect), so only the first connection is retried here.
+		c, err := queue.Connect(cfg.NATS.URL, name, opts...)
+		nc = c
+		return err
+	})
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	q, err := openQueue(ctx, nc, cfg, role)
+	var q *queue.Queue
+	err = try(ctx, depNATS, func(ctx context.Context) error {
+		got, err := openQueue(ctx, nc, cfg, role)
+		q = got
+		return queueStartError(nc, cfg, err)
+	})
 	if err != nil {
 		nc.Close()
 		pool.Close()

@@ -26,9 +26,9 @@ func (a *app) apiCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := openBackend(ctx, w.Current(), "orderly-api", logger)
+			b, err := openBackendWith(ctx, w.Current(), "orderly-api", roleAPI, waitForDependencies(logger), logger)
 			if err != nil {
-				return err
+				return stoppedWhileWaiting(ctx, err, logger)
 			}
 			defer b.close()
 			ar, err := startAPI(ctx, w, b, logger)
@@ -60,9 +60,9 @@ func (a *app) workerCommand() *cobra.Command {
 			if cfg.Host == "" {
 				cfg.Host = defaultHost()
 			}
-			b, err := openBackendAs(ctx, cfg, "orderly-worker-"+cfg.Host, roleWorker, logger)
+			b, err := openBackendWith(ctx, cfg, "orderly-worker-"+cfg.Host, roleWorker, waitForDependencies(logger), logger)
 			if err != nil {
-				return err
+				return stoppedWhileWaiting(ctx, err, logger)
 			}
 			defer b.close()
 			wr, err := startWorker(ctx, cfg, b, logger, w)

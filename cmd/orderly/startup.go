@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// dependency is what a server command needs before it can start: its
+// name is what the operator reads in "waiting for <name>".
+type dependency string
+
+const (
+	depPostgres dependency = "postgresql"
+	depNATS     dependency = "nats"
+)
+
+// The pace of waiting at start: the first retry comes soon (a dependency
+// started at the same moment is usually up within a second), later ones
+// no more than startupMaxDelay apart, so a fleet booting together finds
+// its dependencies within seconds of them coming up.
+const (
+	startupFirstDelay = 250 * time.Millisecond
+	startupMaxDelay   = 5 * time.Second
+	// pgAttemptTimeout bounds one attempt to reach PostgreSQL: without it
+	// a connect to a host that drops packets waits for the kernel's TCP
+	// timeout (about two minutes). NATS attempts need no bound of ours:
+	// the client gives up on a server after 2 s and on a JetStream request
+	// after 5 s.
+	pgAttemptTimeout = 15 * time.Second
+	// startupExtendMargin is how much longer than the next delay systemd
+	// is asked to wait for the start (EXTEND_TIMEOUT_USEC): enough for one
+	// more attempt to fail and be reported.
+	startupExtendMargin = time.Minute
+)
+
+// stepRunner runs one start-up step that needs dep. openBackendWith takes
+// one, so that serve, which starts its own dependencies, fails at once
+// (tryOnce) while api and worker wait for theirs (waitForDependencies).
+type stepRunner func(ctx context.Context, dep dependency, step func(context.Context) error) error
+
+// tryOnce runs step once.
+func tryOnce(ctx context.Context, _ dependency, step func(context.Context) error) error {
+	return step(ctx)
+}
+
+// waitForDependencies returns a stepRunner that retries a step with a
+// capped doubling backoff until it succeeds, fails in a way that waiting
+// cannot cure (bad credentials, no schema, a config the servers reject),
+// or ctx ends (SIGINT/SIGTERM). Each failed attempt is one warn line, and
+// under systemd a STATUS and an EXTEND_TIMEOUT_USEC, so that a Type=notify
+// unit shows what it waits for and does not kill a worker that waits
+// longer than TimeoutStartSec for its dependencies.
+func waitForDependencies(logger *slog.Logger) stepRunner {
+	return func(ctx context.Context, dep dependency, step func(context.Context) error) error {
+		delay := startupFirstDelay
+		for attempt := 1; ; attempt++ {
+			err := dep.attempt(ctx, step)
+			if err == nil {
+				if attempt > 1 {
+					logger.Info("reached "+string(dep), "attempts", attempt)
+					notifySystemd("STATUS=reached "+string(dep), logger)
+				}
+				return nil
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("stopped while waiting for %s: %w", dep, ctx.Err())
+			}
+			if !dep.retryable(err) {
+				return err
+			}
+			logger.Warn("waiting for "+string(dep), "error", err, "attempt", attempt, "retry_in", delay.String())
+			notifySystemd(fmt.Sprintf("STATUS=waiting for %s: %s\nEXTEND_TIMEOUT_USEC=%d", dep, oneLine(err.Error()),
+				(delay+startupExtendMargin).Microseconds()), logger)
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("stopped while waiting for %s: %w", dep, ctx.Err())
+			case <-t.C:
+			}
+			delay = min(2*delay, startupMaxDelay)
+		}
+	}
+}
+
+// attempt runs step once, bounded as dep needs (pgAttemptTimeout).
+func (d dependency) attempt(ctx context.Context, step func(context.Context) error) error {
+	if d != depPostgres {
+		return step(ctx)
+	}
+	actx, cancel := context.WithTimeout(ctx, pgAttemptTimeout)
+	defer cancel()
+	return step(actx)
+}
+
+// retryable reports whether err may go away by waiting: the server is not
+// up yet, is starting, or the cluster has not formed. Everything that
+// needs the operator to change something ends the start, as it did
+// before waiting existed.
+func (d dependency) retryable(err error) bool {
+	var fe fatalStartError
+	if errors.As(err, &fe) {
+		return false
+	}
+	switch d {
+	case depPostgres:
+		return postgresRetryable(err)
+	case depNATS:
+		return natsRetryable(err)
+	}
+	return false
+}
+
+// postgresRetryable lists what waiting may cure, and nothing else: a
+// connection that failed for any reason but the server's refusal of the
+// login or the database, a connection lost mid-check, or an attempt that
+// ran out of time. A missing or old schema, a bad URL or a role that
+// may not read the schema's version end the start.
+func postgresRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// 28: invalid authorization (bad password, no pg_hba.conf entry);
+		// 3D000: no such database.
+		if strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000" {
+			return false
+		}
+	}
+	var ce *pgconn.ConnectError
+	var netErr net.Error
+	var oe *order.Error
+	return errors.As(err, &ce) || errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &oe) && oe.Code == order.CodeUnavailable
+}
+
+// natsRetryable lists what waiting cannot cure; anything else (no server
+// listening, a JetStream request timing out or answered "temporarily
+// unavailable" while a cluster elects its leader, streams a worker cannot
+// create before the API has) is waited out.
+func natsRetryable(err error) bool {
+	var pathErr *fs.PathError
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
+		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired),
+		errors.Is(err, nats.ErrNkeysNotSupported), errors.Is(err, nats.ErrPermissionViolation):
+		return false
+	case errors.As(err, &pathErr): // an unreadable credentials file
+		return false
+	}
+	return true
+}
+
+// fatalStartError marks an error that a step knows waiting cannot cure.
+type fatalStartError struct{ err error }
+
+func (e fatalStartError) Error() string { return e.err.Error() }
+func (e fatalStartError) Unwrap() error { return e.err }
+
+// queueStartError explains why the JetStream streams could not be set up
+// on nc, marking the causes that waiting cannot cure: nats.replicas above
+// one against a server that is in no cluster, and (for the API, which
+// creates the streams) a permission violation, which the server reports
+// on the side while the request itself only times out. A worker finding
+// no streams (queue.ErrNotProvisioned) waits for the API to create them.
+func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
+	if err == nil || errors.Is(err, queue.ErrNotProvisioned) {
+		return err
+	}
+	if cfg.NATS.Replicas > 1 && nc.IsConnected() && nc.ConnectedClusterName() == "" {
+		return fatalStartError{err}
+	}
+	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+		return fatalStartError{fmt.Errorf("%w (the server reported: %v)", err, last)}
+	}
+	return err
+}
+
+// oneLine keeps a multi-line error from ending an sd_notify STATUS early.
+func oneLine(s string) string {
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// stoppedWhileWaiting is what a server command returns when it could not
+// open its backend: nothing when SIGINT or SIGTERM ended the wait (a stop
+// asked for is not a failure), else err.
+func stoppedWhileWaiting(ctx context.Context, err error, logger *slog.Logger) error {
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		logger.Info("stopped while waiting for dependencies", "error", err)
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/pgembed"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestStartupWaitsForDependencies starts `orderly api` and `orderly
+// worker` as a fleet booting together would: with one dependency not up
+// yet. Both must keep running and say what they wait for, then serve once
+// it comes up: the API answers /readyz and takes an order, the worker
+// runs it.
+func TestStartupWaitsForDependencies(t *testing.T) {
+	for _, dep := range []dependency{depNATS, depPostgres} {
+		t.Run(string(dep), func(t *testing.T) {
+			dir := startupDir(t, "ost-")
+			pg := startFaultPG(t, dir)
+			token := startupAdminToken(t, pg.dsn())
+			ns := prepareNATSServer(t, dir, "")
+			startDep := ns.start
+			if dep == depPostgres {
+				ns.start()
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+				defer cancel()
+				if err := pg.srv.Stop(ctx); err != nil {
+					t.Fatal(err)
+				}
+				startDep = func() { pg.restart() }
+			}
+			conf := writeStartupConfig(t, dir, pg.dsn(), ns.url())
+			listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+			env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+			apiProc := startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin,
+				"api", "--config", conf, "--listen", listen)
+			workerProc := startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
+				"worker", "--config", conf, "--host", "h1")
+
+			want := "waiting for " + string(dep)
+			for _, p := range []*faultProc{apiProc, workerProc} {
+				waitLogLine(t, p, want, 30*time.Second)
+			}
+			// A few more attempts, each with its warn line, and still running.
+			waitUntil(t, 30*time.Second, "a third attempt of the worker", func() bool {
+				return strings.Contains(readLog(workerProc), "attempt=3")
+			})
+			for _, p := range []*faultProc{apiProc, workerProc} {
+				if !p.alive() {
+					t.Fatalf("%s exited while waiting for %s:\n%s", p.name, dep, logTail(p.log, 20))
+				}
+			}
+
+			startDep()
+			apiURL := "http://" + listen
+			waitHTTPOK(t, apiURL+"/readyz", time.Minute, apiProc)
+			waitLogLine(t, workerProc, "worker consuming", time.Minute)
+			id := submitStartupOrder(t, apiURL, token, "h1")
+			waitUntil(t, time.Minute, "the order succeeds", func() bool {
+				return startupOrderStatus(t, apiURL, token, id) == "succeeded"
+			})
+		})
+	}
+}
+
+// TestStartupWrongCredentialExits checks that waiting does not hide a
+// mistake: a NATS password the server refuses ends `orderly api` and
+// `orderly worker` at once, with the server's reason, and no waiting.
+func TestStartupWrongCredentialExits(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	dir := startupDir(t, "osc-")
+	ns := prepareNATSServer(t, dir, "authorization {\n  user: orderly\n  password: right\n}\n")
+	ns.start()
+	wrongURL := "nats://orderly:wrong@127.0.0.1:" + strconv.Itoa(ns.port)
+	conf := writeStartupConfig(t, dir, dsn, wrongURL)
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	for _, args := range [][]string{
+		{"api", "--config", conf, "--listen", "127.0.0.1:" + strconv.Itoa(freePort(t))},
+		{"worker", "--config", conf, "--host", "h1"},
+	} {
+		p := startFaultProc(t, args[0], filepath.Join(dir, args[0]+".log"), env, orderlyBin, args...)
+		if !p.waitExit(15 * time.Second) {
+			t.Fatalf("%s with a wrong NATS password still runs after 15 s:\n%s", args[0], logTail(p.log, 20))
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+			t.Errorf("%s exited 0 with a wrong NATS password", args[0])
+		}
+		out := readLog(p)
+		if !strings.Contains(strings.ToLower(out), "authorization violation") {
+			t.Errorf("%s: the log does not name the refusal:\n%s", args[0], out)
+		}
+		if strings.Contains(out, "waiting for") {
+			t.Errorf("%s waited for a server that refused its credential:\n%s", args[0], out)
+		}
+	}
+}
+
+// TestStartupWaitEndsOnSignal checks that a worker waiting for
+// PostgreSQL stops at once on SIGTERM, exiting 0, and that under systemd
+// it tells the manager what it waits for and asks for more time to start.
+func TestStartupWaitEndsOnSignal(t *testing.T) {
+	dir := startupDir(t, "oss-")
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Nothing listens on port 1 of the loopback: refused at once.
+	conf := writeStartupConfig(t, dir, "postgres://orderly@127.0.0.1:1/orderly", "nats://127.0.0.1:1")
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "NOTIFY_SOCKET=" + sock}
+	p := startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
+		"worker", "--config", conf, "--host", "h1")
+
+	if err := conn.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no sd_notify message from the waiting worker: %v\n%s", err, logTail(p.log, 20))
+	}
+	msg := string(buf[:n])
+	if !strings.Contains(msg, "STATUS=waiting for postgresql: ") || !strings.Contains(msg, "EXTEND_TIMEOUT_USEC=") {
+		t.Errorf("sd_notify message = %q, want STATUS=waiting for postgresql and EXTEND_TIMEOUT_USEC", msg)
+	}
+	if strings.Contains(msg, "READY=1") {
+		t.Errorf("the worker said READY while waiting: %q", msg)
+	}
+	waitLogLine(t, p, "waiting for postgresql", 10*time.Second)
+
+	sent := time.Now()
+	p.signal(syscall.SIGTERM)
+	if !p.waitExit(5 * time.Second) {
+		t.Fatalf("the waiting worker did not stop within 5 s of SIGTERM:\n%s", logTail(p.log, 20))
+	}
+	t.Logf("stopped %s after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code after SIGTERM while waiting = %d, want 0:\n%s", code, logTail(p.log, 20))
+	}
+}
+
+// startupDir is a short directory for one test (the PostgreSQL and
+// sd_notify socket paths must stay under 108 bytes) that postgres may
+// enter.
+func startupDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// prepareNATSServer writes the configuration of an external nats-server
+// with JetStream and extra appended, on ports chosen now, without
+// starting it: the test starts it when it wants NATS to come up.
+func prepareNATSServer(t *testing.T, dir, extra string) *natsServer {
+	t.Helper()
+	bin, err := natsServerBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &natsServer{t: t, bin: bin, conf: filepath.Join(dir, "nats.conf"), logPath: filepath.Join(dir, "nats-server.log"),
+		port: freePort(t), httpPort: freePort(t)}
+	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nhttp: \"127.0.0.1:%d\"\njetstream {\n  store_dir: %q\n}\n%s",
+		n.port, n.httpPort, filepath.Join(dir, "jetstream"), extra)
+	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// restart starts the stopped cluster again with the settings of
+// startFaultPG; the cleanup startFaultPG registered stops the new server.
+func (p *faultPG) restart() {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.t.Context(), 2*time.Minute)
+	defer cancel()
+	srv, err := pgembed.Start(ctx, pgembed.Options{Dir: p.dir, BinDir: p.binDir, Database: "orderly", Fsync: false})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.srv = srv
+}
+
+// writeStartupConfig writes the fault tests' configuration for dsn and
+// natsURL into dir and returns its path.
+func writeStartupConfig(t *testing.T, dir, dsn, natsURL string) string {
+	t.Helper()
+	path := filepath.Join(dir, "orderly.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(faultConfig, dsn, natsURL)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startupAdminToken stores a new admin token in the database at dsn.
+func startupAdminToken(t *testing.T, dsn string) string {
+	t.Helper()
+	pool, err := postgres.Open(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tok, sum := auth.NewToken()
+	if _, err := postgres.New(pool).EnsureAPIToken(t.Context(), postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// waitLogLine waits until p's log holds want, failing early if p exits.
+func waitLogLine(t *testing.T, p *faultProc, want string, d time.Duration) {
+	t.Helper()
+	waitUntil(t, d, p.name+" logs "+strconv.Quote(want), func() bool {
+		if strings.Contains(readLog(p), want) {
+			return true
+		}
+		if !p.alive() {
+			t.Fatalf("%s exited before logging %q:\n%s", p.name, want, logTail(p.log, 20))
+		}
+		return false
+	})
+}
+
+func readLog(p *faultProc) string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// submitStartupOrder submits `true` for host and returns the order id.
+func submitStartupOrder(t *testing.T, apiURL, token, host string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"host": host, "command": "true"})
+	code, b := startupRequest(t, "POST", apiURL+"/v1/orders", token, body)
+	if code != http.StatusAccepted {
+		t.Fatalf("submit: status %d, want 202: %s", code, b)
+	}
+	var o api.Order
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	return o.ID.String()
+}
+
+func startupOrderStatus(t *testing.T, apiURL, token, id string) string {
+	t.Helper()
+	code, b := startupRequest(t, "GET", apiURL+"/v1/orders/"+id, token, nil)
+	if code != http.StatusOK {
+		t.Fatalf("get order %s: status %d: %s", id, code, b)
+	}
+	var o api.Order
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	return string(o.Status)
+}
+
+func startupRequest(t *testing.T, method, url, token string, body []byte) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
