@@ -23,11 +23,12 @@ type capture struct {
 	onOutput func(stream string, p []byte)
 	headMax  int
 	tailMax  int
-	head     []byte
-	// tail holds the latest bytes after the head. It fills in order until
-	// len(tail) == tailMax; from then on it is a ring whose oldest byte is
-	// at pos. While it is filling, pos is 0.
-	tail []byte
+	// kept holds the head, kept[:headMax], then the tail: the latest bytes
+	// after the head. One buffer, so that a stream within the cap is its
+	// own content, not copied again (output). The tail fills in order until
+	// len(kept) == headMax+tailMax; from then on kept[headMax:] is a ring
+	// whose oldest byte is at pos. While it is filling, pos is 0.
+	kept []byte
 	pos  int
 	n    int64
 	sum  hash.Hash
@@ -64,30 +65,24 @@ func (c *capture) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 
 	q := p
-	if room := c.headMax - len(c.head); room > 0 {
+	limit := c.headMax + c.tailMax
+	if room := limit - len(c.kept); room > 0 {
 		k := min(room, len(q))
-		c.head = appendCapped(c.head, q[:k], c.headMax)
+		c.kept = appendCapped(c.kept, q[:k], limit)
 		q = q[k:]
 	}
 	if len(q) == 0 || c.tailMax == 0 {
 		return len(p), nil
 	}
+	tail := c.kept[c.headMax:]
 	if len(q) >= c.tailMax {
 		// q alone fills the ring: keep its last tailMax bytes, in order.
-		if len(c.tail) < c.tailMax {
-			c.tail = make([]byte, c.tailMax)
-		}
-		copy(c.tail, q[len(q)-c.tailMax:])
+		copy(tail, q[len(q)-c.tailMax:])
 		c.pos = 0
 		return len(p), nil
 	}
-	if room := c.tailMax - len(c.tail); room > 0 {
-		k := min(room, len(q))
-		c.tail = appendCapped(c.tail, q[:k], c.tailMax)
-		q = q[k:]
-	}
 	for len(q) > 0 { // the ring is full: overwrite the oldest bytes
-		k := copy(c.tail[c.pos:], q)
+		k := copy(tail[c.pos:], q)
 		q = q[k:]
 		c.pos = (c.pos + k) % c.tailMax
 	}
@@ -125,26 +120,27 @@ func (c *capture) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// output returns the stream as recorded: all of it when it fit in the cap,
-// otherwise head, truncation marker and tail.
+// output returns the stream as recorded: all of it when it fit in the cap
+// (the capture's own buffer: the capture is done with it), otherwise head,
+// truncation marker and tail.
 func (c *capture) output() order.Output {
 	out := order.Output{Bytes: c.n, SHA256: c.sum.Sum(nil)}
-	kept := len(c.head) + len(c.tail)
-	omitted := c.n - int64(kept)
-	if kept == 0 && omitted == 0 {
+	omitted := c.n - int64(len(c.kept))
+	if omitted == 0 {
+		if len(c.kept) > 0 {
+			out.Content = c.kept
+		}
 		return out
 	}
-	var marker string
-	if omitted > 0 {
-		out.Truncated = true
-		marker = truncationMarker(omitted)
-	}
-	content := make([]byte, 0, kept+len(marker))
-	content = append(content, c.head...)
+	// The stream went past the cap, so kept is full and its tail a ring.
+	marker := truncationMarker(omitted)
+	head, tail := c.kept[:c.headMax], c.kept[c.headMax:]
+	content := make([]byte, 0, len(c.kept)+len(marker))
+	content = append(content, head...)
 	content = append(content, marker...)
-	content = append(content, c.tail[c.pos:]...)
-	content = append(content, c.tail[:c.pos]...)
-	out.Content = content
+	content = append(content, tail[c.pos:]...)
+	content = append(content, tail[:c.pos]...)
+	out.Content, out.Truncated = content, true
 	return out
 }
 
