@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
@@ -170,21 +171,42 @@ func (e fatalStartError) Unwrap() error { return e.err }
 
 // queueStartError explains why the JetStream streams could not be set up
 // on nc, marking the causes that waiting cannot cure: nats.replicas above
-// one against a server that is in no cluster, and (for the API, which
-// creates the streams) a permission violation, which the server reports
-// on the side while the request itself only times out. A worker finding
-// no streams (queue.ErrNotProvisioned) waits for the API to create them.
+// one against a server that is in no cluster or that the cluster cannot
+// place (internal/queue/replicas.go explains both), and (for the API,
+// which creates the streams) a permission violation, which the server
+// reports on the side while the request itself only times out. A worker
+// finding no streams (queue.ErrNotProvisioned) waits for the API to
+// create them; a cluster electing its leader times out or answers
+// "temporarily unavailable", and is waited for too.
 func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
-	if err == nil || errors.Is(err, queue.ErrNotProvisioned) {
-		return err
+	if err == nil {
+		return nil
 	}
-	if cfg.NATS.Replicas > 1 && nc.IsConnected() && nc.ConnectedClusterName() == "" {
+	if cfg.NATS.Replicas > 1 && (nc.IsConnected() && nc.ConnectedClusterName() == "" || replicasRefused(err)) {
 		return fatalStartError{err}
+	}
+	if errors.Is(err, queue.ErrNotProvisioned) {
+		return err
 	}
 	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
 		return fatalStartError{fmt.Errorf("%w (the server reported: %v)", err, last)}
 	}
 	return err
+}
+
+// replicasRefused reports the JetStream errors of a stream or bucket whose
+// replicas the cluster cannot place: the codes internal/queue/replicas.go
+// turns into its nats.replicas explanation.
+func replicasRefused(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10023, 10005, 10074: // insufficient resources, no suitable peers, replicas not supported
+		return true
+	}
+	return false
 }
 
 // oneLine keeps a multi-line error from ending an sd_notify STATUS early.

@@ -79,35 +79,66 @@ func TestStartupWaitsForDependencies(t *testing.T) {
 	}
 }
 
-// TestStartupWrongCredentialExits checks that waiting does not hide a
-// mistake: a NATS password the server refuses ends `orderly api` and
-// `orderly worker` at once, with the server's reason, and no waiting.
-func TestStartupWrongCredentialExits(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	dir := startupDir(t, "osc-")
-	ns := prepareNATSServer(t, dir, "authorization {\n  user: orderly\n  password: right\n}\n")
-	ns.start()
-	wrongURL := "nats://orderly:wrong@127.0.0.1:" + strconv.Itoa(ns.port)
-	conf := writeStartupConfig(t, dir, dsn, wrongURL)
-	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-	for _, args := range [][]string{
-		{"api", "--config", conf, "--listen", "127.0.0.1:" + strconv.Itoa(freePort(t))},
-		{"worker", "--config", conf, "--host", "h1"},
-	} {
-		p := startFaultProc(t, args[0], filepath.Join(dir, args[0]+".log"), env, orderlyBin, args...)
-		if !p.waitExit(15 * time.Second) {
-			t.Fatalf("%s with a wrong NATS password still runs after 15 s:\n%s", args[0], logTail(p.log, 20))
-		}
-		if code := p.cmd.ProcessState.ExitCode(); code == 0 {
-			t.Errorf("%s exited 0 with a wrong NATS password", args[0])
-		}
-		out := readLog(p)
-		if !strings.Contains(strings.ToLower(out), "authorization violation") {
-			t.Errorf("%s: the log does not name the refusal:\n%s", args[0], out)
-		}
-		if strings.Contains(out, "waiting for") {
-			t.Errorf("%s waited for a server that refused its credential:\n%s", args[0], out)
-		}
+// TestStartupRefusalsExit checks that waiting does not hide a mistake
+// the operator must fix: a NATS password the server refuses, nats.replicas
+// above one on a server in no cluster, a database whose schema is older
+// than the binary. `orderly api` and `orderly worker` exit at once, non-zero, with
+// the reason, and without a waiting line.
+func TestStartupRefusalsExit(t *testing.T) {
+	cases := []struct {
+		name      string
+		natsConf  string // appended to the server's configuration
+		natsUser  string // user:password@ in the URL
+		confEdit  func(string) string
+		unmigrate bool
+		want      string
+	}{
+		{name: "wrong nats password", natsConf: "authorization {\n  user: orderly\n  password: right\n}\n",
+			natsUser: "orderly:wrong@", want: "authorization violation"},
+		{name: "replicas above the cluster", want: "nats.replicas is 3",
+			confEdit: func(c string) string { return strings.Replace(c, "nats:\n", "nats:\n  replicas: 3\n", 1) }},
+		{name: "schema not up to date", unmigrate: true, want: "migrate up"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := testenv.Postgres(t)
+			if tc.unmigrate {
+				_, pool := testenv.Store(t, dsn)
+				if _, err := pool.Exec(t.Context(), "DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir := startupDir(t, "osc-")
+			ns := prepareNATSServer(t, dir, tc.natsConf)
+			ns.start()
+			conf := writeStartupConfig(t, dir, dsn, "nats://"+tc.natsUser+"127.0.0.1:"+strconv.Itoa(ns.port))
+			if tc.confEdit != nil {
+				b, _ := os.ReadFile(conf)
+				if err := os.WriteFile(conf, []byte(tc.confEdit(string(b))), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+			for _, args := range [][]string{
+				{"api", "--config", conf, "--listen", "127.0.0.1:" + strconv.Itoa(freePort(t))},
+				{"worker", "--config", conf, "--host", "h1"},
+			} {
+				p := startFaultProc(t, args[0], filepath.Join(dir, args[0]+".log"), env, orderlyBin, args...)
+				if !p.waitExit(15 * time.Second) {
+					t.Fatalf("%s still runs after 15 s:\n%s", args[0], logTail(p.log, 20))
+				}
+				if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+					t.Errorf("%s exited 0", args[0])
+				}
+				out := readLog(p)
+				if !strings.Contains(strings.ToLower(out), strings.ToLower(tc.want)) {
+					t.Errorf("%s: the log does not say %q:\n%s", args[0], tc.want, out)
+				}
+				if strings.Contains(out, "waiting for") {
+					t.Errorf("%s waited for something waiting cannot fix:\n%s", args[0], out)
+				}
+			}
+		})
 	}
 }
 
