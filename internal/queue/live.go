@@ -40,7 +40,7 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, p []byte) error {
 	m := nats.NewMsg(OutputSubjectOf(host, id))
 	m.Header.Set(StreamHeader, stream)
-	m.Data = append([]byte(nil), p...)
+	m.Data = p // PublishMsg copies it into the connection's buffer before returning
 	return q.nc.PublishMsg(m)
 }
 
