@@ -324,3 +324,64 @@ func startupRequest(t *testing.T, method, url, token string, body []byte) (int, 
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
 }
+
+// TestStartupWaitsForNATSCluster boots a fresh three-node JetStream
+// cluster one node at a time after `orderly api` and `orderly worker`
+// (nats.replicas: 3) have started: they wait through no server, a node
+// without quorum, and the election, then serve.
+func TestStartupWaitsForNATSCluster(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	token := startupAdminToken(t, dsn)
+	dir := startupDir(t, "osn-")
+	c := startNATSCluster(t, dir, 3)
+	// The nodes' configuration is what the test needs; their state is not:
+	// a fresh cluster has to elect its meta leader from scratch.
+	for _, n := range c.nodes {
+		n.kill9()
+	}
+	for _, name := range c.names {
+		if err := os.RemoveAll(filepath.Join(dir, "js-"+name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := writeStartupConfig(t, dir, dsn, c.url())
+	b, _ := os.ReadFile(conf)
+	if err := os.WriteFile(conf, []byte(strings.Replace(string(b), "nats:\n", "nats:\n  replicas: 3\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	apiProc := startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin,
+		"api", "--config", conf, "--listen", listen)
+	workerProc := startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
+		"worker", "--config", conf, "--host", "h1")
+	for _, p := range []*faultProc{apiProc, workerProc} {
+		waitLogLine(t, p, "waiting for nats", 30*time.Second)
+	}
+	for i, n := range c.nodes {
+		before := strings.Count(readLog(apiProc), "waiting for nats")
+		n.proc = startFaultProc(t, "nats-server", n.logPath, []string{"PATH=/usr/bin:/bin"}, n.bin, "-c", n.conf)
+		if i == len(c.nodes)-1 {
+			break
+		}
+		// Let the API try against the cluster as it is now: once with one
+		// node (requests time out), three times with two (a fresh cluster
+		// answers "JetStream system temporarily unavailable" until its
+		// third node joins).
+		tries := 1 + 2*i
+		waitUntil(t, time.Minute, "the api tries again", func() bool {
+			if !apiProc.alive() {
+				t.Fatalf("api exited while the cluster formed:\n%s", logTail(apiProc.log, 20))
+			}
+			return strings.Count(readLog(apiProc), "waiting for nats") >= before+tries
+		})
+	}
+	apiURL := "http://" + listen
+	waitHTTPOK(t, apiURL+"/readyz", 2*time.Minute, apiProc)
+	waitLogLine(t, workerProc, "worker consuming", time.Minute)
+	id := submitStartupOrder(t, apiURL, token, "h1")
+	waitUntil(t, time.Minute, "the order succeeds", func() bool {
+		return startupOrderStatus(t, apiURL, token, id) == "succeeded"
+	})
+	t.Logf("the api's start:\n%s", logTail(apiProc.log, 20))
+}
