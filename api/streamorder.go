@@ -46,8 +46,11 @@ func (s *Server) encodeOrder(w http.ResponseWriter, r *http.Request, status int,
 			return
 		}
 		// The status is out: all that is left is to cut the connection,
-		// so that the client sees a broken answer, not a short one.
-		s.logger.Warn("order answer cut short", "order_id", o.ID, "error", sent.err)
+		// so that the client sees a broken answer, not a short one. A
+		// client that went away canceled the read: nothing to report.
+		if r.Context().Err() == nil {
+			s.logger.Warn("order answer cut short", "order_id", o.ID, "error", sent.err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -126,3 +126,47 @@ func sameAnswer(t *testing.T, got, want *httptest.ResponseRecorder) {
 		t.Fatal("a placeholder was left in the body")
 	}
 }
+
+// TestEncodeOrderReadFailure: a slice that cannot be read before the
+// status is written is an error to answer with (nothing written yet);
+// after it, an *errAfterHeader, for encodeOrder to cut the connection.
+func TestEncodeOrderReadFailure(t *testing.T) {
+	exit := 0
+	const slice = 996
+	big := bytes.Repeat([]byte("x"), 100*slice+10)
+	broken := errors.New("connection lost")
+	for _, c := range []struct {
+		name      string
+		enc       order.Encoding
+		failOn    int // the stdout read that fails, from 1
+		afterSent bool
+	}{
+		{"text, while checked before the status", order.EncodeText, 1, false},
+		{"text, while written after it", order.EncodeText, 101 + 2, true},
+		{"base64, not checked", order.EncodeBase64, 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := &order.Order{ID: order.NewID(), Host: "web1", Status: order.StatusSucceeded, Command: "cat", StdoutEncode: c.enc,
+				Result: &order.Result{ExitCode: &exit, Stdout: order.Output{Bytes: int64(len(big))}}}
+			reads := 0
+			read := sliceReader(func(out postgres.Output, p []byte, off int64) (int, error) {
+				if out == postgres.Stderr {
+					return 0, nil
+				}
+				if reads++; reads == c.failOn {
+					return 0, broken
+				}
+				return copy(p, big[off:]), nil
+			})
+			rec := httptest.NewRecorder()
+			err := writeOrder(context.Background(), rec, http.StatusOK, o, toResponse, read, slice)
+			var sent *errAfterHeader
+			if !errors.Is(err, broken) || errors.As(err, &sent) != c.afterSent {
+				t.Fatalf("error %v (%T), want %v after the status: %v", err, err, broken, c.afterSent)
+			}
+			if wrote := rec.Header().Get("Content-Type") != ""; wrote != c.afterSent {
+				t.Fatalf("status written: %v", wrote)
+			}
+		})
+	}
+}
