@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -16,10 +18,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -384,4 +392,41 @@ func TestStartupWaitsForNATSCluster(t *testing.T) {
 		return startupOrderStatus(t, apiURL, token, id) == "succeeded"
 	})
 	t.Logf("the api's start:\n%s", logTail(apiProc.log, 20))
+}
+
+// TestStartupRetryable pins which errors a start waits out, including
+// the PostgreSQL refusals the process tests cannot provoke (the test
+// cluster trusts local connections, so no password is ever wrong).
+func TestStartupRetryable(t *testing.T) {
+	refused, err := postgres.Open(t.Context(), "postgres://orderly@127.0.0.1:1/orderly?connect_timeout=5")
+	if err == nil {
+		refused.Close()
+		t.Fatal("connected to port 1")
+	}
+	cases := []struct {
+		name string
+		dep  dependency
+		err  error
+		want bool
+	}{
+		{"postgresql refused the connection", depPostgres, err, true},
+		{"postgresql starting up", depPostgres, &order.Error{Code: order.CodeUnavailable, Err: &pgconn.PgError{Code: "57P03"}}, true},
+		{"attempt timed out", depPostgres, fmt.Errorf("connect to postgresql: %w", context.DeadlineExceeded), true},
+		{"wrong password", depPostgres, fmt.Errorf("connect to postgresql: %w", &pgconn.PgError{Code: "28P01"}), false},
+		{"no pg_hba entry", depPostgres, fmt.Errorf("connect to postgresql: %w", &pgconn.PgError{Code: "28000"}), false},
+		{"no such database", depPostgres, fmt.Errorf("connect to postgresql: %w", &pgconn.PgError{Code: "3D000"}), false},
+		{"schema too old", depPostgres, errors.New("the database has no (or an old) orderly schema"), false},
+		{"no nats server", depNATS, fmt.Errorf("connect to nats: %w", nats.ErrNoServers), true},
+		{"cluster electing", depNATS, &jetstream.APIError{Code: 503, ErrorCode: 10008}, true},
+		{"streams not created yet", depNATS, queue.ErrNotProvisioned, true},
+		{"nats authorization violation", depNATS, fmt.Errorf("connect to nats: %w", nats.ErrAuthorization), false},
+		{"nats credentials revoked", depNATS, nats.ErrAuthRevoked, false},
+		{"credentials file missing", depNATS, &fs.PathError{Op: "open", Path: "/x.creds", Err: fs.ErrNotExist}, false},
+		{"marked fatal", depNATS, fatalStartError{errors.New("nats.replicas is 3")}, false},
+	}
+	for _, tc := range cases {
+		if got := tc.dep.retryable(tc.err); got != tc.want {
+			t.Errorf("%s: retryable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
 }
