@@ -116,11 +116,18 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("check schema: %w", err)
 	}
-	var have int64
-	err = s.pool.QueryRow(ctx, `SELECT CASE WHEN to_regclass('goose_db_version') IS NULL THEN 0
-		ELSE (SELECT coalesce(max(version_id), 0) FROM goose_db_version) END`).Scan(&have)
-	if err != nil {
+	// Two statements: PostgreSQL resolves the table of a subquery when it
+	// plans it, so one CASE over to_regclass still fails with 42P01 on a
+	// database that was never migrated.
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&exists); err != nil {
 		return translate("check schema", err)
+	}
+	var have int64
+	if exists {
+		if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version`).Scan(&have); err != nil {
+			return translate("check schema", err)
+		}
 	}
 	if have < want {
 		return fmt.Errorf("the database has no (or an old) orderly schema (version %d, this binary needs %d): run `orderly migrate up --database-url …` first", have, want)
