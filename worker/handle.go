@@ -151,7 +151,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		if step.Done != nil {
 			w.logger.Warn("result not recorded: the order changed meanwhile", "order_id", o.ID, "error", step.Done)
-			_ = msg.Ack()
+			w.ack(msg, o.ID)
 		} else {
 			w.finished(msg, o, finish, ran)
 		}
@@ -206,9 +206,7 @@ func ready(ctx context.Context, msgs <-chan jetstream.Msg) jetstream.Msg {
 
 // finished acks an order whose result is committed, and reports it.
 func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration) {
-	if err := msg.Ack(); err != nil {
-		w.logger.Warn("ack order", "order_id", o.ID, "error", err)
-	}
+	w.ack(msg, o.ID)
 	w.opts.Metrics.Finished(o.Host, f.Status, ran)
 	w.logger.Info("order finished", "order_id", o.ID, "principal", o.Principal, "status", f.Status,
 		"exit_code", exitCode(f.Result), "duration_ms", f.Result.DurationMS)
@@ -260,9 +258,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 			return w.begin(ctx, msg)
 		}
 	}
-	if err := msg.Ack(); err != nil {
-		w.logger.Warn("ack order", "order_id", o.ID, "error", err)
-	}
+	w.ack(msg, o.ID)
 	return nil, false, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,6 +94,9 @@ type Worker struct {
 
 	started startedSet     // orders this instance started executing
 	self    postgres.Owner // this process, recorded as the host's owner
+	// acks is the current tenure's stall check, which an ack the server
+	// did not confirm marks suspect (ack.go).
+	acks atomic.Pointer[stall]
 }
 
 type running struct {
@@ -127,12 +131,13 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 // errCrash marks a stop injected by a fail-point.
 var errCrash = errors.New("fail-point")
 
-// errRewind ends a tenure whose delivery sequence has a gap: some delivery
-// of the host's consumer went to another client (a worker that was frozen
-// and has not yet noticed it lost the host). Nothing after the gap may run
-// before what was taken; the next tenure recreates the consumer, which
-// hands every unacknowledged message back in stream order.
-var errRewind = errors.New("delivery sequence gap; rewinding the host's consumer")
+// errRewind ends a tenure whose consumer cannot be trusted: its delivery
+// sequence has a gap (some delivery went to another client, a worker that
+// was frozen and has not yet noticed it lost the host; nothing after the
+// gap may run before what was taken), or it counts messages as held by
+// this idle worker (acks lost, stall.go). The next tenure recreates the
+// consumer, which hands every unacknowledged message back in stream order.
+var errRewind = errors.New("rewinding the host's consumer (a delivery gap or lost acks)")
 
 // Run owns the host for as long as ctx lasts: it takes the host's lease
 // (waiting as a standby while another worker holds it), takes the host over
@@ -223,7 +228,8 @@ func (w *Worker) tenure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}
-	var st stall
+	st := &stall{}
+	w.acks.Store(st)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -236,7 +242,7 @@ func (w *Worker) tenure(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		defer close(msgs)
-		w.feed(feedCtx, iter, msgs, stopFeed, &st)
+		w.feed(feedCtx, iter, msgs, stopFeed, st)
 	}()
 	wg.Add(1)
 	go func() {
