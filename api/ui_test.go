@@ -202,9 +202,10 @@ func TestUIRunbookRun(t *testing.T) {
 func TestUIActionChoices(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
-	if dash := e.page(t, sess, "/ui/"); !strings.Contains(dash, `hx-get="/ui/actions/restart/choices" hx-trigger="load"`) {
-		t.Fatal("the dashboard does not load the restart action's choices")
-	}
+	// The dashboard offers a host once its worker has announced itself
+	// (its first heartbeat), and only then loads the host's choices.
+	e.waitPage(t, sess, "/ui/", `hx-get="/ui/actions/restart/choices" hx-trigger="load"`,
+		"the dashboard loading the restart action's choices")
 	frag := e.page(t, sess, "/ui/actions/restart/choices?host=web-1")
 	for _, want := range []string{
 		`<option value="0042"  >0042 (active, running)</option>`,

@@ -142,6 +142,15 @@ type natsServer struct {
 
 func startNATSServer(t testing.TB, dir string) *natsServer {
 	t.Helper()
+	n := newNATSServer(t, dir, "")
+	n.start()
+	return n
+}
+
+// newNATSServer writes the configuration of an external nats-server with
+// JetStream and extra appended, on ports chosen now, without starting it.
+func newNATSServer(t testing.TB, dir, extra string) *natsServer {
+	t.Helper()
 	bin, err := natsServerBin()
 	if err != nil {
 		t.Fatal(err)
@@ -150,12 +159,11 @@ func startNATSServer(t testing.TB, dir string) *natsServer {
 		port: freePort(t), httpPort: freePort(t)}
 	// sync_interval: always is what DESIGN §2.4 requires: without it a
 	// kill -9 may lose messages the server had already acknowledged.
-	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nhttp: \"127.0.0.1:%d\"\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n",
-		n.port, n.httpPort, filepath.Join(dir, "jetstream"))
+	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nhttp: \"127.0.0.1:%d\"\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n%s",
+		n.port, n.httpPort, filepath.Join(dir, "jetstream"), extra)
 	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.start()
 	return n
 }
 

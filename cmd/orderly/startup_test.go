@@ -42,7 +42,7 @@ func TestStartupWaitsForDependencies(t *testing.T) {
 			dir := startupDir(t, "ost-")
 			pg := startFaultPG(t, dir)
 			token := startupAdminToken(t, pg.dsn())
-			ns := prepareNATSServer(t, dir, "")
+			ns := newNATSServer(t, dir, "")
 			startDep := ns.start
 			if dep == depPostgres {
 				ns.start()
@@ -117,7 +117,7 @@ func TestStartupRefusalsExit(t *testing.T) {
 				}
 			}
 			dir := startupDir(t, "osc-")
-			ns := prepareNATSServer(t, dir, tc.natsConf)
+			ns := newNATSServer(t, dir, tc.natsConf)
 			ns.start()
 			conf := writeStartupConfig(t, dir, dsn, "nats://"+tc.natsUser+"127.0.0.1:"+strconv.Itoa(ns.port))
 			if tc.confEdit != nil {
@@ -209,25 +209,6 @@ func startupDir(t *testing.T, prefix string) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
-}
-
-// prepareNATSServer writes the configuration of an external nats-server
-// with JetStream and extra appended, on ports chosen now, without
-// starting it: the test starts it when it wants NATS to come up.
-func prepareNATSServer(t *testing.T, dir, extra string) *natsServer {
-	t.Helper()
-	bin, err := natsServerBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &natsServer{t: t, bin: bin, conf: filepath.Join(dir, "nats.conf"), logPath: filepath.Join(dir, "nats-server.log"),
-		port: freePort(t), httpPort: freePort(t)}
-	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nhttp: \"127.0.0.1:%d\"\njetstream {\n  store_dir: %q\n}\n%s",
-		n.port, n.httpPort, filepath.Join(dir, "jetstream"), extra)
-	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // restart starts the stopped cluster again with the settings of
