@@ -3,7 +3,10 @@ package main
 import (
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +23,11 @@ type app struct {
 	// logger is the server commands' logger once load built it, so that
 	// the error that ends the command comes out in the same format.
 	logger *slog.Logger
+	// hup receives SIGHUP from the moment a server command loads its
+	// config: its default action ends the process, and a reload asked for
+	// during a long start (initdb, waiting for PostgreSQL or NATS) must
+	// not. waitForSignals acts on it once the server runs.
+	hup chan os.Signal
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -79,6 +87,10 @@ func (f *serverFlags) overrides(cmd *cobra.Command) map[string]any {
 // log package come out in the same format (one JSON object per line with
 // log.format json).
 func (a *app) load(cmd *cobra.Command, f *serverFlags) (*config.Watcher, *slog.Logger, error) {
+	if a.hup == nil {
+		a.hup = make(chan os.Signal, 1)
+		signal.Notify(a.hup, syscall.SIGHUP)
+	}
 	w, err := config.NewWatcher(f.configPath, a.environ, f.overrides(cmd), nil)
 	if err != nil {
 		return nil, nil, err

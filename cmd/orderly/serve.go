@@ -185,8 +185,11 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 	Info(string, ...any)
 	Error(string, ...any)
 }, wr *workerRunner) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	hup := a.hup
+	if hup == nil {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+	}
 	defer signal.Stop(hup)
 	notifySystemd(sdReady, logger)
 	defer notifySystemd(sdStopping, logger)

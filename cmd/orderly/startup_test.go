@@ -151,8 +151,9 @@ func TestStartupRefusalsExit(t *testing.T) {
 }
 
 // TestStartupWaitEndsOnSignal checks that a worker waiting for
-// PostgreSQL stops at once on SIGTERM, exiting 0, and that under systemd
-// it tells the manager what it waits for and asks for more time to start.
+// PostgreSQL survives a SIGHUP (a reload asked for during the start), stops
+// at once on SIGTERM, exiting 0, and that under systemd it tells the
+// manager what it waits for and asks for more time to start.
 func TestStartupWaitEndsOnSignal(t *testing.T) {
 	dir := startupDir(t, "oss-")
 	sock := filepath.Join(dir, "notify.sock")
@@ -183,6 +184,17 @@ func TestStartupWaitEndsOnSignal(t *testing.T) {
 		t.Errorf("the worker said READY while waiting: %q", msg)
 	}
 	waitLogLine(t, p, "waiting for postgresql", 10*time.Second)
+
+	// A reload asked for while it waits (systemd's ExecReload) must not
+	// end it: SIGHUP's default action would.
+	before := strings.Count(readLog(p), "waiting for postgresql")
+	p.signal(syscall.SIGHUP)
+	waitUntil(t, 30*time.Second, "another attempt after SIGHUP", func() bool {
+		if !p.alive() {
+			t.Fatalf("the waiting worker died of SIGHUP:\n%s", logTail(p.log, 20))
+		}
+		return strings.Count(readLog(p), "waiting for postgresql") > before
+	})
 
 	sent := time.Now()
 	p.signal(syscall.SIGTERM)
