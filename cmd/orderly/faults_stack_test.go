@@ -84,28 +84,14 @@ func newFaultStackConf(t *testing.T, edit func(conf string) string) *faultStack 
 // configuration names), so that one server and a cluster share the rest.
 func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) string, edit func(conf string) string) *faultStack {
 	t.Helper()
-	// Short and outside t.TempDir: the PostgreSQL socket path must stay
-	// under 108 bytes, and postgres must be able to enter it.
-	dir, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() && os.Getenv("ORDERLY_FAULTS_KEEP") != "" {
-			t.Logf("kept %s for inspection", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
+	dir := shortDir(t, prefix, os.Getenv("ORDERLY_FAULTS_KEEP") != "")
 	s := &faultStack{t: t, dir: dir}
 	t.Cleanup(s.dumpLogsOnFailure)
 	s.pg = startFaultPG(t, dir)
 	natsURL := startNATS(s)
 
 	ctx := t.Context()
+	var err error
 	s.pool, err = postgres.Open(ctx, s.pg.dsn())
 	if err != nil {
 		t.Fatal(err)

@@ -54,12 +54,7 @@ func TestStartupWaitsForDependencies(t *testing.T) {
 				startDep = func() { pg.restart() }
 			}
 			conf := writeStartupConfig(t, dir, pg.dsn(), ns.url())
-			listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
-			env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-			apiProc := startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin,
-				"api", "--config", conf, "--listen", listen)
-			workerProc := startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
-				"worker", "--config", conf, "--host", "h1")
+			apiProc, workerProc, listen := startAPIAndWorker(t, dir, conf)
 
 			want := "waiting for " + string(dep)
 			for _, p := range []*faultProc{apiProc, workerProc} {
@@ -207,10 +202,14 @@ func TestStartupWaitEndsOnSignal(t *testing.T) {
 	}
 }
 
-// startupDir is a short directory for one test (the PostgreSQL and
-// sd_notify socket paths must stay under 108 bytes) that postgres may
-// enter.
-func startupDir(t *testing.T, prefix string) string {
+// startupDir is a short directory for one test.
+func startupDir(t *testing.T, prefix string) string { return shortDir(t, prefix, false) }
+
+// shortDir is a directory for one test, short and outside t.TempDir: the
+// PostgreSQL and sd_notify socket paths in it must stay under 108 bytes,
+// and postgres must be able to enter it. It is removed afterwards, unless
+// the test failed and keep is set (for inspection).
+func shortDir(t *testing.T, prefix string, keep bool) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
@@ -219,8 +218,27 @@ func startupDir(t *testing.T, prefix string) string {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if keep && t.Failed() {
+			t.Logf("kept %s for inspection", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
 	return dir
+}
+
+// startAPIAndWorker starts `orderly api` (on a free port, returned) and
+// `orderly worker` for host h1 on conf, logging into dir.
+func startAPIAndWorker(t *testing.T, dir, conf string) (api, worker *faultProc, listen string) {
+	t.Helper()
+	listen = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin,
+		"api", "--config", conf, "--listen", listen)
+	worker = startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
+		"worker", "--config", conf, "--host", "h1")
+	return api, worker, listen
 }
 
 // restart starts the stopped cluster again with the settings of
@@ -350,12 +368,7 @@ func TestStartupWaitsForNATSCluster(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(strings.Replace(string(b), "nats:\n", "nats:\n  replicas: 3\n", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-	apiProc := startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin,
-		"api", "--config", conf, "--listen", listen)
-	workerProc := startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
-		"worker", "--config", conf, "--host", "h1")
+	apiProc, workerProc, listen := startAPIAndWorker(t, dir, conf)
 	for _, p := range []*faultProc{apiProc, workerProc} {
 		waitLogLine(t, p, "waiting for nats", 30*time.Second)
 	}
