@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -28,11 +30,16 @@ func (w *Worker) ack(msg jetstream.Msg, id uuid.UUID) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), ackConfirmWait)
 		defer cancel()
-		if err := msg.DoubleAck(ctx); err != nil {
-			w.logger.Warn("ack not confirmed; the consumer is checked once the worker is idle", "order_id", id, "error", err)
-			if st != nil {
-				st.suspect.Store(true)
-			}
+		err := msg.DoubleAck(ctx)
+		if err == nil {
+			return
 		}
+		if st != nil {
+			st.suspect.Store(true)
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+			return // the worker is stopping: its successor settles what is held
+		}
+		w.logger.Warn("ack not confirmed; the consumer is checked once the worker is idle", "order_id", id, "error", err)
 	}()
 }
