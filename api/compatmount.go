@@ -98,17 +98,13 @@ func nativeRoute(native *chi.Mux, path string) bool {
 // with wait > 0 waits up to wait for it to finish. The returned order is
 // as PostgreSQL has it then, its kept outputs read in full.
 func (s *Server) SubmitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error) {
-	f, err := s.submitOrder(ctx, p, o, wait)
-	if err == nil && postgres.OutputsLeft(f) {
-		return s.Store.GetOrder(ctx, f.ID)
-	}
-	return f, err
+	return s.submitOrder(ctx, p, o, wait, s.Store.GetOrder)
 }
 
-// submitOrder is SubmitOrder for an answer that streams: a finished
-// order's large kept outputs may be left in the database
-// (postgres.OutputsLeft), for encodeOrder to read in slices.
-func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error) {
+// submitOrder is SubmitOrder reading the finished order with read: with
+// GetOrderLean for an answer that streams, whose large kept outputs stay
+// in the database (postgres.OutputsLeft) for encodeOrder to read in slices.
+func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration, read readOrder) (*order.Order, error) {
 	if o.ID == uuid.Nil {
 		o.ID = order.NewID()
 	}
@@ -134,7 +130,7 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 	// A repeated Idempotency-Key answers with the first order as it is now
 	// (InsertOrder read it); only a new order is waited for.
 	if stored.ID == o.ID && wait > 0 {
-		if f := s.awaitFinish(ctx, o.ID, events, wait); f != nil {
+		if f := s.awaitFinish(ctx, o.ID, events, wait, read); f != nil {
 			return f, nil
 		}
 	}

@@ -49,7 +49,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.ID = order.NewID()
-	final, err := s.submitOrder(r.Context(), principalOf(r), o, wait)
+	final, err := s.submitOrder(r.Context(), principalOf(r), o, wait, s.Store.GetOrderLean)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -64,7 +64,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 // awaitFinish waits for the order's finished event, up to wait. Events are
 // a fast path; PostgreSQL is polled as well, since core NATS events can be
 // missed across a cluster.
-func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration) *order.Order {
+func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder) *order.Order {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	poll := time.NewTicker(time.Second)
@@ -82,7 +82,7 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		case <-ctx.Done():
 			return nil
 		}
-		o, err := s.Store.GetOrderLean(ctx, id) // large outputs stay in the database
+		o, err := read(ctx, id)
 		if err != nil {
 			return nil
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -20,24 +21,26 @@ func seesAll(p auth.Principal) bool { return p.HasRole("admin") || p.HasRole("au
 // pathOrder loads the order named by the {id} path parameter, if the
 // requester may read it. Another principal's order is "not found", so
 // order ids reveal nothing.
-func (s *Server) pathOrder(r *http.Request) (*order.Order, error) { return s.readPathOrder(r, false) }
+func (s *Server) pathOrder(r *http.Request) (*order.Order, error) {
+	return s.readPathOrder(r, s.Store.GetOrder)
+}
 
 // pathOrderLean is pathOrder for an answer that streams the order: large
 // kept outputs stay in the database (GetOrderLean).
 func (s *Server) pathOrderLean(r *http.Request) (*order.Order, error) {
-	return s.readPathOrder(r, true)
+	return s.readPathOrder(r, s.Store.GetOrderLean)
 }
 
-func (s *Server) readPathOrder(r *http.Request, lean bool) (o *order.Order, err error) {
+// readOrder reads one order: Store.GetOrder, or GetOrderLean for an answer
+// that streams large kept outputs.
+type readOrder func(ctx context.Context, id uuid.UUID) (*order.Order, error)
+
+func (s *Server) readPathOrder(r *http.Request, read readOrder) (*order.Order, error) {
 	id, err := uuid.Parse(chi.URLParam(r, "id"))
 	if err != nil {
 		return nil, order.ErrNotFound
 	}
-	if lean {
-		o, err = s.Store.GetOrderLean(r.Context(), id)
-	} else {
-		o, err = s.Store.GetOrder(r.Context(), id)
-	}
+	o, err := read(r.Context(), id)
 	if err != nil {
 		return nil, err
 	}

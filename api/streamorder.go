@@ -20,8 +20,9 @@ import (
 )
 
 // streamOutputsFrom is the kept output size (stdout and stderr together)
-// from which encodeOrder streams the contents instead of building them.
-const streamOutputsFrom = 64 << 10
+// from which encodeOrder streams the contents instead of building them:
+// the size from which a lean read leaves them in the database.
+const streamOutputsFrom = postgres.LeaveOutputsFrom
 
 // outputSlice is how much of an output left in the database one read
 // fetches: 1 MiB less room for the row's header, so that pgx reads it into

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os/exec"
 	"sort"
 	"sync"
@@ -63,17 +62,10 @@ func runBacklog(ctx context.Context, c *client, srv *server, host string, body [
 	path := "/v1/orders?host=" + host + "&status=queued,running&limit=1"
 	lastLog := time.Now()
 	for {
-		code, b, err := c.do(ctx, http.MethodGet, path, nil)
-		if err != nil {
-			return nil, err
-		}
-		if code != http.StatusOK {
-			return nil, fmt.Errorf("GET %s: %d %s", path, code, b)
-		}
 		var l struct {
 			Orders []json.RawMessage `json:"orders"`
 		}
-		if err := json.Unmarshal(b, &l); err != nil {
+		if err := c.getJSON(ctx, path, &l); err != nil {
 			return nil, err
 		}
 		if len(l.Orders) == 0 {
@@ -193,18 +185,11 @@ func (c *client) listAll(ctx context.Context, host string, want map[string]bool)
 		if cursor != "" {
 			path += "&cursor=" + cursor
 		}
-		code, b, err := c.do(ctx, http.MethodGet, path, nil)
-		if err != nil {
-			return nil, err
-		}
-		if code != http.StatusOK {
-			return nil, fmt.Errorf("GET %s: %d %s", path, code, b)
-		}
 		var l struct {
 			Orders     []orderResp `json:"orders"`
 			NextCursor *string     `json:"next_cursor"`
 		}
-		if err := json.Unmarshal(b, &l); err != nil {
+		if err := c.getJSON(ctx, path, &l); err != nil {
 			return nil, err
 		}
 		for _, x := range l.Orders {

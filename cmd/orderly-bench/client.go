@@ -44,6 +44,18 @@ func (c *client) do(ctx context.Context, method, path string, body []byte) (int,
 }
 
 // doTimed is do that also returns when the response headers arrived.
+// getJSON GETs path and decodes a 200 answer into v.
+func (c *client) getJSON(ctx context.Context, path string, v any) error {
+	code, b, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("GET %s: %d %s", path, code, bytes.TrimSpace(b))
+	}
+	return json.Unmarshal(b, v)
+}
+
 func (c *client) doTimed(ctx context.Context, method, path string, body []byte) (int, []byte, time.Duration, error) {
 	t := time.Now()
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 )
 
@@ -22,14 +18,8 @@ var extraHosts = []string{"h2", "h3", "h4", "h5", "h6", "h7", "h8"}
 // PostgreSQL, waits until each has run an order, and returns how to stop
 // them and their process ids.
 func startWorkers(ctx context.Context, srv *server, bin string, c *client, hosts []string) (func(), []int, error) {
-	var cmds []*exec.Cmd
-	var wg sync.WaitGroup
-	stop := func() {
-		for _, c := range cmds {
-			_ = c.Process.Signal(syscall.SIGTERM)
-		}
-		wg.Wait()
-	}
+	ch := &children{}
+	stop := ch.stop
 	for _, h := range hosts {
 		args := []string{"worker", "--host", h, "--nats-url", srv.natsURL, "--database-url", srv.dsn}
 		if nk := filepath.Join(srv.dir, "nats-creds", "worker-"+h+".nk"); fileExists(nk) {
@@ -37,26 +27,9 @@ func startWorkers(ctx context.Context, srv *server, bin string, c *client, hosts
 		}
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), "ORDERLY_LOG__LEVEL=warn")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
+		if err := ch.start(cmd, "worker-"+h, nil); err != nil {
 			return stop, nil, err
 		}
-		if err := cmd.Start(); err != nil {
-			return stop, nil, fmt.Errorf("start %s worker --host %s: %w", bin, h, err)
-		}
-		cmds = append(cmds, cmd)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc := bufio.NewScanner(stderr)
-			for sc.Scan() {
-				if line := sc.Text(); strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-					fmt.Fprintf(os.Stderr, "  worker-%s| %s\n", h, line)
-				}
-			}
-			_ = cmd.Wait()
-		}()
 	}
 	for _, h := range hosts {
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -66,11 +39,7 @@ func startWorkers(ctx context.Context, srv *server, bin string, c *client, hosts
 			return stop, nil, fmt.Errorf("worker %s: %w", h, err)
 		}
 	}
-	pids := make([]int, len(cmds))
-	for i, c := range cmds {
-		pids[i] = c.Process.Pid
-	}
-	return stop, pids, nil
+	return stop, ch.pids(), nil
 }
 
 // workersCPU adds the extra workers' CPU to serve's in a sample: with

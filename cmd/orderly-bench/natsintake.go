@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -160,14 +158,8 @@ func intakeRun(ctx context.Context, nc *nats.Conn, token string, n int, tag stri
 // (with the API credential) and PostgreSQL, waits until they listen, and
 // returns how to stop them.
 func startAPIReplicas(ctx context.Context, srv *server, bin string, count int) (func(), error) {
-	var cmds []*exec.Cmd
-	var wg sync.WaitGroup
-	stop := func() {
-		for _, c := range cmds {
-			_ = c.Process.Signal(syscall.SIGTERM)
-		}
-		wg.Wait()
-	}
+	ch := &children{}
+	stop := ch.stop
 	env := append(os.Environ(), "ORDERLY_DATABASE_URL="+srv.dsn, "ORDERLY_NATS__URL="+srv.natsURL,
 		"ORDERLY_LISTEN=127.0.0.1:0", "ORDERLY_LOG__LEVEL=info")
 	if path := filepath.Join(srv.dir, "nats-creds", "api.nk"); fileExists(path) {
@@ -181,33 +173,16 @@ func startAPIReplicas(ctx context.Context, srv *server, bin string, count int) (
 	for i := range count {
 		cmd := exec.Command(bin, "api")
 		cmd.Env = env
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
+		ready := make(chan struct{})
+		var once sync.Once
+		listening := func(line string) {
+			if strings.Contains(line, "api listening") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		if err := ch.start(cmd, fmt.Sprintf("api-%d", i+1), listening); err != nil {
 			return stop, err
 		}
-		if err := cmd.Start(); err != nil {
-			return stop, fmt.Errorf("start %s api: %w", bin, err)
-		}
-		cmds = append(cmds, cmd)
-		ready := make(chan struct{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc := bufio.NewScanner(stderr)
-			sc.Buffer(make([]byte, 64*1024), 1024*1024)
-			once := sync.Once{}
-			for sc.Scan() {
-				line := sc.Text()
-				if strings.Contains(line, "api listening") {
-					once.Do(func() { close(ready) })
-				}
-				if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-					fmt.Fprintf(os.Stderr, "  api-%d| %s\n", i+1, line)
-				}
-			}
-			_ = cmd.Wait()
-		}()
 		select {
 		case <-ready:
 		case <-time.After(60 * time.Second):

@@ -153,7 +153,7 @@ func TestSubmitRecordsThenPublishes(t *testing.T) {
 			t.Fatalf("order %s: %d queued rows with a submitted event", id, n)
 		}
 	}
-	waitUntil(t, 10*time.Second, "publish marks cleared", func() bool { return e.count(`SELECT count(*) FROM unpublished`) == 0 })
+	testenv.WaitUntil(t, 10*time.Second, "publish marks cleared", func() bool { return e.count(`SELECT count(*) FROM unpublished`) == 0 })
 }
 
 // TestSubmitRefusals: an order refused by validation, the screen or the
@@ -244,7 +244,7 @@ func TestReconcileRepublishesLostPublishes(t *testing.T) {
 	}
 	// The order's submitted_at must be older than ReconcileAfter by
 	// PostgreSQL's clock, which Unpublished compares with ours.
-	waitUntil(t, 10*time.Second, "the order is older than ReconcileAfter", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "the order is older than ReconcileAfter", func() bool {
 		return e.count(`SELECT count(*) FROM orders WHERE submitted_at < now() - interval '5 ms'`) == 1
 	})
 	n, err := e.svc.Reconcile(e.ctx)
@@ -296,21 +296,5 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 	}
 	if e.count(`SELECT count(*) FROM orders WHERE id = ANY($1)`, []uuid.UUID{recent, queuedOld}) != 2 {
 		t.Fatal("a recent or unfinished order was deleted")
-	}
-}
-
-// waitUntil polls cond every 20 ms until it holds, failing at d.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within %s", what, d)
-		case <-tick.C:
-		}
 	}
 }

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -21,8 +22,8 @@ const LeaveOutputsFrom = 64 << 10
 // leftOut is the condition under which a lean read leaves the contents
 // out; OutputsLeft is the same test in Go, and the two must agree
 // (TestGetOrderLeanLeavesLargeOutputs).
-const leftOut = `status NOT IN ('queued', 'running') AND
-	coalesce(stdout_bytes, 0) + coalesce(stderr_bytes, 0) >= 65536`
+var leftOut = `status NOT IN ('queued', 'running') AND
+	coalesce(stdout_bytes, 0) + coalesce(stderr_bytes, 0) >= ` + strconv.Itoa(LeaveOutputsFrom)
 
 // getOrderLeanSQL is GetOrder's query with stdout and stderr NULL when
 // leftOut holds. It is computed once from orderCols, so a column added
