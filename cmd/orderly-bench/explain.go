@@ -27,13 +27,14 @@ var explained = []struct{ name, sql string }{
 	{"forget started (reconciler, periodic)", `DELETE FROM unpublished u USING orders o WHERE o.id = u.id AND o.status <> 'queued'`},
 	{"unpublished (reconciler, periodic)", `SELECT id FROM orders WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < now() ORDER BY submitted_at LIMIT 500) AND status = 'queued' ORDER BY submitted_at`},
 	{"unpublished backlog (status, periodic)", `SELECT count(*), min(submitted_at) FROM unpublished`},
-	{"expire due (periodic)", `SELECT id FROM orders WHERE status = 'queued' AND expires_at <= now() ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED`},
+	{"expire due (periodic)", `SELECT o.id FROM active_orders a JOIN orders o ON o.id = a.id WHERE a.expires_at <= now() AND o.status = 'queued' ORDER BY a.expires_at LIMIT 500 FOR UPDATE OF o SKIP LOCKED`},
 	{"retention (hourly)", `DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE submitted_at < now() - interval '1 hour' AND finished_at < now() - interval '1 hour' AND status NOT IN ('queued','running') ORDER BY submitted_at LIMIT 1000)`},
-	{"queue depth of a host", `SELECT count(*) FROM orders WHERE host = :'host' AND status = 'queued'`},
-	{"queue depths (metrics, periodic)", `SELECT host, count(*) FROM orders WHERE status = 'queued' GROUP BY host`},
-	{"running orders (takeover)", `SELECT id FROM orders WHERE host = :'host' AND status = 'running' ORDER BY stream_seq NULLS LAST, started_at`},
+	{"queue depth of a host", `SELECT count(*) FROM active_orders a JOIN orders o ON o.id = a.id WHERE a.host = :'host' AND o.status = 'queued'`},
+	{"queue depths (metrics, periodic)", `SELECT a.host, count(*) FROM active_orders a JOIN orders o ON o.id = a.id WHERE o.status = 'queued' GROUP BY a.host`},
+	{"running orders (takeover)", `SELECT id FROM orders WHERE id IN (SELECT id FROM active_orders WHERE host = :'host') AND status = 'running' ORDER BY stream_seq NULLS LAST, started_at`},
 	{"list the orders of a host, newest first", `SELECT * FROM orders WHERE host = :'host' ORDER BY id DESC LIMIT 50`},
-	{"list queued and running", `SELECT * FROM orders WHERE status = ANY(ARRAY['queued','running']) ORDER BY id DESC LIMIT 100`},
+	{"list queued and running", `SELECT * FROM orders WHERE status = ANY(ARRAY['queued','running']) AND id IN (SELECT id FROM active_orders) ORDER BY id DESC LIMIT 100`},
+	{"list failed (a rare terminal status)", `SELECT * FROM orders WHERE status = ANY(ARRAY['failed']) ORDER BY id DESC LIMIT 100`},
 }
 
 var (

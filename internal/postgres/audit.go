@@ -74,9 +74,12 @@ func (s *Store) Hosts(ctx context.Context) ([]HostRow, error) {
 	return out, translate("list hosts", rows.Err())
 }
 
-// QueueDepth counts the orders of host that are queued or running.
+// QueueDepth counts the queued orders of host. Like every question about
+// active orders it starts from active_orders (migration 00009), so it costs
+// what the queue holds, whatever the history.
 func (s *Store) QueueDepth(ctx context.Context, host string) (queued int, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM orders WHERE host = $1 AND status = 'queued'`, host).Scan(&queued)
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM active_orders a JOIN orders o ON o.id = a.id
+		WHERE a.host = $1 AND o.status = 'queued'`, host).Scan(&queued)
 	return queued, translate("count queued orders", err)
 }
 
@@ -124,7 +127,8 @@ func (s *Store) ReplaceAPIToken(ctx context.Context, t APIToken) error {
 
 // QueueDepths counts the queued orders of every host that has any.
 func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT host, count(*) FROM orders WHERE status = 'queued' GROUP BY host`)
+	rows, err := s.pool.Query(ctx, `SELECT a.host, count(*) FROM active_orders a JOIN orders o ON o.id = a.id
+		WHERE o.status = 'queued' GROUP BY a.host`)
 	if err != nil {
 		return nil, translate("count queues", err)
 	}

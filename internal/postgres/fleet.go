@@ -10,8 +10,8 @@ import (
 // head stays put is a host that is offline or stuck, which depth alone
 // cannot tell apart (the queue-age alert, docs/observability.md).
 func (s *Store) QueueAges(ctx context.Context) (map[string]time.Duration, error) {
-	rows, err := s.pool.Query(ctx, `SELECT host, extract(epoch FROM now() - min(submitted_at))::float8
-		FROM orders WHERE status = 'queued' GROUP BY host`)
+	rows, err := s.pool.Query(ctx, `SELECT a.host, extract(epoch FROM now() - min(o.submitted_at))::float8
+		FROM active_orders a JOIN orders o ON o.id = a.id WHERE o.status = 'queued' GROUP BY a.host`)
 	if err != nil {
 		return nil, translate("measure queue ages", err)
 	}

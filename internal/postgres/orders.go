@@ -289,8 +289,9 @@ type Expired struct {
 // a worker claimed it. The order never gets a started_at.
 func (s *Store) ExpireDue(ctx context.Context, limit int) ([]Expired, error) {
 	const q = `WITH due AS (
-	SELECT id FROM orders WHERE status = 'queued' AND expires_at <= now()
-	ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+	SELECT o.id FROM active_orders a JOIN orders o ON o.id = a.id
+	WHERE a.expires_at <= now() AND o.status = 'queued' AND o.expires_at <= now()
+	ORDER BY a.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED
 ), u AS (
 	UPDATE orders o SET status = 'expired', finished_at = now(), error = $2, env = NULL, stdin = NULL
 	FROM due WHERE o.id = due.id AND o.status = 'queued'
@@ -367,6 +368,17 @@ type Filter struct {
 	Action string
 }
 
+// activeOnly reports whether every status in ss is an active one (queued
+// or running), which active_orders holds.
+func activeOnly(ss []order.Status) bool {
+	for _, st := range ss {
+		if st.Terminal() {
+			return false
+		}
+	}
+	return true
+}
+
 // ListOrders returns orders newest first with keyset pagination over id
 // (UUIDv7, so id order is submission order). next is the cursor for the
 // following page, or nil when this page is the last.
@@ -391,6 +403,15 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 			ss[i] = string(st)
 		}
 		add("status = ANY(?)", ss)
+		if activeOnly(f.Status) {
+			// No index of orders has status (migration 00009): the
+			// active ones are found from active_orders.
+			if f.Host != "" {
+				add("id IN (SELECT id FROM active_orders WHERE host = ?)", f.Host)
+			} else {
+				where = append(where, "id IN (SELECT id FROM active_orders)")
+			}
+		}
 	}
 	if f.Batch != nil {
 		add("batch_id = ?", *f.Batch)
