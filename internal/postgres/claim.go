@@ -88,7 +88,12 @@ func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finis
 		return err
 	}
 	var n int
-	if err := s.pool.QueryRow(ctx, completeSQL, args...).Scan(&n); err != nil {
+	if stagesOutputs(f) {
+		err = s.writeStaged(ctx, f, args, nil, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&n) })
+	} else {
+		err = s.pool.QueryRow(ctx, completeSQL, args...).Scan(&n)
+	}
+	if err != nil {
 		return translate("complete order "+id.String(), err)
 	}
 	return completed(id, attempt, n)
@@ -109,8 +114,9 @@ type Step struct {
 }
 
 // CompleteAndClaim writes the result of one order and claims the next of
-// the same host in one transaction and one round trip: the worker's
-// pipelined step between two orders. The result is guarded exactly as in
+// the same host in one transaction and one round trip (a few more when a
+// large output is streamed: writeStaged): the worker's pipelined step
+// between two orders. The result is guarded exactly as in
 // Complete; the claim behaves exactly as Claim. An error means the
 // transaction failed or its outcome is unknown.
 func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f Finish,
@@ -119,32 +125,42 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	if err != nil {
 		return Step{}, err
 	}
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(completeSQL, args...)
-	b.Queue(claimSQL, nextID, worker, int64(nextSeq))
-	b.Queue("COMMIT")
-	br := s.pool.SendBatch(ctx, b)
 	var (
 		n        int
 		next     *order.Order
 		claimErr error
 	)
-	_, err = br.Exec()
-	if err == nil {
-		err = br.QueryRow().Scan(&n)
-	}
-	if err == nil {
+	claim := func(b *pgx.Batch) { b.Queue(claimSQL, nextID, worker, int64(nextSeq)) }
+	// read reads the result's and the claim's results.
+	read := func(br pgx.BatchResults) error {
+		if err := br.QueryRow().Scan(&n); err != nil {
+			return err
+		}
 		next, claimErr = scanOrder(br.QueryRow())
 		if claimErr != nil && claimErr != pgx.ErrNoRows {
-			err = claimErr
+			return claimErr
 		}
+		return nil
 	}
-	if err == nil {
+	if stagesOutputs(f) {
+		err = s.writeStaged(ctx, f, args, claim, read)
+	} else {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue(completeSQL, args...)
+		claim(b)
+		b.Queue("COMMIT")
+		br := s.pool.SendBatch(ctx, b)
 		_, err = br.Exec()
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
+		if err == nil {
+			err = read(br)
+		}
+		if err == nil {
+			_, err = br.Exec()
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		return Step{}, translate(fmt.Sprintf("complete order %s and claim %s", id, nextID), err)

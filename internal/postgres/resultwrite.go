@@ -1,0 +1,170 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// stageOutputsFrom is the kept size of one output from which the result
+// write streams it into the order's row (writeStaged) instead of passing it
+// as a parameter. pgx encodes a parameter twice before it leaves (into its
+// parameter buffer, then into the Bind message), so a 10 MiB output cost
+// the worker 20 MiB of transient heap on top of the capture that holds it,
+// at the moment serve's memory is highest (measured in docs/benchmarks.md).
+// Streaming costs four more round trips and a write into a temporary
+// table; at 1 MiB the two copies it saves (2 MiB) are already more than
+// the worker's idle garbage, and the transfer itself takes longer than
+// those round trips. Every order below it, `true` included, keeps the
+// single statement.
+const stageOutputsFrom = 1 << 20
+
+// stagesOutputs reports whether f's result write streams its outputs.
+func stagesOutputs(f Finish) bool {
+	return len(f.Result.Stdout.Content) >= stageOutputsFrom || len(f.Result.Stderr.Content) >= stageOutputsFrom
+}
+
+// stageTableSQL creates the session's staging table for outputs. A
+// temporary table is private to the connection and not written to the
+// WAL; ON COMMIT DELETE ROWS empties it in place at the end of every
+// transaction that used it (a rolled-back one leaves nothing either), so
+// it is created once per connection and never needs cleaning or vacuuming.
+const stageTableSQL = `CREATE TEMPORARY TABLE IF NOT EXISTS orderly_staged_outputs (
+	stream smallint NOT NULL,
+	content bytea NOT NULL
+) ON COMMIT DELETE ROWS`
+
+// stageCopySQL streams the staged outputs in (stageReader's format).
+const stageCopySQL = `COPY pg_temp.orderly_staged_outputs (stream, content) FROM STDIN (FORMAT binary)`
+
+// Staged output streams, as stageReader writes them and
+// stagedCompleteSQL reads them.
+const (
+	stagedStdout = 1
+	stagedStderr = 2
+)
+
+// stagedCompleteSQL is completeSQL with stdout and stderr taken from the
+// staging table when their parameter is NULL: a staged output's parameter
+// is NULL (stagedArgs), and an output that was not staged has no row
+// there, so its parameter is written as completeSQL writes it. It is
+// derived from completeSQL, so the two never differ in anything else.
+func stagedCompleteSQL() (string, error) {
+	q := completeSQL
+	for _, c := range []struct {
+		column, param string
+		stream        int
+	}{{"stdout", "$8", stagedStdout}, {"stderr", "$12", stagedStderr}} {
+		set := c.column + " = " + c.param + ","
+		if strings.Count(q, set) != 1 {
+			return "", fmt.Errorf("derive the staged result statement: %q is not in the result statement once", set)
+		}
+		q = strings.Replace(q, set, fmt.Sprintf(
+			"%s = coalesce(%s::bytea, (SELECT content FROM pg_temp.orderly_staged_outputs WHERE stream = %d)),",
+			c.column, c.param, c.stream), 1)
+	}
+	return q, nil
+}
+
+// stagedArgs is completeArgs' args with the staged outputs' contents
+// replaced by NULL (stagedCompleteSQL reads them from the staging table).
+func stagedArgs(args []any, f Finish) []any {
+	out := append([]any(nil), args...)
+	if staged(f.Result.Stdout.Content) {
+		out[7] = nil // $8
+	}
+	if staged(f.Result.Stderr.Content) {
+		out[11] = nil // $12
+	}
+	return out
+}
+
+// staged reports whether one output goes through the staging table.
+func staged(content []byte) bool { return len(content) >= stageOutputsFrom }
+
+// stageReader returns the outputs of f that are staged as a COPY stream in
+// PostgreSQL's binary format: a header, one row (stream, content) per
+// staged output, the trailer. The contents are read in place, never
+// copied: pgx sends them in 64 KiB CopyData messages.
+func stageReader(f Finish) (io.Reader, error) {
+	// Header: signature, flags (none), header extension length (none).
+	head := append([]byte("PGCOPY\n\xff\r\n\x00"), 0, 0, 0, 0, 0, 0, 0, 0)
+	parts := []io.Reader{bytes.NewReader(head)}
+	for _, out := range []struct {
+		stream  int16
+		content []byte
+	}{{stagedStdout, f.Result.Stdout.Content}, {stagedStderr, f.Result.Stderr.Content}} {
+		if !staged(out.content) {
+			continue
+		}
+		if len(out.content) > math.MaxInt32 {
+			return nil, fmt.Errorf("stage an output of %d bytes: more than a bytea holds", len(out.content))
+		}
+		// Two fields: the stream (int2, 2 bytes), the content (bytea).
+		row := binary.BigEndian.AppendUint16(nil, 2)
+		row = binary.BigEndian.AppendUint32(row, 2)
+		row = binary.BigEndian.AppendUint16(row, uint16(out.stream))
+		row = binary.BigEndian.AppendUint32(row, uint32(len(out.content)))
+		parts = append(parts, bytes.NewReader(row), bytes.NewReader(out.content))
+	}
+	trailer := binary.BigEndian.AppendUint16(nil, 0xffff) // -1 fields: the end
+	return io.MultiReader(append(parts, bytes.NewReader(trailer))...), nil
+}
+
+// writeStaged runs a result write with its large outputs streamed, in one
+// transaction: it streams the staged outputs into the staging table
+// (COPY), then runs the result statement (stagedCompleteSQL with args,
+// completeArgs' values) and what more queues after it (the claim of the
+// next order) in one batch, hands their results to read in order, and
+// commits. The guards are completeSQL's: a result refused by the attempt
+// guard writes nothing, and the staged rows go with the transaction.
+func (s *Store) writeStaged(ctx context.Context, f Finish, args []any, more func(*pgx.Batch), read func(pgx.BatchResults) error) (err error) {
+	q, err := stagedCompleteSQL()
+	if err != nil {
+		return err
+	}
+	r, err := stageReader(f)
+	if err != nil {
+		return err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			// Best effort: a connection left in a transaction is
+			// destroyed by the pool rather than reused.
+			_ = tx.Rollback(ctx)
+		}
+	}()
+	if _, err := tx.Exec(ctx, stageTableSQL); err != nil {
+		return fmt.Errorf("create the staging table: %w", err)
+	}
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, r, stageCopySQL); err != nil {
+		return fmt.Errorf("stage outputs: %w", err)
+	}
+	b := &pgx.Batch{}
+	b.Queue(q, stagedArgs(args, f)...)
+	if more != nil {
+		more(b)
+	}
+	br := tx.SendBatch(ctx, b)
+	err = read(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
