@@ -36,6 +36,11 @@ type capture struct {
 	bufs *sync.Pool
 }
 
+// growFullFrom is the kept size past which a capture's buffer grows
+// straight to the cap (appendCapped): the size from which the result write
+// streams an output too (internal/postgres stageOutputsFrom).
+const growFullFrom = 1 << 20
+
 // readBufferSize is the size of one read from a pipe. Pipes hold 64 KiB by
 // default; half of that keeps the copy loop short without idling memory.
 const readBufferSize = 32 << 10
@@ -152,10 +157,18 @@ func truncationMarker(omitted int64) string {
 
 // appendCapped appends p to b, growing b geometrically but never beyond a
 // capacity of limit, so that a buffer's memory stays within its share of
-// the cap (append alone may round capacity up past it).
+// the cap (append alone may round capacity up past it). Past growFullFrom
+// it grows straight to limit: doubling up to a 10 MiB cap leaves as much
+// garbage as the content (1+2+4+8 MiB) just when the worker holds the
+// most, and cost serve ~8 MiB of peak RSS in a `?wait` on a 10 MiB order
+// (docs/benchmarks.md). The cap is what a stream may hold anyway; a stream
+// past 1 MiB now holds it until its result is written.
 func appendCapped(b, p []byte, limit int) []byte {
 	if need := len(b) + len(p); need > cap(b) {
 		size := min(max(2*cap(b), need, 512), limit)
+		if need > growFullFrom {
+			size = limit
+		}
 		nb := make([]byte, len(b), size)
 		copy(nb, b)
 		b = nb

@@ -180,3 +180,27 @@ func TestCaptureRandom(t *testing.T) {
 		})
 	}
 }
+
+// TestCaptureGrowsToTheCapPastGrowFullFrom: a stream's buffer grows
+// geometrically up to growFullFrom, then straight to the cap, so that a
+// large stream leaves no trail of ever larger buffers behind.
+func TestCaptureGrowsToTheCapPastGrowFullFrom(t *testing.T) {
+	t.Parallel()
+	const limit = 10 << 20
+	c := newCapture("stdout", limit, nil, nil)
+	p := bytes.Repeat([]byte("y\n"), 16<<10)
+	var all []byte
+	for len(all) <= growFullFrom {
+		if cap(c.kept) == limit {
+			t.Fatalf("after %d bytes the buffer is already the cap", len(all))
+		}
+		_, _ = c.Write(p)
+		all = append(all, p...)
+	}
+	if cap(c.kept) != limit {
+		t.Fatalf("after %d bytes cap(kept) = %d, want the cap %d", len(all), cap(c.kept), limit)
+	}
+	if out := c.output(); !bytes.Equal(out.Content, all) || out.Truncated {
+		t.Fatalf("content of %d bytes (truncated %v), want the %d written", len(out.Content), out.Truncated, len(all))
+	}
+}
