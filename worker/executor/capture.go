@@ -38,8 +38,13 @@ type capture struct {
 
 // growFullFrom is the kept size past which a capture's buffer grows
 // straight to the cap (appendCapped): the size from which the result write
-// streams an output too (internal/postgres stageOutputsFrom).
-const growFullFrom = 1 << 20
+// streams an output too (internal/postgres stageOutputsFrom). It does so
+// only for a cap up to growFullTo: with a larger worker.max_output_bytes a
+// 2 MiB output must not take the whole cap at once.
+const (
+	growFullFrom = 1 << 20
+	growFullTo   = 16 << 20
+)
 
 // readBufferSize is the size of one read from a pipe. Pipes hold 64 KiB by
 // default; half of that keeps the copy loop short without idling memory.
@@ -162,11 +167,12 @@ func truncationMarker(omitted int64) string {
 // garbage as the content (1+2+4+8 MiB) just when the worker holds the
 // most, and cost serve ~8 MiB of peak RSS in a `?wait` on a 10 MiB order
 // (docs/benchmarks.md). The cap is what a stream may hold anyway; a stream
-// past 1 MiB now holds it until its result is written.
+// past 1 MiB now holds it until its result is written (a cap above
+// growFullTo keeps doubling).
 func appendCapped(b, p []byte, limit int) []byte {
 	if need := len(b) + len(p); need > cap(b) {
 		size := min(max(2*cap(b), need, 512), limit)
-		if need > growFullFrom {
+		if need > growFullFrom && limit <= growFullTo {
 			size = limit
 		}
 		nb := make([]byte, len(b), size)

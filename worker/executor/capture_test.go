@@ -204,3 +204,18 @@ func TestCaptureGrowsToTheCapPastGrowFullFrom(t *testing.T) {
 		t.Fatalf("content of %d bytes (truncated %v), want the %d written", len(out.Content), out.Truncated, len(all))
 	}
 }
+
+// With a cap above growFullTo the buffer keeps doubling: a 2 MiB output
+// under a 1 GiB worker.max_output_bytes must not take the whole cap.
+func TestCaptureKeepsDoublingUnderALargeCap(t *testing.T) {
+	t.Parallel()
+	const limit = 1 << 30
+	c := newCapture("stdout", limit, nil, nil)
+	p := bytes.Repeat([]byte("y\n"), 16<<10)
+	for written := 0; written <= 2*growFullFrom; written += len(p) {
+		_, _ = c.Write(p)
+	}
+	if cap(c.kept) > 8*growFullFrom {
+		t.Fatalf("after ~2 MiB under a 1 GiB cap, cap(kept) = %d", cap(c.kept))
+	}
+}
