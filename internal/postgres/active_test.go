@@ -111,6 +111,11 @@ func TestActiveOrdersFollowTheStatus(t *testing.T) {
 	if got := active(); !slices.Equal(got, []uuid.UUID{requeued.ID, queued.ID, running.ID}) {
 		t.Fatalf("active %v, want the requeued, queued and running orders", got)
 	}
+	var mismatched int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM active_orders a JOIN orders o ON o.id = a.id
+		WHERE a.status <> o.status OR a.host <> o.host`).Scan(&mismatched); err != nil || mismatched != 0 {
+		t.Fatalf("%d rows of active_orders disagree with orders (%v)", mismatched, err)
+	}
 	if n, err := e.store.QueueDepth(e.ctx, "h1"); err != nil || n != 2 {
 		t.Fatalf("queue depth of h1: %d %v, want 2", n, err)
 	}
@@ -171,23 +176,23 @@ func TestActiveOrdersMigration(t *testing.T) {
 	if _, err := p.Up(e.ctx); err != nil {
 		t.Fatalf("migrate up: %v", err)
 	}
-	var ids []uuid.UUID
-	rows, err := e.pool.Query(e.ctx, `SELECT id FROM active_orders ORDER BY id`)
+	var got []string
+	rows, err := e.pool.Query(e.ctx, `SELECT id::text || ' ' || status FROM active_orders ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
+		var row string
+		if err := rows.Scan(&row); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
+		got = append(got, row)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(ids, []uuid.UUID{queued.ID, running.ID}) {
-		t.Fatalf("active_orders after the migration: %v, want the queued and the running order", ids)
+	if want := []string{queued.ID.String() + " queued", running.ID.String() + " running"}; !slices.Equal(got, want) {
+		t.Fatalf("active_orders after the migration: %v, want %v", got, want)
 	}
 	if _, err := p.DownTo(e.ctx, 8); err != nil {
 		t.Fatalf("migrate down again: %v", err)

@@ -78,8 +78,7 @@ func (s *Store) Hosts(ctx context.Context) ([]HostRow, error) {
 // active orders it starts from active_orders (migration 00009), so it costs
 // what the queue holds, whatever the history.
 func (s *Store) QueueDepth(ctx context.Context, host string) (queued int, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM active_orders a JOIN orders o ON o.id = a.id
-		WHERE a.host = $1 AND o.status = 'queued'`, host).Scan(&queued)
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM active_orders WHERE host = $1 AND status = 'queued'`, host).Scan(&queued)
 	return queued, translate("count queued orders", err)
 }
 
@@ -127,8 +126,7 @@ func (s *Store) ReplaceAPIToken(ctx context.Context, t APIToken) error {
 
 // QueueDepths counts the queued orders of every host that has any.
 func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT a.host, count(*) FROM active_orders a JOIN orders o ON o.id = a.id
-		WHERE o.status = 'queued' GROUP BY a.host`)
+	rows, err := s.pool.Query(ctx, `SELECT host, count(*) FROM active_orders WHERE status = 'queued' GROUP BY host`)
 	if err != nil {
 		return nil, translate("count queues", err)
 	}

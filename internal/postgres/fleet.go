@@ -8,10 +8,13 @@ import (
 // QueueAges returns, for each host with queued orders, how long the oldest
 // of them has waited. A deep queue that moves is a busy host; a queue whose
 // head stays put is a host that is offline or stuck, which depth alone
-// cannot tell apart (the queue-age alert, docs/observability.md).
+// cannot tell apart (the queue-age alert, docs/observability.md). A
+// host's oldest queued order is its lowest id (UUIDv7: submission order),
+// found in active_orders; only those few rows are read from orders.
 func (s *Store) QueueAges(ctx context.Context) (map[string]time.Duration, error) {
-	rows, err := s.pool.Query(ctx, `SELECT a.host, extract(epoch FROM now() - min(o.submitted_at))::float8
-		FROM active_orders a JOIN orders o ON o.id = a.id WHERE o.status = 'queued' GROUP BY a.host`)
+	rows, err := s.pool.Query(ctx, `SELECT h.host, extract(epoch FROM now() - o.submitted_at)::float8
+		FROM (SELECT DISTINCT ON (host) host, id FROM active_orders WHERE status = 'queued' ORDER BY host, id) h
+		JOIN orders o ON o.id = h.id`)
 	if err != nil {
 		return nil, translate("measure queue ages", err)
 	}

@@ -290,7 +290,7 @@ type Expired struct {
 func (s *Store) ExpireDue(ctx context.Context, limit int) ([]Expired, error) {
 	const q = `WITH due AS (
 	SELECT o.id FROM active_orders a JOIN orders o ON o.id = a.id
-	WHERE a.expires_at <= now() AND o.status = 'queued' AND o.expires_at <= now()
+	WHERE a.expires_at <= now() AND a.status = 'queued' AND o.status = 'queued' AND o.expires_at <= now()
 	ORDER BY a.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED
 ), u AS (
 	UPDATE orders o SET status = 'expired', finished_at = now(), error = $2, env = NULL, stdin = NULL
@@ -406,10 +406,11 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 		if activeOnly(f.Status) {
 			// No index of orders has status (migration 00009): the
 			// active ones are found from active_orders.
+			in := "id IN (SELECT id FROM active_orders WHERE status = ANY(" + "$" + strconv.Itoa(len(args)) + ")"
 			if f.Host != "" {
-				add("id IN (SELECT id FROM active_orders WHERE host = ?)", f.Host)
+				add(in+" AND host = ?)", f.Host)
 			} else {
-				where = append(where, "id IN (SELECT id FROM active_orders)")
+				where = append(where, in+")")
 			}
 		}
 	}

@@ -56,7 +56,7 @@ func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (p
 // after a takeover, the ones a previous worker started and never finished.
 func (s *Store) RunningOrders(ctx context.Context, host string) ([]*order.Order, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders
-		WHERE id IN (SELECT id FROM active_orders WHERE host = $1) AND status = 'running'
+		WHERE id IN (SELECT id FROM active_orders WHERE host = $1 AND status = 'running') AND status = 'running'
 		ORDER BY stream_seq NULLS LAST, started_at`, host)
 	if err != nil {
 		return nil, translate("list running orders of "+host, err)
