@@ -35,7 +35,8 @@ var explained = []struct{ name, sql string }{
 	{"running orders (takeover)", `SELECT id FROM orders WHERE id IN (SELECT id FROM active_orders WHERE host = :'host' AND status = 'running') AND status = 'running' ORDER BY stream_seq NULLS LAST, started_at`},
 	{"list the orders of a host, newest first", `SELECT * FROM orders WHERE host = :'host' ORDER BY id DESC LIMIT 50`},
 	{"list queued and running", `SELECT * FROM orders WHERE status = ANY(ARRAY['queued','running']) AND id IN (SELECT id FROM active_orders WHERE status = ANY(ARRAY['queued','running'])) ORDER BY id DESC LIMIT 100`},
-	{"list failed (a rare terminal status)", `SELECT * FROM orders WHERE status = ANY(ARRAY['failed']) ORDER BY id DESC LIMIT 100`},
+	{"list failed (a rare terminal status)", `SELECT * FROM orders WHERE status = ANY(ARRAY['failed']) AND id IN ((SELECT order_id FROM order_events WHERE status = 'failed' AND status IN ('succeeded','failed','timed_out','killed','canceled','interrupted','rejected','expired') ORDER BY order_id DESC LIMIT 101)) ORDER BY id DESC LIMIT 101`},
+	{"list succeeded and failed", `SELECT * FROM orders WHERE status = ANY(ARRAY['succeeded','failed']) AND id IN ((SELECT order_id FROM order_events WHERE status = 'succeeded' AND status IN ('succeeded','failed','timed_out','killed','canceled','interrupted','rejected','expired') ORDER BY order_id DESC LIMIT 101) UNION ALL (SELECT order_id FROM order_events WHERE status = 'failed' AND status IN ('succeeded','failed','timed_out','killed','canceled','interrupted','rejected','expired') ORDER BY order_id DESC LIMIT 101)) ORDER BY id DESC LIMIT 101`},
 }
 
 var (

@@ -439,16 +439,20 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 			add("id < ?", *f.Cursor)
 		}
 	}
+	args = append(args, f.Limit+1)
+	limit := "$" + strconv.Itoa(len(args))
+	if byOutcome(f) {
+		where = append(where, outcomeIn(f, &args, limit))
+	}
 	q := `SELECT ` + orderCols + ` FROM orders`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	args = append(args, f.Limit+1)
 	dir := " DESC"
 	if f.OldestFirst {
 		dir = " ASC"
 	}
-	q += " ORDER BY id" + dir + " LIMIT $" + strconv.Itoa(len(args))
+	q += " ORDER BY id" + dir + " LIMIT " + limit
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, nil, translate("list orders", err)
