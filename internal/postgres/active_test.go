@@ -23,12 +23,7 @@ func TestClaimAndResultAreHOTUpdates(t *testing.T) {
 	store, pool := testenv.Store(t, testenv.Postgres(t)+"&pool_max_conns=1")
 	e := &storeEnv{t: t, ctx: ctx, pool: pool, store: store}
 	updates := func() (all, hot int64) {
-		t.Helper()
-		e.exec(`SELECT pg_stat_force_next_flush()`)
-		if err := pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'orders'`).
-			Scan(&all, &hot); err != nil {
-			t.Fatal(err)
-		}
+		e.counters(`SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'orders'`, &all, &hot)
 		return all, hot
 	}
 	e.own("h1", "w1")
@@ -44,6 +39,17 @@ func TestClaimAndResultAreHOTUpdates(t *testing.T) {
 	all1, hot1 := updates()
 	if all1-all0 != 2 || hot1-hot0 != 2 {
 		t.Fatalf("claim and result: %d updates of orders, %d of them HOT; want 2 and 2", all1-all0, hot1-hot0)
+	}
+}
+
+// counters reads PostgreSQL's statistics with q into dest, after asking
+// the connection to flush its own: on a one-connection pool, that is every
+// statement the store ran.
+func (e *storeEnv) counters(q string, dest ...any) {
+	e.t.Helper()
+	e.exec(`SELECT pg_stat_force_next_flush()`)
+	if err := e.pool.QueryRow(e.ctx, q).Scan(dest...); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
