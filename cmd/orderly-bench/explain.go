@@ -27,7 +27,7 @@ var explained = []struct{ name, sql string }{
 	{"forget started (reconciler, periodic)", `DELETE FROM unpublished u USING orders o WHERE o.id = u.id AND o.status <> 'queued'`},
 	{"unpublished (reconciler, periodic)", `SELECT id FROM orders WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < now() ORDER BY submitted_at LIMIT 500) AND status = 'queued' ORDER BY submitted_at`},
 	{"unpublished backlog (status, periodic)", `SELECT count(*), min(submitted_at) FROM unpublished`},
-	{"expire due (periodic)", `SELECT o.id FROM active_orders a JOIN orders o ON o.id = a.id WHERE a.expires_at <= now() AND a.status = 'queued' AND o.status = 'queued' AND o.expires_at <= now() ORDER BY a.expires_at LIMIT 500 FOR UPDATE OF o SKIP LOCKED`},
+	{"expire due (periodic)", `SELECT o.id FROM active_orders a JOIN orders o ON o.id = a.id WHERE a.expires_at <= now() AND a.status = 'queued' AND o.status = 'queued' ORDER BY a.expires_at LIMIT 500 FOR UPDATE OF o SKIP LOCKED`},
 	{"retention (hourly)", `DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE submitted_at < now() - interval '1 hour' AND finished_at < now() - interval '1 hour' AND status NOT IN ('queued','running') ORDER BY submitted_at LIMIT 1000)`},
 	{"queue depth of a host", `SELECT count(*) FROM active_orders WHERE host = :'host' AND status = 'queued'`},
 	{"queue depths (metrics, periodic)", `SELECT host, count(*) FROM active_orders WHERE status = 'queued' GROUP BY host`},

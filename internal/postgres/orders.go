@@ -290,7 +290,7 @@ type Expired struct {
 func (s *Store) ExpireDue(ctx context.Context, limit int) ([]Expired, error) {
 	const q = `WITH due AS (
 	SELECT o.id FROM active_orders a JOIN orders o ON o.id = a.id
-	WHERE a.expires_at <= now() AND a.status = 'queued' AND o.status = 'queued' AND o.expires_at <= now()
+	WHERE a.expires_at <= now() AND a.status = 'queued' AND o.status = 'queued'
 	ORDER BY a.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED
 ), u AS (
 	UPDATE orders o SET status = 'expired', finished_at = now(), error = $2, env = NULL, stdin = NULL
@@ -368,17 +368,6 @@ type Filter struct {
 	Action string
 }
 
-// activeOnly reports whether every status in ss is an active one (queued
-// or running), which active_orders holds.
-func activeOnly(ss []order.Status) bool {
-	for _, st := range ss {
-		if st.Terminal() {
-			return false
-		}
-	}
-	return true
-}
-
 // ListOrders returns orders newest first with keyset pagination over id
 // (UUIDv7, so id order is submission order). next is the cursor for the
 // following page, or nil when this page is the last.
@@ -403,16 +392,6 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 			ss[i] = string(st)
 		}
 		add("status = ANY(?)", ss)
-		if activeOnly(f.Status) {
-			// No index of orders has status (migration 00009): the
-			// active ones are found from active_orders.
-			in := "id IN (SELECT id FROM active_orders WHERE status = ANY(" + "$" + strconv.Itoa(len(args)) + ")"
-			if f.Host != "" {
-				add(in+" AND host = ?)", f.Host)
-			} else {
-				where = append(where, in+")")
-			}
-		}
 	}
 	if f.Batch != nil {
 		add("batch_id = ?", *f.Batch)
@@ -441,8 +420,8 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 	}
 	args = append(args, f.Limit+1)
 	limit := "$" + strconv.Itoa(len(args))
-	if byOutcome(f) {
-		where = append(where, outcomeIn(f, &args, limit))
+	if in := statusIn(f, &args, limit); in != "" {
+		where = append(where, in)
 	}
 	q := `SELECT ` + orderCols + ` FROM orders`
 	if len(where) > 0 {
