@@ -63,7 +63,7 @@ func main() {
 	flag.IntVar(&o.natsIntake, "nats-intake", 2000, "NATS submissions per intake run, with 1 and 3 API replicas (0: skip)")
 	flag.Int64Var(&o.streamBytes, "stream-bytes", 100<<20, "bytes the output-throughput order writes to stdout")
 	flag.IntVar(&o.sseRuns, "sse", 5, "SSE first-byte runs of each kind (live, immediate)")
-	flag.DurationVar(&o.settle, "settle", 3*time.Second, "pause before reading the idle RSS")
+	flag.DurationVar(&o.settle, "settle", 25*time.Second, "pause before reading the idle RSS (serve gives freed memory back after 10-20 s without a garbage collection)")
 	flag.BoolVar(&o.skipStream, "skip-stream", false, "skip the stdout-throughput and SSE measurements")
 	flag.IntVar(&o.peerRounds, "peer-rounds", 5, "rounds of the alternated peer loads (0: skip the peers and hosts)")
 	flag.DurationVar(&o.peerTime, "peer-time", 2*time.Second, "duration of each load in each round")
@@ -222,6 +222,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	// 6. RSS after the runs settle.
+	busy := srv.memory()
 	progress(fmt.Sprintf("letting serve settle for %s, then reading its memory", o.settle))
 	select {
 	case <-time.After(o.settle):
@@ -230,6 +231,10 @@ func run(ctx context.Context, o options) error {
 	}
 	mem := srv.memory()
 	rep.row("serve RSS idle after the runs (API + embedded NATS + worker)", mib(mem.serveRSS), "≤ 60 MB (API)", ptr(mem.serveRSS <= 60*1024))
+	rep.detail("serve RSS right after the runs / idle", fmt.Sprintf("%s / %s", mib(busy.serveRSS), mib(mem.serveRSS)),
+		fmt.Sprintf("idle: %s later, once serve has given back what the runs freed (internal/memory)", o.settle))
+	rep.detail("… of which file pages (serve's own executable), right after start / idle", fmt.Sprintf("%s / %s", mib(memStart.serveFile), mib(mem.serveFile)),
+		"RssFile: RSS counts the executable's pages the kernel mapped (shared, clean); the rest is serve's own memory")
 	rep.detail("serve RSS right after start + 1 order", mib(memStart.serveRSS), "VmRSS of the serve process")
 	rep.detail("serve peak RSS during the order runs", mib(mem.serveHWM), "VmHWM")
 	if mem.pgProcs > 0 {

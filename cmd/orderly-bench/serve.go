@@ -205,6 +205,7 @@ func (s *server) postmasterPID() int {
 // memory is a snapshot of the processes' memory in KiB.
 type memory struct {
 	serveRSS, serveHWM int64
+	serveFile          int64 // of serveRSS: file pages, nearly all serve's own executable
 	pgProcs            int
 	pgRSS, pgPSS       int64 // summed over the postmaster and its children
 }
@@ -212,7 +213,7 @@ type memory struct {
 func (s *server) memory() memory {
 	var m memory
 	st := procStatus(s.cmd.Process.Pid)
-	m.serveRSS, m.serveHWM = st["VmRSS"], st["VmHWM"]
+	m.serveRSS, m.serveHWM, m.serveFile = st["VmRSS"], st["VmHWM"], st["RssFile"]
 	pm := s.postmasterPID()
 	if pm == 0 {
 		return m

@@ -158,9 +158,10 @@ func serveCall(t *testing.T, url, token, method, path string, body any) (int, []
 	return resp.StatusCode, b
 }
 
-func startServe(t *testing.T, dataDir string) *serveProc {
+func startServe(t *testing.T, dataDir string, extraArgs ...string) *serveProc {
 	t.Helper()
-	cmd := exec.Command(orderlyBin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv")
+	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"}, extraArgs...)
+	cmd := exec.Command(orderlyBin, args...)
 	cmd.Env = []string{"ORDERLY_NATS__LISTEN=127.0.0.1:0", "ORDERLY_WORKER__SHUTDOWN_GRACE=20s",
 		"ORDERLY_LOG__LEVEL=warn", "PATH=/usr/bin:/bin", "HOME=" + dataDir}
 	cmd.Stderr = os.Stderr

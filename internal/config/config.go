@@ -19,6 +19,9 @@ type Config struct {
 	// ConfigCheckInterval is how often Watcher.Run hashes the config file
 	// to report drift (DESIGN §4.7).
 	ConfigCheckInterval time.Duration `koanf:"config_check_interval"`
+	// MemoryLimitBytes is the Go runtime's soft memory limit in a server
+	// command (internal/memory); 0: none.
+	MemoryLimitBytes int64 `koanf:"memory_limit_bytes"`
 
 	NATS   NATS   `koanf:"nats"`
 	Log    Log    `koanf:"log"`
@@ -162,6 +165,17 @@ type Rule struct {
 	DryRunOnly bool          `koanf:"dry_run_only"`
 }
 
+// DefaultMemoryLimit is memory_limit_bytes when unset: with the ~30 MiB
+// of its own executable that RSS also counts, it keeps serve (API,
+// embedded NATS and a worker in one process) near 80 MiB while an order's
+// 10 MiB of kept output passes through it (docs/benchmarks.md, "Memory").
+// Small orders keep their heap below it and never feel it.
+const DefaultMemoryLimit = 48 << 20
+
+// minMemoryLimit refuses a limit so small that the collector would run
+// all the time.
+const minMemoryLimit = 16 << 20
+
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	l := order.DefaultLimits()
@@ -171,6 +185,7 @@ func Default() Config {
 		Retention: 90 * 24 * time.Hour,
 
 		ConfigCheckInterval: 5 * time.Second,
+		MemoryLimitBytes:    DefaultMemoryLimit,
 		NATS: NATS{
 			Listen:      "127.0.0.1:4222",
 			Replicas:    1,

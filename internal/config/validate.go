@@ -139,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	ps.positive("retention", c.Retention)
 	ps.positive("config_check_interval", c.ConfigCheckInterval)
+	if c.MemoryLimitBytes != 0 && c.MemoryLimitBytes < minMemoryLimit {
+		ps.add("memory_limit_bytes", "must be 0 (no limit) or at least %d (16 MiB)", minMemoryLimit)
+	}
 
 	c.validateNATS(&ps)
 	c.validateLogHTTP(&ps)

@@ -27,6 +27,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"host wildcard", func(c *Config) { c.Host = "*" }, "host"},
 		{"retention zero", func(c *Config) { c.Retention = 0 }, "retention"},
 		{"check interval", func(c *Config) { c.ConfigCheckInterval = -time.Second }, "config_check_interval"},
+		{"negative memory limit", func(c *Config) { c.MemoryLimitBytes = -1 }, "memory_limit_bytes"},
+		{"tiny memory limit", func(c *Config) { c.MemoryLimitBytes = 1 << 20 }, "memory_limit_bytes"},
 		{"nats listen", func(c *Config) { c.NATS.Listen = "4222" }, "nats.listen"},
 		{"nats replicas", func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas"},
 		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = time.Minute }, "nats.dedup_window"},
@@ -118,6 +120,12 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	c.Policy = []Rule{{Name: "r", Principals: []string{"ci"}, Hosts: []string{"web-*", "db-?"}, Allow: []string{`^ls( |$)`}, RunAs: []string{"nobody", "1000", "", "default", "*"}}, {Name: "all", Principals: []string{"*"}}}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	for _, limit := range []int64{0, 16 << 20, 1 << 30} {
+		c.MemoryLimitBytes = limit
+		if err := c.Validate(); err != nil {
+			t.Fatalf("memory_limit_bytes %d: %v", limit, err)
+		}
 	}
 }
 

@@ -1,0 +1,111 @@
+package memory
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func read(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// trim runs TrimWhenIdle until the test ends, and waits for it to return:
+// a trim still running would count in the next test.
+func trim(t *testing.T, period time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); TrimWhenIdle(ctx, period) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestSetLimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	none := func(string) string { return "" }
+	if got := SetLimit(50<<20, none); got != 50<<20 || debug.SetMemoryLimit(-1) != 50<<20 {
+		t.Fatalf("SetLimit(50 MiB) = %d, runtime limit %d", got, debug.SetMemoryLimit(-1))
+	}
+	if got := SetLimit(0, none); got != noLimit || debug.SetMemoryLimit(-1) != noLimit {
+		t.Fatalf("SetLimit(0) = %d, runtime limit %d; want no limit", got, debug.SetMemoryLimit(-1))
+	}
+	// GOMEMLIMIT wins: the runtime applied it at start, and it stays.
+	debug.SetMemoryLimit(70 << 20)
+	env := func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "70MiB"
+		}
+		return ""
+	}
+	if got := SetLimit(50<<20, env); got != 70<<20 || debug.SetMemoryLimit(-1) != 70<<20 {
+		t.Fatalf("with GOMEMLIMIT: SetLimit = %d, runtime limit %d; want 70 MiB kept", got, debug.SetMemoryLimit(-1))
+	}
+}
+
+// An idle process gives back what a burst left: 64 MiB that were live at
+// the last collection are garbage now, and nothing else would collect them
+// for two minutes.
+func TestTrimWhenIdleReturnsFreedMemory(t *testing.T) {
+	buf := make([]byte, 64<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	runtime.GC()
+	runtime.KeepAlive(buf)
+	buf = nil
+	released := read("/memory/classes/heap/released:bytes")
+
+	trim(t, 50*time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for read("/memory/classes/heap/released:bytes") < released+48<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("released heap %d MiB → %d MiB in 10 s; want the 64 MiB of garbage back",
+				released>>20, read("/memory/classes/heap/released:bytes")>>20)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Under load the trim never runs (the collector runs on its own every
+// period), and once idle it runs once, not once per period.
+func TestTrimWhenIdleRunsOncePerIdleStretch(t *testing.T) {
+	const period = 50 * time.Millisecond
+	busy, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		var keep []byte
+		for {
+			select {
+			case <-busy:
+				runtime.KeepAlive(keep)
+				return
+			default:
+				keep = make([]byte, 1<<20)
+			}
+		}
+	}()
+	forced := read("/gc/cycles/forced:gc-cycles")
+	trim(t, period)
+	time.Sleep(10 * period) // an observation window: nothing may happen in it
+	if n := read("/gc/cycles/forced:gc-cycles"); n != forced {
+		t.Fatalf("%d forced collections while the process was busy; want none", n-forced)
+	}
+	close(busy)
+	<-done
+	deadline := time.Now().Add(10 * time.Second)
+	for read("/gc/cycles/forced:gc-cycles") < forced+2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no trim within 10 s of going idle")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	trimmed := read("/gc/cycles/forced:gc-cycles")
+	time.Sleep(10 * period) // an observation window: idle, already trimmed
+	if n := read("/gc/cycles/forced:gc-cycles"); n != trimmed {
+		t.Fatalf("%d more forced collections while idle after the trim; want one trim per idle stretch", n-trimmed)
+	}
+}
