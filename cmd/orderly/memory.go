@@ -16,7 +16,9 @@ const idleTrimPeriod = 10 * time.Second
 // boundMemory applies memory_limit_bytes now and on every reload, and
 // trims freed memory whenever the process goes idle, for as long as ctx
 // lasts; then the process's previous limit is back (a command run inside
-// a test process leaves no limit behind).
+// a test process leaves no limit behind). serve, api and worker call it;
+// fleet-sim, which stands in for many worker processes, keeps the
+// runtime's defaults.
 func (a *app) boundMemory(ctx context.Context, w *config.Watcher) {
 	before := debug.SetMemoryLimit(-1)
 	memory.SetLimit(w.Current().MemoryLimitBytes, a.getenv)

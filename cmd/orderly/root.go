@@ -103,7 +103,6 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags) (*config.Watcher, *slog.L
 	a.logger = l.Logger
 	w.Subscribe(func(c config.Config) { l.SetLevel(c.Log.Level) })
 	slog.SetDefault(l.Logger)
-	a.boundMemory(cmd.Context(), w)
 	return w, l.Logger, nil
 }
 

@@ -46,6 +46,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if err != nil {
 		return err
 	}
+	a.boundMemory(ctx, w)
 	cfg := w.Current()
 	if cfg.Host == "" {
 		cfg.Host = defaultHost()

@@ -26,6 +26,7 @@ func (a *app) apiCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.boundMemory(ctx, w)
 			b, err := openBackendWith(ctx, w.Current(), "orderly-api", roleAPI, waitForDependencies(logger), logger)
 			if err != nil {
 				return stoppedWhileWaiting(ctx, err, logger)
@@ -56,6 +57,7 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.boundMemory(ctx, w)
 			cfg := w.Current()
 			if cfg.Host == "" {
 				cfg.Host = defaultHost()
