@@ -128,6 +128,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			// (NATS permissions); anything else is dropped, never shown.
 			switch m.Subject() {
 			case outputSubject:
+				if m.Headers().Get(queue.StreamHeader) == "" {
+					// The marker the worker leaves once the result is
+					// stored (queue.EndOutput), after finished: no output.
+					continue
+				}
 			case eventSubject:
 				if m.Headers().Get(queue.StreamHeader) != "" {
 					continue

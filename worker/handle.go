@@ -110,7 +110,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			"stream_seq", o.StreamSeq, "command", o.Command)
 		w.event(o, "started", order.StatusRunning)
 
-		finish, ran := w.run(ctx, msg, o)
+		finish, ran, live := w.run(ctx, msg, o)
 		if err := w.failPoint("after_exec", o); err != nil {
 			return nil, err
 		}
@@ -129,10 +129,14 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if next == nil {
 			// Without the result committed we must not ack: the order
 			// would look finished to JetStream and unknown to PostgreSQL.
-			if err := w.complete(ctx, msg, o, finish); err != nil {
+			stored, err := w.complete(ctx, msg, o, finish)
+			if err != nil {
 				return nil, err
 			}
 			w.finished(msg, o, finish, ran)
+			if stored && live {
+				w.endOutput(o)
+			}
 			return nil, nil
 		}
 		step, err := w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
@@ -143,10 +147,14 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// order is claimed afresh; if the lost commit claimed it, the
 			// claim reads it back as ours and never started, and runs it.
 			w.logger.Warn("pipelined result and claim failed; writing the result alone", "order_id", o.ID, "error", err)
-			if err := w.complete(ctx, msg, o, finish); err != nil {
+			stored, err := w.complete(ctx, msg, o, finish)
+			if err != nil {
 				return nil, err
 			}
 			w.finished(msg, o, finish, ran)
+			if stored && live {
+				w.endOutput(o)
+			}
 			return next, nil
 		}
 		if step.Done != nil {
@@ -154,6 +162,9 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			w.ack(msg, o.ID)
 		} else {
 			w.finished(msg, o, finish, ran)
+			if live {
+				w.endOutput(o)
+			}
 		}
 		switch {
 		case step.Claimed:
@@ -213,6 +224,16 @@ func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, 
 	w.event(o, "finished", f.Status)
 }
 
+// endOutput drops the live output chunks of an order whose result is
+// committed: PostgreSQL has its output now (queue.EndOutput). Only then:
+// an order whose result was refused may be an interrupted one whose
+// successor reads its output back from the live stream.
+func (w *Worker) endOutput(o *order.Order) {
+	if err := w.q.EndOutput(o.Host, o.ID); err != nil {
+		w.logger.Debug("roll up live output", "order_id", o.ID, "error", err)
+	}
+}
+
 // settle handles a delivery of an order this worker could not claim. It
 // returns the order when it must be executed after all: one this instance
 // claimed in a commit whose answer was lost and never started, or an
@@ -264,19 +285,20 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 
 // run checks the host policy and executes the order, keeping the message
 // alive with InProgress while the process runs. ran is how long the process
-// ran, or -1 when nothing was executed.
-func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration) {
+// ran, or -1 when nothing was executed; live reports whether any output
+// chunk was published to the live stream.
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration, live bool) {
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
-			Detail: map[string]any{"reason": reason(err)}}, -1
+			Detail: map[string]any{"reason": reason(err)}}, -1, false
 	}
 	if prep.Cleanup != nil {
 		defer prep.Cleanup() // a script's run directory
 	}
 	if o.DryRun {
 		return postgres.Finish{Status: order.StatusSucceeded,
-			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1
+			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1, false
 	}
 
 	signals := make(chan syscall.Signal, 4)
@@ -324,6 +346,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		}
 	}()
 	req := prep.Req
+	var published atomic.Bool
 	if req.CaptureStdout || req.CaptureStderr {
 		// Live output for SSE followers, up to the stored cap per order so
 		// a flood of output cannot flood the bus.
@@ -338,6 +361,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
+			published.Store(true)
 			if err := w.q.PublishOutput(o.Host, o.ID, stream, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
@@ -358,7 +382,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	} else {
 		res = w.exec.Run(execCtx, req, signals)
 	}
-	return finishOf(res), res.Duration
+	return finishOf(res), res.Duration, published.Load()
 }
 
 // finishOf maps an execution result to the order's terminal status.
@@ -396,21 +420,22 @@ func finishOf(res executor.Result) postgres.Finish {
 // a result is never dropped while the worker runs, and for up to the
 // shutdown grace once it is stopping. A conflict means the order is no
 // longer running under this attempt (a successor interrupted it, or an
-// earlier write whose answer was lost recorded it): settled either way.
-func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) error {
+// earlier write whose answer was lost recorded it): settled either way,
+// but stored is false, since this write recorded nothing.
+func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(w.opts.ShutdownGrace, cancel) })
 	defer stop()
-	err := w.retry(wctx, msg, "write result", func(ctx context.Context) error {
+	err = w.retry(wctx, msg, "write result", func(ctx context.Context) error {
 		return w.store.Complete(ctx, o.ID, o.Attempt, f)
 	})
 	if order.ErrorCode(err) == order.CodeConflict {
 		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
 			"attempt", o.Attempt, "error", err)
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // retry calls fn until it succeeds or fails for good, waiting with a

@@ -30,6 +30,8 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		MaxAge:      time.Hour,
 		MaxBytes:    256 << 20,
 		Discard:     jetstream.DiscardOld,
+		// EndOutput rolls up an order's chunks once its result is stored.
+		AllowRollup: true,
 	}
 }
 
@@ -41,6 +43,23 @@ func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, p []byte
 	m := nats.NewMsg(OutputSubjectOf(host, id))
 	m.Header.Set(StreamHeader, stream)
 	m.Data = p // PublishMsg copies it into the connection's buffer before returning
+	return q.nc.PublishMsg(m)
+}
+
+// EndOutput drops the live output chunks of order id of host once its
+// result is committed to PostgreSQL, which then serves the whole output
+// (the finished event carries it): kept for the stream's hour, a 10 MiB
+// output would hold 10 MiB of the NATS server's memory for nothing. It
+// publishes one empty message with "Nats-Rollup: sub" on the order's
+// output subject, so the stream purges that subject's earlier messages and
+// keeps only this marker, which has no StreamHeader: readers skip it. A
+// worker may publish only on its own host's subjects, so it can roll up
+// only its own orders. Best effort like the chunks: a lost marker leaves
+// them to MaxAge. Never for an interrupted order: the worker taking over
+// reads its output back from here (PartialOutput).
+func (q *Queue) EndOutput(host string, id uuid.UUID) error {
+	m := nats.NewMsg(OutputSubjectOf(host, id))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	return q.nc.PublishMsg(m)
 }
 
