@@ -1,0 +1,173 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// liveCount is how many messages ORDERLY_LIVE holds on the output subject
+// of order id of host.
+func (e *apiEnv) liveCount(host string, id uuid.UUID) uint64 {
+	e.t.Helper()
+	ctx := testenv.Context(e.t)
+	st, err := e.q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	subj := queue.OutputSubjectOf(host, id)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+// lastLive is the last message of order id's output subject.
+func (e *apiEnv) lastLive(host string, id uuid.UUID) *jetstream.RawStreamMsg {
+	e.t.Helper()
+	ctx := testenv.Context(e.t)
+	st, err := e.q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, queue.OutputSubjectOf(host, id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+// waitRolledUp waits until the order's output subject holds only the
+// worker's end marker.
+func (e *apiEnv) waitRolledUp(host string, id uuid.UUID) {
+	e.t.Helper()
+	testenv.WaitUntil(e.t, 10*time.Second, fmt.Sprintf("order %s's live output rolled up", id), func() bool {
+		return e.liveCount(host, id) == 1 && e.lastLive(host, id).Header.Get(queue.StreamHeader) == ""
+	})
+}
+
+// seqOutput is what `seq 1 n` writes.
+func seqOutput(n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "%d\n", i)
+	}
+	return b.String()
+}
+
+// TestFinishedOrderLiveOutputRolledUp: once a real worker has stored an
+// order's result, its live output chunks leave ORDERLY_LIVE (only the end
+// marker is left), while a running order's chunks stay. The finished
+// order's event stream is queued, started, finished with the complete
+// stored output, and the Go client's Follow writes that output once; a
+// resume after the end gets finished and writes nothing.
+func TestFinishedOrderLiveOutputRolledUp(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"roll-1", "roll-2"}})
+	ctx := testenv.Context(t)
+
+	running := e.submit("alice", map[string]any{"host": "roll-2", "command": "sh",
+		"args": []string{"-c", "echo before; exec sleep 60"}}, "", http.StatusAccepted)
+	testenv.WaitUntil(t, 10*time.Second, "the running order's chunk in ORDERLY_LIVE", func() bool {
+		return e.liveCount("roll-2", running.ID) == 1
+	})
+
+	const lines = 60000 // 339 KiB
+	want := seqOutput(lines)
+	done := e.submit("alice", map[string]any{"host": "roll-1", "command": "seq", "args": []string{"1", fmt.Sprint(lines)}},
+		"?wait=20", http.StatusOK)
+	if done.Status != order.StatusSucceeded {
+		t.Fatalf("order %s is %s", done.ID, done.Status)
+	}
+	e.waitRolledUp("roll-1", done.ID)
+	if m := e.lastLive("roll-1", done.ID); len(m.Data) != 0 {
+		t.Fatalf("the end marker carries %d bytes", len(m.Data))
+	}
+	if n := e.liveCount("roll-2", running.ID); n != 1 {
+		t.Fatalf("the running order has %d messages in ORDERLY_LIVE, want its one chunk", n)
+	}
+	if m := e.lastLive("roll-2", running.ID); string(m.Data) != "before\n" || m.Header.Get(queue.StreamHeader) != "stdout" {
+		t.Fatalf("the running order's chunk is %q (%q)", m.Data, m.Header.Get(queue.StreamHeader))
+	}
+
+	// The event stream of the finished order: the output comes with finished.
+	code, evs := e.events("alice", done.ID, func(event, _ string) bool { return event == "finished" })
+	var names []string
+	for _, ev := range evs {
+		name, _, _ := strings.Cut(ev, " ")
+		names = append(names, name)
+	}
+	if code != http.StatusOK || strings.Join(names, ",") != "queued,started,finished" {
+		t.Fatalf("events of the finished order: %d %v", code, names)
+	}
+	var fin api.Order
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(evs[len(evs)-1], "finished ")), &fin); err != nil {
+		t.Fatal(err)
+	}
+	if fin.Result == nil || fin.Result.Stdout.Content != want || fin.Result.Stdout.Truncated {
+		t.Fatalf("finished event: result %+v, want the complete stdout (%d bytes)", fin.Result != nil, len(want))
+	}
+
+	// The Go client writes the stored output once; resuming after the
+	// end (the marker's id) gets finished and writes nothing.
+	c, err := client.New(e.url, e.tokens["alice"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	o, err := c.Follow(ctx, done.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr})
+	if err != nil || o.Status != client.StatusSucceeded || stdout.String() != want || stderr.Len() != 0 {
+		t.Fatalf("Follow of the finished order: %v, %d bytes of stdout (want %d), stderr %q", err, stdout.Len(), len(want), stderr.String())
+	}
+	stdout.Reset()
+	last := fmt.Sprint(e.lastLive("roll-1", done.ID).Sequence)
+	o, err = c.Follow(ctx, done.ID.String(), client.FollowOptions{Stdout: &stdout, LastEventID: last})
+	if err != nil || o.Status != client.StatusSucceeded || stdout.Len() != 0 {
+		t.Fatalf("Follow resumed after the end: %v, %d bytes of stdout", err, stdout.Len())
+	}
+
+	// The running order, once killed and stored, is rolled up too.
+	if code, b := e.do("alice", "POST", "/v1/orders/"+running.ID.String()+"/cancel", nil); code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	e.waitRolledUp("roll-2", running.ID)
+}
+
+// TestFollowWhileRunningWritesOutputOnce: a follower attached while the
+// order runs gets its whole output exactly once, although the chunks leave
+// the live stream as soon as the result is stored.
+func TestFollowWhileRunningWritesOutputOnce(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"roll-1"}})
+	ctx := testenv.Context(t)
+	o := e.submit("alice", map[string]any{"host": "roll-1", "command": "sh",
+		"args": []string{"-c", "seq 1 30000; seq 1 5000 >&2; sleep 0.5; seq 30001 60000"}}, "", http.StatusAccepted)
+	c, err := client.New(e.url, e.tokens["alice"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	fin, err := c.Follow(ctx, o.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr})
+	if err != nil || fin.Status != client.StatusSucceeded {
+		t.Fatalf("Follow: %v", err)
+	}
+	if want := seqOutput(60000); stdout.String() != want {
+		t.Fatalf("stdout: %d bytes, want %d", stdout.Len(), len(want))
+	}
+	if want := seqOutput(5000); stderr.String() != want {
+		t.Fatalf("stderr: %d bytes, want %d", stderr.Len(), len(want))
+	}
+	e.waitRolledUp("roll-1", o.ID)
+}
