@@ -150,10 +150,20 @@ func TestClientFollow(t *testing.T) {
 	ctx := testenv.Context(t)
 
 	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh",
-		Args: []string{"-c", "echo one; sleep 0.5; printf '\\377two\\n'; echo err >&2; exit 3"}}, client.SubmitOptions{})
+		Args: []string{"-c", "echo one; sleep 1.5; printf '\\377two\\n'; echo err >&2; exit 3"}}, client.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Resume after the first chunk, while the order runs (its chunks
+	// leave the live stream once its result is stored): only what
+	// followed is written.
+	first := firstChunkID(t, s, sub.Order.ID.String())
+	var resumedOut, resumedErr bytes.Buffer
+	resumed := make(chan error, 1)
+	go func() {
+		_, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &resumedOut, Stderr: &resumedErr, LastEventID: first})
+		resumed <- err
+	}()
 	var stdout, stderr bytes.Buffer
 	var seen []client.Status
 	final, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr,
@@ -168,15 +178,20 @@ func TestClientFollow(t *testing.T) {
 		t.Fatalf("statuses seen: %v", seen)
 	}
 
-	// Resume after the first chunk: only what followed is written.
-	first := firstChunkID(t, s, sub.Order.ID.String())
-	stdout.Reset()
-	stderr.Reset()
-	if _, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr, LastEventID: first}); err != nil {
+	if err := <-resumed; err != nil {
 		t.Fatal(err)
 	}
-	if stdout.String() != "\xfftwo\n" || stderr.String() != "err\n" {
-		t.Fatalf("resumed after event %s: stdout %q stderr %q", first, stdout.String(), stderr.String())
+	if resumedOut.String() != "\xfftwo\n" || resumedErr.String() != "err\n" {
+		t.Fatalf("resumed after event %s: stdout %q stderr %q", first, resumedOut.String(), resumedErr.String())
+	}
+	// Finished: the output comes from the stored result, once.
+	stdout.Reset()
+	stderr.Reset()
+	if _, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr}); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "one\n\xfftwo\n" || stderr.String() != "err\n" {
+		t.Fatalf("Follow of the finished order: stdout %q stderr %q", stdout.String(), stderr.String())
 	}
 
 	_, err = c.Follow(ctx, "0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c", client.FollowOptions{})
