@@ -236,12 +236,17 @@ func eventChunk(t *testing.T, e testEvent) string {
 
 // TestLiveOutputWithReconnect follows an order's output over SSE, drops
 // the connection after the first chunk, resumes with Last-Event-ID and
-// gets the rest exactly once; a finished order replays and ends.
+// gets the rest exactly once; a finished order replays and ends with
+// finished, which carries the output (its chunks left the live stream
+// once the result was stored).
 func TestLiveOutputWithReconnect(t *testing.T) {
 	s := newStack(t, "live")
-	gate := filepath.Join(t.TempDir(), "gate")
+	gate, end := filepath.Join(t.TempDir(), "gate"), filepath.Join(t.TempDir(), "end")
+	// The order ends only once the resumed stream has its chunks: a resume
+	// after the end would find them rolled up.
 	o := s.submit(map[string]any{"host": "live", "command": "sh",
-		"args": []string{"-c", `echo one; while [ ! -e "$1" ]; do sleep 0.02; done; echo two >&2; echo three`, "_", gate}}, "", http.StatusAccepted)
+		"args": []string{"-c", `echo one; while [ ! -e "$1" ]; do sleep 0.02; done; echo two >&2; echo three
+while [ ! -e "$2" ]; do sleep 0.02; done`, "_", gate, end}}, "", http.StatusAccepted)
 	first := followEvents(t, s, o.ID, "", func(e testEvent) bool { return e.event == "stdout" })
 	var names []string
 	for _, e := range first {
@@ -254,7 +259,17 @@ func TestLiveOutputWithReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Resume on another API replica: live events travel through JetStream.
-	rest := followEvents(t, s.replica(), o.ID, first[2].id, func(e testEvent) bool { return e.event == "finished" })
+	chunks := 0
+	rest := followEvents(t, s.replica(), o.ID, first[2].id, func(e testEvent) bool {
+		if e.event == "stdout" || e.event == "stderr" {
+			if chunks++; chunks == 2 {
+				if err := os.WriteFile(end, nil, 0o644); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		return e.event == "finished"
+	})
 	var text []string
 	for _, e := range rest {
 		switch e.event {
@@ -275,9 +290,9 @@ func TestLiveOutputWithReconnect(t *testing.T) {
 	if err := json.Unmarshal([]byte(last.data), &fin); err != nil || last.event != "finished" || fin.Status != "succeeded" {
 		t.Fatalf("finished event: %+v", last)
 	}
-	// Replay of a finished order ends by itself.
+	// Replay of a finished order ends by itself, the output in finished.
 	all := followEvents(t, s, o.ID, "", func(e testEvent) bool { return false })
-	if len(all) < 5 || all[len(all)-1].event != "finished" {
+	if len(all) < 3 || all[len(all)-1].event != "finished" || !strings.Contains(all[len(all)-1].data, `"content":"one\nthree\n"`) {
 		t.Fatalf("replay: %v", all)
 	}
 }
