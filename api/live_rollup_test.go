@@ -171,3 +171,35 @@ func TestFollowWhileRunningWritesOutputOnce(t *testing.T) {
 	}
 	e.waitRolledUp("roll-1", o.ID)
 }
+
+// TestFollowOrderLaggingGetsStoredRest: a stage0 follower (FollowOrder)
+// that lags behind while the worker rolls the order's chunks up gets the
+// rest of the output from the stored result, exactly once.
+func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"roll-1"}})
+	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Logger: e.logger()})
+	// One chunk per line: twice what a follower fetches ahead (500).
+	const lines = 1000
+	sub := e.submit("alice", map[string]any{"host": "roll-1", "command": "sh",
+		"args": []string{"-c", fmt.Sprintf("for i in $(seq 1 %d); do echo $i; sleep 0.001; done", lines)}}, "", http.StatusAccepted)
+	o, err := e.store.GetOrder(testenv.Context(t), sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	final, err := srv.FollowOrder(testenv.Context(t), o, func(stream string, p []byte) {
+		if out.Len() == 0 {
+			// Lag: the order ends and its chunks leave the live stream.
+			e.waitRolledUp("roll-1", o.ID)
+		}
+		if stream == "stdout" {
+			out.Write(p)
+		}
+	})
+	if err != nil || final.Status != order.StatusSucceeded {
+		t.Fatalf("FollowOrder: %v", err)
+	}
+	if want := seqOutput(lines); out.String() != want {
+		t.Fatalf("FollowOrder gave %d bytes of stdout, want %d", out.Len(), len(want))
+	}
+}

@@ -75,8 +75,17 @@ func IsDelegationToken(token string) bool {
 // publishes it, until the order is terminal, and returns the order as
 // PostgreSQL then holds it. fn is called from one goroutine. Output
 // arrives through the live stream; PostgreSQL is read as a fallback, so a
-// lost event only delays the end.
+// lost event only delays the end. The worker drops an order's chunks from
+// the live stream once its result is stored (queue.EndOutput), so a
+// follower that lagged behind gets only a prefix of them: the rest comes
+// from the stored output, when that is complete.
 func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error) {
+	var seen [2]int64 // bytes of stdout and stderr given to fn
+	live := fn
+	fn = func(stream string, p []byte) {
+		seen[streamIndex(stream)] += int64(len(p))
+		live(stream, p)
+	}
 	cons, err := s.Queue.Live(ctx, o.Host, o.ID, 0)
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
@@ -104,7 +113,13 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 	outputSubject, eventSubject := queue.OutputSubjectOf(o.Host, o.ID), queue.EventSubjectOf(o.Host, o.ID)
 	poll := time.NewTicker(2 * time.Second)
 	defer poll.Stop()
-	final := func() (*order.Order, error) { return s.Store.GetOrder(context.WithoutCancel(ctx), o.ID) }
+	final := func() (*order.Order, error) {
+		cur, err := s.Store.GetOrder(context.WithoutCancel(ctx), o.ID)
+		if err == nil {
+			storedRest(cur, seen, fn)
+		}
+		return cur, err
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,8 +157,29 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 					}
 					break
 				}
+				storedRest(cur, seen, fn)
 				return cur, nil
 			}
 		}
 	}
+}
+
+// storedRest gives fn the part of o's stored output past the seen bytes
+// the live stream delivered; a truncated stored copy has no exact rest.
+func storedRest(o *order.Order, seen [2]int64, fn func(stream string, p []byte)) {
+	if o.Result == nil {
+		return
+	}
+	for i, out := range []order.Output{o.Result.Stdout, o.Result.Stderr} {
+		if !out.Truncated && int64(len(out.Content)) > seen[i] {
+			fn([2]string{"stdout", "stderr"}[i], out.Content[seen[i]:])
+		}
+	}
+}
+
+func streamIndex(stream string) int {
+	if stream == "stderr" {
+		return 1
+	}
+	return 0
 }
