@@ -346,12 +346,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		}
 	}()
 	req := prep.Req
-	var published atomic.Bool
+	var budget *atomic.Int64 // of live output; nil when nothing is captured
 	if req.CaptureStdout || req.CaptureStderr {
 		// Live output for SSE followers, up to the stored cap per order so
 		// a flood of output cannot flood the bus.
 		// Both streams call it concurrently.
-		var budget atomic.Int64
+		budget = new(atomic.Int64)
 		budget.Store(req.MaxOutput)
 		req.OnOutput = func(stream string, p []byte) {
 			left := budget.Add(-int64(len(p))) + int64(len(p))
@@ -361,7 +361,6 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
-			published.Store(true)
 			if err := w.q.PublishOutput(o.Host, o.ID, stream, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
@@ -382,7 +381,10 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	} else {
 		res = w.exec.Run(execCtx, req, signals)
 	}
-	return finishOf(res), res.Duration, published.Load()
+	// The first chunk drawn on the budget was published: no flag to
+	// keep, nothing more for an order without output.
+	live = budget != nil && req.MaxOutput > 0 && budget.Load() < req.MaxOutput
+	return finishOf(res), res.Duration, live
 }
 
 // finishOf maps an execution result to the order's terminal status.
