@@ -166,7 +166,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-idle.C:
-			// The live stream keeps an hour; for an order finished before
+			// The live stream keeps a finished order's last event for a
+			// minute (queue.Options.FinishedTTL); for one finished before
 			// that, or whose events were lost, PostgreSQL has the end.
 			quiet++
 			if quiet%4 == 0 {
@@ -175,8 +176,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			// Only a fallback: read PostgreSQL after a quiet second, then
-			// every two seconds, not on every tick of every client.
-			if quiet%4 != 2 {
+			// every two seconds, not on every tick of every client; after
+			// the first quiet tick already when the order had finished
+			// before the client came.
+			if quiet%4 != 2 && (quiet != 1 || !o.Status.Terminal()) {
 				continue
 			}
 			cur, err := s.Store.GetOrder(ctx, id)

@@ -290,9 +290,10 @@ while [ ! -e "$2" ]; do sleep 0.02; done`, "_", gate, end}}, "", http.StatusAcce
 	if err := json.Unmarshal([]byte(last.data), &fin); err != nil || last.event != "finished" || fin.Status != "succeeded" {
 		t.Fatalf("finished event: %+v", last)
 	}
-	// Replay of a finished order ends by itself, the output in finished.
+	// Replay of a finished order ends by itself: queued, then finished
+	// (which rolled up started) with the output.
 	all := followEvents(t, s, o.ID, "", func(e testEvent) bool { return false })
-	if len(all) < 3 || all[len(all)-1].event != "finished" || !strings.Contains(all[len(all)-1].data, `"content":"one\nthree\n"`) {
+	if len(all) != 2 || all[0].event != "queued" || all[1].event != "finished" || !strings.Contains(all[len(all)-1].data, `"content":"one\nthree\n"`) {
 		t.Fatalf("replay: %v", all)
 	}
 }

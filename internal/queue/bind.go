@@ -27,6 +27,9 @@ func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if opts.AckWait <= 0 {
 		opts.AckWait = 30 * time.Second
 	}
+	if opts.FinishedTTL < time.Second {
+		opts.FinishedTTL = time.Minute
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)

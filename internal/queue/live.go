@@ -30,8 +30,11 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		MaxAge:      time.Hour,
 		MaxBytes:    256 << 20,
 		Discard:     jetstream.DiscardOld,
-		// EndOutput rolls up an order's chunks once its result is stored.
+		// EndOutput rolls up an order's chunks once its result is stored,
+		// and the finished event its events (events.go); both markers
+		// expire after Options.FinishedTTL.
 		AllowRollup: true,
+		AllowMsgTTL: true,
 	}
 }
 
@@ -52,14 +55,15 @@ func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, p []byte
 // output would hold 10 MiB of the NATS server's memory for nothing. It
 // publishes one empty message with "Nats-Rollup: sub" on the order's
 // output subject, so the stream purges that subject's earlier messages and
-// keeps only this marker, which has no StreamHeader: readers skip it. A
+// keeps only this marker, which has no StreamHeader (readers skip it) and
+// expires after Options.FinishedTTL. A
 // worker may publish only on its own host's subjects, so it can roll up
 // only its own orders. Best effort like the chunks: a lost marker leaves
 // them to MaxAge. Never for an interrupted order: the worker taking over
 // reads its output back from here (PartialOutput).
 func (q *Queue) EndOutput(host string, id uuid.UUID) error {
 	m := nats.NewMsg(OutputSubjectOf(host, id))
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	q.endsRecord(m)
 	return q.nc.PublishMsg(m)
 }
 

@@ -35,6 +35,9 @@ type Options struct {
 	DedupWindow time.Duration // ≥ 2 minutes (DESIGN §2.4)
 	AckWait     time.Duration // redelivery delay of an unacked order
 	LeaseTTL    time.Duration // how long a dead worker holds its host
+	// FinishedTTL is how long the live stream keeps the last message of a
+	// finished order's subjects (events.go); at least a second.
+	FinishedTTL time.Duration
 }
 
 // Queue wraps one NATS connection and its JetStream context.
@@ -89,6 +92,9 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	}
 	if opts.LeaseTTL <= 0 {
 		opts.LeaseTTL = 15 * time.Second
+	}
+	if opts.FinishedTTL < time.Second {
+		opts.FinishedTTL = time.Minute
 	}
 	if err := checkReplicas(nc, opts.Replicas); err != nil {
 		return nil, err
