@@ -139,7 +139,11 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			}
 			return nil, nil
 		}
-		step, err := w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
+		// A stop request must not cut the commit short: its answer would
+		// be lost with the claim of the next order possibly made.
+		wctx, cancel := w.writeContext(ctx)
+		step, err := w.store.CompleteAndClaim(wctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
+		cancel()
 		if err != nil {
 			// The transaction failed, or committed with its answer lost.
 			// Write the result alone: its guard makes a repeat harmless,
@@ -154,6 +158,11 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			w.finished(msg, o, finish, ran)
 			if stored && live {
 				w.endOutput(o)
+			}
+			if ctx.Err() != nil {
+				// Stopping: no claim afresh. Hand the next order back
+				// if the lost commit claimed it for us.
+				return nil, w.handBack(ctx, next, nextID)
 			}
 			return next, nil
 		}
@@ -181,6 +190,28 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		msg, o = next, adopted
 	}
+}
+
+// handBack puts the order of msg back in the queue if it is running as
+// this worker's claim (a commit whose answer was lost made it), for a
+// worker that is stopping: the caller never started it.
+func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, id uuid.UUID) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var o *order.Order
+	err := w.retry(wctx, msg, "read the next order back", func(ctx context.Context) (err error) {
+		o, err = w.store.GetOrder(ctx, id)
+		return err
+	})
+	switch {
+	case errors.Is(err, order.ErrNotFound):
+		return nil // settled by whoever delivers it next
+	case err != nil:
+		return fmt.Errorf("read order %s back: %w", id, err)
+	case o.Status != order.StatusRunning || o.Worker != w.opts.Instance:
+		return nil // not claimed by the lost commit: it stays queued
+	}
+	return w.unclaim(ctx, msg, o)
 }
 
 // unclaim puts an order this worker claimed and never started back in the
@@ -425,10 +456,8 @@ func finishOf(res executor.Result) postgres.Finish {
 // earlier write whose answer was lost recorded it): settled either way,
 // but stored is false, since this write recorded nothing.
 func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	wctx, cancel := w.writeContext(ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(w.opts.ShutdownGrace, cancel) })
-	defer stop()
 	err = w.retry(wctx, msg, "write result", func(ctx context.Context) error {
 		return w.store.Complete(ctx, o.ID, o.Attempt, f)
 	})
@@ -438,6 +467,15 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// writeContext is the context of a result write: a stop request (ctx
+// ending) leaves it ShutdownGrace to commit, so that a result is not
+// dropped, nor a commit's answer lost, just because the worker is stopping.
+func (w *Worker) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(w.opts.ShutdownGrace, cancel) })
+	return wctx, func() { stop(); cancel() }
 }
 
 // retry calls fn until it succeeds or fails for good, waiting with a

@@ -338,10 +338,52 @@ func (s *stopAfterClaim) CompleteAndClaim(ctx context.Context, id uuid.UUID, att
 // never started it: it puts it back in the queue instead of leaving it
 // running for its successor to interrupt, and the successor runs it.
 func TestStopAfterPipelinedClaimHandsTheOrderBack(t *testing.T) {
+	testHandBack(t, "handback", func(db *postgres.Store, stop func()) (worker.Store, *atomic.Bool) {
+		s := &stopAfterClaim{Store: db, stop: stop}
+		return s, &s.once
+	})
+}
+
+// lostAnswerAtStop is a Store whose first pipelined claim commits but
+// reports the stop's error, as when a SIGTERM cancels the commit after
+// the server applied it.
+type lostAnswerAtStop struct {
+	*postgres.Store
+	stop func()
+	once atomic.Bool
+}
+
+func (s *lostAnswerAtStop) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
+	nextID uuid.UUID, w string, nextSeq uint64) (postgres.Step, error) {
+	step, err := s.Store.CompleteAndClaim(ctx, id, attempt, f, nextID, w, nextSeq)
+	if err == nil && step.Claimed && s.once.CompareAndSwap(false, true) {
+		s.stop()
+		return postgres.Step{}, context.Canceled
+	}
+	return step, err
+}
+
+// TestStopDuringPipelinedCommitHandsTheOrderBack: the stop request lands
+// while the pipelined commit is in flight and its answer is lost. The
+// worker reads the next order back, finds it claimed by itself and never
+// started, and hands it back; before, it stopped with it running, and its
+// successor interrupted an order that never ran (TestFaultsRestartStorm).
+func TestStopDuringPipelinedCommitHandsTheOrderBack(t *testing.T) {
+	testHandBack(t, "handback-lost", func(db *postgres.Store, stop func()) (worker.Store, *atomic.Bool) {
+		s := &lostAnswerAtStop{Store: db, stop: stop}
+		return s, &s.once
+	})
+}
+
+// testHandBack runs two orders on host with the store wrap makes, which
+// stops the worker around the pipelined claim of the second and reports
+// whether it did; the second must be queued after the stop, and run once
+// by the next worker.
+func testHandBack(t *testing.T, host string, wrap func(db *postgres.Store, stop func()) (worker.Store, *atomic.Bool)) {
 	e := newEnv(t)
 	f := filepath.Join(t.TempDir(), "ran")
-	first := e.submit("handback", "sleep", "0.3") // the next message is held while it runs
-	second := e.submit("handback", "sh", "-c", `echo x >> "$1"`, "_", f)
+	first := e.submit(host, "sleep", "0.3") // the next message is held while it runs
+	second := e.submit(host, "sh", "-c", `echo x >> "$1"`, "_", f)
 	hp, err := hostpolicy.New(config.Default().Worker)
 	if err != nil {
 		t.Fatal(err)
@@ -349,20 +391,20 @@ func TestStopAfterPipelinedClaimHandsTheOrderBack(t *testing.T) {
 	logger := testenv.Logger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store := &stopAfterClaim{Store: e.store, stop: cancel}
-	w := worker.New(worker.Options{Host: "handback", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+	store, stopped := wrap(e.store, cancel)
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
 	if err := w.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !store.once.Load() {
+	if !stopped.Load() {
 		t.Fatal("no pipelined claim happened: nothing was tested")
 	}
 	e.waitStatus(first, order.StatusSucceeded)
 	if o, err := e.store.GetOrder(t.Context(), second); err != nil || o.Status != order.StatusQueued {
 		t.Fatalf("the claimed, unstarted order after the stop: %v %v, want queued", o.Status, err)
 	}
-	e.start("handback", nil)
+	e.start(host, nil)
 	e.waitStatus(second, order.StatusSucceeded)
 	if b, _ := os.ReadFile(f); string(b) != "x\n" {
 		t.Fatalf("ran %q, want once", b)
