@@ -54,6 +54,9 @@ func orderID(msg jetstream.Msg) (uuid.UUID, uint64, error) {
 // begin claims the message's order, or settles a delivery of an order that
 // is not queued. claimed reports whether the caller must execute o.
 func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, claimed bool, err error) {
+	if ctx.Err() != nil {
+		return nil, false, nil // stopping: left unacked for the next worker
+	}
 	id, seq, err := orderID(msg)
 	if err != nil {
 		// Not an order id: nothing we could ever run. Drop it for good.
@@ -61,10 +64,14 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		_ = msg.Term()
 		return nil, false, nil
 	}
-	err = w.retry(ctx, msg, "claim order", func(ctx context.Context) error {
-		o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
+	// A stop request waits for a claim in flight (see writeContext): cut
+	// short, its commit could land unheard.
+	wctx, cancel := w.writeContext(ctx)
+	err = w.retry(ctx, msg, "claim order", func(context.Context) error {
+		o, claimed, err = w.store.Claim(wctx, id, w.opts.Instance, seq)
 		return err
 	})
+	cancel()
 	switch {
 	case errors.Is(err, order.ErrNotFound):
 		w.logger.Error("dropped a message whose order is not in the database", "order_id", id)
@@ -72,6 +79,13 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		return nil, false, nil
 	case errors.Is(err, postgres.ErrNotOwner) && o != nil && o.Host != w.opts.Host:
 		return nil, false, w.misrouted(msg, o)
+	case err != nil && ctx.Err() != nil:
+		// Stopping with the claim's outcome unknown: hand the order
+		// back if the claim was made after all.
+		if herr := w.handBack(ctx, msg, id); herr != nil {
+			return nil, false, herr
+		}
+		return nil, false, err
 	case err != nil:
 		return nil, false, err
 	case claimed:

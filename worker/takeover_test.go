@@ -410,3 +410,53 @@ func testHandBack(t *testing.T, host string, wrap func(db *postgres.Store, stop 
 		t.Fatalf("ran %q, want once", b)
 	}
 }
+
+// claimLostAtStop is a Store whose first claim commits but reports the
+// stop's error, as when a SIGTERM cancels the claim after the server
+// applied it.
+type claimLostAtStop struct {
+	*postgres.Store
+	stop func()
+	once atomic.Bool
+}
+
+func (s *claimLostAtStop) Claim(ctx context.Context, id uuid.UUID, w string, seq uint64) (*order.Order, bool, error) {
+	o, claimed, err := s.Store.Claim(ctx, id, w, seq)
+	if err == nil && claimed && s.once.CompareAndSwap(false, true) {
+		s.stop()
+		return nil, false, context.Canceled
+	}
+	return o, claimed, err
+}
+
+// TestStopDuringClaimHandsTheOrderBack: the stop request lands while a
+// claim's commit is in flight and its answer is lost. The worker reads the
+// order back, finds it claimed by itself and never started, and hands it
+// back instead of leaving it running for its successor to interrupt.
+func TestStopDuringClaimHandsTheOrderBack(t *testing.T) {
+	e := newEnv(t)
+	f := filepath.Join(t.TempDir(), "ran")
+	id := e.submit("claim-lost", "sh", "-c", `echo x >> "$1"`, "_", f)
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := testenv.Logger(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := &claimLostAtStop{Store: e.store, stop: cancel}
+	w := worker.New(worker.Options{Host: "claim-lost", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
+	_ = w.Run(ctx) // the lost answer ends the tenure with its error
+	if !store.once.Load() {
+		t.Fatal("no claim happened: nothing was tested")
+	}
+	if o, err := e.store.GetOrder(t.Context(), id); err != nil || o.Status != order.StatusQueued {
+		t.Fatalf("the claimed, unstarted order after the stop: %v %v, want queued", o.Status, err)
+	}
+	e.start("claim-lost", nil)
+	e.waitStatus(id, order.StatusSucceeded)
+	if b, _ := os.ReadFile(f); string(b) != "x\n" {
+		t.Fatalf("ran %q, want once", b)
+	}
+}
