@@ -318,9 +318,12 @@ func TestGracefulStopKeepsTheHostUntilTheOrderEnds(t *testing.T) {
 
 // stopAfterClaim is a Store that cancels the worker's context right after
 // a pipelined claim commits, as a SIGTERM arriving at that moment would.
+// With lose set, the commit's answer is lost to the stop: it reports the
+// cancellation though the server applied it.
 type stopAfterClaim struct {
 	*postgres.Store
 	stop func()
+	lose bool
 	once atomic.Bool
 }
 
@@ -329,6 +332,9 @@ func (s *stopAfterClaim) CompleteAndClaim(ctx context.Context, id uuid.UUID, att
 	step, err := s.Store.CompleteAndClaim(ctx, id, attempt, f, nextID, w, nextSeq)
 	if err == nil && step.Claimed && s.once.CompareAndSwap(false, true) {
 		s.stop()
+		if s.lose {
+			return postgres.Step{}, context.Canceled
+		}
 	}
 	return step, err
 }
@@ -344,25 +350,6 @@ func TestStopAfterPipelinedClaimHandsTheOrderBack(t *testing.T) {
 	})
 }
 
-// lostAnswerAtStop is a Store whose first pipelined claim commits but
-// reports the stop's error, as when a SIGTERM cancels the commit after
-// the server applied it.
-type lostAnswerAtStop struct {
-	*postgres.Store
-	stop func()
-	once atomic.Bool
-}
-
-func (s *lostAnswerAtStop) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
-	nextID uuid.UUID, w string, nextSeq uint64) (postgres.Step, error) {
-	step, err := s.Store.CompleteAndClaim(ctx, id, attempt, f, nextID, w, nextSeq)
-	if err == nil && step.Claimed && s.once.CompareAndSwap(false, true) {
-		s.stop()
-		return postgres.Step{}, context.Canceled
-	}
-	return step, err
-}
-
 // TestStopDuringPipelinedCommitHandsTheOrderBack: the stop request lands
 // while the pipelined commit is in flight and its answer is lost. The
 // worker reads the next order back, finds it claimed by itself and never
@@ -370,7 +357,7 @@ func (s *lostAnswerAtStop) CompleteAndClaim(ctx context.Context, id uuid.UUID, a
 // successor interrupted an order that never ran (TestFaultsRestartStorm).
 func TestStopDuringPipelinedCommitHandsTheOrderBack(t *testing.T) {
 	testHandBack(t, "handback-lost", func(db *postgres.Store, stop func()) (worker.Store, *atomic.Bool) {
-		s := &lostAnswerAtStop{Store: db, stop: stop}
+		s := &stopAfterClaim{Store: db, stop: stop, lose: true}
 		return s, &s.once
 	})
 }
@@ -384,17 +371,8 @@ func testHandBack(t *testing.T, host string, wrap func(db *postgres.Store, stop 
 	f := filepath.Join(t.TempDir(), "ran")
 	first := e.submit(host, "sleep", "0.3") // the next message is held while it runs
 	second := e.submit(host, "sh", "-c", `echo x >> "$1"`, "_", f)
-	hp, err := hostpolicy.New(config.Default().Worker)
+	stopped, err := runToStop(e, host, wrap)
 	if err != nil {
-		t.Fatal(err)
-	}
-	logger := testenv.Logger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	store, stopped := wrap(e.store, cancel)
-	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
-	if err := w.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !stopped.Load() {
@@ -437,18 +415,12 @@ func TestStopDuringClaimHandsTheOrderBack(t *testing.T) {
 	e := newEnv(t)
 	f := filepath.Join(t.TempDir(), "ran")
 	id := e.submit("claim-lost", "sh", "-c", `echo x >> "$1"`, "_", f)
-	hp, err := hostpolicy.New(config.Default().Worker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := testenv.Logger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	store := &claimLostAtStop{Store: e.store, stop: cancel}
-	w := worker.New(worker.Options{Host: "claim-lost", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
-	_ = w.Run(ctx) // the lost answer ends the tenure with its error
-	if !store.once.Load() {
+	// The lost answer ends the tenure with its error.
+	stopped, _ := runToStop(e, "claim-lost", func(db *postgres.Store, stop func()) (worker.Store, *atomic.Bool) {
+		s := &claimLostAtStop{Store: db, stop: stop}
+		return s, &s.once
+	})
+	if !stopped.Load() {
 		t.Fatal("no claim happened: nothing was tested")
 	}
 	if o, err := e.store.GetOrder(t.Context(), id); err != nil || o.Status != order.StatusQueued {
@@ -459,4 +431,21 @@ func TestStopDuringClaimHandsTheOrderBack(t *testing.T) {
 	if b, _ := os.ReadFile(f); string(b) != "x\n" {
 		t.Fatalf("ran %q, want once", b)
 	}
+}
+
+// runToStop runs a worker for host on the store wrap makes from e's, which
+// stops it (calls stop) at some point of the protocol and reports whether
+// it did; it returns that report and the worker's Run error.
+func runToStop(e *env, host string, wrap func(db *postgres.Store, stop func()) (worker.Store, *atomic.Bool)) (*atomic.Bool, error) {
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	logger := testenv.Logger(e.t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, stopped := wrap(e.store, cancel)
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
+	return stopped, w.Run(ctx)
 }
