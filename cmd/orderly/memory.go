@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -21,10 +23,26 @@ const idleTrimPeriod = 10 * time.Second
 // runtime's defaults.
 func (a *app) boundMemory(ctx context.Context, w *config.Watcher) {
 	before := debug.SetMemoryLimit(-1)
-	memory.SetLimit(w.Current().MemoryLimitBytes, a.getenv)
-	w.Subscribe(func(c config.Config) { memory.SetLimit(c.MemoryLimitBytes, a.getenv) })
+	var base atomic.Int64 // the configured limit FollowLiveHeap keeps as a floor; 0: none, or GOMEMLIMIT's
+	set := func(limit int64) {
+		memory.SetLimit(limit, a.getenv)
+		if a.getenv("GOMEMLIMIT") != "" {
+			limit = 0
+		}
+		base.Store(limit)
+	}
+	set(w.Current().MemoryLimitBytes)
+	w.Subscribe(func(c config.Config) { set(c.MemoryLimitBytes) })
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); memory.TrimWhenIdle(ctx, idleTrimPeriod) }()
+	go func() { defer wg.Done(); memory.FollowLiveHeap(ctx, base.Load, followLivePeriod) }()
 	go func() {
-		memory.TrimWhenIdle(ctx, idleTrimPeriod)
+		wg.Wait()
 		debug.SetMemoryLimit(before)
 	}()
 }
+
+// followLivePeriod is how often a server command checks its soft memory
+// limit against the live heap (memory.FollowLiveHeap).
+const followLivePeriod = time.Second

@@ -109,3 +109,36 @@ func TestTrimWhenIdleRunsOncePerIdleStretch(t *testing.T) {
 		t.Fatalf("%d more forced collections while idle after the trim; want one trim per idle stretch", n-trimmed)
 	}
 }
+
+// A live heap above the limit raises it to twice that (the collector would
+// otherwise run back to back), and the limit returns to its base once the
+// heap shrinks.
+func TestFollowLiveHeap(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	const base = 32 << 20
+	debug.SetMemoryLimit(base)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); FollowLiveHeap(ctx, func() int64 { return base }, 10*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+
+	until := func(what string, ok func(int64) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(debug.SetMemoryLimit(-1)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the limit is %d MiB", what, debug.SetMemoryLimit(-1)>>20)
+			}
+			runtime.GC()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	keep := make([]byte, 64<<20)
+	for i := 0; i < len(keep); i += 4096 {
+		keep[i] = 1
+	}
+	until("64 MiB live", func(l int64) bool { return l >= 128<<20 })
+	runtime.KeepAlive(keep)
+	keep = nil
+	until("the 64 MiB freed", func(l int64) bool { return l == base })
+}
