@@ -77,8 +77,9 @@ func TrimWhenIdle(ctx context.Context, period time.Duration) {
 // runtime's own memory (stacks, metadata) counts against the limit too.
 const liveSlack = 16 << 20
 
-// FollowLiveHeap keeps the soft limit above twice the heap that was live
-// at the last collection, checking every period until ctx ends; base
+// FollowLiveHeap raises the soft limit to twice the heap that was live at
+// the last collection (plus liveSlack) while that heap is above half the
+// limit, checking every period until ctx ends; base
 // returns the configured limit (0 or less: none set, or GOMEMLIMIT's,
 // which are left alone). A limit under the live heap makes the collector
 // run back to back: a sustained 3,000 async orders/s keep ~50 MiB of
@@ -103,7 +104,10 @@ func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration
 			continue
 		}
 		metrics.Read(live)
-		want := max(b, 2*int64(live[0].Value.Uint64())+liveSlack)
+		want := b
+		if l := int64(live[0].Value.Uint64()); l > b/2 {
+			want = max(b, 2*l+liveSlack)
+		}
 		if debug.SetMemoryLimit(-1) != want {
 			debug.SetMemoryLimit(want)
 		}
