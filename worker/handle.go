@@ -54,9 +54,6 @@ func orderID(msg jetstream.Msg) (uuid.UUID, uint64, error) {
 // begin claims the message's order, or settles a delivery of an order that
 // is not queued. claimed reports whether the caller must execute o.
 func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, claimed bool, err error) {
-	if ctx.Err() != nil {
-		return nil, false, nil // stopping: left unacked for the next worker
-	}
 	id, seq, err := orderID(msg)
 	if err != nil {
 		// Not an order id: nothing we could ever run. Drop it for good.
@@ -64,11 +61,13 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		_ = msg.Term()
 		return nil, false, nil
 	}
-	// A stop request waits for a claim in flight (see writeContext): cut
-	// short, its commit could land unheard.
+	// A stop request leaves the claim the result write's grace
+	// (writeContext): cut short, its commit could land unheard. A claim
+	// whose answer was lost is read back by the retry, and settle adopts
+	// it; execute then hands it back if the worker is stopping.
 	wctx, cancel := w.writeContext(ctx)
-	err = w.retry(ctx, msg, "claim order", func(context.Context) error {
-		o, claimed, err = w.store.Claim(wctx, id, w.opts.Instance, seq)
+	err = w.retry(wctx, msg, "claim order", func(ctx context.Context) error {
+		o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
 		return err
 	})
 	cancel()
@@ -79,13 +78,6 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		return nil, false, nil
 	case errors.Is(err, postgres.ErrNotOwner) && o != nil && o.Host != w.opts.Host:
 		return nil, false, w.misrouted(msg, o)
-	case err != nil && ctx.Err() != nil:
-		// Stopping with the claim's outcome unknown: hand the order
-		// back if the claim was made after all.
-		if herr := w.handBack(ctx, msg, id); herr != nil {
-			return nil, false, herr
-		}
-		return nil, false, err
 	case err != nil:
 		return nil, false, err
 	case claimed:
@@ -163,7 +155,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// Write the result alone: its guard makes a repeat harmless,
 			// and a conflict here means the lost commit wrote it. The next
 			// order is claimed afresh; if the lost commit claimed it, the
-			// claim reads it back as ours and never started, and runs it.
+			// claim reads it back as ours and never started, and runs it
+			// (execute hands it back instead if the worker is stopping).
 			w.logger.Warn("pipelined result and claim failed; writing the result alone", "order_id", o.ID, "error", err)
 			stored, err := w.complete(ctx, msg, o, finish)
 			if err != nil {
@@ -172,11 +165,6 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			w.finished(msg, o, finish, ran)
 			if stored && live {
 				w.endOutput(o)
-			}
-			if ctx.Err() != nil {
-				// Stopping: no claim afresh. Hand the next order back
-				// if the lost commit claimed it for us.
-				return nil, w.handBack(ctx, next, nextID)
 			}
 			return next, nil
 		}
@@ -204,28 +192,6 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		msg, o = next, adopted
 	}
-}
-
-// handBack puts the order of msg back in the queue if it is running as
-// this worker's claim (a commit whose answer was lost made it), for a
-// worker that is stopping: the caller never started it.
-func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, id uuid.UUID) error {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	var o *order.Order
-	err := w.retry(wctx, msg, "read the next order back", func(ctx context.Context) (err error) {
-		o, err = w.store.GetOrder(ctx, id)
-		return err
-	})
-	switch {
-	case errors.Is(err, order.ErrNotFound):
-		return nil // settled by whoever delivers it next
-	case err != nil:
-		return fmt.Errorf("read order %s back: %w", id, err)
-	case o.Status != order.StatusRunning || o.Worker != w.opts.Instance:
-		return nil // not claimed by the lost commit: it stays queued
-	}
-	return w.unclaim(ctx, msg, o)
 }
 
 // unclaim puts an order this worker claimed and never started back in the

@@ -258,6 +258,9 @@ func (w *Worker) tenure(ctx context.Context) error {
 			return nil
 		case msg, ok := <-msgs:
 			st.loopIdle.Store(false)
+			if ctx.Err() != nil {
+				return nil // stopping: left unacked for the next worker
+			}
 			if !ok {
 				// Unacked held messages are redelivered, in order, to
 				// whoever takes the host next (this worker included).
