@@ -53,15 +53,8 @@ func TrimWhenIdle(ctx context.Context, period time.Duration) {
 		metrics.Read(cycles)
 		return cycles[0].Value.Uint64()
 	}
-	t := time.NewTicker(period)
-	defer t.Stop()
 	last, trimmed := count(), uint64(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, period, func() {
 		n := count()
 		if n == last && n != trimmed {
 			debug.FreeOSMemory()
@@ -70,6 +63,20 @@ func TrimWhenIdle(ctx context.Context, period time.Duration) {
 			trimmed = n
 		}
 		last = n
+	})
+}
+
+// every calls fn every period until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn()
 	}
 }
 
@@ -91,17 +98,10 @@ const liveSlack = 16 << 20
 // transient peaks (a large output) it is there for.
 func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration) {
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, period, func() {
 		b := base()
 		if b <= 0 {
-			continue
+			return
 		}
 		metrics.Read(live)
 		want := b
@@ -111,5 +111,5 @@ func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration
 		if debug.SetMemoryLimit(-1) != want {
 			debug.SetMemoryLimit(want)
 		}
-	}
+	})
 }
