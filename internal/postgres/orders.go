@@ -173,16 +173,29 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	INSERT INTO unpublished (id, submitted_at) SELECT id, submitted_at FROM o
 )
 SELECT submitted_at FROM o`
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return nil, translate("insert order", err)
-	}
-	pid := conn.Conn().PgConn().PID() // the backend to fence if the answer is lost
-	err = conn.QueryRow(ctx, q, o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
+	params := []any{o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
-		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit).Scan(&o.SubmittedAt)
-	conn.Release()
+		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit}
+	var pid uint32 // the backend to fence if the answer is lost
+	for try := 0; ; try++ {
+		conn, aerr := s.pool.Acquire(ctx)
+		if aerr != nil {
+			return nil, translate("insert order", aerr)
+		}
+		pid = conn.Conn().PgConn().PID()
+		err = conn.QueryRow(ctx, q, params...).Scan(&o.SubmittedAt)
+		conn.Release()
+		// A statement that never left recorded nothing: its pooled
+		// connection was one PostgreSQL had already closed (a restart, a
+		// cut link), used again within the second after which the pool
+		// pings it first. The pool has dropped it; the insert goes again
+		// on another, at most once per connection the pool can hold, so
+		// that a restart costs the client no 503.
+		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil || try >= int(s.pool.Config().MaxConns) {
+			break
+		}
+	}
 	if lim := actionLimited(err); lim != nil {
 		return nil, lim
 	}
