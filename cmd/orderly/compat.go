@@ -15,6 +15,7 @@ import (
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // mountCompat mounts the compat surfaces the config enables (api/compat).
@@ -44,10 +45,7 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 	if cfg.Vigrid.Enabled {
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.Vigrid.Prefix, Handler: &compat.Vigrid{Deps: d,
 			PID: func(ctx context.Context, id uuid.UUID, attempt int) int {
-				if p, err := sec.store.ProcessOf(ctx, id, attempt); err == nil && p != nil {
-					return p.PID
-				}
-				return 0
+				return processPID(ctx, sec.store.ProcessOf, id, attempt)
 			}}})
 	}
 	if cfg.Stage0.Enabled {
@@ -57,5 +55,31 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 			Shutdown: func() { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }}
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.Stage0.Prefix, Handler: h},
 			api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	}
+}
+
+// processRecordWait bounds how long kill's answer waits for the process
+// record of an order that is running but whose worker has not yet
+// recorded what it started: the claim makes an order running a moment
+// before the fork, and the record follows the fork.
+const processRecordWait = 2 * time.Second
+
+// processPID is the process id recorded for an order's attempt, waiting up
+// to processRecordWait for the record to land; 0 when there is none by
+// then (an action run over D-Bus has no process).
+func processPID(ctx context.Context, processOf func(context.Context, uuid.UUID, int) (*postgres.Process, error), id uuid.UUID, attempt int) int {
+	ctx, cancel := context.WithTimeout(ctx, processRecordWait)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if p, err := processOf(ctx, id, attempt); err == nil && p != nil && p.PID > 0 {
+			return p.PID
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-tick.C:
+		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // vigridSecrets are the sample config's bearer tokens.
@@ -408,6 +410,45 @@ func (c *vigridClient) waitQueue(token string, cond func([]map[string]any) bool)
 			c.t.Fatalf("queue never reached the expected state: %s", raw)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestVigridKillNamesTheProcess: a kill that comes after an order shows as
+// running (its claim) but before its worker recorded the process it
+// started answers with that process's pid once recorded, not "PID 0" (a
+// full test run met that: the kill came 8 ms after the start). The
+// worker is stopped and the test claims and records in its place, so the
+// window lasts as long as it needs; pid 4242 is a record only, never
+// signalled (no worker runs the order).
+func TestVigridKillNamesTheProcess(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	s.stopWorker("vx")
+	c := newVigridClient(t, s)
+	code, a, _ := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "sleep", "arguments": []string{"60"}})
+	if code != 202 && code != 200 {
+		t.Fatalf("execute = %d %v", code, a)
+	}
+	id := uuid.MustParse(a["order_id"].(string))
+	ctx := ctxT(t)
+	me := postgres.Owner{Instance: "vx/kill-test"}
+	if _, _, err := s.b.store.TakeHost(ctx, "vx", "test", me); err != nil {
+		t.Fatal(err)
+	}
+	o, claimed, err := s.b.store.Claim(ctx, id, me.Instance, 1)
+	if err != nil || !claimed {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	recorded := make(chan error, 1)
+	time.AfterFunc(300*time.Millisecond, func() {
+		recorded <- s.b.store.RecordProcess(ctx, id, o.Attempt, me.Instance, postgres.Process{
+			PID: 4242, PGID: 4242, StartTime: 1, BootID: "boot", MachineID: "machine", PidNS: 1})
+	})
+	code, m, _ := c.call("POST", "/api/v1/kill", bearer("ops"), nil)
+	if code != 200 || m["message"] != "Signal SIGTERM sent to PID 4242" {
+		t.Fatalf("kill = %d %v", code, m)
+	}
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
 	}
 }
 
