@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// stallProxy forwards TCP connections to a target and can stall them all,
+// as a network partition does: nothing is closed and nothing gets through
+// (what is sent waits in the socket buffers, then the senders block), and
+// new connections are accepted but carry nothing. resume lets everything
+// through again, in order, as TCP's retransmission would after a short
+// partition.
+type stallProxy struct {
+	addr string
+	gate atomic.Pointer[chan struct{}] // closed while traffic flows
+}
+
+func startStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{addr: ln.Addr().String()}
+	p.resume()
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); p.pipe(up, c) }()
+			go func() { defer wg.Done(); p.pipe(c, up) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.resume()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+// pipe copies src to dst, holding each chunk read while the proxy stalls.
+func (p *stallProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			<-*p.gate.Load()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stall stops all traffic through the proxy.
+func (p *stallProxy) stall() {
+	held := make(chan struct{})
+	p.gate.Store(&held)
+}
+
+// resume lets traffic through again.
+func (p *stallProxy) resume() {
+	if g := p.gate.Load(); g != nil {
+		select {
+		case <-*g:
+			return
+		default:
+			close(*g)
+			return
+		}
+	}
+	open := make(chan struct{})
+	close(open)
+	p.gate.Store(&open)
+}
+
+// logged reports whether the process's log has a line containing s.
+func (p *faultProc) logged(s string) bool {
+	b, err := os.ReadFile(p.log)
+	return err == nil && bytes.Contains(b, []byte(s))
+}
+
+// startWorkerVia starts one more worker for host that reaches NATS at
+// natsURL instead of the configuration's.
+func (s *faultStack) startWorkerVia(host, natsURL string) *faultWorker {
+	s.t.Helper()
+	s.mu.Lock()
+	n := len(s.workers) + 1
+	s.mu.Unlock()
+	name := fmt.Sprintf("worker-%s-%d-via", host, n)
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(s.env(), "ORDERLY_NATS__URL="+natsURL),
+		orderlyBin, "worker", "--config", s.conf, "--host", host)
+	w := &faultWorker{faultProc: p, host: host}
+	s.mu.Lock()
+	s.workers = append(s.workers, w)
+	s.mu.Unlock()
+	return w
+}
+
+// TestFaultsWorkerPartitioned cuts the worker of a host off from NATS
+// while it runs an order, with the host's next orders queued (one held):
+// its bus connection goes through a proxy that stops forwarding, as a
+// partition does, while its PostgreSQL connection and its order's process
+// stay up. Unlike a frozen worker, this one is awake throughout: it sees
+// its renewals fail and writes to PostgreSQL, where the fence decides.
+//
+//   - standby: a standby on the bus takes over after the lease, kills the
+//     60 s order (interrupted) before it runs anything and runs the rest
+//     in order. The partition lasts until the standby has run orders for
+//     3 s (at most 35 s); the cut-off worker's result and claim are refused
+//     by the fence, and once the partition heals it runs nothing more.
+//   - alone: nobody can take over. The 4 s order finishes and is
+//     recorded, and the held order runs, during the 8 s partition (the
+//     worker still owns the host in PostgreSQL); once it heals, the worker
+//     takes its lease again and the host runs the rest in order.
+func TestFaultsWorkerPartitioned(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		standby bool
+	}{
+		{"standby", true},
+		{"alone", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newFaultStack(t)
+			px := startStallProxy(t, strings.TrimPrefix(s.nats.url(), "nats://"))
+			cut := s.startWorkerVia("h1", "nats://"+px.addr)
+			waitUntil(t, 60*time.Second, "the worker behind the proxy takes h1", func() bool { return cut.logged("worker consuming") })
+			if tc.standby {
+				s.startWorker("h1")
+			}
+			runFaultScenarioOn(t, s, map[string]int{"h1": 0, "h2": 1}, func(r *faultRun) {
+				dur, want := "4", "succeeded"
+				if tc.standby {
+					dur, want = "60", "interrupted"
+				}
+				w, tag := r.victim("h1", dur, true)
+				if w != cut {
+					r.t.Fatalf("the victim runs on %s, not on the worker behind the proxy", w.name)
+				}
+				r.expect[tag] = want
+				px.stall()
+				r.fault("partition", "h1")
+				if tc.standby {
+					r.untilRecovered(6*time.Second, 35*time.Second, 3*time.Second)
+				} else {
+					pause(r.t.Context(), 8*time.Second)
+				}
+				px.resume()
+				r.fault("heal", "h1")
+			})
+		})
+	}
+}
