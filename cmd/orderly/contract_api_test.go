@@ -8,7 +8,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -462,54 +460,8 @@ func startPGProxy(t *testing.T, dsn string) (string, func() int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		wg    sync.WaitGroup
-	)
-	cut := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		for c := range conns {
-			c.Close()
-		}
-		n := len(conns)
-		clear(conns)
-		return n / 2
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("unix", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns[c], conns[up] = struct{}{}, struct{}{}
-			mu.Unlock()
-			wg.Add(2)
-			for _, pair := range [][2]net.Conn{{c, up}, {up, c}} {
-				go func() {
-					defer wg.Done()
-					_, _ = io.Copy(pair[0], pair[1])
-					pair[0].Close()
-					pair[1].Close()
-				}()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		cut()
-		wg.Wait()
-		os.RemoveAll(dir)
-	})
+	t.Cleanup(func() { os.RemoveAll(dir) }) // after forward's cleanup
+	cut := forward(t, ln, "unix", target, nil)
 	u.RawQuery = "host=" + url.QueryEscape(dir) + "&port=" + q.Get("port") + "&sslmode=disable"
 	return u.String(), cut
 }

@@ -2,12 +2,9 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,49 +29,13 @@ func startStallProxy(t *testing.T, target string) *stallProxy {
 	}
 	p := &stallProxy{addr: ln.Addr().String()}
 	p.resume()
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); p.pipe(up, c) }()
-			go func() { defer wg.Done(); p.pipe(c, up) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.resume()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	forward(t, ln, "tcp", target, p.pipe)
+	t.Cleanup(p.resume) // before forward's cleanup, which waits for the pipes
 	return p
 }
 
 // pipe copies src to dst, holding each chunk read while the proxy stalls.
 func (p *stallProxy) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	defer src.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -100,12 +61,11 @@ func (p *stallProxy) stall() {
 func (p *stallProxy) resume() {
 	if g := p.gate.Load(); g != nil {
 		select {
-		case <-*g:
-			return
+		case <-*g: // already open
 		default:
 			close(*g)
-			return
 		}
+		return
 	}
 	open := make(chan struct{})
 	close(open)
@@ -116,23 +76,6 @@ func (p *stallProxy) resume() {
 func (p *faultProc) logged(s string) bool {
 	b, err := os.ReadFile(p.log)
 	return err == nil && bytes.Contains(b, []byte(s))
-}
-
-// startWorkerVia starts one more worker for host that reaches NATS at
-// natsURL instead of the configuration's.
-func (s *faultStack) startWorkerVia(host, natsURL string) *faultWorker {
-	s.t.Helper()
-	s.mu.Lock()
-	n := len(s.workers) + 1
-	s.mu.Unlock()
-	name := fmt.Sprintf("worker-%s-%d-via", host, n)
-	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(s.env(), "ORDERLY_NATS__URL="+natsURL),
-		orderlyBin, "worker", "--config", s.conf, "--host", host)
-	w := &faultWorker{faultProc: p, host: host}
-	s.mu.Lock()
-	s.workers = append(s.workers, w)
-	s.mu.Unlock()
-	return w
 }
 
 // TestFaultsWorkerPartitioned cuts the worker of a host off from NATS
@@ -162,7 +105,7 @@ func TestFaultsWorkerPartitioned(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newFaultStack(t)
 			px := startStallProxy(t, strings.TrimPrefix(s.nats.url(), "nats://"))
-			cut := s.startWorkerVia("h1", "nats://"+px.addr)
+			cut := s.startWorkerEnv("h1", "ORDERLY_NATS__URL=nats://"+px.addr)
 			waitUntil(t, 60*time.Second, "the worker behind the proxy takes h1", func() bool { return cut.logged("worker consuming") })
 			if tc.standby {
 				s.startWorker("h1")

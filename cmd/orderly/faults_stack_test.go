@@ -125,11 +125,18 @@ func (s *faultStack) env() []string {
 // as standby, as orderly decides.
 func (s *faultStack) startWorker(host string) *faultWorker {
 	s.t.Helper()
+	return s.startWorkerEnv(host)
+}
+
+// startWorkerEnv is startWorker with extra environment (configuration
+// overrides, ORDERLY_<SECTION>__<KEY>).
+func (s *faultStack) startWorkerEnv(host string, extra ...string) *faultWorker {
+	s.t.Helper()
 	s.mu.Lock()
 	n := len(s.workers) + 1
 	s.mu.Unlock()
 	name := fmt.Sprintf("worker-%s-%d", host, n)
-	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin,
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(s.env(), extra...), orderlyBin,
 		"worker", "--config", s.conf, "--host", host)
 	w := &faultWorker{faultProc: p, host: host}
 	s.mu.Lock()
