@@ -353,7 +353,11 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 			return
 		case <-t.C:
 		}
-		if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
+		retaken, err := lease.Renew(ctx)
+		if retaken {
+			w.logger.Warn("host lease had lapsed (a pause or a partition longer than nats.lease_ttl); nobody took it, taken again")
+		}
+		if err != nil && ctx.Err() == nil {
 			if errors.Is(err, queue.ErrLeaseLost) {
 				w.logger.Error("host lease lost; stopping consumption", "error", err)
 				stop(err)

@@ -93,7 +93,8 @@ func (p *faultProc) logged(s string) bool {
 //   - alone: nobody can take over. The 4 s order finishes and is
 //     recorded, and the held order runs, during the 8 s partition (the
 //     worker still owns the host in PostgreSQL); once it heals, the worker
-//     takes its lease again and the host runs the rest in order.
+//     takes its lapsed lease again, says so in its log, and the host runs
+//     the rest in order.
 func TestFaultsWorkerPartitioned(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -130,6 +131,11 @@ func TestFaultsWorkerPartitioned(t *testing.T) {
 				px.resume()
 				r.fault("heal", "h1")
 			})
+			// Alone, the lease expired during the partition and nobody
+			// took it: the worker took it again and says so.
+			if lapsed := cut.logged("host lease had lapsed"); lapsed == tc.standby {
+				t.Errorf("the cut-off worker logged a lapsed lease taken again: %v, want %v", lapsed, !tc.standby)
+			}
 		})
 	}
 }

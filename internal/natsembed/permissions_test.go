@@ -232,7 +232,7 @@ func TestRolesOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lease.Renew(ctx); err != nil {
+	if _, err := lease.Renew(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := q1.Heartbeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {

@@ -127,15 +127,17 @@ func (q *Queue) waitForKeyChange(ctx context.Context, key string, max time.Durat
 }
 
 // Renew extends the lease. It fails with ErrLeaseLost when the lease expired
-// and someone else holds the host now. When the last renewal's answer was
-// lost (a NATS restart, a timeout) the update may have been applied anyway,
-// leaving this lease with a stale revision: the key is read back, and a key
-// that still names this instance is this lease, not a rival's.
-func (l *Lease) Renew(ctx context.Context) error {
+// and someone else holds the host now; retaken says it had expired (a pause
+// or a partition longer than the TTL) and, still free, was taken again.
+// When the last renewal's answer was lost (a NATS restart, a timeout) the
+// update may have been applied anyway, leaving this lease with a stale
+// revision: the key is read back, and a key that still names this instance
+// is this lease, not a rival's.
+func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	rev, err := l.q.kv.Update(ctx, l.key, []byte(l.instance), l.rev)
 	if err == nil {
 		l.rev = rev
-		return nil
+		return false, nil
 	}
 	e, gerr := l.q.kv.Get(ctx, l.key)
 	switch {
@@ -145,23 +147,23 @@ func (l *Lease) Renew(ctx context.Context) error {
 		rev, cerr := l.q.kv.Create(ctx, l.key, []byte(l.instance))
 		if cerr == nil {
 			l.rev = rev
-			return nil
+			return true, nil
 		}
 		if errors.Is(cerr, jetstream.ErrKeyExists) {
-			return fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, err)
+			return false, fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, err)
 		}
-		return fmt.Errorf("renew lease: %w", cerr)
+		return false, fmt.Errorf("renew lease: %w", cerr)
 	case gerr != nil:
-		return fmt.Errorf("renew lease: %w (then: %v)", err, gerr)
+		return false, fmt.Errorf("renew lease: %w (then: %v)", err, gerr)
 	case string(e.Value()) != l.instance:
-		return fmt.Errorf("%w: now held by %s", ErrLeaseLost, e.Value())
+		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, e.Value())
 	}
 	rev, err = l.q.kv.Update(ctx, l.key, []byte(l.instance), e.Revision())
 	if err != nil {
-		return fmt.Errorf("renew lease: %w", err)
+		return false, fmt.Errorf("renew lease: %w", err)
 	}
 	l.rev = rev
-	return nil
+	return false, nil
 }
 
 // Release gives the host up, so a standby can take over at once.

@@ -199,8 +199,8 @@ func TestLease(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("B never became a standby")
 	}
-	if err := a.Renew(ctx); err != nil {
-		t.Fatalf("A's renewal while it holds the host: %v", err)
+	if retaken, err := a.Renew(ctx); err != nil || retaken {
+		t.Fatalf("A's renewal while it holds the host: retaken %v, %v", retaken, err)
 	}
 	select {
 	case <-got:
@@ -219,7 +219,7 @@ func TestLease(t *testing.T) {
 	if h, err := holder(t, q, "l1"); err != nil || h != "B" {
 		t.Fatalf("holder %q (%v), want B", h, err)
 	}
-	if err := a.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
+	if _, err := a.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
 		t.Fatalf("A's renewal after B took the host: %v, want ErrLeaseLost", err)
 	}
 
@@ -231,8 +231,8 @@ func TestLease(t *testing.T) {
 	if err := kv.Delete(ctx, "lease.l1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Renew(ctx); err != nil {
-		t.Fatalf("B's renewal of a vanished key: %v, want it taken again", err)
+	if retaken, err := b.Renew(ctx); err != nil || !retaken {
+		t.Fatalf("B's renewal of a vanished key: retaken %v, %v; want it taken again", retaken, err)
 	}
 	if h, _ := holder(t, q, "l1"); h != "B" {
 		t.Fatalf("holder %q after B took the vanished key again", h)
@@ -245,7 +245,7 @@ func TestLease(t *testing.T) {
 	if _, err := kv.Update(ctx, "lease.l1", []byte("C"), e.Revision()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
+	if _, err := b.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
 		t.Fatalf("B's renewal after a rival took the host: %v, want ErrLeaseLost", err)
 	}
 	if h, _ := holder(t, q, "l1"); h != "C" {
