@@ -45,7 +45,7 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 	if cfg.Vigrid.Enabled {
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.Vigrid.Prefix, Handler: &compat.Vigrid{Deps: d,
 			PID: func(ctx context.Context, id uuid.UUID, attempt int) int {
-				return processPID(ctx, sec.store.ProcessOf, id, attempt)
+				return processPID(ctx, sec.store, id, attempt)
 			}}})
 	}
 	if cfg.Stage0.Enabled {
@@ -67,13 +67,13 @@ const processRecordWait = 2 * time.Second
 // processPID is the process id recorded for an order's attempt, waiting up
 // to processRecordWait for the record to land; 0 when there is none by
 // then (an action run over D-Bus has no process).
-func processPID(ctx context.Context, processOf func(context.Context, uuid.UUID, int) (*postgres.Process, error), id uuid.UUID, attempt int) int {
+func processPID(ctx context.Context, store *postgres.Store, id uuid.UUID, attempt int) int {
 	ctx, cancel := context.WithTimeout(ctx, processRecordWait)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if p, err := processOf(ctx, id, attempt); err == nil && p != nil && p.PID > 0 {
+		if p, err := store.ProcessOf(ctx, id, attempt); err == nil && p != nil && p.PID > 0 {
 			return p.PID
 		}
 		select {

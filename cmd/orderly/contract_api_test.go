@@ -362,7 +362,7 @@ func TestSubmitDuringPostgresBlip(t *testing.T) {
 	}
 	defer direct.Close()
 	stop := make(chan struct{})
-	faults := blipPostgres(ctx, direct, cut, stop)
+	faults := blipPostgres(ctx, direct, cut, stop, 0)
 	type result struct {
 		code int
 		body []byte

@@ -28,7 +28,9 @@ func startStallProxy(t *testing.T, target string) *stallProxy {
 		t.Fatal(err)
 	}
 	p := &stallProxy{addr: ln.Addr().String()}
-	p.resume()
+	open := make(chan struct{})
+	close(open)
+	p.gate.Store(&open)
 	forward(t, ln, "tcp", target, p.pipe)
 	t.Cleanup(p.resume) // before forward's cleanup, which waits for the pipes
 	return p
@@ -59,17 +61,12 @@ func (p *stallProxy) stall() {
 
 // resume lets traffic through again.
 func (p *stallProxy) resume() {
-	if g := p.gate.Load(); g != nil {
-		select {
-		case <-*g: // already open
-		default:
-			close(*g)
-		}
-		return
+	g := *p.gate.Load()
+	select {
+	case <-g: // already open
+	default:
+		close(g)
 	}
-	open := make(chan struct{})
-	close(open)
-	p.gate.Store(&open)
 }
 
 // logged reports whether the process's log has a line containing s.

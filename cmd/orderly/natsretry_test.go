@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -133,9 +132,10 @@ func TestNATSRateLimited(t *testing.T) {
 }
 
 // TestNATSIntakeDuringPostgresBlip: while the API's PostgreSQL connections
-// are cut again and again for seconds, NATS submissions are retried in place, not
-// refused or skipped: every one is answered with its order, none is
-// recorded twice, and the host's stream holds them in publish order.
+// are cut again and again for seconds, NATS submissions are retried in
+// place, not refused or skipped: every one is answered with its order,
+// none is recorded twice, and the host's stream holds them in publish
+// order.
 func TestNATSIntakeDuringPostgresBlip(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	proxyDSN, cut := startPGProxy(t, dsn)
@@ -157,10 +157,7 @@ func TestNATSIntakeDuringPostgresBlip(t *testing.T) {
 	// nothing guarantees progress. What must hold is that nothing is lost,
 	// refused, doubled or reordered, and that all is answered once it ends.
 	stop := make(chan struct{})
-	var ending sync.Once
-	endBlip := func() { ending.Do(func() { close(stop) }) }
-	blipped := blipPostgres(ctx, direct, cut, stop)
-	time.AfterFunc(3*time.Second, endBlip)
+	blipped := blipPostgres(ctx, direct, cut, stop, 3*time.Second)
 	const total = 150
 	for i := range total {
 		m := nats.NewMsg(queue.SubmitSubject + "pgblip")
@@ -186,7 +183,7 @@ func TestNATSIntakeDuringPostgresBlip(t *testing.T) {
 		}
 		ids[a.Order.ID] = true
 	}
-	endBlip()
+	close(stop)
 	f := <-blipped
 	t.Logf("%d connections cut or terminated", f[0]+f[1])
 	if f[0]+f[1] == 0 {
