@@ -297,26 +297,40 @@ func TestServeRestartLosesNothing(t *testing.T) {
 }
 
 // TestStandaloneWorkerMetrics: `orderly worker` with worker.metrics_listen
-// serves its own /metrics.
+// serves its own /metrics, and runs on one processor unless GOMAXPROCS
+// says otherwise (oneProcessor).
 func TestStandaloneWorkerMetrics(t *testing.T) {
 	s := newStack(t)
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cmd := exec.Command(orderlyBin, "worker", "--host", "mw")
-	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
-		"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "ORDERLY_WORKER__METRICS_LISTEN=" + addr, "PATH=/usr/bin:/bin"}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
-	s.submit(map[string]any{"host": "mw", "command": "true"}, "?wait=30", http.StatusOK)
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(b), `orderly_orders_finished_total{host="mw",status="succeeded"} 1`) {
-		t.Fatalf("worker metrics:\n%s", b)
+	for _, c := range []struct {
+		host, gomaxprocs, want string
+	}{
+		{"mw", "", "1"},
+		{"mw3", "3", "3"},
+	} {
+		addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+		cmd := exec.Command(orderlyBin, "worker", "--host", c.host)
+		cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+			"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "ORDERLY_WORKER__METRICS_LISTEN=" + addr, "PATH=/usr/bin:/bin"}
+		if c.gomaxprocs != "" {
+			cmd.Env = append(cmd.Env, "GOMAXPROCS="+c.gomaxprocs)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+		s.submit(map[string]any{"host": c.host, "command": "true"}, "?wait=30", http.StatusOK)
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`orderly_orders_finished_total{host="` + c.host + `",status="succeeded"} 1`,
+			"\ngo_sched_gomaxprocs_threads " + c.want + "\n"} {
+			if !strings.Contains(string(b), want) {
+				t.Fatalf("worker %s (GOMAXPROCS=%q): no %q in its metrics:\n%s", c.host, c.gomaxprocs, strings.TrimSpace(want), b)
+			}
+		}
 	}
 }
