@@ -95,9 +95,10 @@ func (a *app) workerCommand() *cobra.Command {
 // and waits on PostgreSQL, NATS and the order's process in between: a
 // second processor buys it nothing but a scheduler that spins a second
 // thread up on each wake-up and hands goroutines between threads. With
-// eight worker processes on two vCPUs, one processor each cut orderly's
-// CPU per order by about 12 % (docs/benchmarks.md). serve and api keep the runtime's
-// default; fleet-sim, which runs many hosts in one process, too.
+// eight worker processes on two vCPUs, one processor each cut the CPU
+// per order of orderly's processes by about 12 % (docs/benchmarks.md).
+// serve and api keep the runtime's default; so does fleet-sim, which runs
+// many hosts in one process.
 func (a *app) oneProcessor() (restore func()) {
 	if a.getenv("GOMAXPROCS") != "" {
 		return func() {}
