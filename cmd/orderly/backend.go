@@ -40,6 +40,7 @@ type backend struct {
 	store   *postgres.Store
 	nc      *nats.Conn
 	queue   *queue.Queue
+	rate    *queue.RateCounter // the API's shared rate-limit counters; nil for a worker
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -112,8 +113,15 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		return nil, err
 	}
 	var q *queue.Queue
+	var rate *queue.RateCounter
 	err = try(ctx, depNATS, func(ctx context.Context) error {
 		got, err := openQueue(ctx, nc, cfg, role)
+		if err == nil && role == roleAPI {
+			// Its bucket is JetStream state like the streams, and as
+			// likely to meet a cluster that loses its meta leader a moment
+			// after creating them: created in the same wait, not after it.
+			rate, err = got.RateCounter(ctx, time.Minute)
+		}
 		q = got
 		return queueStartError(nc, cfg, err)
 	})
@@ -122,7 +130,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		pool.Close()
 		return nil, err
 	}
-	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q}, nil
+	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate}, nil
 }
 
 // close drains NATS, then closes the pool (STYLE: shutdown order).
@@ -232,13 +240,9 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				}
 				return order.Screen(o, deny, c.ForbiddenChars)
 			}}, logger)
-	shared, err := b.queue.RateCounter(ctx, time.Minute)
-	if err != nil {
-		return nil, err
-	}
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,
-		SharedLimits: shared,
+		SharedLimits: b.rate,
 		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
 			c := w.Current()

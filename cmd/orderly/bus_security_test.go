@@ -100,9 +100,14 @@ func TestSSEShowsOnlyTheOrdersHost(t *testing.T) {
 	if err := s.b.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s.startWorker("h1")
+	// The worker starts only once the follower is subscribed (its first
+	// event): a follower that comes after the result is stored gets the
+	// output in the finished event, not as stdout events.
 	var out []string
 	followEvents(t, s, o.ID, "", func(e testEvent) bool {
+		if e.event == "queued" {
+			s.startWorker("h1")
+		}
 		if e.event == "stdout" {
 			out = append(out, e.data)
 		}

@@ -196,15 +196,20 @@ func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
 
 // replicasRefused reports the JetStream errors of a stream or bucket whose
 // replicas the cluster cannot place: the codes internal/queue/replicas.go
-// turns into its nats.replicas explanation.
+// turns into its nats.replicas explanation. "No suitable peers" with the
+// reason "peer offline" is not one: a server of the cluster has not been
+// heard from yet, or the meta leader changed a moment ago (a cluster
+// starting, a node restarting), and waiting cures both.
 func replicasRefused(err error) bool {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return false
 	}
 	switch apiErr.ErrorCode {
-	case 10023, 10005, 10074: // insufficient resources, no suitable peers, replicas not supported
+	case 10023, 10074: // insufficient resources, replicas not supported
 		return true
+	case 10005: // no suitable peers
+		return !strings.Contains(apiErr.Description, "peer offline")
 	}
 	return false
 }

@@ -400,6 +400,73 @@ func TestStartupWaitsForNATSCluster(t *testing.T) {
 	t.Logf("the api's start:\n%s", logTail(apiProc.log, 20))
 }
 
+// TestStartupWaitsForRateBucket checks that the API's last piece of
+// JetStream state, the shared rate-limit bucket, is created inside the
+// start's wait like the streams: a JetStream that refuses it for a while
+// (here a stream already holding its subjects; in CI, a cluster whose meta
+// leader stepped down just after the streams were made) is waited out,
+// not fatal.
+func TestStartupWaitsForRateBucket(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	token := startupAdminToken(t, dsn)
+	dir := startupDir(t, "osr-")
+	ns := newNATSServer(t, dir, "")
+	ns.start()
+	nc, err := nats.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := jetstream.StreamConfig{Name: "BLOCK", Subjects: []string{"$KV." + queue.RateBucket + ".>"}, Storage: jetstream.MemoryStorage}
+	if _, err := js.CreateStream(t.Context(), block); err != nil {
+		t.Fatal(err)
+	}
+	conf := writeStartupConfig(t, dir, dsn, ns.url())
+	apiProc, _, listen := startAPIAndWorker(t, dir, conf)
+	waitUntil(t, time.Minute, "two attempts at the bucket", func() bool {
+		if !apiProc.alive() {
+			t.Fatalf("api exited while it could not create its bucket:\n%s", logTail(apiProc.log, 20))
+		}
+		return strings.Count(readLog(apiProc), queue.RateBucket) >= 2
+	})
+	if err := js.DeleteStream(t.Context(), block.Name); err != nil {
+		t.Fatal(err)
+	}
+	apiURL := "http://" + listen
+	waitHTTPOK(t, apiURL+"/readyz", time.Minute, apiProc)
+	id := submitStartupOrder(t, apiURL, token, "h1")
+	waitUntil(t, time.Minute, "the order succeeds", func() bool {
+		return startupOrderStatus(t, apiURL, token, id) == "succeeded"
+	})
+}
+
+// TestReplicasRefused pins which placement errors end a start with
+// nats.replicas above one: a cluster too small for the copies does; a
+// server of the cluster not heard from yet does not.
+func TestReplicasRefused(t *testing.T) {
+	cases := []struct {
+		err  error
+		want bool
+	}{
+		{&jetstream.APIError{Code: 500, ErrorCode: 10023, Description: "insufficient resources"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}, true},
+		{fmt.Errorf("create kv bucket orderly_ratelimit: %w",
+			&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}), false},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, false},
+		{nats.ErrTimeout, false},
+	}
+	for _, tc := range cases {
+		if got := replicasRefused(tc.err); got != tc.want {
+			t.Errorf("replicasRefused(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
 // TestStartupRetryable pins which errors a start waits out, including
 // the PostgreSQL refusals the process tests cannot provoke (the test
 // cluster trusts local connections, so no password is ever wrong).

@@ -35,7 +35,7 @@ func (q *Queue) RateCounter(ctx context.Context, window time.Duration) (*RateCou
 		Replicas:    q.opts.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create kv bucket %s: %w", RateBucket, err)
+		return nil, fmt.Errorf("create kv bucket %s: %w", RateBucket, replicasError(err, q.opts.Replicas))
 	}
 	return &RateCounter{kv: kv, window: window}, nil
 }
