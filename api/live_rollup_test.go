@@ -52,10 +52,11 @@ func (e *apiEnv) lastLive(host string, id uuid.UUID) *jetstream.RawStreamMsg {
 }
 
 // waitRolledUp waits until the order's output subject holds only the
-// worker's end marker.
+// worker's end marker. The order may still be running (a thousand forks
+// of sleep on a loaded machine), so the wait is long.
 func (e *apiEnv) waitRolledUp(host string, id uuid.UUID) {
 	e.t.Helper()
-	testenv.WaitUntil(e.t, 10*time.Second, fmt.Sprintf("order %s's live output rolled up", id), func() bool {
+	testenv.WaitUntil(e.t, time.Minute, fmt.Sprintf("order %s's live output rolled up", id), func() bool {
 		return e.liveCount(host, id) == 1 && e.lastLive(host, id).Header.Get(queue.StreamHeader) == ""
 	})
 }

@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,8 +49,15 @@ func (s *writeObserver) CompleteAndClaim(ctx context.Context, id uuid.UUID, atte
 // ends; its Run error arrives on the returned channel.
 func staleRun(t *testing.T, store worker.Store, q *queue.Queue, host, instance string, fp func(string, *order.Order) error) <-chan error {
 	t.Helper()
+	return staleRunLogged(t, store, q, host, instance, fp, t.Output())
+}
+
+// staleRunLogged is staleRun with the worker's log written to out.
+func staleRunLogged(t *testing.T, store worker.Store, q *queue.Queue, host, instance string, fp func(string, *order.Order) error, out io.Writer) <-chan error {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	_, done := runWorker(t, worker.Options{Host: host, Instance: instance, Heartbeat: 100 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, testenv.Logger(t).With("test_worker", instance))
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, logger.With("test_worker", instance))
 	return done
 }
 
@@ -106,13 +115,14 @@ echo "run $n"`
 			frozen, release := make(chan struct{}), make(chan struct{})
 			target := order.NewID()
 			aWrites := &writeObserver{Store: store, writes: make(chan error, 16)}
-			staleRun(t, aWrites, q, host, "worker-a", func(point string, o *order.Order) error {
+			aLog := &testenv.LogBuffer{}
+			staleRunLogged(t, aWrites, q, host, "worker-a", func(point string, o *order.Order) error {
 				if point == "after_exec" && o.ID == target && o.Attempt == 1 {
 					close(frozen)
 					<-release
 				}
 				return nil
-			})
+			}, io.MultiWriter(t.Output(), aLog))
 			warm := submit(order.NewID(), false, "true")
 			if o := waitOrder(warm, "A runs the first order", func(o *order.Order) bool { return o.Status.Terminal() }); o.Worker != "worker-a" {
 				t.Fatalf("first order ran on %q, want worker-a", o.Worker)
@@ -151,6 +161,11 @@ echo "run $n"`
 				}
 				rivalRev, err = kv.Update(ctx, "lease."+host, []byte("rival"), e.Revision())
 				return err == nil
+			})
+			// Only once A has seen the rival: a renewal that found the key
+			// already deleted would take the free host again (Lease.Renew).
+			testenv.WaitUntil(t, 30*time.Second, "A sees its lease lost", func() bool {
+				return strings.Contains(aLog.String(), "host lease lost")
 			})
 			if err := kv.Delete(ctx, "lease."+host, jetstream.LastRevision(rivalRev)); err != nil {
 				t.Fatal(err)

@@ -5,11 +5,15 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -149,8 +153,10 @@ func TestClientFollow(t *testing.T) {
 	c := newClient(t, s, "alice")
 	ctx := testenv.Context(t)
 
+	gate := filepath.Join(t.TempDir(), "gate")
 	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh",
-		Args: []string{"-c", "echo one; sleep 1.5; printf '\\377two\\n'; echo err >&2; exit 3"}}, client.SubmitOptions{})
+		Args: []string{"-c", `echo one; while [ ! -e "$1" ]; do sleep 0.02; done; printf '\377two\n'; echo err >&2; exit 3`, "_", gate}},
+		client.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +170,13 @@ func TestClientFollow(t *testing.T) {
 		_, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &resumedOut, Stderr: &resumedErr, LastEventID: first})
 		resumed <- err
 	}()
+	// The order goes on only once the resumed follower reads the live
+	// stream (its consumer starts after the first chunk): once the result
+	// is stored, the chunks leave it.
+	waitResumedConsumer(t, s, first)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var stdout, stderr bytes.Buffer
 	var seen []client.Status
 	final, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr,
@@ -200,6 +213,31 @@ func TestClientFollow(t *testing.T) {
 
 // firstChunkID reads the order's event stream and returns the id of its
 // first stdout event.
+// waitResumedConsumer waits until the live stream has a consumer that
+// starts after event id first: an SSE follower resumed from it.
+func waitResumedConsumer(t *testing.T, s *server, first string) {
+	t.Helper()
+	after, err := strconv.ParseUint(first, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t)
+	live, err := s.q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, 30*time.Second, "the resumed follower's consumer", func() bool {
+		l := live.ListConsumers(ctx)
+		found := false
+		for info := range l.Info() {
+			if info.Config.OptStartSeq == after+1 {
+				found = true
+			}
+		}
+		return l.Err() == nil && found
+	})
+}
+
 func firstChunkID(t *testing.T, s *server, id string) string {
 	t.Helper()
 	req, err := http.NewRequestWithContext(testenv.Context(t), "GET", s.url+"/v1/orders/"+id+"/events", nil)

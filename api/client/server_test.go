@@ -31,13 +31,14 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type server struct {
 	url    string
 	tokens map[string]string
+	q      *queue.Queue
 }
 
 func newServer(t *testing.T, hosts ...string) *server {
 	t.Helper()
 	store, _ := testenv.Store(t, testenv.Postgres(t))
 	q := testenv.Queue(t, testenv.NATS(t), "client-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	s := &server{tokens: map[string]string{}}
+	s := &server{tokens: map[string]string{}, q: q}
 	var cfg config.Auth
 	for _, name := range []string{"alice", "bob"} {
 		tok, sum := auth.NewToken()

@@ -298,6 +298,17 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	for _, h := range l.hosts {
 		leftovers = append(leftovers, procsWithArgs(l.marker(h))...)
 	}
+	// A process left by an order whose worker was SIGKILLed before it
+	// recorded the process is the same documented window as unknownStarts:
+	// nobody can know which processes to reap. Reported, not counted
+	// (the cleanup kills it).
+	unrecorded := map[string]bool{}
+	for _, o := range rows {
+		if o.status == "interrupted" && !recorded[o.id] && killed[o.worker] {
+			unrecorded[o.tag] = true
+		}
+	}
+	var unrecordedLeft []string
 	slices.Sort(leftovers)
 	for _, pid := range slices.Compact(leftovers) {
 		argv := procArgs(pid)
@@ -314,7 +325,15 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 		if len(shown) > 0 && shown[0] == "sh" {
 			shown = []string{"sh -c <order script> _", tag}
 		}
+		if unrecorded[tag] {
+			unrecordedLeft = append(unrecordedLeft, fmt.Sprintf("pid %d of %s", pid, tag))
+			continue
+		}
 		r.add(invOrphan, "pid %d (%s) of %s", pid, strings.Join(shown, " "), describe(tag))
+	}
+	if len(unrecordedLeft) > 0 {
+		t.Logf("%d processes left by orders whose worker was SIGKILLed before recording them (the known limit): %v",
+			len(unrecordedLeft), unrecordedLeft)
 	}
 	// Outcomes: an accepted order succeeds having run once, or is
 	// interrupted; nothing else is expected of these orders.

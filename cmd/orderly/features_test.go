@@ -127,7 +127,7 @@ const stubborn = `trap "" TERM; sleep 100 & echo $! >> "$1"; sleep 100 & echo $!
 func TestTimeoutKillsTheWholeGroup(t *testing.T) {
 	s := newStack(t, "to")
 	pf := filepath.Join(t.TempDir(), "pids")
-	o := s.submit(map[string]any{"host": "to", "command": "sh", "timeout_seconds": 1,
+	o := s.submit(map[string]any{"host": "to", "command": "sh", "timeout_seconds": 2,
 		"args": []string{"-c", stubborn, "_", pf}}, "?wait=30", http.StatusOK)
 	if o.Status != "timed_out" || o.Result.Signal == nil || *o.Result.Signal != "SIGKILL" {
 		t.Fatalf("status %s result %+v", o.Status, o.Result)

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // TestWorkerKilledMidOrder kills a worker process with SIGKILL while it runs
@@ -38,10 +39,15 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 
 	o := s.submit(map[string]any{"host": "victim", "command": "sh", "timeout_seconds": 120,
 		"args": []string{"-c", `echo $$ > "$1"; echo partial; echo x >> "$2"; sleep 60 & wait`, "_", pidFile, count}}, "", http.StatusAccepted)
-	// The command runs, and its process record is committed: a worker
-	// killed before that commit (one round trip after the fork) leaves an
-	// order whose processes nobody can find, a known limit
+	// The command runs, its process record is committed and its first
+	// output is in the live stream, where the successor reads it back: a
+	// worker killed before that commit (one round trip after the fork)
+	// leaves an order whose processes nobody can find, a known limit
 	// (decisions.md, takeover) that this test is not about.
+	live, err := s.b.queue.JetStream().Stream(t.Context(), queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
 		_, err := os.Stat(count)
 		if o.Status != "running" || err != nil {
@@ -49,7 +55,11 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 		}
 		var recorded bool
 		err = s.b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM order_processes WHERE order_id = $1)`, o.ID).Scan(&recorded)
-		return err == nil && recorded
+		if err != nil || !recorded {
+			return false
+		}
+		_, err = live.GetLastMsgForSubject(t.Context(), queue.OutputSubjectOf("victim", o.ID))
+		return err == nil
 	})
 	// The order's process group outlives the killed worker; end it when done.
 	t.Cleanup(func() {

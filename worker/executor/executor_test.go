@@ -445,7 +445,9 @@ func TestRunTimeoutKillsGroup(t *testing.T) {
 	t.Parallel()
 	// Ignores SIGTERM, and so do its children, which inherit the ignore.
 	req := sh(`trap "" TERM; sleep 100 & echo $!; sleep 100; wait`)
-	req.Timeout = 300 * time.Millisecond
+	// Long enough for a starved shell to set its trap and print the pid
+	// before SIGTERM comes.
+	req.Timeout = 2 * time.Second
 	req.KillGrace = 300 * time.Millisecond
 	res := newTestExecutor(t).Run(t.Context(), req, nil)
 	if !res.TimedOut || res.Canceled {
