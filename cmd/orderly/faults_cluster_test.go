@@ -251,18 +251,10 @@ func TestFaultsNATSCluster(t *testing.T) {
 	l.waitStarts(t, 8, 60*time.Second)
 	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
 
-	nc, err := nats.Connect(c.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamAt(t, c.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	// More copies than the cluster has servers is refused with the
 	// setting's name, and changes nothing.
-	if _, err := queue.New(t.Context(), nc, queue.Options{Replicas: 5}); err == nil || !strings.Contains(err.Error(), "nats.replicas is 5") {
+	if _, err := queue.New(t.Context(), js.Conn(), queue.Options{Replicas: 5}); err == nil || !strings.Contains(err.Error(), "nats.replicas is 5") {
 		t.Errorf("R5 on a 3-node cluster: %v, want an error naming nats.replicas", err)
 	}
 	faultAll := func(what string) {

@@ -412,15 +412,7 @@ func TestStartupWaitsForRateBucket(t *testing.T) {
 	dir := startupDir(t, "osr-")
 	ns := newNATSServer(t, dir, "")
 	ns.start()
-	nc, err := nats.Connect(ns.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamAt(t, ns.url())
 	block := jetstream.StreamConfig{Name: "BLOCK", Subjects: []string{"$KV." + queue.RateBucket + ".>"}, Storage: jetstream.MemoryStorage}
 	if _, err := js.CreateStream(t.Context(), block); err != nil {
 		t.Fatal(err)
