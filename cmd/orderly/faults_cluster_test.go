@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // clusterRecoveryBound is how long a host may wait for its next order
@@ -251,7 +252,7 @@ func TestFaultsNATSCluster(t *testing.T) {
 	l.waitStarts(t, 8, 60*time.Second)
 	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
 
-	js := jetStreamAt(t, c.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	js := testenv.JetStream(t, c.url(), "cluster-check")
 	// More copies than the cluster has servers is refused with the
 	// setting's name, and changes nothing.
 	if _, err := queue.New(t.Context(), js.Conn(), queue.Options{Replicas: 5}); err == nil || !strings.Contains(err.Error(), "nats.replicas is 5") {

@@ -20,9 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/migrations"
 )
@@ -211,22 +208,6 @@ func newNATSServer(t testing.TB, dir, extra string) *natsServer {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// jetStreamAt connects to the NATS server(s) at url for a test's own view
-// of JetStream; the connection closes with the test.
-func jetStreamAt(t testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }

@@ -19,15 +19,8 @@ import (
 func TestLiveRollupOnNATSCluster(t *testing.T) {
 	c := startNATSCluster(t, t.TempDir(), 3)
 	ctx := testenv.Context(t)
-	nc, err := queue.Connect(c.url(), "rollup-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, c.url(), "rollup-test")
+	nc := js.Conn()
 	// The stream as releases before the rollup created it, with chunks.
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: queue.LiveStream, Subjects: []string{queue.OutputSubject + ">", queue.EventsSubject + ">"},

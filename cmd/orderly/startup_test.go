@@ -412,7 +412,7 @@ func TestStartupWaitsForRateBucket(t *testing.T) {
 	dir := startupDir(t, "osr-")
 	ns := newNATSServer(t, dir, "")
 	ns.start()
-	js := jetStreamAt(t, ns.url())
+	js := testenv.JetStream(t, ns.url(), "blocker")
 	block := jetstream.StreamConfig{Name: "BLOCK", Subjects: []string{"$KV." + queue.RateBucket + ".>"}, Storage: jetstream.MemoryStorage}
 	if _, err := js.CreateStream(t.Context(), block); err != nil {
 		t.Fatal(err)

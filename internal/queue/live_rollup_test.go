@@ -113,15 +113,7 @@ func TestEndOutputDropsThatOrdersChunks(t *testing.T) {
 func TestLiveStreamUpdatedToAllowRollup(t *testing.T) {
 	url := testenv.NATS(t)
 	ctx := testenv.Context(t)
-	nc, err := queue.Connect(url, "old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, url, "old")
 	// The stream as releases before the rollup created it, with a chunk.
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: queue.LiveStream, Subjects: []string{queue.OutputSubject + ">", queue.EventsSubject + ">"},

@@ -3,6 +3,8 @@ package testenv
 import (
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -21,4 +23,21 @@ func Queue(t testing.TB, natsURL, name string, opts queue.Options) *queue.Queue 
 		t.Fatal(err)
 	}
 	return q
+}
+
+// JetStream connects to the NATS server(s) at natsURL as name for a test's
+// own view of JetStream, creating nothing; the connection closes when the
+// test ends.
+func JetStream(t testing.TB, natsURL, name string) jetstream.JetStream {
+	t.Helper()
+	nc, err := queue.Connect(natsURL, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
