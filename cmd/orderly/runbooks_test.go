@@ -317,7 +317,7 @@ child stack=["Parent.md", "Child.md"] corr=%s`, parent.CorrelationID)
 	})
 
 	t.Run("timeout kills the whole process group", func(t *testing.T) {
-		o := s.execute(t, s.token, "Sleeper.md", map[string]any{"timeout_seconds": 1})
+		o := s.execute(t, s.token, "Sleeper.md", map[string]any{"timeout_seconds": 2})
 		m := regexp.MustCompile(`bg=(\d+)`).FindStringSubmatch(stdout(o))
 		if o.Status != "timed_out" || m == nil {
 			t.Fatalf("sleeper: %s %q", o.Status, stdout(o))
