@@ -240,9 +240,13 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				}
 				return order.Screen(o, deny, c.ForbiddenChars)
 			}}, logger)
+	var shared api.RateCounter // nil, not a nil *queue.RateCounter, when there is none
+	if b.rate != nil {
+		shared = b.rate
+	}
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,
-		SharedLimits: b.rate,
+		SharedLimits: shared,
 		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
 			c := w.Current()
