@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,18 +45,11 @@ func (s *writeObserver) CompleteAndClaim(ctx context.Context, id uuid.UUID, atte
 }
 
 // staleRun starts a worker instance for host and stops it when the test
-// ends; its Run error arrives on the returned channel.
-func staleRun(t *testing.T, store worker.Store, q *queue.Queue, host, instance string, fp func(string, *order.Order) error) <-chan error {
+// ends, logging to log; its Run error arrives on the returned channel.
+func staleRun(t *testing.T, store worker.Store, q *queue.Queue, host, instance string, fp func(string, *order.Order) error, log io.Writer) <-chan error {
 	t.Helper()
-	return staleRunLogged(t, store, q, host, instance, fp, t.Output())
-}
-
-// staleRunLogged is staleRun with the worker's log written to out.
-func staleRunLogged(t *testing.T, store worker.Store, q *queue.Queue, host, instance string, fp func(string, *order.Order) error, out io.Writer) <-chan error {
-	t.Helper()
-	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	_, done := runWorker(t, worker.Options{Host: host, Instance: instance, Heartbeat: 100 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, logger.With("test_worker", instance))
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, q, testenv.LoggerTo(log).With("test_worker", instance))
 	return done
 }
 
@@ -116,7 +108,7 @@ echo "run $n"`
 			target := order.NewID()
 			aWrites := &writeObserver{Store: store, writes: make(chan error, 16)}
 			aLog := &testenv.LogBuffer{}
-			staleRunLogged(t, aWrites, q, host, "worker-a", func(point string, o *order.Order) error {
+			staleRun(t, aWrites, q, host, "worker-a", func(point string, o *order.Order) error {
 				if point == "after_exec" && o.ID == target && o.Attempt == 1 {
 					close(frozen)
 					<-release
@@ -130,7 +122,7 @@ echo "run $n"`
 			for len(aWrites.writes) > 0 {
 				<-aWrites.writes
 			}
-			staleRun(t, store, q, host, "worker-b", nil) // a standby while A holds the lease
+			staleRun(t, store, q, host, "worker-b", nil, t.Output()) // a standby while A holds the lease
 
 			submit(target, tt.idempotent, "sh", "-c", script, "_", dir, gate)
 			select {

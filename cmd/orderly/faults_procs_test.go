@@ -105,12 +105,13 @@ func (p *faultProc) stop(grace time.Duration) {
 }
 
 // freePort returns a loopback TCP port that nothing listens on, for a
-// child process to bind (and bind again after a restart). It comes from below the kernel's ephemeral range
-// and is never handed out twice by this process. A port from ":0" lies in
-// that range, where any outbound connection or ":0" listener on the
-// machine (the other test packages run in parallel) could take it between
-// this check and the child's bind: a NATS cluster node once failed to
-// start on that ("address already in use").
+// child process to bind (and bind again after a restart). It comes from
+// below the kernel's ephemeral range and is never handed out twice by this
+// process. A port from ":0" lies in that range, where any outbound
+// connection or ":0" listener on the machine (the other test packages run
+// in parallel) could take it between this check and the child's bind: a
+// NATS cluster node once failed to start on that ("address already in
+// use").
 func freePort(t testing.TB) int {
 	t.Helper()
 	ports.Lock()

@@ -71,13 +71,7 @@ func TestStartupWaitsForDependencies(t *testing.T) {
 			}
 
 			startDep()
-			apiURL := "http://" + listen
-			waitHTTPOK(t, apiURL+"/readyz", time.Minute, apiProc)
-			waitLogLine(t, workerProc, "worker consuming", time.Minute)
-			id := submitStartupOrder(t, apiURL, token, "h1")
-			waitUntil(t, time.Minute, "the order succeeds", func() bool {
-				return startupOrderStatus(t, apiURL, token, id) == "succeeded"
-			})
+			waitServing(t, listen, token, apiProc, workerProc, time.Minute)
 		})
 	}
 }
@@ -241,6 +235,19 @@ func startAPIAndWorker(t *testing.T, dir, conf string) (api, worker *faultProc, 
 	return api, worker, listen
 }
 
+// waitServing waits up to ready for the API of startAPIAndWorker to be
+// ready, then for its worker, and runs one order of host h1 through them.
+func waitServing(t *testing.T, listen, token string, api, worker *faultProc, ready time.Duration) {
+	t.Helper()
+	apiURL := "http://" + listen
+	waitHTTPOK(t, apiURL+"/readyz", ready, api)
+	waitLogLine(t, worker, "worker consuming", time.Minute)
+	id := submitStartupOrder(t, apiURL, token, "h1")
+	waitUntil(t, time.Minute, "the order succeeds", func() bool {
+		return startupOrderStatus(t, apiURL, token, id) == "succeeded"
+	})
+}
+
 // restart starts the stopped cluster again with the settings of
 // startFaultPG; the cleanup startFaultPG registered stops the new server.
 func (p *faultPG) restart() {
@@ -390,13 +397,7 @@ func TestStartupWaitsForNATSCluster(t *testing.T) {
 			return strings.Count(readLog(apiProc), "waiting for nats") >= before+tries
 		})
 	}
-	apiURL := "http://" + listen
-	waitHTTPOK(t, apiURL+"/readyz", 2*time.Minute, apiProc)
-	waitLogLine(t, workerProc, "worker consuming", time.Minute)
-	id := submitStartupOrder(t, apiURL, token, "h1")
-	waitUntil(t, time.Minute, "the order succeeds", func() bool {
-		return startupOrderStatus(t, apiURL, token, id) == "succeeded"
-	})
+	waitServing(t, listen, token, apiProc, workerProc, 2*time.Minute)
 	t.Logf("the api's start:\n%s", logTail(apiProc.log, 20))
 }
 
@@ -418,7 +419,7 @@ func TestStartupWaitsForRateBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := writeStartupConfig(t, dir, dsn, ns.url())
-	apiProc, _, listen := startAPIAndWorker(t, dir, conf)
+	apiProc, workerProc, listen := startAPIAndWorker(t, dir, conf)
 	waitUntil(t, time.Minute, "two attempts at the bucket", func() bool {
 		if !apiProc.alive() {
 			t.Fatalf("api exited while it could not create its bucket:\n%s", logTail(apiProc.log, 20))
@@ -428,12 +429,7 @@ func TestStartupWaitsForRateBucket(t *testing.T) {
 	if err := js.DeleteStream(t.Context(), block.Name); err != nil {
 		t.Fatal(err)
 	}
-	apiURL := "http://" + listen
-	waitHTTPOK(t, apiURL+"/readyz", time.Minute, apiProc)
-	id := submitStartupOrder(t, apiURL, token, "h1")
-	waitUntil(t, time.Minute, "the order succeeds", func() bool {
-		return startupOrderStatus(t, apiURL, token, id) == "succeeded"
-	})
+	waitServing(t, listen, token, apiProc, workerProc, time.Minute)
 }
 
 // TestReplicasRefused pins which placement errors end a start with

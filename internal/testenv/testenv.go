@@ -16,6 +16,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -238,5 +239,11 @@ func Context(t testing.TB) context.Context {
 // Logger returns a logger writing to t's output, so that logs show up next
 // to the test that produced them (and only when it fails or with -v).
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return LoggerTo(t.Output())
+}
+
+// LoggerTo is Logger writing to w (a LogBuffer the test reads, with the
+// test's output).
+func LoggerTo(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
