@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // contender is one load of the alternation.
@@ -65,6 +67,36 @@ func rawExecFor(d time.Duration) contender {
 		for time.Since(start) < d {
 			if err := exec.Command("/bin/true").Run(); err != nil {
 				return loadResult{}, fmt.Errorf("raw exec of /bin/true: %w", err)
+			}
+			n++
+		}
+		return loadResult{n: n, wall: time.Since(start), cpu: delta(a, machineAndBench())}, nil
+	}}
+}
+
+// floorFor is the per-host floor the contract allows: sequential exec of
+// /bin/true, each followed by one fsynced single-row commit on serve's
+// PostgreSQL, the one durable write per order the at-most-once claim
+// needs. The worker's backlog rate ÷ this is how close it is to that floor.
+func floorFor(srv *server, d time.Duration) contender {
+	return contender{name: "floor", run: func(ctx context.Context) (loadResult, error) {
+		conn, err := pgx.Connect(ctx, srv.dsn)
+		if err != nil {
+			return loadResult{}, fmt.Errorf("floor: %w", err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())"); err != nil {
+			return loadResult{}, fmt.Errorf("floor: create its table: %w", err)
+		}
+		a := machineAndBench()
+		start := time.Now()
+		n := 0
+		for time.Since(start) < d {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				return loadResult{}, fmt.Errorf("floor: exec of /bin/true: %w", err)
+			}
+			if _, err := conn.Exec(ctx, "INSERT INTO bench_floor (v) VALUES (1)"); err != nil {
+				return loadResult{}, fmt.Errorf("floor: commit: %w", err)
 			}
 			n++
 		}

@@ -30,9 +30,9 @@ type figure struct {
 // measureLevel alternates, for o.peerTime each and o.peerRounds rounds:
 // webhook and orderly (sync submit-and-wait of `true`) at 1 and 8
 // connections to one host, orderly on 2 and 8 hosts (one connection each),
-// async submit from 32 connections, pgbench inserts at 16 clients and raw
-// sequential exec; then a backlog of o.levelBacklog orders for the worker
-// side rate.
+// async submit from 32 connections, pgbench inserts at 16 clients, raw
+// sequential exec and the floor (exec and one commit); then a backlog of
+// o.levelBacklog orders for the worker side rate.
 func measureLevel(ctx context.Context, srv *server, c *client, o options, wh *webhookPeer, workerPIDs []int, history int) (*level, error) {
 	l := &level{history: history, load: loadavg()}
 	d := o.peerTime
@@ -53,9 +53,9 @@ func measureLevel(ctx context.Context, srv *server, c *client, o options, wh *we
 		{peer("webhook/1", 1), sync("orderly/1", 1, all[:1])},
 		{peer("webhook/8", 8), sync("orderly/8", 8, all[:1]), sync("hosts/2", 2, all[:2]), sync("hosts/8", 8, all)},
 		{asyncLoad(srv, o.nowhereHost, 32, d), pgbenchInserts(srv, d)},
-		{rawExecFor(d)},
+		{rawExecFor(d), floorFor(srv, d)},
 	}
-	progress(fmt.Sprintf("peers at %d orders of history: %d rounds of 9 loads, %s each, neighbours alternated", history, o.peerRounds, d))
+	progress(fmt.Sprintf("peers at %d orders of history: %d rounds of 10 loads, %s each, neighbours alternated", history, o.peerRounds, d))
 	res, err := alternate(ctx, o.peerRounds, groups)
 	if err != nil {
 		return nil, err
@@ -121,8 +121,10 @@ func roundFigures(at func(string) loadResult, backlog float64) []figure {
 		{name: "CPU per order, sync, 1 connection ÷ webhook's per request", value: o1.cpu.perOrder(o1.n) / w1.cpu.perOrder(w1.n), target: "≤ 2", lowerBetter: true},
 		{name: "async submit (32 connections) ÷ pgbench inserts (16 clients)", value: at("async/32").rate() / at("pgbench").rate(), target: "≥ 0.5"},
 	}
+	f = append(f, figure{name: "the floor (exec + one fsynced commit) ÷ raw exec: the best backlog ratio the contract allows", value: at("floor").rate() / at("raw exec").rate()})
 	if backlog > 0 {
-		f = append(f, figure{name: "per-host backlog, worker side ÷ raw exec", value: backlog / at("raw exec").rate(), target: "≥ 0.6"})
+		f = append(f, figure{name: "per-host backlog, worker side ÷ raw exec", value: backlog / at("raw exec").rate(), target: "≥ 0.6"},
+			figure{name: "per-host backlog, worker side ÷ the floor", value: backlog / at("floor").rate()})
 	}
 	return f
 }
@@ -156,7 +158,7 @@ func (l *level) section() string {
 	}
 	b.WriteString("\n(each ratio: the median over the rounds of the ratio between neighbours in one round)\n")
 	b.WriteString("\n| load (all rounds pooled) | rate | p50 | p99 | CPU per order or request |\n|---|---|---|---|---|\n")
-	for _, name := range []string{"webhook/1", "orderly/1", "webhook/8", "orderly/8", "hosts/2", "hosts/8", "async/32", "pgbench", "raw exec"} {
+	for _, name := range []string{"webhook/1", "orderly/1", "webhook/8", "orderly/8", "hosts/2", "hosts/8", "async/32", "pgbench", "raw exec", "floor"} {
 		x := pooled(l.res[name])
 		server := "orderly"
 		if strings.HasPrefix(name, "webhook") {
@@ -166,7 +168,7 @@ func (l *level) section() string {
 		if len(x.lat) > 0 {
 			p50, p99 = ms(pct(x.lat, .5)), ms(pct(x.lat, .99))
 		}
-		if name != "pgbench" && name != "raw exec" {
+		if name != "pgbench" && name != "raw exec" && name != "floor" {
 			cpu = x.cpu.split(x.n, server)
 		}
 		fmt.Fprintf(&b, "| %s | %.0f/s | %s | %s | %s |\n", name, x.rate(), p50, p99, cpu)

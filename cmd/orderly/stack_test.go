@@ -39,8 +39,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build orderly: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	testenv.Main(m)
+	code := testenv.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // stack is a whole orderly in-process: real PostgreSQL, real NATS, the API

@@ -59,10 +59,12 @@ var cluster struct {
 // test binaries (or -run selections) that never ask for one do not pay for
 // it; missing PostgreSQL binaries fail the whole binary at once.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit, for a TestMain with its own cleanup to do
+// before it exits (os.Exit runs no deferred calls).
+func Run(m *testing.M) int {
 	binDir, err := pgembed.FindBinaries()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
