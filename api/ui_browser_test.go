@@ -45,6 +45,9 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
+		// Chromium's own temporary directory (its singleton socket), left
+		// behind in /tmp by every test otherwise: the browser is killed.
+		chromedp.Env("TMPDIR=" + t.TempDir()),
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(acancel)
@@ -408,7 +411,9 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	step(t, ctx, "dashboard", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-host")))
 	step(t, ctx, "type a command", chromedp.Focus(chromedp.ID("exec-host")), chromedp.KeyEvent("web-1"+kb.Tab+"echo"+kb.Enter),
 		chromedp.WaitVisible(chromedp.ID("run")))
-	waitJS(t, ctx, "echo to finish", `document.getElementById("status").innerText === "succeeded"`, 30*time.Second)
+	// The page reloads once the order finishes (the server renders the
+	// result): the finished page has the exit code.
+	waitJS(t, ctx, "echo to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code") && document.readyState === "complete"`, 30*time.Second)
 	if !eval[bool](t, ctx, fits) {
 		t.Error("the run page is wider than the phone")
 	}
