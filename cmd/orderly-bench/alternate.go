@@ -61,16 +61,7 @@ func pooled(rs []loadResult) loadResult {
 // yardstick for a worker's per-host rate.
 func rawExecFor(d time.Duration) contender {
 	return contender{name: "raw exec", run: func(context.Context) (loadResult, error) {
-		a := machineAndBench()
-		start := time.Now()
-		n := 0
-		for time.Since(start) < d {
-			if err := exec.Command("/bin/true").Run(); err != nil {
-				return loadResult{}, fmt.Errorf("raw exec of /bin/true: %w", err)
-			}
-			n++
-		}
-		return loadResult{n: n, wall: time.Since(start), cpu: delta(a, machineAndBench())}, nil
+		return sequential(d, func() error { return trueExec("raw exec") })
 	}}
 }
 
@@ -88,20 +79,38 @@ func floorFor(srv *server, d time.Duration) contender {
 		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())"); err != nil {
 			return loadResult{}, fmt.Errorf("floor: create its table: %w", err)
 		}
-		a := machineAndBench()
-		start := time.Now()
-		n := 0
-		for time.Since(start) < d {
-			if err := exec.Command("/bin/true").Run(); err != nil {
-				return loadResult{}, fmt.Errorf("floor: exec of /bin/true: %w", err)
+		return sequential(d, func() error {
+			if err := trueExec("floor"); err != nil {
+				return err
 			}
 			if _, err := conn.Exec(ctx, "INSERT INTO bench_floor (v) VALUES (1)"); err != nil {
-				return loadResult{}, fmt.Errorf("floor: commit: %w", err)
+				return fmt.Errorf("floor: commit: %w", err)
 			}
-			n++
-		}
-		return loadResult{n: n, wall: time.Since(start), cpu: delta(a, machineAndBench())}, nil
+			return nil
+		})
 	}}
+}
+
+// sequential runs step one after another for d, with the machine's CPU
+// over that time.
+func sequential(d time.Duration, step func() error) (loadResult, error) {
+	a := machineAndBench()
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		if err := step(); err != nil {
+			return loadResult{}, err
+		}
+		n++
+	}
+	return loadResult{n: n, wall: time.Since(start), cpu: delta(a, machineAndBench())}, nil
+}
+
+func trueExec(what string) error {
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		return fmt.Errorf("%s: exec of /bin/true: %w", what, err)
+	}
+	return nil
 }
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
