@@ -106,6 +106,7 @@ func sequential(d time.Duration, step func() error) (loadResult, error) {
 	return loadResult{n: n, wall: time.Since(start), cpu: delta(a, machineAndBench())}, nil
 }
 
+// trueExec runs /bin/true once, as the raw exec yardstick does.
 func trueExec(what string) error {
 	if err := exec.Command("/bin/true").Run(); err != nil {
 		return fmt.Errorf("%s: exec of /bin/true: %w", what, err)

@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", orderlyBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build orderly: %v\n%s", err, out)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := testenv.Run(m)
