@@ -211,8 +211,6 @@ func TestClientFollow(t *testing.T) {
 	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
 }
 
-// firstChunkID reads the order's event stream and returns the id of its
-// first stdout event.
 // waitResumedConsumer waits until the live stream has a consumer that
 // starts after event id first: an SSE follower resumed from it.
 func waitResumedConsumer(t *testing.T, s *server, first string) {
@@ -238,6 +236,8 @@ func waitResumedConsumer(t *testing.T, s *server, first string) {
 	})
 }
 
+// firstChunkID reads the order's event stream and returns the id of its
+// first stdout event.
 func firstChunkID(t *testing.T, s *server, id string) string {
 	t.Helper()
 	req, err := http.NewRequestWithContext(testenv.Context(t), "GET", s.url+"/v1/orders/"+id+"/events", nil)

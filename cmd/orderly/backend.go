@@ -40,7 +40,7 @@ type backend struct {
 	store   *postgres.Store
 	nc      *nats.Conn
 	queue   *queue.Queue
-	rate    *queue.RateCounter // the API's shared rate-limit counters; nil for a worker
+	rate    api.RateCounter // the API's shared rate-limit counters; nil (no typed nil) for a worker
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -113,14 +113,17 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		return nil, err
 	}
 	var q *queue.Queue
-	var rate *queue.RateCounter
+	var rate api.RateCounter
 	err = try(ctx, depNATS, func(ctx context.Context) error {
 		got, err := openQueue(ctx, nc, cfg, role)
 		if err == nil && role == roleAPI {
 			// Its bucket is JetStream state like the streams, and as
 			// likely to meet a cluster that loses its meta leader a moment
 			// after creating them: created in the same wait, not after it.
-			rate, err = got.RateCounter(ctx, time.Minute)
+			var rc *queue.RateCounter
+			if rc, err = got.RateCounter(ctx, time.Minute); err == nil {
+				rate = rc
+			}
 		}
 		q = got
 		return queueStartError(nc, cfg, err)
@@ -240,13 +243,9 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				}
 				return order.Screen(o, deny, c.ForbiddenChars)
 			}}, logger)
-	var shared api.RateCounter // nil, not a nil *queue.RateCounter, when there is none
-	if b.rate != nil {
-		shared = b.rate
-	}
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,
-		SharedLimits: shared,
+		SharedLimits: b.rate,
 		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
 			c := w.Current()
