@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,8 +27,8 @@ import (
 type CompatSurface struct {
 	Prefix  string
 	Handler http.Handler
-	// Fallback serves the surface only where no native route matches, for
-	// httpexec's POST /<command> at the root.
+	// Fallback serves the surface only where no native route and no other
+	// surface matches, for httpexec's POST /<command> at the root.
 	Fallback bool
 }
 
@@ -45,6 +46,18 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 		c.Handler = middleware.Recoverer(s.measure(s.compatClient(s.limitIP(c.Handler))))
 		surfaces[i] = c
 	}
+	// The most specific surface answers: a fallback (httpexec at /) only
+	// where no other surface does, then the longest prefix first, so
+	// Vigrid's /api/v1 is never stage0's /api.
+	slices.SortStableFunc(surfaces, func(a, b CompatSurface) int {
+		if a.Fallback != b.Fallback {
+			if a.Fallback {
+				return 1
+			}
+			return -1
+		}
+		return len(strings.TrimSuffix(b.Prefix, "/")) - len(strings.TrimSuffix(a.Prefix, "/"))
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, c := range surfaces {
 			if !underPrefix(r.URL.Path, c.Prefix) || (c.Fallback && nativeRoute(native, r.URL.Path)) {

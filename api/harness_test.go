@@ -82,6 +82,8 @@ type envOptions struct {
 	// units, when set, are the units every worker's systemd "has" (for
 	// unit choices, asked over the bus as `orderly` does).
 	units []systemd.Unit
+	// compat are drop-in surfaces mounted beside the native routes.
+	compat []api.CompatSurface
 }
 
 func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
@@ -137,6 +139,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 				return out, nil
 			}},
 	})
+	srv.MountCompat(opts.compat...)
 	hs := httptest.NewServer(srv.Handler())
 	e.url = hs.URL
 	runCtx, stop := context.WithCancel(context.Background())

@@ -71,6 +71,12 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		return // the client went away; the order runs on
 	}
 	for _, name := range []string{"stdout", "stderr"} {
+		if cutByWorker(final, name) {
+			// The live stream stopped at the worker's cap, mid-line: the
+			// tail is not a line the script printed.
+			lines[name].drop()
+			continue
+		}
 		lines[name].flush(func(line string) { st.event(name, line) })
 	}
 	rc, stdout, stderr := runOutcome(final)
@@ -141,13 +147,32 @@ func (l *lineSplitter) flush(emit func(string)) {
 	}
 }
 
+// drop ends the stream without its unfinished last line.
+func (l *lineSplitter) drop() {
+	if len(l.partial) > 0 {
+		l.dropped = true
+		l.partial = nil
+	}
+}
+
 func (l *lineSplitter) line(s string, emit func(string)) {
 	if int64(l.kept.Len()+len(s)) > l.limit {
 		l.dropped = true
 		return
 	}
 	l.kept.WriteString(s)
-	emit(s)
+	emit(pyDecode(s))
+}
+
+// cutByWorker reports whether the worker capped the order's stream name.
+func cutByWorker(o *order.Order, name string) bool {
+	if o.Result == nil {
+		return false
+	}
+	if name == "stdout" {
+		return o.Result.Stdout.Truncated
+	}
+	return o.Result.Stderr.Truncated
 }
 
 // stage0Stream writes stage0's event stream.
@@ -203,7 +228,7 @@ func (st *stage0Stream) done(file string, rc int, stdout, stderr string, errs, w
 func pyString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+	for _, r := range pyDecode(s) {
 		switch {
 		case r == '"':
 			b.WriteString(`\"`)

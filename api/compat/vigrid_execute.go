@@ -139,8 +139,8 @@ func vigridResult(o *order.Order) map[string]any {
 	}
 	var stdout, stderr string
 	if o.Result != nil {
-		stdout = strings.ToValidUTF8(string(o.Result.Stdout.Content), "\uFFFD")
-		stderr = strings.ToValidUTF8(string(o.Result.Stderr.Content), "\uFFFD")
+		stdout = pyDecode(string(o.Result.Stdout.Content))
+		stderr = pyDecode(string(o.Result.Stderr.Content))
 	}
 	res["stdout"], res["stderr"] = stdout, stderr
 	switch rc, ok := returnCode(o.Result); {

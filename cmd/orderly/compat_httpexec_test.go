@@ -291,6 +291,23 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 			t.Errorf("%s: %d %q %s, want %d HTML", c.name, code, hdr.Get("Content-Type"), b, c.want)
 		}
 	}
+	// Refusals httpexec never had are orderly's, in text: a denied
+	// environment name as the native API refuses it, a malformed one as
+	// bad input.
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		want int
+	}{
+		{"env_deny PATH", map[string]string{"PATH": "/x"}, 403},
+		{"env_deny LD_PRELOAD", map[string]string{"LD_PRELOAD": "/x.so"}, 403},
+		{"malformed name", map[string]string{"A=B": "x"}, 400},
+	} {
+		code, hdr, b := httpexecPost(t, s.url, "/env", "application/json", map[string]any{"environment": c.env})
+		if code != c.want || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
+			t.Errorf("%s: %d %q %s, want %d text", c.name, code, hdr.Get("Content-Type"), b, c.want)
+		}
+	}
 	code, _, b = httpexecPost(t, s.url, "/echo", "", nil)
 	if r := decodeHTTPExec(t, code, b); *r.Return != 0 {
 		t.Fatalf("no body: %s", b)

@@ -259,6 +259,7 @@ func TestStage0CompatLimits(t *testing.T) {
 		"Slow.md":  runbookDoc("Slow", "{}", "  []", "", "echo started\nsleep 30"),
 		"Loud.md":  runbookDoc("Loud", "{}", "  []", "", `i=0; while [ $i -lt 300 ]; do echo "line $i of the loud runbook"; i=$((i+1)); done`),
 		"Quiet.md": runbookDoc("Quiet", "{}", "  []", "", "echo quiet"),
+		"Bytes.md": runbookDoc("Bytes", "{}", "  []", "", `printf 'a\377\376b\342\202\n'`),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -293,13 +294,26 @@ compat:
 	}
 	d, ev := done("Loud.md")
 	lines := 0
+	loudLine := regexp.MustCompile(`^line [0-9]+ of the loud runbook\n$`)
 	for _, e := range ev {
 		if e.name == "stdout" {
 			lines++
+			// Whole lines only: the worker's cap cuts the live stream
+			// mid-line, and that fragment is no line of the script.
+			if !loudLine.MatchString(e.data) {
+				t.Errorf("loud: stdout event %q is not a line the script printed", e.data)
+			}
 		}
 	}
-	if lines == 0 || lines >= 300 || !strings.Contains(d, `[WARNING: Output truncated due to size limit (2000 bytes)]`) {
+	if lines == 0 || lines >= 300 || !strings.Contains(d, `[WARNING: Output truncated due to size limit (2000 bytes)]`) ||
+		!strings.Contains(d, `of the loud runbook\n", "stderr"`) {
 		t.Errorf("loud: %d lines, done %s", lines, d)
+	}
+	// Output that is not UTF-8 reads as Python's decode with "replace":
+	// one U+FFFD per maximal ill-formed subpart.
+	d, ev = done("Bytes.md")
+	if ev[0].name != "stdout" || ev[0].data != "a\uFFFD\uFFFDb\uFFFD\n" || !strings.Contains(d, `"stdout": "a\ufffd\ufffdb\ufffd\n"`) {
+		t.Errorf("bytes: first event %+v, done %s", ev[0], d)
 	}
 	// The roles claim as a comma-separated string is split, as stage0 did.
 	if d, _ := done("Quiet.md"); !strings.HasPrefix(d, `{"success": true`) {
