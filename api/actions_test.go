@@ -232,6 +232,7 @@ func TestActionRunValidation(t *testing.T) {
 	}{
 		{"restart-example", map[string]any{"id": "0042;reboot"}, "id"},
 		{"restart-example", map[string]any{"id": "0042\n"}, "id"},
+		{"restart-example", map[string]any{"id": "00\x0042"}, "id"},
 		{"restart-example", map[string]any{"id": 42}, "id"},
 		{"restart-example", map[string]any{}, "id"},
 		{"restart-example", map[string]any{"id": "0042", "unit": "dbus.service"}, "unit"},
@@ -247,6 +248,13 @@ func TestActionRunValidation(t *testing.T) {
 		if code != 422 || json.Unmarshal(b, &eb) != nil || eb.Error.Details["param"] != c.param {
 			t.Errorf("%s %v: %d %s, want 422 naming %s", c.name, c.params, code, b, c.param)
 		}
+	}
+	// Every refusal is in the audit, a NUL in a param too (as U+FFFD:
+	// PostgreSQL's jsonb refuses the byte).
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections
+		WHERE request->>'action' = 'restart-example' AND request->'params'->>'id' = '00'||chr(65533)||'42'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("audit rows of the refused run with a NUL: %d, %v", n, err)
 	}
 	// Accepted: 202, an ordinary order (no worker serves web-1 here).
 	code, b = run("bob", "restart-example", map[string]any{"host": "web-1", "params": map[string]any{"id": "0042"}})

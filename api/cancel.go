@@ -58,7 +58,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch st {
-	case order.StatusCanceled:
+	case order.StatusQueued: // now canceled
 		s.answerCancel(w, r, o, http.StatusOK)
 	case order.StatusRunning:
 		s.answerCancel(w, r, o, http.StatusAccepted)

@@ -161,7 +161,7 @@ func (s *Server) CancelOrder(ctx context.Context, o *order.Order, actor, signal 
 		return st, err
 	}
 	switch st {
-	case order.StatusCanceled:
+	case order.StatusQueued:
 		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor)
 		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
 	case order.StatusRunning:

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
@@ -64,6 +65,7 @@ type apiEnv struct {
 	dsn     string
 	natsURL string
 	store   *postgres.Store
+	pool    *pgxpool.Pool
 	q       *queue.Queue
 	url     string
 	tokens  map[string]string
@@ -95,7 +97,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		opts.tokens = newTokens()
 	}
 	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens, opts: opts}
-	e.store, _ = testenv.Store(t, e.dsn)
+	e.store, e.pool = testenv.Store(t, e.dsn)
 	e.q = testenv.Queue(t, e.natsURL, "api-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	var cfg config.Auth
 	for name, tok := range opts.tokens {

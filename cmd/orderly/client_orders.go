@@ -195,6 +195,9 @@ func (a *app) lsCommand() *cobra.Command {
 }
 
 func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
+	if cmd.Flags().Changed("limit") && (o.limit < 1 || o.limit > 1000) {
+		return fmt.Errorf("--limit must be 1-1000, not %d", o.limit)
+	}
 	opts := client.ListOptions{Host: o.host, Principal: o.principal, Batch: o.batch, Limit: o.limit}
 	for _, st := range o.status {
 		for _, v := range strings.Split(st, ",") {

@@ -277,6 +277,15 @@ func TestCLIJSON(t *testing.T) {
 		}
 	}
 
+	// A page size out of range is the client's error, not the server's default.
+	for _, n := range []string{"0", "-1", "1001"} {
+		r = cli(t, env, "", "ls", "--limit", n)
+		wantExit(t, r, 1)
+		if !strings.Contains(r.err.Error(), "--limit must be 1-1000") {
+			t.Fatalf("ls --limit %s: %v", n, r.err)
+		}
+	}
+
 	r = cli(t, env, "", "hosts", "--json")
 	wantExit(t, r, 0)
 	var hs struct {

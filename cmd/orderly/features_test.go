@@ -147,6 +147,13 @@ func TestCancel(t *testing.T) {
 	if code != 200 || !strings.Contains(string(b), `"status":"canceled"`) {
 		t.Fatalf("cancel queued: %d %s", code, b)
 	}
+	// Canceled is finished: a second cancel is a conflict, and records
+	// nothing more.
+	code, b = s.do("POST", "/v1/orders/"+q.ID.String()+"/cancel", map[string]any{"signal": "SIGKILL"})
+	wantError(t, code, b, 409, "conflict")
+	if n := countRows(t, s.b.pool, `SELECT count(*) FROM order_events WHERE order_id = $1 AND type IN ('cancel_requested', 'canceled')`, q.ID); n != 2 {
+		t.Fatalf("%d cancel events after a second cancel, want 2", n)
+	}
 	s.startWorker("idle")
 	after := s.submit(map[string]any{"host": "idle", "command": "true"}, "?wait=20", http.StatusOK)
 	if after.Status != "succeeded" || s.get(q.ID).Status != "canceled" || s.get(q.ID).StartedAt != nil {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -169,9 +171,15 @@ func (s *secStack) rejections() []rejection {
 // count runs a count(*) query.
 func (s *secStack) count(query string, args ...any) int {
 	s.t.Helper()
+	return countRows(s.t, s.b.pool, query, args...)
+}
+
+// countRows runs a count(*) query on pool.
+func countRows(t testing.TB, pool *pgxpool.Pool, query string, args ...any) int {
+	t.Helper()
 	var n int
-	if err := s.b.pool.QueryRow(ctxT(s.t), query, args...).Scan(&n); err != nil {
-		s.t.Fatal(err)
+	if err := pool.QueryRow(ctxT(t), query, args...).Scan(&n); err != nil {
+		t.Fatal(err)
 	}
 	return n
 }

@@ -231,6 +231,11 @@ func TestSecurityHostileRequests(t *testing.T) {
 		{name: "timeout overflow", body: `{"host":"h1","command":"true","timeout_seconds":1e999}`, status: bad},
 		{name: "timeout negative", body: order("timeout_seconds", -1), status: bad},
 		{name: "timeout huge", body: order("timeout_seconds", 1e300), status: unproc},
+		// Under the millisecond it is stored in, it would read as no
+		// timeout: the default, past any rule's max_timeout.
+		{name: "timeout under a millisecond", body: order("timeout_seconds", 0.0004), status: bad},
+		{name: "correlation NUL", body: order("correlation_id", "a\x00b"), status: bad},
+		{name: "correlation long", body: order("correlation_id", strings.Repeat("c", 2900)), status: bad},
 		{name: "stdin number", body: `{"host":"h1","command":"cat","stdin":5}`, status: bad},
 		{name: "stdin bad base64", body: order("stdin", map[string]any{"content": "!!!", "encode": "base64"}), status: bad},
 		{name: "stdout encode", body: order("stdout", map[string]any{"encode": "rot13"}), status: bad},
@@ -239,6 +244,7 @@ func TestSecurityHostileRequests(t *testing.T) {
 		{name: "form", body: order(), hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}, status: media},
 		{name: "no content type", body: order(), hdr: []string{"Content-Type", ""}, status: media},
 		{name: "long idempotency key", body: order(), hdr: []string{"Idempotency-Key", strings.Repeat("k", 201)}, status: bad},
+		{name: "idempotency key not UTF-8", body: order(), hdr: []string{"Idempotency-Key", "a\xffb"}, status: bad},
 		{name: "wait word", body: order(), hdr: []string{"Prefer", "wait=soon"}, status: bad},
 		{name: "wait NaN", path: "/v1/orders?wait=NaN", body: order(), status: bad},
 		{name: "wait negative", path: "/v1/orders?wait=-1", body: order(), status: bad},
@@ -247,6 +253,9 @@ func TestSecurityHostileRequests(t *testing.T) {
 		{name: "list limit", method: "GET", path: "/v1/orders?limit=100000", status: bad},
 		{name: "list cursor", method: "GET", path: "/v1/orders?cursor=..%2F..%2Fetc", status: bad},
 		{name: "list since", method: "GET", path: "/v1/orders?since=yesterday", status: bad},
+		{name: "list action not UTF-8", method: "GET", path: "/v1/orders?action=%FF", status: bad},
+		{name: "list correlation not UTF-8", method: "GET", path: "/v1/orders?correlation=%FF", status: bad},
+		{name: "list runbook not UTF-8", method: "GET", path: "/v1/orders?runbook=%FF", status: bad},
 		{name: "cancel signal", path: "/v1/orders/0193a5e0-0000-7000-8000-000000000000/cancel", body: `{"signal":"SIGSEGV"}`, status: bad},
 		{name: "cancel unknown field", path: "/v1/orders/0193a5e0-0000-7000-8000-000000000000/cancel", body: `{"signal":"SIGTERM","pid":1}`, status: bad},
 	}

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Limits bound what one order may ask for. Every field is a config key
@@ -20,6 +21,13 @@ type Limits struct {
 	MaxTimeout      time.Duration
 	MaxExpiry       time.Duration
 }
+
+// Lengths of the labels a client gives an order. The API takes an
+// Idempotency-Key of up to 200 bytes; a fan-out adds "/<host>" to it.
+const (
+	MaxCorrelationBytes    = 200
+	MaxIdempotencyKeyBytes = 512
+)
 
 // DefaultLimits are the limits used when the config sets none.
 func DefaultLimits() Limits {
@@ -73,6 +81,18 @@ func Validate(o *Order, l Limits) error {
 	if o.Kind == KindScript && (o.Script == nil || len(o.Script.Body) == 0) {
 		// Only the runbook endpoints build a script order (from a runbook file).
 		return FieldError(CodeUnprocessable, "kind", "script orders are submitted through /v1/runbooks/{name}/execute")
+	}
+	// Labels a client chose: printable, and short enough for the indexes
+	// that find orders by them (a B-tree entry holds at most ~2.7 kB).
+	if len(o.CorrelationID) > MaxCorrelationBytes || HasControl(o.CorrelationID, false) {
+		return FieldError(CodeInvalid, "correlation_id", "correlation_id must be printable text of at most %d bytes", MaxCorrelationBytes)
+	}
+	if len(o.IdempotencyKey) > MaxIdempotencyKeyBytes || HasControl(o.IdempotencyKey, false) {
+		return FieldError(CodeInvalid, "Idempotency-Key", "the idempotency key must be printable text of at most %d bytes", MaxIdempotencyKeyBytes)
+	}
+	if o.Timeout > 0 && o.Timeout < time.Millisecond {
+		// Stored in milliseconds: a shorter one would read as none.
+		return FieldError(CodeInvalid, "timeout_seconds", "timeout_seconds must be at least 0.001")
 	}
 	if o.Command == "" {
 		return FieldError(CodeInvalid, "command", "command is required")
@@ -134,9 +154,13 @@ func Validate(o *Order, l Limits) error {
 	return nil
 }
 
-// hasControl reports NUL and other C0 control bytes (and DEL). Text fields
-// may carry tab, newline and carriage return.
+// HasControl reports NUL and other C0 control bytes (and DEL), and bytes
+// that are not UTF-8. Text fields may carry tab, newline and carriage
+// return.
 func HasControl(s string, text bool) bool {
+	if !utf8.ValidString(s) {
+		return true // and PostgreSQL's text would refuse it
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c == 0 || c == 0x7f {

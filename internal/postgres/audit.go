@@ -202,6 +202,12 @@ func storableValue(v any) any {
 			out[storableString(k)] = storableValue(e)
 		}
 		return out
+	case map[string]string:
+		out := make(map[string]string, len(x))
+		for k, e := range x {
+			out[storableString(k)] = storableString(e)
+		}
+		return out
 	}
 	return v
 }

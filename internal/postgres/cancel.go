@@ -25,11 +25,11 @@ type CancelRequest struct {
 }
 
 // RequestCancel records actor's request to cancel order id with signal and
-// returns the order's status afterwards, all in one transaction:
-//   - queued: the order becomes canceled at once and never starts;
+// returns the status the order had, all in one transaction:
+//   - queued: the order is now canceled and never starts;
 //   - running: the request is recorded for the worker, which the caller
 //     then wakes up; the status stays running until the worker reports;
-//   - terminal: nothing is recorded, the terminal status is returned.
+//   - terminal (canceled included): nothing is recorded.
 //
 // Every recorded request is also a cancel_requested event in the order's
 // history, with the actor and the signal.
@@ -76,7 +76,6 @@ SELECT id, finished_at, 'canceled', 'canceled', $3, jsonb_build_object('reason',
 		if _, err = tx.Exec(ctx, cancel, id, "canceled by "+actor, actor); err != nil {
 			return "", translate(doing, err)
 		}
-		st = order.StatusCanceled
 	}
 	if err = tx.Commit(ctx); err != nil {
 		return "", translate(doing, err)
