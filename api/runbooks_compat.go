@@ -39,10 +39,17 @@ func (s *Server) LoadRunbook(name string) (*runbook.Runbook, func(string) error,
 	return rb, src.Exists, cfg, nil
 }
 
-// RunbookRuns returns the last limit runs of a runbook, oldest first, as
-// every principal's history (a stage0 client saw every run in the file).
-func (s *Server) RunbookRuns(ctx context.Context, file string, limit int) ([]*order.Order, error) {
-	list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Runbook: file, Limit: limit})
+// RunbookRuns returns the last limit runs of a runbook that p may read,
+// oldest first: its own, or every principal's for one that sees every
+// order (admin, auditor), as GET /v1/runbooks/{name}/history. A stage0
+// client saw every run in the file; the outputs of other principals'
+// runs are theirs here.
+func (s *Server) RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int) ([]*order.Order, error) {
+	f := postgres.Filter{Runbook: file, Limit: limit}
+	if !seesAll(p) {
+		f.Principal = p.Name
+	}
+	list, _, err := s.Store.ListOrders(ctx, f)
 	if err != nil {
 		return nil, err
 	}

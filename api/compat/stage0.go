@@ -22,7 +22,7 @@ import (
 type Stage0Runbooks interface {
 	RunbookList() ([]*runbook.Runbook, error)
 	LoadRunbook(name string) (*runbook.Runbook, func(string) error, config.Runbooks, error)
-	RunbookRuns(ctx context.Context, file string, limit int) ([]*order.Order, error)
+	RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int) ([]*order.Order, error)
 	DelegatedPrincipal(ctx context.Context, token string) (auth.Principal, api.RunbookChain, error)
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
 	FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error)

@@ -53,13 +53,14 @@ func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWrit
 }
 
 // get is GET /api/runbooks/<f>: the file, then its History rendered from
-// PostgreSQL in stage0's markdown, as a stage0 client expects to read it.
+// PostgreSQL in stage0's markdown, as a stage0 client expects to read it:
+// the runs the caller may read (api.Server.RunbookRuns).
 func (s *Stage0) get(q *stage0Request, file string) {
 	rb, _, ok := s.load(q, file, stage0Error)
 	if !ok {
 		return
 	}
-	runs, err := s.Runbooks.RunbookRuns(q.r.Context(), rb.File, historyRuns)
+	runs, err := s.Runbooks.RunbookRuns(q.r.Context(), q.p, rb.File, historyRuns)
 	if err != nil {
 		code, msg := statusFor(err)
 		stage0Error(q.w, code, msg)

@@ -203,6 +203,21 @@ compat:
 			!strings.Contains(got.Content, "**Stderr:**\n```\nto stderr\n```\n") {
 			t.Fatalf("history:\n%s", got.Content)
 		}
+		// Another principal reads the file but not dev-user's runs, as
+		// GET /v1/orders would not show them.
+		resp, b = do("POST", "/dev-login", "", map[string]any{"subject": "other-user", "roles": []string{"developer"}})
+		var other struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.Unmarshal([]byte(b), &other); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("dev-login: %d %s", resp.StatusCode, b)
+		}
+		_, b = do("GET", "/api/runbooks/Hello.md", other.AccessToken, nil)
+		got.Content = ""
+		_ = json.Unmarshal([]byte(b), &got)
+		if got.Content != books["Hello.md"] {
+			t.Fatalf("another principal's view of the history:\n%s", got.Content)
+		}
 	})
 
 	t.Run("validation failure inside the stream", func(t *testing.T) {
