@@ -320,7 +320,8 @@ func TestServeBusAuthentication(t *testing.T) {
 
 // TestServeReloadsWorkerCredentials: adding a host to nats.workers and
 // reloading (SIGHUP) issues its credential without a restart; removing one
-// disconnects its worker and refuses it from then on.
+// disconnects its worker and refuses it from then on, and listing it again
+// lets the same worker connection back in.
 func TestServeReloadsWorkerCredentials(t *testing.T) {
 	dataDir := serveDataDir(t, "orderly-bus-")
 	conf := filepath.Join(dataDir, "orderly.yaml")
@@ -342,6 +343,12 @@ func TestServeReloadsWorkerCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w2.Close()
+	// A worker's own connection (queue.Connect) keeps trying.
+	worker, err := queue.Connect(p.natsURL, "worker-w2", nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer worker.Close()
 
 	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w3]\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -368,5 +375,24 @@ func TestServeReloadsWorkerCredentials(t *testing.T) {
 	if nc, err := nats.Connect(p.natsURL, nk); err == nil {
 		nc.Close()
 		t.Fatal("the removed host's worker connected again")
+	}
+	// Refused for a while (nats.go would give up after two refusals), then
+	// listed again: the worker's connection is back without a restart.
+	for deadline := time.Now().Add(30 * time.Second); worker.IsConnected(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the removed host's worker connection was never dropped")
+		}
+	}
+	time.Sleep(2 * time.Second) // several refused reconnects
+	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w2, w3]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !worker.IsConnected(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker of a host listed again did not reconnect (status %v)", worker.Status())
+		}
 	}
 }

@@ -240,6 +240,13 @@ func valueString(v slog.Value) string {
 			return s.String()
 		}
 		if j, err := json.Marshal(x); err == nil {
+			// What JSON writes as a string (a named string type such as
+			// order.Status, an encoding.TextMarshaler) is that string:
+			// the SD-PARAM's own quotes are enough.
+			var s string
+			if j[0] == '"' && json.Unmarshal(j, &s) == nil {
+				return s
+			}
 			return string(j)
 		}
 	}

@@ -160,3 +160,34 @@ func TestSyslogRefusesToStartWithoutADaemon(t *testing.T) {
 		t.Fatalf("New = %v, want an error naming log.format syslog", err)
 	}
 }
+
+// Named types, as the packages that log them define them (order.Status).
+type (
+	status  string
+	attempt int
+	retried bool
+	level   struct{ name string }
+)
+
+// MarshalText makes level an encoding.TextMarshaler, as JSON sees it.
+func (l level) MarshalText() ([]byte, error) { return []byte(l.name), nil }
+
+// TestSyslogNamedTypes: a value of a named type is written as the JSON
+// handler writes it, minus quoting: a named string is its plain text (not
+// a JSON string inside the SD-PARAM's quotes), a named number or bool is
+// the number or bool, and a struct is still its JSON.
+func TestSyslogNamedTypes(t *testing.T) {
+	d := listen(t, filepath.Join(t.TempDir(), "log.sock"))
+	l, err := logging.New(logging.Options{Format: "syslog", Level: "info", SyslogAddress: d.path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Info("order finished", "status", status("succeeded"), "odd", status(`a"b]`), "attempt", attempt(2),
+		"retried", retried(true), "level", level{"high"}, "ptr", new(status("x")),
+		"obj", struct{ A int }{1})
+	want := `[orderly@32473 status="succeeded" odd="a\"b\]" attempt="2" retried="true" level="high" ptr="x" obj="{\"A\":1}"]`
+	if msg := d.next(); !strings.Contains(msg, " "+want+" order finished") {
+		t.Errorf("got %q\nwant SD %s", msg, want)
+	}
+}

@@ -49,9 +49,14 @@ type Queue struct {
 }
 
 // Connect dials NATS with settings suited to a long-running service:
-// unlimited reconnects and a client name that shows in server monitoring.
+// unlimited reconnects, also past refusals of its credential (nats.go
+// otherwise closes the connection for good after the same auth error
+// twice: a worker whose host left nats.workers by mistake would stay
+// wedged after the host was listed again), and a client name that shows in
+// server monitoring.
 func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)
+	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.IgnoreAuthErrorAbort()}, opts...)
 	nc, err := nats.Connect(url, all...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(url), err)
