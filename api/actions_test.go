@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -342,6 +344,19 @@ func TestActionLimits(t *testing.T) {
 	}
 	code, b = e.do("bob", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-1"})
 	wantError(t, code, b, 429, "rate_limited")
+	// The header says when to come back, as for every 429: clients wait
+	// for it rather than retrying at once.
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", e.url+"/v1/actions/one-at-a-time/run", strings.NewReader(`{"host":"q-1"}`))
+	req.Header.Set("Authorization", "Bearer "+e.tokens["bob"])
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); resp.StatusCode != 429 || err != nil || ra < 1 {
+		t.Errorf("action limit: %d with Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
 	code, b = e.do("bob", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-2"})
 	if code != 202 {
 		t.Fatalf("another host: %d %s", code, b)

@@ -125,6 +125,7 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	// instance; nothing depends on the rest but the evidence.
 	me, _ := executor.Self()
 	w.self = postgres.Owner{Instance: opts.Instance, PID: me.PID, Start: me.StartTime, Boot: me.BootID}
+	opts.Metrics.WorkerHost(opts.Host)
 	return w
 }
 

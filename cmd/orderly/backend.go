@@ -352,6 +352,13 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	if err != nil {
 		return nil, fmt.Errorf("worker policy: %w", err)
 	}
+	// Say which containment orders get: "auto" falls back quietly
+	// otherwise, and process groups do not hold a daemonizing command.
+	if parent, note := hp.Cgroup(); parent != "" {
+		logger.Info("orders run in their own cgroups", "host", cfg.Host, "parent", parent, "reason", note)
+	} else if cfg.Worker.Cgroup != "" {
+		logger.Warn("orders run in process groups only", "host", cfg.Host, "reason", note)
+	}
 	policy := &livePolicy{}
 	policy.p.Store(hp)
 	if reloads != nil {

@@ -439,6 +439,8 @@ func TestMetrics(t *testing.T) {
 		`orderly_orders_submitted_total{source="rest"} 3`,
 		`orderly_orders_finished_total{host="m1",status="succeeded"} 1`,
 		`orderly_orders_finished_total{host="m1",status="failed"} 1`,
+		// From the worker's start, so the first one counts as an increase.
+		`orderly_orders_finished_total{host="m1",status="interrupted"} 0`,
 		`orderly_exec_duration_seconds_count{host="m1"} 2`,
 		`orderly_rejections_total{code="invalid_request"} 1`,
 		`orderly_rejections_total{code="unauthenticated"} 1`,

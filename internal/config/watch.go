@@ -255,7 +255,10 @@ func diff(a, b reflect.Value, prefix string, keys *[]string) {
 func RequiresRestart(key string) bool {
 	switch key {
 	case "data_dir", "listen", "host", "database_url", "log.format", "log.syslog_address", "log.syslog_facility",
-		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key":
+		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key",
+		// The worker takes its grace when it starts, and its metrics
+		// listener is opened once.
+		"worker.shutdown_grace", "worker.metrics_listen":
 		return true
 	}
 	// serve's embedded NATS reloads its users (nats.workers) in place.

@@ -308,7 +308,8 @@ func TestChanged(t *testing.T) {
 	if !reflect.DeepEqual(got, []string{"nats.url", "policy"}) {
 		t.Errorf("Changed = %v", got)
 	}
-	if !RequiresRestart("nats.url") || !RequiresRestart("listen") || RequiresRestart("policy") {
+	if !RequiresRestart("nats.url") || !RequiresRestart("listen") || RequiresRestart("policy") ||
+		!RequiresRestart("worker.shutdown_grace") || !RequiresRestart("worker.metrics_listen") || RequiresRestart("worker.kill_grace") {
 		t.Error("RequiresRestart misclassifies keys")
 	}
 }

@@ -81,6 +81,21 @@ func (m *Metrics) Finished(host string, st order.Status, ran time.Duration) {
 	}
 }
 
+// WorkerHost starts host's finished-order counters at 0 for every terminal
+// status. A series that first appears at 1 shows no increase, so an alert
+// on the first interrupted order of a fresh worker (usually the one that
+// took over) would never fire.
+func (m *Metrics) WorkerHost(host string) {
+	if m == nil {
+		return
+	}
+	for _, st := range order.Statuses {
+		if st.Terminal() {
+			m.finished.WithLabelValues(host, string(st))
+		}
+	}
+}
+
 // Rejected counts a refusal by its error code.
 func (m *Metrics) Rejected(code order.Code) {
 	if m != nil {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// lockedBuffer is a log sink the worker's goroutines may write at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWorkerLogsItsContainment: with worker.cgroup auto the worker says at
+// start whether orders get their own cgroups or, without a delegated one,
+// only process groups and why (docs/config.md); switched off, it says
+// nothing.
+func TestWorkerLogsItsContainment(t *testing.T) {
+	s := newStack(t)
+	for _, c := range []struct {
+		host, setting string
+		logged        bool
+	}{{"cg-auto", "auto", true}, {"cg-off", "", false}} {
+		cfg := s.watcher.Current()
+		cfg.Host, cfg.Worker.Cgroup = c.host, c.setting
+		var logs lockedBuffer
+		wr, err := startWorker(t.Context(), cfg, s.b, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = wr.stop()
+		own := strings.Contains(logs.String(), `msg="orders run in their own cgroups"`)
+		groups := strings.Contains(logs.String(), `msg="orders run in process groups only"`) &&
+			strings.Contains(logs.String(), "reason=")
+		if c.logged != (own || groups) || own && groups {
+			t.Errorf("worker.cgroup %q: own cgroups logged %v, process groups logged %v\n%s", c.setting, own, groups, logs.String())
+		}
+	}
+}
