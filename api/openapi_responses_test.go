@@ -415,6 +415,9 @@ func TestSpecRunbookResponses(t *testing.T) {
 		{as: "alice", method: "POST", path: "/v1/runbooks/Broken.md/execute"},                                      // 422
 		{method: "GET", path: "/v1/runbooks"},                                                                      // 401
 		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: `{"env_vars":`, invalid: true}, // 400
+		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{}, hdr: []string{"Content-Type", "text/plain"}, invalid: true},
+		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: map[string]any{}, hdr: []string{"Content-Type", "text/plain"}, invalid: true},
+		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{"env_vars": map[string]any{"V": strings.Repeat("x", 2<<20)}}, invalid: true},
 	} {
 		sc.do(c)
 	}
