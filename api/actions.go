@@ -175,6 +175,9 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 		}
 	}) {
 		v, err := action.Value(req.Params[name])
+		if p := d.Param(name); p != nil && err == nil {
+			v, err = p.Value(req.Params[name])
+		}
 		if err != nil {
 			e := order.FieldError(order.CodeUnprocessable, "params."+printableName(name), "param %s: %s", printableName(name), err.Error())
 			e.Details["param"] = printableName(name)

@@ -236,6 +236,7 @@ func TestActionRunValidation(t *testing.T) {
 		{"restart-example", map[string]any{"id": "0042\n"}, "id"},
 		{"restart-example", map[string]any{"id": "00\x0042"}, "id"},
 		{"restart-example", map[string]any{"id": 42}, "id"},
+		{"restart-example", map[string]any{"id": 1234}, "id"}, // matches the pattern, but a number for a string param
 		{"restart-example", map[string]any{}, "id"},
 		{"restart-example", map[string]any{"id": "0042", "unit": "dbus.service"}, "unit"},
 		{"restart-example", map[string]any{"id": nil}, "id"},

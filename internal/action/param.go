@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -113,15 +115,15 @@ func compileParam(cp config.ActionParam) (*Param, error) {
 }
 
 // plain refuses what no value may hold, whatever its rules: invalid
-// UTF-8, NUL and other control characters (newlines included), and more
-// than MaxValueBytes.
+// UTF-8, NUL and other control characters (newlines and the C1 set
+// included), and more than MaxValueBytes.
 func plain(v string) error {
 	switch {
 	case len(v) > MaxValueBytes:
 		return fmt.Errorf("longer than %d bytes", MaxValueBytes)
 	case !utf8.ValidString(v):
 		return fmt.Errorf("not valid UTF-8")
-	case order.HasControl(v, false):
+	case order.HasControl(v, false) || strings.ContainsFunc(v, unicode.IsControl):
 		return fmt.Errorf("contains control characters")
 	}
 	return nil

@@ -208,3 +208,32 @@ func TestUnitValue(t *testing.T) {
 		}
 	}
 }
+
+// TestParamValues: what no value may hold, whatever a param's pattern
+// allows (C1 controls too), and a JSON type that differs from the
+// param's (a number for a string param, true for an int one) is refused.
+func TestParamValues(t *testing.T) {
+	free := &Param{Name: "free", Type: TypeString}
+	for _, v := range []string{"a\u0085b", "a\u009bb", "a\x7fb", "a\tb"} {
+		if err := plain(v); err == nil {
+			t.Errorf("plain(%q) accepted a control character", v)
+		}
+	}
+	if err := plain("naïve ✓"); err != nil {
+		t.Errorf("plain refused printable text: %v", err)
+	}
+	for _, c := range []struct {
+		typ, raw string
+		ok       bool
+	}{
+		{TypeString, `"12"`, true}, {TypeString, `12`, false}, {TypeString, `true`, false},
+		{TypeInt, `12`, true}, {TypeInt, `"12"`, true}, {TypeInt, `false`, false},
+		{TypeBool, `true`, true}, {TypeBool, `"true"`, true}, {TypeBool, `1`, false},
+		{TypeEnum, `"fast"`, true}, {TypeEnum, `3`, false},
+	} {
+		free.Type = c.typ
+		if _, err := free.Value([]byte(c.raw)); (err == nil) != c.ok {
+			t.Errorf("%s param given %s: error %v, want accepted %v", c.typ, c.raw, err, c.ok)
+		}
+	}
+}

@@ -39,3 +39,24 @@ func Value(raw json.RawMessage) (string, error) {
 	}
 	return "", errors.New("want a string, an integer or a boolean")
 }
+
+// Value is Value(raw) for this param: a JSON number only for an int
+// param and true or false only for a bool param, so that a value's JSON
+// type never differs from what the param declares.
+func (p *Param) Value(raw json.RawMessage) (string, error) {
+	v, err := Value(raw)
+	if err != nil {
+		return "", err
+	}
+	switch c := bytes.TrimSpace(raw)[0]; {
+	case c == 't' || c == 'f':
+		if p.Type != TypeBool {
+			return "", errors.New("true and false are for bool params; send a string")
+		}
+	case c != '"':
+		if p.Type != TypeInt {
+			return "", errors.New("numbers are for int params; send a string")
+		}
+	}
+	return v, nil
+}
