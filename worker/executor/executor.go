@@ -22,7 +22,6 @@
 package executor
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -200,11 +199,10 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		env = []string{} // a nil Env would make os/exec inherit ours
 	}
 	cmd := &exec.Cmd{
-		Path:      req.Path,
-		Args:      argv,
-		Env:       env,
-		Dir:       req.Dir,
-		WaitDelay: pipeDrainDelay,
+		Path: req.Path,
+		Args: argv,
+		Env:  env,
+		Dir:  req.Dir,
 		SysProcAttr: &syscall.SysProcAttr{
 			// A new session, not only a new group: nothing outside the
 			// order can join a group of the order's session, which lets
@@ -218,21 +216,6 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
-	if len(req.Stdin) > 0 {
-		cmd.Stdin = bytes.NewReader(req.Stdin)
-	}
-	// Assign only non-nil captures: a nil *capture in an io.Writer is not a
-	// nil interface, and os/exec would write to it.
-	var stdout, stderr *capture
-	if req.CaptureStdout {
-		stdout = newCapture("stdout", req.MaxOutput, req.OnOutput, &e.bufs)
-		cmd.Stdout = stdout
-	}
-	if req.CaptureStderr {
-		stderr = newCapture("stderr", req.MaxOutput, req.OnOutput, &e.bufs)
-		cmd.Stderr = stderr
-	}
-
 	var cg *orderCgroup
 	if req.CgroupParent != "" {
 		var fd int
@@ -245,8 +228,32 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		cmd.SysProcAttr.CgroupFD = fd
 	}
 
+	// Streams not asked for are /dev/null (os/exec's nil).
+	var stdout, stderr *capture
+	pp := newPipes(req.Credential)
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err := func() (err error) {
+		if len(req.Stdin) > 0 {
+			if cmd.Stdin, err = pp.input(req.Stdin); err != nil {
+				return err
+			}
+		}
+		if req.CaptureStdout {
+			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput, &e.bufs)
+			if cmd.Stdout, err = pp.output(stdout); err != nil {
+				return err
+			}
+		}
+		if req.CaptureStderr {
+			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput, &e.bufs)
+			if cmd.Stderr, err = pp.output(stderr); err != nil {
+				return err
+			}
+		}
+		return cmd.Start()
+	}()
+	if err != nil {
+		pp.close()
 		if cg != nil {
 			if rmErr := cg.remove(); rmErr != nil {
 				e.logger.LogAttrs(ctx, slog.LevelWarn, "remove the cgroup of an order that did not start",
@@ -255,6 +262,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 		return Result{GroupGone: true, StartErr: err}
 	}
+	pp.started()
 	pid := cmd.Process.Pid // Setsid made it the group and session id too
 	res := Result{Pid: pid}
 
@@ -298,16 +306,17 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	}
 	if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
-		switch {
-		case errors.As(err, &exitErr):
-			// The normal report of a non-zero exit or a signal.
-		case errors.Is(err, exec.ErrWaitDelay):
-			e.logger.LogAttrs(ctx, slog.LevelWarn, "a process outside the order's group held its output open; output may be incomplete",
-				slog.Int("pid", pid))
-		default:
+		if !errors.As(err, &exitErr) { // that is the normal report of a non-zero exit or a signal
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "wait for order process",
 				slog.Int("pid", pid), slog.String("error", err.Error()))
 		}
+	}
+	if cut, err := pp.wait(pipeDrainDelay); cut {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "a process outside the order's group held its output open; output may be incomplete",
+			slog.Int("pid", pid))
+	} else if err != nil {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "copy order input or output",
+			slog.Int("pid", pid), slog.String("error", err.Error()))
 	}
 	res.GroupGone = e.confirmGroupGone(ctx, pid)
 	switch {

@@ -352,6 +352,27 @@ func TestRunCredential(t *testing.T) {
 	}
 }
 
+// TestRunCredentialStreamsByName: a command run as another user reopens
+// its own stdin, stdout and stderr by name (/dev/stdin is
+// /proc/self/fd/0), as scripts do; the pipes are the order user's, not
+// the worker's with mode 0600.
+func TestRunCredentialStreamsByName(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("switching credentials needs root, and CI=true runs as root")
+		}
+		t.Skip("switching credentials needs root; run the tests as root to cover it")
+	}
+	t.Parallel()
+	req := sh("cat /dev/stdin > /dev/stdout; echo to-err > /dev/stderr")
+	req.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	req.Stdin = []byte("from stdin\n")
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if exitCode(t, res) != 0 || string(res.Stdout.Content) != "from stdin\n" || string(res.Stderr.Content) != "to-err\n" {
+		t.Fatalf("as nobody: exit %v, stdout %q, stderr %q", res.ExitCode, res.Stdout.Content, res.Stderr.Content)
+	}
+}
+
 func TestRunStartErrors(t *testing.T) {
 	t.Parallel()
 	e := newTestExecutor(t)
