@@ -82,8 +82,14 @@ func reloadError(err error) error {
 		return &order.Error{Code: oe.Code, Err: err, Message: stays + oe.Message, Details: oe.Details}
 	}
 	e := &order.Error{Code: order.CodeUnprocessable, Err: err, Message: stays + err.Error(), Details: map[string]any{}}
-	if errors.As(err, &ve) {
+	var pe *config.PrepareError
+	switch {
+	case errors.As(err, &ve):
 		e.Details["problems"] = ve.Problems
+	case errors.As(err, &pe):
+		// Refused by the part that builds it (actions, the host policy, a
+		// key file): one problem, keyed by that part.
+		e.Details["problems"] = []config.Problem{{Key: pe.Part, Message: pe.Err.Error()}}
 	}
 	return e
 }

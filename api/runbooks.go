@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
 	"sync"
 
 	"github.com/go-chi/chi/v5"
@@ -65,7 +67,27 @@ func (s *Server) runbookSource() (*runbook.Source, config.Runbooks, error) {
 
 // pathRunbook loads the runbook named by the {name} path parameter.
 func (s *Server) pathRunbook(r *http.Request) (*runbook.Runbook, *runbook.Source, config.Runbooks, error) {
-	return s.loadRunbook(chi.URLParam(r, "name"))
+	name, err := runbookName(r)
+	if err != nil {
+		return nil, nil, config.Runbooks{}, err
+	}
+	return s.loadRunbook(name)
+}
+
+// runbookName is the {name} path parameter, decoded. chi matches the
+// escaped path when the request has one (URL.RawPath, set when the client
+// escaped more than Go would, as a%3Bb.md), and its parameters are then
+// still escaped; a bad escape names no runbook.
+func runbookName(r *http.Request) (string, error) {
+	name := chi.URLParam(r, "name")
+	if r.URL.RawPath == "" {
+		return name, nil
+	}
+	decoded, err := url.PathUnescape(name)
+	if err != nil {
+		return "", notFound("Runbook not found: " + printableName(name))
+	}
+	return decoded, nil
 }
 
 // loadRunbook loads the runbook file name of runbooks.dir.
@@ -119,9 +141,13 @@ type RunbookView struct {
 	Sections map[string]string `json:"sections"`
 }
 
-func summaryOf(rb *runbook.Runbook) RunbookSummary {
-	return RunbookSummary{File: rb.File, Name: rb.Name, SHA256: rb.SHA256, Valid: rb.Valid(),
-		Problems: nonNilList(rb.Problems), Warnings: nonNilList(rb.Warnings)}
+// summaryOf is rb with the problems of its text and of its input files
+// (as validate finds them, without a request's env_vars or claims), so a
+// runbook listed valid is one validate accepts.
+func summaryOf(rb *runbook.Runbook, src *runbook.Source, cfg config.Runbooks) RunbookSummary {
+	problems := append(slices.Clone(rb.Problems), src.CheckInputs(rb, cfg.MaxInputBytes)...)
+	return RunbookSummary{File: rb.File, Name: rb.Name, SHA256: rb.SHA256, Valid: len(problems) == 0,
+		Problems: nonNilList(problems), Warnings: nonNilList(rb.Warnings)}
 }
 
 func nonNilList[T any](s []T) []T {
@@ -134,7 +160,7 @@ func nonNilList[T any](s []T) []T {
 // handleRunbookList is GET /v1/runbooks: every *.md file of runbooks.dir,
 // with whether it can run.
 func (s *Server) handleRunbookList(w http.ResponseWriter, r *http.Request) {
-	src, _, err := s.runbookSource()
+	src, cfg, err := s.runbookSource()
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -146,7 +172,7 @@ func (s *Server) handleRunbookList(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]RunbookSummary, len(list))
 	for i, rb := range list {
-		out[i] = summaryOf(rb)
+		out[i] = summaryOf(rb, src, cfg)
 	}
 	encode(w, http.StatusOK, map[string]any{"runbooks": out})
 }
@@ -155,12 +181,12 @@ func (s *Server) handleRunbookList(w http.ResponseWriter, r *http.Request) {
 // parsed sections. History is the runbook's orders (…/history), never a
 // part of the file that the service writes.
 func (s *Server) handleRunbookGet(w http.ResponseWriter, r *http.Request) {
-	rb, _, _, err := s.pathRunbook(r)
+	rb, src, cfg, err := s.pathRunbook(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	encode(w, http.StatusOK, RunbookView{RunbookSummary: summaryOf(rb), Content: string(rb.Text),
+	encode(w, http.StatusOK, RunbookView{RunbookSummary: summaryOf(rb, src, cfg), Content: string(rb.Text),
 		Env: nonNilList(rb.Env), Inputs: nonNilList(rb.Inputs), Claims: nonNilList(rb.Claims), Script: rb.Script,
 		Sections: rb.Sections})
 }
@@ -218,7 +244,7 @@ func claimsOf(p auth.Principal) map[string][]string {
 // principal. 200 when it would run; 403 when the principal lacks its
 // Required Claims; 422 with every problem otherwise.
 func (s *Server) handleRunbookValidate(w http.ResponseWriter, r *http.Request) {
-	rb, src, _, err := s.pathRunbook(r)
+	rb, src, cfg, err := s.pathRunbook(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -232,7 +258,7 @@ func (s *Server) handleRunbookValidate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &order.Error{Code: order.CodeForbidden, Message: msg, Details: map[string]any{"reason": "runbook_claims"}})
 		return
 	}
-	if problems := rb.Judge(env, src.Exists); len(problems) > 0 {
+	if problems := src.Check(rb, env, cfg.MaxInputBytes); len(problems) > 0 {
 		s.writeError(w, r, invalidRunbook(rb, problems))
 		return
 	}

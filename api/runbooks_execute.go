@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -49,6 +48,11 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must be a positive number of seconds"))
 		return
 	}
+	name, err := runbookName(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	c := chainOf(r)
 	source := "rest"
 	if c.Delegated {
@@ -58,7 +62,7 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	final, err := s.RunRunbook(r.Context(), principalOf(r), RunbookRun{File: chi.URLParam(r, "name"), Env: env,
+	final, err := s.RunRunbook(r.Context(), principalOf(r), RunbookRun{File: name, Env: env,
 		Host: req.Host, Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)), RunAs: req.RunAs,
 		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait})
 	if err != nil {
@@ -111,8 +115,8 @@ type RunbookChain struct {
 // (recursion, Required Claims, validation), then an order of kind script
 // through SubmitOrder. Refusals are *order.Error with details.reason:
 // runbook_recursion, runbook_depth, runbook_host_busy, runbook_claims
-// (recorded as a rejected order), runbook_invalid (with the problems) or
-// runbook_inputs; intake may refuse as for any order.
+// (recorded as a rejected order) or runbook_invalid (with the problems,
+// input files' included); intake may refuse as for any order.
 func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun) (*order.Order, error) {
 	rb, src, cfg, err := s.loadRunbook(rr.File)
 	if err != nil {
@@ -182,21 +186,18 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 		return nil, &order.Error{Code: order.CodeInvalid, Message: rr.EnvError.Error(),
 			Details: map[string]any{"reason": "runbook_env", "field": "env_vars"}}
 	}
-	if problems := rb.Judge(env, src.Exists); len(problems) > 0 {
+	// The same checks as validate, so the two agree.
+	if problems := src.Check(rb, env, cfg.MaxInputBytes); len(problems) > 0 {
 		return nil, invalidRunbook(rb, problems)
 	}
-	files, err := src.Inputs(rb, cfg.MaxInputBytes-int64(len(rb.Script)))
-	if err != nil {
-		return nil, &order.Error{Code: order.CodeUnprocessable, Message: err.Error(),
-			Details: map[string]any{"reason": "runbook_inputs"}, Err: err}
+	// Reading may still fail (the files changed since): same codes.
+	files, problems := src.Inputs(rb, cfg.MaxInputBytes)
+	if len(problems) > 0 {
+		return nil, invalidRunbook(rb, problems)
 	}
 	o.Script.Body = []byte(rb.Script)
 	for _, f := range files {
 		o.Script.Files = append(o.Script.Files, order.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
-	}
-	if int64(o.Script.Size()) > cfg.MaxInputBytes {
-		return nil, order.FieldError(order.CodeTooLarge, "script",
-			"the script and its input files are larger than runbooks.max_input_bytes (%d bytes)", cfg.MaxInputBytes)
 	}
 
 	token, err := delegationToken()

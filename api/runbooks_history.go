@@ -3,8 +3,6 @@ package api
 import (
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/runbook"
 )
@@ -19,7 +17,11 @@ func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	name := chi.URLParam(r, "name")
+	name, err := runbookName(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if !runbook.ValidName(name) {
 		s.writeError(w, r, notFound("Runbook not found: "+printableName(name)))
 		return

@@ -9,9 +9,14 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-// runbookPath is the native path of the runbook named in r's {name}.
+// runbookPath is the native path of the runbook named in r's {name},
+// decoded first (runbookName) so that it is escaped once.
 func runbookPath(r *http.Request) string {
-	return "/v1/runbooks/" + url.PathEscape(chi.URLParam(r, "name"))
+	name, err := runbookName(r)
+	if err != nil {
+		name = chi.URLParam(r, "name") // the native route answers the 404
+	}
+	return "/v1/runbooks/" + url.PathEscape(name)
 }
 
 type runbookPageView struct {

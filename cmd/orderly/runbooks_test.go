@@ -84,6 +84,16 @@ sleep 300`),
 		"Bash.md":    runbookDoc("Bash", "{}", "  []", "", "#!/bin/bash\necho \"bash=${BASH_VERSION:+yes}\""),
 		"Python.md":  runbookDoc("Python", "{}", "  []", "", "#!/usr/bin/python3\nprint('no')"),
 		"Broken.md":  runbookDoc("Broken", "{}", "  []", "", "echo '~~~'"),
+		// Inputs no run can copy: validate refuses each as execute does.
+		"DotInput.md":    runbookDoc("DotInput", "{}", "  - .", "", `echo never`),
+		"Twins.md":       runbookDoc("Twins", "{}", "  - conf/a.conf\n  - other/a.conf", "", `echo never`),
+		"ScriptClash.md": runbookDoc("ScriptClash", "{}", "  - evil/.orderly-script", "", `echo never`),
+		"NoInput.md":     runbookDoc("NoInput", "{}", "  - gone.txt", "", `echo never`),
+		// Names a client may percent-encode beyond what Go does.
+		"a;b.md":    runbookDoc("a;b", "{}", "  []", "", `echo semicolon`),
+		"a+b.md":    runbookDoc("a+b", "{}", "  []", "", `echo plus`),
+		"Hello.md":  runbookDoc("Hello", "{}", "  []", "", `echo hello`),
+		"100%3B.md": runbookDoc("100%3B", "{}", "  []", "", `echo percent`),
 	}
 	for name, text := range books {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -91,7 +101,8 @@ sleep 300`),
 		}
 	}
 	for p, text := range map[string]string{"inventory/hosts.txt": "web-1\nweb-2\n", "templates/motd.tmpl": "motd\n",
-		"templates/deep/banner.tmpl": "banner\n"} {
+		"templates/deep/banner.tmpl": "banner\n", "conf/a.conf": "a\n", "other/a.conf": "other a\n",
+		"evil/.orderly-script": "#!/bin/sh\necho replaced\n"} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -187,9 +198,70 @@ func TestRunbooks(t *testing.T) {
 		}
 	})
 
+	t.Run("validate, execute and list agree on input files", func(t *testing.T) {
+		var list struct {
+			Runbooks []api.RunbookSummary `json:"runbooks"`
+		}
+		resp, b := s.send(call{method: "GET", path: "/v1/runbooks", token: s.token})
+		if err := json.Unmarshal(b, &list); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("list: %d %s", resp.StatusCode, b)
+		}
+		listed := map[string]api.RunbookSummary{}
+		for _, rb := range list.Runbooks {
+			listed[rb.File] = rb
+		}
+		for file, code := range map[string]string{"DotInput.md": "runbook_input_invalid", "Twins.md": "runbook_input_clash",
+			"ScriptClash.md": "runbook_input_invalid", "NoInput.md": "runbook_input_missing"} {
+			if rb := listed[file]; rb.Valid || len(rb.Problems) != 1 || string(rb.Problems[0].Code) != code {
+				t.Errorf("%s listed as %+v, want the problem %s", file, rb, code)
+			}
+			for _, op := range []string{"validate", "execute"} {
+				resp, b := s.send(call{method: "POST", path: "/v1/runbooks/" + file + "/" + op, token: s.token, body: map[string]any{}})
+				var e struct {
+					Error struct {
+						Details struct {
+							Reason   string `json:"reason"`
+							Problems []struct {
+								Code string `json:"code"`
+							} `json:"problems"`
+						} `json:"details"`
+					} `json:"error"`
+				}
+				if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != 422 || e.Error.Details.Reason != "runbook_invalid" ||
+					len(e.Error.Details.Problems) != 1 || e.Error.Details.Problems[0].Code != code {
+					t.Errorf("%s %s: %d %s, want 422 with the problem %s", op, file, resp.StatusCode, b, code)
+				}
+			}
+		}
+		if rb := listed["Inventory.md"]; !rb.Valid || len(rb.Problems) != 0 {
+			t.Errorf("Inventory.md listed as %+v", rb)
+		}
+	})
+
+	t.Run("percent-encoded runbook names", func(t *testing.T) {
+		for path, file := range map[string]string{"a%3Bb.md": "a;b.md", "a;b.md": "a;b.md", "a%2Bb.md": "a+b.md",
+			"%48ello.md": "Hello.md", "100%253B.md": "100%3B.md"} {
+			resp, b := s.send(call{method: "GET", path: "/v1/runbooks/" + path, token: s.token})
+			var v api.RunbookView
+			if err := json.Unmarshal(b, &v); err != nil || resp.StatusCode != 200 || v.File != file {
+				t.Errorf("GET %s: %d %s, want %s", path, resp.StatusCode, b, file)
+			}
+		}
+		if o := s.execute(t, s.token, "a%3Bb.md", nil); o.Status != "succeeded" || o.Runbook != "a;b.md" || stdout(o) != "semicolon\n" {
+			t.Fatalf("execute a%%3Bb.md: %s %s %q", o.Status, o.Runbook, stdout(o))
+		}
+		resp, b := s.send(call{method: "GET", path: "/v1/runbooks/a%3Bb.md/history", token: s.token})
+		var h api.OrderList
+		if err := json.Unmarshal(b, &h); err != nil || resp.StatusCode != 200 || len(h.Orders) != 1 || h.Orders[0].Runbook != "a;b.md" {
+			t.Fatalf("history: %d %s", resp.StatusCode, b)
+		}
+		resp, b = s.send(call{method: "GET", path: "/v1/runbooks/a%2F..%2FHello.md", token: s.token})
+		wantError(t, resp.StatusCode, b, 404, "not_found")
+	})
+
 	t.Run("execute with input files and a sanitised env", func(t *testing.T) {
 		o := s.execute(t, s.token, "Inventory.md", map[string]any{"env_vars": map[string]any{
-			"NODE_NAME": "n1", "EXTRA": 42, "DIRTY": "a\u0001b\tc\u007f"}})
+			"NODE_NAME": "n1", "EXTRA": 42, "DIRTY": "a\u0001b\u0085\tc\u007f\u009f"}})
 		out := stdout(o)
 		if o.Status != "succeeded" || o.Kind != "script" || o.Runbook != "Inventory.md" || len(o.RunbookSHA256) != 64 ||
 			o.Command != "runbook:Inventory.md" {

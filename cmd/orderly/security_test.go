@@ -912,6 +912,23 @@ func TestSecurityReloadAndDrift(t *testing.T) {
 	if !slices.Equal(codes, want) {
 		t.Fatalf("audited codes = %v, want %v", codes, want)
 	}
+
+	// A file that validates but a part cannot build (the worker's host
+	// policy): refused with that part named in the problems.
+	s.writeConfig(file("worker:\n  exec_root: /srv/orderly-none\n  command_path: [/usr/bin]\n"))
+	resp, b = reload(s.token)
+	wantError(t, resp.StatusCode, b, http.StatusUnprocessableEntity, "unprocessable")
+	var e struct {
+		Error struct {
+			Details struct {
+				Problems []config.Problem `json:"problems"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(b, &e) != nil || len(e.Error.Details.Problems) != 1 || e.Error.Details.Problems[0].Key != "worker host policy" ||
+		!strings.Contains(e.Error.Details.Problems[0].Message, "outside worker.exec_root") {
+		t.Fatalf("problems of a part's refusal: %s", b)
+	}
 	s.assertReady(nil)
 }
 

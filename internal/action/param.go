@@ -1,6 +1,7 @@
 package action
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -108,7 +109,13 @@ func compileParam(cp config.ActionParam) (*Param, error) {
 	}
 	if p.Default != nil {
 		if err := p.Check(*p.Default); err != nil {
-			return nil, fmt.Errorf("param %q: default: %s", p.Name, order.ErrorCode(err))
+			// Check's message names the rule, never the value (a secret's).
+			msg := string(order.ErrorCode(err))
+			var oe *order.Error
+			if errors.As(err, &oe) {
+				msg = strings.TrimPrefix(oe.Message, "param "+p.Name+": ")
+			}
+			return nil, fmt.Errorf("param %q: default: %s", p.Name, msg)
 		}
 	}
 	return p, nil

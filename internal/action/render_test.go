@@ -198,6 +198,19 @@ func TestNewRefusesUnsafeDefinitions(t *testing.T) {
 	if _, err := New(config.Actions{Definitions: []config.Action{base()}}); err != nil {
 		t.Fatalf("the base definition: %v", err)
 	}
+	// A default that fails says which rule, not only "unprocessable"; a
+	// secret's never shows its value.
+	a := base()
+	a.Params[0].Default = ptr("x-default")
+	if _, err := New(config.Actions{Definitions: []config.Action{a}}); err == nil ||
+		!strings.Contains(err.Error(), "does not match [0-9]+") || strings.Contains(err.Error(), "unprocessable") {
+		t.Errorf("a default that fails its pattern: %v", err)
+	}
+	a.Params[0].Secret, a.Command = true, []string{"/bin/true"}
+	a.Env = []config.ActionEnv{{Name: "ID", Value: "{id}"}}
+	if _, err := New(config.Actions{Definitions: []config.Action{a}}); err == nil || strings.Contains(err.Error(), "x-default") {
+		t.Errorf("a secret default that fails its pattern: %v", err)
+	}
 }
 
 func TestUnitValue(t *testing.T) {

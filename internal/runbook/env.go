@@ -4,15 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // Sanitize turns a request's env_vars into the values a run gets, by
 // stage0's rules: names must be [A-Za-z_][A-Za-z0-9_]*; null becomes "";
 // numbers keep their JSON text and booleans read True or False (Python's
-// str()); control characters below 0x20 other than tab, newline and
-// carriage return are removed. DEL is removed too, where stage0 kept it:
-// no order may carry it in an environment value (order.Validate). Objects
-// and arrays are refused rather than turned into Python reprs.
+// str()); control characters other than tab, newline and carriage return
+// are removed, judged as runes: C0, DEL (which stage0 kept; no order may
+// carry it, order.Validate) and C1 such as U+0085. Objects and arrays are
+// refused rather than turned into Python reprs.
 func Sanitize(vars map[string]json.RawMessage) (map[string]string, error) {
 	out := make(map[string]string, len(vars))
 	for name, raw := range vars {
@@ -24,7 +25,7 @@ func Sanitize(vars map[string]json.RawMessage) (map[string]string, error) {
 			return nil, fmt.Errorf("environment variable %s: %w", name, err)
 		}
 		out[name] = strings.Map(func(r rune) rune {
-			if (r < 0x20 && r != '\t' && r != '\n' && r != '\r') || r == 0x7f {
+			if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
 				return -1
 			}
 			return r

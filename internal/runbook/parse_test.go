@@ -2,10 +2,12 @@ package runbook
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -70,6 +72,16 @@ func TestParseComplete(t *testing.T) {
 	}
 }
 
+// inputs is a runbook whose File System Requirements list paths.
+func inputs(paths ...string) string {
+	list := ""
+	for _, p := range paths {
+		list += "  - '" + p + "'\n"
+	}
+	return "# M\n# Environment Requirements\n~~~yaml\n{}\n~~~\n# File System Requirements\n~~~yaml\nInput:\n" + list +
+		"~~~\n# Script\n~~~sh\necho hi\n~~~\n# History\n"
+}
+
 // TestParseProblems lists every problem the parser finds, each on the
 // smallest runbook that has it.
 func TestParseProblems(t *testing.T) {
@@ -102,6 +114,12 @@ func TestParseProblems(t *testing.T) {
 		{"bad env name", "M.md", "# M\n# Environment Requirements\n~~~yaml\nBAD-NAME: x\n~~~\n" + files + script + history, CodeBadEnvName, "Invalid environment variable name: BAD-NAME"},
 		{"input escapes", "M.md", "# M\n" + env + "# File System Requirements\n~~~yaml\nInput:\n  - ../secret\n~~~\n" + script + history, CodeInputEscapes, "Input path escapes runbook directory: ../secret"},
 		{"input absolute", "M.md", "# M\n" + env + "# File System Requirements\n~~~yaml\nInput:\n  - /etc/passwd\n~~~\n" + script + history, CodeInputEscapes, "Input path escapes runbook directory: /etc/passwd"},
+		{"input is the runbook directory", "M.md", inputs(".", "a.txt"), CodeInputInvalid, "Input path cannot be copied into the run directory: . (it names the runbook directory itself)"},
+		{"input cleans to the runbook directory", "M.md", inputs("conf/.."), CodeInputInvalid, ""},
+		{"input lands on the script", "M.md", inputs("evil/.orderly-script"), CodeInputInvalid, "Input path cannot be copied into the run directory: evil/.orderly-script (the run's script is written to .orderly-script)"},
+		{"input with a backslash", "M.md", inputs(`conf/a\b.conf`), CodeInputInvalid, ""},
+		{"two inputs land on one name", "M.md", inputs("conf/a.conf", "other/a.conf"), CodeInputClash, "Two inputs land on a.conf in the run directory: conf/a.conf, other/a.conf"},
+		{"a file and a directory land on one name", "M.md", inputs("conf", "old/conf/"), CodeInputClash, ""},
 		{"backticks inside the script", "M.md", "# M\n" + env + files + "# Script\n~~~sh\necho '~~~'\n~~~\n" + history, CodeScriptFence, ""},
 		{"fence line inside the script", "M.md", "# M\n" + env + files + "# Script\n~~~sh\necho a\n~~~\necho b\n~~~\n~~~\n" + history, CodeScriptFence, ""},
 		{"unclosed fence", "M.md", "# M\n" + env + files + "# Script\n~~~sh\necho a\n" + history, CodeUnclosedFence, ""},
@@ -176,13 +194,14 @@ func TestCheckClaims(t *testing.T) {
 func TestSanitize(t *testing.T) {
 	in := map[string]json.RawMessage{
 		"S": json.RawMessage(`"a\u0001b\tc\nd\u007f"`), "N": json.RawMessage(`12.50`),
-		"Z": json.RawMessage(`null`), "B": json.RawMessage(`true`),
+		"C1": json.RawMessage(`"x\u0085y\u0080\u009fz\r\u00a0é"`), // C1 controls go; NBSP and é stay
+		"Z":  json.RawMessage(`null`), "B": json.RawMessage(`true`),
 	}
 	got, err := Sanitize(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"S": "ab\tc\nd", "N": "12.50", "Z": "", "B": "True"}
+	want := map[string]string{"S": "ab\tc\nd", "N": "12.50", "Z": "", "B": "True", "C1": "xyz\r\u00a0é"}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
@@ -238,9 +257,9 @@ func TestSource(t *testing.T) {
 	if a != b {
 		t.Fatal("the same file version was parsed twice")
 	}
-	files, err := src.Inputs(a, 1<<20)
-	if err != nil {
-		t.Fatal(err)
+	files, problems := src.Inputs(a, 1<<20)
+	if problems != nil {
+		t.Fatal(problems)
 	}
 	var paths []string
 	for _, f := range files {
@@ -250,8 +269,18 @@ func TestSource(t *testing.T) {
 	if !slices.Equal(paths, []string{"conf/a.conf", "conf/sub/b.conf", "patterns.txt"}) {
 		t.Fatalf("inputs = %v", paths)
 	}
-	if _, err := src.Inputs(a, 3); err == nil {
-		t.Fatal("inputs over the cap were read")
+	// The cap counts the script, the paths and the data, as an order does.
+	size := len(a.Script) + len("patterns.txt*.log\n") + len("conf/a.confa\n") + len("conf/sub/b.confb\n")
+	if p := src.Check(a, map[string]string{"KEEP_DAYS": "", "LOG_TAG": ""}, int64(size)); p != nil {
+		t.Fatalf("at the cap: %v", p)
+	}
+	for _, over := range []int64{int64(size - 1), 3} {
+		if p := src.CheckInputs(a, over); len(p) != 1 || p[0].Code != CodeInputsTooLarge {
+			t.Fatalf("CheckInputs over the cap (%d) = %v", over, p)
+		}
+		if f, p := src.Inputs(a, over); f != nil || len(p) != 1 || p[0].Code != CodeInputsTooLarge {
+			t.Fatalf("inputs over the cap (%d) were read: %v", over, p)
+		}
 	}
 	// An edit is picked up at once, even one that keeps size and mtime.
 	st, _ := os.Stat(filepath.Join(dir, "RotateLogs.md"))
@@ -267,7 +296,81 @@ func TestSource(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(dir, "conf", "escape")); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Exists("conf/escape/Secret.md"); err != errInputEscapes {
+	if err := src.Exists("conf/escape/Secret.md"); !errors.Is(err, errInputEscapes) {
 		t.Fatalf("Exists through a symlink out = %v", err)
+	}
+	// The symlink out sits in the tree of the input conf: validate finds
+	// it as execute does, with the same code.
+	want := []Problem{{CodeInputEscapes, "Input path escapes runbook directory: conf/escape"}}
+	if p := src.CheckInputs(c, 1<<20); !slices.Equal(p, want) {
+		t.Fatalf("CheckInputs = %v, want %v", p, want)
+	}
+	if f, p := src.Inputs(c, 1<<20); f != nil || !slices.Equal(p, want) {
+		t.Fatalf("Inputs = %v, want %v", p, want)
+	}
+}
+
+// TestSourceInputProblems: each input a run could not copy is a problem
+// with a code for the checks validate runs (CheckInputs, Exists) and for
+// Inputs, which execute reads.
+func TestSourceInputProblems(t *testing.T) {
+	dir := t.TempDir()
+	for p, text := range map[string]string{"ok.txt": "ok", "tree/a.txt": "a", `slash/a\b.txt`: "x", "locked.txt": "x", "tree2/locked.txt": "x"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("nowhere", filepath.Join(dir, "tree", "dangling")); err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type inputCase struct {
+		input string
+		want  Problem
+	}
+	cases := []inputCase{
+		{"missing.txt", Problem{CodeInputMissing, "Required input file does not exist: missing.txt"}},
+		{"fifo", Problem{CodeInputInvalid, "Input path cannot be copied into the run directory: fifo (not a regular file or a directory)"}},
+		{"slash", Problem{CodeInputInvalid, `Input path cannot be copied into the run directory: slash/a\b.txt (a run directory cannot hold a name with a backslash)`}},
+		{".", Problem{CodeInputInvalid, "Input path cannot be copied into the run directory: . (it names the runbook directory itself)"}},
+	}
+	if os.Geteuid() != 0 { // root reads any file
+		for _, p := range []string{"locked.txt", "tree2/locked.txt"} {
+			if err := os.Chmod(filepath.Join(dir, p), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cases = append(cases,
+			inputCase{"locked.txt", Problem{CodeInputUnread, "Input file cannot be read: locked.txt"}},
+			inputCase{"tree2", Problem{CodeInputUnread, "Input file cannot be read: tree2/locked.txt"}})
+	}
+	for _, c := range cases {
+		t.Run(c.input, func(t *testing.T) {
+			rb := &Runbook{Script: "echo\n", Inputs: []string{"ok.txt", c.input, "tree"}}
+			want := []Problem{c.want}
+			if p := src.CheckInputs(rb, 1<<20); !slices.Equal(p, want) {
+				t.Errorf("CheckInputs = %v, want %v", p, want)
+			}
+			if got := inputProblem(c.input, src.Exists(c.input)); got != c.want {
+				t.Errorf("Exists: %v, want %v", got, c.want)
+			}
+			if f, p := src.Inputs(rb, 1<<20); f != nil || !slices.Equal(p, want) {
+				t.Errorf("Inputs = %v, want %v", p, want)
+			}
+		})
+	}
+	// A dangling symlink in a tree is nothing to copy, not a problem.
+	rb := &Runbook{Script: "echo\n", Inputs: []string{"ok.txt", "tree"}}
+	if f, p := src.Inputs(rb, 1<<20); len(f) != 2 || p != nil {
+		t.Fatalf("Inputs = %v, %v", f, p)
 	}
 }

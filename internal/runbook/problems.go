@@ -21,6 +21,10 @@ const (
 	CodeScriptFence    Code = "runbook_script_backticks" // ``` inside the script would end it early
 	CodeInputEscapes   Code = "runbook_input_escapes"    // Input path escapes runbook directory: <p>
 	CodeInputMissing   Code = "runbook_input_missing"    // Required input file does not exist: <p>
+	CodeInputInvalid   Code = "runbook_input_invalid"    // an input no run directory can hold (".", .orderly-script, a backslash, not a file or directory)
+	CodeInputClash     Code = "runbook_input_clash"      // two inputs land on the same name in the run directory
+	CodeInputUnread    Code = "runbook_input_unreadable" // an input file the service cannot read
+	CodeInputsTooLarge Code = "runbook_inputs_too_large" // script and input files over runbooks.max_input_bytes
 	CodeEnvNotSet      Code = "runbook_env_not_set"      // Required environment variable not set: <V>
 )
 

@@ -69,12 +69,14 @@ func (rb *Runbook) parseEnv() {
 
 // parseFiles reads the Input list. Paths are relative to the runbook's
 // directory; one that leaves it is refused here (stage0 let it pass
-// validation and failed at execute).
+// validation and failed at execute), and so is every input a run could
+// not copy, judged on the text: execute refuses the same.
 func (rb *Runbook) parseFiles() {
 	m, ok := rb.yamlOf(SectionFiles, CodeFilesNoYAML, "File System Requirements section must contain a YAML code block")
 	if !ok || m == nil {
 		return
 	}
+	landed := map[string]string{} // name in the run directory → the input that lands there
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value != "Input" {
 			continue
@@ -97,9 +99,50 @@ func (rb *Runbook) parseFiles() {
 				rb.problem(CodeInputEscapes, "Input path escapes runbook directory: "+p)
 				continue
 			}
+			name := landing(p)
+			if why := unfit(name); why != "" {
+				rb.problem(CodeInputInvalid, invalidInput(p, why))
+				continue
+			}
+			if first, dup := landed[name]; dup {
+				rb.problem(CodeInputClash, clash(name, first, p))
+				continue
+			}
+			landed[name] = p
 			rb.Inputs = append(rb.Inputs, p)
 		}
 	}
+}
+
+// ScriptFile is the name the worker writes a run's script to in the run
+// directory (worker/hostpolicy): no input may land there.
+const ScriptFile = ".orderly-script"
+
+// landing is the name an input gets in the run directory: its base name,
+// as stage0 copied inputs.
+func landing(p string) string { return path.Base(path.Clean(p)) }
+
+// unfit says why a name cannot be written into a run directory, or "".
+// The worker refuses such a path (worker/hostpolicy safeRel), so the
+// service refuses it first, with a code.
+func unfit(name string) string {
+	switch {
+	case name == ".":
+		return "it names the runbook directory itself"
+	case name == ScriptFile:
+		return "the run's script is written to " + ScriptFile
+	case strings.ContainsRune(name, '\\'):
+		return "a run directory cannot hold a name with a backslash"
+	}
+	return ""
+}
+
+func invalidInput(p, why string) string {
+	return "Input path cannot be copied into the run directory: " + p + " (" + why + ")"
+}
+
+func clash(name, first, second string) string {
+	return "Two inputs land on " + name + " in the run directory: " + first + ", " + second
 }
 
 // Escapes reports whether the relative path p names something outside

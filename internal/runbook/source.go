@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,17 +24,45 @@ const maxRunbookBytes = 4 << 20
 // that leaves the directory.
 var ErrNotFound = errors.New("runbook not found")
 
-// errInputMissing and errInputEscapes are what an input check finds.
+// What an input check finds, as an *inputError naming the path.
 var (
-	errInputMissing = errors.New("input does not exist")
-	errInputEscapes = errors.New("input escapes the runbook directory")
+	errInputMissing    = errors.New("input does not exist")
+	errInputEscapes    = errors.New("input escapes the runbook directory")
+	errInputInvalid    = errors.New("input cannot be copied into a run directory")
+	errInputUnreadable = errors.New("input cannot be read")
 )
 
+// inputError is a finding about one path of an input: the input itself
+// or a file of its tree, relative to the runbook directory.
+type inputError struct {
+	err  error // one of the errInput* above
+	path string
+	why  string // for errInputInvalid
+}
+
+func (e *inputError) Error() string { return e.err.Error() + ": " + e.path }
+func (e *inputError) Unwrap() error { return e.err }
+
 func inputProblem(in string, err error) Problem {
-	if errors.Is(err, errInputEscapes) {
-		return Problem{Code: CodeInputEscapes, Message: "Input path escapes runbook directory: " + in}
+	p, why := in, ""
+	var ie *inputError
+	if errors.As(err, &ie) {
+		p, why = ie.path, ie.why
 	}
-	return Problem{Code: CodeInputMissing, Message: "Required input file does not exist: " + in}
+	switch {
+	case errors.Is(err, errInputEscapes):
+		return Problem{Code: CodeInputEscapes, Message: "Input path escapes runbook directory: " + p}
+	case errors.Is(err, errInputInvalid):
+		return Problem{Code: CodeInputInvalid, Message: invalidInput(p, why)}
+	case errors.Is(err, errInputUnreadable):
+		return Problem{Code: CodeInputUnread, Message: "Input file cannot be read: " + p}
+	}
+	return Problem{Code: CodeInputMissing, Message: "Required input file does not exist: " + p}
+}
+
+func tooLarge(max int64) Problem {
+	return Problem{Code: CodeInputsTooLarge, Message: fmt.Sprintf(
+		"The script and its input files are larger than runbooks.max_input_bytes (%d bytes)", max)}
 }
 
 // Source is a directory of runbooks (runbooks.dir), read at request time
@@ -163,23 +192,13 @@ func (s *Source) inside(rel string) (string, error) {
 	return real, nil
 }
 
-// Exists checks one input of a runbook: it must exist inside the
-// directory, symlinks resolved.
+// Exists checks one input of a runbook as a run would copy it: it must
+// exist inside the directory, symlinks resolved; a directory's files must
+// stay inside it, be readable and have names a run directory can hold.
+// No file is read.
 func (s *Source) Exists(input string) error {
-	if Escapes(input) {
-		return errInputEscapes
-	}
-	p, err := s.inside(input)
-	if errors.Is(err, ErrNotFound) {
-		return errInputMissing
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(p); err != nil {
-		return errInputMissing
-	}
-	return nil
+	_, err := s.plan(input, math.MaxInt64)
+	return err
 }
 
 // File is one input file as a run receives it.
@@ -189,80 +208,200 @@ type File struct {
 	Data []byte
 }
 
-// Inputs reads the runbook's input files, at most max bytes together. A
-// file input lands in the run's directory under its base name (as stage0
-// copied them); a directory input lands under its base name with its
-// whole tree. Symlinks inside a directory input are refused when they
-// leave the runbook directory and followed otherwise.
-func (s *Source) Inputs(rb *Runbook, max int64) ([]File, error) {
-	var (
-		files []File
-		total int64
-		seen  = map[string]bool{}
-	)
-	add := func(dst, src string, mode fs.FileMode) error {
-		if seen[dst] {
-			return fmt.Errorf("two inputs land on %s", dst)
-		}
-		seen[dst] = true
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return fmt.Errorf("read input %s: %w", dst, err)
-		}
-		total += int64(len(data))
-		if total > max {
-			return fmt.Errorf("the input files are larger than runbooks.max_input_bytes (%d bytes)", max)
-		}
-		files = append(files, File{Path: dst, Mode: mode.Perm(), Data: data})
-		return nil
+// planned is one file an input puts in the run directory.
+type planned struct {
+	dst  string // in the run directory, forward slashes
+	src  string // resolved, inside the runbook directory
+	rel  string // as the problems name it: the input, or input/path in its tree
+	mode fs.FileMode
+	size int64
+}
+
+// bytes is what the file adds to a script order (order.Script.Size).
+func (f planned) bytes() int64 { return int64(len(f.dst)) + f.size }
+
+// errOverBudget stops a plan whose files pass its budget: the walk of a
+// huge tree ends there.
+var errOverBudget = errors.New("over the input budget")
+
+// plan lists the files input lands as in a run directory: a file under
+// its base name, a directory under its base name with its whole tree.
+// Symlinks inside a directory input are refused when they leave the
+// runbook directory and followed otherwise (a symlinked directory is not
+// entered); other non-regular files in a tree are skipped. It stops with
+// errOverBudget once the files' names and sizes pass budget bytes.
+func (s *Source) plan(input string, budget int64) ([]planned, error) {
+	if Escapes(input) {
+		return nil, &inputError{err: errInputEscapes, path: input}
 	}
-	for _, in := range rb.Inputs {
-		if err := s.Exists(in); err != nil {
-			return nil, errors.New(inputProblem(in, err).Message)
-		}
-		p, _ := s.inside(in)
-		st, err := os.Stat(p)
-		if err != nil {
-			return nil, errors.New(inputProblem(in, errInputMissing).Message)
-		}
-		base := filepath.Base(filepath.Clean(in))
-		if !st.IsDir() {
-			if err := add(base, p, st.Mode()); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		err = filepath.WalkDir(p, func(walked string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(p, walked)
-			real, err := s.inside(filepath.Join(strings.TrimPrefix(p, s.root()), rel))
-			if err != nil {
-				return fmt.Errorf("Input path escapes runbook directory: %s", filepath.ToSlash(filepath.Join(in, rel)))
-			}
-			st, err := os.Stat(real)
-			if err != nil || st.IsDir() {
-				return nil
-			}
-			if !st.Mode().IsRegular() {
-				return nil
-			}
-			return add(filepath.ToSlash(filepath.Join(base, rel)), real, st.Mode())
-		})
-		if err != nil {
+	base := landing(input)
+	if why := unfit(base); why != "" {
+		return nil, &inputError{err: errInputInvalid, path: input, why: why}
+	}
+	p, err := s.inside(input)
+	if errors.Is(err, ErrNotFound) {
+		return nil, &inputError{err: errInputMissing, path: input}
+	}
+	if errors.Is(err, errInputEscapes) {
+		return nil, &inputError{err: errInputEscapes, path: input}
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, &inputError{err: errInputMissing, path: input}
+	}
+	if !st.IsDir() {
+		f := planned{dst: base, src: p, rel: input, mode: st.Mode(), size: st.Size()}
+		if err := readable(f, st); err != nil {
 			return nil, err
 		}
+		if f.bytes() > budget {
+			return nil, errOverBudget
+		}
+		return []planned{f}, nil
+	}
+	root, err := filepath.EvalSymlinks(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("resolve runbooks.dir: %w", err)
+	}
+	var files []planned
+	err = filepath.WalkDir(p, func(walked string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(p, walked)
+		name := filepath.ToSlash(filepath.Join(input, rel))
+		if err != nil {
+			return &inputError{err: errInputUnreadable, path: name}
+		}
+		fromRoot, err := filepath.Rel(root, walked)
+		if err != nil {
+			return &inputError{err: errInputEscapes, path: name}
+		}
+		real, err := s.inside(fromRoot)
+		if errors.Is(err, ErrNotFound) {
+			return nil // a dangling symlink: nothing to copy
+		}
+		if err != nil {
+			return &inputError{err: errInputEscapes, path: name}
+		}
+		st, err := os.Stat(real)
+		if err != nil || st.IsDir() || !st.Mode().IsRegular() {
+			return nil
+		}
+		if strings.ContainsRune(rel, '\\') {
+			return &inputError{err: errInputInvalid, path: name, why: "a run directory cannot hold a name with a backslash"}
+		}
+		f := planned{dst: filepath.ToSlash(filepath.Join(base, rel)), src: real, rel: name, mode: st.Mode(), size: st.Size()}
+		if err := readable(f, st); err != nil {
+			return err
+		}
+		if budget -= f.bytes(); budget < 0 {
+			return errOverBudget
+		}
+		files = append(files, f)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return files, nil
 }
 
-// root is the directory with its symlinks resolved, with a trailing
-// separator, for turning a resolved path back into a relative one.
-func (s *Source) root() string {
-	r, err := filepath.EvalSymlinks(s.dir)
-	if err != nil {
-		r = s.dir
+// readable refuses what a run could not read: anything but a regular
+// file (a FIFO would block the read), or a file that does not open.
+func readable(f planned, st fs.FileInfo) error {
+	if !st.Mode().IsRegular() {
+		return &inputError{err: errInputInvalid, path: f.rel, why: "not a regular file or a directory"}
 	}
-	return r + string(filepath.Separator)
+	h, err := os.OpenFile(f.src, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return &inputError{err: errInputUnreadable, path: f.rel}
+	}
+	return h.Close()
+}
+
+// CheckInputs returns every problem a run of rb would meet with its input
+// files, reading none of them: what Exists finds for each input, and
+// whether the script and the files fit in max bytes together (counted as
+// order.Script.Size counts them).
+func (s *Source) CheckInputs(rb *Runbook, max int64) []Problem {
+	var problems []Problem
+	budget := max - int64(len(rb.Script))
+	over := budget < 0
+	for _, in := range rb.Inputs {
+		files, err := s.plan(in, budget)
+		switch {
+		case errors.Is(err, errOverBudget):
+			over = true
+		case err != nil:
+			problems = append(problems, inputProblem(in, err))
+		}
+		for _, f := range files {
+			budget -= f.bytes()
+		}
+	}
+	if over {
+		problems = append(problems, tooLarge(max))
+	}
+	return problems
+}
+
+// Inputs reads the runbook's input files as CheckInputs plans them, the
+// script and the files at most max bytes together. The files may have
+// changed since they were checked: what reading them meets is reported
+// with the same problem codes.
+func (s *Source) Inputs(rb *Runbook, max int64) ([]File, []Problem) {
+	var (
+		files    []File
+		problems []Problem
+		budget   = max - int64(len(rb.Script))
+		seen     = map[string]string{}
+	)
+	for _, in := range rb.Inputs {
+		plan, err := s.plan(in, budget)
+		if errors.Is(err, errOverBudget) {
+			return nil, append(problems, tooLarge(max))
+		}
+		if err != nil {
+			problems = append(problems, inputProblem(in, err))
+			continue
+		}
+		for _, f := range plan {
+			if first, dup := seen[f.dst]; dup {
+				problems = append(problems, Problem{Code: CodeInputClash, Message: clash(f.dst, first, in)})
+				continue
+			}
+			seen[f.dst] = in
+			data, err := readInput(f.src, budget)
+			if err != nil {
+				problems = append(problems, inputProblem(in, &inputError{err: errInputUnreadable, path: f.rel}))
+				continue
+			}
+			if budget -= int64(len(f.dst) + len(data)); budget < 0 {
+				return nil, append(problems, tooLarge(max))
+			}
+			files = append(files, File{Path: f.dst, Mode: f.mode.Perm(), Data: data})
+		}
+	}
+	if budget < 0 {
+		problems = append(problems, tooLarge(max))
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	return files, nil
+}
+
+// readInput reads a regular file, at most limit+1 bytes: enough to tell it
+// is over the cap without reading a file that grew since it was checked.
+func readInput(p string, limit int64) ([]byte, error) {
+	h, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	if st, err := h.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, errInputInvalid
+	}
+	return io.ReadAll(io.LimitReader(h, max(limit, 0)+1))
 }

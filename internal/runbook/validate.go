@@ -23,3 +23,10 @@ func (rb *Runbook) Judge(env map[string]string, exists func(input string) error)
 	}
 	return problems
 }
+
+// Check returns every problem a run of rb with env would be refused for,
+// as execute judges it: Judge's, with each input checked as a run copies
+// it and the cap max on the script and its files (CheckInputs).
+func (s *Source) Check(rb *Runbook, env map[string]string, max int64) []Problem {
+	return append(rb.Judge(env, nil), s.CheckInputs(rb, max)...)
+}
