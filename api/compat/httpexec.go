@@ -161,8 +161,7 @@ func realpath(p string) string {
 // answer to a body it could not use.
 func (h *HTTPExec) order(r *http.Request, path string) (*order.Order, int) {
 	o := &order.Order{Kind: order.KindExec, Command: path}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/json" {
+	if !quartIsJSON(r.Header.Get("Content-Type")) {
 		return o, 0
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, h.Config().HTTP.MaxBodyBytes+1))
@@ -187,6 +186,13 @@ func (h *HTTPExec) order(r *http.Request, path string) (*order.Order, int) {
 		return nil, http.StatusInternalServerError
 	}
 	return o, 0
+}
+
+// quartIsJSON is Quart's request.is_json, which decided whether httpexec
+// read the body: application/json or any application/*+json.
+func quartIsJSON(contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType) // lower case; "" when unparsable
+	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
 // apply copies the body into o with httpexec's rules.

@@ -143,6 +143,12 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Request, int, string) {
 	sc := cfg.Compat.Stage0
 	h := r.Header.Get("Authorization")
+	if h == "Bearer" {
+		// stage0 checked the "Bearer " prefix, then the stripped rest:
+		// "Bearer " was an empty token. Go's server drops the trailing
+		// space, so that header arrives as "Bearer".
+		return nil, http.StatusUnauthorized, "Empty token in Authorization header"
+	}
 	if !strings.HasPrefix(h, "Bearer ") {
 		return nil, http.StatusUnauthorized, "Missing or invalid Authorization header"
 	}
@@ -161,9 +167,9 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 	claims := jwt.MapClaims{}
 	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(sc.JWTIssuer),
 		jwt.WithAudience(sc.JWTAudience), jwt.WithTimeFunc(s.now))
-	_, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(sc.JWTSecret), nil })
+	tok, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(sc.JWTSecret), nil })
 	if err != nil {
-		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, claims, err)
+		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, claims, err)
 	}
 	sub, _ := claims["sub"].(string)
 	if sub == "" {
@@ -209,9 +215,15 @@ func stage0Roles(v any) []string {
 }
 
 // stage0JWTMessage is stage0's 401 message for a token that failed:
-// "Token has expired", or "Invalid token: " and PyJWT's words.
-func stage0JWTMessage(raw string, claims jwt.MapClaims, err error) string {
+// "Token has expired", or "Invalid token: " and PyJWT's words. A token
+// that does not decode gets a generic message: PyJWT's embeds Python's
+// base64 and json errors (docs/compat.md).
+func stage0JWTMessage(raw string, tok *jwt.Token, claims jwt.MapClaims, err error) string {
 	switch {
+	case tok != nil && tok.Header != nil && tok.Header["alg"] != "HS256" && !errors.Is(err, jwt.ErrTokenMalformed):
+		// PyJWT refuses an alg outside algorithms=["HS256"] (none, HS512)
+		// before it checks the signature; jwt/v5 calls it a bad signature.
+		return "Invalid token: The specified alg value is not allowed"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "Token has expired"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):

@@ -87,6 +87,13 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		vigridError(w, http.StatusUnauthorized, "Authentication required. Use 'Authorization: Bearer <token>'.")
 		return
 	}
+	// Vigrid compared header[7:] with each secret as it was: a token with
+	// spaces around it matches none (Authenticate would trim them).
+	tok := h[len("Bearer "):]
+	if tok == "" || strings.Trim(tok, " \t") != tok {
+		vigridError(w, http.StatusUnauthorized, "Invalid authentication token")
+		return
+	}
 	p, err := v.Auth().Authenticate(h)
 	if err != nil {
 		vigridError(w, http.StatusUnauthorized, "Invalid authentication token")

@@ -98,13 +98,13 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 	sync := truthy(body.Synchronous)
 	wait := time.Duration(0)
 	if sync {
-		// A synchronous caller waits about max_wait at most; an order that
-		// would run longer is given max_wait as its timeout, so that the
-		// answer is what happened. One still queued then is canceled.
+		// The caller waits max_wait and vigridSettle at most. An order that
+		// would run longer gets max_wait as its timeout, so one that started
+		// at once ends by itself in time and the answer has its output.
 		if eff := cmp.Or(o.Timeout, vr.cfg.Limits.DefaultTimeout); eff > vc.MaxWait {
 			o.Timeout = vc.MaxWait
 		}
-		wait = vc.MaxWait + vr.cfg.Worker.KillGrace + 5*time.Second
+		wait = vc.MaxWait + vigridSettle
 	}
 	v.remember(o.ID, vigridMeta{clientIP: vr.ip, synchronous: sync, at: time.Now()})
 	done, err := v.Orders.SubmitOrder(vr.r.Context(), vr.p, o, wait)
@@ -119,7 +119,8 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 	}
 	defer v.forget(o.ID)
 	if !done.Status.Terminal() {
-		// Still queued or running past the wait: end it and say so.
+		// Still queued or running past the wait: the cancel is on record
+		// before the answer, which does not wait for the order to end.
 		if _, err := v.Orders.CancelOrder(vr.r.Context(), done, vr.p.Name, "SIGKILL"); err != nil {
 			v.refused(vr, err)
 			return
@@ -130,6 +131,11 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 	}
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "order_id": o.ID, "result": vigridResult(done)})
 }
+
+// vigridSettle is how long past max_wait a synchronous execute waits for
+// an order that started at once to record its own timeout (max_wait from
+// its start) before it is canceled instead.
+const vigridSettle = time.Second
 
 // vigridResult is a finished order as Vigrid's result object.
 func vigridResult(o *order.Order) map[string]any {

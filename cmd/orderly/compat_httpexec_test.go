@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -276,6 +277,31 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 	if string(r.Stdout) != "null" {
 		t.Fatalf("text/plain body was read: %s", b)
 	}
+	// Quart's request.is_json: application/json or application/*+json,
+	// in any case, with parameters.
+	for _, c := range []struct {
+		contentType string
+		read        bool
+	}{
+		{"application/json; charset=utf-8", true},
+		{"Application/JSON", true},
+		{"application/vnd.api+json", true},
+		{"application/merge-patch+json", true},
+		{"text/json", false},
+		{"text/x+json", false},
+		{"application/x-json", false},
+		{"application/jsonl", false},
+	} {
+		code, _, b := httpexecPost(t, s.url, "/echo", c.contentType, `{"args":["x"],"stdout":{"capture":true}}`)
+		r := decodeHTTPExec(t, code, b)
+		if read := string(r.Stdout) != "null"; read != c.read {
+			t.Errorf("Content-Type %q: body read %t, want %t: %s", c.contentType, read, c.read, b)
+		} else if read {
+			if out, _ := stream(t, r.Stdout); out != "x\n" {
+				t.Errorf("Content-Type %q: stdout %q, want the args' echo", c.contentType, out)
+			}
+		}
+	}
 	for _, c := range []struct {
 		name, body string
 		want       int
@@ -311,6 +337,37 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 	code, _, b = httpexecPost(t, s.url, "/echo", "", nil)
 	if r := decodeHTTPExec(t, code, b); *r.Return != 0 {
 		t.Fatalf("no body: %s", b)
+	}
+}
+
+// TestHTTPExecOutputCap pins what docs/compat.md says of output past
+// worker.max_output_bytes: the first and last halves of the cap are kept
+// with orderly's marker between them, inside the bytes, so encoded
+// (binary) output is not byte-exact either.
+func TestHTTPExecOutputCap(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), map[string]any{"worker.max_output_bytes": 64}, "hx")
+	marker := func(n int) string { return fmt.Sprintf("\n…[orderly: %d bytes omitted]…\n", n) }
+
+	line := strings.Repeat("abcdefghij", 10)
+	r := httpexecRun(t, s.url, "/echo", map[string]any{"args": []string{line}, "stdout": map[string]any{"capture": true}})
+	out, enc := stream(t, r.Stdout)
+	if want := line[:32] + marker(37) + line[69:] + "\n"; out != want || enc != nil {
+		t.Fatalf("capped text = %q %v, want %q", out, enc, want)
+	}
+
+	in := make([]byte, 200)
+	for i := range in {
+		in[i] = byte(255 - i)
+	}
+	r = httpexecRun(t, s.url, "/cat", map[string]any{
+		"stdin":  map[string]any{"content": base64.StdEncoding.EncodeToString(in), "encode": "base64"},
+		"stdout": map[string]any{"capture": true, "encode": "base64"}})
+	out, enc = stream(t, r.Stdout)
+	got, err := base64.StdEncoding.DecodeString(out)
+	want := string(in[:32]) + marker(136) + string(in[168:])
+	if err != nil || string(got) != want || enc == nil || *enc != "base64" {
+		t.Fatalf("capped base64 = %q (%v, %v), want the bytes of %q", got, enc, err, want)
 	}
 }
 

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -42,6 +46,32 @@ func readSSE(t *testing.T, body string) []sseEvent {
 		out = append(out, sseEvent{name, strings.Join(data, "\n")})
 	}
 	return out
+}
+
+// rawRequest writes req as it is to the server at base and reads the
+// answer: for header values net/http's client would change.
+func rawRequest(t *testing.T, base, req string) (int, string) {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestStage0Compat drives the stage0 surface with a plain HTTP client as
@@ -114,15 +144,33 @@ compat:
 			"exp": time.Now().Add(-time.Hour).Unix()}).SignedString([]byte(secret))
 		otherAud, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "x", "iss": "dev-idp", "aud": "other"}).
 			SignedString([]byte(secret))
+		claims := jwt.MapClaims{"sub": "x", "iss": "dev-idp", "aud": "dev-api"}
+		algNone, _ := jwt.NewWithClaims(jwt.SigningMethodNone, claims).SignedString(jwt.UnsafeAllowNoneSignatureType)
+		hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, claims).SignedString([]byte(secret))
+		noSub, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"iss": "dev-idp", "aud": "dev-api"}).
+			SignedString([]byte(secret))
 		for _, c := range []struct{ hdr, want string }{
 			{"", `{"error":"Missing or invalid Authorization header"}`},
 			{"Token " + tok, `{"error":"Missing or invalid Authorization header"}`},
 			{"Bearer " + expired, `{"error":"Token has expired"}`},
 			{"Bearer " + otherAud, `{"error":"Invalid token: Audience doesn't match"}`},
+			// PyJWT refuses an alg outside ["HS256"] before the signature.
+			{"Bearer " + algNone, `{"error":"Invalid token: The specified alg value is not allowed"}`},
+			{"Bearer " + hs512, `{"error":"Invalid token: The specified alg value is not allowed"}`},
+			// orderly needs a principal name (docs/compat.md).
+			{"Bearer " + noSub, `{"error":"Invalid token: Token is missing the \"sub\" claim"}`},
 		} {
 			resp, b := s.send(call{method: "GET", path: "/api/runbooks", hdr: []string{"Authorization", c.hdr}})
 			if resp.StatusCode != 401 || strings.TrimSpace(string(b)) != c.want {
 				t.Errorf("%q: %d %s, want %s", c.hdr, resp.StatusCode, b, c.want)
+			}
+		}
+		// "Bearer " with nothing after it is stage0's empty token; sent
+		// raw, as Go's client would drop the trailing space itself.
+		for _, hdr := range []string{"Bearer ", "Bearer   ", "Bearer"} {
+			code, b := rawRequest(t, s.url, "GET /api/runbooks HTTP/1.1\r\nHost: x\r\nAuthorization: "+hdr+"\r\nConnection: close\r\n\r\n")
+			if want := `{"error":"Empty token in Authorization header"}`; code != 401 || strings.TrimSpace(b) != want {
+				t.Errorf("%q: %d %s, want %s", hdr, code, b, want)
 			}
 		}
 		if resp, b := do("POST", "/api/shutdown", tok, nil); resp.StatusCode != 404 {

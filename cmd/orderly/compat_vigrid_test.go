@@ -292,7 +292,10 @@ func TestVigridAuthPipeline(t *testing.T) {
 		code, m, _ = c.call("GET", "/api/v1/status", h, nil)
 		wantVigridError(t, fmt.Sprintf("Authorization %q", h), code, m, 401, authRequired)
 	}
-	for _, h := range []string{"Bearer wrong", "Bearer " + vigridSecrets["ops"] + "x"} {
+	// header[7:] is compared as it is: spaces inside the value are part of
+	// the token (Go's client and server trim only the ends of the value).
+	for _, h := range []string{"Bearer wrong", "Bearer " + vigridSecrets["ops"] + "x", "Bearer  " + vigridSecrets["ops"],
+		"Bearer \t" + vigridSecrets["ops"]} {
 		code, m, _ = c.call("GET", "/api/v1/status", h, nil)
 		wantVigridError(t, fmt.Sprintf("Authorization %q", h), code, m, 401, "Invalid authentication token")
 	}
@@ -558,6 +561,39 @@ func TestVigridTimeout(t *testing.T) {
 			t.Fatalf("order status %s, want timed_out", o.Status)
 		}
 	}
+}
+
+// TestVigridMaxWaitQueued: a sync execute queued behind a running order
+// is answered about max_wait after it was sent (a second's settle), not
+// after max_wait, kill_grace and more; its order is canceled, on record
+// before the answer.
+func TestVigridMaxWaitQueued(t *testing.T) {
+	s, _ := vigridStack(t, false, map[string]any{"compat.vigrid.max_wait": "1s"})
+	c := newVigridClient(t, s)
+	code, a, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "sleep", "arguments": []string{"60"}})
+	if code != 202 {
+		t.Fatalf("async execute = %d %s", code, raw)
+	}
+	c.waitQueue("ops", func(l []map[string]any) bool { return len(l) == 1 && l[0]["status"] == "running" })
+
+	start := time.Now()
+	code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "synchronous": true})
+	took := time.Since(start)
+	res, _ := m["result"].(map[string]any)
+	if code != 200 || res == nil || res["return_code"] != float64(-1) || res["stderr"] != "\nCommand timed out." || res["stdout"] != "" {
+		t.Fatalf("queued sync execute = %d %s", code, raw)
+	}
+	if took < time.Second || took > 5*time.Second {
+		t.Fatalf("queued sync execute answered after %s; want max_wait 1s plus the 1s settle", took)
+	}
+	// The cancel was recorded before the answer.
+	if o := s.get(uuid.MustParse(m["order_id"].(string))); o.Status != "canceled" {
+		t.Fatalf("queued order after the answer: %s, want canceled", o.Status)
+	}
+	if code, m, _ = c.call("POST", "/api/v1/kill", bearer("ops"), map[string]any{"signal": "SIGKILL"}); code != 200 {
+		t.Fatalf("kill = %d %v", code, m)
+	}
+	s.waitFor(uuid.MustParse(a["order_id"].(string)), 10*time.Second, terminal)
 }
 
 // TestVigridDryRun: with dry_run every check still applies, nothing runs,
