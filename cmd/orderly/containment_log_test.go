@@ -1,30 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/orderly-run/orderly/internal/testenv"
 )
-
-// lockedBuffer is a log sink the worker's goroutines may write at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestWorkerLogsItsContainment: with worker.cgroup auto the worker says at
 // start whether orders get their own cgroups or, without a delegated one,
@@ -38,7 +20,7 @@ func TestWorkerLogsItsContainment(t *testing.T) {
 	}{{"cg-auto", "auto", true}, {"cg-off", "", false}} {
 		cfg := s.watcher.Current()
 		cfg.Host, cfg.Worker.Cgroup = c.host, c.setting
-		var logs lockedBuffer
+		var logs testenv.LogBuffer
 		wr, err := startWorker(t.Context(), cfg, s.b, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 		if err != nil {
 			t.Fatal(err)

@@ -867,16 +867,8 @@ func TestSecurityReloadAndDrift(t *testing.T) {
 			resp, b := reload(s.token)
 			wantError(t, resp.StatusCode, b, http.StatusUnprocessableEntity, "unprocessable")
 			if c.key != "" {
-				var e struct {
-					Error struct {
-						Details struct {
-							Problems []config.Problem `json:"problems"`
-						} `json:"details"`
-					} `json:"error"`
-				}
-				_ = json.Unmarshal(b, &e)
-				if len(e.Error.Details.Problems) == 0 || e.Error.Details.Problems[0].Key != c.key {
-					t.Fatalf("problems = %+v, want key %s: %s", e.Error.Details.Problems, c.key, b)
+				if ps := reloadProblems(b); len(ps) == 0 || ps[0].Key != c.key {
+					t.Fatalf("problems = %+v, want key %s: %s", ps, c.key, b)
 				}
 			}
 			st := status()
@@ -918,6 +910,14 @@ func TestSecurityReloadAndDrift(t *testing.T) {
 	s.writeConfig(file("worker:\n  exec_root: /srv/orderly-none\n  command_path: [/usr/bin]\n"))
 	resp, b = reload(s.token)
 	wantError(t, resp.StatusCode, b, http.StatusUnprocessableEntity, "unprocessable")
+	if ps := reloadProblems(b); len(ps) != 1 || ps[0].Key != "worker host policy" || !strings.Contains(ps[0].Message, "outside worker.exec_root") {
+		t.Fatalf("problems of a part's refusal: %s", b)
+	}
+	s.assertReady(nil)
+}
+
+// reloadProblems are the details.problems of a refused reload's answer.
+func reloadProblems(b []byte) []config.Problem {
 	var e struct {
 		Error struct {
 			Details struct {
@@ -925,11 +925,8 @@ func TestSecurityReloadAndDrift(t *testing.T) {
 			} `json:"details"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(b, &e) != nil || len(e.Error.Details.Problems) != 1 || e.Error.Details.Problems[0].Key != "worker host policy" ||
-		!strings.Contains(e.Error.Details.Problems[0].Message, "outside worker.exec_root") {
-		t.Fatalf("problems of a part's refusal: %s", b)
-	}
-	s.assertReady(nil)
+	_ = json.Unmarshal(b, &e)
+	return e.Error.Details.Problems
 }
 
 // TestSecurityChildEnvironment runs env through the API: the child sees
