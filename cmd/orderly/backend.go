@@ -241,7 +241,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				if len(deny) == 0 {
 					deny = config.DefaultEnvDeny()
 				}
-				return order.Screen(o, deny, c.ForbiddenChars)
+				return order.Screen(o, deny, c.EnvAllow, c.ForbiddenChars)
 			}}, logger)
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,

@@ -355,6 +355,26 @@ func TestSecurityEnvInjection(t *testing.T) {
 	s.assertReady(nil)
 }
 
+// TestSecurityEnvAllowList: with worker.env_allow, a name that no deny
+// list knows (a hook of some program) is refused up front, a listed one
+// reaches the command.
+func TestSecurityEnvAllowList(t *testing.T) {
+	s := newSecStack(t, "worker:\n  env_allow: [GREETING]\n", nil, "h1")
+	marker := filepath.Join(t.TempDir(), "marker")
+	r := s.submitRefused(map[string]any{"host": "h1", "command": "touch", "args": []string{marker},
+		"env": map[string]string{"SOME_PROGRAMS_HOOK": "/tmp/x"}})
+	if r.code != "forbidden" {
+		t.Fatalf("a name outside env_allow: %+v", r)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatal("a command with a name outside env_allow ran")
+	}
+	o := s.submit(map[string]any{"host": "h1", "command": "env", "env": map[string]string{"GREETING": "hello"}}, "?wait=30", http.StatusOK)
+	if o.Status != "succeeded" || o.Result == nil || !strings.Contains(o.Result.Stdout.Content, "GREETING=hello\n") {
+		t.Fatalf("a listed name: %s %+v", o.Status, o.Result)
+	}
+}
+
 // TestSecurityForbiddenCharacters configures Vigrid's 12 characters: an
 // argument or command holding one is rejected by the worker and nothing
 // is created.

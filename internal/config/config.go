@@ -88,6 +88,9 @@ type Worker struct {
 	UseSudo        bool          `koanf:"use_sudo"`
 	ForbiddenChars string        `koanf:"forbidden_chars"`
 	EnvDeny        []string      `koanf:"env_deny"` // names or prefixes ending in *
+	// EnvAllow, when set, lists the only names an order may set (names or
+	// prefixes ending in *); env_deny still applies to them.
+	EnvAllow []string `koanf:"env_allow"`
 	KillGrace      time.Duration `koanf:"kill_grace"`
 	MaxOutputBytes int64         `koanf:"max_output_bytes"` // per stream
 	ShutdownGrace  time.Duration `koanf:"shutdown_grace"`
@@ -242,6 +245,12 @@ func DefaultEnvDeny() []string {
 		"RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH", "JAVA_TOOL_OPTIONS",
 		"_JAVA_OPTIONS", "GCONV_PATH", "LOCPATH", "MALLOC_*", "GLIBC_TUNABLES",
 		"BASH_FUNC_*", "GIT_*", "SSH_*", "SUDO_*",
+		// Programs that run a command or load code named by a variable.
+		"PYTHONUSERBASE", "PYTHONWARNINGS", "PYTHONBREAKPOINT", "PYTHONINSPECT", "PYTHONPLATLIBDIR",
+		"JDK_JAVA_OPTIONS", "LESSOPEN", "LESSCLOSE", "LESSKEY*", "PAGER", "MANPAGER",
+		"SYSTEMD_PAGER", "EDITOR", "VISUAL", "BROWSER", "ZDOTDIR", "NLSPATH", "TEXTDOMAINDIR",
+		"OPENSSL_*", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS", "HOSTALIASES", "TERMINFO", "TERMINFO_DIRS",
+		"LUA_INIT*", "LUA_PATH*", "LUA_CPATH*", "TCLLIBPATH", "PHPRC", "PHP_INI_SCAN_DIR", "KRB5_CONFIG",
 	}
 }
 

@@ -245,9 +245,11 @@ func (c Config) validateWorker(ps *problems) {
 	if w.DefaultUser != "" && !order.ValidUser(w.DefaultUser) {
 		ps.add("worker.default_user", "%q is not a Unix user name or uid", w.DefaultUser)
 	}
-	for i, e := range w.EnvDeny {
-		if !order.ValidEnvName(strings.TrimSuffix(e, "*")) {
-			ps.add(fmt.Sprintf("worker.env_deny[%d]", i), "%q must be a variable name, or a prefix ending in *", e)
+	for key, list := range map[string][]string{"worker.env_deny": w.EnvDeny, "worker.env_allow": w.EnvAllow} {
+		for i, e := range list {
+			if !order.ValidEnvName(strings.TrimSuffix(e, "*")) {
+				ps.add(fmt.Sprintf("%s[%d]", key, i), "%q must be a variable name, or a prefix ending in *", e)
+			}
 		}
 	}
 	ps.positive("worker.kill_grace", w.KillGrace)

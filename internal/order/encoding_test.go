@@ -125,12 +125,12 @@ func TestScreen(t *testing.T) {
 		{Order{Command: "ls", Args: []string{"plain", "-la"}}, ""},
 	}
 	for i, c := range cases {
-		err := Screen(&c.o, deny, ";&|`$()<>\\\"'")
+		err := Screen(&c.o, deny, nil, ";&|`$()<>\\\"'")
 		if c.code == "" && err != nil || c.code != "" && ErrorCode(err) != c.code {
 			t.Errorf("case %d: %v, want code %q", i, err, c.code)
 		}
 	}
-	if err := Screen(&Order{Command: "a;b"}, nil, ""); err != nil {
+	if err := Screen(&Order{Command: "a;b"}, nil, nil, ""); err != nil {
 		t.Errorf("no forbidden set: %v", err)
 	}
 }

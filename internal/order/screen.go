@@ -23,6 +23,26 @@ func EnvDenied(name string, deny []string) (string, bool) {
 	return "", false
 }
 
+// EnvAllowed reports whether allow lets an order of kind set the
+// environment name: any name when allow is empty, else an exact name
+// (case matters: it is what the program reads) or a prefix ending in '*'.
+// A script order's RUNBOOK_* variables are the API's own, always set.
+func EnvAllowed(name string, allow []string, kind Kind) bool {
+	if len(allow) == 0 || kind == KindScript && strings.HasPrefix(name, "RUNBOOK_") {
+		return true
+	}
+	for _, rule := range allow {
+		if prefix, ok := strings.CutSuffix(rule, "*"); ok {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if name == rule {
+			return true
+		}
+	}
+	return false
+}
+
 // ForbiddenRune returns the first character of s that forbidden lists.
 func ForbiddenRune(s, forbidden string) (rune, bool) {
 	if forbidden == "" {
@@ -39,10 +59,13 @@ func ForbiddenRune(s, forbidden string) (rune, bool) {
 // Screen refuses an order that a worker with these settings would refuse
 // for its environment names or its characters, so the client hears it at
 // once instead of through a rejected order.
-func Screen(o *Order, envDeny []string, forbidden string) error {
+func Screen(o *Order, envDeny, envAllow []string, forbidden string) error {
 	for name := range o.Env {
 		if rule, bad := EnvDenied(name, envDeny); bad {
 			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (env_deny %q)", name, rule)
+		}
+		if !EnvAllowed(name, envAllow, o.Kind) {
+			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (not in env_allow)", name)
 		}
 	}
 	if r, bad := ForbiddenRune(o.Command, forbidden); bad {

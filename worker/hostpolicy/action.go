@@ -137,7 +137,7 @@ func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.R
 		return nil, err
 	}
 	home := u.home()
-	env, err := p.environment(nil, u.name, home)
+	env, err := p.environment(nil, order.KindAction, u.name, home)
 	if err != nil {
 		return nil, err
 	}

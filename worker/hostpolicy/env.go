@@ -11,8 +11,10 @@ import (
 // environment builds the child's complete environment: PATH (the
 // command_path), HOME, LANG=C.UTF-8, USER and LOGNAME, then the order's
 // overrides, sorted by name. Nothing comes from the worker's own
-// environment.
-func (p *Policy) environment(overrides map[string]string, userName, home string) ([]string, error) {
+// environment. An override must pass env_deny and, when set, env_allow:
+// a deny list names the hooks known today, an allow list also stops the
+// ones nobody listed.
+func (p *Policy) environment(overrides map[string]string, kind order.Kind, userName, home string) ([]string, error) {
 	names := make([]string, 0, len(overrides))
 	for name := range overrides {
 		names = append(names, name)
@@ -26,6 +28,12 @@ func (p *Policy) environment(overrides map[string]string, userName, home string)
 		if rule, denied := p.envDenied(name); denied {
 			e := order.FieldError(order.CodeForbidden, "env",
 				"environment variable %s may not be set on this host (env_deny %q)", name, rule)
+			e.Details["name"] = name
+			return nil, e
+		}
+		if !order.EnvAllowed(name, p.envAllow, kind) {
+			e := order.FieldError(order.CodeForbidden, "env",
+				"environment variable %s may not be set on this host (not in env_allow)", name)
 			e.Details["name"] = name
 			return nil, e
 		}

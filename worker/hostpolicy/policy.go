@@ -39,6 +39,7 @@ type Policy struct {
 	useSudo      bool
 	forbidden    string
 	envDeny      []string
+	envAllow     []string // empty: any name envDeny does not refuse
 	killGrace    time.Duration
 	maxOutput    int64
 	// cgroupParent is worker.cgroup resolved (executor.ResolveCgroupParent):
@@ -123,6 +124,7 @@ func New(cfg config.Worker) (*Policy, error) {
 	if p.deny, err = compileAll("worker.deny", cfg.Deny); err != nil {
 		return nil, err
 	}
+	p.envAllow = slices.Clone(cfg.EnvAllow)
 	p.envDeny = slices.Clone(cfg.EnvDeny)
 	if len(p.envDeny) == 0 {
 		p.envDeny = config.DefaultEnvDeny()
@@ -131,6 +133,11 @@ func New(cfg config.Worker) (*Policy, error) {
 		name := strings.TrimSuffix(e, "*")
 		if name == "" || strings.Contains(name, "*") {
 			return nil, fmt.Errorf("worker.env_deny[%d] %q: want a name or a prefix ending in *", i, e)
+		}
+	}
+	for i, e := range p.envAllow {
+		if !order.ValidEnvName(strings.TrimSuffix(e, "*")) {
+			return nil, fmt.Errorf("worker.env_allow[%d] %q: want a name or a prefix ending in *", i, e)
 		}
 	}
 	if p.cgroupParent, p.cgroupNote, err = executor.ResolveCgroupParent(cfg.Cgroup); err != nil {
@@ -237,7 +244,7 @@ func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
 		return nil, err
 	}
 	home := u.home()
-	env, err := p.environment(o.Env, u.name, home)
+	env, err := p.environment(o.Env, o.Kind, u.name, home)
 	if err != nil {
 		return nil, err
 	}

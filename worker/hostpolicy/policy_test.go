@@ -451,6 +451,20 @@ func TestEnvRules(t *testing.T) {
 			assertCode(t, err, code)
 		}
 	})
+	t.Run("allow list", func(t *testing.T) {
+		// Only what env_allow names, and still nothing env_deny refuses:
+		// hooks nobody listed (LESSOPEN was one) cannot be set at all.
+		cfg := f.cfg()
+		cfg.EnvAllow = []string{"GREETING", "APP_*", "PATH"}
+		p := newPolicy(t, cfg)
+		for name, code := range map[string]order.Code{
+			"GREETING": "", "APP_MODE": "", "greeting": order.CodeForbidden, "GREETINGS": order.CodeForbidden,
+			"SOME_HOOK": order.CodeForbidden, "PATH": order.CodeForbidden,
+		} {
+			_, err := p.Prepare(&order.Order{Command: "ls", Env: map[string]string{name: "v"}})
+			assertCode(t, err, code)
+		}
+	})
 }
 
 func TestEnvironment(t *testing.T) {

@@ -77,7 +77,7 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 			return nil, order.FieldError(order.CodeForbidden, "env", "environment variable ZDOTDIR may not be set for a script")
 		}
 	}
-	env, err := p.environment(o.Env, u.name, u.home())
+	env, err := p.environment(o.Env, o.Kind, u.name, u.home())
 	if err != nil {
 		return nil, err
 	}
