@@ -7,24 +7,27 @@ import (
 )
 
 // TestMethodNotAllowedSaysWhatIs: a 405 names the methods the route
-// serves in Allow (RFC 9110), in orderly's error envelope.
+// serves in Allow (RFC 9110), in orderly's error envelope for the API
+// and as an error page for the web UI's pages.
 func TestMethodNotAllowedSaysWhatIs(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
-	for path, want := range map[string]string{
-		"/v1/orders": "GET, POST",
-		"/healthz":   "GET",
-		"/v1/orders/0193a5e0-0000-7000-8000-000000000000/cancel": "POST",
+	for _, c := range []struct{ path, allow, contentType string }{
+		{"/v1/orders", "GET, POST", "application/json"},
+		{"/healthz", "GET", "application/json"},
+		{"/v1/orders/0193a5e0-0000-7000-8000-000000000000/cancel", "POST", "application/json"},
+		{"/ui/signin", "GET, POST", "text/html"},
+		{"/ui/", "GET", "text/html"},
 	} {
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodDelete, e.url+path, nil)
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodDelete, e.url+c.path, nil)
 		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != want ||
-			!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-			t.Errorf("DELETE %s: %d, Allow %q (want %q)", path, resp.StatusCode, resp.Header.Get("Allow"), want)
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != c.allow ||
+			!strings.HasPrefix(resp.Header.Get("Content-Type"), c.contentType) {
+			t.Errorf("DELETE %s: %d, Allow %q (want %q), %s", c.path, resp.StatusCode, resp.Header.Get("Allow"), c.allow, resp.Header.Get("Content-Type"))
 		}
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -69,6 +72,11 @@ func (s *Server) webUIHandler(native http.Handler) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		u.pages.errorPage(w, r, http.StatusNotFound, "No such page.")
 	})
+	ui := r
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allowedMethods(ui, strings.TrimPrefix(r.URL.Path, "/ui")))
+		u.pages.errorPage(w, r, http.StatusMethodNotAllowed, "This page does not take a "+r.Method+" request.")
+	})
 	return r
 }
 
@@ -122,7 +130,18 @@ func (u *webUI) requireSession(next http.Handler) http.Handler {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			got := r.Header.Get("X-CSRF-Token")
 			if got == "" {
-				r.Body = http.MaxBytesReader(w, r.Body, u.s.Settings().MaxBodyBytes)
+				limit := u.s.Settings().MaxBodyBytes
+				r.Body = http.MaxBytesReader(w, r.Body, limit)
+				if err := r.ParseForm(); err != nil {
+					// Past the limit the form is unread, its csrf field
+					// too: say what is wrong, not "forgery".
+					var tooBig *http.MaxBytesError
+					if errors.As(err, &tooBig) {
+						u.pages.errorPage(w, r, http.StatusRequestEntityTooLarge,
+							fmt.Sprintf("The form is larger than %d bytes (http.max_body_bytes).", limit))
+						return
+					}
+				}
 				got = r.PostFormValue("csrf")
 			}
 			if !sess.validCSRF(got) {

@@ -55,12 +55,42 @@ func ansiHTML(text string) template.HTML {
 			i = len(text)
 			continue
 		}
-		i++ // a lone ESC or another kind of sequence: drop the ESC
+		i = skipEscape(text, i)
 	}
 	if open {
 		b.WriteString("</span>")
 	}
 	return template.HTML(b.String()) //nolint:gosec // built from escaped text and fixed class names only
+}
+
+// skipEscape returns where the escape sequence at text[i] (an ESC that
+// does not start a CSI) ends: a string sequence (OSC titles and links,
+// DCS, SOS, PM, APC) runs to its BEL or ST (ESC \\) or to the end, an
+// escape with intermediate bytes to its final byte; a lone ESC is one
+// byte.
+func skipEscape(text string, i int) int {
+	j := i + 1
+	if j < len(text) && strings.IndexByte("]PX^_", text[j]) >= 0 {
+		for j++; j < len(text); j++ {
+			if text[j] == 0x07 {
+				return j + 1
+			}
+			if text[j] == 0x1b {
+				if j+1 < len(text) && text[j+1] == '\\' {
+					return j + 2
+				}
+				return j // an ESC ends it too, and starts what follows
+			}
+		}
+		return j
+	}
+	for j < len(text) && text[j] >= 0x20 && text[j] <= 0x2f {
+		j++
+	}
+	if j < len(text) && text[j] >= 0x30 && text[j] <= 0x7e {
+		return j + 1
+	}
+	return i + 1
 }
 
 // sgrClasses applies one SGR parameter list to the current classes.

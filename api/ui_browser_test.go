@@ -393,12 +393,13 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	}
 	step(t, ctx, "type the token and Enter", chromedp.KeyEvent(e.tokens["alice"]+kb.Enter), chromedp.WaitVisible(chromedp.ID("exec-form")))
 
-	fits := `document.documentElement.scrollWidth <= window.innerWidth + 1`
+	// screen.width: a mobile layout viewport widens to fit what overflows.
+	fits := `document.documentElement.scrollWidth <= screen.width + 1`
 	dark := `(function(){ const m = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number); return m[0]+m[1]+m[2] < 150; })()`
-	for _, page := range []string{"/ui/", "/ui/history", "/ui/hosts"} {
+	for _, page := range []string{"/ui/", "/ui/history", "/ui/runbooks/Hello.md", "/ui/hosts"} {
 		step(t, ctx, "open "+page, chromedp.Navigate(e.url+page), chromedp.WaitVisible(chromedp.ID("main")))
 		if !eval[bool](t, ctx, fits) {
-			t.Errorf("%s is wider than the phone: %d > %d", page, eval[int](t, ctx, `document.documentElement.scrollWidth`), eval[int](t, ctx, `window.innerWidth`))
+			t.Errorf("%s is wider than the phone: %d > %d", page, eval[int](t, ctx, `document.documentElement.scrollWidth`), eval[int](t, ctx, `screen.width`))
 		}
 		if !eval[bool](t, ctx, dark) {
 			t.Errorf("%s is not dark in dark mode: %s", page, eval[string](t, ctx, `getComputedStyle(document.body).backgroundColor`))
@@ -417,4 +418,21 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	if !eval[bool](t, ctx, fits) {
 		t.Error("the run page is wider than the phone")
 	}
+}
+
+// TestUIRefusalsAreShown: an htmx request the API refuses (a filter it
+// rejects) puts the API's message on the page instead of leaving the old
+// results as if filtered; a refresh after the session ended goes to the
+// sign-in page.
+func TestUIRefusalsAreShown(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "history", chromedp.Navigate(e.url+"/ui/history"), chromedp.WaitVisible(chromedp.ID("results")))
+	eval[bool](t, ctx, `(function(){ const h = document.getElementById("f-host"); h.value = "a.b"; h.dispatchEvent(new Event("change", {bubbles: true})); return true; })()`)
+	waitJS(t, ctx, "the refusal on the page", `!!document.getElementById("error") && document.getElementById("error").textContent.includes("host must be")`, 10*time.Second)
+
+	step(t, ctx, "hosts", chromedp.Navigate(e.url+"/ui/hosts"), chromedp.WaitVisible(chromedp.ID("hosts")))
+	eval[bool](t, ctx, `(function(){ fetch("/ui/signout", {method: "POST", headers: {"X-CSRF-Token": document.body.dataset.csrf}}); return true; })()`)
+	waitJS(t, ctx, "the sign-in page after the session ended", `!!document.getElementById("token")`, 15*time.Second)
 }

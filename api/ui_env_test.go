@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,6 +109,14 @@ func newUIEnv(t *testing.T) *uiEnv {
 		"# Script\n" + fence + "sh\necho \"hello from a runbook, $NAME\"\n" + fence + "\n\n# History\n"
 	if err := os.WriteFile(filepath.Join(rbDir, "Hello.md"), []byte(book), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// Names that are valid but mean something in a URL: pct%41.md must
+	// never be taken for pctA.md.
+	for name, greeting := range map[string]string{"a#b.md": "hash", "pct%41.md": "percent", "pctA.md": "other"} {
+		text := strings.Replace(book, "hello from a runbook", greeting+" runbook", 1)
+		if err := os.WriteFile(filepath.Join(rbDir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	runbooks := config.DefaultRunbooks()
 	runbooks.Dir, runbooks.Host = rbDir, "web-1"

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -128,6 +129,10 @@ func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status i
 		switch {
 		case a.ok() && a.decode(&o) == nil && o.Action != nil:
 			msg = u.prefillAction(&v, o)
+		case a.ok() && o.Kind == "exec" && !oneArgPerLine(o.Args):
+			// The form would split or drop them: a different command.
+			msg = "That order cannot be re-run from here: an argument holds a line break or is empty at the end, " +
+				"which the form (one argument per line) cannot carry. Re-run it with the CLI or the API."
 		case a.ok() && o.Kind == "exec":
 			v.Exec = execForm{Host: o.Host, Command: o.Command, RunAs: o.RunAs, Args: strings.Join(o.Args, "\n"),
 				EnvNames: strings.Join(o.EnvNames, ", "), EnvHint: envHint(o.EnvNames)}
@@ -144,6 +149,17 @@ func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status i
 		v.Exec = *form
 	}
 	u.pages.render(w, r, status, "dashboard", pageData{Title: "Dashboard", Nav: "dashboard", Error: msg, D: v})
+}
+
+// oneArgPerLine reports whether the exec form, one argument per line with
+// the trailing line breaks trimmed, gives back exactly args.
+func oneArgPerLine(args []string) bool {
+	for _, a := range args {
+		if strings.ContainsAny(a, "\r\n") {
+			return false
+		}
+	}
+	return len(args) == 0 || args[len(args)-1] != ""
 }
 
 // prefillAction fills the form of o's action with o's host and the values
@@ -204,7 +220,7 @@ func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.Timeout != "" {
 		t, err := strconv.ParseFloat(f.Timeout, 64)
-		if err != nil {
+		if err != nil || math.IsNaN(t) || math.IsInf(t, 0) {
 			u.renderDashboard(w, r, http.StatusBadRequest, "Timeout must be a number of seconds.", &f)
 			return
 		}

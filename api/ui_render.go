@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -54,6 +55,9 @@ func uiFuncs() template.FuncMap {
 		"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 		"join":    strings.Join,
+		// A runbook's file name as one path segment: '#', '?' and '%'
+		// are valid in a name, and must not end or change the path.
+		"segment": url.PathEscape,
 	}
 }
 
@@ -227,7 +231,7 @@ func newRunView(o Order) runView {
 		v.Rerun = "/ui/?rerun=" + o.ID.String() + "#exec"
 	}
 	if o.Runbook != "" {
-		v.Rerun = "/ui/runbooks/" + o.Runbook
+		v.Rerun = "/ui/runbooks/" + url.PathEscape(o.Runbook)
 	}
 	return v
 }

@@ -1,12 +1,16 @@
 package api_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderly-run/orderly/api"
 )
 
 // TestUISignInCookies: over TLS the session cookie is Secure as well as
@@ -196,6 +200,32 @@ func TestUIRunbookRun(t *testing.T) {
 	}
 }
 
+// TestUIRunbookNamesInURLs: runbook names with '#', '?' or '%' are links
+// and forms to themselves: pct%41.md runs pct%41.md, not pctA.md.
+func TestUIRunbookNamesInURLs(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	dash := e.page(t, sess, "/ui/")
+	for _, want := range []string{`href="/ui/runbooks/a%23b.md"`, `href="/ui/runbooks/pct%2541.md"`} {
+		if !strings.Contains(dash, want) {
+			t.Errorf("the dashboard lacks %s", want)
+		}
+	}
+	if rb := e.page(t, sess, "/ui/runbooks/pct%2541.md"); !strings.Contains(rb, `action="/ui/runbooks/pct%2541.md/run"`) {
+		t.Fatalf("the page of pct%%41.md posts elsewhere:\n%s", rb)
+	}
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"x"}}
+	rec := e.postForm("/ui/runbooks/pct%2541.md/run", form, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther {
+		t.Fatalf("run pct%%41.md: %d\n%s", rec.Code, rec.Body)
+	}
+	run := e.waitPage(t, sess, loc, `aria-live="polite">succeeded`, "pct%41.md")
+	if !strings.Contains(run, "percent runbook, x") {
+		t.Fatalf("the run of pct%%41.md:\n%s", run)
+	}
+}
+
 // TestUIActionChoices: a param whose values come from the host's units is
 // a dropdown of those units with their state; a unit whose value the
 // param's rules refuse is listed but cannot be chosen.
@@ -223,5 +253,54 @@ func TestUIActionChoices(t *testing.T) {
 	e.handler.ServeHTTP(rec, req)
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("carol asking for restart's choices: %d, want the API's 404", rec.Code)
+	}
+}
+
+// TestUIRerunKeepsTheCommand: the exec form holds one argument per line,
+// so an order whose arguments hold a line break or end with an empty one
+// is not pre-filled (it would re-run as another command); any other is.
+func TestUIRerunKeepsTheCommand(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	submit := func(args []string) string {
+		b, _ := json.Marshal(map[string]any{"host": "nowhere", "command": "sh", "args": args})
+		req := httptest.NewRequest("POST", "/v1/orders", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		var o api.Order
+		if rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &o) != nil {
+			t.Fatalf("submit %q: %d %s", args, rec.Code, rec.Body)
+		}
+		return o.ID.String()
+	}
+	argsBox := func(page string) string {
+		_, rest, _ := strings.Cut(page, `id="exec-args"`)
+		_, rest, _ = strings.Cut(rest, ">")
+		box, _, _ := strings.Cut(rest, "</textarea>")
+		return box
+	}
+	for _, args := range [][]string{{"-c", "echo first\necho second"}, {"-c", "echo $1", "x", ""}} {
+		page := e.page(t, sess, "/ui/?rerun="+submit(args))
+		if !strings.Contains(page, "cannot be re-run from here") || argsBox(page) != "" {
+			t.Errorf("re-run of %q: arguments box %q, or no reason given", args, argsBox(page))
+		}
+	}
+	page := e.page(t, sess, "/ui/?rerun="+submit([]string{"-c", "echo plain"}))
+	if strings.Contains(page, "cannot be re-run") || argsBox(page) != "-c\necho plain" {
+		t.Errorf("re-run of a plain order: arguments box %q", argsBox(page))
+	}
+}
+
+// TestUIFormTooLarge: a form past http.max_body_bytes is refused for its
+// size (413), not as a forgery: its csrf field was never read.
+func TestUIFormTooLarge(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"cat"}, "stdin": {strings.Repeat("x", 1200<<10)}}
+	rec := e.postForm("/ui/exec", form, sess)
+	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "larger than") {
+		t.Fatalf("a 1.2 MB form: %d\n%.300s", rec.Code, rec.Body)
 	}
 }

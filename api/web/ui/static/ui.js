@@ -9,6 +9,42 @@
     if (csrf) e.detail.headers["X-CSRF-Token"] = csrf;
   });
 
+  // A refused htmx request (a filter the API rejects, a refresh after the
+  // session ended) is said, not silently left out: htmx swaps only 2xx
+  // answers, so the page would go on showing what it had.
+  function refusal(msg) {
+    let el = document.getElementById("error");
+    if (!el) {
+      el = document.createElement("p");
+      el.id = "error";
+      el.className = "error";
+      el.setAttribute("role", "alert");
+      const main = document.getElementById("main");
+      if (main) main.prepend(el);
+    }
+    el.textContent = msg;
+  }
+  document.body.addEventListener("htmx:responseError", function (e) {
+    const xhr = e.detail.xhr;
+    if (xhr.status === 401) {
+      window.location.assign("/ui/signin?next=" + encodeURIComponent(location.pathname + location.search));
+      return;
+    }
+    let msg = "Refused (" + xhr.status + ").";
+    // An error page says it in #problem, a page refused in part in #error.
+    const doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+    const problem = doc.getElementById("problem") || doc.getElementById("error");
+    if (problem && problem.textContent) msg = problem.textContent;
+    refusal(msg);
+  });
+  document.body.addEventListener("htmx:sendError", function () {
+    refusal("The server cannot be reached; what the page shows may be out of date.");
+  });
+  document.body.addEventListener("htmx:afterSwap", function () {
+    const el = document.getElementById("error");
+    if (el && el.dataset.fromServer !== "yes") el.remove();
+  });
+
   // Forms with data-confirm ask first, in a keyboard-usable <dialog>.
   const dialog = document.getElementById("confirm");
   document.addEventListener("submit", function (e) {
@@ -66,6 +102,11 @@
 
   function append(stream, text) {
     const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 24;
+    // Drop the sequences that are not colour, as the server's rendering
+    // does: strings (OSC titles and links, DCS, SOS, PM, APC) up to their
+    // terminator, and two-byte escapes (ESC ( B, ESC c, ...).
+    text = text.replace(/\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?/g, "")
+      .replace(/\x1b(?!\[)[\x20-\x2f]*[\x30-\x7e]/g, "");
     const parts = text.split("\x1b[");
     const frag = document.createDocumentFragment();
     let classes = state[stream];
