@@ -15,10 +15,14 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// Chunk is the data of a stdout or stderr SSE event.
+// Chunk is the data of a stdout or stderr SSE event. Offset is where in
+// its stream the chunk starts (absent from workers older than it): event
+// ids are live-stream sequences, which start again when that memory stream
+// is lost (a NATS restart), so a follower places chunks by offset.
 type Chunk struct {
 	Data   string  `json:"data"`
 	Encode *string `json:"encode"`
+	Offset *int64  `json:"offset,omitempty"`
 }
 
 // handleEvents is GET /v1/orders/{id}/events: Server-Sent Events with the
@@ -147,7 +151,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 					es := string(enc)
 					e = &es
 				}
-				if !send(lastSeq, stream, Chunk{Data: content, Encode: e}) {
+				c := Chunk{Data: content, Encode: e}
+				if off, err := strconv.ParseInt(m.Headers().Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {
+					c.Offset = &off
+				}
+				if !send(lastSeq, stream, c) {
 					return
 				}
 				continue

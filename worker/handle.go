@@ -364,7 +364,16 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// Both streams call it concurrently.
 		budget = new(atomic.Int64)
 		budget.Store(req.MaxOutput)
+		// Bytes of each stream so far: one goroutine per stream calls
+		// OnOutput, so each counter has one writer.
+		var stdoutAt, stderrAt int64
 		req.OnOutput = func(stream string, p []byte) {
+			at := &stdoutAt
+			if stream == "stderr" {
+				at = &stderrAt
+			}
+			offset := *at
+			*at += int64(len(p))
 			left := budget.Add(-int64(len(p))) + int64(len(p))
 			if left <= 0 {
 				return
@@ -372,7 +381,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
-			if err := w.q.PublishOutput(o.Host, o.ID, stream, p); err != nil {
+			if err := w.q.PublishOutput(o.Host, o.ID, stream, offset, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
 		}

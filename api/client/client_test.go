@@ -296,3 +296,62 @@ func TestClientRunbooksAndActions(t *testing.T) {
 	_, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": "three"}, client.SubmitOptions{})
 	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity)
 }
+
+// TestClientFollowAcrossALostLiveStream: the live stream is a memory
+// stream, lost when its NATS server restarts, and its sequences (the SSE
+// event ids) then start again at 1. A follower in the middle of an order
+// must neither write the new stream's chunks as if they followed the old
+// ones nor repeat any: what it writes is the order's output, byte for
+// byte (the stored copy fills what the stream lost).
+func TestClientFollowAcrossALostLiveStream(t *testing.T) {
+	s := newServer(t, "web-1")
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	// One chunk per line (the sleeps): the old stream's last id is well
+	// past the first ids of the new one.
+	script := `for i in $(seq 1 30); do echo "a$i"; sleep 0.01; done; while [ ! -e "$1" ]; do sleep 0.02; done; ` +
+		`for i in $(seq 1 150); do echo "b$i"; sleep 0.01; done`
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh", Args: []string{"-c", script, "_", gate}}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out testenv.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &out})
+		done <- err
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the first part followed", func() bool { return strings.Contains(out.String(), "a30\n") })
+
+	// What a NATS restart does to the live stream: gone, then made again
+	// with its sequences from 1.
+	js := s.q.JetStream()
+	live, err := js.Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := live.CachedInfo().Config
+	if err := js.DeleteStream(ctx, queue.LiveStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := 1; i <= 30; i++ {
+		want.WriteString("a" + strconv.Itoa(i) + "\n")
+	}
+	for i := 1; i <= 150; i++ {
+		want.WriteString("b" + strconv.Itoa(i) + "\n")
+	}
+	if out.String() != want.String() {
+		t.Fatalf("followed output across the lost stream:\n%s\nwant:\n%s", out.String(), want.String())
+	}
+}

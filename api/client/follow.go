@@ -72,6 +72,8 @@ type follower struct {
 	lastID     string
 	lastStatus Status
 	written    [2]int64 // bytes of stdout and stderr written
+	placed     [2]bool  // a chunk with an offset was seen
+	gap        [2]bool  // chunks were lost: the rest comes from the stored output
 	started    bool     // output has begun
 }
 
@@ -152,12 +154,45 @@ func (f *follower) streamOnce(ctx context.Context) (o *Order, got bool, err erro
 	}
 }
 
+// place returns the part of a chunk at offset of stream i that continues
+// what was written, or nil: a repeat is dropped, and after a gap (chunks
+// lost, as when the broker's memory stream restarts) nothing more is
+// written live, so that what was written stays a prefix of the output and
+// the stored copy supplies the rest (flushResult).
+func (f *follower) place(i int, offset int64, b []byte) []byte {
+	if !f.placed[i] && f.opts.LastEventID != "" {
+		f.written[i] = offset // resumed mid-stream: this is where it starts
+	}
+	f.placed[i] = true
+	switch end := offset + int64(len(b)); {
+	case f.gap[i]:
+		return nil
+	case offset > f.written[i]:
+		f.gap[i] = true
+		if f.opts.LastEventID != "" && f.opts.OnMissed != nil {
+			// Resumed: there is no stored copy to write the rest from.
+			f.opts.OnMissed([2]string{"stdout", "stderr"}[i], offset-f.written[i])
+		}
+		return nil
+	case end <= f.written[i]:
+		return nil
+	default:
+		return b[f.written[i]-offset:]
+	}
+}
+
 // seen reports an output chunk replayed by a server that ignored
 // Last-Event-ID, when the ids are sequence numbers. Only chunks are
 // skipped: the API may give "finished" the id of the last chunk.
 func (f *follower) seen(ev sseEvent) bool {
 	if (ev.Event != "stdout" && ev.Event != "stderr") || !ev.HasID || f.lastID == "" {
 		return false
+	}
+	var c struct {
+		Offset *int64 `json:"offset"`
+	}
+	if json.Unmarshal(ev.Data, &c) == nil && c.Offset != nil {
+		return false // placed by its offset: ids start again with a new stream
 	}
 	last, err1 := strconv.ParseUint(f.lastID, 10, 64)
 	cur, err2 := strconv.ParseUint(ev.ID, 10, 64)
@@ -183,6 +218,11 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 		i := 0
 		if ev.Event == "stderr" {
 			i = 1
+		}
+		if chunk.Offset != nil {
+			if b = f.place(i, *chunk.Offset, b); b == nil {
+				return nil, nil
+			}
 		}
 		if err := f.write(i, b); err != nil {
 			return nil, err

@@ -167,6 +167,9 @@ type Stream struct {
 type Chunk struct {
 	Data   string  `json:"data"`
 	Encode *string `json:"encode"`
+	// Offset is where in its stream the chunk starts; nil from an API
+	// older than it.
+	Offset *int64 `json:"offset,omitempty"`
 }
 
 // OrderList is a page of orders; NextCursor (nil on the last page) asks

@@ -273,7 +273,7 @@ func TestRolesOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q1.PublishOutput("h1", id, "stdout", []byte("hi")); err != nil {
+	if err := q1.PublishOutput("h1", id, "stdout", 0, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	if err := q1.PublishEvent(queue.Event{OrderID: id, Host: "h1", Type: "started", Status: "running"}); err != nil {

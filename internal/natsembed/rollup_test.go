@@ -60,7 +60,7 @@ func TestWorkerRollsUpOnlyItsHostsOutput(t *testing.T) {
 	mine, other := uuid.New(), uuid.New()
 	for _, id := range []uuid.UUID{mine, other} {
 		for range 3 {
-			if err := q1.PublishOutput("h1", id, "stdout", []byte("chunk\n")); err != nil {
+			if err := q1.PublishOutput("h1", id, "stdout", 0, []byte("chunk\n")); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,8 +17,14 @@ import (
 // record, and live output must never slow the order stream's fsyncs.
 const LiveStream = "ORDERLY_LIVE"
 
-// StreamHeader names the stream ("stdout" or "stderr") of an output chunk.
-const StreamHeader = "Orderly-Stream"
+// StreamHeader names the stream ("stdout" or "stderr") of an output chunk,
+// and OffsetHeader where in that stream the chunk starts (bytes before
+// it), so a follower can tell a gap or a repeat from the chunk itself:
+// stream sequences start again when a memory stream is lost.
+const (
+	StreamHeader = "Orderly-Stream"
+	OffsetHeader = "Orderly-Offset"
+)
 
 func liveConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -39,12 +46,14 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 }
 
 // PublishOutput sends one chunk of the stdout or stderr of order id of
-// host, on the host's own output subject (the only one its worker may
-// publish to). It does not wait for an acknowledgement: live output is best
-// effort and the order's result in PostgreSQL is complete regardless.
-func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, p []byte) error {
+// host, which starts offset bytes into that stream, on the host's own
+// output subject (the only one its worker may publish to). It does not
+// wait for an acknowledgement: live output is best effort and the order's
+// result in PostgreSQL is complete regardless.
+func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, offset int64, p []byte) error {
 	m := nats.NewMsg(OutputSubjectOf(host, id))
 	m.Header.Set(StreamHeader, stream)
+	m.Header.Set(OffsetHeader, strconv.FormatInt(offset, 10))
 	m.Data = p // PublishMsg copies it into the connection's buffer before returning
 	return q.nc.PublishMsg(m)
 }

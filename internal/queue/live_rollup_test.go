@@ -42,7 +42,7 @@ func publishChunks(t *testing.T, q *queue.Queue, host string, id uuid.UUID, n, s
 		} else {
 			stdout = append(stdout, p...)
 		}
-		if err := q.PublishOutput(host, id, stream, p); err != nil {
+		if err := q.PublishOutput(host, id, stream, 0, p); err != nil {
 			t.Fatal(err)
 		}
 	}
