@@ -26,6 +26,7 @@ type Client struct {
 	base      string
 	token     string
 	http      *http.Client
+	waitHTTP  *http.Client // for a request that asks the API to wait (Prefer: wait)
 	userAgent string
 	retries   int // of a 429, after its Retry-After
 }
@@ -36,7 +37,7 @@ type Option func(*Client)
 // WithHTTPClient sets the HTTP client (transport, proxy, TLS). The default
 // has no overall timeout, since following an order's output may take as
 // long as the order, and waits at most two minutes for response headers.
-func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http, c.waitHTTP = h, h } }
 
 // WithUserAgent sets the User-Agent header.
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
@@ -55,9 +56,13 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("API URL %q is not an http:// or https:// URL", baseURL)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = 2 * time.Minute
+	tr.ResponseHeaderTimeout = responseHeaderTimeout
+	// A wait may rightly take longer than that (http.max_wait is 5m by
+	// default): its answer is bounded by the wait asked for instead (send).
+	waiting := tr.Clone()
+	waiting.ResponseHeaderTimeout = 0
 	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, http: &http.Client{Transport: tr},
-		userAgent: "orderly-client", retries: 3}
+		waitHTTP: &http.Client{Transport: waiting}, userAgent: "orderly-client", retries: 3}
 	for _, o := range opts {
 		o(c)
 	}
@@ -66,6 +71,28 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 
 // BaseURL is the API's URL as the client uses it.
 func (c *Client) BaseURL() string { return c.base }
+
+// responseHeaderTimeout bounds how long a request waits for the API's
+// answer headers: an API that accepted the connection and went silent.
+var responseHeaderTimeout = 2 * time.Minute
+
+// waitAnswerMargin is how long past the wait it asked for a request waits
+// for the API's answer headers (the server caps the wait lower, or ends it
+// with the order).
+const waitAnswerMargin = 2 * time.Minute
+
+// preferWait is the wait a request asks the API for (Prefer: wait=N).
+func preferWait(h http.Header) (time.Duration, bool) {
+	v, ok := strings.CutPrefix(h.Get("Prefer"), "wait=")
+	if !ok {
+		return 0, false
+	}
+	s, err := strconv.ParseFloat(v, 64)
+	if err != nil || s <= 0 || s > 1e6 {
+		return 0, false
+	}
+	return time.Duration(s * float64(time.Second)), true
+}
 
 // request is one API call.
 type request struct {
@@ -111,8 +138,15 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		}
 		req.Header.Set("Accept", accept)
 		req.Header.Set("User-Agent", c.userAgent)
-		resp, err := c.http.Do(req)
+		hc, cancel := c.http, context.CancelFunc(func() {})
+		if wait, ok := preferWait(r.header); ok {
+			var wctx context.Context
+			wctx, cancel = context.WithTimeout(ctx, wait+waitAnswerMargin)
+			hc, req = c.waitHTTP, req.WithContext(wctx)
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
+			cancel()
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -123,9 +157,11 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			return nil, &TransportError{URL: c.base, Err: err}
 		}
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
 		apiErr := readError(r.method, r.path, resp)
+		cancel()
 		if resp.StatusCode == http.StatusTooManyRequests && attempt < c.retries {
 			if err := sleep(ctx, retryAfter(resp.Header.Get("Retry-After"))); err != nil {
 				return nil, err
@@ -134,6 +170,18 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		}
 		return nil, apiErr
 	}
+}
+
+// cancelOnClose ends a request's own context once its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // call performs r, reads the whole 2xx body and decodes it into out when

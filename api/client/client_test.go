@@ -355,3 +355,20 @@ func TestClientFollowAcrossALostLiveStream(t *testing.T) {
 		t.Fatalf("followed output across the lost stream:\n%s\nwant:\n%s", out.String(), want.String())
 	}
 }
+
+// TestClientWaitOutlastsTheAnswerTimeout: a submission asking the API to
+// wait is answered when the order ends, even past the timeout that
+// otherwise catches a silent API (2 minutes; 1 s here).
+func TestClientWaitOutlastsTheAnswerTimeout(t *testing.T) {
+	defer client.SetResponseHeaderTimeout(time.Second)()
+	s := newServer(t, "web-1")
+	c := newClient(t, s, "alice")
+	sub, err := c.Submit(testenv.Context(t), client.SubmitRequest{Host: "web-1", Command: "sleep", Args: []string{"2"}},
+		client.SubmitOptions{Wait: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("a wait past the answer timeout: %v", err)
+	}
+	if sub.Order.Status != client.StatusSucceeded {
+		t.Fatalf("the waited order: %s", sub.Order.Status)
+	}
+}

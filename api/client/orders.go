@@ -18,7 +18,7 @@ import (
 type SubmitOptions struct {
 	// Wait asks the API to answer when the order (or every order of a
 	// fan-out) has finished, up to Wait (the server caps it with
-	// limits.max_wait). Zero answers at once. Follow waits for any time.
+	// http.max_wait). Zero answers at once. Follow waits for any time.
 	Wait time.Duration
 	// IdempotencyKey makes a retry return the first order instead of
 	// running again (at most 200 characters).
