@@ -123,6 +123,16 @@ func TestK8sManifests(t *testing.T) {
 			if !slices.ContainsFunc(env, func(e corev1.EnvVar) bool { return e.Name == "ORDERLY_HOST" && e.Value == "$(NODE_NAME)" }) {
 				t.Errorf("%s: the worker's host id is not the node name", o.file)
 			}
+			// Orders run in the worker's container: it must not see the
+			// seeds of every node, only the one its init container copied.
+			for _, c := range v.Spec.Template.Spec.Containers {
+				for _, m := range c.VolumeMounts {
+					i := slices.IndexFunc(v.Spec.Template.Spec.Volumes, func(vol corev1.Volume) bool { return vol.Name == m.Name })
+					if i >= 0 && v.Spec.Template.Spec.Volumes[i].Secret != nil && v.Spec.Template.Spec.Volumes[i].Secret.SecretName == "orderly-workers" {
+						t.Errorf("%s: container %s mounts every node's seeds", o.file, c.Name)
+					}
+				}
+			}
 		case *batchv1.Job:
 			checkPod(t, o, v.Spec.Template.Spec)
 			if args := v.Spec.Template.Spec.Containers[0].Args; len(args) < 2 || args[0] != "migrate" || args[1] != "up" {
@@ -216,6 +226,19 @@ func checkPod(t *testing.T, o k8sObject, spec corev1.PodSpec) {
 	sc := spec.SecurityContext
 	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
 		t.Errorf("%s: pod may run as root", o.file)
+	}
+	// Secret files belong to root: a non-root pod reads them through
+	// fsGroup, so they must be readable by the group.
+	for _, v := range spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		if sc == nil || sc.FSGroup == nil {
+			t.Errorf("%s: secret volume %s, but no fsGroup to read it by", o.file, v.Name)
+		}
+		if m := v.Secret.DefaultMode; m == nil || *m&0o040 == 0 {
+			t.Errorf("%s: secret volume %s is not readable by the pod's group", o.file, v.Name)
+		}
 	}
 	if len(spec.Containers) == 0 {
 		t.Fatalf("%s: pod without containers", o.file)

@@ -38,7 +38,8 @@ done
 sed $script ../nats/auth.conf >secrets/auth.conf
 
 [ -s secrets/pg_password ] || random >secrets/pg_password
-printf 'postgres:5432:orderly:orderly:%s\n' "$(cat secrets/pg_password)" >secrets/pgpass
+# Any host: compose's "postgres" and Kubernetes' postgres.orderly.svc alike.
+printf '*:5432:orderly:orderly:%s\n' "$(cat secrets/pg_password)" >secrets/pgpass
 
 if [ ! -s secrets/admin.token ]; then
 	random >secrets/admin.token
