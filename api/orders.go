@@ -128,6 +128,9 @@ func redact(req *SubmitRequest) map[string]any {
 	}
 	m := map[string]any{"host": req.Host, "command": req.Command, "args": req.Args, "env_names": names,
 		"run_as": req.RunAs, "timeout_seconds": req.TimeoutSeconds, "dry_run": req.DryRun}
+	if len(req.Hosts) > 0 {
+		m["hosts"] = req.Hosts // a fan-out's targets, or its refusal names none
+	}
 	if req.Stdin != nil {
 		m["stdin_chars"] = len(req.Stdin.Content)
 	}

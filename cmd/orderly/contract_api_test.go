@@ -274,6 +274,10 @@ policy:
 	if json.Unmarshal(b, &e) != nil || len(e.Error.Details.Refused) != 2 {
 		t.Fatalf("all refused: %s", b)
 	}
+	// The audit row names the hosts the refused fan-out was for.
+	if n := s.count(`SELECT count(*) FROM rejections WHERE request->'hosts' = '["no-4", "no-5"]'::jsonb`); n == 0 {
+		t.Fatal("no audit row names the refused fan-out's hosts")
+	}
 }
 
 // TestPolicyClampsDefaultTimeoutAndRunAsStar: a rule whose max_timeout is
