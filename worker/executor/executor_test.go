@@ -319,14 +319,21 @@ func TestRunDir(t *testing.T) {
 	}
 }
 
-func TestRunCredential(t *testing.T) {
+// needRoot skips a test that switches credentials when not root, except
+// under CI=true, which runs as root: there a skip would hide lost
+// coverage.
+func needRoot(t *testing.T) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		// CI runs as root: there a skip would hide lost coverage.
 		if os.Getenv("CI") == "true" {
 			t.Fatal("switching credentials needs root, and CI=true runs as root")
 		}
 		t.Skip("switching credentials needs root; run the tests as root to cover it")
 	}
+}
+
+func TestRunCredential(t *testing.T) {
+	needRoot(t)
 	t.Parallel()
 	e := newTestExecutor(t)
 	for _, tt := range []struct {
@@ -357,12 +364,7 @@ func TestRunCredential(t *testing.T) {
 // /proc/self/fd/0), as scripts do; the pipes are the order user's, not
 // the worker's with mode 0600.
 func TestRunCredentialStreamsByName(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("switching credentials needs root, and CI=true runs as root")
-		}
-		t.Skip("switching credentials needs root; run the tests as root to cover it")
-	}
+	needRoot(t)
 	t.Parallel()
 	req := sh("cat /dev/stdin > /dev/stdout; echo to-err > /dev/stderr")
 	req.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
