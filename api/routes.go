@@ -17,6 +17,9 @@ func (s *Server) Handler() http.Handler {
 
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
+	// Load balancers often probe with HEAD: the same answer, no body.
+	r.Head("/healthz", s.handleHealthz)
+	r.Head("/readyz", s.handleReadyz)
 	if s.Metrics != nil {
 		r.Get("/metrics", s.handleMetrics)
 	}
@@ -75,7 +78,7 @@ func (s *Server) Handler() http.Handler {
 // 405's Allow header.
 func allowedMethods(mux *chi.Mux, path string) string {
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		if mux.Match(chi.NewRouteContext(), m, path) {
 			allow = append(allow, m)
 		}
