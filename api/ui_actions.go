@@ -183,7 +183,13 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	}
 	a := u.call(r, http.MethodPost, "/v1/actions/"+url.PathEscape(name)+"/run", req, hdr...)
 	if !a.ok() {
-		u.renderDashboard(w, r, a.status, "Action "+name+": "+a.problem(), nil)
+		// The form comes back as it was sent (fieldsOf never shows a
+		// secret's value).
+		again := Order{Host: req.Host, Action: &OrderAction{Name: name, Params: map[string]string{}}}
+		for _, k := range keys {
+			again.Action.Params[strings.TrimPrefix(k, "p.")] = r.PostForm[k][len(r.PostForm[k])-1]
+		}
+		u.renderDashboard(w, r, a.status, "Action "+name+": "+a.problem(), nil, again)
 		return
 	}
 	var o Order

@@ -104,8 +104,9 @@ func (u *webUI) dashboard(w http.ResponseWriter, r *http.Request) {
 }
 
 // renderDashboard shows the dashboard, with msg as an error and form as
-// the command form's values when a submission was refused.
-func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status int, msg string, form *execForm) {
+// the command form's values when a submission was refused; refused, when
+// set, is an action run that was refused, whose form keeps its values.
+func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status int, msg string, form *execForm, refused ...Order) {
 	v := dashboardView{Idem: randomToken(), Exec: execForm{EnvHint: "NAME=value"}}
 	v.HostNames = u.hostNames(r)
 	if len(v.HostNames) > 0 {
@@ -147,6 +148,9 @@ func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status i
 	}
 	if form != nil {
 		v.Exec = *form
+	}
+	for _, o := range refused {
+		u.prefillAction(&v, o) // msg stays the refusal
 	}
 	u.pages.render(w, r, status, "dashboard", pageData{Title: "Dashboard", Nav: "dashboard", Error: msg, D: v})
 }

@@ -304,3 +304,23 @@ func TestUIFormTooLarge(t *testing.T) {
 		t.Fatalf("a 1.2 MB form: %d\n%.300s", rec.Code, rec.Body)
 	}
 }
+
+// TestUIRefusedActionKeepsItsValues: an action run the API refuses comes
+// back with the refusal and the values as sent, a secret's excepted.
+func TestUIRefusedActionKeepsItsValues(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.door": {"back"}, "p.pin": {"9x9x"}, "idem": {"k-refused"}}
+	rec := e.postForm("/ui/actions/unlock/run", form, sess)
+	page := rec.Body.String()
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(page, "Action unlock: ") {
+		t.Fatalf("a refused run: %d\n%.500s", rec.Code, page)
+	}
+	if !strings.Contains(page, `<option value="back"  selected>`) && !strings.Contains(page, `<option value="back" selected>`) {
+		_, frag, _ := strings.Cut(page, `id="p-unlock-door"`)
+		t.Errorf("the refused form lost door=back:\n%.400s", frag)
+	}
+	if strings.Contains(page, "9x9x") {
+		t.Error("the refused form shows the secret it was sent")
+	}
+}
