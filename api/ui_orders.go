@@ -95,7 +95,7 @@ func (u *webUI) cancel(w http.ResponseWriter, r *http.Request) {
 
 // historyFilter is the history page's filter form.
 type historyFilter struct {
-	Host, Status, Principal, Runbook, Since, Until string
+	Host, Status, Principal, Runbook, Action, Since, Until string
 }
 
 type historyView struct {
@@ -111,14 +111,14 @@ type historyView struct {
 func (u *webUI) history(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := historyFilter{Host: q.Get("host"), Status: q.Get("status"), Principal: q.Get("principal"),
-		Runbook: q.Get("runbook"), Since: q.Get("since"), Until: q.Get("until")}
+		Runbook: q.Get("runbook"), Action: q.Get("action"), Since: q.Get("since"), Until: q.Get("until")}
 	v := historyView{F: f, Statuses: []order.Status{order.StatusQueued, order.StatusRunning, order.StatusSucceeded,
 		order.StatusFailed, order.StatusTimedOut, order.StatusKilled, order.StatusCanceled, order.StatusInterrupted,
 		order.StatusRejected, order.StatusExpired}, HostNames: u.hostNames(r)}
 
 	api := url.Values{"limit": {"25"}}
 	for k, val := range map[string]string{"host": f.Host, "status": f.Status, "principal": f.Principal,
-		"runbook": f.Runbook, "cursor": q.Get("cursor")} {
+		"runbook": f.Runbook, "action": f.Action, "cursor": q.Get("cursor")} {
 		if val != "" {
 			api.Set(k, val)
 		}
@@ -147,7 +147,7 @@ func (u *webUI) history(w http.ResponseWriter, r *http.Request) {
 	v.Orders = list.Orders
 	page := url.Values{}
 	for k, val := range map[string]string{"host": f.Host, "status": f.Status, "principal": f.Principal,
-		"runbook": f.Runbook, "since": f.Since, "until": f.Until} {
+		"runbook": f.Runbook, "action": f.Action, "since": f.Since, "until": f.Until} {
 		if val != "" {
 			page.Set(k, val)
 		}
