@@ -12,7 +12,7 @@ import (
 // actionCommand is `orderly action`: tools for the actions of a config.
 func (a *app) actionCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "action", Short: "List and run actions; print their polkit rule (docs/actions.md)"}
-	var configPath, user string
+	var configPath, user, host string
 	rule := &cobra.Command{
 		Use:   "polkit-rule [NAME...]",
 		Short: "Print the polkit rule that lets the worker's user run only these actions' systemd verbs on their units",
@@ -31,7 +31,7 @@ func (a *app) actionCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("actions: %w", err)
 			}
-			grants, err := set.Polkit(names)
+			grants, err := set.Polkit(names, host)
 			if err != nil {
 				return err
 			}
@@ -41,6 +41,7 @@ func (a *app) actionCommand() *cobra.Command {
 	}
 	rule.Flags().StringVar(&configPath, "config", "", "config file (YAML or TOML)")
 	rule.Flags().StringVar(&user, "user", "orderly-worker", "the Unix user the worker runs as (deploy/systemd/orderly-worker.service)")
+	rule.Flags().StringVar(&host, "host", "", "the host id of the worker the rule is for: only actions it may run (default: every action, whatever its hosts)")
 	cmd.AddCommand(rule, a.actionListCommand(), a.actionRunCommand())
 	return cmd
 }

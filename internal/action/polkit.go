@@ -19,19 +19,21 @@ type PolkitGrant struct {
 }
 
 // Polkit returns the grants of the named actions (every action with a
-// systemd verb when names is empty). An action that is not a systemd
-// verb, or whose param patterns use syntax JavaScript reads otherwise,
-// is an error: the rule must say exactly what the action allows.
-func (s *Set) Polkit(names []string) ([]PolkitGrant, error) {
+// systemd verb when names is empty) for the worker of host ("" for every
+// host): an action the host's worker may not run grants nothing there.
+// An action that is not a systemd verb, or whose param patterns use
+// syntax JavaScript reads otherwise, is an error: the rule must say
+// exactly what the action allows.
+func (s *Set) Polkit(names []string, host string) ([]PolkitGrant, error) {
 	var defs []*Def
 	if len(names) == 0 {
 		for _, d := range s.All() {
-			if d.Verb != "" {
+			if d.Verb != "" && (host == "" || d.AllowsHost(host)) {
 				defs = append(defs, d)
 			}
 		}
 		if len(defs) == 0 {
-			return nil, fmt.Errorf("no action runs a systemd verb")
+			return nil, fmt.Errorf("no action runs a systemd verb on host %q", host)
 		}
 	}
 	for _, n := range names {
@@ -41,6 +43,9 @@ func (s *Set) Polkit(names []string) ([]PolkitGrant, error) {
 		}
 		if d.Verb == "" {
 			return nil, fmt.Errorf("action %s runs a command, not a systemd verb: polkit does not govern it", n)
+		}
+		if host != "" && !d.AllowsHost(host) {
+			return nil, fmt.Errorf("action %s does not run on host %s", n, host)
 		}
 		defs = append(defs, d)
 	}
@@ -57,8 +62,36 @@ func (s *Set) Polkit(names []string) ([]PolkitGrant, error) {
 
 // reOnlyRE2 finds syntax RE2 reads and JavaScript does not, or reads
 // differently: flags and named groups, \Q…\E, POSIX classes, Unicode
-// classes, \A and \z.
-var reOnlyRE2 = regexp.MustCompile(`\(\?|\\[QEpPAz]|\[\[:`)
+// classes, \A and \z, \x{…}.
+var reOnlyRE2 = regexp.MustCompile(`\(\?|\\[QEpPAz]|\[\[:|\\x\{`)
+
+// unanchored is pattern without a leading ^ and a trailing $: a value
+// must match its pattern whole anyway, and inside the unit's regex
+// (example@(?:…)\.service) an anchor could never match in JavaScript.
+// An anchor anywhere else is an error.
+func unanchored(pattern string) (string, error) {
+	p := strings.TrimPrefix(pattern, "^")
+	if strings.HasSuffix(p, "$") && !strings.HasSuffix(p, `\$`) {
+		p = p[:len(p)-1]
+	}
+	inClass := false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\':
+			i++ // an escaped character is literal
+		case inClass:
+			inClass = c != ']'
+		case c == '[':
+			inClass = true
+			if i+1 < len(p) && p[i+1] == ']' {
+				i++ // []…] : the first ] is literal
+			}
+		case c == '^' || c == '$':
+			return "", fmt.Errorf("pattern %q has an anchor inside it: a polkit rule cannot say the same", pattern)
+		}
+	}
+	return p, nil
+}
 
 // unitRegex is the anchored regex of the unit names d can render: its
 // literal text escaped, each placeholder its param's rule.
@@ -74,9 +107,13 @@ func (d *Def) unitRegex() (string, error) {
 		switch prm.Type {
 		case TypeString:
 			if reOnlyRE2.MatchString(prm.Pattern) {
-				return "", fmt.Errorf("param %s: pattern %q uses syntax JavaScript does not share with RE2 ((?…), \\Q, \\p, \\A, \\z, [[:…:]])", prm.Name, prm.Pattern)
+				return "", fmt.Errorf("param %s: pattern %q uses syntax JavaScript does not share with RE2 ((?…), \\Q, \\p, \\A, \\z, [[:…:]], \\x{…})", prm.Name, prm.Pattern)
 			}
-			b.WriteString("(?:" + prm.Pattern + ")")
+			pat, err := unanchored(prm.Pattern)
+			if err != nil {
+				return "", fmt.Errorf("param %s: %w", prm.Name, err)
+			}
+			b.WriteString("(?:" + pat + ")")
 		case TypeInt:
 			b.WriteString("(?:" + intRE.String()[2:len(intRE.String())-2] + ")")
 		case TypeEnum:

@@ -57,7 +57,7 @@ var polkitCases = []struct {
 // of cases (Go's RE2 reads the unit regexes as JavaScript does, by
 // construction): the logic, wherever polkitd is not available.
 func TestPolkitGrantsLogic(t *testing.T) {
-	grants, err := polkitSet(t).Polkit(nil)
+	grants, err := polkitSet(t).Polkit(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestPolkitGrantsLogic(t *testing.T) {
 			t.Errorf("%s %s %s: allowed %v, want %v", c.id, c.verb, c.unit, got, c.allow)
 		}
 	}
-	if _, err := polkitSet(t).Polkit([]string{"echo"}); err == nil {
+	if _, err := polkitSet(t).Polkit([]string{"echo"}, ""); err == nil {
 		t.Error("a command action got a polkit rule")
 	}
 	bad, err := New(config.Actions{Definitions: []config.Action{{Name: "x", Hosts: []string{"*"},
@@ -86,8 +86,53 @@ func TestPolkitGrantsLogic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bad.Polkit(nil); err == nil {
+	if _, err := bad.Polkit(nil, ""); err == nil {
 		t.Error("an RE2-only pattern got a polkit rule")
+	}
+}
+
+// TestPolkitPatterns: anchors at the ends of a pattern (redundant: a
+// value matches whole) are left out of the rule, where they could never
+// match inside the unit's regex; one elsewhere, and RE2-only syntax such
+// as \x{…}, refuse the rule; --host leaves out what that host may not run.
+func TestPolkitPatterns(t *testing.T) {
+	set := func(pattern string, hosts ...string) *Set {
+		s, err := New(config.Actions{Definitions: []config.Action{{Name: "x", Hosts: append([]string{"web-*"}, hosts...),
+			Params:  []config.ActionParam{{Name: "id", Pattern: pattern}},
+			Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, p := range []string{"^[0-9]{4}$", "^[0-9]{4}", "[0-9]{4}$", "[0-9]{4}"} {
+		g, err := set(p).Polkit(nil, "")
+		if err != nil || len(g) != 1 || g[0].UnitRegex != `^example@(?:[0-9]{4})\.service$` {
+			t.Errorf("pattern %q: %+v %v", p, g, err)
+			continue
+		}
+		if !regexp.MustCompile(g[0].UnitRegex).MatchString("example@0042.service") {
+			t.Errorf("pattern %q: the rule does not grant example@0042.service", p)
+		}
+	}
+	for _, p := range []string{`[0-9]{2}$[0-9]{2}`, `a|^b`, `\x{30}{4}`} {
+		if _, err := set(p).Polkit(nil, ""); err == nil {
+			t.Errorf("pattern %q got a rule", p)
+		}
+	}
+	for _, p := range []string{`[\^$]+`, `[^/]+`, `x\$`} {
+		if _, err := set(p).Polkit(nil, ""); err != nil {
+			t.Errorf("pattern %q (no anchor) refused: %v", p, err)
+		}
+	}
+	if g, err := set("[0-9]{4}").Polkit(nil, "db-1"); err == nil || len(g) != 0 {
+		t.Errorf("a rule for db-1 grants an action of web-* hosts: %+v", g)
+	}
+	if g, err := set("[0-9]{4}").Polkit(nil, "web-3"); err != nil || len(g) != 1 {
+		t.Errorf("a rule for web-3: %+v %v", g, err)
+	}
+	if _, err := set("[0-9]{4}").Polkit([]string{"x"}, "db-1"); err == nil {
+		t.Error("the named action got a rule for a host it does not run on")
 	}
 }
 
@@ -134,7 +179,7 @@ func TestPolkitRuleWithPolkitd(t *testing.T) {
 	}
 	testenv.NeedRootTools(t, "polkitd in a namespace", "scripts/ensure-dbus.sh",
 		"unshare", "setpriv", "dbus-daemon", "busctl", "pkcheck", "/usr/lib/polkit-1/polkitd")
-	grants, err := polkitSet(t).Polkit(nil)
+	grants, err := polkitSet(t).Polkit(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
