@@ -105,8 +105,11 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 			code = 1
 			res.Stderr = textOutput(err.Error())
 		case err != nil:
-			res.StartErr = fmt.Errorf("systemd: %w", err)
-			return res
+			// No job: systemd (or polkit) refused the call. A failure
+			// like a failed job, with the reason instead of an outcome.
+			code = 1
+			res.Stdout = order.Output{SHA256: empty[:]}
+			res.Stderr = textOutput("systemd: " + err.Error() + "\n")
 		case out.JobResult != "done":
 			code = 1
 			res.Stderr = textOutput(fmt.Sprintf("systemd job %d (%s %s) ended %q\n", out.JobID, r.Verb, r.Unit, out.JobResult))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +128,25 @@ func userManagerInside(t *testing.T) {
 			t.Errorf("id %q prepared %+v", bad, prep)
 		}
 	}
+	// A call systemd refuses (no such unit) fails the order like a failed
+	// job: exit 1, the reason on stderr, no outcome on stdout.
+	c.Actions.Definitions = append(c.Actions.Definitions, config.Action{Name: "restart-nosuch", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "nosuch@{id}.service"}})
+	if hp, err = hostpolicy.FromConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	nosuch := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: "h", Command: "action:restart-nosuch",
+		Action: &order.Action{Name: "restart-nosuch", Params: map[string]string{"id": "0042"}}}
+	if prep, err = hp.Prepare(nosuch); err != nil {
+		t.Fatal(err)
+	}
+	res = prep.Native(ctx)
+	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 1 || len(res.Stdout.Content) != 0 ||
+		!strings.Contains(string(res.Stderr.Content), "nosuch@0042.service") {
+		t.Errorf("restart of a unit systemd does not have: %+v, stderr %q", res, res.Stderr.Content)
+	}
+
 	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service")
 	if err != nil {
 		t.Fatal(err)
