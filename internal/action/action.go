@@ -141,6 +141,15 @@ func (d *Def) compileRun(ca config.Action, params map[string]*Param) error {
 		if err := checkUnitPattern(t); err != nil {
 			return fmt.Errorf("systemd.unit: %w", err)
 		}
+		// A param's unit choices are the units its value renders: the
+		// dropdown must never show one unit and the button act on another.
+		if prefix, suffix, n := t.literals(); n == 1 {
+			for _, name := range t.Params() {
+				if g := params[name].Units; g != "" && g != prefix+"*"+suffix {
+					return fmt.Errorf("param %q: units %q must be systemd.unit with * for {%s}: %q", name, g, name, prefix+"*"+suffix)
+				}
+			}
+		}
 		d.Verb, d.Unit = ca.Systemd.Verb, t
 	default:
 		for i, el := range ca.Command {

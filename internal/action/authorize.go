@@ -40,6 +40,11 @@ func (s *Set) Authorize(p auth.Principal, o *order.Order) (order.Decision, error
 	if err != nil {
 		return denied, err
 	}
+	// What the worker will render, refused here too: a value its pattern
+	// allows may still make no unit name (x/y, *, an empty instance).
+	if _, err := d.Render(vals); err != nil {
+		return denied, err
+	}
 	a.Params, a.Secrets = d.Split(vals)
 	a.SecretNames = sortedKeys(a.Secrets)
 	a.Limit = order.ActionLimit{Runs: d.Limit.Runs, Per: d.Limit.Per, ConcurrentPerHost: d.Limit.ConcurrentPerHost}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -187,6 +188,11 @@ func TestNewRefusesUnsafeDefinitions(t *testing.T) {
 		"enum without values":     func(a *config.Action) { a.Params[0] = config.ActionParam{Name: "id", Type: "enum"} },
 		"default fails its rules": func(a *config.Action) { a.Params[0].Default = ptr("x") },
 		"limit runs without per":  func(a *config.Action) { a.Limit.Runs = 3 },
+		"units other than the unit": func(a *config.Action) {
+			a.Command = nil
+			a.Params[0].Units = "other@*.service"
+			a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}
+		},
 	}
 	for name, mut := range cases {
 		a := base()
@@ -248,5 +254,29 @@ func TestParamValues(t *testing.T) {
 		if _, err := free.Value([]byte(c.raw)); (err == nil) != c.ok {
 			t.Errorf("%s param given %s: error %v, want accepted %v", c.typ, c.raw, err, c.ok)
 		}
+	}
+}
+
+// TestUnitValuesTheWorkerWouldRefuse: a value the param's own pattern
+// lets through but that makes no unit name (a path, a glob, the template
+// itself) is refused when the API authorizes the run, as the worker
+// would refuse it.
+func TestUnitValuesTheWorkerWouldRefuse(t *testing.T) {
+	s, err := New(config.Actions{Definitions: []config.Action{{Name: "loose", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: ".*"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := auth.Principal{Name: "bob", Roles: []string{"ops"}}
+	for _, v := range []string{"x/y", "*", "", "..", "a b"} {
+		o := &order.Order{Host: "h", Kind: order.KindAction, Action: &order.Action{Name: "loose", Params: map[string]string{"id": v}}}
+		if _, err := s.Authorize(ops, o); order.ErrorCode(err) != order.CodeUnprocessable {
+			t.Errorf("id %q: %v, want unprocessable", v, err)
+		}
+	}
+	o := &order.Order{Host: "h", Kind: order.KindAction, Action: &order.Action{Name: "loose", Params: map[string]string{"id": "0042"}}}
+	if _, err := s.Authorize(ops, o); err != nil {
+		t.Errorf("id 0042: %v", err)
 	}
 }

@@ -50,6 +50,10 @@ func checkUnitName(u string) error {
 	if u[0] == '-' || u[0] == '.' || strings.Contains(u, "..") {
 		return fmt.Errorf("unit name %q is not allowed", u)
 	}
+	if strings.Contains(u, "@.") {
+		// example@.service is the template itself, not an instance.
+		return fmt.Errorf("unit name %q has an empty instance", u)
+	}
 	for i := 0; i < len(u); i++ {
 		if !unitChar(u[i]) {
 			return fmt.Errorf("unit name %q: %q is not allowed", u, u[i])
