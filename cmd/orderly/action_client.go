@@ -102,6 +102,9 @@ and exits with the remote exit code, as submit --wait does.`,
 				if !ok || k == "" {
 					return fmt.Errorf("-p %q: want NAME=VALUE", kv)
 				}
+				if _, dup := values[k]; dup {
+					return fmt.Errorf("-p %s is given twice", k) // the API refuses a duplicate key too
+				}
 				values[k] = v
 			}
 			for _, kv := range secretEnvs {
@@ -112,6 +115,9 @@ and exits with the remote exit code, as submit --wait does.`,
 				v := a.getenv(env)
 				if v == "" {
 					return fmt.Errorf("--secret-env %s: the environment variable %s is not set", k, env)
+				}
+				if _, dup := values[k]; dup {
+					return fmt.Errorf("--secret-env %s: %s is given twice", k, k)
 				}
 				values[k] = v
 			}

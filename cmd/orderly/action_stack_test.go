@@ -120,4 +120,9 @@ func TestActionCLI(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "params.who") && !strings.Contains(err.Error(), "who") {
 		t.Errorf("a bad value: %v", err)
 	}
+	// A param given twice is the user's mistake, not the last one's win.
+	_, _, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=one", "-p", "who=two")
+	if err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("a param given twice: %v", err)
+	}
 }
