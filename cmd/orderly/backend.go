@@ -163,6 +163,25 @@ type security struct {
 	policy atomic.Pointer[policy.Engine]
 	acl    atomic.Pointer[netacl.ACL]
 	store  *postgres.Store
+
+	mu      sync.Mutex  // orders commits and token refreshes
+	authCfg config.Auth // what the authenticator in use was built from
+	tokens  string      // and the runtime tokens it holds (tokenSum)
+}
+
+// tokenRefresh is how often an API re-reads the runtime tokens
+// (api_tokens): one rotated by another process (serve's admin token,
+// `orderly token`) takes effect on every replica within it, not only on
+// the next reload.
+var tokenRefresh = 10 * time.Second
+
+// tokenSum identifies a set of runtime tokens, to notice a change.
+func tokenSum(ts []postgres.APIToken) string {
+	var b strings.Builder
+	for _, t := range ts {
+		b.WriteString(t.Name + "\x00" + t.SHA256 + "\x00" + strings.Join(t.Roles, ",") + "\n")
+	}
+	return b.String()
 }
 
 // prepare builds the security settings cfg asks for (key files read,
@@ -183,6 +202,7 @@ func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(
 			return nil, fmt.Errorf("token %s: %w", t.Name, err)
 		}
 	}
+	sum := tokenSum(tokens)
 	rules := cfg.Policy
 	if len(rules) == 0 {
 		rules = defaultPolicy()
@@ -196,10 +216,42 @@ func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(
 		return nil, fmt.Errorf("acl: %w", err)
 	}
 	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.authn.Store(a)
 		s.policy.Store(p)
 		s.acl.Store(acl)
+		s.authCfg, s.tokens = cfg.Auth, sum
 	}, nil
+}
+
+// refreshTokens swaps in an authenticator with the runtime tokens
+// PostgreSQL holds now, built from the same auth config, when they
+// changed since it was built. A failure keeps the one in use.
+func (s *security) refreshTokens(ctx context.Context, logger *slog.Logger) {
+	tokens, err := s.store.APITokens(ctx)
+	if err != nil {
+		return // PostgreSQL unreachable: the next round tries again
+	}
+	sum := tokenSum(tokens)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sum == s.tokens {
+		return
+	}
+	a, err := auth.New(s.authCfg, time.Now)
+	for _, t := range tokens {
+		if err == nil {
+			err = a.AddToken(t.Name, t.SHA256, t.Roles)
+		}
+	}
+	if err != nil {
+		logger.Error("runtime tokens changed in PostgreSQL but cannot be loaded; the previous ones stay", "error", err)
+		return
+	}
+	s.authn.Store(a)
+	s.tokens = sum
+	logger.Info("runtime tokens changed in PostgreSQL; loaded", "tokens", len(tokens))
 }
 
 // apiRunner is a running API: the intake loops and the HTTP server.
@@ -304,8 +356,21 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		}
 	}()
 	// The drift check runs as long as the API that reports it (DESIGN §4.7).
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() { defer r.wg.Done(); _ = w.Run(rctx) }()
+	go func() {
+		defer r.wg.Done()
+		tick := time.NewTicker(tokenRefresh)
+		defer tick.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-tick.C:
+				sec.refreshTokens(rctx, logger)
+			}
+		}
+	}()
 	if cfg.HTTP.TLSCert != "" {
 		r.URL = "https://" + ln.Addr().String()
 	}
