@@ -140,10 +140,19 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 		}
 		return nil, err
 	}
-	// A repeated Idempotency-Key answers with the first order as it is now
-	// (InsertOrder read it); only a new order is waited for.
-	if stored.ID == o.ID && wait > 0 {
-		if f := s.awaitFinish(ctx, o.ID, events, wait, read); f != nil {
+	if wait > 0 && stored.ID != o.ID && !stored.Status.Terminal() {
+		// A repeated Idempotency-Key is the first order (InsertOrder read
+		// it): a retry of a wait that lost its answer (a replica died)
+		// waits for that order as the first request did.
+		ch, stop, err := s.events.wait(s.Queue.Conn(), stored.Host, stored.ID)
+		if err != nil {
+			return stored, nil
+		}
+		defer stop()
+		events = ch
+	}
+	if wait > 0 && !stored.Status.Terminal() {
+		if f := s.awaitFinish(ctx, stored.ID, events, wait, read); f != nil {
 			return f, nil
 		}
 	}

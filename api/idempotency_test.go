@@ -165,3 +165,17 @@ func TestFanOutRetryIsIdempotentPerHost(t *testing.T) {
 		t.Errorf("%d executions, want %d", len(runs), len(hosts))
 	}
 }
+
+// TestIdempotentRetryWaits: a retry with the key of an order still
+// running, asking to wait (the first request's answer was lost, say its
+// API replica died), waits for that order as the first request would
+// have, and runs nothing again.
+func TestIdempotentRetryWaits(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"idem-w"}})
+	body := map[string]any{"host": "idem-w", "command": "sh", "args": []string{"-c", "sleep 1; echo once"}}
+	first := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "lost-answer")
+	again := e.submit("alice", body, "?wait=20", http.StatusOK, "Idempotency-Key", "lost-answer")
+	if again.ID != first.ID || again.Status != "succeeded" || again.Result == nil || again.Result.Stdout.Content != "once\n" {
+		t.Fatalf("the waiting retry: %s %s %+v, want order %s succeeded", again.ID, again.Status, again.Result, first.ID)
+	}
+}
