@@ -97,7 +97,9 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 			if sub != nil {
 				subject = sub.Subject
 			}
-			logger.Warn("nats error", "subject", subject, "error", err)
+			if n, ok := natsErrors.let(subject + "\x00" + err.Error()); ok {
+				logger.Warn("nats error", "subject", subject, "error", err, "repeated", n)
+			}
 		}))
 	opts = append(opts, extra...)
 	var nc *nats.Conn
@@ -145,6 +147,39 @@ func (b *backend) close() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	b.pool.Close()
+}
+
+// natsErrors thins out a NATS error that repeats: a refused credential
+// comes back on every reconnect attempt, four times a second.
+var natsErrors = &logThrottle{every: 30 * time.Second}
+
+// logThrottle lets one line per key through every interval, saying how
+// many of it were held back since.
+type logThrottle struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  map[string]time.Time
+	held  map[string]int
+}
+
+func (l *logThrottle) let(key string) (held int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last, l.held = map[string]time.Time{}, map[string]int{}
+	}
+	if now := time.Now(); now.Sub(l.last[key]) >= l.every {
+		held = l.held[key]
+		l.last[key], l.held[key] = now, 0
+		if len(l.last) > 1000 { // keys are error texts: keep the map bounded
+			clear(l.last)
+			clear(l.held)
+			l.last[key] = now
+		}
+		return held, true
+	}
+	l.held[key]++
+	return 0, false
 }
 
 // defaultPolicy is used when the config has no policy: the admin role may
