@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -43,6 +45,23 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	if _, err := runCmd(t, "migrate", "sideways", "--database-url", dsn); err == nil {
 		t.Fatal("unknown migrate verb accepted")
+	}
+	// A database a newer orderly migrated: status says so (the list shows
+	// only the migrations this binary knows).
+	pool, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(t.Context(), `INSERT INTO goose_db_version (version_id, is_applied) VALUES (999, true)`); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCmd(t, "migrate", "status", "--database-url", dsn)
+	if _, derr := pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = 999`); derr != nil {
+		t.Fatal(derr)
+	}
+	if err != nil || !strings.Contains(out, "version 999, newer than this binary's") {
+		t.Fatalf("status of a newer database: %v\n%s", err, out)
 	}
 	// Pool settings in the URL are for the service's pool, not the server.
 	if out, err := runCmd(t, "migrate", "up", "--database-url", dsn+"&pool_max_conns=8"); err != nil {

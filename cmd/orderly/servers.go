@@ -158,6 +158,13 @@ func (a *app) migrateCommand() *cobra.Command {
 					}
 					fmt.Fprintf(a.stdout, "%-30s %s\n", s.Source.Path, applied)
 				}
+				// Migrations this binary does not know are not in the list:
+				// say that a newer orderly migrated the database.
+				if have, err := p.GetDBVersion(ctx); err == nil {
+					if want, err := migrations.Latest(); err == nil && have > want {
+						fmt.Fprintf(a.stdout, "the database is at version %d, newer than this binary's %d: a newer orderly migrated it\n", have, want)
+					}
+				}
 				return nil
 			}
 			return fmt.Errorf("unknown migrate command %q (want up, down or status)", args[0])
