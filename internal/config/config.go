@@ -87,10 +87,8 @@ type Worker struct {
 	DefaultUser    string        `koanf:"default_user"`
 	UseSudo        bool          `koanf:"use_sudo"`
 	ForbiddenChars string        `koanf:"forbidden_chars"`
-	EnvDeny        []string      `koanf:"env_deny"` // names or prefixes ending in *
-	// EnvAllow, when set, lists the only names an order may set (names or
-	// prefixes ending in *); env_deny still applies to them.
-	EnvAllow []string `koanf:"env_allow"`
+	EnvDeny        []string      `koanf:"env_deny"`  // names or prefixes ending in *
+	EnvAllow       []string      `koanf:"env_allow"` // when set, the only names an order may set; env_deny still applies
 	KillGrace      time.Duration `koanf:"kill_grace"`
 	MaxOutputBytes int64         `koanf:"max_output_bytes"` // per stream
 	ShutdownGrace  time.Duration `koanf:"shutdown_grace"`

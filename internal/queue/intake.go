@@ -68,6 +68,7 @@ func intakeConfig() jetstream.ConsumerConfig {
 // new consumer.
 func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := intakeConfig()
+	replaced := false
 	old, err := q.js.Consumer(ctx, SubmitStream, cfg.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -78,12 +79,21 @@ func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) 
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("replace the unpinned intake consumer: %w", err)
 		}
+		replaced = true
 	}
-	c, err := q.js.CreateOrUpdateConsumer(ctx, SubmitStream, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("create intake consumer: %w", err)
+	for try := 1; ; try++ {
+		c, err := q.js.CreateOrUpdateConsumer(ctx, SubmitStream, cfg)
+		if err == nil {
+			return c, nil
+		}
+		// Right after the delete, the server may still be removing the
+		// old consumer's files when it writes the new one's (seen: a
+		// rename of o.dat.tmp failing): that passes in a moment.
+		if !replaced || try == 5 || ctx.Err() != nil {
+			return nil, fmt.Errorf("create intake consumer: %w", err)
+		}
+		time.Sleep(time.Duration(try) * 100 * time.Millisecond)
 	}
-	return c, nil
 }
 
 // RewindIntake rewinds the intake consumer to its ack floor: every
