@@ -55,6 +55,12 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		return
 	}
 	batch := order.NewID()
+	if tmpl.IdempotencyKey != "" {
+		// A keyed fan-out's batch is its key's: a retry after its API died
+		// part-way puts the hosts it had not reached in the same batch as
+		// those it had, so the answered batch lists them all.
+		batch = uuid.NewSHA1(fanOutBatches, []byte(principalOf(r).Name+"\x00"+tmpl.IdempotencyKey))
+	}
 	var (
 		stored  []*order.Order
 		refused []HostRefusal
@@ -98,6 +104,9 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	}
 	s.writeFanOut(w, r, batch, stored, refused)
 }
+
+// fanOutBatches is the namespace of the batch ids of keyed fan-outs.
+var fanOutBatches = uuid.MustParse("0193a5c4-0000-7000-8000-6f7264657231")
 
 // fanOutParallel bounds how many hosts of one fan-out are submitted at
 // once. Each submission waits on a PostgreSQL commit and a JetStream

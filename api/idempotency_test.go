@@ -164,6 +164,27 @@ func TestFanOutRetryIsIdempotentPerHost(t *testing.T) {
 	if len(runs) != len(hosts) {
 		t.Errorf("%d executions, want %d", len(runs), len(hosts))
 	}
+
+	// A retry that reaches a host the first attempt had not (its API died
+	// part-way) puts that host's order in the same batch: the batch the
+	// answer names lists every host.
+	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"hosts": []string{"fan-x", "fan-y"}, "command": "true"},
+		"Idempotency-Key", "fan-2")
+	var part api.Batch
+	if code != http.StatusAccepted || json.Unmarshal(b, &part) != nil {
+		t.Fatalf("first part: %d %s", code, b)
+	}
+	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"hosts": []string{"fan-x", "fan-y", "fan-z"}, "command": "true"},
+		"Idempotency-Key", "fan-2")
+	var whole api.Batch
+	if code != http.StatusAccepted || json.Unmarshal(b, &whole) != nil || whole.BatchID != part.BatchID {
+		t.Fatalf("the retry reaching one more host: %d %s (first batch %s)", code, b, part.BatchID)
+	}
+	code, b = e.do("alice", "GET", "/v1/batches/"+whole.BatchID.String(), nil)
+	var listed api.Batch
+	if code != http.StatusOK || json.Unmarshal(b, &listed) != nil || len(listed.Orders) != 3 {
+		t.Fatalf("the batch after the retry: %d %s", code, b)
+	}
 }
 
 // TestIdempotentRetryWaits: a retry with the key of an order still
