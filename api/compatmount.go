@@ -98,12 +98,7 @@ func underPrefix(path, prefix string) bool {
 
 // nativeRoute reports whether a native route serves path with any method.
 func nativeRoute(native *chi.Mux, path string) bool {
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		if native.Match(chi.NewRouteContext(), m, path) {
-			return true
-		}
-	}
-	return strings.HasPrefix(path, "/v1/")
+	return allowedMethods(native, path) != "" || strings.HasPrefix(path, "/v1/")
 }
 
 // SubmitOrder runs o through the one intake path (validate, screen,

@@ -78,15 +78,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 400 && status < 500 && status != http.StatusNotFound {
 		s.audit(r, status, e)
 	}
-	if status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
-		// Every 429 says when to come back, an action's run limit too:
-		// clients (orderly's own) wait for the header, not the body.
-		switch secs := e.Details["retry_after_seconds"].(type) {
-		case int:
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-		case int64:
-			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-		}
+	if secs, ok := e.Details["retry_after_seconds"].(int64); ok && status == http.StatusTooManyRequests {
+		// Every 429 says when to come back, in the header clients
+		// (orderly's own) wait for: rate limits and action limits alike.
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	encode(w, status, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 }

@@ -145,11 +145,11 @@ func (s *Server) limitPrincipal(next http.Handler) http.Handler {
 	})
 }
 
-// rateLimited answers 429 with Retry-After in whole seconds, rounded up so
-// a client that waits exactly that long finds a token.
+// rateLimited answers 429 with Retry-After in whole seconds (writeError,
+// from details.retry_after_seconds), rounded up so a client that waits
+// exactly that long finds a token.
 func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, scope, what string, perMinute int, wait time.Duration) {
-	e, secs := rateLimitError(scope, what, perMinute, wait)
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	e, _ := rateLimitError(scope, what, perMinute, wait)
 	s.writeError(w, r, e)
 }
 

@@ -81,19 +81,6 @@ var responseHeaderTimeout = 2 * time.Minute
 // with the order).
 const waitAnswerMargin = 2 * time.Minute
 
-// preferWait is the wait a request asks the API for (Prefer: wait=N).
-func preferWait(h http.Header) (time.Duration, bool) {
-	v, ok := strings.CutPrefix(h.Get("Prefer"), "wait=")
-	if !ok {
-		return 0, false
-	}
-	s, err := strconv.ParseFloat(v, 64)
-	if err != nil || s <= 0 || s > 1e6 {
-		return 0, false
-	}
-	return time.Duration(s * float64(time.Second)), true
-}
-
 // request is one API call.
 type request struct {
 	method string
@@ -102,6 +89,7 @@ type request struct {
 	body   any
 	header http.Header
 	accept string
+	wait   time.Duration // asked of the API (Prefer: wait, in header): bounds the answer instead of the transport
 }
 
 // send performs r and returns the response when it is 2xx; any other
@@ -139,9 +127,9 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		req.Header.Set("Accept", accept)
 		req.Header.Set("User-Agent", c.userAgent)
 		hc, cancel := c.http, context.CancelFunc(func() {})
-		if wait, ok := preferWait(r.header); ok {
+		if r.wait > 0 {
 			var wctx context.Context
-			wctx, cancel = context.WithTimeout(ctx, wait+waitAnswerMargin)
+			wctx, cancel = context.WithTimeout(ctx, r.wait+waitAnswerMargin)
 			hc, req = c.waitHTTP, req.WithContext(wctx)
 		}
 		resp, err := hc.Do(req)

@@ -53,7 +53,7 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 	if req.Args == nil {
 		req.Args = []string{}
 	}
-	raw, status, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: req, header: opts.header()}, nil)
+	raw, status, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: req, header: opts.header(), wait: opts.Wait}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -224,18 +224,13 @@ func tokenSum(ts []postgres.APIToken) string {
 // touching the running ones; commit swaps them in. It is the API's
 // config.Preparer, so a key that fails refuses the whole reload.
 func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(), err error) {
-	a, err := auth.New(cfg.Auth, time.Now)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
 	tokens, err := s.store.APITokens(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range tokens {
-		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
-			return nil, fmt.Errorf("token %s: %w", t.Name, err)
-		}
+	a, err := authWith(cfg.Auth, tokens)
+	if err != nil {
+		return nil, err
 	}
 	sum := tokenSum(tokens)
 	rules := cfg.Policy
@@ -260,6 +255,20 @@ func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(
 	}, nil
 }
 
+// authWith is the authenticator of cfg plus the runtime tokens.
+func authWith(cfg config.Auth, tokens []postgres.APIToken) (*auth.Authenticator, error) {
+	a, err := auth.New(cfg, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	for _, t := range tokens {
+		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
+			return nil, fmt.Errorf("token %s: %w", t.Name, err)
+		}
+	}
+	return a, nil
+}
+
 // refreshTokens swaps in an authenticator with the runtime tokens
 // PostgreSQL holds now, built from the same auth config, when they
 // changed since it was built. A failure keeps the one in use.
@@ -274,12 +283,7 @@ func (s *security) refreshTokens(ctx context.Context, logger *slog.Logger) {
 	if sum == s.tokens {
 		return
 	}
-	a, err := auth.New(s.authCfg, time.Now)
-	for _, t := range tokens {
-		if err == nil {
-			err = a.AddToken(t.Name, t.SHA256, t.Roles)
-		}
-	}
+	a, err := authWith(s.authCfg, tokens)
 	if err != nil {
 		logger.Error("runtime tokens changed in PostgreSQL but cannot be loaded; the previous ones stay", "error", err)
 		return

@@ -42,7 +42,7 @@ func (s *Set) Authorize(p auth.Principal, o *order.Order) (order.Decision, error
 	}
 	// What the worker will render, refused here too: a value its pattern
 	// allows may still make no unit name (x/y, *, an empty instance).
-	if _, err := d.Render(vals); err != nil {
+	if _, err := d.render(vals); err != nil {
 		return denied, err
 	}
 	a.Params, a.Secrets = d.Split(vals)

@@ -23,6 +23,11 @@ func (d *Def) Render(values map[string]string) (*Rendered, error) {
 	if err != nil {
 		return nil, err
 	}
+	return d.render(vals)
+}
+
+// render renders values Resolve has already checked and completed.
+func (d *Def) render(vals map[string]string) (*Rendered, error) {
 	r := &Rendered{Verb: d.Verb}
 	if d.Verb != "" {
 		u, err := d.Unit.Render(vals)

@@ -79,7 +79,7 @@ func actionLimited(err error) error {
 	if !errors.As(err, &pgErr) || pgErr.Code != "OR429" {
 		return nil
 	}
-	secs, _ := strconv.Atoi(pgErr.Hint)
+	secs, _ := strconv.ParseInt(pgErr.Hint, 10, 64)
 	return &order.Error{Code: order.CodeRateLimited, Message: pgErr.Message,
 		Details: map[string]any{"reason": "action_limit", "retry_after_seconds": max(secs, 1)}}
 }
