@@ -178,8 +178,10 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	r := newContractReport()
 
 	rowByTag := map[string]pgOrder{}
+	rowsOfTag := map[string]int{}
 	for _, o := range rows {
 		rowByTag[o.tag] = o
+		rowsOfTag[o.tag]++
 	}
 	subByTag := map[string]faultOrder{}
 	codes := map[int]int{}
@@ -257,7 +259,13 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			r.add(invLost, "%s accepted (202, id %s) but not in PostgreSQL", o.tag, o.id)
 		}
 	}
-	// Duplicates.
+	// Duplicates: one row per submission (a retry with its Idempotency-Key
+	// names the first one), and one start per order.
+	for tag, n := range rowsOfTag {
+		if n > 1 {
+			r.add(invDuplicate, "%s recorded %d times", describe(tag), n)
+		}
+	}
 	for tag, n := range starts {
 		if n > 1 {
 			r.add(invDuplicate, "%s started %d times", describe(tag), n)

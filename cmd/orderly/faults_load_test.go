@@ -51,9 +51,15 @@ type faultOrder struct {
 	code      int // HTTP status; 0 when no answer arrived
 	err       string
 	id        uuid.UUID // from the 202
+	attempts  int       // requests sent (more than one: retried with its Idempotency-Key)
+	lastSent  time.Time // when the last of them was sent
 }
 
-func (o *faultOrder) accepted() bool { return o.code == http.StatusAccepted }
+// accepted reports whether the client was told the order is recorded: a
+// 202, or on a retry a 200 (the first attempt's order, already finished).
+func (o *faultOrder) accepted() bool {
+	return o.code == http.StatusAccepted || (o.code == http.StatusOK && o.attempts > 1)
+}
 
 // faultLoad submits orders to several hosts from several submitters, each
 // sequential (one request at a time), and tails each host's marker file.
@@ -63,6 +69,9 @@ type faultLoad struct {
 	nonce  string // makes the children's sleep arguments unique to this test
 	client *http.Client
 	tails  map[string]*markerTail
+	// retry makes each submission carry an Idempotency-Key and be sent
+	// again, as a client should, while it gets no answer or a 503.
+	retry bool
 
 	mu       sync.Mutex
 	orders   []*faultOrder
@@ -113,9 +122,14 @@ func (l *faultLoad) lock(host string) string {
 // childPattern matches the argv of every child this load's orders spawn.
 func (l *faultLoad) childPattern() string { return "900." + l.nonce + "*" }
 
-// start runs n submitters, each submitting one order every period (plus
-// the request's own time) to a random host, until stop.
+// start runs n submitters, each submitting one order of 50 ms every
+// period (plus the request's own time) to a random host, until stop.
 func (l *faultLoad) start(n int, period time.Duration) {
+	l.startRuns(n, period, "0.05")
+}
+
+// startRuns is start with orders that sleep dur (sleep's argument).
+func (l *faultLoad) startRuns(n int, period time.Duration, dur string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
 	for i := range n {
@@ -125,7 +139,7 @@ func (l *faultLoad) start(n int, period time.Duration) {
 			defer l.wg.Done()
 			for k := 0; ctx.Err() == nil; k++ {
 				if host, ok := l.pick(); ok {
-					l.submit(name, host, k%5 == 4, "0.05")
+					l.submit(name, host, k%5 == 4, dur)
 				}
 				pause(ctx, period)
 			}
@@ -199,34 +213,51 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 
 	body, _ := json.Marshal(map[string]any{"host": host, "command": "sh", "timeout_seconds": 120,
 		"args": []string{"-c", faultScript, "_", o.tag, l.marker(host), l.lock(host), o.child, dur}})
+	sent := time.Now()
+	var code, attempts int
+	var errText string
+	var id uuid.UUID
+	var lastSent time.Time
+	for {
+		attempts++
+		lastSent = time.Now()
+		code, errText, id = l.send(body, o.tag)
+		if !l.retry || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
+			break
+		}
+		time.Sleep(time.Duration(50+rand.IntN(100)) * time.Millisecond)
+	}
+	answered := time.Now()
+	l.mu.Lock()
+	o.sent, o.answered, o.code, o.err, o.id, o.attempts, o.lastSent = sent, answered, code, errText, id, attempts, lastSent
+	l.inflight[host]--
+	l.mu.Unlock()
+	return o
+}
+
+// send posts one submission and reads the answer: the HTTP status (0 when
+// none came), the error text, and the order id of a 202 or 200.
+func (l *faultLoad) send(body []byte, tag string) (code int, errText string, id uuid.UUID) {
 	req, err := http.NewRequest("POST", l.s.apiURL+"/v1/orders", bytes.NewReader(body))
 	if err != nil {
 		panic(err) // a constant URL and method
 	}
 	req.Header.Set("Authorization", "Bearer "+l.s.token)
 	req.Header.Set("Content-Type", "application/json")
-	sent := time.Now()
-	resp, err := l.client.Do(req)
-	answered := time.Now()
-	code, errText, id := 0, "", uuid.Nil
-	if err != nil {
-		errText = err.Error()
-	} else {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		code = resp.StatusCode
-		var ord api.Order
-		if code == http.StatusAccepted && json.Unmarshal(b, &ord) == nil {
-			id = ord.ID
-		} else {
-			errText = strings.TrimSpace(string(b))
-		}
+	if l.retry {
+		req.Header.Set("Idempotency-Key", l.nonce+"-"+tag)
 	}
-	l.mu.Lock()
-	o.sent, o.answered, o.code, o.err, o.id = sent, answered, code, errText, id
-	l.inflight[host]--
-	l.mu.Unlock()
-	return o
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return 0, err.Error(), uuid.Nil
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var ord api.Order
+	if (resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK) && json.Unmarshal(b, &ord) == nil {
+		return resp.StatusCode, "", ord.ID
+	}
+	return resp.StatusCode, strings.TrimSpace(string(b)), uuid.Nil
 }
 
 // snapshot returns a copy of the submissions so far.

@@ -300,6 +300,29 @@ func startFaultPG(t testing.TB, dir string) *faultPG {
 
 func (p *faultPG) dsn() string { return p.srv.DSN() }
 
+// signal sends sig to the postmaster and every process it started (a
+// SIGSTOP freezes the whole server: queries already sent wait in their
+// sockets, and run when SIGCONT comes).
+func (p *faultPG) signal(sig syscall.Signal) {
+	p.t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.dir, "data", "postmaster.pid"))
+	if err != nil {
+		p.t.Fatalf("read postmaster.pid: %v", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pm, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		p.t.Fatalf("postmaster.pid: %v", err)
+	}
+	_ = syscall.Kill(pm, sig)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && parentPid(pid) == pm {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+}
+
 // restartImmediate crashes the server (every backend is killed, nothing is
 // checkpointed) and starts it again with the same settings; it returns once
 // the server accepts connections.

@@ -51,6 +51,7 @@ type faultStack struct {
 	apiURL string
 	token  string
 	api    *faultProc
+	apis   int // API processes started, for their log names
 
 	mu      sync.Mutex
 	workers []*faultWorker // every worker ever started, in start order
@@ -110,11 +111,33 @@ func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) 
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	s.apiURL = "http://" + listen
-	s.api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), s.env(), orderlyBin, "api", "--config", s.conf, "--listen", listen)
-	waitHTTPOK(t, s.apiURL+"/readyz", 60*time.Second, s.api)
+	s.apiURL = "http://127.0.0.1:" + strconv.Itoa(freePort(t))
+	s.startAPI()
 	return s
+}
+
+// startAPI starts `orderly api` on s.apiURL and waits until it is ready.
+// The first one logs to api.log, later ones (restarts) to api-N.log.
+func (s *faultStack) startAPI() {
+	s.t.Helper()
+	s.apis++
+	name := "api"
+	if s.apis > 1 {
+		name = fmt.Sprintf("api-%d", s.apis)
+	}
+	s.api = startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin, "api", "--config", s.conf,
+		"--listen", strings.TrimPrefix(s.apiURL, "http://"))
+	waitHTTPOK(s.t, s.apiURL+"/readyz", 60*time.Second, s.api)
+}
+
+// killAPI SIGKILLs the API process, as a crash would, and waits until it
+// is gone.
+func (s *faultStack) killAPI() {
+	s.t.Helper()
+	s.api.signal(syscall.SIGKILL)
+	if !s.api.waitExit(10 * time.Second) {
+		s.t.Fatalf("%s (pid %d) did not exit after SIGKILL", s.api.name, s.api.pid())
+	}
 }
 
 func (s *faultStack) env() []string {
