@@ -55,6 +55,9 @@ type faultLoadShape struct {
 	period     time.Duration
 	dur        string // how long each order sleeps; "" for 50 ms
 	retry      bool   // Idempotency-Key on each order, sent again until answered
+	// timeout is how long a client waits for an answer before it gives
+	// up on the request (and, with retry, sends it again); 0 for 30 s.
+	timeout time.Duration
 }
 
 // runFaultScenarioLoad is runFaultScenarioOn with the load's shape. It
@@ -71,6 +74,9 @@ func runFaultScenarioLoad(t *testing.T, s *faultStack, workersPerHost map[string
 	}
 	l := newFaultLoad(s, hosts...)
 	l.retry = shape.retry
+	if shape.timeout > 0 {
+		l.client.Timeout = shape.timeout
+	}
 	l.startRuns(shape.submitters, shape.period, cmp.Or(shape.dur, "0.05"))
 	defer l.stop()
 	l.waitStarts(t, 5, 60*time.Second)
@@ -346,6 +352,42 @@ func TestFaultsAPIKilled(t *testing.T) {
 	t.Logf("%d submissions were sent again after a kill; %d of them had been recorded by the API that died", retried, committed)
 	if retried == 0 {
 		t.Errorf("no kill landed during a submission: the scenario tested nothing")
+	}
+}
+
+// TestFaultsPostgresFrozen freezes PostgreSQL (SIGSTOP of the postmaster
+// and every backend: a stall, not a crash; connections stay open) for 3 s,
+// three times, 3 s apart, under the retrying load with clients that give a
+// request up after 1 s. Each retry then races its own first attempt, whose
+// insert waits in the frozen server and commits when it thaws (or is
+// canceled, since its client went away): one order per key, never a 500.
+// The workers' claims and results wait in the frozen server too, and go on
+// where they stood.
+func TestFaultsPostgresFrozen(t *testing.T) {
+	s := newFaultStack(t)
+	shape := faultLoadShape{submitters: faultSubmitters, period: faultPeriod, retry: true, timeout: time.Second}
+	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
+		for i := range 3 {
+			if i > 0 {
+				pause(r.t.Context(), 3*time.Second)
+			}
+			r.s.pg.signal(syscall.SIGSTOP)
+			r.s.note("postgres frozen")
+			pause(r.t.Context(), 3*time.Second)
+			r.s.pg.signal(syscall.SIGCONT)
+			r.fault("postgres thawed", "h1")
+			r.fault("postgres thawed", "h2")
+		}
+	})
+	retried := 0
+	for _, o := range r.l.snapshot() {
+		if o.attempts > 1 {
+			retried++
+		}
+	}
+	t.Logf("%d submissions were sent again after their client gave up on an answer", retried)
+	if retried == 0 {
+		t.Errorf("no request outlived its client: the scenario tested nothing")
 	}
 }
 
