@@ -357,6 +357,20 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 		}
 	}
 	for _, o := range subs {
+		// A 200 is the finished order: terminal, and the one PostgreSQL
+		// holds (a ?wait must not answer before the result is recorded).
+		if o.code == http.StatusOK {
+			if row, ok := rowByTag[o.tag]; o.status != row.status || (o.status != "succeeded" && o.status != "interrupted") {
+				r.add(invOutcome, "%s answered 200 with status %q; PostgreSQL has %s (found %v)", describe(o.tag), o.status, row.status, ok)
+			}
+		}
+		// A ?wait=10 answers 202 only when its wait ran out: not early,
+		// for an order that then finished well within it.
+		if row, ok := rowByTag[o.tag]; o.wait && o.code == http.StatusAccepted && ok && row.finished != nil &&
+			row.finished.Before(o.lastSent.Add(8*time.Second)) && o.answered.Before(o.lastSent.Add(8*time.Second)) {
+			r.add(invOutcome, "%s: ?wait=10 answered 202 %s after it was sent, and the order finished %s after",
+				describe(o.tag), o.answered.Sub(o.lastSent).Round(time.Millisecond), row.finished.Sub(o.lastSent).Round(time.Millisecond))
+		}
 		if o.code >= 500 && o.code != http.StatusServiceUnavailable {
 			r.add(invHTTP, "%s to host %s answered %d: %s", o.tag, o.host, o.code, o.err)
 		}

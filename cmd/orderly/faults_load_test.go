@@ -53,12 +53,15 @@ type faultOrder struct {
 	id        uuid.UUID // from the 202
 	attempts  int       // requests sent (more than one: retried with its Idempotency-Key)
 	lastSent  time.Time // when the last of them was sent
+	wait      bool      // sent with ?wait: a 200 carries the finished order
+	status    string    // the order's status in a 202 or 200
 }
 
 // accepted reports whether the client was told the order is recorded: a
-// 202, or on a retry a 200 (the first attempt's order, already finished).
+// 202, or a 200 (the finished order, for a ?wait or for a retry whose
+// first attempt's order had already finished).
 func (o *faultOrder) accepted() bool {
-	return o.code == http.StatusAccepted || (o.code == http.StatusOK && o.attempts > 1)
+	return o.code == http.StatusAccepted || (o.code == http.StatusOK && (o.attempts > 1 || o.wait))
 }
 
 // faultLoad submits orders to several hosts from several submitters, each
@@ -72,6 +75,9 @@ type faultLoad struct {
 	// retry makes each submission carry an Idempotency-Key and be sent
 	// again, as a client should, while it gets no answer or a 503.
 	retry bool
+	// waitEvery makes every waitEvery-th order of a submitter a ?wait=10
+	// submission (0: none).
+	waitEvery int
 
 	mu       sync.Mutex
 	orders   []*faultOrder
@@ -202,6 +208,7 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	l.mu.Lock()
 	l.next[submitter]++
 	o := &faultOrder{host: host, submitter: submitter, n: l.next[submitter]}
+	o.wait = l.waitEvery > 0 && o.n%l.waitEvery == 0
 	o.tag = fmt.Sprintf("%s-%d", submitter, o.n)
 	if withChild {
 		l.children++
@@ -215,13 +222,13 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 		"args": []string{"-c", faultScript, "_", o.tag, l.marker(host), l.lock(host), o.child, dur}})
 	sent := time.Now()
 	var code, attempts int
-	var errText string
+	var errText, status string
 	var id uuid.UUID
 	var lastSent time.Time
 	for {
 		attempts++
 		lastSent = time.Now()
-		code, errText, id = l.send(body, o.tag)
+		code, errText, id, status = l.send(body, o.tag, o.wait)
 		if !l.retry || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
 			break
 		}
@@ -229,16 +236,21 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	}
 	answered := time.Now()
 	l.mu.Lock()
-	o.sent, o.answered, o.code, o.err, o.id, o.attempts, o.lastSent = sent, answered, code, errText, id, attempts, lastSent
+	o.sent, o.answered, o.code, o.err, o.id, o.attempts, o.lastSent, o.status = sent, answered, code, errText, id, attempts, lastSent, status
 	l.inflight[host]--
 	l.mu.Unlock()
 	return o
 }
 
-// send posts one submission and reads the answer: the HTTP status (0 when
-// none came), the error text, and the order id of a 202 or 200.
-func (l *faultLoad) send(body []byte, tag string) (code int, errText string, id uuid.UUID) {
-	req, err := http.NewRequest("POST", l.s.apiURL+"/v1/orders", bytes.NewReader(body))
+// send posts one submission (with wait, as ?wait=10) and reads the
+// answer: the HTTP status (0 when none came), the error text, and the
+// order id and status of a 202 or 200.
+func (l *faultLoad) send(body []byte, tag string, wait bool) (code int, errText string, id uuid.UUID, status string) {
+	url := l.s.apiURL + "/v1/orders"
+	if wait {
+		url += "?wait=10"
+	}
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
 	if err != nil {
 		panic(err) // a constant URL and method
 	}
@@ -249,15 +261,15 @@ func (l *faultLoad) send(body []byte, tag string) (code int, errText string, id 
 	}
 	resp, err := l.client.Do(req)
 	if err != nil {
-		return 0, err.Error(), uuid.Nil
+		return 0, err.Error(), uuid.Nil, ""
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	var ord api.Order
 	if (resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK) && json.Unmarshal(b, &ord) == nil {
-		return resp.StatusCode, "", ord.ID
+		return resp.StatusCode, "", ord.ID, string(ord.Status)
 	}
-	return resp.StatusCode, strings.TrimSpace(string(b)), uuid.Nil
+	return resp.StatusCode, strings.TrimSpace(string(b)), uuid.Nil, ""
 }
 
 // snapshot returns a copy of the submissions so far.

@@ -55,6 +55,7 @@ type faultLoadShape struct {
 	period     time.Duration
 	dur        string // how long each order sleeps; "" for 50 ms
 	retry      bool   // Idempotency-Key on each order, sent again until answered
+	waitEvery  int    // every waitEvery-th order of a submitter is sent with ?wait=10
 	// timeout is how long a client waits for an answer before it gives
 	// up on the request (and, with retry, sends it again); 0 for 30 s.
 	timeout time.Duration
@@ -73,7 +74,7 @@ func runFaultScenarioLoad(t *testing.T, s *faultStack, workersPerHost map[string
 		}
 	}
 	l := newFaultLoad(s, hosts...)
-	l.retry = shape.retry
+	l.retry, l.waitEvery = shape.retry, shape.waitEvery
 	if shape.timeout > 0 {
 		l.client.Timeout = shape.timeout
 	}
@@ -285,20 +286,22 @@ func TestFaultsPostgresRestart(t *testing.T) {
 }
 
 // TestFaultsAPIKilled SIGKILLs the API every 0.5–2 s for 20 s under a
-// busier load, a third of the times while PostgreSQL is frozen and a third
-// while nats-server is, and starts it again after up to half a second. Clients send
-// each order with an Idempotency-Key and send it again until they get an
-// answer, as a client of any HTTP API must. A kill lands at any point of
-// a submission: before the insert commits, between the commit and the
+// busier load, a third of the times while PostgreSQL is frozen and a
+// third while nats-server is, and starts it again after up to half a
+// second. Clients send each order with an Idempotency-Key and send it
+// again until they get an answer, as a client of any HTTP API must; every
+// third order asks to wait (?wait=10). A kill lands at any point of a
+// submission: before the insert commits, between the commit and the
 // publish (the retry, or the reconciler, publishes it), between the
-// PubAck and the 202 (the retry is answered with the order). None may be
-// lost, recorded twice, run twice, or run out of its client's order.
+// PubAck and the 202 (the retry is answered with the order, and a waiting
+// retry waits for it). None may be lost, recorded twice, run twice, or
+// run out of its client's order.
 func TestFaultsAPIKilled(t *testing.T) {
 	s := newFaultStack(t)
 	// Short orders and more submitters than the other scenarios: more
 	// requests are in flight when a kill lands, while the hosts still keep
 	// up (about 20 orders a second each).
-	shape := faultLoadShape{submitters: 4, period: 100 * time.Millisecond, dur: "0.01", retry: true}
+	shape := faultLoadShape{submitters: 4, period: 100 * time.Millisecond, dur: "0.01", retry: true, waitEvery: 3}
 	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
 		end := time.Now().Add(20 * time.Second)
 		kills := 0
