@@ -13,6 +13,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // The bounds every fault scenario is held to.
@@ -127,6 +131,31 @@ func (s *faultStack) waitDrained(d time.Duration) time.Duration {
 		<-tick.C
 	}
 	return d
+}
+
+// waitSubmitStreamEmpty waits up to d for the API's intake to have taken
+// every NATS submission out of ORDERLY_SUBMIT (a work queue: what it
+// acked is gone), so that each is in PostgreSQL before the check.
+func (s *faultStack) waitSubmitStreamEmpty(d time.Duration) {
+	nc, err := nats.Connect(s.nats.url())
+	if err != nil {
+		s.t.Errorf("connect to read ORDERLY_SUBMIT: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.t.Errorf("jetstream: %v", err)
+		return
+	}
+	began := time.Now()
+	for time.Since(began) < d {
+		if st, err := js.Stream(s.t.Context(), queue.SubmitStream); err == nil && st.CachedInfo().State.Msgs == 0 {
+			return
+		}
+		pause(s.t.Context(), 100*time.Millisecond)
+	}
+	s.t.Logf("ORDERLY_SUBMIT still holds submissions after %s", d)
 }
 
 // contractReport collects invariant violations, each with the ids and

@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // faultScript is what every order of a fault test runs, with $1 its tag,
@@ -78,6 +81,11 @@ type faultLoad struct {
 	// waitEvery makes every waitEvery-th order of a submitter a ?wait=10
 	// submission (0: none).
 	waitEvery int
+	// viaNATS makes the submitters publish to orderly.submit.<host>
+	// instead of POSTing, each on its own connection, one at a time, and
+	// publish again with the same Nats-Msg-Id until JetStream acks.
+	viaNATS bool
+	js      map[string]jetstream.JetStream // per submitter
 
 	mu       sync.Mutex
 	orders   []*faultOrder
@@ -228,8 +236,12 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	for {
 		attempts++
 		lastSent = time.Now()
-		code, errText, id, status = l.send(body, o.tag, o.wait)
-		if !l.retry || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
+		if l.viaNATS {
+			code, errText = l.publish(submitter, host, body, o.tag)
+		} else {
+			code, errText, id, status = l.send(body, o.tag, o.wait)
+		}
+		if !(l.retry || l.viaNATS) || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
 			break
 		}
 		time.Sleep(time.Duration(50+rand.IntN(100)) * time.Millisecond)
@@ -240,6 +252,42 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	l.inflight[host]--
 	l.mu.Unlock()
 	return o
+}
+
+// publish sends one submission over NATS on submitter's connection and
+// waits for JetStream's ack: 202 when it came (the order is in
+// ORDERLY_SUBMIT, for the API's intake to record), 0 with the error when
+// not.
+func (l *faultLoad) publish(submitter, host string, body []byte, tag string) (code int, errText string) {
+	l.mu.Lock()
+	js := l.js[submitter]
+	l.mu.Unlock()
+	if js == nil {
+		nc, err := nats.Connect(l.s.nats.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+			nats.RetryOnFailedConnect(true))
+		if err != nil {
+			return 0, err.Error()
+		}
+		l.s.t.Cleanup(nc.Close)
+		if js, err = jetstream.New(nc); err != nil {
+			return 0, err.Error()
+		}
+		l.mu.Lock()
+		if l.js == nil {
+			l.js = map[string]jetstream.JetStream{}
+		}
+		l.js[submitter] = js
+		l.mu.Unlock()
+	}
+	msg := nats.NewMsg(queue.SubmitSubject + host)
+	msg.Data = body
+	msg.Header.Set("Authorization", "Bearer "+l.s.token)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(l.nonce+"-"+tag)); err != nil {
+		return 0, err.Error()
+	}
+	return http.StatusAccepted, ""
 }
 
 // send posts one submission (with wait, as ?wait=10) and reads the

@@ -56,6 +56,7 @@ type faultLoadShape struct {
 	dur        string // how long each order sleeps; "" for 50 ms
 	retry      bool   // Idempotency-Key on each order, sent again until answered
 	waitEvery  int    // every waitEvery-th order of a submitter is sent with ?wait=10
+	viaNATS    bool   // the submitters publish to orderly.submit.<host> (faultLoad.viaNATS)
 	// timeout is how long a client waits for an answer before it gives
 	// up on the request (and, with retry, sends it again); 0 for 30 s.
 	timeout time.Duration
@@ -74,7 +75,7 @@ func runFaultScenarioLoad(t *testing.T, s *faultStack, workersPerHost map[string
 		}
 	}
 	l := newFaultLoad(s, hosts...)
-	l.retry, l.waitEvery = shape.retry, shape.waitEvery
+	l.retry, l.waitEvery, l.viaNATS = shape.retry, shape.waitEvery, shape.viaNATS
 	if shape.timeout > 0 {
 		l.client.Timeout = shape.timeout
 	}
@@ -90,6 +91,9 @@ func runFaultScenarioLoad(t *testing.T, s *faultStack, workersPerHost map[string
 	// around the fault have later ones to be compared with.
 	r.untilRecovered(0, 20*time.Second, 3*time.Second)
 	l.stop()
+	if shape.viaNATS {
+		s.waitSubmitStreamEmpty(drainBound)
+	}
 	took := s.waitDrained(drainBound)
 	t.Logf("drained in %s", took.Round(10*time.Millisecond))
 	checkContract(t, s, l, r.faults)
@@ -356,6 +360,40 @@ func TestFaultsAPIKilled(t *testing.T) {
 	if retried == 0 {
 		t.Errorf("no kill landed during a submission: the scenario tested nothing")
 	}
+}
+
+// TestFaultsNATSRestartIntake is TestFaultsNATSRestart with the orders
+// submitted over NATS (orderly.submit.<host>) by publishers that each
+// wait for JetStream's ack before the next and publish again with the
+// same Nats-Msg-Id when none came: nats-server is killed (SIGKILL) twice
+// under that load, for 1 s and for 6 s (longer than a publish waits for
+// its ack, so the first attempt, buffered by the client, and the retry
+// both reach the stream). The API's intake settles what it held when the
+// broker died. No submission acked by JetStream may be lost, recorded
+// twice or run twice, and a publisher's orders run in the order it
+// published them.
+func TestFaultsNATSRestartIntake(t *testing.T) {
+	s := newFaultStack(t)
+	shape := faultLoadShape{submitters: faultSubmitters, period: 150 * time.Millisecond, viaNATS: true}
+	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
+		for i, outage := range []time.Duration{time.Second, 6 * time.Second} {
+			if i > 0 {
+				r.untilRecovered(time.Second, 15*time.Second, time.Second)
+			}
+			r.s.nats.kill9()
+			pause(r.t.Context(), outage)
+			r.s.nats.start()
+			r.fault("nats back", "h1")
+			r.fault("nats back", "h2")
+		}
+	})
+	again := 0
+	for _, o := range r.l.snapshot() {
+		if o.attempts > 1 {
+			again++
+		}
+	}
+	t.Logf("%d submissions were published again after no ack came", again)
 }
 
 // TestFaultsPostgresFrozen freezes PostgreSQL (SIGSTOP of the postmaster
