@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,6 +88,24 @@ type envOptions struct {
 	units []systemd.Unit
 	// compat are drop-in surfaces mounted beside the native routes.
 	compat []api.CompatSurface
+	// publishFailures, when set, fails the intake's publishes of orders
+	// to their host's stream while it is positive (one per publish): the
+	// way to lose a publish after the insert on demand.
+	publishFailures *atomic.Int64
+}
+
+// failingPublisher is the queue with publishes of orders failing while
+// failures is positive.
+type failingPublisher struct {
+	*queue.Queue
+	failures *atomic.Int64
+}
+
+func (p failingPublisher) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+	if p.failures.Add(-1) >= 0 {
+		return 0, errors.New("injected publish failure")
+	}
+	return p.Queue.Publish(ctx, host, id)
 }
 
 func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
@@ -119,7 +139,11 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol },
+	var pub intake.Publisher = e.q
+	if opts.publishFailures != nil {
+		pub = failingPublisher{Queue: e.q, failures: opts.publishFailures}
+	}
+	in := intake.New(e.store, pub, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }}, logger)
 	srv := api.New(api.Deps{
 		Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",

@@ -6,11 +6,14 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestIdempotencyKeyIsPerPrincipalREST: bob sending alice's
@@ -198,5 +201,43 @@ func TestIdempotentRetryWaits(t *testing.T) {
 	again := e.submit("alice", body, "?wait=20", http.StatusOK, "Idempotency-Key", "lost-answer")
 	if again.ID != first.ID || again.Status != "succeeded" || again.Result == nil || again.Result.Stdout.Content != "once\n" {
 		t.Fatalf("the waiting retry: %s %s %+v, want order %s succeeded", again.ID, again.Status, again.Result, first.ID)
+	}
+}
+
+// TestNATSIntakeRetriesAnUnqueuedOrder: when the intake records a NATS
+// submission and then fails to publish it to its host's stream, it does
+// not answer and move on (the reconciler would queue the order seconds
+// later, behind the publisher's next submission); it takes the same
+// submission up again, finds the order by its Nats-Msg-Id and publishes
+// it, so the next one runs after it.
+func TestNATSIntakeRetriesAnUnqueuedOrder(t *testing.T) {
+	failures := new(atomic.Int64)
+	e := newAPIEnv(t, envOptions{hosts: []string{"unq"}, publishFailures: failures})
+	failures.Store(1)
+	first := e.publish("alice", "unq", "unq-first", map[string]any{"command": "true"})
+	if first.Error != nil || first.Order == nil {
+		t.Fatalf("first submission: %+v", first.Error)
+	}
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("the injected publish failure was not used (%d left)", n)
+	}
+	second := e.publish("alice", "unq", "unq-second", map[string]any{"command": "true"})
+	if second.Error != nil || second.Order == nil {
+		t.Fatalf("second submission: %+v", second.Error)
+	}
+	var seqs [2]int64
+	testenv.WaitUntil(t, 20*time.Second, "both orders ran", func() bool {
+		err := e.pool.QueryRow(t.Context(), `SELECT
+			(SELECT stream_seq FROM orders WHERE id = $1 AND status = 'succeeded'),
+			(SELECT stream_seq FROM orders WHERE id = $2 AND status = 'succeeded')`,
+			first.Order.ID, second.Order.ID).Scan(&seqs[0], &seqs[1])
+		return err == nil
+	})
+	if seqs[0] >= seqs[1] {
+		t.Errorf("the first submission ran from stream position %d, after the second (%d)", seqs[0], seqs[1])
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE idempotency_key = 'unq-first'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d orders for the first submission (%v), want 1", n, err)
 	}
 }
