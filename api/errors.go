@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -40,6 +41,10 @@ func statusOf(code order.Code) int {
 	return http.StatusInternalServerError
 }
 
+// StatusClientClosedRequest is the status recorded (in the metrics; no
+// one receives it) for a request whose client left before the answer.
+const StatusClientClosedRequest = 499
+
 // ErrorBody is the error envelope of every refusal (DESIGN §3).
 type ErrorBody struct {
 	Error ErrorDetail `json:"error"`
@@ -67,6 +72,16 @@ func errorDetail(err error) ErrorDetail {
 // not ours are bugs or dependency failures: they are logged with their cause
 // and the client sees a generic message.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away while we worked (its timeout, a retry
+		// elsewhere): nothing failed here and nobody reads the answer.
+		// 499, as nginx records it, keeps it out of the 5xx metrics and
+		// the error log; a submission cut short this way may still have
+		// been recorded, which its retry with the same key finds.
+		s.logger.Debug("client closed the request", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	}
 	var e *order.Error
 	if !errors.As(err, &e) {
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)

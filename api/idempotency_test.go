@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"sort"
@@ -239,5 +241,55 @@ func TestNATSIntakeRetriesAnUnqueuedOrder(t *testing.T) {
 	var n int
 	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE idempotency_key = 'unq-first'`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("%d orders for the first submission (%v), want 1", n, err)
+	}
+}
+
+// TestClientGoneMidSubmit: a client that gives up on a submission while
+// the API waits on PostgreSQL (here, a table the insert needs is locked)
+// is not a failure of the API: it is logged at debug as a client that
+// left, not as an ERROR "request failed" (which, with its 500 in the
+// metrics, would page someone for a client's timeout). Its retry with the
+// same key then gets one order.
+func TestClientGoneMidSubmit(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	e := newAPIEnv(t, envOptions{hosts: []string{"gone"},
+		logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	tx, err := e.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE unpublished IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"host":"gone","command":"true"}`
+	req, err := http.NewRequest("POST", e.url+"/v1/orders", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "gone-1")
+	client := &http.Client{Timeout: 500 * time.Millisecond}
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the submission was answered (%d) while the table was locked", resp.StatusCode)
+	}
+	testenv.WaitUntil(t, 10*time.Second, "the API is done with the request", func() bool {
+		return strings.Contains(logs.String(), "client closed the request") || strings.Contains(logs.String(), "request failed")
+	})
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "request failed") {
+		t.Errorf("a client that left was logged as a failed request:\n%s", logs.String())
+	}
+	first := e.submit("alice", map[string]any{"host": "gone", "command": "true"}, "?wait=10", http.StatusOK, "Idempotency-Key", "gone-1")
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE idempotency_key = 'gone-1'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d orders for the key (%v), want 1", n, err)
+	}
+	if first.Status != "succeeded" {
+		t.Errorf("the retry's order: %s", first.Status)
 	}
 }

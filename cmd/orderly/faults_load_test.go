@@ -239,7 +239,10 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 		if l.viaNATS {
 			code, errText = l.publish(submitter, host, body, o.tag)
 		} else {
-			code, errText, id, status = l.send(body, o.tag, o.wait)
+			// With two API replicas a client starts on one of its own
+			// and goes to the other for each retry.
+			urls := l.s.apiURLs()
+			code, errText, id, status = l.send(urls[(o.n+attempts)%len(urls)], body, o.tag, o.wait)
 		}
 		if !(l.retry || l.viaNATS) || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
 			break
@@ -290,11 +293,11 @@ func (l *faultLoad) publish(submitter, host string, body []byte, tag string) (co
 	return http.StatusAccepted, ""
 }
 
-// send posts one submission (with wait, as ?wait=10) and reads the
-// answer: the HTTP status (0 when none came), the error text, and the
-// order id and status of a 202 or 200.
-func (l *faultLoad) send(body []byte, tag string, wait bool) (code int, errText string, id uuid.UUID, status string) {
-	url := l.s.apiURL + "/v1/orders"
+// send posts one submission to the API at base (with wait, as ?wait=10)
+// and reads the answer: the HTTP status (0 when none came), the error
+// text, and the order id and status of a 202 or 200.
+func (l *faultLoad) send(base string, body []byte, tag string, wait bool) (code int, errText string, id uuid.UUID, status string) {
+	url := base + "/v1/orders"
 	if wait {
 		url += "?wait=10"
 	}

@@ -396,6 +396,49 @@ func TestFaultsNATSRestartIntake(t *testing.T) {
 	t.Logf("%d submissions were published again after no ack came", again)
 }
 
+// TestFaultsAPIFrozen runs two API replicas and freezes one of them
+// (SIGSTOP) for 3 s, four times, alternating, under the retrying load:
+// clients give a request up after 1 s and send it again to the other
+// replica with the same Idempotency-Key. The frozen replica then resumes
+// requests whose clients have moved on: an insert that finds the key
+// taken answers with the first order, a publish that comes late is
+// deduplicated (or, past the window, only acknowledged by the worker),
+// and nothing a thawed replica does may run an order twice or out of its
+// client's order.
+func TestFaultsAPIFrozen(t *testing.T) {
+	s := newFaultStack(t)
+	s.startReplica()
+	shape := faultLoadShape{submitters: 4, period: 100 * time.Millisecond, dur: "0.01", retry: true, waitEvery: 3,
+		timeout: time.Second}
+	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
+		for i := range 4 {
+			p := r.s.api
+			if i%2 == 1 {
+				p = r.s.replica
+			}
+			pause(r.t.Context(), time.Duration(500+rand.IntN(1000))*time.Millisecond)
+			p.signal(syscall.SIGSTOP)
+			r.s.note("%s frozen", p.name)
+			pause(r.t.Context(), 3*time.Second)
+			p.signal(syscall.SIGCONT)
+			r.s.note("%s thawed", p.name)
+		}
+		for _, h := range r.hosts {
+			r.fault("api thawed", h)
+		}
+	})
+	again := 0
+	for _, o := range r.l.snapshot() {
+		if o.attempts > 1 {
+			again++
+		}
+	}
+	t.Logf("%d submissions were sent again to the other replica", again)
+	if again == 0 {
+		t.Errorf("no request met a frozen replica: the scenario tested nothing")
+	}
+}
+
 // TestFaultsPostgresFrozen freezes PostgreSQL (SIGSTOP of the postmaster
 // and every backend: a stall, not a crash; connections stay open) for 3 s,
 // three times, 3 s apart, under the retrying load with clients that give a

@@ -52,6 +52,10 @@ type faultStack struct {
 	token  string
 	api    *faultProc
 	apis   int // API processes started, for their log names
+	// replica is a second `orderly api` on replicaURL, when a scenario
+	// starts one (startReplica); clients then use both.
+	replica    *faultProc
+	replicaURL string
 
 	mu      sync.Mutex
 	workers []*faultWorker // every worker ever started, in start order
@@ -128,6 +132,25 @@ func (s *faultStack) startAPI() {
 	s.api = startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin, "api", "--config", s.conf,
 		"--listen", strings.TrimPrefix(s.apiURL, "http://"))
 	waitHTTPOK(s.t, s.apiURL+"/readyz", 60*time.Second, s.api)
+}
+
+// startReplica starts a second `orderly api` process beside the first,
+// on its own port, and waits until it is ready.
+func (s *faultStack) startReplica() {
+	s.t.Helper()
+	s.replicaURL = "http://127.0.0.1:" + strconv.Itoa(freePort(s.t))
+	s.replica = startFaultProc(s.t, "api-replica", filepath.Join(s.dir, "api-replica.log"), s.env(), orderlyBin, "api",
+		"--config", s.conf, "--listen", strings.TrimPrefix(s.replicaURL, "http://"))
+	waitHTTPOK(s.t, s.replicaURL+"/readyz", 60*time.Second, s.replica)
+}
+
+// apiURLs are the API processes' base URLs: the first, and the replica's
+// when there is one.
+func (s *faultStack) apiURLs() []string {
+	if s.replicaURL == "" {
+		return []string{s.apiURL}
+	}
+	return []string{s.apiURL, s.replicaURL}
 }
 
 // killAPI SIGKILLs the API process, as a crash would, and waits until it
