@@ -22,7 +22,16 @@ func (s *Server) measure(next http.Handler) http.Handler {
 		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 			route = rc.RoutePattern()
 		}
-		s.Metrics.Request(route, r.Method, ww.Status(), time.Since(start))
+		status := ww.Status()
+		if status >= 500 && r.Context().Err() != nil {
+			// The client left before the answer (the server cancels a
+			// request's context only after the whole chain returns): a
+			// handler's 500 for its cancelled work is not a failure of
+			// ours. The compat surfaces answer in their originals'
+			// shapes, so they are caught here rather than in writeError.
+			status = StatusClientClosedRequest
+		}
+		s.Metrics.Request(route, r.Method, status, time.Since(start))
 	})
 }
 
