@@ -41,9 +41,9 @@ func statusOf(code order.Code) int {
 	return http.StatusInternalServerError
 }
 
-// StatusClientClosedRequest is the status recorded (in the metrics; no
+// statusClientClosed is the status recorded (in the metrics; no
 // one receives it) for a request whose client left before the answer.
-const StatusClientClosedRequest = 499
+const statusClientClosed = 499
 
 // ErrorBody is the error envelope of every refusal (DESIGN §3).
 type ErrorBody struct {
@@ -79,7 +79,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// the error log; a submission cut short this way may still have
 		// been recorded, which its retry with the same key finds.
 		s.logger.Debug("client closed the request", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.WriteHeader(StatusClientClosedRequest)
+		w.WriteHeader(statusClientClosed)
 		return
 	}
 	var e *order.Error

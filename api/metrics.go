@@ -29,7 +29,7 @@ func (s *Server) measure(next http.Handler) http.Handler {
 			// handler's 500 for its cancelled work is not a failure of
 			// ours. The compat surfaces answer in their originals'
 			// shapes, so they are caught here rather than in writeError.
-			status = StatusClientClosedRequest
+			status = statusClientClosed
 		}
 		s.Metrics.Request(route, r.Method, status, time.Since(start))
 	})
