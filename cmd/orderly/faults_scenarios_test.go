@@ -141,6 +141,22 @@ func (r *faultRun) recovered() bool {
 	return true
 }
 
+// resent logs how many submissions were sent more than once (what says
+// why) and, with must, fails the test when none was: the faults then hit
+// no request in flight, and the scenario tested nothing.
+func (r *faultRun) resent(what string, must bool) {
+	n := 0
+	for _, o := range r.l.snapshot() {
+		if o.attempts > 1 {
+			n++
+		}
+	}
+	r.t.Logf("%d submissions were %s", n, what)
+	if must && n == 0 {
+		r.t.Errorf("no submission was %s: the faults hit no request, the scenario tested nothing", what)
+	}
+}
+
 // victim submits a long order with a child process to host, waits until it
 // runs and returns the worker running it: the order a crash interrupts.
 // With queued, it also waits for two more orders of the host to be
@@ -387,13 +403,7 @@ func TestFaultsNATSRestartIntake(t *testing.T) {
 			r.fault("nats back", "h2")
 		}
 	})
-	again := 0
-	for _, o := range r.l.snapshot() {
-		if o.attempts > 1 {
-			again++
-		}
-	}
-	t.Logf("%d submissions were published again after no ack came", again)
+	r.resent("published again after no ack came", false)
 }
 
 // TestFaultsAPIFrozen runs two API replicas and freezes one of them
@@ -427,16 +437,7 @@ func TestFaultsAPIFrozen(t *testing.T) {
 			r.fault("api thawed", h)
 		}
 	})
-	again := 0
-	for _, o := range r.l.snapshot() {
-		if o.attempts > 1 {
-			again++
-		}
-	}
-	t.Logf("%d submissions were sent again to the other replica", again)
-	if again == 0 {
-		t.Errorf("no request met a frozen replica: the scenario tested nothing")
-	}
+	r.resent("sent again to the other replica", true)
 }
 
 // TestFaultsPostgresFrozen freezes PostgreSQL (SIGSTOP of the postmaster
@@ -463,16 +464,7 @@ func TestFaultsPostgresFrozen(t *testing.T) {
 			r.fault("postgres thawed", "h2")
 		}
 	})
-	retried := 0
-	for _, o := range r.l.snapshot() {
-		if o.attempts > 1 {
-			retried++
-		}
-	}
-	t.Logf("%d submissions were sent again after their client gave up on an answer", retried)
-	if retried == 0 {
-		t.Errorf("no request outlived its client: the scenario tested nothing")
-	}
+	r.resent("sent again after their client gave up on an answer", true)
 }
 
 // TestFaultsRestartStorm kills (SIGKILL or SIGTERM) random workers of two
