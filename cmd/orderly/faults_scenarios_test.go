@@ -275,16 +275,7 @@ func TestFaultsNATSRestart(t *testing.T) {
 				return strings.Replace(conf, "lease_ttl: 2s", "lease_ttl: "+tc.lease, 1)
 			})
 			runFaultScenarioOn(t, s, map[string]int{"h1": 1, "h2": 1}, func(r *faultRun) {
-				for i, outage := range tc.outages {
-					if i > 0 {
-						r.untilRecovered(time.Second, 15*time.Second, time.Second)
-					}
-					r.s.nats.kill9()
-					pause(r.t.Context(), outage)
-					r.s.nats.start()
-					r.fault("nats back", "h1")
-					r.fault("nats back", "h2")
-				}
+				natsOutages(r, tc.outages)
 			})
 		})
 	}
@@ -378,6 +369,21 @@ func TestFaultsAPIKilled(t *testing.T) {
 	}
 }
 
+// natsOutages kills nats-server (SIGKILL) once per outage, starts it again
+// after that long, and waits for the hosts to recover between outages.
+func natsOutages(r *faultRun, outages []time.Duration) {
+	for i, outage := range outages {
+		if i > 0 {
+			r.untilRecovered(time.Second, 15*time.Second, time.Second)
+		}
+		r.s.nats.kill9()
+		pause(r.t.Context(), outage)
+		r.s.nats.start()
+		r.fault("nats back", "h1")
+		r.fault("nats back", "h2")
+	}
+}
+
 // TestFaultsNATSRestartIntake is TestFaultsNATSRestart with the orders
 // submitted over NATS (orderly.submit.<host>) by publishers that each
 // wait for JetStream's ack before the next and publish again with the
@@ -392,16 +398,7 @@ func TestFaultsNATSRestartIntake(t *testing.T) {
 	s := newFaultStack(t)
 	shape := faultLoadShape{submitters: faultSubmitters, period: 150 * time.Millisecond, viaNATS: true}
 	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
-		for i, outage := range []time.Duration{time.Second, 6 * time.Second} {
-			if i > 0 {
-				r.untilRecovered(time.Second, 15*time.Second, time.Second)
-			}
-			r.s.nats.kill9()
-			pause(r.t.Context(), outage)
-			r.s.nats.start()
-			r.fault("nats back", "h1")
-			r.fault("nats back", "h2")
-		}
+		natsOutages(r, []time.Duration{time.Second, 6 * time.Second})
 	})
 	r.resent("published again after no ack came", false)
 }
