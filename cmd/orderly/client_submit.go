@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -27,6 +29,7 @@ type submitOptions struct {
 	encode    string
 	dryRun    bool
 	idemKey   string
+	retryFor  time.Duration
 	json      bool
 }
 
@@ -67,6 +70,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check authorization and host policy without running anything")
 	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
+	fs.DurationVar(&o.retryFor, "retry-for", 10*time.Second, "send the submission again for up to this long while the API cannot be reached (with --idempotency-key, also after a dropped answer or a 503); 0 never")
 	fs.BoolVar(&o.json, "json", false, "print the order (with --wait, the finished order) as JSON")
 	cmd.MarkFlagsMutuallyExclusive("host", "hosts")
 	cmd.MarkFlagsOneRequired("host", "hosts")
@@ -84,7 +88,7 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 		return err
 	}
 	ctx := cmd.Context()
-	sub, err := c.Submit(ctx, *body, client.SubmitOptions{IdempotencyKey: o.idemKey})
+	sub, err := a.submitRetrying(ctx, c, body, o)
 	if err != nil {
 		return err
 	}
@@ -99,6 +103,48 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 		return err
 	}
 	return a.waitOrder(ctx, c, sub.Order, o.json, true)
+}
+
+// submitRetrying submits body, sending it again for up to o.retryFor
+// while that cannot run anything twice: always when the connection to the
+// API could not be made (the request never left), and, with an
+// idempotency key, after any failure of the API's side too (a dropped
+// answer, a 503: the order may be recorded, and the key makes the retry
+// answer with it). An API that restarts (a deploy, a crash) then costs
+// the caller nothing.
+func (a *app) submitRetrying(ctx context.Context, c *client.Client, body *client.SubmitRequest, o *submitOptions) (*client.Submission, error) {
+	opts := client.SubmitOptions{IdempotencyKey: o.idemKey}
+	deadline := time.Now().Add(o.retryFor)
+	wait := 250 * time.Millisecond
+	for told := false; ; {
+		sub, err := c.Submit(ctx, *body, opts)
+		if err == nil || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return sub, err
+		}
+		if !notSent(err) && !(opts.IdempotencyKey != "" && client.Temporary(err)) {
+			return sub, err
+		}
+		if !told {
+			fmt.Fprintf(a.stderr, "orderly: %v; trying again for up to %s\n", err, o.retryFor)
+			told = true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// notSent reports a failure to connect to the API: the request never
+// left, so sending it again cannot record anything twice.
+func notSent(err error) bool {
+	var te *client.TransportError
+	var op *net.OpError
+	return errors.As(err, &te) && errors.As(err, &op) && op.Op == "dial"
 }
 
 // submitBody turns the flags into the request body. Fields the flags do

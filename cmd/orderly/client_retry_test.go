@@ -1,0 +1,128 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// countOrders counts the orders of the stack's database whose args hold
+// marker.
+func (s *stack) countOrders(t *testing.T, marker string) int {
+	t.Helper()
+	pool, err := postgres.Open(t.Context(), s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE $1 = ANY(args)`, marker).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dropFirstAnswer is a proxy to the API that forwards the first POST and
+// then drops the connection instead of answering it, as an API that
+// recorded the order and died before its answer left would; later
+// requests pass through.
+func dropFirstAnswer(t *testing.T, api string) string {
+	t.Helper()
+	target, err := url.Parse(api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var dropped atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || dropped.Swap(true) {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		out := r.Clone(r.Context())
+		out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = target.Scheme, target.Host, target.Host, ""
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			t.Errorf("forward the first submission: %v", err)
+		} else {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestCLISubmitRetries: `orderly submit` sends a submission again while
+// that cannot run it twice. An API not listening yet (a restart) is waited
+// for, key or not: the request never left. An answer dropped after the
+// API recorded the order is retried only with --idempotency-key, which
+// makes the retry answer with the same order; without a key the CLI says
+// it could not reach the API and sends nothing more.
+func TestCLISubmitRetries(t *testing.T) {
+	s := newStack(t, "h1")
+	t.Run("api not up yet", func(t *testing.T) {
+		port := freePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		target, _ := url.Parse(s.url)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		go func() {
+			time.Sleep(time.Second)
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Errorf("listen: %v", err)
+				return
+			}
+			srv := &http.Server{Handler: proxy}
+			t.Cleanup(func() { srv.Close() })
+			_ = srv.Serve(ln)
+		}()
+		r := cli(t, []string{"ORDERLY_URL=http://" + addr, "ORDERLY_TOKEN=" + s.token}, "",
+			"submit", "--host", "h1", "--wait", "--", "echo", "late-api")
+		wantExit(t, r, 0)
+		if r.stdout != "late-api\n" || !strings.Contains(r.stderr, "trying again") {
+			t.Fatalf("stdout %q, stderr %q", r.stdout, r.stderr)
+		}
+		if n := s.countOrders(t, "late-api"); n != 1 {
+			t.Fatalf("%d orders, want 1", n)
+		}
+	})
+	t.Run("dropped answer with a key", func(t *testing.T) {
+		env := []string{"ORDERLY_URL=" + dropFirstAnswer(t, s.url), "ORDERLY_TOKEN=" + s.token}
+		r := cli(t, env, "", "submit", "--host", "h1", "--idempotency-key", "retry-key-1", "--wait", "--", "echo", "keyed-drop")
+		wantExit(t, r, 0)
+		if r.stdout != "keyed-drop\n" || !strings.Contains(r.stderr, "trying again") {
+			t.Fatalf("stdout %q, stderr %q", r.stdout, r.stderr)
+		}
+		if n := s.countOrders(t, "keyed-drop"); n != 1 {
+			t.Fatalf("%d orders, want 1: the retry ran it again", n)
+		}
+	})
+	t.Run("dropped answer without a key", func(t *testing.T) {
+		env := []string{"ORDERLY_URL=" + dropFirstAnswer(t, s.url), "ORDERLY_TOKEN=" + s.token}
+		r := cli(t, env, "", "submit", "--host", "h1", "--", "echo", "unkeyed-drop")
+		wantExit(t, r, 1)
+		if !strings.Contains(r.err.Error(), "cannot reach the orderly API") || strings.Contains(r.stderr, "trying again") {
+			t.Fatalf("error %v, stderr %q", r.err, r.stderr)
+		}
+		if n := s.countOrders(t, "unkeyed-drop"); n != 1 {
+			t.Fatalf("%d orders, want 1: the first attempt's, and no retry", n)
+		}
+	})
+}
