@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -80,6 +81,7 @@ func (a *app) actionRunCommand() *cobra.Command {
 		host, idemKey      string
 		params, secretEnvs []string
 		wait, asJSON       bool
+		retryFor           time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run NAME --host HOST [-p NAME=VALUE]... [--secret-env NAME=VAR]...",
@@ -126,7 +128,11 @@ and exits with the remote exit code, as submit --wait does.`,
 				return err
 			}
 			ctx := cmd.Context()
-			ord, err := c.RunAction(ctx, args[0], host, values, client.SubmitOptions{IdempotencyKey: idemKey})
+			var ord *client.Order
+			err = a.sendRetrying(ctx, retryFor, idemKey != "", func() (err error) {
+				ord, err = c.RunAction(ctx, args[0], host, values, client.SubmitOptions{IdempotencyKey: idemKey})
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -147,6 +153,7 @@ and exits with the remote exit code, as submit --wait does.`,
 	fs.StringArrayVar(&secretEnvs, "secret-env", nil, "param NAME whose value is read from the environment variable VAR: NAME=VAR (repeatable)")
 	fs.BoolVarP(&wait, "wait", "w", false, "stream the output and exit with the remote exit code")
 	fs.StringVar(&idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
+	fs.DurationVar(&retryFor, "retry-for", 10*time.Second, retryForUsage)
 	fs.BoolVar(&asJSON, "json", false, "print the order (with --wait, the finished order) as JSON")
 	_ = cmd.MarkFlagRequired("host")
 	hintUnreachable(cmd)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/api"
 )
@@ -124,5 +125,12 @@ func TestActionCLI(t *testing.T) {
 	_, _, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=one", "-p", "who=two")
 	if err == nil || !strings.Contains(err.Error(), "given twice") {
 		t.Errorf("a param given twice: %v", err)
+	}
+	// An API that is not listening yet (a restart) is waited for, as by
+	// submit (TestCLISubmitRetries); a later --url wins over ORDERLY_URL.
+	addr := lateProxy(t, s.url, time.Second)
+	out, errs, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=late", "--wait", "--url", "http://"+addr)
+	if err != nil || out != "hello late\n" || !strings.Contains(errs, "trying again") {
+		t.Errorf("action run while the API starts: %v %q %q", err, out, errs)
 	}
 }

@@ -32,6 +32,34 @@ func (s *stack) countOrders(t *testing.T, marker string) int {
 	return n
 }
 
+// lateProxy returns a loopback address where, after delay, a proxy to the
+// API starts listening: an API that is restarting until then.
+func lateProxy(t *testing.T, api string, delay time.Duration) string {
+	t.Helper()
+	target, err := url.Parse(api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	srv := &http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		time.Sleep(delay)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("listen: %v", err)
+			return
+		}
+		go func() { _ = srv.Serve(ln) }()
+	}()
+	t.Cleanup(func() {
+		<-started
+		srv.Close()
+	})
+	return addr
+}
+
 // dropFirstAnswer is a proxy to the API that forwards the first POST and
 // then drops the connection instead of answering it, as an API that
 // recorded the order and died before its answer left would; later
@@ -78,21 +106,7 @@ func dropFirstAnswer(t *testing.T, api string) string {
 func TestCLISubmitRetries(t *testing.T) {
 	s := newStack(t, "h1")
 	t.Run("api not up yet", func(t *testing.T) {
-		port := freePort(t)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		target, _ := url.Parse(s.url)
-		proxy := httputil.NewSingleHostReverseProxy(target)
-		go func() {
-			time.Sleep(time.Second)
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				t.Errorf("listen: %v", err)
-				return
-			}
-			srv := &http.Server{Handler: proxy}
-			t.Cleanup(func() { srv.Close() })
-			_ = srv.Serve(ln)
-		}()
+		addr := lateProxy(t, s.url, time.Second)
 		r := cli(t, []string{"ORDERLY_URL=http://" + addr, "ORDERLY_TOKEN=" + s.token}, "",
 			"submit", "--host", "h1", "--wait", "--", "echo", "late-api")
 		wantExit(t, r, 0)

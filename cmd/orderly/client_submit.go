@@ -70,7 +70,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check authorization and host policy without running anything")
 	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
-	fs.DurationVar(&o.retryFor, "retry-for", 10*time.Second, "send the submission again for up to this long while the API cannot be reached (with --idempotency-key, also after a dropped answer or a 503); 0 never")
+	fs.DurationVar(&o.retryFor, "retry-for", 10*time.Second, retryForUsage)
 	fs.BoolVar(&o.json, "json", false, "print the order (with --wait, the finished order) as JSON")
 	cmd.MarkFlagsMutuallyExclusive("host", "hosts")
 	cmd.MarkFlagsOneRequired("host", "hosts")
@@ -88,7 +88,11 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 		return err
 	}
 	ctx := cmd.Context()
-	sub, err := a.submitRetrying(ctx, c, body, o)
+	var sub *client.Submission
+	err = a.sendRetrying(ctx, o.retryFor, o.idemKey != "", func() (err error) {
+		sub, err = c.Submit(ctx, *body, client.SubmitOptions{IdempotencyKey: o.idemKey})
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -105,39 +109,41 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 	return a.waitOrder(ctx, c, sub.Order, o.json, true)
 }
 
-// submitRetrying submits body, sending it again for up to o.retryFor
-// while that cannot run anything twice: always when the connection to the
-// API could not be made (the request never left), and, with an
-// idempotency key, after any failure of the API's side too (a dropped
-// answer, a 503: the order may be recorded, and the key makes the retry
-// answer with it). An API that restarts (a deploy, a crash) then costs
-// the caller nothing.
-func (a *app) submitRetrying(ctx context.Context, c *client.Client, body *client.SubmitRequest, o *submitOptions) (*client.Submission, error) {
-	opts := client.SubmitOptions{IdempotencyKey: o.idemKey}
-	deadline := time.Now().Add(o.retryFor)
+// sendRetrying calls send, and calls it again for up to retryFor while
+// that cannot run anything twice: always when the connection to the API
+// could not be made (the request never left), and, when the submission
+// carries an idempotency key (keyed), after any failure of the API's side
+// too (a dropped answer, a 503: the order may be recorded, and the key
+// makes the retry answer with it). An API that restarts (a deploy, a
+// crash) then costs the caller nothing.
+func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bool, send func() error) error {
+	deadline := time.Now().Add(retryFor)
 	wait := 250 * time.Millisecond
 	for told := false; ; {
-		sub, err := c.Submit(ctx, *body, opts)
+		err := send()
 		if err == nil || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
-			return sub, err
+			return err
 		}
-		if !notSent(err) && !(opts.IdempotencyKey != "" && client.Temporary(err)) {
-			return sub, err
+		if !notSent(err) && !(keyed && client.Temporary(err)) {
+			return err
 		}
 		if !told {
-			fmt.Fprintf(a.stderr, "orderly: %v; trying again for up to %s\n", err, o.retryFor)
+			fmt.Fprintf(a.stderr, "orderly: %v; trying again for up to %s\n", err, retryFor)
 			told = true
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, err
+			return err
 		case <-t.C:
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
 }
+
+// retryForUsage is the --retry-for flag's help.
+const retryForUsage = "send the submission again for up to this long while the API cannot be reached (with --idempotency-key, also after a dropped answer or a 503); 0 never"
 
 // notSent reports a failure to connect to the API: the request never
 // left, so sending it again cannot record anything twice.
