@@ -105,38 +105,41 @@ func dropFirstAnswer(t *testing.T, api string) string {
 // it could not reach the API and sends nothing more.
 func TestCLISubmitRetries(t *testing.T) {
 	s := newStack(t, "h1")
-	t.Run("api not up yet", func(t *testing.T) {
-		addr := lateProxy(t, s.url, time.Second)
-		r := cli(t, []string{"ORDERLY_URL=http://" + addr, "ORDERLY_TOKEN=" + s.token}, "",
-			"submit", "--host", "h1", "--wait", "--", "echo", "late-api")
-		wantExit(t, r, 0)
-		if r.stdout != "late-api\n" || !strings.Contains(r.stderr, "trying again") {
-			t.Fatalf("stdout %q, stderr %q", r.stdout, r.stderr)
-		}
-		if n := s.countOrders(t, "late-api"); n != 1 {
-			t.Fatalf("%d orders, want 1", n)
-		}
-	})
-	t.Run("dropped answer with a key", func(t *testing.T) {
-		env := []string{"ORDERLY_URL=" + dropFirstAnswer(t, s.url), "ORDERLY_TOKEN=" + s.token}
-		r := cli(t, env, "", "submit", "--host", "h1", "--idempotency-key", "retry-key-1", "--wait", "--", "echo", "keyed-drop")
-		wantExit(t, r, 0)
-		if r.stdout != "keyed-drop\n" || !strings.Contains(r.stderr, "trying again") {
-			t.Fatalf("stdout %q, stderr %q", r.stdout, r.stderr)
-		}
-		if n := s.countOrders(t, "keyed-drop"); n != 1 {
-			t.Fatalf("%d orders, want 1: the retry ran it again", n)
-		}
-	})
-	t.Run("dropped answer without a key", func(t *testing.T) {
-		env := []string{"ORDERLY_URL=" + dropFirstAnswer(t, s.url), "ORDERLY_TOKEN=" + s.token}
-		r := cli(t, env, "", "submit", "--host", "h1", "--", "echo", "unkeyed-drop")
-		wantExit(t, r, 1)
-		if !strings.Contains(r.err.Error(), "cannot reach the orderly API") || strings.Contains(r.stderr, "trying again") {
-			t.Fatalf("error %v, stderr %q", r.err, r.stderr)
-		}
-		if n := s.countOrders(t, "unkeyed-drop"); n != 1 {
-			t.Fatalf("%d orders, want 1: the first attempt's, and no retry", n)
-		}
-	})
+	for _, tc := range []struct {
+		name, marker string
+		url          func(t *testing.T) string
+		key          string // --idempotency-key, "" for none
+		exit         int
+		retried      bool // stderr says it tried again
+	}{
+		{name: "api not up yet", marker: "late-api", exit: 0, retried: true,
+			url: func(t *testing.T) string { return "http://" + lateProxy(t, s.url, time.Second) }},
+		{name: "dropped answer with a key", marker: "keyed-drop", key: "retry-key-1", exit: 0, retried: true,
+			url: func(t *testing.T) string { return dropFirstAnswer(t, s.url) }},
+		// Not sent again: the order may be recorded, and without a key a
+		// second request would be a second order.
+		{name: "dropped answer without a key", marker: "unkeyed-drop", exit: 1, retried: false,
+			url: func(t *testing.T) string { return dropFirstAnswer(t, s.url) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"submit", "--host", "h1", "--wait"}
+			if tc.key != "" {
+				args = append(args, "--idempotency-key", tc.key)
+			}
+			r := cli(t, []string{"ORDERLY_URL=" + tc.url(t), "ORDERLY_TOKEN=" + s.token}, "", append(args, "--", "echo", tc.marker)...)
+			wantExit(t, r, tc.exit)
+			if strings.Contains(r.stderr, "trying again") != tc.retried {
+				t.Errorf("stderr %q: want a retry %v", r.stderr, tc.retried)
+			}
+			if tc.exit == 0 && r.stdout != tc.marker+"\n" {
+				t.Errorf("stdout %q", r.stdout)
+			}
+			if tc.exit != 0 && !strings.Contains(r.err.Error(), "cannot reach the orderly API") {
+				t.Errorf("error %v", r.err)
+			}
+			if n := s.countOrders(t, tc.marker); n != 1 {
+				t.Errorf("%d orders, want 1", n)
+			}
+		})
+	}
 }
