@@ -135,18 +135,18 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 		}
 		return nil, err
 	}
-	if wait > 0 && stored.ID != o.ID && !stored.Status.Terminal() {
-		// A repeated Idempotency-Key is the first order (InsertOrder read
-		// it): a retry of a wait that lost its answer (a replica died)
-		// waits for that order as the first request did.
-		ch, stop, err := s.events.wait(s.Queue.Conn(), stored.Host, stored.ID)
-		if err != nil {
-			return stored, nil
-		}
-		defer stop()
-		events = ch
-	}
 	if wait > 0 && !stored.Status.Terminal() {
+		if stored.ID != o.ID {
+			// A repeated Idempotency-Key is the first order (InsertOrder
+			// read it): a retry of a wait that lost its answer (a replica
+			// died) waits for that order as the first request did.
+			ch, stop, err := s.events.wait(s.Queue.Conn(), stored.Host, stored.ID)
+			if err != nil {
+				return stored, nil
+			}
+			defer stop()
+			events = ch
+		}
 		if f := s.awaitFinish(ctx, stored.ID, events, wait, read); f != nil {
 			return f, nil
 		}

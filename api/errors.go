@@ -72,21 +72,19 @@ func errorDetail(err error) ErrorDetail {
 // not ours are bugs or dependency failures: they are logged with their cause
 // and the client sees a generic message.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		// The client went away while we worked (its timeout, a retry
-		// elsewhere): nothing failed here and nobody reads the answer.
-		// 499, as nginx records it, keeps it out of the 5xx metrics and
-		// the error log; a submission cut short this way may still have
-		// been recorded, which its retry with the same key finds.
-		s.logger.Debug("client closed the request", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.WriteHeader(statusClientClosed)
-		return
-	}
 	var e *order.Error
 	if !errors.As(err, &e) {
-		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
-	} else if e.Code == order.CodeInternal || e.Code == order.CodeUnavailable {
+	}
+	switch {
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away while we worked (its timeout, a retry
+		// elsewhere): nothing failed here and nobody reads the answer
+		// (measure records it as 499). A submission cut short this way
+		// may still have been recorded; its retry with the same key
+		// finds it.
+		s.logger.Debug("client closed the request", "method", r.Method, "path", r.URL.Path, "error", err)
+	case e.Code == order.CodeInternal || e.Code == order.CodeUnavailable:
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	status := statusOf(e.Code)

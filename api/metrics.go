@@ -26,9 +26,8 @@ func (s *Server) measure(next http.Handler) http.Handler {
 		if status >= 500 && r.Context().Err() != nil {
 			// The client left before the answer (the server cancels a
 			// request's context only after the whole chain returns): a
-			// handler's 500 for its cancelled work is not a failure of
-			// ours. The compat surfaces answer in their originals'
-			// shapes, so they are caught here rather than in writeError.
+			// handler's 5xx for its cancelled work, native or in a compat
+			// surface's own shape, is not a failure of ours.
 			status = statusClientClosed
 		}
 		s.Metrics.Request(route, r.Method, status, time.Since(start))

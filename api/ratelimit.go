@@ -149,20 +149,19 @@ func (s *Server) limitPrincipal(next http.Handler) http.Handler {
 // from details.retry_after_seconds), rounded up so a client that waits
 // exactly that long finds a token.
 func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, scope, what string, perMinute int, wait time.Duration) {
-	e, _ := rateLimitError(scope, what, perMinute, wait)
-	s.writeError(w, r, e)
+	s.writeError(w, r, rateLimitError(scope, what, perMinute, wait))
 }
 
 // rateLimitError is the refusal of a request over its limit, the same for
 // REST (429) and NATS (the answer on Orderly-Reply), with the wait in
 // whole seconds.
-func rateLimitError(scope, what string, perMinute int, wait time.Duration) (*order.Error, int64) {
-	secs := max(int64(math.Ceil(wait.Seconds())), 1)
+func rateLimitError(scope, what string, perMinute int, wait time.Duration) *order.Error {
 	return &order.Error{
 		Code:    order.CodeRateLimited,
 		Message: "rate limit exceeded: at most " + strconv.Itoa(perMinute) + " requests per minute per " + what,
-		Details: map[string]any{"scope": scope, "limit_per_minute": perMinute, "retry_after_seconds": secs},
-	}, secs
+		Details: map[string]any{"scope": scope, "limit_per_minute": perMinute,
+			"retry_after_seconds": max(int64(math.Ceil(wait.Seconds())), 1)},
+	}
 }
 
 // limitSubmission applies limits.rate_per_principal to a NATS submission,
@@ -176,8 +175,7 @@ func (s *Server) limitSubmission(ctx context.Context, principal string) error {
 		return nil
 	}
 	if ok, wait := s.take(ctx, s.principalLimits, "principal", principal, n); !ok {
-		e, _ := rateLimitError("principal", "principal", n, wait)
-		return e
+		return rateLimitError("principal", "principal", n, wait)
 	}
 	return nil
 }

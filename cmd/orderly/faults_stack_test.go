@@ -129,9 +129,17 @@ func (s *faultStack) startAPI() {
 	if s.apis > 1 {
 		name = fmt.Sprintf("api-%d", s.apis)
 	}
-	s.api = startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin, "api", "--config", s.conf,
-		"--listen", strings.TrimPrefix(s.apiURL, "http://"))
-	waitHTTPOK(s.t, s.apiURL+"/readyz", 60*time.Second, s.api)
+	s.api = s.startAPIAt(name, s.apiURL)
+}
+
+// startAPIAt starts `orderly api` named name (its log is name.log) on the
+// base URL url and waits until it is ready.
+func (s *faultStack) startAPIAt(name, url string) *faultProc {
+	s.t.Helper()
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin, "api", "--config", s.conf,
+		"--listen", strings.TrimPrefix(url, "http://"))
+	waitHTTPOK(s.t, url+"/readyz", 60*time.Second, p)
+	return p
 }
 
 // startReplica starts a second `orderly api` process beside the first,
@@ -139,9 +147,7 @@ func (s *faultStack) startAPI() {
 func (s *faultStack) startReplica() {
 	s.t.Helper()
 	s.replicaURL = "http://127.0.0.1:" + strconv.Itoa(freePort(s.t))
-	s.replica = startFaultProc(s.t, "api-replica", filepath.Join(s.dir, "api-replica.log"), s.env(), orderlyBin, "api",
-		"--config", s.conf, "--listen", strings.TrimPrefix(s.replicaURL, "http://"))
-	waitHTTPOK(s.t, s.replicaURL+"/readyz", 60*time.Second, s.replica)
+	s.replica = s.startAPIAt("api-replica", s.replicaURL)
 }
 
 // apiURLs are the API processes' base URLs: the first, and the replica's

@@ -93,11 +93,7 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 		out, err := run(ctx, bus, r.Verb, r.Unit)
 		res := executor.Result{Duration: time.Since(start), GroupGone: true}
 		body, _ := json.Marshal(out)
-		body = append(body, '\n')
-		sum := sha256.Sum256(body)
-		res.Stdout = order.Output{Content: body, Bytes: int64(len(body)), SHA256: sum[:]}
-		empty := sha256.Sum256(nil)
-		res.Stderr = order.Output{SHA256: empty[:]}
+		res.Stdout, res.Stderr = textOutput(string(body)+"\n"), textOutput("")
 		code := 0
 		switch {
 		case err != nil && ctx.Err() == context.DeadlineExceeded:
@@ -108,8 +104,7 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 			// No job: systemd (or polkit) refused the call. A failure
 			// like a failed job, with the reason instead of an outcome.
 			code = 1
-			res.Stdout = order.Output{SHA256: empty[:]}
-			res.Stderr = textOutput("systemd: " + err.Error() + "\n")
+			res.Stdout, res.Stderr = textOutput(""), textOutput("systemd: "+err.Error()+"\n")
 		case out.JobResult != "done":
 			code = 1
 			res.Stderr = textOutput(fmt.Sprintf("systemd job %d (%s %s) ended %q\n", out.JobID, r.Verb, r.Unit, out.JobResult))
@@ -119,10 +114,14 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 	}}
 }
 
-// textOutput is a captured stream holding s.
+// textOutput is a captured stream holding s (no content at all for "").
 func textOutput(s string) order.Output {
 	sum := sha256.Sum256([]byte(s))
-	return order.Output{Content: []byte(s), Bytes: int64(len(s)), SHA256: sum[:]}
+	out := order.Output{Bytes: int64(len(s)), SHA256: sum[:]}
+	if s != "" {
+		out.Content = []byte(s)
+	}
+	return out
 }
 
 // prepareActionCommand runs the rendered argv like an exec order: argv[0]
