@@ -1,6 +1,10 @@
 package worker_test
 
 import (
+	"io"
+	"net"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +14,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestLostAcksDoNotStallTheHost: acks the server never gets (sent while a
@@ -65,4 +70,144 @@ func TestLostAcksDoNotStallTheHost(t *testing.T) {
 	if d := time.Since(submitted); d > 15*time.Second {
 		t.Fatalf("the next order ran %s after it was submitted: the host waited for the ack timer (%s)", d.Round(time.Millisecond), slowAckWait)
 	}
+}
+
+// TestLostDeliveryDoesNotStallTheHost: the connection drops while the
+// server's delivery of an order is on its way, so the server counts the
+// order as held by the worker, which never got it. The message iterator
+// hides the reconnect (nats.go pulls again on its own) and no ack is lost,
+// yet the consumer would deliver it again only after its ack timer (30 s).
+// A reconnect makes the worker suspect: once idle it finds the consumer
+// counting a message as held, and rewinds.
+func TestLostDeliveryDoesNotStallTheHost(t *testing.T) {
+	e := newEnv(t)
+	p := newCutProxy(t, e.q.Conn().ConnectedUrl())
+	nc, err := queue.Connect("nats://"+p.addr(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wq, err := queue.New(t.Context(), nc, queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startWith(wq, e.store, "cut", nil)
+	e.waitStatus(e.submit("cut", "true"), order.StatusSucceeded)
+
+	// Hold what the server sends the worker, submit, and once the server
+	// counts the order as delivered, cut the connection: the delivery is
+	// lost with it, and the worker reconnects.
+	cons, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("cut"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.hold()
+	lost := e.submit("cut", "true")
+	testenv.WaitUntil(t, 10*time.Second, "the server delivers the order", func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumAckPending == 1
+	})
+	p.cut()
+	cut := time.Now()
+	e.waitStatus(lost, order.StatusSucceeded)
+	if d := time.Since(cut); d > 15*time.Second {
+		t.Fatalf("the order whose delivery was lost ran %s after the reconnect: the host waited for the ack timer (%s)",
+			d.Round(time.Millisecond), slowAckWait)
+	}
+}
+
+// cutProxy forwards TCP connections to a server; it can hold what the
+// server sends (read, not passed on) and then cut every connection, losing
+// what it held.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cond   *sync.Cond
+	held   bool
+	gen    int // connections of an older generation were cut
+	conns  []net.Conn
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: u.Host}
+	p.cond = sync.NewCond(&p.mu)
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+	})
+	go p.serve()
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) serve() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		p.mu.Lock()
+		gen := p.gen
+		p.conns = append(p.conns, client, server)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(server, client) }()
+		go p.down(server, client, gen)
+	}
+}
+
+// down passes what the server sends on to the client, unless held.
+func (p *cutProxy) down(server, client net.Conn, gen int) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := server.Read(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		for p.held && p.gen == gen {
+			p.cond.Wait()
+		}
+		cut := p.gen != gen
+		p.mu.Unlock()
+		if cut {
+			return
+		}
+		if _, err := client.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (p *cutProxy) hold() {
+	p.mu.Lock()
+	p.held = true
+	p.mu.Unlock()
+}
+
+// cut closes every connection, losing what was held; new ones pass.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns, p.held = nil, false
+	p.gen++
+	p.cond.Broadcast()
+	p.mu.Unlock()
 }

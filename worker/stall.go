@@ -17,9 +17,12 @@ const stallCheckEvery = 2 * time.Second
 // electing one) or while the connection was down is lost, and the server
 // then counts the message as still held by this worker: with MaxAckPending
 // reached it delivers nothing more until the ack timer (30 s) runs out.
-// After any error from the message iterator the worker is "suspect"; once it
-// is idle (holding no message at all), the consumer must agree that nothing
-// is pending. When it disagrees twice in a row, the tenure ends and the next
+// After any error from the message iterator, an ack the server did not
+// confirm, or a reconnect, the worker is "suspect"; once it is idle (holding
+// no message at all), the consumer must agree that nothing is pending. The
+// reconnect must be watched for here: the iterator hides it (nats.go pulls
+// again on its own), yet an ack or a delivery in flight when the connection
+// dropped, or that the restarted server forgot, is lost the same way. When it disagrees twice in a row, the tenure ends and the next
 // one recreates the consumer: every unacked message comes back at once, in
 // order, and the ones already done are recognized as finished and acked.
 type stall struct {
@@ -29,15 +32,22 @@ type stall struct {
 }
 
 // watch runs until ctx ends; it calls stop with errRewind on a stall.
-func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, stop context.CancelCauseFunc, logf func(msg string, args ...any)) {
+// reconnects counts the connection's reconnects.
+func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnects func() uint64, stop context.CancelCauseFunc,
+	logf func(msg string, args ...any)) {
 	t := time.NewTicker(stallCheckEvery)
 	defer t.Stop()
 	strikes := 0
+	seen := reconnects()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n := reconnects(); n != seen {
+			seen = n
+			s.suspect.Store(true)
 		}
 		if !s.suspect.Load() || !s.loopIdle.Load() || !s.feederIdle.Load() {
 			strikes = 0

@@ -234,7 +234,8 @@ func (w *Worker) tenure(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		st.watch(feedCtx, cons, stopFeed, w.logger.Warn)
+		nc := w.q.JetStream().Conn()
+		st.watch(feedCtx, cons, func() uint64 { return nc.Stats().Reconnects }, stopFeed, w.logger.Warn)
 	}()
 	// The feeder hands messages over one at a time; holding the next one
 	// while an order runs is what lets its claim share the result's commit.
