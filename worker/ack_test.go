@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/url"
@@ -116,17 +117,69 @@ func TestLostDeliveryDoesNotStallTheHost(t *testing.T) {
 	}
 }
 
+// TestLostPullDoesNotStallTheHost: the host's pull request and a delivery
+// made for it are lost while the connection stays up (on a NATS cluster:
+// the consumer's leader died, and the delivery with the route it took). The
+// server counts the order as held by the worker, which never got it; the
+// message iterator notices only the missing heartbeats (and reports them:
+// nats.go's default). The worker takes that for a sign of trouble: once
+// idle it finds the consumer counting a message as held, and rewinds,
+// instead of waiting for the ack timer (30 s).
+func TestLostPullDoesNotStallTheHost(t *testing.T) {
+	e := newEnv(t)
+	p := newCutProxy(t, e.q.Conn().ConnectedUrl())
+	nc, err := queue.Connect("nats://"+p.addr(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wq, err := queue.New(t.Context(), nc, queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startWith(wq, e.store, "pull", nil)
+	e.waitStatus(e.submit("pull", "true"), order.StatusSucceeded)
+
+	// Drop what the pull request brings (the delivery, the heartbeats, the
+	// request's expiry) for longer than two heartbeats.
+	p.drop(func(b []byte) bool {
+		return bytes.Contains(b, []byte("orderly.orders.pull")) || bytes.Contains(b, []byte("Idle Heartbeat")) ||
+			bytes.Contains(b, []byte("408 Request Timeout"))
+	})
+	submitted := time.Now()
+	lost := e.submit("pull", "true")
+	cons, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("pull"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, 10*time.Second, "the server delivers the order", func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumAckPending == 1
+	})
+	time.Sleep(7 * time.Second)
+	p.drop(nil)
+	e.waitStatus(lost, order.StatusSucceeded)
+	if d := time.Since(submitted); d > 20*time.Second {
+		t.Fatalf("the order whose delivery was lost ran %s after it was submitted: the host waited for the ack timer (%s)",
+			d.Round(time.Millisecond), slowAckWait)
+	}
+	if r := nc.Stats().Reconnects; r != 0 {
+		t.Fatalf("the worker reconnected %d times: the test must lose the pull, not the connection", r)
+	}
+}
+
 // cutProxy forwards TCP connections to a server; it can hold what the
 // server sends (read, not passed on) and then cut every connection, losing
-// what it held.
+// what it held, or drop what the server sends in reads a filter picks.
 type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cond   *sync.Cond
-	held   bool
-	gen    int // connections of an older generation were cut
-	conns  []net.Conn
+	ln       net.Listener
+	target   string
+	mu       sync.Mutex
+	cond     *sync.Cond
+	held     bool
+	dropping func([]byte) bool
+	gen      int // connections of an older generation were cut
+	conns    []net.Conn
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
@@ -183,15 +236,26 @@ func (p *cutProxy) down(server, client net.Conn, gen int) {
 		for p.held && p.gen == gen {
 			p.cond.Wait()
 		}
-		cut := p.gen != gen
+		cut, dropped := p.gen != gen, p.dropping != nil && p.dropping(buf[:n])
 		p.mu.Unlock()
 		if cut {
 			return
+		}
+		if dropped {
+			continue
 		}
 		if _, err := client.Write(buf[:n]); err != nil {
 			return
 		}
 	}
+}
+
+// drop discards, until called with nil, each read from a server that
+// filter picks.
+func (p *cutProxy) drop(filter func([]byte) bool) {
+	p.mu.Lock()
+	p.dropping = filter
+	p.mu.Unlock()
 }
 
 func (p *cutProxy) hold() {
