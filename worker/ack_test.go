@@ -82,32 +82,14 @@ func TestLostAcksDoNotStallTheHost(t *testing.T) {
 // counting a message as held, and rewinds.
 func TestLostDeliveryDoesNotStallTheHost(t *testing.T) {
 	e := newEnv(t)
-	p := newCutProxy(t, e.q.Conn().ConnectedUrl())
-	nc, err := queue.Connect("nats://"+p.addr(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	wq, err := queue.New(t.Context(), nc, queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.startWith(wq, e.store, "cut", nil)
-	e.waitStatus(e.submit("cut", "true"), order.StatusSucceeded)
+	p, _ := proxiedWorker(e, "cut")
 
 	// Hold what the server sends the worker, submit, and once the server
 	// counts the order as delivered, cut the connection: the delivery is
 	// lost with it, and the worker reconnects.
-	cons, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("cut"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	p.hold()
 	lost := e.submit("cut", "true")
-	testenv.WaitUntil(t, 10*time.Second, "the server delivers the order", func() bool {
-		info, err := cons.Info(t.Context())
-		return err == nil && info.NumAckPending == 1
-	})
+	waitHeld(e, "cut")
 	p.cut()
 	cut := time.Now()
 	e.waitStatus(lost, order.StatusSucceeded)
@@ -127,18 +109,7 @@ func TestLostDeliveryDoesNotStallTheHost(t *testing.T) {
 // instead of waiting for the ack timer (30 s).
 func TestLostPullDoesNotStallTheHost(t *testing.T) {
 	e := newEnv(t)
-	p := newCutProxy(t, e.q.Conn().ConnectedUrl())
-	nc, err := queue.Connect("nats://"+p.addr(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	wq, err := queue.New(t.Context(), nc, queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.startWith(wq, e.store, "pull", nil)
-	e.waitStatus(e.submit("pull", "true"), order.StatusSucceeded)
+	p, nc := proxiedWorker(e, "pull")
 
 	// Drop what the pull request brings (the delivery, the heartbeats, the
 	// request's expiry) for longer than two heartbeats.
@@ -148,14 +119,7 @@ func TestLostPullDoesNotStallTheHost(t *testing.T) {
 	})
 	submitted := time.Now()
 	lost := e.submit("pull", "true")
-	cons, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("pull"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.WaitUntil(t, 10*time.Second, "the server delivers the order", func() bool {
-		info, err := cons.Info(t.Context())
-		return err == nil && info.NumAckPending == 1
-	})
+	waitHeld(e, "pull")
 	time.Sleep(7 * time.Second)
 	p.drop(nil)
 	e.waitStatus(lost, order.StatusSucceeded)
@@ -166,6 +130,38 @@ func TestLostPullDoesNotStallTheHost(t *testing.T) {
 	if r := nc.Stats().Reconnects; r != 0 {
 		t.Fatalf("the worker reconnected %d times: the test must lose the pull, not the connection", r)
 	}
+}
+
+// proxiedWorker starts a worker for host whose connection to NATS goes
+// through a cutProxy, and has it run one order.
+func proxiedWorker(e *env, host string) (*cutProxy, *nats.Conn) {
+	t := e.t
+	p := newCutProxy(t, e.q.Conn().ConnectedUrl())
+	nc, err := queue.Connect("nats://"+p.addr(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wq, err := queue.New(t.Context(), nc, queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startWith(wq, e.store, host, nil)
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	return p, nc
+}
+
+// waitHeld waits until the server counts one order of host as delivered
+// and not acknowledged.
+func waitHeld(e *env, host string) {
+	cons, err := e.q.JetStream().Consumer(e.t.Context(), queue.OrdersStream, queue.ConsumerName(host))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.WaitUntil(e.t, 10*time.Second, "the server delivers the order", func() bool {
+		info, err := cons.Info(e.t.Context())
+		return err == nil && info.NumAckPending == 1
+	})
 }
 
 // cutProxy forwards TCP connections to a server; it can hold what the
@@ -182,7 +178,7 @@ type cutProxy struct {
 	conns    []net.Conn
 }
 
-func newCutProxy(t *testing.T, target string) *cutProxy {
+func newCutProxy(t testing.TB, target string) *cutProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
