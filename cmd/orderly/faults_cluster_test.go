@@ -200,6 +200,19 @@ func waitConsumerLeader(t testing.TB, js jetstream.JetStream, name, old string) 
 	})
 }
 
+// waitMetaLeader waits until the cluster's meta group has a leader: only
+// it answers account information, and only it creates and deletes
+// consumers, which a worker's rewind does.
+func waitMetaLeader(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	waitUntil(t, 60*time.Second, "a meta leader", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+}
+
 // newClusterFaultStack is newFaultStack on a NATS cluster: the same
 // PostgreSQL, config (plus nats.replicas: 3) and `orderly api`, with the
 // API connected to every node.
@@ -278,14 +291,16 @@ func TestFaultsNATSCluster(t *testing.T) {
 		c.node(old).kill9()
 		leader, took := waitNewLeader(t, js, queue.OrdersStream, old)
 		elections = append(elections, took)
-		// The hosts bucket (leases) and each host's consumer elect on their
-		// own; orderly's recovery is measured from when all have a leader
-		// again: JetStream's elections (4-9 s after a leader crash) are not
+		// The hosts bucket (leases), each host's consumer and the meta
+		// group (when the dead node led it) elect on their own; orderly's
+		// recovery is measured from when all have a leader again:
+		// JetStream's elections (4-9 s after a leader crash) are not
 		// orderly's to bound.
 		hostsLeader, _ := waitNewLeader(t, js, "KV_"+queue.HostsBucket, old)
 		for _, h := range hosts {
 			waitConsumerLeader(t, js, queue.ConsumerName(h), old)
 		}
+		waitMetaLeader(t, js)
 		faultAll("stream leader " + old + " killed, re-elected")
 		t.Logf("round %d: killed %s, the orders stream's leader; %s leads it after %s (hosts bucket: %s)",
 			i+1, old, leader, took.Round(time.Millisecond), hostsLeader)
@@ -320,6 +335,7 @@ func TestFaultsNATSCluster(t *testing.T) {
 	c.start(leader, other)
 	_, _ = waitNewLeader(t, js, queue.OrdersStream, "")
 	_, _ = waitNewLeader(t, js, "KV_"+queue.HostsBucket, "")
+	waitMetaLeader(t, js)
 	faultAll("quorum back")
 	r.untilRecovered(time.Second, 30*time.Second, 2*time.Second)
 	l.stop()
