@@ -12,19 +12,20 @@ import (
 // compares the consumer's view with its own.
 const stallCheckEvery = 2 * time.Second
 
-// stall watches for acknowledgements and deliveries lost on the bus. An
-// ack is fire and forget; one sent while the consumer had no leader (a NATS
+// stall watches for acknowledgements and deliveries lost on the bus. An ack
+// is fire and forget; one sent while the consumer had no leader (a NATS
 // cluster electing one) or while the connection was down is lost, and so is
 // a delivery in flight then: the server counts the message as still held by
 // this worker and delivers it again only when its ack timer (30 s) runs out
-// (with MaxAckPending reached, nothing else either). After an error from the message iterator (a
-// missed heartbeat among them), an ack the server did not confirm, or a
-// reconnect, the worker is "suspect"; once it is idle (holding no message at
-// all), the consumer must agree that nothing is pending. The reconnect is
-// watched for here because the iterator hides it (nats.go pulls again on its
-// own). When the consumer disagrees twice in a row, the tenure ends and the
-// next one recreates the consumer: every unacked message comes back at once,
-// in order, and the ones already done are recognized as finished and acked.
+// (with MaxAckPending reached, nothing else either). After an error from the
+// message iterator (a missed heartbeat among them), an ack the server did
+// not confirm, or a reconnect, the worker is "suspect"; once it is idle
+// (holding no message at all), the consumer must agree that nothing is
+// pending. The reconnect is watched for here because the iterator hides it
+// (nats.go pulls again on its own). When the consumer disagrees twice in a
+// row, the tenure ends and the next one recreates the consumer: every
+// unacked message comes back at once, in order, and the ones already done
+// are recognized as finished and acked.
 type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message
