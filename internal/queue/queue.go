@@ -165,10 +165,20 @@ func (q *Queue) Ping(ctx context.Context) error {
 	return q.nc.FlushWithContext(ctx)
 }
 
+// publishAckWait bounds a publish's wait for its PubAck, whatever the
+// caller's deadline (jetstream's own default, without one, is the same): a
+// publish in flight when nats-server died is never answered, and it is the
+// caller's retry, deduplicated by Nats-Msg-Id, that gets the order through.
+// The NATS intake's attempt allows 15 s, and a host's later submissions
+// wait behind it (TestFaultsNATSRestartIntake: 13 s once).
+const publishAckWait = 5 * time.Second
+
 // Publish sends an order to its host's subject with Nats-Msg-Id set to the
 // order id, so a republish by the reconciler is deduplicated. The payload is
 // only the id: the worker reads the order from PostgreSQL.
 func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, publishAckWait)
+	defer cancel()
 	ack, err := q.js.Publish(ctx, OrdersSubject+host, []byte(id.String()), jetstream.WithMsgID(id.String()),
 		jetstream.WithExpectStream(OrdersStream))
 	if err != nil {
