@@ -166,7 +166,7 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 	if err != nil {
 		return nil, fmt.Errorf("pull from the intake consumer: %w", err)
 	}
-	defer stopIterator(it)
+	defer queue.StopIterator(it)
 	nctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -229,31 +229,6 @@ func keepInProgress(ctx context.Context, ln *lanes) {
 			for _, d := range ln.holding() {
 				_ = d.msg.InProgress()
 			}
-		}
-	}
-}
-
-// stopIterator stops it and waits until its subscription is gone, so that
-// no pull request of it outlives a rewind that follows: the unsubscribe is
-// then written to the server before the rewind request. Closed only sees
-// a subscription that is already gone when it is called, so it is asked
-// again each millisecond (the iterator's own goroutine unsubscribes).
-func stopIterator(it jetstream.MessagesContext) {
-	it.Stop()
-	c, ok := it.(interface{ Closed() <-chan struct{} })
-	if !ok {
-		return
-	}
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(2 * time.Second)
-	for {
-		select {
-		case <-c.Closed():
-			return
-		case <-deadline:
-			return
-		case <-tick.C:
 		}
 	}
 }
