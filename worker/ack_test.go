@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -129,6 +131,86 @@ func TestLostPullDoesNotStallTheHost(t *testing.T) {
 	}
 	if r := nc.Stats().Reconnects; r != 0 {
 		t.Fatalf("the worker reconnected %d times: the test must lose the pull, not the connection", r)
+	}
+}
+
+// TestPullLeftPendingCannotJumpTheQueue: a worker that takes its own host
+// again rewinds the consumer in place, which keeps the pull requests
+// pending on it. One left by another client (a previous owner, frozen, that
+// pulled again when it woke) then takes the first redelivered order, A.
+// With B behind it, the worker's own pull gets B first: it must not run B
+// before A, so a tenure whose first delivery is not numbered 1 rewinds
+// again, and A comes back once that pull request has had its message.
+// With A alone, nothing shows a gap: each tenure starts suspect, so the
+// idle worker asks the consumer, finds A held and rewinds, instead of
+// waiting for the ack timer.
+func TestPullLeftPendingCannotJumpTheQueue(t *testing.T) {
+	for _, n := range []int{2, 1} {
+		t.Run(fmt.Sprintf("%d orders", n), func(t *testing.T) {
+			e := newEnv(t)
+			host := fmt.Sprintf("jump%d", n)
+			p, _ := proxiedWorker(e, host)
+			cons, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName(host))
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// The orders are delivered to the worker, held in the proxy.
+			p.hold()
+			var ids []uuid.UUID
+			for range n {
+				ids = append(ids, e.submit(host, "true"))
+			}
+			testenv.WaitUntil(t, 10*time.Second, "the server delivers the orders", func() bool {
+				info, err := cons.Info(t.Context())
+				return err == nil && info.NumAckPending == n
+			})
+			// Another client's pull request waits on the consumer.
+			info, err := cons.Info(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			waiting := info.NumWaiting
+			taken := make(chan uuid.UUID, 1)
+			go func() {
+				defer close(taken)
+				batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Minute))
+				if err != nil {
+					return
+				}
+				for m := range batch.Messages() {
+					taken <- uuid.MustParse(string(m.Data()))
+				}
+			}()
+			testenv.WaitUntil(t, 10*time.Second, "the other pull request waits", func() bool {
+				info, err := cons.Info(t.Context())
+				return err == nil && info.NumWaiting > waiting
+			})
+			// The deliveries are lost with the connection: the worker finds
+			// the consumer holding them, takes its host again and rewinds.
+			p.cut()
+			cut := time.Now()
+			var done []*order.Order
+			for _, id := range ids {
+				done = append(done, e.waitStatus(id, order.StatusSucceeded))
+			}
+			if d := time.Since(cut); d > 20*time.Second {
+				t.Fatalf("the orders ran %s after the cut: the host waited for the ack timer (%s)", d.Round(time.Millisecond), slowAckWait)
+			}
+			select {
+			case id := <-taken:
+				if id != ids[0] {
+					t.Fatalf("the other pull request took %s, want A (%s): the scenario did not happen", id, ids[0])
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the other pull request took nothing: the scenario did not happen")
+			}
+			for i := 1; i < n; i++ {
+				if !done[i-1].StartedAt.Before(*done[i].StartedAt) {
+					t.Fatalf("order %d started at %s, before order %d at %s", i+1, done[i].StartedAt, i, done[i-1].StartedAt)
+				}
+			}
+		})
 	}
 }
 

@@ -23,9 +23,10 @@ const stallCheckEvery = 2 * time.Second
 // (holding no message at all), the consumer must agree that nothing is
 // pending. The reconnect is watched for here because the iterator hides it
 // (nats.go pulls again on its own). When the consumer disagrees twice in a
-// row, the tenure ends and the next one recreates the consumer: every
+// row, the tenure ends and the next one rewinds the consumer: every
 // unacked message comes back at once, in order, and the ones already done
-// are recognized as finished and acked.
+// are recognized as finished and acked. Each tenure starts suspect
+// (worker.go).
 type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message

@@ -21,9 +21,15 @@ import (
 //     it interrupted (or requeue it once when it is idempotent), then kill
 //     and verify gone whatever its recorded processes left behind, and keep
 //     the evidence; nothing runs before that is done;
-//  3. recreate the host's consumer, so every unacknowledged message comes
-//     back at once and in stream order, and no pull request of a previous
-//     owner survives to take one.
+//  3. rewind the host's consumer, so every unacknowledged message comes
+//     back at once and in stream order. Taking the host from another
+//     worker instance, recreate it, so that no pull request that instance
+//     left pending survives to take one; taking it again from this
+//     instance (after a gap, lost acks or a lapsed lease), reset it in
+//     place, which a NATS cluster can do without its meta leader
+//     (queue.RewindHostConsumer). Either way deliveries are numbered from
+//     1 again, and the feeder refuses a tenure whose first delivery is
+//     not number 1: a pull request that was not this tenure's took it.
 func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 	prev, epoch, err := w.store.TakeHost(ctx, w.opts.Host, w.opts.Version, w.self)
 	if err != nil {
@@ -43,6 +49,9 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 		if _, err := w.abandon(ctx, o, fmt.Sprintf("the worker running it (%s) stopped before recording a result; taken over by %s", o.Worker, w.opts.Instance)); err != nil {
 			return nil, err
 		}
+	}
+	if prev == w.self { // this very process owned the host last
+		return w.q.RewindHostConsumer(ctx, w.opts.Host, w.cons)
 	}
 	return w.q.RenewHostConsumer(ctx, w.opts.Host)
 }

@@ -94,6 +94,9 @@ type Worker struct {
 
 	started startedSet     // orders this instance started executing
 	self    postgres.Owner // this process, recorded as the host's owner
+	// cons is the host's consumer as the last tenure used it; only Run's
+	// goroutine touches it.
+	cons jetstream.Consumer
 	// acks is the current tenure's stall check, which an ack the server
 	// did not confirm marks suspect (ack.go).
 	acks atomic.Pointer[stall]
@@ -136,7 +139,7 @@ var errCrash = errors.New("fail-point")
 // sequence has a gap (some delivery went to another client, a worker that
 // was frozen and has not yet noticed it lost the host; nothing after the
 // gap may run before what was taken), or it counts messages as held by
-// this idle worker (acks lost, stall.go). The next tenure recreates the
+// this idle worker (acks lost, stall.go). The next tenure rewinds the
 // consumer, which hands every unacknowledged message back in stream order.
 var errRewind = errors.New("rewinding the host's consumer (a delivery gap or lost acks)")
 
@@ -194,6 +197,7 @@ func (w *Worker) tenure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.cons = cons
 	ctl, err := w.q.SubscribeControl(w.opts.Host, w.control)
 	if err != nil {
 		return err
@@ -229,7 +233,11 @@ func (w *Worker) tenure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}
+	// Suspect from the start: a pull request that was not this tenure's
+	// may have taken the only message there was, which leaves no gap to
+	// see; the first idle check asks the consumer.
 	st := &stall{}
+	st.suspect.Store(true)
 	w.acks.Store(st)
 	wg.Add(1)
 	go func() {
@@ -250,7 +258,9 @@ func (w *Worker) tenure(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		<-feedCtx.Done()
-		iter.Stop()
+		// Gone before the next tenure rewinds in place: a pull request
+		// of this iterator would take the first delivery.
+		queue.StopIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
 	for {
@@ -309,8 +319,11 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 			// A sequence at or below the last one is the server delivering
 			// again what it already sent (after a reconnect): a duplicate,
 			// which processing recognizes. Only a jump forward means some
-			// delivery went elsewhere.
-			if last != 0 && meta.Sequence.Consumer > last+1 {
+			// delivery went elsewhere; the takeover numbers deliveries from
+			// 1, so a first delivery above 1 is a jump too (a pull request
+			// left by a previous owner, or by this worker's previous
+			// tenure, took the first).
+			if meta.Sequence.Consumer > last+1 {
 				w.logger.Warn("gap in deliveries; rewinding", "after", last, "got", meta.Sequence.Consumer,
 					"stream_seq", meta.Sequence.Stream)
 				stop(errRewind)

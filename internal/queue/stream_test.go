@@ -172,6 +172,101 @@ func TestHostConsumerRedelivery(t *testing.T) {
 	}
 }
 
+// TestRewindHostConsumer: a rewind in place hands what the consumer holds
+// unacknowledged back at once, in stream order, numbered from 1 again, and
+// keeps the consumer; it updates a consumer whose ack wait changed and
+// creates a missing one.
+func TestRewindHostConsumer(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{AckWait: time.Minute})
+	ctx := testenv.Context(t)
+	var want []uuid.UUID
+	for range 3 {
+		id := uuid.Must(uuid.NewV7())
+		if _, err := q.Publish(ctx, "r2", id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	c, err := q.HostConsumer(ctx, "r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := c.CachedInfo().Created
+	// As the server reports it, the consumer has the settings asked for:
+	// a rewind only resets it (an update is a meta-group operation).
+	if !queue.SameHostConsumer(q, "r2", c.CachedInfo().Config) {
+		t.Fatalf("the consumer's settings %+v differ from the ones asked for: every rewind would update it", c.CachedInfo().Config)
+	}
+	if _, ids := fetchIDs(t, c, 2, 300*time.Millisecond); !equalIDs(ids, want[:2]) {
+		t.Fatalf("first fetch %v, want %v", ids, want[:2])
+	}
+	// held checks that r delivers want at once, numbered from first (after
+	// a rewind, 1: the worker refuses a first delivery numbered above 1)
+	held := func(r jetstream.Consumer, want []uuid.UUID, first uint64) []jetstream.Msg {
+		t.Helper()
+		start := time.Now()
+		msgs, ids := fetchIDs(t, r, len(want), 10*time.Second)
+		if !equalIDs(ids, want) || time.Since(start) > 5*time.Second {
+			t.Fatalf("rewound consumer gave %v after %s, want %v at once", ids, time.Since(start), want)
+		}
+		for i, m := range msgs {
+			meta, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta.Sequence.Consumer != first+uint64(i) {
+				t.Fatalf("delivery %d of %v is numbered %d, want %d", i+1, want, meta.Sequence.Consumer, first+uint64(i))
+			}
+		}
+		return msgs
+	}
+
+	r, err := q.RewindHostConsumer(ctx, "r2", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held(r, want[:2], 1)
+	info, err := r.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Created.Equal(created) {
+		t.Errorf("consumer created %s, then %s: the rewind replaced it", created, info.Created)
+	}
+
+	// The ack wait changed (a new configuration): updated, then rewound.
+	slow, err := queue.New(ctx, q.Conn(), queue.Options{AckWait: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = slow.RewindHostConsumer(ctx, "r2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := held(r, want[:2], 1)
+	if info, err = r.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.AckWait != 2*time.Minute || queue.SameHostConsumer(q, "r2", info.Config) {
+		t.Errorf("ack wait %s after the rewind, want 2m", info.Config.AckWait)
+	}
+	for _, m := range msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held(r, want[2:], 3)
+
+	// Missing (deleted by hand): created, with what is unacked.
+	if err := q.JetStream().DeleteConsumer(ctx, queue.OrdersStream, queue.ConsumerName("r2")); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = q.RewindHostConsumer(ctx, "r2", r); err != nil {
+		t.Fatal(err)
+	}
+	held(r, want[2:], 1)
+}
+
 // TestLease: one holder at a time; a standby learns who holds the host and
 // takes it when released; a holder whose key was taken by a rival loses
 // the lease; a holder whose key vanished (expired) takes it again.
