@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,6 +79,15 @@ func TestComposeFile(t *testing.T) {
 		}
 		if _, err := os.Stat(c.File); err != nil {
 			t.Errorf("config %s: %v", name, err)
+		}
+	}
+	// nats-server 2.14 or later: orderly rewinds consumers with a reset
+	// (the NATS intake's, and a host's taken again by the same worker),
+	// an API older servers do not have.
+	for _, name := range []string{"nats-1", "nats-2", "nats-3"} {
+		var major, minor int
+		if _, err := fmt.Sscanf(p.Services[name].Image, "nats:%d.%d", &major, &minor); err != nil || major < 2 || major == 2 && minor < 14 {
+			t.Errorf("%s: image %s, want nats:2.14 or later", name, p.Services[name].Image)
 		}
 	}
 	// The streams are at three replicas: the API's config asks for them.

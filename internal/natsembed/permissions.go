@@ -68,6 +68,7 @@ func WorkerPermissions(host string) *server.Permissions {
 			"$JS.API.CONSUMER.CREATE." + orders + "." + queue.OrdersSubject + host,
 			"$JS.API.CONSUMER.INFO." + orders,
 			"$JS.API.CONSUMER.DELETE." + orders,
+			"$JS.API.CONSUMER.RESET." + orders,
 			"$JS.API.CONSUMER.MSG.NEXT." + orders,
 			"$JS.ACK." + orders + ".>",
 			// Its lease and heartbeat: bind the bucket, read with a direct

@@ -248,6 +248,18 @@ func TestRolesOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Both ways a takeover rewinds it: recreated, and reset in place (not
+	// recreated for want of the permission: the consumer stays the same).
+	if cons, err = q1.RenewHostConsumer(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	created := cons.CachedInfo().Created
+	if cons, err = q1.RewindHostConsumer(ctx, "h1", cons); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(ctx); err != nil || !info.Created.Equal(created) {
+		t.Fatalf("worker h1's consumer after a rewind in place: %v, created %v, before %v", err, info.Created, created)
+	}
 	id := uuid.New()
 	if _, err := qAPI.Publish(ctx, "h1", id); err != nil {
 		t.Fatal(err)
@@ -315,6 +327,12 @@ func TestRolesOnTheBus(t *testing.T) {
 	}
 	stop()
 	w2.refused(t, "Publish", "$JS.API.CONSUMER.CREATE.ORDERLY_ORDERS.host_h1.orderly.orders.h1")
+	short, stop = context.WithTimeout(ctx, 5*time.Second)
+	if _, err := q2.RewindHostConsumer(short, "h1", nil); err == nil {
+		t.Fatal("worker h2 rewound host h1's consumer")
+	}
+	stop()
+	w2.refused(t, "Publish", "$JS.API.CONSUMER.RESET.ORDERLY_ORDERS.host_h1")
 	if _, err := w2.nc.Request("$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_h1", []byte(`{"batch":1}`), time.Second); err == nil {
 		t.Fatal("worker h2 pulled from host h1's consumer")
 	}

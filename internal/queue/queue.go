@@ -241,19 +241,27 @@ func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.C
 // consumer, so it is only for a worker that owned the host last
 // (worker/takeover.go), which passes the consumer it used (nil: looked
 // up). A consumer whose settings are not HostConsumer's (a changed ack
-// wait) is updated and rewound again; a missing one is created.
+// wait) is updated and rewound again; a missing one is created; one that
+// cannot be reset (nats-server before 2.14) is recreated, as
+// RenewHostConsumer does.
 func (q *Queue) RewindHostConsumer(ctx context.Context, host string, c jetstream.Consumer) (jetstream.Consumer, error) {
 	name := ConsumerName(host)
 	reset, err := q.resetConsumer(ctx, name)
 	if err != nil {
 		// Only the consumer's leader answers a reset, and nobody says no:
-		// it has no leader yet (an election), or it is gone (deleted by
-		// hand).
+		// it has no leader yet (an election), it is gone (deleted by
+		// hand), or the request never reached it (nats-server before
+		// 2.14 has no reset, and an authorization written for an older
+		// orderly does not allow it). A look-up tells them apart.
 		lctx, cancel := context.WithTimeout(ctx, resetWait)
 		_, lerr := q.js.Consumer(lctx, OrdersStream, name)
 		cancel()
-		if errors.Is(lerr, jetstream.ErrConsumerNotFound) {
+		switch {
+		case errors.Is(lerr, jetstream.ErrConsumerNotFound):
 			return q.HostConsumer(ctx, host) // new: it starts at the first unacked message
+		case lerr == nil:
+			// Its leader answers a look-up, not a reset: recreate it.
+			return q.RenewHostConsumer(ctx, host)
 		}
 		return nil, fmt.Errorf("rewind consumer of host %s: %w", host, err)
 	}

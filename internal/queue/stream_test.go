@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -265,6 +266,60 @@ func TestRewindHostConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	held(r, want[2:], 1)
+}
+
+// TestRewindWithoutReset: where a reset cannot reach the consumer (a
+// nats-server before 2.14, or an authorization that does not allow it;
+// here the latter), the rewind recreates the consumer, as before resets:
+// what was held comes back at once all the same.
+func TestRewindWithoutReset(t *testing.T) {
+	noReset := &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.CONSUMER.RESET.>"}}}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
+		Users: []*server.User{{Username: "old", Password: "old", Permissions: noReset}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc, err := queue.Connect(ns.ClientURL(), "queue-test", nats.UserInfo("old", "old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testenv.Context(t)
+	q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []uuid.UUID
+	for range 2 {
+		id := uuid.Must(uuid.NewV7())
+		if _, err := q.Publish(ctx, "r3", id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	c, err := q.HostConsumer(ctx, "r3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ids := fetchIDs(t, c, 2, 300*time.Millisecond); !equalIDs(ids, want) {
+		t.Fatalf("first fetch %v, want %v", ids, want)
+	}
+	r, err := q.RewindHostConsumer(ctx, "r3", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CachedInfo().Created.Equal(c.CachedInfo().Created) {
+		t.Error("the consumer was not recreated")
+	}
+	start := time.Now()
+	if _, ids := fetchIDs(t, r, 2, 10*time.Second); !equalIDs(ids, want) || time.Since(start) > 5*time.Second {
+		t.Fatalf("recreated consumer gave %v after %s, want %v at once", ids, time.Since(start), want)
+	}
 }
 
 // TestLease: one holder at a time; a standby learns who holds the host and
