@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -168,6 +169,11 @@ func TestK8sNATSValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v struct {
+		Container struct {
+			Image struct {
+				Tag string `yaml:"tag"`
+			} `yaml:"image"`
+		} `yaml:"container"`
 		Config struct {
 			Cluster struct {
 				Enabled  bool `yaml:"enabled"`
@@ -187,6 +193,12 @@ func TestK8sNATSValues(t *testing.T) {
 	}
 	if v.Config.JetStream.Merge["sync_interval"] != "always" {
 		t.Errorf("nats-values.yaml: JetStream does not fsync every write")
+	}
+	// orderly rewinds consumers with a reset, which nats-server has since
+	// 2.14 (the chart's default image may be older).
+	var major, minor int
+	if _, err := fmt.Sscanf(v.Container.Image.Tag, "%d.%d", &major, &minor); err != nil || major < 2 || major == 2 && minor < 14 {
+		t.Errorf("nats-values.yaml: image tag %q, want nats-server 2.14 or later", v.Container.Image.Tag)
 	}
 }
 
