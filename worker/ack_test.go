@@ -28,17 +28,8 @@ import (
 // idle and rewinds: the next order runs within seconds.
 func TestLostAcksDoNotStallTheHost(t *testing.T) {
 	lossy := &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.ACK.>"}}}
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
-		Users: []*server.User{{Username: "test", Password: "test"}, {Username: "worker", Password: "worker", Permissions: lossy}}}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	opts := &server.Options{Users: []*server.User{{Username: "test", Password: "test"}, {Username: "worker", Password: "worker", Permissions: lossy}}}
+	ns := testenv.NATSServer(t, opts)
 	qopts := queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second}
 	connect := func(user string) *queue.Queue {
 		nc, err := queue.Connect(ns.ClientURL(), user, nats.UserInfo(user, user))

@@ -50,6 +50,26 @@ func fetchIDs(t *testing.T, c jetstream.Consumer, n int, wait time.Duration) ([]
 	return msgs, ids
 }
 
+// publishOrders publishes n orders for host and returns their ids and the
+// host's consumer.
+func publishOrders(t *testing.T, q *queue.Queue, host string, n int) ([]uuid.UUID, jetstream.Consumer) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	var ids []uuid.UUID
+	for range n {
+		id := uuid.Must(uuid.NewV7())
+		if _, err := q.Publish(ctx, host, id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	c, err := q.HostConsumer(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids, c
+}
+
 func streamMsgs(t *testing.T, q *queue.Queue) uint64 {
 	t.Helper()
 	st, err := q.JetStream().Stream(testenv.Context(t), queue.OrdersStream)
@@ -125,18 +145,7 @@ func TestPublishDedupAndHostConsumers(t *testing.T) {
 func TestHostConsumerRedelivery(t *testing.T) {
 	q, _ := openQueue(t, queue.Options{AckWait: time.Second})
 	ctx := testenv.Context(t)
-	var want []uuid.UUID
-	for range 3 {
-		id := uuid.Must(uuid.NewV7())
-		if _, err := q.Publish(ctx, "r1", id); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id)
-	}
-	c, err := q.HostConsumer(ctx, "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, c := publishOrders(t, q, "r1", 3)
 	_, ids := fetchIDs(t, c, 3, 300*time.Millisecond)
 	if !equalIDs(ids, want[:2]) {
 		t.Fatalf("first fetch %v, want the first two orders (MaxAckPending 2)", ids)
@@ -180,18 +189,7 @@ func TestHostConsumerRedelivery(t *testing.T) {
 func TestRewindHostConsumer(t *testing.T) {
 	q, _ := openQueue(t, queue.Options{AckWait: time.Minute})
 	ctx := testenv.Context(t)
-	var want []uuid.UUID
-	for range 3 {
-		id := uuid.Must(uuid.NewV7())
-		if _, err := q.Publish(ctx, "r2", id); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id)
-	}
-	c, err := q.HostConsumer(ctx, "r2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, c := publishOrders(t, q, "r2", 3)
 	created := c.CachedInfo().Created
 	// As the server reports it, the consumer has the settings asked for:
 	// a rewind only resets it (an update is a meta-group operation).
@@ -274,16 +272,7 @@ func TestRewindHostConsumer(t *testing.T) {
 // what was held comes back at once all the same.
 func TestRewindWithoutReset(t *testing.T) {
 	noReset := &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.CONSUMER.RESET.>"}}}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
-		Users: []*server.User{{Username: "old", Password: "old", Permissions: noReset}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := testenv.NATSServer(t, &server.Options{Users: []*server.User{{Username: "old", Password: "old", Permissions: noReset}}})
 	nc, err := queue.Connect(ns.ClientURL(), "queue-test", nats.UserInfo("old", "old"))
 	if err != nil {
 		t.Fatal(err)
@@ -294,18 +283,7 @@ func TestRewindWithoutReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []uuid.UUID
-	for range 2 {
-		id := uuid.Must(uuid.NewV7())
-		if _, err := q.Publish(ctx, "r3", id); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id)
-	}
-	c, err := q.HostConsumer(ctx, "r3")
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, c := publishOrders(t, q, "r3", 2)
 	if _, ids := fetchIDs(t, c, 2, 300*time.Millisecond); !equalIDs(ids, want) {
 		t.Fatalf("first fetch %v, want %v", ids, want)
 	}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/pgembed"
@@ -227,6 +228,25 @@ func NATS(t testing.TB) string {
 	}
 	t.Cleanup(s.Shutdown)
 	return s.ClientURL()
+}
+
+// NATSServer starts a JetStream nats-server on loopback with opts, whose
+// host, port, store and signal handling it fills in (the rest, such as
+// users and their permissions, is the test's), and stops it when the test
+// ends. opts stays the server's: a test may clone it to reload.
+func NATSServer(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "127.0.0.1", -1, true, t.TempDir(), true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("testenv: nats-server not ready")
+	}
+	return ns
 }
 
 // Context returns t's context with a deadline, so that a test stuck on a
