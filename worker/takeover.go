@@ -29,7 +29,7 @@ import (
 //     place, which a NATS cluster can do without its meta leader
 //     (queue.RewindHostConsumer). Either way deliveries are numbered from
 //     1 again, and the feeder refuses a tenure whose first delivery is
-//     not number 1: a pull request that was not this tenure's took it.
+//     not numbered 1: a pull request that was not this tenure's took it.
 func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 	prev, epoch, err := w.store.TakeHost(ctx, w.opts.Host, w.opts.Version, w.self)
 	if err != nil {
