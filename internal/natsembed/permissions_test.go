@@ -257,8 +257,12 @@ func TestRolesOnTheBus(t *testing.T) {
 	if cons, err = q1.RewindHostConsumer(ctx, "h1", cons); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := cons.Info(ctx); err != nil || !info.Created.Equal(created) {
-		t.Fatalf("worker h1's consumer after a rewind in place: %v, created %v, before %v", err, info.Created, created)
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Created.Equal(created) {
+		t.Fatalf("worker h1's consumer was created %v by the rewind in place, %v before", info.Created, created)
 	}
 	id := uuid.New()
 	if _, err := qAPI.Publish(ctx, "h1", id); err != nil {
