@@ -82,7 +82,7 @@ func TestLostDeliveryDoesNotStallTheHost(t *testing.T) {
 	// lost with it, and the worker reconnects.
 	p.hold()
 	lost := e.submit("cut", "true")
-	waitHeld(e, "cut")
+	waitHeld(e, "cut", 1)
 	p.cut()
 	cut := time.Now()
 	e.waitStatus(lost, order.StatusSucceeded)
@@ -112,7 +112,7 @@ func TestLostPullDoesNotStallTheHost(t *testing.T) {
 	})
 	submitted := time.Now()
 	lost := e.submit("pull", "true")
-	waitHeld(e, "pull")
+	waitHeld(e, "pull", 1)
 	time.Sleep(7 * time.Second)
 	p.drop(nil)
 	e.waitStatus(lost, order.StatusSucceeded)
@@ -152,10 +152,7 @@ func TestPullLeftPendingCannotJumpTheQueue(t *testing.T) {
 			for range n {
 				ids = append(ids, e.submit(host, "true"))
 			}
-			testenv.WaitUntil(t, 10*time.Second, "the server delivers the orders", func() bool {
-				info, err := cons.Info(t.Context())
-				return err == nil && info.NumAckPending == n
-			})
+			waitHeld(e, host, n)
 			// Another client's pull request waits on the consumer.
 			info, err := cons.Info(t.Context())
 			if err != nil {
@@ -224,16 +221,16 @@ func proxiedWorker(e *env, host string) (*cutProxy, *nats.Conn) {
 	return p, nc
 }
 
-// waitHeld waits until the server counts one order of host as delivered
+// waitHeld waits until the server counts n orders of host as delivered
 // and not acknowledged.
-func waitHeld(e *env, host string) {
+func waitHeld(e *env, host string, n int) {
 	cons, err := e.q.JetStream().Consumer(e.t.Context(), queue.OrdersStream, queue.ConsumerName(host))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	testenv.WaitUntil(e.t, 10*time.Second, "the server delivers the order", func() bool {
 		info, err := cons.Info(e.t.Context())
-		return err == nil && info.NumAckPending == 1
+		return err == nil && info.NumAckPending == n
 	})
 }
 

@@ -51,7 +51,7 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 		}
 	}
 	if prev == w.self { // this very process owned the host last
-		return w.q.RewindHostConsumer(ctx, w.opts.Host, w.cons)
+		return w.q.RewindHostConsumer(ctx, w.opts.Host)
 	}
 	return w.q.RenewHostConsumer(ctx, w.opts.Host)
 }

@@ -94,9 +94,6 @@ type Worker struct {
 
 	started startedSet     // orders this instance started executing
 	self    postgres.Owner // this process, recorded as the host's owner
-	// cons is the host's consumer as the last tenure used it; only Run's
-	// goroutine touches it.
-	cons jetstream.Consumer
 	// acks is the current tenure's stall check, which an ack the server
 	// did not confirm marks suspect (ack.go).
 	acks atomic.Pointer[stall]
@@ -197,7 +194,6 @@ func (w *Worker) tenure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.cons = cons
 	ctl, err := w.q.SubscribeControl(w.opts.Host, w.control)
 	if err != nil {
 		return err

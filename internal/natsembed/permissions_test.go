@@ -254,7 +254,7 @@ func TestRolesOnTheBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := cons.CachedInfo().Created
-	if cons, err = q1.RewindHostConsumer(ctx, "h1", cons); err != nil {
+	if cons, err = q1.RewindHostConsumer(ctx, "h1"); err != nil {
 		t.Fatal(err)
 	}
 	info, err := cons.Info(ctx)
@@ -332,7 +332,7 @@ func TestRolesOnTheBus(t *testing.T) {
 	stop()
 	w2.refused(t, "Publish", "$JS.API.CONSUMER.CREATE.ORDERLY_ORDERS.host_h1.orderly.orders.h1")
 	short, stop = context.WithTimeout(ctx, 5*time.Second)
-	if _, err := q2.RewindHostConsumer(short, "h1", nil); err == nil {
+	if _, err := q2.RewindHostConsumer(short, "h1"); err == nil {
 		t.Fatal("worker h2 rewound host h1's consumer")
 	}
 	stop()

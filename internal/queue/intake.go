@@ -129,28 +129,3 @@ func (q *Queue) IntakePinned(ctx context.Context, pin string) (bool, error) {
 	}
 	return false, nil
 }
-
-// StopIterator stops it and waits until its subscription is gone, so that
-// no pull request of it outlives a rewind that follows: the unsubscribe is
-// then written to the server before the rewind request. Closed only sees
-// a subscription that is already gone when it is called, so it is asked
-// again each millisecond (the iterator's own goroutine unsubscribes).
-func StopIterator(it jetstream.MessagesContext) {
-	it.Stop()
-	c, ok := it.(interface{ Closed() <-chan struct{} })
-	if !ok {
-		return
-	}
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(2 * time.Second)
-	for {
-		select {
-		case <-c.Closed():
-			return
-		case <-deadline:
-			return
-		case <-tick.C:
-		}
-	}
-}

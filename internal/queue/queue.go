@@ -5,6 +5,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -195,15 +196,7 @@ func ConsumerName(host string) string { return "host_" + host }
 // that its claim can share the previous result's commit; the worker still
 // runs one order at a time, in stream order (DESIGN §2.3).
 func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
-	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, q.hostConsumerConfig(host))
-	if err != nil {
-		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
-	}
-	return c, nil
-}
-
-func (q *Queue) hostConsumerConfig(host string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
+	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(host),
 		Description:   "orders of host " + host,
 		FilterSubject: OrdersSubject + host,
@@ -212,7 +205,11 @@ func (q *Queue) hostConsumerConfig(host string) jetstream.ConsumerConfig {
 		MaxAckPending: 2,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
 	}
+	return c, nil
 }
 
 // RenewHostConsumer deletes and recreates the host's durable consumer. A
@@ -234,71 +231,67 @@ func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.C
 // message it counts as delivered but not acknowledged is delivered again at
 // once, in stream order, and deliveries are numbered from 1 again, as on a
 // new consumer. Unlike RenewHostConsumer it keeps the consumer, so on a
-// cluster it is one request to the consumer's own leader, not a delete and
-// a create that only the meta group's leader performs (right after the
-// meta leader was killed they took 5 – 31 s, a reset 8 – 15 ms;
+// cluster it is a request to the consumer's own leader, not a delete and a
+// create that only the meta group's leader performs (right after the meta
+// leader was killed they took 5 – 31 s, a reset 8 – 15 ms;
 // docs/reliability.md). It also keeps the pull requests pending on the
-// consumer, so it is only for a worker that owned the host last
-// (worker/takeover.go), which passes the consumer it used (nil: looked
-// up). A consumer whose settings are not HostConsumer's (a changed ack
-// wait) is updated and rewound again; a missing one is created; one that
-// cannot be reset (nats-server before 2.14) is recreated, as
-// RenewHostConsumer does.
-func (q *Queue) RewindHostConsumer(ctx context.Context, host string, c jetstream.Consumer) (jetstream.Consumer, error) {
+// consumer and the settings it has, so it is only for the worker process
+// that set the consumer up last (worker/takeover.go). A missing consumer is
+// created; one that cannot be reset (nats-server before 2.14) is recreated,
+// as RenewHostConsumer does.
+func (q *Queue) RewindHostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
 	name := ConsumerName(host)
-	reset, err := q.resetConsumer(ctx, name)
-	if err != nil {
-		// Only the consumer's leader answers a reset, and nobody says no:
-		// it has no leader yet (an election), it is gone (deleted by
-		// hand), or the request never reached it (nats-server before
-		// 2.14 has no reset, and an authorization written for an older
-		// orderly does not allow it). A look-up tells them apart.
-		lctx, cancel := context.WithTimeout(ctx, resetWait)
-		_, lerr := q.js.Consumer(lctx, OrdersStream, name)
-		cancel()
-		switch {
-		case errors.Is(lerr, jetstream.ErrConsumerNotFound):
-			return q.HostConsumer(ctx, host) // new: it starts at the first unacked message
-		case lerr == nil:
-			// Its leader answers a look-up, not a reset: recreate it.
-			return q.RenewHostConsumer(ctx, host)
-		}
-		return nil, fmt.Errorf("rewind consumer of host %s: %w", host, err)
-	}
-	if !sameHostConsumer(reset.Config, q.hostConsumerConfig(host)) {
-		if c, err = q.HostConsumer(ctx, host); err != nil {
-			return nil, err
-		}
-		if _, err := q.resetConsumer(ctx, name); err != nil {
-			return nil, fmt.Errorf("rewind consumer of host %s: %w", host, err)
-		}
-	}
-	if c == nil {
-		if c, err = q.js.Consumer(ctx, OrdersStream, name); err != nil {
-			return nil, fmt.Errorf("read consumer of host %s: %w", host, err)
-		}
+	rctx, cancel := context.WithTimeout(ctx, resetWait)
+	_, err := q.js.ResetConsumer(rctx, OrdersStream, name)
+	cancel()
+	// The handle to consume with; after an unanswered reset, also what tells
+	// why: only the consumer's leader answers a reset, and nobody says no,
+	// whether the consumer has no leader yet (an election), is gone (deleted
+	// by hand), or the request never reached it (nats-server before 2.14
+	// has no reset, and an authorization written for an older orderly does
+	// not allow it).
+	lctx, cancel := context.WithTimeout(ctx, resetWait)
+	c, lerr := q.js.Consumer(lctx, OrdersStream, name)
+	cancel()
+	switch {
+	case errors.Is(lerr, jetstream.ErrConsumerNotFound):
+		return q.HostConsumer(ctx, host) // new: it starts at the first unacked message
+	case lerr != nil:
+		return nil, fmt.Errorf("rewind consumer of host %s: %w", host, cmp.Or(err, lerr))
+	case err != nil:
+		// Its leader answers a look-up, not a reset: recreate it.
+		return q.RenewHostConsumer(ctx, host)
 	}
 	return c, nil
 }
 
-// resetWait bounds a consumer reset, and the look-up that follows one
-// nobody answered (see RewindHostConsumer): a quiet one takes milliseconds,
-// and a request nobody answers would otherwise wait for the caller's
-// deadline, or jetstream's 5 s, before the tenure tries again.
+// resetWait bounds a consumer reset and the look-up after it: a quiet one
+// takes milliseconds, and a request nobody answers would otherwise wait
+// for the caller's deadline, or jetstream's 5 s, before the tenure tries
+// again.
 const resetWait = 2 * time.Second
 
-func (q *Queue) resetConsumer(ctx context.Context, name string) (*jetstream.ConsumerResetResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, resetWait)
-	defer cancel()
-	return q.js.ResetConsumer(ctx, OrdersStream, name)
-}
-
-// sameHostConsumer compares the settings HostConsumer sets (the server
-// fills in the others).
-func sameHostConsumer(have, want jetstream.ConsumerConfig) bool {
-	return have.Durable == want.Durable && have.Description == want.Description &&
-		have.FilterSubject == want.FilterSubject && len(have.FilterSubjects) == 0 &&
-		have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait &&
-		have.MaxAckPending == want.MaxAckPending && have.MaxDeliver == want.MaxDeliver &&
-		have.DeliverPolicy == want.DeliverPolicy
+// StopIterator stops it and waits until its subscription is gone, so that
+// no pull request of it outlives a rewind that follows: the unsubscribe is
+// then written to the server before the rewind request. Closed only sees
+// a subscription that is already gone when it is called, so it is asked
+// again each millisecond (the iterator's own goroutine unsubscribes).
+func StopIterator(it jetstream.MessagesContext) {
+	it.Stop()
+	c, ok := it.(interface{ Closed() <-chan struct{} })
+	if !ok {
+		return
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case <-c.Closed():
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
+		}
+	}
 }
