@@ -8,8 +8,10 @@ package main
 
 import (
 	"cmp"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,31 +116,38 @@ func (r *faultRun) fault(what, host string) {
 }
 
 // untilRecovered waits at least least and at most most for every host
-// hit by the last fault to run orders again, then for linger more.
+// hit by the last fault to run orders again, then for linger more. A host
+// still waiting after most fails the test here, naming the fault, rather
+// than only in the final check, where a later fault's recovery would be
+// measured against it.
 func (r *faultRun) untilRecovered(least, most, linger time.Duration) {
 	began := time.Now()
 	for time.Since(began) < most {
-		if time.Since(began) >= least && r.recovered() {
+		if time.Since(began) >= least && len(r.unrecovered()) == 0 {
 			pause(r.t.Context(), linger)
 			return
 		}
 		pause(r.t.Context(), 50*time.Millisecond)
 	}
+	for _, f := range r.unrecovered() {
+		r.t.Errorf("%s on %s at %s: no order started on the host within %s", f.what, f.host, f.at.Format("15:04:05.000"), most)
+	}
 }
 
-// recovered reports whether every faulted host started an order after its
-// last fault.
-func (r *faultRun) recovered() bool {
-	last := map[string]time.Time{}
+// unrecovered returns the last fault of each host that has started no
+// order since.
+func (r *faultRun) unrecovered() []faultEvent {
+	last := map[string]faultEvent{}
 	for _, f := range r.faults {
-		last[f.host] = f.at
+		last[f.host] = f
 	}
-	for h, at := range last {
-		if _, ok := r.l.tails[h].firstStartAfter(at); !ok {
-			return false
+	var waiting []faultEvent
+	for _, h := range slices.Sorted(maps.Keys(last)) {
+		if _, ok := r.l.tails[h].firstStartAfter(last[h].at); !ok {
+			waiting = append(waiting, last[h])
 		}
 	}
-	return true
+	return waiting
 }
 
 // resent logs how many submissions were sent more than once (what says
