@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -126,7 +127,7 @@ func build(file map[string]any, environ []string, overrides map[string]any) (Con
 	}
 	cfg := Default()
 	dc := &mapstructure.DecoderConfig{
-		DecodeHook: durationHook,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(durationHook, scalarHook),
 		// ZeroFields makes a list in a higher layer replace the default
 		// list instead of being merged into it element by element.
 		ZeroFields:  true,
@@ -434,6 +435,43 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 			return time.Duration(0), nil
 		}
 		return nil, fmt.Errorf("%v has no unit; write a duration such as 30s, 5m, 2h or 90d", v)
+	}
+	return data, nil
+}
+
+// scalarHook refuses what the decoder would otherwise convert or report in
+// Go's words: a fraction for a whole number (decoded, it would be cut:
+// max_args: 2.7 meant 2), and text or true/false for a number or a flag.
+// The value is not repeated: a misplaced secret must not reach a log.
+func scalarHook(from, to reflect.Type, data any) (any, error) {
+	if to == reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		switch v := data.(type) {
+		case float64:
+			if v != math.Trunc(v) || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("%v is not a whole number", v)
+			}
+		case string:
+			return nil, errors.New("must be a whole number, not text")
+		case bool:
+			return nil, errors.New("must be a whole number, not true or false")
+		}
+	case reflect.Float32, reflect.Float64:
+		switch data.(type) {
+		case string:
+			return nil, errors.New("must be a number, not text")
+		case bool:
+			return nil, errors.New("must be a number, not true or false")
+		}
+	case reflect.Bool:
+		switch data.(type) {
+		case string, int, int64, uint64, float64:
+			return nil, errors.New("must be true or false")
+		}
 	}
 	return data, nil
 }

@@ -260,6 +260,7 @@ func TestLoadTypeErrorsNameTheKey(t *testing.T) {
 		{"duration without unit", "worker:\n  kill_grace: 5\n", "worker.kill_grace"},
 		{"bad duration", "retention: 3 months\n", "retention"},
 		{"string for int", "limits:\n  max_args: many\n", "limits.max_args"},
+		{"fraction for int", "limits:\n  max_args: 2.7\n", "limits.max_args"},
 		{"scalar for section", "nats: nats://x\n", "nats"},
 		{"scalar for list of rules", "policy: allow-all\n", "policy"},
 		{"forbidden_chars list entry too long", "worker:\n  forbidden_chars: [\";\", \"&&\"]\n", "worker.forbidden_chars[1]"},
@@ -271,6 +272,42 @@ func TestLoadTypeErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %s", err, tt.key)
 			}
 		})
+	}
+}
+
+// A value of the wrong kind is refused in plain words, naming the key and
+// not repeating the value; a fraction is never cut to a whole number.
+func TestLoadScalarKinds(t *testing.T) {
+	tests := []struct {
+		name, content, want string
+	}{
+		{"fraction for int", "limits:\n  max_args: 2.7\n", "limits.max_args: 2.7 is not a whole number"},
+		{"fraction for int64", "http:\n  max_body_bytes: 200.9\n", "http.max_body_bytes: 200.9 is not a whole number"},
+		{"fraction for int, TOML", "[nats]\nreplicas = 1.7\n", "nats.replicas: 1.7 is not a whole number"},
+		{"fraction for *int64", "actions:\n  definitions:\n    - name: a\n      command: [echo]\n      params:\n        - {name: n, type: int, min: 1.5}\n",
+			"actions.definitions[0].params[0].min: 1.5 is not a whole number"},
+		{"text for int", "limits:\n  max_args: s3cret\n", "limits.max_args: must be a whole number, not text"},
+		{"bool for int", "limits:\n  max_args: true\n", "limits.max_args: must be a whole number, not true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := "c.yaml"
+			if strings.Contains(tt.name, "TOML") {
+				name = "c.toml"
+			}
+			_, _, err := Load(writeFile(t, name, tt.content), nil, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+			if _, msg, _ := strings.Cut(err.Error(), ".yaml: "); strings.Contains(msg, "s3cret") || strings.Contains(msg, "int") {
+				t.Errorf("err = %v: repeats the value or speaks Go", err)
+			}
+		})
+	}
+	// A whole number written as a float is still a whole number.
+	cfg, _, err := Load(writeFile(t, "c.yaml", "limits:\n  max_args: 12.0\n"), nil, nil)
+	if err != nil || cfg.Limits.MaxArgs != 12 {
+		t.Errorf("max_args: 12.0 gave %d, %v; want 12", cfg.Limits.MaxArgs, err)
 	}
 }
 
