@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -141,11 +142,12 @@ type RunbookView struct {
 	Sections map[string]string `json:"sections"`
 }
 
-// summaryOf is rb with the problems of its text and of its input files
-// (as validate finds them, without a request's env_vars or claims), so a
-// runbook listed valid is one validate accepts.
-func summaryOf(rb *runbook.Runbook, src *runbook.Source, cfg config.Runbooks) RunbookSummary {
+// summaryOf is rb with the problems of its text, of its input files and of
+// the variables it declares (as validate finds them, without a request's
+// env_vars or claims), so a runbook listed valid is one validate accepts.
+func (s *Server) summaryOf(rb *runbook.Runbook, src *runbook.Source, cfg config.Runbooks) RunbookSummary {
 	problems := append(slices.Clone(rb.Problems), src.CheckInputs(rb, cfg.MaxInputBytes)...)
+	problems = append(problems, s.RunbookEnvRefused(rb, nil)...)
 	return RunbookSummary{File: rb.File, Name: rb.Name, SHA256: rb.SHA256, Valid: len(problems) == 0,
 		Problems: nonNilList(problems), Warnings: nonNilList(rb.Warnings)}
 }
@@ -172,7 +174,7 @@ func (s *Server) handleRunbookList(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]RunbookSummary, len(list))
 	for i, rb := range list {
-		out[i] = summaryOf(rb, src, cfg)
+		out[i] = s.summaryOf(rb, src, cfg)
 	}
 	encode(w, http.StatusOK, map[string]any{"runbooks": out})
 }
@@ -186,7 +188,7 @@ func (s *Server) handleRunbookGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	encode(w, http.StatusOK, RunbookView{RunbookSummary: summaryOf(rb, src, cfg), Content: string(rb.Text),
+	encode(w, http.StatusOK, RunbookView{RunbookSummary: s.summaryOf(rb, src, cfg), Content: string(rb.Text),
 		Env: nonNilList(rb.Env), Inputs: nonNilList(rb.Inputs), Claims: nonNilList(rb.Claims), Script: rb.Script,
 		Sections: rb.Sections})
 }
@@ -258,11 +260,38 @@ func (s *Server) handleRunbookValidate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &order.Error{Code: order.CodeForbidden, Message: msg, Details: map[string]any{"reason": "runbook_claims"}})
 		return
 	}
-	if problems := src.Check(rb, env, cfg.MaxInputBytes); len(problems) > 0 {
+	if problems := append(src.Check(rb, env, cfg.MaxInputBytes), s.RunbookEnvRefused(rb, env)...); len(problems) > 0 {
 		s.writeError(w, r, invalidRunbook(rb, problems))
 		return
 	}
 	encode(w, http.StatusOK, map[string]any{"file": rb.File, "valid": true, "warnings": nonNilList(rb.Warnings)})
+}
+
+// RunbookEnvRefused is a problem for each variable that rb declares or env
+// sets and that the intake would refuse in an order (worker.env_deny,
+// worker.env_allow), so that validate, the list and execute agree: without
+// it a runbook needing PATH was listed valid and could never run.
+func (s *Server) RunbookEnvRefused(rb *runbook.Runbook, env map[string]string) []runbook.Problem {
+	names := make(map[string]bool, len(rb.Env)+len(env))
+	for _, v := range rb.Env {
+		names[v.Name] = true
+	}
+	for name := range env {
+		names[name] = true
+	}
+	var problems []runbook.Problem
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		o := &order.Order{Kind: order.KindScript, Env: map[string]string{name: ""}}
+		if err := s.Intake.Screen(o); err != nil {
+			msg := err.Error()
+			var oe *order.Error
+			if errors.As(err, &oe) {
+				msg = oe.Message
+			}
+			problems = append(problems, runbook.Problem{Code: runbook.CodeEnvRefused, Message: msg})
+		}
+	}
+	return problems
 }
 
 // invalidRunbook is the refusal of a runbook with problems: the first

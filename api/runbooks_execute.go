@@ -187,7 +187,7 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 			Details: map[string]any{"reason": "runbook_env", "field": "env_vars"}}
 	}
 	// The same checks as validate, so the two agree.
-	if problems := src.Check(rb, env, cfg.MaxInputBytes); len(problems) > 0 {
+	if problems := append(src.Check(rb, env, cfg.MaxInputBytes), s.RunbookEnvRefused(rb, env)...); len(problems) > 0 {
 		return nil, invalidRunbook(rb, problems)
 	}
 	// Reading may still fail (the files changed since): same codes.

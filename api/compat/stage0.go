@@ -25,6 +25,7 @@ type Stage0Runbooks interface {
 	RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int) ([]*order.Order, error)
 	DelegatedPrincipal(ctx context.Context, token string) (auth.Principal, api.RunbookChain, error)
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
+	RunbookEnvRefused(rb *runbook.Runbook, env map[string]string) []runbook.Problem
 	FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error)
 }
 

@@ -212,6 +212,7 @@ func (s *Stage0) validate(q *stage0Request, file string) {
 		}
 	}
 	errs = append(errs, runbook.Messages(rb.Judge(env, exists))...)
+	errs = append(errs, runbook.Messages(s.Runbooks.RunbookEnvRefused(rb, env))...)
 	status := http.StatusOK
 	if len(errs) > 0 {
 		status = http.StatusBadRequest

@@ -214,6 +214,11 @@ compat:
 		if resp.StatusCode != 200 || !strings.Contains(b, `"success":true`) {
 			t.Fatalf("valid: %d %s", resp.StatusCode, b)
 		}
+		// What execute refuses, validate reports (env_deny).
+		resp, b = do("PATCH", "/api/runbooks/Hello.md/validate", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hi", "LD_PRELOAD": "/x.so"}})
+		if resp.StatusCode != 400 || !strings.Contains(b, `"errors":["environment variable LD_PRELOAD may not be set (env_deny \"LD_*\")"]`) {
+			t.Fatalf("refused variable: %d %s", resp.StatusCode, b)
+		}
 	})
 
 	t.Run("execute streams every line, then done", func(t *testing.T) {
@@ -274,6 +279,10 @@ compat:
 		if resp.StatusCode != 200 || ev[0].name != "stderr" || ev[0].data != "ERROR: Invalid environment variable name: BAD NAME\n" ||
 			!strings.HasPrefix(ev[len(ev)-1].data, `{"success": false, "runbook": "Hello.md", "return_code": 1,`) {
 			t.Fatalf("bad env name: %d %s", resp.StatusCode, b)
+		}
+		resp, b = do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hi", "LD_PRELOAD": "/x.so"}})
+		if ev := readSSE(t, b); resp.StatusCode != 200 || !strings.Contains(ev[len(ev)-1].data, `"errors": ["environment variable LD_PRELOAD may not be set`) {
+			t.Fatalf("refused variable: %d %s", resp.StatusCode, b)
 		}
 		resp, b = do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{})
 		if ev := readSSE(t, b); resp.StatusCode != 200 || ev[0].data != "Required environment variable not set: GREETING\n" ||

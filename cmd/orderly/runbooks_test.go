@@ -18,6 +18,7 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/runbook"
 )
 
 // fenced writes ``` for ~~~, which a Go raw string cannot hold.
@@ -89,6 +90,8 @@ sleep 300`),
 		"Twins.md":       runbookDoc("Twins", "{}", "  - conf/a.conf\n  - other/a.conf", "", `echo never`),
 		"ScriptClash.md": runbookDoc("ScriptClash", "{}", "  - evil/.orderly-script", "", `echo never`),
 		"NoInput.md":     runbookDoc("NoInput", "{}", "  - gone.txt", "", `echo never`),
+		// A variable the intake refuses in any order (env_deny).
+		"NeedsPath.md": runbookDoc("NeedsPath", "PATH: Where to look", "  []", "", `echo never`),
 		// Names a client may percent-encode beyond what Go does.
 		"a;b.md":    runbookDoc("a;b", "{}", "  []", "", `echo semicolon`),
 		"a+b.md":    runbookDoc("a+b", "{}", "  []", "", `echo plus`),
@@ -195,6 +198,25 @@ func TestRunbooks(t *testing.T) {
 		resp, b = s.send(call{method: "POST", path: "/v1/runbooks/Broken.md/execute", token: s.token, body: map[string]any{}})
 		if resp.StatusCode != 422 || !strings.Contains(string(b), `"code":"runbook_script_backticks"`) {
 			t.Fatalf("backticks: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("validate, execute and list agree on refused variables", func(t *testing.T) {
+		resp, b := s.send(call{method: "GET", path: "/v1/runbooks/NeedsPath.md", token: s.token})
+		var rb api.RunbookSummary
+		if err := json.Unmarshal(b, &rb); err != nil || resp.StatusCode != 200 || rb.Valid || len(rb.Problems) != 1 ||
+			rb.Problems[0].Code != runbook.CodeEnvRefused || !strings.Contains(rb.Problems[0].Message, "PATH") {
+			t.Errorf("NeedsPath.md: %d %s, want it invalid with the problem %s", resp.StatusCode, b, runbook.CodeEnvRefused)
+		}
+		for _, tc := range []struct{ file, name string }{{"NeedsPath.md", "PATH"}, {"Hello.md", "LD_PRELOAD"}} {
+			for _, op := range []string{"validate", "execute"} {
+				resp, b := s.send(call{method: "POST", path: "/v1/runbooks/" + tc.file + "/" + op, token: s.token,
+					body: map[string]any{"env_vars": map[string]any{tc.name: "/tmp/x"}}})
+				if resp.StatusCode != 422 || !strings.Contains(string(b), `"code":"runbook_env_refused"`) ||
+					!strings.Contains(string(b), "environment variable "+tc.name+" may not be set") {
+					t.Errorf("%s %s with %s: %d %s, want 422 with the problem runbook_env_refused", op, tc.file, tc.name, resp.StatusCode, b)
+				}
+			}
 		}
 	})
 

@@ -120,6 +120,15 @@ func (e *ErrNotPublished) Error() string {
 	return fmt.Sprintf("order %s recorded but not yet queued: %v", e.ID, e.Err)
 }
 
+// Screen refuses what Submit would refuse o for up front: an environment
+// name or a character the workers refuse (nil when nothing is configured).
+func (s *Service) Screen(o *order.Order) error {
+	if s == nil || s.opts.Screen == nil {
+		return nil
+	}
+	return s.opts.Screen(o)
+}
+
 // Submit validates, authorizes, records and publishes one order. o.ID may
 // be preset (so a caller can subscribe to its events first). It returns the
 // stored order: for a repeated idempotency key, the earlier one.

@@ -26,6 +26,7 @@ const (
 	CodeInputUnread    Code = "runbook_input_unreadable" // an input file the service cannot read
 	CodeInputsTooLarge Code = "runbook_inputs_too_large" // script and input files over runbooks.max_input_bytes
 	CodeEnvNotSet      Code = "runbook_env_not_set"      // Required environment variable not set: <V>
+	CodeEnvRefused     Code = "runbook_env_refused"      // a variable the service's env_deny or env_allow refuses
 )
 
 // Problem is one reason a runbook cannot run.
