@@ -41,7 +41,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.Errorf(order.CodeUnavailable, "this server cannot reload its configuration"))
 		return
 	}
-	res, err := s.Reload(r.Context(), r.URL.Query().Get("confirm"))
+	res, err := s.Reload(r.Context(), principalOf(r).Name, r.URL.Query().Get("confirm"))
 	if err != nil {
 		s.writeError(w, r, reloadError(err))
 		return

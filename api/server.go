@@ -69,9 +69,10 @@ type Deps struct {
 	Status   func() map[string]any // extra fields for /v1/status and drift for /readyz
 	Logger   *slog.Logger
 	Version  string
-	// Reload loads the config again (POST /v1/admin/reload); confirm is
-	// the request's ?confirm= value. An error means nothing changed.
-	Reload func(ctx context.Context, confirm string) (config.ReloadResult, error)
+	// Reload loads the config again (POST /v1/admin/reload); by is the
+	// principal asking, confirm the request's ?confirm= value. An error
+	// means nothing changed.
+	Reload func(ctx context.Context, by, confirm string) (config.ReloadResult, error)
 	// Metrics, when set, is served on /metrics and records API latency.
 	Metrics *metrics.Metrics
 	// SharedLimits, when set and limits.rate_shared is on, counts rate

@@ -46,8 +46,8 @@ type Deps struct {
 	Authorize func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error)
 	// Drift reports whether the config file differs from the loaded one.
 	Drift func() bool
-	// Reload loads the config file again.
-	Reload func(ctx context.Context) error
+	// Reload loads the config file again; by is who asked, for the log.
+	Reload func(ctx context.Context, by string) error
 }
 
 // clientAddr is the client's address by the ACL's rules (X-Forwarded-For

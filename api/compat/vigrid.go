@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // Vigrid is the Vigrid Shell API's /api/v1 (docs/compat.md). Every path but
@@ -121,9 +122,17 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// reload is POST /reload: load the config file again.
+// reload is POST /reload: load the config file again. Only for a
+// principal with the admin role, as POST /v1/admin/reload: every Vigrid
+// token could reload, which let any client apply an edited file.
 func (v *Vigrid) reload(vr *vigridRequest) {
-	if err := v.Reload(vr.r.Context()); err != nil {
+	if !vr.p.HasRole("admin") {
+		v.Orders.AuditRefusal(vr.r.Context(), vr.r, vr.p.Name, vr.ip, "vigrid", http.StatusForbidden,
+			order.Errorf(order.CodeForbidden, "reloading the configuration needs the admin role"))
+		vigridError(vr.w, http.StatusForbidden, "Reloading the configuration needs the admin role")
+		return
+	}
+	if err := v.Reload(vr.r.Context(), vr.p.Name); err != nil {
 		vigridError(vr.w, http.StatusInternalServerError, "Reload failed: "+err.Error())
 		return
 	}

@@ -316,8 +316,8 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
-	reload := func(ctx context.Context, confirm string) (config.ReloadResult, error) {
-		return w.ReloadWith(ctx, config.ReloadOptions{Confirm: confirm})
+	reload := func(ctx context.Context, by, confirm string) (config.ReloadResult, error) {
+		return w.ReloadWith(ctx, config.ReloadOptions{Confirm: confirm, By: by})
 	}
 	b.metrics.WatchQueues(b.store.QueueDepths)
 	b.metrics.WatchFleet(fleetSources(b))

@@ -33,8 +33,8 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 				RunAs: runAs, Timeout: w.Current().Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
 		},
 		Drift: func() bool { d, _ := w.Drift(); return d },
-		Reload: func(ctx context.Context) error {
-			_, err := w.ReloadWith(ctx, config.ReloadOptions{})
+		Reload: func(ctx context.Context, by string) error {
+			_, err := w.ReloadWith(ctx, config.ReloadOptions{By: by})
 			return err
 		},
 	}

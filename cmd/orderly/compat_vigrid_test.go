@@ -659,7 +659,13 @@ func TestVigridIntegrityAndReload(t *testing.T) {
 	if code, m, _ = c.call("GET", "/api/v1/health", "", nil); code != 200 || m["status"] != "ok" {
 		t.Fatalf("health while tampered = %d %v", code, m)
 	}
+	// Reloading applies whatever the file now says: only for the admin
+	// role, as POST /v1/admin/reload (any Vigrid token could).
 	code, m, _ = c.call("POST", "/api/v1/reload", bearer("ops"), "{}")
+	wantVigridError(t, "reload without the admin role", code, m, 403, "Reloading the configuration needs the admin role")
+	waitStatus(503)
+	admin := "Bearer " + s.token
+	code, m, _ = c.call("POST", "/api/v1/reload", admin, "{}")
 	if code != 200 || m["status"] != "ok" || m["message"] != "Configuration reloaded successfully" {
 		t.Fatalf("reload = %d %v", code, m)
 	}
@@ -667,7 +673,7 @@ func TestVigridIntegrityAndReload(t *testing.T) {
 
 	s.writeConfig(string(orig) + "policy: [{name: broken, principals: [ops], allow: ['(']}]\n")
 	waitStatus(503)
-	code, m, _ = c.call("POST", "/api/v1/reload", bearer("ops"), "{}")
+	code, m, _ = c.call("POST", "/api/v1/reload", admin, "{}")
 	if code != 500 || m["status"] != "error" || !strings.HasPrefix(fmt.Sprint(m["message"]), "Reload failed: ") {
 		t.Fatalf("failed reload = %d %v", code, m)
 	}

@@ -208,6 +208,9 @@ func convertVigrid(src []byte, name, host string) (out []byte, notes []string, e
 		sort.Strings(allowedUsers)
 		c.Worker["allowed_users"] = allowedUsers
 	}
+	if len(c.Auth.Tokens) > 0 {
+		notes = append(notes, "every token could POST /api/v1/reload: in orderly that needs the admin role (add roles: [admin] to the token that reloads, or reload with SIGHUP)")
+	}
 	vc := map[string]any{"enabled": true, "prefix": "/api/v1", "host": host, "dry_run": v.DryRun}
 	if v.RunAs != "" {
 		vc["default_user"] = v.RunAs

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,8 @@ type ReloadOptions struct {
 	// the file being confirmed, as the refusal reported it, so that what
 	// is confirmed is exactly what was reviewed.
 	Confirm string
+	// By is who asked, for the log ("" is a signal or the file watcher).
+	By string
 }
 
 // ReloadResult is what a successful reload did.
@@ -179,7 +182,7 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 	subs := slices.Clone(w.subs)
 	w.mu.Unlock()
 
-	w.logger.Load().Info("config reloaded", "path", w.path, "sha256", l.SHA256, "changed_keys", keys,
+	w.logger.Load().Info("config reloaded", "by", cmp.Or(opts.By, "signal"), "path", w.path, "sha256", l.SHA256, "changed_keys", keys,
 		"principals", res.Summary.Principals, "rules", res.Summary.Rules, "acl", res.Summary.ACL, "worker", res.Summary.Worker)
 	if restart := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return !RequiresRestart(k) }); len(restart) > 0 {
 		w.logger.Load().Warn("config keys changed that take effect only after a restart", "keys", restart)
