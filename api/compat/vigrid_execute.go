@@ -6,13 +6,17 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
@@ -39,7 +43,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		return
 	}
 	var body *vigridExecute
-	if err := json.Unmarshal(raw, &body); err != nil || body == nil {
+	if err := json.Unmarshal(raw, &body); err != nil || body == nil || !pyLoads(raw) {
 		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeInvalid, "invalid JSON body"))
 		return
 	}
@@ -253,22 +257,168 @@ func loginShell(name string) string {
 	return ""
 }
 
-// pyStr is Python's str() of a JSON value: strings as they are, true and
-// false and null as Python spells them, numbers and the rest as written.
+// pyStr is Python's str() of the value json.loads makes of raw, which is
+// how Vigrid turned the command and each argument into text: a string as
+// it is, anything else as pyRepr writes it ([1, 'a'], {'k': None}, 1000.0).
 func pyStr(raw json.RawMessage) string {
 	var s *string
 	if json.Unmarshal(raw, &s) == nil && s != nil {
 		return *s
 	}
-	switch string(bytes.TrimSpace(raw)) {
-	case "true":
-		return "True"
-	case "false":
-		return "False"
-	case "null":
-		return "None"
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	r, err := pyRepr(dec)
+	if err != nil {
+		// Not JSON: raw always comes from a body that parsed.
+		return string(bytes.TrimSpace(raw))
 	}
-	return string(bytes.TrimSpace(raw))
+	return r
+}
+
+// pyRepr is Python's repr() of the next value json.loads would make from
+// dec's input. Objects keep document order, and a repeated key keeps its
+// first place with its last value, as in a dict that json.loads filled.
+func pyRepr(dec *json.Decoder) (string, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	switch t := tok.(type) {
+	case nil:
+		return "None", nil
+	case bool:
+		if t {
+			return "True", nil
+		}
+		return "False", nil
+	case string:
+		return pyQuote(t), nil
+	case json.Number:
+		return pyNumber(string(t)), nil
+	}
+	if tok == json.Delim('[') {
+		var items []string
+		for dec.More() {
+			item, err := pyRepr(dec)
+			if err != nil {
+				return "", err
+			}
+			items = append(items, item)
+		}
+		_, err := dec.Token()
+		return "[" + strings.Join(items, ", ") + "]", err
+	}
+	var items []string
+	at := map[string]int{}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		val, err := pyRepr(dec)
+		if err != nil {
+			return "", err
+		}
+		item := pyQuote(key.(string)) + ": " + val
+		if i, seen := at[key.(string)]; seen {
+			items[i] = item
+			continue
+		}
+		at[key.(string)] = len(items)
+		items = append(items, item)
+	}
+	_, err = dec.Token()
+	return "{" + strings.Join(items, ", ") + "}", err
+}
+
+// pyNumber is str() of the number json.loads makes of the JSON number n:
+// an int, exact at any size, when n has no fraction and no exponent, else
+// a float written as repr writes one: the shortest digits that read back
+// as the same float, in exponent form below 1e-4 and from 1e16 on, with
+// ".0" when integral; inf past the largest float.
+func pyNumber(n string) string {
+	if !strings.ContainsAny(n, ".eE") {
+		if n == "-0" {
+			return "0"
+		}
+		return n
+	}
+	f, _ := strconv.ParseFloat(n, 64) // ±Inf on overflow, as in Python
+	switch {
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	e := strconv.FormatFloat(f, 'e', -1, 64) // Python's form too: 1e+16, 1.5e-05
+	if exp, _ := strconv.Atoi(e[strings.IndexByte(e, 'e')+1:]); exp < -4 || exp >= 16 {
+		return e
+	}
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
+}
+
+// pyQuote is Python's repr() of s: single quotes unless s has a single
+// quote and no double one, and escapes for the quote, the backslash and
+// what is not printable. Python's printable is every character outside
+// the categories C and Z but the space, which is unicode.IsPrint; the two
+// disagree only on characters their Unicode versions assign differently
+// (Go's tables are Unicode 15.0, as in CPython 3.12; 3.11 has 14.0).
+func pyQuote(s string) string {
+	quote := '\''
+	if strings.ContainsRune(s, '\'') && !strings.ContainsRune(s, '"') {
+		quote = '"'
+	}
+	var b strings.Builder
+	b.WriteRune(quote)
+	for _, c := range s {
+		switch {
+		case c == quote || c == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(c)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\r':
+			b.WriteString(`\r`)
+		case unicode.IsPrint(c):
+			b.WriteRune(c)
+		case c <= 0xff:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		case c <= 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, c)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, c)
+		}
+	}
+	b.WriteRune(quote)
+	return b.String()
+}
+
+// pyIntDigits is CPython's default limit on the digits of an int read
+// from text (since 3.11, 3.10.7, 3.9.14, 3.8.14 and 3.7.14): json.loads
+// raises ValueError for a longer integer, so Vigrid refused the body.
+const pyIntDigits = 4300
+
+// pyLoads reports whether json.loads takes raw, which already parsed as
+// JSON: no integer in it may be longer than pyIntDigits.
+func pyLoads(raw []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err == io.EOF
+		}
+		if n, ok := tok.(json.Number); ok && !strings.ContainsAny(string(n), ".eE") &&
+			len(strings.TrimPrefix(string(n), "-")) > pyIntDigits {
+			return false
+		}
+	}
 }
 
 // truthy is Python's truthiness of a JSON value: absent, null, false, 0,
