@@ -25,7 +25,7 @@ const maxJSONDepth = 32
 // experiment in our Go, so the check is ours. Map keys stay free
 // (env may hold both FOO and foo); only exact repeats are refused there.
 func checkJSON(body []byte, t reflect.Type) error {
-	if err := checkText(body); err != nil {
+	if err := CheckJSONText(body); err != nil {
 		return err
 	}
 	w := jsonWalker{dec: json.NewDecoder(bytes.NewReader(body))}
@@ -168,10 +168,10 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-// checkText refuses a body that is not valid UTF-8, or that escapes half a
+// CheckJSONText refuses a body that is not valid UTF-8, or that escapes half a
 // UTF-16 surrogate pair (\ud800 alone): encoding/json would replace either
 // with U+FFFD, so the command that ran would not be the one sent.
-func checkText(body []byte) error {
+func CheckJSONText(body []byte) error {
 	if !utf8.Valid(body) {
 		off := 0
 		for off < len(body) {

@@ -172,7 +172,7 @@ func (h *HTTPExec) order(r *http.Request, path string) (*order.Order, int) {
 		return nil, http.StatusBadRequest
 	}
 	var body *httpexecBody
-	if err := json.Unmarshal(raw, &body); err != nil {
+	if err := pyUnmarshal(raw, &body); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return nil, http.StatusInternalServerError
@@ -233,7 +233,7 @@ func (b *httpexecBody) apply(o *order.Order) error {
 			Capture *bool   `json:"capture"`
 			Encode  *string `json:"encode"`
 		}
-		if err := json.Unmarshal(s.raw, &out); err != nil {
+		if err := pyUnmarshal(s.raw, &out); err != nil {
 			return errHTTPExecInput
 		}
 		*s.capture = out.Capture != nil && *out.Capture

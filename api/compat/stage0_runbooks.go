@@ -174,7 +174,7 @@ func readBody(r *http.Request, max int64) (stage0Body, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return b, nil
 	}
-	if err := json.Unmarshal(data, &b); err != nil {
+	if err := pyUnmarshal(data, &b); err != nil {
 		return b, errors.New("Invalid JSON body")
 	}
 	return b, nil
@@ -282,7 +282,7 @@ func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stag
 		Roles   []string `json:"roles"`
 	}
 	data, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if len(bytes.TrimSpace(data)) > 0 && json.Unmarshal(data, &body) != nil {
+	if len(bytes.TrimSpace(data)) > 0 && pyUnmarshal(data, &body) != nil {
 		stage0Error(w, http.StatusBadRequest, "Invalid JSON body")
 		return
 	}

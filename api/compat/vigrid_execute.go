@@ -43,7 +43,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		return
 	}
 	var body *vigridExecute
-	if err := json.Unmarshal(raw, &body); err != nil || body == nil || !pyLoads(raw) {
+	if err := pyUnmarshal(raw, &body); err != nil || body == nil || !pyLoads(raw) {
 		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeInvalid, "invalid JSON body"))
 		return
 	}

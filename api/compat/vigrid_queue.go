@@ -1,7 +1,6 @@
 package compat
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -67,7 +66,7 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 		Signal *string `json:"signal"`
 	}
 	raw, _ := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes))
-	if len(strings.TrimSpace(string(raw))) > 0 && json.Unmarshal(raw, &body) != nil {
+	if len(strings.TrimSpace(string(raw))) > 0 && pyUnmarshal(raw, &body) != nil {
 		vigridError(vr.w, http.StatusBadRequest, "Invalid JSON body")
 		return
 	}

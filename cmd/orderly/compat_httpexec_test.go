@@ -307,6 +307,7 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 		want       int
 	}{
 		{"malformed JSON", `{"args": [`, 400},
+		{"not UTF-8", "{\"args\": [\"a\xffb\"]}", 400},
 		{"args null", `{"args": null}`, 500},
 		{"args not strings", `{"args": [1]}`, 500},
 		{"unknown encoding", `{"stdout": {"capture": true, "encode": "rot13"}}`, 500},
@@ -332,6 +333,19 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 		code, hdr, b := httpexecPost(t, s.url, "/env", "application/json", map[string]any{"environment": c.env})
 		if code != c.want || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
 			t.Errorf("%s: %d %q %s, want %d text", c.name, code, hdr.Get("Content-Type"), b, c.want)
+		}
+	}
+	// Keys are the fields only when spelled exactly, as json.loads and a
+	// dict lookup read them: ARGS is ignored, and args wins over Args.
+	for body, want := range map[string]string{
+		`{"ARGS":["smuggled"],"stdout":{"capture":true}}`:                     "\n",
+		`{"args":["a"],"Args":["b"],"stdout":{"capture":true}}`:               "a\n",
+		`{"args":["a"],"stdout":{"capture":true},"STDOUT":{"capture":false}}`: "a\n",
+		`{"args":["a"],"stdout":{"capture":true,"CAPTURE":false}}`:            "a\n",
+	} {
+		code, _, b := httpexecPost(t, s.url, "/echo", "application/json", body)
+		if out, _ := stream(t, decodeHTTPExec(t, code, b).Stdout); out != want {
+			t.Errorf("%s: stdout %q, want %q", body, out, want)
 		}
 	}
 	code, _, b = httpexecPost(t, s.url, "/echo", "", nil)

@@ -323,6 +323,7 @@ func TestVigridExecuteChecks(t *testing.T) {
 	}{
 		{"invalid JSON", "ops", `{"command":`, 400, "Invalid JSON body"},
 		{"missing command", "ops", map[string]any{"arguments": []string{}}, 400, "Missing 'command' field"},
+		{"command spelled COMMAND", "ops", map[string]any{"COMMAND": "echo", "synchronous": true}, 400, "Missing 'command' field"},
 		{"arguments not a list", "ops", map[string]any{"command": "echo", "arguments": "x"}, 400, "'arguments' must be a list"},
 		{"arguments null", "ops", map[string]any{"command": "echo", "arguments": nil}, 400, "'arguments' must be a list"},
 		{"forbidden char", "ops", map[string]any{"command": "echo", "arguments": []string{"ok", "a|b", "c;d"}}, 400, "Forbidden character in argument: '|'"},

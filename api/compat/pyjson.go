@@ -1,0 +1,69 @@
+package compat
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+
+	"github.com/orderly-run/orderly/api"
+)
+
+// pyUnmarshal decodes a request body of one of the Python originals into
+// v as json.loads and a dict lookup read it there: a key is a field only
+// when it is spelled exactly as the field (encoding/json also matches
+// {"ARGS": …} to args, and the last of args and Args wins, so a filter in
+// front that reads keys as the original did would see another request),
+// and a body that is not valid UTF-8 is refused rather than decoded with
+// U+FFFD in place of the bad bytes (the command that ran would not be the
+// one sent). Unknown keys are ignored, as the originals ignored them.
+func pyUnmarshal(data []byte, v any) error {
+	if err := api.CheckJSONText(data); err != nil {
+		return err
+	}
+	exact, err := exactKeys(data, reflect.TypeOf(v))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(exact, v)
+}
+
+// exactKeys returns data with the members of every object decoded into a
+// struct of t kept only when their key names a field of it exactly.
+// What is not an object where t has a struct is returned as it is, for
+// json.Unmarshal to judge.
+func exactKeys(data []byte, t reflect.Type) ([]byte, error) {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct || t == reflect.TypeFor[json.RawMessage]() {
+		return data, nil
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return data, nil
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &members); err != nil {
+		return nil, err
+	}
+	kept := make(map[string]json.RawMessage, len(members))
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if raw, ok := members[name]; ok {
+			inner, err := exactKeys(raw, f.Type)
+			if err != nil {
+				return nil, err
+			}
+			kept[name] = inner
+		}
+	}
+	return json.Marshal(kept)
+}

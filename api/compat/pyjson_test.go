@@ -1,0 +1,65 @@
+package compat
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+)
+
+// TestPyUnmarshal: a key is a field only when spelled exactly as the field
+// (json.loads and a dict lookup), unknown keys are ignored, an exact
+// repeat keeps the last value, and a body that is not valid UTF-8 is
+// refused instead of decoded with U+FFFD.
+func TestPyUnmarshal(t *testing.T) {
+	tests := []struct {
+		name, body string
+		args       string // the decoded args, "" when absent
+		stdout     string
+		wantErr    bool
+	}{
+		{"exact", `{"args":["a"]}`, `["a"]`, "", false},
+		{"case only is not the field", `{"ARGS":["smuggled"]}`, "", "", false},
+		{"case variant after the field", `{"args":["a"],"Args":["b"]}`, `["a"]`, "", false},
+		{"case variant before the field", `{"Args":["b"],"args":["a"]}`, `["a"]`, "", false},
+		{"exact repeat: the last wins", `{"args":["a"],"args":["b"]}`, `["b"]`, "", false},
+		{"unknown key ignored", `{"argz":1,"args":[]}`, `[]`, "", false},
+		{"nested object kept whole", `{"stdout":{"capture":true,"CAPTURE":false}}`, "", `{"capture":true,"CAPTURE":false}`, false},
+		{"invalid UTF-8", "{\"args\":[\"a\xffb\"]}", "", "", true},
+		{"lone surrogate", `{"args":["\ud800"]}`, "", "", true},
+		{"not JSON", `{"args":`, "", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b *httpexecBody
+			err := pyUnmarshal([]byte(tt.body), &b)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if string(b.Args) != tt.args || string(b.Stdout) != tt.stdout {
+				t.Errorf("args %s stdout %s, want %s and %s", b.Args, b.Stdout, tt.args, tt.stdout)
+			}
+		})
+	}
+	// Inside a nested object decoded on its own, the same rule.
+	var out struct {
+		Capture *bool `json:"capture"`
+	}
+	if err := pyUnmarshal([]byte(`{"CAPTURE":true}`), &out); err != nil || out.Capture != nil {
+		t.Errorf("CAPTURE: %v, capture %v; want it ignored", err, out.Capture)
+	}
+	var null *httpexecBody
+	if err := pyUnmarshal([]byte(`null`), &null); err != nil || null != nil {
+		t.Errorf("null: %v %v", err, null)
+	}
+	// A type mismatch stays encoding/json's error: httpexec answers it 500.
+	var typed struct {
+		Capture *bool `json:"capture"`
+	}
+	var te *json.UnmarshalTypeError
+	if err := pyUnmarshal([]byte(`{"capture":"yes"}`), &typed); !errors.As(err, &te) {
+		t.Errorf("capture: \"yes\": %v, want an *json.UnmarshalTypeError", err)
+	}
+}
