@@ -1,7 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // Actions configures named, parameterized, fixed-format commands
@@ -108,4 +111,18 @@ func (c Config) validateActions(ps *problems) {
 	}
 	// The definitions are compiled by internal/action, which knows their
 	// grammar; the services refuse a config whose actions do not compile.
+	// What they may not do whatever their grammar: set a variable that
+	// worker.env_deny refuses every order (an action is an order, and a
+	// param could fill LD_PRELOAD), or run longer than any order may.
+	for i, d := range a.Definitions {
+		for j, e := range d.Env {
+			if rule, denied := order.EnvDenied(e.Name, c.Worker.EnvDeny); denied {
+				ps.add(fmt.Sprintf("actions.definitions[%d].env[%d].name", i, j),
+					"%s is refused by worker.env_deny (%q), for an action's command too", e.Name, rule)
+			}
+		}
+		if max := c.Limits.MaxTimeout; max > 0 && d.Timeout > max {
+			ps.add(fmt.Sprintf("actions.definitions[%d].timeout", i), "%s is longer than limits.max_timeout (%s)", d.Timeout, max)
+		}
+	}
 }

@@ -21,6 +21,15 @@ func TestValidateNamesTheKey(t *testing.T) {
 		key    string
 	}{
 		{"listen unparsable", func(c *Config) { c.Listen = "localhost" }, "listen"},
+		{"action env denied", func(c *Config) {
+			c.Actions.Definitions = []Action{{Name: "a", Command: []string{"true"}, Env: []ActionEnv{{Name: "HOME", Value: "/x"}, {Name: "ld_preload", Value: "{lib}"}}}}
+		}, "actions.definitions[0].env[1].name"},
+		{"action env PATH", func(c *Config) {
+			c.Actions.Definitions = []Action{{Name: "a", Command: []string{"true"}, Env: []ActionEnv{{Name: "PATH", Value: "/tmp"}}}}
+		}, "actions.definitions[0].env[0].name"},
+		{"action timeout", func(c *Config) {
+			c.Actions.Definitions = []Action{{Name: "a", Command: []string{"true"}, Timeout: 100 * time.Hour}}
+		}, "actions.definitions[0].timeout"},
 		{"listen bad port", func(c *Config) { c.Listen = "127.0.0.1:http-ish" }, "listen"},
 		{"listen empty", func(c *Config) { c.Listen = "" }, "listen"},
 		{"host not a subject token", func(c *Config) { c.Host = "web.3" }, "host"},

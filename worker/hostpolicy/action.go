@@ -144,6 +144,12 @@ func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.R
 		return nil, err
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Env)) {
+		// The config refuses such an action; a policy built from one
+		// that was not validated must not run it either.
+		if rule, denied := p.envDenied(name); denied {
+			return nil, order.FieldError(order.CodeForbidden, "env",
+				"action %s sets environment variable %s, which this host refuses (env_deny %q)", d.Name, name, rule)
+		}
 		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
 		env = append(env, name+"="+r.Env[name])
 	}

@@ -2,6 +2,7 @@ package hostpolicy
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -76,6 +77,18 @@ func TestWorkerRefusesWhatItsConfigDoesNot(t *testing.T) {
 	res := prep.Native(t.Context())
 	if *calls != 1 || res.ExitCode == nil || *res.ExitCode != 0 || !strings.Contains(string(res.Stdout.Content), `"unit":"example@0042.service"`) {
 		t.Errorf("native run: calls %d, exit %v, stdout %s", *calls, res.ExitCode, res.Stdout.Content)
+	}
+}
+
+// TestActionEnvDenied: an action's env may not set what env_deny refuses
+// every order, even in a config that was never validated.
+func TestActionEnvDenied(t *testing.T) {
+	p, _ := actionPolicy(t, config.Action{Name: "preload", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "lib", Pattern: "[a-z/.]+"}},
+		Command: []string{"true"}, Env: []config.ActionEnv{{Name: "LD_PRELOAD", Value: "{lib}"}}})
+	_, err := p.Prepare(actionOrder("web-1", "preload", map[string]string{"lib": "/tmp/x.so"}))
+	if order.ErrorCode(err) != order.CodeForbidden || !strings.Contains(fmt.Sprint(err), "LD_PRELOAD") {
+		t.Fatalf("Prepare = %v, want forbidden naming LD_PRELOAD", err)
 	}
 }
 
