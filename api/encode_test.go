@@ -28,6 +28,8 @@ func TestDecodeStrict(t *testing.T) {
 		{"lone high surrogate", `{"command":"echo","args":["\ud800"]}`, `half a surrogate pair`},
 		{"lone low surrogate", `{"command":"\udc00"}`, `half a surrogate pair`},
 		{"high surrogate then letter", `{"command":"\ud800\u0041"}`, `half a surrogate pair`},
+		{"null argument", `{"command":"echo","args":["a",null]}`, `args[]: null is not a string`},
+		{"null env value", `{"command":"env","env":{"X":null}}`, `env.X: null is not a string`},
 		{"deep nesting", `{"env":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}`, `nested deeper`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,7 +46,7 @@ func TestDecodeStrict(t *testing.T) {
 // only in case are distinct variables, and escapes stay what they mean.
 func TestDecodeStrictAccepts(t *testing.T) {
 	var req SubmitRequest
-	body := `{"command":"echo","args":["\ud83d\ude00","a\\ud800","é"],"env":{"FOO":"1","foo":"2"},"stdin":"x","stdout":{"capture":true}}`
+	body := `{"command":"echo","args":["\ud83d\ude00","a\\ud800","é"],"env":{"FOO":"1","foo":"2"},"stdin":"x","stdout":{"capture":true},"run_as":null,"timeout_seconds":null}`
 	if err := decodeBytes([]byte(body), &req); err != nil {
 		t.Fatal(err)
 	}

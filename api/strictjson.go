@@ -29,7 +29,7 @@ func checkJSON(body []byte, t reflect.Type) error {
 		return err
 	}
 	w := jsonWalker{dec: json.NewDecoder(bytes.NewReader(body))}
-	if err := w.value(t, "", 0); err != nil {
+	if err := w.value(t, "", 0, false); err != nil {
 		return err
 	}
 	if _, err := w.dec.Token(); err != io.EOF {
@@ -44,7 +44,10 @@ type jsonWalker struct {
 }
 
 // value checks the next JSON value against t (nil when the shape is free).
-func (w *jsonWalker) value(t reflect.Type, path string, depth int) error {
+// elem says it is an element of a list or a map, where null is refused for
+// a type that cannot hold it: encoding/json would make ["a", null] the
+// arguments "a" and "".
+func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) error {
 	tok, err := w.dec.Token()
 	if err == io.EOF {
 		return order.Errorf(order.CodeInvalid, "invalid JSON: unexpected end")
@@ -54,6 +57,10 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int) error {
 	}
 	d, ok := tok.(json.Delim)
 	if !ok {
+		if tok == nil && elem && t != nil && !nullable(t) {
+			field := strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]")
+			return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s: null is not a %s", field, kindName(t))
+		}
 		return nil // scalars: the typed decode checks their types
 	}
 	if depth >= maxJSONDepth {
@@ -66,7 +73,7 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int) error {
 			elem = t.Elem()
 		}
 		for w.dec.More() {
-			if err := w.value(elem, path+"[]", depth+1); err != nil {
+			if err := w.value(elem, path+"[]", depth+1, true); err != nil {
 				return err
 			}
 		}
@@ -98,11 +105,35 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int) error {
 		case t != nil && t.Kind() == reflect.Map:
 			ft = t.Elem()
 		}
-		if err := w.value(ft, path+key+".", depth+1); err != nil {
+		if err := w.value(ft, path+key+".", depth+1, fields == nil); err != nil {
 			return err
 		}
 	}
 	return w.end()
+}
+
+// nullable reports whether a null decodes into t as "no value" rather
+// than as a zero value that reads like one sent.
+func nullable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map:
+		return true
+	}
+	return t == reflect.TypeFor[json.RawMessage]()
+}
+
+// kindName is what a client calls t in an error message.
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "number"
+	}
+	return "value"
 }
 
 // end consumes the closing delimiter of an array or object.
