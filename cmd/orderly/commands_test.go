@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -93,5 +95,36 @@ func TestTokenNew(t *testing.T) {
 	}
 	if strings.Count(out, tok[1]) != 1 {
 		t.Fatal("the token is printed more than once")
+	}
+
+	// The printed lines load as they are, whatever YAML makes of the
+	// name and roles; what the config would refuse is refused here.
+	for _, name := range []string{"a: b", "123", "#x", "yes", "it's", "ü"} {
+		out, err := runCmd(t, "token", "new", "--name", name, "--role", "r]", "--role", "ops")
+		if err != nil {
+			t.Fatalf("--name %q: %v", name, err)
+		}
+		tok := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)
+		_, lines, _ := strings.Cut(out, "# add to auth.tokens in the config file:\n")
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte("auth:\n  tokens:\n"+lines), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := config.Load(path, nil, nil)
+		if err != nil {
+			t.Fatalf("--name %q: the printed lines do not load: %v\n%s", name, err, lines)
+		}
+		a, err := auth.New(cfg.Auth, nil)
+		if err != nil {
+			t.Fatalf("--name %q: %v", name, err)
+		}
+		if p, err := a.Authenticate("Bearer " + tok[1]); err != nil || p.Name != name || !p.HasRole("r]") || !p.HasRole("ops") {
+			t.Errorf("--name %q: authenticates as %+v, %v", name, p, err)
+		}
+	}
+	for _, name := range []string{"", " ", "jwt:alice", "a\x01b"} {
+		if out, err := runCmd(t, "token", "new", "--name", name); err == nil {
+			t.Errorf("--name %q: accepted:\n%s", name, out)
+		}
 	}
 }
