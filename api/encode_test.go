@@ -2,8 +2,10 @@ package api
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -73,6 +75,47 @@ func TestContentTypeCharset(t *testing.T) {
 		err := decode(r, 1<<10, &v)
 		if ok != (err == nil) || (err != nil && order.ErrorCode(err) != order.CodeUnsupportedType) {
 			t.Errorf("Content-Type %q: %v", ct, err)
+		}
+	}
+}
+
+// TestDecodeTypeErrorsSpeakJSON: a value of the wrong type is named in
+// JSON's words, never Go's type names.
+func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
+	for body, want := range map[string]string{
+		`[]`:                      "the body must be an object, not array",
+		`{"command":1}`:           `field "command" must be a string, not number`,
+		`{"args":"a"}`:            `field "args" must be a list, not string`,
+		`{"env":[]}`:              `field "env" must be an object, not array`,
+		`{"timeout_seconds":"5"}`: `field "timeout_seconds" must be a number, not string`,
+	} {
+		var req SubmitRequest
+		err := decodeBytes([]byte(body), &req)
+		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "api.") {
+			t.Errorf("decode %s: %v, want invalid_request with %q", body, err, want)
+		}
+	}
+}
+
+// TestWaitAndIDForms: ?wait takes a finite number of seconds; ids are
+// UUIDs in their 36-character form only.
+func TestWaitAndIDForms(t *testing.T) {
+	for _, v := range []string{"Inf", "+Inf", "-1", "NaN", "soon"} {
+		r, _ := http.NewRequest("POST", "/v1/orders?wait="+url.QueryEscape(v), nil)
+		if _, err := waitOf(r, time.Minute); order.ErrorCode(err) != order.CodeInvalid {
+			t.Errorf("wait=%s: %v, want invalid_request", v, err)
+		}
+	}
+	id := "01a23572-7c0d-7000-8000-0123456789ab"
+	if _, err := parseID(id); err != nil {
+		t.Errorf("%s: %v", id, err)
+	}
+	if _, err := parseID(strings.ToUpper(id)); err != nil {
+		t.Errorf("upper case: %v", err)
+	}
+	for _, v := range []string{"urn:uuid:" + id, "{" + id + "}", strings.ReplaceAll(id, "-", "")} {
+		if _, err := parseID(v); err == nil {
+			t.Errorf("%s: accepted", v)
 		}
 	}
 }

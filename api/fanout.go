@@ -314,7 +314,7 @@ func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.U
 // handleBatch is GET /v1/batches/{id}: a fan-out's orders and the count of
 // orders per status.
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	id, err := parseID(chi.URLParam(r, "id"))
 	if err != nil {
 		s.writeError(w, r, notFound("batch not found"))
 		return

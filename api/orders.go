@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -109,7 +110,7 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 		return 0, nil
 	}
 	n, err := strconv.ParseFloat(v, 64)
-	if err != nil || n < 0 || n != n {
+	if err != nil || n < 0 || n != n || math.IsInf(n, 0) {
 		return 0, order.FieldError(order.CodeInvalid, "wait", "wait must be a number of seconds")
 	}
 	d := time.Duration(n * float64(time.Second))
@@ -184,7 +185,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if v := q.Get("batch"); v != "" {
-		id, err := uuid.Parse(v)
+		id, err := parseID(v)
 		if err != nil {
 			s.writeError(w, r, order.FieldError(order.CodeInvalid, "batch", "batch must be a UUID"))
 			return
@@ -226,7 +227,7 @@ func pageOf(q url.Values, f *postgres.Filter) error {
 		f.Limit = n
 	}
 	if v := q.Get("cursor"); v != "" {
-		id, err := uuid.Parse(v)
+		id, err := parseID(v)
 		if err != nil {
 			return order.FieldError(order.CodeInvalid, "cursor", "cursor is not valid")
 		}

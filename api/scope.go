@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -31,12 +32,22 @@ func (s *Server) pathOrderLean(r *http.Request) (*order.Order, error) {
 	return s.readPathOrder(r, s.Store.GetOrderLean)
 }
 
+// parseID reads an id of an order, a batch or a cursor: a UUID in its
+// standard 36-character form only (uuid.Parse also takes urn:uuid:, braces
+// and 32 bare hex digits, which the spec's format: uuid does not).
+func parseID(s string) (uuid.UUID, error) {
+	if len(s) != 36 {
+		return uuid.Nil, errors.New("not a UUID in its 36-character form")
+	}
+	return uuid.Parse(s)
+}
+
 // readOrder reads one order: Store.GetOrder, or GetOrderLean for an answer
 // that streams large kept outputs.
 type readOrder func(ctx context.Context, id uuid.UUID) (*order.Order, error)
 
 func (s *Server) readPathOrder(r *http.Request, read readOrder) (*order.Order, error) {
-	id, err := uuid.Parse(chi.URLParam(r, "id"))
+	id, err := parseID(chi.URLParam(r, "id"))
 	if err != nil {
 		return nil, order.ErrNotFound
 	}

@@ -122,6 +122,26 @@ func nullable(t reflect.Type) bool {
 	return t == reflect.TypeFor[json.RawMessage]()
 }
 
+// jsonTypeName is what a client calls the JSON value t decodes, in an
+// error message (never Go's name for t).
+func jsonTypeName(t reflect.Type) string {
+	t = indirect(t)
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another type"
+}
+
 // kindName is what a client calls t in an error message.
 func kindName(t reflect.Type) string {
 	switch t.Kind() {
@@ -279,7 +299,10 @@ func hex4(b []byte, i int) (rune, bool) {
 func jsonProblem(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type.String(), te.Value)
+		if te.Field == "" {
+			return fmt.Sprintf("the body must be %s, not %s", jsonTypeName(te.Type), te.Value)
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, jsonTypeName(te.Type), te.Value)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
