@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -272,7 +273,12 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if !validReply(reply) {
 		// The answer is published with the API's own rights: a subject of
 		// the publisher's choosing could write into the KV bucket or the
-		// streams. Only reply inboxes are answered.
+		// streams. Only reply inboxes are answered; the submission itself
+		// goes on.
+		if reply != "" {
+			s.logger.Warn("NATS submission: Orderly-Reply is not a subject under _INBOX. or orderly.reply.; it gets no answer",
+				"reply", strconv.Quote(reply[:min(len(reply), 256)]), "subject", msg.Subject())
+		}
 		reply = ""
 	}
 	answer := func(a IntakeAnswer) {
