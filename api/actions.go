@@ -190,13 +190,13 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 			a.Params[name] = v
 		}
 	}
-	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(d.Name),
-		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a,
-		IdempotencyKey: r.Header.Get("Idempotency-Key")}
-	if len(o.IdempotencyKey) > 200 {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key is longer than 200 characters"))
+	key, err := idempotencyKeyOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
+	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(d.Name),
+		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a, IdempotencyKey: key}
 	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -119,3 +119,20 @@ func TestWaitAndIDForms(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyKeyHeader: one rule and one message for the header,
+// whatever is wrong with it.
+func TestIdempotencyKeyHeader(t *testing.T) {
+	for _, k := range []string{strings.Repeat("k", 201), "a\tb", "a\x7fb"} {
+		r, _ := http.NewRequest("POST", "/v1/orders", nil)
+		r.Header.Set("Idempotency-Key", k)
+		if _, err := idempotencyKeyOf(r); err == nil || err.Error() != "invalid_request: Idempotency-Key must be printable text of at most 200 bytes" {
+			t.Errorf("%q: %v", k, err)
+		}
+	}
+	r, _ := http.NewRequest("POST", "/v1/orders", nil)
+	r.Header.Set("Idempotency-Key", strings.Repeat("k", 200))
+	if k, err := idempotencyKeyOf(r); err != nil || len(k) != 200 {
+		t.Errorf("200 bytes: %q %v", k, err)
+	}
+}

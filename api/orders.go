@@ -17,6 +17,16 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
+// idempotencyKeyOf reads the Idempotency-Key header: printable text of at
+// most 200 bytes (a fan-out appends "/<host>" to it for each order).
+func idempotencyKeyOf(r *http.Request) (string, error) {
+	k := r.Header.Get("Idempotency-Key")
+	if len(k) > 200 || order.HasControl(k, false) {
+		return "", order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key must be printable text of at most 200 bytes")
+	}
+	return k, nil
+}
+
 func notFound(msg string) error { return order.Errorf(order.CodeNotFound, "%s", msg) }
 
 // handleSubmit is POST /v1/orders: 202 with the queued order, or with a
@@ -40,9 +50,8 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.Source = "rest"
-	o.IdempotencyKey = r.Header.Get("Idempotency-Key")
-	if len(o.IdempotencyKey) > 200 {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key is longer than 200 characters"))
+	if o.IdempotencyKey, err = idempotencyKeyOf(r); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if len(req.Hosts) > 0 {
