@@ -27,6 +27,12 @@ func (a *app) actionCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(cfg.Actions.Definitions) == 0 {
+				if configPath == "" {
+					return fmt.Errorf("no actions: pass the config that defines them with --config")
+				}
+				return fmt.Errorf("%s defines no actions", configPath)
+			}
 			set, err := action.New(cfg.Actions)
 			if err != nil {
 				return fmt.Errorf("actions: %w", err)

@@ -153,7 +153,7 @@ and exits with the remote exit code, as submit --wait does.`,
 	fs.StringArrayVar(&secretEnvs, "secret-env", nil, "param NAME whose value is read from the environment variable VAR: NAME=VAR (repeatable)")
 	fs.BoolVarP(&wait, "wait", "w", false, "stream the output and exit with the remote exit code")
 	fs.StringVar(&idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
-	fs.DurationVar(&retryFor, "retry-for", 10*time.Second, retryForUsage)
+	retryForFlag(fs, &retryFor)
 	fs.BoolVar(&asJSON, "json", false, "print the order (with --wait, the finished order) as JSON")
 	_ = cmd.MarkFlagRequired("host")
 	hintUnreachable(cmd)

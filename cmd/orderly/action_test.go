@@ -35,3 +35,22 @@ func TestShippedPolkitRuleMatchesExample(t *testing.T) {
 		t.Errorf("an unknown action: %v", err)
 	}
 }
+
+// TestClientFlagMistakes: flags that cannot mean anything are refused
+// before any request, naming the flag.
+func TestClientFlagMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"action", "polkit-rule", "restart-example"}, "pass the config that defines them with --config"},
+		{[]string{"submit", "--host", "h", "--retry-for", "-1s", "--", "true"}, `"--retry-for" flag: must not be negative`},
+		{[]string{"action", "run", "x", "--host", "h", "--retry-for", "-5m"}, `"--retry-for" flag: must not be negative`},
+		{[]string{"ls", "--since", "2h", "--until", "3h"}, "--since 2h is not before --until 3h"},
+	} {
+		out, err := runCmd(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v (%s), want an error with %q", tc.args, err, out, tc.want)
+		}
+	}
+}

@@ -218,6 +218,9 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 		}
 		*t.dst = ts
 	}
+	if !opts.Since.IsZero() && !opts.Until.IsZero() && !opts.Since.Before(opts.Until) {
+		return fmt.Errorf("--since %s is not before --until %s: no order can match", o.since, o.until)
+	}
 	c, err := a.client(cmd, &o.conn)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/orderly-run/orderly/api/client"
 )
@@ -70,7 +71,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check authorization and host policy without running anything")
 	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
-	fs.DurationVar(&o.retryFor, "retry-for", 10*time.Second, retryForUsage)
+	retryForFlag(fs, &o.retryFor)
 	fs.BoolVar(&o.json, "json", false, "print the order (with --wait, the finished order) as JSON")
 	cmd.MarkFlagsMutuallyExclusive("host", "hosts")
 	cmd.MarkFlagsOneRequired("host", "hosts")
@@ -142,8 +143,29 @@ func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bo
 	}
 }
 
-// retryForUsage is the --retry-for flag's help.
-const retryForUsage = "send the submission again for up to this long while the API cannot be reached (with --idempotency-key, also after a dropped answer or a 503); 0 never"
+// retryForFlag adds --retry-for to fs, refusing a negative duration when
+// the flags are parsed.
+func retryForFlag(fs *pflag.FlagSet, d *time.Duration) {
+	*d = 10 * time.Second
+	fs.Var((*retryForValue)(d), "retry-for",
+		"send the submission again for up to this long while the API cannot be reached (with --idempotency-key, also after a dropped answer or a 503); 0 never")
+}
+
+type retryForValue time.Duration
+
+func (v *retryForValue) String() string { return time.Duration(*v).String() }
+func (v *retryForValue) Type() string   { return "duration" }
+func (v *retryForValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("must not be negative (0: send once)")
+	}
+	*v = retryForValue(d)
+	return nil
+}
 
 // notSent reports a failure to connect to the API: the request never
 // left, so sending it again cannot record anything twice.

@@ -78,9 +78,12 @@ func compileParam(cp config.ActionParam) (*Param, error) {
 		if len(p.Values) == 0 {
 			return nil, fmt.Errorf("param %q: an enum needs values", p.Name)
 		}
-		for _, v := range p.Values {
+		for i, v := range p.Values {
 			if err := plain(v); err != nil {
 				return nil, fmt.Errorf("param %q: enum value %q: %w", p.Name, v, err)
+			}
+			if slices.Contains(p.Values[:i], v) {
+				return nil, fmt.Errorf("param %q: enum value %q is listed twice", p.Name, v)
 			}
 		}
 	case TypeBool:

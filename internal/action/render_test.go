@@ -183,9 +183,12 @@ func TestNewRefusesUnsafeDefinitions(t *testing.T) {
 			a.Command = nil
 			a.Systemd = config.ActionSystemd{Verb: "kill", Unit: "x@{id}.service"}
 		},
-		"no hosts":                func(a *config.Action) { a.Hosts = nil },
-		"bad name":                func(a *config.Action) { a.Name = "A B" },
-		"enum without values":     func(a *config.Action) { a.Params[0] = config.ActionParam{Name: "id", Type: "enum"} },
+		"no hosts":            func(a *config.Action) { a.Hosts = nil },
+		"bad name":            func(a *config.Action) { a.Name = "A B" },
+		"enum without values": func(a *config.Action) { a.Params[0] = config.ActionParam{Name: "id", Type: "enum"} },
+		"enum value twice": func(a *config.Action) {
+			a.Params[0] = config.ActionParam{Name: "id", Type: "enum", Values: []string{"a", "b", "a"}}
+		},
 		"default fails its rules": func(a *config.Action) { a.Params[0].Default = ptr("x") },
 		"limit runs without per":  func(a *config.Action) { a.Limit.Runs = 3 },
 		"units other than the unit": func(a *config.Action) {

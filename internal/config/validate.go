@@ -312,6 +312,10 @@ func (c Config) validateAuth(ps *problems) {
 	j := c.Auth.JWT
 	switch j.Algorithm {
 	case "":
+		// A key with JWT off would be ignored: the operator meant it on.
+		if j.Secret != "" || j.PublicKey != "" {
+			ps.add("auth.jwt.algorithm", "must be set (HS256, RS256 or EdDSA) when auth.jwt.secret or auth.jwt.public_key is")
+		}
 	case "HS256":
 		if len(j.Secret) < 32 {
 			ps.add("auth.jwt.secret", "HS256 needs a secret of at least 32 bytes")

@@ -21,6 +21,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		key    string
 	}{
 		{"listen unparsable", func(c *Config) { c.Listen = "localhost" }, "listen"},
+		{"jwt secret without algorithm", func(c *Config) { c.Auth.JWT.Secret = strings.Repeat("s", 40) }, "auth.jwt.algorithm"},
 		{"action env denied", func(c *Config) {
 			c.Actions.Definitions = []Action{{Name: "a", Command: []string{"true"}, Env: []ActionEnv{{Name: "HOME", Value: "/x"}, {Name: "ld_preload", Value: "{lib}"}}}}
 		}, "actions.definitions[0].env[1].name"},
