@@ -27,11 +27,9 @@ type Cancellation struct {
 // worker, which acts on the recorded request and on nothing else.
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	var req cancelRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+	if err := decodeOptional(r, s.Settings().MaxBodyBytes, &req); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	if req.Signal == "" {
 		req.Signal = "SIGTERM"

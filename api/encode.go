@@ -49,6 +49,20 @@ func decode(r *http.Request, maxBytes int64, v any) error {
 	return decodeBytes(body, v)
 }
 
+// decodeOptional is decode for a body that may be left out: none, or only
+// white space, leaves v as it is.
+func decodeOptional(r *http.Request, maxBytes int64, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	if err != nil {
+		return order.Errorf(order.CodeInvalid, "read body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return decode(r, maxBytes, v)
+}
+
 // checkContentType accepts application/json (or merge-patch) in UTF-8:
 // JSON exchanged between systems is UTF-8 (RFC 8259 §8.1), and a body
 // declared as another charset would be read as something it is not.

@@ -136,3 +136,21 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 		t.Errorf("200 bytes: %q %v", k, err)
 	}
 }
+
+// TestDecodeOptional: a body that may be left out may also be white space;
+// anything else is decoded as decode does.
+func TestDecodeOptional(t *testing.T) {
+	for body, want := range map[string]order.Code{"": "", " \r\n\t": "", `{"signal":"SIGINT"}`: "", `{"signal":`: order.CodeInvalid} {
+		r, _ := http.NewRequest("POST", "/v1/orders/x/cancel", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		var req cancelRequest
+		if err := decodeOptional(r, 1<<10, &req); order.ErrorCode(err) != want && !(want == "" && err == nil) {
+			t.Errorf("%q: %v, want %q", body, err, want)
+		}
+	}
+	r, _ := http.NewRequest("POST", "/v1/orders/x/cancel", strings.NewReader(" "))
+	var req cancelRequest
+	if err := decodeOptional(r, 1<<10, &req); err != nil || req.Signal != "" {
+		t.Errorf("white space without a Content-Type: %v %+v", err, req)
+	}
+}
