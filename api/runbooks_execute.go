@@ -44,8 +44,13 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if req.TimeoutSeconds < 0 || math.IsNaN(req.TimeoutSeconds) || req.TimeoutSeconds > 1e9 {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must be a positive number of seconds"))
+	// As POST /v1/orders: 0 is the default (runbooks.timeout here).
+	switch {
+	case req.TimeoutSeconds < 0 || math.IsNaN(req.TimeoutSeconds):
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must not be negative"))
+		return
+	case req.TimeoutSeconds > 1e7:
+		s.writeError(w, r, order.FieldError(order.CodeUnprocessable, "timeout_seconds", "timeout_seconds is too large"))
 		return
 	}
 	name, err := runbookName(r)

@@ -201,6 +201,16 @@ func TestRunbooks(t *testing.T) {
 		}
 	})
 
+	t.Run("timeout_seconds as POST /v1/orders takes it", func(t *testing.T) {
+		for v, code := range map[float64]int{-1: 400, 99999999999: 422} {
+			resp, b := s.send(call{method: "POST", path: "/v1/runbooks/Hello.md/execute", token: s.token,
+				body: map[string]any{"timeout_seconds": v}})
+			if resp.StatusCode != code || !strings.Contains(string(b), `"field":"timeout_seconds"`) {
+				t.Errorf("timeout_seconds %v: %d %s, want %d", v, resp.StatusCode, b, code)
+			}
+		}
+	})
+
 	t.Run("validate, execute and list agree on refused variables", func(t *testing.T) {
 		resp, b := s.send(call{method: "GET", path: "/v1/runbooks/NeedsPath.md", token: s.token})
 		var rb api.RunbookSummary
