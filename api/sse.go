@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,8 +42,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	var after uint64
 	resumed := false
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		// The largest uint64 is no event's id (the stream would start
+		// after it, at 0).
 		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
+		if err != nil || n == math.MaxUint64 {
 			s.writeError(w, r, order.FieldError(order.CodeInvalid, "Last-Event-ID", "Last-Event-ID must be an event id from this stream"))
 			return
 		}

@@ -244,7 +244,9 @@ func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
 			req.Env[strings.TrimSpace(k)] = v
 		}
 	}
-	if in := r.PostFormValue("stdin"); in != "" {
+	// A browser sends a textarea's line breaks as CRLF whatever was
+	// typed; the command gets what was typed, as from the CLI.
+	if in := strings.ReplaceAll(r.PostFormValue("stdin"), "\r\n", "\n"); in != "" {
 		req.Stdin = &StreamIn{Content: in}
 	}
 	var hdr []string

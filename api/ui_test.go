@@ -275,11 +275,13 @@ func TestUIRerunKeepsTheCommand(t *testing.T) {
 		}
 		return o.ID.String()
 	}
+	// The box's value as a browser reads it: HTML drops one line break
+	// right after <textarea>.
 	argsBox := func(page string) string {
 		_, rest, _ := strings.Cut(page, `id="exec-args"`)
 		_, rest, _ = strings.Cut(rest, ">")
 		box, _, _ := strings.Cut(rest, "</textarea>")
-		return box
+		return strings.TrimPrefix(box, "\n")
 	}
 	for _, args := range [][]string{{"-c", "echo first\necho second"}, {"-c", "echo $1", "x", ""}} {
 		page := e.page(t, sess, "/ui/?rerun="+submit(args))
@@ -290,6 +292,10 @@ func TestUIRerunKeepsTheCommand(t *testing.T) {
 	page := e.page(t, sess, "/ui/?rerun="+submit([]string{"-c", "echo plain"}))
 	if strings.Contains(page, "cannot be re-run") || argsBox(page) != "-c\necho plain" {
 		t.Errorf("re-run of a plain order: arguments box %q", argsBox(page))
+	}
+	page = e.page(t, sess, "/ui/?rerun="+submit([]string{"", "x"}))
+	if strings.Contains(page, "cannot be re-run") || argsBox(page) != "\nx" {
+		t.Errorf("re-run with a leading empty argument: arguments box %q, want \"\\nx\"", argsBox(page))
 	}
 }
 
@@ -322,5 +328,27 @@ func TestUIRefusedActionKeepsItsValues(t *testing.T) {
 	}
 	if strings.Contains(page, "9x9x") {
 		t.Error("the refused form shows the secret it was sent")
+	}
+}
+
+// TestUIExecStdinAsTyped: a browser sends the stdin box's line breaks as
+// CRLF; the command reads them as typed, LF, as from the CLI.
+func TestUIExecStdinAsTyped(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"cat"}, "stdin": {"a\r\nb\r\n"}}
+	rec := e.postForm("/ui/exec", form, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("exec cat: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	e.waitPage(t, sess, loc, `id="status" role="status" aria-live="polite">succeeded`, "cat")
+	req := httptest.NewRequest("GET", "/v1/orders/"+strings.TrimPrefix(loc, "/ui/orders/"), nil)
+	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	got := httptest.NewRecorder()
+	e.handler.ServeHTTP(got, req)
+	var o api.Order
+	if err := json.Unmarshal(got.Body.Bytes(), &o); err != nil || o.Result == nil || o.Result.Stdout.Content != "a\nb\n" {
+		t.Fatalf("stdout of cat: %d %s", got.Code, got.Body)
 	}
 }
