@@ -50,12 +50,48 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 		ls := info.LastSeen
 		h.Online, h.LastSeen, h.Version, h.Instance, h.CurrentOrder = true, &ls, info.Version, info.Instance, info.CurrentOrder
 	}
+	if err := s.hideOthersOrders(r, byHost); err != nil {
+		return nil, err
+	}
 	out := make([]Host, 0, len(byHost))
 	for _, h := range byHost {
 		out = append(out, *h)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out, nil
+}
+
+// hideOthersOrders clears a host's current order when the principal may
+// not read it: the heartbeat names any principal's order, and read
+// scoping (a principal reads its own orders unless admin or auditor)
+// covers its id too.
+func (s *Server) hideOthersOrders(r *http.Request, byHost map[string]*Host) error {
+	if seesAll(principalOf(r)) {
+		return nil
+	}
+	var ids []uuid.UUID
+	for _, h := range byHost {
+		if h.CurrentOrder != nil {
+			ids = append(ids, *h.CurrentOrder)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	mine, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Status: []order.Status{order.StatusRunning}, Limit: 1000}))
+	if err != nil {
+		return err
+	}
+	own := make(map[uuid.UUID]bool, len(mine))
+	for _, o := range mine {
+		own[o.ID] = true
+	}
+	for _, h := range byHost {
+		if h.CurrentOrder != nil && !own[*h.CurrentOrder] {
+			h.CurrentOrder = nil
+		}
+	}
+	return nil
 }
 
 // handleHosts is GET /v1/hosts.

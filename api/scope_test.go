@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -120,4 +121,37 @@ func TestReadScoping(t *testing.T) {
 	if code, evs := e.events("bob", done.ID, func(string, string) bool { return true }); code != http.StatusNotFound {
 		t.Errorf("bob's events of alice's order: %d %v", code, evs)
 	}
+}
+
+// TestHostCurrentOrderScoped: a host's heartbeat names the order it runs,
+// whoever submitted it; the host list shows that id only to principals
+// who may read the order.
+func TestHostCurrentOrderScoped(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"busy"}})
+	o := e.submit("alice", map[string]any{"host": "busy", "command": "sleep", "args": []string{"30"}}, "", http.StatusAccepted)
+	id := o.ID.String()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, b := e.do("admin", "GET", "/v1/hosts", nil)
+		if strings.Contains(string(b), `"current_order":"`+id+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host never showed its current order: %s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		as, path string
+		shown    bool
+	}{
+		{"alice", "/v1/hosts", true}, {"auditor", "/v1/hosts", true},
+		{"bob", "/v1/hosts", false}, {"bob", "/v1/hosts/busy", false},
+	} {
+		code, b := e.do(c.as, "GET", c.path, nil)
+		if code != http.StatusOK || strings.Contains(string(b), id) != c.shown {
+			t.Errorf("%s GET %s: %d, shows alice's running order %t, want %t: %s", c.as, c.path, code, !c.shown, c.shown, b)
+		}
+	}
+	e.do("alice", "POST", "/v1/orders/"+id+"/cancel", map[string]any{"signal": "SIGKILL"})
 }
