@@ -52,3 +52,43 @@ func TestFleetGauges(t *testing.T) {
 		t.Errorf("scrape answered %d", rec.Code)
 	}
 }
+
+// TestScrapeWithPostgresDown: gauges that cannot be read are left out and
+// the scrape still answers 200 with the rest, so orderly_dependency_up
+// (and the alert on it) says what is down.
+func TestScrapeWithPostgresDown(t *testing.T) {
+	m := metrics.New()
+	down := errors.New("database unavailable")
+	m.WatchFleet(metrics.FleetSources{
+		QueueAges:   func(context.Context) (map[string]time.Duration, error) { return nil, down },
+		Unpublished: func(context.Context) (int, time.Duration, error) { return 0, 0, down },
+		Dependencies: map[string]func(context.Context) error{
+			"postgres": func(context.Context) error { return down },
+		},
+	})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	if rec.Code != 200 || !strings.Contains(string(body), `orderly_dependency_up{dependency="postgres"} 0`+"\n") {
+		t.Fatalf("scrape with PostgreSQL down: %d\n%s", rec.Code, body)
+	}
+}
+
+// TestMethodLabel: a method no client needs is one series, not one each.
+func TestMethodLabel(t *testing.T) {
+	m := metrics.New()
+	for _, method := range []string{"GET", "X1", "X2", "FOO", "post"} {
+		m.Request("unmatched", method, 405, time.Millisecond)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, bad := range []string{`method="X1"`, `method="FOO"`, `method="post"`} {
+		if strings.Contains(string(body), bad) {
+			t.Errorf("scrape has a series with %s", bad)
+		}
+	}
+	if !strings.Contains(string(body), `method="other"`) || !strings.Contains(string(body), `method="GET"`) {
+		t.Errorf("scrape lacks method=\"other\" or method=\"GET\":\n%s", body)
+	}
+}

@@ -57,9 +57,12 @@ func New() *Metrics {
 	return m
 }
 
-// Handler serves the registry in the Prometheus text format.
+// Handler serves the registry in the Prometheus text format. A gauge that
+// cannot be read (PostgreSQL down) is left out of the scrape instead of
+// failing it: orderly_dependency_up then says why, and the alerts that
+// watch it can fire.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
 // Submitted counts an accepted order.
@@ -106,12 +109,23 @@ func (m *Metrics) Rejected(code order.Code) {
 // Request records one API request.
 func (m *Metrics) Request(route, method string, status int, d time.Duration) {
 	if m != nil {
-		m.httpDuration.WithLabelValues(route, method, statusClass(status)).Observe(d.Seconds())
+		m.httpDuration.WithLabelValues(route, methodClass(method), statusClass(status)).Observe(d.Seconds())
 		if status == http.StatusServiceUnavailable {
 			// Counted apart from other 5xx: the publish-failure alert.
 			m.unavailable.WithLabelValues(route).Inc()
 		}
 	}
+}
+
+// methodClass is method as a label: a client may send any token as its
+// method, and each would be a new series kept for ever.
+func methodClass(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
 }
 
 func statusClass(code int) string {
