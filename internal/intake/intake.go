@@ -30,6 +30,7 @@ type Store interface {
 	Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
 }
 
@@ -359,7 +360,10 @@ func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
 	}
 }
 
-// Prune deletes the finished orders older than the retention period.
+// Prune deletes the finished orders and the recorded rejections older than
+// the retention period, in batches, and returns how many rows it deleted.
+// Rejections are kept as long as orders: every refused request adds one,
+// an unauthenticated one too, so without this the table only grew.
 func (s *Service) Prune(ctx context.Context) (int, error) {
 	if s.opts.Retention == nil {
 		return 0, nil
@@ -368,12 +372,19 @@ func (s *Service) Prune(ctx context.Context) (int, error) {
 	if keep <= 0 {
 		return 0, nil
 	}
+	before := time.Now().Add(-keep)
 	total := 0
-	for {
-		n, err := s.store.DeleteFinishedBefore(ctx, time.Now().Add(-keep), 1000)
-		total += int(n)
-		if err != nil || n < 1000 {
-			return total, err
+	for _, del := range []func(context.Context, time.Time, int) (int64, error){s.store.DeleteFinishedBefore, s.store.DeleteRejectionsBefore} {
+		for {
+			n, err := del(ctx, before, 1000)
+			total += int(n)
+			if err != nil {
+				return total, err
+			}
+			if n < 1000 {
+				break
+			}
 		}
 	}
+	return total, nil
 }

@@ -287,9 +287,17 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET submitted_at = now() - interval '2 hours' WHERE id = $1`, queuedOld); err != nil {
 		t.Fatal(err)
 	}
+	// Rejections are kept as long as orders.
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO rejections (at, status, code, reason) VALUES
+		(now() - interval '2 hours', 401, 'unauthenticated', 'old'), (now(), 401, 'unauthenticated', 'recent')`); err != nil {
+		t.Fatal(err)
+	}
 	n, err := e.svc.Prune(e.ctx)
-	if err != nil || n != 1 {
-		t.Fatalf("prune: %d %v, want 1", n, err)
+	if err != nil || n != 2 {
+		t.Fatalf("prune: %d %v, want 2 (an order and a rejection)", n, err)
+	}
+	if e.count(`SELECT count(*) FROM rejections WHERE reason = 'old'`) != 0 || e.count(`SELECT count(*) FROM rejections WHERE reason = 'recent'`) != 1 {
+		t.Fatal("retention kept the old rejection or deleted the recent one")
 	}
 	if e.count(`SELECT count(*) FROM orders WHERE id = $1`, old) != 0 || e.count(`SELECT count(*) FROM order_events WHERE order_id = $1`, old) != 0 {
 		t.Fatal("the old finished order or its events survived")

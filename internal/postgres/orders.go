@@ -485,6 +485,17 @@ func (s *Store) Events(ctx context.Context, id uuid.UUID) ([]Event, error) {
 	return evs, translate("list order events", err)
 }
 
+// DeleteRejectionsBefore removes up to limit recorded rejections older
+// than t (through rejections_at) and returns how many it removed.
+func (s *Store) DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM rejections WHERE id IN (
+		SELECT id FROM rejections WHERE at < $1 ORDER BY at LIMIT $2)`, t, limit)
+	if err != nil {
+		return 0, translate("delete old rejections", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // DeleteFinishedBefore removes up to limit terminal orders that finished
 // before t, with their events, and returns how many it removed. Retention
 // runs it in small batches so it never holds long locks.
