@@ -191,9 +191,19 @@ func (s *Server) run(ctx context.Context, program string, args ...string) ([]byt
 }
 
 // childEnv drops PG* variables, which would otherwise let the caller's
-// environment (PGDATA, PGPORT, PGOPTIONS…) override what Start decided.
+// environment (PGDATA, PGPORT, PGOPTIONS…) override what Start decided,
+// and systemd's notify and socket-activation variables, which are the
+// service's: postgres, built with systemd support, would tell the
+// service manager it is ready (or stopping) in serve's name.
 func childEnv(env []string) []string {
-	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "PG") })
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
+			return true
+		}
+		return strings.HasPrefix(kv, "PG")
+	})
 }
 
 // logTail returns the end of postgres.log, which is where the real reason

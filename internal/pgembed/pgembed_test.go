@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,4 +288,15 @@ func TestDSNFor(t *testing.T) {
 func firstLine(b []byte) string {
 	line, _, _ := strings.Cut(string(b), "\n")
 	return line
+}
+
+// TestChildEnv: the cluster's programs get neither the caller's PG*
+// settings nor systemd's per-service variables (postgres would notify the
+// service manager in serve's name).
+func TestChildEnv(t *testing.T) {
+	got := childEnv([]string{"PATH=/bin", "PGDATA=/x", "NOTIFY_SOCKET=/run/n", "LISTEN_PID=1", "LISTEN_FDS=2",
+		"LISTEN_FDNAMES=a", "WATCHDOG_USEC=5", "WATCHDOG_PID=1", "HOME=/root", "NOTIFY_SOCKETS=kept"})
+	if want := []string{"PATH=/bin", "HOME=/root", "NOTIFY_SOCKETS=kept"}; !slices.Equal(got, want) {
+		t.Errorf("childEnv = %q, want %q", got, want)
+	}
 }
