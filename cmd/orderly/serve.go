@@ -81,6 +81,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			// user cannot reach it, so the cluster lives in /var/lib/orderly,
 			// keyed by the data dir so each data dir keeps its own.
 			sum := sha256.Sum256([]byte(dataDir))
+			_ = os.Remove(pgDir) // the empty directory of the attempt, if that is what it left
 			pgDir = filepath.Join("/var/lib/orderly", "pg-"+hex.EncodeToString(sum[:6]))
 			logger.Warn("the postgres user cannot reach the data dir; keeping the managed PostgreSQL elsewhere", "data_dir", dataDir, "pg_dir", pgDir)
 			if err := os.MkdirAll(filepath.Dir(pgDir), 0o755); err != nil {
