@@ -201,10 +201,9 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 			logger.Info("shutting down")
 			return nil
 		case <-hup:
-			if changed, err := w.Reload(); err != nil {
+			// The watcher logs an applied reload, with what changed.
+			if _, err := w.Reload(); err != nil {
 				logger.Error("reload refused; keeping the running config", "error", err)
-			} else {
-				logger.Info("config reloaded", "changed", changed)
 			}
 		case err := <-workerDone(wr):
 			if err != nil {
