@@ -68,6 +68,7 @@ type apiEnv struct {
 	natsURL string
 	store   *postgres.Store
 	pool    *pgxpool.Pool
+	authn   *atomic.Pointer[auth.Authenticator] // shared by copies of the env
 	q       *queue.Queue
 	url     string
 	tokens  map[string]string
@@ -127,6 +128,8 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.authn = new(atomic.Pointer[auth.Authenticator])
+	e.authn.Store(authn)
 	pol, err := policy.New([]config.Rule{
 		{Name: "admin", Roles: []string{"admin"}, Hosts: []string{"*"}, Allow: []string{".*"}, RunAs: []string{"", "*"}},
 		{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
@@ -147,7 +150,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }}, logger)
 	srv := api.New(api.Deps{
 		Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
-		Auth:     func() api.Authenticator { return authn },
+		Auth:     func() api.Authenticator { return e.authn.Load() },
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		Status:   func() map[string]any { return map[string]any{} },
 		Actions: &api.ActionDeps{Set: func() *action.Set { return acts },
@@ -190,6 +193,21 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		e.startWorker(h)
 	}
 	return e
+}
+
+// revoke stops accepting name's token, as a reload that removes it does.
+func (e *apiEnv) revoke(name string) {
+	var cfg config.Auth
+	for n, tok := range e.tokens {
+		if n != name {
+			cfg.Tokens = append(cfg.Tokens, config.Token{Name: n, SHA256: auth.HashToken(tok), Roles: envRoles[n]})
+		}
+	}
+	authn, err := auth.New(cfg, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.authn.Store(authn)
 }
 
 // startWorker runs a real worker for host, with the default host policy,

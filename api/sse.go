@@ -32,6 +32,18 @@ type Chunk struct {
 // client resumes with Last-Event-ID (the stream sequence) without loss. An
 // order that finished long ago replays what is left and ends with
 // finished, read from PostgreSQL.
+// credentialRecheck is how often a live stream checks the credential it
+// was opened with: a token removed by a reload, or a JWT past its expiry,
+// ends the streams it opened within this time.
+const credentialRecheck = 2 * time.Second
+
+// mayStillRead reports whether the request's credential still
+// authenticates and still lets its principal read o.
+func (s *Server) mayStillRead(r *http.Request, o *order.Order) bool {
+	p, err := s.Auth().Authenticate(r.Header.Get("Authorization"))
+	return err == nil && p.Name == principalOf(r).Name && (seesAll(p) || o.Principal == p.Name)
+}
+
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	o, err := s.pathOrder(r)
 	if err != nil {
@@ -117,7 +129,16 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	defer idle.Stop()
 	lastSeq := after
 	quiet := 0
+	checked := time.Now()
 	for {
+		// A stream may last as long as the order: the credential it was
+		// opened with must still be good, and still read this order.
+		if time.Since(checked) >= credentialRecheck {
+			if !s.mayStillRead(r, o) {
+				return
+			}
+			checked = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestEventsLastEventIDOutOfRange: an id no event can have is the
@@ -15,4 +17,24 @@ func TestEventsLastEventIDOutOfRange(t *testing.T) {
 		code, b := e.do("alice", "GET", "/v1/orders/"+o.ID.String()+"/events", nil, "Last-Event-ID", id)
 		wantError(t, code, b, http.StatusBadRequest, "invalid_request")
 	}
+}
+
+// TestEventsEndWhenTheCredentialGoes: a live stream lasts as long as its
+// order, so it checks its credential as it goes: a token removed (by a
+// reload) ends the streams it opened, without their finished event.
+func TestEventsEndWhenTheCredentialGoes(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	o := e.submit("bob", map[string]any{"host": "h1", "command": "sleep", "args": []string{"30"}}, "", http.StatusAccepted)
+	began := time.Now()
+	time.AfterFunc(time.Second, func() { e.revoke("bob") })
+	code, evs := e.events("bob", o.ID, func(event, _ string) bool { return event == "finished" })
+	if code != http.StatusOK || time.Since(began) > 10*time.Second {
+		t.Fatalf("the stream went on %s after the token was revoked: %d %v", time.Since(began).Round(time.Millisecond), code, evs)
+	}
+	for _, ev := range evs {
+		if strings.HasPrefix(ev, "finished") {
+			t.Errorf("the stream reached the order's end: %v", evs)
+		}
+	}
+	e.do("admin", "POST", "/v1/orders/"+o.ID.String()+"/cancel", map[string]any{"signal": "SIGKILL"})
 }
