@@ -82,7 +82,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, tokens: map[string]string{}}
-	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}}
+	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}}
 	var ac config.Auth
 	for name, r := range roles {
 		tok, hash := auth.NewToken()

@@ -119,8 +119,10 @@ func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status i
 	if a := u.call(r, http.MethodGet, "/v1/runbooks", nil); a.ok() && a.decode(&rb) == nil {
 		v.Runbooks = rb.Runbooks
 	}
+	// The principal's own recent orders, an admin's or an auditor's too
+	// (History has everyone's for them).
 	var recent OrderList
-	if a := u.call(r, http.MethodGet, "/v1/orders?limit=10", nil); a.ok() {
+	if a := u.call(r, http.MethodGet, "/v1/orders?limit=10&principal="+url.QueryEscape(sessionOf(r).principal), nil); a.ok() {
 		_ = a.decode(&recent)
 	}
 	v.Recent = recent.Orders

@@ -352,3 +352,27 @@ func TestUIExecStdinAsTyped(t *testing.T) {
 		t.Fatalf("stdout of cat: %d %s", got.Code, got.Body)
 	}
 }
+
+// TestUIRecentOrdersAreOwn: the dashboard's recent orders are the
+// principal's own, an admin's too (History shows an admin everyone's).
+func TestUIRecentOrdersAreOwn(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	rec := e.postForm("/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"true"}}, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("exec true: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	_, recent, _ := strings.Cut(e.page(t, sess, "/ui/"), `id="recent-h"`)
+	if !strings.Contains(recent, loc) {
+		t.Errorf("alice's dashboard lacks her order %s", loc)
+	}
+	boss, _ := e.uiSession(t, "boss")
+	_, recent, _ = strings.Cut(e.page(t, boss, "/ui/"), `id="recent-h"`)
+	if strings.Contains(recent, loc) {
+		t.Errorf("the admin's recent orders show alice's order %s", loc)
+	}
+	if history := e.page(t, boss, "/ui/history"); !strings.Contains(history, loc) {
+		t.Errorf("the admin's history lacks alice's order %s", loc)
+	}
+}
