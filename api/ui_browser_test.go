@@ -346,6 +346,17 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 		chromedp.Click(chromedp.ID("confirm-yes")))
 	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
 
+	// A character whose bytes arrive in two chunks is shown whole while
+	// the order runs (the page reloads with the stored output at the end).
+	exec("sh", "-c\nprintf 'caf\\303'; sleep 1; printf '\\251!\\n'; exec sleep 60")
+	waitJS(t, ctx, "the second chunk", `document.getElementById("output").innerText.includes("!")`, 30*time.Second)
+	if live := text(t, ctx, "#output"); live != "café!" {
+		t.Errorf("live output %q, want \"café!\"", live)
+	}
+	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
+
 	exec("seq", "1\n200000")
 	waitJS(t, ctx, "the huge output to finish", `document.getElementById("status").innerText === "succeeded" && !!document.querySelector("#output .omitted")`, 30*time.Second)
 	out := text(t, ctx, "#output")

@@ -147,15 +147,21 @@
     if (atBottom) out.scrollTop = out.scrollHeight;
   }
 
-  function decode(chunk) {
-    if (!chunk.encode) return chunk.data;
+  // One decoder per stream: a character whose bytes arrive in two chunks
+  // (each then base64, being invalid UTF-8 alone) is completed by the next
+  // one instead of becoming two replacement characters.
+  const decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") };
+
+  function decode(stream, chunk) {
+    const dec = decoders[stream];
+    if (!chunk.encode) return dec.decode() + chunk.data; // what was pending was not a character
     if (chunk.encode === "base64") {
       const bin = atob(chunk.data);
       const bytes = new Uint8Array(bin.length);
       for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-      return new TextDecoder("utf-8").decode(bytes);
+      return dec.decode(bytes, { stream: true });
     }
-    return "[" + chunk.encode + " output: download it when the order ends]\n";
+    return dec.decode() + "[" + chunk.encode + " output: download it when the order ends]\n";
   }
 
   out.textContent = "";
@@ -165,7 +171,7 @@
     statusEl.className = "badge running";
   });
   ["stdout", "stderr"].forEach(function (name) {
-    es.addEventListener(name, function (e) { append(name, decode(JSON.parse(e.data))); });
+    es.addEventListener(name, function (e) { append(name, decode(name, JSON.parse(e.data))); });
   });
   es.addEventListener("finished", function (e) {
     es.close();
