@@ -24,9 +24,9 @@ type actionView struct {
 
 // paramField is one param's form field.
 type paramField struct {
-	Action, Name, Label, Type, Pattern, Value string
-	Required, Secret                          bool
-	Choices                                   []choiceField
+	Action, Name, Label, Help, Type, Pattern, Value string
+	Required, Secret                                bool
+	Choices                                         []choiceField
 }
 
 // choiceField is one value of a dropdown: an enum value or a unit found
@@ -74,7 +74,7 @@ func (u *webUI) actions(r *http.Request) []actionView {
 func fieldsOf(av ActionView, values map[string]string, choices map[string][]unitChoiceJSON) []paramField {
 	out := make([]paramField, 0, len(av.Params))
 	for _, p := range av.Params {
-		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Type: p.Type, Pattern: p.Pattern,
+		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Help: p.Description, Type: p.Type, Pattern: p.Pattern,
 			Required: p.Required, Secret: p.Secret}
 		if f.Label == "" {
 			f.Label = p.Name

@@ -47,7 +47,7 @@ func uiActions() config.Actions {
 	return config.Actions{Bus: "system", Definitions: []config.Action{{
 		Name: "greet", Title: "Greet", Description: "Prints three greetings, a second apart.",
 		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; sleep 1; done`, "greet", "{who}"},
-		Params:  []config.ActionParam{{Name: "who", Title: "Who", Pattern: "^[a-z]+$", Max: &maxLen}},
+		Params:  []config.ActionParam{{Name: "who", Title: "Who", Description: "Lower-case letters, <i>not</i> markup.", Pattern: "^[a-z]+$", Max: &maxLen}},
 		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
 	}, {
 		// unlock takes a secret, passed only in the environment.

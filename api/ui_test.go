@@ -376,3 +376,14 @@ func TestUIRecentOrdersAreOwn(t *testing.T) {
 		t.Errorf("the admin's history lacks alice's order %s", loc)
 	}
 }
+
+// TestUIParamHelp: a param's description is its field's help, as text.
+func TestUIParamHelp(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	page := e.page(t, sess, "/ui/")
+	if !strings.Contains(page, `Who <small class="help">Lower-case letters, &lt;i&gt;not&lt;/i&gt; markup.</small></label>`) {
+		_, field, _ := strings.Cut(page, `for="p-greet-who"`)
+		t.Errorf("the who field has no help, or it is not escaped:\n%.300s", field)
+	}
+}
