@@ -281,20 +281,38 @@ func (s *Service) markLoop(ctx context.Context) {
 	}
 }
 
+// failureLogEvery is how often a job that keeps failing (PostgreSQL down)
+// logs it again: its first failure and its recovery are always logged.
+const failureLogEvery = time.Minute
+
 // every runs job after first, then every period, until ctx ends, logging
-// what it did (done is the count of orders it handled).
+// what it did (done is the count of orders it handled). A job that keeps
+// failing logs its first failure, then one a minute with how many there
+// were, then its recovery: a once-a-second job must not write 3,600
+// lines an hour while a dependency is down.
 func (s *Service) every(ctx context.Context, first, period time.Duration, what string, job func(context.Context) (int, error)) {
 	t := time.NewTimer(first)
 	defer t.Stop()
+	var failing int
+	var logged time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if n, err := job(ctx); err != nil && ctx.Err() == nil {
-			s.logger.Warn(what, "error", err)
-		} else if n > 0 {
+		n, err := job(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			failing++
+			if failing == 1 || time.Since(logged) >= failureLogEvery {
+				s.logger.Warn(what, "error", err, "failures", failing)
+				logged = time.Now()
+			}
+		case err == nil && failing > 0:
+			s.logger.Info(what+": working again", "failures", failing, "count", n)
+			failing = 0
+		case n > 0:
 			s.logger.Info(what, "count", n)
 		}
 		t.Reset(period)
