@@ -332,6 +332,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	defer cancel()
 	done := make(chan struct{})
 	defer close(done)
+	var stoppedIt atomic.Bool // the shutdown grace passed: the worker ended the order
 	go func() {
 		ticker := time.NewTicker(w.opts.AckWait / 3)
 		defer ticker.Stop()
@@ -352,6 +353,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 				stopping = nil
 				grace = time.After(w.opts.ShutdownGrace)
 			case <-grace:
+				stoppedIt.Store(true)
 				cancel()
 			}
 		}
@@ -404,7 +406,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// The first chunk drawn on the budget was published: no flag to
 	// keep, nothing more for an order without output.
 	live = budget != nil && req.MaxOutput > 0 && budget.Load() < req.MaxOutput
-	return finishOf(res), res.Duration, live
+	f = finishOf(res)
+	if f.Status == order.StatusKilled && stoppedIt.Load() {
+		// Nobody cancelled it: say why it was killed.
+		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
+	}
+	return f, res.Duration, live
 }
 
 // finishOf maps an execution result to the order's terminal status.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -313,6 +314,22 @@ func TestGracefulStopKeepsTheHostUntilTheOrderEnds(t *testing.T) {
 	next := e.waitStatus(e.submit("graceful", "true"), order.StatusSucceeded)
 	if next.Worker == got.Worker {
 		t.Fatal("the standby did not take over after the stop")
+	}
+}
+
+// TestShutdownKillSaysWhy: an order still running when the shutdown grace
+// passes is killed by the worker, and its result says so: nobody
+// cancelled it, and an auditor must be able to tell.
+func TestShutdownKillSaysWhy(t *testing.T) {
+	e := newEnv(t)
+	id := e.submit("shutdown-kill", "sleep", "30")
+	stop, _ := runWorker(t, worker.Options{Host: "shutdown-kill", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 300 * time.Millisecond}, e.store, e.q, testenv.Logger(t))
+	e.waitStatus(id, order.StatusRunning)
+	stop()
+	o := e.waitStatus(id, order.StatusKilled)
+	if o.Result == nil || !strings.Contains(o.Result.Error, "the worker stopped: worker.shutdown_grace (300ms) passed") {
+		t.Fatalf("result of the order killed at shutdown: %+v", o.Result)
 	}
 }
 
