@@ -30,8 +30,8 @@ func TestDecodeStrict(t *testing.T) {
 		{"lone high surrogate", `{"command":"echo","args":["\ud800"]}`, `half a surrogate pair`},
 		{"lone low surrogate", `{"command":"\udc00"}`, `half a surrogate pair`},
 		{"high surrogate then letter", `{"command":"\ud800\u0041"}`, `half a surrogate pair`},
-		{"null argument", `{"command":"echo","args":["a",null]}`, `args[]: null is not a string`},
-		{"null env value", `{"command":"env","env":{"X":null}}`, `env.X: null is not a string`},
+		{"null argument", `{"command":"echo","args":["a",null]}`, `args[] must be a string, not null`},
+		{"null env value", `{"command":"env","env":{"X":null}}`, `env.X must be a string, not null`},
 		{"deep nesting", `{"env":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}`, `nested deeper`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -120,16 +120,8 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens, opts: opts}
 	e.store, e.pool = testenv.Store(t, e.dsn)
 	e.q = testenv.Queue(t, e.natsURL, "api-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	var cfg config.Auth
-	for name, tok := range opts.tokens {
-		cfg.Tokens = append(cfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})
-	}
-	authn, err := auth.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.authn = new(atomic.Pointer[auth.Authenticator])
-	e.authn.Store(authn)
+	e.authn.Store(authenticator(t, opts.tokens, ""))
 	pol, err := policy.New([]config.Rule{
 		{Name: "admin", Roles: []string{"admin"}, Hosts: []string{"*"}, Allow: []string{".*"}, RunAs: []string{"", "*"}},
 		{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
@@ -197,17 +189,24 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 
 // revoke stops accepting name's token, as a reload that removes it does.
 func (e *apiEnv) revoke(name string) {
+	e.authn.Store(authenticator(e.t, e.tokens, name))
+}
+
+// authenticator accepts tokens, each for its principal with the roles of
+// envRoles, but except's.
+func authenticator(t testing.TB, tokens map[string]string, except string) *auth.Authenticator {
+	t.Helper()
 	var cfg config.Auth
-	for n, tok := range e.tokens {
-		if n != name {
-			cfg.Tokens = append(cfg.Tokens, config.Token{Name: n, SHA256: auth.HashToken(tok), Roles: envRoles[n]})
+	for name, tok := range tokens {
+		if name != except {
+			cfg.Tokens = append(cfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})
 		}
 	}
 	authn, err := auth.New(cfg, nil)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.authn.Store(authn)
+	return authn
 }
 
 // startWorker runs a real worker for host, with the default host policy,

@@ -19,7 +19,6 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/policy"
@@ -403,14 +402,7 @@ func TestSpecRunbookResponses(t *testing.T) {
 	cfg := config.Default().Runbooks
 	cfg.Dir, cfg.Host = dir, "h1"
 	// The same API as e's, with runbooks on: e's store, bus and tokens.
-	var authCfg config.Auth
-	for name, tok := range e.tokens {
-		authCfg.Tokens = append(authCfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})
-	}
-	authn, err := auth.New(authCfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	authn := authenticator(t, e.tokens, "")
 	pol, err := policy.New([]config.Rule{{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/compat"
-	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
@@ -77,14 +76,7 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 
 	// The API of e (its store, bus and tokens) with runbooks on, and the
 	// stage0 surface at /api and /dev-login.
-	var authCfg config.Auth
-	for name, tok := range e.tokens {
-		authCfg.Tokens = append(authCfg.Tokens, config.Token{Name: name, SHA256: auth.HashToken(tok), Roles: envRoles[name]})
-	}
-	authn, err := auth.New(authCfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	authn := authenticator(t, e.tokens, "")
 	pol, err := policy.New([]config.Rule{{Name: "stage0", Roles: []string{"developer", "ops"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 	if !ok {
 		if tok == nil && elem && t != nil && !nullable(t) {
 			field := strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]")
-			return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s: null is not a %s", field, kindName(t))
+			return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s must be %s, not null", field, jsonTypeName(t))
 		}
 		return nil // scalars: the typed decode checks their types
 	}
@@ -140,20 +140,6 @@ func jsonTypeName(t reflect.Type) string {
 		return "a number"
 	}
 	return "another type"
-}
-
-// kindName is what a client calls t in an error message.
-func kindName(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "string"
-	case reflect.Bool:
-		return "boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
-		return "number"
-	}
-	return "value"
 }
 
 // end consumes the closing delimiter of an array or object.
