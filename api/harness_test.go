@@ -192,6 +192,22 @@ func (e *apiEnv) revoke(name string) {
 	e.authn.Store(authenticator(e.t, e.tokens, name))
 }
 
+// runbookAPI is another API on e's store, bus and tokens, with runbooks
+// on and the one policy rule given.
+func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runbooks func() config.Runbooks) *api.Server {
+	e.t.Helper()
+	authn := authenticator(e.t, e.tokens, "")
+	pol, err := policy.New([]config.Rule{rule})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	logger := testenv.Logger(e.t)
+	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
+	return api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
+		Auth: func() api.Authenticator { return authn }, Settings: settings,
+		Runbooks: &api.RunbookDeps{Store: e.store, Config: runbooks}})
+}
+
 // authenticator accepts tokens, each for its principal with the roles of
 // envRoles, but except's.
 func authenticator(t testing.TB, tokens map[string]string, except string) *auth.Authenticator {

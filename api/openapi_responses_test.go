@@ -20,8 +20,6 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/intake"
-	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -402,17 +400,9 @@ func TestSpecRunbookResponses(t *testing.T) {
 	cfg := config.Default().Runbooks
 	cfg.Dir, cfg.Host = dir, "h1"
 	// The same API as e's, with runbooks on: e's store, bus and tokens.
-	authn := authenticator(t, e.tokens, "")
-	pol, err := policy.New([]config.Rule{{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := testenv.Logger(t)
-	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
-	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
-		Auth:     func() api.Authenticator { return authn },
-		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		Runbooks: &api.RunbookDeps{Store: e.store, Config: func() config.Runbooks { return cfg }}})
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg })
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	rb := *e

@@ -17,10 +17,7 @@ import (
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/compat"
 	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
-	"github.com/orderly-run/orderly/internal/policy"
-	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // stage0Runbook is a runbook in stage0's format; claims, when set, is the
@@ -76,19 +73,10 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 
 	// The API of e (its store, bus and tokens) with runbooks on, and the
 	// stage0 surface at /api and /dev-login.
-	authn := authenticator(t, e.tokens, "")
-	pol, err := policy.New([]config.Rule{{Name: "stage0", Roles: []string{"developer", "ops"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := testenv.Logger(t)
-	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
-	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
-		Auth: func() api.Authenticator { return authn },
-		Settings: func() api.Settings {
+	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer", "ops"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(ratePerIP.Load())}
-		},
-		Runbooks: &api.RunbookDeps{Store: e.store, Config: func() config.Runbooks { return current().Runbooks }}})
+		}, func() config.Runbooks { return current().Runbooks })
 	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: acl.Load}, Runbooks: srv,
 		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() { shutdowns.Add(1) }}
 	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
