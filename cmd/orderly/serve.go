@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -100,6 +101,12 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 				logger.Error("stop postgresql", "error", err)
 			}
 		})
+		// A postmaster that dies (OOM killer, pg_ctl stop by hand) is
+		// started again; supervision ends before the Stop above.
+		superviseCtx, stopSupervising := context.WithCancel(ctx)
+		supervised := make(chan struct{})
+		go func() { defer close(supervised); pg.Supervise(superviseCtx, 2*time.Second) }()
+		cleanups = append(cleanups, func() { stopSupervising(); <-supervised })
 		cfg.DatabaseURL = pg.DSN()
 	}
 	var natsCreds *natsembed.Credentials

@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -57,6 +59,8 @@ type Server struct {
 	database string
 	owner    *owner
 	logger   *slog.Logger
+	fsync    bool              // as started, for Supervise
+	extra    map[string]string // as started, for Supervise
 
 	// initialized is true when Start ran initdb, reused when it adopted a
 	// server that was already running; tests look at both.
@@ -106,6 +110,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		port:     opts.Port,
 		database: opts.Database,
 		logger:   opts.Logger.With("pg_dir", dir),
+		fsync:    opts.Fsync,
+		extra:    maps.Clone(opts.ExtraSettings),
 	}
 	if sock := s.socketPath(); len(sock) > maxSocketPath {
 		return nil, fmt.Errorf("pgembed: unix socket path %s is %d bytes, over the %d-byte limit: choose a shorter data directory",
@@ -197,6 +203,50 @@ func (s *Server) DSNFor(db string) string {
 		RawQuery: "host=" + queryEscape(s.runDir) + "&port=" + strconv.Itoa(s.port) + "&sslmode=disable",
 	}
 	return u.String()
+}
+
+// Supervise starts the cluster again whenever it is found not running,
+// checking every period, until ctx ends: a postmaster killed or stopped
+// behind the service's back (the OOM killer, pg_ctl stop by hand) comes
+// back as it was, instead of the service answering 503 until someone
+// restarts it. It returns once ctx is done; call Stop only after that.
+func (s *Server) Supervise(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.running() {
+			continue
+		}
+		s.logger.Warn("postgresql is not running; starting it again")
+		began := time.Now()
+		if err := s.start(ctx, s.fsync, s.extra); err != nil {
+			if ctx.Err() == nil {
+				s.logger.Error("start postgresql again", "error", err)
+			}
+			continue
+		}
+		s.logger.Info("postgresql running again", "duration_ms", time.Since(began).Milliseconds())
+	}
+}
+
+// running reports whether the postmaster of postmaster.pid is alive.
+func (s *Server) running() bool {
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // Stop shuts the cluster down with pg_ctl's fast mode (active sessions are

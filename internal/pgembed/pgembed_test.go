@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,5 +300,51 @@ func TestChildEnv(t *testing.T) {
 		"LISTEN_FDNAMES=a", "WATCHDOG_USEC=5", "WATCHDOG_PID=1", "HOME=/root", "NOTIFY_SOCKETS=kept"})
 	if want := []string{"PATH=/bin", "HOME=/root", "NOTIFY_SOCKETS=kept"}; !slices.Equal(got, want) {
 		t.Errorf("childEnv = %q, want %q", got, want)
+	}
+}
+
+// TestSuperviseRestartsAKilledServer: a postmaster killed behind the
+// service's back is started again, with the cluster's data.
+func TestSuperviseRestartsAKilledServer(t *testing.T) {
+	dir := tempDir(t, "pgembed-")
+	s := startServer(t, Options{Dir: dir, Logger: testLogger(t)})
+	if _, err := connect(t, s.DSN()).Exec(t.Context(), `CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	supervised := make(chan struct{})
+	go func() { defer close(supervised); s.Supervise(ctx, 100*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-supervised }) // before startServer's Stop
+
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(firstLine(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var v int
+		conn, err := pgx.Connect(t.Context(), s.DSN())
+		if err == nil {
+			err = conn.QueryRow(t.Context(), `SELECT v FROM kept`).Scan(&v)
+			conn.Close(context.Background())
+		}
+		if err == nil && v == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("postgresql did not come back after its postmaster was killed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ = os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if firstLine(b) == strconv.Itoa(pid) {
+		t.Errorf("the postmaster is still pid %d", pid)
 	}
 }
