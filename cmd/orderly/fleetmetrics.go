@@ -23,9 +23,18 @@ func fleetSources(b *backend) metrics.FleetSources {
 			if err != nil {
 				return nil, err
 			}
-			out := make(map[string]bool, len(known)+len(online))
+			// A host no worker ever served but with orders waiting (a
+			// mistyped id, a worker never deployed) is offline too.
+			waiting, err := b.store.QueueDepths(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := make(map[string]bool, len(known)+len(online)+len(waiting))
 			for _, h := range known {
 				out[h.Host] = false
+			}
+			for h := range waiting {
+				out[h] = false
 			}
 			for h := range online {
 				out[h] = true

@@ -445,6 +445,8 @@ func TestMetrics(t *testing.T) {
 		`orderly_rejections_total{code="invalid_request"} 1`,
 		`orderly_rejections_total{code="unauthenticated"} 1`,
 		`orderly_queue_depth{host="no-worker"} 1`,
+		// Never served, orders waiting: offline, so its alert can fire.
+		`orderly_host_online{host="no-worker"} 0`,
 		`orderly_http_request_duration_seconds_count{method="POST",route="/v1/orders",status="2xx"} 3`,
 	} {
 		if !strings.Contains(string(b), want) {

@@ -29,7 +29,7 @@ var (
 	unpublishedAgeDesc = prometheus.NewDesc("orderly_unpublished_oldest_age_seconds",
 		"Age of the oldest order not yet confirmed in its host's stream; 0 when there is none.", nil, nil)
 	hostOnlineDesc = prometheus.NewDesc("orderly_host_online",
-		"1 when the host's worker heartbeats, 0 for a host seen before whose worker does not.", []string{"host"}, nil)
+		"1 when the host's worker heartbeats, 0 for a host seen before or with orders queued whose worker does not.", []string{"host"}, nil)
 	dependencyDesc = prometheus.NewDesc("orderly_dependency_up",
 		"1 when this process reaches the dependency (postgres, nats) at scrape time, else 0.", []string{"dependency"}, nil)
 )
