@@ -93,7 +93,11 @@ func uiHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
 		if r.URL.Path == "/ui" { // the session cookie's path is /ui/
-			http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+			to := "/ui/"
+			if r.URL.RawQuery != "" {
+				to += "?" + r.URL.RawQuery // ?rerun= and the like
+			}
+			http.Redirect(w, r, to, http.StatusMovedPermanently)
 			return
 		}
 		next.ServeHTTP(w, r)

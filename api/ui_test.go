@@ -387,3 +387,23 @@ func TestUIParamHelp(t *testing.T) {
 		t.Errorf("the who field has no help, or it is not escaped:\n%.300s", field)
 	}
 }
+
+// TestUIRedirectAndStatic: /ui keeps its query on the way to /ui/ (a
+// re-run link), and the static tree serves files, not listings.
+func TestUIRedirectAndStatic(t *testing.T) {
+	e := newUIEnv(t)
+	get := func(path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec
+	}
+	if rec := get("/ui?rerun=abc"); rec.Code != http.StatusMovedPermanently || rec.Header().Get("Location") != "/ui/?rerun=abc" {
+		t.Errorf("/ui?rerun=abc: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	if rec := get("/ui/static/"); rec.Code != http.StatusNotFound {
+		t.Errorf("/ui/static/: %d, want 404 (no listing)\n%.200s", rec.Code, rec.Body)
+	}
+	if rec := get("/ui/static/ui.css"); rec.Code != http.StatusOK {
+		t.Errorf("/ui/static/ui.css: %d", rec.Code)
+	}
+}
