@@ -26,12 +26,6 @@ type Chunk struct {
 	Offset *int64  `json:"offset,omitempty"`
 }
 
-// handleEvents is GET /v1/orders/{id}/events: Server-Sent Events with the
-// order's queued, started, stdout, stderr and finished events. Live events
-// come from the JetStream live stream, so any replica can serve them and a
-// client resumes with Last-Event-ID (the stream sequence) without loss. An
-// order that finished long ago replays what is left and ends with
-// finished, read from PostgreSQL.
 // credentialRecheck is how often a live stream checks the credential it
 // was opened with: a token removed by a reload, or a JWT past its expiry,
 // ends the streams it opened within this time.
@@ -44,6 +38,12 @@ func (s *Server) mayStillRead(r *http.Request, o *order.Order) bool {
 	return err == nil && p.Name == principalOf(r).Name && (seesAll(p) || o.Principal == p.Name)
 }
 
+// handleEvents is GET /v1/orders/{id}/events: Server-Sent Events with the
+// order's queued, started, stdout, stderr and finished events. Live events
+// come from the JetStream live stream, so any replica can serve them and a
+// client resumes with Last-Event-ID (the stream sequence) without loss. An
+// order that finished long ago replays what is left and ends with
+// finished, read from PostgreSQL.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	o, err := s.pathOrder(r)
 	if err != nil {

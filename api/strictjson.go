@@ -116,10 +116,10 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 // than as a zero value that reads like one sent.
 func nullable(t reflect.Type) bool {
 	switch t.Kind() {
-	case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map:
+	case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map: // json.RawMessage too
 		return true
 	}
-	return t == reflect.TypeFor[json.RawMessage]()
+	return false
 }
 
 // jsonTypeName is what a client calls the JSON value t decodes, in an
