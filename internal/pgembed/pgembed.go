@@ -213,6 +213,8 @@ func (s *Server) DSNFor(db string) string {
 func (s *Server) Supervise(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
+	failures := 0 // starts that failed in a row: logged first, then a minute apart
+	var logged time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -222,15 +224,20 @@ func (s *Server) Supervise(ctx context.Context, period time.Duration) {
 		if s.running() {
 			continue
 		}
-		s.logger.Warn("postgresql is not running; starting it again")
+		if failures == 0 {
+			s.logger.Warn("postgresql is not running; starting it again")
+		}
 		began := time.Now()
 		if err := s.start(ctx, s.fsync, s.extra); err != nil {
-			if ctx.Err() == nil {
-				s.logger.Error("start postgresql again", "error", err)
+			failures++
+			if ctx.Err() == nil && (failures == 1 || time.Since(logged) >= time.Minute) {
+				s.logger.Error("start postgresql again", "error", err, "failures", failures)
+				logged = time.Now()
 			}
 			continue
 		}
-		s.logger.Info("postgresql running again", "duration_ms", time.Since(began).Milliseconds())
+		s.logger.Info("postgresql running again", "duration_ms", time.Since(began).Milliseconds(), "failed_starts", failures)
+		failures = 0
 	}
 }
 
