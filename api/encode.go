@@ -38,13 +38,9 @@ func decode(r *http.Request, maxBytes int64, v any) error {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return err
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	body, err := readBody(r, maxBytes)
 	if err != nil {
-		return order.Errorf(order.CodeInvalid, "read body: %v", err)
-	}
-	if int64(len(body)) > maxBytes {
-		return &order.Error{Code: order.CodeTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxBytes),
-			Details: map[string]any{"limit": maxBytes}}
+		return err
 	}
 	return decodeBytes(body, v)
 }
@@ -52,15 +48,27 @@ func decode(r *http.Request, maxBytes int64, v any) error {
 // decodeOptional is decode for a body that may be left out: none, or only
 // white space, leaves v as it is.
 func decodeOptional(r *http.Request, maxBytes int64, v any) error {
+	body, err := readBody(r, maxBytes)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+		return err
+	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return err
+	}
+	return decodeBytes(body, v)
+}
+
+// readBody reads r's body, refusing one over maxBytes.
+func readBody(r *http.Request, maxBytes int64) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
-		return order.Errorf(order.CodeInvalid, "read body: %v", err)
+		return nil, order.Errorf(order.CodeInvalid, "read body: %v", err)
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil
+	if int64(len(body)) > maxBytes {
+		return nil, &order.Error{Code: order.CodeTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxBytes),
+			Details: map[string]any{"limit": maxBytes}}
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	return decode(r, maxBytes, v)
+	return body, nil
 }
 
 // checkContentType accepts application/json (or merge-patch) in UTF-8:

@@ -3,6 +3,7 @@ package compat
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 
@@ -16,10 +17,14 @@ import (
 // front that reads keys as the original did would see another request),
 // and a body that is not valid UTF-8 is refused rather than decoded with
 // U+FFFD in place of the bad bytes (the command that ran would not be the
-// one sent). Unknown keys are ignored, as the originals ignored them.
+// one sent). Unknown keys are ignored, as the originals ignored them, and
+// an integer json.loads would refuse for its length is refused here.
 func pyUnmarshal(data []byte, v any) error {
 	if err := api.CheckJSONText(data); err != nil {
 		return err
+	}
+	if !pyIntsFit(data) {
+		return errIntTooLong
 	}
 	exact, err := exactKeys(data, reflect.TypeOf(v))
 	if err != nil {
@@ -66,4 +71,30 @@ func exactKeys(data []byte, t reflect.Type) ([]byte, error) {
 		}
 	}
 	return json.Marshal(kept)
+}
+
+// pyIntDigits is CPython's default limit on the digits of an int read
+// from text (since 3.11, 3.10.7, 3.9.14, 3.8.14 and 3.7.14): json.loads
+// raises ValueError for a longer integer, so the originals refused the body.
+const pyIntDigits = 4300
+
+// errIntTooLong is json.loads's ValueError for an integer over pyIntDigits.
+var errIntTooLong = errors.New("an integer has more than 4300 digits")
+
+// pyIntsFit reports whether json.loads takes raw as far as its integers
+// go: none may be longer than pyIntDigits. What is not JSON at all is the
+// decoder's to report.
+func pyIntsFit(raw []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return true
+		}
+		if n, ok := tok.(json.Number); ok && !strings.ContainsAny(string(n), ".eE") &&
+			len(strings.TrimPrefix(string(n), "-")) > pyIntDigits {
+			return false
+		}
+	}
 }

@@ -3,6 +3,7 @@ package compat
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -61,5 +62,14 @@ func TestPyUnmarshal(t *testing.T) {
 	var te *json.UnmarshalTypeError
 	if err := pyUnmarshal([]byte(`{"capture":"yes"}`), &typed); !errors.As(err, &te) {
 		t.Errorf("capture: \"yes\": %v, want an *json.UnmarshalTypeError", err)
+	}
+}
+
+// TestPyUnmarshalIntDigits: every surface refuses, as json.loads did, an
+// integer longer than 4300 digits.
+func TestPyUnmarshalIntDigits(t *testing.T) {
+	var b *httpexecBody
+	if err := pyUnmarshal([]byte(`{"args":["a"],"x":1`+strings.Repeat("0", 4300)+`}`), &b); !errors.Is(err, errIntTooLong) {
+		t.Errorf("a 4301-digit integer: %v", err)
 	}
 }

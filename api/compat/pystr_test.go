@@ -105,9 +105,9 @@ func TestPyStr(t *testing.T) {
 	}
 }
 
-// TestPyLoads: json.loads raises for an integer longer than 4300 digits,
+// TestPyIntsFit: json.loads raises for an integer longer than 4300 digits,
 // anywhere in the body, and takes a float of any length.
-func TestPyLoads(t *testing.T) {
+func TestPyIntsFit(t *testing.T) {
 	digits := func(n int) string { return "1" + strings.Repeat("0", n-1) }
 	for raw, want := range map[string]bool{
 		`{"command":"echo","arguments":[` + digits(4300) + `]}`:   true,
@@ -120,8 +120,8 @@ func TestPyLoads(t *testing.T) {
 		`{"command":"echo","arguments":[` + digits(5000) + `e0]}`: true,
 		`{"command":"` + digits(5000) + `"}`:                      true,
 	} {
-		if got := pyLoads([]byte(raw)); got != want {
-			t.Errorf("pyLoads(%.60s…) = %v, want %v", raw, got, want)
+		if got := pyIntsFit([]byte(raw)); got != want {
+			t.Errorf("pyIntsFit(%.60s…) = %v, want %v", raw, got, want)
 		}
 	}
 }

@@ -23,18 +23,9 @@ func fleetSources(b *backend) metrics.FleetSources {
 			if err != nil {
 				return nil, err
 			}
-			// A host no worker ever served but with orders waiting (a
-			// mistyped id, a worker never deployed) is offline too.
-			waiting, err := b.store.QueueDepths(ctx)
-			if err != nil {
-				return nil, err
-			}
-			out := make(map[string]bool, len(known)+len(online)+len(waiting))
+			out := make(map[string]bool, len(known)+len(online))
 			for _, h := range known {
 				out[h.Host] = false
-			}
-			for h := range waiting {
-				out[h] = false
 			}
 			for h := range online {
 				out[h] = true

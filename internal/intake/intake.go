@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/logging"
 	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
@@ -281,10 +282,6 @@ func (s *Service) markLoop(ctx context.Context) {
 	}
 }
 
-// failureLogEvery is how often a job that keeps failing (PostgreSQL down)
-// logs it again: its first failure and its recovery are always logged.
-const failureLogEvery = time.Minute
-
 // every runs job after first, then every period, until ctx ends, logging
 // what it did (done is the count of orders it handled). A job that keeps
 // failing logs its first failure, then one a minute with how many there
@@ -293,8 +290,7 @@ const failureLogEvery = time.Minute
 func (s *Service) every(ctx context.Context, first, period time.Duration, what string, job func(context.Context) (int, error)) {
 	t := time.NewTimer(first)
 	defer t.Stop()
-	var failing int
-	var logged time.Time
+	var failing logging.Streak
 	for {
 		select {
 		case <-ctx.Done():
@@ -302,17 +298,13 @@ func (s *Service) every(ctx context.Context, first, period time.Duration, what s
 		case <-t.C:
 		}
 		n, err := job(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			failing++
-			if failing == 1 || time.Since(logged) >= failureLogEvery {
-				s.logger.Warn(what, "error", err, "failures", failing)
-				logged = time.Now()
+		if err != nil {
+			if f, log := failing.Fail(); log && ctx.Err() == nil {
+				s.logger.Warn(what, "error", err, "failures", f)
 			}
-		case err == nil && failing > 0:
-			s.logger.Info(what+": working again", "failures", failing, "count", n)
-			failing = 0
-		case n > 0:
+		} else if f := failing.End(); f > 0 {
+			s.logger.Info(what+": working again", "failures", f, "count", n)
+		} else if n > 0 {
 			s.logger.Info(what, "count", n)
 		}
 		t.Reset(period)

@@ -60,6 +60,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		defer cancel()
 		f(ctx)
 	}
+	var waiting map[string]time.Duration // hosts with queued orders
 	if c.src.QueueAges != nil {
 		read(func(ctx context.Context) {
 			ages, err := c.src.QueueAges(ctx)
@@ -67,6 +68,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.NewInvalidMetric(queueAgeDesc, err)
 				return
 			}
+			waiting = ages
 			for host, age := range ages {
 				ch <- prometheus.MustNewConstMetric(queueAgeDesc, prometheus.GaugeValue, age.Seconds(), host)
 			}
@@ -89,6 +91,13 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			if err != nil {
 				ch <- prometheus.NewInvalidMetric(hostOnlineDesc, err)
 				return
+			}
+			// A host no worker ever served but with orders waiting (a
+			// mistyped id, a worker never deployed) is offline too.
+			for host := range waiting {
+				if _, known := hosts[host]; !known {
+					hosts[host] = false
+				}
 			}
 			for host, online := range hosts {
 				v := 0.0

@@ -19,7 +19,7 @@ func TestFleetGauges(t *testing.T) {
 	m := metrics.New()
 	m.WatchFleet(metrics.FleetSources{
 		QueueAges: func(context.Context) (map[string]time.Duration, error) {
-			return map[string]time.Duration{"web-1": 90 * time.Second}, nil
+			return map[string]time.Duration{"web-1": 90 * time.Second, "web-9": time.Second}, nil
 		},
 		Unpublished: func(context.Context) (int, time.Duration, error) { return 2, 15 * time.Second, nil },
 		Hosts: func(context.Context) (map[string]bool, error) {
@@ -40,6 +40,7 @@ func TestFleetGauges(t *testing.T) {
 		`orderly_unpublished_oldest_age_seconds 15`,
 		`orderly_host_online{host="web-1"} 0`,
 		`orderly_host_online{host="web-2"} 1`,
+		`orderly_host_online{host="web-9"} 0`, // never served, orders waiting
 		`orderly_dependency_up{dependency="postgres"} 1`,
 		`orderly_dependency_up{dependency="nats"} 0`,
 		`orderly_http_unavailable_total{route="/v1/orders"} 1`,

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/logging"
 )
 
 // maxSocketPath is the longest path a unix socket can have on Linux:
@@ -213,8 +215,7 @@ func (s *Server) DSNFor(db string) string {
 func (s *Server) Supervise(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
-	failures := 0 // starts that failed in a row: logged first, then a minute apart
-	var logged time.Time
+	var failing logging.Streak // starts that failed in a row
 	for {
 		select {
 		case <-ctx.Done():
@@ -224,20 +225,15 @@ func (s *Server) Supervise(ctx context.Context, period time.Duration) {
 		if s.running() {
 			continue
 		}
-		if failures == 0 {
-			s.logger.Warn("postgresql is not running; starting it again")
-		}
 		began := time.Now()
 		if err := s.start(ctx, s.fsync, s.extra); err != nil {
-			failures++
-			if ctx.Err() == nil && (failures == 1 || time.Since(logged) >= time.Minute) {
-				s.logger.Error("start postgresql again", "error", err, "failures", failures)
-				logged = time.Now()
+			if n, log := failing.Fail(); log && ctx.Err() == nil {
+				s.logger.Error("postgresql is not running and does not start again", "error", err, "failures", n)
 			}
 			continue
 		}
-		s.logger.Info("postgresql running again", "duration_ms", time.Since(began).Milliseconds(), "failed_starts", failures)
-		failures = 0
+		s.logger.Warn("postgresql was not running; started it again",
+			"duration_ms", time.Since(began).Milliseconds(), "failed_starts", failing.End())
 	}
 }
 
