@@ -30,6 +30,9 @@ type CompatSurface struct {
 	// Fallback serves the surface only where no native route and no other
 	// surface matches, for httpexec's POST /<command> at the root.
 	Fallback bool
+	// Enabled, when set, is asked per request: a surface a reload turned
+	// off is passed over as if it were not mounted.
+	Enabled func() bool
 }
 
 // MountCompat adds compat surfaces; call it before Handler.
@@ -60,7 +63,8 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, c := range surfaces {
-			if !underPrefix(r.URL.Path, c.Prefix) || (c.Fallback && nativeRoute(native, r.URL.Path)) {
+			if !underPrefix(r.URL.Path, c.Prefix) || (c.Fallback && nativeRoute(native, r.URL.Path)) ||
+				(c.Enabled != nil && !c.Enabled()) {
 				continue
 			}
 			c.Handler.ServeHTTP(w, r)

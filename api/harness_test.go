@@ -124,7 +124,9 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	e.authn.Store(authenticator(t, opts.tokens, ""))
 	pol, err := policy.New([]config.Rule{
 		{Name: "admin", Roles: []string{"admin"}, Hosts: []string{"*"}, Allow: []string{".*"}, RunAs: []string{"", "*"}},
-		{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		// The deny is written against the path: only a worker knows that
+		// "whoami" is /usr/bin/whoami (TestDenyOnTheResolvedPath).
+		{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}, Deny: []string{"^/usr/bin/whoami( |$)"}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,12 +14,10 @@ func (s *Server) Handler() http.Handler {
 	r.Use(middleware.Recoverer)
 	r.Use(s.measure)
 	r.Use(s.network)
+	r.Use(headAsGet)
 
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
-	// Load balancers often probe with HEAD: the same answer, no body.
-	r.Head("/healthz", s.handleHealthz)
-	r.Head("/readyz", s.handleReadyz)
 	if s.Metrics != nil {
 		r.Get("/metrics", s.handleMetrics)
 	}
@@ -74,13 +72,31 @@ func (s *Server) Handler() http.Handler {
 	return s.withCompat(r)
 }
 
+// headAsGet routes a HEAD request as its GET, so every GET route answers
+// HEAD (RFC 9110 §9.3.2) with the GET's status and headers and no body:
+// load balancers probe with it, curl -I sends it. A live stream answers a
+// HEAD without streaming (handleEvents). The routers have no HEAD routes
+// of their own. (chi's middleware.GetHead looks for one first, and
+// wrongly finds one at a mounted router's root, /ui/.)
+func headAsGet(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			chi.RouteContext(r.Context()).RouteMethod = http.MethodGet
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // allowedMethods lists the methods the router serves path with, for a
 // 405's Allow header.
 func allowedMethods(mux *chi.Mux, path string) string {
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		if mux.Match(chi.NewRouteContext(), m, path) {
 			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead) // headAsGet
+			}
 		}
 	}
 	return strings.Join(allow, ", ")

@@ -1,9 +1,11 @@
 package api_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMethodNotAllowedSaysWhatIs: a 405 names the methods the route
@@ -12,11 +14,11 @@ import (
 func TestMethodNotAllowedSaysWhatIs(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	for _, c := range []struct{ path, allow, contentType string }{
-		{"/v1/orders", "GET, POST", "application/json"},
+		{"/v1/orders", "GET, HEAD, POST", "application/json"},
 		{"/healthz", "GET, HEAD", "application/json"},
 		{"/v1/orders/0193a5e0-0000-7000-8000-000000000000/cancel", "POST", "application/json"},
-		{"/ui/signin", "GET, POST", "text/html"},
-		{"/ui/", "GET", "text/html"},
+		{"/ui/signin", "GET, HEAD, POST", "text/html"},
+		{"/ui/", "GET, HEAD", "text/html"},
 	} {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodDelete, e.url+c.path, nil)
 		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
@@ -43,6 +45,46 @@ func TestHealthHead(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("HEAD %s: %d", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestHeadOnGetRoutes: every GET route answers HEAD with the GET's status
+// and headers and no body (RFC 9110 §9.3.2), authentication included; an
+// event stream answers at once with its headers instead of streaming
+// until the order ends.
+func TestHeadOnGetRoutes(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	// No worker serves h-idle: the order stays queued, its stream open.
+	o := e.submit("alice", map[string]any{"host": "h-idle", "command": "true"}, "", http.StatusAccepted)
+	for _, c := range []struct {
+		as, path    string
+		status      int
+		contentType string
+	}{
+		{"alice", "/v1/orders", http.StatusOK, "application/json"},
+		{"alice", "/v1/orders/" + o.ID.String(), http.StatusOK, "application/json"},
+		{"alice", "/v1/orders/" + o.ID.String() + "/events", http.StatusOK, "text/event-stream"},
+		{"alice", "/v1/orders/0193a5e0-0000-7000-8000-000000000000", http.StatusNotFound, "application/json"},
+		{"", "/v1/orders", http.StatusUnauthorized, "application/json"},
+		{"alice", "/v1/hosts", http.StatusOK, "application/json"},
+		{"", "/openapi.yaml", http.StatusOK, "application/yaml"},
+		{"", "/ui/signin", http.StatusOK, "text/html"},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, e.url+c.path, nil)
+		if c.as != "" {
+			req.Header.Set("Authorization", "Bearer "+e.tokens[c.as])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		cancel()
+		if err != nil {
+			t.Errorf("HEAD %s: %v", c.path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status || !strings.HasPrefix(resp.Header.Get("Content-Type"), c.contentType) {
+			t.Errorf("HEAD %s as %q: %d %s, want %d %s", c.path, c.as, resp.StatusCode, resp.Header.Get("Content-Type"), c.status, c.contentType)
 		}
 	}
 }

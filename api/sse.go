@@ -38,12 +38,19 @@ func (s *Server) mayStillRead(r *http.Request, o *order.Order) bool {
 	return err == nil && p.Name == principalOf(r).Name && (seesAll(p) || o.Principal == p.Name)
 }
 
+// setEventStreamHeaders sets an event stream's headers.
+func setEventStreamHeaders(h http.Header) {
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+}
+
 // handleEvents is GET /v1/orders/{id}/events: Server-Sent Events with the
 // order's queued, started, stdout, stderr and finished events. Live events
 // come from the JetStream live stream, so any replica can serve them and a
 // client resumes with Last-Event-ID (the stream sequence) without loss. An
 // order that finished long ago replays what is left and ends with
-// finished, read from PostgreSQL.
+// finished, read from PostgreSQL. A HEAD gets the stream's headers only.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	o, err := s.pathOrder(r)
 	if err != nil {
@@ -63,6 +70,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		after, resumed = n, true
 	}
+	if r.Method == http.MethodHead {
+		// What a GET would start, without the stream: it would end only
+		// with the order.
+		setEventStreamHeaders(w.Header())
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	ctx := r.Context()
 	cons, err := s.Queue.Live(ctx, o.Host, id, after)
 	if err != nil {
@@ -73,10 +87,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// the server's shutdown (ctx).
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	setEventStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 
 	// send writes one event; noID for an event that is not in the live

@@ -124,7 +124,7 @@ func (u *webUI) requireSession(next http.Handler) http.Handler {
 			}
 		}
 		if sess == nil {
-			if r.Method == http.MethodGet && r.Header.Get("HX-Request") == "" {
+			if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.Header.Get("HX-Request") == "" {
 				http.Redirect(w, r, "/ui/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}

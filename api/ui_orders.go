@@ -32,7 +32,7 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 // request here; resumption (Last-Event-ID), the write-timeout exemption
 // and the end at shutdown are the native handler's.
 func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
-	req := u.request(r, http.MethodGet, orderPath(r)+"/events", nil)
+	req := u.request(r, r.Method, orderPath(r)+"/events", nil) // GET, or HEAD
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		req.Header.Set("Last-Event-ID", v)
 	}

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -405,5 +406,38 @@ func TestUIRedirectAndStatic(t *testing.T) {
 	}
 	if rec := get("/ui/static/ui.css"); rec.Code != http.StatusOK {
 		t.Errorf("/ui/static/ui.css: %d", rec.Code)
+	}
+}
+
+// TestUIHeadOnPages: a UI page answers HEAD like GET, and a HEAD on a
+// run page's live stream answers at once instead of streaming until the
+// order ends (web-9 has no worker: the order stays queued).
+func TestUIHeadOnPages(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	rec := e.postForm("/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-9"}, "command": {"true"}}, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("exec true on web-9: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	for _, c := range []struct{ path, contentType string }{
+		{"/ui/", "text/html"}, {loc, "text/html"}, {loc + "/events", "text/event-stream"},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		req := httptest.NewRequestWithContext(ctx, http.MethodHead, c.path, nil)
+		req.AddCookie(sess)
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		late := ctx.Err()
+		cancel()
+		if late != nil || rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), c.contentType) {
+			t.Errorf("HEAD %s: %d %s (%v), want 200 %s", c.path, rec.Code, rec.Header().Get("Content-Type"), late, c.contentType)
+		}
+	}
+	// No session: sent to sign in, as a GET is.
+	rec = httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/ui/history", nil))
+	if rec.Code != http.StatusSeeOther {
+		t.Errorf("HEAD /ui/history without a session: %d, want 303", rec.Code)
 	}
 }

@@ -211,6 +211,7 @@ func toResponse(o *order.Order) Order {
 	if r.Policy.Matched == nil {
 		r.Policy.Matched = []string{}
 	}
+	r.Policy.Deny = nil // the worker's to apply, not the client's to read
 	if res := o.Result; res != nil {
 		rr := &Result{ExitCode: res.ExitCode, DurationMS: res.DurationMS,
 			Stdout: toStream(res.Stdout, o.StdoutEncode), Stderr: toStream(res.Stderr, o.StderrEncode)}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/worker/executor"
@@ -306,6 +307,13 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	}
 	if prep.Cleanup != nil {
 		defer prep.Cleanup() // a script's run directory
+	}
+	if o.Kind == order.KindExec {
+		// The API's deny rules, on the path the command resolved to here.
+		if err := policy.DenyResolved(o.Policy, o.Command, prep.ResolvedPath, o.Args); err != nil {
+			return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
+				Detail: map[string]any{"reason": reason(err), "resolved_path": prep.ResolvedPath}}, -1, false
+		}
 	}
 	if o.DryRun {
 		return postgres.Finish{Status: order.StatusSucceeded,

@@ -19,15 +19,21 @@ import (
 )
 
 // mountCompat mounts the compat surfaces the config enables (api/compat).
-// Enabling or moving one takes a restart; their other settings are read
-// per request, so a reload applies to them at once.
+// Enabling or moving one takes a restart: a surface keeps the prefix it
+// was mounted at, whatever a reload says. A reload that turns a surface
+// off applies at once. Their other settings are read per request, so a
+// reload applies to them at once too.
 func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 	cfg := w.Current().Compat
 	d := compat.Deps{
 		Orders: srv,
-		Config: w.Current,
-		ACL:    func() *netacl.ACL { return sec.acl.Load() },
-		Auth:   func() compat.Authenticator { return sec.authn.Load() },
+		Config: func() config.Config {
+			c := w.Current()
+			c.Compat.HTTPExec.Prefix, c.Compat.Vigrid.Prefix, c.Compat.Stage0.Prefix = cfg.HTTPExec.Prefix, cfg.Vigrid.Prefix, cfg.Stage0.Prefix
+			return c
+		},
+		ACL:  func() *netacl.ACL { return sec.acl.Load() },
+		Auth: func() compat.Authenticator { return sec.authn.Load() },
 		Authorize: func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error) {
 			return sec.policy.Load().Decide(policy.Request{Principal: p, Host: host, Command: command, Args: args,
 				RunAs: runAs, Timeout: w.Current().Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
@@ -40,21 +46,23 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 	}
 	if cfg.HTTPExec.Enabled {
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.HTTPExec.Prefix, Fallback: true, Handler: &compat.HTTPExec{Deps: d,
-			Wait: func() time.Duration { return w.Current().Limits.MaxTimeout + time.Minute }}})
+			Wait: func() time.Duration { return w.Current().Limits.MaxTimeout + time.Minute }},
+			Enabled: func() bool { return w.Current().Compat.HTTPExec.Enabled }})
 	}
 	if cfg.Vigrid.Enabled {
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.Vigrid.Prefix, Handler: &compat.Vigrid{Deps: d,
 			PID: func(ctx context.Context, id uuid.UUID, attempt int) int {
 				return processPID(ctx, sec.store, id, attempt)
-			}}})
+			}}, Enabled: func() bool { return w.Current().Compat.Vigrid.Enabled }})
 	}
 	if cfg.Stage0.Enabled {
 		// One handler for stage0's /api/... and its /dev-login at the root.
 		h := &compat.Stage0{Deps: d, Runbooks: srv, Getenv: os.LookupEnv,
 			// compat.stage0.shutdown: stop this process as SIGTERM does.
 			Shutdown: func() { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }}
-		srv.MountCompat(api.CompatSurface{Prefix: cfg.Stage0.Prefix, Handler: h},
-			api.CompatSurface{Prefix: "/dev-login", Handler: h})
+		on := func() bool { return w.Current().Compat.Stage0.Enabled }
+		srv.MountCompat(api.CompatSurface{Prefix: cfg.Stage0.Prefix, Handler: h, Enabled: on},
+			api.CompatSurface{Prefix: "/dev-login", Handler: h, Enabled: on})
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -316,5 +317,48 @@ func TestSIGHUPRefusesAndLogsLikeTheAPI(t *testing.T) {
 	}
 	if len(w.Current().Auth.Tokens) != 1 || w.Status().LastReloadError == "" {
 		t.Fatalf("SIGHUP applied the file: %+v", w.Status())
+	}
+}
+
+// TestReloadCompatSurface: a compat surface keeps the prefix it was
+// mounted at until a restart, and the reload says so (restart_required);
+// a reload that turns a surface off stops it at once. Before, a moved
+// prefix was half applied (mounted at the old one, stripped as the new)
+// and a surface turned off kept running commands.
+func TestReloadCompatSurface(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+	orig, err := os.ReadFile(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vigrid := regexp.MustCompile(`(?m)^(  vigrid:\n(?:    .*\n)*?    )prefix: /api/v1$`)
+	if !vigrid.Match(orig) {
+		t.Fatalf("the imported config has no compat.vigrid.prefix /api/v1:\n%s", orig)
+	}
+	reload := func(text, want string) {
+		t.Helper()
+		s.writeConfig(text)
+		resp, b := s.send(call{method: "POST", path: "/v1/admin/reload", token: s.token})
+		var res struct {
+			RestartRequired []string `json:"restart_required"`
+		}
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &res) != nil || !slices.Contains(res.RestartRequired, want) {
+			t.Fatalf("reload: %d %s, want %s in restart_required", resp.StatusCode, b, want)
+		}
+	}
+	echo := map[string]any{"command": "echo", "arguments": []string{"hi"}, "synchronous": true}
+	reload(vigrid.ReplaceAllString(string(orig), "${1}prefix: /api/v2"), "compat.vigrid.prefix")
+	if code, m, _ := c.call("POST", "/api/v1/execute", bearer("ops"), echo); code != http.StatusOK || fmt.Sprint(m["result"]) != fmt.Sprint(map[string]any{"dry_run": false, "return_code": 0, "stderr": "", "stdout": "hi\n"}) {
+		t.Errorf("execute at the mounted prefix after the move: %d %v", code, m)
+	}
+	if code, _, _ := c.call("POST", "/api/v2/execute", bearer("ops"), echo); code != http.StatusNotFound {
+		t.Errorf("execute at the new prefix before a restart: %d, want 404", code)
+	}
+	off := strings.Replace(string(orig), "  vigrid:\n", "  vigrid:\n    enabled: false\n", 1)
+	off = strings.Replace(off, "    enabled: true\n", "", 1)
+	reload(off, "compat.vigrid.enabled")
+	if code, m, _ := c.call("POST", "/api/v1/execute", bearer("ops"), echo); code != http.StatusNotFound {
+		t.Errorf("execute after the surface was turned off: %d %v, want 404", code, m)
 	}
 }

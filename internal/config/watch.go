@@ -258,7 +258,11 @@ func RequiresRestart(key string) bool {
 		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key",
 		// The worker takes its grace when it starts, and its metrics
 		// listener is opened once.
-		"worker.shutdown_grace", "worker.metrics_listen":
+		"worker.shutdown_grace", "worker.metrics_listen",
+		// A compat surface is mounted at start (turning one off applies
+		// at once, but on or moved takes a restart).
+		"compat.httpexec.enabled", "compat.httpexec.prefix", "compat.vigrid.enabled", "compat.vigrid.prefix",
+		"compat.stage0.enabled", "compat.stage0.prefix":
 		return true
 	}
 	// serve's embedded NATS reloads its users (nats.workers) in place.

@@ -66,10 +66,21 @@ type Order struct {
 type Decision struct {
 	Decision string   `json:"decision"`
 	Matched  []string `json:"matched"`
+	// Deny, on an allowed exec order, is every deny regex of the rules that
+	// applied. The worker matches them against the command line with the
+	// path the command resolved to on the host, which only it knows
+	// (DESIGN §4.3). Kept in the order's record, never shown in answers.
+	Deny []DenyRule `json:"deny,omitempty"`
 	// Timeout, when set, replaces an order's default timeout: the rules
 	// that allowed it cap timeouts below the default (limits.default_timeout),
 	// and an order that named none gets the cap instead of a refusal.
 	Timeout time.Duration `json:"-"`
+}
+
+// DenyRule is one deny regex of a policy rule, as configured.
+type DenyRule struct {
+	Rule  string `json:"rule"`
+	Regex string `json:"regex"`
 }
 
 // Result is what running an order produced.

@@ -1,10 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -92,6 +96,14 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 	if len(allowed) > 0 {
 		// Only the allowing rules decided; refusals by others did not.
 		d := order.Decision{Decision: Allow, Matched: allowed}
+		if r.ResolvedPath == "" {
+			// The worker checks them again with the resolved path.
+			for _, ru := range applicable {
+				for _, p := range ru.deny {
+					d.Deny = append(d.Deny, order.DenyRule{Rule: ru.name, Regex: p.src})
+				}
+			}
+		}
 		if timeout != r.Timeout {
 			d.Timeout = timeout
 		}
@@ -199,3 +211,63 @@ func quoteList(names []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// DenyResolved applies the deny rules an allowed decision carries (d.Deny)
+// to the command line with path, the absolute path the command resolved to
+// on the host: the part of Decide that needs the host's file system, done
+// by the worker before it starts the process. A match is a CodeForbidden
+// error naming the rule, as Decide's denial is. A regex that does not
+// compile refuses the order: the worker fails closed.
+func DenyResolved(d order.Decision, command, path string, args []string) error {
+	if len(d.Deny) == 0 {
+		return nil
+	}
+	forms := denyLines(Request{Command: command, ResolvedPath: path, Args: args})
+	var matched, denied []string
+	for _, dr := range d.Deny {
+		re, err := denyRegex(dr.Regex)
+		if err != nil {
+			return &order.Error{Code: order.CodeForbidden, Message: fmt.Sprintf("policy: deny regex %q of rule %q does not compile: %v", dr.Regex, dr.Rule, err)}
+		}
+		if slices.ContainsFunc(forms, re.MatchString) {
+			matched = append(matched, dr.Rule+":"+Deny+":"+dr.Regex)
+			if !slices.Contains(denied, dr.Rule) {
+				denied = append(denied, dr.Rule)
+			}
+		}
+	}
+	if len(denied) == 0 {
+		return nil
+	}
+	_, err := deny(matched, fmt.Sprintf("command denied by rule %s (it resolves to %s)", quoteList(denied), path))
+	return err
+}
+
+// denyRegexes caches the deny regexes DenyResolved compiled: an order
+// carries its rules' sources, and the same few come with every order.
+var denyRegexes sync.Map // source → *regexp.Regexp
+
+// denyRegex compiles a deny regex as compile does (dot-all), once.
+func denyRegex(src string) (*regexp.Regexp, error) {
+	if re, ok := denyRegexes.Load(src); ok {
+		return re.(*regexp.Regexp), nil
+	}
+	if src == "" {
+		return nil, errors.New("empty regex")
+	}
+	re, err := regexp.Compile("(?s)" + src)
+	if err != nil {
+		return nil, err
+	}
+	if n := denyRegexCount.Add(1); n > maxCachedDenyRegexes {
+		// Config reloads could grow it without end: start over.
+		denyRegexes.Clear()
+		denyRegexCount.Store(0)
+	}
+	denyRegexes.Store(src, re)
+	return re, nil
+}
+
+var denyRegexCount atomic.Int64
+
+const maxCachedDenyRegexes = 4096

@@ -270,3 +270,47 @@ func TestDefaultTimeoutClampedAndRunAsStar(t *testing.T) {
 		})
 	}
 }
+
+// TestDenyResolved: the deny rules an allowed decision carries, applied by
+// the worker to the path the command resolved to. "halt" allowed by the
+// API as a bare name is denied once it resolves to a path the admin rule's
+// deny names in any spelling; a regex that does not compile refuses.
+func TestDenyResolved(t *testing.T) {
+	e, err := New(testRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := auth.Principal{Name: "root-admin", Roles: []string{"admin"}}
+	d, err := e.Decide(Request{Principal: admin, Host: "web-1", Command: "stop-all", Args: []string{"now"}, Timeout: time.Second})
+	if err != nil || d.Decision != Allow {
+		t.Fatalf("stop-all: %+v %v", d, err)
+	}
+	want := []order.DenyRule{{Rule: "admin", Regex: noPower}, {Rule: "admin", Regex: noInit}, {Rule: "everyone-no-rm", Regex: noRmRf}}
+	if !reflect.DeepEqual(d.Deny, want) {
+		t.Fatalf("recorded deny rules %+v, want %+v", d.Deny, want)
+	}
+	for _, c := range []struct {
+		path string
+		args []string
+		deny string // the rule named, "" when allowed
+	}{
+		{"/opt/tools/stop-all", []string{"now"}, ""},
+		{"/usr/sbin/halt", []string{"now"}, `"admin"`},                    // the basename
+		{"/usr/local/bin/rm", []string{"x\n", "-rf"}, `"everyone-no-rm"`}, // dot-all
+	} {
+		err := DenyResolved(d, "stop-all", c.path, c.args)
+		switch {
+		case c.deny == "" && err != nil:
+			t.Errorf("%s: %v", c.path, err)
+		case c.deny != "" && (order.ErrorCode(err) != order.CodeForbidden || !strings.Contains(err.Error(), "rule "+c.deny+" (it resolves to "+c.path+")")):
+			t.Errorf("%s: %v, want denied by %s", c.path, err, c.deny)
+		}
+	}
+	bad := order.Decision{Decision: Allow, Deny: []order.DenyRule{{Rule: "x", Regex: "(unclosed"}}}
+	if err := DenyResolved(bad, "ls", "/usr/bin/ls", nil); order.ErrorCode(err) != order.CodeForbidden {
+		t.Errorf("a regex that does not compile: %v, want a refusal", err)
+	}
+	if err := DenyResolved(order.Decision{Decision: Allow}, "ls", "/usr/bin/ls", nil); err != nil {
+		t.Errorf("no deny rules: %v", err)
+	}
+}
