@@ -263,7 +263,8 @@ func authWith(cfg config.Auth, tokens []postgres.APIToken) (*auth.Authenticator,
 	}
 	for _, t := range tokens {
 		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
-			return nil, fmt.Errorf("token %s: %w", t.Name, err)
+			// serve's own admin token is one of these, named admin.
+			return nil, fmt.Errorf("runtime token (kept in PostgreSQL, table api_tokens): %w", err)
 		}
 	}
 	return a, nil

@@ -175,6 +175,9 @@ func convertVigrid(src []byte, name, host string) (out []byte, notes []string, e
 			notes = append(notes, fmt.Sprintf("token %q has no secret and is left out", tn))
 			continue
 		}
+		if tn == "admin" {
+			notes = append(notes, `token "admin": orderly serve keeps its own admin token under this name and refuses a second one; rename it (and its policy rule) before using this file with serve`)
+		}
 		sum := sha256.Sum256([]byte(t.Secret))
 		c.Auth.Tokens = append(c.Auth.Tokens, importedToken{Name: tn, SHA256: hex.EncodeToString(sum[:])})
 		r := importedRule{Name: tn, Principals: []string{tn}, Hosts: []string{host}, Allow: []string{}}

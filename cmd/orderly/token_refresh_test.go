@@ -2,10 +2,13 @@ package main
 
 import (
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -32,5 +35,24 @@ func TestAPIPicksUpRotatedTokens(t *testing.T) {
 	testenv.WaitUntil(t, 10*time.Second, "the rotated token", func() bool { return status(tok) == http.StatusOK })
 	if code := status(s.token); code != http.StatusUnauthorized {
 		t.Fatalf("the token rotated away: %d, want 401", code)
+	}
+}
+
+// TestConfigTokenNamedLikeARuntimeToken: a config token with the name of
+// a runtime token (serve's admin token is "admin") is refused, not merged
+// into one principal: the two would share orders and policy rules. The
+// Vigrid import, whose configs often name a token admin, says so.
+func TestConfigTokenNamedLikeARuntimeToken(t *testing.T) {
+	cfg := config.Auth{Tokens: []config.Token{{Name: "admin", SHA256: auth.HashToken("imported")}}}
+	_, err := authWith(cfg, []postgres.APIToken{{Name: "admin", SHA256: auth.HashToken("serve's own"), Roles: []string{"admin"}}})
+	if err == nil || !strings.Contains(err.Error(), "another token already has this name") || !strings.Contains(err.Error(), "api_tokens") {
+		t.Fatalf("a config token named like serve's admin token: %v, want a refusal naming api_tokens", err)
+	}
+	_, notes, err := convertVigrid([]byte("tokens:\n  admin:\n    secret: s3cret-admin-token\n"), "vigrid.yaml", "vx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, `token "admin": orderly serve keeps its own`) }) {
+		t.Errorf("import notes %q do not warn about the admin token", notes)
 	}
 }

@@ -76,6 +76,11 @@ func (a *Authenticator) AddToken(name, sha256hex string, roles []string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := range a.tokens {
+		if a.tokens[i].name == name && a.tokens[i].hash != h {
+			// A principal is its name: two tokens under one name would
+			// share its orders and its policy rules.
+			return fmt.Errorf("token %s: another token already has this name; rename one of them", name)
+		}
 		if a.tokens[i].hash != h {
 			continue
 		}

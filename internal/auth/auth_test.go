@@ -228,6 +228,7 @@ func TestAddToken(t *testing.T) {
 		{"same name updates roles", "admin", hash, []string{"admin", "ops"}, "", []string{"admin", "ops"}},
 		{"uppercase hex is the same hash", "admin", strings.ToUpper(hash), []string{"admin"}, "", []string{"admin"}},
 		{"same hash other name", "mallory", hash, []string{"admin"}, "already registered", []string{"admin"}},
+		{"same name other hash", "admin", HashToken("other"), []string{"admin"}, "another token already has this name", []string{"admin"}},
 		{"bad hex", "x", "xyz", nil, "64 hex", []string{"admin"}},
 		{"empty name", "", HashToken("other"), nil, "name is required", []string{"admin"}},
 		{"control char in name", "a\nb", HashToken("other"), nil, "control characters", []string{"admin"}},
