@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,7 +33,18 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 // request here; resumption (Last-Event-ID), the write-timeout exemption
 // and the end at shutdown are the native handler's.
 func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
-	req := u.request(r, r.Method, orderPath(r)+"/events", nil) // GET, or HEAD
+	// The stream ends when the person signs out, not only when the token
+	// stops working (the API's own check).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-sessionOf(r).out:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	req := u.request(r.WithContext(ctx), r.Method, orderPath(r)+"/events", nil) // GET, or HEAD
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		req.Header.Set("Last-Event-ID", v)
 	}

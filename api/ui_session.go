@@ -20,6 +20,9 @@ type uiSession struct {
 	principal string
 	created   time.Time
 	seen      time.Time
+	// out is closed when the person signs out or the session is pushed
+	// out of the store: the live streams it opened end with it.
+	out chan struct{}
 }
 
 // uiSessions is the server-side session store. It is in memory, per API
@@ -31,11 +34,14 @@ type uiSessions struct {
 	idle time.Duration
 	max  time.Duration
 	cap  int
-	now  func() time.Time
+	// perPrincipal bounds one principal's sessions, so that signing in
+	// again and again ends its own oldest sessions, never another's.
+	perPrincipal int
+	now          func() time.Time
 }
 
 func newUISessions(now func() time.Time) *uiSessions {
-	return &uiSessions{byID: map[[sha256.Size]byte]*uiSession{}, idle: time.Hour, max: 12 * time.Hour, cap: 10000, now: now}
+	return &uiSessions{byID: map[[sha256.Size]byte]*uiSession{}, idle: time.Hour, max: 12 * time.Hour, cap: 10000, perPrincipal: 50, now: now}
 }
 
 // randomToken is 32 bytes from the system's CSPRNG, base64url.
@@ -49,20 +55,30 @@ func randomToken() string {
 func (s *uiSessions) create(token, principal string) (string, *uiSession) {
 	id := randomToken()
 	now := s.now()
-	sess := &uiSession{token: token, csrf: randomToken(), principal: principal, created: now, seen: now}
+	sess := &uiSession{token: token, csrf: randomToken(), principal: principal, created: now, seen: now, out: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pruneLocked(now)
-	if len(s.byID) >= s.cap {
-		// Full of live sessions: the oldest gives way.
-		var oldest [sha256.Size]byte
-		var t time.Time
-		for k, v := range s.byID {
-			if t.IsZero() || v.created.Before(t) {
-				oldest, t = k, v.created
+	var oldest, oldestOwn [sha256.Size]byte
+	var t, tOwn time.Time
+	own := 0
+	for k, v := range s.byID {
+		if t.IsZero() || v.created.Before(t) {
+			oldest, t = k, v.created
+		}
+		if v.principal == principal {
+			own++
+			if tOwn.IsZero() || v.created.Before(tOwn) {
+				oldestOwn, tOwn = k, v.created
 			}
 		}
-		delete(s.byID, oldest)
+	}
+	switch {
+	case own >= s.perPrincipal:
+		s.endLocked(oldestOwn)
+	case len(s.byID) >= s.cap:
+		// Full of live sessions of many principals: the oldest gives way.
+		s.endLocked(oldest)
 	}
 	s.byID[sha256.Sum256([]byte(id))] = sess
 	return id, sess
@@ -93,7 +109,15 @@ func (s *uiSessions) get(id string) *uiSession {
 func (s *uiSessions) drop(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.byID, sha256.Sum256([]byte(id)))
+	s.endLocked(sha256.Sum256([]byte(id)))
+}
+
+// endLocked removes a session and ends the live streams it opened.
+func (s *uiSessions) endLocked(k [sha256.Size]byte) {
+	if sess := s.byID[k]; sess != nil {
+		close(sess.out)
+		delete(s.byID, k)
+	}
 }
 
 func (s *uiSessions) pruneLocked(now time.Time) {

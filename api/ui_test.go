@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -439,5 +440,40 @@ func TestUIHeadOnPages(t *testing.T) {
 	e.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/ui/history", nil))
 	if rec.Code != http.StatusSeeOther {
 		t.Errorf("HEAD /ui/history without a session: %d, want 303", rec.Code)
+	}
+}
+
+// TestUISignOutEndsStreams: signing out ends the live streams the session
+// opened, though the token behind it still works (the API's own check
+// would let them run to the order's end).
+func TestUISignOutEndsStreams(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	rec := e.postForm("/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"sleep"}, "args": {"30"}}, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("exec sleep: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	defer e.postForm(loc+"/cancel", url.Values{"csrf": {csrf}, "signal": {"SIGKILL"}}, sess)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+loc+"/events", nil)
+	req.AddCookie(sess)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := resp.Body.Read(first); err != nil {
+		t.Fatalf("the stream sent nothing: %d %v", resp.StatusCode, err)
+	}
+	// Sign out from another tab: a fetch of /ui/signout with the token.
+	out := httptest.NewRequest(http.MethodPost, "/ui/signout", nil)
+	out.Header.Set("X-CSRF-Token", csrf)
+	out.AddCookie(sess)
+	e.handler.ServeHTTP(httptest.NewRecorder(), out)
+	if _, err := io.Copy(io.Discard, resp.Body); ctx.Err() != nil {
+		t.Fatalf("the stream went on after the sign-out: %v", err)
 	}
 }
