@@ -231,8 +231,16 @@ func ready(ctx context.Context, msgs <-chan jetstream.Msg) jetstream.Msg {
 func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration) {
 	w.ack(msg, o.ID)
 	w.opts.Metrics.Finished(o.Host, f.Status, ran)
-	w.logger.Info("order finished", "order_id", o.ID, "principal", o.Principal, "status", f.Status,
-		"exit_code", exitCode(f.Result), "duration_ms", f.Result.DurationMS)
+	// An exit code, or the signal that ended the process, or neither
+	// (nothing ran): never a nil that text logs print as <nil>.
+	how := []any{"order_id", o.ID, "principal", o.Principal, "status", f.Status}
+	switch r := f.Result; {
+	case r.ExitCode != nil:
+		how = append(how, "exit_code", *r.ExitCode)
+	case r.Signal != "":
+		how = append(how, "signal", r.Signal)
+	}
+	w.logger.Info("order finished", append(how, "duration_ms", f.Result.DurationMS)...)
 	w.event(o, "finished", f.Status)
 }
 
@@ -532,9 +540,3 @@ func reason(err error) string {
 	return err.Error()
 }
 
-func exitCode(r order.Result) any {
-	if r.ExitCode == nil {
-		return nil
-	}
-	return *r.ExitCode
-}

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -323,13 +324,20 @@ func TestGracefulStopKeepsTheHostUntilTheOrderEnds(t *testing.T) {
 func TestShutdownKillSaysWhy(t *testing.T) {
 	e := newEnv(t)
 	id := e.submit("shutdown-kill", "sleep", "30")
+	log := &testenv.LogBuffer{}
 	stop, _ := runWorker(t, worker.Options{Host: "shutdown-kill", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 300 * time.Millisecond}, e.store, e.q, testenv.Logger(t))
+		ShutdownGrace: 300 * time.Millisecond}, e.store, e.q, testenv.LoggerTo(io.MultiWriter(t.Output(), log)))
 	e.waitStatus(id, order.StatusRunning)
 	stop()
 	o := e.waitStatus(id, order.StatusKilled)
 	if o.Result == nil || !strings.Contains(o.Result.Error, "the worker stopped: worker.shutdown_grace (300ms) passed") {
 		t.Fatalf("result of the order killed at shutdown: %+v", o.Result)
+	}
+	// Its log line names the signal, not an exit code of <nil>.
+	for line := range strings.Lines(log.String()) {
+		if strings.Contains(line, `msg="order finished"`) && (strings.Contains(line, "<nil>") || !strings.Contains(line, "signal=SIG")) {
+			t.Errorf("the killed order's log line: %s", line)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"reflect"
 	"slices"
@@ -34,6 +35,13 @@ type Section struct {
 	Added   []string `json:"added"`
 	Removed []string `json:"removed"`
 	Changed []string `json:"changed"`
+}
+
+// LogValue is a section in a log line: a group of its fields, not Go's
+// struct syntax (`rules.added=[ops]`, not `rules={4 4 [ops] [] []}`).
+func (s Section) LogValue() slog.Value {
+	return slog.GroupValue(slog.Int("before", s.Before), slog.Int("after", s.After),
+		slog.Any("added", s.Added), slog.Any("removed", s.Removed), slog.Any("changed", s.Changed))
 }
 
 // Summarize compares the security parts of old and new.
