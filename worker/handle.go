@@ -539,4 +539,3 @@ func reason(err error) string {
 	}
 	return err.Error()
 }
-
