@@ -40,6 +40,27 @@ func TestExampleConfigLoadsAndValidates(t *testing.T) {
 	}
 }
 
+// TestSystemdExamplesLoadAndValidate loads the configs that
+// docs/deploy.md installs as /etc/orderly/api.yaml and worker.yaml. Each
+// must validate and set what `orderly api` and `orderly worker` refuse to
+// start without: a database, a NATS URL and the process's seed.
+func TestSystemdExamplesLoadAndValidate(t *testing.T) {
+	for _, name := range []string{"api", "worker"} {
+		t.Run(name, func(t *testing.T) {
+			cfg, _, err := Load("../../deploy/systemd/"+name+".example.yaml", nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.DatabaseURL == "" || cfg.NATS.URL == "" || cfg.NATS.Nkey == "" {
+				t.Errorf("database_url %q, nats.url %q, nats.nkey %q: each must be set", cfg.DatabaseURL, cfg.NATS.URL, cfg.NATS.Nkey)
+			}
+		})
+	}
+}
+
 // rule returns the policy rule that names principal, failing the test if
 // there is not exactly one.
 func rule(t *testing.T, cfg Config, principal string) Rule {
