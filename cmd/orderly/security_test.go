@@ -29,8 +29,9 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 )
 
-// vigridForbidden is the example config's forbidden_chars, as a YAML list.
-const vigridForbidden = `[";", "&", "|", "` + "`" + `", "$", "(", ")", "<", ">", "\\", "\"", "'"]`
+// vigridForbidden is the example config's forbidden_chars, as a YAML list:
+// Vigrid's 12 (vigridDefaultForbidden).
+const vigridForbidden = `["\"", "'", ";", "\\", "|", "&", "(", ")", "{", "}", "$", "` + "`" + `"]`
 
 // TestSecurityTraversalNeverExecutes sends command names that try to leave
 // command_path or exec_root. The API cannot resolve paths on a host, so the
@@ -381,7 +382,7 @@ func TestSecurityEnvAllowList(t *testing.T) {
 func TestSecurityForbiddenCharacters(t *testing.T) {
 	s := newSecStack(t, "worker:\n  forbidden_chars: "+vigridForbidden+"\n", nil, "h1")
 	dir := t.TempDir()
-	for _, c := range ";&|`$()<>\\\"'" {
+	for _, c := range vigridDefaultForbidden {
 		t.Run(string(c), func(t *testing.T) {
 			r := s.submitRefused(map[string]any{"host": "h1", "command": "touch", "args": []string{filepath.Join(dir, "x"+string(c)+"y")}})
 			if r.code == "" && !strings.Contains(*r.order.Result.Error, "forbids") {

@@ -23,8 +23,9 @@ func TestExampleConfigLoadsAndValidates(t *testing.T) {
 		t.Error("no hash recorded for the example file")
 	}
 
-	// Vigrid's 12 forbidden characters, in the documented order.
-	if want := ";&|`$()<>\\\"'"; cfg.Worker.ForbiddenChars != want {
+	// Vigrid's 12 forbidden characters, in the order of its documentation
+	// (docs/compat.md; the set `orderly import vigrid` writes).
+	if want := "\"';\\|&(){}$`"; cfg.Worker.ForbiddenChars != want {
 		t.Errorf("worker.forbidden_chars = %q, want %q", cfg.Worker.ForbiddenChars, want)
 	}
 	if n := len([]rune(cfg.Worker.ForbiddenChars)); n != 12 {
