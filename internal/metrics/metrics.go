@@ -32,7 +32,7 @@ func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "orderly_orders_submitted_total", Help: "Orders accepted, by source (rest, nats).",
+			Name: "orderly_orders_submitted_total", Help: "Orders accepted, by source (rest, nats, runbook, vigrid, httpexec, stage0).",
 		}, []string{"source"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_orders_finished_total", Help: "Orders that reached a terminal status on a worker, by host and status.",
