@@ -4,7 +4,9 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -32,5 +34,27 @@ func TestWorkerLogsItsContainment(t *testing.T) {
 		if c.logged != (own || groups) || own && groups {
 			t.Errorf("worker.cgroup %q: own cgroups logged %v, process groups logged %v\n%s", c.setting, own, groups, logs.String())
 		}
+	}
+}
+
+// TestWorkerHeartbeatFitsTheLease: a worker whose nats.heartbeat is not
+// shorter than the lease the API set (the hosts bucket's TTL, 2s here)
+// refuses to start, whatever its own nats.lease_ttl says: a standby would
+// take the host between its beats and interrupt the order it runs.
+func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
+	s := newStack(t)
+	nc, err := queue.Connect(s.natsURL, "lease-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cfg := s.watcher.Current()
+	cfg.NATS.LeaseTTL, cfg.NATS.Heartbeat, cfg.NATS.AckWait = time.Minute, 20*time.Second, 90*time.Second
+	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err == nil || !strings.Contains(err.Error(), "must be shorter than the host lease, 2s") {
+		t.Fatalf("a 20s heartbeat against a 2s bucket TTL: %v", err)
+	}
+	cfg.NATS.Heartbeat = time.Second
+	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err != nil {
+		t.Fatalf("a 1s heartbeat: %v", err)
 	}
 }

@@ -45,5 +45,18 @@ func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bind kv bucket %s: %w", HostsBucket, err)
 	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read kv bucket %s: %w", HostsBucket, err)
+	}
+	if ttl := st.TTL(); ttl > 0 {
+		// The bucket's TTL expires leases, whoever set it (the API's
+		// nats.lease_ttl): that is how long this worker's lease lasts.
+		opts.LeaseTTL = ttl
+	}
 	return &Queue{nc: nc, js: js, kv: kv, opts: opts}, nil
 }
+
+// LeaseTTL is how long a host's lease lasts without a renewal: the hosts
+// bucket's TTL for a bound queue.
+func (q *Queue) LeaseTTL() time.Duration { return q.opts.LeaseTTL }

@@ -498,3 +498,17 @@ func holder(t *testing.T, q *queue.Queue, host string) (string, error) {
 	}
 	return string(e.Value()), nil
 }
+
+// TestBindTakesTheBucketsLeaseTTL: a bound queue's lease is the hosts
+// bucket's TTL, which the API set, not the worker's own nats.lease_ttl:
+// the bucket is what expires a lease.
+func TestBindTakesTheBucketsLeaseTTL(t *testing.T) {
+	_, nc := openQueue(t, queue.Options{LeaseTTL: 2 * time.Second})
+	q, err := queue.Bind(testenv.Context(t), nc, queue.Options{LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.LeaseTTL(); got != 2*time.Second {
+		t.Errorf("bound lease %s, want the bucket's 2s", got)
+	}
+}
