@@ -171,6 +171,7 @@ func (s *Server) CancelOrder(ctx context.Context, o *order.Order, actor, signal 
 	switch st {
 	case order.StatusQueued:
 		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor)
+		s.Metrics.Finished(o.Host, order.StatusCanceled, -1)
 		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
 	case order.StatusRunning:
 		// The request is on record: if this wake-up is lost, the worker

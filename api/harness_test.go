@@ -89,6 +89,9 @@ type envOptions struct {
 	units []systemd.Unit
 	// compat are drop-in surfaces mounted beside the native routes.
 	compat []api.CompatSurface
+	// lost, when set, runs the intake's search for orders whose messages
+	// are gone this often, for orders at least this old.
+	lost time.Duration
 	// publishFailures, when set, fails the intake's publishes of orders
 	// to their host's stream while it is positive (one per publish): the
 	// way to lose a publish after the insert on demand.
@@ -141,7 +144,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		pub = failingPublisher{Queue: e.q, failures: opts.publishFailures}
 	}
 	in := intake.New(e.store, pub, func() intake.Authorizer { return pol },
-		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }}, logger)
+		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }, LostAfter: opts.lost, LostEvery: opts.lost}, logger)
 	srv := api.New(api.Deps{
 		Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
 		Auth:     func() api.Authenticator { return e.authn.Load() },

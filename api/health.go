@@ -26,6 +26,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.Queue.Ping(ctx); err != nil {
 		checks["nats"] = "unavailable"
 		status = http.StatusServiceUnavailable
+	} else if err := s.Queue.CheckStreams(ctx); err != nil {
+		// Connected, but no stream to take orders (deleted by hand, and
+		// not created again).
+		checks["nats"] = "unavailable"
+		status = http.StatusServiceUnavailable
 	}
 	body := map[string]any{"checks": checks}
 	if s.Status != nil {

@@ -33,6 +33,8 @@ type Store interface {
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
+	QueuedPublishedBefore(ctx context.Context, before time.Time, perHost int) ([]postgres.QueuedOrder, error)
+	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 }
 
 // Publisher puts an order on its host's subject, and tells waiters (?wait,
@@ -40,6 +42,7 @@ type Store interface {
 type Publisher interface {
 	Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error)
 	PublishEvent(ev queue.Event) error
+	Missing(ctx context.Context, host string, want []uuid.UUID, scan int) ([]uuid.UUID, error)
 }
 
 // Authorizer is the API policy.
@@ -53,6 +56,8 @@ type Options struct {
 	ReconcileEvery time.Duration        // how often to look for unpublished orders
 	ReconcileAfter time.Duration        // how old an unpublished order must be
 	ExpireEvery    time.Duration        // how often to expire queued orders past their deadline
+	LostAfter      time.Duration        // how old a queued order must be for EndLost to look for its message
+	LostEvery      time.Duration        // how often EndLost runs
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -100,6 +105,12 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 	}
 	if opts.ReconcileAfter <= 0 {
 		opts.ReconcileAfter = 10 * time.Second
+	}
+	if opts.LostAfter <= 0 {
+		opts.LostAfter = time.Minute
+	}
+	if opts.LostEvery <= 0 {
+		opts.LostEvery = time.Minute
 	}
 	if opts.ExpireEvery <= 0 {
 		opts.ExpireEvery = time.Second
@@ -225,7 +236,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() {
 		defer wg.Done()
@@ -241,8 +252,68 @@ func (s *Service) Run(ctx context.Context) {
 		defer wg.Done()
 		s.every(ctx, s.opts.ExpireEvery, s.opts.ExpireEvery, "expire orders past their deadline", s.Expire)
 	}()
+	go func() {
+		defer wg.Done()
+		s.every(ctx, s.opts.LostEvery, s.opts.LostEvery, "end queued orders whose messages are gone", s.EndLost)
+	}()
 	wg.Wait()
 }
+
+// EndLost looks at the oldest lostPerHost queued orders of each host and
+// reads at most lostScan of a host's messages per round.
+const (
+	lostPerHost = 200
+	lostScan    = 20000
+)
+
+// EndLost ends, as canceled, the queued orders whose messages left the
+// orders stream without a worker taking them: removed by hand (a purge, a
+// deleted stream). No worker would ever get them, so they stayed queued
+// for good while later orders of their host ran. They are not published
+// again: that would run them after later orders, and a purge is how an
+// operator drops a queue. Only orders older than opts.LostAfter are
+// looked at, and the cancel only takes an order that is still queued, so
+// one taken meanwhile is left alone (its message is acknowledged only
+// after its claim).
+func (s *Service) EndLost(ctx context.Context) (int, error) {
+	list, err := s.store.QueuedPublishedBefore(ctx, time.Now().Add(-s.opts.LostAfter), lostPerHost)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := 0; i < len(list); {
+		host := list[i].Host
+		var want []uuid.UUID
+		for ; i < len(list) && list[i].Host == host; i++ {
+			want = append(want, list[i].ID)
+		}
+		missing, err := s.pub.Missing(ctx, host, want, lostScan)
+		if err != nil {
+			return n, err
+		}
+		for _, id := range missing {
+			ended, err := s.store.Cancel(ctx, id, "orderly", lostReason)
+			if err != nil {
+				return n, err
+			}
+			if !ended {
+				continue
+			}
+			n++
+			s.logger.Error("order canceled: its message is gone from the orders stream", "order_id", id, "host", host,
+				"stream", queue.OrdersStream)
+			s.opts.Metrics.Finished(host, order.StatusCanceled, -1)
+			if perr := s.pub.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: string(order.StatusCanceled), Host: host}); perr != nil {
+				s.logger.Warn("publish canceled event", "order_id", id, "host", host, "error", perr)
+			}
+		}
+	}
+	return n, nil
+}
+
+// lostReason is the error of an order EndLost ends.
+const lostReason = "its message is gone from the " + queue.OrdersStream + " stream (purged or deleted by hand): no worker will run it"
+
 
 func (s *Service) markLoop(ctx context.Context) {
 	batch := make([]uuid.UUID, 0, 512)
@@ -348,6 +419,7 @@ func (s *Service) Expire(ctx context.Context) (int, error) {
 		list, err := s.store.ExpireDue(ctx, batch)
 		for _, e := range list {
 			s.logger.Info("order expired", "order_id", e.ID, "host", e.Host, "principal", e.Principal)
+			s.opts.Metrics.Finished(e.Host, order.StatusExpired, -1)
 			if perr := s.pub.PublishEvent(queue.Event{OrderID: e.ID, Type: "finished", Status: string(order.StatusExpired), Host: e.Host}); perr != nil {
 				// Waiters also poll PostgreSQL; the event only makes them quick.
 				s.logger.Warn("publish expired event", "order_id", e.ID, "host", e.Host, "error", perr)

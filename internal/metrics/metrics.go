@@ -72,8 +72,9 @@ func (m *Metrics) Submitted(source string) {
 	}
 }
 
-// Finished records an order's end on a worker; ran is how long its process
-// ran, negative when nothing was executed.
+// Finished records an order's end: on a worker, or in the API for a queued
+// order canceled or expired there; ran is how long its process ran,
+// negative when nothing was executed.
 func (m *Metrics) Finished(host string, st order.Status, ran time.Duration) {
 	if m == nil {
 		return

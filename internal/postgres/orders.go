@@ -356,6 +356,30 @@ func (s *Store) Unpublished(ctx context.Context, before time.Time, limit int) ([
 	return out, translate("list unpublished orders", err)
 }
 
+// QueuedOrder is a queued order's id and host.
+type QueuedOrder struct {
+	ID   uuid.UUID
+	Host string
+}
+
+// QueuedPublishedBefore lists, for each host, its oldest perHost queued
+// orders submitted before before whose publish JetStream confirmed (none
+// left in unpublished), by host and then oldest first: their messages
+// must be in the orders stream.
+func (s *Store) QueuedPublishedBefore(ctx context.Context, before time.Time, perHost int) ([]QueuedOrder, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, host FROM (
+		SELECT a.id, a.host, row_number() OVER (PARTITION BY a.host ORDER BY a.id) AS n
+		FROM active_orders a JOIN orders o USING (id)
+		WHERE a.status = 'queued' AND o.submitted_at < $1
+		AND NOT EXISTS (SELECT 1 FROM unpublished u WHERE u.id = a.id)) q
+		WHERE n <= $2 ORDER BY host, id`, before, perHost)
+	if err != nil {
+		return nil, translate("list queued orders", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[QueuedOrder])
+	return out, translate("list queued orders", err)
+}
+
 // GetOrder returns one order with its result.
 func (s *Store) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id))

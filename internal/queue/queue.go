@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,6 +48,10 @@ type Queue struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	opts Options
+	// creator: made by New (the API, serve), whose credential may create
+	// the streams; a worker's Bind may not.
+	creator   bool
+	ensuredAt atomic.Int64 // unix ns of the last reensure
 }
 
 // Connect dials NATS with settings suited to a long-running service:
@@ -109,9 +114,22 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	q := &Queue{nc: nc, js: js, opts: opts, creator: true}
+	if q.kv, err = q.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// ensure creates the streams and the KV bucket, or brings their settings
+// back to these: at start, and again when one was deleted while orderly
+// ran (an operator's mistake that would otherwise refuse every submission
+// until a restart).
+func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
+	js, opts := q.js, q.opts
 	// A work queue: an order leaves the stream once its worker acks it.
 	// Per-host consumers filter disjoint subjects, so they never overlap.
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        OrdersStream,
 		Description: "orders per host; one durable consumer per host executes them in order",
 		Subjects:    []string{OrdersSubject + ">"},
@@ -149,7 +167,7 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, replicasError(err, opts.Replicas))
 	}
-	return &Queue{nc: nc, js: js, kv: kv, opts: opts}, nil
+	return kv, nil
 }
 
 // Conn returns the underlying connection.
@@ -182,10 +200,91 @@ func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64,
 	defer cancel()
 	ack, err := q.js.Publish(ctx, OrdersSubject+host, []byte(id.String()), jetstream.WithMsgID(id.String()),
 		jetstream.WithExpectStream(OrdersStream))
+	if errors.Is(err, jetstream.ErrNoStreamResponse) && q.reensure(ctx) {
+		ack, err = q.js.Publish(ctx, OrdersSubject+host, []byte(id.String()), jetstream.WithMsgID(id.String()),
+			jetstream.WithExpectStream(OrdersStream))
+	}
 	if err != nil {
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
 	}
 	return ack.Sequence, nil
+}
+
+// reensure creates the streams again when the orders stream is gone (no
+// stream answered a publish), at most once a second, and reports whether
+// it exists now. Only a queue made by New may: a worker's credential
+// cannot create streams.
+func (q *Queue) reensure(ctx context.Context) bool {
+	if !q.creator {
+		return false
+	}
+	now := time.Now().UnixNano()
+	last := q.ensuredAt.Load()
+	if now-last < int64(time.Second) || !q.ensuredAt.CompareAndSwap(last, now) {
+		return false
+	}
+	if _, err := q.js.Stream(ctx, OrdersStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false // there, or JetStream cannot say: not for ensure to mend
+	}
+	_, err := q.ensure(ctx)
+	return err == nil
+}
+
+// CheckStreams reports whether the orders stream exists, creating it again
+// (reensure) when it was deleted: readiness is more than a connection.
+func (q *Queue) CheckStreams(ctx context.Context) error {
+	_, err := q.js.Stream(ctx, OrdersStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && q.reensure(ctx) {
+		_, err = q.js.Stream(ctx, OrdersStream)
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", OrdersStream, err)
+	}
+	return nil
+}
+
+// Missing returns those of want, orders of host, whose messages are not in
+// the orders stream (waiting, or delivered and not yet acknowledged). It
+// reads the host's messages in stream order until it has seen all of
+// want, so the oldest orders cost a read each; after scan messages it
+// stops and decides nothing (nil). A deleted stream holds none.
+func (q *Queue) Missing(ctx context.Context, host string, want []uuid.UUID, scan int) ([]uuid.UUID, error) {
+	left := make(map[uuid.UUID]bool, len(want))
+	for _, id := range want {
+		left[id] = true
+	}
+	st, err := q.js.Stream(ctx, OrdersStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return want, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", OrdersStream, err)
+	}
+	for seq, read := uint64(1), 0; len(left) > 0; read++ {
+		if read == scan {
+			return nil, nil
+		}
+		// The next message of the host's subject at or after seq: a work
+		// queue stream refuses a consumer beside the host's own.
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(OrdersSubject+host))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the orders of host %s: %w", host, err)
+		}
+		if id, err := uuid.Parse(string(m.Data)); err == nil {
+			delete(left, id)
+		}
+		seq = m.Sequence + 1
+	}
+	var missing []uuid.UUID
+	for _, id := range want {
+		if left[id] {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
 }
 
 // ConsumerName is the durable consumer of a host.
