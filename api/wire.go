@@ -161,9 +161,17 @@ type Order struct {
 	// ("group", "cgroup", "reboot") and, for an interrupted order, what the
 	// worker that took over found and killed.
 	Processes map[string]any `json:"processes,omitempty"`
-	Policy    order.Decision `json:"policy"`
+	Policy    Decision       `json:"policy"`
 	Cancel    *Cancellation  `json:"cancel,omitempty"` // who asked to cancel it (cancel.go)
 	Result    *Result        `json:"result"`
+}
+
+// Decision is the policy's verdict on an order as answers show it: the
+// deny rules an order carries for its worker (order.Decision.Deny) are
+// not the client's to read.
+type Decision struct {
+	Decision string   `json:"decision"`
+	Matched  []string `json:"matched"`
 }
 
 // Result is how an order ran.
@@ -196,7 +204,7 @@ func toResponse(o *order.Order) Order {
 		RunAs: o.RunAs, DryRun: o.DryRun, Idempotent: o.Idempotent, ExpiresAt: o.ExpiresAt,
 		Principal: o.Principal, Source: o.Source, CorrelationID: o.CorrelationID,
 		SubmittedAt: o.SubmittedAt, StartedAt: o.StartedAt, FinishedAt: o.FinishedAt,
-		Attempt: o.Attempt, StreamSeq: o.StreamSeq, Policy: o.Policy, Worker: o.Worker, Processes: o.Processes,
+		Attempt: o.Attempt, StreamSeq: o.StreamSeq, Policy: Decision{Decision: o.Policy.Decision, Matched: o.Policy.Matched}, Worker: o.Worker, Processes: o.Processes,
 	}
 	if r.Args == nil {
 		r.Args = []string{}
@@ -211,7 +219,6 @@ func toResponse(o *order.Order) Order {
 	if r.Policy.Matched == nil {
 		r.Policy.Matched = []string{}
 	}
-	r.Policy.Deny = nil // the worker's to apply, not the client's to read
 	if res := o.Result; res != nil {
 		rr := &Result{ExitCode: res.ExitCode, DurationMS: res.DurationMS,
 			Stdout: toStream(res.Stdout, o.StdoutEncode), Stderr: toStream(res.Stderr, o.StderrEncode)}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/client"
-	"github.com/orderly-run/orderly/internal/order"
 )
 
 // jsonFields are the JSON names of t's fields.
@@ -50,7 +49,7 @@ func TestWireTypes(t *testing.T) {
 		{client.ErrorDetail{}, api.ErrorDetail{}},
 		{client.Host{}, api.Host{}},
 		{client.Cancellation{}, api.Cancellation{}},
-		{client.Decision{}, order.Decision{}},
+		{client.Decision{}, api.Decision{}},
 		{client.SubmitRequest{}, api.SubmitRequest{}},
 		{client.StreamIn{}, api.StreamIn{}},
 		{client.StreamOut{}, api.StreamOut{}},
