@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"os"
@@ -125,8 +126,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		if err != nil {
 			return err
 		}
-		ns, err := natsembed.Start(natsembed.Options{Dir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
-			SyncAlways: true, Logger: logger, Credentials: creds})
+		ns, err := natsembed.Start(embeddedNATS(dataDir, host, port, logger, creds))
 		if err != nil {
 			return err
 		}
@@ -283,4 +283,11 @@ func redactDSN(dsn string) string {
 		}
 	}
 	return dsn
+}
+
+// embeddedNATS is serve's nats-server: file storage fsynced on every write
+// (DESIGN §2.4), so a PubAck means the order is on disk.
+func embeddedNATS(dataDir, host string, port int, logger *slog.Logger, creds *natsembed.Credentials) natsembed.Options {
+	return natsembed.Options{Dir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
+		SyncAlways: true, Logger: logger, Credentials: creds}
 }

@@ -52,3 +52,13 @@ func TestSecondServeOnSameDataDir(t *testing.T) {
 		t.Fatalf("the first serve no longer runs orders: %d", resp.StatusCode)
 	}
 }
+
+// TestServeNATSSyncsEveryWrite: serve's embedded nats-server fsyncs every
+// JetStream write (DESIGN §2.4): a PubAck, and so a 202, means the order
+// is on disk. (natsembed's tests check that the option reaches the
+// running server.)
+func TestServeNATSSyncsEveryWrite(t *testing.T) {
+	if o := embeddedNATS(t.TempDir(), "127.0.0.1", -1, nil, nil); !o.SyncAlways {
+		t.Fatalf("serve's nats-server options: %+v", o)
+	}
+}

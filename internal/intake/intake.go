@@ -314,7 +314,6 @@ func (s *Service) EndLost(ctx context.Context) (int, error) {
 // lostReason is the error of an order EndLost ends.
 const lostReason = "its message is gone from the " + queue.OrdersStream + " stream (purged or deleted by hand): no worker will run it"
 
-
 func (s *Service) markLoop(ctx context.Context) {
 	batch := make([]uuid.UUID, 0, 512)
 	flush := func() {

@@ -109,8 +109,15 @@ func Start(opts Options) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsembed: JetStream did not start (store %s)", opts.Dir)
 	}
-	opts.Logger.Info("nats-server ready", "url", ns.ClientURL(), "store_dir", opts.Dir)
-	return &Server{ns: ns, opts: sopts}, nil
+	s := &Server{ns: ns, opts: sopts}
+	opts.Logger.Info("nats-server ready", "url", ns.ClientURL(), "store_dir", opts.Dir, "sync_always", s.SyncAlways())
+	return s, nil
+}
+
+// SyncAlways reports whether the running JetStream fsyncs every write.
+func (s *Server) SyncAlways() bool {
+	c := s.ns.JetStreamConfig()
+	return c != nil && c.SyncAlways
 }
 
 // SetCredentials replaces the users the server accepts with c's, as a

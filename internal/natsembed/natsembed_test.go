@@ -29,6 +29,9 @@ func TestJetStreamSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("started in %v at %s", time.Since(began), s.ClientURL())
+	if !s.SyncAlways() {
+		t.Fatal("the running JetStream does not fsync every write")
+	}
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)
