@@ -419,6 +419,11 @@ func TestMetrics(t *testing.T) {
 	s.submit(map[string]any{"host": "m1", "command": "true"}, "?wait=20", http.StatusOK)
 	s.submit(map[string]any{"host": "m1", "command": "false"}, "?wait=20", http.StatusOK)
 	s.submit(map[string]any{"host": "no-worker", "command": "true"}, "", http.StatusAccepted)
+	// A queued order canceled in the API ends there: it counts too.
+	c := s.submit(map[string]any{"host": "no-worker", "command": "true"}, "", http.StatusAccepted)
+	if code, b := s.do("POST", "/v1/orders/"+c.ID.String()+"/cancel", nil); code != http.StatusOK {
+		t.Fatalf("cancel a queued order: %d %s", code, b)
+	}
 	code, _ := s.do("POST", "/v1/orders", `{"host":"a.b","command":"x"}`)
 	if code != 400 {
 		t.Fatalf("bad request: %d", code)
@@ -436,7 +441,8 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("/metrics = %d", code)
 	}
 	for _, want := range []string{
-		`orderly_orders_submitted_total{source="rest"} 3`,
+		`orderly_orders_submitted_total{source="rest"} 4`,
+		`orderly_orders_finished_total{host="no-worker",status="canceled"} 1`,
 		`orderly_orders_finished_total{host="m1",status="succeeded"} 1`,
 		`orderly_orders_finished_total{host="m1",status="failed"} 1`,
 		// From the worker's start, so the first one counts as an increase.
@@ -447,7 +453,7 @@ func TestMetrics(t *testing.T) {
 		`orderly_queue_depth{host="no-worker"} 1`,
 		// Never served, orders waiting: offline, so its alert can fire.
 		`orderly_host_online{host="no-worker"} 0`,
-		`orderly_http_request_duration_seconds_count{method="POST",route="/v1/orders",status="2xx"} 3`,
+		`orderly_http_request_duration_seconds_count{method="POST",route="/v1/orders",status="2xx"} 4`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
