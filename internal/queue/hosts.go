@@ -35,7 +35,8 @@ func (q *Queue) Heartbeat(ctx context.Context, info HostInfo) error {
 	return nil
 }
 
-// OnlineHosts returns the heartbeat of every host whose worker is alive.
+// OnlineHosts returns the heartbeat of every host whose worker is alive:
+// whose heartbeat entry is there and recent.
 func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 	w, err := q.kv.Watch(ctx, "info.*", jetstream.IgnoreDeletes())
 	if err != nil {
@@ -50,7 +51,11 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 				return out, nil
 			}
 			var h HostInfo
-			if json.Unmarshal(e.Value(), &h) == nil {
+			// An entry older than two leases should have expired: the
+			// server could not remove it (a full disk stops its writes),
+			// and its worker is not beating. (Two, not one: the clocks of
+			// this host and the server's may differ a little.)
+			if json.Unmarshal(e.Value(), &h) == nil && time.Since(e.Created()) < 2*q.opts.LeaseTTL {
 				out[h.Host] = h
 			}
 		case <-ctx.Done():

@@ -512,3 +512,37 @@ func TestBindTakesTheBucketsLeaseTTL(t *testing.T) {
 		t.Errorf("bound lease %s, want the bucket's 2s", got)
 	}
 }
+
+// TestOnlineHostsSkipsStaleEntries: a heartbeat entry the server did not
+// expire (here a bucket without a TTL; in life a full disk stops the
+// server's writes, removals included) does not keep a host online once it
+// is two leases old.
+func TestOnlineHostsSkipsStaleEntries(t *testing.T) {
+	nc, err := queue.Connect(testenv.NATS(t), "queue-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testenv.Context(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: queue.HostsBucket}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Bind(ctx, nc, queue.Options{LeaseTTL: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Heartbeat(ctx, queue.HostInfo{Host: "h1", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if online, err := q.OnlineHosts(ctx); err != nil || len(online) != 1 {
+		t.Fatalf("online right after a beat: %v %v", online, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if online, err := q.OnlineHosts(ctx); err != nil || len(online) != 0 {
+		t.Fatalf("online two leases after the last beat: %v %v", online, err)
+	}
+}
