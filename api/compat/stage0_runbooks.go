@@ -2,6 +2,7 @@ package compat
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,7 +71,10 @@ func (s *Stage0) get(q *stage0Request, file string) {
 	for _, o := range runs {
 		content += renderRun(o, q.cfg.Compat.Stage0.PrincipalPrefix)
 	}
-	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "name": rb.Name, "content": content})
+	// stage0 answered "name or filename": a file without a leading H1
+	// (which the list leaves out) is named by its file.
+	name := cmp.Or(rb.Name, rb.File)
+	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "name": name, "content": content})
 }
 
 // renderRun is one history entry as stage0 appended it to the file.
@@ -133,19 +137,23 @@ func runOutcome(o *order.Order) (rc int, stdout, stderr string) {
 }
 
 // requiredEnv is GET /api/runbooks/<f>/required-env, judged on the
-// service's own environment as stage0 did.
+// service's own environment as stage0 did: available and missing hold the
+// same {name, description} objects as required, and a variable set to ""
+// is missing there (stage0 tested os.environ[var] for truth), though
+// validate counts it as set.
 func (s *Stage0) requiredEnv(q *stage0Request, file string) {
 	rb, _, ok := s.load(q, file, stage0Error)
 	if !ok {
 		return
 	}
-	required, available, missing := []map[string]string{}, []string{}, []string{}
+	required, available, missing := []map[string]string{}, []map[string]string{}, []map[string]string{}
 	for _, v := range rb.Env {
-		required = append(required, map[string]string{"name": v.Name, "description": v.Description})
-		if _, set := s.getenv(v.Name); set {
-			available = append(available, v.Name)
+		info := map[string]string{"name": v.Name, "description": v.Description}
+		required = append(required, info)
+		if val, _ := s.getenv(v.Name); val != "" {
+			available = append(available, info)
 		} else {
-			missing = append(missing, v.Name)
+			missing = append(missing, info)
 		}
 	}
 	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "required": required,

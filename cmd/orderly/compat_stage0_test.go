@@ -194,7 +194,8 @@ compat:
 			t.Fatalf("missing: %d %s", resp.StatusCode, b)
 		}
 		resp, b = do("GET", "/api/runbooks/Hello.md/required-env", tok, nil)
-		if resp.StatusCode != 200 || !strings.Contains(b, `"available":["STAGE0_SVC_NOTE"]`) || !strings.Contains(b, `"missing":["GREETING"]`) {
+		if resp.StatusCode != 200 || !strings.Contains(b, `"available":[{"description":"Set on the service","name":"STAGE0_SVC_NOTE"}]`) ||
+			!strings.Contains(b, `"missing":[{"description":"How to greet","name":"GREETING"}]`) {
 			t.Fatalf("required-env: %d %s", resp.StatusCode, b)
 		}
 		resp, b = do("GET", "/api/config", tok, nil)
