@@ -96,8 +96,8 @@ type RunbookRun struct {
 	// name no host).
 	Hosts []string
 	// EnvError is what sanitising the request's env_vars found; it is
-	// reported after the recursion and claims checks, where stage0
-	// reported it.
+	// reported after the recursion, claims and validation checks (which
+	// see Env, the well-named variables), where stage0 reported it.
 	EnvError error
 	Source   string
 	Wait     time.Duration
@@ -187,13 +187,13 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 		return nil, &order.Error{Code: order.CodeForbidden, Message: msg,
 			Details: map[string]any{"reason": "runbook_claims", "order_id": o.ID}}
 	}
-	if rr.EnvError != nil {
-		return nil, &order.Error{Code: order.CodeInvalid, Message: rr.EnvError.Error(),
-			Details: map[string]any{"reason": "runbook_env", "field": "env_vars"}}
-	}
 	// The same checks as validate, so the two agree.
 	if problems := append(src.Check(rb, env, cfg.MaxInputBytes), s.RunbookEnvRefused(rb, env)...); len(problems) > 0 {
 		return nil, invalidRunbook(rb, problems)
+	}
+	if rr.EnvError != nil {
+		return nil, &order.Error{Code: order.CodeInvalid, Message: rr.EnvError.Error(),
+			Details: map[string]any{"reason": "runbook_env", "field": "env_vars"}}
 	}
 	// Reading may still fail (the files changed since): same codes.
 	files, problems := src.Inputs(rb, cfg.MaxInputBytes)

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -29,7 +30,9 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	}
 	env, envErr := runbook.Sanitize(body.EnvVars)
 	if envErr != nil {
-		env = nil
+		// stage0 validated the runbook with the variables as sent and met
+		// the bad name only when it set them: validation sees the others.
+		env = wellNamed(body.EnvVars)
 		envErr = fmt.Errorf("ERROR: %w", envErr)
 	}
 	sc := q.cfg.Compat.Stage0
@@ -45,13 +48,22 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		switch reasonOf(err) {
 		case "runbook_claims":
 			stage0Fail(q.w, http.StatusForbidden, asOrderError(err).Message)
-		case "runbook_recursion", "runbook_depth", "runbook_invalid", "runbook_inputs", "runbook_host_busy", "runbook_env":
+		case "runbook_recursion", "runbook_depth", "runbook_invalid", "runbook_host_busy":
+			// stage0 sent the messages as one event, one per line and no
+			// newline after the last, and the same text in done.
 			st := s.startStream(q.w)
 			msgs := messagesOf(err)
-			for _, m := range msgs {
-				st.event("stderr", m+"\n")
-			}
-			st.done(rb.File, 1, "", strings.Join(msgs, "\n")+"\n", msgs, rb.Warnings)
+			text := strings.Join(msgs, "\n")
+			st.event("stderr", text)
+			st.done(rb.File, 1, "", text, msgs, nil)
+		case "runbook_env":
+			// stage0 met a bad name while setting the variables, past
+			// validation: its event ends in a newline, done's stderr does
+			// not, and done has no errors, only the file's warnings.
+			st := s.startStream(q.w)
+			msg := asOrderError(err).Message
+			st.event("stderr", msg+"\n")
+			st.done(rb.File, 1, "", msg, nil, rb.Warnings)
 		default:
 			code, msg := statusFor(err)
 			stage0Fail(q.w, code, msg)
@@ -79,30 +91,58 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		}
 		lines[name].flush(func(line string) { st.event(name, line) })
 	}
-	rc, stdout, stderr := runOutcome(final)
+	rc, note := runEnd(final)
 	out, errOut := lines["stdout"].kept.String(), lines["stderr"].kept.String()
 	if out == "" && lines["stdout"].seen == 0 {
-		out = stdout // no live output reached us: the stored output
+		out = storedOutput(final, "stdout") // no live output reached us
 	}
 	if errOut == "" && lines["stderr"].seen == 0 {
-		errOut = stderr
-	} else if note := strings.TrimPrefix(stderr, storedStderr(final)); note != "" {
-		// The timeout or refusal note is not in the live output.
-		st.event("stderr", note+"\n")
+		errOut = storedOutput(final, "stderr")
+	}
+	if note != "" {
+		// stage0 sent its timeout note as an event of its own.
+		st.event("stderr", note)
 		errOut += note
 	}
 	if final.Result != nil && (final.Result.Stdout.Truncated || final.Result.Stderr.Truncated ||
 		lines["stdout"].dropped || lines["stderr"].dropped) {
-		errOut += fmt.Sprintf("\n[WARNING: Output truncated due to size limit (%d bytes)]", limit)
+		errOut += fmt.Sprintf("\n[WARNING: Output truncated due to size limit (%d bytes)]\n", limit)
 	}
-	st.done(rb.File, rc, out, errOut, []string{}, rb.Warnings)
+	st.done(rb.File, rc, out, errOut, nil, rb.Warnings)
 }
 
-func storedStderr(o *order.Order) string {
+// wellNamed is the request's variables whose names stage0 would accept,
+// sanitised; nil when a value is unusable.
+func wellNamed(vars map[string]json.RawMessage) map[string]string {
+	ok := map[string]json.RawMessage{}
+	for name, raw := range vars {
+		if runbook.ValidEnvName(name) {
+			ok[name] = raw
+		}
+	}
+	env, err := runbook.Sanitize(ok)
+	if err != nil {
+		return nil
+	}
+	return env
+}
+
+// storedOutput is a stream of the finished order as PostgreSQL holds it,
+// its line ends read as Python's text mode read them.
+func storedOutput(o *order.Order, name string) string {
 	if o.Result == nil {
 		return ""
 	}
-	return string(o.Result.Stderr.Content)
+	if name == "stdout" {
+		return universalNewlines(string(o.Result.Stdout.Content))
+	}
+	return universalNewlines(string(o.Result.Stderr.Content))
+}
+
+// universalNewlines is s as Python's text mode (subprocess text=True)
+// read it: CRLF and a lone CR are each one LF.
+func universalNewlines(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\r", "\n")
 }
 
 // messagesOf returns the messages of a refusal: every problem of an
@@ -117,8 +157,10 @@ func messagesOf(err error) []string {
 	return []string{err.Error()}
 }
 
-// lineSplitter turns output chunks into lines, keeping each line's
-// newline, and drops whole lines past limit bytes, as stage0 did.
+// lineSplitter turns output chunks into lines as stage0 read them from a
+// text-mode pipe: each line keeps its end, and CRLF and a lone CR end a
+// line as LF does and read as LF (universal newlines). Whole lines past
+// limit bytes are dropped.
 type lineSplitter struct {
 	limit   int64
 	partial []byte
@@ -131,18 +173,31 @@ func (l *lineSplitter) write(p []byte, emit func(string)) {
 	l.seen += int64(len(p))
 	l.partial = append(l.partial, p...)
 	for {
-		i := bytes.IndexByte(l.partial, '\n')
+		i := bytes.IndexAny(l.partial, "\r\n")
 		if i < 0 {
 			return
 		}
-		l.line(string(l.partial[:i+1]), emit)
-		l.partial = l.partial[i+1:]
+		next := i + 1
+		if l.partial[i] == '\r' {
+			if next == len(l.partial) {
+				return // a CR last in a chunk: the next may start with its LF
+			}
+			if l.partial[next] == '\n' {
+				next++
+			}
+		}
+		l.line(string(l.partial[:i])+"\n", emit)
+		l.partial = l.partial[next:]
 	}
 }
 
 func (l *lineSplitter) flush(emit func(string)) {
 	if len(l.partial) > 0 {
-		l.line(string(l.partial), emit)
+		s := string(l.partial)
+		if strings.HasSuffix(s, "\r") {
+			s = s[:len(s)-1] + "\n"
+		}
+		l.line(s, emit)
 		l.partial = nil
 	}
 }

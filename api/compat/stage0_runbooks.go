@@ -113,27 +113,31 @@ func renderRun(o *order.Order, prefix string) string {
 func stage0Time(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // runOutcome is a finished order as stage0 reported a run: its return
-// code (the exit status, minus the signal, -9 on timeout, 1 when it did
-// not run), stdout and stderr with stage0's notes appended.
+// code, stdout and stderr as a text-mode pipe read them, and stage0's
+// note after stderr.
 func runOutcome(o *order.Order) (rc int, stdout, stderr string) {
+	rc, note := runEnd(o)
+	return rc, storedOutput(o, "stdout"), storedOutput(o, "stderr") + note
+}
+
+// runEnd is how a finished order ended as stage0 reported a run: the
+// return code (the exit status, minus the signal, -9 on timeout, 1 when
+// it did not run) and the note stage0 added to stderr, if any.
+func runEnd(o *order.Order) (rc int, note string) {
 	res := o.Result
 	if res == nil {
-		return 1, "", ""
+		return 1, ""
 	}
-	stdout, stderr = string(res.Stdout.Content), string(res.Stderr.Content)
 	switch code, ok := returnCode(res); {
 	case o.Status == order.StatusTimedOut:
-		rc = -9
-		stderr += fmt.Sprintf("Script execution timed out after %d seconds. The script was terminated.", int(o.Timeout/time.Second))
+		// Newlines included: stage0 sent it as an event of its own.
+		return -9, fmt.Sprintf("\nScript execution timed out after %d seconds. The script was terminated.\n", int(o.Timeout/time.Second))
 	case ok:
-		rc = code
-	default:
-		rc = 1
-		if res.Error != "" {
-			stderr += res.Error
-		}
+		return code, ""
+	case res.Error != "":
+		return 1, res.Error + "\n"
 	}
-	return rc, stdout, stderr
+	return 1, ""
 }
 
 // requiredEnv is GET /api/runbooks/<f>/required-env, judged on the

@@ -275,7 +275,7 @@ compat:
 	})
 
 	t.Run("validation failure inside the stream", func(t *testing.T) {
-		resp, b := do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"BAD NAME": "x"}})
+		resp, b := do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hi", "BAD NAME": "x"}})
 		ev := readSSE(t, b)
 		if resp.StatusCode != 200 || ev[0].name != "stderr" || ev[0].data != "ERROR: Invalid environment variable name: BAD NAME\n" ||
 			!strings.HasPrefix(ev[len(ev)-1].data, `{"success": false, "runbook": "Hello.md", "return_code": 1,`) {
@@ -286,7 +286,7 @@ compat:
 			t.Fatalf("refused variable: %d %s", resp.StatusCode, b)
 		}
 		resp, b = do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{})
-		if ev := readSSE(t, b); resp.StatusCode != 200 || ev[0].data != "Required environment variable not set: GREETING\n" ||
+		if ev := readSSE(t, b); resp.StatusCode != 200 || ev[0].data != "Required environment variable not set: GREETING" ||
 			!strings.Contains(ev[len(ev)-1].data, `"errors": ["Required environment variable not set: GREETING"]`) {
 			t.Fatalf("missing env: %d %s", resp.StatusCode, b)
 		}
@@ -329,10 +329,11 @@ func TestStage0CompatLimits(t *testing.T) {
 	const secret = "stage0-compat-test-secret-0123456789abcdef"
 	dir := t.TempDir()
 	for name, text := range map[string]string{
-		"Slow.md":  runbookDoc("Slow", "{}", "  []", "", "echo started\nsleep 30"),
-		"Loud.md":  runbookDoc("Loud", "{}", "  []", "", `i=0; while [ $i -lt 300 ]; do echo "line $i of the loud runbook"; i=$((i+1)); done`),
-		"Quiet.md": runbookDoc("Quiet", "{}", "  []", "", "echo quiet"),
-		"Bytes.md": runbookDoc("Bytes", "{}", "  []", "", `printf 'a\377\376b\342\202\n'`),
+		"Slow.md":   runbookDoc("Slow", "{}", "  []", "", "echo started\nsleep 30"),
+		"Loud.md":   runbookDoc("Loud", "{}", "  []", "", `i=0; while [ $i -lt 300 ]; do echo "line $i of the loud runbook"; i=$((i+1)); done`),
+		"Quiet.md":  runbookDoc("Quiet", "{}", "  []", "", "echo quiet"),
+		"Silent.md": runbookDoc("Silent", "{}", "  []", "", "sleep 30"),
+		"Bytes.md":  runbookDoc("Bytes", "{}", "  []", "", `printf 'a\377\376b\342\202\n'`),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -360,10 +361,15 @@ compat:
 		ev := readSSE(t, string(b))
 		return ev[len(ev)-1].data, ev
 	}
-	d, _ := done("Slow.md")
-	if !strings.Contains(d, `"return_code": -9`) ||
-		!strings.Contains(d, `Script execution timed out after 1 seconds. The script was terminated.`) {
-		t.Errorf("slow: %s", d)
+	// stage0's timeout note is an event of its own, newlines included,
+	// even when the script wrote nothing to stderr.
+	const timedOut = "\nScript execution timed out after 1 seconds. The script was terminated.\n"
+	for _, file := range []string{"Slow.md", "Silent.md"} {
+		d, ev := done(file)
+		if !strings.Contains(d, `"return_code": -9`) || !strings.Contains(d, `"stderr": "\nScript execution timed out after 1 seconds. The script was terminated.\n"`) ||
+			!slices.Contains(ev, sseEvent{"stderr", timedOut}) {
+			t.Errorf("%s: events %q", file, ev)
+		}
 	}
 	d, ev := done("Loud.md")
 	lines := 0
@@ -378,7 +384,7 @@ compat:
 			}
 		}
 	}
-	if lines == 0 || lines >= 300 || !strings.Contains(d, `[WARNING: Output truncated due to size limit (2000 bytes)]`) ||
+	if lines == 0 || lines >= 300 || !strings.Contains(d, `"stderr": "\n[WARNING: Output truncated due to size limit (2000 bytes)]\n"`) ||
 		!strings.Contains(d, `of the loud runbook\n", "stderr"`) {
 		t.Errorf("loud: %d lines, done %s", lines, d)
 	}

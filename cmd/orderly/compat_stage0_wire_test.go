@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,9 +13,21 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// stage0Done is the done event of a stage0 stream.
+type stage0Done struct {
+	Success    bool     `json:"success"`
+	Runbook    string   `json:"runbook"`
+	ReturnCode int      `json:"return_code"`
+	Stdout     string   `json:"stdout"`
+	Stderr     string   `json:"stderr"`
+	Errors     []string `json:"errors"`
+	Warnings   []string `json:"warnings"`
+}
+
 // TestStage0CompatWire checks the bytes a stage0 client reads at the
 // edges stage0's source shows (COMPAT.md §3): required-env's objects and
-// truthiness, and the name of a file without a title.
+// truthiness, refusals framed inside the stream, output read with
+// universal newlines, and the name of a file without a title.
 func TestStage0CompatWire(t *testing.T) {
 	t.Setenv("S0W_SET", "yes")
 	t.Setenv("S0W_EMPTY", "")
@@ -55,6 +69,19 @@ compat:
 		}
 		return strings.TrimSpace(string(b))
 	}
+	execute := func(file string, body any, hdr ...string) ([]sseEvent, stage0Done) {
+		t.Helper()
+		resp, b := s.send(call{method: "POST", path: "/api/runbooks/" + file + "/execute", token: tok, body: body, hdr: hdr})
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", file, resp.StatusCode, b)
+		}
+		ev := readSSE(t, string(b))
+		var d stage0Done
+		if last := ev[len(ev)-1]; last.name != "done" || json.Unmarshal([]byte(last.data), &d) != nil {
+			t.Fatalf("%s: no done event in\n%s", file, b)
+		}
+		return ev[:len(ev)-1], d
+	}
 
 	t.Run("required-env lists objects and counts an empty value as missing", func(t *testing.T) {
 		set := `{"description":"Set on the service","name":"S0W_SET"}`
@@ -70,6 +97,48 @@ compat:
 	t.Run("a file without a title is named by its file", func(t *testing.T) {
 		if got := get("/api/runbooks/Plain.md"); !strings.Contains(got, `"name":"Plain.md"`) {
 			t.Errorf("get: %s", got)
+		}
+	})
+
+	t.Run("refusals are one event and a done without a final newline", func(t *testing.T) {
+		const missing = "Required environment variable not set: A_VAR\nRequired environment variable not set: B_VAR"
+		// The runbook is validated before the names are: a bad name with
+		// a variable missing reports the missing one, as stage0 did.
+		for _, body := range []any{nil, map[string]any{"env_vars": map[string]any{"BAD NAME": "x"}}} {
+			ev, d := execute("Two.md", body)
+			if len(ev) != 1 || ev[0] != (sseEvent{"stderr", missing}) {
+				t.Errorf("%v: events %q", body, ev)
+			}
+			if d.Stderr != missing || d.ReturnCode != 1 || !slices.Equal(d.Errors, strings.Split(missing, "\n")) ||
+				len(d.Warnings) != 0 {
+				t.Errorf("%v: done %+v", body, d)
+			}
+		}
+		const bad = "ERROR: Invalid environment variable name: BAD NAME"
+		ev, d := execute("Two.md", map[string]any{"env_vars": map[string]any{"BAD NAME": "x", "A_VAR": "1", "B_VAR": "2"}})
+		if len(ev) != 1 || ev[0] != (sseEvent{"stderr", bad + "\n"}) {
+			t.Errorf("bad name: events %q", ev)
+		}
+		if d.Stderr != bad || d.ReturnCode != 1 || d.Errors == nil || len(d.Errors) != 0 {
+			t.Errorf("bad name: done %+v", d)
+		}
+	})
+
+	t.Run("CRLF and a lone CR end lines as LF", func(t *testing.T) {
+		ev, d := execute("Cr.md", nil)
+		var out, errs []string
+		for _, e := range ev {
+			if e.name == "stdout" {
+				out = append(out, e.data)
+			} else {
+				errs = append(errs, e.data)
+			}
+		}
+		if !slices.Equal(out, []string{"a\n", "b\n", "c\n"}) || !slices.Equal(errs, []string{"x\n", "y"}) {
+			t.Errorf("events: stdout %q stderr %q", out, errs)
+		}
+		if d.Stdout != "a\nb\nc\n" || d.Stderr != "x\ny" {
+			t.Errorf("done: %+v", d)
 		}
 	})
 }
