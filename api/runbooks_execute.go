@@ -250,10 +250,34 @@ func runbookEnv(env map[string]string, token, correlation, url, stack string) ma
 		"RUNBOOK_H_RECUR":         "X-Recursion-Stack: " + stack,
 		"RUNBOOK_H_CTYPE":         "Content-Type: application/json",
 	}
-	sys["RUNBOOK_HEADERS"] = strings.Join([]string{sys["RUNBOOK_H_AUTH"], sys["RUNBOOK_H_CORR"],
-		sys["RUNBOOK_H_RECUR"], sys["RUNBOOK_H_CTYPE"]}, "\n")
+	sys["RUNBOOK_HEADERS"] = curlHeaderFlags(sys["RUNBOOK_H_RECUR"], sys["RUNBOOK_H_CORR"],
+		sys["RUNBOOK_H_AUTH"], sys["RUNBOOK_H_CTYPE"])
 	maps.Copy(out, sys)
 	return out
+}
+
+// curlHeaderFlags is stage0's RUNBOOK_HEADERS, made for `eval curl …
+// $RUNBOOK_HEADERS`: -H "<header>" for each header, in stage0's order,
+// joined by spaces. Inside the double quotes " \ $ and ` are escaped,
+// the only characters a shell acts on there: the correlation id is the
+// client's X-Correlation-Id and the stack holds file names and quotes, so
+// eval must give curl each header exactly and run nothing else. (stage0
+// escaped nothing: the stack's quotes ended its argument early.)
+func curlHeaderFlags(headers ...string) string {
+	flags := make([]string, len(headers))
+	for i, h := range headers {
+		var b strings.Builder
+		b.WriteString(`-H "`)
+		for _, r := range h {
+			if strings.ContainsRune("\"\\$`", r) {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+		flags[i] = b.String()
+	}
+	return strings.Join(flags, " ")
 }
 
 // delegationPrefix starts every delegated runbook token, so the runbook
