@@ -234,7 +234,8 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 // runbookEnv is a run's environment: the request's sanitised values, then
 // the variables stage0 gave every script, which a request cannot override.
 // RUNBOOK_API_TOKEN is a delegated token good only for running runbooks
-// while this order runs, never the caller's own credential.
+// while this order runs, never the caller's own credential. The worker
+// adds RUNBOOK_EXEC_DIR_HOST once it has made the run directory.
 func runbookEnv(env map[string]string, token, correlation, url, stack string) map[string]string {
 	out := maps.Clone(env)
 	if out == nil {
@@ -253,6 +254,7 @@ func runbookEnv(env map[string]string, token, correlation, url, stack string) ma
 	sys["RUNBOOK_HEADERS"] = curlHeaderFlags(sys["RUNBOOK_H_RECUR"], sys["RUNBOOK_H_CORR"],
 		sys["RUNBOOK_H_AUTH"], sys["RUNBOOK_H_CTYPE"])
 	maps.Copy(out, sys)
+	delete(out, "RUNBOOK_EXEC_DIR_HOST")
 	return out
 }
 

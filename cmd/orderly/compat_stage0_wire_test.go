@@ -27,9 +27,9 @@ type stage0Done struct {
 
 // TestStage0CompatWire checks the bytes a stage0 client reads at the
 // edges stage0's source shows (COMPAT.md §3): required-env's objects and
-// truthiness, RUNBOOK_HEADERS as curl flags for eval, refusals framed
-// inside the stream, output read with universal newlines, and the name of
-// a file without a title.
+// truthiness, RUNBOOK_HEADERS as curl flags for eval, the run directory in
+// RUNBOOK_EXEC_DIR_HOST, refusals framed inside the stream, output read
+// with universal newlines, and the name of a file without a title.
 func TestStage0CompatWire(t *testing.T) {
 	t.Setenv("S0W_SET", "yes")
 	t.Setenv("S0W_EMPTY", "")
@@ -41,7 +41,8 @@ func TestStage0CompatWire(t *testing.T) {
 		"Two.md": runbookDoc("Two", "A_VAR: first\nB_VAR: second", "  []", "", "echo two"),
 		"Headers.md": runbookDoc("Headers", "{}", "  []", "", `printf '%s\n' "$RUNBOOK_HEADERS"
 eval "set -- $RUNBOOK_HEADERS"
-printf '<%s>\n' "$@"`),
+printf '<%s>\n' "$@"
+[ "$RUNBOOK_EXEC_DIR_HOST" -ef . ] && echo "exec dir is the run dir"`),
 		"Cr.md":    runbookDoc("Cr", "{}", "  []", "", `printf 'a\r\nb\rc\n'; printf 'x\ry' >&2`),
 		"Plain.md": "Just notes, no title line.\n",
 	}
@@ -109,7 +110,7 @@ compat:
 		lines := strings.Split(d.Stdout, "\n")
 		flags := regexp.MustCompile(`^-H "X-Recursion-Stack: \[\\"Headers\.md\\"\]" -H "X-Correlation-Id: ` +
 			regexp.QuoteMeta(quoted) + `" -H "Authorization: Bearer orderly-rb-[A-Za-z0-9_-]+" -H "Content-Type: application/json"$`)
-		if d.ReturnCode != 0 || len(lines) < 9 || !flags.MatchString(lines[0]) {
+		if d.ReturnCode != 0 || len(lines) < 10 || !flags.MatchString(lines[0]) {
 			t.Fatalf("RUNBOOK_HEADERS: rc %d stdout %q stderr %q", d.ReturnCode, d.Stdout, d.Stderr)
 		}
 		args := lines[1:9]
@@ -117,6 +118,9 @@ compat:
 			args[5], "<-H>", "<Content-Type: application/json>"}
 		if !slices.Equal(args, want) || !strings.HasPrefix(args[5], "<Authorization: Bearer orderly-rb-") {
 			t.Errorf("eval gave %q, want %q", args, want)
+		}
+		if lines[9] != "exec dir is the run dir" {
+			t.Errorf("RUNBOOK_EXEC_DIR_HOST is not the run directory: %q", d.Stdout)
 		}
 	})
 

@@ -15,6 +15,9 @@ import (
 // scriptName is the file the script is written to in its run directory.
 const scriptName = ".orderly-script"
 
+// execDirVar names the run directory for the script (stage0's name).
+const execDirVar = "RUNBOOK_EXEC_DIR_HOST"
+
 // scriptPolicy is what a worker lets script orders (runbooks) do.
 type scriptPolicy struct {
 	interpreters []string // what a #! line may choose
@@ -90,6 +93,10 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnprocessable, Message: "could not prepare the script's run directory on this host", Err: err}
 	}
+	// stage0's RUNBOOK_EXEC_DIR_HOST is the run directory as the host sees
+	// it (for docker run -v): here the script runs on the host itself.
+	env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, execDirVar+"=") })
+	env = append(env, execDirVar+"="+dir)
 	argv := append(slices.Clone(interp), filepath.Join(dir, scriptName))
 	req := p.request(o, u, interp[0], argv, env, dir, timeout, p.maxOutputFor(o))
 	return &Prepared{Req: req, ResolvedPath: interp[0], User: u.name,

@@ -66,6 +66,26 @@ func TestPrepareScript(t *testing.T) {
 	}
 }
 
+// TestPrepareScriptExecDir: RUNBOOK_EXEC_DIR_HOST names the run
+// directory (stage0's host path of it), whatever the order carries.
+func TestPrepareScriptExecDir(t *testing.T) {
+	p := newScriptPolicy(t, 1<<20)
+	o := scriptOrder("echo hi\n")
+	o.Env["RUNBOOK_EXEC_DIR_HOST"] = "/elsewhere"
+	prep, err := p.Prepare(o)
+	assertCode(t, err, "")
+	defer prep.Cleanup()
+	var got []string
+	for _, e := range prep.Req.Env {
+		if strings.HasPrefix(e, "RUNBOOK_EXEC_DIR_HOST=") {
+			got = append(got, e)
+		}
+	}
+	if want := "RUNBOOK_EXEC_DIR_HOST=" + prep.Req.Dir; len(got) != 1 || got[0] != want {
+		t.Errorf("env has %q, want only %q", got, want)
+	}
+}
+
 func TestPrepareScriptRefusals(t *testing.T) {
 	p := newScriptPolicy(t, 64)
 	cases := []struct {
