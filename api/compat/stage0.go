@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -166,11 +168,14 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 			claims: map[string]any{"sub": strings.TrimPrefix(p.Name, sc.PrincipalPrefix), "roles": p.Roles}}, 0, ""
 	}
 	claims := jwt.MapClaims{}
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(sc.JWTIssuer),
-		jwt.WithAudience(sc.JWTAudience), jwt.WithTimeFunc(s.now))
+	// The library checks the signature; the claims are PyJWT's to judge.
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithoutClaimsValidation())
 	tok, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(sc.JWTSecret), nil })
 	if err != nil {
-		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, claims, err)
+		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, err)
+	}
+	if msg := pyjwtClaims(claims, s.now(), sc.JWTIssuer, sc.JWTAudience); msg != "" {
+		return nil, http.StatusUnauthorized, msg
 	}
 	sub, _ := claims["sub"].(string)
 	if sub == "" {
@@ -215,41 +220,166 @@ func stage0Roles(v any) []string {
 	return roles
 }
 
-// stage0JWTMessage is stage0's 401 message for a token that failed:
-// "Token has expired", or "Invalid token: " and PyJWT's words. A token
-// that does not decode gets a generic message: PyJWT's embeds Python's
-// base64 and json errors (docs/compat.md).
-func stage0JWTMessage(raw string, tok *jwt.Token, claims jwt.MapClaims, err error) string {
+// stage0JWTMessage is stage0's 401 message for a token whose header or
+// signature failed: "Invalid token: " and PyJWT's words. A token that does
+// not decode gets a generic message: PyJWT's embeds Python's base64 and
+// json errors (docs/compat.md).
+func stage0JWTMessage(raw string, tok *jwt.Token, err error) string {
+	if tok != nil && tok.Header != nil && !errors.Is(err, jwt.ErrTokenMalformed) {
+		// PyJWT judges alg before the signature; jwt/v5 calls a refused
+		// alg a bad signature.
+		alg, ok := tok.Header["alg"]
+		switch {
+		case !ok:
+			return "Invalid token: Algorithm not specified"
+		case alg != "HS256":
+			return "Invalid token: The specified alg value is not allowed"
+		}
+	}
 	switch {
-	case tok != nil && tok.Header != nil && tok.Header["alg"] != "HS256" && !errors.Is(err, jwt.ErrTokenMalformed):
-		// PyJWT refuses an alg outside algorithms=["HS256"] (none, HS512)
-		// before it checks the signature; jwt/v5 calls it a bad signature.
-		return "Invalid token: The specified alg value is not allowed"
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return "Token has expired"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return "Invalid token: Signature verification failed"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "Invalid token: Audience doesn't match"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "Invalid token: Invalid issuer"
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		for _, c := range []string{"iss", "aud"} {
-			if _, ok := claims[c]; !ok {
-				return `Invalid token: Token is missing the "` + c + `" claim`
-			}
-		}
-		return "Invalid token: Token is missing a required claim"
-	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return "Invalid token: The token is not yet valid (nbf)"
-	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "Invalid token: The token is not yet valid (iat)"
 	case strings.Count(raw, ".") != 2:
 		return "Invalid token: Not enough segments"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "Invalid token: The specified alg value is not allowed"
 	}
 	return "Invalid token: Invalid token"
+}
+
+// pyjwtClaims judges a verified token's claims as PyJWT 2.10.1's
+// _validate_claims did for stage0 (no leeway, nothing required but iss and
+// aud), in its order: iat, nbf, exp, iss, aud, sub, jti. It returns
+// stage0's 401 message, or "" when the claims pass.
+func pyjwtClaims(c jwt.MapClaims, now time.Time, issuer, audience string) string {
+	t := float64(now.UnixNano()) / 1e9
+	for _, tc := range []struct {
+		claim, notInt string
+		bad           func(v float64) bool
+		msg           string
+	}{
+		{"iat", "Issued At claim (iat) must be an integer.", func(v float64) bool { return v > t }, "Invalid token: The token is not yet valid (iat)"},
+		{"nbf", "Not Before claim (nbf) must be an integer.", func(v float64) bool { return v > t }, "Invalid token: The token is not yet valid (nbf)"},
+		{"exp", "Expiration Time claim (exp) must be an integer.", func(v float64) bool { return v <= t }, "Token has expired"},
+	} {
+		raw, ok := c[tc.claim]
+		if !ok {
+			continue
+		}
+		v, typeErr, ok := pyInt(raw)
+		switch {
+		case typeErr != "":
+			// int() raised TypeError, which stage0 caught as any error.
+			return "Error decoding token: " + typeErr
+		case !ok:
+			return "Invalid token: " + tc.notInt
+		case tc.bad(v):
+			return tc.msg
+		}
+	}
+	iss, ok := c["iss"]
+	if !ok {
+		return `Invalid token: Token is missing the "iss" claim`
+	}
+	if s, ok := iss.(string); !ok || s != issuer {
+		return "Invalid token: Invalid issuer"
+	}
+	aud, ok := c["aud"]
+	if !ok || !pyTruthy(aud) {
+		return `Invalid token: Token is missing the "aud" claim`
+	}
+	var auds []any
+	switch a := aud.(type) {
+	case string:
+		auds = []any{a}
+	case []any:
+		auds = a
+	default:
+		return "Invalid token: Invalid claim format in token"
+	}
+	match := false
+	for _, a := range auds {
+		s, ok := a.(string)
+		if !ok {
+			return "Invalid token: Invalid claim format in token"
+		}
+		match = match || s == audience
+	}
+	if !match {
+		return "Invalid token: Audience doesn't match"
+	}
+	if sub, ok := c["sub"]; ok {
+		if _, ok := sub.(string); !ok {
+			return "Invalid token: Subject must be a string"
+		}
+	}
+	if jti, ok := c["jti"]; ok {
+		if _, ok := jti.(string); !ok {
+			return "Invalid token: JWT ID must be a string"
+		}
+	}
+	return ""
+}
+
+// pyInt is Python's int() of a JSON value, as a float for comparing with
+// a time: a number truncated, a bool 0 or 1, a string of an integer
+// (spaces around, a sign, _ between digits). ok is false where int()
+// raised ValueError; typeErr is the TypeError it raised for null, a list
+// or an object.
+func pyInt(v any) (n float64, typeErr string, ok bool) {
+	switch v := v.(type) {
+	case float64:
+		return math.Trunc(v), "", true
+	case bool:
+		if v {
+			return 1, "", true
+		}
+		return 0, "", true
+	case string:
+		s, neg := strings.TrimSpace(v), false
+		if s != "" && (s[0] == '+' || s[0] == '-') {
+			s, neg = s[1:], s[0] == '-'
+		}
+		if s == "" || s[0] == '_' || s[len(s)-1] == '_' || strings.Contains(s, "__") ||
+			strings.Trim(s, "0123456789_") != "" {
+			return 0, "", false
+		}
+		f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64)
+		if err != nil {
+			return 0, "", false
+		}
+		if neg {
+			f = -f
+		}
+		return f, "", true
+	}
+	name := "NoneType"
+	switch v.(type) {
+	case []any:
+		name = "list"
+	case map[string]any:
+		name = "dict"
+	}
+	return 0, "int() argument must be a string, a bytes-like object or a real number, not '" + name + "'", false
+}
+
+// pyTruthy is Python's bool() of a JSON value.
+func pyTruthy(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return v
+	case float64:
+		return v != 0
+	case string:
+		return v != ""
+	case []any:
+		return len(v) > 0
+	case map[string]any:
+		return len(v) > 0
+	}
+	return true
 }
 
 // stage0Error answers with stage0's envelope {"error": msg}.
