@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -31,16 +32,6 @@ type HTTPExec struct {
 	Wait func() time.Duration
 }
 
-// httpexecBody is the request body. Fields are raw so that the original's
-// type rules (null allowed here, an error there) can be applied one by one.
-type httpexecBody struct {
-	Args        json.RawMessage `json:"args"`
-	Stdin       json.RawMessage `json:"stdin"`
-	Stdout      json.RawMessage `json:"stdout"`
-	Stderr      json.RawMessage `json:"stderr"`
-	Environment json.RawMessage `json:"environment"`
-}
-
 // httpexecStream is one captured stream of the response.
 type httpexecStream struct {
 	Content string  `json:"content"`
@@ -55,7 +46,8 @@ type httpexecResponse struct {
 }
 
 // errHTTPExecInput is a body the original refused with a 500: httpexec
-// raised on it (a null args list, an unknown encoding, a non-string value).
+// raised on it (a null args list or stream, an unknown encoding, a
+// non-string value).
 var errHTTPExecInput = errors.New("httpexec: unusable request")
 
 func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -171,18 +163,11 @@ func (h *HTTPExec) order(r *http.Request, path string) (*order.Order, int) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, http.StatusBadRequest
 	}
-	var body *httpexecBody
-	if err := pyUnmarshal(raw, &body); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, http.StatusInternalServerError
-		}
+	params, err := pyLoads(raw)
+	if err != nil {
 		return nil, http.StatusBadRequest
 	}
-	if body == nil {
-		return o, 0
-	}
-	if err := body.apply(o); err != nil {
+	if err := applyHTTPExec(params, o); err != nil {
 		return nil, http.StatusInternalServerError
 	}
 	return o, 0
@@ -195,75 +180,102 @@ func quartIsJSON(contentType string) bool {
 	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
-// apply copies the body into o with httpexec's rules.
-func (b *httpexecBody) apply(o *order.Order) error {
-	// httpexec prepended the path to args: a null list failed there.
-	if len(b.Args) > 0 {
-		if err := json.Unmarshal(b.Args, &o.Args); err != nil || o.Args == nil {
-			return errHTTPExecInput
+// applyHTTPExec copies the body into o as httpexec 1.0.3 read it:
+// params = request.json or {}; args = params.get("args", []); each stream
+// params.get(key, {}), a dict; capture by truthiness; encode looked up only
+// for a captured stream or a stdin with content; environ | (env or {}).
+// What raised there is errHTTPExecInput (its 500).
+func applyHTTPExec(params any, o *order.Order) error {
+	if !pyTruthy(params) {
+		return nil // request.json or {}: [], 0, "", false and null run bare
+	}
+	m, ok := params.(map[string]any)
+	if !ok {
+		return errHTTPExecInput // a truthy list, number or string has no .get
+	}
+	if args, ok := m["args"]; ok {
+		list, ok := args.([]any)
+		if !ok {
+			return errHTTPExecInput // [path] + args needs a list
+		}
+		o.Args = []string{}
+		for _, a := range list {
+			s, ok := a.(string)
+			if !ok {
+				return errHTTPExecInput // exec takes strings only
+			}
+			o.Args = append(o.Args, s)
 		}
 	}
-	if present(b.Stdin) {
-		var in struct {
-			Content *string `json:"content"`
-			Encode  *string `json:"encode"`
+	streams := map[string]map[string]any{}
+	for _, key := range []string{"stdin", "stdout", "stderr"} {
+		v, ok := m[key]
+		if !ok {
+			streams[key] = map[string]any{}
+			continue
 		}
-		if err := json.Unmarshal(b.Stdin, &in); err != nil {
+		if streams[key], ok = v.(map[string]any); !ok {
+			return errHTTPExecInput // null or a non-dict has no .get
+		}
+	}
+	if content := streams["stdin"]["content"]; content != nil {
+		text, ok := content.(string)
+		if !ok {
 			return errHTTPExecInput
 		}
-		if in.Content != nil {
-			enc, err := encodingOf(in.Encode)
-			if err != nil {
-				return err
-			}
-			if o.Stdin, err = order.Decode(*in.Content, enc); err != nil {
-				return errHTTPExecInput
-			}
+		enc, err := encodingOf(streams["stdin"]["encode"])
+		if err != nil {
+			return err
+		}
+		switch enc {
+		case order.EncodeBase64:
+			o.Stdin, err = pyB64Decode(text)
+		default:
+			o.Stdin, err = order.Decode(text, enc)
+		}
+		if err != nil {
+			return errHTTPExecInput
 		}
 	}
 	for _, s := range []struct {
-		raw     json.RawMessage
+		key     string
 		capture *bool
 		enc     *order.Encoding
-	}{{b.Stdout, &o.CaptureStdout, &o.StdoutEncode}, {b.Stderr, &o.CaptureStderr, &o.StderrEncode}} {
-		if !present(s.raw) {
+	}{{"stdout", &o.CaptureStdout, &o.StdoutEncode}, {"stderr", &o.CaptureStderr, &o.StderrEncode}} {
+		if *s.capture = pyTruthy(streams[s.key]["capture"]); !*s.capture {
 			continue
 		}
-		var out struct {
-			Capture *bool   `json:"capture"`
-			Encode  *string `json:"encode"`
-		}
-		if err := pyUnmarshal(s.raw, &out); err != nil {
-			return errHTTPExecInput
-		}
-		*s.capture = out.Capture != nil && *out.Capture
-		enc, err := encodingOf(out.Encode)
+		enc, err := encodingOf(streams[s.key]["encode"])
 		if err != nil {
 			return err
 		}
 		*s.enc = enc
 	}
-	if present(b.Environment) {
-		if err := json.Unmarshal(b.Environment, &o.Env); err != nil {
-			return errHTTPExecInput
+	if env := m["environment"]; pyTruthy(env) {
+		vars, ok := env.(map[string]any)
+		if !ok {
+			return errHTTPExecInput // environ | env needs a dict
 		}
-		for k := range o.Env {
-			o.EnvNames = append(o.EnvNames, k)
+		o.Env = map[string]string{}
+		for k, v := range vars {
+			s, ok := v.(string)
+			if !ok {
+				return errHTTPExecInput // exec takes string values only
+			}
+			o.Env[k] = s
 		}
-		sort.Strings(o.EnvNames)
+		o.EnvNames = slices.Sorted(maps.Keys(o.Env))
 	}
 	return nil
 }
 
-func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
-
-func encodingOf(s *string) (order.Encoding, error) {
-	if s == nil {
+// encodingOf is a stream's "encode": null, or a scheme httpexec knew.
+func encodingOf(v any) (order.Encoding, error) {
+	switch v {
+	case nil:
 		return order.EncodeText, nil
-	}
-	switch *s {
 	case "base64", "base85":
-		return order.Encoding(*s), nil
+		return order.Encoding(v.(string)), nil
 	}
 	return "", errHTTPExecInput
 }

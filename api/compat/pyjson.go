@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/orderly-run/orderly/api"
@@ -31,6 +33,53 @@ func pyUnmarshal(data []byte, v any) error {
 		return err
 	}
 	return json.Unmarshal(exact, v)
+}
+
+// pyLoads is json.loads(data) for a body read as any value: the checks
+// of pyUnmarshal, numbers kept as their text (1e400 is a float to Python,
+// not an error).
+func pyLoads(data []byte) (any, error) {
+	if err := api.CheckJSONText(data); err != nil {
+		return nil, err
+	}
+	if !pyIntsFit(data) {
+		return nil, errIntTooLong
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("extra data after the JSON value")
+	}
+	return v, nil
+}
+
+// pyTruthy is Python's bool() of a value json.loads made.
+func pyTruthy(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return v
+	case json.Number:
+		if !strings.ContainsAny(string(v), ".eE") {
+			return strings.Trim(string(v), "-0") != "" // an int, of any size
+		}
+		f, _ := strconv.ParseFloat(string(v), 64) // ±Inf past the range, as float()
+		return f != 0
+	case float64:
+		return v != 0
+	case string:
+		return v != ""
+	case []any:
+		return len(v) > 0
+	case map[string]any:
+		return len(v) > 0
+	}
+	return true
 }
 
 // exactKeys returns data with the members of every object decoded into a

@@ -31,7 +31,7 @@ func TestPyUnmarshal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var b *httpexecBody
+			var b *sampleBody
 			err := pyUnmarshal([]byte(tt.body), &b)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
@@ -51,7 +51,7 @@ func TestPyUnmarshal(t *testing.T) {
 	if err := pyUnmarshal([]byte(`{"CAPTURE":true}`), &out); err != nil || out.Capture != nil {
 		t.Errorf("CAPTURE: %v, capture %v; want it ignored", err, out.Capture)
 	}
-	var null *httpexecBody
+	var null *sampleBody
 	if err := pyUnmarshal([]byte(`null`), &null); err != nil || null != nil {
 		t.Errorf("null: %v %v", err, null)
 	}
@@ -68,8 +68,32 @@ func TestPyUnmarshal(t *testing.T) {
 // TestPyUnmarshalIntDigits: every surface refuses, as json.loads did, an
 // integer longer than 4300 digits.
 func TestPyUnmarshalIntDigits(t *testing.T) {
-	var b *httpexecBody
+	var b *sampleBody
 	if err := pyUnmarshal([]byte(`{"args":["a"],"x":1`+strings.Repeat("0", 4300)+`}`), &b); !errors.Is(err, errIntTooLong) {
 		t.Errorf("a 4301-digit integer: %v", err)
+	}
+}
+
+// sampleBody is a request body of the shape the surfaces read.
+type sampleBody struct {
+	Args   json.RawMessage `json:"args"`
+	Stdout json.RawMessage `json:"stdout"`
+}
+
+// TestPyLoadsTruthy: bool() of what json.loads made, numbers included at
+// any size (1e400 is inf, 1e-400 is 0.0).
+func TestPyLoadsTruthy(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`0`: false, `-0`: false, `0.0`: false, `-0e5`: false, `0E+2`: false, `1`: true, `0.001`: true, `1e400`: true,
+		`1e-400`: false, `-1e-400`: false, `""`: false, `"false"`: true, `[]`: false, `[0]`: true, `{}`: false, `{"a":0}`: true,
+		`null`: false, `false`: false, `true`: true,
+	} {
+		v, err := pyLoads([]byte(raw))
+		if err != nil || pyTruthy(v) != want {
+			t.Errorf("%s: %v %v, want %v", raw, pyTruthy(v), err, want)
+		}
+	}
+	if _, err := pyLoads([]byte(`{} {}`)); err == nil {
+		t.Errorf("two values read as one")
 	}
 }

@@ -363,25 +363,6 @@ func pyInt(v any) (n float64, typeErr string, ok bool) {
 	return 0, "int() argument must be a string, a bytes-like object or a real number, not '" + name + "'", false
 }
 
-// pyTruthy is Python's bool() of a JSON value.
-func pyTruthy(v any) bool {
-	switch v := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return v
-	case float64:
-		return v != 0
-	case string:
-		return v != ""
-	case []any:
-		return len(v) > 0
-	case map[string]any:
-		return len(v) > 0
-	}
-	return true
-}
-
 // stage0Error answers with stage0's envelope {"error": msg}.
 func stage0Error(w http.ResponseWriter, status int, msg string) {
 	stage0JSON(w, status, map[string]any{"error": msg})

@@ -311,7 +311,7 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 		{"args null", `{"args": null}`, 500},
 		{"args not strings", `{"args": [1]}`, 500},
 		{"unknown encoding", `{"stdout": {"capture": true, "encode": "rot13"}}`, 500},
-		{"bad base64 stdin", `{"stdin": {"content": "!!", "encode": "base64"}}`, 500},
+		{"short base64 stdin", `{"stdin": {"content": "aGVsbG8", "encode": "base64"}}`, 500},
 	} {
 		code, hdr, b := httpexecPost(t, s.url, "/echo", "application/json", c.body)
 		if code != c.want || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
@@ -351,6 +351,71 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 	code, _, b = httpexecPost(t, s.url, "/echo", "", nil)
 	if r := decodeHTTPExec(t, code, b); *r.Return != 0 {
 		t.Fatalf("no body: %s", b)
+	}
+}
+
+// TestHTTPExecBodyTruthiness: httpexec 1.0.3 read its body with Python
+// truthiness and dict lookups (params = request.json or {}, each stream
+// params.get(key, {}), capture by truth, encode looked up only for a
+// captured stream, environ | (env or {}), a non-validating b64decode):
+// what ran there runs here, and what raised there is its 500.
+func TestHTTPExecBodyTruthiness(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
+	for _, c := range []struct {
+		path, body string
+		want       int
+		stdout     string // "" for not captured, "empty" for captured and empty
+	}{
+		{"/echo", `[]`, 200, ""},
+		{"/echo", `0`, 200, ""},
+		{"/echo", `""`, 200, ""},
+		{"/echo", `false`, 200, ""},
+		{"/echo", `null`, 200, ""},
+		{"/echo", `{}`, 200, ""},
+		{"/echo", `{"args":["a"],"stdout":{"capture":1}}`, 200, "a\n"},
+		{"/echo", `{"args":["a"],"stdout":{"capture":"false"}}`, 200, "a\n"},
+		{"/echo", `{"args":["a"],"stdout":{"capture":0,"encode":"hex"}}`, 200, ""},
+		{"/echo", `{"args":["a"],"stdout":{"capture":false,"encode":"hex"}}`, 200, ""},
+		{"/echo", `{"environment":[]}`, 200, ""},
+		{"/echo", `{"environment":""}`, 200, ""},
+		{"/echo", `{"stdin":{"content":null,"encode":"rot13"}}`, 200, ""},
+		{"/cat", `{"stdin":{"content":"aGVs bG8=","encode":"base64"},"stdout":{"capture":true}}`, 200, "hello"},
+		{"/cat", `{"stdin":{"content":"!!","encode":"base64"},"stdout":{"capture":true}}`, 200, "empty"},
+		{"/echo", `[1]`, 500, ""},
+		{"/echo", `"x"`, 500, ""},
+		{"/echo", `{"stdin":null}`, 500, ""},
+		{"/echo", `{"stdout":null}`, 500, ""},
+		{"/echo", `{"stderr":[]}`, 500, ""},
+		{"/echo", `{"stdout":{"capture":true,"encode":"hex"}}`, 500, ""},
+		{"/echo", `{"stdin":{"content":5}}`, 500, ""},
+		{"/echo", `{"environment":["A"]}`, 500, ""},
+		{"/echo", `{"environment":{"A":1}}`, 500, ""},
+	} {
+		code, hdr, b := httpexecPost(t, s.url, c.path, "application/json", c.body)
+		if code != c.want {
+			t.Errorf("%s %s: %d %s, want %d", c.path, c.body, code, b, c.want)
+			continue
+		}
+		if code != 200 {
+			if !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
+				t.Errorf("%s %s: %q, want Quart's HTML 500", c.path, c.body, hdr.Get("Content-Type"))
+			}
+			continue
+		}
+		r := decodeHTTPExec(t, code, b)
+		switch {
+		case c.stdout == "" && string(r.Stdout) != "null":
+			t.Errorf("%s %s: stdout %s, want null", c.path, c.body, r.Stdout)
+		case c.stdout == "empty":
+			if out, _ := stream(t, r.Stdout); out != "" {
+				t.Errorf("%s %s: stdout %q, want empty", c.path, c.body, out)
+			}
+		case c.stdout != "":
+			if out, _ := stream(t, r.Stdout); out != c.stdout {
+				t.Errorf("%s %s: stdout %q, want %q", c.path, c.body, out, c.stdout)
+			}
+		}
 	}
 }
 
