@@ -2,7 +2,6 @@ package compat
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -305,11 +304,7 @@ func (h *HTTPExec) answer(w http.ResponseWriter, asked, o *order.Order) {
 	if asked.CaptureStderr {
 		resp.Stderr = httpexecOutput(o.Result.Stderr.Content, asked.StderrEncode)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(resp)
+	writePyJSON(w, http.StatusOK, resp)
 }
 
 // httpexecOutput encodes a captured stream. Text is sent as it is when it

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"reflect"
 	"strconv"
 	"strings"
@@ -33,6 +34,40 @@ func pyUnmarshal(data []byte, v any) error {
 		return err
 	}
 	return json.Unmarshal(exact, v)
+}
+
+// writePyJSON answers v as Flask's and Quart's jsonify did for the
+// originals: JSON with every character past ASCII escaped (ensure_ascii:
+// \u00e9, a surrogate pair beyond the BMP), <, > and & as they are, and
+// a newline after it.
+func writePyJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, pyASCII(buf.String()))
+}
+
+// pyASCII is JSON text js with what json.dumps's ensure_ascii escapes
+// escaped: DEL and everything past ASCII. Such characters can only be
+// inside strings, so the text stays the same JSON.
+func pyASCII(js string) string {
+	i := strings.IndexFunc(js, func(r rune) bool { return r > 0x7e })
+	if i < 0 {
+		return js
+	}
+	var b strings.Builder
+	b.WriteString(js[:i])
+	for _, r := range js[i:] {
+		if r > 0x7e {
+			writeUEscape(&b, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // pyLoads is json.loads(data) for a body read as any value: the checks

@@ -97,3 +97,13 @@ func TestPyLoadsTruthy(t *testing.T) {
 		t.Errorf("two values read as one")
 	}
 }
+
+// TestPyASCII: json.dumps's ensure_ascii, as Python 3.11 writes
+// json.dumps({"m": "é€😀\x7f<&>"}).
+func TestPyASCII(t *testing.T) {
+	b, _ := json.Marshal(map[string]string{"m": "é€😀\x7f<&>"})
+	got := pyASCII(strings.NewReplacer(`\u003c`, "<", `\u003e`, ">", `\u0026`, "&").Replace(string(b)))
+	if want := `{"m":"\u00e9\u20ac\ud83d\ude00\u007f<&>"}`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}

@@ -2,7 +2,6 @@ package compat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -374,13 +373,7 @@ func stage0Fail(w http.ResponseWriter, status int, msg string) {
 	stage0JSON(w, status, map[string]any{"success": false, "error": msg})
 }
 
-func stage0JSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false) // Flask's jsonify leaves <, > and & as they are
-	_ = enc.Encode(v)
-}
+func stage0JSON(w http.ResponseWriter, status int, v any) { writePyJSON(w, status, v) }
 
 // statusFor maps a refusal of the pipeline to the statuses stage0 had.
 func statusFor(err error) (int, string) {

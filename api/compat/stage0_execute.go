@@ -299,17 +299,25 @@ func pyString(s string) string {
 			b.WriteString(`\b`)
 		case r == '\f':
 			b.WriteString(`\f`)
-		case r < 0x20 || (r > 0x7e && r < 0x10000):
-			fmt.Fprintf(&b, `\u%04x`, r)
-		case r >= 0x10000:
-			r -= 0x10000
-			fmt.Fprintf(&b, `\u%04x\u%04x`, 0xd800+(r>>10), 0xdc00+(r&0x3ff))
+		case r < 0x20 || r > 0x7e:
+			writeUEscape(&b, r)
 		default:
 			b.WriteRune(r)
 		}
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// writeUEscape writes r as json.dumps escapes it: \uXXXX, a surrogate
+// pair beyond the BMP.
+func writeUEscape(b *strings.Builder, r rune) {
+	if r >= 0x10000 {
+		r -= 0x10000
+		fmt.Fprintf(b, `\u%04x\u%04x`, 0xd800+(r>>10), 0xdc00+(r&0x3ff))
+		return
+	}
+	fmt.Fprintf(b, `\u%04x`, r)
 }
 
 func pyList(items []string) string {

@@ -2,7 +2,6 @@ package compat
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -172,10 +171,4 @@ func vigridError(w http.ResponseWriter, status int, msg string) {
 	vigridJSON(w, status, map[string]any{"status": "error", "message": msg})
 }
 
-func vigridJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func vigridJSON(w http.ResponseWriter, status int, v any) { writePyJSON(w, status, v) }

@@ -417,6 +417,11 @@ func TestHTTPExecBodyTruthiness(t *testing.T) {
 			}
 		}
 	}
+	// Quart's jsonify escaped every character past ASCII (ensure_ascii).
+	code, _, b := httpexecPost(t, s.url, "/echo", "application/json", `{"args":["é😀"],"stdout":{"capture":true}}`)
+	if code != 200 || !strings.Contains(string(b), `"stdout":{"content":"\u00e9\ud83d\ude00\n","encode":null}`) {
+		t.Errorf("non-ASCII output: %d %s", code, b)
+	}
 }
 
 // TestHTTPExecOutputCap pins what docs/compat.md says of output past
