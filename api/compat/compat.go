@@ -44,7 +44,8 @@ type Deps struct {
 	// Authorize asks the API policy about a command line before anything
 	// else is checked, for Vigrid's check order (intake asks again).
 	Authorize func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error)
-	// Drift reports whether the config file differs from the loaded one.
+	// Drift reports whether the config file differs from the loaded one,
+	// checked when called (Vigrid's integrity check, on every request).
 	Drift func() bool
 	// Reload loads the config file again; by is who asked, for the log.
 	Reload func(ctx context.Context, by string) error

@@ -38,7 +38,11 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 			return sec.policy.Load().Decide(policy.Request{Principal: p, Host: host, Command: command, Args: args,
 				RunAs: runAs, Timeout: w.Current().Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
 		},
-		Drift: func() bool { d, _ := w.Drift(); return d },
+		// Vigrid hashed its config file on every request, so an edit is a
+		// 503 at once and a restore clears it at once; a check costs ~45µs
+		// for a 10 KB file (read and SHA-256), not worth a stat cache that
+		// an edit within one mtime tick would fool.
+		Drift: func() bool { d, _ := w.Check(); return d },
 		Reload: func(ctx context.Context, by string) error {
 			_, err := w.ReloadWith(ctx, config.ReloadOptions{By: by})
 			return err

@@ -686,3 +686,25 @@ func TestVigridIntegrityAndReload(t *testing.T) {
 		t.Fatalf("execute after restore = %d %v", code, m)
 	}
 }
+
+// TestVigridIntegrityAtOnce: Vigrid hashed its config file on every
+// request, so the first request after an edit is a 503 and the first
+// after the bytes are restored is answered again, with no lag.
+func TestVigridIntegrityAtOnce(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	c := newVigridClient(t, s)
+	orig, err := os.ReadFile(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		s.writeConfig(string(orig) + fmt.Sprintf("# edit %d\n", i))
+		if code, m, _ := c.call("GET", "/api/v1/status", bearer("ops"), nil); code != 503 {
+			t.Fatalf("edit %d: first request = %d %v, want 503", i, code, m)
+		}
+		s.writeConfig(string(orig))
+		if code, m, _ := c.call("GET", "/api/v1/status", bearer("ops"), nil); code != 200 {
+			t.Fatalf("restore %d: first request = %d %v, want 200", i, code, m)
+		}
+	}
+}
