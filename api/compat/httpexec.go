@@ -57,14 +57,15 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "client address not allowed\n")
 		return
 	}
+	rel := strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(hc.Prefix, "/")), "/")
+	if rel == "" {
+		// No route of httpexec's matches "/", whatever the method.
+		quartError(w, http.StatusNotFound, "Not Found", "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.")
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		quartError(w, http.StatusMethodNotAllowed, "Method Not Allowed", "The method is not allowed for the requested URL.")
-		return
-	}
-	rel := strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(hc.Prefix, "/")), "/")
-	if rel == "" {
-		quartError(w, http.StatusNotFound, "Not Found", "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.")
 		return
 	}
 	path, found, err := resolveHTTPExec(hc.ExecRoot, hc.FollowLinks, rel)

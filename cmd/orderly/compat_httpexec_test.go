@@ -482,6 +482,18 @@ func TestHTTPExecPaths(t *testing.T) {
 	if code, _, _ := httpexecPost(t, s.url, "/", "application/json", map[string]any{}); code != 404 {
 		t.Errorf("POST / = %d, want 404", code)
 	}
+	// No route matches "/" in httpexec, so any method there is a 404.
+	for _, m := range []string{"GET", "PUT"} {
+		req, _ := http.NewRequestWithContext(t.Context(), m, s.url+"/", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("%s / = %d, want 404", m, resp.StatusCode)
+		}
+	}
 	for _, m := range []string{"GET", "PUT", "DELETE"} {
 		req, _ := http.NewRequestWithContext(t.Context(), m, s.url+"/echo", nil)
 		resp, err := http.DefaultClient.Do(req)
