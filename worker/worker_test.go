@@ -149,17 +149,27 @@ func TestSecondWorkerIsStandby(t *testing.T) {
 	_, done2 := e.start("lease", nil)
 
 	// While the first holds the lease, the second must not be running orders:
-	// every order is executed by the first instance.
-	for range 5 {
-		o := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded)
-		first := o.Worker
-		if first == "" {
-			t.Fatal("no worker recorded")
+	// every order is executed by the first instance, one at a time. The
+	// orders are queued back to back and take a moment each, so that two
+	// consuming workers would show as another worker or as overlapping runs.
+	first := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded).Worker
+	if first == "" {
+		t.Fatal("no worker recorded")
+	}
+	var ids []uuid.UUID
+	for range 10 {
+		ids = append(ids, e.submit("lease", "sleep", "0.05"))
+	}
+	var prevEnd time.Time
+	for _, id := range ids {
+		o := e.waitStatus(id, order.StatusSucceeded)
+		if o.Worker != first {
+			t.Fatalf("orders ran on %s and %s while the first held the lease", first, o.Worker)
 		}
-		o2 := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded)
-		if o2.Worker != first {
-			t.Fatalf("orders ran on %s and %s while the first held the lease", first, o2.Worker)
+		if o.StartedAt == nil || o.FinishedAt == nil || o.StartedAt.Before(prevEnd) {
+			t.Fatalf("order %s started at %v, before the previous one finished at %v", id, o.StartedAt, prevEnd)
 		}
+		prevEnd = *o.FinishedAt
 	}
 	before := e.waitStatus(e.submit("lease", "true"), order.StatusSucceeded).Worker
 	stop1()
