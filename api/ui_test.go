@@ -339,11 +339,7 @@ func TestUIExecStdinAsTyped(t *testing.T) {
 	e := newUIEnv(t)
 	sess, csrf := e.uiSession(t, "alice")
 	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"cat"}, "stdin": {"a\r\nb\r\n"}}
-	rec := e.postForm("/ui/exec", form, sess)
-	loc := rec.Header().Get("Location")
-	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
-		t.Fatalf("exec cat: %d %q\n%s", rec.Code, loc, rec.Body)
-	}
+	loc := e.exec(t, sess, form)
 	e.waitPage(t, sess, loc, `id="status" role="status" aria-live="polite">succeeded`, "cat")
 	req := httptest.NewRequest("GET", "/v1/orders/"+strings.TrimPrefix(loc, "/ui/orders/"), nil)
 	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
@@ -360,11 +356,7 @@ func TestUIExecStdinAsTyped(t *testing.T) {
 func TestUIRecentOrdersAreOwn(t *testing.T) {
 	e := newUIEnv(t)
 	sess, csrf := e.uiSession(t, "alice")
-	rec := e.postForm("/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"true"}}, sess)
-	loc := rec.Header().Get("Location")
-	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
-		t.Fatalf("exec true: %d %q\n%s", rec.Code, loc, rec.Body)
-	}
+	loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"true"}})
 	_, recent, _ := strings.Cut(e.page(t, sess, "/ui/"), `id="recent-h"`)
 	if !strings.Contains(recent, loc) {
 		t.Errorf("alice's dashboard lacks her order %s", loc)
@@ -416,11 +408,7 @@ func TestUIRedirectAndStatic(t *testing.T) {
 func TestUIHeadOnPages(t *testing.T) {
 	e := newUIEnv(t)
 	sess, csrf := e.uiSession(t, "alice")
-	rec := e.postForm("/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-9"}, "command": {"true"}}, sess)
-	loc := rec.Header().Get("Location")
-	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
-		t.Fatalf("exec true on web-9: %d %q\n%s", rec.Code, loc, rec.Body)
-	}
+	loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-9"}, "command": {"true"}})
 	for _, c := range []struct{ path, contentType string }{
 		{"/ui/", "text/html"}, {loc, "text/html"}, {loc + "/events", "text/event-stream"},
 	} {
@@ -436,7 +424,7 @@ func TestUIHeadOnPages(t *testing.T) {
 		}
 	}
 	// No session: sent to sign in, as a GET is.
-	rec = httptest.NewRecorder()
+	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/ui/history", nil))
 	if rec.Code != http.StatusSeeOther {
 		t.Errorf("HEAD /ui/history without a session: %d, want 303", rec.Code)
@@ -449,11 +437,7 @@ func TestUIHeadOnPages(t *testing.T) {
 func TestUISignOutEndsStreams(t *testing.T) {
 	e := newUIEnv(t)
 	sess, csrf := e.uiSession(t, "alice")
-	rec := e.postForm("/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"sleep"}, "args": {"30"}}, sess)
-	loc := rec.Header().Get("Location")
-	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
-		t.Fatalf("exec sleep: %d %q\n%s", rec.Code, loc, rec.Body)
-	}
+	loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"sleep"}, "args": {"30"}})
 	defer e.postForm(loc+"/cancel", url.Values{"csrf": {csrf}, "signal": {"SIGKILL"}}, sess)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -476,4 +460,16 @@ func TestUISignOutEndsStreams(t *testing.T) {
 	if _, err := io.Copy(io.Discard, resp.Body); ctx.Err() != nil {
 		t.Fatalf("the stream went on after the sign-out: %v", err)
 	}
+}
+
+// exec submits the command form with the session and returns the run
+// page it leads to.
+func (e *uiEnv) exec(t *testing.T, sess *http.Cookie, form url.Values) string {
+	t.Helper()
+	rec := e.postForm("/ui/exec", form, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("exec %s: %d %q\n%s", form.Get("command"), rec.Code, loc, rec.Body)
+	}
+	return loc
 }
