@@ -251,7 +251,7 @@ func runbookEnv(env map[string]string, token, correlation, url, stack string) ma
 		"RUNBOOK_H_RECUR":         "X-Recursion-Stack: " + stack,
 		"RUNBOOK_H_CTYPE":         "Content-Type: application/json",
 	}
-	sys["RUNBOOK_HEADERS"] = curlHeaderFlags(sys["RUNBOOK_H_RECUR"], sys["RUNBOOK_H_CORR"],
+	sys["RUNBOOK_HEADERS"] = curlHeaderFlags(sys["RUNBOOK_H_RECUR"], "X-Correlation-Id: "+splitSafe(correlation),
 		sys["RUNBOOK_H_AUTH"], sys["RUNBOOK_H_CTYPE"])
 	maps.Copy(out, sys)
 	delete(out, "RUNBOOK_EXEC_DIR_HOST")
@@ -280,6 +280,24 @@ func curlHeaderFlags(headers ...string) string {
 		flags[i] = b.String()
 	}
 	return strings.Join(flags, " ")
+}
+
+// splitSafe percent-encodes what a shell acts on in an unquoted expansion
+// (white space splits words, * ? [ ] match file names) and %, in the
+// client's correlation id: stage0's idiom `eval curl … $RUNBOOK_HEADERS`
+// leaves the variable unquoted, so a correlation id of `x /tmp/*` became
+// file names pasted into what eval then ran. A usual id (a UUID) is
+// unchanged; RUNBOOK_H_CORR and RUNBOOK_CORRELATION_ID keep it as sent.
+func splitSafe(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || strings.IndexByte("*?[]%", c) >= 0 {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // delegationPrefix starts every delegated runbook token, so the runbook

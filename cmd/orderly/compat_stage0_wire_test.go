@@ -42,7 +42,9 @@ func TestStage0CompatWire(t *testing.T) {
 		"Headers.md": runbookDoc("Headers", "{}", "  []", "", `printf '%s\n' "$RUNBOOK_HEADERS"
 eval "set -- $RUNBOOK_HEADERS"
 printf '<%s>\n' "$@"
-[ "$RUNBOOK_EXEC_DIR_HOST" -ef . ] && echo "exec dir is the run dir"`),
+[ "$RUNBOOK_EXEC_DIR_HOST" -ef . ] && echo "exec dir is the run dir"
+touch 'zz";echo INJECTED;"'
+eval printf "'[%s]\n'" $RUNBOOK_HEADERS`),
 		"Cr.md":    runbookDoc("Cr", "{}", "  []", "", `printf 'a\r\nb\rc\n'; printf 'x\ry' >&2`),
 		"Plain.md": "Just notes, no title line.\n",
 	}
@@ -104,8 +106,13 @@ compat:
 
 	t.Run("RUNBOOK_HEADERS are curl flags that eval gives back exactly", func(t *testing.T) {
 		// The correlation id is the client's: eval must not run it.
-		const corr = `c1" $(echo pwned) ` + "`echo pwned`" + ` \`
-		const quoted = `c1\" \$(echo pwned) ` + "\\`echo pwned\\`" + ` \\`
+		// Its white space, glob characters and % are percent-encoded in
+		// RUNBOOK_HEADERS, so stage0's unquoted idiom (eval curl …
+		// $RUNBOOK_HEADERS) neither splits it nor matches file names with
+		// it (the script makes one that would have run a command).
+		const corr = `c1" $(echo pwned) ` + "`echo pwned`" + ` \ *  x%`
+		const sent = `c1"%20$(echo%20pwned)%20` + "`echo%20pwned`" + `%20\%20%2A%20%20x%25`
+		const quoted = `c1\"%20\$(echo%20pwned)%20` + "\\`echo%20pwned\\`" + `%20\\%20%2A%20%20x%25`
 		_, d := execute("Headers.md", nil, "X-Correlation-Id", corr)
 		lines := strings.Split(d.Stdout, "\n")
 		flags := regexp.MustCompile(`^-H "X-Recursion-Stack: \[\\"Headers\.md\\"\]" -H "X-Correlation-Id: ` +
@@ -114,13 +121,21 @@ compat:
 			t.Fatalf("RUNBOOK_HEADERS: rc %d stdout %q stderr %q", d.ReturnCode, d.Stdout, d.Stderr)
 		}
 		args := lines[1:9]
-		want := []string{"<-H>", `<X-Recursion-Stack: ["Headers.md"]>`, "<-H>", "<X-Correlation-Id: " + corr + ">", "<-H>",
+		want := []string{"<-H>", `<X-Recursion-Stack: ["Headers.md"]>`, "<-H>", "<X-Correlation-Id: " + sent + ">", "<-H>",
 			args[5], "<-H>", "<Content-Type: application/json>"}
 		if !slices.Equal(args, want) || !strings.HasPrefix(args[5], "<Authorization: Bearer orderly-rb-") {
 			t.Errorf("eval gave %q, want %q", args, want)
 		}
 		if lines[9] != "exec dir is the run dir" {
 			t.Errorf("RUNBOOK_EXEC_DIR_HOST is not the run directory: %q", d.Stdout)
+		}
+		// The unquoted idiom gives the same eight arguments, and runs nothing.
+		unquoted := lines[10:min(len(lines), 18)]
+		for i := range unquoted {
+			unquoted[i] = "<" + strings.TrimSuffix(strings.TrimPrefix(unquoted[i], "["), "]") + ">"
+		}
+		if !slices.Equal(unquoted, want) || strings.Contains(d.Stdout+d.Stderr, "INJECTED") {
+			t.Errorf("eval printf … $RUNBOOK_HEADERS gave %q (stderr %q), want %q", lines[10:], d.Stderr, want)
 		}
 	})
 
