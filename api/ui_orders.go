@@ -33,15 +33,25 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 // request here; resumption (Last-Event-ID), the write-timeout exemption
 // and the end at shutdown are the native handler's.
 func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
-	// The stream ends when the person signs out, not only when the token
-	// stops working (the API's own check).
+	// The stream ends with the session (signed out, expired), not only
+	// when the token stops working (the API's own check); while it is
+	// open, the session does not go idle.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	sess := sessionOf(r)
 	go func() {
-		select {
-		case <-sessionOf(r).out:
-			cancel()
-		case <-ctx.Done():
+		tick := time.NewTicker(time.Minute)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sess.out:
+				cancel()
+				return
+			case <-tick.C:
+				u.sessions.touch(sess)
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	req := u.request(r.WithContext(ctx), r.Method, orderPath(r)+"/events", nil) // GET, or HEAD

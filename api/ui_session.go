@@ -20,8 +20,8 @@ type uiSession struct {
 	principal string
 	created   time.Time
 	seen      time.Time
-	// out is closed when the person signs out or the session is pushed
-	// out of the store: the live streams it opened end with it.
+	// out is closed when the session ends (sign-out, expiry, pushed out
+	// of the store): the live streams it opened end with it.
 	out chan struct{}
 }
 
@@ -98,11 +98,20 @@ func (s *uiSessions) get(id string) *uiSession {
 		return nil
 	}
 	if now.Sub(sess.seen) > s.idle || now.Sub(sess.created) > s.max {
-		delete(s.byID, k)
+		s.endLocked(k)
 		return nil
 	}
 	sess.seen = now
 	return sess
+}
+
+// touch keeps a session from going idle while one of its live streams is
+// open: watching output is using the page.
+func (s *uiSessions) touch(sess *uiSession) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess.seen = now
 }
 
 // drop ends the session of id (sign out).
@@ -123,7 +132,7 @@ func (s *uiSessions) endLocked(k [sha256.Size]byte) {
 func (s *uiSessions) pruneLocked(now time.Time) {
 	for k, v := range s.byID {
 		if now.Sub(v.seen) > s.idle || now.Sub(v.created) > s.max {
-			delete(s.byID, k)
+			s.endLocked(k)
 		}
 	}
 }

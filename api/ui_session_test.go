@@ -33,3 +33,37 @@ func TestUISessionsPerPrincipal(t *testing.T) {
 		t.Errorf("%d sessions, cap %d", n, s.cap)
 	}
 }
+
+// TestUISessionEndsItsStreams: a session that ends, by sign-out or by
+// expiry, closes out (the live streams it opened end); one kept busy by
+// an open stream (touch) does not go idle.
+func TestUISessionEndsItsStreams(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	s := newUISessions(func() time.Time { return now })
+	ended := func(sess *uiSession) bool {
+		select {
+		case <-sess.out:
+			return true
+		default:
+			return false
+		}
+	}
+	outID, out := s.create("t", "alice")
+	_, idle := s.create("t", "bob")
+	busyID, busy := s.create("t", "carol")
+	s.drop(outID)
+	if !ended(out) {
+		t.Error("sign-out did not end the session's streams")
+	}
+	for range 3 {
+		now = now.Add(30 * time.Minute)
+		s.touch(busy) // its stream is open
+	}
+	s.pruneLocked(now)
+	if !ended(idle) {
+		t.Error("a session idle for 90 minutes did not end its streams")
+	}
+	if ended(busy) || s.get(busyID) == nil {
+		t.Error("a session with an open stream went idle")
+	}
+}
