@@ -254,6 +254,7 @@ func runbookEnv(env map[string]string, token, correlation, url, stack string) ma
 	sys["RUNBOOK_HEADERS"] = curlHeaderFlags(sys["RUNBOOK_H_RECUR"], "X-Correlation-Id: "+splitSafe(correlation),
 		sys["RUNBOOK_H_AUTH"], sys["RUNBOOK_H_CTYPE"])
 	maps.Copy(out, sys)
+	// The worker sets it; a request's value would only show in the record.
 	delete(out, "RUNBOOK_EXEC_DIR_HOST")
 	return out
 }

@@ -23,11 +23,8 @@ import (
 // one sent). Unknown keys are ignored, as the originals ignored them, and
 // an integer json.loads would refuse for its length is refused here.
 func pyUnmarshal(data []byte, v any) error {
-	if err := api.CheckJSONText(data); err != nil {
+	if err := pyCheck(data); err != nil {
 		return err
-	}
-	if !pyIntsFit(data) {
-		return errIntTooLong
 	}
 	exact, err := exactKeys(data, reflect.TypeOf(v))
 	if err != nil {
@@ -74,11 +71,8 @@ func pyASCII(js string) string {
 // of pyUnmarshal, numbers kept as their text (1e400 is a float to Python,
 // not an error).
 func pyLoads(data []byte) (any, error) {
-	if err := api.CheckJSONText(data); err != nil {
+	if err := pyCheck(data); err != nil {
 		return nil, err
-	}
-	if !pyIntsFit(data) {
-		return nil, errIntTooLong
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -155,6 +149,18 @@ func exactKeys(data []byte, t reflect.Type) ([]byte, error) {
 		}
 	}
 	return json.Marshal(kept)
+}
+
+// pyCheck refuses what json.loads would, before any decoding: text that
+// is not valid UTF-8, and an integer too long for it.
+func pyCheck(data []byte) error {
+	if err := api.CheckJSONText(data); err != nil {
+		return err
+	}
+	if !pyIntsFit(data) {
+		return errIntTooLong
+	}
+	return nil
 }
 
 // pyIntDigits is CPython's default limit on the digits of an int read

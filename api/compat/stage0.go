@@ -364,16 +364,14 @@ func pyInt(v any) (n float64, typeErr string, ok bool) {
 
 // stage0Error answers with stage0's envelope {"error": msg}.
 func stage0Error(w http.ResponseWriter, status int, msg string) {
-	stage0JSON(w, status, map[string]any{"error": msg})
+	writePyJSON(w, status, map[string]any{"error": msg})
 }
 
 // stage0Fail is execute's JSON refusal before any stream: it carries
 // "success": false too.
 func stage0Fail(w http.ResponseWriter, status int, msg string) {
-	stage0JSON(w, status, map[string]any{"success": false, "error": msg})
+	writePyJSON(w, status, map[string]any{"success": false, "error": msg})
 }
-
-func stage0JSON(w http.ResponseWriter, status int, v any) { writePyJSON(w, status, v) }
 
 // statusFor maps a refusal of the pipeline to the statuses stage0 had.
 func statusFor(err error) (int, string) {

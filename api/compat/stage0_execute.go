@@ -133,10 +133,11 @@ func storedOutput(o *order.Order, name string) string {
 	if o.Result == nil {
 		return ""
 	}
+	out := o.Result.Stderr
 	if name == "stdout" {
-		return universalNewlines(string(o.Result.Stdout.Content))
+		out = o.Result.Stdout
 	}
-	return universalNewlines(string(o.Result.Stderr.Content))
+	return universalNewlines(string(out.Content))
 }
 
 // universalNewlines is s as Python's text mode (subprocess text=True)

@@ -35,7 +35,7 @@ func (s *Stage0) list(q *stage0Request, _ string) {
 		}
 		out = append(out, map[string]any{"filename": rb.File, "name": rb.Name, "path": rb.File})
 	}
-	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "runbooks": out})
+	writePyJSON(q.w, http.StatusOK, map[string]any{"success": true, "runbooks": out})
 }
 
 // load reads a runbook or answers stage0's 404.
@@ -74,7 +74,7 @@ func (s *Stage0) get(q *stage0Request, file string) {
 	// stage0 answered "name or filename": a file without a leading H1
 	// (which the list leaves out) is named by its file.
 	name := cmp.Or(rb.Name, rb.File)
-	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "name": name, "content": content})
+	writePyJSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "name": name, "content": content})
 }
 
 // renderRun is one history entry as stage0 appended it to the file.
@@ -160,7 +160,7 @@ func (s *Stage0) requiredEnv(q *stage0Request, file string) {
 			missing = append(missing, info)
 		}
 	}
-	stage0JSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "required": required,
+	writePyJSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "required": required,
 		"available": available, "missing": missing})
 }
 
@@ -229,7 +229,7 @@ func (s *Stage0) validate(q *stage0Request, file string) {
 	if len(errs) > 0 {
 		status = http.StatusBadRequest
 	}
-	stage0JSON(q.w, status, map[string]any{"success": len(errs) == 0, "runbook": rb.File, "errors": errs,
+	writePyJSON(q.w, status, map[string]any{"success": len(errs) == 0, "runbook": rb.File, "errors": errs,
 		"warnings": nonNil(rb.Warnings)})
 }
 
@@ -274,13 +274,13 @@ func (s *Stage0) config(q *stage0Request, _ string) {
 		item("MAX_OUTPUT_SIZE_BYTES", strconv.FormatInt(c.Worker.MaxOutputBytes, 10), "10485760"),
 		item("MAX_RECURSION_DEPTH", strconv.Itoa(c.Runbooks.MaxDepth), "50"),
 	}
-	stage0JSON(q.w, http.StatusOK, map[string]any{"config_items": items,
+	writePyJSON(q.w, http.StatusOK, map[string]any{"config_items": items,
 		"token": map[string]any{"user_id": q.userID, "roles": nonNil(q.p.Roles), "remote_ip": q.ip, "claims": q.claims}})
 }
 
 // shutdown is POST /api/shutdown, served only with compat.stage0.shutdown.
 func (s *Stage0) shutdown(q *stage0Request, _ string) {
-	stage0JSON(q.w, http.StatusOK, map[string]any{"message": "Shutdown initiated"})
+	writePyJSON(q.w, http.StatusOK, map[string]any{"message": "Shutdown initiated"})
 	if s.Shutdown != nil {
 		go s.Shutdown()
 	}
@@ -315,6 +315,6 @@ func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stag
 		stage0Error(w, http.StatusInternalServerError, "A processing error occurred")
 		return
 	}
-	stage0JSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "bearer",
+	writePyJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "bearer",
 		"expires_at": exp.Format("2006-01-02T15:04:05.000000") + "+00:00", "subject": subject, "roles": roles})
 }

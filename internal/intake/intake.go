@@ -302,13 +302,20 @@ func (s *Service) EndLost(ctx context.Context) (int, error) {
 			n++
 			s.logger.Error("order canceled: its message is gone from the orders stream", "order_id", id, "host", host,
 				"stream", queue.OrdersStream)
-			s.opts.Metrics.Finished(host, order.StatusCanceled, -1)
-			if perr := s.pub.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: string(order.StatusCanceled), Host: host}); perr != nil {
-				s.logger.Warn("publish canceled event", "order_id", id, "host", host, "error", perr)
-			}
+			s.ended(id, host, order.StatusCanceled)
 		}
 	}
 	return n, nil
+}
+
+// ended counts a queued order that intake ended (expired, or lost from
+// the stream) and publishes its finished event, so that waiting clients
+// return. Waiters also poll PostgreSQL; the event only makes them quick.
+func (s *Service) ended(id uuid.UUID, host string, st order.Status) {
+	s.opts.Metrics.Finished(host, st, -1)
+	if err := s.pub.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: string(st), Host: host}); err != nil {
+		s.logger.Warn("publish finished event", "order_id", id, "host", host, "status", st, "error", err)
+	}
 }
 
 // lostReason is the error of an order EndLost ends.
@@ -418,11 +425,7 @@ func (s *Service) Expire(ctx context.Context) (int, error) {
 		list, err := s.store.ExpireDue(ctx, batch)
 		for _, e := range list {
 			s.logger.Info("order expired", "order_id", e.ID, "host", e.Host, "principal", e.Principal)
-			s.opts.Metrics.Finished(e.Host, order.StatusExpired, -1)
-			if perr := s.pub.PublishEvent(queue.Event{OrderID: e.ID, Type: "finished", Status: string(order.StatusExpired), Host: e.Host}); perr != nil {
-				// Waiters also poll PostgreSQL; the event only makes them quick.
-				s.logger.Warn("publish expired event", "order_id", e.ID, "host", e.Host, "error", perr)
-			}
+			s.ended(e.ID, e.Host, order.StatusExpired)
 		}
 		total += len(list)
 		if err != nil || len(list) < batch {

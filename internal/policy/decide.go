@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
 	"path"
 	"regexp"
@@ -99,9 +98,7 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 		if r.ResolvedPath == "" {
 			// The worker checks them again with the resolved path.
 			for _, ru := range applicable {
-				for _, p := range ru.deny {
-					d.Deny = append(d.Deny, order.DenyRule{Rule: ru.name, Regex: p.src})
-				}
+				d.Deny = append(d.Deny, ru.denyRules...)
 			}
 		}
 		if timeout != r.Timeout {
@@ -247,18 +244,16 @@ func DenyResolved(d order.Decision, command, path string, args []string) error {
 // carries its rules' sources, and the same few come with every order.
 var denyRegexes sync.Map // source → *regexp.Regexp
 
-// denyRegex compiles a deny regex as compile does (dot-all), once.
+// denyRegex compiles a deny regex as compile does, once.
 func denyRegex(src string) (*regexp.Regexp, error) {
 	if re, ok := denyRegexes.Load(src); ok {
 		return re.(*regexp.Regexp), nil
 	}
-	if src == "" {
-		return nil, errors.New("empty regex")
-	}
-	re, err := regexp.Compile("(?s)" + src)
+	ps, err := compilePatterns([]string{src}, denyFlags)
 	if err != nil {
 		return nil, err
 	}
+	re := ps[0].re
 	if n := denyRegexCount.Add(1); n > maxCachedDenyRegexes {
 		// Config reloads could grow it without end: start over.
 		denyRegexes.Clear()

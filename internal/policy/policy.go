@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // Engine holds compiled policy rules. It is immutable once built, so one
@@ -30,6 +31,9 @@ type rule struct {
 	hosts      []string
 	allow      []pattern
 	deny       []pattern
+	// denyRules are deny's sources as an allowed decision carries them to
+	// the worker (order.Decision.Deny), built once.
+	denyRules  []order.DenyRule
 	runAs      []string
 	maxTimeout time.Duration
 	dryRunOnly bool
@@ -89,14 +93,19 @@ func compile(cr config.Rule) (rule, error) {
 	if r.allow, err = compilePatterns(cr.Allow, ""); err != nil {
 		return rule{}, fmt.Errorf("allow: %w", err)
 	}
-	// Deny regexes run in dot-all mode: an argument holding a newline must
-	// not let "rm .*-rf" miss "rm x\n -rf". Allow regexes keep Go's default,
-	// where such input fails to match and is denied.
-	if r.deny, err = compilePatterns(cr.Deny, "(?s)"); err != nil {
+	if r.deny, err = compilePatterns(cr.Deny, denyFlags); err != nil {
 		return rule{}, fmt.Errorf("deny: %w", err)
+	}
+	for _, p := range r.deny {
+		r.denyRules = append(r.denyRules, order.DenyRule{Rule: r.name, Regex: p.src})
 	}
 	return r, nil
 }
+
+// denyFlags: deny regexes run in dot-all mode, so an argument holding a
+// newline cannot let "rm .*-rf" miss "rm x\n -rf". Allow regexes keep Go's
+// default, where such input fails to match and is denied.
+const denyFlags = "(?s)"
 
 func compilePatterns(srcs []string, flags string) ([]pattern, error) {
 	ps := make([]pattern, 0, len(srcs))

@@ -235,7 +235,7 @@ func (q *Queue) reensure(ctx context.Context) bool {
 func (q *Queue) CheckStreams(ctx context.Context) error {
 	_, err := q.js.Stream(ctx, OrdersStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && q.reensure(ctx) {
-		_, err = q.js.Stream(ctx, OrdersStream)
+		return nil // created again
 	}
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", OrdersStream, err)
