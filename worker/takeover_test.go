@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -473,4 +477,52 @@ func runToStop(e *env, host string, wrap func(db *postgres.Store, stop func()) (
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 5 * time.Second}, store, e.q, hp, executor.New(logger), logger)
 	return stopped, w.Run(ctx)
+}
+
+// TestLeaseFailuresAreCounted: a worker whose heartbeats and renewals NATS
+// refuses (here its hosts bucket sealed, as a full disk refuses writes)
+// keeps running orders until its lease runs out, logging a warning per
+// beat; orderly_worker_lease_failures_total is what an alert can watch.
+func TestLeaseFailuresAreCounted(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	m := metrics.New()
+	runWorker(t, worker.Options{Host: "sealed", Heartbeat: 100 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, Metrics: m}, e.store, e.q, testenv.Logger(t))
+	e.waitStatus(e.submit("sealed", "true"), order.StatusSucceeded)
+	for _, want := range []string{`orderly_worker_lease_failures_total{host="sealed",step="heartbeat"} 0`,
+		`orderly_worker_lease_failures_total{host="sealed",step="renew"} 0`} {
+		if got := scrape(t, m); !strings.Contains(got, want) {
+			t.Fatalf("before: no %s in\n%s", want, got)
+		}
+	}
+
+	js := e.q.JetStream()
+	s, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []string{"heartbeat", "renew"} {
+		re := regexp.MustCompile(`orderly_worker_lease_failures_total\{host="sealed",step="` + step + `"\} ([0-9]+)`)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if m := re.FindStringSubmatch(scrape(t, m)); m != nil && m[1] != "0" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s failure counted with the hosts bucket sealed:\n%s", step, scrape(t, m))
+			}
+		}
+	}
+}
+
+func scrape(t *testing.T, m *metrics.Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }

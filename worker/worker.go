@@ -352,6 +352,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 		}
 		w.mu.Unlock()
 		if err := w.q.Heartbeat(ctx, info); err != nil && ctx.Err() == nil {
+			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
 			w.logger.Warn("heartbeat", "error", err)
 		}
 		if time.Since(touched) > time.Minute {
@@ -374,6 +375,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 				stop(err)
 				return
 			}
+			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseRenew)
 			w.logger.Warn("renew lease", "error", err)
 		}
 	}

@@ -24,6 +24,7 @@ type Metrics struct {
 	rejections   *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
 	unavailable  *prometheus.CounterVec
+	leaseFailed  *prometheus.CounterVec
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -51,9 +52,12 @@ func New() *Metrics {
 		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_http_unavailable_total", Help: "API answers 503 by route: an order recorded but not queued (its publish failed), or a dependency unreachable.",
 		}, []string{"route"}),
+		leaseFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_worker_lease_failures_total", Help: "A worker's heartbeats and lease renewals that NATS did not accept, by host and step (heartbeat, renew).",
+		}, []string{"host", "step"}),
 	}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable)
+		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable, m.leaseFailed)
 	return m
 }
 
@@ -97,6 +101,25 @@ func (m *Metrics) WorkerHost(host string) {
 		if st.Terminal() {
 			m.finished.WithLabelValues(host, string(st))
 		}
+	}
+	for _, step := range []string{LeaseHeartbeat, LeaseRenew} {
+		m.leaseFailed.WithLabelValues(host, step)
+	}
+}
+
+// The steps of a worker's tenure that LeaseFailed counts.
+const (
+	LeaseHeartbeat = "heartbeat" // the host's entry in the hosts bucket (online, current order)
+	LeaseRenew     = "renew"     // the lease that makes it the host's only worker
+)
+
+// LeaseFailed counts a heartbeat or a lease renewal of host's worker that
+// failed for another reason than a rival holding the lease (NATS
+// unreachable, its disk full). A worker whose renewals keep failing holds
+// the host only until its lease expires.
+func (m *Metrics) LeaseFailed(host, step string) {
+	if m != nil {
+		m.leaseFailed.WithLabelValues(host, step).Inc()
 	}
 }
 
