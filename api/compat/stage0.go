@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -322,7 +324,8 @@ func pyjwtClaims(c jwt.MapClaims, now time.Time, issuer, audience string) string
 
 // pyInt is Python's int() of a JSON value, as a float for comparing with
 // a time: a number truncated, a bool 0 or 1, a string of an integer
-// (spaces around, a sign, _ between digits). ok is false where int()
+// (spaces around, a sign, _ between digits, which may be any script's
+// decimal digits: "١٢" is 12). ok is false where int()
 // raised ValueError; typeErr is the TypeError it raised for null, a list
 // or an object.
 func pyInt(v any) (n float64, typeErr string, ok bool) {
@@ -335,7 +338,7 @@ func pyInt(v any) (n float64, typeErr string, ok bool) {
 		}
 		return 0, "", true
 	case string:
-		s, neg := strings.TrimSpace(v), false
+		s, neg := pyDecimals(strings.TrimSpace(v)), false
 		if s != "" && (s[0] == '+' || s[0] == '-') {
 			s, neg = s[1:], s[0] == '-'
 		}
@@ -407,4 +410,33 @@ func asOrderError(err error) *order.Error {
 		return e
 	}
 	return nil
+}
+
+// pyDecimals writes the decimal digits of any script in s (Unicode's Nd,
+// which Python's int() reads) as ASCII digits. strings.TrimSpace already
+// strips what int() strips: the same white space outside ASCII, and in
+// ASCII only " \t\n\v\f\r".
+func pyDecimals(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		ascii = ascii && s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r >= utf8.RuneSelf && unicode.IsDigit(r) {
+			// Unicode assigns decimal digits only in runs of ten, 0 to 9,
+			// so a digit's value is how many digits precede it in its run,
+			// modulo ten.
+			n := 0
+			for p := r - 1; unicode.IsDigit(p); p-- {
+				n++
+			}
+			r = '0' + rune(n%10)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

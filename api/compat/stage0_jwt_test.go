@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +56,11 @@ func TestStage0JWTClaims(t *testing.T) {
 	}{
 		{"valid", sign(hs256, claims(nil)), ""},
 		{"iat as a string of digits", sign(hs256, claims(map[string]any{"iat": " 1_000 "})), ""},
+		// int() reads any script's decimal digits and strips Unicode white space.
+		{"iat in Arabic-Indic digits", sign(hs256, claims(map[string]any{"iat": "\u00a0\u0661\u0660\u0660\u0660\u3000"})), ""},
+		{"exp past in fullwidth digits", sign(hs256, claims(map[string]any{"exp": "\uff11_\uff10\uff10\uff10"})), "Token has expired"},
+		{"exp in mathematical digits, future", sign(hs256, claims(map[string]any{"exp": pyDigits(future)})), ""},
+		{"nbf in superscript", sign(hs256, claims(map[string]any{"nbf": "\u00b2"})), "Invalid token: Not Before claim (nbf) must be an integer."},
 		{"iat in the future", sign(hs256, claims(map[string]any{"iat": future})), "Invalid token: The token is not yet valid (iat)"},
 		{"iat not an integer", sign(hs256, claims(map[string]any{"iat": "abc"})), "Invalid token: Issued At claim (iat) must be an integer."},
 		{"iat null", sign(hs256, claims(map[string]any{"iat": json.RawMessage("null")})),
@@ -86,4 +93,14 @@ func TestStage0JWTClaims(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pyDigits writes n in MATHEMATICAL SANS-SERIF BOLD digits (U+1D7EC…),
+// which Python's int() reads as decimal.
+func pyDigits(n int64) string {
+	var b strings.Builder
+	for _, c := range strconv.FormatInt(n, 10) {
+		b.WriteRune(0x1D7EC + c - '0')
+	}
+	return b.String()
 }
