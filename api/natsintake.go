@@ -334,7 +334,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if len(d.key) > 200 {
 		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "Nats-Msg-Id is longer than 200 characters"))
 	}
-	o, err := req.toOrder(time.Now())
+	o, err := req.toOrder()
 	if err != nil {
 		return refuse(err)
 	}

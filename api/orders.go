@@ -44,7 +44,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = r.WithContext(context.WithValue(r.Context(), redactedKey{}, redact(&req)))
-	o, err := req.toOrder(time.Now())
+	o, err := req.toOrder()
 	if err != nil {
 		s.writeError(w, r, err)
 		return

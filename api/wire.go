@@ -58,7 +58,7 @@ type StreamOut struct {
 
 // toOrder turns a request into a domain order, decoding stdin and
 // checking the encodings. Limits are checked later by order.Validate.
-func (req *SubmitRequest) toOrder(now time.Time) (*order.Order, error) {
+func (req *SubmitRequest) toOrder() (*order.Order, error) {
 	o := &order.Order{
 		Kind: order.Kind(req.Kind), Host: req.Host, Command: req.Command, Args: req.Args, Env: req.Env,
 		RunAs: req.RunAs, DryRun: req.DryRun, Idempotent: req.Idempotent, MaxOutput: req.MaxOutputBytes,
@@ -113,15 +113,9 @@ func (req *SubmitRequest) toOrder(now time.Time) (*order.Order, error) {
 		if req.ExpiresInSeconds > 1e8 {
 			return nil, order.FieldError(order.CodeUnprocessable, "expires_in_seconds", "expires_in_seconds is too large")
 		}
-		t := now.Add(time.Duration(req.ExpiresInSeconds * float64(time.Second)))
-		o.ExpiresAt = &t
+		o.ExpiresIn = max(time.Duration(req.ExpiresInSeconds*float64(time.Second)), time.Microsecond)
 	}
-	if req.DeliverBy != nil {
-		t := *req.DeliverBy
-		if o.ExpiresAt == nil || t.Before(*o.ExpiresAt) {
-			o.ExpiresAt = &t
-		}
-	}
+	o.ExpiresAt = req.DeliverBy
 	for k := range o.Env {
 		o.EnvNames = append(o.EnvNames, k)
 	}

@@ -39,7 +39,8 @@ type Order struct {
 	DryRun         bool
 	Idempotent     bool
 	ExpiresAt      *time.Time
-	MaxOutput      int64 // per-stream cap; 0 means the worker's default
+	ExpiresIn      time.Duration // a deadline after the insert's now(), on the clock that judges it (InsertOrder)
+	MaxOutput      int64         // per-stream cap; 0 means the worker's default
 	Principal      string
 	Source         string // "rest" or "nats"
 	CorrelationID  string

@@ -122,7 +122,9 @@ func output(content []byte, n *int64, trunc *bool, sum []byte) order.Output {
 
 // InsertOrder records a new queued order and its "submitted" event in one
 // statement. With an idempotency key already used by the same principal it
-// inserts nothing and returns the existing order with existed=true.
+// inserts nothing and returns the existing order with existed=true. The
+// deadline it stores in o.ExpiresAt is the earlier of o.ExpiresAt and
+// o.ExpiresIn after now() (the submission, on the clock that judges it).
 func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *order.Order, err error) {
 	policy, err := json.Marshal(o.Policy)
 	if err != nil {
@@ -157,26 +159,32 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	if names == nil {
 		names = []string{}
 	}
+	var expiresIn *int64 // µs; NULL leaves least() the absolute deadline alone
+	if o.ExpiresIn > 0 {
+		us := max(o.ExpiresIn.Microseconds(), 1)
+		expiresIn = &us
+	}
 	const q = `WITH o AS (
 	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
 		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
 		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
 		runbook, runbook_sha256, script, action, action_params, action_secrets, action_secret_names, action_limit)
-	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,
-		$30,$31,$32,$33,$34)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,
+		least($19::timestamptz, now() + $35::bigint * interval '1 microsecond'),
+		$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34)
 	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-	RETURNING id, submitted_at
+	RETURNING id, submitted_at, expires_at
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
 	SELECT id, submitted_at, 'submitted', 'queued', $21, jsonb_build_object('source', $22::text) FROM o
 ), u AS (
 	INSERT INTO unpublished (id, submitted_at) SELECT id, submitted_at FROM o
 )
-SELECT submitted_at FROM o`
+SELECT submitted_at, expires_at FROM o`
 	params := []any{o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
-		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit}
+		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit, expiresIn}
 	var pid uint32 // the backend to fence if the answer is lost
 	for try := 0; ; try++ {
 		conn, aerr := s.pool.Acquire(ctx)
@@ -184,7 +192,7 @@ SELECT submitted_at FROM o`
 			return nil, translate("insert order", aerr)
 		}
 		pid = conn.Conn().PgConn().PID()
-		err = conn.QueryRow(ctx, q, params...).Scan(&o.SubmittedAt)
+		err = conn.QueryRow(ctx, q, params...).Scan(&o.SubmittedAt, &o.ExpiresAt)
 		conn.Release()
 		// A statement that never left recorded nothing: its pooled
 		// connection was one PostgreSQL had already closed (a restart, a
@@ -239,7 +247,7 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, i
 			err = fmt.Errorf("backend %d did not exit", pid)
 		}
 		if err == nil {
-			err = s.pool.QueryRow(rctx, `SELECT submitted_at FROM orders WHERE id = $1`, o.ID).Scan(&o.SubmittedAt)
+			err = s.pool.QueryRow(rctx, `SELECT submitted_at, expires_at FROM orders WHERE id = $1`, o.ID).Scan(&o.SubmittedAt, &o.ExpiresAt)
 			switch {
 			case err == nil:
 				o.Status = order.StatusQueued
