@@ -36,8 +36,12 @@ func (q *Queue) Heartbeat(ctx context.Context, info HostInfo) error {
 }
 
 // OnlineHosts returns the heartbeat of every host whose worker is alive:
-// whose heartbeat entry is there and recent.
+// whose heartbeat entry is there and recent. An entry's age and the
+// LastSeen it returns are the server's: when the server stored the beat,
+// judged against the server's time, not this host's clock nor the
+// worker's, either of which may be minutes off.
 func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
+	now := q.serverNow(ctx)
 	w, err := q.kv.Watch(ctx, "info.*", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list online hosts: %w", err)
@@ -53,15 +57,26 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 			var h HostInfo
 			// An entry older than two leases should have expired: the
 			// server could not remove it (a full disk stops its writes),
-			// and its worker is not beating. (Two, not one: the clocks of
-			// this host and the server's may differ a little.)
-			if json.Unmarshal(e.Value(), &h) == nil && time.Since(e.Created()) < 2*q.opts.LeaseTTL {
+			// and its worker is not beating.
+			if json.Unmarshal(e.Value(), &h) == nil && now.Sub(e.Created()) < 2*q.opts.LeaseTTL {
+				h.LastSeen = e.Created().UTC()
 				out[h.Host] = h
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// serverNow is the time of the NATS server that keeps the hosts bucket,
+// as its stream info states it; this host's clock when it cannot say.
+func (q *Queue) serverNow(ctx context.Context) time.Time {
+	if st, err := q.kv.Status(ctx); err == nil {
+		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
+			return s.StreamInfo().TimeStamp
+		}
+	}
+	return q.now()
 }
 
 // Lease is a worker's exclusive claim on a host id. At most one worker per

@@ -40,6 +40,9 @@ type Options struct {
 	// FinishedTTL is how long the live stream keeps the last message of a
 	// finished order's subjects (events.go); at least a second.
 	FinishedTTL time.Duration
+	// Now is this host's clock; nil is time.Now. Tests set one that is
+	// off, as a host's may be.
+	Now func() time.Time
 }
 
 // Queue wraps one NATS connection and its JetStream context.
@@ -208,6 +211,14 @@ func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64,
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
 	}
 	return ack.Sequence, nil
+}
+
+// now reads this host's clock (Options.Now).
+func (q *Queue) now() time.Time {
+	if q.opts.Now != nil {
+		return q.opts.Now()
+	}
+	return time.Now()
 }
 
 // reensure creates the streams again when the orders stream is gone (no

@@ -546,3 +546,29 @@ func TestOnlineHostsSkipsStaleEntries(t *testing.T) {
 		t.Fatalf("online two leases after the last beat: %v %v", online, err)
 	}
 }
+
+// TestOnlineHostsOnTheServersClock: whether a heartbeat is recent, and
+// when it was seen, is judged on the NATS server's clock. Here this host's
+// clock is ten minutes ahead and the worker's ten minutes behind: judged
+// on this host's clock, every beat was two leases old and every host was
+// offline, and the host's last_seen said the worker's ten minutes ago.
+func TestOnlineHostsOnTheServersClock(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{LeaseTTL: 2 * time.Second,
+		Now: func() time.Time { return time.Now().Add(10 * time.Minute) }})
+	ctx := testenv.Context(t)
+	behind := time.Now().Add(-10 * time.Minute)
+	if err := q.Heartbeat(ctx, queue.HostInfo{Host: "skewed", Instance: "skewed/a", StartedAt: behind, LastSeen: behind}); err != nil {
+		t.Fatal(err)
+	}
+	online, err := q.OnlineHosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := online["skewed"]
+	if !ok {
+		t.Fatalf("a host that just beat is not online: %+v", online)
+	}
+	if age := time.Since(h.LastSeen); age < -time.Second || age > 5*time.Second {
+		t.Errorf("last seen %s (%s ago), want the server's time of the beat", h.LastSeen, age)
+	}
+}
