@@ -31,7 +31,10 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	cfg.AfterConnect = encodeUUIDs
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		scanTimesInUTC(c)
+		return encodeUUIDs(ctx, c)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgresql: %w", err)
