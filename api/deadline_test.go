@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -52,5 +54,35 @@ func TestDeadlineOnPostgresClock(t *testing.T) {
 				t.Errorf("the answer's expires_at is %v, stored %s", o.ExpiresAt, expires.Format(time.RFC3339Nano))
 			}
 		})
+	}
+}
+
+// TestDeliverByAnAnswerCanWrite: a deliver_by whose UTC year is outside
+// 0000-9999 is refused with 422 (REST and NATS alike), since answers write
+// it in UTC as RFC 3339. 9999-12-31T23:59:59-23:59 was accepted with a 202
+// and an empty body, and every later answer or listing holding the order
+// was empty too. The last instant RFC 3339 can write still runs.
+func TestDeliverByAnAnswerCanWrite(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	for _, by := range []string{"9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"} {
+		code, b := e.do("alice", "POST", "/v1/orders", map[string]any{"host": "far", "command": "true", "deliver_by": by})
+		var env struct {
+			Error struct{ Code, Message string }
+		}
+		if code != http.StatusUnprocessableEntity || json.Unmarshal(b, &env) != nil || env.Error.Code != "unprocessable" {
+			t.Errorf("deliver_by %s: %d %s, want 422 unprocessable", by, code, b)
+		}
+		if a := e.publish("alice", "far", "", map[string]any{"command": "true", "deliver_by": by}); a.Error == nil || a.Error.Code != "unprocessable" {
+			t.Errorf("deliver_by %s over NATS: %+v, want unprocessable", by, a)
+		}
+	}
+	o := e.submit("alice", map[string]any{"host": "far", "command": "true", "deliver_by": "9999-12-31T23:59:59.999999Z"}, "", http.StatusAccepted)
+	if o.ExpiresAt == nil || o.ExpiresAt.Year() != 9999 {
+		t.Fatalf("the last writable instant: expires_at %v", o.ExpiresAt)
+	}
+	code, b := e.do("alice", "GET", "/v1/orders?host=far", nil)
+	var list struct{ Orders []json.RawMessage }
+	if code != http.StatusOK || json.Unmarshal(b, &list) != nil || len(list.Orders) != 1 {
+		t.Errorf("listing: %d %s", code, b)
 	}
 }

@@ -115,6 +115,12 @@ func (req *SubmitRequest) toOrder() (*order.Order, error) {
 		}
 		o.ExpiresIn = max(time.Duration(req.ExpiresInSeconds*float64(time.Second)), time.Microsecond)
 	}
+	// Answers write times in UTC as RFC 3339, whose year has four digits:
+	// a deliver_by past 9999 there (9999-12-31T23:59:59-23:59 is one) was
+	// stored, then no answer or listing holding the order could be written.
+	if t := req.DeliverBy; t != nil && (t.UTC().Year() < 0 || t.UTC().Year() > 9999) {
+		return nil, order.FieldError(order.CodeUnprocessable, "deliver_by", "deliver_by must fall within the years 0000-9999 in UTC")
+	}
 	o.ExpiresAt = req.DeliverBy
 	for k := range o.Env {
 		o.EnvNames = append(o.EnvNames, k)
