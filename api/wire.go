@@ -71,6 +71,9 @@ func (req *SubmitRequest) toOrder() (*order.Order, error) {
 		return nil, order.FieldError(order.CodeUnprocessable, "timeout_seconds", "timeout_seconds is too large")
 	}
 	o.Timeout = time.Duration(req.TimeoutSeconds * float64(time.Second))
+	if req.TimeoutSeconds > 0 {
+		o.Timeout = max(o.Timeout, 1) // under a nanosecond is not "none": order.Validate refuses it
+	}
 	if req.Stdin != nil {
 		enc := order.EncodeText
 		if req.Stdin.Encode != nil {
