@@ -53,6 +53,14 @@ func (ps *problems) positive(key string, d time.Duration) {
 	}
 }
 
+// atLeast refuses a duration below min: the period of a loop, which a
+// nanosecond would turn into a tight one.
+func (ps *problems) atLeast(key string, d, min time.Duration) {
+	if d > 0 && d < min {
+		ps.add(key, "must be at least %s, got %s", min, d)
+	}
+}
+
 func (ps *problems) nonNegative(key string, d time.Duration) {
 	if d < 0 {
 		ps.add(key, "must not be negative, got %s", d)
@@ -139,6 +147,7 @@ func (c Config) Validate() error {
 	}
 	ps.positive("retention", c.Retention)
 	ps.positive("config_check_interval", c.ConfigCheckInterval)
+	ps.atLeast("config_check_interval", c.ConfigCheckInterval, 10*time.Millisecond)
 	if c.MemoryLimitBytes != 0 && c.MemoryLimitBytes < minMemoryLimit {
 		ps.add("memory_limit_bytes", "must be 0 (no limit) or at least %d (16 MiB)", minMemoryLimit)
 	}
@@ -187,6 +196,7 @@ func (c Config) validateNATS(ps *problems) {
 	ps.positive("nats.ack_wait", n.AckWait)
 	ps.positive("nats.lease_ttl", n.LeaseTTL)
 	ps.positive("nats.heartbeat", n.Heartbeat)
+	ps.atLeast("nats.heartbeat", n.Heartbeat, 100*time.Millisecond) // two fsynced KV writes a beat
 	if n.Heartbeat > 0 && n.LeaseTTL > 0 && n.Heartbeat >= n.LeaseTTL {
 		ps.add("nats.heartbeat", "must be shorter than nats.lease_ttl (%s), or the lease expires between beats", n.LeaseTTL)
 	}

@@ -44,6 +44,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = time.Minute }, "nats.dedup_window"},
 		{"nats ack wait", func(c *Config) { c.NATS.AckWait = 0 }, "nats.ack_wait"},
 		{"nats heartbeat vs lease", func(c *Config) { c.NATS.Heartbeat = c.NATS.LeaseTTL }, "nats.heartbeat"},
+		// A nanosecond is positive, and the period of a tight loop.
+		{"nats heartbeat tiny", func(c *Config) { c.NATS.Heartbeat = time.Nanosecond }, "nats.heartbeat"},
+		{"check interval tiny", func(c *Config) { c.ConfigCheckInterval = time.Nanosecond }, "config_check_interval"},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"http read timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, "http.read_timeout"},
