@@ -28,12 +28,12 @@ type Store interface {
 	InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error)
 	MarkPublished(ctx context.Context, ids []uuid.UUID) error
 	ForgetStarted(ctx context.Context) error
-	Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error)
+	Unpublished(ctx context.Context, age time.Duration, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
-	QueuedPublishedBefore(ctx context.Context, before time.Time, perHost int) ([]postgres.QueuedOrder, error)
+	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 }
 
@@ -276,7 +276,7 @@ const (
 // one taken meanwhile is left alone (its message is acknowledged only
 // after its claim).
 func (s *Service) EndLost(ctx context.Context) (int, error) {
-	list, err := s.store.QueuedPublishedBefore(ctx, time.Now().Add(-s.opts.LostAfter), lostPerHost)
+	list, err := s.store.QueuedPublishedOlderThan(ctx, s.opts.LostAfter, lostPerHost)
 	if err != nil {
 		return 0, err
 	}
@@ -394,7 +394,7 @@ func (s *Service) Reconcile(ctx context.Context) (int, error) {
 	if err := s.store.ForgetStarted(ctx); err != nil {
 		return 0, err
 	}
-	list, err := s.store.Unpublished(ctx, time.Now().Add(-s.opts.ReconcileAfter), 500)
+	list, err := s.store.Unpublished(ctx, s.opts.ReconcileAfter, 500)
 	if err != nil {
 		return 0, err
 	}

@@ -242,8 +242,8 @@ func TestReconcileRepublishesLostPublishes(t *testing.T) {
 	if got := e.queued("h1"); len(got) != 0 {
 		t.Fatalf("queued %v after a failed publish", got)
 	}
-	// The order's submitted_at must be older than ReconcileAfter by
-	// PostgreSQL's clock, which Unpublished compares with ours.
+	// The order must be older than ReconcileAfter by PostgreSQL's clock,
+	// which judges it.
 	testenv.WaitUntil(t, 10*time.Second, "the order is older than ReconcileAfter", func() bool {
 		return e.count(`SELECT count(*) FROM orders WHERE submitted_at < now() - interval '5 ms'`) == 1
 	})

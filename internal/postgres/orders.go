@@ -351,12 +351,14 @@ func (s *Store) ForgetStarted(ctx context.Context) error {
 	return translate("forget started orders", err)
 }
 
-// Unpublished returns queued orders submitted before olderThan that never
-// reached JetStream, oldest first.
-func (s *Store) Unpublished(ctx context.Context, before time.Time, limit int) ([]*order.Order, error) {
+// Unpublished returns queued orders older than age that never reached
+// JetStream, oldest first. The age is judged by PostgreSQL's clock, which
+// wrote submitted_at; the API's own may be minutes off.
+func (s *Store) Unpublished(ctx context.Context, age time.Duration, limit int) ([]*order.Order, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders
-		WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < $1 ORDER BY submitted_at LIMIT $2)
-		AND status = 'queued' ORDER BY submitted_at`, before, limit)
+		WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < now() - $1::bigint * interval '1 microsecond'
+			ORDER BY submitted_at LIMIT $2)
+		AND status = 'queued' ORDER BY submitted_at`, age.Microseconds(), limit)
 	if err != nil {
 		return nil, translate("list unpublished orders", err)
 	}
@@ -370,17 +372,17 @@ type QueuedOrder struct {
 	Host string
 }
 
-// QueuedPublishedBefore lists, for each host, its oldest perHost queued
-// orders submitted before before whose publish JetStream confirmed (none
-// left in unpublished), by host and then oldest first: their messages
-// must be in the orders stream.
-func (s *Store) QueuedPublishedBefore(ctx context.Context, before time.Time, perHost int) ([]QueuedOrder, error) {
+// QueuedPublishedOlderThan lists, for each host, its oldest perHost queued
+// orders older than age (by PostgreSQL's clock) whose publish JetStream
+// confirmed (none left in unpublished), by host and then oldest first:
+// their messages must be in the orders stream.
+func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]QueuedOrder, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id, host FROM (
 		SELECT a.id, a.host, row_number() OVER (PARTITION BY a.host ORDER BY a.id) AS n
 		FROM active_orders a JOIN orders o USING (id)
-		WHERE a.status = 'queued' AND o.submitted_at < $1
+		WHERE a.status = 'queued' AND o.submitted_at < now() - $1::bigint * interval '1 microsecond'
 		AND NOT EXISTS (SELECT 1 FROM unpublished u WHERE u.id = a.id)) q
-		WHERE n <= $2 ORDER BY host, id`, before, perHost)
+		WHERE n <= $2 ORDER BY host, id`, age.Microseconds(), perHost)
 	if err != nil {
 		return nil, translate("list queued orders", err)
 	}
