@@ -134,17 +134,21 @@ func (s *Store) RecordRefusedRun(ctx context.Context, o *order.Order, reason str
 	if err != nil {
 		return fmt.Errorf("encode policy: %w", err)
 	}
+	// Both events come from one INSERT, ordered: two data-modifying
+	// statements of one query run in no set order, and "submitted" must
+	// have the lower id (docs/sql.md: the outcome is the last event with
+	// a status).
 	const q = `WITH o AS (
 	INSERT INTO orders (id, kind, host, status, command, env_names, timeout_ms, principal, source, correlation_id,
 		policy, finished_at, error, runbook, runbook_sha256)
 	VALUES ($1, 'script', $2, 'rejected', $3, $4, $5, $6, $7, $8, $9, now(), $10, $11, $12)
 	RETURNING id, submitted_at
-), e AS (
-	INSERT INTO order_events (order_id, at, type, status, actor, detail)
-	SELECT id, submitted_at, 'submitted', 'queued', $6, jsonb_build_object('source', $7::text) FROM o
 )
 INSERT INTO order_events (order_id, at, type, status, actor, detail)
-SELECT id, submitted_at, 'rejected', 'rejected', 'api', jsonb_build_object('reason', $10::text) FROM o`
+SELECT o.id, o.submitted_at, e.type, e.status, e.actor, e.detail FROM o,
+	(VALUES (1, 'submitted', 'queued', $6, jsonb_build_object('source', $7::text)),
+		(2, 'rejected', 'rejected', 'api', jsonb_build_object('reason', $10::text, 'attempt', 0))) AS e (n, type, status, actor, detail)
+ORDER BY e.n`
 	_, err = s.pool.Exec(ctx, q, o.ID, o.Host, o.Command, nonNilStrings(o.EnvNames), o.Timeout.Milliseconds(), o.Principal,
 		o.Source, o.CorrelationID, policy, reason, runbook, sum)
 	return translate("record refused runbook run", err)
