@@ -206,7 +206,7 @@ func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runb
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	logger := testenv.Logger(e.t)
+	logger := e.logger()
 	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
 	return api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
 		Auth: func() api.Authenticator { return authn }, Settings: settings,

@@ -183,6 +183,11 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 		o.EnvNames = slices.Sorted(maps.Keys(env))
 		if err := s.Runbooks.Store.RecordRefusedRun(ctx, o, msg); err != nil {
 			s.logger.Error("record refused runbook run", "order_id", o.ID, "runbook", rb.File, "error", err)
+		} else {
+			// A rejected order is on record: its state change gets its
+			// line, as every order's does (DESIGN §9).
+			s.logger.Info("order rejected", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source,
+				"code", order.CodeForbidden, "reason", msg, "runbook", rb.File)
 		}
 		return nil, &order.Error{Code: order.CodeForbidden, Message: msg,
 			Details: map[string]any{"reason": "runbook_claims", "order_id": o.ID}}

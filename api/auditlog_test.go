@@ -1,0 +1,82 @@
+package api_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// logLines returns the JSON log lines of logs whose msg is msg.
+func logLines(t *testing.T, logs *testenv.LogBuffer, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, sc.Bytes())
+		}
+		if line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestRefusedRunbookRunIsLogged checks that a runbook run refused for its
+// Required Claims, which is recorded as a rejected order, has its "order
+// rejected" line with that order's id and principal (docs/observability.md:
+// one line per order state change), so the log and the history agree.
+func TestRefusedRunbookRunIsLogged(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	e := newAPIEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	dir := t.TempDir()
+	doc := "# Guarded\n\n# Environment Requirements\n```yaml\n```\n\n# File System Requirements\n```yaml\nInput:\n  []\n```\n\n" +
+		"# Required Claims\n```yaml\nroles: admin\n```\n\n# Script\n```sh\necho ok\n```\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(dir, "Guarded.md"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default().Runbooks
+	cfg.Dir, cfg.Host = dir, "rb-1"
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	rb := *e
+	rb.url = hs.URL
+
+	code, b := rb.do("alice", "POST", "/v1/runbooks/Guarded.md/execute", map[string]any{})
+	if code != 403 {
+		t.Fatalf("execute without the claims: %d %s", code, b)
+	}
+	id, _ := decodeAs[api.ErrorBody](t, b).Error.Details["order_id"].(string)
+	var status string
+	if err := e.pool.QueryRow(t.Context(), `SELECT status FROM orders WHERE id = $1`, id).Scan(&status); err != nil || status != "rejected" {
+		t.Fatalf("the refused run %s is not a rejected order: %q %v", id, status, err)
+	}
+	var found bool
+	for _, l := range logLines(t, logs, "order rejected") {
+		if l["order_id"] == id {
+			found = true
+			if l["principal"] != "alice" || l["host"] != "rb-1" || l["code"] != "forbidden" || l["source"] != "rest" ||
+				!strings.Contains(l["reason"].(string), "RBAC check failed") {
+				t.Errorf("order rejected line: %v", l)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no \"order rejected\" line for the rejected order %s:\n%s", id, logs.String())
+	}
+}
