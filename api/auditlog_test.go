@@ -80,3 +80,33 @@ func TestRefusedRunbookRunIsLogged(t *testing.T) {
 		t.Errorf("no \"order rejected\" line for the rejected order %s:\n%s", id, logs.String())
 	}
 }
+
+// TestRefusedNATSSubmissionIsFindable checks that a publisher's refused
+// submission can be found by the one name the publisher knows it by, its
+// Nats-Msg-Id: in the rejections row and in the "order rejected" line,
+// whose order id is one the publisher never saw.
+func TestRefusedNATSSubmissionIsFindable(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	e := newAPIEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	// No policy rule names the auditor role: every command is refused.
+	a := e.publish("auditor", "nats-1", "publisher-7-msg-42", map[string]any{"command": "uptime"})
+	if a.Error == nil || a.Error.Code != "forbidden" {
+		t.Fatalf("answer %+v, want forbidden", a)
+	}
+	var principal, host string
+	if err := e.pool.QueryRow(t.Context(), `SELECT principal, request->>'host' FROM rejections
+		WHERE source = 'nats' AND request->>'nats_msg_id' = 'publisher-7-msg-42'`).Scan(&principal, &host); err != nil {
+		t.Fatalf("no rejections row names the Nats-Msg-Id: %v", err)
+	}
+	if principal != "auditor" || host != "nats-1" {
+		t.Errorf("rejections row: principal %q host %q, want auditor nats-1", principal, host)
+	}
+	testenv.WaitUntil(t, 5*time.Second, "the order rejected line", func() bool {
+		for _, l := range logLines(t, logs, "order rejected") {
+			if l["idempotency_key"] == "publisher-7-msg-42" && l["principal"] == "auditor" && l["source"] == "nats" {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -301,6 +301,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		if redacted == nil {
 			redacted = map[string]any{"subject": msg.Subject()}
 		}
+		if id := hdr.Get("Nats-Msg-Id"); id != "" {
+			// The publisher's own name for the submission: how it finds
+			// the refusal (the order id it would have had is random).
+			redacted["nats_msg_id"] = id
+		}
 		s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
 			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
@@ -324,10 +329,10 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if err := decodeBytes(msg.Data(), &req); err != nil {
 		return refuse(err)
 	}
-	redacted = redact(&req)
 	if req.Host == "" {
 		req.Host = d.host
 	}
+	redacted = redact(&req)
 	if req.Host != d.host || len(req.Hosts) > 0 {
 		return refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
 	}

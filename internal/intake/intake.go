@@ -203,8 +203,14 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 // it would have had (DESIGN §9: one line per state change), and returns
 // err for the caller to answer with. The refusal is also an audit row.
 func (s *Service) refused(o *order.Order, err error) error {
-	s.logger.Info("order rejected", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source,
-		"code", order.ErrorCode(err), "reason", err.Error())
+	attrs := []any{"order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source,
+		"code", order.ErrorCode(err), "reason", err.Error()}
+	if o.IdempotencyKey != "" {
+		// What the client knows the submission by (an Idempotency-Key, a
+		// NATS Nats-Msg-Id): the order id above is new to it.
+		attrs = append(attrs, "idempotency_key", o.IdempotencyKey)
+	}
+	s.logger.Info("order rejected", attrs...)
 	return err
 }
 
