@@ -113,8 +113,12 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if err := w.failPoint("after_claim", o); err != nil {
 			return nil, err
 		}
-		w.logger.Info("order started", "order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt,
-			"stream_seq", o.StreamSeq, "command", o.Command)
+		started := []any{"order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt,
+			"stream_seq", o.StreamSeq, "command", o.Command}
+		if o.DryRun {
+			started = append(started, "dry_run", true) // checked, never executed
+		}
+		w.logger.Info("order started", started...)
 		w.event(o, "started", order.StatusRunning)
 
 		finish, ran, live := w.run(ctx, msg, o)
@@ -239,6 +243,15 @@ func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, 
 		how = append(how, "exit_code", *r.ExitCode)
 	case r.Signal != "":
 		how = append(how, "signal", r.Signal)
+	}
+	// A dry run "succeeds" without running anything, and a refusal, a
+	// timeout or a failed start says why only here: the line must not
+	// read as a command that ran.
+	if o.DryRun {
+		how = append(how, "dry_run", true)
+	}
+	if f.Result.Error != "" {
+		how = append(how, "error", f.Result.Error)
 	}
 	w.logger.Info("order finished", append(how, "duration_ms", f.Result.DurationMS)...)
 	w.event(o, "finished", f.Status)
