@@ -74,8 +74,21 @@ func printOrder(w io.Writer, o *client.Order) error {
 	if o.Attempt > 1 {
 		row("Attempt", strconv.Itoa(o.Attempt))
 	}
+	// An order that never started (canceled or expired while queued,
+	// refused before it was queued) ran for no time and wrote nothing:
+	// a duration and empty streams would say it ran.
+	ran := o.StartedAt != nil
+	if c := o.Cancel; c != nil {
+		who := "by " + c.Actor + " at " + localTime(&c.RequestedAt)
+		if ran {
+			who += " (" + c.Signal + ")" // the signal a queued order never got
+		}
+		row("Cancel", who)
+	}
 	if r := o.Result; r != nil {
-		row("Duration", (time.Duration(r.DurationMS) * time.Millisecond).String())
+		if ran {
+			row("Duration", (time.Duration(r.DurationMS) * time.Millisecond).String())
+		}
 		if r.Error != nil && *r.Error != "" {
 			row("Error", *r.Error)
 		}
@@ -83,7 +96,7 @@ func printOrder(w io.Writer, o *client.Order) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if o.Result == nil {
+	if o.Result == nil || !ran {
 		return nil
 	}
 	for _, s := range []struct {
