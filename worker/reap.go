@@ -31,7 +31,7 @@ func (w *Worker) reap(ctx context.Context, id uuid.UUID, p *postgres.Process) ma
 			ev["reap_error"] = err.Error()
 			return ev
 		}
-		r := executor.Reap(ctx, executor.Process{Cgroup: cg.OrderCgroup(id), BootID: boot}, w.logger)
+		r := executor.Reap(ctx, executor.Process{Cgroup: cg.OrderCgroup(id), BootID: boot}, w.logger.With("order_id", id))
 		ev["cgroup"], ev["found"], ev["killed"], ev["verified"] = cg.OrderCgroup(id), r.Found, len(r.Killed), r.Verified
 		if r.Err != nil {
 			ev["reap_error"] = r.Err.Error()
@@ -43,8 +43,10 @@ func (w *Worker) reap(ctx context.Context, id uuid.UUID, p *postgres.Process) ma
 	proc := executor.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
 		MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
 	b := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	// Its lines say whose processes they killed, or could not prove gone.
+	logger := w.logger.With("order_id", id)
 	for {
-		r := executor.Reap(ctx, proc, w.logger)
+		r := executor.Reap(ctx, proc, logger)
 		if r.Err == nil && r.Verified != "" {
 			ev["found"], ev["killed"], ev["verified"], ev["reap"] = r.Found, len(r.Killed), r.Verified, r.Detail
 			return ev
