@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -104,6 +107,34 @@ func TestRefusedNATSSubmissionIsFindable(t *testing.T) {
 	testenv.WaitUntil(t, 5*time.Second, "the order rejected line", func() bool {
 		for _, l := range logLines(t, logs, "order rejected") {
 			if l["idempotency_key"] == "publisher-7-msg-42" && l["principal"] == "auditor" && l["source"] == "nats" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestLostOrderCancelIsLogged checks that an order ended because its
+// message left the orders stream has its line with whose order it was
+// (docs/observability.md: every state change line names the principal).
+func TestLostOrderCancelIsLogged(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	e := newAPIEnv(t, envOptions{lost: 300 * time.Millisecond, logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	o := e.submit("alice", map[string]any{"host": "h-lost", "command": "true"}, "", 202)
+	st, err := e.q.JetStream().Stream(t.Context(), queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSubject(queue.OrdersSubject+"h-lost")); err != nil {
+		t.Fatal(err)
+	}
+	e.waitOrder(o.ID, "canceled")
+	testenv.WaitUntil(t, 5*time.Second, "the lost order's line", func() bool {
+		for _, l := range logLines(t, logs, "order canceled: its message is gone from the orders stream") {
+			if l["order_id"] == o.ID.String() {
+				if l["principal"] != "alice" || l["host"] != "h-lost" || l["actor"] != "orderly" {
+					t.Fatalf("line: %v", l)
+				}
 				return true
 			}
 		}

@@ -290,8 +290,10 @@ func (s *Service) EndLost(ctx context.Context) (int, error) {
 	for i := 0; i < len(list); {
 		host := list[i].Host
 		var want []uuid.UUID
+		principals := map[uuid.UUID]string{}
 		for ; i < len(list) && list[i].Host == host; i++ {
 			want = append(want, list[i].ID)
+			principals[list[i].ID] = list[i].Principal
 		}
 		missing, err := s.pub.Missing(ctx, host, want, lostScan)
 		if err != nil {
@@ -307,7 +309,7 @@ func (s *Service) EndLost(ctx context.Context) (int, error) {
 			}
 			n++
 			s.logger.Error("order canceled: its message is gone from the orders stream", "order_id", id, "host", host,
-				"stream", queue.OrdersStream)
+				"principal", principals[id], "actor", "orderly", "stream", queue.OrdersStream)
 			s.ended(id, host, order.StatusCanceled)
 		}
 	}

@@ -366,10 +366,11 @@ func (s *Store) Unpublished(ctx context.Context, age time.Duration, limit int) (
 	return out, translate("list unpublished orders", err)
 }
 
-// QueuedOrder is a queued order's id and host.
+// QueuedOrder is a queued order's id, host and principal.
 type QueuedOrder struct {
-	ID   uuid.UUID
-	Host string
+	ID        uuid.UUID
+	Host      string
+	Principal string
 }
 
 // QueuedPublishedOlderThan lists, for each host, its oldest perHost queued
@@ -377,8 +378,8 @@ type QueuedOrder struct {
 // confirmed (none left in unpublished), by host and then oldest first:
 // their messages must be in the orders stream.
 func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]QueuedOrder, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, host FROM (
-		SELECT a.id, a.host, row_number() OVER (PARTITION BY a.host ORDER BY a.id) AS n
+	rows, err := s.pool.Query(ctx, `SELECT id, host, principal FROM (
+		SELECT a.id, a.host, o.principal, row_number() OVER (PARTITION BY a.host ORDER BY a.id) AS n
 		FROM active_orders a JOIN orders o USING (id)
 		WHERE a.status = 'queued' AND o.submitted_at < now() - $1::bigint * interval '1 microsecond'
 		AND NOT EXISTS (SELECT 1 FROM unpublished u WHERE u.id = a.id)) q
