@@ -1,6 +1,8 @@
 package api
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -158,4 +160,56 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	encode(w, http.StatusOK, h)
+}
+
+// handleForgetHost is DELETE /v1/hosts/{host}: an admin retires a host
+// that is gone for good (a machine decommissioned, a name mistyped), so
+// that it no longer shows in the hosts list and the fleet metrics, where
+// it counted as offline for ever. Refused while a worker serves it or any
+// of its orders may still run; its orders' history stays. A worker that
+// starts for it later makes it known again.
+func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
+	p := principalOf(r)
+	if !p.HasRole("admin") {
+		s.writeError(w, r, order.Errorf(order.CodeForbidden, "forgetting a host needs the admin role"))
+		return
+	}
+	name := chi.URLParam(r, "host")
+	if !order.ValidHost(name) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	online, err := s.Queue.OnlineHosts(r.Context())
+	if err != nil {
+		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err})
+		return
+	}
+	if h, ok := online[name]; ok {
+		s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first",
+			Details: map[string]any{"online": true, "instance": h.Instance}})
+		return
+	}
+	found, active, err := s.Store.ForgetHost(r.Context(), name)
+	switch {
+	case errors.Is(err, postgres.ErrHostBusy):
+		s.writeError(w, r, &order.Error{Code: order.CodeConflict,
+			Message: fmt.Sprintf("host %s has %d orders queued or running: cancel them first (a running order settles when a worker for the host starts)", name, active),
+			Details: map[string]any{"active_orders": active}})
+		return
+	case err != nil:
+		s.writeError(w, r, err)
+		return
+	}
+	// Also for a host PostgreSQL no longer knows: a request whose NATS
+	// part failed is sent again.
+	if err := s.Queue.Forget(r.Context(), name); err != nil {
+		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "the host's state in NATS could not be removed: send the request again", Err: err})
+		return
+	}
+	if !found {
+		s.writeError(w, r, notFound("unknown host"))
+		return
+	}
+	s.Logger.Info("host forgotten", "host", name, "principal", p.Name)
+	w.WriteHeader(http.StatusNoContent)
 }

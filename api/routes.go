@@ -38,6 +38,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/orders/{id}/cancel", s.handleCancel)
 		r.Get("/hosts", s.handleHosts)
 		r.Get("/hosts/{host}", s.handleHost)
+		r.Delete("/hosts/{host}", s.handleForgetHost)
 		r.Get("/status", s.handleStatus)
 		r.Get("/actions", s.handleActionList)
 		r.Get("/actions/{name}", s.handleActionGet)

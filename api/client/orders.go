@@ -220,3 +220,12 @@ func (c *Client) Host(ctx context.Context, name string) (*Host, error) {
 	}
 	return &h, nil
 }
+
+// ForgetHost is DELETE /v1/hosts/{host} (admin): a host gone for good
+// leaves the hosts list and the fleet gauges. It is refused with
+// CodeConflict while a worker serves the host or orders of it may still
+// run.
+func (c *Client) ForgetHost(ctx context.Context, name string) error {
+	_, _, err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/hosts/" + pathID(name)}, nil)
+	return err
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -14,17 +15,28 @@ import (
 
 func (a *app) hostsCommand() *cobra.Command {
 	var conn connFlags
-	var asJSON bool
+	var asJSON, forget bool
 	cmd := &cobra.Command{
 		Use:   "hosts [HOST]",
 		Short: "List known hosts, or show one host with its running order and queue",
 		Example: "  orderly hosts\n" +
-			"  orderly hosts web-3",
+			"  orderly hosts web-3\n" +
+			"  orderly hosts --forget web-9   # a host gone for good (admin)",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(cmd, &conn)
 			if err != nil {
 				return err
+			}
+			if forget {
+				if len(args) != 1 {
+					return errors.New("--forget needs the host to forget: orderly hosts --forget HOST")
+				}
+				if err := c.ForgetHost(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "forgot host %s\n", args[0])
+				return nil
 			}
 			if len(args) == 1 {
 				h, err := c.Host(cmd.Context(), args[0])
@@ -54,6 +66,8 @@ func (a *app) hostsCommand() *cobra.Command {
 	}
 	conn.bind(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	cmd.Flags().BoolVar(&forget, "forget", false, "forget HOST, gone for good: it leaves the list and the fleet gauges; refused while a worker serves it or orders of it may still run (admin)")
+	cmd.MarkFlagsMutuallyExclusive("forget", "json")
 	return cmd
 }
 

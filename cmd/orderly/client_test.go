@@ -175,6 +175,14 @@ func TestCLIOrdersHostsCancel(t *testing.T) {
 	if !strings.Contains(r.stdout, "Host:") || !strings.Contains(r.stdout, "h1") {
 		t.Errorf("hosts h1:\n%s", r.stdout)
 	}
+	// A host with a live worker cannot be forgotten (api: TestForgetHost).
+	r = cli(t, env, "", "hosts", "--forget", "h1")
+	if r.err == nil || !strings.Contains(r.err.Error(), "has a live worker") || !strings.Contains(r.err.Error(), "(conflict)") {
+		t.Errorf("hosts --forget h1: %v", r.err)
+	}
+	if r = cli(t, env, "", "hosts", "--forget"); r.err == nil || !strings.Contains(r.err.Error(), "--forget needs the host") {
+		t.Errorf("hosts --forget: %v", r.err)
+	}
 
 	// Cancel of a finished order is a conflict: exit 1 with the API's message.
 	r = cli(t, env, "", "cancel", id)

@@ -3,10 +3,13 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Rejection is one refused request, recorded for the audit trail. Request
@@ -210,4 +213,34 @@ func storableValue(v any) any {
 		return out
 	}
 	return v
+}
+
+// ErrHostBusy is ForgetHost's refusal: the host has orders queued or
+// running.
+var ErrHostBusy = errors.New("host has orders queued or running")
+
+// ForgetHost deletes host from the hosts table (and with it its takeover
+// state), unless it has orders that may still run. Its orders' history
+// stays. found is false for a host PostgreSQL does not know.
+func (s *Store) ForgetHost(ctx context.Context, host string) (found bool, active int, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The row lock orders this against a worker taking the host.
+		if err := tx.QueryRow(ctx, `SELECT true FROM hosts WHERE host = $1 FOR UPDATE`, host).Scan(&found); err != nil {
+			if err != pgx.ErrNoRows {
+				return err
+			}
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM active_orders WHERE host = $1`, host).Scan(&active); err != nil {
+			return err
+		}
+		if active > 0 {
+			return ErrHostBusy
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM hosts WHERE host = $1`, host)
+		return err
+	})
+	if errors.Is(err, ErrHostBusy) {
+		return found, active, err
+	}
+	return found, active, translate("forget host "+host, err)
 }

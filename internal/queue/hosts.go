@@ -196,3 +196,22 @@ func (l *Lease) Release(ctx context.Context) error {
 func (q *Queue) Offline(ctx context.Context, host string) error {
 	return q.kv.Delete(ctx, "info."+host)
 }
+
+// Forget removes what NATS keeps for a host that is gone for good: its
+// durable consumer on the orders stream and its heartbeat and lease keys.
+// The caller has checked that no worker serves it and that none of its
+// orders may still run; the messages of its ended orders go with the
+// periodic drop of unserved hosts' ended orders. A worker that starts for
+// the host later sets all of it up again.
+func (q *Queue) Forget(ctx context.Context, host string) error {
+	err := q.js.DeleteConsumer(ctx, OrdersStream, ConsumerName(host))
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete the consumer of host %s: %w", host, err)
+	}
+	for _, key := range []string{"info." + host, "lease." + host} {
+		if err := q.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("forget host %s: %w", host, err)
+		}
+	}
+	return nil
+}
