@@ -36,7 +36,7 @@ func New() *Metrics {
 			Name: "orderly_orders_submitted_total", Help: "Orders accepted, by source (rest, nats, runbook, vigrid, httpexec, stage0).",
 		}, []string{"source"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "orderly_orders_finished_total", Help: "Orders that reached a terminal status on a worker, by host and status.",
+			Name: "orderly_orders_finished_total", Help: "Orders that reached a terminal status, by host and status: on a worker, or in the API for a queued order it canceled or expired.",
 		}, []string{"host", "status"}),
 		execDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "orderly_exec_duration_seconds", Help: "Run time of executed orders, by host.",
