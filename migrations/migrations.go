@@ -45,7 +45,8 @@ func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
 	return p, db, nil
 }
 
-// Up applies every pending migration to the database at dsn.
+// Up applies every pending migration to the database at dsn. It refuses
+// a database a newer orderly migrated (NotNewer).
 func Up(ctx context.Context, dsn string) error {
 	p, db, err := Provider(dsn)
 	if err != nil {
@@ -53,6 +54,13 @@ func Up(ctx context.Context, dsn string) error {
 	}
 	defer db.Close()
 	defer p.Close()
+	have, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read the schema version: %w", err)
+	}
+	if err := NotNewer(have); err != nil {
+		return err
+	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("migrate up: %w", err)
 	}
@@ -76,4 +84,23 @@ func Latest() (int64, error) {
 		latest = max(latest, v)
 	}
 	return latest, nil
+}
+
+// NotNewer refuses a database whose schema version, have, is above the
+// newest migration this binary embeds: a newer orderly migrated it. Such a
+// schema may hold what this binary would neither fill in nor check, and
+// this binary lacks the migrations to roll it back (goose would find
+// nothing to apply and call it up to date). Every server command and
+// `orderly migrate` refuse it, naming both versions.
+func NotNewer(have int64) error {
+	want, err := Latest()
+	if err != nil {
+		return err
+	}
+	if have <= want {
+		return nil
+	}
+	return fmt.Errorf("the database's orderly schema is version %d, newer than this binary's %d: a newer orderly migrated it; "+
+		"run that orderly (or a later one), or roll the schema back to %d with that orderly's `orderly migrate down` (one version per run) first",
+		have, want, want)
 }

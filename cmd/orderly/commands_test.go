@@ -2,17 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/migrations"
 )
 
 func runCmd(t *testing.T, args ...string) (string, error) {
@@ -71,6 +75,48 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	if _, err := runCmd(t, "migrate", "status"); err == nil {
 		t.Fatal("migrate without a database accepted")
+	}
+}
+
+// TestNewerSchemaRefused checks a downgrade: a binary on a database a
+// newer orderly migrated refuses it, naming both versions, in every
+// command that would use it. Before, migrate up said "up to date", migrate
+// down failed with goose's "version not found", and serve, api and worker
+// started on a schema they do not know.
+func TestNewerSchemaRefused(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	want, err := migrations.Latest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pool := testenv.Store(t, dsn)
+	if _, err := pool.Exec(t.Context(), `INSERT INTO goose_db_version (version_id, is_applied) VALUES ($1, true)`, want+1); err != nil {
+		t.Fatal(err)
+	}
+	says := fmt.Sprintf("schema is version %d, newer than this binary's %d", want+1, want)
+	for _, args := range [][]string{
+		{"migrate", "up"},
+		{"migrate", "down"},
+		{"serve", "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()},
+		{"api", "--nats-url", "nats://127.0.0.1:1"},
+		{"worker", "--host", "h1", "--nats-url", "nats://127.0.0.1:1"},
+	} {
+		// Bounded: a command that accepts the schema waits for NATS.
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		var outb bytes.Buffer
+		err := run(ctx, append(append([]string{"orderly"}, args...), "--database-url", dsn), nil, strings.NewReader(""), &outb, &outb)
+		cancel()
+		out := outb.String()
+		if err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("%s on a newer schema: %v, want %q\n%s", strings.Join(args[:1], " "), err, says, out)
+		}
+		if strings.Contains(out, "up to date") || strings.Contains(out, "rolled back") {
+			t.Errorf("%s on a newer schema said:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	var have int64
+	if err := pool.QueryRow(t.Context(), `SELECT max(version_id) FROM goose_db_version`).Scan(&have); err != nil || have != want+1 {
+		t.Fatalf("schema version after the refusals: %d, %v; want %d untouched", have, err, want+1)
 	}
 }
 

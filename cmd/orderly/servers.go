@@ -130,6 +130,17 @@ func (a *app) migrateCommand() *cobra.Command {
 			defer db.Close()
 			defer p.Close()
 			ctx := cmd.Context()
+			if args[0] == "up" || args[0] == "down" {
+				// Without the newer migrations, up finds nothing to apply
+				// (and would say up to date) and down none to roll back.
+				have, err := p.GetDBVersion(ctx)
+				if err != nil {
+					return fmt.Errorf("read the schema version: %w", err)
+				}
+				if err := migrations.NotNewer(have); err != nil {
+					return err
+				}
+			}
 			switch args[0] {
 			case "up":
 				res, err := p.Up(ctx)

@@ -113,7 +113,8 @@ func connectionLost(err error) bool {
 
 // CheckSchema reports a clear error when the database lacks orderly's
 // tables, so `orderly api` or `worker` against an unmigrated database says
-// what to do instead of failing on its first query.
+// what to do instead of failing on its first query, and when a newer
+// orderly migrated it (migrations.NotNewer).
 func (s *Store) CheckSchema(ctx context.Context) error {
 	want, err := migrations.Latest()
 	if err != nil {
@@ -131,6 +132,9 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 		if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version`).Scan(&have); err != nil {
 			return translate("check schema", err)
 		}
+	}
+	if err := migrations.NotNewer(have); err != nil {
+		return err
 	}
 	if have < want {
 		return fmt.Errorf("the database has no (or an old) orderly schema (version %d, this binary needs %d): run `orderly migrate up --database-url …` first", have, want)
