@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -321,6 +323,16 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 // ran, or -1 when nothing was executed; live reports whether any output
 // chunk was published to the live stream.
 func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration, live bool) {
+	if len(o.Policy.Unknown) > 0 {
+		// An API newer than this worker allowed it, possibly counting on
+		// a check only a newer worker makes: never run it without.
+		w.logger.Error("refused an order accepted by a newer API: upgrade this worker", "order_id", o.ID,
+			"unknown_policy_keys", o.Policy.Unknown, "version", w.opts.Version)
+		why := fmt.Sprintf("the order's policy decision has %s, unknown to this worker (version %s): an API newer than the worker accepted it; upgrade the worker",
+			quoteKeys(o.Policy.Unknown), w.opts.Version)
+		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: why},
+			Detail: map[string]any{"reason": why, "unknown_policy_keys": o.Policy.Unknown}}, -1, false
+	}
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
@@ -543,6 +555,15 @@ func (w *Worker) event(o *order.Order, typ string, st order.Status) {
 	if err := w.q.PublishEvent(queue.Event{OrderID: o.ID, Type: typ, Status: string(st), Host: o.Host}); err != nil {
 		w.logger.Debug("publish event", "order_id", o.ID, "error", err)
 	}
+}
+
+// quoteKeys lists keys as "a", "b".
+func quoteKeys(keys []string) string {
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		q[i] = strconv.Quote(k)
+	}
+	return strings.Join(q, ", ")
 }
 
 func reason(err error) string {

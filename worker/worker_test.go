@@ -219,3 +219,38 @@ func TestPipelinedClaimThenCrash(t *testing.T) {
 		t.Fatal("the interrupted order was executed")
 	}
 }
+
+// TestOrderFromANewerAPIIsRefused: an order whose recorded policy decision
+// has a key this worker does not know was accepted by a newer API, which
+// may count on a check only a newer worker makes (as the deny rules on the
+// resolved path once did). The worker refuses it with the reason and goes
+// on with the host's next order; it never runs it without the check.
+func TestOrderFromANewerAPIIsRefused(t *testing.T) {
+	store, pool := testenv.Store(t, testenv.Postgres(t))
+	e := &env{t: t, store: store,
+		q: testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
+	marker := filepath.Join(t.TempDir(), "ran")
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "nw1", Command: "touch", Args: []string{marker},
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest",
+		Policy: order.Decision{Decision: "allow", Matched: []string{"ops:allow:.*"}}}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `UPDATE orders SET policy = policy || '{"require_check": {"rule": "ops"}}' WHERE id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), o.Host, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	next := e.submit("nw1", "true")
+	e.start("nw1", nil)
+
+	got := e.waitStatus(o.ID, order.StatusRejected)
+	if got.Result == nil || !strings.Contains(got.Result.Error, `"require_check"`) || !strings.Contains(got.Result.Error, "upgrade the worker") {
+		t.Errorf("result = %+v, want the unknown key and the advice to upgrade the worker", got.Result)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatal("the order was executed without the check its API counted on")
+	}
+	e.waitStatus(next, order.StatusSucceeded)
+}

@@ -76,6 +76,11 @@ type Decision struct {
 	// that allowed it cap timeouts below the default (limits.default_timeout),
 	// and an order that named none gets the cap instead of a refusal.
 	Timeout time.Duration `json:"-"`
+	// Unknown lists the keys of a recorded decision that this binary does
+	// not know: an API newer than this worker wrote them, and may have
+	// allowed the order counting on a check that only a newer worker
+	// makes (as Deny once was). The worker refuses such an order.
+	Unknown []string `json:"-"`
 }
 
 // DenyRule is one deny regex of a policy rule, as configured.

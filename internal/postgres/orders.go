@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +82,7 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		o.IdempotencyKey = *idemKey
 	}
 	if len(policy) > 0 {
-		if err := json.Unmarshal(policy, &o.Policy); err != nil {
+		if o.Policy, err = decodeDecision(policy); err != nil {
 			return nil, fmt.Errorf("decode policy of order %s: %w", o.ID, err)
 		}
 	}
@@ -107,6 +109,42 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		o.Result = r
 	}
 	return &o, nil
+}
+
+// decodeDecision reads an order's recorded policy decision, keeping the
+// keys this binary does not know in Unknown instead of dropping them
+// silently (see order.Decision). Strict decoding costs nothing more when
+// every key is known; only a decision with others is read again.
+func decodeDecision(raw []byte) (order.Decision, error) {
+	var d order.Decision
+	if strictDecode(raw, &d) == nil {
+		return d, nil
+	}
+	d = order.Decision{}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return d, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return d, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		one, err := json.Marshal(map[string]json.RawMessage{k: fields[k]})
+		if err != nil {
+			return d, err
+		}
+		if strictDecode(one, new(order.Decision)) != nil {
+			d.Unknown = append(d.Unknown, k)
+		}
+	}
+	return d, nil
+}
+
+// strictDecode decodes raw into v, refusing keys v has no field for.
+func strictDecode(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 func output(content []byte, n *int64, trunc *bool, sum []byte) order.Output {
