@@ -45,26 +45,32 @@ func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
 	return p, db, nil
 }
 
-// Up applies every pending migration to the database at dsn. It refuses
-// a database a newer orderly migrated (NotNewer).
-func Up(ctx context.Context, dsn string) error {
+// Up applies every pending migration to the database at dsn and returns
+// the files it applied, in order, so that `serve` can say that an upgrade
+// changed the schema. It refuses a database a newer orderly migrated
+// (NotNewer).
+func Up(ctx context.Context, dsn string) (applied []string, err error) {
 	p, db, err := Provider(dsn)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer db.Close()
 	defer p.Close()
 	have, err := p.GetDBVersion(ctx)
 	if err != nil {
-		return fmt.Errorf("read the schema version: %w", err)
+		return nil, fmt.Errorf("read the schema version: %w", err)
 	}
 	if err := NotNewer(have); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("migrate up: %w", err)
+	res, err := p.Up(ctx)
+	for _, r := range res {
+		applied = append(applied, r.Source.Path)
 	}
-	return nil
+	if err != nil {
+		return applied, fmt.Errorf("migrate up: %w", err)
+	}
+	return applied, nil
 }
 
 // Latest is the version of the newest embedded migration: a database below

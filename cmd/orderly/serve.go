@@ -140,7 +140,12 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		inProcess = append(inProcess, nats.InProcessServer(ns.InProcess()))
 		w.AddPreparer("embedded NATS credentials", natsCredentialReloader(ns, creds, cfg.Host, logger))
 	}
-	if err := migrations.Up(ctx, cfg.DatabaseURL); err != nil {
+	// An upgraded serve migrates its own database: say so, with what.
+	applied, err := migrations.Up(ctx, cfg.DatabaseURL)
+	if len(applied) > 0 {
+		logger.Info("schema migrated", "applied", applied)
+	}
+	if err != nil {
 		return err
 	}
 	b, err := openBackend(ctx, cfg, "orderly-serve", logger, inProcess...)
