@@ -336,7 +336,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 				return order.Screen(o, deny, c.EnvAllow, c.ForbiddenChars)
 			}}, logger)
 	srv := api.New(api.Deps{
-		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: version, Metrics: b.metrics,
+		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: binaryVersion(), Metrics: b.metrics,
 		SharedLimits: b.rate,
 		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
@@ -477,7 +477,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 			return func() { policy.p.Store(hp) }, nil
 		}, config.PartWorker)
 	}
-	w := worker.New(worker.Options{Host: cfg.Host, Version: version, Heartbeat: cfg.NATS.Heartbeat,
+	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},
 		b.store, b.queue, policy, executor.New(logger), logger)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -86,7 +86,7 @@ func (a *app) client(cmd *cobra.Command, f *connFlags) (*client.Client, error) {
 		return nil, err
 	}
 	return client.New(strings.TrimRight(base, "/"), token,
-		client.WithHTTPClient(newHTTPClient(a.getenv)), client.WithUserAgent("orderly-cli/"+version))
+		client.WithHTTPClient(newHTTPClient(a.getenv)), client.WithUserAgent("orderly-cli/"+binaryVersion()))
 }
 
 // token finds the bearer token: --token, ORDERLY_TOKEN, then the admin

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -38,8 +39,49 @@ type exitCodeError int
 
 func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-// version is set at build time with -ldflags "-X main.version=…".
+// version is set at build time with -ldflags "-X main.version=…" (make
+// build, the Dockerfile's VERSION). Read it through binaryVersion.
 var version = "dev"
+
+// binaryVersion is the version --version prints, the CLI's User-Agent
+// carries and the API and each worker report (GET /v1/status, GET
+// /v1/hosts): how an operator tells which hosts an upgrade has reached.
+// A build without -ldflags says what Go recorded instead (versionOf).
+func binaryVersion() string {
+	info, _ := debug.ReadBuildInfo()
+	return versionOf(version, info)
+}
+
+// versionOf is stamped when the build set it; otherwise the module version
+// of a `go install …@vX`, or dev- and the commit Go stamped from the
+// checkout it was built in (-dirty with uncommitted changes), so that two
+// builds without a version do not both say "dev".
+func versionOf(stamped string, info *debug.BuildInfo) string {
+	if stamped != "dev" || info == nil {
+		return stamped
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev string
+	var modified bool
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return stamped
+	}
+	v := "dev-" + rev[:min(len(rev), 12)]
+	if modified {
+		v += "-dirty"
+	}
+	return v
+}
 
 // run is the whole program, with its environment passed in so tests can run
 // it in-process.

@@ -36,7 +36,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Short:         "Run commands on a fleet of hosts, safely and in order",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       binaryVersion(),
 	}
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand(), a.importCommand(),
 		a.actionCommand(), a.fleetCommand())

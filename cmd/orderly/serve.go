@@ -185,7 +185,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
   NATS:        %s
   PostgreSQL:  %s
   add a worker: orderly worker --host <id> --nats-url %s%s --database-url '%s'
-`, version, ar.URL, tokenFile, tokenFile, ar.URL, cfg.Host, natsLine, redactDSN(cfg.DatabaseURL), cfg.NATS.URL, workerCreds, cfg.DatabaseURL)
+`, binaryVersion(), ar.URL, tokenFile, tokenFile, ar.URL, cfg.Host, natsLine, redactDSN(cfg.DatabaseURL), cfg.NATS.URL, workerCreds, cfg.DatabaseURL)
 	if natsCreds != nil {
 		fmt.Fprintf(a.stdout, "                (<id> is one of nats.workers / --nats-workers: %s)\n", strings.Join(slices.Sorted(maps.Keys(natsCreds.Workers)), ", "))
 	}
