@@ -35,6 +35,7 @@ type Store interface {
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
+	Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error)
 }
 
 // Publisher puts an order on its host's subject, and tells waiters (?wait,
@@ -43,6 +44,8 @@ type Publisher interface {
 	Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error)
 	PublishEvent(ev queue.Event) error
 	Missing(ctx context.Context, host string, want []uuid.UUID, scan int) ([]uuid.UUID, error)
+	UnservedHosts(ctx context.Context) ([]string, error)
+	DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error)
 }
 
 // Authorizer is the API policy.
@@ -58,6 +61,7 @@ type Options struct {
 	ExpireEvery    time.Duration        // how often to expire queued orders past their deadline
 	LostAfter      time.Duration        // how old a queued order must be for EndLost to look for its message
 	LostEvery      time.Duration        // how often EndLost runs
+	DropEvery      time.Duration        // how often DropEnded runs
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -111,6 +115,9 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 	}
 	if opts.LostEvery <= 0 {
 		opts.LostEvery = time.Minute
+	}
+	if opts.DropEvery <= 0 {
+		opts.DropEvery = time.Minute
 	}
 	if opts.ExpireEvery <= 0 {
 		opts.ExpireEvery = time.Second
@@ -242,7 +249,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() {
 		defer wg.Done()
@@ -262,7 +269,38 @@ func (s *Service) Run(ctx context.Context) {
 		defer wg.Done()
 		s.every(ctx, s.opts.LostEvery, s.opts.LostEvery, "end queued orders whose messages are gone", s.EndLost)
 	}()
+	go func() {
+		defer wg.Done()
+		s.every(ctx, s.opts.DropEvery, s.opts.DropEvery, "drop messages of ended orders no worker took", s.DropEnded)
+	}()
 	wg.Wait()
+}
+
+// dropScan bounds how many messages of one host DropEnded reads per round.
+const dropScan = 1000
+
+// DropEnded removes from the orders stream the messages of orders that
+// ended while queued (canceled, expired) on hosts no worker serves: only a
+// worker's ack takes a message out of the work queue, so those of a host
+// that never had a worker (a typo) or has none any more (a retired
+// machine) stayed on disk for good, one per order. Only the run of ended
+// orders at the front of a host's queue goes; a queued order's message,
+// and everything behind it, stays for the worker that may come. A host
+// with a live worker is left to it: it acks them as it reaches them.
+func (s *Service) DropEnded(ctx context.Context) (int, error) {
+	hosts, err := s.pub.UnservedHosts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, host := range hosts {
+		d, err := s.pub.DropEnded(ctx, host, dropScan, s.store.Ended)
+		n += d
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // EndLost looks at the oldest lostPerHost queued orders of each host and

@@ -306,3 +306,53 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 		t.Fatal("a recent or unfinished order was deleted")
 	}
 }
+
+// TestDropEndedOfUnservedHost: a host no worker serves kept the message of
+// every order canceled or expired there in the orders stream for good
+// (only a worker's ack removes one). DropEnded removes the run of ended
+// orders at the front of such a host's queue, stops at a queued order,
+// and leaves a host with a live worker to it.
+func TestDropEndedOfUnservedHost(t *testing.T) {
+	e := newIntakeEnv(t, intake.Options{})
+	submit := func(host string) uuid.UUID {
+		t.Helper()
+		o, err := e.svc.Submit(e.ctx, alice, newOrder(host, "true"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.ID
+	}
+	cancel := func(id uuid.UUID) {
+		t.Helper()
+		if ok, err := e.store.Cancel(e.ctx, id, "test", "canceled by the test"); err != nil || !ok {
+			t.Fatalf("cancel %s: %v, %v", id, ok, err)
+		}
+	}
+	gone := []uuid.UUID{submit("hgone"), submit("hgone"), submit("hgone"), submit("hgone")}
+	live := submit("hlive")
+	for _, id := range []uuid.UUID{gone[0], gone[1], gone[3], live} {
+		cancel(id)
+	}
+	if err := e.q.Heartbeat(e.ctx, queue.HostInfo{Host: "hlive", Instance: "test", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
+	n, err := e.svc.DropEnded(e.ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("DropEnded = %d, %v; want the 2 canceled orders in front of the queued one", n, err)
+	}
+	if got := e.queued("hgone"); len(got) != 2 || got[0] != gone[2] || got[1] != gone[3] {
+		t.Fatalf("hgone's subject holds %v, want %v: the queued order and what is behind it", got, gone[2:])
+	}
+	if got := e.queued("hlive"); len(got) != 1 || got[0] != live {
+		t.Fatalf("hlive's subject holds %v, want its worker to take %s", got, live)
+	}
+
+	cancel(gone[2])
+	if n, err := e.svc.DropEnded(e.ctx); err != nil || n != 2 {
+		t.Fatalf("DropEnded = %d, %v after the last queued order was canceled; want 2", n, err)
+	}
+	if got := e.queued("hgone"); len(got) != 0 {
+		t.Fatalf("hgone's subject still holds %v", got)
+	}
+}

@@ -429,6 +429,27 @@ func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration,
 	return out, translate("list queued orders", err)
 }
 
+// Ended returns which of ids belong to orders that can never run again:
+// terminal, or deleted (past retention). An order in flight has its row
+// in active_orders, written in the insert's own transaction, so an id
+// read from a published message is either there or ended.
+func (s *Store) Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	rows, err := s.pool.Query(ctx, `SELECT t.id FROM unnest($1::uuid[]) AS t(id)
+		WHERE NOT EXISTS (SELECT 1 FROM active_orders a WHERE a.id = t.id)`, ids)
+	if err != nil {
+		return nil, translate("find ended orders", err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, translate("find ended orders", err)
+	}
+	out := make(map[uuid.UUID]bool, len(got))
+	for _, id := range got {
+		out[id] = true
+	}
+	return out, nil
+}
+
 // GetOrder returns one order with its result.
 func (s *Store) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id))

@@ -1,0 +1,111 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// UnservedHosts returns, sorted, the hosts that have messages in the
+// orders stream and no live worker (no recent heartbeat): a host nobody
+// serves, never or no more (a typo, a retired machine), keeps its messages
+// for good, since only a worker's ack removes one from a work queue.
+func (q *Queue) UnservedHosts(ctx context.Context) ([]string, error) {
+	st, err := q.js.Stream(ctx, OrdersStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", OrdersStream, err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(OrdersSubject+">"))
+	if err != nil {
+		return nil, fmt.Errorf("subjects of stream %s: %w", OrdersStream, err)
+	}
+	if len(info.State.Subjects) == 0 {
+		return nil, nil
+	}
+	online, err := q.OnlineHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for subject := range info.State.Subjects {
+		host := strings.TrimPrefix(subject, OrdersSubject)
+		if _, ok := online[host]; !ok {
+			out = append(out, host)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// DropEnded removes the messages at the front of host's subject whose
+// orders have ended, reading at most scan of them: ended reports which of
+// the ids it is given belong to orders that can never run (terminal, or
+// gone from PostgreSQL). It stops at the first message of an order that
+// may still run, so a queued order's message, and every message after it,
+// stays where it is in the host's queue. It returns how many it removed.
+func (q *Queue) DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error) {
+	st, err := q.js.Stream(ctx, OrdersStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", OrdersStream, err)
+	}
+	const batch = 100
+	subject := OrdersSubject + host
+	dropped, upTo := 0, uint64(0) // messages of the subject before upTo are to go
+	for seq, read := uint64(1), 0; read < scan; {
+		var ids []uuid.UUID
+		var seqs []uint64
+		for len(ids) < batch && read < scan {
+			// A work queue stream refuses a consumer beside the host's
+			// own: the messages are read one by one, as Missing does.
+			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return 0, fmt.Errorf("read the orders of host %s: %w", host, err)
+			}
+			read++
+			seq = m.Sequence + 1
+			id, err := uuid.Parse(string(m.Data))
+			if err != nil {
+				id = uuid.Nil // not an order: nothing to keep it for
+			}
+			ids, seqs = append(ids, id), append(seqs, m.Sequence)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		gone, err := ended(ctx, ids)
+		if err != nil {
+			return 0, err
+		}
+		i := 0
+		for ; i < len(ids) && (ids[i] == uuid.Nil || gone[ids[i]]); i++ {
+		}
+		dropped += i
+		if i > 0 {
+			upTo = seqs[i-1] + 1
+		}
+		if i < len(ids) || len(ids) < batch {
+			break
+		}
+	}
+	if dropped == 0 {
+		return 0, nil
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(upTo)); err != nil {
+		return 0, fmt.Errorf("drop ended orders of host %s: %w", host, err)
+	}
+	return dropped, nil
+}
