@@ -190,6 +190,12 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	if prev != nil {
 		return s.requeue(ctx, prev)
 	}
+	// Recorded, the order is published now, in its place in the host's
+	// queue, whether or not the client still waits for the answer: cut
+	// short by a client that left (a ?wait given up, a closed
+	// connection), it waited for the reconciler and ran after the host's
+	// later orders. Publish bounds its own wait.
+	ctx = context.WithoutCancel(ctx)
 	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
 		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
 			"principal", o.Principal, "source", o.Source, "error", err)
@@ -235,7 +241,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 	if prev.Status != order.StatusQueued {
 		return prev, nil
 	}
-	if _, err := s.pub.Publish(ctx, prev.Host, prev.ID); err != nil {
+	if _, err := s.pub.Publish(context.WithoutCancel(ctx), prev.Host, prev.ID); err != nil {
 		return prev, &ErrNotPublished{ID: prev.ID, Err: err}
 	}
 	select {

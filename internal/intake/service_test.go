@@ -356,3 +356,39 @@ func TestDropEndedOfUnservedHost(t *testing.T) {
 		t.Fatalf("hgone's subject still holds %v", got)
 	}
 }
+
+// cancelingPublisher is the real queue, except that it cancels the
+// submitting client's context just before it publishes: the client left
+// once its order was recorded (a ?wait given up, a closed connection).
+type cancelingPublisher struct {
+	*queue.Queue
+	leave context.CancelFunc
+}
+
+func (p *cancelingPublisher) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+	p.leave()
+	return p.Queue.Publish(ctx, host, id)
+}
+
+// TestClientLeavingAfterInsertStillPublishes: an order recorded for a
+// client that then went away is published at once, in its place in its
+// host's queue. Cut short by the client's context, it waited for the
+// reconciler (10 s) and ran after the host's later orders, and the API
+// logged a bus failure that never happened.
+func TestClientLeavingAfterInsertStillPublishes(t *testing.T) {
+	e := newIntakeEnv(t, intake.Options{})
+	clientCtx, leave := context.WithCancel(e.ctx)
+	pol, err := policy.New([]config.Rule{{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"h*"}, Allow: []string{`^true$`}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := intake.New(e.store, &cancelingPublisher{Queue: e.q, leave: leave}, func() intake.Authorizer { return pol },
+		intake.Options{}, testenv.Logger(t))
+	o, err := svc.Submit(clientCtx, alice, newOrder("h1", "true"))
+	if err != nil {
+		t.Fatalf("submit whose client left after the insert: %v", err)
+	}
+	if got := e.queued("h1"); len(got) != 1 || got[0] != o.ID {
+		t.Fatalf("h1's subject holds %v, want the recorded order %s", got, o.ID)
+	}
+}
