@@ -101,6 +101,7 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
 	}
+	defer s.Queue.EndLive(cons) // after the iterator stopped
 	defer it.Stop()
 	msgs := make(chan jetstream.Msg, 64)
 	go func() {

@@ -120,6 +120,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	defer s.Queue.EndLive(cons) // after the iterator stopped
 	defer it.Stop()
 	go func() {
 		defer close(msgs)

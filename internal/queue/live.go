@@ -96,3 +96,20 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 	}
 	return c, nil
 }
+
+// EndLive deletes a consumer Live made once its reader is done with it.
+// The server would remove it only after its InactiveThreshold: every
+// follower that came and went (an SSE client closing its page, a ?wait
+// timing out a CLI follow) held a consumer, and on serve's embedded server
+// three goroutines with it, for another minute; under a steady load of
+// short-lived followers that was most of serve's goroutines. Best effort:
+// the threshold still removes one whose delete is lost.
+func (q *Queue) EndLive(c jetstream.Consumer) {
+	info := c.CachedInfo()
+	if info == nil {
+		return // never created: nothing was read
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = q.js.DeleteConsumer(ctx, LiveStream, info.Name)
+}
