@@ -309,9 +309,9 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 
 // TestDropEndedOfUnservedHost: a host no worker serves kept the message of
 // every order canceled or expired there in the orders stream for good
-// (only a worker's ack removes one). DropEnded removes the run of ended
-// orders at the front of such a host's queue, stops at a queued order,
-// and leaves a host with a live worker to it.
+// (only a worker's ack removes one). DropEnded removes those of ended
+// orders, in front of a queued order and behind it, keeps the queued
+// ones, and leaves a host with a live worker to it.
 func TestDropEndedOfUnservedHost(t *testing.T) {
 	e := newIntakeEnv(t, intake.Options{})
 	submit := func(host string) uuid.UUID {
@@ -338,19 +338,27 @@ func TestDropEndedOfUnservedHost(t *testing.T) {
 	}
 
 	n, err := e.svc.DropEnded(e.ctx)
-	if err != nil || n != 2 {
-		t.Fatalf("DropEnded = %d, %v; want the 2 canceled orders in front of the queued one", n, err)
+	if err != nil || n != 3 {
+		t.Fatalf("DropEnded = %d, %v; want the 3 canceled orders, before and behind the queued one", n, err)
 	}
-	if got := e.queued("hgone"); len(got) != 2 || got[0] != gone[2] || got[1] != gone[3] {
-		t.Fatalf("hgone's subject holds %v, want %v: the queued order and what is behind it", got, gone[2:])
+	if got := e.queued("hgone"); len(got) != 1 || got[0] != gone[2] {
+		t.Fatalf("hgone's subject holds %v, want only the queued order %s", got, gone[2])
 	}
 	if got := e.queued("hlive"); len(got) != 1 || got[0] != live {
 		t.Fatalf("hlive's subject holds %v, want its worker to take %s", got, live)
 	}
 
+	later := submit("hgone")
 	cancel(gone[2])
-	if n, err := e.svc.DropEnded(e.ctx); err != nil || n != 2 {
-		t.Fatalf("DropEnded = %d, %v after the last queued order was canceled; want 2", n, err)
+	if n, err := e.svc.DropEnded(e.ctx); err != nil || n != 1 {
+		t.Fatalf("DropEnded = %d, %v after the queued order was canceled; want 1", n, err)
+	}
+	if got := e.queued("hgone"); len(got) != 1 || got[0] != later {
+		t.Fatalf("hgone's subject holds %v, want the order queued since, %s", got, later)
+	}
+	cancel(later)
+	if n, err := e.svc.DropEnded(e.ctx); err != nil || n != 1 {
+		t.Fatalf("DropEnded = %d, %v after the last queued order was canceled; want 1", n, err)
 	}
 	if got := e.queued("hgone"); len(got) != 0 {
 		t.Fatalf("hgone's subject still holds %v", got)

@@ -45,12 +45,14 @@ func (q *Queue) UnservedHosts(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// DropEnded removes the messages at the front of host's subject whose
-// orders have ended, reading at most scan of them: ended reports which of
-// the ids it is given belong to orders that can never run (terminal, or
-// gone from PostgreSQL). It stops at the first message of an order that
-// may still run, so a queued order's message, and every message after it,
-// stays where it is in the host's queue. It returns how many it removed.
+// DropEnded removes the messages of host's subject whose orders have
+// ended, reading at most scan of them from the front: ended reports which
+// of the ids it is given belong to orders that can never run (terminal, or
+// gone from PostgreSQL). The run of them at the front goes in one purge;
+// those behind an order that may still run are deleted one by one, so an
+// order stuck queued there does not keep every later one on disk. The
+// messages of orders that may run stay, in their order. It returns how
+// many it removed.
 func (q *Queue) DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error) {
 	st, err := q.js.Stream(ctx, OrdersStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -59,53 +61,52 @@ func (q *Queue) DropEnded(ctx context.Context, host string, scan int, ended func
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", OrdersStream, err)
 	}
-	const batch = 100
 	subject := OrdersSubject + host
-	dropped, upTo := 0, uint64(0) // messages of the subject before upTo are to go
-	for seq, read := uint64(1), 0; read < scan; {
-		var ids []uuid.UUID
-		var seqs []uint64
-		for len(ids) < batch && read < scan {
-			// A work queue stream refuses a consumer beside the host's
-			// own: the messages are read one by one, as Missing does.
-			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				break
-			}
-			if err != nil {
-				return 0, fmt.Errorf("read the orders of host %s: %w", host, err)
-			}
-			read++
-			seq = m.Sequence + 1
-			id, err := uuid.Parse(string(m.Data))
-			if err != nil {
-				id = uuid.Nil // not an order: nothing to keep it for
-			}
-			ids, seqs = append(ids, id), append(seqs, m.Sequence)
-		}
-		if len(ids) == 0 {
+	var ids []uuid.UUID
+	var seqs []uint64
+	for seq := uint64(1); len(ids) < scan; {
+		// A work queue stream refuses a consumer beside the host's own:
+		// the messages are read one by one, as Missing does.
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
-		gone, err := ended(ctx, ids)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("read the orders of host %s: %w", host, err)
 		}
-		i := 0
-		for ; i < len(ids) && (ids[i] == uuid.Nil || gone[ids[i]]); i++ {
+		seq = m.Sequence + 1
+		id, err := uuid.Parse(string(m.Data))
+		if err != nil {
+			id = uuid.Nil // not an order: nothing to keep it for
 		}
-		dropped += i
-		if i > 0 {
-			upTo = seqs[i-1] + 1
-		}
-		if i < len(ids) || len(ids) < batch {
-			break
-		}
+		ids, seqs = append(ids, id), append(seqs, m.Sequence)
 	}
-	if dropped == 0 {
+	if len(ids) == 0 {
 		return 0, nil
 	}
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(upTo)); err != nil {
-		return 0, fmt.Errorf("drop ended orders of host %s: %w", host, err)
+	gone, err := ended(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	drop := func(i int) bool { return ids[i] == uuid.Nil || gone[ids[i]] }
+	front := 0
+	for front < len(ids) && drop(front) {
+		front++
+	}
+	if front > 0 {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seqs[front-1]+1)); err != nil {
+			return 0, fmt.Errorf("drop ended orders of host %s: %w", host, err)
+		}
+	}
+	dropped := front
+	for i := front; i < len(ids); i++ {
+		if !drop(i) {
+			continue
+		}
+		if err := st.DeleteMsg(ctx, seqs[i]); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return dropped, fmt.Errorf("drop ended order %s of host %s: %w", ids[i], host, err)
+		}
+		dropped++
 	}
 	return dropped, nil
 }
