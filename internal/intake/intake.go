@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +38,7 @@ type Store interface {
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error)
+	ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error)
 }
 
 // Publisher puts an order on its host's subject, and tells waiters (?wait,
@@ -44,7 +47,7 @@ type Publisher interface {
 	Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error)
 	PublishEvent(ev queue.Event) error
 	Missing(ctx context.Context, host string, want []uuid.UUID, scan int) ([]uuid.UUID, error)
-	UnservedHosts(ctx context.Context) ([]string, error)
+	UnservedHosts(ctx context.Context) (map[string]uint64, error)
 	DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error)
 }
 
@@ -294,12 +297,25 @@ const dropScan = 1000
 // and everything behind it, stays for the worker that may come. A host
 // with a live worker is left to it: it acks them as it reaches them.
 func (s *Service) DropEnded(ctx context.Context) (int, error) {
-	hosts, err := s.pub.UnservedHosts(ctx)
+	msgs, err := s.pub.UnservedHosts(ctx)
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	hosts := slices.Sorted(maps.Keys(msgs))
+	// A host with no more messages than orders that may still run has
+	// none to drop: reading its messages one by one every minute would
+	// cost a host offline for a day with a long queue (or hundreds of
+	// them) for nothing. (An order recorded between the two reads only
+	// puts its host off to the next round.)
+	active, err := s.store.ActiveCounts(ctx, hosts)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, host := range hosts {
+		if msgs[host] <= uint64(active[host]) {
+			continue
+		}
 		d, err := s.pub.DropEnded(ctx, host, dropScan, s.store.Ended)
 		n += d
 		if err != nil {

@@ -429,6 +429,23 @@ func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration,
 	return out, translate("list queued orders", err)
 }
 
+// ActiveCounts returns how many orders of each of hosts are queued or
+// running (hosts with none are left out).
+func (s *Store) ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT host, count(*)::int FROM active_orders WHERE host = ANY($1) GROUP BY host`, hosts)
+	if err != nil {
+		return nil, translate("count active orders", err)
+	}
+	out := map[string]int{}
+	var host string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&host, &n}, func() error {
+		out[host] = n
+		return nil
+	})
+	return out, translate("count active orders", err)
+}
+
 // Ended returns which of ids belong to orders that can never run again:
 // terminal, or deleted (past retention). An order in flight has its row
 // in active_orders, written in the insert's own transaction, so an id

@@ -4,18 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// UnservedHosts returns, sorted, the hosts that have messages in the
-// orders stream and no live worker (no recent heartbeat): a host nobody
-// serves, never or no more (a typo, a retired machine), keeps its messages
-// for good, since only a worker's ack removes one from a work queue.
-func (q *Queue) UnservedHosts(ctx context.Context) ([]string, error) {
+// UnservedHosts returns the hosts that have messages in the orders stream
+// and no live worker (no recent heartbeat), with how many messages each
+// has: a host nobody serves, never or no more (a typo, a retired machine),
+// keeps its messages for good, since only a worker's ack removes one from
+// a work queue.
+func (q *Queue) UnservedHosts(ctx context.Context) (map[string]uint64, error) {
 	st, err := q.js.Stream(ctx, OrdersStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
@@ -34,14 +34,13 @@ func (q *Queue) UnservedHosts(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for subject := range info.State.Subjects {
+	out := map[string]uint64{}
+	for subject, n := range info.State.Subjects {
 		host := strings.TrimPrefix(subject, OrdersSubject)
 		if _, ok := online[host]; !ok {
-			out = append(out, host)
+			out[host] = n
 		}
 	}
-	slices.Sort(out)
 	return out, nil
 }
 
