@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/metrics"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // TestFleetGauges scrapes the fleet gauges from sources that answer, and
@@ -91,5 +93,32 @@ func TestMethodLabel(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `method="other"`) || !strings.Contains(string(body), `method="GET"`) {
 		t.Errorf("scrape lacks method=\"other\" or method=\"GET\":\n%s", body)
+	}
+}
+
+// TestHostLabelsAreBounded: a client chooses an order's host, and the API
+// counts the queued orders it cancels or expires under it: orders to
+// made-up hosts added series kept for the process's life. Past 10,000
+// hosts, new ones are counted under "other"; hosts already seen keep
+// their own series.
+func TestHostLabelsAreBounded(t *testing.T) {
+	m := metrics.New()
+	m.WorkerHost("web-1")
+	for i := range 10100 {
+		m.Finished(fmt.Sprintf("stray-%d", i), order.StatusCanceled, -1)
+	}
+	m.Finished("web-1", order.StatusSucceeded, time.Millisecond)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	if n := strings.Count(string(body), "\norderly_orders_finished_total{"); n > 10000+8 {
+		t.Errorf("%d finished series after 10,100 made-up hosts, want at most 10,000 hosts' worth", n)
+	}
+	for _, want := range []string{`orderly_orders_finished_total{host="other",status="canceled"} 101`,
+		`orderly_orders_finished_total{host="web-1",status="succeeded"} 1`,
+		`orderly_orders_finished_total{host="stray-0",status="canceled"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("scrape lacks %s", want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,29 @@ type Metrics struct {
 	httpDuration *prometheus.HistogramVec
 	unavailable  *prometheus.CounterVec
 	leaseFailed  *prometheus.CounterVec
+
+	hostsMu sync.Mutex
+	hosts   map[string]bool // the host label values in use (hostLabel)
+}
+
+// maxHostLabels bounds the host label values of the per-host series. A
+// client chooses the host of an order, and the API counts the queued
+// orders it cancels or expires: without a bound, orders to made-up hosts
+// would add series kept for the process's life. Past it, hosts not yet
+// seen are counted under "other".
+const maxHostLabels = 10000
+
+// hostLabel is host as a label value (see maxHostLabels).
+func (m *Metrics) hostLabel(host string) string {
+	m.hostsMu.Lock()
+	defer m.hostsMu.Unlock()
+	if !m.hosts[host] {
+		if len(m.hosts) >= maxHostLabels {
+			return "other"
+		}
+		m.hosts[host] = true
+	}
+	return host
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -32,6 +56,7 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
+		hosts:    map[string]bool{},
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_orders_submitted_total", Help: "Orders accepted, by source (rest, nats, runbook, vigrid, httpexec, stage0).",
 		}, []string{"source"}),
@@ -83,6 +108,7 @@ func (m *Metrics) Finished(host string, st order.Status, ran time.Duration) {
 	if m == nil {
 		return
 	}
+	host = m.hostLabel(host)
 	m.finished.WithLabelValues(host, string(st)).Inc()
 	if ran >= 0 {
 		m.execDuration.WithLabelValues(host).Observe(ran.Seconds())
@@ -97,6 +123,7 @@ func (m *Metrics) WorkerHost(host string) {
 	if m == nil {
 		return
 	}
+	host = m.hostLabel(host)
 	for _, st := range order.Statuses {
 		if st.Terminal() {
 			m.finished.WithLabelValues(host, string(st))
@@ -119,7 +146,7 @@ const (
 // the host only until its lease expires.
 func (m *Metrics) LeaseFailed(host, step string) {
 	if m != nil {
-		m.leaseFailed.WithLabelValues(host, step).Inc()
+		m.leaseFailed.WithLabelValues(m.hostLabel(host), step).Inc()
 	}
 }
 
