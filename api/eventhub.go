@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -40,8 +41,17 @@ type waiter struct {
 // so that no event can be missed: the shared subscription is made (and
 // flushed to the server) on the first wait of a connection.
 func (h *eventHub) wait(nc *nats.Conn, host string, id uuid.UUID) (<-chan queue.Event, func(), error) {
-	subject := queue.EventSubjectOf(host, id)
-	ch := make(chan queue.Event, 8)
+	return h.waitAll(nc, []*order.Order{{ID: id, Host: host}})
+}
+
+// waitAll is wait for the events of several orders (a fan-out's), on one
+// channel.
+func (h *eventHub) waitAll(nc *nats.Conn, orders []*order.Order) (<-chan queue.Event, func(), error) {
+	ch := make(chan queue.Event, 8*len(orders))
+	subjects := make([]string, len(orders))
+	for i, o := range orders {
+		subjects[i] = queue.EventSubjectOf(o.Host, o.ID)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sub == nil || !h.sub.IsValid() || h.nc != nc {
@@ -61,11 +71,15 @@ func (h *eventHub) wait(nc *nats.Conn, host string, id uuid.UUID) (<-chan queue.
 	if h.waiters == nil {
 		h.waiters = map[string]waiter{}
 	}
-	h.waiters[subject] = waiter{id: id, ch: ch}
+	for i, subject := range subjects {
+		h.waiters[subject] = waiter{id: orders[i].ID, ch: ch}
+	}
 	return ch, func() {
 		h.mu.Lock()
-		if h.waiters[subject].ch == ch {
-			delete(h.waiters, subject)
+		for _, subject := range subjects {
+			if h.waiters[subject].ch == ch {
+				delete(h.waiters, subject)
+			}
 		}
 		h.mu.Unlock()
 	}, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // maxFanOut bounds how many orders one request may create.
@@ -66,7 +67,17 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		refused []HostRefusal
 		first   error
 	)
-	for i, res := range s.submitEach(r, tmpl, batch, targets) {
+	orders := fanOutOrders(tmpl, batch, targets)
+	var events <-chan queue.Event
+	if wait > 0 {
+		// Registered before any order is published, so that no finished
+		// event is missed; PostgreSQL is polled as well.
+		if ch, stop, err := s.events.waitAll(s.Queue.Conn(), orders); err == nil {
+			defer stop()
+			events = ch
+		}
+	}
+	for i, res := range s.submitEach(r, orders) {
 		h, got, err := targets[i], res.order, res.err
 		var np *intake.ErrNotPublished
 		if err != nil && !errors.As(err, &np) {
@@ -100,7 +111,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	}
 	batch = batchOf(batch, stored)
 	if wait > 0 {
-		s.awaitBatch(r.Context(), batch, wait)
+		s.awaitBatch(r.Context(), batch, events, wait)
 	}
 	s.writeFanOut(w, r, batch, stored, refused)
 }
@@ -122,22 +133,31 @@ type submitted struct {
 // submitEach submits one order per target host, several at a time, and
 // returns the outcomes in the targets' order. Hosts are independent: each
 // host's orders keep their own order whatever the others do.
-func (s *Server) submitEach(r *http.Request, tmpl *order.Order, batch uuid.UUID, targets []string) []submitted {
-	out := make([]submitted, len(targets))
-	sem := make(chan struct{}, fanOutParallel)
-	var wg sync.WaitGroup
+// fanOutOrders makes the fan-out's order for each of targets from tmpl.
+func fanOutOrders(tmpl *order.Order, batch uuid.UUID, targets []string) []*order.Order {
+	out := make([]*order.Order, len(targets))
 	for i, h := range targets {
 		o := *tmpl // the template's slices and maps are only read
 		o.ID, o.Host, o.BatchID = order.NewID(), h, &batch
 		if tmpl.IdempotencyKey != "" {
 			o.IdempotencyKey = tmpl.IdempotencyKey + "/" + h
 		}
+		out[i] = &o
+	}
+	return out
+}
+
+func (s *Server) submitEach(r *http.Request, orders []*order.Order) []submitted {
+	out := make([]submitted, len(orders))
+	sem := make(chan struct{}, fanOutParallel)
+	var wg sync.WaitGroup
+	for i, o := range orders {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			got, err := s.Intake.Submit(r.Context(), principalOf(r), &o)
+			got, err := s.Intake.Submit(r.Context(), principalOf(r), o)
 			out[i] = submitted{order: got, err: err}
 		}()
 	}
@@ -145,23 +165,36 @@ func (s *Server) submitEach(r *http.Request, tmpl *order.Order, batch uuid.UUID,
 	return out
 }
 
-// awaitBatch polls the batch's orders until all are finished, up to wait.
-func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, wait time.Duration) {
+// awaitBatch waits until the batch's orders are all finished, up to wait:
+// woken by their finished events, with PostgreSQL polled each second as
+// well (events can be missed across a cluster, and a retried fan-out's
+// orders are an earlier batch's, whose events nobody registered for).
+// Polled alone every 100 ms, 300 waiting fan-outs kept PostgreSQL's
+// connections busy and slowed every other request.
+func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, events <-chan queue.Event, wait time.Duration) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
-	poll := time.NewTicker(100 * time.Millisecond)
+	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	for {
 		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Limit: maxFanOut})
 		if err == nil && allTerminal(list) {
 			return
 		}
-		select {
-		case <-poll.C:
-		case <-deadline.C:
-			return
-		case <-ctx.Done():
-			return
+	sleep:
+		for {
+			select {
+			case ev := <-events:
+				if order.Status(ev.Status).Terminal() {
+					break sleep
+				}
+			case <-poll.C:
+				break sleep
+			case <-deadline.C:
+				return
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }

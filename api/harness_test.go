@@ -96,6 +96,9 @@ type envOptions struct {
 	// to their host's stream while it is positive (one per publish): the
 	// way to lose a publish after the insert on demand.
 	publishFailures *atomic.Int64
+	// store, when set, is what the API reads and writes through, given
+	// the real store (to count its calls).
+	store func(api.Store) api.Store
 }
 
 // failingPublisher is the queue with publishes of orders failing while
@@ -145,8 +148,12 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	}
 	in := intake.New(e.store, pub, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }, LostAfter: opts.lost, LostEvery: opts.lost}, logger)
+	var store api.Store = e.store
+	if opts.store != nil {
+		store = opts.store(e.store)
+	}
 	srv := api.New(api.Deps{
-		Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
+		Store: store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
 		Auth:     func() api.Authenticator { return e.authn.Load() },
 		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		Status:   func() map[string]any { return map[string]any{} },
