@@ -9,18 +9,37 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
 
-// encode writes v as JSON with status.
+// encode writes v as JSON with status. v is encoded before the status is
+// sent: a value JSON cannot write (a time past year 9999) answers 500 with
+// the error envelope, not status with an empty body.
 func encode(w http.ResponseWriter, status int, v any) {
+	buf := encodeBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			encodeBufs.Put(buf)
+		}
+	}()
+	buf.Reset()
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		buf.Reset()
+		status = http.StatusInternalServerError
+		_ = enc.Encode(ErrorBody{Error: ErrorDetail{Code: order.CodeInternal, Message: "the answer could not be encoded: " + err.Error()}})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	_, _ = w.Write(buf.Bytes())
 }
+
+// encodeBufs are encode's buffers. One that grew past 1 MiB (a list of
+// large orders) is not kept.
+var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // encodeSubmitted answers a submission with its order: 200 once the order
 // has ended (a wait saw it finish), 202 while it is queued or running.

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -152,5 +153,21 @@ func TestDecodeOptional(t *testing.T) {
 	var req cancelRequest
 	if err := decodeOptional(r, 1<<10, &req); err != nil || req.Signal != "" {
 		t.Errorf("white space without a Content-Type: %v %+v", err, req)
+	}
+}
+
+// TestEncodeRefusesWhatJSONCannotWrite: a value encoding/json cannot
+// write (a time whose UTC year is past 9999) answered its status with an
+// empty body; it is a 500 with the error envelope.
+func TestEncodeRefusesWhatJSONCannotWrite(t *testing.T) {
+	rec := httptest.NewRecorder()
+	encode(rec, http.StatusOK, map[string]any{"at": time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"code":"internal"`) {
+		t.Fatalf("got %d %q, want 500 with the error envelope", rec.Code, rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	encode(rec, http.StatusAccepted, map[string]any{"a": "<b>"})
+	if rec.Code != http.StatusAccepted || rec.Body.String() != "{\"a\":\"<b>\"}\n" {
+		t.Fatalf("got %d %q", rec.Code, rec.Body.String())
 	}
 }
