@@ -158,7 +158,10 @@ func (u *webUI) history(w http.ResponseWriter, r *http.Request) {
 				Error: "Dates are YYYY-MM-DD.", D: v})
 			return
 		}
-		api.Set(d.name, t.Add(d.add).UTC().Format(time.RFC3339))
+		if t = t.Add(d.add); t.Year() > 9999 {
+			continue // until 9999-12-31 inclusive: no bound the API can read
+		}
+		api.Set(d.name, t.UTC().Format(time.RFC3339))
 	}
 	a := u.call(r, http.MethodGet, "/v1/orders?"+api.Encode(), nil)
 	var list OrderList

@@ -369,6 +369,10 @@ func TestUIRecentOrdersAreOwn(t *testing.T) {
 	if history := e.page(t, boss, "/ui/history"); !strings.Contains(history, loc) {
 		t.Errorf("the admin's history lacks alice's order %s", loc)
 	}
+	// The last day a date field takes reaches past what RFC 3339 writes.
+	if history := e.page(t, boss, "/ui/history?since=2000-01-01&until=9999-12-31"); !strings.Contains(history, loc) {
+		t.Errorf("the history until 9999-12-31 lacks alice's order %s", loc)
+	}
 }
 
 // TestUIParamHelp: a param's description is its field's help, as text.
