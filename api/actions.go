@@ -255,8 +255,8 @@ func (s *Server) handleActionChoices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	host := r.URL.Query().Get("host")
-	if !order.ValidHost(host) {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+	if err := order.CheckHost(host); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if !d.AllowsHost(host) {

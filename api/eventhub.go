@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -41,16 +40,16 @@ type waiter struct {
 // so that no event can be missed: the shared subscription is made (and
 // flushed to the server) on the first wait of a connection.
 func (h *eventHub) wait(nc *nats.Conn, host string, id uuid.UUID) (<-chan queue.Event, func(), error) {
-	return h.waitAll(nc, []*order.Order{{ID: id, Host: host}})
+	return h.waitAll(nc, []string{host}, []uuid.UUID{id})
 }
 
-// waitAll is wait for the events of several orders (a fan-out's), on one
-// channel.
-func (h *eventHub) waitAll(nc *nats.Conn, orders []*order.Order) (<-chan queue.Event, func(), error) {
-	ch := make(chan queue.Event, 8*len(orders))
-	subjects := make([]string, len(orders))
-	for i, o := range orders {
-		subjects[i] = queue.EventSubjectOf(o.Host, o.ID)
+// waitAll is wait for the events of several orders (a fan-out's: ids[i]
+// of hosts[i]), on one channel.
+func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-chan queue.Event, func(), error) {
+	ch := make(chan queue.Event, 8*len(ids))
+	subjects := make([]string, len(ids))
+	for i, id := range ids {
+		subjects[i] = queue.EventSubjectOf(hosts[i], id)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -72,7 +71,7 @@ func (h *eventHub) waitAll(nc *nats.Conn, orders []*order.Order) (<-chan queue.E
 		h.waiters = map[string]waiter{}
 	}
 	for i, subject := range subjects {
-		h.waiters[subject] = waiter{id: orders[i].ID, ch: ch}
+		h.waiters[subject] = waiter{id: ids[i], ch: ch}
 	}
 	return ch, func() {
 		h.mu.Lock()

@@ -72,7 +72,11 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	if wait > 0 {
 		// Registered before any order is published, so that no finished
 		// event is missed; PostgreSQL is polled as well.
-		if ch, stop, err := s.events.waitAll(s.Queue.Conn(), orders); err == nil {
+		ids := make([]uuid.UUID, len(orders))
+		for i, o := range orders {
+			ids[i] = o.ID
+		}
+		if ch, stop, err := s.events.waitAll(s.Queue.Conn(), targets, ids); err == nil {
 			defer stop()
 			events = ch
 		}

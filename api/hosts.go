@@ -110,8 +110,8 @@ func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 // its queue in execution order.
 func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "host")
-	if !order.ValidHost(name) {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+	if err := order.CheckHost(name); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	hs, err := s.hosts(r)
@@ -175,8 +175,8 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := chi.URLParam(r, "host")
-	if !order.ValidHost(name) {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+	if err := order.CheckHost(name); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	online, err := s.Queue.OnlineHosts(r.Context())

@@ -171,8 +171,8 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "principal", "principal must be printable text"))
 		return
 	}
-	if f.Host != "" && !order.ValidHost(f.Host) {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]"))
+	if err := order.CheckHost(f.Host); f.Host != "" && err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	for _, st := range q["status"] {

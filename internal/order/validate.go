@@ -58,6 +58,15 @@ func ValidHost(h string) bool { return hostRE.MatchString(h) }
 // ValidEnvName reports whether n is a portable environment variable name.
 func ValidEnvName(n string) bool { return envNameRE.MatchString(n) }
 
+// CheckHost refuses a host name ValidHost does not accept, naming the
+// field.
+func CheckHost(h string) error {
+	if !ValidHost(h) {
+		return FieldError(CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]")
+	}
+	return nil
+}
+
 // ValidUser reports whether u looks like a Unix user name or numeric id.
 func ValidUser(u string) bool { return userRE.MatchString(u) }
 
@@ -65,8 +74,8 @@ func ValidUser(u string) bool { return userRE.MatchString(u) }
 // whoever sent it. It fills in the default timeout. The first problem found
 // is returned as an *Error naming the field.
 func Validate(o *Order, l Limits) error {
-	if !ValidHost(o.Host) {
-		return FieldError(CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]")
+	if err := CheckHost(o.Host); err != nil {
+		return err
 	}
 	if o.Kind == "" {
 		o.Kind = KindExec
