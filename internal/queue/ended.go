@@ -63,22 +63,12 @@ func (q *Queue) DropEnded(ctx context.Context, host string, scan int, ended func
 	subject := OrdersSubject + host
 	var ids []uuid.UUID
 	var seqs []uint64
-	for seq := uint64(1); len(ids) < scan; {
-		// A work queue stream refuses a consumer beside the host's own:
-		// the messages are read one by one, as Missing does.
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("read the orders of host %s: %w", host, err)
-		}
-		seq = m.Sequence + 1
-		id, err := uuid.Parse(string(m.Data))
-		if err != nil {
-			id = uuid.Nil // not an order: nothing to keep it for
-		}
-		ids, seqs = append(ids, id), append(seqs, m.Sequence)
+	err = eachOrderMessage(ctx, st, host, func(seq uint64, id uuid.UUID) bool {
+		ids, seqs = append(ids, id), append(seqs, seq) // uuid.Nil, not an order: nothing to keep it for
+		return len(ids) < scan
+	})
+	if err != nil {
+		return 0, err
 	}
 	if len(ids) == 0 {
 		return 0, nil

@@ -271,23 +271,15 @@ func (q *Queue) Missing(ctx context.Context, host string, want []uuid.UUID, scan
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", OrdersStream, err)
 	}
-	for seq, read := uint64(1), 0; len(left) > 0; read++ {
-		if read == scan {
-			return nil, nil
-		}
-		// The next message of the host's subject at or after seq: a work
-		// queue stream refuses a consumer beside the host's own.
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(OrdersSubject+host))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read the orders of host %s: %w", host, err)
-		}
-		if id, err := uuid.Parse(string(m.Data)); err == nil {
-			delete(left, id)
-		}
-		seq = m.Sequence + 1
+	read, undecided := 0, false
+	err = eachOrderMessage(ctx, st, host, func(_ uint64, id uuid.UUID) bool {
+		delete(left, id)
+		read++
+		undecided = len(left) > 0 && read == scan
+		return len(left) > 0 && !undecided
+	})
+	if err != nil || undecided || len(left) == 0 {
+		return nil, err
 	}
 	var missing []uuid.UUID
 	for _, id := range want {
@@ -300,6 +292,31 @@ func (q *Queue) Missing(ctx context.Context, host string, want []uuid.UUID, scan
 
 // ConsumerName is the durable consumer of a host.
 func ConsumerName(host string) string { return "host_" + host }
+
+// eachOrderMessage calls fn with the sequence and the order id (uuid.Nil
+// when the payload is not one) of each of host's messages in the orders
+// stream, oldest first, until fn returns false or none is left. A work
+// queue stream refuses a consumer beside the host's own, so they are read
+// one by one.
+func eachOrderMessage(ctx context.Context, st jetstream.Stream, host string, fn func(seq uint64, id uuid.UUID) bool) error {
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(OrdersSubject+host))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read the orders of host %s: %w", host, err)
+		}
+		id, err := uuid.Parse(string(m.Data))
+		if err != nil {
+			id = uuid.Nil
+		}
+		if !fn(m.Sequence, id) {
+			return nil
+		}
+		seq = m.Sequence + 1
+	}
+}
 
 // HostConsumer returns the host's durable consumer, creating it if needed.
 // MaxAckPending 2 lets the worker hold the next order while one runs, so
