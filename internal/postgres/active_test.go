@@ -128,6 +128,13 @@ func TestActiveOrdersFollowTheStatus(t *testing.T) {
 	if m, err := e.store.QueueDepths(e.ctx); err != nil || len(m) != 1 || m["h1"] != 2 {
 		t.Fatalf("queue depths: %v %v, want h1: 2", m, err)
 	}
+	// A known host with an empty queue reads 0 (its series stays).
+	if err := e.store.TouchHost(e.ctx, "idle-host", "v", "i"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := e.store.QueueDepths(e.ctx); err != nil || len(m) != 2 || m["h1"] != 2 || m["idle-host"] != 0 {
+		t.Fatalf("queue depths with a known idle host: %v %v, want h1: 2, idle-host: 0", m, err)
+	}
 	if rs, err := e.store.RunningOrders(e.ctx, "h1"); err != nil || len(rs) != 1 || rs[0].ID != running.ID {
 		t.Fatalf("running orders of h1: %v %v, want the running one", rs, err)
 	}

@@ -127,9 +127,16 @@ func (s *Store) ReplaceAPIToken(ctx context.Context, t APIToken) error {
 	return translate("replace api token", err)
 }
 
-// QueueDepths counts the queued orders of every host that has any.
+// QueueDepths counts the queued orders of every known host (0 for one with
+// none) and of every other host that has any. A known host's empty queue
+// reads 0 rather than nothing, so its orderly_queue_depth series does not
+// vanish when the queue drains (a graph shows 0, not a gap; an alert on
+// absent() does not fire); a made-up host counts only while its orders
+// wait.
 func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT host, count(*) FROM active_orders WHERE status = 'queued' GROUP BY host`)
+	rows, err := s.pool.Query(ctx, `SELECT host, sum(n)::int FROM (
+		SELECT host, count(*) AS n FROM active_orders WHERE status = 'queued' GROUP BY host
+		UNION ALL SELECT host, 0 FROM hosts) d GROUP BY host`)
 	if err != nil {
 		return nil, translate("count queues", err)
 	}
