@@ -36,7 +36,7 @@ func (a *app) boundMemory(ctx context.Context, w *config.Watcher) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); memory.TrimWhenIdle(ctx, idleTrimPeriod) }()
-	go func() { defer wg.Done(); memory.FollowLiveHeap(ctx, base.Load, followLivePeriod) }()
+	go func() { defer wg.Done(); memory.FollowLiveHeap(ctx, base.Load, followLivePeriod, followLiveSustain) }()
 	go func() {
 		wg.Wait()
 		debug.SetMemoryLimit(before)
@@ -46,3 +46,9 @@ func (a *app) boundMemory(ctx context.Context, w *config.Watcher) {
 // followLivePeriod is how often a server command checks its soft memory
 // limit against the live heap (memory.FollowLiveHeap).
 const followLivePeriod = time.Second
+
+// followLiveSustain is how many checks in a row the live heap must stay
+// above half the limit before FollowLiveHeap raises it: longer than a
+// large order's transient, short against the minutes a deduplication
+// window takes to fill.
+const followLiveSustain = 5

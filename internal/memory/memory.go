@@ -85,31 +85,66 @@ func every(ctx context.Context, period time.Duration, fn func()) {
 const liveSlack = 16 << 20
 
 // FollowLiveHeap raises the soft limit to twice the heap that was live at
-// the last collection (plus liveSlack) while that heap is above half the
-// limit, checking every period until ctx ends; base
-// returns the configured limit (0 or less: none set, or GOMEMLIMIT's,
-// which are left alone). A limit under the live heap makes the collector
-// run back to back: a sustained 3,000 async orders/s keep ~50 MiB of
-// message ids in JetStream's two-minute deduplication window alone, and
-// with the default 48 MiB serve spent 0.6 ms of CPU per order instead of
-// 0.2 and its rate fell by 40 % (docs/benchmarks.md, "Memory"). Raised to
-// twice the live heap, the limit leaves the pace to GOGC, as without one;
-// it returns to base once the live heap shrinks, and keeps capping the
-// transient peaks (a large output) it is there for.
-func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration) {
-	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// the last collection (plus liveSlack) once that heap has stayed above
+// half the limit for sustain checks in a row, each a period apart, with
+// the collector running in each, until ctx ends; base returns the
+// configured limit (0 or less: none set, or GOMEMLIMIT's, which are left
+// alone). A limit under the live heap makes the collector run back to
+// back: a sustained 3,000 async orders/s keep ~50 MiB of message ids in
+// JetStream's two-minute deduplication window alone, and with the default
+// 48 MiB serve spent 0.6 ms of CPU per order instead of 0.2 and its rate
+// fell by 40 % (docs/benchmarks.md, "Memory"). Raised to twice the live
+// heap, the limit leaves the pace to GOGC, as without one; it returns to
+// base once the live heap shrinks.
+//
+// A transient peak does not raise it: that peak is what the limit is
+// for. An order keeping 10 MiB of output holds ~20 MiB live in serve for
+// well under a second (the worker's capture, the live chunks in NATS), and
+// raising the limit for it let that order and the next one take serve to
+// ~100 MiB instead of ~75 (docs/benchmarks.md, "Memory, 2026-12-03").
+func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration, sustain int) {
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	var f follower
 	every(ctx, period, func() {
-		b := base()
-		if b <= 0 {
-			return
-		}
-		metrics.Read(live)
-		want := b
-		if l := int64(live[0].Value.Uint64()); l > b/2 {
-			want = max(b, 2*l+liveSlack)
-		}
-		if debug.SetMemoryLimit(-1) != want {
+		metrics.Read(samples)
+		limit := debug.SetMemoryLimit(-1)
+		want := f.next(base(), limit, int64(samples[0].Value.Uint64()), samples[1].Value.Uint64(), sustain)
+		if want != limit {
 			debug.SetMemoryLimit(want)
 		}
 	})
+}
+
+// follower is FollowLiveHeap's decision, one check at a time.
+type follower struct {
+	cycles uint64 // collections completed at the last check
+	above  int    // checks in a row with a collection and the live heap above half of base
+}
+
+// next returns the limit to set, given the configured base, the limit in
+// effect, the live heap at the last collection and the collections so
+// far. A check with no collection since the one before keeps the limit
+// and starts the count again: the live figure is stale then (an idle
+// process after a large order still reports that order's heap until
+// something collects).
+func (f *follower) next(base, limit, live int64, cycles uint64, sustain int) int64 {
+	collected := cycles != f.cycles
+	f.cycles = cycles
+	if base <= 0 {
+		f.above = 0
+		return limit
+	}
+	if !collected {
+		f.above = 0
+		return limit
+	}
+	if live <= base/2 {
+		f.above = 0
+		return base
+	}
+	f.above++
+	if f.above < sustain && limit <= base {
+		return base
+	}
+	return max(base, 2*live+liveSlack)
 }

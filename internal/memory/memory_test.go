@@ -113,16 +113,16 @@ func TestTrimWhenIdleRunsOncePerIdleStretch(t *testing.T) {
 	}
 }
 
-// A live heap above the limit raises it to twice that (the collector would
-// otherwise run back to back), and the limit returns to its base once the
-// heap shrinks.
+// A live heap above the limit for a while raises it to twice that (the
+// collector would otherwise run back to back), and the limit returns to
+// its base once the heap shrinks.
 func TestFollowLiveHeap(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	const base = 32 << 20
 	debug.SetMemoryLimit(base)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); FollowLiveHeap(ctx, func() int64 { return base }, 10*time.Millisecond) }()
+	go func() { defer close(done); FollowLiveHeap(ctx, func() int64 { return base }, 100*time.Millisecond, 3) }()
 	defer func() { cancel(); <-done }()
 
 	until := func(what string, ok func(int64) bool) {
@@ -132,8 +132,8 @@ func TestFollowLiveHeap(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: the limit is %d MiB", what, debug.SetMemoryLimit(-1)>>20)
 			}
-			runtime.GC()
-			time.Sleep(20 * time.Millisecond)
+			runtime.GC() // the collector runs in every check, as under load
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	keep := make([]byte, 64<<20)
@@ -144,4 +144,65 @@ func TestFollowLiveHeap(t *testing.T) {
 	runtime.KeepAlive(keep)
 	keep = nil
 	until("the 64 MiB freed", func(l int64) bool { return l == base })
+}
+
+// The decision, check by check: a transient peak (a large order) leaves
+// the limit alone; a live heap that stays up, with the collector running,
+// raises it; a check without a collection reads a stale figure and
+// neither raises nor lowers.
+func TestFollowerRaisesOnlyForASustainedHeap(t *testing.T) {
+	const base, sustain = 48 << 20, 3
+	var f follower
+	limit, cycles := int64(base), uint64(10)
+	check := func(live int64, collected bool) int64 {
+		t.Helper()
+		if collected {
+			cycles++
+		}
+		limit = f.next(base, limit, live, cycles, sustain)
+		return limit
+	}
+	check(10<<20, true)
+	// A large order: two checks with 32 MiB live, then it is garbage.
+	for i := 0; i < sustain-1; i++ {
+		if l := check(32<<20, true); l != base {
+			t.Fatalf("check %d of a transient 32 MiB: limit %d MiB, want the base", i+1, l>>20)
+		}
+	}
+	if l := check(12<<20, true); l != base {
+		t.Fatalf("after the transient: limit %d MiB", l>>20)
+	}
+	// Idle after a large order: the figure stays high with no collection;
+	// it never counts towards a raise.
+	for i := 0; i < 3*sustain; i++ {
+		if l := check(32<<20, i%2 == 0 && i < 2); l != base {
+			t.Fatalf("stale checks: limit %d MiB at %d", l>>20, i)
+		}
+	}
+	// A sustained live heap: raised at the sustain-th check in a row.
+	check(12<<20, true)
+	for i := 1; i < sustain; i++ {
+		if l := check(40<<20, true); l != base {
+			t.Fatalf("check %d of a sustained 40 MiB: limit %d MiB, want the base until %d", i, l>>20, sustain)
+		}
+	}
+	if l := check(40<<20, true); l != 2*(40<<20)+liveSlack {
+		t.Fatalf("check %d of a sustained 40 MiB: limit %d MiB, want %d", sustain, l>>20, (2*(40<<20)+liveSlack)>>20)
+	}
+	// Raised, it follows the heap at every collection, keeps its value
+	// without one, and returns to base once the heap shrinks.
+	if l := check(60<<20, true); l != 2*(60<<20)+liveSlack {
+		t.Fatalf("following: limit %d MiB", l>>20)
+	}
+	if l := check(10<<20, false); l != 2*(60<<20)+liveSlack {
+		t.Fatalf("no collection: limit %d MiB, want it kept", l>>20)
+	}
+	if l := check(10<<20, true); l != base {
+		t.Fatalf("heap shrunk: limit %d MiB, want the base", l>>20)
+	}
+	// No configured limit (or GOMEMLIMIT's): never touched.
+	var g follower
+	if l := g.next(0, 1<<62, 100<<20, 5, sustain); l != 1<<62 {
+		t.Fatalf("no base: limit %d, want it untouched", l)
+	}
 }
