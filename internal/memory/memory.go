@@ -101,7 +101,7 @@ const liveSlack = 16 << 20
 // for. An order keeping 10 MiB of output holds ~20 MiB live in serve for
 // well under a second (the worker's capture, the live chunks in NATS), and
 // raising the limit for it let that order and the next one take serve to
-// ~100 MiB instead of ~75 (docs/benchmarks.md, "Memory, 2026-12-03").
+// ~100 MiB instead of ~75 (docs/benchmarks.md, "Memory, 2026-12-02: a peak is not a load").
 func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration, sustain int) {
 	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
 	var f follower
