@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -40,10 +41,13 @@ func logLines(t *testing.T, logs *testenv.LogBuffer, msg string) []map[string]an
 // TestRefusedRunbookRunIsLogged checks that a runbook run refused for its
 // Required Claims, which is recorded as a rejected order, has its "order
 // rejected" line with that order's id and principal (docs/observability.md:
-// one line per order state change), so the log and the history agree.
+// one line per order state change), so the log and the history agree; and
+// that the order counters count it as the orders table does, submitted
+// and finished as rejected.
 func TestRefusedRunbookRunIsLogged(t *testing.T) {
 	logs := &testenv.LogBuffer{}
-	e := newAPIEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	m := metrics.New()
+	e := newAPIEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(logs, nil)), metrics: m})
 	dir := t.TempDir()
 	doc := "# Guarded\n\n# Environment Requirements\n```yaml\n```\n\n# File System Requirements\n```yaml\nInput:\n  []\n```\n\n" +
 		"# Required Claims\n```yaml\nroles: admin\n```\n\n# Script\n```sh\necho ok\n```\n\n# History\n"
@@ -81,6 +85,17 @@ func TestRefusedRunbookRunIsLogged(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no \"order rejected\" line for the rejected order %s:\n%s", id, logs.String())
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`orderly_orders_submitted_total{source="rest"} 1`,
+		`orderly_orders_finished_total{host="rb-1",status="rejected"} 1`,
+		`orderly_rejections_total{code="forbidden"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }
 

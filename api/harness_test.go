@@ -27,6 +27,7 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -99,6 +100,8 @@ type envOptions struct {
 	// store, when set, is what the API reads and writes through, given
 	// the real store (to count its calls).
 	store func(api.Store) api.Store
+	// metrics, when set, is what runbookAPI's server and intake count in.
+	metrics *metrics.Metrics
 }
 
 // failingPublisher is the queue with publishes of orders failing while
@@ -214,8 +217,8 @@ func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runb
 		e.t.Fatal(err)
 	}
 	logger := e.logger()
-	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, logger)
-	return api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
+	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
+	return api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test", Metrics: e.opts.metrics,
 		Auth: func() api.Authenticator { return authn }, Settings: settings,
 		Runbooks: &api.RunbookDeps{Store: e.store, Config: runbooks}})
 }

@@ -188,6 +188,10 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 			// line, as every order's does (DESIGN §9).
 			s.logger.Info("order rejected", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source,
 				"code", order.CodeForbidden, "reason", msg, "runbook", rb.File)
+			// Counted as the orders table has it: an order, submitted
+			// and ended rejected.
+			s.Metrics.Submitted(o.Source)
+			s.Metrics.Finished(o.Host, order.StatusRejected, -1)
 		}
 		return nil, &order.Error{Code: order.CodeForbidden, Message: msg,
 			Details: map[string]any{"reason": "runbook_claims", "order_id": o.ID}}
