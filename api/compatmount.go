@@ -122,6 +122,11 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 	}
 	var events <-chan queue.Event
 	if wait > 0 {
+		release, err := s.HoldStream(p.Name)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		ch, stop, err := s.events.wait(s.Queue.Conn(), o.Host, o.ID)
 		if err != nil {
 			return nil, &order.Error{Code: order.CodeUnavailable, Message: "event bus unavailable", Err: err}

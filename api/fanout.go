@@ -70,6 +70,13 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	orders := fanOutOrders(tmpl, batch, targets)
 	var events <-chan queue.Event
 	if wait > 0 {
+		// One wait, for all its orders: held before any is recorded.
+		release, err := s.HoldStream(principalOf(r).Name)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		defer release()
 		// Registered before any order is published, so that no finished
 		// event is missed; PostgreSQL is polled as well.
 		ids := make([]uuid.UUID, len(orders))

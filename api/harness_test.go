@@ -26,8 +26,8 @@ import (
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
-	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/metrics"
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -102,6 +102,8 @@ type envOptions struct {
 	store func(api.Store) api.Store
 	// metrics, when set, is what runbookAPI's server and intake count in.
 	metrics *metrics.Metrics
+	// maxStreams is limits.max_streams_per_principal (0: none).
+	maxStreams int
 }
 
 // failingPublisher is the queue with publishes of orders failing while
@@ -157,9 +159,11 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	}
 	srv := api.New(api.Deps{
 		Store: store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
-		Auth:     func() api.Authenticator { return e.authn.Load() },
-		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		Status:   func() map[string]any { return map[string]any{} },
+		Auth: func() api.Authenticator { return e.authn.Load() },
+		Settings: func() api.Settings {
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, MaxStreams: opts.maxStreams}
+		},
+		Status: func() map[string]any { return map[string]any{} },
 		Actions: &api.ActionDeps{Set: func() *action.Set { return acts },
 			Choices: func(ctx context.Context, host, glob string) ([]api.UnitChoice, error) {
 				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -58,6 +58,9 @@ type Settings struct {
 	MetricsPublic bool
 	// RateShared counts the rate limits across replicas (SharedLimits).
 	RateShared bool
+	// MaxStreams is how many event streams and waits one principal may
+	// hold open at once (HoldStream); 0 is no limit.
+	MaxStreams int
 }
 
 // Deps are the Server's collaborators.
@@ -95,7 +98,8 @@ type Server struct {
 
 	compat []CompatSurface // drop-in surfaces (MountCompat)
 
-	events eventHub // the ?wait requests' shared event subscription
+	events  eventHub     // the ?wait requests' shared event subscription
+	streams streamCounts // open streams and waits per principal (HoldStream)
 }
 
 // New returns a Server.

@@ -77,6 +77,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	release, err := s.HoldStream(principalOf(r).Name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	ctx := r.Context()
 	cons, err := s.Queue.Live(ctx, o.Host, id, after)
 	if err != nil {

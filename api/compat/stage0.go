@@ -30,6 +30,7 @@ type Stage0Runbooks interface {
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
 	RunbookEnvRefused(rb *runbook.Runbook, env map[string]string) []runbook.Problem
 	FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error)
+	HoldStream(principal string) (release func(), err error)
 }
 
 // Stage0 is the stage0 runbook API (docs/compat.md): /api/runbooks...,
@@ -389,6 +390,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusForbidden, e.Message
 	case order.CodeNotFound:
 		return http.StatusNotFound, e.Message
+	case order.CodeRateLimited:
+		return http.StatusTooManyRequests, e.Message
 	case order.CodeInternal:
 		return http.StatusInternalServerError, "A processing error occurred"
 	}

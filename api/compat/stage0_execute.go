@@ -40,6 +40,16 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	if q.r.TLS != nil {
 		scheme = "https"
 	}
+	// The run's event stream follows the order: held before it is
+	// recorded, as a native stream or wait is.
+	release, err := s.Runbooks.HoldStream(q.p.Name)
+	if err != nil {
+		code, msg := statusFor(err)
+		q.w.Header().Set("Retry-After", "1")
+		stage0Fail(q.w, code, msg)
+		return
+	}
+	defer release()
 	ctx := q.r.Context()
 	o, err := s.Runbooks.RunRunbook(ctx, q.p, api.RunbookRun{File: rb.File, Env: env, Hosts: sc.Hosts, Chain: q.chain,
 		BaseURL: scheme + "://" + q.r.Host, Path: strings.TrimSuffix(sc.Prefix, "/") + "/runbooks", Source: "stage0",

@@ -343,6 +343,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 			c := w.Current()
 			return api.Settings{MaxBodyBytes: c.HTTP.MaxBodyBytes, MaxWait: c.HTTP.MaxWait, ACL: sec.acl.Load(),
 				RatePerIP: c.Limits.RatePerIP, RatePerPrincipal: c.Limits.RatePerPrincipal, MetricsPublic: c.HTTP.MetricsPublic,
+				MaxStreams: c.Limits.MaxStreamsPerPrincipal,
 				RateShared: c.Limits.RateShared}
 		},
 		Status: func() map[string]any {

@@ -115,6 +115,9 @@ type Limits struct {
 	MaxTimeout       time.Duration `koanf:"max_timeout"`
 	RatePerPrincipal int           `koanf:"rate_per_principal"` // requests per minute, 0 = off
 	RatePerIP        int           `koanf:"rate_per_ip"`
+	// MaxStreamsPerPrincipal bounds the event streams and waits one
+	// principal holds open at once, per API process; 0 = off.
+	MaxStreamsPerPrincipal int `koanf:"max_streams_per_principal"`
 	// RateShared counts the rate limits across all API replicas through a
 	// NATS KV bucket (fixed one-minute windows) instead of per process.
 	RateShared bool `koanf:"rate_shared"`
@@ -222,8 +225,9 @@ func Default() Config {
 			// A minute's allowance may come as one burst. High enough for
 			// polling clients, low enough that one address or credential
 			// cannot flood PostgreSQL with orders or audit rows.
-			RatePerPrincipal: 600,
-			RatePerIP:        1200,
+			RatePerPrincipal:       600,
+			RatePerIP:              1200,
+			MaxStreamsPerPrincipal: 100,
 		},
 		Auth:   Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
 		Compat: DefaultCompat(),

@@ -286,6 +286,9 @@ func (c Config) validateLimits(ps *problems) {
 	if l.RatePerPrincipal < 0 {
 		ps.add("limits.rate_per_principal", "must be 0 (off) or more, got %d", l.RatePerPrincipal)
 	}
+	if l.MaxStreamsPerPrincipal < 0 {
+		ps.add("limits.max_streams_per_principal", "must be 0 (off) or more, got %d", l.MaxStreamsPerPrincipal)
+	}
 	if l.RatePerIP < 0 {
 		ps.add("limits.rate_per_ip", "must be 0 (off) or more, got %d", l.RatePerIP)
 	}
