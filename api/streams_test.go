@@ -19,15 +19,7 @@ import (
 // the returned function closes it.
 func openStream(t *testing.T, e *apiEnv, as string, id uuid.UUID) (closeIt func()) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testenv.Context(t), "GET", e.url+"/v1/orders/"+id.String()+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.tokens[as])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getStream(t, testenv.Context(t), e, as, id)
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		t.Fatalf("%s: stream %d, want 200", as, resp.StatusCode)
@@ -95,6 +87,17 @@ func tryStream(t *testing.T, e *apiEnv, as string, id uuid.UUID) (code int, body
 	t.Helper()
 	ctx, cancel := context.WithTimeout(testenv.Context(t), 5*time.Second)
 	defer cancel()
+	resp := getStream(t, ctx, e, as, id)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ = io.ReadAll(resp.Body)
+	}
+	return resp.StatusCode, body, resp.Header.Get("Retry-After")
+}
+
+// getStream sends GET /v1/orders/{id}/events as principal.
+func getStream(t *testing.T, ctx context.Context, e *apiEnv, as string, id uuid.UUID) *http.Response {
+	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/orders/"+id.String()+"/events", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -104,9 +107,5 @@ func tryStream(t *testing.T, e *apiEnv, as string, id uuid.UUID) (code int, body
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ = io.ReadAll(resp.Body)
-	}
-	return resp.StatusCode, body, resp.Header.Get("Retry-After")
+	return resp
 }
