@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // sseEvent is one event of a stage0 stream.
@@ -401,5 +403,65 @@ compat:
 	// /dev-login is off unless enabled.
 	if resp, _ := s.send(call{method: "POST", path: "/dev-login", body: map[string]any{}}); resp.StatusCode != 404 {
 		t.Errorf("dev-login off: %d", resp.StatusCode)
+	}
+}
+
+// TestStage0CompatStreamsBounded: a stage0 execute streams for as long as
+// its run lasts, so it counts against limits.max_streams_per_principal
+// like a native stream: past it the execute is refused in stage0's shape
+// (429, "success": false, Retry-After) before any run is recorded.
+func TestStage0CompatStreamsBounded(t *testing.T) {
+	const secret = "stage0-compat-test-secret-0123456789abcdef"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Silent.md"), []byte(runbookDoc("Silent", "{}", "  []", "", "sleep 60")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newSecStack(t, fmt.Sprintf(`
+policy:
+  - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
+runbooks: {dir: %q, timeout: 90s, host: lim}
+limits: {max_streams_per_principal: 1}
+compat:
+  stage0: {enabled: true, jwt_secret: %q}
+`, dir, secret), nil, "lim")
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ci", "roles": "developer",
+		"iss": "dev-idp", "aud": "dev-api", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", s.url+"/api/runbooks/Silent.md/execute", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body) // until the run ends
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	var running struct {
+		Orders []struct {
+			ID string `json:"id"`
+		} `json:"orders"`
+	}
+	testenv.WaitUntil(t, 20*time.Second, "the first run running", func() bool {
+		_, b := s.send(call{method: "GET", path: "/v1/orders?status=running&host=lim", token: s.token})
+		return json.Unmarshal(b, &running) == nil && len(running.Orders) == 1
+	})
+	resp, b := s.send(call{method: "POST", path: "/api/runbooks/Silent.md/execute", token: tok})
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" ||
+		!strings.Contains(string(b), `"success":false`) || !strings.Contains(string(b), "too many open streams") {
+		t.Fatalf("second execute: %d (Retry-After %q) %s, want 429 in stage0's shape", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	_, b = s.send(call{method: "GET", path: "/v1/orders?host=lim", token: s.token})
+	if n := strings.Count(string(b), `"command":"runbook:Silent.md"`); n != 1 {
+		t.Errorf("%d runs recorded, want only the first: %s", n, b)
+	}
+	s.send(call{method: "POST", path: "/v1/orders/" + running.Orders[0].ID + "/cancel", token: s.token, body: map[string]any{"signal": "SIGKILL"}})
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("first execute: %d", code)
 	}
 }
