@@ -77,7 +77,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusNotFound, "text/html; charset=utf-8", fmt.Sprintf("Command `%s` not found", path))
 		return
 	}
-	o, status := h.order(r, path)
+	o, status := h.order(r, path, cfg.HTTP.MaxBodyBytes)
 	if status != 0 {
 		switch status {
 		case http.StatusBadRequest:
@@ -150,14 +150,15 @@ func realpath(p string) string {
 
 // order builds the order from the body. A body is read only when it is
 // declared JSON, as the original did; a non-zero status is the original's
-// answer to a body it could not use.
-func (h *HTTPExec) order(r *http.Request, path string) (*order.Order, int) {
+// answer to a body it could not use; maxBody is http.max_body_bytes of
+// the configuration the request started with.
+func (h *HTTPExec) order(r *http.Request, path string, maxBody int64) (*order.Order, int) {
 	o := &order.Order{Kind: order.KindExec, Command: path}
 	if !quartIsJSON(r.Header.Get("Content-Type")) {
 		return o, 0
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, h.Config().HTTP.MaxBodyBytes+1))
-	if err != nil || int64(len(raw)) > h.Config().HTTP.MaxBodyBytes {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || int64(len(raw)) > maxBody {
 		return nil, http.StatusRequestEntityTooLarge
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
