@@ -352,6 +352,16 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 	if r := decodeHTTPExec(t, code, b); *r.Return != 0 {
 		t.Fatalf("no body: %s", b)
 	}
+	// A body past http.max_body_bytes is Quart's 413 page (its
+	// MAX_CONTENT_LENGTH); one at the limit is read.
+	limit := int(s.watcher.Current().HTTP.MaxBodyBytes)
+	for size, want := range map[int]int{limit + 1: 413, limit: 200} {
+		body := `{"args":["x"],"stdout":{"capture":true},"pad":"` + strings.Repeat("p", size-len(`{"args":["x"],"stdout":{"capture":true},"pad":""}`)) + `"}`
+		code, hdr, b := httpexecPost(t, s.url, "/echo", "application/json", body)
+		if code != want || want == 413 && !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
+			t.Errorf("a body of %d bytes (limit %d): %d %q %.200s, want %d", size, limit, code, hdr.Get("Content-Type"), b, want)
+		}
+	}
 }
 
 // TestHTTPExecBodyTruthiness: httpexec 1.0.3 read its body with Python
