@@ -326,10 +326,14 @@ func (s *Service) DropEnded(ctx context.Context) (int, error) {
 }
 
 // EndLost looks at the oldest lostPerHost queued orders of each host and
-// reads at most lostScan of a host's messages per round.
+// reads at most lostScan of a host's messages per round; it runs another
+// round at once, up to lostRounds in a run, while a round ended a whole
+// batch of some host (a purged queue: its next orders are likely gone
+// too).
 const (
 	lostPerHost = 200
 	lostScan    = 20000
+	lostRounds  = 50
 )
 
 // EndLost ends, as canceled, the queued orders whose messages left the
@@ -342,11 +346,24 @@ const (
 // one taken meanwhile is left alone (its message is acknowledged only
 // after its claim).
 func (s *Service) EndLost(ctx context.Context) (int, error) {
+	total := 0
+	for range lostRounds {
+		n, again, err := s.endLostRound(ctx)
+		total += n
+		if err != nil || !again {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// endLostRound is one round of EndLost; again reports whether it ended
+// all of a host's lostPerHost oldest queued orders.
+func (s *Service) endLostRound(ctx context.Context) (n int, again bool, err error) {
 	list, err := s.store.QueuedPublishedOlderThan(ctx, s.opts.LostAfter, lostPerHost)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	n := 0
 	for i := 0; i < len(list); {
 		host := list[i].Host
 		var want []uuid.UUID
@@ -357,23 +374,26 @@ func (s *Service) EndLost(ctx context.Context) (int, error) {
 		}
 		missing, err := s.pub.Missing(ctx, host, want, lostScan)
 		if err != nil {
-			return n, err
+			return n, false, err
 		}
+		ended := 0
 		for _, id := range missing {
-			ended, err := s.store.Cancel(ctx, id, "orderly", lostReason)
+			ok, err := s.store.Cancel(ctx, id, "orderly", lostReason)
 			if err != nil {
-				return n, err
+				return n, false, err
 			}
-			if !ended {
+			if !ok {
 				continue
 			}
 			n++
+			ended++
 			s.logger.Error("order canceled: its message is gone from the orders stream", "order_id", id, "host", host,
 				"principal", principals[id], "actor", "orderly", "stream", queue.OrdersStream)
 			s.ended(id, host, order.StatusCanceled)
 		}
+		again = again || ended == lostPerHost
 	}
-	return n, nil
+	return n, again, nil
 }
 
 // ended counts a queued order that intake ended (expired, or lost from

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
@@ -398,5 +399,50 @@ func TestClientLeavingAfterInsertStillPublishes(t *testing.T) {
 	}
 	if got := e.queued("h1"); len(got) != 1 || got[0] != o.ID {
 		t.Fatalf("h1's subject holds %v, want the recorded order %s", got, o.ID)
+	}
+}
+
+// TestEndLostEndsAPurgedQueueInOneRun: a purge takes a host's whole queue
+// with it, and one run of the search ends all of it, not only the oldest
+// batch it looks at per host (lostPerHost, 200): one batch a minute left
+// the rest of a long purged queue queued for many minutes more.
+func TestEndLostEndsAPurgedQueueInOneRun(t *testing.T) {
+	e := newIntakeEnv(t, intake.Options{LostAfter: time.Millisecond, LostEvery: time.Hour})
+	ctx, stop := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.svc.Run(ctx) }() // clears the publish marks; its own search waits an hour
+	t.Cleanup(func() { stop(); <-done })
+	const purged = 450
+	for range purged {
+		if _, err := e.svc.Submit(e.ctx, alice, newOrder("hpurge", "true")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, err := e.svc.Submit(e.ctx, alice, newOrder("hkeep", "true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The publish marks are cleared in the background: the search looks
+	// only at orders known to have been published.
+	testenv.WaitUntil(t, 10*time.Second, "the publishes marked", func() bool {
+		return e.count(`SELECT count(*) FROM unpublished`) == 0
+	})
+	st, err := e.q.JetStream().Stream(e.ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(e.ctx, jetstream.WithPurgeSubject(queue.OrdersSubject+"hpurge")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // older than LostAfter
+	n, err := e.svc.EndLost(e.ctx)
+	if err != nil || n != purged {
+		t.Fatalf("EndLost = %d, %v; want all %d purged orders ended in one run", n, err, purged)
+	}
+	if q := e.count(`SELECT count(*) FROM orders WHERE host = 'hpurge' AND status = 'queued'`); q != 0 {
+		t.Fatalf("%d purged orders still queued", q)
+	}
+	if st := e.count(`SELECT count(*) FROM orders WHERE id = $1 AND status = 'queued'`, kept.ID); st != 1 {
+		t.Fatalf("the order whose message is there is no longer queued")
 	}
 }
