@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +28,10 @@ const stallCheckEvery = 2 * time.Second
 // row, the tenure ends and the next one rewinds the consumer: every
 // unacked message comes back at once, in order, and the ones already done
 // are recognized as finished and acked. Each tenure starts suspect
-// (worker.go).
+// (worker.go). A consumer that is gone without the iterator being told
+// (nats-server back with its store lost, or restored from before the
+// consumer existed: its pulls only miss their heartbeats) ends the tenure
+// too, and the next one creates it again.
 type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message
@@ -39,7 +44,7 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnects f
 	logf func(msg string, args ...any)) {
 	t := time.NewTicker(stallCheckEvery)
 	defer t.Stop()
-	strikes := 0
+	strikes, gone := 0, 0
 	seen := reconnects()
 	for {
 		select {
@@ -58,6 +63,14 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnects f
 		ictx, cancel := context.WithTimeout(ctx, stallCheckEvery)
 		info, err := cons.Info(ictx)
 		cancel()
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			if gone++; gone >= 2 {
+				stop(fmt.Errorf("consume orders: %w", err))
+				return
+			}
+			continue
+		}
+		gone = 0
 		if err != nil {
 			continue // the bus is still away: look again later
 		}

@@ -1,0 +1,68 @@
+package worker_test
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestConsumerLostWithTheStoreIsCreatedAgain: nats-server comes back with
+// an empty store (its JetStream directory lost, or restored from before
+// the host's consumer existed) while the worker runs. The API creates the
+// streams again on its next publish, but nothing tells the worker that its
+// consumer is gone: its pulls only miss their heartbeats. It used to log
+// "fetch order: no heartbeat received" every 5 s for good while its host's
+// orders stayed queued; once idle it now finds the consumer gone, ends the
+// tenure, and the next one creates the consumer again.
+func TestConsumerLostWithTheStoreIsCreatedAgain(t *testing.T) {
+	first := testenv.NATSServer(t, &server.Options{})
+	port := first.Addr().(*net.TCPAddr).Port
+	e := newEnv(t)
+	api, err := queue.Connect(first.ClientURL(), "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	if e.q, err = queue.New(t.Context(), api, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := queue.Connect(first.ClientURL(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wc.Close)
+	wq, err := queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startWith(wq, e.store, "wiped", nil)
+	e.waitStatus(e.submit("wiped", "true"), order.StatusSucceeded)
+
+	first.Shutdown()
+	first.WaitForShutdown()
+	second, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Start()
+	t.Cleanup(func() { second.Shutdown(); second.WaitForShutdown() })
+	if !second.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+		return api.IsConnected() && wc.IsConnected()
+	})
+	// The first publish finds no stream and creates them again (the API's
+	// Publish does so); the order must run, not wait for good.
+	submitted := time.Now()
+	id := e.submit("wiped", "true")
+	e.waitStatus(id, order.StatusSucceeded)
+	t.Logf("the order ran %s after it was submitted", time.Since(submitted).Round(time.Millisecond))
+}
