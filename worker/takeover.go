@@ -56,6 +56,31 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 	return w.q.RenewHostConsumer(ctx, w.opts.Host)
 }
 
+// leftRunning settles the orders of the host that PostgreSQL holds as
+// running while this worker, between orders, runs none: a database
+// restored from a backup taken while they ran (their results and their
+// messages' acks came after it), under a worker that owned the host then
+// and still does. The takeover only looks when a tenure starts, so they
+// stayed running for as long as the worker did. Nothing of this host can
+// be running elsewhere (the fence), so they are settled as the takeover
+// settles them. It runs in the consume loop, never while an order is
+// claimed or running here.
+func (w *Worker) leftRunning(ctx context.Context) error {
+	running, err := w.store.RunningOrders(ctx, w.opts.Host)
+	if err != nil {
+		return err
+	}
+	for _, o := range running {
+		if o.Worker == w.opts.Instance && !w.started.has(o.ID) {
+			continue // as in takeover: its redelivery runs it
+		}
+		if _, err := w.abandon(ctx, o, fmt.Sprintf("found running while its host's worker (%s) ran nothing: the result is not in the database (restored from a backup taken while it ran?)", w.opts.Instance)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // partialOutputCap bounds the partial output kept of an interrupted order
 // that set no output cap of its own.
 const partialOutputCap = 10 << 20

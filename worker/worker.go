@@ -69,6 +69,9 @@ type Options struct {
 	Heartbeat     time.Duration // KV heartbeat and lease renewal interval
 	AckWait       time.Duration // the consumer's; InProgress is sent at a third of it
 	ShutdownGrace time.Duration // how long a running order may finish on shutdown
+	// SweepEvery is how often an idle worker looks for orders of its host
+	// that PostgreSQL holds as running (leftRunning); default a minute.
+	SweepEvery time.Duration
 
 	// FailPoint, when set, is called at named points of the protocol
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
@@ -118,6 +121,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 30 * time.Second
+	}
+	if opts.SweepEvery <= 0 {
+		opts.SweepEvery = time.Minute
 	}
 	w := &Worker{opts: opts, store: store, q: q, policy: policy, exec: exec,
 		logger: logger.With("host", opts.Host, "instance", opts.Instance)}
@@ -259,11 +265,17 @@ func (w *Worker) tenure(ctx context.Context) error {
 		queue.StopIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
+	sweep := time.NewTicker(w.opts.SweepEvery)
+	defer sweep.Stop()
 	for {
 		st.loopIdle.Store(true)
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-sweep.C:
+			if err := w.leftRunning(ctx); err != nil && ctx.Err() == nil {
+				w.logger.Warn("look for orders left running", "error", err)
+			}
 		case msg, ok := <-msgs:
 			st.loopIdle.Store(false)
 			if ctx.Err() != nil {
