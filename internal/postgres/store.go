@@ -70,6 +70,14 @@ func translate(doing string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", doing, err)
 	}
+	// A connection that never came up, whatever the server said while
+	// refusing it (a full disk fails its start with XX000 "could not
+	// write init file"; a database closed to connections is 55000): the
+	// statement was never sent, and nothing of the request is at fault.
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return unavailable(doing, err)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
