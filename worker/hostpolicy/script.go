@@ -135,12 +135,13 @@ func (sp scriptPolicy) interpreter(body []byte) ([]string, error) {
 
 // writeRunDir creates the run's private directory with the input files
 // and the script, owned by the user the script runs as.
-func writeRunDir(s *order.Script, u runUser) (dir string, err error) {
-	dir, err = os.MkdirTemp("", "orderly-run-")
+func writeRunDir(s *order.Script, u runUser) (_ string, err error) {
+	dir, err := os.MkdirTemp("", "orderly-run-")
 	if err != nil {
 		return "", err
 	}
 	defer func() {
+		// dir, not a named result: every failing return sets that to "".
 		if err != nil {
 			_ = os.RemoveAll(dir)
 		}

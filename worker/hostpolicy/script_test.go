@@ -118,6 +118,24 @@ func TestPrepareScriptRefusals(t *testing.T) {
 	assertCode(t, err, order.CodeForbidden, "BASH_ENV")
 }
 
+// TestPrepareScriptFailureLeavesNoRunDir: a run directory that could not
+// be written in full is removed. The cleanup removed the named result,
+// which every failing return had set to "", so each failure (a full
+// disk, in the probe) left a directory behind, holding what was written.
+func TestPrepareScriptFailureLeavesNoRunDir(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	p := newScriptPolicy(t, 1<<20)
+	// "a" is written as a file, so "a/b" cannot be.
+	_, err := p.Prepare(scriptOrder("echo\n",
+		order.File{Path: "a", Mode: 0o644, Data: []byte("x")},
+		order.File{Path: "a/b", Mode: 0o644, Data: []byte("y")}))
+	assertCode(t, err, order.CodeUnprocessable, "run directory")
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("a failed run left %s behind in %s", left[0].Name(), tmp)
+	}
+}
+
 func TestPrepareScriptShebang(t *testing.T) {
 	p := newScriptPolicy(t, 1<<20)
 	prep, err := p.Prepare(scriptOrder("#!/bin/sh -e\necho hi\n"))
