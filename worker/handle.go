@@ -335,7 +335,13 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	}
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
-		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
+		status := order.StatusRejected
+		if order.ErrorCode(err) == order.CodeUnavailable {
+			// The host could not prepare the run (a script's run
+			// directory on a full disk): nothing refused the order.
+			status = order.StatusFailed
+		}
+		return postgres.Finish{Status: status, Result: order.Result{Error: err.Error()},
 			Detail: map[string]any{"reason": reason(err)}}, -1, false
 	}
 	if prep.Cleanup != nil {

@@ -254,3 +254,29 @@ func TestOrderFromANewerAPIIsRefused(t *testing.T) {
 	}
 	e.waitStatus(next, order.StatusSucceeded)
 }
+
+// TestRunDirectoryFailureFailsTheOrder: a script order whose run
+// directory cannot be made on the host (a full disk, a missing temp
+// directory) ends failed with the reason, as a failed start does, and the
+// host goes on. It ended rejected, as if the host policy had refused it.
+func TestRunDirectoryFailureFailsTheOrder(t *testing.T) {
+	e := newEnv(t)
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "gone"))
+	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Host: "rd1", Command: "runbook:T.md",
+		Timeout: 20 * time.Second, Principal: "test", Source: "runbook",
+		Script: &order.Script{Runbook: "T.md", Body: []byte("echo hi\n")}}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), o.Host, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	next := e.submit("rd1", "true")
+	e.start("rd1", nil)
+
+	got := e.waitStatus(o.ID, order.StatusFailed)
+	if got.Result == nil || !strings.Contains(got.Result.Error, "run directory") {
+		t.Errorf("result = %+v, want the run directory's failure", got.Result)
+	}
+	e.waitStatus(next, order.StatusSucceeded)
+}

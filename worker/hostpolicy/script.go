@@ -91,7 +91,9 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 
 	dir, err := writeRunDir(s, u)
 	if err != nil {
-		return nil, &order.Error{Code: order.CodeUnprocessable, Message: "could not prepare the script's run directory on this host", Err: err}
+		// The host's trouble (its disk full), not a refusal: unavailable,
+		// which the worker records as a failed run, as a failed start.
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "could not prepare the script's run directory on this host", Err: err}
 	}
 	// stage0's RUNBOOK_EXEC_DIR_HOST is the run directory as the host sees
 	// it (for docker run -v): here the script runs on the host itself.

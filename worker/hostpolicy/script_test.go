@@ -130,7 +130,7 @@ func TestPrepareScriptFailureLeavesNoRunDir(t *testing.T) {
 	_, err := p.Prepare(scriptOrder("echo\n",
 		order.File{Path: "a", Mode: 0o644, Data: []byte("x")},
 		order.File{Path: "a/b", Mode: 0o644, Data: []byte("y")}))
-	assertCode(t, err, order.CodeUnprocessable, "run directory")
+	assertCode(t, err, order.CodeUnavailable, "run directory")
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Fatalf("a failed run left %s behind in %s", left[0].Name(), tmp)
 	}
