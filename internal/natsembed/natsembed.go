@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,6 +43,13 @@ type Options struct {
 type Server struct {
 	ns   *server.Server
 	opts *server.Options // as started, for reloads
+
+	storeDir  string    // opts.Dir
+	full      storeFull // a write found no space: see heal
+	healEvery time.Duration
+	stop      chan struct{}
+	stopOnce  sync.Once
+	healed    chan struct{} // closed when heal has returned
 }
 
 // Start starts nats-server with JetStream on opts and waits until it accepts
@@ -97,7 +105,9 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: configure nats-server: %w", err)
 	}
-	ns.SetLoggerV2(slogAdapter{opts.Logger}, false, false, false)
+	s := &Server{ns: ns, opts: sopts, storeDir: opts.Dir, healEvery: healEvery,
+		stop: make(chan struct{}), healed: make(chan struct{})}
+	ns.SetLoggerV2(slogAdapter{l: opts.Logger, full: &s.full}, false, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(readyTimeout) {
 		ns.Shutdown()
@@ -109,7 +119,10 @@ func Start(opts Options) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsembed: JetStream did not start (store %s)", opts.Dir)
 	}
-	s := &Server{ns: ns, opts: sopts}
+	go func() {
+		defer close(s.healed)
+		s.heal(s.stop, opts.Logger)
+	}()
 	opts.Logger.Info("nats-server ready", "url", ns.ClientURL(), "store_dir", opts.Dir, "sync_always", s.SyncAlways())
 	return s, nil
 }
@@ -166,6 +179,8 @@ func (s *Server) InProcess() *server.Server { return s.ns }
 // Shutdown stops the server and waits until it has, so that the store is
 // closed when it returns.
 func (s *Server) Shutdown() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	<-s.healed
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }
