@@ -28,9 +28,10 @@ type storeFull struct {
 }
 
 // saw flags the store when a line nats-server logs at error level says
-// that a write found no space.
+// that a write found no space (ENOSPC, or EDQUOT on a file system with
+// quotas).
 func (f *storeFull) saw(line string) {
-	if strings.Contains(line, "no space left on device") {
+	if strings.Contains(line, "no space left on device") || strings.Contains(line, "disk quota exceeded") {
 		f.flagged.Store(true)
 	}
 }
@@ -42,7 +43,7 @@ func (f *storeFull) saw(line string) {
 // keep their connections; a pull in flight is lost, which the worker's
 // stall check notices. It runs until stop is closed.
 func (s *Server) heal(stop <-chan struct{}, logger *slog.Logger) {
-	t := time.NewTicker(s.healEvery)
+	t := time.NewTicker(healEvery)
 	defer t.Stop()
 	for {
 		select {

@@ -44,12 +44,11 @@ type Server struct {
 	ns   *server.Server
 	opts *server.Options // as started, for reloads
 
-	storeDir  string    // opts.Dir
-	full      storeFull // a write found no space: see heal
-	healEvery time.Duration
-	stop      chan struct{}
-	stopOnce  sync.Once
-	healed    chan struct{} // closed when heal has returned
+	storeDir string    // opts.Dir
+	full     storeFull // a write found no space: see heal
+	stop     chan struct{}
+	stopOnce sync.Once
+	healed   chan struct{} // closed when heal has returned
 }
 
 // Start starts nats-server with JetStream on opts and waits until it accepts
@@ -105,7 +104,7 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: configure nats-server: %w", err)
 	}
-	s := &Server{ns: ns, opts: sopts, storeDir: opts.Dir, healEvery: healEvery,
+	s := &Server{ns: ns, opts: sopts, storeDir: opts.Dir,
 		stop: make(chan struct{}), healed: make(chan struct{})}
 	ns.SetLoggerV2(slogAdapter{l: opts.Logger, full: &s.full}, false, false, false)
 	ns.Start()
