@@ -407,7 +407,10 @@ func (s *Service) ended(id uuid.UUID, host string, st order.Status) {
 }
 
 // lostReason is the error of an order EndLost ends.
-const lostReason = "its message is gone from the " + queue.OrdersStream + " stream (purged or deleted by hand): no worker will run it"
+// After a PostgreSQL restore the order may have run after the backup was
+// taken: the reason must not tell an operator it never did.
+const lostReason = "its message is gone from the " + queue.OrdersStream + " stream (purged or deleted by hand, the NATS store lost, " +
+	"or PostgreSQL restored from a backup taken before a worker ran it): no worker will run it"
 
 func (s *Service) markLoop(ctx context.Context) {
 	batch := make([]uuid.UUID, 0, 512)
