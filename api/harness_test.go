@@ -104,6 +104,9 @@ type envOptions struct {
 	metrics *metrics.Metrics
 	// maxStreams is limits.max_streams_per_principal (0: none).
 	maxStreams int
+	// natsURL, when set, is a nats-server of the test's own (one it
+	// restarts), instead of a fresh one.
+	natsURL string
 }
 
 // failingPublisher is the queue with publishes of orders failing while
@@ -128,7 +131,10 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	if opts.tokens == nil {
 		opts.tokens = newTokens()
 	}
-	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: testenv.NATS(t), tokens: opts.tokens, opts: opts}
+	if opts.natsURL == "" {
+		opts.natsURL = testenv.NATS(t)
+	}
+	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: opts.natsURL, tokens: opts.tokens, opts: opts}
 	e.store, e.pool = testenv.Store(t, e.dsn)
 	e.q = testenv.Queue(t, e.natsURL, "api-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e.authn = new(atomic.Pointer[auth.Authenticator])

@@ -159,6 +159,23 @@ func (s *Server) runIntake(ctx context.Context) error {
 	}
 }
 
+// intakeGone returns the server's answer when the intake consumer or its
+// stream no longer exists, after creating the streams again when the
+// orders stream is gone too (as /readyz does); nil otherwise, a server
+// that does not answer included.
+func (s *Server) intakeGone(ctx context.Context, cons jetstream.Consumer) error {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := cons.Info(ictx)
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if cerr := s.Queue.CheckStreams(ictx); cerr != nil {
+		s.logger.Warn("nats intake: its consumer is gone and the streams cannot be checked", "error", cerr)
+	}
+	return err
+}
+
 // dispatchIntake hands the deliveries of ep's pin to the lanes. It returns
 // the first delivery that arrives under another pin (not taken up: it comes
 // again after the rewind), nil when a lane found the pin lost, or an error.
@@ -189,7 +206,13 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
 			return nil, fmt.Errorf("pull from the intake consumer: %w", err)
 		case err != nil:
-			continue // a missed heartbeat or a reconnect: the iterator pulls again
+			// A missed heartbeat or a reconnect: the iterator pulls again,
+			// unless the consumer is gone without a word (nats-server back
+			// with its store lost): then start over, which creates it.
+			if gone := s.intakeGone(ctx, cons); gone != nil {
+				return nil, fmt.Errorf("pull from the intake consumer: %w", gone)
+			}
+			continue
 		}
 		if msg.Headers().Get("Nats-Pin-Id") != ep.pin {
 			return msg, nil
