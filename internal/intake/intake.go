@@ -38,6 +38,7 @@ type Store interface {
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error)
+	Unrecorded(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error)
 	ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error)
 }
 
@@ -316,13 +317,37 @@ func (s *Service) DropEnded(ctx context.Context) (int, error) {
 		if msgs[host] <= uint64(active[host]) {
 			continue
 		}
-		d, err := s.pub.DropEnded(ctx, host, dropScan, s.store.Ended)
+		d, err := s.pub.DropEnded(ctx, host, dropScan, s.endedOrUnrecorded(host))
 		n += d
 		if err != nil {
 			return n, err
 		}
 	}
 	return n, nil
+}
+
+// endedOrUnrecorded is DropEnded's question to PostgreSQL for host's
+// messages. An order PostgreSQL does not know was accepted after the
+// backup a restored database came from: no row will ever say it was lost,
+// so each one is logged by id, as a worker logs one it drops.
+func (s *Service) endedOrUnrecorded(host string) func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error) {
+	return func(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+		gone, err := s.store.Ended(ctx, ids)
+		if err != nil || len(gone) == 0 {
+			return gone, err
+		}
+		unknown, err := s.store.Unrecorded(ctx, slices.Collect(maps.Keys(gone)))
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range unknown {
+			if id != uuid.Nil {
+				s.logger.Error("dropped a message whose order is not in the database", "order_id", id, "host", host,
+					"stream", queue.OrdersStream)
+			}
+		}
+		return gone, nil
+	}
 }
 
 // EndLost looks at the oldest lostPerHost queued orders of each host and

@@ -467,6 +467,18 @@ func (s *Store) Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool,
 	return out, nil
 }
 
+// Unrecorded returns those of ids that no order row has: messages that
+// name them were published for orders a restored database does not know.
+func (s *Store) Unrecorded(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT t.id FROM unnest($1::uuid[]) AS t(id)
+		WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.id)`, ids)
+	if err != nil {
+		return nil, translate("find unrecorded orders", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return out, translate("find unrecorded orders", err)
+}
+
 // GetOrder returns one order with its result.
 func (s *Store) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id))
