@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -21,24 +20,12 @@ import (
 // and starts over, creating it again, when it is gone.
 func TestNATSIntakeAfterTheStoreIsLost(t *testing.T) {
 	first := testenv.NATSServer(t, &server.Options{})
-	port := first.Addr().(*net.TCPAddr).Port
 	e := newAPIEnv(t, envOptions{natsURL: first.ClientURL()})
 	if a := e.publish("alice", "wiped", "", map[string]any{"command": "true"}); a.Error != nil {
 		t.Fatalf("before the loss: %+v", a.Error)
 	}
 
-	first.Shutdown()
-	first.WaitForShutdown()
-	second, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	second.Start()
-	t.Cleanup(func() { second.Shutdown(); second.WaitForShutdown() })
-	if !second.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	testenv.NATSServerLost(t, first)
 	testenv.WaitUntil(t, 20*time.Second, "the API is ready again (streams created again)", func() bool {
 		resp, err := http.Get(e.url + "/readyz")
 		if err != nil {

@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 // tenure, and the next one creates the consumer again.
 func TestConsumerLostWithTheStoreIsCreatedAgain(t *testing.T) {
 	first := testenv.NATSServer(t, &server.Options{})
-	port := first.Addr().(*net.TCPAddr).Port
 	e := newEnv(t)
 	api, err := queue.Connect(first.ClientURL(), "api")
 	if err != nil {
@@ -44,18 +42,7 @@ func TestConsumerLostWithTheStoreIsCreatedAgain(t *testing.T) {
 	e.startWith(wq, e.store, "wiped", nil)
 	e.waitStatus(e.submit("wiped", "true"), order.StatusSucceeded)
 
-	first.Shutdown()
-	first.WaitForShutdown()
-	second, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	second.Start()
-	t.Cleanup(func() { second.Shutdown(); second.WaitForShutdown() })
-	if !second.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	testenv.NATSServerLost(t, first)
 	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
 		return api.IsConnected() && wc.IsConnected()
 	})

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -231,12 +232,17 @@ func NATS(t testing.TB) string {
 }
 
 // NATSServer starts a JetStream nats-server on loopback with opts, whose
-// host, port, store and signal handling it fills in (the rest, such as
+// host, port (a free one unless opts names one), store and signal
+// handling it fills in (the rest, such as
 // users and their permissions, is the test's), and stops it when the test
 // ends. opts stays the server's: a test may clone it to reload.
 func NATSServer(t testing.TB, opts *server.Options) *server.Server {
 	t.Helper()
-	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "127.0.0.1", -1, true, t.TempDir(), true
+	port := opts.Port
+	if port == 0 {
+		port = -1 // any free port
+	}
+	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "127.0.0.1", port, true, t.TempDir(), true
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -247,6 +253,18 @@ func NATSServer(t testing.TB, opts *server.Options) *server.Server {
 		t.Fatal("testenv: nats-server not ready")
 	}
 	return ns
+}
+
+// NATSServerLost stops ns, a server from NATSServer, and starts another on
+// its address with an empty store: nats-server back with its JetStream
+// directory lost, or restored from before anything was in it, its clients
+// reconnecting to the same URL.
+func NATSServerLost(t testing.TB, ns *server.Server) *server.Server {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return NATSServer(t, &server.Options{Port: port})
 }
 
 // Context returns t's context with a deadline, so that a test stuck on a
