@@ -37,8 +37,7 @@ type Store interface {
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
-	Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error)
-	Unrecorded(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error)
+	Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID]bool, unrecorded []uuid.UUID, err error)
 	ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error)
 }
 
@@ -332,11 +331,7 @@ func (s *Service) DropEnded(ctx context.Context) (int, error) {
 // so each one is logged by id, as a worker logs one it drops.
 func (s *Service) endedOrUnrecorded(host string) func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error) {
 	return func(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-		gone, err := s.store.Ended(ctx, ids)
-		if err != nil || len(gone) == 0 {
-			return gone, err
-		}
-		unknown, err := s.store.Unrecorded(ctx, slices.Collect(maps.Keys(gone)))
+		gone, unknown, err := s.store.Ended(ctx, ids)
 		if err != nil {
 			return nil, err
 		}

@@ -447,36 +447,32 @@ func (s *Store) ActiveCounts(ctx context.Context, hosts []string) (map[string]in
 }
 
 // Ended returns which of ids belong to orders that can never run again:
-// terminal, or deleted (past retention). An order in flight has its row
-// in active_orders, written in the insert's own transaction, so an id
-// read from a published message is either there or ended.
-func (s *Store) Ended(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-	rows, err := s.pool.Query(ctx, `SELECT t.id FROM unnest($1::uuid[]) AS t(id)
+// terminal, or deleted (past retention), and, of those, the ones no order
+// row has: messages that name them were published for orders a restored
+// database does not know. An order in flight has its row in
+// active_orders, written in the insert's own transaction, so an id read
+// from a published message is either there or ended.
+func (s *Store) Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID]bool, unrecorded []uuid.UUID, err error) {
+	rows, err := s.pool.Query(ctx, `SELECT t.id, NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.id)
+		FROM unnest($1::uuid[]) AS t(id)
 		WHERE NOT EXISTS (SELECT 1 FROM active_orders a WHERE a.id = t.id)`, ids)
 	if err != nil {
-		return nil, translate("find ended orders", err)
+		return nil, nil, translate("find ended orders", err)
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	ended = map[uuid.UUID]bool{}
+	var id uuid.UUID
+	var gone bool
+	_, err = pgx.ForEachRow(rows, []any{&id, &gone}, func() error {
+		ended[id] = true
+		if gone {
+			unrecorded = append(unrecorded, id)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, translate("find ended orders", err)
+		return nil, nil, translate("find ended orders", err)
 	}
-	out := make(map[uuid.UUID]bool, len(got))
-	for _, id := range got {
-		out[id] = true
-	}
-	return out, nil
-}
-
-// Unrecorded returns those of ids that no order row has: messages that
-// name them were published for orders a restored database does not know.
-func (s *Store) Unrecorded(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
-	rows, err := s.pool.Query(ctx, `SELECT t.id FROM unnest($1::uuid[]) AS t(id)
-		WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.id)`, ids)
-	if err != nil {
-		return nil, translate("find unrecorded orders", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	return out, translate("find unrecorded orders", err)
+	return ended, unrecorded, nil
 }
 
 // GetOrder returns one order with its result.
