@@ -242,22 +242,12 @@ func workerDone(wr *workerRunner) <-chan error {
 func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) error {
 	b, err := os.ReadFile(path)
 	if err == nil {
-		want := postgres.APIToken{Name: "admin", SHA256: auth.HashToken(strings.TrimSpace(string(b))), Roles: []string{"admin"}}
-		if created, err := store.EnsureAPIToken(ctx, want); err != nil || created {
-			return err
-		}
-		// The file is the admin token (removing it rotates it). A database
-		// restored from a backup taken before a rotation holds the hash
-		// rotated away: the file's token was refused, and the old one,
-		// perhaps the leaked one, worked again.
-		have, err := store.APITokens(ctx)
-		if err != nil {
-			return err
-		}
-		if slices.ContainsFunc(have, func(t postgres.APIToken) bool { return t.Name == want.Name && t.SHA256 == want.SHA256 }) {
-			return nil
-		}
-		return store.ReplaceAPIToken(ctx, want)
+		// The file is the admin token (removing it rotates it), so its
+		// hash wins: a database restored from a backup taken before a
+		// rotation holds the hash rotated away, and the file's token was
+		// refused while the old one, perhaps the leaked one, worked again.
+		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: "admin",
+			SHA256: auth.HashToken(strings.TrimSpace(string(b))), Roles: []string{"admin"}})
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read admin token: %w", err)

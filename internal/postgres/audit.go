@@ -120,10 +120,13 @@ func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
 	return out, translate("list api tokens", rows.Err())
 }
 
-// ReplaceAPIToken sets the hash of an existing runtime token (rotation).
+// ReplaceAPIToken stores a runtime token's hash and roles under its name,
+// in place of any other (rotation); a token stored as it is stays as it
+// was, its created_at included.
 func (s *Store) ReplaceAPIToken(ctx context.Context, t APIToken) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, sha256, roles) VALUES ($1,$2,$3)
-		ON CONFLICT (name) DO UPDATE SET sha256 = $2, roles = $3, created_at = now()`, t.Name, t.SHA256, t.Roles)
+		ON CONFLICT (name) DO UPDATE SET sha256 = $2, roles = $3, created_at = now()
+		WHERE (api_tokens.sha256, api_tokens.roles) IS DISTINCT FROM ($2, $3)`, t.Name, t.SHA256, t.Roles)
 	return translate("replace api token", err)
 }
 
