@@ -19,7 +19,7 @@ type streamCounts struct {
 }
 
 // take counts one more open stream of principal unless it holds limit
-// already; release gives it back (once).
+// already; release gives it back (call it once).
 func (c *streamCounts) take(principal string, limit int) (release func(), ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -30,15 +30,12 @@ func (c *streamCounts) take(principal string, limit int) (release func(), ok boo
 		c.open = map[string]int{}
 	}
 	c.open[principal]++
-	var once sync.Once
 	return func() {
-		once.Do(func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.open[principal]--; c.open[principal] <= 0 {
-				delete(c.open, principal)
-			}
-		})
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.open[principal]--; c.open[principal] <= 0 {
+			delete(c.open, principal)
+		}
 	}, true
 }
 
@@ -46,7 +43,7 @@ func (c *streamCounts) take(principal string, limit int) (release func(), ok boo
 // limits.max_streams_per_principal until release, or refuses it with
 // rate_limited (429, Retry-After: 1) when the principal has that many
 // open already. A request refused so has done nothing yet: a wait is
-// held before its order is recorded.
+// held before its order is recorded. release is called once.
 func (s *Server) HoldStream(principal string) (release func(), err error) {
 	limit := s.Settings().MaxStreams
 	if limit <= 0 {
