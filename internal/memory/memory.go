@@ -130,11 +130,7 @@ type follower struct {
 func (f *follower) next(base, limit, live int64, cycles uint64, sustain int) int64 {
 	collected := cycles != f.cycles
 	f.cycles = cycles
-	if base <= 0 {
-		f.above = 0
-		return limit
-	}
-	if !collected {
+	if base <= 0 || !collected {
 		f.above = 0
 		return limit
 	}
