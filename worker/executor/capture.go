@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -142,16 +143,65 @@ func (c *capture) output() order.Output {
 		}
 		return out
 	}
-	// The stream went past the cap, so kept is full and its tail a ring.
-	marker := truncationMarker(omitted)
-	head, tail := c.kept[:c.headMax], c.kept[c.headMax:]
-	content := make([]byte, 0, len(c.kept)+len(marker))
-	content = append(content, head...)
-	content = append(content, marker...)
-	content = append(content, tail[c.pos:]...)
-	content = append(content, tail[:c.pos]...)
+	// The stream went past the cap, so kept is full and its tail a ring:
+	// the tail in order is ring[pos:] then ring[:pos]. Text cut inside a
+	// character would no longer be UTF-8, and the answer would then carry
+	// the whole output as base64: the cuts move to the characters' edges
+	// when that makes the kept bytes text; other bytes are kept as cut.
+	head, ring := c.kept[:c.headMax], c.kept[c.headMax:]
+	content := make([]byte, 0, len(c.kept)+len(truncationMarker(c.n)))
+	content = joinCut(content, c.n, head, ring[c.pos:], ring[:c.pos], true)
+	if !utf8.Valid(content) {
+		content = joinCut(content[:0], c.n, head, ring[c.pos:], ring[:c.pos], false)
+	}
 	out.Content, out.Truncated = content, true
 	return out
+}
+
+// joinCut appends to dst the head of a stream of total bytes, the marker
+// and its tail (a, then b). With atEdges a cut inside a UTF-8 character
+// moves to its edge first; the marker counts every byte left out.
+func joinCut(dst []byte, total int64, head, a, b []byte, atEdges bool) []byte {
+	if atEdges {
+		head = head[:len(head)-partialRuneAtEnd(head)]
+		skip := continuationBytesAtStart(a, b)
+		d := min(skip, len(a))
+		a, b = a[d:], b[skip-d:]
+	}
+	dst = append(dst, head...)
+	dst = append(dst, truncationMarker(total-int64(len(head)+len(a)+len(b)))...)
+	return append(append(dst, a...), b...)
+}
+
+// partialRuneAtEnd is the length of the UTF-8 sequence that b ends with
+// when it is cut short (a lead byte and fewer continuation bytes than it
+// announces), else 0.
+func partialRuneAtEnd(b []byte) int {
+	for n := 1; n < utf8.UTFMax && n <= len(b); n++ {
+		if end := b[len(b)-n:]; utf8.RuneStart(end[0]) {
+			if utf8.FullRune(end) {
+				return 0
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// continuationBytesAtStart is the number of UTF-8 continuation bytes, at
+// most three, that a followed by b starts with: the rest of a character
+// cut in two.
+func continuationBytesAtStart(a, b []byte) int {
+	n := 0
+	for _, p := range [2][]byte{a, b} {
+		for _, c := range p {
+			if n == utf8.UTFMax-1 || utf8.RuneStart(c) {
+				return n
+			}
+			n++
+		}
+	}
+	return n
 }
 
 // truncationMarker is what stands for the omitted middle of a stream. It is

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"unicode/utf8"
 )
 
 // want is the reference model of a capture: the whole stream if it fits in
@@ -125,6 +127,19 @@ func TestCaptureMarker(t *testing.T) {
 	}
 }
 
+// TestCaptureCutsBetweenCharacters: a cap that falls inside a character
+// moves the cut to the character's edge, so that truncated text is still
+// text (valid UTF-8 is answered as text, anything else as base64).
+func TestCaptureCutsBetweenCharacters(t *testing.T) {
+	t.Parallel()
+	c := newCapture("stdout", 8, nil, nil)
+	chunked(t, c, []byte("€€€€€€"), []int{2}) // 18 bytes of 3-byte characters; head 4, tail 4
+	got := string(c.output().Content)
+	if want := "€\n…[orderly: 12 bytes omitted]…\n€"; got != want {
+		t.Fatalf("Content = %q, want %q", got, want)
+	}
+}
+
 // TestCaptureMemoryBounded checks that whatever is written, the buffer
 // never grows past the cap.
 func TestCaptureMemoryBounded(t *testing.T) {
@@ -158,25 +173,65 @@ func TestCaptureMemoryBounded(t *testing.T) {
 }
 
 // TestCaptureRandom compares random writes against the reference model.
+// TestCaptureRandom writes random streams, half of them UTF-8 text of one-
+// to four-byte characters, in random chunks. Past the cap the content is
+// the stream's head, the marker and its tail, each cut moved by at most
+// three bytes so as not to split a character when that leaves text, and
+// the marker counts what is left out: text stays text, and other bytes
+// are cut at the cap.
 func TestCaptureRandom(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range 300 {
+	runes := []rune{'a', 'é', '€', '𝄞', '\n'}
+	for i := range 600 {
 		limit := rng.IntN(40)
-		in := make([]byte, rng.IntN(120))
-		for j := range in {
-			in[j] = byte(rng.Uint32())
+		var in []byte
+		text := i%2 == 0
+		for n := rng.IntN(120); len(in) < n; {
+			if text {
+				in = utf8.AppendRune(in, runes[rng.IntN(len(runes))])
+			} else {
+				in = append(in, byte(rng.Uint32()))
+			}
 		}
 		sizes := []int{rng.IntN(9), rng.IntN(30) + 1, rng.IntN(3) + 1}
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			c := newCapture("stdout", int64(limit), nil, nil)
 			chunked(t, c, in, sizes)
 			out := c.output()
-			wantContent, wantTrunc := want(in, limit)
-			if !bytes.Equal(out.Content, wantContent) || out.Truncated != wantTrunc || out.Bytes != int64(len(in)) {
-				t.Fatalf("limit %d, %d bytes in chunks %v: got %q (trunc %v, %d bytes), want %q (trunc %v)",
-					limit, len(in), sizes, out.Content, out.Truncated, out.Bytes, wantContent, wantTrunc)
+			fail := func(why string) {
+				t.Fatalf("limit %d, %d bytes in chunks %v: %s: got %q (trunc %v, %d bytes)",
+					limit, len(in), sizes, why, out.Content, out.Truncated, out.Bytes)
 			}
+			if out.Bytes != int64(len(in)) {
+				fail("byte count")
+			}
+			if len(in) <= limit {
+				if !bytes.Equal(out.Content, in) || out.Truncated {
+					fail("want the stream as it was")
+				}
+				return
+			}
+			if !out.Truncated {
+				fail("not marked truncated")
+			}
+			headMax, tailMax := limit/2, limit-limit/2
+			for h := headMax; h >= max(headMax-3, 0); h-- {
+				for tl := tailMax; tl >= max(tailMax-3, 0); tl-- {
+					want := append(append(slices.Clip(in[:h]), truncationMarker(int64(len(in)-h-tl))...), in[len(in)-tl:]...)
+					if !bytes.Equal(out.Content, want) {
+						continue
+					}
+					switch {
+					case text && !utf8.Valid(out.Content):
+						fail("text cut inside a character")
+					case !utf8.Valid(out.Content) && (h != headMax || tl != tailMax):
+						fail("bytes that are not text cut elsewhere than at the cap")
+					}
+					return
+				}
+			}
+			fail("not head, marker and tail")
 		})
 	}
 }
