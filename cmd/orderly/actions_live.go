@@ -38,7 +38,17 @@ func watchActions(w *config.Watcher) (*liveActions, error) {
 		}
 		return func() { l.set.Store(set) }, nil
 	})
+	w.AddCheck("api actions", checkActions)
 	return l, nil
+}
+
+// checkActions tells the drift check whether a config's actions compile,
+// so that /v1/status says in advance that a reload would be refused.
+func checkActions(c config.Config) error {
+	if _, err := action.New(c.Actions); err != nil {
+		return fmt.Errorf("actions: %w", err)
+	}
+	return nil
 }
 
 // authorizer is intake's view of the actions.

@@ -362,3 +362,45 @@ func TestReloadCompatSurface(t *testing.T) {
 		t.Errorf("execute after the surface was turned off: %d %v, want 404", code, m)
 	}
 }
+
+// TestDriftSaysActionsWouldBeRefused: an action that does not compile is
+// refused by a reload (its part's preparer), and the drift check says so
+// in advance in pending_error, as it does for any other invalid file.
+// Before, /v1/status showed the drift with no pending error and the
+// reload was then refused.
+func TestDriftSaysActionsWouldBeRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	good := "listen: 127.0.0.1:0\nactions:\n  definitions:\n    - name: greet\n" +
+		"      params: [{name: who, pattern: \"[a-z]{1,10}\"}]\n" +
+		"      command: [echo, \"{who}\"]\n      roles: [ops]\n      hosts: [\"*\"]\n"
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := config.NewWatcher(path, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watchActions(w); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, from, to, want string }{
+		{"bad pattern", `"[a-z]{1,10}"`, `"[a-z"`, "bad pattern"},
+		{"unknown placeholder", `"{who}"`, `"{whom}"`, "{whom} is not a param"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(strings.Replace(good, c.from, c.to, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if drift, _ := w.Check(); !drift {
+				t.Fatal("no drift")
+			}
+			st := w.Status()
+			if !strings.Contains(st.PendingError, "api actions") || !strings.Contains(st.PendingError, c.want) {
+				t.Fatalf("pending_error %q does not say the actions would be refused (%s)", st.PendingError, c.want)
+			}
+			if _, err := w.Reload(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Reload = %v; want refused for %s", err, c.want)
+			}
+		})
+	}
+}

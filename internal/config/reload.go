@@ -91,6 +91,37 @@ func (w *Watcher) AddPreparer(part string, p Preparer, guards ...Part) {
 	w.preparers = append(w.preparers, namedPreparer{part: part, fn: p, guards: guards})
 }
 
+// namedCheck is a part's check, for the drift check.
+type namedCheck struct {
+	part string
+	fn   func(Config) error
+}
+
+// AddCheck registers fn, which tells without building or reading anything
+// whether part would refuse a config (actions that do not compile). The
+// drift check runs no preparer, so this is how its pending_error learns
+// in advance what a reload of the file on disk would refuse; a reload
+// still relies on part's preparer.
+func (w *Watcher) AddCheck(part string, fn func(Config) error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.checks = append(w.checks, namedCheck{part: part, fn: fn})
+}
+
+// check runs every part's check on cfg; the first refusal is a
+// PrepareError, as the part's preparer would return on a reload.
+func (w *Watcher) check(cfg Config) error {
+	w.mu.Lock()
+	checks := slices.Clone(w.checks)
+	w.mu.Unlock()
+	for _, c := range checks {
+		if err := c.fn(cfg); err != nil {
+			return &PrepareError{Part: c.part, Err: err}
+		}
+	}
+	return nil
+}
+
 // guarded returns the parts this process's preparers use (all when none
 // says).
 func (w *Watcher) guarded() []Part {

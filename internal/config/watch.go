@@ -38,6 +38,7 @@ type Watcher struct {
 	loaded       Loaded
 	loadedAt     time.Time
 	preparers    []namedPreparer
+	checks       []namedCheck
 	subs         []func(Config)
 	diskSHA      string
 	drift        bool
@@ -119,10 +120,11 @@ func (w *Watcher) Drift() (bool, string) {
 
 // Check hashes the file on disk now and compares it with the loaded one.
 // When they differ it also tries the new file, so the status can say in
-// advance whether a reload would be refused (invalid, empty, or removing a
-// part of the security setup without confirmation; the preparers are not
-// run, so a bad key file shows only when a reload tries it). Transitions
-// are logged.
+// advance whether a reload would be refused (invalid, empty, removing a
+// part of the security setup without confirmation, or refused by a part's
+// check, such as actions that do not compile; the preparers are not run,
+// so a bad key file shows only when a reload tries it). Transitions are
+// logged.
 func (w *Watcher) Check() (bool, string) {
 	if w.path == "" {
 		return false, ""
@@ -155,6 +157,9 @@ func (w *Watcher) Check() (bool, string) {
 			if err == nil {
 				// What a reload without confirmation would refuse.
 				err = guard(w.Current(), cfg, Loaded{SHA256: disk, Empty: empty}, w.Loaded().Empty, "", w.guarded())
+			}
+			if err == nil {
+				err = w.check(cfg)
 			}
 			if err != nil {
 				pendingError = err.Error()
