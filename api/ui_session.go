@@ -23,6 +23,9 @@ type uiSession struct {
 	// out is closed when the session ends (sign-out, expiry, pushed out
 	// of the store): the live streams it opened end with it.
 	out chan struct{}
+	// end ends the session at its maximum lifetime: an open stream keeps
+	// it from going idle, so no request would otherwise notice.
+	end *time.Timer
 }
 
 // uiSessions is the server-side session store. It is in memory, per API
@@ -80,7 +83,13 @@ func (s *uiSessions) create(token, principal string) (string, *uiSession) {
 		// Full of live sessions of many principals: the oldest gives way.
 		s.endLocked(oldest)
 	}
-	s.byID[sha256.Sum256([]byte(id))] = sess
+	k := sha256.Sum256([]byte(id))
+	s.byID[k] = sess
+	sess.end = time.AfterFunc(s.max, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.endLocked(k)
+	})
 	return id, sess
 }
 
@@ -124,6 +133,7 @@ func (s *uiSessions) drop(id string) {
 // endLocked removes a session and ends the live streams it opened.
 func (s *uiSessions) endLocked(k [sha256.Size]byte) {
 	if sess := s.byID[k]; sess != nil {
+		sess.end.Stop()
 		close(sess.out)
 		delete(s.byID, k)
 	}

@@ -67,3 +67,24 @@ func TestUISessionEndsItsStreams(t *testing.T) {
 		t.Error("a session with an open stream went idle")
 	}
 }
+
+// TestUISessionEndsAtItsMaximumLifetime: a session whose stream keeps it
+// busy still ends at its maximum lifetime (twelve hours), and its streams
+// with it. Before, only a request with the session or a new sign-in
+// looked at its age, so a stream opened in the eleventh hour ran on to
+// its order's end.
+func TestUISessionEndsAtItsMaximumLifetime(t *testing.T) {
+	s := newUISessions(time.Now)
+	s.max = 50 * time.Millisecond
+	_, sess := s.create("t", "alice")
+	select {
+	case <-sess.out:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived its maximum lifetime")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.byID) != 0 {
+		t.Errorf("%d sessions left in the store", len(s.byID))
+	}
+}
