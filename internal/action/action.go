@@ -11,6 +11,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -160,6 +161,12 @@ func (d *Def) compileRun(ca config.Action, params map[string]*Param) error {
 			if i == 0 && len(t.Params()) > 0 {
 				return fmt.Errorf("command[0] must be a fixed command, without placeholders")
 			}
+			if i == 0 {
+				name, _ := t.Render(nil)
+				if err := checkCommand(name); err != nil {
+					return fmt.Errorf("command[0]: %w", err)
+				}
+			}
 			d.Command = append(d.Command, t)
 		}
 		for i, e := range ca.Env {
@@ -180,6 +187,25 @@ func (d *Def) compileRun(ca config.Action, params map[string]*Param) error {
 			if params[name].Secret {
 				return fmt.Errorf("secret param %q may only be used in env", name)
 			}
+		}
+	}
+	return nil
+}
+
+// checkCommand refuses a command[0] that no worker resolves, so that the
+// mistake stops the config instead of rejecting every run: a worker looks
+// a bare name up in worker.command_path and takes a path only when it is
+// absolute, without . or .. elements.
+func checkCommand(name string) error {
+	if name == "" || name == "." || name == ".." {
+		return fmt.Errorf("%q: want a command name or an absolute path", name)
+	}
+	if strings.Contains(name, "/") {
+		if !path.IsAbs(name) {
+			return fmt.Errorf("%q: a path must be absolute (a bare name is looked up in worker.command_path)", name)
+		}
+		if els := strings.Split(name, "/"); slices.Contains(els, ".") || slices.Contains(els, "..") {
+			return fmt.Errorf("%q: a path must not contain . or .. elements", name)
 		}
 	}
 	return nil

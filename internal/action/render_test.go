@@ -169,6 +169,9 @@ func TestNewRefusesUnsafeDefinitions(t *testing.T) {
 		"unknown placeholder":    func(a *config.Action) { a.Command[1] = "{nope}" },
 		"stray brace":            func(a *config.Action) { a.Command[1] = "{id" },
 		"placeholder in argv[0]": func(a *config.Action) { a.Command[0] = "/bin/{id}" },
+		"empty argv[0]":          func(a *config.Action) { a.Command[0] = "" },
+		"relative path argv[0]":  func(a *config.Action) { a.Command[0] = "bin/echo" },
+		"dot-dot in argv[0]":     func(a *config.Action) { a.Command[0] = "/usr/bin/../bin/echo" },
 		"secret in argv":         func(a *config.Action) { a.Params[0].Secret = true },
 		"both command and verb":  func(a *config.Action) { a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "x@{id}.service"} },
 		"unit value alone": func(a *config.Action) {
