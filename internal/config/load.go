@@ -450,10 +450,20 @@ func scalarHook(from, to reflect.Type, data any) (any, error) {
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		// YAML reads a whole number past int64 as a uint64 or a float64,
+		// which the decoder would wrap into a negative one.
+		signed := to.Kind() >= reflect.Int && to.Kind() <= reflect.Int64
 		switch v := data.(type) {
 		case float64:
 			if v != math.Trunc(v) || math.IsInf(v, 0) {
 				return nil, fmt.Errorf("%v is not a whole number", v)
+			}
+			if lim := math.Ldexp(1, to.Bits()-1); signed && (v < -lim || v >= lim) {
+				return nil, fmt.Errorf("%v is out of range (%d to %d)", v, -int64(lim), int64(lim-1))
+			}
+		case uint64:
+			if max := uint64(math.MaxInt64) >> (64 - to.Bits()); signed && v > max {
+				return nil, fmt.Errorf("%v is out of range (at most %d)", v, max)
 			}
 		case string:
 			return nil, errors.New("must be a whole number, not text")

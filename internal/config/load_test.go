@@ -288,6 +288,13 @@ func TestLoadScalarKinds(t *testing.T) {
 			"actions.definitions[0].params[0].min: 1.5 is not a whole number"},
 		{"text for int", "limits:\n  max_args: s3cret\n", "limits.max_args: must be a whole number, not text"},
 		{"bool for int", "limits:\n  max_args: true\n", "limits.max_args: must be a whole number, not true or false"},
+		// Past int64, YAML gives a uint64 or a float64, which decoding
+		// wrapped into a negative number (max: 2^63 became -2^63).
+		{"past int64 as uint64", "http:\n  max_body_bytes: 9223372036854775808\n",
+			"http.max_body_bytes: 9223372036854775808 is out of range"},
+		{"past int64 as float", "actions:\n  definitions:\n    - name: a\n      command: [echo]\n      params:\n        - {name: n, type: int, max: 99999999999999999999}\n",
+			"actions.definitions[0].params[0].max: 1e+20 is out of range"},
+		{"below int64", "limits:\n  max_args: -9999999999999999999\n", "limits.max_args: -1e+19 is out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
