@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -74,7 +75,7 @@ func (u *webUI) actions(r *http.Request) []actionView {
 func fieldsOf(av ActionView, values map[string]string, choices map[string][]unitChoiceJSON) []paramField {
 	out := make([]paramField, 0, len(av.Params))
 	for _, p := range av.Params {
-		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Help: p.Description, Type: p.Type, Pattern: p.Pattern,
+		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Help: p.Description, Type: p.Type, Pattern: browserPattern(p.Pattern),
 			Required: p.Required, Secret: p.Secret}
 		if f.Label == "" {
 			f.Label = p.Name
@@ -101,6 +102,24 @@ func fieldsOf(av ActionView, values map[string]string, choices map[string][]unit
 		out = append(out, f)
 	}
 	return out
+}
+
+// notForBrowsers finds RE2 syntax that a browser may read otherwise. A
+// browser compiles a pattern attribute as JavaScript with the v flag,
+// where [[:digit:]] is a class of the characters ":digt" and && and --
+// inside a class are set operations: it would refuse a value the param
+// accepts ("0042" for [[:digit:]]{4}) and never send the form. Flags,
+// \Q…\E, \p, \A, \z, \C and \x{…} are left out with them.
+var notForBrowsers = regexp.MustCompile(`\[:|&&|--|\(\?[^:]|\\[QEpPAzCx]`)
+
+// browserPattern is a param's pattern as the form's pattern attribute,
+// which only spares a round trip: empty when a browser might read it
+// otherwise than RE2 (the API checks every value either way).
+func browserPattern(pattern string) string {
+	if notForBrowsers.MatchString(pattern) {
+		return ""
+	}
+	return pattern
 }
 
 // unitChoiceJSON is one choice of GET /v1/actions/{name}/choices.

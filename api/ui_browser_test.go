@@ -447,3 +447,20 @@ func TestUIRefusalsAreShown(t *testing.T) {
 	eval[bool](t, ctx, `(function(){ fetch("/ui/signout", {method: "POST", headers: {"X-CSRF-Token": document.body.dataset.csrf}}); return true; })()`)
 	waitJS(t, ctx, "the sign-in page after the session ended", `!!document.getElementById("token")`, 15*time.Second)
 }
+
+// TestUIPatternOnlyRE2Reads: a param whose pattern a browser reads
+// otherwise than RE2 ([[:digit:]] is a class of ":digt" to JavaScript's v
+// flag) still runs from its form. Before, the pattern attribute made the
+// browser refuse "0042" and never send the form.
+func TestUIPatternOnlyRE2Reads(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "fill in n and run", chromedp.WaitVisible(chromedp.ID("p-tag-n")),
+		chromedp.SetValue(chromedp.ID("p-tag-n"), "0042"), chromedp.Click(chromedp.ID("run-tag")))
+	waitJS(t, ctx, "the run page", `!!document.getElementById("run")`, 10*time.Second)
+	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code")`, 30*time.Second)
+	if out := text(t, ctx, "#output"); !strings.Contains(out, "tagged 0042") {
+		t.Fatalf("output %q", out)
+	}
+}

@@ -63,6 +63,12 @@ func uiActions() config.Actions {
 		Params:  []config.ActionParam{{Name: "id", Pattern: "^[0-9]{4}$", Units: "example@*.service"}},
 		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"},
 		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
+	}, {
+		// tag's pattern is RE2 that a browser reads otherwise.
+		Name: "tag", Title: "Tag",
+		Command: []string{"echo", "tagged", "{n}"},
+		Params:  []config.ActionParam{{Name: "n", Pattern: "[[:digit:]]{4}"}},
+		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}}}
 }
 
