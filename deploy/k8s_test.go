@@ -259,5 +259,14 @@ func checkPod(t *testing.T, o k8sObject, spec corev1.PodSpec) {
 		if c.Image == "" {
 			t.Errorf("%s: container %s without image", o.file, c.Name)
 		}
+		// Kubernetes never updates a ConfigMap's or Secret's file mounted
+		// with subPath: the config's drift check and reload would not see
+		// an edit (docs/config.md, "Reload and integrity").
+		for _, m := range c.VolumeMounts {
+			i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+			if i >= 0 && (spec.Volumes[i].ConfigMap != nil || spec.Volumes[i].Secret != nil) && m.SubPath != "" {
+				t.Errorf("%s: container %s mounts %s with subPath %s, which never sees an update", o.file, c.Name, m.Name, m.SubPath)
+			}
+		}
 	}
 }
