@@ -196,19 +196,32 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 		b, _ := json.Marshal(v)
 		req.Params[strings.TrimPrefix(k, "p.")] = b
 	}
+	// The form comes back as it was sent when it goes no further
+	// (fieldsOf never shows a secret's value).
+	again := func(status int, msg string) {
+		o := Order{Host: req.Host, Action: &OrderAction{Name: name, Params: map[string]string{}}}
+		for _, k := range keys {
+			o.Action.Params[strings.TrimPrefix(k, "p.")] = r.PostForm[k][len(r.PostForm[k])-1]
+		}
+		u.renderDashboard(w, r, status, "Action "+name+": "+msg, nil, o)
+	}
+	// An action that asks for a confirmation gets it here too, not only
+	// from the page's script: without JavaScript the form's confirmation
+	// is a required checkbox, and a form without it runs nothing.
+	if r.PostFormValue("confirmed") != "yes" {
+		var av ActionView
+		if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); a.ok() && a.decode(&av) == nil && av.Confirm {
+			again(http.StatusUnprocessableEntity, "confirm the run first (nothing was run)")
+			return
+		}
+	}
 	var hdr []string
 	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
 		hdr = []string{"Idempotency-Key", "ui-" + k}
 	}
 	a := u.call(r, http.MethodPost, "/v1/actions/"+url.PathEscape(name)+"/run", req, hdr...)
 	if !a.ok() {
-		// The form comes back as it was sent (fieldsOf never shows a
-		// secret's value).
-		again := Order{Host: req.Host, Action: &OrderAction{Name: name, Params: map[string]string{}}}
-		for _, k := range keys {
-			again.Action.Params[strings.TrimPrefix(k, "p.")] = r.PostForm[k][len(r.PostForm[k])-1]
-		}
-		u.renderDashboard(w, r, a.status, "Action "+name+": "+a.problem(), nil, again)
+		again(a.status, a.problem())
 		return
 	}
 	var o Order

@@ -333,6 +333,34 @@ func TestUIRefusedActionKeepsItsValues(t *testing.T) {
 	}
 }
 
+// TestUIConfirmationIsAskedByTheServer: an action with confirm: true runs
+// from the UI only with the form's confirmation (the dialog's, or without
+// JavaScript the checkbox's), so a browser without scripts does not run it
+// on the first click; an action without confirm needs none.
+func TestUIConfirmationIsAskedByTheServer(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.who": {"bob"}, "idem": {"k-unconfirmed"}}
+	rec := e.postForm("/ui/actions/greet/run", form, sess)
+	page := rec.Body.String()
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(page, "Action greet: confirm the run first") ||
+		!strings.Contains(page, `id="confirmed-greet" name="confirmed" type="checkbox" value="yes" required`) {
+		t.Fatalf("an unconfirmed run: %d\n%.800s", rec.Code, page)
+	}
+	var n int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM orders WHERE action = 'greet'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("orders of greet after an unconfirmed run: %d (%v), want 0", n, err)
+	}
+	form.Set("confirmed", "yes")
+	if rec := e.postForm("/ui/actions/greet/run", form, sess); rec.Code != http.StatusSeeOther {
+		t.Fatalf("a confirmed run: %d\n%.500s", rec.Code, rec.Body)
+	}
+	form = url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.n": {"0042"}, "idem": {"k-tag"}}
+	if rec := e.postForm("/ui/actions/tag/run", form, sess); rec.Code != http.StatusSeeOther {
+		t.Fatalf("a run of an action without confirm: %d\n%.500s", rec.Code, rec.Body)
+	}
+}
+
 // TestUIExecStdinAsTyped: a browser sends the stdin box's line breaks as
 // CRLF; the command reads them as typed, LF, as from the CLI.
 func TestUIExecStdinAsTyped(t *testing.T) {

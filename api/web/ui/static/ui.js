@@ -56,6 +56,13 @@
     dialog.onclose = function () {
       if (dialog.returnValue === "ok") {
         form.dataset.confirmed = "yes";
+        // The server asks for it too (without JavaScript it is the
+        // form's checkbox).
+        const yes = document.createElement("input");
+        yes.type = "hidden";
+        yes.name = "confirmed";
+        yes.value = "yes";
+        form.appendChild(yes);
         form.requestSubmit(e.submitter || undefined);
       }
     };
