@@ -97,7 +97,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		DryRun: vc.DryRun, CaptureStdout: true, CaptureStderr: true, Source: "vigrid", ID: order.NewID()}
 	var secs float64
 	if json.Unmarshal(body.Timeout, &secs) == nil && secs > 0 {
-		o.Timeout = time.Duration(secs * float64(time.Second))
+		o.Timeout = vigridTimeout(secs)
 	}
 	sync := truthy(body.Synchronous)
 	wait := time.Duration(0)
@@ -134,6 +134,19 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		return
 	}
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "order_id": o.ID, "result": vigridResult(done)})
+}
+
+// vigridTimeout is Vigrid's timeout of secs seconds (> 0) as a duration.
+// One past what a Duration holds is the largest, so it is treated as any
+// timeout above the maximum (a sync execute caps it at max_wait, an async
+// one is refused with 422) instead of wrapping round to a negative one
+// (400 "must not be negative"); one under a millisecond, orderly's
+// least, is a millisecond, not none (the default).
+func vigridTimeout(secs float64) time.Duration {
+	if secs >= float64(math.MaxInt64)/float64(time.Second) {
+		return math.MaxInt64
+	}
+	return max(time.Duration(secs*float64(time.Second)), time.Millisecond)
 }
 
 // vigridSettle is how long past max_wait a synchronous execute waits for

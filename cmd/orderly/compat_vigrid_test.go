@@ -564,6 +564,25 @@ func TestVigridTimeout(t *testing.T) {
 			t.Fatalf("order status %s, want timed_out", o.Status)
 		}
 	}
+
+	// A timeout past what a duration holds is one above the maximum, as
+	// 1e9 is: capped at max_wait when sync, refused when async (it wrapped
+	// round to a negative timeout, refused as "must not be negative").
+	// Under a millisecond it is a millisecond (orderly's least), not the
+	// default.
+	for _, secs := range []float64{1e9, 1e10, 1e300} {
+		code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"x"}, "synchronous": true, "timeout": secs})
+		if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["return_code"] != float64(0) || res["stdout"] != "x\n" {
+			t.Errorf("sync timeout %g: %d %s", secs, code, raw)
+		}
+		code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "timeout": secs})
+		wantVigridError(t, fmt.Sprintf("async timeout %g", secs), code, m, 422, "timeout_seconds is above the maximum of 86400")
+	}
+	start := time.Now()
+	code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "sleep", "arguments": []string{"30"}, "synchronous": true, "timeout": 1e-12})
+	if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["return_code"] != float64(-1) || time.Since(start) > 1500*time.Millisecond {
+		t.Errorf("sync timeout 1e-12: %d %s after %s, want a timeout at once", code, raw, time.Since(start))
+	}
 }
 
 // TestVigridMaxWaitQueued: a sync execute queued behind a running order
