@@ -122,17 +122,17 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 }
 
 // wellNamed is the request's variables whose names stage0 would accept,
-// sanitised; nil when a value is unusable.
+// sanitised, for judging which required variables the request sets. One
+// whose value orderly refuses (an object or a list) counts as set, to "":
+// the run is refused for that value, and the refusal must say so, not
+// call it or the request's other variables unset.
 func wellNamed(vars map[string]json.RawMessage) map[string]string {
-	ok := map[string]json.RawMessage{}
+	env := map[string]string{}
 	for name, raw := range vars {
 		if runbook.ValidEnvName(name) {
-			ok[name] = raw
+			one, _ := runbook.Sanitize(map[string]json.RawMessage{name: raw})
+			env[name] = one[name]
 		}
-	}
-	env, err := runbook.Sanitize(ok)
-	if err != nil {
-		return nil
 	}
 	return env
 }

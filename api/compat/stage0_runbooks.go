@@ -214,7 +214,7 @@ func (s *Stage0) validate(q *stage0Request, file string) {
 	env, err := runbook.Sanitize(body.EnvVars)
 	if err != nil {
 		errs = append(errs, err.Error())
-		env = map[string]string{}
+		env = wellNamed(body.EnvVars)
 	}
 	for _, v := range rb.Env {
 		if _, set := env[v.Name]; !set {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -222,6 +223,21 @@ compat:
 		if resp.StatusCode != 400 || !strings.Contains(b, `"errors":["environment variable LD_PRELOAD may not be set (env_deny \"LD_*\")"]`) {
 			t.Fatalf("refused variable: %d %s", resp.StatusCode, b)
 		}
+		// A bad name or value is the one error: the variables sent with
+		// it are not reported unset.
+		for _, c := range []struct {
+			vars map[string]any
+			want string
+		}{
+			{map[string]any{"GREETING": "hi", "BAD NAME": "x"}, "Invalid environment variable name: BAD NAME"},
+			{map[string]any{"GREETING": "hi", "LIST": []string{"x"}}, "environment variable LIST: the value must be a string, number, boolean or null"},
+			{map[string]any{"GREETING": []string{"x"}}, "environment variable GREETING: the value must be a string, number, boolean or null"},
+		} {
+			resp, b = do("PATCH", "/api/runbooks/Hello.md/validate", tok, map[string]any{"env_vars": c.vars})
+			if resp.StatusCode != 400 || !strings.Contains(b, `"errors":[`+strconv.Quote(c.want)+`]`) {
+				t.Errorf("validate %v: %d %s, want the one error %q", c.vars, resp.StatusCode, b, c.want)
+			}
+		}
 	})
 
 	t.Run("execute streams every line, then done", func(t *testing.T) {
@@ -282,6 +298,13 @@ compat:
 		if resp.StatusCode != 200 || ev[0].name != "stderr" || ev[0].data != "ERROR: Invalid environment variable name: BAD NAME\n" ||
 			!strings.HasPrefix(ev[len(ev)-1].data, `{"success": false, "runbook": "Hello.md", "return_code": 1,`) {
 			t.Fatalf("bad env name: %d %s", resp.StatusCode, b)
+		}
+		for _, vars := range []map[string]any{{"GREETING": "hi", "LIST": []string{"x"}}, {"GREETING": []string{"x"}}} {
+			resp, b = do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": vars})
+			if ev := readSSE(t, b); resp.StatusCode != 200 || len(ev) != 2 || !strings.HasPrefix(ev[0].data, "ERROR: environment variable ") ||
+				!strings.HasSuffix(ev[0].data, ": the value must be a string, number, boolean or null\n") {
+				t.Errorf("list value %v: %d %s, want its own error, not an unset variable", vars, resp.StatusCode, b)
+			}
 		}
 		resp, b = do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hi", "LD_PRELOAD": "/x.so"}})
 		if ev := readSSE(t, b); resp.StatusCode != 200 || !strings.Contains(ev[len(ev)-1].data, `"errors": ["environment variable LD_PRELOAD may not be set`) {
