@@ -123,6 +123,10 @@ func TestScreen(t *testing.T) {
 		{Order{Command: "ls", Args: []string{"a;b"}}, CodeInvalid},
 		{Order{Command: "l$s"}, CodeInvalid},
 		{Order{Command: "ls", Args: []string{"plain", "-la"}}, ""},
+		// A runbook's file name is no command a shell sees (the workers
+		// do not screen it): "Backup & restore.md" runs.
+		{Order{Kind: KindScript, Command: "runbook:Backup & restore (daily).md"}, ""},
+		{Order{Kind: KindScript, Command: "runbook:a.md", Env: map[string]string{"LD_PRELOAD": "x"}}, CodeForbidden},
 	}
 	for i, c := range cases {
 		err := Screen(&c.o, deny, nil, ";&|`$()<>\\\"'")
