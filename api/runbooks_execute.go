@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
 
 	"github.com/google/uuid"
 
@@ -351,22 +353,79 @@ func HeaderChain(r *http.Request) RunbookChain {
 }
 
 // pythonList renders names as Python prints a list of strings, as
-// stage0's recursion message shows the chain: ['a.md', 'b.md'].
+// stage0's recursion message shows the chain: ['a.md', 'b.md'], each as
+// repr() writes it (in double quotes when it holds ' and no ").
 func pythonList(names []string) string {
 	q := make([]string, len(names))
 	for i, n := range names {
-		q[i] = "'" + strings.ReplaceAll(strings.ReplaceAll(n, `\`, `\\`), "'", `\'`) + "'"
+		quote := '\''
+		if strings.ContainsRune(n, '\'') && !strings.ContainsRune(n, '"') {
+			quote = '"'
+		}
+		var b strings.Builder
+		b.WriteRune(quote)
+		for _, r := range n {
+			switch {
+			case r == quote || r == '\\':
+				b.WriteRune('\\')
+				b.WriteRune(r)
+			case r == '\n':
+				b.WriteString(`\n`)
+			case r == '\r':
+				b.WriteString(`\r`)
+			case r == '\t':
+				b.WriteString(`\t`)
+			case r < 0x100 && !unicode.IsPrint(r):
+				fmt.Fprintf(&b, `\x%02x`, r)
+			case r < 0x10000 && !unicode.IsPrint(r):
+				fmt.Fprintf(&b, `\u%04x`, r)
+			case !unicode.IsPrint(r):
+				fmt.Fprintf(&b, `\U%08x`, r)
+			default:
+				b.WriteRune(r)
+			}
+		}
+		b.WriteRune(quote)
+		q[i] = b.String()
 	}
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
-// pythonJSONList renders names as Python's json.dumps does: ", " between
-// items, which is what stage0's RUNBOOK_RECURSION_STACK held.
+// pythonJSONList renders names as Python's json.dumps does, which is what
+// stage0's RUNBOOK_RECURSION_STACK held: ", " between items, <, > and &
+// as they are, DEL and everything past ASCII as \uXXXX (a surrogate pair
+// beyond the BMP).
 func pythonJSONList(names []string) string {
 	q := make([]string, len(names))
 	for i, n := range names {
-		b, _ := json.Marshal(n)
-		q[i] = string(b)
+		var b strings.Builder
+		b.WriteByte('"')
+		for _, r := range n {
+			switch {
+			case r == '"' || r == '\\':
+				b.WriteRune('\\')
+				b.WriteRune(r)
+			case r == '\n':
+				b.WriteString(`\n`)
+			case r == '\r':
+				b.WriteString(`\r`)
+			case r == '\t':
+				b.WriteString(`\t`)
+			case r == '\b':
+				b.WriteString(`\b`)
+			case r == '\f':
+				b.WriteString(`\f`)
+			case r >= 0x10000:
+				hi, lo := utf16.EncodeRune(r)
+				fmt.Fprintf(&b, `\u%04x\u%04x`, hi, lo)
+			case r < 0x20 || r > 0x7e:
+				fmt.Fprintf(&b, `\u%04x`, r)
+			default:
+				b.WriteRune(r)
+			}
+		}
+		b.WriteByte('"')
+		q[i] = b.String()
 	}
 	return "[" + strings.Join(q, ", ") + "]"
 }
