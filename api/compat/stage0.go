@@ -377,23 +377,18 @@ func stage0Fail(w http.ResponseWriter, status int, msg string) {
 	writePyJSON(w, status, map[string]any{"success": false, "error": msg})
 }
 
-// statusFor maps a refusal of the pipeline to the statuses stage0 had.
+// statusFor maps a refusal of the pipeline to a status and message. A
+// refusal of the request keeps its status under the API's error map (401,
+// 403, 404, 429, and 400, 409, 413 or 422 for input stage0 had no limit
+// on, never a 500: that is a server failure to its client and to the
+// request metrics); anything else is stage0's 500.
 func statusFor(err error) (int, string) {
 	var e *order.Error
-	if !errors.As(err, &e) {
+	if !errors.As(err, &e) || e.Code == order.CodeInternal {
 		return http.StatusInternalServerError, "A processing error occurred"
 	}
-	switch e.Code {
-	case order.CodeUnauthenticated:
-		return http.StatusUnauthorized, e.Message
-	case order.CodeForbidden:
-		return http.StatusForbidden, e.Message
-	case order.CodeNotFound:
-		return http.StatusNotFound, e.Message
-	case order.CodeRateLimited:
-		return http.StatusTooManyRequests, e.Message
-	case order.CodeInternal:
-		return http.StatusInternalServerError, "A processing error occurred"
+	if status := api.HTTPStatus(err); status < http.StatusInternalServerError {
+		return status, e.Message
 	}
 	return http.StatusInternalServerError, e.Message
 }

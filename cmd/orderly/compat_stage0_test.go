@@ -423,6 +423,13 @@ compat:
 	if d, _ := done("Quiet.md"); !strings.HasPrefix(d, `{"success": true`) {
 		t.Errorf("quiet: %s", d)
 	}
+	// A request past orderly's limits is refused as input, not as a
+	// server failure: stage0 had no such limit, so no 500 stands for it.
+	resp, b := s.send(call{method: "POST", path: "/api/runbooks/Quiet.md/execute", token: tok,
+		body: map[string]any{"env_vars": map[string]any{"LONG": strings.Repeat("x", 9000)}}})
+	if resp.StatusCode != 413 || strings.TrimSpace(string(b)) != `{"error":"the value of LONG is longer than 8192 bytes","success":false}` {
+		t.Errorf("value past limits.max_env_bytes: %d %s", resp.StatusCode, b)
+	}
 	// /dev-login is off unless enabled.
 	if resp, _ := s.send(call{method: "POST", path: "/dev-login", body: map[string]any{}}); resp.StatusCode != 404 {
 		t.Errorf("dev-login off: %d", resp.StatusCode)
