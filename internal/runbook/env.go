@@ -3,6 +3,8 @@ package runbook
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -16,7 +18,10 @@ import (
 // refused rather than turned into Python reprs.
 func Sanitize(vars map[string]json.RawMessage) (map[string]string, error) {
 	out := make(map[string]string, len(vars))
-	for name, raw := range vars {
+	// In name order, so that a request with several bad entries is
+	// refused for the same one every time.
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		raw := vars[name]
 		if !ValidEnvName(name) {
 			return nil, fmt.Errorf("Invalid environment variable name: %s", printable(name))
 		}

@@ -214,6 +214,14 @@ func TestSanitize(t *testing.T) {
 	if _, err := Sanitize(map[string]json.RawMessage{"O": json.RawMessage(`{"a":1}`)}); err == nil {
 		t.Fatal("an object value was accepted")
 	}
+	// Several bad entries: the same one is reported every time.
+	bad := map[string]json.RawMessage{"e-f": json.RawMessage(`"3"`), "c-d": json.RawMessage(`"2"`),
+		"L": json.RawMessage(`[1]`), "a-b": json.RawMessage(`"1"`), "G": json.RawMessage(`{}`)}
+	for range 20 {
+		if _, err := Sanitize(bad); err == nil || err.Error() != "environment variable G: the value must be a string, number, boolean or null" {
+			t.Fatalf("several bad entries: %v, want the first by name (G)", err)
+		}
+	}
 }
 
 func TestSource(t *testing.T) {
