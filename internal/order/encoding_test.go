@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"testing"
 )
 
@@ -107,6 +108,13 @@ func TestValidateDefaultsAndLimits(t *testing.T) {
 			t.Errorf("case %d: error without a code: %v", i, err)
 		}
 	}
+	// Several bad variables: the same one is reported every time.
+	o = &Order{Host: "h", Command: "x", Env: map[string]string{"Z": strings.Repeat("z", l.MaxEnvBytes+1), "B": "\x00", "9": "", "D": "\x01"}}
+	for range 20 {
+		if err := Validate(o, l); err == nil || !strings.Contains(err.Error(), `name "9"`) {
+			t.Fatalf("several bad variables: %v, want the first by name (9)", err)
+		}
+	}
 }
 
 func TestScreen(t *testing.T) {
@@ -136,5 +144,12 @@ func TestScreen(t *testing.T) {
 	}
 	if err := Screen(&Order{Command: "a;b"}, nil, nil, ""); err != nil {
 		t.Errorf("no forbidden set: %v", err)
+	}
+	// Several refused names: the same one is reported every time.
+	o := &Order{Command: "ls", Env: map[string]string{"PATH": "x", "LD_PRELOAD": "y", "BASH_FUNC_x": "z", "ld_audit": "w"}}
+	for range 20 {
+		if err := Screen(o, deny, nil, ""); err == nil || !strings.Contains(err.Error(), "BASH_FUNC_x may not be set") {
+			t.Fatalf("several refused names: %v, want the first by name (BASH_FUNC_x)", err)
+		}
 	}
 }

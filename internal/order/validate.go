@@ -1,7 +1,9 @@
 package order
 
 import (
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -131,7 +133,8 @@ func Validate(o *Order, l Limits) error {
 	if len(o.Env) > l.MaxEnv {
 		return FieldError(CodeTooLarge, "env", "more than %d environment variables", l.MaxEnv)
 	}
-	for k, v := range o.Env {
+	for _, k := range slices.Sorted(maps.Keys(o.Env)) { // the first problem reported is the same every time
+		v := o.Env[k]
 		if !ValidEnvName(k) {
 			return FieldError(CodeInvalid, "env", "environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", printable(k))
 		}
