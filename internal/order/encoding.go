@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/ascii85"
 	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -67,17 +71,54 @@ func encodeA85(b []byte) string {
 	return string(dst[:n])
 }
 
-// decodeA85 is Python's a85decode with its defaults: whitespace is ignored,
-// "z" stands for four zero bytes, and <~ ~> are not expected.
+// decodeA85 is Python's a85decode with its defaults, digit for digit: the
+// whitespace it ignores is " \t\n\r\v" only, "z" stands for four zero
+// bytes between groups, a group worth more than 32 bits is an error (Go's
+// decoder wraps it round to other bytes), and a final group of n digits
+// is padded with "u" and gives n-1 bytes (none for one digit). <~ ~> are
+// not expected.
 func decodeA85(s string) ([]byte, error) {
-	src := []byte(s)
-	dst := make([]byte, 4*len(src)+4)
-	ndst, nsrc, err := ascii85.Decode(dst, src, true)
-	if err != nil {
-		return nil, err
+	out := make([]byte, 0, len(s)/5*4+4)
+	var group []byte // the digits of the current group, 0-84
+	value := func() (uint32, error) {
+		var v uint64
+		for _, d := range group {
+			v = 85*v + uint64(d)
+		}
+		if v > math.MaxUint32 {
+			return 0, errors.New("Ascii85 overflow")
+		}
+		return uint32(v), nil
 	}
-	if nsrc != len(src) && len(bytes.TrimSpace(src[nsrc:])) != 0 {
-		return nil, fmt.Errorf("trailing data at offset %d", nsrc)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case '!' <= c && c <= 'u':
+			if group = append(group, c-'!'); len(group) == 5 {
+				v, err := value()
+				if err != nil {
+					return nil, err
+				}
+				out, group = binary.BigEndian.AppendUint32(out, v), group[:0]
+			}
+		case c == 'z':
+			if len(group) > 0 {
+				return nil, errors.New("z inside Ascii85 5-tuple")
+			}
+			out = append(out, 0, 0, 0, 0)
+		case strings.IndexByte(" \t\n\r\v", c) >= 0:
+		default:
+			return nil, fmt.Errorf("non-Ascii85 digit at offset %d", i)
+		}
 	}
-	return dst[:ndst], nil
+	if n := len(group); n > 0 {
+		for len(group) < 5 {
+			group = append(group, 'u'-'!')
+		}
+		v, err := value()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, binary.BigEndian.AppendUint32(nil, v)[:n-1]...)
+	}
+	return out, nil
 }

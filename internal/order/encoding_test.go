@@ -35,6 +35,39 @@ func TestAscii85MatchesPython(t *testing.T) {
 	}
 }
 
+// TestAscii85DecodeMatchesPython checks what Python 3.11's a85decode (its
+// defaults) made of input a85encode never writes: a short final group,
+// whitespace, and the input it refused (a group past 32 bits, which Go's
+// decoder wraps round to other bytes; other control characters).
+func TestAscii85DecodeMatchesPython(t *testing.T) {
+	for _, c := range []struct {
+		in, hex string
+		ok      bool
+	}{
+		{"a", "", true},
+		{"ab", "c9", true},
+		{"z@:K6\v ", "000000006162ff", true},
+		{"9jqo^ BlbD-\nBleB1\tDJ+*+F(f,q\r", "4d616e2069732064697374696e67756973686564", true},
+		{"s8", "", false},
+		{"s8W-", "", false},
+		{`s8W-"`, "", false},
+		{"uuuuu", "", false},
+		{"ab\f", "", false},
+		{"ab\x00", "", false},
+		{"abz", "", false},
+		{"<~z~>", "", false},
+		{"é", "", false},
+	} {
+		got, err := Decode(c.in, EncodeBase85)
+		if c.ok && (err != nil || hex.EncodeToString(got) != c.hex) {
+			t.Errorf("Decode(%q) = %x, %v; want %s", c.in, got, err, c.hex)
+		}
+		if !c.ok && err == nil {
+			t.Errorf("Decode(%q) = %x; Python refused it", c.in, got)
+		}
+	}
+}
+
 func TestEncodeRoundTrip(t *testing.T) {
 	for _, n := range []int{0, 1, 3, 4, 5, 1000, 4099} {
 		b := make([]byte, n)
