@@ -44,6 +44,18 @@ func (rb *Runbook) yamlOf(section string, noBlock Code, msg string) (*yaml.Node,
 		rb.problem(CodeInvalidYAML, section+" section YAML must be a mapping")
 		return nil, false
 	}
+	// A key written twice is ambiguous: stage0's YAML reader kept the
+	// last, so "roles: ops" then "roles: admin" required admin only,
+	// while each line reads as a requirement.
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i].Value
+		if seen[k] {
+			rb.problem(CodeInvalidYAML, fmt.Sprintf("%s section has invalid YAML: key %q is defined twice", section, k))
+			return nil, false
+		}
+		seen[k] = true
+	}
 	return n, true
 }
 
