@@ -2,6 +2,7 @@ package compat
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/api"
 )
@@ -23,6 +26,10 @@ import (
 // one sent). Unknown keys are ignored, as the originals ignored them, and
 // an integer json.loads would refuse for its length is refused here.
 func pyUnmarshal(data []byte, v any) error {
+	data, err := flaskText(data)
+	if err != nil {
+		return err
+	}
 	if err := pyCheck(data); err != nil {
 		return err
 	}
@@ -31,6 +38,65 @@ func pyUnmarshal(data []byte, v any) error {
 		return err
 	}
 	return json.Unmarshal(exact, v)
+}
+
+// flaskText is the text json.loads read from a Vigrid or stage0 body,
+// as UTF-8: Flask's request.get_json handed it the raw bytes, and
+// json.loads detects their encoding (json.detect_encoding): a UTF-32,
+// UTF-16 or UTF-8 byte order mark, or the zero bytes around an ASCII
+// first character of UTF-16 or UTF-32 without one; else UTF-8. So a body
+// saved as UTF-16 (PowerShell's Out-File) or with a BOM was understood
+// there. httpexec's Quart decoded the body as UTF-8 first, so pyLoads
+// does not do this.
+func flaskText(data []byte) ([]byte, error) {
+	var unit int
+	var order binary.ByteOrder
+	switch b := data; {
+	case bytes.HasPrefix(b, []byte{0, 0, 0xfe, 0xff}):
+		unit, order, data = 4, binary.BigEndian, b[4:]
+	case bytes.HasPrefix(b, []byte{0xff, 0xfe, 0, 0}):
+		unit, order, data = 4, binary.LittleEndian, b[4:]
+	case bytes.HasPrefix(b, []byte{0xfe, 0xff}):
+		unit, order, data = 2, binary.BigEndian, b[2:]
+	case bytes.HasPrefix(b, []byte{0xff, 0xfe}):
+		unit, order, data = 2, binary.LittleEndian, b[2:]
+	case bytes.HasPrefix(b, []byte{0xef, 0xbb, 0xbf}):
+		return b[3:], nil
+	case len(b) >= 4 && b[0] == 0 && b[1] != 0, len(b) == 2 && b[0] == 0:
+		unit, order = 2, binary.BigEndian
+	case len(b) >= 4 && b[0] == 0:
+		unit, order = 4, binary.BigEndian
+	case len(b) >= 4 && b[1] == 0 && (b[2] != 0 || b[3] != 0), len(b) == 2 && b[1] == 0:
+		unit, order = 2, binary.LittleEndian
+	case len(b) >= 4 && b[1] == 0:
+		unit, order = 4, binary.LittleEndian
+	default:
+		return data, nil
+	}
+	if len(data)%unit != 0 {
+		return nil, errors.New("truncated UTF-16 or UTF-32 data")
+	}
+	bad := errors.New("invalid UTF-16 or UTF-32 data")
+	var out []byte
+	for i := 0; i < len(data); i += unit {
+		var r rune
+		if unit == 4 {
+			r = rune(order.Uint32(data[i:]))
+		} else if r = rune(order.Uint16(data[i:])); utf16.IsSurrogate(r) {
+			if i+4 > len(data) {
+				return nil, bad
+			}
+			if r = utf16.DecodeRune(r, rune(order.Uint16(data[i+2:]))); r == utf8.RuneError {
+				return nil, bad // not a surrogate pair
+			}
+			i += 2
+		}
+		if !utf8.ValidRune(r) {
+			return nil, bad
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return out, nil
 }
 
 // writePyJSON answers v as Flask's and Quart's jsonify did for the

@@ -1,6 +1,7 @@
 package compat
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -67,6 +68,45 @@ func TestPyUnmarshal(t *testing.T) {
 
 // TestPyUnmarshalIntDigits: every surface refuses, as json.loads did, an
 // integer longer than 4300 digits.
+// TestPyUnmarshalEncodings: json.loads, given the raw body by Flask's
+// get_json, read UTF-8 with a BOM and UTF-16 or UTF-32 with or without
+// one (the bodies are Python's own str.encode of the same JSON).
+func TestPyUnmarshalEncodings(t *testing.T) {
+	const want = "[\"a\u00e9\U0001F600\"]"
+	for name, hexBody := range map[string]string{
+		"utf-8-sig": "efbbbf7b2261726773223a5b2261c3a9f09f9880225d7d",
+		"utf-16":    "fffe7b002200610072006700730022003a005b0022006100e9003dd800de22005d007d00",
+		"utf-16-le": "7b002200610072006700730022003a005b0022006100e9003dd800de22005d007d00",
+		"utf-16-be": "007b002200610072006700730022003a005b0022006100e9d83dde000022005d007d",
+		"utf-32":    "fffe00007b0000002200000061000000720000006700000073000000220000003a0000005b0000002200000061000000e900000000f60100220000005d0000007d000000",
+		"utf-32-be": "0000007b0000002200000061000000720000006700000073000000220000003a0000005b0000002200000061000000e90001f600000000220000005d0000007d",
+	} {
+		raw, err := hex.DecodeString(hexBody)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var b *sampleBody
+		if err := pyUnmarshal(raw, &b); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		var args []string
+		if err := json.Unmarshal(b.Args, &args); err != nil || len(args) != 1 || args[0] != "a\u00e9\U0001F600" {
+			t.Errorf("%s: args %s, want %s", name, b.Args, want)
+		}
+	}
+	for name, raw := range map[string]string{
+		"odd UTF-16":           "\xff\xfe{\x00}",
+		"lone high surrogate":  "\xff\xfe{\x00\x3d\xd8}\x00",
+		"UTF-32 past U+10FFFF": "\xff\xfe\x00\x00{\x00\x00\x00\x00\x00\x11\x00}\x00\x00\x00",
+	} {
+		var b *sampleBody
+		if err := pyUnmarshal([]byte(raw), &b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
 func TestPyUnmarshalIntDigits(t *testing.T) {
 	var b *sampleBody
 	if err := pyUnmarshal([]byte(`{"args":["a"],"x":1`+strings.Repeat("0", 4300)+`}`), &b); !errors.Is(err, errIntTooLong) {
