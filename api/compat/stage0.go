@@ -123,7 +123,8 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, http.StatusNotFound, "Not found")
 		return
 	}
-	if r.Method != rt.method {
+	if r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet) {
+		// Flask answered HEAD on every GET route.
 		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}

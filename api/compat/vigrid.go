@@ -114,7 +114,8 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !ok:
 		vigridError(w, http.StatusNotFound, "Endpoint not found")
-	case r.Method != rt.method:
+	case r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet):
+		// Flask answered HEAD on every GET route.
 		vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
 	default:
 		rt.serve(vr)

@@ -206,6 +206,16 @@ compat:
 			strings.Contains(b, secret) || !strings.Contains(b, `"user_id":"dev-user"`) {
 			t.Fatalf("config: %d %s", resp.StatusCode, b)
 		}
+		// Flask answers HEAD on every GET route, after the same checks.
+		for path, want := range map[string]int{"/api/runbooks": 200, "/api/runbooks/Hello.md": 200, "/api/runbooks/Nope.md": 404,
+			"/api/runbooks/Hello.md/required-env": 200, "/api/config": 200, "/api/runbooks/Hello.md/validate": 405} {
+			if resp, b := do("HEAD", path, tok, nil); resp.StatusCode != want || b != "" {
+				t.Errorf("HEAD %s: %d %q, want %d and no body", path, resp.StatusCode, b, want)
+			}
+		}
+		if resp, _ := do("HEAD", "/api/runbooks", "", nil); resp.StatusCode != 401 {
+			t.Errorf("HEAD without a token: %d, want 401", resp.StatusCode)
+		}
 	})
 
 	t.Run("validate", func(t *testing.T) {

@@ -307,6 +307,27 @@ func TestVigridAuthPipeline(t *testing.T) {
 	wantVigridError(t, "GET execute", code, m, 405, "Method not allowed")
 	code, m, _ = c.call("POST", "/api/v1/status", bearer("ops"), "{}")
 	wantVigridError(t, "POST status", code, m, 405, "Method not allowed")
+
+	// Flask answers HEAD on every GET route, after the same checks.
+	for path, want := range map[string]int{"/api/v1/health": 200, "/api/v1/status": 200, "/api/v1/queue": 200, "/api/v1/execute": 405} {
+		for auth, code := range map[string]int{bearer("ops"): want, "": 401} {
+			if path == "/api/v1/health" {
+				code = want
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), "HEAD", s.url+path, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != code || resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("HEAD %s (token %t): %d %q, want %d", path, auth != "", resp.StatusCode, resp.Header.Get("Content-Type"), code)
+			}
+		}
+	}
 }
 
 // TestVigridExecuteChecks: each refusal in Vigrid's order, first failure
