@@ -103,13 +103,13 @@ func convertVigrid(src []byte, name, host string) (out []byte, notes []string, e
 		}
 	}
 	var c importedConfig
-	if v.Bind != "" || v.Port != nil {
-		bind, port := cmp.Or(v.Bind, "0.0.0.0"), 8443
-		if v.Port != nil {
-			port = *v.Port
-		}
-		c.Listen = net.JoinHostPort(bind, strconv.Itoa(port))
+	// Vigrid's own defaults when the file names neither: its clients
+	// call 8443, not orderly's 8080.
+	bind, port := cmp.Or(v.Bind, "0.0.0.0"), 8443
+	if v.Port != nil {
+		port = *v.Port
 	}
+	c.Listen = net.JoinHostPort(bind, strconv.Itoa(port))
 	c.Log = map[string]any{}
 	switch strings.ToLower(v.LogFormat) {
 	case "":

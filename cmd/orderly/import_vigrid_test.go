@@ -70,4 +70,9 @@ tokens:
 	if err != nil || !strings.Contains(string(out), `forbidden_chars: '"'';\|&(){}$`+"`'") {
 		t.Fatalf("default forbidden_chars: %v\n%s", err, out)
 	}
+	// Neither bind nor port: Vigrid listened on its defaults, where its
+	// clients still call.
+	if !strings.Contains(string(out), "listen: 0.0.0.0:8443\n") {
+		t.Fatalf("default listen:\n%s", out)
+	}
 }
