@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -188,7 +189,7 @@ func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, events <-chan 
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	for {
-		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Limit: maxFanOut})
+		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true})
 		if err == nil && allTerminal(list) {
 			return
 		}
@@ -230,7 +231,7 @@ func batchOf(batch uuid.UUID, stored []*order.Order) uuid.UUID {
 // whose Idempotency-Key was used before answers with its first order,
 // which belongs to the earlier batch.
 func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.UUID, stored []*order.Order, refused []HostRefusal) {
-	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut})
+	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -249,8 +250,8 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 		}
 		final = append(final, o)
 		resp.Counts[string(o.Status)]++
-		resp.Orders = append(resp.Orders, toResponse(o))
 	}
+	resp.Orders = make([]Order, len(final))
 	if len(refused) > 0 {
 		resp.Counts["refused"] = len(refused)
 	}
@@ -258,7 +259,7 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 	if allTerminal(final) {
 		status = http.StatusOK
 	}
-	encode(w, status, resp)
+	s.encodeOrders(w, r, status, resp, final, entries(resp.Orders), toResponse)
 }
 
 func allTerminal(list []*order.Order) bool {
@@ -335,7 +336,7 @@ func (s *Server) expandHosts(ctx context.Context, patterns []string) ([]string, 
 }
 
 func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.UUID, status int) {
-	list, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Batch: &batch, Limit: maxFanOut}))
+	list, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true}))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -344,15 +345,15 @@ func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.U
 		s.writeError(w, r, notFound("batch not found"))
 		return
 	}
-	resp := Batch{BatchID: batch, Counts: map[string]int{}, Orders: make([]Order, 0, len(list))}
-	for i := len(list) - 1; i >= 0; i-- {
-		resp.Counts[string(list[i].Status)]++
-		resp.Orders = append(resp.Orders, toResponse(list[i]))
+	slices.Reverse(list) // oldest first
+	resp := Batch{BatchID: batch, Counts: map[string]int{}, Orders: make([]Order, len(list))}
+	for _, o := range list {
+		resp.Counts[string(o.Status)]++
 	}
 	if status == http.StatusAccepted && allTerminal(list) {
 		status = http.StatusOK
 	}
-	encode(w, status, resp)
+	s.encodeOrders(w, r, status, resp, list, entries(resp.Orders), toResponse)
 }
 
 // handleBatch is GET /v1/batches/{id}: a fan-out's orders and the count of

@@ -247,19 +247,47 @@ func pageOf(q url.Values, f *postgres.Filter) error {
 
 // writeOrderList answers one page of the orders f selects, scoped to what
 // the caller may read.
+// Large kept outputs are streamed (encodeOrders); the web UI's listings,
+// which show none, get none.
 func (s *Server) writeOrderList(w http.ResponseWriter, r *http.Request, f postgres.Filter) {
+	f.Lean = true
 	list, next, err := s.Store.ListOrders(r.Context(), scoped(r, f))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	resp := OrderList{Orders: make([]Order, len(list))}
-	for i, o := range list {
-		resp.Orders[i] = toResponse(o)
-	}
 	if next != nil {
 		c := next.String()
 		resp.NextCursor = &c
 	}
-	encode(w, http.StatusOK, resp)
+	if uiCall(r) {
+		for i, o := range list {
+			resp.Orders[i] = toResponse(withoutOutputs(o))
+		}
+		encode(w, http.StatusOK, resp)
+		return
+	}
+	s.encodeOrders(w, r, http.StatusOK, resp, list, entries(resp.Orders), toResponse)
+}
+
+// entries points at each of orders, for encodeOrders to fill in.
+func entries(orders []Order) []*Order {
+	out := make([]*Order, len(orders))
+	for i := range orders {
+		out[i] = &orders[i]
+	}
+	return out
+}
+
+// withoutOutputs is o with its kept outputs' contents left out (their
+// sizes, truncation and hashes stay).
+func withoutOutputs(o *order.Order) *order.Order {
+	if o.Result == nil {
+		return o
+	}
+	bare, res := *o, *o.Result
+	res.Stdout.Content, res.Stderr.Content = nil, nil
+	bare.Result = &res
+	return &bare
 }

@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -40,20 +42,45 @@ const outputSlice = 1<<20 - 64
 // and the scanned copy. The envelope is marshalled with a placeholder per
 // content, then written around the contents.
 func (s *Server) encodeOrder(w http.ResponseWriter, r *http.Request, status int, o *order.Order, respOf func(*order.Order) Order) {
-	if err := writeOrder(r.Context(), w, status, o, respOf, s.Store, outputSlice); err != nil {
-		var sent *errAfterHeader
-		if !errors.As(err, &sent) {
+	s.endStreamed(w, r, writeOrder(r.Context(), w, status, o, respOf, s.Store, outputSlice))
+}
+
+// encodeOrders writes v, an answer holding orders, as encode would, with
+// each order's large kept outputs streamed as encodeOrder streams one
+// order's. resps holds a pointer to the answer's entry of each order, set
+// here to respOf of it: a listing of orders with megabytes of output each
+// held them all in memory at once, twice (GET /v1/orders?limit=1000).
+func (s *Server) encodeOrders(w http.ResponseWriter, r *http.Request, status int, v any, orders []*order.Order, resps []*Order,
+	respOf func(*order.Order) Order) {
+	d := newDeferredOutputs(outputSlice)
+	for i, o := range orders {
+		resp, err := d.order(r.Context(), o, respOf, s.Store)
+		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		// The status is out: all that is left is to cut the connection,
-		// so that the client sees a broken answer, not a short one. A
-		// client that went away canceled the read: nothing to report.
-		if r.Context().Err() == nil {
-			s.logger.Warn("order answer cut short", "order_id", o.ID, "error", sent.err)
-		}
-		panic(http.ErrAbortHandler)
+		*resps[i] = resp
 	}
+	s.endStreamed(w, r, d.write(w, status, v))
+}
+
+// endStreamed finishes a streamed answer that ended with err.
+func (s *Server) endStreamed(w http.ResponseWriter, r *http.Request, err error) {
+	if err == nil {
+		return
+	}
+	var sent *errAfterHeader
+	if !errors.As(err, &sent) {
+		s.writeError(w, r, err)
+		return
+	}
+	// The status is out: all that is left is to cut the connection, so
+	// that the client sees a broken answer, not a short one. A client
+	// that went away canceled the read: nothing to report.
+	if r.Context().Err() == nil {
+		s.logger.Warn("order answer cut short", "error", sent.err)
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // outputReader reads kept outputs left in the database (Store).
@@ -62,28 +89,16 @@ type outputReader interface {
 }
 
 // writeOrder is encodeOrder with the outputs left in the database read
-// from outputs, sliceLen bytes at a time. It returns streamOrder's errors.
+// from outputs, sliceLen bytes at a time. It returns deferredOutputs.write's
+// errors.
 func writeOrder(ctx context.Context, w http.ResponseWriter, status int, o *order.Order, respOf func(*order.Order) Order,
 	outputs outputReader, sliceLen int) error {
-	res := o.Result
-	left := postgres.OutputsLeft(o)
-	if res == nil || !left && len(res.Stdout.Content)+len(res.Stderr.Content) < streamOutputsFrom {
-		encode(w, status, respOf(o))
-		return nil
+	d := newDeferredOutputs(sliceLen)
+	resp, err := d.order(ctx, o, respOf, outputs)
+	if err != nil {
+		return err
 	}
-	outs := [2]keptOutput{{b: res.Stdout.Content, want: o.StdoutEncode}, {b: res.Stderr.Content, want: o.StderrEncode}}
-	if left {
-		outs[0].read = func(p []byte, off int64) (int, error) {
-			return outputs.ReadOutputAt(ctx, o.ID, postgres.Stdout, p, off)
-		}
-		outs[1].read = func(p []byte, off int64) (int, error) {
-			return outputs.ReadOutputAt(ctx, o.ID, postgres.Stderr, p, off)
-		}
-	}
-	bare, rb := *o, *res
-	rb.Stdout.Content, rb.Stderr.Content = nil, nil
-	bare.Result = &rb
-	return streamOrder(w, status, respOf(&bare), outs, sliceLen)
+	return d.write(w, status, resp)
 }
 
 // errAfterHeader is a failure once the answer's status was written.
@@ -123,61 +138,118 @@ func (k keptOutput) each(buf []byte, fn func([]byte) error) error {
 	}
 }
 
-// streamOrder writes resp, whose stdout and stderr contents are outs, as
-// encode(w, status, resp) would write it with the contents in place,
-// reading outputs left in the database in slices of sliceLen bytes. An
-// error before the status is written is returned as is, one after it as an
-// *errAfterHeader.
-func streamOrder(w http.ResponseWriter, status int, resp Order, outs [2]keptOutput, sliceLen int) error {
-	var buf []byte
-	if outs[0].read != nil || outs[1].read != nil {
-		buf = make([]byte, sliceLen)
-	}
+// deferredOutputs are the kept outputs an answer writes in place of
+// placeholders in its JSON: "orderly-content-<nonce>-<i>" for the i-th.
+type deferredOutputs struct {
+	prefix   string // the placeholders' prefix, with the answer's nonce
+	outs     []deferredOutput
+	buf      []byte // one slice of an output read from the database
+	sliceLen int
+}
+
+type deferredOutput struct {
+	k   keptOutput
+	enc order.Encoding
+}
+
+func newDeferredOutputs(sliceLen int) *deferredOutputs {
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
-	var (
-		markers [2][]byte
-		encs    [2]order.Encoding
-	)
+	return &deferredOutputs{prefix: "orderly-content-" + hex.EncodeToString(nonce[:]) + "-", sliceLen: sliceLen}
+}
+
+// order is respOf(o), with o's kept outputs deferred when they are large
+// or left in the database (postgres.OutputsLeft).
+func (d *deferredOutputs) order(ctx context.Context, o *order.Order, respOf func(*order.Order) Order, outputs outputReader) (Order, error) {
+	res := o.Result
+	left := postgres.OutputsLeft(o)
+	if res == nil || !left && len(res.Stdout.Content)+len(res.Stderr.Content) < streamOutputsFrom {
+		return respOf(o), nil
+	}
+	outs := [2]keptOutput{{b: res.Stdout.Content, want: o.StdoutEncode}, {b: res.Stderr.Content, want: o.StderrEncode}}
+	if left {
+		outs[0].read = func(p []byte, off int64) (int, error) {
+			return outputs.ReadOutputAt(ctx, o.ID, postgres.Stdout, p, off)
+		}
+		outs[1].read = func(p []byte, off int64) (int, error) {
+			return outputs.ReadOutputAt(ctx, o.ID, postgres.Stderr, p, off)
+		}
+	}
+	bare, rb := *o, *res
+	rb.Stdout.Content, rb.Stderr.Content = nil, nil
+	bare.Result = &rb
+	resp := respOf(&bare)
 	for i, st := range []*Stream{&resp.Result.Stdout, &resp.Result.Stderr} {
-		got, err := outs[i].encoding(buf)
-		if err != nil {
-			return err
+		if err := d.add(st, outs[i]); err != nil {
+			return Order{}, err
 		}
-		st.Encode, st.Switched = nil, outs[i].want == order.EncodeText && got == order.EncodeBase64
-		if got != order.EncodeText {
-			e := string(got)
-			st.Encode = &e
-		}
-		st.Content = "orderly-content-" + hex.EncodeToString(nonce[:]) + "-" + string(rune('a'+i))
-		markers[i], encs[i] = []byte(`"`+st.Content+`"`), got
+	}
+	return resp, nil
+}
+
+// add makes st the placeholder of k, in the encoding order.Encode would
+// render k in.
+func (d *deferredOutputs) add(st *Stream, k keptOutput) error {
+	if k.read != nil && d.buf == nil {
+		d.buf = make([]byte, d.sliceLen)
+	}
+	got, err := k.encoding(d.buf)
+	if err != nil {
+		return err
+	}
+	st.Encode, st.Switched = nil, k.want == order.EncodeText && got == order.EncodeBase64
+	if got != order.EncodeText {
+		e := string(got)
+		st.Encode = &e
+	}
+	st.Content = d.prefix + strconv.Itoa(len(d.outs))
+	d.outs = append(d.outs, deferredOutput{k: k, enc: got})
+	return nil
+}
+
+// write writes v as encode(w, status, v) would, with the deferred outputs
+// in place of their placeholders, reading those left in the database a
+// slice at a time. An error before the status is written is returned as
+// is, one after it as an *errAfterHeader.
+func (d *deferredOutputs) write(w http.ResponseWriter, status int, v any) error {
+	if len(d.outs) == 0 {
+		encode(w, status, v)
+		return nil
 	}
 	var env bytes.Buffer
 	enc := json.NewEncoder(&env)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(resp); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	bw := bufio.NewWriterSize(w, 32<<10)
+	marker := []byte(`"` + d.prefix)
 	rest := env.Bytes()
-	for i := range outs {
-		j := bytes.Index(rest, markers[i])
-		if j < 0 { // cannot happen: the marker is a plain ASCII string
+	for {
+		j := bytes.Index(rest, marker)
+		if j < 0 {
 			break
 		}
 		_, _ = bw.Write(rest[:j])
-		cw := newContentWriter(bw, encs[i])
+		rest = rest[j+len(marker):]
+		end := bytes.IndexByte(rest, '"')
+		i, err := strconv.Atoi(string(rest[:end]))
+		if err != nil || i >= len(d.outs) { // cannot happen: only add writes the prefix
+			return &errAfterHeader{fmt.Errorf("output placeholder %q", rest[:end])}
+		}
+		rest = rest[end+1:]
+		out := d.outs[i]
+		cw := newContentWriter(bw, out.enc)
 		var werr error
-		err := outs[i].each(buf, func(p []byte) error { werr = cw.write(p); return werr })
+		err = out.k.each(d.buf, func(p []byte) error { werr = cw.write(p); return werr })
 		if werr == nil && err != nil {
 			return &errAfterHeader{err}
 		}
 		if werr != nil || cw.close() != nil {
 			return nil // the client went away
 		}
-		rest = rest[j+len(markers[i]):]
 	}
 	_, _ = bw.Write(rest)
 	_ = bw.Flush()

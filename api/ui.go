@@ -187,6 +187,7 @@ func (u *webUI) request(r *http.Request, method, target string, body io.Reader, 
 	// The request is routed afresh: chi would otherwise reuse the routing
 	// state of the /ui/ request it came from.
 	ctx := context.WithValue(r.Context(), chi.RouteCtxKey, (*chi.Context)(nil))
+	ctx = context.WithValue(ctx, uiCallKey{}, true)
 	req, _ := http.NewRequestWithContext(ctx, method, target, body)
 	req.RemoteAddr, req.TLS = r.RemoteAddr, r.TLS
 	if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
@@ -201,6 +202,14 @@ func (u *webUI) request(r *http.Request, method, target string, body io.Reader, 
 	}
 	return req
 }
+
+// uiCallKey marks a request the web UI sends to the native API. Only the
+// server sets it: no client can.
+type uiCallKey struct{}
+
+// uiCall reports whether r is the web UI's call to the native API, which
+// buffers the whole answer: its listings show no outputs, and get none.
+func uiCall(r *http.Request) bool { return r.Context().Value(uiCallKey{}) != nil }
 
 // call sends one request to the native API as r's session and returns the
 // answer; body, when not nil, is sent as JSON.

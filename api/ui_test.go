@@ -505,3 +505,22 @@ func (e *uiEnv) exec(t *testing.T, sess *http.Cookie, form url.Values) string {
 	}
 	return loc
 }
+
+// TestUIListingsCarryNoOutputs: the history and the dashboard's recent
+// orders show no output, so the UI's listings get none from the native
+// API (whose answer the UI holds whole): with a few large outputs in the
+// history, every dashboard view read and buffered all of them.
+func TestUIListingsCarryNoOutputs(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	for range 3 {
+		loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"seq"}, "args": {"1\n900000"}})
+		e.waitPage(t, sess, loc, `id="status" role="status" aria-live="polite">succeeded`, "seq")
+	}
+	for _, path := range []string{"/ui/", "/ui/history"} {
+		peak, _ := heapPeakDuring(t, func() int64 { return int64(len(e.page(t, sess, path))) })
+		if peak > 6<<20 { // the outputs are 6.3 MB each
+			t.Errorf("GET %s took the heap %d MB up", path, peak>>20)
+		}
+	}
+}

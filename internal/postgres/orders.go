@@ -498,6 +498,10 @@ type Filter struct {
 	Runbook, Correlation string
 	// Action selects an action's runs (actions.go).
 	Action string
+	// Lean leaves large kept outputs in the database, as GetOrderLean
+	// does (OutputsLeft), for an answer that streams them or does not
+	// show them: a page of 1,000 orders read whole held every output.
+	Lean bool
 }
 
 // ListOrders returns orders newest first with keyset pagination over id
@@ -556,6 +560,9 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 		where = append(where, in)
 	}
 	q := `SELECT ` + orderCols + ` FROM orders`
+	if f.Lean {
+		q = `SELECT ` + leanCols + ` FROM orders`
+	}
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}

@@ -25,14 +25,17 @@ const LeaveOutputsFrom = 64 << 10
 var leftOut = `status NOT IN ('queued', 'running') AND
 	coalesce(stdout_bytes, 0) + coalesce(stderr_bytes, 0) >= ` + strconv.Itoa(LeaveOutputsFrom)
 
-// getOrderLeanSQL is GetOrder's query with stdout and stderr NULL when
-// leftOut holds. It is computed once from orderCols, so a column added
-// there is read here too, and never written; whole, so that a read does
-// not build it again.
-var getOrderLeanSQL = `SELECT ` + strings.NewReplacer(
+// leanCols is orderCols with stdout and stderr NULL when leftOut holds.
+// It is computed once from orderCols, so a column added there is read
+// here too, and never written.
+var leanCols = strings.NewReplacer(
 	"stdout, stdout_bytes", "CASE WHEN "+leftOut+" THEN NULL ELSE stdout END, stdout_bytes",
 	"stderr, stderr_bytes", "CASE WHEN "+leftOut+" THEN NULL ELSE stderr END, stderr_bytes",
-).Replace(orderCols) + ` FROM orders WHERE id = $1`
+).Replace(orderCols)
+
+// getOrderLeanSQL is GetOrder's query with leanCols; whole, so that a
+// read does not build it again.
+var getOrderLeanSQL = `SELECT ` + leanCols + ` FROM orders WHERE id = $1`
 
 // GetOrderLean is GetOrder for an answer that streams the order's kept
 // outputs: when OutputsLeft(o), their contents stay in the database (nil

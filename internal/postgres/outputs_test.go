@@ -14,7 +14,8 @@ import (
 // GetOrder does, except that a finished order whose outputs printed
 // LeaveOutputsFrom bytes or more comes without their contents, exactly
 // when OutputsLeft says so; ReadOutputAt then reads the contents back in
-// slices, and reads nothing of an order still running.
+// slices, and reads nothing of an order still running. A lean listing
+// (Filter.Lean) reads each order as GetOrderLean does.
 func TestGetOrderLeanLeavesLargeOutputs(t *testing.T) {
 	e := newStoreEnv(t)
 	e.own("web1", "w1")
@@ -60,6 +61,17 @@ func TestGetOrderLeanLeavesLargeOutputs(t *testing.T) {
 			}
 			if !reflect.DeepEqual(lean, &want) {
 				t.Fatalf("lean read\n%+v\nwant\n%+v", lean, &want)
+			}
+			// A listing reads the same, lean or whole.
+			for _, f := range []postgres.Filter{{Host: "web1", Limit: 1, Lean: true}, {Host: "web1", Limit: 1}} {
+				listed, _, err := e.store.ListOrders(e.ctx, f)
+				read := lean
+				if !f.Lean {
+					read = whole
+				}
+				if err != nil || len(listed) != 1 || !reflect.DeepEqual(listed[0], read) {
+					t.Fatalf("listed (lean %v): %v %+v, want %+v", f.Lean, err, listed, read)
+				}
 			}
 			if !c.left {
 				return
