@@ -104,6 +104,19 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, code, "text/plain; charset=utf-8", refusalText(err)+"\n")
 		return
 	}
+	if !done.Status.Terminal() {
+		// Still queued (its host busy or without a worker) past the
+		// wait: the answer is a failure, so the order must not run
+		// later. The cancel is on record before the answer, which does
+		// not wait for the order to end.
+		if _, err := h.Orders.CancelOrder(r.Context(), done, p.Name, "SIGKILL"); err != nil {
+			plain(w, apiStatus(err), "text/plain; charset=utf-8", refusalText(err)+"\n")
+			return
+		}
+		plain(w, http.StatusInternalServerError, "text/plain; charset=utf-8",
+			"order "+o.ID.String()+" did not finish within "+wait.String()+"; canceled\n")
+		return
+	}
 	h.answer(w, o, done)
 }
 

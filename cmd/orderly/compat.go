@@ -18,6 +18,10 @@ import (
 	"github.com/orderly-run/orderly/internal/postgres"
 )
 
+// httpexecGrace is how long past limits.max_timeout an httpexec request
+// waits for its order before it cancels it (a variable for the tests).
+var httpexecGrace = time.Minute
+
 // mountCompat mounts the compat surfaces the config enables (api/compat).
 // Enabling or moving one takes a restart: a surface keeps the prefix it
 // was mounted at, whatever a reload says. A reload that turns a surface
@@ -50,7 +54,7 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 	}
 	if cfg.HTTPExec.Enabled {
 		srv.MountCompat(api.CompatSurface{Prefix: cfg.HTTPExec.Prefix, Fallback: true, Handler: &compat.HTTPExec{Deps: d,
-			Wait: func() time.Duration { return w.Current().Limits.MaxTimeout + time.Minute }},
+			Wait: func() time.Duration { return w.Current().Limits.MaxTimeout + httpexecGrace }},
 			Enabled: func() bool { return w.Current().Compat.HTTPExec.Enabled }})
 	}
 	if cfg.Vigrid.Enabled {

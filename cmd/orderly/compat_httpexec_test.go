@@ -10,8 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // httpexecRoot is an EXEC_ROOT for the httpexec tests: real copies of
@@ -462,6 +465,31 @@ func TestHTTPExecOutputCap(t *testing.T) {
 	want := string(in[:32]) + marker(136) + string(in[168:])
 	if err != nil || string(got) != want || enc == nil || *enc != "base64" {
 		t.Fatalf("capped base64 = %q (%v, %v), want the bytes of %q", got, enc, err, want)
+	}
+}
+
+// TestHTTPExecCancelsWhatItGaveUpOn: a request whose order is still
+// queued when the wait (limits.max_timeout plus httpexecGrace) is over
+// fails, and the order is canceled on record first: answered 500, it must
+// not run later, when its host comes back, behind the client's back.
+func TestHTTPExecCancelsWhatItGaveUpOn(t *testing.T) {
+	defer func(g time.Duration) { httpexecGrace = g }(httpexecGrace)
+	httpexecGrace = 500 * time.Millisecond
+	h := newHTTPExecRoot(t)
+	s := newSecStack(t, httpexecConfig(h, false), map[string]any{"limits.max_timeout": "1s", "limits.default_timeout": "1s"}) // no worker for hx
+	code, _, body := httpexecPost(t, s.url, "/echo", "application/json", map[string]any{"args": []string{"late"}})
+	if code != http.StatusInternalServerError || !strings.Contains(string(body), "did not finish within 1.5s; canceled") {
+		t.Fatalf("a request whose order stayed queued: %d %q", code, body)
+	}
+	_, b := s.do("GET", "/v1/orders?host=hx", nil)
+	var list api.OrderList
+	if err := json.Unmarshal(b, &list); err != nil || len(list.Orders) != 1 || list.Orders[0].Status != order.StatusCanceled {
+		t.Fatalf("the order after the request gave up: %v %s", err, b)
+	}
+	s.startWorker("hx")
+	time.Sleep(time.Second)
+	if o := s.get(list.Orders[0].ID); o.Status != order.StatusCanceled || o.StartedAt != nil {
+		t.Fatalf("with its host back, the order %s started at %v", o.Status, o.StartedAt)
 	}
 }
 
