@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/orderly-run/orderly/api/client"
 )
@@ -39,21 +40,55 @@ func exitText(o *client.Order) string {
 	return "-"
 }
 
+// shellQuote quotes s for a POSIX shell. A string with a character that
+// does not print (newline, carriage return, C1 controls, bidi overrides)
+// is written in ANSI-C quotes, $'a\nb', as bash's printf %q does: the
+// command line is another principal's text, and printed raw its newline
+// forged rows in `orderly ls` and its carriage return or U+202E made it
+// read as another command.
 func shellQuote(s string) string {
 	if s == "" {
 		return "''"
 	}
-	safe := true
+	safe, printable := true, true
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@%+,", r)) {
 			safe = false
-			break
+		}
+		if !unicode.IsPrint(r) {
+			printable = false
 		}
 	}
-	if safe {
+	switch {
+	case safe:
 		return s
+	case printable:
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	var b strings.Builder
+	b.WriteString("$'")
+	for _, r := range s {
+		switch {
+		case r == '\\' || r == '\'':
+			b.WriteString(`\` + string(r))
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		case r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r <= 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		}
+	}
+	b.WriteString("'")
+	return b.String()
 }
 
 // truncate shortens s to n runes with an ellipsis, for table cells.

@@ -59,3 +59,31 @@ func TestGetShowsWhatHappened(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandLineEscapesWhatDoesNotPrint checks that a command line, which
+// is another principal's text on an admin's terminal, is printed on one
+// line with nothing a terminal acts on: an argument's newline forged rows
+// in `orderly ls`, and a carriage return or a bidi override made it read
+// as another command.
+func TestCommandLineEscapesWhatDoesNotPrint(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-la", "/tmp"}, "ls -la /tmp"},
+		{[]string{"it's", "a b"}, `ls 'it'\''s' 'a b'`},
+		{[]string{"x\n0193a5c4-0000-7000-8000-000000000000  web-3  succeeded"}, `ls $'x\n0193a5c4-0000-7000-8000-000000000000  web-3  succeeded'`},
+		{[]string{"/srv\rrm -rf /"}, `ls $'/srv\rrm -rf /'`},
+		{[]string{"it's\t\\"}, `ls $'it\'s\t\\'`},
+		{[]string{"abc\u202edcba", "\u009b31m", "\u2028"}, `ls $'abc\u202edcba' $'\u009b31m' $'\u2028'`},
+		{[]string{"héllo 日本"}, "ls 'héllo 日本'"},
+	} {
+		got := commandLine(&client.Order{Command: "ls", Args: c.args})
+		if got != c.want {
+			t.Errorf("%q: got %s, want %s", c.args, got, c.want)
+		}
+		if strings.ContainsFunc(got, func(r rune) bool { return r < ' ' || r >= 0x7f && r < 0xa0 || r == '\u202e' || r == '\u2028' }) {
+			t.Errorf("%q: %q holds a character a terminal acts on", c.args, got)
+		}
+	}
+}
