@@ -55,6 +55,12 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("API URL %q is not an http:// or https:// URL", baseURL)
 	}
+	// net/http refuses such a header at every call, as a transport error
+	// that Temporary calls worth retrying: a token read from a file with
+	// its line end would have looked like an API that is down, for ever.
+	if strings.ContainsFunc(token, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+		return nil, errors.New("the API token holds a line end or another control character (read from a file?), which cannot be sent in an Authorization header")
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = responseHeaderTimeout
 	// A wait may rightly take longer than that (http.max_wait is 5m by
