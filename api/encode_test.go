@@ -89,6 +89,14 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 		`{"args":"a"}`:            `field "args" must be a list, not string`,
 		`{"env":[]}`:              `field "env" must be an object, not array`,
 		`{"timeout_seconds":"5"}`: `field "timeout_seconds" must be a number, not string`,
+		// Numbers that do not fit name their field, not "the body".
+		`{"args":[1e400]}`:                          `field "args" must be a string, not number`,
+		`{"env":{"A":1e400}}`:                       `field "env" must be a string, not number`,
+		`{"timeout_seconds":1e400}`:                 `field "timeout_seconds" is out of range: 1e400`,
+		`{"max_output_bytes":1.5}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1.5`,
+		`{"max_output_bytes":1e3}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1e3`,
+		`{"max_output_bytes":99999999999999999999}`: `field "max_output_bytes" is out of range: 99999999999999999999`,
+		`{"max_output_bytes":"5"}`:                  `field "max_output_bytes" must be a whole number, not string`,
 	} {
 		var req SubmitRequest
 		err := decodeBytes([]byte(body), &req)

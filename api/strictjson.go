@@ -29,6 +29,9 @@ func checkJSON(body []byte, t reflect.Type) error {
 		return err
 	}
 	w := jsonWalker{dec: json.NewDecoder(bytes.NewReader(body))}
+	// Numbers stay text here: read as float64, 1e400 failed in this walk,
+	// which knows no field names; the typed decode names the field.
+	w.dec.UseNumber()
 	if err := w.value(t, "", 0, false); err != nil {
 		return err
 	}
@@ -136,7 +139,9 @@ func jsonTypeName(t reflect.Type) string {
 	case reflect.Bool:
 		return "true or false"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
 		return "a number"
 	}
 	return "another type"
@@ -287,6 +292,13 @@ func jsonProblem(err error) string {
 	if errors.As(err, &te) {
 		if te.Field == "" {
 			return fmt.Sprintf("the body must be %s, not %s", jsonTypeName(te.Type), te.Value)
+		}
+		// A number the field cannot hold: encoding/json says "number 1.5".
+		if num, ok := strings.CutPrefix(te.Value, "number "); ok {
+			if jsonTypeName(te.Type) == "a whole number" && strings.ContainsAny(num, ".eE") {
+				return fmt.Sprintf("field %q must be a whole number written in digits, not %s", te.Field, num)
+			}
+			return fmt.Sprintf("field %q is out of range: %s", te.Field, num)
 		}
 		return fmt.Sprintf("field %q must be %s, not %s", te.Field, jsonTypeName(te.Type), te.Value)
 	}
