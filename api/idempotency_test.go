@@ -293,3 +293,18 @@ func TestClientGoneMidSubmit(t *testing.T) {
 		t.Errorf("the retry's order: %s", first.Status)
 	}
 }
+
+// TestNATSMsgIDRefusedByItsName: a Nats-Msg-Id that cannot be an
+// idempotency key is refused under its own name and with the rule the
+// REST header has, whatever is wrong with it; a control character was
+// refused as an "Idempotency-Key" of "at most 512 bytes".
+func TestNATSMsgIDRefusedByItsName(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	for _, id := range []string{strings.Repeat("k", 201), "msg\x01id", "msg\tid"} {
+		a := e.publish("alice", "nmsgid", id, map[string]any{"command": "true"})
+		if a.Error == nil || a.Error.Code != "invalid_request" || a.Error.Message != "Nats-Msg-Id must be printable text of at most 200 bytes" ||
+			a.Error.Details["field"] != "Nats-Msg-Id" {
+			t.Errorf("Nats-Msg-Id %q: answer %+v (error %+v)", id, a, a.Error)
+		}
+	}
+}

@@ -359,8 +359,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if req.Host != d.host || len(req.Hosts) > 0 {
 		return refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
 	}
-	if len(d.key) > 200 {
-		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "Nats-Msg-Id is longer than 200 characters"))
+	if len(d.key) > 200 || order.HasControl(d.key, false) {
+		// The REST header's rule (idempotencyKeyOf), in the header's own
+		// name: the domain's check would name Idempotency-Key and its own
+		// limit, which this publisher never sent.
+		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "Nats-Msg-Id must be printable text of at most 200 bytes"))
 	}
 	o, err := req.toOrder()
 	if err != nil {
