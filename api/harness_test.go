@@ -361,8 +361,9 @@ func (e *apiEnv) submit(as string, body map[string]any, query string, want int, 
 }
 
 // publish sends a NATS submission as principal to orderly.submit.<host>
-// with the given Nats-Msg-Id ("" for none) and returns the intake's answer.
-func (e *apiEnv) publish(as, host, msgID string, body map[string]any) api.IntakeAnswer {
+// with the given Nats-Msg-Id ("" for none) and further headers (name,
+// value pairs, each added), and returns the intake's answer.
+func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...string) api.IntakeAnswer {
 	e.t.Helper()
 	nc, err := nats.Connect(e.natsURL)
 	if err != nil {
@@ -379,6 +380,9 @@ func (e *apiEnv) publish(as, host, msgID string, body map[string]any) api.Intake
 	m.Header.Set("Orderly-Reply", inbox)
 	if msgID != "" {
 		m.Header.Set("Nats-Msg-Id", msgID)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		m.Header.Add(hdr[i], hdr[i+1])
 	}
 	if m.Data, err = json.Marshal(body); err != nil {
 		e.t.Fatal(err)

@@ -155,7 +155,7 @@ func (s *Server) runIntake(ctx context.Context) error {
 			through = min(through, meta.Sequence.Stream-1)
 		}
 		s.logger.Info("nats intake pinned to this replica", "redelivered_through", through)
-		next(first.Headers().Get("Nats-Pin-Id"), through)
+		next(pinOf(first), through)
 	}
 }
 
@@ -214,7 +214,20 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			}
 			continue
 		}
-		if msg.Headers().Get("Nats-Pin-Id") != ep.pin {
+		if len(msg.Headers().Values("Nats-Pin-Id")) > 1 {
+			// The publisher set the server's header too, and nats.go took
+			// its value for the pin of the next pulls, which the server
+			// refuses until it pins anew. Refused and acknowledged now,
+			// whatever the epoch (left for the rewind, it came first again
+			// and did the same, for good), and unpinned, so that the
+			// server pins at once instead of after the pinned TTL.
+			s.intakeOne(ctx, &delivery{msg: msg, epoch: ep})
+			if err := s.Queue.UnpinIntake(ctx); err != nil {
+				s.logger.Warn("nats intake: cannot unpin after a forged Nats-Pin-Id", "error", err)
+			}
+			continue
+		}
+		if pinOf(msg) != ep.pin {
 			return msg, nil
 		}
 		if ok, err := ep.pinned(ctx, s.Queue, false); !ok {
@@ -237,6 +250,19 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 		}
 		ln.add(d.host, d)
 	}
+}
+
+// pinOf is the pin the server delivered msg under: the last Nats-Pin-Id.
+// The server appends its own to the headers the publisher stored, and a
+// publisher may store one too. Read first, a forged one made every
+// delivery look like a new pin: the intake rewound to it and received it
+// first again, for good (dispatchIntake refuses such a submission).
+func pinOf(msg jetstream.Msg) string {
+	v := msg.Headers().Values("Nats-Pin-Id")
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
 }
 
 // keepInProgress tells the server every IntakeAckWait/3 that the
@@ -334,6 +360,10 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 		return true
+	}
+	if len(hdr.Values("Nats-Pin-Id")) > 1 {
+		// The server's header, also sent by the publisher (dispatchIntake).
+		return refuse(order.FieldError(order.CodeInvalid, "Nats-Pin-Id", "Nats-Pin-Id is the NATS server's header; a submission may not set it"))
 	}
 	p, err := s.Auth().Authenticate(hdr.Get("Authorization"))
 	if err != nil {

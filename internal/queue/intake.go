@@ -114,6 +114,19 @@ func (q *Queue) RewindIntake(ctx context.Context) (deliveredThrough uint64, err 
 	return deliveredThrough, nil
 }
 
+// UnpinIntake makes the server forget the intake consumer's pinned client,
+// so that it pins one at its next pull instead of after IntakePinnedTTL.
+func (q *Queue) UnpinIntake(ctx context.Context) error {
+	st, err := q.js.Stream(ctx, SubmitStream)
+	if err == nil {
+		err = st.UnpinConsumer(ctx, IntakeConsumerName, IntakeGroup)
+	}
+	if err != nil {
+		return fmt.Errorf("unpin intake consumer: %w", err)
+	}
+	return nil
+}
+
 // IntakePinned reports whether pin is still the intake consumer's pinned
 // client: a replica that stalled past IntakePinnedTTL must not go on with
 // what it holds, since another replica has it again.
