@@ -57,8 +57,12 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 			var h HostInfo
 			// An entry older than two leases should have expired: the
 			// server could not remove it (a full disk stops its writes),
-			// and its worker is not beating.
-			if json.Unmarshal(e.Value(), &h) == nil && now.Sub(e.Created()) < 2*q.opts.LeaseTTL {
+			// and its worker is not beating. An entry counts only for the
+			// host of its key, the one key NATS lets that host's worker
+			// write: read by the host its body names, one host's worker
+			// made another host online (hiding its outage from the fleet
+			// alerts, refusing its removal) or added any name to the list.
+			if json.Unmarshal(e.Value(), &h) == nil && "info."+h.Host == e.Key() && now.Sub(e.Created()) < 2*q.opts.LeaseTTL {
 				h.LastSeen = e.Created().UTC()
 				out[h.Host] = h
 			}

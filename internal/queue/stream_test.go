@@ -513,6 +513,37 @@ func TestBindTakesTheBucketsLeaseTTL(t *testing.T) {
 	}
 }
 
+// TestHeartbeatCountsForItsKeysHostOnly: a worker may write only its own
+// host's heartbeat key (NATS permissions), and an entry there that names
+// another host makes neither host online.
+func TestHeartbeatCountsForItsKeysHostOnly(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	if err := q.Heartbeat(ctx, queue.HostInfo{Host: "k1", Instance: "k1/a", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, host := range map[string]string{"info.k2": "k1", "info.k3": "no such host"} {
+		if _, err := kv.Put(ctx, key, []byte(`{"host":"`+host+`","instance":"forged"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online, err := q.OnlineHosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(online) != 1 || online["k1"].Instance != "k1/a" {
+		t.Fatalf("online hosts: %+v, want k1 alone, with its own heartbeat", online)
+	}
+}
+
 // TestOnlineHostsSkipsStaleEntries: a heartbeat entry the server did not
 // expire (here a bucket without a TTL; in life a full disk stops the
 // server's writes, removals included) does not keep a host online once it
