@@ -49,11 +49,11 @@ func TestDecodeStrict(t *testing.T) {
 // only in case are distinct variables, and escapes stay what they mean.
 func TestDecodeStrictAccepts(t *testing.T) {
 	var req SubmitRequest
-	body := `{"command":"echo","args":["\ud83d\ude00","a\\ud800","é"],"env":{"FOO":"1","foo":"2"},"stdin":"x","stdout":{"capture":true},"run_as":null,"timeout_seconds":null}`
+	body := `{"command":"echo","deliver_by":"2026-12-03T10:00:00.5+02:00","args":["\ud83d\ude00","a\\ud800","é"],"env":{"FOO":"1","foo":"2"},"stdin":"x","stdout":{"capture":true},"run_as":null,"timeout_seconds":null}`
 	if err := decodeBytes([]byte(body), &req); err != nil {
 		t.Fatal(err)
 	}
-	if req.Args[0] != "😀" || req.Args[1] != `a\ud800` || req.Args[2] != "é" || req.Env["FOO"] != "1" || req.Env["foo"] != "2" || req.Stdin.Content != "x" {
+	if req.DeliverBy == nil || !req.DeliverBy.Equal(time.Date(2026, 12, 3, 8, 0, 0, 5e8, time.UTC)) || req.Args[0] != "😀" || req.Args[1] != `a\ud800` || req.Args[2] != "é" || req.Env["FOO"] != "1" || req.Env["foo"] != "2" || req.Stdin.Content != "x" {
 		t.Fatalf("decoded %+v", req)
 	}
 }
@@ -97,10 +97,16 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 		`{"max_output_bytes":1e3}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1e3`,
 		`{"max_output_bytes":99999999999999999999}`: `field "max_output_bytes" is out of range: 99999999999999999999`,
 		`{"max_output_bytes":"5"}`:                  `field "max_output_bytes" must be a whole number, not string`,
+		// A time names its field and its form, never Go's layout.
+		`{"deliver_by":5}`:                     `field "deliver_by" must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not a number`,
+		`{"deliver_by":"2026-12-03"}`:          `field "deliver_by" must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not "2026-12-03"`,
+		`{"deliver_by":"2026-12-03T10:00:00"}`: `field "deliver_by" must be an RFC 3339 time`,
+		`{"deliver_by":""}`:                    `field "deliver_by" must be an RFC 3339 time`,
 	} {
 		var req SubmitRequest
 		err := decodeBytes([]byte(body), &req)
-		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "api.") {
+		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "api.") ||
+			strings.Contains(err.Error(), "2006") || strings.Contains(err.Error(), "UnmarshalJSON") {
 			t.Errorf("decode %s: %v, want invalid_request with %q", body, err, want)
 		}
 	}

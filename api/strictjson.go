@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -64,6 +66,11 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 			field := strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]")
 			return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s must be %s, not null", field, jsonTypeName(t))
 		}
+		if tok != nil && indirect(t) == timeType {
+			// time.Time's own errors speak Go ("Time.UnmarshalJSON",
+			// the layout 2006-01-02T15:04:05Z07:00) and name no field.
+			return checkTime(tok, strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]"))
+		}
 		return nil // scalars: the typed decode checks their types
 	}
 	if depth >= maxJSONDepth {
@@ -113,6 +120,31 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 		}
 	}
 	return w.end()
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// checkTime refuses a value that time.Time would not decode, naming its
+// field in JSON's words.
+func checkTime(tok json.Token, field string) error {
+	s, ok := tok.(string)
+	if ok {
+		var t time.Time
+		if t.UnmarshalJSON([]byte(strconv.Quote(s))) == nil {
+			return nil
+		}
+	}
+	got := strconv.Quote(s[:min(len(s), 64)])
+	if !ok {
+		got = fmt.Sprintf("%T", tok)
+		switch tok.(type) {
+		case json.Number:
+			got = "a number"
+		case bool:
+			got = "true or false"
+		}
+	}
+	return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not %s", field, got)
 }
 
 // nullable reports whether a null decodes into t as "no value" rather
