@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -57,6 +58,9 @@ func decode(r *http.Request, maxBytes int64, v any) error {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return err
 	}
+	if err := checkContentEncoding(r.Header.Values("Content-Encoding")); err != nil {
+		return err
+	}
 	body, err := readBody(r, maxBytes)
 	if err != nil {
 		return err
@@ -74,7 +78,25 @@ func decodeOptional(r *http.Request, maxBytes int64, v any) error {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return err
 	}
+	if err := checkContentEncoding(r.Header.Values("Content-Encoding")); err != nil {
+		return err
+	}
 	return decodeBytes(body, v)
+}
+
+// checkContentEncoding refuses a compressed body (RFC 9110 §15.5.16: 415),
+// which would otherwise be read as JSON and refused as "not valid UTF-8
+// at offset 1".
+func checkContentEncoding(ce []string) error {
+	for _, v := range ce {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return &order.Error{Code: order.CodeUnsupportedType, Message: "Content-Encoding " + strconv.Quote(c) + " is not supported: send the JSON uncompressed",
+					Details: map[string]any{"content_encoding": c}}
+			}
+		}
+	}
+	return nil
 }
 
 // readBody reads r's body, refusing one over maxBytes.

@@ -80,6 +80,23 @@ func TestContentTypeCharset(t *testing.T) {
 	}
 }
 
+// TestContentEncoding: a compressed body is refused as a content type
+// orderly does not read (415), not read as JSON that is not UTF-8.
+func TestContentEncoding(t *testing.T) {
+	for ce, ok := range map[string]bool{"": true, "identity": true, "gzip": false, "identity, br": false} {
+		r, _ := http.NewRequest("POST", "/", strings.NewReader(`{}`))
+		r.Header.Set("Content-Type", "application/json")
+		if ce != "" {
+			r.Header.Set("Content-Encoding", ce)
+		}
+		var v struct{}
+		err := decode(r, 1<<10, &v)
+		if ok != (err == nil) || (err != nil && order.ErrorCode(err) != order.CodeUnsupportedType) {
+			t.Errorf("Content-Encoding %q: %v", ce, err)
+		}
+	}
+}
+
 // TestDecodeTypeErrorsSpeakJSON: a value of the wrong type is named in
 // JSON's words, never Go's type names.
 func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
