@@ -102,6 +102,8 @@ func TestContentEncoding(t *testing.T) {
 func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 	for body, want := range map[string]string{
 		`[]`:                      "the body must be an object, not array",
+		`null`:                    "the body must be an object, not null",
+		` null `:                  "the body must be an object, not null",
 		`{"command":1}`:           `field "command" must be a string, not number`,
 		`{"args":"a"}`:            `field "args" must be a list, not string`,
 		`{"env":[]}`:              `field "env" must be an object, not array`,

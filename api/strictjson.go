@@ -62,6 +62,12 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 	}
 	d, ok := tok.(json.Delim)
 	if !ok {
+		if tok == nil && path == "" && t != nil && indirect(t).Kind() == reflect.Struct {
+			// encoding/json decodes null into a struct as nothing at all:
+			// a null body was an empty request, refused for its first
+			// empty field ("host must be …").
+			return order.Errorf(order.CodeInvalid, "invalid JSON: the body must be an object, not null")
+		}
 		if tok == nil && elem && t != nil && !nullable(t) {
 			field := strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]")
 			return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s must be %s, not null", field, jsonTypeName(t))
