@@ -308,3 +308,24 @@ func TestNATSMsgIDRefusedByItsName(t *testing.T) {
 		}
 	}
 }
+
+// TestNATSRetryOfALargeOrderIsAnswered: a NATS retry of an order that
+// finished with outputs larger than a NATS message is answered with the
+// order, without its result. Answered with the whole order, the publish
+// was refused for its size and the publisher heard nothing.
+func TestNATSRetryOfALargeOrderIsAnswered(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"nbig"}})
+	body := map[string]any{"command": "head", "args": []string{"-c", "2000000", "/dev/zero"}}
+	first := e.publish("alice", "nbig", "big-1", body)
+	if first.Order == nil {
+		t.Fatalf("first answer: %+v (error %+v)", first, first.Error)
+	}
+	done := e.waitOrder(first.Order.ID, "succeeded")
+	if done.Result == nil || done.Result.Stdout.Bytes != 2000000 {
+		t.Fatalf("the order's result: %+v", done.Result)
+	}
+	again := e.publish("alice", "nbig", "big-1", body)
+	if again.Order == nil || again.Order.ID != first.Order.ID || again.Order.Status != "succeeded" || again.Order.Result != nil {
+		t.Fatalf("the retry's answer: %+v (error %+v)", again.Order, again.Error)
+	}
+}

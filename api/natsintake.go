@@ -334,7 +334,17 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		if reply == "" {
 			return
 		}
-		if b, err := json.Marshal(a); err == nil {
+		b, err := json.Marshal(a)
+		if max := s.Queue.Conn().MaxPayload(); err == nil && max > 0 && int64(len(b)) > max && a.Order != nil {
+			// A finished order answered again (a retry, a redelivery) with
+			// outputs larger than a NATS message: published whole, the
+			// answer was refused and the publisher heard nothing. The
+			// order goes without its result, which REST and SQL have.
+			o := *a.Order
+			o.Result = nil
+			b, err = json.Marshal(IntakeAnswer{Order: &o})
+		}
+		if err == nil {
 			_ = s.Queue.Conn().Publish(reply, b)
 		}
 	}
