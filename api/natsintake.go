@@ -220,11 +220,13 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			// refuses until it pins anew. Refused and acknowledged now,
 			// whatever the epoch (left for the rewind, it came first again
 			// and did the same, for good), and unpinned, so that the
-			// server pins at once instead of after the pinned TTL.
+			// server pins at once instead of after the pinned TTL. The
+			// epoch ends with the pin: what the lanes hold comes again.
 			s.intakeOne(ctx, &delivery{msg: msg, epoch: ep})
 			if err := s.Queue.UnpinIntake(ctx); err != nil {
 				s.logger.Warn("nats intake: cannot unpin after a forged Nats-Pin-Id", "error", err)
 			}
+			ep.lose()
 			continue
 		}
 		if pinOf(msg) != ep.pin {
