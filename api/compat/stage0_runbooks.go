@@ -164,8 +164,13 @@ func (s *Stage0) requiredEnv(q *stage0Request, file string) {
 		"available": available, "missing": missing})
 }
 
+// getenv reads a variable of the service's environment for a runbook that
+// declares it, as stage0 did, except orderly's own (ORDERLY_*, in any
+// case): they configure the API (a database URL with its password, a
+// token), and a runbook that declared one would print it to whoever runs
+// the runbook.
 func (s *Stage0) getenv(name string) (string, bool) {
-	if s.Getenv == nil {
+	if s.Getenv == nil || len(name) >= len("ORDERLY_") && strings.EqualFold(name[:len("ORDERLY_")], "ORDERLY_") {
 		return "", false
 	}
 	return s.Getenv(name)

@@ -33,12 +33,14 @@ type stage0Done struct {
 func TestStage0CompatWire(t *testing.T) {
 	t.Setenv("S0W_SET", "yes")
 	t.Setenv("S0W_EMPTY", "")
+	t.Setenv("ORDERLY_S0W_SECRET", "the API's own")
 	const secret = "stage0-wire-test-secret-0123456789abcdef"
 	dir := t.TempDir()
 	books := map[string]string{
 		"Env.md": runbookDoc("Env", "S0W_SET: Set on the service\nS0W_EMPTY: Empty on the service\nS0W_UNSET: Not set",
 			"  []", "", "echo env"),
 		"Two.md": runbookDoc("Two", "A_VAR: first\nB_VAR: second", "  []", "", "echo two"),
+		"Own.md": runbookDoc("Own", "ORDERLY_S0W_SECRET: The API's own", "  []", "", `echo "$ORDERLY_S0W_SECRET"`),
 		"Headers.md": runbookDoc("Headers", "{}", "  []", "", `printf '%s\n' "$RUNBOOK_HEADERS"
 eval "set -- $RUNBOOK_HEADERS"
 printf '<%s>\n' "$@"
@@ -95,6 +97,12 @@ compat:
 			`"required":[` + set + `,` + empty + `,` + unset + `],"success":true}`
 		if got := get("/api/runbooks/Env.md/required-env"); got != want {
 			t.Errorf("required-env:\n got %s\nwant %s", got, want)
+		}
+		// orderly's own variables configure the API: never a runbook's.
+		own := `{"description":"The API's own","name":"ORDERLY_S0W_SECRET"}`
+		want = `{"available":[],"filename":"Own.md","missing":[` + own + `],"required":[` + own + `],"success":true}`
+		if got := get("/api/runbooks/Own.md/required-env"); got != want {
+			t.Errorf("required-env of orderly's own variable:\n got %s\nwant %s", got, want)
 		}
 	})
 
