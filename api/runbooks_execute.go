@@ -13,14 +13,13 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf16"
 
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/pyrepr"
 	"github.com/orderly-run/orderly/internal/runbook"
 )
 
@@ -353,82 +352,12 @@ func HeaderChain(r *http.Request) RunbookChain {
 }
 
 // pythonList renders names as Python prints a list of strings, as
-// stage0's recursion message shows the chain: ['a.md', 'b.md'], each as
-// repr() writes it (in double quotes when it holds ' and no ").
-func pythonList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		quote := '\''
-		if strings.ContainsRune(n, '\'') && !strings.ContainsRune(n, '"') {
-			quote = '"'
-		}
-		var b strings.Builder
-		b.WriteRune(quote)
-		for _, r := range n {
-			switch {
-			case r == quote || r == '\\':
-				b.WriteRune('\\')
-				b.WriteRune(r)
-			case r == '\n':
-				b.WriteString(`\n`)
-			case r == '\r':
-				b.WriteString(`\r`)
-			case r == '\t':
-				b.WriteString(`\t`)
-			case r < 0x100 && !unicode.IsPrint(r):
-				fmt.Fprintf(&b, `\x%02x`, r)
-			case r < 0x10000 && !unicode.IsPrint(r):
-				fmt.Fprintf(&b, `\u%04x`, r)
-			case !unicode.IsPrint(r):
-				fmt.Fprintf(&b, `\U%08x`, r)
-			default:
-				b.WriteRune(r)
-			}
-		}
-		b.WriteRune(quote)
-		q[i] = b.String()
-	}
-	return "[" + strings.Join(q, ", ") + "]"
-}
+// stage0's recursion message shows the chain: ['a.md', 'b.md'].
+func pythonList(names []string) string { return pyrepr.List(names, pyrepr.Repr) }
 
 // pythonJSONList renders names as Python's json.dumps does, which is what
-// stage0's RUNBOOK_RECURSION_STACK held: ", " between items, <, > and &
-// as they are, DEL and everything past ASCII as \uXXXX (a surrogate pair
-// beyond the BMP).
-func pythonJSONList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		var b strings.Builder
-		b.WriteByte('"')
-		for _, r := range n {
-			switch {
-			case r == '"' || r == '\\':
-				b.WriteRune('\\')
-				b.WriteRune(r)
-			case r == '\n':
-				b.WriteString(`\n`)
-			case r == '\r':
-				b.WriteString(`\r`)
-			case r == '\t':
-				b.WriteString(`\t`)
-			case r == '\b':
-				b.WriteString(`\b`)
-			case r == '\f':
-				b.WriteString(`\f`)
-			case r >= 0x10000:
-				hi, lo := utf16.EncodeRune(r)
-				fmt.Fprintf(&b, `\u%04x\u%04x`, hi, lo)
-			case r < 0x20 || r > 0x7e:
-				fmt.Fprintf(&b, `\u%04x`, r)
-			default:
-				b.WriteRune(r)
-			}
-		}
-		b.WriteByte('"')
-		q[i] = b.String()
-	}
-	return "[" + strings.Join(q, ", ") + "]"
-}
+// stage0's RUNBOOK_RECURSION_STACK held: ["a.md", "b.md"].
+func pythonJSONList(names []string) string { return pyrepr.List(names, pyrepr.JSON) }
 
 // authenticateRunbooks is authenticate for the runbook routes, which also
 // accept the delegated token of a running script: it acts for the

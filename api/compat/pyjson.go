@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/pyrepr"
 )
 
 // pyUnmarshal decodes a request body of one of the Python originals into
@@ -125,7 +126,7 @@ func pyASCII(js string) string {
 	b.WriteString(js[:i])
 	for _, r := range js[i:] {
 		if r > 0x7e {
-			writeUEscape(&b, r)
+			pyrepr.WriteUEscape(&b, r)
 			continue
 		}
 		b.WriteRune(r)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/pyrepr"
 	"github.com/orderly-run/orderly/internal/runbook"
 )
 
@@ -289,52 +290,8 @@ func (st *stage0Stream) done(file string, rc int, stdout, stderr string, errs, w
 	}, ", ")+"}")
 }
 
-// pyString is s as json.dumps writes a str: ASCII only, non-ASCII as
-// \uXXXX (surrogate pairs beyond the BMP), short escapes for \n \r \t \b \f.
-func pyString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range pyDecode(s) {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r < 0x20 || r > 0x7e:
-			writeUEscape(&b, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
+// pyString is s as json.dumps writes a str, s read as Python read the
+// bytes (pyDecode).
+func pyString(s string) string { return pyrepr.JSON(pyDecode(s)) }
 
-// writeUEscape writes r as json.dumps escapes it: \uXXXX, a surrogate
-// pair beyond the BMP.
-func writeUEscape(b *strings.Builder, r rune) {
-	if r >= 0x10000 {
-		r -= 0x10000
-		fmt.Fprintf(b, `\u%04x\u%04x`, 0xd800+(r>>10), 0xdc00+(r&0x3ff))
-		return
-	}
-	fmt.Fprintf(b, `\u%04x`, r)
-}
-
-func pyList(items []string) string {
-	q := make([]string, len(items))
-	for i, s := range items {
-		q[i] = pyString(s)
-	}
-	return "[" + strings.Join(q, ", ") + "]"
-}
+func pyList(items []string) string { return pyrepr.List(items, pyString) }

@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -16,10 +15,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/pyrepr"
 )
 
 // vigridExecute is the execute body with each field raw, for Python's
@@ -374,43 +373,8 @@ func pyNumber(n string) string {
 	return s
 }
 
-// pyQuote is Python's repr() of s: single quotes unless s has a single
-// quote and no double one, and escapes for the quote, the backslash and
-// what is not printable. Python's printable is every character outside
-// the categories C and Z but the space, which is unicode.IsPrint; the two
-// disagree only on characters their Unicode versions assign differently
-// (Go's tables are Unicode 15.0, as in CPython 3.12; 3.11 has 14.0).
-func pyQuote(s string) string {
-	quote := '\''
-	if strings.ContainsRune(s, '\'') && !strings.ContainsRune(s, '"') {
-		quote = '"'
-	}
-	var b strings.Builder
-	b.WriteRune(quote)
-	for _, c := range s {
-		switch {
-		case c == quote || c == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(c)
-		case c == '\t':
-			b.WriteString(`\t`)
-		case c == '\n':
-			b.WriteString(`\n`)
-		case c == '\r':
-			b.WriteString(`\r`)
-		case unicode.IsPrint(c):
-			b.WriteRune(c)
-		case c <= 0xff:
-			fmt.Fprintf(&b, `\x%02x`, c)
-		case c <= 0xffff:
-			fmt.Fprintf(&b, `\u%04x`, c)
-		default:
-			fmt.Fprintf(&b, `\U%08x`, c)
-		}
-	}
-	b.WriteRune(quote)
-	return b.String()
-}
+// pyQuote is Python's repr() of s.
+func pyQuote(s string) string { return pyrepr.Repr(s) }
 
 // truthy is Python's truthiness of a JSON value: absent, null, false, 0,
 // "", [] and {} are false; everything else (the string "false" too) is true.
