@@ -155,6 +155,14 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := s.pathAction(r)
 	if err != nil {
+		if d := s.actionSet().Lookup(chi.URLParam(r, "name")); d != nil {
+			// Answered as an action that does not exist, but a run the
+			// action's principals and roles refuse is a policy refusal,
+			// which the audit and orderly_rejections_total keep (a 404 is
+			// not audited otherwise).
+			s.audit(r, http.StatusNotFound, &order.Error{Code: order.CodeForbidden,
+				Message: "action " + d.Name + ": principal " + principalOf(r).Name + " may not run it"})
+		}
 		s.writeError(w, r, err)
 		return
 	}

@@ -287,6 +287,43 @@ func TestActionRunValidation(t *testing.T) {
 	wantError(t, code, b, 422, "unprocessable")
 }
 
+// TestActionRunItsPrincipalMayNotRunIsAudited: a run of an action that
+// does not name the principal is answered 404, as one that does not exist
+// (docs/actions.md), yet it is a policy refusal, and docs/sql.md's
+// rejections keep every one; a name no action has is an ordinary 404.
+func TestActionRunItsPrincipalMayNotRunIsAudited(t *testing.T) {
+	restart := config.Action{Name: "restart-example", Hosts: []string{"web-*"}, Principals: []string{"bob"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{restart}}})
+
+	code, b := e.do("alice", "POST", "/v1/actions/restart-example/run", map[string]any{"host": "web-1", "params": map[string]any{"id": "0042"}})
+	wantError(t, code, b, 404, "not_found")
+	code, b = e.do("alice", "POST", "/v1/actions/nope/run", map[string]any{"host": "web-1"})
+	wantError(t, code, b, 404, "not_found")
+
+	rows, err := e.pool.Query(t.Context(), `SELECT principal, path, status, code, reason FROM rejections ORDER BY at`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var principal, path, code, reason string
+		var status int
+		if err := rows.Scan(&principal, &path, &status, &code, &reason); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %d %s %s", principal, path, status, code, reason))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := "alice /v1/actions/restart-example/run 404 forbidden action restart-example: principal alice may not run it"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("rejections:\n%s\nwant only:\n%s", strings.Join(got, "\n"), want)
+	}
+}
+
 // TestActionLimits: at most runs per window across concurrent submitters
 // (the database serializes them), and at most concurrent_per_host
 // queued or running per host, answered 429 with a retry time.
