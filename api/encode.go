@@ -68,11 +68,12 @@ func decode(r *http.Request, maxBytes int64, v any) error {
 	return decodeBytes(body, v)
 }
 
-// decodeOptional is decode for a body that may be left out: none, or only
-// white space, leaves v as it is.
+// decodeOptional is decode for a body that may be left out: none, only
+// white space, or JSON null (what a Go client sends for a nil map) leaves
+// v as it is.
 func decodeOptional(r *http.Request, maxBytes int64, v any) error {
 	body, err := readBody(r, maxBytes)
-	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+	if trimmed := bytes.TrimSpace(body); err != nil || len(trimmed) == 0 || string(trimmed) == "null" {
 		return err
 	}
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {

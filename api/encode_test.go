@@ -171,10 +171,12 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 	}
 }
 
-// TestDecodeOptional: a body that may be left out may also be white space;
-// anything else is decoded as decode does.
+// TestDecodeOptional: a body that may be left out may also be white space
+// or null (a Go client's nil map); anything else is decoded as decode
+// does, which refuses a null body.
 func TestDecodeOptional(t *testing.T) {
-	for body, want := range map[string]order.Code{"": "", " \r\n\t": "", `{"signal":"SIGINT"}`: "", `{"signal":`: order.CodeInvalid} {
+	for body, want := range map[string]order.Code{"": "", " \r\n\t": "", " null\n": "", `{"signal":"SIGINT"}`: "", `{"signal":`: order.CodeInvalid,
+		`[]`: order.CodeInvalid} {
 		r, _ := http.NewRequest("POST", "/v1/orders/x/cancel", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		var req cancelRequest

@@ -217,10 +217,8 @@ type RunbookRequest struct {
 // readRunbookRequest decodes the optional body.
 func (s *Server) readRunbookRequest(r *http.Request) (RunbookRequest, map[string]string, error) {
 	var req RunbookRequest
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		if err := decode(r, s.Settings().MaxBodyBytes, &req); err != nil {
-			return req, nil, err
-		}
+	if err := decodeOptional(r, s.Settings().MaxBodyBytes, &req); err != nil {
+		return req, nil, err
 	}
 	env, err := runbook.Sanitize(req.EnvVars)
 	if err != nil {
