@@ -67,7 +67,7 @@ SELECT $1, requested_at, 'cancel_requested', $5, $3, jsonb_build_object('signal'
 	}
 	if st == order.StatusQueued {
 		const cancel = `WITH u AS (
-	UPDATE orders SET status = 'canceled', finished_at = now(), error = $2, env = NULL, stdin = NULL
+	UPDATE orders SET status = 'canceled', finished_at = now(), error = $2
 	WHERE id = $1 AND status = 'queued'
 	RETURNING id, finished_at, attempt
 )

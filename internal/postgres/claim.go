@@ -79,9 +79,10 @@ type Finish struct {
 }
 
 // Complete writes the result of attempt and the "finished" event, guarded by
-// the attempt so a stale worker can never overwrite a newer outcome, and
-// erases the pending env values and stdin. It returns a CodeConflict error
-// when the order is no longer running under that attempt.
+// the attempt so a stale worker can never overwrite a newer outcome (the
+// pending env values and stdin go with the terminal status: a trigger
+// erases them). It returns a CodeConflict error when the order is no longer
+// running under that attempt.
 func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finish) error {
 	args, err := completeArgs(id, attempt, f)
 	if err != nil {
@@ -173,13 +174,15 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 }
 
 // completeSQL writes an attempt's result and the "finished" event, guarded
-// by the attempt, and erases the pending env values and stdin.
+// by the attempt. It never names env or stdin: the orders_erase_inputs
+// trigger erases them, so a worker's role needs no right to write them
+// (docs/sql.md, "A role for workers").
 const completeSQL = `WITH u AS (
 	UPDATE orders SET status = $3, finished_at = now(), exit_code = $4, signal = nullif($5, ''),
 		duration_ms = $6, error = nullif($7, ''),
 		stdout = $8, stdout_bytes = $9, stdout_truncated = $10, stdout_sha256 = $11,
 		stderr = $12, stderr_bytes = $13, stderr_truncated = $14, stderr_sha256 = $15,
-		env = NULL, stdin = NULL, processes = $18
+		processes = $18
 	WHERE id = $1 AND attempt = $2 AND status = 'running'
 	RETURNING id, status, finished_at
 ), e AS (
@@ -249,7 +252,7 @@ func (s *Store) Expire(ctx context.Context, id uuid.UUID, actor string) (bool, e
 // write.
 func (s *Store) transition(ctx context.Context, id uuid.UUID, attempt int, from, to order.Status, event, actor, reason string) (bool, error) {
 	const q = `WITH u AS (
-	UPDATE orders SET status = $3, finished_at = now(), error = nullif($5, ''), env = NULL, stdin = NULL
+	UPDATE orders SET status = $3, finished_at = now(), error = nullif($5, '')
 	WHERE id = $1 AND status = $2 AND ($7 = 0 OR attempt = $7)
 	RETURNING id, status, finished_at, attempt
 ), e AS (

@@ -352,7 +352,7 @@ func (s *Store) ExpireDue(ctx context.Context, limit int) ([]Expired, error) {
 	WHERE a.expires_at <= now() AND a.status = 'queued' AND o.status = 'queued'
 	ORDER BY a.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED
 ), u AS (
-	UPDATE orders o SET status = 'expired', finished_at = now(), error = $2, env = NULL, stdin = NULL
+	UPDATE orders o SET status = 'expired', finished_at = now(), error = $2
 	FROM due WHERE o.id = due.id AND o.status = 'queued'
 	RETURNING o.id, o.host, o.principal, o.finished_at, o.attempt
 ), e AS (
