@@ -1,0 +1,245 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+)
+
+// TestWorkerRunsAsTheDocumentedRole runs a real worker through an order's
+// whole life twice: connected as orderly's own role, then as a login of the
+// orderly_worker role that docs/sql.md documents (its SQL applied
+// verbatim). Every order must end the same way under both: a worker that
+// needs a right the page does not give fails here.
+func TestWorkerRunsAsTheDocumentedRole(t *testing.T) {
+	for _, role := range []string{"owner", "orderly_worker"} {
+		t.Run(role, func(t *testing.T) {
+			dsn := testenv.Postgres(t)
+			admin, pool := testenv.Store(t, dsn)
+			ws := admin
+			if role == "orderly_worker" {
+				ws, _ = workerRole(t, pool, dsn)
+			}
+			workerLifecycle(t, admin, pool, ws)
+		})
+	}
+}
+
+// TestWorkerRoleIsRefused: a login of the orderly_worker role can neither
+// add an order (for any host) nor mark one for publishing, nor rewrite what
+// an order runs or where, nor read tokens and delegations.
+func TestWorkerRoleIsRefused(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	_, wp := workerRole(t, pool, dsn)
+	e := &env{t: t, store: admin, q: testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
+	id := e.submit("victim", "true")
+	for _, q := range []string{
+		fmt.Sprintf(`INSERT INTO orders (id, host, command, principal) VALUES ('%s', 'victim', 'sh', 'x')`, uuid.New()),
+		fmt.Sprintf(`INSERT INTO unpublished (id, submitted_at) VALUES ('%s', now())`, id),
+		`UPDATE orders SET command = 'sh'`, `UPDATE orders SET args = args`, `UPDATE orders SET host = 'other'`,
+		`UPDATE orders SET env = '{"LD_PRELOAD": "/tmp/x.so"}'`, `UPDATE orders SET stdin = 'rm -rf /'`,
+		`UPDATE orders SET script = NULL`, `UPDATE orders SET principal = 'admin'`, `UPDATE orders SET policy = '{}'`,
+		`UPDATE orders SET action_params = NULL`, `UPDATE orders SET run_as = 'root'`, `DELETE FROM orders`,
+		`SELECT sha256 FROM api_tokens`, `SELECT sha256 FROM runbook_delegations`, `SELECT request_sha256 FROM orders`,
+		`SELECT id FROM unpublished`, `SELECT reason FROM rejections`,
+		`INSERT INTO rejections (status, code, reason) VALUES (400, 'x', 'y')`,
+		`DELETE FROM active_orders`, `UPDATE active_orders SET host = 'other'`, `DELETE FROM order_events`,
+		`UPDATE order_events SET actor = 'x'`, `DELETE FROM cancel_requests`, `DELETE FROM hosts`,
+	} {
+		if _, err := wp.Exec(t.Context(), q); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("as orderly_worker, %s: %v, want permission denied", q, err)
+		}
+	}
+	if o, err := admin.GetOrder(t.Context(), id); err != nil || o.Command != "true" || o.Host != "victim" {
+		t.Fatalf("the order after the refused writes: %+v %v", o, err)
+	}
+}
+
+// workerRole applies docs/sql.md's worker role to the database at dsn
+// (pool is orderly's own role there) and returns a store and a pool of a
+// new login in it. Roles are the cluster's: they are dropped when the
+// test ends, after every connection of the login closed.
+func workerRole(t *testing.T, pool *pgxpool.Pool, dsn string) (*postgres.Store, *pgxpool.Pool) {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/sql.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var setup []string
+	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
+		if strings.Contains(m[1], "CREATE ROLE orderly_worker NOLOGIN") {
+			setup = append(setup, m[1])
+		}
+	}
+	if len(setup) != 1 {
+		t.Fatalf("docs/sql.md: %d worker role blocks, want 1", len(setup))
+	}
+	login := regexp.MustCompile(`(?m)^-- (CREATE ROLE orderly_worker_web3 LOGIN .*IN ROLE orderly_worker;)$`).FindStringSubmatch(setup[0])
+	if login == nil {
+		t.Fatal("docs/sql.md: the worker role block shows no login")
+	}
+	name := fmt.Sprintf("orderly_worker_t%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, q := range []string{"DROP OWNED BY " + name + ", orderly_worker", "DROP ROLE " + name, "DROP ROLE orderly_worker"} {
+			if _, err := pool.Exec(ctx, q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	if _, err := pool.Exec(t.Context(), setup[0]); err != nil {
+		t.Fatalf("the worker role of docs/sql.md: %v", err)
+	}
+	create := strings.NewReplacer("orderly_worker_web3", name, "'…'", "'test'").Replace(login[1])
+	if _, err := pool.Exec(t.Context(), create); err != nil {
+		t.Fatalf("%s: %v", create, err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(name)
+	store, wp := testenv.Store(t, u.String())
+	var who string
+	if err := wp.QueryRow(t.Context(), `SELECT current_user`).Scan(&who); err != nil || who != name {
+		t.Fatalf("connected as %q (%v), want %s", who, err, name)
+	}
+	// What `orderly worker` checks before it starts.
+	if err := store.CheckSchema(t.Context()); err != nil {
+		t.Fatalf("the schema check as %s: %v", name, err)
+	}
+	return store, wp
+}
+
+// workerLifecycle runs orders of every kind and end through real workers
+// of one host that use ws, submitting and cancelling them with admin as
+// the API does, and checks how each ended.
+func workerLifecycle(t *testing.T, admin *postgres.Store, pool *pgxpool.Pool, ws *postgres.Store) {
+	const host = "role-1"
+	e := &env{t: t, store: admin, q: testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
+	insert := func(o *order.Order) uuid.UUID {
+		t.Helper()
+		o.ID, o.Host, o.Principal, o.Source = order.NewID(), host, "test", "rest"
+		if o.Kind == "" {
+			o.Kind = order.KindExec
+		}
+		if o.Timeout == 0 {
+			o.Timeout = 20 * time.Second
+		}
+		o.CaptureStdout, o.CaptureStderr = true, true
+		if _, err := admin.InsertOrder(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
+			t.Fatal(err)
+		}
+		return o.ID
+	}
+	start := func(fp func(string, *order.Order) error) <-chan error {
+		_, done := runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+			ShutdownGrace: 5 * time.Second, SweepEvery: 200 * time.Millisecond, FailPoint: fp}, ws, e.q, testenv.Logger(t))
+		return done
+	}
+
+	// crash waits for a worker's injected crash; one that cannot claim
+	// retries and never gets there.
+	crash := func(done <-chan error, which string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("%s worker stopped with %v, want the injected crash", which, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s worker did not reach its crash", which)
+		}
+	}
+
+	// A first worker dies after claiming an idempotent order: its
+	// successor requeues it (once) and runs it.
+	requeued := insert(&order.Order{Command: "true", Idempotent: true})
+	crashed := start(func(p string, o *order.Order) error {
+		if p == "after_claim" && o.ID == requeued {
+			return errCrash
+		}
+		return nil
+	})
+	crash(crashed, "first")
+
+	// The second dies after running an order, before its result: its
+	// successor marks it interrupted and records what it found of its
+	// process.
+	interrupted := insert(&order.Order{Command: "sh", Args: []string{"-c", "echo left"}})
+	crashed = start(func(p string, o *order.Order) error {
+		if p == "after_exec" && o.ID == interrupted {
+			return errCrash
+		}
+		return nil
+	})
+	e.waitStatus(requeued, order.StatusSucceeded)
+	crash(crashed, "second")
+	start(nil)
+	e.waitStatus(interrupted, order.StatusInterrupted)
+	testenv.WaitUntil(t, 10*time.Second, "the reaped evidence", func() bool {
+		evs, err := admin.Events(t.Context(), interrupted)
+		return err == nil && evs[len(evs)-1].Type == "reaped"
+	})
+
+	past := time.Now().Add(-time.Minute)
+	ids := map[string]uuid.UUID{
+		"ok": insert(&order.Order{Command: "sh", Args: []string{"-c", `read l; echo "$A $l"`},
+			Env: map[string]string{"A": "env"}, EnvNames: []string{"A"}, Stdin: []byte("stdin\n")}),
+		"large":    insert(&order.Order{Command: "head", Args: []string{"-c", "1200000", "/dev/zero"}, MaxOutput: 2 << 20}),
+		"timeout":  insert(&order.Order{Command: "sleep", Args: []string{"10"}, Timeout: 300 * time.Millisecond}),
+		"expired":  insert(&order.Order{Command: "true", ExpiresAt: &past}),
+		"rejected": insert(&order.Order{Command: "no-such-command-here"}),
+		"script": insert(&order.Order{Kind: order.KindScript, Command: "runbook:T.md", Source: "runbook",
+			Script: &order.Script{Runbook: "T.md", Body: []byte("echo from a runbook\n")}}),
+		"cancel": insert(&order.Order{Command: "sleep", Args: []string{"30"}}),
+	}
+	want := map[string]order.Status{"ok": order.StatusSucceeded, "large": order.StatusSucceeded,
+		"timeout": order.StatusTimedOut, "expired": order.StatusExpired, "rejected": order.StatusRejected,
+		"script": order.StatusSucceeded, "cancel": order.StatusKilled}
+	e.waitStatus(ids["cancel"], order.StatusRunning)
+	if _, err := admin.RequestCancel(t.Context(), ids["cancel"], "test", "SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.q.SendControl(host, queue.Control{OrderID: ids["cancel"]}); err != nil {
+		t.Fatal(err)
+	}
+	for name, id := range ids {
+		o := e.waitStatus(id, want[name])
+		if name == "ok" && (o.Result == nil || string(o.Result.Stdout.Content) != "env stdin\n") {
+			t.Errorf("ok order's result = %+v", o.Result)
+		}
+		if name == "large" && (o.Result == nil || o.Result.Stdout.Bytes != 1200000) {
+			t.Errorf("large order's result = %+v", o.Result)
+		}
+	}
+	// Terminal orders keep none of their pending inputs.
+	var left int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM orders
+		WHERE env IS NOT NULL OR stdin IS NOT NULL OR script IS NOT NULL`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d terminal orders keep pending inputs (%v)", left, err)
+	}
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM active_orders`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d orders left in active_orders (%v)", left, err)
+	}
+}
