@@ -53,7 +53,7 @@ func TestWorkerRoleIsRefused(t *testing.T) {
 		fmt.Sprintf(`INSERT INTO orders (id, host, command, principal) VALUES ('%s', 'victim', 'sh', 'x')`, uuid.New()),
 		fmt.Sprintf(`INSERT INTO unpublished (id, submitted_at) VALUES ('%s', now())`, id),
 		`UPDATE orders SET command = 'sh'`, `UPDATE orders SET args = args`, `UPDATE orders SET host = 'other'`,
-		`UPDATE orders SET env = '{"LD_PRELOAD": "/tmp/x.so"}'`, `UPDATE orders SET stdin = 'rm -rf /'`,
+		`UPDATE orders SET env = '{"LD_PRELOAD": "/tmp/x.so"}'`, `UPDATE orders SET stdin = 'forged'`,
 		`UPDATE orders SET script = NULL`, `UPDATE orders SET principal = 'admin'`, `UPDATE orders SET policy = '{}'`,
 		`UPDATE orders SET action_params = NULL`, `UPDATE orders SET run_as = 'root'`, `DELETE FROM orders`,
 		`SELECT sha256 FROM api_tokens`, `SELECT sha256 FROM runbook_delegations`, `SELECT request_sha256 FROM orders`,
