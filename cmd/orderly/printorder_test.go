@@ -73,7 +73,7 @@ func TestCommandLineEscapesWhatDoesNotPrint(t *testing.T) {
 		{[]string{"-la", "/tmp"}, "ls -la /tmp"},
 		{[]string{"it's", "a b"}, `ls 'it'\''s' 'a b'`},
 		{[]string{"x\n0193a5c4-0000-7000-8000-000000000000  web-3  succeeded"}, `ls $'x\n0193a5c4-0000-7000-8000-000000000000  web-3  succeeded'`},
-		{[]string{"/srv\rrm -rf /"}, `ls $'/srv\rrm -rf /'`},
+		{[]string{"/srv\recho pwned"}, `ls $'/srv\recho pwned'`},
 		{[]string{"it's\t\\"}, `ls $'it\'s\t\\'`},
 		{[]string{"abc\u202edcba", "\u009b31m", "\u2028"}, `ls $'abc\u202edcba' $'\u009b31m' $'\u2028'`},
 		{[]string{"héllo 日本"}, "ls 'héllo 日本'"},
