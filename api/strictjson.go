@@ -69,13 +69,13 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 			return order.Errorf(order.CodeInvalid, "invalid JSON: the body must be an object, not null")
 		}
 		if tok == nil && elem && t != nil && !nullable(t) {
-			field := strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]")
+			field := fieldName(path)
 			return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s must be %s, not null", field, jsonTypeName(t))
 		}
 		if tok != nil && indirect(t) == timeType {
 			// time.Time's own errors speak Go ("Time.UnmarshalJSON",
 			// the layout 2006-01-02T15:04:05Z07:00) and name no field.
-			return checkTime(tok, strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]"))
+			return checkTime(tok, fieldName(path))
 		}
 		return nil // scalars: the typed decode checks their types
 	}
@@ -126,6 +126,11 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 		}
 	}
 	return w.end()
+}
+
+// fieldName is a walk's path as errors name the field: "env", "args[]".
+func fieldName(path string) string {
+	return strings.ReplaceAll(strings.TrimSuffix(path, "."), ".[]", "[]")
 }
 
 var timeType = reflect.TypeFor[time.Time]()
