@@ -26,17 +26,116 @@ import (
 // orderly_worker role that docs/sql.md documents (its SQL applied
 // verbatim). Every order must end the same way under both: a worker that
 // needs a right the page does not give fails here.
+// The third run lists the login in worker_logins for the worker's host
+// (row security, migration 00012), as a per-host login is.
 func TestWorkerRunsAsTheDocumentedRole(t *testing.T) {
-	for _, role := range []string{"owner", "orderly_worker"} {
+	for _, role := range []string{"owner", "orderly_worker", "orderly_worker of one host"} {
 		t.Run(role, func(t *testing.T) {
 			dsn := testenv.Postgres(t)
 			admin, pool := testenv.Store(t, dsn)
 			ws := admin
-			if role == "orderly_worker" {
+			switch role {
+			case "orderly_worker":
 				ws, _ = workerRole(t, pool, dsn)
+			case "orderly_worker of one host":
+				ws, _ = workerRole(t, pool, dsn, "role-1")
 			}
 			workerLifecycle(t, admin, pool, ws)
 		})
+	}
+}
+
+// TestWorkerLoginSeesOnlyItsHost: a login listed in worker_logins for one
+// host reads and writes nothing of another host's, through its worker (a
+// forged message naming another host's order runs nothing) or directly,
+// and `orderly worker` refuses to start with it for another host.
+func TestWorkerLoginSeesOnlyItsHost(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, wp := workerRole(t, pool, dsn, "mine")
+	ctx := t.Context()
+	e := &env{t: t, store: admin, q: testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
+
+	// Another host's order, running there, with a process record, a
+	// cancel request and events.
+	other := e.submit("other", "true")
+	if _, _, err := admin.TakeHost(ctx, "other", "test", postgres.Owner{Instance: "theirs"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := admin.Claim(ctx, other, "theirs", 1); err != nil || !claimed {
+		t.Fatalf("claim as the other host's worker: %v %v", claimed, err)
+	}
+	if err := admin.RecordProcess(ctx, other, 1, "theirs", postgres.Process{PID: 1, PGID: 1, BootID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RequestCancel(ctx, other, "test", "SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := ws.CheckLogin(ctx, "mine"); err != nil {
+		t.Errorf("CheckLogin of its own host: %v", err)
+	}
+	if err := ws.CheckLogin(ctx, "other"); err == nil || !strings.Contains(err.Error(), "hosts mine only") {
+		t.Errorf("CheckLogin of another host: %v, want it refused naming the login's host", err)
+	}
+	if err := admin.CheckLogin(ctx, "other"); err != nil {
+		t.Errorf("CheckLogin of orderly's own role: %v", err)
+	}
+
+	// Its worker runs its own host's orders and drops a message on its
+	// subject that names the other host's order.
+	runWorker(t, worker.Options{Host: "mine", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, ws, e.q, testenv.Logger(t))
+	if _, err := e.q.Publish(ctx, "mine", other); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(e.submit("mine", "true"), order.StatusSucceeded)
+
+	// What orderly's role sees of the other host, the login does not.
+	for _, q := range []string{
+		`SELECT count(*) FROM orders WHERE host = 'other'`,
+		`SELECT count(*) FROM active_orders WHERE host = 'other'`,
+		`SELECT count(*) FROM hosts WHERE host = 'other'`,
+		`SELECT count(*) FROM cancel_requests WHERE host = 'other'`,
+		`SELECT count(*) FROM order_processes WHERE order_id = '` + other.String() + `'`,
+	} {
+		var all, seen int
+		if err := pool.QueryRow(ctx, q).Scan(&all); err != nil || all == 0 {
+			t.Fatalf("as orderly's role, %s: %d %v", q, all, err)
+		}
+		if err := wp.QueryRow(ctx, q).Scan(&seen); err != nil || seen != 0 {
+			t.Errorf("as the login of mine, %s: %d rows (%v), want none", q, seen, err)
+		}
+	}
+	for _, q := range []string{
+		`UPDATE orders SET status = 'succeeded', exit_code = 0 WHERE host = 'other'`,
+		`UPDATE hosts SET owner = 'mine' WHERE host = 'other'`,
+		`UPDATE order_processes SET last_seen = now() WHERE order_id = '` + other.String() + `'`,
+	} {
+		if tag, err := wp.Exec(ctx, q); err != nil || tag.RowsAffected() != 0 {
+			t.Errorf("as the login of mine, %s: %d rows (%v), want none", q, tag.RowsAffected(), err)
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO order_events (order_id, type, status, actor) VALUES ('` + other.String() + `', 'finished', 'succeeded', 'x')`,
+		`INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id)
+			VALUES ('` + other.String() + `', 2, 'x', 1, 1, 0, 'b')`,
+		`INSERT INTO hosts (host, instance) VALUES ('new-host', 'x')`,
+	} {
+		if _, err := wp.Exec(ctx, q); err == nil || !strings.Contains(err.Error(), "row-level security") {
+			t.Errorf("as the login of mine, %s: %v, want refused by row security", q, err)
+		}
+	}
+	if _, _, err := ws.TakeHost(ctx, "other", "test", postgres.Owner{Instance: "mine-worker"}); err == nil {
+		t.Error("the login of mine took the other host over")
+	}
+	o, err := admin.GetOrder(ctx, other)
+	if err != nil || o.Status != order.StatusRunning || o.Worker != "theirs" || o.Attempt != 1 {
+		t.Fatalf("the other host's order after it all: %+v %v", o, err)
+	}
+	var owner string
+	if err := pool.QueryRow(ctx, `SELECT owner FROM hosts WHERE host = 'other'`).Scan(&owner); err != nil || owner != "theirs" {
+		t.Errorf("the other host's owner = %q (%v)", owner, err)
 	}
 }
 
@@ -73,9 +172,10 @@ func TestWorkerRoleIsRefused(t *testing.T) {
 
 // workerRole applies docs/sql.md's worker role to the database at dsn
 // (pool is orderly's own role there) and returns a store and a pool of a
-// new login in it. Roles are the cluster's: they are dropped when the
-// test ends, after every connection of the login closed.
-func workerRole(t *testing.T, pool *pgxpool.Pool, dsn string) (*postgres.Store, *pgxpool.Pool) {
+// new login in it, listed in worker_logins for hosts as the page shows
+// (none: the login is not listed). Roles are the cluster's: they are
+// dropped when the test ends, after every connection of the login closed.
+func workerRole(t *testing.T, pool *pgxpool.Pool, dsn string, hosts ...string) (*postgres.Store, *pgxpool.Pool) {
 	t.Helper()
 	doc, err := os.ReadFile("../docs/sql.md")
 	if err != nil {
@@ -110,6 +210,16 @@ func workerRole(t *testing.T, pool *pgxpool.Pool, dsn string) (*postgres.Store, 
 	create := strings.NewReplacer("orderly_worker_web3", name, "'…'", "'test'").Replace(login[1])
 	if _, err := pool.Exec(t.Context(), create); err != nil {
 		t.Fatalf("%s: %v", create, err)
+	}
+	list := regexp.MustCompile(`(?m)^-- (INSERT INTO worker_logins .*'orderly_worker_web3', 'web-3'.*;)$`).FindStringSubmatch(setup[0])
+	if list == nil {
+		t.Fatal("docs/sql.md: the worker role block shows no worker_logins row")
+	}
+	for _, h := range hosts {
+		q := strings.NewReplacer("orderly_worker_web3", name, "web-3", h).Replace(list[1])
+		if _, err := pool.Exec(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {

@@ -454,6 +454,9 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
+	if err := b.store.CheckLogin(ctx, cfg.Host); err != nil {
+		return nil, err
+	}
 	hp, err := hostpolicy.FromConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("worker policy: %w", err)

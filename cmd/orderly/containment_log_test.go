@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -57,4 +58,34 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err != nil {
 		t.Fatalf("a 1s heartbeat: %v", err)
 	}
+}
+
+// TestWorkerRefusesAHostItsLoginIsNotFor: a database login listed in
+// worker_logins (docs/sql.md) for other hosts cannot start a worker of
+// this one: row security would hide every order of it. The error names
+// the hosts it may work for.
+func TestWorkerRefusesAHostItsLoginIsNotFor(t *testing.T) {
+	s := newStack(t)
+	pool, err := postgres.Open(t.Context(), s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(t.Context(), `INSERT INTO worker_logins (login, host) VALUES (current_user, 'listed')`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.watcher.Current()
+	cfg.Host = "elsewhere"
+	if wr, err := startWorker(t.Context(), cfg, s.b, testenv.Logger(t), nil); err == nil {
+		_ = wr.stop()
+		t.Fatal("a worker started for a host its login is not listed for")
+	} else if !strings.Contains(err.Error(), "may work for hosts listed only") {
+		t.Fatalf("the refusal: %v", err)
+	}
+	cfg.Host = "listed"
+	wr, err := startWorker(t.Context(), cfg, s.b, testenv.Logger(t), nil)
+	if err != nil {
+		t.Fatalf("a worker of its listed host: %v", err)
+	}
+	_ = wr.stop()
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,6 +52,23 @@ func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (p
 		return Owner{}, 0, translate("take host "+host, err)
 	}
 	return prev, epoch, nil
+}
+
+// CheckLogin reports a clear error when the database login is confined
+// to other hosts' rows (worker_logins, docs/sql.md): a worker of host
+// would see none of its orders and could not take it over.
+func (s *Store) CheckLogin(ctx context.Context, host string) error {
+	var login string
+	var hosts []string
+	if err := s.pool.QueryRow(ctx, `SELECT current_user, worker_login_hosts(current_user)`).Scan(&login, &hosts); err != nil {
+		return translate("check login", err)
+	}
+	if hosts == nil || slices.Contains(hosts, host) {
+		return nil
+	}
+	slices.Sort(hosts)
+	return fmt.Errorf("the database login %s may work for hosts %s only (worker_logins, docs/sql.md), not %s",
+		login, strings.Join(hosts, ", "), host)
 }
 
 // RunningOrders returns the orders of host left running, in stream order:
