@@ -175,7 +175,7 @@ func TestWorkerRoleIsRefused(t *testing.T) {
 // new login in it, listed in worker_logins for hosts as the page shows
 // (none: the login is not listed). Roles are the cluster's: they are
 // dropped when the test ends, after every connection of the login closed.
-func workerRole(t *testing.T, pool *pgxpool.Pool, dsn string, hosts ...string) (*postgres.Store, *pgxpool.Pool) {
+func workerRole(t testing.TB, pool *pgxpool.Pool, dsn string, hosts ...string) (*postgres.Store, *pgxpool.Pool) {
 	t.Helper()
 	doc, err := os.ReadFile("../docs/sql.md")
 	if err != nil {
