@@ -51,6 +51,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, order.Errorf(order.CodeUnauthenticated, "missing Authorization: Bearer <token>"))
 			return
 		}
+		if err := oneAuthorization(r.Header.Values("Authorization")); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="orderly", error="invalid_request"`)
+			s.writeError(w, r, err)
+			return
+		}
 		p, err := s.Auth().Authenticate(h)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderly", error="invalid_token"`)
@@ -59,6 +64,16 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
+}
+
+// oneAuthorization refuses a request that carries more than one
+// Authorization header (RFC 9110 allows one): which one a proxy chain or
+// another server would read is anyone's guess, so none is.
+func oneAuthorization(values []string) error {
+	if len(values) > 1 {
+		return order.Errorf(order.CodeUnauthenticated, "%d Authorization headers: send one", len(values))
+	}
+	return nil
 }
 
 // audit records a refused request. The request is redacted: method, path

@@ -377,6 +377,9 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		// The server's header, also sent by the publisher (dispatchIntake).
 		return refuse(order.FieldError(order.CodeInvalid, "Nats-Pin-Id", "Nats-Pin-Id is the NATS server's header; a submission may not set it"))
 	}
+	if err := oneAuthorization(hdr.Values("Authorization")); err != nil {
+		return refuse(err)
+	}
 	p, err := s.Auth().Authenticate(hdr.Get("Authorization"))
 	if err != nil {
 		return refuse(err)

@@ -367,7 +367,7 @@ func (s *Server) authenticateRunbooks(next http.Handler) http.Handler {
 	plain := s.authenticate(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !strings.HasPrefix(tok, delegationPrefix) || s.Runbooks == nil {
+		if !ok || !strings.HasPrefix(tok, delegationPrefix) || s.Runbooks == nil || len(r.Header.Values("Authorization")) > 1 {
 			plain.ServeHTTP(w, r)
 			return
 		}

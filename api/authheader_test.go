@@ -1,0 +1,77 @@
+package api_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestTwoAuthorizationHeadersAreRefused: a request or a NATS submission
+// with two Authorization headers is refused, whichever credentials they
+// carry, on the plain routes and on the runbook routes that also take a
+// script's delegated token. The first one was used before: a proxy that
+// appends its own credential after the client's (or before it) decided
+// who the request acted for without anyone seeing both.
+func TestTwoAuthorizationHeadersAreRefused(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	cfg := config.Default().Runbooks
+	cfg.Dir, cfg.Host = t.TempDir(), "rb-1"
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg })
+	rb := httptest.NewServer(srv.Handler())
+	t.Cleanup(rb.Close)
+
+	get := func(url string, auth ...string) (int, string, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range auth {
+			req.Header.Add("Authorization", a)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), string(b)
+	}
+	alice, admin := "Bearer "+e.tokens["alice"], "Bearer "+e.tokens["admin"]
+	for _, c := range []struct{ url, first, second string }{
+		{e.url + "/v1/orders", alice, admin},
+		{e.url + "/v1/orders", admin, admin},
+		{e.url + "/v1/orders", alice, "Basic eDp5"},
+		{rb.URL + "/v1/runbooks", alice, admin},
+		// A delegated token first: still two credentials.
+		{rb.URL + "/v1/runbooks", "Bearer orderly-rb-0123456789", alice},
+	} {
+		code, challenge, body := get(c.url, c.first, c.second)
+		if code != http.StatusUnauthorized || !strings.Contains(body, `"code":"unauthenticated"`) ||
+			!strings.Contains(body, "2 Authorization headers: send one") || !strings.Contains(challenge, `error="invalid_request"`) {
+			t.Errorf("GET %s with %.12s… and %.12s…: %d %q %s", c.url, c.first, c.second, code, challenge, body)
+		}
+	}
+	for _, url := range []string{e.url + "/v1/orders", rb.URL + "/v1/runbooks"} {
+		if code, _, body := get(url, alice); code != http.StatusOK {
+			t.Errorf("GET %s with one header: %d %s", url, code, body)
+		}
+	}
+
+	a := e.publish("alice", "two-auth", "", map[string]any{"command": "true"}, "Authorization", admin)
+	if a.Error == nil || a.Error.Code != "unauthenticated" || !strings.Contains(a.Error.Message, "2 Authorization headers") {
+		t.Fatalf("a NATS submission with two Authorization headers: %+v (error %+v)", a, a.Error)
+	}
+	if b := e.publish("alice", "two-auth", "", map[string]any{"command": "true"}); b.Order == nil {
+		t.Fatalf("the same submission with one: %+v (error %+v)", b, b.Error)
+	}
+}
