@@ -96,12 +96,22 @@ func (s *Server) hideOthersOrders(r *http.Request, byHost map[string]*Host) erro
 	return nil
 }
 
-// handleHosts is GET /v1/hosts.
+// handleHosts is GET /v1/hosts, with each host's queue depth (one query
+// over the active orders), so that a fleet's view needs no call per host.
 func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 	hs, err := s.hosts(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	depths, err := s.Store.QueueDepths(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for i := range hs {
+		d := depths[hs[i].Host]
+		hs[i].QueueDepth = &d
 	}
 	encode(w, http.StatusOK, map[string]any{"hosts": hs})
 }

@@ -35,6 +35,7 @@ type Store interface {
 	Hosts(ctx context.Context) ([]postgres.HostRow, error)
 	ForgetHost(ctx context.Context, host string) (found bool, active int, err error)
 	QueueDepth(ctx context.Context, host string) (int, error)
+	QueueDepths(ctx context.Context) (map[string]int, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	Ping(ctx context.Context) error
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ type uiEnv struct {
 	store   *postgres.Store
 	pool    *pgxpool.Pool
 	tokens  map[string]string
+	// ratePerPrincipal is the API's per-principal rate limit (0: off).
+	ratePerPrincipal atomic.Int64
 }
 
 // uiActions is the config both the API and the worker load: greet prints
@@ -132,8 +135,10 @@ func newUIEnv(t *testing.T) *uiEnv {
 		intake.Options{Actions: func() intake.ActionAuthorizer { return set }}, logger)
 	srv := api.New(api.Deps{
 		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
-		Auth:     func() api.Authenticator { return authn },
-		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Auth: func() api.Authenticator { return authn },
+		Settings: func() api.Settings {
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load())}
+		},
 		Status:   func() map[string]any { return map[string]any{} },
 		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }, Choices: uiUnits},
 		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return runbooks }},

@@ -4,15 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // TestUISignInCookies: over TLS the session cookie is Secure as well as
@@ -521,6 +526,40 @@ func TestUIListingsCarryNoOutputs(t *testing.T) {
 		peak, _ := heapPeakDuring(t, func() int64 { return int64(len(e.page(t, sess, path))) })
 		if peak > 6<<20 { // the outputs are 6.3 MB each
 			t.Errorf("GET %s took the heap %d MB up", path, peak>>20)
+		}
+	}
+}
+
+// TestUIHostsPageOfAFleet: the hosts page shows every host's queue depth
+// and queued orders with two API calls whatever the fleet's size. It made
+// one call per host before, for the first 50 hosts only: a larger fleet
+// showed no queue at all, and a smaller one spent most of a person's
+// rate limit on every 5 s refresh (here 5 a minute, which two pages fit).
+func TestUIHostsPageOfAFleet(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	const hosts = 60
+	queued := map[string]uuid.UUID{}
+	for i := range hosts {
+		h := fmt.Sprintf("fleet-%02d", i)
+		if _, err := e.pool.Exec(t.Context(), `INSERT INTO hosts (host, version) VALUES ($1, 'test')`, h); err != nil {
+			t.Fatal(err)
+		}
+		o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: h, Command: "true", Timeout: time.Minute,
+			Principal: "alice", Source: "rest"}
+		if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+		queued[h] = o.ID
+	}
+	e.ratePerPrincipal.Store(5)
+	for range 2 {
+		page := e.page(t, sess, "/ui/hosts")
+		for h, id := range queued {
+			row := regexp.MustCompile(`(?s)<td>` + h + `</td>.*?</tr>`).FindString(page)
+			if !strings.Contains(row, "<td>1 <a") || !strings.Contains(row, `href="/ui/orders/`+id.String()+`"`) {
+				t.Fatalf("host %s's row shows no queue of one order %s:\n%s", h, id, row)
+			}
 		}
 	}
 }
