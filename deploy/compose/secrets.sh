@@ -3,8 +3,9 @@
 # reads from files instead of inline: one NATS nkey seed per role and per
 # worker host, the cluster's auth.conf with their public keys (a copy of
 # deploy/nats/auth.conf whose example keys are replaced), the PostgreSQL
-# password with a pgpass file for orderly, and an admin API token with the
-# API's config that accepts it (only its SHA-256 is in the config).
+# password with a pgpass file for orderly, the password of the workers'
+# login with a pgpass file for them, and an admin API token with the API's
+# config that accepts it (only its SHA-256 is in the config).
 #
 # Run it once before `docker compose up`; it keeps what already exists, so
 # running it again only fills in what is missing. Needs `nk` on PATH or Go.
@@ -40,6 +41,10 @@ sed $script ../nats/auth.conf >secrets/auth.conf
 [ -s secrets/pg_password ] || random >secrets/pg_password
 # Any host: compose's "postgres" and Kubernetes' postgres.orderly.svc alike.
 printf '*:5432:orderly:orderly:%s\n' "$(cat secrets/pg_password)" >secrets/pgpass
+# The workers' login in the orderly_worker role, one for the whole fleet:
+# deploy/postgres/worker-role.sql sets its password from worker_pg_password.
+[ -s secrets/worker_pg_password ] || random >secrets/worker_pg_password
+printf '*:5432:orderly:orderly_worker_fleet:%s\n' "$(cat secrets/worker_pg_password)" >secrets/worker.pgpass
 
 if [ ! -s secrets/admin.token ]; then
 	random >secrets/admin.token
