@@ -91,8 +91,11 @@ func rotatePassword(t *testing.T, secrets string) {
 // the cluster's, dropped when the test ends.
 func runRoleStep(t *testing.T, dsn string, argv []string, env, files map[string]string, migrateURL string) string {
 	t.Helper()
-	if len(argv) == 0 || argv[0] != "psql" {
-		t.Fatalf("the role step runs %q, want psql", argv)
+	// sh -c '… exec psql "$@"' psql ARGS…: libpq ignores a pgpass file
+	// that its group may read, as a mounted secret is, so the script
+	// gives psql a private copy.
+	if len(argv) < 4 || argv[0] != "sh" || argv[1] != "-c" || !strings.Contains(argv[2], `exec psql "$@"`) || argv[3] != "psql" {
+		t.Fatalf("the role step runs %q, want sh -c '… exec psql \"$@\"' psql …", argv)
 	}
 	bin, err := pgembed.FindBinaries()
 	if err != nil {
@@ -109,7 +112,7 @@ func runRoleStep(t *testing.T, dsn string, argv []string, env, files map[string]
 		pairs = append(pairs, in, files[in])
 	}
 	r := strings.NewReplacer(pairs...)
-	args := slices.Clone(argv[1:])
+	args := slices.Clone(argv[4:])
 	var login, sqlFile string
 	for i, a := range args {
 		switch {
@@ -133,8 +136,11 @@ func runRoleStep(t *testing.T, dsn string, argv []string, env, files map[string]
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "psql"), args...)
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "PG") })
+	cmd := exec.CommandContext(ctx, "sh", slices.Concat([]string{"-c", r.Replace(argv[2]), "psql"}, args)...)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool {
+		return strings.HasPrefix(e, "PG") || strings.HasPrefix(e, "PATH=") || strings.HasPrefix(e, "TMPDIR=")
+	})
+	cmd.Env = append(cmd.Env, "PATH="+bin+":"+os.Getenv("PATH"), "TMPDIR="+t.TempDir())
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+r.Replace(v))
 	}
@@ -142,6 +148,11 @@ func runRoleStep(t *testing.T, dsn string, argv []string, env, files map[string]
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("the role step: %v\n%s", err, stderr.String())
+	}
+	// The test cluster trusts local connections: a password file libpq
+	// ignored would pass here and fail against a real server.
+	if strings.Contains(stderr.String(), "password file") {
+		t.Errorf("the role step: psql ignored its password file:\n%s", stderr.String())
 	}
 	return login
 }
