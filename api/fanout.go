@@ -335,8 +335,8 @@ func (s *Server) expandHosts(ctx context.Context, patterns []string) ([]string, 
 	return out, nil
 }
 
-func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.UUID, status int) {
-	list, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true}))
+func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.UUID, status int, noOutputs bool) {
+	list, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true, NoOutputs: noOutputs}))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -353,16 +353,25 @@ func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.U
 	if status == http.StatusAccepted && allTerminal(list) {
 		status = http.StatusOK
 	}
+	if noOutputs {
+		encode(w, status, noOutputBatch{BatchID: batch, Counts: resp.Counts, Orders: noOutputResponses(list)})
+		return
+	}
 	s.encodeOrders(w, r, status, resp, list, entries(resp.Orders), toResponse)
 }
 
 // handleBatch is GET /v1/batches/{id}: a fan-out's orders and the count of
-// orders per status.
+// orders per status (outputs as GET /v1/orders).
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	id, err := parseID(chi.URLParam(r, "id"))
 	if err != nil {
 		s.writeError(w, r, notFound("batch not found"))
 		return
 	}
-	s.writeBatch(w, r, id, http.StatusOK)
+	var f postgres.Filter
+	if err := outputsOf(r.URL.Query(), &f); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeBatch(w, r, id, http.StatusOK, f.NoOutputs)
 }

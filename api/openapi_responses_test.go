@@ -327,6 +327,14 @@ func TestSpecResponses(t *testing.T) {
 	}
 	sc.do(call{as: "alice", method: "GET", path: "/v1/orders?cursor=" + *page.NextCursor})
 	sc.do(call{as: "admin", method: "GET", path: "/v1/orders?principal=alice&batch=" + batch.BatchID.String()})
+	// Without outputs: the streams have no content, which the spec allows.
+	resp, b = sc.do(call{as: "alice", method: "GET", path: "/v1/orders?limit=20&outputs=none"})
+	want(resp, b, http.StatusOK)
+	if !strings.Contains(string(b), `"stdout":{"encode":"base85","bytes":6,`) || strings.Contains(string(b), `"content"`) {
+		t.Errorf("GET /v1/orders?outputs=none: %s", b)
+	}
+	resp, b = sc.do(call{as: "alice", method: "GET", path: "/v1/batches/" + batch.BatchID.String() + "?outputs=none"})
+	want(resp, b, http.StatusOK)
 	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts"})
 	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts/offline"})
 
@@ -365,6 +373,8 @@ func TestSpecResponses(t *testing.T) {
 		{as: "alice", method: "GET", path: "/v1/hosts/nosuch"},                                                                                                               // 404
 		{as: "alice", method: "GET", path: "/v1/orders?status=bogus", invalid: true},                                                                                         // 400
 		{as: "alice", method: "GET", path: "/v1/orders?limit=0", invalid: true},                                                                                              // 400
+		{as: "alice", method: "GET", path: "/v1/orders?outputs=bogus", invalid: true},                                                                                        // 400
+		{as: "alice", method: "GET", path: "/v1/batches/" + batch.BatchID.String() + "?outputs=bogus", invalid: true},                                                        // 400
 		{as: "alice", method: "GET", path: "/v1/hosts/bad.name", invalid: true},                                                                                              // 400
 		{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1"`, invalid: true},                                                                               // 400
 		{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "true", "Command": "x"}, invalid: true},                              // 400
@@ -422,6 +432,13 @@ func TestSpecRunbookResponses(t *testing.T) {
 		t.Fatalf("execute: %d %s", resp.StatusCode, b)
 	}
 	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/history?limit=1"})
+	resp, b = sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/history?limit=1&outputs=none"})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"stdout":{"encode":null,"bytes":`) {
+		t.Fatalf("history without outputs: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/history?outputs=all", invalid: true}); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("history?outputs=all: %d %s", resp.StatusCode, b)
+	}
 	for _, c := range []call{
 		{as: "alice", method: "PATCH", path: "/v1/runbooks/Deploy.md/validate"},                                    // 422: VERSION missing
 		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute"},                                      // 422

@@ -218,6 +218,10 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := outputsOf(q, &f); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if p := principalOf(r); f.Principal != "" && f.Principal != p.Name && !seesAll(p) {
 		encode(w, http.StatusOK, OrderList{Orders: []Order{}})
 		return
@@ -247,27 +251,27 @@ func pageOf(q url.Values, f *postgres.Filter) error {
 
 // writeOrderList answers one page of the orders f selects, scoped to what
 // the caller may read.
-// Large kept outputs are streamed (encodeOrders); the web UI's listings,
-// which show none, get none.
+// Large kept outputs are streamed (encodeOrders); a listing asked with
+// outputs=none (f.NoOutputs) and the web UI's listings, which show none,
+// get none.
 func (s *Server) writeOrderList(w http.ResponseWriter, r *http.Request, f postgres.Filter) {
 	f.Lean = true
+	f.NoOutputs = f.NoOutputs || uiCall(r)
 	list, next, err := s.Store.ListOrders(r.Context(), scoped(r, f))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	resp := OrderList{Orders: make([]Order, len(list))}
+	var cursor *string
 	if next != nil {
 		c := next.String()
-		resp.NextCursor = &c
+		cursor = &c
 	}
-	if uiCall(r) {
-		for i, o := range list {
-			resp.Orders[i] = toResponse(withoutOutputs(o))
-		}
-		encode(w, http.StatusOK, resp)
+	if f.NoOutputs {
+		encode(w, http.StatusOK, noOutputOrderList{Orders: noOutputResponses(list), NextCursor: cursor})
 		return
 	}
+	resp := OrderList{Orders: make([]Order, len(list)), NextCursor: cursor}
 	s.encodeOrders(w, r, http.StatusOK, resp, list, entries(resp.Orders), toResponse)
 }
 
@@ -278,16 +282,4 @@ func entries(orders []Order) []*Order {
 		out[i] = &orders[i]
 	}
 	return out
-}
-
-// withoutOutputs is o with its kept outputs' contents left out (their
-// sizes, truncation and hashes stay).
-func withoutOutputs(o *order.Order) *order.Order {
-	if o.Result == nil {
-		return o
-	}
-	bare, res := *o, *o.Result
-	res.Stdout.Content, res.Stderr.Content = nil, nil
-	bare.Result = &res
-	return &bare
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // handleRunbookHistory is GET /v1/runbooks/{name}/history: the runbook's
-// runs, newest first, refused ones included, as orders (limit, cursor as
-// GET /v1/orders). History is PostgreSQL's, never the file's, so
+// runs, newest first, refused ones included, as orders (limit, cursor and
+// outputs as GET /v1/orders). History is PostgreSQL's, never the file's, so
 // concurrent runs cannot lose or interleave it. A principal sees its own
 // runs unless it sees every order (admin, auditor).
 func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
@@ -29,6 +29,10 @@ func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
 	f := postgres.Filter{Runbook: name, Limit: 50}
 	q := r.URL.Query()
 	if err := pageOf(q, &f); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := outputsOf(q, &f); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -502,6 +502,10 @@ type Filter struct {
 	// does (OutputsLeft), for an answer that streams them or does not
 	// show them: a page of 1,000 orders read whole held every output.
 	Lean bool
+	// NoOutputs reads no kept output at all (noOutputCols), for an answer
+	// that shows none (?outputs=none): their sizes, truncation and hashes
+	// only. It wins over Lean.
+	NoOutputs bool
 }
 
 // ListOrders returns orders newest first with keyset pagination over id
@@ -560,7 +564,10 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 		where = append(where, in)
 	}
 	q := `SELECT ` + orderCols + ` FROM orders`
-	if f.Lean {
+	switch {
+	case f.NoOutputs:
+		q = `SELECT ` + noOutputCols + ` FROM orders`
+	case f.Lean:
 		q = `SELECT ` + leanCols + ` FROM orders`
 	}
 	if len(where) > 0 {

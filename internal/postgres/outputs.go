@@ -33,6 +33,16 @@ var leanCols = strings.NewReplacer(
 	"stderr, stderr_bytes", "CASE WHEN "+leftOut+" THEN NULL ELSE stderr END, stderr_bytes",
 ).Replace(orderCols)
 
+// noOutputCols is orderCols with stdout and stderr NULL whatever their
+// size: the statement does not name the content columns, so PostgreSQL
+// neither reads them (nor their TOAST) nor sends them
+// (TestListWithoutOutputsReadsNoContent). Computed from orderCols as
+// leanCols is.
+var noOutputCols = strings.NewReplacer(
+	"stdout, stdout_bytes", "NULL::bytea, stdout_bytes",
+	"stderr, stderr_bytes", "NULL::bytea, stderr_bytes",
+).Replace(orderCols)
+
 // getOrderLeanSQL is GetOrder's query with leanCols; whole, so that a
 // read does not build it again.
 var getOrderLeanSQL = `SELECT ` + leanCols + ` FROM orders WHERE id = $1`
