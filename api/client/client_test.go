@@ -122,6 +122,37 @@ func TestClientOrders(t *testing.T) {
 	if err != nil || len(page.Orders) != 3 || page.NextCursor == nil {
 		t.Fatalf("List: %v %+v", err, page)
 	}
+	// Without outputs: the same orders with the same sizes and hashes, and
+	// no content.
+	full, err := c.List(ctx, client.ListOptions{Host: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := c.List(ctx, client.ListOptions{Host: "web-1", WithoutOutputs: true})
+	if err != nil || len(bare.Orders) != len(full.Orders) || bytes.Contains(bare.Raw, []byte(`"content"`)) {
+		t.Fatalf("List without outputs: %v %s", err, bare.Raw)
+	}
+	contents := 0
+	for i, f := range full.Orders {
+		b := bare.Orders[i]
+		if b.ID != f.ID || (b.Result == nil) != (f.Result == nil) {
+			t.Fatalf("List without outputs: order %d is %s, want %s", i, b.ID, f.ID)
+		}
+		if f.Result == nil {
+			continue
+		}
+		for _, st := range [][2]client.Stream{{f.Result.Stdout, b.Result.Stdout}, {f.Result.Stderr, b.Result.Stderr}} {
+			if st[1].Content != "" || st[1].Bytes != st[0].Bytes || st[1].SHA256 != st[0].SHA256 || st[1].Truncated != st[0].Truncated {
+				t.Fatalf("order %s without outputs: %+v, full %+v", f.ID, st[1], st[0])
+			}
+			if st[0].Content != "" {
+				contents++
+			}
+		}
+	}
+	if contents == 0 {
+		t.Fatalf("no listed order has output: %s", full.Raw)
+	}
 	for o, err := range c.Orders(ctx, client.ListOptions{Status: []client.Status{"bogus"}}) {
 		if o != nil {
 			t.Fatalf("an invalid filter yields an order")

@@ -109,6 +109,13 @@ type ListOptions struct {
 	Limit int
 	// Cursor is a page's NextCursor, to read the page after it.
 	Cursor string
+	// WithoutOutputs asks for the orders without their outputs' contents
+	// (outputs=none), for a program that shows none: each Stream's
+	// Content is "" while Bytes, Truncated and SHA256 are as ever, and
+	// Encode is the encoding the order asked for. A page then weighs
+	// kilobytes, not the megabytes of output it may hold. (An API older
+	// than the option ignores it and sends the contents.)
+	WithoutOutputs bool
 }
 
 func (o ListOptions) query() url.Values {
@@ -132,6 +139,9 @@ func (o ListOptions) query() url.Values {
 	}
 	if o.Limit != 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.WithoutOutputs {
+		q.Set("outputs", "none")
 	}
 	return q
 }

@@ -153,7 +153,8 @@ type Result struct {
 
 // Stream is one captured output stream: the kept content in its encoding,
 // and the size, truncation and SHA-256 of the whole stream. Decode gives
-// the bytes.
+// the bytes. A listing read with ListOptions.WithoutOutputs has no
+// content: Content is "" whatever Bytes says.
 type Stream struct {
 	Content   string  `json:"content"`
 	Encode    *string `json:"encode"`

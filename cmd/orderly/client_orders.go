@@ -211,7 +211,9 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 	if cmd.Flags().Changed("limit") && (o.limit < 1 || o.limit > 1000) {
 		return fmt.Errorf("--limit must be 1-1000, not %d", o.limit)
 	}
-	opts := client.ListOptions{Host: o.host, Principal: o.principal, Batch: o.batch, Limit: o.limit}
+	// The table shows no output: it asks for none. --json prints the
+	// API's answer as it always has, outputs included.
+	opts := client.ListOptions{Host: o.host, Principal: o.principal, Batch: o.batch, Limit: o.limit, WithoutOutputs: !o.json}
 	for _, st := range o.status {
 		for _, v := range strings.Split(st, ",") {
 			opts.Status = append(opts.Status, client.Status(v))

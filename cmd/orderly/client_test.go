@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -514,5 +517,71 @@ func TestCLIFollowEventStream(t *testing.T) {
 				t.Fatalf("polled = %v (%d GETs), want %v", polled, fake.gets, tc.polled)
 			}
 		})
+	}
+}
+
+// TestCLILsAsksForNoOutputs: orderly ls prints a table without outputs,
+// so it asks the API for none (outputs=none) and receives kilobytes for a
+// page whose orders hold megabytes of output; ls --json prints the API's
+// answer with the outputs, as it always has. A proxy in front of the API
+// sees the requests and counts the bytes.
+func TestCLILsAsksForNoOutputs(t *testing.T) {
+	s := newStack(t, "h1")
+	r := cli(t, s.cliEnv(), "", "submit", "--host", "h1", "--", "seq", "1", "300000") // 2 MB of output
+	wantExit(t, r, 0)
+	id := uuid.MustParse(strings.TrimSpace(r.stdout))
+	s.waitFor(id, 30*time.Second, terminal)
+
+	target, err := url.Parse(s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		queries  []string
+		received int64
+	)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		mu.Lock()
+		queries, received = append(queries, resp.Request.URL.RawQuery), received+int64(len(b))
+		mu.Unlock()
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		return err
+	}
+	ps := httptest.NewServer(proxy)
+	t.Cleanup(ps.Close)
+	env := []string{"ORDERLY_URL=" + ps.URL, "ORDERLY_TOKEN=" + s.token}
+	seen := func() ([]string, int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		q, n := queries, received
+		queries, received = nil, 0
+		return q, n
+	}
+
+	r = cli(t, env, "", "ls", "--host", "h1")
+	wantExit(t, r, 0)
+	if f := strings.Fields(r.stdout); len(f) < 12 || f[6] != id.String() || f[8] != "succeeded" {
+		t.Fatalf("ls:\n%s", r.stdout)
+	}
+	q, n := seen()
+	if len(q) != 1 || !strings.Contains(q[0], "outputs=none") || n > 8<<10 {
+		t.Errorf("ls sent %q and received %d bytes, want outputs=none and a few kilobytes", q, n)
+	}
+
+	r = cli(t, env, "", "ls", "--host", "h1", "--json")
+	wantExit(t, r, 0)
+	var l api.OrderList
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil {
+		t.Fatalf("ls --json: %v", err)
+	}
+	if len(l.Orders) != 1 || l.Orders[0].Result == nil || len(l.Orders[0].Result.Stdout.Content) != int(l.Orders[0].Result.Stdout.Bytes) {
+		t.Fatalf("ls --json: %.500s", r.stdout)
+	}
+	if q, n := seen(); len(q) != 1 || strings.Contains(q[0], "outputs") || n < 1<<20 {
+		t.Errorf("ls --json sent %q and received %d bytes, want the outputs", q, n)
 	}
 }
