@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,22 +38,35 @@ func (s *Server) LoadRunbook(name string) (*runbook.Runbook, func(string) error,
 	return rb, src.Exists, cfg, nil
 }
 
-// RunbookRuns returns the last limit runs of a runbook that p may read,
-// oldest first: its own, or every principal's for one that sees every
-// order (admin, auditor), as GET /v1/runbooks/{name}/history. A stage0
-// client saw every run in the file; the outputs of other principals'
-// runs are theirs here.
-func (s *Server) RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int) ([]*order.Order, error) {
-	f := postgres.Filter{Runbook: file, Limit: limit}
+// RunbookRuns calls fn with the last limit runs of a runbook that p may
+// read, oldest first, each with its outputs: its own, or every
+// principal's for one that sees every order (admin, auditor), as GET
+// /v1/runbooks/{name}/history. A stage0 client saw every run in the file;
+// the outputs of other principals' runs are theirs here. The runs are
+// listed lean and a run's large outputs are read when its turn comes, so
+// no more than one run's outputs are in memory at a time.
+func (s *Server) RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int, fn func(*order.Order) error) error {
+	f := postgres.Filter{Runbook: file, Limit: limit, Lean: true}
 	if !seesAll(p) {
 		f.Principal = p.Name
 	}
 	list, _, err := s.Store.ListOrders(ctx, f)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	slices.Reverse(list)
-	return list, nil
+	for i := len(list) - 1; i >= 0; i-- {
+		o := list[i]
+		list[i] = nil
+		if postgres.OutputsLeft(o) {
+			if o, err = s.Store.GetOrder(ctx, o.ID); err != nil {
+				return err
+			}
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DelegatedPrincipal returns who a delegated runbook token acts for and

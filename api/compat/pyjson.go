@@ -114,6 +114,54 @@ func writePyJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = io.WriteString(w, pyASCII(buf.String()))
 }
 
+// pyJSONText is s as writePyJSON writes it inside a JSON string, without
+// the quotes: for an answer written a piece at a time (pyJSONAround,
+// writePyJSONText).
+func pyJSONText(s string) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	js := buf.String()
+	return pyASCII(js[1 : len(js)-2]) // the quotes and the newline
+}
+
+// writePyJSONText writes s as pyJSONText does, 32 KiB at a time (cut
+// before a character's first byte, where JSON's escaping of s is the same
+// as of its parts), so that a long s is not copied whole to be escaped.
+func writePyJSONText(w io.Writer, s string) error {
+	for len(s) > 0 {
+		n := min(len(s), 32<<10)
+		for n < len(s) && n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		if n == 0 {
+			n = min(len(s), 32<<10)
+		}
+		if _, err := io.WriteString(w, pyJSONText(s[:n])); err != nil {
+			return err
+		}
+		s = s[n:]
+	}
+	return nil
+}
+
+// pyJSONAround is writePyJSON's text of v split around the value of its
+// string field key, which is empty in v: head ends with the value's
+// opening quote, tail starts with its closing one. Between them an answer
+// writes a long value a piece at a time (pyJSONText), never whole in
+// memory.
+func pyJSONAround(v map[string]any, key string) (head, tail string) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	js := pyASCII(buf.String())
+	field := pyJSONText(key) + `":""`
+	i := strings.Index(js, `"`+field) + len(field)
+	return js[:i], js[i:]
+}
+
 // pyASCII is JSON text js with what json.dumps's ensure_ascii escapes
 // escaped: DEL and everything past ASCII. Such characters can only be
 // inside strings, so the text stays the same JSON.

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -145,5 +146,35 @@ func TestPyASCII(t *testing.T) {
 	got := pyASCII(strings.NewReplacer(`\u003c`, "<", `\u003e`, ">", `\u0026`, "&").Replace(string(b)))
 	if want := `{"m":"\u00e9\u20ac\ud83d\ude00\u007f<&>"}`; got != want {
 		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+// TestPyJSONAround: an answer written as pyJSONAround's head, its long
+// value's pieces through pyJSONText and its tail is writePyJSON's answer,
+// byte for byte, wherever the pieces are cut between characters.
+func TestPyJSONAround(t *testing.T) {
+	pieces := []string{"# Runbook <a & b>\n", "é \u2028 \x7f \U0001F600", "\n### 2025 | Exit Code: 0\n\"quoted\" \\ \t\x01", ""}
+	for _, v := range []map[string]any{
+		{"success": true, "filename": "Ünï.md", "name": "x <y>", "content": strings.Join(pieces, "")},
+		{"content": strings.Join(pieces, ""), "a": 1},
+	} {
+		text := v["content"]
+		v["content"] = ""
+		head, tail := pyJSONAround(v, "content")
+		var b strings.Builder
+		b.WriteString(head)
+		for _, p := range pieces {
+			_ = writePyJSONText(&b, p)
+		}
+		// Longer than one slice, cut inside characters and bad bytes.
+		long := strings.Repeat("aé\U0001F600\xe2\x82", 20000)
+		_ = writePyJSONText(&b, long)
+		got := b.String() + tail
+		v["content"] = text.(string) + long
+		rec := httptest.NewRecorder()
+		writePyJSON(rec, 200, v)
+		if want := rec.Body.String(); got != want {
+			t.Errorf("pieces give\n%.300q\nwant\n%.300q", got, want)
+		}
 	}
 }

@@ -25,7 +25,7 @@ import (
 type Stage0Runbooks interface {
 	RunbookList() ([]*runbook.Runbook, error)
 	LoadRunbook(name string) (*runbook.Runbook, func(string) error, config.Runbooks, error)
-	RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int) ([]*order.Order, error)
+	RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int, fn func(*order.Order) error) error
 	DelegatedPrincipal(ctx context.Context, token string) (auth.Principal, api.RunbookChain, error)
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
 	RunbookEnvRefused(rb *runbook.Runbook, env map[string]string) []runbook.Problem

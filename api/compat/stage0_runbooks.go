@@ -55,26 +55,43 @@ func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWrit
 
 // get is GET /api/runbooks/<f>: the file, then its History rendered from
 // PostgreSQL in stage0's markdown, as a stage0 client expects to read it:
-// the runs the caller may read (api.Server.RunbookRuns).
+// the runs the caller may read (api.Server.RunbookRuns). The answer is
+// written a run at a time: 200 runs of large outputs made one string of
+// them all before.
 func (s *Stage0) get(q *stage0Request, file string) {
 	rb, _, ok := s.load(q, file, stage0Error)
 	if !ok {
 		return
 	}
-	runs, err := s.Runbooks.RunbookRuns(q.r.Context(), q.p, rb.File, historyRuns)
-	if err != nil {
-		code, msg := statusFor(err)
-		stage0Error(q.w, code, msg)
-		return
-	}
-	content := string(rb.Text)
-	for _, o := range runs {
-		content += renderRun(o, q.cfg.Compat.Stage0.PrincipalPrefix)
-	}
 	// stage0 answered "name or filename": a file without a leading H1
 	// (which the list leaves out) is named by its file.
-	name := cmp.Or(rb.Name, rb.File)
-	writePyJSON(q.w, http.StatusOK, map[string]any{"success": true, "filename": rb.File, "name": name, "content": content})
+	head, tail := pyJSONAround(map[string]any{"success": true, "filename": rb.File, "name": cmp.Or(rb.Name, rb.File), "content": ""}, "content")
+	started := false
+	start := func() {
+		if !started {
+			started = true
+			q.w.Header().Set("Content-Type", "application/json")
+			q.w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(q.w, head)
+			_ = writePyJSONText(q.w, string(rb.Text))
+		}
+	}
+	err := s.Runbooks.RunbookRuns(q.r.Context(), q.p, rb.File, historyRuns, func(o *order.Order) error {
+		start()
+		return writePyJSONText(q.w, renderRun(o, q.cfg.Compat.Stage0.PrincipalPrefix))
+	})
+	switch {
+	case err != nil && !started:
+		code, msg := statusFor(err)
+		stage0Error(q.w, code, msg)
+	case err != nil:
+		// Part of the answer is out: end the connection rather than let
+		// a cut History pass for the whole one.
+		panic(http.ErrAbortHandler)
+	default:
+		start()
+		_, _ = io.WriteString(q.w, tail)
+	}
 }
 
 // renderRun is one history entry as stage0 appended it to the file.
