@@ -110,3 +110,24 @@ func NotNewer(have int64) error {
 		"run that orderly (or a later one), or roll the schema back to %d with that orderly's `orderly migrate down` (one version per run) first",
 		have, want, want)
 }
+
+// RolledBack refuses a schema version, have, that a running server command
+// reads below the newest migration its binary embeds: the schema was
+// rolled back under it (`orderly migrate down`, or a restore of an older
+// backup). The process's statements count on what the rollback removed
+// (without 00011's trigger, a finished order keeps its env values), so it
+// stops, as it would refuse the schema at start. A newer schema is no
+// reason to stop: a rolling upgrade migrates before it replaces the
+// processes (docs/deploy.md, "Upgrading").
+func RolledBack(have int64) error {
+	want, err := Latest()
+	if err != nil {
+		return err
+	}
+	if have >= want {
+		return nil
+	}
+	return fmt.Errorf("the database's orderly schema is version %d, older than this binary's %d: it was rolled back under this running process "+
+		"(`orderly migrate down`, or a restore of an older backup); stopping. Run `orderly migrate up` with this binary, or the orderly whose schema is version %d",
+		have, want, have)
+}

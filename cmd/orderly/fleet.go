@@ -67,7 +67,7 @@ func (a *app) fleetCommand() *cobra.Command {
 				defer stopMetrics()
 			}
 			logger.Info("fleet simulation running", "hosts", n, "first", prefix+"1", "last", fmt.Sprintf("%s%d", prefix, n))
-			return a.waitForSignals(ctx, w, logger, nil)
+			return a.waitForSignals(ctx, w, logger, nil, nil)
 		},
 	}
 	cmd.Flags().IntVar(&n, "hosts", 100, "number of simulated hosts")

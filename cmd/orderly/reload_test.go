@@ -298,7 +298,7 @@ func TestSIGHUPRefusesAndLogsLikeTheAPI(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	a := &app{}
-	go func() { done <- a.waitForSignals(ctx, w, slog.New(slog.NewJSONHandler(&logs, nil)), nil) }()
+	go func() { done <- a.waitForSignals(ctx, w, slog.New(slog.NewJSONHandler(&logs, nil)), nil, nil) }()
 	waitUntil(t, 10*time.Second, "the SIGHUP refusal in the log", func() bool {
 		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 			t.Fatal(err)

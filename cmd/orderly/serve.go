@@ -190,21 +190,32 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		fmt.Fprintf(a.stdout, "                (<id> is one of nats.workers / --nats-workers: %s)\n", strings.Join(slices.Sorted(maps.Keys(natsCreds.Workers)), ", "))
 	}
 
-	return a.waitForSignals(ctx, w, logger, wr)
+	return a.waitForSignals(ctx, w, logger, wr, b.store)
 }
 
+// schemaCheck is how often a running server command reads the schema
+// version again (migrations.RolledBack).
+const schemaCheck = 10 * time.Second
+
 // waitForSignals reloads the config on SIGHUP and returns when ctx ends
-// (SIGINT/SIGTERM) or the worker fails.
+// (SIGINT/SIGTERM), the worker fails, or the schema of store (nil: not
+// checked) was rolled back below this binary's.
 func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 	Info(string, ...any)
 	Error(string, ...any)
-}, wr *workerRunner) error {
+}, wr *workerRunner, store *postgres.Store) error {
 	hup := a.hup
 	if hup == nil {
 		hup = make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 	}
 	defer signal.Stop(hup)
+	var schemaTick <-chan time.Time
+	if store != nil {
+		t := time.NewTicker(schemaCheck)
+		defer t.Stop()
+		schemaTick = t.C
+	}
 	notifySystemd(sdReady, logger)
 	defer notifySystemd(sdStopping, logger)
 	for {
@@ -212,6 +223,10 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 		case <-ctx.Done():
 			logger.Info("shutting down")
 			return nil
+		case <-schemaTick:
+			if err := checkRolledBack(ctx, store); err != nil {
+				return err
+			}
 		case <-hup:
 			// The watcher logs an applied reload, with what changed.
 			if _, err := w.Reload(); err != nil {
@@ -224,6 +239,19 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 			return nil
 		}
 	}
+}
+
+// checkRolledBack reads the schema version of store and refuses one
+// rolled back below this binary's. A version it cannot read (PostgreSQL
+// unreachable) is left to the next check.
+func checkRolledBack(ctx context.Context, store *postgres.Store) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	have, err := store.SchemaVersion(ctx)
+	if err != nil {
+		return nil
+	}
+	return migrations.RolledBack(have)
 }
 
 type reloader interface {

@@ -39,7 +39,7 @@ func (a *app) apiCommand() *cobra.Command {
 			}
 			defer ar.shutdown()
 			logger.Info("api listening", "url", ar.URL)
-			return a.waitForSignals(ctx, w, logger, nil)
+			return a.waitForSignals(ctx, w, logger, nil, b.store)
 		},
 	}
 	f.bind(cmd, "listen", "database_url", "nats.url", "nats.nkey")
@@ -81,7 +81,7 @@ func (a *app) workerCommand() *cobra.Command {
 				}
 				defer stopMetrics()
 			}
-			return a.waitForSignals(ctx, w, logger, wr)
+			return a.waitForSignals(ctx, w, logger, wr, b.store)
 		},
 	}
 	f.bind(cmd, "host", "database_url", "nats.url", "nats.nkey")

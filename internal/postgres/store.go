@@ -137,8 +137,8 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	}
 	var have int64
 	if exists {
-		if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version`).Scan(&have); err != nil {
-			return translate("check schema", err)
+		if have, err = s.SchemaVersion(ctx); err != nil {
+			return err
 		}
 	}
 	if err := migrations.NotNewer(have); err != nil {
@@ -148,4 +148,15 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 		return fmt.Errorf("the database has no (or an old) orderly schema (version %d, this binary needs %d): run `orderly migrate up --database-url …` first", have, want)
 	}
 	return nil
+}
+
+// SchemaVersion is the newest migration goose recorded as applied: what
+// CheckSchema judges at start, and what a running server command reads
+// again to notice a schema rolled back under it (cmd/orderly).
+func (s *Store) SchemaVersion(ctx context.Context) (int64, error) {
+	var have int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version`).Scan(&have); err != nil {
+		return 0, translate("read the schema version", err)
+	}
+	return have, nil
 }
