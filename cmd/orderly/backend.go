@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -356,6 +357,17 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 			Config: func() config.Runbooks { return w.Current().Runbooks }},
 	})
 	mountCompat(srv, w, sec)
+	var tlsConfig *tls.Config
+	if cfg.HTTP.TLSCert != "" {
+		// Loaded before the listener opens: ServeTLS loads the pair only
+		// once serving, and its error left a process that had said "api
+		// listening" (and READY=1) holding a port it never accepted on.
+		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("http.tls_cert and http.tls_key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	ln, err := listenAPI(cfg.Listen, logger)
 	if err != nil {
 		return nil, err
@@ -373,7 +385,8 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		BaseContext:       func(net.Listener) context.Context { return rctx },
 		// net/http's own complaints (TLS handshakes, accept errors) come
 		// out in the configured log format too.
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:  slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig: tlsConfig,
 	}
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); in.Run(rctx) }()
@@ -387,8 +400,8 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 	go func() {
 		defer r.wg.Done()
 		var err error
-		if cfg.HTTP.TLSCert != "" {
-			err = r.srv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		if tlsConfig != nil {
+			err = r.srv.ServeTLS(ln, "", "")
 		} else {
 			err = r.srv.Serve(ln)
 		}
