@@ -76,6 +76,19 @@ func TestMigrateCommand(t *testing.T) {
 	if _, err := runCmd(t, "migrate", "status"); err == nil {
 		t.Fatal("migrate without a database accepted")
 	}
+	// Rolled back to nothing, down says so in orderly's words.
+	latest, err := migrations.Latest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range latest {
+		if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err != nil {
+			t.Fatalf("down: %v\n%s", err, out)
+		}
+	}
+	if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err == nil || !strings.Contains(err.Error(), "nothing to roll back") {
+		t.Fatalf("down with nothing applied: %v\n%s", err, out)
+	}
 }
 
 // TestNewerSchemaRefused checks a downgrade: a binary on a database a

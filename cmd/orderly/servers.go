@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/pressly/goose/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/orderly-run/orderly/migrations"
@@ -155,6 +156,10 @@ func (a *app) migrateCommand() *cobra.Command {
 				r, err := p.Down(ctx)
 				if r != nil {
 					fmt.Fprintf(a.stdout, "rolled back %s\n", r.Source.Path)
+				}
+				if errors.Is(err, goose.ErrNoNextVersion) {
+					// goose's words for it: "no next version found".
+					return errors.New("nothing to roll back: the database has no orderly migration applied")
 				}
 				return err
 			case "status":
