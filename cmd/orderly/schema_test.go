@@ -1,7 +1,10 @@
 package main
 
 import (
-	"os/exec"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,18 +17,43 @@ import (
 // check the schema at start, and again while they run. A newer schema
 // (a rolling upgrade migrates before it replaces the processes) leaves
 // them running; one rolled back below their binary's with `orderly
-// migrate down` stops them, non-zero and saying why: the rollback
-// removed what their statements count on (00011's trigger, without which
-// a finished order kept its env values).
+// migrate down` stops them with an error saying why: the rollback removed
+// what their statements count on (00011's trigger, without which a
+// finished order kept its env values).
 func TestSchemaRolledBackStopsServers(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	token := startupAdminToken(t, dsn)
-	dir := startupDir(t, "osr-")
-	ns := newNATSServer(t, dir, "")
-	ns.start()
-	conf := writeStartupConfig(t, dir, dsn, ns.url())
-	apiProc, workerProc, listen := startAPIAndWorker(t, dir, conf)
-	waitServing(t, listen, token, apiProc, workerProc, time.Minute)
+	old := schemaCheck
+	schemaCheck = 100 * time.Millisecond
+	defer func() { schemaCheck = old }()
+	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
+	conf := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:0\ndatabase_url: %q\nnats:\n  url: %q\n", dsn, natsURL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type server struct {
+		name string
+		out  testenv.LogBuffer
+		done chan error
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	start := func(args ...string) *server {
+		s := &server{name: args[0], done: make(chan error, 1)}
+		go func() {
+			s.done <- run(ctx, append([]string{"orderly"}, args...), nil, strings.NewReader(""), &s.out, &s.out)
+		}()
+		return s
+	}
+	api := start("api", "--config", conf)
+	worker := start("worker", "--config", conf, "--host", "schema-h1")
+	servers := []*server{api, worker}
+	defer func() {
+		cancel()
+		for _, s := range servers {
+			<-s.done
+		}
+	}()
+	waitUntil(t, 30*time.Second, "the API and the worker running", func() bool {
+		return strings.Contains(api.out.String(), "api listening") && strings.Contains(worker.out.String(), "worker consuming")
+	})
 
 	_, pool := testenv.Store(t, dsn)
 	latest, err := migrations.Latest()
@@ -35,30 +63,29 @@ func TestSchemaRolledBackStopsServers(t *testing.T) {
 	if _, err := pool.Exec(t.Context(), `INSERT INTO goose_db_version (version_id, is_applied) VALUES ($1, true)`, latest+1); err != nil {
 		t.Fatal(err)
 	}
-	// One check and some: a process that stops exits within this.
-	if apiProc.waitExit(schemaCheck + 2*time.Second) {
-		t.Fatalf("the API stopped on a newer schema:\n%s", logTail(apiProc.log, 10))
-	}
-	if !workerProc.alive() {
-		t.Fatalf("the worker stopped on a newer schema:\n%s", logTail(workerProc.log, 10))
+	select {
+	case err := <-api.done:
+		t.Fatalf("the API stopped on a newer schema: %v", err)
+	case err := <-worker.done:
+		t.Fatalf("the worker stopped on a newer schema: %v", err)
+	case <-time.After(10 * schemaCheck):
 	}
 	if _, err := pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = $1`, latest+1); err != nil {
 		t.Fatal(err)
 	}
 
-	out, err := exec.Command(orderlyBin, "migrate", "down", "--database-url", dsn).CombinedOutput()
-	if err != nil {
+	if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err != nil {
 		t.Fatalf("migrate down: %v\n%s", err, out)
 	}
-	for _, p := range []*faultProc{apiProc, workerProc} {
-		if !p.waitExit(schemaCheck + 10*time.Second) {
-			t.Fatalf("%s still runs on a schema rolled back under it:\n%s", p.name, logTail(p.log, 10))
-		}
-		if code := p.cmd.ProcessState.ExitCode(); code == 0 {
-			t.Errorf("%s exited 0", p.name)
-		}
-		if log := readLog(p); !strings.Contains(log, "rolled back under this running process") || !strings.Contains(log, "orderly migrate up") {
-			t.Errorf("%s does not say why it stopped:\n%s", p.name, logTail(p.log, 10))
+	for _, s := range servers {
+		select {
+		case err := <-s.done:
+			s.done <- err // for the deferred wait
+			if err == nil || !strings.Contains(err.Error(), "rolled back under this running process") || !strings.Contains(err.Error(), "orderly migrate up") {
+				t.Errorf("%s stopped with %v, want the rolled-back schema named", s.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s still runs on a schema rolled back under it:\n%s", s.name, s.out.String())
 		}
 	}
 }

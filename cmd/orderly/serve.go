@@ -194,8 +194,10 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 }
 
 // schemaCheck is how often a running server command reads the schema
-// version again (migrations.RolledBack).
-const schemaCheck = 10 * time.Second
+// version again (migrations.RolledBack): once a minute, as a worker
+// touches its host's row, so a fleet's idle load on PostgreSQL grows by
+// one small read per process and minute (docs/scaling.md).
+var schemaCheck = time.Minute
 
 // waitForSignals reloads the config on SIGHUP and returns when ctx ends
 // (SIGINT/SIGTERM), the worker fails, or the schema of store (nil: not
