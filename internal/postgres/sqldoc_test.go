@@ -3,9 +3,11 @@ package postgres_test
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -91,5 +93,53 @@ func TestSQLDocQueriesAsAuditor(t *testing.T) {
 		if err := try(q); err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("as orderly_auditor, %s: %v, want permission denied", q, err)
 		}
+	}
+}
+
+// TestSQLDocExecutionOrder runs docs/sql.md's query of a host's execution
+// order on a history whose orders stream was created again (the NATS
+// store lost): stream_seq then starts again at 1, so the query must list
+// the orders as they started, not by their sequence, and find no overlap.
+func TestSQLDocExecutionOrder(t *testing.T) {
+	e := newStoreEnv(t)
+	doc, err := os.ReadFile("../../docs/sql.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)-- Execution order on a host.*?;`).Find(doc)
+	if m == nil {
+		t.Fatal("docs/sql.md has no query of a host's execution order")
+	}
+	// Two orders from the first stream, then one from the stream created
+	// again, a second apart each.
+	var want []string
+	for i, seq := range []int{41, 42, 1} {
+		o := e.insert("web-3", "alice", nil)
+		e.exec(`UPDATE orders SET status = 'succeeded', stream_seq = $2,
+			started_at = now() + make_interval(secs => $3), finished_at = now() + make_interval(secs => $3 + 0.5)
+			WHERE id = $1`, o.ID, seq, i)
+		want = append(want, o.ID.String())
+	}
+	rows, err := e.pool.Query(e.ctx, string(m), pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := vals[0].([16]byte)
+		got = append(got, uuid.UUID(id).String())
+		if len(vals) > 4 && vals[4] == true {
+			t.Errorf("order %v reported overlapping the one before", uuid.UUID(id))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("execution order %v, want the orders as they started %v", got, want)
 	}
 }
