@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -86,5 +88,67 @@ func TestForgetHost(t *testing.T) {
 	}
 	if code, _ := e.do("admin", http.MethodGet, "/v1/hosts/retired", nil); code != http.StatusOK {
 		t.Fatalf("GET the host seen again: %d, want 200", code)
+	}
+}
+
+// TestForgetHostAbandoningItsOrders: a host whose worker died for good
+// while it ran an order could not be forgotten (the order stayed running,
+// and only a stand-in worker for the host could settle it, re-running an
+// idempotent one). With abandon=true an admin forgets it with its orders:
+// the running one interrupted, the queued one canceled, each with its
+// event by the admin. A live worker still refuses it.
+func TestForgetHostAbandoningItsOrders(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := testenv.Context(t)
+	running := e.submit("alice", map[string]any{"host": "dead", "command": "sleep", "args": []string{"60"}}, "", http.StatusAccepted)
+	queued := e.submit("alice", map[string]any{"host": "dead", "command": "true"}, "", http.StatusAccepted)
+	if _, _, err := e.store.TakeHost(ctx, "dead", "1.0", postgres.Owner{Instance: "dead/1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := e.store.Claim(ctx, running.ID, "dead/1", 1); err != nil || !claimed {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	if err := e.q.Heartbeat(ctx, queue.HostInfo{Host: "dead", Instance: "dead/1", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	forget := func(as, query string, want int, wantCode, wantText string) {
+		t.Helper()
+		code, body := e.do(as, http.MethodDelete, "/v1/hosts/dead"+query, nil)
+		var eb api.ErrorBody
+		if code != want || wantCode != "" && (json.Unmarshal(body, &eb) != nil || string(eb.Error.Code) != wantCode ||
+			!strings.Contains(eb.Error.Message, wantText)) {
+			t.Fatalf("DELETE%s as %s: %d %s, want %d %s", query, as, code, body, want, wantCode)
+		}
+	}
+	forget("admin", "?abandon=true", http.StatusConflict, "conflict", "has a live worker") // it beats
+	if err := e.q.Offline(ctx, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	forget("admin", "", http.StatusConflict, "conflict", "or abandon them with the host (abandon=true)")
+	forget("admin", "?abandon=yes", http.StatusBadRequest, "invalid_request", "abandon must be true or false")
+	forget("alice", "?abandon=true", http.StatusForbidden, "forbidden", "admin role")
+	forget("admin", "?abandon=true", http.StatusNoContent, "", "")
+
+	for _, c := range []struct {
+		id     string
+		status string
+		reason string
+	}{
+		{running.ID.String(), "interrupted", "its host dead was forgotten by admin while it ran: its worker never came back"},
+		{queued.ID.String(), "canceled", "its host dead was forgotten by admin before it ran"},
+	} {
+		var o api.Order
+		code, body := e.do("admin", http.MethodGet, "/v1/orders/"+c.id, nil)
+		if err := json.Unmarshal(body, &o); code != http.StatusOK || err != nil || string(o.Status) != c.status ||
+			o.Result == nil || o.Result.Error == nil || !strings.Contains(*o.Result.Error, c.reason) {
+			t.Fatalf("order %s after the host was abandoned: %d %s, want %s", c.id, code, body, c.status)
+		}
+		var actor string
+		if err := e.pool.QueryRow(ctx, `SELECT actor FROM order_events WHERE order_id = $1 AND type = $2`, c.id, c.status).Scan(&actor); err != nil || actor != "admin" {
+			t.Fatalf("order %s's %s event: actor %q %v", c.id, c.status, actor, err)
+		}
+	}
+	if code, body := e.do("admin", http.MethodGet, "/v1/hosts/dead", nil); code != http.StatusNotFound {
+		t.Fatalf("GET the forgotten host: %d %s, want 404", code, body)
 	}
 }

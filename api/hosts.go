@@ -189,6 +189,15 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	abandonedBy := ""
+	switch v := r.URL.Query().Get("abandon"); v {
+	case "", "false":
+	case "true":
+		abandonedBy = p.Name
+	default:
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "abandon", "abandon must be true or false, not %q", v))
+		return
+	}
 	online, err := s.Queue.OnlineHosts(r.Context())
 	if err != nil {
 		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err})
@@ -199,11 +208,11 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 			Details: map[string]any{"online": true, "instance": h.Instance}})
 		return
 	}
-	found, active, err := s.Store.ForgetHost(r.Context(), name)
+	found, active, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
 	switch {
 	case errors.Is(err, postgres.ErrHostBusy):
 		s.writeError(w, r, &order.Error{Code: order.CodeConflict,
-			Message: fmt.Sprintf("host %s has %d orders queued or running: cancel them first (a running order settles when a worker for the host starts)", name, active),
+			Message: fmt.Sprintf("host %s has %d orders queued or running: cancel them first (a running order settles when a worker for the host starts), or abandon them with the host (abandon=true)", name, active),
 			Details: map[string]any{"active_orders": active}})
 		return
 	case err != nil:
@@ -216,10 +225,10 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "the host's state in NATS could not be removed: send the request again", Err: err})
 		return
 	}
-	if !found {
+	if !found && active == 0 {
 		s.writeError(w, r, notFound("unknown host"))
 		return
 	}
-	s.Logger.Info("host forgotten", "host", name, "principal", p.Name)
+	s.Logger.Info("host forgotten", "host", name, "principal", p.Name, "abandoned_orders", active)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -239,3 +239,13 @@ func (c *Client) ForgetHost(ctx context.Context, name string) error {
 	_, _, err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/hosts/" + pathID(name)}, nil)
 	return err
 }
+
+// AbandonHost is ForgetHost for a host whose worker is gone for good with
+// orders of it left queued or running (DELETE /v1/hosts/{host}?abandon=true,
+// admin): the running ones are marked interrupted and the queued ones
+// canceled, then the host is forgotten. Still refused while a worker
+// serves the host.
+func (c *Client) AbandonHost(ctx context.Context, name string) error {
+	_, _, err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/hosts/" + pathID(name) + "?abandon=true"}, nil)
+	return err
+}

@@ -15,24 +15,32 @@ import (
 
 func (a *app) hostsCommand() *cobra.Command {
 	var conn connFlags
-	var asJSON, forget bool
+	var asJSON, forget, abandon bool
 	cmd := &cobra.Command{
 		Use:   "hosts [HOST]",
 		Short: "List known hosts, or show one host with its running order and queue",
 		Example: "  orderly hosts\n" +
 			"  orderly hosts web-3\n" +
-			"  orderly hosts --forget web-9   # a host gone for good (admin)",
+			"  orderly hosts --forget web-9   # a host gone for good (admin)\n" +
+			"  orderly hosts --forget web-9 --abandon   # with the orders its dead worker left (admin)",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(cmd, &conn)
 			if err != nil {
 				return err
 			}
+			if abandon && !forget {
+				return errors.New("--abandon goes with --forget: orderly hosts --forget HOST --abandon")
+			}
 			if forget {
 				if len(args) != 1 {
 					return errors.New("--forget needs the host to forget: orderly hosts --forget HOST")
 				}
-				if err := c.ForgetHost(cmd.Context(), args[0]); err != nil {
+				forget := c.ForgetHost
+				if abandon {
+					forget = c.AbandonHost
+				}
+				if err := forget(cmd.Context(), args[0]); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "forgot host %s\n", args[0])
@@ -67,6 +75,7 @@ func (a *app) hostsCommand() *cobra.Command {
 	conn.bind(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
 	cmd.Flags().BoolVar(&forget, "forget", false, "forget HOST, gone for good: it leaves the list and the fleet gauges; refused while a worker serves it or orders of it may still run (admin)")
+	cmd.Flags().BoolVar(&abandon, "abandon", false, "with --forget: mark the host's running orders interrupted and cancel its queued ones first, for a worker that will never come back (admin)")
 	cmd.MarkFlagsMutuallyExclusive("forget", "json")
 	return cmd
 }

@@ -186,6 +186,22 @@ func TestCLIOrdersHostsCancel(t *testing.T) {
 	if r = cli(t, env, "", "hosts", "--forget"); r.err == nil || !strings.Contains(r.err.Error(), "--forget needs the host") {
 		t.Errorf("hosts --forget: %v", r.err)
 	}
+	// A host without a worker, an order of it queued: forgotten with
+	// --abandon only, which cancels the order.
+	r = cli(t, env, "", "submit", "--host", "gone", "--", "true")
+	wantExit(t, r, 0)
+	gone := strings.TrimSpace(r.stdout)
+	if r = cli(t, env, "", "hosts", "--abandon", "gone"); r.err == nil || !strings.Contains(r.err.Error(), "forget") {
+		t.Errorf("hosts --abandon without --forget: %v", r.err)
+	}
+	if r = cli(t, env, "", "hosts", "--forget", "gone"); r.err == nil || !strings.Contains(r.err.Error(), "abandon=true") {
+		t.Errorf("hosts --forget gone, an order queued: %v", r.err)
+	}
+	r = cli(t, env, "", "hosts", "--forget", "gone", "--abandon")
+	wantExit(t, r, 0)
+	if r = cli(t, env, "", "get", gone); !strings.Contains(r.stdout, "canceled") {
+		t.Errorf("the gone host's order after --abandon:\n%s", r.stdout)
+	}
 
 	// Cancel of a finished order is a conflict: exit 1 with the API's message.
 	r = cli(t, env, "", "cancel", id)

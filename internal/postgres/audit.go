@@ -232,7 +232,13 @@ var ErrHostBusy = errors.New("host has orders queued or running")
 // ForgetHost deletes host from the hosts table (and with it its takeover
 // state), unless it has orders that may still run. Its orders' history
 // stays. found is false for a host PostgreSQL does not know.
-func (s *Store) ForgetHost(ctx context.Context, host string) (found bool, active int, err error) {
+//
+// With abandonedBy set (an admin's name), the host's orders that may
+// still run are settled first, in the same transaction: a running one
+// becomes interrupted (its worker never came back to say how it ended),
+// a queued one canceled, each with its event by abandonedBy; active is
+// then how many were.
+func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The row lock orders this against a worker taking the host.
 		if err := tx.QueryRow(ctx, `SELECT true FROM hosts WHERE host = $1 FOR UPDATE`, host).Scan(&found); err != nil {
@@ -240,10 +246,17 @@ func (s *Store) ForgetHost(ctx context.Context, host string) (found bool, active
 				return err
 			}
 		}
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM active_orders WHERE host = $1`, host).Scan(&active); err != nil {
+		if abandonedBy != "" {
+			if err := tx.QueryRow(ctx, abandonSQL, host, abandonedBy).Scan(&active); err != nil {
+				return err
+			}
+		}
+		var left int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM active_orders WHERE host = $1`, host).Scan(&left); err != nil {
 			return err
 		}
-		if active > 0 {
+		if left > 0 {
+			active = left
 			return ErrHostBusy
 		}
 		_, err := tx.Exec(ctx, `DELETE FROM hosts WHERE host = $1`, host)
@@ -254,3 +267,20 @@ func (s *Store) ForgetHost(ctx context.Context, host string) (found bool, active
 	}
 	return found, active, translate("forget host "+host, err)
 }
+
+// abandonSQL settles the orders of host $1 that may still run, for
+// ForgetHost: running ones interrupted, queued ones canceled, with their
+// events by $2.
+const abandonSQL = `WITH u AS (
+	UPDATE orders SET status = CASE status WHEN 'running' THEN 'interrupted' ELSE 'canceled' END,
+		finished_at = now(),
+		error = CASE status
+			WHEN 'running' THEN 'its host ' || host || ' was forgotten by ' || $2 || ' while it ran: its worker never came back to say how it ended'
+			ELSE 'its host ' || host || ' was forgotten by ' || $2 || ' before it ran' END
+	WHERE id IN (SELECT id FROM active_orders WHERE host = $1) AND status IN ('queued', 'running')
+	RETURNING id, status, finished_at, attempt, error
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, status, status, $2, jsonb_build_object('reason', error, 'attempt', attempt) FROM u
+)
+SELECT count(*)::int FROM u`
