@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -65,9 +66,13 @@ func (a *app) hostsCommand() *cobra.Command {
 			}
 			now := time.Now()
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tONLINE\tLAST SEEN\tVERSION\tCURRENT ORDER")
+			fmt.Fprintln(tw, "HOST\tONLINE\tLAST SEEN\tVERSION\tQUEUED\tCURRENT ORDER")
 			for _, h := range list.Hosts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), ago(h.LastSeen, now), dash(h.Version), dashID(h.CurrentOrder))
+				queued := "-" // an API older than queue_depth in the list
+				if h.QueueDepth != nil {
+					queued = strconv.Itoa(*h.QueueDepth)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), ago(h.LastSeen, now), dash(h.Version), queued, dashID(h.CurrentOrder))
 			}
 			return tw.Flush()
 		},

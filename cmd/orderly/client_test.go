@@ -170,7 +170,7 @@ func TestCLIOrdersHostsCancel(t *testing.T) {
 
 	r = cli(t, env, "", "hosts")
 	wantExit(t, r, 0)
-	if !strings.Contains(r.stdout, "HOST") || !regexpLine(r.stdout, `^h1\s+yes\s`) {
+	if !strings.Contains(r.stdout, "HOST") || !regexpLine(r.stdout, `^h1\s+yes\s.*\s0\s+\S+$`) {
 		t.Errorf("hosts:\n%s", r.stdout)
 	}
 	r = cli(t, env, "", "hosts", "h1")
