@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -351,5 +354,32 @@ func TestStandaloneWorkerMetrics(t *testing.T) {
 				t.Fatalf("worker %s (GOMAXPROCS=%q): no %q in its metrics:\n%s", c.host, c.gomaxprocs, strings.TrimSpace(want), b)
 			}
 		}
+	}
+
+	// Its metrics port taken, a worker stops before it takes its host
+	// over (a takeover settles what the host's last worker left running).
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, orderlyBin, "worker", "--host", "mw-taken")
+	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms",
+		"ORDERLY_WORKER__METRICS_LISTEN=" + taken.Addr().String(), "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("a worker whose metrics port is taken: %v\n%s", err, out)
+	}
+	pool, err := postgres.Open(t.Context(), s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var took bool
+	if err := pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM hosts WHERE host = 'mw-taken')`).Scan(&took); err != nil || took {
+		t.Fatalf("the worker whose metrics port was taken took its host over: %v %v", took, err)
 	}
 }

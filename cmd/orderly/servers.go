@@ -70,11 +70,8 @@ func (a *app) workerCommand() *cobra.Command {
 				return stoppedWhileWaiting(ctx, err, logger)
 			}
 			defer b.close()
-			wr, err := startWorker(ctx, cfg, b, logger, w)
-			if err != nil {
-				return err
-			}
-			defer wr.stop()
+			// The metrics port first: a port taken must stop the worker
+			// before it takes its host over.
 			if addr := cfg.Worker.MetricsListen; addr != "" {
 				stopMetrics, err := serveMetrics(addr, b, logger)
 				if err != nil {
@@ -82,6 +79,11 @@ func (a *app) workerCommand() *cobra.Command {
 				}
 				defer stopMetrics()
 			}
+			wr, err := startWorker(ctx, cfg, b, logger, w)
+			if err != nil {
+				return err
+			}
+			defer wr.stop()
 			return a.waitForSignals(ctx, w, logger, wr, b.store)
 		},
 	}
