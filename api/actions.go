@@ -210,7 +210,7 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	encodeSubmitted(w, final)
+	s.encodeSubmitted(w, r, final)
 }
 
 // redactRun is what the audit may keep of a run request: the values of

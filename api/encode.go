@@ -43,13 +43,14 @@ func encode(w http.ResponseWriter, status int, v any) {
 var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // encodeSubmitted answers a submission with its order: 200 once the order
-// has ended (a wait saw it finish), 202 while it is queued or running.
-func encodeSubmitted(w http.ResponseWriter, o *order.Order) {
+// has ended (a wait saw it finish), 202 while it is queued or running;
+// with its cancel request, as GET /v1/orders/{id} has it.
+func (s *Server) encodeSubmitted(w http.ResponseWriter, r *http.Request, o *order.Order) {
 	status := http.StatusAccepted
 	if o.Status.Terminal() {
 		status = http.StatusOK
 	}
-	encode(w, status, toResponse(o))
+	encode(w, status, s.withCancellation(r.Context(), o))
 }
 
 // decode reads a JSON body strictly: the right content type, within the

@@ -68,7 +68,9 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	if final.Status.Terminal() {
 		status = http.StatusOK
 	}
-	s.encodeOrder(w, r, status, final, toResponse) // streams a large kept output
+	// As GET /v1/orders/{id} answers it (a wait may end in a cancel);
+	// streams a large kept output.
+	s.encodeOrder(w, r, status, final, func(o *order.Order) Order { return s.withCancellation(r.Context(), o) })
 }
 
 // awaitFinish waits for the order's finished event, up to wait. Events are

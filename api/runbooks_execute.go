@@ -75,7 +75,7 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	encodeSubmitted(w, final)
+	s.encodeSubmitted(w, r, final)
 }
 
 // RunbookRun is one request to run a runbook, from the native route or a

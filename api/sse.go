@@ -116,8 +116,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		send(0, "queued", map[string]any{"order_id": o.ID, "host": o.Host, "status": order.StatusQueued, "submitted_at": o.SubmittedAt})
 	}
 	finish := func(seq uint64) {
-		if cur, err := s.Store.GetOrder(context.WithoutCancel(ctx), id); err == nil {
-			send(seq, "finished", toResponse(cur))
+		bg := context.WithoutCancel(ctx)
+		if cur, err := s.Store.GetOrder(bg, id); err == nil {
+			send(seq, "finished", s.withCancellation(bg, cur))
 		}
 	}
 
@@ -240,7 +241,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			if cur.Status.Terminal() {
-				send(noID, "finished", toResponse(cur))
+				send(noID, "finished", s.withCancellation(ctx, cur))
 				return
 			}
 		}

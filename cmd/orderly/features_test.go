@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -185,6 +186,71 @@ func TestCancel(t *testing.T) {
 	wantError(t, code, b, 409, "conflict")
 	code, b = s.do("POST", "/v1/orders/"+r.ID.String()+"/cancel", map[string]any{"signal": "SIGSEGV"})
 	wantError(t, code, b, 400, "invalid_request")
+}
+
+// TestFinishedAnswersSayWhoCanceled: a client waiting for an order and
+// one following its events learn who canceled it, as GET /v1/orders/{id}
+// says: the wait's answer and the finished event are the order too.
+func TestFinishedAnswersSayWhoCanceled(t *testing.T) {
+	s := newStack(t)
+	type answer struct {
+		code int
+		body []byte
+		err  error
+	}
+	waited := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", s.url+"/v1/orders?wait=30",
+			strings.NewReader(`{"host":"nobody-home","command":"true"}`))
+		req.Header.Set("Authorization", "Bearer "+s.token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			waited <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		waited <- answer{resp.StatusCode, b, err}
+	}()
+	var id uuid.UUID
+	for deadline := time.Now().Add(10 * time.Second); id == uuid.Nil; time.Sleep(20 * time.Millisecond) {
+		_, b := s.do("GET", "/v1/orders?host=nobody-home", nil)
+		var list api.OrderList
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatalf("list: %v: %s", err, b)
+		}
+		if len(list.Orders) > 0 {
+			id = list.Orders[0].ID
+		} else if time.Now().After(deadline) {
+			t.Fatal("the waiting submission's order never showed")
+		}
+	}
+	if code, b := s.do("POST", "/v1/orders/"+id.String()+"/cancel", map[string]any{"signal": "SIGKILL"}); code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	saysWho := func(what string, b []byte) {
+		t.Helper()
+		var o api.Order
+		if err := json.Unmarshal(b, &o); err != nil {
+			t.Fatalf("%s: %v: %s", what, err, b)
+		}
+		if o.Status != "canceled" || o.Cancel == nil || o.Cancel.Actor != "admin" || o.Cancel.Signal != "SIGKILL" {
+			t.Errorf("%s: status %s, cancel %+v, want canceled by admin with SIGKILL: %s", what, o.Status, o.Cancel, b)
+		}
+	}
+	a := <-waited
+	if a.err != nil || a.code != http.StatusOK {
+		t.Fatalf("wait: %d %v: %s", a.code, a.err, a.body)
+	}
+	saysWho("the wait's answer", a.body)
+	saysWho("GET", func() []byte { _, b := s.do("GET", "/v1/orders/"+id.String(), nil); return b }())
+	evs := followEvents(t, s, id, "", func(e testEvent) bool { return e.event == "finished" })
+	if last := evs[len(evs)-1]; last.event != "finished" {
+		t.Fatalf("stream ended with %q", last.event)
+	} else {
+		saysWho("the finished event", []byte(last.data))
+	}
 }
 
 // testEvent is one Server-Sent Event.
