@@ -38,7 +38,9 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 	vc := vr.cfg.Compat.Vigrid
 	raw, err := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
 	if err != nil || int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
-		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeTooLarge, "body too large"))
+		// Vigrid (Flask) had no limit; past orderly's the body is not read
+		// at all, so it is not called invalid JSON.
+		v.refuse(vr, http.StatusRequestEntityTooLarge, "Request body too large", order.Errorf(order.CodeTooLarge, "body too large"))
 		return
 	}
 	var body *vigridExecute

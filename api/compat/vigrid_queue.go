@@ -65,7 +65,11 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 	var body struct {
 		Signal *string `json:"signal"`
 	}
-	raw, _ := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes))
+	raw, _ := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
+	if int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
+		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
 	if len(strings.TrimSpace(string(raw))) > 0 && pyUnmarshal(raw, &body) != nil {
 		vigridError(vr.w, http.StatusBadRequest, "Invalid JSON body")
 		return

@@ -343,6 +343,7 @@ func TestVigridExecuteChecks(t *testing.T) {
 		msg         string
 	}{
 		{"invalid JSON", "ops", `{"command":`, 400, "Invalid JSON body"},
+		{"body past http.max_body_bytes", "ops", `{"command": "echo", "arguments": ["` + strings.Repeat("x", 1<<20) + `"]}`, 413, "Request body too large"},
 		{"missing command", "ops", map[string]any{"arguments": []string{}}, 400, "Missing 'command' field"},
 		{"command spelled COMMAND", "ops", map[string]any{"COMMAND": "echo", "synchronous": true}, 400, "Missing 'command' field"},
 		{"arguments not a list", "ops", map[string]any{"command": "echo", "arguments": "x"}, 400, "'arguments' must be a list"},
@@ -364,8 +365,10 @@ func TestVigridExecuteChecks(t *testing.T) {
 		code, m, _ := c.call("POST", "/api/v1/execute", bearer(tc.token), tc.body)
 		wantVigridError(t, tc.name, code, m, tc.code, tc.msg)
 	}
+	code, m, _ := c.call("POST", "/api/v1/kill", bearer("ops"), `{"signal": "`+strings.Repeat("x", 1<<20)+`"}`)
+	wantVigridError(t, "kill past http.max_body_bytes", code, m, 413, "Request body too large")
 	// Nothing refused became an order.
-	code, m, _ := c.call("GET", "/api/v1/queue", bearer("ops"), nil)
+	code, m, _ = c.call("GET", "/api/v1/queue", bearer("ops"), nil)
 	if code != 200 || m["queue_size"] != float64(0) {
 		t.Fatalf("queue after refusals = %d %v", code, m)
 	}
