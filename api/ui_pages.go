@@ -219,10 +219,11 @@ func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
 		RunAs: strings.TrimSpace(r.PostFormValue("run_as")), Timeout: strings.TrimSpace(r.PostFormValue("timeout_seconds")),
 		Args: r.PostFormValue("args"), EnvHint: "NAME=value"}
 	req := SubmitRequest{Host: f.Host, Command: f.Command, RunAs: f.RunAs}
-	if f.Args != "" {
-		for _, a := range strings.Split(strings.ReplaceAll(strings.TrimRight(f.Args, "\r\n"), "\r\n", "\n"), "\n") {
-			req.Args = append(req.Args, a)
-		}
+	// The trailing line breaks are trimmed first: a box holding only a
+	// line break has no arguments, not one empty one (which the form could
+	// not carry into a re-run).
+	if args := strings.TrimRight(f.Args, "\r\n"); args != "" {
+		req.Args = strings.Split(strings.ReplaceAll(args, "\r\n", "\n"), "\n")
 	}
 	if f.Timeout != "" {
 		t, err := strconv.ParseFloat(f.Timeout, 64)

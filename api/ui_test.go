@@ -384,6 +384,28 @@ func TestUIExecStdinAsTyped(t *testing.T) {
 	}
 }
 
+// TestUIExecBlankArgumentsAreNone: an arguments box with only line
+// breaks (an Enter pressed in it) runs the command with no arguments, not
+// with one empty argument that the form could not carry into a re-run.
+func TestUIExecBlankArgumentsAreNone(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	for _, args := range []string{"\r\n", "\r\n\r\n", "\n"} {
+		loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"nowhere"}, "command": {"true"}, "args": {args}})
+		req := httptest.NewRequest("GET", "/v1/orders/"+strings.TrimPrefix(loc, "/ui/orders/"), nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		got := httptest.NewRecorder()
+		e.handler.ServeHTTP(got, req)
+		var o api.Order
+		if err := json.Unmarshal(got.Body.Bytes(), &o); err != nil || len(o.Args) != 0 {
+			t.Errorf("arguments box %q: the order has args %q: %d %s", args, o.Args, got.Code, got.Body)
+		}
+		if page := e.page(t, sess, "/ui/?rerun="+o.ID.String()); strings.Contains(page, "cannot be re-run") {
+			t.Errorf("arguments box %q: the form cannot re-run its own order", args)
+		}
+	}
+}
+
 // TestUIRecentOrdersAreOwn: the dashboard's recent orders are the
 // principal's own, an admin's too (History shows an admin everyone's).
 func TestUIRecentOrdersAreOwn(t *testing.T) {
