@@ -83,3 +83,13 @@ func returnCode(res *order.Result) (int, bool) {
 	}
 	return 0, false
 }
+
+// allowOf is the Allow header of a 405 on a route served by method: a
+// 405 must name what the route takes (RFC 9110), as werkzeug's did, and
+// every GET route answers HEAD too.
+func allowOf(method string) string {
+	if method == http.MethodGet {
+		return "GET, HEAD"
+	}
+	return method
+}

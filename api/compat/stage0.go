@@ -85,6 +85,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
 			stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 			return
 		}
@@ -125,6 +126,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet) {
 		// Flask answered HEAD on every GET route.
+		w.Header().Set("Allow", allowOf(rt.method))
 		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}

@@ -64,6 +64,7 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", allowOf(http.MethodGet))
 			vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
 			return
 		}
@@ -116,6 +117,7 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		vigridError(w, http.StatusNotFound, "Endpoint not found")
 	case r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet):
 		// Flask answered HEAD on every GET route.
+		w.Header().Set("Allow", allowOf(rt.method))
 		vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
 	default:
 		rt.serve(vr)

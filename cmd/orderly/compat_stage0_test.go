@@ -209,8 +209,12 @@ compat:
 		// Flask answers HEAD on every GET route, after the same checks.
 		for path, want := range map[string]int{"/api/runbooks": 200, "/api/runbooks/Hello.md": 200, "/api/runbooks/Nope.md": 404,
 			"/api/runbooks/Hello.md/required-env": 200, "/api/config": 200, "/api/runbooks/Hello.md/validate": 405} {
-			if resp, b := do("HEAD", path, tok, nil); resp.StatusCode != want || b != "" {
+			resp, b := do("HEAD", path, tok, nil)
+			if resp.StatusCode != want || b != "" {
 				t.Errorf("HEAD %s: %d %q, want %d and no body", path, resp.StatusCode, b, want)
+			}
+			if allow := resp.Header.Get("Allow"); want == 405 && allow != "PATCH" {
+				t.Errorf("HEAD %s: 405 with Allow %q, want PATCH", path, allow)
 			}
 		}
 		if resp, _ := do("HEAD", "/api/runbooks", "", nil); resp.StatusCode != 401 {

@@ -326,6 +326,9 @@ func TestVigridAuthPipeline(t *testing.T) {
 			if resp.StatusCode != code || resp.Header.Get("Content-Type") != "application/json" {
 				t.Errorf("HEAD %s (token %t): %d %q, want %d", path, auth != "", resp.StatusCode, resp.Header.Get("Content-Type"), code)
 			}
+			if allow := resp.Header.Get("Allow"); code == 405 && allow != "POST" {
+				t.Errorf("HEAD %s: 405 with Allow %q, want POST", path, allow)
+			}
 		}
 	}
 }
