@@ -186,18 +186,29 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 	if sub == "" {
 		return nil, http.StatusUnauthorized, `Invalid token: Token is missing the "sub" claim`
 	}
+	// The principal's name and roles are recorded, logged and matched as
+	// every principal's are: stage0 took any text, orderly takes what its
+	// own tokens may hold (docs/compat.md).
+	if !auth.ValidName(sub) {
+		return nil, http.StatusUnauthorized, `Invalid token: The "sub" claim must be text of at most 256 bytes without control characters`
+	}
 	roles := stage0Roles(claims["roles"])
+	for _, r := range roles {
+		if !auth.ValidName(r) {
+			return nil, http.StatusUnauthorized, `Invalid token: The "roles" claim must hold roles of at most 256 bytes without control characters`
+		}
+	}
 	values := map[string][]string{}
 	for k, v := range claims {
+		var vals []string
 		switch v := v.(type) {
 		case string:
-			values[k] = []string{v}
+			vals = auth.ClaimStrings(v)
 		case []any:
-			for _, item := range v {
-				if s, ok := item.(string); ok {
-					values[k] = append(values[k], s)
-				}
-			}
+			vals = auth.ClaimStrings(v...)
+		}
+		if len(vals) > 0 {
+			values[k] = vals
 		}
 	}
 	p := auth.Principal{Name: sc.PrincipalPrefix + sub, Roles: roles, Kind: auth.KindJWT, Claims: values}

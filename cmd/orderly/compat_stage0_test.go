@@ -152,6 +152,13 @@ compat:
 		hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, claims).SignedString([]byte(secret))
 		noSub, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"iss": "dev-idp", "aud": "dev-api"}).
 			SignedString([]byte(secret))
+		signed := func(c jwt.MapClaims) string {
+			c["iss"], c["aud"] = "dev-idp", "dev-api"
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
+			return s
+		}
+		const badSub = `{"error":"Invalid token: The \"sub\" claim must be text of at most 256 bytes without control characters"}`
+		const badRoles = `{"error":"Invalid token: The \"roles\" claim must hold roles of at most 256 bytes without control characters"}`
 		for _, c := range []struct{ hdr, want string }{
 			{"", `{"error":"Missing or invalid Authorization header"}`},
 			{"Token " + tok, `{"error":"Missing or invalid Authorization header"}`},
@@ -162,6 +169,14 @@ compat:
 			{"Bearer " + hs512, `{"error":"Invalid token: The specified alg value is not allowed"}`},
 			// orderly needs a principal name (docs/compat.md).
 			{"Bearer " + noSub, `{"error":"Invalid token: Token is missing the \"sub\" claim"}`},
+			// A principal's name and roles are recorded and logged: what
+			// orderly's own tokens may not hold, a stage0 token may not
+			// either (a NUL was a 500, a line break a forged log line).
+			{"Bearer " + signed(jwt.MapClaims{"sub": "dev\u0000user"}), badSub},
+			{"Bearer " + signed(jwt.MapClaims{"sub": "dev-user\nlevel=ERROR msg=forged"}), badSub},
+			{"Bearer " + signed(jwt.MapClaims{"sub": strings.Repeat("u", 257)}), badSub},
+			{"Bearer " + signed(jwt.MapClaims{"sub": "x", "roles": []string{"developer", "ops\u0000"}}), badRoles},
+			{"Bearer " + signed(jwt.MapClaims{"sub": "x", "roles": "developer, o\tps"}), badRoles},
 		} {
 			resp, b := s.send(call{method: "GET", path: "/api/runbooks", hdr: []string{"Authorization", c.hdr}})
 			if resp.StatusCode != 401 || strings.TrimSpace(string(b)) != c.want {
@@ -342,6 +357,15 @@ compat:
 		_ = json.Unmarshal([]byte(b), &got)
 		if !strings.Contains(got.Content, "| Exit Code: 403\n\n**Error:**\n```\nRBAC Failure: Access denied for user dev-user. "+msg+"\n```\n") {
 			t.Fatalf("history:\n%s", got.Content)
+		}
+	})
+
+	t.Run("a claim holding NUL is left out, not a 500", func(t *testing.T) {
+		nul, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "nul-claim", "iss": "dev-idp", "aud": "dev-api",
+			"roles": []string{"developer"}, "team": "a\u0000b", "groups": []string{"x\u0000", "y"}}).SignedString([]byte(secret))
+		resp, b := do("POST", "/api/runbooks/Hello.md/execute", nul, map[string]any{"env_vars": map[string]any{"GREETING": "hi"}})
+		if resp.StatusCode != 200 || !strings.Contains(b, `"success": true`) {
+			t.Fatalf("execute: %d %s", resp.StatusCode, b)
 		}
 	})
 

@@ -56,14 +56,14 @@ func (a *Authenticator) AddToken(name, sha256hex string, roles []string) error {
 	if name == "" {
 		return errors.New("token name is required")
 	}
-	if !validName(name) {
+	if !ValidName(name) {
 		return fmt.Errorf("token name %q is too long or has control characters", name)
 	}
 	if strings.HasPrefix(name, JWTPrefix) {
 		return fmt.Errorf("token name %q: names starting with %q are JWT principals", name, JWTPrefix)
 	}
 	for _, r := range roles {
-		if r == "" || !validName(r) {
+		if r == "" || !ValidName(r) {
 			return fmt.Errorf("token %s: role %q is empty, too long or has control characters", name, r)
 		}
 	}

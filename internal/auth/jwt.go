@@ -188,7 +188,7 @@ func claimName(claims jwt.MapClaims, claim string) (string, error) {
 	if !ok || s == "" {
 		return "", fmt.Errorf("claim %q missing or not a string", claim)
 	}
-	if !validName(s) {
+	if !ValidName(s) {
 		return "", fmt.Errorf("claim %q is too long or has control characters", claim)
 	}
 	return s, nil
@@ -220,16 +220,17 @@ func claimRoles(claims jwt.MapClaims, claim string) ([]string, error) {
 		return nil, fmt.Errorf("claim %q is neither a string nor an array of strings", claim)
 	}
 	for _, s := range roles {
-		if s == "" || !validName(s) {
+		if s == "" || !ValidName(s) {
 			return nil, fmt.Errorf("claim %q has an empty, overlong or non-printable role", claim)
 		}
 	}
 	return roles, nil
 }
 
-// validName reports whether s is short, valid UTF-8 and free of control
-// characters: safe to log and to compare with names in policy rules.
-func validName(s string) bool {
+// ValidName reports whether s is short, valid UTF-8 and free of control
+// characters: safe to log, to store and to compare with names in policy
+// rules. A principal's name and roles are such names, whoever issued them.
+func ValidName(s string) bool {
 	if len(s) > maxNameBytes || !utf8.ValidString(s) {
 		return false
 	}
