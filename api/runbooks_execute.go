@@ -338,14 +338,17 @@ func chainOf(r *http.Request) RunbookChain {
 
 // HeaderChain reads stage0's chain headers: X-Correlation-Id (a new id when
 // absent or unprintable) and X-Recursion-Stack (ignored unless a JSON list
-// of strings, as in stage0).
+// of strings, as in stage0, and unless each could name a file: a NUL,
+// which no file name holds, PostgreSQL could not store in the run's
+// delegation either).
 func HeaderChain(r *http.Request) RunbookChain {
 	c := RunbookChain{Correlation: r.Header.Get("X-Correlation-Id")}
 	if c.Correlation == "" || len(c.Correlation) > 200 || order.HasControl(c.Correlation, false) {
 		c.Correlation = uuid.NewString()
 	}
 	var stack []string
-	if err := json.Unmarshal([]byte(r.Header.Get("X-Recursion-Stack")), &stack); err == nil {
+	if err := json.Unmarshal([]byte(r.Header.Get("X-Recursion-Stack")), &stack); err == nil &&
+		!slices.ContainsFunc(stack, func(f string) bool { return strings.ContainsRune(f, 0) }) {
 		c.Stack = stack
 	}
 	return c

@@ -418,6 +418,14 @@ child stack=["Parent.md", "Child.md"] corr=%s`, parent.CorrelationID)
 		if resp.StatusCode != 422 || !strings.Contains(string(b), "Recursion detected") {
 			t.Fatalf("header stack: %d %s", resp.StatusCode, b)
 		}
+		// A stack naming what no file can be named (NUL, which the
+		// delegation could not store: a 500) is ignored as an unusable one.
+		resp, b = s.send(call{method: "POST", path: "/v1/runbooks/Hello.md/execute", token: s.token,
+			hdr: []string{"X-Recursion-Stack", `["a\u0000.md"]`}})
+		var o api.Order
+		if resp.StatusCode != 202 || json.Unmarshal(b, &o) != nil || o.Status != "queued" {
+			t.Fatalf("header stack with NUL: %d %s", resp.StatusCode, b)
+		}
 	})
 
 	t.Run("timeout kills the whole process group", func(t *testing.T) {
