@@ -73,7 +73,8 @@ func (s *Stage0) get(q *stage0Request, file string) {
 			q.w.Header().Set("Content-Type", "application/json")
 			q.w.WriteHeader(http.StatusOK)
 			_, _ = io.WriteString(q.w, head)
-			_ = writePyJSONText(q.w, string(rb.Text))
+			// stage0 read the file in text mode: CRLF and a lone CR are LF.
+			_ = writePyJSONText(q.w, universalNewlines(string(rb.Text)))
 		}
 	}
 	err := s.Runbooks.RunbookRuns(q.r.Context(), q.p, rb.File, historyRuns, func(o *order.Order) error {

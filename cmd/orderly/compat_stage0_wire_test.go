@@ -49,6 +49,8 @@ touch 'zz";echo INJECTED;"'
 eval printf "'[%s]\n'" $RUNBOOK_HEADERS`),
 		"Cr.md":    runbookDoc("Cr", "{}", "  []", "", `printf 'a\r\nb\rc\n'; printf 'x\ry' >&2`),
 		"Plain.md": "Just notes, no title line.\n",
+		// Saved by a Windows editor, with one old Mac line end too.
+		"Dos.md": strings.ReplaceAll(runbookDoc("Dos", "{}", "  []", "", "echo dos"), "\n", "\r\n") + "trailer\r",
 	}
 	for name, text := range books {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -109,6 +111,15 @@ compat:
 	t.Run("a file without a title is named by its file", func(t *testing.T) {
 		if got := get("/api/runbooks/Plain.md"); !strings.Contains(got, `"name":"Plain.md"`) {
 			t.Errorf("get: %s", got)
+		}
+	})
+
+	t.Run("a runbook's content is read as text, CRLF as LF", func(t *testing.T) {
+		// stage0 read the file in Python's text mode (universal newlines).
+		var got struct{ Content string }
+		if err := json.Unmarshal([]byte(get("/api/runbooks/Dos.md")), &got); err != nil ||
+			got.Content != runbookDoc("Dos", "{}", "  []", "", "echo dos")+"trailer\n" {
+			t.Errorf("content %q (%v)", got.Content, err)
 		}
 	})
 
