@@ -245,6 +245,11 @@ func TestSource(t *testing.T) {
 	write("conf/a.conf", "a\n")
 	write("conf/sub/b.conf", "b\n")
 	write("notes.txt", "not a runbook")
+	// Names no order can carry as its command (runbook:<file>), nor
+	// PostgreSQL store: not runbooks.
+	write("in\xffvalid.md", rotateLogs)
+	write("line\nbreak.md", rotateLogs)
+	write("del\x7f.md", rotateLogs)
 	if err := os.WriteFile(filepath.Join(outside, "Secret.md"), []byte("# Secret\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +264,8 @@ func TestSource(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].File != "RotateLogs.md" {
 		t.Fatalf("list = %v, %v", list, err)
 	}
-	for _, bad := range []string{"../RotateLogs.md", "Link.md", "notes.txt", "data/patterns.txt", ".md", "Missing.md"} {
+	for _, bad := range []string{"../RotateLogs.md", "Link.md", "notes.txt", "data/patterns.txt", ".md", "Missing.md",
+		"in\xffvalid.md", "line\nbreak.md", "del\x7f.md"} {
 		if _, err := src.Load(bad); err != ErrNotFound {
 			t.Errorf("Load(%q) = %v, want ErrNotFound", bad, err)
 		}

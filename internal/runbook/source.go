@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // maxRunbookBytes bounds one runbook file: it is read whole per request.
@@ -104,10 +105,13 @@ func NewSource(dir string) (*Source, error) {
 func (s *Source) Dir() string { return s.dir }
 
 // ValidName reports whether name can name a runbook: a file name ending
-// in .md, with no directory part.
+// in .md, with no directory part, of valid UTF-8 without control
+// characters (a run's command is runbook:<name>, which an order may not
+// hold otherwise and PostgreSQL's text could not store).
 func ValidName(name string) bool {
 	return strings.HasSuffix(name, ".md") && len(name) > 3 && len(name) <= 255 &&
-		!strings.ContainsAny(name, "/\\\x00") && !strings.HasPrefix(name, ".")
+		!strings.ContainsAny(name, "/\\") && !strings.HasPrefix(name, ".") && utf8.ValidString(name) &&
+		!strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // List returns every runbook of the directory, sorted by file name. A
