@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -462,5 +463,54 @@ func TestUIPatternOnlyRE2Reads(t *testing.T) {
 	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code")`, 30*time.Second)
 	if out := text(t, ctx, "#output"); !strings.Contains(out, "tagged 0042") {
 		t.Fatalf("output %q", out)
+	}
+}
+
+// TestUISecretStaysOutOfURLs: choosing another host reloads an action's
+// fields with a GET (htmx), whose query carries the values already typed
+// so they stay; a secret param's value must not ride along (a URL is
+// written to proxies' access logs, and to the rejections table when the
+// request is refused), though the form may be sent with it later.
+func TestUISecretStaysOutOfURLs(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	var mu sync.Mutex
+	var urls []string
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if r, ok := ev.(*network.EventRequestWillBeSent); ok {
+			mu.Lock()
+			urls = append(urls, r.Request.URL)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "type a PIN and choose the host again",
+		chromedp.SendKeys(chromedp.ID("p-unlock-pin"), "9731"),
+		chromedp.SendKeys(chromedp.ID("p-unlock-door"), "back"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("host-unlock").dispatchEvent(new Event("change", {bubbles: true}))`))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		var choices []string
+		for _, u := range urls {
+			if strings.Contains(u, "/ui/actions/unlock/choices") {
+				choices = append(choices, u)
+			}
+		}
+		mu.Unlock()
+		if len(choices) > 0 {
+			for _, u := range choices {
+				if strings.Contains(u, "9731") || !strings.Contains(u, "p.door=back") {
+					t.Errorf("the fields' reload asked for %s: the PIN in the URL, or the door left out", u)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no request reloaded the fields")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
