@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -66,30 +67,40 @@ func uiFuncs() template.FuncMap {
 }
 
 // orderTitle is how an order is named on a page: its runbook, or its
-// command line.
+// command line, with every word that holds something that does not print
+// (a line break, a bidi override such as U+202E, which reorders what
+// follows it) written as a Go string literal, so a command shows as what
+// it runs, as the CLI shows it.
 func orderTitle(o Order) string {
+	word := func(a string) string {
+		if a == "" || strings.ContainsAny(a, " '\"") || strings.ContainsFunc(a, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			return fmt.Sprintf("%q", a)
+		}
+		return a
+	}
 	if o.Runbook != "" {
 		return "runbook " + o.Runbook
 	}
 	if a := o.Action; a != nil {
 		s := "action " + a.Name
 		for _, k := range slices.Sorted(maps.Keys(a.Params)) {
-			s += " " + k + "=" + a.Params[k]
+			s += " " + k + "=" + word(a.Params[k])
 		}
 		for _, k := range a.SecretParams {
 			s += " " + k + "=•••"
 		}
 		return s
 	}
-	s := o.Command
+	s := word(o.Command)
 	for _, a := range o.Args {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"") {
-			a = fmt.Sprintf("%q", a)
-		}
-		s += " " + a
+		s += " " + word(a)
 	}
 	if len(s) > 200 {
-		s = s[:200] + "…"
+		cut := 200
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut-- // not inside a character
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }
