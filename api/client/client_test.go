@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/client"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -401,5 +402,45 @@ func TestClientWaitOutlastsTheAnswerTimeout(t *testing.T) {
 	}
 	if sub.Order.Status != client.StatusSucceeded {
 		t.Fatalf("the waited order: %s", sub.Order.Status)
+	}
+}
+
+// TestClientFollowPollsWhenStreamsAreUsedUp: a principal that holds as
+// many event streams as the API allows still follows its order to the
+// end (by polling), instead of failing after the order was submitted.
+func TestClientFollowPollsWhenStreamsAreUsedUp(t *testing.T) {
+	s := newServerWith(t, api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, MaxStreams: 1}, "web-1")
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+	// The one stream alice may hold: an order of a host no worker serves.
+	held, err := c.Submit(ctx, client.SubmitRequest{Host: "web-9", Command: "true"}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/v1/orders/"+held.Order.ID.String()+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.tokens["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the held stream: %s", resp.Status)
+	}
+
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh", Args: []string{"-c", "echo out; echo err >&2"}}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	final, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("Follow with every stream in use: %v", err)
+	}
+	if final.Status != client.StatusSucceeded || stdout.String() != "out\n" || stderr.String() != "err\n" {
+		t.Fatalf("Follow: %s, stdout %q stderr %q", final.Status, stdout.String(), stderr.String())
 	}
 }

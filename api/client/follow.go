@@ -117,7 +117,7 @@ func (f *follower) streamOnce(ctx context.Context) (o *Order, got bool, err erro
 	}
 	resp, err := f.c.send(cctx, request{method: http.MethodGet, path: "/v1/orders/" + pathID(f.id) + "/events", header: hdr, accept: "text/event-stream"})
 	if err != nil {
-		if hasStatus(err, http.StatusNotFound, http.StatusNotAcceptable, http.StatusNotImplemented) {
+		if hasStatus(err, http.StatusNotFound, http.StatusNotAcceptable, http.StatusNotImplemented) || streamsLimited(err) {
 			return nil, false, errNoSSE
 		}
 		return nil, false, err
@@ -253,6 +253,15 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 		}
 	}
 	return nil, nil
+}
+
+// streamsLimited reports a stream refused because the principal holds
+// as many open as the API allows (limits.max_streams_per_principal),
+// after the retries send made: polling holds none, and the order,
+// already submitted, still gets followed to its end.
+func streamsLimited(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusTooManyRequests && e.Details["scope"] == "streams"
 }
 
 // poll reads the order until it is final, then writes its stored output

@@ -36,6 +36,12 @@ type server struct {
 
 func newServer(t *testing.T, hosts ...string) *server {
 	t.Helper()
+	return newServerWith(t, api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second}, hosts...)
+}
+
+// newServerWith is newServer with the API's settings (its limits).
+func newServerWith(t *testing.T, settings api.Settings, hosts ...string) *server {
+	t.Helper()
 	store, _ := testenv.Store(t, testenv.Postgres(t))
 	q := testenv.Queue(t, testenv.NATS(t), "client-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	s := &server{tokens: map[string]string{}, q: q}
@@ -74,7 +80,7 @@ func newServer(t *testing.T, hosts ...string) *server {
 	srv := api.New(api.Deps{
 		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
 		Auth:     func() api.Authenticator { return authn },
-		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Settings: func() api.Settings { return settings },
 		Actions:  &api.ActionDeps{Set: func() *action.Set { return acts }},
 		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return rbCfg }},
 	})
