@@ -74,13 +74,12 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 					fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
 					return exitCodeError(130)
 				}
-				if !client.Temporary(err) {
+				if !client.Temporary(err) || !failingSince.IsZero() && time.Since(failingSince) > apiOutageTolerate {
+					fmt.Fprintf(a.stderr, "orderly: batch %s was submitted, but waiting for it failed (orderly ls --batch %s)\n", batch, batch)
 					return err
 				}
 				if failingSince.IsZero() {
 					failingSince = time.Now()
-				} else if time.Since(failingSince) > apiOutageTolerate {
-					return err
 				}
 				pending++
 				continue

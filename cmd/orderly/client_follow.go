@@ -44,6 +44,12 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 				verb, ord.ID, ord.ID, ord.ID)
 			return exitCodeError(130)
 		}
+		if submitted {
+			// The order is recorded: without its id a user would submit
+			// it again to find out what became of it.
+			fmt.Fprintf(a.stderr, "orderly: order %s was submitted, but waiting for it failed (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
+				ord.ID, ord.ID, ord.ID)
+		}
 		return err
 	}
 	if asJSON {

@@ -601,3 +601,23 @@ func TestCLILsAsksForNoOutputs(t *testing.T) {
 		t.Errorf("ls --json sent %q and received %d bytes, want the outputs", q, n)
 	}
 }
+
+// TestCLIWaitFailureNamesTheOrder: when waiting for a submitted order
+// fails (here the API refuses to show it), the order is recorded and
+// runs, so submit --wait names it instead of leaving the user to submit
+// it again to find out.
+func TestCLIWaitFailureNamesTheOrder(t *testing.T) {
+	id := uuid.NewString()
+	refuse := func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"error":{"code":"forbidden","message":"not yours"}}`)
+	}
+	fake := &fakeOrderAPI{t: t, id: id, events: refuse}
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=tok"}, "", "submit", "--host", "h1", "--wait", "--", "x")
+	wantExit(t, r, 1)
+	if !strings.Contains(r.stderr, "order "+id+" was submitted") || !strings.Contains(r.err.Error(), "not yours") {
+		t.Fatalf("stderr %q, err %v", r.stderr, r.err)
+	}
+}
