@@ -170,7 +170,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := postgres.Filter{Host: q.Get("host"), Principal: q.Get("principal"), Limit: 50}
 	if strings.ContainsFunc(f.Principal, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) || len(f.Principal) > 256 {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "principal", "principal must be printable text"))
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "principal", "principal must be printable text of at most 256 bytes"))
 		return
 	}
 	if err := order.CheckHost(f.Host); f.Host != "" && err != nil {
@@ -191,8 +191,12 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "action", "action must be an action name"))
 		return
 	}
-	if len(f.Correlation) > 200 || order.HasControl(f.Correlation, false) || len(f.Runbook) > 255 || order.HasControl(f.Runbook, false) {
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "correlation", "correlation and runbook must be printable text"))
+	if len(f.Correlation) > 200 || order.HasControl(f.Correlation, false) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "correlation", "correlation must be printable text of at most 200 bytes"))
+		return
+	}
+	if len(f.Runbook) > 255 || order.HasControl(f.Runbook, false) {
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "runbook", "runbook must be printable text of at most 255 bytes"))
 		return
 	}
 	if v := q.Get("batch"); v != "" {
