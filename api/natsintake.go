@@ -397,11 +397,15 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if err := decodeBytes(msg.Data(), &req); err != nil {
 		return refuse(err)
 	}
+	redacted = redact(&req)
+	if len(req.Hosts) > 0 {
+		return refuse(order.FieldError(order.CodeInvalid, "hosts", "a NATS submission runs on the host of its subject orderly.submit.<host>: hosts (a fan-out) is for POST /v1/orders"))
+	}
 	if req.Host == "" {
 		req.Host = d.host
+		redacted["host"] = d.host
 	}
-	redacted = redact(&req)
-	if req.Host != d.host || len(req.Hosts) > 0 {
+	if req.Host != d.host {
 		return refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
 	}
 	if len(d.key) > 200 || order.HasControl(d.key, false) {
