@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -67,11 +68,14 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // Temporary reports errors worth retrying later: the API unreachable, or
-// it or a proxy in front of it answering that a dependency is down.
+// it or a proxy in front of it answering that a dependency is down. An
+// https:// URL of a plain HTTP API, or a certificate the client does not
+// trust, is a mistake of the client's setup that no retry mends.
 func Temporary(err error) bool {
 	var te *TransportError
 	if errors.As(err, &te) {
-		return true
+		var cv *tls.CertificateVerificationError
+		return !errors.Is(err, http.ErrSchemeMismatch) && !errors.As(err, &cv)
 	}
 	var e *Error
 	if errors.As(err, &e) {

@@ -1,6 +1,10 @@
 package client_test
 
 import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/orderly-run/orderly/api/client"
@@ -18,5 +22,38 @@ func TestNewRefusesATokenThatCannotBeSent(t *testing.T) {
 	}
 	if _, err := client.New("http://127.0.0.1:8080", "ord_abc"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTemporaryLeavesOutSetupMistakes: an https:// URL of a plain HTTP
+// API and a certificate the client does not trust fail every call alike;
+// Temporary said they were worth retrying, so a program retrying
+// temporary errors (and the CLI's keyed --retry-for) retried a typo. A
+// refused connection is still temporary.
+func TestTemporaryLeavesOutSetupMistakes(t *testing.T) {
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
+	defer untrusted.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close()
+	for _, tc := range []struct {
+		url       string
+		temporary bool
+	}{
+		{"https://" + strings.TrimPrefix(plain.URL, "http://"), false},
+		{untrusted.URL, false},
+		{downURL, true},
+	} {
+		c, err := client.New(tc.url, "ord_abc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Hosts(t.Context())
+		var te *client.TransportError
+		if !errors.As(err, &te) || client.Temporary(err) != tc.temporary {
+			t.Errorf("%s: %v (%T), Temporary = %v, want %v", tc.url, err, err, client.Temporary(err), tc.temporary)
+		}
 	}
 }
