@@ -329,3 +329,32 @@ func TestNATSRetryOfALargeOrderIsAnswered(t *testing.T) {
 		t.Fatalf("the retry's answer: %+v (error %+v)", again.Order, again.Error)
 	}
 }
+
+// TestFanOutKeyIsNotASingleOrdersKey: a fan-out keys its orders
+// "<key>/<host>"; a single order submitted earlier with such a key is not
+// that host's order of the fan-out (the fan-out answered with it, in no
+// batch, and ran nothing on the host), nor is a fan-out's order the first
+// order of a single submission with its key. Both are refused as a key
+// reused for another request; the fan-out's other hosts get their orders.
+func TestFanOutKeyIsNotASingleOrdersKey(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	body := map[string]any{"host": "col-a", "command": "true"}
+	single := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "deploy/col-a")
+	code, b := e.do("alice", "POST", "/v1/orders", map[string]any{"hosts": []string{"col-a", "col-b"}, "command": "true"},
+		"Idempotency-Key", "deploy")
+	var batch api.Batch
+	if code != http.StatusAccepted || json.Unmarshal(b, &batch) != nil {
+		t.Fatalf("fan-out: %d %s", code, b)
+	}
+	if len(batch.Orders) != 1 || batch.Orders[0].Host != "col-b" || len(batch.Refused) != 1 || batch.Refused[0].Host != "col-a" ||
+		batch.Refused[0].Error.Code != "idempotency_key_reused" {
+		t.Fatalf("fan-out over the single order's key (%s): %s", single.ID, b)
+	}
+	// The other way round: col-b's order of the fan-out is keyed deploy/col-b.
+	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"host": "col-b", "command": "true"}, "Idempotency-Key", "deploy/col-b")
+	wantError(t, code, b, http.StatusUnprocessableEntity, "idempotency_key_reused")
+	// A retry of each is still answered with its first order.
+	if again := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "deploy/col-a"); again.ID != single.ID {
+		t.Fatalf("single retry answered %s, want %s", again.ID, single.ID)
+	}
+}

@@ -246,7 +246,7 @@ SELECT submitted_at, expires_at FROM o`
 		return nil, lim
 	}
 	if err == pgx.ErrNoRows && idemKey != nil {
-		return s.idempotentRepeat(ctx, o.Principal, *idemKey, reqSum)
+		return s.idempotentRepeat(ctx, o, *idemKey, reqSum)
 	}
 	if err != nil {
 		terr := translate("insert order", err)
@@ -306,18 +306,22 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, i
 		Details: map[string]any{"order_id": o.ID}, Err: errors.Join(insertErr, fmt.Errorf("read back order %s: %w", o.ID, err))}
 }
 
-// idempotentRepeat answers a submission whose idempotency key the
+// idempotentRepeat answers a submission o whose idempotency key the
 // principal already used: the first order when the request is the same,
 // CodeIdempotencyReused when it asks for something else. Orders recorded
-// before request_sha256 existed have none and are not compared.
-func (s *Store) idempotentRepeat(ctx context.Context, principal, key string, sum []byte) (*order.Order, error) {
+// before request_sha256 existed have none and are not compared. A fan-out
+// keys its orders "<key>/<host>", which a single order may have been
+// given as its own key: one of them is never the other's first order
+// (the fan-out would answer, for that host, with an order that ran
+// before it, perhaps days before, and run nothing there).
+func (s *Store) idempotentRepeat(ctx context.Context, o *order.Order, key string, sum []byte) (*order.Order, error) {
 	var prevSum []byte
-	row := s.pool.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, principal, key)
+	row := s.pool.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, key)
 	prev, err := scanOrder(extraCol{row, &prevSum})
 	if err != nil {
 		return nil, translate("get order by idempotency key", err)
 	}
-	if prevSum != nil && !bytes.Equal(prevSum, sum) {
+	if prevSum != nil && !bytes.Equal(prevSum, sum) || (prev.BatchID == nil) != (o.BatchID == nil) {
 		return nil, &order.Error{Code: order.CodeIdempotencyReused,
 			Message: "this idempotency key was already used for a different request",
 			Details: map[string]any{"order_id": prev.ID, "idempotency_key": key}}
