@@ -3,6 +3,7 @@ package client_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"os"
@@ -442,5 +443,28 @@ func TestClientFollowPollsWhenStreamsAreUsedUp(t *testing.T) {
 	}
 	if final.Status != client.StatusSucceeded || stdout.String() != "out\n" || stderr.String() != "err\n" {
 		t.Fatalf("Follow: %s, stdout %q stderr %q", final.Status, stdout.String(), stderr.String())
+	}
+}
+
+// TestClientSubmitWaitEndsBeforeItsContext: a submission that asks to
+// wait longer than its context allows is answered, with the order still
+// running, before the context ends. It asked the API for the whole wait
+// and lost the answer (and the order's id) at the deadline, while the
+// order ran on.
+func TestClientSubmitWaitEndsBeforeItsContext(t *testing.T) {
+	s := newServer(t, "web-1")
+	c := newClient(t, s, "alice")
+	ctx, cancel := context.WithTimeout(testenv.Context(t), 3*time.Second)
+	defer cancel()
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sleep", Args: []string{"10"}},
+		client.SubmitOptions{Wait: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("a wait longer than the context: %v", err)
+	}
+	if sub.Finished || sub.Order.Status.Terminal() {
+		t.Fatalf("the order: %s, finished %v", sub.Order.Status, sub.Finished)
+	}
+	if _, err := c.Cancel(testenv.Context(t), sub.Order.ID.String(), "SIGKILL"); err != nil {
+		t.Fatal(err)
 	}
 }

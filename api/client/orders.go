@@ -19,6 +19,9 @@ type SubmitOptions struct {
 	// Wait asks the API to answer when the order (or every order of a
 	// fan-out) has finished, up to Wait (the server caps it with
 	// http.max_wait). Zero answers at once. Follow waits for any time.
+	// No more is asked than the context's deadline leaves (less a
+	// second for the answer), so that the order comes back, still
+	// running, before the context ends.
 	Wait time.Duration
 	// IdempotencyKey makes a retry return the first order instead of
 	// running again (at most 200 characters).
@@ -37,6 +40,16 @@ func (o SubmitOptions) header() http.Header {
 	return hdr
 }
 
+// within caps the wait at what ctx's deadline leaves, less a second for
+// the answer: past the deadline the answer, and with it the order's id,
+// would be lost while the order runs on.
+func (o SubmitOptions) within(ctx context.Context) SubmitOptions {
+	if dl, ok := ctx.Deadline(); ok && o.Wait > 0 {
+		o.Wait = max(min(o.Wait, time.Until(dl)-time.Second), 0)
+	}
+	return o
+}
+
 // Submission is the API's answer to a submission: Order for one host,
 // Batch for a fan-out (Hosts). Finished says the API answered 200: the
 // order (every order of the batch) has finished.
@@ -53,6 +66,7 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 	if req.Args == nil {
 		req.Args = []string{}
 	}
+	opts = opts.within(ctx)
 	raw, status, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: req, header: opts.header(), wait: opts.Wait}, nil)
 	if err != nil {
 		return nil, err

@@ -51,6 +51,7 @@ func (c *Client) ExecuteRunbook(ctx context.Context, file string, req RunbookReq
 // headers, and decodes the order.
 func (c *Client) submitTo(ctx context.Context, path string, body any, opts SubmitOptions) (*Order, error) {
 	var o Order
+	opts = opts.within(ctx)
 	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: path, body: body, header: opts.header(), wait: opts.Wait}, &o); err != nil {
 		return nil, err
 	}
