@@ -30,7 +30,7 @@ func (a *app) submitted(ctx context.Context, c *client.Client, o *submitOptions,
 	var err error
 	switch {
 	case o.wait:
-		err = a.waitBatch(ctx, c, batch, orders, o.json)
+		err = a.waitBatch(ctx, c, batch, orders, b.Refused, o.json)
 	case o.json:
 		err = writeJSON(a.stdout, b.Raw)
 	default:
@@ -53,8 +53,10 @@ func (a *app) submitted(ctx context.Context, c *client.Client, o *submitOptions,
 // waitBatch polls each order of a fan-out until all are finished, printing
 // "host: status" lines on stderr as they change. Then it prints every
 // host's output with each line prefixed by "host: " (stdout to stdout,
-// stderr to stderr), and succeeds only if every order succeeded.
-func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, orders []client.Order, asJSON bool) error {
+// stderr to stderr), and succeeds only if every order succeeded. With
+// asJSON it prints the batch id, the finished orders and the hosts
+// refused (the answer's refused, when there are any).
+func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, orders []client.Order, refused []client.HostRefusal, asJSON bool) error {
 	sort.SliceStable(orders, func(i, j int) bool { return orders[i].Host < orders[j].Host })
 	raws := make([]json.RawMessage, len(orders))
 	for _, ord := range orders {
@@ -108,7 +110,11 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 		counts[ord.Status]++
 	}
 	if asJSON {
-		if err := writeValue(a.stdout, map[string]any{"batch_id": batch, "orders": raws}); err != nil {
+		out := map[string]any{"batch_id": batch, "orders": raws}
+		if len(refused) > 0 {
+			out["refused"] = refused
+		}
+		if err := writeValue(a.stdout, out); err != nil {
 			return err
 		}
 	} else {

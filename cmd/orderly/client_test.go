@@ -621,3 +621,44 @@ func TestCLIWaitFailureNamesTheOrder(t *testing.T) {
 		t.Fatalf("stderr %q, err %v", r.stderr, r.err)
 	}
 }
+
+// TestCLIFanOutWaitJSONKeepsRefusals: submit --hosts --wait --json prints
+// the hosts the API refused with the finished orders; it printed the
+// orders only, so a script reading the JSON never learned that a host
+// got no order. (A fake API: the refusal is injected.)
+func TestCLIFanOutWaitJSONKeepsRefusals(t *testing.T) {
+	id, batch := uuid.NewString(), uuid.NewString()
+	order := fmt.Sprintf(`{"id":%q,"batch_id":%q,"host":"h1","status":"succeeded","command":"x","args":[],
+		"result":{"exit_code":0,"signal":null,"duration_ms":1,"error":null,
+		"stdout":{"content":"","encode":null,"bytes":0,"truncated":false},"stderr":{"content":"","encode":null,"bytes":0,"truncated":false}}}`, id, batch)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/v1/orders":
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprintf(w, `{"batch_id":%q,"counts":{"succeeded":1,"refused":1},"orders":[%s],
+				"refused":[{"host":"h2","error":{"code":"forbidden","message":"not here"}}]}`, batch, order)
+		case r.Method == "GET" && r.URL.Path == "/v1/orders/"+id:
+			fmt.Fprint(w, order)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":{"code":"not_found","message":"no such route"}}`)
+		}
+	}))
+	defer srv.Close()
+	r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=tok"}, "", "submit", "--hosts", "h1,h2", "--wait", "--json", "--", "x")
+	wantExit(t, r, 1)
+	var out struct {
+		BatchID string            `json:"batch_id"`
+		Orders  []json.RawMessage `json:"orders"`
+		Refused []struct {
+			Host  string `json:"host"`
+			Error struct {
+				Code string `json:"code"`
+			} `json:"error"`
+		} `json:"refused"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.BatchID != batch || len(out.Orders) != 1 ||
+		len(out.Refused) != 1 || out.Refused[0].Host != "h2" || out.Refused[0].Error.Code != "forbidden" {
+		t.Fatalf("--wait --json: %v\n%s", err, r.stdout)
+	}
+}
