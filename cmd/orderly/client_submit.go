@@ -123,10 +123,10 @@ func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bo
 	for told := false; ; {
 		err := send()
 		if err == nil || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
-			return err
+			return withOrderID(err)
 		}
 		if !notSent(err) && !(keyed && client.Temporary(err)) {
-			return err
+			return withOrderID(err)
 		}
 		if !told {
 			fmt.Fprintf(a.stderr, "orderly: %v; trying again for up to %s\n", err, retryFor)
@@ -141,6 +141,21 @@ func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bo
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// withOrderID adds to a refusal the order it names in details.order_id:
+// a 503 whose order may be recorded ("look it up by id", "it will be
+// queued automatically") says which order only there, and main prints
+// the message alone.
+func withOrderID(err error) error {
+	var e *client.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	if id, ok := e.Details["order_id"].(string); ok && id != "" {
+		return fmt.Errorf("%w; order %s", err, id)
+	}
+	return err
 }
 
 // retryForFlag adds --retry-for to fs, refusing a negative duration when

@@ -662,3 +662,22 @@ func TestCLIFanOutWaitJSONKeepsRefusals(t *testing.T) {
 		t.Fatalf("--wait --json: %v\n%s", err, r.stdout)
 	}
 }
+
+// TestCLISubmitRefusalNamesItsOrder: a submission answered 503 with the
+// order it may have recorded (details.order_id: "look it up by id before
+// submitting it again") names that order; the CLI printed the message
+// alone, so the id to look up was lost. (A fake API: the failure is
+// injected.)
+func TestCLISubmitRefusalNamesItsOrder(t *testing.T) {
+	id := uuid.NewString()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, `{"error":{"code":"unavailable","message":"database unavailable: the order may have been recorded; look it up by id before submitting it again","details":{"order_id":%q}}}`, id)
+	}))
+	defer srv.Close()
+	r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=tok"}, "", "submit", "--host", "h1", "--", "x")
+	wantExit(t, r, 1)
+	if r.err == nil || !strings.Contains(r.err.Error(), "(unavailable); order "+id) {
+		t.Fatalf("error %v", r.err)
+	}
+}
