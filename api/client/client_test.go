@@ -317,6 +317,15 @@ func TestClientRunbooksAndActions(t *testing.T) {
 	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity) // VERSION is required
 	_, err = c.ExecuteRunbook(ctx, "Nope.md", client.RunbookRequest{}, client.SubmitOptions{})
 	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
+	// The runbooks API honours no Idempotency-Key: a key would only have
+	// let a retry run the runbook again, so it is refused and nothing runs.
+	req := client.RunbookRequest{Host: "offline", EnvVars: map[string]any{"VERSION": "1.3"}}
+	if _, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"}); err == nil {
+		t.Fatal("ExecuteRunbook with an idempotency key was sent")
+	}
+	if l, err := c.List(ctx, client.ListOptions{Host: "offline"}); err != nil || len(l.Orders) != 1 {
+		t.Fatalf("orders after the keyed execute: %v %d", err, len(l.Orders))
+	}
 
 	acts, err := c.Actions(ctx)
 	if err != nil || len(acts) != 1 || acts[0].Name != "count" || len(acts[0].Params) != 1 {
