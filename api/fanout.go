@@ -315,10 +315,16 @@ func (s *Server) expandHosts(ctx context.Context, patterns []string) ([]string, 
 		if err := loadKnown(); err != nil {
 			return nil, err
 		}
+		matched := false
 		for _, h := range known {
 			if ok, _ := path.Match(p, h); ok {
-				set[h] = true
+				set[h], matched = true, true
 			}
+		}
+		if !matched {
+			// The other patterns' hosts alone are not what was asked for
+			// (a typo in one pattern would pass unnoticed).
+			return nil, order.FieldError(order.CodeUnprocessable, "hosts", "host pattern %q matches no known host", p)
 		}
 	}
 	if len(set) == 0 {
