@@ -49,22 +49,26 @@ CREATE POLICY everyone ON order_events USING (true) WITH CHECK (true);
 CREATE POLICY everyone ON order_processes USING (true) WITH CHECK (true);
 CREATE POLICY everyone ON cancel_requests USING (true) WITH CHECK (true);
 
+-- The login is the session's, when it is listed: SET ROLE orderly_worker,
+-- which its membership allows, changes current_user to a role no row
+-- names. current_user counts for a session that is not listed (a pooler's
+-- SET ROLE to a listed login).
 -- Rows with a host column: that host must be one of the login's.
 CREATE POLICY worker_hosts ON orders AS RESTRICTIVE
-    USING (host = ANY (coalesce((SELECT worker_login_hosts(current_user)), ARRAY[host])));
+    USING (host = ANY (coalesce((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))), ARRAY[host])));
 CREATE POLICY worker_hosts ON active_orders AS RESTRICTIVE
-    USING (host = ANY (coalesce((SELECT worker_login_hosts(current_user)), ARRAY[host])));
+    USING (host = ANY (coalesce((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))), ARRAY[host])));
 CREATE POLICY worker_hosts ON hosts AS RESTRICTIVE
-    USING (host = ANY (coalesce((SELECT worker_login_hosts(current_user)), ARRAY[host])));
+    USING (host = ANY (coalesce((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))), ARRAY[host])));
 CREATE POLICY worker_hosts ON cancel_requests AS RESTRICTIVE
-    USING (host = ANY (coalesce((SELECT worker_login_hosts(current_user)), ARRAY[host])));
+    USING (host = ANY (coalesce((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))), ARRAY[host])));
 -- Rows of an order: the order must be one the login can see, which the
 -- orders policy above decides (the subquery runs with its rights).
 CREATE POLICY worker_hosts ON order_events AS RESTRICTIVE
-    USING ((SELECT worker_login_hosts(current_user)) IS NULL
+    USING ((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))) IS NULL
         OR EXISTS (SELECT 1 FROM orders o WHERE o.id = order_id));
 CREATE POLICY worker_hosts ON order_processes AS RESTRICTIVE
-    USING ((SELECT worker_login_hosts(current_user)) IS NULL
+    USING ((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))) IS NULL
         OR EXISTS (SELECT 1 FROM orders o WHERE o.id = order_id));
 
 -- +goose Down

@@ -126,6 +126,19 @@ func TestWorkerLoginSeesOnlyItsHost(t *testing.T) {
 			t.Errorf("as the login of mine, %s: %v, want refused by row security", q, err)
 		}
 	}
+	// The login is a member of orderly_worker, which no row names: it may
+	// SET ROLE to it and must stay confined.
+	conn, err := wp.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen int
+	if _, err := conn.Exec(ctx, `SET ROLE orderly_worker`); err != nil {
+		t.Fatal(err)
+	} else if err := conn.QueryRow(ctx, `SELECT count(*) FROM orders WHERE host = 'other'`).Scan(&seen); err != nil || seen != 0 {
+		t.Errorf("as the login of mine after SET ROLE orderly_worker: %d of the other host's orders (%v), want none", seen, err)
+	}
+	_ = conn.Hijack().Close(ctx) // not back to the pool in orderly_worker
 	if _, _, err := ws.TakeHost(ctx, "other", "test", postgres.Owner{Instance: "mine-worker"}); err == nil {
 		t.Error("the login of mine took the other host over")
 	}
