@@ -152,6 +152,37 @@ func TestWorkerLoginSeesOnlyItsHost(t *testing.T) {
 	}
 }
 
+// TestWorkerLoginCannotHijackWorkerLoginHosts: where workers may create
+// in the schema (PUBLIC could, before PostgreSQL 15), a listed login that
+// adds an aggregate array_agg(text), a closer match than the catalog's
+// array_agg(anynonarray), does not get it run with the rights of
+// worker_login_hosts's owner.
+func TestWorkerLoginCannotHijackWorkerLoginHosts(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	_, pool := testenv.Store(t, dsn)
+	_, wp := workerRole(t, pool, dsn, "mine")
+	ctx := t.Context()
+	if _, err := pool.Exec(ctx, `GRANT CREATE ON SCHEMA public TO orderly_worker`); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE FUNCTION public.unlist(text[], text) RETURNS text[] LANGUAGE sql AS 'DELETE FROM worker_logins RETURNING NULL::text[]'`,
+		`CREATE AGGREGATE public.array_agg(text) (sfunc = public.unlist, stype = text[])`,
+	} {
+		if _, err := wp.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// What every policy calls, and anyone may.
+	if _, err := wp.Exec(ctx, `SELECT worker_login_hosts(current_user)`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM worker_logins`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("worker_logins after the login's aggregate: %d rows (%v), want 1", n, err)
+	}
+}
+
 // TestWorkerRoleIsRefused: a login of the orderly_worker role can neither
 // add an order (for any host) nor mark one for publishing, nor rewrite what
 // an order runs or where, nor read tokens and delegations.
