@@ -188,11 +188,13 @@ func (u *webUI) history(w http.ResponseWriter, r *http.Request) {
 }
 
 // hosts is GET /ui/hosts: every host with its state, its queue depth, its
-// running order and its queue, from two calls whatever the fleet's size:
-// GET /v1/hosts and one listing of the active orders the person may read
-// (GET /v1/orders, scoped as the REST one), grouped by host here. One call
-// per host made a page of fifty hosts fifty-one requests every 5 s, most
-// of a principal's rate limit.
+// running order and its queue, from three calls whatever the fleet's
+// size: GET /v1/hosts and two listings (GET /v1/orders, scoped as the
+// REST one) of the running and the queued orders the person may read,
+// grouped by host here. One call per host made a page of fifty hosts
+// fifty-one requests every 5 s, most of a principal's rate limit. The
+// running orders are their own listing so that more than 1,000 queued
+// ones (the newest are listed) never hide them.
 func (u *webUI) hosts(w http.ResponseWriter, r *http.Request) {
 	var hs struct {
 		Hosts []Host `json:"hosts"`
@@ -202,26 +204,28 @@ func (u *webUI) hosts(w http.ResponseWriter, r *http.Request) {
 		u.pages.render(w, r, a.status, "hosts", pageData{Title: "Hosts", Nav: "hosts", Error: a.problem(), D: hs})
 		return
 	}
-	var active OrderList
-	b := u.call(r, http.MethodGet, "/v1/orders?status=running,queued&limit=1000", nil)
-	if !b.ok() || b.decode(&active) != nil {
-		u.pages.render(w, r, b.status, "hosts", pageData{Title: "Hosts", Nav: "hosts", Error: b.problem(), D: hs})
-		return
-	}
 	byHost := make(map[string]*Host, len(hs.Hosts))
 	for i := range hs.Hosts {
 		byHost[hs.Hosts[i].Host] = &hs.Hosts[i]
 	}
-	// Newest first in the listing: the queue is shown in execution order.
-	for i := len(active.Orders) - 1; i >= 0; i-- {
-		o := &active.Orders[i]
-		h := byHost[o.Host]
-		switch {
-		case h == nil:
-		case o.Status == order.StatusRunning && h.Running == nil:
-			h.Running = o
-		case o.Status == order.StatusQueued:
-			h.Queued = append(h.Queued, *o)
+	for _, st := range []order.Status{order.StatusRunning, order.StatusQueued} {
+		var active OrderList
+		b := u.call(r, http.MethodGet, "/v1/orders?limit=1000&status="+string(st), nil)
+		if !b.ok() || b.decode(&active) != nil {
+			u.pages.render(w, r, b.status, "hosts", pageData{Title: "Hosts", Nav: "hosts", Error: b.problem(), D: hs})
+			return
+		}
+		// Newest first in the listing: the queue is shown in execution
+		// order.
+		for i := len(active.Orders) - 1; i >= 0; i-- {
+			o := &active.Orders[i]
+			switch h := byHost[o.Host]; {
+			case h == nil:
+			case st == order.StatusRunning:
+				h.Running = o
+			default:
+				h.Queued = append(h.Queued, *o)
+			}
 		}
 	}
 	u.pages.render(w, r, http.StatusOK, "hosts", pageData{Title: "Hosts", Nav: "hosts", D: hs})

@@ -553,10 +553,10 @@ func TestUIListingsCarryNoOutputs(t *testing.T) {
 }
 
 // TestUIHostsPageOfAFleet: the hosts page shows every host's queue depth
-// and queued orders with two API calls whatever the fleet's size. It made
+// and queued orders with three API calls whatever the fleet's size. It made
 // one call per host before, for the first 50 hosts only: a larger fleet
 // showed no queue at all, and a smaller one spent most of a person's
-// rate limit on every 5 s refresh (here 5 a minute, which two pages fit).
+// rate limit on every 5 s refresh (here 6 a minute, which two pages fit).
 func TestUIHostsPageOfAFleet(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
@@ -574,7 +574,7 @@ func TestUIHostsPageOfAFleet(t *testing.T) {
 		}
 		queued[h] = o.ID
 	}
-	e.ratePerPrincipal.Store(5)
+	e.ratePerPrincipal.Store(6)
 	for range 2 {
 		page := e.page(t, sess, "/ui/hosts")
 		for h, id := range queued {

@@ -60,7 +60,10 @@ func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (p
 func (s *Store) CheckLogin(ctx context.Context, host string) error {
 	var login string
 	var hosts []string
-	if err := s.pool.QueryRow(ctx, `SELECT current_user, worker_login_hosts(current_user)`).Scan(&login, &hosts); err != nil {
+	// As the row policies judge it (migration 00012): the session's
+	// login when it is listed, else the current role.
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(CASE WHEN worker_login_hosts(session_user) IS NOT NULL THEN session_user END, current_user),
+		coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))`).Scan(&login, &hosts); err != nil {
 		return translate("check login", err)
 	}
 	if hosts == nil || slices.Contains(hosts, host) {
