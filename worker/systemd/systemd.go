@@ -8,9 +8,12 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 
 	sd "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
 )
 
 // Dial connects to systemd on bus: "system" (the system manager) or
@@ -20,9 +23,30 @@ func Dial(ctx context.Context, bus string) (*sd.Conn, error) {
 	case "system", "":
 		return sd.NewSystemConnectionContext(ctx)
 	case "user":
-		return sd.NewUserConnectionContext(ctx)
+		return sd.NewConnection(func() (*dbus.Conn, error) { return userBus(ctx) })
 	}
 	return nil, fmt.Errorf("unknown bus %q: want system or user", bus)
+}
+
+// userBus connects to the session bus of DBUS_SESSION_BUS_ADDRESS (or
+// /run/user/<uid>/bus), authenticated as go-systemd does. It never launches one: without an address the library ran
+// dbus-launch from PATH, which started a new bus daemon that outlived the
+// call and set the worker's environment to it, so every later run talked
+// to a bus with no systemd on it.
+func userBus(ctx context.Context) (*dbus.Conn, error) {
+	c, err := dbus.SessionBusPrivateNoAutoStartup(dbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("%w (set DBUS_SESSION_BUS_ADDRESS to the bus of the user's systemd)", err)
+	}
+	if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.Hello(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // Unit is a unit and its state.

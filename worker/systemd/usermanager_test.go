@@ -155,3 +155,47 @@ func userManagerInside(t *testing.T) {
 		t.Errorf("example@0043.service ran: %+v", after)
 	}
 }
+
+// noBusEnv marks the test process that runs with no session bus to find.
+const noBusEnv = "ORDERLY_SYSTEMD_NO_USER_BUS"
+
+// noBusScript hides /run/user (where a user's bus is found without an
+// address) under a tmpfs in a private mount namespace and puts a
+// dbus-launch first on PATH that leaves a mark, then runs the test binary
+// ("$@") with no DBUS_SESSION_BUS_ADDRESS.
+const noBusScript = `set -eu
+mkdir -p /run/user
+mount -t tmpfs tmpfs /run/user
+D=$(mktemp -d)
+printf '#!/bin/sh\ntouch %s/launched\necho DBUS_SESSION_BUS_ADDRESS=unix:path=%s/nobus\n' "$D" "$D" > "$D/dbus-launch"
+chmod 755 "$D/dbus-launch"
+unset DBUS_SESSION_BUS_ADDRESS
+export PATH="$D:$PATH" ORDERLY_TEST_MARK="$D/launched"
+"$@"
+`
+
+// TestUserBusIsNeverLaunched: with actions.bus user and no session bus
+// to find, a run and a unit listing fail saying what to set; they never
+// run dbus-launch (which started a stray bus daemon that the worker then
+// talked to for good).
+func TestUserBusIsNeverLaunched(t *testing.T) {
+	if os.Getenv(noBusEnv) == "1" {
+		mark := os.Getenv("ORDERLY_TEST_MARK")
+		if _, err := systemd.ListUnits(t.Context(), "user", "example@*.service"); err == nil ||
+			!strings.Contains(err.Error(), "DBUS_SESSION_BUS_ADDRESS") {
+			t.Errorf("list units with no session bus: %v, want an error naming DBUS_SESSION_BUS_ADDRESS", err)
+		}
+		if out, err := systemd.Run(t.Context(), "user", "restart", "example@0042.service"); err == nil {
+			t.Errorf("restart with no session bus: %+v", out)
+		}
+		if _, err := os.Stat(mark); err == nil {
+			t.Errorf("dbus-launch was run")
+		}
+		if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != "" {
+			t.Errorf("DBUS_SESSION_BUS_ADDRESS became %q", a)
+		}
+		return
+	}
+	testenv.NeedRootTools(t, "a private mount namespace", "scripts/ensure-dbus.sh", "unshare")
+	testenv.RerunInMountNamespace(t, noBusScript, nil, "TestUserBusIsNeverLaunched", noBusEnv)
+}
