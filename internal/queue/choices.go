@@ -56,7 +56,9 @@ func (q *Queue) RequestChoices(ctx context.Context, host, glob string) ([]Unit, 
 	}
 	m, err := sub.NextMsgWithContext(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
+		// No subscriber on the host's subject: the server answers the
+		// reply subject with a no-responders status at once.
+		if ctx.Err() != nil || errors.Is(err, nats.ErrNoResponders) {
 			return nil, ErrNoChoices
 		}
 		return nil, fmt.Errorf("wait for choices of %s: %w", host, err)
