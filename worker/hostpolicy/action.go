@@ -99,7 +99,14 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 		case err != nil && ctx.Err() == context.DeadlineExceeded:
 			res.TimedOut = true
 			code = 1
-			res.Stderr = textOutput(err.Error())
+			res.Stderr = textOutput(err.Error() + "\n")
+		case err != nil && ctx.Err() != nil:
+			// The worker stopped and its shutdown grace passed while the
+			// job ran: the order ends killed, as a process would, and
+			// keeps the job's id; the job itself stays systemd's.
+			res.Canceled = true
+			res.Stderr = textOutput("systemd: " + err.Error() + "\n")
+			return res
 		case err != nil:
 			// No job: systemd (or polkit) refused the call. A failure
 			// like a failed job, with the reason instead of an outcome.

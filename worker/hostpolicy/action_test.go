@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
@@ -114,5 +115,43 @@ func TestActionCommandRuns(t *testing.T) {
 	res := executor.New(nil).Run(t.Context(), prep.Req, nil)
 	if got, want := string(res.Stdout.Content), "a b|xa by|hunter2"; got != want {
 		t.Errorf("stdout %q, want %q (stderr %q, %v)", got, want, res.Stderr.Content, res.StartErr)
+	}
+}
+
+// TestNativeVerbCutByTheWorkersStop: a systemd job still running when the
+// worker's shutdown grace passes (its context ends) ends the order killed,
+// as a process is, with the job's id kept: not failed with exit code 1,
+// which says the job failed. A job that outlasts the action's timeout
+// ends it timed out.
+func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
+	p, _ := actionPolicy(t, restartDef)
+	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
+		<-ctx.Done() // a job that does not end
+		return systemd.Outcome{Unit: unit, Verb: verb, JobID: 77},
+			fmt.Errorf("%s %s: waiting for job 77: %w", verb, unit, ctx.Err())
+	})
+	prep, err := p.Prepare(actionOrder("web-1", "restart", map[string]string{"id": "0042"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	stop()
+	res := prep.Native(ctx)
+	if !res.Canceled || res.TimedOut || res.ExitCode != nil || !strings.Contains(string(res.Stdout.Content), `"job_id":77`) {
+		t.Errorf("stopped worker: canceled %v, timed out %v, exit %v, stdout %q: want canceled, no exit code, the job's id",
+			res.Canceled, res.TimedOut, res.ExitCode, res.Stdout.Content)
+	}
+
+	timed, _ := actionPolicy(t, config.Action{Name: "restart", Hosts: []string{"*"}, Roles: []string{"ops"}, Timeout: 50 * time.Millisecond,
+		Params: restartDef.Params, Systemd: restartDef.Systemd})
+	timed.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
+		<-ctx.Done()
+		return systemd.Outcome{Unit: unit, Verb: verb, JobID: 78}, fmt.Errorf("waiting for job 78: %w", ctx.Err())
+	})
+	if prep, err = timed.Prepare(actionOrder("web-1", "restart", map[string]string{"id": "0042"})); err != nil {
+		t.Fatal(err)
+	}
+	if res := prep.Native(t.Context()); !res.TimedOut || res.Canceled {
+		t.Errorf("job past the timeout: timed out %v, canceled %v", res.TimedOut, res.Canceled)
 	}
 }
