@@ -55,6 +55,20 @@ func (p *Policy) prepareAction(o *order.Order) (*Prepared, error) {
 	if !d.AllowsHost(o.Host) {
 		return nil, order.FieldError(order.CodeForbidden, "host", "this host's config does not allow action %s on host %s", d.Name, o.Host)
 	}
+	// Each value must come where this host's config puts it: a public
+	// value sent as a secret would run without being in the order's
+	// history (secrets are erased when it ends), and one in both maps
+	// would run the secret one while history shows the other.
+	for _, name := range slices.Sorted(maps.Keys(a.Secrets)) {
+		if prm := d.Param(name); prm == nil || !prm.Secret {
+			return nil, order.FieldError(order.CodeForbidden, "params", "action %s: param %q came as a secret, which this host's config does not make it", d.Name, truncate(name))
+		}
+	}
+	for name := range a.Params {
+		if prm := d.Param(name); prm != nil && prm.Secret {
+			return nil, order.FieldError(order.CodeForbidden, "params", "action %s: secret param %s came in the order's history, not as a secret", d.Name, name)
+		}
+	}
 	values := maps.Clone(a.Params)
 	if values == nil {
 		values = map[string]string{}

@@ -155,3 +155,41 @@ func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 		t.Errorf("job past the timeout: timed out %v, canceled %v", res.TimedOut, res.Canceled)
 	}
 }
+
+// TestWorkerTakesValuesOnlyWhereItsConfigPutsThem: what ran must be what
+// the order's history shows. A public value sent among the secrets (which
+// are erased when the order ends), a value in both maps (the secret one
+// would run, history would show the other) and a secret among the public
+// values are refused, like any value the worker's own rules refuse.
+func TestWorkerTakesValuesOnlyWhereItsConfigPutsThem(t *testing.T) {
+	show := config.Action{Name: "show", Hosts: []string{"*"}, Principals: []string{"*"},
+		Params:  []config.ActionParam{{Name: "word", Pattern: "[a-z]+"}, {Name: "pw", Pattern: "[a-z0-9]+", Secret: true}},
+		Command: []string{"/bin/echo", "{word}"}, Env: []config.ActionEnv{{Name: "PW", Value: "{pw}"}}}
+	p, calls := actionPolicy(t, restartDef, show)
+	cases := map[string]struct {
+		name            string
+		params, secrets map[string]string
+	}{
+		"public value as a secret": {"restart", nil, map[string]string{"id": "0043"}},
+		"value in both maps":       {"restart", map[string]string{"id": "0042"}, map[string]string{"id": "0043"}},
+		"unknown secret":           {"show", map[string]string{"word": "a"}, map[string]string{"pw": "x", "other": "y"}},
+		"secret in history":        {"show", map[string]string{"word": "a", "pw": "hunter2"}, nil},
+	}
+	for name, c := range cases {
+		o := actionOrder("web-1", c.name, c.params)
+		o.Action.Secrets = c.secrets
+		if prep, err := p.Prepare(o); err == nil {
+			t.Errorf("%s: prepared %+v", name, prep)
+		} else if order.ErrorCode(err) == order.CodeInternal || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if *calls != 0 {
+		t.Errorf("refused orders reached D-Bus %d times", *calls)
+	}
+	o := actionOrder("web-1", "show", map[string]string{"word": "a"})
+	o.Action.Secrets = map[string]string{"pw": "hunter2"}
+	if _, err := p.Prepare(o); err != nil {
+		t.Errorf("values where the config puts them: %v", err)
+	}
+}
