@@ -144,6 +144,11 @@ func (d *Def) compileRun(ca config.Action, params map[string]*Param) error {
 		}
 		// A param's unit choices are the units its value renders: the
 		// dropdown must never show one unit and the button act on another.
+		for _, cp := range ca.Params {
+			if params[cp.Name].Units != "" && !slices.Contains(t.Params(), cp.Name) {
+				return fmt.Errorf("param %q: units choices for a param systemd.unit does not use (%q): the page would list units the action does not act on", cp.Name, ca.Systemd.Unit)
+			}
+		}
 		if prefix, suffix, n := t.literals(); n == 1 {
 			for _, name := range t.Params() {
 				if g := params[name].Units; g != "" && g != prefix+"*"+suffix {

@@ -194,6 +194,11 @@ func TestNewRefusesUnsafeDefinitions(t *testing.T) {
 		},
 		"default fails its rules": func(a *config.Action) { a.Params[0].Default = ptr("x") },
 		"limit runs without per":  func(a *config.Action) { a.Limit.Runs = 3 },
+		"units of a param the unit does not use": func(a *config.Action) {
+			a.Command = nil
+			a.Params = append(a.Params, config.ActionParam{Name: "other", Pattern: "[0-9]+", Units: "other@*.service"})
+			a.Systemd = config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}
+		},
 		"units other than the unit": func(a *config.Action) {
 			a.Command = nil
 			a.Params[0].Units = "other@*.service"
