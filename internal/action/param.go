@@ -45,8 +45,9 @@ type Param struct {
 var paramNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // intRE is the only spelling of an int: no sign on zero, no leading
-// zeros, no "+", no spaces, so one number has one rendering.
-var intRE = regexp.MustCompile(`^(0|-?[1-9][0-9]{0,17})$`)
+// zeros, no "+", no spaces, so one number has one rendering. Up to 19
+// digits, as int64 has; Check refuses one past its range.
+var intRE = regexp.MustCompile(`^(0|-?[1-9][0-9]{0,18})$`)
 
 func compileParam(cp config.ActionParam) (*Param, error) {
 	p := &Param{Name: cp.Name, Title: cp.Title, Description: cp.Description, Type: cp.Type,
@@ -172,7 +173,7 @@ func (p *Param) Check(v string) error {
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return bad("not an integer")
+			return bad("outside the 64-bit range")
 		}
 		if p.Min != nil && n < *p.Min {
 			return bad("below the minimum %d", *p.Min)

@@ -266,6 +266,23 @@ func TestParamValues(t *testing.T) {
 			t.Errorf("%s param given %s: error %v, want accepted %v", c.typ, c.raw, err, c.ok)
 		}
 	}
+	// An int is any int64, 19 digits included (a Snowflake id); one past
+	// the range says so rather than "not an integer".
+	num := &Param{Name: "n", Type: TypeInt}
+	for _, v := range []string{"1000000000000000000", "9223372036854775807", "-9223372036854775808"} {
+		if _, err := num.Value([]byte(v)); err != nil {
+			t.Errorf("int param given %s: %v", v, err)
+		}
+		if err := num.Check(v); err != nil {
+			t.Errorf("Check(%s): %v", v, err)
+		}
+	}
+	if err := num.Check("9223372036854775808"); err == nil || !strings.Contains(err.Error(), "range") {
+		t.Errorf("Check of a value past int64: %v, want a refusal naming the range", err)
+	}
+	if err := num.Check("12345678901234567890"); err == nil {
+		t.Errorf("Check of 20 digits accepted it")
+	}
 }
 
 // TestUnitValuesTheWorkerWouldRefuse: a value the param's own pattern
