@@ -36,8 +36,14 @@ func TestExampleConfigLoadsAndValidates(t *testing.T) {
 	for _, tok := range cfg.Auth.Tokens {
 		names[tok.Name] = true
 	}
-	if !names["monitor"] || !names["admin"] {
-		t.Errorf("tokens = %v, want monitor and admin", cfg.Auth.Tokens)
+	if !names["monitor"] || !names["operator"] {
+		t.Errorf("tokens = %v, want monitor and operator", cfg.Auth.Tokens)
+	}
+	// docs/deploy.md installs this file for orderly-serve.service, and
+	// serve refuses to start with a config token named as its own admin
+	// token.
+	if names["admin"] {
+		t.Error(`a token is named "admin": orderly serve would refuse to start with this file`)
 	}
 }
 
@@ -114,7 +120,7 @@ func TestExampleConfigRules(t *testing.T) {
 		}
 	}
 
-	admin := rule(t, cfg, "admin")
+	admin := rule(t, cfg, "operator")
 	if want := []string{`shutdown|reboot|poweroff|halt|init [06]`}; !reflect.DeepEqual(admin.Deny, want) {
 		t.Errorf("admin deny = %q, want %q", admin.Deny, want)
 	}
