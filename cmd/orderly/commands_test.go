@@ -26,6 +26,15 @@ func runCmd(t *testing.T, args ...string) (string, error) {
 	return out.String() + errb.String(), err
 }
 
+// TestMigrateNamesAnUnknownVerb checks that a mistyped verb is the error,
+// even with no database configured (it said "no database" before).
+func TestMigrateNamesAnUnknownVerb(t *testing.T) {
+	out, err := runCmd(t, "migrate", "stauts")
+	if err == nil || !strings.Contains(err.Error(), `"stauts"`) || strings.Contains(err.Error(), "no database") {
+		t.Fatalf("migrate stauts: %v\n%s", err, out)
+	}
+}
+
 // TestMigrateCommand runs migrate status, down and up on a real database.
 func TestMigrateCommand(t *testing.T) {
 	dsn := testenv.Postgres(t) // already migrated

@@ -112,10 +112,12 @@ func (a *app) oneProcessor() (restore func()) {
 
 func (a *app) migrateCommand() *cobra.Command {
 	f := &serverFlags{}
+	// The verb is checked before the config and the database: a typo is
+	// told as one, not as a missing database URL.
 	cmd := &cobra.Command{
 		Use:       "migrate up|down|status",
 		Short:     "Apply, roll back or list the PostgreSQL migrations embedded in this binary",
-		Args:      cobra.ExactArgs(1),
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		ValidArgs: []string{"up", "down", "status"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, _, err := a.load(cmd, f)
