@@ -43,9 +43,9 @@ func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http, c.
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
 
 // WithRateLimitRetries sets how many times a request refused with 429 is
-// sent again after the Retry-After the API gave (default 3; 0 never). The
-// API refuses a rate-limited request before doing anything, so a retry
-// is safe.
+// sent again after the Retry-After the API gave (default 3; 0 never); a
+// Retry-After over 30 s is not waited for. The API refuses a rate-limited
+// request before doing anything, so a retry is safe.
 func WithRateLimitRetries(n int) Option { return func(c *Client) { c.retries = n } }
 
 // New returns a client of the API at baseURL (http:// or https://, without
@@ -157,10 +157,12 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		apiErr := readError(r.method, r.path, resp)
 		cancel()
 		if resp.StatusCode == http.StatusTooManyRequests && attempt < c.retries {
-			if err := sleep(ctx, retryAfter(resp.Header.Get("Retry-After"))); err != nil {
-				return nil, err
+			if d, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+				if err := sleep(ctx, d); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			continue
 		}
 		return nil, apiErr
 	}
@@ -219,16 +221,24 @@ func readError(method, path string, resp *http.Response) error {
 		Message: fmt.Sprintf("%s %s answered %s%s", method, path, resp.Status, snippet)}
 }
 
-// retryAfter reads a Retry-After header in seconds (or an HTTP date),
-// bounded so a hostile answer cannot stall the client for long.
-func retryAfter(v string) time.Duration {
+// maxRetryAfter is the longest Retry-After a client waits out: a 429
+// asking for more (an action's limit, `runs` per minutes) is returned at
+// once, since a retry any sooner would only be refused again.
+const maxRetryAfter = 30 * time.Second
+
+// retryAfter reads a Retry-After header in seconds (or an HTTP date), and
+// whether it is short enough to wait for.
+func retryAfter(v string) (time.Duration, bool) {
 	d := time.Second
 	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
+		if n > int(maxRetryAfter/time.Second) {
+			return 0, false
+		}
 		d = time.Duration(n) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = time.Until(t)
 	}
-	return min(max(d, 100*time.Millisecond), 30*time.Second)
+	return max(d, 100*time.Millisecond), d <= maxRetryAfter
 }
 
 // sleep waits d or until ctx ends.

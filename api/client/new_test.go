@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/api/client"
 )
@@ -54,6 +55,41 @@ func TestTemporaryLeavesOutSetupMistakes(t *testing.T) {
 		var te *client.TransportError
 		if !errors.As(err, &te) || client.Temporary(err) != tc.temporary {
 			t.Errorf("%s: %v (%T), Temporary = %v, want %v", tc.url, err, err, client.Temporary(err), tc.temporary)
+		}
+	}
+}
+
+// TestRateLimitRetriesOnlyWhatItCanWait: a 429 whose Retry-After is past
+// what the client waits (an action's limit answers in minutes) is
+// returned at once. It was waited for 30 s per retry, three times, and
+// refused each time: `orderly action run` sat silent for 90 s before
+// saying the action's limit was reached.
+func TestRateLimitRetriesOnlyWhatItCanWait(t *testing.T) {
+	for _, tc := range []struct {
+		retryAfter string
+		requests   int
+	}{
+		{"0", 4}, // the first and three retries
+		{"31", 1},
+		{"300", 1},
+	} {
+		n := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n++
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", tc.retryAfter)
+			w.WriteHeader(http.StatusTooManyRequests)
+			w.Write([]byte(`{"error":{"code":"rate_limited","message":"limited"}}`))
+		}))
+		c, err := client.New(srv.URL, "ord_abc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = c.Hosts(t.Context())
+		srv.Close()
+		if client.ErrorCode(err) != client.CodeRateLimited || n != tc.requests || time.Since(start) > 5*time.Second {
+			t.Errorf("Retry-After %s: %v after %d requests in %s, want rate_limited after %d", tc.retryAfter, err, n, time.Since(start), tc.requests)
 		}
 	}
 }
