@@ -62,8 +62,8 @@ func (s *Store) CheckLogin(ctx context.Context, host string) error {
 	var hosts []string
 	// As the row policies judge it (migration 00012): the session's
 	// login when it is listed, else the current role.
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(CASE WHEN worker_login_hosts(session_user) IS NOT NULL THEN session_user END, current_user),
-		coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))`).Scan(&login, &hosts); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT CASE WHEN h IS NULL THEN current_user ELSE session_user END,
+		coalesce(h, worker_login_hosts(current_user)) FROM (SELECT worker_login_hosts(session_user) AS h) s`).Scan(&login, &hosts); err != nil {
 		return translate("check login", err)
 	}
 	if hosts == nil || slices.Contains(hosts, host) {

@@ -64,7 +64,7 @@ func (p *Policy) prepareAction(o *order.Order) (*Prepared, error) {
 			return nil, order.FieldError(order.CodeForbidden, "params", "action %s: param %q came as a secret, which this host's config does not make it", d.Name, truncate(name))
 		}
 	}
-	for name := range a.Params {
+	for _, name := range slices.Sorted(maps.Keys(a.Params)) {
 		if prm := d.Param(name); prm != nil && prm.Secret {
 			return nil, order.FieldError(order.CodeForbidden, "params", "action %s: secret param %s came in the order's history, not as a secret", d.Name, name)
 		}
