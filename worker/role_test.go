@@ -183,6 +183,47 @@ func TestWorkerLoginCannotHijackWorkerLoginHosts(t *testing.T) {
 	}
 }
 
+// TestWorkerLoginLearnsNoOtherLoginsHosts: worker_login_hosts, which every
+// policy calls and any role may, tells a login its own hosts (and those of
+// a role it may SET ROLE to) but not another login's: a worker's login
+// does not learn the fleet's host names through it.
+func TestWorkerLoginLearnsNoOtherLoginsHosts(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	_, pool := testenv.Store(t, dsn)
+	_, wp := workerRole(t, pool, dsn, "mine")
+	ctx := t.Context()
+	other := fmt.Sprintf("orderly_worker_o%d", time.Now().UnixNano())
+	for _, q := range []string{
+		"CREATE ROLE " + other + " LOGIN IN ROLE orderly_worker",
+		"INSERT INTO worker_logins (login, host) VALUES ('" + other + "', 'theirs')",
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := pool.Exec(ctx, "DROP ROLE "+other); err != nil {
+			t.Errorf("drop %s: %v", other, err)
+		}
+	})
+	hosts := func(q string) []string {
+		t.Helper()
+		var h []string
+		if err := wp.QueryRow(ctx, q).Scan(&h); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return h
+	}
+	if h := hosts(`SELECT worker_login_hosts(current_user)`); len(h) != 1 || h[0] != "mine" {
+		t.Errorf("the login's own hosts: %q, want [mine]", h)
+	}
+	if h := hosts(`SELECT worker_login_hosts('` + other + `')`); h != nil {
+		t.Errorf("another login's hosts, asked by a worker's login: %q, want none", h)
+	}
+}
+
 // TestWorkerRoleIsRefused: a login of the orderly_worker role can neither
 // add an order (for any host) nor mark one for publishing, nor rewrite what
 // an order runs or where, nor read tokens and delegations.
