@@ -318,6 +318,85 @@ func TestServeRestartLosesNothing(t *testing.T) {
 	p2.stop(t)
 }
 
+// TestServeKilledLeavesNothingRunning kills `serve` with SIGKILL (an OOM
+// kill, a power cut of the all-in-one) while an order's command has a
+// child in the background, then starts it again on the same data dir: the
+// new serve adopts the PostgreSQL the dead one left running, records the
+// order as interrupted, and kills its leftover child before the next
+// order starts.
+func TestServeKilledLeavesNothingRunning(t *testing.T) {
+	dataDir := serveDataDir(t, "orderly-serve-kill-")
+	pidFile, logFile := filepath.Join(dataDir, "leftover.pid"), filepath.Join(dataDir, "ran")
+	p := startServe(t, dataDir)
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tok))
+	submit := func(script string) uuid.UUID {
+		code, b := serveCall(t, p.url, token, "POST", "/v1/orders", map[string]any{"host": "srv", "command": "sh",
+			"args": []string{"-c", script, "_", pidFile, logFile}})
+		var o api.Order
+		if code != http.StatusAccepted || json.Unmarshal(b, &o) != nil {
+			t.Fatalf("submit: %d %s", code, b)
+		}
+		return o.ID
+	}
+	first := submit(`sleep 300 & echo $! > "$1.tmp"; mv "$1.tmp" "$1"; wait`)
+	// Alive and not a zombie (pid 1 here may not reap the orphans it gets).
+	second := submit(`s=$(cut -d' ' -f3 "/proc/$(cat "$1")/stat" 2>/dev/null); if [ -n "$s" ] && [ "$s" != Z ]; then echo overlap >> "$2"; fi; echo second >> "$2"`)
+	var leftover int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			leftover, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first order did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(leftover, syscall.SIGKILL) })
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	if !alive(leftover) {
+		t.Fatal("the order's child did not outlive serve: nothing left to test")
+	}
+
+	p2 := startServe(t, dataDir)
+	status := func(id uuid.UUID) string {
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			code, b := serveCall(t, p2.url, token, "GET", "/v1/orders/"+id.String(), nil)
+			var o api.Order
+			if code != http.StatusOK || json.Unmarshal(b, &o) != nil {
+				t.Fatalf("get %s: %d %s", id, code, b)
+			}
+			if terminal(o) {
+				return string(o.Status)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("order %s still %s after the restart", id, o.Status)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if s := status(second); s != "succeeded" {
+		t.Errorf("the second order: %s, want succeeded", s)
+	}
+	if s := status(first); s != "interrupted" {
+		t.Errorf("the killed serve's order: %s, want interrupted", s)
+	}
+	if b, _ := os.ReadFile(logFile); string(b) != "second\n" {
+		t.Errorf("the second order wrote %q: the first one's child was still running when it started", b)
+	}
+	if alive(leftover) {
+		t.Errorf("the first order's child %d is still running", leftover)
+	}
+	p2.stop(t)
+}
+
 // TestStandaloneWorkerMetrics: `orderly worker` with worker.metrics_listen
 // serves its own /metrics, and runs on one processor unless GOMAXPROCS
 // says otherwise (oneProcessor).
