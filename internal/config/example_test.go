@@ -45,6 +45,12 @@ func TestExampleConfigLoadsAndValidates(t *testing.T) {
 	if names["admin"] {
 		t.Error(`a token is named "admin": orderly serve would refuse to start with this file`)
 	}
+	// orderly-serve.service runs as the user orderly, which cannot switch
+	// users: a default user would stop serve (hostpolicy's
+	// checkDefaultUser).
+	if cfg.Worker.DefaultUser != "" || cfg.Worker.UseSudo {
+		t.Errorf("worker.default_user %q, use_sudo %v: orderly-serve.service's worker is not root and cannot switch users", cfg.Worker.DefaultUser, cfg.Worker.UseSudo)
+	}
 }
 
 // TestSystemdExamplesLoadAndValidate loads the configs that

@@ -81,7 +81,8 @@ type Prepared struct {
 
 // New compiles cfg into a Policy. It fails on a relative or empty
 // command_path, a relative exec_root, a command_path directory outside
-// exec_root, a regex that does not compile or a malformed env_deny entry.
+// exec_root, a regex that does not compile, a malformed env_deny entry or
+// a default user the worker cannot become.
 // An empty env_deny means config.DefaultEnvDeny: a worker never runs
 // without one.
 func New(cfg config.Worker) (*Policy, error) {
@@ -146,6 +147,9 @@ func New(cfg config.Worker) (*Policy, error) {
 	if p.self, err = user.LookupId(strconv.Itoa(p.euid)); err != nil {
 		// A uid with no passwd entry (containers) is still an identity.
 		p.self = &user.User{Uid: strconv.Itoa(p.euid), Gid: strconv.Itoa(os.Getegid()), Username: strconv.Itoa(p.euid)}
+	}
+	if err := p.checkDefaultUser(); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -1,6 +1,7 @@
 package hostpolicy
 
 import (
+	"fmt"
 	"os"
 	"os/user"
 	"slices"
@@ -78,6 +79,23 @@ func (p *Policy) runAs(requested string) (runUser, error) {
 			"the worker runs as %s and cannot switch to %s: run it as root or set worker.use_sudo", p.self.Username, u.Username)
 	}
 	return ru, nil
+}
+
+// checkDefaultUser refuses a default user that is another user when the
+// worker can switch to none (not root, no sudo): it would refuse every
+// order that names no user, as orderly-serve.service (the user orderly)
+// did with a default_user of nobody. A user that does not exist yet is
+// left to each order's check.
+func (p *Policy) checkDefaultUser() error {
+	if p.defaultUser == "" || p.euid == 0 || p.useSudo {
+		return nil
+	}
+	u, err := lookupUser(p.defaultUser)
+	if err != nil || u.Uid == p.self.Uid {
+		return nil
+	}
+	return fmt.Errorf("worker.default_user %q: the worker runs as %s and cannot switch users, so it would refuse every order that names no user: "+
+		"leave default_user empty (orders run as %s), run the worker as root, or set worker.use_sudo", p.defaultUser, p.self.Username, p.self.Username)
 }
 
 // userAllowed reports whether a user name or uid is allowed: listed in

@@ -5,6 +5,7 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -167,6 +168,22 @@ func TestRunAsUnprivileged(t *testing.T) {
 		}
 		if !slices.Contains(prep.Req.Env, "USER=root") {
 			t.Errorf("Env %q is not root's", prep.Req.Env)
+		}
+	})
+	t.Run("another default user is refused at load", func(t *testing.T) {
+		for _, c := range []struct {
+			defaultUser string
+			sudo        bool
+			refused     bool
+		}{{"root", false, true}, {"0", false, true}, {"root", true, false}, {"nobody", false, false}, {"", false, false}, {"orderly-no-such-user", false, false}} {
+			cfg := f.cfg()
+			cfg.DefaultUser, cfg.UseSudo = c.defaultUser, c.sudo
+			p := newPolicy(t, cfg)
+			asUnprivileged(t, p)
+			err := p.checkDefaultUser()
+			if (err != nil) != c.refused || err != nil && !strings.Contains(err.Error(), "cannot switch users") {
+				t.Errorf("default_user %q, use_sudo %v: %v, want refused %v", c.defaultUser, c.sudo, err, c.refused)
+			}
 		}
 	})
 	t.Run("sudo not in command_path", func(t *testing.T) {
