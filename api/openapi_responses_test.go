@@ -439,6 +439,22 @@ func TestSpecRunbookResponses(t *testing.T) {
 	if resp, b = sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/history?outputs=all", invalid: true}); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("history?outputs=all: %d %s", resp.StatusCode, b)
 	}
+	// A keyed run: a retry is the first run, another request is refused;
+	// the operation lists the header.
+	if op := sc.doc.Paths.Find("/v1/runbooks/{name}/execute").Post; op.Parameters.GetByInAndName("header", "Idempotency-Key") == nil {
+		t.Error("executeRunbook does not list the Idempotency-Key header")
+	}
+	keyed := map[string]any{"host": "offline", "env_vars": map[string]any{"VERSION": "1.3"}}
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: keyed, hdr: []string{"Idempotency-Key", "rb-1"}})
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("keyed execute: %d %s", resp.StatusCode, b)
+	}
+	sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: keyed, hdr: []string{"Idempotency-Key", "rb-1"}})
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: map[string]any{"host": "offline",
+		"env_vars": map[string]any{"VERSION": "1.4"}}, hdr: []string{"Idempotency-Key", "rb-1"}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(b), "idempotency_key_reused") {
+		t.Fatalf("execute with a reused key: %d %s", resp.StatusCode, b)
+	}
 	for _, c := range []call{
 		{as: "alice", method: "PATCH", path: "/v1/runbooks/Deploy.md/validate"},                                    // 422: VERSION missing
 		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute"},                                      // 422

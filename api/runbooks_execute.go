@@ -59,6 +59,11 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	key, err := idempotencyKeyOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	c := chainOf(r)
 	source := "rest"
 	if c.Delegated {
@@ -70,7 +75,7 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 	}
 	final, err := s.RunRunbook(r.Context(), principalOf(r), RunbookRun{File: name, Env: env,
 		Host: req.Host, Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)), RunAs: req.RunAs,
-		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait})
+		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait, IdempotencyKey: key})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -102,6 +107,10 @@ type RunbookRun struct {
 	EnvError error
 	Source   string
 	Wait     time.Duration
+	// IdempotencyKey, when set, makes a retry of the same run (the same
+	// runbook, host, env_vars, timeout and user, from the same principal)
+	// answer with the first run's order, as POST /v1/orders does.
+	IdempotencyKey string
 	// ServiceEnv, when set, supplies a required variable the request does
 	// not set, from the service's own environment (stage0 compat: there a
 	// script inherited the service's whole environment; here it gets only
@@ -178,7 +187,7 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	}
 	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Host: host, Command: runbookCommand(rb.File),
 		CaptureStdout: true, CaptureStderr: true, Timeout: cmp.Or(rr.Timeout, cfg.Timeout), RunAs: rr.RunAs,
-		Principal: p.Name, Source: rr.Source, CorrelationID: chain.Correlation,
+		Principal: p.Name, Source: rr.Source, CorrelationID: chain.Correlation, IdempotencyKey: rr.IdempotencyKey,
 		Script: &order.Script{Runbook: rb.File, SHA256: rb.SHA256}}
 	if msg := rb.CheckClaims(runbook.OpExecute, claimsOf(p)); msg != "" {
 		o.EnvNames = slices.Sorted(maps.Keys(env))
@@ -223,6 +232,9 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	url := strings.TrimRight(cmp.Or(cfg.APIURL, rr.BaseURL), "/") + rr.Path
 	o.Env = runbookEnv(env, token, chain.Correlation, url, pythonJSONList(stack))
 	o.EnvNames = slices.Sorted(maps.Keys(o.Env))
+	if o.IdempotencyKey != "" {
+		o.RequestSHA256 = runbookRequestSum(o, env, rr.Timeout)
+	}
 	d := postgres.Delegation{OrderID: o.ID, Principal: p.Name, Kind: p.Kind, Roles: p.Roles, Claims: p.Claims,
 		CorrelationID: chain.Correlation, Stack: stack, Hosts: append(slices.Clone(chain.Hosts), host)}
 	if err := s.Runbooks.Store.InsertDelegation(ctx, token, d); err != nil {
@@ -232,13 +244,38 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	if err != nil {
 		if _, gerr := s.Store.GetOrder(ctx, o.ID); order.ErrorCode(gerr) == order.CodeNotFound {
 			// Never recorded: its token must not outlive the refusal.
-			if derr := s.Runbooks.Store.DeleteDelegation(ctx, o.ID); derr != nil {
-				s.logger.Warn("delete the delegation of an order not recorded", "order_id", o.ID, "error", derr)
-			}
+			s.deleteDelegation(ctx, o.ID)
 		}
 		return nil, err
 	}
+	if final.ID != o.ID {
+		// A repeated Idempotency-Key, answered with the first run: this
+		// request's order and token were never recorded.
+		s.deleteDelegation(ctx, o.ID)
+	}
 	return final, nil
+}
+
+// deleteDelegation removes the token made for order id, which was never
+// recorded; a wait that ended with the client does not keep it.
+func (s *Server) deleteDelegation(ctx context.Context, id uuid.UUID) {
+	if err := s.Runbooks.Store.DeleteDelegation(context.WithoutCancel(ctx), id); err != nil {
+		s.logger.Warn("delete the delegation of an order not recorded", "order_id", id, "error", err)
+	}
+}
+
+// runbookRequestSum is the fingerprint an Idempotency-Key binds a run
+// to: what the request asks for (the runbook, host, env_vars, timeout as
+// sent, user). The order's own fingerprint holds what is made for each
+// run (its delegated token, its correlation id when the request names
+// none, RUNBOOK_URL from the address it came in on), which no retry
+// could match. The chain headers say where a request comes from, not
+// what it asks: a retry is answered with the first run whatever it sends
+// there.
+func runbookRequestSum(o *order.Order, env map[string]string, timeout time.Duration) []byte {
+	req := *o
+	req.Env, req.CorrelationID, req.Timeout = env, "", timeout
+	return req.Fingerprint()
 }
 
 // runbookEnv is a run's environment: the request's sanitised values, then

@@ -22,12 +22,13 @@ func runbookPath(r *http.Request) string {
 type runbookPageView struct {
 	RB        RunbookView
 	HostNames []string
+	Idem      string // the idempotency key of this rendering's form
 }
 
 // runbookPage is GET /ui/runbooks/{name}: the runbook with a field for
 // each variable it requires and a host.
 func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
-	var v runbookPageView
+	v := runbookPageView{Idem: randomToken()}
 	a := u.call(r, http.MethodGet, runbookPath(r), nil)
 	if !a.ok() || a.decode(&v.RB) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())
@@ -38,7 +39,8 @@ func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // runRunbook is POST /ui/runbooks/{name}/run: POST
-// /v1/runbooks/{name}/execute with the form's variables and host.
+// /v1/runbooks/{name}/execute with the form's variables and host, and
+// the form's idempotency key, so a double submit is one run.
 func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	req := RunbookRequest{Host: strings.TrimSpace(r.PostFormValue("host")), EnvVars: map[string]json.RawMessage{}}
@@ -48,7 +50,11 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 			req.EnvVars[name] = b
 		}
 	}
-	a := u.call(r, http.MethodPost, runbookPath(r)+"/execute", req)
+	var hdr []string
+	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
+		hdr = []string{"Idempotency-Key", "ui-" + k}
+	}
+	a := u.call(r, http.MethodPost, runbookPath(r)+"/execute", req, hdr...)
 	var o Order
 	if !a.ok() || a.decode(&o) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())

@@ -207,6 +207,54 @@ func TestUIRunbookRun(t *testing.T) {
 	}
 }
 
+// TestUIRunbookFormPostedTwice: each rendering of a runbook's page
+// carries its own idempotency key, so the same form posted twice (a
+// double click, a resent POST) is one run, and both posts lead to it; a
+// form rendered again is a run of its own.
+func TestUIRunbookFormPostedTwice(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	keyOf := func() string {
+		page := e.page(t, sess, "/ui/runbooks/Hello.md")
+		m := regexp.MustCompile(`name="idem" value="([^"]+)"`).FindStringSubmatch(page)
+		if m == nil {
+			t.Fatalf("the runbook form carries no idempotency key:\n%s", page)
+		}
+		return m[1]
+	}
+	runs := func() int {
+		var n int
+		if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE runbook = 'Hello.md'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	key := keyOf()
+	form := url.Values{"csrf": {csrf}, "idem": {key}, "host": {"web-1"}, "env.NAME": {"twice"}}
+	var locs []string
+	for range 2 {
+		rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess)
+		if rec.Code != http.StatusSeeOther || !strings.HasPrefix(rec.Header().Get("Location"), "/ui/orders/") {
+			t.Fatalf("post the runbook form: %d\n%s", rec.Code, rec.Body)
+		}
+		locs = append(locs, rec.Header().Get("Location"))
+	}
+	if locs[0] != locs[1] || runs() != 1 {
+		t.Fatalf("the form posted twice led to %v with %d runs recorded; want one run", locs, runs())
+	}
+	if again := keyOf(); again == key {
+		t.Fatal("a new rendering of the form has the same key")
+	} else {
+		form.Set("idem", again)
+	}
+	if rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess); rec.Code != http.StatusSeeOther || rec.Header().Get("Location") == locs[0] {
+		t.Fatalf("the form rendered again: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	if n := runs(); n != 2 {
+		t.Fatalf("%d runs recorded, want 2", n)
+	}
+}
+
 // TestUIRunbookNamesInURLs: runbook names with '#', '?' or '%' are links
 // and forms to themselves: pct%41.md runs pct%41.md, not pctA.md.
 func TestUIRunbookNamesInURLs(t *testing.T) {

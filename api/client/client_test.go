@@ -317,14 +317,22 @@ func TestClientRunbooksAndActions(t *testing.T) {
 	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity) // VERSION is required
 	_, err = c.ExecuteRunbook(ctx, "Nope.md", client.RunbookRequest{}, client.SubmitOptions{})
 	wantCode(t, err, client.CodeNotFound, http.StatusNotFound)
-	// The runbooks API honours no Idempotency-Key: a key would only have
-	// let a retry run the runbook again, so it is refused and nothing runs.
+	// The key is sent: a retry is the first run, another request under
+	// it is refused, and one run is recorded.
 	req := client.RunbookRequest{Host: "offline", EnvVars: map[string]any{"VERSION": "1.3"}}
-	if _, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"}); err == nil {
-		t.Fatal("ExecuteRunbook with an idempotency key was sent")
+	keyed, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"})
+	if err != nil || keyed.Status != client.StatusQueued {
+		t.Fatalf("ExecuteRunbook with a key: %v %+v", err, keyed)
 	}
-	if l, err := c.List(ctx, client.ListOptions{Host: "offline"}); err != nil || len(l.Orders) != 1 {
-		t.Fatalf("orders after the keyed execute: %v %d", err, len(l.Orders))
+	again, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"})
+	if err != nil || again.ID != keyed.ID {
+		t.Fatalf("a retry with the same key: %v %+v, want order %s", err, again, keyed.ID)
+	}
+	req.EnvVars["VERSION"] = "1.4"
+	_, err = c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"})
+	wantCode(t, err, client.CodeIdempotencyReused, http.StatusUnprocessableEntity)
+	if l, err := c.List(ctx, client.ListOptions{Host: "offline"}); err != nil || len(l.Orders) != 2 {
+		t.Fatalf("orders after the keyed executes: %v %d, want 2", err, len(l.Orders))
 	}
 
 	acts, err := c.Actions(ctx)

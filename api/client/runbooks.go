@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"net/http"
 )
 
@@ -44,13 +43,9 @@ type RunbookRequest struct {
 
 // ExecuteRunbook runs a runbook as an order of kind script and returns the
 // order, queued or (with opts.Wait) finished; Follow streams its output.
-// The runbooks API takes no Idempotency-Key (each run gets its own
-// delegated token and chain): opts.IdempotencyKey is refused, since a
-// retry would run the runbook again.
+// With opts.IdempotencyKey a retry of the same run (the same runbook and
+// request) returns the first run's order instead of running it again.
 func (c *Client) ExecuteRunbook(ctx context.Context, file string, req RunbookRequest, opts SubmitOptions) (*Order, error) {
-	if opts.IdempotencyKey != "" {
-		return nil, errors.New("ExecuteRunbook: the runbooks API takes no Idempotency-Key (a retry would run the runbook again)")
-	}
 	return c.submitTo(ctx, "/v1/runbooks/"+pathID(file)+"/execute", req, opts)
 }
 

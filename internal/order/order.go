@@ -61,6 +61,11 @@ type Order struct {
 	Script *Script
 	// Action is the action a KindAction order runs; nil otherwise.
 	Action *Action
+	// RequestSHA256, when set, stands for Fingerprint as what a retry
+	// under IdempotencyKey must ask for again: a runbook run's order also
+	// holds values made for that run alone (its delegated token, its
+	// correlation id), which no retry sends.
+	RequestSHA256 []byte
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

@@ -187,7 +187,10 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		return nil, err
 	}
 	if o.IdempotencyKey != "" {
-		idemKey, reqSum = &o.IdempotencyKey, o.Fingerprint()
+		idemKey, reqSum = &o.IdempotencyKey, o.RequestSHA256
+		if reqSum == nil {
+			reqSum = o.Fingerprint()
+		}
 	}
 	args := o.Args
 	if args == nil {
