@@ -440,9 +440,12 @@ func TestSpecRunbookResponses(t *testing.T) {
 		t.Errorf("history?outputs=all: %d %s", resp.StatusCode, b)
 	}
 	// A keyed run: a retry is the first run, another request is refused;
-	// the operation lists the header.
-	if op := sc.doc.Paths.Find("/v1/runbooks/{name}/execute").Post; op.Parameters.GetByInAndName("header", "Idempotency-Key") == nil {
-		t.Error("executeRunbook does not list the Idempotency-Key header")
+	// the operation lists the headers it reads (the Go client sends its
+	// wait as Prefer).
+	for _, h := range []string{"Idempotency-Key", "Prefer", "X-Correlation-Id", "X-Recursion-Stack"} {
+		if op := sc.doc.Paths.Find("/v1/runbooks/{name}/execute").Post; op.Parameters.GetByInAndName("header", h) == nil {
+			t.Errorf("executeRunbook does not list the %s header", h)
+		}
 	}
 	keyed := map[string]any{"host": "offline", "env_vars": map[string]any{"VERSION": "1.3"}}
 	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: keyed, hdr: []string{"Idempotency-Key", "rb-1"}})
