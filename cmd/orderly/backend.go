@@ -493,7 +493,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 			}
 			return func() { policy.p.Store(hp) }, nil
 		}, config.PartWorker)
-		reloads.AddCheck("worker host policy", checkActions)
+		reloads.AddCheck("worker host policy", hostpolicy.CheckActions)
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},

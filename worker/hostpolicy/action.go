@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -19,7 +20,8 @@ import (
 
 // FromConfig is the whole host policy of a worker: its worker section,
 // its runbook settings and its own actions. Actions that do not compile
-// are an error, so a worker never runs with a partial set.
+// are an error, so a worker never runs with a partial set, and so is an
+// action whose command this host could never resolve.
 func FromConfig(c config.Config) (*Policy, error) {
 	p, err := NewWithRunbooks(c.Worker, c.Runbooks)
 	if err != nil {
@@ -28,7 +30,49 @@ func FromConfig(c config.Config) (*Policy, error) {
 	if p.actions, err = action.New(c.Actions); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
 	}
+	if err := p.checkActionCommands(); err != nil {
+		return nil, fmt.Errorf("actions: %w", err)
+	}
 	return p, nil
+}
+
+// CheckActions tells, without building a policy, whether FromConfig
+// would refuse c's actions: the drift check's view of them.
+func CheckActions(c config.Config) error {
+	set, err := action.New(c.Actions)
+	if err != nil {
+		return fmt.Errorf("actions: %w", err)
+	}
+	p := &Policy{actions: set}
+	for _, dir := range c.Worker.CommandPath {
+		p.commandPath = append(p.commandPath, filepath.Clean(dir))
+	}
+	if err := p.checkActionCommands(); err != nil {
+		return fmt.Errorf("actions: %w", err)
+	}
+	return nil
+}
+
+// checkActionCommands refuses an action whose command[0] is a path no
+// command_path directory holds: it would load and then reject every run
+// (resolve). A path in a listed directory loads even before its file is
+// installed, as a bare name does.
+func (p *Policy) checkActionCommands() error {
+	for _, d := range p.actions.All() {
+		if len(d.Command) == 0 {
+			continue
+		}
+		name, _ := d.Command[0].Render(nil) // fixed: no placeholders
+		clean := filepath.Clean(name)
+		if !filepath.IsAbs(name) || slices.Contains(p.commandPath, filepath.Dir(clean)) {
+			continue
+		}
+		if _, ok := p.commandPathDir(clean); !ok {
+			return fmt.Errorf("action %q: command[0] %q is not inside worker.command_path (%s): this host would refuse every run",
+				d.Name, name, strings.Join(p.commandPath, ", "))
+		}
+	}
+	return nil
 }
 
 // SystemdRunner runs a native verb; systemd.Run, or a stand-in in tests

@@ -3,6 +3,8 @@ package hostpolicy
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +193,50 @@ func TestWorkerTakesValuesOnlyWhereItsConfigPutsThem(t *testing.T) {
 	o.Action.Secrets = map[string]string{"pw": "hunter2"}
 	if _, err := p.Prepare(o); err != nil {
 		t.Errorf("values where the config puts them: %v", err)
+	}
+}
+
+// TestActionCommandOutsideCommandPath: an action whose command[0] is an
+// absolute path this host's command_path does not hold is refused when
+// the policy is built (start and reload) and by the drift check, naming
+// the action and the path, instead of loading and then rejecting every
+// run. A path in a
+// command_path directory loads, spelled as listed or through a link to
+// one (/bin where it links to /usr/bin, as resolve accepts at run time).
+func TestActionCommandOutsideCommandPath(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	def := func(name, cmd string) config.Action {
+		return config.Action{Name: name, Hosts: []string{"*"}, Roles: []string{"ops"}, Command: []string{cmd}}
+	}
+	c := config.Default()
+	c.Worker.CommandPath = []string{real, "/usr/bin"}
+	for _, ok := range []config.Action{def("listed", real+"/tool"), def("linked", dir+"/link/tool"),
+		def("bare", "tool"), def("not-yet-made", "/usr/bin/orderly-no-such-tool")} {
+		c.Actions.Definitions = []config.Action{ok}
+		if _, err := FromConfig(c); err != nil {
+			t.Errorf("%s (%s): %v", ok.Name, ok.Command[0], err)
+		}
+		if err := CheckActions(c); err != nil {
+			t.Errorf("%s (%s): the drift check says %v", ok.Name, ok.Command[0], err)
+		}
+	}
+	for _, bad := range []config.Action{def("rotate", "/opt/app/bin/rotate"), def("sub", real+"/sub/tool"),
+		def("parent", dir+"/tool")} {
+		c.Actions.Definitions = []config.Action{def("fine", "tool"), bad}
+		_, err := FromConfig(c)
+		if err == nil || !strings.Contains(err.Error(), `action "`+bad.Name+`"`) ||
+			!strings.Contains(err.Error(), bad.Command[0]) || !strings.Contains(err.Error(), "worker.command_path") {
+			t.Errorf("%s (%s): %v; want refused, naming the action, the path and worker.command_path", bad.Name, bad.Command[0], err)
+		}
+		if check := CheckActions(c); fmt.Sprint(check) != fmt.Sprint(err) {
+			t.Errorf("%s: the drift check says %v, the reload %v", bad.Name, check, err)
+		}
 	}
 }

@@ -88,21 +88,31 @@ func (p *Policy) absolute(name string) (command, error) {
 		}
 	}
 	clean := filepath.Clean(name)
-	realDir, err := filepath.EvalSymlinks(filepath.Dir(clean))
-	if err == nil {
-		for _, dir := range p.commandPath {
-			if rd, err := filepath.EvalSymlinks(dir); err != nil || rd != realDir {
-				continue
-			}
-			if !isExecutableFile(clean) {
-				return command{}, order.FieldError(order.CodeUnprocessable, "command",
-					"command %q is not an executable file", name)
-			}
-			return entry(dir, clean)
+	if dir, ok := p.commandPathDir(clean); ok {
+		if !isExecutableFile(clean) {
+			return command{}, order.FieldError(order.CodeUnprocessable, "command",
+				"command %q is not an executable file", name)
 		}
+		return entry(dir, clean)
 	}
 	return command{}, order.FieldError(order.CodeForbidden, "command",
 		"command %q is not inside this host's command_path", name)
+}
+
+// commandPathDir returns the command_path directory that the clean
+// absolute path is a direct entry of, once both directories are resolved
+// with EvalSymlinks.
+func (p *Policy) commandPathDir(clean string) (string, bool) {
+	realDir, err := filepath.EvalSymlinks(filepath.Dir(clean))
+	if err != nil {
+		return "", false
+	}
+	for _, dir := range p.commandPath {
+		if rd, err := filepath.EvalSymlinks(dir); err == nil && rd == realDir {
+			return dir, true
+		}
+	}
+	return "", false
 }
 
 // entry describes the executable file at lexical, an entry of the
