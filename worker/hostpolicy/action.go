@@ -155,9 +155,13 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 		code := 0
 		switch {
 		case err != nil && ctx.Err() == context.DeadlineExceeded:
+			// The job outlasted the timeout: the order ends timed out
+			// with no exit code, as no process of its exited (an exit
+			// code would say the job failed), and keeps the job's id;
+			// the job itself stays systemd's.
 			res.TimedOut = true
-			code = 1
 			res.Stderr = textOutput(err.Error() + "\n")
+			return res
 		case err != nil && ctx.Err() != nil:
 			// The worker stopped and its shutdown grace passed while the
 			// job ran: the order ends killed, as a process would, and

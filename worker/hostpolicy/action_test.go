@@ -124,7 +124,7 @@ func TestActionCommandRuns(t *testing.T) {
 // worker's shutdown grace passes (its context ends) ends the order killed,
 // as a process is, with the job's id kept: not failed with exit code 1,
 // which says the job failed. A job that outlasts the action's timeout
-// ends it timed out.
+// ends it timed out, with no exit code either.
 func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 	p, _ := actionPolicy(t, restartDef)
 	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
@@ -153,8 +153,9 @@ func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 	if prep, err = timed.Prepare(actionOrder("web-1", "restart", map[string]string{"id": "0042"})); err != nil {
 		t.Fatal(err)
 	}
-	if res := prep.Native(t.Context()); !res.TimedOut || res.Canceled {
-		t.Errorf("job past the timeout: timed out %v, canceled %v", res.TimedOut, res.Canceled)
+	if res := prep.Native(t.Context()); !res.TimedOut || res.Canceled || res.ExitCode != nil || !strings.Contains(string(res.Stdout.Content), `"job_id":78`) {
+		t.Errorf("job past the timeout: timed out %v, canceled %v, exit %v, stdout %q: want timed out, no exit code, the job's id",
+			res.TimedOut, res.Canceled, res.ExitCode, res.Stdout.Content)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,8 @@ const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
 // setupScript starts a real systemd user manager in a private mount
 // namespace (a tmpfs on /run/systemd, so this machine's systemd state is
 // untouched; /run/systemd/system marks systemd as booted) with its own
-// session bus, installs the harmless template unit example@.service
-// (sleep infinity), runs the test binary ("$@") against it, and stops
+// session bus, installs the harmless template units example@.service
+// (sleep infinity) and slowstop@.service (the same, 3 s to stop), runs the test binary ("$@") against it, and stops
 // both. It waits for the manager by asking it, up to 10 s.
 const setupScript = `set -eu
 mkdir -p /run/systemd
@@ -36,6 +37,8 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 mkdir -p "$HOME/.config/systemd/user"
 printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/example@.service"
+printf '[Unit]\nDescription=orderly test slow stop %%i\n[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 3\n' \
+	> "$HOME/.config/systemd/user/slowstop@.service"
 # Children of this shell (no --fork), so that it reaps them at the end.
 dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
 DB=$!
@@ -154,6 +157,62 @@ func userManagerInside(t *testing.T) {
 	if after.InvocationID != "" {
 		t.Errorf("example@0043.service ran: %+v", after)
 	}
+}
+
+// TestUserManagerStopTimesOut stops a unit on a real systemd user
+// manager with an action whose timeout is shorter than the stop: the
+// order is timed out with no exit code and no signal, as no process of
+// the order's exited or was signalled (an exit code 1 read as "the job
+// failed"), and keeps the job's id on stdout; the stop itself goes on,
+// systemd's.
+func TestUserManagerStopTimesOut(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		stopTimesOutInside(t)
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerStopTimesOut", innerEnv)
+}
+
+func stopTimesOutInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const unit = "slowstop@1.service"
+	if out, err := systemd.Run(ctx, "user", "start", unit); err != nil || out.JobResult != "done" {
+		t.Fatalf("start: %+v %v", out, err)
+	}
+	c := config.Default()
+	c.Actions.Bus = "user"
+	c.Actions.Definitions = []config.Action{{Name: "stop-slow", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Timeout: 500 * time.Millisecond, Params: []config.ActionParam{{Name: "id", Pattern: "[0-9]+"}},
+		Systemd: config.ActionSystemd{Verb: "stop", Unit: "slowstop@{id}.service"}}}
+	hp, err := hostpolicy.FromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := hp.Prepare(&order.Order{ID: order.NewID(), Kind: order.KindAction, Host: "h", Command: "action:stop-slow",
+		Action: &order.Action{Name: "stop-slow", Params: map[string]string{"id": "1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := prep.Native(ctx)
+	var got systemd.Outcome
+	if err := json.Unmarshal(res.Stdout.Content, &got); err != nil || got.JobID == 0 {
+		t.Errorf("stdout %q (%v): want the outcome with the job's id", res.Stdout.Content, err)
+	}
+	if !res.TimedOut || res.Canceled || res.ExitCode != nil || res.Signal != "" {
+		t.Fatalf("stop past the timeout: timed out %v, canceled %v, exit code %v, signal %q: want timed out, no exit code, no signal",
+			res.TimedOut, res.Canceled, ptrString(res.ExitCode), res.Signal)
+	}
+	t.Logf("stderr: %s", res.Stderr.Content)
+}
+
+func ptrString(p *int) string {
+	if p == nil {
+		return "nil"
+	}
+	return strconv.Itoa(*p)
 }
 
 // noBusEnv marks the test process that runs with no session bus to find.
