@@ -255,7 +255,8 @@ func orderActionOf(a *order.Action) *OrderAction {
 // handleActionChoices is GET /v1/actions/{name}/choices?host=: for each
 // param whose values come from the host's systemd units, those units with
 // their state, so a page can offer one button per unit. Units whose value
-// fails the param's rules are listed with valid false: they cannot be run.
+// a run would refuse (the param's rules, the unit name it renders) are
+// listed with valid false.
 func (s *Server) handleActionChoices(w http.ResponseWriter, r *http.Request) {
 	d, err := s.pathAction(r)
 	if err != nil {
@@ -297,7 +298,7 @@ func (s *Server) handleActionChoices(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				continue
 			}
-			list = append(list, choice{Value: v, Valid: p.Check(v) == nil, UnitChoice: u})
+			list = append(list, choice{Value: v, Valid: d.CheckChoice(p, v) == nil, UnitChoice: u})
 		}
 		out[p.Name] = list
 	}

@@ -497,3 +497,46 @@ func TestActionChoices(t *testing.T) {
 	code, b = e.do("alice", "GET", "/v1/actions/restart-example/choices?host=ch-2", nil)
 	wantError(t, code, b, 503, "unavailable")
 }
+
+// TestActionChoicesValidAsARun: a choice is valid only when a run of it
+// would be accepted. Its value must pass the param's rules, and the unit
+// name it renders the check every run makes: systemd has units such as
+// example@a..b.service and example@.x.service, whose values a pattern
+// with dots allows but whose names a run refuses ("..", an instance that
+// starts with a dot). They were listed valid, and their button refused.
+func TestActionChoicesValidAsARun(t *testing.T) {
+	dotted := config.Action{Name: "restart-dotted", Hosts: []string{"cv-*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[a-z0-9.]+", Units: "example@*.service"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}
+	e := newAPIEnv(t, envOptions{hosts: []string{"cv-1"},
+		actions:       config.Actions{Bus: "system", Definitions: []config.Action{dotted}},
+		workerActions: config.Actions{Bus: "system", Definitions: []config.Action{dotted}},
+		units: []systemd.Unit{
+			{Name: "example@.x.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+			{Name: "example@0042.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+			{Name: "example@A.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+			{Name: "example@a..b.service", LoadState: "loaded", ActiveState: "active", SubState: "running"},
+		}})
+	code, b := e.do("alice", "GET", "/v1/actions/restart-dotted/choices?host=cv-1", nil)
+	var got struct {
+		Params map[string][]struct {
+			Value string `json:"value"`
+			Valid bool   `json:"valid"`
+		} `json:"params"`
+	}
+	if code != 200 || json.Unmarshal(b, &got) != nil {
+		t.Fatalf("choices: %d %s", code, b)
+	}
+	var seen []string
+	for _, c := range got.Params["id"] {
+		seen = append(seen, fmt.Sprintf("%s/%v", c.Value, c.Valid))
+		if !c.Valid {
+			// What the list says cannot be run is refused by the run.
+			code, b := e.do("alice", "POST", "/v1/actions/restart-dotted/run", map[string]any{"host": "cv-1", "params": map[string]any{"id": c.Value}})
+			wantError(t, code, b, 422, "unprocessable")
+		}
+	}
+	if want := ".x/false 0042/true A/false a..b/false"; strings.Join(seen, " ") != want {
+		t.Errorf("choices %s\nwant    %s", strings.Join(seen, " "), want)
+	}
+}

@@ -59,3 +59,24 @@ func (d *Def) render(vals map[string]string) (*Rendered, error) {
 	}
 	return r, nil
 }
+
+// CheckChoice is the check a run makes of v as the value of p, a param
+// of d offered as a unit choice: p's rules (Param.Check), then, when p
+// alone fills the unit name of a systemd verb, that name (render, as
+// Authorize does). A unit name that other params fill too depends on
+// their values and is checked when the run is.
+func (d *Def) CheckChoice(p *Param, v string) error {
+	if err := p.Check(v); err != nil {
+		return err
+	}
+	if d.Verb == "" {
+		return nil
+	}
+	for _, name := range d.Unit.Params() {
+		if name != p.Name {
+			return nil
+		}
+	}
+	_, err := d.render(map[string]string{p.Name: v})
+	return err
+}
