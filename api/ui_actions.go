@@ -27,11 +27,14 @@ type actionView struct {
 type paramField struct {
 	Action, Name, Label, Help, Type, Pattern, Value string
 	Required, Secret                                bool
-	Choices                                         []choiceField
+	// Blank is set when "" passes the param's rules: the field may be
+	// sent empty, so the page does not mark it required.
+	Blank   bool
+	Choices []choiceField
 }
 
 // choiceField is one value of a dropdown: an enum value or a unit found
-// on the host, greyed out when the param's rules refuse it.
+// on the host, greyed out when a run of it would be refused.
 type choiceField struct {
 	Value, Label       string
 	Disabled, Selected bool
@@ -61,7 +64,7 @@ func (u *webUI) actions(r *http.Request) []actionView {
 		if len(v.HostNames) > 0 {
 			v.Host = v.HostNames[0]
 		}
-		v.Fields = fieldsOf(av, nil, nil)
+		v.Fields = u.fieldsOf(av, nil, nil)
 		for _, p := range av.Params {
 			v.HasUnits = v.HasUnits || p.Units != ""
 		}
@@ -71,12 +74,17 @@ func (u *webUI) actions(r *http.Request) []actionView {
 }
 
 // fieldsOf builds an action's fields, with values (a re-run's; never
-// secret ones) and the host's unit choices when known.
-func fieldsOf(av ActionView, values map[string]string, choices map[string][]unitChoiceJSON) []paramField {
+// secret ones) and the host's unit choices when known. Whether a field
+// may be sent empty is the API's own check of "" (Param.Check).
+func (u *webUI) fieldsOf(av ActionView, values map[string]string, choices map[string][]unitChoiceJSON) []paramField {
+	d := u.s.actionSet().Lookup(av.Name)
 	out := make([]paramField, 0, len(av.Params))
 	for _, p := range av.Params {
 		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Help: p.Description, Type: p.Type, Pattern: browserPattern(p.Pattern),
 			Required: p.Required, Secret: p.Secret}
+		if d != nil && d.Param(p.Name) != nil {
+			f.Blank = d.Param(p.Name).Check("") == nil
+		}
 		if f.Label == "" {
 			f.Label = p.Name
 		}
@@ -164,7 +172,7 @@ func (u *webUI) actionChoices(w http.ResponseWriter, r *http.Request) {
 	d := struct {
 		Fields []paramField
 		Error  string
-	}{fieldsOf(av, values, ch.Params), msg}
+	}{u.fieldsOf(av, values, ch.Params), msg}
 	if err := u.pages.byName["dashboard"].ExecuteTemplate(&buf, "fields", d); err != nil {
 		http.Error(w, "fragment failed to render", http.StatusInternalServerError)
 		return
@@ -175,10 +183,23 @@ func (u *webUI) actionChoices(w http.ResponseWriter, r *http.Request) {
 
 // runAction is POST /ui/actions/{name}/run: the form becomes the body of
 // POST /v1/actions/{name}/run (every value as a JSON string, as the
-// params' rules expect text), with the form's idempotency key.
+// params' rules expect text), with the form's idempotency key. A field
+// left empty is left out when its param has a default (the dropdown's
+// "(default)", a secret asked every run), so the default applies; a
+// param without one is sent "", which its rules accept or refuse, as in
+// a run over REST (left out, it would be refused as missing).
 func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	_ = r.ParseForm()
+	var av ActionView
+	known := false
+	if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); a.ok() && a.decode(&av) == nil {
+		known = true
+	}
+	required := map[string]bool{}
+	for _, p := range av.Params {
+		required[p.Name] = p.Required
+	}
 	req := ActionRunRequest{Host: strings.TrimSpace(r.PostFormValue("host")), Params: map[string]json.RawMessage{}}
 	keys := make([]string, 0)
 	for k := range r.PostForm {
@@ -190,8 +211,8 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	for _, k := range keys {
 		vals := r.PostForm[k]
 		v := vals[len(vals)-1] // a checkbox follows its hidden "false"
-		if v == "" {
-			continue // an optional param left empty takes its default
+		if v == "" && !required[strings.TrimPrefix(k, "p.")] {
+			continue // left empty: the param's default
 		}
 		b, _ := json.Marshal(v)
 		req.Params[strings.TrimPrefix(k, "p.")] = b
@@ -208,12 +229,9 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	// An action that asks for a confirmation gets it here too, not only
 	// from the page's script: without JavaScript the form's confirmation
 	// is a required checkbox, and a form without it runs nothing.
-	if r.PostFormValue("confirmed") != "yes" {
-		var av ActionView
-		if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); a.ok() && a.decode(&av) == nil && av.Confirm {
-			again(http.StatusUnprocessableEntity, "confirm the run first (nothing was run)")
-			return
-		}
+	if r.PostFormValue("confirmed") != "yes" && known && av.Confirm {
+		again(http.StatusUnprocessableEntity, "confirm the run first (nothing was run)")
+		return
 	}
 	var hdr []string
 	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {

@@ -466,6 +466,22 @@ func TestUIPatternOnlyRE2Reads(t *testing.T) {
 	}
 }
 
+// TestUIEmptyFieldRuns: a required param whose pattern allows "" runs
+// from its form with the field left empty: the browser sends it (the
+// field is not marked required) and the UI passes it on as "".
+func TestUIEmptyFieldRuns(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "run note with its fields left empty", chromedp.WaitVisible(chromedp.ID("p-note-text")),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("p-note-tag").value = ""`), chromedp.Click(chromedp.ID("run-note")))
+	waitJS(t, ctx, "the run page", `!!document.getElementById("run")`, 10*time.Second)
+	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code")`, 30*time.Second)
+	if out := text(t, ctx, "#output"); !strings.Contains(out, "noted[] misc") {
+		t.Fatalf("output %q", out)
+	}
+}
+
 // TestUISecretStaysOutOfURLs: choosing another host reloads an action's
 // fields with a GET (htmx), whose query carries the values already typed
 // so they stay; a secret param's value must not ride along (a URL is

@@ -72,6 +72,12 @@ func uiActions() config.Actions {
 		Command: []string{"echo", "tagged", "{n}"},
 		Params:  []config.ActionParam{{Name: "n", Pattern: "[[:digit:]]{4}"}},
 		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
+	}, {
+		// note's text is required and may be empty; its tag has a default.
+		Name: "note", Title: "Note",
+		Command: []string{"echo", "noted[{text}]", "{tag}"},
+		Params:  []config.ActionParam{{Name: "text", Pattern: "[a-z ]*"}, {Name: "tag", Pattern: "[a-z]+", Default: ptrTo("misc")}},
+		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}}}
 }
 

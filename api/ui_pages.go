@@ -180,7 +180,7 @@ func (u *webUI) prefillAction(v *dashboardView, o Order) string {
 		if !slices.Contains(av.HostNames, o.Host) {
 			av.HostNames = append(av.HostNames, o.Host)
 		}
-		av.Fields = fieldsOf(av.ActionView, o.Action.Params, nil)
+		av.Fields = u.fieldsOf(av.ActionView, o.Action.Params, nil)
 		if len(o.Action.SecretParams) > 0 {
 			return "Re-run of " + o.Action.Name + ": give " + strings.Join(o.Action.SecretParams, ", ") + " again; secret values are never kept."
 		}

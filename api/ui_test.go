@@ -489,6 +489,37 @@ func TestUIParamHelp(t *testing.T) {
 	}
 }
 
+// TestUIEmptyFieldIsSent: a field left empty is sent empty when its
+// param has no default, so the API checks "" against the param's rules,
+// as it does a run over REST: a required param whose pattern allows ""
+// runs from the form (its field is not required in the page), and one
+// whose pattern refuses it is refused for that, not as missing. A field
+// of a param with a default left empty takes the default.
+func TestUIEmptyFieldIsSent(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	page := e.page(t, sess, "/ui/")
+	_, field, _ := strings.Cut(page, `id="p-note-text"`)
+	field, _, _ = strings.Cut(field, ">")
+	_, who, _ := strings.Cut(page, `id="p-greet-who"`)
+	who, _, _ = strings.Cut(who, ">")
+	if strings.Contains(field, "required") || !strings.Contains(who, "required") {
+		t.Errorf("text (may be empty) is required in the page, or who (may not) is not:\n%s\n%s", field, who)
+	}
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.text": {""}, "p.tag": {""}, "idem": {"k-empty"}}
+	rec := e.postForm("/ui/actions/note/run", form, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("run note with an empty text: %d %q\n%.500s", rec.Code, loc, rec.Body)
+	}
+	e.waitPage(t, sess, loc, "noted[] misc", "note")
+	form = url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.who": {""}, "idem": {"k-empty-who"}, "confirmed": {"yes"}}
+	rec = e.postForm("/ui/actions/greet/run", form, sess)
+	if body := rec.Body.String(); rec.Code != http.StatusUnprocessableEntity || !strings.Contains(body, "does not match") {
+		t.Fatalf("run greet with an empty who: %d, want refused for its pattern\n%.500s", rec.Code, body)
+	}
+}
+
 // TestUIRedirectAndStatic: /ui keeps its query on the way to /ui/ (a
 // re-run link), and the static tree serves files, not listings.
 func TestUIRedirectAndStatic(t *testing.T) {
