@@ -37,7 +37,9 @@ type submitOptions struct {
 func (a *app) submitCommand() *cobra.Command {
 	var o submitOptions
 	cmd := &cobra.Command{
-		Use:   "submit --host HOST [flags] [--] COMMAND [ARG...]",
+		// Both forms, as docs/cli.md shows them: --host alone in the usage
+		// line read as the only way to name where to run.
+		Use:   "submit (--host HOST | --hosts HOST,...) [flags] [--] COMMAND [ARG...]",
 		Short: "Submit an order: run a command on a host (or, with --hosts, on many)",
 		Long: `Submit an order to run COMMAND with its arguments on a host.
 

@@ -196,3 +196,17 @@ func TestTokenNew(t *testing.T) {
 		}
 	}
 }
+
+// TestSubmitUsageNamesBothForms checks that submit's usage line names
+// --hosts (the fan-out) beside --host: it showed --host only.
+func TestSubmitUsageNamesBothForms(t *testing.T) {
+	out, err := runCmd(t, "submit", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, usage, _ := strings.Cut(out, "Usage:\n")
+	line, _, _ := strings.Cut(usage, "\n")
+	if !strings.Contains(line, "--host HOST") || !strings.Contains(line, "--hosts") || !strings.Contains(line, "COMMAND [ARG...]") {
+		t.Fatalf("submit's usage line is %q, want both --host and --hosts\n%s", line, out)
+	}
+}
