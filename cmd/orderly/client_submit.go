@@ -67,7 +67,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill the command after this long (e.g. 30s, 10m; default: the server's)")
 	fs.DurationVar(&o.expiresIn, "expires-in", 0, "do not start the order if it has not started within this long (e.g. 1h)")
 	fs.StringVar(&o.runAs, "run-as", "", "Unix user to run as")
-	fs.StringArrayVarP(&o.env, "env", "e", nil, "environment variable K=V for the command (repeatable; K alone passes the local value)")
+	fs.StringArrayVarP(&o.env, "env", "e", nil, "environment variable K=V for the command (repeatable, each name once; K alone passes the local value)")
 	fs.StringVar(&o.stdin, "stdin", "", `"-" sends this process's standard input to the command`)
 	fs.StringVar(&o.stdinFile, "stdin-file", "", "send this file to the command's standard input")
 	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
@@ -222,6 +222,11 @@ func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest
 		}
 		if b.Env == nil {
 			b.Env = map[string]string{}
+		}
+		if _, dup := b.Env[k]; dup {
+			// The API refuses a duplicate env key too; here the last
+			// value silently won.
+			return nil, fmt.Errorf("--env %s is given twice", k)
 		}
 		b.Env[k] = v
 	}

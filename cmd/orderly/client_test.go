@@ -681,3 +681,23 @@ func TestCLISubmitRefusalNamesItsOrder(t *testing.T) {
 		t.Fatalf("error %v", r.err)
 	}
 }
+
+// TestCLISubmitRefusesAnEnvNameTwice: --env A=1 --env A=2 sent A=2 alone
+// (the flags fill a map), where the API refuses a body that names A twice;
+// the CLI refuses it too, naming the variable, before sending anything.
+func TestCLISubmitRefusesAnEnvNameTwice(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the CLI sent %s %s", r.Method, r.URL)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	env := []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=tok", "A=local"}
+	for _, flags := range [][]string{{"--env", "A=1", "--env", "A=2"}, {"-e", "A=1", "-e", "A"}, {"-e", "A=1", "-e", "A=1"}} {
+		args := append(append([]string{"submit", "--host", "h1"}, flags...), "--", "true")
+		r := cli(t, env, "", args...)
+		wantExit(t, r, 1)
+		if !strings.Contains(r.err.Error(), "--env A is given twice") {
+			t.Errorf("%v: %v", flags, r.err)
+		}
+	}
+}
