@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -356,5 +359,82 @@ func TestFanOutKeyIsNotASingleOrdersKey(t *testing.T) {
 	// A retry of each is still answered with its first order.
 	if again := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "deploy/col-a"); again.ID != single.ID {
 		t.Fatalf("single retry answered %s, want %s", again.ID, single.ID)
+	}
+}
+
+// TestTwoIdempotencyKeysAreRefused: a request with two Idempotency-Key
+// headers is refused (400 invalid_request, details.field
+// Idempotency-Key) on every route that reads the header, a fan-out's
+// and an action run's included, and a NATS submission with two
+// Nats-Msg-Id headers likewise. The first key was used silently: a proxy
+// or a retrying client that added its own decided which order a retry
+// found, and nobody saw both, as with two Authorization headers.
+func TestTwoIdempotencyKeysAreRefused(t *testing.T) {
+	acts := config.Actions{Bus: "system", Definitions: []config.Action{hashAction}}
+	e := newAPIEnv(t, envOptions{actions: acts})
+	post := func(path string, body map[string]any, keys ...string) (int, []byte) {
+		t.Helper()
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, e.url+path, bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		req.Header.Set("Content-Type", "application/json")
+		for _, k := range keys {
+			req.Header.Add("Idempotency-Key", k)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	single := map[string]any{"host": "twokeys", "command": "true"}
+	fan := map[string]any{"hosts": []string{"twokeys-a", "twokeys-b"}, "command": "true"}
+	act := map[string]any{"host": "act-9", "params": map[string]any{"label": "x", "pw": "s3cretpassw0rd"}}
+	for _, c := range []struct {
+		path string
+		body map[string]any
+		keys []string
+	}{
+		{"/v1/orders", single, []string{"k-1", "k-2"}},
+		{"/v1/orders", single, []string{"k-1", "k-1"}},
+		{"/v1/orders", fan, []string{"k-1", "k-2"}},
+		{"/v1/actions/hash-secret/run", act, []string{"k-1", "k-2"}},
+	} {
+		code, b := post(c.path, c.body, c.keys...)
+		var eb api.ErrorBody
+		if code != http.StatusBadRequest || json.Unmarshal(b, &eb) != nil || eb.Error.Code != "invalid_request" ||
+			eb.Error.Message != "2 Idempotency-Key headers: send one" || eb.Error.Details["field"] != "Idempotency-Key" {
+			t.Errorf("POST %s with Idempotency-Key %q: %d %s", c.path, c.keys, code, b)
+		}
+	}
+	var n int
+	if err := e.pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("orders recorded from refused requests: %d (%v)", n, err)
+	}
+	// One header still works, on each route.
+	for _, c := range []struct {
+		path, key string
+		body      map[string]any
+	}{{"/v1/orders", "one-single", single}, {"/v1/orders", "one-fan", fan}, {"/v1/actions/hash-secret/run", "one-action", act}} {
+		if code, b := post(c.path, c.body, c.key); code != http.StatusAccepted {
+			t.Errorf("POST %s with one Idempotency-Key: %d %s", c.path, code, b)
+		}
+	}
+
+	a := e.publish("alice", "twokeys", "m-1", map[string]any{"command": "true"}, "Nats-Msg-Id", "m-2")
+	if a.Error == nil || a.Error.Code != "invalid_request" || a.Error.Message != "2 Nats-Msg-Id headers: send one" ||
+		a.Error.Details["field"] != "Nats-Msg-Id" {
+		t.Fatalf("a NATS submission with two Nats-Msg-Id headers: %+v (error %+v)", a, a.Error)
+	}
+	if b := e.publish("alice", "twokeys", "m-3", map[string]any{"command": "true"}); b.Order == nil {
+		t.Fatalf("a submission with one: %+v (error %+v)", b, b.Error)
 	}
 }

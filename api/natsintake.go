@@ -408,6 +408,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if req.Host != d.host {
 		return refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
 	}
+	if n := len(hdr.Values("Nats-Msg-Id")); n > 1 {
+		// As two Idempotency-Key headers (idempotencyKeyOf): the stream
+		// deduplicates on the first, and nobody can say which was meant.
+		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "%d Nats-Msg-Id headers: send one", n))
+	}
 	if len(d.key) > 200 || order.HasControl(d.key, false) {
 		// The REST header's rule (idempotencyKeyOf), in the header's own
 		// name: the domain's check would name Idempotency-Key and its own

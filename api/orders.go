@@ -18,8 +18,14 @@ import (
 )
 
 // idempotencyKeyOf reads the Idempotency-Key header: printable text of at
-// most 200 bytes (a fan-out appends "/<host>" to it for each order).
+// most 200 bytes (a fan-out appends "/<host>" to it for each order), sent
+// once. Of two, the first was used silently; which one the client (or a
+// proxy that added one) meant is anyone's guess, as for Authorization
+// (oneAuthorization), so neither is.
 func idempotencyKeyOf(r *http.Request) (string, error) {
+	if n := len(r.Header.Values("Idempotency-Key")); n > 1 {
+		return "", order.FieldError(order.CodeInvalid, "Idempotency-Key", "%d Idempotency-Key headers: send one", n)
+	}
 	k := r.Header.Get("Idempotency-Key")
 	if len(k) > 200 || order.HasControl(k, false) {
 		return "", order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key must be printable text of at most 200 bytes")
