@@ -12,6 +12,12 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 )
 
+// MaxHeaderBytes is the limit the API's http.Server puts on a request line
+// and its headers together (http.Server.MaxHeaderBytes), so on its query
+// string too: over it, net/http answers 431 itself, on every route, and
+// openapi.yaml lists that answer on each operation.
+const MaxHeaderBytes = 64 << 10
+
 // netHTTPErrorHeaders are the headers net/http writes with the refusals it
 // sends on its own, before any handler runs (server.go, conn.serve).
 const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"

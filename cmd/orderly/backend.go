@@ -381,7 +381,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
 		WriteTimeout:      cfg.HTTP.WriteTimeout,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    api.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return rctx },
 		// net/http's own complaints (TLS handshakes, accept errors) come
 		// out in the configured log format too.
