@@ -18,6 +18,11 @@ type Cancellation struct {
 	Actor       string    `json:"actor"`
 	Signal      string    `json:"signal"`
 	RequestedAt time.Time `json:"requested_at"`
+	// HostOnline is set only in the answer to a cancel of a running
+	// order: whether the host's worker, which alone signals the order,
+	// was online (its heartbeat fresh, as GET /v1/hosts says) when the
+	// request was recorded.
+	HostOnline *bool `json:"host_online,omitempty"`
 }
 
 // handleCancel is POST /v1/orders/{id}/cancel: a queued order becomes
@@ -66,12 +71,24 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// answerCancel writes the order as it is now, with its cancel request.
+// answerCancel writes the order as it is now, with its cancel request;
+// for a running order (202), with whether a worker serves its host: the
+// request only wakes that worker, and with none (it died, the machine is
+// gone) nothing signals the order, which the answer must not hide.
 func (s *Server) answerCancel(w http.ResponseWriter, r *http.Request, o *order.Order, code int) {
 	if cur, err := s.Store.GetOrder(r.Context(), o.ID); err == nil {
 		o = cur
 	}
-	encode(w, code, s.withCancellation(r.Context(), o))
+	resp := s.withCancellation(r.Context(), o)
+	if code == http.StatusAccepted && resp.Cancel != nil {
+		online, err := s.Queue.HostOnline(r.Context(), o.Host)
+		if err == nil {
+			resp.Cancel.HostOnline = &online
+		} else {
+			s.logger.Warn("cancel recorded; whether the host is online is unknown", "order_id", o.ID, "host", o.Host, "error", err)
+		}
+	}
+	encode(w, code, resp)
 }
 
 // withCancellation is the order's response with its recorded cancel

@@ -139,6 +139,11 @@ type Cancellation struct {
 	Actor       string    `json:"actor"`
 	Signal      string    `json:"signal"`
 	RequestedAt time.Time `json:"requested_at"`
+	// HostOnline is set only in Cancel's answer for a running order:
+	// whether a worker served the order's host (false: nothing signals
+	// it until a worker for the host starts). Nil from an API that does
+	// not say.
+	HostOnline *bool `json:"host_online,omitempty"`
 }
 
 // Result is how an order ran.

@@ -323,9 +323,15 @@ func (a *app) cancelCommand() *cobra.Command {
 			if asJSON {
 				return writeJSON(a.stdout, o.Raw)
 			}
-			if o.Status == client.StatusCanceled {
+			switch {
+			case o.Status == client.StatusCanceled:
 				_, err = fmt.Fprintf(a.stdout, "order %s canceled before it started\n", o.ID)
-			} else {
+			case o.Cancel != nil && o.Cancel.HostOnline != nil && !*o.Cancel.HostOnline:
+				// The API only wakes the host's worker; with none, saying
+				// "sent" told of a signal nobody sends.
+				_, err = fmt.Fprintf(a.stdout, "cancel of order %s recorded (%s), but no worker serves %s now: nothing signals the order until a worker for %s starts and settles it\n"+
+					"if %s is gone for good: orderly hosts --forget %s --abandon\n", o.ID, sig, o.Host, o.Host, o.Host, o.Host)
+			default:
 				then := " (SIGKILL follows after the grace period)"
 				if sig == "SIGKILL" {
 					then = ""

@@ -701,3 +701,44 @@ func TestCLISubmitRefusesAnEnvNameTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestCLICancelSaysWhenNoWorkerServesTheHost: the cancel of a running
+// order only wakes its host's worker. Of an order left running by a
+// worker that died (its row set so here, as the dead worker left it),
+// `orderly cancel` said "sent SIGTERM" though nothing sends it; the API's
+// answer now says whether the host is online (cancel.host_online), and
+// the CLI says what happened and what to do when it is not.
+func TestCLICancelSaysWhenNoWorkerServesTheHost(t *testing.T) {
+	s := newStack(t, "h1")
+	env := s.cliEnv()
+
+	r := cli(t, env, "", "submit", "--host", "h1", "--", "sleep", "30")
+	wantExit(t, r, 0)
+	live := uuid.MustParse(strings.TrimSpace(r.stdout))
+	s.waitFor(live, 20*time.Second, func(o api.Order) bool { return o.Status == "running" })
+	r = cli(t, env, "", "cancel", "--json", live.String())
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, `"host_online": true`) {
+		t.Errorf("cancel --json of an order its worker runs:\n%s", r.stdout)
+	}
+
+	r = cli(t, env, "", "submit", "--host", "web-9", "--", "sleep", "30")
+	wantExit(t, r, 0)
+	orphan := uuid.MustParse(strings.TrimSpace(r.stdout))
+	if _, err := s.b.pool.Exec(t.Context(), `UPDATE orders SET status = 'running', attempt = 1, started_at = now(), worker = 'web-9/dead'
+		WHERE id = $1 AND status = 'queued'`, orphan); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, env, "", "cancel", orphan.String())
+	wantExit(t, r, 0)
+	want := "cancel of order " + orphan.String() + " recorded (SIGTERM), but no worker serves web-9 now: nothing signals the order until a worker for web-9 starts and settles it\n" +
+		"if web-9 is gone for good: orderly hosts --forget web-9 --abandon\n"
+	if r.stdout != want {
+		t.Errorf("cancel of an order no worker runs:\n%s\nwant\n%s", r.stdout, want)
+	}
+	r = cli(t, env, "", "get", "--json", orphan.String())
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, `"actor": "admin"`) || strings.Contains(r.stdout, "host_online") {
+		t.Errorf("get --json: the cancel without host_online (an answer of the cancel only):\n%s", r.stdout)
+	}
+}

@@ -54,22 +54,45 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 			if !ok || e == nil {
 				return out, nil
 			}
-			var h HostInfo
-			// An entry older than two leases should have expired: the
-			// server could not remove it (a full disk stops its writes),
-			// and its worker is not beating. An entry counts only for the
-			// host of its key, the one key NATS lets that host's worker
-			// write: read by the host its body names, one host's worker
-			// made another host online (hiding its outage from the fleet
-			// alerts, refusing its removal) or added any name to the list.
-			if json.Unmarshal(e.Value(), &h) == nil && "info."+h.Host == e.Key() && now.Sub(e.Created()) < 2*q.opts.LeaseTTL {
-				h.LastSeen = e.Created().UTC()
+			if h, ok := q.beating(e, now); ok {
 				out[h.Host] = h
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// HostOnline reports whether host's worker is alive, as OnlineHosts
+// judges it, reading that host's heartbeat only.
+func (q *Queue) HostOnline(ctx context.Context, host string) (bool, error) {
+	e, err := q.kv.Get(ctx, "info."+host)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the heartbeat of host %s: %w", host, err)
+	}
+	_, ok := q.beating(e, q.serverNow(ctx))
+	return ok, nil
+}
+
+// beating returns the heartbeat e holds when it is a live worker's, with
+// its LastSeen set to when the server stored it.
+func (q *Queue) beating(e jetstream.KeyValueEntry, now time.Time) (HostInfo, bool) {
+	var h HostInfo
+	// An entry older than two leases should have expired: the server
+	// could not remove it (a full disk stops its writes), and its worker
+	// is not beating. An entry counts only for the host of its key, the
+	// one key NATS lets that host's worker write: read by the host its
+	// body names, one host's worker made another host online (hiding its
+	// outage from the fleet alerts, refusing its removal) or added any
+	// name to the list.
+	if json.Unmarshal(e.Value(), &h) != nil || "info."+h.Host != e.Key() || now.Sub(e.Created()) >= 2*q.opts.LeaseTTL {
+		return HostInfo{}, false
+	}
+	h.LastSeen = e.Created().UTC()
+	return h, true
 }
 
 // serverNow is the time of the NATS server that keeps the hosts bucket,

@@ -398,6 +398,12 @@ func TestHeartbeatsAndOffline(t *testing.T) {
 	if _, ok := online["o1"]; ok || len(online) != 1 {
 		t.Fatalf("after o1 went offline: %+v", online)
 	}
+	// HostOnline reads one host's heartbeat, as OnlineHosts judges it.
+	for host, want := range map[string]bool{"o1": false, "o2": true, "never": false} {
+		if got, err := q.HostOnline(ctx, host); err != nil || got != want {
+			t.Errorf("HostOnline(%s) = %v, %v; want %v", host, got, err, want)
+		}
+	}
 }
 
 // TestEventsAreScopedToHostAndOrder: a subscriber to one order's events
