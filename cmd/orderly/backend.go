@@ -304,6 +304,13 @@ type apiRunner struct {
 }
 
 func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger) (*apiRunner, error) {
+	return startAPIOn(ctx, w, b, logger, nil)
+}
+
+// startAPIOn is startAPI serving on ln, which it then owns; with a nil ln
+// it opens the configured listener itself, once the rest of the API is
+// ready.
+func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger, ln net.Listener) (*apiRunner, error) {
 	cfg := w.Current()
 	sec := &security{store: b.store}
 	commit, err := sec.prepare(ctx, cfg)
@@ -368,9 +375,10 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
-	ln, err := listenAPI(cfg.Listen, logger)
-	if err != nil {
-		return nil, err
+	if ln == nil {
+		if ln, err = listenAPI(cfg.Listen, logger); err != nil {
+			return nil, err
+		}
 	}
 	ln = api.ErrorEnvelopeListener(ln)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

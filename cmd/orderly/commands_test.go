@@ -119,7 +119,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	for _, args := range [][]string{
 		{"migrate", "up"},
 		{"migrate", "down"},
-		{"serve", "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()},
+		{"serve", "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"},
 		{"api", "--nats-url", "nats://127.0.0.1:1"},
 		{"worker", "--host", "h1", "--nats-url", "nats://127.0.0.1:1"},
 	} {

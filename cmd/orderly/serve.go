@@ -65,6 +65,34 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		return err
 	}
 	defer unlock()
+	// The API's port (and the embedded NATS's) is found taken before
+	// anything starts: found when the API started, it cost a PostgreSQL
+	// start (an initdb the first time), and the worker, already running,
+	// could take an order of its host only to be stopped under it.
+	apiListener, err := listenAPI(cfg.Listen, logger)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w: is another orderly serve running? set --listen", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer apiListener.Close() // after a failed start; the API closes it when it stops
+	var natsHost string
+	var natsPort int
+	if cfg.NATS.URL == "" {
+		if natsHost, natsPort, err = splitHostPort(cfg.NATS.Listen); err != nil {
+			return fmt.Errorf("nats.listen: %w", err)
+		}
+		checkHost := natsHost
+		if checkHost == "" {
+			checkHost = "127.0.0.1" // natsembed's default
+		}
+		if natsPort == 0 {
+			natsPort = -1 // any free port, as for listen
+		} else if err := natsembed.CheckFree(net.JoinHostPort(checkHost, strconv.Itoa(natsPort))); err != nil {
+			return err
+		}
+	}
 
 	// Shutdown runs these in reverse: HTTP, worker, NATS drain, embedded
 	// NATS, PostgreSQL pool, managed PostgreSQL (STYLE §5).
@@ -113,20 +141,13 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	var natsCreds *natsembed.Credentials
 	var inProcess []nats.Option
 	if cfg.NATS.URL == "" {
-		host, port, err := splitHostPort(cfg.NATS.Listen)
-		if err != nil {
-			return fmt.Errorf("nats.listen: %w", err)
-		}
-		if port == 0 {
-			port = -1 // any free port, as for listen
-		}
 		// Every connection authenticates, with its role's permissions: the
 		// commands orderly runs are local processes too (DESIGN §4.7).
 		creds, err := natsembed.EnsureCredentials(filepath.Join(dataDir, "nats-creds"), cfg.Host, cfg.NATS.Workers)
 		if err != nil {
 			return err
 		}
-		ns, err := natsembed.Start(embeddedNATS(dataDir, host, port, logger, creds))
+		ns, err := natsembed.Start(embeddedNATS(dataDir, natsHost, natsPort, logger, creds))
 		if err != nil {
 			return err
 		}
@@ -167,7 +188,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			logger.Error("worker stopped", "error", err)
 		}
 	})
-	ar, err := startAPI(ctx, w, b, logger)
+	ar, err := startAPIOn(ctx, w, b, logger, apiListener)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,4 +64,55 @@ func TestServeNATSSyncsEveryWrite(t *testing.T) {
 	if o := embeddedNATS(t.TempDir(), "127.0.0.1", -1, nil, nil); !o.SyncAlways {
 		t.Fatalf("serve's nats-server options: %+v", o)
 	}
+}
+
+// TestServeFindsATakenPortFirst: a serve whose API port, or whose
+// embedded NATS's, is taken says so before it starts anything. The API's
+// port was found taken when the API started, after PostgreSQL (an initdb
+// on a first start), NATS and the worker, which could take an order of its
+// host only to be stopped under it. What serve opened for the check is
+// closed on the way out.
+func TestServeFindsATakenPortFirst(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeAddr := free.Addr().String()
+	free.Close()
+	for _, c := range []struct {
+		listen, natsListen, says string
+	}{
+		{taken.Addr().String(), "127.0.0.1:0", "listen on " + taken.Addr().String()},
+		{freeAddr, taken.Addr().String(), taken.Addr().String() + " is in use"},
+	} {
+		dataDir := serveDataDir(t, "orderly-port-")
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		var out bytes.Buffer
+		start := time.Now()
+		err := run(ctx, []string{"orderly", "serve", "--data-dir", dataDir, "--listen", c.listen, "--host", "srv"},
+			[]string{"ORDERLY_NATS__LISTEN=" + c.natsListen}, strings.NewReader(""), &out, &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Fatalf("serve --listen %s, nats.listen %s: %v, want %q\n%s", c.listen, c.natsListen, err, c.says, out.String())
+		}
+		entries, _ := os.ReadDir(dataDir)
+		for _, e := range entries {
+			if e.Name() != "serve.lock" {
+				t.Errorf("serve --listen %s, nats.listen %s left %s in the data dir (after %s): it started before it found the port taken\n%s",
+					c.listen, c.natsListen, e.Name(), time.Since(start).Round(time.Millisecond), out.String())
+			}
+		}
+	}
+	// The API's listener, opened before NATS's port was found taken, is
+	// closed again.
+	ln, err := net.Listen("tcp", freeAddr)
+	if err != nil {
+		t.Fatalf("the API's port after a refused start: %v", err)
+	}
+	ln.Close()
 }

@@ -72,7 +72,7 @@ func Start(opts Options) (*Server, error) {
 	// Another process can still take the port in between; readiness below
 	// catches that too, only more slowly.
 	if opts.Port > 0 {
-		if err := checkFree(addr); err != nil {
+		if err := CheckFree(addr); err != nil {
 			return nil, err
 		}
 	}
@@ -152,8 +152,9 @@ func (s *Server) SetCredentials(c *Credentials) error {
 	return nil
 }
 
-// checkFree fails when something already listens on addr.
-func checkFree(addr string) error {
+// CheckFree fails when something already listens on addr, saying what to
+// do about it; serve asks before it starts anything else.
+func CheckFree(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("natsembed: %s is in use: is another orderly serve running? set nats.listen", addr)
