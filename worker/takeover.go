@@ -87,8 +87,8 @@ const partialOutputCap = 10 << 20
 
 // abandon settles an order whose attempt was started by a worker that is
 // gone: interrupted (its outcome is unknown and it never runs again), or,
-// when it is idempotent and this was its first attempt, queued again to run
-// once more in its place. Only after the status has left "running" — when
+// when it is idempotent, this was its first attempt and nobody asked to
+// cancel it, queued again to run once more in its place. Only after the status has left "running" — when
 // no process can be recorded for that attempt any more — are its processes
 // reaped, so none can start unseen afterwards. It reports whether the order
 // was requeued.
@@ -97,7 +97,11 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	var ok bool
 	if requeue {
 		ok, err = w.store.Requeue(ctx, o.ID, o.Attempt, w.opts.Instance, reason)
-	} else {
+		// Not requeued: settled meanwhile, or its cancel was requested
+		// (Requeue), which interrupting it below tells apart.
+		requeue = err == nil && ok
+	}
+	if !requeue && err == nil {
 		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason)
 	}
 	if err != nil || !ok {

@@ -526,3 +526,43 @@ func scrape(t *testing.T, m *metrics.Metrics) string {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	return rec.Body.String()
 }
+
+// TestCanceledIdempotentOrderIsNotRequeued: an idempotent order whose
+// worker died mid-attempt, and whose cancel was requested meanwhile (the
+// request recorded, nobody to signal it), is interrupted by the successor,
+// not queued to run again: it ran a second time, against the request.
+func TestCanceledIdempotentOrderIsNotRequeued(t *testing.T) {
+	e := newEnv(t)
+	f := filepath.Join(t.TempDir(), "count")
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "idemc", Command: "sh",
+		Args: []string{"-c", `echo x >> "$1"`, "_", f}, Idempotent: true,
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), "idemc", o.ID); err != nil {
+		t.Fatal(err)
+	}
+	after := e.submit("idemc", "true")
+	_, done := e.start("idemc", func(p string, got *order.Order) error {
+		if p == "after_exec" && got.ID == o.ID {
+			return errCrash
+		}
+		return nil
+	})
+	if err := <-done; !errors.Is(err, errCrash) {
+		t.Fatalf("worker stopped with %v", err)
+	}
+	if st, err := e.store.RequestCancel(t.Context(), o.ID, "alice", "SIGTERM"); err != nil || st != order.StatusRunning {
+		t.Fatalf("cancel of the orphaned order: %s, %v", st, err)
+	}
+	e.start("idemc", nil)
+	got := e.waitStatus(o.ID, order.StatusInterrupted)
+	e.waitStatus(after, order.StatusSucceeded)
+	if got.Attempt != 1 {
+		t.Fatalf("attempt = %d, want 1", got.Attempt)
+	}
+	if b, _ := os.ReadFile(f); string(b) != "x\n" {
+		t.Fatalf("ran %q: want the lost attempt only", b)
+	}
+}

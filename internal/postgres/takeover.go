@@ -151,10 +151,13 @@ func (s *Store) ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*Proc
 
 // Requeue puts a running idempotent order back in the queue after its
 // worker vanished, once: only its first attempt is requeued, and its
-// message is redelivered in stream order by the successor. It returns false
-// when the order was not running under that attempt any more.
+// message is redelivered in stream order by the successor. An order whose
+// cancel was requested is not: run again, it defied the request. It
+// returns false when the order was not running under that attempt any
+// more, or was canceled.
 func (s *Store) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	return s.requeue(ctx, id, attempt, actor, "requeued", reason, `AND idempotent`)
+	return s.requeue(ctx, id, attempt, actor, "requeued", reason,
+		`AND idempotent AND NOT EXISTS (SELECT 1 FROM cancel_requests c WHERE c.order_id = $1)`)
 }
 
 // Unclaim puts back in the queue an order that worker claimed and never
