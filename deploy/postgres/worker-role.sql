@@ -10,7 +10,7 @@
 --        -v password_file=/run/secrets/worker_pg_password -f worker-role.sql
 --
 -- Run it as a superuser, or as the owner of orderly's tables with
--- CREATEROLE. The lines between the two markers below are docs/sql.md's
+-- CREATEROLE (and of the schema, for its REVOKE: docs/sql.md). The lines between the two markers below are docs/sql.md's
 -- block without its CREATE ROLE: TestWorkerRoleSQLIsTheDocs fails when
 -- they differ, so copy the block here when it changes.
 \set ON_ERROR_STOP on
@@ -29,6 +29,15 @@ SELECT 'CREATE ROLE orderly_worker NOLOGIN'
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderly_worker') \gexec
 -- docs/sql.md, "A role for workers", from here:
 GRANT USAGE ON SCHEMA public TO orderly_worker;
+-- Only orderly's own role (the tables' owner) creates in the schema, as
+-- PostgreSQL 15 has it: before 15 (and in a database upgraded from then)
+-- every role may, and a function made there can outrank one orderly's
+-- role calls and run with its rights.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+DO $$ BEGIN
+  EXECUTE format('GRANT CREATE ON SCHEMA public TO %I',
+    (SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'orders'));
+END $$;
 GRANT SELECT ON goose_db_version, hosts, active_orders, cancel_requests, order_processes TO orderly_worker;
 GRANT SELECT (id, batch_id, kind, host, status, command, args, env_names, env, stdin,
   stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as,
