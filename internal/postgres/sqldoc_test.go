@@ -1,14 +1,18 @@
 package postgres_test
 
 import (
+	"context"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // TestSQLDocQueriesAsAuditor runs docs/sql.md as an auditor would: the
@@ -151,4 +155,75 @@ func TestSQLDocExecutionOrder(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("execution order %v, want the orders as they started %v", got, want)
 	}
+}
+
+// TestAuditorCannotStopActionRuns: a session of the auditors' role of
+// docs/sql.md that holds the lock an action's run limit serializes on
+// would stop every run of the action for as long as it kept it. The
+// lock was an advisory lock, which any role may take (the trigger's key
+// is in migrations/); it is a row now, which the role may not lock.
+func TestAuditorCannotStopActionRuns(t *testing.T) {
+	e := newStoreEnv(t)
+	run := func(o *order.Order) {
+		o.Kind, o.Command = order.KindAction, "action:restart"
+		o.Action = &order.Action{Name: "restart", Params: map[string]string{"id": "0042"},
+			Limit: order.ActionLimit{Runs: 10, Per: time.Minute}}
+	}
+	e.insert("web-3", "alice", run) // the action's lock row exists
+	conn, err := e.pool.Acquire(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	if _, err := tx.Exec(e.ctx, auditorRoleSQL(t)); err != nil {
+		t.Fatalf("the auditor role of docs/sql.md: %v", err)
+	}
+	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(e.ctx, `SELECT pg_advisory_xact_lock(hashtextextended('orderly.action:restart', 0))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(e.ctx, `SAVEPOINT s`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(e.ctx, `SELECT 1 FROM action_locks WHERE action = 'restart' FOR UPDATE`); err == nil ||
+		!strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("as orderly_auditor, locking the action's row: %v, want permission denied", err)
+	}
+	if _, err := tx.Exec(e.ctx, `ROLLBACK TO SAVEPOINT s`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+	defer cancel()
+	o := &order.Order{ID: order.NewID(), Host: "web-3", Timeout: time.Minute, Principal: "alice", Source: "rest"}
+	run(o)
+	if prev, err := e.store.InsertOrder(ctx, o); err != nil || prev != nil {
+		t.Fatalf("a run of the action while the auditor holds its old lock: %v, %v", prev, err)
+	}
+}
+
+// auditorRoleSQL returns docs/sql.md's block that makes the auditors'
+// role.
+func auditorRoleSQL(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/sql.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var setup []string
+	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
+		if strings.Contains(m[1], "CREATE ROLE orderly_auditor") {
+			setup = append(setup, m[1])
+		}
+	}
+	if len(setup) != 1 {
+		t.Fatalf("docs/sql.md: %d auditor role blocks, want 1", len(setup))
+	}
+	return setup[0]
 }
