@@ -21,8 +21,11 @@ import (
 var files embed.FS
 
 // Provider opens the database at dsn and returns a goose provider over the
-// embedded migrations, holding a PostgreSQL session lock so that several
-// processes starting at once migrate one at a time. Close it when done.
+// embedded migrations, holding goose's lock row (the goose_lock table) so
+// that several processes starting at once migrate one at a time. Close it
+// when done. Not goose's advisory lock: any role may take that one, and a
+// session of the auditors' role (docs/sql.md) holding it stopped every
+// upgrade's migrations; a row of goose_lock only orderly's own role writes.
 func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
 	// pgxpool's parser knows the pool_* settings a DSN may carry for the
 	// service's pool; pgx alone would send them to the server as runtime
@@ -32,12 +35,12 @@ func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
 		return nil, nil, fmt.Errorf("parse database url: %w", err)
 	}
 	db := stdlib.OpenDB(*pcfg.ConnConfig)
-	locker, err := lock.NewPostgresSessionLocker()
+	locker, err := lock.NewPostgresTableLocker()
 	if err != nil {
 		db.Close()
 		return nil, nil, err
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, files, goose.WithSessionLocker(locker))
+	p, err := goose.NewProvider(goose.DialectPostgres, db, files, goose.WithLocker(locker))
 	if err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("migrations: %w", err)
