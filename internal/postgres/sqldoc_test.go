@@ -227,3 +227,46 @@ func auditorRoleSQL(t *testing.T) string {
 	}
 	return setup[0]
 }
+
+// TestAuditorQueriesRunInParallel: the row policies (migration 00012)
+// leave the auditors' queries free to use parallel workers, as the
+// owner's are: a function a policy calls that is PARALLEL UNSAFE kept
+// every query of every other role on one process.
+func TestAuditorQueriesRunInParallel(t *testing.T) {
+	e := newStoreEnv(t)
+	e.insert("web-3", "alice", nil)
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	if _, err := tx.Exec(e.ctx, auditorRoleSQL(t)); err != nil {
+		t.Fatalf("the auditor role of docs/sql.md: %v", err)
+	}
+	// Parallel workers for any table, however small.
+	for _, q := range []string{`SET LOCAL ROLE orderly_auditor`, `SET LOCAL parallel_setup_cost = 0`,
+		`SET LOCAL parallel_tuple_cost = 0`, `SET LOCAL min_parallel_table_scan_size = 0`,
+		`SET LOCAL max_parallel_workers_per_gather = 2`} {
+		if _, err := tx.Exec(e.ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var plan strings.Builder
+	rows, err := tx.Query(e.ctx, `EXPLAIN (COSTS OFF) SELECT status, count(*) FROM orders GROUP BY status`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan.WriteString(line + "\n")
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plan.String(), "Gather") {
+		t.Errorf("as orderly_auditor, a count of orders by status plans no parallel workers:\n%s", plan.String())
+	}
+}
