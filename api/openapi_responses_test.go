@@ -20,6 +20,7 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -407,26 +408,36 @@ func TestSpecRunbookResponses(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Broken.md"), []byte("no heading\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Over the 4 MiB a runbook file may have: it cannot be read (422).
+	if err := os.WriteFile(filepath.Join(dir, "Huge.md"), []byte("# Huge\n"+strings.Repeat("x", 5<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg := config.Default().Runbooks
 	cfg.Dir, cfg.Host = dir, "h1"
+	settings := api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second}
 	// The same API as e's, with runbooks on: e's store, bus and tokens.
-	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return cfg })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	rb := *e
-	rb.url = hs.URL
-	sc := newSpecChecker(t, &rb)
+	checker := func(set api.Settings, cfg config.Runbooks) *specChecker {
+		srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+			func() api.Settings { return set },
+			func() config.Runbooks { return cfg })
+		hs := httptest.NewServer(srv.Handler())
+		t.Cleanup(hs.Close)
+		rb := *e
+		rb.url = hs.URL
+		return newSpecChecker(t, &rb)
+	}
+	sc := checker(settings, cfg)
 
 	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks"})
 	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md"})
 	sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/required-env"})
-	resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{"env_vars": map[string]any{"VERSION": "1.2"}}})
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("validate: %d %s", resp.StatusCode, b)
+	for _, method := range []string{"POST", "PATCH"} {
+		resp, b := sc.do(call{as: "alice", method: method, path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{"env_vars": map[string]any{"VERSION": "1.2"}}})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("validate: %d %s", resp.StatusCode, b)
+		}
 	}
-	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute?wait=20", body: map[string]any{"env_vars": map[string]any{"VERSION": 1.2}},
+	resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute?wait=20", body: map[string]any{"env_vars": map[string]any{"VERSION": 1.2}},
 		hdr: []string{"X-Correlation-Id", "deploy-1"}})
 	if resp.StatusCode != http.StatusOK || decodeAs[api.Order](t, b).Runbook != "Deploy.md" {
 		t.Fatalf("execute: %d %s", resp.StatusCode, b)
@@ -469,7 +480,43 @@ func TestSpecRunbookResponses(t *testing.T) {
 		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{}, hdr: []string{"Content-Type", "text/plain"}, invalid: true},
 		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", body: map[string]any{}, hdr: []string{"Content-Type", "text/plain"}, invalid: true},
 		{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: map[string]any{"env_vars": map[string]any{"V": strings.Repeat("x", 2<<20)}}, invalid: true},
+		{as: "alice", method: "GET", path: "/v1/runbooks/Huge.md"},              // 422
+		{as: "alice", method: "GET", path: "/v1/runbooks/Huge.md/required-env"}, // 422
+		{as: "alice", method: "POST", path: "/v1/runbooks/Huge.md/validate"},    // 422
 	} {
 		sc.do(c)
+	}
+
+	// What every runbook route answers before or beside its own work:
+	// the network ACL (403), the rate limits (429), and a runbooks.dir
+	// that cannot be read (503).
+	deny, err := netacl.New(config.ACL{Allow: []string{"192.0.2.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied, limited := settings, settings
+	denied.ACL, limited.RatePerPrincipal = deny, 1
+	gone := cfg
+	gone.Dir = filepath.Join(dir, "gone")
+	for _, v := range []struct {
+		sc     *specChecker
+		status int
+	}{{checker(denied, cfg), http.StatusForbidden}, {checker(limited, cfg), http.StatusTooManyRequests}, {checker(settings, gone), http.StatusServiceUnavailable}} {
+		if v.status == http.StatusTooManyRequests {
+			v.sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks"}) // the one request of the minute
+		}
+		for _, c := range []call{
+			{as: "alice", method: "GET", path: "/v1/runbooks"},
+			{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md"},
+			{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/required-env"},
+			{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md/history"},
+			{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate"},
+			{as: "alice", method: "PATCH", path: "/v1/runbooks/Deploy.md/validate"},
+			{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute"},
+		} {
+			if resp, b := v.sc.do(c); resp.StatusCode != v.status {
+				t.Errorf("%s %s: %d, want %d: %s", c.method, c.path, resp.StatusCode, v.status, b)
+			}
+		}
 	}
 }
