@@ -1,0 +1,116 @@
+package api_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/compat"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
+)
+
+// TestSpecHTTPExecResponses drives the httpexec compat surface, mounted
+// as serve mounts it (at /, behind the native routes), with every status
+// its handler answers, and validates each request and response against
+// openapi.yaml: status, content type and body. exec_root is /usr/bin, in
+// the worker's default command_path; the orders run on a real worker.
+func TestSpecHTTPExecResponses(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	root, err := filepath.EvalSymlinks("/usr/bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.HTTPExec = config.HTTPExecCompat{Enabled: true, Prefix: "/", Host: "h1", ExecRoot: root, Principal: "httpexec-client", Roles: []string{"ops"}}
+	var acl atomic.Pointer[netacl.ACL]
+	var ratePerIP atomic.Int64
+	srv := e.runbookAPI(config.Rule{Name: "httpexec", Roles: []string{"ops"}, Hosts: []string{"h1"},
+		Allow: []string{`^` + root + `/(echo|cat|printf|dash|env) `, `^` + root + `/(echo|cat|printf|dash|env)$`}},
+		func() api.Settings {
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(ratePerIP.Load())}
+		}, func() config.Runbooks { return cfg.Runbooks })
+	h := &compat.HTTPExec{Deps: compat.Deps{Orders: srv, Config: func() config.Config { return cfg }, ACL: acl.Load},
+		Wait: func() time.Duration { return 30 * time.Second }}
+	srv.MountCompat(api.CompatSurface{Prefix: "/", Fallback: true, Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	hx := *e
+	hx.url = hs.URL
+	sc := newSurfaceChecker(t, &hx, "httpexec")
+	// The 404 and Quart's error pages are HTML, which kin-openapi does not
+	// decode; their schema is a string.
+	openapi3filter.RegisterBodyDecoder("text/html", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+		b, err := io.ReadAll(body)
+		return string(b), err
+	})
+	t.Cleanup(func() { openapi3filter.UnregisterBodyDecoder("text/html") })
+
+	// The spec refuses the bodies httpexec answered 500.
+	spec := sc.doc.Components.Schemas["HTTPExecRequest"].Value
+	for _, body := range []map[string]any{{"args": nil}, {"stdin": nil}, {"stdout": nil}, {"stderr": nil}} {
+		if err := spec.VisitJSON(body, openapi3.EnableJSONSchema2020()); err == nil {
+			t.Errorf("HTTPExecRequest accepts %v", body)
+		}
+	}
+
+	do := func(want int, c call) []byte {
+		t.Helper()
+		resp, b := sc.do(c)
+		if resp.StatusCode != want {
+			t.Errorf("%s %s: %d, want %d: %s", c.method, c.path, resp.StatusCode, want, b)
+		}
+		return b
+	}
+	capture := map[string]any{"capture": true}
+	do(http.StatusOK, call{method: "POST", path: "/echo"})
+	do(http.StatusOK, call{method: "POST", path: "/echo", body: map[string]any{"args": []string{"hi"}, "stdout": capture,
+		"stderr": map[string]any{"capture": true, "encode": "base85"}, "environment": map[string]string{"A": "1"}}})
+	do(http.StatusOK, call{method: "POST", path: "/cat", body: map[string]any{"stdin": map[string]any{"content": "aGk=", "encode": "base64"},
+		"stdout": map[string]any{"capture": true, "encode": "base64"}}})
+	do(http.StatusOK, call{method: "POST", path: "/printf", body: map[string]any{"args": []string{`ok\377`}, "stdout": capture}})  // not UTF-8: base64
+	do(http.StatusOK, call{method: "POST", path: "/dash", body: map[string]any{"args": []string{"-c", "kill -TERM $$"}}})          // return -15
+	do(http.StatusOK, call{method: "POST", path: "/echo", body: "{}", hdr: []string{"Content-Type", "text/plain"}, invalid: true}) // body not read
+
+	for _, v := range []struct {
+		want int
+		c    call
+	}{
+		{http.StatusNotFound, call{method: "POST", path: "/nosuch"}},
+		{http.StatusMethodNotAllowed, call{method: "GET", path: "/echo", invalid: true, specMethod: "POST"}},
+		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: `{"args":`, invalid: true}},
+		{http.StatusBadRequest, call{method: "POST", path: "/env", body: map[string]any{"environment": map[string]string{"A=B": "x"}}}},
+		// This API has no env_deny of its own: the worker's refuses it.
+		{http.StatusInternalServerError, call{method: "POST", path: "/env", body: map[string]any{"environment": map[string]string{"LD_PRELOAD": "x"}}}},
+		{http.StatusForbidden, call{method: "POST", path: "/true"}}, // the API policy
+		{http.StatusRequestEntityTooLarge, call{method: "POST", path: "/echo", body: map[string]any{"args": []string{strings.Repeat("x", 2<<20)}}}},
+		{http.StatusRequestEntityTooLarge, call{method: "POST", path: "/cat", body: map[string]any{"stdin": map[string]any{"content": strings.Repeat("x", 600<<10)}}}},
+		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"args": nil}, invalid: true}},
+		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"stdin": nil}, invalid: true}},
+		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"stdout": nil}, invalid: true}},
+		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"stdout": map[string]any{"capture": true, "encode": "hex"}}, invalid: true}},
+	} {
+		do(v.want, v.c)
+	}
+
+	deny, err := netacl.New(config.ACL{Allow: []string{"192.0.2.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acl.Store(deny)
+	do(http.StatusForbidden, call{method: "POST", path: "/echo"})
+	acl.Store(nil)
+	ratePerIP.Store(1)
+	do(http.StatusOK, call{method: "POST", path: "/echo"})
+	do(http.StatusTooManyRequests, call{method: "POST", path: "/echo"})
+}
