@@ -1,10 +1,12 @@
 package api_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,14 +19,21 @@ import (
 	"github.com/orderly-run/orderly/api/compat"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
-// TestSpecHTTPExecResponses drives the httpexec compat surface, mounted
-// as serve mounts it (at /, behind the native routes), with every status
-// its handler answers, and validates each request and response against
-// openapi.yaml: status, content type and body. exec_root is /usr/bin, in
-// the worker's default command_path; the orders run on a real worker.
-func TestSpecHTTPExecResponses(t *testing.T) {
+// httpexecSurface is the httpexec compat surface, mounted as serve
+// mounts it (at /, behind the native routes) on an API of its own over
+// e's store, bus and worker; its ACL and per-IP rate can be changed.
+// exec_root is /usr/bin, in the worker's default command_path.
+type httpexecSurface struct {
+	*apiEnv
+	acl       atomic.Pointer[netacl.ACL]
+	ratePerIP atomic.Int64
+}
+
+func newHTTPExecSurface(t *testing.T) *httpexecSurface {
+	t.Helper()
 	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
 	root, err := filepath.EvalSymlinks("/usr/bin")
 	if err != nil {
@@ -33,21 +42,30 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 	cfg := config.Default()
 	cfg.HTTP.MaxBodyBytes = 1 << 20
 	cfg.Compat.HTTPExec = config.HTTPExecCompat{Enabled: true, Prefix: "/", Host: "h1", ExecRoot: root, Principal: "httpexec-client", Roles: []string{"ops"}}
-	var acl atomic.Pointer[netacl.ACL]
-	var ratePerIP atomic.Int64
+	hx := &httpexecSurface{}
 	srv := e.runbookAPI(config.Rule{Name: "httpexec", Roles: []string{"ops"}, Hosts: []string{"h1"},
 		Allow: []string{`^` + root + `/(echo|cat|printf|dash|env) `, `^` + root + `/(echo|cat|printf|dash|env)$`}},
 		func() api.Settings {
-			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(ratePerIP.Load())}
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(hx.ratePerIP.Load())}
 		}, func() config.Runbooks { return cfg.Runbooks })
-	h := &compat.HTTPExec{Deps: compat.Deps{Orders: srv, Config: func() config.Config { return cfg }, ACL: acl.Load},
+	h := &compat.HTTPExec{Deps: compat.Deps{Orders: srv, Config: func() config.Config { return cfg }, ACL: hx.acl.Load},
 		Wait: func() time.Duration { return 30 * time.Second }}
 	srv.MountCompat(api.CompatSurface{Prefix: "/", Fallback: true, Handler: h})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	hx := *e
-	hx.url = hs.URL
-	sc := newSurfaceChecker(t, &hx, "httpexec")
+	served := *e
+	served.url = hs.URL
+	hx.apiEnv = &served
+	return hx
+}
+
+// TestSpecHTTPExecResponses drives the httpexec surface with every status
+// its handler answers, and validates each request and response against
+// openapi.yaml: status, content type and body. The orders run on a real
+// worker.
+func TestSpecHTTPExecResponses(t *testing.T) {
+	hx := newHTTPExecSurface(t)
+	sc := newSurfaceChecker(t, hx.apiEnv, "httpexec")
 	// The 404 and Quart's error pages are HTML, which kin-openapi does not
 	// decode; their schema is a string.
 	openapi3filter.RegisterBodyDecoder("text/html", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
@@ -107,10 +125,66 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acl.Store(deny)
+	hx.acl.Store(deny)
 	do(http.StatusForbidden, call{method: "POST", path: "/echo"})
-	acl.Store(nil)
-	ratePerIP.Store(1)
+	hx.acl.Store(nil)
+	hx.ratePerIP.Store(1)
 	do(http.StatusOK, call{method: "POST", path: "/echo"})
 	do(http.StatusTooManyRequests, call{method: "POST", path: "/echo"})
+}
+
+// TestHTTPExecRefusalsAreRecorded checks that what the httpexec surface
+// refuses before an order exists is in the rejections table, as the
+// native API's and the other surfaces' refusals are (docs/sql.md): the
+// network ACL, a body that is not JSON, one over http.max_body_bytes and
+// one httpexec could not use.
+func TestHTTPExecRefusalsAreRecorded(t *testing.T) {
+	hx := newHTTPExecSurface(t)
+	send := func(want int, body string) {
+		t.Helper()
+		resp, err := http.Post(hx.url+"/echo", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("POST /echo %.40q: %d, want %d", body, resp.StatusCode, want)
+		}
+	}
+	send(http.StatusBadRequest, `{"args":`)
+	send(http.StatusRequestEntityTooLarge, `{"args":["`+strings.Repeat("x", 2<<20)+`"]}`)
+	send(http.StatusInternalServerError, `{"args":null}`)
+	deny, err := netacl.New(config.ACL{Allow: []string{"192.0.2.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hx.acl.Store(deny)
+	send(http.StatusForbidden, `{}`)
+
+	rows, err := hx.pool.Query(testenv.Context(t), `SELECT principal, client_ip, path, status, code FROM rejections
+		WHERE source = 'httpexec' ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var principal, ip, path, code string
+		var status int
+		if err := rows.Scan(&principal, &ip, &path, &status, &code); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %s %d %s", principal, ip, path, status, code))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"httpexec-client 127.0.0.1 /echo 400 invalid_request",
+		"httpexec-client 127.0.0.1 /echo 413 too_large",
+		"httpexec-client 127.0.0.1 /echo 500 invalid_request",
+		" 127.0.0.1 /echo 403 forbidden",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rejections:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

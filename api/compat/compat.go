@@ -69,6 +69,16 @@ func clientAddr(acl *netacl.ACL, r *http.Request) (string, bool) {
 	return addr.String(), ok
 }
 
+// auditACL records a request the network ACL refused, as the native API
+// records its own: ip is "" when the client address could not be told.
+func auditACL(o Orders, r *http.Request, ip, source string) {
+	msg := "client address not recognized"
+	if ip != "" {
+		msg = "client address " + ip + " is not allowed"
+	}
+	o.AuditRefusal(r.Context(), r, "", ip, source, http.StatusForbidden, order.Errorf(order.CodeForbidden, "%s", msg))
+}
+
 // returnCode is the exit status as Python's subprocess reports it: the
 // exit code, or minus the number of the signal that ended the process.
 func returnCode(res *order.Result) (int, bool) {

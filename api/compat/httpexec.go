@@ -54,6 +54,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hc := cfg.Compat.HTTPExec
 	ip, ok := clientAddr(h.ACL(), r)
 	if !ok {
+		auditACL(h.Orders, r, ip, "httpexec")
 		plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "client address not allowed\n")
 		return
 	}
@@ -79,12 +80,19 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	o, status := h.order(r, path, cfg.HTTP.MaxBodyBytes)
 	if status != 0 {
+		// Refused before an order exists: on record, as the native
+		// API's refusals and the other surfaces' are.
 		switch status {
 		case http.StatusBadRequest:
+			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", status, order.Errorf(order.CodeInvalid, "invalid JSON body"))
 			quartError(w, http.StatusBadRequest, "Bad Request", "The browser (or proxy) sent a request that this server could not understand.")
 		case http.StatusRequestEntityTooLarge:
+			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", status,
+				order.Errorf(order.CodeTooLarge, "request body is larger than %d bytes", cfg.HTTP.MaxBodyBytes))
 			quartError(w, status, "Request Entity Too Large", "The data value transmitted exceeds the capacity limit.")
 		default:
+			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", status,
+				order.Errorf(order.CodeInvalid, "the body is not a request httpexec could run"))
 			quartError(w, status, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
 		}
 		return
