@@ -230,6 +230,17 @@ func (sc *specChecker) checkEvents(c call, body []byte) {
 	}
 }
 
+// rejections counts the rejections rows of source with code.
+func rejections(t *testing.T, e *apiEnv, source, code string) int {
+	t.Helper()
+	var n int
+	if err := e.pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM rejections WHERE source = $1 AND code = $2`,
+		source, code).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // decodeAs decodes a response body.
 func decodeAs[T any](t *testing.T, b []byte) T {
 	t.Helper()

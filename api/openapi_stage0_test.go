@@ -239,6 +239,7 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 		t.Fatal(err)
 	}
 	acl.Store(deny)
+	forbidden := rejections(t, e, "stage0", "forbidden")
 	for _, c := range []call{
 		{method: "POST", path: "/dev-login"},
 		{method: "GET", path: "/api/runbooks", hdr: dev},
@@ -252,6 +253,10 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 		do(http.StatusForbidden, c)
 	}
 	acl.Store(nil)
+	// Each ACL refusal is on record, as the native API's are.
+	if n := rejections(t, e, "stage0", "forbidden") - forbidden; n != 8 {
+		t.Errorf("%d ACL refusals recorded, want 8", n)
+	}
 
 	// limits.rate_per_ip: orderly's 429.
 	ratePerIP.Store(1)

@@ -81,8 +81,13 @@ func TestSpecVigridResponses(t *testing.T) {
 		{http.StatusForbidden, call{as: "alice", method: "POST", path: "/api/v1/execute", body: map[string]any{"command": "rm"}}},
 		{http.StatusForbidden, call{as: "alice", method: "POST", path: "/api/v1/reload"}},
 		{http.StatusUnauthorized, call{method: "GET", path: "/api/v1/queue"}},
+		{http.StatusUnauthorized, call{method: "GET", path: "/api/v1/queue", hdr: []string{"Authorization", "Bearer nope"}}},
 	} {
 		do(v.want, v.c)
+	}
+	// The 401s are on record, as the native API's are.
+	if n := rejections(t, e, "vigrid", "unauthenticated"); n != 2 {
+		t.Errorf("%d refused tokens recorded, want 2", n)
 	}
 	// A method the route does not take, on every route.
 	for _, c := range []call{
@@ -116,10 +121,15 @@ func TestSpecVigridResponses(t *testing.T) {
 		t.Fatal(err)
 	}
 	acl.Store(deny)
+	forbidden := rejections(t, e, "vigrid", "forbidden")
 	for _, c := range routes {
 		do(http.StatusForbidden, c)
 	}
 	acl.Store(nil)
+	// So are the ACL's refusals, health's included.
+	if n := rejections(t, e, "vigrid", "forbidden") - forbidden; n != len(routes) {
+		t.Errorf("%d ACL refusals recorded, want %d", n, len(routes))
+	}
 	ratePerIP.Store(1)
 	do(http.StatusOK, routes[0]) // the one request of the minute
 	for _, c := range routes {

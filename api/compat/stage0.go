@@ -76,6 +76,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc := cfg.Compat.Stage0
 	ip, ok := clientAddr(s.ACL(), r)
 	if !ok {
+		auditACL(s.Orders, r, ip, "stage0")
 		stage0Error(w, http.StatusForbidden, "Access denied")
 		return
 	}

@@ -59,7 +59,8 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := v.Config()
 	rel := "/" + strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")), "/")
 	if r.URL.Path == strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")+"/health" {
-		if _, ok := clientAddr(v.ACL(), r); !ok {
+		if ip, ok := clientAddr(v.ACL(), r); !ok {
+			auditACL(v.Orders, r, ip, "vigrid")
 			vigridError(w, http.StatusForbidden, "Access denied")
 			return
 		}
@@ -80,24 +81,29 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ip, ok := clientAddr(v.ACL(), r)
 	if !ok {
+		auditACL(v.Orders, r, ip, "vigrid")
 		vigridError(w, http.StatusForbidden, "Access denied")
 		return
 	}
+	unauthenticated := func(msg string) {
+		v.Orders.AuditRefusal(r.Context(), r, "", ip, "vigrid", http.StatusUnauthorized, order.Errorf(order.CodeUnauthenticated, "%s", msg))
+		vigridError(w, http.StatusUnauthorized, msg)
+	}
 	h := r.Header.Get("Authorization")
 	if !strings.HasPrefix(h, "Bearer ") {
-		vigridError(w, http.StatusUnauthorized, "Authentication required. Use 'Authorization: Bearer <token>'.")
+		unauthenticated("Authentication required. Use 'Authorization: Bearer <token>'.")
 		return
 	}
 	// Vigrid compared header[7:] with each secret as it was: a token with
 	// spaces around it matches none (Authenticate would trim them).
 	tok := h[len("Bearer "):]
 	if tok == "" || strings.Trim(tok, " \t") != tok {
-		vigridError(w, http.StatusUnauthorized, "Invalid authentication token")
+		unauthenticated("Invalid authentication token")
 		return
 	}
 	p, err := v.Auth().Authenticate(h)
 	if err != nil {
-		vigridError(w, http.StatusUnauthorized, "Invalid authentication token")
+		unauthenticated("Invalid authentication token")
 		return
 	}
 	vr := &vigridRequest{w: w, r: r, cfg: cfg, p: p, ip: ip}
