@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,7 +21,9 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -403,6 +406,70 @@ func TestSpecResponses(t *testing.T) {
 			t.Errorf("%s %s: %d, want a refusal: %s", c.method, c.path, resp.StatusCode, b)
 		}
 	}
+}
+
+// TestSpecStatusAndReload validates GET /v1/status and POST
+// /v1/admin/reload of an API whose status and reload are a real config
+// watcher's, as serve wires them: the configuration file's status after
+// an applied reload, and after a refused one (drift, pending_error,
+// last_reload_error).
+func TestSpecStatusAndReload(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := config.NewWatcher(path, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Logger: e.logger(), Version: "test",
+		Intake:   intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{}, e.logger()),
+		Auth:     func() api.Authenticator { return e.authn.Load() },
+		Settings: func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		Status: func() map[string]any {
+			st := w.Status()
+			return map[string]any{"config": st, "config_drift": st.Drift}
+		},
+		Reload: func(ctx context.Context, by, confirm string) (config.ReloadResult, error) {
+			return w.ReloadWith(ctx, config.ReloadOptions{Confirm: confirm, By: by})
+		}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	st := *e
+	st.url = hs.URL
+	sc := newSpecChecker(t, &st)
+	// Both answers describe the file by one closed schema, so a field
+	// the watcher adds fails here until the spec names it.
+	for _, s := range []string{"ServiceStatus", "ReloadResponse"} {
+		if ref := sc.doc.Components.Schemas[s].Value.Properties["config"]; ref == nil || ref.Ref != "#/components/schemas/ConfigStatus" {
+			t.Fatalf("%s does not describe its config as ConfigStatus", s)
+		}
+	}
+
+	want := func(c call, status int, has ...string) {
+		t.Helper()
+		resp, b := sc.do(c)
+		if resp.StatusCode != status {
+			t.Fatalf("%s %s: %d, want %d: %s", c.method, c.path, resp.StatusCode, status, b)
+		}
+		for _, s := range has {
+			if !strings.Contains(string(b), s) {
+				t.Errorf("%s %s: no %s in %s", c.method, c.path, s, b)
+			}
+		}
+	}
+	want(call{as: "admin", method: "GET", path: "/v1/status"}, http.StatusOK, `"sha256_loaded"`)
+	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusOK, `"config":{"path":`, `"last_reload"`)
+	if err := os.WriteFile(path, []byte("listen: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusUnprocessableEntity)
+	want(call{as: "admin", method: "GET", path: "/v1/status"}, http.StatusOK, `"drift":true`, `"pending_error"`, `"last_reload_error"`)
 }
 
 // TestSpecRunbookResponses validates the /v1/runbooks answers of an API
