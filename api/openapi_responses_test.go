@@ -408,11 +408,11 @@ func TestSpecResponses(t *testing.T) {
 	}
 }
 
-// TestSpecStatusAndReload validates GET /v1/status and POST
-// /v1/admin/reload of an API whose status and reload are a real config
-// watcher's, as serve wires them: the configuration file's status after
-// an applied reload, and after a refused one (drift, pending_error,
-// last_reload_error).
+// TestSpecStatusAndReload validates GET /v1/status, POST
+// /v1/admin/reload and GET /readyz of an API whose status and reload are
+// a real config watcher's, as serve wires them: the configuration file's
+// status after an applied reload, and after a refused one (drift,
+// pending_error, last_reload_error).
 func TestSpecStatusAndReload(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	path := filepath.Join(t.TempDir(), "orderly.yaml")
@@ -470,6 +470,7 @@ func TestSpecStatusAndReload(t *testing.T) {
 	}
 	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusUnprocessableEntity)
 	want(call{as: "admin", method: "GET", path: "/v1/status"}, http.StatusOK, `"drift":true`, `"pending_error"`, `"last_reload_error"`)
+	want(call{method: "GET", path: "/readyz"}, http.StatusOK, `"config_drift":true`)
 }
 
 // TestSpecRunbookResponses validates the /v1/runbooks answers of an API
