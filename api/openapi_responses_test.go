@@ -408,6 +408,41 @@ func TestSpecResponses(t *testing.T) {
 	}
 }
 
+// TestSpecRefusesWhatSubmitRefuses holds the SubmitRequest schema to the
+// server's checks of a body's fields: what the server refuses as
+// malformed (400) the spec refuses too, so that a client that checks its
+// requests against the spec is not told they are fine.
+func TestSpecRefusesWhatSubmitRefuses(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	sc := newSpecChecker(t, e)
+	schema := sc.doc.Components.Schemas["SubmitRequest"].Value
+	visit := func(body map[string]any) error { // as JSON, as a client sends it
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return schema.VisitJSON(decodeAs[any](t, b), openapi3.EnableJSONSchema2020())
+	}
+	ok := map[string]any{"host": "h1", "command": "true", "env": map[string]string{"A_1": "x"}, "correlation_id": strings.Repeat("c", 200)}
+	if err := visit(ok); err != nil {
+		t.Fatalf("the spec refuses %v: %v", ok, err)
+	}
+	for _, body := range []map[string]any{
+		{"host": "h1"},
+		{"host": "h1", "command": ""},
+		{"host": "h1", "command": "true", "correlation_id": strings.Repeat("c", 201)},
+		{"host": "h1", "command": "true", "env": map[string]string{"A=B": "x"}},
+		{"host": "h1", "command": "true", "env": map[string]string{"1A": "x"}},
+	} {
+		if resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: body, invalid: true}); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%v: %d, want 400: %s", body, resp.StatusCode, b)
+		}
+		if err := visit(body); err == nil {
+			t.Errorf("the spec accepts %v, which the server refuses", body)
+		}
+	}
+}
+
 // TestSpecStatusAndReload validates GET /v1/status, POST
 // /v1/admin/reload and GET /readyz of an API whose status and reload are
 // a real config watcher's, as serve wires them: the configuration file's
@@ -564,6 +599,17 @@ func TestSpecRunbookResponses(t *testing.T) {
 		{as: "alice", method: "POST", path: "/v1/runbooks/Huge.md/validate"},    // 422
 	} {
 		sc.do(c)
+	}
+
+	// The spec refuses an env_vars name the server refuses (400).
+	for _, name := range []string{"A=B", "1A", ""} {
+		body := map[string]any{"env_vars": map[string]any{name: "x"}}
+		if resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/validate", body: body, invalid: true}); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("env_vars name %q: %d, want 400: %s", name, resp.StatusCode, b)
+		}
+		if err := sc.doc.Components.Schemas["RunbookRequest"].Value.VisitJSON(body, openapi3.EnableJSONSchema2020()); err == nil {
+			t.Errorf("the spec accepts env_vars name %q", name)
+		}
 	}
 
 	// What every runbook route answers before or beside its own work:
