@@ -100,9 +100,13 @@ func underPrefix(path, prefix string) bool {
 	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }
 
-// nativeRoute reports whether a native route serves path with any method.
+// nativeRoute reports whether a native route serves path with any method,
+// or path lies in a subtree that is orderly's whole: /v1/, the web UI's
+// /ui/ and the explorer's /docs/, whose own 404s answer a path they do not
+// know.
 func nativeRoute(native *chi.Mux, path string) bool {
-	return allowedMethods(native, path) != "" || strings.HasPrefix(path, "/v1/")
+	return allowedMethods(native, path) != "" || strings.HasPrefix(path, "/v1/") ||
+		strings.HasPrefix(path, "/ui/") || strings.HasPrefix(path, "/docs/")
 }
 
 // SubmitOrder runs o through the one intake path (validate, screen,

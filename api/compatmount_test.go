@@ -37,6 +37,10 @@ func TestCompatSurfacesPreferTheMostSpecific(t *testing.T) {
 		"/dev-logins":              "httpexec",
 		"/healthz":                 "native",
 		"/v1/orders/not-an-order/": "native",
+		"/ui/no-such-page":         "native",
+		"/ui/orders/x/y/z":         "native",
+		"/docs/a/b":                "native",
+		"/uix":                     "httpexec",
 	} {
 		resp, err := http.Post(e.url+path, "application/json", strings.NewReader("{}"))
 		if err != nil {
