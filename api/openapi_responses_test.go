@@ -378,6 +378,25 @@ func TestSpecResponses(t *testing.T) {
 		}
 	}
 
+	// A method a path does not take: 405 in the envelope, with Allow, on
+	// every native path (the web UI's pages are HTML and not an API).
+	sample := strings.NewReplacer("{id}", done.ID.String(), "{host}", "h1", "{name}", "count", "{file}", "index.html")
+	for p, item := range sc.doc.Paths.Map() {
+		if p == "/ui/{page}" || p == "/metrics" { // this API serves no metrics
+			continue
+		}
+		method := http.MethodGet
+		if item.Get == nil {
+			for m := range item.Operations() {
+				method = m
+			}
+		}
+		resp, b := sc.do(call{as: "admin", method: http.MethodPut, path: sample.Replace(p), invalid: true, specMethod: method})
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+			t.Errorf("PUT %s: %d (Allow %q), want 405 with Allow: %s", p, resp.StatusCode, resp.Header.Get("Allow"), b)
+		}
+	}
+
 	// Refusals, each in the error envelope with its stable code.
 	for _, c := range []call{
 		{method: "GET", path: "/v1/orders"},                                                                                                                                  // 401
