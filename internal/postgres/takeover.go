@@ -170,6 +170,11 @@ func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker s
 
 // requeue moves a running attempt back to queued with its event, when
 // cond (a constant SQL condition over $1 id, $2 attempt, $3 actor) holds.
+// It locks the order first and checks cond in the next statement: a
+// transaction that held the row (RequestCancel, recording its request)
+// has committed by then, and cond sees what it wrote. In the one
+// statement, cond read the snapshot taken before the wait, and an order
+// whose cancel was answered as requested was queued to run again.
 func (s *Store) requeue(ctx context.Context, id uuid.UUID, attempt int, actor, event, reason, cond string) (bool, error) {
 	q := `WITH u AS (
 	UPDATE orders SET status = 'queued', started_at = NULL, worker = ''
@@ -181,7 +186,13 @@ func (s *Store) requeue(ctx context.Context, id uuid.UUID, attempt int, actor, e
 )
 SELECT count(*) FROM u`
 	var n int
-	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason, event).Scan(&n); err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, id); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, q, id, attempt, actor, reason, event).Scan(&n)
+	})
+	if err != nil {
 		return false, translate(fmt.Sprintf("%s order %s", event, id), err)
 	}
 	return n == 1, nil
