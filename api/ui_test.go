@@ -520,6 +520,57 @@ func TestUIEmptyFieldIsSent(t *testing.T) {
 	}
 }
 
+// TestUIRequiredDropdownAsksForAChoice: the dropdown of a param without
+// a default starts on an empty "(choose)" entry, which its required
+// attribute keeps the browser from sending. Without it, a browser selects
+// the first value, and a click on the button (and yes in its dialog,
+// which names no value) ran the action with a door or a unit the user
+// never picked. A re-run's value is still the one selected.
+func TestUIRequiredDropdownAsksForAChoice(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	e.waitPage(t, sess, "/ui/", `hx-get="/ui/actions/restart/choices" hx-trigger="load"`,
+		"the dashboard loading the restart action's choices")
+	for _, c := range []struct{ path, id string }{
+		{"/ui/", "p-unlock-door"},
+		{"/ui/actions/restart/choices?host=web-1", "p-restart-id"},
+	} {
+		if got, ok := browserChoice(e.page(t, sess, c.path), c.id); !ok || got != "" {
+			t.Errorf("%s: the dropdown %s starts on %q (found %v), want the empty (choose) entry", c.path, c.id, got, ok)
+		}
+	}
+}
+
+// browserChoice is the value a browser selects in the select element id
+// of page before anyone touches it: the last option marked selected, or
+// else the first one not disabled (HTML's selectedness setting
+// algorithm).
+func browserChoice(page, id string) (string, bool) {
+	_, sel, ok := strings.Cut(page, `<select id="`+id+`"`)
+	if !ok {
+		return "", false
+	}
+	sel, _, _ = strings.Cut(sel, "</select>")
+	var first, selected string
+	var hasFirst, hasSelected bool
+	for _, m := range regexp.MustCompile(`<option([^>]*)>`).FindAllStringSubmatch(sel, -1) {
+		v := regexp.MustCompile(`value="([^"]*)"`).FindStringSubmatch(m[1])
+		if v == nil {
+			continue
+		}
+		switch {
+		case regexp.MustCompile(`\sselected\b`).MatchString(m[1]):
+			selected, hasSelected = v[1], true
+		case !hasFirst && !regexp.MustCompile(`\sdisabled\b`).MatchString(m[1]):
+			first, hasFirst = v[1], true
+		}
+	}
+	if hasSelected {
+		return selected, true
+	}
+	return first, hasFirst
+}
+
 // TestUIRedirectAndStatic: /ui keeps its query on the way to /ui/ (a
 // re-run link), and the static tree serves files, not listings.
 func TestUIRedirectAndStatic(t *testing.T) {
