@@ -494,14 +494,20 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	if reloads != nil {
 		// Built before the reload commits: a worker section this host
 		// cannot use refuses the whole reload, API included.
+		// The host stays this worker's: a reloaded config may leave it
+		// to the default (serve's short hostname), which it does not hold.
 		reloads.AddPreparer("worker host policy", func(_ context.Context, c config.Config) (func(), error) {
+			c.Host = cfg.Host
 			hp, err := hostpolicy.FromConfig(c)
 			if err != nil {
 				return nil, fmt.Errorf("worker policy: %w", err)
 			}
 			return func() { policy.p.Store(hp) }, nil
 		}, config.PartWorker)
-		reloads.AddCheck("worker host policy", hostpolicy.CheckActions)
+		reloads.AddCheck("worker host policy", func(c config.Config) error {
+			c.Host = cfg.Host
+			return hostpolicy.CheckActions(c)
+		})
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},

@@ -21,7 +21,7 @@ import (
 // FromConfig is the whole host policy of a worker: its worker section,
 // its runbook settings and its own actions. Actions that do not compile
 // are an error, so a worker never runs with a partial set, and so is an
-// action whose command this host could never resolve.
+// action of this host (c.Host) whose command it could never resolve.
 func FromConfig(c config.Config) (*Policy, error) {
 	p, err := NewWithRunbooks(c.Worker, c.Runbooks)
 	if err != nil {
@@ -30,7 +30,7 @@ func FromConfig(c config.Config) (*Policy, error) {
 	if p.actions, err = action.New(c.Actions); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
 	}
-	if err := p.checkActionCommands(); err != nil {
+	if err := p.checkActionCommands(c.Host); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
 	}
 	return p, nil
@@ -47,19 +47,21 @@ func CheckActions(c config.Config) error {
 	for _, dir := range c.Worker.CommandPath {
 		p.commandPath = append(p.commandPath, filepath.Clean(dir))
 	}
-	if err := p.checkActionCommands(); err != nil {
+	if err := p.checkActionCommands(c.Host); err != nil {
 		return fmt.Errorf("actions: %w", err)
 	}
 	return nil
 }
 
-// checkActionCommands refuses an action whose command[0] is a path no
-// command_path directory holds: it would load and then reject every run
-// (resolve). A path in a listed directory loads even before its file is
-// installed, as a bare name does.
-func (p *Policy) checkActionCommands() error {
+// checkActionCommands refuses an action of host whose command[0] is a
+// path no command_path directory holds: it would load and then reject
+// every run (resolve). A path in a listed directory loads even before its
+// file is installed, as a bare name does. An action whose hosts leave
+// host out is never run here: every worker gets the same actions block
+// (docs/deploy.md), and another host's command_path may hold its command.
+func (p *Policy) checkActionCommands(host string) error {
 	for _, d := range p.actions.All() {
-		if len(d.Command) == 0 {
+		if len(d.Command) == 0 || !d.AllowsHost(host) {
 			continue
 		}
 		name, _ := d.Command[0].Render(nil) // fixed: no placeholders

@@ -241,3 +241,29 @@ func TestActionCommandOutsideCommandPath(t *testing.T) {
 		}
 	}
 }
+
+// TestActionCommandOfAnotherHostLoads: every worker gets the same
+// actions block (docs/deploy.md), and command_path differs per host. An
+// action whose hosts leave this worker out is never run here, so a
+// command of its outside this host's command_path does not refuse the
+// config; on a host it names, it does.
+func TestActionCommandOfAnotherHostLoads(t *testing.T) {
+	c := config.Default()
+	c.Worker.CommandPath = []string{"/usr/bin"}
+	c.Actions.Definitions = []config.Action{{Name: "backup", Hosts: []string{"db-*"}, Roles: []string{"ops"},
+		Command: []string{"/opt/db/bin/backup"}}}
+	c.Host = "web-1"
+	if _, err := FromConfig(c); err != nil {
+		t.Errorf("web-1 with db-*'s action: %v", err)
+	}
+	if err := CheckActions(c); err != nil {
+		t.Errorf("web-1 with db-*'s action: the drift check says %v", err)
+	}
+	c.Host = "db-1"
+	if _, err := FromConfig(c); err == nil || !strings.Contains(err.Error(), `action "backup"`) {
+		t.Errorf("db-1 with its own action outside command_path: %v, want refused", err)
+	}
+	if err := CheckActions(c); err == nil {
+		t.Error("db-1 with its own action outside command_path: the drift check passes it")
+	}
+}
