@@ -369,8 +369,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		w.current = nil
 		w.mu.Unlock()
 	}()
-	if woken {
-		w.applyCancel(ctx, o.ID, true)
+	if woken || o.Attempt > 1 {
+		// An attempt after the first follows one that was claimed before
+		// (handed back by a stopping worker, or requeued): a cancel
+		// recorded then woke a worker that no longer runs it, and the
+		// heartbeat below would find it only a third of the ack wait on.
+		w.applyCancel(ctx, o.ID, woken)
 	}
 
 	// The process outlives ctx by the shutdown grace: a worker asked to stop

@@ -566,3 +566,35 @@ func TestCanceledIdempotentOrderIsNotRequeued(t *testing.T) {
 		t.Fatalf("ran %q: want the lost attempt only", b)
 	}
 }
+
+// TestHandedBackOrderHonoursItsCancel: an order claimed by a worker that
+// was stopping, canceled then (running: the request is recorded, and the
+// wake-up goes to a worker that never started it), and handed back
+// unstarted, is signalled as soon as the next worker starts it, not at
+// that worker's first heartbeat of the order (a third of the ack wait,
+// 10 s in production), by which time a short order had run to its end
+// after its cancel was answered as requested.
+func TestHandedBackOrderHonoursItsCancel(t *testing.T) {
+	e := newEnv(t)
+	f := filepath.Join(t.TempDir(), "ran")
+	id := e.submit("unclaimc", "sh", "-c", `sleep 1; echo x >> "$1"`, "_", f)
+	ctx := t.Context()
+	if _, _, err := e.store.TakeHost(ctx, "unclaimc", "test", postgres.Owner{Instance: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	o, claimed, err := e.store.Claim(ctx, id, "old", 1)
+	if err != nil || !claimed {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	if st, err := e.store.RequestCancel(ctx, id, "alice", "SIGTERM"); err != nil || st != order.StatusRunning {
+		t.Fatalf("cancel of the claimed order: %s, %v", st, err)
+	}
+	if ok, err := e.store.Unclaim(ctx, id, o.Attempt, "old"); err != nil || !ok {
+		t.Fatalf("hand back: %v %v", ok, err)
+	}
+	e.startWith(e.slowQueue(), e.store, "unclaimc", nil)
+	e.waitStatus(id, order.StatusKilled) // as any running order its cancel signals
+	if b, err := os.ReadFile(f); err == nil {
+		t.Fatalf("the canceled order ran to its end (%q)", b)
+	}
+}
