@@ -6,11 +6,13 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -26,7 +28,29 @@ var files embed.FS
 // when done. Not goose's advisory lock: any role may take that one, and a
 // session of the auditors' role (docs/sql.md) holding it stopped every
 // upgrade's migrations; a row of goose_lock only orderly's own role writes.
+//
+// The lock is waited for (five minutes) only while another process holds
+// it: a refusal of the server's (a role without rights to goose_lock, as
+// the workers' and the auditors') fails at once.
 func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
+	locker, err := lock.NewPostgresTableLocker(lock.WithTableRetryPolicy(func(err error) bool {
+		var pe *pgconn.PgError
+		return !errors.As(err, &pe) || !strings.HasPrefix(pe.Code, "42") // 42: syntax error or access rule violation
+	}))
+	if err != nil {
+		return nil, nil, err
+	}
+	return provider(dsn, goose.WithLocker(locker))
+}
+
+// ReadProvider is Provider without the lock, for `orderly migrate
+// status`: reading the applied versions needs no turn, and a role that
+// may read them but not write goose_lock (the workers', docs/sql.md) can.
+func ReadProvider(dsn string) (*goose.Provider, *sql.DB, error) {
+	return provider(dsn)
+}
+
+func provider(dsn string, opts ...goose.ProviderOption) (*goose.Provider, *sql.DB, error) {
 	// pgxpool's parser knows the pool_* settings a DSN may carry for the
 	// service's pool; pgx alone would send them to the server as runtime
 	// parameters, which it refuses.
@@ -35,12 +59,7 @@ func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
 		return nil, nil, fmt.Errorf("parse database url: %w", err)
 	}
 	db := stdlib.OpenDB(*pcfg.ConnConfig)
-	locker, err := lock.NewPostgresTableLocker()
-	if err != nil {
-		db.Close()
-		return nil, nil, err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, files, goose.WithLocker(locker))
+	p, err := goose.NewProvider(goose.DialectPostgres, db, files, opts...)
 	if err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("migrations: %w", err)

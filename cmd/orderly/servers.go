@@ -128,7 +128,11 @@ func (a *app) migrateCommand() *cobra.Command {
 			if dsn == "" {
 				return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL")
 			}
-			p, db, err := migrations.Provider(dsn)
+			open := migrations.Provider
+			if args[0] == "status" {
+				open = migrations.ReadProvider // reads only: no turn to wait for
+			}
+			p, db, err := open(dsn)
 			if err != nil {
 				return err
 			}
