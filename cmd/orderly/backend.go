@@ -506,7 +506,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		}, config.PartWorker)
 		reloads.AddCheck("worker host policy", func(c config.Config) error {
 			c.Host = cfg.Host
-			return hostpolicy.CheckActions(c)
+			return hostpolicy.Check(c)
 		})
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,

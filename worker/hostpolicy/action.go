@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -36,21 +37,24 @@ func FromConfig(c config.Config) (*Policy, error) {
 	return p, nil
 }
 
-// CheckActions tells, without building a policy, whether FromConfig
-// would refuse c's actions: the drift check's view of them.
-func CheckActions(c config.Config) error {
+// Check tells, without building a policy (no cgroup probe), whether
+// FromConfig would refuse what c's own validation lets through: its
+// actions, and a default user this worker cannot become. It is the drift
+// check's view of a reload.
+func Check(c config.Config) error {
 	set, err := action.New(c.Actions)
 	if err != nil {
 		return fmt.Errorf("actions: %w", err)
 	}
-	p := &Policy{actions: set}
+	p := &Policy{actions: set, defaultUser: c.Worker.DefaultUser, useSudo: c.Worker.UseSudo, euid: os.Geteuid()}
 	for _, dir := range c.Worker.CommandPath {
 		p.commandPath = append(p.commandPath, filepath.Clean(dir))
 	}
 	if err := p.checkActionCommands(c.Host); err != nil {
 		return fmt.Errorf("actions: %w", err)
 	}
-	return nil
+	p.self = selfUser(p.euid)
+	return p.checkDefaultUser()
 }
 
 // checkActionCommands refuses an action of host whose command[0] is a

@@ -224,7 +224,7 @@ func TestActionCommandOutsideCommandPath(t *testing.T) {
 		if _, err := FromConfig(c); err != nil {
 			t.Errorf("%s (%s): %v", ok.Name, ok.Command[0], err)
 		}
-		if err := CheckActions(c); err != nil {
+		if err := Check(c); err != nil {
 			t.Errorf("%s (%s): the drift check says %v", ok.Name, ok.Command[0], err)
 		}
 	}
@@ -236,7 +236,7 @@ func TestActionCommandOutsideCommandPath(t *testing.T) {
 			!strings.Contains(err.Error(), bad.Command[0]) || !strings.Contains(err.Error(), "worker.command_path") {
 			t.Errorf("%s (%s): %v; want refused, naming the action, the path and worker.command_path", bad.Name, bad.Command[0], err)
 		}
-		if check := CheckActions(c); fmt.Sprint(check) != fmt.Sprint(err) {
+		if check := Check(c); fmt.Sprint(check) != fmt.Sprint(err) {
 			t.Errorf("%s: the drift check says %v, the reload %v", bad.Name, check, err)
 		}
 	}
@@ -256,14 +256,14 @@ func TestActionCommandOfAnotherHostLoads(t *testing.T) {
 	if _, err := FromConfig(c); err != nil {
 		t.Errorf("web-1 with db-*'s action: %v", err)
 	}
-	if err := CheckActions(c); err != nil {
+	if err := Check(c); err != nil {
 		t.Errorf("web-1 with db-*'s action: the drift check says %v", err)
 	}
 	c.Host = "db-1"
 	if _, err := FromConfig(c); err == nil || !strings.Contains(err.Error(), `action "backup"`) {
 		t.Errorf("db-1 with its own action outside command_path: %v, want refused", err)
 	}
-	if err := CheckActions(c); err == nil {
+	if err := Check(c); err == nil {
 		t.Error("db-1 with its own action outside command_path: the drift check passes it")
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -144,10 +143,7 @@ func New(cfg config.Worker) (*Policy, error) {
 	if p.cgroupParent, p.cgroupNote, err = executor.ResolveCgroupParent(cfg.Cgroup); err != nil {
 		return nil, fmt.Errorf("worker.cgroup: %w", err)
 	}
-	if p.self, err = user.LookupId(strconv.Itoa(p.euid)); err != nil {
-		// A uid with no passwd entry (containers) is still an identity.
-		p.self = &user.User{Uid: strconv.Itoa(p.euid), Gid: strconv.Itoa(os.Getegid()), Username: strconv.Itoa(p.euid)}
-	}
+	p.self = selfUser(p.euid)
 	if err := p.checkDefaultUser(); err != nil {
 		return nil, err
 	}

@@ -81,6 +81,16 @@ func (p *Policy) runAs(requested string) (runUser, error) {
 	return ru, nil
 }
 
+// selfUser is the user with uid euid, the worker's own. A uid with no
+// passwd entry (containers) is still an identity.
+func selfUser(euid int) *user.User {
+	u, err := user.LookupId(strconv.Itoa(euid))
+	if err != nil {
+		return &user.User{Uid: strconv.Itoa(euid), Gid: strconv.Itoa(os.Getegid()), Username: strconv.Itoa(euid)}
+	}
+	return u
+}
+
 // checkDefaultUser refuses a default user that is another user when the
 // worker can switch to none (not root, no sudo): it would refuse every
 // order that names no user, as orderly-serve.service (the user orderly)
