@@ -108,7 +108,7 @@ func TestActiveOrdersFollowTheStatus(t *testing.T) {
 	// A requeued order stays active; a running one is what takeover finds.
 	requeued := e.insert("h1", "alice", func(o *order.Order) { o.Idempotent = true })
 	cr := e.claim(requeued.ID, "w1")
-	if ok, err := e.store.Requeue(e.ctx, requeued.ID, cr.Attempt, "w2", "takeover"); err != nil || !ok {
+	if ok, err := e.store.Requeue(e.ctx, requeued.ID, cr.Attempt, "w1", "takeover"); err != nil || !ok {
 		t.Fatalf("requeue: %v %v", ok, err)
 	}
 	queued := e.insert("h1", "alice", nil)

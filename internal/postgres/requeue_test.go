@@ -17,6 +17,7 @@ func TestRequeueSeesACancelRecordedWhileItWaited(t *testing.T) {
 	e.own("h1", "w1")
 	o := e.insert("h1", "alice", func(o *order.Order) { o.Idempotent = true })
 	c := e.claim(o.ID, "w1")
+	e.own("h1", "w2") // the successor, which requeues
 
 	// RequestCancel's transaction, held open after its request.
 	tx, err := e.pool.Begin(e.ctx)

@@ -188,6 +188,31 @@ func TestClaim(t *testing.T) {
 	})
 }
 
+// TestSettlingIsFencedByOwnership: a worker that lost its host (cut off
+// from NATS while it held the next order's message, then told by
+// PostgreSQL that the order is running) must not settle the order its
+// successor has just claimed: neither interrupt it nor requeue it. It gets
+// ErrNotOwner, as a claim does, and the order stays its successor's.
+func TestSettlingIsFencedByOwnership(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "old")
+	o := e.insert("h", "p", func(o *order.Order) { o.Idempotent = true })
+	e.own("h", "new")
+	c := e.claim(o.ID, "new")
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "old", "redelivered while running"); ok || !errors.Is(err, postgres.ErrNotOwner) {
+		t.Errorf("interrupt by the worker that lost the host: %v %v, want ErrNotOwner", ok, err)
+	}
+	if ok, err := e.store.Requeue(e.ctx, o.ID, c.Attempt, "old", "redelivered while running"); ok || err != nil {
+		t.Errorf("requeue by the worker that lost the host: %v %v, want not requeued", ok, err)
+	}
+	if got := e.get(o.ID); got.Status != order.StatusRunning || got.Worker != "new" || got.Attempt != c.Attempt {
+		t.Fatalf("the successor's order after the old worker's settling: %s by %s, attempt %d", got.Status, got.Worker, got.Attempt)
+	}
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "new", "test"); !ok || err != nil {
+		t.Errorf("interrupt by the owner: %v %v", ok, err)
+	}
+}
+
 // TestCompleteIsGuardedByAttempt: a result is written only for the
 // attempt that is running; a stale attempt's result never overwrites a
 // newer outcome, whether the order was settled meanwhile or is running
@@ -205,6 +230,7 @@ func TestCompleteIsGuardedByAttempt(t *testing.T) {
 			true, order.StatusSucceeded, 1},
 		{"interrupted meanwhile", func(e *storeEnv, id uuid.UUID) int {
 			o := e.claim(id, "w1")
+			e.own("h", "w2") // the successor
 			if ok, err := e.store.InterruptAttempt(e.ctx, id, o.Attempt, "w2", "test"); !ok || err != nil {
 				e.t.Fatalf("interrupt: %v %v", ok, err)
 			}
@@ -318,6 +344,7 @@ func TestTransitions(t *testing.T) {
 					}
 				}
 			}
+			e.own("h", "w2") // the successor, which interrupts
 			before := e.eventTypes(o.ID)
 			ok, err := tt.do(e.store, e.ctx, o.ID)
 			if err != nil || ok != tt.ok {

@@ -154,10 +154,11 @@ func (s *Store) ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*Proc
 // message is redelivered in stream order by the successor. An order whose
 // cancel was requested is not: run again, it defied the request. It
 // returns false when the order was not running under that attempt any
-// more, or was canceled.
+// more, was canceled, or actor does not own the host (then
+// InterruptAttempt, which follows, says ErrNotOwner).
 func (s *Store) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
 	return s.requeue(ctx, id, attempt, actor, "requeued", reason,
-		`AND idempotent AND NOT EXISTS (SELECT 1 FROM cancel_requests c WHERE c.order_id = $1)`)
+		`AND idempotent AND NOT EXISTS (SELECT 1 FROM cancel_requests c WHERE c.order_id = $1) AND `+ownsOrderHost)
 }
 
 // Unclaim puts back in the queue an order that worker claimed and never
@@ -200,10 +201,37 @@ SELECT count(*) FROM u`
 
 // InterruptAttempt marks a running order interrupted, guarded by attempt
 // like a result write: its outcome is unknown and it never runs again. It
-// returns false when the order was not running under that attempt any more.
+// is fenced like a claim: only the host's owner, actor, settles its
+// orders; a worker that lost the host (cut off from NATS while it held
+// the next order's message) interrupted the order its successor had just
+// claimed. It returns false when the order was not running under that
+// attempt any more, and ErrNotOwner when actor does not own the host.
 func (s *Store) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	return s.transition(ctx, id, attempt, order.StatusRunning, order.StatusInterrupted, "interrupted", actor, reason)
+	const q = `WITH u AS (
+	UPDATE orders SET status = 'interrupted', finished_at = now(), error = nullif($4, '')
+	WHERE id = $1 AND status = 'running' AND attempt = $2 AND ` + ownsOrderHost + `
+	RETURNING id, status, finished_at, attempt
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'interrupted', status, $3, jsonb_build_object('reason', $4::text, 'attempt', attempt) FROM u
+)
+SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM orders WHERE id = $1 AND NOT ` + ownsOrderHost + `)`
+	var (
+		n      int
+		fenced bool
+	)
+	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason).Scan(&n, &fenced); err != nil {
+		return false, translate(fmt.Sprintf("mark order %s interrupted", id), err)
+	}
+	if n == 0 && fenced {
+		return false, fmt.Errorf("interrupt order %s: %w", id, ErrNotOwner)
+	}
+	return n == 1, nil
 }
+
+// ownsOrderHost is the fence of a settling write of orders: $3 owns the
+// order's host.
+const ownsOrderHost = `EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $3)`
 
 // Evidence is what a successor found and did about an interrupted
 // attempt's processes, and the output that reached the live stream before
