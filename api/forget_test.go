@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -96,12 +99,22 @@ func TestForgetHost(t *testing.T) {
 // and only a stand-in worker for the host could settle it, re-running an
 // idempotent one). With abandon=true an admin forgets it with its orders:
 // the running one interrupted, the queued one canceled, each with its
-// event by the admin. A live worker still refuses it.
+// event by the admin. A live worker still refuses it. Each settled order
+// ends as one the API cancels does: its line, its count in
+// orderly_orders_finished_total and its finished event (for a client
+// waiting on it); before, the forget logged only a count of them.
 func TestForgetHostAbandoningItsOrders(t *testing.T) {
-	e := newAPIEnv(t, envOptions{})
+	logs := &testenv.LogBuffer{}
+	m := metrics.New()
+	e := newAPIEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(logs, nil)), metrics: m})
 	ctx := testenv.Context(t)
 	running := e.submit("alice", map[string]any{"host": "dead", "command": "sleep", "args": []string{"60"}}, "", http.StatusAccepted)
 	queued := e.submit("alice", map[string]any{"host": "dead", "command": "true"}, "", http.StatusAccepted)
+	sub, events, err := e.q.SubscribeEvents("dead", queued.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	if _, _, err := e.store.TakeHost(ctx, "dead", "1.0", postgres.Owner{Instance: "dead/1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +163,36 @@ func TestForgetHostAbandoningItsOrders(t *testing.T) {
 	}
 	if code, body := e.do("admin", http.MethodGet, "/v1/hosts/dead", nil); code != http.StatusNotFound {
 		t.Fatalf("GET the forgotten host: %d %s, want 404", code, body)
+	}
+
+	for msg, id := range map[string]string{"order interrupted": running.ID.String(), "order canceled": queued.ID.String()} {
+		lines := logLines(t, logs, msg)
+		if len(lines) != 1 || lines[0]["order_id"] != id || lines[0]["host"] != "dead" || lines[0]["principal"] != "alice" || lines[0]["actor"] != "admin" {
+			t.Errorf("%q lines: %v, want one for %s by admin", msg, lines, id)
+		}
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{
+		`orderly_orders_finished_total{host="dead",status="interrupted"} 1`,
+		`orderly_orders_finished_total{host="dead",status="canceled"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type != "finished" {
+				continue
+			}
+			if ev.Status != "canceled" {
+				t.Errorf("finished event of the queued order: %+v", ev)
+			}
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("no finished event for the queued order of the abandoned host")
+		}
 	}
 }

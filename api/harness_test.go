@@ -100,7 +100,8 @@ type envOptions struct {
 	// store, when set, is what the API reads and writes through, given
 	// the real store (to count its calls).
 	store func(api.Store) api.Store
-	// metrics, when set, is what runbookAPI's server and intake count in.
+	// metrics, when set, is what the servers and runbookAPI's intake
+	// count in.
 	metrics *metrics.Metrics
 	// maxStreams is limits.max_streams_per_principal (0: none).
 	maxStreams int
@@ -164,7 +165,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		store = opts.store(e.store)
 	}
 	srv := api.New(api.Deps{
-		Store: store, Queue: e.q, Intake: in, Logger: logger, Version: "test",
+		Store: store, Queue: e.q, Intake: in, Logger: logger, Version: "test", Metrics: opts.metrics,
 		Auth: func() api.Authenticator { return e.authn.Load() },
 		Settings: func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, MaxStreams: opts.maxStreams}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // Host is a worker host as GET /v1/hosts shows it.
@@ -208,7 +209,7 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 			Details: map[string]any{"online": true, "instance": h.Instance}})
 		return
 	}
-	found, active, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
+	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
 	switch {
 	case errors.Is(err, postgres.ErrHostBusy):
 		s.writeError(w, r, &order.Error{Code: order.CodeConflict,
@@ -218,6 +219,17 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.writeError(w, r, err)
 		return
+	}
+	// Each settled order ends as one the API cancels does: a line, a
+	// count, and its finished event for the clients waiting on it.
+	for _, a := range abandoned {
+		if a.Status == order.StatusInterrupted {
+			s.Logger.Warn("order interrupted", "order_id", a.ID, "host", name, "principal", a.Principal, "actor", p.Name, "reason", "host forgotten")
+		} else {
+			s.Logger.Info("order canceled", "order_id", a.ID, "host", name, "principal", a.Principal, "actor", p.Name)
+		}
+		s.Metrics.Finished(name, a.Status, -1)
+		_ = s.Queue.PublishEvent(queue.Event{OrderID: a.ID, Type: "finished", Status: string(a.Status), Host: name})
 	}
 	// Also for a host PostgreSQL no longer knows: a request whose NATS
 	// part failed is sent again.

@@ -33,7 +33,7 @@ type Store interface {
 	RequestCancel(ctx context.Context, id uuid.UUID, actor, signal string) (order.Status, error)
 	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)
 	Hosts(ctx context.Context) ([]postgres.HostRow, error)
-	ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, err error)
+	ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, abandoned []postgres.Abandoned, err error)
 	QueueDepth(ctx context.Context, host string) (int, error)
 	QueueDepths(ctx context.Context) (map[string]int, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error

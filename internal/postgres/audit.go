@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // Rejection is one refused request, recorded for the audit trail. Request
@@ -236,9 +239,10 @@ var ErrHostBusy = errors.New("host has orders queued or running")
 // With abandonedBy set (an admin's name), the host's orders that may
 // still run are settled first, in the same transaction: a running one
 // becomes interrupted (its worker never came back to say how it ended),
-// a queued one canceled, each with its event by abandonedBy; active is
-// then how many were.
-func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, err error) {
+// a queued one canceled, each with its event by abandonedBy; abandoned
+// lists them, for the caller to log, count and announce as it does the
+// orders it cancels.
+func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, abandoned []Abandoned, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The row lock orders this against a worker taking the host.
 		if err := tx.QueryRow(ctx, `SELECT true FROM hosts WHERE host = $1 FOR UPDATE`, host).Scan(&found); err != nil {
@@ -247,9 +251,21 @@ func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found
 			}
 		}
 		if abandonedBy != "" {
-			if err := tx.QueryRow(ctx, abandonSQL, host, abandonedBy).Scan(&active); err != nil {
+			rows, err := tx.Query(ctx, abandonSQL, host, abandonedBy)
+			if err != nil {
 				return err
 			}
+			abandoned, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Abandoned, error) {
+				var a Abandoned
+				var st string
+				err := row.Scan(&a.ID, &a.Principal, &st)
+				a.Status = order.Status(st)
+				return a, err
+			})
+			if err != nil {
+				return err
+			}
+			active = len(abandoned)
 		}
 		var left int
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM active_orders WHERE host = $1`, host).Scan(&left); err != nil {
@@ -263,9 +279,20 @@ func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found
 		return err
 	})
 	if errors.Is(err, ErrHostBusy) {
-		return found, active, err
+		return found, active, nil, err
 	}
-	return found, active, translate("forget host "+host, err)
+	if err != nil {
+		return found, active, nil, translate("forget host "+host, err)
+	}
+	return found, active, abandoned, nil
+}
+
+// Abandoned is an order ForgetHost settled with its host: Status is
+// interrupted for one that was running, canceled for one still queued.
+type Abandoned struct {
+	ID        uuid.UUID
+	Principal string
+	Status    order.Status
 }
 
 // abandonSQL settles the orders of host $1 that may still run, for
@@ -278,9 +305,9 @@ const abandonSQL = `WITH u AS (
 			WHEN 'running' THEN 'its host ' || host || ' was forgotten by ' || $2 || ' while it ran: its worker never came back to say how it ended'
 			ELSE 'its host ' || host || ' was forgotten by ' || $2 || ' before it ran' END
 	WHERE id IN (SELECT id FROM active_orders WHERE host = $1) AND status IN ('queued', 'running')
-	RETURNING id, status, finished_at, attempt, error
+	RETURNING id, principal, status, finished_at, attempt, error
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
 	SELECT id, finished_at, status, status, $2, jsonb_build_object('reason', error, 'attempt', attempt) FROM u
 )
-SELECT count(*)::int FROM u`
+SELECT id, principal, status FROM u ORDER BY id`
