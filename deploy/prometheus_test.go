@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/orderly-run/orderly/internal/metrics"
 )
 
 // promtool finds Prometheus's promtool on PATH or in bin/ (where
@@ -76,6 +80,17 @@ func TestPrometheusAlertMetricsExist(t *testing.T) {
 	for _, name := range slices.Compact(used) {
 		if !strings.Contains(exported, `"`+name+`"`) {
 			t.Errorf("the rules use %s, which internal/metrics does not export", name)
+		}
+	}
+	// The process collector's metrics are the client library's: ask a
+	// registry for them.
+	rec := httptest.NewRecorder()
+	metrics.New().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	procs := regexp.MustCompile(`process_[a-z_]+`).FindAllString(string(rules), -1)
+	slices.Sort(procs)
+	for _, name := range slices.Compact(procs) {
+		if !strings.Contains(rec.Body.String(), "\n"+name+" ") {
+			t.Errorf("the rules use %s, which orderly's registry does not export", name)
 		}
 	}
 }
