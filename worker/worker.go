@@ -191,6 +191,16 @@ func (w *Worker) tenure(ctx context.Context) error {
 			if err := w.q.Offline(rctx, w.opts.Host); err != nil {
 				w.logger.Debug("remove heartbeat", "error", err)
 			}
+			// With the heartbeat gone, the hosts listing shows when
+			// PostgreSQL last saw the host: make that the stop, not up
+			// to a minute before it. Before the release (a successor
+			// then writes its own version), and briefly: a PostgreSQL
+			// that does not answer must not keep the lease from it.
+			tctx, tcancel := context.WithTimeout(rctx, 500*time.Millisecond)
+			if err := w.store.TouchHost(tctx, w.opts.Host, w.opts.Version, w.opts.Instance); err != nil {
+				w.logger.Debug("record the stop", "error", err)
+			}
+			tcancel()
 		}
 		if err := lease.Release(rctx); err != nil {
 			w.logger.Debug("release lease", "error", err)
