@@ -84,6 +84,12 @@ func (a *app) workerCommand() *cobra.Command {
 				return err
 			}
 			defer wr.stop()
+			// The drift check, as the API runs it: a worker has no status
+			// to report it on, so its "config drift" line is the report.
+			dctx, stopDrift := context.WithCancel(ctx)
+			drifted := make(chan struct{})
+			go func() { defer close(drifted); _ = w.Run(dctx) }()
+			defer func() { stopDrift(); <-drifted }()
 			return a.waitForSignals(ctx, w, logger, wr, b.store)
 		},
 	}
