@@ -134,6 +134,8 @@ func TestForgetHostAbandoningItsOrders(t *testing.T) {
 		}
 	}
 	forget("admin", "?abandon=true", http.StatusConflict, "conflict", "has a live worker") // it beats
+	// Saying why a worker just killed still counts.
+	forget("admin", "?abandon=true", http.StatusConflict, "conflict", "counts as live until its last heartbeat expires")
 	if err := e.q.Offline(ctx, "dead"); err != nil {
 		t.Fatal(err)
 	}

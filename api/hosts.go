@@ -205,7 +205,8 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h, ok := online[name]; ok {
-		s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first",
+		s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first " +
+			"(a worker that died, rather than stopped, counts as live until its last heartbeat expires, nats.lease_ttl after it)",
 			Details: map[string]any{"online": true, "instance": h.Instance}})
 		return
 	}
