@@ -110,10 +110,21 @@ func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	listed := make(map[string]bool, len(hs))
 	for i := range hs {
 		d := depths[hs[i].Host]
 		hs[i].QueueDepth = &d
+		listed[hs[i].Host] = true
 	}
+	// A host no worker ever served (a typo, a machine not yet set up)
+	// whose orders wait: the fleet gauges count it offline, so the list
+	// shows it too.
+	for name, d := range depths {
+		if !listed[name] && d > 0 {
+			hs = append(hs, Host{Host: name, QueueDepth: &d})
+		}
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].Host < hs[j].Host })
 	encode(w, http.StatusOK, map[string]any{"hosts": hs})
 }
 
