@@ -61,7 +61,7 @@ func TestRecentFailuresRows(t *testing.T) {
 
 	interrupted := e.insert("web-1", "alice", nil)
 	ci := e.claim(interrupted.ID, "w1")
-	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w2", "test"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w1", "test"); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	want = append(want, interrupted.ID)
@@ -86,8 +86,8 @@ func TestRecentFailuresRows(t *testing.T) {
 	abandoned := e.insert("web-3", "alice", nil)
 	e.claim(abandoned.ID, "w3")
 	e.insert("web-3", "alice", nil) // canceled with its host
-	if _, n, err := e.store.ForgetHost(e.ctx, "web-3", "admin"); err != nil || n != 2 {
-		t.Fatalf("forget web-3: %d settled, %v", n, err)
+	if _, _, ab, err := e.store.ForgetHost(e.ctx, "web-3", "admin"); err != nil || len(ab) != 2 {
+		t.Fatalf("forget web-3: %d settled, %v", len(ab), err)
 	}
 	want = append(want, abandoned.ID)
 
