@@ -82,8 +82,8 @@ func (u *webUI) fieldsOf(av ActionView, values map[string]string, choices map[st
 	for _, p := range av.Params {
 		f := paramField{Action: av.Name, Name: p.Name, Label: p.Title, Help: p.Description, Type: p.Type, Pattern: browserPattern(p.Pattern),
 			Required: p.Required, Secret: p.Secret}
-		if d != nil && d.Param(p.Name) != nil {
-			f.Blank = d.Param(p.Name).Check("") == nil
+		if dp := d.Param(p.Name); dp != nil {
+			f.Blank = dp.Check("") == nil
 		}
 		if f.Label == "" {
 			f.Label = p.Name
@@ -191,14 +191,12 @@ func (u *webUI) actionChoices(w http.ResponseWriter, r *http.Request) {
 func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	_ = r.ParseForm()
-	var av ActionView
-	known := false
-	if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); a.ok() && a.decode(&av) == nil {
-		known = true
-	}
-	required := map[string]bool{}
-	for _, p := range av.Params {
-		required[p.Name] = p.Required
+	// Whether a param has a default is the action's, as fieldsOf reads it;
+	// the run below is what checks who may run it.
+	d := u.s.actionSet().Lookup(name)
+	required := func(param string) bool {
+		p := d.Param(param)
+		return p != nil && p.Default == nil
 	}
 	req := ActionRunRequest{Host: strings.TrimSpace(r.PostFormValue("host")), Params: map[string]json.RawMessage{}}
 	keys := make([]string, 0)
@@ -211,7 +209,7 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	for _, k := range keys {
 		vals := r.PostForm[k]
 		v := vals[len(vals)-1] // a checkbox follows its hidden "false"
-		if v == "" && !required[strings.TrimPrefix(k, "p.")] {
+		if v == "" && !required(strings.TrimPrefix(k, "p.")) {
 			continue // left empty: the param's default
 		}
 		b, _ := json.Marshal(v)
@@ -229,9 +227,12 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	// An action that asks for a confirmation gets it here too, not only
 	// from the page's script: without JavaScript the form's confirmation
 	// is a required checkbox, and a form without it runs nothing.
-	if r.PostFormValue("confirmed") != "yes" && known && av.Confirm {
-		again(http.StatusUnprocessableEntity, "confirm the run first (nothing was run)")
-		return
+	if r.PostFormValue("confirmed") != "yes" {
+		var av ActionView
+		if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); a.ok() && a.decode(&av) == nil && av.Confirm {
+			again(http.StatusUnprocessableEntity, "confirm the run first (nothing was run)")
+			return
+		}
 	}
 	var hdr []string
 	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {

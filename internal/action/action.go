@@ -273,8 +273,12 @@ func (d *Def) AllowsHost(host string) bool {
 	return false
 }
 
-// Param returns the param named name, or nil.
+// Param returns the param named name, or nil (also for a nil d: an
+// action this process does not know).
 func (d *Def) Param(name string) *Param {
+	if d == nil {
+		return nil
+	}
 	for _, p := range d.Params {
 		if p.Name == name {
 			return p
