@@ -47,8 +47,8 @@ func Check(c config.Config) error {
 		return fmt.Errorf("actions: %w", err)
 	}
 	p := &Policy{actions: set, defaultUser: c.Worker.DefaultUser, useSudo: c.Worker.UseSudo, euid: os.Geteuid()}
-	for _, dir := range c.Worker.CommandPath {
-		p.commandPath = append(p.commandPath, filepath.Clean(dir))
+	if _, p.commandPath, err = commandPathOf(c.Worker); err != nil {
+		return err
 	}
 	if err := p.checkActionCommands(c.Host); err != nil {
 		return fmt.Errorf("actions: %w", err)

@@ -98,26 +98,10 @@ func New(cfg config.Worker) (*Policy, error) {
 	if p.maxOutput <= 0 {
 		p.maxOutput = config.Default().Worker.MaxOutputBytes
 	}
-	if len(cfg.CommandPath) == 0 {
-		return nil, fmt.Errorf("worker.command_path is empty: no command could be resolved")
-	}
-	if cfg.ExecRoot != "" {
-		if !filepath.IsAbs(cfg.ExecRoot) {
-			return nil, fmt.Errorf("worker.exec_root %q is not an absolute path", cfg.ExecRoot)
-		}
-		p.execRoot = filepath.Clean(cfg.ExecRoot)
-	}
-	for i, dir := range cfg.CommandPath {
-		if !filepath.IsAbs(dir) {
-			return nil, fmt.Errorf("worker.command_path[%d] %q is not an absolute path", i, dir)
-		}
-		dir = filepath.Clean(dir)
-		if p.execRoot != "" && !within(dir, p.execRoot) {
-			return nil, fmt.Errorf("worker.command_path[%d] %q is outside worker.exec_root %q", i, dir, p.execRoot)
-		}
-		p.commandPath = append(p.commandPath, dir)
-	}
 	var err error
+	if p.execRoot, p.commandPath, err = commandPathOf(cfg); err != nil {
+		return nil, err
+	}
 	if p.allow, err = compileAll("worker.allow", cfg.Allow); err != nil {
 		return nil, err
 	}
@@ -301,4 +285,30 @@ func (p *Policy) checkText(o *order.Order) error {
 		}
 	}
 	return nil
+}
+
+// commandPathOf is cfg's exec_root and command_path, cleaned, or why they
+// cannot be used: an empty or relative command_path, a relative exec_root,
+// a command_path directory outside exec_root.
+func commandPathOf(cfg config.Worker) (execRoot string, dirs []string, err error) {
+	if len(cfg.CommandPath) == 0 {
+		return "", nil, fmt.Errorf("worker.command_path is empty: no command could be resolved")
+	}
+	if cfg.ExecRoot != "" {
+		if !filepath.IsAbs(cfg.ExecRoot) {
+			return "", nil, fmt.Errorf("worker.exec_root %q is not an absolute path", cfg.ExecRoot)
+		}
+		execRoot = filepath.Clean(cfg.ExecRoot)
+	}
+	for i, dir := range cfg.CommandPath {
+		if !filepath.IsAbs(dir) {
+			return "", nil, fmt.Errorf("worker.command_path[%d] %q is not an absolute path", i, dir)
+		}
+		dir = filepath.Clean(dir)
+		if execRoot != "" && !within(dir, execRoot) {
+			return "", nil, fmt.Errorf("worker.command_path[%d] %q is outside worker.exec_root %q", i, dir, execRoot)
+		}
+		dirs = append(dirs, dir)
+	}
+	return execRoot, dirs, nil
 }
