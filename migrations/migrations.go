@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -58,6 +59,9 @@ func provider(dsn string, opts ...goose.ProviderOption) (*goose.Provider, *sql.D
 	if err != nil {
 		return nil, nil, fmt.Errorf("parse database url: %w", err)
 	}
+	if _, set := pcfg.ConnConfig.RuntimeParams["lock_timeout"]; !set {
+		pcfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(lockTimeout.Milliseconds(), 10)
+	}
 	db := stdlib.OpenDB(*pcfg.ConnConfig)
 	p, err := goose.NewProvider(goose.DialectPostgres, db, files, opts...)
 	if err != nil {
@@ -70,8 +74,9 @@ func provider(dsn string, opts ...goose.ProviderOption) (*goose.Provider, *sql.D
 // Up applies every pending migration to the database at dsn and returns
 // the files it applied, in order, so that `serve` can say that an upgrade
 // changed the schema. It refuses a database a newer orderly migrated
-// (NotNewer).
-func Up(ctx context.Context, dsn string) (applied []string, err error) {
+// (NotNewer). waiting, when not nil, hears of each wait for a table lock
+// that gave up (Apply).
+func Up(ctx context.Context, dsn string, waiting func(error)) (applied []string, err error) {
 	p, db, err := Provider(dsn)
 	if err != nil {
 		return nil, err
@@ -85,7 +90,7 @@ func Up(ctx context.Context, dsn string) (applied []string, err error) {
 	if err := NotNewer(have); err != nil {
 		return nil, err
 	}
-	res, err := p.Up(ctx)
+	res, err := Apply(ctx, p, waiting)
 	for _, r := range res {
 		applied = append(applied, r.Source.Path)
 	}
@@ -93,6 +98,51 @@ func Up(ctx context.Context, dsn string) (applied []string, err error) {
 		return applied, fmt.Errorf("migrate up: %w", err)
 	}
 	return applied, nil
+}
+
+// A migration's statement waits at most lockTimeout for a table lock (the
+// sessions' lock_timeout, unless the database URL sets one), and Apply
+// tries a migration that gave up lockTries times. A statement waiting for
+// a lock makes every later one on that table wait behind it: an ALTER
+// TABLE or CREATE INDEX waiting for a worker's or an auditor's open
+// transaction would stop all orders until that transaction ended. Giving
+// up and trying again a second later lets the traffic through in between.
+var (
+	lockTimeout = 5 * time.Second
+	lockTries   = 60
+	lockPause   = time.Second
+)
+
+// Apply applies p's pending migrations and returns those it applied, in
+// order. A migration that gave up waiting for a table lock (SQLSTATE
+// 55P03) is tried again, up to lockTries times, after telling waiting
+// (when not nil) about it.
+func Apply(ctx context.Context, p *goose.Provider, waiting func(error)) ([]*goose.MigrationResult, error) {
+	var applied []*goose.MigrationResult
+	for try := 1; ; try++ {
+		res, err := p.Up(ctx)
+		applied = append(applied, res...)
+		var partial *goose.PartialError
+		if errors.As(err, &partial) {
+			applied = append(applied, partial.Applied...)
+		}
+		var pe *pgconn.PgError
+		if err == nil || !errors.As(err, &pe) || pe.Code != "55P03" {
+			return applied, err
+		}
+		if try == lockTries {
+			return applied, fmt.Errorf("gave up after %d tries of %s each to take a table lock that another session holds "+
+				"(an open transaction: see pg_stat_activity, state 'idle in transaction'): %w", try, lockTimeout, err)
+		}
+		if waiting != nil {
+			waiting(err)
+		}
+		select {
+		case <-ctx.Done():
+			return applied, err
+		case <-time.After(lockPause):
+		}
+	}
 }
 
 // Latest is the version of the newest embedded migration: a database below

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func TestUpReportsWhatItApplied(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	applied, err := migrations.Up(t.Context(), dsn)
+	applied, err := migrations.Up(t.Context(), dsn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestUpReportsWhatItApplied(t *testing.T) {
 	if !slices.Equal(applied, want) {
 		t.Fatalf("applied %q, want %q", applied, want)
 	}
-	if applied, err := migrations.Up(t.Context(), dsn); err != nil || len(applied) != 0 {
+	if applied, err := migrations.Up(t.Context(), dsn, nil); err != nil || len(applied) != 0 {
 		t.Fatalf("second up applied %q, %v; want nothing", applied, err)
 	}
 }
@@ -79,7 +80,7 @@ func TestUpIsNotHeldUpByAnAdvisoryLock(t *testing.T) {
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() {
-			applied, err := migrations.Up(ctx, dsn)
+			applied, err := migrations.Up(ctx, dsn, nil)
 			results <- applied
 			errs <- err
 		}()
@@ -141,10 +142,100 @@ func TestMigrateAsAReader(t *testing.T) {
 		t.Fatalf("status as a reader: %d migrations, %v; want every one applied", len(st), err)
 	}
 	start := time.Now()
-	if _, err := migrations.Up(ctx, reader); err == nil || !strings.Contains(err.Error(), "permission denied") {
+	if _, err := migrations.Up(ctx, reader, nil); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("up as a reader: %v, want refused for its rights", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("up as a reader was refused after %s, want at once", d)
+	}
+}
+
+// TestMigrationDoesNotStopTheTraffic: a migration that waits for a table
+// lock an open transaction holds (a worker's, an auditor's) gives up
+// after lock_timeout and tries again, so the statements queued behind its
+// lock request get through in between; it applies once the transaction
+// ends. Without the timeout, the CREATE INDEX of 00016 waiting for the
+// transaction's lock on order_events held every insert of an event (every
+// order's progress) until the transaction ended.
+func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
+	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 1000)()
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.Down(t.Context()); err != nil { // 00016 creates an index on order_events
+		t.Fatal(err)
+	}
+	holder, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.Begin(t.Context()) // an insert's lock, held open
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE order_events IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var waits atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		_, err := migrations.Up(t.Context(), dsn, func(error) { waits.Add(1) })
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); waits.Load() == 0; {
+		select {
+		case err := <-done:
+			t.Fatalf("migrate up ended while the lock was held: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("migrate up did not give up waiting for the lock within 10 s")
+		}
+	}
+
+	// Another writer of order_events, as an order's progress is, while
+	// the migration keeps trying.
+	other, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	for range 5 {
+		otx, err := other.Begin(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := otx.Exec(t.Context(), `SET LOCAL lock_timeout = '3s'`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := otx.Exec(t.Context(), `LOCK TABLE order_events IN ROW EXCLUSIVE MODE`); err != nil {
+			t.Fatalf("a writer of order_events waited behind the migration: %v", err)
+		}
+		if err := otx.Rollback(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("migrate up after the transaction ended: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("migrate up did not finish after the transaction ended")
+	}
+	latest, err := migrations.Latest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := p.GetDBVersion(t.Context()); err != nil || v != latest {
+		t.Fatalf("schema version %d, %v; want %d", v, err, latest)
 	}
 }

@@ -292,7 +292,7 @@ func startFaultPG(t testing.TB, dir string) *faultPG {
 		}
 		stopGuard()
 	})
-	if _, err := migrations.Up(ctx, p.srv.DSN()); err != nil {
+	if _, err := migrations.Up(ctx, p.srv.DSN(), nil); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -162,7 +162,9 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		w.AddPreparer("embedded NATS credentials", natsCredentialReloader(ns, creds, cfg.Host, logger))
 	}
 	// An upgraded serve migrates its own database: say so, with what.
-	applied, err := migrations.Up(ctx, cfg.DatabaseURL)
+	applied, err := migrations.Up(ctx, cfg.DatabaseURL, func(err error) {
+		logger.Warn("a migration waits for a table lock that another session holds; trying again", "error", err)
+	})
 	if len(applied) > 0 {
 		logger.Info("schema migrated", "applied", applied)
 	}

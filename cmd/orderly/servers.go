@@ -158,7 +158,9 @@ func (a *app) migrateCommand() *cobra.Command {
 			}
 			switch args[0] {
 			case "up":
-				res, err := p.Up(ctx)
+				res, err := migrations.Apply(ctx, p, func(err error) {
+					fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
+				})
 				for _, r := range res {
 					fmt.Fprintf(a.stdout, "applied %s (%s)\n", r.Source.Path, r.Duration)
 				}

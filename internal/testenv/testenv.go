@@ -177,7 +177,7 @@ func start() error {
 	if _, err := cluster.admin.Exec(ctx, "CREATE DATABASE "+templateDB); err != nil {
 		return fmt.Errorf("create %s: %w", templateDB, err)
 	}
-	if _, err := migrations.Up(ctx, srv.DSNFor(templateDB)); err != nil {
+	if _, err := migrations.Up(ctx, srv.DSNFor(templateDB), nil); err != nil {
 		return fmt.Errorf("migrate %s: %w", templateDB, err)
 	}
 	// Nobody may connect to the template any more: CREATE DATABASE fails
