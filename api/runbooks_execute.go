@@ -242,7 +242,9 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	}
 	final, err := s.SubmitOrder(ctx, p, o, rr.Wait)
 	if err != nil {
-		if _, gerr := s.Store.GetOrder(ctx, o.ID); order.ErrorCode(gerr) == order.CodeNotFound {
+		// Asked on a context of its own: a client that left mid-submit
+		// cancelled ctx, and the question was then never answered.
+		if _, gerr := s.Store.GetOrder(context.WithoutCancel(ctx), o.ID); order.ErrorCode(gerr) == order.CodeNotFound {
 			// Never recorded: its token must not outlive the refusal.
 			s.deleteDelegation(ctx, o.ID)
 		}

@@ -34,6 +34,7 @@ type Store interface {
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteOrphanDelegationsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
@@ -555,10 +556,11 @@ func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
 	}
 }
 
-// Prune deletes the finished orders and the recorded rejections older than
-// the retention period, in batches, and returns how many rows it deleted.
-// Rejections are kept as long as orders: every refused request adds one,
-// an unauthenticated one too, so without this the table only grew.
+// Prune deletes the finished orders, the recorded rejections and the
+// runbook delegations of orders never recorded older than the retention
+// period, in batches, and returns how many rows it deleted. Rejections
+// are kept as long as orders: every refused request adds one, an
+// unauthenticated one too, so without this the table only grew.
 func (s *Service) Prune(ctx context.Context) (int, error) {
 	if s.opts.Retention == nil {
 		return 0, nil
@@ -569,7 +571,9 @@ func (s *Service) Prune(ctx context.Context) (int, error) {
 	}
 	before := time.Now().Add(-keep)
 	total := 0
-	for _, del := range []func(context.Context, time.Time, int) (int64, error){s.store.DeleteFinishedBefore, s.store.DeleteRejectionsBefore} {
+	for _, del := range []func(context.Context, time.Time, int) (int64, error){
+		s.store.DeleteFinishedBefore, s.store.DeleteRejectionsBefore, s.store.DeleteOrphanDelegationsBefore,
+	} {
 		for {
 			n, err := del(ctx, before, 1000)
 			total += int(n)

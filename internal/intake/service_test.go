@@ -264,7 +264,8 @@ func TestReconcileRepublishesLostPublishes(t *testing.T) {
 }
 
 // TestPruneKeepsRecentAndUnfinished: retention deletes finished orders
-// older than it, with their events, and nothing else.
+// older than it, with their events, old rejections and old delegations
+// of orders never recorded, and nothing else.
 func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 	e := newIntakeEnv(t, intake.Options{Retention: func() time.Duration { return time.Hour }})
 	var ids []uuid.UUID
@@ -293,9 +294,21 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 		(now() - interval '2 hours', 401, 'unauthenticated', 'old'), (now(), 401, 'unauthenticated', 'recent')`); err != nil {
 		t.Fatal(err)
 	}
+	// A runbook delegation whose order was never recorded (its API
+	// stopped between the two inserts), made long ago, goes; one whose
+	// order exists, and a recent one without, stay.
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO runbook_delegations (sha256, order_id, principal, kind, correlation_id, stack, hosts, created_at) VALUES
+		('\x01', gen_random_uuid(), 'alice', 'token', 'c', '{}', '{}', now() - interval '2 hours'),
+		('\x02', gen_random_uuid(), 'alice', 'token', 'c', '{}', '{}', now()),
+		('\x03', $1, 'alice', 'token', 'c', '{}', '{}', now() - interval '2 hours')`, queuedOld); err != nil {
+		t.Fatal(err)
+	}
 	n, err := e.svc.Prune(e.ctx)
-	if err != nil || n != 2 {
-		t.Fatalf("prune: %d %v, want 2 (an order and a rejection)", n, err)
+	if err != nil || n != 3 {
+		t.Fatalf("prune: %d %v, want 3 (an order, a rejection and an orphan delegation)", n, err)
+	}
+	if e.count(`SELECT count(*) FROM runbook_delegations WHERE sha256 = '\x01'`) != 0 || e.count(`SELECT count(*) FROM runbook_delegations`) != 2 {
+		t.Fatal("retention kept the old orphan delegation or deleted another")
 	}
 	if e.count(`SELECT count(*) FROM rejections WHERE reason = 'old'`) != 0 || e.count(`SELECT count(*) FROM rejections WHERE reason = 'recent'`) != 1 {
 		t.Fatal("retention kept the old rejection or deleted the recent one")

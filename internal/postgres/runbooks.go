@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -90,6 +91,21 @@ func (s *Store) InsertDelegation(ctx context.Context, token string, d Delegation
 func (s *Store) DeleteDelegation(ctx context.Context, orderID uuid.UUID) error {
 	_, err := s.pool.Exec(ctx, `DELETE FROM runbook_delegations WHERE order_id = $1`, orderID)
 	return translate("delete runbook delegation", err)
+}
+
+// DeleteOrphanDelegationsBefore removes up to limit delegations made
+// before t whose order was never recorded (an API that stopped between
+// the two inserts) and returns how many it removed. They are inert, a
+// token being good only while its order runs, but nothing else removes
+// them: the trigger that does goes with the order.
+func (s *Store) DeleteOrphanDelegationsBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM runbook_delegations WHERE sha256 IN (
+		SELECT d.sha256 FROM runbook_delegations d
+		WHERE d.created_at < $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = d.order_id) LIMIT $2)`, t, limit)
+	if err != nil {
+		return 0, translate("delete orphan runbook delegations", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // ErrNoDelegation is returned for a token that is unknown, or whose order
