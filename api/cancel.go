@@ -93,11 +93,15 @@ func (s *Server) answerCancel(w http.ResponseWriter, r *http.Request, o *order.O
 
 // withCancellation is the order's response with its recorded cancel
 // request, if any. Only orders a cancel can have touched are looked up, so
-// the common case costs no query.
+// the common case costs no query: a running order, one the cancel ended,
+// and one that ended otherwise while a request waited (its worker died:
+// interrupted; its timeout came first: timed_out). A succeeded or failed
+// order whose command ended before the signal is not looked up: those
+// are every ?wait answer.
 func (s *Server) withCancellation(ctx context.Context, o *order.Order) Order {
 	resp := toResponse(o)
 	switch o.Status {
-	case order.StatusRunning, order.StatusKilled, order.StatusCanceled:
+	case order.StatusRunning, order.StatusKilled, order.StatusCanceled, order.StatusInterrupted, order.StatusTimedOut:
 	default:
 		return resp
 	}
