@@ -71,6 +71,10 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// hostOnlineTimeout bounds the lookup of the host's heartbeat in a
+// cancel's answer, which goes without host_online when it runs out.
+const hostOnlineTimeout = time.Second
+
 // answerCancel writes the order as it is now, with its cancel request;
 // for a running order (202), with whether a worker serves its host: the
 // request only wakes that worker, and with none (it died, the machine is
@@ -81,7 +85,11 @@ func (s *Server) answerCancel(w http.ResponseWriter, r *http.Request, o *order.O
 	}
 	resp := s.withCancellation(r.Context(), o)
 	if code == http.StatusAccepted && resp.Cancel != nil {
-		online, err := s.Queue.HostOnline(r.Context(), o.Host)
+		// Two NATS round trips: with NATS down each waited out its own
+		// timeout, the answer to a cancel already recorded 10 s late.
+		ctx, cancel := context.WithTimeout(r.Context(), hostOnlineTimeout)
+		online, err := s.Queue.HostOnline(ctx, o.Host)
+		cancel()
 		if err == nil {
 			resp.Cancel.HostOnline = &online
 		} else {
