@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -336,7 +337,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		if reply == "" {
 			return
 		}
-		b, err := json.Marshal(a)
+		b, err := marshalAnswer(a)
 		if max := s.Queue.Conn().MaxPayload(); err == nil && max > 0 && int64(len(b)) > max && a.Order != nil {
 			// A finished order answered again (a retry, a redelivery) with
 			// outputs larger than a NATS message: published whole, the
@@ -344,10 +345,14 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			// order goes without its result, which REST and SQL have.
 			o := *a.Order
 			o.Result = nil
-			b, err = json.Marshal(IntakeAnswer{Order: &o})
+			b, err = marshalAnswer(IntakeAnswer{Order: &o})
 		}
 		if err == nil {
-			_ = s.Queue.Conn().Publish(reply, b)
+			err = s.Queue.Conn().Publish(reply, b)
+		}
+		if err != nil {
+			s.logger.Warn("NATS submission: its answer could not be published", "subject", msg.Subject(),
+				"reply", reply, "error", err)
 		}
 	}
 	var principal string
@@ -441,6 +446,21 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	answer(IntakeAnswer{Order: &resp})
 	_ = msg.Ack()
 	return true
+}
+
+// marshalAnswer writes a as REST's encode does, without escaping <, > and
+// &: json.Marshal writes each as six bytes, so an order whose arguments
+// are full of them (a shell script's redirections) made an answer several
+// times its submission, past what a NATS message may carry, and the
+// accepted submission went unanswered.
+func marshalAnswer(a IntakeAnswer) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(a); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // ReplyPrefixes are the subject prefixes an Orderly-Reply may use: the

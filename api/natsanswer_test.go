@@ -1,0 +1,56 @@
+package api_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestNATSAnswerFitsWhatTheSubmissionDid: a submission whose arguments
+// are full of <, > and & (a shell script's redirections), within the
+// limits and the NATS message size, is answered. The answer escaped each
+// as six bytes (json.Marshal, where REST writes them as they are), grew
+// past what a NATS message may carry, and the accepted order went
+// unanswered.
+func TestNATSAnswerFitsWhatTheSubmissionDid(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	arg := `"` + strings.Repeat("<&>", (64<<10)/3) + `"`
+	body := `{"command":"echo","args":[` + strings.Repeat(arg+",", 3) + arg + `]}`
+	nc, err := nats.Connect(e.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(queue.SubmitSubject + "nhtml")
+	m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	m.Header.Set("Orderly-Reply", inbox)
+	m.Data = []byte(body)
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer to a %d-byte submission: %v", len(body), err)
+	}
+	var a api.IntakeAnswer
+	if err := json.Unmarshal(reply.Data, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Order == nil || len(a.Order.Args) != 4 || a.Order.Args[0] != arg[1:len(arg)-1] {
+		t.Fatalf("answer %.200s", reply.Data)
+	}
+	if strings.Contains(string(reply.Data), `\u003c`) {
+		t.Errorf("the answer escapes < as REST does not: %.100s", reply.Data)
+	}
+}
