@@ -54,3 +54,27 @@ func TestNATSAnswerFitsWhatTheSubmissionDid(t *testing.T) {
 		t.Errorf("the answer escapes < as REST does not: %.100s", reply.Data)
 	}
 }
+
+// TestNATSRetryOfACanceledOrderSaysWhoCanceled: a NATS retry is answered
+// with the order as GET /v1/orders/{id} shows it, its cancel request
+// included, as REST's retry of the same order is.
+func TestNATSRetryOfACanceledOrderSaysWhoCanceled(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	body := map[string]any{"command": "true"}
+	first := e.publish("alice", "ncancel", "cancel-1", body)
+	if first.Order == nil {
+		t.Fatalf("first answer: %+v (error %+v)", first, first.Error)
+	}
+	if code, b := e.do("alice", "POST", "/v1/orders/"+first.Order.ID.String()+"/cancel", nil); code != 200 {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	// Past the submit stream's 100 ms duplicate window.
+	time.Sleep(200 * time.Millisecond)
+	again := e.publish("alice", "ncancel", "cancel-1", body)
+	if again.Order == nil || again.Order.ID != first.Order.ID || again.Order.Status != "canceled" {
+		t.Fatalf("the retry's answer: %+v (error %+v)", again.Order, again.Error)
+	}
+	if again.Order.Cancel == nil || again.Order.Cancel.Actor != "alice" {
+		t.Fatalf("the retry's answer says nothing of the cancel: %+v", again.Order.Cancel)
+	}
+}

@@ -442,7 +442,9 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	if err != nil {
 		return refuse(err)
 	}
-	resp := toResponse(stored)
+	// The order as GET /v1/orders/{id} shows it: a retry of one that was
+	// canceled says by whom, as REST's retry does.
+	resp := s.withCancellation(ctx, stored)
 	answer(IntakeAnswer{Order: &resp})
 	_ = msg.Ack()
 	return true
