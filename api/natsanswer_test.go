@@ -78,3 +78,54 @@ func TestNATSRetryOfACanceledOrderSaysWhoCanceled(t *testing.T) {
 		t.Fatalf("the retry's answer says nothing of the cancel: %+v", again.Order.Cancel)
 	}
 }
+
+// TestNATSHeaderInAnotherCase: NATS header names are case-sensitive, so a
+// nats-msg-id (or an Idempotency-Key, REST's name) was not read: the
+// publisher's retry was taken for a new submission and ran again. Such a
+// submission is refused, naming the header to send, and runs nothing;
+// an orderly-reply in another case still gets that answer.
+func TestNATSHeaderInAnotherCase(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	nc, err := nats.Connect(e.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, c := range []struct{ name, want string }{
+		{"nats-msg-id", "send Nats-Msg-Id"},
+		{"NATS-MSG-ID", "send Nats-Msg-Id"},
+		{"Idempotency-Key", "Nats-Msg-Id header"},
+		{"authorization", "send Authorization"},
+		{"orderly-reply", "send Orderly-Reply"},
+	} {
+		inbox := nats.NewInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(queue.SubmitSubject + "ncase")
+		m.Header = nats.Header{"Authorization": {"Bearer " + e.tokens["alice"]}, "Orderly-Reply": {inbox}}
+		if c.name == "orderly-reply" {
+			delete(m.Header, "Orderly-Reply")
+		}
+		m.Header[c.name] = []string{map[bool]string{true: inbox, false: "retry-1"}[c.name == "orderly-reply"]}
+		m.Data = []byte(`{"command":"true"}`)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: no answer: %v", c.name, err)
+		}
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(reply.Data, &a); err != nil || a.Error == nil || a.Error.Code != "invalid_request" ||
+			!strings.Contains(a.Error.Message, c.want) {
+			t.Fatalf("%s: answer %s, want invalid_request saying %q", c.name, reply.Data, c.want)
+		}
+		_ = sub.Unsubscribe()
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE host = 'ncase'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d orders recorded for submissions that were refused (%v)", n, err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/intake"
@@ -322,6 +323,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	msg := d.msg
 	hdr := msg.Headers()
 	reply := hdr.Get("Orderly-Reply")
+	for name := range hdr {
+		if reply == "" && name != "Orderly-Reply" && strings.EqualFold(name, "Orderly-Reply") {
+			reply = hdr.Get(name) // for the refusal of the misspelling (miscasedHeader)
+		}
+	}
 	if !validReply(reply) {
 		// The answer is published with the API's own rights: a subject of
 		// the publisher's choosing could write into the KV bucket or the
@@ -377,6 +383,9 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 		return true
+	}
+	if err := miscasedHeader(hdr); err != nil {
+		return refuse(err)
 	}
 	if len(hdr.Values("Nats-Pin-Id")) > 1 {
 		// The server's header, also sent by the publisher (dispatchIntake).
@@ -471,6 +480,30 @@ var replyPrefixes = []string{"_INBOX.", "orderly.reply."}
 
 // validReply accepts a concrete subject under a reply prefix: no
 // wildcards, no empty tokens, no spaces or control bytes.
+// intakeHeaders are the headers a NATS submission is read by, spelled as
+// they must be: NATS header names are case-sensitive, for the server's
+// deduplication too.
+var intakeHeaders = []string{"Authorization", "Orderly-Reply", "Nats-Msg-Id"}
+
+// miscasedHeader refuses a submission with a header that is one of
+// intakeHeaders in another case, or a REST habit: unread, a nats-msg-id
+// left the publisher's retries unrecognized (each ran again), an
+// orderly-reply left it without an answer, and an Idempotency-Key did
+// nothing.
+func miscasedHeader(hdr nats.Header) error {
+	for name := range hdr {
+		if strings.EqualFold(name, "Idempotency-Key") {
+			return order.FieldError(order.CodeInvalid, name, "a NATS submission's idempotency key is its Nats-Msg-Id header, not %s", name)
+		}
+		for _, want := range intakeHeaders {
+			if name != want && strings.EqualFold(name, want) {
+				return order.FieldError(order.CodeInvalid, name, "header %s is not read: NATS header names are case-sensitive; send %s", name, want)
+			}
+		}
+	}
+	return nil
+}
+
 func validReply(s string) bool {
 	if len(s) == 0 || len(s) > 256 {
 		return false
