@@ -138,3 +138,37 @@ func TestRewindIntake(t *testing.T) {
 		t.Fatalf("redelivery took %s: the ack timer, not the rewind", d)
 	}
 }
+
+// TestSubmitBacklogIsBounded: NATS submissions waiting for the intake are
+// bounded per host (and in bytes): a publisher with the submitter's
+// credential could fill JetStream's disk, which the orders stream shares.
+// A publish past a host's bound is refused; another host's still goes
+// in. A stream made by an orderly before the bound is updated to it.
+func TestSubmitBacklogIsBounded(t *testing.T) {
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	js := testenv.JetStream(t, url, "older")
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: queue.SubmitStream, Subjects: []string{queue.SubmitSubject + ">"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: queue.SubmitDedupWindow}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Queue(t, url, "api", queue.Options{SubmitBacklog: 3})
+	for i := range 3 {
+		if _, err := js.Publish(ctx, queue.SubmitSubject+"flooded", []byte(`{"command":"true"}`)); err != nil {
+			t.Fatalf("submission %d of 3: %v", i+1, err)
+		}
+	}
+	if _, err := js.Publish(ctx, queue.SubmitSubject+"flooded", []byte(`{"command":"true"}`)); err == nil {
+		t.Fatal("a fourth waiting submission for the host was stored")
+	}
+	if _, err := js.Publish(ctx, queue.SubmitSubject+"other", []byte(`{"command":"true"}`)); err != nil {
+		t.Fatalf("another host's submission: %v", err)
+	}
+	st, err := js.Stream(ctx, queue.SubmitStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.MaxBytes != queue.SubmitMaxBytes || cfg.Discard != jetstream.DiscardNew {
+		t.Fatalf("stream bounds: %d bytes, discard %v", cfg.MaxBytes, cfg.Discard)
+	}
+}

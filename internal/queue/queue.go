@@ -40,10 +40,22 @@ type Options struct {
 	// FinishedTTL is how long the live stream keeps the last message of a
 	// finished order's subjects (events.go); at least a second.
 	FinishedTTL time.Duration
+	// SubmitBacklog is how many NATS submissions per host may wait for
+	// the API's intake (0: DefaultSubmitBacklog); more are refused.
+	SubmitBacklog int
 	// Now is this host's clock; nil is time.Now. Tests set one that is
 	// off, as a host's may be.
 	Now func() time.Time
 }
+
+// What ORDERLY_SUBMIT holds at most: NATS submissions per host waiting
+// for the API's intake, and bytes in all. A publish past either is
+// refused by the server (a JetStream publish hears "maximum messages per
+// subject exceeded" or "maximum bytes exceeded").
+const (
+	DefaultSubmitBacklog = 100_000
+	SubmitMaxBytes       = 1 << 30
+)
 
 // Queue wraps one NATS connection and its JetStream context.
 type Queue struct {
@@ -153,6 +165,14 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
 		Duplicates:  SubmitDedupWindow, // the idempotency key deduplicates (intake.go)
+		// Bounded: a holder of the submitter's credential, with or
+		// without a token, could otherwise fill JetStream's disk, which
+		// the orders stream (every REST submission) shares. Per host, so
+		// that one host's flood leaves the others' submissions room.
+		MaxMsgsPerSubject:    int64(cmp.Or(opts.SubmitBacklog, DefaultSubmitBacklog)),
+		MaxBytes:             SubmitMaxBytes,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, replicasError(err, opts.Replicas))
