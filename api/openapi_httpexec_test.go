@@ -106,6 +106,8 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 	}{
 		{http.StatusNotFound, call{method: "POST", path: "/nosuch"}},
 		{http.StatusMethodNotAllowed, call{method: "GET", path: "/echo", invalid: true, specMethod: "POST"}},
+		{http.StatusOK, call{method: "OPTIONS", path: "/echo"}},
+		{http.StatusOK, call{method: "OPTIONS", path: "/nosuch"}},
 		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: `{"args":`, invalid: true}},
 		{http.StatusBadRequest, call{method: "POST", path: "/env", body: map[string]any{"environment": map[string]string{"A=B": "x"}}}},
 		// This API has no env_deny of its own: the worker's refuses it.
@@ -127,6 +129,7 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 	}
 	hx.acl.Store(deny)
 	do(http.StatusForbidden, call{method: "POST", path: "/echo"})
+	do(http.StatusForbidden, call{method: "OPTIONS", path: "/echo"})
 	hx.acl.Store(nil)
 	hx.ratePerIP.Store(1)
 	do(http.StatusOK, call{method: "POST", path: "/echo"})

@@ -44,6 +44,10 @@ type httpexecResponse struct {
 	Stdout *httpexecStream `json:"stdout"`
 }
 
+// httpexecAllow is the methods of httpexec's one route: POST, and the
+// OPTIONS Quart adds to every route.
+const httpexecAllow = "OPTIONS, POST"
+
 // errHTTPExecInput is a body the original refused with a 500: httpexec
 // raised on it (a null args list or stream, an unknown encoding, a
 // non-string value).
@@ -64,8 +68,15 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		quartError(w, http.StatusNotFound, "Not Found", "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.")
 		return
 	}
+	if r.Method == http.MethodOptions {
+		// Quart answers OPTIONS on every route itself, before the view
+		// (so before any lookup): 200, no body.
+		w.Header().Set("Allow", httpexecAllow)
+		plain(w, http.StatusOK, "text/html; charset=utf-8", "")
+		return
+	}
 	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
+		w.Header().Set("Allow", httpexecAllow)
 		quartError(w, http.StatusMethodNotAllowed, "Method Not Allowed", "The method is not allowed for the requested URL.")
 		return
 	}

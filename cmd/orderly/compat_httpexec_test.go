@@ -521,7 +521,7 @@ func TestHTTPExecPaths(t *testing.T) {
 		t.Errorf("POST / = %d, want 404", code)
 	}
 	// No route matches "/" in httpexec, so any method there is a 404.
-	for _, m := range []string{"GET", "PUT"} {
+	for _, m := range []string{"GET", "PUT", "OPTIONS"} {
 		req, _ := http.NewRequestWithContext(t.Context(), m, s.url+"/", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -539,8 +539,24 @@ func TestHTTPExecPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 405 {
-			t.Errorf("%s /echo = %d, want 405", m, resp.StatusCode)
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "OPTIONS, POST" {
+			t.Errorf("%s /echo = %d (Allow %q), want 405 (Allow OPTIONS, POST)", m, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	// Quart answers OPTIONS on the route itself, before the view looks
+	// for the command: 200, no body, whether the command exists or not.
+	for _, path := range []string{"/echo", "/missing"} {
+		req, _ := http.NewRequestWithContext(t.Context(), "OPTIONS", s.url+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Allow") != "OPTIONS, POST" || len(b) != 0 ||
+			resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+			t.Errorf("OPTIONS %s = %d (Allow %q, %q) %q, want 200 (Allow OPTIONS, POST) and no body",
+				path, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), b)
 		}
 	}
 	// A file without an execute bit is found, and fails when run.
