@@ -135,4 +135,11 @@ func TestSpecVigridResponses(t *testing.T) {
 	for _, c := range routes {
 		do(http.StatusTooManyRequests, c)
 	}
+	// PostgreSQL gone: every route that reads or writes orders answers
+	// Vigrid's 500 "Internal server error".
+	ratePerIP.Store(0)
+	e.pool.Close()
+	for _, c := range routes[1:5] {
+		do(http.StatusInternalServerError, c)
+	}
 }
