@@ -593,6 +593,12 @@ func TestHTTPExecLinks(t *testing.T) {
 				if out, _ := stream(t, decodeHTTPExec(t, code, b).Stdout); out != "out\n" {
 					t.Fatalf("outlink with follow_links: %s", b)
 				}
+				// httpexec joined without resolving, so ".." left the
+				// root; orderly resolves it and refuses.
+				code, _, b = httpexecPost(t, s.url, "/%2e%2e/outside/tool", "application/json", map[string]any{})
+				if want := "Command `" + filepath.Join(h.outside, "tool") + "` not found"; code != 404 || string(b) != want {
+					t.Fatalf("../outside/tool with follow_links = %d %q, want 404 %q", code, b, want)
+				}
 				return
 			}
 			want := "Command `" + filepath.Join(h.outside, "tool") + "` not found"
