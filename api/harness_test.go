@@ -228,7 +228,11 @@ func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runb
 		e.t.Fatal(err)
 	}
 	logger := e.logger()
-	in := intake.New(e.store, e.q, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
+	var pub intake.Publisher = e.q
+	if e.opts.publishFailures != nil {
+		pub = failingPublisher{Queue: e.q, failures: e.opts.publishFailures}
+	}
+	in := intake.New(e.store, pub, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
 	return api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test", Metrics: e.opts.metrics,
 		Auth: func() api.Authenticator { return authn }, Settings: settings,
 		Runbooks: &api.RunbookDeps{Store: e.store, Config: runbooks}})

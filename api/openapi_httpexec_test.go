@@ -32,9 +32,12 @@ type httpexecSurface struct {
 	ratePerIP atomic.Int64
 }
 
-func newHTTPExecSurface(t *testing.T) *httpexecSurface {
+// newHTTPExecSurface starts the surface; opts are its env's, with a
+// worker for host h1.
+func newHTTPExecSurface(t *testing.T, opts envOptions) *httpexecSurface {
 	t.Helper()
-	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	opts.hosts = []string{"h1"}
+	e := newAPIEnv(t, opts)
 	root, err := filepath.EvalSymlinks("/usr/bin")
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +67,7 @@ func newHTTPExecSurface(t *testing.T) *httpexecSurface {
 // openapi.yaml: status, content type and body. The orders run on a real
 // worker.
 func TestSpecHTTPExecResponses(t *testing.T) {
-	hx := newHTTPExecSurface(t)
+	hx := newHTTPExecSurface(t, envOptions{})
 	sc := newSurfaceChecker(t, hx.apiEnv, "httpexec")
 	// The 404 and Quart's error pages are HTML, which kin-openapi does not
 	// decode; their schema is a string.
@@ -142,7 +145,7 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 // network ACL, a body that is not JSON, one over http.max_body_bytes and
 // one httpexec could not use.
 func TestHTTPExecRefusalsAreRecorded(t *testing.T) {
-	hx := newHTTPExecSurface(t)
+	hx := newHTTPExecSurface(t, envOptions{})
 	send := func(want int, body string) {
 		t.Helper()
 		resp, err := http.Post(hx.url+"/echo", "application/json", strings.NewReader(body))

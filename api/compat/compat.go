@@ -9,14 +9,17 @@ package compat
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/netip"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -102,4 +105,23 @@ func allowOf(method string) string {
 		return "GET, HEAD"
 	}
 	return method
+}
+
+// unqueued is the id of the order err says the intake recorded but could
+// not queue (the bus failed after the insert): the reconciler queues such
+// an order later, so it runs unless it is withdrawn.
+func unqueued(err error) (uuid.UUID, bool) {
+	var np *intake.ErrNotPublished
+	if !errors.As(err, &np) {
+		return uuid.Nil, false
+	}
+	return np.ID, true
+}
+
+// withdraw cancels the recorded order id of a request answered as failed,
+// so that it never runs later (a client told it failed may send it again).
+// The cancel is on record before the answer.
+func withdraw(ctx context.Context, orders Orders, id uuid.UUID, host string, p auth.Principal) error {
+	_, err := orders.CancelOrder(ctx, &order.Order{ID: id, Host: host, Principal: p.Name}, p.Name, "SIGKILL")
+	return err
 }

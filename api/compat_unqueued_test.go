@@ -1,0 +1,126 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/compat"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/policy"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// sourceStatuses are the statuses of the orders from source, oldest first.
+func sourceStatuses(t *testing.T, e *apiEnv, source string) []string {
+	t.Helper()
+	rows, err := e.pool.Query(testenv.Context(t), `SELECT status FROM orders WHERE source = $1 ORDER BY submitted_at, id`, source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCompatWithdrawsWhatItCouldNotQueue: when the bus refuses an order
+// the intake recorded (the reconciler would queue it later), an httpexec
+// request and a synchronous Vigrid execute are answered as failures, so
+// their orders are canceled on record and never run; an asynchronous
+// Vigrid execute is queued for execution all the same, and says so.
+func TestCompatWithdrawsWhatItCouldNotQueue(t *testing.T) {
+	var fail atomic.Int64
+	hx := newHTTPExecSurface(t, envOptions{publishFailures: &fail})
+	fail.Store(1)
+	resp, err := http.Post(hx.url+"/echo", "application/json", strings.NewReader(`{"args":["x"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasSuffix(string(b), " could not be queued: the message bus is unavailable; canceled\n") {
+		t.Errorf("httpexec with the publish failing: %d %q, want 503 ... canceled", resp.StatusCode, b)
+	}
+	if got := sourceStatuses(t, hx.apiEnv, "httpexec"); len(got) != 1 || got[0] != string(order.StatusCanceled) {
+		t.Errorf("httpexec's order is %v, want [canceled]", got)
+	}
+
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}, publishFailures: &fail})
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Vigrid.MaxWait = 20 * time.Second
+	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
+	srv := e.runbookAPI(rule, func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg.Runbooks })
+	pol, err := policy.New([]config.Rule{rule})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := authenticator(t, e.tokens, "")
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
+		Authorize: func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error) {
+			return pol.Decide(policy.Request{Principal: p, Host: host, Command: command, Args: args, RunAs: runAs,
+				Timeout: cfg.Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
+		}},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	execute := func(sync bool) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/v1/execute",
+			strings.NewReader(`{"command":"echo","arguments":["x"],"synchronous":`+map[bool]string{true: "true", false: "false"}[sync]+`}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, m
+	}
+	fail.Store(1)
+	if code, m := execute(true); code != http.StatusInternalServerError || m["message"] != "Internal server error" {
+		t.Errorf("sync execute with the publish failing: %d %v, want 500 Internal server error", code, m)
+	}
+	if got := sourceStatuses(t, e, "vigrid"); len(got) != 1 || got[0] != string(order.StatusCanceled) {
+		t.Errorf("the sync execute's order is %v, want [canceled]", got)
+	}
+	fail.Store(1)
+	code, m := execute(false)
+	if code != http.StatusAccepted || m["message"] != "Command queued for execution" || m["order_id"] == nil {
+		t.Errorf("async execute with the publish failing: %d %v, want 202 queued", code, m)
+	}
+	if got := sourceStatuses(t, e, "vigrid"); len(got) != 2 || got[1] != string(order.StatusQueued) {
+		t.Errorf("the async execute's order is %v, want [canceled queued]", got)
+	}
+}
