@@ -349,7 +349,7 @@ func (h *HTTPExec) answer(w http.ResponseWriter, asked, o *order.Order) {
 	if asked.CaptureStderr {
 		resp.Stderr = httpexecOutput(o.Result.Stderr.Content, asked.StderrEncode)
 	}
-	writePyJSON(w, http.StatusOK, resp)
+	writeQuartJSON(w, http.StatusOK, resp)
 }
 
 // httpexecOutput encodes a captured stream. Text is sent as it is when it

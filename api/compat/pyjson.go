@@ -100,18 +100,31 @@ func flaskText(data []byte) ([]byte, error) {
 	return out, nil
 }
 
-// writePyJSON answers v as Flask's and Quart's jsonify did for the
-// originals: JSON with every character past ASCII escaped (ensure_ascii:
-// \u00e9, a surrogate pair beyond the BMP), <, > and & as they are, and
-// a newline after it.
+// writePyJSON answers v as Flask's jsonify did for Vigrid and stage0:
+// JSON with every character past ASCII escaped (ensure_ascii: \u00e9, a
+// surrogate pair beyond the BMP), <, > and & as they are, and a newline
+// after it.
 func writePyJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, pyJSON(v))
+}
+
+// writeQuartJSON answers v as Quart 0.17's jsonify did for httpexec: as
+// writePyJSON, without the newline, which Flask added and Quart did not.
+func writeQuartJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, strings.TrimSuffix(pyJSON(v), "\n"))
+}
+
+// pyJSON is writePyJSON's text of v, its newline included.
+func pyJSON(v any) string {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, pyASCII(buf.String()))
+	return pyASCII(buf.String())
 }
 
 // pyJSONText is s as writePyJSON writes it inside a JSON string, without
