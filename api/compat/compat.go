@@ -120,8 +120,9 @@ func unqueued(err error) (uuid.UUID, bool) {
 
 // withdraw cancels the recorded order id of a request answered as failed,
 // so that it never runs later (a client told it failed may send it again).
-// The cancel is on record before the answer.
+// The cancel is on record before the answer, and made whether or not the
+// client is still there to hear it.
 func withdraw(ctx context.Context, orders Orders, id uuid.UUID, host string, p auth.Principal) error {
-	_, err := orders.CancelOrder(ctx, &order.Order{ID: id, Host: host, Principal: p.Name}, p.Name, "SIGKILL")
+	_, err := orders.CancelOrder(context.WithoutCancel(ctx), &order.Order{ID: id, Host: host, Principal: p.Name}, p.Name, "SIGKILL")
 	return err
 }
