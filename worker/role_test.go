@@ -265,6 +265,32 @@ func TestWorkerRoleIsRefused(t *testing.T) {
 	}
 }
 
+// TestWorkerRoleRecordsAProcessAgain: the retry of a process record whose
+// answer was lost updates the row it finds (ON CONFLICT DO UPDATE), which
+// needs a right of its own: the role documented in docs/sql.md has it.
+func TestWorkerRoleRecordsAProcessAgain(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, _ := workerRole(t, pool, dsn)
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "again", Command: "true",
+		Timeout: time.Minute, Principal: "test", Source: "rest"}
+	if _, err := admin.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ws.TakeHost(t.Context(), "again", "test", postgres.Owner{Instance: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := ws.Claim(t.Context(), o.ID, "w", 1); err != nil || !claimed {
+		t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
+	}
+	p := postgres.Process{PID: 4242, PGID: 4242, StartTime: 9, BootID: "b"}
+	for i := range 2 {
+		if err := ws.RecordProcess(t.Context(), o.ID, 1, "w", p); err != nil {
+			t.Fatalf("record %d as orderly_worker: %v", i+1, err)
+		}
+	}
+}
+
 // workerRole applies docs/sql.md's worker role to the database at dsn
 // (pool is orderly's own role there) and returns a store and a pool of a
 // new login in it, listed in worker_logins for hosts as the page shows

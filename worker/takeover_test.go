@@ -129,6 +129,44 @@ func TestAmbiguousCommitRunsTheClaimedOrder(t *testing.T) {
 	}
 }
 
+// lostRecord is a Store whose first RecordProcess commits but reports an
+// error, as when the connection drops after the server committed.
+type lostRecord struct {
+	*postgres.Store
+	lost atomic.Bool
+}
+
+func (s *lostRecord) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, w string, p postgres.Process) error {
+	err := s.Store.RecordProcess(ctx, id, attempt, w, p)
+	if err == nil && s.lost.CompareAndSwap(false, true) {
+		return errors.New("unexpected EOF")
+	}
+	return err
+}
+
+// TestLostProcessRecordAnswerKeepsTheOrder: the record of an order's
+// process commits but the worker never hears so. Its retry is the same
+// record, not a lost fence: the order runs to its end. It was killed at
+// once and recorded failed, "aborted at start: … no longer the host's
+// owner", by the host's only worker.
+func TestLostProcessRecordAnswerKeepsTheOrder(t *testing.T) {
+	e := newEnv(t)
+	marker := filepath.Join(t.TempDir(), "done")
+	id := e.submit("lostrec", "sh", "-c", `sleep 0.2; touch "$1"`, "_", marker)
+	store := &lostRecord{Store: e.store}
+	e.startWith(e.slowQueue(), store, "lostrec", nil)
+	o := e.waitStatus(id, order.StatusSucceeded)
+	if !store.lost.Load() {
+		t.Fatal("the answer of the process record was never lost: nothing was tested")
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("the order did not run to its end: %v", err)
+	}
+	if p, err := e.store.ProcessOf(t.Context(), id, o.Attempt); err != nil || p == nil {
+		t.Fatalf("the attempt's process record: %+v, %v", p, err)
+	}
+}
+
 // TestFenceRefusesFormerOwner: once another worker took the host over in
 // PostgreSQL, the former owner can neither claim an order of it nor record
 // a process for an attempt it claimed before.

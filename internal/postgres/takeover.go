@@ -100,19 +100,23 @@ type Process struct {
 	LastSeen  time.Time
 }
 
-// RecordProcess records the process an attempt started. It is fenced like a
-// claim: it succeeds only while the order is still running under that
-// attempt for that worker, and it locks the order row while it checks, so a
-// successor that marks the order interrupted either sees this record
-// afterwards or makes this call fail with ErrNotOwner — then the caller
-// kills the process it just started.
+// RecordProcess records the process an attempt started. It is fenced by
+// the attempt: it succeeds only while the order is still running under
+// that attempt for that worker, and it locks the order row while it
+// checks, so a successor that marks the order interrupted either sees this
+// record afterwards (and reaps the process) or makes this call fail with
+// ErrNotOwner — then the caller kills the process it just started. The
+// same record again succeeds: it is the retry of one whose answer was
+// lost, and refusing it killed an order nobody else had touched.
 func (s *Store) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p Process) error {
 	const q = `WITH o AS (
 	SELECT id FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3 FOR SHARE
 )
 INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, machine_id, pid_ns, cgroup)
 SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM o
-ON CONFLICT (order_id, attempt) DO NOTHING
+ON CONFLICT (order_id, attempt) DO UPDATE SET last_seen = now()
+	WHERE order_processes.worker = excluded.worker AND order_processes.pid = excluded.pid
+		AND order_processes.start_time = excluded.start_time AND order_processes.boot_id = excluded.boot_id
 RETURNING 1`
 	var one int
 	err := s.pool.QueryRow(ctx, q, id, attempt, worker, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.MachineID, int64(p.PidNS), p.Cgroup).Scan(&one)
