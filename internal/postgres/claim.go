@@ -239,21 +239,23 @@ func completed(id uuid.UUID, attempt, n int) error {
 // Cancel makes a queued order canceled, so it never starts. It returns false
 // when the order was not queued any more.
 func (s *Store) Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error) {
-	return s.transition(ctx, id, 0, order.StatusQueued, order.StatusCanceled, "canceled", actor, reason)
+	return s.transition(ctx, id, order.StatusQueued, order.StatusCanceled, "canceled", actor, reason)
 }
 
 // Expire makes a queued order whose deadline passed expired.
 func (s *Store) Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error) {
-	return s.transition(ctx, id, 0, order.StatusQueued, order.StatusExpired, "expired", actor, "deadline passed before it started")
+	return s.transition(ctx, id, order.StatusQueued, order.StatusExpired, "expired", actor, "deadline passed before it started")
 }
 
 // transition moves an order from one status to a terminal one with its
-// event, in one statement; a non-zero attempt guards it like a result
-// write.
-func (s *Store) transition(ctx context.Context, id uuid.UUID, attempt int, from, to order.Status, event, actor, reason string) (bool, error) {
+// event, in one statement. It is not fenced: its callers end queued
+// orders, which no worker holds (nobody can claim an expired one), and
+// the API that cancels one owns no host. Ending a running attempt is
+// the host owner's (InterruptAttempt, fenced).
+func (s *Store) transition(ctx context.Context, id uuid.UUID, from, to order.Status, event, actor, reason string) (bool, error) {
 	const q = `WITH u AS (
 	UPDATE orders SET status = $3, finished_at = now(), error = nullif($5, '')
-	WHERE id = $1 AND status = $2 AND ($7 = 0 OR attempt = $7)
+	WHERE id = $1 AND status = $2
 	RETURNING id, status, finished_at, attempt
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
@@ -261,7 +263,7 @@ func (s *Store) transition(ctx context.Context, id uuid.UUID, attempt int, from,
 )
 SELECT count(*) FROM u`
 	var n int
-	if err := s.pool.QueryRow(ctx, q, id, string(from), string(to), event, reason, actor, attempt).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, q, id, string(from), string(to), event, reason, actor).Scan(&n); err != nil {
 		return false, translate(fmt.Sprintf("mark order %s %s", id, to), err)
 	}
 	return n == 1, nil

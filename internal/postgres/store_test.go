@@ -236,6 +236,15 @@ func TestCompleteIsGuardedByAttempt(t *testing.T) {
 			}
 			return o.Attempt
 		}, false, order.StatusInterrupted, 1},
+		{"requeued by the successor, not claimed yet", func(e *storeEnv, id uuid.UUID) int {
+			o := e.claim(id, "w1")
+			e.exec(`UPDATE orders SET idempotent = true WHERE id = $1`, id)
+			e.own("h", "w2")
+			if ok, err := e.store.Requeue(e.ctx, id, o.Attempt, "w2", "test"); !ok || err != nil {
+				e.t.Fatalf("requeue: %v %v", ok, err)
+			}
+			return o.Attempt // the same attempt number as the queued order's
+		}, false, order.StatusQueued, 1},
 		{"stale attempt while attempt 2 runs", func(e *storeEnv, id uuid.UUID) int {
 			o := e.claim(id, "w1")
 			// Queued again (as an idempotent order is once) and claimed anew.
