@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -36,6 +38,9 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	w.logger.Info("took the host over", "epoch", epoch, "previous_owner", prev.Instance)
+	if err := w.reapAbandoned(ctx); err != nil {
+		return nil, err
+	}
 	running, err := w.store.RunningOrders(ctx, w.opts.Host)
 	if err != nil {
 		return nil, err
@@ -66,6 +71,9 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 // settles them. It runs in the consume loop, never while an order is
 // claimed or running here.
 func (w *Worker) leftRunning(ctx context.Context) error {
+	if err := w.reapAbandoned(ctx); err != nil {
+		return err
+	}
 	running, err := w.store.RunningOrders(ctx, w.opts.Host)
 	if err != nil {
 		return err
@@ -92,20 +100,18 @@ const partialOutputCap = 10 << 20
 // no process can be recorded for that attempt any more — are its processes
 // reaped, so none can start unseen afterwards. It reports whether the order
 // was requeued.
+//
+// Once marked, the attempt is no longer running, so no later look for
+// running orders finds it: a failure between the mark and the reap (a
+// mark whose answer was lost, the record not read) left a dead worker's
+// leftovers running next to the host's next orders. Until it is reaped
+// the attempt stays in w.unreaped, and the next call for it (settle's
+// retry, or reapAbandoned at the next takeover or sweep) goes on from
+// where the failed one stopped.
 func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (requeued bool, err error) {
-	requeue := o.Idempotent && o.Attempt == 1
-	var ok bool
-	if requeue {
-		ok, err = w.store.Requeue(ctx, o.ID, o.Attempt, w.opts.Instance, reason)
-		// Not requeued: settled meanwhile, or its cancel was requested
-		// (Requeue), which interrupting it below tells apart.
-		requeue = err == nil && ok
-	}
-	if !requeue && err == nil {
-		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason)
-	}
-	if err != nil || !ok {
-		return false, err // settled meanwhile by someone else: nothing to do
+	marked, requeue, err := w.mark(ctx, o, reason)
+	if err != nil || !marked {
+		return false, err
 	}
 	proc, err := w.store.ProcessOf(ctx, o.ID, o.Attempt)
 	if err != nil {
@@ -130,6 +136,7 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	if err := w.store.RecordEvidence(ctx, o.ID, o.Attempt, w.opts.Instance, ev); err != nil {
 		w.logger.Warn("record evidence of an interrupted order", "order_id", o.ID, "error", err)
 	}
+	delete(w.unreaped, o.ID)
 	attrs := []any{"order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt, "previous_worker", o.Worker}
 	for k, v := range ev.Reap {
 		attrs = append(attrs, k, v)
@@ -142,4 +149,74 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	w.opts.Metrics.Finished(o.Host, order.StatusInterrupted, -1)
 	w.event(o, "finished", order.StatusInterrupted)
 	return false, nil
+}
+
+// abandoned is an attempt abandon was called for, and why.
+type abandoned struct {
+	o      *order.Order
+	reason string
+}
+
+// reapAbandoned finishes the calls of abandon that a failure ended (see
+// abandon), before the host runs anything else.
+func (w *Worker) reapAbandoned(ctx context.Context) error {
+	for _, a := range w.unreaped {
+		if _, err := w.abandon(ctx, a.o, a.reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mark marks an abandoned attempt requeued or interrupted (see abandon)
+// and keeps it in w.unreaped for abandon to reap. marked is false when
+// the attempt was settled otherwise meanwhile: nothing to do. For an
+// attempt already in w.unreaped, which an earlier call may have marked,
+// it reads back whether it did: the host's orders are settled by its
+// owner only (the writes are fenced), so an attempt that left "running"
+// for interrupted or queued was marked by this worker.
+func (w *Worker) mark(ctx context.Context, o *order.Order, reason string) (marked, requeued bool, err error) {
+	if a, ok := w.unreaped[o.ID]; ok && a.o.Attempt == o.Attempt {
+		cur, err := w.store.GetOrder(ctx, o.ID)
+		if errors.Is(err, order.ErrNotFound) {
+			delete(w.unreaped, o.ID) // deleted since: nothing left to settle
+			return false, false, nil
+		}
+		if err != nil {
+			return false, false, err
+		}
+		switch {
+		case cur.Attempt == o.Attempt && cur.Status == order.StatusInterrupted:
+			return true, false, nil
+		case cur.Attempt > o.Attempt || cur.Status == order.StatusQueued:
+			return true, true, nil
+		case cur.Status != order.StatusRunning:
+			delete(w.unreaped, o.ID)
+			return false, false, nil // its worker's result came first
+		}
+		// Still running under that attempt: not marked yet.
+	}
+	if w.unreaped == nil {
+		w.unreaped = make(map[uuid.UUID]abandoned)
+	}
+	w.unreaped[o.ID] = abandoned{o: o, reason: reason}
+	var ok bool
+	requeued = o.Idempotent && o.Attempt == 1
+	if requeued {
+		ok, err = w.store.Requeue(ctx, o.ID, o.Attempt, w.opts.Instance, reason)
+		// Not requeued: settled meanwhile, or its cancel was requested
+		// (Requeue), which interrupting it below tells apart.
+		requeued = err == nil && ok
+	}
+	if !requeued && err == nil {
+		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason)
+	}
+	if err != nil && !permanent(err) {
+		return false, false, err // perhaps marked, the answer lost: it stays in w.unreaped
+	}
+	if err != nil || !ok {
+		delete(w.unreaped, o.ID)
+		return false, false, err // refused, or settled meanwhile by someone else
+	}
+	return true, requeued, nil
 }

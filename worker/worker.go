@@ -97,6 +97,10 @@ type Worker struct {
 
 	started startedSet     // orders this instance started executing
 	self    postgres.Owner // this process, recorded as the host's owner
+	// unreaped holds the attempts abandon marked, or may have marked,
+	// and has not reaped yet; only the goroutine that runs the tenures
+	// (takeover, the consume loop) uses it.
+	unreaped map[uuid.UUID]abandoned
 	// acks is the current tenure's stall check, which an ack the server
 	// did not confirm marks suspect (ack.go).
 	acks atomic.Pointer[stall]

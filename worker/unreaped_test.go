@@ -1,0 +1,153 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+)
+
+// lostMark is a Store whose first settling write (requeue or interrupt)
+// that applies commits but reports an error, as when the connection
+// drops after the server committed.
+type lostMark struct {
+	*postgres.Store
+	lost atomic.Bool
+}
+
+func (s *lostMark) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+	ok, err := s.Store.Requeue(ctx, id, attempt, actor, reason)
+	if err == nil && ok && s.lost.CompareAndSwap(false, true) {
+		return false, errors.New("unexpected EOF")
+	}
+	return ok, err
+}
+
+func (s *lostMark) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+	ok, err := s.Store.InterruptAttempt(ctx, id, attempt, actor, reason)
+	if err == nil && ok && s.lost.CompareAndSwap(false, true) {
+		return false, errors.New("unexpected EOF")
+	}
+	return ok, err
+}
+
+// leftover starts a process leading its own session, as a dead worker's
+// order leaves it, and returns its record and a channel closed once it
+// has exited.
+func leftover(t *testing.T) (postgres.Process, <-chan struct{}) {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	pid := cmd.Process.Pid
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command's ")": state is the first, starttime the 20th.
+	start, err := strconv.ParseUint(string(bytes.Fields(stat[bytes.LastIndexByte(stat, ')')+1:])[19]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := executor.CurrentBootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return postgres.Process{PID: pid, PGID: pid, StartTime: start, BootID: boot}, exited
+}
+
+// TestLostMarkAnswerStillReapsTheLeftovers: the successor marks a dead
+// worker's attempt (interrupted, or queued again when the order is
+// idempotent) and the mark commits, but its answer is lost. The takeover
+// failed, and the next one no longer found the attempt running: the
+// dead worker's processes were never reaped and ran on next to the
+// host's next orders. The next takeover now reaps them first.
+func TestLostMarkAnswerStillReapsTheLeftovers(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		idempotent bool
+		want       order.Status
+		attempt    int
+	}{
+		{"interrupted", false, order.StatusInterrupted, 1},
+		{"requeued", true, order.StatusSucceeded, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			host := "lostmark-" + tt.name
+			dead := host + "/dead"
+			proc, exited := leftover(t)
+			o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
+				Idempotent: tt.idempotent, Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+			if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: dead}); err != nil {
+				t.Fatal(err)
+			}
+			if _, claimed, err := e.store.Claim(t.Context(), o.ID, dead, 1); err != nil || !claimed {
+				t.Fatalf("claim as the dead worker: %v %v", claimed, err)
+			}
+			if err := e.store.RecordProcess(t.Context(), o.ID, 1, dead, proc); err != nil {
+				t.Fatal(err)
+			}
+			next := e.submit(host, "true")
+
+			store := &lostMark{Store: e.store}
+			runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+				ShutdownGrace: 5 * time.Second}, store, e.q, testenv.Logger(t))
+			got := e.waitStatus(o.ID, tt.want)
+			e.waitStatus(next, order.StatusSucceeded)
+			if !store.lost.Load() {
+				t.Fatal("no answer of a mark was lost: nothing was tested")
+			}
+			if got.Attempt != tt.attempt {
+				t.Errorf("attempt %d, want %d", got.Attempt, tt.attempt)
+			}
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the host ran its next orders while the dead worker's process still ran: never reaped")
+			}
+			p, err := e.store.ProcessOf(t.Context(), o.ID, 1)
+			if err != nil || p == nil {
+				t.Fatalf("the dead attempt's record: %+v, %v", p, err)
+			}
+			evs, err := e.store.Events(t.Context(), o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reaped := 0
+			for _, ev := range evs {
+				if ev.Type == "reaped" {
+					reaped++
+				}
+			}
+			if reaped != 1 {
+				t.Errorf("%d reaped events, want 1", reaped)
+			}
+		})
+	}
+}
