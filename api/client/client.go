@@ -58,7 +58,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	// net/http refuses such a header at every call, as a transport error
 	// that Temporary calls worth retrying: a token read from a file with
 	// its line end would have looked like an API that is down, for ever.
-	if strings.ContainsFunc(token, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+	if hasControl(token) {
 		return nil, errors.New("the API token holds a line end or another control character (read from a file?), which cannot be sent in an Authorization header")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -101,6 +101,9 @@ type request struct {
 // send performs r and returns the response when it is 2xx; any other
 // status becomes an *Error, a failure to reach the API a *TransportError.
 func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
+	if err := checkSendable(r); err != nil {
+		return nil, err
+	}
 	var body []byte
 	if r.body != nil {
 		var err error

@@ -2,9 +2,11 @@ package client_test
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,5 +93,71 @@ func TestRateLimitRetriesOnlyWhatItCanWait(t *testing.T) {
 		if client.ErrorCode(err) != client.CodeRateLimited || n != tc.requests || time.Since(start) > 5*time.Second {
 			t.Errorf("Retry-After %s: %v after %d requests in %s, want rate_limited after %d", tc.retryAfter, err, n, time.Since(start), tc.requests)
 		}
+	}
+}
+
+// TestRequestsThatCannotBeSentAreRefused: a request the API would get
+// other than as written is refused before anything is sent. An argument
+// or env value that is not UTF-8 was sent with U+FFFD in place of its
+// bad bytes (encoding/json's way), so the host ran another command line
+// than the caller's; an Idempotency-Key with a line end failed as a
+// transport error that Temporary called worth retrying, so the CLI's
+// keyed --retry-for said for 10 s that the API could not be reached.
+func TestRequestsThatCannotBeSentAreRefused(t *testing.T) {
+	var requests atomic.Int32
+	var lastBody atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		lastBody.Store(string(b))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":{"code":"invalid_request","message":"seen"}}`))
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, "ord_abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name string
+		send func() error
+		want string // in the error
+	}{
+		{"arg", func() error {
+			_, err := c.Submit(ctx, client.SubmitRequest{Host: "h", Command: "rm", Args: []string{"-f", "caf\xe9"}}, client.SubmitOptions{})
+			return err
+		}, "args[1] is not valid UTF-8"},
+		{"env value", func() error {
+			_, err := c.Submit(ctx, client.SubmitRequest{Host: "h", Command: "env", Env: map[string]string{"X": "\xfe"}}, client.SubmitOptions{})
+			return err
+		}, "env.X is not valid UTF-8"},
+		{"action param", func() error {
+			_, err := c.RunAction(ctx, "rotate", "h", map[string]any{"file": "a\xffb"}, client.SubmitOptions{})
+			return err
+		}, "params.file is not valid UTF-8"},
+		{"runbook env var", func() error {
+			_, err := c.ExecuteRunbook(ctx, "Deploy.md", client.RunbookRequest{EnvVars: map[string]any{"V": "\xc3"}}, client.SubmitOptions{})
+			return err
+		}, "env_vars.V is not valid UTF-8"},
+		{"idempotency key", func() error {
+			_, err := c.Submit(ctx, client.SubmitRequest{Host: "h", Command: "true"}, client.SubmitOptions{IdempotencyKey: "a\nb"})
+			return err
+		}, "Idempotency-Key"},
+	} {
+		err := tc.send()
+		var te *client.TransportError
+		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, &te) || client.Temporary(err) {
+			t.Errorf("%s: %v (Temporary %v), want an error naming %q", tc.name, err, client.Temporary(err), tc.want)
+		}
+		if n := requests.Load(); n != 0 {
+			t.Fatalf("%s: %d requests sent", tc.name, n)
+		}
+	}
+	// Valid text, U+FFFD written by the caller included, goes as it is.
+	_, err = c.Submit(ctx, client.SubmitRequest{Host: "h", Command: "echo", Args: []string{"café \ufffd"}}, client.SubmitOptions{IdempotencyKey: "k\t1"})
+	if client.ErrorCode(err) != client.CodeInvalid || requests.Load() != 1 || !strings.Contains(lastBody.Load().(string), `"café �"`) {
+		t.Errorf("valid text: %v after %d requests, body %v", err, requests.Load(), lastBody.Load())
 	}
 }

@@ -143,3 +143,35 @@ func TestCLISubmitRetries(t *testing.T) {
 		})
 	}
 }
+
+// TestCLISubmitRefusesWhatItCannotSend: a submission that no request can
+// carry as typed is refused at once, and nothing is sent. An
+// Idempotency-Key with a line end was retried for --retry-for (10 s) as
+// an API that "cannot be reached", then reported as one; an argument
+// that is not UTF-8 ran with U+FFFD in place of its bytes.
+func TestCLISubmitRefusesWhatItCannotSend(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "unexpected", http.StatusTeapot)
+	}))
+	defer srv.Close()
+	env := []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=ord_abc"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"submit", "--host", "h1", "--idempotency-key", "key\n", "--", "true"}, `Idempotency-Key "key\n" holds a line end`},
+		{[]string{"submit", "--host", "h1", "--wait", "--", "rm", "caf\xe9"}, "args[0] is not valid UTF-8"},
+	} {
+		start := time.Now()
+		r := cli(t, env, "", tc.args...)
+		wantExit(t, r, 1)
+		if !strings.Contains(r.err.Error(), tc.want) || strings.Contains(r.stderr, "trying again") || time.Since(start) > 2*time.Second {
+			t.Errorf("%q: error %v, stderr %q after %s; want %q at once", tc.args, r.err, r.stderr, time.Since(start), tc.want)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent", n)
+	}
+}
