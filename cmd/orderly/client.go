@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -34,13 +36,23 @@ func (a *app) clientCommands() []*cobra.Command {
 }
 
 // hintUnreachable makes the command's "cannot reach the API" error say
-// what to check, which the client package cannot know.
+// what to check, which the client package cannot know. An API that
+// answered, over TLS the client does not trust or in plain HTTP to an
+// https:// URL, is running: asking whether it is sent people to look
+// at the wrong end.
 func hintUnreachable(cmd *cobra.Command) {
 	run := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		err := run(cmd, args)
 		var te *client.TransportError
-		if errors.As(err, &te) {
+		var cv *tls.CertificateVerificationError
+		switch {
+		case !errors.As(err, &te):
+		case errors.As(err, &cv):
+			return fmt.Errorf("%w (to trust the API's certificate, set SSL_CERT_FILE to the PEM file of its CA)", err)
+		case errors.Is(err, http.ErrSchemeMismatch):
+			return fmt.Errorf("%w (the API speaks plain HTTP: use http:// in --url or ORDERLY_URL)", err)
+		default:
 			return fmt.Errorf("%w (is it running? set --url or ORDERLY_URL)", err)
 		}
 		return err

@@ -175,3 +175,27 @@ func TestCLISubmitRefusesWhatItCannotSend(t *testing.T) {
 		t.Errorf("%d requests sent", n)
 	}
 }
+
+// TestCLIUnreachableHintFitsTheCause: an API that answered over TLS the
+// client does not trust, or in plain HTTP to an https:// URL, is running;
+// the hint asked "is it running?" of both, and named no way to trust a
+// private CA. A refused connection keeps that question.
+func TestCLIUnreachableHintFitsTheCause(t *testing.T) {
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
+	defer untrusted.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close()
+	for _, tc := range []struct{ url, want string }{
+		{untrusted.URL, "(to trust the API's certificate, set SSL_CERT_FILE to the PEM file of its CA)"},
+		{"https://" + strings.TrimPrefix(plain.URL, "http://"), "(the API speaks plain HTTP: use http:// in --url or ORDERLY_URL)"},
+		{downURL, "(is it running? set --url or ORDERLY_URL)"},
+	} {
+		r := cli(t, []string{"ORDERLY_URL=" + tc.url, "ORDERLY_TOKEN=ord_abc"}, "", "hosts")
+		if r.err == nil || !strings.HasSuffix(r.err.Error(), tc.want) {
+			t.Errorf("%s: %v, want it to end %q", tc.url, r.err, tc.want)
+		}
+	}
+}
