@@ -5,6 +5,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -35,7 +36,7 @@ func (a *app) actionListCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tRUNS\tHOSTS\tPARAMS")
 			for _, act := range list {
-				runs := strings.Join(act.Command, " ")
+				runs := templateLine(act.Command)
 				if act.Kind == "systemd" {
 					runs = act.Verb + " " + act.Unit
 				}
@@ -52,6 +53,23 @@ func (a *app) actionListCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
 	hintUnreachable(cmd)
 	return cmd
+}
+
+// templateLine is an action's command template on one line: a word with
+// a space, a quote or a character that does not print is quoted as
+// shellQuote does, a placeholder ({id}) is left as it is. Joined raw, a
+// printf format's "\n" broke the RUNS column over two rows.
+func templateLine(words []string) string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		out[i] = w
+		if w == "" || strings.ContainsFunc(w, func(r rune) bool {
+			return unicode.IsSpace(r) || !unicode.IsPrint(r) || strings.ContainsRune(`'"\$`+"`", r)
+		}) {
+			out[i] = shellQuote(w)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // paramUsage is how `action ls` shows a param: name=<type>, in brackets

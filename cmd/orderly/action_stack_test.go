@@ -90,6 +90,12 @@ func TestActionCLI(t *testing.T) {
       env: [{name: PW, value: "{pw}"}]
       roles: [admin]
       hosts: ["act-*"]
+    - name: say
+      params:
+        - {name: who, pattern: "[a-z]{1,10}"}
+      command: ["/usr/bin/printf", "hi %s\n", "{who}"]
+      roles: [admin]
+      hosts: ["act-*"]
 `
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -104,6 +110,12 @@ func TestActionCLI(t *testing.T) {
 	out, errs, err := cli(nil, "action", "ls")
 	if err != nil || !strings.Contains(out, "greet") || !strings.Contains(out, "who=[a-z]{1,10}") || !strings.Contains(out, "pw=[a-z0-9]{4,32}*") {
 		t.Errorf("action ls: %v %q %q", err, out, errs)
+	}
+	// One row per action, each template word as a shell would read it: the
+	// printf format's line end broke its row in two.
+	if rows := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); len(rows) != 4 ||
+		!strings.Contains(out, `/usr/bin/printf $'hi %s\n' {who}`) || !strings.Contains(out, `/bin/sh -c 'test "$PW" = opensesame'`) {
+		t.Errorf("action ls: want a header and 3 rows, the templates quoted; got\n%s", out)
 	}
 	out, errs, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=cli", "--wait")
 	if err != nil || out != "hello cli\n" {
