@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -196,6 +197,67 @@ func TestCLIUnreachableHintFitsTheCause(t *testing.T) {
 		r := cli(t, []string{"ORDERLY_URL=" + tc.url, "ORDERLY_TOKEN=ord_abc"}, "", "hosts")
 		if r.err == nil || !strings.HasSuffix(r.err.Error(), tc.want) {
 			t.Errorf("%s: %v, want it to end %q", tc.url, r.err, tc.want)
+		}
+	}
+}
+
+// TestCLISubmitStoppedBeforeTheAnswer: Ctrl-C while a submission is out
+// (an API slow to answer: PostgreSQL or NATS slow to confirm) stops the
+// CLI, but the API may have recorded the order, which then runs. The CLI
+// said only "context canceled" and exited 1, so a user submitted it
+// again; it now says the order may run, how to find it, and exits 130
+// as a Ctrl-C while waiting does.
+func TestCLISubmitStoppedBeforeTheAnswer(t *testing.T) {
+	s := newStack(t, "h1")
+	target, err := url.Parse(s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	forwarded := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		// Forward the submission, then hold the answer until the client
+		// leaves.
+		rec := httptest.NewRecorder()
+		proxy.ServeHTTP(rec, r.Clone(context.WithoutCancel(r.Context())))
+		forwarded <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer slow.Close()
+	for _, tc := range []struct {
+		key, hint string
+	}{
+		{"", "orderly ls --since 10m shows it"},
+		{"stopped-key-1", "same --idempotency-key"},
+	} {
+		marker := "stopped-before-answer-" + strconv.Itoa(len(tc.key))
+		args := []string{"orderly", "submit", "--host", "h1", "--wait"}
+		if tc.key != "" {
+			args = append(args, "--idempotency-key", tc.key)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		go func() {
+			select {
+			case <-forwarded:
+			case <-time.After(30 * time.Second):
+			}
+			cancel() // Ctrl-C
+		}()
+		var out, errb strings.Builder
+		err := run(ctx, append(args, "--", "echo", marker), []string{"ORDERLY_URL=" + slow.URL, "ORDERLY_TOKEN=" + s.token},
+			strings.NewReader(""), &out, &errb)
+		cancel()
+		r := cliResult{out.String(), errb.String(), err}
+		wantExit(t, r, 130)
+		if !strings.Contains(r.stderr, "the order may be recorded and run all the same") || !strings.Contains(r.stderr, tc.hint) {
+			t.Errorf("key %q: stderr %q, want it to say the order may run and %q", tc.key, r.stderr, tc.hint)
+		}
+		if n := s.countOrders(t, marker); n != 1 {
+			t.Errorf("key %q: %d orders, want 1", tc.key, n)
 		}
 	}
 }

@@ -124,7 +124,18 @@ func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bo
 	wait := 250 * time.Millisecond
 	for told := false; ; {
 		err := send()
-		if err == nil || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+		if err != nil && ctx.Err() != nil {
+			// Stopped (Ctrl-C) while the submission was out: the API
+			// may have recorded it, and "context canceled" alone had
+			// people submit it again, to run twice.
+			hint := "orderly ls --since 10m shows it"
+			if keyed {
+				hint = "sending it again with the same --idempotency-key answers with it and runs nothing twice"
+			}
+			fmt.Fprintf(a.stderr, "orderly: stopped before the API answered: the order may be recorded and run all the same (%s)\n", hint)
+			return exitCodeError(130)
+		}
+		if err == nil || time.Now().Add(wait).After(deadline) {
 			return withOrderID(err)
 		}
 		if !notSent(err) && !(keyed && client.Temporary(err)) {
