@@ -32,7 +32,11 @@ func (s *Set) Polkit(names []string, host string) ([]PolkitGrant, error) {
 				defs = append(defs, d)
 			}
 		}
-		if len(defs) == 0 {
+		switch {
+		case len(defs) > 0:
+		case host == "":
+			return nil, fmt.Errorf("no action runs a systemd verb: an action that runs a command needs no polkit rule")
+		default:
 			return nil, fmt.Errorf("no action runs a systemd verb on host %q", host)
 		}
 	}

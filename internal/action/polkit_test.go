@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -79,6 +80,14 @@ func TestPolkitGrantsLogic(t *testing.T) {
 	}
 	if _, err := polkitSet(t).Polkit([]string{"echo"}, ""); err == nil {
 		t.Error("a command action got a polkit rule")
+	}
+	// With no --host the refusal named host "", which no host is.
+	commands, err := New(config.Actions{Definitions: []config.Action{{Name: "echo", Hosts: []string{"*"}, Command: []string{"/bin/echo"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := commands.Polkit(nil, ""); err == nil || strings.Contains(err.Error(), "host") {
+		t.Errorf("no systemd action: %v, want a refusal that names no host", err)
 	}
 	bad, err := New(config.Actions{Definitions: []config.Action{{Name: "x", Hosts: []string{"*"},
 		Params:  []config.ActionParam{{Name: "id", Pattern: `(?i)[a-z]+`}},
