@@ -24,7 +24,7 @@ type SubmitOptions struct {
 	// running, before the context ends.
 	Wait time.Duration
 	// IdempotencyKey makes a retry return the first order instead of
-	// running again (at most 200 characters).
+	// running again (printable text of at most 200 bytes).
 	IdempotencyKey string
 }
 
