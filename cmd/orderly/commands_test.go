@@ -210,3 +210,27 @@ func TestSubmitUsageNamesBothForms(t *testing.T) {
 		t.Fatalf("submit's usage line is %q, want both --host and --hosts\n%s", line, out)
 	}
 }
+
+// TestArgsErrorsShowTheUsage: a wrong number of arguments names what the
+// command takes. Usage is silenced, and "accepts 1 arg(s), received 0"
+// alone said neither which argument nor how to give it.
+func TestArgsErrorsShowTheUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get"}, "; usage: orderly get ORDER-ID [flags]"},
+		{[]string{"submit", "--host", "web-3"}, "; usage: orderly submit (--host HOST | --hosts HOST,...) [flags] [--] COMMAND [ARG...]"},
+		{[]string{"migrate"}, "; usage: orderly migrate up|down|status [flags]"},
+		{[]string{"action", "run"}, "; usage: orderly action run NAME --host HOST"},
+		{[]string{"hosts", "a", "b"}, "; usage: orderly hosts [HOST] [flags]"},
+	} {
+		out, err := runCmd(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want it to end with the usage %q\n%s", tc.args, err, tc.want, out)
+		}
+	}
+	if out, err := runCmd(t, "get", "--help"); err != nil || !strings.Contains(out, "Usage:") {
+		t.Errorf("get --help: %v\n%s", err, out)
+	}
+}

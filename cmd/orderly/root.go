@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -41,7 +42,25 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand(), a.importCommand(),
 		a.actionCommand(), a.fleetCommand())
 	root.AddCommand(a.clientCommands()...)
+	usageOnArgs(root)
 	return root
+}
+
+// usageOnArgs makes a wrong number of arguments say what the command
+// takes: usage is silenced, and cobra's "accepts 1 arg(s), received 0"
+// named neither the argument nor how to give it.
+func usageOnArgs(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return fmt.Errorf("%w; usage: %s", err, c.UseLine())
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageOnArgs(sub)
+	}
 }
 
 // serverFlags are the flags shared by serve, api, worker and migrate. Each
