@@ -55,6 +55,11 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("API URL %q is not an http:// or https:// URL", baseURL)
 	}
+	// Every path is asked under /v1 already: such a base answered every
+	// call with a bare "no such route".
+	if p := strings.TrimRight(u.Path, "/"); p == "/v1" || strings.HasSuffix(p, "/v1") {
+		return nil, fmt.Errorf("API URL %q ends in /v1: give the API's base URL, without /v1", baseURL)
+	}
 	// net/http refuses such a header at every call, as a transport error
 	// that Temporary calls worth retrying: a token read from a file with
 	// its line end would have looked like an API that is down, for ever.

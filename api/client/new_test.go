@@ -161,3 +161,18 @@ func TestRequestsThatCannotBeSentAreRefused(t *testing.T) {
 		t.Errorf("valid text: %v after %d requests, body %v", err, requests.Load(), lastBody.Load())
 	}
 }
+
+// TestNewRefusesAVersionedBase: a base URL ending in /v1 (copied from a
+// route) made every call /v1/v1/…, answered with a bare "no such route".
+func TestNewRefusesAVersionedBase(t *testing.T) {
+	for _, u := range []string{"http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1/", "https://gw.example/orderly/v1"} {
+		if _, err := client.New(u, "ord_abc"); err == nil || !strings.Contains(err.Error(), "without /v1") {
+			t.Errorf("New(%q): %v, want a refusal naming /v1", u, err)
+		}
+	}
+	for _, u := range []string{"http://127.0.0.1:8080", "http://127.0.0.1:8080/", "https://gw.example/orderly", "https://gw.example/v10"} {
+		if _, err := client.New(u, "ord_abc"); err != nil {
+			t.Errorf("New(%q): %v", u, err)
+		}
+	}
+}
