@@ -459,7 +459,9 @@ func scalarHook(from, to reflect.Type, data any) (any, error) {
 				return nil, fmt.Errorf("%v is not a whole number", v)
 			}
 			if lim := math.Ldexp(1, to.Bits()-1); signed && (v < -lim || v >= lim) {
-				return nil, fmt.Errorf("%v is out of range (%d to %d)", v, -int64(lim), int64(lim-1))
+				// The bounds as integers: 2^63 itself is no int64.
+				max := int64(math.MaxInt64 >> (64 - to.Bits()))
+				return nil, fmt.Errorf("%v is out of range (%d to %d)", v, -max-1, max)
 			}
 		case uint64:
 			if max := uint64(math.MaxInt64) >> (64 - to.Bits()); signed && v > max {

@@ -293,8 +293,8 @@ func TestLoadScalarKinds(t *testing.T) {
 		{"past int64 as uint64", "http:\n  max_body_bytes: 9223372036854775808\n",
 			"http.max_body_bytes: 9223372036854775808 is out of range"},
 		{"past int64 as float", "actions:\n  definitions:\n    - name: a\n      command: [echo]\n      params:\n        - {name: n, type: int, max: 99999999999999999999}\n",
-			"actions.definitions[0].params[0].max: 1e+20 is out of range"},
-		{"below int64", "limits:\n  max_args: -9999999999999999999\n", "limits.max_args: -1e+19 is out of range"},
+			"actions.definitions[0].params[0].max: 1e+20 is out of range (-9223372036854775808 to 9223372036854775807)"},
+		{"below int64", "limits:\n  max_args: -9999999999999999999\n", "limits.max_args: -1e+19 is out of range (-9223372036854775808 to 9223372036854775807)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
