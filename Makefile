@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 ARGS    ?=
 
-.PHONY: build run test test-short soak bench fleet-bench postgres promtool vet clean
+.PHONY: build run test test-short soak bench fleet-bench postgres promtool test-tools vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderly
@@ -21,8 +21,18 @@ run: postgres build
 postgres:
 	@./scripts/ensure-postgres.sh
 
-test: postgres promtool
+test: postgres promtool test-tools
 	CI=true $(GO) test -count=1 -timeout 20m ./...
+
+# test-tools makes sure the tools some tests drive exist, installing their
+# Debian packages when we are root on a machine with apt-get: systemd's
+# (the units' verify, socket activation), a systemd user manager with
+# dbus and polkitd (actions), Chromium (the web UI). Under CI=true a test
+# whose tool is missing fails, so a fresh machine needs them all.
+test-tools:
+	@./scripts/ensure-systemd.sh
+	@./scripts/ensure-dbus.sh
+	@./scripts/ensure-chromium.sh
 
 # promtool checks deploy/prometheus/ in the tests; taken from Debian's
 # prometheus package into bin/ when missing.
