@@ -59,6 +59,9 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// No API here: a reload removing the containment is applied
+			// by a restart, not confirmed.
+			w.RestartConfirms()
 			a.boundMemory(ctx, w)
 			defer a.oneProcessor()()
 			cfg := w.Current()

@@ -60,9 +60,15 @@ type UnconfirmedError struct {
 	SHA256   string   // the file that would need confirming
 	Removals []string // what it would remove, as sentences
 	Summary  Summary
+	// Restart is set in a process with no API to confirm with (a
+	// standalone worker): only a restart applies the file.
+	Restart bool
 }
 
 func (e *UnconfirmedError) Error() string {
+	if e.Restart {
+		return fmt.Sprintf("the new file %s; this process has no API to confirm it with: restart it to apply the file", strings.Join(e.Removals, "; "))
+	}
 	return fmt.Sprintf("the new file %s; confirm it with POST /v1/admin/reload?confirm=%s", strings.Join(e.Removals, "; "), e.SHA256)
 }
 
@@ -182,7 +188,7 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 	preparers := slices.Clone(w.preparers)
 	w.mu.Unlock()
 
-	if err := guard(old, cfg, l, oldEmpty, opts.Confirm, w.guarded()); err != nil {
+	if err := w.guard(old, cfg, l, oldEmpty, opts.Confirm); err != nil {
 		return ReloadResult{}, w.refuse(l, err)
 	}
 	commits := make([]func(), 0, len(preparers))
@@ -228,16 +234,30 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 
 // guard refuses a new config that would drop the security setup: a file
 // that sets nothing (unless the running one set nothing either), or one
-// that removes a whole part among parts without confirm naming its hash.
-func guard(old, cfg Config, l Loaded, oldEmpty bool, confirm string, parts []Part) error {
+// that removes a whole part this process guards without confirm naming
+// its hash.
+func (w *Watcher) guard(old, cfg Config, l Loaded, oldEmpty bool, confirm string) error {
 	if l.Empty && !oldEmpty {
 		return ErrEmptyFile
 	}
-	rm := Removals(old, cfg, parts...)
+	rm := Removals(old, cfg, w.guarded()...)
 	if len(rm) == 0 || (l.SHA256 != "" && strings.EqualFold(strings.TrimSpace(confirm), l.SHA256)) {
 		return nil
 	}
-	return &UnconfirmedError{SHA256: l.SHA256, Removals: rm, Summary: Summarize(old, cfg)}
+	w.mu.Lock()
+	restart := w.restartConfirms
+	w.mu.Unlock()
+	return &UnconfirmedError{SHA256: l.SHA256, Removals: rm, Summary: Summarize(old, cfg), Restart: restart}
+}
+
+// RestartConfirms tells w that this process has no API to confirm a
+// reload with (a standalone worker), so that a refusal for removing its
+// containment says that a restart applies the file instead of naming a
+// route the process does not serve.
+func (w *Watcher) RestartConfirms() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.restartConfirms = true
 }
 
 // refuse records a refused reload and returns err wrapped with what stays.

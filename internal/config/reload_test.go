@@ -216,3 +216,25 @@ func TestReloadGuardsThePartsInUse(t *testing.T) {
 		t.Fatalf("worker reload dropping exec_root = %v", err)
 	}
 }
+
+// TestReloadWithoutAPISaysRestart: a standalone worker has no
+// /v1/admin/reload, so its refusal of a file that drops its containment
+// (logged, and its drift line's pending_error) says a restart applies
+// the file, not to confirm it with a route the worker does not serve.
+func TestReloadWithoutAPISaysRestart(t *testing.T) {
+	p := writeFile(t, "c.yaml", secureYAML)
+	w, _ := newTestWatcher(t, p, nil, nil)
+	w.AddPreparer("worker", func(context.Context, Config) (func(), error) { return func() {}, nil }, PartWorker)
+	w.RestartConfirms()
+
+	rewrite(t, p, strings.Replace(secureYAML, "  exec_root: /usr\n", "", 1))
+	w.Check()
+	if pe := w.Status().PendingError; !strings.Contains(pe, "restart it to apply the file") || strings.Contains(pe, "/v1/admin/reload") {
+		t.Fatalf("pending_error = %q; want it to say to restart, naming no route", pe)
+	}
+	_, err := w.Reload()
+	var ue *UnconfirmedError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "restart it to apply the file") || strings.Contains(err.Error(), "/v1/admin/reload") {
+		t.Fatalf("reload without an API = %v; want a refusal saying to restart, naming no route", err)
+	}
+}

@@ -48,6 +48,8 @@ type Watcher struct {
 	checkedAt    time.Time
 	reloadAt     time.Time
 	reloadError  string
+	// restartConfirms: no API here to confirm a reload with.
+	restartConfirms bool
 }
 
 // Status is what /v1/status and /readyz report about the configuration.
@@ -156,7 +158,7 @@ func (w *Watcher) Check() (bool, string) {
 			}
 			if err == nil {
 				// What a reload without confirmation would refuse.
-				err = guard(w.Current(), cfg, Loaded{SHA256: disk, Empty: empty}, w.Loaded().Empty, "", w.guarded())
+				err = w.guard(w.Current(), cfg, Loaded{SHA256: disk, Empty: empty}, w.Loaded().Empty, "")
 			}
 			if err == nil {
 				err = w.check(cfg)
