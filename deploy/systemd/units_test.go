@@ -72,6 +72,9 @@ func TestUnitsVerify(t *testing.T) {
 
 var exposure = regexp.MustCompile(`Overall exposure level for (\S+): ([0-9.]+)`)
 
+// commentScore finds the score a unit's header comment states.
+var commentScore = regexp.MustCompile(`(?s)--offline=yes\S*\s+(?:#\s*)?scores it ([0-9]+\.[0-9])`)
+
 // documentedScores reads the table of docs/deploy.md: rows
 // "| `orderly-api.service` | 1.3 | …".
 func documentedScores(t *testing.T) map[string]float64 {
@@ -120,6 +123,14 @@ func TestUnitsSecurityScores(t *testing.T) {
 			}
 			if got != want {
 				t.Errorf("%s scores %.1f, docs/deploy.md says %.1f", u, got, want)
+			}
+			// The unit's own comment says its score too.
+			b, err := os.ReadFile(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := commentScore.FindStringSubmatch(string(b)); c == nil || c[1] != strconv.FormatFloat(got, 'f', 1, 64) {
+				t.Errorf("%s's comment gives its score as %v; it scores %.1f", u, c, got)
 			}
 			if u == "orderly-api.service" && got > 2.0 {
 				t.Errorf("the API scores %.1f; it must stay at or below 2.0", got)
