@@ -384,7 +384,8 @@ func overrideLayer(overrides map[string]any) (map[string]any, error) {
 }
 
 // fromString converts an environment or flag string to the value type t.
-// Lists are comma-separated; a list of sections cannot be set this way.
+// Lists are comma-separated; a list of sections or a map cannot be set
+// this way.
 func fromString(s string, t reflect.Type) (any, error) {
 	if t == reflect.TypeFor[time.Duration]() {
 		return ParseDuration(s)
@@ -415,6 +416,8 @@ func fromString(s string, t reflect.Type) (any, error) {
 			}
 		}
 		return list, nil
+	case reflect.Map:
+		return nil, errors.New("a map can only be set in the config file")
 	case reflect.Struct:
 		return nil, errors.New("is a section; set its keys with SECTION__KEY")
 	}

@@ -426,6 +426,7 @@ func TestLoadEnvErrors(t *testing.T) {
 		{"ORDERLY_LIMITS__MAX_ARGS=ten", "ORDERLY_LIMITS__MAX_ARGS: not an integer"},
 		{"ORDERLY_WORKER__KILL_GRACE=5", "ORDERLY_WORKER__KILL_GRACE: invalid duration"},
 		{"ORDERLY_POLICY=x", "ORDERLY_POLICY: a list of tables"},
+		{"ORDERLY_COMPAT__VIGRID__USERS=alice", "ORDERLY_COMPAT__VIGRID__USERS: a map can only be set in the config file"},
 		{"ORDERLY_NATS=x", "ORDERLY_NATS: is a section"},
 		{"ORDERLY_NATS____URL=x", "ORDERLY_NATS____URL: malformed"},
 	}
