@@ -41,7 +41,8 @@ func TestWorkerLogsItsContainment(t *testing.T) {
 // TestWorkerHeartbeatFitsTheLease: a worker whose nats.heartbeat is not
 // shorter than the lease the API set (the hosts bucket's TTL, 2s here)
 // refuses to start, whatever its own nats.lease_ttl says: a standby would
-// take the host between its beats and interrupt the order it runs.
+// take the host between its beats and interrupt the order it runs. It
+// refuses at once: waiting does not change the bucket.
 func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	s := newStack(t)
 	nc, err := queue.Connect(s.natsURL, "lease-test")
@@ -51,8 +52,13 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	defer nc.Close()
 	cfg := s.watcher.Current()
 	cfg.NATS.LeaseTTL, cfg.NATS.Heartbeat, cfg.NATS.AckWait = time.Minute, 20*time.Second, 90*time.Second
-	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err == nil || !strings.Contains(err.Error(), "must be shorter than the host lease, 2s") {
+	_, err = openQueue(t.Context(), nc, cfg, roleWorker)
+	if err == nil || !strings.Contains(err.Error(), "must be shorter than the host lease, 2s") {
 		t.Fatalf("a 20s heartbeat against a 2s bucket TTL: %v", err)
+	}
+	// Refused, not waited for: it logged "waiting for nats" for good.
+	if depNATS.retryable(queueStartError(nc, cfg, err)) {
+		t.Fatalf("a 20s heartbeat against a 2s bucket TTL is waited for: %v", err)
 	}
 	cfg.NATS.Heartbeat = time.Second
 	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err != nil {

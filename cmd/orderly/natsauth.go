@@ -55,9 +55,10 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 		q, err := queue.Bind(ctx, nc, opts)
 		if err == nil && cfg.NATS.Heartbeat >= q.LeaseTTL() {
 			// A standby worker would take the host between two beats, and
-			// end the order this one runs as interrupted.
-			return nil, fmt.Errorf("nats.heartbeat (%s) must be shorter than the host lease, %s: the TTL of the %s bucket, which the API sets from its nats.lease_ttl",
-				cfg.NATS.Heartbeat, q.LeaseTTL(), queue.HostsBucket)
+			// end the order this one runs as interrupted. Waiting does not
+			// change the bucket: the start ends.
+			return nil, fatalStartError{fmt.Errorf("nats.heartbeat (%s) must be shorter than the host lease, %s: the TTL of the %s bucket, which the API sets from its nats.lease_ttl",
+				cfg.NATS.Heartbeat, q.LeaseTTL(), queue.HostsBucket)}
 		}
 		return q, err
 	}
