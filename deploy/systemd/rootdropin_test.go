@@ -1,0 +1,158 @@
+package systemd_test
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker/executor"
+)
+
+// Environment of the runs of this test binary that are not the test: the
+// one inside the mount namespace, and the probe the unit starts there.
+const (
+	rootDropInInner = "ORDERLY_ROOT_DROPIN_INNER"
+	rootDropInProbe = "ORDERLY_ROOT_DROPIN_PROBE"
+)
+
+// managerScript starts a systemd user manager of root in a private mount
+// namespace (a tmpfs on /run/systemd, so this machine's systemd state is
+// untouched) with its own session bus, runs "$@" against it, and stops
+// both, as worker/systemd's TestUserManager does. Run by root, the
+// manager may start a unit as User=root with every setting of the
+// worker's unit that confines a process's credentials and system calls.
+const managerScript = `set -eu
+mkdir -p /run/systemd
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/system
+D=$(mktemp -d)
+chmod 700 "$D"
+export XDG_RUNTIME_DIR="$D/run" HOME="$D/home"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR" "$HOME/.config/systemd/user"
+dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
+DB=$!
+export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
+for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/bus" ] && break; sleep 0.1; done
+/lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
+SD=$!
+cleanup() { kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+	st=$(systemctl --user is-system-running 2>/dev/null || true)
+	[ "$st" = running ] || [ "$st" = degraded ] && break
+	sleep 0.1
+done
+systemctl --user is-system-running || { cat "$D/systemd.log"; exit 1; }
+"$@"
+`
+
+// TestWorkerRootDropIn: docs/deploy.md's root.conf drop-in is how orders
+// run as other users (run_as). The worker's unit filters out @privileged,
+// which holds setuid, setgroups and fchown (the executor gives the
+// order's user its pipes), and the drop-in neither put them back nor kept
+// CAP_CHOWN: every order naming a user failed, "start: operation not
+// permitted". Here the unit, with the drop-in as deploy.md prints it,
+// starts a probe (this binary) that runs a process as nobody with the
+// worker's executor.
+// The settings that need mounts are turned off for the probe: this
+// machine may not allow them in a nested namespace, and they do not
+// touch credentials.
+func TestWorkerRootDropIn(t *testing.T) {
+	if out := os.Getenv(rootDropInProbe); out != "" {
+		rootDropInProbeRun(t, out)
+		return
+	}
+	if os.Getenv(rootDropInInner) == "1" {
+		rootDropInInside(t)
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, managerScript, nil, "TestWorkerRootDropIn", rootDropInInner)
+}
+
+// rootDropInProbeRun is the unit's process: with the worker's executor,
+// it runs id as nobody (uid and gid 65534, no supplementary groups) and
+// writes what it printed, or why it could not start it, to out.
+func rootDropInProbeRun(t *testing.T, out string) {
+	res := executor.New(slog.Default()).Run(t.Context(), executor.Request{Path: "/usr/bin/id", Argv: []string{"id", "-u"},
+		Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Timeout: 10 * time.Second, MaxOutput: 1024,
+		CaptureStdout: true, CaptureStderr: true}, nil)
+	b := res.Stdout.Content
+	if res.StartErr != nil {
+		b = []byte("error: " + res.StartErr.Error())
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rootDropInInside(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unitDir := filepath.Join(os.Getenv("HOME"), ".config/systemd/user")
+	dropIns := filepath.Join(unitDir, "orderly-worker.service.d")
+	if err := os.MkdirAll(dropIns, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("orderly-worker.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "probe.out")
+	probe := strings.Join([]string{"[Service]", "Type=oneshot", "Restart=no",
+		"ExecStart=", "ExecStart=" + self + " -test.run=^TestWorkerRootDropIn$",
+		"Environment=" + rootDropInProbe + "=" + out,
+		"ProtectSystem=no", "ProtectHome=no", "PrivateTmp=no", "PrivateDevices=no", "PrivateMounts=no",
+		"ProtectKernelTunables=no", "ProtectKernelModules=no", "ProtectKernelLogs=no", "ProtectClock=no",
+		"ProtectHostname=no", ""}, "\n")
+	for name, body := range map[string]string{
+		filepath.Join(unitDir, "orderly-worker.service"): string(unit),
+		filepath.Join(dropIns, "root.conf"):              documentedRootDropIn(t),
+		filepath.Join(dropIns, "zz-probe.conf"):          probe,
+	} {
+		if err := os.WriteFile(name, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	systemctl := func(args ...string) ([]byte, error) {
+		return exec.Command("systemctl", append([]string{"--user"}, args...)...).CombinedOutput()
+	}
+	if b, err := systemctl("daemon-reload"); err != nil {
+		t.Fatalf("daemon-reload: %v\n%s", err, b)
+	}
+	b, err := systemctl("start", "orderly-worker.service")
+	got, _ := os.ReadFile(out)
+	if err != nil {
+		status, _ := systemctl("status", "--no-pager", "orderly-worker.service")
+		t.Fatalf("the worker's unit with root.conf could not start a process as nobody: %v\n%s\nprobe: %s\n%s", err, b, got, status)
+	}
+	if strings.TrimSpace(string(got)) != "65534" {
+		t.Fatalf("the probe printed %q, want 65534 (nobody)", got)
+	}
+}
+
+// documentedRootDropIn returns the root.conf block of docs/deploy.md.
+func documentedRootDropIn(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const head = "```ini\n# /etc/systemd/system/orderly-worker.service.d/root.conf\n"
+	_, rest, ok := strings.Cut(string(b), head)
+	block, _, closed := strings.Cut(rest, "```")
+	if !ok || !closed {
+		t.Fatal(errors.New("docs/deploy.md has no root.conf block"))
+	}
+	return block
+}
