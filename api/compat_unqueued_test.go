@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -122,5 +124,65 @@ func TestCompatWithdrawsWhatItCouldNotQueue(t *testing.T) {
 	}
 	if got := sourceStatuses(t, e, "vigrid"); len(got) != 2 || got[1] != string(order.StatusQueued) {
 		t.Errorf("the async execute's order is %v, want [canceled queued]", got)
+	}
+}
+
+// TestStage0WithdrawsWhatItCouldNotQueue: a stage0 execute whose run was
+// recorded but not queued (the bus refused it) is answered as a failure,
+// so its order is canceled on record and never runs: the reconciler
+// queued it later, and a client told it failed ran it again.
+func TestStage0WithdrawsWhatItCouldNotQueue(t *testing.T) {
+	var fail atomic.Int64
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}, publishFailures: &fail})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-unqueued-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+
+	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
+		t.Fatalf("dev-login: %v", err)
+	}
+	resp.Body.Close()
+
+	fail.Store(1)
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode < 500 {
+		t.Errorf("execute with the publish failing: %d %s, want a failure", resp.StatusCode, b)
+	}
+	if got := sourceStatuses(t, e, "stage0"); len(got) != 1 || got[0] != string(order.StatusCanceled) {
+		t.Errorf("the execute's order is %v, want [canceled]", got)
 	}
 }

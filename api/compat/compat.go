@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -107,22 +106,19 @@ func allowOf(method string) string {
 	return method
 }
 
-// unqueued is the id of the order err says the intake recorded but could
-// not queue (the bus failed after the insert): the reconciler queues such
-// an order later, so it runs unless it is withdrawn.
-func unqueued(err error) (uuid.UUID, bool) {
+// unqueued is the order err says the intake recorded but could not queue
+// (the bus failed after the insert): the reconciler queues such an order
+// later, so it runs unless it is withdrawn.
+func unqueued(err error) (*intake.ErrNotPublished, bool) {
 	var np *intake.ErrNotPublished
-	if !errors.As(err, &np) {
-		return uuid.Nil, false
-	}
-	return np.ID, true
+	return np, errors.As(err, &np)
 }
 
-// withdraw cancels the recorded order id of a request answered as failed,
-// so that it never runs later (a client told it failed may send it again).
-// The cancel is on record before the answer, and made whether or not the
-// client is still there to hear it.
-func withdraw(ctx context.Context, orders Orders, id uuid.UUID, host string, p auth.Principal) error {
-	_, err := orders.CancelOrder(context.WithoutCancel(ctx), &order.Order{ID: id, Host: host, Principal: p.Name}, p.Name, "SIGKILL")
+// withdraw cancels np's recorded order, of a request answered as failed,
+// so that it never runs later (a client told it failed may send it
+// again). The cancel is on record before the answer, and made whether or
+// not the client is still there to hear it.
+func withdraw(ctx context.Context, orders Orders, np *intake.ErrNotPublished, p auth.Principal) error {
+	_, err := orders.CancelOrder(context.WithoutCancel(ctx), &order.Order{ID: np.ID, Host: np.Host, Principal: p.Name}, p.Name, "SIGKILL")
 	return err
 }

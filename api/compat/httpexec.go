@@ -115,15 +115,15 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wait = h.Wait()
 	}
 	done, err := h.Orders.SubmitOrder(r.Context(), p, o, wait)
-	if id, ok := unqueued(err); ok {
+	if np, ok := unqueued(err); ok {
 		// Recorded, but the bus refused it: the answer is a failure, so
 		// the order must not run later when the reconciler queues it.
-		if err := withdraw(r.Context(), h.Orders, id, o.Host, p); err != nil {
+		if err := withdraw(r.Context(), h.Orders, np, p); err != nil {
 			plain(w, apiStatus(err), "text/plain; charset=utf-8", refusalText(err)+"\n")
 			return
 		}
 		plain(w, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
-			"order "+id.String()+" could not be queued: the message bus is unavailable; canceled\n")
+			"order "+np.ID.String()+" could not be queued: the message bus is unavailable; canceled\n")
 		return
 	}
 	if err != nil {

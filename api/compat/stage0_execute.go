@@ -76,6 +76,15 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 			st.event("stderr", msg+"\n")
 			st.done(rb.File, 1, "", msg, nil, rb.Warnings)
 		default:
+			if np, ok := unqueued(err); ok {
+				// Recorded, but the bus refused it: the answer is a
+				// failure, so the run must not start later when the
+				// reconciler queues it (a client told it failed runs it
+				// again).
+				if werr := withdraw(ctx, s.Orders, np, q.p); werr != nil {
+					err = werr
+				}
+			}
 			code, msg := statusFor(err)
 			stage0Fail(q.w, code, msg)
 		}

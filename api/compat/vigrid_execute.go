@@ -113,16 +113,16 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 	}
 	v.remember(o.ID, vigridMeta{clientIP: vr.ip, synchronous: sync, at: time.Now()})
 	done, err := v.Orders.SubmitOrder(vr.r.Context(), vr.p, o, wait)
-	if id, ok := unqueued(err); ok {
+	if np, ok := unqueued(err); ok {
 		// Recorded, but the bus refused it; the reconciler queues it
 		// later. Async, that is still "queued for execution"; a sync
 		// caller is answered a failure, so it must never run.
 		if !sync {
-			vigridJSON(vr.w, http.StatusAccepted, map[string]any{"status": "ok", "order_id": id, "message": "Command queued for execution"})
+			vigridJSON(vr.w, http.StatusAccepted, map[string]any{"status": "ok", "order_id": np.ID, "message": "Command queued for execution"})
 			return
 		}
 		v.forget(o.ID)
-		if err := withdraw(vr.r.Context(), v.Orders, id, vc.Host, vr.p); err != nil {
+		if err := withdraw(vr.r.Context(), v.Orders, np, vr.p); err != nil {
 			v.refused(vr, err)
 			return
 		}

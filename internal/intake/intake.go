@@ -136,8 +136,9 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 // ErrNotPublished is returned when an order was recorded but could not be
 // published; the reconciler will publish it.
 type ErrNotPublished struct {
-	ID  uuid.UUID
-	Err error
+	ID   uuid.UUID
+	Host string
+	Err  error
 }
 
 func (e *ErrNotPublished) Error() string {
@@ -203,7 +204,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
 		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
 			"principal", o.Principal, "source", o.Source, "error", err)
-		return o, &ErrNotPublished{ID: o.ID, Err: err}
+		return o, &ErrNotPublished{ID: o.ID, Host: o.Host, Err: err}
 	}
 	select {
 	case s.published <- o.ID:
@@ -246,7 +247,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 		return prev, nil
 	}
 	if _, err := s.pub.Publish(context.WithoutCancel(ctx), prev.Host, prev.ID); err != nil {
-		return prev, &ErrNotPublished{ID: prev.ID, Err: err}
+		return prev, &ErrNotPublished{ID: prev.ID, Host: prev.Host, Err: err}
 	}
 	select {
 	case s.published <- prev.ID:
