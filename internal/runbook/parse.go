@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -25,6 +26,10 @@ const (
 // requiredSections are checked in this order, so the first problem
 // reported is the same every time.
 var requiredSections = []string{SectionEnv, SectionFiles, SectionScript, SectionHistory}
+
+// knownSections are the sections the parser reads; any other H1 is free
+// text.
+var knownSections = []string{SectionEnv, SectionFiles, SectionClaims, SectionScript, SectionHistory}
 
 // Runbook is one parsed runbook file. A runbook with Problems must not
 // run; Warnings are worth showing but do not stop it.
@@ -117,10 +122,16 @@ func (rb *Runbook) split(lines []string) {
 		have    bool
 	)
 	flush := func() {
-		if have {
-			if _, dup := rb.Sections[current]; !dup {
-				rb.Sections[current] = strings.Join(body, "\n")
-			}
+		if !have {
+			return
+		}
+		if _, dup := rb.Sections[current]; !dup {
+			rb.Sections[current] = strings.Join(body, "\n")
+		} else if slices.Contains(knownSections, current) {
+			// Only the first is read: a second Required Claims (or
+			// Script) would be ignored while it reads as part of the
+			// runbook.
+			rb.problem(CodeDupSection, "Section '"+current+"' appears more than once")
 		}
 	}
 	for _, l := range lines {

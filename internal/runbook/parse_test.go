@@ -115,6 +115,10 @@ func TestParseProblems(t *testing.T) {
 			`Environment Requirements section has invalid YAML: key "A" is defined twice`},
 		{"claim twice", "M.md", "# M\n" + env + files + "# Required Claims\n~~~yaml\nroles: ops\nroles: admin\n~~~\n" + script + history, CodeInvalidYAML,
 			`Required Claims section has invalid YAML: key "roles" is defined twice`},
+		{"claims twice", "M.md", "# M\n" + env + files + "# Required Claims\n~~~yaml\nteam: storage\n~~~\n" + script +
+			"# Required Claims\n~~~yaml\nroles: admin\n~~~\n" + history, CodeDupSection, "Section 'Required Claims' appears more than once"},
+		{"script twice", "M.md", "# M\n" + env + files + script + "# Script\n~~~sh\necho second\n~~~\n" + history, CodeDupSection,
+			"Section 'Script' appears more than once"},
 		{"bad env name", "M.md", "# M\n# Environment Requirements\n~~~yaml\nBAD-NAME: x\n~~~\n" + files + script + history, CodeBadEnvName, "Invalid environment variable name: BAD-NAME"},
 		{"input escapes", "M.md", "# M\n" + env + "# File System Requirements\n~~~yaml\nInput:\n  - ../secret\n~~~\n" + script + history, CodeInputEscapes, "Input path escapes runbook directory: ../secret"},
 		{"input absolute", "M.md", "# M\n" + env + "# File System Requirements\n~~~yaml\nInput:\n  - /etc/passwd\n~~~\n" + script + history, CodeInputEscapes, "Input path escapes runbook directory: /etc/passwd"},
@@ -142,6 +146,15 @@ func TestParseProblems(t *testing.T) {
 				t.Fatal("Valid() with problems")
 			}
 		})
+	}
+}
+
+// TestParseFreeTextTwice: only the sections the parser reads may not be
+// repeated; other H1 lines are free text.
+func TestParseFreeTextTwice(t *testing.T) {
+	text := strings.Replace(rotateLogs, "# Script\n", "# Notes\nOne.\n\n# Notes\nTwo.\n\n# Script\n", 1)
+	if rb := Parse("RotateLogs.md", md(text)); !rb.Valid() {
+		t.Fatalf("problems %v", rb.Problems)
 	}
 }
 
