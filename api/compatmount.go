@@ -193,6 +193,24 @@ func (s *Server) CancelOrder(ctx context.Context, o *order.Order, actor, signal 
 	return st, nil
 }
 
+// CancelQueued cancels o as actor when it is still queued; one that has
+// started runs on. A stage0 client whose stream ends before its run
+// starts never learns the order's id, so the run would start later for
+// nobody (a sub-runbook after its parent gave up). The cancel and a
+// worker's claim exclude each other in PostgreSQL.
+func (s *Server) CancelQueued(ctx context.Context, o *order.Order, actor, reason string) {
+	canceled, err := s.Store.Cancel(ctx, o.ID, actor, reason)
+	if err != nil {
+		s.logger.Error("cancel an order whose client went away", "order_id", o.ID, "host", o.Host, "error", err)
+		return
+	}
+	if canceled {
+		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor, "reason", reason)
+		s.Metrics.Finished(o.Host, order.StatusCanceled, -1)
+		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
+	}
+}
+
 // HostQueue is a host's running order (nil when idle) and its queued
 // orders in execution order, as GET /v1/hosts/{host} lists them; with
 // everyone false only p's own orders are listed. depth counts every

@@ -30,6 +30,7 @@ type Stage0Runbooks interface {
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
 	RunbookEnvRefused(rb *runbook.Runbook, env map[string]string) []runbook.Problem
 	FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error)
+	CancelQueued(ctx context.Context, o *order.Order, actor, reason string)
 	HoldStream(principal string) (release func(), err error)
 }
 

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -100,7 +101,12 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		}
 	})
 	if err != nil {
-		return // the client went away; the order runs on
+		// The client went away. A run that started runs on, as stage0's
+		// script did; one still queued (its host busy or without a
+		// worker) is canceled: the client never learns its id, and it
+		// would start later for nobody.
+		s.Runbooks.CancelQueued(context.WithoutCancel(ctx), o, q.p.Name, "the stage0 client went away before the run started")
+		return
 	}
 	for _, name := range []string{"stdout", "stderr"} {
 		if cutByWorker(final, name) {

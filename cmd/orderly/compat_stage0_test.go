@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -531,5 +534,57 @@ compat:
 	s.send(call{method: "POST", path: "/v1/orders/" + running.Orders[0].ID + "/cancel", token: s.token, body: map[string]any{"signal": "SIGKILL"}})
 	if code := <-first; code != http.StatusOK {
 		t.Errorf("first execute: %d", code)
+	}
+}
+
+// TestStage0CompatCancelsARunItsClientLeft: a stage0 client whose stream
+// ends while its run is still queued (here its host has no worker) never
+// learns the order's id, so the run is canceled instead of starting when
+// the host comes back, for nobody.
+func TestStage0CompatCancelsARunItsClientLeft(t *testing.T) {
+	const secret = "stage0-compat-test-secret-0123456789abcdef"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Late.md"), []byte(runbookDoc("Late", "{}", "  []", "", "echo late")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newSecStack(t, fmt.Sprintf(`
+policy:
+  - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
+runbooks: {dir: %q, timeout: 60s, host: away}
+compat:
+  stage0: {enabled: true, jwt_secret: %q}
+`, dir, secret), nil) // no worker for away
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ci", "roles": "developer",
+		"iss": "dev-idp", "aud": "dev-api", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, leave := context.WithCancel(t.Context())
+	defer leave()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/api/runbooks/Late.md/execute", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	var list api.OrderList
+	testenv.WaitUntil(t, 20*time.Second, "the run queued", func() bool {
+		_, b := s.send(call{method: "GET", path: "/v1/orders?host=away", token: s.token})
+		return json.Unmarshal(b, &list) == nil && len(list.Orders) == 1
+	})
+	leave()
+	<-ended
+	id := list.Orders[0].ID
+	testenv.WaitUntil(t, 20*time.Second, "the run canceled", func() bool {
+		return s.count(`SELECT count(*) FROM orders WHERE id = $1 AND status = 'canceled'`, id) == 1
+	})
+	s.startWorker("away")
+	time.Sleep(time.Second)
+	if o := s.get(id); o.Status != order.StatusCanceled || o.StartedAt != nil {
+		t.Fatalf("with its host back, the run %s started at %v", o.Status, o.StartedAt)
 	}
 }
