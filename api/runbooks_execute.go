@@ -230,7 +230,7 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	}
 	stack := append(slices.Clone(chain.Stack), rb.File)
 	url := strings.TrimRight(cmp.Or(cfg.APIURL, rr.BaseURL), "/") + rr.Path
-	o.Env = runbookEnv(env, token, chain.Correlation, url, pythonJSONList(stack))
+	o.Env = runbookEnv(env, token, chain.Correlation, url, stack)
 	o.EnvNames = slices.Sorted(maps.Keys(o.Env))
 	if o.IdempotencyKey != "" {
 		o.RequestSHA256 = runbookRequestSum(o, env, rr.Timeout)
@@ -285,7 +285,7 @@ func runbookRequestSum(o *order.Order, env map[string]string, timeout time.Durat
 // RUNBOOK_API_TOKEN is a delegated token good only for running runbooks
 // while this order runs, never the caller's own credential. The worker
 // adds RUNBOOK_EXEC_DIR_HOST once it has made the run directory.
-func runbookEnv(env map[string]string, token, correlation, url, stack string) map[string]string {
+func runbookEnv(env map[string]string, token, correlation, url string, stack []string) map[string]string {
 	out := maps.Clone(env)
 	if out == nil {
 		out = map[string]string{}
@@ -294,13 +294,19 @@ func runbookEnv(env map[string]string, token, correlation, url, stack string) ma
 		"RUNBOOK_API_TOKEN":       token,
 		"RUNBOOK_CORRELATION_ID":  correlation,
 		"RUNBOOK_URL":             url,
-		"RUNBOOK_RECURSION_STACK": stack,
+		"RUNBOOK_RECURSION_STACK": pythonJSONList(stack),
 		"RUNBOOK_H_AUTH":          "Authorization: Bearer " + token,
 		"RUNBOOK_H_CORR":          "X-Correlation-Id: " + correlation,
-		"RUNBOOK_H_RECUR":         "X-Recursion-Stack: " + stack,
+		"RUNBOOK_H_RECUR":         "X-Recursion-Stack: " + pythonJSONList(stack),
 		"RUNBOOK_H_CTYPE":         "Content-Type: application/json",
 	}
-	sys["RUNBOOK_HEADERS"] = curlHeaderFlags(sys["RUNBOOK_H_RECUR"], "X-Correlation-Id: "+splitSafe(correlation),
+	// The stack's names may be a client's (X-Recursion-Stack), as the
+	// correlation id is: split-safe too.
+	safeStack := make([]string, len(stack))
+	for i, f := range stack {
+		safeStack[i] = splitSafe(f)
+	}
+	sys["RUNBOOK_HEADERS"] = curlHeaderFlags("X-Recursion-Stack: "+pythonJSONList(safeStack), "X-Correlation-Id: "+splitSafe(correlation),
 		sys["RUNBOOK_H_AUTH"], sys["RUNBOOK_H_CTYPE"])
 	maps.Copy(out, sys)
 	// The worker sets it; a request's value would only show in the record.
@@ -334,10 +340,12 @@ func curlHeaderFlags(headers ...string) string {
 
 // splitSafe percent-encodes what a shell acts on in an unquoted expansion
 // (white space splits words, * ? [ ] match file names) and %, in the
-// client's correlation id: stage0's idiom `eval curl … $RUNBOOK_HEADERS`
-// leaves the variable unquoted, so a correlation id of `x /tmp/*` became
-// file names pasted into what eval then ran. A usual id (a UUID) is
-// unchanged; RUNBOOK_H_CORR and RUNBOOK_CORRELATION_ID keep it as sent.
+// client's correlation id and in each name of the chain: stage0's idiom
+// `eval curl … $RUNBOOK_HEADERS` leaves the variable unquoted, so a
+// correlation id or an X-Recursion-Stack name of `x /tmp/*` became file
+// names pasted into what eval then ran (a file named `$(cmd)` ran cmd).
+// A usual id (a UUID) or file name is unchanged; RUNBOOK_H_CORR,
+// RUNBOOK_H_RECUR and the other variables keep them as sent.
 func splitSafe(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {

@@ -158,6 +158,21 @@ compat:
 		}
 	})
 
+	t.Run("a client's recursion stack is split-safe in RUNBOOK_HEADERS", func(t *testing.T) {
+		// X-Recursion-Stack is the client's too: a name of "x * y" made
+		// the unquoted idiom paste the run directory's file names, one of
+		// them made to run a command, into what eval ran.
+		_, d := execute("Headers.md", nil, "X-Recursion-Stack", `["x * y"]`)
+		lines := strings.Split(d.Stdout, "\n")
+		if d.ReturnCode != 0 || len(lines) < 11 ||
+			!strings.HasPrefix(lines[0], `-H "X-Recursion-Stack: [\"x%20%2A%20y\", \"Headers.md\"]" -H "X-Correlation-Id: `) {
+			t.Fatalf("RUNBOOK_HEADERS: rc %d stdout %q stderr %q", d.ReturnCode, d.Stdout, d.Stderr)
+		}
+		if want := `[X-Recursion-Stack: ["x%20%2A%20y", "Headers.md"]]`; lines[11] != want || strings.Contains(d.Stdout+d.Stderr, "INJECTED") {
+			t.Errorf("eval printf … $RUNBOOK_HEADERS gave %q (stderr %q), want %q second", lines[10:], d.Stderr, want)
+		}
+	})
+
 	t.Run("refusals are one event and a done without a final newline", func(t *testing.T) {
 		const missing = "Required environment variable not set: A_VAR\nRequired environment variable not set: B_VAR"
 		// The runbook is validated before the names are: a bad name with
