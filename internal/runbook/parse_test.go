@@ -130,6 +130,11 @@ func TestParseProblems(t *testing.T) {
 		{"a file and a directory land on one name", "M.md", inputs("conf", "old/conf/"), CodeInputClash, ""},
 		{"backticks inside the script", "M.md", "# M\n" + env + files + "# Script\n~~~sh\necho '~~~'\n~~~\n" + history, CodeScriptFence, ""},
 		{"fence line inside the script", "M.md", "# M\n" + env + files + "# Script\n~~~sh\necho a\n~~~\necho b\n~~~\n~~~\n" + history, CodeScriptFence, ""},
+		{"empty #! line", "M.md", "# M\n" + env + files + "# Script\n~~~sh\n#!\necho a\n~~~\n" + history, CodeBadShebang,
+			`The script's #! line must name its interpreter by a clean absolute path, not ""`},
+		{"relative #! interpreter", "M.md", "# M\n" + env + files + "# Script\n~~~sh\n#! bash -e\necho a\n~~~\n" + history, CodeBadShebang,
+			`The script's #! line must name its interpreter by a clean absolute path, not "bash"`},
+		{"unclean #! interpreter", "M.md", "# M\n" + env + files + "# Script\n~~~sh\n#!/usr/bin/../bin/bash\necho a\n~~~\n" + history, CodeBadShebang, ""},
 		{"unclosed fence", "M.md", "# M\n" + env + files + "# Script\n~~~sh\necho a\n" + history, CodeUnclosedFence, ""},
 	}
 	for _, c := range cases {
@@ -155,6 +160,18 @@ func TestParseFreeTextTwice(t *testing.T) {
 	text := strings.Replace(rotateLogs, "# Script\n", "# Notes\nOne.\n\n# Notes\nTwo.\n\n# Script\n", 1)
 	if rb := Parse("RotateLogs.md", md(text)); !rb.Valid() {
 		t.Fatalf("problems %v", rb.Problems)
+	}
+}
+
+// TestParseShebangs: a #! line a worker could run (stage0's samples
+// write "#! /bin/zsh") is no problem; which interpreters a host lists is
+// the worker's to judge.
+func TestParseShebangs(t *testing.T) {
+	for _, line := range []string{"#! /bin/zsh", "#!/bin/bash", "#!/bin/sh -e", "#!/usr/bin/env bash"} {
+		text := strings.Replace(rotateLogs, "# a comment", line+"\n# a comment", 1)
+		if rb := Parse("RotateLogs.md", md(text)); !rb.Valid() {
+			t.Errorf("%q: problems %v", line, rb.Problems)
+		}
 	}
 }
 

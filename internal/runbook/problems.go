@@ -20,6 +20,7 @@ const (
 	CodeBadEnvName     Code = "runbook_bad_env_name"      // Invalid environment variable name: <k>
 	CodeNoScript       Code = "runbook_no_script"         // Script section must contain a sh code block
 	CodeScriptFence    Code = "runbook_script_backticks"  // ``` inside the script would end it early
+	CodeBadShebang     Code = "runbook_bad_interpreter"   // a #! line that names no absolute interpreter path
 	CodeInputEscapes   Code = "runbook_input_escapes"     // Input path escapes runbook directory: <p>
 	CodeInputMissing   Code = "runbook_input_missing"     // Required input file does not exist: <p>
 	CodeInputInvalid   Code = "runbook_input_invalid"     // an input no run directory can hold (".", .orderly-script, a backslash, not a file or directory)

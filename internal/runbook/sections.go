@@ -218,4 +218,14 @@ func (rb *Runbook) parseScript() {
 		return
 	}
 	rb.Script = script + "\n"
+	// A worker runs only an interpreter its runbooks.interpreters lists,
+	// each a clean absolute path: a #! line naming anything else could
+	// run on no host, which is told here rather than at every run.
+	first, _, _ := strings.Cut(rb.Script, "\n")
+	if line, ok := strings.CutPrefix(strings.TrimRight(first, "\r"), "#!"); ok {
+		prog, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if prog = strings.TrimSpace(prog); !path.IsAbs(prog) || path.Clean(prog) != prog {
+			rb.problem(CodeBadShebang, fmt.Sprintf("The script's #! line must name its interpreter by a clean absolute path, not %q", prog))
+		}
+	}
 }
