@@ -28,14 +28,15 @@ func (s *Server) RunbookList() ([]*runbook.Runbook, error) {
 	return src.List()
 }
 
-// LoadRunbook returns the runbook file name, the check of its inputs, and
-// the runbook settings.
-func (s *Server) LoadRunbook(name string) (*runbook.Runbook, func(string) error, config.Runbooks, error) {
+// LoadRunbook returns the runbook file name, the check of a run of it
+// with an environment (every problem execute would refuse it for, its
+// input files' and their size included), and the runbook settings.
+func (s *Server) LoadRunbook(name string) (*runbook.Runbook, func(env map[string]string) []runbook.Problem, config.Runbooks, error) {
 	rb, src, cfg, err := s.loadRunbook(name)
 	if err != nil {
 		return nil, nil, cfg, err
 	}
-	return rb, src.Exists, cfg, nil
+	return rb, func(env map[string]string) []runbook.Problem { return src.Check(rb, env, cfg.MaxInputBytes) }, cfg, nil
 }
 
 // RunbookRuns calls fn with the last limit runs of a runbook that p may

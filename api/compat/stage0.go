@@ -24,7 +24,7 @@ import (
 // (*api.Server): the native runbook code paths.
 type Stage0Runbooks interface {
 	RunbookList() ([]*runbook.Runbook, error)
-	LoadRunbook(name string) (*runbook.Runbook, func(string) error, config.Runbooks, error)
+	LoadRunbook(name string) (*runbook.Runbook, func(env map[string]string) []runbook.Problem, config.Runbooks, error)
 	RunbookRuns(ctx context.Context, p auth.Principal, file string, limit int, fn func(*order.Order) error) error
 	DelegatedPrincipal(ctx context.Context, token string) (auth.Principal, api.RunbookChain, error)
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)

@@ -39,8 +39,8 @@ func (s *Stage0) list(q *stage0Request, _ string) {
 }
 
 // load reads a runbook or answers stage0's 404.
-func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWriter, int, string)) (*runbook.Runbook, func(string) error, bool) {
-	rb, exists, _, err := s.Runbooks.LoadRunbook(file)
+func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWriter, int, string)) (*runbook.Runbook, func(map[string]string) []runbook.Problem, bool) {
+	rb, check, _, err := s.Runbooks.LoadRunbook(file)
 	if order.ErrorCode(err) == order.CodeNotFound {
 		fail(q.w, http.StatusNotFound, "Runbook not found: "+file)
 		return nil, nil, false
@@ -50,7 +50,7 @@ func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWrit
 		fail(q.w, code, msg)
 		return nil, nil, false
 	}
-	return rb, exists, true
+	return rb, check, true
 }
 
 // get is GET /api/runbooks/<f>: the file, then its History rendered from
@@ -219,7 +219,7 @@ func readBody(r *http.Request, max int64) (stage0Body, error) {
 // would run with these env_vars (or the service's environment), else 400;
 // both {success, runbook, errors, warnings}. Claims first (403).
 func (s *Stage0) validate(q *stage0Request, file string) {
-	rb, exists, ok := s.load(q, file, stage0Error)
+	rb, check, ok := s.load(q, file, stage0Error)
 	if !ok {
 		return
 	}
@@ -246,7 +246,7 @@ func (s *Stage0) validate(q *stage0Request, file string) {
 			}
 		}
 	}
-	errs = append(errs, runbook.Messages(rb.Judge(env, exists))...)
+	errs = append(errs, runbook.Messages(check(env))...)
 	errs = append(errs, runbook.Messages(s.Runbooks.RunbookEnvRefused(rb, env))...)
 	status := http.StatusOK
 	if len(errs) > 0 {

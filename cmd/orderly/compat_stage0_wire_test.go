@@ -49,6 +49,7 @@ touch 'zz";echo INJECTED;"'
 eval printf "'[%s]\n'" $RUNBOOK_HEADERS`),
 		"Cr.md":    runbookDoc("Cr", "{}", "  []", "", `printf 'a\r\nb\rc\n'; printf 'x\ry' >&2`),
 		"Plain.md": "Just notes, no title line.\n",
+		"Big.md":   runbookDoc("Big", "{}", "  - big.txt", "", "cat big.txt"),
 		// Saved by a Windows editor, with one old Mac line end too.
 		"Dos.md": strings.ReplaceAll(runbookDoc("Dos", "{}", "  []", "", "echo dos"), "\n", "\r\n") + "trailer\r",
 	}
@@ -57,10 +58,13 @@ eval printf "'[%s]\n'" $RUNBOOK_HEADERS`),
 			t.Fatal(err)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(dir, "big.txt"), []byte(strings.Repeat("x", 5000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s := newSecStack(t, fmt.Sprintf(`
 policy:
   - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
-runbooks: {dir: %q, timeout: 60s, host: wire}
+runbooks: {dir: %q, timeout: 60s, host: wire, max_input_bytes: 4096}
 compat:
   stage0: {enabled: true, jwt_secret: %q}
 `, dir, secret), nil, "wire")
@@ -170,6 +174,18 @@ compat:
 		}
 		if want := `[X-Recursion-Stack: ["x%20%2A%20y", "Headers.md"]]`; lines[11] != want || strings.Contains(d.Stdout+d.Stderr, "INJECTED") {
 			t.Errorf("eval printf … $RUNBOOK_HEADERS gave %q (stderr %q), want %q second", lines[10:], d.Stderr, want)
+		}
+	})
+
+	t.Run("validate refuses what execute refuses: inputs past max_input_bytes", func(t *testing.T) {
+		const tooLarge = "The script and its input files are larger than runbooks.max_input_bytes (4096 bytes)"
+		resp, b := s.send(call{method: "PATCH", path: "/api/runbooks/Big.md/validate", token: tok})
+		if want := `{"errors":["` + tooLarge + `"],"runbook":"Big.md","success":false,"warnings":[]}`; resp.StatusCode != 400 ||
+			strings.TrimSpace(string(b)) != want {
+			t.Errorf("validate: %d %s, want 400 %s", resp.StatusCode, b, want)
+		}
+		if _, d := execute("Big.md", nil); d.ReturnCode != 1 || d.Stderr != tooLarge {
+			t.Errorf("execute: done %+v", d)
 		}
 	})
 
