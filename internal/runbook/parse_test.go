@@ -108,6 +108,8 @@ func TestParseProblems(t *testing.T) {
 		{"files without yaml", "M.md", "# M\n" + env + "# File System Requirements\nInput: []\n" + script + history, CodeFilesNoYAML, "File System Requirements section must contain a YAML code block"},
 		{"claims without yaml", "M.md", "# M\n" + env + files + "# Required Claims\nroles: ops\n" + script + history, CodeClaimsNoYAML, "Required Claims section must contain a YAML code block"},
 		{"script not sh", "M.md", "# M\n" + env + files + "# Script\n~~~bash\necho hi\n~~~\n" + history, CodeNoScript, "Script section must contain a sh code block"},
+		{"empty sh block", "M.md", "# M\n" + env + files + "# Script\n~~~sh\n~~~\n" + history, CodeNoScript, "Script section must contain a sh code block"},
+		{"blank sh block", "M.md", "# M\n" + env + files + "# Script\n~~~sh\n  \n\n~~~\n" + history, CodeNoScript, ""},
 		{"invalid yaml", "M.md", "# M\n# Environment Requirements\n~~~yaml\nFOO: [unclosed\n~~~\n" + files + script + history, CodeInvalidYAML, ""},
 		{"env yaml a list", "M.md", "# M\n# Environment Requirements\n~~~yaml\n- FOO\n~~~\n" + files + script + history, CodeInvalidYAML, "Environment Requirements section YAML must be a mapping"},
 		{"input not a list", "M.md", "# M\n" + env + "# File System Requirements\n~~~yaml\nInput: one.txt\n~~~\n" + script + history, CodeInvalidYAML, "File System Requirements section: Input must be a list of paths"},

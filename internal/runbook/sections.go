@@ -208,7 +208,10 @@ func (rb *Runbook) parseScript() {
 		return
 	}
 	script, rest, ok := block(body, "sh")
-	if !ok {
+	if !ok || strings.TrimSpace(script) == "" {
+		// An empty block is no script either: stage0 failed such a run
+		// ("Could not extract script from runbook"), and a run of
+		// nothing would only pass for a success.
 		rb.problem(CodeNoScript, "Script section must contain a sh code block")
 		return
 	}
