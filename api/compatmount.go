@@ -179,9 +179,7 @@ func (s *Server) CancelOrder(ctx context.Context, o *order.Order, actor, signal 
 	}
 	switch st {
 	case order.StatusQueued:
-		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor)
-		s.Metrics.Finished(o.Host, order.StatusCanceled, -1)
-		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
+		s.canceled(o, actor)
 	case order.StatusRunning:
 		// The request is on record: if this wake-up is lost, the worker
 		// still finds it when it next checks.
@@ -205,10 +203,16 @@ func (s *Server) CancelQueued(ctx context.Context, o *order.Order, actor, reason
 		return
 	}
 	if canceled {
-		s.logger.Info("order canceled", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor, "reason", reason)
-		s.Metrics.Finished(o.Host, order.StatusCanceled, -1)
-		_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
+		s.canceled(o, actor, "reason", reason)
 	}
+}
+
+// canceled tells of o, queued until actor canceled it now: its log line,
+// its count, and its finished event for whoever waits on it.
+func (s *Server) canceled(o *order.Order, actor string, attrs ...any) {
+	s.logger.Info("order canceled", append([]any{"order_id", o.ID, "host", o.Host, "principal", o.Principal, "actor", actor}, attrs...)...)
+	s.Metrics.Finished(o.Host, order.StatusCanceled, -1)
+	_ = s.Queue.PublishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(order.StatusCanceled), Host: o.Host})
 }
 
 // HostQueue is a host's running order (nil when idle) and its queued
