@@ -1,7 +1,7 @@
 // Package executor runs one process for an order, safely: in its own session
 // and process group (and, where the worker has a delegated cgroup v2
-// subtree, its own cgroup), with exactly the environment it is given,
-// optionally under another user's credentials, with stdin from the request
+// subtree, its own cgroup), with exactly the environment it is given and
+// no descriptor of the worker's but its three streams, optionally under another user's credentials, with stdin from the request
 // or /dev/null, a timeout, cancel signals and bounded output capture.
 //
 // An order never leaves processes behind. When the leader exits, for any
@@ -233,6 +233,9 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	pp := newPipes(req.Credential)
 	start := time.Now()
 	err := func() (err error) {
+		if err := inheritNothing(); err != nil {
+			return fmt.Errorf("keep the worker's descriptors from the order: %w", err)
+		}
 		if len(req.Stdin) > 0 {
 			if cmd.Stdin, err = pp.input(req.Stdin); err != nil {
 				return err

@@ -307,6 +307,31 @@ func TestRunEnvIsExactlyTheGivenEnv(t *testing.T) {
 	}
 }
 
+// TestRunInheritsNoDescriptor: a descriptor the worker inherited without
+// close-on-exec (its launcher's) does not pass to the order's process.
+func TestRunInheritsNoDescriptor(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// dup2 leaves the copy without close-on-exec, as an inherited one is.
+	const fd = 211
+	if err := unix.Dup2(int(f.Fd()), fd); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	res := newTestExecutor(t).Run(t.Context(), sh("ls /proc/self/fd"), nil)
+	if code := exitCode(t, res); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, res.Stderr.Content)
+	}
+	for _, name := range strings.Fields(string(res.Stdout.Content)) {
+		if name == strconv.Itoa(fd) {
+			t.Fatalf("the order's process got the worker's descriptor %d: /proc/self/fd holds %q", fd, res.Stdout.Content)
+		}
+	}
+}
+
 func TestRunDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
