@@ -247,6 +247,12 @@ func (p *Policy) Prepare(o *order.Order) (*Prepared, error) {
 	req := p.request(o, u, cmd.realPath, append([]string{o.Command}, o.Args...), env, dir, timeout, p.maxOutputFor(o))
 	req.Stdin = o.Stdin
 	if u.sudo {
+		if len(o.Env) > 0 {
+			// sudo resets the environment (env_reset): the order's
+			// variables would be dropped silently, as an action's would.
+			return nil, order.FieldError(order.CodeUnprocessable, "run_as",
+				"env reaches a command run as %s only from a worker running as root (sudo resets the environment)", u.name)
+		}
 		sudo, err := p.lookup("sudo")
 		if err != nil {
 			return nil, order.FieldError(order.CodeUnprocessable, "run_as",

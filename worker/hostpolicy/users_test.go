@@ -170,6 +170,24 @@ func TestRunAsUnprivileged(t *testing.T) {
 			t.Errorf("Env %q is not root's", prep.Req.Env)
 		}
 	})
+	t.Run("sudo with env is refused", func(t *testing.T) {
+		cfg := f.cfg()
+		cfg.AllowedUsers = []string{"root"}
+		cfg.UseSudo = true
+		cfg.CommandPath = append(cfg.CommandPath, sudoDir)
+		p := newPolicy(t, cfg)
+		asUnprivileged(t, p)
+		// sudo's env_reset would drop GREETING, and the order would run
+		// without it.
+		_, err := p.Prepare(&order.Order{Command: "ls", RunAs: "root", Env: map[string]string{"GREETING": "hello"}})
+		assertCode(t, err, order.CodeUnprocessable, "sudo resets the environment")
+		// Its own user needs no sudo, and gets the variable.
+		prep, err := p.Prepare(&order.Order{Command: "ls", Env: map[string]string{"GREETING": "hello"}})
+		assertCode(t, err, "")
+		if !slices.Contains(prep.Req.Env, "GREETING=hello") {
+			t.Errorf("Env %q lacks the order's variable", prep.Req.Env)
+		}
+	})
 	t.Run("another default user is refused at load", func(t *testing.T) {
 		for _, c := range []struct {
 			defaultUser string
