@@ -136,7 +136,7 @@ func (sp scriptPolicy) interpreter(body []byte) ([]string, error) {
 }
 
 // writeRunDir creates the run's private directory with the input files
-// and the script, owned by the user the script runs as.
+// and the script, owned by the user the script runs as once written.
 func writeRunDir(s *order.Script, u runUser) (_ string, err error) {
 	dir, err := os.MkdirTemp("", "orderly-run-")
 	if err != nil {
@@ -153,9 +153,6 @@ func writeRunDir(s *order.Script, u runUser) (_ string, err error) {
 			return nil
 		}
 		return os.Lchown(p, int(u.credential.Uid), int(u.credential.Gid))
-	}
-	if err := chown(dir); err != nil {
-		return "", err
 	}
 	files := append(slices.Clone(s.Files), order.File{Path: scriptName, Mode: 0o700, Data: s.Body})
 	for _, f := range files {
@@ -193,6 +190,12 @@ func writeRunDir(s *order.Script, u runUser) (_ string, err error) {
 		if err := chown(dst); err != nil {
 			return "", err
 		}
+	}
+	// The directory is the user's only now: until then it is root's and
+	// 0700, so no process of the user can plant a symlink where a file or
+	// subdirectory is about to be written.
+	if err := chown(dir); err != nil {
+		return "", err
 	}
 	return dir, nil
 }

@@ -1,10 +1,16 @@
 package hostpolicy
 
 import (
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -143,5 +149,81 @@ func TestPrepareScriptShebang(t *testing.T) {
 	defer prep.Cleanup()
 	if !slices.Equal(prep.Req.Argv[:2], []string{"/bin/sh", "-e"}) {
 		t.Fatalf("argv = %q", prep.Req.Argv)
+	}
+}
+
+// TestPrepareScriptRunDirIsTheUsersOnlyWhenWritten: the run directory
+// passes to the script's user only once the worker has written it. A
+// process of that user (another order's escapee, a daemon running as
+// nobody) that saw the directory appear in TMPDIR could otherwise plant
+// a symlink where an input file's subdirectory goes, and the root worker
+// would write the file through it, anywhere, and hand it to that user.
+func TestPrepareScriptRunDirIsTheUsersOnlyWhenWritten(t *testing.T) {
+	needRoot(t)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("this host has no user nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	base := t.TempDir()
+	tmp := filepath.Join(base, "tmp")
+	victim := filepath.Join(base, "victim")
+	for _, d := range []string{tmp, victim} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A TMPDIR like /tmp, that nobody can list and enter.
+	for d, mode := range map[string]os.FileMode{filepath.Dir(base): 0o755, base: 0o755, tmp: 0o1777} {
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("TMPDIR", tmp)
+
+	// The other process of the script's user: it links "sub" in every run
+	// directory it sees to the victim directory, as fast as it can.
+	planter := exec.Command("perl", "-e", `my ($t, $v) = @ARGV; print "ready\n"; close STDOUT;
+		while (1) { opendir(my $d, $t) or next; for my $e (readdir $d) { symlink($v, "$t/$e/sub") if $e =~ /^orderly-run-/ } closedir $d }`,
+		tmp, victim)
+	planter.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := planter.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planter.Start(); err != nil {
+		t.Fatalf("start perl as nobody: %v", err)
+	}
+	defer func() { _ = planter.Process.Kill(); _ = planter.Wait() }()
+	if _, err := io.ReadAll(out); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := config.Default().Worker
+	cfg.AllowedUsers = []string{"nobody"}
+	p, err := NewWithRunbooks(cfg, config.DefaultRunbooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Many files before the one in sub/: the time the planter has.
+	var files []order.File
+	for i := range 300 {
+		files = append(files, order.File{Path: fmt.Sprintf("f%03d", i), Mode: 0o644, Data: []byte("x")})
+	}
+	files = append(files, order.File{Path: "sub/planted", Mode: 0o644, Data: []byte("from the runbook")})
+	for range 5 {
+		o := scriptOrder("echo\n", files...)
+		o.RunAs = "nobody"
+		prep, err := p.Prepare(o)
+		if err == nil {
+			if st, err := os.Stat(prep.Req.Dir); err != nil || st.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+				t.Errorf("run directory %s is not nobody's: %v", prep.Req.Dir, err)
+			}
+			prep.Cleanup()
+		}
+		if _, err := os.Lstat(filepath.Join(victim, "planted")); err == nil {
+			t.Fatalf("the worker wrote an input file through a symlink nobody planted in the run directory, into %s", victim)
+		}
 	}
 }
