@@ -113,9 +113,17 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	if err != nil || !marked {
 		return false, err
 	}
+	return requeue, w.reapMarked(ctx, o, requeue, true)
+}
+
+// reapMarked reaps the processes of o's attempt, which its mark ended
+// (requeued or interrupted), keeps the evidence, and, when announce is
+// set (the mark was this call's), says how the order ended: its line, its
+// count and its finished event.
+func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announce bool) error {
 	proc, err := w.store.ProcessOf(ctx, o.ID, o.Attempt)
 	if err != nil {
-		return false, err
+		return err
 	}
 	ev := postgres.Evidence{Reap: w.reap(ctx, o.ID, proc)}
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
@@ -141,14 +149,17 @@ func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (re
 	for k, v := range ev.Reap {
 		attrs = append(attrs, k, v)
 	}
-	if requeue {
+	switch {
+	case !announce:
+		w.logger.Warn("reaped an attempt marked ended but never reaped", attrs...)
+	case requeue:
 		w.logger.Warn("order requeued after its worker stopped (idempotent)", attrs...)
-		return true, nil
+	default:
+		w.logger.Warn("order interrupted", attrs...)
+		w.opts.Metrics.Finished(o.Host, order.StatusInterrupted, -1)
+		w.event(o, "finished", order.StatusInterrupted)
 	}
-	w.logger.Warn("order interrupted", attrs...)
-	w.opts.Metrics.Finished(o.Host, order.StatusInterrupted, -1)
-	w.event(o, "finished", order.StatusInterrupted)
-	return false, nil
+	return nil
 }
 
 // abandoned is an attempt abandon was called for, and why.
@@ -158,10 +169,30 @@ type abandoned struct {
 }
 
 // reapAbandoned finishes the calls of abandon that a failure ended (see
-// abandon), before the host runs anything else.
+// abandon), then reaps the attempts PostgreSQL holds as marked and not
+// reaped (UnreapedAttempts): the mark of a worker that died or froze
+// before its reap, or of an admin who abandoned the host's orders while
+// the machine lived on. Both before the host runs anything else.
 func (w *Worker) reapAbandoned(ctx context.Context) error {
 	for _, a := range w.unreaped {
 		if _, err := w.abandon(ctx, a.o, a.reason); err != nil {
+			return err
+		}
+	}
+	left, err := w.store.UnreapedAttempts(ctx, w.opts.Host)
+	if err != nil {
+		return err
+	}
+	for _, u := range left {
+		o, err := w.store.GetOrder(ctx, u.ID)
+		if errors.Is(err, order.ErrNotFound) {
+			continue // deleted since, with its record
+		}
+		if err != nil {
+			return err
+		}
+		o.Attempt, o.Worker = u.Attempt, u.Worker
+		if err := w.reapMarked(ctx, o, u.Requeued, false); err != nil {
 			return err
 		}
 	}

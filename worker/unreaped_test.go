@@ -151,3 +151,65 @@ func TestLostMarkAnswerStillReapsTheLeftovers(t *testing.T) {
 		})
 	}
 }
+
+// TestMarkedAttemptOfADeadSuccessorIsReaped: the worker that took the
+// host over marked the dead worker's attempt interrupted and died before
+// it reaped its processes. The next worker found no running order and
+// ran the host's next orders next to the first worker's leftovers. It
+// now finds the attempt by its mark, kept in PostgreSQL until the reap's
+// evidence, and reaps it before it runs anything.
+func TestMarkedAttemptOfADeadSuccessorIsReaped(t *testing.T) {
+	e := newEnv(t)
+	host := "deadsuccessor"
+	proc, exited := leftover(t)
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{host + "/first", host + "/second"} {
+		if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: w}); err != nil {
+			t.Fatal(err)
+		}
+		if w == host+"/first" {
+			if _, claimed, err := e.store.Claim(t.Context(), o.ID, w, 1); err != nil || !claimed {
+				t.Fatalf("claim as the first worker: %v %v", claimed, err)
+			}
+			if err := e.store.RecordProcess(t.Context(), o.ID, 1, w, proc); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ok, err := e.store.InterruptAttempt(t.Context(), o.ID, 1, host+"/second", "interrupted: the second worker's mark"); err != nil || !ok {
+		t.Fatalf("the second worker's mark: %v %v", ok, err)
+	}
+	next := e.submit(host, "true")
+
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, testenv.Logger(t))
+	ran := e.waitStatus(next, order.StatusSucceeded)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the host ran its next order while the first worker's process still ran: never reaped")
+	}
+	evs, err := e.store.Events(t.Context(), o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reaped []postgres.Event
+	for _, ev := range evs {
+		if ev.Type == "reaped" {
+			reaped = append(reaped, ev)
+		}
+	}
+	if len(reaped) != 1 || ran.StartedAt == nil || !reaped[0].At.Before(*ran.StartedAt) {
+		t.Fatalf("reaped events %+v, next order started %v: want one reap before it", reaped, ran.StartedAt)
+	}
+	if got := e.waitStatus(o.ID, order.StatusInterrupted); got.Processes == nil {
+		t.Errorf("the interrupted order keeps no evidence of its processes")
+	}
+}

@@ -44,6 +44,7 @@ type Store interface {
 	// The takeover protocol (takeover.go).
 	TakeHost(ctx context.Context, host, version string, me postgres.Owner) (postgres.Owner, int64, error)
 	RunningOrders(ctx context.Context, host string) ([]*order.Order, error)
+	UnreapedAttempts(ctx context.Context, host string) ([]postgres.Unreaped, error)
 	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
 	TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error
 	ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*postgres.Process, error)

@@ -87,6 +87,36 @@ func (s *Store) RunningOrders(ctx context.Context, host string) ([]*order.Order,
 	return out, translate("list running orders of "+host, err)
 }
 
+// Unreaped is an attempt that was marked abandoned (interrupted, or queued
+// again) and whose processes were not reaped yet.
+type Unreaped struct {
+	ID       uuid.UUID
+	Attempt  int
+	Worker   string // the worker that ran the attempt
+	Requeued bool   // queued again, not interrupted
+}
+
+// UnreapedAttempts returns the attempts of host's orders whose mark
+// (InterruptAttempt, Requeue, ForgetHost) committed while nobody recorded
+// their processes' end (RecordEvidence) since, oldest mark first: the
+// marker died or froze between the two, or an admin abandoned the host's
+// orders. Migration 00017 keeps the mark on the process record.
+func (s *Store) UnreapedAttempts(ctx context.Context, host string) ([]Unreaped, error) {
+	rows, err := s.pool.Query(ctx, `SELECT p.order_id, p.attempt, p.worker, o.status <> 'interrupted' OR o.attempt <> p.attempt
+		FROM order_processes p JOIN orders o ON o.id = p.order_id
+		WHERE p.abandoned_at IS NOT NULL AND p.reaped_at IS NULL AND o.host = $1
+		ORDER BY p.abandoned_at`, host)
+	if err != nil {
+		return nil, translate("list unreaped attempts of "+host, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Unreaped, error) {
+		var u Unreaped
+		err := r.Scan(&u.ID, &u.Attempt, &u.Worker, &u.Requeued)
+		return u, err
+	})
+	return out, translate("list unreaped attempts of "+host, err)
+}
+
 // Process is the recorded process of one attempt of an order.
 type Process struct {
 	PID, PGID int

@@ -2,8 +2,10 @@ package postgres_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 )
 
@@ -44,5 +46,76 @@ func TestRecordProcessAgainAfterALostAnswer(t *testing.T) {
 	}
 	if err := e.store.RecordProcess(e.ctx, o.ID, c.Attempt, "w1", p); !errors.Is(err, postgres.ErrNotOwner) {
 		t.Errorf("the record once the successor settled the attempt: %v, want ErrNotOwner", err)
+	}
+}
+
+// TestUnreapedAttempts: an attempt's mark (interrupted, queued again, or
+// abandoned with its host) is kept on its process record until its
+// processes' end is recorded, so a successor finds it even when the
+// worker that marked it died before its reap. Before, the mark ended
+// "running", which was all a takeover looked for. A result, a claim and
+// an attempt without a process record leave nothing to reap.
+func TestUnreapedAttempts(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "w1")
+	p := postgres.Process{PID: 4242, PGID: 4242, StartTime: 99, BootID: "b", MachineID: "m"}
+	start := func(mod func(*order.Order)) *order.Order {
+		t.Helper()
+		o := e.insert("h", "p", mod)
+		c := e.claim(o.ID, "w1")
+		if err := e.store.RecordProcess(e.ctx, o.ID, c.Attempt, "w1", p); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	interrupted, requeued, done := start(nil), start(func(o *order.Order) { o.Idempotent = true }), start(nil)
+	if err := e.store.Complete(e.ctx, done.ID, done.Attempt, succeeded("")); err != nil {
+		t.Fatal(err)
+	}
+	norecord := e.claim(e.insert("h", "p", nil).ID, "w1")
+
+	e.own("h", "w2") // w1 died; w2 marks its attempts, then dies too
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, 1, "w2", "test"); !ok || err != nil {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	if ok, err := e.store.Requeue(e.ctx, requeued.ID, 1, "w2", "test"); !ok || err != nil {
+		t.Fatalf("requeue: %v %v", ok, err)
+	}
+	if ok, err := e.store.InterruptAttempt(e.ctx, norecord.ID, 1, "w2", "test"); !ok || err != nil {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	got, err := e.store.UnreapedAttempts(e.ctx, "h")
+	want := []postgres.Unreaped{{ID: interrupted.ID, Attempt: 1, Worker: "w1"}, {ID: requeued.ID, Attempt: 1, Worker: "w1", Requeued: true}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("unreaped: %+v, %v; want %+v", got, err, want)
+	}
+	if other, err := e.store.UnreapedAttempts(e.ctx, "other"); err != nil || len(other) != 0 {
+		t.Fatalf("another host's: %+v, %v", other, err)
+	}
+
+	// The requeued order runs again: its first attempt stays to reap.
+	e.own("h", "w3")
+	e.claim(requeued.ID, "w3")
+	if got, err := e.store.UnreapedAttempts(e.ctx, "h"); err != nil || len(got) != 2 || !got[1].Requeued {
+		t.Fatalf("unreaped after the requeued order's next claim: %+v, %v", got, err)
+	}
+	for _, u := range want {
+		if err := e.store.RecordEvidence(e.ctx, u.ID, u.Attempt, "w3", postgres.Evidence{Reap: map[string]any{"found": false}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := e.store.UnreapedAttempts(e.ctx, "h"); err != nil || len(got) != 0 {
+		t.Fatalf("unreaped once reaped: %+v, %v", got, err)
+	}
+
+	// Abandoned with its host by an admin: a worker that starts for the
+	// host later still reaps it.
+	e.own("h", "w1")
+	left := start(nil)
+	if _, _, _, err := e.store.ForgetHost(e.ctx, "h", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.UnreapedAttempts(e.ctx, "h"); err != nil || len(got) != 1 || got[0].ID != left.ID || got[0].Requeued {
+		t.Fatalf("unreaped after the host was abandoned: %+v, %v", got, err)
 	}
 }
