@@ -530,3 +530,36 @@ func TestUISecretStaysOutOfURLs(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestUIBackThenRunAgain: the Back button from a run page shows the
+// dashboard as a new page. Chromium restores even a no-store page from
+// its back-forward cache (when it made no request of its own: dave's
+// dashboard has no unit choices to ask for), with the form already
+// confirmed and the idempotency key its run used: pressing the button
+// again ran nothing, without asking, and showed the earlier run.
+func TestUIBackThenRunAgain(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "dave")
+	// The page is driven by script: chromedp's view of the DOM does not
+	// follow a page restored from that cache.
+	press := func() {
+		eval[bool](t, ctx, `(document.getElementById("p-greet-who").value = "again", document.getElementById("run-greet").click(), true)`)
+		waitJS(t, ctx, "a confirmation or a run page", `document.getElementById("confirm").open || !!document.getElementById("run")`, 20*time.Second)
+		if !eval[bool](t, ctx, `document.getElementById("confirm").open`) {
+			t.Fatal("the action ran without asking for a confirmation")
+		}
+		eval[bool](t, ctx, `(document.getElementById("confirm-yes").click(), true)`)
+		waitJS(t, ctx, "the run page", `!!document.getElementById("run")`, 20*time.Second)
+	}
+	eval[bool](t, ctx, `(window.leftHere = true)`)
+	press()
+	first := eval[string](t, ctx, `document.getElementById("run").dataset.order`)
+	eval[bool](t, ctx, `(history.back(), true)`)
+	waitJS(t, ctx, "the dashboard loaded afresh, not as it was left (its form confirmed, its key used)",
+		`window.leftHere !== true && !!document.getElementById("run-greet") && document.readyState === "complete"`, 20*time.Second)
+	press()
+	if second := eval[string](t, ctx, `document.getElementById("run").dataset.order`); second == first {
+		t.Fatalf("the run after Back is the first order again (%s): nothing ran", first)
+	}
+}

@@ -31,7 +31,8 @@ import (
 // uiEnv is the API with the web UI, on real PostgreSQL and NATS, with one
 // action and a real worker for host web-1 that knows the same action
 // from its own config. alice (role ops) may run the action and any
-// command; carol (role viewer) may run nothing.
+// command; carol (role viewer) may run nothing; dave (role greeter) may
+// run greet only, so his dashboard asks for no unit choices.
 type uiEnv struct {
 	t       *testing.T
 	url     string
@@ -51,7 +52,7 @@ func uiActions() config.Actions {
 		Name: "greet", Title: "Greet", Description: "Prints three greetings, a second apart.",
 		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; sleep 1; done`, "greet", "{who}"},
 		Params:  []config.ActionParam{{Name: "who", Title: "Who", Description: "Lower-case letters, <i>not</i> markup.", Pattern: "^[a-z]+$", Max: &maxLen}},
-		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
+		Roles:   []string{"ops", "greeter"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
 	}, {
 		// unlock takes a secret, passed only in the environment.
 		Name: "unlock", Title: "Unlock",
@@ -97,7 +98,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, tokens: map[string]string{}}
-	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}}
+	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}}
 	var ac config.Auth
 	for name, r := range roles {
 		tok, hash := auth.NewToken()

@@ -4,6 +4,15 @@
 (function () {
   const csrf = document.body.dataset.csrf || "";
 
+  // Chromium restores even a no-store page from its back-forward cache,
+  // as it was left: a form already confirmed, holding the idempotency
+  // key its run used, so pressing the button again would run nothing
+  // without asking and show the earlier run. Such a page is loaded
+  // afresh, as no-store means.
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted) window.location.reload();
+  });
+
   // htmx requests carry the session's anti-forgery token as a header.
   document.body.addEventListener("htmx:configRequest", function (e) {
     if (csrf) e.detail.headers["X-CSRF-Token"] = csrf;
