@@ -358,6 +358,21 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 		chromedp.Click(chromedp.ID("confirm-yes")))
 	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
 
+	// An escape sequence cut between two chunks, and one with private
+	// parameters (hide the cursor), are dropped or coloured as the
+	// stored output is, not shown as text ("?25l", "2m").
+	exec("sh", "-c\nprintf '\\033[?25lA\\033[3'; sleep 1; printf '2mgreen\\033[0m!\\n'; exec sleep 60")
+	waitJS(t, ctx, "the second chunk", `document.getElementById("output").innerText.includes("!")`, 30*time.Second)
+	if live := text(t, ctx, "#output"); live != "Agreen!" {
+		t.Errorf("live output %q, want \"Agreen!\"", live)
+	}
+	if got := eval[string](t, ctx, `Array.from(document.querySelectorAll("#output .ansi-fg2")).map(s => s.textContent).join("")`); got != "green" {
+		t.Errorf("green text of the live output %q, want \"green\"", got)
+	}
+	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
+
 	exec("seq", "1\n200000")
 	waitJS(t, ctx, "the huge output to finish", `document.getElementById("status").innerText === "succeeded" && !!document.querySelector("#output .omitted")`, 30*time.Second)
 	out := text(t, ctx, "#output")

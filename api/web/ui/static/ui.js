@@ -116,7 +116,16 @@
   let headLen = 0, tail = null, tailLen = 0;
   const state = { stdout: [], stderr: [] };
 
+  // An escape sequence cut between two chunks (the worker sends what
+  // each read of the pipe got) is held back until the next chunk
+  // completes it: shown at once, its halves were text ("32m").
+  const cutEscape = /\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*|[\]PX^_][^\x07\x1b]*|[\x20-\x2f]*)?$/;
+  const held = { stdout: "", stderr: "" };
   function append(stream, text) {
+    text = held[stream] + text;
+    const cut = cutEscape.exec(text);
+    held[stream] = cut && text.length - cut.index <= 4096 ? cut[0] : "";
+    if (held[stream]) text = text.slice(0, cut.index);
     const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 24;
     // Drop the sequences that are not colour, as the server's rendering
     // does: strings (OSC titles and links, DCS, SOS, PM, APC) up to their
@@ -128,7 +137,8 @@
     let classes = state[stream];
     parts.forEach(function (part, i) {
       if (i > 0) {
-        const m = /^([0-9;]*)([\x20-\x2f]*)([\x40-\x7e])/.exec(part);
+        // Parameters are 0x30-0x3f, private ones (ESC [ ? 25 l) too.
+        const m = /^([\x30-\x3f]*)([\x20-\x2f]*)([\x40-\x7e])/.exec(part);
         if (m) {
           if (m[3] === "m") classes = sgr(classes.slice(), m[1]);
           part = part.slice(m[0].length);
