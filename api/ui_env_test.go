@@ -19,6 +19,7 @@ import (
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -42,6 +43,8 @@ type uiEnv struct {
 	tokens  map[string]string
 	// ratePerPrincipal is the API's per-principal rate limit (0: off).
 	ratePerPrincipal atomic.Int64
+	// acl is the API's network ACL (nil: none).
+	acl atomic.Pointer[netacl.ACL]
 }
 
 // uiActions is the config both the API and the worker load: greet prints
@@ -144,7 +147,8 @@ func newUIEnv(t *testing.T) *uiEnv {
 		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
 		Auth: func() api.Authenticator { return authn },
 		Settings: func() api.Settings {
-			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load())}
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load()),
+				ACL: e.acl.Load()}
 		},
 		Status:   func() map[string]any { return map[string]any{} },
 		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }, Choices: uiUnits},

@@ -18,7 +18,7 @@ import (
 func (u *webUI) signinPage(w http.ResponseWriter, r *http.Request) {
 	nonce := randomToken()
 	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: nonce, Path: "/ui/signin", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: 600})
+		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: 600})
 	u.pages.render(w, r, http.StatusOK, "signin", pageData{Title: "Sign in",
 		D: map[string]string{"Nonce": nonce, "Next": safeNext(r.URL.Query().Get("next"))}})
 }
@@ -29,6 +29,27 @@ func safeNext(next string) string {
 		return "/ui/"
 	}
 	return next
+}
+
+// overTLS reports whether the browser's request came over TLS: to the
+// API itself, or to a proxy of acl.trusted_proxies that says so with
+// X-Forwarded-Proto: https (the last value, the nearest proxy's). The
+// cookies are Secure then: behind a proxy that ends TLS, they would
+// otherwise travel over plain HTTP too, to that host's port 80.
+func (u *webUI) overTLS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	acl := u.s.Settings().ACL
+	v := r.Header.Values("X-Forwarded-Proto")
+	if acl == nil || len(v) == 0 || !acl.FromTrustedProxy(r.RemoteAddr) {
+		return false
+	}
+	last := v[len(v)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
 }
 
 // signin is POST /ui/signin: the token is checked by the API's own
@@ -55,7 +76,7 @@ func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	id, _ := u.sessions.create(token, p.Name)
 	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: id, Path: "/ui/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode})
 	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: "", Path: "/ui/signin", MaxAge: -1})
 	u.s.logger.Info("ui signed in", "principal", p.Name, "client_ip", clientIPOf(r))
 	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
@@ -64,7 +85,7 @@ func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
 func (u *webUI) signinAgain(w http.ResponseWriter, r *http.Request, msg string) {
 	nonce := randomToken()
 	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: nonce, Path: "/ui/signin", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: 600})
+		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: 600})
 	u.pages.render(w, r, http.StatusUnauthorized, "signin", pageData{Title: "Sign in", Error: msg,
 		D: map[string]string{"Nonce": nonce, "Next": safeNext(r.PostFormValue("next"))}})
 }
@@ -75,7 +96,7 @@ func (u *webUI) signout(w http.ResponseWriter, r *http.Request) {
 		u.sessions.drop(c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: "", Path: "/ui/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 }
 

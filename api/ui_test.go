@@ -17,6 +17,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
@@ -84,6 +86,68 @@ func TestUISignInCookies(t *testing.T) {
 	rec = e.postForm("https://orderly.example/ui/signin", form, &http.Cookie{Name: nonce.Name, Value: nonce.Value})
 	if loc := rec.Header().Get("Location"); loc != "/ui/" {
 		t.Fatalf("sign-in with next=//evil.example/ redirects to %q", loc)
+	}
+}
+
+// TestUICookiesSecureBehindATLSProxy: behind a proxy of
+// acl.trusted_proxies that ends TLS and says so (X-Forwarded-Proto:
+// https), the sign-in and session cookies are Secure, as over TLS to the
+// API; the same header from any other peer is not believed.
+func TestUICookiesSecureBehindATLSProxy(t *testing.T) {
+	e := newUIEnv(t)
+	acl, err := netacl.New(config.ACL{TrustedProxies: []string{"192.0.2.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.acl.Store(acl)
+	for _, c := range []struct {
+		peer, proto string
+		secure      bool
+	}{
+		{"192.0.2.1:40000", "https", true},
+		{"192.0.2.1:40000", "http, https", true},
+		{"192.0.2.1:40000", "https, http", false},
+		{"192.0.2.1:40000", "", false},
+		{"192.0.2.99:40000", "https", false},
+	} {
+		req := httptest.NewRequest("GET", "/ui/signin", nil)
+		req.RemoteAddr = c.peer
+		req.Header.Set("X-Forwarded-For", "198.51.100.7")
+		if c.proto != "" {
+			req.Header.Set("X-Forwarded-Proto", c.proto)
+		}
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		var nonce *http.Cookie
+		for _, ck := range rec.Result().Cookies() {
+			if ck.Name == "orderly_signin" {
+				nonce = ck
+			}
+		}
+		if rec.Code != http.StatusOK || nonce == nil {
+			t.Fatalf("sign-in page from %s: %d", c.peer, rec.Code)
+		}
+		form := url.Values{"signin": {nonce.Value}, "token": {e.tokens["alice"]}}
+		req = httptest.NewRequest("POST", "/ui/signin", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = c.peer
+		req.Header.Set("X-Forwarded-For", "198.51.100.7")
+		if c.proto != "" {
+			req.Header.Set("X-Forwarded-Proto", c.proto)
+		}
+		req.AddCookie(nonce)
+		rec = httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		var sess *http.Cookie
+		for _, ck := range rec.Result().Cookies() {
+			if ck.Name == "orderly_session" {
+				sess = ck
+			}
+		}
+		if sess == nil || nonce.Secure != c.secure || sess.Secure != c.secure {
+			t.Errorf("peer %s, X-Forwarded-Proto %q: nonce cookie Secure %v, session cookie %+v; want Secure %v",
+				c.peer, c.proto, nonce.Secure, sess, c.secure)
+		}
 	}
 }
 

@@ -134,6 +134,14 @@ func (a *ACL) Allowed(ip netip.Addr) (bool, string) {
 	return false, "not in acl.allow"
 }
 
+// FromTrustedProxy reports whether remoteAddr, a request's socket peer,
+// is listed in acl.trusted_proxies: only then is what it forwards about
+// the client believed.
+func (a *ACL) FromTrustedProxy(remoteAddr string) bool {
+	peer, err := parseHostAddr(remoteAddr)
+	return err == nil && a.isTrusted(peer)
+}
+
 func (a *ACL) isTrusted(ip netip.Addr) bool {
 	_, ok := match(a.trusted, ip)
 	return ok
