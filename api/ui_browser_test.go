@@ -499,9 +499,10 @@ func TestUIEmptyFieldRuns(t *testing.T) {
 
 // TestUISecretStaysOutOfURLs: choosing another host reloads an action's
 // fields with a GET (htmx), whose query carries the values already typed
-// so they stay; a secret param's value must not ride along (a URL is
-// written to proxies' access logs, and to the rejections table when the
-// request is refused), though the form may be sent with it later.
+// so they stay; a secret param's value must not ride along, whatever its
+// field (a PIN, a choice, a checkbox): a URL is written to proxies'
+// access logs, and to the rejections table when the request is refused,
+// though the form may be sent with it later.
 func TestUISecretStaysOutOfURLs(t *testing.T) {
 	e := newUIEnv(t)
 	ctx := browser(t)
@@ -516,33 +517,48 @@ func TestUISecretStaysOutOfURLs(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	signIn(t, ctx, e, "alice")
-	step(t, ctx, "type a PIN and choose the host again",
-		chromedp.SendKeys(chromedp.ID("p-unlock-pin"), "9731"),
-		chromedp.SendKeys(chromedp.ID("p-unlock-door"), "back"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("host-unlock").dispatchEvent(new Event("change", {bubbles: true}))`))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		var choices []string
-		for _, u := range urls {
-			if strings.Contains(u, "/ui/actions/unlock/choices") {
-				choices = append(choices, u)
-			}
-		}
-		mu.Unlock()
-		if len(choices) > 0 {
-			for _, u := range choices {
-				if strings.Contains(u, "9731") || !strings.Contains(u, "p.door=back") {
-					t.Errorf("the fields' reload asked for %s: the PIN in the URL, or the door left out", u)
+	// reload chooses the action's host again and returns the URLs that
+	// reloaded its fields.
+	reload := func(action string) []string {
+		t.Helper()
+		eval[bool](t, ctx, `(document.getElementById("host-`+action+`").dispatchEvent(new Event("change", {bubbles: true})), true)`)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			var choices []string
+			for _, u := range urls {
+				if strings.Contains(u, "/ui/actions/"+action+"/choices") {
+					choices = append(choices, u)
 				}
 			}
-			break
+			mu.Unlock()
+			if len(choices) > 0 {
+				return choices
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no request reloaded the fields of %s", action)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no request reloaded the fields")
+	}
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "type a PIN",
+		chromedp.SendKeys(chromedp.ID("p-unlock-pin"), "9731"),
+		chromedp.SendKeys(chromedp.ID("p-unlock-door"), "back"))
+	for _, u := range reload("unlock") {
+		if strings.Contains(u, "9731") || !strings.Contains(u, "p.door=back") {
+			t.Errorf("the fields' reload asked for %s: the PIN in the URL, or the door left out", u)
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	step(t, ctx, "choose a secret room and tick a secret alarm",
+		chromedp.SendKeys(chromedp.ID("p-vault-room"), "silver"), chromedp.Click(chromedp.ID("p-vault-alarm")))
+	if !eval[bool](t, ctx, `document.getElementById("p-vault-room").value === "silver" && document.getElementById("p-vault-alarm").checked`) {
+		t.Fatal("the vault's fields were not filled in")
+	}
+	for _, u := range reload("vault") {
+		if strings.Contains(u, "silver") || strings.Contains(u, "p.room") || strings.Contains(u, "p.alarm") {
+			t.Errorf("the fields' reload asked for %s: a secret in the URL", u)
+		}
 	}
 }
 

@@ -65,6 +65,14 @@ func uiActions() config.Actions {
 			{Name: "pin", Pattern: "^[0-9]{4}$", Secret: true}},
 		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}, {
+		// vault's secrets are a choice and a checkbox.
+		Name: "vault", Title: "Vault",
+		Command: []string{"sh", "-c", `echo "vault $VAULT_ROOM $VAULT_ALARM"`},
+		Env:     []config.ActionEnv{{Name: "VAULT_ROOM", Value: "{room}"}, {Name: "VAULT_ALARM", Value: "{alarm}"}},
+		Params: []config.ActionParam{{Name: "room", Type: "enum", Values: []string{"gold", "silver"}, Secret: true},
+			{Name: "alarm", Type: "bool", Secret: true}},
+		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
+	}, {
 		// restart takes its choices from the host's units.
 		Name: "restart", Title: "Restart an instance",
 		Params:  []config.ActionParam{{Name: "id", Pattern: "^[0-9]{4}$", Units: "example@*.service"}},
