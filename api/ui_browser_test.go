@@ -567,7 +567,8 @@ func TestUISecretStaysOutOfURLs(t *testing.T) {
 // its back-forward cache (when it made no request of its own: dave's
 // dashboard has no unit choices to ask for), with the form already
 // confirmed and the idempotency key its run used: pressing the button
-// again ran nothing, without asking, and showed the earlier run.
+// again ran nothing, without asking, and showed the earlier run. After
+// signing out, Back showed the signed-out session's page.
 func TestUIBackThenRunAgain(t *testing.T) {
 	e := newUIEnv(t)
 	ctx := browser(t)
@@ -593,4 +594,14 @@ func TestUIBackThenRunAgain(t *testing.T) {
 	if second := eval[string](t, ctx, `document.getElementById("run").dataset.order`); second == first {
 		t.Fatalf("the run after Back is the first order again (%s): nothing ran", first)
 	}
+
+	// Back after signing out shows the sign-in page, not the page the
+	// signed-out session left (on a shared computer, someone else's).
+	eval[bool](t, ctx, `(location.assign("/ui/"), true)`)
+	waitJS(t, ctx, "the dashboard", `!!document.getElementById("run-greet") && document.readyState === "complete"`, 20*time.Second)
+	eval[bool](t, ctx, `(window.leftHere = true, document.getElementById("signout").click(), true)`)
+	waitJS(t, ctx, "the sign-in page", `!!document.getElementById("token")`, 20*time.Second)
+	eval[bool](t, ctx, `(history.back(), true)`)
+	waitJS(t, ctx, "the sign-in page again, not the signed-out session's dashboard",
+		`window.leftHere !== true && !!document.getElementById("token") && document.readyState === "complete"`, 20*time.Second)
 }
