@@ -67,8 +67,8 @@ func TestForgetHost(t *testing.T) {
 	}
 
 	forget("admin", http.StatusNoContent, "")
-	if code, body := e.do("admin", http.MethodGet, "/v1/hosts/retired", nil); code != http.StatusNotFound {
-		t.Fatalf("GET the forgotten host: %d %s, want 404", code, body)
+	if code, body := e.do("admin", http.MethodGet, "/v1/hosts/retired", nil); code != http.StatusNotFound || !strings.Contains(string(body), `unknown host \"retired\"`) {
+		t.Fatalf("GET the forgotten host: %d %s, want 404 naming it", code, body)
 	}
 	var list struct{ Hosts []api.Host }
 	code, body := e.do("admin", http.MethodGet, "/v1/hosts", nil)

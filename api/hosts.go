@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -178,7 +179,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 	}
 	h.QueueDepth = &depth
 	if !known && depth == 0 && h.Running == nil {
-		s.writeError(w, r, notFound("unknown host"))
+		s.writeError(w, r, notFound("unknown host "+strconv.Quote(name)+": no worker has served it and it has no queued or running order"))
 		return
 	}
 	encode(w, http.StatusOK, h)
@@ -250,7 +251,7 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !found && active == 0 {
-		s.writeError(w, r, notFound("unknown host"))
+		s.writeError(w, r, notFound("unknown host "+strconv.Quote(name)+": no worker has served it and it has no queued or running order"))
 		return
 	}
 	s.Logger.Info("host forgotten", "host", name, "principal", p.Name, "abandoned_orders", active)
