@@ -38,6 +38,13 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	w.logger.Info("took the host over", "epoch", epoch, "previous_owner", prev.Instance)
+	if prev != w.self {
+		// Another owner's takeover came between: it reaped the recorded
+		// processes of the attempts this worker marked, by their durable
+		// mark, and reaping them again would replace its evidence with a
+		// reap that found nothing.
+		clear(w.unreaped)
+	}
 	if err := w.reapAbandoned(ctx); err != nil {
 		return nil, err
 	}

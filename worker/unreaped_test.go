@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -211,5 +212,89 @@ func TestMarkedAttemptOfADeadSuccessorIsReaped(t *testing.T) {
 	}
 	if got := e.waitStatus(o.ID, order.StatusInterrupted); got.Processes == nil {
 		t.Errorf("the interrupted order keeps no evidence of its processes")
+	}
+}
+
+// reapedMeanwhile is a lostMark whose lost answer is followed by another
+// worker's tenure: it takes the host over and reaps the marked attempt
+// (its durable mark), as a standby that took the released lease does.
+type reapedMeanwhile struct {
+	*postgres.Store
+	other string
+	kill  func()
+	lost  atomic.Bool
+}
+
+func (s *reapedMeanwhile) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+	ok, err := s.Store.InterruptAttempt(ctx, id, attempt, actor, reason)
+	if err != nil || !ok || !s.lost.CompareAndSwap(false, true) {
+		return ok, err
+	}
+	if _, _, err := s.Store.TakeHost(ctx, "reapedmeanwhile", "test", postgres.Owner{Instance: s.other}); err != nil {
+		return false, err
+	}
+	s.kill()
+	if err := s.Store.RecordEvidence(ctx, id, attempt, s.other, postgres.Evidence{Reap: map[string]any{"killed": 1}}); err != nil {
+		return false, err
+	}
+	return false, errors.New("unexpected EOF")
+}
+
+// TestAttemptReapedByAnotherOwnerIsNotReapedAgain: the worker's mark
+// committed but its answer was lost; before it took the host again,
+// another worker owned it and reaped the attempt by its durable mark.
+// The first worker's memory of the mark then reaped it a second time:
+// a second "reaped" event, and the order's evidence of the other's reap
+// (it killed the process) replaced by one that found nothing.
+func TestAttemptReapedByAnotherOwnerIsNotReapedAgain(t *testing.T) {
+	e := newEnv(t)
+	host := "reapedmeanwhile"
+	dead := host + "/dead"
+	proc, exited := leftover(t)
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
+		Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: dead}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := e.store.Claim(t.Context(), o.ID, dead, 1); err != nil || !claimed {
+		t.Fatalf("claim as the dead worker: %v %v", claimed, err)
+	}
+	if err := e.store.RecordProcess(t.Context(), o.ID, 1, dead, proc); err != nil {
+		t.Fatal(err)
+	}
+	store := &reapedMeanwhile{Store: e.store, other: host + "/other", kill: func() {
+		_ = syscall.Kill(proc.PID, syscall.SIGKILL)
+		<-exited
+	}}
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, testenv.Logger(t))
+	e.waitStatus(o.ID, order.StatusInterrupted)
+	next := e.submit(host, "true")
+	e.waitStatus(next, order.StatusSucceeded)
+	if !store.lost.Load() {
+		t.Fatal("no answer of a mark was lost: nothing was tested")
+	}
+	evs, err := e.store.Events(t.Context(), o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaped := 0
+	for _, ev := range evs {
+		if ev.Type == "reaped" {
+			reaped++
+		}
+	}
+	got, err := e.store.GetOrder(t.Context(), o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reaped != 1 || fmt.Sprint(got.Processes["killed"]) != "1" {
+		t.Errorf("%d reaped events, evidence %v: want the other worker's reap only", reaped, got.Processes)
 	}
 }
