@@ -478,8 +478,6 @@ func marshalAnswer(a IntakeAnswer) ([]byte, error) {
 // conventional NATS inbox and orderly's own reply space.
 var replyPrefixes = []string{"_INBOX.", "orderly.reply."}
 
-// validReply accepts a concrete subject under a reply prefix: no
-// wildcards, no empty tokens, no spaces or control bytes.
 // intakeHeaders are the headers a NATS submission is read by, spelled as
 // they must be: NATS header names are case-sensitive, for the server's
 // deduplication too.
@@ -504,6 +502,8 @@ func miscasedHeader(hdr nats.Header) error {
 	return nil
 }
 
+// validReply accepts a concrete subject under a reply prefix: no
+// wildcards, no empty tokens, no spaces or control bytes.
 func validReply(s string) bool {
 	if len(s) == 0 || len(s) > 256 {
 		return false

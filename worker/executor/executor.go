@@ -1,8 +1,9 @@
 // Package executor runs one process for an order, safely: in its own session
 // and process group (and, where the worker has a delegated cgroup v2
 // subtree, its own cgroup), with exactly the environment it is given and
-// no descriptor of the worker's but its three streams, optionally under another user's credentials, with stdin from the request
-// or /dev/null, a timeout, cancel signals and bounded output capture.
+// no descriptor of the worker's but its three streams, optionally under
+// another user's credentials, with stdin from the request or /dev/null, a
+// timeout, cancel signals and bounded output capture.
 //
 // An order never leaves processes behind. When the leader exits, for any
 // reason, whatever is left of its process group is killed with SIGKILL before
