@@ -179,8 +179,8 @@ func TestStage0WithdrawsWhatItCouldNotQueue(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode < 500 {
-		t.Errorf("execute with the publish failing: %d %s, want a failure", resp.StatusCode, b)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(b), "; canceled") || strings.Contains(string(b), "queued automatically") {
+		t.Errorf("execute with the publish failing: %d %s, want stage0's 500 that says the run was canceled", resp.StatusCode, b)
 	}
 	if got := sourceStatuses(t, e, "stage0"); len(got) != 1 || got[0] != string(order.StatusCanceled) {
 		t.Errorf("the execute's order is %v, want [canceled]", got)

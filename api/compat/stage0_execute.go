@@ -84,6 +84,10 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 				// again).
 				if werr := withdraw(ctx, s.Orders, np, q.p); werr != nil {
 					err = werr
+				} else {
+					// Not "it will be queued automatically": withdrawn.
+					err = &order.Error{Code: order.CodeUnavailable, Err: err,
+						Message: "order " + np.ID.String() + " could not be queued: the message bus is unavailable; canceled"}
 				}
 			}
 			code, msg := statusFor(err)
