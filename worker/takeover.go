@@ -22,7 +22,8 @@ import (
 //  2. settle every order a previous owner left running, oldest first: mark
 //     it interrupted (or requeue it once when it is idempotent), then kill
 //     and verify gone whatever its recorded processes left behind, and keep
-//     the evidence; nothing runs before that is done;
+//     the evidence; first, reap the attempts marked so and never reaped
+//     (reapAbandoned); nothing runs before that is done;
 //  3. rewind the host's consumer, so every unacknowledged message comes
 //     back at once and in stream order. Taking the host from another
 //     worker instance, recreate it, so that no pull request that instance
