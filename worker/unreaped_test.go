@@ -76,6 +76,31 @@ func leftover(t *testing.T) (postgres.Process, <-chan struct{}) {
 	return postgres.Process{PID: pid, PGID: pid, StartTime: start, BootID: boot}, exited
 }
 
+// startedBy records a queued order of host (idempotent or not) and its
+// message, claimed by worker, the host's owner, with proc as its
+// attempt's process: what a worker that then died leaves behind.
+func startedBy(t *testing.T, e *env, host, worker string, idempotent bool, proc postgres.Process) *order.Order {
+	t.Helper()
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
+		Idempotent: idempotent, Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: worker}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := e.store.Claim(t.Context(), o.ID, worker, 1); err != nil || !claimed {
+		t.Fatalf("claim as %s: %v %v", worker, claimed, err)
+	}
+	if err := e.store.RecordProcess(t.Context(), o.ID, 1, worker, proc); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 // TestLostMarkAnswerStillReapsTheLeftovers: the successor marks a dead
 // worker's attempt (interrupted, or queued again when the order is
 // idempotent) and the mark commits, but its answer is lost. The takeover
@@ -97,23 +122,7 @@ func TestLostMarkAnswerStillReapsTheLeftovers(t *testing.T) {
 			host := "lostmark-" + tt.name
 			dead := host + "/dead"
 			proc, exited := leftover(t)
-			o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
-				Idempotent: tt.idempotent, Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
-			if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: dead}); err != nil {
-				t.Fatal(err)
-			}
-			if _, claimed, err := e.store.Claim(t.Context(), o.ID, dead, 1); err != nil || !claimed {
-				t.Fatalf("claim as the dead worker: %v %v", claimed, err)
-			}
-			if err := e.store.RecordProcess(t.Context(), o.ID, 1, dead, proc); err != nil {
-				t.Fatal(err)
-			}
+			o := startedBy(t, e, host, dead, tt.idempotent, proc)
 			next := e.submit(host, "true")
 
 			store := &lostMark{Store: e.store}
@@ -163,26 +172,9 @@ func TestMarkedAttemptOfADeadSuccessorIsReaped(t *testing.T) {
 	e := newEnv(t)
 	host := "deadsuccessor"
 	proc, exited := leftover(t)
-	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
-		Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
-	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+	o := startedBy(t, e, host, host+"/first", false, proc)
+	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: host + "/second"}); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []string{host + "/first", host + "/second"} {
-		if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: w}); err != nil {
-			t.Fatal(err)
-		}
-		if w == host+"/first" {
-			if _, claimed, err := e.store.Claim(t.Context(), o.ID, w, 1); err != nil || !claimed {
-				t.Fatalf("claim as the first worker: %v %v", claimed, err)
-			}
-			if err := e.store.RecordProcess(t.Context(), o.ID, 1, w, proc); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	if ok, err := e.store.InterruptAttempt(t.Context(), o.ID, 1, host+"/second", "interrupted: the second worker's mark"); err != nil || !ok {
 		t.Fatalf("the second worker's mark: %v %v", ok, err)
@@ -251,23 +243,7 @@ func TestAttemptReapedByAnotherOwnerIsNotReapedAgain(t *testing.T) {
 	host := "reapedmeanwhile"
 	dead := host + "/dead"
 	proc, exited := leftover(t)
-	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
-		Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
-	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.q.Publish(t.Context(), host, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: dead}); err != nil {
-		t.Fatal(err)
-	}
-	if _, claimed, err := e.store.Claim(t.Context(), o.ID, dead, 1); err != nil || !claimed {
-		t.Fatalf("claim as the dead worker: %v %v", claimed, err)
-	}
-	if err := e.store.RecordProcess(t.Context(), o.ID, 1, dead, proc); err != nil {
-		t.Fatal(err)
-	}
+	o := startedBy(t, e, host, dead, false, proc)
 	store := &reapedMeanwhile{Store: e.store, other: host + "/other", kill: func() {
 		_ = syscall.Kill(proc.PID, syscall.SIGKILL)
 		<-exited

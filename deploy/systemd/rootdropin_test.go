@@ -22,36 +22,11 @@ const (
 	rootDropInProbe = "ORDERLY_ROOT_DROPIN_PROBE"
 )
 
-// managerScript starts a systemd user manager of root in a private mount
-// namespace (a tmpfs on /run/systemd, so this machine's systemd state is
-// untouched) with its own session bus, runs "$@" against it, and stops
-// both, as worker/systemd's TestUserManager does. Run by root, the
-// manager may start a unit as User=root with every setting of the
-// worker's unit that confines a process's credentials and system calls.
-const managerScript = `set -eu
-mkdir -p /run/systemd
-mount -t tmpfs tmpfs /run/systemd
-mkdir -p /run/systemd/system
-D=$(mktemp -d)
-chmod 700 "$D"
-export XDG_RUNTIME_DIR="$D/run" HOME="$D/home"
-mkdir -p -m 700 "$XDG_RUNTIME_DIR" "$HOME/.config/systemd/user"
-dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
-DB=$!
-export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
-for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/bus" ] && break; sleep 0.1; done
-/lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
-SD=$!
-cleanup() { kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-	st=$(systemctl --user is-system-running 2>/dev/null || true)
-	[ "$st" = running ] || [ "$st" = degraded ] && break
-	sleep 0.1
-done
-systemctl --user is-system-running || { cat "$D/systemd.log"; exit 1; }
-"$@"
-`
+// managerScript is testenv.UserManagerScript's user manager of root.
+// Run by root, the manager may start a unit as User=root with every
+// setting of the worker's unit that confines a process's credentials
+// and system calls.
+var managerScript = testenv.UserManagerScript("")
 
 // TestWorkerRootDropIn: docs/deploy.md's root.conf drop-in is how orders
 // run as other users (run_as). The worker's unit filters out @privileged,

@@ -63,3 +63,40 @@ func RerunInMountNamespace(t *testing.T, setup string, args []string, name, inne
 		t.Fatalf("%s inside the namespace did not pass", name)
 	}
 }
+
+// UserManagerScript is a setup for RerunInMountNamespace that starts a
+// real systemd user manager of root in the private mount namespace (a
+// tmpfs on /run/systemd, so this machine's systemd state is untouched;
+// /run/systemd/system marks systemd as booted) with its own session bus,
+// runs "$@" against it and stops both. units runs first, in a shell
+// whose $HOME/.config/systemd/user exists: it may write unit files
+// there. It waits for the manager by asking it, up to 10 s.
+func UserManagerScript(units string) string {
+	return `set -eu
+mkdir -p /run/systemd
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/system
+D=$(mktemp -d)
+chmod 700 "$D"
+export XDG_RUNTIME_DIR="$D/run" HOME="$D/home"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+mkdir -p "$HOME/.config/systemd/user"
+` + units + `
+# Children of this shell (no --fork), so that it reaps them at the end.
+dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
+DB=$!
+export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
+for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/bus" ] && break; sleep 0.1; done
+/lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
+SD=$!
+cleanup() { kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+	st=$(systemctl --user is-system-running 2>/dev/null || true)
+	[ "$st" = running ] || [ "$st" = degraded ] && break
+	sleep 0.1
+done
+systemctl --user is-system-running || { cat "$D/systemd.log"; exit 1; }
+"$@"
+`
+}

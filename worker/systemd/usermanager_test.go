@@ -20,42 +20,13 @@ import (
 // namespace, next to a real user manager.
 const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
 
-// setupScript starts a real systemd user manager in a private mount
-// namespace (a tmpfs on /run/systemd, so this machine's systemd state is
-// untouched; /run/systemd/system marks systemd as booted) with its own
-// session bus, installs the harmless template units example@.service
-// (sleep infinity) and slowstop@.service (the same, 3 s to stop), runs the test binary ("$@") against it, and stops
-// both. It waits for the manager by asking it, up to 10 s.
-const setupScript = `set -eu
-mkdir -p /run/systemd
-mount -t tmpfs tmpfs /run/systemd
-mkdir -p /run/systemd/system
-D=$(mktemp -d)
-chmod 700 "$D"
-export XDG_RUNTIME_DIR="$D/run" HOME="$D/home"
-mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-mkdir -p "$HOME/.config/systemd/user"
-printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
+// setupScript is the user manager of testenv.UserManagerScript with the
+// harmless template units example@.service (sleep infinity) and
+// slowstop@.service (the same, 3 s to stop).
+var setupScript = testenv.UserManagerScript(`printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/example@.service"
 printf '[Unit]\nDescription=orderly test slow stop %%i\n[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 3\n' \
-	> "$HOME/.config/systemd/user/slowstop@.service"
-# Children of this shell (no --fork), so that it reaps them at the end.
-dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
-DB=$!
-export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
-for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/bus" ] && break; sleep 0.1; done
-/lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
-SD=$!
-cleanup() { kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-	st=$(systemctl --user is-system-running 2>/dev/null || true)
-	[ "$st" = running ] || [ "$st" = degraded ] && break
-	sleep 0.1
-done
-systemctl --user is-system-running || { cat "$D/systemd.log"; exit 1; }
-"$@"
-`
+	> "$HOME/.config/systemd/user/slowstop@.service"`)
 
 // TestUserManager restarts example@0042.service on a real systemd user
 // manager over D-Bus and checks that its invocation id changed; and that
