@@ -2,22 +2,15 @@ package worker_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
-	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // TestReapLogNamesTheOrder checks that when a successor kills what a dead
@@ -29,36 +22,8 @@ func TestReapLogNamesTheOrder(t *testing.T) {
 	const host, dead = "reap-log", "reap-log/dead"
 	// The dead worker's order: a process leading its own group, still
 	// running after its worker is gone.
-	cmd := exec.Command("sleep", "60")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	pid := cmd.Process.Pid
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the command's ")": state is the first, starttime the 20th.
-	start, err := strconv.ParseUint(string(bytes.Fields(stat[bytes.LastIndexByte(stat, ')')+1:])[19]), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	boot, err := executor.CurrentBootID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := e.submit(host, "sleep", "60")
-	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: dead}); err != nil {
-		t.Fatal(err)
-	}
-	if _, claimed, err := e.store.Claim(t.Context(), id, dead, 1); err != nil || !claimed {
-		t.Fatalf("claim as the dead worker: %v %v", claimed, err)
-	}
-	if err := e.store.RecordProcess(t.Context(), id, 1, dead, postgres.Process{PID: pid, PGID: pid, StartTime: start, BootID: boot}); err != nil {
-		t.Fatal(err)
-	}
+	proc, _ := leftover(t)
+	id := startedBy(t, e, host, dead, false, proc).ID
 
 	logs := &testenv.LogBuffer{}
 	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,

@@ -101,6 +101,22 @@ func startedBy(t *testing.T, e *env, host, worker string, idempotent bool, proc 
 	return o
 }
 
+// reapedEvents are the "reaped" events of order id, oldest first.
+func reapedEvents(t *testing.T, e *env, id uuid.UUID) []postgres.Event {
+	t.Helper()
+	evs, err := e.store.Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reaped []postgres.Event
+	for _, ev := range evs {
+		if ev.Type == "reaped" {
+			reaped = append(reaped, ev)
+		}
+	}
+	return reaped
+}
+
 // TestLostMarkAnswerStillReapsTheLeftovers: the successor marks a dead
 // worker's attempt (interrupted, or queued again when the order is
 // idempotent) and the mark commits, but its answer is lost. The takeover
@@ -145,18 +161,8 @@ func TestLostMarkAnswerStillReapsTheLeftovers(t *testing.T) {
 			if err != nil || p == nil {
 				t.Fatalf("the dead attempt's record: %+v, %v", p, err)
 			}
-			evs, err := e.store.Events(t.Context(), o.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			reaped := 0
-			for _, ev := range evs {
-				if ev.Type == "reaped" {
-					reaped++
-				}
-			}
-			if reaped != 1 {
-				t.Errorf("%d reaped events, want 1", reaped)
+			if reaped := reapedEvents(t, e, o.ID); len(reaped) != 1 {
+				t.Errorf("%d reaped events, want 1", len(reaped))
 			}
 		})
 	}
@@ -189,16 +195,7 @@ func TestMarkedAttemptOfADeadSuccessorIsReaped(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the host ran its next order while the first worker's process still ran: never reaped")
 	}
-	evs, err := e.store.Events(t.Context(), o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reaped []postgres.Event
-	for _, ev := range evs {
-		if ev.Type == "reaped" {
-			reaped = append(reaped, ev)
-		}
-	}
+	reaped := reapedEvents(t, e, o.ID)
 	if len(reaped) != 1 || ran.StartedAt == nil || !reaped[0].At.Before(*ran.StartedAt) {
 		t.Fatalf("reaped events %+v, next order started %v: want one reap before it", reaped, ran.StartedAt)
 	}
@@ -256,16 +253,7 @@ func TestAttemptReapedByAnotherOwnerIsNotReapedAgain(t *testing.T) {
 	if !store.lost.Load() {
 		t.Fatal("no answer of a mark was lost: nothing was tested")
 	}
-	evs, err := e.store.Events(t.Context(), o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reaped := 0
-	for _, ev := range evs {
-		if ev.Type == "reaped" {
-			reaped++
-		}
-	}
+	reaped := len(reapedEvents(t, e, o.ID))
 	got, err := e.store.GetOrder(t.Context(), o.ID)
 	if err != nil {
 		t.Fatal(err)
