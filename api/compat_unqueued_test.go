@@ -17,11 +17,9 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/compat"
-	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -77,17 +75,10 @@ func TestCompatWithdrawsWhatItCouldNotQueue(t *testing.T) {
 	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
 	srv := e.runbookAPI(rule, func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		func() config.Runbooks { return cfg.Runbooks })
-	pol, err := policy.New([]config.Rule{rule})
-	if err != nil {
-		t.Fatal(err)
-	}
 	authn := authenticator(t, e.tokens, "")
 	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
 		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
-		Authorize: func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error) {
-			return pol.Decide(policy.Request{Principal: p, Host: host, Command: command, Args: args, RunAs: runAs,
-				Timeout: cfg.Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
-		}},
+		Authorize: ruleAuthorizer(t, rule, cfg)},
 		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)

@@ -37,19 +37,12 @@ func TestSpecVigridResponses(t *testing.T) {
 	srv := e.runbookAPI(rule, func() api.Settings {
 		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(ratePerIP.Load())}
 	}, func() config.Runbooks { return cfg.Runbooks })
-	pol, err := policy.New([]config.Rule{rule})
-	if err != nil {
-		t.Fatal(err)
-	}
 	authn := authenticator(t, e.tokens, "")
 	h := &compat.Vigrid{Deps: compat.Deps{Orders: srv, Config: func() config.Config { return cfg }, ACL: acl.Load,
-		Auth: func() compat.Authenticator { return authn },
-		Authorize: func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error) {
-			return pol.Decide(policy.Request{Principal: p, Host: host, Command: command, Args: args, RunAs: runAs,
-				Timeout: cfg.Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
-		},
-		Drift:  drift.Load,
-		Reload: func(context.Context, string) error { drift.Store(false); return nil }},
+		Auth:      func() compat.Authenticator { return authn },
+		Authorize: ruleAuthorizer(t, rule, cfg),
+		Drift:     drift.Load,
+		Reload:    func(context.Context, string) error { drift.Store(false); return nil }},
 		PID: func(context.Context, uuid.UUID, int) int { return 0 }}
 	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: h})
 	hs := httptest.NewServer(srv.Handler())
@@ -141,5 +134,19 @@ func TestSpecVigridResponses(t *testing.T) {
 	e.pool.Close()
 	for _, c := range routes[1:5] {
 		do(http.StatusInternalServerError, c)
+	}
+}
+
+// ruleAuthorizer is compat.Deps.Authorize deciding by rule alone, as
+// serve's policy with that one rule and cfg's default timeout would.
+func ruleAuthorizer(t *testing.T, rule config.Rule, cfg config.Config) func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error) {
+	t.Helper()
+	pol, err := policy.New([]config.Rule{rule})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(p auth.Principal, host, command string, args []string, runAs string, dryRun bool) (order.Decision, error) {
+		return pol.Decide(policy.Request{Principal: p, Host: host, Command: command, Args: args, RunAs: runAs,
+			Timeout: cfg.Limits.DefaultTimeout, TimeoutDefaulted: true, DryRun: dryRun})
 	}
 }
