@@ -91,17 +91,8 @@ func TestRecentFailuresRows(t *testing.T) {
 	}
 	want = append(want, abandoned.ID)
 
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := auditorTx(t, e.ctx, e.pool)
 	defer tx.Rollback(e.ctx)
-	if _, err := tx.Exec(e.ctx, auditorRoleSQL(t)); err != nil {
-		t.Fatalf("the auditor role of docs/sql.md: %v", err)
-	}
-	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
-		t.Fatal(err)
-	}
 	rows := func(q string) []string {
 		t.Helper()
 		r, err := tx.Query(e.ctx, q, pgx.QueryExecModeSimpleProtocol)
@@ -170,17 +161,8 @@ func TestRecentFailuresReadsNoHistory(t *testing.T) {
 	}
 	e.exec(`ANALYZE orders`)
 	e.exec(`ANALYZE order_events`)
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := auditorTx(t, e.ctx, e.pool)
 	defer tx.Rollback(e.ctx)
-	if _, err := tx.Exec(e.ctx, auditorRoleSQL(t)); err != nil {
-		t.Fatalf("the auditor role of docs/sql.md: %v", err)
-	}
-	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
-		t.Fatal(err)
-	}
 	var plan []map[string]any
 	if err := tx.QueryRow(e.ctx, `EXPLAIN (FORMAT JSON) SELECT * FROM recent_failures`).Scan(&plan); err != nil {
 		t.Fatal(err)

@@ -175,17 +175,8 @@ func TestAuditorCannotStopActionRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	tx, err := conn.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := auditorTx(t, e.ctx, conn)
 	defer tx.Rollback(e.ctx)
-	if _, err := tx.Exec(e.ctx, auditorRoleSQL(t)); err != nil {
-		t.Fatalf("the auditor role of docs/sql.md: %v", err)
-	}
-	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := tx.Exec(e.ctx, `SELECT pg_advisory_xact_lock(hashtextextended('orderly.action:restart', 0))`); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +197,27 @@ func TestAuditorCannotStopActionRuns(t *testing.T) {
 	if prev, err := e.store.InsertOrder(ctx, o); err != nil || prev != nil {
 		t.Fatalf("a run of the action while the auditor holds its old lock: %v, %v", prev, err)
 	}
+}
+
+// auditorTx begins a transaction on b in which docs/sql.md's auditor
+// role exists and is the current role; the caller rolls it back.
+func auditorTx(t *testing.T, ctx context.Context, b interface {
+	Begin(context.Context) (pgx.Tx, error)
+}) pgx.Tx {
+	t.Helper()
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, auditorRoleSQL(t)); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatalf("the auditor role of docs/sql.md: %v", err)
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatal(err)
+	}
+	return tx
 }
 
 // auditorRoleSQL returns docs/sql.md's block that makes the auditors'
@@ -235,16 +247,10 @@ func auditorRoleSQL(t *testing.T) string {
 func TestAuditorQueriesRunInParallel(t *testing.T) {
 	e := newStoreEnv(t)
 	e.insert("web-3", "alice", nil)
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := auditorTx(t, e.ctx, e.pool)
 	defer tx.Rollback(e.ctx)
-	if _, err := tx.Exec(e.ctx, auditorRoleSQL(t)); err != nil {
-		t.Fatalf("the auditor role of docs/sql.md: %v", err)
-	}
 	// Parallel workers for any table, however small.
-	for _, q := range []string{`SET LOCAL ROLE orderly_auditor`, `SET LOCAL parallel_setup_cost = 0`,
+	for _, q := range []string{`SET LOCAL parallel_setup_cost = 0`,
 		`SET LOCAL parallel_tuple_cost = 0`, `SET LOCAL min_parallel_table_scan_size = 0`,
 		`SET LOCAL max_parallel_workers_per_gather = 2`} {
 		if _, err := tx.Exec(e.ctx, q); err != nil {
