@@ -323,11 +323,6 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	msg := d.msg
 	hdr := msg.Headers()
 	reply := hdr.Get("Orderly-Reply")
-	for name := range hdr {
-		if reply == "" && name != "Orderly-Reply" && strings.EqualFold(name, "Orderly-Reply") {
-			reply = hdr.Get(name) // for the refusal of the misspelling (miscasedHeader)
-		}
-	}
 	if !validReply(reply) {
 		// The answer is published with the API's own rights: a subject of
 		// the publisher's choosing could write into the KV bucket or the
@@ -384,7 +379,10 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		_ = msg.Ack()
 		return true
 	}
-	if err := miscasedHeader(hdr); err != nil {
+	if name, err := miscasedHeader(hdr); err != nil {
+		if reply == "" && strings.EqualFold(name, "Orderly-Reply") && validReply(hdr.Get(name)) {
+			reply = hdr.Get(name) // the refusal goes where the publisher listens
+		}
 		return refuse(err)
 	}
 	if len(hdr.Values("Nats-Pin-Id")) > 1 {
@@ -487,19 +485,19 @@ var intakeHeaders = []string{"Authorization", "Orderly-Reply", "Nats-Msg-Id"}
 // intakeHeaders in another case, or a REST habit: unread, a nats-msg-id
 // left the publisher's retries unrecognized (each ran again), an
 // orderly-reply left it without an answer, and an Idempotency-Key did
-// nothing.
-func miscasedHeader(hdr nats.Header) error {
+// nothing. It names the header it refuses.
+func miscasedHeader(hdr nats.Header) (string, error) {
 	for name := range hdr {
 		if strings.EqualFold(name, "Idempotency-Key") {
-			return order.FieldError(order.CodeInvalid, name, "a NATS submission's idempotency key is its Nats-Msg-Id header, not %s", name)
+			return name, order.FieldError(order.CodeInvalid, name, "a NATS submission's idempotency key is its Nats-Msg-Id header, not %s", name)
 		}
 		for _, want := range intakeHeaders {
 			if name != want && strings.EqualFold(name, want) {
-				return order.FieldError(order.CodeInvalid, name, "header %s is not read: NATS header names are case-sensitive; send %s", name, want)
+				return name, order.FieldError(order.CodeInvalid, name, "header %s is not read: NATS header names are case-sensitive; send %s", name, want)
 			}
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // validReply accepts a concrete subject under a reply prefix: no
