@@ -103,6 +103,8 @@ type envOptions struct {
 	// metrics, when set, is what the servers and runbookAPI's intake
 	// count in.
 	metrics *metrics.Metrics
+	// maxOutput, when set, is the workers' worker.max_output_bytes.
+	maxOutput int64
 	// maxStreams is limits.max_streams_per_principal (0: none).
 	maxStreams int
 	// natsURL, when set, is a nats-server of the test's own (one it
@@ -261,6 +263,9 @@ func (e *apiEnv) startWorker(host string) {
 	e.t.Helper()
 	c := config.Default()
 	c.Actions = e.opts.workerActions
+	if e.opts.maxOutput > 0 {
+		c.Worker.MaxOutputBytes = e.opts.maxOutput
+	}
 	hp, err := hostpolicy.FromConfig(c)
 	if err != nil {
 		e.t.Fatal(err)

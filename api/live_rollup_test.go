@@ -205,3 +205,34 @@ func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
 		t.Fatalf("FollowOrder gave %d bytes of stdout, want %d", out.Len(), len(want))
 	}
 }
+
+// TestFollowOrderAfterTheEndGetsTheKeptHead: a stage0 follower that
+// begins after a run ended, its output past the cap and its chunks rolled
+// up (a run that finished before the request's follow was set up, as on a
+// loaded machine), still gets the output's kept head, as the live stream
+// would have begun; it got no line at all before.
+func TestFollowOrderAfterTheEndGetsTheKeptHead(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"roll-1"}, maxOutput: 2000})
+	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Logger: e.logger()})
+	sub := e.submit("alice", map[string]any{"host": "roll-1", "command": "seq", "args": []string{"1", "3000"}},
+		"?wait=60", http.StatusOK)
+	e.waitRolledUp("roll-1", sub.ID)
+	o, err := e.store.GetOrder(testenv.Context(t), sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Result.Stdout.Truncated {
+		t.Fatalf("stdout of %d bytes kept whole: the test needs it past the cap", o.Result.Stdout.Bytes)
+	}
+	var out bytes.Buffer
+	if _, err := srv.FollowOrder(testenv.Context(t), o, func(stream string, p []byte) {
+		if stream == "stdout" {
+			out.Write(p)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if all := seqOutput(3000); out.Len() < 500 || !strings.HasPrefix(all, out.String()) {
+		t.Fatalf("FollowOrder gave %d bytes of stdout %q, want a head of the output", out.Len(), out.String())
+	}
+}

@@ -186,14 +186,21 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 }
 
 // storedRest gives fn the part of o's stored output past the seen bytes
-// the live stream delivered; a truncated stored copy has no exact rest.
+// the live stream delivered; a truncated stored copy has no exact rest,
+// only its head when the live stream delivered nothing.
 func storedRest(o *order.Order, seen [2]int64, fn func(stream string, p []byte)) {
 	if o.Result == nil {
 		return
 	}
 	for i, out := range []order.Output{o.Result.Stdout, o.Result.Stderr} {
-		if !out.Truncated && int64(len(out.Content)) > seen[i] {
+		switch {
+		case !out.Truncated && int64(len(out.Content)) > seen[i]:
 			fn([2]string{"stdout", "stderr"}[i], out.Content[seen[i]:])
+		case out.Truncated && seen[i] == 0 && len(out.Head()) > 0:
+			// None of it came live: the run ended, and its chunks left
+			// the live stream, before the follower began. The stored
+			// head is what the live stream began with.
+			fn([2]string{"stdout", "stderr"}[i], out.Head())
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package order
 
 import (
+	"bytes"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -112,6 +114,35 @@ type Output struct {
 	Bytes     int64
 	Truncated bool
 	SHA256    []byte
+}
+
+// TruncationMarker is what stands for the omitted middle of a stream that
+// passed the cap. It is on a line of its own so that line-oriented readers
+// see it as one.
+func TruncationMarker(omitted int64) string {
+	return "\n…[orderly: " + strconv.FormatInt(omitted, 10) + " bytes omitted]…\n"
+}
+
+// Head is the kept beginning of the stream: all of Content when it was not
+// truncated, else what comes before the truncation marker, a prefix of
+// what the command wrote. Nil when a truncated Content holds no marker
+// that fits its size (not written by a worker).
+func (o Output) Head() []byte {
+	if !o.Truncated {
+		return o.Content
+	}
+	// The marker counts the bytes it stands for: Bytes less the kept ones.
+	for digits := 1; digits <= 19; digits++ {
+		n := len(TruncationMarker(0)) - 1 + digits
+		omitted := o.Bytes - int64(len(o.Content)-n)
+		if omitted <= 0 || len(strconv.FormatInt(omitted, 10)) != digits {
+			continue
+		}
+		if i := bytes.Index(o.Content, []byte(TruncationMarker(omitted))); i >= 0 {
+			return o.Content[:i]
+		}
+	}
+	return nil
 }
 
 // NewID returns a new order id: a UUIDv7, so ids sort by submission time and

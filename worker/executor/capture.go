@@ -6,7 +6,6 @@ import (
 	"hash"
 	"io"
 	"math"
-	"strconv"
 	"sync"
 	"unicode/utf8"
 
@@ -149,7 +148,7 @@ func (c *capture) output() order.Output {
 	// the whole output as base64: the cuts move to the characters' edges
 	// when that makes the kept bytes text; other bytes are kept as cut.
 	head, ring := c.kept[:c.headMax], c.kept[c.headMax:]
-	content := make([]byte, 0, len(c.kept)+len(truncationMarker(c.n)))
+	content := make([]byte, 0, len(c.kept)+len(order.TruncationMarker(c.n)))
 	content = joinCut(content, c.n, head, ring[c.pos:], ring[:c.pos], true)
 	if !utf8.Valid(content) {
 		content = joinCut(content[:0], c.n, head, ring[c.pos:], ring[:c.pos], false)
@@ -169,7 +168,7 @@ func joinCut(dst []byte, total int64, head, a, b []byte, atEdges bool) []byte {
 		a, b = a[d:], b[skip-d:]
 	}
 	dst = append(dst, head...)
-	dst = append(dst, truncationMarker(total-int64(len(head)+len(a)+len(b)))...)
+	dst = append(dst, order.TruncationMarker(total-int64(len(head)+len(a)+len(b)))...)
 	return append(append(dst, a...), b...)
 }
 
@@ -202,12 +201,6 @@ func continuationBytesAtStart(a, b []byte) int {
 		}
 	}
 	return n
-}
-
-// truncationMarker is what stands for the omitted middle of a stream. It is
-// on a line of its own so that line-oriented readers see it as one.
-func truncationMarker(omitted int64) string {
-	return "\n…[orderly: " + strconv.FormatInt(omitted, 10) + " bytes omitted]…\n"
 }
 
 // appendCapped appends p to b, growing b geometrically but never beyond a

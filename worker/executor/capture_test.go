@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // want is the reference model of a capture: the whole stream if it fits in
@@ -22,7 +24,7 @@ func want(stream []byte, limit int) (content []byte, truncated bool) {
 	head, tail := limit/2, limit-limit/2
 	var b bytes.Buffer
 	b.Write(stream[:head])
-	b.WriteString(truncationMarker(int64(len(stream) - limit)))
+	b.WriteString(order.TruncationMarker(int64(len(stream) - limit)))
 	b.Write(stream[len(stream)-tail:])
 	return b.Bytes(), true
 }
@@ -218,7 +220,7 @@ func TestCaptureRandom(t *testing.T) {
 			headMax, tailMax := limit/2, limit-limit/2
 			for h := headMax; h >= max(headMax-3, 0); h-- {
 				for tl := tailMax; tl >= max(tailMax-3, 0); tl-- {
-					want := append(append(slices.Clip(in[:h]), truncationMarker(int64(len(in)-h-tl))...), in[len(in)-tl:]...)
+					want := append(append(slices.Clip(in[:h]), order.TruncationMarker(int64(len(in)-h-tl))...), in[len(in)-tl:]...)
 					if !bytes.Equal(out.Content, want) {
 						continue
 					}

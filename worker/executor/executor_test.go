@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 func newTestExecutor(t testing.TB) *Executor {
@@ -243,7 +245,7 @@ func TestRunLargeOutputCapped(t *testing.T) {
 	if sum := sha256.Sum256(make([]byte, total)); !bytes.Equal(out.SHA256, sum[:]) {
 		t.Errorf("SHA256 = %x, want %x", out.SHA256, sum)
 	}
-	marker := truncationMarker(total - limit)
+	marker := order.TruncationMarker(total - limit)
 	wantContent := string(make([]byte, limit/2)) + marker + string(make([]byte, limit/2))
 	if string(out.Content) != wantContent {
 		t.Errorf("Content has %d bytes, want %d: half a MiB of zeros, %q, half a MiB of zeros", len(out.Content), len(wantContent), marker)
