@@ -63,6 +63,11 @@ func (s *Stage0) get(q *stage0Request, file string) {
 	if !ok {
 		return
 	}
+	if rb.TooLarge() {
+		// Not read: an empty content would pass for the file's.
+		stage0Error(q.w, http.StatusUnprocessableEntity, rb.Problems[0].Message)
+		return
+	}
 	// stage0 answered "name or filename": a file without a leading H1
 	// (which the list leaves out) is named by its file.
 	head, tail := pyJSONAround(map[string]any{"success": true, "filename": rb.File, "name": cmp.Or(rb.Name, rb.File), "content": ""}, "content")

@@ -8,6 +8,7 @@ type Code string
 // The closed set of problem codes.
 const (
 	CodeEmpty          Code = "runbook_empty"             // Runbook content is empty
+	CodeTooLarge       Code = "runbook_too_large"         // the file is over 4 MiB: not read
 	CodeNoTitle        Code = "runbook_no_title"          // no leading "# <name>" line
 	CodeMissingSection Code = "runbook_missing_section"   // Missing required section: <S>
 	CodeEmptySection   Code = "runbook_empty_section"     // Section '<S>' is empty

@@ -115,7 +115,8 @@ func ValidName(name string) bool {
 }
 
 // List returns every runbook of the directory, sorted by file name. A
-// file that cannot be read is left out.
+// file that cannot be read is left out; one over the size limit is listed
+// with its problem (TooLarge).
 func (s *Source) List() ([]*Runbook, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -159,7 +160,9 @@ func (s *Source) Load(name string) (*Runbook, error) {
 		return nil, ErrNotFound
 	}
 	if st.Size() > maxRunbookBytes {
-		return nil, fmt.Errorf("runbook %s is larger than %d bytes", name, maxRunbookBytes)
+		// Not read, so not parsed nor cached: a runbook whose only
+		// content is the problem, shown where the text's problems are.
+		return tooLargeRunbook(name, st.Size()), nil
 	}
 	text, err := io.ReadAll(io.LimitReader(f, maxRunbookBytes+1))
 	if err != nil {
@@ -177,6 +180,21 @@ func (s *Source) Load(name string) (*Runbook, error) {
 	s.cache[name] = cached{size: st.Size(), mtime: st.ModTime(), sum: sum, rb: rb}
 	s.mu.Unlock()
 	return rb, nil
+}
+
+// tooLargeRunbook is the runbook file name of size bytes, over the limit:
+// no text, one problem.
+func tooLargeRunbook(name string, size int64) *Runbook {
+	rb := &Runbook{File: name, Sections: map[string]string{}}
+	rb.problem(CodeTooLarge, fmt.Sprintf("Runbook file is too large: %d bytes, over the limit of %d bytes (4 MiB)",
+		size, maxRunbookBytes))
+	return rb
+}
+
+// TooLarge reports whether rb is a file over the size limit, which was
+// not read: it has no text to show.
+func (rb *Runbook) TooLarge() bool {
+	return slices.ContainsFunc(rb.Problems, func(p Problem) bool { return p.Code == CodeTooLarge })
 }
 
 // inside resolves rel against the directory, symlinks included, and
