@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,32 @@ func TestNATSHeaderInAnotherCase(t *testing.T) {
 			t.Fatalf("%s: answer %s, want invalid_request saying %q", c.name, reply.Data, c.want)
 		}
 		_ = sub.Unsubscribe()
+	}
+	// Two at once: the refusal names the first in sorted order each time
+	// (it named whichever a map gave first), and still reaches the
+	// orderly-reply it does not name.
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		m := nats.NewMsg(queue.SubmitSubject + "ncase")
+		m.Header = nats.Header{"Authorization": {"Bearer " + e.tokens["alice"]}, "orderly-reply": {inbox},
+			"nats-msg-id": {fmt.Sprintf("two-%d", i)}}
+		m.Data = []byte(`{"command":"true"}`)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("two mis-cased headers, try %d: no answer: %v", i, err)
+		}
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(reply.Data, &a); err != nil || a.Error == nil ||
+			!strings.Contains(a.Error.Message, "header nats-msg-id is not read") {
+			t.Fatalf("two mis-cased headers, try %d: answer %s, want the refusal of nats-msg-id", i, reply.Data)
+		}
 	}
 	var n int
 	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE host = 'ncase'`).Scan(&n); err != nil || n != 0 {

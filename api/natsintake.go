@@ -379,9 +379,9 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		_ = msg.Ack()
 		return true
 	}
-	if name, err := miscasedHeader(hdr); err != nil {
-		if reply == "" && strings.EqualFold(name, "Orderly-Reply") && validReply(hdr.Get(name)) {
-			reply = hdr.Get(name) // the refusal goes where the publisher listens
+	if err := miscasedHeader(hdr); err != nil {
+		if reply == "" {
+			reply = miscasedReply(hdr) // the refusal goes where the publisher listens
 		}
 		return refuse(err)
 	}
@@ -485,19 +485,48 @@ var intakeHeaders = []string{"Authorization", "Orderly-Reply", "Nats-Msg-Id"}
 // intakeHeaders in another case, or a REST habit: unread, a nats-msg-id
 // left the publisher's retries unrecognized (each ran again), an
 // orderly-reply left it without an answer, and an Idempotency-Key did
-// nothing. It names the header it refuses.
-func miscasedHeader(hdr nats.Header) (string, error) {
+// nothing. Of several, it names the first in sorted order, so the same
+// submission is refused the same way each time (a map has no order).
+func miscasedHeader(hdr nats.Header) error {
+	first, want := "", ""
 	for name := range hdr {
-		if strings.EqualFold(name, "Idempotency-Key") {
-			return name, order.FieldError(order.CodeInvalid, name, "a NATS submission's idempotency key is its Nats-Msg-Id header, not %s", name)
+		if first != "" && name >= first {
+			continue
 		}
-		for _, want := range intakeHeaders {
-			if name != want && strings.EqualFold(name, want) {
-				return name, order.FieldError(order.CodeInvalid, name, "header %s is not read: NATS header names are case-sensitive; send %s", name, want)
+		if strings.EqualFold(name, "Idempotency-Key") {
+			first, want = name, ""
+			continue
+		}
+		for _, w := range intakeHeaders {
+			if name != w && strings.EqualFold(name, w) {
+				first, want = name, w
 			}
 		}
 	}
-	return "", nil
+	switch {
+	case first == "":
+		return nil
+	case want == "":
+		return order.FieldError(order.CodeInvalid, first, "a NATS submission's idempotency key is its Nats-Msg-Id header, not %s", first)
+	}
+	return order.FieldError(order.CodeInvalid, first, "header %s is not read: NATS header names are case-sensitive; send %s", first, want)
+}
+
+// miscasedReply is the reply subject of a refused submission that named
+// it in a header Orderly-Reply in another case, whichever header the
+// refusal names: the first valid one in sorted order, or "".
+func miscasedReply(hdr nats.Header) string {
+	first := ""
+	for name, v := range hdr {
+		if name != "Orderly-Reply" && strings.EqualFold(name, "Orderly-Reply") && len(v) > 0 && validReply(v[0]) &&
+			(first == "" || name < first) {
+			first = name
+		}
+	}
+	if first == "" {
+		return ""
+	}
+	return hdr[first][0]
 }
 
 // validReply accepts a concrete subject under a reply prefix: no
