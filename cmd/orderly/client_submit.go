@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ type submitOptions struct {
 	env       []string
 	stdin     string
 	stdinFile string
+	maxStdin  int64
 	encode    string
 	dryRun    bool
 	idemKey   string
@@ -70,6 +72,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs.StringArrayVarP(&o.env, "env", "e", nil, "environment variable K=V for the command (repeatable, each name once; K alone passes the local value)")
 	fs.StringVar(&o.stdin, "stdin", "", `"-" sends this process's standard input to the command`)
 	fs.StringVar(&o.stdinFile, "stdin-file", "", "send this file to the command's standard input")
+	fs.Int64Var(&o.maxStdin, "max-stdin-bytes", 0, "refuse a stdin larger than this before sending it (env ORDERLY_MAX_STDIN_BYTES; default: the server's default limits.max_stdin_bytes, 524288)")
 	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check authorization and host policy without running anything")
 	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
@@ -252,17 +255,15 @@ func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest
 	}
 	var in []byte
 	switch {
-	case o.stdin == "-" || o.stdinFile == "-":
-		var err error
-		if in, err = io.ReadAll(a.stdin); err != nil {
-			return nil, fmt.Errorf("read standard input: %w", err)
-		}
-	case o.stdin != "":
+	case o.stdin != "" && o.stdin != "-":
 		return nil, fmt.Errorf(`--stdin %q: the only value is "-" (standard input); use --stdin-file for a file`, o.stdin)
-	case o.stdinFile != "":
-		var err error
-		if in, err = os.ReadFile(o.stdinFile); err != nil {
-			return nil, fmt.Errorf("--stdin-file: %w", err)
+	case o.stdin != "" || o.stdinFile != "":
+		max, err := a.maxStdinBytes(o)
+		if err != nil {
+			return nil, err
+		}
+		if in, err = a.readStdin(o.stdinFile, max); err != nil {
+			return nil, err
 		}
 	}
 	if o.stdin != "" || o.stdinFile != "" {
@@ -270,4 +271,53 @@ func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest
 		b.Stdin = client.EncodeStdin(in, o.encode)
 	}
 	return b, nil
+}
+
+// defaultMaxStdinBytes is the server's default limits.max_stdin_bytes:
+// what the CLI reads of a stdin unless told the server allows more.
+const defaultMaxStdinBytes = 512 << 10
+
+// maxStdinBytes is --max-stdin-bytes, else ORDERLY_MAX_STDIN_BYTES, else
+// the server's default limit. No endpoint tells a client the server's
+// limit, and a stdin over it was read whole, sent and only then refused:
+// `cat /dev/zero | orderly submit --stdin -` grew until memory ran out.
+func (a *app) maxStdinBytes(o *submitOptions) (int64, error) {
+	if o.maxStdin != 0 {
+		if o.maxStdin < 0 {
+			return 0, fmt.Errorf("--max-stdin-bytes %d: want a positive number of bytes", o.maxStdin)
+		}
+		return o.maxStdin, nil
+	}
+	if v := a.getenv("ORDERLY_MAX_STDIN_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("ORDERLY_MAX_STDIN_BYTES=%q: want a positive number of bytes", v)
+		}
+		return n, nil
+	}
+	return defaultMaxStdinBytes, nil
+}
+
+// readStdin reads the order's stdin, standard input for "" or "-", at
+// most max bytes: one more and it stops reading and refuses, before
+// anything is sent.
+func (a *app) readStdin(file string, max int64) ([]byte, error) {
+	r, what := a.stdin, "standard input"
+	if file != "" && file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("--stdin-file: %w", err)
+		}
+		defer f.Close()
+		r, what = f, "--stdin-file "+file
+	}
+	in, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if int64(len(in)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes, the most this client sends as stdin (the server's limit is limits.max_stdin_bytes, %d by default); "+
+			"if the server allows more, raise --max-stdin-bytes or ORDERLY_MAX_STDIN_BYTES", what, max, defaultMaxStdinBytes)
+	}
+	return in, nil
 }
