@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestForgedControlKillsNothing publishes a control message for a running
@@ -115,5 +120,60 @@ func TestSSEShowsOnlyTheOrdersHost(t *testing.T) {
 	})
 	if len(out) != 1 || !strings.Contains(out[0], `"real\n"`) {
 		t.Fatalf("stdout events %q, want only the worker's own", out)
+	}
+}
+
+// TestWorkerWithAnotherHostsCredentials: a worker started for host b with
+// the seed of host a's worker stopped after about five seconds, when
+// binding the streams timed out, with a permissions violation on an
+// inbox that named no cause. It now stops at once, saying the
+// credentials do not permit host b's subjects and which subject the
+// server refused; b's own seed binds.
+func TestWorkerWithAnotherHostsCredentials(t *testing.T) {
+	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, Logger: testenv.Logger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := config.Default()
+	cfg.NATS.URL = ns.ClientURL()
+	connect := func(seed string, role natsRole, host string) (*nats.Conn, config.Config) {
+		t.Helper()
+		c := cfg
+		c.Host, c.NATS.Nkey = host, seed
+		opts, err := natsAuth(c, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := queue.Connect(c.NATS.URL, "test-"+host, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc, c
+	}
+	// The API defines the streams, as it does before workers bind.
+	apiConn, apiCfg := connect(creds.API, roleAPI, "srv")
+	if _, err := openQueue(t.Context(), apiConn, apiCfg, roleAPI); err != nil {
+		t.Fatal(err)
+	}
+
+	nc, wrong := connect(creds.Workers["a"], roleWorker, "b")
+	start := time.Now()
+	_, err = openQueue(t.Context(), nc, wrong, roleWorker)
+	var fatal fatalStartError
+	if !errors.As(err, &fatal) || !strings.Contains(err.Error(), "do not permit the subjects of host b") ||
+		!strings.Contains(err.Error(), "subscription to orderly.control.b") || time.Since(start) > 2*time.Second {
+		t.Fatalf("worker b with a's credentials: %v after %s; want at once a fatal error naming host b and orderly.control.b",
+			err, time.Since(start))
+	}
+
+	nc, right := connect(creds.Workers["b"], roleWorker, "b")
+	if _, err := openQueue(t.Context(), nc, right, roleWorker); err != nil {
+		t.Fatalf("worker b with its own credentials: %v", err)
 	}
 }

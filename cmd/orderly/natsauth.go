@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -52,6 +55,9 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 	opts := queue.Options{Replicas: cfg.NATS.Replicas, DedupWindow: cfg.NATS.DedupWindow,
 		AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.NATS.LeaseTTL}
 	if role == roleWorker {
+		if err := checkWorkerSubjects(nc, cfg.Host); err != nil {
+			return nil, err
+		}
 		q, err := queue.Bind(ctx, nc, opts)
 		if err == nil && cfg.NATS.Heartbeat >= q.LeaseTTL() {
 			// A standby worker would take the host between two beats, and
@@ -63,6 +69,30 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 		return q, err
 	}
 	return queue.New(ctx, nc, opts)
+}
+
+// checkWorkerSubjects asks the server whether the connection's credentials
+// permit host's subjects, by subscribing to its control subject. Another
+// host's credentials (its seed, started with --host of this one) were
+// found out only when binding the streams timed out five seconds later,
+// with a permissions violation on an inbox that named no cause.
+func checkWorkerSubjects(nc *nats.Conn, host string) error {
+	subject := queue.ControlSubject + host
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	// The server answers a refused subscription before the flush's PONG.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		return err
+	}
+	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) && strings.Contains(last.Error(), `"`+subject+`"`) {
+		return fatalStartError{fmt.Errorf("the NATS credentials (nats.nkey or nats.credentials) do not permit the subjects of host %s: "+
+			"the server refused the subscription to %s. Are they another host's? Each worker needs the credentials of its own host "+
+			"(serve's %s for host %s)", host, subject, natsembed.WorkerFile(host), host)}
+	}
+	return nil
 }
 
 // natsCredentialReloader keeps the worker credentials of serve's embedded
