@@ -204,7 +204,9 @@ type stage0Body struct {
 	EnvVars map[string]json.RawMessage `json:"env_vars"`
 }
 
-// readBody reads an optional JSON body; stage0 accepted none at all.
+// readBody reads an optional JSON body; stage0 accepted none at all, and
+// read a falsy one (`[]`, `0`, `false`, `""`, `null`) as none
+// (docs/decisions.md, tenth round).
 func readBody(r *http.Request, max int64) (stage0Body, error) {
 	var b stage0Body
 	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
@@ -215,9 +217,23 @@ func readBody(r *http.Request, max int64) (stage0Body, error) {
 		return b, nil
 	}
 	if err := pyUnmarshal(data, &b); err != nil {
+		if falsyJSON(data) {
+			return stage0Body{}, nil
+		}
 		return b, errors.New("Invalid JSON body")
 	}
 	return b, nil
+}
+
+// falsyJSON reports whether data is one JSON value that Python's bool()
+// finds false, read as Flask read it.
+func falsyJSON(data []byte) bool {
+	text, err := flaskText(data)
+	if err != nil {
+		return false
+	}
+	v, err := pyLoads(text)
+	return err == nil && !pyTruthy(v)
 }
 
 // validate is PATCH /api/runbooks/<f>/validate: 200 when the runbook
