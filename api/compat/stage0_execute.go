@@ -105,6 +105,13 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		}
 	})
 	if err != nil {
+		if ctx.Err() == nil {
+			// The server could not follow the run (its live output or
+			// its row unreadable) while the client waits: the run is
+			// not the client's to lose, so it goes on. The stream is cut
+			// rather than ended, so no client takes it for the whole.
+			panic(http.ErrAbortHandler)
+		}
 		// The client went away. A run that started runs on, as stage0's
 		// script did; one still queued (its host busy or without a
 		// worker) is canceled: the client never learns its id, and it

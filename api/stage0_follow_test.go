@@ -1,0 +1,89 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/compat"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestStage0KeepsARunItCouldNotFollow: stage0's execute cancels a queued
+// run whose client went away, since nobody would learn of it. It also
+// canceled one when the server could not open the run's live output (an
+// internal failure, the client still there): a run the client asked for
+// and may find again was thrown away. Now only a client that left cancels
+// it; the failure cuts the stream, and the run stays queued.
+func TestStage0KeepsARunItCouldNotFollow(t *testing.T) {
+	e := newAPIEnv(t, envOptions{}) // no worker: the run stays queued
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Q.md"), []byte(stage0Runbook("Q", "{}", "", "echo hi")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Runbooks.Dir, cfg.Runbooks.Host, cfg.Runbooks.Timeout = dir, "h1", time.Minute
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-follow-test-secret-0123456789abcdef"
+	current := func() config.Config { return cfg }
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	rb := *e
+	rb.url = hs.URL
+	code, b := rb.do("", "POST", "/dev-login", map[string]any{"subject": "boss", "roles": []string{"admin"}})
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(b, &login); code != http.StatusOK || err != nil {
+		t.Fatalf("dev-login: %d %s", code, b)
+	}
+
+	// The live output cannot be opened: its stream is gone.
+	nc, err := nats.Connect(e.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(t.Context(), queue.LiveStream); err != nil {
+		t.Fatal(err)
+	}
+
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", hs.URL+"/api/runbooks/Q.md/execute", bytes.NewReader([]byte(`{}`)))
+	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, readErr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var status string
+	if err := e.pool.QueryRow(t.Context(), `SELECT status FROM orders WHERE runbook = 'Q.md'`).Scan(&status); err != nil || status != "queued" {
+		t.Fatalf("the run is %q (%v), want still queued", status, err)
+	}
+	if resp.StatusCode != http.StatusOK || readErr == nil || bytes.Contains(body, []byte("event: done")) {
+		t.Fatalf("execute: %d %q (read: %v); want a stream cut before done", resp.StatusCode, body, readErr)
+	}
+}
