@@ -399,6 +399,13 @@ func (e *Executor) supervise(ctx context.Context, pgid int, req Request, signals
 	}()
 	terminate := func(sig syscall.Signal) {
 		e.killGroup(ctx, pgid, sig)
+		if sig != unix.SIGKILL && sig != unix.SIGCONT {
+			// A stopped process (SIGSTOP, job control) only handles
+			// the signal once it runs again; without this it would
+			// sleep through it and the grace, and die by SIGKILL
+			// (systemd sends SIGCONT after SIGTERM too).
+			e.killGroup(ctx, pgid, unix.SIGCONT)
+		}
 		if graceTimer == nil {
 			graceTimer = time.NewTimer(max(req.KillGrace, 0))
 			grace = graceTimer.C

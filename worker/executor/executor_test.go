@@ -692,3 +692,42 @@ func BenchmarkRawExecTrueCaptured(b *testing.B) {
 		}
 	}
 }
+
+// TestRunStoppedProcessSeesTheTimeout: a process that stopped itself
+// (SIGSTOP, or a shell's job control) only handles the timeout's SIGTERM
+// once it runs again, so the SIGTERM comes with a SIGCONT, as systemd
+// sends one: the order ends by its own handler, not by the SIGKILL after
+// the grace.
+func TestRunStoppedProcessSeesTheTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		cancel syscall.Signal // 0: the timeout
+	}{{"timeout", 0}, {"cancel with SIGINT", syscall.SIGINT}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			signals := make(chan syscall.Signal, 1)
+			req := startedScript(`trap "echo ended; exit 7" TERM INT; echo ready; kill -STOP $$; echo resumed`, func() {
+				if tt.cancel != 0 {
+					// Give the shell time to stop before the cancel.
+					time.AfterFunc(500*time.Millisecond, func() { signals <- tt.cancel })
+				}
+			})
+			if tt.cancel == 0 {
+				req.Timeout = time.Second
+			}
+			req.KillGrace = 20 * time.Second
+			res := newTestExecutor(t).Run(t.Context(), req, signals)
+			if res.ExitCode == nil || *res.ExitCode != 7 {
+				t.Errorf("ExitCode=%v Signal=%q, want exit 7 from the trap", res.ExitCode, res.Signal)
+			}
+			if res.Duration >= req.KillGrace {
+				t.Errorf("Duration = %v: the stopped process waited for the kill grace", res.Duration)
+			}
+			if got := string(res.Stdout.Content); !strings.Contains(got, "ended") {
+				t.Errorf("stdout = %q, want the trap's output", got)
+			}
+			assertGroupGone(t, res)
+		})
+	}
+}
