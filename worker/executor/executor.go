@@ -9,8 +9,10 @@
 // reason, whatever is left of its process group is killed with SIGKILL before
 // the leader is reaped, and the worker then confirms the group is empty
 // (Result.GroupGone). This is the process-group analogue of systemd's
-// KillMode=control-group. Its limit is the process group itself: a
-// descendant that moves to another group or session (setsid, setpgid, a
+// KillMode=control-group. A descendant that moves to a group of its own
+// (setpgid, a shell's job control) stays in the order's session, and the
+// session's other groups are killed too (killSession). Its limit is the
+// session: a descendant that starts a session of its own (setsid, a
 // daemonizing double fork) escapes it. An order cgroup (Request.CgroupParent)
 // has no such limit: cgroup.kill ends every process in it, and the kill is
 // then verified by the cgroup (Result.Verified). Escapees cannot hang the
@@ -137,8 +139,9 @@ type Result struct {
 	// Stdout and Stderr are the captured streams.
 	Stdout, Stderr order.Output
 	// GroupGone is set when the worker confirmed that no live process of the
-	// group survives (zombies waiting for init to reap them count as gone).
-	// It is also set when nothing was started.
+	// group, nor of another group of the order's session, survives (zombies
+	// waiting for init to reap them count as gone). It is also set when
+	// nothing was started.
 	GroupGone bool
 	// Process identifies what was started; zero when nothing was.
 	Process Process
@@ -232,6 +235,15 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	// Streams not asked for are /dev/null (os/exec's nil).
 	var stdout, stderr *capture
 	pp := newPipes(req.Credential)
+	// Without a cgroup, what left the group but not the session is found
+	// among the pids handed out since the start (killSession).
+	var forksBefore uint64
+	var forksOK bool
+	if cg == nil {
+		var err error
+		forksBefore, err = forkCount()
+		forksOK = err == nil
+	}
 	start := time.Now()
 	err := func() (err error) {
 		if err := inheritNothing(); err != nil {
@@ -302,11 +314,16 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	}
 
 	e.killGroup(ctx, pid, unix.SIGKILL)
-	// The cgroup is ended before the pipes are drained: an escapee that
-	// holds them open is killed instead of being waited for.
+	// The cgroup, or else the session's other groups, are ended before
+	// the pipes are drained: a process of the order that holds them open
+	// is killed instead of being waited for. The session is ended before
+	// the leader is reaped, which keeps its id from being reused.
 	var cgErr error
+	sessionGone := true
 	if cg != nil {
 		cgErr = cg.end()
+	} else {
+		sessionGone = e.killSession(ctx, pid, forksBefore, forksOK)
 	}
 	if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
@@ -322,7 +339,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "copy order input or output",
 			slog.Int("pid", pid), slog.String("error", err.Error()))
 	}
-	res.GroupGone = e.confirmGroupGone(ctx, pid)
+	res.GroupGone = e.confirmGroupGone(ctx, pid) && sessionGone
 	switch {
 	case cg != nil && cgErr == nil:
 		res.Verified = VerifiedCgroup

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -729,5 +730,103 @@ func TestRunStoppedProcessSeesTheTimeout(t *testing.T) {
 			}
 			assertGroupGone(t, res)
 		})
+	}
+}
+
+// TestRunKillsTheSessionsOtherGroups: a process that moves to a process
+// group of its own (setpgid; a shell with job control, `set -m`, puts
+// every background job in one) stays in the order's session, which
+// nothing outside the order can join, and is killed with the group when
+// the leader exits, holding stdout or not, also when it forks on.
+func TestRunKillsTheSessionsOtherGroups(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, script string }{
+		{"setpgid", `read pid < <(perl -e '$| = 1; setpgrp(0, 0); print "$$\n"; close STDOUT; close STDERR; exec "sleep", "100"'); echo $pid`},
+		{"job control holding stdout", `set -m; sleep 100 & echo $!; sleep 0.1`},
+		{"forking in its own group", `set -m; (echo $BASHPID; for i in $(seq 200); do sleep 100 & done; wait) & sleep 0.5`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			res := newTestExecutor(t).Run(t.Context(), baseRequest("/bin/bash", "-c", tt.script), nil)
+			t.Cleanup(func() { // what a failure left behind
+				for _, line := range liveInSession(t, res.Pid) {
+					if pid, err := strconv.Atoi(strings.Fields(line)[2]); err == nil {
+						_ = unix.Kill(pid, unix.SIGKILL)
+					}
+				}
+			})
+			moved := firstLinePID(t, res.Stdout.Content)
+			if exitCode(t, res) != 0 {
+				t.Fatalf("bash failed: %q", res.Stderr.Content)
+			}
+			if took := time.Since(start); took >= pipeDrainDelay {
+				t.Errorf("Run took %v: it waited for the pipes of a process of the order's session", took)
+			}
+			if processAlive(moved) {
+				t.Errorf("process %d, which left the order's group but not its session, survives", moved)
+			}
+			if live := liveInSession(t, res.Pid); len(live) > 0 {
+				t.Errorf("processes of session %d survive:\n%s", res.Pid, strings.Join(live, "\n"))
+			}
+			if !res.GroupGone || res.Verified != VerifiedGroup {
+				t.Errorf("GroupGone=%v Verified=%q", res.GroupGone, res.Verified)
+			}
+		})
+	}
+}
+
+// liveInSession lists the processes of session sid that are not zombies,
+// as ps sees them.
+func liveInSession(t *testing.T, sid int) []string {
+	t.Helper()
+	out, err := exec.Command("ps", "-e", "-o", "sid=,stat=,pid=,args=").Output()
+	if err != nil {
+		t.Fatalf("ps: %v", err)
+	}
+	var live []string
+	for line := range strings.SplitSeq(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != strconv.Itoa(sid) || strings.HasPrefix(f[1], "Z") {
+			continue
+		}
+		live = append(live, line)
+	}
+	return live
+}
+
+// TestPidWindow: the pids a process forked since the leader can have.
+func TestPidWindow(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name              string
+		sid, last, pidMax int
+		moved             uint64
+		known             bool
+		in, out           []int
+	}{
+		{"few since", 1000, 1003, 32768, 5, true, []int{1001, 1002, 1003}, []int{999, 1000, 1004}},
+		{"many since", 1000, 5000, 32768, 4000, true, []int{1001, 3000, 5000}, []int{1000, 5001, 400}},
+		{"wrapped once", 30000, 500, 32768, 3300, true, []int{30001, 32767, 300, 500}, []int{30000, 501, 20000}},
+		{"maybe round the whole space", 1000, 1003, 32768, 32468, true, []int{5, 999, 1000, 20000}, nil},
+		{"fork count unknown", 1000, 1003, 32768, 0, false, []int{5, 999, 20000}, nil},
+	} {
+		since, few := pidWindow(tt.sid, tt.last, tt.pidMax, tt.moved, tt.known)
+		has := func(p int) bool {
+			if since != nil {
+				return since(p)
+			}
+			return slices.Contains(few, p)
+		}
+		for _, p := range tt.in {
+			if !has(p) {
+				t.Errorf("%s: pid %d left out", tt.name, p)
+			}
+		}
+		for _, p := range tt.out {
+			if has(p) {
+				t.Errorf("%s: pid %d looked at", tt.name, p)
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -168,4 +169,185 @@ func parseStat(stat []byte) (procStat, bool) {
 		return procStat{}, false
 	}
 	return procStat{state: fields[0][0], pgrp: pgrp, session: session, startTime: start}, true
+}
+
+// The order's session. The leader is a session leader, and nothing outside
+// the order can join its session: a process that moves to a process group
+// of its own (setpgid; a shell with job control puts every background job
+// in one) leaves the order's group but stays in its session, under the
+// leader's pid as session id. Unlike a group, a session cannot be signalled
+// as a whole, so its other groups are found in /proc. To keep that cheap,
+// only the pids handed out since the leader are looked at: every process
+// of the session but the leader was forked after it, and pids are handed
+// out in increasing order, so those are the pids after the leader's, up
+// to the last one handed out (wrapping past pid_max once) — unless the
+// pid space went round more than once meanwhile, which the count of forks
+// since boot rules out or makes the scan look at every pid.
+
+// forkCount returns the number of processes and threads created since boot
+// (the "processes" line of /proc/stat): an upper bound on the pids handed
+// out in any pid namespace. It reads the file in pieces into one small
+// buffer: the line comes after a line per CPU and one per interrupt, which
+// make the file large on large hosts.
+func forkCount() (uint64, error) {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	const key = "\nprocesses "
+	var buf [4096]byte
+	n := 0 // bytes in buf
+	for {
+		m, err := f.Read(buf[n:])
+		n += m
+		if i := bytes.Index(buf[:n], []byte(key)); i >= 0 {
+			v := buf[i+len(key) : n]
+			if j := bytes.IndexByte(v, '\n'); j >= 0 {
+				return strconv.ParseUint(string(v[:j]), 10, 64)
+			}
+			if i > 0 { // the number goes on past the buffer: keep the line only
+				n = copy(buf[:], buf[i:n])
+			}
+		} else if n > len(key) {
+			// Keep what could be the start of the line.
+			n = copy(buf[:], buf[n-len(key):n])
+		}
+		if err != nil || (m == 0 && n == len(buf)) {
+			return 0, fmt.Errorf("no processes line in /proc/stat")
+		}
+	}
+}
+
+// taskCount returns the number of tasks (processes and threads) on the
+// host, the total of /proc/loadavg's running/total field.
+func taskCount() (int, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	if f := bytes.Fields(b); len(f) >= 4 {
+		if _, total, ok := bytes.Cut(f[3], []byte("/")); ok {
+			return strconv.Atoi(string(total))
+		}
+	}
+	return 0, fmt.Errorf("parse /proc/loadavg: %q", b)
+}
+
+// readProcInt reads a number from a /proc file.
+func readProcInt(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(bytes.TrimSpace(b)))
+}
+
+// pidRange says which pids may belong to processes forked since the leader
+// sid: since reports whether pid p may, or few lists them all. forksBefore
+// is forkCount read before the leader was started; ok false means it could
+// not be read.
+func pidRange(sid int, forksBefore uint64, ok bool) (since func(p int) bool, few []int) {
+	forks, err1 := forkCount()
+	last, err2 := readProcInt("/proc/sys/kernel/ns_last_pid")
+	pidMax, err3 := readProcInt("/proc/sys/kernel/pid_max")
+	tasks, err4 := taskCount()
+	if !ok || err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+		return func(int) bool { return true }, nil
+	}
+	return pidWindow(sid, last, pidMax, forks-min(forks, forksBefore)+3*uint64(tasks), forks >= forksBefore)
+}
+
+// pidWindow is pidRange for a leader sid, the last pid handed out, pid_max
+// and how far the pid allocator can have moved since the leader's start:
+// one pid per fork, plus every pid in use, which it skips. A number is in
+// use as a pid, a group id or a session id, each of them held by a task,
+// hence the caller's forks + 3 × tasks. known false: the fork count went
+// backwards, which it cannot.
+func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p int) bool, few []int) {
+	// 300 pids (RESERVED_PIDS) are never handed out again after a wrap;
+	// moving less than the rest cannot have gone round past the leader.
+	if !known || pidMax <= 300 || moved >= uint64(pidMax-300) {
+		return func(int) bool { return true }, nil
+	}
+	if last < sid { // wrapped once
+		return func(p int) bool { return p > sid || p <= last }, nil
+	}
+	if last-sid <= 64 {
+		// Few enough to look up by number rather than list /proc.
+		for p := sid + 1; p <= last; p++ {
+			few = append(few, p)
+		}
+		return nil, few
+	}
+	return func(p int) bool { return p > sid && p <= last }, nil
+}
+
+// sessionGroups lists the process groups of session sid other than group
+// sid that have a live member, and those members.
+func sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, err error) {
+	since, pids := pidRange(sid, forksBefore, forksOK)
+	if since != nil {
+		dir, err := os.Open("/proc")
+		if err != nil {
+			return nil, nil, err
+		}
+		names, err := dir.Readdirnames(-1)
+		_ = dir.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("list /proc: %w", err)
+		}
+		for _, name := range names {
+			if pid, err := strconv.Atoi(name); err == nil && pid != sid && since(pid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	for _, pid := range pids {
+		st, err := readStat(pid)
+		if err != nil || st.session != sid || st.pgrp == sid || !st.alive() {
+			continue // not there (any more), or not of those groups
+		}
+		live = append(live, pid)
+		if !slices.Contains(groups, st.pgrp) {
+			groups = append(groups, st.pgrp)
+		}
+	}
+	return groups, live, nil
+}
+
+// killSession SIGKILLs the process groups of session sid other than group
+// sid, until none has a live member, and reports whether it got there
+// within groupGoneTimeout. It must be called while the leader is still
+// unreaped: the zombie leader keeps the number sid from being handed out
+// again, so every process with session id sid is the order's, and so is
+// every group that has one as a member (a group lies within one session).
+// A group id seen on such a member could only name another group after the
+// group emptied and its id went round the whole pid space, between the
+// look and the kill.
+func (e *Executor) killSession(ctx context.Context, sid int, forksBefore uint64, forksOK bool) bool {
+	deadline := time.Now().Add(groupGoneTimeout)
+	pause := 50 * time.Microsecond
+	for {
+		groups, live, err := sessionGroups(sid, forksBefore, forksOK)
+		if err != nil {
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", sid), slog.String("error", err.Error()))
+			return false
+		}
+		if len(groups) == 0 {
+			return true
+		}
+		for _, g := range groups {
+			if g > 1 { // kill(-1) would be every process
+				e.killGroup(ctx, g, unix.SIGKILL)
+			}
+		}
+		if time.Now().After(deadline) {
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "processes of the order's session survived SIGKILL",
+				slog.Int("sid", sid), slog.Any("pids", live))
+			return false
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
 }
