@@ -95,6 +95,12 @@ type member struct {
 // groupMembers lists every process of group pgid, zombies included, from
 // /proc.
 func groupMembers(pgid int) ([]member, error) {
+	return procsWhere(func(st procStat) bool { return st.pgrp == pgid })
+}
+
+// procsWhere lists every process, zombies included, whose /proc/<pid>/stat
+// satisfies keep.
+func procsWhere(keep func(procStat) bool) ([]member, error) {
 	dir, err := os.Open("/proc")
 	if err != nil {
 		return nil, err
@@ -114,7 +120,7 @@ func groupMembers(pgid int) ([]member, error) {
 		if err != nil {
 			continue // exited and reaped meanwhile
 		}
-		if st.pgrp == pgid {
+		if keep(st) {
 			members = append(members, member{pid: pid, procStat: st})
 		}
 	}

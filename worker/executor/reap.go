@@ -178,7 +178,7 @@ func reapGroup(p Process) ReapResult {
 	deadline := time.Now().Add(reapTimeout)
 	pause := 50 * time.Microsecond
 	for {
-		verdict, live, err := inspectGroup(p)
+		verdict, live, groups, err := inspectGroup(p)
 		if err != nil {
 			res.Err = err
 			return res
@@ -206,43 +206,58 @@ func reapGroup(p Process) ReapResult {
 		// reused by a new process (after the whole pid space wrapped
 		// around) that also became a session leader with members, within
 		// microseconds. On the next turn the check is made again.
-		if err := unix.Kill(-p.PGID, unix.SIGKILL); err != nil && err != unix.ESRCH {
-			res.Err = fmt.Errorf("kill process group %d: %w", p.PGID, err)
-			return res
+		// The same holds for the session's other groups: each has a
+		// member of session p.PGID that inspectGroup found to be the
+		// order's, and a group lies within one session.
+		for _, g := range groups {
+			if err := unix.Kill(-g, unix.SIGKILL); err != nil && err != unix.ESRCH {
+				res.Err = fmt.Errorf("kill process group %d: %w", g, err)
+				return res
+			}
 		}
 		time.Sleep(pause)
 		pause = min(2*pause, 10*time.Millisecond)
 	}
 }
 
-// inspectGroup looks at group p.PGID. A non-empty verdict means the order's
-// group is gone and says why; otherwise live lists its live members, which
-// are the order's (see reapGroup).
-func inspectGroup(p Process) (verdict string, live []int, err error) {
+// inspectGroup looks at group p.PGID and at the other groups of session
+// p.PGID, which a process of the order that moved to a group of its own
+// (setpgid) is in. A non-empty verdict means the order's group is gone and
+// says why; otherwise live lists the live members of those groups, which
+// are the order's (see reapGroup), and groups lists the groups to kill,
+// p.PGID first.
+func inspectGroup(p Process) (verdict string, live, groups []int, err error) {
 	leader, err := readStat(p.PGID)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return "", nil, err
+		return "", nil, nil, err
 	case leader.startTime != p.StartTime:
 		return fmt.Sprintf("pid %d now belongs to a process started at tick %d, not the order's leader (tick %d): the order's group is gone",
-			p.PGID, leader.startTime, p.StartTime), nil, nil
+			p.PGID, leader.startTime, p.StartTime), nil, nil, nil
 	}
-	members, err := groupMembers(p.PGID)
+	// A session id, like a group id, keeps its number allocated while a
+	// process has it, and nothing can join a session from outside: the
+	// same reasoning holds for the session's members as for the group's.
+	members, err := procsWhere(func(st procStat) bool { return st.pgrp == p.PGID || st.session == p.PGID })
 	if err != nil {
-		return "", nil, fmt.Errorf("list group %d: %w", p.PGID, err)
+		return "", nil, nil, fmt.Errorf("list group %d: %w", p.PGID, err)
 	}
+	groups = []int{p.PGID}
 	for _, m := range members {
 		if m.session != p.PGID || m.startTime < p.StartTime {
 			return fmt.Sprintf("group %d now belongs to other processes (pid %d of session %d started at tick %d; the order's leader started at tick %d): the order's group is gone",
-				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil
+				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil, nil
 		}
 		if m.alive() {
 			live = append(live, m.pid)
+			if m.pgrp > 1 && !slices.Contains(groups, m.pgrp) {
+				groups = append(groups, m.pgrp)
+			}
 		}
 	}
 	if len(live) == 0 {
-		return "no live process of the order's group is left", nil, nil
+		return "no live process of the order's group or session is left", nil, nil, nil
 	}
-	return "", live, nil
+	return "", live, groups, nil
 }

@@ -200,3 +200,45 @@ func TestReapRefusesUnsafeRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestReapDeadWorkerSessionsOtherGroup: a process of the order that moved
+// to a process group of its own (setpgid) stays in the order's session,
+// and the worker taking over kills it too.
+func TestReapDeadWorkerSessionsOtherGroup(t *testing.T) {
+	t.Parallel()
+	fo := startFakeWorker(t, `perl -e '$| = 1; setpgrp(0, 0); print "$$\n"; exec "sleep", "100"' & sleep 100 & echo $!; sleep 0.5; echo ready; wait`, "")
+	fo.kill9(t)
+	t.Cleanup(func() {
+		for _, pid := range fo.pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	if len(fo.pids) != 2 {
+		t.Fatalf("script printed pids %v, want two", fo.pids)
+	}
+	moved := -1
+	for _, pid := range fo.pids {
+		st, err := readStat(pid)
+		if err != nil || !st.alive() {
+			t.Fatalf("child %d died with the worker: nothing left to reap", pid)
+		}
+		if st.pgrp != fo.process.PGID {
+			moved = pid
+		}
+	}
+	if moved < 0 {
+		t.Fatal("no child left the order's group: the test did not test a move")
+	}
+	res := Reap(t.Context(), fo.process, newTestLogger(t))
+	if res.Err != nil || !res.Found || res.Verified != VerifiedGroup {
+		t.Fatalf("Reap = %+v, want found and verified by group", res)
+	}
+	for _, pid := range fo.pids {
+		if !slices.Contains(res.Killed, pid) {
+			t.Errorf("Killed = %v, missing %d", res.Killed, pid)
+		}
+		if processAlive(pid) {
+			t.Errorf("process %d survived Reap", pid)
+		}
+	}
+}
