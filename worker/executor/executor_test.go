@@ -642,8 +642,8 @@ func TestParseStat(t *testing.T) {
 		want procStat
 		ok   bool
 	}{
-		{"123 (sleep) S 1 120 121" + rest + "98765 4096", procStat{'S', 120, 121, 98765}, true},
-		{"123 (a b) c) Z 1 77 77" + rest + "5 0", procStat{'Z', 77, 77, 5}, true},
+		{"123 (sleep) S 1 120 121" + rest + "98765 4096", procStat{'S', 1, 120, 121, 98765}, true},
+		{"123 (a b) c) Z 1 77 77" + rest + "5 0", procStat{'Z', 1, 77, 77, 5}, true},
 		{"123 (x", procStat{}, false},
 		{"123 (x) R 1 120 120 0", procStat{}, false},
 		{"123 (x) R 1 120 120" + rest + "-5", procStat{}, false},

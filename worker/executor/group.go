@@ -51,8 +51,17 @@ func (e *Executor) confirmGroupGone(ctx context.Context, pgid int) bool {
 		// The group still has members, but they may be zombies that only
 		// init (or a subreaper) can reap, and some inits never do: dead is
 		// what matters here.
-		live, scanErr := liveGroupMembers(pgid)
+		members, scanErr := groupMembers(pgid)
+		var live []int
+		for _, m := range members {
+			if m.alive() {
+				live = append(live, m.pid)
+			}
+		}
 		if scanErr == nil && len(live) == 0 {
+			// Nothing is signalled from here on, so the group id may
+			// go free.
+			reapOrphans(members)
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -69,21 +78,28 @@ func (e *Executor) confirmGroupGone(ctx context.Context, pgid int) bool {
 	}
 }
 
-// liveGroupMembers lists the processes of group pgid that are not zombies,
-// from /proc. It is only used on the slow path, when kill(-pgid, 0) says
-// the group still exists.
-func liveGroupMembers(pgid int) ([]int, error) {
-	members, err := groupMembers(pgid)
-	if err != nil {
-		return nil, err
-	}
-	var live []int
+// reapOrphans reaps the dead processes of an order that are the worker's
+// own children. A process whose parent dies is handed to the nearest
+// subreaper, or to PID 1 of its pid namespace, and a worker that is PID 1
+// (a container's entrypoint) is that: nothing else would reap them, and
+// each zombie would keep a pid of the container's for good. They are the
+// order's (members of its group or session) and were forked by the order,
+// never by os/exec, so no Wait of the worker's is waiting for them. The
+// leader, which Run reaps itself, is never among them.
+func reapOrphans(members []member) {
+	self := os.Getpid()
 	for _, m := range members {
-		if m.alive() {
-			live = append(live, m.pid)
+		if m.alive() || m.ppid != self || m.pid == m.session {
+			continue
+		}
+		var info unix.Siginfo
+		for {
+			err := unix.Waitid(unix.P_PID, m.pid, &info, unix.WEXITED|unix.WNOHANG, nil)
+			if err != unix.EINTR {
+				break
+			}
 		}
 	}
-	return live, nil
 }
 
 // member is one process of a process group as /proc showed it.
@@ -130,6 +146,7 @@ func procsWhere(keep func(procStat) bool) ([]member, error) {
 // procStat is what the executor needs from /proc/<pid>/stat.
 type procStat struct {
 	state   byte
+	ppid    int
 	pgrp    int
 	session int
 	// startTime is field 22, the start in clock ticks since boot: with the
@@ -168,13 +185,14 @@ func parseStat(stat []byte) (procStat, bool) {
 	if len(fields) < 20 || len(fields[0]) != 1 {
 		return procStat{}, false
 	}
+	ppid, err0 := strconv.Atoi(string(fields[1]))
 	pgrp, err1 := strconv.Atoi(string(fields[2]))
 	session, err2 := strconv.Atoi(string(fields[3]))
 	start, err3 := strconv.ParseUint(string(fields[19]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	if err0 != nil || err1 != nil || err2 != nil || err3 != nil {
 		return procStat{}, false
 	}
-	return procStat{state: fields[0][0], pgrp: pgrp, session: session, startTime: start}, true
+	return procStat{state: fields[0][0], ppid: ppid, pgrp: pgrp, session: session, startTime: start}, true
 }
 
 // The order's session. The leader is a session leader, and nothing outside
@@ -290,18 +308,19 @@ func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p in
 }
 
 // sessionGroups lists the process groups of session sid other than group
-// sid that have a live member, and those members.
-func sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, err error) {
+// sid that have a live member, and those members; dead lists the members
+// of those groups that are zombies.
+func sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, dead []member, err error) {
 	since, pids := pidRange(sid, forksBefore, forksOK)
 	if since != nil {
 		dir, err := os.Open("/proc")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		names, err := dir.Readdirnames(-1)
 		_ = dir.Close()
 		if err != nil {
-			return nil, nil, fmt.Errorf("list /proc: %w", err)
+			return nil, nil, nil, fmt.Errorf("list /proc: %w", err)
 		}
 		for _, name := range names {
 			if pid, err := strconv.Atoi(name); err == nil && pid != sid && since(pid) {
@@ -311,15 +330,19 @@ func sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []in
 	}
 	for _, pid := range pids {
 		st, err := readStat(pid)
-		if err != nil || st.session != sid || st.pgrp == sid || !st.alive() {
+		if err != nil || st.session != sid || st.pgrp == sid {
 			continue // not there (any more), or not of those groups
+		}
+		if !st.alive() {
+			dead = append(dead, member{pid: pid, procStat: st})
+			continue
 		}
 		live = append(live, pid)
 		if !slices.Contains(groups, st.pgrp) {
 			groups = append(groups, st.pgrp)
 		}
 	}
-	return groups, live, nil
+	return groups, live, dead, nil
 }
 
 // killSession SIGKILLs the process groups of session sid other than group
@@ -335,12 +358,13 @@ func (e *Executor) killSession(ctx context.Context, sid int, forksBefore uint64,
 	deadline := time.Now().Add(groupGoneTimeout)
 	pause := 50 * time.Microsecond
 	for {
-		groups, live, err := sessionGroups(sid, forksBefore, forksOK)
+		groups, live, dead, err := sessionGroups(sid, forksBefore, forksOK)
 		if err != nil {
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", sid), slog.String("error", err.Error()))
 			return false
 		}
 		if len(groups) == 0 {
+			reapOrphans(dead)
 			return true
 		}
 		for _, g := range groups {
