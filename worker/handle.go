@@ -470,8 +470,14 @@ func finishOf(res executor.Result) postgres.Finish {
 	r := order.Result{ExitCode: res.ExitCode, Signal: res.Signal, DurationMS: res.Duration.Milliseconds(),
 		Stdout: res.Stdout, Stderr: res.Stderr}
 	f := postgres.Finish{Result: r, Detail: map[string]any{"group_gone": res.GroupGone, "verified": res.Verified}}
+	if res.Escaped {
+		f.Detail["escaped"] = true
+	}
 	if res.Process.PID != 0 {
 		f.Processes = map[string]any{"verified": res.Verified, "group_gone": res.GroupGone, "pgid": res.Process.PGID}
+		if res.Escaped {
+			f.Processes["escaped"] = true
+		}
 		if res.Process.Cgroup != "" {
 			f.Processes["cgroup"] = res.Process.Cgroup
 		}

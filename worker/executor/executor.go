@@ -151,9 +151,14 @@ type Result struct {
 	Aborted error
 	// Verified says how the end of all the order's processes was proven:
 	// VerifiedCgroup (escapees included) or VerifiedGroup; empty when it
-	// could not be (GroupGone false, or the cgroup would not empty) or when
-	// nothing was started.
+	// could not be (GroupGone false, the cgroup would not empty, or
+	// Escaped) or when nothing was started.
 	Verified string
+	// Escaped is set when a process outside the order's group and session
+	// (and cgroup) held its stdout or stderr after they were ended: a
+	// process of the order outlived it, and its output was cut after
+	// pipeDrainDelay.
+	Escaped bool
 }
 
 // Executor runs processes. It holds no per-run state, so one Executor may
@@ -333,6 +338,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 	}
 	if cut, err := pp.wait(pipeDrainDelay); cut {
+		res.Escaped = true
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "a process outside the order's group held its output open; output may be incomplete",
 			slog.Int("pid", pid))
 	} else if err != nil {
@@ -341,6 +347,8 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	}
 	res.GroupGone = e.confirmGroupGone(ctx, pid) && sessionGone
 	switch {
+	case res.Escaped:
+		// Whatever ended, something of the order lives on.
 	case cg != nil && cgErr == nil:
 		res.Verified = VerifiedCgroup
 	case cg != nil:

@@ -631,6 +631,11 @@ func TestRunEscapedProcessCannotHang(t *testing.T) {
 	if !res.GroupGone {
 		t.Error("GroupGone = false: the group itself is gone, only an escapee lives")
 	}
+	// The group is gone, but the order's end is not verified: a process
+	// of the order was seen living on.
+	if !res.Escaped || res.Verified != "" {
+		t.Errorf("Escaped=%v Verified=%q, want true and unverified", res.Escaped, res.Verified)
+	}
 }
 
 func TestParseStat(t *testing.T) {
