@@ -835,3 +835,25 @@ func TestPidWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestRunSlowOutputConsumerIsNoEscape: when the order's processes are
+// gone but OnOutput is still busy with their output, what is left in the
+// pipes is theirs: it is read in full, and nobody escaped.
+func TestRunSlowOutputConsumerIsNoEscape(t *testing.T) {
+	t.Parallel()
+	req := sh("echo first; sleep 0.2; echo second")
+	var once sync.Once
+	req.OnOutput = func(stream string, p []byte) {
+		once.Do(func() { time.Sleep(pipeDrainDelay + time.Second) })
+	}
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if exitCode(t, res) != 0 {
+		t.Fatal("sh failed")
+	}
+	if got := string(res.Stdout.Content); got != "first\nsecond\n" {
+		t.Errorf("stdout = %q: the order's own output was cut", got)
+	}
+	if res.Escaped || res.Verified != VerifiedGroup {
+		t.Errorf("Escaped=%v Verified=%q, want false and group", res.Escaped, res.Verified)
+	}
+}

@@ -22,8 +22,12 @@ type pipes struct {
 }
 
 // pipeEnds are one pipe: the end the child inherits and the end the
-// worker's copy uses (pollable, so a deadline can cut it short).
-type pipeEnds struct{ child, ours *os.File }
+// worker's copy uses (pollable, so a deadline can cut it short); input
+// says the child reads it (stdin).
+type pipeEnds struct {
+	child, ours *os.File
+	input       bool
+}
 
 func newPipes(owner *syscall.Credential) *pipes {
 	return &pipes{owner: owner, done: make(chan error, 3)}
@@ -70,7 +74,7 @@ func (p *pipes) pipe(childReads bool) (r, w *os.File, err error) {
 	}
 	e := pipeEnds{child: w, ours: r}
 	if childReads {
-		e = pipeEnds{child: r, ours: w}
+		e = pipeEnds{child: r, ours: w, input: true}
 	}
 	p.ends = append(p.ends, e)
 	if err := p.own(e.child); err != nil {
@@ -111,22 +115,28 @@ func (p *pipes) started() {
 
 // wait waits for the copies once the order's processes are gone: the
 // pipes reach EOF unless a process that escaped the group still holds
-// them, so after delay the copies are cut short, and wait says so. It
-// closes every end.
+// them, so after delay the copies of pipes still held are cut short, and
+// wait says so. A pipe nobody else holds any more is read to its end
+// (the copy is only slow: OnOutput is busy), since what is left in it is
+// the order's own output. It closes every end.
 func (p *pipes) wait(delay time.Duration) (cut bool, err error) {
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
+	timeout := timer.C
 	for range p.copies {
 		select {
 		case e := <-p.done:
-			err = errors.Join(err, e)
+			if !errors.Is(e, os.ErrDeadlineExceeded) {
+				err = errors.Join(err, e)
+			}
 			continue
-		case <-timer.C:
+		case <-timeout:
 		}
-		if !cut {
-			cut = true
-			now := time.Now()
-			for _, e := range p.ends {
+		timeout = nil
+		now := time.Now()
+		for _, e := range p.ends {
+			if e.held() {
+				cut = true
 				_ = e.ours.SetDeadline(now)
 			}
 		}
@@ -136,6 +146,28 @@ func (p *pipes) wait(delay time.Duration) (cut bool, err error) {
 	}
 	p.close()
 	return cut, err
+}
+
+// held reports whether a process still holds the child's end of the pipe:
+// for an output pipe, a writer (no POLLHUP on our read end); for stdin, a
+// reader (no POLLERR on our write end). When it cannot tell, it says held.
+func (e pipeEnds) held() bool {
+	rc, err := e.ours.SyscallConn()
+	if err != nil {
+		return true
+	}
+	gone := unix.POLLHUP
+	if e.input {
+		gone = unix.POLLERR
+	}
+	held := true
+	_ = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd)}}
+		if n, err := unix.Poll(fds, 0); err == nil && n == 1 && fds[0].Revents&int16(gone) != 0 {
+			held = false
+		}
+	})
+	return held
 }
 
 // close closes every end left open (all of them when the child never
