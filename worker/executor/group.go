@@ -50,7 +50,8 @@ func (e *Executor) confirmGroupGone(ctx context.Context, pgid int) bool {
 		}
 		// The group still has members, but they may be zombies that only
 		// init (or a subreaper) can reap, and some inits never do: dead is
-		// what matters here.
+		// what matters here. When the worker is that init (PID 1 of a
+		// container), it reaps them itself (reapOrphans).
 		members, scanErr := groupMembers(pgid)
 		var live []int
 		for _, m := range members {
