@@ -48,6 +48,11 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s: does not wait for the migrations to complete", name)
 		}
 	}
+	for _, name := range []string{"worker-web-1", "worker-web-2"} {
+		if s := p.Services[name]; s.Init == nil || !*s.Init {
+			t.Errorf("%s: no init as PID 1 to reap the orders' orphans", name)
+		}
+	}
 	if got := p.Services["migrate"].Command; len(got) < 2 || got[0] != "migrate" || got[1] != "up" {
 		t.Errorf("migrate runs %q, want migrate up", got)
 	}
