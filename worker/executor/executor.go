@@ -155,7 +155,7 @@ type Result struct {
 	// Escaped) or when nothing was started.
 	Verified string
 	// Escaped is set when a process outside the order's group and session
-	// (and cgroup) held its stdout or stderr after they were ended: a
+	// (and cgroup) held its stdin, stdout or stderr after they were ended: a
 	// process of the order outlived it, and its output was cut after
 	// pipeDrainDelay.
 	Escaped bool
