@@ -720,7 +720,7 @@ func TestRunStoppedProcessSeesTheTimeout(t *testing.T) {
 				}
 			})
 			if tt.cancel == 0 {
-				req.Timeout = time.Second
+				req.Timeout = 2 * time.Second // time for a starved shell to set its trap
 			}
 			req.KillGrace = 20 * time.Second
 			res := newTestExecutor(t).Run(t.Context(), req, signals)
