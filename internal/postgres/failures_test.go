@@ -163,23 +163,7 @@ func TestRecentFailuresReadsNoHistory(t *testing.T) {
 	e.exec(`ANALYZE order_events`)
 	tx := auditorTx(t, e.ctx, e.pool)
 	defer tx.Rollback(e.ctx)
-	var plan []map[string]any
-	if err := tx.QueryRow(e.ctx, `EXPLAIN (FORMAT JSON) SELECT * FROM recent_failures`).Scan(&plan); err != nil {
-		t.Fatal(err)
-	}
-	var scans []string
-	var walk func(n map[string]any)
-	walk = func(n map[string]any) {
-		if rel, ok := n["Relation Name"].(string); ok {
-			scans = append(scans, n["Node Type"].(string)+" on "+rel)
-		}
-		if kids, ok := n["Plans"].([]any); ok {
-			for _, k := range kids {
-				walk(k.(map[string]any))
-			}
-		}
-	}
-	walk(plan[0]["Plan"].(map[string]any))
+	scans := planScans(t, e.ctx, tx, `SELECT * FROM recent_failures`)
 	for _, s := range scans {
 		if strings.HasPrefix(s, "Seq Scan") {
 			t.Errorf("recent_failures reads the history: %s (plan: %v)", s, scans)

@@ -276,3 +276,94 @@ func TestAuditorQueriesRunInParallel(t *testing.T) {
 		t.Errorf("as orderly_auditor, a count of orders by status plans no parallel workers:\n%s", plan.String())
 	}
 }
+
+// TestSQLDocCancelRequestsReadNoHistory: docs/sql.md's "who killed what,
+// when" reads the newest cancel requests and each one's order by its id,
+// not all of cancel_requests, which keeps a row for every order ever
+// canceled until retention: it sorted the whole table (migration 00024).
+func TestSQLDocCancelRequestsReadNoHistory(t *testing.T) {
+	e := newStoreEnv(t)
+	q := sqlDocQuery(t, "-- Who killed what, when.")
+	// A month of canceled orders, one every 2 minutes, then today's few,
+	// canceled as the API does.
+	e.exec(`WITH o AS (
+	INSERT INTO orders (id, host, status, command, timeout_ms, principal, submitted_at, finished_at)
+	SELECT gen_random_uuid(), 'web-' || i % 10, 'killed', 'sleep', 60000, 'alice', t, t
+	FROM (SELECT i, now() - interval '30 days' + i * interval '2 min' AS t FROM generate_series(1, 20000) i) s
+	RETURNING id, host, finished_at)
+	INSERT INTO cancel_requests (order_id, host, actor, signal, requested_at) SELECT id, host, 'alice', 'SIGTERM', finished_at FROM o`)
+	var today []uuid.UUID
+	for range 3 {
+		o := e.insert("web-1", "bob", nil)
+		if _, err := e.store.RequestCancel(e.ctx, o.ID, "bob", "SIGTERM"); err != nil {
+			t.Fatal(err)
+		}
+		today = append([]uuid.UUID{o.ID}, today...)
+	}
+	e.exec(`ANALYZE orders`)
+	e.exec(`ANALYZE cancel_requests`)
+	tx := auditorTx(t, e.ctx, e.pool)
+	defer tx.Rollback(e.ctx)
+	scans := planScans(t, e.ctx, tx, q)
+	for _, s := range scans {
+		if strings.HasPrefix(s, "Seq Scan") {
+			t.Errorf("who killed what reads the history: %s (plan: %v)", s, scans)
+		}
+	}
+	rows, err := tx.Query(e.ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (uuid.UUID, error) {
+		vals, err := r.Values()
+		if err != nil {
+			return uuid.Nil, err
+		}
+		return uuid.UUID(vals[0].([16]byte)), nil
+	})
+	if err != nil || len(ids) != 20 || !slices.Equal(ids[:3], today) {
+		t.Errorf("who killed what: %d rows, first %v (%v); want 20, today's newest first %v", len(ids), ids[:min(3, len(ids))], err, today)
+	}
+}
+
+// sqlDocQuery returns the query of docs/sql.md that starts with comment.
+func sqlDocQuery(t *testing.T, comment string) string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/sql.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
+		for _, q := range regexp.MustCompile(`;\s*\n`).Split(m[1], -1) {
+			if strings.HasPrefix(strings.TrimSpace(q), comment) {
+				return q
+			}
+		}
+	}
+	t.Fatalf("docs/sql.md has no query under %q", comment)
+	return ""
+}
+
+// planScans returns how q's plan reads each table ("Seq Scan on orders",
+// "Index Scan on orders", …).
+func planScans(t *testing.T, ctx context.Context, tx pgx.Tx, q string) []string {
+	t.Helper()
+	var plan []map[string]any
+	if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) `+q).Scan(&plan); err != nil {
+		t.Fatalf("EXPLAIN %s: %v", q, err)
+	}
+	var scans []string
+	var walk func(n map[string]any)
+	walk = func(n map[string]any) {
+		if rel, ok := n["Relation Name"].(string); ok {
+			scans = append(scans, n["Node Type"].(string)+" on "+rel)
+		}
+		if kids, ok := n["Plans"].([]any); ok {
+			for _, k := range kids {
+				walk(k.(map[string]any))
+			}
+		}
+	}
+	walk(plan[0]["Plan"].(map[string]any))
+	return scans
+}
