@@ -390,19 +390,25 @@ func (s *Store) MarkPublished(ctx context.Context, ids []uuid.UUID) error {
 
 // ForgetStarted drops unpublished marks of orders that are no longer
 // queued (a worker got them before the mark was written, or the mark was
-// lost): they need no republishing.
+// lost): they need no republishing. It asks active_orders, whose rows the
+// insert writes with the mark: joined to orders, a backlog of marks large
+// beside the history (a small database, a long NATS outage) was worth a
+// scan of every order to the planner, every reconcile.
 func (s *Store) ForgetStarted(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM unpublished u USING orders o WHERE o.id = u.id AND o.status <> 'queued'`)
+	_, err := s.pool.Exec(ctx, `DELETE FROM unpublished u
+		WHERE NOT EXISTS (SELECT 1 FROM active_orders a WHERE a.id = u.id AND a.status = 'queued')`)
 	return translate("forget started orders", err)
 }
 
 // Unpublished returns queued orders older than age that never reached
 // JetStream, oldest first. The age is judged by PostgreSQL's clock, which
-// wrote submitted_at; the API's own may be minutes off.
+// wrote submitted_at; the API's own may be minutes off. The marks are an
+// array, so each order is found by its id: as a join, the planner could
+// take "status = 'queued'" for rare enough to scan orders for it.
 func (s *Store) Unpublished(ctx context.Context, age time.Duration, limit int) ([]*order.Order, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders
-		WHERE id IN (SELECT id FROM unpublished WHERE submitted_at < now() - $1::bigint * interval '1 microsecond'
-			ORDER BY submitted_at LIMIT $2)
+		WHERE id = ANY(ARRAY(SELECT id FROM unpublished WHERE submitted_at < now() - $1::bigint * interval '1 microsecond'
+			ORDER BY submitted_at LIMIT $2))
 		AND status = 'queued' ORDER BY submitted_at`, age.Microseconds(), limit)
 	if err != nil {
 		return nil, translate("list unpublished orders", err)
@@ -626,10 +632,12 @@ func (s *Store) Events(ctx context.Context, id uuid.UUID) ([]Event, error) {
 }
 
 // DeleteRejectionsBefore removes up to limit recorded rejections older
-// than t (through rejections_at) and returns how many it removed.
+// than t (through rejections_at) and returns how many it removed. The
+// batch is an array, deleted by primary key: as a join, the planner may
+// hash the batch and scan the whole table for it, every batch.
 func (s *Store) DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM rejections WHERE id IN (
-		SELECT id FROM rejections WHERE at < $1 ORDER BY at LIMIT $2)`, t, limit)
+	tag, err := s.pool.Exec(ctx, `DELETE FROM rejections WHERE id = ANY(ARRAY(
+		SELECT id FROM rejections WHERE at < $1 ORDER BY at LIMIT $2))`, t, limit)
 	if err != nil {
 		return 0, translate("delete old rejections", err)
 	}
@@ -644,9 +652,10 @@ func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, limit int
 	// the batch be found through orders_submitted_at, in proportion to what
 	// is deleted, instead of a scan and sort of the whole table (545 ms at
 	// 1M orders, docs/benchmarks.md).
-	tag, err := s.pool.Exec(ctx, `DELETE FROM orders WHERE id IN (
+	// The batch is an array, deleted by primary key, as rejections'.
+	tag, err := s.pool.Exec(ctx, `DELETE FROM orders WHERE id = ANY(ARRAY(
 		SELECT id FROM orders WHERE submitted_at < $1 AND finished_at < $1 AND status NOT IN ('queued','running')
-		ORDER BY submitted_at LIMIT $2)`, t, limit)
+		ORDER BY submitted_at LIMIT $2))`, t, limit)
 	if err != nil {
 		return 0, translate("delete old orders", err)
 	}

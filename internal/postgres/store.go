@@ -27,6 +27,12 @@ type Store struct {
 
 // Open connects a pool to dsn and checks that the server answers.
 func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	return open(ctx, dsn, nil)
+}
+
+// open is Open; tweak, when not nil, may change the pool's configuration
+// (the tests observe the plans of the store's statements through it).
+func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -34,6 +40,9 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		scanTimesInUTC(c)
 		return encodeUUIDs(ctx, c)
+	}
+	if tweak != nil {
+		tweak(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,170 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// historyTables grow with every order kept: a statement of the per-order
+// paths or of a periodic job that scans one of them costs the history.
+var historyTables = map[string]bool{"orders": true, "order_events": true, "order_processes": true,
+	"cancel_requests": true, "rejections": true}
+
+// TestStatementsReadNoHistory runs what one order and every periodic job
+// ask of the store on a month of history, with auto_explain sending the
+// plan of every statement they run (the triggers' and the foreign keys'
+// included) back to the session, and refuses any that reads a history
+// table from end to end. docs/benchmarks.md ("History at 1M orders") has
+// the same statements at 1M orders.
+func TestStatementsReadNoHistory(t *testing.T) {
+	ctx := testenv.Context(t)
+	dsn := testenv.Postgres(t)
+	var (
+		mu    sync.Mutex
+		plans []string
+	)
+	pool, err := postgres.OpenTweaked(ctx, dsn, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+			if _, plan, ok := strings.Cut(n.Message, "plan:"); ok {
+				mu.Lock()
+				plans = append(plans, plan)
+				mu.Unlock()
+			}
+		}
+		connected := cfg.AfterConnect
+		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			if err := connected(ctx, c); err != nil {
+				return err
+			}
+			_, err := c.Exec(ctx, `LOAD 'auto_explain';
+				SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice;
+				SET auto_explain.log_nested_statements = on; SET auto_explain.log_format = json`)
+			return err
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := &storeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool)}
+
+	// A month of finished orders on ten hosts, as the pipeline leaves
+	// them: three events, a process record, a tenth canceled while they
+	// ran; and a month of refused requests.
+	e.exec(`WITH o AS (
+	INSERT INTO orders (id, host, status, command, timeout_ms, principal, submitted_at, started_at, finished_at, attempt, worker, exit_code)
+	SELECT gen_random_uuid(), 'web-' || i % 10, CASE WHEN i % 10 = 0 THEN 'killed' ELSE 'succeeded' END, 'true', 60000, 'alice',
+		t, t, t + interval '1 s', 1, 'web-' || i % 10 || '/w0', 0
+	FROM (SELECT i, now() - interval '30 days' + i * interval '2 min' AS t FROM generate_series(1, 20000) i) s
+	RETURNING id, host, status, submitted_at AS t),
+	e AS (INSERT INTO order_events (order_id, at, type, status, actor)
+		SELECT id, t, ty, st, 'w0' FROM o, (VALUES ('submitted', 'queued'), ('started', 'running'), ('finished', 'succeeded')) v(ty, st)),
+	p AS (INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, started_at, last_seen)
+		SELECT id, 1, host || '/w0', 100, 100, 1, 'boot', t, t FROM o)
+	INSERT INTO cancel_requests (order_id, host, actor, signal, requested_at)
+	SELECT id, host, 'alice', 'SIGTERM', t FROM o WHERE status = 'killed'`)
+	e.exec(`INSERT INTO rejections (at, status, code, reason)
+	SELECT now() - interval '30 days' + i * interval '2 min', 403, 'forbidden', 'no' FROM generate_series(1, 20000) i`)
+	for _, table := range []string{"orders", "order_events", "order_processes", "cancel_requests", "rejections"} {
+		e.exec(`ANALYZE ` + table)
+	}
+	mu.Lock()
+	plans = nil
+	mu.Unlock()
+
+	// One order's life, a cancel, and every periodic job.
+	e.own("web-1", "w1")
+	run := e.insert("web-1", "alice", nil)
+	call := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	_, err = e.store.Unpublished(ctx, 0, 500)
+	call("unpublished", err)
+	call("mark published", e.store.MarkPublished(ctx, []uuid.UUID{run.ID}))
+	call("forget started", e.store.ForgetStarted(ctx))
+	c := e.claim(run.ID, "w1")
+	call("record process", e.store.RecordProcess(ctx, run.ID, c.Attempt, "w1",
+		postgres.Process{PID: 1, PGID: 1, Worker: "w1", StartedAt: time.Now()}))
+	_, err = e.store.RequestCancel(ctx, run.ID, "alice", "SIGTERM")
+	call("request cancel", err)
+	call("complete", e.store.Complete(ctx, run.ID, c.Attempt, succeeded("done\n")))
+	_, err = e.store.GetOrder(ctx, run.ID)
+	call("get order", err)
+	_, err = e.store.Events(ctx, run.ID)
+	call("events", err)
+	queued := e.insert("web-1", "alice", nil)
+	_, err = e.store.Cancel(ctx, queued.ID, "alice", "canceled")
+	call("cancel queued", err)
+	_, err = e.store.ExpireDue(ctx, 500)
+	call("expire due", err)
+	_, err = e.store.QueuedPublishedOlderThan(ctx, 0, 200)
+	call("queued published", err)
+	_, err = e.store.ActiveCounts(ctx, []string{"web-1"})
+	call("active counts", err)
+	_, _, err = e.store.Ended(ctx, []uuid.UUID{run.ID, queued.ID})
+	call("ended", err)
+	_, err = e.store.QueueDepths(ctx)
+	call("queue depths", err)
+	_, err = e.store.QueueAges(ctx)
+	call("queue ages", err)
+	_, _, err = e.store.UnpublishedBacklog(ctx)
+	call("unpublished backlog", err)
+	_, err = e.store.Hosts(ctx)
+	call("hosts", err)
+	call("touch host", e.store.TouchHost(ctx, "web-1", "test", "w1"))
+	_, err = e.store.RunningOrders(ctx, "web-1")
+	call("running orders", err)
+	_, err = e.store.UnreapedAttempts(ctx, "web-1")
+	call("unreaped attempts", err)
+	cutoff := time.Now().Add(-29 * 24 * time.Hour)
+	n, err := e.store.DeleteFinishedBefore(ctx, cutoff, 1000)
+	call("retention: orders", err)
+	if n == 0 {
+		t.Fatal("retention deleted no order: the plans below did not cascade")
+	}
+	_, err = e.store.DeleteRejectionsBefore(ctx, cutoff, 1000)
+	call("retention: rejections", err)
+	_, err = e.store.DeleteOrphanDelegationsBefore(ctx, cutoff, 1000)
+	call("retention: delegations", err)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(plans) < 30 {
+		t.Fatalf("auto_explain sent %d plans: it is not observing the store", len(plans))
+	}
+	for _, p := range plans {
+		var ex struct {
+			Query string         `json:"Query Text"`
+			Plan  map[string]any `json:"Plan"`
+		}
+		if err := json.Unmarshal([]byte(p), &ex); err != nil {
+			t.Fatalf("plan %q: %v", p, err)
+		}
+		var walk func(n map[string]any)
+		walk = func(n map[string]any) {
+			if rel, _ := n["Relation Name"].(string); n["Node Type"] == "Seq Scan" && historyTables[rel] {
+				t.Errorf("reads all of %s: %s", rel, strings.Join(strings.Fields(ex.Query), " "))
+			}
+			kids, _ := n["Plans"].([]any)
+			for _, k := range kids {
+				walk(k.(map[string]any))
+			}
+		}
+		walk(ex.Plan)
+	}
+}

@@ -1,0 +1,4 @@
+package postgres
+
+// OpenTweaked exports open to the tests.
+var OpenTweaked = open
