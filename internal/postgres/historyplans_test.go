@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -107,6 +108,35 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	call("get order", err)
 	_, err = e.store.Events(ctx, run.ID)
 	call("events", err)
+	_, err = e.store.CancelRequestOf(ctx, run.ID)
+	call("cancel request of", err)
+	_, err = e.store.GetOrderLean(ctx, run.ID)
+	call("get order lean", err)
+	keyed := e.insert("web-1", "alice", func(o *order.Order) { o.IdempotencyKey = "k1" })
+	again := *keyed
+	again.ID = order.NewID()
+	prev, err := e.store.InsertOrder(ctx, &again)
+	call("idempotent repeat", err)
+	if prev == nil || prev.ID != keyed.ID {
+		t.Fatalf("the repeat of %s found %v", keyed.ID, prev)
+	}
+	next := e.insert("web-1", "alice", nil)
+	kc := e.claim(keyed.ID, "w1")
+	_, err = e.store.CompleteAndClaim(ctx, keyed.ID, kc.Attempt, succeeded(""), next.ID, "w1", 3)
+	call("complete and claim", err)
+	call("record process", e.store.RecordProcess(ctx, next.ID, 1, "w1",
+		postgres.Process{PID: 2, PGID: 2, Worker: "w1", StartedAt: time.Now()}))
+	call("touch process", e.store.TouchProcess(ctx, next.ID, 1))
+	_, err = e.store.ProcessOf(ctx, next.ID, 1)
+	call("process of", err)
+	_, err = e.store.InterruptAttempt(ctx, next.ID, 1, "w1", "its worker is gone")
+	call("interrupt", err)
+	_, err = e.store.QueueDepth(ctx, "web-1")
+	call("queue depth", err)
+	call("rejection", e.store.RecordRejection(ctx, postgres.Rejection{Status: 403, Code: "forbidden", Reason: "no"}))
+	call("touch host", e.store.TouchHost(ctx, "web-2", "test", "w9"))
+	_, _, _, err = e.store.ForgetHost(ctx, "web-2", "")
+	call("forget host", err)
 	queued := e.insert("web-1", "alice", nil)
 	_, err = e.store.Cancel(ctx, queued.ID, "alice", "canceled")
 	call("cancel queued", err)
