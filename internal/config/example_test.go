@@ -1,12 +1,14 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const examplePath = "../../deploy/orderly.example.yaml"
@@ -174,4 +176,138 @@ func TestDocsListEveryKey(t *testing.T) {
 			t.Errorf("docs/config.md does not document `%s`", k)
 		}
 	}
+}
+
+// docRow is a row of a key table in docs/config.md: its key and the text of
+// its default column.
+type docRow struct {
+	line       int
+	key, deflt string
+}
+
+// docRows reads the key tables of docs/config.md: rows whose first cell is
+// one backquoted key and that have a default column.
+func docRows(t *testing.T) []docRow {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []docRow
+	for i, l := range strings.Split(string(doc), "\n") {
+		cells := strings.Split(l, " | ")
+		if !strings.HasPrefix(l, "| `") || len(cells) < 4 {
+			continue
+		}
+		key := strings.TrimPrefix(cells[0], "| ")
+		if strings.Count(key, "`") != 2 || !strings.HasSuffix(key, "`") {
+			continue
+		}
+		rows = append(rows, docRow{line: i + 1, key: strings.Trim(key, "`"), deflt: strings.TrimSpace(cells[2])})
+	}
+	return rows
+}
+
+// TestDocsKeysAndDefaults checks docs/config.md the other way round from
+// TestDocsListEveryKey: every key its tables list is one the config knows,
+// and the default they give is the one Default() has.
+func TestDocsKeysAndDefaults(t *testing.T) {
+	known := map[string]bool{}
+	for _, k := range keys(reflect.TypeFor[Config](), "") {
+		known[k] = true
+	}
+	def := reflect.ValueOf(Default())
+	rows := docRows(t)
+	if len(rows) < len(known)/2 {
+		t.Fatalf("read only %d rows of docs/config.md's key tables", len(rows))
+	}
+	for _, r := range rows {
+		if !known[r.key] {
+			t.Errorf("docs/config.md:%d: `%s` is no config key", r.line, r.key)
+			continue
+		}
+		v, ok := valueAt(def, r.key)
+		if !ok || r.key == "host" {
+			// Inside a list (a default there is the element's), or
+			// worked out when unset (host: the short hostname).
+			continue
+		}
+		if msg := compareDefault(v, r.deflt); msg != "" {
+			t.Errorf("docs/config.md:%d: `%s` default %s: %s", r.line, r.key, r.deflt, msg)
+		}
+	}
+}
+
+// valueAt returns the value of a key in cfg; false for a key inside a list.
+func valueAt(cfg reflect.Value, key string) (reflect.Value, bool) {
+	v := cfg
+	for _, p := range strings.Split(key, ".") {
+		if strings.HasSuffix(p, "[]") {
+			return reflect.Value{}, false
+		}
+		f, ok := field(v.Type(), p)
+		if !ok {
+			return reflect.Value{}, false
+		}
+		v = v.FieldByIndex(f.Index)
+	}
+	return v, true
+}
+
+// backquoted matches a default column made only of backquoted values, with
+// an optional note in parentheses after them: "`1`", "`a`, `b`", "`50331648` (48 MiB)".
+var backquoted = regexp.MustCompile("^(`[^`]*`(?:, `[^`]*`)*)(?: \\(.*\\))?$")
+
+// compareDefault says how the documented default d differs from v, or "".
+func compareDefault(v reflect.Value, d string) string {
+	var items []string
+	switch {
+	case d == "" || d == "*(empty)*" || d == "*(none)*":
+		if !v.IsZero() && !(v.Kind() == reflect.Slice && v.Len() == 0) {
+			return fmt.Sprintf("the code's default is %v", v.Interface())
+		}
+		return ""
+	case backquoted.MatchString(d):
+		for _, it := range strings.Split(backquoted.FindStringSubmatch(d)[1], ", ") {
+			items = append(items, strings.Trim(it, "`"))
+		}
+	default:
+		return "is neither a value nor empty"
+	}
+	if v.Kind() == reflect.Slice {
+		if len(items) == 1 && items[0] == "[]" {
+			items = nil
+		}
+		got := v.Interface().([]string)
+		if !slices.Equal(got, items) && !(len(got) == 0 && len(items) == 0) {
+			return fmt.Sprintf("the code's default is %q", got)
+		}
+		return ""
+	}
+	if len(items) != 1 {
+		return "lists several values for one"
+	}
+	want := items[0]
+	if want == `""` {
+		want = ""
+	}
+	var got string
+	switch {
+	case v.Type() == reflect.TypeFor[time.Duration]():
+		d, err := ParseDuration(want)
+		if err != nil {
+			return err.Error()
+		}
+		if time.Duration(v.Int()) != d {
+			return fmt.Sprintf("the code's default is %s", time.Duration(v.Int()))
+		}
+		return ""
+	case v.Kind() == reflect.String:
+		got = v.String()
+	default:
+		got = fmt.Sprint(v.Interface())
+	}
+	if got != want {
+		return fmt.Sprintf("the code's default is %q", got)
+	}
+	return ""
 }
