@@ -126,3 +126,59 @@ func anchor(heading string) string {
 	}
 	return b.String()
 }
+
+// testName is a Go test's name written as code in a page: `TestX`.
+var testName = regexp.MustCompile("`(Test[A-Z][A-Za-z0-9_]*)`")
+
+// TestNamedTestsExist checks that every test a page names as code
+// (`TestUIRunbookRun`) is a test function of the repository, so that a
+// renamed test does not leave a reader looking for one that is gone.
+func TestNamedTestsExist(t *testing.T) {
+	funcs := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func (Test[A-Za-z0-9_]*)\(`)
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil && d != nil && d.IsDir() {
+			return filepath.SkipDir // a directory this user may not read (serve's data/pg)
+		}
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "data" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllStringSubmatch(string(b), -1) {
+			funcs[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !funcs["TestNamedTestsExist"] {
+		t.Fatal("found no test functions")
+	}
+	pages, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range append(pages, "../README.md") {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			for _, m := range testName.FindAllStringSubmatch(l, -1) {
+				if !funcs[m[1]] {
+					t.Errorf("%s:%d: names %s, which no _test.go file defines", page, i+1, m[1])
+				}
+			}
+		}
+	}
+}
