@@ -109,7 +109,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		// (queue.Connect), so only the first connection is retried here.
 		c, err := queue.Connect(cfg.NATS.URL, name, opts...)
 		nc = c
-		return err
+		return natsConnectError(cfg, role, err)
 	})
 	if err != nil {
 		pool.Close()
@@ -129,7 +129,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 			}
 		}
 		q = got
-		return queueStartError(nc, cfg, err)
+		return queueStartError(nc, cfg, role, err)
 	})
 	if err != nil {
 		nc.Close()

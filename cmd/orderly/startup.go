@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
@@ -178,7 +179,11 @@ func (e fatalStartError) Unwrap() error { return e.err }
 // finding no streams (queue.ErrNotProvisioned) waits for the API to
 // create them; a cluster electing its leader times out or answers
 // "temporarily unavailable", and is waited for too.
-func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
+//
+// A worker whose own inbox the server refuses holds another host's (or
+// another role's) credential: the error says so rather than leave the
+// reader with a bucket that timed out.
+func queueStartError(nc *nats.Conn, cfg config.Config, role natsRole, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -189,9 +194,42 @@ func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
 		return err
 	}
 	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
-		return fatalStartError{fmt.Errorf("%w (the server reported: %v)", err, last)}
+		hint := ""
+		if role == roleWorker && strings.Contains(last.Error(), `"`+queue.WorkerInbox(cfg.Host)+".") {
+			hint = fmt.Sprintf("; the NATS credential (%s) is not host %s's: each worker host has its own, %s for serve's embedded NATS, issued to the hosts of nats.workers",
+				natsCredentialSetting(cfg), cfg.Host, "<data-dir>/nats-creds/"+natsembed.WorkerFile(cfg.Host))
+		}
+		return fatalStartError{fmt.Errorf("%w (the server reported: %v%s)", err, last, hint)}
 	}
 	return err
+}
+
+// natsConnectError explains a first connection the server refused for its
+// credential, which nats.go reports only as "Authorization Violation":
+// none was set, or the server does not know the one that was.
+func natsConnectError(cfg config.Config, role natsRole, err error) error {
+	if !errors.Is(err, nats.ErrAuthorization) {
+		return err
+	}
+	if cfg.NATS.Nkey == "" && cfg.NATS.Credentials == "" {
+		file := "api.nk"
+		if role == roleWorker {
+			file = natsembed.WorkerFile(cfg.Host)
+		}
+		return fmt.Errorf("%w (the server requires a credential: set nats.nkey, --nats-nkey, to this process's seed file; serve writes them in <data-dir>/nats-creds/, this one %s)", err, file)
+	}
+	return fmt.Errorf("%w (the server does not accept the credential in %s: a seed serve wrote is accepted by that serve's NATS only, a worker's while its host is in nats.workers)", err, natsCredentialSetting(cfg))
+}
+
+// natsCredentialSetting names the setting and file of cfg's NATS credential.
+func natsCredentialSetting(cfg config.Config) string {
+	switch {
+	case cfg.NATS.Nkey != "":
+		return "nats.nkey " + cfg.NATS.Nkey
+	case cfg.NATS.Credentials != "":
+		return "nats.credentials " + cfg.NATS.Credentials
+	}
+	return "none set"
 }
 
 // replicasRefused reports the JetStream errors of a stream or bucket whose

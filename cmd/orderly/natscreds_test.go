@@ -1,0 +1,84 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/natsembed"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestNATSCredentialRefusalsSayWhatToChange: against serve's embedded
+// NATS, a worker started with no credential, or with another host's (the
+// README's `--nats-nkey data/nats-creds/worker-web-2.nk` given to a worker
+// of web-3), was told "Authorization Violation", or that binding a bucket
+// timed out; each now says which setting to change and where serve
+// writes the right file, and neither is waited for.
+func TestNATSCredentialRefusalsSayWhatToChange(t *testing.T) {
+	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	// The API creates the streams and buckets a worker binds to.
+	api := config.Default()
+	api.NATS.Nkey = creds.API
+	opts, err := natsAuth(api, roleAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiConn, err := queue.Connect(ns.ClientURL(), "api", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer apiConn.Close()
+	if _, err := openQueue(t.Context(), apiConn, api, roleAPI); err != nil {
+		t.Fatal(err)
+	}
+
+	worker := config.Default()
+	worker.Host = "h2"
+	opts, err = natsAuth(worker, roleWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = queue.Connect(ns.ClientURL(), "worker", append(opts, nats.NoReconnect())...)
+	err = natsConnectError(worker, roleWorker, err)
+	if err == nil || !strings.Contains(err.Error(), "set nats.nkey") || !strings.Contains(err.Error(), "worker-h2.nk") {
+		t.Errorf("a worker with no credential: %v", err)
+	}
+	if depNATS.retryable(err) {
+		t.Errorf("a worker with no credential is waited for: %v", err)
+	}
+
+	worker.NATS.Nkey = creds.Workers["h1"] // h1's seed, for a worker of h2
+	opts, err = natsAuth(worker, roleWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := queue.Connect(ns.ClientURL(), "worker", opts...)
+	if err != nil {
+		t.Fatal(err) // the server knows the seed: it connects
+	}
+	defer nc.Close()
+	_, err = openQueue(t.Context(), nc, worker, roleWorker)
+	if err == nil {
+		t.Fatal("a worker of h2 bound the queue with h1's credential")
+	}
+	err = queueStartError(nc, worker, roleWorker, err)
+	if !strings.Contains(err.Error(), "is not host h2's") || !strings.Contains(err.Error(), "nats-creds/worker-h2.nk") ||
+		!strings.Contains(err.Error(), creds.Workers["h1"]) {
+		t.Errorf("a worker of h2 with h1's credential: %v", err)
+	}
+	if depNATS.retryable(err) {
+		t.Errorf("a worker with another host's credential is waited for: %v", err)
+	}
+}
