@@ -42,6 +42,12 @@ func (a *app) hostsCommand() *cobra.Command {
 					forget = c.AbandonHost
 				}
 				if err := forget(cmd.Context(), args[0]); err != nil {
+					// The API says "abandon=true", its query parameter;
+					// on the command line that is --abandon.
+					var apiErr *client.Error
+					if !abandon && errors.As(err, &apiErr) && apiErr.Code == client.CodeConflict && apiErr.Details["active_orders"] != nil {
+						return fmt.Errorf("%w; to abandon them with the host: orderly hosts --forget %s --abandon", err, args[0])
+					}
 					return err
 				}
 				fmt.Fprintf(a.stdout, "forgot host %s\n", args[0])
