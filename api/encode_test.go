@@ -108,9 +108,16 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 		`{"args":"a"}`:            `field "args" must be a list, not string`,
 		`{"env":[]}`:              `field "env" must be an object, not array`,
 		`{"timeout_seconds":"5"}`: `field "timeout_seconds" must be a number, not string`,
+		// An element of the wrong type is named as one: "field "args"
+		// must be a string" read as if args were not to be a list.
+		`{"args":["a",2]}`:       `args[] must be a string, not number`,
+		`{"args":[true]}`:        `args[] must be a string, not bool`,
+		`{"env":{"A":1}}`:        `env.A must be a string, not number`,
+		`{"args":[1e400]}`:       `args[] must be a string, not number`,
+		`{"env":{"A":1e400}}`:    `env.A must be a string, not number`,
+		`{"hosts":["web-1",{}]}`: `hosts[] must be a string, not object`,
+		`{"args":[["a"]]}`:       `args[] must be a string, not array`,
 		// Numbers that do not fit name their field, not "the body".
-		`{"args":[1e400]}`:                          `field "args" must be a string, not number`,
-		`{"env":{"A":1e400}}`:                       `field "env" must be a string, not number`,
 		`{"timeout_seconds":1e400}`:                 `field "timeout_seconds" is out of range: 1e400`,
 		`{"max_output_bytes":1.5}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1.5`,
 		`{"max_output_bytes":1e3}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1e3`,
@@ -128,6 +135,19 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 			strings.Contains(err.Error(), "2006") || strings.Contains(err.Error(), "UnmarshalJSON") {
 			t.Errorf("decode %s: %v, want invalid_request with %q", body, err, want)
 		}
+	}
+}
+
+// TestDecodeRawValuesAreFree: a json.RawMessage holds any JSON, a list
+// included, whose elements the element check must not read as bytes:
+// an action's params are judged by the action, not by the decoder.
+func TestDecodeRawValuesAreFree(t *testing.T) {
+	var req ActionRunRequest
+	if err := decodeBytes([]byte(`{"host":"h","params":{"id":["0042",null],"n":1,"b":true}}`), &req); err != nil {
+		t.Fatalf("params holding a list: %v", err)
+	}
+	if string(req.Params["id"]) != `["0042",null]` {
+		t.Errorf("params.id = %s", req.Params["id"])
 	}
 }
 

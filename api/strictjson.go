@@ -60,6 +60,13 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 	if err != nil {
 		return order.Errorf(order.CodeInvalid, "invalid JSON: %s", jsonProblem(err))
 	}
+	if got, fits := tokenFits(t, tok); elem && !fits {
+		// encoding/json names only the list or map ("field "args" must
+		// be a string"), which reads as if the list itself were wrong:
+		// name the element, as for null below.
+		field := fieldName(path)
+		return order.FieldError(order.CodeInvalid, field, "invalid JSON: %s must be %s, not %s", field, jsonTypeName(t), got)
+	}
 	d, ok := tok.(json.Delim)
 	if !ok {
 		if tok == nil && path == "" && t != nil && indirect(t).Kind() == reflect.Struct {
@@ -85,7 +92,9 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 	t = indirect(t)
 	if d == '[' {
 		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && t.Elem().Kind() != reflect.Uint8 {
+			// Not bytes: json.RawMessage holds any JSON, []byte is
+			// base64 text.
 			elem = t.Elem()
 		}
 		for w.dec.More() {
@@ -156,6 +165,41 @@ func checkTime(tok json.Token, field string) error {
 		}
 	}
 	return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not %s", field, got)
+}
+
+// tokenFits reports whether the value starting with tok is of the JSON
+// type t decodes, for a t that is a string, a number or true or false
+// (any other t is left to the typed decode, and null to the checks
+// below), and names the value's type as encoding/json does.
+func tokenFits(t reflect.Type, tok json.Token) (string, bool) {
+	if t == nil || tok == nil {
+		return "null", true
+	}
+	var got string
+	switch v := tok.(type) {
+	case json.Delim:
+		got = "object"
+		if v == '[' {
+			got = "array"
+		}
+	case json.Number:
+		got = "number"
+	case bool:
+		got = "bool"
+	default:
+		got = "string"
+	}
+	switch indirect(t).Kind() {
+	case reflect.String:
+		return got, got == "string"
+	case reflect.Bool:
+		return got, got == "bool"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return got, got == "number"
+	}
+	return got, true
 }
 
 // nullable reports whether a null decodes into t as "no value" rather
