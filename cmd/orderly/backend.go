@@ -129,7 +129,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 			}
 		}
 		q = got
-		return queueStartError(nc, cfg, role, err)
+		return queueStartError(nc, cfg, err)
 	})
 	if err != nil {
 		nc.Close()

@@ -166,7 +166,7 @@ func TestWorkerWithAnotherHostsCredentials(t *testing.T) {
 	start := time.Now()
 	_, err = openQueue(t.Context(), nc, wrong, roleWorker)
 	var fatal fatalStartError
-	if !errors.As(err, &fatal) || !strings.Contains(err.Error(), "do not permit the subjects of host b") ||
+	if !errors.As(err, &fatal) || !strings.Contains(err.Error(), "is not host b's") ||
 		!strings.Contains(err.Error(), "subscription to orderly.control.b") || time.Since(start) > 2*time.Second {
 		t.Fatalf("worker b with a's credentials: %v after %s; want at once a fatal error naming host b and orderly.control.b",
 			err, time.Since(start))

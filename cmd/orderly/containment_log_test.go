@@ -57,7 +57,7 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 		t.Fatalf("a 20s heartbeat against a 2s bucket TTL: %v", err)
 	}
 	// Refused, not waited for: it logged "waiting for nats" for good.
-	if depNATS.retryable(queueStartError(nc, cfg, roleWorker, err)) {
+	if depNATS.retryable(queueStartError(nc, cfg, err)) {
 		t.Fatalf("a 20s heartbeat against a 2s bucket TTL is waited for: %v", err)
 	}
 	cfg.NATS.Heartbeat = time.Second

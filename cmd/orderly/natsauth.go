@@ -55,7 +55,7 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 	opts := queue.Options{Replicas: cfg.NATS.Replicas, DedupWindow: cfg.NATS.DedupWindow,
 		AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.NATS.LeaseTTL}
 	if role == roleWorker {
-		if err := checkWorkerSubjects(nc, cfg.Host); err != nil {
+		if err := checkWorkerSubjects(nc, cfg); err != nil {
 			return nil, err
 		}
 		q, err := queue.Bind(ctx, nc, opts)
@@ -72,12 +72,12 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 }
 
 // checkWorkerSubjects asks the server whether the connection's credentials
-// permit host's subjects, by subscribing to its control subject. Another
-// host's credentials (its seed, started with --host of this one) were
-// found out only when binding the streams timed out five seconds later,
-// with a permissions violation on an inbox that named no cause.
-func checkWorkerSubjects(nc *nats.Conn, host string) error {
-	subject := queue.ControlSubject + host
+// permit the host's subjects, by subscribing to its control subject.
+// Another host's credentials (its seed, started with --host of this one)
+// were found out only when binding the streams timed out five seconds
+// later, with a permissions violation on an inbox that named no cause.
+func checkWorkerSubjects(nc *nats.Conn, cfg config.Config) error {
+	subject := queue.ControlSubject + cfg.Host
 	sub, err := nc.SubscribeSync(subject)
 	if err != nil {
 		return err
@@ -88,9 +88,9 @@ func checkWorkerSubjects(nc *nats.Conn, host string) error {
 		return err
 	}
 	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) && strings.Contains(last.Error(), `"`+subject+`"`) {
-		return fatalStartError{fmt.Errorf("the NATS credentials (nats.nkey or nats.credentials) do not permit the subjects of host %s: "+
-			"the server refused the subscription to %s. Are they another host's? Each worker needs the credentials of its own host "+
-			"(serve's %s for host %s)", host, subject, natsembed.WorkerFile(host), host)}
+		return fatalStartError{fmt.Errorf("the NATS credential (%s) is not host %s's: the server refused the subscription to %s. "+
+			"Each worker host has its own: %s for serve's embedded NATS, issued to the hosts of nats.workers",
+			natsCredentialSetting(cfg), cfg.Host, subject, "<data-dir>/nats-creds/"+natsembed.WorkerFile(cfg.Host))}
 	}
 	return nil
 }

@@ -179,11 +179,7 @@ func (e fatalStartError) Unwrap() error { return e.err }
 // finding no streams (queue.ErrNotProvisioned) waits for the API to
 // create them; a cluster electing its leader times out or answers
 // "temporarily unavailable", and is waited for too.
-//
-// A worker whose own inbox the server refuses holds another host's (or
-// another role's) credential: the error says so rather than leave the
-// reader with a bucket that timed out.
-func queueStartError(nc *nats.Conn, cfg config.Config, role natsRole, err error) error {
+func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -194,12 +190,7 @@ func queueStartError(nc *nats.Conn, cfg config.Config, role natsRole, err error)
 		return err
 	}
 	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
-		hint := ""
-		if role == roleWorker && strings.Contains(last.Error(), `"`+queue.WorkerInbox(cfg.Host)+".") {
-			hint = fmt.Sprintf("; the NATS credential (%s) is not host %s's: each worker host has its own, %s for serve's embedded NATS, issued to the hosts of nats.workers",
-				natsCredentialSetting(cfg), cfg.Host, "<data-dir>/nats-creds/"+natsembed.WorkerFile(cfg.Host))
-		}
-		return fatalStartError{fmt.Errorf("%w (the server reported: %v%s)", err, last, hint)}
+		return fatalStartError{fmt.Errorf("%w (the server reported: %v)", err, last)}
 	}
 	return err
 }
