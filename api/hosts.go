@@ -27,16 +27,30 @@ type Host struct {
 	QueueDepth   *int       `json:"queue_depth,omitempty"`
 	Queued       []Order    `json:"queued,omitempty"`
 	Running      *Order     `json:"running,omitempty"`
+	Standby      *Standby   `json:"standby,omitempty"`
+}
+
+// Standby is a worker waiting for a host's lease, ready to take the host
+// when its worker stops or dies.
+type Standby struct {
+	Instance     string    `json:"instance"`
+	Version      string    `json:"version"`
+	WaitingSince time.Time `json:"waiting_since"`
+	LastSeen     time.Time `json:"last_seen"`
 }
 
 // hosts merges what PostgreSQL remembers (every host ever seen) with the
-// live heartbeats in the KV bucket (who is online now).
+// live heartbeats in the KV bucket (who is online now, who stands by).
 func (s *Server) hosts(r *http.Request) ([]Host, error) {
 	rows, err := s.Store.Hosts(r.Context())
 	if err != nil {
 		return nil, err
 	}
 	online, err := s.Queue.OnlineHosts(r.Context())
+	if err != nil {
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+	}
+	standbys, err := s.Queue.Standbys(r.Context())
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
 	}
@@ -53,6 +67,20 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 		}
 		ls := info.LastSeen
 		h.Online, h.LastSeen, h.Version, h.Instance, h.CurrentOrder = true, &ls, info.Version, info.Instance, info.CurrentOrder
+	}
+	for name, sb := range standbys {
+		h := byHost[name]
+		if h == nil {
+			h = &Host{Host: name}
+			byHost[name] = h
+		}
+		// A report naming the worker that holds the host is a standby's
+		// that took it over and could not remove its last report (one
+		// in flight as it took the lease): it expires with the TTL.
+		if h.Online && sb.Instance == h.Instance {
+			continue
+		}
+		h.Standby = &Standby{Instance: sb.Instance, Version: sb.Version, WaitingSince: sb.StartedAt.UTC(), LastSeen: sb.LastSeen}
 	}
 	if err := s.hideOthersOrders(r, byHost); err != nil {
 		return nil, err

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // TestHostsListsAHostNoWorkerServed: orders for a host no worker ever
@@ -31,4 +33,62 @@ func TestHostsListsAHostNoWorkerServed(t *testing.T) {
 		}
 	}
 	t.Fatalf("a host with an order waiting and no worker is not listed: %s", body)
+}
+
+// TestHostsShowStandby: a worker waiting for a host's lease was invisible
+// in GET /v1/hosts and `orderly hosts`: an operator could not tell
+// whether stopping a host's worker hands the host to another one or
+// leaves it offline. The list and the host show the standby's report;
+// one naming the worker that holds the host (the last report of a
+// standby that has just taken over) is not a standby.
+func TestHostsShowStandby(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := t.Context()
+	now := time.Now()
+	if err := e.q.Heartbeat(ctx, queue.HostInfo{Host: "sbh", Instance: "sbh/a", Version: "v1", StartedAt: now, LastSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.StandbyBeat(ctx, queue.HostInfo{Host: "sbh", Instance: "sbh/b", Version: "v2", StartedAt: now.Add(-time.Minute), LastSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	standbyOf := func(path string) *api.Standby {
+		t.Helper()
+		code, body := e.do("admin", http.MethodGet, path, nil)
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+		var one api.Host
+		var list struct{ Hosts []api.Host }
+		if path == "/v1/hosts" {
+			if err := json.Unmarshal(body, &list); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := json.Unmarshal(body, &one); err != nil {
+			t.Fatal(err)
+		} else {
+			list.Hosts = []api.Host{one}
+		}
+		for _, h := range list.Hosts {
+			if h.Host == "sbh" {
+				if !h.Online || h.Instance != "sbh/a" {
+					t.Fatalf("%s: the host is %s", path, body)
+				}
+				return h.Standby
+			}
+		}
+		t.Fatalf("%s: no host sbh in %s", path, body)
+		return nil
+	}
+	for _, path := range []string{"/v1/hosts", "/v1/hosts/sbh"} {
+		sb := standbyOf(path)
+		if sb == nil || sb.Instance != "sbh/b" || sb.Version != "v2" || !sb.WaitingSince.Equal(now.Add(-time.Minute).UTC()) || sb.LastSeen.IsZero() {
+			t.Fatalf("%s: standby %+v, want sbh/b's report", path, sb)
+		}
+	}
+	if _, err := e.q.StandbyBeat(ctx, queue.HostInfo{Host: "sbh", Instance: "sbh/a", Version: "v1", StartedAt: now, LastSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	if sb := standbyOf("/v1/hosts"); sb != nil {
+		t.Fatalf("the holder's own leftover report shows as a standby: %+v", sb)
+	}
 }

@@ -183,9 +183,7 @@ func (w *Worker) Run(ctx context.Context) error {
 // tenure is one period of ownership: lease, takeover, consumption. It
 // returns why it ended.
 func (w *Worker) tenure(ctx context.Context) error {
-	lease, err := w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
-		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
-	})
+	lease, err := w.acquireLease(ctx)
 	if err != nil {
 		return err
 	}

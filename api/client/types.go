@@ -225,9 +225,20 @@ type Host struct {
 	QueueDepth   *int       `json:"queue_depth,omitempty"`
 	Queued       []Order    `json:"queued,omitempty"`
 	Running      *Order     `json:"running,omitempty"`
+	// Standby is a worker waiting to take the host over; nil when none
+	// waits (or the API is older than standby reports).
+	Standby *Standby `json:"standby,omitempty"`
 
 	// Raw is the host's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`
+}
+
+// Standby is a worker waiting for a host's lease.
+type Standby struct {
+	Instance     string    `json:"instance"`
+	Version      string    `json:"version"`
+	WaitingSince time.Time `json:"waiting_since"`
+	LastSeen     time.Time `json:"last_seen"`
 }
 
 // UnmarshalJSON decodes a host and keeps its JSON in Raw.

@@ -72,13 +72,13 @@ func (a *app) hostsCommand() *cobra.Command {
 			}
 			now := time.Now()
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tONLINE\tLAST SEEN\tVERSION\tQUEUED\tCURRENT ORDER")
+			fmt.Fprintln(tw, "HOST\tONLINE\tSTANDBY\tLAST SEEN\tVERSION\tQUEUED\tCURRENT ORDER")
 			for _, h := range list.Hosts {
 				queued := "-" // an API older than queue_depth in the list
 				if h.QueueDepth != nil {
 					queued = strconv.Itoa(*h.QueueDepth)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), ago(h.LastSeen, now), dash(h.Version), queued, dashID(h.CurrentOrder))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), standbyShort(h.Standby), ago(h.LastSeen, now), dash(h.Version), queued, dashID(h.CurrentOrder))
 			}
 			return tw.Flush()
 		},
@@ -98,6 +98,7 @@ func printHost(w io.Writer, h *client.Host) error {
 	fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(h.LastSeen, time.Now()))
 	fmt.Fprintf(tw, "Version:\t%s\n", dash(h.Version))
+	fmt.Fprintf(tw, "Standby:\t%s\n", standbyLong(h.Standby, time.Now()))
 	if h.QueueDepth != nil {
 		fmt.Fprintf(tw, "Queue depth:\t%d\n", *h.QueueDepth)
 	}
@@ -138,4 +139,22 @@ func dashID(id *uuid.UUID) string {
 		return "-"
 	}
 	return id.String()
+}
+
+// standbyShort says whether a worker stands by to take the host over.
+func standbyShort(sb *client.Standby) string {
+	if sb == nil {
+		return "-"
+	}
+	return "yes"
+}
+
+// standbyLong names the worker that stands by, with its version and how
+// long it has waited.
+func standbyLong(sb *client.Standby, now time.Time) string {
+	if sb == nil {
+		return "-"
+	}
+	since := sb.WaitingSince
+	return fmt.Sprintf("%s (version %s, started waiting %s)", sb.Instance, dash(sb.Version), ago(&since, now))
 }

@@ -19,7 +19,8 @@ import (
 //     submit stream. It may not publish live output: only a worker
 //     produces that.
 //   - Worker of host X: consumes only its own durable consumer host_X,
-//     reads and writes only its own lease and heartbeat keys, publishes
+//     reads and writes only its own lease and heartbeat keys (and writes
+//     its standby report), publishes
 //     only its own events and output, receives only its own control
 //     subject. It cannot create or change streams.
 //   - Submitter: publishes only to orderly.submit.> and receives the
@@ -60,6 +61,7 @@ func WorkerPermissions(host string) *server.Permissions {
 	kvStream := "KV_" + queue.HostsBucket
 	lease := "$KV." + queue.HostsBucket + ".lease." + host
 	info := "$KV." + queue.HostsBucket + ".info." + host
+	standby := "$KV." + queue.HostsBucket + ".standby." + host
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			// Its own durable consumer, and nothing of anyone else's: the
@@ -80,6 +82,9 @@ func WorkerPermissions(host string) *server.Permissions {
 			"$JS.API.DIRECT.GET." + kvStream + "." + info,
 			lease,
 			info,
+			// Its report as a standby while it waits for the lease
+			// (written and deleted, never read back).
+			standby,
 			"$JS.API.CONSUMER.CREATE." + kvStream + ".*." + lease,
 			"$JS.API.CONSUMER.DELETE." + kvStream + ".*",
 			"$JS.FC." + kvStream + ".>",

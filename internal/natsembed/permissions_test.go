@@ -238,6 +238,18 @@ func TestRolesOnTheBus(t *testing.T) {
 	if err := q1.Heartbeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
 		t.Fatal(err)
 	}
+	// A standby of h1 reports itself, and the API sees it; the report
+	// goes when the standby takes over or stops.
+	rev, err := q1.StandbyBeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1-standby"})
+	if err != nil {
+		t.Fatalf("worker h1 reporting a standby: %v", err)
+	}
+	if sb, err := qAPI.Standbys(ctx); err != nil || sb["h1"].Instance != "w1-standby" {
+		t.Fatalf("the API's view of the standbys: %+v %v", sb, err)
+	}
+	if err := q1.StandbyGone(ctx, "h1", rev); err != nil {
+		t.Fatalf("worker h1 removing its standby report: %v", err)
+	}
 	controls := make(chan queue.Control, 1)
 	ctl, err := q1.SubscribeControl("h1", func(c queue.Control) { controls <- c })
 	if err != nil {
@@ -361,6 +373,12 @@ func TestRolesOnTheBus(t *testing.T) {
 	}
 	stop()
 	w2.refused(t, "Publish", "$KV.orderly_hosts.lease.h1")
+	short, stop = context.WithTimeout(ctx, 2*time.Second)
+	if _, err := q2.StandbyBeat(short, queue.HostInfo{Host: "h1", Instance: "mallory"}); err == nil {
+		t.Fatal("worker h2 reported a standby of host h1")
+	}
+	stop()
+	w2.refused(t, "Publish", "$KV.orderly_hosts.standby.h1")
 	if _, err := w2.nc.Request("$JS.API.STREAM.MSG.GET.KV_orderly_hosts", []byte(`{"last_by_subj":"$KV.orderly_hosts.lease.h1"}`), time.Second); err == nil {
 		t.Fatal("worker h2 read a lease through STREAM.MSG.GET")
 	}

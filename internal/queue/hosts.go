@@ -11,9 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// HostInfo is a worker's heartbeat, kept in the KV bucket under info.<host>.
-// The bucket's TTL removes it when the worker stops beating: present means
-// online.
+// HostInfo is a worker's heartbeat, kept in the KV bucket under info.<host>
+// by the worker that holds the host and under standby.<host> by one that
+// waits for it. The bucket's TTL removes it when the worker stops beating:
+// present means online (or waiting).
 type HostInfo struct {
 	Host         string     `json:"host"`
 	Instance     string     `json:"instance"`
@@ -41,10 +42,53 @@ func (q *Queue) Heartbeat(ctx context.Context, info HostInfo) error {
 // judged against the server's time, not this host's clock nor the
 // worker's, either of which may be minutes off.
 func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
-	now := q.serverNow(ctx)
-	w, err := q.kv.Watch(ctx, "info.*", jetstream.IgnoreDeletes())
+	hs, err := q.beats(ctx, "info.")
 	if err != nil {
 		return nil, fmt.Errorf("list online hosts: %w", err)
+	}
+	return hs, nil
+}
+
+// Standbys returns, by host, the report of a worker waiting as a standby
+// for the host's lease, as OnlineHosts judges heartbeats. A host with
+// several standbys shows the one that reported last: the key is one per
+// host, the one key of the kind NATS lets that host's workers write.
+func (q *Queue) Standbys(ctx context.Context) (map[string]HostInfo, error) {
+	hs, err := q.beats(ctx, "standby.")
+	if err != nil {
+		return nil, fmt.Errorf("list standby workers: %w", err)
+	}
+	return hs, nil
+}
+
+// StandbyBeat records info as the report of a worker of info.Host that
+// waits for the host's lease, and returns the entry's revision for
+// StandbyGone.
+func (q *Queue) StandbyBeat(ctx context.Context, info HostInfo) (uint64, error) {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := q.kv.Put(ctx, "standby."+info.Host, b)
+	if err != nil {
+		return 0, fmt.Errorf("standby report of host %s: %w", info.Host, err)
+	}
+	return rev, nil
+}
+
+// StandbyGone removes the standby report of host that StandbyBeat wrote
+// as revision rev, and leaves it to another standby of the host that
+// reported since.
+func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error {
+	return q.kv.Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
+}
+
+// beats reads the live reports of the keys prefix<host>, by host.
+func (q *Queue) beats(ctx context.Context, prefix string) (map[string]HostInfo, error) {
+	now := q.serverNow(ctx)
+	w, err := q.kv.Watch(ctx, prefix+"*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
 	}
 	defer w.Stop()
 	out := map[string]HostInfo{}
@@ -54,7 +98,7 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 			if !ok || e == nil {
 				return out, nil
 			}
-			if h, ok := q.beating(e, now); ok {
+			if h, ok := q.live(e, prefix, now); ok {
 				out[h.Host] = h
 			}
 		case <-ctx.Done():
@@ -73,13 +117,13 @@ func (q *Queue) HostOnline(ctx context.Context, host string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read the heartbeat of host %s: %w", host, err)
 	}
-	_, ok := q.beating(e, q.serverNow(ctx))
+	_, ok := q.live(e, "info.", q.serverNow(ctx))
 	return ok, nil
 }
 
-// beating returns the heartbeat e holds when it is a live worker's, with
-// its LastSeen set to when the server stored it.
-func (q *Queue) beating(e jetstream.KeyValueEntry, now time.Time) (HostInfo, bool) {
+// live returns the report e (a key prefix<host>) holds when it is a live
+// worker's, with its LastSeen set to when the server stored it.
+func (q *Queue) live(e jetstream.KeyValueEntry, prefix string, now time.Time) (HostInfo, bool) {
 	var h HostInfo
 	// An entry older than two leases should have expired: the server
 	// could not remove it (a full disk stops its writes), and its worker
@@ -88,7 +132,7 @@ func (q *Queue) beating(e jetstream.KeyValueEntry, now time.Time) (HostInfo, boo
 	// body names, one host's worker made another host online (hiding its
 	// outage from the fleet alerts, refusing its removal) or added any
 	// name to the list.
-	if json.Unmarshal(e.Value(), &h) != nil || "info."+h.Host != e.Key() || now.Sub(e.Created()) >= 2*q.opts.LeaseTTL {
+	if json.Unmarshal(e.Value(), &h) != nil || prefix+h.Host != e.Key() || now.Sub(e.Created()) >= 2*q.opts.LeaseTTL {
 		return HostInfo{}, false
 	}
 	h.LastSeen = e.Created().UTC()
@@ -225,7 +269,8 @@ func (q *Queue) Offline(ctx context.Context, host string) error {
 }
 
 // Forget removes what NATS keeps for a host that is gone for good: its
-// durable consumer on the orders stream and its heartbeat and lease keys.
+// durable consumer on the orders stream and its heartbeat, lease and
+// standby keys.
 // The caller has checked that no worker serves it and that none of its
 // orders may still run; the messages of its ended orders go with the
 // periodic drop of unserved hosts' ended orders. A worker that starts for
@@ -235,7 +280,7 @@ func (q *Queue) Forget(ctx context.Context, host string) error {
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete the consumer of host %s: %w", host, err)
 	}
-	for _, key := range []string{"info." + host, "lease." + host} {
+	for _, key := range []string{"info." + host, "lease." + host, "standby." + host} {
 		if err := q.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("forget host %s: %w", host, err)
 		}

@@ -1,0 +1,68 @@
+package queue_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestStandbyReports: a standby's report shows for its host only (one
+// whose body names another host is ignored, as a heartbeat's), a removal
+// by a standby that no longer reported last leaves the newer report, and
+// forgetting the host removes it.
+func TestStandbyReports(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	beat := func(info queue.HostInfo) uint64 {
+		t.Helper()
+		info.StartedAt, info.LastSeen = time.Now(), time.Now()
+		rev, err := q.StandbyBeat(ctx, info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	standbys := func() map[string]queue.HostInfo {
+		t.Helper()
+		sb, err := q.Standbys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sb
+	}
+	older := beat(queue.HostInfo{Host: "s1", Instance: "s1/a", Version: "v1"})
+	beat(queue.HostInfo{Host: "s1", Instance: "s1/b", Version: "v2"})
+	if sb := standbys(); len(sb) != 1 || sb["s1"].Instance != "s1/b" || sb["s1"].Version != "v2" {
+		t.Fatalf("standbys %+v, want s1's latest report", sb)
+	}
+	// Standbys are not online hosts.
+	if online, err := q.OnlineHosts(ctx); err != nil || len(online) != 0 {
+		t.Fatalf("online hosts %+v %v", online, err)
+	}
+	// s1/a took over (or stopped): its removal must not hide s1/b.
+	if err := q.StandbyGone(ctx, "s1", older); err == nil {
+		t.Fatal("a report written since was removed")
+	}
+	if sb := standbys(); sb["s1"].Instance != "s1/b" {
+		t.Fatalf("standbys %+v after an outdated removal", sb)
+	}
+	// A body naming another host, under the key s2's workers may write.
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "standby.s2", []byte(`{"host":"s3","instance":"s3/x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if sb := standbys(); len(sb) != 1 || sb["s1"].Instance != "s1/b" {
+		t.Fatalf("standbys %+v: a report under another host's key counted", sb)
+	}
+	if err := q.Forget(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if sb := standbys(); len(sb) != 0 {
+		t.Fatalf("standbys %+v after s1 was forgotten", sb)
+	}
+}

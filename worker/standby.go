@@ -1,0 +1,73 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// acquireLease takes the host's lease, waiting as a standby while another
+// worker holds it. While it waits it reports itself under the host's
+// standby key, so that the hosts listing shows that a worker stands by
+// (and which one), and removes the report once it holds the lease or
+// stops.
+func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var rev uint64 // the report's last revision; 0 while none was written
+	defer func() {
+		stop()
+		wg.Wait()
+		if rev == 0 {
+			return
+		}
+		// Briefly: the lease just taken waits for it. A report this
+		// cannot remove (NATS away, or another standby reported since)
+		// expires with the bucket's TTL; the listing ignores one that
+		// names the holder.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if err := w.q.StandbyGone(rctx, w.opts.Host, rev); err != nil {
+			w.logger.Debug("remove standby report", "error", err)
+		}
+	}()
+	return w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
+		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rev = w.standbyBeat(sctx)
+		}()
+	})
+}
+
+// standbyBeat reports this worker as the host's standby every heartbeat
+// until ctx ends, and returns the revision of its last report (0 if none
+// was written).
+func (w *Worker) standbyBeat(ctx context.Context) uint64 {
+	var rev uint64
+	since := time.Now()
+	t := time.NewTicker(w.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		// One beat at most: a NATS that refuses the key (permissions
+		// from before standby reports, nats.go then logs the violation)
+		// never answers, and must not hold up the takeover.
+		bctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
+		r, err := w.q.StandbyBeat(bctx, queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance,
+			Version: w.opts.Version, StartedAt: since, LastSeen: time.Now()})
+		cancel()
+		if err == nil {
+			rev = r
+		} else if ctx.Err() == nil {
+			w.logger.Debug("standby report", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return rev
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package worker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+)
+
+// TestStandbyIsReported: a worker waiting for a host's lease reports
+// itself as the host's standby for as long as it waits, and removes the
+// report when it takes the host over or stops, rather than leaving it to
+// the bucket's TTL (30 s here, longer than the test waits).
+func TestStandbyIsReported(t *testing.T) {
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 30 * time.Second})
+	ctx := testenv.Context(t)
+	start := func(instance string) func() {
+		stop, _ := runWorker(t, worker.Options{Host: "sb", Instance: instance, Version: "v-" + instance,
+			Heartbeat: 200 * time.Millisecond, AckWait: time.Second, ShutdownGrace: 5 * time.Second},
+			store, q, testenv.Logger(t))
+		return stop
+	}
+	// waitFor polls the host's online holder and standby until ok says
+	// they are as wanted.
+	waitFor := func(what string, ok func(holder, standby queue.HostInfo) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			online, err := q.OnlineHosts(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			standbys, err := q.Standbys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok(online["sb"], standbys["sb"]) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: holder %+v, standby %+v", what, online["sb"], standbys["sb"])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	stopA := start("sb/a")
+	waitFor("a holds the host, no standby", func(h, s queue.HostInfo) bool { return h.Instance == "sb/a" && s.Instance == "" })
+	start("sb/b")
+	waitFor("b stands by", func(h, s queue.HostInfo) bool {
+		return h.Instance == "sb/a" && s.Instance == "sb/b" && s.Version == "v-sb/b" && !s.StartedAt.IsZero()
+	})
+	stopA()
+	waitFor("b took over and removed its report", func(h, s queue.HostInfo) bool { return h.Instance == "sb/b" && s.Instance == "" })
+	stopC := start("sb/c")
+	waitFor("c stands by", func(h, s queue.HostInfo) bool { return h.Instance == "sb/b" && s.Instance == "sb/c" })
+	stopC()
+	waitFor("c stopped and removed its report", func(h, s queue.HostInfo) bool { return h.Instance == "sb/b" && s.Instance == "" })
+}
