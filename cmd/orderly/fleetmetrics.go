@@ -8,13 +8,14 @@ import (
 
 // fleetSources wires the fleet gauges (internal/metrics/fleet.go) to the
 // API's PostgreSQL store and NATS queue: queue age and the reconciler's
-// backlog from PostgreSQL, hosts known from PostgreSQL and online from
-// their KV heartbeats, and both dependencies' reachability.
+// backlog from PostgreSQL, hosts known from PostgreSQL, online from
+// their KV heartbeats and stood by from their standby reports, and both
+// dependencies' reachability.
 func fleetSources(b *backend) metrics.FleetSources {
 	return metrics.FleetSources{
 		QueueAges:   b.store.QueueAges,
 		Unpublished: b.store.UnpublishedBacklog,
-		Hosts: func(ctx context.Context) (map[string]bool, error) {
+		Hosts: func(ctx context.Context) (map[string]metrics.HostState, error) {
 			known, err := b.store.Hosts(ctx)
 			if err != nil {
 				return nil, err
@@ -23,12 +24,23 @@ func fleetSources(b *backend) metrics.FleetSources {
 			if err != nil {
 				return nil, err
 			}
-			out := make(map[string]bool, len(known)+len(online))
+			standbys, err := b.queue.Standbys(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := make(map[string]metrics.HostState, len(known)+len(online))
 			for _, h := range known {
-				out[h.Host] = false
+				out[h.Host] = metrics.HostState{}
 			}
 			for h := range online {
-				out[h] = true
+				out[h] = metrics.HostState{Online: true}
+			}
+			for h, sb := range standbys {
+				st := out[h]
+				// As GET /v1/hosts: a report naming the holder is the last
+				// one of a standby that has taken the host over.
+				st.Standby = !st.Online || sb.Instance != online[h].Instance
+				out[h] = st
 			}
 			return out, nil
 		},

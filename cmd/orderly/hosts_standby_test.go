@@ -9,8 +9,9 @@ import (
 )
 
 // TestCLIHostsShowStandby: a second worker of a host waits as its
-// standby; `orderly hosts` says a standby is there and `orderly hosts H`
-// names it, and both forget it once it stops.
+// standby; `orderly hosts` says a standby is there, `orderly hosts H`
+// names it and orderly_host_standby is 1, and all of them forget it once
+// it stops.
 func TestCLIHostsShowStandby(t *testing.T) {
 	s := newStack(t, "h1")
 	env := s.cliEnv()
@@ -28,7 +29,7 @@ func TestCLIHostsShowStandby(t *testing.T) {
 	}()
 	// until runs `orderly hosts` until the listing of h1 matches line and
 	// the host's own view passes check.
-	until := func(what, line string, check func(string) bool) {
+	until := func(what, line string, check func(string) bool, gauge string) {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
@@ -36,24 +37,28 @@ func TestCLIHostsShowStandby(t *testing.T) {
 			one := cli(t, env, "", "hosts", "h1")
 			wantExit(t, list, 0)
 			wantExit(t, one, 0)
-			if regexpLine(list.stdout, line) && check(one.stdout) {
+			code, metrics := s.do("GET", "/metrics", nil)
+			if code != 200 {
+				t.Fatalf("metrics: %d %s", code, metrics)
+			}
+			if regexpLine(list.stdout, line) && check(one.stdout) && strings.Contains(string(metrics), gauge+"\n") {
 				if !strings.Contains(list.stdout, "STANDBY") {
 					t.Fatalf("no STANDBY column:\n%s", list.stdout)
 				}
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: hosts:\n%s\nhosts h1:\n%s", what, list.stdout, one.stdout)
+				t.Fatalf("%s: hosts:\n%s\nhosts h1:\n%s\nno %s in the metrics", what, list.stdout, one.stdout, gauge)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	until("a standby waits", `^h1\s+yes\s+yes\s`, func(out string) bool {
 		return regexpLine(out, `^Standby:\s+h1/\S+ \(version \S+, started waiting .*ago\)$`)
-	})
+	}, `orderly_host_standby{host="h1"} 1`)
 	_ = sb.stop()
 	stopped = true
 	until("the standby stopped", `^h1\s+yes\s+-\s`, func(out string) bool {
 		return regexpLine(out, `^Standby:\s+-$`)
-	})
+	}, `orderly_host_standby{host="h1"} 0`)
 }

@@ -15,10 +15,17 @@ type FleetSources struct {
 	// Unpublished is the reconciler's backlog: orders recorded but not yet
 	// in their host's stream, and the age of the oldest.
 	Unpublished func(context.Context) (int, time.Duration, error)
-	// Hosts maps every known host to whether its worker is online now.
-	Hosts func(context.Context) (map[string]bool, error)
+	// Hosts maps every known host to whether its worker is online now,
+	// and whether a second worker stands by for it.
+	Hosts func(context.Context) (map[string]HostState, error)
 	// Dependencies are checks by name ("postgres", "nats"): nil is up.
 	Dependencies map[string]func(context.Context) error
+}
+
+// HostState is what the fleet gauges say of a host.
+type HostState struct {
+	Online  bool // its worker heartbeats
+	Standby bool // another worker waits for its lease
 }
 
 var (
@@ -30,6 +37,8 @@ var (
 		"Age of the oldest order not yet confirmed in its host's stream; 0 when there is none.", nil, nil)
 	hostOnlineDesc = prometheus.NewDesc("orderly_host_online",
 		"1 when the host's worker heartbeats, 0 for a host seen before or with orders queued whose worker does not.", []string{"host"}, nil)
+	hostStandbyDesc = prometheus.NewDesc("orderly_host_standby",
+		"1 when a second worker of the host waits for its lease, ready to take it over; 0 for the other hosts orderly_host_online reports.", []string{"host"}, nil)
 	dependencyDesc = prometheus.NewDesc("orderly_dependency_up",
 		"1 when this process reaches the dependency (postgres, nats) at scrape time, else 0.", []string{"dependency"}, nil)
 )
@@ -46,7 +55,7 @@ type fleetCollector struct {
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{queueAgeDesc, unpublishedDesc, unpublishedAgeDesc, hostOnlineDesc, dependencyDesc} {
+	for _, d := range []*prometheus.Desc{queueAgeDesc, unpublishedDesc, unpublishedAgeDesc, hostOnlineDesc, hostStandbyDesc, dependencyDesc} {
 		ch <- d
 	}
 }
@@ -90,21 +99,19 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			hosts, err := c.src.Hosts(ctx)
 			if err != nil {
 				ch <- prometheus.NewInvalidMetric(hostOnlineDesc, err)
+				ch <- prometheus.NewInvalidMetric(hostStandbyDesc, err)
 				return
 			}
 			// A host no worker ever served but with orders waiting (a
 			// mistyped id, a worker never deployed) is offline too.
 			for host := range waiting {
 				if _, known := hosts[host]; !known {
-					hosts[host] = false
+					hosts[host] = HostState{}
 				}
 			}
-			for host, online := range hosts {
-				v := 0.0
-				if online {
-					v = 1
-				}
-				ch <- prometheus.MustNewConstMetric(hostOnlineDesc, prometheus.GaugeValue, v, host)
+			for host, st := range hosts {
+				ch <- prometheus.MustNewConstMetric(hostOnlineDesc, prometheus.GaugeValue, gaugeOf(st.Online), host)
+				ch <- prometheus.MustNewConstMetric(hostStandbyDesc, prometheus.GaugeValue, gaugeOf(st.Standby), host)
 			}
 		})
 	}
@@ -117,4 +124,12 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(dependencyDesc, prometheus.GaugeValue, v, name)
 		})
 	}
+}
+
+// gaugeOf is b as a gauge's value.
+func gaugeOf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

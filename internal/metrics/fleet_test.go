@@ -24,8 +24,8 @@ func TestFleetGauges(t *testing.T) {
 			return map[string]time.Duration{"web-1": 90 * time.Second, "web-9": time.Second}, nil
 		},
 		Unpublished: func(context.Context) (int, time.Duration, error) { return 2, 15 * time.Second, nil },
-		Hosts: func(context.Context) (map[string]bool, error) {
-			return map[string]bool{"web-1": false, "web-2": true}, nil
+		Hosts: func(context.Context) (map[string]metrics.HostState, error) {
+			return map[string]metrics.HostState{"web-1": {}, "web-2": {Online: true, Standby: true}}, nil
 		},
 		Dependencies: map[string]func(context.Context) error{
 			"postgres": func(context.Context) error { return nil },
@@ -43,6 +43,9 @@ func TestFleetGauges(t *testing.T) {
 		`orderly_host_online{host="web-1"} 0`,
 		`orderly_host_online{host="web-2"} 1`,
 		`orderly_host_online{host="web-9"} 0`, // never served, orders waiting
+		`orderly_host_standby{host="web-1"} 0`,
+		`orderly_host_standby{host="web-2"} 1`,
+		`orderly_host_standby{host="web-9"} 0`,
 		`orderly_dependency_up{dependency="postgres"} 1`,
 		`orderly_dependency_up{dependency="nats"} 0`,
 		`orderly_http_unavailable_total{route="/v1/orders"} 1`,
