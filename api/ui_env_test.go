@@ -40,6 +40,7 @@ type uiEnv struct {
 	handler http.Handler
 	store   *postgres.Store
 	pool    *pgxpool.Pool
+	q       *queue.Queue
 	tokens  map[string]string
 	// ratePerPrincipal is the API's per-principal rate limit (0: off).
 	ratePerPrincipal atomic.Int64
@@ -108,7 +109,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	e := &uiEnv{t: t, store: store, pool: pool, tokens: map[string]string{}}
+	e := &uiEnv{t: t, store: store, pool: pool, q: q, tokens: map[string]string{}}
 	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}}
 	var ac config.Auth
 	for name, r := range roles {

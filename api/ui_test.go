@@ -20,6 +20,7 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // TestUISignInCookies: over TLS the session cookie is Secure as well as
@@ -777,5 +778,41 @@ func TestUIHostsPageOfAFleet(t *testing.T) {
 				t.Fatalf("host %s's row shows no queue of one order %s:\n%s", h, id, row)
 			}
 		}
+	}
+}
+
+// TestUIHostsPageShowsStandby: the hosts page marks a host a second
+// worker stands by for, naming that worker, as `orderly hosts` does.
+func TestUIHostsPageShowsStandby(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	// The bucket's TTL is 2 s here: report as the workers do, until the
+	// test ends.
+	ctx, stop := context.WithCancel(t.Context())
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		for ctx.Err() == nil {
+			now := time.Now()
+			_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-sb", Instance: "ui-sb/a", Version: "v1", StartedAt: now, LastSeen: now})
+			_, _ = e.q.StandbyBeat(ctx, queue.HostInfo{Host: "ui-sb", Instance: "ui-sb/b", Version: "v2", StartedAt: now, LastSeen: now})
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stop(); <-beating }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		page := e.page(t, sess, "/ui/hosts")
+		row := regexp.MustCompile(`(?s)<td>ui-sb</td>.*?</tr>`).FindString(page)
+		if strings.Contains(row, `>standby</span>`) && strings.Contains(row, `ui-sb/b (version v2)`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host's row shows no standby:\n%s", row)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
