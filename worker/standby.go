@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	}()
 	return w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
+		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -59,3 +59,38 @@ func TestStandbyIsReported(t *testing.T) {
 	stopC()
 	waitFor("c stopped and removed its report", func(h, s queue.HostInfo) bool { return h.Instance == "sb/b" && s.Instance == "" })
 }
+
+// TestStatusSaysWhatTheWorkerDoes: Options.Status (systemd's STATUS=
+// through cmd/orderly) says that a worker consumes its host's orders, or
+// stands by and for whom, and follows a takeover.
+func TestStatusSaysWhatTheWorkerDoes(t *testing.T) {
+	e := newEnv(t)
+	start := func(instance string) (func(), <-chan string) {
+		ch := make(chan string, 16)
+		stop, _ := runWorker(t, worker.Options{Host: "st", Instance: instance, Heartbeat: 200 * time.Millisecond,
+			AckWait: time.Second, ShutdownGrace: 5 * time.Second, Status: func(s string) {
+				select {
+				case ch <- s:
+				default:
+				}
+			}}, e.store, e.q, testenv.Logger(t))
+		return stop, ch
+	}
+	next := func(who string, ch <-chan string, want string) {
+		t.Helper()
+		select {
+		case got := <-ch:
+			if got != want {
+				t.Fatalf("%s's status %q, want %q", who, got, want)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s reported no status; want %q", who, want)
+		}
+	}
+	stopA, a := start("st/a")
+	next("a", a, "consuming the orders of host st")
+	_, b := start("st/b")
+	next("b", b, "standby: the lease of host st is held by st/a")
+	stopA()
+	next("b", b, "consuming the orders of host st")
+}

@@ -81,6 +81,11 @@ type Options struct {
 
 	// Metrics records finished orders; nil records nothing.
 	Metrics *metrics.Metrics
+
+	// Status, when set, is told in one line what the worker does each
+	// time that changes: standing by, consuming, taking the host again.
+	// cmd/orderly passes it to systemd (STATUS=, systemctl status).
+	Status func(string)
 }
 
 // Worker runs the orders of one host.
@@ -140,6 +145,13 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	return w
 }
 
+// status reports what the worker does now to Options.Status.
+func (w *Worker) status(s string) {
+	if w.opts.Status != nil {
+		w.opts.Status(s)
+	}
+}
+
 // errCrash marks a stop injected by a fail-point.
 var errCrash = errors.New("fail-point")
 
@@ -174,6 +186,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			b.reset()
 		}
 		w.logger.Warn("stopped consuming the host's orders; taking the host again", "error", err)
+		w.status(fmt.Sprintf("taking host %s again: %v", w.opts.Host, err))
 		if err := b.wait(ctx); err != nil {
 			return nil
 		}
@@ -278,6 +291,7 @@ func (w *Worker) tenure(ctx context.Context) error {
 		queue.StopIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
+	w.status("consuming the orders of host " + w.opts.Host)
 	sweep := time.NewTicker(w.opts.SweepEvery)
 	defer sweep.Stop()
 	for {

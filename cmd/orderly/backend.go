@@ -510,7 +510,10 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		})
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,
-		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics},
+		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics,
+		// systemctl status says whether this worker serves its host or
+		// stands by, not the last dependency its start waited for.
+		Status: func(s string) { notifySystemd("STATUS="+oneLine(s), logger) }},
 		b.store, b.queue, policy, executor.New(logger), logger)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := serveChoices(wctx, b.queue, cfg.Host, policy); err != nil {

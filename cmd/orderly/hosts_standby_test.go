@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +64,59 @@ func TestCLIHostsShowStandby(t *testing.T) {
 	until("the standby stopped", `^h1\s+yes\s+-\s`, func(out string) bool {
 		return regexpLine(out, `^Standby:\s+-$`)
 	}, `orderly_host_standby{host="h1"} 0`)
+}
+
+// TestWorkerStatusForSystemd: under systemd (NOTIFY_SOCKET) a worker's
+// STATUS says whether it consumes its host's orders or stands by, and for
+// whom. It said "reached nats" (the last dependency its start waited for),
+// or nothing, for the life of the service.
+func TestWorkerStatusForSystemd(t *testing.T) {
+	sock := filepath.Join(shortDir(t, "osn-", false), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	s := newStack(t)
+	// until reads the notifications until one is want.
+	until := func(want string) {
+		t.Helper()
+		if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		var got []string
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatalf("no %q on NOTIFY_SOCKET (got %q): %v", want, got, err)
+			}
+			if msg := string(buf[:n]); msg != want {
+				got = append(got, msg)
+				continue
+			}
+			return
+		}
+	}
+	s.startWorker("h1")
+	until("STATUS=consuming the orders of host h1")
+	cfg := s.watcher.Current()
+	cfg.Host = "h1"
+	sb, err := startWorker(t.Context(), cfg, s.b, testenv.Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sb.stop() }()
+	msg := regexp.MustCompile(`^STATUS=standby: the lease of host h1 is held by h1/[0-9a-f-]+$`)
+	if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if err != nil || !msg.Match(buf[:n]) {
+		t.Fatalf("the standby's notification %q, %v; want %s", buf[:n], err, msg)
+	}
+	s.stopWorker("h1")
+	until("STATUS=consuming the orders of host h1")
 }
