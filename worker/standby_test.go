@@ -1,8 +1,12 @@
 package worker_test
 
 import (
+	"io"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -93,4 +97,39 @@ func TestStatusSaysWhatTheWorkerDoes(t *testing.T) {
 	next("b", b, "standby: the lease of host st is held by st/a")
 	stopA()
 	next("b", b, "consuming the orders of host st")
+}
+
+// TestStandbyCutOffSaysSo: a standby that NATS stops answering logged
+// "stopped consuming the host's orders" (and its status said it takes
+// the host again), as if it had served the host beside its worker. It
+// says it could not take the host.
+func TestStandbyCutOffSaysSo(t *testing.T) {
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	ns := testenv.NATSServer(t, &server.Options{})
+	q := testenv.Queue(t, ns.ClientURL(), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	opts := worker.Options{Host: "cut", Heartbeat: 200 * time.Millisecond, AckWait: time.Second, ShutdownGrace: 5 * time.Second}
+	a := opts
+	a.Instance = "cut/a"
+	runWorker(t, a, store, q, testenv.Logger(t))
+	testenv.WaitUntil(t, 10*time.Second, "a holds the host", func() bool {
+		on, err := q.HostOnline(t.Context(), "cut")
+		return err == nil && on
+	})
+	logs := &testenv.LogBuffer{}
+	statuses := &testenv.LogBuffer{}
+	b := opts
+	b.Instance = "cut/b"
+	b.Status = func(s string) { _, _ = statuses.Write([]byte(s + "\n")) }
+	runWorker(t, b, store, q, testenv.LoggerTo(io.MultiWriter(logs, t.Output())))
+	testenv.WaitUntil(t, 10*time.Second, "b stands by", func() bool { return strings.Contains(statuses.String(), "standby: ") })
+	ns.Shutdown()
+	testenv.WaitUntil(t, 30*time.Second, "b's line on losing NATS", func() bool {
+		return strings.Contains(logs.String(), "could not take the host; trying again")
+	})
+	if strings.Contains(logs.String(), "stopped consuming") || strings.Contains(statuses.String(), "taking host cut again") {
+		t.Fatalf("the standby says it consumed the host's orders:\n%s\n%s", logs.String(), statuses.String())
+	}
+	if !strings.Contains(statuses.String(), "could not take host cut; trying again: ") {
+		t.Fatalf("the standby's status:\n%s", statuses.String())
+	}
 }

@@ -175,7 +175,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	b := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
 	for {
 		started := time.Now()
-		err := w.tenure(ctx)
+		consumed := false
+		err := w.tenure(ctx, &consumed)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -185,8 +186,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		if time.Since(started) > time.Minute {
 			b.reset()
 		}
-		w.logger.Warn("stopped consuming the host's orders; taking the host again", "error", err)
-		w.status(fmt.Sprintf("taking host %s again: %v", w.opts.Host, err))
+		// A standby, or a takeover, that NATS or PostgreSQL failed never
+		// consumed anything: saying it stopped consuming made a standby
+		// look like a second worker serving the host.
+		if consumed {
+			w.logger.Warn("stopped consuming the host's orders; taking the host again", "error", err)
+			w.status(fmt.Sprintf("taking host %s again: %v", w.opts.Host, err))
+		} else {
+			w.logger.Warn("could not take the host; trying again", "error", err)
+			w.status(fmt.Sprintf("could not take host %s; trying again: %v", w.opts.Host, err))
+		}
 		if err := b.wait(ctx); err != nil {
 			return nil
 		}
@@ -194,8 +203,8 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // tenure is one period of ownership: lease, takeover, consumption. It
-// returns why it ended.
-func (w *Worker) tenure(ctx context.Context) error {
+// returns why it ended, and sets consumed once it consumes.
+func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	lease, err := w.acquireLease(ctx)
 	if err != nil {
 		return err
@@ -291,6 +300,7 @@ func (w *Worker) tenure(ctx context.Context) error {
 		queue.StopIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
+	*consumed = true
 	w.status("consuming the orders of host " + w.opts.Host)
 	sweep := time.NewTicker(w.opts.SweepEvery)
 	defer sweep.Stop()
