@@ -146,7 +146,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			if err != nil {
 				return nil, err
 			}
-			w.finished(msg, o, finish, ran)
+			w.settled(msg, o, finish, ran, stored)
 			if stored && live {
 				w.endOutput(o)
 			}
@@ -169,7 +169,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			if err != nil {
 				return nil, err
 			}
-			w.finished(msg, o, finish, ran)
+			w.settled(msg, o, finish, ran, stored)
 			if stored && live {
 				w.endOutput(o)
 			}
@@ -231,6 +231,21 @@ func ready(ctx context.Context, msgs <-chan jetstream.Msg) jetstream.Msg {
 	default:
 	}
 	return nil
+}
+
+// settled acks an order whose result complete has written or refused,
+// and reports it as finished only when its result is the one recorded:
+// one refused was settled by whoever changed the order (a successor
+// that interrupted it counted it, logged it and told its clients), and
+// a second "order finished" with this worker's status would contradict
+// the row, count the order twice and tell its followers a status it
+// does not have.
+func (w *Worker) settled(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration, stored bool) {
+	if !stored {
+		w.ack(msg, o.ID)
+		return
+	}
+	w.finished(msg, o, f, ran)
 }
 
 // finished acks an order whose result is committed, and reports it.
@@ -505,9 +520,10 @@ func finishOf(res executor.Result) postgres.Finish {
 // complete writes the result, retrying for as long as PostgreSQL is away:
 // a result is never dropped while the worker runs, and for up to the
 // shutdown grace once it is stopping. A conflict means the order is no
-// longer running under this attempt (a successor interrupted it, or an
-// earlier write whose answer was lost recorded it): settled either way,
-// but stored is false, since this write recorded nothing.
+// longer running under this attempt: an earlier write whose answer was
+// lost recorded this result (stored), or someone else settled the order
+// (a successor interrupted it, an admin abandoned it: not stored, and
+// the "result not recorded" line says so).
 func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
 	wctx, cancel := w.writeContext(ctx)
 	defer cancel()
@@ -515,6 +531,12 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 		return w.store.Complete(ctx, o.ID, o.Attempt, f)
 	})
 	if order.ErrorCode(err) == order.CodeConflict {
+		// Refused, or written by an earlier try whose answer was lost
+		// (the retry then finds the order no longer running): the row
+		// tells which.
+		if cur, gerr := w.store.GetOrder(wctx, o.ID); gerr == nil && cur.Attempt == o.Attempt && cur.Status == f.Status {
+			return true, nil
+		}
 		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
 			"attempt", o.Attempt, "error", err)
 		return false, nil
