@@ -253,6 +253,11 @@ func DefaultEnvDeny() []string {
 		"SYSTEMD_PAGER", "EDITOR", "VISUAL", "BROWSER", "ZDOTDIR", "NLSPATH", "TEXTDOMAINDIR",
 		"OPENSSL_*", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS", "HOSTALIASES", "TERMINFO", "TERMINFO_DIRS",
 		"LUA_INIT*", "LUA_PATH*", "LUA_CPATH*", "TCLLIBPATH", "PHPRC", "PHP_INI_SCAN_DIR", "KRB5_CONFIG",
+		// Options read from the environment that run a command: tar's
+		// --checkpoint-action=exec, zip's -TT, make's --eval, rsync's
+		// transport, systemctl edit's editor, man's pager, wget's askpass.
+		"TAR_OPTIONS", "ZIPOPT", "MAKEFLAGS", "GNUMAKEFLAGS", "RSYNC_RSH", "RSYNC_CONNECT_PROG",
+		"SYSTEMD_EDITOR", "MANOPT", "WGETRC",
 	}
 }
 

@@ -467,6 +467,26 @@ func TestEnvRules(t *testing.T) {
 	})
 }
 
+// TestEnvHooksOfCommonTools: variables through which a command line
+// that a policy rule allows runs another command, with no file needed,
+// are refused by default. Each was tried for real (tenth probing round):
+// TAR_OPTIONS="--checkpoint=1 --checkpoint-action=exec=id" makes an
+// allowed "tar -cf /backup/x.tar /srv" run id, ZIPOPT="-T -TT id" does it
+// for zip, MAKEFLAGS or GNUMAKEFLAGS="--eval=$(shell id)" for make;
+// RSYNC_RSH and RSYNC_CONNECT_PROG name the program rsync runs as its
+// transport, SYSTEMD_EDITOR the editor of "systemctl edit", MANOPT the
+// options (a pager: -P) of man, WGETRC a wgetrc whose use_askpass wget
+// runs.
+func TestEnvHooksOfCommonTools(t *testing.T) {
+	t.Parallel()
+	p := newPolicy(t, newFixture(t).cfg())
+	for _, name := range []string{"TAR_OPTIONS", "ZIPOPT", "MAKEFLAGS", "GNUMAKEFLAGS", "RSYNC_RSH",
+		"RSYNC_CONNECT_PROG", "SYSTEMD_EDITOR", "MANOPT", "WGETRC", "tar_options"} {
+		_, err := p.Prepare(&order.Order{Command: "ls", Env: map[string]string{name: "--checkpoint-action=exec=id"}})
+		assertCode(t, err, order.CodeForbidden, name)
+	}
+}
+
 func TestEnvironment(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
