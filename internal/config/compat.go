@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,5 +106,52 @@ func (c Config) validateCompat(ps *problems) {
 		for p, u := range v.Users {
 			ps.users("compat.vigrid.users."+p, []string{u})
 		}
+	}
+}
+
+// Principal names other kinds of credential hold: every JWT's starts with
+// jwtPrefix (auth.JWTPrefix), and serve keeps its own admin token, in
+// PostgreSQL, under runtimeAdmin.
+const (
+	jwtPrefix    = "jwt:"
+	runtimeAdmin = "admin"
+)
+
+// validatePrincipalSources keeps each principal name to one kind of
+// credential, as auth does for JWTs (a token name may not start with
+// jwt:). A principal is what orders, read scoping, cancel rights, policy
+// rules, idempotency keys and rate limits are keyed by: httpexec's
+// unauthenticated requests acting as a token's principal would get every
+// policy rule naming that token, and its holder their orders; a stage0
+// prefix that a token's name, a JWT's or serve's admin starts with lets
+// whoever holds the stage0 secret (or, on loopback, /dev-login) mint
+// that principal.
+func (c Config) validatePrincipalSources(ps *problems) {
+	s := c.Compat.Stage0
+	stage0 := s.Enabled && s.PrincipalPrefix != ""
+	if stage0 {
+		if strings.HasPrefix(s.PrincipalPrefix, jwtPrefix) || strings.HasPrefix(jwtPrefix, s.PrincipalPrefix) {
+			ps.add("compat.stage0.principal_prefix", "%q overlaps jwt:, which starts the principals of auth.jwt's tokens", s.PrincipalPrefix)
+		} else if strings.HasPrefix(runtimeAdmin, s.PrincipalPrefix) {
+			ps.add("compat.stage0.principal_prefix", "%q would let a stage0 token be %s, serve's admin token", s.PrincipalPrefix, runtimeAdmin)
+		}
+		for i, t := range c.Auth.Tokens {
+			if strings.HasPrefix(t.Name, s.PrincipalPrefix) {
+				ps.add(fmt.Sprintf("auth.tokens[%d].name", i), "%q starts with compat.stage0.principal_prefix %q: a stage0 token could be this token's principal", t.Name, s.PrincipalPrefix)
+			}
+		}
+	}
+	h := c.Compat.HTTPExec
+	if !h.Enabled || h.Principal == "" {
+		return
+	}
+	const key = "compat.httpexec.principal"
+	switch {
+	case strings.HasPrefix(h.Principal, jwtPrefix):
+		ps.add(key, "%q starts with jwt:, which names the principals of JWTs", h.Principal)
+	case stage0 && strings.HasPrefix(h.Principal, s.PrincipalPrefix):
+		ps.add(key, "%q starts with compat.stage0.principal_prefix %q, which names stage0 tokens' principals", h.Principal, s.PrincipalPrefix)
+	case h.Principal == runtimeAdmin || slices.ContainsFunc(c.Auth.Tokens, func(t Token) bool { return t.Name == h.Principal }):
+		ps.add(key, "%q is a token's principal: unauthenticated httpexec requests would get its policy rules and its orders; name one of its own", h.Principal)
 	}
 }

@@ -166,6 +166,7 @@ func (c Config) Validate() error {
 	c.validateCompat(&ps)
 	c.validateRunbooks(&ps)
 	c.validateStage0(&ps)
+	c.validatePrincipalSources(&ps)
 	c.validateActions(&ps)
 
 	if len(ps) > 0 {

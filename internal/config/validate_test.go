@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,52 @@ func TestValidateDoesNotEchoSecrets(t *testing.T) {
 	err := c.Validate()
 	if err == nil || strings.Contains(err.Error(), "my-raw-token") || strings.Contains(err.Error(), "tooshort") {
 		t.Fatalf("Validate = %v", err)
+	}
+}
+
+// TestPrincipalsOfOneSourceEach: a principal name belongs to one kind of
+// credential. httpexec's unauthenticated requests may not act as a
+// token's principal (they would get its policy rules and its orders), a
+// JWT's (jwt:…) or a stage0 token's; a stage0 prefix may not mint a
+// token's principal, a JWT's (jwt:) or serve's admin.
+func TestPrincipalsOfOneSourceEach(t *testing.T) {
+	hash := strings.Repeat("ab", 32)
+	base := func() Config {
+		c := Default()
+		c.ACL.Allow = []string{"10.0.0.0/8"}
+		c.Auth.Tokens = []Token{{Name: "ops", SHA256: hash}, {Name: "stage0:ci", SHA256: strings.Repeat("cd", 32)}}
+		c.Compat.HTTPExec = HTTPExecCompat{Enabled: true, Prefix: "/", Host: "web-1", ExecRoot: "/srv/bin", Principal: "httpexec-client"}
+		c.Runbooks.Dir = "/srv/runbooks"
+		c.Compat.Stage0.Enabled, c.Compat.Stage0.JWTSecret = true, strings.Repeat("s", 40)
+		c.Compat.Stage0.Hosts = []string{"web-1"}
+		c.Compat.Stage0.PrincipalPrefix = "legacy:"
+		return c
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("principals of their own: %v", err)
+	}
+	for _, tt := range []struct {
+		name   string
+		mutate func(*Config)
+		key    string
+	}{
+		{"httpexec as a token", func(c *Config) { c.Compat.HTTPExec.Principal = "ops" }, "compat.httpexec.principal"},
+		{"httpexec as serve's admin", func(c *Config) { c.Compat.HTTPExec.Principal = "admin" }, "compat.httpexec.principal"},
+		{"httpexec as a JWT", func(c *Config) { c.Compat.HTTPExec.Principal = "jwt:alice" }, "compat.httpexec.principal"},
+		{"httpexec as a stage0 token", func(c *Config) { c.Compat.HTTPExec.Principal = "legacy:alice" }, "compat.httpexec.principal"},
+		{"stage0 prefix of a token", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "stage0:" }, "auth.tokens[1].name"},
+		{"stage0 prefix jwt:", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "jwt:" }, "compat.stage0.principal_prefix"},
+		{"stage0 prefix j", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "j" }, "compat.stage0.principal_prefix"},
+		{"stage0 prefix jwt:x", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "jwt:stage0:" }, "compat.stage0.principal_prefix"},
+		{"stage0 prefix ad", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "ad" }, "compat.stage0.principal_prefix"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.mutate(&c)
+			var ve *ValidationError
+			if err := c.Validate(); !errors.As(err, &ve) || !slices.ContainsFunc(ve.Problems, func(p Problem) bool { return p.Key == tt.key }) {
+				t.Fatalf("Validate = %v, want a problem for %s", err, tt.key)
+			}
+		})
 	}
 }
