@@ -54,6 +54,7 @@ auth:
   jwt:
     algorithm: RS256
     public_key: %q
+    audience: orderly
     leeway: 5s
 policy:
   - name: admin
@@ -150,7 +151,7 @@ func TestReloadIsAllOrNothing(t *testing.T) {
 	}
 
 	bob, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "bob", "roles": []string{"ops"},
-		"exp": time.Now().Add(time.Hour).Unix()}).SignedString(key)
+		"aud": "orderly", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(key)
 	if err != nil {
 		t.Fatal(err)
 	}

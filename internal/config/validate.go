@@ -338,6 +338,14 @@ func (c Config) validateAuth(ps *problems) {
 		if j.PublicKey == "" {
 			ps.add("auth.jwt.public_key", "%s needs a PEM public key file", j.Algorithm)
 		}
+		// A public key is an identity provider's, which signs the tokens
+		// of every service it serves with it: without an audience check,
+		// a token issued for any of them would be accepted here, with the
+		// roles it carries there (RFC 8725 §3.9). An HS256 secret is
+		// orderly's alone.
+		if strings.TrimSpace(j.Audience) == "" {
+			ps.add("auth.jwt.audience", "must be set with %s: the identity provider signs other services' tokens with the same key, and only the audience says a token is for orderly", j.Algorithm)
+		}
 	default:
 		ps.add("auth.jwt.algorithm", "%q must be HS256, RS256, EdDSA or empty (JWT off)", j.Algorithm)
 	}

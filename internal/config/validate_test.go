@@ -23,6 +23,14 @@ func TestValidateNamesTheKey(t *testing.T) {
 	}{
 		{"listen unparsable", func(c *Config) { c.Listen = "localhost" }, "listen"},
 		{"jwt secret without algorithm", func(c *Config) { c.Auth.JWT.Secret = strings.Repeat("s", 40) }, "auth.jwt.algorithm"},
+		// RFC 8725 §3.9: an identity provider signs for every service it
+		// serves with one key; without an audience, their tokens are ours.
+		{"jwt RS256 without audience", func(c *Config) {
+			c.Auth.JWT = JWT{Algorithm: "RS256", PublicKey: "/etc/jwt.pem", RolesClaim: "roles", NameClaim: "sub"}
+		}, "auth.jwt.audience"},
+		{"jwt EdDSA without audience", func(c *Config) {
+			c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", Issuer: "https://sso.example", RolesClaim: "roles", NameClaim: "sub"}
+		}, "auth.jwt.audience"},
 		{"action env denied", func(c *Config) {
 			c.Actions.Definitions = []Action{{Name: "a", Command: []string{"true"}, Env: []ActionEnv{{Name: "HOME", Value: "/x"}, {Name: "ld_preload", Value: "{lib}"}}}}
 		}, "actions.definitions[0].env[1].name"},
@@ -130,7 +138,7 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	c.HTTP.TLSCert, c.HTTP.TLSKey = "/etc/c.pem", "/etc/k.pem"
 	c.ACL.Allow = []string{"10.0.0.0/8", "::1/128", "192.168.1.7/32", "192.0.2.7", "::ffff:10.0.0.0/104"}
 	c.Auth.Tokens = []Token{{Name: "ci", SHA256: strings.Repeat("AB", 32), Roles: []string{"deploy"}}}
-	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", RolesClaim: "roles", NameClaim: "sub"}
+	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", Audience: "orderly", RolesClaim: "roles", NameClaim: "sub"}
 	c.Policy = []Rule{{Name: "r", Principals: []string{"ci"}, Hosts: []string{"web-*", "db-?"}, Allow: []string{`^ls( |$)`}, RunAs: []string{"nobody", "1000", "", "default", "*"}}, {Name: "all", Principals: []string{"*"}}}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
