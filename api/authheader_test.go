@@ -75,3 +75,58 @@ func TestTwoAuthorizationHeadersAreRefused(t *testing.T) {
 		t.Fatalf("the same submission with one: %+v (error %+v)", b, b.Error)
 	}
 }
+
+// TestCredentialsInTheQueryStayOutOfTheAudit: a client that puts its
+// credential in the query string (as an EventSource must, or by mistake)
+// is refused 401, and the audit row of the refusal keeps the query
+// without the credential: rejections are read by auditors, and a token
+// there would be a working token in their hands. Values of parameters
+// named like credentials are redacted, and so are values shaped like
+// orderly's tokens, a delegated runbook token or a JWT, whatever their
+// parameter's name.
+func TestCredentialsInTheQueryStayOutOfTheAudit(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	secret := e.tokens["alice"]
+	jwtLike := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+	for _, query := range []string{
+		"access_token=" + secret + "&limit=5",
+		"token=" + secret,
+		"limit=5&API_KEY=" + secret,
+		"auth=Bearer%20" + secret,
+		"q=" + jwtLike,
+		secret,
+		"x=orderly-rb-0123456789abcdef0123456789abcdef",
+	} {
+		code, b := e.do("", "GET", "/v1/orders?"+query, nil)
+		if code != http.StatusUnauthorized {
+			t.Fatalf("?%s without Authorization: %d %s", query, code, b)
+		}
+	}
+	rows, err := e.pool.Query(t.Context(), `SELECT coalesce(request->>'query', '') FROM rejections WHERE path = '/v1/orders'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var q string
+		if err := rows.Scan(&q); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		for _, leak := range []string{secret, jwtLike, "0123456789abcdef0123456789abcdef"} {
+			if strings.Contains(q, leak) {
+				t.Errorf("the audit keeps a credential of the query: %q", q)
+			}
+		}
+	}
+	if n != 7 {
+		t.Fatalf("%d audit rows of the refusals, want 7", n)
+	}
+	// What is not a credential is kept, for the audit to be of use.
+	var q string
+	if err := e.pool.QueryRow(t.Context(), `SELECT request->>'query' FROM rejections WHERE request->>'query' LIKE 'access_token=%'`).Scan(&q); err != nil ||
+		q != "access_token=[redacted]&limit=5" {
+		t.Errorf("the redacted query: %q, %v", q, err)
+	}
+}

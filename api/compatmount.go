@@ -247,7 +247,7 @@ func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, c
 	e := errorDetail(err)
 	s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, ClientIP: clientIP, Source: source,
 		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,
-		Request: map[string]any{"query": r.URL.RawQuery}})
+		Request: map[string]any{"query": auditQuery(r.URL.RawQuery)}})
 }
 
 // HTTPStatus is the HTTP status of err under the one error map (statusOf),

@@ -77,12 +77,13 @@ func oneAuthorization(values []string) error {
 }
 
 // audit records a refused request. The request is redacted: method, path
-// and query only — never headers (tokens) or the body (env values).
+// and query only (credentials in the query redacted: auditQuery) — never
+// headers (tokens) or the body (env values).
 func (s *Server) audit(r *http.Request, status int, e *order.Error) {
 	rej := postgres.Rejection{
 		Principal: principalOf(r).Name, ClientIP: clientIPOf(r), Source: "rest",
 		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,
-		Request: map[string]any{"query": r.URL.RawQuery},
+		Request: map[string]any{"query": auditQuery(r.URL.RawQuery)},
 	}
 	if rr, ok := r.Context().Value(redactedKey{}).(map[string]any); ok {
 		rej.Request = rr
