@@ -22,11 +22,38 @@ import (
 // authentication, policy, validation, audit and error codes are exactly
 // those of REST; the UI has no authorization of its own to get wrong.
 
-// Cookie names. The session cookie is scoped to /ui/.
+// Cookie names. Over plain HTTP the session cookie is scoped to /ui/ and
+// the sign-in nonce to /ui/signin; over TLS both carry the __Host- prefix
+// and Path=/ (uiCookie).
 const (
 	uiSessionCookie = "orderly_session"
 	uiSigninCookie  = "orderly_signin" // anti-forgery for the sign-in form
 )
+
+// hostOnlyPrefix names the cookies over TLS. A browser takes a cookie so
+// named only from this host itself, over HTTPS, with Path=/ and no
+// Domain. A plain name can be set for this host by another subdomain of
+// the site, or by a network attacker answering a plain-HTTP request for
+// any name of it (cookie tossing): with its own session id, or the nonce
+// of a sign-in form filled with its own token, it would sign the victim's
+// browser in as the attacker's principal, whose history then holds what
+// the victim runs. Over TLS a plain name is not read at all.
+const hostOnlyPrefix = "__Host-"
+
+// uiCookie is the name of cookie base for r, and the path it is set for:
+// base with the __Host- prefix and / over TLS, base and path otherwise.
+func (u *webUI) uiCookie(r *http.Request, base, path string) (name, cookiePath string) {
+	if u.overTLS(r) {
+		return hostOnlyPrefix + base, "/"
+	}
+	return base, path
+}
+
+// sessionCookie is r's session cookie under the name r's transport uses.
+func (u *webUI) sessionCookie(r *http.Request) (*http.Cookie, error) {
+	name, _ := u.uiCookie(r, uiSessionCookie, "")
+	return r.Cookie(name)
+}
 
 // webUI serves /ui/.
 type webUI struct {
@@ -110,14 +137,14 @@ func uiHeaders(next http.Handler) http.Handler {
 func (u *webUI) requireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var sess *uiSession
-		if c, err := r.Cookie(uiSessionCookie); err == nil {
+		if c, err := u.sessionCookie(r); err == nil {
 			sess = u.sessions.get(c.Value)
 		}
 		if sess != nil {
 			// The credential is checked again on every request: a token
 			// removed by a config reload or an expired JWT signs out.
 			if _, err := u.s.Auth().Authenticate("Bearer " + sess.token); err != nil {
-				if c, err := r.Cookie(uiSessionCookie); err == nil {
+				if c, err := u.sessionCookie(r); err == nil {
 					u.sessions.drop(c.Value)
 				}
 				sess = nil

@@ -17,10 +17,17 @@ import (
 // account of its choosing (login CSRF).
 func (u *webUI) signinPage(w http.ResponseWriter, r *http.Request) {
 	nonce := randomToken()
-	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: nonce, Path: "/ui/signin", HttpOnly: true,
-		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: 600})
+	u.setSigninNonce(w, r, nonce)
 	u.pages.render(w, r, http.StatusOK, "signin", pageData{Title: "Sign in",
 		D: map[string]string{"Nonce": nonce, "Next": safeNext(r.URL.Query().Get("next"))}})
+}
+
+// setSigninNonce sets the sign-in form's nonce cookie: ten minutes,
+// HttpOnly, SameSite=Strict, and over TLS Secure and host-only (uiCookie).
+func (u *webUI) setSigninNonce(w http.ResponseWriter, r *http.Request, nonce string) {
+	name, path := u.uiCookie(r, uiSigninCookie, "/ui/signin")
+	http.SetCookie(w, &http.Cookie{Name: name, Value: nonce, Path: path, HttpOnly: true,
+		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: 600})
 }
 
 // safeNext keeps a post-sign-in redirect inside /ui/.
@@ -57,7 +64,8 @@ func (u *webUI) overTLS(r *http.Request) bool {
 // the session id, in an HttpOnly, SameSite=Strict cookie (Secure over TLS).
 func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	c, err := r.Cookie(uiSigninCookie)
+	nonceName, noncePath := u.uiCookie(r, uiSigninCookie, "/ui/signin")
+	c, err := r.Cookie(nonceName)
 	if err != nil || r.PostFormValue("signin") == "" || c.Value != r.PostFormValue("signin") {
 		u.s.logger.Warn("ui sign-in refused: form not from this browser", "client_ip", clientIPOf(r))
 		u.pages.errorPage(w, r, http.StatusForbidden, "This sign-in form did not come from this browser. Open the sign-in page again.")
@@ -75,27 +83,28 @@ func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, _ := u.sessions.create(token, p.Name)
-	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: id, Path: "/ui/", HttpOnly: true,
+	name, path := u.uiCookie(r, uiSessionCookie, "/ui/")
+	http.SetCookie(w, &http.Cookie{Name: name, Value: id, Path: path, HttpOnly: true,
 		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode})
-	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: "", Path: "/ui/signin", MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: nonceName, Value: "", Path: noncePath, Secure: u.overTLS(r), MaxAge: -1})
 	u.s.logger.Info("ui signed in", "principal", p.Name, "client_ip", clientIPOf(r))
 	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
 }
 
 func (u *webUI) signinAgain(w http.ResponseWriter, r *http.Request, msg string) {
 	nonce := randomToken()
-	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: nonce, Path: "/ui/signin", HttpOnly: true,
-		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: 600})
+	u.setSigninNonce(w, r, nonce)
 	u.pages.render(w, r, http.StatusUnauthorized, "signin", pageData{Title: "Sign in", Error: msg,
 		D: map[string]string{"Nonce": nonce, "Next": safeNext(r.PostFormValue("next"))}})
 }
 
 // signout is POST /ui/signout: the session ends on the server too.
 func (u *webUI) signout(w http.ResponseWriter, r *http.Request) {
-	if c, err := r.Cookie(uiSessionCookie); err == nil {
+	if c, err := u.sessionCookie(r); err == nil {
 		u.sessions.drop(c.Value)
 	}
-	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: "", Path: "/ui/", HttpOnly: true,
+	name, path := u.uiCookie(r, uiSessionCookie, "/ui/")
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: path, HttpOnly: true,
 		Secure: u.overTLS(r), SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 }

@@ -23,8 +23,8 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// TestUISignInCookies: over TLS the session cookie is Secure as well as
-// HttpOnly and SameSite=Strict; a sign-in form without this browser's
+// TestUISignInCookies: over TLS the session cookie is Secure and
+// host-only (__Host-, Path=/) as well as HttpOnly and SameSite=Strict; a sign-in form without this browser's
 // nonce, or with a wrong token, starts no session.
 func TestUISignInCookies(t *testing.T) {
 	e := newUIEnv(t)
@@ -33,7 +33,7 @@ func TestUISignInCookies(t *testing.T) {
 	e.handler.ServeHTTP(rec, get)
 	var nonce *http.Cookie
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == "orderly_signin" {
+		if c.Name == "__Host-orderly_signin" {
 			nonce = c
 		}
 	}
@@ -46,7 +46,7 @@ func TestUISignInCookies(t *testing.T) {
 	}
 	sessionOf := func(rec *httptest.ResponseRecorder) *http.Cookie {
 		for _, c := range rec.Result().Cookies() {
-			if c.Name == "orderly_session" && c.Value != "" {
+			if c.Name == "__Host-orderly_session" && c.Value != "" {
 				return c
 			}
 		}
@@ -67,7 +67,7 @@ func TestUISignInCookies(t *testing.T) {
 	rec = post(nonce.Value, e.tokens["alice"])
 	s := sessionOf(rec)
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/ui/history" || s == nil ||
-		!s.Secure || !s.HttpOnly || s.SameSite != http.SameSiteStrictMode || s.Path != "/ui/" {
+		!s.Secure || !s.HttpOnly || s.SameSite != http.SameSiteStrictMode || s.Path != "/" {
 		t.Fatalf("sign-in: %d to %q, session cookie %+v", rec.Code, rec.Header().Get("Location"), s)
 	}
 	if strings.Contains(s.Value, e.tokens["alice"]) {
@@ -87,6 +87,69 @@ func TestUISignInCookies(t *testing.T) {
 	rec = e.postForm("https://orderly.example/ui/signin", form, &http.Cookie{Name: nonce.Name, Value: nonce.Value})
 	if loc := rec.Header().Get("Location"); loc != "/ui/" {
 		t.Fatalf("sign-in with next=//evil.example/ redirects to %q", loc)
+	}
+}
+
+// TestUICookiesAreHostOnlyOverTLS: over TLS the sign-in nonce and the
+// session cookie are named with the __Host- prefix, which a browser
+// accepts only from this host itself, over HTTPS, for Path=/ and without
+// a Domain. A cookie without the prefix is not read over TLS: one that
+// another subdomain of the site, or a network attacker answering a
+// plain-HTTP request for any name of it, set for this host (cookie
+// tossing) could otherwise carry the attacker's own session, or the
+// nonce of a sign-in form the attacker filled with its token, and sign
+// the victim's browser in as the attacker's principal: whatever the
+// victim then runs and sees is the attacker's to read.
+func TestUICookiesAreHostOnlyOverTLS(t *testing.T) {
+	e := newUIEnv(t)
+	const base = "https://orderly.example"
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, httptest.NewRequest("GET", base+"/ui/signin", nil))
+	var nonce *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "__Host-orderly_signin" {
+			nonce = c
+		}
+	}
+	if nonce == nil || !nonce.Secure || nonce.Path != "/" || nonce.Domain != "" {
+		t.Fatalf("sign-in page over TLS: nonce cookie %+v in %v", nonce, rec.Result().Cookies())
+	}
+	// A tossed nonce (no prefix) with the form it belongs to: refused.
+	form := url.Values{"signin": {"attackers-nonce"}, "token": {e.tokens["alice"]}}
+	if rec := e.postForm(base+"/ui/signin", form, &http.Cookie{Name: "orderly_signin", Value: "attackers-nonce"}); rec.Code != http.StatusForbidden {
+		t.Fatalf("sign-in over TLS with an unprefixed nonce cookie: %d, want 403", rec.Code)
+	}
+	form = url.Values{"signin": {nonce.Value}, "token": {e.tokens["alice"]}}
+	rec = e.postForm(base+"/ui/signin", form, &http.Cookie{Name: nonce.Name, Value: nonce.Value})
+	var sess *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "__Host-orderly_session" && c.Value != "" {
+			sess = c
+		}
+	}
+	if rec.Code != http.StatusSeeOther || sess == nil || !sess.Secure || !sess.HttpOnly || sess.Path != "/" || sess.Domain != "" ||
+		sess.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("sign-in over TLS: %d, session cookie %+v", rec.Code, sess)
+	}
+	dashboard := func(c *http.Cookie) int {
+		req := httptest.NewRequest("GET", base+"/ui/", nil)
+		req.AddCookie(c)
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := dashboard(&http.Cookie{Name: sess.Name, Value: sess.Value}); code != http.StatusOK {
+		t.Fatalf("dashboard with the __Host- session: %d", code)
+	}
+	// The same live session id under the unprefixed name, as a tossed
+	// cookie would carry the attacker's: not a session over TLS.
+	if code := dashboard(&http.Cookie{Name: "orderly_session", Value: sess.Value}); code != http.StatusSeeOther {
+		t.Fatalf("dashboard over TLS with an unprefixed session cookie: %d, want 303 to the sign-in page", code)
+	}
+	// Over plain HTTP (no TLS to protect) the names stay as they were.
+	plain, _ := e.uiSession(t, "alice")
+	if plain.Name != "orderly_session" || plain.Path != "/ui/" {
+		t.Fatalf("session cookie over plain HTTP: %+v", plain)
 	}
 }
 
@@ -119,9 +182,13 @@ func TestUICookiesSecureBehindATLSProxy(t *testing.T) {
 		}
 		rec := httptest.NewRecorder()
 		e.handler.ServeHTTP(rec, req)
+		prefix := ""
+		if c.secure {
+			prefix = "__Host-" // host-only over TLS
+		}
 		var nonce *http.Cookie
 		for _, ck := range rec.Result().Cookies() {
-			if ck.Name == "orderly_signin" {
+			if ck.Name == prefix+"orderly_signin" {
 				nonce = ck
 			}
 		}
@@ -141,7 +208,7 @@ func TestUICookiesSecureBehindATLSProxy(t *testing.T) {
 		e.handler.ServeHTTP(rec, req)
 		var sess *http.Cookie
 		for _, ck := range rec.Result().Cookies() {
-			if ck.Name == "orderly_session" {
+			if ck.Name == prefix+"orderly_session" {
 				sess = ck
 			}
 		}
