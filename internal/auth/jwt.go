@@ -93,6 +93,9 @@ func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) 
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{v.method.Alg()}),
 		jwt.WithExpirationRequired(),
+		// iat, when present, is a number and not in the future (beyond
+		// the leeway): the parser ignores it otherwise.
+		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithTimeFunc(now),
 	}
@@ -171,6 +174,8 @@ func jwtMessage(err error) string {
 		return "token expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return "token not yet valid"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token issued in the future (check the clocks)"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "token lacks a required claim (exp, iss or aud)"
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):

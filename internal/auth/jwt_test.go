@@ -123,6 +123,8 @@ func TestJWTRS256(t *testing.T) {
 			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"nbf within leeway", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"nbf": testNow().Add(10 * time.Second).Unix()})),
 			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+		{"iat within leeway", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": testNow().Add(10 * time.Second).Unix()})),
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"static token still works", staticTok, &Principal{Name: "robot", Kind: KindToken}, ""},
 		// Item 11 of issue 7: a JWT naming a static token's principal is
 		// another principal.
@@ -149,6 +151,10 @@ func TestJWTRS256(t *testing.T) {
 		// Claim checks.
 		{"expired", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": testNow().Add(-time.Hour).Unix()})), nil, "expired"},
 		{"not yet valid", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"nbf": testNow().Add(time.Hour).Unix()})), nil, "not yet valid"},
+		// Issued in the future: a clock that is wrong, or a token made to
+		// look fresh (PyJWT, stage0's library, refuses it too).
+		{"issued in the future", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": testNow().Add(time.Hour).Unix()})), nil, "issued in the future"},
+		{"iat not a number", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": "yesterday"})), nil, "invalid token"},
 		{"no exp", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": nil})), nil, "required claim"},
 		{"exp not a number", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": "tomorrow"})), nil, "invalid token"},
 		{"wrong issuer", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iss": "https://evil.example"})), nil, "issuer"},
