@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -248,6 +249,27 @@ func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, c
 	s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, ClientIP: clientIP, Source: source,
 		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,
 		Request: map[string]any{"query": auditQuery(r.URL.RawQuery)}})
+}
+
+// LimitPrincipal applies limits.rate_per_principal to a compat surface's
+// request as principal, once it is authenticated (httpexec's: its one
+// principal), as limitPrincipal does for every native request: from the
+// same allowance, so that one credential spread over addresses gets no
+// more through a surface. Past it, it answers 429 in orderly's envelope
+// with Retry-After, as the surfaces answer limits.rate_per_ip, records the
+// refusal under source and returns false.
+func (s *Server) LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) bool {
+	err := s.limitSubmission(r.Context(), principal)
+	if err == nil {
+		return true
+	}
+	s.AuditRefusal(r.Context(), r, principal, clientIP, source, http.StatusTooManyRequests, err)
+	e := errorDetail(err)
+	if secs, ok := e.Details["retry_after_seconds"].(int64); ok {
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
+	encode(w, http.StatusTooManyRequests, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
+	return false
 }
 
 // HTTPStatus is the HTTP status of err under the one error map (statusOf),

@@ -24,12 +24,13 @@ import (
 
 // httpexecSurface is the httpexec compat surface, mounted as serve
 // mounts it (at /, behind the native routes) on an API of its own over
-// e's store, bus and worker; its ACL and per-IP rate can be changed.
+// e's store, bus and worker; its ACL and rates can be changed.
 // exec_root is /usr/bin, in the worker's default command_path.
 type httpexecSurface struct {
 	*apiEnv
-	acl       atomic.Pointer[netacl.ACL]
-	ratePerIP atomic.Int64
+	acl              atomic.Pointer[netacl.ACL]
+	ratePerIP        atomic.Int64
+	ratePerPrincipal atomic.Int64
 }
 
 // newHTTPExecSurface starts the surface; opts are its env's, with a
@@ -49,7 +50,8 @@ func newHTTPExecSurface(t *testing.T, opts envOptions) *httpexecSurface {
 	srv := e.runbookAPI(config.Rule{Name: "httpexec", Roles: []string{"ops"}, Hosts: []string{"h1"},
 		Allow: []string{`^` + root + `/(echo|cat|printf|dash|env) `, `^` + root + `/(echo|cat|printf|dash|env)$`}},
 		func() api.Settings {
-			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(hx.ratePerIP.Load())}
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(hx.ratePerIP.Load()),
+				RatePerPrincipal: int(hx.ratePerPrincipal.Load())}
 		}, func() config.Runbooks { return cfg.Runbooks })
 	h := &compat.HTTPExec{Deps: compat.Deps{Orders: srv, Config: func() config.Config { return cfg }, ACL: hx.acl.Load},
 		Wait: func() time.Duration { return 30 * time.Second }}

@@ -29,6 +29,11 @@ type Orders interface {
 	CancelOrder(ctx context.Context, o *order.Order, actor, signal string) (order.Status, error)
 	HostQueue(ctx context.Context, p auth.Principal, host string) (running *order.Order, queued []*order.Order, depth int, err error)
 	AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error)
+	// LimitPrincipal spends one of principal's limits.rate_per_principal,
+	// the allowance its REST requests and NATS submissions spend too; past
+	// it, it answers 429 in orderly's envelope (as limits.rate_per_ip is
+	// answered), audits the refusal and returns false.
+	LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) bool
 }
 
 // Authenticator turns an Authorization header into a principal.

@@ -80,6 +80,10 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		quartError(w, http.StatusMethodNotAllowed, "Method Not Allowed", "The method is not allowed for the requested URL.")
 		return
 	}
+	// Every request acts as the one principal: its allowance is theirs.
+	if !h.Orders.LimitPrincipal(w, r, hc.Principal, ip, "httpexec") {
+		return
+	}
 	path, found, err := resolveHTTPExec(hc.ExecRoot, hc.FollowLinks, rel)
 	if err != nil {
 		quartError(w, http.StatusInternalServerError, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")

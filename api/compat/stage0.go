@@ -138,6 +138,9 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, status, msg)
 		return
 	}
+	if !s.Orders.LimitPrincipal(w, r, req.p.Name, ip, "stage0") {
+		return
+	}
 	if req.chain.Delegated && rt.method == http.MethodGet || rel == "/shutdown" && req.chain.Delegated {
 		// A script's delegated token runs runbooks; it reads nothing.
 		stage0Error(w, http.StatusForbidden, "a runbook token may only execute or validate runbooks")

@@ -106,6 +106,9 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unauthenticated("Invalid authentication token")
 		return
 	}
+	if !v.Orders.LimitPrincipal(w, r, p.Name, ip, "vigrid") {
+		return
+	}
 	vr := &vigridRequest{w: w, r: r, cfg: cfg, p: p, ip: ip}
 	routes := map[string]struct {
 		method string

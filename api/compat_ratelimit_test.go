@@ -1,0 +1,117 @@
+package api_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/compat"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestCompatSurfacesSpendThePrincipalsAllowance: limits.rate_per_principal
+// holds on the compat surfaces as on REST, from one allowance: a
+// principal over it on the native routes is refused on Vigrid's too, and
+// the other way round, and httpexec's requests spend its principal's. The
+// surfaces applied only the per-IP limit, so one credential spread over
+// addresses got past its limit through them (compat.md said stage0's
+// surface applied both).
+func TestCompatSurfacesSpendThePrincipalsAllowance(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Vigrid.MaxWait = 20 * time.Second
+	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
+	srv := e.runbookAPI(rule, func() api.Settings {
+		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: 3}
+	}, func() config.Runbooks { return cfg.Runbooks })
+	authn := authenticator(t, e.tokens, "")
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
+		Authorize: ruleAuthorizer(t, rule, cfg)},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	var last string // the body of the last answer
+	send := func(who, method, path, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), method, hs.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens[who])
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = string(b)
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	execute := `{"command":"echo","arguments":["x"],"synchronous":false}`
+	// alice: two native requests and one Vigrid execute spend her three.
+	for i, c := range []struct{ method, path, body string }{
+		{"GET", "/v1/orders", ""}, {"GET", "/v1/hosts", ""}, {"POST", "/api/v1/execute", execute},
+	} {
+		if code, _ := send("alice", c.method, c.path, c.body); code == http.StatusTooManyRequests {
+			t.Fatalf("alice's request %d (%s %s) refused within her allowance", i+1, c.method, c.path)
+		}
+	}
+	if code, retry := send("alice", "POST", "/api/v1/execute", execute); code != http.StatusTooManyRequests || retry == "" {
+		t.Fatalf("alice's Vigrid execute past her allowance: %d (Retry-After %q), want 429", code, retry)
+	}
+	// In orderly's envelope, as the surfaces answer limits.rate_per_ip.
+	if !strings.Contains(last, `"code":"rate_limited"`) || !strings.Contains(last, `"scope":"principal"`) {
+		t.Errorf("the 429's body: %s", last)
+	}
+	if code, _ := send("alice", "GET", "/api/v1/queue", ""); code != http.StatusTooManyRequests {
+		t.Fatalf("alice's Vigrid queue past her allowance: %d, want 429", code)
+	}
+	// bob: Vigrid first, then the native routes are out for him too.
+	for range 3 {
+		if code, _ := send("bob", "GET", "/api/v1/status", ""); code == http.StatusTooManyRequests {
+			t.Fatal("bob refused within his allowance")
+		}
+	}
+	if code, _ := send("bob", "GET", "/v1/orders", ""); code != http.StatusTooManyRequests {
+		t.Fatalf("bob's native request after spending his allowance on Vigrid: %d, want 429", code)
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE source = 'vigrid' AND code = 'rate_limited' AND principal = 'alice'`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("audited Vigrid refusals of alice for her rate: %d, %v", n, err)
+	}
+
+	// httpexec: its requests spend its principal's allowance.
+	hx := newHTTPExecSurface(t, envOptions{})
+	hx.ratePerPrincipal.Store(2)
+	post := func() int {
+		resp, err := http.Post(hx.url+"/echo", "application/json", strings.NewReader(`{"args":["x"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 2 {
+		if code := post(); code != http.StatusOK {
+			t.Fatalf("httpexec within its principal's allowance: %d", code)
+		}
+	}
+	if code := post(); code != http.StatusTooManyRequests {
+		t.Fatalf("httpexec past its principal's allowance: %d, want 429", code)
+	}
+}
