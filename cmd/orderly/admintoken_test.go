@@ -64,3 +64,54 @@ func TestAdminTokenFileWinsOverARestoredHash(t *testing.T) {
 		t.Fatal("after the restore the database keeps the hash rotated away: the file's token is refused and the old one works")
 	}
 }
+
+// TestAdminTokenFileReadableByOthersIsRefused: serve's admin token file
+// must be its user's alone, as its NATS seeds must. A copy restored
+// without -p (cp under umask 022 makes it 0644) was taken as it was, so
+// any local user, every order run on the machine as nobody included,
+// could read a token that runs anything anywhere as anyone. serve now
+// refuses to start on it, saying what to do, and does not store its
+// hash; a file that holds no token a client could send is refused too
+// (its hash would lock the admin token out).
+func TestAdminTokenFileReadableByOthersIsRefused(t *testing.T) {
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "admin.token")
+	tok, _ := auth.NewToken()
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := ensureAdminToken(ctx, store, path)
+	if err == nil || !strings.Contains(err.Error(), "readable by others") || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a 0644 admin token file: %v, want a refusal saying chmod 600", err)
+	}
+	if toks, err := store.APITokens(ctx); err != nil || len(toks) != 0 {
+		t.Fatalf("the refused file's token was stored: %v %v", toks, err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := ensureAdminToken(ctx, store, path); err == nil {
+			t.Fatalf("an admin token file of mode %o was taken", mode)
+		}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureAdminToken(ctx, store, path); err != nil {
+		t.Fatalf("the file made 0600: %v", err)
+	}
+	for _, bad := range []string{"", "\n", "two words\n"} {
+		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := ensureAdminToken(ctx, store, path); err == nil || !strings.Contains(err.Error(), "no token") {
+			t.Fatalf("an admin token file holding %q: %v, want a refusal", bad, err)
+		}
+	}
+}

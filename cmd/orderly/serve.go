@@ -292,9 +292,24 @@ func workerDone(wr *workerRunner) <-chan error {
 
 // ensureAdminToken creates the admin token on first start: the token goes
 // to a 0600 file for the operator, only its SHA-256 goes to PostgreSQL.
+// An existing file must be the serve user's alone, as the NATS seeds must
+// (natsembed): a copy restored without its mode (cp under umask 022 makes
+// it 0644) let every local user, and every order run on this machine as
+// nobody, read a token that runs anything anywhere as anyone. It must
+// also hold a token a client could send.
 func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) error {
 	b, err := os.ReadFile(path)
 	if err == nil {
+		st, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("admin token: %w", err)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			return fmt.Errorf("admin token %s is readable by others (mode %o): chmod 600 it, or delete it to have a new one made", path, perm)
+		}
+		if !auth.Sendable(strings.TrimSpace(string(b))) {
+			return fmt.Errorf("admin token %s holds no token a client could send: delete it to have a new one made", path)
+		}
 		// The file is the admin token (removing it rotates it), so its
 		// hash wins: a database restored from a backup taken before a
 		// rotation holds the hash rotated away, and the file's token was

@@ -31,6 +31,11 @@ func HashToken(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// Sendable reports whether token could be sent as a bearer credential
+// (an RFC 6750 b64token, as Authenticate requires): a stored token that
+// is not could never be presented.
+func Sendable(token string) bool { return validBearer(token) }
+
 // tokenEntry is one registered static token: its hash, never the token.
 type tokenEntry struct {
 	name  string
