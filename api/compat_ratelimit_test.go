@@ -115,3 +115,56 @@ func TestCompatSurfacesSpendThePrincipalsAllowance(t *testing.T) {
 		t.Fatalf("httpexec past its principal's allowance: %d, want 429", code)
 	}
 }
+
+// TestHTTPExecRefusesCrossOriginBrowsers: httpexec requests carry no
+// credential, and a POST that is not JSON runs its command with no
+// arguments, so any web page that someone inside acl.allow opened could
+// run a command in exec_root with a plain form or a no-cors fetch (a
+// "simple" request, which a browser sends cross-origin without asking).
+// A browser's cross-origin or cross-site request (Sec-Fetch-Site, or an
+// Origin that is not the request's host) is refused 403 and nothing is
+// recorded; scripts, which send neither header, run as before.
+func TestHTTPExecRefusesCrossOriginBrowsers(t *testing.T) {
+	hx := newHTTPExecSurface(t, envOptions{})
+	post := func(hdr ...string) int {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hx.url+"/echo", strings.NewReader("ignored"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "text/plain")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, hdr := range [][]string{
+		{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
+		{"Sec-Fetch-Site", "same-site"},
+		{"Origin", "https://evil.example"}, // an older browser: no Sec-Fetch-Site
+		{"Origin", "null"},                 // a sandboxed frame or a data: page
+	} {
+		if code := post(hdr...); code != http.StatusForbidden {
+			t.Errorf("a browser's cross-origin POST %v: %d, want 403", hdr, code)
+		}
+	}
+	if got := sourceStatuses(t, hx.apiEnv, "httpexec"); len(got) != 0 {
+		t.Fatalf("cross-origin requests made orders: %v", got)
+	}
+	var n int
+	if err := hx.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE source = 'httpexec' AND status = 403`).Scan(&n); err != nil || n != 4 {
+		t.Errorf("audited cross-origin refusals: %d, %v", n, err)
+	}
+	// A script (no Origin, no Sec-Fetch-Site) and a page of the same origin run.
+	if code := post(); code != http.StatusOK {
+		t.Errorf("a script's POST: %d, want 200", code)
+	}
+	if code := post("Sec-Fetch-Site", "same-origin"); code != http.StatusOK {
+		t.Errorf("a same-origin POST: %d, want 200", code)
+	}
+}

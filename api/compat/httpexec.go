@@ -53,6 +53,10 @@ const httpexecAllow = "OPTIONS, POST"
 // non-string value).
 var errHTTPExecInput = errors.New("httpexec: unusable request")
 
+// crossOrigin tells a browser's cross-origin request (Sec-Fetch-Site,
+// else Origin against Host) from a script's.
+var crossOrigin = http.NewCrossOriginProtection()
+
 func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := h.Config()
 	hc := cfg.Compat.HTTPExec
@@ -60,6 +64,19 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		auditACL(h.Orders, r, ip, "httpexec")
 		plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "client address not allowed\n")
+		return
+	}
+	// No credential protects these requests, and a POST that is not JSON
+	// runs its command bare: any page a person inside acl.allow opens
+	// could send one (a form, a no-cors fetch: "simple" requests, which a
+	// browser sends cross-origin without asking). A browser's
+	// cross-origin or cross-site request is refused; scripts send
+	// neither Sec-Fetch-Site nor Origin and are not affected.
+	if err := crossOrigin.Check(r); err != nil {
+		h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", http.StatusForbidden,
+			order.Errorf(order.CodeForbidden, "cross-origin request from a browser (Origin %q, Sec-Fetch-Site %q)",
+				r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")))
+		plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "cross-origin request refused\n")
 		return
 	}
 	rel := strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(hc.Prefix, "/")), "/")
