@@ -213,6 +213,11 @@ func TestPrincipalsOfOneSourceEach(t *testing.T) {
 		{"stage0 prefix j", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "j" }, "compat.stage0.principal_prefix"},
 		{"stage0 prefix jwt:x", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "jwt:stage0:" }, "compat.stage0.principal_prefix"},
 		{"stage0 prefix ad", func(c *Config) { c.Compat.Stage0.PrincipalPrefix = "ad" }, "compat.stage0.principal_prefix"},
+		// One HS256 secret for both: every stage0 token (and every one
+		// /dev-login mints) would be a JWT of auth.jwt's too.
+		{"stage0 secret is auth.jwt's", func(c *Config) {
+			c.Auth.JWT = JWT{Algorithm: "HS256", Secret: c.Compat.Stage0.JWTSecret, RolesClaim: "roles", NameClaim: "sub"}
+		}, "compat.stage0.jwt_secret"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := base()
