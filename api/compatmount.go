@@ -246,6 +246,10 @@ func (s *Server) HostQueue(ctx context.Context, p auth.Principal, host string) (
 // like the native API's refusals (who, from where, why; never the body).
 func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error) {
 	e := errorDetail(err)
+	if !s.recordRefusal(clientIP) {
+		s.Intake.Unrecorded(string(e.Code))
+		return
+	}
 	s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, ClientIP: clientIP, Source: source,
 		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,
 		Request: map[string]any{"query": auditQuery(r.URL.RawQuery)}})

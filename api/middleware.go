@@ -80,6 +80,10 @@ func oneAuthorization(values []string) error {
 // and query only (credentials in the query redacted: auditQuery) — never
 // headers (tokens) or the body (env values).
 func (s *Server) audit(r *http.Request, status int, e *order.Error) {
+	if !s.recordRefusal(clientIPOf(r)) {
+		s.Intake.Unrecorded(string(e.Code))
+		return
+	}
 	rej := postgres.Rejection{
 		Principal: principalOf(r).Name, ClientIP: clientIPOf(r), Source: "rest",
 		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,

@@ -180,6 +180,40 @@ func (s *Server) limitSubmission(ctx context.Context, principal string) error {
 	return nil
 }
 
+// How many refusals a minute one address has recorded: its per-IP
+// allowance, but never fewer than minAuditPerIP (the ACL refuses before
+// any limit, and an operator reading the audit wants more than a tiny
+// per-IP limit's share), and defaultAuditPerIP when the limit is off.
+const (
+	minAuditPerIP     = 60
+	defaultAuditPerIP = 1200
+)
+
+// recordRefusal reports whether a refusal of clientIP's request gets its
+// row in rejections. Every refusal was one, the per-IP limit's 429s and
+// the ACL's 403s included, so an address sending requests as fast as it
+// could (bad tokens, none, or from an address acl.deny refuses) added a
+// row to PostgreSQL per request without end. An address has at most its
+// per-IP allowance (limits.rate_per_ip, at least minAuditPerIP, or
+// defaultAuditPerIP when the limit is off) of refusals recorded a minute,
+// in this process: a client within its rate never loses one. Past it the
+// refusal is answered as before and counted in the refusal metric, and
+// the process says so in its log at most once a minute.
+func (s *Server) recordRefusal(clientIP string) bool {
+	n := s.Settings().RatePerIP
+	if n <= 0 {
+		n = defaultAuditPerIP
+	}
+	n = max(n, minAuditPerIP)
+	ok, _ := s.auditLimits.allow(ipRateKey(clientIP), n)
+	if !ok {
+		if last := s.auditWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.auditWarned.CompareAndSwap(last, time.Now().UnixNano()) {
+			s.logger.Warn("refusals of a flooding address are counted, not each recorded in rejections", "client_ip", clientIP, "per_minute", n)
+		}
+	}
+	return ok
+}
+
 // RateCounter counts requests in windows shared by every API replica
 // (queue.RateCounter over a NATS KV bucket).
 type RateCounter interface {

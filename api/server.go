@@ -96,6 +96,10 @@ type Server struct {
 
 	ipLimits, principalLimits *rateLimiter
 	sharedWarned              atomic.Int64 // last warning about SharedLimits, unix ns
+	// auditLimits bounds the refusals an address has recorded
+	// (recordRefusal); auditWarned is the last warning that it did.
+	auditLimits *rateLimiter
+	auditWarned atomic.Int64
 
 	compat []CompatSurface // drop-in surfaces (MountCompat)
 
@@ -106,7 +110,7 @@ type Server struct {
 // New returns a Server.
 func New(d Deps) *Server {
 	return &Server{Deps: d, logger: d.Logger,
-		ipLimits: newRateLimiter(time.Now), principalLimits: newRateLimiter(time.Now)}
+		ipLimits: newRateLimiter(time.Now), principalLimits: newRateLimiter(time.Now), auditLimits: newRateLimiter(time.Now)}
 }
 
 // principalKey carries the authenticated principal in a request context.

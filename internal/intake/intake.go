@@ -557,6 +557,13 @@ func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
 	}
 }
 
+// Unrecorded counts a refusal left out of rejections (the API records at
+// most an address's per-IP allowance a minute): the metric counts every
+// refusal, recorded or not.
+func (s *Service) Unrecorded(code string) {
+	s.opts.Metrics.Rejected(order.Code(code))
+}
+
 // Prune deletes the finished orders, the recorded rejections and the
 // runbook delegations of orders never recorded older than the retention
 // period, in batches, and returns how many rows it deleted. Rejections
