@@ -168,3 +168,60 @@ func TestHTTPExecRefusesCrossOriginBrowsers(t *testing.T) {
 		t.Errorf("a same-origin POST: %d, want 200", code)
 	}
 }
+
+// TestDevLoginOnlyFromThisMachine: stage0's /dev-login mints a token with
+// any roles for whoever asks, so orderly serves it only on a loopback
+// listener. A reverse proxy on the same machine (TLS in front, as
+// security.md advises) made it everyone's: the proxy connects from
+// loopback. A request that came through a proxy (it says so with
+// Forwarded, X-Forwarded-For or X-Real-IP), or that a browser sent from
+// another origin, is refused; a local client's request is served.
+func TestDevLoginOnlyFromThisMachine(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	cfg := config.Default()
+	cfg.Runbooks.Dir = t.TempDir()
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-devlogin-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	login := func(hdr ...string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/dev-login",
+			strings.NewReader(`{"subject":"mallory","roles":["admin"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	for _, hdr := range [][]string{
+		{"X-Forwarded-For", "203.0.113.9"},
+		{"X-Real-IP", "203.0.113.9"},
+		{"Forwarded", "for=203.0.113.9;proto=https"},
+		{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"},
+	} {
+		if code, b := login(hdr...); code != http.StatusForbidden || strings.Contains(b, "access_token") {
+			t.Errorf("dev-login with %v: %d %s, want 403 and no token", hdr, code, b)
+		}
+	}
+	if code, b := login(); code != http.StatusOK || !strings.Contains(b, "access_token") {
+		t.Fatalf("dev-login from this machine: %d %s", code, b)
+	}
+}

@@ -91,6 +91,12 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 			return
 		}
+		if why := notLocal(r); why != "" {
+			s.Orders.AuditRefusal(r.Context(), r, "", ip, "stage0", http.StatusForbidden,
+				order.Errorf(order.CodeForbidden, "dev-login %s", why))
+			stage0Error(w, http.StatusForbidden, "dev-login serves this machine only")
+			return
+		}
 		s.devLogin(w, r, sc)
 		return
 	}
@@ -218,6 +224,26 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 	}
 	p := auth.Principal{Name: sc.PrincipalPrefix + sub, Roles: roles, Kind: auth.KindJWT, Claims: values}
 	return &stage0Request{p: p, userID: sub, claims: claims, chain: api.HeaderChain(r)}, 0, ""
+}
+
+// notLocal says why a /dev-login request is not one of this machine's
+// own clients, or "" when it is. The listener is loopback (the config
+// refuses enable_login otherwise), but a reverse proxy on the same
+// machine connects from loopback too and would hand anyone a token with
+// any roles: a proxied request says so (Forwarded, X-Forwarded-For,
+// X-Real-IP). A browser's request from another origin is refused too: a
+// page must not sign its visitor's browser in, even if it cannot read
+// the answer.
+func notLocal(r *http.Request) string {
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Real-IP"} {
+		if r.Header.Get(h) != "" {
+			return "came through a proxy (" + h + ")"
+		}
+	}
+	if err := crossOrigin.Check(r); err != nil {
+		return "came from another origin in a browser"
+	}
+	return ""
 }
 
 // stage0Roles reads the roles claim as stage0 did: a list kept, a string
