@@ -127,3 +127,12 @@ func withdraw(ctx context.Context, orders Orders, np *intake.ErrNotPublished, p 
 	_, err := orders.CancelOrder(context.WithoutCancel(ctx), &order.Order{ID: np.ID, Host: np.Host, Principal: p.Name}, p.Name, "SIGKILL")
 	return err
 }
+
+// crossOrigin is an error for a browser's request from another origin
+// (Sec-Fetch-Site, else Origin against Host; net/http's
+// CrossOriginProtection, whose zero value trusts no other origin); a
+// script's request, which carries neither header, passes.
+func crossOrigin(r *http.Request) error {
+	var c http.CrossOriginProtection
+	return c.Check(r)
+}

@@ -53,10 +53,6 @@ const httpexecAllow = "OPTIONS, POST"
 // non-string value).
 var errHTTPExecInput = errors.New("httpexec: unusable request")
 
-// crossOrigin tells a browser's cross-origin request (Sec-Fetch-Site,
-// else Origin against Host) from a script's.
-var crossOrigin = http.NewCrossOriginProtection()
-
 func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := h.Config()
 	hc := cfg.Compat.HTTPExec
@@ -72,7 +68,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// browser sends cross-origin without asking). A browser's
 	// cross-origin or cross-site request is refused; scripts send
 	// neither Sec-Fetch-Site nor Origin and are not affected.
-	if err := crossOrigin.Check(r); err != nil {
+	if err := crossOrigin(r); err != nil {
 		h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", http.StatusForbidden,
 			order.Errorf(order.CodeForbidden, "cross-origin request from a browser (Origin %q, Sec-Fetch-Site %q)",
 				r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")))

@@ -240,7 +240,7 @@ func notLocal(r *http.Request) string {
 			return "came through a proxy (" + h + ")"
 		}
 	}
-	if err := crossOrigin.Check(r); err != nil {
+	if err := crossOrigin(r); err != nil {
 		return "came from another origin in a browser"
 	}
 	return ""
