@@ -96,6 +96,12 @@ func (u *webUI) fieldsOf(av ActionView, values map[string]string, choices map[st
 		}
 		if p.Secret {
 			f.Value = "" // asked for every run, a re-run included
+			if p.Type == "bool" && p.Default != nil {
+				// A checkbox is always sent (unticked is "false", never
+				// "the default"): it starts as the default, as a
+				// non-secret one does, or a default true ran as false.
+				f.Value = *p.Default
+			}
 		}
 		for _, ev := range p.Values {
 			f.Choices = append(f.Choices, choiceField{Value: ev, Label: ev, Selected: ev == f.Value})

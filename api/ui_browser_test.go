@@ -565,6 +565,38 @@ func TestUISecretStaysOutOfURLs(t *testing.T) {
 	}
 }
 
+// TestUISecretCheckboxStartsAsItsDefault: a secret bool param whose
+// default is true shows ticked, on the dashboard, after its fields are
+// reloaded for a host and in a re-run, and a run left as shown runs
+// with true. Its checkbox started unticked (a secret's value is never
+// shown, and its default was dropped with it), and an unticked box is
+// sent as "false": a run from the page ran with false unless the person
+// noticed and ticked it.
+func TestUISecretCheckboxStartsAsItsDefault(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	ticked := func(where string) {
+		t.Helper()
+		waitJS(t, ctx, "vault's lock ticked "+where, `!!document.getElementById("p-vault-lock") && document.getElementById("p-vault-lock").checked`, 10*time.Second)
+		if eval[bool](t, ctx, `document.getElementById("p-vault-alarm").checked`) {
+			t.Fatalf("vault's alarm, default false, is ticked %s", where)
+		}
+	}
+	ticked("on the dashboard")
+	eval[bool](t, ctx, `(document.getElementById("p-vault-lock").dataset.before = "yes", document.getElementById("host-vault").dispatchEvent(new Event("change", {bubbles: true})), true)`)
+	waitJS(t, ctx, "the vault's fields reloaded", `!!document.getElementById("p-vault-lock") && document.getElementById("p-vault-lock").dataset.before !== "yes"`, 10*time.Second)
+	ticked("after its fields were reloaded")
+	step(t, ctx, "run the vault as shown",
+		chromedp.SendKeys(chromedp.ID("p-vault-room"), "gold"), chromedp.Click(chromedp.ID("run-vault")))
+	waitJS(t, ctx, "the vault's run to finish", `!!document.getElementById("run") && document.getElementById("status").innerText === "succeeded"`, 30*time.Second)
+	if out := text(t, ctx, "#output"); out != "vault gold false true" {
+		t.Fatalf("the run as shown printed %q, want the lock's default true", out)
+	}
+	step(t, ctx, "re-run", chromedp.Click(chromedp.ID("rerun")), chromedp.WaitVisible(chromedp.ID("run-vault")))
+	ticked("in the re-run form")
+}
+
 // TestUIBackThenRunAgain: the Back button from a run page shows the
 // dashboard as a new page. Chromium restores even a no-store page from
 // its back-forward cache (when it made no request of its own: dave's

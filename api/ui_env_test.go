@@ -66,12 +66,14 @@ func uiActions() config.Actions {
 			{Name: "pin", Pattern: "^[0-9]{4}$", Secret: true}},
 		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}, {
-		// vault's secrets are a choice and a checkbox.
+		// vault's secrets are a choice and checkboxes, one ticked by
+		// default.
 		Name: "vault", Title: "Vault",
-		Command: []string{"sh", "-c", `echo "vault $VAULT_ROOM $VAULT_ALARM"`},
-		Env:     []config.ActionEnv{{Name: "VAULT_ROOM", Value: "{room}"}, {Name: "VAULT_ALARM", Value: "{alarm}"}},
+		Command: []string{"sh", "-c", `echo "vault $VAULT_ROOM $VAULT_ALARM $VAULT_LOCK"`},
+		Env: []config.ActionEnv{{Name: "VAULT_ROOM", Value: "{room}"}, {Name: "VAULT_ALARM", Value: "{alarm}"},
+			{Name: "VAULT_LOCK", Value: "{lock}"}},
 		Params: []config.ActionParam{{Name: "room", Type: "enum", Values: []string{"gold", "silver"}, Secret: true},
-			{Name: "alarm", Type: "bool", Secret: true}},
+			{Name: "alarm", Type: "bool", Secret: true}, {Name: "lock", Type: "bool", Secret: true, Default: ptrTo("true")}},
 		Roles: []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
 	}, {
 		// restart takes its choices from the host's units.
