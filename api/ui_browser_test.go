@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -465,6 +466,41 @@ func TestUIRefusalsAreShown(t *testing.T) {
 	step(t, ctx, "hosts", chromedp.Navigate(e.url+"/ui/hosts"), chromedp.WaitVisible(chromedp.ID("hosts")))
 	eval[bool](t, ctx, `(function(){ fetch("/ui/signout", {method: "POST", headers: {"X-CSRF-Token": document.body.dataset.csrf}}); return true; })()`)
 	waitJS(t, ctx, "the sign-in page after the session ended", `!!document.getElementById("token")`, 15*time.Second)
+}
+
+// TestUILiveOutputSaysTheSessionEnded: a run page following an order
+// live when its session ends (signed out in another tab; expiry and a
+// credential that stopped working end it the same way) stops its stream
+// and says at once that the session ended, with a way to sign in again.
+// It went on showing "running" with nothing said, then retried, was sent
+// to the sign-in page and said only "Live output stopped; reload the
+// page."
+func TestUILiveOutputSaysTheSessionEnded(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "run a command that ticks",
+		chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
+		chromedp.SetValue(chromedp.ID("exec-args"), "-c\nfor i in $(seq 1 30); do echo tick $i; sleep 1; done"),
+		chromedp.Click(chromedp.ID("exec-run")))
+	waitJS(t, ctx, "live output", `!!document.getElementById("output") && document.getElementById("output").innerText.includes("tick 2")`, 20*time.Second)
+	id := eval[string](t, ctx, `document.getElementById("run").dataset.order`)
+	defer func() { // the order would tick on for half a minute
+		sess, csrf := e.uiSession(t, "alice")
+		e.postForm("/ui/orders/"+id+"/cancel", url.Values{"csrf": {csrf}}, sess)
+	}()
+	eval[bool](t, ctx, `(fetch("/ui/signout", {method: "POST", headers: {"X-CSRF-Token": document.body.dataset.csrf}}), true)`)
+	// Before the browser's first retry (3 s): the stream itself said so.
+	waitJS(t, ctx, "the page to say the session ended",
+		`document.getElementById("output-note").textContent.includes("Your session has ended")`, 2500*time.Millisecond)
+	if href := eval[string](t, ctx, `document.querySelector("#output-note a").getAttribute("href")`); href != "/ui/signin?next=%2Fui%2Forders%2F"+id {
+		t.Fatalf("the note's link goes to %q", href)
+	}
+	shown := eval[string](t, ctx, `document.getElementById("output").innerText`)
+	time.Sleep(2500 * time.Millisecond) // nothing to wait for: what must not come has 2.5 s to come
+	if now := eval[string](t, ctx, `document.getElementById("output").innerText`); now != shown {
+		t.Fatalf("output went on arriving after the session ended: %q, then %q", shown, now)
+	}
 }
 
 // TestUIPatternOnlyRE2Reads: a param whose pattern a browser reads

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -59,6 +60,23 @@ func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
 		req.Header.Set("Last-Event-ID", v)
 	}
 	u.native.ServeHTTP(w, req)
+	// A stream that ended with its session (signed out, expired, the
+	// credential no longer valid) says so on the stream: the page would
+	// otherwise retry, be sent to the sign-in page, and say only that
+	// live output stopped.
+	if r.Method != http.MethodGet || r.Context().Err() != nil || w.Header().Get("Content-Type") != "text/event-stream" {
+		return
+	}
+	select {
+	case <-sess.out:
+	default:
+		if _, err := u.s.Auth().Authenticate("Bearer " + sess.token); err == nil {
+			return // the order's end, or the principal may no longer read it
+		}
+	}
+	if _, err := io.WriteString(w, "event: session-ended\ndata: {}\n\n"); err == nil {
+		_ = http.NewResponseController(w).Flush()
+	}
 }
 
 // download is GET /ui/orders/{id}/output/{stream}: a stream's stored

@@ -208,6 +208,16 @@
     // code, duration and download links.
     window.location.reload();
   });
+  // The session ended (signed out, expired): the stream says so and
+  // ends; retrying would only reach the sign-in page.
+  es.addEventListener("session-ended", function () {
+    es.close();
+    note.textContent = "Your session has ended: live output stopped. ";
+    const a = document.createElement("a");
+    a.href = "/ui/signin?next=" + encodeURIComponent(location.pathname);
+    a.textContent = "Sign in again";
+    note.appendChild(a);
+  });
   es.onerror = function () {
     if (es.readyState === EventSource.CLOSED) note.textContent = "Live output stopped; reload the page.";
   };
