@@ -1,15 +1,18 @@
 package api
 
 import (
+	"fmt"
 	"html/template"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ansiHTML renders terminal output as HTML: every byte of text is escaped,
 // and ANSI SGR colour sequences become <span class="…"> with classes from
 // a fixed list, so output can colour the page but never put markup,
-// attributes or links in it. Other escape sequences are dropped.
+// attributes or links in it. Other escape sequences are dropped, and
+// bidi controls are shown as escapes (writeText).
 func ansiHTML(text string) template.HTML {
 	var b strings.Builder
 	var classes []string
@@ -31,7 +34,7 @@ func ansiHTML(text string) template.HTML {
 			if j < 0 {
 				j = len(text) - i
 			}
-			b.WriteString(template.HTMLEscapeString(text[i : i+j]))
+			writeText(&b, text[i:i+j])
 			i += j
 			continue
 		}
@@ -61,6 +64,30 @@ func ansiHTML(text string) template.HTML {
 		b.WriteString("</span>")
 	}
 	return template.HTML(b.String()) //nolint:gosec // built from escaped text and fixed class names only
+}
+
+// isBidiControl reports the characters that reorder the text after
+// them (embeddings, overrides and isolates, U+202A–U+202E and
+// U+2066–U+2069): "abc\u202efdp.exe" shows as "abcexe.pdf". A terminal
+// shows text in the order it was printed; the page does too.
+func isBidiControl(r rune) bool {
+	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// writeText writes s escaped, each bidi control as its escape
+// ("\u202e") in a span of class ctl instead of the character itself.
+func writeText(b *strings.Builder, s string) {
+	for s != "" {
+		k := strings.IndexFunc(s, isBidiControl)
+		if k < 0 {
+			b.WriteString(template.HTMLEscapeString(s))
+			return
+		}
+		b.WriteString(template.HTMLEscapeString(s[:k]))
+		r, n := utf8.DecodeRuneInString(s[k:])
+		fmt.Fprintf(b, `<span class="ctl">\u%04x</span>`, r)
+		s = s[k+n:]
+	}
 }
 
 // skipEscape returns where the escape sequence at text[i] (an ESC that

@@ -26,13 +26,17 @@ func TestANSIHTML(t *testing.T) {
 		{"\x1b[31;\"><img src=x>m", "&lt;img src=x&gt;m"},
 		{"unterminated \x1b[31", "unterminated "},
 		{"\x1b[31mstill open", `<span class="ansi-fg1">still open</span>`},
+		// Bidi controls would show "abcexe.pdf": shown as escapes.
+		{"abc\u202efdp.exe", `abc<span class="ctl">\u202e</span>fdp.exe`},
+		{"\x1b[31m\u2067<x>\u2069\x1b[0m", `<span class="ansi-fg1"><span class="ctl">\u2067</span>&lt;x&gt;<span class="ctl">\u2069</span></span>`},
+		{"\u05e9\u05dc\u05d5\u05dd \u200f", "\u05e9\u05dc\u05d5\u05dd \u200f"}, // text and marks stay
 	} {
 		got := string(ansiHTML(c.in))
 		if got != c.want {
 			t.Errorf("ansiHTML(%q) = %q, want %q", c.in, got, c.want)
 		}
-		if strings.ContainsRune(got, 0x1b) {
-			t.Errorf("ansiHTML(%q) kept an escape character", c.in)
+		if strings.ContainsRune(got, 0x1b) || strings.ContainsFunc(got, isBidiControl) {
+			t.Errorf("ansiHTML(%q) kept an escape character or a bidi control", c.in)
 		}
 	}
 }

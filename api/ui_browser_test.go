@@ -503,6 +503,39 @@ func TestUILiveOutputSaysTheSessionEnded(t *testing.T) {
 	}
 }
 
+// TestUIOutputShowsBidiControls: output that holds a bidi override
+// ("abc" U+202E "fdp.exe", which a page shows as "abcexe.pdf") shows
+// the control as its escape, live and once the order ended, as a
+// terminal shows the text in the order it was printed; markup and
+// terminal sequences in the same output stay text or are dropped.
+func TestUIOutputShowsBidiControls(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	script := `printf 'abc\342\200\256fdp.exe\n<img src=x>\033]0;pwned\007\033]8;;http://x/\033\\link\033]8;;\033\\\n'; sleep 2; echo end`
+	step(t, ctx, "run a command that prints an override",
+		chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
+		chromedp.SetValue(chromedp.ID("exec-args"), "-c\n"+script), chromedp.Click(chromedp.ID("exec-run")))
+	const want = "abc\\u202efdp.exe\n<img src=x>link\n"
+	check := func(when string) {
+		t.Helper()
+		got := eval[string](t, ctx, `document.getElementById("output").innerText`)
+		if !strings.HasPrefix(got, want[:len(want)-1]) || strings.ContainsRune(got, 0x202e) {
+			t.Fatalf("%s the output shows %q, want it to start %q", when, got, want)
+		}
+		if n := eval[int](t, ctx, `document.querySelectorAll("#output *:not(span)").length`); n != 0 || !strings.HasSuffix(eval[string](t, ctx, `document.title`), " · orderly") {
+			t.Fatalf("%s the output made %d elements or set the title", when, n)
+		}
+	}
+	waitJS(t, ctx, "the live output", `!!document.getElementById("output") && document.getElementById("output").innerText.includes("link")`, 20*time.Second)
+	if st := text(t, ctx, "#status"); st != "running" {
+		t.Fatalf("status %q: the output was not live", st)
+	}
+	check("live,")
+	waitJS(t, ctx, "the order's end", `document.readyState === "complete" && !!document.getElementById("exit-code") && document.getElementById("exit-code").innerText === "0"`, 20*time.Second)
+	check("ended,")
+}
+
 // TestUIPatternOnlyRE2Reads: a param whose pattern a browser reads
 // otherwise than RE2 ([[:digit:]] is a class of ":digt" to JavaScript's v
 // flag) still runs from its form. Before, the pattern attribute made the

@@ -147,7 +147,18 @@
       if (part === "") return;
       const span = document.createElement("span");
       span.className = stream + (classes.length ? " " + classes.join(" ") : "");
-      span.textContent = part.replace(/\x1b/g, "");
+      // A bidi control (embedding, override, isolate) would reorder what
+      // follows it: shown as its escape, as the server renders it.
+      part.replace(/\x1b/g, "").split(/([\u202a-\u202e\u2066-\u2069])/).forEach(function (s, k) {
+        if (k % 2 === 0) {
+          if (s !== "") span.appendChild(document.createTextNode(s));
+          return;
+        }
+        const ctl = document.createElement("span");
+        ctl.className = "ctl";
+        ctl.textContent = "\\u" + s.charCodeAt(0).toString(16);
+        span.appendChild(ctl);
+      });
       frag.appendChild(span);
     });
     state[stream] = classes;
