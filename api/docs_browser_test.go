@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/orderly-run/orderly/api"
@@ -20,6 +22,12 @@ func TestDocsExplorerInBrowser(t *testing.T) {
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 	ctx := browser(t)
+	// Whatever the page's Content-Security-Policy refuses is recorded.
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.refused = []; document.addEventListener("securitypolicyviolation", e => window.refused.push(e.violatedDirective + " " + e.blockedURI))`,
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	step(t, ctx, "open the explorer", chromedp.Navigate(hs.URL+"/docs"), chromedp.WaitVisible(chromedp.CSS(".information-container .title")))
 	if title := text(t, ctx, ".information-container .title"); !strings.HasPrefix(title, "orderly API") {
@@ -30,6 +38,20 @@ func TestDocsExplorerInBrowser(t *testing.T) {
 		if !eval[bool](t, ctx, `document.querySelector('[id$="`+op+`"]') !== null`) {
 			t.Errorf("operation %s is not shown", op)
 		}
+	}
+	// The page takes a token (Authorize): it runs only this server's
+	// scripts and talks only to it.
+	resp, err := http.Get(hs.URL + "/docs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self';") || !strings.Contains(csp, "connect-src 'self';") ||
+		!strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("the explorer's Content-Security-Policy is %q", csp)
+	}
+	if refused := eval[[]string](t, ctx, `window.refused`); len(refused) > 0 {
+		t.Errorf("the explorer's policy refused what it needs: %v", refused)
 	}
 	loaded := eval[[]string](t, ctx, `performance.getEntriesByType("resource").map(e => e.name)`)
 	if len(loaded) < 3 {
