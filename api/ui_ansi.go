@@ -90,6 +90,20 @@ func writeText(b *strings.Builder, s string) {
 	}
 }
 
+// bidiEscaped is s with each bidi control as its escape, for plain text
+// (a page's title).
+func bidiEscaped(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if isBidiControl(r) {
+			fmt.Fprintf(&b, `\u%04x`, r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 // skipEscape returns where the escape sequence at text[i] (an ESC that
 // does not start a CSI) ends: a string sequence (OSC titles and links,
 // DCS, SOS, PM, APC) runs to its BEL or ST (ESC \\) or to the end, an

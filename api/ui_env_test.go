@@ -42,6 +42,8 @@ type uiEnv struct {
 	pool    *pgxpool.Pool
 	q       *queue.Queue
 	tokens  map[string]string
+	// rbDir is the runbooks' directory.
+	rbDir string
 	// ratePerPrincipal is the API's per-principal rate limit (0: off).
 	ratePerPrincipal atomic.Int64
 	// acl is the API's network ACL (nil: none).
@@ -150,6 +152,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	}
 	runbooks := config.DefaultRunbooks()
 	runbooks.Dir, runbooks.Host = rbDir, "web-1"
+	e.rbDir = rbDir
 
 	logger := testenv.Logger(t)
 	in := intake.New(store, q, func() intake.Authorizer { return pol },

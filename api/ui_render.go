@@ -63,6 +63,15 @@ func uiFuncs() template.FuncMap {
 		// A runbook's file name as one path segment: '#', '?' and '%'
 		// are valid in a name, and must not end or change the path.
 		"segment": url.PathEscape,
+		// Text shown in the order it is run or was written: escaped,
+		// with bidi controls as escapes (a runbook's script: what the
+		// person reads before running it is what runs).
+		"shown": func(s string) template.HTML {
+			var b strings.Builder
+			writeText(&b, s)
+			return template.HTML(b.String()) //nolint:gosec // escaped by writeText
+		},
+		"plain": bidiEscaped, // the same, for an attribute
 	}
 }
 

@@ -35,7 +35,7 @@ func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.HostNames = u.hostNames(r)
-	u.pages.render(w, r, http.StatusOK, "runbook", pageData{Title: v.RB.Name, Nav: "dashboard", D: v})
+	u.pages.render(w, r, http.StatusOK, "runbook", pageData{Title: bidiEscaped(v.RB.Name), Nav: "dashboard", D: v})
 }
 
 // runRunbook is POST /ui/runbooks/{name}/run: POST

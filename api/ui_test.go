@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -336,6 +338,36 @@ func TestUIRunbookRun(t *testing.T) {
 	run := e.waitPage(t, sess, loc, `aria-live="polite">succeeded`, "the runbook")
 	if !strings.Contains(run, "hello from a runbook, &lt;b&gt;bob&lt;/b&gt;") || !strings.Contains(run, "runbook Hello.md") {
 		t.Fatalf("runbook run page:\n%s", run)
+	}
+}
+
+// TestUIRunbookShowsBidiControls: a runbook's page shows its script in
+// the order it runs. A bidi override in it (Trojan Source: the
+// script reads "echo safe # is it?" and runs something else) showed
+// reordered, on the page a person reads before pressing Run; it now
+// shows as its escape, in the script, the name and the title, and on
+// the dashboard's list.
+func TestUIRunbookShowsBidiControls(t *testing.T) {
+	e := newUIEnv(t)
+	fence := "```"
+	book := "# Tidy \u202eylno gnidaer\n\n# Environment Requirements\n" + fence + "yaml\n{}\n" + fence + "\n\n" +
+		"# File System Requirements\n" + fence + "yaml\nInput: []\n" + fence + "\n\n" +
+		"# Script\n" + fence + "sh\necho safe \u2067# ;rm -rf /srv/data\u2069 \u2066# is it?\u2069\n" + fence + "\n"
+	if err := os.WriteFile(filepath.Join(e.rbDir, "Tidy.md"), []byte(book), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := e.uiSession(t, "alice")
+	for _, path := range []string{"/ui/runbooks/Tidy.md", "/ui/"} {
+		page := e.page(t, sess, path)
+		if strings.ContainsFunc(page, func(r rune) bool { return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) }) {
+			t.Errorf("%s holds a bidi control as it is:\n%s", path, page)
+		}
+		if !strings.Contains(page, `Tidy <span class="ctl">\u202e</span>ylno gnidaer`) {
+			t.Errorf("%s does not show the runbook's name with its override as an escape", path)
+		}
+		if path == "/ui/runbooks/Tidy.md" && !strings.Contains(page, `echo safe <span class="ctl">\u2067</span># ;rm -rf /srv/data<span class="ctl">\u2069</span>`) {
+			t.Errorf("the runbook page does not show the script with its isolates as escapes:\n%s", page)
+		}
 	}
 }
 
