@@ -88,6 +88,9 @@ func orderTitle(o Order) string {
 		return a
 	}
 	if o.Runbook != "" {
+		if strings.ContainsFunc(o.Runbook, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			return fmt.Sprintf("runbook %q", o.Runbook) // a file name may hold a bidi override too
+		}
 		return "runbook " + o.Runbook
 	}
 	if a := o.Action; a != nil {

@@ -31,6 +31,12 @@ func TestOrderTitleShowsWhatRuns(t *testing.T) {
 	if want := `action greet n=2 who="\u202ebob" pin=•••`; a != want {
 		t.Errorf("action title %s, want %s", a, want)
 	}
+	if rb := orderTitle(Order{Runbook: "Tidy \u202edm.exe"}); rb != `runbook "Tidy \u202edm.exe"` {
+		t.Errorf("runbook title %s", rb)
+	}
+	if rb := orderTitle(Order{Runbook: "a#b.md"}); rb != "runbook a#b.md" {
+		t.Errorf("runbook title %s", rb)
+	}
 	long := orderTitle(Order{Command: "echo", Args: []string{strings.Repeat("é", 150)}})
 	if !utf8.ValidString(long) || !strings.HasSuffix(long, "…") || len(long) > 200+len("…") {
 		t.Errorf("a long title is cut inside a character or not at all: %q", long)
