@@ -240,9 +240,13 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The dashboard's forms share one key per rendering: each action's
+	// form uses it with its name, so a double press of one form is one
+	// run, and another form of the same page is a run of its own rather
+	// than a reuse of the key for a different request (422).
 	var hdr []string
 	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
-		hdr = []string{"Idempotency-Key", "ui-" + k}
+		hdr = []string{"Idempotency-Key", "ui-" + k + "-" + name}
 	}
 	a := u.call(r, http.MethodPost, "/v1/actions/"+url.PathEscape(name)+"/run", req, hdr...)
 	if !a.ok() {

@@ -530,6 +530,35 @@ func TestUIFormTooLarge(t *testing.T) {
 	}
 }
 
+// TestUIDashboardFormsKeyedApart: the forms of one dashboard rendering
+// carry one idempotency key. A form pressed twice is one run; another
+// form of the same page (pressed after the first, on a page the Back
+// button restored without scripts, or while the first press was still
+// under way) was refused as "this idempotency key was already used for
+// a different request", and now runs.
+func TestUIDashboardFormsKeyedApart(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	post := func(target string, form url.Values) string {
+		t.Helper()
+		form.Set("csrf", csrf)
+		form.Set("idem", "one-rendering")
+		rec := e.postForm(target, form, sess)
+		if rec.Code != http.StatusSeeOther {
+			_, msg, _ := strings.Cut(rec.Body.String(), `id="error"`)
+			t.Fatalf("POST %s: %d%.200s", target, rec.Code, msg)
+		}
+		return rec.Header().Get("Location")
+	}
+	exec := post("/ui/exec", url.Values{"host": {"web-1"}, "command": {"true"}})
+	tag := post("/ui/actions/tag/run", url.Values{"host": {"web-1"}, "p.n": {"0042"}})
+	again := post("/ui/actions/tag/run", url.Values{"host": {"web-1"}, "p.n": {"0042"}})
+	note := post("/ui/actions/note/run", url.Values{"host": {"web-1"}, "p.text": {"hi"}})
+	if tag == exec || note == tag || note == exec || again != tag {
+		t.Fatalf("exec %s, tag %s, tag again %s, note %s: want three runs, the tag pressed twice one", exec, tag, again, note)
+	}
+}
+
 // TestUIRefusedActionKeepsItsValues: an action run the API refuses comes
 // back with the refusal and the values as sent, a secret's excepted.
 func TestUIRefusedActionKeepsItsValues(t *testing.T) {
