@@ -166,6 +166,12 @@ func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status i
 		switch {
 		case a.ok() && a.decode(&o) == nil && o.Action != nil:
 			msg = u.prefillAction(&v, o)
+		case a.ok() && o.Kind == "exec" && (strings.ContainsFunc(o.Command, isBidiControl) ||
+			slices.ContainsFunc(o.Args, func(a string) bool { return strings.ContainsFunc(a, isBidiControl) })):
+			// A field shows such a character as what it does: the text
+			// after it reordered, a command that reads as another.
+			msg = "That order cannot be re-run from here: its command or an argument holds a bidi control " +
+				"(U+202A–U+202E, U+2066–U+2069), which the form would show reordered. Re-run it with the CLI or the API."
 		case a.ok() && o.Kind == "exec" && !oneArgPerLine(o.Args):
 			// The form would split or drop them: a different command.
 			msg = "That order cannot be re-run from here: an argument holds a line break or is empty at the end, " +

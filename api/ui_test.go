@@ -502,7 +502,9 @@ func TestUIRerunKeepsTheCommand(t *testing.T) {
 		box, _, _ := strings.Cut(rest, "</textarea>")
 		return strings.TrimPrefix(box, "\n")
 	}
-	for _, args := range [][]string{{"-c", "echo first\necho second"}, {"-c", "echo $1", "x", ""}} {
+	// A bidi override would show the argument reordered in the box:
+	// "rm abc<U+202E>fdp.exe" reads "rm abcexe.pdf".
+	for _, args := range [][]string{{"-c", "echo first\necho second"}, {"-c", "echo $1", "x", ""}, {"-c", "echo abc\u202efdp.exe"}} {
 		page := e.page(t, sess, "/ui/?rerun="+submit(args))
 		if !strings.Contains(page, "cannot be re-run from here") || argsBox(page) != "" {
 			t.Errorf("re-run of %q: arguments box %q, or no reason given", args, argsBox(page))
