@@ -101,17 +101,29 @@ func checkContentEncoding(ce []string) error {
 	return nil
 }
 
-// readBody reads r's body, refusing one over maxBytes.
+// readBody reads r's body, refusing one over maxBytes. A body whose
+// Content-Length already says so is refused unread: with Expect:
+// 100-continue the client is told before it sends any of it (net/http
+// sends "100 Continue" only when the body is first read), and without it
+// the answer does not wait for a mebibyte it will throw away.
 func readBody(r *http.Request, maxBytes int64) ([]byte, error) {
+	if r.ContentLength > maxBytes {
+		return nil, bodyTooLarge(maxBytes)
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
 		return nil, order.Errorf(order.CodeInvalid, "read body: %v", err)
 	}
 	if int64(len(body)) > maxBytes {
-		return nil, &order.Error{Code: order.CodeTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxBytes),
-			Details: map[string]any{"limit": maxBytes}}
+		return nil, bodyTooLarge(maxBytes)
 	}
 	return body, nil
+}
+
+// bodyTooLarge is the refusal of a body over maxBytes.
+func bodyTooLarge(maxBytes int64) error {
+	return &order.Error{Code: order.CodeTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxBytes),
+		Details: map[string]any{"limit": maxBytes}}
 }
 
 // checkContentType accepts application/json (or merge-patch) in UTF-8:

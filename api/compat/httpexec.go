@@ -217,6 +217,9 @@ func (h *HTTPExec) order(r *http.Request, path string, maxBody int64) (*order.Or
 	if !quartIsJSON(r.Header.Get("Content-Type")) {
 		return o, 0
 	}
+	if r.ContentLength > maxBody { // refused unread, before "100 Continue"
+		return nil, http.StatusRequestEntityTooLarge
+	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil || int64(len(raw)) > maxBody {
 		return nil, http.StatusRequestEntityTooLarge

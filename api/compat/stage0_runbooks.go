@@ -209,6 +209,9 @@ type stage0Body struct {
 // (docs/decisions.md, tenth round).
 func readBody(r *http.Request, max int64) (stage0Body, error) {
 	var b stage0Body
+	if r.ContentLength > max { // refused unread, before "100 Continue"
+		return b, errors.New("Request body too large")
+	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil || int64(len(data)) > max {
 		return b, errors.New("Request body too large")

@@ -65,6 +65,10 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 	var body struct {
 		Signal *string `json:"signal"`
 	}
+	if vr.r.ContentLength > vr.cfg.HTTP.MaxBodyBytes { // refused unread, before "100 Continue"
+		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
 	raw, _ := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
 	if int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
 		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
