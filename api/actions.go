@@ -263,7 +263,12 @@ func (s *Server) handleActionChoices(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	host := r.URL.Query().Get("host")
+	q, err := queryOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	host := q.Get("host")
 	if err := order.CheckHost(host); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -37,11 +37,16 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.Errorf(order.CodeForbidden, "reloading the configuration needs the admin role"))
 		return
 	}
+	q, err := queryOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if s.Reload == nil {
 		s.writeError(w, r, order.Errorf(order.CodeUnavailable, "this server cannot reload its configuration"))
 		return
 	}
-	res, err := s.Reload(r.Context(), principalOf(r).Name, r.URL.Query().Get("confirm"))
+	res, err := s.Reload(r.Context(), principalOf(r).Name, q.Get("confirm"))
 	if err != nil {
 		s.writeError(w, r, reloadError(err))
 		return

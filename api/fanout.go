@@ -375,7 +375,12 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var f postgres.Filter
-	if err := outputsOf(r.URL.Query(), &f); err != nil {
+	q, err := queryOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := outputsOf(q, &f); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

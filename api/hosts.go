@@ -230,8 +230,13 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	q, err := queryOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	abandonedBy := ""
-	switch v := r.URL.Query().Get("abandon"); v {
+	switch v := q.Get("abandon"); v {
 	case "", "false":
 	case "true":
 		abandonedBy = p.Name

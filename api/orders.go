@@ -112,7 +112,11 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 
 // waitOf reads Prefer: wait=N or ?wait=N (seconds).
 func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
-	v := r.URL.Query().Get("wait")
+	q, err := queryOf(r)
+	if err != nil {
+		return 0, err
+	}
+	v := q.Get("wait")
 	if v == "" {
 		for _, pref := range r.Header.Values("Prefer") {
 			for _, part := range strings.Split(pref, ",") {
@@ -173,7 +177,11 @@ type OrderList struct {
 
 // handleList is GET /v1/orders with filters and keyset pagination.
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := queryOf(r, "status") // statuses: comma-separated or repeated
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	f := postgres.Filter{Host: q.Get("host"), Principal: q.Get("principal"), Limit: 50}
 	if strings.ContainsFunc(f.Principal, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) || len(f.Principal) > 256 {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "principal", "principal must be printable text of at most 256 bytes"))

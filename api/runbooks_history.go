@@ -27,7 +27,11 @@ func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := postgres.Filter{Runbook: name, Limit: 50}
-	q := r.URL.Query()
+	q, err := queryOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if err := pageOf(q, &f); err != nil {
 		s.writeError(w, r, err)
 		return
