@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -54,5 +55,169 @@ func TestSpecQueryStringsParsedWhole(t *testing.T) {
 	// Statuses may be repeated (the spec's explode: true).
 	if resp, b := sc.do(call{as: "alice", method: "GET", path: "/v1/orders?status=succeeded&status=failed,queued&foo=1"}); resp.StatusCode != http.StatusOK {
 		t.Errorf("repeated status: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestSpecHostileInput sends hostile input to every native operation —
+// malformed, duplicate, case-folded and trailing JSON, numbers out of
+// range or as floats and exponents, null for an object, huge arrays,
+// deep nesting, invalid UTF-8 and NUL bytes, odd content types and
+// encodings, tampered cursors, SQL- and regex-like filters, odd ids,
+// headers and tokens — and holds each answer to the 4xx and stable code
+// it must be, in a body and with headers the spec describes. None of
+// them records an order.
+func TestSpecHostileInput(t *testing.T) {
+	count := config.Action{Name: "count", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "n", Type: "int", Min: ptrTo[int64](1), Max: ptrTo[int64](5)}},
+		Command: []string{"/bin/echo", "{n}"}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{count}}})
+	sc := newSpecChecker(t, e)
+	// An order that has ended: queued for a host with no worker, canceled.
+	o := e.submit("alice", map[string]any{"host": "offline", "command": "true"}, "", http.StatusAccepted)
+	if resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/orders/" + o.ID.String() + "/cancel"}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("cancel: %d %s", resp.StatusCode, b)
+	}
+	id := o.ID.String()
+	ok := `{"host":"h1","command":"true"}`
+	const (
+		invalid = "invalid_request"
+		unproc  = "unprocessable"
+		media   = "unsupported_media"
+	)
+	cases := []struct {
+		c      call
+		status int
+		code   string
+	}{
+		// Bodies of POST /v1/orders.
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok + ` x`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok + `{}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","host":"h2"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"HOST":"h1","command":"true"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","expires_in_seconds":1e400}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","max_output_bytes":1.5}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","max_output_bytes":99999999999999999999}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":9223372036854775807}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":-1e-300}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":"5"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `null`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `[]`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `"x"`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ``}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","args":[null]}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","stdout":[]}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","env":{"A":null}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","args":[` +
+			strings.TrimSuffix(strings.Repeat(`"a",`, 200000), ",") + `]}`}, 413, "too_large"},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: strings.Repeat("[", 10000) + strings.Repeat("]", 10000)}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","env":` +
+			strings.Repeat(`{"a":`, 40) + `1` + strings.Repeat("}", 41)}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: "{\"host\":\"h1\",\"command\":\"tr\xffue\"}"}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"tr\ud800ue"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"tr\u0000ue"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","args":["a\u0000b"]}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h\u00001","command":"true"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","env":{"A":"x\u0000y"}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","env":{"A\u0000":"x"}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","run_as":"no\u0000body"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","correlation_id":"a\u0000b"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","stdin":{"content":"!!!","encode":"base64"}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","stdin":{"content":"~~~","encode":"base85"}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","stdout":{"encode":"rot13"}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","deliver_by":"yesterday"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","hosts":["h1"]}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"hosts":[],"command":"true"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"hosts":["[a-"],"command":"true"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"hosts":["h1; DROP TABLE orders"],"command":"true"}`}, 400, invalid},
+		// Content types, encodings and headers of a submission.
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "application/json; charset=latin1"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", ""}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "multipart/form-data; boundary=x"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "application/json;;"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Encoding", "gzip"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Idempotency-Key", strings.Repeat("k", 10000)}}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Prefer", "wait=abc"}}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders?wait=-5", body: ok}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders?wait=NaN", body: ok}, 400, invalid},
+		// Filters and pages of GET /v1/orders.
+		{call{as: "alice", method: "GET", path: "/v1/orders?limit=abc"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?limit=1e2"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?limit=99999999999999999999"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?cursor=abc"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?cursor=" + strings.Repeat("A", 5000)}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?cursor=" + id + "%00"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?cursor=" + id + "'--"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?since=garbage"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?since=9999-99-99T00:00:00Z"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?host=%27%20OR%201%3D1%20--"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?host=.*"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?principal=a%00b"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?status=succeeded,,failed"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?status=.*"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders?batch=nope"}, 400, invalid},
+		// Ids, events and cancels.
+		{call{as: "alice", method: "GET", path: "/v1/orders/urn:uuid:" + id}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/orders/" + strings.ReplaceAll(id, "-", "")}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/orders/%7B" + id + "%7D"}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/orders/" + strings.Repeat("a", 10000)}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/orders/%00"}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/orders/00000000-0000-0000-0000-000000000000"}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/orders/" + id + "/events", hdr: []string{"Last-Event-ID", "-1"}}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/orders/" + id + "/events", hdr: []string{"Last-Event-ID", "99999999999999999999"}}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"signal":"SIGKILL","signal":"SIGTERM"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"Signal":"SIGTERM"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"signal":"9"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"signal":"sigterm"}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `[]`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"signal":"SIGTERM"} x`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{}`, hdr: []string{"Content-Type", "text/plain"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{}`, hdr: []string{"Content-Encoding", "br"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `null`}, 409, "conflict"},
+		// Hosts.
+		{call{as: "alice", method: "GET", path: "/v1/hosts/" + strings.Repeat("h", 10000)}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/hosts/a%2Fb"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/hosts/%C3%A9"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/hosts/%00"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/hosts/h1.%3E"}, 400, invalid},
+		{call{as: "alice", method: "DELETE", path: "/v1/hosts/offline"}, 403, "forbidden"},
+		{call{as: "admin", method: "DELETE", path: "/v1/hosts/bad.host"}, 400, invalid},
+		{call{as: "admin", method: "DELETE", path: "/v1/hosts/offline?abandon=yes"}, 400, invalid},
+		// Actions.
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":3e0}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":3.5}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":1e400}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":99999999999999999999}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":{"a":1}}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":"3","N":"4"}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":"3\u0000"}}`}, 422, unproc},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":[]}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1","params":{"n":3},"params":{"n":4}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"hosts":["h1"],"params":{"n":3}}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `null`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: `{"host":"h1"}`, hdr: []string{"Content-Type", "text/json"}}, 415, media},
+		{call{as: "alice", method: "POST", path: "/v1/actions/nope/run", body: `{"host":"h1"}`}, 404, "not_found"},
+		{call{as: "alice", method: "GET", path: "/v1/actions/count/choices"}, 400, invalid},
+		{call{as: "alice", method: "GET", path: "/v1/actions/count/choices?host=h1.*"}, 400, invalid},
+		// Tokens.
+		{call{method: "GET", path: "/v1/orders", hdr: []string{"Authorization", "Bearer"}}, 401, "unauthenticated"},
+		{call{method: "GET", path: "/v1/orders", hdr: []string{"Authorization", "Basic Zm9vOmJhcg=="}}, 401, "unauthenticated"},
+		{call{method: "GET", path: "/v1/orders", hdr: []string{"Authorization", "Bearer " + strings.Repeat("x", 30000)}}, 401, "unauthenticated"},
+		{call{method: "GET", path: "/v1/orders", hdr: []string{"Authorization", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."}}, 401, "unauthenticated"},
+		// A method no route takes.
+		{call{as: "alice", method: "OPTIONS", path: "/v1/orders", specMethod: "GET"}, 405, "method_not_allowed"},
+		{call{as: "alice", method: "TRACE", path: "/v1/orders/" + id, specMethod: "GET"}, 405, "method_not_allowed"},
+	}
+	before := countOrders(t, e)
+	for _, c := range cases {
+		c.c.invalid = true
+		resp, b := sc.do(c.c)
+		if resp.StatusCode != c.status || !strings.Contains(string(b), `"code":"`+c.code+`"`) {
+			body := fmt.Sprint(c.c.body)
+			t.Errorf("%s %.100s (%.100s %.100q): %d %s, want %d %s", c.c.method, c.c.path, body, c.c.hdr, resp.StatusCode, b, c.status, c.code)
+		}
+	}
+	if after := countOrders(t, e); after != before {
+		t.Errorf("%d orders recorded by refused requests", after-before)
 	}
 }
