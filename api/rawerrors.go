@@ -22,10 +22,10 @@ const MaxHeaderBytes = 64 << 10
 // sends on its own, before any handler runs (server.go, conn.serve).
 const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
-// ErrorEnvelopeListener wraps ln so that the plain-text refusals net/http
-// writes itself (431 for headers over http.Server.MaxHeaderBytes, 400 for
-// a request it cannot parse) go out in the JSON error envelope, like every
-// other refusal. net/http has no hook for them: it formats each one into a
+// ErrorEnvelopeListener wraps ln so that the refusals net/http writes
+// itself (431 for headers over http.Server.MaxHeaderBytes, 400 for a
+// request it cannot parse, and envelopeFor's others) go out in the JSON
+// error envelope, like every other refusal. net/http has no hook for them: it formats each one into a
 // single Write on the connection, which is recognized here by its exact
 // shape and replaced. Under TLS the connection carries ciphertext, so
 // nothing matches and net/http's text goes out unchanged.
@@ -71,9 +71,17 @@ func (c *envelopeConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(c.Conn, r)
 }
 
-// envelopeFor returns the JSON version of one of net/http's own 400 or 431
-// answers, or nil when b is anything else.
+// envelopeFor returns the JSON version of one of net/http's own refusals,
+// or nil when b is anything else. 431 stays 431 (header_too_large); the
+// others are the client's malformed request, 400 invalid_request: net/http
+// answers an unsupported Transfer-Encoding 501 and a protocol version
+// other than 1.x 505, which count as the server's own failures wherever
+// 5xx are watched, and an Expect other than 100-continue 417 with no body
+// at all (RFC 9110 lets a server answer that one 417 or any 4xx).
 func envelopeFor(b []byte) []byte {
+	if expectationFailed(b) {
+		return envelope(http.StatusBadRequest, order.CodeInvalid, "Expect: only 100-continue is supported")
+	}
 	const proto = "HTTP/1.1 "
 	head, text, ok := bytes.Cut(b, []byte(netHTTPErrorHeaders))
 	if !ok || !bytes.HasPrefix(head, []byte(proto)) || len(head) < len(proto)+3 {
@@ -83,16 +91,31 @@ func envelopeFor(b []byte) []byte {
 	if err != nil {
 		return nil
 	}
-	var code order.Code
 	switch status {
 	case http.StatusRequestHeaderFieldsTooLarge:
-		code = order.CodeHeaderTooLarge
+		return envelope(status, order.CodeHeaderTooLarge, string(text))
 	case http.StatusBadRequest:
-		code = order.CodeInvalid
-	default:
-		return nil
+		return envelope(status, order.CodeInvalid, string(text))
+	case http.StatusNotImplemented:
+		return envelope(http.StatusBadRequest, order.CodeInvalid, "unsupported Transfer-Encoding: send the body as is or chunked")
+	case http.StatusHTTPVersionNotSupported:
+		return envelope(http.StatusBadRequest, order.CodeInvalid, "unsupported protocol version: send HTTP/1.1")
 	}
-	body, err := json.Marshal(ErrorBody{Error: ErrorDetail{Code: code, Message: string(text)}})
+	return nil
+}
+
+// expectationFailed reports whether b is net/http's answer to an Expect
+// header other than 100-continue (response.sendExpectationFailed): a
+// status line and headers with no body, written before any handler runs.
+func expectationFailed(b []byte) bool {
+	return (bytes.HasPrefix(b, []byte("HTTP/1.1 417 Expectation Failed\r\n")) || bytes.HasPrefix(b, []byte("HTTP/1.0 417 Expectation Failed\r\n"))) &&
+		bytes.HasSuffix(b, []byte("\r\n\r\n")) && bytes.Contains(b, []byte("\r\nContent-Length: 0\r\n"))
+}
+
+// envelope is a whole HTTP/1.1 answer with status and the error envelope,
+// after which the connection closes.
+func envelope(status int, code order.Code, message string) []byte {
+	body, err := json.Marshal(ErrorBody{Error: ErrorDetail{Code: code, Message: message}})
 	if err != nil {
 		return nil
 	}

@@ -53,6 +53,30 @@ func TestNetHTTPRefusalsInEnvelope(t *testing.T) {
 		t.Fatalf("malformed request answered %q", b)
 	}
 
+	// net/http's other refusals before any handler: an unsupported
+	// Transfer-Encoding (501), protocol version (505) and Expect (417,
+	// with no body) are the client's malformed request, 400 in the
+	// envelope.
+	for _, req := range []string{
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+		"POST / HTTP/1.0\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+	} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, req)
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if !strings.HasPrefix(string(b), "HTTP/1.1 400 Bad Request\r\n") || !strings.Contains(string(b), `"code":"invalid_request"`) ||
+			!strings.Contains(string(b), "Content-Type: application/json\r\n") {
+			t.Errorf("%q answered %q", req, b)
+		}
+	}
+
 	// Ordinary answers pass through untouched.
 	resp, err = http.Get(url)
 	if err != nil {
