@@ -221,3 +221,33 @@ func TestSpecHostileInput(t *testing.T) {
 		t.Errorf("%d orders recorded by refused requests", after-before)
 	}
 }
+
+// TestPreferFirstWaitCounts: Prefer is read as RFC 7240 says — the first
+// wait preference counts and later ones are ignored, a preference's
+// parameters after ";" are not its value, and the value may be quoted.
+// The last one counted before, so "wait=20, wait=0" did not wait, and
+// "wait=20; x=y" was refused.
+func TestPreferFirstWaitCounts(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	sc := newSpecChecker(t, e)
+	body := map[string]any{"host": "h1", "command": "true"}
+	for _, c := range []struct {
+		prefer []string
+		status int
+	}{
+		{[]string{"wait=20, wait=0"}, http.StatusOK},
+		{[]string{"respond-async, wait=20", "wait=0"}, http.StatusOK},
+		{[]string{"wait=20; x=y"}, http.StatusOK},
+		{[]string{`wait="20"`}, http.StatusOK},
+		{[]string{"wait=abc, wait=20"}, http.StatusBadRequest},
+	} {
+		req := call{as: "alice", method: "POST", path: "/v1/orders", body: body, invalid: c.status >= 400}
+		for _, p := range c.prefer {
+			req.hdr = append(req.hdr, "Prefer", p)
+		}
+		resp, b := sc.do(req)
+		if resp.StatusCode != c.status {
+			t.Errorf("Prefer %q: %d %s, want %d", c.prefer, resp.StatusCode, b, c.status)
+		}
+	}
+}

@@ -111,8 +111,8 @@ type call struct {
 	as     string // principal; "" sends no token
 	method string
 	path   string
-	body   any // JSON-encoded unless a string (sent as is)
-	hdr    []string
+	body   any      // JSON-encoded unless a string (sent as is)
+	hdr    []string // name, value, …; a name given twice is sent twice
 	// invalid marks a request the spec itself refuses (the server must
 	// too); only its response is validated.
 	invalid bool
@@ -146,8 +146,14 @@ func (sc *specChecker) do(c call) (*http.Response, []byte) {
 	if c.as != "" {
 		req.Header.Set("Authorization", "Bearer "+sc.e.tokens[c.as])
 	}
+	named := map[string]bool{} // a name given twice is sent twice
 	for i := 0; i+1 < len(c.hdr); i += 2 {
-		req.Header.Set(c.hdr[i], c.hdr[i+1])
+		if named[c.hdr[i]] {
+			req.Header.Add(c.hdr[i], c.hdr[i+1])
+		} else {
+			req.Header.Set(c.hdr[i], c.hdr[i+1])
+		}
+		named[c.hdr[i]] = true
 	}
 	find := req
 	if c.specMethod != "" {

@@ -118,14 +118,7 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 	}
 	v := q.Get("wait")
 	if v == "" {
-		for _, pref := range r.Header.Values("Prefer") {
-			for _, part := range strings.Split(pref, ",") {
-				k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-				if ok && strings.EqualFold(strings.TrimSpace(k), "wait") {
-					v = strings.TrimSpace(val)
-				}
-			}
-		}
+		v = preferWait(r.Header.Values("Prefer"))
 	}
 	if v == "" {
 		return 0, nil
@@ -139,6 +132,27 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 		d = max
 	}
 	return d, nil
+}
+
+// preferWait is the value of the wait preference in Prefer headers, as
+// RFC 7240 reads them: the first wait counts (a later one is ignored),
+// its parameters after ";" are not the value, and the value may be a
+// quoted string. "" when there is none.
+func preferWait(headers []string) string {
+	for _, pref := range headers {
+		for _, part := range strings.Split(pref, ",") {
+			part, _, _ = strings.Cut(part, ";")
+			k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && strings.EqualFold(strings.TrimSpace(k), "wait") {
+				val = strings.TrimSpace(val)
+				if u, err := strconv.Unquote(val); err == nil && strings.HasPrefix(val, `"`) {
+					val = u
+				}
+				return val
+			}
+		}
+	}
+	return ""
 }
 
 // redact keeps what the audit may store of a submission: never env values
