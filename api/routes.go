@@ -67,7 +67,15 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux := r
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", allowedMethods(mux, r.URL.Path)) // RFC 9110 §15.5.6
+		allow := allowedMethods(mux, r.URL.Path)
+		if allow == "" {
+			// chi answers a method it does not know (PRI, FOO) as not
+			// allowed on any path, routed or not: where no method is,
+			// the path is what is unknown.
+			s.writeError(w, r, notFound("no such route"))
+			return
+		}
+		w.Header().Set("Allow", allow) // RFC 9110 §15.5.6
 		encode(w, http.StatusMethodNotAllowed, ErrorBody{Error: ErrorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
 	})
 	return s.withCompat(r)

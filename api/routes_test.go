@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,6 +31,36 @@ func TestMethodNotAllowedSaysWhatIs(t *testing.T) {
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != c.allow ||
 			!strings.HasPrefix(resp.Header.Get("Content-Type"), c.contentType) {
 			t.Errorf("DELETE %s: %d, Allow %q (want %q), %s", c.path, resp.StatusCode, resp.Header.Get("Allow"), c.allow, resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// TestUnknownMethodOnUnknownPath: chi calls a method it does not know
+// (FOO, PRI) not allowed on any path, so a path nothing serves answered
+// 405 with an empty Allow; it is 404 not_found, as for GET, and a routed
+// path still answers 405 naming its methods.
+func TestUnknownMethodOnUnknownPath(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	for _, c := range []struct {
+		method, path, allow string
+		status              int
+	}{
+		{"FOO", "/v1/nope", "", http.StatusNotFound},
+		{"PRI", "/nowhere", "", http.StatusNotFound},
+		{"FOO", "/v1/orders", "GET, HEAD, POST", http.StatusMethodNotAllowed},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), c.method, e.url+c.path, nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		allow, has := resp.Header["Allow"]
+		if resp.StatusCode != c.status || (c.allow == "" && has) || (c.allow != "" && strings.Join(allow, ", ") != c.allow) ||
+			!strings.Contains(string(b), `"code":"`) {
+			t.Errorf("%s %s: %d, Allow %q %s, want %d with Allow %q", c.method, c.path, resp.StatusCode, allow, b, c.status, c.allow)
 		}
 	}
 }
