@@ -2,11 +2,19 @@ package api_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
 )
 
 // TestSpecQueryStringsParsedWhole: a query string that does not parse, or
@@ -248,6 +256,44 @@ func TestPreferFirstWaitCounts(t *testing.T) {
 		resp, b := sc.do(req)
 		if resp.StatusCode != c.status {
 			t.Errorf("Prefer %q: %d %s, want %d", c.prefer, resp.StatusCode, b, c.status)
+		}
+	}
+}
+
+// TestSpecWebUIRefusals: the web UI's pages are not an API, but what
+// they answer is described: a client the network ACL refuses gets the
+// JSON 403 before any page, and a page that does not exist an HTML 404.
+// The spec listed neither.
+func TestSpecWebUIRefusals(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	openapi3filter.RegisterBodyDecoder("text/html", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+		b, err := io.ReadAll(body)
+		return string(b), err
+	})
+	t.Cleanup(func() { openapi3filter.UnregisterBodyDecoder("text/html") })
+	deny, err := netacl.New(config.ACL{Allow: []string{"192.0.2.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, ACL: deny} },
+		func() config.Runbooks { return config.Runbooks{} })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	denied := *e
+	denied.url = hs.URL
+	for _, c := range []struct {
+		sc          *specChecker
+		path        string
+		status      int
+		contentType string
+	}{
+		{newSpecChecker(t, &denied), "/ui/signin", http.StatusForbidden, "application/json"},
+		{newSpecChecker(t, e), "/ui/no-such-page", http.StatusNotFound, "text/html"},
+	} {
+		resp, b := c.sc.do(call{method: "GET", path: c.path, invalid: true})
+		if resp.StatusCode != c.status || !strings.HasPrefix(resp.Header.Get("Content-Type"), c.contentType) {
+			t.Errorf("GET %s: %d %s %.200s, want %d %s", c.path, resp.StatusCode, resp.Header.Get("Content-Type"), b, c.status, c.contentType)
 		}
 	}
 }
