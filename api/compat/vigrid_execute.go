@@ -30,20 +30,17 @@ type vigridExecute struct {
 	Timeout     json.RawMessage `json:"timeout"`
 }
 
-// errTooLarge stands for a body refused by its Content-Length alone.
-var errTooLarge = errors.New("body too large")
-
 // execute is POST /execute. Checks run in Vigrid's order, first failure
 // wins: the body, forbidden characters, authorization, resolution, the
 // user; then the order goes through the one intake path, which checks
 // again everything the API checks.
 func (v *Vigrid) execute(vr *vigridRequest) {
 	vc := vr.cfg.Compat.Vigrid
-	var raw []byte
-	err := errTooLarge // a declared length over the limit: refused unread, before "100 Continue"
-	if vr.r.ContentLength <= vr.cfg.HTTP.MaxBodyBytes {
-		raw, err = io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
+	if vr.r.ContentLength > vr.cfg.HTTP.MaxBodyBytes { // refused unread, before "100 Continue"
+		v.refuse(vr, http.StatusRequestEntityTooLarge, "Request body too large", order.Errorf(order.CodeTooLarge, "body too large"))
+		return
 	}
+	raw, err := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
 	if err != nil || int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
 		// Vigrid (Flask) had no limit; past orderly's the body is not read
 		// at all, so it is not called invalid JSON.
