@@ -263,7 +263,7 @@ func (s *Server) handleActionChoices(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	q, err := queryOf(r)
+	q, err := queryOf(r, []string{"host"})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

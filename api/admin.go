@@ -37,7 +37,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.Errorf(order.CodeForbidden, "reloading the configuration needs the admin role"))
 		return
 	}
-	q, err := queryOf(r)
+	q, err := queryOf(r, []string{"confirm"})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

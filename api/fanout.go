@@ -375,7 +375,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var f postgres.Filter
-	q, err := queryOf(r)
+	q, err := queryOf(r, []string{"outputs"})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -230,7 +230,7 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	q, err := queryOf(r)
+	q, err := queryOf(r, []string{"abandon"})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

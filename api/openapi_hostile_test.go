@@ -17,13 +17,16 @@ import (
 	"github.com/orderly-run/orderly/internal/netacl"
 )
 
-// TestSpecQueryStringsParsedWhole: a query string that does not parse, or
-// that gives a parameter twice, is 400 invalid_request naming it, on
-// every native operation that reads its query; r.URL.Query() dropped the
-// unparsable pair (?principal=bob%zz listed every principal's orders)
-// and Get took the first of two values (?host=h1&host=h2 answered h1's
-// orders). Only GET /v1/orders' status may repeat. Each answer matches
-// the spec, and a refused submission records nothing.
+// TestSpecQueryStringsParsedWhole: a query string that does not parse,
+// that gives a parameter twice or that names one the operation does not
+// take is 400 invalid_request naming it, on every native operation that
+// reads its query; r.URL.Query() dropped the unparsable pair
+// (?principal=bob%zz listed every principal's orders), Get took the first
+// of two values (?host=h1&host=h2 answered h1's orders), and an unknown
+// one was ignored (POST /v1/orders?dry_run=true ran the command). Only
+// GET /v1/orders' status may repeat, and every parameter the spec lists
+// is taken. Each answer matches the spec, and a refused submission
+// records nothing.
 func TestSpecQueryStringsParsedWhole(t *testing.T) {
 	count := config.Action{Name: "count", Hosts: []string{"*"}, Roles: []string{"ops"},
 		Params:  []config.ActionParam{{Name: "n", Type: "int", Min: ptrTo[int64](1), Max: ptrTo[int64](5)}},
@@ -49,6 +52,12 @@ func TestSpecQueryStringsParsedWhole(t *testing.T) {
 		{call{as: "alice", method: "GET", path: "/v1/batches/" + batch + "?outputs=none&outputs=full"}, "outputs"},
 		{call{as: "admin", method: "DELETE", path: "/v1/hosts/nosuch?abandon=false&abandon=true"}, "abandon"},
 		{call{as: "admin", method: "POST", path: "/v1/admin/reload?confirm=a&confirm=b"}, "confirm"},
+		// A parameter the operation does not take, as an unknown field.
+		{call{as: "admin", method: "GET", path: "/v1/orders?stauts=failed"}, "stauts"},
+		{call{as: "alice", method: "POST", path: "/v1/orders?dry_run=true", body: submit}, "dry_run"},
+		{call{as: "alice", method: "GET", path: "/v1/batches/" + batch + "?outputs=none&orders=none"}, "orders"},
+		{call{as: "admin", method: "DELETE", path: "/v1/hosts/nosuch?force=true"}, "force"},
+		{call{as: "admin", method: "POST", path: "/v1/admin/reload?sha256=abc"}, "sha256"},
 	} {
 		c.invalid = true
 		resp, b := sc.do(c.call)
@@ -61,8 +70,38 @@ func TestSpecQueryStringsParsedWhole(t *testing.T) {
 		t.Errorf("%d orders recorded by refused submissions", after-before)
 	}
 	// Statuses may be repeated (the spec's explode: true).
-	if resp, b := sc.do(call{as: "alice", method: "GET", path: "/v1/orders?status=succeeded&status=failed,queued&foo=1"}); resp.StatusCode != http.StatusOK {
+	if resp, b := sc.do(call{as: "alice", method: "GET", path: "/v1/orders?status=succeeded&status=failed,queued"}); resp.StatusCode != http.StatusOK {
 		t.Errorf("repeated status: %d %s", resp.StatusCode, b)
+	}
+	// Every query parameter the spec gives an operation, the operation
+	// takes.
+	values := map[string]string{"host": "h1", "status": "failed", "principal": "alice", "batch": batch, "correlation": "c",
+		"runbook": "r.md", "action": "count", "since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z", "limit": "1",
+		"cursor": batch, "outputs": "none", "abandon": "false", "confirm": "x", "wait": "0"}
+	sample := strings.NewReplacer("{id}", batch, "{host}", "nosuch", "{name}", "count")
+	for p, item := range sc.doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			var q []string
+			for _, prm := range op.Parameters {
+				if prm.Value.In == "query" {
+					v, ok := values[prm.Value.Name]
+					if !ok {
+						t.Fatalf("%s %s: no sample value for ?%s", method, p, prm.Value.Name)
+					}
+					q = append(q, prm.Value.Name+"="+v)
+				}
+			}
+			if len(q) == 0 {
+				continue
+			}
+			c := call{as: "admin", method: method, path: sample.Replace(p) + "?" + strings.Join(q, "&"), invalid: true}
+			if method == http.MethodPost {
+				c.body = map[string]any{}
+			}
+			if _, b := sc.do(c); strings.Contains(string(b), "query parameter") {
+				t.Errorf("%s %s: %s", c.method, c.path, b)
+			}
+		}
 	}
 }
 

@@ -112,7 +112,7 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 
 // waitOf reads Prefer: wait=N or ?wait=N (seconds).
 func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
-	q, err := queryOf(r)
+	q, err := queryOf(r, []string{"wait"})
 	if err != nil {
 		return 0, err
 	}
@@ -191,7 +191,8 @@ type OrderList struct {
 
 // handleList is GET /v1/orders with filters and keyset pagination.
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	q, err := queryOf(r, "status") // statuses: comma-separated or repeated
+	q, err := queryOf(r, []string{"host", "status", "principal", "batch", "correlation", "runbook", "action", "since", "until", "limit", "cursor", "outputs"},
+		"status") // statuses: comma-separated or repeated
 	if err != nil {
 		s.writeError(w, r, err)
 		return

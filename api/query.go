@@ -4,19 +4,24 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
 
 // queryOf parses r's query string strictly, for the handlers that read
-// it. A string net/url cannot parse (a bad %-escape, a ';') is 400:
-// r.URL.Query() drops such a pair without a word, so
-// ?principal=bob%zz listed every principal's orders. A parameter given
-// more than once is 400 unless it is one of multi: r.URL.Query().Get
-// took the first, so ?host=a&host=b listed a's orders as if that were
-// the answer, and a proxy or WAF in front that read the last value was
-// checking another request than the one served.
-func queryOf(r *http.Request, multi ...string) (url.Values, error) {
+// it; known are the parameters the operation takes (openapi.yaml lists
+// the same), repeat those of them that may be given more than once.
+//
+// A string net/url cannot parse (a bad %-escape, a ';') is 400:
+// r.URL.Query() drops such a pair without a word, so ?principal=bob%zz
+// listed every principal's orders. A parameter given twice is 400 (unless
+// it may repeat): Get took the first, so ?host=a&host=b listed a's orders
+// as if that were the answer, and a proxy that read the last value judged
+// another request than the one served. A parameter the operation does not
+// take is 400, as an unknown field of a body is: ?stauts=failed listed
+// every order, and POST /v1/orders?dry_run=true ran the command.
+func queryOf(r *http.Request, known []string, repeat ...string) (url.Values, error) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, order.FieldError(order.CodeInvalid, "query", "the query string is not valid: %v", err)
@@ -25,9 +30,16 @@ func queryOf(r *http.Request, multi ...string) (url.Values, error) {
 	for name := range q {
 		names = append(names, name)
 	}
-	slices.Sort(names) // the first repeated name in order: one answer for one request
+	slices.Sort(names) // one answer for one request, whatever the map's order
 	for _, name := range names {
-		if n := len(q[name]); n > 1 && !slices.Contains(multi, name) {
+		if !slices.Contains(known, name) {
+			takes := "no query parameters"
+			if len(known) > 0 {
+				takes = strings.Join(known, ", ")
+			}
+			return nil, order.FieldError(order.CodeInvalid, name, "unknown query parameter %q (this operation takes %s)", name, takes)
+		}
+		if n := len(q[name]); n > 1 && !slices.Contains(repeat, name) {
 			return nil, order.FieldError(order.CodeInvalid, name, "the query parameter %q is given %d times: give it once", name, n)
 		}
 	}

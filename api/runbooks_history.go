@@ -27,7 +27,7 @@ func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := postgres.Filter{Runbook: name, Limit: 50}
-	q, err := queryOf(r)
+	q, err := queryOf(r, []string{"limit", "cursor", "outputs"})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
