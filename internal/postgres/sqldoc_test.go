@@ -280,7 +280,7 @@ func TestAuditorQueriesRunInParallel(t *testing.T) {
 // TestSQLDocCancelRequestsReadNoHistory: docs/sql.md's "who killed what,
 // when" reads the newest cancel requests and each one's order by its id,
 // not all of cancel_requests, which keeps a row for every order ever
-// canceled until retention: it sorted the whole table (migration 00024).
+// canceled until retention: it sorted the whole table (migration 00018).
 func TestSQLDocCancelRequestsReadNoHistory(t *testing.T) {
 	e := newStoreEnv(t)
 	q := sqlDocQuery(t, "-- Who killed what, when.")
