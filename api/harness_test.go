@@ -107,6 +107,8 @@ type envOptions struct {
 	maxOutput int64
 	// maxStreams is limits.max_streams_per_principal (0: none).
 	maxStreams int
+	// ratePerPrincipal is limits.rate_per_principal (0: none).
+	ratePerPrincipal int
 	// natsURL, when set, is a nats-server of the test's own (one it
 	// restarts), instead of a fresh one.
 	natsURL string
@@ -170,7 +172,8 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		Store: store, Queue: e.q, Intake: in, Logger: logger, Version: "test", Metrics: opts.metrics,
 		Auth: func() api.Authenticator { return e.authn.Load() },
 		Settings: func() api.Settings {
-			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, MaxStreams: opts.maxStreams}
+			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, MaxStreams: opts.maxStreams,
+				RatePerPrincipal: opts.ratePerPrincipal}
 		},
 		Status: func() map[string]any { return map[string]any{} },
 		Actions: &api.ActionDeps{Set: func() *action.Set { return acts },

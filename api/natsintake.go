@@ -111,11 +111,14 @@ type delivery struct {
 	msg   jetstream.Msg
 	host  string
 	epoch *intakeEpoch
-	// redelivered: this submission may have been taken up already (by a
-	// replica that died before acknowledging it), so it was counted
-	// against the rate limit then and is not counted again.
-	redelivered bool
-	key         string // the idempotency key
+	// counted: this submission was counted against its principal's rate
+	// limit already, by an earlier attempt of this lane (a retry in place
+	// is the same request) or by a replica that died before acknowledging
+	// it, and is not counted again. Counted at each attempt, a few retries
+	// through a PostgreSQL or NATS failure refused it as rate_limited,
+	// after its order may have been recorded.
+	counted bool
+	key     string // the idempotency key
 }
 
 // runIntake consumes until ctx ends or the consumer fails. Each time a
@@ -245,7 +248,7 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 		d := &delivery{msg: msg, host: strings.TrimPrefix(msg.Subject(), queue.SubmitSubject), epoch: ep,
 			key: msg.Headers().Get("Nats-Msg-Id")}
 		if meta, err := msg.Metadata(); err == nil {
-			d.redelivered = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through
+			d.counted = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through
 			if d.key == "" {
 				// Without a Nats-Msg-Id, the stored message itself is the
 				// key, so that a redelivery cannot create a second order.
@@ -397,10 +400,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		return refuse(err)
 	}
 	principal = p.Name
-	if !d.redelivered {
+	if !d.counted {
 		if err := s.limitSubmission(ctx, p.Name); err != nil {
 			return refuse(err)
 		}
+		d.counted = true
 	}
 	if int64(len(msg.Data())) > s.Settings().MaxBodyBytes {
 		return refuse(order.Errorf(order.CodeTooLarge, "submission is larger than %d bytes", s.Settings().MaxBodyBytes))
