@@ -119,6 +119,10 @@ type delivery struct {
 	// after its order may have been recorded.
 	counted bool
 	key     string // the idempotency key
+	// recorded is the order an earlier attempt of this lane recorded but
+	// could not publish to its host's stream: the submission was accepted
+	// then, and what is left to retry is the publish.
+	recorded *order.Order
 }
 
 // runIntake consumes until ctx ends or the consumer fails. Each time a
@@ -359,6 +363,21 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 				"reply", reply, "error", err)
 		}
 	}
+	if d.recorded != nil {
+		// Accepted by an earlier attempt: the checks are not run again.
+		// Run again, a reload since (a revoked token, a new policy or
+		// limit) refused a submission whose order was recorded, and the
+		// reconciler queued it later, behind the host's next submissions.
+		stored, err := s.Intake.Requeue(ctx, d.recorded)
+		if err != nil {
+			s.logger.Warn("nats intake: order recorded but not queued; retrying", "order_id", d.recorded.ID, "error", err)
+			return false
+		}
+		resp := s.withCancellation(ctx, stored)
+		answer(IntakeAnswer{Order: &resp})
+		_ = msg.Ack()
+		return true
+	}
 	var principal string
 	var redacted map[string]any
 	refuse := func(err error) bool {
@@ -445,9 +464,13 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	var np *intake.ErrNotPublished
 	if errors.As(err, &np) {
 		// Recorded but not in the host's stream: answering now would let
-		// the host's next submission be published first. The retry finds
-		// the order by its key and publishes it again.
+		// the host's next submission be published first. The retry
+		// publishes the order again (d.recorded); after a failover, the
+		// next replica finds it by its key.
 		s.logger.Warn("nats intake: order recorded but not queued; retrying", "order_id", np.ID, "error", np.Err)
+		if stored != nil {
+			d.recorded = stored
+		}
 		return false
 	}
 	if err != nil {

@@ -232,6 +232,17 @@ func (s *Service) refused(o *order.Order, err error) error {
 	return err
 }
 
+// Requeue publishes an order its submission recorded but could not queue
+// (ErrNotPublished carries it), for a caller that retries that submission
+// in place (the NATS intake): the order was accepted when it was recorded,
+// so only its publish is left, and the checks before the insert are not
+// run again (a reload since may have revoked its token or changed the
+// policy; refused then, it ran anyway, queued by the reconciler behind the
+// host's later orders).
+func (s *Service) Requeue(ctx context.Context, recorded *order.Order) (*order.Order, error) {
+	return s.requeue(ctx, recorded)
+}
+
 // requeue publishes again an order found by its idempotency key while it
 // is still queued. The submission that recorded it may have stopped between
 // the insert and the publish (an API replica killed mid-intake): its retry,
