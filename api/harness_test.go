@@ -73,6 +73,9 @@ type apiEnv struct {
 	q       *queue.Queue
 	url     string
 	tokens  map[string]string
+	// stop ends the env's intake loops and its NATS intake, as a
+	// replica that stops pulling; the HTTP server goes on.
+	stop context.CancelFunc
 }
 
 // envOptions configure newAPIEnv; zero values mean a fresh database, fresh
@@ -109,6 +112,9 @@ type envOptions struct {
 	maxStreams int
 	// ratePerPrincipal is limits.rate_per_principal (0: none).
 	ratePerPrincipal int
+	// intakeStore, when set, is what the intake records through, given
+	// the real store (to hold a call up).
+	intakeStore func(intake.Store) intake.Store
 	// natsURL, when set, is a nats-server of the test's own (one it
 	// restarts), instead of a fresh one.
 	natsURL string
@@ -162,7 +168,11 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	if opts.publishFailures != nil {
 		pub = failingPublisher{Queue: e.q, failures: opts.publishFailures}
 	}
-	in := intake.New(e.store, pub, func() intake.Authorizer { return pol },
+	var istore intake.Store = e.store
+	if opts.intakeStore != nil {
+		istore = opts.intakeStore(e.store)
+	}
+	in := intake.New(istore, pub, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }, LostAfter: opts.lost, LostEvery: opts.lost}, logger)
 	var store api.Store = e.store
 	if opts.store != nil {
@@ -195,6 +205,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	hs := httptest.NewServer(srv.Handler())
 	e.url = hs.URL
 	runCtx, stop := context.WithCancel(context.Background())
+	e.stop = stop
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); in.Run(runCtx) }()

@@ -397,6 +397,17 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		}
 		s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
 			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
+		if d.epoch.pin != "" {
+			// This replica lost its pin while it refused (frozen, or held
+			// up by the audit): the replica pinned now takes the
+			// submission up again and answers it, perhaps otherwise (its
+			// rate limit is its own). Answered here too, the publisher
+			// heard both its order and a refusal. (A forged Nats-Pin-Id is
+			// refused under no pin too: dispatchIntake.)
+			if pinned, err := d.epoch.pinned(ctx, s.Queue, false); err == nil && !pinned {
+				return false
+			}
+		}
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 		return true
