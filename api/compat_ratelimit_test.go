@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,8 +76,8 @@ func TestCompatSurfacesSpendThePrincipalsAllowance(t *testing.T) {
 	if code, retry := send("alice", "POST", "/api/v1/execute", execute); code != http.StatusTooManyRequests || retry == "" {
 		t.Fatalf("alice's Vigrid execute past her allowance: %d (Retry-After %q), want 429", code, retry)
 	}
-	// In orderly's envelope, as the surfaces answer limits.rate_per_ip.
-	if !strings.Contains(last, `"code":"rate_limited"`) || !strings.Contains(last, `"scope":"principal"`) {
+	// In Vigrid's format (TestCompatRateLimitsInTheSurfacesFormat).
+	if last != `{"message":"rate limit exceeded: at most 3 requests per minute per principal","status":"error"}`+"\n" {
 		t.Errorf("the 429's body: %s", last)
 	}
 	if code, _ := send("alice", "GET", "/api/v1/queue", ""); code != http.StatusTooManyRequests {
@@ -224,4 +226,119 @@ func TestDevLoginOnlyFromThisMachine(t *testing.T) {
 	if code, b := login(); code != http.StatusOK || !strings.Contains(b, "access_token") {
 		t.Fatalf("dev-login from this machine: %d %s", code, b)
 	}
+}
+
+// TestCompatRateLimitsInTheSurfacesFormat: a surface answers its rate
+// limits (limits.rate_per_ip before anything else, rate_per_principal once
+// the request is authenticated) in its original's error format, as every
+// other refusal: a Vigrid client reads {"status": "error", "message": …},
+// a stage0 client {"error": …}, an httpexec client plain text. They were
+// 429s in orderly's {"error": {"code": …}} envelope, where a Vigrid
+// client found no message and a stage0 client an object in "error".
+func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
+	type answer struct {
+		code        int
+		ctype, body string
+		retry       string
+	}
+	do := func(req *http.Request) answer {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return answer{resp.StatusCode, resp.Header.Get("Content-Type"), string(b), resp.Header.Get("Retry-After")}
+	}
+	request := func(method, url, auth, body string) *http.Request {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), method, url, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req
+	}
+	want := func(what string, got answer, ctype, body string) {
+		t.Helper()
+		if got.code != http.StatusTooManyRequests || got.ctype != ctype || got.body != body || got.retry == "" {
+			t.Errorf("%s: %d %q %q (Retry-After %q), want 429 %q %q with a Retry-After", what, got.code, got.ctype, got.body, got.retry, ctype, body)
+		}
+	}
+	var perIP, perPrincipal atomic.Int64
+	settings := func() api.Settings {
+		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(perIP.Load()), RatePerPrincipal: int(perPrincipal.Load())}
+	}
+
+	// Vigrid and stage0 on one API.
+	e := newAPIEnv(t, envOptions{})
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Runbooks.Dir = t.TempDir()
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-ratelimit-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	rule := config.Rule{Name: "all", Roles: []string{"ops", "admin", "developer"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`, "^runbook:"}}
+	srv := e.runbookAPI(rule, settings, func() config.Runbooks { return cfg.Runbooks })
+	authn := authenticator(t, e.tokens, "")
+	noACL := func() *netacl.ACL { return nil }
+	s0 := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: noACL}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: current, ACL: noACL, Auth: func() compat.Authenticator { return authn }, Authorize: ruleAuthorizer(t, rule, cfg)},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}},
+		api.CompatSurface{Prefix: "/api", Handler: s0}, api.CompatSurface{Prefix: "/dev-login", Handler: s0})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	login := do(request("POST", hs.URL+"/dev-login", "", `{"subject":"dev","roles":["developer"]}`))
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal([]byte(login.body), &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("dev-login: %d %s", login.code, login.body)
+	}
+
+	perPrincipal.Store(1)
+	do(request("GET", hs.URL+"/api/v1/status", e.tokens["alice"], "")) // alice's one request of the minute
+	want("Vigrid past the principal's allowance", do(request("GET", hs.URL+"/api/v1/status", e.tokens["alice"], "")),
+		"application/json", `{"message":"rate limit exceeded: at most 1 requests per minute per principal","status":"error"}`+"\n")
+	do(request("GET", hs.URL+"/api/runbooks", tok.AccessToken, ""))
+	want("stage0 past the principal's allowance", do(request("GET", hs.URL+"/api/runbooks", tok.AccessToken, "")),
+		"application/json", `{"error":"rate limit exceeded: at most 1 requests per minute per principal"}`+"\n")
+	perPrincipal.Store(0)
+
+	perIP.Store(1)
+	do(request("GET", hs.URL+"/api/v1/health", "", "")) // this address's one request of the minute
+	want("Vigrid past the address's allowance", do(request("GET", hs.URL+"/api/v1/health", "", "")),
+		"application/json", `{"message":"rate limit exceeded: at most 1 requests per minute per client address","status":"error"}`+"\n")
+	want("stage0 past the address's allowance", do(request("GET", hs.URL+"/api/runbooks", tok.AccessToken, "")),
+		"application/json", `{"error":"rate limit exceeded: at most 1 requests per minute per client address"}`+"\n")
+	want("dev-login past the address's allowance", do(request("POST", hs.URL+"/dev-login", "", `{}`)),
+		"application/json", `{"error":"rate limit exceeded: at most 1 requests per minute per client address"}`+"\n")
+	// The native routes keep orderly's envelope.
+	if got := do(request("GET", hs.URL+"/v1/orders", e.tokens["alice"], "")); got.code != http.StatusTooManyRequests || !strings.Contains(got.body, `"code":"rate_limited"`) {
+		t.Errorf("a native request past the address's allowance: %d %s", got.code, got.body)
+	}
+
+	// httpexec: plain text, as its other refusals httpexec never had.
+	hx := newHTTPExecSurface(t, envOptions{})
+	hx.ratePerPrincipal.Store(1)
+	if got := do(request("POST", hx.url+"/echo", "", `{"args":["x"]}`)); got.code != http.StatusOK {
+		t.Fatalf("httpexec within its principal's allowance: %d %s", got.code, got.body)
+	}
+	want("httpexec past its principal's allowance", do(request("POST", hx.url+"/echo", "", `{"args":["x"]}`)),
+		"text/plain; charset=utf-8", "rate limit exceeded: at most 1 requests per minute per principal\n")
+	hx.ratePerPrincipal.Store(0)
+	hx.ratePerIP.Store(1)
+	do(request("OPTIONS", hx.url+"/echo", "", ""))
+	want("httpexec past the address's allowance", do(request("POST", hx.url+"/echo", "", `{"args":["x"]}`)),
+		"text/plain; charset=utf-8", "rate limit exceeded: at most 1 requests per minute per client address\n")
 }

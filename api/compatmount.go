@@ -36,6 +36,15 @@ type CompatSurface struct {
 	Enabled func() bool
 }
 
+// CompatRefuser is a surface handler that writes a refusal in its
+// original's error format (Vigrid's {"status": "error", "message": …},
+// stage0's {"error": …}, httpexec's plain text). withCompat answers
+// limits.rate_per_ip with it for a surface whose Handler is one: a drop-in
+// client reads every error of its surface in one format.
+type CompatRefuser interface {
+	Refuse(w http.ResponseWriter, status int, message string)
+}
+
 // MountCompat adds compat surfaces; call it before Handler.
 func (s *Server) MountCompat(c ...CompatSurface) { s.compat = append(s.compat, c...) }
 
@@ -47,7 +56,7 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 	}
 	surfaces := make([]CompatSurface, len(s.compat))
 	for i, c := range s.compat {
-		c.Handler = middleware.Recoverer(s.measure(s.compatClient(s.limitIP(c.Handler))))
+		c.Handler = middleware.Recoverer(s.measure(s.compatClient(s.limitIPWith(c.Handler, s.compatRateLimited(c.Handler)))))
 		surfaces[i] = c
 	}
 	// The most specific surface answers: a fallback (httpexec at /) only
@@ -73,6 +82,21 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 		}
 		native.ServeHTTP(w, r)
 	})
+}
+
+// compatRateLimited answers a surface's request over limits.rate_per_ip:
+// in its original's format when h is a CompatRefuser, else in orderly's
+// envelope.
+func (s *Server) compatRateLimited(h http.Handler) func(http.ResponseWriter, *http.Request, *order.Error) {
+	rf, ok := h.(CompatRefuser)
+	if !ok {
+		return func(w http.ResponseWriter, r *http.Request, e *order.Error) { s.writeError(w, r, e) }
+	}
+	return func(w http.ResponseWriter, r *http.Request, e *order.Error) {
+		s.audit(r, http.StatusTooManyRequests, e)
+		setRetryAfter(w, e.Details)
+		rf.Refuse(w, http.StatusTooManyRequests, e.Message)
+	}
 }
 
 // compatClient records the client address for limits.rate_per_ip and the
@@ -259,21 +283,25 @@ func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, c
 // request as principal, once it is authenticated (httpexec's: its one
 // principal), as limitPrincipal does for every native request: from the
 // same allowance, so that one credential spread over addresses gets no
-// more through a surface. Past it, it answers 429 in orderly's envelope
-// with Retry-After, as the surfaces answer limits.rate_per_ip, records the
-// refusal under source and returns false.
-func (s *Server) LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) bool {
+// more through a surface. Past it, it records the refusal under source,
+// sets Retry-After on w and returns the refusal, for the surface to
+// answer 429 with its message in its original's format.
+func (s *Server) LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) error {
 	err := s.limitSubmission(r.Context(), principal)
 	if err == nil {
-		return true
+		return nil
 	}
 	s.AuditRefusal(r.Context(), r, principal, clientIP, source, http.StatusTooManyRequests, err)
-	e := errorDetail(err)
-	if secs, ok := e.Details["retry_after_seconds"].(int64); ok {
+	setRetryAfter(w, errorDetail(err).Details)
+	return err
+}
+
+// setRetryAfter sets the Retry-After of a 429 from its
+// details.retry_after_seconds, as writeError does.
+func setRetryAfter(w http.ResponseWriter, details map[string]any) {
+	if secs, ok := details["retry_after_seconds"].(int64); ok {
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	encode(w, http.StatusTooManyRequests, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
-	return false
 }
 
 // HTTPStatus is the HTTP status of err under the one error map (statusOf),

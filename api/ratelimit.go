@@ -120,10 +120,16 @@ func ipRateKey(ip string) string {
 // untrusted client wrote. It guards the work a request causes before its
 // token is even checked, including the audit row of a refusal.
 func (s *Server) limitIP(next http.Handler) http.Handler {
+	return s.limitIPWith(next, func(w http.ResponseWriter, r *http.Request, e *order.Error) { s.writeError(w, r, e) })
+}
+
+// limitIPWith is limitIP answering a refusal with refuse: a compat
+// surface's in its original's format.
+func (s *Server) limitIPWith(next http.Handler, refuse func(http.ResponseWriter, *http.Request, *order.Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.Settings().RatePerIP; n > 0 {
 			if ok, wait := s.take(r.Context(), s.ipLimits, "ip", ipRateKey(clientIPOf(r)), n); !ok {
-				s.rateLimited(w, r, "ip", "client address", n, wait)
+				refuse(w, r, rateLimitError("ip", "client address", n, wait))
 				return
 			}
 		}

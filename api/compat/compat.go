@@ -31,9 +31,10 @@ type Orders interface {
 	AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error)
 	// LimitPrincipal spends one of principal's limits.rate_per_principal,
 	// the allowance its REST requests and NATS submissions spend too; past
-	// it, it answers 429 in orderly's envelope (as limits.rate_per_ip is
-	// answered), audits the refusal and returns false.
-	LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) bool
+	// it, it audits the refusal, sets Retry-After on w and returns the
+	// refusal, which the surface answers 429 in its original's format (as
+	// limits.rate_per_ip is answered, through its Refuse).
+	LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) error
 }
 
 // Authenticator turns an Authorization header into a principal.

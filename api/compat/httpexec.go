@@ -94,7 +94,8 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Every request acts as the one principal: its allowance is theirs.
-	if !h.Orders.LimitPrincipal(w, r, hc.Principal, ip, "httpexec") {
+	if err := h.Orders.LimitPrincipal(w, r, hc.Principal, ip, "httpexec"); err != nil {
+		h.Refuse(w, http.StatusTooManyRequests, refusalText(err))
 		return
 	}
 	path, found, err := resolveHTTPExec(hc.ExecRoot, hc.FollowLinks, rel)
@@ -403,6 +404,13 @@ func refusalText(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+// Refuse writes a refusal httpexec never had as the surface writes
+// orderly's own: plain text, the message on one line (api.CompatRefuser,
+// for limits.rate_per_ip).
+func (h *HTTPExec) Refuse(w http.ResponseWriter, status int, msg string) {
+	plain(w, status, "text/plain; charset=utf-8", msg+"\n")
 }
 
 func plain(w http.ResponseWriter, status int, contentType, body string) {

@@ -144,7 +144,8 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, status, msg)
 		return
 	}
-	if !s.Orders.LimitPrincipal(w, r, req.p.Name, ip, "stage0") {
+	if err := s.Orders.LimitPrincipal(w, r, req.p.Name, ip, "stage0"); err != nil {
+		s.Refuse(w, http.StatusTooManyRequests, refusalText(err))
 		return
 	}
 	if req.chain.Delegated && rt.method == http.MethodGet || rel == "/shutdown" && req.chain.Delegated {
@@ -412,6 +413,10 @@ func pyInt(v any) (n float64, typeErr string, ok bool) {
 }
 
 // stage0Error answers with stage0's envelope {"error": msg}.
+// Refuse writes a refusal in stage0's {"error": msg} (api.CompatRefuser,
+// for limits.rate_per_ip).
+func (s *Stage0) Refuse(w http.ResponseWriter, status int, msg string) { stage0Error(w, status, msg) }
+
 func stage0Error(w http.ResponseWriter, status int, msg string) {
 	writePyJSON(w, status, map[string]any{"error": msg})
 }

@@ -106,7 +106,8 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unauthenticated("Invalid authentication token")
 		return
 	}
-	if !v.Orders.LimitPrincipal(w, r, p.Name, ip, "vigrid") {
+	if err := v.Orders.LimitPrincipal(w, r, p.Name, ip, "vigrid"); err != nil {
+		v.Refuse(w, http.StatusTooManyRequests, refusalText(err))
 		return
 	}
 	vr := &vigridRequest{w: w, r: r, cfg: cfg, p: p, ip: ip}
@@ -178,6 +179,10 @@ func (v *Vigrid) forget(id uuid.UUID) {
 	defer v.mu.Unlock()
 	delete(v.meta, id)
 }
+
+// Refuse writes a refusal in Vigrid's {"status": "error", "message": msg}
+// (api.CompatRefuser, for limits.rate_per_ip).
+func (v *Vigrid) Refuse(w http.ResponseWriter, status int, msg string) { vigridError(w, status, msg) }
 
 func vigridError(w http.ResponseWriter, status int, msg string) {
 	vigridJSON(w, status, map[string]any{"status": "error", "message": msg})
