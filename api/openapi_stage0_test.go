@@ -133,7 +133,7 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 	do(http.StatusBadRequest, call{method: "PATCH", path: "/api/runbooks/Hello.md/validate", hdr: dev})
 	do(http.StatusBadRequest, call{method: "PATCH", path: "/api/runbooks/Hello.md/validate", hdr: dev, body: map[string]any{"env_vars": map[string]any{"1BAD": "x"}}})
 	do(http.StatusBadRequest, call{method: "PATCH", path: "/api/runbooks/Hello.md/validate", hdr: dev, body: `{"env_vars":`, invalid: true})
-	do(http.StatusBadRequest, call{method: "PATCH", path: "/api/runbooks/Hello.md/validate", hdr: dev,
+	do(http.StatusRequestEntityTooLarge, call{method: "PATCH", path: "/api/runbooks/Hello.md/validate", hdr: dev,
 		body: map[string]any{"env_vars": map[string]any{"GREETING": strings.Repeat("x", 2<<20)}}})
 	do(http.StatusForbidden, call{method: "PATCH", path: "/api/runbooks/Ops.md/validate", hdr: dev})
 	do(http.StatusOK, call{method: "PATCH", path: "/api/runbooks/Ops.md/validate", hdr: ops})

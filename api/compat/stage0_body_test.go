@@ -1,6 +1,7 @@
 package compat
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -34,13 +35,29 @@ func TestStage0FalsyBodyIsNoVariables(t *testing.T) {
 		{"{", 0, "Invalid JSON body"},
 	} {
 		r := httptest.NewRequest("POST", "/api/runbooks/A.md/execute", strings.NewReader(tc.body))
-		b, err := readBody(r, 1<<20)
+		b, status, err := readBody(r, 1<<20)
 		got := ""
 		if err != nil {
 			got = err.Error()
 		}
-		if got != tc.err || len(b.EnvVars) != tc.env {
-			t.Errorf("body %q: env %v, error %q; want %d variables, error %q", tc.body, b.EnvVars, got, tc.env, tc.err)
+		if got != tc.err || len(b.EnvVars) != tc.env || (err != nil) != (status == http.StatusBadRequest) {
+			t.Errorf("body %q: env %v, %d %q; want %d variables, error %q", tc.body, b.EnvVars, status, got, tc.env, tc.err)
+		}
+	}
+}
+
+// TestStage0BodyTooLargeIs413: a validate or execute body over
+// http.max_body_bytes is 413 "Request body too large", as on the Vigrid
+// and httpexec surfaces and the native API, whether its Content-Length
+// says so (refused unread) or it turns out longer; it was 400, which
+// calls a limit of orderly's the client's malformed request.
+func TestStage0BodyTooLargeIs413(t *testing.T) {
+	declared := httptest.NewRequest("PATCH", "/api/runbooks/A.md/validate", strings.NewReader(`{"env_vars":{"A":"12345"}}`))
+	undeclared := httptest.NewRequest("PATCH", "/api/runbooks/A.md/validate", strings.NewReader(`{"env_vars":{"A":"12345"}}`))
+	undeclared.ContentLength = -1 // chunked: the length shows only when read
+	for _, r := range []*http.Request{declared, undeclared} {
+		if _, status, err := readBody(r, 10); status != http.StatusRequestEntityTooLarge || err == nil || err.Error() != "Request body too large" {
+			t.Errorf("a body over the limit (Content-Length %d): %d %v, want 413 Request body too large", r.ContentLength, status, err)
 		}
 	}
 }

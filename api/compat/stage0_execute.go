@@ -25,9 +25,9 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	if !ok {
 		return
 	}
-	body, err := readBody(q.r, q.cfg.HTTP.MaxBodyBytes)
+	body, status, err := readBody(q.r, q.cfg.HTTP.MaxBodyBytes)
 	if err != nil {
-		stage0Fail(q.w, http.StatusBadRequest, err.Error())
+		stage0Fail(q.w, status, err.Error())
 		return
 	}
 	env, envErr := runbook.Sanitize(body.EnvVars)

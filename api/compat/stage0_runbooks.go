@@ -206,26 +206,28 @@ type stage0Body struct {
 
 // readBody reads an optional JSON body; stage0 accepted none at all, and
 // read a falsy one (`[]`, `0`, `false`, `""`, `null`) as none
-// (docs/decisions.md, tenth round).
-func readBody(r *http.Request, max int64) (stage0Body, error) {
+// (docs/decisions.md, tenth round). A refused body comes with its status:
+// 413 past http.max_body_bytes (stage0 had no limit; orderly's answers
+// 413, as its other surfaces and the native API do), else 400.
+func readBody(r *http.Request, max int64) (stage0Body, int, error) {
 	var b stage0Body
 	if r.ContentLength > max { // refused unread, before "100 Continue"
-		return b, errors.New("Request body too large")
+		return b, http.StatusRequestEntityTooLarge, errors.New("Request body too large")
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil || int64(len(data)) > max {
-		return b, errors.New("Request body too large")
+		return b, http.StatusRequestEntityTooLarge, errors.New("Request body too large")
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return b, nil
+		return b, 0, nil
 	}
 	if err := pyUnmarshal(data, &b); err != nil {
 		if falsyJSON(data) {
-			return stage0Body{}, nil
+			return stage0Body{}, 0, nil
 		}
-		return b, errors.New("Invalid JSON body")
+		return b, http.StatusBadRequest, errors.New("Invalid JSON body")
 	}
-	return b, nil
+	return b, 0, nil
 }
 
 // falsyJSON reports whether data is one JSON value that Python's bool()
@@ -252,9 +254,9 @@ func (s *Stage0) validate(q *stage0Request, file string) {
 		stage0Error(q.w, http.StatusForbidden, msg)
 		return
 	}
-	body, err := readBody(q.r, q.cfg.HTTP.MaxBodyBytes)
+	body, status, err := readBody(q.r, q.cfg.HTTP.MaxBodyBytes)
 	if err != nil {
-		stage0Error(q.w, http.StatusBadRequest, err.Error())
+		stage0Error(q.w, status, err.Error())
 		return
 	}
 	errs := []string{}
@@ -272,7 +274,7 @@ func (s *Stage0) validate(q *stage0Request, file string) {
 	}
 	errs = append(errs, runbook.Messages(check(env))...)
 	errs = append(errs, runbook.Messages(s.Runbooks.RunbookEnvRefused(rb, env))...)
-	status := http.StatusOK
+	status = http.StatusOK
 	if len(errs) > 0 {
 		status = http.StatusBadRequest
 	}
