@@ -84,7 +84,10 @@ func envelopeFor(b []byte) []byte {
 	}
 	const proto = "HTTP/1.1 "
 	head, text, ok := bytes.Cut(b, []byte(netHTTPErrorHeaders))
-	if !ok || !bytes.HasPrefix(head, []byte(proto)) || len(head) < len(proto)+3 {
+	// net/http's own refusal has these two headers right after its status
+	// line; a handler's answer has a Date before them, and may end its
+	// headers the same way (a sniffed text/plain, a closing connection).
+	if !ok || !bytes.HasPrefix(head, []byte(proto)) || len(head) < len(proto)+3 || bytes.Contains(head, []byte("\r\n")) {
 		return nil
 	}
 	status, err := strconv.Atoi(string(head[len(proto) : len(proto)+3]))

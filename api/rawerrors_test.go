@@ -99,3 +99,36 @@ func wantEnvelope(t *testing.T, resp *http.Response, status int, code string) {
 		t.Fatalf("got %d %q %s, want %d with code %s", resp.StatusCode, resp.Header.Get("Content-Type"), b, status, code)
 	}
 }
+
+// TestHandlerAnswersAreNotRewritten: only net/http's own refusals are
+// rewritten, never a handler's answer that happens to end its headers as
+// they do. A handler's 400 whose type net/http sniffed (text/plain;
+// charset=utf-8) on a connection that closes ends its headers with the
+// same Content-Type and Connection lines, and went out as orderly's
+// envelope, its text made the message: a compat surface's plain-text
+// 400 would have changed format whenever the client sent Connection:
+// close.
+func TestHandlerAnswersAreNotRewritten(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const text = "the environment name \"A=B\" is not valid\n"
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest) // the type is sniffed: text/plain; charset=utf-8
+		io.WriteString(w, text)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ErrorEnvelopeListener(ln)) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 400 Bad Request\r\n") || !strings.HasSuffix(string(b), "\r\n\r\n"+text) ||
+		!strings.Contains(string(b), "Content-Type: text/plain; charset=utf-8\r\n") {
+		t.Fatalf("a handler's 400 went out as %q", b)
+	}
+}
