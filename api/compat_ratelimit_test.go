@@ -271,12 +271,13 @@ func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
 			t.Errorf("%s: %d %q %q (Retry-After %q), want 429 %q %q with a Retry-After", what, got.code, got.ctype, got.body, got.retry, ctype, body)
 		}
 	}
-	var perIP, perPrincipal atomic.Int64
+	var perIP, perPrincipal, streams atomic.Int64
 	settings := func() api.Settings {
-		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(perIP.Load()), RatePerPrincipal: int(perPrincipal.Load())}
+		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(perIP.Load()), RatePerPrincipal: int(perPrincipal.Load()),
+			MaxStreams: int(streams.Load())}
 	}
 
-	// Vigrid and stage0 on one API.
+	// Vigrid and stage0 on one API, whose host h1 has no worker.
 	e := newAPIEnv(t, envOptions{})
 	cfg := config.Default()
 	cfg.HTTP.MaxBodyBytes = 1 << 20
@@ -326,6 +327,25 @@ func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
 	// The native routes keep orderly's envelope.
 	if got := do(request("GET", hs.URL+"/v1/orders", e.tokens["alice"], "")); got.code != http.StatusTooManyRequests || !strings.Contains(got.body, `"code":"rate_limited"`) {
 		t.Errorf("a native request past the address's allowance: %d %s", got.code, got.body)
+	}
+	perIP.Store(0)
+
+	// A sync execute past limits.max_streams_per_principal says when to
+	// come back, as every 429 does.
+	streams.Store(1)
+	queued := do(request("POST", hs.URL+"/api/v1/execute", e.tokens["alice"], `{"command":"echo","arguments":["x"]}`))
+	var q struct {
+		OrderID uuid.UUID `json:"order_id"`
+	}
+	if err := json.Unmarshal([]byte(queued.body), &q); err != nil || queued.code != http.StatusAccepted {
+		t.Fatalf("Vigrid async execute: %d %s", queued.code, queued.body)
+	}
+	served := *e
+	served.url = hs.URL
+	defer openStream(t, &served, "alice", q.OrderID)() // alice's one stream, open while the order waits (no worker)
+	got := do(request("POST", hs.URL+"/api/v1/execute", e.tokens["alice"], `{"command":"echo","arguments":["x"],"synchronous":true}`))
+	if got.code != http.StatusTooManyRequests || got.retry != "1" || !strings.HasSuffix(got.body, `","status":"error"}`+"\n") {
+		t.Errorf("Vigrid sync execute past the principal's streams: %d %s (Retry-After %q), want 429 in Vigrid's format with Retry-After 1", got.code, got.body, got.retry)
 	}
 
 	// httpexec: plain text, as its other refusals httpexec never had.

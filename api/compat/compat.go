@@ -12,6 +12,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -85,6 +86,18 @@ func auditACL(o Orders, r *http.Request, ip, source string) {
 		msg = "client address " + ip + " is not allowed"
 	}
 	o.AuditRefusal(r.Context(), r, "", ip, source, http.StatusForbidden, order.Errorf(order.CodeForbidden, "%s", msg))
+}
+
+// retryAfter sets the Retry-After of a refusal that says when to come
+// back (details.retry_after_seconds: limits.max_streams_per_principal's
+// 429 for a waiting execute), as the native API's answer has it.
+func retryAfter(w http.ResponseWriter, err error) {
+	var e *order.Error
+	if errors.As(err, &e) {
+		if secs, ok := e.Details["retry_after_seconds"].(int64); ok {
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		}
+	}
 }
 
 // returnCode is the exit status as Python's subprocess reports it: the

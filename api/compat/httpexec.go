@@ -149,6 +149,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code >= 400 && code < 500 {
 			h.Orders.AuditRefusal(r.Context(), r, p.Name, ip, "httpexec", code, err)
 		}
+		retryAfter(w, err)
 		plain(w, code, "text/plain; charset=utf-8", refusalText(err)+"\n")
 		return
 	}

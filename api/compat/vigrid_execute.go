@@ -214,6 +214,7 @@ func (v *Vigrid) refuse(vr *vigridRequest, status int, msg string, cause error) 
 // refused answers an error from the intake path (already recorded there).
 func (v *Vigrid) refused(vr *vigridRequest, err error) {
 	status := api.HTTPStatus(err)
+	retryAfter(vr.w, err)
 	var e *order.Error
 	switch {
 	case status >= 500 || !errors.As(err, &e):
