@@ -324,6 +324,13 @@ func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
 		"application/json", `{"error":"rate limit exceeded: at most 1 requests per minute per client address"}`+"\n")
 	want("dev-login past the address's allowance", do(request("POST", hs.URL+"/dev-login", "", `{}`)),
 		"application/json", `{"error":"rate limit exceeded: at most 1 requests per minute per client address"}`+"\n")
+	// On record under the surface that refused them.
+	for source, want := range map[string]int{"vigrid": 1, "stage0": 2} {
+		var n int
+		if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE source = $1 AND code = 'rate_limited' AND principal = ''`, source).Scan(&n); err != nil || n != want {
+			t.Errorf("%s's refusals for the address's rate on record: %d, %v; want %d", source, n, err, want)
+		}
+	}
 	// The native routes keep orderly's envelope.
 	if got := do(request("GET", hs.URL+"/v1/orders", e.tokens["alice"], "")); got.code != http.StatusTooManyRequests || !strings.Contains(got.body, `"code":"rate_limited"`) {
 		t.Errorf("a native request past the address's allowance: %d %s", got.code, got.body)

@@ -39,10 +39,13 @@ type CompatSurface struct {
 // CompatRefuser is a surface handler that writes a refusal in its
 // original's error format (Vigrid's {"status": "error", "message": …},
 // stage0's {"error": …}, httpexec's plain text). withCompat answers
-// limits.rate_per_ip with it for a surface whose Handler is one: a drop-in
-// client reads every error of its surface in one format.
+// limits.rate_per_ip with it for a surface whose Handler is one, and
+// records the refusal under its Source: a drop-in client reads every
+// error of its surface in one format, and the audit names the surface.
 type CompatRefuser interface {
 	Refuse(w http.ResponseWriter, status int, message string)
+	// Source is the surface's name in rejections and orders.source.
+	Source() string
 }
 
 // MountCompat adds compat surfaces; call it before Handler.
@@ -93,7 +96,7 @@ func (s *Server) compatRateLimited(h http.Handler) func(http.ResponseWriter, *ht
 		return func(w http.ResponseWriter, r *http.Request, e *order.Error) { s.writeError(w, r, e) }
 	}
 	return func(w http.ResponseWriter, r *http.Request, e *order.Error) {
-		s.audit(r, http.StatusTooManyRequests, e)
+		s.AuditRefusal(r.Context(), r, "", clientIPOf(r), rf.Source(), http.StatusTooManyRequests, e)
 		setRetryAfter(w, e.Details)
 		rf.Refuse(w, http.StatusTooManyRequests, e.Message)
 	}

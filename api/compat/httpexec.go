@@ -414,6 +414,9 @@ func (h *HTTPExec) Refuse(w http.ResponseWriter, status int, msg string) {
 	plain(w, status, "text/plain; charset=utf-8", msg+"\n")
 }
 
+// Source is the surface's name on record (api.CompatRefuser).
+func (h *HTTPExec) Source() string { return "httpexec" }
+
 func plain(w http.ResponseWriter, status int, contentType, body string) {
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(status)

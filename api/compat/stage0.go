@@ -417,6 +417,9 @@ func pyInt(v any) (n float64, typeErr string, ok bool) {
 // for limits.rate_per_ip).
 func (s *Stage0) Refuse(w http.ResponseWriter, status int, msg string) { stage0Error(w, status, msg) }
 
+// Source is the surface's name on record (api.CompatRefuser).
+func (s *Stage0) Source() string { return "stage0" }
+
 func stage0Error(w http.ResponseWriter, status int, msg string) {
 	writePyJSON(w, status, map[string]any{"error": msg})
 }

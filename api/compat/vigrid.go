@@ -184,6 +184,9 @@ func (v *Vigrid) forget(id uuid.UUID) {
 // (api.CompatRefuser, for limits.rate_per_ip).
 func (v *Vigrid) Refuse(w http.ResponseWriter, status int, msg string) { vigridError(w, status, msg) }
 
+// Source is the surface's name on record (api.CompatRefuser).
+func (v *Vigrid) Source() string { return "vigrid" }
+
 func vigridError(w http.ResponseWriter, status int, msg string) {
 	vigridJSON(w, status, map[string]any{"status": "error", "message": msg})
 }
