@@ -369,3 +369,41 @@ func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
 	want("httpexec past the address's allowance", do(request("POST", hx.url+"/echo", "", `{"args":["x"]}`)),
 		"text/plain; charset=utf-8", "rate limit exceeded: at most 1 requests per minute per client address\n")
 }
+
+// TestCompatPanicAnswersTheOriginals500: a surface handler that panics (a
+// bug of ours) answers the original's own 500, as its client knows it
+// (Vigrid's "Internal server error", stage0's "A processing error
+// occurred", Quart's page), not chi's empty 500.
+func TestCompatPanicAnswersTheOriginals500(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	srv := e.runbookAPI(config.Rule{Name: "none", Roles: []string{"ops"}, Hosts: []string{"h1"}, Allow: []string{"^$"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return config.Runbooks{} })
+	broken := compat.Deps{Orders: srv, Config: func() config.Config { panic("a bug") }, ACL: func() *netacl.ACL { return nil }}
+	s0 := &compat.Stage0{Deps: broken, Runbooks: srv}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: broken}},
+		api.CompatSurface{Prefix: "/api", Handler: s0},
+		api.CompatSurface{Prefix: "/", Fallback: true, Handler: &compat.HTTPExec{Deps: broken}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	for _, c := range []struct{ method, path, ctype, body string }{
+		{"GET", "/api/v1/status", "application/json", `{"message":"Internal server error","status":"error"}` + "\n"},
+		{"GET", "/api/runbooks", "application/json", `{"error":"A processing error occurred"}` + "\n"},
+		{"POST", "/echo", "text/html; charset=utf-8", "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n" +
+			"<p>The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.</p>\n"},
+	} {
+		req, err := http.NewRequestWithContext(testenv.Context(t), c.method, hs.URL+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError || resp.Header.Get("Content-Type") != c.ctype || string(b) != c.body {
+			t.Errorf("%s %s after a panic: %d %q %q, want 500 %q %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Content-Type"), b, c.ctype, c.body)
+		}
+	}
+}

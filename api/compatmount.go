@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +48,10 @@ type CompatRefuser interface {
 	Refuse(w http.ResponseWriter, status int, message string)
 	// Source is the surface's name in rejections and orders.source.
 	Source() string
+	// InternalError writes the original's own 500 (Vigrid's "Internal
+	// server error", stage0's "A processing error occurred", Quart's
+	// page), for a handler that panicked.
+	InternalError(w http.ResponseWriter)
 }
 
 // MountCompat adds compat surfaces; call it before Handler.
@@ -59,7 +65,7 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 	}
 	surfaces := make([]CompatSurface, len(s.compat))
 	for i, c := range s.compat {
-		c.Handler = middleware.Recoverer(s.measure(s.compatClient(s.limitIPWith(c.Handler, s.compatRateLimited(c.Handler)))))
+		c.Handler = s.compatRecoverer(c.Handler, s.measure(s.compatClient(s.limitIPWith(c.Handler, s.compatRateLimited(c.Handler)))))
 		surfaces[i] = c
 	}
 	// The most specific surface answers: a fallback (httpexec at /) only
@@ -100,6 +106,32 @@ func (s *Server) compatRateLimited(h http.Handler) func(http.ResponseWriter, *ht
 		setRetryAfter(w, e.Details)
 		rf.Refuse(w, http.StatusTooManyRequests, e.Message)
 	}
+}
+
+// compatRecoverer is chi's Recoverer for a surface: a handler's panic is
+// logged and answered with the original's own 500 when h is a
+// CompatRefuser (chi's is an empty 500), so that even a bug of ours reads
+// as the client's tool would have failed.
+func (s *Server) compatRecoverer(h, next http.Handler) http.Handler {
+	rf, ok := h.(CompatRefuser)
+	if !ok {
+		return middleware.Recoverer(next)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler { // net/http's abort, passed on as chi's Recoverer does
+				panic(v)
+			}
+			s.logger.Error("compat surface panicked", "source", rf.Source(), "method", r.Method, "path", r.URL.Path,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			rf.InternalError(w)
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
 
 // compatClient records the client address for limits.rate_per_ip and the

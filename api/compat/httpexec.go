@@ -100,7 +100,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	path, found, err := resolveHTTPExec(hc.ExecRoot, hc.FollowLinks, rel)
 	if err != nil {
-		quartError(w, http.StatusInternalServerError, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
+		quart500(w)
 		return
 	}
 	if !found {
@@ -416,6 +416,14 @@ func (h *HTTPExec) Refuse(w http.ResponseWriter, status int, msg string) {
 
 // Source is the surface's name on record (api.CompatRefuser).
 func (h *HTTPExec) Source() string { return "httpexec" }
+
+// InternalError is Quart's 500 page (api.CompatRefuser).
+func (h *HTTPExec) InternalError(w http.ResponseWriter) { quart500(w) }
+
+// quart500 is Quart's page for an exception in the view.
+func quart500(w http.ResponseWriter) {
+	quartError(w, http.StatusInternalServerError, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
+}
 
 func plain(w http.ResponseWriter, status int, contentType, body string) {
 	w.Header().Set("Content-Type", contentType)

@@ -420,6 +420,11 @@ func (s *Stage0) Refuse(w http.ResponseWriter, status int, msg string) { stage0E
 // Source is the surface's name on record (api.CompatRefuser).
 func (s *Stage0) Source() string { return "stage0" }
 
+// InternalError is stage0's 500 for an unexpected failure (api.CompatRefuser).
+func (s *Stage0) InternalError(w http.ResponseWriter) {
+	stage0Error(w, http.StatusInternalServerError, "A processing error occurred")
+}
+
 func stage0Error(w http.ResponseWriter, status int, msg string) {
 	writePyJSON(w, status, map[string]any{"error": msg})
 }

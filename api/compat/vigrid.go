@@ -187,6 +187,11 @@ func (v *Vigrid) Refuse(w http.ResponseWriter, status int, msg string) { vigridE
 // Source is the surface's name on record (api.CompatRefuser).
 func (v *Vigrid) Source() string { return "vigrid" }
 
+// InternalError is Vigrid's 500 (api.CompatRefuser).
+func (v *Vigrid) InternalError(w http.ResponseWriter) {
+	vigridError(w, http.StatusInternalServerError, "Internal server error")
+}
+
 func vigridError(w http.ResponseWriter, status int, msg string) {
 	vigridJSON(w, status, map[string]any{"status": "error", "message": msg})
 }
