@@ -368,6 +368,25 @@ func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
 	do(request("OPTIONS", hx.url+"/echo", "", ""))
 	want("httpexec past the address's allowance", do(request("POST", hx.url+"/echo", "", `{"args":["x"]}`)),
 		"text/plain; charset=utf-8", "rate limit exceeded: at most 1 requests per minute per client address\n")
+	hx.ratePerIP.Store(0)
+
+	// Each httpexec request waits for its order, holding one of its
+	// principal's streams: past limits.max_streams_per_principal, 429
+	// with Retry-After.
+	hx.maxStreams.Store(1)
+	slow := make(chan answer, 1)
+	go func() { slow <- do(request("POST", hx.url+"/dash", "", `{"args":["-c","sleep 3"]}`)) }()
+	testenv.WaitUntil(t, 20*time.Second, "the slow request's order running", func() bool {
+		st := sourceStatuses(t, hx.apiEnv, "httpexec")
+		return len(st) > 0 && st[len(st)-1] == "running"
+	})
+	got = do(request("POST", hx.url+"/echo", "", `{"args":["x"]}`))
+	if got.code != http.StatusTooManyRequests || got.retry != "1" || got.ctype != "text/plain; charset=utf-8" {
+		t.Errorf("httpexec past its principal's streams: %d %q %q (Retry-After %q), want 429 text/plain with Retry-After 1", got.code, got.ctype, got.body, got.retry)
+	}
+	if a := <-slow; a.code != http.StatusOK {
+		t.Errorf("the slow request: %d %s", a.code, a.body)
+	}
 }
 
 // TestCompatPanicAnswersTheOriginals500: a surface handler that panics (a

@@ -31,6 +31,7 @@ type httpexecSurface struct {
 	acl              atomic.Pointer[netacl.ACL]
 	ratePerIP        atomic.Int64
 	ratePerPrincipal atomic.Int64
+	maxStreams       atomic.Int64
 }
 
 // newHTTPExecSurface starts the surface; opts are its env's, with a
@@ -51,7 +52,7 @@ func newHTTPExecSurface(t *testing.T, opts envOptions) *httpexecSurface {
 		Allow: []string{`^` + root + `/(echo|cat|printf|dash|env) `, `^` + root + `/(echo|cat|printf|dash|env)$`}},
 		func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(hx.ratePerIP.Load()),
-				RatePerPrincipal: int(hx.ratePerPrincipal.Load())}
+				RatePerPrincipal: int(hx.ratePerPrincipal.Load()), MaxStreams: int(hx.maxStreams.Load())}
 		}, func() config.Runbooks { return cfg.Runbooks })
 	h := &compat.HTTPExec{Deps: compat.Deps{Orders: srv, Config: func() config.Config { return cfg }, ACL: hx.acl.Load},
 		Wait: func() time.Duration { return 30 * time.Second }}
