@@ -22,11 +22,13 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/compat"
 	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/metrics"
+	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -475,4 +477,27 @@ func wantError(t testing.TB, code int, body []byte, wantStatus int, wantCode str
 	if code != wantStatus || json.Unmarshal(body, &eb) != nil || string(eb.Error.Code) != wantCode {
 		t.Fatalf("got %d %s, want %d %s", code, body, wantStatus, wantCode)
 	}
+}
+
+// stage0Server mounts the stage0 surface (with /dev-login) on a runbook
+// API over the runbooks in dir, run on h1 by the roles ops and admin, and
+// returns a copy of e whose requests go to it.
+func (e *apiEnv) stage0Server(dir string) *apiEnv {
+	e.t.Helper()
+	cfg := config.Default()
+	cfg.Runbooks.Dir, cfg.Runbooks.Host, cfg.Runbooks.Timeout = dir, "h1", time.Minute
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-test-secret-0123456789abcdef0123456789"
+	current := func() config.Config { return cfg }
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	e.t.Cleanup(hs.Close)
+	rb := *e
+	rb.url = hs.URL
+	return &rb
 }

@@ -3,17 +3,10 @@ package api_test
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/api/compat"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/netacl"
 )
 
 // TestRunbookOverTheSizeLimitShowsWhy: a runbook file over 4 MiB is not
@@ -34,21 +27,7 @@ func TestRunbookOverTheSizeLimitShowsWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Runbooks.Dir, cfg.Runbooks.Host, cfg.Runbooks.Timeout = dir, "h1", time.Minute
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-too-large-test-secret-0123456789abcdef"
-	current := func() config.Config { return cfg }
-	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	rb := *e
-	rb.url = hs.URL
+	rb := e.stage0Server(dir)
 
 	const want = "Runbook file is too large: 4194305 bytes, over the limit of 4194304 bytes (4 MiB)"
 	type problem struct{ Code, Message string }
@@ -99,7 +78,7 @@ func TestRunbookOverTheSizeLimitShowsWhy(t *testing.T) {
 	if err := json.Unmarshal(b, &login); code != http.StatusOK || err != nil {
 		t.Fatalf("dev-login: %d %s", code, b)
 	}
-	req, _ := http.NewRequest("GET", hs.URL+"/api/runbooks/Huge.md", nil)
+	req, _ := http.NewRequest("GET", rb.url+"/api/runbooks/Huge.md", nil)
 	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -5,19 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/api/compat"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -33,21 +27,7 @@ func TestStage0KeepsARunItCouldNotFollow(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Q.md"), []byte(stage0Runbook("Q", "{}", "", "echo hi")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Runbooks.Dir, cfg.Runbooks.Host, cfg.Runbooks.Timeout = dir, "h1", time.Minute
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-follow-test-secret-0123456789abcdef"
-	current := func() config.Config { return cfg }
-	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	rb := *e
-	rb.url = hs.URL
+	rb := e.stage0Server(dir)
 	code, b := rb.do("", "POST", "/dev-login", map[string]any{"subject": "boss", "roles": []string{"admin"}})
 	var login struct {
 		AccessToken string `json:"access_token"`
@@ -70,7 +50,7 @@ func TestStage0KeepsARunItCouldNotFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", hs.URL+"/api/runbooks/Q.md/execute", bytes.NewReader([]byte(`{}`)))
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", rb.url+"/api/runbooks/Q.md/execute", bytes.NewReader([]byte(`{}`)))
 	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

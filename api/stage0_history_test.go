@@ -5,17 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/api/compat"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -32,21 +27,7 @@ func TestStage0HistoryIsWrittenARunAtATime(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Big.md"), []byte(stage0Runbook("Big", "{}", "", "echo small")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Runbooks.Dir, cfg.Runbooks.Host, cfg.Runbooks.Timeout = dir, "h1", time.Minute
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-history-test-secret-0123456789abcdef"
-	current := func() config.Config { return cfg }
-	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	rb := *e
-	rb.url = hs.URL
+	rb := e.stage0Server(dir)
 
 	const runs, size = 10, 3 << 20
 	for range runs {
@@ -73,7 +54,7 @@ func TestStage0HistoryIsWrittenARunAtATime(t *testing.T) {
 		t.Fatalf("dev-login: %d %s", code, b)
 	}
 	get := func(w io.Writer) int64 {
-		req, _ := http.NewRequest("GET", hs.URL+"/api/runbooks/Big.md", nil)
+		req, _ := http.NewRequest("GET", rb.url+"/api/runbooks/Big.md", nil)
 		req.Header.Set("Authorization", "Bearer "+login.AccessToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
