@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -171,6 +172,10 @@ type Executor struct {
 	// machine is read once: the boot, the machine and our pid namespace
 	// do not change while we run.
 	machine func() (machine, error)
+	// forks is the highest count of forks since boot read so far (zero:
+	// none yet). Read before a start, it is a lower bound of the count at
+	// that start, which is all killSession needs of it.
+	forks atomic.Uint64
 }
 
 // New returns an Executor that logs to logger (nil discards).
@@ -241,14 +246,16 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	var stdout, stderr *capture
 	pp := newPipes(req.Credential)
 	// Without a cgroup, what left the group but not the session is found
-	// among the pids handed out since the start (killSession).
-	var forksBefore uint64
-	var forksOK bool
-	if cg == nil {
-		var err error
-		forksBefore, err = forkCount()
-		forksOK = err == nil
+	// among the pids handed out since the start (killSession), bounded by
+	// a fork count read before it: the last one read, or else one now.
+	forksBefore := e.forks.Load()
+	if forksBefore == 0 && cg == nil {
+		if forks, err := forkCount(); err == nil {
+			e.forksSeen(forks)
+			forksBefore = forks
+		}
 	}
+	forksOK := forksBefore != 0
 	start := time.Now()
 	err := func() (err error) {
 		if err := inheritNothing(); err != nil {

@@ -661,17 +661,60 @@ func TestParseStat(t *testing.T) {
 }
 
 // BenchmarkRunTrue is one order's worth of Run around /bin/true: own group,
-// both streams captured, timeout armed, group confirmed gone.
+// both streams captured, timeout armed, group and session confirmed gone.
+// cpu-µs/op is the worker's own CPU time per order (this process's user
+// and system time, the command's excluded), steadier than ns/op on a
+// shared machine.
 func BenchmarkRunTrue(b *testing.B) {
 	e := New(nil)
 	req := baseRequest("/bin/true")
 	ctx := b.Context()
 	b.ReportAllocs()
+	var before, after unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &before)
 	for b.Loop() {
 		res := e.Run(ctx, req, nil)
 		if res.ExitCode == nil || *res.ExitCode != 0 || !res.GroupGone {
 			b.Fatalf("result %+v", res)
 		}
+	}
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &after)
+	cpu := func(r unix.Rusage) int64 { return r.Utime.Nano() + r.Stime.Nano() }
+	b.ReportMetric(float64(cpu(after)-cpu(before))/1e3/float64(b.N), "cpu-µs/op")
+}
+
+// BenchmarkSessionAlone is what the end of an order that forked nothing
+// reads to know that its session holds no other process.
+func BenchmarkSessionAlone(b *testing.B) {
+	sid, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		b.Skip(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		sessionAlone(sid)
+	}
+}
+
+// TestSessionAloneSeesALaterProcess: once a process was started after the
+// leader, the leader is not taken to be alone in its session, whoever
+// started it (here the test, as an order's job-control shell would).
+func TestSessionAloneSeesALaterProcess(t *testing.T) {
+	if _, err := readProcInt("/proc/sys/kernel/ns_last_pid"); err != nil {
+		t.Skip(err)
+	}
+	leader := exec.Command("sleep", "30")
+	leader.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = leader.Process.Kill(); _ = leader.Wait() }()
+	later := exec.Command("/bin/true")
+	if err := later.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if sessionAlone(leader.Process.Pid) {
+		t.Fatalf("pid %d taken to be alone in its session after pid %d was handed out", leader.Process.Pid, later.Process.Pid)
 	}
 }
 

@@ -207,7 +207,14 @@ func parseStat(stat []byte) (procStat, bool) {
 // out in increasing order, so those are the pids after the leader's, up
 // to the last one handed out (wrapping past pid_max once) — unless the
 // pid space went round more than once meanwhile, which the count of forks
-// since boot rules out or makes the scan look at every pid.
+// since boot rules out or makes the scan look at every pid. Most orders
+// fork nothing: when the last pid handed out is still the leader's, which
+// the zombie leader keeps from being handed out again, no process was
+// created since, and nothing else is read (sessionAlone). The fork count
+// before the start is the Executor's last reading (forksSeen), taken before
+// that start and so a lower bound of it: an order pays for no read of
+// /proc/stat before it starts, which on a host with many CPUs and
+// interrupts is a large file, and one after only when it forked.
 
 // forkCount returns the number of processes and threads created since boot
 // (the "processes" line of /proc/stat): an upper bound on the pids handed
@@ -259,21 +266,57 @@ func taskCount() (int, error) {
 	return 0, fmt.Errorf("parse /proc/loadavg: %q", b)
 }
 
-// readProcInt reads a number from a /proc file.
-func readProcInt(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
+// sessionAlone reports whether no pid was handed out in the worker's pid
+// namespace since the leader sid: then the leader is the only process of
+// its session. Every process, in this pid namespace or one nested in it,
+// takes a pid here from the same cyclic allocator, and ns_last_pid is the
+// last one it handed out; it cannot be sid again while the leader is
+// unreaped. (A privileged process can set the next pid, writing
+// ns_last_pid or with clone3's set_tid, for checkpoint/restore; like
+// setsid, that is a deliberate escape, which the session does not hold.)
+// It must be called once the leader is dead or has a SIGKILL pending, so
+// that no fork of the leader's can come after.
+func sessionAlone(sid int) bool {
+	last, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+	return err == nil && last == sid
+}
+
+// forksSeen keeps the highest fork count read, for the next orders.
+func (e *Executor) forksSeen(forks uint64) {
+	for {
+		old := e.forks.Load()
+		if old >= forks || e.forks.CompareAndSwap(old, forks) {
+			return
+		}
 	}
-	return strconv.Atoi(string(bytes.TrimSpace(b)))
+}
+
+// readProcInt reads a number from a /proc file, with plain system calls
+// into a buffer on the stack: it is on every order's path (sessionAlone),
+// and os.ReadFile would add a stat, a try at the poller and allocations.
+func readProcInt(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer func() { _ = unix.Close(fd) }()
+	var buf [32]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil {
+		return 0, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return strconv.Atoi(string(bytes.TrimSpace(buf[:n])))
 }
 
 // pidRange says which pids may belong to processes forked since the leader
 // sid: since reports whether pid p may, or few lists them all. forksBefore
 // is forkCount read before the leader was started; ok false means it could
 // not be read.
-func pidRange(sid int, forksBefore uint64, ok bool) (since func(p int) bool, few []int) {
+func (e *Executor) pidRange(sid int, forksBefore uint64, ok bool) (since func(p int) bool, few []int) {
 	forks, err1 := forkCount()
+	if err1 == nil {
+		e.forksSeen(forks)
+	}
 	last, err2 := readProcInt("/proc/sys/kernel/ns_last_pid")
 	pidMax, err3 := readProcInt("/proc/sys/kernel/pid_max")
 	tasks, err4 := taskCount()
@@ -311,8 +354,8 @@ func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p in
 // sessionGroups lists the process groups of session sid other than group
 // sid that have a live member, and those members; dead lists the members
 // of those groups that are zombies.
-func sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, dead []member, err error) {
-	since, pids := pidRange(sid, forksBefore, forksOK)
+func (e *Executor) sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, dead []member, err error) {
+	since, pids := e.pidRange(sid, forksBefore, forksOK)
 	if since != nil {
 		dir, err := os.Open("/proc")
 		if err != nil {
@@ -356,10 +399,13 @@ func sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []in
 // group emptied and its id went round the whole pid space, between the
 // look and the kill.
 func (e *Executor) killSession(ctx context.Context, sid int, forksBefore uint64, forksOK bool) bool {
+	if sessionAlone(sid) {
+		return true
+	}
 	deadline := time.Now().Add(groupGoneTimeout)
 	pause := 50 * time.Microsecond
 	for {
-		groups, live, dead, err := sessionGroups(sid, forksBefore, forksOK)
+		groups, live, dead, err := e.sessionGroups(sid, forksBefore, forksOK)
 		if err != nil {
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", sid), slog.String("error", err.Error()))
 			return false
