@@ -130,3 +130,40 @@ func TestCredentialsInTheQueryStayOutOfTheAudit(t *testing.T) {
 		t.Errorf("the redacted query: %q, %v", q, err)
 	}
 }
+
+// TestAQueryTokenNamedInARefusalStaysOutOfTheAudit: a token sent as a bare
+// part of the query, or as a parameter's name, is refused as a parameter
+// the operation does not take, and the refusal's message, which the
+// audit keeps as its reason, does not repeat it.
+func TestAQueryTokenNamedInARefusalStaysOutOfTheAudit(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	secret := e.tokens["alice"]
+	for _, query := range []string{secret, secret + "=1", "limit=5&" + secret + "&" + secret, "Bearer%20" + secret} {
+		code, b := e.do("alice", "GET", "/v1/orders?"+query, nil)
+		if code != http.StatusBadRequest {
+			t.Fatalf("?%s: %d %s", query, code, b)
+		}
+		if strings.Contains(string(b), secret) {
+			t.Errorf("?%s: the refusal repeats the token: %s", query, b)
+		}
+	}
+	rows, err := e.pool.Query(t.Context(), `SELECT reason, coalesce(request->>'query', '') FROM rejections WHERE path = '/v1/orders'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var reason, q string
+		if err := rows.Scan(&reason, &q); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if strings.Contains(reason, secret) || strings.Contains(q, secret) {
+			t.Errorf("the audit keeps the token: reason %q, query %q", reason, q)
+		}
+	}
+	if n != 4 {
+		t.Fatalf("%d audit rows of the refusals, want 4", n)
+	}
+}

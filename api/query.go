@@ -37,11 +37,23 @@ func queryOf(r *http.Request, known []string, repeat ...string) (url.Values, err
 			if len(known) > 0 {
 				takes = strings.Join(known, ", ")
 			}
-			return nil, order.FieldError(order.CodeInvalid, name, "unknown query parameter %q (this operation takes %s)", name, takes)
+			shown := shownParam(name)
+			return nil, order.FieldError(order.CodeInvalid, shown, "unknown query parameter %q (this operation takes %s)", shown, takes)
 		}
 		if n := len(q[name]); n > 1 && !slices.Contains(repeat, name) {
 			return nil, order.FieldError(order.CodeInvalid, name, "the query parameter %q is given %d times: give it once", name, n)
 		}
 	}
 	return q, nil
+}
+
+// shownParam is an unknown parameter's name as a refusal names it: one
+// shaped like a credential (a token sent as ?ord_… without a name) is
+// not repeated, since the refusal's message is the audit's reason, which
+// never keeps a credential (auditQuery).
+func shownParam(name string) string {
+	if credentialShaped(url.QueryEscape(name)) {
+		return redacted
+	}
+	return name
 }

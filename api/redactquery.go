@@ -24,7 +24,7 @@ var jwtShape = regexp.MustCompile(`^ey[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9
 // auditQuery is a refused request's query string as the audit keeps it:
 // as sent, but with every value that is a credential replaced by
 // "[redacted]" — the value of a parameter named like one (access_token,
-// api_key, …), and any value or bare part shaped like a credential
+// api_key, …), and any value, name or bare part shaped like a credential
 // orderly issues or accepts (a static token ord_…, a delegated runbook
 // token, a JWT, "Bearer …"). A client that cannot set a header (a
 // browser's EventSource) or that got it wrong puts its token there, and
@@ -42,7 +42,10 @@ func auditQuery(raw string) string {
 			}
 			continue
 		}
-		if credentialName(name) || credentialShaped(value) {
+		switch {
+		case credentialShaped(name): // ?ord_…=1: the name is the token
+			parts[i] = redacted
+		case credentialName(name) || credentialShaped(value):
 			parts[i] = name + "=" + redacted
 		}
 	}
