@@ -322,7 +322,7 @@ func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, c
 // sets Retry-After on w and returns the refusal, for the surface to
 // answer 429 with its message in its original's format.
 func (s *Server) LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) error {
-	err := s.limitSubmission(r.Context(), principal)
+	err := s.spendPrincipal(r.Context(), principal)
 	if err == nil {
 		return nil
 	}

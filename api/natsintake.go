@@ -431,7 +431,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	}
 	principal = p.Name
 	if !d.counted {
-		if err := s.limitSubmission(ctx, p.Name); err != nil {
+		if err := s.spendPrincipal(ctx, p.Name); err != nil {
 			return refuse(err)
 		}
 		d.counted = true

@@ -141,11 +141,9 @@ func (s *Server) limitIPWith(next http.Handler, refuse func(http.ResponseWriter,
 // so one credential cannot monopolize the API from many addresses.
 func (s *Server) limitPrincipal(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n := s.Settings().RatePerPrincipal; n > 0 {
-			if ok, wait := s.take(r.Context(), s.principalLimits, "principal", principalOf(r).Name, n); !ok {
-				s.rateLimited(w, r, "principal", "principal", n, wait)
-				return
-			}
+		if err := s.spendPrincipal(r.Context(), principalOf(r).Name); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -170,12 +168,14 @@ func rateLimitError(scope, what string, perMinute int, wait time.Duration) *orde
 	}
 }
 
-// limitSubmission applies limits.rate_per_principal to a NATS submission,
-// from the same buckets (or shared counters) as REST requests, so that a
-// principal's allowance is one whichever way it submits. A NATS message has
-// no client address the API could trust, so limits.rate_per_ip has nothing
-// to key on; the NATS server's own authentication guards the connection.
-func (s *Server) limitSubmission(ctx context.Context, principal string) error {
+// spendPrincipal spends one of principal's limits.rate_per_principal,
+// from the same buckets (or shared counters) whichever way it comes: a
+// REST request (limitPrincipal), a compat surface's (LimitPrincipal) or a
+// NATS submission, so that a principal's allowance is one. A NATS message
+// has no client address the API could trust, so limits.rate_per_ip has
+// nothing to key on there; the NATS server's own authentication guards
+// the connection.
+func (s *Server) spendPrincipal(ctx context.Context, principal string) error {
 	n := s.Settings().RatePerPrincipal
 	if n <= 0 {
 		return nil
