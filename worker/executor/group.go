@@ -118,21 +118,12 @@ func groupMembers(pgid int) ([]member, error) {
 // procsWhere lists every process, zombies included, whose /proc/<pid>/stat
 // satisfies keep.
 func procsWhere(keep func(procStat) bool) ([]member, error) {
-	dir, err := os.Open("/proc")
+	pids, err := procPids(func(int) bool { return true })
 	if err != nil {
 		return nil, err
 	}
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("list /proc: %w", err)
-	}
 	var members []member
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
+	for _, pid := range pids {
 		st, err := readStat(pid)
 		if err != nil {
 			continue // exited and reaped meanwhile
@@ -142,6 +133,26 @@ func procsWhere(keep func(procStat) bool) ([]member, error) {
 		}
 	}
 	return members, nil
+}
+
+// procPids lists the pids in /proc that want says to look at.
+func procPids(want func(pid int) bool) ([]int, error) {
+	dir, err := os.Open("/proc")
+	if err != nil {
+		return nil, err
+	}
+	names, err := dir.Readdirnames(-1)
+	_ = dir.Close()
+	if err != nil {
+		return nil, fmt.Errorf("list /proc: %w", err)
+	}
+	var pids []int
+	for _, name := range names {
+		if pid, err := strconv.Atoi(name); err == nil && want(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 // procStat is what the executor needs from /proc/<pid>/stat.
@@ -357,19 +368,8 @@ func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p in
 func (e *Executor) sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, dead []member, err error) {
 	since, pids := e.pidRange(sid, forksBefore, forksOK)
 	if since != nil {
-		dir, err := os.Open("/proc")
-		if err != nil {
+		if pids, err = procPids(func(p int) bool { return p != sid && since(p) }); err != nil {
 			return nil, nil, nil, err
-		}
-		names, err := dir.Readdirnames(-1)
-		_ = dir.Close()
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("list /proc: %w", err)
-		}
-		for _, name := range names {
-			if pid, err := strconv.Atoi(name); err == nil && pid != sid && since(pid) {
-				pids = append(pids, pid)
-			}
 		}
 	}
 	for _, pid := range pids {
