@@ -138,7 +138,7 @@ func (u *webUI) requireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var sess *uiSession
 		if c, err := u.sessionCookie(r); err == nil {
-			sess = u.sessions.get(c.Value)
+			sess = u.sessions.get(c.Value, !autoRefresh(r))
 		}
 		if sess != nil {
 			// The credential is checked again on every request: a token
@@ -183,6 +183,18 @@ func (u *webUI) requireSession(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), uiKey{}, sess)))
 	})
+}
+
+// uiRefreshHeader marks a page's automatic refresh (the hosts page polls
+// every 5 s with it, hx-headers): not a person's activity, so it does not
+// keep the session from going idle. A client that sends it on its own
+// only lets its own session end sooner.
+const uiRefreshHeader = "X-Orderly-Refresh"
+
+// autoRefresh reports whether r is a page's automatic refresh, an htmx
+// GET that carries uiRefreshHeader.
+func autoRefresh(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get("HX-Request") == "true" && r.Header.Get(uiRefreshHeader) == "auto"
 }
 
 // apiAnswer is the outcome of a call to the native API.

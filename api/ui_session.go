@@ -93,8 +93,9 @@ func (s *uiSessions) create(token, principal string) (string, *uiSession) {
 	return id, sess
 }
 
-// get returns the live session of id, refreshing its idle time.
-func (s *uiSessions) get(id string) *uiSession {
+// get returns the live session of id; a request of the person
+// (active) refreshes its idle time, a page's automatic refresh does not.
+func (s *uiSessions) get(id string, active bool) *uiSession {
 	if id == "" {
 		return nil
 	}
@@ -110,7 +111,9 @@ func (s *uiSessions) get(id string) *uiSession {
 		s.endLocked(k)
 		return nil
 	}
-	sess.seen = now
+	if active {
+		sess.seen = now
+	}
 	return sess
 }
 

@@ -1,8 +1,15 @@
 package api
 
 import (
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 )
 
 // TestUISessionsPerPrincipal: one principal signing in again and again
@@ -18,11 +25,11 @@ func TestUISessionsPerPrincipal(t *testing.T) {
 		id, _ := s.create("alice-token", "alice")
 		alice = append(alice, id)
 	}
-	if s.get(adminID) == nil {
+	if s.get(adminID, true) == nil {
 		t.Fatal("alice's sign-ins ended the admin's session")
 	}
 	for i, id := range alice {
-		if live := s.get(id) != nil; live != (i >= len(alice)-3) {
+		if live := s.get(id, true) != nil; live != (i >= len(alice)-3) {
 			t.Errorf("alice's session %d live=%v; want only her last 3", i, live)
 		}
 	}
@@ -63,7 +70,7 @@ func TestUISessionEndsItsStreams(t *testing.T) {
 	if !ended(idle) {
 		t.Error("a session idle for 90 minutes did not end its streams")
 	}
-	if ended(busy) || s.get(busyID) == nil {
+	if ended(busy) || s.get(busyID, true) == nil {
 		t.Error("a session with an open stream went idle")
 	}
 }
@@ -86,5 +93,62 @@ func TestUISessionEndsAtItsMaximumLifetime(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.byID) != 0 {
 		t.Errorf("%d sessions left in the store", len(s.byID))
+	}
+}
+
+// TestUIAutoRefreshIsNotActivity: the hosts page's refresh every 5 s is
+// not a person using the page, so an unattended hosts page lets its
+// session go idle after an hour; a person's request keeps it. Before,
+// each refresh counted as activity and the page kept its session alive
+// to the 12-hour cap.
+func TestUIAutoRefreshIsNotActivity(t *testing.T) {
+	page, err := fs.ReadFile(uiFiles, "web/ui/templates/hosts.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), `hx-trigger="every 5s" hx-headers='{"`+uiRefreshHeader+`": "auto"}'`) {
+		t.Fatalf("the hosts page does not mark its refresh with %s:\n%s", uiRefreshHeader, page)
+	}
+	token, sum := auth.NewToken()
+	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "alice", SHA256: sum, Roles: []string{"ops"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1e9, 0)
+	s := &Server{Deps: Deps{Auth: func() Authenticator { return a }, Settings: func() Settings { return Settings{} }}}
+	u := &webUI{s: s, sessions: newUISessions(func() time.Time { return now }), pages: mustParsePages()}
+	h := u.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	id, _ := u.sessions.create(token, "alice")
+	get := func(refresh bool) int {
+		req := httptest.NewRequest("GET", "/ui/hosts", nil)
+		req.AddCookie(&http.Cookie{Name: uiSessionCookie, Value: id})
+		req.Header.Set("HX-Request", "true")
+		if refresh {
+			req.Header.Set(uiRefreshHeader, "auto")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	// A person's request every 50 minutes keeps the session.
+	for range 3 {
+		now = now.Add(50 * time.Minute)
+		if code := get(false); code != http.StatusOK {
+			t.Fatalf("a person's request 50 minutes after the last: %d", code)
+		}
+	}
+	// Refreshes alone (here one every 5 minutes) do not.
+	for i := range 11 {
+		now = now.Add(5 * time.Minute)
+		if code := get(true); code != http.StatusOK {
+			t.Fatalf("refresh %d, %d minutes after the person's last request: %d", i, (i+1)*5, code)
+		}
+	}
+	now = now.Add(6 * time.Minute)
+	if code := get(true); code != http.StatusUnauthorized {
+		t.Fatalf("a refresh 61 minutes after the person's last request: %d, want the session ended (401)", code)
+	}
+	if code := get(false); code != http.StatusUnauthorized {
+		t.Fatalf("the session went on after it went idle: %d", code)
 	}
 }
