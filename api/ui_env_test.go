@@ -95,6 +95,15 @@ func uiActions() config.Actions {
 		Command: []string{"echo", "noted[{text}]", "{tag}"},
 		Params:  []config.ActionParam{{Name: "text", Pattern: "[a-z ]*"}, {Name: "tag", Pattern: "[a-z]+", Default: ptrTo("misc")}},
 		Roles:   []string{"ops"}, Hosts: []string{"web-*"}, Timeout: 30 * time.Second,
+	}, {
+		// wipe's operator-written text holds bidi controls, which would
+		// reorder what a person reads before pressing Run (only erin,
+		// role wiper, sees it).
+		Name: "wipe", Title: "Wipe \u202enothing\u202c", Description: "Keeps \u2067/srv/data\u2069 safe.",
+		Command: []string{"echo", "wiped", "{dir}", "{mode}"},
+		Params: []config.ActionParam{{Name: "dir", Title: "Dir \u2066x\u2069", Description: "Which \u202dir\u202c", Pattern: "[a-z]+"},
+			{Name: "mode", Type: "enum", Values: []string{"dry\u202erun", "real"}}},
+		Roles: []string{"wiper"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
 	}}}
 }
 
@@ -114,7 +123,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, q: q, tokens: map[string]string{}}
-	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}}
+	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}, "erin": {"wiper"}}
 	var ac config.Auth
 	for name, r := range roles {
 		tok, hash := auth.NewToken()

@@ -371,6 +371,54 @@ func TestUIRunbookShowsBidiControls(t *testing.T) {
 	}
 }
 
+// TestUIActionShowsBidiControls: an action's title and description, its
+// params' labels and help, and its enum values are operator-written text
+// shown before a person presses Run: a bidi control in them (an override
+// that shows "Wipe gnihton" for what reads otherwise) is shown as its
+// escape, as a runbook's script is. The values the form sends stay as
+// they are. A runbook variable's description likewise.
+func TestUIActionShowsBidiControls(t *testing.T) {
+	e := newUIEnv(t)
+	fence := "```"
+	book := "# Vars\n\n# Environment Requirements\n" + fence + "yaml\nDIR: Keeps \u2067/srv/data\u2069 safe\n" + fence + "\n\n" +
+		"# File System Requirements\n" + fence + "yaml\nInput: []\n" + fence + "\n\n" +
+		"# Script\n" + fence + "sh\necho \"$DIR\"\n" + fence + "\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(e.rbDir, "Vars.md"), []byte(book), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bidi := func(r rune) bool { return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) }
+	sess, _ := e.uiSession(t, "erin")
+	page := e.page(t, sess, "/ui/")
+	_, form, _ := strings.Cut(page, `id="action-wipe"`)
+	form, _, _ = strings.Cut(form, "</form>")
+	// The enum value is sent as it is: it is the value the API checks.
+	sent := regexp.MustCompile(`value="dry[^"]*"`).FindString(form)
+	shownText := strings.ReplaceAll(form, sent, "")
+	if form == "" || strings.ContainsFunc(shownText, bidi) {
+		t.Errorf("the wipe form shows a bidi control as it is:\n%s", form)
+	}
+	for _, want := range []string{
+		`data-confirm="Run Wipe \u202enothing\u202c?"`,
+		`<h3>Wipe <span class="ctl">\u202e</span>nothing<span class="ctl">\u202c</span></h3>`,
+		`Keeps <span class="ctl">\u2067</span>/srv/data<span class="ctl">\u2069</span> safe.`,
+		`Dir <span class="ctl">\u2066</span>x<span class="ctl">\u2069</span>`,
+		`<small class="help">Which <span class="ctl">\u202d</span>ir<span class="ctl">\u202c</span></small>`,
+		`>dry\u202erun</option>`,
+		`id="run-wipe">Wipe <span class="ctl">\u202e</span>nothing<span class="ctl">\u202c</span></button>`,
+	} {
+		if !strings.Contains(form, want) {
+			t.Errorf("the wipe form does not hold %s:\n%s", want, form)
+		}
+	}
+	if sent != "value=\"dry\u202erun\"" {
+		t.Errorf("the enum value is sent as %s, want it as it is", sent)
+	}
+	page = e.page(t, sess, "/ui/runbooks/Vars.md")
+	if strings.Contains(page, `class="error"`) || strings.ContainsFunc(page, bidi) || !strings.Contains(page, `Keeps <span class="ctl">\u2067</span>/srv/data<span class="ctl">\u2069</span> safe`) {
+		t.Errorf("the runbook page does not show its variable's description with its isolates as escapes:\n%s", page)
+	}
+}
+
 // TestUIRunbookFormPostedTwice: each rendering of a runbook's page
 // carries its own idempotency key, so the same form posted twice (a
 // double click, a resent POST) is one run, and both posts lead to it; a
