@@ -383,7 +383,9 @@ func TestUIActionShowsBidiControls(t *testing.T) {
 	book := "# Vars\n\n# Environment Requirements\n" + fence + "yaml\nDIR: Keeps \u2067/srv/data\u2069 safe\n" + fence + "\n\n" +
 		"# File System Requirements\n" + fence + "yaml\nInput: []\n" + fence + "\n\n" +
 		"# Script\n" + fence + "sh\necho \"$DIR\"\n" + fence + "\n\n# History\n"
-	if err := os.WriteFile(filepath.Join(e.rbDir, "Vars.md"), []byte(book), 0o644); err != nil {
+	// Its file name holds an override too ("Vars.dm" would read "Vars.md").
+	const file = "Vars\u202ed.md"
+	if err := os.WriteFile(filepath.Join(e.rbDir, file), []byte(book), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bidi := func(r rune) bool { return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) }
@@ -413,9 +415,15 @@ func TestUIActionShowsBidiControls(t *testing.T) {
 	if sent != "value=\"dry\u202erun\"" {
 		t.Errorf("the enum value is sent as %s, want it as it is", sent)
 	}
-	page = e.page(t, sess, "/ui/runbooks/Vars.md")
+	alice, _ := e.uiSession(t, "alice")
+	page = e.page(t, alice, "/ui/runbooks/"+url.PathEscape(file))
 	if strings.Contains(page, `class="error"`) || strings.ContainsFunc(page, bidi) || !strings.Contains(page, `Keeps <span class="ctl">\u2067</span>/srv/data<span class="ctl">\u2069</span> safe`) {
 		t.Errorf("the runbook page does not show its variable's description with its isolates as escapes:\n%s", page)
+	}
+	for _, p := range []string{"/ui/", "/ui/runbooks/" + url.PathEscape(file)} {
+		if page := e.page(t, alice, p); strings.ContainsFunc(page, bidi) || !strings.Contains(page, `Vars<span class="ctl">\u202e</span>d.md`) {
+			t.Errorf("%s does not show the runbook's file name with its override as an escape", p)
+		}
 	}
 }
 
