@@ -51,6 +51,7 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	}
 	defer nc.Close()
 	cfg := s.watcher.Current()
+	cfg.Host = "lease-test" // a worker's: the API's config names none
 	cfg.NATS.LeaseTTL, cfg.NATS.Heartbeat, cfg.NATS.AckWait = time.Minute, 20*time.Second, 90*time.Second
 	_, err = openQueue(t.Context(), nc, cfg, roleWorker)
 	if err == nil || !strings.Contains(err.Error(), "must be shorter than the host lease, 2s") {
