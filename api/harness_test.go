@@ -391,16 +391,8 @@ func (e *apiEnv) submit(as string, body map[string]any, query string, want int, 
 // value pairs, each added), and returns the intake's answer.
 func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...string) api.IntakeAnswer {
 	e.t.Helper()
-	nc, err := nats.Connect(e.natsURL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer nc.Close()
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	nc, inbox, sub := replyInbox(e.t, e.natsURL)
+	defer nc.Close() // one per submission: not left open to the test's end
 	m := nats.NewMsg(queue.SubmitSubject + host)
 	m.Header.Set("Authorization", "Bearer "+e.tokens[as])
 	m.Header.Set("Orderly-Reply", inbox)
@@ -410,6 +402,7 @@ func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...str
 	for i := 0; i+1 < len(hdr); i += 2 {
 		m.Header.Add(hdr[i], hdr[i+1])
 	}
+	var err error
 	if m.Data, err = json.Marshal(body); err != nil {
 		e.t.Fatal(err)
 	}
@@ -500,4 +493,22 @@ func (e *apiEnv) stage0Server(dir string) *apiEnv {
 	rb := *e
 	rb.url = hs.URL
 	return &rb
+}
+
+// replyInbox connects to the NATS server at url, closed when the test
+// ends, and subscribes to a new inbox there: where a submission's
+// Orderly-Reply answers arrive.
+func replyInbox(t *testing.T, url string) (*nats.Conn, string, *nats.Subscription) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, inbox, sub
 }

@@ -60,16 +60,7 @@ func TestNATSRetryInPlaceSpendsOneAllowance(t *testing.T) {
 func TestNATSRecordedSubmissionIsNotRefusedOnRetry(t *testing.T) {
 	failures := new(atomic.Int64)
 	e := newAPIEnv(t, envOptions{hosts: []string{"rec"}, publishFailures: failures})
-	nc, err := nats.Connect(e.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, inbox, sub := replyInbox(t, e.natsURL)
 	failures.Store(1 << 30) // until the token is revoked
 	m := nats.NewMsg(queue.SubmitSubject + "rec")
 	m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])

@@ -55,16 +55,7 @@ func TestNATSRefusalAfterTheIntakeMovedIsNotAnswered(t *testing.T) {
 	}
 	newAPIEnv(t, envOptions{dsn: a.dsn, natsURL: a.natsURL, tokens: a.tokens, ratePerPrincipal: 1})
 
-	nc, err := nats.Connect(a.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, inbox, sub := replyInbox(t, a.natsURL)
 	m := nats.NewMsg(queue.SubmitSubject + "moved")
 	m.Header.Set("Authorization", "Bearer "+a.tokens["alice"])
 	m.Header.Set("Orderly-Reply", inbox)

@@ -23,16 +23,7 @@ func TestNATSAnswerFitsWhatTheSubmissionDid(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	arg := `"` + strings.Repeat("<&>", (64<<10)/3) + `"`
 	body := `{"command":"echo","args":[` + strings.Repeat(arg+",", 3) + arg + `]}`
-	nc, err := nats.Connect(e.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, inbox, sub := replyInbox(t, e.natsURL)
 	m := nats.NewMsg(queue.SubmitSubject + "nhtml")
 	m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
 	m.Header.Set("Orderly-Reply", inbox)
