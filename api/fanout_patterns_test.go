@@ -38,3 +38,22 @@ func TestFanOutPatternMatchingNothingIsRefused(t *testing.T) {
 		t.Fatalf("a fan-out to pat-*: %d %s", code, body)
 	}
 }
+
+// TestFanOutEmptyHostsNamesHosts: "hosts": [] without host was taken for
+// no hosts at all, and the order was refused for host, which the client
+// never sent.
+func TestFanOutEmptyHostsNamesHosts(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	code, body := e.do("admin", http.MethodPost, "/v1/orders", map[string]any{"hosts": []string{}, "command": "ls"})
+	var eb api.ErrorBody
+	if code != http.StatusBadRequest || json.Unmarshal(body, &eb) != nil || eb.Error.Code != "invalid_request" ||
+		eb.Error.Details["field"] != "hosts" || !strings.Contains(eb.Error.Message, "hosts is empty") {
+		t.Fatalf("an empty hosts: %d %s", code, body)
+	}
+	// Beside a host, an empty list names no second target: the order
+	// goes to the host, as it did.
+	code, body = e.do("admin", http.MethodPost, "/v1/orders", map[string]any{"host": "empty-1", "hosts": []string{}, "command": "ls"})
+	if code != http.StatusAccepted {
+		t.Fatalf("host with an empty hosts: %d %s", code, body)
+	}
+}

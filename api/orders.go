@@ -60,6 +60,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if req.Hosts != nil && len(req.Hosts) == 0 && o.Host == "" {
+		// "hosts": [] decodes to an empty list, where an absent one is nil:
+		// it was sent, naming no host, and the single order's check below
+		// would refuse host, a field the client never sent.
+		s.writeError(w, r, order.FieldError(order.CodeInvalid, "hosts", "hosts is empty: name at least one host or host pattern"))
+		return
+	}
 	if len(req.Hosts) > 0 {
 		s.fanOut(w, r, o, req.Hosts, wait)
 		return
