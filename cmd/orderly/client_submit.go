@@ -100,7 +100,7 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 		return err
 	})
 	if err != nil {
-		return err
+		return timeoutRefusal(err, o.timeout)
 	}
 	if sub.Batch != nil {
 		return a.submitted(ctx, c, o, sub.Batch)
@@ -172,6 +172,23 @@ func withOrderID(err error) error {
 		return fmt.Errorf("%w; order %s", err, id)
 	}
 	return err
+}
+
+// timeoutRefusal words the API's refusal of timeout_seconds, a field the
+// user never wrote, in the terms of --timeout, with the server's maximum
+// as a duration: "timeout_seconds is above the maximum of 86400" did not
+// say which flag or what to give.
+func timeoutRefusal(err error, timeout time.Duration) error {
+	var e *client.Error
+	if !errors.As(err, &e) || e.Details["field"] != "timeout_seconds" {
+		return err
+	}
+	r := *e
+	r.Message = fmt.Sprintf("--timeout %s is refused: %s", timeout, e.Message)
+	if secs, ok := e.Details["maximum_seconds"].(float64); ok {
+		r.Message = fmt.Sprintf("--timeout %s is above the server's maximum of %s", timeout, time.Duration(secs*float64(time.Second)))
+	}
+	return &r
 }
 
 // retryForFlag adds --retry-for to fs, refusing a negative duration when

@@ -744,3 +744,16 @@ func TestCLICancelSaysWhenNoWorkerServesTheHost(t *testing.T) {
 		t.Errorf("get --json: the cancel without host_online (an answer of the cancel only):\n%s", r.stdout)
 	}
 }
+
+// TestCLISubmitTimeoutAboveTheMaximumNamesTheFlag: the API's refusal of a
+// timeout above limits.max_timeout ("timeout_seconds is above the maximum
+// of 86400") named its field, not the flag the user gave, and the maximum
+// in seconds; the CLI says it as --timeout and a duration.
+func TestCLISubmitTimeoutAboveTheMaximumNamesTheFlag(t *testing.T) {
+	s := newStack(t, "h1")
+	r := cli(t, s.cliEnv(), "", "submit", "--host", "h1", "--timeout", "48h", "--", "true")
+	wantExit(t, r, 1)
+	if want := "--timeout 48h0m0s is above the server's maximum of 24h0m0s (unprocessable)"; r.err == nil || r.err.Error() != want {
+		t.Fatalf("error %v, want %q", r.err, want)
+	}
+}

@@ -158,7 +158,12 @@ func Validate(o *Order, l Limits) error {
 		o.Timeout = l.DefaultTimeout
 	}
 	if o.Timeout > l.MaxTimeout {
-		return FieldError(CodeUnprocessable, "timeout_seconds", "timeout_seconds is above the maximum of %d", int(l.MaxTimeout/time.Second))
+		// The maximum in details too: a client whose flag is not
+		// timeout_seconds (the CLI's --timeout) says it in its own terms.
+		maxSecs := int(l.MaxTimeout / time.Second)
+		e := FieldError(CodeUnprocessable, "timeout_seconds", "timeout_seconds is above the maximum of %d", maxSecs)
+		e.Details["maximum_seconds"] = maxSecs
+		return e
 	}
 	if o.MaxOutput < 0 {
 		return FieldError(CodeInvalid, "max_output_bytes", "max_output_bytes must not be negative")
