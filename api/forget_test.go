@@ -62,6 +62,10 @@ func TestForgetHost(t *testing.T) {
 	}
 	o := e.submit("alice", map[string]any{"host": "retired", "command": "true"}, "", http.StatusAccepted)
 	forget("admin", http.StatusConflict, "conflict")
+	// One order, said so: "has 1 orders queued or running: cancel them".
+	if _, body := e.do("admin", http.MethodDelete, "/v1/hosts/retired", nil); !strings.Contains(string(body), "has 1 order queued or running: cancel it first") {
+		t.Fatalf("DELETE with one order queued: %s", body)
+	}
 	if code, body := e.do("alice", http.MethodPost, "/v1/orders/"+o.ID.String()+"/cancel", nil); code != http.StatusOK {
 		t.Fatalf("cancel: %d %s", code, body)
 	}

@@ -258,8 +258,12 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
 	switch {
 	case errors.Is(err, postgres.ErrHostBusy):
+		orders, them := "orders", "them"
+		if active == 1 {
+			orders, them = "order", "it"
+		}
 		s.writeError(w, r, &order.Error{Code: order.CodeConflict,
-			Message: fmt.Sprintf("host %s has %d orders queued or running: cancel them first (a running order settles when a worker for the host starts), or abandon them with the host (abandon=true)", name, active),
+			Message: fmt.Sprintf("host %s has %d %s queued or running: cancel %s first (a running order settles when a worker for the host starts), or abandon %s with the host (abandon=true)", name, active, orders, them, them),
 			Details: map[string]any{"active_orders": active}})
 		return
 	case err != nil:

@@ -46,7 +46,11 @@ func (a *app) hostsCommand() *cobra.Command {
 					// on the command line that is --abandon.
 					var apiErr *client.Error
 					if !abandon && errors.As(err, &apiErr) && apiErr.Code == client.CodeConflict && apiErr.Details["active_orders"] != nil {
-						return fmt.Errorf("%w; to abandon them with the host: orderly hosts --forget %s --abandon", err, args[0])
+						them := "them"
+						if n, _ := apiErr.Details["active_orders"].(float64); n == 1 {
+							them = "it"
+						}
+						return fmt.Errorf("%w; to abandon %s with the host: orderly hosts --forget %s --abandon", err, them, args[0])
 					}
 					return err
 				}

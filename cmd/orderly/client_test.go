@@ -194,8 +194,10 @@ func TestCLIOrdersHostsCancel(t *testing.T) {
 	if r = cli(t, env, "", "hosts", "--abandon", "gone"); r.err == nil || !strings.Contains(r.err.Error(), "forget") {
 		t.Errorf("hosts --abandon without --forget: %v", r.err)
 	}
-	// The refusal names the flag that abandons them, not the API's query.
-	if r = cli(t, env, "", "hosts", "--forget", "gone"); r.err == nil || !strings.Contains(r.err.Error(), "orderly hosts --forget gone --abandon") ||
+	// The refusal names the flag that abandons them, not the API's query,
+	// and one order as one ("has 1 orders …: cancel them").
+	if r = cli(t, env, "", "hosts", "--forget", "gone"); r.err == nil || !strings.Contains(r.err.Error(), "to abandon it with the host: orderly hosts --forget gone --abandon") ||
+		!strings.Contains(r.err.Error(), "has 1 order queued or running: cancel it first") ||
 		!strings.Contains(r.err.Error(), "(conflict)") {
 		t.Errorf("hosts --forget gone, an order queued: %v", r.err)
 	}
