@@ -142,7 +142,11 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 		parts = append(parts, fmt.Sprintf("%d %s", n, st))
 	}
 	sort.Strings(parts)
-	return fmt.Errorf("batch %s: not every order succeeded (%d hosts: %s)", batch, len(orders), strings.Join(parts, ", "))
+	hosts := "hosts"
+	if len(orders) == 1 {
+		hosts = "host"
+	}
+	return fmt.Errorf("batch %s: not every order succeeded (%d %s: %s)", batch, len(orders), hosts, strings.Join(parts, ", "))
 }
 
 // progress is a status with its outcome: "failed (exit 3)".

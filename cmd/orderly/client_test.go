@@ -414,6 +414,11 @@ func TestCLIFanOut(t *testing.T) {
 		!strings.Contains(r.err.Error(), "2 failed") {
 		t.Errorf("failing fan-out: err %v\nstderr:\n%s", r.err, r.stderr)
 	}
+	// Of one host, said so ("1 hosts: 1 failed" before).
+	r = cli(t, env, "", "submit", "--hosts", "f1", "--wait", "--", "sh", "-c", "exit 3")
+	if wantExit(t, r, 1); !strings.Contains(r.err.Error(), "(1 host: 1 failed)") {
+		t.Errorf("failing fan-out to one host: %v", r.err)
+	}
 
 	r = cli(t, env, "", "submit", "--hosts", "f1,f3", "--", "true")
 	wantExit(t, r, 0)
