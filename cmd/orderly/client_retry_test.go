@@ -149,7 +149,8 @@ func TestCLISubmitRetries(t *testing.T) {
 // carry as typed is refused at once, and nothing is sent. An
 // Idempotency-Key with a line end was retried for --retry-for (10 s) as
 // an API that "cannot be reached", then reported as one; an argument
-// that is not UTF-8 ran with U+FFFD in place of its bytes.
+// that is not UTF-8 ran with U+FFFD in place of its bytes. --hosts ""
+// left hosts out of the body, and the API refused a host never given.
 func TestCLISubmitRefusesWhatItCannotSend(t *testing.T) {
 	var requests atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -164,6 +165,7 @@ func TestCLISubmitRefusesWhatItCannotSend(t *testing.T) {
 	}{
 		{[]string{"submit", "--host", "h1", "--idempotency-key", "key\n", "--", "true"}, `Idempotency-Key "key\n" holds a line end`},
 		{[]string{"submit", "--host", "h1", "--wait", "--", "rm", "caf\xe9"}, "args[0] is not valid UTF-8"},
+		{[]string{"submit", "--hosts", "", "--", "true"}, "--hosts is empty"},
 	} {
 		start := time.Now()
 		r := cli(t, env, "", tc.args...)

@@ -226,6 +226,11 @@ func notSent(err error) bool {
 // submitBody turns the flags into the request body. Fields the flags do
 // not set stay zero, which the API takes as its defaults.
 func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest, error) {
+	if o.hosts != nil && len(o.hosts) == 0 {
+		// --hosts "" (a variable that expanded to nothing): the body
+		// would leave hosts out and the API refuse a host never given.
+		return nil, errors.New("--hosts is empty: name at least one host or glob")
+	}
 	b := &client.SubmitRequest{Host: o.host, Hosts: o.hosts, Command: args[0], Args: args[1:], RunAs: o.runAs, DryRun: o.dryRun}
 	if b.Args == nil {
 		b.Args = []string{}
