@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
@@ -32,17 +33,7 @@ func TestNATSRetryInPlaceSpendsOneAllowance(t *testing.T) {
 	if second.Error != nil || second.Order == nil {
 		t.Fatalf("the next submission: %+v", second.Error)
 	}
-	var seqs [2]int64
-	testenv.WaitUntil(t, 20*time.Second, "both orders ran", func() bool {
-		err := e.pool.QueryRow(t.Context(), `SELECT
-			(SELECT stream_seq FROM orders WHERE id = $1 AND status = 'succeeded'),
-			(SELECT stream_seq FROM orders WHERE id = $2 AND status = 'succeeded')`,
-			first.Order.ID, second.Order.ID).Scan(&seqs[0], &seqs[1])
-		return err == nil
-	})
-	if seqs[0] >= seqs[1] {
-		t.Errorf("the first submission ran from stream position %d, after the second (%d)", seqs[0], seqs[1])
-	}
+	e.ranInOrder(first.Order.ID, second.Order.ID)
 	var n int
 	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 2 {
 		t.Errorf("%d orders (%v), want 2", n, err)
@@ -92,15 +83,22 @@ func TestNATSRecordedSubmissionIsNotRefusedOnRetry(t *testing.T) {
 	if second.Order == nil {
 		t.Fatalf("the next submission: %+v", second.Error)
 	}
+	e.ranInOrder(first.Order.ID, second.Order.ID)
+}
+
+// ranInOrder waits until orders first and second both succeeded, and
+// checks that first ran from the earlier position in its host's stream.
+func (e *apiEnv) ranInOrder(first, second uuid.UUID) {
+	e.t.Helper()
 	var seqs [2]int64
-	testenv.WaitUntil(t, 20*time.Second, "both orders ran", func() bool {
-		err := e.pool.QueryRow(t.Context(), `SELECT
+	testenv.WaitUntil(e.t, 20*time.Second, "both orders ran", func() bool {
+		err := e.pool.QueryRow(e.t.Context(), `SELECT
 			(SELECT stream_seq FROM orders WHERE id = $1 AND status = 'succeeded'),
 			(SELECT stream_seq FROM orders WHERE id = $2 AND status = 'succeeded')`,
-			first.Order.ID, second.Order.ID).Scan(&seqs[0], &seqs[1])
+			first, second).Scan(&seqs[0], &seqs[1])
 		return err == nil
 	})
 	if seqs[0] >= seqs[1] {
-		t.Errorf("the first submission ran from stream position %d, after the second (%d)", seqs[0], seqs[1])
+		e.t.Errorf("the first submission ran from stream position %d, after the second (%d)", seqs[0], seqs[1])
 	}
 }
