@@ -489,6 +489,12 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 	} else if cfg.Worker.Cgroup != "" {
 		logger.Warn("orders run in process groups only", "host", cfg.Host, "reason", note)
 	}
+	warnUntrusted := func(hp *hostpolicy.Policy) {
+		for _, why := range hp.UntrustedDirs() {
+			logger.Warn("commands in this command_path directory are refused", "host", cfg.Host, "reason", why)
+		}
+	}
+	warnUntrusted(hp)
 	policy := &livePolicy{}
 	policy.p.Store(hp)
 	if reloads != nil {
@@ -502,7 +508,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 			if err != nil {
 				return nil, fmt.Errorf("worker policy: %w", err)
 			}
-			return func() { policy.p.Store(hp) }, nil
+			return func() { policy.p.Store(hp); warnUntrusted(hp) }, nil
 		}, config.PartWorker)
 		reloads.AddCheck("worker host policy", func(c config.Config) error {
 			c.Host = cfg.Host

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -95,4 +96,28 @@ func TestWorkerRefusesAHostItsLoginIsNotFor(t *testing.T) {
 		t.Fatalf("a worker of its listed host: %v", err)
 	}
 	_ = wr.stop()
+}
+
+// TestWorkerLogsUntrustedCommandPath: a command_path directory that others
+// could write into is named at the worker's start, with why; its commands
+// are refused (worker/hostpolicy, TestUntrustedCommandPath).
+func TestWorkerLogsUntrustedCommandPath(t *testing.T) {
+	s := newStack(t)
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.watcher.Current()
+	cfg.Host = "cp-open"
+	cfg.Worker.CommandPath = append([]string{open}, cfg.Worker.CommandPath...)
+	var logs testenv.LogBuffer
+	wr, err := startWorker(t.Context(), cfg, s.b, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = wr.stop()
+	if !strings.Contains(logs.String(), `msg="commands in this command_path directory are refused"`) ||
+		!strings.Contains(logs.String(), open+" is writable by its group or by others") {
+		t.Errorf("no warning naming %s:\n%s", open, logs.String())
+	}
 }

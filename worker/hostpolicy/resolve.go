@@ -1,9 +1,11 @@
 package hostpolicy
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -68,7 +70,7 @@ func (p *Policy) lookup(name string) (command, error) {
 	for _, dir := range p.commandPath {
 		candidate := filepath.Join(dir, name)
 		if isExecutableFile(candidate) {
-			return entry(dir, candidate)
+			return p.entry(dir, candidate)
 		}
 	}
 	return command{}, order.FieldError(order.CodeUnprocessable, "command",
@@ -93,7 +95,7 @@ func (p *Policy) absolute(name string) (command, error) {
 			return command{}, order.FieldError(order.CodeUnprocessable, "command",
 				"command %q is not an executable file", name)
 		}
-		return entry(dir, clean)
+		return p.entry(dir, clean)
 	}
 	return command{}, order.FieldError(order.CodeForbidden, "command",
 		"command %q is not inside this host's command_path", name)
@@ -116,21 +118,90 @@ func (p *Policy) commandPathDir(clean string) (string, bool) {
 }
 
 // entry describes the executable file at lexical, an entry of the
-// command_path directory dir.
-func entry(dir, lexical string) (command, error) {
+// command_path directory dir. It refuses the file when someone other than
+// root and the worker's own user could have put it there or changed it:
+// the directory it is an entry of, the file, or the directory the file
+// really lies in (for an entry that is a symlink) is theirs or writable by
+// its group or by others. A bare name found there is not looked up further
+// down the path: a planted file must not decide which binary runs, and
+// neither must its absence.
+func (p *Policy) entry(dir, lexical string) (command, error) {
 	realDir, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command_path directory %s is unavailable", dir)
 	}
 	realPath, err := filepath.EvalSymlinks(lexical)
-	if err != nil || !isExecutableFile(realPath) {
+	if err != nil {
 		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
+	}
+	fi, err := os.Stat(realPath)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
+	}
+	why := p.untrusted(realPath, fi, false)
+	for _, d := range uniq(realDir, filepath.Dir(realPath)) {
+		if why != "" {
+			break
+		}
+		if di, err := os.Stat(d); err != nil {
+			why = fmt.Sprintf("%s cannot be checked", d)
+		} else {
+			why = p.untrusted(d, di, false)
+		}
+	}
+	if why != "" {
+		return command{}, order.FieldError(order.CodeForbidden, "command",
+			"command %s is not trusted on this host: %s", lexical, why)
 	}
 	return command{
 		lexicalPath:  lexical,
 		resolvedPath: filepath.Join(realDir, filepath.Base(lexical)),
 		realPath:     realPath,
 	}, nil
+}
+
+// untrusted says why someone other than root and the worker's own user
+// could change path, a file or directory on the command path, or "". An
+// ancestor of a command_path directory may be writable by others when it
+// is sticky, as /tmp is: nobody can then rename the directory away. ACLs
+// are not read.
+func (p *Policy) untrusted(path string, fi os.FileInfo, ancestor bool) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != p.euid {
+		return fmt.Sprintf("%s is owned by uid %d, neither root nor the worker's user", path, st.Uid)
+	}
+	mode := fi.Mode()
+	if mode.Perm()&0o022 != 0 && !(ancestor && mode&os.ModeSticky != 0) {
+		return fmt.Sprintf("%s is writable by its group or by others (mode %04o)", path, mode.Perm())
+	}
+	return ""
+}
+
+// UntrustedDirs lists the command_path directories that exist and that
+// someone other than root and the worker's own user could change, each
+// with why (the directory, or one of its ancestors). Commands found there
+// are refused; the worker says so at start-up.
+func (p *Policy) UntrustedDirs() []string {
+	var out []string
+	for _, dir := range p.commandPath {
+		real, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			continue // missing now; each order checks it again
+		}
+		for cur, ancestor := real, false; ; cur, ancestor = filepath.Dir(cur), true {
+			fi, err := os.Stat(cur)
+			if err != nil {
+				break
+			}
+			if why := p.untrusted(cur, fi, ancestor); why != "" {
+				out = append(out, fmt.Sprintf("%s: %s", dir, why))
+				break
+			}
+			if cur == "/" {
+				break
+			}
+		}
+	}
+	return out
 }
 
 // contain enforces exec_root: the real file must lie inside it, and with
