@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,12 @@ import (
 const (
 	rootDropInInner = "ORDERLY_ROOT_DROPIN_INNER"
 	rootDropInProbe = "ORDERLY_ROOT_DROPIN_PROBE"
+	rootDropInBits  = "ORDERLY_ROOT_DROPIN_SECUREBITS"
+
+	prGetSecurebits = 27 // prctl(2) PR_GET_SECUREBITS
+	// SECBIT_NOROOT and SECBIT_NOROOT_LOCKED: uid 0 gets no capabilities
+	// from being uid 0, and no process can undo that.
+	securebitsNoroot = 1<<0 | 1<<1
 )
 
 // managerScript is testenv.UserManagerScript's user manager of root.
@@ -57,6 +64,17 @@ func TestWorkerRootDropIn(t *testing.T) {
 // it runs id as nobody (uid and gid 65534, no supplementary groups) and
 // writes what it printed, or why it could not start it, to out.
 func rootDropInProbeRun(t *testing.T, out string) {
+	if os.Getenv(rootDropInBits) == "1" {
+		bits, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prGetSecurebits, 0, 0)
+		b := []byte(strconv.FormatUint(uint64(bits), 10))
+		if errno != 0 {
+			b = []byte("error: " + errno.Error())
+		}
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	res := executor.New(slog.Default()).Run(t.Context(), executor.Request{Path: "/usr/bin/id", Argv: []string{"id", "-u"},
 		Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Timeout: 10 * time.Second, MaxOutput: 1024,
 		CaptureStdout: true, CaptureStderr: true}, nil)
@@ -113,6 +131,30 @@ func rootDropInInside(t *testing.T) {
 	}
 	if strings.TrimSpace(string(got)) != "65534" {
 		t.Fatalf("the probe printed %q, want 65534 (nobody)", got)
+	}
+
+	// The unit alone keeps a process that is uid 0 from holding
+	// capabilities for it (SecureBits=noroot noroot-locked; the lock bit
+	// alone locked noroot off). Here the probe runs as root under the unit
+	// without root.conf, which resets the bits for the worker it makes
+	// root.
+	if err := os.Remove(filepath.Join(dropIns, "root.conf")); err != nil {
+		t.Fatal(err)
+	}
+	asRoot := probe + strings.Join([]string{"User=root", "Group=root", "Environment=" + rootDropInBits + "=1", ""}, "\n")
+	if err := os.WriteFile(filepath.Join(dropIns, "zz-probe.conf"), []byte(asRoot), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := systemctl("daemon-reload"); err != nil {
+		t.Fatalf("daemon-reload: %v\n%s", err, b)
+	}
+	b, err = systemctl("start", "orderly-worker.service")
+	got, _ = os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("the worker's unit could not start the probe: %v\n%s\nprobe: %s", err, b, got)
+	}
+	if bits, err := strconv.Atoi(strings.TrimSpace(string(got))); err != nil || bits&securebitsNoroot != securebitsNoroot {
+		t.Fatalf("securebits of a root process under the worker's unit: %q, want noroot and noroot-locked (%#x) set", got, securebitsNoroot)
 	}
 }
 
