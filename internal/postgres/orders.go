@@ -576,21 +576,30 @@ func (s *Store) ListOrders(ctx context.Context, f Filter) (list []*order.Order, 
 	if in := statusIn(f, &args, limit); in != "" {
 		where = append(where, in)
 	}
-	q := `SELECT ` + orderCols + ` FROM orders`
+	sel := `SELECT ` + orderCols + ` FROM orders`
 	switch {
 	case f.NoOutputs:
-		q = `SELECT ` + noOutputCols + ` FROM orders`
+		sel = `SELECT ` + noOutputCols + ` FROM orders`
 	case f.Lean:
-		q = `SELECT ` + leanCols + ` FROM orders`
-	}
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+		sel = `SELECT ` + leanCols + ` FROM orders`
 	}
 	dir := " DESC"
 	if f.OldestFirst {
 		dir = " ASC"
 	}
-	q += " ORDER BY id" + dir + " LIMIT " + limit
+	page := func(where ...string) string {
+		q := sel
+		if len(where) > 0 {
+			q += " WHERE " + strings.Join(where, " AND ")
+		}
+		return q + " ORDER BY id" + dir + " LIMIT " + limit
+	}
+	q := page(where...)
+	if inWindow, offClock := windowIn(f, &args); inWindow != "" {
+		n := len(where) // each page appends its own condition to f's
+		q = "(" + page(append(where[:n:n], inWindow)...) + ") UNION ALL (" + page(append(where[:n:n], offClock)...) + ")" +
+			" ORDER BY id" + dir + " LIMIT " + limit
+	}
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, nil, translate("list orders", err)
