@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -119,6 +122,10 @@ type delivery struct {
 	// after its order may have been recorded.
 	counted bool
 	key     string // the idempotency key
+	// id is the order id of this stored message (submissionID): every
+	// replica that takes it up gives its order the same one, so that a
+	// submission taken up before can be found without knowing who sent it.
+	id uuid.UUID
 	// recorded is the order an earlier attempt of this lane recorded but
 	// could not publish to its host's stream: the submission was accepted
 	// then, and what is left to retry is the publish.
@@ -253,6 +260,7 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			key: msg.Headers().Get("Nats-Msg-Id")}
 		if meta, err := msg.Metadata(); err == nil {
 			d.counted = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through
+			d.id = submissionID(meta.Sequence.Stream, meta.Timestamp)
 			if d.key == "" {
 				// Without a Nats-Msg-Id, the stored message itself is the
 				// key, so that a redelivery cannot create a second order.
@@ -261,6 +269,32 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 		}
 		ln.add(d.host, d)
 	}
+}
+
+// submissionID is the order id of the submission stored in ORDERLY_SUBMIT
+// as sequence seq at ts: a UUIDv7 of ts (its milliseconds, and their
+// fraction in rand_a, so that ids still sort by submission time) whose
+// random bits are a hash of seq and ts. Every replica that takes the
+// message up computes the same id, so one that takes it over after a
+// failover, or a retry after an insert of unknown outcome, finds the
+// order recorded for it by its id (intakeOne), without the principal its
+// idempotency key belongs to, which a revoked token no longer names.
+func submissionID(seq uint64, ts time.Time) uuid.UUID {
+	var b [28]byte
+	copy(b[:], "orderly-nats-submit\x00")
+	binary.BigEndian.PutUint64(b[20:], seq)
+	h := sha256.Sum256(binary.BigEndian.AppendUint64(b[:], uint64(ts.UnixNano())))
+	var id uuid.UUID
+	ms := uint64(ts.UnixMilli())
+	for i := range 6 {
+		id[i] = byte(ms >> (40 - 8*i))
+	}
+	frac := uint64(ts.Nanosecond()%1e6) * 4096 / 1e6 // 12 bits of the millisecond
+	id[6] = 0x70 | byte(frac>>8)
+	id[7] = byte(frac)
+	copy(id[8:], h[:8])
+	id[8] = 0x80 | id[8]&0x3f
+	return id
 }
 
 // pinOf is the pin the server delivered msg under: the last Nats-Pin-Id.
@@ -361,6 +395,26 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		if err != nil {
 			s.logger.Warn("NATS submission: its answer could not be published", "subject", msg.Subject(),
 				"reply", reply, "error", err)
+		}
+	}
+	if d.recorded == nil && d.counted && d.id != uuid.Nil {
+		// Taken up before: by a replica that died after recording its
+		// order, or by an earlier attempt of this lane whose insert may
+		// have committed (a connection lost at the commit). A recorded
+		// submission is answered from its record, before any check:
+		// checked again, a reload in between (a revoked token, a new
+		// policy or limit) refused it while its order ran anyway, queued
+		// by the reconciler behind the host's next submissions. The id is
+		// this stored message's, so the record is this submission's own,
+		// whoever sent it.
+		prev, err := s.Store.GetOrder(ctx, d.id)
+		switch {
+		case err == nil && prev.Source == "nats" && prev.Host == d.host && prev.IdempotencyKey == d.key:
+			d.recorded = prev
+		case err != nil && order.ErrorCode(err) != order.CodeNotFound:
+			s.logger.Warn("nats intake: cannot look up a submission taken up before; retrying", "subject", msg.Subject(),
+				"order_id", d.id, "error", err)
+			return false
 		}
 	}
 	if d.recorded != nil {
@@ -471,6 +525,9 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	}
 	o.Source = "nats"
 	o.IdempotencyKey = d.key
+	if d.id != uuid.Nil {
+		o.ID = d.id
+	}
 	stored, err := s.Intake.Submit(ctx, p, o)
 	var np *intake.ErrNotPublished
 	if errors.As(err, &np) {
