@@ -15,9 +15,9 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// holdingStore holds up the intake's first record of a rate_limited
-// refusal until release is closed, as a replica frozen in the middle of
-// refusing a submission.
+// holdingStore holds up the intake once it recorded its first
+// rate_limited refusal, until release is closed, as a replica frozen in
+// the middle of refusing a submission.
 type holdingStore struct {
 	intake.Store
 	once    *sync.Once
@@ -25,11 +25,12 @@ type holdingStore struct {
 	release chan struct{}
 }
 
-func (h holdingStore) RecordRejection(ctx context.Context, r postgres.Rejection) error {
+func (h holdingStore) RecordRejectionID(ctx context.Context, r postgres.Rejection) (int64, error) {
+	id, err := h.Store.RecordRejectionID(ctx, r)
 	if r.Code == "rate_limited" {
 		h.once.Do(func() { close(h.entered); <-h.release })
 	}
-	return h.Store.RecordRejection(ctx, r)
+	return id, err
 }
 
 // TestNATSRefusalAfterTheIntakeMovedIsNotAnswered: a replica that lost
@@ -91,5 +92,11 @@ func TestNATSRefusalAfterTheIntakeMovedIsNotAnswered(t *testing.T) {
 	if again := answer(3 * time.Second); again != nil {
 		t.Errorf("answered its order %s, then by the replica that lost the intake: %+v (error %+v)",
 			got.Order.ID, again.Order, again.Error)
+	}
+	// Nor is it recorded as refused: the audit said rate_limited of a
+	// submission whose order ran.
+	var refused int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE request->>'nats_msg_id' = 'moved-2'`).Scan(&refused); err != nil || refused != 0 {
+		t.Errorf("%d rejections of the accepted submission moved-2 (%v)", refused, err)
 	}
 }

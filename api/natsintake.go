@@ -449,19 +449,23 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			// the refusal (the order id it would have had is random).
 			redacted["nats_msg_id"] = id
 		}
-		s.Intake.Reject(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
+		settle := s.Intake.RejectTentatively(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
 			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
 		if d.epoch.pin != "" {
 			// This replica lost its pin while it refused (frozen, or held
 			// up by the audit): the replica pinned now takes the
 			// submission up again and answers it, perhaps otherwise (its
 			// rate limit is its own). Answered here too, the publisher
-			// heard both its order and a refusal. (A forged Nats-Pin-Id is
-			// refused under no pin too: dispatchIntake.)
+			// heard both its order and a refusal; and the audit's row is
+			// withdrawn, or it said refused what the other replica
+			// accepted. (A forged Nats-Pin-Id is refused under no pin
+			// too: dispatchIntake.)
 			if pinned, err := d.epoch.pinned(ctx, s.Queue, false); err == nil && !pinned {
+				settle(false)
 				return false
 			}
 		}
+		settle(true)
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 		_ = msg.Ack()
 		return true

@@ -32,6 +32,8 @@ type Store interface {
 	ForgetStarted(ctx context.Context) error
 	Unpublished(ctx context.Context, age time.Duration, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
+	RecordRejectionID(ctx context.Context, r postgres.Rejection) (int64, error)
+	DeleteRejection(ctx context.Context, id int64) error
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteOrphanDelegationsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
@@ -565,6 +567,35 @@ func (s *Service) Reject(ctx context.Context, r postgres.Rejection) {
 	defer cancel()
 	if err := s.store.RecordRejection(rctx, r); err != nil {
 		s.logger.Error("record rejection", "code", r.Code, "error", err)
+	}
+}
+
+// RejectTentatively records r as Reject does, for a refusal that may not
+// be given after all: settle(true) counts it, settle(false) deletes its
+// row again. The NATS intake records a refusal before it answers, and
+// does not answer when its replica lost the intake meanwhile: the replica
+// pinned next takes the submission up again and may accept it, and the
+// row left behind said it was refused.
+func (s *Service) RejectTentatively(ctx context.Context, r postgres.Rejection) (settle func(give bool)) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	id, err := s.store.RecordRejectionID(rctx, r)
+	if err != nil {
+		s.logger.Error("record rejection", "code", r.Code, "error", err)
+	}
+	return func(give bool) {
+		if give {
+			s.opts.Metrics.Rejected(order.Code(r.Code))
+			return
+		}
+		if err != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := s.store.DeleteRejection(dctx, id); err != nil {
+			s.logger.Error("delete a rejection not given", "code", r.Code, "id", id, "error", err)
+		}
 	}
 }
 

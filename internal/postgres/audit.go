@@ -33,17 +33,33 @@ type Rejection struct {
 // request refused for carrying NUL or invalid UTF-8 must not escape the
 // audit by failing the insert.
 func (s *Store) RecordRejection(ctx context.Context, r Rejection) error {
+	_, err := s.RecordRejectionID(ctx, r)
+	return err
+}
+
+// RecordRejectionID is RecordRejection, returning the row's id for
+// DeleteRejection.
+func (s *Store) RecordRejectionID(ctx context.Context, r Rejection) (int64, error) {
 	r = storable(r)
 	req, err := json.Marshal(r.Request)
 	if err != nil {
-		return fmt.Errorf("encode rejected request: %w", err)
+		return 0, fmt.Errorf("encode rejected request: %w", err)
 	}
 	if r.Source == "" {
 		r.Source = "rest"
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO rejections (principal, client_ip, source, method, path, status, code, reason, request)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`, r.Principal, r.ClientIP, r.Source, r.Method, r.Path, r.Status, r.Code, r.Reason, req)
-	return translate("record rejection", err)
+	var id int64
+	err = s.pool.QueryRow(ctx, `INSERT INTO rejections (principal, client_ip, source, method, path, status, code, reason, request)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id`, r.Principal, r.ClientIP, r.Source, r.Method, r.Path, r.Status, r.Code, r.Reason, req).Scan(&id)
+	return id, translate("record rejection", err)
+}
+
+// DeleteRejection deletes the rejection recorded as id: a refusal that
+// was recorded and then not given (the NATS intake's, when its replica
+// lost the intake meanwhile).
+func (s *Store) DeleteRejection(ctx context.Context, id int64) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM rejections WHERE id = $1`, id)
+	return translate("delete rejection", err)
 }
 
 // HostRow is what PostgreSQL remembers of a worker host.
