@@ -446,7 +446,8 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		}
 		if id := hdr.Get("Nats-Msg-Id"); id != "" {
 			// The publisher's own name for the submission: how it finds
-			// the refusal (the order id it would have had is random).
+			// the refusal (the order id it would have had is its stored
+			// message's, which it does not know).
 			redacted["nats_msg_id"] = id
 		}
 		settle := s.Intake.RejectTentatively(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
