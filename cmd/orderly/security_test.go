@@ -464,6 +464,8 @@ func TestSecurityJWTAttacks(t *testing.T) {
 		{"expired", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("exp", now.Add(-time.Hour).Unix()))},
 		{"no exp", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("exp", nil))},
 		{"exp as string", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("exp", "9999999999"))},
+		{"exp ten years out", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("exp", now.AddDate(10, 0, 0).Unix()))},
+		{"issued two years ago, exp in a minute", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("iat", now.AddDate(-2, 0, 0).Unix(), "exp", now.Add(time.Minute).Unix()))},
 		{"not yet valid", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("nbf", now.Add(time.Hour).Unix()))},
 		{"wrong issuer", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("iss", "https://evil.example/"))},
 		{"no issuer", "Bearer " + sign(jwt.SigningMethodHS256, []byte(secret), claims("iss", nil))},

@@ -26,12 +26,19 @@ const (
 
 // jwtVerifier checks JSON Web Tokens against exactly one algorithm and key.
 type jwtVerifier struct {
-	parser     *jwt.Parser
-	method     jwt.SigningMethod
-	key        any
-	nameClaim  string
-	rolesClaim string
+	parser      *jwt.Parser
+	method      jwt.SigningMethod
+	key         any
+	nameClaim   string
+	rolesClaim  string
+	now         func() time.Time
+	leeway      time.Duration
+	maxLifetime time.Duration
 }
+
+// DefaultMaxLifetime bounds a token's lifetime when the config leaves
+// auth.jwt.max_lifetime zero (config.Default has the same).
+const DefaultMaxLifetime = 24 * time.Hour
 
 // newJWTVerifier builds the verifier cfg describes, or returns nil when JWT
 // is disabled (no algorithm). Every setting that would weaken validation
@@ -47,7 +54,17 @@ func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) 
 	if cfg.Leeway < 0 {
 		return nil, errors.New("auth.jwt.leeway must not be negative")
 	}
-	v := &jwtVerifier{nameClaim: cfg.NameClaim, rolesClaim: cfg.RolesClaim}
+	if cfg.Leeway > config.MaxJWTLeeway {
+		return nil, fmt.Errorf("auth.jwt.leeway must be at most %s", config.MaxJWTLeeway)
+	}
+	if cfg.MaxLifetime < 0 {
+		return nil, errors.New("auth.jwt.max_lifetime must not be negative")
+	}
+	v := &jwtVerifier{nameClaim: cfg.NameClaim, rolesClaim: cfg.RolesClaim,
+		now: now, leeway: cfg.Leeway, maxLifetime: cfg.MaxLifetime}
+	if v.maxLifetime == 0 {
+		v.maxLifetime = DefaultMaxLifetime
+	}
 	if v.nameClaim == "" {
 		v.nameClaim = "sub"
 	}
@@ -155,6 +172,9 @@ func (v *jwtVerifier) verify(raw string) (Principal, error) {
 	if _, ok := tok.Header["crit"]; ok {
 		return Principal{}, unauthenticated("token has critical header extensions this server does not support", nil)
 	}
+	if err := v.checkLifetime(claims); err != nil {
+		return Principal{}, err
+	}
 	name, err := claimName(claims, v.nameClaim)
 	if err != nil {
 		return Principal{}, unauthenticated("token has no usable "+v.nameClaim+" claim", err)
@@ -164,6 +184,33 @@ func (v *jwtVerifier) verify(raw string) (Principal, error) {
 		return Principal{}, unauthenticated("token has an invalid "+v.rolesClaim+" claim", err)
 	}
 	return Principal{Name: JWTPrefix + name, Roles: roles, Kind: KindJWT, Claims: claimValues(claims)}, nil
+}
+
+// checkLifetime refuses a token that lives longer than auth.jwt.max_lifetime:
+// one whose exp is further than that from its iat or its nbf (what its
+// issuer granted), or from now (what is left of it: a token without iat
+// is judged by this alone). A stolen long-lived token is then no better
+// than a short one, whatever the issuer was configured to mint. The parser
+// has checked that exp is present and that each time is a number.
+func (v *jwtVerifier) checkLifetime(claims jwt.MapClaims) error {
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return unauthenticated("token lacks a required claim (exp, iss or aud)", err)
+	}
+	tooLong := unauthenticated(fmt.Sprintf("token lifetime exceeds the %s this server accepts (auth.jwt.max_lifetime)", v.maxLifetime), nil)
+	if exp.Sub(v.now()) > v.maxLifetime+v.leeway {
+		return tooLong
+	}
+	for _, get := range []func() (*jwt.NumericDate, error){claims.GetIssuedAt, claims.GetNotBefore} {
+		start, err := get()
+		if err != nil {
+			return unauthenticated("invalid token", err)
+		}
+		if start != nil && exp.Sub(start.Time) > v.maxLifetime {
+			return tooLong
+		}
+	}
+	return nil
 }
 
 // jwtMessage tells a client what to fix (refresh an expired token, check

@@ -125,6 +125,10 @@ func TestJWTRS256(t *testing.T) {
 			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"iat within leeway", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": testNow().Add(10 * time.Second).Unix()})),
 			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+		{"lifetime exactly 24h", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": testNow().Add(-time.Hour).Unix(), "nbf": testNow().Add(-time.Hour).Unix(), "exp": testNow().Add(23 * time.Hour).Unix()})),
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
+		{"no iat, exp 24h out", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": nil, "exp": testNow().Add(24 * time.Hour).Unix()})),
+			&Principal{Name: "jwt:alice", Roles: []string{"ops", "monitor"}, Kind: KindJWT}, ""},
 		{"static token still works", staticTok, &Principal{Name: "robot", Kind: KindToken}, ""},
 		// Item 11 of issue 7: a JWT naming a static token's principal is
 		// another principal.
@@ -157,6 +161,15 @@ func TestJWTRS256(t *testing.T) {
 		{"iat not a number", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": "yesterday"})), nil, "invalid token"},
 		{"no exp", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": nil})), nil, "required claim"},
 		{"exp not a number", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": "tomorrow"})), nil, "invalid token"},
+		// Lifetime (auth.jwt.max_lifetime, 24h by default): measured from
+		// iat, from nbf, and from now, so no field left out widens it.
+		{"exp ten years after iat", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"exp": testNow().AddDate(10, 0, 0).Unix()})), nil, "lifetime"},
+		{"exp ten years out, no iat", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": nil, "exp": testNow().AddDate(10, 0, 0).Unix()})), nil, "lifetime"},
+		{"exp 25h out, no iat", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": nil, "exp": testNow().Add(25 * time.Hour).Unix()})), nil, "lifetime"},
+		{"iat a year ago, exp in an hour", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": testNow().AddDate(-1, 0, 0).Unix()})), nil, "lifetime"},
+		{"nbf a year ago, exp in an hour", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"nbf": testNow().AddDate(-1, 0, 0).Unix()})), nil, "lifetime"},
+		{"nbf a year ago, no iat", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iat": nil, "nbf": testNow().AddDate(-1, 0, 0).Unix()})), nil, "lifetime"},
+		{"nbf not a number", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"nbf": "yesterday"})), nil, "invalid token"},
 		{"wrong issuer", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iss": "https://evil.example"})), nil, "issuer"},
 		{"no issuer", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"iss": nil})), nil, "required claim"},
 		{"wrong audience", sign(t, jwt.SigningMethodRS256, key, claims(map[string]any{"aud": "other"})), nil, "audience"},
@@ -279,5 +292,50 @@ func TestAuthenticateNeverPanics(t *testing.T) {
 		if _, err := a.Authenticate(h); err == nil {
 			t.Errorf("Authenticate(%.40q) succeeded", h)
 		}
+	}
+}
+
+// TestJWTLifetimeAndLeewayBounds: auth.jwt.max_lifetime widens what is
+// accepted only as far as configured, and a leeway beyond
+// config.MaxJWTLeeway (which would keep expired tokens alive) or a
+// negative lifetime is refused at startup.
+func TestJWTLifetimeAndLeewayBounds(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	base := config.JWT{Algorithm: "HS256", Secret: string(secret), RolesClaim: "roles", NameClaim: "sub"}
+	week := jwt.MapClaims{"sub": "bob", "iat": testNow().Unix(), "exp": testNow().Add(7 * 24 * time.Hour).Unix()}
+	tok := "Bearer " + sign(t, jwt.SigningMethodHS256, secret, week)
+
+	def, err := New(config.Auth{JWT: base}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := def.Authenticate(tok); err == nil || !strings.Contains(err.Error(), "24h0m0s") {
+		t.Fatalf("a week-long token with max_lifetime unset: %v, want a refusal naming the 24h default", err)
+	}
+	long := base
+	long.MaxLifetime = 8 * 24 * time.Hour
+	a, err := New(config.Auth{JWT: long}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := a.Authenticate(tok); err != nil || p.Name != "jwt:bob" {
+		t.Fatalf("a week-long token with max_lifetime 8 days: %+v, %v", p, err)
+	}
+
+	for _, bad := range []config.JWT{
+		{Leeway: config.MaxJWTLeeway + time.Second},
+		{Leeway: 24 * time.Hour},
+		{MaxLifetime: -time.Second},
+	} {
+		c := base
+		c.Leeway, c.MaxLifetime = bad.Leeway, bad.MaxLifetime
+		if _, err := New(config.Auth{JWT: c}, testNow); err == nil {
+			t.Errorf("leeway %s, max_lifetime %s accepted", c.Leeway, c.MaxLifetime)
+		}
+	}
+	c := base
+	c.Leeway = config.MaxJWTLeeway
+	if _, err := New(config.Auth{JWT: c}, testNow); err != nil {
+		t.Errorf("leeway %s (the most allowed): %v", c.Leeway, err)
 	}
 }

@@ -138,15 +138,23 @@ type Token struct {
 
 // JWT configures JSON Web Token validation. The algorithm is pinned.
 type JWT struct {
-	Algorithm  string        `koanf:"algorithm"`  // HS256, RS256, EdDSA; empty disables JWT
-	Secret     string        `koanf:"secret"`     // HS256
-	PublicKey  string        `koanf:"public_key"` // PEM file, RS256/EdDSA
-	Issuer     string        `koanf:"issuer"`
-	Audience   string        `koanf:"audience"`
-	Leeway     time.Duration `koanf:"leeway"`
-	RolesClaim string        `koanf:"roles_claim"`
-	NameClaim  string        `koanf:"name_claim"`
+	Algorithm string        `koanf:"algorithm"`  // HS256, RS256, EdDSA; empty disables JWT
+	Secret    string        `koanf:"secret"`     // HS256
+	PublicKey string        `koanf:"public_key"` // PEM file, RS256/EdDSA
+	Issuer    string        `koanf:"issuer"`
+	Audience  string        `koanf:"audience"`
+	Leeway    time.Duration `koanf:"leeway"`
+	// MaxLifetime bounds how long a token may live: exp - iat (and
+	// exp - nbf) when present, and always what remains of it, exp - now.
+	MaxLifetime time.Duration `koanf:"max_lifetime"`
+	RolesClaim  string        `koanf:"roles_claim"`
+	NameClaim   string        `koanf:"name_claim"`
 }
+
+// MaxJWTLeeway is the most clock skew auth.jwt.leeway may allow: beyond
+// it a clock is broken, not skewed, and the leeway would keep expired
+// tokens alive that long.
+const MaxJWTLeeway = 5 * time.Minute
 
 // ACL is the network layer: deny wins, then allow; with allow set, anything
 // else is denied.
@@ -229,7 +237,7 @@ func Default() Config {
 			RatePerIP:              1200,
 			MaxStreamsPerPrincipal: 100,
 		},
-		Auth:   Auth{JWT: JWT{Leeway: 30 * time.Second, RolesClaim: "roles", NameClaim: "sub"}},
+		Auth:   Auth{JWT: JWT{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour, RolesClaim: "roles", NameClaim: "sub"}},
 		Compat: DefaultCompat(),
 
 		Runbooks: DefaultRunbooks(),

@@ -351,6 +351,10 @@ func (c Config) validateAuth(ps *problems) {
 	}
 	if j.Algorithm != "" {
 		ps.nonNegative("auth.jwt.leeway", j.Leeway)
+		if j.Leeway > MaxJWTLeeway {
+			ps.add("auth.jwt.leeway", "%s is more than %s: a clock that far off needs fixing (NTP), and every leeway lets an expired token live on", j.Leeway, MaxJWTLeeway)
+		}
+		ps.positive("auth.jwt.max_lifetime", j.MaxLifetime)
 		if j.RolesClaim == "" {
 			ps.add("auth.jwt.roles_claim", "must be set when JWT is on")
 		}

@@ -91,6 +91,12 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"jwt hs256 short secret", func(c *Config) { c.Auth.JWT.Algorithm, c.Auth.JWT.Secret = "HS256", "short" }, "auth.jwt.secret"},
 		{"jwt rs256 without key", func(c *Config) { c.Auth.JWT.Algorithm = "RS256" }, "auth.jwt.public_key"},
 		{"jwt eddsa without key", func(c *Config) { c.Auth.JWT.Algorithm = "EdDSA" }, "auth.jwt.public_key"},
+		{"jwt leeway beyond the cap", func(c *Config) {
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.Leeway = "HS256", strings.Repeat("s", 40), MaxJWTLeeway+time.Second
+		}, "auth.jwt.leeway"},
+		{"jwt max_lifetime zero", func(c *Config) {
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.MaxLifetime = "HS256", strings.Repeat("s", 40), 0
+		}, "auth.jwt.max_lifetime"},
 		{"acl allow zoned ip", func(c *Config) { c.ACL.Allow = []string{"10.0.0.0/8", "fe80::1%eth0"} }, "acl.allow[1]"},
 		{"acl allow short mapped prefix", func(c *Config) { c.ACL.Allow = []string{"::ffff:10.0.0.0/8"} }, "acl.allow[0]"},
 		{"acl deny garbage", func(c *Config) { c.ACL.Deny = []string{"everyone"} }, "acl.deny[0]"},
@@ -138,7 +144,7 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	c.HTTP.TLSCert, c.HTTP.TLSKey = "/etc/c.pem", "/etc/k.pem"
 	c.ACL.Allow = []string{"10.0.0.0/8", "::1/128", "192.168.1.7/32", "192.0.2.7", "::ffff:10.0.0.0/104"}
 	c.Auth.Tokens = []Token{{Name: "ci", SHA256: strings.Repeat("AB", 32), Roles: []string{"deploy"}}}
-	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", Audience: "orderly", RolesClaim: "roles", NameClaim: "sub"}
+	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", Audience: "orderly", MaxLifetime: time.Hour, RolesClaim: "roles", NameClaim: "sub"}
 	c.Policy = []Rule{{Name: "r", Principals: []string{"ci"}, Hosts: []string{"web-*", "db-?"}, Allow: []string{`^ls( |$)`}, RunAs: []string{"nobody", "1000", "", "default", "*"}}, {Name: "all", Principals: []string{"*"}}}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
