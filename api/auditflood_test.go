@@ -1,15 +1,20 @@
 package api_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -76,5 +81,55 @@ func TestAFloodDoesNotFillTheAudit(t *testing.T) {
 	}
 	if n := rows() - before; n > 5 {
 		t.Fatalf("a flood of 300 requests from a denied address left %d audit rows", n)
+	}
+}
+
+// TestANATSFloodDoesNotFillTheAudit: a NATS submission has no client
+// address, so every refused one was a rejections row: a publisher
+// sending bad-token messages as fast as it could, to subjects of made-up
+// hosts, added a row per message without end. Refusals before a token
+// proves a principal now share one allowance a minute (the per-IP one,
+// 60 at least), whatever their subject; each is still answered. A
+// principal's refusals are counted against its own allowance, so the
+// flood does not hide them.
+func TestANATSFloodDoesNotFillTheAudit(t *testing.T) {
+	e := newAPIEnv(t, envOptions{ratePerIP: 5})
+	nc, inbox, sub := replyInbox(t, e.natsURL)
+	const n = 200
+	for i := range n {
+		m := nats.NewMsg(queue.SubmitSubject + fmt.Sprintf("made-up-%d", i%50))
+		m.Header.Set("Authorization", "Bearer ord_not-a-token")
+		m.Header.Set("Orderly-Reply", inbox)
+		m.Data = []byte(`{"command":"uptime"}`)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		reply, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answer %d of %d: %v", i+1, n, err)
+		}
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(reply.Data, &a); err != nil || a.Error == nil || a.Error.Code != "unauthenticated" {
+			t.Fatalf("answer %d: %s, want unauthenticated", i+1, reply.Data)
+		}
+	}
+	rows := func(principal string) int {
+		var c int
+		if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE source = 'nats' AND principal = $1`, principal).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := rows(""); c < 60 || c > 65 {
+		t.Fatalf("a flood of %d bad-token NATS submissions left %d audit rows, want about 60 (the floor of one allowance)", n, c)
+	}
+	// No policy rule names the auditor role: refused, and recorded.
+	if a := e.publish("auditor", "nats-1", "after-the-flood", map[string]any{"command": "uptime"}); a.Error == nil || a.Error.Code != "forbidden" {
+		t.Fatalf("answer %+v, want forbidden", a)
+	}
+	if c := rows("auditor"); c != 1 {
+		t.Fatalf("a principal's refusal after the flood left %d rows, want 1", c)
 	}
 }

@@ -114,6 +114,8 @@ type envOptions struct {
 	maxStreams int
 	// ratePerPrincipal is limits.rate_per_principal (0: none).
 	ratePerPrincipal int
+	// ratePerIP is limits.rate_per_ip (0: none).
+	ratePerIP int
 	// intakeStore, when set, is what the intake records through, given
 	// the real store (to hold a call up).
 	intakeStore func(intake.Store) intake.Store
@@ -185,7 +187,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		Auth: func() api.Authenticator { return e.authn.Load() },
 		Settings: func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, MaxStreams: opts.maxStreams,
-				RatePerPrincipal: opts.ratePerPrincipal}
+				RatePerPrincipal: opts.ratePerPrincipal, RatePerIP: opts.ratePerIP}
 		},
 		Status: func() map[string]any { return map[string]any{} },
 		Actions: &api.ActionDeps{Set: func() *action.Set { return acts },

@@ -450,8 +450,17 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			// message's, which it does not know).
 			redacted["nats_msg_id"] = id
 		}
-		settle := s.Intake.RejectTentatively(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
-			Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
+		// Recorded within an allowance (recordNATSRefusal): a flood of
+		// bad tokens, which name no address, must not fill the audit.
+		settle := func(give bool) {
+			if give {
+				s.Intake.Unrecorded(string(e.Code))
+			}
+		}
+		if s.recordNATSRefusal(principal) {
+			settle = s.Intake.RejectTentatively(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
+				Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
+		}
 		if d.epoch.pin != "" {
 			// This replica lost its pin while it refused (frozen, or held
 			// up by the audit): the replica pinned now takes the

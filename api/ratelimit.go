@@ -206,15 +206,37 @@ const (
 // refusal is answered as before and counted in the refusal metric, and
 // the process says so in its log at most once a minute.
 func (s *Server) recordRefusal(clientIP string) bool {
+	return s.recordWithin(ipRateKey(clientIP), "client_ip", clientIP)
+}
+
+// recordNATSRefusal is recordRefusal for a NATS submission, which has no
+// client address: its refusals are counted against its principal once
+// its token proved one, and before that against all unauthenticated NATS
+// submissions together. A publisher choosing the subject, the
+// Nats-Msg-Id and the token cannot give itself another allowance: keyed
+// by subject, each orderly.submit.<made-up host> would have had its own.
+// So a flood of bad-token messages records at most one allowance of rows
+// a minute, and the rest is counted in the metric.
+func (s *Server) recordNATSRefusal(principal string) bool {
+	if principal == "" {
+		return s.recordWithin("nats unauthenticated", "nats", "unauthenticated")
+	}
+	return s.recordWithin("nats principal "+principal, "nats_principal", principal)
+}
+
+// recordWithin spends one of key's recorded refusals this minute (keys
+// of NATS submissions hold a space, which no address's does); logKey and
+// logValue name who floods in the warning.
+func (s *Server) recordWithin(key, logKey, logValue string) bool {
 	n := s.Settings().RatePerIP
 	if n <= 0 {
 		n = defaultAuditPerIP
 	}
 	n = max(n, minAuditPerIP)
-	ok, _ := s.auditLimits.allow(ipRateKey(clientIP), n)
+	ok, _ := s.auditLimits.allow(key, n)
 	if !ok {
 		if last := s.auditWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.auditWarned.CompareAndSwap(last, time.Now().UnixNano()) {
-			s.logger.Warn("refusals of a flooding address are counted, not each recorded in rejections", "client_ip", clientIP, "per_minute", n)
+			s.logger.Warn("refusals of a flooding client are counted, not each recorded in rejections", logKey, logValue, "per_minute", n)
 		}
 	}
 	return ok
