@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // Sweeping bounds the limiter's memory: a bucket idle for a whole window
@@ -251,12 +253,19 @@ type RateCounter interface {
 // take applies a limit to key: across all replicas when limits.rate_shared
 // is set (fixed one-minute windows), else in this process. If the shared
 // counters are unreachable it limits in this process rather than letting
-// everything through or refusing everything.
+// everything through or refusing everything. A count that lost every
+// race with the key's other requests is refused, not limited here: the
+// bucket here has not been spent by what the shared count granted, so a
+// client sending enough requests at once for its key got a second full
+// allowance from each replica.
 func (s *Server) take(ctx context.Context, local *rateLimiter, scope, key string, perMinute int) (bool, time.Duration) {
 	if s.SharedLimits != nil && s.Settings().RateShared {
 		ok, wait, err := s.SharedLimits.Take(ctx, scope, key, perMinute, time.Now())
 		if err == nil {
 			return ok, wait
+		}
+		if errors.Is(err, queue.ErrRateContention) {
+			return false, time.Second
 		}
 		if last := s.sharedWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.sharedWarned.CompareAndSwap(last, time.Now().UnixNano()) {
 			s.logger.Warn("shared rate limits unavailable; limiting in this process", "error", err)

@@ -42,7 +42,8 @@ func (q *Queue) RateCounter(ctx context.Context, window time.Duration) (*RateCou
 
 // Take counts one request for key in the current window and reports
 // whether it is within limit, and if not, how long until the window ends.
-// An error means the count could not be made (NATS unreachable).
+// An error means the count could not be made: NATS unreachable, or
+// ErrRateContention.
 func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, time.Duration, error) {
 	start := now.Truncate(c.window)
 	k := scope + "." + base64.RawURLEncoding.EncodeToString([]byte(key)) + "." + strconv.FormatInt(start.Unix(), 10)
@@ -70,5 +71,11 @@ func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, no
 		}
 		// Lost a compare-and-set race: read again.
 	}
-	return false, 0, errors.New("rate counter: too much contention")
+	return false, 0, ErrRateContention
 }
+
+// ErrRateContention is Take's answer when every compare-and-set of the
+// count lost a race: NATS is reachable, but many requests for the key
+// are counted at once. That is the key's client flooding, not an outage,
+// so a caller refuses the request rather than count it elsewhere.
+var ErrRateContention = errors.New("rate counter: too much contention")
