@@ -181,7 +181,12 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 	set(func(c *config.Config) { c.Compat.Stage0.Shutdown = true })
 	do(http.StatusUnauthorized, call{method: "POST", path: "/api/shutdown"})
 	do(http.StatusMethodNotAllowed, call{method: "GET", path: "/api/shutdown", hdr: dev, invalid: true, specMethod: "POST"})
-	do(http.StatusOK, call{method: "POST", path: "/api/shutdown", hdr: dev})
+	// stage0 stopped for any valid token; orderly only for the admin role.
+	do(http.StatusForbidden, call{method: "POST", path: "/api/shutdown", hdr: dev})
+	if shutdowns.Load() != 0 {
+		t.Fatal("a developer's token stopped the process")
+	}
+	do(http.StatusOK, call{method: "POST", path: "/api/shutdown", hdr: bearer(login("root-user", "admin"))})
 	if shutdowns.Load() == 0 {
 		// The stop is asynchronous; give it a moment.
 		time.Sleep(100 * time.Millisecond)

@@ -327,8 +327,18 @@ func (s *Stage0) config(q *stage0Request, _ string) {
 		"token": map[string]any{"user_id": q.userID, "roles": nonNil(q.p.Roles), "remote_ip": q.ip, "claims": q.claims}})
 }
 
-// shutdown is POST /api/shutdown, served only with compat.stage0.shutdown.
+// shutdown is POST /api/shutdown, served only with compat.stage0.shutdown,
+// and only for a principal with the admin role: stage0 stopped for any
+// valid token, so every runbook user could take the API down for all.
+// Stopping the process is more than reloading it, which needs the admin
+// role on every surface (POST /v1/admin/reload, Vigrid's /reload).
 func (s *Stage0) shutdown(q *stage0Request, _ string) {
+	if !q.p.HasRole("admin") {
+		s.Orders.AuditRefusal(q.r.Context(), q.r, q.p.Name, q.ip, "stage0", http.StatusForbidden,
+			order.Errorf(order.CodeForbidden, "shutting down needs the admin role"))
+		stage0Error(q.w, http.StatusForbidden, "Shutting down needs the admin role")
+		return
+	}
 	writePyJSON(q.w, http.StatusOK, map[string]any{"message": "Shutdown initiated"})
 	if s.Shutdown != nil {
 		go s.Shutdown()
