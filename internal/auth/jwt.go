@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"os"
@@ -29,6 +30,7 @@ type jwtVerifier struct {
 	parser      *jwt.Parser
 	method      jwt.SigningMethod
 	key         any
+	previous    any // during a key rotation, the key before key; else nil
 	nameClaim   string
 	rolesClaim  string
 	now         func() time.Time
@@ -46,8 +48,8 @@ const DefaultMaxLifetime = 24 * time.Hour
 // error rather than a guess.
 func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) {
 	if cfg.Algorithm == "" {
-		if cfg.Secret != "" || cfg.PublicKey != "" {
-			return nil, errors.New("auth.jwt: secret or public_key set but no algorithm")
+		if cfg.Secret != "" || cfg.PublicKey != "" || cfg.PreviousSecret != "" || cfg.PreviousPublicKey != "" {
+			return nil, errors.New("auth.jwt: a secret or public key set but no algorithm")
 		}
 		return nil, nil
 	}
@@ -71,40 +73,21 @@ func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) 
 	if v.rolesClaim == "" {
 		v.rolesClaim = "roles"
 	}
-	switch {
-	case strings.EqualFold(cfg.Algorithm, "HS256"):
-		if cfg.PublicKey != "" {
-			return nil, errors.New("auth.jwt: public_key is not used with HS256; set only secret")
-		}
-		if len(cfg.Secret) < minHMACSecretBytes {
-			return nil, fmt.Errorf("auth.jwt.secret must be at least %d bytes for HS256", minHMACSecretBytes)
-		}
-		v.method, v.key = jwt.SigningMethodHS256, []byte(cfg.Secret)
-	case strings.EqualFold(cfg.Algorithm, "RS256"):
-		pemBytes, err := readPublicKey(cfg)
+	var err error
+	v.method, v.key, err = jwtKey(cfg.Algorithm, cfg.Secret, cfg.PublicKey, "")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PreviousSecret != "" || cfg.PreviousPublicKey != "" {
+		// Rotation: the key tokens were signed with until now, accepted
+		// until the operator removes it. Same algorithm, same checks.
+		_, v.previous, err = jwtKey(cfg.Algorithm, cfg.PreviousSecret, cfg.PreviousPublicKey, "previous_")
 		if err != nil {
 			return nil, err
 		}
-		key, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes)
-		if err != nil {
-			return nil, fmt.Errorf("auth.jwt.public_key %s: not an RSA public key: %w", cfg.PublicKey, err)
+		if sameKey(v.key, v.previous) {
+			return nil, errors.New("auth.jwt: the previous key is the current one; remove previous_secret or previous_public_key, or set the new key")
 		}
-		if key.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("auth.jwt.public_key %s: RSA key has %d bits, need at least %d", cfg.PublicKey, key.N.BitLen(), minRSABits)
-		}
-		v.method, v.key = jwt.SigningMethodRS256, key
-	case strings.EqualFold(cfg.Algorithm, "EdDSA"):
-		pemBytes, err := readPublicKey(cfg)
-		if err != nil {
-			return nil, err
-		}
-		key, err := jwt.ParseEdPublicKeyFromPEM(pemBytes)
-		if err != nil {
-			return nil, fmt.Errorf("auth.jwt.public_key %s: not an Ed25519 public key: %w", cfg.PublicKey, err)
-		}
-		v.method, v.key = jwt.SigningMethodEdDSA, key
-	default:
-		return nil, fmt.Errorf("auth.jwt.algorithm %q is not supported (HS256, RS256 or EdDSA)", cfg.Algorithm)
 	}
 
 	opts := []jwt.ParserOption{
@@ -126,35 +109,81 @@ func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) 
 	return v, nil
 }
 
-// readPublicKey loads the PEM file named by cfg.PublicKey; the only file
-// this package reads, because a key path is what operators put in config.
-func readPublicKey(cfg config.JWT) ([]byte, error) {
-	if cfg.Secret != "" {
-		return nil, fmt.Errorf("auth.jwt: secret is not used with %s; set only public_key", cfg.Algorithm)
+// jwtKey loads the key alg verifies with from secret (HS256) or the PEM
+// file publicKey (RS256, EdDSA); prefix names which of the key pairs of
+// settings it is ("" or "previous_") in errors.
+func jwtKey(alg, secret, publicKey, prefix string) (jwt.SigningMethod, any, error) {
+	secretKey, publicKeyKey := "auth.jwt."+prefix+"secret", "auth.jwt."+prefix+"public_key"
+	if strings.EqualFold(alg, "HS256") {
+		if publicKey != "" {
+			return nil, nil, fmt.Errorf("%s is not used with HS256; set only %s", publicKeyKey, secretKey)
+		}
+		if len(secret) < minHMACSecretBytes {
+			return nil, nil, fmt.Errorf("%s must be at least %d bytes for HS256", secretKey, minHMACSecretBytes)
+		}
+		return jwt.SigningMethodHS256, []byte(secret), nil
 	}
-	if cfg.PublicKey == "" {
-		return nil, fmt.Errorf("auth.jwt.public_key is required for %s", cfg.Algorithm)
+	if !strings.EqualFold(alg, "RS256") && !strings.EqualFold(alg, "EdDSA") {
+		return nil, nil, fmt.Errorf("auth.jwt.algorithm %q is not supported (HS256, RS256 or EdDSA)", alg)
 	}
-	b, err := os.ReadFile(cfg.PublicKey)
+	if secret != "" {
+		return nil, nil, fmt.Errorf("%s is not used with %s; set only %s", secretKey, alg, publicKeyKey)
+	}
+	if publicKey == "" {
+		return nil, nil, fmt.Errorf("%s is required for %s", publicKeyKey, alg)
+	}
+	// The only file this package reads, because a key path is what
+	// operators put in config.
+	pemBytes, err := os.ReadFile(publicKey)
 	if err != nil {
-		return nil, fmt.Errorf("auth.jwt.public_key: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", publicKeyKey, err)
 	}
-	return b, nil
+	if strings.EqualFold(alg, "RS256") {
+		key, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s %s: not an RSA public key: %w", publicKeyKey, publicKey, err)
+		}
+		if key.N.BitLen() < minRSABits {
+			return nil, nil, fmt.Errorf("%s %s: RSA key has %d bits, need at least %d", publicKeyKey, publicKey, key.N.BitLen(), minRSABits)
+		}
+		return jwt.SigningMethodRS256, key, nil
+	}
+	key, err := jwt.ParseEdPublicKeyFromPEM(pemBytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: not an Ed25519 public key: %w", publicKeyKey, publicKey, err)
+	}
+	return jwt.SigningMethodEdDSA, key, nil
 }
 
-// keyFunc hands out the configured key only for the pinned algorithm. The
-// parser already rejects other algorithms (WithValidMethods); checking again
-// here means an HS256 token can never be verified with the RSA public key
-// bytes as its HMAC secret, whatever the parser options become.
-func (v *jwtVerifier) keyFunc(t *jwt.Token) (any, error) {
-	if t.Method == nil || t.Method.Alg() != v.method.Alg() {
-		return nil, errors.New("unexpected signing method")
+// sameKey reports whether two verification keys are one.
+func sameKey(a, b any) bool {
+	switch a := a.(type) {
+	case []byte:
+		b, ok := b.([]byte)
+		return ok && subtle.ConstantTimeCompare(a, b) == 1
+	case *rsa.PublicKey:
+		return a.Equal(b)
+	case ed25519.PublicKey:
+		return a.Equal(b)
 	}
-	switch v.key.(type) {
-	case []byte, *rsa.PublicKey, ed25519.PublicKey:
-		return v.key, nil
+	return false
+}
+
+// keyFunc hands out key only for the pinned algorithm. The parser already
+// rejects other algorithms (WithValidMethods); checking again here means
+// an HS256 token can never be verified with the RSA public key bytes as
+// its HMAC secret, whatever the parser options become.
+func (v *jwtVerifier) keyFunc(key any) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		if t.Method == nil || t.Method.Alg() != v.method.Alg() {
+			return nil, errors.New("unexpected signing method")
+		}
+		switch key.(type) {
+		case []byte, *rsa.PublicKey, ed25519.PublicKey:
+			return key, nil
+		}
+		return nil, errors.New("no key for signing method")
 	}
-	return nil, errors.New("no key for signing method")
 }
 
 // verify validates a compact JWT and returns its principal. Every failure
@@ -162,7 +191,14 @@ func (v *jwtVerifier) keyFunc(t *jwt.Token) (any, error) {
 // of problem but never echoes the token or its claims.
 func (v *jwtVerifier) verify(raw string) (Principal, error) {
 	claims := jwt.MapClaims{}
-	tok, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc)
+	tok, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc(v.key))
+	if v.previous != nil && errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+		// Not the current key's: perhaps signed before a rotation. The
+		// claims are judged as they would have been (the parser checks
+		// them only after the signature).
+		claims = jwt.MapClaims{}
+		tok, err = v.parser.ParseWithClaims(raw, claims, v.keyFunc(v.previous))
+	}
 	if err != nil {
 		return Principal{}, unauthenticated(jwtMessage(err), err)
 	}

@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -337,5 +338,89 @@ func TestJWTLifetimeAndLeewayBounds(t *testing.T) {
 	c.Leeway = config.MaxJWTLeeway
 	if _, err := New(config.Auth{JWT: c}, testNow); err != nil {
 		t.Errorf("leeway %s (the most allowed): %v", c.Leeway, err)
+	}
+}
+
+// TestJWTKeyRotation: with auth.jwt.previous_secret or previous_public_key
+// set, tokens signed with the key before the current one are accepted
+// too, judged by the same rules; a third key still is not, nor is a
+// previous key of another kind or the current key again.
+func TestJWTKeyRotation(t *testing.T) {
+	oldSecret, newSecret := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	hs := config.JWT{Algorithm: "HS256", Secret: string(newSecret), RolesClaim: "roles", NameClaim: "sub", Leeway: 30 * time.Second}
+	good := jwt.MapClaims{"sub": "bob", "iat": testNow().Unix(), "exp": testNow().Add(time.Hour).Unix()}
+	expired := jwt.MapClaims{"sub": "bob", "exp": testNow().Add(-time.Hour).Unix()}
+
+	single, err := New(config.Auth{JWT: hs}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := single.Authenticate("Bearer " + sign(t, jwt.SigningMethodHS256, oldSecret, good)); err == nil {
+		t.Fatal("a token of the old secret accepted without previous_secret")
+	}
+	rot := hs
+	rot.PreviousSecret = string(oldSecret)
+	a, err := New(config.Auth{JWT: rot}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, key := range map[string][]byte{"new": newSecret, "previous": oldSecret} {
+		if p, err := a.Authenticate("Bearer " + sign(t, jwt.SigningMethodHS256, key, good)); err != nil || p.Name != "jwt:bob" {
+			t.Errorf("a token of the %s secret during rotation: %+v, %v", name, p, err)
+		}
+	}
+	if _, err := a.Authenticate("Bearer " + sign(t, jwt.SigningMethodHS256, oldSecret, expired)); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired token of the previous secret: %v, want expired", err)
+	}
+	third := "Bearer " + sign(t, jwt.SigningMethodHS256, []byte("0000000000000000000000000000000000"), good)
+	if _, err := a.Authenticate(third); err == nil {
+		t.Error("a token of a third secret accepted")
+	} else {
+		wantUnauthenticated(t, err, third)
+	}
+	if _, err := a.Authenticate("Bearer " + sign(t, jwt.SigningMethodHS384, oldSecret, good)); err == nil {
+		t.Error("HS384 with the previous secret accepted")
+	}
+
+	// RS256: the previous public key, and what is refused.
+	cur, prev, other := rsaKey(t, 2048), rsaKey(t, 2048), rsaKey(t, 2048)
+	curPath, _ := writePEM(t, &cur.PublicKey)
+	prevPath, prevPEM := writePEM(t, &prev.PublicKey)
+	rs := config.JWT{Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: prevPath, Audience: "orderly", RolesClaim: "roles", NameClaim: "sub"}
+	r, err := New(config.Auth{JWT: rs}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsGood := jwt.MapClaims{"sub": "carol", "aud": "orderly", "exp": testNow().Add(time.Hour).Unix()}
+	for name, key := range map[string]*rsa.PrivateKey{"current": cur, "previous": prev} {
+		if p, err := r.Authenticate("Bearer " + sign(t, jwt.SigningMethodRS256, key, rsGood)); err != nil || p.Name != "jwt:carol" {
+			t.Errorf("a token of the %s key: %+v, %v", name, p, err)
+		}
+	}
+	for name, tok := range map[string]string{
+		"another key":                       sign(t, jwt.SigningMethodRS256, other, rsGood),
+		"HS256 with the previous key's PEM": sign(t, jwt.SigningMethodHS256, prevPEM, rsGood),
+		"wrong audience, previous key":      sign(t, jwt.SigningMethodRS256, prev, jwt.MapClaims{"sub": "carol", "aud": "x", "exp": testNow().Add(time.Hour).Unix()}),
+	} {
+		if _, err := r.Authenticate("Bearer " + tok); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+
+	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	edPath, _ := writePEM(t, edPub)
+	for name, c := range map[string]config.JWT{
+		"previous secret is the secret":     {Algorithm: "HS256", Secret: string(newSecret), PreviousSecret: string(newSecret)},
+		"short previous secret":             {Algorithm: "HS256", Secret: string(newSecret), PreviousSecret: "short"},
+		"previous public key with HS256":    {Algorithm: "HS256", Secret: string(newSecret), PreviousPublicKey: prevPath},
+		"previous secret with RS256":        {Algorithm: "RS256", PublicKey: curPath, PreviousSecret: string(oldSecret)},
+		"previous key an Ed25519 for RS256": {Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: edPath},
+		"previous key the current one":      {Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: curPath},
+		"previous key missing":              {Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: curPath + ".gone"},
+		"previous key without algorithm":    {PreviousSecret: string(oldSecret)},
+	} {
+		if _, err := New(config.Auth{JWT: c}, testNow); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

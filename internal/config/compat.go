@@ -140,6 +140,9 @@ func (c Config) validatePrincipalSources(ps *problems) {
 			// auth.jwt's too: a principal jwt:<sub> on every route.
 			ps.add("compat.stage0.jwt_secret", "is auth.jwt.secret: a stage0 token would be a JWT of the native API too; give each its own secret")
 		}
+		if j := c.Auth.JWT; strings.EqualFold(j.Algorithm, "HS256") && j.PreviousSecret != "" && j.PreviousSecret == s.JWTSecret {
+			ps.add("compat.stage0.jwt_secret", "is auth.jwt.previous_secret: a stage0 token would be a JWT of the native API too; give each its own secret")
+		}
 		for i, t := range c.Auth.Tokens {
 			if strings.HasPrefix(t.Name, s.PrincipalPrefix) {
 				ps.add(fmt.Sprintf("auth.tokens[%d].name", i), "%q starts with compat.stage0.principal_prefix %q: a stage0 token could be this token's principal", t.Name, s.PrincipalPrefix)

@@ -138,12 +138,16 @@ type Token struct {
 
 // JWT configures JSON Web Token validation. The algorithm is pinned.
 type JWT struct {
-	Algorithm string        `koanf:"algorithm"`  // HS256, RS256, EdDSA; empty disables JWT
-	Secret    string        `koanf:"secret"`     // HS256
-	PublicKey string        `koanf:"public_key"` // PEM file, RS256/EdDSA
-	Issuer    string        `koanf:"issuer"`
-	Audience  string        `koanf:"audience"`
-	Leeway    time.Duration `koanf:"leeway"`
+	Algorithm string `koanf:"algorithm"`  // HS256, RS256, EdDSA; empty disables JWT
+	Secret    string `koanf:"secret"`     // HS256
+	PublicKey string `koanf:"public_key"` // PEM file, RS256/EdDSA
+	// PreviousSecret and PreviousPublicKey hold the key before Secret or
+	// PublicKey during a rotation: tokens it signed are accepted too.
+	PreviousSecret    string        `koanf:"previous_secret"`
+	PreviousPublicKey string        `koanf:"previous_public_key"`
+	Issuer            string        `koanf:"issuer"`
+	Audience          string        `koanf:"audience"`
+	Leeway            time.Duration `koanf:"leeway"`
 	// MaxLifetime bounds how long a token may live: exp - iat (and
 	// exp - nbf) when present, and always what remains of it, exp - now.
 	MaxLifetime time.Duration `koanf:"max_lifetime"`

@@ -327,16 +327,27 @@ func (c Config) validateAuth(ps *problems) {
 	switch j.Algorithm {
 	case "":
 		// A key with JWT off would be ignored: the operator meant it on.
-		if j.Secret != "" || j.PublicKey != "" {
-			ps.add("auth.jwt.algorithm", "must be set (HS256, RS256 or EdDSA) when auth.jwt.secret or auth.jwt.public_key is")
+		if j.Secret != "" || j.PublicKey != "" || j.PreviousSecret != "" || j.PreviousPublicKey != "" {
+			ps.add("auth.jwt.algorithm", "must be set (HS256, RS256 or EdDSA) when auth.jwt.secret, public_key or a previous key is")
 		}
 	case "HS256":
 		if len(j.Secret) < 32 {
 			ps.add("auth.jwt.secret", "HS256 needs a secret of at least 32 bytes")
 		}
+		switch {
+		case j.PreviousPublicKey != "":
+			ps.add("auth.jwt.previous_public_key", "is not used with HS256; set previous_secret")
+		case j.PreviousSecret != "" && len(j.PreviousSecret) < 32:
+			ps.add("auth.jwt.previous_secret", "HS256 needs a secret of at least 32 bytes")
+		case j.PreviousSecret != "" && j.PreviousSecret == j.Secret:
+			ps.add("auth.jwt.previous_secret", "is auth.jwt.secret: set the new secret in secret, the old one here")
+		}
 	case "RS256", "EdDSA":
 		if j.PublicKey == "" {
 			ps.add("auth.jwt.public_key", "%s needs a PEM public key file", j.Algorithm)
+		}
+		if j.PreviousSecret != "" {
+			ps.add("auth.jwt.previous_secret", "is not used with %s; set previous_public_key", j.Algorithm)
 		}
 		// A public key is an identity provider's, which signs the tokens
 		// of every service it serves with it: without an audience check,

@@ -94,6 +94,19 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"jwt leeway beyond the cap", func(c *Config) {
 			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.Leeway = "HS256", strings.Repeat("s", 40), MaxJWTLeeway+time.Second
 		}, "auth.jwt.leeway"},
+		{"jwt previous secret without algorithm", func(c *Config) { c.Auth.JWT.PreviousSecret = strings.Repeat("p", 40) }, "auth.jwt.algorithm"},
+		{"jwt previous secret short", func(c *Config) {
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousSecret = "HS256", strings.Repeat("s", 40), "short"
+		}, "auth.jwt.previous_secret"},
+		{"jwt previous secret is the secret", func(c *Config) {
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousSecret = "HS256", strings.Repeat("s", 40), strings.Repeat("s", 40)
+		}, "auth.jwt.previous_secret"},
+		{"jwt previous public key with HS256", func(c *Config) {
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousPublicKey = "HS256", strings.Repeat("s", 40), "/etc/old.pem"
+		}, "auth.jwt.previous_public_key"},
+		{"jwt previous secret with EdDSA", func(c *Config) {
+			c.Auth.JWT.Algorithm, c.Auth.JWT.PublicKey, c.Auth.JWT.Audience, c.Auth.JWT.PreviousSecret = "EdDSA", "/etc/jwt.pem", "orderly", strings.Repeat("p", 40)
+		}, "auth.jwt.previous_secret"},
 		{"jwt max_lifetime zero", func(c *Config) {
 			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.MaxLifetime = "HS256", strings.Repeat("s", 40), 0
 		}, "auth.jwt.max_lifetime"},
@@ -223,6 +236,10 @@ func TestPrincipalsOfOneSourceEach(t *testing.T) {
 		// /dev-login mints) would be a JWT of auth.jwt's too.
 		{"stage0 secret is auth.jwt's", func(c *Config) {
 			c.Auth.JWT = JWT{Algorithm: "HS256", Secret: c.Compat.Stage0.JWTSecret, RolesClaim: "roles", NameClaim: "sub"}
+		}, "compat.stage0.jwt_secret"},
+		{"stage0 secret is auth.jwt's previous", func(c *Config) {
+			c.Auth.JWT = JWT{Algorithm: "HS256", Secret: strings.Repeat("n", 40), PreviousSecret: c.Compat.Stage0.JWTSecret,
+				MaxLifetime: time.Hour, RolesClaim: "roles", NameClaim: "sub"}
 		}, "compat.stage0.jwt_secret"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
