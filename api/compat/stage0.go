@@ -210,6 +210,9 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 			return nil, http.StatusUnauthorized, `Invalid token: The "roles" claim must hold roles of at most 256 bytes without control characters`
 		}
 	}
+	if msg := stage0Lifetime(claims, s.now(), sc.JWTTTL); msg != "" {
+		return nil, http.StatusUnauthorized, msg
+	}
 	values := map[string][]string{}
 	for k, v := range claims {
 		var vals []string
@@ -364,6 +367,35 @@ func pyjwtClaims(c jwt.MapClaims, now time.Time, issuer, audience string) string
 	if jti, ok := c["jti"]; ok {
 		if _, ok := jti.(string); !ok {
 			return "Invalid token: JWT ID must be a string"
+		}
+	}
+	return ""
+}
+
+// stage0ClockSlack is how far ahead of this replica's clock the one that
+// minted a token may be: exp - now is bounded by the lifetime and this.
+const stage0ClockSlack = time.Minute
+
+// stage0Lifetime refuses a token stage0 would have taken for ever: one
+// without exp (PyJWT checked exp only when present), or one that lives
+// longer than compat.stage0.jwt_ttl, /dev-login's own lifetime: exp
+// further than that from iat or nbf when present, or from now. A leaked
+// token of stage0's secret was good until its exp, or for good without
+// one. pyjwtClaims has read each time claim as Python's int().
+func stage0Lifetime(c jwt.MapClaims, now time.Time, ttl time.Duration) string {
+	if _, ok := c["exp"]; !ok {
+		return `Invalid token: Token is missing the "exp" claim`
+	}
+	exp, _, _ := pyInt(c["exp"])
+	tooLong := "Invalid token: The token lives longer than " + ttl.String() + " (compat.stage0.jwt_ttl)"
+	if exp-float64(now.Unix()) > (ttl + stage0ClockSlack).Seconds() {
+		return tooLong
+	}
+	for _, claim := range []string{"iat", "nbf"} {
+		if raw, ok := c[claim]; ok {
+			if start, _, _ := pyInt(raw); exp-start > ttl.Seconds() {
+				return tooLong
+			}
 		}
 	}
 	return ""

@@ -24,6 +24,7 @@ func TestStage0JWTClaims(t *testing.T) {
 	cfg.Compat.Stage0.JWTSecret = secret
 	cfg.Compat.Stage0.JWTIssuer = "dev-idp"
 	cfg.Compat.Stage0.JWTAudience = "dev-api"
+	cfg.Compat.Stage0.JWTTTL = 8 * time.Hour
 	s := &Stage0{Now: func() time.Time { return now }}
 	// sign is an HS256 token with exactly this header and payload.
 	sign := func(header, payload map[string]any) string {
@@ -37,8 +38,9 @@ func TestStage0JWTClaims(t *testing.T) {
 		return in + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 	}
 	hs256 := map[string]any{"alg": "HS256", "typ": "JWT"}
+	past, future := now.Add(-time.Hour).Unix(), now.Add(time.Hour).Unix()
 	claims := func(extra map[string]any) map[string]any {
-		c := map[string]any{"sub": "ci", "iss": "dev-idp", "aud": "dev-api"}
+		c := map[string]any{"sub": "ci", "iss": "dev-idp", "aud": "dev-api", "exp": future}
 		for k, v := range extra {
 			if v == nil {
 				delete(c, k)
@@ -48,16 +50,24 @@ func TestStage0JWTClaims(t *testing.T) {
 		}
 		return c
 	}
-	past, future := now.Add(-time.Hour).Unix(), now.Add(time.Hour).Unix()
 	for _, tc := range []struct {
 		name  string
 		token string
 		want  string
 	}{
 		{"valid", sign(hs256, claims(nil)), ""},
-		{"iat as a string of digits", sign(hs256, claims(map[string]any{"iat": " 1_000 "})), ""},
+		{"iat as a string of digits", sign(hs256, claims(map[string]any{"iat": " 1_799_999_000 "})), ""},
 		// int() reads any script's decimal digits and strips Unicode white space.
-		{"iat in Arabic-Indic digits", sign(hs256, claims(map[string]any{"iat": "\u00a0\u0661\u0660\u0660\u0660\u3000"})), ""},
+		{"iat in Arabic-Indic digits", sign(hs256, claims(map[string]any{"iat": "\u00a0\u0661\u0667\u0669\u0669\u0669\u0669\u0669\u0660\u0660\u0660\u3000"})), ""},
+		// orderly's bound (docs/compat.md): exp required, and the token
+		// no longer-lived than compat.stage0.jwt_ttl, /dev-login's.
+		{"no exp", sign(hs256, claims(map[string]any{"exp": nil})), `Invalid token: Token is missing the "exp" claim`},
+		{"exp ten years out", sign(hs256, claims(map[string]any{"exp": now.AddDate(10, 0, 0).Unix()})), "Invalid token: The token lives longer than 8h0m0s (compat.stage0.jwt_ttl)"},
+		{"exp ten years out, in digits of another script", sign(hs256, claims(map[string]any{"exp": pyDigits(now.AddDate(10, 0, 0).Unix())})), "Invalid token: The token lives longer than 8h0m0s (compat.stage0.jwt_ttl)"},
+		{"iat a year ago", sign(hs256, claims(map[string]any{"iat": now.AddDate(-1, 0, 0).Unix()})), "Invalid token: The token lives longer than 8h0m0s (compat.stage0.jwt_ttl)"},
+		{"nbf a year ago", sign(hs256, claims(map[string]any{"nbf": now.AddDate(-1, 0, 0).Unix()})), "Invalid token: The token lives longer than 8h0m0s (compat.stage0.jwt_ttl)"},
+		{"exactly jwt_ttl", sign(hs256, claims(map[string]any{"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(8 * time.Hour).Unix()})), ""},
+		{"minted a few seconds ahead", sign(hs256, claims(map[string]any{"exp": now.Add(8*time.Hour + 5*time.Second).Unix()})), ""},
 		{"exp past in fullwidth digits", sign(hs256, claims(map[string]any{"exp": "\uff11_\uff10\uff10\uff10"})), "Token has expired"},
 		{"exp in mathematical digits, future", sign(hs256, claims(map[string]any{"exp": pyDigits(future)})), ""},
 		{"nbf in superscript", sign(hs256, claims(map[string]any{"nbf": "\u00b2"})), "Invalid token: Not Before claim (nbf) must be an integer."},

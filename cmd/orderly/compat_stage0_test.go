@@ -365,7 +365,8 @@ compat:
 
 	t.Run("a claim holding NUL is left out, not a 500", func(t *testing.T) {
 		nul, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "nul-claim", "iss": "dev-idp", "aud": "dev-api",
-			"roles": []string{"developer"}, "team": "a\u0000b", "groups": []string{"x\u0000", "y"}}).SignedString([]byte(secret))
+			"roles": []string{"developer"}, "team": "a\u0000b", "groups": []string{"x\u0000", "y"},
+			"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
 		resp, b := do("POST", "/api/runbooks/Hello.md/execute", nul, map[string]any{"env_vars": map[string]any{"GREETING": "hi"}})
 		if resp.StatusCode != 200 || !strings.Contains(b, `"success": true`) {
 			t.Fatalf("execute: %d %s", resp.StatusCode, b)
