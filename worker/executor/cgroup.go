@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -200,4 +201,49 @@ func (c *orderCgroup) exists() (bool, error) {
 		return false, fmt.Errorf("stat cgroup %s: %w", c.path, err)
 	}
 	return true, nil
+}
+
+// signalOthers sends sig, and SIGCONT after it when cont is set, to every
+// process of the cgroup and its descendants that is not in process group
+// pgid. Each is signalled through a pidfd, opened before the cgroup is
+// listed again: a pid listed both times belonged, at the second look, to a
+// process of the cgroup, and the pidfd is that process's or one that has
+// since died (the signal then fails with ESRCH), never a later process's
+// that got the pid.
+func (c *orderCgroup) signalOthers(pgid int, sig syscall.Signal, cont bool) error {
+	pids, err := c.procs()
+	if err != nil || len(pids) == 0 {
+		return err
+	}
+	fds := make(map[int]int, len(pids))
+	defer func() {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+	}()
+	for _, pid := range pids {
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			fds[pid] = fd
+		}
+	}
+	still, err := c.procs()
+	if err != nil {
+		return err
+	}
+	for _, pid := range still {
+		fd, ok := fds[pid]
+		if !ok {
+			continue // new since the first look: forked after the leader's signal
+		}
+		if st, err := readStat(pid); err != nil || st.pgrp == pgid {
+			continue // gone, or signalled with its group
+		}
+		if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("signal process %d of cgroup %s: %w", pid, c.path, err)
+		}
+		if cont {
+			_ = unix.PidfdSendSignal(fd, unix.SIGCONT, nil, 0)
+		}
+	}
+	return nil
 }

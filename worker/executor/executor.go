@@ -190,8 +190,10 @@ func New(logger *slog.Logger) *Executor {
 // process group to end.
 //
 // A signal received from signals (a user's cancel) goes to the whole process
-// group, SIGKILL follows after KillGrace, and the Result is Canceled; a zero
-// signal means SIGTERM, and a closed channel is ignored. When ctx ends
+// group and to the rest of the order (the session's other groups, or every
+// process of the order's cgroup), SIGKILL follows after KillGrace, and the
+// Result is Canceled; a zero signal means SIGTERM, and a closed channel is
+// ignored. A timeout's SIGTERM goes to the same processes. When ctx ends
 // (worker shutdown) the group is ended like on a timeout (SIGTERM,
 // KillGrace, SIGKILL) and the Result is Canceled. Run returns once the
 // group is confirmed gone, or after groupGoneTimeout with GroupGone false
@@ -317,7 +319,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			// OnStart; one that passed meanwhile fires at once.
 			req.Timeout = max(req.Timeout-time.Since(start), time.Nanosecond)
 		}
-		waitErr = e.supervise(ctx, pid, req, signals, exited, &res)
+		waitErr = e.supervise(ctx, orderProcs{pgid: pid, cg: cg, forksBefore: forksBefore, forksOK: forksOK}, req, signals, exited, &res)
 	}
 	res.Duration = time.Since(start)
 	if waitErr != nil {
@@ -413,9 +415,20 @@ func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process) error
 	return nil
 }
 
+// orderProcs is what supervise needs to find every process of a running
+// order: the leader's group pgid, and the order's cgroup or else the fork
+// count read before the start (see killSession).
+type orderProcs struct {
+	pgid        int
+	cg          *orderCgroup
+	forksBefore uint64
+	forksOK     bool
+}
+
 // supervise waits for the leader to exit while enforcing the timeout, the
 // cancel signals and ctx. It returns the error of the wait, if any.
-func (e *Executor) supervise(ctx context.Context, pgid int, req Request, signals <-chan syscall.Signal, exited <-chan error, res *Result) error {
+func (e *Executor) supervise(ctx context.Context, o orderProcs, req Request, signals <-chan syscall.Signal, exited <-chan error, res *Result) error {
+	pgid := o.pgid
 	var timeout <-chan time.Time
 	if req.Timeout > 0 {
 		t := time.NewTimer(req.Timeout)
@@ -431,13 +444,18 @@ func (e *Executor) supervise(ctx context.Context, pgid int, req Request, signals
 	}()
 	terminate := func(sig syscall.Signal) {
 		e.killGroup(ctx, pgid, sig)
-		if sig != unix.SIGKILL && sig != unix.SIGCONT {
+		cont := sig != unix.SIGKILL && sig != unix.SIGCONT
+		if cont {
 			// A stopped process (SIGSTOP, job control) only handles
 			// the signal once it runs again; without this it would
 			// sleep through it and the grace, and die by SIGKILL
 			// (systemd sends SIGCONT after SIGTERM too).
 			e.killGroup(ctx, pgid, unix.SIGCONT)
 		}
+		// The rest of the order gets the same signal and the same grace:
+		// a process that moved to a group of its own (setpgid, a job of
+		// a shell with job control) or, in a cgroup, left the session.
+		e.signalRest(ctx, o, sig, cont)
 		if graceTimer == nil {
 			graceTimer = time.NewTimer(max(req.KillGrace, 0))
 			grace = graceTimer.C

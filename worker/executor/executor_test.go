@@ -902,3 +902,72 @@ func TestRunSlowOutputConsumerIsNoEscape(t *testing.T) {
 		t.Errorf("Escaped=%v Verified=%q, want false and group", res.Escaped, res.Verified)
 	}
 }
+
+// TestRunTermReachesEveryGroupOfTheOrder: the graceful step of a timeout or
+// a cancel (SIGTERM, then kill_grace) reaches every process of the order,
+// not only the leader's group: a process that moved to a group of its own
+// (setpgid) gets the SIGTERM, and its handler runs, before the SIGKILL of
+// the order's end; in an order cgroup, so does one that left the session
+// (setsid). The leader waits, on SIGTERM, until the moved process has seen
+// it; without the signal it waits for the grace's SIGKILL.
+func TestRunTermReachesEveryGroupOfTheOrder(t *testing.T) {
+	t.Parallel()
+	for _, cgroup := range []bool{false, true} {
+		for _, tt := range []struct{ name, leave string }{
+			{"setpgid", "setpgrp(0, 0)"},
+			{"setsid", "POSIX::setsid()"},
+		} {
+			for _, how := range []string{"timeout", "cancel"} {
+				name := tt.name + "/" + how
+				if cgroup {
+					name = "cgroup/" + name
+				} else if tt.name == "setsid" {
+					continue // it leaves the session: only a cgroup holds it
+				}
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					dir := t.TempDir()
+					// The moved process writes $1/ready once it has
+					// left, and $1/term when SIGTERM comes.
+					script := `perl -MPOSIX -e '$SIG{TERM} = sub { open my $f, ">", "$ARGV[0]/term"; exit 0 }; ` + tt.leave + `;
+						open my $f, ">", "$ARGV[0]/ready"; close $f; sleep 100 while 1' "$1" </dev/null >/dev/null 2>&1 &
+					until [ -e "$1/ready" ]; do sleep 0.01; done
+					trap 'until [ -e "$1/term" ]; do sleep 0.05; done; exit 0' TERM
+					echo ready
+					while :; do sleep 0.05; done`
+					signals := make(chan syscall.Signal, 1)
+					req := startedScript(script, func() {
+						if how == "cancel" {
+							signals <- syscall.SIGTERM
+						}
+					})
+					req.Argv = append(req.Argv, "sh", dir)
+					if how == "timeout" {
+						req.Timeout = 4 * time.Second // time for a starved shell and perl to get ready
+					}
+					req.KillGrace = 5 * time.Second
+					if cgroup {
+						req.CgroupParent = testCgroupParent(t)
+						req.CgroupName = "order-term"
+					}
+					res := newTestExecutor(t).Run(t.Context(), req, signals)
+					if how == "timeout" && !res.TimedOut || how == "cancel" && !res.Canceled {
+						t.Fatalf("TimedOut=%v Canceled=%v", res.TimedOut, res.Canceled)
+					}
+					if _, err := os.Stat(filepath.Join(dir, "term")); err != nil {
+						t.Errorf("the process that left the leader's group saw no SIGTERM: %v", err)
+					}
+					if res.ExitCode == nil || *res.ExitCode != 0 {
+						t.Errorf("ExitCode=%v Signal=%q: the leader did not end by its trap (stderr %q)", res.ExitCode, res.Signal, res.Stderr.Content)
+					}
+					if res.Duration >= req.Timeout+req.KillGrace {
+						t.Errorf("Duration = %v: the order waited for the grace", res.Duration)
+					}
+					if !res.GroupGone || res.Verified == "" {
+						t.Errorf("GroupGone=%v Verified=%q", res.GroupGone, res.Verified)
+					}
+				})
+			}
+		}
+	}
+}

@@ -428,3 +428,39 @@ func (e *Executor) killSession(ctx context.Context, sid int, forksBefore uint64,
 		pause = min(2*pause, 10*time.Millisecond)
 	}
 }
+
+// signalRest sends sig, and SIGCONT after it when cont is set, to every
+// process of the running order o outside the leader's group, which the
+// caller signalled itself: in an order cgroup every other process of the
+// cgroup, without one the session's other groups. It is the graceful step
+// of a timeout or a cancel, so it gives up quietly (a warning) on what it
+// cannot look up: the order's end kills them all in any case. It runs only
+// on a timeout, a cancel or a stop, never on an order's normal path.
+func (e *Executor) signalRest(ctx context.Context, o orderProcs, sig syscall.Signal, cont bool) {
+	if o.cg != nil {
+		if err := o.cg.signalOthers(o.pgid, sig, cont); err != nil {
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "signal the order's cgroup", slog.Int("pgid", o.pgid),
+				slog.String("signal", signalName(sig)), slog.String("error", err.Error()))
+		}
+		return
+	}
+	// The leader is alive (or its zombie unreaped): sid is pinned, and
+	// what has it as session id is the order's. What it forks after this
+	// look was forked after the signal and is left to the order's end.
+	if sessionAlone(o.pgid) {
+		return
+	}
+	groups, _, _, err := e.sessionGroups(o.pgid, o.forksBefore, o.forksOK)
+	if err != nil {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", o.pgid), slog.String("error", err.Error()))
+		return
+	}
+	for _, g := range groups {
+		if g > 1 { // kill(-1) would be every process
+			e.killGroup(ctx, g, sig)
+			if cont {
+				e.killGroup(ctx, g, unix.SIGCONT)
+			}
+		}
+	}
+}
