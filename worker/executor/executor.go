@@ -172,10 +172,10 @@ type Executor struct {
 	// machine is read once: the boot, the machine and our pid namespace
 	// do not change while we run.
 	machine func() (machine, error)
-	// forks is the highest count of forks since boot read so far (zero:
-	// none yet). Read before a start, it is a lower bound of the count at
-	// that start, which is all killSession needs of it.
-	forks atomic.Uint64
+	// pids is the reading of the pid allocator with the highest fork
+	// count so far (nil: none yet). Read before a start, it is a reading
+	// taken before that start, which is all killSession needs of it.
+	pids atomic.Pointer[pidReading]
 }
 
 // New returns an Executor that logs to logger (nil discards).
@@ -249,15 +249,12 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	pp := newPipes(req.Credential)
 	// Without a cgroup, what left the group but not the session is found
 	// among the pids handed out since the start (killSession), bounded by
-	// a fork count read before it: the last one read, or else one now.
-	forksBefore := e.forks.Load()
-	if forksBefore == 0 && cg == nil {
-		if forks, err := forkCount(); err == nil {
-			e.forksSeen(forks)
-			forksBefore = forks
-		}
+	// a reading of the pid allocator taken before it: the last one taken,
+	// or else one now. nil: none could be, and every pid is looked at.
+	before := e.pids.Load()
+	if before == nil && cg == nil {
+		before = e.readPids()
 	}
-	forksOK := forksBefore != 0
 	start := time.Now()
 	err := func() (err error) {
 		if err := inheritNothing(); err != nil {
@@ -319,7 +316,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			// OnStart; one that passed meanwhile fires at once.
 			req.Timeout = max(req.Timeout-time.Since(start), time.Nanosecond)
 		}
-		waitErr = e.supervise(ctx, orderProcs{pgid: pid, cg: cg, forksBefore: forksBefore, forksOK: forksOK}, req, signals, exited, &res)
+		waitErr = e.supervise(ctx, orderProcs{pgid: pid, cg: cg, before: before}, req, signals, exited, &res)
 	}
 	res.Duration = time.Since(start)
 	if waitErr != nil {
@@ -337,7 +334,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	if cg != nil {
 		cgErr = cg.end()
 	} else {
-		sessionGone = e.killSession(ctx, pid, forksBefore, forksOK)
+		sessionGone = e.killSession(ctx, pid, before)
 	}
 	if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
@@ -416,13 +413,12 @@ func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process) error
 }
 
 // orderProcs is what supervise needs to find every process of a running
-// order: the leader's group pgid, and the order's cgroup or else the fork
-// count read before the start (see killSession).
+// order: the leader's group pgid, and the order's cgroup or else the
+// reading of the pid allocator taken before the start (see killSession).
 type orderProcs struct {
-	pgid        int
-	cg          *orderCgroup
-	forksBefore uint64
-	forksOK     bool
+	pgid   int
+	cg     *orderCgroup
+	before *pidReading
 }
 
 // supervise waits for the leader to exit while enforcing the timeout, the

@@ -881,6 +881,44 @@ func TestPidWindow(t *testing.T) {
 	}
 }
 
+// TestPidMoved: how far the pid allocator can have moved since a reading
+// taken before the leader's start counts the tasks of that reading, not of
+// now. Numbers in use at the start are skipped by the allocator even when
+// their tasks are gone by the end: 30,000 tasks at the start that ended
+// during the order, and 100 forks, can take the allocator round a pid
+// space of 32,768 (which then leaves the session's members anywhere in
+// it), while a count of the tasks left at the end (10) says 130 pids.
+func TestPidMoved(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		before    pidReading
+		forks     uint64
+		moved     uint64
+		known     bool
+		wholeFrom int // pid_max from which the window is not every pid; 0: none
+	}{
+		{"the start's tasks", pidReading{forks: 1000, tasks: 30000}, 1100, 100 + 90000, true, 90401},
+		{"a quiet host", pidReading{forks: 1000, tasks: 300}, 1010, 10 + 900, true, 1211},
+		{"fork count backwards", pidReading{forks: 1000, tasks: 300}, 900, 900, false, 0},
+	} {
+		moved, known := pidMoved(tt.before, tt.forks)
+		if moved != tt.moved || known != tt.known {
+			t.Errorf("%s: moved %d known %v, want %d %v", tt.name, moved, known, tt.moved, tt.known)
+		}
+		// The leader 1000 and a last pid 1003: a member below the
+		// leader (wrapped round) must be looked at when the
+		// allocator can have gone round.
+		for _, pidMax := range []int{32768, 4194304} {
+			since, _ := pidWindow(1000, 1003, pidMax, moved, known)
+			whole := since != nil && since(5)
+			if want := tt.wholeFrom == 0 || pidMax < tt.wholeFrom; whole != want {
+				t.Errorf("%s: pid_max %d: every pid looked at = %v, want %v", tt.name, pidMax, whole, want)
+			}
+		}
+	}
+}
+
 // TestRunSlowOutputConsumerIsNoEscape: when the order's processes are
 // gone but OnOutput is still busy with their output, what is left in the
 // pipes is theirs: it is read in full, and nobody escaped.

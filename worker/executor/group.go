@@ -218,14 +218,57 @@ func parseStat(stat []byte) (procStat, bool) {
 // out in increasing order, so those are the pids after the leader's, up
 // to the last one handed out (wrapping past pid_max once) — unless the
 // pid space went round more than once meanwhile, which the count of forks
-// since boot rules out or makes the scan look at every pid. Most orders
-// fork nothing: when the last pid handed out is still the leader's, which
-// the zombie leader keeps from being handed out again, no process was
-// created since, and nothing else is read (sessionAlone). The fork count
-// before the start is the Executor's last reading (forksSeen), taken before
-// that start and so a lower bound of it: an order pays for no read of
-// /proc/stat before it starts, which on a host with many CPUs and
-// interrupts is a large file, and one after only when it forked.
+// since boot rules out or makes the scan look at every pid (pidMoved).
+// Most orders fork nothing: when the last pid handed out is still the
+// leader's, which the zombie leader keeps from being handed out again, no
+// process was created since, and nothing else is read (sessionAlone). The
+// reading before the start is the Executor's last one (pidsSeen), taken
+// before that start: an order pays for no read of /proc/stat before it
+// starts, which on a host with many CPUs and interrupts is a large file,
+// and one after only when it forked.
+
+// pidReading is the pid allocator's state at one moment: the fork count
+// since boot, then (read after it) the number of tasks on the host.
+type pidReading struct {
+	forks uint64
+	tasks int
+}
+
+// readPids takes a reading, keeps it for later orders and returns it; nil
+// when it could not.
+func (e *Executor) readPids() *pidReading {
+	forks, err := forkCount()
+	if err != nil {
+		return nil
+	}
+	tasks, err := taskCount()
+	if err != nil {
+		return nil
+	}
+	r := &pidReading{forks: forks, tasks: tasks}
+	e.pidsSeen(r)
+	return r
+}
+
+// pidMoved bounds how far the pid allocator's cursor can have moved since
+// the reading before, taken before the leader's start, given the fork
+// count now; known false: the count went backwards, which it cannot.
+//
+// On its first trip round the pid space from where it was at before, the
+// cursor passes each number once: it hands it out (a fork, counted) or
+// skips it because it is in use (a pid, a group id or a session id, each
+// held by a task). A number it skips was in use at before, or was handed
+// out since; the second is impossible within one trip, since the cursor
+// had passed it. And the numbers in use grow only by forks: setsid and
+// setpgid(0, 0) take the caller's own pid as the id. So the trip is no
+// longer than the forks since before plus three numbers for each task at
+// before. The tasks of before, not now: tasks that were there at the start
+// and ended since (other workloads of the host, or the order's user's
+// other processes that the order killed) were skipped all the same, and a
+// count at the end would miss them. The tasks the order forks are forks.
+func pidMoved(before pidReading, forks uint64) (moved uint64, known bool) {
+	return forks - min(forks, before.forks) + 3*uint64(before.tasks), forks >= before.forks
+}
 
 // forkCount returns the number of processes and threads created since boot
 // (the "processes" line of /proc/stat): an upper bound on the pids handed
@@ -292,11 +335,12 @@ func sessionAlone(sid int) bool {
 	return err == nil && last == sid
 }
 
-// forksSeen keeps the highest fork count read, for the next orders.
-func (e *Executor) forksSeen(forks uint64) {
+// pidsSeen keeps the reading with the highest fork count, the latest, for
+// the next orders.
+func (e *Executor) pidsSeen(r *pidReading) {
 	for {
-		old := e.forks.Load()
-		if old >= forks || e.forks.CompareAndSwap(old, forks) {
+		old := e.pids.Load()
+		if old != nil && old.forks >= r.forks || e.pids.CompareAndSwap(old, r) {
 			return
 		}
 	}
@@ -320,29 +364,24 @@ func readProcInt(path string) (int, error) {
 }
 
 // pidRange says which pids may belong to processes forked since the leader
-// sid: since reports whether pid p may, or few lists them all. forksBefore
-// is forkCount read before the leader was started; ok false means it could
-// not be read.
-func (e *Executor) pidRange(sid int, forksBefore uint64, ok bool) (since func(p int) bool, few []int) {
-	forks, err1 := forkCount()
-	if err1 == nil {
-		e.forksSeen(forks)
-	}
+// sid: since reports whether pid p may, or few lists them all. before is
+// the reading taken before the leader was started; nil means none could be.
+func (e *Executor) pidRange(sid int, before *pidReading) (since func(p int) bool, few []int) {
+	// The reading now is for later orders: this one needs only the
+	// fork count.
+	now := e.readPids()
 	last, err2 := readProcInt("/proc/sys/kernel/ns_last_pid")
 	pidMax, err3 := readProcInt("/proc/sys/kernel/pid_max")
-	tasks, err4 := taskCount()
-	if !ok || err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+	if before == nil || now == nil || err2 != nil || err3 != nil {
 		return func(int) bool { return true }, nil
 	}
-	return pidWindow(sid, last, pidMax, forks-min(forks, forksBefore)+3*uint64(tasks), forks >= forksBefore)
+	moved, known := pidMoved(*before, now.forks)
+	return pidWindow(sid, last, pidMax, moved, known)
 }
 
 // pidWindow is pidRange for a leader sid, the last pid handed out, pid_max
-// and how far the pid allocator can have moved since the leader's start:
-// one pid per fork, plus every pid in use, which it skips. A number is in
-// use as a pid, a group id or a session id, each of them held by a task,
-// hence the caller's forks + 3 × tasks. known false: the fork count went
-// backwards, which it cannot.
+// and how far the pid allocator can have moved since the leader's start
+// (pidMoved). known false: the fork count went backwards, which it cannot.
 func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p int) bool, few []int) {
 	// 300 pids (RESERVED_PIDS) are never handed out again after a wrap;
 	// moving less than the rest cannot have gone round past the leader.
@@ -365,8 +404,8 @@ func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p in
 // sessionGroups lists the process groups of session sid other than group
 // sid that have a live member, and those members; dead lists the members
 // of those groups that are zombies.
-func (e *Executor) sessionGroups(sid int, forksBefore uint64, forksOK bool) (groups, live []int, dead []member, err error) {
-	since, pids := e.pidRange(sid, forksBefore, forksOK)
+func (e *Executor) sessionGroups(sid int, before *pidReading) (groups, live []int, dead []member, err error) {
+	since, pids := e.pidRange(sid, before)
 	if since != nil {
 		if pids, err = procPids(func(p int) bool { return p != sid && since(p) }); err != nil {
 			return nil, nil, nil, err
@@ -398,14 +437,14 @@ func (e *Executor) sessionGroups(sid int, forksBefore uint64, forksOK bool) (gro
 // A group id seen on such a member could only name another group after the
 // group emptied and its id went round the whole pid space, between the
 // look and the kill.
-func (e *Executor) killSession(ctx context.Context, sid int, forksBefore uint64, forksOK bool) bool {
+func (e *Executor) killSession(ctx context.Context, sid int, before *pidReading) bool {
 	if sessionAlone(sid) {
 		return true
 	}
 	deadline := time.Now().Add(groupGoneTimeout)
 	pause := 50 * time.Microsecond
 	for {
-		groups, live, dead, err := e.sessionGroups(sid, forksBefore, forksOK)
+		groups, live, dead, err := e.sessionGroups(sid, before)
 		if err != nil {
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", sid), slog.String("error", err.Error()))
 			return false
@@ -450,7 +489,7 @@ func (e *Executor) signalRest(ctx context.Context, o orderProcs, sig syscall.Sig
 	if sessionAlone(o.pgid) {
 		return
 	}
-	groups, _, _, err := e.sessionGroups(o.pgid, o.forksBefore, o.forksOK)
+	groups, _, _, err := e.sessionGroups(o.pgid, o.before)
 	if err != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", o.pgid), slog.String("error", err.Error()))
 		return
