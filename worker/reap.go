@@ -2,10 +2,15 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/worker/executor"
 )
@@ -61,7 +66,73 @@ func (w *Worker) reap(ctx context.Context, id uuid.UUID, p *postgres.Process) ma
 }
 
 // cgroupNamer is implemented by a host policy that runs each order in its
-// own cgroup (hostpolicy.Policy.OrderCgroup): "" when it does not.
+// own cgroup (hostpolicy.Policy.OrderCgroup): "" when it does not. Every
+// order's cgroup is a child of one parent.
 type cgroupNamer interface {
 	OrderCgroup(id uuid.UUID) string
+}
+
+// sweepCgroupWait is how long the sweep gives an order's cgroup to empty
+// after cgroup.kill: killed processes are gone in milliseconds, and one
+// that is not (uninterruptible sleep) is tried again at the next sweep
+// rather than holding the host's queue at each.
+const sweepCgroupWait = 200 * time.Millisecond
+
+// sweepCgroups ends the order cgroups left in the worker's cgroup parent
+// by orders of this host that are not running: an attempt marked ended
+// without a process record (the worker that ran it stopped between the
+// start and the record, and the one that marked it stopped before its
+// reap) is kept nowhere in PostgreSQL, and its cgroup, named after the
+// order alone, is all there is to find its processes by; a cgroup that
+// would not empty at the order's end is tried again. It runs where
+// reapAbandoned does, when nothing runs here; a running order's cgroup is
+// left to its abandon. An order of another host (a parent shared by the
+// workers of several hosts) or one no longer in the database is left
+// alone: nothing proves it is this host's. A cgroup that will not empty
+// is logged and tried again at the next sweep: the host is not held up
+// for it, as it is not at the order's own end.
+func (w *Worker) sweepCgroups(ctx context.Context) error {
+	cg, ok := w.policy.(cgroupNamer)
+	if !ok {
+		return nil
+	}
+	some := cg.OrderCgroup(uuid.Nil)
+	if some == "" {
+		return nil
+	}
+	parent := filepath.Dir(some)
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		w.logger.Warn("list the orders' cgroups", "cgroup", parent, "error", err)
+		return nil
+	}
+	for _, ent := range entries {
+		name, found := strings.CutPrefix(ent.Name(), "order-")
+		if !found || !ent.IsDir() {
+			continue
+		}
+		id, err := uuid.Parse(name)
+		if err != nil || cg.OrderCgroup(id) != filepath.Join(parent, ent.Name()) {
+			continue
+		}
+		o, err := w.store.GetOrder(ctx, id)
+		if errors.Is(err, order.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if o.Host != w.opts.Host || o.Status == order.StatusRunning {
+			continue
+		}
+		r := executor.SweepCgroup(cg.OrderCgroup(id), sweepCgroupWait)
+		if r.Err != nil {
+			w.logger.Warn("an order's cgroup is left with processes; tried again at the next sweep", "order_id", id,
+				"cgroup", cg.OrderCgroup(id), "status", o.Status, "killed", r.Killed, "error", r.Err)
+			continue
+		}
+		w.logger.Warn("ended the cgroup an order left behind", "order_id", id, "cgroup", cg.OrderCgroup(id),
+			"status", o.Status, "found", r.Found, "killed", r.Killed, "verified", r.Verified)
+	}
+	return nil
 }

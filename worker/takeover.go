@@ -204,7 +204,7 @@ func (w *Worker) reapAbandoned(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return w.sweepCgroups(ctx)
 }
 
 // mark marks an abandoned attempt requeued or interrupted (see abandon)

@@ -138,8 +138,11 @@ func (c *orderCgroup) procs() ([]int, error) {
 // end kills every process of the cgroup, waits until it is empty and
 // removes it (and any child cgroups a root order made). It returns nil only
 // when the cgroup is verified empty and gone.
-func (c *orderCgroup) end() error {
-	deadline := time.Now().Add(cgroupGoneTimeout)
+func (c *orderCgroup) end() error { return c.endWithin(cgroupGoneTimeout) }
+
+// endWithin is end with wait for the cgroup to empty after cgroup.kill.
+func (c *orderCgroup) endWithin(wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	pause := 50 * time.Microsecond
 	for {
 		if err := c.kill(); err != nil {

@@ -98,18 +98,31 @@ func reap(p Process) ReapResult {
 		return ReapResult{Err: fmt.Errorf("the order ran in pid namespace %d, not this worker's (%d): only a worker there can end its processes", p.PidNS, here.pidNS)}
 	}
 	if p.Cgroup != "" {
-		if res, ok := reapCgroup(p.Cgroup); ok {
+		if res, ok := reapCgroup(p.Cgroup, cgroupGoneTimeout); ok {
 			return res
 		}
 	}
 	return reapGroup(p)
 }
 
-// reapCgroup ends the order's cgroup. ok is false when neither the cgroup
-// nor its parent exists, so nothing can be concluded from the cgroup (the
-// hierarchy is mounted elsewhere now) and the process group must be
-// checked instead.
-func reapCgroup(path string) (res ReapResult, ok bool) {
+// SweepCgroup ends the order cgroup at path, as Reap ends a recorded
+// one, but gives it only wait to empty after cgroup.kill: it is for a
+// sweep that comes back, which a cgroup that will not empty (a process in
+// uninterruptible sleep) must not hold up for long. The caller has seen
+// the directory, of its own cgroup parent, named after an order.
+func SweepCgroup(path string, wait time.Duration) ReapResult {
+	res, ok := reapCgroup(path, wait)
+	if !ok {
+		return ReapResult{Verified: VerifiedCgroup, Detail: "the order's cgroup and its parent are gone"}
+	}
+	return res
+}
+
+// reapCgroup ends the order's cgroup, waiting at most wait for it to empty.
+// ok is false when neither the cgroup nor its parent exists, so nothing
+// can be concluded from the cgroup (the hierarchy is mounted elsewhere
+// now) and the process group must be checked instead.
+func reapCgroup(path string, wait time.Duration) (res ReapResult, ok bool) {
 	cg := &orderCgroup{path: filepath.Clean(path)}
 	exists, err := cg.exists()
 	if err != nil {
@@ -133,7 +146,7 @@ func reapCgroup(path string) (res ReapResult, ok bool) {
 	}
 	// The directory is the order's own (named after it, created by the
 	// executor for this order only), so everything in it is the order's.
-	if err := cg.end(); err != nil {
+	if err := cg.endWithin(wait); err != nil {
 		res.Err = err
 		return res, true
 	}
