@@ -47,6 +47,18 @@ import (
 // still hold the pipes then, and its output is not the order's.
 const pipeDrainDelay = 2 * time.Second
 
+// leaderGoneTimeout bounds how long Run waits for the leader to die after
+// the SIGKILL that ends a timeout's or a cancel's grace. A leader in
+// uninterruptible sleep (a hard NFS mount whose server is gone) can stay
+// so for hours: with its SIGKILL pending it never runs another instruction
+// of the order, and the host's later orders are not held up for it (see
+// Run). A leader the worker may not signal is waited for without a bound.
+const leaderGoneTimeout = 10 * time.Second
+
+// errLeaderStuck is supervise's answer when the leader outlived
+// leaderGoneTimeout after its SIGKILL.
+var errLeaderStuck = errors.New("the leader did not die after SIGKILL")
+
 // groupGoneTimeout bounds how long Run waits for the SIGKILLed members of the
 // group to die. A member stuck in uninterruptible sleep (a dead NFS server)
 // can outlive it; Result.GroupGone is then false and a warning is logged.
@@ -176,6 +188,10 @@ type Executor struct {
 	// count so far (nil: none yet). Read before a start, it is a reading
 	// taken before that start, which is all killSession needs of it.
 	pids atomic.Pointer[pidReading]
+	// leaderExited waits for the leader to exit without reaping it;
+	// nil is waitExitedNoReap. Tests stand in for a leader that will
+	// not die.
+	leaderExited func(pid int) error
 }
 
 // New returns an Executor that logs to logger (nil discards).
@@ -198,7 +214,10 @@ func New(logger *slog.Logger) *Executor {
 // KillGrace, SIGKILL) and the Result is Canceled. Run returns once the
 // group is confirmed gone, or after groupGoneTimeout with GroupGone false
 // when a member will not die (uninterruptible sleep, a setuid process an
-// unprivileged worker may not signal).
+// unprivileged worker may not signal). A leader that does not die
+// leaderGoneTimeout after the grace's SIGKILL ends the order too, with
+// GroupGone false, neither ExitCode nor Signal, and output that may be
+// cut; it is reaped in the background once it dies.
 func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
 	if err := ctx.Err(); err != nil {
 		return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", err)}
@@ -297,7 +316,11 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	// its pid, and so the group id, from being reused until the group has
 	// been killed below.
 	exited := make(chan error, 1)
-	go func() { exited <- waitExitedNoReap(pid) }()
+	waitExited := e.leaderExited
+	if waitExited == nil {
+		waitExited = waitExitedNoReap
+	}
+	go func() { exited <- waitExited(pid) }()
 
 	var waitErr error
 	if res.Aborted = e.started(pid, cg, req.OnStart, &res); res.Aborted != nil {
@@ -319,7 +342,11 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		waitErr = e.supervise(ctx, orderProcs{pgid: pid, cg: cg, before: before}, req, signals, exited, &res)
 	}
 	res.Duration = time.Since(start)
-	if waitErr != nil {
+	stuck := errors.Is(waitErr, errLeaderStuck)
+	if stuck {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "the order's leader did not die after SIGKILL (uninterruptible sleep?); the order ends without it, unverified",
+			slog.Int("pid", pid), slog.Duration("waited", leaderGoneTimeout))
+	} else if waitErr != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "waitid on order process failed",
 			slog.Int("pid", pid), slog.String("error", waitErr.Error()))
 	}
@@ -336,14 +363,25 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	} else {
 		sessionGone = e.killSession(ctx, pid, before)
 	}
-	if err := cmd.Wait(); err != nil {
+	if stuck {
+		// It has its SIGKILL and dies when its sleep ends; it is reaped
+		// then. Until then it holds its pid, and so its group and
+		// session ids: nothing later can be mistaken for it.
+		go func() {
+			<-exited
+			_ = cmd.Wait()
+		}()
+	} else if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
 		if !errors.As(err, &exitErr) { // that is the normal report of a non-zero exit or a signal
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "wait for order process",
 				slog.Int("pid", pid), slog.String("error", err.Error()))
 		}
 	}
-	if cut, err := pp.wait(pipeDrainDelay); cut {
+	if cut, err := pp.wait(pipeDrainDelay); cut && stuck {
+		// The leader itself may hold them.
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "the order's output was cut: its leader did not die", slog.Int("pid", pid))
+	} else if cut {
 		res.Escaped = true
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "a process outside the order's group held its output open; output may be incomplete",
 			slog.Int("pid", pid))
@@ -351,7 +389,8 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "copy order input or output",
 			slog.Int("pid", pid), slog.String("error", err.Error()))
 	}
-	res.GroupGone = e.confirmGroupGone(ctx, pid) && sessionGone
+	// confirmGroupGone needs the leader reaped.
+	res.GroupGone = !stuck && e.confirmGroupGone(ctx, pid) && sessionGone
 	switch {
 	case res.Escaped:
 		// Whatever ended, something of the order lives on.
@@ -433,6 +472,7 @@ func (e *Executor) supervise(ctx context.Context, o orderProcs, req Request, sig
 	}
 	var grace <-chan time.Time
 	var graceTimer *time.Timer
+	var stuck <-chan time.Time // the leader's time to die after the grace's SIGKILL
 	defer func() {
 		if graceTimer != nil {
 			graceTimer.Stop()
@@ -482,7 +522,22 @@ func (e *Executor) supervise(ctx context.Context, o orderProcs, req Request, sig
 		case <-grace:
 			grace = nil
 			e.killGroup(ctx, pgid, unix.SIGKILL)
+			t := time.NewTimer(leaderGoneTimeout)
+			defer t.Stop()
+			stuck = t.C
 			continue
+		case <-stuck:
+			stuck = nil
+			// Only a leader that has its SIGKILL can be left to die on
+			// its own: it never runs another instruction. One the
+			// worker may not signal (an unprivileged worker, a
+			// set-user-ID leader) runs on, and is waited for.
+			if err := unix.Kill(pgid, unix.SIGKILL); err != nil {
+				e.logger.LogAttrs(ctx, slog.LevelWarn, "the order's leader outlived the grace and cannot be killed; waiting for it",
+					slog.Int("pid", pgid), slog.String("error", err.Error()))
+				continue
+			}
+			return errLeaderStuck
 		}
 		// select picks at random among ready cases: a leader that exited
 		// by itself at the same moment finished its order, and is not

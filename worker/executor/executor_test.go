@@ -1009,3 +1009,51 @@ func TestRunTermReachesEveryGroupOfTheOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRunLeaderThatWillNotDieEndsTheOrder: a leader that outlives its
+// SIGKILL (uninterruptible sleep: a hard NFS mount whose server is gone)
+// held Run, and so the host's queue, for as long as it slept, past the
+// order's timeout and grace. Run now gives it leaderGoneTimeout, then
+// ends the order unverified without it, and reaps it once it dies. The
+// leader here dies at once, but its exit is kept from Run until the test
+// lets it through.
+func TestRunLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	release := make(chan struct{})
+	e.leaderExited = func(pid int) error {
+		<-release
+		return waitExitedNoReap(pid)
+	}
+	req := sh("exec sleep 100")
+	req.Timeout, req.KillGrace = 100*time.Millisecond, 100*time.Millisecond
+	done := make(chan Result, 1)
+	go func() { done <- e.Run(t.Context(), req, nil) }()
+	var res Result
+	select {
+	case res = <-done:
+	case <-time.After(leaderGoneTimeout + 20*time.Second):
+		close(release)
+		<-done
+		t.Fatalf("Run still waits for a leader that does not die, %v after its SIGKILL", leaderGoneTimeout+20*time.Second)
+	}
+	if !res.TimedOut || res.GroupGone || res.Verified != "" || res.Escaped {
+		t.Errorf("TimedOut=%v GroupGone=%v Verified=%q Escaped=%v, want true false \"\" false", res.TimedOut, res.GroupGone, res.Verified, res.Escaped)
+	}
+	if res.ExitCode != nil || res.Signal != "" {
+		t.Errorf("ExitCode=%v Signal=%q: nothing is known of how the leader ended", res.ExitCode, res.Signal)
+	}
+	// Once it is seen to exit, it is reaped.
+	close(release)
+	stat := "/proc/" + strconv.Itoa(res.Pid) + "/stat"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(stat); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader %d was never reaped", res.Pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
