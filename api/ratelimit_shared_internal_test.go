@@ -17,7 +17,8 @@ import (
 // principal, its address) made its own contention, and each replica gave
 // it a second full allowance. Contention is not an outage: such a request
 // is refused (429, retry in a second), so two replicas never grant more
-// than the shared limit.
+// than the shared limit; and a replica counts its own requests for a key
+// in turn, so the burst still gets most of its allowance.
 func TestSharedLimitContentionGrantsNoMore(t *testing.T) {
 	url := testenv.NATS(t)
 	const limit = 300
@@ -46,8 +47,11 @@ func TestSharedLimitContentionGrantsNoMore(t *testing.T) {
 	if g := granted.Load(); g > limit {
 		t.Fatalf("1500 concurrent requests over two replicas: %d granted, want at most the shared limit %d", g, limit)
 	}
-	if granted.Load() == 0 {
-		t.Fatal("nothing granted")
+	// Each replica counts its own requests for a key one at a time, so
+	// only the two replicas race: a burst is not refused far below its
+	// limit (24 of 300 granted when every request raced every other).
+	if g := granted.Load(); g < limit/2 {
+		t.Fatalf("1500 concurrent requests over two replicas: %d granted, want most of the shared limit %d", g, limit)
 	}
 	t.Logf("%d granted, %d refused", granted.Load(), refused.Load())
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +24,12 @@ const RateBucket = "orderly_ratelimit"
 type RateCounter struct {
 	kv     jetstream.KeyValue
 	window time.Duration
+	// turns serialises this replica's counts of one key (striped by a
+	// hash of it): its compare-and-set then races only other replicas',
+	// not its own concurrent requests, which made a burst of one client
+	// lose every race and be refused far below its limit.
+	seed  maphash.Seed
+	turns [64]sync.Mutex
 }
 
 // RateCounter opens (creating if needed) the shared counters for windows
@@ -37,7 +45,7 @@ func (q *Queue) RateCounter(ctx context.Context, window time.Duration) (*RateCou
 	if err != nil {
 		return nil, fmt.Errorf("create kv bucket %s: %w", RateBucket, replicasError(err, q.opts.Replicas))
 	}
-	return &RateCounter{kv: kv, window: window}, nil
+	return &RateCounter{kv: kv, window: window, seed: maphash.MakeSeed()}, nil
 }
 
 // Take counts one request for key in the current window and reports
@@ -47,6 +55,9 @@ func (q *Queue) RateCounter(ctx context.Context, window time.Duration) (*RateCou
 func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, time.Duration, error) {
 	start := now.Truncate(c.window)
 	k := scope + "." + base64.RawURLEncoding.EncodeToString([]byte(key)) + "." + strconv.FormatInt(start.Unix(), 10)
+	turn := &c.turns[maphash.String(c.seed, k)%uint64(len(c.turns))]
+	turn.Lock()
+	defer turn.Unlock()
 	for range 8 {
 		e, err := c.kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
