@@ -10,7 +10,9 @@ import (
 // TestStage0FalsyBodyIsNoVariables: stage0 read validate's and execute's
 // body as `request.get_json() or {}`, so a falsy JSON body ran with no
 // variables where orderly answered 400 "Invalid JSON body". A truthy body
-// that is not an object, and one that is not JSON, stay refused.
+// that is not an object, and one that is not JSON, stay refused; so is a
+// falsy env_vars in an object (`{"env_vars": []}`), and a truthy one that
+// is not an object.
 func TestStage0FalsyBodyIsNoVariables(t *testing.T) {
 	for _, tc := range []struct {
 		body string
@@ -33,6 +35,19 @@ func TestStage0FalsyBodyIsNoVariables(t *testing.T) {
 		{"true", 0, "Invalid JSON body"},
 		{"[] []", 0, "Invalid JSON body"},
 		{"{", 0, "Invalid JSON body"},
+		// A falsy env_vars is no variables too (eleventh round).
+		{`{"env_vars": []}`, 0, ""},
+		{`{"env_vars": 0}`, 0, ""},
+		{`{"env_vars": ""}`, 0, ""},
+		{`{"env_vars": false}`, 0, ""},
+		{`{"env_vars": null}`, 0, ""},
+		{`{"env_vars": {}}`, 0, ""},
+		{`{"env_vars": [], "env_vars": {"A": "1"}}`, 1, ""},
+		{`{"env_vars": ["A"]}`, 0, "Invalid JSON body"},
+		{`{"env_vars": "A=1"}`, 0, "Invalid JSON body"},
+		{`{"env_vars": true}`, 0, "Invalid JSON body"},
+		{`{"env_vars": 1}`, 0, "Invalid JSON body"},
+		{`{"env_vars": [], "x": "\ud800"}`, 0, "Invalid JSON body"},
 	} {
 		r := httptest.NewRequest("POST", "/api/runbooks/A.md/execute", strings.NewReader(tc.body))
 		b, status, err := readBody(r, 1<<20)

@@ -222,12 +222,23 @@ func readBody(r *http.Request, max int64) (stage0Body, int, error) {
 		return b, 0, nil
 	}
 	if err := pyUnmarshal(data, &b); err != nil {
-		if falsyJSON(data) {
+		if falsyJSON(data) || falsyEnvVars(data) {
 			return stage0Body{}, 0, nil
 		}
 		return b, http.StatusBadRequest, errors.New("Invalid JSON body")
 	}
 	return b, 0, nil
+}
+
+// falsyEnvVars reports whether data is an object whose env_vars is a
+// falsy value that is not an object (`[]`, `0`, `false`, `""`): read as
+// no variables, as a falsy body is (docs/decisions.md, eleventh round),
+// where a truthy one that is not an object stays 400.
+func falsyEnvVars(data []byte) bool {
+	var raw struct {
+		EnvVars json.RawMessage `json:"env_vars"`
+	}
+	return pyUnmarshal(data, &raw) == nil && len(raw.EnvVars) > 0 && falsyJSON(raw.EnvVars)
 }
 
 // falsyJSON reports whether data is one JSON value that Python's bool()
