@@ -1,6 +1,7 @@
 package compat
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"slices"
@@ -62,9 +63,6 @@ func (v *Vigrid) queue(vr *vigridRequest) {
 // recorded cancel path (PostgreSQL first, then the worker), which signals
 // the order's whole process group. Queued orders are not touched.
 func (v *Vigrid) kill(vr *vigridRequest) {
-	var body struct {
-		Signal *string `json:"signal"`
-	}
 	if vr.r.ContentLength > vr.cfg.HTTP.MaxBodyBytes { // refused unread, before "100 Continue"
 		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return
@@ -74,13 +72,10 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return
 	}
-	if len(strings.TrimSpace(string(raw))) > 0 && pyUnmarshal(raw, &body) != nil {
+	sig, ok := killSignal(raw)
+	if !ok {
 		vigridError(vr.w, http.StatusBadRequest, "Invalid JSON body")
 		return
-	}
-	sig := "SIGTERM"
-	if body.Signal != nil {
-		sig = strings.ToUpper(*body.Signal)
 	}
 	if !slices.Contains(vigridSignals(), sig) {
 		vigridError(vr.w, http.StatusBadRequest, "Unsupported signal: "+sig+". Supported: "+strings.Join(vigridSignals(), ", "))
@@ -115,6 +110,24 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 		pid = v.PID(vr.r.Context(), running.ID, running.Attempt)
 	}
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "Signal " + sig + " sent to PID " + strconv.Itoa(pid)})
+}
+
+// killSignal is the signal a kill body names, upper-cased, SIGTERM when
+// it names none, and false for a body that is not JSON or is a truthy
+// value that is not an object. No body, or a falsy one (`null`, `[]`,
+// `0`, `""`, `false`), names none, as Flask's `get_json(silent=True) or
+// {}` read it: a body that was SIGTERM as `null` is SIGTERM as `[]` too.
+func killSignal(raw []byte) (string, bool) {
+	var body struct {
+		Signal *string `json:"signal"`
+	}
+	if len(bytes.TrimSpace(raw)) > 0 && !falsyJSON(raw) && pyUnmarshal(raw, &body) != nil {
+		return "", false
+	}
+	if body.Signal == nil {
+		return "SIGTERM", true
+	}
+	return strings.ToUpper(*body.Signal), true
 }
 
 func argsOf(o *order.Order) []string {

@@ -346,6 +346,15 @@ func TestVigridExecuteChecks(t *testing.T) {
 		msg         string
 	}{
 		{"invalid JSON", "ops", `{"command":`, 400, "Invalid JSON body"},
+		// A body that is not an object has no command to run, falsy or not
+		// (docs/decisions.md, eleventh round).
+		{"body null", "ops", `null`, 400, "Invalid JSON body"},
+		{"body []", "ops", `[]`, 400, "Invalid JSON body"},
+		{"body 0", "ops", `0`, 400, "Invalid JSON body"},
+		{`body ""`, "ops", `""`, 400, "Invalid JSON body"},
+		{"body false", "ops", `false`, 400, "Invalid JSON body"},
+		{"body a list", "ops", `["echo"]`, 400, "Invalid JSON body"},
+		{"no body", "ops", ``, 400, "Invalid JSON body"},
 		{"body past http.max_body_bytes", "ops", `{"command": "echo", "arguments": ["` + strings.Repeat("x", 1<<20) + `"]}`, 413, "Request body too large"},
 		{"missing command", "ops", map[string]any{"arguments": []string{}}, 400, "Missing 'command' field"},
 		{"command spelled COMMAND", "ops", map[string]any{"COMMAND": "echo", "synchronous": true}, 400, "Missing 'command' field"},
@@ -370,6 +379,14 @@ func TestVigridExecuteChecks(t *testing.T) {
 	}
 	code, m, _ := c.call("POST", "/api/v1/kill", bearer("ops"), `{"signal": "`+strings.Repeat("x", 1<<20)+`"}`)
 	wantVigridError(t, "kill past http.max_body_bytes", code, m, 413, "Request body too large")
+	// A falsy kill body names no signal: SIGTERM, to nothing running here.
+	for _, body := range []string{"null", "[]", "0", `""`, "false"} {
+		if code, m, _ := c.call("POST", "/api/v1/kill", bearer("ops"), body); code != 200 || m["message"] != "No command is currently running" {
+			t.Errorf("kill with body %s = %d %v, want 200 No command is currently running", body, code, m)
+		}
+	}
+	code, m, _ = c.call("POST", "/api/v1/kill", bearer("ops"), `["SIGKILL"]`)
+	wantVigridError(t, "kill with a list body", code, m, 400, "Invalid JSON body")
 	// Nothing refused became an order.
 	code, m, _ = c.call("GET", "/api/v1/queue", bearer("ops"), nil)
 	if code != 200 || m["queue_size"] != float64(0) {
