@@ -117,6 +117,7 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 	do(http.StatusBadRequest, call{method: "POST", path: "/dev-login", body: `{"subject":`, invalid: true})
 	do(http.StatusBadRequest, call{method: "POST", path: "/dev-login", body: map[string]any{"roles": "developer"}, invalid: true})
 	do(http.StatusMethodNotAllowed, call{method: "GET", path: "/dev-login", invalid: true, specMethod: "POST"})
+	do(http.StatusRequestEntityTooLarge, call{method: "POST", path: "/dev-login", body: `{"subject": "` + strings.Repeat("x", 64<<10) + `"}`, invalid: true})
 
 	// Reads.
 	if b := do(http.StatusOK, call{method: "GET", path: "/api/runbooks", hdr: dev}); strings.Contains(string(b), "Notes.md") {

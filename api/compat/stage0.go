@@ -97,7 +97,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stage0Error(w, http.StatusForbidden, "dev-login serves this machine only")
 			return
 		}
-		s.devLogin(w, r, sc)
+		s.devLogin(w, r, sc, cfg.HTTP.MaxBodyBytes)
 		return
 	}
 	rel := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(sc.Prefix, "/"))

@@ -356,14 +356,29 @@ func (s *Stage0) shutdown(q *stage0Request, _ string) {
 	}
 }
 
+// devLoginMaxBody is the most a /dev-login body may hold (less when
+// http.max_body_bytes is less): a subject and a list of roles.
+const devLoginMaxBody = 64 << 10
+
 // devLogin is POST /dev-login: a token for any subject and roles, served
-// only with compat.stage0.enable_login on a loopback listener.
-func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stage0Compat) {
+// only with compat.stage0.enable_login on a loopback listener. A body
+// past its limit is 413, as validate's and execute's are: cut at the
+// limit, it read as malformed JSON (400).
+func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stage0Compat, maxBody int64) {
 	var body struct {
 		Subject *string  `json:"subject"`
 		Roles   []string `json:"roles"`
 	}
-	data, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	maxBody = min(maxBody, devLoginMaxBody)
+	if r.ContentLength > maxBody { // refused unread, before "100 Continue"
+		stage0Error(w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || int64(len(data)) > maxBody {
+		stage0Error(w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
 	if len(bytes.TrimSpace(data)) > 0 && pyUnmarshal(data, &body) != nil {
 		stage0Error(w, http.StatusBadRequest, "Invalid JSON body")
 		return
