@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -425,4 +426,103 @@ func TestCompatPanicAnswersTheOriginals500(t *testing.T) {
 			t.Errorf("%s %s after a panic: %d %q %q, want 500 %q %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Content-Type"), b, c.ctype, c.body)
 		}
 	}
+}
+
+// TestStage0RateLimitHeaders: stage0's Flask-Limiter sent X-RateLimit-Limit,
+// -Remaining and -Reset on its answers while rate limiting was on (its
+// README), 429s included, and a client that paces itself reads them;
+// the surface sent none. They now describe the limit nearest to refusing
+// (per address or per principal) on every stage0 answer past a limit
+// that is on, /dev-login's too; Vigrid (which had no limits) and the
+// native routes send none, and with both limits off neither does stage0.
+func TestStage0RateLimitHeaders(t *testing.T) {
+	var perIP, perPrincipal atomic.Int64
+	settings := func() api.Settings {
+		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(perIP.Load()), RatePerPrincipal: int(perPrincipal.Load())}
+	}
+	e := newAPIEnv(t, envOptions{})
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Runbooks.Dir = t.TempDir()
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-ratelimit-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	rule := config.Rule{Name: "all", Roles: []string{"ops", "admin", "developer"}, Hosts: []string{"h1"}, Allow: []string{"^runbook:"}}
+	srv := e.runbookAPI(rule, settings, func() config.Runbooks { return cfg.Runbooks })
+	authn := authenticator(t, e.tokens, "")
+	noACL := func() *netacl.ACL { return nil }
+	s0 := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: noACL}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: current, ACL: noACL, Auth: func() compat.Authenticator { return authn }, Authorize: ruleAuthorizer(t, rule, cfg)},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}},
+		api.CompatSurface{Prefix: "/api", Handler: s0, RateHeaders: true}, api.CompatSurface{Prefix: "/dev-login", Handler: s0, RateHeaders: true})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+
+	type answer struct {
+		code                    int
+		limit, remaining, reset string
+		body                    string
+	}
+	do := func(method, path, auth, body string) answer {
+		t.Helper()
+		req, err := http.NewRequestWithContext(testenv.Context(t), method, hs.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return answer{resp.StatusCode, resp.Header.Get("X-RateLimit-Limit"), resp.Header.Get("X-RateLimit-Remaining"),
+			resp.Header.Get("X-RateLimit-Reset"), string(b)}
+	}
+	want := func(what string, got answer, code int, limit, remaining string) {
+		t.Helper()
+		reset, err := strconv.ParseInt(got.reset, 10, 64)
+		if got.code != code || got.limit != limit || got.remaining != remaining || err != nil ||
+			reset < time.Now().Unix() || reset > time.Now().Add(2*time.Minute).Unix() {
+			t.Errorf("%s: %d X-RateLimit-Limit %q -Remaining %q -Reset %q, want %d %q %q and a Unix time within the next minute: %s",
+				what, got.code, got.limit, got.remaining, got.reset, code, limit, remaining, got.body)
+		}
+	}
+	none := func(what string, got answer) {
+		t.Helper()
+		if got.limit != "" || got.remaining != "" || got.reset != "" {
+			t.Errorf("%s: X-RateLimit-Limit %q -Remaining %q -Reset %q, want none", what, got.limit, got.remaining, got.reset)
+		}
+	}
+
+	login := do("POST", "/dev-login", "", `{"subject":"dev","roles":["developer"]}`)
+	none("dev-login with the limits off", login)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal([]byte(login.body), &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("dev-login: %d %s", login.code, login.body)
+	}
+	none("stage0 with the limits off", do("GET", "/api/runbooks", tok.AccessToken, ""))
+
+	// Both limits on: the one with fewer requests left is shown.
+	perIP.Store(100)
+	perPrincipal.Store(2)
+	want("stage0, the principal's first of 2", do("GET", "/api/config", tok.AccessToken, ""), 200, "2", "1")
+	want("a refusal after the limits (404)", do("GET", "/api/runbooks/Nope.md", tok.AccessToken, ""), 404, "2", "0")
+	want("stage0 past the principal's allowance", do("GET", "/api/config", tok.AccessToken, ""), 429, "2", "0")
+	none("a native route", do("GET", "/v1/orders", e.tokens["alice"], ""))
+	perPrincipal.Store(0)
+
+	perIP.Store(3)
+	want("dev-login, the address's first of 3", do("POST", "/dev-login", "", `{}`), 200, "3", "2")
+	want("stage0, the address's second of 3", do("GET", "/api/runbooks", tok.AccessToken, ""), 200, "3", "1")
+	none("Vigrid, which had no limits", do("GET", "/api/v1/health", "", ""))
+	want("stage0 past the address's allowance", do("GET", "/api/runbooks", tok.AccessToken, ""), 429, "3", "0")
 }

@@ -36,6 +36,10 @@ type CompatSurface struct {
 	// Enabled, when set, is asked per request: a surface a reload turned
 	// off is passed over as if it were not mounted.
 	Enabled func() bool
+	// RateHeaders sends X-RateLimit-Limit, -Remaining and -Reset on every
+	// answer past a rate limit that is on, 429s included, as stage0's
+	// Flask-Limiter did.
+	RateHeaders bool
 }
 
 // CompatRefuser is a surface handler that writes a refusal in its
@@ -65,7 +69,11 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 	}
 	surfaces := make([]CompatSurface, len(s.compat))
 	for i, c := range s.compat {
-		c.Handler = s.compatRecoverer(c.Handler, s.measure(s.compatClient(s.limitIPWith(c.Handler, s.compatRateLimited(c.Handler)))))
+		limited := s.limitIPWith(c.Handler, s.compatRateLimited(c.Handler))
+		if c.RateHeaders {
+			limited = withRateHeaders(limited)
+		}
+		c.Handler = s.compatRecoverer(c.Handler, s.measure(s.compatClient(limited)))
 		surfaces[i] = c
 	}
 	// The most specific surface answers: a fallback (httpexec at /) only
@@ -322,7 +330,10 @@ func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, c
 // sets Retry-After on w and returns the refusal, for the surface to
 // answer 429 with its message in its original's format.
 func (s *Server) LimitPrincipal(w http.ResponseWriter, r *http.Request, principal, clientIP, source string) error {
-	err := s.spendPrincipal(r.Context(), principal)
+	t, err := s.spendPrincipalTake(r.Context(), principal)
+	if wantsRateHeaders(r.Context()) {
+		setRateHeaders(w, t)
+	}
 	if err == nil {
 		return nil
 	}

@@ -52,11 +52,29 @@ func newRateLimiter(now func() time.Time) *rateLimiter {
 	return &rateLimiter{now: now, buckets: map[string]*bucket{}, lastSweep: now()}
 }
 
+// rateTake is one request counted against a limit: whether it was
+// within it, how long until one more would be (when it was not), and for
+// a client that paces itself (stage0's X-RateLimit-* headers) the limit,
+// the requests left and when the whole allowance is back.
+type rateTake struct {
+	ok        bool
+	wait      time.Duration
+	limit     int
+	remaining int
+	reset     time.Time
+}
+
 // allow takes one token from key's bucket. When the bucket is empty it
 // takes nothing and returns how long until a token is available again.
 func (l *rateLimiter) allow(key string, perMinute int) (bool, time.Duration) {
+	t := l.take(key, perMinute)
+	return t.ok, t.wait
+}
+
+// take is allow, with what is left in the bucket afterwards.
+func (l *rateLimiter) take(key string, perMinute int) rateTake {
 	if perMinute <= 0 {
-		return true, 0
+		return rateTake{ok: true}
 	}
 	now := l.now()
 	capacity := float64(perMinute)
@@ -76,12 +94,16 @@ func (l *rateLimiter) allow(key string, perMinute int) (bool, time.Duration) {
 	}
 	// A reload that lowered the limit takes effect at once.
 	b.tokens = math.Min(b.tokens, capacity)
+	t := rateTake{limit: perMinute}
 	if b.tokens >= 1 {
 		b.tokens--
-		return true, 0
+		t.ok = true
+	} else {
+		t.wait = time.Duration((1 - b.tokens) / perSecond * float64(time.Second))
 	}
-	wait := time.Duration((1 - b.tokens) / perSecond * float64(time.Second))
-	return false, wait
+	t.remaining = int(b.tokens)
+	t.reset = now.Add(time.Duration((capacity - b.tokens) / perSecond * float64(time.Second)))
+	return t
 }
 
 // sweep drops buckets idle for a whole window; l.mu is held.
@@ -130,8 +152,12 @@ func (s *Server) limitIP(next http.Handler) http.Handler {
 func (s *Server) limitIPWith(next http.Handler, refuse func(http.ResponseWriter, *http.Request, *order.Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.Settings().RatePerIP; n > 0 {
-			if ok, wait := s.take(r.Context(), s.ipLimits, "ip", ipRateKey(clientIPOf(r)), n); !ok {
-				refuse(w, r, rateLimitError("ip", "client address", n, wait))
+			t := s.take(r.Context(), s.ipLimits, "ip", ipRateKey(clientIPOf(r)), n)
+			if wantsRateHeaders(r.Context()) {
+				setRateHeaders(w, t)
+			}
+			if !t.ok {
+				refuse(w, r, rateLimitError("ip", "client address", n, t.wait))
 				return
 			}
 		}
@@ -178,14 +204,22 @@ func rateLimitError(scope, what string, perMinute int, wait time.Duration) *orde
 // nothing to key on there; the NATS server's own authentication guards
 // the connection.
 func (s *Server) spendPrincipal(ctx context.Context, principal string) error {
+	_, err := s.spendPrincipalTake(ctx, principal)
+	return err
+}
+
+// spendPrincipalTake is spendPrincipal, with the count for a client that
+// paces itself (zero when the limit is off).
+func (s *Server) spendPrincipalTake(ctx context.Context, principal string) (rateTake, error) {
 	n := s.Settings().RatePerPrincipal
 	if n <= 0 {
-		return nil
+		return rateTake{}, nil
 	}
-	if ok, wait := s.take(ctx, s.principalLimits, "principal", principal, n); !ok {
-		return rateLimitError("principal", "principal", n, wait)
+	t := s.take(ctx, s.principalLimits, "principal", principal, n)
+	if !t.ok {
+		return t, rateLimitError("principal", "principal", n, t.wait)
 	}
-	return nil
+	return t, nil
 }
 
 // How many refusals a minute one address has recorded: its per-IP
@@ -247,7 +281,9 @@ func (s *Server) recordWithin(key, logKey, logValue string) bool {
 // RateCounter counts requests in windows shared by every API replica
 // (queue.RateCounter over a NATS KV bucket).
 type RateCounter interface {
-	Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, time.Duration, error)
+	// Take counts one request: whether it is within limit, the requests
+	// the window has left, and when the window ends.
+	Take(ctx context.Context, scope, key string, limit int, now time.Time) (ok bool, remaining int, reset time.Time, err error)
 }
 
 // take applies a limit to key: across all replicas when limits.rate_shared
@@ -258,18 +294,58 @@ type RateCounter interface {
 // bucket here has not been spent by what the shared count granted, so a
 // client sending enough requests at once for its key got a second full
 // allowance from each replica.
-func (s *Server) take(ctx context.Context, local *rateLimiter, scope, key string, perMinute int) (bool, time.Duration) {
+func (s *Server) take(ctx context.Context, local *rateLimiter, scope, key string, perMinute int) rateTake {
 	if s.SharedLimits != nil && s.Settings().RateShared {
-		ok, wait, err := s.SharedLimits.Take(ctx, scope, key, perMinute, time.Now())
+		now := time.Now()
+		ok, remaining, reset, err := s.SharedLimits.Take(ctx, scope, key, perMinute, now)
 		if err == nil {
-			return ok, wait
+			t := rateTake{ok: ok, limit: perMinute, remaining: remaining, reset: reset}
+			if !ok {
+				t.wait = reset.Sub(now)
+			}
+			return t
 		}
 		if errors.Is(err, queue.ErrRateContention) {
-			return false, time.Second
+			return rateTake{limit: perMinute, reset: now.Add(time.Second), wait: time.Second}
 		}
 		if last := s.sharedWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.sharedWarned.CompareAndSwap(last, time.Now().UnixNano()) {
 			s.logger.Warn("shared rate limits unavailable; limiting in this process", "error", err)
 		}
 	}
-	return local.allow(key, perMinute)
+	return local.take(key, perMinute)
+}
+
+// rateHeadersKey marks a request of a surface whose original sent
+// X-RateLimit-* headers (stage0, with Flask-Limiter).
+type rateHeadersKey struct{}
+
+// withRateHeaders makes the rate limits a request meets say what is left
+// of them (setRateHeaders).
+func withRateHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), rateHeadersKey{}, true)))
+	})
+}
+
+func wantsRateHeaders(ctx context.Context) bool {
+	on, _ := ctx.Value(rateHeadersKey{}).(bool)
+	return on
+}
+
+// setRateHeaders writes Flask-Limiter's X-RateLimit-Limit, -Remaining and
+// -Reset (the Unix second when the whole allowance is back) for t, unless
+// a limit the request met before (per address, then per principal) has
+// fewer requests left: as Flask-Limiter's, they describe the limit
+// nearest to refusing.
+func setRateHeaders(w http.ResponseWriter, t rateTake) {
+	if t.limit <= 0 {
+		return
+	}
+	h := w.Header()
+	if prev, err := strconv.Atoi(h.Get("X-RateLimit-Remaining")); err == nil && prev < t.remaining {
+		return
+	}
+	h.Set("X-RateLimit-Limit", strconv.Itoa(t.limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(t.remaining))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(int64(math.Ceil(float64(t.reset.UnixNano())/1e9)), 10))
 }

@@ -69,8 +69,9 @@ func mountCompat(srv *api.Server, w *config.Watcher, sec *security) {
 			// compat.stage0.shutdown: stop this process as SIGTERM does.
 			Shutdown: func() { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }}
 		on := func() bool { return w.Current().Compat.Stage0.Enabled }
-		srv.MountCompat(api.CompatSurface{Prefix: cfg.Stage0.Prefix, Handler: h, Enabled: on},
-			api.CompatSurface{Prefix: "/dev-login", Handler: h, Enabled: on})
+		// stage0's Flask-Limiter sent X-RateLimit-* headers (its README).
+		srv.MountCompat(api.CompatSurface{Prefix: cfg.Stage0.Prefix, Handler: h, Enabled: on, RateHeaders: true},
+			api.CompatSurface{Prefix: "/dev-login", Handler: h, Enabled: on, RateHeaders: true})
 	}
 }
 

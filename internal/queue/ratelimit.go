@@ -49,11 +49,13 @@ func (q *Queue) RateCounter(ctx context.Context, window time.Duration) (*RateCou
 }
 
 // Take counts one request for key in the current window and reports
-// whether it is within limit, and if not, how long until the window ends.
-// An error means the count could not be made: NATS unreachable, or
-// ErrRateContention.
-func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, time.Duration, error) {
+// whether it is within limit, how many requests the window has left
+// after it, and when the window ends (a refused request may come back
+// then). An error means the count could not be made: NATS unreachable,
+// or ErrRateContention.
+func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, now time.Time) (bool, int, time.Time, error) {
 	start := now.Truncate(c.window)
+	end := start.Add(c.window)
 	k := scope + "." + base64.RawURLEncoding.EncodeToString([]byte(key)) + "." + strconv.FormatInt(start.Unix(), 10)
 	turn := &c.turns[maphash.String(c.seed, k)%uint64(len(c.turns))]
 	turn.Lock()
@@ -62,27 +64,27 @@ func (c *RateCounter) Take(ctx context.Context, scope, key string, limit int, no
 		e, err := c.kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			if _, err := c.kv.Create(ctx, k, []byte("1")); err == nil {
-				return limit >= 1, 0, nil
+				return limit >= 1, max(limit-1, 0), end, nil
 			} else if !errors.Is(err, jetstream.ErrKeyExists) {
-				return false, 0, err
+				return false, 0, time.Time{}, err
 			}
 			continue // another replica created it first
 		}
 		if err != nil {
-			return false, 0, err
+			return false, 0, time.Time{}, err
 		}
 		n, _ := strconv.Atoi(string(e.Value()))
 		if n >= limit {
-			return false, start.Add(c.window).Sub(now), nil
+			return false, 0, end, nil
 		}
 		if _, err := c.kv.Update(ctx, k, []byte(strconv.Itoa(n+1)), e.Revision()); err == nil {
-			return true, 0, nil
+			return true, limit - n - 1, end, nil
 		} else if !errors.Is(err, jetstream.ErrKeyExists) {
-			return false, 0, err
+			return false, 0, time.Time{}, err
 		}
 		// Lost a compare-and-set race: read again.
 	}
-	return false, 0, ErrRateContention
+	return false, 0, time.Time{}, ErrRateContention
 }
 
 // ErrRateContention is Take's answer when every compare-and-set of the
