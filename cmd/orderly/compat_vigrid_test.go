@@ -326,8 +326,38 @@ func TestVigridAuthPipeline(t *testing.T) {
 			if resp.StatusCode != code || resp.Header.Get("Content-Type") != "application/json" {
 				t.Errorf("HEAD %s (token %t): %d %q, want %d", path, auth != "", resp.StatusCode, resp.Header.Get("Content-Type"), code)
 			}
-			if allow := resp.Header.Get("Allow"); code == 405 && allow != "POST" {
-				t.Errorf("HEAD %s: 405 with Allow %q, want POST", path, allow)
+			if allow := resp.Header.Get("Allow"); code == 405 && allow != "OPTIONS, POST" {
+				t.Errorf("HEAD %s: 405 with Allow %q, want OPTIONS, POST", path, allow)
+			}
+		}
+	}
+	// Flask answered OPTIONS on every route, after the same checks: 200,
+	// no body, the route's methods in Allow (it was 405).
+	for path, allow := range map[string]string{"/api/v1/health": "GET, HEAD, OPTIONS", "/api/v1/status": "GET, HEAD, OPTIONS",
+		"/api/v1/execute": "OPTIONS, POST", "/api/v1/kill": "OPTIONS, POST", "/api/v1/nowhere": ""} {
+		for _, auth := range []string{bearer("ops"), ""} {
+			req, _ := http.NewRequestWithContext(t.Context(), "OPTIONS", s.url+path, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			code, gotAllow := resp.StatusCode, resp.Header.Get("Allow")
+			switch {
+			case auth == "" && path != "/api/v1/health":
+				if code != 401 {
+					t.Errorf("OPTIONS %s without a token: %d, want 401", path, code)
+				}
+			case allow == "":
+				if code != 404 || !strings.Contains(string(body), "Endpoint not found") {
+					t.Errorf("OPTIONS %s: %d %s, want 404 Endpoint not found", path, code, body)
+				}
+			case code != 200 || gotAllow != allow || len(body) != 0:
+				t.Errorf("OPTIONS %s (token %t): %d Allow %q %q, want 200 Allow %q and no body", path, auth != "", code, gotAllow, body, allow)
 			}
 		}
 	}
