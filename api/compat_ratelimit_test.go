@@ -3,7 +3,9 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -513,10 +515,23 @@ func TestStage0RateLimitHeaders(t *testing.T) {
 
 	// Both limits on: the one with fewer requests left is shown.
 	perIP.Store(100)
-	perPrincipal.Store(2)
-	want("stage0, the principal's first of 2", do("GET", "/api/config", tok.AccessToken, ""), 200, "2", "1")
-	want("a refusal after the limits (404)", do("GET", "/api/runbooks/Nope.md", tok.AccessToken, ""), 404, "2", "0")
-	want("stage0 past the principal's allowance", do("GET", "/api/config", tok.AccessToken, ""), 429, "2", "0")
+	perPrincipal.Store(3)
+	// Spelled as Flask-Limiter spelled them (Go's client reads any case).
+	conn, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /api/config HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", tok.AccessToken)
+	raw, _ := io.ReadAll(conn)
+	conn.Close()
+	for _, h := range []string{"\r\nX-RateLimit-Limit: 3\r\n", "\r\nX-RateLimit-Remaining: 2\r\n", "\r\nX-RateLimit-Reset: "} {
+		if !strings.Contains(string(raw), h) {
+			t.Errorf("the answer has no %q: %q", strings.TrimSpace(h), raw)
+		}
+	}
+	want("stage0, the principal's second of 3", do("GET", "/api/config", tok.AccessToken, ""), 200, "3", "1")
+	want("a refusal after the limits (404)", do("GET", "/api/runbooks/Nope.md", tok.AccessToken, ""), 404, "3", "0")
+	want("stage0 past the principal's allowance", do("GET", "/api/config", tok.AccessToken, ""), 429, "3", "0")
 	none("a native route", do("GET", "/v1/orders", e.tokens["alice"], ""))
 	perPrincipal.Store(0)
 

@@ -341,11 +341,16 @@ func setRateHeaders(w http.ResponseWriter, t rateTake) {
 	if t.limit <= 0 {
 		return
 	}
+	// Set as Flask-Limiter spelled them: Header.Set would send
+	// X-Ratelimit-*, which a client reading headers case-sensitively
+	// misses.
 	h := w.Header()
-	if prev, err := strconv.Atoi(h.Get("X-RateLimit-Remaining")); err == nil && prev < t.remaining {
-		return
+	if prev := h["X-RateLimit-Remaining"]; len(prev) == 1 {
+		if n, err := strconv.Atoi(prev[0]); err == nil && n < t.remaining {
+			return
+		}
 	}
-	h.Set("X-RateLimit-Limit", strconv.Itoa(t.limit))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(t.remaining))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(int64(math.Ceil(float64(t.reset.UnixNano())/1e9)), 10))
+	h["X-RateLimit-Limit"] = []string{strconv.Itoa(t.limit)}
+	h["X-RateLimit-Remaining"] = []string{strconv.Itoa(t.remaining)}
+	h["X-RateLimit-Reset"] = []string{strconv.FormatInt(int64(math.Ceil(float64(t.reset.UnixNano())/1e9)), 10)}
 }
