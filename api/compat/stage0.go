@@ -263,7 +263,7 @@ func stage0Roles(v any) []string {
 		}
 	case string:
 		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
+			if s = pyStrip(s); s != "" {
 				roles = append(roles, s)
 			}
 		}

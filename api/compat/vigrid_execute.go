@@ -52,7 +52,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeInvalid, "invalid JSON body"))
 		return
 	}
-	command := strings.TrimSpace(pyStr(body.Command))
+	command := pyStrip(pyStr(body.Command))
 	if len(body.Command) == 0 || string(body.Command) == "null" || command == "" {
 		v.refuse(vr, http.StatusBadRequest, "Missing 'command' field", order.Errorf(order.CodeInvalid, "missing command"))
 		return

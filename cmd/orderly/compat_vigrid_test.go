@@ -397,6 +397,7 @@ func TestVigridExecuteChecks(t *testing.T) {
 		{"deny before resolution", "ops", map[string]any{"command": "reboot"}, 403, "Command not authorized: Command matches deny pattern: ^reboot"},
 		{"no allow", "limited", map[string]any{"command": "cat"}, 403, "Command not authorized: Command does not match any allow pattern"},
 		{"not found", "ops", map[string]any{"command": "nosuch"}, 404, "Command 'nosuch' not found"},
+		{"command stripped as str.strip()", "ops", map[string]any{"command": "\x1cnosuch\u00a0\x1f"}, 404, "Command 'nosuch' not found"},
 		{"not a string, str()'d", "ops", map[string]any{"command": []any{"echo"}}, 404, "Command '['echo']' not found"},
 		{"argument str()'d with a quote", "ops", map[string]any{"command": "echo", "arguments": []any{[]any{1, "a"}}}, 400, "Forbidden character in argument: '" + "'" + "'"},
 		{"absolute not executable", "ops", map[string]any{"command": filepath.Join(bin, "notexec")}, 404, "Command '" + filepath.Join(bin, "notexec") + "' not found"},
