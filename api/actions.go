@@ -166,6 +166,12 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// A web UI form that showed another definition runs nothing; refused
+	// before its values are read, so the audit keeps none of them.
+	if err := checkUIAction(r, d); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var req ActionRunRequest
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 		if err := decode(r, set.MaxBodyBytes, &req); err != nil {

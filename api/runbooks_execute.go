@@ -73,9 +73,13 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	final, err := s.RunRunbook(r.Context(), principalOf(r), RunbookRun{File: name, Env: env,
+	run := RunbookRun{File: name, Env: env,
 		Host: req.Host, Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)), RunAs: req.RunAs,
-		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait, IdempotencyKey: key})
+		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait, IdempotencyKey: key}
+	if f, ok := uiFormOf(r); ok {
+		run.Showed = &f.Def
+	}
+	final, err := s.RunRunbook(r.Context(), principalOf(r), run)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -116,6 +120,10 @@ type RunbookRun struct {
 	// script inherited the service's whole environment; here it gets only
 	// the variables its runbook declares).
 	ServiceEnv func(name string) (string, bool)
+	// Showed, when set, is the sha256 of the runbook that the web UI
+	// form asking for this run showed: another version runs nothing
+	// (ui_formbind.go).
+	Showed *string
 }
 
 // RunbookChain is where a run sits in a chain of sub-runbooks.
@@ -136,6 +144,11 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	rb, src, cfg, err := s.loadRunbook(rr.File)
 	if err != nil {
 		return nil, err
+	}
+	if rr.Showed != nil {
+		if err := changedRunbook(rb.File, *rr.Showed, rb.SHA256); err != nil {
+			return nil, err
+		}
 	}
 	chain := rr.Chain
 	if chain.Correlation == "" {

@@ -219,6 +219,16 @@ func (a apiAnswer) problem() string {
 	return http.StatusText(a.status)
 }
 
+// reason is the answer's details.reason, when it is an error that has one.
+func (a apiAnswer) reason() string {
+	var eb ErrorBody
+	if a.ok() || json.Unmarshal(a.body, &eb) != nil {
+		return ""
+	}
+	r, _ := eb.Error.Details["reason"].(string)
+	return r
+}
+
 // request builds the native API request for r's session: the browser's
 // address and forwarding headers (for the ACL and the per-IP limit) and
 // the session's credential.

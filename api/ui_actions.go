@@ -18,6 +18,7 @@ type actionView struct {
 	ActionView
 	HostNames []string // the known hosts its host globs match
 	Host      string   // pre-selected (a re-run's)
+	Digest    string   // the definition the form shows (actionDigest), sent back with it
 	Fields    []paramField
 	Error     string // why its unit choices could not be listed
 	HasUnits  bool   // a param takes its choices from the host's units
@@ -52,7 +53,7 @@ func (u *webUI) actions(r *http.Request) []actionView {
 	hosts := u.hostNames(r)
 	out := make([]actionView, 0, len(list.Actions))
 	for _, av := range list.Actions {
-		v := actionView{ActionView: av}
+		v := actionView{ActionView: av, Digest: actionDigest(av)}
 		for _, h := range hosts {
 			for _, g := range av.Hosts {
 				if ok, _ := path.Match(g, h); ok {
@@ -230,16 +231,11 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 		}
 		u.renderDashboard(w, r, status, "Action "+name+": "+msg, nil, o)
 	}
-	// An action that asks for a confirmation gets it here too, not only
-	// from the page's script: without JavaScript the form's confirmation
-	// is a required checkbox, and a form without it runs nothing.
-	if r.PostFormValue("confirmed") != "yes" {
-		var av ActionView
-		if a := u.call(r, http.MethodGet, "/v1/actions/"+url.PathEscape(name), nil); a.ok() && a.decode(&av) == nil && av.Confirm {
-			again(http.StatusUnprocessableEntity, "confirm the run first (nothing was run)")
-			return
-		}
-	}
+	// The run is bound to the definition the form showed, and an action
+	// that asks for a confirmation gets it here too, not only from the
+	// page's script (without JavaScript the form's confirmation is a
+	// required checkbox): checked by the run itself (checkUIAction).
+	bound := withUIForm(r, uiForm{Def: r.PostFormValue("def"), Confirmed: r.PostFormValue("confirmed") == "yes"})
 	// The dashboard's forms share one key per rendering: each action's
 	// form uses it with its name, so a double press of one form is one
 	// run, and another form of the same page is a run of its own rather
@@ -248,7 +244,15 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
 		hdr = []string{"Idempotency-Key", "ui-" + k + "-" + name}
 	}
-	a := u.call(r, http.MethodPost, "/v1/actions/"+url.PathEscape(name)+"/run", req, hdr...)
+	a := u.call(bound, http.MethodPost, "/v1/actions/"+url.PathEscape(name)+"/run", req, hdr...)
+	if a.reason() == "action_changed" {
+		// The form is shown again as the action is now, without the
+		// values typed into the old one: a value typed into a secret's
+		// field must not come back in a field that is no longer one.
+		u.renderDashboard(w, r, a.status, "Action "+name+": "+a.problem(), nil, Order{Host: req.Host,
+			Action: &OrderAction{Name: name}})
+		return
+	}
 	if !a.ok() {
 		again(a.status, a.problem())
 		return

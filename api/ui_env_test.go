@@ -48,6 +48,9 @@ type uiEnv struct {
 	ratePerPrincipal atomic.Int64
 	// acl is the API's network ACL (nil: none).
 	acl atomic.Pointer[netacl.ACL]
+	// actions are the API's actions (uiActions); a test may store others,
+	// as a reload does (the worker keeps uiActions).
+	actions atomic.Pointer[action.Set]
 }
 
 // uiActions is the config both the API and the worker load: greet prints
@@ -142,6 +145,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.actions.Store(set)
 	// One runbook, for the runbook pages.
 	rbDir := t.TempDir()
 	fence := "```"
@@ -165,7 +169,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 
 	logger := testenv.Logger(t)
 	in := intake.New(store, q, func() intake.Authorizer { return pol },
-		intake.Options{Actions: func() intake.ActionAuthorizer { return set }}, logger)
+		intake.Options{Actions: func() intake.ActionAuthorizer { return e.actions.Load() }}, logger)
 	srv := api.New(api.Deps{
 		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
 		Auth: func() api.Authenticator { return authn },
@@ -174,7 +178,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 				ACL: e.acl.Load()}
 		},
 		Status:   func() map[string]any { return map[string]any{} },
-		Actions:  &api.ActionDeps{Set: func() *action.Set { return set }, Choices: uiUnits},
+		Actions:  &api.ActionDeps{Set: e.actions.Load, Choices: uiUnits},
 		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return runbooks }},
 	})
 	e.handler = srv.Handler()

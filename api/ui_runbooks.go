@@ -54,7 +54,9 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 	if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
 		hdr = []string{"Idempotency-Key", "ui-" + k}
 	}
-	a := u.call(r, http.MethodPost, runbookPath(r)+"/execute", req, hdr...)
+	// The run is bound to the runbook the page showed (ui_formbind.go).
+	bound := withUIForm(r, uiForm{Def: r.PostFormValue("def"), Confirmed: r.PostFormValue("confirmed") == "yes"})
+	a := u.call(bound, http.MethodPost, runbookPath(r)+"/execute", req, hdr...)
 	var o Order
 	if !a.ok() || a.decode(&o) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())

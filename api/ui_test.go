@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/action"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
@@ -264,14 +266,46 @@ func (e *uiEnv) page(t *testing.T, sess *http.Cookie, path string) string {
 }
 
 // postForm POSTs form to target through the handler with cookie, as a
-// browser submits a page's form.
+// browser submits a page's form. A run's form carries the definition its
+// page shows (def): unless the test sets its own, the one a page
+// rendered now shows.
 func (e *uiEnv) postForm(target string, form url.Values, cookie *http.Cookie) *httptest.ResponseRecorder {
+	if _, set := form["def"]; !set && strings.HasSuffix(target, "/run") {
+		if def := e.shownDef(target, cookie); def != "" {
+			form = maps.Clone(form)
+			form.Set("def", def)
+		}
+	}
 	req := httptest.NewRequest("POST", target, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(cookie)
 	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, req)
 	return rec
+}
+
+// shownDef is the def field of the form that posts to target, on the
+// page that shows it now (the dashboard, or the runbook's page); "" when
+// there is none.
+func (e *uiEnv) shownDef(target string, cookie *http.Cookie) string {
+	page := "/ui/"
+	if rb, ok := strings.CutPrefix(target, "/ui/runbooks/"); ok {
+		page = "/ui/runbooks/" + strings.TrimSuffix(rb, "/run")
+	}
+	req := httptest.NewRequest("GET", page, nil)
+	req.AddCookie(cookie)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	_, form, ok := strings.Cut(rec.Body.String(), `action="`+target+`"`)
+	if !ok {
+		return ""
+	}
+	form, _, _ = strings.Cut(form, "</form>")
+	m := regexp.MustCompile(`name="def" value="([^"]*)"`).FindStringSubmatch(form)
+	if m == nil {
+		return ""
+	}
+	return m[1]
 }
 
 // waitPage GETs path every 100 ms until its HTML contains want, and
@@ -1000,5 +1034,89 @@ func TestUIHostsPageShowsStandby(t *testing.T) {
 			t.Fatalf("the host's row shows no standby:\n%s", row)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestUIFormBoundToItsDefinition: a form posted after its action or
+// runbook changed (a reload while the page was open) runs nothing: 409,
+// the page says the action changed and shows its form as it is now,
+// without the values typed into the old one (pin, secret then, is not
+// echoed in a field that no longer is one). A form of the new rendering
+// runs. A runbook whose file changed likewise.
+func TestUIFormBoundToItsDefinition(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	old := e.shownDef("/ui/actions/unlock/run", sess)
+	if old == "" {
+		t.Fatal("the unlock form carries no definition")
+	}
+	// The reload: pin is no longer secret, and goes on the command line.
+	acts := uiActions()
+	for i, d := range acts.Definitions {
+		if d.Name == "unlock" {
+			acts.Definitions[i].Command = []string{"echo", "unlocking", "{door}", "with", "{pin}"}
+			acts.Definitions[i].Env = nil
+			acts.Definitions[i].Params[1].Secret = false
+		}
+	}
+	set, err := action.New(acts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.actions.Store(set)
+	count := func(name string) int {
+		var n int
+		if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE action = $1 OR runbook = $1`, name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.door": {"back"}, "p.pin": {"4711"}, "idem": {"k-old"}, "def": {old}}
+	rec := e.postForm("/ui/actions/unlock/run", form, sess)
+	page := rec.Body.String()
+	if rec.Code != http.StatusConflict || !strings.Contains(page, "Action unlock: action unlock changed since this page was loaded (nothing was run): reload the page") {
+		t.Fatalf("a form of the old definition: %d\n%.800s", rec.Code, page)
+	}
+	if strings.Contains(page, "4711") {
+		t.Error("the refused form shows the value typed into the old form's secret field")
+	}
+	if n := count("unlock"); n != 0 {
+		t.Fatalf("%d orders of unlock after a form of its old definition, want 0", n)
+	}
+	now := e.shownDef("/ui/actions/unlock/run", sess)
+	if now == old || !strings.Contains(page, `name="def" value="`+now+`"`) {
+		t.Fatalf("the form shown again is not bound to the definition now (%s, was %s)", now, old)
+	}
+	// Without a definition at all: refused as well.
+	form.Set("def", "")
+	if rec := e.postForm("/ui/actions/unlock/run", form, sess); rec.Code != http.StatusConflict {
+		t.Fatalf("a form without its definition: %d, want 409", rec.Code)
+	}
+	form.Set("def", now)
+	if rec := e.postForm("/ui/actions/unlock/run", form, sess); rec.Code != http.StatusSeeOther {
+		t.Fatalf("a form of the definition now: %d\n%.500s", rec.Code, rec.Body)
+	}
+
+	// A runbook edited while its page was open.
+	rbOld := e.shownDef("/ui/runbooks/Hello.md/run", sess)
+	book, err := os.ReadFile(filepath.Join(e.rbDir, "Hello.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(book), `echo "hello from a runbook, $NAME"`, `echo "goodbye, $NAME"`, 1)
+	if err := os.WriteFile(filepath.Join(e.rbDir, "Hello.md"), []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	form = url.Values{"csrf": {csrf}, "idem": {"k-rb-old"}, "host": {"web-1"}, "env.NAME": {"x"}, "def": {rbOld}}
+	rec = e.postForm("/ui/runbooks/Hello.md/run", form, sess)
+	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "runbook Hello.md changed since this page was loaded (nothing was run)") {
+		t.Fatalf("a runbook form of the old file: %d\n%.800s", rec.Code, rec.Body)
+	}
+	if n := count("Hello.md"); n != 0 {
+		t.Fatalf("%d runs of Hello.md after a form of its old file, want 0", n)
+	}
+	form.Del("def") // the page's own
+	if rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess); rec.Code != http.StatusSeeOther {
+		t.Fatalf("a runbook form of the file now: %d\n%.500s", rec.Code, rec.Body)
 	}
 }
