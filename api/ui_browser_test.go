@@ -503,6 +503,59 @@ func TestUILiveOutputSaysTheSessionEnded(t *testing.T) {
 	}
 }
 
+// TestUILiveOutputFindsTheEnd: a run page whose stream is cut and whose
+// reconnect is refused (here the principal's stream limit, held by
+// another client; a proxy or a replica without the session alike) asks
+// for the order's state and follows again, so the order's end, reached
+// meanwhile, is shown. It went on saying "running" for an order that had
+// ended, with only "Live output stopped; reload the page."
+func TestUILiveOutputFindsTheEnd(t *testing.T) {
+	e := newUIEnv(t)
+	e.maxStreams.Store(1)
+	gate := filepath.Join(t.TempDir(), "go")
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "run a command that waits for the test",
+		chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
+		chromedp.SetValue(chromedp.ID("exec-args"), "-c\necho started; while [ ! -e "+gate+" ]; do sleep 0.1; done; echo done"),
+		chromedp.Click(chromedp.ID("exec-run")))
+	waitJS(t, ctx, "live output", `!!document.getElementById("output") && document.getElementById("output").innerText.includes("started")`, 20*time.Second)
+	id := eval[string](t, ctx, `document.getElementById("run").dataset.order`)
+	defer func() { _ = os.WriteFile(gate, nil, 0o644) }()
+
+	// The stream is cut; before the browser's retry (3 s) another client
+	// of alice's holds her only stream, so the reconnect is refused.
+	e.srv.CloseClientConnections()
+	held, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadline := time.Now().Add(2 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond) // the page's stream is released when its handler sees the cut
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		req, _ := http.NewRequestWithContext(held, "GET", e.url+"/v1/orders/"+id+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			defer resp.Body.Close()
+			break
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("the test's own stream: %d", resp.StatusCode)
+		}
+	}
+	waitJS(t, ctx, "the page to see its reconnect refused",
+		`document.getElementById("output-note").textContent.includes("following again")`, 15*time.Second)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the order's end on the page", `document.readyState === "complete" && !!document.getElementById("status") && `+
+		`document.getElementById("status").innerText === "succeeded" && document.getElementById("output").innerText.includes("done")`, 30*time.Second)
+}
+
 // TestUIOutputShowsBidiControls: output that holds a bidi override
 // ("abc" U+202E "fdp.exe", which a page shows as "abcexe.pdf") shows
 // the control as its escape, live and once the order ended, as a

@@ -48,6 +48,10 @@ type uiEnv struct {
 	ratePerPrincipal atomic.Int64
 	// acl is the API's network ACL (nil: none).
 	acl atomic.Pointer[netacl.ACL]
+	// maxStreams is the API's limit of event streams per principal (0: none).
+	maxStreams atomic.Int64
+	// srv is the test server the browser talks to.
+	srv *httptest.Server
 	// actions are the API's actions (uiActions); a test may store others,
 	// as a reload does (the worker keeps uiActions).
 	actions atomic.Pointer[action.Set]
@@ -175,7 +179,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 		Auth: func() api.Authenticator { return authn },
 		Settings: func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load()),
-				ACL: e.acl.Load()}
+				ACL: e.acl.Load(), MaxStreams: int(e.maxStreams.Load())}
 		},
 		Status:   func() map[string]any { return map[string]any{} },
 		Actions:  &api.ActionDeps{Set: e.actions.Load, Choices: uiUnits},
@@ -183,7 +187,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	})
 	e.handler = srv.Handler()
 	hs := httptest.NewServer(e.handler)
-	e.url = hs.URL
+	e.url, e.srv = hs.URL, hs
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

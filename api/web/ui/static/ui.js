@@ -201,35 +201,101 @@
     return dec.decode() + "[" + chunk.encode + " output: download it when the order ends]\n";
   }
 
-  out.textContent = "";
-  const es = new EventSource(run.dataset.events);
-  es.addEventListener("started", function () {
-    statusEl.textContent = "running";
-    statusEl.className = "badge running";
-  });
-  ["stdout", "stderr"].forEach(function (name) {
-    es.addEventListener(name, function (e) { append(name, decode(name, JSON.parse(e.data))); });
-  });
-  es.addEventListener("finished", function (e) {
-    es.close();
-    const o = JSON.parse(e.data);
-    statusEl.textContent = o.status;
-    statusEl.className = "badge " + o.status;
-    // The server renders the finished order: its stored output, exit
-    // code, duration and download links.
-    window.location.reload();
-  });
-  // The session ended (signed out, expired): the stream says so and
-  // ends; retrying would only reach the sign-in page.
-  es.addEventListener("session-ended", function () {
-    es.close();
+  // The session ended (signed out, expired): retrying would only reach
+  // the sign-in page.
+  function sessionEnded() {
     note.textContent = "Your session has ended: live output stopped. ";
     const a = document.createElement("a");
     a.href = "/ui/signin?next=" + encodeURIComponent(location.pathname);
     a.textContent = "Sign in again";
     note.appendChild(a);
-  });
-  es.onerror = function () {
-    if (es.readyState === EventSource.CLOSED) note.textContent = "Live output stopped; reload the page.";
-  };
+  }
+
+  // resync asks the server for the order as it is now, the run page
+  // itself (an automatic refresh: it does not keep the session from
+  // going idle), and shows its status; an order that ended meanwhile
+  // is shown ended, its page loaded afresh. It answers "finished",
+  // "live", "ended" (the session) or "unknown" (no answer).
+  function resync() {
+    return fetch(location.pathname, { cache: "no-store", headers: { "HX-Request": "true", "X-Orderly-Refresh": "auto" } })
+      .then(function (resp) {
+        if (resp.status === 401) return "ended";
+        if (!resp.ok) return "unknown";
+        return resp.text().then(function (html) {
+          const doc = new DOMParser().parseFromString(html, "text/html");
+          const r = doc.getElementById("run"), st = doc.getElementById("status");
+          if (!r || !st || r.dataset.order !== run.dataset.order) return "unknown";
+          statusEl.textContent = st.textContent;
+          statusEl.className = st.className;
+          if (!r.dataset.events) {
+            // Ended: the server renders its stored output, exit code,
+            // duration and download links.
+            window.location.reload();
+            return "finished";
+          }
+          return "live";
+        });
+      })
+      .catch(function () { return "unknown"; });
+  }
+
+  let es = null, retryIn = 2000;
+  // follow opens the order's event stream, from its start: the page's
+  // output is rebuilt from it.
+  function follow() {
+    out.textContent = "";
+    headLen = 0; tail = null; tailLen = 0;
+    state.stdout = []; state.stderr = [];
+    held.stdout = ""; held.stderr = "";
+    decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
+    let opened = false;
+    es = new EventSource(run.dataset.events);
+    es.onopen = function () {
+      // The browser reconnects by itself (resuming after the last event
+      // it got): what happened meanwhile is asked for, not assumed.
+      if (opened) resync();
+      opened = true;
+      retryIn = 2000;
+      note.textContent = "";
+    };
+    es.addEventListener("started", function () {
+      statusEl.textContent = "running";
+      statusEl.className = "badge running";
+    });
+    ["stdout", "stderr"].forEach(function (name) {
+      es.addEventListener(name, function (e) { append(name, decode(name, JSON.parse(e.data))); });
+    });
+    es.addEventListener("finished", function (e) {
+      es.close();
+      const o = JSON.parse(e.data);
+      statusEl.textContent = o.status;
+      statusEl.className = "badge " + o.status;
+      // The server renders the finished order: its stored output, exit
+      // code, duration and download links.
+      window.location.reload();
+    });
+    // The session ended: the stream says so and ends.
+    es.addEventListener("session-ended", function () {
+      es.close();
+      sessionEnded();
+    });
+    es.onerror = function () {
+      if (es.readyState !== EventSource.CLOSED) return; // the browser retries
+      // A reconnect was refused (a stream limit, a proxy, a replica
+      // without this session): the badge would go on saying "running"
+      // for an order that may have ended. Ask, and follow again later.
+      lost();
+    };
+  }
+  function lost() {
+    resync().then(function (now) {
+      if (now === "finished") return;
+      if (now === "ended") { sessionEnded(); return; }
+      note.textContent = now === "live" ? "Live output interrupted; following again…" :
+        "Live output stopped: the server cannot be reached; trying again…";
+      setTimeout(now === "live" ? follow : lost, retryIn);
+      retryIn = Math.min(retryIn * 2, 60000);
+    });
+  }
+  follow();
 })();
