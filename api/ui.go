@@ -191,10 +191,18 @@ func (u *webUI) requireSession(next http.Handler) http.Handler {
 // only lets its own session end sooner.
 const uiRefreshHeader = "X-Orderly-Refresh"
 
-// autoRefresh reports whether r is a page's automatic refresh, an htmx
-// GET that carries uiRefreshHeader.
+// autoRefresh reports whether r is a page's automatic request: an htmx
+// GET that carries uiRefreshHeader, or a run page's event stream
+// connecting, which its browser does again by itself after a cut (and
+// the page after a refused reconnect, with a growing pause). An open
+// stream keeps its session from going idle (events); its connections
+// alone, refused again and again, must not.
 func autoRefresh(r *http.Request) bool {
-	return r.Method == http.MethodGet && r.Header.Get("HX-Request") == "true" && r.Header.Get(uiRefreshHeader) == "auto"
+	if r.Method != http.MethodGet {
+		return false
+	}
+	return r.Header.Get("HX-Request") == "true" && r.Header.Get(uiRefreshHeader) == "auto" ||
+		r.Header.Get("Accept") == "text/event-stream"
 }
 
 // apiAnswer is the outcome of a call to the native API.

@@ -152,3 +152,47 @@ func TestUIAutoRefreshIsNotActivity(t *testing.T) {
 		t.Fatalf("the session went on after it went idle: %d", code)
 	}
 }
+
+// TestUIStreamConnectionsAreNotActivity: a run page's event stream
+// connecting (an EventSource's Accept), again and again when each
+// reconnect is refused, and the page's own check of the order's state
+// (ui.js, marked as an automatic refresh) do not keep a session from
+// going idle; they kept an unattended run page's session alive for as
+// long as its reconnects were refused.
+func TestUIStreamConnectionsAreNotActivity(t *testing.T) {
+	js, err := fs.ReadFile(uiFiles, "web/ui/static/ui.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `headers: { "HX-Request": "true", "`+uiRefreshHeader+`": "auto" }`) {
+		t.Fatalf("the run page's check of the order's state is not marked with %s", uiRefreshHeader)
+	}
+	token, sum := auth.NewToken()
+	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "alice", SHA256: sum, Roles: []string{"ops"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1e9, 0)
+	s := &Server{Deps: Deps{Auth: func() Authenticator { return a }, Settings: func() Settings { return Settings{} }}}
+	u := &webUI{s: s, sessions: newUISessions(func() time.Time { return now }), pages: mustParsePages()}
+	h := u.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	id, _ := u.sessions.create(token, "alice")
+	connect := func() int {
+		req := httptest.NewRequest("GET", "/ui/orders/01a23d16-5e8f-7009-87a7-722136a17d78/events", nil)
+		req.AddCookie(&http.Cookie{Name: uiSessionCookie, Value: id})
+		req.Header.Set("Accept", "text/event-stream")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range 11 {
+		now = now.Add(5 * time.Minute)
+		if code := connect(); code != http.StatusOK {
+			t.Fatalf("connection %d, %d minutes after the person's last request: %d", i, (i+1)*5, code)
+		}
+	}
+	now = now.Add(6 * time.Minute)
+	if code := connect(); code == http.StatusOK {
+		t.Fatalf("a stream's connection 61 minutes after the person's last request: %d, want the session ended", code)
+	}
+}
