@@ -1120,3 +1120,50 @@ func TestUIFormBoundToItsDefinition(t *testing.T) {
 		t.Fatalf("a runbook form of the file now: %d\n%.500s", rec.Code, rec.Body)
 	}
 }
+
+// TestUIMessagesShowBidiControls: what a page quotes besides an action's
+// or a runbook's own text (an error page's message, a runbook's
+// problems, a run page's runbook, principal and error) shows a bidi
+// control as its escape, as the rest of the page does: "x" U+202E
+// "gpj.md" read as "xdm.jpg".
+func TestUIMessagesShowBidiControls(t *testing.T) {
+	e := newUIEnv(t)
+	fence := "```"
+	book := func(env string) string {
+		return "# Plain\n\n# Environment Requirements\n" + fence + "yaml\n" + env + "\n" + fence + "\n\n" +
+			"# File System Requirements\n" + fence + "yaml\nInput: []\n" + fence + "\n\n" +
+			"# Script\n" + fence + "sh\necho fine\n" + fence + "\n\n# History\n"
+	}
+	if err := os.WriteFile(filepath.Join(e.rbDir, "x\u202egpj.md"), []byte(book("{}")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.rbDir, "Bad.md"), []byte(book("\"A\u202eB\": a variable of a name no shell takes")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sess, csrf := e.uiSession(t, "alice")
+	raw := func(r rune) bool { return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) }
+	get := func(path string) (int, string) {
+		req := httptest.NewRequest("GET", path, nil)
+		req.AddCookie(sess)
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	if code, page := get("/ui/runbooks/" + url.PathEscape("y\u202egpj.md")); code != http.StatusNotFound ||
+		strings.ContainsFunc(page, raw) || !strings.Contains(page, `y<span class="ctl">\u202e</span>gpj.md`) {
+		t.Errorf("the error page of a runbook not found: %d\n%s", code, page)
+	}
+	if code, page := get("/ui/runbooks/Bad.md"); code != http.StatusOK || strings.ContainsFunc(page, raw) ||
+		!strings.Contains(page, `A<span class="ctl">\u202e</span>B`) {
+		t.Errorf("the page of a runbook with a problem: %d\n%s", code, page)
+	}
+	rec := e.postForm("/ui/runbooks/"+url.PathEscape("x\u202egpj.md")+"/run",
+		url.Values{"csrf": {csrf}, "idem": {"k-bidi"}, "host": {"web-1"}}, sess)
+	if rec.Code != http.StatusSeeOther {
+		_, msg, _ := strings.Cut(rec.Body.String(), `id="problem"`)
+		t.Fatalf("run x\\u202egpj.md: %d%.300s", rec.Code, msg)
+	}
+	if code, page := get(rec.Header().Get("Location")); code != http.StatusOK || strings.ContainsFunc(page, raw) {
+		t.Errorf("the run page of x\\u202egpj.md: %d\n%s", code, page)
+	}
+}
