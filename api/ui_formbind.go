@@ -31,8 +31,8 @@ type uiForm struct {
 	// Def is the actionDigest of the action, or the sha256 of the
 	// runbook, that the form showed; "" (a form without it) matches none.
 	Def string
-	// Confirmed is set when the person confirmed the run (the dialog,
-	// or the form's checkbox without JavaScript).
+	// Confirmed is set when the person confirmed an action's run (the
+	// dialog, or the form's checkbox without JavaScript).
 	Confirmed bool
 }
 

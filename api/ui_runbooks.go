@@ -55,7 +55,7 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 		hdr = []string{"Idempotency-Key", "ui-" + k}
 	}
 	// The run is bound to the runbook the page showed (ui_formbind.go).
-	bound := withUIForm(r, uiForm{Def: r.PostFormValue("def"), Confirmed: r.PostFormValue("confirmed") == "yes"})
+	bound := withUIForm(r, uiForm{Def: r.PostFormValue("def")})
 	a := u.call(bound, http.MethodPost, runbookPath(r)+"/execute", req, hdr...)
 	var o Order
 	if !a.ok() || a.decode(&o) != nil {

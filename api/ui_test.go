@@ -1083,6 +1083,21 @@ func TestUIFormBoundToItsDefinition(t *testing.T) {
 	if n := count("unlock"); n != 0 {
 		t.Fatalf("%d orders of unlock after a form of its old definition, want 0", n)
 	}
+	// The refusal is audited without the values it was sent.
+	deadline := time.Now().Add(10 * time.Second)
+	for tick := time.NewTicker(50 * time.Millisecond); ; <-tick.C {
+		var request string
+		err := e.pool.QueryRow(t.Context(), `SELECT request::text FROM rejections WHERE code = 'conflict' AND path = '/v1/actions/unlock/run'`).Scan(&request)
+		if err == nil {
+			if strings.Contains(request, "4711") || strings.Contains(request, "back") {
+				t.Fatalf("the audit of the refusal keeps the values sent: %s", request)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refusal was not audited: %v", err)
+		}
+	}
 	now := e.shownDef("/ui/actions/unlock/run", sess)
 	if now == old || !strings.Contains(page, `name="def" value="`+now+`"`) {
 		t.Fatalf("the form shown again is not bound to the definition now (%s, was %s)", now, old)
