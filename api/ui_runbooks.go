@@ -28,6 +28,12 @@ type runbookPageView struct {
 // runbookPage is GET /ui/runbooks/{name}: the runbook with a field for
 // each variable it requires and a host.
 func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
+	u.renderRunbook(w, r, http.StatusOK, "")
+}
+
+// renderRunbook shows the runbook's page with status, and msg as an
+// error when a run from it was refused.
+func (u *webUI) renderRunbook(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	v := runbookPageView{Idem: randomToken()}
 	a := u.call(r, http.MethodGet, runbookPath(r), nil)
 	if !a.ok() || a.decode(&v.RB) != nil {
@@ -35,7 +41,7 @@ func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.HostNames = u.hostNames(r)
-	u.pages.render(w, r, http.StatusOK, "runbook", pageData{Title: bidiEscaped(v.RB.Name), Nav: "dashboard", D: v})
+	u.pages.render(w, r, status, "runbook", pageData{Title: bidiEscaped(v.RB.Name), Nav: "dashboard", Error: msg, D: v})
 }
 
 // runRunbook is POST /ui/runbooks/{name}/run: POST
@@ -43,6 +49,13 @@ func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
 // the form's idempotency key, so a double submit is one run.
 func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
+	// A runbook's run is always confirmed (the page's dialog, or without
+	// JavaScript the form's checkbox), by the server too: a form without
+	// it runs nothing, as an action's with confirm: true.
+	if r.PostFormValue("confirmed") != "yes" {
+		u.renderRunbook(w, r, http.StatusUnprocessableEntity, "Confirm the run first (nothing was run).")
+		return
+	}
 	req := RunbookRequest{Host: strings.TrimSpace(r.PostFormValue("host")), EnvVars: map[string]json.RawMessage{}}
 	for k := range r.PostForm {
 		if name, ok := strings.CutPrefix(k, "env."); ok {

@@ -363,7 +363,7 @@ func TestUIRunbookRun(t *testing.T) {
 	if rb := e.page(t, sess, "/ui/runbooks/Hello.md"); !strings.Contains(rb, `name="env.NAME"`) {
 		t.Fatalf("the runbook page has no field for NAME:\n%s", rb)
 	}
-	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"<b>bob</b>"}}
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"<b>bob</b>"}, "confirmed": {"yes"}}
 	rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess)
 	loc := rec.Header().Get("Location")
 	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
@@ -484,7 +484,7 @@ func TestUIRunbookFormPostedTwice(t *testing.T) {
 		return n
 	}
 	key := keyOf()
-	form := url.Values{"csrf": {csrf}, "idem": {key}, "host": {"web-1"}, "env.NAME": {"twice"}}
+	form := url.Values{"csrf": {csrf}, "idem": {key}, "host": {"web-1"}, "env.NAME": {"twice"}, "confirmed": {"yes"}}
 	var locs []string
 	for range 2 {
 		rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess)
@@ -523,7 +523,7 @@ func TestUIRunbookNamesInURLs(t *testing.T) {
 	if rb := e.page(t, sess, "/ui/runbooks/pct%2541.md"); !strings.Contains(rb, `action="/ui/runbooks/pct%2541.md/run"`) {
 		t.Fatalf("the page of pct%%41.md posts elsewhere:\n%s", rb)
 	}
-	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"x"}}
+	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"x"}, "confirmed": {"yes"}}
 	rec := e.postForm("/ui/runbooks/pct%2541.md/run", form, sess)
 	loc := rec.Header().Get("Location")
 	if rec.Code != http.StatusSeeOther {
@@ -696,6 +696,22 @@ func TestUIConfirmationIsAskedByTheServer(t *testing.T) {
 	form = url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.n": {"0042"}, "idem": {"k-tag"}}
 	if rec := e.postForm("/ui/actions/tag/run", form, sess); rec.Code != http.StatusSeeOther {
 		t.Fatalf("a run of an action without confirm: %d\n%.500s", rec.Code, rec.Body)
+	}
+	// A runbook's run is always confirmed; it ran at once from a page
+	// without JavaScript.
+	form = url.Values{"csrf": {csrf}, "host": {"web-1"}, "env.NAME": {"x"}, "idem": {"k-rb"}}
+	rec = e.postForm("/ui/runbooks/Hello.md/run", form, sess)
+	page = rec.Body.String()
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(page, "Confirm the run first (nothing was run).") ||
+		!strings.Contains(page, `id="rb-confirmed" name="confirmed" type="checkbox" value="yes" required`) {
+		t.Fatalf("an unconfirmed runbook run: %d\n%.800s", rec.Code, page)
+	}
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM orders WHERE runbook = 'Hello.md'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("runs of Hello.md after an unconfirmed run: %d (%v), want 0", n, err)
+	}
+	form.Set("confirmed", "yes")
+	if rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess); rec.Code != http.StatusSeeOther {
+		t.Fatalf("a confirmed runbook run: %d\n%.500s", rec.Code, rec.Body)
 	}
 }
 
@@ -1122,7 +1138,7 @@ func TestUIFormBoundToItsDefinition(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.rbDir, "Hello.md"), []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	form = url.Values{"csrf": {csrf}, "idem": {"k-rb-old"}, "host": {"web-1"}, "env.NAME": {"x"}, "def": {rbOld}}
+	form = url.Values{"csrf": {csrf}, "idem": {"k-rb-old"}, "host": {"web-1"}, "env.NAME": {"x"}, "def": {rbOld}, "confirmed": {"yes"}}
 	rec = e.postForm("/ui/runbooks/Hello.md/run", form, sess)
 	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "runbook Hello.md changed since this page was loaded (nothing was run)") {
 		t.Fatalf("a runbook form of the old file: %d\n%.800s", rec.Code, rec.Body)
@@ -1173,7 +1189,7 @@ func TestUIMessagesShowBidiControls(t *testing.T) {
 		t.Errorf("the page of a runbook with a problem: %d\n%s", code, page)
 	}
 	rec := e.postForm("/ui/runbooks/"+url.PathEscape("x\u202egpj.md")+"/run",
-		url.Values{"csrf": {csrf}, "idem": {"k-bidi"}, "host": {"web-1"}}, sess)
+		url.Values{"csrf": {csrf}, "idem": {"k-bidi"}, "host": {"web-1"}, "confirmed": {"yes"}}, sess)
 	if rec.Code != http.StatusSeeOther {
 		_, msg, _ := strings.Cut(rec.Body.String(), `id="problem"`)
 		t.Fatalf("run x\\u202egpj.md: %d%.300s", rec.Code, msg)
