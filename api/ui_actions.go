@@ -249,8 +249,8 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 		// The form is shown again as the action is now, without the
 		// values typed into the old one: a value typed into a secret's
 		// field must not come back in a field that is no longer one.
-		u.renderDashboard(w, r, a.status, "Action "+name+": "+a.problem(), nil, Order{Host: req.Host,
-			Action: &OrderAction{Name: name}})
+		u.renderDashboard(w, r, a.status, "Action "+name+" changed since the page was loaded; nothing was run. "+
+			"Its form below is as it is now: check it and run it again.", nil, Order{Host: req.Host, Action: &OrderAction{Name: name}})
 		return
 	}
 	if !a.ok() {

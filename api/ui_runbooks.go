@@ -70,6 +70,11 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 	// The run is bound to the runbook the page showed (ui_formbind.go).
 	bound := withUIForm(r, uiForm{Def: r.PostFormValue("def")})
 	a := u.call(bound, http.MethodPost, runbookPath(r)+"/execute", req, hdr...)
+	if a.reason() == "runbook_changed" {
+		u.renderRunbook(w, r, a.status, "The runbook changed since the page was loaded; nothing was run. "+
+			"It is shown below as it is now: check it and run it again.")
+		return
+	}
 	var o Order
 	if !a.ok() || a.decode(&o) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())

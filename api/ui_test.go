@@ -1090,7 +1090,7 @@ func TestUIFormBoundToItsDefinition(t *testing.T) {
 	form := url.Values{"csrf": {csrf}, "host": {"web-1"}, "p.door": {"back"}, "p.pin": {"4711"}, "idem": {"k-old"}, "def": {old}}
 	rec := e.postForm("/ui/actions/unlock/run", form, sess)
 	page := rec.Body.String()
-	if rec.Code != http.StatusConflict || !strings.Contains(page, "Action unlock: action unlock changed since this page was loaded (nothing was run): reload the page") {
+	if rec.Code != http.StatusConflict || !strings.Contains(page, "Action unlock changed since the page was loaded; nothing was run. Its form below is as it is now") {
 		t.Fatalf("a form of the old definition: %d\n%.800s", rec.Code, page)
 	}
 	if strings.Contains(page, "4711") {
@@ -1140,7 +1140,8 @@ func TestUIFormBoundToItsDefinition(t *testing.T) {
 	}
 	form = url.Values{"csrf": {csrf}, "idem": {"k-rb-old"}, "host": {"web-1"}, "env.NAME": {"x"}, "def": {rbOld}, "confirmed": {"yes"}}
 	rec = e.postForm("/ui/runbooks/Hello.md/run", form, sess)
-	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "runbook Hello.md changed since this page was loaded (nothing was run)") {
+	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "The runbook changed since the page was loaded; nothing was run.") ||
+		!strings.Contains(rec.Body.String(), "goodbye, $NAME") {
 		t.Fatalf("a runbook form of the old file: %d\n%.800s", rec.Code, rec.Body)
 	}
 	if n := count("Hello.md"); n != 0 {
