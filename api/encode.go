@@ -145,7 +145,8 @@ func checkContentType(ct string) error {
 // UTF-8, case-sensitive field names, no unknown fields, no duplicate keys,
 // no trailing data (checkJSON), then the typed decode.
 func decodeBytes(body []byte, v any) error {
-	if err := checkJSON(body, reflect.TypeOf(v)); err != nil {
+	body, err := checkJSON(body, reflect.TypeOf(v))
+	if err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))

@@ -119,8 +119,7 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 		`{"args":[["a"]]}`:       `args[] must be a string, not array`,
 		// Numbers that do not fit name their field, not "the body".
 		`{"timeout_seconds":1e400}`:                 `field "timeout_seconds" is out of range: 1e400`,
-		`{"max_output_bytes":1.5}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1.5`,
-		`{"max_output_bytes":1e3}`:                  `field "max_output_bytes" must be a whole number written in digits, not 1e3`,
+		`{"max_output_bytes":1.5}`:                  `field "max_output_bytes" must be a whole number, not 1.5`,
 		`{"max_output_bytes":99999999999999999999}`: `field "max_output_bytes" is out of range: 99999999999999999999`,
 		`{"max_output_bytes":"5"}`:                  `field "max_output_bytes" must be a whole number, not string`,
 		// A time names its field and its form, never Go's layout.
@@ -134,6 +133,62 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "api.") ||
 			strings.Contains(err.Error(), "2006") || strings.Contains(err.Error(), "UnmarshalJSON") {
 			t.Errorf("decode %s: %v, want invalid_request with %q", body, err, want)
+		}
+	}
+}
+
+// TestDecodeNumbersAsTheSpecReadsThem: openapi.yaml is OpenAPI 3.1, whose
+// `type: integer` is any number with no fraction, so 1.0 and 1e3 are
+// whole numbers there; they were refused ("must be a whole number
+// written in digits"). A fraction is still refused, and so is a number
+// that is not 0 but reads as 0 (1e-400 for timeout_seconds was "none
+// given": the default timeout). Strings that look like numbers are left
+// as they are.
+func TestDecodeNumbersAsTheSpecReadsThem(t *testing.T) {
+	for body, want := range map[string]int64{
+		`{"max_output_bytes":1.0}`:                                         1,
+		`{"max_output_bytes":1e3}`:                                         1000,
+		`{"max_output_bytes":1E+3}`:                                        1000,
+		`{"max_output_bytes":2.50e1}`:                                      25,
+		`{"max_output_bytes":1000e-3}`:                                     1,
+		`{"max_output_bytes":-0}`:                                          0,
+		`{"max_output_bytes":-0.0e-7}`:                                     0,
+		`{"max_output_bytes":0e999999}`:                                    0,
+		`{"max_output_bytes":9.223372036854775807e18}`:                     1<<63 - 1,
+		`{"args":["1.0", "1e3"],"max_output_bytes":7.0,"env":{"A":"2.0"}}`: 7,
+	} {
+		var req SubmitRequest
+		if err := decodeBytes([]byte(body), &req); err != nil || req.MaxOutputBytes != want {
+			t.Errorf("decode %s: %v, max_output_bytes %d, want %d", body, err, req.MaxOutputBytes, want)
+		}
+		if strings.Contains(body, "args") && (req.Args[1] != "1e3" || req.Env["A"] != "2.0") {
+			t.Errorf("decode %s: args %q env %q changed", body, req.Args, req.Env)
+		}
+	}
+	for body, want := range map[string]string{
+		`{"max_output_bytes":1.5}`:                     `field "max_output_bytes" must be a whole number, not 1.5`,
+		`{"max_output_bytes":1e-400}`:                  `field "max_output_bytes" must be a whole number, not 1e-400`,
+		`{"max_output_bytes":1e-99999999999999999999}`: `field "max_output_bytes" must be a whole number, not 1e-99999999999999999999`,
+		`{"max_output_bytes":1e99999999999999999999}`:  `field "max_output_bytes" is out of range: 1e99999999999999999999`,
+		`{"max_output_bytes":9.223372036854775808e18}`: `field "max_output_bytes" is out of range: 9.223372036854775808e18`,
+		`{"max_output_bytes":1e400}`:                   `field "max_output_bytes" is out of range: 1e400`,
+		`{"timeout_seconds":1e-400}`:                   `field "timeout_seconds" is out of range: 1e-400 is too small to tell from 0`,
+		`{"timeout_seconds":-1e-400}`:                  `field "timeout_seconds" is out of range: -1e-400 is too small to tell from 0`,
+		`{"expires_in_seconds":0.00001e-400}`:          `field "expires_in_seconds" is out of range: 0.00001e-400 is too small to tell from 0`,
+		`{"timeout_seconds":1e400}`:                    `field "timeout_seconds" is out of range: 1e400`,
+	} {
+		var req SubmitRequest
+		err := decodeBytes([]byte(body), &req)
+		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) {
+			t.Errorf("decode %s: %v, want invalid_request with %q", body, err, want)
+		}
+	}
+	// 0 in any spelling is 0 (the default), and a number a float64 holds
+	// only as a subnormal is not 0: order.Validate judges it.
+	for body, zero := range map[string]bool{`{"timeout_seconds":-0}`: true, `{"timeout_seconds":0e-400}`: true, `{"timeout_seconds":5e-324}`: false} {
+		var req SubmitRequest
+		if err := decodeBytes([]byte(body), &req); err != nil || (req.TimeoutSeconds == 0) != zero {
+			t.Errorf("decode %s: %v, timeout_seconds %g", body, err, req.TimeoutSeconds)
 		}
 	}
 }

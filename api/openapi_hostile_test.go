@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,10 +12,12 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestSpecQueryStringsParsedWhole: a query string that does not parse,
@@ -147,6 +150,11 @@ func TestSpecHostileInput(t *testing.T) {
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":9223372036854775807}`}, 422, unproc},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":-1e-300}`}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":"5"}`}, 400, invalid},
+		// Not 0, but 0 to a float64: this was "no timeout given".
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","timeout_seconds":1e-400}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","expires_in_seconds":1e-400}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","max_output_bytes":1e-400}`}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"h1","command":"true","max_output_bytes":1e99999999999999999999}`}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: `null`}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: `[]`}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: `"x"`}, 400, invalid},
@@ -266,6 +274,27 @@ func TestSpecHostileInput(t *testing.T) {
 	}
 	if after := countOrders(t, e); after != before {
 		t.Errorf("%d orders recorded by refused requests", after-before)
+	}
+}
+
+// TestSpecWholeNumbersAsJSONSchemaReadsThem: openapi.yaml is OpenAPI 3.1,
+// where `type: integer` is any number without a fraction (JSON Schema
+// 2020-12): a request the spec takes, max_output_bytes 1.0e3, was refused
+// as "must be a whole number written in digits". It is 1000 now.
+func TestSpecWholeNumbersAsJSONSchemaReadsThem(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	sc := newSpecChecker(t, e)
+	resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: `{"host":"offline","command":"true","max_output_bytes":1.0e3}`})
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("max_output_bytes 1.0e3: %d %s", resp.StatusCode, b)
+	}
+	var sub struct{ ID uuid.UUID }
+	if err := json.Unmarshal(b, &sub); err != nil {
+		t.Fatal(err)
+	}
+	o, err := e.store.GetOrder(testenv.Context(t), sub.ID)
+	if err != nil || o.MaxOutput != 1000 {
+		t.Fatalf("stored max_output_bytes: %v %+v", err, o)
 	}
 }
 

@@ -26,26 +26,48 @@ const maxJSONDepth = 32
 // and trailing data. These are encoding/json/v2's defaults; v2 is still an
 // experiment in our Go, so the check is ours. Map keys stay free
 // (env may hold both FOO and foo); only exact repeats are refused there.
-func checkJSON(body []byte, t reflect.Type) error {
+//
+// It returns the body the typed decode is to read: body itself, or a copy
+// in which each whole number written with a fraction or an exponent for
+// an integer field (1.0, 1e3) is written in digits. openapi.yaml is
+// OpenAPI 3.1, whose `type: integer` (JSON Schema 2020-12) is any number
+// with a zero fractional part; encoding/json takes digits only.
+func checkJSON(body []byte, t reflect.Type) ([]byte, error) {
 	if err := CheckJSONText(body); err != nil {
-		return err
+		return nil, err
 	}
 	w := jsonWalker{dec: json.NewDecoder(bytes.NewReader(body))}
 	// Numbers stay text here: read as float64, 1e400 failed in this walk,
 	// which knows no field names; the typed decode names the field.
 	w.dec.UseNumber()
 	if err := w.value(t, "", 0, false); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := w.dec.Token(); err != io.EOF {
-		return order.Errorf(order.CodeInvalid, "invalid JSON: trailing data after the value")
+		return nil, order.Errorf(order.CodeInvalid, "invalid JSON: trailing data after the value")
 	}
-	return nil
+	if len(w.rewrites) == 0 {
+		return body, nil
+	}
+	out := make([]byte, 0, len(body))
+	last := int64(0)
+	for _, rw := range w.rewrites { // in the body's order
+		out = append(append(out, body[last:rw.start]...), rw.text...)
+		last = rw.end
+	}
+	return append(out, body[last:]...), nil
 }
 
 // jsonWalker reads one token stream for checkJSON.
 type jsonWalker struct {
-	dec *json.Decoder
+	dec      *json.Decoder
+	rewrites []numberRewrite
+}
+
+// numberRewrite replaces body[start:end], a number, with text.
+type numberRewrite struct {
+	start, end int64
+	text       string
 }
 
 // value checks the next JSON value against t (nil when the shape is free).
@@ -83,6 +105,9 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 			// time.Time's own errors speak Go ("Time.UnmarshalJSON",
 			// the layout 2006-01-02T15:04:05Z07:00) and name no field.
 			return checkTime(tok, fieldName(path))
+		}
+		if num, ok := tok.(json.Number); ok && t != nil {
+			return w.number(num, indirect(t), fieldName(path))
 		}
 		return nil // scalars: the typed decode checks their types
 	}
@@ -135,6 +160,93 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 		}
 	}
 	return w.end()
+}
+
+// number checks a number for a field of kind t.Kind(), as the typed
+// decode cannot: a whole number written as 1.0 or 1e3 for an integer
+// field is rewritten in digits (see checkJSON), a fraction is refused, and
+// so is a number that is not 0 but that a float64 reads as 0 (1e-400,
+// which timeout_seconds took as "none given", the default). Numbers too
+// large for their field are refused in the words they were sent in.
+func (w *jsonWalker) number(num json.Number, t reflect.Type, field string) error {
+	lit := string(num)
+	switch t.Kind() {
+	case reflect.Float32, reflect.Float64:
+		mant, _, _ := strings.Cut(strings.ToLower(lit), "e")
+		if f, err := strconv.ParseFloat(lit, t.Bits()); err == nil && f == 0 && strings.ContainsAny(mant, "123456789") {
+			return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s is too small to tell from 0", field, lit)
+		}
+		return nil
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+	default:
+		return nil // a string or a bool: tokenFits and the typed decode name it
+	}
+	text, whole, huge := integerText(lit)
+	switch {
+	case !whole:
+		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be a whole number, not %s", field, lit)
+	case huge || !fitsInt(text, t):
+		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s", field, lit)
+	case text == lit:
+		return nil
+	}
+	end := w.dec.InputOffset() // just past the number, whose text is lit
+	w.rewrites = append(w.rewrites, numberRewrite{start: end - int64(len(lit)), end: end, text: text})
+	return nil
+}
+
+// fitsInt reports whether the whole number text fits t, an integer kind.
+func fitsInt(text string, t reflect.Type) bool {
+	var err error
+	if t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uintptr {
+		_, err = strconv.ParseUint(text, 10, t.Bits())
+	} else {
+		_, err = strconv.ParseInt(text, 10, t.Bits())
+	}
+	return err == nil
+}
+
+// integerText reads the JSON number lit as a whole number, in digits:
+// "1.0", "1e3" and "-0.0e5" are "1", "1000" and "0". whole is false for a
+// fraction (1.5, 1e-400); huge says a whole number has more digits than
+// any integer field holds, and text is then empty.
+func integerText(lit string) (text string, whole, huge bool) {
+	s, neg := strings.CutPrefix(lit, "-")
+	mant, exp, hasExp := strings.Cut(strings.ToLower(s), "e")
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(intPart+frac, "0")
+	shift := -len(frac) // the value is digits × 10^shift
+	trimmed := strings.TrimRight(digits, "0")
+	shift += len(digits) - len(trimmed)
+	digits = trimmed
+	if digits == "" {
+		return "0", true, false
+	}
+	if hasExp {
+		// A JSON exponent is digits with an optional sign; past a few
+		// digits it only says "far too large" or "far too small".
+		e, err := strconv.Atoi(exp)
+		if err != nil || e > 1000 || e < -1000 {
+			if strings.HasPrefix(exp, "-") {
+				return "", false, false
+			}
+			return "", true, true
+		}
+		shift += e
+	}
+	if shift < 0 {
+		return "", false, false
+	}
+	const maxDigits = 20 // 2^64−1 has 20
+	if len(digits)+shift > maxDigits {
+		return "", true, true
+	}
+	text = digits + strings.Repeat("0", shift)
+	if neg {
+		text = "-" + text
+	}
+	return text, true, false
 }
 
 // fieldName is a walk's path as errors name the field: "env", "args[]".
@@ -383,7 +495,7 @@ func jsonProblem(err error) string {
 		// A number the field cannot hold: encoding/json says "number 1.5".
 		if num, ok := strings.CutPrefix(te.Value, "number "); ok {
 			if jsonTypeName(te.Type) == "a whole number" && strings.ContainsAny(num, ".eE") {
-				return fmt.Sprintf("field %q must be a whole number written in digits, not %s", te.Field, num)
+				return fmt.Sprintf("field %q must be a whole number, not %s", te.Field, num)
 			}
 			return fmt.Sprintf("field %q is out of range: %s", te.Field, num)
 		}
