@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -214,10 +215,39 @@ type RunbookRequest struct {
 	RunAs          string                     `json:"run_as"`
 }
 
+// check refuses what the order of a run would be refused for, whatever
+// the runbook: validate ("the run would be accepted") judged only env_vars,
+// and said yes to timeout_seconds -1 or run_as "no body" that execute
+// refuses. A timeout under a nanosecond became 0 on execute, the default
+// (runbooks.timeout), where POST /v1/orders refuses it: it is refused as
+// order.Validate refuses a timeout under its millisecond.
+func (req *RunbookRequest) check() error {
+	switch t := req.TimeoutSeconds; {
+	case t < 0 || math.IsNaN(t):
+		return order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must not be negative")
+	case t > 1e7:
+		return order.FieldError(order.CodeUnprocessable, "timeout_seconds", "timeout_seconds is too large")
+	case t > 0 && t < 0.001:
+		return order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must be at least 0.001")
+	}
+	if req.Host != "" {
+		if err := order.CheckHost(req.Host); err != nil {
+			return err
+		}
+	}
+	if req.RunAs != "" && !order.ValidUser(req.RunAs) {
+		return order.FieldError(order.CodeInvalid, "run_as", "run_as is not a valid user name")
+	}
+	return nil
+}
+
 // readRunbookRequest decodes the optional body.
 func (s *Server) readRunbookRequest(r *http.Request) (RunbookRequest, map[string]string, error) {
 	var req RunbookRequest
 	if err := decodeOptional(r, s.Settings().MaxBodyBytes, &req); err != nil {
+		return req, nil, err
+	}
+	if err := req.check(); err != nil {
 		return req, nil, err
 	}
 	env, err := runbook.Sanitize(req.EnvVars)

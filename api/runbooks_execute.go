@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -45,15 +44,8 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// As POST /v1/orders: 0 is the default (runbooks.timeout here).
-	switch {
-	case req.TimeoutSeconds < 0 || math.IsNaN(req.TimeoutSeconds):
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout_seconds must not be negative"))
-		return
-	case req.TimeoutSeconds > 1e7:
-		s.writeError(w, r, order.FieldError(order.CodeUnprocessable, "timeout_seconds", "timeout_seconds is too large"))
-		return
-	}
+	// As POST /v1/orders: 0 is the default (runbooks.timeout here);
+	// req.check judged the rest.
 	name, err := runbookName(r)
 	if err != nil {
 		s.writeError(w, r, err)
