@@ -358,8 +358,14 @@ func (e *apiEnv) do(as, method, path string, body any, hdr ...string) (int, []by
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	named := map[string]bool{} // a name given twice is sent twice
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		if named[hdr[i]] {
+			req.Header.Add(hdr[i], hdr[i+1])
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		named[hdr[i]] = true
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

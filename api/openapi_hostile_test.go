@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -220,6 +221,8 @@ func TestSpecHostileInput(t *testing.T) {
 		{call{as: "alice", method: "GET", path: "/v1/orders/00000000-0000-0000-0000-000000000000"}, 404, "not_found"},
 		{call{as: "alice", method: "GET", path: "/v1/orders/" + id + "/events", hdr: []string{"Last-Event-ID", "-1"}}, 400, invalid},
 		{call{as: "alice", method: "GET", path: "/v1/orders/" + id + "/events", hdr: []string{"Last-Event-ID", "99999999999999999999"}}, 400, invalid},
+		// Two were read as the first.
+		{call{as: "alice", method: "GET", path: "/v1/orders/" + id + "/events", hdr: []string{"Last-Event-ID", "1", "Last-Event-ID", "2"}}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"signal":"SIGKILL","signal":"SIGTERM"}`}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"Signal":"SIGTERM"}`}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{"signal":"9"}`}, 400, invalid},
@@ -274,6 +277,41 @@ func TestSpecHostileInput(t *testing.T) {
 	}
 	if after := countOrders(t, e); after != before {
 		t.Errorf("%d orders recorded by refused requests", after-before)
+	}
+}
+
+// TestSpecNoParameterOperationsRefuseAQuery: a /v1 operation that takes
+// no query parameters ignored its query string, so ?outputs=none on GET
+// /v1/orders/{id} was dropped without a word (and the outputs sent); now
+// each refuses a parameter as the others refuse one they do not take.
+func TestSpecNoParameterOperationsRefuseAQuery(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	sc := newSpecChecker(t, e)
+	o := e.submit("alice", map[string]any{"host": "offline", "command": "true"}, "", http.StatusAccepted)
+	sample := strings.NewReplacer("{id}", o.ID.String(), "{host}", "offline", "{name}", "nosuch")
+	tried := 0
+	for p, item := range sc.doc.Paths.Map() {
+		if !strings.HasPrefix(p, "/v1/") {
+			continue
+		}
+		for method, op := range item.Operations() {
+			if slices.ContainsFunc(op.Parameters, func(prm *openapi3.ParameterRef) bool { return prm.Value.In == "query" }) {
+				continue
+			}
+			tried++
+			c := call{as: "admin", method: method, path: sample.Replace(p) + "?outputs=none", invalid: true}
+			if method != http.MethodGet && method != http.MethodDelete {
+				c.body = map[string]any{}
+			}
+			resp, b := sc.do(c)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"field":"outputs"`) ||
+				!strings.Contains(string(b), "this operation takes no query parameters") {
+				t.Errorf("%s %s: %d %s, want 400 invalid_request on outputs", method, c.path, resp.StatusCode, b)
+			}
+		}
+	}
+	if tried < 10 {
+		t.Errorf("%d operations without query parameters, want the dozen there are", tried)
 	}
 }
 

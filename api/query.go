@@ -57,3 +57,34 @@ func shownParam(name string) string {
 	}
 	return name
 }
+
+// noQuery is for a /v1 operation that takes no query parameters: it
+// refuses any, as queryOf refuses one an operation does not take. Such
+// operations ignored their query string, so ?outputs=none on GET
+// /v1/orders/{id} or ?dry_run=true on a cancel was dropped without a
+// word. (The probes, the metrics and the documents, outside /v1, still
+// ignore theirs: load balancers, scrapers and browsers add their own.)
+func (s *Server) noQuery(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, err := queryOf(r, nil); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// headerOnce reads a request header that a native operation takes once.
+// Given twice it is 400, as a repeated query parameter is (queryOf) and
+// as Idempotency-Key is (idempotencyKeyOf): Get took the first, and a
+// proxy that reads the last judged another request than the one served.
+func headerOnce(r *http.Request, name string) (string, error) {
+	vs := r.Header.Values(name)
+	if len(vs) > 1 {
+		return "", order.FieldError(order.CodeInvalid, name, "%d %s headers: send one", len(vs), name)
+	}
+	if len(vs) == 0 {
+		return "", nil
+	}
+	return vs[0], nil
+}

@@ -59,3 +59,25 @@ func TestRunbookValidateJudgesTheWholeRequest(t *testing.T) {
 		t.Fatalf("stored timeout: %v %v", err, o.Timeout)
 	}
 }
+
+// TestRunbookChainHeadersOnce: of two X-Correlation-Id (or
+// X-Recursion-Stack) headers execute took the first, where a proxy that
+// reads the last judged another chain; two are 400 naming the header.
+func TestRunbookChainHeadersOnce(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rb := e.stage0Server(dir)
+	before := countOrders(t, e)
+	for _, h := range []string{"X-Correlation-Id", "X-Recursion-Stack"} {
+		code, b := rb.do("alice", "POST", "/v1/runbooks/Hello.md/execute", map[string]any{}, h, `["a.md"]`, h, `["b.md"]`)
+		if code != http.StatusBadRequest || !strings.Contains(string(b), `"field":"`+h+`"`) {
+			t.Errorf("two %s: %d %s, want 400 naming it", h, code, b)
+		}
+	}
+	if after := countOrders(t, e); after != before {
+		t.Errorf("%d orders recorded by refused requests", after-before)
+	}
+}

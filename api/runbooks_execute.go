@@ -56,6 +56,13 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The chain headers, once each (chainOf takes the first of two).
+	for _, h := range []string{"X-Correlation-Id", "X-Recursion-Stack"} {
+		if _, err := headerOnce(r, h); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	c := chainOf(r)
 	source := "rest"
 	if c.Delegated {

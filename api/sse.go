@@ -60,7 +60,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	id := o.ID
 	var after uint64
 	resumed := false
-	if v := r.Header.Get("Last-Event-ID"); v != "" {
+	v, err := headerOnce(r, "Last-Event-ID")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if v != "" {
 		// The largest uint64 is no event's id (the stream would start
 		// after it, at 0).
 		n, err := strconv.ParseUint(v, 10, 64)

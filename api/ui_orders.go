@@ -56,8 +56,8 @@ func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	req := u.request(r.WithContext(ctx), r.Method, orderPath(r)+"/events", nil) // GET, or HEAD
-	if v := r.Header.Get("Last-Event-ID"); v != "" {
-		req.Header.Set("Last-Event-ID", v)
+	if v := r.Header.Values("Last-Event-ID"); len(v) > 0 {
+		req.Header["Last-Event-Id"] = v // all of them: two are refused there
 	}
 	u.native.ServeHTTP(w, req)
 	// A stream that ended with its session (signed out, expired, the
