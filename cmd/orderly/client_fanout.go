@@ -74,7 +74,7 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 			if err != nil {
 				if ctx.Err() != nil {
 					fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
-					return exitCodeError(130)
+					return stoppedExit(ctx)
 				}
 				if !client.Temporary(err) || !failingSince.IsZero() && time.Since(failingSince) > apiOutageTolerate {
 					fmt.Fprintf(a.stderr, "orderly: batch %s was submitted, but waiting for it failed (orderly ls --batch %s)\n", batch, batch)
@@ -100,7 +100,7 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 		}
 		if err := sleepCtx(ctx, delay); err != nil {
 			fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
-			return exitCodeError(130)
+			return stoppedExit(ctx)
 		}
 		delay = min(delay*3/2, pollMaxDelay)
 	}

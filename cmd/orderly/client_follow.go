@@ -42,7 +42,7 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 			}
 			fmt.Fprintf(a.stderr, "orderly: %s; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
 				verb, ord.ID, ord.ID, ord.ID)
-			return exitCodeError(130)
+			return stoppedExit(ctx)
 		}
 		if submitted {
 			// The order is recorded: without its id a user would submit

@@ -136,7 +136,7 @@ func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bo
 				hint = "sending it again with the same --idempotency-key answers with it and runs nothing twice"
 			}
 			fmt.Fprintf(a.stderr, "orderly: stopped before the API answered: the order may be recorded and run all the same (%s)\n", hint)
-			return exitCodeError(130)
+			return stoppedExit(ctx)
 		}
 		if err == nil || time.Now().Add(wait).After(deadline) {
 			return withOrderID(err)

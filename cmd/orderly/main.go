@@ -14,7 +14,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	defer stop()
 	if err := run(ctx, os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {
 		var ee exitCodeError
@@ -38,6 +38,50 @@ func main() {
 type exitCodeError int
 
 func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// signalContext is parent until SIGINT or SIGTERM arrives, then canceled
+// with the signal as its cause (stopSignal), as signal.NotifyContext
+// does but with a cause a client command can read: one that stops
+// waiting exits 128 + the signal's number (stoppedExit). A signal after
+// the first is taken too, until stop: the command is winding down.
+func signalContext(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-ch:
+			sig, _ := s.(syscall.Signal)
+			cancel(stopSignal{sig})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(nil)
+	}
+}
+
+// stopSignal is the cause of signalContext's end.
+type stopSignal struct{ sig syscall.Signal }
+
+func (s stopSignal) Error() string { return s.sig.String() + " signal received" }
+
+// Is makes the cause read as the cancel it is.
+func (s stopSignal) Is(target error) bool { return target == context.Canceled }
+
+// stoppedExit is the exit status of a client command that ctx's end
+// stopped: 128 + the number of the signal that ended it, as the shell
+// reports a command a signal ended (Ctrl-C 130, SIGTERM 143); 130 when
+// no signal is known (an in-process caller's cancel). It was 130 for
+// SIGTERM too, which read as a Ctrl-C.
+func stoppedExit(ctx context.Context) exitCodeError {
+	var s stopSignal
+	if errors.As(context.Cause(ctx), &s) && s.sig > 0 {
+		return exitCodeError(128 + int(s.sig))
+	}
+	return 130
+}
 
 // version is set at build time with -ldflags "-X main.version=…" (make
 // build, the Dockerfile's VERSION). Read it through binaryVersion.
