@@ -196,6 +196,11 @@ func TestSpecHostileInput(t *testing.T) {
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Prefer", "wait=abc"}}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders?wait=-5", body: ok}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders?wait=NaN", body: ok}, 400, invalid},
+		// strconv.ParseFloat's own forms, no JSON number: wait=0x1_0p0
+		// waited 16 s, +1 one.
+		{call{as: "alice", method: "POST", path: "/v1/orders?wait=0x10", body: ok}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Prefer", "wait=0x1_0p0"}}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders?wait=%2B1", body: ok}, 400, invalid},
 		// Filters and pages of GET /v1/orders.
 		{call{as: "alice", method: "GET", path: "/v1/orders?limit=abc"}, 400, invalid},
 		{call{as: "alice", method: "GET", path: "/v1/orders?limit=1e2"}, 400, invalid},

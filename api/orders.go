@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -117,6 +118,10 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 	}
 }
 
+// decimalRE is a number as JSON writes it: ParseFloat also reads 0x10,
+// 0x1_0p0 and Inf, which the spec's `type: number` is not.
+var decimalRE = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
 // waitOf reads Prefer: wait=N or ?wait=N (seconds).
 func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 	q, err := queryOf(r, []string{"wait"})
@@ -131,7 +136,7 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 		return 0, nil
 	}
 	n, err := strconv.ParseFloat(v, 64)
-	if err != nil || n < 0 || n != n || math.IsInf(n, 0) {
+	if err != nil || !decimalRE.MatchString(v) || n < 0 || n != n || math.IsInf(n, 0) {
 		return 0, order.FieldError(order.CodeInvalid, "wait", "wait must be a number of seconds")
 	}
 	d := time.Duration(n * float64(time.Second))
