@@ -122,6 +122,22 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 // 0x1_0p0 and Inf, which the spec's `type: number` is not.
 var decimalRE = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
 
+// parseSeconds reads a number of seconds given as text (a query
+// parameter, a header, a form field) as a JSON body's number is read
+// (checkJSON): decimal, finite, and not a number whose digits are not all
+// 0 but that a float64 reads as 0 (1e-400 read as "none given").
+func parseSeconds(v string) (float64, bool) {
+	n, err := strconv.ParseFloat(v, 64)
+	if err != nil || !decimalRE.MatchString(v) || math.IsInf(n, 0) {
+		return 0, false
+	}
+	mant, _, _ := strings.Cut(strings.ToLower(v), "e")
+	if n == 0 && strings.ContainsAny(mant, "123456789") {
+		return 0, false
+	}
+	return n, true
+}
+
 // waitOf reads Prefer: wait=N or ?wait=N (seconds).
 func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 	q, err := queryOf(r, []string{"wait"})
@@ -135,8 +151,8 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
 	}
-	n, err := strconv.ParseFloat(v, 64)
-	if err != nil || !decimalRE.MatchString(v) || n < 0 || n != n || math.IsInf(n, 0) {
+	n, ok := parseSeconds(v)
+	if !ok || n < 0 {
 		return 0, order.FieldError(order.CodeInvalid, "wait", "wait must be a number of seconds")
 	}
 	d := time.Duration(n * float64(time.Second))

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -266,8 +265,8 @@ func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
 		req.Args = strings.Split(strings.ReplaceAll(args, "\r\n", "\n"), "\n")
 	}
 	if f.Timeout != "" {
-		t, err := strconv.ParseFloat(f.Timeout, 64)
-		if err != nil || math.IsNaN(t) || math.IsInf(t, 0) {
+		t, ok := parseSeconds(f.Timeout)
+		if !ok {
 			u.renderDashboard(w, r, http.StatusBadRequest, "Timeout must be a number of seconds.", &f)
 			return
 		}

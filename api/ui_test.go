@@ -1199,3 +1199,23 @@ func TestUIMessagesShowBidiControls(t *testing.T) {
 		t.Errorf("the run page of x\\u202egpj.md: %d\n%s", code, page)
 	}
 }
+
+// TestUITimeoutIsADecimalNumber: the dashboard's timeout was read by
+// strconv.ParseFloat, so 1e-400 (0 to a float64) ran with the default
+// timeout, and 0x1p3 with 8 s; both are refused as text that is no number
+// of seconds, as the API refuses them in a body.
+func TestUITimeoutIsADecimalNumber(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	for _, timeout := range []string{"1e-400", "0x1p3", "+5", "Inf"} {
+		form := url.Values{"csrf": {csrf}, "idem": {"k-timeout-" + timeout}, "host": {"web-1"}, "command": {"true"}, "timeout_seconds": {timeout}}
+		rec := e.postForm("/ui/exec", form, sess)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "Timeout must be a number of seconds.") {
+			t.Errorf("timeout %q: %d, want 400 and the refusal", timeout, rec.Code)
+		}
+	}
+	form := url.Values{"csrf": {csrf}, "idem": {"k-timeout-ok"}, "host": {"web-1"}, "command": {"true"}, "timeout_seconds": {"2.5e0"}}
+	if rec := e.postForm("/ui/exec", form, sess); rec.Code != http.StatusSeeOther {
+		t.Errorf("timeout 2.5e0: %d, want the run", rec.Code)
+	}
+}
