@@ -56,7 +56,7 @@ func (s *Server) encodeSubmitted(w http.ResponseWriter, r *http.Request, o *orde
 // decode reads a JSON body strictly: the right content type, within the
 // size limit, then decodeBytes's rules.
 func decode(r *http.Request, maxBytes int64, v any) error {
-	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+	if err := checkContentTypeOf(r); err != nil {
 		return err
 	}
 	if err := checkContentEncoding(r.Header.Values("Content-Encoding")); err != nil {
@@ -77,7 +77,7 @@ func decodeOptional(r *http.Request, maxBytes int64, v any) error {
 	if trimmed := bytes.TrimSpace(body); err != nil || len(trimmed) == 0 || string(trimmed) == "null" {
 		return err
 	}
-	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+	if err := checkContentTypeOf(r); err != nil {
 		return err
 	}
 	if err := checkContentEncoding(r.Header.Values("Content-Encoding")); err != nil {
@@ -124,6 +124,17 @@ func readBody(r *http.Request, maxBytes int64) ([]byte, error) {
 func bodyTooLarge(maxBytes int64) error {
 	return &order.Error{Code: order.CodeTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxBytes),
 		Details: map[string]any{"limit": maxBytes}}
+}
+
+// checkContentTypeOf is checkContentType for r's one Content-Type: two
+// were read as the first, and a proxy that reads the last judged the
+// body as another type.
+func checkContentTypeOf(r *http.Request) error {
+	ct, err := headerOnce(r, "Content-Type")
+	if err != nil {
+		return err
+	}
+	return checkContentType(ct)
 }
 
 // checkContentType accepts application/json (or merge-patch) in UTF-8:

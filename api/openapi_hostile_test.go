@@ -192,6 +192,9 @@ func TestSpecHostileInput(t *testing.T) {
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}}, 415, media},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "application/json;;"}}, 415, media},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Encoding", "gzip"}}, 415, media},
+		// Two were read as the first.
+		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Content-Type", "application/json", "Content-Type", "text/plain"}}, 400, invalid},
+		{call{as: "alice", method: "POST", path: "/v1/orders/" + id + "/cancel", body: `{}`, hdr: []string{"Content-Type", "application/json", "Content-Type", "application/json"}}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Idempotency-Key", strings.Repeat("k", 10000)}}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders", body: ok, hdr: []string{"Prefer", "wait=abc"}}, 400, invalid},
 		{call{as: "alice", method: "POST", path: "/v1/orders?wait=-5", body: ok}, 400, invalid},
