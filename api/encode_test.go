@@ -118,10 +118,11 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 		`{"hosts":["web-1",{}]}`: `hosts[] must be a string, not object`,
 		`{"args":[["a"]]}`:       `args[] must be a string, not array`,
 		// Numbers that do not fit name their field, not "the body".
-		`{"timeout_seconds":1e400}`:                 `field "timeout_seconds" is out of range: 1e400`,
-		`{"max_output_bytes":1.5}`:                  `field "max_output_bytes" must be a whole number, not 1.5`,
-		`{"max_output_bytes":99999999999999999999}`: `field "max_output_bytes" is out of range: 99999999999999999999`,
-		`{"max_output_bytes":"5"}`:                  `field "max_output_bytes" must be a whole number, not string`,
+		`{"timeout_seconds":1` + strings.Repeat("0", 5000) + `}`: `field "timeout_seconds" is out of range: 1` + strings.Repeat("0", 63) + `…`,
+		`{"timeout_seconds":1e400}`:                              `field "timeout_seconds" is out of range: 1e400`,
+		`{"max_output_bytes":1.5}`:                               `field "max_output_bytes" must be a whole number, not 1.5`,
+		`{"max_output_bytes":99999999999999999999}`:              `field "max_output_bytes" is out of range: 99999999999999999999`,
+		`{"max_output_bytes":"5"}`:                               `field "max_output_bytes" must be a whole number, not string`,
 		// A time names its field and its form, never Go's layout.
 		`{"deliver_by":5}`:                     `field "deliver_by" must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not a number`,
 		`{"deliver_by":"2026-12-03"}`:          `field "deliver_by" must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not "2026-12-03"`,
@@ -146,6 +147,7 @@ func TestDecodeTypeErrorsSpeakJSON(t *testing.T) {
 // as they are.
 func TestDecodeNumbersAsTheSpecReadsThem(t *testing.T) {
 	for body, want := range map[string]int64{
+		`{"max_output_bytes":1` + strings.Repeat("0", 1500) + `e-1500}`:    1,
 		`{"max_output_bytes":1.0}`:                                         1,
 		`{"max_output_bytes":1e3}`:                                         1000,
 		`{"max_output_bytes":1E+3}`:                                        1000,
@@ -166,20 +168,23 @@ func TestDecodeNumbersAsTheSpecReadsThem(t *testing.T) {
 		}
 	}
 	for body, want := range map[string]string{
-		`{"max_output_bytes":1.5}`:                     `field "max_output_bytes" must be a whole number, not 1.5`,
-		`{"max_output_bytes":1e-400}`:                  `field "max_output_bytes" must be a whole number, not 1e-400`,
-		`{"max_output_bytes":1e-99999999999999999999}`: `field "max_output_bytes" must be a whole number, not 1e-99999999999999999999`,
-		`{"max_output_bytes":1e99999999999999999999}`:  `field "max_output_bytes" is out of range: 1e99999999999999999999`,
-		`{"max_output_bytes":9.223372036854775808e18}`: `field "max_output_bytes" is out of range: 9.223372036854775808e18`,
-		`{"max_output_bytes":1e400}`:                   `field "max_output_bytes" is out of range: 1e400`,
-		`{"timeout_seconds":1e-400}`:                   `field "timeout_seconds" is out of range: 1e-400 is too small to tell from 0`,
-		`{"timeout_seconds":-1e-400}`:                  `field "timeout_seconds" is out of range: -1e-400 is too small to tell from 0`,
-		`{"expires_in_seconds":0.00001e-400}`:          `field "expires_in_seconds" is out of range: 0.00001e-400 is too small to tell from 0`,
-		`{"timeout_seconds":1e400}`:                    `field "timeout_seconds" is out of range: 1e400`,
+		`{"max_output_bytes":1.5}`:                                       `field "max_output_bytes" must be a whole number, not 1.5`,
+		`{"max_output_bytes":1e-400}`:                                    `field "max_output_bytes" must be a whole number, not 1e-400`,
+		`{"max_output_bytes":1e-99999999999999999999}`:                   `field "max_output_bytes" must be a whole number, not 1e-99999999999999999999`,
+		`{"max_output_bytes":1e99999999999999999999}`:                    `field "max_output_bytes" is out of range: 1e99999999999999999999`,
+		`{"max_output_bytes":9.223372036854775808e18}`:                   `field "max_output_bytes" is out of range: 9.223372036854775808e18`,
+		`{"max_output_bytes":1e400}`:                                     `field "max_output_bytes" is out of range: 1e400`,
+		`{"max_output_bytes":0.` + strings.Repeat("0", 1500) + `1e1500}`: `field "max_output_bytes" must be a whole number, not 0.` + strings.Repeat("0", 62) + `…`,
+		`{"max_output_bytes":1e21}`:                                      `field "max_output_bytes" is out of range: 1e21`,
+		`{"timeout_seconds":1e-400}`:                                     `field "timeout_seconds" is out of range: 1e-400 is too small to tell from 0`,
+		`{"timeout_seconds":-1e-400}`:                                    `field "timeout_seconds" is out of range: -1e-400 is too small to tell from 0`,
+		`{"expires_in_seconds":0.00001e-400}`:                            `field "expires_in_seconds" is out of range: 0.00001e-400 is too small to tell from 0`,
+		`{"timeout_seconds":1` + strings.Repeat("0", 5000) + `}`:         `field "timeout_seconds" is out of range: 1` + strings.Repeat("0", 63) + `…`,
+		`{"timeout_seconds":1e400}`:                                      `field "timeout_seconds" is out of range: 1e400`,
 	} {
 		var req SubmitRequest
 		err := decodeBytes([]byte(body), &req)
-		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) {
+		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), want) || len(err.Error()) > 300 {
 			t.Errorf("decode %s: %v, want invalid_request with %q", body, err, want)
 		}
 	}

@@ -170,11 +170,15 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 // large for their field are refused in the words they were sent in.
 func (w *jsonWalker) number(num json.Number, t reflect.Type, field string) error {
 	lit := string(num)
+	shown := lit // as refusals show it: a body may hold a megabyte of digits
+	if len(shown) > 64 {
+		shown = shown[:64] + "…"
+	}
 	switch t.Kind() {
 	case reflect.Float32, reflect.Float64:
 		mant, _, _ := strings.Cut(strings.ToLower(lit), "e")
 		if f, err := strconv.ParseFloat(lit, t.Bits()); err == nil && f == 0 && strings.ContainsAny(mant, "123456789") {
-			return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s is too small to tell from 0", field, lit)
+			return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s is too small to tell from 0", field, shown)
 		}
 		return nil
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -185,9 +189,9 @@ func (w *jsonWalker) number(num json.Number, t reflect.Type, field string) error
 	text, whole, huge := integerText(lit)
 	switch {
 	case !whole:
-		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be a whole number, not %s", field, lit)
+		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be a whole number, not %s", field, shown)
 	case huge || !fitsInt(text, t):
-		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s", field, lit)
+		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s", field, shown)
 	case text == lit:
 		return nil
 	}
@@ -223,11 +227,15 @@ func integerText(lit string) (text string, whole, huge bool) {
 	if digits == "" {
 		return "0", true, false
 	}
+	const maxDigits = 20 // 2^64−1 has 20
 	if hasExp {
-		// A JSON exponent is digits with an optional sign; past a few
-		// digits it only says "far too large" or "far too small".
+		// A JSON exponent is digits with an optional sign. Past ±limit
+		// it says "far too large" or "a fraction" whatever the digits
+		// (their zeros move the point by at most len(lit)), and is
+		// never expanded.
+		limit := len(lit) + maxDigits
 		e, err := strconv.Atoi(exp)
-		if err != nil || e > 1000 || e < -1000 {
+		if err != nil || e > limit || e < -limit {
 			if strings.HasPrefix(exp, "-") {
 				return "", false, false
 			}
@@ -238,7 +246,6 @@ func integerText(lit string) (text string, whole, huge bool) {
 	if shift < 0 {
 		return "", false, false
 	}
-	const maxDigits = 20 // 2^64−1 has 20
 	if len(digits)+shift > maxDigits {
 		return "", true, true
 	}
@@ -494,6 +501,9 @@ func jsonProblem(err error) string {
 		}
 		// A number the field cannot hold: encoding/json says "number 1.5".
 		if num, ok := strings.CutPrefix(te.Value, "number "); ok {
+			if len(num) > 64 {
+				num = num[:64] + "…" // a body may hold a megabyte of digits
+			}
 			if jsonTypeName(te.Type) == "a whole number" && strings.ContainsAny(num, ".eE") {
 				return fmt.Sprintf("field %q must be a whole number, not %s", te.Field, num)
 			}
