@@ -213,7 +213,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		if ctx.Err() != nil {
-			if err := w.q.Offline(rctx, w.opts.Host); err != nil {
+			if err := lease.Offline(rctx); err != nil {
 				w.logger.Debug("remove heartbeat", "error", err)
 			}
 			// With the heartbeat gone, the hosts listing shows when
@@ -400,7 +400,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 			info.CurrentOrder = &id
 		}
 		w.mu.Unlock()
-		if err := w.q.Heartbeat(ctx, info); err != nil && ctx.Err() == nil {
+		if err := lease.Beat(ctx, info); err != nil && ctx.Err() == nil {
 			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
 			w.logger.Warn("heartbeat", "error", err)
 		}

@@ -24,7 +24,8 @@ type HostInfo struct {
 	CurrentOrder *uuid.UUID `json:"current_order,omitempty"`
 }
 
-// Heartbeat records info as the host's current state.
+// Heartbeat records info as the host's current state, whoever wrote it
+// last; the worker that holds the host writes with Lease.Beat.
 func (q *Queue) Heartbeat(ctx context.Context, info HostInfo) error {
 	b, err := json.Marshal(info)
 	if err != nil {
@@ -156,8 +157,10 @@ func (q *Queue) serverNow(ctx context.Context) time.Time {
 type Lease struct {
 	q        *Queue
 	key      string
+	host     string
 	instance string
-	rev      uint64
+	rev      uint64 // the lease key's revision, from its last renewal
+	beat     uint64 // the revision of this lease's last heartbeat; 0 for none
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -171,7 +174,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 	for {
 		rev, err := q.kv.Create(ctx, key, []byte(instance))
 		if err == nil {
-			return &Lease{q: q, key: key, instance: instance, rev: rev}, nil
+			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("acquire lease of host %s: %w", host, err)
@@ -181,7 +184,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 		// unique per process): take it back instead of waiting it out.
 		if e, err := q.kv.Get(ctx, key); err == nil && string(e.Value()) == instance {
 			if rev, err := q.kv.Update(ctx, key, []byte(instance), e.Revision()); err == nil {
-				return &Lease{q: q, key: key, instance: instance, rev: rev}, nil
+				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
 			}
 		}
 		if !waited && standby != nil {
@@ -262,8 +265,65 @@ func (l *Lease) Release(ctx context.Context) error {
 	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
 }
 
-// Offline removes the host's heartbeat at once on a clean stop, instead of
-// letting it expire.
+// Beat records info as the heartbeat of the host this lease holds, unless
+// another worker has written it since this lease was last renewed.
+//
+// A holder frozen (SIGSTOP, a VM paused) between a renewal and its
+// heartbeat, or with its heartbeat in flight, is thawed after a standby
+// has taken the host over: its heartbeat, written unconditionally, put
+// the former holder's instance back as the host's for a heartbeat, and
+// the hosts listing said the wrong worker served it. So the write is a
+// compare-and-set on the entry's revision: on this lease's last
+// heartbeat, or, when that fails (the first heartbeat of a tenure, an
+// entry expired or replaced since), on the entry as read, which must be
+// this worker's, or older than the lease's last renewal (a predecessor's:
+// the bucket's revisions are one sequence). Refused, the heartbeat is
+// skipped; the next renewal says whether the lease is still held.
+func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
+	key := "info." + l.host
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if l.beat != 0 {
+		if rev, err := l.q.kv.Update(ctx, key, b, l.beat); err == nil {
+			l.beat = rev
+			return nil
+		}
+		l.beat = 0
+	}
+	e, err := l.q.kv.Get(ctx, key)
+	var rev uint64
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err = l.q.kv.Create(ctx, key, b)
+	case err != nil:
+	default:
+		var h HostInfo
+		if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.rev {
+			return fmt.Errorf("heartbeat of host %s not written: %s wrote it after this worker last renewed the lease", l.host, h.Instance)
+		}
+		rev, err = l.q.kv.Update(ctx, key, b, e.Revision())
+	}
+	if err != nil {
+		return fmt.Errorf("heartbeat of host %s: %w", l.host, err)
+	}
+	l.beat = rev
+	return nil
+}
+
+// Offline removes the heartbeat this lease last wrote, on a clean stop,
+// instead of letting it expire; a heartbeat another worker wrote since
+// (the host's new holder, when this one was frozen past its lease) stays.
+func (l *Lease) Offline(ctx context.Context) error {
+	if l.beat == 0 {
+		return nil
+	}
+	return l.q.kv.Delete(ctx, "info."+l.host, jetstream.LastRevision(l.beat))
+}
+
+// Offline removes the host's heartbeat at once, whoever wrote it; the
+// worker that holds the host removes its own with Lease.Offline.
 func (q *Queue) Offline(ctx context.Context, host string) error {
 	return q.kv.Delete(ctx, "info."+host)
 }

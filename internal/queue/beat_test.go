@@ -1,0 +1,98 @@
+package queue_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestThawedHolderKeepsOffItsSuccessorsHeartbeat: a holder frozen between
+// a renewal and its heartbeat (its lease expiring meanwhile, a standby
+// taking the host) writes that heartbeat once thawed. It must not replace
+// the new holder's, nor, stopping, remove it; the new holder's own
+// heartbeats, over its predecessor's entry first, go on.
+func TestThawedHolderKeepsOffItsSuccessorsHeartbeat(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{LeaseTTL: 10 * time.Second})
+	ctx := testenv.Context(t)
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beatOf := func(instance string) queue.HostInfo {
+		return queue.HostInfo{Host: "thaw", Instance: instance, StartedAt: time.Now(), LastSeen: time.Now()}
+	}
+	holderBeat := func() string {
+		t.Helper()
+		e, err := kv.Get(ctx, "info.thaw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h queue.HostInfo
+		if err := json.Unmarshal(e.Value(), &h); err != nil {
+			t.Fatal(err)
+		}
+		return h.Instance
+	}
+	// A holds the host and beats; A2 (a later tenure of A's kind: just
+	// took the lease, not beaten yet) is the first heartbeat of a tenure.
+	for _, c := range []struct {
+		name       string
+		beatsFirst bool
+	}{{"frozen mid-tenure", true}, {"frozen before its first heartbeat", false}} {
+		a, err := q.AcquireLease(ctx, "thaw", "A", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.beatsFirst {
+			if err := a.Beat(ctx, beatOf("A")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A freezes here; its lease expires and B takes the host.
+		if err := kv.Delete(ctx, "lease.thaw"); err != nil {
+			t.Fatal(err)
+		}
+		b, err := q.AcquireLease(ctx, "thaw", "B", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Beat(ctx, beatOf("B")); err != nil {
+			t.Fatalf("%s: the new holder's first heartbeat: %v", c.name, err)
+		}
+		// Thawed, A writes the heartbeat it was about to, then stops.
+		if err := a.Beat(ctx, beatOf("A")); err == nil {
+			t.Errorf("%s: the thawed holder's heartbeat was written", c.name)
+		}
+		if got := holderBeat(); got != "B" {
+			t.Fatalf("%s: the host's heartbeat names %s, want the new holder B", c.name, got)
+		}
+		if err := a.Offline(ctx); err != nil && c.beatsFirst {
+			t.Logf("%s: the thawed holder's offline: %v", c.name, err)
+		}
+		if got := holderBeat(); got != "B" {
+			t.Fatalf("%s: after the thawed holder stopped, the heartbeat names %s, want B", c.name, got)
+		}
+		// B goes on beating, and stops cleanly.
+		if _, err := b.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Beat(ctx, beatOf("B")); err != nil {
+			t.Fatalf("%s: the new holder's next heartbeat: %v", c.name, err)
+		}
+		if err := b.Offline(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if online, err := q.HostOnline(ctx, "thaw"); err != nil || online {
+			t.Fatalf("%s: online %v (%v) after the holder stopped", c.name, online, err)
+		}
+	}
+}
