@@ -46,11 +46,7 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	online, err := s.Queue.OnlineHosts(r.Context())
-	if err != nil {
-		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
-	}
-	standbys, err := s.Queue.Standbys(r.Context())
+	online, standbys, err := s.Queue.Workers(r.Context())
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
 	}
@@ -73,12 +69,6 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 		if h == nil {
 			h = &Host{Host: name}
 			byHost[name] = h
-		}
-		// A report naming the worker that holds the host is a standby's
-		// that took it over and could not remove its last report (one
-		// in flight as it took the lease): it expires with the TTL.
-		if h.Online && sb.Instance == h.Instance {
-			continue
 		}
 		h.Standby = &Standby{Instance: sb.Instance, Version: sb.Version, WaitingSince: sb.StartedAt.UTC(), LastSeen: sb.LastSeen}
 	}

@@ -26,8 +26,8 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 		}
 		// Briefly: the lease just taken waits for it. A report this
 		// cannot remove (NATS away, or another standby reported since)
-		// expires with the bucket's TTL; the listing ignores one that
-		// names the holder.
+		// expires with the bucket's TTL; one that names the holder
+		// counts for nothing (queue.Workers).
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		if err := w.q.StandbyGone(rctx, w.opts.Host, rev); err != nil {

@@ -37,7 +37,7 @@ func TestStandbyIsReported(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			standbys, err := q.Standbys(ctx)
+			_, standbys, err := q.Workers(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,11 +20,7 @@ func fleetSources(b *backend) metrics.FleetSources {
 			if err != nil {
 				return nil, err
 			}
-			online, err := b.queue.OnlineHosts(ctx)
-			if err != nil {
-				return nil, err
-			}
-			standbys, err := b.queue.Standbys(ctx)
+			online, standbys, err := b.queue.Workers(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -35,11 +31,9 @@ func fleetSources(b *backend) metrics.FleetSources {
 			for h := range online {
 				out[h] = metrics.HostState{Online: true}
 			}
-			for h, sb := range standbys {
+			for h := range standbys {
 				st := out[h]
-				// As GET /v1/hosts: a report naming the holder is the last
-				// one of a standby that has taken the host over.
-				st.Standby = !st.Online || sb.Instance != online[h].Instance
+				st.Standby = true
 				out[h] = st
 			}
 			return out, nil

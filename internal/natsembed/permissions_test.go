@@ -244,7 +244,7 @@ func TestRolesOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatalf("worker h1 reporting a standby: %v", err)
 	}
-	if sb, err := qAPI.Standbys(ctx); err != nil || sb["h1"].Instance != "w1-standby" {
+	if _, sb, err := qAPI.Workers(ctx); err != nil || sb["h1"].Instance != "w1-standby" {
 		t.Fatalf("the API's view of the standbys: %+v %v", sb, err)
 	}
 	if err := q1.StandbyGone(ctx, "h1", rev); err != nil {

@@ -50,16 +50,31 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 	return hs, nil
 }
 
-// Standbys returns, by host, the report of a worker waiting as a standby
-// for the host's lease, as OnlineHosts judges heartbeats. A host with
-// several standbys shows the one that reported last: the key is one per
-// host, the one key of the kind NATS lets that host's workers write.
-func (q *Queue) Standbys(ctx context.Context) (map[string]HostInfo, error) {
-	hs, err := q.beats(ctx, "standby.")
+// Workers returns, by host, the heartbeat of the worker serving it (as
+// OnlineHosts) and the report of a worker waiting as its standby, judged
+// as heartbeats are. A host with several standbys shows the one that
+// reported last: the key is one per host, the one key of the kind NATS
+// lets that host's workers write. A report naming the worker whose
+// heartbeat is live is left out: it is the last report of a standby that
+// has taken the host over and could not remove it (one in flight as it
+// took the lease, or NATS away); it expires with the bucket's TTL. This
+// is the one place that rule lives: the hosts listing, the fleet gauges
+// and the refusal to forget a host all read standbys from here.
+func (q *Queue) Workers(ctx context.Context) (online, standbys map[string]HostInfo, err error) {
+	online, err = q.OnlineHosts(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list standby workers: %w", err)
+		return nil, nil, err
 	}
-	return hs, nil
+	standbys, err = q.beats(ctx, "standby.")
+	if err != nil {
+		return nil, nil, fmt.Errorf("list standby workers: %w", err)
+	}
+	for host, sb := range standbys {
+		if h, ok := online[host]; ok && h.Instance == sb.Instance {
+			delete(standbys, host)
+		}
+	}
+	return online, standbys, nil
 }
 
 // StandbyBeat records info as the report of a worker of info.Host that

@@ -10,8 +10,9 @@ import (
 
 // TestStandbyReports: a standby's report shows for its host only (one
 // whose body names another host is ignored, as a heartbeat's), a removal
-// by a standby that no longer reported last leaves the newer report, and
-// forgetting the host removes it.
+// by a standby that no longer reported last leaves the newer report, one
+// naming the host's holder does not count, and forgetting the host
+// removes it.
 func TestStandbyReports(t *testing.T) {
 	q, _ := openQueue(t, queue.Options{})
 	ctx := testenv.Context(t)
@@ -26,7 +27,7 @@ func TestStandbyReports(t *testing.T) {
 	}
 	standbys := func() map[string]queue.HostInfo {
 		t.Helper()
-		sb, err := q.Standbys(ctx)
+		_, sb, err := q.Workers(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,6 +59,18 @@ func TestStandbyReports(t *testing.T) {
 	}
 	if sb := standbys(); len(sb) != 1 || sb["s1"].Instance != "s1/b" {
 		t.Fatalf("standbys %+v: a report under another host's key counted", sb)
+	}
+	// s1/b took the host over and its last report stayed: it names the
+	// holder, so s1 has no standby; nor, once the holder stops, a
+	// standby that is its former self.
+	if err := q.Heartbeat(ctx, queue.HostInfo{Host: "s1", Instance: "s1/b", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if online, sb, err := q.Workers(ctx); err != nil || len(sb) != 0 || online["s1"].Instance != "s1/b" {
+		t.Fatalf("online %+v, standbys %+v (%v): the report naming the holder counted", online, sb, err)
+	}
+	if sb := standbys(); len(sb) != 0 {
+		t.Fatalf("standbys %+v: the report naming the holder counted", sb)
 	}
 	if err := q.Forget(ctx, "s1"); err != nil {
 		t.Fatal(err)
