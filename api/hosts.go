@@ -206,9 +206,10 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 // handleForgetHost is DELETE /v1/hosts/{host}: an admin retires a host
 // that is gone for good (a machine decommissioned, a name mistyped), so
 // that it no longer shows in the hosts list and the fleet metrics, where
-// it counted as offline for ever. Refused while a worker serves it or any
-// of its orders may still run; its orders' history stays. A worker that
-// starts for it later makes it known again.
+// it counted as offline for ever. Refused while a worker serves it,
+// holds its lease or stands by for it, or any of its orders may still
+// run; its orders' history stays. A worker that starts for it later
+// makes it known again.
 func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
 	if !p.HasRole("admin") {
@@ -234,15 +235,8 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "abandon", "abandon must be true or false, not %q", v))
 		return
 	}
-	online, err := s.Queue.OnlineHosts(r.Context())
-	if err != nil {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err})
-		return
-	}
-	if h, ok := online[name]; ok {
-		s.writeError(w, r, &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first " +
-			"(a worker that died, rather than stopped, counts as live until its last heartbeat expires, nats.lease_ttl after it)",
-			Details: map[string]any{"online": true, "instance": h.Instance}})
+	if err := s.hostUnserved(r, name); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
@@ -283,4 +277,38 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Logger.Info("host forgotten", "host", name, "principal", p.Name, "abandoned_orders", active)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// hostUnserved refuses to forget host while a worker of it runs: one
+// that serves it (its heartbeat is live), one that holds its lease
+// without a heartbeat yet (taking the host over), or a standby waiting
+// for it. A standby is a worker process still configured for the host:
+// forgotten between its holder's death and its own takeover, the host
+// came back as soon as the standby took it, with the consumer and keys
+// just removed set up again. Whoever retires the host stops its workers
+// first, the standby included.
+func (s *Server) hostUnserved(r *http.Request, name string) error {
+	online, standbys, err := s.Queue.Workers(r.Context())
+	if err != nil {
+		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+	}
+	if h, ok := online[name]; ok {
+		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first " +
+			"(a worker that died, rather than stopped, counts as live until its last heartbeat expires, nats.lease_ttl after it)",
+			Details: map[string]any{"online": true, "instance": h.Instance}}
+	}
+	if sb, ok := standbys[name]; ok {
+		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a standby worker (" + sb.Instance + ") waiting to take it over: stop it first",
+			Details: map[string]any{"online": false, "standby": sb.Instance}}
+	}
+	holder, err := s.Queue.LeaseHolder(r.Context(), name)
+	if err != nil {
+		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+	}
+	if holder != "" {
+		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " is being taken over by worker " + holder + ": stop it first " +
+			"(a worker that died holds the host's lease until it expires, nats.lease_ttl after its last renewal)",
+			Details: map[string]any{"online": false, "lease_holder": holder}}
+	}
+	return nil
 }

@@ -343,11 +343,24 @@ func (q *Queue) Offline(ctx context.Context, host string) error {
 	return q.kv.Delete(ctx, "info."+host)
 }
 
+// LeaseHolder returns the instance that holds host's lease, "" when
+// nobody does. A worker that died holds it until the key expires.
+func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
+	e, err := q.kv.Get(ctx, "lease."+host)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the lease of host %s: %w", host, err)
+	}
+	return string(e.Value()), nil
+}
+
 // Forget removes what NATS keeps for a host that is gone for good: its
 // durable consumer on the orders stream and its heartbeat, lease and
 // standby keys.
-// The caller has checked that no worker serves it and that none of its
-// orders may still run; the messages of its ended orders go with the
+// The caller has checked that no worker serves it, holds its lease or
+// stands by for it, and that none of its orders may still run; the messages of its ended orders go with the
 // periodic drop of unserved hosts' ended orders. A worker that starts for
 // the host later sets all of it up again.
 func (q *Queue) Forget(ctx context.Context, host string) error {
