@@ -50,6 +50,10 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
 	}
+	current, err := s.Store.CurrentOrders(r.Context())
+	if err != nil {
+		return nil, err
+	}
 	byHost := map[string]*Host{}
 	for _, h := range rows {
 		ls := h.LastSeen
@@ -62,7 +66,11 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 			byHost[name] = h
 		}
 		ls := info.LastSeen
-		h.Online, h.LastSeen, h.Version, h.Instance, h.CurrentOrder = true, &ls, info.Version, info.Instance, info.CurrentOrder
+		h.Online, h.LastSeen, h.Version, h.Instance = true, &ls, info.Version, info.Instance
+		// From PostgreSQL, not the heartbeat's (up to nats.heartbeat old).
+		if id, ok := current[name]; ok {
+			h.CurrentOrder = &id
+		}
 	}
 	for name, sb := range standbys {
 		h := byHost[name]

@@ -175,6 +175,30 @@ func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
 	return out, translate("count queues", rows.Err())
 }
 
+// CurrentOrders returns, by host, the order running on it, as its
+// claim and its result commit it: the host's running order that is
+// oldest in submission order, should a dead worker's still be there.
+// The hosts listing takes a host's current order from here rather than
+// from its worker's heartbeat, which is written every nats.heartbeat
+// only and lagged the host by up to that.
+func (s *Store) CurrentOrders(ctx context.Context) (map[string]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (host) host, id FROM active_orders WHERE status = 'running' ORDER BY host, id`)
+	if err != nil {
+		return nil, translate("list running orders", err)
+	}
+	defer rows.Close()
+	out := map[string]uuid.UUID{}
+	for rows.Next() {
+		var h string
+		var id uuid.UUID
+		if err := rows.Scan(&h, &id); err != nil {
+			return nil, translate("list running orders", err)
+		}
+		out[h] = id
+	}
+	return out, translate("list running orders", rows.Err())
+}
+
 // Audit rows identify a refused request; they need not keep all of it. A
 // refusal for size would otherwise store up to a whole body per row.
 const (

@@ -16,11 +16,14 @@ import (
 // waits for it. The bucket's TTL removes it when the worker stops beating:
 // present means online (or waiting).
 type HostInfo struct {
-	Host         string     `json:"host"`
-	Instance     string     `json:"instance"`
-	Version      string     `json:"version"`
-	StartedAt    time.Time  `json:"started_at"`
-	LastSeen     time.Time  `json:"last_seen"`
+	Host      string    `json:"host"`
+	Instance  string    `json:"instance"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	LastSeen  time.Time `json:"last_seen"`
+	// CurrentOrder is what the worker ran at its last beat. The hosts
+	// listing reads the current order from PostgreSQL instead, which is
+	// not a heartbeat late; API replicas from before that read this.
 	CurrentOrder *uuid.UUID `json:"current_order,omitempty"`
 }
 
