@@ -209,13 +209,18 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	if err != nil {
 		return err
 	}
+	took := false // the takeover is done
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if ctx.Err() != nil {
+		// A takeover that failed leaves the host to whoever takes it
+		// next: not online in this worker's name meanwhile.
+		if ctx.Err() != nil || !took {
 			if err := lease.Offline(rctx); err != nil {
 				w.logger.Debug("remove heartbeat", "error", err)
 			}
+		}
+		if ctx.Err() != nil {
 			// With the heartbeat gone, the hosts listing shows when
 			// PostgreSQL last saw the host: make that the stop, not up
 			// to a minute before it. Before the release (a successor
@@ -231,16 +236,6 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 			w.logger.Debug("release lease", "error", err)
 		}
 	}()
-	cons, err := w.takeover(ctx)
-	if err != nil {
-		return err
-	}
-	ctl, err := w.q.SubscribeControl(w.opts.Host, w.control)
-	if err != nil {
-		return err
-	}
-	defer ctl.Unsubscribe()
-
 	// feedCtx ends consumption; ctx ends the worker. Losing the host stops
 	// the feed but lets the current order run on: a successor on this
 	// machine kills its processes before running anything itself.
@@ -255,11 +250,26 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		stopBeat()
 		wg.Wait()
 	}()
+	// Beating from the lease on, not from the end of the takeover: the
+	// host showed offline, with no standby either, for as long as the
+	// takeover took (settling what the previous owner left, proving its
+	// processes gone), and a takeover longer than the lease lost the
+	// lease to the next standby.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		w.beat(beatCtx, lease, stopFeed)
 	}()
+	cons, err := w.takeover(ctx)
+	if err != nil {
+		return err
+	}
+	took = true
+	ctl, err := w.q.SubscribeControl(w.opts.Host, w.control)
+	if err != nil {
+		return err
+	}
+	defer ctl.Unsubscribe()
 
 	// Pull requests that expire every 5 s (so heartbeats every 2.5 s, a
 	// lost pull noticed within 5 s), not the default 30 s: on a NATS
