@@ -235,8 +235,19 @@ func TestRolesOnTheBus(t *testing.T) {
 	if _, err := lease.Renew(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := q1.Heartbeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
-		t.Fatal(err)
+	// Its heartbeat: read, then compare-and-set (Lease.Beat), twice (the
+	// second on its own last revision), removed by that revision, and
+	// written again.
+	for range 2 {
+		if err := lease.Beat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
+			t.Fatalf("worker h1's heartbeat: %v", err)
+		}
+	}
+	if err := lease.Offline(ctx); err != nil {
+		t.Fatalf("worker h1 removing its heartbeat: %v", err)
+	}
+	if err := lease.Beat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
+		t.Fatalf("worker h1's heartbeat after its removal: %v", err)
 	}
 	// A standby of h1 reports itself, and the API sees it; the report
 	// goes when the standby takes over or stops.
