@@ -67,9 +67,11 @@ func (s *Server) hosts(r *http.Request) ([]Host, error) {
 		}
 		ls := info.LastSeen
 		h.Online, h.LastSeen, h.Version, h.Instance = true, &ls, info.Version, info.Instance
-		// From PostgreSQL, not the heartbeat's (up to nats.heartbeat old).
-		if id, ok := current[name]; ok {
-			h.CurrentOrder = &id
+		// From PostgreSQL, not the heartbeat's (up to nats.heartbeat
+		// old), and only an order of the worker serving the host: not
+		// one a dead predecessor left, which its takeover is settling.
+		if c, ok := current[name]; ok && c.Worker == info.Instance {
+			h.CurrentOrder = &c.ID
 		}
 	}
 	for name, sb := range standbys {

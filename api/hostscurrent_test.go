@@ -20,11 +20,20 @@ import (
 // order started, and a finished one after it ended. It now comes from
 // PostgreSQL, where the claim and the result commit: the heartbeat here
 // names an order that is not running, and the listing names the one that
-// is, then none once it has ended.
+// is, then none once it has ended; an order a dead worker left running,
+// which the new worker's takeover is settling, is not its current order.
 func TestHostsCurrentOrderFromPostgres(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	ctx := testenv.Context(t)
+	left := e.submit("alice", map[string]any{"host": "cur", "command": "true"}, "", http.StatusAccepted)
 	o := e.submit("alice", map[string]any{"host": "cur", "command": "true"}, "", http.StatusAccepted)
+	// cur/0 claimed the first order and died; cur/1 took the host over.
+	if _, _, err := e.store.TakeHost(ctx, "cur", "1.0", postgres.Owner{Instance: "cur/0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := e.store.Claim(ctx, left.ID, "cur/0", 1); err != nil || !claimed {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
 	if _, _, err := e.store.TakeHost(ctx, "cur", "1.0", postgres.Owner{Instance: "cur/1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +59,15 @@ func TestHostsCurrentOrderFromPostgres(t *testing.T) {
 		t.Fatalf("host cur not listed: %s", body)
 		return nil
 	}
+	// Neither the heartbeat's order (not running) nor the dead worker's,
+	// which the takeover settles.
 	if cur := current(); cur != nil {
-		t.Fatalf("current order %s before any order runs, want none (the heartbeat's %s is not running)", cur, stale)
+		t.Fatalf("current order %s during the takeover, want none (the heartbeat names %s, cur/0 left %s)", cur, stale, left.ID)
 	}
-	if _, claimed, err := e.store.Claim(ctx, o.ID, "cur/1", 1); err != nil || !claimed {
+	if ok, err := e.store.InterruptAttempt(ctx, left.ID, 1, "cur/1", "test: taken over"); err != nil || !ok {
+		t.Fatalf("settle the order left running: %v %v", ok, err)
+	}
+	if _, claimed, err := e.store.Claim(ctx, o.ID, "cur/1", 2); err != nil || !claimed {
 		t.Fatalf("claim: %v %v", claimed, err)
 	}
 	if cur := current(); cur == nil || *cur != o.ID {

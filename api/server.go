@@ -36,7 +36,7 @@ type Store interface {
 	ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, abandoned []postgres.Abandoned, err error)
 	QueueDepth(ctx context.Context, host string) (int, error)
 	QueueDepths(ctx context.Context) (map[string]int, error)
-	CurrentOrders(ctx context.Context) (map[string]uuid.UUID, error)
+	CurrentOrders(ctx context.Context) (map[string]postgres.Running, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	Ping(ctx context.Context) error
 }

@@ -175,28 +175,37 @@ func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
 	return out, translate("count queues", rows.Err())
 }
 
-// CurrentOrders returns, by host, the order running on it, as its
-// claim and its result commit it: the host's running order that is
-// oldest in submission order, should a dead worker's still be there.
-// The hosts listing takes a host's current order from here rather than
-// from its worker's heartbeat, which is written every nats.heartbeat
-// only and lagged the host by up to that.
-func (s *Store) CurrentOrders(ctx context.Context) (map[string]uuid.UUID, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (host) host, id FROM active_orders WHERE status = 'running' ORDER BY host, id`)
+// CurrentOrders returns, by host, the order running on it and the worker
+// instance that claimed it, as the claim and the result commit them: the
+// host's running order that is oldest in submission order, should a dead
+// worker's still be there. The hosts listing takes a host's current order
+// from here rather than from its worker's heartbeat, which is written
+// every nats.heartbeat only and lagged the host by up to that.
+func (s *Store) CurrentOrders(ctx context.Context) (map[string]Running, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
+		FROM active_orders a JOIN orders o ON o.id = a.id
+		WHERE a.status = 'running' ORDER BY a.host, a.id`)
 	if err != nil {
 		return nil, translate("list running orders", err)
 	}
 	defer rows.Close()
-	out := map[string]uuid.UUID{}
+	out := map[string]Running{}
 	for rows.Next() {
 		var h string
-		var id uuid.UUID
-		if err := rows.Scan(&h, &id); err != nil {
+		var r Running
+		if err := rows.Scan(&h, &r.ID, &r.Worker); err != nil {
 			return nil, translate("list running orders", err)
 		}
-		out[h] = id
+		out[h] = r
 	}
 	return out, translate("list running orders", rows.Err())
+}
+
+// Running is a host's running order and the worker instance that claimed
+// it.
+type Running struct {
+	ID     uuid.UUID
+	Worker string
 }
 
 // Audit rows identify a refused request; they need not keep all of it. A
