@@ -150,6 +150,8 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	call("ended", err)
 	_, err = e.store.QueueDepths(ctx)
 	call("queue depths", err)
+	_, err = e.store.CurrentOrders(ctx)
+	call("current orders", err)
 	_, err = e.store.QueueAges(ctx)
 	call("queue ages", err)
 	_, _, err = e.store.UnpublishedBacklog(ctx)
