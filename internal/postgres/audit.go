@@ -73,8 +73,13 @@ type HostRow struct {
 
 // TouchHost records that a worker for host is alive now.
 func (s *Store) TouchHost(ctx context.Context, host, version, instance string) error {
+	// Only as the host's owner (or of a host nobody took over): a worker
+	// thawed or stopped after its successor took the host recorded itself
+	// as the host's last instance and version, and its stop as the host's
+	// last sighting, for the listing to show once the successor went.
 	_, err := s.pool.Exec(ctx, `INSERT INTO hosts (host, version, instance) VALUES ($1,$2,$3)
-		ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, last_seen = now()`, host, version, instance)
+		ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, last_seen = now()
+		WHERE hosts.owner IN ('', $3)`, host, version, instance)
 	return translate("touch host "+host, err)
 }
 
