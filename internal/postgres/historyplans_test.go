@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,35 +32,7 @@ var historyTables = map[string]bool{"orders": true, "order_events": true, "order
 // the same statements at 1M orders.
 func TestStatementsReadNoHistory(t *testing.T) {
 	ctx := testenv.Context(t)
-	dsn := testenv.Postgres(t)
-	var (
-		mu    sync.Mutex
-		plans []string
-	)
-	pool, err := postgres.OpenTweaked(ctx, dsn, func(cfg *pgxpool.Config) {
-		cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-			if _, plan, ok := strings.Cut(n.Message, "plan:"); ok {
-				mu.Lock()
-				plans = append(plans, plan)
-				mu.Unlock()
-			}
-		}
-		connected := cfg.AfterConnect
-		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-			if err := connected(ctx, c); err != nil {
-				return err
-			}
-			_, err := c.Exec(ctx, `LOAD 'auto_explain';
-				SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice;
-				SET auto_explain.log_nested_statements = on; SET auto_explain.log_format = json`)
-			return err
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	e := &storeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool)}
+	e, log := explainedStore(t, ctx, 0, `SET auto_explain.log_nested_statements = on;`)
 
 	// A month of finished orders on ten hosts, as the pipeline leaves
 	// them: three events, a process record, a tenth canceled while they
@@ -81,9 +54,7 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	for _, table := range []string{"orders", "order_events", "order_processes", "cancel_requests", "rejections"} {
 		e.exec(`ANALYZE ` + table)
 	}
-	mu.Lock()
-	plans = nil
-	mu.Unlock()
+	log.reset()
 
 	// One order's life, a cancel, and every periodic job.
 	e.own("web-1", "w1")
@@ -94,7 +65,7 @@ func TestStatementsReadNoHistory(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	_, err = e.store.Unpublished(ctx, 0, 500)
+	_, err := e.store.Unpublished(ctx, 0, 500)
 	call("unpublished", err)
 	call("mark published", e.store.MarkPublished(ctx, []uuid.UUID{run.ID}))
 	call("forget started", e.store.ForgetStarted(ctx))
@@ -174,8 +145,7 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	_, err = e.store.DeleteOrphanDelegationsBefore(ctx, cutoff, 1000)
 	call("retention: delegations", err)
 
-	mu.Lock()
-	defer mu.Unlock()
+	plans := log.taken()
 	if len(plans) < 30 {
 		t.Fatalf("auto_explain sent %d plans: it is not observing the store", len(plans))
 	}
@@ -199,4 +169,55 @@ func TestStatementsReadNoHistory(t *testing.T) {
 		}
 		walk(ex.Plan)
 	}
+}
+
+// planLog holds the plans auto_explain sent a store's connections.
+type planLog struct {
+	mu    sync.Mutex
+	plans []string
+}
+
+func (l *planLog) reset() { l.mu.Lock(); l.plans = nil; l.mu.Unlock() }
+
+// taken returns the plans sent since the last reset.
+func (l *planLog) taken() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.plans)
+}
+
+// explainedStore is a store on the test database whose every statement's
+// plan auto_explain sends back as a notice (JSON), kept in the log;
+// settings adds auto_explain settings, maxConns (0: the default) bounds
+// the pool.
+func explainedStore(t *testing.T, ctx context.Context, maxConns int32, settings string) (*storeEnv, *planLog) {
+	t.Helper()
+	log := &planLog{}
+	pool, err := postgres.OpenTweaked(ctx, testenv.Postgres(t), func(cfg *pgxpool.Config) {
+		if maxConns > 0 {
+			cfg.MaxConns = maxConns
+		}
+		cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+			if _, plan, ok := strings.Cut(n.Message, "plan:"); ok {
+				log.mu.Lock()
+				log.plans = append(log.plans, plan)
+				log.mu.Unlock()
+			}
+		}
+		connected := cfg.AfterConnect
+		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			if err := connected(ctx, c); err != nil {
+				return err
+			}
+			_, err := c.Exec(ctx, `LOAD 'auto_explain';
+				SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice;
+				SET auto_explain.log_format = json; `+settings)
+			return err
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return &storeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool)}, log
 }

@@ -1,20 +1,16 @@
 package postgres_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -151,36 +147,8 @@ func TestListByWindowIsExact(t *testing.T) {
 // auto_explain sends back each statement's plan with its buffers.
 func TestListByWindowReadsTheWindow(t *testing.T) {
 	ctx := testenv.Context(t)
-	var (
-		mu    sync.Mutex
-		plans []string
-	)
-	pool, err := postgres.OpenTweaked(ctx, testenv.Postgres(t), func(cfg *pgxpool.Config) {
-		cfg.MaxConns = 1
-		cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-			if _, plan, ok := strings.Cut(n.Message, "plan:"); ok {
-				mu.Lock()
-				plans = append(plans, plan)
-				mu.Unlock()
-			}
-		}
-		connected := cfg.AfterConnect
-		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-			if err := connected(ctx, c); err != nil {
-				return err
-			}
-			_, err := c.Exec(ctx, `LOAD 'auto_explain';
-				SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice;
-				SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;
-				SET auto_explain.log_timing = off; SET auto_explain.log_format = json`)
-			return err
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	e := &storeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool)}
+	e, log := explainedStore(t, ctx, 1, `SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;
+		SET auto_explain.log_timing = off;`)
 	// UUIDv7s of the millisecond before each submission, as the API makes
 	// them (made in SQL: 48 bits of time, version 7, variant, a hash).
 	e.exec(`INSERT INTO orders (id, host, status, command, timeout_ms, principal, submitted_at, finished_at, stdout, stdout_bytes)
@@ -203,14 +171,12 @@ func TestListByWindowReadsTheWindow(t *testing.T) {
 		{"… of a host", postgres.Filter{Until: &until, Host: "web-3"}},
 	} {
 		tc.f.Limit, tc.f.Lean = 50, true
-		mu.Lock()
-		plans = nil
-		mu.Unlock()
+		log.reset()
 		list, _, err := e.store.ListOrders(ctx, tc.f)
 		if err != nil || len(list) != 50 {
 			t.Fatalf("%s: %d orders, %v", tc.name, len(list), err)
 		}
-		mu.Lock()
+		plans := log.taken()
 		if len(plans) != 1 {
 			t.Fatalf("%s: auto_explain sent %d plans, want the listing's", tc.name, len(plans))
 		}
@@ -221,7 +187,6 @@ func TestListByWindowReadsTheWindow(t *testing.T) {
 		if err := json.Unmarshal([]byte(plans[0]), &ex); err != nil {
 			t.Fatal(err)
 		}
-		mu.Unlock()
 		hit, _ := ex.Plan["Shared Hit Blocks"].(float64)
 		read, _ := ex.Plan["Shared Read Blocks"].(float64)
 		// A page of 50 orders is ~10 pages of orders and a few of its
