@@ -16,13 +16,21 @@
 --
 -- orders_clock_gap must say exactly what windowIn assumes: how far apart,
 -- in whole milliseconds since 1970, the 48 bits of time at the head of the
--- id and submitted_at are. IMMUTABLE: the epoch of a timestamptz does not
--- depend on the time zone.
+-- id and submitted_at are. Its body is immutable through and through
+-- (bytes of the id, an interval since the epoch), so PostgreSQL inlines
+-- it into the index's predicate: written with casts through text (not
+-- immutable), the function ran as a SQL function of its own, set up anew
+-- for every INSERT, which cost each order's insert ~30 µs of
+-- PostgreSQL's CPU (single-row inserts, synchronous_commit off: 12.6k/s
+-- without the index, 8.9k/s with it, 11.6k/s with this body).
 -- +goose StatementBegin
 CREATE FUNCTION orders_clock_gap(id uuid, submitted_at timestamptz) RETURNS bigint
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT abs(('x' || left(replace(id::text, '-', ''), 12))::bit(48)::bigint
-               - floor(extract(epoch FROM submitted_at) * 1000)::bigint)
+    -- | and << share one precedence in PostgreSQL: each shift in brackets.
+    SELECT abs(((get_byte(uuid_send(id), 0)::bigint << 40) | (get_byte(uuid_send(id), 1)::bigint << 32)
+              | (get_byte(uuid_send(id), 2)::bigint << 24) | (get_byte(uuid_send(id), 3)::bigint << 16)
+              | (get_byte(uuid_send(id), 4)::bigint << 8) | get_byte(uuid_send(id), 5)::bigint)
+             - floor(extract(epoch FROM submitted_at - timestamptz '1970-01-01 00:00:00+00') * 1000)::bigint)
 $$;
 -- +goose StatementEnd
 CREATE INDEX orders_off_clock ON orders (submitted_at) WHERE orders_clock_gap(id, submitted_at) > 30000;
