@@ -281,27 +281,7 @@ func TestCompatRateLimitsInTheSurfacesFormat(t *testing.T) {
 	}
 
 	// Vigrid and stage0 on one API, whose host h1 has no worker.
-	e := newAPIEnv(t, envOptions{})
-	cfg := config.Default()
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Runbooks.Dir = t.TempDir()
-	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-ratelimit-test-secret-0123456789abcdef"
-	cfg.Compat.Stage0.Hosts = []string{"h1"}
-	current := func() config.Config { return cfg }
-	rule := config.Rule{Name: "all", Roles: []string{"ops", "admin", "developer"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`, "^runbook:"}}
-	srv := e.runbookAPI(rule, settings, func() config.Runbooks { return cfg.Runbooks })
-	authn := authenticator(t, e.tokens, "")
-	noACL := func() *netacl.ACL { return nil }
-	s0 := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: noACL}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
-		Config: current, ACL: noACL, Auth: func() compat.Authenticator { return authn }, Authorize: ruleAuthorizer(t, rule, cfg)},
-		PID: func(context.Context, uuid.UUID, int) int { return 0 }}},
-		api.CompatSurface{Prefix: "/api", Handler: s0}, api.CompatSurface{Prefix: "/dev-login", Handler: s0})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	e, hs := limitedCompat(t, settings, `^echo( |$)`, "^runbook:")
 	login := do(request("POST", hs.URL+"/dev-login", "", `{"subject":"dev","roles":["developer"]}`))
 	var tok struct {
 		AccessToken string `json:"access_token"`
@@ -442,27 +422,7 @@ func TestStage0RateLimitHeaders(t *testing.T) {
 	settings := func() api.Settings {
 		return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerIP: int(perIP.Load()), RatePerPrincipal: int(perPrincipal.Load())}
 	}
-	e := newAPIEnv(t, envOptions{})
-	cfg := config.Default()
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Runbooks.Dir = t.TempDir()
-	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-ratelimit-test-secret-0123456789abcdef"
-	cfg.Compat.Stage0.Hosts = []string{"h1"}
-	current := func() config.Config { return cfg }
-	rule := config.Rule{Name: "all", Roles: []string{"ops", "admin", "developer"}, Hosts: []string{"h1"}, Allow: []string{"^runbook:"}}
-	srv := e.runbookAPI(rule, settings, func() config.Runbooks { return cfg.Runbooks })
-	authn := authenticator(t, e.tokens, "")
-	noACL := func() *netacl.ACL { return nil }
-	s0 := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: noACL}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
-		Config: current, ACL: noACL, Auth: func() compat.Authenticator { return authn }, Authorize: ruleAuthorizer(t, rule, cfg)},
-		PID: func(context.Context, uuid.UUID, int) int { return 0 }}},
-		api.CompatSurface{Prefix: "/api", Handler: s0, RateHeaders: true}, api.CompatSurface{Prefix: "/dev-login", Handler: s0, RateHeaders: true})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	e, hs := limitedCompat(t, settings, "^runbook:")
 
 	type answer struct {
 		code                    int
@@ -540,4 +500,33 @@ func TestStage0RateLimitHeaders(t *testing.T) {
 	want("stage0, the address's second of 3", do("GET", "/api/runbooks", tok.AccessToken, ""), 200, "3", "1")
 	none("Vigrid, which had no limits", do("GET", "/api/v1/health", "", ""))
 	want("stage0 past the address's allowance", do("GET", "/api/runbooks", tok.AccessToken, ""), 429, "3", "0")
+}
+
+// limitedCompat serves Vigrid (host h1, which has no worker), stage0 and
+// its /dev-login, each with the rate-limit headers serve gives stage0, on
+// one API whose limits settings gives; allow is the one rule's commands.
+func limitedCompat(t *testing.T, settings func() api.Settings, allow ...string) (*apiEnv, *httptest.Server) {
+	t.Helper()
+	e := newAPIEnv(t, envOptions{})
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Runbooks.Dir = t.TempDir()
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-ratelimit-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	rule := config.Rule{Name: "all", Roles: []string{"ops", "admin", "developer"}, Hosts: []string{"h1"}, Allow: allow}
+	srv := e.runbookAPI(rule, settings, func() config.Runbooks { return cfg.Runbooks })
+	authn := authenticator(t, e.tokens, "")
+	noACL := func() *netacl.ACL { return nil }
+	s0 := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: noACL}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: current, ACL: noACL, Auth: func() compat.Authenticator { return authn }, Authorize: ruleAuthorizer(t, rule, cfg)},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}},
+		api.CompatSurface{Prefix: "/api", Handler: s0, RateHeaders: true}, api.CompatSurface{Prefix: "/dev-login", Handler: s0, RateHeaders: true})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return e, hs
 }

@@ -109,16 +109,8 @@ func TestUIAutoRefreshIsNotActivity(t *testing.T) {
 	if !strings.Contains(string(page), `hx-trigger="every 5s" hx-headers='{"`+uiRefreshHeader+`": "auto"}'`) {
 		t.Fatalf("the hosts page does not mark its refresh with %s:\n%s", uiRefreshHeader, page)
 	}
-	token, sum := auth.NewToken()
-	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "alice", SHA256: sum, Roles: []string{"ops"}}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Unix(1e9, 0)
-	s := &Server{Deps: Deps{Auth: func() Authenticator { return a }, Settings: func() Settings { return Settings{} }}}
-	u := &webUI{s: s, sessions: newUISessions(func() time.Time { return now }), pages: mustParsePages()}
-	h := u.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
-	id, _ := u.sessions.create(token, "alice")
+	h, id := sessionUI(t, &now)
 	get := func(refresh bool) int {
 		req := httptest.NewRequest("GET", "/ui/hosts", nil)
 		req.AddCookie(&http.Cookie{Name: uiSessionCookie, Value: id})
@@ -167,16 +159,8 @@ func TestUIStreamConnectionsAreNotActivity(t *testing.T) {
 	if !strings.Contains(string(js), `headers: { "HX-Request": "true", "`+uiRefreshHeader+`": "auto" }`) {
 		t.Fatalf("the run page's check of the order's state is not marked with %s", uiRefreshHeader)
 	}
-	token, sum := auth.NewToken()
-	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "alice", SHA256: sum, Roles: []string{"ops"}}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Unix(1e9, 0)
-	s := &Server{Deps: Deps{Auth: func() Authenticator { return a }, Settings: func() Settings { return Settings{} }}}
-	u := &webUI{s: s, sessions: newUISessions(func() time.Time { return now }), pages: mustParsePages()}
-	h := u.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
-	id, _ := u.sessions.create(token, "alice")
+	h, id := sessionUI(t, &now)
 	connect := func() int {
 		req := httptest.NewRequest("GET", "/ui/orders/01a23d16-5e8f-7009-87a7-722136a17d78/events", nil)
 		req.AddCookie(&http.Cookie{Name: uiSessionCookie, Value: id})
@@ -195,4 +179,20 @@ func TestUIStreamConnectionsAreNotActivity(t *testing.T) {
 	if code := connect(); code == http.StatusOK {
 		t.Fatalf("a stream's connection 61 minutes after the person's last request: %d, want the session ended", code)
 	}
+}
+
+// sessionUI is h, a page behind the web UI's requireSession that answers
+// 200, on a UI whose clock reads *now, and the id of a session of alice's.
+func sessionUI(t *testing.T, now *time.Time) (h http.Handler, id string) {
+	t.Helper()
+	token, sum := auth.NewToken()
+	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "alice", SHA256: sum, Roles: []string{"ops"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Deps: Deps{Auth: func() Authenticator { return a }, Settings: func() Settings { return Settings{} }}}
+	u := &webUI{s: s, sessions: newUISessions(func() time.Time { return *now }), pages: mustParsePages()}
+	h = u.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	id, _ = u.sessions.create(token, "alice")
+	return h, id
 }

@@ -73,21 +73,7 @@ func TestListByOutcome(t *testing.T) {
 		if !tc.oldest {
 			slices.Reverse(want)
 		}
-		var got []uuid.UUID
-		f := postgres.Filter{Status: tc.statuses, Limit: 2, OldestFirst: tc.oldest}
-		for page := 0; page < 10; page++ {
-			list, next, err := e.store.ListOrders(e.ctx, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range list {
-				got = append(got, o.ID)
-			}
-			if next == nil {
-				break
-			}
-			f.Cursor = next
-		}
+		got := e.allPages(postgres.Filter{Status: tc.statuses, Limit: 2, OldestFirst: tc.oldest}, 10)
 		if !slices.Equal(got, want) {
 			t.Errorf("statuses %v (oldest first %v): %v, want %v", tc.statuses, tc.oldest, got, want)
 		}
@@ -123,4 +109,25 @@ func TestListByOutcomeReadsTheOutcomeIndex(t *testing.T) {
 	if after := scans(); after < before+2 {
 		t.Fatalf("order_events_outcome scanned %d times for a listing of two statuses, want one range per status", after-before)
 	}
+}
+
+// allPages lists the ids of every order f selects, following the cursor
+// through at most pages pages.
+func (e *storeEnv) allPages(f postgres.Filter, pages int) []uuid.UUID {
+	e.t.Helper()
+	var got []uuid.UUID
+	for range pages {
+		list, next, err := e.store.ListOrders(e.ctx, f)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, o := range list {
+			got = append(got, o.ID)
+		}
+		if next == nil {
+			break
+		}
+		f.Cursor = next
+	}
+	return got
 }

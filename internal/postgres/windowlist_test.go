@@ -117,21 +117,7 @@ func TestListByWindowIsExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []uuid.UUID
-			f := postgres.Filter{Since: tc.since, Until: tc.until, Host: tc.host, Limit: 7, OldestFirst: oldest, NoOutputs: true}
-			for page := 0; page < 100; page++ {
-				list, next, err := e.store.ListOrders(e.ctx, f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, o := range list {
-					got = append(got, o.ID)
-				}
-				if next == nil {
-					break
-				}
-				f.Cursor = next
-			}
+			got := e.allPages(postgres.Filter{Since: tc.since, Until: tc.until, Host: tc.host, Limit: 7, OldestFirst: oldest, NoOutputs: true}, 100)
 			if !slices.Equal(got, want) {
 				t.Errorf("%s (oldest first %v): %d orders, want %d\n got %v\nwant %v", tc.name, oldest, len(got), len(want), got, want)
 			}
