@@ -284,11 +284,7 @@ func submissionID(seq uint64, ts time.Time) uuid.UUID {
 	copy(b[:], "orderly-nats-submit\x00")
 	binary.BigEndian.PutUint64(b[20:], seq)
 	h := sha256.Sum256(binary.BigEndian.AppendUint64(b[:], uint64(ts.UnixNano())))
-	var id uuid.UUID
-	ms := uint64(ts.UnixMilli())
-	for i := range 6 {
-		id[i] = byte(ms >> (40 - 8*i))
-	}
+	id := order.IDAt(ts.UnixMilli())
 	frac := uint64(ts.Nanosecond()%1e6) * 4096 / 1e6 // 12 bits of the millisecond
 	id[6] = 0x70 | byte(frac>>8)
 	id[7] = byte(frac)

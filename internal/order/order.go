@@ -150,3 +150,13 @@ func (o Output) Head() []byte {
 func NewID() uuid.UUID {
 	return uuid.Must(uuid.NewV7())
 }
+
+// IDAt is the least UUIDv7 of the millisecond ms since 1970: its 48 bits
+// of time, then zeros. Ids made in that millisecond sort at or after it.
+func IDAt(ms int64) uuid.UUID {
+	var u uuid.UUID
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	return u
+}

@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // offClockMs is how far apart, in milliseconds, an order's id (a UUIDv7:
@@ -49,12 +49,12 @@ func windowIn(f Filter, args *[]any) (inWindow, offClock string) {
 	// any rounding of the times to PostgreSQL's microseconds.
 	if f.Since != nil {
 		if ms := f.Since.UnixMilli() - offClockMs - 1; ms > 0 {
-			bounds = append(bounds, "id >= "+param(idAtMs(ms)))
+			bounds = append(bounds, "id >= "+param(order.IDAt(ms)))
 		}
 	}
 	if f.Until != nil {
 		if ms := f.Until.UnixMilli() + offClockMs + 2; ms < 1<<48 {
-			bounds = append(bounds, "id < "+param(idAtMs(max(ms, 0))))
+			bounds = append(bounds, "id < "+param(order.IDAt(max(ms, 0))))
 		}
 	}
 	if len(bounds) == 0 {
@@ -65,14 +65,4 @@ func windowIn(f Filter, args *[]any) (inWindow, offClock string) {
 	// can prove the query implies it.
 	offClock = "orders_clock_gap(id, submitted_at) > " + strconv.Itoa(offClockMs) + " AND NOT (" + inWindow + ")"
 	return inWindow, offClock
-}
-
-// idAtMs is the least UUIDv7 of the millisecond ms since 1970: its 48 bits
-// of time, then zeros.
-func idAtMs(ms int64) uuid.UUID {
-	var u uuid.UUID
-	for i := range 6 {
-		u[i] = byte(ms >> (40 - 8*i))
-	}
-	return u
 }
