@@ -69,8 +69,8 @@ func (p *Policy) resolve(name string) (command, error) {
 func (p *Policy) lookup(name string) (command, error) {
 	for _, dir := range p.commandPath {
 		candidate := filepath.Join(dir, name)
-		if isExecutableFile(candidate) {
-			return p.entry(dir, candidate)
+		if fi, ok := executableFile(candidate); ok {
+			return p.entry(dir, candidate, fi)
 		}
 	}
 	return command{}, order.FieldError(order.CodeUnprocessable, "command",
@@ -91,11 +91,12 @@ func (p *Policy) absolute(name string) (command, error) {
 	}
 	clean := filepath.Clean(name)
 	if dir, ok := p.commandPathDir(clean); ok {
-		if !isExecutableFile(clean) {
+		fi, ok := executableFile(clean)
+		if !ok {
 			return command{}, order.FieldError(order.CodeUnprocessable, "command",
 				"command %q is not an executable file", name)
 		}
-		return p.entry(dir, clean)
+		return p.entry(dir, clean, fi)
 	}
 	return command{}, order.FieldError(order.CodeForbidden, "command",
 		"command %q is not inside this host's command_path", name)
@@ -118,24 +119,21 @@ func (p *Policy) commandPathDir(clean string) (string, bool) {
 }
 
 // entry describes the executable file at lexical, an entry of the
-// command_path directory dir. It refuses the file when someone other than
+// command_path directory dir, which resolution found executable (fi, its
+// file's). It refuses the file when someone other than
 // root and the worker's own user could have put it there or changed it:
 // the directory it is an entry of, the file, or the directory the file
 // really lies in (for an entry that is a symlink) is theirs or writable by
 // its group or by others. A bare name found there is not looked up further
 // down the path: a planted file must not decide which binary runs, and
 // neither must its absence.
-func (p *Policy) entry(dir, lexical string) (command, error) {
+func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 	realDir, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command_path directory %s is unavailable", dir)
 	}
 	realPath, err := filepath.EvalSymlinks(lexical)
 	if err != nil {
-		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
-	}
-	fi, err := os.Stat(realPath)
-	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
 	}
 	why := p.untrusted(realPath, fi, false)
@@ -254,12 +252,12 @@ func within(path, dir string) bool {
 	return path == dir || strings.HasPrefix(path, dir+"/")
 }
 
-// isExecutableFile reports whether path is, or links to, a regular file
-// with an execute bit. Whether the run-as user may execute it is the
-// kernel's call at exec time.
-func isExecutableFile(path string) bool {
+// executableFile reports whether path is, or links to, a regular file
+// with an execute bit, and gives that file's information. Whether the
+// run-as user may execute it is the kernel's call at exec time.
+func executableFile(path string) (os.FileInfo, bool) {
 	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+	return fi, err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // percentEncoded reports a %XX escape: a name that still carries one was
