@@ -100,3 +100,44 @@ func TestNATSRefusalAfterTheIntakeMovedIsNotAnswered(t *testing.T) {
 		t.Errorf("%d rejections of the accepted submission moved-2 (%v)", refused, err)
 	}
 }
+
+// TestNATSRefusalOfAKilledReplicaIsWithdrawn: a replica killed between
+// recording a refusal and confirming its pin never withdraws the row (the
+// held call below never returns before the check, as a SIGKILL's never
+// does). The replica pinned next took the submission up again and
+// accepted it, and the audit said rate_limited of a submission whose
+// order ran. The row names the submission's order id; the take-up that
+// follows withdraws it before judging the submission anew.
+func TestNATSRefusalOfAKilledReplicaIsWithdrawn(t *testing.T) {
+	hold := holdingStore{once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(hold.release)
+	a := newAPIEnv(t, envOptions{ratePerPrincipal: 1,
+		intakeStore: func(s intake.Store) intake.Store { hold.Store = s; return hold }})
+	if first := a.publish("alice", "killed", "killed-1", map[string]any{"command": "true"}); first.Order == nil {
+		t.Fatalf("first submission: %+v", first.Error)
+	}
+	newAPIEnv(t, envOptions{dsn: a.dsn, natsURL: a.natsURL, tokens: a.tokens, ratePerPrincipal: 1})
+	sub := sendSubmission(t, a, "killed", "killed-2")
+	select {
+	case <-hold.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first replica did not refuse the second submission")
+	}
+	var recorded string
+	if err := a.pool.QueryRow(t.Context(), `SELECT request->>'order_id' FROM rejections
+		WHERE request->>'nats_msg_id' = 'killed-2'`).Scan(&recorded); err != nil {
+		t.Fatalf("the refusal's row, with its order id: %v", err)
+	}
+	a.stop() // the replica is gone: it pulls no more and never reaches its check
+	got := nextAnswer(t, sub, 30*time.Second)
+	if got.Order == nil {
+		t.Fatalf("the replica pinned next answered %+v", got.Error)
+	}
+	if got.Order.ID.String() != recorded {
+		t.Errorf("the refusal named order %s; the submission's order is %s", recorded, got.Order.ID)
+	}
+	var refused int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE request->>'nats_msg_id' = 'killed-2'`).Scan(&refused); err != nil || refused != 0 {
+		t.Errorf("%d rejections of the accepted submission killed-2 (%v)", refused, err)
+	}
+}

@@ -126,6 +126,8 @@ type delivery struct {
 	// replica that takes it up gives its order the same one, so that a
 	// submission taken up before can be found without knowing who sent it.
 	id uuid.UUID
+	// stored is when ORDERLY_SUBMIT stored the message.
+	stored time.Time
 	// recorded is the order an earlier attempt of this lane recorded but
 	// could not publish to its host's stream: the submission was accepted
 	// then, and what is left to retry is the publish.
@@ -260,7 +262,7 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			key: msg.Headers().Get("Nats-Msg-Id")}
 		if meta, err := msg.Metadata(); err == nil {
 			d.counted = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through
-			d.id = submissionID(meta.Sequence.Stream, meta.Timestamp)
+			d.id, d.stored = submissionID(meta.Sequence.Stream, meta.Timestamp), meta.Timestamp
 			if d.key == "" {
 				// Without a Nats-Msg-Id, the stored message itself is the
 				// key, so that a redelivery cannot create a second order.
@@ -393,27 +395,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 				"reply", reply, "error", err)
 		}
 	}
-	if d.recorded == nil && d.counted && d.id != uuid.Nil {
-		// Taken up before: by a replica that died after recording its
-		// order, or by an earlier attempt of this lane whose insert may
-		// have committed (a connection lost at the commit). A recorded
-		// submission is answered from its record, before any check:
-		// checked again, a reload in between (a revoked token, a new
-		// policy or limit) refused it while its order ran anyway, queued
-		// by the reconciler behind the host's next submissions. The id is
-		// this stored message's, so the record is this submission's own,
-		// whoever sent it.
-		prev, err := s.Store.GetOrder(ctx, d.id)
-		switch {
-		case err == nil && prev.Source == "nats" && prev.Host == d.host && prev.IdempotencyKey == d.key:
-			d.recorded = prev
-		case err != nil && order.ErrorCode(err) != order.CodeNotFound:
-			s.logger.Warn("nats intake: cannot look up a submission taken up before; retrying", "subject", msg.Subject(),
-				"order_id", d.id, "error", err)
-			return false
-		}
-	}
-	if d.recorded != nil {
+	fromRecord := func() bool {
 		// Accepted by an earlier attempt: the checks are not run again.
 		// Run again, a reload since (a revoked token, a new policy or
 		// limit) refused a submission whose order was recorded, and the
@@ -427,6 +409,28 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		answer(IntakeAnswer{Order: &resp})
 		_ = msg.Ack()
 		return true
+	}
+	if d.recorded == nil && d.counted && d.id != uuid.Nil {
+		// Taken up before: by a replica that died after recording its
+		// order, or by an earlier attempt of this lane whose insert may
+		// have committed (a connection lost at the commit). A recorded
+		// submission is answered from its record, before any check:
+		// checked again, a reload in between (a revoked token, a new
+		// policy or limit) refused it while its order ran anyway, queued
+		// by the reconciler behind the host's next submissions. A refusal
+		// recorded by a replica that stopped before acknowledging it is
+		// withdrawn first (Retake): this take-up's decision is the one.
+		if err := s.Intake.Retake(ctx, d.id, d.stored); err != nil {
+			s.logger.Warn("nats intake: cannot withdraw the refusal of a submission taken up before; retrying",
+				"subject", msg.Subject(), "order_id", d.id, "error", err)
+			return false
+		}
+		if !s.findRecorded(ctx, d) {
+			return false
+		}
+	}
+	if d.recorded != nil {
+		return fromRecord()
 	}
 	var principal string
 	var redacted map[string]any
@@ -455,7 +459,8 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		}
 		if s.recordNATSRefusal(principal) {
 			settle = s.Intake.RejectTentatively(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
-				Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted})
+				Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted,
+				Submission: d.id})
 		}
 		if d.epoch.pin != "" {
 			// This replica lost its pin while it refused (frozen, or held
@@ -559,6 +564,23 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	resp := s.withCancellation(ctx, stored)
 	answer(IntakeAnswer{Order: &resp})
 	_ = msg.Ack()
+	return true
+}
+
+// findRecorded looks up the order of d's stored message (its id is the
+// message's own, so the record is this submission's, whoever it names as
+// principal) and sets d.recorded when there is one. It returns false when
+// PostgreSQL could not say: the caller retries.
+func (s *Server) findRecorded(ctx context.Context, d *delivery) bool {
+	prev, err := s.Store.GetOrder(ctx, d.id)
+	switch {
+	case err == nil && prev.Source == "nats" && prev.Host == d.host && prev.IdempotencyKey == d.key:
+		d.recorded = prev
+	case err != nil && order.ErrorCode(err) != order.CodeNotFound:
+		s.logger.Warn("nats intake: cannot look up a submission taken up before; retrying", "subject", d.msg.Subject(),
+			"order_id", d.id, "error", err)
+		return false
+	}
 	return true
 }
 

@@ -34,6 +34,7 @@ type Store interface {
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	RecordRejectionID(ctx context.Context, r postgres.Rejection) (int64, error)
 	DeleteRejection(ctx context.Context, id int64) error
+	DeleteSubmissionRejections(ctx context.Context, submission uuid.UUID, since time.Time) (int64, error)
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteOrphanDelegationsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
@@ -597,6 +598,31 @@ func (s *Service) RejectTentatively(ctx context.Context, r postgres.Rejection) (
 			s.logger.Error("delete a rejection not given", "code", r.Code, "id", id, "error", err)
 		}
 	}
+}
+
+// submissionClockSkew is how far behind nats-server's clock PostgreSQL's
+// may be for Retake to find the rows of a submission's refusals.
+const submissionClockSkew = time.Hour
+
+// Retake deletes what an earlier take-up of the submission whose order id
+// is submission, stored at storedAt, recorded of its refusal
+// (postgres.Rejection.Submission), before the NATS intake judges it anew.
+// That take-up's replica stopped before it acknowledged the submission:
+// killed between its record and the check of its pin (RejectTentatively's
+// settle never ran), or between its answer and its ack. Left, the row said
+// refused of a submission the replica taking over may accept, and that a
+// refusal given twice was two. Whatever this take-up decides is recorded
+// as its own: one row per submission, the last decision's.
+func (s *Service) Retake(ctx context.Context, submission uuid.UUID, storedAt time.Time) error {
+	n, err := s.store.DeleteSubmissionRejections(ctx, submission, storedAt.Add(-submissionClockSkew))
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		s.logger.Info("a refusal not acknowledged is withdrawn; the submission is judged again", "order_id", submission,
+			"rejections", n)
+	}
+	return nil
 }
 
 // Unrecorded counts a refusal left out of rejections (the API records at

@@ -27,6 +27,14 @@ type Rejection struct {
 	Code      string
 	Reason    string
 	Request   map[string]any
+	// Submission, when set, is the order id the refused submission would
+	// have had, when that id is the submission's own (a NATS
+	// submission's: its stored message's, which every replica that takes
+	// it up computes alike). Recorded in Request as order_id, so that a
+	// later take-up of the same submission can supersede the row
+	// (DeleteSubmissionRejections); nothing is recorded when that order
+	// exists already: the submission was accepted meanwhile.
+	Submission uuid.UUID
 }
 
 // RecordRejection stores a refused request, made storable first: a
@@ -38,8 +46,17 @@ func (s *Store) RecordRejection(ctx context.Context, r Rejection) error {
 }
 
 // RecordRejectionID is RecordRejection, returning the row's id for
-// DeleteRejection.
+// DeleteRejection (0 when nothing was recorded: r.Submission's order
+// exists).
 func (s *Store) RecordRejectionID(ctx context.Context, r Rejection) (int64, error) {
+	if r.Submission != uuid.Nil {
+		m := make(map[string]any, len(r.Request)+1)
+		for k, v := range r.Request {
+			m[k] = v
+		}
+		m["order_id"] = r.Submission.String()
+		r.Request = m
+	}
 	r = storable(r)
 	req, err := json.Marshal(r.Request)
 	if err != nil {
@@ -50,8 +67,33 @@ func (s *Store) RecordRejectionID(ctx context.Context, r Rejection) (int64, erro
 	}
 	var id int64
 	err = s.pool.QueryRow(ctx, `INSERT INTO rejections (principal, client_ip, source, method, path, status, code, reason, request)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id`, r.Principal, r.ClientIP, r.Source, r.Method, r.Path, r.Status, r.Code, r.Reason, req).Scan(&id)
+		SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9 WHERE $10::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM orders WHERE id = $10::uuid)
+		RETURNING id`, r.Principal, r.ClientIP, r.Source, r.Method, r.Path, r.Status, r.Code, r.Reason, req,
+		nullUUID(r.Submission)).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
 	return id, translate("record rejection", err)
+}
+
+// DeleteSubmissionRejections deletes what was recorded of submission's
+// refusals (Rejection.Submission) at or after since: the NATS intake
+// takes up again a submission an earlier take-up may have refused and
+// not answered (a replica killed between its record and its answer), and
+// judges it anew. Since is when the submission was stored, less a margin
+// for the clocks of nats-server and PostgreSQL, so that the scan stays
+// within the rows of its time (rejections_at).
+func (s *Store) DeleteSubmissionRejections(ctx context.Context, submission uuid.UUID, since time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM rejections WHERE at >= $2 AND source = 'nats' AND request->>'order_id' = $1`,
+		submission.String(), since)
+	return tag.RowsAffected(), translate("delete a submission's rejections", err)
+}
+
+func nullUUID(id uuid.UUID) *uuid.UUID {
+	if id == uuid.Nil {
+		return nil
+	}
+	return &id
 }
 
 // DeleteRejection deletes the rejection recorded as id: a refusal that
