@@ -544,6 +544,24 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		o.ID = d.id
 	}
 	stored, err := s.Intake.Submit(ctx, p, o)
+	if order.ErrorCode(err) == order.CodeConflict && d.id != uuid.Nil {
+		// Another replica recorded this stored message's order (its id)
+		// while this one checked it: a replica stalled past a takeover,
+		// under a principal other than this one's when a reload remapped
+		// the token between them (under the same one, the idempotency
+		// key finds it). The record wins, as the lookup of a takeover
+		// decides: the submission was accepted, and refused here as
+		// "conflict", its publisher heard a refusal of an order that
+		// runs. It is not a retry under another principal's key, which
+		// REST and NATS alike take for a new request: it is the same
+		// message.
+		if !s.findRecorded(ctx, d) {
+			return false
+		}
+		if d.recorded != nil {
+			return fromRecord()
+		}
+	}
 	var np *intake.ErrNotPublished
 	if errors.As(err, &np) {
 		// Recorded but not in the host's stream: answering now would let
