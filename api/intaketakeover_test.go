@@ -3,11 +3,13 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/intake"
@@ -128,4 +130,40 @@ func TestNATSRetryAfterAnUnknownInsertAnswersFromTheRecord(t *testing.T) {
 		t.Fatalf("the next submission: %+v", second.Error)
 	}
 	e.ranInOrder(first.Order.ID, second.Order.ID)
+}
+
+// TestNATSSubmissionRecordedBeforeTheConsumerWasMadeAgainIsAnsweredFromItsRecord:
+// a replica that recorded a submission's order and stopped before its
+// ack, then the intake consumer deleted and made again (as an upgrade
+// does), and alice's token gone from the replica that takes over. The
+// new consumer delivers the submission as new, so it was checked again
+// and refused as unauthenticated, while its recorded order ran.
+func TestNATSSubmissionRecordedBeforeTheConsumerWasMadeAgainIsAnsweredFromItsRecord(t *testing.T) {
+	failures := new(atomic.Int64)
+	a := newAPIEnv(t, envOptions{publishFailures: failures})
+	if warm := a.publish("alice", "remade", "remade-warm", map[string]any{"command": "true"}); warm.Order == nil {
+		t.Fatalf("first submission: %+v", warm.Error)
+	}
+	failures.Store(1 << 30) // a records, never publishes
+	sub := sendSubmission(t, a, "remade", "remade-first")
+	var recorded string
+	testenv.WaitUntil(t, 20*time.Second, "a records the submission's order", func() bool {
+		return a.pool.QueryRow(t.Context(), `SELECT id::text FROM orders WHERE idempotency_key = 'remade-first'`).Scan(&recorded) == nil
+	})
+	a.stop()
+	nc, _, _ := replyInbox(t, a.natsURL)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteConsumer(t.Context(), queue.SubmitStream, queue.IntakeConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	tokens := maps.Clone(a.tokens)
+	delete(tokens, "alice")
+	newAPIEnv(t, envOptions{dsn: a.dsn, natsURL: a.natsURL, tokens: tokens})
+	got := nextAnswer(t, sub, 40*time.Second)
+	if got.Order == nil || got.Order.ID.String() != recorded {
+		t.Fatalf("answered %+v (error %+v); recorded %s", got.Order, got.Error, recorded)
+	}
 }

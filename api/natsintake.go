@@ -441,6 +441,25 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			s.logger.Warn("nats intake; retrying", "subject", msg.Subject(), "error", err)
 			return false
 		}
+		if d.recorded == nil && d.id != uuid.Nil {
+			// The stored message's order may be recorded all the same:
+			// by another replica while this one checked it (one stalled
+			// past a takeover; with a token remapped between them, this
+			// insert met its id and said "conflict"), or by one whose
+			// take-up this replica cannot tell from a first delivery (the
+			// intake consumer deleted and made again, as an upgrade
+			// does, delivers it as new), checked again after a reload.
+			// The record wins, as a takeover's lookup decides: refused,
+			// the publisher heard a refusal of an order that runs. (A
+			// new stored message with the same Nats-Msg-Id has an id of
+			// its own: a retry is judged as a request of its own.)
+			if !s.findRecorded(ctx, d) {
+				return false
+			}
+			if d.recorded != nil {
+				return fromRecord()
+			}
+		}
 		if redacted == nil {
 			redacted = map[string]any{"subject": msg.Subject()}
 		}
@@ -544,24 +563,6 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		o.ID = d.id
 	}
 	stored, err := s.Intake.Submit(ctx, p, o)
-	if order.ErrorCode(err) == order.CodeConflict && d.id != uuid.Nil {
-		// Another replica recorded this stored message's order (its id)
-		// while this one checked it: a replica stalled past a takeover,
-		// under a principal other than this one's when a reload remapped
-		// the token between them (under the same one, the idempotency
-		// key finds it). The record wins, as the lookup of a takeover
-		// decides: the submission was accepted, and refused here as
-		// "conflict", its publisher heard a refusal of an order that
-		// runs. It is not a retry under another principal's key, which
-		// REST and NATS alike take for a new request: it is the same
-		// message.
-		if !s.findRecorded(ctx, d) {
-			return false
-		}
-		if d.recorded != nil {
-			return fromRecord()
-		}
-	}
 	var np *intake.ErrNotPublished
 	if errors.As(err, &np) {
 		// Recorded but not in the host's stream: answering now would let
