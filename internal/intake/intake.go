@@ -601,8 +601,11 @@ func (s *Service) RejectTentatively(ctx context.Context, r postgres.Rejection) (
 }
 
 // submissionClockSkew is how far behind nats-server's clock PostgreSQL's
-// may be for Retake to find the rows of a submission's refusals.
-const submissionClockSkew = time.Hour
+// may be for Retake to find the rows of a submission's refusals. Small:
+// Retake scans every refusal recorded since (by rejections_at), once per
+// submission a rewind redelivers, and a flood of refusals must not stall
+// a takeover. Clocks further apart than this leave the row, as before.
+const submissionClockSkew = time.Minute
 
 // Retake deletes what an earlier take-up of the submission whose order id
 // is submission, stored at storedAt, recorded of its refusal
