@@ -161,8 +161,12 @@ func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 // untrusted says why someone other than root and the worker's own user
 // could change path, a file or directory on the command path, or "". An
 // ancestor of a command_path directory may be writable by others when it
-// is sticky, as /tmp is: nobody can then rename the directory away. ACLs
-// are not read.
+// is sticky, as /tmp is: nobody can then rename the directory away.
+//
+// POSIX ACLs need no reading: with an extended ACL the mode's group bits
+// are the ACL's mask, which limits every named user and group entry and
+// the owning group, so any write the ACL grants beyond the owner shows as
+// group write here (TestACLWriteIsRefused asks the kernel).
 func (p *Policy) untrusted(path string, fi os.FileInfo, ancestor bool) string {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != p.euid {
 		return fmt.Sprintf("%s is owned by uid %d, neither root nor the worker's user", path, st.Uid)
