@@ -29,7 +29,7 @@ type fixture struct {
 	root string // symlinks resolved, so expected paths compare equal
 }
 
-func newFixture(t *testing.T) fixture {
+func newFixture(t testing.TB) fixture {
 	t.Helper()
 	root, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
@@ -56,7 +56,7 @@ func newFixture(t *testing.T) fixture {
 
 func (f fixture) path(rel string) string { return filepath.Join(f.root, rel) }
 
-func (f fixture) file(t *testing.T, rel string, mode os.FileMode) {
+func (f fixture) file(t testing.TB, rel string, mode os.FileMode) {
 	t.Helper()
 	p := f.path(rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -67,7 +67,7 @@ func (f fixture) file(t *testing.T, rel string, mode os.FileMode) {
 	}
 }
 
-func (f fixture) link(t *testing.T, target, rel string) {
+func (f fixture) link(t testing.TB, target, rel string) {
 	t.Helper()
 	p := f.path(rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

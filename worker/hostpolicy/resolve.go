@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"unicode/utf8"
@@ -120,13 +121,15 @@ func (p *Policy) commandPathDir(clean string) (string, bool) {
 
 // entry describes the executable file at lexical, an entry of the
 // command_path directory dir, which resolution found executable (fi, its
-// file's). It refuses the file when someone other than
-// root and the worker's own user could have put it there or changed it:
-// the directory it is an entry of, the file, or the directory the file
-// really lies in (for an entry that is a symlink) is theirs or writable by
-// its group or by others. A bare name found there is not looked up further
-// down the path: a planted file must not decide which binary runs, and
-// neither must its absence.
+// file's). It refuses the file when someone other than root and the
+// worker's own user could have put it there or changed it: the directory
+// it is an entry of, the file, or the directory the file really lies in
+// (for an entry that is a symlink) is theirs or writable by its group or
+// by others, or a directory above either is (unless sticky): then they
+// could rename the directory below away and put their own in its place,
+// between this check and the exec. A bare name found there is not looked
+// up further down the path: a planted file must not decide which binary
+// runs, and neither must its absence.
 func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 	realDir, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -137,15 +140,8 @@ func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
 	}
 	why := p.untrusted(realPath, fi, false)
-	for _, d := range uniq(realDir, filepath.Dir(realPath)) {
-		if why != "" {
-			break
-		}
-		if di, err := os.Stat(d); err != nil {
-			why = fmt.Sprintf("%s cannot be checked", d)
-		} else {
-			why = p.untrusted(d, di, false)
-		}
+	if why == "" {
+		why = p.untrustedDirs(uniq(filepath.Dir(realPath), realDir))
 	}
 	if why != "" {
 		return command{}, order.FieldError(order.CodeForbidden, "command",
@@ -156,6 +152,31 @@ func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 		resolvedPath: filepath.Join(realDir, filepath.Base(lexical)),
 		realPath:     realPath,
 	}, nil
+}
+
+// untrustedDirs says why someone other than root and the worker's own
+// user could change one of dirs (real paths, no symlinks), or what one of
+// their ancestors holds in its place, or "". Each directory is checked
+// once: a few stat calls per order, as cheap as the lookups resolution
+// already made (BenchmarkResolveTrust).
+func (p *Policy) untrustedDirs(dirs []string) string {
+	var seen []string
+	for _, dir := range dirs {
+		for cur := dir; !slices.Contains(seen, cur); cur = filepath.Dir(cur) {
+			seen = append(seen, cur)
+			fi, err := os.Stat(cur)
+			if err != nil {
+				return fmt.Sprintf("%s cannot be checked", cur)
+			}
+			if why := p.untrusted(cur, fi, !slices.Contains(dirs, cur)); why != "" {
+				return why
+			}
+			if cur == "/" {
+				break
+			}
+		}
+	}
+	return ""
 }
 
 // untrusted says why someone other than root and the worker's own user
@@ -189,18 +210,8 @@ func (p *Policy) UntrustedDirs() []string {
 		if err != nil {
 			continue // missing now; each order checks it again
 		}
-		for cur, ancestor := real, false; ; cur, ancestor = filepath.Dir(cur), true {
-			fi, err := os.Stat(cur)
-			if err != nil {
-				break
-			}
-			if why := p.untrusted(cur, fi, ancestor); why != "" {
-				out = append(out, fmt.Sprintf("%s: %s", dir, why))
-				break
-			}
-			if cur == "/" {
-				break
-			}
+		if why := p.untrustedDirs([]string{real}); why != "" {
+			out = append(out, fmt.Sprintf("%s: %s", dir, why))
 		}
 	}
 	return out

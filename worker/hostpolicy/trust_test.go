@@ -84,3 +84,86 @@ func chmod(t *testing.T, path string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestUntrustedAncestors: each order checks every directory above the
+// file it runs and above the command_path directory it was found in, not
+// only the two themselves. Where one of them is writable by others and
+// not sticky, anyone can rename the directory below it away and put
+// their own in its place between the check and the exec: the entry
+// /usr/bin/srvtool -> /srv/tools/bin/tool with /srv/tools open runs
+// whatever someone moved to /srv/tools/bin.
+func TestUntrustedAncestors(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	// An entry of a trusted directory links into a tree with an open,
+	// not sticky directory two levels above the file.
+	f.file(t, "srv/tools/bin/tool", 0o755)
+	chmod(t, f.path("srv/tools"), 0o777)
+	f.link(t, "../../srv/tools/bin/tool", "usr/bin/srvtool")
+	// The same below a sticky open directory, as under /tmp: fine.
+	f.file(t, "shared/tools/bin/tool", 0o755)
+	chmod(t, f.path("shared"), 0o777|os.ModeSticky)
+	f.link(t, "../../shared/tools/bin/tool", "usr/bin/sharedtool")
+	// A command_path directory whose parent is open and not sticky.
+	f.file(t, "open/bin/opentool", 0o755)
+	chmod(t, f.path("open"), 0o777)
+	// A file whose own directory is an ancestor of the command_path
+	// directory it is an entry of: checked as the file's directory, with
+	// no sticky allowance.
+	f.file(t, "stickyfile/tool", 0o755)
+	f.link(t, "../tool", "stickyfile/bin/up")
+	chmod(t, f.path("stickyfile"), 0o777|os.ModeSticky)
+
+	cfg := f.cfg()
+	cfg.CommandPath = append(cfg.CommandPath, f.path("open/bin"), f.path("stickyfile/bin"))
+	p := newPolicy(t, cfg)
+	for _, tt := range []struct {
+		command string
+		code    order.Code
+		why     string
+	}{
+		{"srvtool", order.CodeForbidden, "srv/tools is writable"},
+		{f.path("usr/bin/srvtool"), order.CodeForbidden, "srv/tools is writable"},
+		{"sharedtool", "", ""},
+		{"opentool", order.CodeForbidden, "open is writable"},
+		{"up", order.CodeForbidden, "stickyfile is writable"},
+		{"ls", "", ""},
+	} {
+		_, err := p.Prepare(&order.Order{Command: tt.command})
+		if tt.code == "" {
+			assertCode(t, err, "")
+			continue
+		}
+		assertCode(t, err, tt.code, "not trusted on this host", tt.why)
+	}
+}
+
+// BenchmarkResolveTrust is the cost of resolving an exec order's command,
+// trust checks included: a bare name in the host's own /usr/bin, and an
+// entry of a deep temporary tree that links into another.
+func BenchmarkResolveTrust(b *testing.B) {
+	f := newFixture(b)
+	f.file(b, "srv/tools/bin/tool", 0o755)
+	f.link(b, "../../srv/tools/bin/tool", "usr/bin/srvtool")
+	for _, bb := range []struct {
+		name, command string
+		path          []string
+	}{
+		{"usr-bin", "true", []string{"/usr/bin"}},
+		{"deep-link", "srvtool", []string{f.path("usr/bin")}},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			cfg := f.cfg()
+			cfg.CommandPath = bb.path
+			p, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := p.resolve(bb.command); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
