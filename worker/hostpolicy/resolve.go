@@ -139,11 +139,7 @@ func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 	if err != nil {
 		return command{}, order.FieldError(order.CodeUnprocessable, "command", "command %s is unavailable", lexical)
 	}
-	why := p.untrusted(realPath, fi, false)
-	if why == "" {
-		why = p.untrustedDirs(uniq(filepath.Dir(realPath), realDir))
-	}
-	if why != "" {
+	if why := p.untrustedFile(realDir, realPath, fi); why != "" {
 		return command{}, order.FieldError(order.CodeForbidden, "command",
 			"command %s is not trusted on this host: %s", lexical, why)
 	}
@@ -152,6 +148,18 @@ func (p *Policy) entry(dir, lexical string, fi os.FileInfo) (command, error) {
 		resolvedPath: filepath.Join(realDir, filepath.Base(lexical)),
 		realPath:     realPath,
 	}, nil
+}
+
+// untrustedFile says why someone other than root and the worker's own
+// user could change the file at realPath (fi, its information), an entry
+// of the directory realDir or a link from one, or "": the file, either
+// directory or a directory above them (unless sticky) is theirs or
+// writable by its group or by others.
+func (p *Policy) untrustedFile(realDir, realPath string, fi os.FileInfo) string {
+	if why := p.untrusted(realPath, fi, false); why != "" {
+		return why
+	}
+	return p.untrustedDirs(uniq(filepath.Dir(realPath), realDir))
 }
 
 // untrustedDirs says why someone other than root and the worker's own

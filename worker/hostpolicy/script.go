@@ -63,6 +63,10 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	interpPath, err := p.trustedInterpreter(interp[0])
+	if err != nil {
+		return nil, err
+	}
 	u, err := p.runAs(o.RunAs)
 	if err != nil {
 		return nil, err
@@ -100,9 +104,35 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, execDirVar+"=") })
 	env = append(env, execDirVar+"="+dir)
 	argv := append(slices.Clone(interp), filepath.Join(dir, scriptName))
-	req := p.request(o, u, interp[0], argv, env, dir, timeout, p.maxOutputFor(o))
+	req := p.request(o, u, interpPath, argv, env, dir, timeout, p.maxOutputFor(o))
 	return &Prepared{Req: req, ResolvedPath: interp[0], User: u.name,
 		Cleanup: func() { _ = os.RemoveAll(dir) }}, nil
+}
+
+// trustedInterpreter checks the interpreter at path as resolution checks
+// a command (entry): it lies outside command_path, so nothing else has,
+// and a python3 in a directory a deploy user can write would run every
+// script as whoever the script runs as. It returns the file itself, every
+// symlink resolved, which the executor runs (argv[0] keeps the name), so
+// that a link on the way cannot be swapped after the check.
+func (p *Policy) trustedInterpreter(path string) (string, error) {
+	realDir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return "", order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s is unavailable", path)
+	}
+	realPath, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s is unavailable", path)
+	}
+	fi, err := os.Stat(realPath)
+	if err != nil {
+		return "", order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s is unavailable", path)
+	}
+	if why := p.untrustedFile(realDir, realPath, fi); why != "" {
+		return "", order.FieldError(order.CodeForbidden, "script",
+			"the script's interpreter %s is not trusted on this host: %s", path, why)
+	}
+	return realPath, nil
 }
 
 // interpreter returns the argv prefix that runs body: the #! line's

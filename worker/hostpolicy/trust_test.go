@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
@@ -165,5 +166,43 @@ func BenchmarkResolveTrust(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestUntrustedInterpreter: a script's interpreter lies outside
+// command_path, and was run wherever runbooks.interpreters named it: one
+// in a directory others can write (a virtualenv a deploy user owns), or
+// below one, is refused as a command there would be; a trusted one runs
+// as the file itself, its argv[0] the name the #! line gave.
+func TestUntrustedInterpreter(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.file(t, "venv/bin/python3", 0o755)
+	chmod(t, f.path("venv/bin"), 0o777)
+	f.file(t, "srv/py/bin/python3", 0o755)
+	chmod(t, f.path("srv/py"), 0o777)
+	f.file(t, "opt/py/bin/python3", 0o755)
+	f.link(t, "python3", "opt/py/bin/py")
+	rb := config.DefaultRunbooks()
+	rb.Interpreters = []string{f.path("venv/bin/python3"), f.path("srv/py/bin/python3"), f.path("opt/py/bin/py")}
+	p, err := NewWithRunbooks(f.cfg(), rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		interp string
+		why    string
+	}{
+		{f.path("venv/bin/python3"), "venv/bin is writable"},
+		{f.path("srv/py/bin/python3"), "srv/py is writable"},
+	} {
+		_, err := p.Prepare(scriptOrder("#!" + tt.interp + "\nprint(1)\n"))
+		assertCode(t, err, order.CodeForbidden, "interpreter", "not trusted on this host", tt.why)
+	}
+	prep, err := p.Prepare(scriptOrder("#!" + f.path("opt/py/bin/py") + "\nprint(1)\n"))
+	assertCode(t, err, "")
+	defer prep.Cleanup()
+	if prep.Req.Path != f.path("opt/py/bin/python3") || prep.Req.Argv[0] != f.path("opt/py/bin/py") {
+		t.Errorf("path %s, argv[0] %s: want the file itself run under the #! line's name", prep.Req.Path, prep.Req.Argv[0])
 	}
 }
