@@ -20,7 +20,9 @@ import (
 // Nats-Msg-Id so that JetStream's deduplication stops none of them: the
 // id of another host's queued order, in two spellings; a replay of an
 // order that already ran, in another spelling; ids of no order; bodies
-// that are not ids at all, a large one among them. Real orders sit
+// that are not ids at all, a large one among them; a replay of an order
+// while it runs, which comes as the claim pipelined with its own result.
+// Real orders sit
 // between them, so that both the first claim and the claim pipelined
 // with a result see them. The worker runs each real order once, no
 // other, touches nothing of the other host's, and the host does not
@@ -50,7 +52,9 @@ func TestWorkerRunsOnlyWhatPostgreSQLHoldsOnce(t *testing.T) {
 	var real []uuid.UUID
 	// A slow order first, so that what follows waits in the stream and
 	// the claims after each real order are pipelined with its result.
-	real = append(real, e.submit("mine", "sleep", "0.5"))
+	slow := e.submit("mine", "sleep", "0.5")
+	real = append(real, slow)
+	forge([]byte(slow.String())) // a replay of the order while it runs
 	forge([]byte(theirs.String()))
 	real = append(real, e.submit("mine", "true"))
 	forge([]byte(done.String()))
