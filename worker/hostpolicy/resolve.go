@@ -165,8 +165,9 @@ func (p *Policy) untrustedFile(realDir, realPath string, fi os.FileInfo) string 
 // untrustedDirs says why someone other than root and the worker's own
 // user could change one of dirs (real paths, no symlinks), or what one of
 // their ancestors holds in its place, or "". Each directory is checked
-// once: a few stat calls per order, as cheap as the lookups resolution
-// already made (BenchmarkResolveTrust).
+// once: a stat per level, two more per order than before for /usr/bin
+// (BenchmarkResolveTrust; a cache would need the same stat to tell that
+// the path still names the directory it saw).
 func (p *Policy) untrustedDirs(dirs []string) string {
 	var seen []string
 	for _, dir := range dirs {
