@@ -493,6 +493,9 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		for _, why := range hp.UntrustedDirs() {
 			logger.Warn("commands in this command_path directory are refused", "host", cfg.Host, "reason", why)
 		}
+		for _, why := range hp.UntrustedInterpreters() {
+			logger.Warn("scripts run with this interpreter are refused", "host", cfg.Host, "reason", why)
+		}
 	}
 	warnUntrusted(hp)
 	policy := &livePolicy{}

@@ -3,6 +3,8 @@ package main
 import (
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +112,12 @@ func TestWorkerLogsUntrustedCommandPath(t *testing.T) {
 	cfg := s.watcher.Current()
 	cfg.Host = "cp-open"
 	cfg.Worker.CommandPath = append([]string{open}, cfg.Worker.CommandPath...)
+	// A script interpreter there is named too.
+	python := filepath.Join(open, "python3")
+	if err := os.WriteFile(python, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Runbooks.Interpreters = append(slices.Clone(cfg.Runbooks.Interpreters), python)
 	var logs testenv.LogBuffer
 	wr, err := startWorker(t.Context(), cfg, s.b, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {
@@ -119,5 +127,9 @@ func TestWorkerLogsUntrustedCommandPath(t *testing.T) {
 	if !strings.Contains(logs.String(), `msg="commands in this command_path directory are refused"`) ||
 		!strings.Contains(logs.String(), open+" is writable by its group or by others") {
 		t.Errorf("no warning naming %s:\n%s", open, logs.String())
+	}
+	if !strings.Contains(logs.String(), `msg="scripts run with this interpreter are refused"`) ||
+		!strings.Contains(logs.String(), python+": "+open+" is writable") {
+		t.Errorf("no warning naming the interpreter %s:\n%s", python, logs.String())
 	}
 }

@@ -116,23 +116,51 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 // symlink resolved, which the executor runs (argv[0] keeps the name), so
 // that a link on the way cannot be swapped after the check.
 func (p *Policy) trustedInterpreter(path string) (string, error) {
-	realDir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	realPath, why, err := p.untrustedInterpreter(path)
 	if err != nil {
 		return "", order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s is unavailable", path)
 	}
-	realPath, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s is unavailable", path)
-	}
-	fi, err := os.Stat(realPath)
-	if err != nil {
-		return "", order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s is unavailable", path)
-	}
-	if why := p.untrustedFile(realDir, realPath, fi); why != "" {
+	if why != "" {
 		return "", order.FieldError(order.CodeForbidden, "script",
 			"the script's interpreter %s is not trusted on this host: %s", path, why)
 	}
 	return realPath, nil
+}
+
+// untrustedInterpreter resolves the interpreter at path and says why
+// someone other than root and the worker's own user could change it, or "".
+func (p *Policy) untrustedInterpreter(path string) (realPath, why string, err error) {
+	realDir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return "", "", err
+	}
+	if realPath, err = filepath.EvalSymlinks(path); err != nil {
+		return "", "", err
+	}
+	fi, err := os.Stat(realPath)
+	if err != nil {
+		return "", "", err
+	}
+	return realPath, p.untrustedFile(realDir, realPath, fi), nil
+}
+
+// UntrustedInterpreters lists the interpreters scripts may run with (the
+// #! line's choices and the defaults) that exist and that someone other
+// than root and the worker's own user could change, each with why.
+// Scripts that would run with one are refused; the worker says so at
+// start-up.
+func (p *Policy) UntrustedInterpreters() []string {
+	listed := p.scripts.interpreters
+	if p.scripts.maxBytes == 0 {
+		listed = config.DefaultRunbooks().Interpreters
+	}
+	var out []string
+	for _, path := range uniq(append([]string{"/bin/zsh", "/bin/sh"}, listed...)...) {
+		if _, why, err := p.untrustedInterpreter(path); err == nil && why != "" {
+			out = append(out, fmt.Sprintf("%s: %s", path, why)) // absent ones are refused as such
+		}
+	}
+	return out
 }
 
 // interpreter returns the argv prefix that runs body: the #! line's

@@ -199,6 +199,10 @@ func TestUntrustedInterpreter(t *testing.T) {
 		_, err := p.Prepare(scriptOrder("#!" + tt.interp + "\nprint(1)\n"))
 		assertCode(t, err, order.CodeForbidden, "interpreter", "not trusted on this host", tt.why)
 	}
+	got := strings.Join(p.UntrustedInterpreters(), "\n")
+	if !strings.Contains(got, "venv/bin is writable") || !strings.Contains(got, "srv/py is writable") || strings.Contains(got, "opt/py") {
+		t.Errorf("UntrustedInterpreters() = %q, want the venv's and srv's python3 only", got)
+	}
 	prep, err := p.Prepare(scriptOrder("#!" + f.path("opt/py/bin/py") + "\nprint(1)\n"))
 	assertCode(t, err, "")
 	defer prep.Cleanup()
