@@ -115,6 +115,14 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		pool.Close()
 		return nil, err
 	}
+	if !nc.AuthRequired() {
+		// DESIGN §7: every connection authenticates, with its role's
+		// permissions. Workers run only what PostgreSQL holds, but on an
+		// open bus anyone can replay and reorder a host's orders, wake
+		// its worker and read what flows.
+		logger.Warn("the NATS server requires no credential: anyone who reaches it can publish on orderly's subjects; give each role its own (deploy/nats/auth.conf)",
+			"url", cfg.NATS.URL)
+	}
 	var q *queue.Queue
 	var rate api.RateCounter
 	err = try(ctx, depNATS, func(ctx context.Context) error {

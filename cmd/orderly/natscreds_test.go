@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestNATSCredentialRefusalsSayWhatToChange: against serve's embedded
@@ -79,5 +81,48 @@ func TestNATSCredentialRefusalsSayWhatToChange(t *testing.T) {
 	}
 	if depNATS.retryable(err) {
 		t.Errorf("a worker with another host's credential is waited for: %v", err)
+	}
+}
+
+// TestOpenBusIsNamed: a process whose NATS server asks for no credential
+// says so at start (anyone reaching it can publish on orderly's
+// subjects); against serve's embedded NATS, which requires one, it says
+// nothing.
+func TestOpenBusIsNamed(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	const warning = "the NATS server requires no credential"
+
+	cfg := config.Default()
+	cfg.DatabaseURL = dsn
+	cfg.NATS.URL = testenv.NATS(t)
+	var logs testenv.LogBuffer
+	b, err := openBackend(t.Context(), cfg, "open", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.close()
+	if !strings.Contains(logs.String(), warning) {
+		t.Errorf("against a NATS without authentication, no warning:\n%s", logs.String())
+	}
+
+	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.NATS.Nkey = creds.API
+	var authLogs testenv.LogBuffer
+	b, err = openBackend(t.Context(), cfg, "closed", slog.New(slog.NewTextHandler(&authLogs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.close()
+	if strings.Contains(authLogs.String(), warning) {
+		t.Errorf("against serve's NATS, which requires a credential:\n%s", authLogs.String())
 	}
 }
