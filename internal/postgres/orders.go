@@ -158,6 +158,34 @@ func output(content []byte, n *int64, trunc *bool, sum []byte) order.Output {
 	return out
 }
 
+// insertOrderSQL records a new order, its "submitted" event and its
+// unpublished mark in one statement; insertOrderIdemSQL is the same for
+// an order with an idempotency key, which inserts nothing when the key is
+// already used by the same principal.
+const (
+	insertOrderHead = `WITH o AS (
+	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
+		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
+		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
+		runbook, runbook_sha256, script, action, action_params, action_secrets, action_secret_names, action_limit)
+	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,
+		least($19::timestamptz, now() + $35::bigint * interval '1 microsecond'),
+		$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34)
+`
+	insertOrderIdem = `	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+`
+	insertOrderTail = `	RETURNING id, submitted_at, expires_at
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, submitted_at, 'submitted', 'queued', $21, jsonb_build_object('source', $22::text) FROM o
+), u AS (
+	INSERT INTO unpublished (id, submitted_at) SELECT id, submitted_at FROM o
+)
+SELECT submitted_at, expires_at FROM o`
+	insertOrderSQL     = insertOrderHead + insertOrderTail
+	insertOrderIdemSQL = insertOrderHead + insertOrderIdem + insertOrderTail
+)
+
 // InsertOrder records a new queued order and its "submitted" event in one
 // statement. With an idempotency key already used by the same principal it
 // inserts nothing and returns the existing order with existed=true. The
@@ -205,23 +233,14 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		us := max(o.ExpiresIn.Microseconds(), 1)
 		expiresIn = &us
 	}
-	const q = `WITH o AS (
-	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
-		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
-		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
-		runbook, runbook_sha256, script, action, action_params, action_secrets, action_secret_names, action_limit)
-	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,
-		least($19::timestamptz, now() + $35::bigint * interval '1 microsecond'),
-		$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34)
-	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-	RETURNING id, submitted_at, expires_at
-), e AS (
-	INSERT INTO order_events (order_id, at, type, status, actor, detail)
-	SELECT id, submitted_at, 'submitted', 'queued', $21, jsonb_build_object('source', $22::text) FROM o
-), u AS (
-	INSERT INTO unpublished (id, submitted_at) SELECT id, submitted_at FROM o
-)
-SELECT submitted_at, expires_at FROM o`
+	// Without a key nothing can conflict (orders_idempotency holds only
+	// keyed rows), so the insert is a plain one: ON CONFLICT would make it
+	// a speculative insertion, which probes the arbiter index first, takes
+	// a speculative lock and writes a second WAL record to confirm the row.
+	q := insertOrderSQL
+	if idemKey != nil {
+		q = insertOrderIdemSQL
+	}
 	params := []any{o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
