@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -139,22 +140,42 @@ type Process struct {
 // same record again succeeds: it is the retry of one whose answer was
 // lost, and refusing it killed an order nobody else had touched.
 func (s *Store) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p Process) error {
-	const q = `WITH o AS (
-	SELECT id FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3 FOR SHARE
-)
-INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, machine_id, pid_ns, cgroup)
-SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM o
-ON CONFLICT (order_id, attempt) DO UPDATE SET last_seen = now()
-	WHERE order_processes.worker = excluded.worker AND order_processes.pid = excluded.pid
-		AND order_processes.start_time = excluded.start_time AND order_processes.boot_id = excluded.boot_id
-RETURNING 1`
+	args := []any{id, attempt, worker, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.MachineID, int64(p.PidNS), p.Cgroup}
 	var one int
-	err := s.pool.QueryRow(ctx, q, id, attempt, worker, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.MachineID, int64(p.PidNS), p.Cgroup).Scan(&one)
+	// The first record of an attempt, which every order's start writes, is
+	// a plain insert: ON CONFLICT would make it a speculative one (a probe
+	// of order_processes_pkey, a speculative lock and a second WAL record
+	// to confirm the row). Only when the record is already there, the
+	// retry of one whose answer was lost, does the statement that accepts
+	// the same record again run.
+	err := s.pool.QueryRow(ctx, recordProcessSQL, args...).Scan(&one)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "order_processes_pkey" {
+		err = s.pool.QueryRow(ctx, recordProcessAgainSQL, args...).Scan(&one)
+	}
 	if err == pgx.ErrNoRows {
 		return fmt.Errorf("record process of order %s: %w", id, ErrNotOwner)
 	}
 	return translate("record process of order "+id.String(), err)
 }
+
+// recordProcessSQL records an attempt's process while the order is
+// running under that attempt for that worker, with the order's row
+// locked; recordProcessAgainSQL is the same for a record that may already
+// be there, which it accepts again when it is the same process.
+const (
+	recordProcessHead = `WITH o AS (
+	SELECT id FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running' AND worker = $3 FOR SHARE
+)
+INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, machine_id, pid_ns, cgroup)
+SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM o
+`
+	recordProcessSQL      = recordProcessHead + `RETURNING 1`
+	recordProcessAgainSQL = recordProcessHead + `ON CONFLICT (order_id, attempt) DO UPDATE SET last_seen = now()
+	WHERE order_processes.worker = excluded.worker AND order_processes.pid = excluded.pid
+		AND order_processes.start_time = excluded.start_time AND order_processes.boot_id = excluded.boot_id
+RETURNING 1`
+)
 
 // TouchProcess records that the attempt's process is still being watched:
 // the "last heartbeat" an interrupted order keeps as evidence.
