@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/migrations"
@@ -121,6 +123,37 @@ func TestForgetStartedDropsTheMarkOfADeletedOrder(t *testing.T) {
 	}
 	if len(marks) != 1 || marks[0] != kept.ID.String() {
 		t.Errorf("marks after ForgetStarted: %v, want only %s", marks, kept.ID)
+	}
+}
+
+// A claim deletes its order's publish mark in its own transaction
+// (migration 00020), as ForgetStarted would later: the API's batched
+// delete of the marks it saw confirmed then finds nothing to delete on
+// the synchronous path, and writes no WAL. An order that ends while
+// queued keeps its mark until ForgetStarted, as before.
+func TestClaimDeletesThePublishMark(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "w1")
+	claimed := e.insert("h", "p", nil)
+	queued := e.insert("h", "p", nil)
+	e.claim(claimed.ID, "w1")
+	var marks []string
+	rows, err := e.pool.Query(e.ctx, `SELECT id::text FROM unpublished ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		marks = append(marks, id)
+	}
+	if len(marks) != 1 || marks[0] != queued.ID.String() {
+		t.Errorf("marks after the claim of %s: %v, want only the queued order's %s", claimed.ID, marks, queued.ID)
+	}
+	if err := e.store.MarkPublished(e.ctx, []uuid.UUID{claimed.ID, queued.ID}); err != nil {
+		t.Fatalf("the API's batch after the claim: %v", err)
 	}
 }
 
