@@ -115,14 +115,29 @@ func returnCode(res *order.Result) (int, bool) {
 	return 0, false
 }
 
-// allowOf is the Allow header of a 405 on a route served by method: a
-// 405 must name what the route takes (RFC 9110), as werkzeug's did, and
-// every GET route answers HEAD too.
-func allowOf(method string) string {
+// flaskAllow is the Allow header of a Flask route served by method (the
+// 405's and OPTIONS's): Flask answered OPTIONS on every route, and HEAD
+// on every GET route. Werkzeug listed them in no fixed order (a Python
+// set's); sorted here.
+func flaskAllow(method string) string {
 	if method == http.MethodGet {
-		return "GET, HEAD"
+		return "GET, HEAD, OPTIONS"
 	}
-	return method
+	if method < http.MethodOptions {
+		return method + ", OPTIONS"
+	}
+	return "OPTIONS, " + method
+}
+
+// flaskOptions is Flask's automatic answer to OPTIONS on a route served
+// by method: 200, its methods in Allow, no body. Flask gave it in place
+// of the view, so after its before_request hooks only (Vigrid's checks
+// ran there; stage0's ran in the views).
+func flaskOptions(w http.ResponseWriter, method string) {
+	w.Header().Set("Allow", flaskAllow(method))
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
 }
 
 // unqueued is the order err says the intake recorded but could not queue

@@ -86,8 +86,12 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stage0Error(w, http.StatusNotFound, "Not found")
 			return
 		}
+		if r.Method == http.MethodOptions {
+			flaskOptions(w, http.MethodPost)
+			return
+		}
 		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
+			w.Header().Set("Allow", flaskAllow(http.MethodPost))
 			stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 			return
 		}
@@ -132,9 +136,15 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, http.StatusNotFound, "Not found")
 		return
 	}
+	if r.Method == http.MethodOptions {
+		// Flask answered OPTIONS itself, in place of the view, and
+		// stage0 authenticated in its views: so with or without a token.
+		flaskOptions(w, rt.method)
+		return
+	}
 	if r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet) {
 		// Flask answered HEAD on every GET route.
-		w.Header().Set("Allow", allowOf(rt.method))
+		w.Header().Set("Allow", flaskAllow(rt.method))
 		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}

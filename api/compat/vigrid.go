@@ -65,11 +65,11 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method == http.MethodOptions {
-			vigridOptions(w, http.MethodGet)
+			flaskOptions(w, http.MethodGet)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", vigridAllow(http.MethodGet))
+			w.Header().Set("Allow", flaskAllow(http.MethodGet))
 			vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
 			return
 		}
@@ -130,10 +130,10 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		vigridError(w, http.StatusNotFound, "Endpoint not found")
 	case r.Method == http.MethodOptions:
-		vigridOptions(w, rt.method)
+		flaskOptions(w, rt.method)
 	case r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet):
 		// Flask answered HEAD on every GET route.
-		w.Header().Set("Allow", vigridAllow(rt.method))
+		w.Header().Set("Allow", flaskAllow(rt.method))
 		vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
 	default:
 		rt.serve(vr)
@@ -196,26 +196,6 @@ func (v *Vigrid) Source() string { return "vigrid" }
 // InternalError is Vigrid's 500 (api.CompatRefuser).
 func (v *Vigrid) InternalError(w http.ResponseWriter) {
 	vigridError(w, http.StatusInternalServerError, "Internal server error")
-}
-
-// vigridAllow is the Allow header of a Vigrid route served by method:
-// Flask answered OPTIONS on every route, and HEAD on every GET route.
-func vigridAllow(method string) string {
-	if method == http.MethodGet {
-		return "GET, HEAD, OPTIONS"
-	}
-	return "OPTIONS, " + method
-}
-
-// vigridOptions is Flask's automatic answer to OPTIONS on a route served
-// by method: 200, its methods in Allow, no body. Like every route's, it
-// comes after the pipeline (Flask ran before_request first), so only an
-// authenticated client gets it, but on /health.
-func vigridOptions(w http.ResponseWriter, method string) {
-	w.Header().Set("Allow", vigridAllow(method))
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Length", "0")
-	w.WriteHeader(http.StatusOK)
 }
 
 func vigridError(w http.ResponseWriter, status int, msg string) {

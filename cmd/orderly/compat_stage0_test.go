@@ -231,8 +231,8 @@ compat:
 			if resp.StatusCode != want || b != "" {
 				t.Errorf("HEAD %s: %d %q, want %d and no body", path, resp.StatusCode, b, want)
 			}
-			if allow := resp.Header.Get("Allow"); want == 405 && allow != "PATCH" {
-				t.Errorf("HEAD %s: 405 with Allow %q, want PATCH", path, allow)
+			if allow := resp.Header.Get("Allow"); want == 405 && allow != "OPTIONS, PATCH" {
+				t.Errorf("HEAD %s: 405 with Allow %q, want OPTIONS, PATCH", path, allow)
 			}
 		}
 		if resp, _ := do("HEAD", "/api/runbooks", "", nil); resp.StatusCode != 401 {
