@@ -24,6 +24,12 @@ func TestVigridKillBody(t *testing.T) {
 		{"{}", "SIGTERM", true},
 		{"\xef\xbb\xbf[]", "SIGTERM", true},
 		{`{"signal": "sigkill"}`, "SIGKILL", true},
+		// Python's str.upper(): full case mapping, no locale.
+		{`{"signal": "\u017figkill"}`, "SIGKILL", true},
+		{`{"signal": "sig\u0131nt"}`, "SIGINT", true},
+		{`{"signal": "stra\u00dfe"}`, "STRASSE", true},
+		{`{"signal": "\ufb01"}`, "FI", true},
+		{`{"signal": "\u1fb3"}`, "\u0391\u0399", true},
 		{`{"signal": null}`, "SIGTERM", true},
 		{`{"Signal": "SIGKILL"}`, "SIGTERM", true}, // not the field, as in a dict lookup
 		{"[1]", "", false},

@@ -112,7 +112,8 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "Signal " + sig + " sent to PID " + strconv.Itoa(pid)})
 }
 
-// killSignal is the signal a kill body names, upper-cased, SIGTERM when
+// killSignal is the signal a kill body names, upper-cased as Python's
+// str.upper() does (pyUpper), SIGTERM when
 // it names none, and false for a body that is not JSON or is a truthy
 // value that is not an object. No body, or a falsy one (`null`, `[]`,
 // `0`, `""`, `false`), names none, as Flask's `get_json(silent=True) or
@@ -127,7 +128,7 @@ func killSignal(raw []byte) (string, bool) {
 	if body.Signal == nil {
 		return "SIGTERM", true
 	}
-	return strings.ToUpper(*body.Signal), true
+	return pyUpper(*body.Signal), true
 }
 
 func argsOf(o *order.Order) []string {
