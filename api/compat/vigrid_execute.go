@@ -98,10 +98,19 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 			return
 		}
 	}
+	secs, ok := vigridSeconds(body.Timeout)
+	if !ok && !vc.DryRun {
+		// Vigrid passed it to subprocess unchecked, which failed the run
+		// (return_code -1, a TypeError in stderr) after these checks;
+		// nothing runs here either, and the 400 says why. A dry run
+		// called no subprocess, so there it succeeded.
+		v.refuse(vr, http.StatusBadRequest, "'timeout' must be a number of seconds or null",
+			order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout is not a number"))
+		return
+	}
 	o := &order.Order{Kind: order.KindExec, Host: vc.Host, Command: command, Args: args, RunAs: runAs,
 		DryRun: vc.DryRun, CaptureStdout: true, CaptureStderr: true, Source: "vigrid", ID: order.NewID()}
-	var secs float64
-	if json.Unmarshal(body.Timeout, &secs) == nil && secs > 0 {
+	if secs > 0 {
 		o.Timeout = vigridTimeout(secs)
 	}
 	sync := truthy(body.Synchronous)
@@ -155,6 +164,27 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		return
 	}
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "order_id": o.ID, "result": vigridResult(done)})
+}
+
+// vigridSeconds reads execute's timeout as Python added it to a time: a
+// number (one past a float64 is the largest), true as 1 and false as 0,
+// absent or null as none (0). Anything else is not a number (false):
+// a string, even of digits, a list or an object raised TypeError in
+// Vigrid's subprocess call, and the run failed; it was never the default.
+func vigridSeconds(raw json.RawMessage) (float64, bool) {
+	switch s := string(bytes.TrimSpace(raw)); {
+	case s == "" || s == "null" || s == "false":
+		return 0, true
+	case s == "true":
+		return 1, true
+	case s[0] == '-' || s[0] >= '0' && s[0] <= '9':
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0, false
+		}
+		return f, true
+	}
+	return 0, false
 }
 
 // vigridTimeout is Vigrid's timeout of secs seconds (> 0) as a duration.

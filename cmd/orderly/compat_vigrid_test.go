@@ -230,8 +230,9 @@ func TestVigridImportAndRun(t *testing.T) {
 		t.Fatalf("spawn failure = %d %s", code, raw)
 	}
 
-	// timeout is not validated: a value that is not a number is no timeout.
-	if code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "synchronous": true, "timeout": "soon"}); code != 200 {
+	// A timeout that is not a number failed Vigrid's run; it is 400 here
+	// (TestVigridTimeoutNotANumber).
+	if code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "synchronous": true, "timeout": "soon"}); code != 400 {
 		t.Fatalf("timeout \"soon\" = %d %s", code, raw)
 	}
 
@@ -660,6 +661,48 @@ func TestVigridTimeout(t *testing.T) {
 	}
 }
 
+// TestVigridTimeoutNotANumber: Vigrid handed `timeout` to subprocess
+// unchecked, where a string, a list or an object raised TypeError and the
+// run failed after every check; orderly ran the command under the default
+// timeout instead. Such a timeout is now 400, after Vigrid's own checks,
+// and nothing runs; true is 1 s and false none, as Python added them.
+func TestVigridTimeoutNotANumber(t *testing.T) {
+	s, _ := vigridStack(t, false, map[string]any{"compat.vigrid.max_wait": "20s"})
+	c := newVigridClient(t, s)
+	const notANumber = "'timeout' must be a number of seconds or null"
+	for _, timeout := range []any{"abc", "30", "", []any{}, []any{5}, map[string]any{}} {
+		for _, sync := range []bool{true, false} {
+			code, m, _ := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"ran"},
+				"synchronous": sync, "timeout": timeout})
+			wantVigridError(t, fmt.Sprintf("timeout %#v (sync %t)", timeout, sync), code, m, 400, notANumber)
+		}
+	}
+	// Vigrid's own checks come first: the TypeError came at the run.
+	code, m, _ := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "shutdown", "timeout": "abc"})
+	wantVigridError(t, "denied with timeout \"abc\"", code, m, 403, "Command not authorized: Command matches deny pattern: ^shutdown")
+	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "nosuch", "timeout": []any{}})
+	wantVigridError(t, "not found with timeout []", code, m, 404, "Command 'nosuch' not found")
+	if code, m, _ := c.call("GET", "/api/v1/queue", bearer("ops"), nil); code != 200 || m["queue_size"] != float64(0) {
+		t.Fatalf("queue after the refusals: %d %v", code, m)
+	}
+	var n int
+	if err := s.b.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE source = 'vigrid'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("orders recorded for refused executes: %d %v", n, err)
+	}
+
+	start := time.Now()
+	code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "sleep", "arguments": []string{"30"}, "synchronous": true, "timeout": true})
+	if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["return_code"] != float64(-1) || time.Since(start) > 10*time.Second {
+		t.Errorf("timeout true: %d %s after %s, want a timeout after 1 s", code, raw, time.Since(start))
+	}
+	for _, timeout := range []any{false, nil} {
+		code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"ran"}, "synchronous": true, "timeout": timeout})
+		if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["return_code"] != float64(0) || res["stdout"] != "ran\n" {
+			t.Errorf("timeout %v: %d %s", timeout, code, raw)
+		}
+	}
+}
+
 // TestVigridMaxWaitQueued: a sync execute queued behind a running order
 // is answered about max_wait after it was sent (a second's settle), not
 // after max_wait, kill_grace and more; its order is canceled, on record
@@ -716,6 +759,12 @@ func TestVigridDryRun(t *testing.T) {
 	code, m, _ = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo"})
 	if code != 202 {
 		t.Fatalf("dry-run async = %d %v", code, m)
+	}
+	// A dry run called no subprocess, so a timeout that is not a number
+	// failed nothing there.
+	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "synchronous": true, "timeout": "abc"})
+	if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["dry_run"] != true {
+		t.Fatalf("dry-run with timeout \"abc\" = %d %s", code, raw)
 	}
 }
 
