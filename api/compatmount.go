@@ -90,7 +90,11 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, c := range surfaces {
-			if !underPrefix(r.URL.Path, c.Prefix) || (c.Fallback && nativeRoute(native, r.URL.Path)) ||
+			// A Flask original's routing merged doubled slashes (and
+			// redirected to the merged path), so a surface at a prefix
+			// also gets the paths that merge under it.
+			under := underPrefix(r.URL.Path, c.Prefix) || !c.Fallback && underPrefix(MergeSlashes(r.URL.Path), c.Prefix)
+			if !under || (c.Fallback && nativeRoute(native, r.URL.Path)) ||
 				(c.Enabled != nil && !c.Enabled()) {
 				continue
 			}
@@ -166,6 +170,22 @@ func underPrefix(path, prefix string) bool {
 	}
 	prefix = strings.TrimSuffix(prefix, "/")
 	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+// MergeSlashes is path with each run of slashes made one, as Werkzeug's
+// merge_slashes matched it.
+func MergeSlashes(path string) string {
+	if !strings.Contains(path, "//") {
+		return path
+	}
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		if path[i] == '/' && i > 0 && path[i-1] == '/' {
+			continue
+		}
+		b.WriteByte(path[i])
+	}
+	return b.String()
 }
 
 // nativeRoute reports whether a native route serves path with any method,

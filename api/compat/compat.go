@@ -10,9 +10,13 @@ package compat
 import (
 	"context"
 	"errors"
+	"fmt"
+	"html"
+	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -164,4 +168,52 @@ func withdraw(ctx context.Context, orders Orders, np *intake.ErrNotPublished, p 
 func crossOrigin(r *http.Request) error {
 	var c http.CrossOriginProtection
 	return c.Check(r)
+}
+
+// flaskMethodOK reports whether a Flask route served by method takes a
+// request's: its own, OPTIONS, and HEAD for GET.
+func flaskMethodOK(got, method string) bool {
+	return got == method || got == http.MethodOptions || got == http.MethodHead && method == http.MethodGet
+}
+
+// werkzeugRedirect answers a path with doubled slashes that matched a
+// route once merged as Werkzeug did (RequestRedirect): 308 to path (the
+// merged one, unescaped) on the request's scheme and host, the query kept
+// as sent, and Werkzeug's short HTML page. A 308 keeps the method and
+// the body, so a client that follows it sends the same request again.
+func werkzeugRedirect(w http.ResponseWriter, r *http.Request, path string) {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	u := werkzeugQuote(path)
+	if r.Host != "" { // an HTTP/1.0 request may name none: then a path alone
+		u = scheme + "://" + strings.ToLower(r.Host) + u
+	}
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	w.Header().Set("Location", u)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(http.StatusPermanentRedirect)
+	esc := html.EscapeString(u)
+	_, _ = io.WriteString(w, "<!doctype html>\n<html lang=en>\n<title>Redirecting...</title>\n<h1>Redirecting...</h1>\n"+
+		"<p>You should be redirected automatically to the target URL: <a href=\""+esc+"\">"+esc+"</a>. If not, click the link.\n")
+}
+
+// werkzeugQuote is Python's urllib.parse.quote(path, safe="!$&'()*+,/:;=@"),
+// with which Werkzeug wrote a redirect's path: every other byte but
+// letters, digits and _.-~ percent-encoded.
+func werkzeugQuote(path string) string {
+	const safe = "!$&'()*+,/:;=@_.-~"
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(safe, c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
 }

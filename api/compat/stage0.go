@@ -81,18 +81,24 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, http.StatusForbidden, "Access denied")
 		return
 	}
-	if r.URL.Path == "/dev-login" {
+	// stage0's server (gunicorn) kept doubled slashes, leading ones too,
+	// and Werkzeug's routing redirected to the path they merge into.
+	merged := api.MergeSlashes(r.URL.Path)
+	if merged == "/dev-login" {
 		if !sc.EnableLogin {
 			stage0Error(w, http.StatusNotFound, "Not found")
 			return
 		}
-		if r.Method == http.MethodOptions {
-			flaskOptions(w, http.MethodPost)
-			return
-		}
-		if r.Method != http.MethodPost {
+		switch {
+		case !flaskMethodOK(r.Method, http.MethodPost):
 			w.Header().Set("Allow", flaskAllow(http.MethodPost))
 			stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
+			return
+		case merged != r.URL.Path:
+			werkzeugRedirect(w, r, merged)
+			return
+		case r.Method == http.MethodOptions:
+			flaskOptions(w, http.MethodPost)
 			return
 		}
 		if why := notLocal(r); why != "" {
@@ -104,48 +110,24 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.devLogin(w, r, sc, cfg.HTTP.MaxBodyBytes)
 		return
 	}
-	rel := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(sc.Prefix, "/"))
-	parts := strings.Split(strings.Trim(rel, "/"), "/")
-	type route struct {
-		method string
-		fn     func(*stage0Request, string)
-	}
-	var rt route
-	file := ""
+	rel := strings.TrimPrefix(merged, strings.TrimSuffix(sc.Prefix, "/"))
+	rt, file, ok := s.route(rel, sc)
 	switch {
-	case rel == "/shutdown":
-		if !sc.Shutdown {
-			// Off by default: orderly is not stopped by an API call.
-			stage0Error(w, http.StatusNotFound, "Not found")
-			return
-		}
-		rt = route{http.MethodPost, s.shutdown}
-	case rel == "/config":
-		rt = route{http.MethodGet, s.config}
-	case rel == "/runbooks":
-		rt = route{http.MethodGet, s.list}
-	case len(parts) == 2 && parts[0] == "runbooks":
-		rt, file = route{http.MethodGet, s.get}, parts[1]
-	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "required-env":
-		rt, file = route{http.MethodGet, s.requiredEnv}, parts[1]
-	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "validate":
-		rt, file = route{http.MethodPatch, s.validate}, parts[1]
-	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "execute":
-		rt, file = route{http.MethodPost, s.execute}, parts[1]
-	default:
+	case !ok:
 		stage0Error(w, http.StatusNotFound, "Not found")
 		return
-	}
-	if r.Method == http.MethodOptions {
+	case !flaskMethodOK(r.Method, rt.method):
+		w.Header().Set("Allow", flaskAllow(rt.method))
+		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
+		return
+	case merged != r.URL.Path:
+		// Before stage0's views, so before the token.
+		werkzeugRedirect(w, r, merged)
+		return
+	case r.Method == http.MethodOptions:
 		// Flask answered OPTIONS itself, in place of the view, and
 		// stage0 authenticated in its views: so with or without a token.
 		flaskOptions(w, rt.method)
-		return
-	}
-	if r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet) {
-		// Flask answered HEAD on every GET route.
-		w.Header().Set("Allow", flaskAllow(rt.method))
-		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}
 	req, status, msg := s.authenticate(r, cfg)
@@ -165,6 +147,37 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req.w, req.r, req.cfg, req.ip = w, r, cfg, ip
 	rt.fn(req, file)
+}
+
+// stage0Route is a stage0 route: the method it serves and its view.
+type stage0Route struct {
+	method string
+	fn     func(*stage0Request, string)
+}
+
+// route is the route of rel, the path under the prefix, and the runbook
+// file it names; false for none. A trailing slash is taken
+// (docs/compat.md); /shutdown is none while compat.stage0.shutdown is off.
+func (s *Stage0) route(rel string, sc config.Stage0Compat) (stage0Route, string, bool) {
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	switch {
+	case rel == "/shutdown":
+		// Off by default: orderly is not stopped by an API call.
+		return stage0Route{http.MethodPost, s.shutdown}, "", sc.Shutdown
+	case rel == "/config":
+		return stage0Route{http.MethodGet, s.config}, "", true
+	case rel == "/runbooks":
+		return stage0Route{http.MethodGet, s.list}, "", true
+	case len(parts) == 2 && parts[0] == "runbooks":
+		return stage0Route{http.MethodGet, s.get}, parts[1], true
+	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "required-env":
+		return stage0Route{http.MethodGet, s.requiredEnv}, parts[1], true
+	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "validate":
+		return stage0Route{http.MethodPatch, s.validate}, parts[1], true
+	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "execute":
+		return stage0Route{http.MethodPost, s.execute}, parts[1], true
+	}
+	return stage0Route{}, "", false
 }
 
 // authenticate applies stage0's bearer rules: a JWT signed with the

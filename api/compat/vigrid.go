@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
@@ -57,8 +58,14 @@ type vigridRequest struct {
 
 func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := v.Config()
-	rel := "/" + strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")), "/")
-	if r.URL.Path == strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")+"/health" {
+	base := strings.TrimSuffix(cfg.Compat.Vigrid.Prefix, "/")
+	// Vigrid's server (Werkzeug's) read a path's leading slashes as one
+	// and served it; doubled slashes further on are Werkzeug's routing's
+	// (a redirect, below).
+	path := "/" + strings.TrimLeft(r.URL.Path, "/")
+	merged := api.MergeSlashes(path)
+	rel := strings.TrimPrefix(merged, base)
+	if path == base+"/health" {
 		if ip, ok := clientAddr(v.ACL(), r); !ok {
 			auditACL(v.Orders, r, ip, "vigrid")
 			vigridError(w, http.StatusForbidden, "Access denied")
@@ -73,13 +80,12 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
 			return
 		}
-		vigridJSON(w, http.StatusOK, map[string]any{"status": "ok", "service": vigridService, "version": vigridVersion,
-			"timestamp": vigridTime(time.Now())})
+		vigridHealth(w)
 		return
 	}
 	// The tamper check must not lock out the endpoint that clears it
 	// (docs/compat.md): /reload skips it and reloads.
-	if cfg.Compat.Vigrid.IntegrityCheck && rel != "/reload" && v.Drift != nil && v.Drift() {
+	if cfg.Compat.Vigrid.IntegrityCheck && (rel != "/reload" || merged != path) && v.Drift != nil && v.Drift() {
 		vigridError(w, http.StatusServiceUnavailable, "Configuration integrity check failed. Restart the service.")
 		return
 	}
@@ -119,25 +125,37 @@ func (v *Vigrid) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		method string
 		serve  func(*vigridRequest)
 	}{
+		// Only its doubled-slash paths get here: a redirect.
+		"/health":  {http.MethodGet, func(vr *vigridRequest) { vigridHealth(vr.w) }},
 		"/status":  {http.MethodGet, v.status},
 		"/execute": {http.MethodPost, v.execute},
 		"/queue":   {http.MethodGet, v.queue},
 		"/kill":    {http.MethodPost, v.kill},
 		"/reload":  {http.MethodPost, v.reload},
 	}
+	// Werkzeug matched a path with doubled slashes once merged, and
+	// answered a redirect to the merged one (after Vigrid's checks, which
+	// ran before routing).
 	rt, ok := routes[rel]
 	switch {
 	case !ok:
 		vigridError(w, http.StatusNotFound, "Endpoint not found")
-	case r.Method == http.MethodOptions:
-		flaskOptions(w, rt.method)
-	case r.Method != rt.method && !(r.Method == http.MethodHead && rt.method == http.MethodGet):
-		// Flask answered HEAD on every GET route.
+	case !flaskMethodOK(r.Method, rt.method):
 		w.Header().Set("Allow", flaskAllow(rt.method))
 		vigridError(w, http.StatusMethodNotAllowed, "Method not allowed")
+	case merged != path:
+		werkzeugRedirect(w, r, merged)
+	case r.Method == http.MethodOptions:
+		flaskOptions(w, rt.method)
 	default:
 		rt.serve(vr)
 	}
+}
+
+// vigridHealth is GET /health's answer.
+func vigridHealth(w http.ResponseWriter) {
+	vigridJSON(w, http.StatusOK, map[string]any{"status": "ok", "service": vigridService, "version": vigridVersion,
+		"timestamp": vigridTime(time.Now())})
 }
 
 // reload is POST /reload: load the config file again. Only for a

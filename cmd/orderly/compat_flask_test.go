@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,5 +107,106 @@ func TestStage0RoutesAnswerOptions(t *testing.T) {
 		if a := rawCall(t, s.url, tc.method, tc.path, ""); a.code != 405 || a.allow != tc.allow {
 			t.Errorf("%s %s: %d Allow %q, want 405 Allow %q", tc.method, tc.path, a.code, a.allow, tc.allow)
 		}
+	}
+}
+
+// wantRedirect checks Werkzeug's answer to a path whose slashes merge
+// into a route: 308 to the merged path on the same host, query kept, and
+// its HTML page naming the target.
+func wantRedirect(t *testing.T, what string, a flaskAnswer, location string) {
+	t.Helper()
+	page := `redirected automatically to the target URL: <a href="` + html.EscapeString(location) + `">`
+	if a.code != 308 || a.location != location || a.ctype != "text/html; charset=utf-8" ||
+		!strings.HasPrefix(what, "HEAD ") && !strings.Contains(a.body, page) {
+		t.Errorf("%s: %d Location %q %q %q, want 308 to %q", what, a.code, a.location, a.ctype, a.body, location)
+	}
+}
+
+// TestStage0MergedSlashesRedirect: Werkzeug merged doubled slashes and
+// redirected (308) to the path they made, when it was a route and took
+// the method; before stage0's views, so with or without a token. The
+// surface answered such a path 404.
+func TestStage0MergedSlashesRedirect(t *testing.T) {
+	s, auth := stage0Routing(t)
+	host := strings.TrimPrefix(s.url, "http://")
+	for _, h := range []string{"", auth} {
+		for _, tc := range []struct{ method, path, to string }{
+			{"GET", "/api//runbooks", "/api/runbooks"},
+			{"GET", "/api/runbooks//Hello.md?x=1&y=%20", "/api/runbooks/Hello.md?x=1&y=%20"},
+			{"HEAD", "/api/runbooks///Hello.md", "/api/runbooks/Hello.md"},
+			{"OPTIONS", "/api//config", "/api/config"},
+			{"POST", "/api/runbooks/Hello.md//execute", "/api/runbooks/Hello.md/execute"},
+			{"PATCH", "/api//runbooks//Hello.md//validate", "/api/runbooks/Hello.md/validate"},
+			{"GET", "/api/runbooks//a%20%C3%A4'%22%3C.md", "/api/runbooks/a%20%C3%A4'%22%3C.md"},
+			// gunicorn kept leading slashes; Werkzeug merged them too.
+			{"GET", "//api/runbooks", "/api/runbooks"},
+		} {
+			wantRedirect(t, fmt.Sprintf("%s %s (auth %t)", tc.method, tc.path, h != ""), rawCall(t, s.url, tc.method, tc.path, h), "http://"+host+tc.to)
+		}
+		// The merged path must take the method, and be a route.
+		if a := rawCall(t, s.url, "POST", "/api//runbooks", h); a.code != 405 || a.allow != "GET, HEAD, OPTIONS" {
+			t.Errorf("POST /api//runbooks: %d Allow %q, want 405", a.code, a.allow)
+		}
+		if a := rawCall(t, s.url, "GET", "/api//nowhere", h); a.code != 404 {
+			t.Errorf("GET /api//nowhere: %d, want 404", a.code)
+		}
+	}
+	// Followed, the redirect reaches the route.
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", s.url+"/api//runbooks", nil)
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"Hello.md"`) {
+		t.Errorf("GET /api//runbooks followed: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestVigridMergedSlashesRedirect: Werkzeug's redirect of doubled slashes
+// came after Vigrid's checks (they ran in before_request, routing after),
+// so a client without a token got 401; with one, 308 to the merged path.
+// The surface served such a path as if its slashes were single.
+func TestVigridMergedSlashesRedirect(t *testing.T) {
+	s, _ := vigridStack(t, false, nil)
+	host := strings.TrimPrefix(s.url, "http://")
+	for _, tc := range []struct{ method, path, to string }{
+		{"GET", "/api/v1//status", "/api/v1/status"},
+		{"GET", "/api/v1///queue?x=1", "/api/v1/queue?x=1"},
+		{"GET", "/api/v1//health", "/api/v1/health"},
+		{"HEAD", "/api/v1//status", "/api/v1/status"},
+		{"OPTIONS", "/api/v1//execute", "/api/v1/execute"},
+		{"POST", "/api/v1//kill", "/api/v1/kill"},
+		{"POST", "/api//v1/execute", "/api/v1/execute"},
+	} {
+		if a := rawCall(t, s.url, tc.method, tc.path, ""); a.code != 401 {
+			t.Errorf("%s %s without a token: %d %s, want 401", tc.method, tc.path, a.code, a.body)
+		}
+		wantRedirect(t, tc.method+" "+tc.path, rawCall(t, s.url, tc.method, tc.path, bearer("ops")), "http://"+host+tc.to)
+	}
+	// Werkzeug's server read leading slashes as one, and served the path.
+	for _, path := range []string{"//api/v1/status", "///api/v1/queue"} {
+		if a := rawCall(t, s.url, "GET", path, bearer("ops")); a.code != 200 || !strings.Contains(a.body, `"status":"ok"`) {
+			t.Errorf("GET %s: %d %s, want 200", path, a.code, a.body)
+		}
+		if a := rawCall(t, s.url, "GET", path, ""); a.code != 401 {
+			t.Errorf("GET %s without a token: %d %s, want 401", path, a.code, a.body)
+		}
+	}
+	if a := rawCall(t, s.url, "GET", "//api/v1/health", ""); a.code != 200 {
+		t.Errorf("GET //api/v1/health: %d %s, want 200", a.code, a.body)
+	}
+	if a := rawCall(t, s.url, "GET", "/api/v1//kill", bearer("ops")); a.code != 405 || a.allow != "OPTIONS, POST" {
+		t.Errorf("GET /api/v1//kill: %d Allow %q, want 405", a.code, a.allow)
+	}
+	if a := rawCall(t, s.url, "GET", "/api/v1//nowhere", bearer("ops")); a.code != 404 || !strings.Contains(a.body, "Endpoint not found") {
+		t.Errorf("GET /api/v1//nowhere: %d %s, want 404", a.code, a.body)
+	}
+	// Nothing ran: the kill above was a redirect, not a kill.
+	c := newVigridClient(t, s)
+	if code, m, _ := c.call("GET", "/api/v1/status", bearer("ops"), nil); code != 200 || m["current_order"] != nil {
+		t.Fatalf("status: %d %v", code, m)
 	}
 }
