@@ -76,8 +76,12 @@ func printOrder(w io.Writer, o *client.Order) error {
 	}
 	// An order that never started (canceled or expired while queued,
 	// refused before it was queued) ran for no time and wrote nothing:
-	// a duration and empty streams would say it ran.
+	// a duration and empty streams would say it ran. One interrupted ran
+	// for a time nobody recorded and wrote what nobody kept: its worker
+	// was lost, and "0s" with empty streams would say it ran and printed
+	// nothing.
 	ran := o.StartedAt != nil
+	recorded := ran && o.Status != client.StatusInterrupted
 	if c := o.Cancel; c != nil {
 		who := "by " + c.Actor + " at " + localTime(&c.RequestedAt)
 		if ran {
@@ -86,8 +90,10 @@ func printOrder(w io.Writer, o *client.Order) error {
 		row("Cancel", who)
 	}
 	if r := o.Result; r != nil {
-		if ran {
+		if recorded {
 			row("Duration", (time.Duration(r.DurationMS) * time.Millisecond).String())
+		} else if ran {
+			row("Duration", "unknown")
 		}
 		if r.Error != nil && *r.Error != "" {
 			row("Error", *r.Error)
@@ -96,7 +102,7 @@ func printOrder(w io.Writer, o *client.Order) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if o.Result == nil || !ran {
+	if o.Result == nil || !recorded {
 		return nil
 	}
 	for _, s := range []struct {
@@ -159,6 +165,11 @@ order's exit code, like submit --wait.`,
 			}
 			if follow {
 				return exitOf(a.stderr, o)
+			}
+			if o.Status == client.StatusInterrupted {
+				// Nothing printed would read as a command that printed
+				// nothing.
+				fmt.Fprintf(a.stderr, "orderly: order %s was interrupted: its worker was lost while it ran, and its output was not recorded\n", o.ID)
 			}
 			return nil
 		},

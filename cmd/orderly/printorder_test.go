@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ func TestGetShowsWhatHappened(t *testing.T) {
 	at := time.Date(2025, 1, 31, 15, 4, 5, 0, time.UTC)
 	later := at.Add(3 * time.Second)
 	canceledBy := "canceled by alice"
+	lost := "its host web-3 was forgotten by alice while it ran: its worker never came back to say how it ended"
 	zero := 0
 	cancel := &client.Cancellation{Actor: "alice", Signal: "SIGTERM", RequestedAt: later}
 	for _, c := range []struct {
@@ -34,6 +38,11 @@ func TestGetShowsWhatHappened(t *testing.T) {
 				Result: &client.Result{DurationMS: 3000}},
 			[]string{"Cancel:    by alice at " + localTime(&later) + " (SIGTERM)", "Duration:  3s", "--- stdout (0 bytes) ---"},
 			nil},
+		{"interrupted: its worker was lost",
+			client.Order{Status: "interrupted", SubmittedAt: at, StartedAt: &at, FinishedAt: &later,
+				Result: &client.Result{Error: &lost}},
+			[]string{"Duration:  unknown\n", "Error:     " + lost},
+			[]string{"0s", "--- stdout"}},
 		{"ran and printed nothing",
 			client.Order{Status: "succeeded", SubmittedAt: at, StartedAt: &at, FinishedAt: &later,
 				Result: &client.Result{ExitCode: &zero, DurationMS: 5}},
@@ -84,6 +93,43 @@ func TestCommandLineEscapesWhatDoesNotPrint(t *testing.T) {
 		}
 		if strings.ContainsFunc(got, func(r rune) bool { return r < ' ' || r >= 0x7f && r < 0xa0 || r == '\u202e' || r == '\u2028' }) {
 			t.Errorf("%q: %q holds a character a terminal acts on", c.args, got)
+		}
+	}
+}
+
+// TestLogsSaysAnInterruptedOrdersOutputWasNotKept checks that `orderly
+// logs` of an order whose worker was lost says on stderr that its output
+// was not recorded: printing nothing and exiting 0 read as a command that
+// ran and printed nothing.
+func TestLogsSaysAnInterruptedOrdersOutputWasNotKept(t *testing.T) {
+	const id = "01a23dc1-dcce-7c41-9b7d-4b19813f6c3b"
+	for _, c := range []struct {
+		status, started, note string
+	}{
+		{"interrupted", `"2026-12-03T21:14:04.924561Z"`, "orderly: order " + id + " was interrupted: its worker was lost while it ran, and its output was not recorded\n"},
+		{"canceled", "null", ""},
+	} {
+		body := `{"id":"` + id + `","batch_id":null,"kind":"exec","host":"web-2","status":"` + c.status + `",` +
+			`"command":"sleep","args":["120"],"env_names":[],"timeout_seconds":60,"run_as":"","dry_run":false,` +
+			`"idempotent":false,"principal":"admin","source":"rest","correlation_id":"",` +
+			`"submitted_at":"2026-12-03T21:14:04.883787Z","started_at":` + c.started + `,"finished_at":"2026-12-03T21:14:32.353858Z",` +
+			`"attempt":1,"policy":{"decision":"allow","matched":["admin:allow:.*"]},` +
+			`"result":{"exit_code":null,"signal":null,"duration_ms":0,"error":"lost",` +
+			`"stdout":{"content":"","encode":null,"bytes":0,"truncated":false,"sha256":""},` +
+			`"stderr":{"content":"","encode":null,"bytes":0,"truncated":false,"sha256":""}}}`
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/orders/"+id {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=t"}, "", "logs", id)
+		srv.Close()
+		wantExit(t, r, 0)
+		if r.stdout != "" || r.stderr != c.note {
+			t.Errorf("%s: stdout %q, stderr %q; want no stdout and stderr %q", c.status, r.stdout, r.stderr, c.note)
 		}
 	}
 }
