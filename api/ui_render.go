@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // uiFiles are the UI's templates and static files (htmx 2.0.11, vendored
@@ -58,7 +60,6 @@ func uiFuncs() template.FuncMap {
 		"what":    orderTitle,
 		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 		"join":    strings.Join,
 		// A runbook's file name as one path segment: '#', '?' and '%'
 		// are valid in a name, and must not end or change the path.
@@ -226,10 +227,23 @@ type runView struct {
 	Notes     []string
 	Downloads []string
 	Rerun     string
+	// Duration is how long it ran: "–" for an order that has not ended
+	// or never started (canceled or expired while queued), "unknown" for
+	// one interrupted, whose worker was lost and recorded neither its
+	// duration nor its output.
+	Duration string
 }
 
 func newRunView(o Order) runView {
-	v := runView{O: o, Terminal: o.Status.Terminal()}
+	v := runView{O: o, Terminal: o.Status.Terminal(), Duration: "–"}
+	switch {
+	case o.Result == nil || o.StartedAt == nil:
+	case o.Status == order.StatusInterrupted:
+		v.Duration = "unknown"
+		v.Notes = append(v.Notes, "Its worker was lost while it ran: its output was not recorded.")
+	default:
+		v.Duration = (time.Duration(o.Result.DurationMS) * time.Millisecond).String()
+	}
 	if o.Result != nil {
 		for _, st := range []struct {
 			name string

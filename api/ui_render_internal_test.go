@@ -1,9 +1,16 @@
 package api
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // TestOrderTitleShowsWhatRuns: a word that holds what does not print (a
@@ -40,5 +47,45 @@ func TestOrderTitleShowsWhatRuns(t *testing.T) {
 	long := orderTitle(Order{Command: "echo", Args: []string{strings.Repeat("é", 150)}})
 	if !utf8.ValidString(long) || !strings.HasSuffix(long, "…") || len(long) > 200+len("…") {
 		t.Errorf("a long title is cut inside a character or not at all: %q", long)
+	}
+}
+
+// TestRunPageDurationSaysWhatIsKnown: the run page of an order whose
+// worker was lost showed "0s" and an empty output, as if it ran for no
+// time and printed nothing; one canceled while queued showed "0s" too.
+// Only an order that ran to a recorded end shows a duration.
+func TestRunPageDurationSaysWhatIsKnown(t *testing.T) {
+	at := time.Date(2026, 12, 3, 21, 14, 4, 0, time.UTC)
+	later := at.Add(28 * time.Second)
+	lost := "its host web-2 was forgotten by admin while it ran: its worker never came back to say how it ended"
+	canceled := "canceled by admin"
+	zero := 0
+	for _, tc := range []struct {
+		name     string
+		o        Order
+		duration string
+		note     bool
+	}{
+		{"interrupted", Order{Status: order.StatusInterrupted, StartedAt: &at, FinishedAt: &later,
+			Result: &Result{Error: &lost}}, "unknown", true},
+		{"canceled while queued", Order{Status: order.StatusCanceled, FinishedAt: &later,
+			Result: &Result{Error: &canceled}}, "–", false},
+		{"running", Order{Status: order.StatusRunning, StartedAt: &at}, "–", false},
+		{"succeeded", Order{Status: order.StatusSucceeded, StartedAt: &at, FinishedAt: &later,
+			Result: &Result{ExitCode: &zero, DurationMS: 28000}}, "28s", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.ID, tc.o.Host, tc.o.Command, tc.o.SubmittedAt = uuid.New(), "web-2", "sleep", at
+			rec := httptest.NewRecorder()
+			mustParsePages().render(rec, httptest.NewRequest(http.MethodGet, "/ui/orders/"+tc.o.ID.String(), nil),
+				http.StatusOK, "run", pageData{Title: orderTitle(tc.o), D: newRunView(tc.o)})
+			page := rec.Body.String()
+			if want := `<dd id="duration">` + tc.duration + `</dd>`; !strings.Contains(page, want) {
+				t.Errorf("%s missing from the page:\n%s", want, page)
+			}
+			if got := strings.Contains(page, "its output was not recorded"); got != tc.note {
+				t.Errorf("the note that the output was not recorded: shown %v, want %v", got, tc.note)
+			}
+		})
 	}
 }
