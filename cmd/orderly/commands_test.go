@@ -42,6 +42,15 @@ func TestMigrateCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "00001_core.sql") || !strings.Contains(out, "applied") {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
+	// The states make one column, whatever the length of a file's name.
+	col := -1
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		i := strings.Index(line, "  applied ")
+		if i < 0 || col >= 0 && i != col {
+			t.Fatalf("status: the states are not one column:\n%s", out)
+		}
+		col = i
+	}
 	if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err != nil || !strings.Contains(out, "rolled back") {
 		t.Fatalf("down: %v\n%s", err, out)
 	}

@@ -186,12 +186,18 @@ func (a *app) migrateCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// One column for the states, however long a file's name
+				// (00018_cancel_requests_by_time.sql outgrew a fixed 30).
+				width := 0
+				for _, s := range st {
+					width = max(width, len(s.Source.Path))
+				}
 				for _, s := range st {
 					applied := "pending"
 					if !s.AppliedAt.IsZero() {
 						applied = "applied " + s.AppliedAt.Format("2006-01-02 15:04:05")
 					}
-					fmt.Fprintf(a.stdout, "%-30s %s\n", s.Source.Path, applied)
+					fmt.Fprintf(a.stdout, "%-*s  %s\n", width, s.Source.Path, applied)
 				}
 				// Migrations this binary does not know are not in the list:
 				// say that a newer orderly migrated the database.
