@@ -35,6 +35,21 @@ func TestMigrateNamesAnUnknownVerb(t *testing.T) {
 	}
 }
 
+// TestMigrateSaysWhereTheURLIs: migrate has no default database, and its
+// help said "default for serve: a managed local PostgreSQL", so a newcomer
+// next to a running serve expected it to find serve's. Its help and its
+// refusal now say where serve's URL is.
+func TestMigrateSaysWhereTheURLIs(t *testing.T) {
+	out, err := runCmd(t, "migrate", "--help")
+	if err != nil || strings.Contains(out, "default for serve") || !strings.Contains(out, "orderly serve prints the URL of its own") {
+		t.Errorf("migrate --help: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, "migrate", "status")
+	if err == nil || !strings.Contains(err.Error(), "orderly serve prints the URL of its own at start") {
+		t.Errorf("migrate status without a database: %v\n%s", err, out)
+	}
+}
+
 // TestMigrateCommand runs migrate status, down and up on a real database.
 func TestMigrateCommand(t *testing.T) {
 	dsn := testenv.Postgres(t) // already migrated

@@ -135,7 +135,7 @@ func (a *app) migrateCommand() *cobra.Command {
 			}
 			dsn := w.Current().DatabaseURL
 			if dsn == "" {
-				return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL")
+				return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL (orderly serve prints the URL of its own at start)")
 			}
 			open := migrations.Provider
 			if args[0] == "status" {
@@ -212,6 +212,8 @@ func (a *app) migrateCommand() *cobra.Command {
 		},
 	}
 	f.bind(cmd, "database_url")
+	// migrate has no managed PostgreSQL to fall back on, as serve has.
+	cmd.Flags().Lookup("database-url").Usage = "PostgreSQL URL (required; orderly serve prints the URL of its own at start)"
 	return cmd
 }
 
