@@ -228,7 +228,8 @@ type runView struct {
 	Downloads []string
 	Rerun     string
 	// Duration is how long it ran: "–" for an order that has not ended
-	// or never started (canceled or expired while queued), "unknown" for
+	// or never started (canceled or expired while queued, rejected by the
+	// worker's host policy), "unknown" for
 	// one interrupted, whose worker was lost and recorded neither its
 	// duration nor its output.
 	Duration string
@@ -237,7 +238,9 @@ type runView struct {
 func newRunView(o Order) runView {
 	v := runView{O: o, Terminal: o.Status.Terminal(), Duration: "–"}
 	switch {
-	case o.Result == nil || o.StartedAt == nil:
+	case o.Result == nil || o.StartedAt == nil || o.Status == order.StatusRejected:
+		// Never ran: refused by the worker's host policy, which claims
+		// the order and starts nothing, or ended while queued.
 	case o.Status == order.StatusInterrupted:
 		v.Duration = "unknown"
 		v.Notes = append(v.Notes, "Its worker was lost while it ran: its output was not recorded.")

@@ -70,6 +70,8 @@ func TestRunPageDurationSaysWhatIsKnown(t *testing.T) {
 			Result: &Result{Error: &lost}}, "unknown", true},
 		{"canceled while queued", Order{Status: order.StatusCanceled, FinishedAt: &later,
 			Result: &Result{Error: &canceled}}, "–", false},
+		{"rejected by the worker", Order{Status: order.StatusRejected, StartedAt: &at, FinishedAt: &at,
+			Result: &Result{Error: &canceled}}, "–", false},
 		{"running", Order{Status: order.StatusRunning, StartedAt: &at}, "–", false},
 		{"succeeded", Order{Status: order.StatusSucceeded, StartedAt: &at, FinishedAt: &later,
 			Result: &Result{ExitCode: &zero, DurationMS: 28000}}, "28s", false},

@@ -75,12 +75,13 @@ func printOrder(w io.Writer, o *client.Order) error {
 		row("Attempt", strconv.Itoa(o.Attempt))
 	}
 	// An order that never started (canceled or expired while queued,
-	// refused before it was queued) ran for no time and wrote nothing:
-	// a duration and empty streams would say it ran. One interrupted ran
-	// for a time nobody recorded and wrote what nobody kept: its worker
-	// was lost, and "0s" with empty streams would say it ran and printed
-	// nothing.
-	ran := o.StartedAt != nil
+	// refused before it was queued, or rejected by the worker's host
+	// policy, which claims it and runs nothing) ran for no time and wrote
+	// nothing: a duration and empty streams would say it ran. One
+	// interrupted ran for a time nobody recorded and wrote what nobody
+	// kept: its worker was lost, and "0s" with empty streams would say it
+	// ran and printed nothing.
+	ran := o.StartedAt != nil && o.Status != client.StatusRejected
 	recorded := ran && o.Status != client.StatusInterrupted
 	if c := o.Cancel; c != nil {
 		who := "by " + c.Actor + " at " + localTime(&c.RequestedAt)

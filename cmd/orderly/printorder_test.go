@@ -20,6 +20,7 @@ func TestGetShowsWhatHappened(t *testing.T) {
 	at := time.Date(2025, 1, 31, 15, 4, 5, 0, time.UTC)
 	later := at.Add(3 * time.Second)
 	canceledBy := "canceled by alice"
+	notInPath := `forbidden: command "/nonexistent/cmd" is not inside this host's command_path`
 	lost := "its host web-3 was forgotten by alice while it ran: its worker never came back to say how it ended"
 	zero := 0
 	cancel := &client.Cancellation{Actor: "alice", Signal: "SIGTERM", RequestedAt: later}
@@ -43,6 +44,11 @@ func TestGetShowsWhatHappened(t *testing.T) {
 				Result: &client.Result{Error: &lost}},
 			[]string{"Duration:  unknown\n", "Error:     " + lost},
 			[]string{"0s", "--- stdout"}},
+		{"rejected by the worker's host policy",
+			client.Order{Status: "rejected", SubmittedAt: at, StartedAt: &at, FinishedAt: &at,
+				Result: &client.Result{Error: &notInPath}},
+			[]string{"Error:     " + notInPath},
+			[]string{"Duration", "--- stdout"}},
 		{"ran and printed nothing",
 			client.Order{Status: "succeeded", SubmittedAt: at, StartedAt: &at, FinishedAt: &later,
 				Result: &client.Result{ExitCode: &zero, DurationMS: 5}},
