@@ -488,10 +488,18 @@ func finishOf(res executor.Result) postgres.Finish {
 	if res.Escaped {
 		f.Detail["escaped"] = true
 	}
+	if res.Adopted > 0 {
+		f.Detail["adopted"] = res.Adopted
+	}
 	if res.Process.PID != 0 {
 		f.Processes = map[string]any{"verified": res.Verified, "group_gone": res.GroupGone, "pgid": res.Process.PGID}
 		if res.Escaped {
 			f.Processes["escaped"] = true
+		}
+		// Processes of the order that left its session, ended as the
+		// worker's orphans (executor.AdoptOrphans).
+		if res.Adopted > 0 {
+			f.Processes["adopted"] = res.Adopted
 		}
 		if res.Process.Cgroup != "" {
 			f.Processes["cgroup"] = res.Process.Cgroup

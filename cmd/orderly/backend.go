@@ -480,6 +480,25 @@ func (l *livePolicy) OrderCgroup(id uuid.UUID) string { return l.p.Load().OrderC
 // config's worker section replaces the host policy at once (one that does
 // not build refuses the reload, and the running policy stays).
 func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
+	return startWorkerWith(ctx, cfg, b, logger, reloads, executor.New(logger))
+}
+
+// startAdoptingWorker is startWorker for a process that runs nothing but
+// this worker's orders (`orderly worker`, serve without a managed
+// PostgreSQL): it becomes their orphans' subreaper, so that an order's
+// process that left its session is ended with the order
+// (executor.AdoptOrphans). Where the kernel refuses, the worker says so
+// and runs without.
+func startAdoptingWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
+	ex := executor.New(logger)
+	if err := ex.AdoptOrphans(); err != nil {
+		logger.Warn("orders' processes that leave their session are not found without a cgroup", "host", cfg.Host, "error", err)
+	}
+	return startWorkerWith(ctx, cfg, b, logger, reloads, ex)
+}
+
+// startWorkerWith is startWorker with the executor that runs the orders.
+func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher, ex *executor.Executor) (*workerRunner, error) {
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
@@ -531,7 +550,7 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 		// systemctl status says whether this worker serves its host or
 		// stands by, not the last dependency its start waited for.
 		Status: func(s string) { notifySystemd("STATUS="+oneLine(s), logger) }},
-		b.store, b.queue, policy, executor.New(logger), logger)
+		b.store, b.queue, policy, ex, logger)
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := serveChoices(wctx, b.queue, cfg.Host, policy); err != nil {
 		cancel()

@@ -462,3 +462,46 @@ func TestStandaloneWorkerMetrics(t *testing.T) {
 		t.Fatalf("the worker whose metrics port was taken took its host over: %v %v", took, err)
 	}
 }
+
+// TestWorkerEndsOrdersSetsidEscapee: `orderly worker` is its orders'
+// orphans' subreaper. Without an order cgroup, a process that left the
+// order's session (setsid) and holds none of its pipes used to outlive the
+// order unseen; the worker is now handed it when its parent exits, ends it
+// with the order and records it (decisions.md, twelfth round).
+func TestWorkerEndsOrdersSetsidEscapee(t *testing.T) {
+	s := newStack(t)
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	cmd := exec.Command(orderlyBin, "worker", "--host", "adopter")
+	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "ORDERLY_WORKER__CGROUP=", "PATH=/usr/bin:/bin"}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+
+	o := s.submit(map[string]any{"host": "adopter", "command": "sh", "timeout_seconds": 60,
+		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
+while [ ! -s "$1" ]; do sleep 0.01; done`, "_", pidFile}}, "", http.StatusAccepted)
+	got := s.waitFor(o.ID, 60*time.Second, terminal)
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	escapee, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	// Gone from outside: neither alive nor a zombie left unreaped.
+	if err := syscall.Kill(escapee, 0); err != syscall.ESRCH {
+		_ = syscall.Kill(escapee, syscall.SIGKILL)
+		t.Fatalf("the escapee %d outlived its order (kill 0: %v)", escapee, err)
+	}
+	if got.Status != "succeeded" {
+		t.Fatalf("order: %+v", got)
+	}
+	if got.Processes["cgroup"] != nil {
+		t.Skipf("the worker ran the order in a cgroup: %v", got.Processes)
+	}
+	if got.Processes["verified"] != "subreaper" || got.Processes["adopted"] != float64(1) || got.Processes["escaped"] != nil {
+		t.Fatalf("processes = %v, want verified subreaper, adopted 1, not escaped", got.Processes)
+	}
+}

@@ -103,7 +103,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		}
 	}()
 
-	if cfg.DatabaseURL == "" {
+	// A managed PostgreSQL's postmaster is daemonized by pg_ctl: a
+	// subreaper serve would be handed it, and must not take it for an
+	// order's orphan (startAdoptingWorker).
+	managedPG := cfg.DatabaseURL == ""
+	if managedPG {
 		pgDir := filepath.Join(dataDir, "pg")
 		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger})
 		if errors.Is(err, pgembed.ErrUnreachable) && os.Geteuid() == 0 {
@@ -181,7 +185,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if err := ensureAdminToken(ctx, b.store, tokenFile); err != nil {
 		return err
 	}
-	wr, err := startWorker(ctx, cfg, b, logger, w)
+	start := startAdoptingWorker
+	if managedPG {
+		start = startWorker
+	}
+	wr, err := start(ctx, cfg, b, logger, w)
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,7 @@ func (a *app) workerCommand() *cobra.Command {
 				}
 				defer stopMetrics()
 			}
-			wr, err := startWorker(ctx, cfg, b, logger, w)
+			wr, err := startAdoptingWorker(ctx, cfg, b, logger, w)
 			if err != nil {
 				return err
 			}

@@ -170,8 +170,15 @@ type Result struct {
 	// Escaped is set when a process outside the order's group and session
 	// (and cgroup) held its stdin, stdout or stderr after they were ended: a
 	// process of the order outlived it, and its output was cut after
-	// pipeDrainDelay.
+	// pipeDrainDelay. For an adopting Executor (AdoptOrphans) without a
+	// cgroup it is also set when an orphan of the order survived its
+	// SIGKILL.
 	Escaped bool
+	// Adopted counts the processes of the order that had left its session
+	// (setsid, a daemonizing double fork) and were found, ended and
+	// reaped as the worker's orphans at its end; only an adopting
+	// Executor finds them (AdoptOrphans).
+	Adopted int
 }
 
 // Executor runs processes. It holds no per-run state, so one Executor may
@@ -192,6 +199,15 @@ type Executor struct {
 	// nil is waitExitedNoReap. Tests stand in for a leader that will
 	// not die.
 	leaderExited func(pid int) error
+	// adopting is set by AdoptOrphans: the process is a child subreaper
+	// and Run ends the orders' orphans (endAdopted).
+	adopting atomic.Bool
+	// mu guards leaders, and is held from a leader's start to its entry
+	// there when adopting (lockStarts).
+	mu sync.Mutex
+	// leaders holds the pids of this Executor's leaders that are started
+	// and not reaped yet, when adopting.
+	leaders map[int]struct{}
 }
 
 // New returns an Executor that logs to logger (nil discards).
@@ -199,7 +215,7 @@ func New(logger *slog.Logger) *Executor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{logger: logger, machine: sync.OnceValues(readMachine)}
+	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{}}
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -270,11 +286,14 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	// among the pids handed out since the start (killSession), bounded by
 	// a reading of the pid allocator taken before it: the last one taken,
 	// or else one now. nil: none could be, and every pid is looked at.
+	// endAdopted looks at the same pids, with or without a cgroup.
+	adopting := e.adopting.Load()
 	before := e.pids.Load()
-	if before == nil && cg == nil {
+	if before == nil && (cg == nil || adopting) {
 		before = e.readPids()
 	}
 	start := time.Now()
+	unlockStarts := e.lockStarts()
 	err := func() (err error) {
 		if err := inheritNothing(); err != nil {
 			return fmt.Errorf("keep the worker's descriptors from the order: %w", err)
@@ -296,8 +315,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 				return err
 			}
 		}
-		return cmd.Start()
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		e.leaderStarted(cmd.Process.Pid)
+		return nil
 	}()
+	unlockStarts()
 	if err != nil {
 		pp.close()
 		if cg != nil {
@@ -363,6 +387,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	} else {
 		sessionGone = e.killSession(ctx, pid, before)
 	}
+	// Then what left the session, found as the worker's children (and,
+	// in a cgroup, the killed ones reaped): the leader is still
+	// unreaped, so the pids since its start are still the order's.
+	adoptedGone := true
+	if adopting {
+		res.Adopted, adoptedGone = e.endAdopted(ctx, pid, res.Process.StartTime, before)
+	}
 	if stuck {
 		// It has its SIGKILL and dies when its sleep ends; it is reaped
 		// then. Until then it holds its pid, and so its group and
@@ -370,6 +401,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		go func() {
 			<-exited
 			_ = cmd.Wait()
+			e.leaderReaped(pid)
 		}()
 	} else if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
@@ -377,6 +409,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "wait for order process",
 				slog.Int("pid", pid), slog.String("error", err.Error()))
 		}
+	}
+	if !stuck {
+		e.leaderReaped(pid)
+	}
+	if adopting {
+		// Once the leader is reaped: a dead leader stops the look.
+		e.reapStrays()
 	}
 	if cut, err := pp.wait(pipeDrainDelay); cut && stuck {
 		// The leader itself may hold them.
@@ -389,6 +428,11 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "copy order input or output",
 			slog.Int("pid", pid), slog.String("error", err.Error()))
 	}
+	if !adoptedGone && cg == nil {
+		// An orphan of the order the worker could not end (one it may
+		// not signal, or still dying) lives on.
+		res.Escaped = true
+	}
 	// confirmGroupGone needs the leader reaped.
 	res.GroupGone = !stuck && e.confirmGroupGone(ctx, pid) && sessionGone
 	switch {
@@ -399,6 +443,8 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	case cg != nil:
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "order cgroup not verified empty",
 			slog.Int("pid", pid), slog.String("cgroup", cg.path), slog.String("error", cgErr.Error()))
+	case res.GroupGone && adopting && adoptedGone:
+		res.Verified = VerifiedSubreaper
 	case res.GroupGone:
 		res.Verified = VerifiedGroup
 	}

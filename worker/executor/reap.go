@@ -24,6 +24,11 @@ const (
 	// VerifiedGroup: no live process of the order's process group is
 	// left, or the group provably no longer exists.
 	VerifiedGroup = "group"
+	// VerifiedSubreaper: as VerifiedGroup, and the worker, a child
+	// subreaper (AdoptOrphans), had no child left of those forked since
+	// the order's leader: every process descended from the order, one
+	// that left its session included, was seen dead.
+	VerifiedSubreaper = "subreaper"
 	// VerifiedReboot: the host rebooted since the order started, which
 	// ended all of its processes.
 	VerifiedReboot = "reboot"
