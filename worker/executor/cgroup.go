@@ -49,27 +49,48 @@ type orderCgroup struct {
 
 // createOrderCgroup makes <parent>/<name> and opens it for clone3's
 // CLONE_INTO_CGROUP; the caller closes the returned fd once the process
-// has started, and removes the cgroup if it did not.
-func createOrderCgroup(parent, name string) (*orderCgroup, int, error) {
+// has started, and removes the cgroup if it did not. A cgroup of that name
+// that is already there is an earlier attempt's of the same order (see
+// Request.CgroupName): it is ended first, and earlier, then non-nil, lists
+// the processes it still held.
+func createOrderCgroup(parent, name string) (cg *orderCgroup, fd int, earlier []int, err error) {
 	if !filepath.IsAbs(parent) {
-		return nil, -1, fmt.Errorf("cgroup parent %q is not an absolute path", parent)
+		return nil, -1, nil, fmt.Errorf("cgroup parent %q is not an absolute path", parent)
 	}
 	if !cgroupNamePattern.MatchString(name) || strings.HasPrefix(name, "cgroup.") {
-		return nil, -1, fmt.Errorf("cgroup name %q is not a plain directory name", name)
+		return nil, -1, nil, fmt.Errorf("cgroup name %q is not a plain directory name", name)
 	}
 	path := filepath.Join(filepath.Clean(parent), name)
-	// An existing directory is refused, not reused: it would be another
-	// run's, with whatever processes it still holds.
-	if err := os.Mkdir(path, 0o755); err != nil {
-		return nil, -1, fmt.Errorf("create cgroup: %w", err)
+	cg = &orderCgroup{path: path}
+	err = os.Mkdir(path, 0o755)
+	if errors.Is(err, fs.ErrExist) {
+		// Named after the order, in the worker's own parent: an earlier
+		// attempt's (the order was requeued, and the cgroup was left
+		// populated or not removed). Whatever it holds must not run on
+		// next to this attempt; it is never reused, which would leave
+		// them in this attempt's cgroup.
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(path, &sfs); err != nil || sfs.Type != unix.CGROUP2_SUPER_MAGIC {
+			return nil, -1, nil, fmt.Errorf("create cgroup: %s exists and is not a cgroup v2 directory", path)
+		}
+		earlier, _ = cg.procs()
+		if earlier == nil {
+			earlier = []int{}
+		}
+		if err := cg.end(); err != nil {
+			return nil, -1, earlier, fmt.Errorf("end an earlier attempt's cgroup: %w", err)
+		}
+		err = os.Mkdir(path, 0o755)
 	}
-	cg := &orderCgroup{path: path}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, -1, earlier, fmt.Errorf("create cgroup: %w", err)
+	}
+	fd, err = unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		_ = cg.remove()
-		return nil, -1, fmt.Errorf("open cgroup %s: %w", path, err)
+		return nil, -1, earlier, fmt.Errorf("open cgroup %s: %w", path, err)
 	}
-	return cg, fd, nil
+	return cg, fd, earlier, nil
 }
 
 // kill SIGKILLs every process of the cgroup and its descendants. A cgroup

@@ -4,10 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,11 +123,14 @@ func TestRunCgroupKillsEscapee(t *testing.T) {
 func TestRunCgroupStartRefused(t *testing.T) {
 	t.Parallel()
 	parent := testCgroupParent(t)
-	if err := os.Mkdir(filepath.Join(parent, "order-taken"), 0o755); err != nil {
+	// A directory of the name that is no cgroup is not taken for an
+	// earlier attempt's cgroup, nor removed (TestRunCgroupOfAnEarlierAttempt).
+	notCgroup := t.TempDir()
+	if err := os.Mkdir(filepath.Join(notCgroup, "order-taken"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ parent, name string }{
-		{parent, "order-taken"}, // another run's
+		{notCgroup, "order-taken"},
 		{parent, "../escape"},
 		{parent, "cgroup.procs"},
 		{parent, ""},
@@ -139,6 +145,9 @@ func TestRunCgroupStartRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(parent, "escape")); err == nil {
 		t.Error("a cgroup name climbed out of its parent")
+	}
+	if _, err := os.Stat(filepath.Join(notCgroup, "order-taken")); err != nil {
+		t.Errorf("a directory that is no cgroup was removed: %v", err)
 	}
 }
 
@@ -284,5 +293,58 @@ func TestResolveCgroupParentExplicit(t *testing.T) {
 	got, _, err := ResolveCgroupParent(parent + "/")
 	if err != nil || got != parent {
 		t.Errorf("ResolveCgroupParent(%q) = %q, %v", parent+"/", got, err)
+	}
+}
+
+// TestRunCgroupOfAnEarlierAttempt: an order's cgroup is named after the
+// order, so an idempotent order requeued after its worker vanished runs its
+// next attempt under the same name. When the first attempt's cgroup was
+// left (still holding a process that survived the reap, or emptied and
+// never removed), the next attempt failed to start ("file exists"). The
+// executor now ends the earlier attempt's cgroup, which must not run on
+// next to the new attempt, and starts the new one in a cgroup of its own.
+func TestRunCgroupOfAnEarlierAttempt(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	e := newTestExecutor(t)
+	for _, populated := range []bool{true, false} {
+		name := fmt.Sprintf("order-earlier-%v", populated)
+		left := filepath.Join(parent, name)
+		if err := os.Mkdir(left, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var old *exec.Cmd
+		if populated {
+			old = exec.Command("sleep", "300")
+			if err := old.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = old.Process.Kill(); _ = old.Wait() }()
+			if err := os.WriteFile(filepath.Join(left, "cgroup.procs"), []byte(strconv.Itoa(old.Process.Pid)), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		req := baseRequest("/bin/sh", "-c", "cat /proc/self/cgroup")
+		req.CgroupParent, req.CgroupName = parent, name
+		res := e.Run(t.Context(), req, nil)
+		if res.StartErr != nil {
+			t.Fatalf("populated %v: the next attempt did not start: %v", populated, res.StartErr)
+		}
+		if res.ExitCode == nil || *res.ExitCode != 0 || res.Verified != VerifiedCgroup {
+			t.Errorf("populated %v: exit %v, verified %q; want 0, %q", populated, res.ExitCode, res.Verified, VerifiedCgroup)
+		}
+		if !strings.Contains(string(res.Stdout.Content), "/"+name+"\n") {
+			t.Errorf("populated %v: the order ran in %q, not in its cgroup", populated, res.Stdout.Content)
+		}
+		if populated {
+			// From outside: the earlier attempt's process is dead (a
+			// zombie of this test, which started it).
+			if st, err := readStat(old.Process.Pid); err == nil && st.alive() {
+				t.Errorf("the earlier attempt's process %d is still alive", old.Process.Pid)
+			}
+		}
+		if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("populated %v: the order's cgroup is left after its end: %v", populated, err)
+		}
 	}
 }

@@ -115,7 +115,10 @@ type Request struct {
 	// asked for is never silently dropped.
 	CgroupParent string
 	// CgroupName names the order's cgroup, one path element unique to the
-	// order ("order-<id>"); an existing cgroup of that name is refused.
+	// order ("order-<id>"), the same for each of its attempts. An existing
+	// cgroup of that name is an earlier attempt's, left populated or not
+	// removed: it is ended (cgroup.kill, seen empty, removed) before this
+	// attempt's is made, and one that will not end is a StartErr.
 	CgroupName string
 	// OnStart, if set, is called with the identity of the started process
 	// before Run waits for it; the process runs meanwhile. When it returns
@@ -270,8 +273,14 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	var cg *orderCgroup
 	if req.CgroupParent != "" {
 		var fd int
+		var earlier []int
 		var err error
-		if cg, fd, err = createOrderCgroup(req.CgroupParent, req.CgroupName); err != nil {
+		cg, fd, earlier, err = createOrderCgroup(req.CgroupParent, req.CgroupName)
+		if earlier != nil {
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "ended the cgroup an earlier attempt of the order left",
+				slog.String("cgroup", filepath.Join(req.CgroupParent, req.CgroupName)), slog.Any("killed", earlier))
+		}
+		if err != nil {
 			return Result{GroupGone: true, StartErr: fmt.Errorf("create the order's cgroup: %w", err)}
 		}
 		defer unix.Close(fd)
