@@ -365,7 +365,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 				e.logger.LogAttrs(ctx, slog.LevelWarn, "kill order cgroup", slog.String("error", err.Error()))
 			}
 		}
-		waitErr = <-exited
+		waitErr = e.leaderGone(ctx, pid, exited)
 	} else {
 		if req.Timeout > 0 {
 			// The timeout counts from the start, not from the end of
@@ -605,6 +605,27 @@ func (e *Executor) supervise(ctx context.Context, o orderProcs, req Request, sig
 		}
 		terminate(sig)
 	}
+}
+
+// leaderGone waits for the leader pid, which was sent SIGKILL, to exit, as
+// supervise does after a grace: for leaderGoneTimeout, then it returns
+// errLeaderStuck when the leader has its SIGKILL (it never runs another
+// instruction of the order), or else waits on for it (one the worker may
+// not signal).
+func (e *Executor) leaderGone(ctx context.Context, pid int, exited <-chan error) error {
+	t := time.NewTimer(leaderGoneTimeout)
+	defer t.Stop()
+	select {
+	case err := <-exited:
+		return err
+	case <-t.C:
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "the order's leader was refused and cannot be killed; waiting for it",
+			slog.Int("pid", pid), slog.String("error", err.Error()))
+		return <-exited
+	}
+	return errLeaderStuck
 }
 
 // signalName returns the conventional name of sig ("SIGTERM").
