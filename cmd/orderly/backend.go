@@ -493,6 +493,8 @@ func startAdoptingWorker(ctx context.Context, cfg config.Config, b *backend, log
 	ex := executor.New(logger)
 	if err := ex.AdoptOrphans(); err != nil {
 		logger.Warn("orders' processes that leave their session are not found without a cgroup", "host", cfg.Host, "error", err)
+	} else {
+		logger.Info("the worker is its orders' subreaper: their processes that leave their session end with them", "host", cfg.Host)
 	}
 	return startWorkerWith(ctx, cfg, b, logger, reloads, ex)
 }
