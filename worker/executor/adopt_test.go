@@ -100,6 +100,23 @@ while [ ! -s %[1]s ]; do sleep 0.01; done`, marker, token)
 				i, res.Adopted, res.Verified, res.Escaped, res.GroupGone, VerifiedSubreaper)
 		}
 	}
+	// An escapee that holds the order's stdout: ended with the order, so
+	// its output is whole and is not waited for (pipeDrainDelay).
+	began := time.Now()
+	held := filepath.Join(dir, "held")
+	res = e.Run(t.Context(), baseRequest("/bin/sh", "-c", fmt.Sprintf(`echo before; setsid sh -c 'echo $$ > %[1]s; exec sleep %[2]s' &
+while [ ! -s %[1]s ]; do sleep 0.01; done; echo after`, held, token)), nil)
+	if took := time.Since(began); took >= pipeDrainDelay {
+		t.Errorf("an escapee holding stdout: Run took %v, waiting for the pipe", took)
+	}
+	if left := procsWith(t, "sleep", token); len(left) > 0 {
+		killAll(left)
+		t.Fatalf("an escapee holding stdout outlived the order: %v", left)
+	}
+	if res.Adopted != 1 || res.Verified != VerifiedSubreaper || res.Escaped || string(res.Stdout.Content) != "before\nafter\n" {
+		t.Errorf("an escapee holding stdout: adopted %d, verified %q, escaped %v, stdout %q; want 1, %q, false, before and after",
+			res.Adopted, res.Verified, res.Escaped, res.Stdout.Content, VerifiedSubreaper)
+	}
 	// A daemon that forks again in its new session and waits for its
 	// child, run as another user: the worker ends the daemon, is handed
 	// its child, and ends that too.
