@@ -13,10 +13,14 @@
 // (setpgid, a shell's job control) stays in the order's session, and the
 // session's other groups are killed too (killSession). Its limit is the
 // session: a descendant that starts a session of its own (setsid, a
-// daemonizing double fork) escapes it. An order cgroup (Request.CgroupParent)
-// has no such limit: cgroup.kill ends every process in it, and the kill is
-// then verified by the cgroup (Result.Verified). Escapees cannot hang the
-// worker: pipes they hold open are closed after pipeDrainDelay.
+// daemonizing double fork) escapes it, unless the worker is its orphans'
+// subreaper (AdoptOrphans): then every descendant of the order that loses
+// its parent is handed to the worker, and ended and reaped at the order's
+// end (Result.Adopted, VerifiedSubreaper). An order cgroup
+// (Request.CgroupParent) has no such limit: cgroup.kill ends every process
+// in it, and the kill is then verified by the cgroup (Result.Verified).
+// Escapees cannot hang the worker: pipes they hold open are closed after
+// pipeDrainDelay.
 //
 // A worker that dies cannot end its order; the order's leader dies with it
 // (Pdeathsig), its other processes do not. Request.OnStart hands the worker
