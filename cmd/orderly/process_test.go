@@ -505,3 +505,60 @@ while [ ! -s "$1" ]; do sleep 0.01; done`, "_", pidFile}}, "", http.StatusAccept
 		t.Fatalf("processes = %v, want verified subreaper, adopted 1, not escaped", got.Processes)
 	}
 }
+
+// TestServeWithManagedPostgreSQLDoesNotAdopt: serve that runs its own
+// PostgreSQL is no subreaper: pg_ctl daemonizes the postmaster, which a
+// subreaper serve would be handed and could take for an order's orphan.
+// So an order's setsid escapee is not ended there (a cgroup is the answer),
+// the order says so by its `group` verification, and the postmaster, still
+// init's, goes on serving.
+func TestServeWithManagedPostgreSQLDoesNotAdopt(t *testing.T) {
+	dataDir := serveDataDir(t, "orderly-adopt-")
+	p := startServe(t, dataDir)
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tok))
+	pidFile := filepath.Join(dataDir, "escapee")
+	code, b := serveCall(t, p.url, token, "POST", "/v1/orders", map[string]any{"host": "srv", "command": "sh",
+		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
+while [ ! -s "$1" ]; do sleep 0.01; done`, "_", pidFile}})
+	if code != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", code, b)
+	}
+	var o api.Order
+	_ = json.Unmarshal(b, &o)
+	deadline := time.Now().Add(60 * time.Second)
+	for !terminal(o) {
+		if time.Now().After(deadline) {
+			t.Fatalf("order %s did not finish: %s", o.ID, o.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+		_, b = serveCall(t, p.url, token, "GET", "/v1/orders/"+o.ID.String(), nil)
+		_ = json.Unmarshal(b, &o)
+	}
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+		}
+	}
+	if o.Status != "succeeded" || (o.Processes["verified"] != "group" && o.Processes["cgroup"] == nil) || o.Processes["adopted"] != nil {
+		t.Fatalf("order: status %s, processes %v; want succeeded, verified by group (or its cgroup), nothing adopted", o.Status, o.Processes)
+	}
+	// The postmaster is not serve's child: pg_ctl's exit handed it to init.
+	pm, err := os.ReadFile(filepath.Join(dataDir, "pg", "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(pm), "\n")
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(line) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if f[1] == strconv.Itoa(p.cmd.Process.Pid) {
+		t.Errorf("the postmaster %s is serve's child: serve made itself a subreaper", strings.TrimSpace(line))
+	}
+	p.stop(t)
+}
