@@ -34,7 +34,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 			w.logger.Debug("remove standby report", "error", err)
 		}
 	}()
-	return w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
+	lease, err := w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
 		wg.Add(1)
@@ -43,6 +43,10 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 			rev = w.standbyBeat(sctx)
 		}()
 	})
+	if err == nil && lease.Freed() != "" {
+		w.logger.Info("host lease taken after waiting as standby", "freed", lease.Freed())
+	}
+	return lease, err
 }
 
 // standbyBeat reports this worker as the host's standby every heartbeat

@@ -179,6 +179,7 @@ type Lease struct {
 	instance string
 	rev      uint64 // the lease key's revision, from its last renewal
 	beat     uint64 // the revision of this lease's last heartbeat; 0 for none
+	freed    string // how the key was found free (Freed)
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -186,13 +187,24 @@ var ErrLeaseLost = errors.New("lease lost")
 
 // AcquireLease takes the host's lease for instance, waiting as long as
 // another live worker holds it. standby is called once if it has to wait.
+//
+// A waiting worker watches the lease key: its holder's release deletes
+// it, and its expiry leaves the server's marker (the bucket's
+// LimitMarkerTTL), either of which wakes it at once. Without markers (a
+// bucket an orderly from before them made, until an API updates it) an
+// expired key leaves no trace, and the standby finds it gone at its next
+// try, every LeaseTTL/4, the host offline meanwhile; with them, the try
+// is every LeaseTTL, in case the watch itself failed.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
-	waited := false
+	var w jetstream.KeyWatcher
+	watching := false
+	every := q.opts.LeaseTTL / 4 // the periodic try
+	freed := ""
 	for {
 		rev, err := q.kv.Create(ctx, key, []byte(instance))
 		if err == nil {
-			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
+			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, freed: freed}, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("acquire lease of host %s: %w", host, err)
@@ -205,38 +217,73 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
 			}
 		}
-		if !waited && standby != nil {
-			holder := ""
-			if e, err := q.kv.Get(ctx, key); err == nil {
-				holder = string(e.Value())
+		if !watching {
+			if standby != nil {
+				holder := ""
+				if e, err := q.kv.Get(ctx, key); err == nil {
+					holder = string(e.Value())
+				}
+				standby(holder)
 			}
-			standby(holder)
+			// Watching from before the next try: a marker written
+			// between a try and the wait is not missed.
+			watching = true
+			if w, err = q.kv.Watch(ctx, key, jetstream.UpdatesOnly()); err == nil {
+				defer w.Stop()
+				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
+					every = q.opts.LeaseTTL
+				}
+				freed = "tried"
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			w = nil // periodic tries only
 		}
-		waited = true
-		// Wake on the holder's delete, or poll: an expired key leaves no marker.
-		if err := q.waitForKeyChange(ctx, key, q.opts.LeaseTTL/4); err != nil {
+		if freed, err = waitFreed(ctx, w, every); err != nil {
 			return nil, err
 		}
 	}
 }
 
-func (q *Queue) waitForKeyChange(ctx context.Context, key string, max time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, max)
-	defer cancel()
-	w, err := q.kv.Watch(wctx, key, jetstream.UpdatesOnly())
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+// waitFreed waits until the lease key that w watches (nil: none) is
+// deleted or marked expired, or until max has passed, and says which:
+// "released", "expired" or "tried".
+func waitFreed(ctx context.Context, w jetstream.KeyWatcher, max time.Duration) (string, error) {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	var updates <-chan jetstream.KeyValueEntry
+	if w != nil {
+		updates = w.Updates()
+	}
+	for {
+		select {
+		case e, ok := <-updates:
+			if !ok {
+				updates = nil
+				continue
+			}
+			// A put is the holder's renewal: the key is not free.
+			if e != nil && e.Operation() == jetstream.KeyValueDelete {
+				return "released", nil
+			}
+			if e != nil && e.Operation() == jetstream.KeyValuePurge {
+				return "expired", nil
+			}
+		case <-t.C:
+			return "tried", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
 		}
-		return nil
 	}
-	defer w.Stop()
-	select {
-	case <-w.Updates():
-	case <-wctx.Done():
-	}
-	return ctx.Err()
 }
+
+// Freed says how a lease taken after a wait was found free: "released"
+// by its holder, "expired" (the server's marker of its expiry), or
+// "tried" (found free at a try: the periodic one, or the one once the
+// watch is on); "" for one taken at once.
+func (l *Lease) Freed() string { return l.freed }
 
 // Renew extends the lease. It fails with ErrLeaseLost when the lease expired
 // and someone else holds the host now; retaken says it had expired (a pause

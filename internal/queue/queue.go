@@ -184,8 +184,14 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 		Bucket:      HostsBucket,
 		Description: "worker leases and heartbeats; entries expire when a worker stops renewing them",
 		TTL:         opts.LeaseTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    opts.Replicas,
+		// A key the TTL removes leaves a marker, which wakes a standby
+		// watching the lease at its holder's expiry (AcquireLease). It
+		// turns the stream's message TTLs on, which NATS never turns
+		// off: an orderly from before it cannot update the bucket
+		// (docs/deploy.md, "Upgrading").
+		LimitMarkerTTL: max(opts.LeaseTTL, time.Second),
+		Storage:        jetstream.FileStorage,
+		Replicas:       opts.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, replicasError(err, opts.Replicas))
