@@ -96,3 +96,76 @@ func TestThawedHolderKeepsOffItsSuccessorsHeartbeat(t *testing.T) {
 		}
 	}
 }
+
+// TestThawedHolderWhoseHeartbeatExpiredWritesNone: a holder frozen
+// between a renewal and its heartbeat past the lease, its own heartbeat
+// expired too, wrote that heartbeat once thawed, as a new entry: the
+// host showed online under a worker that no longer held it, for a
+// heartbeat (before the standby that took the lease beat, and then the
+// standby's heartbeat was refused until its next renewal). A heartbeat
+// with no entry to update is written only while the lease is this
+// worker's; a lease nobody took is taken again by the next renewal, and
+// the heartbeat after it is written.
+func TestThawedHolderWhoseHeartbeatExpiredWritesNone(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{LeaseTTL: 10 * time.Second})
+	ctx := testenv.Context(t)
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beatOf := func(instance string) queue.HostInfo {
+		return queue.HostInfo{Host: "exp", Instance: instance, StartedAt: time.Now(), LastSeen: time.Now()}
+	}
+	online := func() bool {
+		t.Helper()
+		on, err := q.HostOnline(ctx, "exp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return on
+	}
+	for _, taken := range []bool{true, false} {
+		a, err := q.AcquireLease(ctx, "exp", "A", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Beat(ctx, beatOf("A")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// A freezes; its lease and its heartbeat expire.
+		for _, key := range []string{"lease.exp", "info.exp"} {
+			if err := kv.Delete(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var b *queue.Lease
+		if taken { // B takes the host, and has not beaten yet
+			if b, err = q.AcquireLease(ctx, "exp", "B", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.Beat(ctx, beatOf("A")); err == nil || online() {
+			t.Fatalf("taken %v: the thawed holder's heartbeat was written (%v)", taken, err)
+		}
+		if !taken {
+			if retaken, err := a.Renew(ctx); err != nil || !retaken {
+				t.Fatalf("the thawed holder's renewal of a lease nobody took: %v %v", retaken, err)
+			}
+			if err := a.Beat(ctx, beatOf("A")); err != nil || !online() {
+				t.Fatalf("the heartbeat after the lease was taken again: %v", err)
+			}
+			b = a
+		} else if err := b.Beat(ctx, beatOf("B")); err != nil || !online() {
+			t.Fatalf("the new holder's first heartbeat: %v", err)
+		}
+		if err := b.Offline(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -342,8 +342,9 @@ func (l *Lease) Release(ctx context.Context) error {
 // heartbeat, or, when that fails (the first heartbeat of a tenure, an
 // entry expired or replaced since), on the entry as read, which must be
 // this worker's, or older than the lease's last renewal (a predecessor's:
-// the bucket's revisions are one sequence). Refused, the heartbeat is
-// skipped; the next renewal says whether the lease is still held.
+// the bucket's revisions are one sequence); with no entry, the lease key
+// must still name this worker. Refused, the heartbeat is skipped; the
+// next renewal says whether the lease is still held.
 func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 	key := "info." + l.host
 	b, err := json.Marshal(info)
@@ -361,7 +362,17 @@ func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 	var rev uint64
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		rev, err = l.q.kv.Create(ctx, key, b)
+		// No entry to judge by (the tenure's first heartbeat, or this
+		// worker's own expired while it was frozen past its lease):
+		// the lease must still be this worker's, or a new entry would
+		// show the host online under a worker that no longer holds it.
+		if holder, herr := l.q.LeaseHolder(ctx, l.host); herr != nil {
+			err = herr
+		} else if holder != l.instance {
+			return fmt.Errorf("heartbeat of host %s not written: its lease is not this worker's (held by %q)", l.host, holder)
+		} else {
+			rev, err = l.q.kv.Create(ctx, key, b)
+		}
 	case err != nil:
 	default:
 		var h HostInfo
