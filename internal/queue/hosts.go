@@ -141,7 +141,8 @@ func (q *Queue) HostOnline(ctx context.Context, host string) (bool, error) {
 }
 
 // live returns the report e (a key prefix<host>) holds when it is a live
-// worker's, with its LastSeen set to when the server stored it.
+// worker's, with its LastSeen set to when the server stored it and its
+// StartedAt on the server's clock too.
 func (q *Queue) live(e jetstream.KeyValueEntry, prefix string, now time.Time) (HostInfo, bool) {
 	var h HostInfo
 	// An entry older than two leases should have expired: the server
@@ -153,6 +154,16 @@ func (q *Queue) live(e jetstream.KeyValueEntry, prefix string, now time.Time) (H
 	// name to the list.
 	if json.Unmarshal(e.Value(), &h) != nil || prefix+h.Host != e.Key() || now.Sub(e.Created()) >= 2*q.opts.LeaseTTL {
 		return HostInfo{}, false
+	}
+	// StartedAt is the worker's clock, which may be minutes off the
+	// server's: the standby's "started waiting" showed a worker running
+	// behind as waiting for minutes the moment it started, and one
+	// ahead as "just now" for as long. The time it has run (or waited)
+	// is its own clock's, back from when the server stored the report.
+	if !h.StartedAt.IsZero() && !h.LastSeen.IsZero() && !h.LastSeen.Before(h.StartedAt) {
+		h.StartedAt = e.Created().Add(-h.LastSeen.Sub(h.StartedAt)).UTC()
+	} else {
+		h.StartedAt = e.Created().UTC()
 	}
 	h.LastSeen = e.Created().UTC()
 	return h, true

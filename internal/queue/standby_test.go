@@ -79,3 +79,32 @@ func TestStandbyReports(t *testing.T) {
 		t.Fatalf("standbys %+v after s1 was forgotten", sb)
 	}
 }
+
+// TestStandbyWaitingSinceOnTheServersClock: a standby whose clock is ten
+// minutes off the server's, either way, that started waiting 30 s ago by
+// its own clock, shows as waiting for 30 s: its start was read on its
+// own clock, and showed as ten minutes long, or in the future.
+func TestStandbyWaitingSinceOnTheServersClock(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
+		now := time.Now().Add(skew)
+		if _, err := q.StandbyBeat(ctx, queue.HostInfo{Host: "skew", Instance: "skew/a", StartedAt: now.Add(-30 * time.Second), LastSeen: now}); err != nil {
+			t.Fatal(err)
+		}
+		_, sb, err := q.Workers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, ok := sb["skew"]
+		if !ok {
+			t.Fatalf("skew %v: no standby", skew)
+		}
+		if waited := s.LastSeen.Sub(s.StartedAt); waited != 30*time.Second {
+			t.Errorf("skew %v: waiting since %v, last report %v: %v, want 30s", skew, s.StartedAt, s.LastSeen, waited)
+		}
+		if d := time.Since(s.StartedAt); d < 25*time.Second || d > 5*time.Minute {
+			t.Errorf("skew %v: started waiting %v ago by this clock, want about 30s", skew, d)
+		}
+	}
+}
