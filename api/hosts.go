@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -40,17 +41,27 @@ type Standby struct {
 }
 
 // hosts merges what PostgreSQL remembers (every host ever seen) with the
-// live heartbeats in the KV bucket (who is online now, who stands by).
-func (s *Server) hosts(r *http.Request) ([]Host, error) {
-	rows, err := s.Store.Hosts(r.Context())
+// live heartbeats in the KV bucket (who is online now, who stands by):
+// of every host, or of the host name only (its view read the whole
+// fleet's rows and heartbeats, to keep one).
+func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
+	var names []string
+	workers := s.Queue.Workers
+	if name != "" {
+		names = []string{name}
+		workers = func(ctx context.Context) (map[string]queue.HostInfo, map[string]queue.HostInfo, error) {
+			return s.Queue.WorkersOf(ctx, name)
+		}
+	}
+	rows, err := s.Store.Hosts(r.Context(), names...)
 	if err != nil {
 		return nil, err
 	}
-	online, standbys, err := s.Queue.Workers(r.Context())
+	online, standbys, err := workers(r.Context())
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
 	}
-	current, err := s.Store.CurrentOrders(r.Context())
+	current, err := s.Store.CurrentOrders(r.Context(), names...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +140,7 @@ func (s *Server) hideOthersOrders(r *http.Request, byHost map[string]*Host) erro
 // handleHosts is GET /v1/hosts, with each host's queue depth (one query
 // over the active orders), so that a fleet's view needs no call per host.
 func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
-	hs, err := s.hosts(r)
+	hs, err := s.hosts(r, "")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -165,7 +176,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	hs, err := s.hosts(r)
+	hs, err := s.hosts(r, name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -298,7 +309,7 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 // just removed set up again. Whoever retires the host stops its workers
 // first, the standby included.
 func (s *Server) hostUnserved(r *http.Request, name string) error {
-	online, standbys, err := s.Queue.Workers(r.Context())
+	online, standbys, err := s.Queue.WorkersOf(r.Context(), name)
 	if err != nil {
 		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
 	}

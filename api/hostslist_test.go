@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -90,5 +91,45 @@ func TestHostsShowStandby(t *testing.T) {
 	}
 	if sb := standbyOf("/v1/hosts"); sb != nil {
 		t.Fatalf("the holder's own leftover report shows as a standby: %+v", sb)
+	}
+}
+
+// TestHostViewReadsThatHostOnly: GET /v1/hosts/{host} read the whole
+// fleet's rows and heartbeats (the listing's) to keep one host: with
+// 300 hosts online, 600 KV entries and more for each `orderly hosts H`
+// and each forget's check. It reads the host's own; counted here as the
+// messages the API's NATS connection receives.
+func TestHostViewReadsThatHostOnly(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := t.Context()
+	const n = 300
+	for i := range n {
+		h := fmt.Sprintf("fleet-%d", i)
+		now := time.Now()
+		if err := e.q.Heartbeat(ctx, queue.HostInfo{Host: h, Instance: h + "/a", Version: "v1", StartedAt: now, LastSeen: now}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.q.StandbyBeat(ctx, queue.HostInfo{Host: h, Instance: h + "/b", Version: "v1", StartedAt: now, LastSeen: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := func() uint64 { return e.q.Conn().Stats().InMsgs }
+	before := in()
+	code, body := e.do("admin", http.MethodGet, "/v1/hosts", nil)
+	var list struct{ Hosts []api.Host }
+	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil || len(list.Hosts) != n {
+		t.Fatalf("hosts: %d, %d hosts", code, len(list.Hosts))
+	}
+	all := in() - before
+	before = in()
+	code, body = e.do("admin", http.MethodGet, "/v1/hosts/fleet-7", nil)
+	var one api.Host
+	if err := json.Unmarshal(body, &one); code != http.StatusOK || err != nil || !one.Online || one.Instance != "fleet-7/a" || one.Standby == nil || one.Standby.Instance != "fleet-7/b" {
+		t.Fatalf("host: %d %s", code, body)
+	}
+	single := in() - before
+	t.Logf("messages in: the listing %d, one host %d", all, single)
+	if single > 50 {
+		t.Fatalf("one host's view took %d messages from NATS (the listing of %d hosts: %d)", single, n, all)
 	}
 }

@@ -32,11 +32,11 @@ type Store interface {
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	RequestCancel(ctx context.Context, id uuid.UUID, actor, signal string) (order.Status, error)
 	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)
-	Hosts(ctx context.Context) ([]postgres.HostRow, error)
+	Hosts(ctx context.Context, names ...string) ([]postgres.HostRow, error)
 	ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, abandoned []postgres.Abandoned, err error)
 	QueueDepth(ctx context.Context, host string) (int, error)
 	QueueDepths(ctx context.Context) (map[string]int, error)
-	CurrentOrders(ctx context.Context) (map[string]postgres.Running, error)
+	CurrentOrders(ctx context.Context, names ...string) (map[string]postgres.Running, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	Ping(ctx context.Context) error
 }

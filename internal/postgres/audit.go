@@ -125,9 +125,13 @@ func (s *Store) TouchHost(ctx context.Context, host, version, instance string) e
 	return translate("touch host "+host, err)
 }
 
-// Hosts lists every host ever seen.
-func (s *Store) Hosts(ctx context.Context) ([]HostRow, error) {
-	rows, err := s.pool.Query(ctx, `SELECT host, version, instance, first_seen, last_seen FROM hosts ORDER BY host`)
+// Hosts lists every host ever seen, or those of names when given.
+func (s *Store) Hosts(ctx context.Context, names ...string) ([]HostRow, error) {
+	query, args := `SELECT host, version, instance, first_seen, last_seen FROM hosts ORDER BY host`, []any{}
+	if len(names) > 0 {
+		query, args = `SELECT host, version, instance, first_seen, last_seen FROM hosts WHERE host = ANY($1) ORDER BY host`, []any{names}
+	}
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, translate("list hosts", err)
 	}
@@ -228,10 +232,16 @@ func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
 // worker's still be there. The hosts listing takes a host's current order
 // from here rather than from its worker's heartbeat, which is written
 // every nats.heartbeat only and lagged the host by up to that.
-func (s *Store) CurrentOrders(ctx context.Context) (map[string]Running, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
+func (s *Store) CurrentOrders(ctx context.Context, names ...string) (map[string]Running, error) {
+	query, args := `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
 		FROM active_orders a JOIN orders o ON o.id = a.id
-		WHERE a.status = 'running' ORDER BY a.host, a.id`)
+		WHERE a.status = 'running' ORDER BY a.host, a.id`, []any{}
+	if len(names) > 0 {
+		query, args = `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
+		FROM active_orders a JOIN orders o ON o.id = a.id
+		WHERE a.status = 'running' AND a.host = ANY($1) ORDER BY a.host, a.id`, []any{names}
+	}
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, translate("list running orders", err)
 	}

@@ -46,7 +46,7 @@ func (q *Queue) Heartbeat(ctx context.Context, info HostInfo) error {
 // judged against the server's time, not this host's clock nor the
 // worker's, either of which may be minutes off.
 func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
-	hs, err := q.beats(ctx, "info.")
+	hs, err := q.beats(ctx, "info.", "*")
 	if err != nil {
 		return nil, fmt.Errorf("list online hosts: %w", err)
 	}
@@ -64,11 +64,22 @@ func (q *Queue) OnlineHosts(ctx context.Context) (map[string]HostInfo, error) {
 // is the one place that rule lives: the hosts listing, the fleet gauges
 // and the refusal to forget a host all read standbys from here.
 func (q *Queue) Workers(ctx context.Context) (online, standbys map[string]HostInfo, err error) {
-	online, err = q.OnlineHosts(ctx)
+	return q.workers(ctx, "*")
+}
+
+// WorkersOf is Workers for one host, reading that host's keys only: a
+// view of one host costs one host's reads, not the fleet's.
+func (q *Queue) WorkersOf(ctx context.Context, host string) (online, standbys map[string]HostInfo, err error) {
+	return q.workers(ctx, host)
+}
+
+// workers is Workers for the hosts that match, a host or "*".
+func (q *Queue) workers(ctx context.Context, match string) (online, standbys map[string]HostInfo, err error) {
+	online, err = q.beats(ctx, "info.", match)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("list online hosts: %w", err)
 	}
-	standbys, err = q.beats(ctx, "standby.")
+	standbys, err = q.beats(ctx, "standby.", match)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list standby workers: %w", err)
 	}
@@ -102,10 +113,11 @@ func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error 
 	return q.kv.Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
 }
 
-// beats reads the live reports of the keys prefix<host>, by host.
-func (q *Queue) beats(ctx context.Context, prefix string) (map[string]HostInfo, error) {
+// beats reads the live reports of the keys prefix<host>, by host, for
+// the hosts that match (a host, or "*").
+func (q *Queue) beats(ctx context.Context, prefix, match string) (map[string]HostInfo, error) {
 	now := q.serverNow(ctx)
-	w, err := q.kv.Watch(ctx, prefix+"*", jetstream.IgnoreDeletes())
+	w, err := q.kv.Watch(ctx, prefix+match, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
