@@ -129,7 +129,9 @@ func (s *Server) handleActionGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	encode(w, http.StatusOK, viewOf(d))
+	v := viewOf(d)
+	w.Header().Set("ETag", etagOf(v)) // what a run's If-Match names (ifmatch.go)
+	encode(w, http.StatusOK, v)
 }
 
 // ActionRunRequest is the body of POST /v1/actions/{name}/run: the host
@@ -153,6 +155,11 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	cond, err := ifMatchOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	d, err := s.pathAction(r)
 	if err != nil {
 		if d := s.actionSet().Lookup(chi.URLParam(r, "name")); d != nil {
@@ -169,6 +176,11 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	// A web UI form that showed another definition runs nothing; refused
 	// before its values are read, so the audit keeps none of them.
 	if err := checkUIAction(r, d); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// Nor does a REST run whose If-Match names another definition.
+	if err := cond.check(etagOf(viewOf(d)), "action", d.Name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

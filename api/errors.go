@@ -23,6 +23,8 @@ func statusOf(code order.Code) int {
 		return http.StatusNotFound
 	case order.CodeConflict:
 		return http.StatusConflict
+	case order.CodePreconditionFailed:
+		return http.StatusPreconditionFailed
 	case order.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case order.CodeHeaderTooLarge:

@@ -189,9 +189,16 @@ func (s *Server) handleRunbookGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	encode(w, http.StatusOK, RunbookView{RunbookSummary: s.summaryOf(rb, src, cfg), Content: string(rb.Text),
+	v := s.viewOfRunbook(rb, src, cfg)
+	w.Header().Set("ETag", etagOf(v)) // what a run's If-Match names (ifmatch.go)
+	encode(w, http.StatusOK, v)
+}
+
+// viewOfRunbook is rb as GET /v1/runbooks/{name} shows it.
+func (s *Server) viewOfRunbook(rb *runbook.Runbook, src *runbook.Source, cfg config.Runbooks) RunbookView {
+	return RunbookView{RunbookSummary: s.summaryOf(rb, src, cfg), Content: string(rb.Text),
 		Env: nonNilList(rb.Env), Inputs: nonNilList(rb.Inputs), Claims: nonNilList(rb.Claims), Script: rb.Script,
-		Sections: rb.Sections})
+		Sections: rb.Sections}
 }
 
 // handleRunbookEnv is GET /v1/runbooks/{name}/required-env. A run gets

@@ -39,6 +39,11 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	cond, err := ifMatchOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	req, env, err := s.readRunbookRequest(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -74,7 +79,7 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 	}
 	run := RunbookRun{File: name, Env: env,
 		Host: req.Host, Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)), RunAs: req.RunAs,
-		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait, IdempotencyKey: key}
+		Chain: c, BaseURL: scheme + "://" + r.Host, Path: "/v1/runbooks", Source: source, Wait: wait, IdempotencyKey: key, IfMatch: cond}
 	if f, ok := uiFormOf(r); ok {
 		run.Showed = &f.Def
 	}
@@ -123,6 +128,9 @@ type RunbookRun struct {
 	// form asking for this run showed: another version runs nothing
 	// (ui_formbind.go).
 	Showed *string
+	// IfMatch, when set, is the request's If-Match: a runbook whose
+	// GET's ETag it does not name runs nothing (ifmatch.go).
+	IfMatch *ifMatch
 }
 
 // RunbookChain is where a run sits in a chain of sub-runbooks.
@@ -146,6 +154,11 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	}
 	if rr.Showed != nil {
 		if err := changedRunbook(rb.File, *rr.Showed, rb.SHA256); err != nil {
+			return nil, err
+		}
+	}
+	if rr.IfMatch != nil {
+		if err := rr.IfMatch.check(etagOf(s.viewOfRunbook(rb, src, cfg)), "runbook", printableName(rb.File)); err != nil {
 			return nil, err
 		}
 	}

@@ -78,7 +78,7 @@ func TestErrorCodes(t *testing.T) {
 		spec = append(spec, v.(string))
 	}
 	ours := []client.Code{client.CodeInvalid, client.CodeUnauthenticated, client.CodeForbidden, client.CodeNotFound,
-		client.CodeMethodNotAllowed, client.CodeConflict, client.CodeTooLarge, client.CodeUnsupportedType,
+		client.CodeMethodNotAllowed, client.CodeConflict, client.CodePreconditionFailed, client.CodeTooLarge, client.CodeUnsupportedType,
 		client.CodeUnprocessable, client.CodeConfirmationRequired, client.CodeConfigEmpty, client.CodeIdempotencyReused,
 		client.CodeRateLimited, client.CodeHeaderTooLarge, client.CodeInternal, client.CodeUnavailable}
 	var got []string

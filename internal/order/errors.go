@@ -35,6 +35,9 @@ const (
 	// CodeHeaderTooLarge: the request's header is over the server's limit:
 	// 431.
 	CodeHeaderTooLarge Code = "header_too_large"
+	// CodePreconditionFailed: the request's If-Match names none of the
+	// target's current entity tags (RFC 9110 §13.1.1): 412.
+	CodePreconditionFailed Code = "precondition_failed"
 )
 
 // Error is orderly's one error type. Message is safe to show to clients;

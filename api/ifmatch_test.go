@@ -1,0 +1,155 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/action"
+)
+
+// rest sends a native REST request as who through e's handler, with hdr
+// as name/value pairs (a name given twice is sent twice).
+func (e *uiEnv) rest(who, method, path string, body any, hdr ...string) *httptest.ResponseRecorder {
+	e.t.Helper()
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	req := httptest.NewRequest(method, path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+e.tokens[who])
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	return rec
+}
+
+// TestRunIfMatch: a REST client binds a run to the definition it
+// reviewed. GET of an action or a runbook answers a strong ETag (HEAD the
+// same); a run whose If-Match names it runs; after the definition changed
+// (a reload, an edited file) the same If-Match is 412
+// precondition_failed and nothing runs; a weak tag never matches;
+// If-Match * and a list naming the current tag run; a malformed If-Match
+// is 400, never a run without its condition.
+func TestRunIfMatch(t *testing.T) {
+	e := newUIEnv(t)
+	count := func(name string) int {
+		var n int
+		if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE action = $1 OR runbook = $1`, name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	etag := func(path string) string {
+		t.Helper()
+		rec := e.rest("alice", "GET", path, nil)
+		tag := rec.Header().Get("ETag")
+		if rec.Code != 200 || !strings.HasPrefix(tag, `"`) || len(tag) < 3 {
+			t.Fatalf("GET %s: %d, ETag %q", path, rec.Code, tag)
+		}
+		if head := e.rest("alice", "HEAD", path, nil); head.Header().Get("ETag") != tag {
+			t.Fatalf("HEAD %s: ETag %q, GET's %q", path, head.Header().Get("ETag"), tag)
+		}
+		return tag
+	}
+	wantCode := func(rec *httptest.ResponseRecorder, status int, code, reason string) {
+		t.Helper()
+		var eb api.ErrorBody
+		if rec.Code != status || json.Unmarshal(rec.Body.Bytes(), &eb) != nil || string(eb.Error.Code) != code ||
+			reason != "" && eb.Error.Details["reason"] != reason {
+			t.Fatalf("got %d %s, want %d %s (%s)", rec.Code, rec.Body, status, code, reason)
+		}
+	}
+	runTag := func(hdr ...string) *httptest.ResponseRecorder {
+		return e.rest("alice", "POST", "/v1/actions/tag/run", map[string]any{"host": "web-1", "params": map[string]any{"n": "1234"}}, hdr...)
+	}
+
+	old := etag("/v1/actions/tag")
+	if rec := runTag("If-Match", old); rec.Code != http.StatusAccepted {
+		t.Fatalf("a run naming the current ETag: %d %s", rec.Code, rec.Body)
+	}
+	// A reload that changes only the action's hosts changes what GET
+	// showed, hence its tag.
+	acts := uiActions()
+	for i, d := range acts.Definitions {
+		if d.Name == "tag" {
+			acts.Definitions[i].Hosts = []string{"web-1", "web-2"}
+		}
+	}
+	set, err := action.New(acts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.actions.Store(set)
+	now := etag("/v1/actions/tag")
+	if now == old {
+		t.Fatal("the ETag did not change with the action")
+	}
+	wantCode(runTag("If-Match", old), http.StatusPreconditionFailed, "precondition_failed", "action_changed")
+	rec := runTag("If-Match", "W/"+now)
+	wantCode(rec, http.StatusPreconditionFailed, "precondition_failed", "action_changed")
+	if !strings.Contains(rec.Body.String(), "weak") {
+		t.Errorf("the refusal of a weak tag does not say why: %s", rec.Body)
+	}
+	if n := count("tag"); n != 1 {
+		t.Fatalf("%d runs of tag, want 1: a refused precondition ran", n)
+	}
+	for _, hdr := range [][]string{
+		{"If-Match", now},
+		{"If-Match", "*"},
+		{"If-Match", old + ", " + now},
+		{"If-Match", old, "If-Match", now},
+		{"If-Match", " , " + now + " ,"},
+	} {
+		if rec := runTag(hdr...); rec.Code != http.StatusAccepted {
+			t.Errorf("%q: %d %s", hdr, rec.Code, rec.Body)
+		}
+	}
+	for _, bad := range []string{now[1 : len(now)-1], "*, " + now, `"a b"`, ",", "W/", `"x`, `W/"x" "y"`} {
+		wantCode(runTag("If-Match", bad), http.StatusBadRequest, "invalid_request", "if_match_malformed")
+	}
+	if n := count("tag"); n != 6 {
+		t.Fatalf("%d runs of tag, want 6", n)
+	}
+	// The action's 404 is not hidden behind the condition.
+	wantCode(e.rest("alice", "POST", "/v1/actions/nope/run", map[string]any{"host": "web-1"}, "If-Match", now), http.StatusNotFound, "not_found", "")
+
+	// A runbook edited after its GET.
+	execute := func(hdr ...string) *httptest.ResponseRecorder {
+		return e.rest("alice", "POST", "/v1/runbooks/Hello.md/execute", map[string]any{"env_vars": map[string]any{"NAME": "x"}}, hdr...)
+	}
+	rbOld := etag("/v1/runbooks/Hello.md")
+	book, err := os.ReadFile(filepath.Join(e.rbDir, "Hello.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(book), `echo "hello from a runbook, $NAME"`, `echo "goodbye, $NAME"`, 1)
+	if err := os.WriteFile(filepath.Join(e.rbDir, "Hello.md"), []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(execute("If-Match", rbOld), http.StatusPreconditionFailed, "precondition_failed", "runbook_changed")
+	if n := count("Hello.md"); n != 0 {
+		t.Fatalf("%d runs of Hello.md after If-Match of its old file, want 0", n)
+	}
+	wantCode(execute("If-Match", "nonsense"), http.StatusBadRequest, "invalid_request", "if_match_malformed")
+	if rec := execute("If-Match", etag("/v1/runbooks/Hello.md")); rec.Code != http.StatusAccepted {
+		t.Fatalf("a run of the runbook naming its current ETag: %d %s", rec.Code, rec.Body)
+	}
+	if rec := execute(); rec.Code != http.StatusAccepted {
+		t.Fatalf("a run without If-Match: %d %s", rec.Code, rec.Body)
+	}
+}
