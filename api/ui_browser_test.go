@@ -556,6 +556,73 @@ func TestUILiveOutputFindsTheEnd(t *testing.T) {
 		`document.getElementById("status").innerText === "succeeded" && document.getElementById("output").innerText.includes("done")`, 30*time.Second)
 }
 
+// TestUILiveOutputResumesAfterWhatItShowed: a run page whose reconnect
+// was refused and that follows again resumes after the last event it
+// showed: the output it has stays (a node of it is still the same node)
+// and nothing is shown twice; what the command prints afterwards
+// arrives. It replayed the stream from its start, rebuilding the whole
+// output.
+func TestUILiveOutputResumesAfterWhatItShowed(t *testing.T) {
+	e := newUIEnv(t)
+	e.maxStreams.Store(1)
+	dir := t.TempDir()
+	gate1, gate2 := filepath.Join(dir, "one"), filepath.Join(dir, "two")
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "run a command that waits for the test",
+		chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
+		chromedp.SetValue(chromedp.ID("exec-args"), "-c\necho started; while [ ! -e "+gate1+" ]; do sleep 0.1; done; echo middle; "+
+			"while [ ! -e "+gate2+" ]; do sleep 0.1; done; echo done"),
+		chromedp.Click(chromedp.ID("exec-run")))
+	waitJS(t, ctx, "live output", `!!document.getElementById("output") && document.getElementById("output").innerText.includes("started")`, 20*time.Second)
+	id := eval[string](t, ctx, `document.getElementById("run").dataset.order`)
+	defer func() { _ = os.WriteFile(gate1, nil, 0o644); _ = os.WriteFile(gate2, nil, 0o644) }()
+	// A mark on what the page shows now: a page that rebuilds its output
+	// loses it.
+	eval[bool](t, ctx, `(document.getElementById("output").firstElementChild.id = "resume-mark") !== ""`)
+
+	// The stream is cut and the browser's own reconnect refused (another
+	// client holds alice's only stream), so the page follows again on
+	// its own once that client is gone.
+	e.srv.CloseClientConnections()
+	held, release := context.WithCancel(context.Background())
+	defer release()
+	deadline := time.Now().Add(2 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		req, _ := http.NewRequestWithContext(held, "GET", e.url+"/v1/orders/"+id+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			defer resp.Body.Close()
+			break
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("the test's own stream: %d", resp.StatusCode)
+		}
+	}
+	waitJS(t, ctx, "the page to see its reconnect refused",
+		`document.getElementById("output-note").textContent.includes("following again")`, 15*time.Second)
+	release()
+	waitJS(t, ctx, "the page to follow again", `document.getElementById("output-note").textContent === ""`, 20*time.Second)
+	if err := os.WriteFile(gate1, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "what the command printed since", `document.getElementById("output").innerText.includes("middle")`, 20*time.Second)
+	if !eval[bool](t, ctx, `!!document.getElementById("resume-mark")`) {
+		t.Error("the page rebuilt its output when it followed again")
+	}
+	if n := eval[float64](t, ctx, `document.getElementById("output").innerText.split("started").length - 1`); n != 1 {
+		t.Errorf("the page shows %v times what it had shown before its stream was lost, want once:\n%s", n,
+			eval[string](t, ctx, `document.getElementById("output").innerText`))
+	}
+}
+
 // TestUIOutputShowsBidiControls: output that holds a bidi override
 // ("abc" U+202E "fdp.exe", which a page shows as "abcexe.pdf") shows
 // the control as its escape, live and once the order ended, as a

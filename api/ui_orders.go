@@ -31,8 +31,9 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 // events is GET /ui/orders/{id}/events: GET /v1/orders/{id}/events itself,
 // served on this response. A browser's EventSource cannot send an
 // Authorization header, so the session's credential is put on the
-// request here; resumption (Last-Event-ID), the write-timeout exemption
-// and the end at shutdown are the native handler's.
+// request here; resumption (Last-Event-ID, or ?after= from a page that
+// opens its stream again), the write-timeout exemption and the end at
+// shutdown are the native handler's.
 func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
 	// The stream ends with the session (signed out, expired), not only
 	// when the token stops working (the API's own check); while it is
@@ -58,6 +59,13 @@ func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
 	req := u.request(r.WithContext(ctx), r.Method, orderPath(r)+"/events", nil) // GET, or HEAD
 	if v := r.Header.Values("Last-Event-ID"); len(v) > 0 {
 		req.Header["Last-Event-Id"] = v // all of them: two are refused there
+	} else if v, ok := r.URL.Query()["after"]; ok {
+		// A run page that follows again after its stream was lost opens a
+		// new EventSource, which cannot send Last-Event-ID: it names the
+		// last event it showed here instead, so the stream resumes after
+		// it rather than replaying the output from its start. The
+		// browser's own reconnects send the header, which is newer.
+		req.Header["Last-Event-Id"] = v // refused there unless one event id
 	}
 	u.native.ServeHTTP(w, req)
 	// A stream that ended with its session (signed out, expired, the

@@ -239,17 +239,27 @@
       .catch(function () { return "unknown"; });
   }
 
-  let es = null, retryIn = 2000;
-  // follow opens the order's event stream, from its start: the page's
-  // output is rebuilt from it.
-  function follow() {
-    out.textContent = "";
-    headLen = 0; tail = null; tailLen = 0;
-    state.stdout = []; state.stderr = [];
-    held.stdout = ""; held.stderr = "";
-    decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
+  // lastId is the id of the last event the page showed ("" before the
+  // first): a stream opened again resumes after it.
+  let es = null, retryIn = 2000, lastId = "";
+  // follow opens the order's event stream: from its start, the page's
+  // output rebuilt from it; or, resuming, after the last event the page
+  // showed (?after=, which the server hands on as Last-Event-ID: a new
+  // EventSource cannot send that header), the output kept as it is.
+  function follow(resume) {
+    let url = run.dataset.events;
+    if (resume && lastId !== "") {
+      url += "?after=" + encodeURIComponent(lastId);
+    } else {
+      out.textContent = "";
+      headLen = 0; tail = null; tailLen = 0;
+      state.stdout = []; state.stderr = [];
+      held.stdout = ""; held.stderr = "";
+      decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
+      lastId = "";
+    }
     let opened = false;
-    es = new EventSource(run.dataset.events);
+    es = new EventSource(url);
     es.onopen = function () {
       // The browser reconnects by itself (resuming after the last event
       // it got): what happened meanwhile is asked for, not assumed.
@@ -258,12 +268,17 @@
       retryIn = 2000;
       note.textContent = "";
     };
-    es.addEventListener("started", function () {
+    es.addEventListener("queued", function (e) { if (e.lastEventId) lastId = e.lastEventId; });
+    es.addEventListener("started", function (e) {
+      if (e.lastEventId) lastId = e.lastEventId;
       statusEl.textContent = "running";
       statusEl.className = "badge running";
     });
     ["stdout", "stderr"].forEach(function (name) {
-      es.addEventListener(name, function (e) { append(name, decode(name, JSON.parse(e.data))); });
+      es.addEventListener(name, function (e) {
+        append(name, decode(name, JSON.parse(e.data)));
+        if (e.lastEventId) lastId = e.lastEventId;
+      });
     });
     es.addEventListener("finished", function (e) {
       es.close();
@@ -293,9 +308,9 @@
       if (now === "ended") { sessionEnded(); return; }
       note.textContent = now === "live" ? "Live output interrupted; following again…" :
         "Live output stopped: the server cannot be reached; trying again…";
-      setTimeout(now === "live" ? follow : lost, retryIn);
+      setTimeout(now === "live" ? function () { follow(true); } : lost, retryIn);
       retryIn = Math.min(retryIn * 2, 60000);
     });
   }
-  follow();
+  follow(false);
 })();
