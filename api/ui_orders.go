@@ -35,14 +35,16 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 // opens its stream again), the write-timeout exemption and the end at
 // shutdown are the native handler's.
 func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
-	// The stream ends with the session (signed out, expired), not only
-	// when the token stops working (the API's own check); while it is
-	// open, the session does not go idle.
+	// The stream ends with the session (signed out, gone idle, expired),
+	// not only when the token stops working (the API's own check). An
+	// open stream is not a person's activity: it does not keep the
+	// session from going idle (docs/ui.md), so it looks now and then
+	// whether the session went idle meanwhile.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sess := sessionOf(r)
 	go func() {
-		tick := time.NewTicker(time.Minute)
+		tick := time.NewTicker(u.sessions.checkEvery)
 		defer tick.Stop()
 		for {
 			select {
@@ -50,7 +52,7 @@ func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
 				cancel()
 				return
 			case <-tick.C:
-				u.sessions.touch(sess)
+				u.sessions.expire(sess)
 			case <-ctx.Done():
 				return
 			}

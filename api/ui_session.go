@@ -19,12 +19,16 @@ type uiSession struct {
 	csrf      string // the anti-forgery token every form and htmx request carries
 	principal string
 	created   time.Time
-	seen      time.Time
+	// seen is the person's last request: only what a person does keeps
+	// a session from going idle (expire).
+	seen time.Time
+	// key is the session's key in the store (its id's hash).
+	key [sha256.Size]byte
 	// out is closed when the session ends (sign-out, expiry, pushed out
 	// of the store): the live streams it opened end with it.
 	out chan struct{}
-	// end ends the session at its maximum lifetime: an open stream keeps
-	// it from going idle, so no request would otherwise notice.
+	// end ends the session at its maximum lifetime, whatever its
+	// streams do.
 	end *time.Timer
 }
 
@@ -41,10 +45,14 @@ type uiSessions struct {
 	// again and again ends its own oldest sessions, never another's.
 	perPrincipal int
 	now          func() time.Time
+	// checkEvery is how often an open stream asks whether its session
+	// went idle meanwhile (expire).
+	checkEvery time.Duration
 }
 
 func newUISessions(now func() time.Time) *uiSessions {
-	return &uiSessions{byID: map[[sha256.Size]byte]*uiSession{}, idle: time.Hour, max: 12 * time.Hour, cap: 10000, perPrincipal: 50, now: now}
+	return &uiSessions{byID: map[[sha256.Size]byte]*uiSession{}, idle: time.Hour, max: 12 * time.Hour, cap: 10000, perPrincipal: 50, now: now,
+		checkEvery: time.Minute}
 }
 
 // randomToken is 32 bytes from the system's CSPRNG, base64url.
@@ -84,6 +92,7 @@ func (s *uiSessions) create(token, principal string) (string, *uiSession) {
 		s.endLocked(oldest)
 	}
 	k := sha256.Sum256([]byte(id))
+	sess.key = k
 	s.byID[k] = sess
 	sess.end = time.AfterFunc(s.max, func() {
 		s.mu.Lock()
@@ -117,13 +126,17 @@ func (s *uiSessions) get(id string, active bool) *uiSession {
 	return sess
 }
 
-// touch keeps a session from going idle while one of its live streams is
-// open: watching output is using the page.
-func (s *uiSessions) touch(sess *uiSession) {
+// expire ends sess (and its streams) when it went idle or is past its
+// maximum lifetime. An open stream calls it now and then: a stream is
+// the page's doing, not a person's, so it does not keep the session from
+// going idle, and no request would otherwise notice.
+func (s *uiSessions) expire(sess *uiSession) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sess.seen = now
+	if s.byID[sess.key] == sess && (now.Sub(sess.seen) > s.idle || now.Sub(sess.created) > s.max) {
+		s.endLocked(sess.key)
+	}
 }
 
 // drop ends the session of id (sign out).

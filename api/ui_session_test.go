@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,8 +44,9 @@ func TestUISessionsPerPrincipal(t *testing.T) {
 }
 
 // TestUISessionEndsItsStreams: a session that ends, by sign-out or by
-// expiry, closes out (the live streams it opened end); one kept busy by
-// an open stream (touch) does not go idle.
+// expiry, closes out (the live streams it opened end); a stream's check
+// (expire) ends a session whose person did nothing for the idle time,
+// and leaves one a person used.
 func TestUISessionEndsItsStreams(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	s := newUISessions(func() time.Time { return now })
@@ -57,21 +60,80 @@ func TestUISessionEndsItsStreams(t *testing.T) {
 	}
 	outID, out := s.create("t", "alice")
 	_, idle := s.create("t", "bob")
-	busyID, busy := s.create("t", "carol")
+	usedID, used := s.create("t", "carol")
+	_, watched := s.create("t", "dave")
 	s.drop(outID)
 	if !ended(out) {
 		t.Error("sign-out did not end the session's streams")
 	}
 	for range 3 {
 		now = now.Add(30 * time.Minute)
-		s.touch(busy) // its stream is open
+		s.get(usedID, true) // the person's request
+		s.expire(used)
+		s.expire(watched) // its stream is open, nobody uses the page
+	}
+	if !ended(watched) {
+		t.Error("a session whose only use was an open stream for 90 minutes did not go idle")
 	}
 	s.pruneLocked(now)
 	if !ended(idle) {
 		t.Error("a session idle for 90 minutes did not end its streams")
 	}
-	if ended(busy) || s.get(busyID, true) == nil {
-		t.Error("a session with an open stream went idle")
+	if ended(used) || s.get(usedID, true) == nil {
+		t.Error("a session a person used went idle")
+	}
+}
+
+// TestUIOpenStreamIsNotActivity: a run page's open event stream does not
+// keep its session from going idle: an hour after the person's last
+// request the stream ends with session-ended, as the hosts page's
+// refresh then gets a 401. It kept the session alive (touching it every
+// minute) up to the twelve-hour cap.
+func TestUIOpenStreamIsNotActivity(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	token, sum := auth.NewToken()
+	a, err := auth.New(config.Auth{Tokens: []config.Token{{Name: "alice", SHA256: sum, Roles: []string{"ops"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Deps: Deps{Auth: func() Authenticator { return a }, Settings: func() Settings { return Settings{} }}}
+	// The native stream: open until its request ends.
+	opened := make(chan struct{}, 1)
+	native := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setEventStreamHeaders(w.Header())
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush()
+		opened <- struct{}{}
+		<-r.Context().Done()
+	})
+	u := &webUI{s: s, native: native, sessions: newUISessions(clock), pages: mustParsePages()}
+	u.sessions.checkEvery = 5 * time.Millisecond
+	id, _ := u.sessions.create(token, "alice")
+	h := u.requireSession(http.HandlerFunc(u.events))
+
+	req := httptest.NewRequest("GET", "/ui/orders/01a23d16-5e8f-7009-87a7-722136a17d78/events", nil)
+	req.AddCookie(&http.Cookie{Name: uiSessionCookie, Value: id})
+	req.Header.Set("Accept", "text/event-stream")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { defer close(done); h.ServeHTTP(rec, req.WithContext(ctx)) }()
+	<-opened
+	mu.Lock()
+	now = now.Add(61 * time.Minute)
+	mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the stream went on an hour after the person's last request: its session did not go idle")
+	}
+	if !strings.Contains(rec.Body.String(), "event: session-ended") {
+		t.Errorf("the stream ended without saying the session ended:\n%s", rec.Body)
 	}
 }
 
