@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/action"
+	"github.com/orderly-run/orderly/internal/config"
 )
 
 // rest sends a native REST request as who through e's handler, with hdr
@@ -151,5 +153,71 @@ func TestRunIfMatch(t *testing.T) {
 	}
 	if rec := execute(); rec.Code != http.StatusAccepted {
 		t.Fatalf("a run without If-Match: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestSpecIfMatch holds the conditional runs to openapi.yaml: the GETs'
+// ETag header, the run and execute operations' If-Match parameter, their
+// 412 precondition_failed and the 400 of a malformed If-Match, for an
+// action and a runbook.
+func TestSpecIfMatch(t *testing.T) {
+	count := config.Action{Name: "count", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "n", Type: "int", Min: ptrTo[int64](1), Max: ptrTo[int64](5)}},
+		Command: []string{"/bin/echo", "{n}"}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{count}}})
+	sc := newSpecChecker(t, e)
+	resp, _ := sc.do(call{as: "alice", method: "GET", path: "/v1/actions/count"})
+	tag := resp.Header.Get("ETag")
+	if tag == "" {
+		t.Fatal("GET /v1/actions/count answered no ETag")
+	}
+	run := map[string]any{"host": "offline", "params": map[string]any{"n": 2}}
+	for _, c := range []struct {
+		ifMatch string
+		status  int
+		code    string
+	}{
+		{tag, http.StatusAccepted, ""},
+		{`"0123"`, http.StatusPreconditionFailed, "precondition_failed"},
+		{"W/" + tag, http.StatusPreconditionFailed, "precondition_failed"},
+		{"0123", http.StatusBadRequest, "invalid_request"},
+	} {
+		resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: run, hdr: []string{"If-Match", c.ifMatch}})
+		if c.code == "" {
+			if resp.StatusCode != c.status {
+				t.Errorf("If-Match %s: %d %s", c.ifMatch, resp.StatusCode, b)
+			}
+			continue
+		}
+		wantError(t, resp.StatusCode, b, c.status, c.code)
+	}
+
+	dir := t.TempDir()
+	doc := "# Deploy\n\n# Environment Requirements\n```yaml\n{}\n```\n\n" +
+		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying\n```\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default().Runbooks
+	cfg.Dir, cfg.Host = dir, "offline"
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	rb := *e
+	rb.url = hs.URL
+	sc = newSpecChecker(t, &rb)
+	resp, _ = sc.do(call{as: "alice", method: "GET", path: "/v1/runbooks/Deploy.md"})
+	tag = resp.Header.Get("ETag")
+	if tag == "" {
+		t.Fatal("GET /v1/runbooks/Deploy.md answered no ETag")
+	}
+	resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", hdr: []string{"If-Match", `"0123", "4567"`}})
+	wantError(t, resp.StatusCode, b, http.StatusPreconditionFailed, "precondition_failed")
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", hdr: []string{"If-Match", "*, " + tag}})
+	wantError(t, resp.StatusCode, b, http.StatusBadRequest, "invalid_request")
+	if resp, b := sc.do(call{as: "alice", method: "POST", path: "/v1/runbooks/Deploy.md/execute", hdr: []string{"If-Match", tag}}); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("execute naming the ETag: %d %s", resp.StatusCode, b)
 	}
 }
