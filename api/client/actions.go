@@ -56,6 +56,17 @@ func (c *Client) Actions(ctx context.Context) ([]Action, error) {
 	return out.Actions, nil
 }
 
+// Action is the action name and its ETag: SubmitOptions.IfMatch set to
+// it runs the action only while it is still this definition.
+func (c *Client) Action(ctx context.Context, name string) (*Action, string, error) {
+	var a Action
+	etag, err := c.getTagged(ctx, "/v1/actions/"+pathID(name), &a)
+	if err != nil {
+		return nil, "", err
+	}
+	return &a, etag, nil
+}
+
 // RunAction runs an action on host with params (strings, numbers for int
 // params, booleans for bool params) and returns the order, queued or
 // (with opts.Wait) finished.

@@ -208,6 +208,30 @@ func (c *Client) call(ctx context.Context, r request, out any) ([]byte, int, err
 	return b, resp.StatusCode, nil
 }
 
+// getTagged GETs path, decodes its answer into out and returns the
+// answer's ETag.
+func (c *Client) getTagged(ctx context.Context, path string, out any) (string, error) {
+	b, etag, err := func() ([]byte, string, error) {
+		resp, err := c.send(ctx, request{method: http.MethodGet, path: path})
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, "", &TransportError{URL: c.base, Err: fmt.Errorf("read GET %s: %w", path, err)}
+		}
+		return b, resp.Header.Get("ETag"), nil
+	}()
+	if err != nil {
+		return "", err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return "", fmt.Errorf("GET %s: the API answered with something that is not the expected JSON: %v", path, err)
+	}
+	return etag, nil
+}
+
 // readError turns a non-2xx response into an *Error and closes its body.
 func readError(method, path string, resp *http.Response) error {
 	defer resp.Body.Close()

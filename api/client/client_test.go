@@ -345,6 +345,27 @@ func TestClientRunbooksAndActions(t *testing.T) {
 	}
 	_, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": "three"}, client.SubmitOptions{})
 	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity)
+
+	// Bound to the definition read: its ETag runs, another tag does not.
+	a, etag, err := c.Action(ctx, "count")
+	if err != nil || a.Name != "count" || etag == "" {
+		t.Fatalf("Action: %v %+v %q", err, a, etag)
+	}
+	if _, err := c.RunAction(ctx, "count", "offline", map[string]any{"n": 1}, client.SubmitOptions{IfMatch: etag}); err != nil {
+		t.Fatalf("RunAction naming the action's ETag: %v", err)
+	}
+	_, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": 1}, client.SubmitOptions{IfMatch: `"0000"`})
+	wantCode(t, err, client.CodePreconditionFailed, http.StatusPreconditionFailed)
+	rb, etag, err := c.Runbook(ctx, "Deploy.md")
+	if err != nil || rb.File != "Deploy.md" || etag == "" {
+		t.Fatalf("Runbook: %v %+v %q", err, rb, etag)
+	}
+	req = client.RunbookRequest{Host: "offline", EnvVars: map[string]any{"VERSION": "2"}}
+	if _, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IfMatch: etag}); err != nil {
+		t.Fatalf("ExecuteRunbook naming the runbook's ETag: %v", err)
+	}
+	_, err = c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IfMatch: `"0000"`})
+	wantCode(t, err, client.CodePreconditionFailed, http.StatusPreconditionFailed)
 }
 
 // TestClientFollowAcrossALostLiveStream: the live stream is a memory

@@ -26,6 +26,11 @@ type SubmitOptions struct {
 	// IdempotencyKey makes a retry return the first order instead of
 	// running again (printable text of at most 200 bytes).
 	IdempotencyKey string
+	// IfMatch, for RunAction and ExecuteRunbook, runs the action or the
+	// runbook only while its definition is still the one whose ETag it
+	// is (Action, Runbook); else nothing runs and the error's code is
+	// CodePreconditionFailed.
+	IfMatch string
 }
 
 // header is the submission's headers.
@@ -33,6 +38,9 @@ func (o SubmitOptions) header() http.Header {
 	hdr := http.Header{}
 	if o.IdempotencyKey != "" {
 		hdr.Set("Idempotency-Key", o.IdempotencyKey)
+	}
+	if o.IfMatch != "" {
+		hdr.Set("If-Match", o.IfMatch)
 	}
 	if o.Wait > 0 {
 		hdr.Set("Prefer", "wait="+strconv.FormatFloat(o.Wait.Seconds(), 'f', -1, 64))

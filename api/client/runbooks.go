@@ -41,6 +41,17 @@ type RunbookRequest struct {
 	RunAs          string         `json:"run_as,omitempty"`
 }
 
+// Runbook is the runbook file and its ETag: SubmitOptions.IfMatch set
+// to it runs the runbook only while it is still what this answer showed.
+func (c *Client) Runbook(ctx context.Context, file string) (*Runbook, string, error) {
+	var rb Runbook
+	etag, err := c.getTagged(ctx, "/v1/runbooks/"+pathID(file), &rb)
+	if err != nil {
+		return nil, "", err
+	}
+	return &rb, etag, nil
+}
+
 // ExecuteRunbook runs a runbook as an order of kind script and returns the
 // order, queued or (with opts.Wait) finished; Follow streams its output.
 // With opts.IdempotencyKey a retry of the same run (the same runbook and
