@@ -10,7 +10,6 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
-	"github.com/orderly-run/orderly/migrations"
 )
 
 // The claim and the result of an order update its row in place (HOT): no
@@ -169,18 +168,7 @@ func TestActiveOrdersFollowTheStatus(t *testing.T) {
 // Migrating up to 00009 fills active_orders with the orders that were
 // queued or running, and migrating down returns the indexes on status.
 func TestActiveOrdersMigration(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	store, pool := testenv.Store(t, dsn)
-	e := &storeEnv{t: t, ctx: testenv.Context(t), pool: pool, store: store}
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	defer p.Close()
-	if _, err := p.DownTo(e.ctx, 8); err != nil {
-		t.Fatalf("migrate down to 8: %v", err)
-	}
+	e, p := migratedDown(t, 8)
 	queued := e.insert("h1", "alice", nil)
 	running := e.insert("h1", "alice", nil)
 	finished := e.insert("h1", "alice", nil)
@@ -189,21 +177,7 @@ func TestActiveOrdersMigration(t *testing.T) {
 	if _, err := p.Up(e.ctx); err != nil {
 		t.Fatalf("migrate up: %v", err)
 	}
-	var got []string
-	rows, err := e.pool.Query(e.ctx, `SELECT id::text || ' ' || status FROM active_orders ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var row string
-		if err := rows.Scan(&row); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, row)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := e.texts(`SELECT id::text || ' ' || status FROM active_orders ORDER BY id`)
 	if want := []string{queued.ID.String() + " queued", running.ID.String() + " running"}; !slices.Equal(got, want) {
 		t.Fatalf("active_orders after the migration: %v, want %v", got, want)
 	}

@@ -8,8 +8,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/testenv"
-	"github.com/orderly-run/orderly/migrations"
 )
 
 // On a new database the referential check of each event on its order
@@ -64,18 +62,7 @@ func TestNewDatabaseChecksOrderReferencesByIndex(t *testing.T) {
 // Migration 00020 forgets the statistics of orders only when it has no
 // row: an upgrade keeps every order and its history.
 func TestInsertWorkMigrationKeepsOrders(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	store, pool := testenv.Store(t, dsn)
-	e := &storeEnv{t: t, ctx: testenv.Context(t), pool: pool, store: store}
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	defer p.Close()
-	if _, err := p.DownTo(e.ctx, 19); err != nil {
-		t.Fatalf("migrate down to 19: %v", err)
-	}
+	e, p := migratedDown(t, 19)
 	o := e.insert("h1", "alice", nil)
 	if _, err := p.Up(e.ctx); err != nil {
 		t.Fatalf("migrate up: %v", err)
@@ -109,18 +96,7 @@ func TestForgetStartedDropsTheMarkOfADeletedOrder(t *testing.T) {
 	if err := e.store.ForgetStarted(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	var marks []string
-	rows, err := e.pool.Query(e.ctx, `SELECT id::text FROM unpublished ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		marks = append(marks, id)
-	}
+	marks := e.texts(`SELECT id::text FROM unpublished ORDER BY id`)
 	if len(marks) != 1 || marks[0] != kept.ID.String() {
 		t.Errorf("marks after ForgetStarted: %v, want only %s", marks, kept.ID)
 	}
@@ -137,18 +113,7 @@ func TestClaimDeletesThePublishMark(t *testing.T) {
 	claimed := e.insert("h", "p", nil)
 	queued := e.insert("h", "p", nil)
 	e.claim(claimed.ID, "w1")
-	var marks []string
-	rows, err := e.pool.Query(e.ctx, `SELECT id::text FROM unpublished ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		marks = append(marks, id)
-	}
+	marks := e.texts(`SELECT id::text FROM unpublished ORDER BY id`)
 	if len(marks) != 1 || marks[0] != queued.ID.String() {
 		t.Errorf("marks after the claim of %s: %v, want only the queued order's %s", claimed.ID, marks, queued.ID)
 	}

@@ -9,11 +9,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pressly/goose/v3"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/migrations"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -92,6 +95,38 @@ func (e *storeEnv) eventTypes(id uuid.UUID) []string {
 		out = append(out, ev.Type)
 	}
 	return out
+}
+
+// texts runs a query of one text column and returns its rows.
+func (e *storeEnv) texts(sql string, args ...any) []string {
+	e.t.Helper()
+	rows, err := e.pool.Query(e.ctx, sql, args...)
+	if err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+	return out
+}
+
+// migratedDown returns a storeEnv on a new database migrated down to
+// version, and the provider that migrates it up again.
+func migratedDown(t *testing.T, version int64) (*storeEnv, *goose.Provider) {
+	t.Helper()
+	dsn := testenv.Postgres(t)
+	store, pool := testenv.Store(t, dsn)
+	e := &storeEnv{t: t, ctx: testenv.Context(t), pool: pool, store: store}
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(); _ = db.Close() })
+	if _, err := p.DownTo(e.ctx, version); err != nil {
+		t.Fatalf("migrate down to %d: %v", version, err)
+	}
+	return e, p
 }
 
 func (e *storeEnv) exec(sql string, args ...any) {
