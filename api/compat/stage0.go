@@ -89,16 +89,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stage0Error(w, http.StatusNotFound, "Not found")
 			return
 		}
-		switch {
-		case !flaskMethodOK(r.Method, http.MethodPost):
-			w.Header().Set("Allow", flaskAllow(http.MethodPost))
-			stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
-			return
-		case merged != r.URL.Path:
-			werkzeugRedirect(w, r, merged)
-			return
-		case r.Method == http.MethodOptions:
-			flaskOptions(w, http.MethodPost)
+		if stage0Routed(w, r, merged, http.MethodPost) {
 			return
 		}
 		if why := notLocal(r); why != "" {
@@ -112,22 +103,11 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rel := strings.TrimPrefix(merged, strings.TrimSuffix(sc.Prefix, "/"))
 	rt, file, ok := s.route(rel, sc)
-	switch {
-	case !ok:
+	if !ok {
 		stage0Error(w, http.StatusNotFound, "Not found")
 		return
-	case !flaskMethodOK(r.Method, rt.method):
-		w.Header().Set("Allow", flaskAllow(rt.method))
-		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
-		return
-	case merged != r.URL.Path:
-		// Before stage0's views, so before the token.
-		werkzeugRedirect(w, r, merged)
-		return
-	case r.Method == http.MethodOptions:
-		// Flask answered OPTIONS itself, in place of the view, and
-		// stage0 authenticated in its views: so with or without a token.
-		flaskOptions(w, rt.method)
+	}
+	if stage0Routed(w, r, merged, rt.method) {
 		return
 	}
 	req, status, msg := s.authenticate(r, cfg)
@@ -550,4 +530,24 @@ func pyDecimals(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// stage0Routed answers what Flask and Werkzeug answered for a path that
+// matched a route taking method, before stage0's view ran (so before the
+// token): 405 for another method, the 308 to the path the slashes merge
+// into, and OPTIONS, which Flask answered itself in place of the view. It
+// reports whether it answered.
+func stage0Routed(w http.ResponseWriter, r *http.Request, merged, method string) bool {
+	switch {
+	case !flaskMethodOK(r.Method, method):
+		w.Header().Set("Allow", flaskAllow(method))
+		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
+	case merged != r.URL.Path:
+		werkzeugRedirect(w, r, merged)
+	case r.Method == http.MethodOptions:
+		flaskOptions(w, method)
+	default:
+		return false
+	}
+	return true
 }
