@@ -127,11 +127,8 @@ func (s *Store) TouchHost(ctx context.Context, host, version, instance string) e
 
 // Hosts lists every host ever seen, or those of names when given.
 func (s *Store) Hosts(ctx context.Context, names ...string) ([]HostRow, error) {
-	query, args := `SELECT host, version, instance, first_seen, last_seen FROM hosts ORDER BY host`, []any{}
-	if len(names) > 0 {
-		query, args = `SELECT host, version, instance, first_seen, last_seen FROM hosts WHERE host = ANY($1) ORDER BY host`, []any{names}
-	}
-	rows, err := s.pool.Query(ctx, query, args...)
+	rows, err := s.pool.Query(ctx, `SELECT host, version, instance, first_seen, last_seen FROM hosts
+		WHERE coalesce(cardinality($1::text[]), 0) = 0 OR host = ANY($1) ORDER BY host`, names)
 	if err != nil {
 		return nil, translate("list hosts", err)
 	}
@@ -233,15 +230,10 @@ func (s *Store) QueueDepths(ctx context.Context) (map[string]int, error) {
 // from here rather than from its worker's heartbeat, which is written
 // every nats.heartbeat only and lagged the host by up to that.
 func (s *Store) CurrentOrders(ctx context.Context, names ...string) (map[string]Running, error) {
-	query, args := `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
 		FROM active_orders a JOIN orders o ON o.id = a.id
-		WHERE a.status = 'running' ORDER BY a.host, a.id`, []any{}
-	if len(names) > 0 {
-		query, args = `SELECT DISTINCT ON (a.host) a.host, a.id, o.worker
-		FROM active_orders a JOIN orders o ON o.id = a.id
-		WHERE a.status = 'running' AND a.host = ANY($1) ORDER BY a.host, a.id`, []any{names}
-	}
-	rows, err := s.pool.Query(ctx, query, args...)
+		WHERE a.status = 'running' AND (coalesce(cardinality($1::text[]), 0) = 0 OR a.host = ANY($1))
+		ORDER BY a.host, a.id`, names)
 	if err != nil {
 		return nil, translate("list running orders", err)
 	}
