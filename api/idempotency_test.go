@@ -438,3 +438,32 @@ func TestTwoIdempotencyKeysAreRefused(t *testing.T) {
 		t.Fatalf("a submission with one: %+v (error %+v)", b, b.Error)
 	}
 }
+
+// TestIdempotencyKeyRecordedBeforeTheUpgrade: a key recorded by a
+// binary that stored order.Fingerprint (the order as the server filled
+// it in) is still answered with its order when the same request comes
+// again after the upgrade to RequestSum, and another request under it is
+// still refused: the stored sum is compared in its own form.
+func TestIdempotencyKeyRecordedBeforeTheUpgrade(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	body := map[string]any{"host": "upg", "command": "echo", "args": []string{"once"}}
+	first := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "before-upgrade")
+	stored, err := e.store.GetOrder(t.Context(), first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the earlier binary stored: the order's Fingerprint, with the
+	// default timeout it filled in.
+	if stored.Timeout == 0 {
+		t.Fatal("the stored order has no timeout filled in")
+	}
+	if _, err := e.pool.Exec(t.Context(), `UPDATE orders SET request_sha256 = $1 WHERE id = $2`, stored.Fingerprint(), first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if again := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "before-upgrade"); again.ID != first.ID {
+		t.Fatalf("retry after the upgrade answered %s, want %s", again.ID, first.ID)
+	}
+	other := map[string]any{"host": "upg", "command": "echo", "args": []string{"twice"}}
+	code, b := e.do("alice", "POST", "/v1/orders", other, "Idempotency-Key", "before-upgrade")
+	wantError(t, code, b, http.StatusUnprocessableEntity, "idempotency_key_reused")
+}

@@ -258,7 +258,8 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 	o.Env = runbookEnv(env, token, chain.Correlation, url, stack)
 	o.EnvNames = slices.Sorted(maps.Keys(o.Env))
 	if o.IdempotencyKey != "" {
-		o.RequestSHA256 = runbookRequestSum(o, env, rr.Timeout)
+		o.RequestSHA256 = runbookRequestSum(o, rr)
+		o.LegacySHA256 = runbookLegacySum(o, env, rr.Timeout)
 	}
 	d := postgres.Delegation{OrderID: o.ID, Principal: p.Name, Kind: p.Kind, Roles: p.Roles, Claims: p.Claims,
 		CorrelationID: chain.Correlation, Stack: stack, Hosts: append(slices.Clone(chain.Hosts), host)}
@@ -291,15 +292,26 @@ func (s *Server) deleteDelegation(ctx context.Context, id uuid.UUID) {
 	}
 }
 
-// runbookRequestSum is the fingerprint an Idempotency-Key binds a run
-// to: what the request asks for (the runbook, host, env_vars, timeout as
-// sent, user). The order's own fingerprint holds what is made for each
-// run (its delegated token, its correlation id when the request names
-// none, RUNBOOK_URL from the address it came in on), which no retry
-// could match. The chain headers say where a request comes from, not
-// what it asks: a retry is answered with the first run whatever it sends
-// there.
-func runbookRequestSum(o *order.Order, env map[string]string, timeout time.Duration) []byte {
+// runbookRequestSum is the sum an Idempotency-Key binds a run to: what
+// the request asks for as it was sent (the runbook, the host it names,
+// env_vars, timeout, user). The order's own fingerprint holds what is
+// made for each run (its delegated token, its correlation id when the
+// request names none, RUNBOOK_URL from the address it came in on), which
+// no retry could match, and what the configuration fills in
+// (runbooks.host for a request that names none, a variable from the
+// service's environment), which a reload or a restart may change between
+// a run and its retry. The chain headers say where a request comes from,
+// not what it asks: a retry is answered with the first run whatever it
+// sends there.
+func runbookRequestSum(o *order.Order, rr RunbookRun) []byte {
+	req := *o
+	req.Host, req.Env, req.EnvNames, req.CorrelationID, req.Timeout = rr.Host, rr.Env, nil, "", rr.Timeout
+	return req.RequestSum()
+}
+
+// runbookLegacySum is the sum a run recorded before runbookRequestSum
+// was stored: with the host and variables the server filled in.
+func runbookLegacySum(o *order.Order, env map[string]string, timeout time.Duration) []byte {
 	req := *o
 	req.Env, req.CorrelationID, req.Timeout = env, "", timeout
 	return req.Fingerprint()

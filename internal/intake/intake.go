@@ -165,6 +165,11 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		o.ID = order.NewID()
 	}
 	o.Principal = p.Name
+	if o.IdempotencyKey != "" && o.RequestSHA256 == nil {
+		// Before anything is filled in from the configuration: a retry
+		// after a reload that changed a default is the same request.
+		o.RequestSHA256 = o.RequestSum()
+	}
 	defaulted := o.Timeout == 0
 	if err := order.Validate(o, s.opts.Limits()); err != nil {
 		return nil, s.refused(o, err)

@@ -3,6 +3,7 @@ package order
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"slices"
 )
 
@@ -14,8 +15,53 @@ import (
 // The deadline is left out: expires_in_seconds is relative to each
 // attempt's arrival, so honest retries differ there. Each field is written
 // with its length, so no two different orders share an encoding.
+//
+// It is the stored form of keys recorded before RequestSum: it holds
+// what the server filled in (the default timeout, an action's timeout,
+// user and param defaults), so a reload between a request and its retry
+// made the retry differ. Kept only to compare such keys with.
 func (o *Order) Fingerprint() []byte {
 	h := sha256.New()
+	o.writeFingerprint(h)
+	return h.Sum(nil)
+}
+
+// RequestSumVersion is the first byte of a RequestSum: a stored
+// request_sha256 of 32 bytes is a Fingerprint (keys recorded before),
+// one of 33 starting with it is a RequestSum.
+const RequestSumVersion = 2
+
+// requestSumTag starts what a RequestSum hashes, so that no RequestSum
+// is a Fingerprint's hash with a byte in front.
+const requestSumTag = "orderly request v2"
+
+// RequestSum is what an idempotency key binds: the request as the client
+// sent it, normalized (kind "" is exec; env and params sorted), taken
+// before the server fills anything in from its configuration. Called on
+// an order as its handler built it, so a timeout it names none of is 0,
+// an action's params are those sent (defaults not filled in, secrets left
+// out) and its user and timeout are the client's. A reload that changes
+// a default between a request and its retry therefore leaves the retry
+// the same request, answered with the first order. It is RequestSumVersion
+// followed by a SHA-256.
+func (o *Order) RequestSum() []byte {
+	req := *o
+	if req.Kind == "" {
+		req.Kind = KindExec
+	}
+	h := sha256.New()
+	h.Write([]byte(requestSumTag))
+	req.writeFingerprint(h)
+	return h.Sum([]byte{RequestSumVersion})
+}
+
+// IsRequestSum reports whether a stored sum is a RequestSum (else it is
+// a Fingerprint, recorded before RequestSum existed).
+func IsRequestSum(sum []byte) bool {
+	return len(sum) == 1+sha256.Size && sum[0] == RequestSumVersion
+}
+
+func (o *Order) writeFingerprint(h hash.Hash) {
 	var n [8]byte
 	field := func(b []byte) {
 		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
@@ -73,5 +119,4 @@ func (o *Order) Fingerprint() []byte {
 		str(a.Name)
 		pairs(a.Params)
 	}
-	return h.Sum(nil)
 }

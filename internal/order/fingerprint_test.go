@@ -54,3 +54,24 @@ func TestFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestSumIsVersioned: a RequestSum is told from a Fingerprint by
+// its form (a stored sum is compared in its own form), and leaves out
+// nothing the client sends that a Fingerprint holds.
+func TestRequestSumIsVersioned(t *testing.T) {
+	o := &Order{Host: "h", Command: "echo", Args: []string{"a"}}
+	sum, fp := o.RequestSum(), o.Fingerprint()
+	if !IsRequestSum(sum) || IsRequestSum(fp) || len(sum) != 33 || bytes.Equal(sum[1:], fp) {
+		t.Fatalf("RequestSum %x and Fingerprint %x are not told apart", sum, fp)
+	}
+	exec := *o
+	exec.Kind = KindExec
+	if !bytes.Equal(exec.RequestSum(), sum) {
+		t.Fatal("kind exec sent and kind left out are different requests")
+	}
+	longer := *o
+	longer.Timeout = time.Second
+	if bytes.Equal(longer.RequestSum(), sum) {
+		t.Fatal("a timeout sent does not count")
+	}
+}

@@ -63,11 +63,17 @@ type Order struct {
 	Script *Script
 	// Action is the action a KindAction order runs; nil otherwise.
 	Action *Action
-	// RequestSHA256, when set, stands for Fingerprint as what a retry
-	// under IdempotencyKey must ask for again: a runbook run's order also
-	// holds values made for that run alone (its delegated token, its
-	// correlation id), which no retry sends.
+	// RequestSHA256 is what a retry under IdempotencyKey must ask for
+	// again: RequestSum of the request as the client sent it, before the
+	// server filled anything in from its configuration (intake.Submit
+	// sets it when the caller has not; a runbook run sets its own, since
+	// its order holds values made for that run alone: its delegated
+	// token, its correlation id).
 	RequestSHA256 []byte
+	// LegacySHA256, when set, stands for Fingerprint as what a key
+	// recorded before RequestSum existed is compared with (a runbook
+	// run's own earlier form); unset, the store uses Fingerprint.
+	LegacySHA256 []byte
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

@@ -217,7 +217,7 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	if o.IdempotencyKey != "" {
 		idemKey, reqSum = &o.IdempotencyKey, o.RequestSHA256
 		if reqSum == nil {
-			reqSum = o.Fingerprint()
+			reqSum = o.RequestSum()
 		}
 	}
 	args := o.Args
@@ -268,7 +268,7 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		return nil, lim
 	}
 	if err == pgx.ErrNoRows && idemKey != nil {
-		return s.idempotentRepeat(ctx, o, *idemKey, reqSum)
+		return s.idempotentRepeat(ctx, o, *idemKey)
 	}
 	if err != nil {
 		terr := translate("insert order", err)
@@ -330,18 +330,32 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, i
 
 // idempotentRepeat answers a submission o whose idempotency key the
 // principal already used: the first order when the request is the same,
-// CodeIdempotencyReused when it asks for something else. Orders recorded
-// before request_sha256 existed have none and are not compared. A fan-out
+// CodeIdempotencyReused when it asks for something else. The stored sum
+// is compared in its own form: a RequestSum with o's, a Fingerprint
+// (recorded before RequestSum existed) with o's legacy one, computed as
+// that binary did, so a retry arriving just after an upgrade is still the
+// same request. Orders recorded before request_sha256 existed have none
+// and are not compared. A fan-out
 // keys its orders "<key>/<host>", which a single order may have been
 // given as its own key: one of them is never the other's first order
 // (the fan-out would answer, for that host, with an order that ran
 // before it, perhaps days before, and run nothing there).
-func (s *Store) idempotentRepeat(ctx context.Context, o *order.Order, key string, sum []byte) (*order.Order, error) {
+func (s *Store) idempotentRepeat(ctx context.Context, o *order.Order, key string) (*order.Order, error) {
 	var prevSum []byte
 	row := s.pool.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, key)
 	prev, err := scanOrder(extraCol{row, &prevSum})
 	if err != nil {
 		return nil, translate("get order by idempotency key", err)
+	}
+	sum := o.RequestSHA256
+	if sum == nil {
+		sum = o.RequestSum()
+	}
+	if prevSum != nil && !order.IsRequestSum(prevSum) {
+		sum = o.LegacySHA256
+		if sum == nil {
+			sum = o.Fingerprint()
+		}
 	}
 	if prevSum != nil && !bytes.Equal(prevSum, sum) || (prev.BatchID == nil) != (o.BatchID == nil) {
 		return nil, &order.Error{Code: order.CodeIdempotencyReused,
