@@ -128,3 +128,43 @@ func TestRunbookExecuteHonoursIdempotencyKey(t *testing.T) {
 		t.Fatalf("%d delegations of orders never recorded (%v)", stray, err)
 	}
 }
+
+// TestRunbookRetryAfterAReloadOfItsDefaults: a run that names no host
+// goes to runbooks.host; a reload that moves runbooks.host (and the
+// runbooks' timeout) between the run and its retry leaves the retry the
+// same request, answered with the first run. Its sum held the host the
+// server picked, and the retry was 422 idempotency_key_reused although
+// the client sent the same request.
+func TestRunbookRetryAfterAReloadOfItsDefaults(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
+	dir := t.TempDir()
+	doc := "# Deploy\n\n# Environment Requirements\n```yaml\nVERSION: the release\n```\n\n" +
+		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying $VERSION\n```\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default().Runbooks
+	cfg.Dir, cfg.Host = dir, "h1"
+	var mu sync.Mutex
+	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { mu.Lock(); defer mu.Unlock(); return cfg })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	rb := *e
+	rb.url = hs.URL
+	body := map[string]any{"env_vars": map[string]any{"VERSION": "1.2"}}
+	code, b := rb.do("alice", "POST", "/v1/runbooks/Deploy.md/execute?wait=20", body, "Idempotency-Key", "deploy-default-host")
+	var first api.Order
+	if code != http.StatusOK || json.Unmarshal(b, &first) != nil || first.Host != "h1" || first.Status != "succeeded" {
+		t.Fatalf("first run: %d %s", code, b)
+	}
+	mu.Lock()
+	cfg.Host, cfg.Timeout = "h2", cfg.Timeout+time.Minute
+	mu.Unlock()
+	code, b = rb.do("alice", "POST", "/v1/runbooks/Deploy.md/execute?wait=20", body, "Idempotency-Key", "deploy-default-host")
+	var again api.Order
+	if code != http.StatusOK || json.Unmarshal(b, &again) != nil || again.ID != first.ID {
+		t.Fatalf("retry after the reload: %d %s; want run %s", code, b, first.ID)
+	}
+}
