@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -538,5 +539,73 @@ func TestActionChoicesValidAsARun(t *testing.T) {
 	}
 	if want := ".x/false 0042/true A/false a..b/false"; strings.Join(seen, " ") != want {
 		t.Errorf("choices %s\nwant    %s", strings.Join(seen, " "), want)
+	}
+}
+
+// TestActionRetryRacingItsFirstRunIsThatRun: two runs of a limited
+// action with one Idempotency-Key, sent at once (a double submit, or a
+// retry while the first is still being recorded), are one run answered
+// to both. The limit's trigger looks the key up before it waits for the
+// action's lock, so the second, which waited behind the first, found no
+// key, counted the first's run and was refused 429 rate_limited although
+// its request had been accepted. The action's lock is held here while
+// both wait for it, so the race is the same every time.
+func TestActionRetryRacingItsFirstRunIsThatRun(t *testing.T) {
+	one := config.Action{Name: "one-run", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Command: []string{"/bin/true"}, Limit: config.ActionLimit{Runs: 1, Per: time.Hour, ConcurrentPerHost: 1}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{one}}})
+	ctx := t.Context()
+	if _, err := e.pool.Exec(ctx, `INSERT INTO action_locks (action) VALUES ('one-run') ON CONFLICT DO NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM action_locks WHERE action = 'one-run' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		code int
+		body []byte
+	}
+	answers := make(chan answer, 2)
+	for range 2 {
+		go func() {
+			code, b := e.do("alice", "POST", "/v1/actions/one-run/run", map[string]any{"host": "race-1"}, "Idempotency-Key", "once")
+			answers <- answer{code, b}
+		}()
+	}
+	// Both inserts wait for the lock, past the trigger's key look-up.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO orders%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d inserts wait for the action's lock, want 2", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 2 {
+		a := <-answers
+		var o api.Order
+		if a.code != http.StatusAccepted || json.Unmarshal(a.body, &o) != nil {
+			t.Fatalf("a run with the key: %d %s; want 202 with the one run", a.code, a.body)
+		}
+		ids = append(ids, o.ID.String())
+	}
+	if ids[0] != ids[1] {
+		t.Fatalf("one key, two runs: %v", ids)
 	}
 }

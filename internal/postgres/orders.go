@@ -265,6 +265,16 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		}
 	}
 	if lim := actionLimited(err); lim != nil {
+		if idemKey != nil {
+			// The limit's trigger looks the key up before it waits for
+			// the action's lock: a second insert with the key that
+			// waited behind the first found none, then counted the
+			// first's run. It is that run, not a run too many.
+			prev, rerr := s.idempotentRepeat(ctx, o, *idemKey)
+			if order.ErrorCode(rerr) != order.CodeNotFound {
+				return prev, rerr
+			}
+		}
 		return nil, lim
 	}
 	if err == pgx.ErrNoRows && idemKey != nil {
