@@ -467,3 +467,35 @@ func TestIdempotencyKeyRecordedBeforeTheUpgrade(t *testing.T) {
 	code, b := e.do("alice", "POST", "/v1/orders", other, "Idempotency-Key", "before-upgrade")
 	wantError(t, code, b, http.StatusUnprocessableEntity, "idempotency_key_reused")
 }
+
+// TestEmptyIdempotencyKeyIsRefused: an Idempotency-Key header sent empty
+// (a client whose key variable came out empty) is 400 invalid_request
+// naming the header, on every route that reads it, and so is an empty
+// Nats-Msg-Id: taken as no key, as they were, the client's retry ran
+// the order again although it had asked for one run.
+func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
+	acts := config.Actions{Bus: "system", Definitions: []config.Action{hashAction}}
+	e := newAPIEnv(t, envOptions{actions: acts})
+	single := map[string]any{"host": "emptykey", "command": "true"}
+	fan := map[string]any{"hosts": []string{"emptykey-a", "emptykey-b"}, "command": "true"}
+	act := map[string]any{"host": "act-9", "params": map[string]any{"label": "x", "pw": "s3cretpassw0rd"}}
+	for _, c := range []struct {
+		path string
+		body map[string]any
+	}{{"/v1/orders", single}, {"/v1/orders", fan}, {"/v1/actions/hash-secret/run", act}} {
+		code, b := e.do("alice", "POST", c.path, c.body, "Idempotency-Key", "")
+		var eb api.ErrorBody
+		if code != http.StatusBadRequest || json.Unmarshal(b, &eb) != nil || eb.Error.Code != "invalid_request" ||
+			eb.Error.Details["field"] != "Idempotency-Key" {
+			t.Errorf("POST %s with an empty Idempotency-Key: %d %s", c.path, code, b)
+		}
+	}
+	a := e.publish("alice", "emptykey", "", map[string]any{"command": "true"}, "Nats-Msg-Id", "")
+	if a.Error == nil || a.Error.Code != "invalid_request" || a.Error.Details["field"] != "Nats-Msg-Id" {
+		t.Fatalf("a NATS submission with an empty Nats-Msg-Id: %+v (error %+v)", a, a.Error)
+	}
+	var n int
+	if err := e.pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("orders recorded from refused requests: %d (%v)", n, err)
+	}
+}

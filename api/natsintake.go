@@ -547,6 +547,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		// deduplicates on the first, and nobody can say which was meant.
 		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "%d Nats-Msg-Id headers: send one", n))
 	}
+	if v := hdr.Values("Nats-Msg-Id"); len(v) == 1 && v[0] == "" {
+		// As an empty Idempotency-Key (idempotencyKeyOf): a publisher
+		// that meant a key would have its retry run again.
+		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "Nats-Msg-Id is empty: send an id, or leave the header out"))
+	}
 	if len(d.key) > 200 || order.HasControl(d.key, false) {
 		// The REST header's rule (idempotencyKeyOf), in the header's own
 		// name: the domain's check would name Idempotency-Key and its own

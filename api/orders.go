@@ -18,8 +18,8 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// idempotencyKeyOf reads the Idempotency-Key header: printable text of at
-// most 200 bytes (a fan-out appends "/<host>" to it for each order), sent
+// idempotencyKeyOf reads the Idempotency-Key header: printable text of
+// 1 to 200 bytes (a fan-out appends "/<host>" to it for each order), sent
 // once. Of two, the first was used silently; which one the client (or a
 // proxy that added one) meant is anyone's guess, as for Authorization
 // (oneAuthorization), so neither is.
@@ -28,6 +28,12 @@ func idempotencyKeyOf(r *http.Request) (string, error) {
 		return "", order.FieldError(order.CodeInvalid, "Idempotency-Key", "%d Idempotency-Key headers: send one", n)
 	}
 	k := r.Header.Get("Idempotency-Key")
+	if k == "" && len(r.Header.Values("Idempotency-Key")) == 1 {
+		// Sent, but empty: a client whose key came out empty (an unset
+		// variable) means a keyed request, and taken as none its retry
+		// would run again.
+		return "", order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key is empty: send a key, or leave the header out")
+	}
 	if len(k) > 200 || order.HasControl(k, false) {
 		return "", order.FieldError(order.CodeInvalid, "Idempotency-Key", "Idempotency-Key must be printable text of at most 200 bytes")
 	}
