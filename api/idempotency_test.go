@@ -499,3 +499,24 @@ func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
 		t.Fatalf("orders recorded from refused requests: %d (%v)", n, err)
 	}
 }
+
+// TestIdempotencyKeyLivesAsLongAsItsOrder: a retry after the order
+// finished is that order; once retention deleted the order, the key is
+// free and the same request is a new order (openapi.yaml says so).
+func TestIdempotencyKeyLivesAsLongAsItsOrder(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	body := map[string]any{"host": "kept", "command": "true"}
+	first := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "kept-1")
+	if code, b := e.do("alice", "POST", "/v1/orders/"+first.ID.String()+"/cancel", nil); code >= 300 {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	if again := e.submit("alice", body, "", http.StatusOK, "Idempotency-Key", "kept-1"); again.ID != first.ID || again.Status != "canceled" {
+		t.Fatalf("retry after the order ended: %s %s, want %s canceled", again.ID, again.Status, first.ID)
+	}
+	if n, err := e.store.DeleteFinishedBefore(t.Context(), time.Now().Add(time.Hour), 1000); err != nil || n != 1 {
+		t.Fatalf("retention deleted %d orders (%v), want 1", n, err)
+	}
+	if fresh := e.submit("alice", body, "", http.StatusAccepted, "Idempotency-Key", "kept-1"); fresh.ID == first.ID {
+		t.Fatal("a retry after retention deleted the order answered with it")
+	}
+}
