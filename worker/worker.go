@@ -398,9 +398,36 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 // the tenure, since another worker now owns the host.
 func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.CancelCauseFunc) {
 	started := time.Now()
-	t := time.NewTicker(w.opts.Heartbeat)
+	every := w.opts.Heartbeat
+	t := time.NewTicker(every)
 	defer t.Stop()
-	touched := time.Now()
+	// The bucket's TTL is read again at each tenure, every minute and
+	// after a lapse: an API restarted with a shorter nats.lease_ttl
+	// shortens every lease at once, and a worker renewing at its start's
+	// pace lost the host between two renewals, to a standby woken at the
+	// expiry, again and again until it was restarted.
+	fit := func() {
+		ttl, err := w.q.BucketTTL(ctx)
+		if err != nil {
+			w.logger.Debug("read the host lease's TTL", "error", err)
+			return
+		}
+		next := queue.RenewEvery(w.opts.Heartbeat, ttl)
+		if next == every {
+			return
+		}
+		every = next
+		t.Reset(every)
+		if every < w.opts.Heartbeat {
+			w.logger.Error("nats.heartbeat does not fit the host lease: renewing it every third of the lease instead; "+
+				"set nats.heartbeat to at most a third of the API's nats.lease_ttl and restart the worker",
+				"heartbeat", w.opts.Heartbeat, "lease", ttl, "renew_every", every, "bucket", queue.HostsBucket)
+		} else {
+			w.logger.Info("nats.heartbeat fits the host lease again", "heartbeat", w.opts.Heartbeat, "lease", ttl)
+		}
+	}
+	fit()
+	touched, checked := time.Now(), time.Now()
 	for {
 		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version,
 			StartedAt: started, LastSeen: time.Now()}
@@ -419,6 +446,10 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 				touched = time.Now()
 			}
 		}
+		if time.Since(checked) > time.Minute {
+			fit()
+			checked = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -427,6 +458,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 		retaken, err := lease.Renew(ctx)
 		if retaken {
 			w.logger.Warn("host lease had lapsed (a pause or a partition longer than nats.lease_ttl); nobody took it, taken again")
+			fit()
 		}
 		if err != nil && ctx.Err() == nil {
 			if errors.Is(err, queue.ErrLeaseLost) {

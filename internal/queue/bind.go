@@ -60,3 +60,25 @@ func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 // LeaseTTL is how long a host's lease lasts without a renewal: the hosts
 // bucket's TTL for a bound queue.
 func (q *Queue) LeaseTTL() time.Duration { return q.opts.LeaseTTL }
+
+// BucketTTL reads the hosts bucket's TTL now: the API sets it at each of
+// its starts from its nats.lease_ttl, so it may have changed since this
+// queue was bound (LeaseTTL keeps what it was then).
+func (q *Queue) BucketTTL(ctx context.Context) (time.Duration, error) {
+	st, err := q.kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read kv bucket %s: %w", HostsBucket, err)
+	}
+	return st.TTL(), nil
+}
+
+// RenewEvery is how often a worker whose nats.heartbeat is heartbeat
+// renews a lease of ttl: every heartbeat while three renewals fit in the
+// lease (one lost or late renewal does not cost the host), every third
+// of the lease otherwise. A ttl of 0 (no expiry) keeps heartbeat.
+func RenewEvery(heartbeat, ttl time.Duration) time.Duration {
+	if ttl <= 0 || 3*heartbeat <= ttl {
+		return heartbeat
+	}
+	return max(ttl/3, 10*time.Millisecond)
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestWorkersKeepTheHostWhenTheLeaseShrinks runs two `orderly worker`
+// processes for one host (heartbeat 3 s, the bucket's TTL 9 s), then
+// updates the hosts bucket as an API restarted with nats.lease_ttl 1s
+// does. The workers had checked their heartbeat against the TTL only at
+// their start: the lease lapsed between every two renewals, the standby
+// (woken at once by the expiry marker) took the host, the other took it
+// back, each takeover ending the order that ran, for as long as the
+// workers ran. Now a worker reads the TTL again (each tenure, every
+// minute, after a lapse), renews every third of the lease, and says so
+// in an error: after at most one change of hands, the host stays put.
+// The server expires keys about a second late at worst, so the heartbeat
+// is well past the new TTL: 800ms against a 1s heartbeat lapsed once.
+func TestWorkersKeepTheHostWhenTheLeaseShrinks(t *testing.T) {
+	s := newStack(t)
+	ctx := t.Context()
+	cfg := s.watcher.Current()
+	cfg.NATS.LeaseTTL = 9 * time.Second
+	if _, err := openQueue(ctx, s.b.queue.Conn(), cfg, roleAPI); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := s.b.queue.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const host = "shrink"
+	var logs [2]lockedBuffer
+	for i := range logs {
+		cmd := exec.Command(orderlyBin, "worker", "--host", host)
+		cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+			"ORDERLY_NATS__LEASE_TTL=9s", "ORDERLY_NATS__HEARTBEAT=3s", "ORDERLY_LOG__LEVEL=info", "PATH=/usr/bin:/bin"}
+		cmd.Stderr = &logs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		})
+	}
+	w, err := kv.Watch(ctx, "lease."+host, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	// changes counts, until the deadline, the lease's changes of hands
+	// and expiries.
+	holder := ""
+	changes := func(until time.Time) (n int) {
+		for {
+			select {
+			case e := <-w.Updates():
+				if e == nil {
+					continue
+				}
+				if e.Operation() != jetstream.KeyValuePut {
+					n++
+					holder = ""
+					continue
+				}
+				if who := string(e.Value()); who != holder {
+					if holder != "" {
+						n++
+					}
+					holder = who
+				}
+			case <-time.After(time.Until(until)):
+				return n
+			}
+		}
+	}
+	changes(time.Now().Add(4 * time.Second)) // a holder and a standby
+	if holder == "" {
+		t.Fatal("no worker holds the host")
+	}
+	before := changes(time.Now().Add(3 * time.Second))
+	if before != 0 {
+		t.Fatalf("the lease changed hands %d times before the TTL changed", before)
+	}
+	cfg.NATS.LeaseTTL = time.Second
+	if _, err := openQueue(ctx, s.b.queue.Conn(), cfg, roleAPI); err != nil {
+		t.Fatal(err)
+	}
+	settle := changes(time.Now().Add(4 * time.Second))
+	after := changes(time.Now().Add(9 * time.Second))
+	t.Logf("the lease's changes of hands or expiries: %d in the 4 s after the TTL shrank to 1s, %d in the 9 s after", settle, after)
+	if after != 0 {
+		t.Fatalf("the lease changed hands or expired %d times in 9 s under a 1s TTL with workers beating every 3s", after)
+	}
+	both := logs[0].String() + logs[1].String()
+	if !strings.Contains(both, "nats.heartbeat does not fit the host lease") {
+		t.Fatalf("no worker said its heartbeat does not fit the lease; logs:\n%s", both)
+	}
+}
