@@ -41,10 +41,11 @@ func TestWorkerLogsItsContainment(t *testing.T) {
 	}
 }
 
-// TestWorkerHeartbeatFitsTheLease: a worker whose nats.heartbeat is not
-// shorter than the lease the API set (the hosts bucket's TTL, 2s here)
+// TestWorkerHeartbeatFitsTheLease: a worker whose nats.heartbeat is more
+// than a third of the lease the API set (the hosts bucket's TTL, 2s here)
 // refuses to start, whatever its own nats.lease_ttl says: a standby would
-// take the host between its beats and interrupt the order it runs. It
+// take the host between its beats, or after one late renewal, and
+// interrupt the order it runs. It
 // refuses at once: waiting does not change the bucket.
 func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	s := newStack(t)
@@ -57,16 +58,21 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	cfg.Host = "lease-test" // a worker's: the API's config names none
 	cfg.NATS.LeaseTTL, cfg.NATS.Heartbeat, cfg.NATS.AckWait = time.Minute, 20*time.Second, 90*time.Second
 	_, err = openQueue(t.Context(), nc, cfg, roleWorker)
-	if err == nil || !strings.Contains(err.Error(), "must be shorter than the host lease, 2s") {
+	if err == nil || !strings.Contains(err.Error(), "must be at most a third of the host lease, 2s") {
 		t.Fatalf("a 20s heartbeat against a 2s bucket TTL: %v", err)
 	}
 	// Refused, not waited for: it logged "waiting for nats" for good.
 	if depNATS.retryable(queueStartError(nc, cfg, err)) {
 		t.Fatalf("a 20s heartbeat against a 2s bucket TTL is waited for: %v", err)
 	}
+	// Shorter than the lease, but one late renewal would lose the host.
 	cfg.NATS.Heartbeat = time.Second
+	if _, err = openQueue(t.Context(), nc, cfg, roleWorker); err == nil || !strings.Contains(err.Error(), "must be at most a third of the host lease, 2s") {
+		t.Fatalf("a 1s heartbeat against a 2s bucket TTL: %v", err)
+	}
+	cfg.NATS.Heartbeat = 600 * time.Millisecond
 	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err != nil {
-		t.Fatalf("a 1s heartbeat: %v", err)
+		t.Fatalf("a 600ms heartbeat: %v", err)
 	}
 }
 

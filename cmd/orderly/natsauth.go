@@ -59,11 +59,13 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 			return nil, err
 		}
 		q, err := queue.Bind(ctx, nc, opts)
-		if err == nil && cfg.NATS.Heartbeat >= q.LeaseTTL() {
-			// A standby worker would take the host between two beats, and
-			// end the order this one runs as interrupted. Waiting does not
-			// change the bucket: the start ends.
-			return nil, fatalStartError{fmt.Errorf("nats.heartbeat (%s) must be shorter than the host lease, %s: the TTL of the %s bucket, which the API sets from its nats.lease_ttl",
+		if err == nil && queue.RenewEvery(cfg.NATS.Heartbeat, q.LeaseTTL()) != cfg.NATS.Heartbeat {
+			// A standby worker would take the host after a renewal lost
+			// or late (between two beats, for a heartbeat not shorter
+			// than the lease), and end the order this one runs as
+			// interrupted. Waiting does not change the bucket: the start
+			// ends. (A bucket shortened later is followed: worker.beat.)
+			return nil, fatalStartError{fmt.Errorf("nats.heartbeat (%s) must be at most a third of the host lease, %s: the TTL of the %s bucket, which the API sets from its nats.lease_ttl",
 				cfg.NATS.Heartbeat, q.LeaseTTL(), queue.HostsBucket)}
 		}
 		return q, err

@@ -198,8 +198,13 @@ func (c Config) validateNATS(ps *problems) {
 	ps.positive("nats.lease_ttl", n.LeaseTTL)
 	ps.positive("nats.heartbeat", n.Heartbeat)
 	ps.atLeast("nats.heartbeat", n.Heartbeat, 100*time.Millisecond) // two fsynced KV writes a beat
-	if n.Heartbeat > 0 && n.LeaseTTL > 0 && n.Heartbeat >= n.LeaseTTL {
-		ps.add("nats.heartbeat", "must be shorter than nats.lease_ttl (%s), or the lease expires between beats", n.LeaseTTL)
+	// The worker renews its lease every heartbeat: three renewals to a
+	// lease let one be lost or late (a NATS blip, a leader election)
+	// without a standby taking the host. "Shorter than the lease" let
+	// 14s against 15s through: a renewal 1s late lost the host.
+	if n.Heartbeat > 0 && n.LeaseTTL > 0 && 3*n.Heartbeat > n.LeaseTTL {
+		ps.add("nats.heartbeat", "must be at most a third of nats.lease_ttl (%s, so at most %s), got %s: the worker renews its host lease every heartbeat, and a third lets one renewal be lost without a standby taking the host",
+			n.LeaseTTL, n.LeaseTTL/3, n.Heartbeat)
 	}
 	if n.Heartbeat > 0 && n.AckWait > 0 && n.Heartbeat >= n.AckWait {
 		ps.add("nats.heartbeat", "must be shorter than nats.ack_wait (%s), or a running order is redelivered", n.AckWait)

@@ -53,6 +53,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = time.Minute }, "nats.dedup_window"},
 		{"nats ack wait", func(c *Config) { c.NATS.AckWait = 0 }, "nats.ack_wait"},
 		{"nats heartbeat vs lease", func(c *Config) { c.NATS.Heartbeat = c.NATS.LeaseTTL }, "nats.heartbeat"},
+		{"nats heartbeat near the lease", func(c *Config) { c.NATS.Heartbeat, c.NATS.LeaseTTL = 14*time.Second, 15*time.Second }, "nats.heartbeat"},
+		{"nats heartbeat past a third of the lease", func(c *Config) { c.NATS.Heartbeat, c.NATS.LeaseTTL = 5001*time.Millisecond, 15*time.Second }, "nats.heartbeat"},
 		// A nanosecond is positive, and the period of a tight loop.
 		{"nats heartbeat tiny", func(c *Config) { c.NATS.Heartbeat = time.Nanosecond }, "nats.heartbeat"},
 		{"check interval tiny", func(c *Config) { c.ConfigCheckInterval = time.Nanosecond }, "config_check_interval"},
@@ -250,5 +252,22 @@ func TestPrincipalsOfOneSourceEach(t *testing.T) {
 				t.Fatalf("Validate = %v, want a problem for %s", err, tt.key)
 			}
 		})
+	}
+}
+
+// TestHeartbeatIsAThirdOfTheLease: nats.heartbeat 14s against a 15s
+// nats.lease_ttl passed ("shorter than the lease"), leaving a renewal
+// one second to be late before a standby took the host; the bound is a
+// third, the defaults' ratio, and the refusal names both keys.
+func TestHeartbeatIsAThirdOfTheLease(t *testing.T) {
+	c := Default()
+	c.NATS.Heartbeat, c.NATS.LeaseTTL = 14*time.Second, 15*time.Second
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "nats.heartbeat: must be at most a third of nats.lease_ttl (15s, so at most 5s), got 14s") {
+		t.Fatalf("a 14s heartbeat against a 15s lease: %v", err)
+	}
+	c.NATS.Heartbeat = 5 * time.Second
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a 5s heartbeat against a 15s lease: %v", err)
 	}
 }
