@@ -242,9 +242,38 @@ func (s *Store) Cancel(ctx context.Context, id uuid.UUID, actor, reason string) 
 	return s.transition(ctx, id, order.StatusQueued, order.StatusCanceled, "canceled", actor, reason)
 }
 
-// Expire makes a queued order whose deadline passed expired.
+// Expire makes a queued order whose deadline passed expired. It returns
+// false when the order was not queued any more, and a CodeConflict error
+// when it is queued and its deadline (judged by PostgreSQL's clock, as
+// the claim judges it) has not passed or it has none: the caller's word
+// that it is due is checked here too, and an order expired early is
+// lost to its client.
 func (s *Store) Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error) {
-	return s.transition(ctx, id, order.StatusQueued, order.StatusExpired, "expired", actor, "deadline passed before it started")
+	const q = `WITH u AS (
+	UPDATE orders SET status = 'expired', finished_at = now(), error = $3
+	WHERE id = $1 AND status = 'queued' AND expires_at <= now()
+	RETURNING id, status, finished_at, attempt
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'expired', status, $2, jsonb_build_object('reason', $3::text, 'attempt', attempt) FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, id, actor, "deadline passed before it started").Scan(&n); err != nil {
+		return false, translate(fmt.Sprintf("mark order %s expired", id), err)
+	}
+	if n == 1 {
+		return true, nil
+	}
+	var notDue bool
+	err := s.pool.QueryRow(ctx, `SELECT status = 'queued' FROM orders WHERE id = $1`, id).Scan(&notDue)
+	if err != nil && err != pgx.ErrNoRows {
+		return false, translate(fmt.Sprintf("mark order %s expired", id), err)
+	}
+	if notDue {
+		return false, order.Errorf(order.CodeConflict, "order %s is not expired: it is queued and its deadline has not passed", id)
+	}
+	return false, nil
 }
 
 // transition moves an order from one status to a terminal one with its

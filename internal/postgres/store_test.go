@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -389,6 +390,9 @@ func TestTransitions(t *testing.T) {
 				}
 			}
 			e.own("h", "w2") // the successor, which interrupts
+			// Past its deadline, so that expire applies: it checks the
+			// deadline itself (TestExpireChecksTheDeadline).
+			e.exec(`UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1`, o.ID)
 			before := e.eventTypes(o.ID)
 			ok, err := tt.do(e.store, e.ctx, o.ID)
 			if err != nil || ok != tt.ok {
@@ -524,5 +528,32 @@ func TestListOrdersCursors(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestExpireChecksTheDeadline: Expire trusted its caller that the
+// order's deadline had passed and expired any queued order, one with a
+// deadline an hour away or none at all. It now refuses those with a
+// conflict, leaving them queued with no event, and still expires a due one.
+func TestExpireChecksTheDeadline(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "w1")
+	later := e.insert("h", "p", func(o *order.Order) { at := time.Now().Add(time.Hour); o.ExpiresAt = &at })
+	never := e.insert("h", "p", nil)
+	for _, o := range []*order.Order{later, never} {
+		ok, err := e.store.Expire(e.ctx, o.ID, "w1")
+		if ok || order.ErrorCode(err) != order.CodeConflict || !strings.Contains(err.Error(), "its deadline has not passed") {
+			t.Fatalf("expire an order not due (expires_at %v): ok %v, err %v", o.ExpiresAt, ok, err)
+		}
+		if got := e.get(o.ID); got.Status != order.StatusQueued || slices.Contains(e.eventTypes(o.ID), "expired") {
+			t.Fatalf("an order not due is %s, events %v", got.Status, e.eventTypes(o.ID))
+		}
+	}
+	e.exec(`UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1`, later.ID)
+	if ok, err := e.store.Expire(e.ctx, later.ID, "w1"); !ok || err != nil {
+		t.Fatalf("expire a due order: ok %v, err %v", ok, err)
+	}
+	if got := e.get(later.ID); got.Status != order.StatusExpired {
+		t.Fatalf("a due order is %s after Expire", got.Status)
 	}
 }
