@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"syscall"
 	"time"
 
@@ -13,6 +14,27 @@ import (
 
 // controlTimeout bounds the PostgreSQL read a control message causes.
 const controlTimeout = 5 * time.Second
+
+// wakeGap is the least time between two reads that wake-ups cause, and
+// wakeWarnEvery the least between two warnings of a wake-up with no
+// request: a flood of forged wake-ups (the API's credential, or an open
+// bus) cost a PostgreSQL read and a warning line each.
+const (
+	wakeGap       = 100 * time.Millisecond
+	wakeWarnEvery = 30 * time.Second
+)
+
+// wakes coalesces control wake-ups: one read at a time, and the wake-ups
+// that come during it make one more read after it, not one each.
+type wakes struct {
+	mu    sync.Mutex
+	busy  bool      // a read is in flight or waiting for its turn
+	again uuid.UUID // the order a wake-up during it named; Nil for none
+	last  time.Time // when the last read started
+
+	warned time.Time // the last warning of a wake-up with no request
+	held   int       // warnings held back since
+}
 
 // control handles a wake-up on the host's control subject. The message is
 // not trusted: anyone who can publish on the bus could have sent it, so it
@@ -32,9 +54,58 @@ func (w *Worker) control(c queue.Control) {
 	if !current {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-	defer cancel()
-	w.applyCancel(ctx, c.OrderID, true)
+	w.wakes.mu.Lock()
+	if w.wakes.busy {
+		w.wakes.again = c.OrderID
+		w.wakes.mu.Unlock()
+		return
+	}
+	w.wakes.busy = true
+	w.wakes.mu.Unlock()
+	go w.wakeReads(c.OrderID)
+}
+
+// wakeReads reads the cancel request of id, then of the order a wake-up
+// that came meanwhile named, until none came; reads start wakeGap apart.
+// A real request's wake-up that comes during a read is read after it: it
+// is never lost in the coalescing.
+func (w *Worker) wakeReads(id uuid.UUID) {
+	for {
+		w.wakes.mu.Lock()
+		wait := wakeGap - time.Since(w.wakes.last)
+		w.wakes.mu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		w.wakes.mu.Lock()
+		w.wakes.last = time.Now()
+		w.wakes.again = uuid.Nil
+		w.wakes.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+		w.applyCancel(ctx, id, true)
+		cancel()
+		w.wakes.mu.Lock()
+		if w.wakes.again == uuid.Nil {
+			w.wakes.busy = false
+			w.wakes.mu.Unlock()
+			return
+		}
+		id = w.wakes.again
+		w.wakes.mu.Unlock()
+	}
+}
+
+// warnWake reports whether a wake-up with no request may be warned of
+// now, and how many were held back since the last warning.
+func (w *Worker) warnWake() (held int, ok bool) {
+	w.wakes.mu.Lock()
+	defer w.wakes.mu.Unlock()
+	if !w.wakes.warned.IsZero() && time.Since(w.wakes.warned) < wakeWarnEvery {
+		w.wakes.held++
+		return 0, false
+	}
+	held, w.wakes.held, w.wakes.warned = w.wakes.held, 0, time.Now()
+	return held, true
 }
 
 // applyCancel signals the running order id when PostgreSQL records a
@@ -52,8 +123,10 @@ func (w *Worker) applyCancel(ctx context.Context, id uuid.UUID, woken bool) {
 		if !woken {
 			return
 		}
-		w.logger.Warn("control message for the running order, but no cancel request is recorded; ignored",
-			"order_id", id)
+		if held, ok := w.warnWake(); ok {
+			w.logger.Warn("control message for the running order, but no cancel request is recorded; ignored",
+				"order_id", id, "held_back", held)
+		}
 		return
 	}
 	if err != nil {

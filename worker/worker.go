@@ -110,6 +110,8 @@ type Worker struct {
 	// acks is the current tenure's stall check, which an ack the server
 	// did not confirm marks suspect (ack.go).
 	acks atomic.Pointer[stall]
+	// wakes coalesces control wake-ups (control.go).
+	wakes wakes
 }
 
 type running struct {
