@@ -50,14 +50,27 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 }
 
 // standbyBeat reports this worker as the host's standby every heartbeat
-// until ctx ends, and returns the revision of its last report (0 if none
+// (every third of the lease when that is shorter) until ctx ends, and returns the revision of its last report (0 if none
 // was written).
 func (w *Worker) standbyBeat(ctx context.Context) uint64 {
 	var rev uint64
 	since := time.Now()
-	t := time.NewTicker(w.opts.Heartbeat)
+	// Under the bucket's TTL, read again every minute as the holder
+	// does (beat): a report every heartbeat under a lease the API
+	// shortened expired between reports, and the host's standby came
+	// and went in the hosts listing.
+	every := w.opts.Heartbeat
+	t := time.NewTicker(every)
 	defer t.Stop()
+	checked := time.Time{}
 	for {
+		if time.Since(checked) > time.Minute {
+			checked = time.Now()
+			if ttl, err := w.q.BucketTTL(ctx); err == nil && queue.RenewEvery(w.opts.Heartbeat, ttl) != every {
+				every = queue.RenewEvery(w.opts.Heartbeat, ttl)
+				t.Reset(every)
+			}
+		}
 		// One beat at most: a NATS that refuses the key (permissions
 		// from before standby reports, nats.go then logs the violation)
 		// never answers, and must not hold up the takeover.

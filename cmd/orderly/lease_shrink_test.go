@@ -3,6 +3,7 @@ package main
 import (
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +57,21 @@ func TestWorkersKeepTheHostWhenTheLeaseShrinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
+	// The standby's report expiring shows the host's standby come and
+	// go in the hosts listing.
+	sw, err := kv.Watch(ctx, "standby."+host, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Stop()
+	var standbyGone atomic.Int64
+	go func() {
+		for e := range sw.Updates() {
+			if e != nil && e.Operation() != jetstream.KeyValuePut {
+				standbyGone.Add(1)
+			}
+		}
+	}()
 	// changes counts, until the deadline, the lease's changes of hands
 	// and expiries.
 	holder := ""
@@ -95,10 +111,15 @@ func TestWorkersKeepTheHostWhenTheLeaseShrinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle := changes(time.Now().Add(4 * time.Second))
+	gone := standbyGone.Load()
 	after := changes(time.Now().Add(9 * time.Second))
-	t.Logf("the lease's changes of hands or expiries: %d in the 4 s after the TTL shrank to 1s, %d in the 9 s after", settle, after)
+	gone = standbyGone.Load() - gone
+	t.Logf("the lease's changes of hands or expiries: %d in the 4 s after the TTL shrank to 1s, %d in the 9 s after; the standby's report removed %d times in those 9 s", settle, after, gone)
 	if after != 0 {
 		t.Fatalf("the lease changed hands or expired %d times in 9 s under a 1s TTL with workers beating every 3s", after)
+	}
+	if gone != 0 {
+		t.Errorf("the standby's report expired %d times in 9 s under a 1s TTL", gone)
 	}
 	both := logs[0].String() + logs[1].String()
 	if !strings.Contains(both, "nats.heartbeat does not fit the host lease") {
