@@ -126,7 +126,20 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	var q *queue.Queue
 	var rate api.RateCounter
 	err = try(ctx, depNATS, func(ctx context.Context) error {
+		var prev time.Duration
+		had := false
+		if role == roleAPI {
+			prev, had = queue.HostsBucketTTL(ctx, nc)
+		}
 		got, err := openQueue(ctx, nc, cfg, role)
+		if err == nil && role == roleAPI && had && prev > cfg.NATS.LeaseTTL {
+			// Every running worker's lease shrinks now. They follow
+			// (worker.beat), but a lease last renewed longer ago than
+			// the new TTL lapses at once, and a standby may take its
+			// host, ending the order it runs.
+			logger.Warn("nats.lease_ttl shortened the host leases of running workers: a worker whose nats.heartbeat is over a third of it renews faster and logs an error until restarted with a shorter one, and a lease last renewed longer ago than the new TTL lapses now (lower the workers' nats.heartbeat first)",
+				"bucket", queue.HostsBucket, "from", prev, "to", cfg.NATS.LeaseTTL)
+		}
 		if err == nil && role == roleAPI {
 			// Its bucket is JetStream state like the streams, and as
 			// likely to meet a cluster that loses its meta leader a moment

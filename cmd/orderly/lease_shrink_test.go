@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestWorkersKeepTheHostWhenTheLeaseShrinks runs two `orderly worker`
@@ -124,5 +127,34 @@ func TestWorkersKeepTheHostWhenTheLeaseShrinks(t *testing.T) {
 	both := logs[0].String() + logs[1].String()
 	if !strings.Contains(both, "nats.heartbeat does not fit the host lease") {
 		t.Fatalf("no worker said its heartbeat does not fit the lease; logs:\n%s", both)
+	}
+}
+
+// TestAPIWarnsWhenItShortensTheLease: an API whose nats.lease_ttl is
+// shorter than the hosts bucket's TTL shortens every running worker's
+// lease as it starts; it says so, naming the key and both values, and
+// says nothing when the lease stays or grows.
+func TestAPIWarnsWhenItShortensTheLease(t *testing.T) {
+	cfg := config.Default()
+	cfg.DatabaseURL = testenv.Postgres(t)
+	cfg.NATS.URL = testenv.NATS(t)
+	const warning = "nats.lease_ttl shortened the host leases of running workers"
+	for _, step := range []struct {
+		ttl  time.Duration
+		warn bool
+	}{{15 * time.Second, false}, {6 * time.Second, true}, {6 * time.Second, false}, {15 * time.Second, false}} {
+		cfg.NATS.LeaseTTL = step.ttl
+		var logs testenv.LogBuffer
+		b, err := openBackend(t.Context(), cfg, "api", slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.close()
+		if got := strings.Contains(logs.String(), warning); got != step.warn {
+			t.Fatalf("an API started with nats.lease_ttl %s: warned %v, want %v:\n%s", step.ttl, got, step.warn, logs.String())
+		}
+		if step.warn && !strings.Contains(logs.String(), "from=15s to=6s") {
+			t.Fatalf("the warning does not say from what to what:\n%s", logs.String())
+		}
 	}
 }

@@ -82,3 +82,22 @@ func RenewEvery(heartbeat, ttl time.Duration) time.Duration {
 	}
 	return max(ttl/3, 10*time.Millisecond)
 }
+
+// HostsBucketTTL reads the TTL of the hosts bucket as it stands, without
+// creating or changing anything; ok is false when there is none yet (or
+// it cannot be read).
+func HostsBucketTTL(ctx context.Context, nc *nats.Conn) (ttl time.Duration, ok bool) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, false
+	}
+	kv, err := js.KeyValue(ctx, HostsBucket)
+	if err != nil {
+		return 0, false
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, false
+	}
+	return st.TTL(), true
+}
