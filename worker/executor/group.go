@@ -172,14 +172,22 @@ func (s procStat) alive() bool { return s.state != 'Z' && s.state != 'X' }
 
 // readStat reads and parses /proc/<pid>/stat. A process that does not exist
 // (any more) is an error wrapping fs.ErrNotExist.
+//
+// It is on every order's path (identify, and sessionGroups when the
+// order's session may have forked), so it reads with plain system calls
+// into a buffer on the stack: open, read, close. os.ReadFile adds an fstat,
+// four fcntl and an epoll_ctl (a try at the poller, refused for a /proc
+// file) and allocates a File and the content.
 func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	var buf [1024]byte
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	b, err := readProcFile(path, buf[:])
 	if err != nil {
 		return procStat{}, err
 	}
 	st, ok := parseStat(b)
 	if !ok {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: unexpected format %q", pid, b)
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat: unexpected format %q", pid, string(b))
 	}
 	return st, nil
 }
@@ -193,8 +201,27 @@ func parseStat(stat []byte) (procStat, bool) {
 		return procStat{}, false
 	}
 	// After ')': state(3) ppid(4) pgrp(5) session(6) … starttime(22).
-	fields := bytes.Fields(stat[i+1:])
-	if len(fields) < 20 || len(fields[0]) != 1 {
+	// The first 20 fields, split on white space into an array on the
+	// stack (bytes.Fields would allocate a slice for all of them).
+	var fields [20][]byte
+	n := 0
+	for rest := stat[i+1:]; n < len(fields); {
+		start := 0
+		for start < len(rest) && asciiSpace(rest[start]) {
+			start++
+		}
+		if start == len(rest) {
+			break
+		}
+		end := start
+		for end < len(rest) && !asciiSpace(rest[end]) {
+			end++
+		}
+		fields[n] = rest[start:end]
+		n++
+		rest = rest[end:]
+	}
+	if n < len(fields) || len(fields[0]) != 1 {
 		return procStat{}, false
 	}
 	ppid, err0 := strconv.Atoi(string(fields[1]))
@@ -205,6 +232,10 @@ func parseStat(stat []byte) (procStat, bool) {
 		return procStat{}, false
 	}
 	return procStat{state: fields[0][0], ppid: ppid, pgrp: pgrp, session: session, startTime: start}, true
+}
+
+func asciiSpace(c byte) bool {
+	return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'
 }
 
 // The order's session. The leader is a session leader, and nothing outside
@@ -346,6 +377,32 @@ func (e *Executor) pidsSeen(r *pidReading) {
 	}
 }
 
+// readProcFile reads the whole of a small /proc file into buf with plain
+// system calls and returns what it read; a file longer than buf is read
+// with os.ReadFile instead. Errors are *os.PathError, as os.ReadFile's.
+func readProcFile(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer func() { _ = unix.Close(fd) }()
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			return buf[:n], nil
+		}
+		n += m
+	}
+	return os.ReadFile(path)
+}
+
 // readProcInt reads a number from a /proc file, with plain system calls
 // into a buffer on the stack: it is on every order's path (sessionAlone),
 // and os.ReadFile would add a stat, a try at the poller and allocations.
@@ -412,6 +469,11 @@ func (e *Executor) sessionGroups(sid int, before *pidReading) (groups, live []in
 		}
 	}
 	for _, pid := range pids {
+		// One getsid rules out a pid of another session (most of them,
+		// on a busy host) without opening its /proc entry.
+		if s, err := unix.Getsid(pid); err != nil || s != sid {
+			continue
+		}
 		st, err := readStat(pid)
 		if err != nil || st.session != sid || st.pgrp == sid {
 			continue // not there (any more), or not of those groups
