@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -217,6 +218,24 @@ type Executor struct {
 	leaders map[int]struct{}
 }
 
+// devNull is /dev/null for reading and for writing, opened once for the
+// whole process (close-on-exec, never closed) and handed to every order
+// whose stdin or output is not wanted. os/exec opens /dev/null afresh for
+// each such stream of each start and closes it after: an open, four fcntl,
+// a refused epoll_ctl and a close per order, and a File to collect. nil
+// where it could not be opened: os/exec then does it itself, as before.
+var devNull = sync.OnceValues(func() (in, out *os.File) {
+	in, err := os.Open(os.DevNull)
+	if err != nil {
+		in = nil
+	}
+	out, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		out = nil
+	}
+	return in, out
+})
+
 // New returns an Executor that logs to logger (nil discards).
 func New(logger *slog.Logger) *Executor {
 	if logger == nil {
@@ -292,9 +311,17 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		cmd.SysProcAttr.CgroupFD = fd
 	}
 
-	// Streams not asked for are /dev/null (os/exec's nil).
+	// Streams not asked for are /dev/null: the process's shared one
+	// (devNull), or os/exec's own (nil) if it could not be opened.
 	var stdout, stderr *capture
 	pp := newPipes(req.Credential)
+	nullIn, nullOut := devNull()
+	if nullIn != nil {
+		cmd.Stdin = nullIn
+	}
+	if nullOut != nil {
+		cmd.Stdout, cmd.Stderr = nullOut, nullOut
+	}
 	// Without a cgroup, what left the group but not the session is found
 	// among the pids handed out since the start (killSession), bounded by
 	// a reading of the pid allocator taken before it: the last one taken,

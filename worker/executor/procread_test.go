@@ -53,3 +53,26 @@ func BenchmarkReadStat(b *testing.B) {
 		}
 	}
 }
+
+// Streams an order does not ask for are /dev/null: stdin read-only (EOF),
+// stdout and stderr write-only, order after order on the process's shared
+// descriptors (devNull), which no order may close.
+func TestRunUnwantedStreamsAreDevNull(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	for i := range 3 {
+		req := sh(`readlink /proc/self/fd/0 /proc/self/fd/9 9>&1 >&2
+if [ -n "$(cat)" ]; then echo stdin-not-empty >&2; fi
+if (echo x >&0) 2>/dev/null; then echo stdin-writable >&2; fi
+if cat <&1 >/dev/null 2>&1; then echo stdout-readable >&2; fi
+echo to-nowhere`)
+		req.CaptureStdout = false
+		res := e.Run(t.Context(), req, nil)
+		if exitCode(t, res) != 0 {
+			t.Fatalf("run %d: exit %v: %s", i, res.ExitCode, res.Stderr.Content)
+		}
+		if got := string(res.Stderr.Content); got != "/dev/null\n/dev/null\n" {
+			t.Errorf("run %d: stderr %q, want fd 0 and 1 on /dev/null, stdin read-only and empty, stdout write-only", i, got)
+		}
+	}
+}
