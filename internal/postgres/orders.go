@@ -30,82 +30,89 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 	runbook, runbook_sha256, script,
 	action, action_params, action_secrets, action_secret_names`
 
+// orderScanTargets holds scanOrder's targets for the columns that need
+// converting before they go into an order.Order.
+type orderScanTargets struct {
+	kind, status             string
+	env                      map[string]string
+	stdoutEnc, stderrEnc     string
+	timeoutMS, maxOutput     int64
+	idemKey                  *string
+	policy                   []byte
+	streamSeq                *int64
+	exitCode                 *int32
+	signal, errText          *string
+	durationMS               *int64
+	stdout, stderr           []byte
+	stdoutBytes, stderrBytes *int64
+	stdoutTrunc, stderrTrunc *bool
+	stdoutSum, stderrSum     []byte
+	processes                map[string]any
+	runbook, runbookSum      *string
+	script                   []byte
+	action                   *string
+	actionParams, actionSecr []byte
+	actionSecretNames        []string
+}
+
 func scanOrder(row pgx.Row) (*order.Order, error) {
-	var (
-		o                        order.Order
-		kind, status             string
-		env                      map[string]string
-		stdoutEnc, stderrEnc     string
-		timeoutMS, maxOutput     int64
-		idemKey                  *string
-		policy                   []byte
-		streamSeq                *int64
-		exitCode                 *int32
-		signal, errText          *string
-		durationMS               *int64
-		stdout, stderr           []byte
-		stdoutBytes, stderrBytes *int64
-		stdoutTrunc, stderrTrunc *bool
-		stdoutSum, stderrSum     []byte
-		processes                map[string]any
-		runbook, runbookSum      *string
-		script                   []byte
-		action                   *string
-		actionParams, actionSecr []byte
-		actionSecretNames        []string
-	)
-	err := row.Scan(&o.ID, &o.BatchID, &kind, &o.Host, &status, &o.Command, &o.Args, &o.EnvNames, &env, &o.Stdin,
-		&stdoutEnc, &stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &timeoutMS, &o.RunAs,
-		&o.DryRun, &o.Idempotent, &o.ExpiresAt, &maxOutput, &o.Principal, &o.Source, &o.CorrelationID,
-		&idemKey, &policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &streamSeq,
-		&o.Worker, &exitCode, &signal, &durationMS, &errText,
-		&stdout, &stdoutBytes, &stdoutTrunc, &stdoutSum,
-		&stderr, &stderrBytes, &stderrTrunc, &stderrSum, &processes,
-		&runbook, &runbookSum, &script,
-		&action, &actionParams, &actionSecr, &actionSecretNames)
+	// The scan targets live in one struct: passed to Scan as pointers,
+	// each local of its own would be a heap allocation of its own, about
+	// thirty per scanned order (three scans per synchronous order).
+	var o order.Order
+	v := new(orderScanTargets)
+	err := row.Scan(&o.ID, &o.BatchID, &v.kind, &o.Host, &v.status, &o.Command, &o.Args, &o.EnvNames, &v.env, &o.Stdin,
+		&v.stdoutEnc, &v.stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &v.timeoutMS, &o.RunAs,
+		&o.DryRun, &o.Idempotent, &o.ExpiresAt, &v.maxOutput, &o.Principal, &o.Source, &o.CorrelationID,
+		&v.idemKey, &v.policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &v.streamSeq,
+		&o.Worker, &v.exitCode, &v.signal, &v.durationMS, &v.errText,
+		&v.stdout, &v.stdoutBytes, &v.stdoutTrunc, &v.stdoutSum,
+		&v.stderr, &v.stderrBytes, &v.stderrTrunc, &v.stderrSum, &v.processes,
+		&v.runbook, &v.runbookSum, &v.script,
+		&v.action, &v.actionParams, &v.actionSecr, &v.actionSecretNames)
 	if err != nil {
 		return nil, err
 	}
-	if o.Action, err = actionOf(action, actionParams, actionSecr, actionSecretNames); err != nil {
+	if o.Action, err = actionOf(v.action, v.actionParams, v.actionSecr, v.actionSecretNames); err != nil {
 		return nil, fmt.Errorf("decode action of order %s: %w", o.ID, err)
 	}
-	if o.Script, err = scriptOf(runbook, runbookSum, script); err != nil {
+	if o.Script, err = scriptOf(v.runbook, v.runbookSum, v.script); err != nil {
 		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
 	}
-	o.Processes = processes
-	o.Kind, o.Status = order.Kind(kind), order.Status(status)
-	o.Env = env
-	o.StdoutEncode, o.StderrEncode = order.Encoding(stdoutEnc), order.Encoding(stderrEnc)
-	o.Timeout = time.Duration(timeoutMS) * time.Millisecond
-	o.MaxOutput = maxOutput
-	if idemKey != nil {
-		o.IdempotencyKey = *idemKey
+	o.Processes = v.processes
+	o.Kind, o.Status = order.Kind(v.kind), order.Status(v.status)
+	o.Env = v.env
+	o.StdoutEncode, o.StderrEncode = order.Encoding(v.stdoutEnc), order.Encoding(v.stderrEnc)
+	o.Timeout = time.Duration(v.timeoutMS) * time.Millisecond
+	o.MaxOutput = v.maxOutput
+	if v.idemKey != nil {
+		o.IdempotencyKey = *v.idemKey
 	}
-	if len(policy) > 0 {
-		if o.Policy, err = decodeDecision(policy); err != nil {
+	if len(v.policy) > 0 {
+		if o.Policy, err = decodeDecision(v.policy); err != nil {
 			return nil, fmt.Errorf("decode policy of order %s: %w", o.ID, err)
 		}
 	}
-	if streamSeq != nil {
-		o.StreamSeq = uint64(*streamSeq)
+	if v.streamSeq != nil {
+		o.StreamSeq = uint64(*v.streamSeq)
 	}
-	if o.FinishedAt != nil || durationMS != nil || errText != nil {
+	if o.FinishedAt != nil || v.durationMS != nil || v.errText != nil {
 		r := &order.Result{}
-		if exitCode != nil {
-			c := int(*exitCode)
+		if v.exitCode != nil {
+			c := int(*v.exitCode)
 			r.ExitCode = &c
 		}
-		if signal != nil {
-			r.Signal = *signal
+		if v.signal != nil {
+			r.Signal = *v.signal
 		}
-		if durationMS != nil {
-			r.DurationMS = *durationMS
+		if v.durationMS != nil {
+			r.DurationMS = *v.durationMS
 		}
-		if errText != nil {
-			r.Error = *errText
+		if v.errText != nil {
+			r.Error = *v.errText
 		}
-		r.Stdout = output(stdout, stdoutBytes, stdoutTrunc, stdoutSum)
-		r.Stderr = output(stderr, stderrBytes, stderrTrunc, stderrSum)
+		r.Stdout = output(v.stdout, v.stdoutBytes, v.stdoutTrunc, v.stdoutSum)
+		r.Stderr = output(v.stderr, v.stderrBytes, v.stderrTrunc, v.stderrSum)
 		o.Result = r
 	}
 	return &o, nil
