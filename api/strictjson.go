@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -131,7 +132,7 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 	}
 	var fields map[string]reflect.Type
 	if t != nil && t.Kind() == reflect.Struct {
-		fields = jsonFields(t)
+		fields = cachedJSONFields(t)
 	}
 	seen := map[string]struct{}{}
 	for w.dec.More() {
@@ -382,6 +383,21 @@ func indirect(t reflect.Type) reflect.Type {
 		t = t.Elem()
 	}
 	return t
+}
+
+// jsonFieldsOf caches jsonFields per struct type: a type's fields never
+// change, and every request body's walk (SubmitRequest and the structs in
+// it) would otherwise build the same maps again.
+var jsonFieldsOf sync.Map // reflect.Type -> map[string]reflect.Type
+
+// cachedJSONFields is jsonFields(t), built once per type. The map it
+// returns is shared: only read it.
+func cachedJSONFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := jsonFieldsOf.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m, _ := jsonFieldsOf.LoadOrStore(t, jsonFields(t))
+	return m.(map[string]reflect.Type)
 }
 
 // jsonFields returns the exact JSON names of t's fields and their types,
