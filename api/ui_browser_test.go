@@ -377,8 +377,22 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 		chromedp.Click(chromedp.ID("confirm-yes")))
 	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
 
-	exec("seq", "1\n200000")
-	waitJS(t, ctx, "the huge output to finish", `document.getElementById("status").innerText === "succeeded" && !!document.querySelector("#output .omitted")`, 30*time.Second)
+	// A flood of output on a slow machine (the CPU throttled sixfold, as
+	// a loaded CI machine's): the page keeps up and its Stop button
+	// answers. Putting each 32 KiB chunk on the page laid the whole of
+	// its text out again, minutes of work before the flood showed.
+	if _, err := chromedp.Call(ctx, emulation.SetCPUThrottlingRate, emulation.SetCPUThrottlingRateParams{Rate: 6}); err != nil {
+		t.Fatal(err)
+	}
+	exec("sh", "-c\nseq 1 200000; exec sleep 60")
+	waitJS(t, ctx, "the flood to be shown", `!!document.querySelector("#output .omitted") && document.getElementById("output").innerText.includes("\n200000\n")`, 30*time.Second)
+	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed" && !document.getElementById("run").dataset.events`, 30*time.Second)
+	if _, err := chromedp.Call(ctx, emulation.SetCPUThrottlingRate, emulation.SetCPUThrottlingRateParams{Rate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the huge output's head and tail", `!!document.querySelector("#output .omitted")`, 30*time.Second)
 	out := text(t, ctx, "#output")
 	if !strings.HasPrefix(out, "1\n2\n3\n") || !strings.HasSuffix(out, "199999\n200000") || strings.Contains(out, "\n100000\n") {
 		t.Fatalf("huge output is not head and tail: %d characters, starts %q", len(out), out[:min(len(out), 40)])

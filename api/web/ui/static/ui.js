@@ -112,7 +112,7 @@
   const note = document.getElementById("output-note");
   // The page keeps the first and the last KEEP characters of a huge
   // output; the whole of what was kept is downloadable when it ends.
-  const KEEP = 128 * 1024;
+  const KEEP = 32 * 1024;
   let headLen = 0, tail = null, tailLen = 0;
   const state = { stdout: [], stderr: [] };
 
@@ -121,19 +121,97 @@
   // completes it: shown at once, its halves were text ("32m").
   const cutEscape = /\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*|[\]PX^_][^\x07\x1b]*|[\x20-\x2f]*)?$/;
   const held = { stdout: "", stderr: "" };
+
+  // Output is put on the page in batches, at most every FLUSH ms, not
+  // chunk by chunk: each addition to the <pre> lays all of its text out
+  // again (and reading the scroll position made the browser do so at
+  // once), so a command writing a megabyte in 32 KiB chunks kept a slow
+  // machine's tab busy for minutes, its Stop button unanswered. A burst
+  // is one addition, and only the head and tail the page keeps of it.
+  const FLUSH = 100;
+  // What waits for the next flush is rendered already, off the page,
+  // where it costs no layout: what goes to the head and the last KEEP
+  // characters for the tail, so it stays bounded when timers are late
+  // (a busy or a background tab).
+  let pendHead = document.createDocumentFragment(), pendHeadLen = 0;
+  let pendTail = null, pendTailLen = 0, flushTimer = 0;
   function append(stream, text) {
+    let frag = document.createDocumentFragment();
+    render(stream, text, frag);
+    let len = frag.textContent.length;
+    if (tail === null && pendTail === null) {
+      const room = KEEP - headLen - pendHeadLen;
+      if (len <= room) {
+        pendHead.appendChild(frag);
+        pendHeadLen += len;
+        len = 0;
+      } else {
+        // The head takes what it still holds; the rest starts the tail.
+        const head = frag.cloneNode(true);
+        trim(head, len - room, true);
+        trim(frag, room, false);
+        pendHead.appendChild(head);
+        pendHeadLen = KEEP - headLen;
+        pendTail = document.createDocumentFragment();
+        len = frag.textContent.length;
+      }
+    }
+    if (len > 0) {
+      if (pendTail === null) pendTail = document.createDocumentFragment();
+      pendTail.appendChild(frag);
+      pendTailLen += len;
+      if (pendTailLen > KEEP) {
+        trim(pendTail, pendTailLen - KEEP, false);
+        pendTailLen = pendTail.textContent.length;
+      }
+    }
+    if (!flushTimer) flushTimer = setTimeout(flush, FLUSH);
+  }
+  function dropPending() {
+    clearTimeout(flushTimer);
+    flushTimer = 0;
+    pendHead = document.createDocumentFragment();
+    pendHeadLen = 0;
+    pendTail = null;
+    pendTailLen = 0;
+  }
+
+  // trim removes n characters from the start of el's text, or from its
+  // end; a control's escape (\u202e) goes whole, never in part.
+  function trim(el, n, fromEnd) {
+    while (n > 0) {
+      const c = fromEnd ? el.lastChild : el.firstChild;
+      if (!c) return;
+      const len = c.textContent.length;
+      if (len <= n || (c.nodeType === 1 && c.classList.contains("ctl"))) {
+        el.removeChild(c);
+        n -= len;
+      } else if (c.nodeType === 3) {
+        // Never half of a surrogate pair.
+        let k = fromEnd ? len - n : n;
+        const low = c.data.charCodeAt(k);
+        if (low >= 0xdc00 && low <= 0xdfff) k += fromEnd ? -1 : 1;
+        c.data = fromEnd ? c.data.slice(0, k) : c.data.slice(k);
+        n = 0;
+      } else {
+        trim(c, n, fromEnd);
+        n = 0;
+      }
+    }
+  }
+
+  // render turns a stream's text into spans on frag.
+  function render(stream, text, frag) {
     text = held[stream] + text;
     const cut = cutEscape.exec(text);
     held[stream] = cut && text.length - cut.index <= 4096 ? cut[0] : "";
     if (held[stream]) text = text.slice(0, cut.index);
-    const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 24;
     // Drop the sequences that are not colour, as the server's rendering
     // does: strings (OSC titles and links, DCS, SOS, PM, APC) up to their
     // terminator, and two-byte escapes (ESC ( B, ESC c, ...).
     text = text.replace(/\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?/g, "")
       .replace(/\x1b(?!\[)[\x20-\x2f]*[\x30-\x7e]/g, "");
     const parts = text.split("\x1b[");
-    const frag = document.createDocumentFragment();
     let classes = state[stream];
     parts.forEach(function (part, i) {
       if (i > 0) {
@@ -162,23 +240,30 @@
       frag.appendChild(span);
     });
     state[stream] = classes;
-    if (tail === null && headLen + text.length > KEEP) {
-      const marker = document.createElement("span");
-      marker.className = "omitted";
-      marker.textContent = "\n… the middle of the output is not shown here; download it when the order ends …\n";
-      out.appendChild(marker);
-      tail = document.createElement("span");
-      out.appendChild(tail);
+  }
+
+  function flush() {
+    const head = pendHead, headAdds = pendHeadLen, more = pendTail, moreLen = pendTailLen;
+    dropPending();
+    const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 24;
+    if (headAdds > 0) {
+      out.appendChild(head);
+      headLen += headAdds;
     }
-    if (tail === null) {
-      out.appendChild(frag);
-      headLen += text.length;
-    } else {
-      tail.appendChild(frag);
-      tailLen += text.length;
-      while (tailLen > KEEP && tail.firstChild) {
-        tailLen -= tail.firstChild.textContent.length;
-        tail.removeChild(tail.firstChild);
+    if (more !== null) {
+      if (tail === null) {
+        const marker = document.createElement("span");
+        marker.className = "omitted";
+        marker.textContent = "\n… the middle of the output is not shown here; download it when the order ends …\n";
+        out.appendChild(marker);
+        tail = document.createElement("span");
+        out.appendChild(tail);
+      }
+      tail.appendChild(more);
+      tailLen += moreLen;
+      if (tailLen > KEEP) {
+        trim(tail, tailLen - KEEP, false);
+        tailLen = tail.textContent.length;
       }
     }
     if (atBottom) out.scrollTop = out.scrollHeight;
@@ -252,6 +337,7 @@
       url += "?after=" + encodeURIComponent(lastId);
     } else {
       out.textContent = "";
+      dropPending();
       headLen = 0; tail = null; tailLen = 0;
       state.stdout = []; state.stderr = [];
       held.stdout = ""; held.stderr = "";
