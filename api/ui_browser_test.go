@@ -196,7 +196,7 @@ func TestUIRunActionInBrowser(t *testing.T) {
 		if n := eval[int](t, ctx, `document.querySelectorAll("#output span.ansi-fg2").length`); n == 0 {
 			t.Fatal("ANSI green was not rendered as a styled span")
 		}
-		waitJS(t, ctx, "the order to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code") && document.readyState === "complete"`, 30*time.Second)
+		waitJS(t, ctx, "the order to finish", `document.getElementById("status").innerText === "succeeded" && !document.getElementById("run").dataset.events && document.readyState === "complete"`, 30*time.Second)
 		step(t, ctx, "finished page", chromedp.WaitVisible(chromedp.ID("exit-code")))
 		if got := text(t, ctx, "#exit-code"); got != "0" {
 			t.Fatalf("exit code %q", got)
@@ -231,7 +231,7 @@ func TestUIRunActionInBrowser(t *testing.T) {
 	waitJS(t, ctx, "the re-run's value", `document.getElementById("p-greet-who").value === "world"`, 10*time.Second)
 	step(t, ctx, "run again", chromedp.Click(chromedp.ID("run-greet")))
 	step(t, ctx, "confirm again", chromedp.WaitVisible(chromedp.ID("confirm")), chromedp.Click(chromedp.ID("confirm-yes")))
-	waitJS(t, ctx, "the re-run to finish", `!!document.getElementById("run") && document.getElementById("run").dataset.order !== "`+first+`" && document.getElementById("status").innerText === "succeeded"`, 40*time.Second)
+	waitJS(t, ctx, "the re-run to finish", `!!document.getElementById("run") && document.getElementById("run").dataset.order !== "`+first+`" && document.getElementById("status").innerText === "succeeded" && !document.getElementById("run").dataset.events`, 40*time.Second)
 
 	// Sign out: the session is gone on the server too.
 	step(t, ctx, "sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
@@ -349,7 +349,7 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 	waitJS(t, ctx, "the command to start", `document.getElementById("output").innerText.includes("started")`, 30*time.Second)
 	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
 		chromedp.Click(chromedp.ID("confirm-yes")))
-	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed" && !document.getElementById("run").dataset.events`, 30*time.Second)
 
 	// A character whose bytes arrive in two chunks is shown whole while
 	// the order runs (the page reloads with the stored output at the end).
@@ -360,7 +360,7 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 	}
 	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
 		chromedp.Click(chromedp.ID("confirm-yes")))
-	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed" && !document.getElementById("run").dataset.events`, 30*time.Second)
 
 	// An escape sequence cut between two chunks, and one with private
 	// parameters (hide the cursor), are dropped or coloured as the
@@ -375,7 +375,7 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 	}
 	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
 		chromedp.Click(chromedp.ID("confirm-yes")))
-	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed"`, 30*time.Second)
+	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed" && !document.getElementById("run").dataset.events`, 30*time.Second)
 
 	// A flood of output on a slow machine (the CPU throttled sixfold, as
 	// a loaded CI machine's): the page keeps up and its Stop button
@@ -459,7 +459,7 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("run")))
 	// The page reloads once the order finishes (the server renders the
 	// result): the finished page has the exit code.
-	waitJS(t, ctx, "echo to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code") && document.readyState === "complete"`, 30*time.Second)
+	waitJS(t, ctx, "echo to finish", `document.getElementById("status").innerText === "succeeded" && !document.getElementById("run").dataset.events && document.readyState === "complete"`, 30*time.Second)
 	if !eval[bool](t, ctx, fits) {
 		t.Error("the run page is wider than the phone")
 	}
@@ -681,7 +681,7 @@ func TestUIPatternOnlyRE2Reads(t *testing.T) {
 	step(t, ctx, "fill in n and run", chromedp.WaitVisible(chromedp.ID("p-tag-n")),
 		chromedp.SetValue(chromedp.ID("p-tag-n"), "0042"), chromedp.Click(chromedp.ID("run-tag")))
 	waitJS(t, ctx, "the run page", `!!document.getElementById("run")`, 10*time.Second)
-	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code")`, 30*time.Second)
+	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !document.getElementById("run").dataset.events`, 30*time.Second)
 	if out := text(t, ctx, "#output"); !strings.Contains(out, "tagged 0042") {
 		t.Fatalf("output %q", out)
 	}
@@ -697,7 +697,7 @@ func TestUIEmptyFieldRuns(t *testing.T) {
 	step(t, ctx, "run note with its fields left empty", chromedp.WaitVisible(chromedp.ID("p-note-text")),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("p-note-tag").value = ""`), chromedp.Click(chromedp.ID("run-note")))
 	waitJS(t, ctx, "the run page", `!!document.getElementById("run")`, 10*time.Second)
-	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !!document.getElementById("exit-code")`, 30*time.Second)
+	waitJS(t, ctx, "the run to finish", `document.getElementById("status").innerText === "succeeded" && !document.getElementById("run").dataset.events`, 30*time.Second)
 	if out := text(t, ctx, "#output"); !strings.Contains(out, "noted[] misc") {
 		t.Fatalf("output %q", out)
 	}
@@ -792,7 +792,7 @@ func TestUISecretCheckboxStartsAsItsDefault(t *testing.T) {
 	ticked("after its fields were reloaded")
 	step(t, ctx, "run the vault as shown",
 		chromedp.SendKeys(chromedp.ID("p-vault-room"), "gold"), chromedp.Click(chromedp.ID("run-vault")))
-	waitJS(t, ctx, "the vault's run to finish", `!!document.getElementById("run") && document.getElementById("status").innerText === "succeeded"`, 30*time.Second)
+	waitJS(t, ctx, "the vault's run to finish", `!!document.getElementById("run") && document.getElementById("status").innerText === "succeeded" && !document.getElementById("run").dataset.events`, 30*time.Second)
 	if out := text(t, ctx, "#output"); out != "vault gold false true" {
 		t.Fatalf("the run as shown printed %q, want the lock's default true", out)
 	}
