@@ -385,7 +385,7 @@ func TestUIExecStopAndHugeOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	exec("sh", "-c\nseq 1 200000; exec sleep 60")
-	waitJS(t, ctx, "the flood to be shown", `!!document.querySelector("#output .omitted") && document.getElementById("output").innerText.includes("\n200000\n")`, 30*time.Second)
+	waitJS(t, ctx, "the flood to be shown", `!!document.querySelector("#output .omitted") && document.getElementById("output").innerText.startsWith("1\n2\n3\n") && document.getElementById("output").innerText.includes("\n200000\n")`, 30*time.Second)
 	step(t, ctx, "stop it", chromedp.Click(chromedp.ID("stop")), chromedp.WaitVisible(chromedp.ID("confirm")),
 		chromedp.Click(chromedp.ID("confirm-yes")))
 	waitJS(t, ctx, "the order to be killed", `document.getElementById("status").innerText === "killed" && !document.getElementById("run").dataset.events`, 30*time.Second)

@@ -136,7 +136,7 @@
   let pendHead = document.createDocumentFragment(), pendHeadLen = 0;
   let pendTail = null, pendTailLen = 0, flushTimer = 0;
   function append(stream, text) {
-    let frag = document.createDocumentFragment();
+    const frag = document.createDocumentFragment();
     render(stream, text, frag);
     let len = frag.textContent.length;
     if (tail === null && pendTail === null) {
