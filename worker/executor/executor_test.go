@@ -1019,14 +1019,44 @@ func TestRunTermReachesEveryGroupOfTheOrder(t *testing.T) {
 // lets it through.
 func TestRunLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
 	t.Parallel()
+	req := sh("exec sleep 100")
+	req.Timeout, req.KillGrace = 100*time.Millisecond, 100*time.Millisecond
+	runStuckLeader(t, req, func(res Result) {
+		if !res.TimedOut || res.GroupGone || res.Verified != "" || res.Escaped {
+			t.Errorf("TimedOut=%v GroupGone=%v Verified=%q Escaped=%v, want true false \"\" false", res.TimedOut, res.GroupGone, res.Verified, res.Escaped)
+		}
+	})
+}
+
+// TestRunRefusedLeaderThatWillNotDieEndsTheOrder: a leader refused at its
+// start (OnStart failed: the worker lost the host, or could not record the
+// process) is SIGKILLed, and Run then waited for it without a bound: one
+// in uninterruptible sleep held the host's queue for as long as it slept.
+// It now gets leaderGoneTimeout, as after a timeout's grace.
+func TestRunRefusedLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
+	t.Parallel()
+	req := sh("exec sleep 100")
+	req.OnStart = func(Process) error { return errors.New("not this worker's host any more") }
+	runStuckLeader(t, req, func(res Result) {
+		if res.Aborted == nil || res.GroupGone || res.Verified != "" {
+			t.Errorf("Aborted=%v GroupGone=%v Verified=%q, want an error, false, \"\"", res.Aborted, res.GroupGone, res.Verified)
+		}
+	})
+}
+
+// runStuckLeader runs req with its leader's exit kept from Run until the
+// test lets it through (the leader dies at once, as one in uninterruptible
+// sleep would not): Run must end within leaderGoneTimeout of its SIGKILL,
+// knowing nothing of how the leader ended (check judges the rest), and
+// reap the leader once it is seen to exit, as /proc shows from outside.
+func runStuckLeader(t *testing.T, req Request, check func(Result)) {
+	t.Helper()
 	e := newTestExecutor(t)
 	release := make(chan struct{})
 	e.leaderExited = func(pid int) error {
 		<-release
 		return waitExitedNoReap(pid)
 	}
-	req := sh("exec sleep 100")
-	req.Timeout, req.KillGrace = 100*time.Millisecond, 100*time.Millisecond
 	done := make(chan Result, 1)
 	go func() { done <- e.Run(t.Context(), req, nil) }()
 	var res Result
@@ -1037,65 +1067,16 @@ func TestRunLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
 		<-done
 		t.Fatalf("Run still waits for a leader that does not die, %v after its SIGKILL", leaderGoneTimeout+20*time.Second)
 	}
-	if !res.TimedOut || res.GroupGone || res.Verified != "" || res.Escaped {
-		t.Errorf("TimedOut=%v GroupGone=%v Verified=%q Escaped=%v, want true false \"\" false", res.TimedOut, res.GroupGone, res.Verified, res.Escaped)
-	}
+	check(res)
 	if res.ExitCode != nil || res.Signal != "" {
 		t.Errorf("ExitCode=%v Signal=%q: nothing is known of how the leader ended", res.ExitCode, res.Signal)
 	}
-	// Once it is seen to exit, it is reaped.
 	close(release)
 	stat := "/proc/" + strconv.Itoa(res.Pid) + "/stat"
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(stat); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the leader %d was never reaped", res.Pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// TestRunRefusedLeaderThatWillNotDieEndsTheOrder: a leader refused at its
-// start (OnStart failed: the worker lost the host, or could not record the
-// process) is SIGKILLed, and Run then waited for it without a bound: one
-// in uninterruptible sleep held the host's queue for as long as it slept.
-// It now gets leaderGoneTimeout, as after a timeout's grace.
-func TestRunRefusedLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
-	t.Parallel()
-	e := newTestExecutor(t)
-	release := make(chan struct{})
-	e.leaderExited = func(pid int) error {
-		<-release
-		return waitExitedNoReap(pid)
-	}
-	req := sh("exec sleep 100")
-	req.OnStart = func(Process) error { return errors.New("not this worker's host any more") }
-	done := make(chan Result, 1)
-	go func() { done <- e.Run(t.Context(), req, nil) }()
-	var res Result
-	select {
-	case res = <-done:
-	case <-time.After(leaderGoneTimeout + 20*time.Second):
-		close(release)
-		<-done
-		t.Fatalf("Run still waits for a refused leader that does not die, %v after its SIGKILL", leaderGoneTimeout+20*time.Second)
-	}
-	if res.Aborted == nil || res.GroupGone || res.Verified != "" {
-		t.Errorf("Aborted=%v GroupGone=%v Verified=%q, want an error, false, \"\"", res.Aborted, res.GroupGone, res.Verified)
-	}
-	if res.ExitCode != nil || res.Signal != "" {
-		t.Errorf("ExitCode=%v Signal=%q: nothing is known of how the leader ended", res.ExitCode, res.Signal)
-	}
-	// Once it is seen to exit, it is reaped; from outside, it is dead.
-	close(release)
-	stat := "/proc/" + strconv.Itoa(res.Pid) + "/stat"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(stat); errors.Is(err, fs.ErrNotExist) {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the leader %d was never reaped", res.Pid)
