@@ -25,6 +25,18 @@ func forward(t *testing.T, ln net.Listener, network, target string, pipe func(ds
 		mu.Lock()
 		defer mu.Unlock()
 		for c := range conns {
+			// shutdown first: a child forked meanwhile (any test of the
+			// package, between its fork and its exec) holds a copy of
+			// this socket, and Close alone then leaves it open until
+			// that exec; a client writing meanwhile had its statement
+			// taken and its answer cut (unexpected EOF), not refused.
+			if s, ok := c.(interface {
+				CloseRead() error
+				CloseWrite() error
+			}); ok {
+				_ = s.CloseRead()
+				_ = s.CloseWrite()
+			}
 			c.Close()
 		}
 		n := len(conns)
