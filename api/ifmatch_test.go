@@ -192,14 +192,7 @@ func TestSpecIfMatch(t *testing.T) {
 		wantError(t, resp.StatusCode, b, c.status, c.code)
 	}
 
-	dir := t.TempDir()
-	doc := "# Deploy\n\n# Environment Requirements\n```yaml\n{}\n```\n\n" +
-		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying\n```\n\n# History\n"
-	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default().Runbooks
-	cfg.Dir, cfg.Host = dir, "offline"
+	cfg := deployRunbook(t, "{}", "echo deploying", "offline")
 	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}},
 		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		func() config.Runbooks { return cfg })

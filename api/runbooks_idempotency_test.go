@@ -24,14 +24,7 @@ import (
 // fingerprints must not hold, and a retry leaves no token behind.
 func TestRunbookExecuteHonoursIdempotencyKey(t *testing.T) {
 	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
-	dir := t.TempDir()
-	doc := "# Deploy\n\n# Environment Requirements\n```yaml\nVERSION: the release\n```\n\n" +
-		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying $VERSION\n```\n\n# History\n"
-	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default().Runbooks
-	cfg.Dir, cfg.Host = dir, "h1"
+	cfg := deployRunbook(t, "VERSION: the release", "echo deploying $VERSION", "h1")
 	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
 		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
 		func() config.Runbooks { return cfg })
@@ -137,14 +130,7 @@ func TestRunbookExecuteHonoursIdempotencyKey(t *testing.T) {
 // the client sent the same request.
 func TestRunbookRetryAfterAReloadOfItsDefaults(t *testing.T) {
 	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}})
-	dir := t.TempDir()
-	doc := "# Deploy\n\n# Environment Requirements\n```yaml\nVERSION: the release\n```\n\n" +
-		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\necho deploying $VERSION\n```\n\n# History\n"
-	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default().Runbooks
-	cfg.Dir, cfg.Host = dir, "h1"
+	cfg := deployRunbook(t, "VERSION: the release", "echo deploying $VERSION", "h1")
 	var mu sync.Mutex
 	srv := e.runbookAPI(config.Rule{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
 		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
@@ -167,4 +153,20 @@ func TestRunbookRetryAfterAReloadOfItsDefaults(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal(b, &again) != nil || again.ID != first.ID {
 		t.Fatalf("retry after the reload: %d %s; want run %s", code, b, first.ID)
 	}
+}
+
+// deployRunbook writes a runbook Deploy.md (its environment requirements
+// env, its script script) into a new directory and returns the runbooks
+// config that serves it, run on host.
+func deployRunbook(t *testing.T, env, script, host string) config.Runbooks {
+	t.Helper()
+	dir := t.TempDir()
+	doc := "# Deploy\n\n# Environment Requirements\n```yaml\n" + env + "\n```\n\n" +
+		"# File System Requirements\n```yaml\nInput:\n  []\n```\n\n# Script\n```sh\n" + script + "\n```\n\n# History\n"
+	if err := os.WriteFile(filepath.Join(dir, "Deploy.md"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default().Runbooks
+	cfg.Dir, cfg.Host = dir, host
+	return cfg
 }

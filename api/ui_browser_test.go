@@ -539,28 +539,8 @@ func TestUILiveOutputFindsTheEnd(t *testing.T) {
 
 	// The stream is cut; before the browser's retry (3 s) another client
 	// of alice's holds her only stream, so the reconnect is refused.
-	e.srv.CloseClientConnections()
-	held, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	deadline := time.Now().Add(2 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond) // the page's stream is released when its handler sees the cut
-	defer tick.Stop()
-	for ; ; <-tick.C {
-		req, _ := http.NewRequestWithContext(held, "GET", e.url+"/v1/orders/"+id+"/events", nil)
-		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode == http.StatusOK {
-			defer resp.Body.Close()
-			break
-		}
-		resp.Body.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("the test's own stream: %d", resp.StatusCode)
-		}
-	}
+	release := cutAndHoldTheStream(t, e, id)
+	defer release()
 	waitJS(t, ctx, "the page to see its reconnect refused",
 		`document.getElementById("output-note").textContent.includes("following again")`, 15*time.Second)
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
@@ -598,28 +578,8 @@ func TestUILiveOutputResumesAfterWhatItShowed(t *testing.T) {
 	// The stream is cut and the browser's own reconnect refused (another
 	// client holds alice's only stream), so the page follows again on
 	// its own once that client is gone.
-	e.srv.CloseClientConnections()
-	held, release := context.WithCancel(context.Background())
+	release := cutAndHoldTheStream(t, e, id)
 	defer release()
-	deadline := time.Now().Add(2 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for ; ; <-tick.C {
-		req, _ := http.NewRequestWithContext(held, "GET", e.url+"/v1/orders/"+id+"/events", nil)
-		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode == http.StatusOK {
-			defer resp.Body.Close()
-			break
-		}
-		resp.Body.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("the test's own stream: %d", resp.StatusCode)
-		}
-	}
 	waitJS(t, ctx, "the page to see its reconnect refused",
 		`document.getElementById("output-note").textContent.includes("following again")`, 15*time.Second)
 	release()
@@ -842,4 +802,34 @@ func TestUIBackThenRunAgain(t *testing.T) {
 	eval[bool](t, ctx, `(history.back(), true)`)
 	waitJS(t, ctx, "the sign-in page again, not the signed-out session's dashboard",
 		`window.leftHere !== true && !!document.getElementById("token") && document.readyState === "complete"`, 20*time.Second)
+}
+
+// cutAndHoldTheStream cuts every client connection, then holds alice's
+// only event stream of order id itself (retrying while the page's cut
+// stream is released, which happens when its handler sees the cut), so
+// that the page's reconnect is refused. release lets the stream go.
+func cutAndHoldTheStream(t *testing.T, e *uiEnv, id string) (release func()) {
+	t.Helper()
+	e.srv.CloseClientConnections()
+	held, cancel := context.WithCancel(context.Background())
+	deadline := time.Now().Add(2 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		req, _ := http.NewRequestWithContext(held, "GET", e.url+"/v1/orders/"+id+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return func() { cancel(); resp.Body.Close() }
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("the test's own stream: %d", resp.StatusCode)
+		}
+	}
 }
