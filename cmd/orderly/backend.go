@@ -401,6 +401,19 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 			return nil, err
 		}
 	}
+	// Connections are bounded before anything reads them: each holds a
+	// file descriptor of the process the worker and the PostgreSQL and
+	// NATS connections need too (security.md, "Rate limits").
+	autoConns := api.AutoMaxConnections()
+	ln = api.ConnLimitListener(ln, func() api.ConnLimits {
+		h := w.Current().HTTP
+		total := h.MaxConnections
+		if total == 0 {
+			total = autoConns
+		}
+		acl := sec.acl.Load()
+		return api.ConnLimits{Total: total, PerIP: h.MaxConnectionsPerIP, Trusted: acl.FromTrustedProxy}
+	}, logger)
 	ln = api.ErrorEnvelopeListener(ln)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &apiRunner{cancel: cancel, URL: "http://" + ln.Addr().String()}

@@ -66,13 +66,18 @@ type Log struct {
 
 // HTTP configures the API server.
 type HTTP struct {
-	ReadTimeout   time.Duration `koanf:"read_timeout"`
-	WriteTimeout  time.Duration `koanf:"write_timeout"`
-	MaxBodyBytes  int64         `koanf:"max_body_bytes"`
-	MaxWait       time.Duration `koanf:"max_wait"` // cap on Prefer: wait=N
-	MetricsPublic bool          `koanf:"metrics_public"`
-	TLSCert       string        `koanf:"tls_cert"`
-	TLSKey        string        `koanf:"tls_key"`
+	ReadTimeout  time.Duration `koanf:"read_timeout"`
+	WriteTimeout time.Duration `koanf:"write_timeout"`
+	MaxBodyBytes int64         `koanf:"max_body_bytes"`
+	MaxWait      time.Duration `koanf:"max_wait"` // cap on Prefer: wait=N
+	// MaxConnections caps the connections the API holds at once; 0: half
+	// of the process's open-file limit. MaxConnectionsPerIP caps one
+	// client address's (trusted proxies aside); 0: none.
+	MaxConnections      int    `koanf:"max_connections"`
+	MaxConnectionsPerIP int    `koanf:"max_connections_per_ip"`
+	MetricsPublic       bool   `koanf:"metrics_public"`
+	TLSCert             string `koanf:"tls_cert"`
+	TLSKey              string `koanf:"tls_key"`
 }
 
 // Worker is the host policy a worker enforces on its own, whatever the API
@@ -212,10 +217,11 @@ func Default() Config {
 		},
 		Log: Log{Format: "text", Level: "info", SyslogAddress: "/dev/log", SyslogFacility: "daemon"},
 		HTTP: HTTP{
-			ReadTimeout:  30 * time.Second,
-			WriteTimeout: 0, // long waits and SSE; per-handler deadlines instead
-			MaxBodyBytes: 1 << 20,
-			MaxWait:      5 * time.Minute,
+			ReadTimeout:         30 * time.Second,
+			WriteTimeout:        0, // long waits and SSE; per-handler deadlines instead
+			MaxBodyBytes:        1 << 20,
+			MaxWait:             5 * time.Minute,
+			MaxConnectionsPerIP: 256,
 		},
 		Worker: Worker{
 			CommandPath:    []string{"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"},

@@ -233,6 +233,12 @@ func (c Config) validateLogHTTP(ps *problems) {
 	ps.nonNegative("http.write_timeout", h.WriteTimeout)
 	ps.atLeastOne("http.max_body_bytes", h.MaxBodyBytes)
 	ps.nonNegative("http.max_wait", h.MaxWait)
+	if h.MaxConnections < 0 {
+		ps.add("http.max_connections", "must be 0 (half the open-file limit) or more, got %d", h.MaxConnections)
+	}
+	if h.MaxConnectionsPerIP < 0 {
+		ps.add("http.max_connections_per_ip", "must be 0 (off) or more, got %d", h.MaxConnectionsPerIP)
+	}
 	if (h.TLSCert == "") != (h.TLSKey == "") {
 		ps.add("http.tls_cert", "http.tls_cert and http.tls_key must be set together")
 	}
