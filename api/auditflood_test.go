@@ -3,8 +3,10 @@ package api_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,5 +133,69 @@ func TestANATSFloodDoesNotFillTheAudit(t *testing.T) {
 	}
 	if c := rows("auditor"); c != 1 {
 		t.Fatalf("a principal's refusal after the flood left %d rows, want 1", c)
+	}
+}
+
+// TestAFloodFromManyAddressesDoesNotFillTheAudit: each address had its
+// own allowance of recorded refusals a minute, so a client with many
+// addresses (an IPv6 /48 holds 65,536 /64s, each a key of its own) added
+// that many allowances of rows. Refusals of no principal from every
+// address together now record at most ten addresses' allowances a
+// minute; the rest are answered all the same and counted in the metric.
+// A principal's refusal is still recorded after the flood.
+func TestAFloodFromManyAddressesDoesNotFillTheAudit(t *testing.T) {
+	e := newAPIEnv(t, envOptions{ratePerIP: 5}) // an address records 60 a minute
+	const addresses, each = 20, 70
+	var wg sync.WaitGroup
+	codes := make([]map[int]int, addresses)
+	for a := range addresses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(2+a))}
+			client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext}}
+			defer client.CloseIdleConnections()
+			codes[a] = map[int]int{}
+			for range each {
+				req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodGet, e.url+"/v1/orders", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				req.Header.Set("Authorization", "Bearer ord_not-a-token")
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				codes[a][resp.StatusCode]++
+			}
+		}()
+	}
+	wg.Wait()
+	for a, c := range codes {
+		if c[http.StatusUnauthorized]+c[http.StatusTooManyRequests] != each {
+			t.Fatalf("address %d was answered %v, want %d 401s and 429s", a, c, each)
+		}
+	}
+	var rows int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows > 10*60+100 { // and what refills while the flood runs
+		t.Fatalf("%d addresses sending %d bad tokens each left %d audit rows, want at most about %d (ten addresses' allowances)",
+			addresses, each, rows, 10*60)
+	}
+	// No policy rule names the auditor role: refused, and recorded.
+	if code, b := e.do("auditor", http.MethodPost, "/v1/orders", map[string]any{"host": "h1", "command": "uptime"}); code != http.StatusForbidden {
+		t.Fatalf("auditor's order: %d %s, want 403", code, b)
+	}
+	var mine int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE principal = 'auditor'`).Scan(&mine); err != nil {
+		t.Fatal(err)
+	}
+	if mine != 1 {
+		t.Fatalf("a principal's refusal after the flood left %d rows, want 1", mine)
 	}
 }

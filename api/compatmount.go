@@ -333,7 +333,7 @@ func (s *Server) HostQueue(ctx context.Context, p auth.Principal, host string) (
 // like the native API's refusals (who, from where, why; never the body).
 func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error) {
 	e := errorDetail(err)
-	if !s.recordRefusal(clientIP) {
+	if !s.recordRefusal(clientIP, principal) {
 		s.Intake.Unrecorded(string(e.Code))
 		return
 	}

@@ -80,7 +80,7 @@ func oneAuthorization(values []string) error {
 // and query only (credentials in the query redacted: auditQuery) — never
 // headers (tokens) or the body (env values).
 func (s *Server) audit(r *http.Request, status int, e *order.Error) {
-	if !s.recordRefusal(clientIPOf(r)) {
+	if !s.recordRefusal(clientIPOf(r), principalOf(r).Name) {
 		s.Intake.Unrecorded(string(e.Code))
 		return
 	}

@@ -241,9 +241,24 @@ const (
 // in this process: a client within its rate never loses one. Past it the
 // refusal is answered as before and counted in the refusal metric, and
 // the process says so in its log at most once a minute.
-func (s *Server) recordRefusal(clientIP string) bool {
-	return s.recordWithin(ipRateKey(clientIP), "client_ip", clientIP)
+//
+// principal is who the request proved to be, "" before a credential did.
+// Refusals of no principal (the ACL's, the per-IP limit's, bad tokens)
+// also share one allowance of all addresses together, auditAddresses
+// times an address's: each address its own allowance let a client with
+// many addresses (an IPv6 prefix holds 65,536 /64s per /48) add rows
+// without bound, and it cost nothing but addresses. A principal's
+// refusals are not in it, so such a flood does not hide them.
+func (s *Server) recordRefusal(clientIP, principal string) bool {
+	if !s.recordWithin(ipRateKey(clientIP), "client_ip", clientIP, 1) {
+		return false
+	}
+	return principal != "" || s.recordWithin("every address", "clients", "every address without a credential", auditAddresses)
 }
+
+// auditAddresses is how many addresses' allowances the refusals of no
+// principal from every address together have recorded a minute.
+const auditAddresses = 10
 
 // recordNATSRefusal is recordRefusal for a NATS submission, which has no
 // client address: its refusals are counted against its principal once
@@ -255,20 +270,21 @@ func (s *Server) recordRefusal(clientIP string) bool {
 // a minute, and the rest is counted in the metric.
 func (s *Server) recordNATSRefusal(principal string) bool {
 	if principal == "" {
-		return s.recordWithin("nats unauthenticated", "nats", "unauthenticated")
+		return s.recordWithin("nats unauthenticated", "nats", "unauthenticated", 1)
 	}
-	return s.recordWithin("nats principal "+principal, "nats_principal", principal)
+	return s.recordWithin("nats principal "+principal, "nats_principal", principal, 1)
 }
 
 // recordWithin spends one of key's recorded refusals this minute (keys
-// of NATS submissions hold a space, which no address's does); logKey and
-// logValue name who floods in the warning.
-func (s *Server) recordWithin(key, logKey, logValue string) bool {
+// of NATS submissions and of every address hold a space, which no
+// address's does), of which key has times an address's allowance;
+// logKey and logValue name who floods in the warning.
+func (s *Server) recordWithin(key, logKey, logValue string, times int) bool {
 	n := s.Settings().RatePerIP
 	if n <= 0 {
 		n = defaultAuditPerIP
 	}
-	n = max(n, minAuditPerIP)
+	n = max(n, minAuditPerIP) * times
 	ok, _ := s.auditLimits.allow(key, n)
 	if !ok {
 		if last := s.auditWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.auditWarned.CompareAndSwap(last, time.Now().UnixNano()) {

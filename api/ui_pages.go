@@ -75,7 +75,7 @@ func (u *webUI) signin(w http.ResponseWriter, r *http.Request) {
 	if token == "" || err != nil {
 		// Recorded like a refused REST request: who tried from where,
 		// never the token; a flooding address's counted only.
-		if u.s.recordRefusal(clientIPOf(r)) {
+		if u.s.recordRefusal(clientIPOf(r), "") {
 			u.s.Intake.Reject(r.Context(), postgres.Rejection{ClientIP: clientIPOf(r), Source: "ui", Method: r.Method,
 				Path: r.URL.Path, Status: http.StatusUnauthorized, Code: string(order.CodeUnauthenticated),
 				Reason: "sign-in with a token that was not accepted"})
