@@ -425,7 +425,17 @@ func quart500(w http.ResponseWriter) {
 	quartError(w, http.StatusInternalServerError, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
 }
 
+// plain writes body as the answer, with contentType. An HTML answer
+// may quote the request (the 404 names the path as
+// httpexec did, unescaped: "/hx/<script>…" put markup on the API's
+// origin, which the web UI shares); it goes out with a policy under
+// which a browser runs, loads and sends nothing from it, and never reads
+// it as another type. The bytes stay httpexec's.
 func plain(w http.ResponseWriter, status int, contentType, body string) {
+	if strings.HasPrefix(contentType, "text/html") {
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; sandbox")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+	}
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, body)

@@ -519,6 +519,18 @@ func TestHTTPExecPaths(t *testing.T) {
 			t.Errorf("%s: %d %q %q, want 404 %q", c.path, code, hdr.Get("Content-Type"), b, want)
 		}
 	}
+	// The 404 quotes the path unescaped, as httpexec did; a browser
+	// must not run what it holds on the API's origin, which the web UI
+	// shares.
+	code, hdr, b := httpexecPost(t, s.url, "/%3Cscript%3Ealert(1)%3C%2Fscript%3E", "application/json", map[string]any{})
+	if want := "Command `" + filepath.Join(h.root, "<script>alert(1)</script>") + "` not found"; code != 404 || string(b) != want {
+		t.Errorf("a path holding markup: %d %q, want 404 %q", code, b, want)
+	}
+	if csp := hdr.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "sandbox") ||
+		hdr.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("a 404 quoting a path holding markup came with Content-Security-Policy %q and X-Content-Type-Options %q, want default-src 'none' and sandbox, and nosniff",
+			csp, hdr.Get("X-Content-Type-Options"))
+	}
 	if code, _, _ := httpexecPost(t, s.url, "/", "application/json", map[string]any{}); code != 404 {
 		t.Errorf("POST / = %d, want 404", code)
 	}
