@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -32,10 +33,31 @@ type Authenticator struct {
 // an unknown JWT algorithm, a missing or wrong-typed key) is an error,
 // because a credential that silently never works is a security bug too.
 func New(cfg config.Auth, now func() time.Time) (*Authenticator, error) {
-	if now == nil {
-		now = time.Now
+	return NewWith(cfg, Options{Now: now})
+}
+
+// Options are New's settings beyond the config.
+type Options struct {
+	// Now is the clock for JWT exp/nbf checks and key set refreshes
+	// (time.Now when nil).
+	Now func() time.Time
+	// Previous is the authenticator this one replaces (a reload, changed
+	// runtime tokens): its JWT key set is kept when auth.jwt.jwks is the
+	// same, instead of being read again.
+	Previous *Authenticator
+	// Logger gets a key set's failed refreshes and left-out keys.
+	Logger *slog.Logger
+	// OnJWKSRefresh is called after each refresh of the key set, with
+	// its error (nil when it was read), for metrics.
+	OnJWKSRefresh func(error)
+}
+
+// NewWith is New with Options.
+func NewWith(cfg config.Auth, o Options) (*Authenticator, error) {
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	v, err := newJWTVerifier(cfg.JWT, now)
+	v, err := newJWTVerifier(cfg.JWT, o)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,8 @@ type jwtVerifier struct {
 	parser      *jwt.Parser
 	method      jwt.SigningMethod
 	key         any
-	previous    any // during a key rotation, the key before key; else nil
+	previous    any         // during a key rotation, the key before key; else nil
+	jwks        *jwksSource // auth.jwt.jwks: the keys instead of method, key, previous
 	nameClaim   string
 	rolesClaim  string
 	now         func() time.Time
@@ -46,8 +47,12 @@ const DefaultMaxLifetime = 24 * time.Hour
 // is disabled (no algorithm). Every setting that would weaken validation
 // (a short secret, a key of the wrong type, both a secret and a key) is an
 // error rather than a guess.
-func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) {
-	if cfg.Algorithm == "" {
+func newJWTVerifier(cfg config.JWT, o Options) (*jwtVerifier, error) {
+	now := o.Now
+	if cfg.JWKS.Set() && (cfg.Algorithm != "" || cfg.Secret != "" || cfg.PublicKey != "" || cfg.PreviousSecret != "" || cfg.PreviousPublicKey != "") {
+		return nil, errors.New("auth.jwt.jwks replaces auth.jwt.algorithm and its keys: set one or the other")
+	}
+	if cfg.Algorithm == "" && !cfg.JWKS.Set() {
 		if cfg.Secret != "" || cfg.PublicKey != "" || cfg.PreviousSecret != "" || cfg.PreviousPublicKey != "" {
 			return nil, errors.New("auth.jwt: a secret or public key set but no algorithm")
 		}
@@ -73,6 +78,38 @@ func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) 
 	if v.rolesClaim == "" {
 		v.rolesClaim = "roles"
 	}
+	opts := []jwt.ParserOption{
+		jwt.WithExpirationRequired(),
+		// iat, when present, is a number and not in the future (beyond
+		// the leeway): the parser ignores it otherwise.
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(now),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	if cfg.JWKS.Set() {
+		if strings.TrimSpace(cfg.Audience) == "" {
+			return nil, errors.New("auth.jwt.audience must be set with auth.jwt.jwks")
+		}
+		// A rebuilt authenticator (a reload, runtime tokens changed)
+		// keeps the set read before when the settings are the same.
+		if o.Previous != nil && o.Previous.jwt != nil && o.Previous.jwt.jwks.sameSource(cfg.JWKS) {
+			v.jwks = o.Previous.jwt.jwks
+		} else {
+			src, err := newJWKSSource(cfg.JWKS, o)
+			if err != nil {
+				return nil, err
+			}
+			v.jwks = src
+		}
+		v.parser = jwt.NewParser(append(opts, jwt.WithValidMethods(jwksAlgorithms))...)
+		return v, nil
+	}
 	var err error
 	v.method, v.key, err = jwtKey(cfg.Algorithm, cfg.Secret, cfg.PublicKey, "")
 	if err != nil {
@@ -90,22 +127,7 @@ func newJWTVerifier(cfg config.JWT, now func() time.Time) (*jwtVerifier, error) 
 		}
 	}
 
-	opts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{v.method.Alg()}),
-		jwt.WithExpirationRequired(),
-		// iat, when present, is a number and not in the future (beyond
-		// the leeway): the parser ignores it otherwise.
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(cfg.Leeway),
-		jwt.WithTimeFunc(now),
-	}
-	if cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
-	}
-	if cfg.Audience != "" {
-		opts = append(opts, jwt.WithAudience(cfg.Audience))
-	}
-	v.parser = jwt.NewParser(opts...)
+	v.parser = jwt.NewParser(append(opts, jwt.WithValidMethods([]string{v.method.Alg()}))...)
 	return v, nil
 }
 
@@ -191,7 +213,13 @@ func (v *jwtVerifier) keyFunc(key any) jwt.Keyfunc {
 // of problem but never echoes the token or its claims.
 func (v *jwtVerifier) verify(raw string) (Principal, error) {
 	claims := jwt.MapClaims{}
-	tok, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc(v.key))
+	var tok *jwt.Token
+	var err error
+	if v.jwks != nil {
+		tok, err = v.parser.ParseWithClaims(raw, claims, v.jwksKeyFunc)
+	} else {
+		tok, err = v.parser.ParseWithClaims(raw, claims, v.keyFunc(v.key))
+	}
 	if v.previous != nil && errors.Is(err, jwt.ErrTokenSignatureInvalid) {
 		// Not the current key's: perhaps signed before a rotation. The
 		// claims are judged as they would have been (the parser checks
@@ -265,6 +293,13 @@ func jwtMessage(err error) string {
 		return "token issuer not accepted"
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
 		return "token audience not accepted"
+	}
+	// A key set's lookup says what is wrong with the key a token names,
+	// not whether its signature would have held.
+	for _, e := range []error{errUnknownKid, errKidRequired, errNoKeyForAlg, errKidNotText} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
 	}
 	return "invalid token"
 }

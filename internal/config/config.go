@@ -158,7 +158,36 @@ type JWT struct {
 	MaxLifetime time.Duration `koanf:"max_lifetime"`
 	RolesClaim  string        `koanf:"roles_claim"`
 	NameClaim   string        `koanf:"name_claim"`
+	// JWKS is a key set published by an identity provider, instead of
+	// Algorithm and its key: several keys at once, picked by kid.
+	JWKS JWKS `koanf:"jwks"`
 }
+
+// JWKS is a JSON Web Key Set (RFC 7517) read from a file or fetched from
+// a URL, refreshed while the process runs.
+type JWKS struct {
+	URL    string `koanf:"url"`     // https://, or http:// to a loopback host
+	File   string `koanf:"file"`    // a local JWKS document; exclusive with URL
+	CAFile string `koanf:"ca_file"` // PEM roots for URL's TLS; empty: the system's
+	// Refresh is how old the set may get before it is read again.
+	Refresh time.Duration `koanf:"refresh"`
+	// MinRefresh is the least time between two reads: what a token with
+	// an unknown kid can make happen, at most.
+	MinRefresh time.Duration `koanf:"min_refresh"`
+	// Timeout bounds one read, and so how long a request waits for one.
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// Set reports whether a key set is configured.
+func (k JWKS) Set() bool { return k.URL != "" || k.File != "" }
+
+// Enabled reports whether JWTs are accepted: an algorithm with its key,
+// or a key set.
+func (j JWT) Enabled() bool { return j.Algorithm != "" || j.JWKS.Set() }
+
+// MaxJWKSTimeout bounds auth.jwt.jwks.timeout: a request that meets an
+// unknown kid may wait this long for the identity provider.
+const MaxJWKSTimeout = 30 * time.Second
 
 // MaxJWTLeeway is the most clock skew auth.jwt.leeway may allow: beyond
 // it a clock is broken, not skewed, and the leeway would keep expired
@@ -247,7 +276,8 @@ func Default() Config {
 			RatePerIP:              1200,
 			MaxStreamsPerPrincipal: 100,
 		},
-		Auth:   Auth{JWT: JWT{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour, RolesClaim: "roles", NameClaim: "sub"}},
+		Auth: Auth{JWT: JWT{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour, RolesClaim: "roles", NameClaim: "sub",
+			JWKS: JWKS{Refresh: 5 * time.Minute, MinRefresh: 30 * time.Second, Timeout: 5 * time.Second}}},
 		Compat: DefaultCompat(),
 
 		Runbooks: DefaultRunbooks(),

@@ -138,7 +138,7 @@ func principals(c Config) map[string]any {
 	for _, t := range c.Auth.Tokens {
 		m["token:"+t.Name] = t
 	}
-	if c.Auth.JWT.Algorithm != "" {
+	if c.Auth.JWT.Enabled() {
 		m["jwt"] = c.Auth.JWT
 	}
 	return m

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -335,12 +336,20 @@ func (c Config) validateAuth(ps *problems) {
 	}
 
 	j := c.Auth.JWT
-	switch j.Algorithm {
-	case "":
+	switch {
+	case j.JWKS.Set():
+		validateJWKS(ps, j)
+	case j.Algorithm == "":
 		// A key with JWT off would be ignored: the operator meant it on.
 		if j.Secret != "" || j.PublicKey != "" || j.PreviousSecret != "" || j.PreviousPublicKey != "" {
 			ps.add("auth.jwt.algorithm", "must be set (HS256, RS256 or EdDSA) when auth.jwt.secret, public_key or a previous key is")
 		}
+		if j.JWKS.CAFile != "" {
+			ps.add("auth.jwt.jwks.ca_file", "is only used with auth.jwt.jwks.url")
+		}
+	}
+	switch j.Algorithm {
+	case "":
 	case "HS256":
 		if len(j.Secret) < 32 {
 			ps.add("auth.jwt.secret", "HS256 needs a secret of at least 32 bytes")
@@ -371,7 +380,7 @@ func (c Config) validateAuth(ps *problems) {
 	default:
 		ps.add("auth.jwt.algorithm", "%q must be HS256, RS256, EdDSA or empty (JWT off)", j.Algorithm)
 	}
-	if j.Algorithm != "" {
+	if j.Enabled() {
 		ps.nonNegative("auth.jwt.leeway", j.Leeway)
 		if j.Leeway > MaxJWTLeeway {
 			ps.add("auth.jwt.leeway", "%s is more than %s: a clock that far off needs fixing (NTP), and every leeway lets an expired token live on", j.Leeway, MaxJWTLeeway)
@@ -384,6 +393,76 @@ func (c Config) validateAuth(ps *problems) {
 			ps.add("auth.jwt.name_claim", "must be set when JWT is on")
 		}
 	}
+}
+
+// validateJWKS checks a key set's settings. The set stands for the
+// algorithm and its keys: each key's own alg and kty decide what it
+// verifies, and a secret from a document would be a secret anybody who
+// reads it knows.
+func validateJWKS(ps *problems, j JWT) {
+	k := j.JWKS
+	if j.Algorithm != "" || j.Secret != "" || j.PublicKey != "" || j.PreviousSecret != "" || j.PreviousPublicKey != "" {
+		ps.add("auth.jwt.jwks", "replaces auth.jwt.algorithm, secret, public_key and the previous keys: set either a key set or those, not both (a key set's keys bring their own algorithms)")
+	}
+	if k.URL != "" && k.File != "" {
+		ps.add("auth.jwt.jwks.url", "and auth.jwt.jwks.file are exclusive: set one")
+	}
+	if k.URL != "" {
+		if err := JWKSURLProblem(k.URL); err != "" {
+			ps.add("auth.jwt.jwks.url", "%s", err)
+		}
+	}
+	if k.CAFile != "" && !strings.HasPrefix(k.URL, "https://") {
+		ps.add("auth.jwt.jwks.ca_file", "is only used with an https:// auth.jwt.jwks.url")
+	}
+	// An identity provider signs every service's tokens with the keys it
+	// publishes: only the audience says a token is for orderly.
+	if strings.TrimSpace(j.Audience) == "" {
+		ps.add("auth.jwt.audience", "must be set with auth.jwt.jwks: the identity provider signs other services' tokens with the same keys, and only the audience says a token is for orderly")
+	}
+	ps.positive("auth.jwt.jwks.refresh", k.Refresh)
+	ps.positive("auth.jwt.jwks.min_refresh", k.MinRefresh)
+	if k.MinRefresh > k.Refresh && k.Refresh > 0 {
+		ps.add("auth.jwt.jwks.min_refresh", "%s is more than auth.jwt.jwks.refresh (%s)", k.MinRefresh, k.Refresh)
+	}
+	ps.positive("auth.jwt.jwks.timeout", k.Timeout)
+	if k.Timeout > MaxJWKSTimeout {
+		ps.add("auth.jwt.jwks.timeout", "%s is more than %s: a request with a new key id waits this long", k.Timeout, MaxJWKSTimeout)
+	}
+}
+
+// JWKSURLProblem says what is wrong with a key set URL, or "": it must be
+// https://, or http:// to a loopback host (a key set read in clear from
+// elsewhere is whatever the network says it is), with a host and no
+// user information (it would be logged) nor fragment.
+func JWKSURLProblem(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "is not a URL"
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "needs a host (https://idp.example/.well-known/jwks.json)"
+	}
+	if u.User != nil {
+		return "must not hold user information: it would be logged"
+	}
+	if u.Fragment != "" || u.RawFragment != "" {
+		return "must not have a fragment"
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		h := u.Hostname()
+		if h == "localhost" {
+			return ""
+		}
+		if ip, err := netip.ParseAddr(h); err == nil && ip.IsLoopback() {
+			return ""
+		}
+		return "must be https:// (http:// only to a loopback host): keys fetched in clear are whatever the network says"
+	}
+	return "must be https:// (http:// only to a loopback host)"
 }
 
 func (c Config) validatePolicy(ps *problems) {

@@ -112,6 +112,31 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"jwt max_lifetime zero", func(c *Config) {
 			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.MaxLifetime = "HS256", strings.Repeat("s", 40), 0
 		}, "auth.jwt.max_lifetime"},
+		{"jwks http to a non-loopback host", func(c *Config) {
+			c.Auth.JWT.JWKS.URL, c.Auth.JWT.Audience = "http://idp.example/jwks.json", "orderly"
+		}, "auth.jwt.jwks.url"},
+		{"jwks url with user information", func(c *Config) {
+			c.Auth.JWT.JWKS.URL, c.Auth.JWT.Audience = "https://u:p@idp.example/jwks.json", "orderly"
+		}, "auth.jwt.jwks.url"},
+		{"jwks url and file", func(c *Config) {
+			c.Auth.JWT.JWKS.URL, c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience = "https://idp.example/jwks.json", "/etc/jwks.json", "orderly"
+		}, "auth.jwt.jwks.url"},
+		{"jwks with an algorithm", func(c *Config) {
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.Algorithm, c.Auth.JWT.Secret = "/etc/jwks.json", "orderly", "HS256", strings.Repeat("s", 40)
+		}, "auth.jwt.jwks"},
+		{"jwks without audience", func(c *Config) { c.Auth.JWT.JWKS.URL = "https://idp.example/jwks.json" }, "auth.jwt.audience"},
+		{"jwks ca_file with a file", func(c *Config) {
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.JWKS.CAFile, c.Auth.JWT.Audience = "/etc/jwks.json", "/etc/ca.pem", "orderly"
+		}, "auth.jwt.jwks.ca_file"},
+		{"jwks min_refresh over refresh", func(c *Config) {
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.JWKS.MinRefresh = "/etc/jwks.json", "orderly", time.Hour
+		}, "auth.jwt.jwks.min_refresh"},
+		{"jwks timeout too long", func(c *Config) {
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.JWKS.Timeout = "/etc/jwks.json", "orderly", time.Minute
+		}, "auth.jwt.jwks.timeout"},
+		{"jwks leeway too long", func(c *Config) {
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.Leeway = "/etc/jwks.json", "orderly", time.Hour
+		}, "auth.jwt.leeway"},
 		{"acl allow zoned ip", func(c *Config) { c.ACL.Allow = []string{"10.0.0.0/8", "fe80::1%eth0"} }, "acl.allow[1]"},
 		{"acl allow short mapped prefix", func(c *Config) { c.ACL.Allow = []string{"::ffff:10.0.0.0/8"} }, "acl.allow[0]"},
 		{"acl deny garbage", func(c *Config) { c.ACL.Deny = []string{"everyone"} }, "acl.deny[0]"},
@@ -269,5 +294,23 @@ func TestHeartbeatIsAThirdOfTheLease(t *testing.T) {
 	c.NATS.Heartbeat = 5 * time.Second
 	if err := c.Validate(); err != nil {
 		t.Fatalf("a 5s heartbeat against a 15s lease: %v", err)
+	}
+}
+
+func TestJWKSSettingsThatAreValid(t *testing.T) {
+	for _, u := range []string{"https://idp.example/.well-known/jwks.json", "http://127.0.0.1:8080/jwks", "http://localhost/jwks", "http://[::1]:9000/jwks"} {
+		c := Default()
+		c.Auth.JWT.JWKS.URL, c.Auth.JWT.Audience = u, "orderly"
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+		if !c.Auth.JWT.Enabled() {
+			t.Errorf("%s: JWT not enabled by a key set", u)
+		}
+	}
+	c := Default()
+	c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience = "/etc/orderly/jwks.json", "orderly"
+	if err := c.Validate(); err != nil {
+		t.Errorf("a key set file: %v", err)
 	}
 }

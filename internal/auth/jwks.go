@@ -1,0 +1,465 @@
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// Limits on what a key set document may cost: it comes from the network.
+const (
+	maxJWKSBytes = 1 << 20
+	maxJWKSKeys  = 100
+)
+
+// jwksAlgorithms are the algorithms a key from a key set may verify: the
+// asymmetric ones golang-jwt has. HMAC is not among them: a secret
+// published in a document is no secret.
+var jwksAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// Errors a key set lookup refuses a token with (see jwtMessage).
+var (
+	errUnknownKid  = errors.New("token key id (kid) is not in the key set")
+	errKidRequired = errors.New("token has no key id (kid) and several keys could verify it")
+	errNoKeyForAlg = errors.New("no key in the key set verifies the token's algorithm")
+	errKidNotText  = errors.New("token key id (kid) is not a string")
+)
+
+// jwk is one key of a set, pinned to the one algorithm it verifies.
+type jwk struct {
+	kid string // "" when the set gives none
+	alg string
+	key any // *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
+}
+
+// keySet is one read of the document.
+type keySet struct {
+	keys []jwk
+}
+
+// find picks the key a token names (kid) or, without a kid, the one key
+// of its algorithm.
+func (s *keySet) find(kid string, hasKid bool, alg string) (jwk, error) {
+	if hasKid {
+		// An empty kid names no key: the keys without one are not
+		// "the key whose kid is empty".
+		for _, k := range s.keys {
+			if k.kid != "" && k.kid == kid {
+				return k, nil
+			}
+		}
+		return jwk{}, errUnknownKid
+	}
+	var found []jwk
+	for _, k := range s.keys {
+		if k.alg == alg {
+			found = append(found, k)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return jwk{}, errNoKeyForAlg
+	case 1:
+		return found[0], nil
+	}
+	return jwk{}, errKidRequired
+}
+
+// jwksSource keeps the key set of auth.jwt.jwks and reads it again when
+// it is older than Refresh, or when a token names a kid it does not have,
+// never more often than MinRefresh. A request waits at most Timeout for a
+// read; a read that fails keeps the set in use. It starts no goroutine
+// that outlives a read, so an authenticator needs no closing.
+type jwksSource struct {
+	cfg       config.JWKS
+	client    *http.Client
+	now       func() time.Time
+	logger    *slog.Logger
+	onRefresh func(error)
+
+	mu          sync.Mutex
+	set         *keySet
+	readAt      time.Time     // of the set in use
+	lastAttempt time.Time     // of the last read, failed or not
+	inflight    chan struct{} // closed when the read under way ends
+}
+
+// newJWKSSource reads the set once: a configured set that cannot be read
+// at load is refused like a missing key file.
+func newJWKSSource(cfg config.JWKS, o Options) (*jwksSource, error) {
+	if cfg.URL != "" {
+		if p := config.JWKSURLProblem(cfg.URL); p != "" {
+			return nil, fmt.Errorf("auth.jwt.jwks.url %s", p)
+		}
+	}
+	if cfg.Refresh <= 0 || cfg.MinRefresh <= 0 || cfg.Timeout <= 0 {
+		return nil, errors.New("auth.jwt.jwks: refresh, min_refresh and timeout must be positive")
+	}
+	s := &jwksSource{cfg: cfg, now: o.Now, logger: o.Logger, onRefresh: o.OnJWKSRefresh}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.URL != "" {
+		c, err := jwksClient(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.client = c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	set, err := s.read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("auth.jwt.jwks: %w", err)
+	}
+	s.set, s.readAt, s.lastAttempt = set, s.now(), s.now()
+	return s, nil
+}
+
+// jwksClient verifies the server's certificate (against ca_file when
+// set), follows no redirect (the configured URL is the one trusted) and
+// gives up after the timeout.
+func jwksClient(cfg config.JWKS) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt.jwks.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("auth.jwt.jwks.ca_file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	return &http.Client{
+		Transport: tr,
+		Timeout:   cfg.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("the key set URL redirects; configure the URL it redirects to")
+		},
+	}, nil
+}
+
+// sameSource reports whether s can stand for cfg in a rebuilt
+// authenticator, keeping its set instead of reading it again.
+func (s *jwksSource) sameSource(cfg config.JWKS) bool {
+	return s != nil && s.cfg == cfg
+}
+
+// current returns the set to verify with. When the set is older than
+// Refresh, or force (an unknown kid) asks, and MinRefresh has passed since
+// the last read, it starts a read and waits for it, at most Timeout; a
+// read already under way is waited for the same way.
+func (s *jwksSource) current(force bool) *keySet {
+	s.mu.Lock()
+	now := s.now()
+	stale := now.Sub(s.readAt) >= s.cfg.Refresh
+	if !force && !stale {
+		set := s.set
+		s.mu.Unlock()
+		return set
+	}
+	if s.inflight == nil && now.Sub(s.lastAttempt) >= s.cfg.MinRefresh {
+		s.lastAttempt = now
+		s.inflight = make(chan struct{})
+		go s.refresh(s.inflight)
+	}
+	wait := s.inflight
+	set := s.set
+	s.mu.Unlock()
+	if wait == nil {
+		return set
+	}
+	t := time.NewTimer(s.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-wait:
+	case <-t.C:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set
+}
+
+// refresh reads the set and swaps it in; a failure keeps the set in use,
+// logged and counted.
+func (s *jwksSource) refresh(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	set, err := s.read(ctx)
+	s.mu.Lock()
+	if err == nil {
+		s.set, s.readAt = set, s.now()
+	}
+	s.inflight = nil
+	s.mu.Unlock()
+	close(done)
+	if err != nil {
+		s.logger.Warn("JWT key set could not be read again; the keys read before stay in use", "source", s.where(), "error", err)
+	}
+	if s.onRefresh != nil {
+		s.onRefresh(err)
+	}
+}
+
+func (s *jwksSource) where() string {
+	if s.cfg.URL != "" {
+		return s.cfg.URL
+	}
+	return s.cfg.File
+}
+
+// read fetches and parses the document.
+func (s *jwksSource) read(ctx context.Context) (*keySet, error) {
+	var body []byte
+	if s.cfg.File != "" {
+		f, err := os.Open(s.cfg.File)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		body, err = io.ReadAll(io.LimitReader(f, maxJWKSBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.cfg.File, err)
+		}
+	} else {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.URL, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/jwk-set+json, application/json")
+		resp, err := s.client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s answered %s", s.cfg.URL, resp.Status)
+		}
+		body, err = io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.cfg.URL, err)
+		}
+	}
+	if len(body) > maxJWKSBytes {
+		return nil, fmt.Errorf("%s: the key set is larger than %d bytes", s.where(), maxJWKSBytes)
+	}
+	set, skipped, err := parseJWKS(body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.where(), err)
+	}
+	for _, m := range skipped {
+		s.logger.Warn("JWT key set: a key is left out", "source", s.where(), "reason", m)
+	}
+	return set, nil
+}
+
+// rawJWK is a key as RFC 7517/7518 write it.
+type rawJWK struct {
+	Kty    string   `json:"kty"`
+	Kid    *string  `json:"kid"`
+	Alg    string   `json:"alg"`
+	Use    string   `json:"use"`
+	KeyOps []string `json:"key_ops"`
+	N      string   `json:"n"`
+	E      string   `json:"e"`
+	Crv    string   `json:"crv"`
+	X      string   `json:"x"`
+	Y      string   `json:"y"`
+}
+
+// parseJWKS reads a key set. A key orderly cannot or will not verify with
+// (an encryption key, an HMAC secret, a short RSA key, an algorithm other
+// than its type's) is left out and said so in skipped; a set with no key
+// left, two keys under one kid, or not a JWKS at all is an error.
+func parseJWKS(data []byte) (set *keySet, skipped []string, err error) {
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, nil, fmt.Errorf("not a JSON Web Key Set: %w", err)
+	}
+	if len(doc.Keys) > maxJWKSKeys {
+		return nil, nil, fmt.Errorf("the key set has %d keys, more than %d", len(doc.Keys), maxJWKSKeys)
+	}
+	set = &keySet{}
+	kids := map[string]bool{}
+	for i, raw := range doc.Keys {
+		var r rawJWK
+		if err := json.Unmarshal(raw, &r); err != nil {
+			skipped = append(skipped, fmt.Sprintf("keys[%d]: %v", i, err))
+			continue
+		}
+		kid := ""
+		if r.Kid != nil {
+			kid = *r.Kid
+			if kid == "" {
+				return nil, skipped, fmt.Errorf("keys[%d]: kid is empty", i)
+			}
+			// Two keys under one kid: which one a token means is not
+			// for orderly to guess.
+			if kids[kid] {
+				return nil, skipped, fmt.Errorf("two keys have kid %q", kid)
+			}
+			kids[kid] = true
+		}
+		k, err := parseJWK(r)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("keys[%d] (kid %q): %v", i, kid, err))
+			continue
+		}
+		k.kid = kid
+		set.keys = append(set.keys, k)
+	}
+	if len(set.keys) == 0 {
+		return nil, skipped, errors.New("the key set has no key orderly verifies with (RSA of 2048 bits or more, EC P-256/384/521 or Ed25519, for signatures)")
+	}
+	return set, skipped, nil
+}
+
+// parseJWK pins a key to one algorithm: its alg when given (which must
+// suit its type), else its type's usual one.
+func parseJWK(r rawJWK) (jwk, error) {
+	if r.Use != "" && r.Use != "sig" {
+		return jwk{}, fmt.Errorf("use %q is not sig", r.Use)
+	}
+	if r.KeyOps != nil && !slices.Contains(r.KeyOps, "verify") {
+		return jwk{}, errors.New("key_ops does not allow verify")
+	}
+	if r.Alg != "" && !slices.Contains(jwksAlgorithms, r.Alg) {
+		return jwk{}, fmt.Errorf("alg %q is not one orderly verifies from a key set (%v)", r.Alg, jwksAlgorithms)
+	}
+	switch r.Kty {
+	case "RSA":
+		alg := r.Alg
+		if alg == "" {
+			alg = "RS256"
+		}
+		if alg[:2] != "RS" && alg[:2] != "PS" {
+			return jwk{}, fmt.Errorf("alg %s is not an RSA algorithm", alg)
+		}
+		n, err := b64int(r.N)
+		if err != nil {
+			return jwk{}, fmt.Errorf("n: %w", err)
+		}
+		e, err := b64int(r.E)
+		if err != nil {
+			return jwk{}, fmt.Errorf("e: %w", err)
+		}
+		if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 {
+			return jwk{}, errors.New("e is not a usable RSA exponent")
+		}
+		if n.BitLen() < minRSABits {
+			return jwk{}, fmt.Errorf("RSA key has %d bits, need at least %d", n.BitLen(), minRSABits)
+		}
+		return jwk{alg: alg, key: &rsa.PublicKey{N: n, E: int(e.Int64())}}, nil
+	case "EC":
+		var curve elliptic.Curve
+		var alg string
+		switch r.Crv {
+		case "P-256":
+			curve, alg = elliptic.P256(), "ES256"
+		case "P-384":
+			curve, alg = elliptic.P384(), "ES384"
+		case "P-521":
+			curve, alg = elliptic.P521(), "ES512"
+		default:
+			return jwk{}, fmt.Errorf("curve %q is not supported", r.Crv)
+		}
+		if r.Alg != "" && r.Alg != alg {
+			return jwk{}, fmt.Errorf("alg %s does not go with curve %s (%s)", r.Alg, r.Crv, alg)
+		}
+		size := (curve.Params().BitSize + 7) / 8
+		x, errX := base64.RawURLEncoding.DecodeString(r.X)
+		y, errY := base64.RawURLEncoding.DecodeString(r.Y)
+		if errX != nil || errY != nil || len(x) != size || len(y) != size {
+			return jwk{}, fmt.Errorf("x and y must be %d bytes each, base64url", size)
+		}
+		point := append(append([]byte{4}, x...), y...)
+		key, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+		if err != nil {
+			return jwk{}, fmt.Errorf("not a point of %s: %w", r.Crv, err)
+		}
+		return jwk{alg: alg, key: key}, nil
+	case "OKP":
+		if r.Crv != "Ed25519" {
+			return jwk{}, fmt.Errorf("curve %q is not supported (Ed25519)", r.Crv)
+		}
+		if r.Alg != "" && r.Alg != "EdDSA" {
+			return jwk{}, fmt.Errorf("alg %s does not go with Ed25519 (EdDSA)", r.Alg)
+		}
+		x, err := base64.RawURLEncoding.DecodeString(r.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			return jwk{}, errors.New("x must be an Ed25519 public key (32 bytes, base64url)")
+		}
+		return jwk{alg: "EdDSA", key: ed25519.PublicKey(x)}, nil
+	case "oct":
+		return jwk{}, errors.New("a symmetric (oct) key is never taken from a key set: a published secret is no secret")
+	}
+	return jwk{}, fmt.Errorf("kty %q is not supported", r.Kty)
+}
+
+// b64int decodes a base64url big-endian unsigned integer.
+func b64int(s string) (*big.Int, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) == 0 {
+		return nil, errors.New("not base64url")
+	}
+	return new(big.Int).SetBytes(b), nil
+}
+
+// jwksKeyFunc hands out the key a token names, and only for the one
+// algorithm that key is pinned to: the token's header chooses which key,
+// never what the key is used as.
+func (v *jwtVerifier) jwksKeyFunc(t *jwt.Token) (any, error) {
+	if t.Method == nil {
+		return nil, errors.New("unexpected signing method")
+	}
+	alg := t.Method.Alg()
+	if !slices.Contains(jwksAlgorithms, alg) {
+		return nil, errors.New("unexpected signing method")
+	}
+	var kid string
+	rawKid, hasKid := t.Header["kid"]
+	if hasKid {
+		var ok bool
+		if kid, ok = rawKid.(string); !ok {
+			return nil, errKidNotText
+		}
+	}
+	k, err := v.jwks.current(false).find(kid, hasKid, alg)
+	if errors.Is(err, errUnknownKid) {
+		// Perhaps the issuer rotated: read the set again (MinRefresh
+		// bounds how often a made-up kid can make that happen).
+		k, err = v.jwks.current(true).find(kid, hasKid, alg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if k.alg != alg {
+		return nil, fmt.Errorf("the key %q verifies %s, not %s", k.kid, k.alg, alg)
+	}
+	return k.key, nil
+}
