@@ -220,6 +220,9 @@ type security struct {
 	policy atomic.Pointer[policy.Engine]
 	acl    atomic.Pointer[netacl.ACL]
 	store  *postgres.Store
+	// logger and metrics get the JWT key set's refreshes (auth.jwt.jwks).
+	logger  *slog.Logger
+	metrics *metrics.Metrics
 
 	mu      sync.Mutex  // orders commits and token refreshes
 	authCfg config.Auth // what the authenticator in use was built from
@@ -250,7 +253,7 @@ func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(
 	if err != nil {
 		return nil, err
 	}
-	a, err := authWith(cfg.Auth, tokens)
+	a, err := s.authWith(cfg.Auth, tokens)
 	if err != nil {
 		return nil, err
 	}
@@ -277,9 +280,11 @@ func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(
 	}, nil
 }
 
-// authWith is the authenticator of cfg plus the runtime tokens.
-func authWith(cfg config.Auth, tokens []postgres.APIToken) (*auth.Authenticator, error) {
-	a, err := auth.New(cfg, time.Now)
+// authWith is the authenticator of cfg plus the runtime tokens. It keeps
+// the JWT key set of the authenticator in use when auth.jwt.jwks is the
+// same, rather than fetching it again on every reload and token change.
+func (s *security) authWith(cfg config.Auth, tokens []postgres.APIToken) (*auth.Authenticator, error) {
+	a, err := auth.NewWith(cfg, auth.Options{Now: time.Now, Previous: s.authn.Load(), Logger: s.logger, OnJWKSRefresh: s.metrics.JWKSRefreshed})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
@@ -306,7 +311,7 @@ func (s *security) refreshTokens(ctx context.Context, logger *slog.Logger) {
 	if sum == s.tokens {
 		return
 	}
-	a, err := authWith(s.authCfg, tokens)
+	a, err := s.authWith(s.authCfg, tokens)
 	if err != nil {
 		logger.Error("runtime tokens changed in PostgreSQL but cannot be loaded; the previous ones stay", "error", err)
 		return
@@ -333,7 +338,7 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 // ready.
 func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger, ln net.Listener) (*apiRunner, error) {
 	cfg := w.Current()
-	sec := &security{store: b.store}
+	sec := &security{store: b.store, logger: logger, metrics: b.metrics}
 	commit, err := sec.prepare(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -44,7 +44,7 @@ func TestAPIPicksUpRotatedTokens(t *testing.T) {
 // Vigrid import, whose configs often name a token admin, says so.
 func TestConfigTokenNamedLikeARuntimeToken(t *testing.T) {
 	cfg := config.Auth{Tokens: []config.Token{{Name: "admin", SHA256: auth.HashToken("imported")}}}
-	_, err := authWith(cfg, []postgres.APIToken{{Name: "admin", SHA256: auth.HashToken("serve's own"), Roles: []string{"admin"}}})
+	_, err := (&security{}).authWith(cfg, []postgres.APIToken{{Name: "admin", SHA256: auth.HashToken("serve's own"), Roles: []string{"admin"}}})
 	if err == nil || !strings.Contains(err.Error(), "another token already has this name") || !strings.Contains(err.Error(), "api_tokens") {
 		t.Fatalf("a config token named like serve's admin token: %v, want a refusal naming api_tokens", err)
 	}

@@ -26,6 +26,7 @@ type Metrics struct {
 	httpDuration *prometheus.HistogramVec
 	unavailable  *prometheus.CounterVec
 	leaseFailed  *prometheus.CounterVec
+	jwksRefresh  *prometheus.CounterVec
 
 	hostsMu sync.Mutex
 	hosts   map[string]bool // the host label values in use (hostLabel)
@@ -80,9 +81,12 @@ func New() *Metrics {
 		leaseFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_worker_lease_failures_total", Help: "A worker's heartbeats and lease renewals that NATS did not accept, by host and step (heartbeat, renew).",
 		}, []string{"host", "step"}),
+		jwksRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_jwks_refreshes_total", Help: "Reads of the JWT key set (auth.jwt.jwks) after the first, by result (ok, failed); a failed one keeps the keys read before.",
+		}, []string{"result"}),
 	}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable, m.leaseFailed)
+		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable, m.leaseFailed, m.jwksRefresh)
 	return m
 }
 
@@ -92,6 +96,19 @@ func New() *Metrics {
 // watch it can fire.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// JWKSRefreshed counts a read of the JWT key set after the first: err is
+// nil when it was read, else the keys read before stay in use.
+func (m *Metrics) JWKSRefreshed(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.jwksRefresh.WithLabelValues("failed").Inc()
+	} else {
+		m.jwksRefresh.WithLabelValues("ok").Inc()
+	}
 }
 
 // Submitted counts an accepted order.
