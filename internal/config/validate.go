@@ -421,7 +421,10 @@ func validateJWKS(ps *problems, j JWT) {
 		ps.add("auth.jwt.audience", "must be set with auth.jwt.jwks: the identity provider signs other services' tokens with the same keys, and only the audience says a token is for orderly")
 	}
 	ps.positive("auth.jwt.jwks.refresh", k.Refresh)
+	// The floor is what stands between tokens with made-up kids and the
+	// identity provider.
 	ps.positive("auth.jwt.jwks.min_refresh", k.MinRefresh)
+	ps.atLeast("auth.jwt.jwks.min_refresh", k.MinRefresh, time.Second)
 	if k.MinRefresh > k.Refresh && k.Refresh > 0 {
 		ps.add("auth.jwt.jwks.min_refresh", "%s is more than auth.jwt.jwks.refresh (%s)", k.MinRefresh, k.Refresh)
 	}

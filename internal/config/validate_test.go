@@ -131,6 +131,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"jwks min_refresh over refresh", func(c *Config) {
 			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.JWKS.MinRefresh = "/etc/jwks.json", "orderly", time.Hour
 		}, "auth.jwt.jwks.min_refresh"},
+		{"jwks min_refresh under a second", func(c *Config) {
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.JWKS.MinRefresh = "/etc/jwks.json", "orderly", time.Millisecond
+		}, "auth.jwt.jwks.min_refresh"},
 		{"jwks timeout too long", func(c *Config) {
 			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.JWKS.Timeout = "/etc/jwks.json", "orderly", time.Minute
 		}, "auth.jwt.jwks.timeout"},
