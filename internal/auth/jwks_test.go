@@ -401,10 +401,30 @@ func TestJWKSAlgorithmConfusionIsRefused(t *testing.T) {
 	}
 	mustRefuse(t, b, "an empty kid", signKid2(t, k.rsa, ""), "kid")
 	mustRefuse(t, b, "no kid, two keys without one", signKid(t, jwt.SigningMethodRS256, k.rsa, ""), "several keys")
+	// Keys a token brings along (jwk, jku, x5u) are never used or fetched.
+	var fetchedFromToken atomic.Int64
+	evil := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetchedFromToken.Add(1)
+		w.Write(jwksDoc(t, jwkJSON(t, "evil", "RS256", k.rsa2)))
+	}))
+	defer evil.Close()
+	carried := jwt.NewWithClaims(jwt.SigningMethodRS256, claims(nil))
+	carried.Header["kid"] = "evil"
+	carried.Header["jwk"] = jwkJSON(t, "evil", "RS256", k.rsa2)
+	carried.Header["jku"] = evil.URL
+	carried.Header["x5u"] = evil.URL
+	s, err := carried.SignedString(k.rsa2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRefuse(t, a, "a token carrying its own key", "Bearer "+s, "kid")
+	if fetchedFromToken.Load() != 0 {
+		t.Error("a token's jku or x5u was fetched")
+	}
 	// A kid that is not a string.
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims(nil))
 	tok.Header["kid"] = 7
-	s, _ := tok.SignedString(k.rsa)
+	s, _ = tok.SignedString(k.rsa)
 	mustRefuse(t, a, "a numeric kid", "Bearer "+s, "kid")
 }
 
@@ -527,4 +547,35 @@ func TestJWKSRefusedAtLoad(t *testing.T) {
 		t.Fatalf("http:// to loopback: %v", err)
 	}
 	mustAccept(t, a, "from a loopback http:// set", signKid(t, jwt.SigningMethodRS256, k.rsa, "a"))
+}
+
+// TestJWKSConcurrentRequestsShareOneFetch: tokens of a new kid arriving
+// together after a rotation cost the provider one fetch, and all verify.
+func TestJWKSConcurrentRequestsShareOneFetch(t *testing.T) {
+	k := newTestKeys(t)
+	p := newIDP(t, jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa)))
+	clock := &testClock{t: testNow()}
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile}), Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.set(jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa), jwkJSON(t, "b", "EdDSA", k.ed)))
+	clock.Add(time.Minute)
+	tok := signKid(t, jwt.SigningMethodEdDSA, k.ed, "b")
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	for range 50 {
+		wg.Go(func() {
+			if _, err := a.Authenticate(tok); err != nil {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if refused.Load() != 0 {
+		t.Errorf("%d of 50 tokens of the new key refused", refused.Load())
+	}
+	if n := p.hits.Load(); n != 2 {
+		t.Errorf("%d fetches for 50 tokens of one new kid, want 2 (load, one refresh)", n)
+	}
 }
