@@ -88,8 +88,9 @@ func (s *keySet) find(kid string, hasKid bool, alg string) (jwk, error) {
 // jwksSource keeps the key set of auth.jwt.jwks and reads it again when
 // it is older than Refresh, or when a token names a kid it does not have,
 // never more often than MinRefresh. A request waits at most Timeout for a
-// read; a read that fails keeps the set in use. It starts no goroutine
-// that outlives a read, so an authenticator needs no closing.
+// read; a read that fails keeps the set in use. Reads run on the
+// goroutine of the request that needs them and it starts none, so an
+// authenticator needs no closing.
 type jwksSource struct {
 	cfg       config.JWKS
 	client    *http.Client
@@ -170,8 +171,9 @@ func (s *jwksSource) sameSource(cfg config.JWKS) bool {
 
 // current returns the set to verify with. When the set is older than
 // Refresh, or force (an unknown kid) asks, and MinRefresh has passed since
-// the last read, it starts a read and waits for it, at most Timeout; a
-// read already under way is waited for the same way.
+// the last read, the calling request reads it, at most Timeout; a read
+// already under way is waited for, at most Timeout too. The read runs on
+// the request's goroutine, so no goroutine outlives it.
 func (s *jwksSource) current(force bool) *keySet {
 	s.mu.Lock()
 	now := s.now()
@@ -182,9 +184,16 @@ func (s *jwksSource) current(force bool) *keySet {
 		return set
 	}
 	if s.inflight == nil && now.Sub(s.lastAttempt) >= s.cfg.MinRefresh {
+		// This request reads, bounded by Timeout; the ones arriving
+		// meanwhile wait for it below.
 		s.lastAttempt = now
-		s.inflight = make(chan struct{})
-		go s.refresh(s.inflight)
+		done := make(chan struct{})
+		s.inflight = done
+		s.mu.Unlock()
+		s.refresh(done)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.set
 	}
 	wait := s.inflight
 	set := s.set
@@ -204,7 +213,7 @@ func (s *jwksSource) current(force bool) *keySet {
 }
 
 // refresh reads the set and swaps it in; a failure keeps the set in use,
-// logged and counted.
+// logged and counted. done is closed when it ends.
 func (s *jwksSource) refresh(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()

@@ -154,8 +154,8 @@ func jwtKey(alg, secret, publicKey, prefix string) (jwt.SigningMethod, any, erro
 	if publicKey == "" {
 		return nil, nil, fmt.Errorf("%s is required for %s", publicKeyKey, alg)
 	}
-	// The only file this package reads, because a key path is what
-	// operators put in config.
+	// One of the two things this package reads (the other is a key
+	// set, jwks.go), because a key path is what operators put in config.
 	pemBytes, err := os.ReadFile(publicKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", publicKeyKey, err)
