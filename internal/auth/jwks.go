@@ -138,11 +138,14 @@ func newJWKSSource(cfg config.JWKS, o Options) (*jwksSource, error) {
 }
 
 // jwksClient verifies the server's certificate (against ca_file when
-// set), follows no redirect (the configured URL is the one trusted) and
-// gives up after the timeout.
+// set), follows no redirect (the configured URL is the one trusted),
+// keeps no connection open and gives up after the timeout.
 func jwksClient(cfg config.JWKS) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	// A read every few minutes needs no pooled connection, and one left
+	// idle would keep a goroutine of a replaced authenticator alive.
+	tr.DisableKeepAlives = true
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
