@@ -382,7 +382,11 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 		},
 		Status: func() map[string]any {
 			st := w.Status()
-			return map[string]any{"config": st, "config_drift": st.Drift}
+			m := map[string]any{"config": st, "config_drift": st.Drift}
+			if k := sec.authn.Load().JWKSStatus(); k != nil {
+				m["jwks"] = k
+			}
+			return m
 		},
 		Reload:  reload,
 		Actions: acts.deps(b.queue),

@@ -19,6 +19,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -154,6 +155,14 @@ acl:
 	})
 	if code, b := list(tokB); code != http.StatusOK {
 		t.Errorf("key b after a failed refresh: %d %s", code, b)
+	}
+	_, b := s.do("GET", "/v1/status", nil)
+	var st struct {
+		JWKS *auth.JWKSStatus `json:"jwks"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.JWKS == nil || len(st.JWKS.Keys) != 2 ||
+		!strings.Contains(st.JWKS.LastError, "503") || st.JWKS.Source != idp.URL {
+		t.Errorf("/v1/status after a failed refresh: %s, want both keys and the 503", b)
 	}
 
 	// New key set settings are read at load: with the provider down, the

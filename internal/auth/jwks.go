@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"sync"
@@ -102,7 +103,38 @@ type jwksSource struct {
 	set         *keySet
 	readAt      time.Time     // of the set in use
 	lastAttempt time.Time     // of the last read, failed or not
+	lastErr     string        // why the last read failed; "" when it did not
 	inflight    chan struct{} // closed when the read under way ends
+}
+
+// JWKSStatus is what GET /v1/status shows of the key set in use: public
+// data (the provider publishes it), so an operator can see which keys
+// verify and whether the last refresh failed.
+type JWKSStatus struct {
+	Source      string    `json:"source"`       // the file, or the URL without its query
+	Keys        []string  `json:"keys"`         // "kid alg" ("- alg" for a key without kid)
+	ReadAt      time.Time `json:"read_at"`      // when the set in use was read
+	LastAttempt time.Time `json:"last_attempt"` // the last read, failed or not
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// JWKSStatus returns the key set's state, or nil without a key set.
+func (a *Authenticator) JWKSStatus() *JWKSStatus {
+	if a == nil || a.jwt == nil || a.jwt.jwks == nil {
+		return nil
+	}
+	s := a.jwt.jwks
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &JWKSStatus{Source: s.where(), ReadAt: s.readAt, LastAttempt: s.lastAttempt, LastError: s.lastErr, Keys: []string{}}
+	for _, k := range s.set.keys {
+		kid := k.kid
+		if kid == "" {
+			kid = "-"
+		}
+		st.Keys = append(st.Keys, kid+" "+k.alg)
+	}
+	return st
 }
 
 // newJWKSSource reads the set once: a configured set that cannot be read
@@ -223,7 +255,9 @@ func (s *jwksSource) refresh(done chan struct{}) {
 	set, err := s.read(ctx)
 	s.mu.Lock()
 	if err == nil {
-		s.set, s.readAt = set, s.now()
+		s.set, s.readAt, s.lastErr = set, s.now(), ""
+	} else {
+		s.lastErr = err.Error()
 	}
 	s.inflight = nil
 	s.mu.Unlock()
@@ -236,9 +270,16 @@ func (s *jwksSource) refresh(done chan struct{}) {
 	}
 }
 
+// where names the set in logs, errors and the status: the file, or the
+// URL without its query (which may hold a key of the provider's).
 func (s *jwksSource) where() string {
 	if s.cfg.URL != "" {
-		return s.cfg.URL
+		u, err := url.Parse(s.cfg.URL)
+		if err != nil {
+			return "the key set URL"
+		}
+		u.RawQuery, u.ForceQuery = "", false
+		return u.String()
 	}
 	return s.cfg.File
 }
@@ -264,15 +305,20 @@ func (s *jwksSource) read(ctx context.Context) (*keySet, error) {
 		req.Header.Set("Accept", "application/jwk-set+json, application/json")
 		resp, err := s.client.Do(req)
 		if err != nil {
-			return nil, err
+			// *url.Error names the whole URL; say it without the query.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, fmt.Errorf("GET %s: %w", s.where(), err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s answered %s", s.cfg.URL, resp.Status)
+			return nil, fmt.Errorf("%s answered %s", s.where(), resp.Status)
 		}
 		body, err = io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.cfg.URL, err)
+			return nil, fmt.Errorf("%s: %w", s.where(), err)
 		}
 	}
 	if len(body) > maxJWKSBytes {

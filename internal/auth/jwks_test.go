@@ -308,14 +308,24 @@ func TestJWKSFailedRefreshKeepsTheSet(t *testing.T) {
 		clock.Add(6 * time.Minute) // past refresh
 		mustAccept(t, a, "after a failed refresh ("+name+")", tok)
 	}
+	st := a.JWKSStatus()
+	if st == nil || st.LastError == "" || len(st.Keys) != 1 || st.Keys[0] != "a RS256" || !st.ReadAt.Equal(testNow()) {
+		t.Errorf("status after failed refreshes: %+v, want the first read's key and time and the last error", st)
+	}
+	p.set(jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa), jwkJSON(t, "", "", k.ed)))
+	clock.Add(6 * time.Minute)
+	mustAccept(t, a, "after the provider is back", tok)
+	if st := a.JWKSStatus(); st.LastError != "" || len(st.Keys) != 2 || st.Keys[1] != "- EdDSA" || !st.ReadAt.Equal(clock.Now()) {
+		t.Errorf("status after a good refresh: %+v", st)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(results) != 3 {
+	if len(results) != 4 {
 		t.Fatalf("%d refreshes reported, want 3", len(results))
 	}
-	for _, err := range results {
-		if err == nil {
-			t.Error("a failed refresh reported as read")
+	for i, err := range results {
+		if (err == nil) != (i == 3) {
+			t.Errorf("refresh %d reported %v", i, err)
 		}
 	}
 }
@@ -527,6 +537,16 @@ func TestJWKSRefusedAtLoad(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error with %q", name, err, c.want)
 		}
+	}
+	// A URL's query (it may hold a key of the provider's) is not repeated.
+	_, err = NewWith(jwksConfig(config.JWKS{URL: p.srv.URL + "/jwks?api_key=sekrit"}), Options{Now: testNow})
+	if err == nil || strings.Contains(err.Error(), "sekrit") || !strings.Contains(err.Error(), "/jwks") {
+		t.Errorf("an untrusted URL with a query: %v, want an error naming the URL without its query", err)
+	}
+	if a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL + "/jwks?api_key=sekrit", CAFile: p.caFile}), Options{Now: testNow}); err != nil {
+		t.Error(err)
+	} else if st := a.JWKSStatus(); strings.Contains(st.Source, "sekrit") || !strings.HasSuffix(st.Source, "/jwks") {
+		t.Errorf("status source %q", st.Source)
 	}
 	// With the algorithm settings, or without an audience.
 	both := jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile})
