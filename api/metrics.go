@@ -19,8 +19,11 @@ func (s *Server) measure(next http.Handler) http.Handler {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)
 		route := "unmatched"
-		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
-			route = rc.RoutePattern()
+		if rc := chi.RouteContext(r.Context()); rc != nil {
+			// Built anew at each call (a join and a replace): once.
+			if p := rc.RoutePattern(); p != "" {
+				route = p
+			}
 		}
 		status := ww.Status()
 		if status >= 500 && r.Context().Err() != nil {
