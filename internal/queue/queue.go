@@ -221,17 +221,21 @@ func (q *Queue) Ping(ctx context.Context) error {
 // wait behind it (TestFaultsNATSRestartIntake: 13 s once).
 const publishAckWait = 5 * time.Second
 
+// expectOrdersStream is every order publish's Nats-Expected-Stream: one
+// option for all of them, not a closure per publish.
+var expectOrdersStream = jetstream.WithExpectStream(OrdersStream)
+
 // Publish sends an order to its host's subject with Nats-Msg-Id set to the
 // order id, so a republish by the reconciler is deduplicated. The payload is
 // only the id: the worker reads the order from PostgreSQL.
 func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, publishAckWait)
 	defer cancel()
-	ack, err := q.js.Publish(ctx, OrdersSubject+host, []byte(id.String()), jetstream.WithMsgID(id.String()),
-		jetstream.WithExpectStream(OrdersStream))
+	sid := id.String()
+	subject, body, msgID := OrdersSubject+host, []byte(sid), jetstream.WithMsgID(sid)
+	ack, err := q.js.Publish(ctx, subject, body, msgID, expectOrdersStream)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && q.reensure(ctx) {
-		ack, err = q.js.Publish(ctx, OrdersSubject+host, []byte(id.String()), jetstream.WithMsgID(id.String()),
-			jetstream.WithExpectStream(OrdersStream))
+		ack, err = q.js.Publish(ctx, subject, body, msgID, expectOrdersStream)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
