@@ -37,6 +37,15 @@ func checkJSON(body []byte, t reflect.Type) ([]byte, error) {
 	if err := CheckJSONText(body); err != nil {
 		return nil, err
 	}
+	if rewrites, ok := quickCheckJSON(body, t); ok {
+		return rewritten(body, rewrites), nil
+	}
+	return walkJSON(body, t)
+}
+
+// walkJSON is checkJSON's walk with encoding/json's tokens, which words
+// every refusal.
+func walkJSON(body []byte, t reflect.Type) ([]byte, error) {
 	w := jsonWalker{dec: json.NewDecoder(bytes.NewReader(body))}
 	// Numbers stay text here: read as float64, 1e400 failed in this walk,
 	// which knows no field names; the typed decode names the field.
@@ -47,16 +56,21 @@ func checkJSON(body []byte, t reflect.Type) ([]byte, error) {
 	if _, err := w.dec.Token(); err != io.EOF {
 		return nil, order.Errorf(order.CodeInvalid, "invalid JSON: trailing data after the value")
 	}
-	if len(w.rewrites) == 0 {
-		return body, nil
+	return rewritten(body, w.rewrites), nil
+}
+
+// rewritten is body with rewrites (in the body's order) made.
+func rewritten(body []byte, rewrites []numberRewrite) []byte {
+	if len(rewrites) == 0 {
+		return body
 	}
 	out := make([]byte, 0, len(body))
 	last := int64(0)
-	for _, rw := range w.rewrites { // in the body's order
+	for _, rw := range rewrites {
 		out = append(append(out, body[last:rw.start]...), rw.text...)
 		last = rw.end
 	}
-	return append(out, body[last:]...), nil
+	return append(out, body[last:]...)
 }
 
 // jsonWalker reads one token stream for checkJSON.
@@ -108,7 +122,12 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 			return checkTime(tok, fieldName(path))
 		}
 		if num, ok := tok.(json.Number); ok && t != nil {
-			return w.number(num, indirect(t), fieldName(path))
+			// InputOffset: just past the number, whose text is num.
+			rw, err := checkNumber(string(num), indirect(t), fieldName(path), w.dec.InputOffset())
+			if rw != nil {
+				w.rewrites = append(w.rewrites, *rw)
+			}
+			return err
 		}
 		return nil // scalars: the typed decode checks their types
 	}
@@ -163,14 +182,16 @@ func (w *jsonWalker) value(t reflect.Type, path string, depth int, elem bool) er
 	return w.end()
 }
 
-// number checks a number for a field of kind t.Kind(), as the typed
+// checkNumber checks a number for a field of kind t.Kind(), as the typed
 // decode cannot: a whole number written as 1.0 or 1e3 for an integer
 // field is rewritten in digits (see checkJSON), a fraction is refused, and
 // so is a number that is not 0 but that a float64 reads as 0 (1e-400,
 // which timeout_seconds took as "none given", the default). Numbers too
 // large for their field are refused in the words they were sent in.
-func (w *jsonWalker) number(num json.Number, t reflect.Type, field string) error {
-	lit := string(num)
+//
+// end is the offset just past the number in the body; rw, when not nil,
+// is the rewrite to make there.
+func checkNumber(lit string, t reflect.Type, field string, end int64) (rw *numberRewrite, err error) {
 	shown := lit // as refusals show it: a body may hold a megabyte of digits
 	if len(shown) > 64 {
 		shown = shown[:64] + "…"
@@ -179,26 +200,24 @@ func (w *jsonWalker) number(num json.Number, t reflect.Type, field string) error
 	case reflect.Float32, reflect.Float64:
 		mant, _, _ := strings.Cut(strings.ToLower(lit), "e")
 		if f, err := strconv.ParseFloat(lit, t.Bits()); err == nil && f == 0 && strings.ContainsAny(mant, "123456789") {
-			return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s is too small to tell from 0", field, shown)
+			return nil, order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s is too small to tell from 0", field, shown)
 		}
-		return nil
+		return nil, nil
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 	default:
-		return nil // a string or a bool: tokenFits and the typed decode name it
+		return nil, nil // a string or a bool: tokenFits and the typed decode name it
 	}
 	text, whole, huge := integerText(lit)
 	switch {
 	case !whole:
-		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be a whole number, not %s", field, shown)
+		return nil, order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q must be a whole number, not %s", field, shown)
 	case huge || !fitsInt(text, t):
-		return order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s", field, shown)
+		return nil, order.FieldError(order.CodeInvalid, field, "invalid JSON: field %q is out of range: %s", field, shown)
 	case text == lit:
-		return nil
+		return nil, nil
 	}
-	end := w.dec.InputOffset() // just past the number, whose text is lit
-	w.rewrites = append(w.rewrites, numberRewrite{start: end - int64(len(lit)), end: end, text: text})
-	return nil
+	return &numberRewrite{start: end - int64(len(lit)), end: end, text: text}, nil
 }
 
 // fitsInt reports whether the whole number text fits t, an integer kind.
@@ -309,17 +328,23 @@ func tokenFits(t reflect.Type, tok json.Token) (string, bool) {
 	default:
 		got = "string"
 	}
+	return got, fitsJSONType(t, got)
+}
+
+// fitsJSONType is tokenFits for a value of JSON type got ("string",
+// "number", "bool", "object", "array") and a t that is not nil.
+func fitsJSONType(t reflect.Type, got string) bool {
 	switch indirect(t).Kind() {
 	case reflect.String:
-		return got, got == "string"
+		return got == "string"
 	case reflect.Bool:
-		return got, got == "bool"
+		return got == "bool"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
 		reflect.Float32, reflect.Float64:
-		return got, got == "number"
+		return got == "number"
 	}
-	return got, true
+	return true
 }
 
 // nullable reports whether a null decodes into t as "no value" rather
