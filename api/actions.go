@@ -130,7 +130,9 @@ func (s *Server) handleActionGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewOf(d)
-	w.Header().Set("ETag", etagOf(v)) // what a run's If-Match names (ifmatch.go)
+	if s.notModified(w, r, etagOf(v)) { // the tag a run's If-Match names (ifmatch.go)
+		return
+	}
 	encode(w, http.StatusOK, v)
 }
 

@@ -108,13 +108,20 @@ func (s *Server) answerCancel(w http.ResponseWriter, r *http.Request, o *order.O
 // are every ?wait answer.
 func (s *Server) withCancellation(ctx context.Context, o *order.Order) Order {
 	resp := toResponse(o)
+	resp.Cancel = s.cancellationOf(ctx, o)
+	return resp
+}
+
+// cancellationOf is o's cancel request as answers show it, nil when it
+// has none or its status cannot have one.
+func (s *Server) cancellationOf(ctx context.Context, o *order.Order) *Cancellation {
 	switch o.Status {
 	case order.StatusRunning, order.StatusKilled, order.StatusCanceled, order.StatusInterrupted, order.StatusTimedOut:
 	default:
-		return resp
+		return nil
 	}
 	if c, err := s.Store.CancelRequestOf(ctx, o.ID); err == nil {
-		resp.Cancel = &Cancellation{Actor: c.Actor, Signal: c.Signal, RequestedAt: c.RequestedAt}
+		return &Cancellation{Actor: c.Actor, Signal: c.Signal, RequestedAt: c.RequestedAt}
 	}
-	return resp
+	return nil
 }

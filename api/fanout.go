@@ -359,6 +359,9 @@ func (s *Server) writeBatch(w http.ResponseWriter, r *http.Request, batch uuid.U
 	if status == http.StatusAccepted && allTerminal(list) {
 		status = http.StatusOK
 	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && s.notModified(w, r, batchETag(list, noOutputs)) {
+		return
+	}
 	if noOutputs {
 		encode(w, status, noOutputBatch{BatchID: batch, Counts: resp.Counts, Orders: noOutputResponses(list)})
 		return

@@ -221,7 +221,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("unknown host "+strconv.Quote(name)+": no worker has served it and it has no queued or running order"))
 		return
 	}
-	encode(w, http.StatusOK, h)
+	s.encodeTagged(w, r, h)
 }
 
 // handleForgetHost is DELETE /v1/hosts/{host}: an admin retires a host

@@ -39,9 +39,21 @@ type ifMatch struct {
 // is refused with 400: a client that meant a condition must not have its
 // run go ahead unconditioned.
 func ifMatchOf(r *http.Request) (*ifMatch, error) {
-	fields := r.Header.Values("If-Match")
+	return conditionOf(r, "If-Match", "if_match_malformed", "as the definition's GET answers it in ETag")
+}
+
+// conditionOf parses r's fields named field as If-Match and If-None-Match
+// are written: "*" alone or a list of entity tags. A malformed one is
+// refused with 400, details.reason reason; hint says where the tags come
+// from.
+func conditionOf(r *http.Request, field, reason, hint string) (*ifMatch, error) {
+	fields := r.Header.Values(field)
 	if len(fields) == 0 {
 		return nil, nil
+	}
+	bad := func(msg string) error {
+		return &order.Error{Code: order.CodeInvalid, Message: msg,
+			Details: map[string]any{"field": field, "reason": reason}}
 	}
 	m := &ifMatch{}
 	for _, f := range fields {
@@ -55,22 +67,17 @@ func ifMatchOf(r *http.Request) (*ifMatch, error) {
 			case validETag(el):
 				m.tags = append(m.tags, el)
 			default:
-				return nil, badIfMatch("If-Match must be * or a list of entity tags such as \"0123abcd\" (as the definition's GET answers it in ETag); got " + printableName(el))
+				return nil, bad(field + " must be * or a list of entity tags such as \"0123abcd\" (" + hint + "); got " + printableName(el))
 			}
 		}
 	}
 	if m.any && len(m.tags) > 0 {
-		return nil, badIfMatch("If-Match * stands alone; it cannot be listed with entity tags")
+		return nil, bad(field + " * stands alone; it cannot be listed with entity tags")
 	}
 	if !m.any && len(m.tags) == 0 {
-		return nil, badIfMatch("If-Match names no entity tag")
+		return nil, bad(field + " names no entity tag")
 	}
 	return m, nil
-}
-
-func badIfMatch(msg string) error {
-	return &order.Error{Code: order.CodeInvalid, Message: msg,
-		Details: map[string]any{"field": "If-Match", "reason": "if_match_malformed"}}
 }
 
 // validETag says whether s is an entity-tag: an optional W/, then

@@ -214,7 +214,13 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.encodeOrder(w, r, http.StatusOK, o, func(o *order.Order) Order { return s.withCancellation(r.Context(), o) })
+	// The cancel request is read once, for the tag and the answer.
+	cancel := s.cancellationOf(r.Context(), o)
+	respOf := func(o *order.Order) Order { resp := toResponse(o); resp.Cancel = cancel; return resp }
+	if s.notModified(w, r, orderETag(o, respOf)) {
+		return
+	}
+	s.encodeOrder(w, r, http.StatusOK, o, respOf)
 }
 
 // OrderList is a page of GET /v1/orders; NextCursor fetches the next.

@@ -190,7 +190,9 @@ func (s *Server) handleRunbookGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := s.viewOfRunbook(rb, src, cfg)
-	w.Header().Set("ETag", etagOf(v)) // what a run's If-Match names (ifmatch.go)
+	if s.notModified(w, r, etagOf(v)) { // the tag a run's If-Match names (ifmatch.go)
+		return
+	}
 	encode(w, http.StatusOK, v)
 }
 
