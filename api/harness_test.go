@@ -433,7 +433,13 @@ func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...str
 // names with their data.
 func (e *apiEnv) events(as string, id uuid.UUID, stop func(event, data string) bool) (int, []string) {
 	e.t.Helper()
-	req, err := http.NewRequestWithContext(testenv.Context(e.t), "GET", e.url+"/v1/orders/"+id.String()+"/events", nil)
+	return e.eventsAt(as, "/v1/orders/"+id.String()+"/events", stop)
+}
+
+// eventsAt is events of the stream at path (with a query, say).
+func (e *apiEnv) eventsAt(as, path string, stop func(event, data string) bool) (int, []string) {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(testenv.Context(e.t), "GET", e.url+path, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}

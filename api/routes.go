@@ -33,7 +33,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/orders", s.handleSubmit)
 		r.Get("/orders", s.handleList)
 		r.Get("/orders/{id}", s.noQuery(s.handleGet))
-		r.Get("/orders/{id}/events", s.noQuery(s.handleEvents))
+		r.Get("/orders/{id}/events", s.handleEvents)
 		r.Get("/batches/{id}", s.handleBatch)
 		r.Post("/orders/{id}/cancel", s.noQuery(s.handleCancel))
 		r.Get("/hosts", s.noQuery(s.handleHosts))

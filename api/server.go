@@ -28,6 +28,9 @@ type Store interface {
 	// outputs from the database (encodeOrder).
 	GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	ReadOutputAt(ctx context.Context, id uuid.UUID, out postgres.Output, p []byte, off int64) (int, error)
+	// GetOrderWithoutOutputs reads no output at all, for an answer that
+	// shows none.
+	GetOrderWithoutOutputs(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	ListOrders(ctx context.Context, f postgres.Filter) ([]*order.Order, *uuid.UUID, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	RequestCancel(ctx context.Context, id uuid.UUID, actor, signal string) (order.Status, error)

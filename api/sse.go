@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -52,12 +53,45 @@ func setEventStreamHeaders(h http.Header) {
 // order that finished long ago replays what is left and ends with
 // finished, read from PostgreSQL. A HEAD gets the stream's headers only.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	o, err := s.pathOrder(r)
+	q, err := queryOf(r, []string{"outputs"})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var f postgres.Filter
+	if err := outputsOf(q, &f); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The stream needs the order's host, principal and status, not its
+	// outputs: an order that finished with megabytes is not read whole
+	// for it.
+	o, err := s.pathOrderLean(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	id := o.ID
+	// finished is the order as GET /v1/orders/{id} answers it, or with
+	// ?outputs=none as GET /v1/orders?outputs=none lists it: no content,
+	// neither read nor sent (the run page reads only the status; the
+	// output of seq 1 200000 made a 1.5 MB event).
+	finished := func(ctx context.Context) (any, error) {
+		if f.NoOutputs {
+			cur, err := s.Store.GetOrderWithoutOutputs(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			resp := noOutputResponse(cur)
+			resp.Cancel = s.cancellationOf(ctx, cur)
+			return resp, nil
+		}
+		cur, err := s.Store.GetOrder(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return s.withCancellation(ctx, cur), nil
+	}
 	var after uint64
 	resumed := false
 	v, err := headerOnce(r, "Last-Event-ID")
@@ -121,9 +155,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		send(0, "queued", map[string]any{"order_id": o.ID, "host": o.Host, "status": order.StatusQueued, "submitted_at": o.SubmittedAt})
 	}
 	finish := func(seq uint64) {
-		bg := context.WithoutCancel(ctx)
-		if cur, err := s.Store.GetOrder(bg, id); err == nil {
-			send(seq, "finished", s.withCancellation(bg, cur))
+		if v, err := finished(context.WithoutCancel(ctx)); err == nil {
+			send(seq, "finished", v)
 		}
 	}
 
@@ -238,7 +271,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if quiet%4 != 2 && (quiet != 1 || !o.Status.Terminal()) {
 				continue
 			}
-			cur, err := s.Store.GetOrder(ctx, id)
+			cur, err := s.Store.GetOrderWithoutOutputs(ctx, id)
 			if err != nil {
 				if errors.Is(err, context.Canceled) {
 					return
@@ -246,8 +279,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			if cur.Status.Terminal() {
-				send(noID, "finished", s.withCancellation(ctx, cur))
-				return
+				v, err := finished(ctx)
+				if errors.Is(err, context.Canceled) {
+					return
+				}
+				if err == nil {
+					send(noID, "finished", v)
+					return
+				}
 			}
 		}
 	}

@@ -58,7 +58,9 @@ func (u *webUI) events(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	req := u.request(r.WithContext(ctx), r.Method, orderPath(r)+"/events", nil) // GET, or HEAD
+	// The run page reads only the finished order's status, then loads the
+	// page afresh: its finished event comes without the outputs.
+	req := u.request(r.WithContext(ctx), r.Method, orderPath(r)+"/events?outputs=none", nil) // GET, or HEAD
 	if v := r.Header.Values("Last-Event-ID"); len(v) > 0 {
 		req.Header["Last-Event-Id"] = v // all of them: two are refused there
 	} else if v, ok := r.URL.Query()["after"]; ok {

@@ -60,6 +60,21 @@ func (s *Store) GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, e
 	return o, nil
 }
 
+// getOrderNoOutputsSQL is GetOrder's query with noOutputCols.
+var getOrderNoOutputsSQL = `SELECT ` + noOutputCols + ` FROM orders WHERE id = $1`
+
+// GetOrderWithoutOutputs is GetOrder for an answer that shows no output
+// (an event stream's finished with outputs=none): the contents are nil
+// whatever their size, and neither read nor sent by PostgreSQL; their
+// sizes, truncation and hashes are read.
+func (s *Store) GetOrderWithoutOutputs(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, getOrderNoOutputsSQL, id))
+	if err != nil {
+		return nil, translate("get order "+id.String(), err)
+	}
+	return o, nil
+}
+
 // OutputsLeft reports whether GetOrderLean left o's kept outputs in the
 // database. A finished order never changes, so its outputs read later in
 // slices are the ones it had when read. (An order read whole whose
