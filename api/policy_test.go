@@ -26,6 +26,9 @@ func TestDenyOnTheResolvedPath(t *testing.T) {
 			!strings.Contains(*o.Result.Error, `command denied by rule "ops" (it resolves to /usr/bin/whoami)`) {
 			t.Errorf("whoami (dry run %v) on h1: %s %+v, want rejected by the deny on /usr/bin/whoami", dry, o.Status, o.Result)
 		}
+		if o.Result != nil && (o.Result.Code != "forbidden" || !strings.HasPrefix(*o.Result.Error, "forbidden: ")) {
+			t.Errorf("whoami (dry run %v): result code %q for error %q, want forbidden, its prefix", dry, o.Result.Code, *o.Result.Error)
+		}
 		if o.Result != nil && o.Result.Stdout.Content != "" {
 			t.Errorf("whoami ran: %q", o.Result.Stdout.Content)
 		}
@@ -35,7 +38,7 @@ func TestDenyOnTheResolvedPath(t *testing.T) {
 		}
 	}
 	// A command no deny names still runs.
-	if o := e.submit("alice", map[string]any{"host": "h1", "command": "true"}, "?wait=20", http.StatusOK); o.Status != "succeeded" {
-		t.Errorf("true on h1: %s", o.Status)
+	if o := e.submit("alice", map[string]any{"host": "h1", "command": "true"}, "?wait=20", http.StatusOK); o.Status != "succeeded" || o.Result == nil || o.Result.Code != "" {
+		t.Errorf("true on h1: %s %+v, want succeeded without a code", o.Status, o.Result)
 	}
 }

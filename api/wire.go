@@ -183,8 +183,12 @@ type Result struct {
 	Signal     *string `json:"signal"`
 	DurationMS int64   `json:"duration_ms"`
 	Error      *string `json:"error"`
-	Stdout     Stream  `json:"stdout"`
-	Stderr     Stream  `json:"stderr"`
+	// Code is the stable code of Error when orderly wrote it from one of
+	// its errors (a refusal by the host's policy: forbidden,
+	// unprocessable, …), for clients to switch on instead of the text.
+	Code   order.Code `json:"code,omitempty"`
+	Stdout Stream     `json:"stdout"`
+	Stderr Stream     `json:"stderr"`
 }
 
 // Stream is one captured output stream: the kept content in its encoding,
@@ -230,6 +234,7 @@ func toResponse(o *order.Order) Order {
 		}
 		if res.Error != "" {
 			rr.Error = &res.Error
+			rr.Code, _ = order.CodeOfText(res.Error)
 		}
 		r.Result = rr
 	}

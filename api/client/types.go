@@ -152,8 +152,12 @@ type Result struct {
 	Signal     *string `json:"signal"`
 	DurationMS int64   `json:"duration_ms"`
 	Error      *string `json:"error"`
-	Stdout     Stream  `json:"stdout"`
-	Stderr     Stream  `json:"stderr"`
+	// Code is Error's stable code when it has one (a refusal by the
+	// host's policy: CodeForbidden, CodeUnprocessable, …), "" otherwise:
+	// switch on it, never on Error's text.
+	Code   Code   `json:"code,omitempty"`
+	Stdout Stream `json:"stdout"`
+	Stderr Stream `json:"stderr"`
 }
 
 // Stream is one captured output stream: the kept content in its encoding,

@@ -3,6 +3,7 @@ package order
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code is a stable, machine-readable error code. The API maps each code to
@@ -39,6 +40,25 @@ const (
 	// target's current entity tags (RFC 9110 §13.1.1): 412.
 	CodePreconditionFailed Code = "precondition_failed"
 )
+
+// CodeOfText returns the code an *Error's text starts with ("forbidden:
+// command denied …", as Error writes it), and whether it starts with one
+// of the closed set. An order's stored error (Result.Error) is such a
+// text when orderly refused or failed it with one of its errors, so its
+// code is known again without a column of its own.
+func CodeOfText(s string) (Code, bool) {
+	prefix, _, ok := strings.Cut(s, ": ")
+	if !ok {
+		return "", false
+	}
+	switch c := Code(prefix); c {
+	case CodeInvalid, CodeUnauthenticated, CodeForbidden, CodeNotFound, CodeConflict, CodeTooLarge,
+		CodeUnsupportedType, CodeUnprocessable, CodeRateLimited, CodeUnavailable, CodeInternal,
+		CodeConfirmationRequired, CodeConfigEmpty, CodeIdempotencyReused, CodeHeaderTooLarge, CodePreconditionFailed:
+		return c, true
+	}
+	return "", false
+}
 
 // Error is orderly's one error type. Message is safe to show to clients;
 // Details carries structured context (the offending field, a policy trace).
