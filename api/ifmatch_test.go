@@ -66,6 +66,11 @@ func TestRunIfMatch(t *testing.T) {
 		if head := e.rest("alice", "HEAD", path, nil); head.Header().Get("ETag") != tag {
 			t.Fatalf("HEAD %s: ETag %q, GET's %q", path, head.Header().Get("ETag"), tag)
 		}
+		// A client that polls the definition is answered 304 while it
+		// is unchanged (conditional.go).
+		if again := e.rest("alice", "GET", path, nil, "If-None-Match", tag); again.Code != http.StatusNotModified || again.Body.Len() != 0 {
+			t.Fatalf("GET %s If-None-Match %s: %d, %d bytes; want 304, none", path, tag, again.Code, again.Body.Len())
+		}
 		return tag
 	}
 	wantCode := func(rec *httptest.ResponseRecorder, status int, code, reason string) {
