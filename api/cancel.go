@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 type cancelRequest struct {
@@ -115,13 +116,30 @@ func (s *Server) withCancellation(ctx context.Context, o *order.Order) Order {
 // cancellationOf is o's cancel request as answers show it, nil when it
 // has none or its status cannot have one.
 func (s *Server) cancellationOf(ctx context.Context, o *order.Order) *Cancellation {
-	switch o.Status {
-	case order.StatusRunning, order.StatusKilled, order.StatusCanceled, order.StatusInterrupted, order.StatusTimedOut:
-	default:
+	if !mayHaveCancel(o) {
 		return nil
 	}
-	if c, err := s.Store.CancelRequestOf(ctx, o.ID); err == nil {
-		return &Cancellation{Actor: c.Actor, Signal: c.Signal, RequestedAt: c.RequestedAt}
+	c, err := s.Store.CancelRequestOf(ctx, o.ID)
+	if err != nil {
+		return nil
 	}
-	return nil
+	return cancellationFrom(o, c)
+}
+
+// mayHaveCancel says whether o's answer shows a cancel request it has.
+func mayHaveCancel(o *order.Order) bool {
+	switch o.Status {
+	case order.StatusRunning, order.StatusKilled, order.StatusCanceled, order.StatusInterrupted, order.StatusTimedOut:
+		return true
+	}
+	return false
+}
+
+// cancellationFrom is c, o's cancel request (nil: none), as o's answer
+// shows it.
+func cancellationFrom(o *order.Order, c *postgres.CancelRequest) *Cancellation {
+	if c == nil || !mayHaveCancel(o) {
+		return nil
+	}
+	return &Cancellation{Actor: c.Actor, Signal: c.Signal, RequestedAt: c.RequestedAt}
 }

@@ -1,11 +1,19 @@
 package api_test
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -135,5 +143,69 @@ func TestConditionalGet(t *testing.T) {
 	_, noneTag, _ := e.getTagged("alice", "GET", "/v1/batches/"+batch+"?outputs=none", "")
 	if code, _, _ := e.getTagged("alice", "GET", "/v1/batches/"+batch, noneTag); code != http.StatusOK {
 		t.Errorf("a batch with outputs answered 304 to the tag of its answer without: %d", code)
+	}
+}
+
+// readCounter is the real store, counting the reads of one order and of
+// cancel requests.
+type readCounter struct {
+	api.Store
+	orders, cancels *atomic.Int64
+}
+
+func (c readCounter) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	c.orders.Add(1)
+	return c.Store.GetOrder(ctx, id)
+}
+
+func (c readCounter) GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	c.orders.Add(1)
+	return c.Store.GetOrderLean(ctx, id)
+}
+
+func (c readCounter) GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (*order.Order, *postgres.CancelRequest, error) {
+	c.orders.Add(1)
+	return c.Store.GetOrderLeanWithCancel(ctx, id)
+}
+
+func (c readCounter) CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error) {
+	c.cancels.Add(1)
+	return c.Store.CancelRequestOf(ctx, id)
+}
+
+// TestGetOrderIsOneRead: a poll of GET /v1/orders/{id} reads PostgreSQL
+// once, the order and its cancel request in one statement, and still
+// shows who asked to cancel it (a running order's GET read the order,
+// then its cancel request).
+func TestGetOrderIsOneRead(t *testing.T) {
+	var orders, cancels atomic.Int64
+	e := newAPIEnv(t, envOptions{hosts: []string{"one-1"},
+		store: func(s api.Store) api.Store { return readCounter{Store: s, orders: &orders, cancels: &cancels} }})
+	// A running order that ignores SIGTERM: canceled with it, it runs on
+	// with its cancel request.
+	o := e.submit("alice", map[string]any{"host": "one-1", "command": "sh", "args": []string{"-c", "trap '' TERM; sleep 30"}}, "", http.StatusAccepted)
+	e.waitOrder(o.ID, "running")
+	if code, b := e.do("alice", "POST", "/v1/orders/"+o.ID.String()+"/cancel", map[string]any{"signal": "SIGTERM"}); code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	defer e.do("alice", "POST", "/v1/orders/"+o.ID.String()+"/cancel", map[string]any{"signal": "SIGKILL"})
+	orders.Store(0)
+	cancels.Store(0)
+	code, tag, b := e.getTagged("alice", "GET", "/v1/orders/"+o.ID.String(), "")
+	var got api.Order
+	if code != http.StatusOK || json.Unmarshal(b, &got) != nil || got.Status != "running" || got.Cancel == nil ||
+		got.Cancel.Actor != "alice" || got.Cancel.Signal != "SIGTERM" {
+		t.Fatalf("GET of the running order with a cancel request: %d %s", code, b)
+	}
+	if n, c := orders.Load(), cancels.Load(); n != 1 || c != 0 {
+		t.Errorf("GET of a running order: %d reads of the order and %d of its cancel request, want one statement", n, c)
+	}
+	if code, _, _ := e.getTagged("alice", "GET", "/v1/orders/"+o.ID.String(), tag); code != http.StatusNotModified {
+		t.Errorf("If-None-Match of the running order: %d, want 304", code)
+	}
+	// A queued order has no cancel request: none shown.
+	q := e.submit("alice", map[string]any{"host": "one-idle", "command": "true"}, "", http.StatusAccepted)
+	if code, _, b := e.getTagged("alice", "GET", "/v1/orders/"+q.ID.String(), ""); code != http.StatusOK || strings.Contains(string(b), `"cancel"`) {
+		t.Errorf("GET of a queued order: %d %s", code, b)
 	}
 }

@@ -209,13 +209,19 @@ func redact(req *SubmitRequest) map[string]any {
 
 // handleGet is GET /v1/orders/{id}.
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
-	o, err := s.pathOrderLean(r)
+	// One statement reads the order and its cancel request, for the tag
+	// and the answer: a poll costs one round trip to PostgreSQL.
+	var c *postgres.CancelRequest
+	o, err := s.readPathOrder(r, func(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+		o, cr, err := s.Store.GetOrderLeanWithCancel(ctx, id)
+		c = cr
+		return o, err
+	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	// The cancel request is read once, for the tag and the answer.
-	cancel := s.cancellationOf(r.Context(), o)
+	cancel := cancellationFrom(o, c)
 	respOf := func(o *order.Order) Order { resp := toResponse(o); resp.Cancel = cancel; return resp }
 	if s.notModified(w, r, orderETag(o, respOf)) {
 		return

@@ -28,6 +28,9 @@ type Store interface {
 	// outputs from the database (encodeOrder).
 	GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	ReadOutputAt(ctx context.Context, id uuid.UUID, out postgres.Output, p []byte, off int64) (int, error)
+	// GetOrderLeanWithCancel is GetOrderLean with the order's cancel
+	// request, in one statement (GET /v1/orders/{id}).
+	GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (*order.Order, *postgres.CancelRequest, error)
 	// GetOrderWithoutOutputs reads no output at all, for an answer that
 	// shows none.
 	GetOrderWithoutOutputs(ctx context.Context, id uuid.UUID) (*order.Order, error)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -59,6 +61,44 @@ func (s *Store) GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, e
 	}
 	return o, nil
 }
+
+// getOrderLeanWithCancelSQL is getOrderLeanSQL with the order's cancel
+// request, under names no column of orders has (host and signal are in
+// both tables).
+var getOrderLeanWithCancelSQL = `SELECT ` + leanCols + `, c.cancel_actor, c.cancel_signal, c.cancel_requested_at
+FROM orders LEFT JOIN LATERAL (
+	SELECT actor AS cancel_actor, signal AS cancel_signal, requested_at AS cancel_requested_at
+	FROM cancel_requests WHERE order_id = orders.id
+) c ON true
+WHERE id = $1`
+
+// GetOrderLeanWithCancel is GetOrderLean and the order's cancel request
+// (nil when nobody asked to cancel it) in one statement: a client
+// polling a running order's GET read the order, then its cancel
+// request, two round trips per poll.
+func (s *Store) GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (*order.Order, *CancelRequest, error) {
+	var (
+		actor, signal *string
+		at            *time.Time
+	)
+	o, err := scanOrder(scanAlso{s.pool.QueryRow(ctx, getOrderLeanWithCancelSQL, id), []any{&actor, &signal, &at}})
+	if err != nil {
+		return nil, nil, translate("get order "+id.String(), err)
+	}
+	if actor == nil || signal == nil || at == nil {
+		return o, nil, nil
+	}
+	return o, &CancelRequest{OrderID: id, Host: o.Host, Actor: *actor, Signal: *signal, RequestedAt: *at}, nil
+}
+
+// scanAlso is row, whose Scan fills extra after the destinations it is
+// given: scanOrder's targets, then a joined table's.
+type scanAlso struct {
+	row   pgx.Row
+	extra []any
+}
+
+func (r scanAlso) Scan(dest ...any) error { return r.row.Scan(append(dest, r.extra...)...) }
 
 // getOrderNoOutputsSQL is GetOrder's query with noOutputCols.
 var getOrderNoOutputsSQL = `SELECT ` + noOutputCols + ` FROM orders WHERE id = $1`
