@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -164,6 +165,9 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := s.pathAction(r)
 	if err != nil {
+		if s.answerRecordedRun(w, r, nil, wait) {
+			return
+		}
 		if d := s.actionSet().Lookup(chi.URLParam(r, "name")); d != nil {
 			// Answered as an action that does not exist, but a run the
 			// action's principals and roles refuse is a policy refusal,
@@ -178,22 +182,24 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	// A web UI form that showed another definition runs nothing; refused
 	// before its values are read, so the audit keeps none of them.
 	if err := checkUIAction(r, d); err != nil {
-		s.writeError(w, r, err)
+		if !s.answerRecordedRun(w, r, nil, wait) {
+			s.writeError(w, r, err)
+		}
 		return
 	}
 	// Nor does a REST run whose If-Match names another definition.
 	if err := cond.check(etagOf(viewOf(d)), "action", d.Name); err != nil {
+		if !s.answerRecordedRun(w, r, nil, wait) {
+			s.writeError(w, r, err)
+		}
+		return
+	}
+	req, err := actionRunRequestOf(r, set.MaxBodyBytes)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	var req ActionRunRequest
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		if err := decode(r, set.MaxBodyBytes, &req); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-	}
-	r = r.WithContext(context.WithValue(r.Context(), redactedKey{}, redactRun(d, &req)))
+	r = r.WithContext(context.WithValue(r.Context(), redactedKey{}, redactRun(d, req)))
 	a := &order.Action{Name: d.Name, Params: map[string]string{}, Secrets: map[string]string{}}
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for k := range req.Params {
@@ -207,6 +213,9 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 			v, err = p.Value(req.Params[name])
 		}
 		if err != nil {
+			if s.answerRecordedRun(w, r, req, wait) {
+				return
+			}
 			e := order.FieldError(order.CodeUnprocessable, "params."+printableName(name), "param %s: %s", printableName(name), err.Error())
 			e.Details["param"] = printableName(name)
 			s.writeError(w, r, e)
@@ -225,12 +234,81 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	}
 	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(d.Name),
 		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a, IdempotencyKey: key}
+	r, replayed := withReplayMark(r)
 	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	setReplayed(w, replayed)
 	s.encodeSubmitted(w, r, final)
+}
+
+// actionRunRequestOf reads a run's body, which may be left out.
+func actionRunRequestOf(r *http.Request, maxBytes int64) (*ActionRunRequest, error) {
+	req := &ActionRunRequest{}
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		if err := decode(r, maxBytes, req); err != nil {
+			return nil, err
+		}
+	}
+	return req, nil
+}
+
+// answerRecordedRun answers a keyed run that the action's definition now
+// refuses (gone, no longer the principal's, another definition than its
+// If-Match names, a param rule changed) with the run its key recorded,
+// when it asks for the same run, and reports whether it did; the caller
+// refuses it otherwise. The first try was accepted and may have run: the
+// retry of a client that lost its answer gets that answer, not a refusal
+// that says nothing ran (intake.Service.Recorded). The request is read
+// without the definition: which params are secret (left out of the
+// request's sum) comes from the recorded run, and each value is read as
+// Value reads it, which a param's own reading only narrows. req is the
+// body when the handler read it already.
+func (s *Server) answerRecordedRun(w http.ResponseWriter, r *http.Request, req *ActionRunRequest, wait time.Duration) bool {
+	if len(r.Header.Values("Idempotency-Key")) == 0 {
+		return false
+	}
+	key, err := idempotencyKeyOf(r)
+	if err != nil {
+		return false
+	}
+	p, name := principalOf(r), chi.URLParam(r, "name")
+	prev, err := s.Store.RecordedByKey(r.Context(), p.Name, key)
+	if err != nil || prev == nil || prev.Kind != order.KindAction || prev.Action == nil || prev.Action.Name != name {
+		return false
+	}
+	if req == nil {
+		if req, err = actionRunRequestOf(r, s.Settings().MaxBodyBytes); err != nil {
+			return false
+		}
+	}
+	a := &order.Action{Name: name, Params: map[string]string{}, Secrets: map[string]string{}}
+	for k, raw := range req.Params {
+		v, err := action.Value(raw)
+		if err != nil {
+			return false
+		}
+		if slices.Contains(prev.Action.SecretNames, k) {
+			a.Secrets[k] = v
+		} else {
+			a.Params[k] = v
+		}
+	}
+	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(name),
+		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a, IdempotencyKey: key}
+	final, err := s.recordedOrder(r.Context(), p, o, wait, s.Store.GetOrder)
+	if final == nil && err == nil {
+		return false
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return true
+	}
+	w.Header().Set(replayedHeader, "true")
+	s.encodeSubmitted(w, r, final)
+	return true
 }
 
 // redactRun is what the audit may keep of a run request: the values of

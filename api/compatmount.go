@@ -228,13 +228,80 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 	}
 	stored, err := s.Intake.Submit(ctx, p, o)
 	if err != nil {
-		var np *intake.ErrNotPublished
-		if errors.As(err, &np) {
-			return nil, &order.Error{Code: order.CodeUnavailable,
-				Message: "order recorded but not yet queued: the message bus is unavailable; it will be queued automatically",
-				Details: map[string]any{"order_id": np.ID}, Err: err}
+		return nil, notQueued(err)
+	}
+	return s.awaitStored(ctx, o, stored, events, wait, read)
+}
+
+// replayedHeader says of a REST answer that it is the order an earlier
+// request with the same Idempotency-Key recorded, not one this request
+// made (withReplayMark): a retry's answer (docs/client.md).
+const replayedHeader = "Idempotent-Replayed"
+
+type replayMarkKey struct{}
+
+// withReplayMark is r with a mark that the submission it makes sets when
+// its answer is an order an earlier request recorded (markReplayed); the
+// handler reads it before it answers.
+func withReplayMark(r *http.Request) (*http.Request, *bool) {
+	b := new(bool)
+	return r.WithContext(context.WithValue(r.Context(), replayMarkKey{}, b)), b
+}
+
+// markReplayed sets ctx's replay mark, if it has one.
+func markReplayed(ctx context.Context) {
+	if b, ok := ctx.Value(replayMarkKey{}).(*bool); ok {
+		*b = true
+	}
+}
+
+// setReplayed puts replayedHeader on an answer whose request was marked.
+func setReplayed(w http.ResponseWriter, replayed *bool) {
+	if *replayed {
+		w.Header().Set(replayedHeader, "true")
+	}
+}
+
+// notQueued is err, or for an order recorded but not published, the
+// 503 that says so and names it.
+func notQueued(err error) error {
+	var np *intake.ErrNotPublished
+	if errors.As(err, &np) {
+		return &order.Error{Code: order.CodeUnavailable,
+			Message: "order recorded but not yet queued: the message bus is unavailable; it will be queued automatically",
+			Details: map[string]any{"order_id": np.ID}, Err: err}
+	}
+	return err
+}
+
+// recordedOrder answers o, a keyed request that a check now refuses, with
+// the order its key recorded for the same request (intake's Recorded),
+// waiting for it up to wait as the first request did; nil, nil when
+// there is none (the caller's refusal stands).
+func (s *Server) recordedOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration, read readOrder) (*order.Order, error) {
+	stored, err := s.Intake.Recorded(ctx, p, o)
+	if stored == nil {
+		return nil, nil // the refusal stands, a failed look-up included
+	}
+	if err != nil {
+		return nil, notQueued(err)
+	}
+	if wait > 0 && !stored.Status.Terminal() {
+		release, err := s.HoldStream(p.Name)
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
+		defer release()
+	}
+	return s.awaitStored(ctx, o, stored, nil, wait, read)
+}
+
+// awaitStored waits up to wait for stored, the order a submission of o
+// recorded or found by its key, to finish; events are o's when the
+// caller subscribed to them before the submission.
+func (s *Server) awaitStored(ctx context.Context, o, stored *order.Order, events <-chan queue.Event, wait time.Duration, read readOrder) (*order.Order, error) {
+	if stored.ID != o.ID {
+		markReplayed(ctx)
 	}
 	if wait > 0 && !stored.Status.Terminal() {
 		if stored.ID != o.ID {

@@ -373,12 +373,18 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		}
 		reply = ""
 	}
-	answer := func(a IntakeAnswer) {
+	// answer publishes a on reply, with replayedHeader when the order is
+	// one an earlier submission with the same Nats-Msg-Id recorded.
+	answer := func(a IntakeAnswer, replayed bool) {
 		if reply == "" {
 			return
 		}
+		h := nats.Header{}
+		if replayed {
+			h.Set(replayedHeader, "true")
+		}
 		b, err := marshalAnswer(a)
-		if max := s.Queue.Conn().MaxPayload(); err == nil && max > 0 && int64(len(b)) > max && a.Order != nil {
+		if max := s.Queue.Conn().MaxPayload() - headerBytes(h); err == nil && max > 0 && int64(len(b)) > max && a.Order != nil {
 			// A finished order answered again (a retry, a redelivery) with
 			// outputs larger than a NATS message: published whole, the
 			// answer was refused and the publisher heard nothing. The
@@ -388,7 +394,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			b, err = marshalAnswer(IntakeAnswer{Order: &o})
 		}
 		if err == nil {
-			err = s.Queue.Conn().Publish(reply, b)
+			err = s.Queue.Conn().PublishMsg(&nats.Msg{Subject: reply, Data: b, Header: h})
 		}
 		if err != nil {
 			s.logger.Warn("NATS submission: its answer could not be published", "subject", msg.Subject(),
@@ -406,7 +412,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			return false
 		}
 		resp := s.withCancellation(ctx, stored)
-		answer(IntakeAnswer{Order: &resp})
+		answer(IntakeAnswer{Order: &resp}, false)
 		_ = msg.Ack()
 		return true
 	}
@@ -496,7 +502,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			}
 		}
 		settle(true)
-		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
+		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}}, false)
 		_ = msg.Ack()
 		return true
 	}
@@ -586,7 +592,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	// The order as GET /v1/orders/{id} shows it: a retry of one that was
 	// canceled says by whom, as REST's retry does.
 	resp := s.withCancellation(ctx, stored)
-	answer(IntakeAnswer{Order: &resp})
+	answer(IntakeAnswer{Order: &resp}, stored.ID != o.ID)
 	_ = msg.Ack()
 	return true
 }
@@ -606,6 +612,18 @@ func (s *Server) findRecorded(ctx context.Context, d *delivery) bool {
 		return false
 	}
 	return true
+}
+
+// headerBytes is the size of h on the wire ("NATS/1.0", then a line per
+// value, then an empty line), which counts towards a message's payload.
+func headerBytes(h nats.Header) int64 {
+	n := int64(len("NATS/1.0\r\n\r\n"))
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(": \r\n") + len(v))
+		}
+	}
+	return n
 }
 
 // marshalAnswer writes a as REST's encode does, without escaping <, > and

@@ -83,11 +83,13 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 	if f, ok := uiFormOf(r); ok {
 		run.Showed = &f.Def
 	}
+	r, replayed := withReplayMark(r)
 	final, err := s.RunRunbook(r.Context(), principalOf(r), run)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	setReplayed(w, replayed)
 	s.encodeSubmitted(w, r, final)
 }
 
@@ -149,6 +151,19 @@ type RunbookChain struct {
 // input files' included); intake may refuse as for any order.
 func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun) (*order.Order, error) {
 	rb, src, cfg, err := s.loadRunbook(rr.File)
+	if rr.IdempotencyKey != "" {
+		// A retry is answered with its first run before the runbook's
+		// checks: a reload since (the runbook changed or gone, its
+		// claims, an If-Match naming the old one) refused the retry of a
+		// run that was accepted and may have run (intake's Recorded).
+		file := rr.File
+		if rb != nil {
+			file = rb.File
+		}
+		if prev, err := s.recordedRunbookRun(ctx, p, rr, file); prev != nil || err != nil {
+			return prev, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +297,18 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 		s.deleteDelegation(ctx, o.ID)
 	}
 	return final, nil
+}
+
+// recordedRunbookRun is the run p recorded under rr's idempotency key
+// when rr asks for the same run (runbookRequestSum), waited for as the
+// first request was; nil, nil when there is none, or when only the
+// insert can tell (a run recorded before runbookRequestSum was stored).
+func (s *Server) recordedRunbookRun(ctx context.Context, p auth.Principal, rr RunbookRun, file string) (*order.Order, error) {
+	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Command: runbookCommand(file),
+		CaptureStdout: true, CaptureStderr: true, RunAs: rr.RunAs, Principal: p.Name, Source: rr.Source,
+		IdempotencyKey: rr.IdempotencyKey}
+	o.RequestSHA256 = runbookRequestSum(o, rr)
+	return s.recordedOrder(ctx, p, o, rr.Wait, s.Store.GetOrder)
 }
 
 // deleteDelegation removes the token made for order id, which was never

@@ -24,6 +24,9 @@ import (
 // Store is what the API reads from PostgreSQL.
 type Store interface {
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	// RecordedByKey is the order a principal recorded under an
+	// idempotency key, nil when none (answerRecordedRun).
+	RecordedByKey(ctx context.Context, principal, key string) (*order.Order, error)
 	// GetOrderLean and ReadOutputAt let an answer stream large kept
 	// outputs from the database (encodeOrder).
 	GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, error)

@@ -28,6 +28,7 @@ import (
 // Store is what intake needs of PostgreSQL.
 type Store interface {
 	InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error)
+	RecordedRequest(ctx context.Context, o *order.Order) (*order.Order, error)
 	MarkPublished(ctx context.Context, ids []uuid.UUID) error
 	ForgetStarted(ctx context.Context) error
 	Unpublished(ctx context.Context, age time.Duration, limit int) ([]*order.Order, error)
@@ -172,11 +173,11 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	}
 	defaulted := o.Timeout == 0
 	if err := order.Validate(o, s.opts.Limits()); err != nil {
-		return nil, s.refused(o, err)
+		return s.refusedUnlessRecorded(ctx, p, o, err)
 	}
 	if s.opts.Screen != nil && o.Kind != order.KindAction {
 		if err := s.opts.Screen(o); err != nil {
-			return nil, s.refused(o, err)
+			return s.refusedUnlessRecorded(ctx, p, o, err)
 		}
 	}
 	var dec order.Decision
@@ -191,7 +192,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	}
 	o.Policy = dec
 	if err != nil {
-		return nil, s.refused(o, err)
+		return s.refusedUnlessRecorded(ctx, p, o, err)
 	}
 	if dec.Timeout > 0 {
 		o.Timeout = dec.Timeout
@@ -223,6 +224,54 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	s.opts.Metrics.Submitted(o.Source)
 	s.logger.Info("order accepted", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source)
 	return o, nil
+}
+
+// Recorded is the order p recorded under o's idempotency key when o asks
+// for the same request, published again if it is still queued (requeue),
+// for a keyed request that a check now refuses: nil when o has no key,
+// the key is unused, or it was used for another request. A retry is the
+// request its first try was, and that one was accepted: refused because a
+// reload since forbids it (the policy, a limit, an action's definition,
+// an If-Match naming the old definition), the client that lost the first
+// answer concluded that nothing ran while its order ran. The lookup is
+// the principal's own (its name and key), so a request learns only of an
+// order it sent itself, and it runs nothing new. Run on refusals only:
+// an accepted retry meets its key at the insert.
+func (s *Service) Recorded(ctx context.Context, p auth.Principal, o *order.Order) (*order.Order, error) {
+	if o.IdempotencyKey == "" {
+		return nil, nil
+	}
+	q := *o
+	q.Principal = p.Name
+	if q.RequestSHA256 == nil {
+		q.RequestSHA256 = q.RequestSum()
+	}
+	prev, err := s.store.RecordedRequest(ctx, &q)
+	if err != nil || prev == nil {
+		return nil, err
+	}
+	return s.requeue(ctx, prev)
+}
+
+// refusedUnlessRecorded answers o, refused by a check with err, with the
+// order its idempotency key recorded for the same request (Recorded), or
+// refuses it. When the lookup fails, the refusal stands: it is what the
+// request alone earns, and the client may retry.
+func (s *Service) refusedUnlessRecorded(ctx context.Context, p auth.Principal, o *order.Order, err error) (*order.Order, error) {
+	if code := order.ErrorCode(err); o.IdempotencyKey != "" && code != order.CodeUnavailable && code != order.CodeInternal {
+		prev, rerr := s.Recorded(ctx, p, o)
+		if prev != nil {
+			s.logger.Info("order retried: answered with the order its idempotency key recorded, which a check now refuses",
+				"order_id", prev.ID, "host", prev.Host, "principal", p.Name, "source", o.Source,
+				"idempotency_key", o.IdempotencyKey, "code", code, "reason", err.Error())
+			return prev, rerr
+		}
+		if rerr != nil && order.ErrorCode(rerr) != order.CodeIdempotencyReused {
+			s.logger.Warn("order refused; its idempotency key could not be looked up", "order_id", o.ID,
+				"principal", p.Name, "idempotency_key", o.IdempotencyKey, "error", rerr)
+		}
+	}
+	return nil, s.refused(o, err)
 }
 
 // refused logs an order the API refused before recording it, with the id

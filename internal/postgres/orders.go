@@ -382,6 +382,37 @@ func (s *Store) idempotentRepeat(ctx context.Context, o *order.Order, key string
 	return prev, nil
 }
 
+// RecordedRequest is the order o.Principal recorded under o's idempotency
+// key when it is the request o asks for, compared as InsertOrder's
+// conflict compares it (idempotentRepeat): nil when the key is unused,
+// CodeIdempotencyReused when it asked for something else. It answers a
+// retry that a check now refuses (intake.Service.Recorded).
+func (s *Store) RecordedRequest(ctx context.Context, o *order.Order) (*order.Order, error) {
+	if o.IdempotencyKey == "" {
+		return nil, nil
+	}
+	prev, err := s.idempotentRepeat(ctx, o, o.IdempotencyKey)
+	if order.ErrorCode(err) == order.CodeNotFound {
+		return nil, nil
+	}
+	return prev, err
+}
+
+// RecordedByKey is the order principal recorded under an idempotency
+// key, nil when there is none: what an action run's retry reads the
+// secret params of the first run from, when the action's definition is
+// gone (api's recordedActionRun).
+func (s *Store) RecordedByKey(ctx context.Context, principal, key string) (*order.Order, error) {
+	prev, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE principal=$1 AND idempotency_key=$2`, principal, key))
+	if err != nil {
+		if err = translate("get order by idempotency key", err); order.ErrorCode(err) == order.CodeNotFound {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return prev, nil
+}
+
 // extraCol scans one column after the orderCols ones into dst.
 type extraCol struct {
 	row pgx.Row
