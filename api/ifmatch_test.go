@@ -219,3 +219,49 @@ func TestSpecIfMatch(t *testing.T) {
 		t.Errorf("execute naming the ETag: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestRunbookRetryAfterItsEdit: a runbook run accepted with an
+// Idempotency-Key and an If-Match, whose answer was lost, is retried
+// after the file was edited. The retry is answered with the first run
+// (Idempotent-Replayed); it was 412 and said nothing ran, while the
+// first run had. A new key with the old tag is still 412, and nothing
+// runs twice.
+func TestRunbookRetryAfterItsEdit(t *testing.T) {
+	e := newUIEnv(t)
+	body := map[string]any{"env_vars": map[string]any{"NAME": "x"}}
+	get := e.rest("alice", "GET", "/v1/runbooks/Hello.md", nil)
+	tag := get.Header().Get("ETag")
+	first := e.rest("alice", "POST", "/v1/runbooks/Hello.md/execute", body, "If-Match", tag, "Idempotency-Key", "rb-edit")
+	var o api.Order
+	if first.Code != http.StatusAccepted || json.Unmarshal(first.Body.Bytes(), &o) != nil || first.Header().Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first run: %d %s", first.Code, first.Body)
+	}
+	book, err := os.ReadFile(filepath.Join(e.rbDir, "Hello.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(book), `echo "hello from a runbook, $NAME"`, `echo "goodbye, $NAME"`, 1)
+	if err := os.WriteFile(filepath.Join(e.rbDir, "Hello.md"), []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	retry := e.rest("alice", "POST", "/v1/runbooks/Hello.md/execute", body, "If-Match", tag, "Idempotency-Key", "rb-edit")
+	var again api.Order
+	if retry.Code/100 != 2 || json.Unmarshal(retry.Body.Bytes(), &again) != nil || again.ID != o.ID ||
+		retry.Header().Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry after the edit: %d %s (Idempotent-Replayed %q); want run %s", retry.Code, retry.Body,
+			retry.Header().Get("Idempotent-Replayed"), o.ID)
+	}
+	if rec := e.rest("alice", "POST", "/v1/runbooks/Hello.md/execute", body, "If-Match", tag, "Idempotency-Key", "rb-edit-2"); rec.Code != http.StatusPreconditionFailed {
+		t.Errorf("a new key with the old tag: %d %s, want 412", rec.Code, rec.Body)
+	}
+	if rec := e.rest("carol", "POST", "/v1/runbooks/Hello.md/execute", body, "If-Match", tag, "Idempotency-Key", "rb-edit"); rec.Code/100 == 2 || strings.Contains(rec.Body.String(), o.ID.String()) {
+		t.Errorf("another principal with the key: %d %s", rec.Code, rec.Body)
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE runbook = 'Hello.md'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d runs of Hello.md, want 1", n)
+	}
+}
