@@ -147,3 +147,60 @@ func TestNATSHeaderInAnotherCase(t *testing.T) {
 		t.Fatalf("%d orders recorded for submissions that were refused (%v)", n, err)
 	}
 }
+
+// TestNATSAnswerCarriesItsMsgID: a service with many submissions in
+// flight on one reply subject matches each answer to its submission by
+// the Nats-Msg-Id it sent, which the answer carries as sent: an
+// accepted one, a refused one, and a retry (marked Idempotent-Replayed,
+// the first answer not). The answers carried no header, and the order
+// id is the stored message's, which the publisher does not know.
+func TestNATSAnswerCarriesItsMsgID(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	nc, inbox, sub := replyInbox(t, e.natsURL)
+	send := func(id, token string, body string) *nats.Msg {
+		t.Helper()
+		m := nats.NewMsg(queue.SubmitSubject + "nmsgid")
+		m.Header.Set("Authorization", "Bearer "+token)
+		m.Header.Set("Orderly-Reply", inbox)
+		if id != "" {
+			m.Header.Set("Nats-Msg-Id", id)
+		}
+		m.Data = []byte(body)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no answer to %q: %v", id, err)
+		}
+		return reply
+	}
+	ok := `{"command":"true"}`
+	for _, c := range []struct {
+		id, token, body, replayed string
+		accepted                  bool
+	}{
+		{"msgid-ok-1", e.tokens["alice"], ok, "", true},
+		{"msgid-bad-token", "nope", ok, "", false},
+		{"msgid-bad-body", e.tokens["alice"], `{"command":`, "", false},
+		{"msgid-ok-2", e.tokens["alice"], ok, "", true},
+		{"msgid-ok-1", e.tokens["alice"], ok, "true", true},
+		{"", e.tokens["alice"], ok, "", true},
+	} {
+		if c.id == "msgid-ok-1" && c.replayed != "" {
+			time.Sleep(200 * time.Millisecond) // past the submit stream's duplicate window
+		}
+		reply := send(c.id, c.token, c.body)
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(reply.Data, &a); err != nil {
+			t.Fatal(err)
+		}
+		if got := reply.Header.Values("Nats-Msg-Id"); c.id == "" && len(got) != 0 || c.id != "" && (len(got) != 1 || got[0] != c.id) {
+			t.Errorf("answer to %q carries Nats-Msg-Id %q", c.id, got)
+		}
+		if (a.Order != nil) != c.accepted || reply.Header.Get("Idempotent-Replayed") != c.replayed {
+			t.Errorf("answer to %q: %s, Idempotent-Replayed %q; want accepted %v, %q", c.id, reply.Data,
+				reply.Header.Get("Idempotent-Replayed"), c.accepted, c.replayed)
+		}
+	}
+}

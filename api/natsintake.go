@@ -373,13 +373,18 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		}
 		reply = ""
 	}
-	// answer publishes a on reply, with replayedHeader when the order is
-	// one an earlier submission with the same Nats-Msg-Id recorded.
+	// answer publishes a on reply with the submission's Nats-Msg-Id as
+	// it was sent, so that a publisher with many submissions in flight
+	// matches each answer to its own, and with replayedHeader when the
+	// order is one an earlier submission with that id recorded.
 	answer := func(a IntakeAnswer, replayed bool) {
 		if reply == "" {
 			return
 		}
 		h := nats.Header{}
+		for _, id := range hdr.Values("Nats-Msg-Id") {
+			h.Add("Nats-Msg-Id", id)
+		}
 		if replayed {
 			h.Set(replayedHeader, "true")
 		}
