@@ -545,11 +545,13 @@ func TestActionChoicesValidAsARun(t *testing.T) {
 // TestActionRetryRacingItsFirstRunIsThatRun: two runs of a limited
 // action with one Idempotency-Key, sent at once (a double submit, or a
 // retry while the first is still being recorded), are one run answered
-// to both. The limit's trigger looks the key up before it waits for the
+// to both. The limit's trigger looked the key up before it waited for the
 // action's lock, so the second, which waited behind the first, found no
 // key, counted the first's run and was refused 429 rate_limited although
-// its request had been accepted. The action's lock is held here while
-// both wait for it, so the race is the same every time.
+// its request had been accepted; it looks the key up with the lock held
+// now (migration 00021), and the insert has no second look-up after a
+// refusal. The action's lock is held here while both wait for it, so the
+// race is the same every time.
 func TestActionRetryRacingItsFirstRunIsThatRun(t *testing.T) {
 	one := config.Action{Name: "one-run", Hosts: []string{"*"}, Roles: []string{"ops"},
 		Command: []string{"/bin/true"}, Limit: config.ActionLimit{Runs: 1, Per: time.Hour, ConcurrentPerHost: 1}}
@@ -577,7 +579,7 @@ func TestActionRetryRacingItsFirstRunIsThatRun(t *testing.T) {
 			answers <- answer{code, b}
 		}()
 	}
-	// Both inserts wait for the lock, past the trigger's key look-up.
+	// Both inserts wait for the lock, before the trigger's key look-up.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var n int

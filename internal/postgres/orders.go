@@ -272,16 +272,10 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		}
 	}
 	if lim := actionLimited(err); lim != nil {
-		if idemKey != nil {
-			// The limit's trigger looks the key up before it waits for
-			// the action's lock: a second insert with the key that
-			// waited behind the first found none, then counted the
-			// first's run. It is that run, not a run too many.
-			prev, rerr := s.idempotentRepeat(ctx, o, *idemKey)
-			if order.ErrorCode(rerr) != order.CodeNotFound {
-				return prev, rerr
-			}
-		}
+		// The limit's trigger looks the key up with the action's lock
+		// held (migration 00021), so a keyed run it refuses is not the
+		// retry of one recorded: a racing retry waited for the lock and
+		// then found its first run.
 		return nil, lim
 	}
 	if err == pgx.ErrNoRows && idemKey != nil {
