@@ -463,7 +463,8 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			// The record wins, as a takeover's lookup decides: refused,
 			// the publisher heard a refusal of an order that runs. (A
 			// new stored message with the same Nats-Msg-Id has an id of
-			// its own: a retry is judged as a request of its own.)
+			// its own: its principal's key finds the order instead,
+			// intake.Service.Recorded, when a check refuses it.)
 			if !s.findRecorded(ctx, d) {
 				return false
 			}
