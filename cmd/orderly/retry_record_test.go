@@ -51,7 +51,8 @@ func retryRecordConfig(forbid bool) string {
 // retries with the same key after a reload that now forbids the request
 // (the policy, the action gone, an If-Match that names the old
 // definition). The retry is answered with the order the first request
-// recorded, marked Idempotent-Replayed, over REST, action runs and NATS;
+// recorded, marked Idempotent-Replayed, over REST (a fan-out's batch too,
+// unmarked), action runs and NATS;
 // it was refused (403, 404, 412), and the client concluded that nothing
 // had run. A new key, another request under the key, or another
 // principal with the key, is still judged by the new config and learns
@@ -117,6 +118,16 @@ func TestRetryAnsweredFromItsRecord(t *testing.T) {
 			t.Fatalf("first %s: %d %s (replayed %q)", name, a.code, a.body, a.replayed)
 		}
 	}
+	fan := map[string]any{"hosts": []string{"rfr"}, "command": "echo", "args": []string{"fan"}}
+	batchOf := func(a answer) api.Batch {
+		var b api.Batch
+		_ = json.Unmarshal(a.body, &b)
+		return b
+	}
+	firstFan := batchOf(send(s.token, "/v1/orders?wait=20", fan, "Idempotency-Key", "rec-fan"))
+	if len(firstFan.Orders) != 1 {
+		t.Fatalf("first fan-out: %+v", firstFan)
+	}
 	n := newNATSSubmitter(t, s.natsURL, "rfr")
 	firstNATS, _ := sendNATS(t, n, s.token, "rec-nats", echo)
 	if firstNATS.Order == nil {
@@ -143,6 +154,10 @@ func TestRetryAnsweredFromItsRecord(t *testing.T) {
 			t.Errorf("%s retry after the reload: %d %s (Idempotent-Replayed %q); want order %s, replayed",
 				name, a.code, a.body, a.replayed, first[name].order.ID)
 		}
+	}
+	if a := send(s.token, "/v1/orders?wait=20", fan, "Idempotency-Key", "rec-fan"); a.code != http.StatusOK ||
+		len(batchOf(a).Orders) != 1 || batchOf(a).Orders[0].ID != firstFan.Orders[0].ID || len(batchOf(a).Refused) != 0 {
+		t.Errorf("fan-out retry after the reload: %d %s; want order %s", a.code, a.body, firstFan.Orders[0].ID)
 	}
 	// Past the stream's duplicate window, as a publisher's retry on timeout.
 	time.Sleep(2 * queue.SubmitDedupWindow)
@@ -180,8 +195,8 @@ func TestRetryAnsweredFromItsRecord(t *testing.T) {
 	if err := s.b.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders`).Scan(&runs); err != nil {
 		t.Fatal(err)
 	}
-	if runs != 4 {
-		t.Errorf("%d orders recorded, want the 4 first ones", runs)
+	if runs != 5 {
+		t.Errorf("%d orders recorded, want the 5 first ones", runs)
 	}
 }
 
