@@ -191,21 +191,27 @@ func (b cancelOnClose) Close() error {
 // call performs r, reads the whole 2xx body and decodes it into out when
 // out is not nil, and returns the body.
 func (c *Client) call(ctx context.Context, r request, out any) ([]byte, int, error) {
+	b, status, _, err := c.callHeader(ctx, r, out)
+	return b, status, err
+}
+
+// callHeader is call that also returns the answer's headers.
+func (c *Client) callHeader(ctx context.Context, r request, out any) ([]byte, int, http.Header, error) {
 	resp, err := c.send(ctx, r)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, 0, &TransportError{URL: c.base, Err: fmt.Errorf("read %s %s: %w", r.method, r.path, err)}
+		return nil, 0, nil, &TransportError{URL: c.base, Err: fmt.Errorf("read %s %s: %w", r.method, r.path, err)}
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			return nil, 0, fmt.Errorf("%s %s: the API answered with something that is not the expected JSON: %v", r.method, r.path, err)
+			return nil, 0, nil, fmt.Errorf("%s %s: the API answered with something that is not the expected JSON: %v", r.method, r.path, err)
 		}
 	}
-	return b, resp.StatusCode, nil
+	return b, resp.StatusCode, resp.Header, nil
 }
 
 // getTagged GETs path, decodes its answer into out and returns the

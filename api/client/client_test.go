@@ -52,7 +52,7 @@ func TestClientOrders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sub.Finished || sub.Order == nil || sub.Order.Status != client.StatusSucceeded || len(sub.Raw) == 0 {
+	if !sub.Finished || sub.Order == nil || sub.Order.Status != client.StatusSucceeded || len(sub.Raw) == 0 || sub.Replayed {
 		t.Fatalf("submit with wait: %+v", sub)
 	}
 	oldest := sub.Order.ID.String()
@@ -61,8 +61,8 @@ func TestClientOrders(t *testing.T) {
 	}
 	again, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "cat", Stdin: client.EncodeStdin([]byte("\x00hi\n"), "base85"),
 		Stdout: &client.StreamOut{Encode: ptr("base64")}}, client.SubmitOptions{IdempotencyKey: "k1"})
-	if err != nil || again.Order.ID != sub.Order.ID {
-		t.Fatalf("a retry with the same Idempotency-Key: %v, %+v", err, again)
+	if err != nil || again.Order.ID != sub.Order.ID || !again.Replayed {
+		t.Fatalf("a retry with the same Idempotency-Key: %v, %+v (Replayed says it was one)", err, again)
 	}
 	_, err = c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "true"}, client.SubmitOptions{IdempotencyKey: "k1"})
 	wantCode(t, err, client.CodeIdempotencyReused, http.StatusUnprocessableEntity)

@@ -65,6 +65,12 @@ type Submission struct {
 	Order    *Order
 	Batch    *Batch
 	Finished bool
+	// Replayed says the order is the one an earlier submission with the
+	// same IdempotencyKey recorded (the API's Idempotent-Replayed
+	// header): this one was a retry, answered with the first's order,
+	// even if the server's rules would refuse it now (docs/client.md).
+	// A fan-out's batch is not marked.
+	Replayed bool
 	// Raw is the answer's JSON as the API sent it.
 	Raw json.RawMessage
 }
@@ -75,11 +81,11 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 		req.Args = []string{}
 	}
 	opts = opts.within(ctx)
-	raw, status, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/orders", body: req, header: opts.header(), wait: opts.Wait}, nil)
+	raw, status, hdr, err := c.callHeader(ctx, request{method: http.MethodPost, path: "/v1/orders", body: req, header: opts.header(), wait: opts.Wait}, nil)
 	if err != nil {
 		return nil, err
 	}
-	sub := &Submission{Raw: raw, Finished: status == http.StatusOK}
+	sub := &Submission{Raw: raw, Finished: status == http.StatusOK, Replayed: hdr.Get("Idempotent-Replayed") == "true"}
 	// A fan-out answers with a batch (orders, no id), one host with an order.
 	var probe struct {
 		ID     string            `json:"id"`
