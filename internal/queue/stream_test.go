@@ -281,6 +281,31 @@ func TestRewindWithoutReset(t *testing.T) {
 	}
 }
 
+// TestRewindCreatesALostConsumerAtOnce: a single server has lost the
+// host's consumer (back with its store lost). The worker's next tenure
+// rewinds it; a reset of a consumer the server does not have is
+// never answered, and the rewind waited 2 s for it before it looked the
+// consumer up and created it. It looks first now.
+func TestRewindCreatesALostConsumerAtOnce(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{AckWait: time.Minute})
+	ctx := testenv.Context(t)
+	want, _ := publishOrders(t, q, "m3", 2)
+	if err := q.JetStream().DeleteConsumer(ctx, queue.OrdersStream, queue.ConsumerName("m3")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := q.RewindHostConsumer(ctx, "m3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the rewind took %s to create the lost consumer", took.Round(time.Millisecond))
+	}
+	if _, ids := fetchIDs(t, r, 2, 5*time.Second); !equalIDs(ids, want) {
+		t.Fatalf("created consumer gave %v, want %v", ids, want)
+	}
+}
+
 // TestLease: one holder at a time; a standby learns who holds the host and
 // takes it when released; a holder whose key was taken by a rival loses
 // the lease; a holder whose key vanished (expired) takes it again.
