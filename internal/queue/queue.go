@@ -353,7 +353,34 @@ func eachOrderMessage(ctx context.Context, st jetstream.Stream, host string, fn 
 // that its claim can share the previous result's commit; the worker still
 // runs one order at a time, in stream order (DESIGN §2.3).
 func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
-	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, jetstream.ConsumerConfig{
+	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, q.hostConsumerConfig(host))
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
+	}
+	return c, nil
+}
+
+// hostConsumerConfig is the host's consumer as HostConsumer creates it.
+//
+// On a server that is not part of a cluster its state (what it delivered,
+// its ack floor) is kept in memory (MemoryStorage): with the stream's sync
+// always, nats-server otherwise rewrote it through a temporary file, a
+// synchronous write, a rename and a directory fsync, 1.6 times per sync
+// order (docs/benchmarks.md, "nats-server's work per order, counted"). The
+// state is a cache of the stream: acknowledged orders leave the work-queue
+// stream, PostgreSQL's claim fences a redelivery, and a server restarted
+// without the consumer has the worker create it again at the first message
+// still stored (worker/stall.go, RewindHostConsumer), which numbers its
+// deliveries from 1 as every tenure does. On a cluster a consumer survives
+// its servers' restarts by its assignment, not its state: one restarted
+// with its state lost would number deliveries from 1 again under a worker
+// still consuming, which the worker's gap check cannot tell from a
+// duplicate; there it stays on disk (docs/decisions.md, thirteenth round).
+// nats-server refuses to change the storage of an existing consumer: one
+// from an older orderly is replaced when a new worker process takes the
+// host (RenewHostConsumer), which deletes it first.
+func (q *Queue) hostConsumerConfig(host string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName(host),
 		Description:   "orders of host " + host,
 		FilterSubject: OrdersSubject + host,
@@ -362,11 +389,8 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 		MaxAckPending: 2,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
+		MemoryStorage: q.nc.ConnectedClusterName() == "",
 	}
-	return c, nil
 }
 
 // RenewHostConsumer deletes and recreates the host's durable consumer. A
@@ -400,8 +424,9 @@ func (q *Queue) RewindHostConsumer(ctx context.Context, host string) (jetstream.
 	name := ConsumerName(host)
 	if q.nc.ConnectedClusterName() == "" {
 		// A single server answers a look-up at once but never a reset of a
-		// consumer it does not have, which then cost resetWait: a server
-		// back with its store lost (TestConsumerLostWithTheStoreIsCreatedAgain).
+		// consumer it does not have, which then cost resetWait; and it
+		// loses the consumer whenever it restarts, since the consumer's
+		// state is in memory (hostConsumerConfig).
 		lctx, cancel := context.WithTimeout(ctx, resetWait)
 		_, err := q.js.Consumer(lctx, OrdersStream, name)
 		cancel()

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -232,8 +233,8 @@ func NATS(t testing.TB) string {
 }
 
 // NATSServer starts a JetStream nats-server on loopback with opts, whose
-// host, port (a free one unless opts names one), store and signal
-// handling it fills in (the rest, such as
+// host, port (a free one unless opts names one), store (a new directory
+// unless opts names one) and signal handling it fills in (the rest, such as
 // users and their permissions, is the test's), and stops it when the test
 // ends. opts stays the server's: a test may clone it to reload.
 func NATSServer(t testing.TB, opts *server.Options) *server.Server {
@@ -242,7 +243,10 @@ func NATSServer(t testing.TB, opts *server.Options) *server.Server {
 	if port == 0 {
 		port = -1 // any free port
 	}
-	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "127.0.0.1", port, true, t.TempDir(), true
+	if opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	opts.Host, opts.Port, opts.JetStream, opts.NoSigs = "127.0.0.1", port, true, true
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -265,6 +269,20 @@ func NATSServerLost(t testing.TB, ns *server.Server) *server.Server {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	return NATSServer(t, &server.Options{Port: port})
+}
+
+// NATSServerRestarted stops ns, a server from NATSServer, and starts
+// another on its address and its store: nats-server restarted, with what
+// it kept on disk and without what it kept in memory, its clients
+// reconnecting to the same URL. The new server has none of ns's other
+// options (users and their permissions).
+func NATSServerRestarted(t testing.TB, ns *server.Server) *server.Server {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	dir := filepath.Dir(ns.StoreDir()) // nats-server adds "jetstream"
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return NATSServer(t, &server.Options{Port: port, StoreDir: dir})
 }
 
 // Context returns t's context with a deadline, so that a test stuck on a

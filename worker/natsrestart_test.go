@@ -1,0 +1,87 @@
+package worker_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestNATSRestartLosesTheConsumerNotTheOrders: nats-server restarts
+// (its store kept) while the worker runs an order and holds the next, two
+// more waiting. The host's consumer kept its state in memory (queue's
+// hostConsumerConfig), so the restart loses it: the worker's ack is not
+// confirmed, and once idle it finds the consumer gone and creates it again
+// at the first message still stored. Every order runs once, in the order
+// submitted, and one submitted after the restart runs too.
+func TestNATSRestartLosesTheConsumerNotTheOrders(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	e := newEnv(t)
+	api, err := queue.Connect(ns.ClientURL(), "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	if e.q, err = queue.New(t.Context(), api, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := queue.Connect(ns.ClientURL(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wc.Close)
+	wq, err := queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "ran")
+	appendName := func(name string) uuid.UUID {
+		return e.submit("nrestart", "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
+	}
+	first := e.submit("nrestart", "sleep", "2")
+	ids := []uuid.UUID{first, appendName("a"), appendName("b"), appendName("c")}
+	e.startWith(wq, e.store, "nrestart", nil)
+	e.waitStatus(first, order.StatusRunning)
+
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+		return api.IsConnected() && wc.IsConnected()
+	})
+	// The path under test: the restart lost the consumer, not the stream.
+	_, err = e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("nrestart"))
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the host's consumer after the restart: %v, want it gone with the server's memory", err)
+	}
+	ids = append(ids, appendName("d"))
+
+	var prev *order.Order
+	for _, id := range ids {
+		o := e.waitStatus(id, order.StatusSucceeded)
+		if o.Attempt != 1 {
+			t.Errorf("order %s ran in attempt %d", id, o.Attempt)
+		}
+		if prev != nil && (o.StreamSeq <= prev.StreamSeq || o.StartedAt.Before(*prev.FinishedAt)) {
+			t.Fatalf("order %s (seq %d) ran before %s (seq %d) finished", o.ID, o.StreamSeq, prev.ID, prev.StreamSeq)
+		}
+		prev = o
+	}
+	if b, _ := os.ReadFile(log); string(b) != "a\nb\nc\nd\n" {
+		t.Fatalf("the orders ran %q, want a, b, c, d once each in order", b)
+	}
+	c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("nrestart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CachedInfo().Config.MemoryStorage {
+		t.Error("the consumer created again keeps its state on disk")
+	}
+}
