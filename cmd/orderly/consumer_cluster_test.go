@@ -1,0 +1,43 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestHostConsumerOnDiskOnNATSCluster: on a single server the host's
+// consumer keeps its state in memory (TestHostConsumerStateInMemory); on
+// a cluster it stays on disk. There the consumer outlives its servers'
+// restarts by its assignment, and one whose state was lost would number
+// its deliveries from 1 again under a worker still consuming
+// (docs/decisions.md, thirteenth round).
+func TestHostConsumerOnDiskOnNATSCluster(t *testing.T) {
+	c := startNATSCluster(t, t.TempDir(), 3)
+	ctx := testenv.Context(t)
+	js := testenv.JetStream(t, c.url(), "consumer-test")
+	q, err := queue.New(ctx, js.Conn(), queue.Options{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, create := range []func() error{
+		func() error { _, err := q.HostConsumer(ctx, "c1"); return err },
+		func() error { _, err := q.RewindHostConsumer(ctx, "c2"); return err },
+	} {
+		if err := create(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, host := range []string{"c1", "c2"} {
+		cons, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName(host))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := cons.CachedInfo()
+		if info.Config.MemoryStorage || info.Config.Replicas > 0 && info.Config.Replicas != 3 {
+			t.Errorf("consumer of %s on the cluster: memory storage %v, replicas %d; want on disk, as the stream",
+				host, info.Config.MemoryStorage, info.Config.Replicas)
+		}
+	}
+}
