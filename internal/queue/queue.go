@@ -365,7 +365,7 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 // On a server that is not part of a cluster its state (what it delivered,
 // its ack floor) is kept in memory (MemoryStorage): with the stream's sync
 // always, nats-server otherwise rewrote it through a temporary file, a
-// synchronous write, a rename and a directory fsync, 1.6 times per sync
+// synchronous write, a rename and a directory fsync, 1.6 – 1.8 times per sync
 // order (docs/benchmarks.md, "nats-server's work per order, counted"). The
 // state is a cache of the stream: acknowledged orders leave the work-queue
 // stream, PostgreSQL's claim fences a redelivery, and a server restarted
