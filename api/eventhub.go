@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -84,8 +85,12 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 	}, nil
 }
 
-// deliver hands an event to its order's waiter, if any, without blocking
-// the subscription: the waiter's buffer holds every event an order has.
+// deliver hands an event that ends its order to the order's waiter, if
+// any, without blocking the subscription: the waiter's buffer holds every
+// event an order has. Every waiter (awaitFinish, awaitBatch) waits for the
+// end only: a started event handed over woke the waiting request for
+// nothing, once per synchronous order (docs/benchmarks.md, "Serve's
+// hand-offs per order, counted").
 func (h *eventHub) deliver(m *nats.Msg) {
 	h.mu.Lock()
 	w, ok := h.waiters[m.Subject]
@@ -94,7 +99,7 @@ func (h *eventHub) deliver(m *nats.Msg) {
 		return
 	}
 	var ev queue.Event
-	if json.Unmarshal(m.Data, &ev) != nil || ev.OrderID != w.id {
+	if json.Unmarshal(m.Data, &ev) != nil || ev.OrderID != w.id || !order.Status(ev.Status).Terminal() {
 		return
 	}
 	select {

@@ -13,8 +13,9 @@ import (
 )
 
 // TestEventHubDeliversOnlyTheOrdersOwnHostSubject: two waiters share one
-// subscription; each gets its own order's events, an event for its order
-// on another host's subject is not delivered, and after stop nothing is.
+// subscription; each gets its own order's end (no started event), an
+// event for its order on another host's subject is not delivered, and
+// after stop nothing is.
 func TestEventHubDeliversOnlyTheOrdersOwnHostSubject(t *testing.T) {
 	nc, err := nats.Connect(testenv.NATS(t))
 	if err != nil {
@@ -45,7 +46,10 @@ func TestEventHubDeliversOnlyTheOrdersOwnHostSubject(t *testing.T) {
 	// web2's worker cannot publish on web1's subjects, but here it tries on
 	// its own: an event about a on web2's subject must not reach a's waiter.
 	publish("web2", queue.Event{OrderID: a, Type: "finished", Status: "succeeded", Host: "web2"})
+	// The started event is no waiter's business: every waiter waits for
+	// the end, and one handed over woke it for nothing.
 	publish("web1", queue.Event{OrderID: a, Type: "started", Status: "running", Host: "web1"})
+	publish("web1", queue.Event{OrderID: a, Type: "finished", Status: "killed", Host: "web1"})
 	publish("web2", queue.Event{OrderID: b, Type: "finished", Status: "failed", Host: "web2"})
 	next := func(ch <-chan queue.Event) queue.Event {
 		t.Helper()
@@ -57,8 +61,8 @@ func TestEventHubDeliversOnlyTheOrdersOwnHostSubject(t *testing.T) {
 		}
 		return queue.Event{}
 	}
-	if ev := next(chA); ev.OrderID != a || ev.Status != "running" {
-		t.Fatalf("a's waiter got %+v, want its started event from web1", ev)
+	if ev := next(chA); ev.OrderID != a || ev.Status != "killed" {
+		t.Fatalf("a's waiter got %+v, want its finished event from web1 and no started event", ev)
 	}
 	if ev := next(chB); ev.OrderID != b || ev.Status != "failed" {
 		t.Fatalf("b's waiter got %+v", ev)
