@@ -106,7 +106,7 @@ type Service struct {
 	opts   Options
 	logger *slog.Logger
 
-	published chan uuid.UUID
+	published marks
 }
 
 // New returns a Service. policy is called per order so that a config reload
@@ -133,8 +133,7 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 	if opts.Limits == nil {
 		opts.Limits = order.DefaultLimits
 	}
-	return &Service{store: store, pub: pub, policy: policy, opts: opts, logger: logger,
-		published: make(chan uuid.UUID, 4096)}
+	return &Service{store: store, pub: pub, policy: policy, opts: opts, logger: logger}
 }
 
 // ErrNotPublished is returned when an order was recorded but could not be
@@ -215,12 +214,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 			"principal", o.Principal, "source", o.Source, "error", err)
 		return o, &ErrNotPublished{ID: o.ID, Host: o.Host, Err: err}
 	}
-	select {
-	case s.published <- o.ID:
-	default:
-		// The marker is an optimization: a missed one costs one deduplicated
-		// republish by the reconciler.
-	}
+	s.published.add(o.ID)
 	s.opts.Metrics.Submitted(o.Source)
 	s.logger.Info("order accepted", "order_id", o.ID, "host", o.Host, "principal", o.Principal, "source", o.Source)
 	return o, nil
@@ -317,10 +311,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 	if _, err := s.pub.Publish(context.WithoutCancel(ctx), prev.Host, prev.ID); err != nil {
 		return prev, &ErrNotPublished{ID: prev.ID, Host: prev.Host, Err: err}
 	}
-	select {
-	case s.published <- prev.ID:
-	default:
-	}
+	s.published.add(prev.ID)
 	return prev, nil
 }
 
@@ -503,41 +494,13 @@ const lostReason = "its message is gone from the " + queue.OrdersStream + " stre
 	"or PostgreSQL restored from a backup taken before a worker ran it): no worker will run it"
 
 func (s *Service) markLoop(ctx context.Context) {
-	batch := make([]uuid.UUID, 0, 512)
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
+	s.published.run(ctx, func(batch []uuid.UUID) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		if err := s.store.MarkPublished(fctx, batch); err != nil {
 			s.logger.Warn("mark orders published", "count", len(batch), "error", err)
 		}
-		cancel()
-		batch = batch[:0]
-	}
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case id := <-s.published:
-			batch = append(batch, id)
-			if len(batch) == cap(batch) {
-				flush()
-			}
-		case <-t.C:
-			flush()
-		case <-ctx.Done():
-			for {
-				select {
-				case id := <-s.published:
-					batch = append(batch, id)
-				default:
-					flush()
-					return
-				}
-			}
-		}
-	}
+	})
 }
 
 // every runs job after first, then every period, until ctx ends, logging

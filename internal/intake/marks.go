@@ -1,0 +1,104 @@
+package intake
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+const (
+	markEvery   = 50 * time.Millisecond // how long a publish mark waits for others to share its DELETE
+	markBatch   = 512                   // marks cleared by one DELETE
+	markBacklog = 4096                  // marks held at most; past it one is dropped
+)
+
+// marks collects the orders published since the last DELETE of their
+// publish marks, for one DELETE per markEvery. A timer armed by the first
+// mark of a batch runs the DELETE: no goroutine is woken per order and none
+// while nothing was published. (It was a goroutine fed by a channel, woken
+// by every order and by a 50 ms ticker even when idle: 1.7 goroutine
+// wake-ups per synchronous order, docs/benchmarks.md, "Serve's hand-offs per
+// order, counted".) A mark is an optimization: one dropped costs a
+// deduplicated republish by the reconciler.
+type marks struct {
+	mu    sync.Mutex
+	ids   []uuid.UUID
+	timer *time.Timer // while Run runs; nil before and after
+	flush func([]uuid.UUID)
+
+	flushing sync.Mutex // one DELETE at a time, in the order the marks came
+}
+
+// add holds id for the next DELETE.
+func (m *marks) add(id uuid.UUID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.ids) >= markBacklog {
+		return
+	}
+	m.ids = append(m.ids, id)
+	if m.timer == nil {
+		return // Run is not running: held for it
+	}
+	switch len(m.ids) {
+	case 1:
+		m.timer.Reset(markEvery)
+	case markBatch:
+		m.timer.Reset(0)
+	}
+}
+
+// take removes up to n held marks, the oldest first.
+func (m *marks) take(n int) []uuid.UUID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n = min(n, len(m.ids))
+	batch := append([]uuid.UUID(nil), m.ids[:n]...)
+	m.ids = append(m.ids[:0], m.ids[n:]...)
+	return batch
+}
+
+// fire is the timer's: one DELETE of up to markBatch marks, and the timer
+// armed again for what is left.
+func (m *marks) fire() {
+	m.mu.Lock()
+	flush := m.flush
+	m.mu.Unlock()
+	m.flushing.Lock()
+	if batch := m.take(markBatch); len(batch) > 0 {
+		flush(batch)
+	}
+	m.flushing.Unlock()
+	m.mu.Lock()
+	if m.timer != nil && len(m.ids) > 0 {
+		if len(m.ids) >= markBatch {
+			m.timer.Reset(0)
+		} else {
+			m.timer.Reset(markEvery)
+		}
+	}
+	m.mu.Unlock()
+}
+
+// run clears the marks until ctx ends, then clears what is held.
+func (m *marks) run(ctx context.Context, flush func([]uuid.UUID)) {
+	m.mu.Lock()
+	m.flush = flush
+	m.timer = time.AfterFunc(markEvery, m.fire)
+	if len(m.ids) == 0 {
+		m.timer.Stop()
+	}
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.mu.Lock()
+	m.timer.Stop()
+	m.timer = nil
+	m.mu.Unlock()
+	m.flushing.Lock() // after a DELETE under way
+	defer m.flushing.Unlock()
+	if batch := m.take(markBacklog); len(batch) > 0 {
+		flush(batch)
+	}
+}

@@ -1,0 +1,90 @@
+package intake
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestMarksAreClearedInBatches: marks held before Run are cleared once it
+// runs; a burst past markBatch is cleared in DELETEs of at most markBatch,
+// every mark once and in order; what is held when Run ends is cleared
+// before it returns, and nothing after.
+func TestMarksAreClearedInBatches(t *testing.T) {
+	var m marks
+	var mu sync.Mutex
+	var batches [][]uuid.UUID
+	flush := func(b []uuid.UUID) {
+		mu.Lock()
+		batches = append(batches, b)
+		mu.Unlock()
+	}
+	cleared := func() (n int, largest int, all []uuid.UUID) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, b := range batches {
+			n += len(b)
+			largest = max(largest, len(b))
+			all = append(all, b...)
+		}
+		return n, largest, all
+	}
+	var want []uuid.UUID
+	add := func(k int) {
+		for range k {
+			id := uuid.New()
+			want = append(want, id)
+			m.add(id)
+		}
+	}
+	waitFor := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if got, _, _ := cleared(); got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				got, _, _ := cleared()
+				t.Fatalf("%d marks cleared, want %d", got, n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	add(3) // before Run: held
+	time.Sleep(3 * markEvery)
+	if n, _, _ := cleared(); n != 0 {
+		t.Fatalf("%d marks cleared before Run", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.run(ctx, flush) }()
+	waitFor(3)
+	add(markBatch + 88)
+	waitFor(3 + markBatch + 88)
+	time.Sleep(3 * markEvery)
+	if n, largest, _ := cleared(); n != 3+markBatch+88 || largest > markBatch {
+		t.Fatalf("%d marks cleared, largest DELETE %d; want %d, at most %d", n, largest, 3+markBatch+88, markBatch)
+	}
+	add(5)
+	cancel()
+	<-done
+	n, _, all := cleared()
+	if n != len(want) {
+		t.Fatalf("%d marks cleared when Run returned, want %d", n, len(want))
+	}
+	for i := range want {
+		if all[i] != want[i] {
+			t.Fatalf("mark %d cleared out of order", i)
+		}
+	}
+	add(1) // after Run: held, never cleared
+	time.Sleep(3 * markEvery)
+	if n, _, _ := cleared(); n != len(want)-1 {
+		t.Fatalf("a mark was cleared after Run returned")
+	}
+}
