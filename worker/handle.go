@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -396,34 +397,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// lets the current order finish, then kills it.
 	execCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	done := make(chan struct{})
-	defer close(done)
 	var stoppedIt atomic.Bool // the shutdown grace passed: the worker ended the order
-	go func() {
-		ticker := time.NewTicker(w.opts.AckWait / 3)
-		defer ticker.Stop()
-		var grace <-chan time.Time
-		stopping := ctx.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ticker.C:
-				_ = msg.InProgress()
-				if err := w.store.TouchProcess(execCtx, o.ID, o.Attempt); err != nil {
-					w.logger.Debug("record the order's heartbeat", "order_id", o.ID, "error", err)
-				}
-				// A cancel whose wake-up was lost on the bus.
-				w.applyCancel(execCtx, o.ID, false)
-			case <-stopping:
-				stopping = nil
-				grace = time.After(w.opts.ShutdownGrace)
-			case <-grace:
-				stoppedIt.Store(true)
-				cancel()
-			}
-		}
-	}()
+	stopTimers := w.orderTimers(ctx, msg, o, execCtx, func() {
+		stoppedIt.Store(true)
+		cancel()
+	})
+	defer stopTimers()
 	req := prep.Req
 	var budget *atomic.Int64 // of live output; nil when nothing is captured
 	if req.CaptureStdout || req.CaptureStderr {
@@ -478,6 +457,65 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
 	}
 	return f, res.Duration, live
+}
+
+// orderTimers keeps a running order alive and bounds a shutdown: every
+// third of the ack wait it tells the server the order is in progress,
+// records the order's heartbeat and picks up a cancel whose wake-up was
+// lost on the bus; once ctx ends (the worker is stopping) it calls kill
+// after the shutdown grace. The returned func stops both; after it
+// returns no new beat or kill starts (one under way may still finish, as
+// with the select loop this replaces).
+//
+// Timers, not a goroutine with a ticker per order: an order of a few
+// milliseconds then costs no goroutine and no wake-up of its own
+// (docs/benchmarks.md, "Serve's hand-offs per order, counted").
+// context.AfterFunc on the worker's context starts nothing until it ends.
+func (w *Worker) orderTimers(ctx context.Context, msg jetstream.Msg, o *order.Order, execCtx context.Context, kill func()) (stop func()) {
+	var mu sync.Mutex
+	ended := false
+	var beat, grace *time.Timer
+	every := w.opts.AckWait / 3
+	mu.Lock()
+	defer mu.Unlock()
+	beat = time.AfterFunc(every, func() {
+		_ = msg.InProgress()
+		if err := w.store.TouchProcess(execCtx, o.ID, o.Attempt); err != nil {
+			w.logger.Debug("record the order's heartbeat", "order_id", o.ID, "error", err)
+		}
+		// A cancel whose wake-up was lost on the bus.
+		w.applyCancel(execCtx, o.ID, false)
+		mu.Lock()
+		if !ended {
+			beat.Reset(every) // after the beat: beats never overlap
+		}
+		mu.Unlock()
+	})
+	stopWatch := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return
+		}
+		grace = time.AfterFunc(w.opts.ShutdownGrace, func() {
+			mu.Lock()
+			over := ended
+			mu.Unlock()
+			if !over {
+				kill()
+			}
+		})
+	})
+	return func() {
+		stopWatch()
+		mu.Lock()
+		ended = true
+		beat.Stop()
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+	}
 }
 
 // finishOf maps an execution result to the order's terminal status.
