@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -31,28 +32,69 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 	action, action_params, action_secrets, action_secret_names`
 
 // orderScanTargets holds scanOrder's targets for the columns that need
-// converting before they go into an order.Order.
+// converting before they go into an order.Order. The nullable ones are
+// pgtype values, not pointers: pgx scans a NULL-able column into a **T
+// through a plan of its own built for every query (pointerPointerScanPlan,
+// and a reflect.New for each non-NULL value), about 40 allocations per
+// synchronous order; a pgtype value is scanned by the codec's own plan.
 type orderScanTargets struct {
-	kind, status             string
-	env                      map[string]string
-	stdoutEnc, stderrEnc     string
-	timeoutMS, maxOutput     int64
-	idemKey                  *string
-	policy                   []byte
-	streamSeq                *int64
-	exitCode                 *int32
-	signal, errText          *string
-	durationMS               *int64
-	stdout, stderr           []byte
-	stdoutBytes, stderrBytes *int64
-	stdoutTrunc, stderrTrunc *bool
-	stdoutSum, stderrSum     []byte
-	processes                map[string]any
-	runbook, runbookSum      *string
-	script                   []byte
-	action                   *string
-	actionParams, actionSecr []byte
-	actionSecretNames        []string
+	kind, status                     string
+	env                              map[string]string
+	stdoutEnc, stderrEnc             string
+	timeoutMS, maxOutput             int64
+	batchID                          pgtype.UUID
+	expiresAt, startedAt, finishedAt pgtype.Timestamptz
+	idemKey                          pgtype.Text
+	policy                           []byte
+	streamSeq                        pgtype.Int8
+	exitCode                         pgtype.Int4
+	signal, errText                  pgtype.Text
+	durationMS                       pgtype.Int8
+	stdout, stderr                   []byte
+	stdoutBytes, stderrBytes         pgtype.Int8
+	stdoutTrunc, stderrTrunc         pgtype.Bool
+	stdoutSum, stderrSum             []byte
+	processes                        map[string]any
+	runbook, runbookSum              pgtype.Text
+	script                           []byte
+	action                           pgtype.Text
+	actionParams, actionSecr         []byte
+	actionSecretNames                []string
+}
+
+// textOf, int8Of, boolOf and timeOf are a scanned nullable value as the
+// pointer scanning into a **T gave: nil for NULL.
+func textOf(v pgtype.Text) *string {
+	if !v.Valid {
+		return nil
+	}
+	return &v.String
+}
+
+func int8Of(v pgtype.Int8) *int64 {
+	if !v.Valid {
+		return nil
+	}
+	return &v.Int64
+}
+
+func boolOf(v pgtype.Bool) *bool {
+	if !v.Valid {
+		return nil
+	}
+	return &v.Bool
+}
+
+// timeOf refuses an infinite timestamp, as scanning one into a *time.Time
+// did.
+func timeOf(v pgtype.Timestamptz, col string) (*time.Time, error) {
+	if !v.Valid {
+		return nil, nil
+	}
+	if v.InfinityModifier != pgtype.Finite {
+		return nil, fmt.Errorf("cannot scan an infinite %s into a time", col)
+	}
+	return &v.Time, nil
 }
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
@@ -61,10 +103,10 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 	// thirty per scanned order (three scans per synchronous order).
 	var o order.Order
 	v := new(orderScanTargets)
-	err := row.Scan(&o.ID, &o.BatchID, &v.kind, &o.Host, &v.status, &o.Command, &o.Args, &o.EnvNames, &v.env, &o.Stdin,
+	err := row.Scan(&o.ID, &v.batchID, &v.kind, &o.Host, &v.status, &o.Command, &o.Args, &o.EnvNames, &v.env, &o.Stdin,
 		&v.stdoutEnc, &v.stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &v.timeoutMS, &o.RunAs,
-		&o.DryRun, &o.Idempotent, &o.ExpiresAt, &v.maxOutput, &o.Principal, &o.Source, &o.CorrelationID,
-		&v.idemKey, &v.policy, &o.SubmittedAt, &o.StartedAt, &o.FinishedAt, &o.Attempt, &v.streamSeq,
+		&o.DryRun, &o.Idempotent, &v.expiresAt, &v.maxOutput, &o.Principal, &o.Source, &o.CorrelationID,
+		&v.idemKey, &v.policy, &o.SubmittedAt, &v.startedAt, &v.finishedAt, &o.Attempt, &v.streamSeq,
 		&o.Worker, &v.exitCode, &v.signal, &v.durationMS, &v.errText,
 		&v.stdout, &v.stdoutBytes, &v.stdoutTrunc, &v.stdoutSum,
 		&v.stderr, &v.stderrBytes, &v.stderrTrunc, &v.stderrSum, &v.processes,
@@ -73,10 +115,23 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Action, err = actionOf(v.action, v.actionParams, v.actionSecr, v.actionSecretNames); err != nil {
+	if v.batchID.Valid {
+		id := uuid.UUID(v.batchID.Bytes)
+		o.BatchID = &id
+	}
+	if o.ExpiresAt, err = timeOf(v.expiresAt, "expires_at"); err != nil {
+		return nil, err
+	}
+	if o.StartedAt, err = timeOf(v.startedAt, "started_at"); err != nil {
+		return nil, err
+	}
+	if o.FinishedAt, err = timeOf(v.finishedAt, "finished_at"); err != nil {
+		return nil, err
+	}
+	if o.Action, err = actionOf(textOf(v.action), v.actionParams, v.actionSecr, v.actionSecretNames); err != nil {
 		return nil, fmt.Errorf("decode action of order %s: %w", o.ID, err)
 	}
-	if o.Script, err = scriptOf(v.runbook, v.runbookSum, v.script); err != nil {
+	if o.Script, err = scriptOf(textOf(v.runbook), textOf(v.runbookSum), v.script); err != nil {
 		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
 	}
 	o.Processes = v.processes
@@ -85,34 +140,28 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 	o.StdoutEncode, o.StderrEncode = order.Encoding(v.stdoutEnc), order.Encoding(v.stderrEnc)
 	o.Timeout = time.Duration(v.timeoutMS) * time.Millisecond
 	o.MaxOutput = v.maxOutput
-	if v.idemKey != nil {
-		o.IdempotencyKey = *v.idemKey
+	if v.idemKey.Valid {
+		o.IdempotencyKey = v.idemKey.String
 	}
 	if len(v.policy) > 0 {
 		if o.Policy, err = decodeDecision(v.policy); err != nil {
 			return nil, fmt.Errorf("decode policy of order %s: %w", o.ID, err)
 		}
 	}
-	if v.streamSeq != nil {
-		o.StreamSeq = uint64(*v.streamSeq)
+	if v.streamSeq.Valid {
+		o.StreamSeq = uint64(v.streamSeq.Int64)
 	}
-	if o.FinishedAt != nil || v.durationMS != nil || v.errText != nil {
+	if o.FinishedAt != nil || v.durationMS.Valid || v.errText.Valid {
 		r := &order.Result{}
-		if v.exitCode != nil {
-			c := int(*v.exitCode)
+		if v.exitCode.Valid {
+			c := int(v.exitCode.Int32)
 			r.ExitCode = &c
 		}
-		if v.signal != nil {
-			r.Signal = *v.signal
-		}
-		if v.durationMS != nil {
-			r.DurationMS = *v.durationMS
-		}
-		if v.errText != nil {
-			r.Error = *v.errText
-		}
-		r.Stdout = output(v.stdout, v.stdoutBytes, v.stdoutTrunc, v.stdoutSum)
-		r.Stderr = output(v.stderr, v.stderrBytes, v.stderrTrunc, v.stderrSum)
+		r.Signal = v.signal.String        // "" when NULL
+		r.DurationMS = v.durationMS.Int64 // 0 when NULL
+		r.Error = v.errText.String
+		r.Stdout = output(v.stdout, int8Of(v.stdoutBytes), boolOf(v.stdoutTrunc), v.stdoutSum)
+		r.Stderr = output(v.stderr, int8Of(v.stderrBytes), boolOf(v.stderrTrunc), v.stderrSum)
 		o.Result = r
 	}
 	return &o, nil
