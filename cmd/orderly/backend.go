@@ -131,7 +131,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		if role == roleAPI {
 			prev, had = queue.HostsBucketTTL(ctx, nc)
 		}
-		got, err := openQueue(ctx, nc, cfg, role)
+		got, err := openQueue(ctx, nc, cfg, role, logger)
 		if err == nil && role == roleAPI && had && prev > cfg.NATS.LeaseTTL {
 			// Every running worker's lease shrinks now. They follow
 			// (worker.beat), but a lease last renewed longer ago than

@@ -158,13 +158,13 @@ func TestWorkerWithAnotherHostsCredentials(t *testing.T) {
 	}
 	// The API defines the streams, as it does before workers bind.
 	apiConn, apiCfg := connect(creds.API, roleAPI, "srv")
-	if _, err := openQueue(t.Context(), apiConn, apiCfg, roleAPI); err != nil {
+	if _, err := openQueue(t.Context(), apiConn, apiCfg, roleAPI, nil); err != nil {
 		t.Fatal(err)
 	}
 
 	nc, wrong := connect(creds.Workers["a"], roleWorker, "b")
 	start := time.Now()
-	_, err = openQueue(t.Context(), nc, wrong, roleWorker)
+	_, err = openQueue(t.Context(), nc, wrong, roleWorker, nil)
 	var fatal fatalStartError
 	if !errors.As(err, &fatal) || !strings.Contains(err.Error(), "is not host b's") ||
 		!strings.Contains(err.Error(), "subscription to orderly.control.b") || time.Since(start) > 2*time.Second {
@@ -173,7 +173,7 @@ func TestWorkerWithAnotherHostsCredentials(t *testing.T) {
 	}
 
 	nc, right := connect(creds.Workers["b"], roleWorker, "b")
-	if _, err := openQueue(t.Context(), nc, right, roleWorker); err != nil {
+	if _, err := openQueue(t.Context(), nc, right, roleWorker, nil); err != nil {
 		t.Fatalf("worker b with its own credentials: %v", err)
 	}
 }

@@ -57,7 +57,7 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	cfg := s.watcher.Current()
 	cfg.Host = "lease-test" // a worker's: the API's config names none
 	cfg.NATS.LeaseTTL, cfg.NATS.Heartbeat, cfg.NATS.AckWait = time.Minute, 20*time.Second, 90*time.Second
-	_, err = openQueue(t.Context(), nc, cfg, roleWorker)
+	_, err = openQueue(t.Context(), nc, cfg, roleWorker, nil)
 	if err == nil || !strings.Contains(err.Error(), "must be at most a third of the host lease, 2s") {
 		t.Fatalf("a 20s heartbeat against a 2s bucket TTL: %v", err)
 	}
@@ -67,11 +67,11 @@ func TestWorkerHeartbeatFitsTheLease(t *testing.T) {
 	}
 	// Shorter than the lease, but one late renewal would lose the host.
 	cfg.NATS.Heartbeat = time.Second
-	if _, err = openQueue(t.Context(), nc, cfg, roleWorker); err == nil || !strings.Contains(err.Error(), "must be at most a third of the host lease, 2s") {
+	if _, err = openQueue(t.Context(), nc, cfg, roleWorker, nil); err == nil || !strings.Contains(err.Error(), "must be at most a third of the host lease, 2s") {
 		t.Fatalf("a 1s heartbeat against a 2s bucket TTL: %v", err)
 	}
 	cfg.NATS.Heartbeat = 600 * time.Millisecond
-	if _, err := openQueue(t.Context(), nc, cfg, roleWorker); err != nil {
+	if _, err := openQueue(t.Context(), nc, cfg, roleWorker, nil); err != nil {
 		t.Fatalf("a 600ms heartbeat: %v", err)
 	}
 }

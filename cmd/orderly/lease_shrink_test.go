@@ -33,7 +33,7 @@ func TestWorkersKeepTheHostWhenTheLeaseShrinks(t *testing.T) {
 	ctx := t.Context()
 	cfg := s.watcher.Current()
 	cfg.NATS.LeaseTTL = 9 * time.Second
-	if _, err := openQueue(ctx, s.b.queue.Conn(), cfg, roleAPI); err != nil {
+	if _, err := openQueue(ctx, s.b.queue.Conn(), cfg, roleAPI, nil); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := s.b.queue.JetStream().KeyValue(ctx, queue.HostsBucket)
@@ -110,7 +110,7 @@ func TestWorkersKeepTheHostWhenTheLeaseShrinks(t *testing.T) {
 		t.Fatalf("the lease changed hands %d times before the TTL changed", before)
 	}
 	cfg.NATS.LeaseTTL = time.Second
-	if _, err := openQueue(ctx, s.b.queue.Conn(), cfg, roleAPI); err != nil {
+	if _, err := openQueue(ctx, s.b.queue.Conn(), cfg, roleAPI, nil); err != nil {
 		t.Fatal(err)
 	}
 	settle := changes(time.Now().Add(4 * time.Second))

@@ -51,9 +51,9 @@ func natsAuth(cfg config.Config, role natsRole) ([]nats.Option, error) {
 
 // openQueue sets up the JetStream objects for role: the API creates or
 // updates them, a worker binds to them.
-func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsRole) (*queue.Queue, error) {
+func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsRole, logger *slog.Logger) (*queue.Queue, error) {
 	opts := queue.Options{Replicas: cfg.NATS.Replicas, DedupWindow: cfg.NATS.DedupWindow,
-		AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.NATS.LeaseTTL}
+		AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.NATS.LeaseTTL, Logger: logger}
 	if role == roleWorker {
 		if err := checkWorkerSubjects(nc, cfg); err != nil {
 			return nil, err

@@ -42,7 +42,7 @@ func TestNATSCredentialRefusalsSayWhatToChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer apiConn.Close()
-	if _, err := openQueue(t.Context(), apiConn, api, roleAPI); err != nil {
+	if _, err := openQueue(t.Context(), apiConn, api, roleAPI, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -71,7 +71,7 @@ func TestNATSCredentialRefusalsSayWhatToChange(t *testing.T) {
 		t.Fatal(err) // the server knows the seed: it connects
 	}
 	defer nc.Close()
-	_, err = openQueue(t.Context(), nc, worker, roleWorker)
+	_, err = openQueue(t.Context(), nc, worker, roleWorker, nil)
 	if err == nil {
 		t.Fatal("a worker of h2 bound the queue with h1's credential")
 	}

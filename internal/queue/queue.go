@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -46,6 +47,9 @@ type Options struct {
 	// Now is this host's clock; nil is time.Now. Tests set one that is
 	// off, as a host's may be.
 	Now func() time.Time
+	// Logger hears about streams kept as they are, or made smaller, when
+	// JetStream cannot reserve their storage (ensureStream); nil discards.
+	Logger *slog.Logger
 }
 
 // What ORDERLY_SUBMIT holds at most: NATS submissions per host waiting
@@ -141,10 +145,10 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 // ran (an operator's mistake that would otherwise refuse every submission
 // until a restart).
 func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
-	js, opts := q.js, q.opts
+	opts := q.opts
 	// A work queue: an order leaves the stream once its worker acks it.
 	// Per-host consumers filter disjoint subjects, so they never overlap.
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        OrdersStream,
 		Description: "orders per host; one durable consumer per host executes them in order",
 		Subjects:    []string{OrdersSubject + ">"},
@@ -157,7 +161,7 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", OrdersStream, replicasError(err, opts.Replicas))
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        SubmitStream,
 		Description: "orders submitted asynchronously over NATS, awaiting the API's intake",
 		Subjects:    []string{SubmitSubject + ">"},
@@ -177,10 +181,10 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, replicasError(err, opts.Replicas))
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, liveConfig(opts.Replicas)); err != nil {
+	if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(opts.Replicas)); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", LiveStream, replicasError(err, opts.Replicas))
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := q.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      HostsBucket,
 		Description: "worker leases and heartbeats; entries expire when a worker stops renewing them",
 		TTL:         opts.LeaseTTL,

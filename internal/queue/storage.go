@@ -1,0 +1,97 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// jsErrStorageResources is JetStream's "insufficient storage resources
+// available": the bytes its streams reserve (their MaxBytes) would pass
+// the storage it allows.
+const jsErrStorageResources jetstream.ErrorCode = 10047
+
+// minSubmitBytes is the smallest cap ORDERLY_SUBMIT is created with when
+// JetStream cannot reserve SubmitMaxBytes.
+const minSubmitBytes = 16 << 20
+
+// storageRefused reports whether JetStream refused a stream or bucket
+// for want of storage to reserve.
+func storageRefused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrStorageResources
+}
+
+// storageHint says what to do when JetStream cannot reserve a stream's
+// bytes at all.
+const storageHint = "JetStream allows less file storage than orderly's streams reserve: nats-server allows 75% of the disk space free when it started, unless its jetstream max_file_store says otherwise; free space on the store's disk and restart nats-server (or serve), or set max_file_store on a separate nats-server"
+
+// ensureStream creates the stream cfg or updates it to cfg. JetStream
+// refuses both, even an update that changes nothing, once the bytes its
+// streams reserve pass the file storage it allows, which nats-server
+// derives from the space free on its disk when it starts: restarted after
+// its disk had filled, with room for its streams but not for their
+// reservations, it refused every `orderly api` and `serve` start though
+// the streams were there and worked. A stream that exists is then used as
+// it is (a warn line says so; the next start updates it); a new stream
+// with a byte cap is created with half the largest cap, halving from
+// cfg's, that JetStream will reserve (at least minSubmitBytes).
+func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	_, err := q.js.CreateOrUpdateStream(ctx, cfg)
+	if err == nil || !storageRefused(err) {
+		return err
+	}
+	if _, serr := q.js.Stream(ctx, cfg.Name); serr == nil {
+		q.logger().Warn("JetStream refused to update a stream for want of storage to reserve; using the stream as it is", "stream", cfg.Name, "error", err, "hint", storageHint)
+		return nil
+	} else if !errors.Is(serr, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	want := cfg.MaxBytes
+	for cfg.MaxBytes > minSubmitBytes {
+		cfg.MaxBytes /= 2
+		_, err = q.js.CreateStream(ctx, cfg)
+		if storageRefused(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// Half of what fits, so that the other streams' reservations
+		// and messages have room too.
+		if cfg.MaxBytes/2 >= minSubmitBytes {
+			cfg.MaxBytes /= 2
+			if _, err := q.js.UpdateStream(ctx, cfg); err != nil {
+				return err
+			}
+		}
+		q.logger().Warn("JetStream cannot reserve a stream's full size; created it smaller", "stream", cfg.Name, "max_bytes", cfg.MaxBytes, "wanted_bytes", want, "hint", storageHint)
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", err, storageHint)
+}
+
+// ensureBucket is ensureStream for the hosts bucket: one that exists is
+// used as it is when JetStream refuses the update for want of storage.
+func (q *Queue) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := q.js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err == nil || !storageRefused(err) {
+		return kv, err
+	}
+	if kv, kerr := q.js.KeyValue(ctx, cfg.Bucket); kerr == nil {
+		q.logger().Warn("JetStream refused to update a bucket for want of storage to reserve; using the bucket as it is", "bucket", cfg.Bucket, "error", err, "hint", storageHint)
+		return kv, nil
+	}
+	return nil, fmt.Errorf("%w (%s)", err, storageHint)
+}
+
+// logger is Options.Logger, or one that discards.
+func (q *Queue) logger() *slog.Logger {
+	if q.opts.Logger != nil {
+		return q.opts.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}

@@ -1,0 +1,74 @@
+package queue_test
+
+import (
+	"net"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// startStoreServer runs nats-server with JetStream in dir, allowing
+// maxStore bytes of file storage (what nats-server derives, unless told,
+// from 75% of the disk space free when it starts), on port (-1: any).
+func startStoreServer(t *testing.T, dir string, maxStore int64, port int) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
+		JetStreamMaxStore: maxStore, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10e9) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// TestStreamsOnAServerShortOfStorage starts the queue where JetStream
+// allows less file storage than ORDERLY_SUBMIT's 1 GiB cap reserves: on
+// a disk with less than about 1.4 GB free, and on a nats-server restarted
+// after its disk had filled. Before, JetStream refused the streams there
+// ("insufficient storage resources available"), even an update that
+// changed nothing of streams that existed and worked, so no `orderly api`
+// or `serve` could start: `serve` on a 1 GiB disk exited at once, and an
+// API started after nats-server came back from a full disk waited for
+// NATS for good while the running one served.
+func TestStreamsOnAServerShortOfStorage(t *testing.T) {
+	t.Run("new", func(t *testing.T) {
+		ns := startStoreServer(t, t.TempDir(), 256<<20, -1)
+		q := testenv.Queue(t, ns.ClientURL(), "small-disk", queue.Options{})
+		info, err := q.JetStream().Stream(testenv.Context(t), queue.SubmitStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.CachedInfo().Config.MaxBytes; got <= 0 || got > 256<<20 {
+			t.Fatalf("%s capped at %d bytes, want a cap that fits 256 MiB", queue.SubmitStream, got)
+		}
+	})
+	t.Run("restarted", func(t *testing.T) {
+		dir := t.TempDir()
+		ns := startStoreServer(t, dir, 4<<30, -1)
+		port := ns.Addr().(*net.TCPAddr).Port
+		testenv.Queue(t, ns.ClientURL(), "before", queue.Options{})
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		// Back with room for the streams, not for what they reserve.
+		ns = startStoreServer(t, dir, 128<<20, port)
+		q := testenv.Queue(t, ns.ClientURL(), "after", queue.Options{})
+		ctx := testenv.Context(t)
+		info, err := q.JetStream().Stream(ctx, queue.SubmitStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.CachedInfo().Config.MaxBytes; got != queue.SubmitMaxBytes {
+			t.Fatalf("%s capped at %d bytes, want it kept as it was (%d)", queue.SubmitStream, got, queue.SubmitMaxBytes)
+		}
+		if _, err := q.JetStream().Publish(ctx, queue.OrdersSubject+"h1", []byte("x")); err != nil {
+			t.Fatalf("publish to the kept orders stream: %v", err)
+		}
+	})
+}
