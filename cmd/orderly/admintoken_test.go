@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/orderly-run/orderly/internal/auth"
@@ -113,5 +115,42 @@ func TestAdminTokenFileReadableByOthersIsRefused(t *testing.T) {
 		if err := ensureAdminToken(ctx, store, path); err == nil || !strings.Contains(err.Error(), "no token") {
 			t.Fatalf("an admin token file holding %q: %v, want a refusal", bad, err)
 		}
+	}
+}
+
+// TestAdminTokenOnAFullDiskLeavesNoFile: serve's first start on a full
+// disk could not write its admin token; os.WriteFile left the file empty,
+// and every later start, with room again, refused it ("holds no token a
+// client could send") until the operator deleted it. Now nothing is
+// left, and the next start writes the token.
+func TestAdminTokenOnAFullDiskLeavesNoFile(t *testing.T) {
+	testenv.NeedRootTools(t, "filling a file system of its own", "a tmpfs mount for the data directory")
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	ctx := t.Context()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	fill := fillFileSystem(t, dir)
+	path := filepath.Join(dir, "admin.token")
+	if err := ensureAdminToken(ctx, store, path); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("admin token on a full disk: %v, want no space left", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("the failed write left %d files beside the filler, want none", len(ents)-1)
+	}
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureAdminToken(ctx, store, path); err != nil {
+		t.Fatalf("next start with room: %v", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token mode %v, want 0600", st.Mode().Perm())
 	}
 }

@@ -336,7 +336,7 @@ func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) e
 		return fmt.Errorf("read admin token: %w", err)
 	}
 	tok, sum := auth.NewToken()
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := writeTokenFile(path, tok); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
 	created, err := store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}})
@@ -381,4 +381,27 @@ func redactDSN(dsn string) string {
 func embeddedNATS(dataDir, host string, port int, logger *slog.Logger, creds *natsembed.Credentials) natsembed.Options {
 	return natsembed.Options{Dir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
 		SyncAlways: true, Logger: logger, Credentials: creds}
+}
+
+// writeTokenFile writes tok to path (mode 0600) whole or not at all: a
+// write cut short (a full disk) left an empty file, and every later start,
+// with room again, refused it ("holds no token a client could send")
+// until the operator deleted it by hand. The token goes to a temporary
+// file beside path, renamed over it once written.
+func writeTokenFile(path, tok string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(tok + "\n") // CreateTemp made it 0600
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
