@@ -22,7 +22,7 @@ postgres:
 	@./scripts/ensure-postgres.sh
 
 test: postgres promtool test-tools
-	CI=true $(GO) test -count=1 -timeout 20m ./...
+	CI=true $(GO) test -count=1 -timeout 30m ./...
 
 # test-tools makes sure the tools some tests drive exist, installing their
 # Debian packages when we are root on a machine with apt-get: systemd's
