@@ -103,7 +103,8 @@ type request struct {
 	wait   time.Duration // asked of the API (Prefer: wait, in header): bounds the answer instead of the transport
 }
 
-// send performs r and returns the response when it is 2xx; any other
+// send performs r and returns the response when it is 2xx (or 304 to a
+// request with If-None-Match); any other
 // status becomes an *Error, a failure to reach the API a *TransportError.
 func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	if err := checkSendable(r); err != nil {
@@ -158,7 +159,9 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			}
 			return nil, &TransportError{URL: c.base, Err: err}
 		}
-		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		// A 304 answers only a request that asked for one (If-None-Match).
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 ||
+			resp.StatusCode == http.StatusNotModified && r.header.Get("If-None-Match") != "" {
 			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}

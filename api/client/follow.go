@@ -269,10 +269,18 @@ func streamsLimited(err error) bool {
 func (f *follower) poll(ctx context.Context) (*Order, error) {
 	delay := 100 * time.Millisecond
 	var failingSince time.Time
+	var last *Order // its ETag makes every read after the first conditional
 	for {
-		o, err := f.c.Get(ctx, f.id)
+		var o *Order
+		var err error
+		if last == nil {
+			o, err = f.c.Get(ctx, f.id)
+		} else {
+			o, _, err = f.c.Refresh(ctx, last)
+		}
 		switch {
 		case err == nil:
+			last = o
 			failingSince = time.Time{}
 			if o.Status.Terminal() {
 				if err := f.flushResult(o); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"iter"
 	"net/http"
 	"net/url"
@@ -116,13 +117,55 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 	return sub, nil
 }
 
-// Get reads one order.
+// Get reads one order. Its ETag is the answer's, for Refresh.
 func (c *Client) Get(ctx context.Context, id string) (*Order, error) {
-	var o Order
-	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders/" + pathID(id)}, &o); err != nil {
-		return nil, err
+	o, _, err := c.getOrder(ctx, id, "")
+	return o, err
+}
+
+// Refresh reads prev's order again, for a caller that polls it: it sends
+// prev.ETag in If-None-Match, and while the order is unchanged the API
+// answers 304 without a body and Refresh returns prev itself with
+// changed false; else it returns the order as it is now (with its new
+// ETag) and changed true. Polling a finished order with megabytes of
+// output then costs a few hundred bytes a read. A prev without an ETag
+// (one a submission or a list returned) is read in full, as Get does.
+func (c *Client) Refresh(ctx context.Context, prev *Order) (o *Order, changed bool, err error) {
+	o, notModified, err := c.getOrder(ctx, prev.ID.String(), prev.ETag)
+	if err != nil {
+		return nil, false, err
 	}
-	return &o, nil
+	if notModified {
+		return prev, false, nil
+	}
+	return o, true, nil
+}
+
+// getOrder is GET /v1/orders/{id}, with If-None-Match: etag when etag is
+// not "". notModified reports a 304 (o is then nil).
+func (c *Client) getOrder(ctx context.Context, id, etag string) (o *Order, notModified bool, err error) {
+	r := request{method: http.MethodGet, path: "/v1/orders/" + pathID(id)}
+	if etag != "" {
+		r.header = http.Header{"If-None-Match": {etag}}
+	}
+	resp, err := c.send(ctx, r)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified {
+		return nil, true, nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, false, &TransportError{URL: c.base, Err: fmt.Errorf("read GET %s: %w", r.path, err)}
+	}
+	o = new(Order)
+	if err := json.Unmarshal(b, o); err != nil {
+		return nil, false, fmt.Errorf("GET %s: the API answered with something that is not the expected JSON: %v", r.path, err)
+	}
+	o.ETag = resp.Header.Get("ETag")
+	return o, false, nil
 }
 
 // ListOptions filter GET /v1/orders. Zero fields do not filter.

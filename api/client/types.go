@@ -107,6 +107,10 @@ type Order struct {
 	// Raw is the order's JSON exactly as the API sent it, for callers
 	// that pass it on (the CLI's --json).
 	Raw json.RawMessage `json:"-"`
+	// ETag is the entity tag GET /v1/orders/{id} answered with this
+	// order (Get, Refresh); "" for an order read any other way. Refresh
+	// sends it back, so that an unchanged order is not sent again.
+	ETag string `json:"-"`
 }
 
 // UnmarshalJSON decodes an order and keeps its JSON in Raw.

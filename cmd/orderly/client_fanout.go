@@ -70,7 +70,9 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 			if orders[i].Status.Terminal() && raws[i] != nil {
 				continue
 			}
-			cur, err := c.Get(ctx, orders[i].ID.String())
+			// Conditional after the first read: a finished order's
+			// output is not sent again at every round.
+			cur, _, err := c.Refresh(ctx, &orders[i])
 			if err != nil {
 				if ctx.Err() != nil {
 					fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)

@@ -1,0 +1,144 @@
+package client_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// answers records, per status, the answers to GET /v1/orders/{id} that a
+// client was given and how many body bytes they held. With noEvents it
+// refuses the event stream as a proxy that does not pass
+// text/event-stream would (404), so that Follow polls.
+type answers struct {
+	mu       sync.Mutex
+	statuses map[int]int
+	bytes    int64
+	noEvents bool
+}
+
+func (a *answers) RoundTrip(req *http.Request) (*http.Response, error) {
+	if a.noEvents && strings.HasSuffix(req.URL.Path, "/events") {
+		return &http.Response{StatusCode: http.StatusNotFound, Status: "404 Not Found", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("no such route")), Request: req}, nil
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.HasPrefix(req.URL.Path, "/v1/orders/") || strings.Count(req.URL.Path, "/") != 3 {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.statuses[resp.StatusCode]++
+	a.bytes += int64(len(b))
+	return resp, nil
+}
+
+func (a *answers) count() (map[int]int, int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := map[int]int{}
+	for k, v := range a.statuses {
+		m[k] = v
+	}
+	return m, a.bytes
+}
+
+func recordingClient(t *testing.T, s *server, a *answers) *client.Client {
+	t.Helper()
+	c, err := client.New(s.url, s.tokens["alice"], client.WithHTTPClient(&http.Client{Transport: a}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestClientRefreshIsConditional: Refresh sends back the ETag of the
+// order it was given, and an unchanged order (a finished one with its
+// output) comes back as 304 without a body: the client's polling read
+// the whole order, output included, at every round.
+func TestClientRefreshIsConditional(t *testing.T) {
+	s := newServer(t, "web-1")
+	a := &answers{statuses: map[int]int{}}
+	c := recordingClient(t, s, a)
+	ctx := testenv.Context(t)
+
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh", Args: []string{"-c", "head -c 200000 /dev/zero | tr '\\0' x"}},
+		client.SubmitOptions{Wait: 20 * time.Second})
+	if err != nil || !sub.Finished || sub.Order.Status != client.StatusSucceeded {
+		t.Fatalf("submit: %v %+v", err, sub)
+	}
+	if sub.Order.ETag != "" {
+		t.Fatalf("a submission's order has the ETag %q: no GET answered it", sub.Order.ETag)
+	}
+	o, err := c.Get(ctx, sub.Order.ID.String())
+	if err != nil || o.ETag == "" || o.Result == nil || o.Result.Stdout.Bytes != 200000 {
+		t.Fatalf("Get: %v, ETag %q", err, o.ETag)
+	}
+	_, before := a.count()
+	for range 3 {
+		again, changed, err := c.Refresh(ctx, o)
+		if err != nil || changed || again != o {
+			t.Fatalf("Refresh of a finished order: %v, changed %v, same %v", err, changed, again == o)
+		}
+	}
+	statuses, after := a.count()
+	if statuses[http.StatusNotModified] != 3 || after-before > 1000 {
+		t.Fatalf("three refreshes of a finished order: answers %v, %d body bytes (want three 304s, no body)", statuses, after-before)
+	}
+	if len(o.Raw) == 0 || o.Result.Stdout.Content == "" {
+		t.Fatal("Refresh emptied the kept order")
+	}
+
+	// A change is read in full, with the new tag.
+	q, err := c.Submit(ctx, client.SubmitRequest{Host: "offline", Command: "true"}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, changed, err := c.Refresh(ctx, q.Order) // no ETag yet: a plain read
+	if err != nil || !changed || queued.ETag == "" || queued.Status != client.StatusQueued {
+		t.Fatalf("Refresh of a submission's order: %v, changed %v, %+v", err, changed, queued)
+	}
+	if _, err := c.Cancel(ctx, q.Order.ID.String(), ""); err != nil {
+		t.Fatal(err)
+	}
+	canceled, changed, err := c.Refresh(ctx, queued)
+	if err != nil || !changed || canceled == queued || canceled.Status != client.StatusCanceled || canceled.ETag == queued.ETag {
+		t.Fatalf("Refresh of a canceled order: %v, changed %v, %+v", err, changed, canceled)
+	}
+}
+
+// TestClientFollowPollsConditionally: Follow without an event stream
+// polls the order with If-None-Match, so a running order that has not
+// changed is answered 304.
+func TestClientFollowPollsConditionally(t *testing.T) {
+	s := newServer(t, "web-1")
+	a := &answers{statuses: map[int]int{}, noEvents: true}
+	c := recordingClient(t, s, a)
+	ctx := testenv.Context(t)
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh", Args: []string{"-c", "sleep 2; echo done"}}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	final, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &stdout})
+	if err != nil || final.Status != client.StatusSucceeded || stdout.String() != "done\n" {
+		t.Fatalf("Follow by polling: %v, %+v, stdout %q", err, final, stdout.String())
+	}
+	statuses, _ := a.count()
+	if statuses[http.StatusNotModified] == 0 || statuses[http.StatusOK] == 0 {
+		t.Fatalf("Follow's polls were answered %v: none was 304", statuses)
+	}
+}
