@@ -89,6 +89,9 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 			events = ch
 		}
 	}
+	// Replayed when every order answered is one an earlier fan-out with
+	// the key recorded: the retry made none (replayedHeader).
+	replayed := true
 	for i, res := range s.submitEach(r, orders) {
 		h, got, err := targets[i], res.order, res.err
 		var np *intake.ErrNotPublished
@@ -103,6 +106,9 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 				s.audit(r, statusOf(e.Code), &order.Error{Code: e.Code, Message: "host " + h + ": " + e.Message})
 			}
 			continue
+		}
+		if got == nil || got.ID == orders[i].ID {
+			replayed = false
 		}
 		stored = append(stored, got)
 	}
@@ -125,7 +131,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	if wait > 0 {
 		s.awaitBatch(r.Context(), batch, events, wait)
 	}
-	s.writeFanOut(w, r, batch, stored, refused)
+	s.writeFanOut(w, r, batch, stored, refused, replayed)
 }
 
 // fanOutBatches is the namespace of the batch ids of keyed fan-outs.
@@ -229,8 +235,9 @@ func batchOf(batch uuid.UUID, stored []*order.Order) uuid.UUID {
 
 // writeFanOut answers a fan-out with its orders as they are now. A host
 // whose Idempotency-Key was used before answers with its first order,
-// which belongs to the earlier batch.
-func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.UUID, stored []*order.Order, refused []HostRefusal) {
+// which belongs to the earlier batch; replayed (every order is one)
+// marks the answer with replayedHeader.
+func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.UUID, stored []*order.Order, refused []HostRefusal, replayed bool) {
 	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -259,6 +266,7 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 	if allTerminal(final) {
 		status = http.StatusOK
 	}
+	setReplayed(w, &replayed)
 	s.encodeOrders(w, r, status, resp, final, entries(resp.Orders), toResponse)
 }
 

@@ -142,3 +142,29 @@ func TestClientFollowPollsConditionally(t *testing.T) {
 		t.Fatalf("Follow's polls were answered %v: none was 304", statuses)
 	}
 }
+
+// TestClientFanOutRetryIsReplayed: a fan-out retried with its key is
+// answered with the first one's batch marked Idempotent-Replayed
+// (Submission.Replayed); the API did not mark a batch, so a client could
+// not tell a retry's batch from a new one. A retry that reaches a host
+// the first did not made an order and is not marked.
+func TestClientFanOutRetryIsReplayed(t *testing.T) {
+	s := newServer(t, "web-1", "web-2")
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+	req := client.SubmitRequest{Hosts: []string{"web-1", "web-2"}, Command: "true"}
+	first, err := c.Submit(ctx, req, client.SubmitOptions{IdempotencyKey: "fan-r", Wait: 20 * time.Second})
+	if err != nil || first.Batch == nil || first.Replayed {
+		t.Fatalf("fan-out: %v, batch %v, replayed %v", err, first != nil && first.Batch != nil, first != nil && first.Replayed)
+	}
+	again, err := c.Submit(ctx, req, client.SubmitOptions{IdempotencyKey: "fan-r"})
+	if err != nil || again.Batch == nil || again.Batch.BatchID != first.Batch.BatchID || !again.Replayed {
+		t.Fatalf("the fan-out retried: %v, replayed %v, want batch %s marked Replayed", err, again != nil && again.Replayed, first.Batch.BatchID)
+	}
+	// web-1's order is the first's, web-3's is new: not a replay.
+	req.Hosts = []string{"web-1", "web-3"}
+	wider, err := c.Submit(ctx, req, client.SubmitOptions{IdempotencyKey: "fan-r"})
+	if err != nil || wider.Batch == nil || wider.Replayed || len(wider.Batch.Orders) != 2 {
+		t.Fatalf("a retry that reaches a new host: %v, replayed %v, want two orders, not marked Replayed", err, wider != nil && wider.Replayed)
+	}
+}
