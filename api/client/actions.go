@@ -69,7 +69,8 @@ func (c *Client) Action(ctx context.Context, name string) (*Action, string, erro
 
 // RunAction runs an action on host with params (strings, numbers for int
 // params, booleans for bool params) and returns the order, queued or
-// (with opts.Wait) finished.
+// (with opts.Wait) finished. With opts.IdempotencyKey a retry of the same
+// run returns the first run's order, marked Replayed, and runs nothing.
 func (c *Client) RunAction(ctx context.Context, name, host string, params map[string]any, opts SubmitOptions) (*Order, error) {
 	body := map[string]any{"host": host, "params": params}
 	return c.submitTo(ctx, "/v1/actions/"+pathID(name)+"/run", body, opts)

@@ -321,12 +321,12 @@ func TestClientRunbooksAndActions(t *testing.T) {
 	// it is refused, and one run is recorded.
 	req := client.RunbookRequest{Host: "offline", EnvVars: map[string]any{"VERSION": "1.3"}}
 	keyed, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"})
-	if err != nil || keyed.Status != client.StatusQueued {
+	if err != nil || keyed.Status != client.StatusQueued || keyed.Replayed {
 		t.Fatalf("ExecuteRunbook with a key: %v %+v", err, keyed)
 	}
 	again, err := c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"})
-	if err != nil || again.ID != keyed.ID {
-		t.Fatalf("a retry with the same key: %v %+v, want order %s", err, again, keyed.ID)
+	if err != nil || again.ID != keyed.ID || !again.Replayed {
+		t.Fatalf("a retry with the same key: %v %+v, want order %s marked Replayed", err, again, keyed.ID)
 	}
 	req.EnvVars["VERSION"] = "1.4"
 	_, err = c.ExecuteRunbook(ctx, "Deploy.md", req, client.SubmitOptions{IdempotencyKey: "deploy-1.3"})
@@ -340,8 +340,12 @@ func TestClientRunbooksAndActions(t *testing.T) {
 		t.Fatalf("Actions: %v %+v", err, acts)
 	}
 	o, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": 3}, client.SubmitOptions{IdempotencyKey: "count-3"})
-	if err != nil || o.Kind != "action" || o.Action == nil || o.Action.Params["n"] != "3" {
+	if err != nil || o.Kind != "action" || o.Action == nil || o.Action.Params["n"] != "3" || o.Replayed {
 		t.Fatalf("RunAction: %v %+v", err, o)
+	}
+	if again, err := c.RunAction(ctx, "count", "offline", map[string]any{"n": 3}, client.SubmitOptions{IdempotencyKey: "count-3"}); err != nil ||
+		again.ID != o.ID || !again.Replayed {
+		t.Fatalf("RunAction retried with its key: %v %+v, want order %s marked Replayed", err, again, o.ID)
 	}
 	_, err = c.RunAction(ctx, "count", "offline", map[string]any{"n": "three"}, client.SubmitOptions{})
 	wantCode(t, err, client.CodeUnprocessable, http.StatusUnprocessableEntity)

@@ -70,7 +70,10 @@ type Submission struct {
 	// same IdempotencyKey recorded (the API's Idempotent-Replayed
 	// header): this one was a retry, answered with the first's order,
 	// even if the server's rules would refuse it now (docs/client.md).
-	// A fan-out's batch is not marked.
+	// Of a fan-out, it says every order of the batch answered is an
+	// earlier submission's: the retry made none (one that reached hosts
+	// the first try did not is not marked). Order.Replayed says the same
+	// of a one-host submission.
 	Replayed bool
 	// Raw is the answer's JSON as the API sent it.
 	Raw json.RawMessage
@@ -113,6 +116,7 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 	if err := json.Unmarshal(raw, &o); err != nil || o.ID == uuid.Nil {
 		return nil, fmt.Errorf("POST /v1/orders: the API's answer has no order id")
 	}
+	o.Replayed = sub.Replayed
 	sub.Order = &o
 	return sub, nil
 }

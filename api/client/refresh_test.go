@@ -167,4 +167,12 @@ func TestClientFanOutRetryIsReplayed(t *testing.T) {
 	if err != nil || wider.Batch == nil || wider.Replayed || len(wider.Batch.Orders) != 2 {
 		t.Fatalf("a retry that reaches a new host: %v, replayed %v, want two orders, not marked Replayed", err, wider != nil && wider.Replayed)
 	}
+	// A one-host order a submission returned says it too.
+	one, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "true"}, client.SubmitOptions{IdempotencyKey: "one-r"})
+	if err != nil || one.Order.Replayed {
+		t.Fatalf("submit: %v, its order marked Replayed", err)
+	}
+	if one, err = c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "true"}, client.SubmitOptions{IdempotencyKey: "one-r"}); err != nil || !one.Order.Replayed || !one.Replayed {
+		t.Fatalf("retried submit: %v, want its order and the submission marked Replayed", err)
+	}
 }

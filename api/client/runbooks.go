@@ -55,18 +55,21 @@ func (c *Client) Runbook(ctx context.Context, file string) (*Runbook, string, er
 // ExecuteRunbook runs a runbook as an order of kind script and returns the
 // order, queued or (with opts.Wait) finished; Follow streams its output.
 // With opts.IdempotencyKey a retry of the same run (the same runbook and
-// request) returns the first run's order instead of running it again.
+// request) returns the first run's order, marked Replayed, instead of
+// running it again.
 func (c *Client) ExecuteRunbook(ctx context.Context, file string, req RunbookRequest, opts SubmitOptions) (*Order, error) {
 	return c.submitTo(ctx, "/v1/runbooks/"+pathID(file)+"/execute", req, opts)
 }
 
 // submitTo posts a body that becomes one order, with the submission
-// headers, and decodes the order.
+// headers, and decodes the order, marked Replayed as the answer is.
 func (c *Client) submitTo(ctx context.Context, path string, body any, opts SubmitOptions) (*Order, error) {
 	var o Order
 	opts = opts.within(ctx)
-	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: path, body: body, header: opts.header(), wait: opts.Wait}, &o); err != nil {
+	_, _, hdr, err := c.callHeader(ctx, request{method: http.MethodPost, path: path, body: body, header: opts.header(), wait: opts.Wait}, &o)
+	if err != nil {
 		return nil, err
 	}
+	o.Replayed = hdr.Get("Idempotent-Replayed") == "true"
 	return &o, nil
 }

@@ -111,6 +111,12 @@ type Order struct {
 	// order (Get, Refresh); "" for an order read any other way. Refresh
 	// sends it back, so that an unchanged order is not sent again.
 	ETag string `json:"-"`
+	// Replayed, of an order a submission returned (Submit, RunAction,
+	// ExecuteRunbook), says it is the order an earlier submission with
+	// the same IdempotencyKey recorded (the API's Idempotent-Replayed
+	// header): this one was a retry and ran nothing. False for an order
+	// read any other way.
+	Replayed bool `json:"-"`
 }
 
 // UnmarshalJSON decodes an order and keeps its JSON in Raw.
