@@ -25,24 +25,7 @@ import (
 // submitted, and one submitted after the restart runs too.
 func TestNATSRestartLosesTheConsumerNotTheOrders(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
-	e := newEnv(t)
-	api, err := queue.Connect(ns.ClientURL(), "api")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.Close)
-	if e.q, err = queue.New(t.Context(), api, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	wc, err := queue.Connect(ns.ClientURL(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(wc.Close)
-	wq, err := queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, wq, connected := newEnvOn(t, ns)
 	log := filepath.Join(t.TempDir(), "ran")
 	appendName := func(name string) uuid.UUID {
 		return e.submit("nrestart", "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
@@ -54,10 +37,10 @@ func TestNATSRestartLosesTheConsumerNotTheOrders(t *testing.T) {
 
 	testenv.NATSServerRestarted(t, ns)
 	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
-		return api.IsConnected() && wc.IsConnected()
+		return connected()
 	})
 	// The path under test: the restart lost the consumer, not the stream.
-	_, err = e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("nrestart"))
+	_, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("nrestart"))
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("the host's consumer after the restart: %v, want it gone with the server's memory", err)
 	}

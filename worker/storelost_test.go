@@ -21,30 +21,13 @@ import (
 // tenure, and the next one creates the consumer again.
 func TestConsumerLostWithTheStoreIsCreatedAgain(t *testing.T) {
 	first := testenv.NATSServer(t, &server.Options{})
-	e := newEnv(t)
-	api, err := queue.Connect(first.ClientURL(), "api")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.Close)
-	if e.q, err = queue.New(t.Context(), api, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	wc, err := queue.Connect(first.ClientURL(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(wc.Close)
-	wq, err := queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, wq, connected := newEnvOn(t, first)
 	e.startWith(wq, e.store, "wiped", nil)
 	e.waitStatus(e.submit("wiped", "true"), order.StatusSucceeded)
 
 	testenv.NATSServerLost(t, first)
 	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
-		return api.IsConnected() && wc.IsConnected()
+		return connected()
 	})
 	// The first publish finds no stream and creates them again (the API's
 	// Publish does so); the order must run, not wait for good.
@@ -52,4 +35,28 @@ func TestConsumerLostWithTheStoreIsCreatedAgain(t *testing.T) {
 	id := e.submit("wiped", "true")
 	e.waitStatus(id, order.StatusSucceeded)
 	t.Logf("the order ran %s after it was submitted", time.Since(submitted).Round(time.Millisecond))
+}
+
+// newEnvOn is newEnv with its API's queue and a worker's on the NATS
+// server ns, each on a connection of its own, for tests that restart or
+// lose that server; connected reports whether both connections are up.
+func newEnvOn(t *testing.T, ns *server.Server) (e *env, wq *queue.Queue, connected func() bool) {
+	e = newEnv(t)
+	api, err := queue.Connect(ns.ClientURL(), "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	if e.q, err = queue.New(t.Context(), api, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := queue.Connect(ns.ClientURL(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wc.Close)
+	if wq, err = queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	return e, wq, func() bool { return api.IsConnected() && wc.IsConnected() }
 }
