@@ -44,7 +44,23 @@ const (
 	intakeMaxAckPending = 256
 )
 
-func intakeConfig() jetstream.ConsumerConfig {
+// intakeConfig is the intake consumer as IntakeConsumer creates it.
+//
+// On a server that is not part of a cluster (memory) its state is kept in
+// memory, as the host consumers' is (hostConsumerConfig): with sync always,
+// nats-server otherwise rewrote it (an O_SYNC temporary file, a rename, a
+// directory fsync) about once per NATS submission (docs/benchmarks.md,
+// "nats-server's work per order, counted"). The state is a cache of the
+// work-queue stream: an acknowledged submission leaves ORDERLY_SUBMIT, and
+// a consumer lost with a restart is created again by the intake
+// (intakeGone), which then receives every stored submission from the
+// first, in stream order. One taken up before the restart comes as new but
+// keeps its stored message's order id and its Nats-Msg-Id: the intake
+// finds its order (Submit's idempotency key, findRecorded) and answers it
+// from the record, once recorded never twice. The pin is lost with it and
+// the next pull pins again. On a cluster the consumer stays on disk, as the
+// host consumers do.
+func intakeConfig(memory bool) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        IntakeConsumerName,
 		Description:    "orders submitted over NATS, taken by one API replica at a time",
@@ -57,27 +73,30 @@ func intakeConfig() jetstream.ConsumerConfig {
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{IntakeGroup},
 		PinnedTTL:      IntakePinnedTTL,
+		MemoryStorage:  memory,
 	}
 }
 
 // IntakeConsumer returns the pinned intake consumer, creating it if needed.
-// An intake consumer left by an older orderly (shared, not pinned) is
-// deleted and created again: a priority policy is not something to change
-// in place, and a work-queue stream refuses a second consumer on the same
-// subjects. Its unacknowledged submissions stay in the stream and go to the
-// new consumer.
+// An intake consumer left by an older orderly (shared, not pinned, or its
+// state on disk where intakeConfig keeps it in memory) is deleted and
+// created again: nats-server changes neither a priority policy nor a
+// storage in place, and a work-queue stream refuses a second consumer on
+// the same subjects. Its unacknowledged submissions stay in the stream and
+// go to the new consumer.
 func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	cfg := intakeConfig()
+	cfg := intakeConfig(q.nc.ConnectedClusterName() == "")
 	replaced := false
 	old, err := q.js.Consumer(ctx, SubmitStream, cfg.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 	case err != nil:
 		return nil, fmt.Errorf("look up intake consumer: %w", err)
-	case old.CachedInfo().Config.PriorityPolicy != jetstream.PriorityPolicyPinned:
+	case old.CachedInfo().Config.PriorityPolicy != jetstream.PriorityPolicyPinned,
+		old.CachedInfo().Config.MemoryStorage != cfg.MemoryStorage:
 		err := q.js.DeleteConsumer(ctx, SubmitStream, cfg.Durable)
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("replace the unpinned intake consumer: %w", err)
+			return nil, fmt.Errorf("replace the intake consumer of an older orderly: %w", err)
 		}
 		replaced = true
 	}

@@ -172,3 +172,68 @@ func TestSubmitBacklogIsBounded(t *testing.T) {
 		t.Fatalf("stream bounds: %d bytes, discard %v", cfg.MaxBytes, cfg.Discard)
 	}
 }
+
+// TestIntakeConsumerStateInMemory: on a server that is not clustered the
+// intake consumer keeps its state in memory; with the stream's sync always
+// nats-server otherwise rewrote its state file (a synchronous write, a
+// rename and a directory fsync) about once per NATS submission. The pinned
+// consumer an older orderly created on disk cannot be updated (nats-server
+// refuses a storage change): it is replaced, and what it held unacked, or
+// had not delivered yet, comes from the new one in stream order.
+func TestIntakeConsumerStateInMemory(t *testing.T) {
+	ctx := testenv.Context(t)
+	q, nc := newQueue(t)
+	js := q.JetStream()
+	old, err := js.CreateOrUpdateConsumer(ctx, queue.SubmitStream, jetstream.ConsumerConfig{
+		Durable: queue.IntakeConsumerName, FilterSubject: queue.SubmitSubject + ">",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: queue.IntakeAckWait, MaxAckPending: 256, MaxDeliver: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy, PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{queue.IntakeGroup}, PinnedTTL: queue.IntakePinnedTTL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"held", "waiting"} {
+		if err := nc.Publish(queue.SubmitSubject+"h", []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := old.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(queue.IntakeGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() { // held, never acked
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, queue.SubmitStream, jetstream.ConsumerConfig{
+		Durable: queue.IntakeConsumerName, FilterSubject: queue.SubmitSubject + ">",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: queue.IntakeAckWait, MaxAckPending: 256, MaxDeliver: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy, PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{queue.IntakeGroup}, PinnedTTL: queue.IntakePinnedTTL, MemoryStorage: true,
+	}); err == nil {
+		t.Fatal("nats-server changed the storage of an existing consumer: IntakeConsumer need not replace it")
+	} else {
+		t.Logf("updating it in place: %v", err)
+	}
+
+	c, err := q.IntakeConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CachedInfo().Config.MemoryStorage {
+		t.Fatal("the intake consumer keeps its state on disk")
+	}
+	if again, err := q.IntakeConsumer(ctx); err != nil || !again.CachedInfo().Config.MemoryStorage {
+		t.Fatalf("second replica: %v", err)
+	}
+	msgs, err := c.Fetch(2, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(queue.IntakeGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range msgs.Messages() {
+		got = append(got, string(m.Data()))
+	}
+	if len(got) != 2 || got[0] != "held" || got[1] != "waiting" {
+		t.Fatalf("delivered %q, want the held submission, then the waiting one", got)
+	}
+}

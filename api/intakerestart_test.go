@@ -1,0 +1,147 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// recordedHold holds the intake up right after it recorded the order of
+// the submission whose idempotency key is key, until release is closed:
+// the order is recorded, the submission neither answered nor acknowledged.
+type recordedHold struct {
+	intake.Store
+	key     string
+	once    *sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h recordedHold) InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error) {
+	stored, err := h.Store.InsertOrder(ctx, o)
+	if err == nil && o.IdempotencyKey == h.key {
+		h.once.Do(func() { close(h.entered); <-h.release })
+	}
+	return stored, err
+}
+
+// TestNATSRestartLosesTheIntakeConsumerNotTheSubmissions: nats-server
+// restarts (its store kept) while the intake holds a submission whose
+// order it recorded, two more stored behind it. The intake consumer keeps
+// its state in memory on a single server (queue's intakeConfig), so the
+// restart loses it; the intake creates it again and receives every stored
+// submission from the first as new. The one recorded before is answered
+// from its record (its stored message's order id, its Nats-Msg-Id), not
+// recorded again; each order runs once, in the order submitted.
+func TestNATSRestartLosesTheIntakeConsumerNotTheSubmissions(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	hold := recordedHold{key: "nrs-b", once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+	e := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), hosts: []string{"nrs"},
+		intakeStore: func(s intake.Store) intake.Store { hold.Store = s; return hold }})
+	defer func() {
+		select {
+		case <-hold.release:
+		default:
+			close(hold.release)
+		}
+	}()
+	log := filepath.Join(t.TempDir(), "ran")
+	body := func(name string) map[string]any {
+		return map[string]any{"command": "sh", "args": []string{"-c", `echo "$1" >> "$2"`, "_", name, log}}
+	}
+	if a := e.publish("alice", "nrs", "nrs-a", body("a")); a.Order == nil {
+		t.Fatalf("before the restart: %+v", a.Error)
+	}
+	c, err := e.q.JetStream().Consumer(t.Context(), queue.SubmitStream, queue.IntakeConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CachedInfo().Config.MemoryStorage {
+		t.Fatal("the intake consumer keeps its state on disk on a single server")
+	}
+
+	nc, inbox, sub := replyInbox(t, e.natsURL)
+	for _, name := range []string{"b", "c", "d"} {
+		m := nats.NewMsg(queue.SubmitSubject + "nrs")
+		m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		m.Header.Set("Orderly-Reply", inbox)
+		m.Header.Set("Nats-Msg-Id", "nrs-"+name)
+		if m.Data, err = json.Marshal(body(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hold.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the intake did not record the second submission")
+	}
+
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 10*time.Second, "the clients reconnect", func() bool {
+		return e.q.Conn().IsConnected() && nc.IsConnected()
+	})
+	// The path under test: the restart lost the consumer, not the stream.
+	if _, err := e.q.JetStream().Consumer(t.Context(), queue.SubmitStream, queue.IntakeConsumerName); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the intake consumer after the restart: %v, want it gone with the server's memory", err)
+	}
+	close(hold.release)
+
+	// Every submission is answered with its one order, the held one
+	// perhaps twice (by the attempt that recorded it, and from its record
+	// after the restart), never with a refusal.
+	orders := map[string]string{}
+	for len(orders) < 3 {
+		msg, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answers so far %v: %v", orders, err)
+		}
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(msg.Data, &a); err != nil {
+			t.Fatal(err)
+		}
+		key := msg.Header.Get("Nats-Msg-Id")
+		if a.Order == nil {
+			t.Fatalf("%s answered %+v", key, a.Error)
+		}
+		if prev, ok := orders[key]; ok && prev != a.Order.ID.String() {
+			t.Fatalf("%s answered with order %s, then %s", key, prev, a.Order.ID)
+		}
+		orders[key] = a.Order.ID.String()
+	}
+	testenv.WaitUntil(t, 30*time.Second, "the four orders ran", func() bool {
+		var n int
+		err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE host = 'nrs' AND status = 'succeeded'`).Scan(&n)
+		return err == nil && n == 4
+	})
+	var n, attempts int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*), max(attempt) FROM orders WHERE host = 'nrs'`).Scan(&n, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 || attempts != 1 {
+		t.Errorf("%d orders of host nrs, at most attempt %d: want 4, each run in attempt 1", n, attempts)
+	}
+	if b, _ := os.ReadFile(log); string(b) != "a\nb\nc\nd\n" {
+		t.Fatalf("the orders ran %q, want a, b, c, d once each in order", b)
+	}
+}
