@@ -41,3 +41,30 @@ func TestHostConsumerOnDiskOnNATSCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestIntakeConsumerOnDiskOnNATSCluster: the NATS intake's consumer keeps
+// its state in memory on a single server (TestIntakeConsumerStateInMemory)
+// and on disk on a cluster, as the host consumers do.
+func TestIntakeConsumerOnDiskOnNATSCluster(t *testing.T) {
+	c := startNATSCluster(t, t.TempDir(), 3)
+	ctx := testenv.Context(t)
+	js := testenv.JetStream(t, c.url(), "intake-consumer-test")
+	q, err := queue.New(ctx, js.Conn(), queue.Options{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.IntakeConsumer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A second replica finds it as it wants it: not replaced.
+	if _, err := q.IntakeConsumer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, queue.SubmitStream, queue.IntakeConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := cons.CachedInfo(); info.Config.MemoryStorage {
+		t.Errorf("the intake consumer on the cluster keeps its state in memory; want on disk, as the stream")
+	}
+}
