@@ -234,13 +234,12 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	}
 	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(d.Name),
 		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a, IdempotencyKey: key}
-	r, replayed := withReplayMark(r)
 	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	setReplayed(w, replayed)
+	setReplayed(w, final.ID != o.ID)
 	s.encodeSubmitted(w, r, final)
 }
 

@@ -235,29 +235,14 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 
 // replayedHeader says of a REST answer that it is the order an earlier
 // request with the same Idempotency-Key recorded, not one this request
-// made (withReplayMark): a retry's answer (docs/client.md).
+// made: a retry's answer (docs/client.md).
 const replayedHeader = "Idempotent-Replayed"
 
-type replayMarkKey struct{}
-
-// withReplayMark is r with a mark that the submission it makes sets when
-// its answer is an order an earlier request recorded (markReplayed); the
-// handler reads it before it answers.
-func withReplayMark(r *http.Request) (*http.Request, *bool) {
-	b := new(bool)
-	return r.WithContext(context.WithValue(r.Context(), replayMarkKey{}, b)), b
-}
-
-// markReplayed sets ctx's replay mark, if it has one.
-func markReplayed(ctx context.Context) {
-	if b, ok := ctx.Value(replayMarkKey{}).(*bool); ok {
-		*b = true
-	}
-}
-
-// setReplayed puts replayedHeader on an answer whose request was marked.
-func setReplayed(w http.ResponseWriter, replayed *bool) {
-	if *replayed {
+// setReplayed puts replayedHeader on a replayed answer: one whose order
+// is not the one the request made (its id differs from the id the
+// handler gave the request's order).
+func setReplayed(w http.ResponseWriter, replayed bool) {
+	if replayed {
 		w.Header().Set(replayedHeader, "true")
 	}
 }
@@ -300,9 +285,6 @@ func (s *Server) recordedOrder(ctx context.Context, p auth.Principal, o *order.O
 // recorded or found by its key, to finish; events are o's when the
 // caller subscribed to them before the submission.
 func (s *Server) awaitStored(ctx context.Context, o, stored *order.Order, events <-chan queue.Event, wait time.Duration, read readOrder) (*order.Order, error) {
-	if stored.ID != o.ID {
-		markReplayed(ctx)
-	}
 	if wait > 0 && !stored.Status.Terminal() {
 		if stored.ID != o.ID {
 			// A repeated Idempotency-Key is the first order (InsertOrder

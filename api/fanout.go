@@ -266,7 +266,7 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 	if allTerminal(final) {
 		status = http.StatusOK
 	}
-	setReplayed(w, &replayed)
+	setReplayed(w, replayed)
 	s.encodeOrders(w, r, status, resp, final, entries(resp.Orders), toResponse)
 }
 

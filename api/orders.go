@@ -79,13 +79,12 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.ID = order.NewID()
-	r, replayed := withReplayMark(r)
 	final, err := s.submitOrder(r.Context(), principalOf(r), o, wait, s.Store.GetOrderLean)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	setReplayed(w, replayed)
+	setReplayed(w, final.ID != o.ID)
 	status := http.StatusAccepted
 	if final.Status.Terminal() {
 		status = http.StatusOK

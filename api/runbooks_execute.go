@@ -83,19 +83,22 @@ func (s *Server) handleRunbookExecute(w http.ResponseWriter, r *http.Request) {
 	if f, ok := uiFormOf(r); ok {
 		run.Showed = &f.Def
 	}
-	r, replayed := withReplayMark(r)
+	run.ID = order.NewID()
 	final, err := s.RunRunbook(r.Context(), principalOf(r), run)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	setReplayed(w, replayed)
+	setReplayed(w, final.ID != run.ID)
 	s.encodeSubmitted(w, r, final)
 }
 
 // RunbookRun is one request to run a runbook, from the native route or a
 // compat surface.
 type RunbookRun struct {
+	// ID is the id of the order the run makes (a new one when zero): an
+	// answer with another order's is a retry's, answered from its record.
+	ID      uuid.UUID
 	File    string
 	Env     map[string]string // sanitised (runbook.Sanitize)
 	Host    string            // "": runbooks.host
@@ -225,7 +228,7 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 			}
 		}
 	}
-	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Host: host, Command: runbookCommand(rb.File),
+	o := &order.Order{ID: cmp.Or(rr.ID, order.NewID()), Kind: order.KindScript, Host: host, Command: runbookCommand(rb.File),
 		CaptureStdout: true, CaptureStderr: true, Timeout: cmp.Or(rr.Timeout, cfg.Timeout), RunAs: rr.RunAs,
 		Principal: p.Name, Source: rr.Source, CorrelationID: chain.Correlation, IdempotencyKey: rr.IdempotencyKey,
 		Script: &order.Script{Runbook: rb.File, SHA256: rb.SHA256}}
@@ -304,7 +307,7 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 // first request was; nil, nil when there is none, or when only the
 // insert can tell (a run recorded before runbookRequestSum was stored).
 func (s *Server) recordedRunbookRun(ctx context.Context, p auth.Principal, rr RunbookRun, file string) (*order.Order, error) {
-	o := &order.Order{ID: order.NewID(), Kind: order.KindScript, Command: runbookCommand(file),
+	o := &order.Order{ID: cmp.Or(rr.ID, order.NewID()), Kind: order.KindScript, Command: runbookCommand(file),
 		CaptureStdout: true, CaptureStderr: true, RunAs: rr.RunAs, Principal: p.Name, Source: rr.Source,
 		IdempotencyKey: rr.IdempotencyKey}
 	o.RequestSHA256 = runbookRequestSum(o, rr)
