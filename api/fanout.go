@@ -51,17 +51,17 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "hosts", "give either host or hosts, not both"))
 		return
 	}
-	targets, err := s.expandHosts(r.Context(), hosts)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	batch := order.NewID()
 	if tmpl.IdempotencyKey != "" {
 		// A keyed fan-out's batch is its key's: a retry after its API died
 		// part-way puts the hosts it had not reached in the same batch as
 		// those it had, so the answered batch lists them all.
 		batch = uuid.NewSHA1(fanOutBatches, []byte(principalOf(r).Name+"\x00"+tmpl.IdempotencyKey))
+	}
+	targets, err := s.expandHosts(r.Context(), hosts, s.recordedHosts(principalOf(r).Name, tmpl.IdempotencyKey, batch))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	var (
 		stored  []*order.Order
@@ -279,7 +279,37 @@ func allTerminal(list []*order.Order) bool {
 	return true
 }
 
-func (s *Server) expandHosts(ctx context.Context, patterns []string) ([]string, error) {
+// recordedHosts returns the look-up of the hosts a keyed fan-out's
+// earlier try recorded an order for under its key (nil without a key):
+// the orders of the key's batch that principal sent under the key.
+func (s *Server) recordedHosts(principal, key string, batch uuid.UUID) func(context.Context) ([]string, error) {
+	if key == "" {
+		return nil
+	}
+	return func(ctx context.Context) ([]string, error) {
+		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Principal: principal, Limit: maxFanOut, NoOutputs: true})
+		if err != nil {
+			return nil, err
+		}
+		var hosts []string
+		for _, o := range list {
+			if o.IdempotencyKey == key+"/"+o.Host {
+				hosts = append(hosts, o.Host)
+			}
+		}
+		return hosts, nil
+	}
+}
+
+// expandHosts returns the hosts patterns name: literal names as given,
+// globs matched against the known hosts. recorded, when not nil, adds the
+// hosts the request's idempotency key recorded orders for (recordedHosts)
+// to the known ones: a retry's glob matches the hosts its first try
+// matched even when a host has been forgotten since, and each of them is
+// answered with its recorded order (the retry made none), not refused
+// because the glob now matches nothing or runs on fewer hosts than the
+// first try's answer said.
+func (s *Server) expandHosts(ctx context.Context, patterns []string, recorded func(context.Context) ([]string, error)) ([]string, error) {
 	if len(patterns) > maxFanOut {
 		return nil, order.FieldError(order.CodeTooLarge, "hosts", "more than %d hosts", maxFanOut)
 	}
@@ -295,6 +325,15 @@ func (s *Server) expandHosts(ctx context.Context, patterns []string) ([]string, 
 		seen := map[string]bool{}
 		for _, h := range rows {
 			seen[h.Host] = true
+		}
+		if recorded != nil {
+			hosts, err := recorded(ctx)
+			if err != nil {
+				return err
+			}
+			for _, h := range hosts {
+				seen[h] = true
+			}
 		}
 		if online, err := s.Queue.OnlineHosts(ctx); err == nil {
 			for h := range online {
