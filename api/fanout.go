@@ -31,6 +31,11 @@ type Batch struct {
 	Counts  map[string]int `json:"counts"`
 	Orders  []Order        `json:"orders"`
 	Refused []HostRefusal  `json:"refused,omitempty"`
+	// Replayed, in a keyed fan-out's answer, lists the orders an earlier
+	// fan-out with the key recorded (a retry found them and made none
+	// there); the others are new. Absent when none is, and from GET
+	// /v1/batches/{id}: a listing is no retry.
+	Replayed []uuid.UUID `json:"replayed,omitempty"`
 }
 
 // HostRefusal is one host of a fan-out that the intake refused (policy,
@@ -90,8 +95,11 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		}
 	}
 	// Replayed when every order answered is one an earlier fan-out with
-	// the key recorded: the retry made none (replayedHeader).
+	// the key recorded: the retry made none (replayedHeader). Which ones
+	// are is said per order (Batch.Replayed), so a retry that reached a
+	// host more tells its new orders from its recorded ones.
 	replayed := true
+	var old []uuid.UUID
 	for i, res := range s.submitEach(r, orders) {
 		h, got, err := targets[i], res.order, res.err
 		var np *intake.ErrNotPublished
@@ -109,6 +117,8 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		}
 		if got == nil || got.ID == orders[i].ID {
 			replayed = false
+		} else {
+			old = append(old, got.ID)
 		}
 		stored = append(stored, got)
 	}
@@ -131,7 +141,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	if wait > 0 {
 		s.awaitBatch(r.Context(), batch, events, wait)
 	}
-	s.writeFanOut(w, r, batch, stored, refused, replayed)
+	s.writeFanOut(w, r, batch, stored, refused, old, replayed)
 }
 
 // fanOutBatches is the namespace of the batch ids of keyed fan-outs.
@@ -235,9 +245,10 @@ func batchOf(batch uuid.UUID, stored []*order.Order) uuid.UUID {
 
 // writeFanOut answers a fan-out with its orders as they are now. A host
 // whose Idempotency-Key was used before answers with its first order,
-// which belongs to the earlier batch; replayed (every order is one)
-// marks the answer with replayedHeader.
-func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.UUID, stored []*order.Order, refused []HostRefusal, replayed bool) {
+// which belongs to the earlier batch: old lists those orders, and
+// replayed (every order is one) marks the answer with replayedHeader.
+func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.UUID, stored []*order.Order, refused []HostRefusal,
+	old []uuid.UUID, replayed bool) {
 	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -247,7 +258,7 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 	for _, o := range list {
 		byID[o.ID] = o
 	}
-	resp := Batch{BatchID: batch, Counts: map[string]int{}, Orders: make([]Order, 0, len(stored)), Refused: refused}
+	resp := Batch{BatchID: batch, Counts: map[string]int{}, Orders: make([]Order, 0, len(stored)), Refused: refused, Replayed: old}
 	final := make([]*order.Order, 0, len(stored))
 	for _, o := range stored {
 		if cur, ok := byID[o.ID]; ok {

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,8 +73,9 @@ type Submission struct {
 	// even if the server's rules would refuse it now (docs/client.md).
 	// Of a fan-out, it says every order of the batch answered is an
 	// earlier submission's: the retry made none (one that reached hosts
-	// the first try did not is not marked). Order.Replayed says the same
-	// of a one-host submission.
+	// the first try did not is not marked, and Batch.Replayed and each
+	// order's Order.Replayed say which of its orders are). Order.Replayed
+	// says the same of a one-host submission.
 	Replayed bool
 	// Raw is the answer's JSON as the API sent it.
 	Raw json.RawMessage
@@ -107,6 +109,7 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 			if b.Orders[i].ID == uuid.Nil {
 				return nil, fmt.Errorf("POST /v1/orders: order %d of the batch has no id", i)
 			}
+			b.Orders[i].Replayed = slices.Contains(b.Replayed, b.Orders[i].ID)
 		}
 		b.Raw = raw
 		sub.Batch = &b

@@ -147,7 +147,9 @@ func TestClientFollowPollsConditionally(t *testing.T) {
 // answered with the first one's batch marked Idempotent-Replayed
 // (Submission.Replayed); the API did not mark a batch, so a client could
 // not tell a retry's batch from a new one. A retry that reaches a host
-// the first did not made an order and is not marked.
+// the first did not made an order and is not marked, and which of its
+// orders are recorded ones is said per order (Batch.Replayed,
+// Order.Replayed).
 func TestClientFanOutRetryIsReplayed(t *testing.T) {
 	s := newServer(t, "web-1", "web-2")
 	c := newClient(t, s, "alice")
@@ -166,6 +168,20 @@ func TestClientFanOutRetryIsReplayed(t *testing.T) {
 	wider, err := c.Submit(ctx, req, client.SubmitOptions{IdempotencyKey: "fan-r"})
 	if err != nil || wider.Batch == nil || wider.Replayed || len(wider.Batch.Orders) != 2 {
 		t.Fatalf("a retry that reaches a new host: %v, replayed %v, want two orders, not marked Replayed", err, wider != nil && wider.Replayed)
+	}
+	// Which of its orders are recorded ones is said per order.
+	for _, o := range wider.Batch.Orders {
+		if want := o.Host == "web-1"; o.Replayed != want {
+			t.Errorf("the wider retry's order on %s: Replayed %v, want %v", o.Host, o.Replayed, want)
+		}
+	}
+	if len(wider.Batch.Replayed) != 1 || wider.Batch.Replayed[0] != first.Batch.Orders[0].ID && wider.Batch.Replayed[0] != first.Batch.Orders[1].ID {
+		t.Errorf("the wider retry's batch lists %v as replayed, want web-1's first order", wider.Batch.Replayed)
+	}
+	for _, o := range again.Batch.Orders {
+		if !o.Replayed {
+			t.Errorf("the retry's order on %s is not marked Replayed", o.Host)
+		}
 	}
 	// A one-host order a submission returned says it too.
 	one, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "true"}, client.SubmitOptions{IdempotencyKey: "one-r"})

@@ -114,8 +114,9 @@ type Order struct {
 	// Replayed, of an order a submission returned (Submit, RunAction,
 	// ExecuteRunbook), says it is the order an earlier submission with
 	// the same IdempotencyKey recorded (the API's Idempotent-Replayed
-	// header): this one was a retry and ran nothing. False for an order
-	// read any other way.
+	// header): this one was a retry and ran nothing; of a fan-out's
+	// order, that its host's order is one the key recorded (Batch.Replayed).
+	// False for an order read any other way.
 	Replayed bool `json:"-"`
 }
 
@@ -209,6 +210,11 @@ type Batch struct {
 	Counts  map[string]int `json:"counts"`
 	Orders  []Order        `json:"orders"`
 	Refused []HostRefusal  `json:"refused,omitempty"`
+	// Replayed, of a fan-out's Submit, lists the orders of the batch
+	// that an earlier submission with the same IdempotencyKey recorded
+	// (each also has Order.Replayed); the others are new. Empty for a
+	// batch read with Batch.
+	Replayed []uuid.UUID `json:"replayed,omitempty"`
 
 	// Raw is the batch's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`
