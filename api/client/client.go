@@ -220,25 +220,39 @@ func (c *Client) callHeader(ctx context.Context, r request, out any) ([]byte, in
 // getTagged GETs path, decodes its answer into out and returns the
 // answer's ETag.
 func (c *Client) getTagged(ctx context.Context, path string, out any) (string, error) {
-	b, etag, err := func() ([]byte, string, error) {
-		resp, err := c.send(ctx, request{method: http.MethodGet, path: path})
+	etag, _, err := c.getIfNoneMatch(ctx, path, "", out)
+	return etag, err
+}
+
+// getIfNoneMatch is getTagged with If-None-Match: prev when prev is not
+// "": notModified reports a 304, and out is then left as it was.
+func (c *Client) getIfNoneMatch(ctx context.Context, path, prev string, out any) (etag string, notModified bool, err error) {
+	r := request{method: http.MethodGet, path: path}
+	if prev != "" {
+		r.header = http.Header{"If-None-Match": {prev}}
+	}
+	b, etag, notModified, err := func() ([]byte, string, bool, error) {
+		resp, err := c.send(ctx, r)
 		if err != nil {
-			return nil, "", err
+			return nil, "", false, err
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusNotModified {
+			return nil, prev, true, nil
+		}
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
-			return nil, "", &TransportError{URL: c.base, Err: fmt.Errorf("read GET %s: %w", path, err)}
+			return nil, "", false, &TransportError{URL: c.base, Err: fmt.Errorf("read GET %s: %w", path, err)}
 		}
-		return b, resp.Header.Get("ETag"), nil
+		return b, resp.Header.Get("ETag"), false, nil
 	}()
-	if err != nil {
-		return "", err
+	if err != nil || notModified {
+		return etag, notModified, err
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return "", fmt.Errorf("GET %s: the API answered with something that is not the expected JSON: %v", path, err)
+		return "", false, fmt.Errorf("GET %s: the API answered with something that is not the expected JSON: %v", path, err)
 	}
-	return etag, nil
+	return etag, false, nil
 }
 
 // readError turns a non-2xx response into an *Error and closes its body.

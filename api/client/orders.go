@@ -279,13 +279,40 @@ func (c *Client) Cancel(ctx context.Context, id, signal string) (*Order, error) 
 // Batch reads a fan-out: its orders, oldest first, and the count per
 // status.
 func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
-	var b Batch
-	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/batches/" + pathID(id)}, &b)
+	b, _, err := c.getBatch(ctx, id, "")
+	return b, err
+}
+
+// RefreshBatch reads prev's batch again, as Refresh does an order: while
+// none of its orders changed the API answers 304 with no body and
+// RefreshBatch returns prev itself with changed false; else the batch as
+// it is now, with its new ETag. A prev without an ETag (a submission's
+// batch) is read in full.
+func (c *Client) RefreshBatch(ctx context.Context, prev *Batch) (b *Batch, changed bool, err error) {
+	b, notModified, err := c.getBatch(ctx, prev.BatchID.String(), prev.ETag)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	b.Raw = raw
-	return &b, nil
+	if notModified {
+		return prev, false, nil
+	}
+	return b, true, nil
+}
+
+// getBatch is GET /v1/batches/{id}, with If-None-Match: etag when etag
+// is not "". notModified reports a 304 (b is then nil).
+func (c *Client) getBatch(ctx context.Context, id, etag string) (b *Batch, notModified bool, err error) {
+	b = new(Batch)
+	var raw json.RawMessage
+	tag, notModified, err := c.getIfNoneMatch(ctx, "/v1/batches/"+pathID(id), etag, &raw)
+	if err != nil || notModified {
+		return nil, notModified, err
+	}
+	if err := json.Unmarshal(raw, b); err != nil {
+		return nil, false, fmt.Errorf("GET /v1/batches/%s: the API answered with something that is not the expected JSON: %v", pathID(id), err)
+	}
+	b.Raw, b.ETag = raw, tag
+	return b, false, nil
 }
 
 // Hosts lists every host ever seen, with who is online now.
@@ -302,11 +329,35 @@ func (c *Client) Hosts(ctx context.Context) (*HostList, error) {
 // Host reads one host with its running order and its queue in execution
 // order.
 func (c *Client) Host(ctx context.Context, name string) (*Host, error) {
-	var h Host
-	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/hosts/" + pathID(name)}, &h); err != nil {
-		return nil, err
+	h, _, err := c.getHost(ctx, name, "")
+	return h, err
+}
+
+// RefreshHost reads prev's host again, as Refresh does an order: while
+// the host, its running order and its queue are unchanged the API
+// answers 304 with no body and RefreshHost returns prev itself with
+// changed false; else the host as it is now, with its new ETag.
+func (c *Client) RefreshHost(ctx context.Context, prev *Host) (h *Host, changed bool, err error) {
+	h, notModified, err := c.getHost(ctx, prev.Host, prev.ETag)
+	if err != nil {
+		return nil, false, err
 	}
-	return &h, nil
+	if notModified {
+		return prev, false, nil
+	}
+	return h, true, nil
+}
+
+// getHost is GET /v1/hosts/{host}, with If-None-Match: etag when etag is
+// not "". notModified reports a 304 (h is then nil).
+func (c *Client) getHost(ctx context.Context, name, etag string) (h *Host, notModified bool, err error) {
+	h = new(Host)
+	tag, notModified, err := c.getIfNoneMatch(ctx, "/v1/hosts/"+pathID(name), etag, h)
+	if err != nil || notModified {
+		return nil, notModified, err
+	}
+	h.ETag = tag
+	return h, false, nil
 }
 
 // ForgetHost is DELETE /v1/hosts/{host} (admin): a host gone for good

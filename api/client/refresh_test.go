@@ -192,3 +192,73 @@ func TestClientFanOutRetryIsReplayed(t *testing.T) {
 		t.Fatalf("retried submit: %v, want its order and the submission marked Replayed", err)
 	}
 }
+
+// TestClientRefreshBatchAndHost: Batch and Host keep the answer's ETag,
+// and RefreshBatch and RefreshHost send it back, so that polling an
+// unchanged batch or host costs a 304 without a body; the client read
+// both whole at every poll although the API answered If-None-Match.
+func TestClientRefreshBatchAndHost(t *testing.T) {
+	s := newServer(t, "web-1")
+	a := &statusCounter{statuses: map[int]int{}}
+	c, err := client.New(s.url, s.tokens["alice"], client.WithHTTPClient(&http.Client{Transport: a}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t)
+
+	sub, err := c.Submit(ctx, client.SubmitRequest{Hosts: []string{"web-1"}, Command: "echo", Args: []string{"batch"}},
+		client.SubmitOptions{Wait: 20 * time.Second})
+	if err != nil || !sub.Finished || sub.Batch == nil || sub.Batch.ETag != "" {
+		t.Fatalf("fan-out: %v %+v", err, sub)
+	}
+	b, err := c.Batch(ctx, sub.Batch.BatchID.String())
+	if err != nil || b.ETag == "" || len(b.Orders) != 1 {
+		t.Fatalf("Batch: %v, ETag %q", err, b.ETag)
+	}
+	again, changed, err := c.RefreshBatch(ctx, b)
+	if err != nil || changed || again != b || a.get(http.StatusNotModified) != 1 {
+		t.Fatalf("RefreshBatch of a finished batch: %v, changed %v, same %v, 304s %d", err, changed, again == b, a.get(http.StatusNotModified))
+	}
+
+	// A host no worker serves: nothing changes it but a submission.
+	if _, err := c.Submit(ctx, client.SubmitRequest{Host: "quiet-1", Command: "true"}, client.SubmitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.Host(ctx, "quiet-1")
+	if err != nil || h.ETag == "" || len(h.Queued) != 1 {
+		t.Fatalf("Host: %v, ETag %q", err, h.ETag)
+	}
+	same, changed, err := c.RefreshHost(ctx, h)
+	if err != nil || changed || same != h || a.get(http.StatusNotModified) != 2 {
+		t.Fatalf("RefreshHost of an unchanged host: %v, changed %v, same %v, 304s %d", err, changed, same == h, a.get(http.StatusNotModified))
+	}
+	if _, err := c.Submit(ctx, client.SubmitRequest{Host: "quiet-1", Command: "true"}, client.SubmitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	now, changed, err := c.RefreshHost(ctx, h)
+	if err != nil || !changed || now == h || len(now.Queued) != 2 || now.ETag == "" || now.ETag == h.ETag || len(now.Raw) == 0 {
+		t.Fatalf("RefreshHost after a submission: %v, changed %v, %d queued, ETag %q (was %q)", err, changed, len(now.Queued), now.ETag, h.ETag)
+	}
+}
+
+// statusCounter counts the statuses of the answers a client was given.
+type statusCounter struct {
+	mu       sync.Mutex
+	statuses map[int]int
+}
+
+func (a *statusCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil {
+		a.mu.Lock()
+		a.statuses[resp.StatusCode]++
+		a.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (a *statusCounter) get(status int) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.statuses[status]
+}

@@ -218,6 +218,9 @@ type Batch struct {
 
 	// Raw is the batch's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`
+	// ETag is the entity tag GET /v1/batches/{id} answered with this
+	// batch (Batch, RefreshBatch); "" for a submission's batch.
+	ETag string `json:"-"`
 }
 
 // HostRefusal is a host of a fan-out that got no order, and why.
@@ -251,6 +254,9 @@ type Host struct {
 
 	// Raw is the host's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`
+	// ETag is the entity tag GET /v1/hosts/{host} answered with this
+	// host (Host, RefreshHost); "" for a host a listing returned.
+	ETag string `json:"-"`
 }
 
 // Standby is a worker waiting for a host's lease.
