@@ -147,12 +147,17 @@ and exits with the remote exit code, as submit --wait does.`,
 			}
 			ctx := cmd.Context()
 			var ord *client.Order
+			tries := 0
 			err = a.sendRetrying(ctx, retryFor, idemKey != "", func() (err error) {
+				tries++
 				ord, err = c.RunAction(ctx, args[0], host, values, client.SubmitOptions{IdempotencyKey: idemKey})
 				return err
 			})
 			if err != nil {
 				return err
+			}
+			if tries == 1 {
+				a.noteReplayed(idemKey, ord, nil) // as submit's
 			}
 			if !wait {
 				if asJSON {

@@ -132,6 +132,11 @@ func TestCLISubmitRetries(t *testing.T) {
 			if strings.Contains(r.stderr, "trying again") != tc.retried {
 				t.Errorf("stderr %q: want a retry %v", r.stderr, tc.retried)
 			}
+			// Its own retry's answer is its first try's order: what
+			// it asked for ran once, and no note says otherwise.
+			if strings.Contains(r.stderr, "was used before") {
+				t.Errorf("stderr %q: a note that the order was recorded before, after the command's own retry", r.stderr)
+			}
 			if tc.exit == 0 && r.stdout != tc.marker+"\n" {
 				t.Errorf("stdout %q", r.stdout)
 			}
@@ -261,5 +266,46 @@ func TestCLISubmitStoppedBeforeTheAnswer(t *testing.T) {
 		if n := s.countOrders(t, marker); n != 1 {
 			t.Errorf("key %q: %d orders, want 1", tc.key, n)
 		}
+	}
+}
+
+// TestCLISubmitSaysItWasReplayed: a command run again with the same
+// --idempotency-key is answered with the order the key recorded, and
+// printed it (a finished order's output) as if it had just run; stderr
+// now says so. A fan-out that reaches a host more says on which hosts
+// its orders are the recorded ones.
+func TestCLISubmitSaysItWasReplayed(t *testing.T) {
+	s := newStack(t, "h1", "h2")
+	env := []string{"ORDERLY_URL=" + s.url, "ORDERLY_TOKEN=" + s.token}
+	run := func(args ...string) cliResult {
+		t.Helper()
+		r := cli(t, env, "", args...)
+		wantExit(t, r, 0)
+		return r
+	}
+	first := run("submit", "--host", "h1", "--wait", "--idempotency-key", "again-1", "--", "echo", "replay-note")
+	if strings.Contains(first.stderr, "was used before") {
+		t.Fatalf("the first submission's stderr: %q", first.stderr)
+	}
+	again := run("submit", "--host", "h1", "--wait", "--idempotency-key", "again-1", "--", "echo", "replay-note")
+	if again.stdout != "replay-note\n" || !strings.Contains(again.stderr, `--idempotency-key "again-1" was used before for this request: this is the order it recorded`) ||
+		!strings.Contains(again.stderr, "nothing new runs") {
+		t.Fatalf("the submission run again: stdout %q, stderr %q", again.stdout, again.stderr)
+	}
+	if n := s.countOrders(t, "replay-note"); n != 1 {
+		t.Fatalf("%d orders, want 1", n)
+	}
+
+	run("submit", "--hosts", "h1", "--wait", "--idempotency-key", "again-fan", "--", "echo", "replay-fan")
+	wider := run("submit", "--hosts", "h1,h2", "--wait", "--idempotency-key", "again-fan", "--", "echo", "replay-fan")
+	if !strings.Contains(wider.stderr, "on h1 the orders are the ones it recorded") || !strings.Contains(wider.stderr, "1 other host(s) got a new order") {
+		t.Fatalf("the fan-out to a host more: stderr %q", wider.stderr)
+	}
+	whole := run("submit", "--hosts", "h1,h2", "--idempotency-key", "again-fan", "--", "echo", "replay-fan")
+	if !strings.Contains(whole.stderr, "these are the orders it recorded") {
+		t.Fatalf("the fan-out retried whole: stderr %q", whole.stderr)
+	}
+	if n := s.countOrders(t, "replay-fan"); n != 2 {
+		t.Fatalf("%d fan-out orders, want 2", n)
 	}
 }

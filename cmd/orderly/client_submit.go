@@ -95,12 +95,17 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 	}
 	ctx := cmd.Context()
 	var sub *client.Submission
+	tries := 0
 	err = a.sendRetrying(ctx, o.retryFor, o.idemKey != "", func() (err error) {
+		tries++
 		sub, err = c.Submit(ctx, *body, client.SubmitOptions{IdempotencyKey: o.idemKey})
 		return err
 	})
 	if err != nil {
 		return timeoutRefusal(err, o.timeout)
+	}
+	if tries == 1 {
+		a.noteReplayed(o.idemKey, sub.Order, sub.Batch)
 	}
 	if sub.Batch != nil {
 		return a.submitted(ctx, c, o, sub.Batch)
@@ -156,6 +161,33 @@ func (a *app) sendRetrying(ctx context.Context, retryFor time.Duration, keyed bo
 		case <-t.C:
 		}
 		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// noteReplayed says on stderr that the API answered a keyed submission
+// (an order, or a fan-out's batch) with what its key recorded before: a
+// user who ran the command again expects it to run again, and without a
+// word would read a finished order's output as this run's. Called only
+// when the command's first try was so answered: after its own retry
+// (--retry-for) the recorded order is most likely that first try's,
+// whose answer was lost, and the note would read as "this did not run".
+func (a *app) noteReplayed(key string, ord *client.Order, batch *client.Batch) {
+	switch {
+	case ord != nil && ord.Replayed:
+		fmt.Fprintf(a.stderr, "orderly: --idempotency-key %q was used before for this request: this is the order it recorded (%s, submitted %s); nothing new runs\n",
+			key, ord.ID, ord.SubmittedAt.UTC().Format(time.RFC3339))
+	case batch != nil && len(batch.Replayed) == len(batch.Orders) && len(batch.Orders) > 0:
+		fmt.Fprintf(a.stderr, "orderly: --idempotency-key %q was used before for this request: these are the orders it recorded (batch %s); nothing new runs\n",
+			key, batch.BatchID)
+	case batch != nil && len(batch.Replayed) > 0:
+		var hosts []string
+		for _, o := range batch.Orders {
+			if o.Replayed {
+				hosts = append(hosts, o.Host)
+			}
+		}
+		fmt.Fprintf(a.stderr, "orderly: --idempotency-key %q was used before for this request: on %s the orders are the ones it recorded, and run nothing new; %d other host(s) got a new order\n",
+			key, strings.Join(hosts, ", "), len(batch.Orders)-len(hosts))
 	}
 }
 
