@@ -344,8 +344,11 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// a check only a newer worker makes: never run it without.
 		w.logger.Error("refused an order accepted by a newer API: upgrade this worker", "order_id", o.ID,
 			"unknown_policy_keys", o.Policy.Unknown, "version", w.opts.Version)
-		why := fmt.Sprintf("the order's policy decision has %s, unknown to this worker (version %s): an API newer than the worker accepted it; upgrade the worker",
-			quoteKeys(o.Policy.Unknown), w.opts.Version)
+		// An *order.Error's text, so that its code is known again
+		// (order.CodeOfText); workers before it wrote the message alone,
+		// which CodeOfText knows too.
+		why := order.Errorf(order.CodeUnprocessable, "%s%s, unknown to this worker (version %s): an API newer than the worker accepted it; upgrade the worker",
+			order.NewerAPIRefusal, quoteKeys(o.Policy.Unknown), w.opts.Version).Error()
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: why},
 			Detail: map[string]any{"reason": why, "unknown_policy_keys": o.Policy.Unknown}}, -1, false
 	}

@@ -249,6 +249,11 @@ func TestOrderFromANewerAPIIsRefused(t *testing.T) {
 	if got.Result == nil || !strings.Contains(got.Result.Error, `"require_check"`) || !strings.Contains(got.Result.Error, "upgrade the worker") {
 		t.Errorf("result = %+v, want the unknown key and the advice to upgrade the worker", got.Result)
 	}
+	// The refusal's code is stored with its text: the answer's
+	// result.code was empty.
+	if got.Result != nil && !strings.HasPrefix(got.Result.Error, "unprocessable: ") {
+		t.Errorf("result error %q does not start with its code", got.Result.Error)
+	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Fatal("the order was executed without the check its API counted on")
 	}

@@ -19,6 +19,10 @@ func TestCodeOfText(t *testing.T) {
 		{"forbidden", "", false},
 		{"Forbidden: no", "", false},
 		{"", "", false},
+		// A worker's refusal of an order a newer API accepted, as
+		// workers before its code wrote it, and as they write it now.
+		{NewerAPIRefusal + `"require_check", unknown to this worker (version 1.0): an API newer than the worker accepted it; upgrade the worker`, CodeUnprocessable, true},
+		{Errorf(CodeUnprocessable, "%s\"require_check\"", NewerAPIRefusal).Error(), CodeUnprocessable, true},
 	} {
 		if got, ok := CodeOfText(c.text); got != c.want || ok != c.ok {
 			t.Errorf("CodeOfText(%q) = %q, %v; want %q, %v", c.text, got, ok, c.want, c.ok)

@@ -41,12 +41,29 @@ const (
 	CodePreconditionFailed Code = "precondition_failed"
 )
 
+// NewerAPIRefusal starts the message of a worker's refusal of an order
+// whose policy decision has keys it does not know (an API newer than the
+// worker accepted it), followed by those keys.
+const NewerAPIRefusal = "the order's policy decision has "
+
 // CodeOfText returns the code an *Error's text starts with ("forbidden:
 // command denied …", as Error writes it), and whether it starts with one
 // of the closed set. An order's stored error (Result.Error) is such a
 // text when orderly refused or failed it with one of its errors, so its
 // code is known again without a column of its own.
+//
+// A worker older than the API that accepted an order refuses it when its
+// policy decision has keys the worker does not know; workers before the
+// code was written stored that refusal's text alone, starting with
+// NewerAPIRefusal, which is CodeUnprocessable.
+//
+// Every code of the closed set must be named in the switch below: the
+// set is written out twice, and TestCodeOfTextKnowsEveryCode reads this
+// file's constants to fail when one is missing here.
 func CodeOfText(s string) (Code, bool) {
+	if strings.HasPrefix(s, NewerAPIRefusal) {
+		return CodeUnprocessable, true
+	}
 	prefix, _, ok := strings.Cut(s, ": ")
 	if !ok {
 		return "", false
