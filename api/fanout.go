@@ -63,7 +63,17 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		// those it had, so the answered batch lists them all.
 		batch = uuid.NewSHA1(fanOutBatches, []byte(principalOf(r).Name+"\x00"+tmpl.IdempotencyKey))
 	}
-	targets, err := s.expandHosts(r.Context(), hosts, s.recordedHosts(principalOf(r).Name, tmpl.IdempotencyKey, batch))
+	recorded := s.recordedHosts(principalOf(r).Name, tmpl.IdempotencyKey, batch)
+	targets, err := s.expandHosts(r.Context(), hosts, recorded)
+	if order.ErrorCode(err) == order.CodeTooLarge && recorded != nil && len(hosts) <= maxFanOut {
+		// The globs match more hosts than one fan-out may reach now (the
+		// fleet grew since the first try): a retry is answered with the
+		// orders its key recorded for the hosts its patterns name, what
+		// the first answer said, rather than refused.
+		if prev := s.recordedTargets(r.Context(), hosts, recorded); len(prev) > 0 {
+			targets, err = prev, nil
+		}
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -310,6 +320,27 @@ func (s *Server) recordedHosts(principal, key string, batch uuid.UUID) func(cont
 		}
 		return hosts, nil
 	}
+}
+
+// recordedTargets returns the hosts recorded lists (recordedHosts) that
+// patterns name literally or match, sorted; none when the look-up fails
+// (the refusal it stands for then stands).
+func (s *Server) recordedTargets(ctx context.Context, patterns []string, recorded func(context.Context) ([]string, error)) []string {
+	hosts, err := recorded(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, h := range hosts {
+		for _, p := range patterns {
+			if ok, _ := path.Match(p, h); ok { // a literal name matches itself
+				out = append(out, h)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // expandHosts returns the hosts patterns name: literal names as given,

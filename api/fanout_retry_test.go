@@ -73,3 +73,36 @@ func TestFanOutRetryMatchesItsRecordedHosts(t *testing.T) {
 		t.Fatalf("%d orders recorded (%v), want the first try's 2", n, err)
 	}
 }
+
+// TestFanOutRetryPastTheCapIsItsRecord: a keyed fan-out's glob matched
+// two hosts; the fleet has grown since, and the glob now matches more
+// hosts than one fan-out may reach. Its retry was refused 413 before the
+// key was looked up; it is answered with the two recorded orders, marked
+// replayed, and makes no order on the new hosts. A new key is refused.
+func TestFanOutRetryPastTheCapIsItsRecord(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := testenv.Context(t)
+	for _, h := range []string{"big-a", "big-b"} {
+		if err := e.store.TouchHost(ctx, h, "1.0", h+"/1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := map[string]any{"hosts": []string{"big-*"}, "command": "true"}
+	code, first, _, raw := fanOutPost(e, "admin", "fan-big", req)
+	if code != http.StatusAccepted || len(first.Orders) != 2 {
+		t.Fatalf("first fan-out: %d %s", code, raw)
+	}
+	if _, err := e.pool.Exec(ctx, `INSERT INTO hosts (host) SELECT 'big-' || n FROM generate_series(1, 1000) n`); err != nil {
+		t.Fatal(err)
+	}
+	code, retry, replayed, raw := fanOutPost(e, "admin", "fan-big", req)
+	if code != http.StatusAccepted || replayed != "true" || retry.BatchID != first.BatchID || len(retry.Orders) != 2 {
+		t.Fatalf("the retry past the cap: %d (replayed %q) %.300s", code, replayed, raw)
+	}
+	code, _, _, raw = fanOutPost(e, "admin", "fan-big-2", req)
+	wantError(t, code, raw, http.StatusRequestEntityTooLarge, "too_large")
+	var n int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d orders recorded (%v), want the first try's 2", n, err)
+	}
+}
