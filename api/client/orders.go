@@ -279,7 +279,22 @@ func (c *Client) Cancel(ctx context.Context, id, signal string) (*Order, error) 
 // Batch reads a fan-out: its orders, oldest first, and the count per
 // status.
 func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
-	b, _, err := c.getBatch(ctx, id, "")
+	b, _, err := c.getBatch(ctx, id, "", false)
+	return b, err
+}
+
+// BatchOptions are Batch's options.
+type BatchOptions struct {
+	// WithoutOutputs asks for the orders without their outputs' contents
+	// (outputs=none), as ListOptions.WithoutOutputs does: a poller that
+	// only watches the statuses is not sent every finished order's
+	// output again whenever another order changes.
+	WithoutOutputs bool
+}
+
+// BatchWith is Batch with options; RefreshBatch of its batch keeps them.
+func (c *Client) BatchWith(ctx context.Context, id string, opts BatchOptions) (*Batch, error) {
+	b, _, err := c.getBatch(ctx, id, "", opts.WithoutOutputs)
 	return b, err
 }
 
@@ -289,7 +304,7 @@ func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 // it is now, with its new ETag. A prev without an ETag (a submission's
 // batch) is read in full.
 func (c *Client) RefreshBatch(ctx context.Context, prev *Batch) (b *Batch, changed bool, err error) {
-	b, notModified, err := c.getBatch(ctx, prev.BatchID.String(), prev.ETag)
+	b, notModified, err := c.getBatch(ctx, prev.BatchID.String(), prev.ETag, prev.withoutOutputs)
 	if err != nil {
 		return nil, false, err
 	}
@@ -300,11 +315,16 @@ func (c *Client) RefreshBatch(ctx context.Context, prev *Batch) (b *Batch, chang
 }
 
 // getBatch is GET /v1/batches/{id}, with If-None-Match: etag when etag
-// is not "". notModified reports a 304 (b is then nil).
-func (c *Client) getBatch(ctx context.Context, id, etag string) (b *Batch, notModified bool, err error) {
-	b = new(Batch)
+// is not "" and outputs=none when withoutOutputs. notModified reports a
+// 304 (b is then nil).
+func (c *Client) getBatch(ctx context.Context, id, etag string, withoutOutputs bool) (b *Batch, notModified bool, err error) {
+	b = &Batch{withoutOutputs: withoutOutputs}
 	var raw json.RawMessage
-	tag, notModified, err := c.getIfNoneMatch(ctx, "/v1/batches/"+pathID(id), etag, &raw)
+	path := "/v1/batches/" + pathID(id)
+	if withoutOutputs {
+		path += "?outputs=none"
+	}
+	tag, notModified, err := c.getIfNoneMatch(ctx, path, etag, &raw)
 	if err != nil || notModified {
 		return nil, notModified, err
 	}

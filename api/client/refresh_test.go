@@ -220,6 +220,16 @@ func TestClientRefreshBatchAndHost(t *testing.T) {
 		t.Fatalf("RefreshBatch of a finished batch: %v, changed %v, same %v, 304s %d", err, changed, again == b, a.get(http.StatusNotModified))
 	}
 
+	// Without outputs, and refreshed so: the same 304 while unchanged.
+	lean, err := c.BatchWith(ctx, sub.Batch.BatchID.String(), client.BatchOptions{WithoutOutputs: true})
+	if err != nil || len(lean.Orders) != 1 || lean.Orders[0].Result == nil || lean.Orders[0].Result.Stdout.Content != "" ||
+		lean.Orders[0].Result.Stdout.Bytes != int64(len("batch\n")) || lean.ETag == "" || lean.ETag == b.ETag {
+		t.Fatalf("BatchWith WithoutOutputs: %v %s", err, lean.Raw)
+	}
+	if again, changed, err := c.RefreshBatch(ctx, lean); err != nil || changed || again != lean || a.get(http.StatusNotModified) != 2 {
+		t.Fatalf("RefreshBatch of a batch read without outputs: %v, changed %v, 304s %d", err, changed, a.get(http.StatusNotModified))
+	}
+
 	// A host no worker serves: nothing changes it but a submission.
 	if _, err := c.Submit(ctx, client.SubmitRequest{Host: "quiet-1", Command: "true"}, client.SubmitOptions{}); err != nil {
 		t.Fatal(err)
@@ -229,7 +239,7 @@ func TestClientRefreshBatchAndHost(t *testing.T) {
 		t.Fatalf("Host: %v, ETag %q", err, h.ETag)
 	}
 	same, changed, err := c.RefreshHost(ctx, h)
-	if err != nil || changed || same != h || a.get(http.StatusNotModified) != 2 {
+	if err != nil || changed || same != h || a.get(http.StatusNotModified) != 3 {
 		t.Fatalf("RefreshHost of an unchanged host: %v, changed %v, same %v, 304s %d", err, changed, same == h, a.get(http.StatusNotModified))
 	}
 	if _, err := c.Submit(ctx, client.SubmitRequest{Host: "quiet-1", Command: "true"}, client.SubmitOptions{}); err != nil {

@@ -221,6 +221,9 @@ type Batch struct {
 	// ETag is the entity tag GET /v1/batches/{id} answered with this
 	// batch (Batch, RefreshBatch); "" for a submission's batch.
 	ETag string `json:"-"`
+	// withoutOutputs: read with BatchOptions.WithoutOutputs, and
+	// refreshed so.
+	withoutOutputs bool
 }
 
 // HostRefusal is a host of a fan-out that got no order, and why.

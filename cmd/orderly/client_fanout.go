@@ -64,10 +64,41 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 	}
 	delay := 200 * time.Millisecond
 	var failingSince time.Time
+	// The batch, without outputs and conditionally, says which orders
+	// moved: only those are read, and each finished one once with its
+	// output. Read one by one, a fan-out to 1,000 hosts cost 1,000
+	// requests a round. Without a batch id (an API that gave none), or
+	// when the batch cannot be read, every order is read as before.
+	var lean *client.Batch
 	for {
+		status := map[uuid.UUID]client.Status{}
+		if batch != "-" {
+			var err error
+			if lean == nil {
+				lean, err = c.BatchWith(ctx, batch, client.BatchOptions{WithoutOutputs: true})
+			} else {
+				lean, _, err = c.RefreshBatch(ctx, lean)
+			}
+			if err != nil {
+				lean = nil
+			} else {
+				for _, o := range lean.Orders {
+					status[o.ID] = o.Status
+				}
+			}
+		}
 		pending := 0
 		for i := range orders {
 			if orders[i].Status.Terminal() && raws[i] != nil {
+				continue
+			}
+			if st, ok := status[orders[i].ID]; ok && !st.Terminal() {
+				// Not finished: its status is all there is to show.
+				if st != orders[i].Status {
+					orders[i].Status = st
+					fmt.Fprintf(a.stderr, "%s: %s\n", orders[i].Host, progress(&orders[i]))
+				}
+				pending++
 				continue
 			}
 			// Conditional after the first read: a finished order's

@@ -309,3 +309,39 @@ func TestCLISubmitSaysItWasReplayed(t *testing.T) {
 		t.Fatalf("%d fan-out orders, want 2", n)
 	}
 }
+
+// TestCLIFanOutWaitReadsTheBatch: `orderly submit --hosts … --wait`
+// polled every pending order one by one each round (a fan-out to 1,000
+// hosts: 1,000 requests a round); it now reads the batch without
+// outputs, conditionally, and each order once, when it has finished.
+func TestCLIFanOutWaitReadsTheBatch(t *testing.T) {
+	s := newStack(t, "h1", "h2")
+	target, err := url.Parse(s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var orderReads, batchReads atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/orders/") && strings.Count(r.URL.Path, "/") == 3 {
+			orderReads.Add(1)
+		}
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/batches/") {
+			batchReads.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=" + s.token}, "",
+		"submit", "--hosts", "h1,h2", "--wait", "--", "sh", "-c", "sleep 2; echo batch-wait")
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stdout, "h1: batch-wait") || !strings.Contains(r.stdout, "h2: batch-wait") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	if n := orderReads.Load(); n > 2 {
+		t.Errorf("%d reads of single orders while waiting for two (batch read %d times), want one each once finished", n, batchReads.Load())
+	}
+	if batchReads.Load() == 0 {
+		t.Error("the batch was never read")
+	}
+}
