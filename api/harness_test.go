@@ -74,6 +74,9 @@ type apiEnv struct {
 	authn   *atomic.Pointer[auth.Authenticator] // shared by copies of the env
 	q       *queue.Queue
 	url     string
+	// handler is what the env's HTTP server serves, for tests that call
+	// it without a connection (submit_allocs_test.go).
+	handler http.Handler
 	tokens  map[string]string
 	// stop ends the env's intake loops and its NATS intake, as a
 	// replica that stops pulling; the HTTP server goes on.
@@ -206,7 +209,8 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 			}},
 	})
 	srv.MountCompat(opts.compat...)
-	hs := httptest.NewServer(srv.Handler())
+	e.handler = srv.Handler()
+	hs := httptest.NewServer(e.handler)
 	e.url = hs.URL
 	runCtx, stop := context.WithCancel(context.Background())
 	e.stop = stop

@@ -1,0 +1,150 @@
+package api_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// apiFrames are the functions that mark an allocation as the API's: the
+// request's own goroutine below the router, and the shared event
+// subscription's delivery to a waiting request. The worker, the intake's
+// timers, nats.go's and nats-server's goroutines and the test's own are
+// not counted.
+var apiFrames = []string{
+	"github.com/go-chi/chi/v5.(*Mux).ServeHTTP",
+	"github.com/orderly-run/orderly/api.(*eventHub).deliver",
+}
+
+// apiAllocs calls h n times with the request req makes, each answered
+// with status want, and returns the allocations per request that the API
+// made (apiFrames), counted exactly from the heap profile at a sampling
+// rate of one (not testing.AllocsPerRun, which counts every goroutine of
+// the process, the worker's included), and the sites that made most of
+// them, for the log.
+func apiAllocs(t *testing.T, h http.Handler, n, want int, req func() *http.Request) (float64, []string) {
+	t.Helper()
+	do := func() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req())
+		if w.Code != want {
+			t.Fatalf("%d, want %d: %s", w.Code, want, w.Body)
+		}
+	}
+	do() // the first request makes what is made once (the event subscription, pools)
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	defer func() { runtime.MemProfileRate = rate }()
+	before := apiProfile()
+	for range n {
+		do()
+	}
+	after := apiProfile()
+	var total int64
+	type site struct {
+		name string
+		n    int64
+	}
+	var sites []site
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			total += d
+			sites = append(sites, site{k, d})
+		}
+	}
+	slices.SortFunc(sites, func(a, b site) int { return int(b.n - a.n) })
+	var top []string
+	for i, s := range sites {
+		if i == 60 {
+			break
+		}
+		top = append(top, fmt.Sprintf("%6.2f %s", float64(s.n)/float64(n), s.name))
+	}
+	return float64(total) / float64(n), top
+}
+
+// apiProfile sums the heap profile's allocations made under apiFrames, by
+// allocation site (the innermost frame outside the runtime, with the
+// innermost frame of orderly's that led to it).
+func apiProfile() map[string]int64 {
+	runtime.GC()
+	runtime.GC() // the profile is published at the end of a cycle
+	var recs []runtime.MemProfileRecord
+	for {
+		n, ok := runtime.MemProfile(recs, true)
+		if ok {
+			recs = recs[:n]
+			break
+		}
+		recs = make([]runtime.MemProfileRecord, n+100)
+	}
+	out := map[string]int64{}
+	for _, r := range recs {
+		frames := runtime.CallersFrames(r.Stack())
+		var leaf, ours string
+		api := false
+		for {
+			f, more := frames.Next()
+			if leaf == "" && !strings.HasPrefix(f.Function, "runtime.") {
+				leaf = f.Function
+			}
+			if ours == "" && strings.HasPrefix(f.Function, "github.com/orderly-run/orderly/") {
+				ours = f.Function
+			}
+			if slices.Contains(apiFrames, f.Function) {
+				api = true
+			}
+			if !more {
+				break
+			}
+		}
+		if api {
+			out[strings.TrimPrefix(ours, "github.com/orderly-run/orderly/")+" | "+leaf] += r.AllocObjects
+		}
+	}
+	return out
+}
+
+// submitRequest is the bench's submission (cmd/orderly-bench) of `true`
+// to host as admin, with query.
+func submitRequest(e *apiEnv, host, query string) func() *http.Request {
+	body := `{"host":"` + host + `","command":"true","args":null}`
+	return func() *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/v1/orders"+query, strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+e.tokens["admin"])
+		r.Header.Set("Content-Type", "application/json")
+		return r
+	}
+}
+
+// TestSubmitAllocations counts the API's allocations per order, async
+// (202, to a host no worker serves) and sync (?wait, run by a real
+// worker: 200), against the real PostgreSQL and NATS, and holds each
+// under its count (docs/benchmarks.md, "The sync submit, counted"). At
+// 1d9b14d: 114.9 async, 224.5 sync.
+func TestSubmitAllocations(t *testing.T) {
+	// The bench's serve logs at warn (cmd/orderly-bench).
+	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e := newAPIEnv(t, envOptions{hosts: []string{"allocs-1"}, logger: quiet})
+	for _, c := range []struct {
+		name        string
+		host, query string
+		status      int
+		max         float64 // measured, and a little headroom
+	}{
+		{"async", "allocs-nowhere", "", http.StatusAccepted, 117},
+		{"sync", "allocs-1", "?wait=10", http.StatusOK, 227},
+	} {
+		n, top := apiAllocs(t, e.handler, 100, c.status, submitRequest(e, c.host, c.query))
+		t.Logf("%s: %.1f allocations per order; the top sites:\n%s", c.name, n, strings.Join(top, "\n"))
+		if n > c.max {
+			t.Errorf("%s: %.1f allocations per order in the API, want at most %.0f", c.name, n, c.max)
+		}
+	}
+}
