@@ -174,7 +174,7 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 			// which the audit and orderly_rejections_total keep (a 404 is
 			// not audited otherwise).
 			s.audit(r, http.StatusNotFound, &order.Error{Code: order.CodeForbidden,
-				Message: "action " + d.Name + ": principal " + principalOf(r).Name + " may not run it"})
+				Message: "action " + d.Name + ": principal " + principalOf(r).Name + " may not run it"}, nil)
 		}
 		s.writeError(w, r, err)
 		return

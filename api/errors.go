@@ -74,6 +74,15 @@ func errorDetail(err error) ErrorDetail {
 // not ours are bugs or dependency failures: they are logged with their cause
 // and the client sees a generic message.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeErrorOf(w, r, err, nil)
+}
+
+// writeErrorOf is writeError for a request whose audited refusal records
+// redacted() as its request (a submission, redacted: handleSubmit), made
+// only for a refusal the audit records: an accepted submission used to
+// copy the request and its context to carry a redacted copy it never
+// needed (docs/benchmarks.md, "The sync submit, counted").
+func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error, redacted func() map[string]any) {
 	var e *order.Error
 	if !errors.As(err, &e) {
 		e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
@@ -91,7 +100,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	status := statusOf(e.Code)
 	if status >= 400 && status < 500 && status != http.StatusNotFound {
-		s.audit(r, status, e)
+		s.audit(r, status, e, redacted)
 	}
 	if secs, ok := e.Details["retry_after_seconds"].(int64); ok && status == http.StatusTooManyRequests {
 		// Every 429 says when to come back, in the header clients

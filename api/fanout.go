@@ -121,7 +121,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 			s.logger.Info("fan-out host refused", "batch_id", batch, "host", h, "principal", principalOf(r).Name, "error", err)
 			var e *order.Error
 			if errors.As(err, &e) && statusOf(e.Code) < 500 {
-				s.audit(r, statusOf(e.Code), &order.Error{Code: e.Code, Message: "host " + h + ": " + e.Message})
+				s.audit(r, statusOf(e.Code), &order.Error{Code: e.Code, Message: "host " + h + ": " + e.Message}, nil)
 			}
 			continue
 		}

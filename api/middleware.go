@@ -78,8 +78,9 @@ func oneAuthorization(values []string) error {
 
 // audit records a refused request. The request is redacted: method, path
 // and query only (credentials in the query redacted: auditQuery) — never
-// headers (tokens) or the body (env values).
-func (s *Server) audit(r *http.Request, status int, e *order.Error) {
+// headers (tokens) or the body (env values). redacted, when not nil, is
+// the request's redacted body, which the audit records instead.
+func (s *Server) audit(r *http.Request, status int, e *order.Error, redacted func() map[string]any) {
 	if !s.recordRefusal(clientIPOf(r), principalOf(r).Name) {
 		s.Intake.Unrecorded(string(e.Code))
 		return
@@ -89,7 +90,9 @@ func (s *Server) audit(r *http.Request, status int, e *order.Error) {
 		Method: r.Method, Path: r.URL.Path, Status: status, Code: string(e.Code), Reason: e.Message,
 		Request: map[string]any{"query": auditQuery(r.URL.RawQuery)},
 	}
-	if rr, ok := r.Context().Value(redactedKey{}).(map[string]any); ok {
+	if redacted != nil {
+		rej.Request = redacted()
+	} else if rr, ok := r.Context().Value(redactedKey{}).(map[string]any); ok {
 		rej.Request = rr
 	}
 	s.Intake.Reject(r.Context(), rej)

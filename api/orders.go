@@ -56,32 +56,35 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	r = r.WithContext(context.WithValue(r.Context(), redactedKey{}, redact(&req)))
+	// A refusal from here on is audited with the submission, redacted
+	// (made only then).
+	fail := func(err error) { s.writeErrorOf(w, r, err, func() map[string]any { return redact(&req) }) }
 	o, err := req.toOrder()
 	if err != nil {
-		s.writeError(w, r, err)
+		fail(err)
 		return
 	}
 	o.Source = "rest"
 	if o.IdempotencyKey, err = idempotencyKeyOf(r); err != nil {
-		s.writeError(w, r, err)
+		fail(err)
 		return
 	}
 	if req.Hosts != nil && len(req.Hosts) == 0 && o.Host == "" {
 		// "hosts": [] decodes to an empty list, where an absent one is nil:
 		// it was sent, naming no host, and the single order's check below
 		// would refuse host, a field the client never sent.
-		s.writeError(w, r, order.FieldError(order.CodeInvalid, "hosts", "hosts is empty: name at least one host or host pattern"))
+		fail(order.FieldError(order.CodeInvalid, "hosts", "hosts is empty: name at least one host or host pattern"))
 		return
 	}
 	if len(req.Hosts) > 0 {
-		s.fanOut(w, r, o, req.Hosts, wait)
+		// The fan-out audits each host's refusal with the submission.
+		s.fanOut(w, r.WithContext(context.WithValue(r.Context(), redactedKey{}, redact(&req))), o, req.Hosts, wait)
 		return
 	}
 	o.ID = order.NewID()
 	final, err := s.submitOrder(r.Context(), principalOf(r), o, wait, s.Store.GetOrderLean)
 	if err != nil {
-		s.writeError(w, r, err)
+		fail(err)
 		return
 	}
 	setReplayed(w, final.ID != o.ID)

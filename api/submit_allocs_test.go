@@ -138,8 +138,8 @@ func TestSubmitAllocations(t *testing.T) {
 		status      int
 		max         float64 // measured, and a little headroom
 	}{
-		{"async", "allocs-nowhere", "", http.StatusAccepted, 117},
-		{"sync", "allocs-1", "?wait=10", http.StatusOK, 227},
+		{"async", "allocs-nowhere", "", http.StatusAccepted, 110},
+		{"sync", "allocs-1", "?wait=10", http.StatusOK, 220},
 	} {
 		n, top := apiAllocs(t, e.handler, 100, c.status, submitRequest(e, c.host, c.query))
 		t.Logf("%s: %.1f allocations per order; the top sites:\n%s", c.name, n, strings.Join(top, "\n"))
