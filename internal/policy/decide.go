@@ -55,7 +55,9 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 		return deny(nil, fmt.Sprintf("no policy rule applies to principal %q", r.Principal.Name))
 	}
 
-	denyForms := denyLines(r)
+	// The allow lines are the deny lines' first ones (denyLines): built
+	// once, not again below.
+	denyForms, nAllow := denyLines(r)
 	var matched []string
 	var denied []string
 	for _, ru := range applicable {
@@ -72,7 +74,7 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 		return deny(matched, "command denied by rule "+quoteList(denied))
 	}
 
-	allowForms := allowLines(r)
+	allowForms := denyForms[:nAllow]
 	var allowed, refusals, reasons []string
 	var timeout time.Duration
 	for _, ru := range applicable {
@@ -167,9 +169,10 @@ func allowLines(r Request) []string {
 // the allow lines plus, for anything with a slash, the cleaned path and the
 // bare basename. So "/sbin/shutdown -h now", "../sbin//shutdown" and a name
 // that resolves to /usr/sbin/shutdown all meet a "^shutdown" deny rule (the
-// Vigrid Shell API bypass).
-func denyLines(r Request) []string {
-	lines := allowLines(r)
+// Vigrid Shell API bypass). The first nAllow of them are allowLines'.
+func denyLines(r Request) (lines []string, nAllow int) {
+	lines = allowLines(r)
+	nAllow = len(lines)
 	for _, c := range []string{r.Command, r.ResolvedPath} {
 		if !strings.Contains(c, "/") {
 			continue
@@ -178,7 +181,7 @@ func denyLines(r Request) []string {
 		lines = appendNew(lines, line(clean, r.Args))
 		lines = appendNew(lines, line(path.Base(clean), r.Args))
 	}
-	return lines
+	return lines, nAllow
 }
 
 // line joins a command and its arguments the way rules are written:
@@ -219,7 +222,7 @@ func DenyResolved(d order.Decision, command, path string, args []string) error {
 	if len(d.Deny) == 0 {
 		return nil
 	}
-	forms := denyLines(Request{Command: command, ResolvedPath: path, Args: args})
+	forms, _ := denyLines(Request{Command: command, ResolvedPath: path, Args: args})
 	var matched, denied []string
 	for _, dr := range d.Deny {
 		re, err := denyRegex(dr.Regex)
