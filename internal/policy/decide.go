@@ -190,7 +190,18 @@ func line(cmd string, args []string) string {
 	if len(args) == 0 {
 		return cmd
 	}
-	return cmd + " " + strings.Join(args, " ")
+	n := len(cmd) + len(args)
+	for _, a := range args {
+		n += len(a)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(cmd)
+	for _, a := range args {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
+	return b.String()
 }
 
 func appendNew(s []string, v string) []string {
