@@ -22,3 +22,23 @@ func TestTinyTimeoutIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestToStreamAllocations: a kept stream's answer, its digest in hex
+// included: 3 allocations, 2 of them hex.EncodeToString's for the digest
+// (its buffer, then the string); 2 now (the digest's string, the
+// content's).
+func TestToStreamAllocations(t *testing.T) {
+	sum := make([]byte, 32)
+	for i := range sum {
+		sum[i] = byte(i * 7)
+	}
+	out := order.Output{Content: []byte("hello\n"), Bytes: 6, SHA256: sum}
+	n := testing.AllocsPerRun(200, func() {
+		if s := toStream(out, order.EncodeText); s.SHA256 != "00070e151c232a31383f464d545b626970777e858c939aa1a8afb6bdc4cbd2d9" || s.Content != "hello\n" {
+			t.Fatalf("%+v", s)
+		}
+	})
+	if n > 2 {
+		t.Fatalf("%.0f allocations for a stream's answer, want at most 2", n)
+	}
+}
