@@ -206,3 +206,36 @@ func TestFollowerRaisesOnlyForASustainedHeap(t *testing.T) {
 		t.Fatalf("no base: limit %d, want it untouched", l)
 	}
 }
+
+// An idle process is not woken every period: the checks stop at the
+// first period without a collection and start again at the next one.
+// Counted, not timed: ticking every period, fn ran about forty times in
+// the window below; parked, it runs at most once or twice (one round
+// after a collection the test itself may have caused).
+func TestEveryParksWhileNoCollection(t *testing.T) {
+	const period = 5 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := make(chan struct{}, 1000)
+	done := make(chan struct{})
+	go func() { defer close(done); every(ctx, period, func() { calls <- struct{}{} }) }()
+	defer func() { cancel(); <-done }()
+
+	runtime.GC()
+	time.Sleep(40 * period) // an observation window: idle
+	before := len(calls)
+	time.Sleep(40 * period)
+	if n := len(calls) - before; n > 3 {
+		t.Fatalf("%d checks in 40 idle periods; want the checks parked until the next collection", n)
+	}
+	// A collection wakes them again.
+	before = len(calls)
+	runtime.GC()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(calls) == before {
+		if time.Now().After(deadline) {
+			t.Fatal("no check within 10 s of a collection; want the checks woken by it")
+		}
+		runtime.Gosched()
+		time.Sleep(period)
+	}
+}
