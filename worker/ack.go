@@ -35,7 +35,7 @@ func (w *Worker) ack(msg jetstream.Msg, id uuid.UUID) {
 			return
 		}
 		if st != nil {
-			st.suspect.Store(true)
+			st.suspectNow()
 		}
 		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
 			return // the worker is stopping: its successor settles what is held

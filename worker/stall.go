@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -32,35 +33,81 @@ const stallCheckEvery = 2 * time.Second
 // (nats-server back with its store lost, or restored from before the
 // consumer existed: its pulls only miss their heartbeats) ends the tenure
 // too, and the next one creates it again.
+//
+// A worker that is not suspect has nothing to check: the watch then parks
+// until something makes it suspect (suspectNow) or the connection
+// reconnects, instead of ticking every stallCheckEvery to look. The ticks
+// woke every idle host's worker every 2 s for nothing (docs/benchmarks.md,
+// "Eight hosts, counted").
 type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message
 	feederIdle atomic.Bool // the feeder waits on the iterator, holding nothing
+	// poke wakes a parked watch once suspect is set (one pending at most).
+	poke chan struct{}
+	// every is the pace of the checks while suspect (stallCheckEvery
+	// unless a test sets it); ticks counts them.
+	every time.Duration
+	ticks atomic.Uint64
+}
+
+// newStall returns a tenure's stall check, suspect from the start.
+func newStall() *stall {
+	s := &stall{poke: make(chan struct{}, 1), every: stallCheckEvery}
+	s.suspectNow()
+	return s
+}
+
+// suspectNow marks the worker suspect and wakes the watch if it is parked.
+func (s *stall) suspectNow() {
+	s.suspect.Store(true)
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
 }
 
 // watch runs until ctx ends; it calls stop with errRewind on a stall.
-// reconnects counts the connection's reconnects.
-func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnects func() uint64, stop context.CancelCauseFunc,
+// reconnected receives when the connection has reconnected
+// (nats.Conn.StatusChanged(nats.CONNECTED)).
+func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected <-chan nats.Status, stop context.CancelCauseFunc,
 	logf func(msg string, args ...any)) {
-	t := time.NewTicker(stallCheckEvery)
+	t := time.NewTicker(s.every)
 	defer t.Stop()
 	strikes, gone := 0, 0
-	seen := reconnects()
 	for {
+		if !s.suspect.Load() {
+			t.Stop()
+			strikes = 0
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-reconnected:
+				if !ok {
+					reconnected = nil // closed: no more news
+				}
+				s.suspect.Store(true)
+			case <-s.poke:
+			}
+			t.Reset(s.every)
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-reconnected:
+			if !ok {
+				reconnected = nil
+			}
+			s.suspect.Store(true)
+			continue
 		case <-t.C:
 		}
-		if n := reconnects(); n != seen {
-			seen = n
-			s.suspect.Store(true)
-		}
+		s.ticks.Add(1)
 		if !s.suspect.Load() || !s.loopIdle.Load() || !s.feederIdle.Load() {
 			strikes = 0
 			continue
 		}
-		ictx, cancel := context.WithTimeout(ctx, stallCheckEvery)
+		ictx, cancel := context.WithTimeout(ctx, s.every)
 		info, err := cons.Info(ictx)
 		cancel()
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {

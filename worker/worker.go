@@ -285,14 +285,15 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// Suspect from the start: a pull request that was not this tenure's
 	// may have taken the only message there was, which leaves no gap to
 	// see; the first idle check asks the consumer.
-	st := &stall{}
-	st.suspect.Store(true)
+	st := newStall()
 	w.acks.Store(st)
+	nc := w.q.JetStream().Conn()
+	reconnected := nc.StatusChanged(nats.CONNECTED)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		nc := w.q.JetStream().Conn()
-		st.watch(feedCtx, cons, func() uint64 { return nc.Stats().Reconnects }, stopFeed, w.logger.Warn)
+		defer nc.RemoveStatusListener(reconnected)
+		st.watch(feedCtx, cons, reconnected, stopFeed, w.logger.Warn)
 	}()
 	// The feeder hands messages over one at a time; holding the next one
 	// while an order runs is what lets its claim share the result's commit.
@@ -356,7 +357,7 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 			st.feederIdle.Store(false)
 		}
 		if err != nil {
-			st.suspect.Store(true)
+			st.suspectNow()
 			if ctx.Err() != nil {
 				return
 			}
