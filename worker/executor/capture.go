@@ -2,11 +2,8 @@ package executor
 
 import (
 	"crypto/sha256"
-	"errors"
 	"hash"
-	"io"
 	"math"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -16,7 +13,7 @@ import (
 // half and the last half of the cap (the tail in a ring buffer), counts and
 // hashes every byte, and so holds at most the cap in memory whatever the
 // process prints, while Bytes and SHA256 still describe the full stream.
-// os/exec calls Write from one goroutine per stream, so a capture needs no
+// The pipes' loop calls Write from one goroutine, so a capture needs no
 // lock.
 type capture struct {
 	stream   string
@@ -32,8 +29,6 @@ type capture struct {
 	pos  int
 	n    int64
 	sum  hash.Hash
-	// bufs lends ReadFrom its read buffer (nil: allocate one).
-	bufs *sync.Pool
 }
 
 // growFullFrom is the kept size past which a capture's buffer grows
@@ -53,12 +48,11 @@ const readBufferSize = 32 << 10
 // newCapture returns a capture keeping at most maxKept bytes of stream,
 // split into maxKept/2 bytes of head and the rest of tail, so an odd cap is
 // used in full. A maxKept of zero or less keeps nothing.
-func newCapture(stream string, maxKept int64, onOutput func(string, []byte), bufs *sync.Pool) *capture {
+func newCapture(stream string, maxKept int64, onOutput func(string, []byte)) *capture {
 	limit := int(min(max(maxKept, 0), math.MaxInt))
 	return &capture{
 		stream:   stream,
 		onOutput: onOutput,
-		bufs:     bufs,
 		headMax:  limit / 2,
 		tailMax:  limit - limit/2,
 		sum:      sha256.New(),
@@ -97,37 +91,6 @@ func (c *capture) Write(p []byte) (int, error) {
 		c.pos = (c.pos + k) % c.tailMax
 	}
 	return len(p), nil
-}
-
-// ReadFrom copies r into the capture until EOF. os/exec's io.Copy prefers
-// it to allocating a fresh 32 KiB buffer per stream and run, which was most
-// of the executor's per-run garbage.
-func (c *capture) ReadFrom(r io.Reader) (int64, error) {
-	var buf *[]byte
-	if c.bufs != nil {
-		buf, _ = c.bufs.Get().(*[]byte)
-	}
-	if buf == nil {
-		b := make([]byte, readBufferSize)
-		buf = &b
-	}
-	if c.bufs != nil {
-		defer c.bufs.Put(buf)
-	}
-	var total int64
-	for {
-		n, err := r.Read(*buf)
-		if n > 0 {
-			_, _ = c.Write((*buf)[:n])
-			total += int64(n)
-		}
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }
 
 // output returns the stream as recorded: all of it when it fit in the cap

@@ -94,7 +94,7 @@ func TestCapture(t *testing.T) {
 						t.Errorf("OnOutput stream = %q", s)
 					}
 					seen.Write(p)
-				}, nil)
+				})
 				chunked(t, c, in, sizes)
 				out := c.output()
 
@@ -121,7 +121,7 @@ func TestCapture(t *testing.T) {
 
 func TestCaptureMarker(t *testing.T) {
 	t.Parallel()
-	c := newCapture("stderr", 4, nil, nil)
+	c := newCapture("stderr", 4, nil)
 	chunked(t, c, []byte("abcdefghij"), []int{0})
 	got := string(c.output().Content)
 	if want := "ab\n…[orderly: 6 bytes omitted]…\nij"; got != want {
@@ -134,7 +134,7 @@ func TestCaptureMarker(t *testing.T) {
 // text (valid UTF-8 is answered as text, anything else as base64).
 func TestCaptureCutsBetweenCharacters(t *testing.T) {
 	t.Parallel()
-	c := newCapture("stdout", 8, nil, nil)
+	c := newCapture("stdout", 8, nil)
 	chunked(t, c, []byte("€€€€€€"), []int{2}) // 18 bytes of 3-byte characters; head 4, tail 4
 	got := string(c.output().Content)
 	if want := "€\n…[orderly: 12 bytes omitted]…\n€"; got != want {
@@ -148,7 +148,7 @@ func TestCaptureMemoryBounded(t *testing.T) {
 	t.Parallel()
 	const limit = 1001
 	rng := rand.New(rand.NewPCG(1, 2))
-	c := newCapture("stdout", limit, nil, nil)
+	c := newCapture("stdout", limit, nil)
 	buf := make([]byte, 70_000)
 	var all []byte
 	for range 200 {
@@ -198,7 +198,7 @@ func TestCaptureRandom(t *testing.T) {
 		}
 		sizes := []int{rng.IntN(9), rng.IntN(30) + 1, rng.IntN(3) + 1}
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			c := newCapture("stdout", int64(limit), nil, nil)
+			c := newCapture("stdout", int64(limit), nil)
 			chunked(t, c, in, sizes)
 			out := c.output()
 			fail := func(why string) {
@@ -244,7 +244,7 @@ func TestCaptureRandom(t *testing.T) {
 func TestCaptureGrowsToTheCapPastGrowFullFrom(t *testing.T) {
 	t.Parallel()
 	const limit = 10 << 20
-	c := newCapture("stdout", limit, nil, nil)
+	c := newCapture("stdout", limit, nil)
 	p := bytes.Repeat([]byte("y\n"), 16<<10)
 	var all []byte
 	for len(all) <= growFullFrom {
@@ -267,7 +267,7 @@ func TestCaptureGrowsToTheCapPastGrowFullFrom(t *testing.T) {
 func TestCaptureKeepsDoublingUnderALargeCap(t *testing.T) {
 	t.Parallel()
 	const limit = 1 << 30
-	c := newCapture("stdout", limit, nil, nil)
+	c := newCapture("stdout", limit, nil)
 	p := bytes.Repeat([]byte("y\n"), 16<<10)
 	for written := 0; written <= 2*growFullFrom; written += len(p) {
 		_, _ = c.Write(p)

@@ -107,9 +107,10 @@ type Request struct {
 	CaptureStdout bool
 	CaptureStderr bool
 	// OnOutput, if set, sees every chunk of a captured stream as it
-	// arrives, with stream "stdout" or "stderr". It is called from one
-	// goroutine per stream, so it must be safe for concurrent use; it must
-	// not retain p, and while it blocks the process blocks on a full pipe.
+	// arrives, with stream "stdout" or "stderr". It is called from the
+	// executor's goroutines (today one per Run, for both streams) and
+	// must be safe for concurrent use; it must not retain p, and while it
+	// blocks the process blocks on a full pipe (both pipes, today).
 	// It is never called after Run returns.
 	OnOutput func(stream string, p []byte)
 	// CgroupParent, when set, is a cgroup v2 directory delegated to the
@@ -193,7 +194,7 @@ type Result struct {
 // run several Requests at once.
 type Executor struct {
 	logger *slog.Logger
-	// bufs holds *[]byte read buffers for captured streams, reused across
+	// bufs holds *[]byte read buffers for the pipes' loop, reused across
 	// runs to keep the hot path's garbage down.
 	bufs sync.Pool
 	// machine is read once: the boot, the machine and our pid namespace
@@ -314,7 +315,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	// Streams not asked for are /dev/null: the process's shared one
 	// (devNull), or os/exec's own (nil) if it could not be opened.
 	var stdout, stderr *capture
-	pp := newPipes(req.Credential)
+	pp := newPipes(req.Credential, &e.bufs)
 	nullIn, nullOut := devNull()
 	if nullIn != nil {
 		cmd.Stdin = nullIn
@@ -344,13 +345,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			}
 		}
 		if req.CaptureStdout {
-			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput, &e.bufs)
+			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput)
 			if cmd.Stdout, err = pp.output(stdout); err != nil {
 				return err
 			}
 		}
 		if req.CaptureStderr {
-			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput, &e.bufs)
+			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput)
 			if cmd.Stderr, err = pp.output(stderr); err != nil {
 				return err
 			}
@@ -372,19 +373,29 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 		return Result{GroupGone: true, StartErr: err}
 	}
-	pp.started()
 	pid := cmd.Process.Pid // Setsid made it the group and session id too
 	res := Result{Pid: pid}
 
 	// The leader is waited for with WNOWAIT: it stays a zombie, which keeps
 	// its pid, and so the group id, from being reused until the group has
-	// been killed below.
+	// been killed below. The pipes' loop waits for it on a pidfd (the
+	// leader is our unreaped child: the pid is still its own); without
+	// pipes, or a pidfd, a goroutine blocks in waitid.
 	exited := make(chan error, 1)
 	waitExited := e.leaderExited
+	pidfd := -1
 	if waitExited == nil {
 		waitExited = waitExitedNoReap
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			pidfd = fd
+		}
 	}
-	go func() { exited <- waitExited(pid) }()
+	if !pp.watch(pid, pidfd, exited) {
+		if pidfd >= 0 {
+			_ = unix.Close(pidfd)
+		}
+		go func() { exited <- waitExited(pid) }()
+	}
 
 	var waitErr error
 	if res.Aborted = e.started(pid, cg, req.OnStart, &res); res.Aborted != nil {

@@ -3,6 +3,7 @@ package executor
 import (
 	"errors"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,103 +15,260 @@ import (
 // order's user: a command run as another user reopens them by name
 // (`> /dev/stderr`, `cat /dev/stdin`, that is /proc/self/fd/N), which the
 // kernel checks against the pipe's owner and its mode, 0600.
+//
+// One goroutine serves them all, and the leader's exit too (watch): it
+// waits in epoll_wait on the worker's ends and on a pidfd of the leader,
+// where os/exec's copies and a blocking waitid took a goroutine each,
+// three per order of /bin/true, each created, parked and woken
+// (docs/benchmarks.md, "The worker's work per order, counted").
 type pipes struct {
-	owner  *syscall.Credential // the order's user; nil: the worker's own
-	ends   []pipeEnds
-	copies []func()   // begun once the child runs
-	done   chan error // one value per copy
+	owner *syscall.Credential // the order's user; nil: the worker's own
+	ends  []pipeEnds          // in room: no allocation of their own
+	room  [3]pipeEnds
+	bufs  *sync.Pool // lends the loop its read buffer (nil: allocate one)
+	// epfd is the loop's epoll instance, -1 before watch and once the
+	// loop is done with it; mu guards it against the cut (wait), which
+	// adds to it from another goroutine.
+	mu   sync.Mutex
+	epfd int
+	// done is closed once every end is finished (read to EOF, fed,
+	// failed or cut); cut and err are the loop's, read after done.
+	done chan struct{}
+	cut  bool
+	err  error
 }
 
-// pipeEnds are one pipe: the end the child inherits and the end the
-// worker's copy uses (pollable, so a deadline can cut it short); input
-// says the child reads it (stdin).
+// pipeEnds are one pipe: the end the child inherits and the worker's end
+// (non-blocking, read or written by the loop); input says the child
+// reads it (stdin), whose feed is in, else out captures it.
 type pipeEnds struct {
-	child, ours *os.File
-	input       bool
+	child *os.File
+	ours  int // -1 once closed
+	input bool
+	in    []byte
+	out   *capture
 }
 
-func newPipes(owner *syscall.Credential) *pipes {
-	return &pipes{owner: owner, done: make(chan error, 3)}
+// Tags of the loop's epoll events beside the ends' indexes.
+const (
+	tagLeader = 1 << 20 // the leader's pidfd is readable: it exited
+	tagCut    = 1<<20 + 1
+)
+
+func newPipes(owner *syscall.Credential, bufs *sync.Pool) *pipes {
+	p := &pipes{owner: owner, bufs: bufs, epfd: -1}
+	p.ends = p.room[:0]
+	return p
 }
 
 // output returns the write end for the child's stdout or stderr; once the
 // child runs, everything written to it goes to dst.
 func (p *pipes) output(dst *capture) (*os.File, error) {
-	r, w, err := p.pipe(false)
-	if err != nil {
-		return nil, err
-	}
-	p.copies = append(p.copies, func() {
-		_, err := dst.ReadFrom(r)
-		p.done <- err
-	})
-	return w, nil
+	return p.pipe(pipeEnds{out: dst})
 }
 
 // input returns the read end for the child's stdin, fed with b once the
 // child runs. A child that exits without reading it all ends the feed
 // (EPIPE), which is not an error.
 func (p *pipes) input(b []byte) (*os.File, error) {
-	r, w, err := p.pipe(true)
-	if err != nil {
-		return nil, err
-	}
-	p.copies = append(p.copies, func() {
-		_, err := w.Write(b)
-		if errors.Is(err, syscall.EPIPE) {
-			err = nil
+	return p.pipe(pipeEnds{input: true, in: b})
+}
+
+// pipe makes a pipe for e whose child's end (the read end for input) is
+// blocking, as a process expects its streams, and owned by the order's
+// user; the worker's end is non-blocking and in the loop's epoll
+// instance, made with the first pipe.
+func (p *pipes) pipe(e pipeEnds) (*os.File, error) {
+	if p.epfd < 0 {
+		epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			return nil, os.NewSyscallError("epoll_create1", err)
 		}
-		_ = w.Close() // the child's EOF
-		p.done <- err
-	})
-	return r, nil
-}
-
-// pipe makes a pipe whose read end (childReads) or write end is the
-// child's, owned by the order's user.
-func (p *pipes) pipe(childReads bool) (r, w *os.File, err error) {
-	if r, w, err = os.Pipe(); err != nil {
-		return nil, nil, err
+		p.epfd = epfd
 	}
-	e := pipeEnds{child: w, ours: r}
-	if childReads {
-		e = pipeEnds{child: r, ours: w, input: true}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("pipe2", err)
 	}
+	child, ours := fds[1], fds[0]
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(len(p.ends))}
+	if e.input {
+		child, ours = fds[0], fds[1]
+		ev.Events = unix.EPOLLOUT
+	}
+	e.child, e.ours = os.NewFile(uintptr(child), "|order"), ours
 	p.ends = append(p.ends, e)
-	if err := p.own(e.child); err != nil {
-		return nil, nil, err
+	if err := unix.SetNonblock(ours, true); err != nil {
+		return nil, os.NewSyscallError("fcntl", err)
 	}
-	return r, w, nil
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, ours, &ev); err != nil {
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	if p.owner != nil {
+		if err := unix.Fchown(child, int(p.owner.Uid), int(p.owner.Gid)); err != nil {
+			return nil, os.NewSyscallError("fchown", err)
+		}
+	}
+	return e.child, nil
 }
 
-// own gives the child's end f to the order's user.
-func (p *pipes) own(f *os.File) error {
-	if p.owner == nil {
-		return nil
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var chown error
-	if err := rc.Control(func(fd uintptr) {
-		chown = unix.Fchown(int(fd), int(p.owner.Uid), int(p.owner.Gid))
-	}); err != nil {
-		return err
-	}
-	return chown
-}
-
-// started closes the child's ends in this process (so that the child's
-// exit is an EOF here) and begins the copies.
-func (p *pipes) started() {
+// watch closes the child's ends in this process (so that the child's
+// exit is an EOF here) and begins the loop that copies the pipes. Given
+// a pidfd of the leader (pidfd >= 0), the loop also sends the leader's
+// exit to exited, as waitExitedNoReap reports it, and closes pidfd; watch
+// reports whether it does. Without pipes there is no loop: the caller
+// waits for the leader itself, and closes pidfd.
+func (p *pipes) watch(pid, pidfd int, exited chan<- error) (leader bool) {
 	for i := range p.ends {
 		_ = p.ends[i].child.Close()
 		p.ends[i].child = nil
 	}
-	for _, f := range p.copies {
-		go f()
+	if len(p.ends) == 0 {
+		return false
 	}
+	if pidfd >= 0 {
+		leader = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, pidfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tagLeader}) == nil
+	}
+	if !leader {
+		pidfd = -1
+	}
+	p.done = make(chan struct{})
+	go p.loop(pid, pidfd, exited)
+	return leader
+}
+
+// loop copies every end until each is finished, and watches pidfd
+// (if >= 0) until the leader exits; then it closes the epoll instance.
+func (p *pipes) loop(pid, pidfd int, exited chan<- error) {
+	var buf *[]byte
+	if p.bufs != nil {
+		buf, _ = p.bufs.Get().(*[]byte)
+	}
+	if buf == nil {
+		b := make([]byte, readBufferSize)
+		buf = &b
+	}
+	open := len(p.ends)
+	finished := false // done is closed
+	var events [4]unix.EpollEvent
+	for open > 0 || pidfd >= 0 {
+		n, err := unix.EpollWait(p.epfd, events[:], -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// Not expected of a valid epoll instance: end what is left
+			// as the cut would, and report the leader as waitid does.
+			p.err = errors.Join(p.err, os.NewSyscallError("epoll_wait", err))
+			for i := range p.ends {
+				if p.ends[i].ours >= 0 {
+					p.finish(i)
+					open--
+				}
+			}
+			open = 0
+			if !finished {
+				finished = true
+				close(p.done)
+			}
+			if pidfd >= 0 {
+				exited <- waitExitedNoReap(pid)
+				_ = unix.Close(pidfd)
+				pidfd = -1
+			}
+			break
+		}
+		for _, ev := range events[:n] {
+			switch i := int(ev.Fd); {
+			case i == tagLeader:
+				// Readable once the leader has exited (it is a zombie,
+				// unreaped, as waitExitedNoReap leaves it): that is
+				// the news, with no waitid to make.
+				_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, pidfd, nil)
+				exited <- nil
+				_ = unix.Close(pidfd)
+				pidfd = -1
+			case i == tagCut:
+				// The order's processes are gone and the delay passed:
+				// an end still held is held by a process outside the
+				// order, and its copy is cut. One nobody holds is read
+				// to its end: what is left in it is the order's.
+				for j := range p.ends {
+					if p.ends[j].ours >= 0 && p.ends[j].held() {
+						p.cut = true
+						p.finish(j)
+						open--
+					}
+				}
+			case i >= 0 && i < len(p.ends) && p.ends[i].ours >= 0:
+				if p.step(i, *buf) {
+					p.finish(i)
+					open--
+				}
+			}
+		}
+		if open == 0 && !finished {
+			finished = true
+			close(p.done)
+		}
+	}
+	if p.bufs != nil {
+		p.bufs.Put(buf)
+	}
+	p.mu.Lock()
+	_ = unix.Close(p.epfd)
+	p.epfd = -1
+	p.mu.Unlock()
+}
+
+// step does what end i is ready for: one read into buf for an output, one
+// write of what is left for stdin. It reports whether the end is
+// finished.
+func (p *pipes) step(i int, buf []byte) bool {
+	e := &p.ends[i]
+	if e.input {
+		n, err := unix.Write(e.ours, e.in)
+		if n > 0 {
+			e.in = e.in[n:]
+		}
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return false
+		case err == unix.EPIPE: // the child exited without reading it all
+			return true
+		case err != nil:
+			p.err = errors.Join(p.err, os.NewSyscallError("write", err))
+			return true
+		}
+		return len(e.in) == 0 // then closing it is the child's EOF
+	}
+	// A full buffer says more is waiting: read on, a few times, then let
+	// the other stream have its turn.
+	for range 8 {
+		n, err := unix.Read(e.ours, buf)
+		switch {
+		case n == len(buf):
+			_, _ = e.out.Write(buf)
+			continue
+		case n > 0:
+			_, _ = e.out.Write(buf[:n])
+			return false
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return false
+		case err != nil:
+			p.err = errors.Join(p.err, os.NewSyscallError("read", err))
+			return true
+		}
+		return true // EOF
+	}
+	return false
+}
+
+// finish takes end i out of the loop and closes it.
+func (p *pipes) finish(i int) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, p.ends[i].ours, nil)
+	_ = unix.Close(p.ends[i].ours)
+	p.ends[i].ours = -1
 }
 
 // wait waits for the copies once the order's processes are gone: the
@@ -118,65 +276,67 @@ func (p *pipes) started() {
 // them, so after delay the copies of pipes still held are cut short, and
 // wait says so. A pipe nobody else holds any more is read to its end
 // (the copy is only slow: OnOutput is busy), since what is left in it is
-// the order's own output. It closes every end.
+// the order's own output. Every end is closed when it returns.
 func (p *pipes) wait(delay time.Duration) (cut bool, err error) {
+	if p.done == nil { // never watched
+		p.close()
+		return false, nil
+	}
+	select {
+	case <-p.done: // as for most orders: no timer to make
+		return p.cut, p.err
+	default:
+	}
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
-	timeout := timer.C
-	for range p.copies {
-		select {
-		case e := <-p.done:
-			if !errors.Is(e, os.ErrDeadlineExceeded) {
-				err = errors.Join(err, e)
-			}
-			continue
-		case <-timeout:
-		}
-		timeout = nil
-		now := time.Now()
-		for _, e := range p.ends {
-			if e.held() {
-				cut = true
-				_ = e.ours.SetDeadline(now)
-			}
-		}
-		if e := <-p.done; !errors.Is(e, os.ErrDeadlineExceeded) {
-			err = errors.Join(err, e)
+	select {
+	case <-p.done:
+		return p.cut, p.err
+	case <-timer.C:
+	}
+	// Wake the loop for the cut: an eventfd that is readable already
+	// wakes epoll_wait when it is added.
+	p.mu.Lock()
+	if p.epfd >= 0 {
+		if fd, err := unix.Eventfd(1, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
+			// One-shot: the loop sees it once; closed once it is done.
+			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: tagCut})
+			defer unix.Close(fd)
 		}
 	}
-	p.close()
-	return cut, err
+	p.mu.Unlock()
+	<-p.done
+	return p.cut, p.err
 }
 
 // held reports whether a process still holds the child's end of the pipe:
 // for an output pipe, a writer (no POLLHUP on our read end); for stdin, a
 // reader (no POLLERR on our write end). When it cannot tell, it says held.
 func (e pipeEnds) held() bool {
-	rc, err := e.ours.SyscallConn()
-	if err != nil {
-		return true
-	}
 	gone := unix.POLLHUP
 	if e.input {
 		gone = unix.POLLERR
 	}
-	held := true
-	_ = rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd)}}
-		if n, err := unix.Poll(fds, 0); err == nil && n == 1 && fds[0].Revents&int16(gone) != 0 {
-			held = false
-		}
-	})
-	return held
+	fds := []unix.PollFd{{Fd: int32(e.ours)}}
+	n, err := unix.Poll(fds, 0)
+	return !(err == nil && n == 1 && fds[0].Revents&int16(gone) != 0)
 }
 
-// close closes every end left open (all of them when the child never
-// started).
+// close closes every end of pipes that were never watched (the child did
+// not start, or there are none), and the epoll instance.
 func (p *pipes) close() {
-	for _, e := range p.ends {
-		if e.child != nil {
+	if p.epfd >= 0 {
+		_ = unix.Close(p.epfd)
+		p.epfd = -1
+	}
+	for i := range p.ends {
+		if e := &p.ends[i]; e.child != nil {
 			_ = e.child.Close()
+			e.child = nil
 		}
-		_ = e.ours.Close()
+		if e := &p.ends[i]; e.ours >= 0 {
+			_ = unix.Close(e.ours)
+			e.ours = -1
+		}
 	}
 }
