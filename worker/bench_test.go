@@ -1,10 +1,12 @@
 package worker_test
 
 import (
+	"runtime/metrics"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -46,4 +48,52 @@ func backlog(b *testing.B, e *env, ws *postgres.Store) {
 	e.waitStatus(ids[len(ids)-1], order.StatusSucceeded)
 	b.StopTimer()
 	stop()
+}
+
+// BenchmarkBacklogCounted is BenchmarkBacklog counted in what does not
+// follow the machine's load: goroutines created and allocations per
+// order (this process: the worker, the embedded NATS server, and the
+// test's check for the last order every 200 ms), and CPU per order
+// (this process's user and system time; PostgreSQL and the commands are
+// other processes). Run it with a fixed count (-benchtime=300x): the
+// worker's start is in every figure, divided by the orders.
+func BenchmarkBacklogCounted(b *testing.B) {
+	e := newEnv(b)
+	ids := make([]uuid.UUID, b.N)
+	for i := range ids {
+		ids[i] = e.submit("bench", "true")
+	}
+	b.ReportAllocs()
+	var before, after unix.Rusage
+	gBefore := goroutinesCreated()
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &before)
+	b.ResetTimer()
+	stop, _ := runWorker(b, worker.Options{Host: "bench", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, testenv.Logger(b))
+	for last := ids[len(ids)-1]; ; time.Sleep(200 * time.Millisecond) {
+		o, err := e.store.GetOrder(b.Context(), last)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if o.Status == order.StatusSucceeded {
+			break
+		}
+		if o.Status.Terminal() {
+			b.Fatalf("order %s is %s", last, o.Status)
+		}
+	}
+	b.StopTimer()
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &after)
+	g := goroutinesCreated() - gBefore
+	stop()
+	cpu := func(r unix.Rusage) int64 { return r.Utime.Nano() + r.Stime.Nano() }
+	b.ReportMetric(float64(cpu(after)-cpu(before))/1e3/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64(g)/float64(b.N), "goroutines/op")
+}
+
+// goroutinesCreated is the process's count of goroutines created so far.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
