@@ -1,8 +1,12 @@
 package executor
 
 import (
+	"fmt"
 	"os"
 	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -74,4 +78,34 @@ func TestRunGoroutinesPerOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunConcurrentOrdersKeepTheirOwnStreams: orders run at once by one
+// Executor each get their own stdin, stdout and stderr, in full, through
+// their own loops (each an epoll instance of its own).
+func TestRunConcurrentOrdersKeepTheirOwnStreams(t *testing.T) {
+	t.Parallel()
+	e := New(nil)
+	const orders = 8
+	var wg sync.WaitGroup
+	for i := range orders {
+		wg.Go(func() {
+			in := strings.Repeat(fmt.Sprintf("order %d\n", i), 20000) // past a pipe's 64 KiB
+			req := sh(`cat; echo "err $1" >&2`)
+			req.Argv = append(req.Argv, "sh", strconv.Itoa(i))
+			req.Stdin = []byte(in)
+			res := e.Run(t.Context(), req, nil)
+			if res.ExitCode == nil || *res.ExitCode != 0 {
+				t.Errorf("order %d: %+v", i, res)
+				return
+			}
+			if got := string(res.Stdout.Content); got != in {
+				t.Errorf("order %d: stdout has %d bytes, want its own %d", i, len(got), len(in))
+			}
+			if got, want := string(res.Stderr.Content), fmt.Sprintf("err %d\n", i); got != want {
+				t.Errorf("order %d: stderr %q, want %q", i, got, want)
+			}
+		})
+	}
+	wg.Wait()
 }
