@@ -159,7 +159,10 @@ func (p *pipes) loop(pid, pidfd int, exited chan<- error) {
 		if err != nil {
 			// Not expected of a valid epoll instance: end what is left
 			// as the cut would, and report the leader as waitid does.
-			p.err = errors.Join(p.err, os.NewSyscallError("epoll_wait", err))
+			// (Once done is closed, p.err is wait's to read.)
+			if !finished {
+				p.err = errors.Join(p.err, os.NewSyscallError("epoll_wait", err))
+			}
 			for i := range p.ends {
 				if p.ends[i].ours >= 0 {
 					p.finish(i)
