@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -19,6 +20,8 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,9 +37,44 @@ const (
 )
 
 // jwksAlgorithms are the algorithms a key from a key set may verify: the
-// asymmetric ones golang-jwt has. HMAC is not among them: a secret
-// published in a document is no secret.
-var jwksAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+// asymmetric ones golang-jwt has, and RFC 9864's "Ed25519" (the name
+// that replaces "EdDSA" for Ed25519 keys; see registerEd25519). HMAC is
+// not among them: a secret published in a document is no secret.
+var jwksAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", algEd25519}
+
+// algEd25519 is RFC 9864's fully specified name for EdDSA with Ed25519.
+const algEd25519 = "Ed25519"
+
+// signingMethodEd25519 is golang-jwt's EdDSA verification under RFC 9864's
+// name: the same ed25519.Verify, with an ed25519.PublicKey only (the
+// embedded Verify refuses any other key type).
+type signingMethodEd25519 struct{ jwt.SigningMethodEd25519 }
+
+func (*signingMethodEd25519) Alg() string { return algEd25519 }
+
+// registerEd25519 adds "Ed25519" to golang-jwt's process-wide table of
+// algorithms, which its parser looks a token's alg up in before any key
+// is chosen. It is safe because every parser orderly builds names the
+// algorithms it accepts (WithValidMethods): only the key set's parser
+// lists this one. A golang-jwt that comes to know the name itself keeps
+// its own.
+var registerEd25519 = sync.OnceFunc(func() {
+	if jwt.GetSigningMethod(algEd25519) == nil {
+		m := &signingMethodEd25519{}
+		jwt.RegisterSigningMethod(algEd25519, func() jwt.SigningMethod { return m })
+	}
+})
+
+// sameAlg reports whether a key pinned to keyAlg verifies a token of
+// tokenAlg: the same name, or "EdDSA" and "Ed25519", which with an
+// Ed25519 key (the only kind parseJWK takes for them) are one algorithm.
+func sameAlg(keyAlg, tokenAlg string) bool {
+	if keyAlg == tokenAlg {
+		return true
+	}
+	ed := func(a string) bool { return a == "EdDSA" || a == algEd25519 }
+	return ed(keyAlg) && ed(tokenAlg)
+}
 
 // Errors a key set lookup refuses a token with (see jwtMessage).
 var (
@@ -44,6 +82,9 @@ var (
 	errKidRequired = errors.New("token has no key id (kid) and several keys could verify it")
 	errNoKeyForAlg = errors.New("no key in the key set verifies the token's algorithm")
 	errKidNotText  = errors.New("token key id (kid) is not a string")
+	// errKeySetExpired: the set could not be read again within refresh,
+	// so a key the provider has since removed may be in it.
+	errKeySetExpired = errors.New("the JWT key set could not be read again in time (auth.jwt.jwks.refresh); JWTs are refused until it is")
 )
 
 // jwk is one key of a set, pinned to the one algorithm it verifies.
@@ -73,7 +114,7 @@ func (s *keySet) find(kid string, hasKid bool, alg string) (jwk, error) {
 	}
 	var found []jwk
 	for _, k := range s.keys {
-		if k.alg == alg {
+		if sameAlg(k.alg, alg) {
 			found = append(found, k)
 		}
 	}
@@ -86,15 +127,23 @@ func (s *keySet) find(kid string, hasKid bool, alg string) (jwk, error) {
 	return jwk{}, errKidRequired
 }
 
-// jwksSource keeps the key set of auth.jwt.jwks and reads it again when
-// it is older than Refresh, or when a token names a kid it does not have,
-// never more often than MinRefresh. A request waits at most Timeout for a
-// read; a read that fails keeps the set in use. Reads run on the
-// goroutine of the request that needs them and it starts none, so an
-// authenticator needs no closing.
+// jwksSource keeps the key set of auth.jwt.jwks. A set is used for at
+// most Refresh after it was read: older, it has expired, and a token is
+// refused rather than verified with a key the provider may have removed.
+// It is read again ahead of that: once it is older than renew (half of
+// Refresh, or what the provider's Cache-Control max-age says when that
+// is less, never under MinRefresh), the next request starts a read in the
+// background and goes on with the set in hand; a failed read is tried
+// again by a request at least MinRefresh later, until the set expires. A
+// request that meets an expired set, or a kid the set does not have,
+// reads on its own goroutine (or waits for the read under way), at most
+// Timeout. No read is started more often than MinRefresh.
+//
+// Every read ends within Timeout, so a background one needs no owner to
+// stop it: an authenticator needs no closing, and one that is replaced
+// leaves at most one read behind, for at most Timeout.
 type jwksSource struct {
 	cfg       config.JWKS
-	client    *http.Client
 	now       func() time.Time
 	logger    *slog.Logger
 	onRefresh func(error)
@@ -102,6 +151,8 @@ type jwksSource struct {
 	mu          sync.Mutex
 	set         *keySet
 	readAt      time.Time     // of the set in use
+	renew       time.Duration // after readAt, the set is read again in the background
+	caPEM       []byte        // the ca_file content the last good read trusted
 	lastAttempt time.Time     // of the last read, failed or not
 	lastErr     string        // why the last read failed; "" when it did not
 	inflight    chan struct{} // closed when the read under way ends
@@ -114,6 +165,8 @@ type JWKSStatus struct {
 	Source      string    `json:"source"`       // the file, or the URL without its query
 	Keys        []string  `json:"keys"`         // "kid alg" ("- alg" for a key without kid)
 	ReadAt      time.Time `json:"read_at"`      // when the set in use was read
+	NextRead    time.Time `json:"next_read"`    // from when the next request reads it again
+	ExpiresAt   time.Time `json:"expires_at"`   // when, not read again, it stops verifying
 	LastAttempt time.Time `json:"last_attempt"` // the last read, failed or not
 	LastError   string    `json:"last_error,omitempty"`
 }
@@ -126,7 +179,8 @@ func (a *Authenticator) JWKSStatus() *JWKSStatus {
 	s := a.jwt.jwks
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &JWKSStatus{Source: s.where(), ReadAt: s.readAt, LastAttempt: s.lastAttempt, LastError: s.lastErr, Keys: []string{}}
+	st := &JWKSStatus{Source: s.where(), ReadAt: s.readAt, NextRead: s.readAt.Add(s.renew), ExpiresAt: s.readAt.Add(s.cfg.Refresh),
+		LastAttempt: s.lastAttempt, LastError: s.lastErr, Keys: []string{}}
 	for _, k := range s.set.keys {
 		kid := k.kid
 		if kid == "" {
@@ -152,118 +206,150 @@ func newJWKSSource(cfg config.JWKS, o Options) (*jwksSource, error) {
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.URL != "" {
-		c, err := jwksClient(cfg)
-		if err != nil {
-			return nil, err
-		}
-		s.client = c
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
-	set, err := s.read(ctx)
+	r, err := s.read(ctx)
 	if err != nil {
+		if errors.Is(err, errCAFile) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("auth.jwt.jwks: %w", err)
 	}
-	s.set, s.readAt, s.lastAttempt = set, s.now(), s.now()
+	s.set, s.renew, s.caPEM = r.set, r.renew, r.caPEM
+	s.readAt, s.lastAttempt = s.now(), s.now()
 	return s, nil
 }
 
-// jwksClient verifies the server's certificate (against ca_file when
-// set), follows no redirect (the configured URL is the one trusted),
-// keeps no connection open and gives up after the timeout.
-func jwksClient(cfg config.JWKS) (*http.Client, error) {
+// errCAFile marks a read that failed on auth.jwt.jwks.ca_file.
+var errCAFile = errors.New("auth.jwt.jwks.ca_file")
+
+// readCAFile returns ca_file's content, checked to hold a certificate.
+func readCAFile(path string) ([]byte, *x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errCAFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("%w %s: no PEM certificate in it", errCAFile, path)
+	}
+	return pem, pool, nil
+}
+
+// jwksClient verifies the server's certificate (against roots when not
+// nil), follows no redirect (the configured URL is the one trusted),
+// keeps no connection open and gives up after the timeout. It is built
+// for each read, so each read trusts what ca_file holds then.
+func jwksClient(cfg config.JWKS, roots *x509.CertPool) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	// A read every few minutes needs no pooled connection, and one left
 	// idle would keep a goroutine of a replaced authenticator alive.
 	tr.DisableKeepAlives = true
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.jwt.jwks.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("auth.jwt.jwks.ca_file %s: no PEM certificate in it", cfg.CAFile)
-		}
-		tr.TLSClientConfig.RootCAs = pool
-	}
 	return &http.Client{
 		Transport: tr,
 		Timeout:   cfg.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return errors.New("the key set URL redirects; configure the URL it redirects to")
 		},
-	}, nil
+	}
 }
 
 // sameSource reports whether s can stand for cfg in a rebuilt
-// authenticator, keeping its set instead of reading it again.
+// authenticator, keeping its set instead of reading it again: the same
+// settings, and ca_file holding what the last good read trusted. A
+// changed ca_file is so read again, with the set, at the reload (and
+// refuses it when it does not verify the provider).
 func (s *jwksSource) sameSource(cfg config.JWKS) bool {
-	return s != nil && s.cfg == cfg
-}
-
-// current returns the set to verify with. When the set is older than
-// Refresh, or force (an unknown kid) asks, and MinRefresh has passed since
-// the last read, the calling request reads it, at most Timeout; a read
-// already under way is waited for, at most Timeout too. The read runs on
-// the request's goroutine, so no goroutine outlives it.
-func (s *jwksSource) current(force bool) *keySet {
-	s.mu.Lock()
-	now := s.now()
-	stale := now.Sub(s.readAt) >= s.cfg.Refresh
-	if !force && !stale {
-		set := s.set
-		s.mu.Unlock()
-		return set
+	if s == nil || s.cfg != cfg {
+		return false
 	}
-	if s.inflight == nil && now.Sub(s.lastAttempt) >= s.cfg.MinRefresh {
-		// This request reads, bounded by Timeout; the ones arriving
-		// meanwhile wait for it below.
-		s.lastAttempt = now
-		done := make(chan struct{})
-		s.inflight = done
-		s.mu.Unlock()
-		s.refresh(done)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.set
+	if cfg.CAFile == "" {
+		return true
 	}
-	wait := s.inflight
-	set := s.set
-	s.mu.Unlock()
-	if wait == nil {
-		return set
-	}
-	t := time.NewTimer(s.cfg.Timeout)
-	defer t.Stop()
-	select {
-	case <-wait:
-	case <-t.C:
+	pem, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.set
+	return bytes.Equal(pem, s.caPEM)
 }
 
-// refresh reads the set and swaps it in; a failure keeps the set in use,
-// logged and counted. done is closed when it ends.
+// current returns the set to verify with, or errKeySetExpired. A set
+// older than renew has a read started in the background; one older than
+// Refresh, or force (an unknown kid), has the calling request read it
+// (or wait for the read under way), at most Timeout. No read starts
+// within MinRefresh of the last.
+func (s *jwksSource) current(force bool) (*keySet, error) {
+	s.mu.Lock()
+	now := s.now()
+	age := now.Sub(s.readAt)
+	if !force && age < s.renew {
+		set := s.set
+		s.mu.Unlock()
+		return set, nil
+	}
+	canRead := s.inflight == nil && now.Sub(s.lastAttempt) >= s.cfg.MinRefresh
+	if !force && age < s.cfg.Refresh {
+		// Due, not expired: this request goes on with the set in hand.
+		if canRead {
+			go s.refresh(s.startLocked(now))
+		}
+		set := s.set
+		s.mu.Unlock()
+		return set, nil
+	}
+	if canRead {
+		done := s.startLocked(now)
+		s.mu.Unlock()
+		s.refresh(done)
+	} else if wait := s.inflight; wait != nil {
+		s.mu.Unlock()
+		t := time.NewTimer(s.cfg.Timeout)
+		select {
+		case <-wait:
+		case <-t.C:
+		}
+		t.Stop()
+	} else {
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.now().Sub(s.readAt) >= s.cfg.Refresh {
+		return nil, errKeySetExpired
+	}
+	return s.set, nil
+}
+
+// startLocked marks a read under way, started at now; s.mu is held. The
+// channel it returns is closed by refresh when the read ends.
+func (s *jwksSource) startLocked(now time.Time) chan struct{} {
+	s.lastAttempt = now
+	done := make(chan struct{})
+	s.inflight = done
+	return done
+}
+
+// refresh reads the set and swaps it in; a failure keeps the set in use
+// (until it expires), logged and counted. done is closed when it ends.
 func (s *jwksSource) refresh(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	set, err := s.read(ctx)
+	r, err := s.read(ctx)
 	s.mu.Lock()
 	if err == nil {
-		s.set, s.readAt, s.lastErr = set, s.now(), ""
+		s.set, s.renew, s.caPEM, s.readAt, s.lastErr = r.set, r.renew, r.caPEM, s.now(), ""
 	} else {
 		s.lastErr = err.Error()
 	}
 	s.inflight = nil
+	expires := s.readAt.Add(s.cfg.Refresh)
 	s.mu.Unlock()
 	close(done)
 	if err != nil {
-		s.logger.Warn("JWT key set could not be read again; the keys read before stay in use", "source", s.where(), "error", err)
+		s.logger.Warn("JWT key set could not be read again; the keys read before stay in use until they expire", "source", s.where(), "expires_at", expires, "error", err)
 	}
 	if s.onRefresh != nil {
 		s.onRefresh(err)
@@ -284,54 +370,126 @@ func (s *jwksSource) where() string {
 	return s.cfg.File
 }
 
+// readResult is one good read: the set, when to read it again, and the
+// ca_file content its TLS trusted.
+type readResult struct {
+	set   *keySet
+	renew time.Duration
+	caPEM []byte
+}
+
 // read fetches and parses the document.
-func (s *jwksSource) read(ctx context.Context) (*keySet, error) {
+func (s *jwksSource) read(ctx context.Context) (readResult, error) {
 	var body []byte
+	var r readResult
+	fresh, hasFresh := time.Duration(0), false
 	if s.cfg.File != "" {
 		f, err := os.Open(s.cfg.File)
 		if err != nil {
-			return nil, err
+			return r, err
 		}
 		defer f.Close()
 		body, err = io.ReadAll(io.LimitReader(f, maxJWKSBytes+1))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.cfg.File, err)
+			return r, fmt.Errorf("%s: %w", s.cfg.File, err)
 		}
 	} else {
+		var roots *x509.CertPool
+		if s.cfg.CAFile != "" {
+			var err error
+			if r.caPEM, roots, err = readCAFile(s.cfg.CAFile); err != nil {
+				return r, err
+			}
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.URL, nil)
 		if err != nil {
-			return nil, err
+			return r, err
 		}
 		req.Header.Set("Accept", "application/jwk-set+json, application/json")
-		resp, err := s.client.Do(req)
+		resp, err := jwksClient(s.cfg, roots).Do(req)
 		if err != nil {
 			// *url.Error names the whole URL; say it without the query.
 			var ue *url.Error
 			if errors.As(err, &ue) {
 				err = ue.Err
 			}
-			return nil, fmt.Errorf("GET %s: %w", s.where(), err)
+			return r, fmt.Errorf("GET %s: %w", s.where(), err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s answered %s", s.where(), resp.Status)
+			return r, fmt.Errorf("%s answered %s", s.where(), resp.Status)
 		}
 		body, err = io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.where(), err)
+			return r, fmt.Errorf("%s: %w", s.where(), err)
 		}
+		fresh, hasFresh = freshness(resp.Header)
 	}
 	if len(body) > maxJWKSBytes {
-		return nil, fmt.Errorf("%s: the key set is larger than %d bytes", s.where(), maxJWKSBytes)
+		return r, fmt.Errorf("%s: the key set is larger than %d bytes", s.where(), maxJWKSBytes)
 	}
 	set, skipped, err := parseJWKS(body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.where(), err)
+		return r, fmt.Errorf("%s: %w", s.where(), err)
 	}
 	for _, m := range skipped {
 		s.logger.Warn("JWT key set: a key is left out", "source", s.where(), "reason", m)
 	}
-	return set, nil
+	r.set, r.renew = set, renewAfter(s.cfg, fresh, hasFresh)
+	return r, nil
+}
+
+// renewAfter is how long after a read the set is read again: half of
+// Refresh, so that a failed read is tried again before the set expires;
+// sooner when the provider says its document is fresh for less
+// (Cache-Control), never sooner than MinRefresh. A longer max-age does
+// not lengthen it: Refresh is the operator's bound on how long a removed
+// key may verify.
+func renewAfter(cfg config.JWKS, fresh time.Duration, hasFresh bool) time.Duration {
+	d := cfg.Refresh / 2
+	if hasFresh && fresh < d {
+		d = fresh
+	}
+	return max(d, cfg.MinRefresh)
+}
+
+// freshness is how long a response says it stays fresh (RFC 9111 §4.2.1
+// for a private cache): Cache-Control max-age less Age, zero for no-cache
+// or no-store; ok is false when it says nothing.
+func freshness(h http.Header) (d time.Duration, ok bool) {
+	const most = int64(365 * 24 * 3600) // a year; no overflow below
+	var maxAge int64 = -1
+	for _, v := range h.Values("Cache-Control") {
+		for dir := range strings.SplitSeq(v, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(dir), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "no-cache", "no-store":
+				return 0, true
+			case "max-age":
+				n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 64)
+				if errors.Is(err, strconv.ErrRange) && n > 0 {
+					// RFC 9111 §1.2.2: too large to represent is "the
+					// greatest positive integer", not invalid.
+					n, err = most, nil
+				}
+				if err != nil || n < 0 {
+					// RFC 9111 §4.2.1: an invalid freshness is stale.
+					return 0, true
+				}
+				if maxAge < 0 || n < maxAge {
+					maxAge = n // several: the shortest
+				}
+			}
+		}
+	}
+	if maxAge < 0 {
+		return 0, false
+	}
+	maxAge = min(maxAge, most)
+	if age, err := strconv.ParseInt(strings.TrimSpace(h.Get("Age")), 10, 64); err == nil && age > 0 {
+		maxAge -= min(age, most)
+	}
+	return time.Duration(max(maxAge, 0)) * time.Second, true
 }
 
 // rawJWK is a key as RFC 7517/7518 write it.
@@ -465,14 +623,18 @@ func parseJWK(r rawJWK) (jwk, error) {
 		if r.Crv != "Ed25519" {
 			return jwk{}, fmt.Errorf("curve %q is not supported (Ed25519)", r.Crv)
 		}
-		if r.Alg != "" && r.Alg != "EdDSA" {
-			return jwk{}, fmt.Errorf("alg %s does not go with Ed25519 (EdDSA)", r.Alg)
+		alg := r.Alg
+		if alg == "" {
+			alg = "EdDSA"
+		}
+		if alg != "EdDSA" && alg != algEd25519 {
+			return jwk{}, fmt.Errorf("alg %s does not go with Ed25519 (EdDSA or Ed25519)", r.Alg)
 		}
 		x, err := base64.RawURLEncoding.DecodeString(r.X)
 		if err != nil || len(x) != ed25519.PublicKeySize {
 			return jwk{}, errors.New("x must be an Ed25519 public key (32 bytes, base64url)")
 		}
-		return jwk{alg: "EdDSA", key: ed25519.PublicKey(x)}, nil
+		return jwk{alg: alg, key: ed25519.PublicKey(x)}, nil
 	case "oct":
 		return jwk{}, errors.New("a symmetric (oct) key is never taken from a key set: a published secret is no secret")
 	}
@@ -507,16 +669,23 @@ func (v *jwtVerifier) jwksKeyFunc(t *jwt.Token) (any, error) {
 			return nil, errKidNotText
 		}
 	}
-	k, err := v.jwks.current(false).find(kid, hasKid, alg)
+	set, err := v.jwks.current(false)
+	if err != nil {
+		return nil, err
+	}
+	k, err := set.find(kid, hasKid, alg)
 	if errors.Is(err, errUnknownKid) {
 		// Perhaps the issuer rotated: read the set again (MinRefresh
 		// bounds how often a made-up kid can make that happen).
-		k, err = v.jwks.current(true).find(kid, hasKid, alg)
+		if set, err = v.jwks.current(true); err != nil {
+			return nil, err
+		}
+		k, err = set.find(kid, hasKid, alg)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if k.alg != alg {
+	if !sameAlg(k.alg, alg) {
 		return nil, fmt.Errorf("the key %q verifies %s, not %s", k.kid, k.alg, alg)
 	}
 	return k.key, nil

@@ -7,11 +7,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -121,6 +125,8 @@ type idp struct {
 	hang   chan struct{} // while open and hanging, requests wait for it
 	hangOn atomic.Bool
 	hits   atomic.Int64
+	// cacheControl is the Cache-Control header of its answers ("": none).
+	cacheControl atomic.Pointer[string]
 }
 
 func newIDP(t *testing.T, doc []byte) *idp {
@@ -141,6 +147,9 @@ func newIDP(t *testing.T, doc []byte) *idp {
 			return
 		}
 		w.Header().Set("Content-Type", "application/jwk-set+json")
+		if cc := p.cacheControl.Load(); cc != nil && *cc != "" {
+			w.Header().Set("Cache-Control", *cc)
+		}
 		w.Write(*p.doc.Load())
 	}))
 	t.Cleanup(func() { close(p.hang); p.srv.Close() })
@@ -287,46 +296,205 @@ func TestJWKSUnknownKidIsFetchedAfterARotation(t *testing.T) {
 	}
 }
 
-func TestJWKSFailedRefreshKeepsTheSet(t *testing.T) {
+// refreshes reports each refresh's error on a channel, so a test can
+// wait for a read started in the background.
+func refreshes() (chan error, func(error)) {
+	ch := make(chan error, 100)
+	return ch, func(err error) { ch <- err }
+}
+
+// nextRefresh waits for the next refresh to end and returns its error.
+func nextRefresh(t *testing.T, ch chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("no refresh of the key set ended within 10s")
+		return nil
+	}
+}
+
+// TestJWKSFailedRefreshKeepsTheSetUntilItExpires: reads that fail keep
+// the set in use until refresh has passed since the last good read;
+// then its keys, which the provider may have removed meanwhile, no
+// longer verify.
+func TestJWKSFailedRefreshKeepsTheSetUntilItExpires(t *testing.T) {
 	k := newTestKeys(t)
 	p := newIDP(t, jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa)))
 	clock := &testClock{t: testNow()}
-	var mu sync.Mutex
-	var results []error
-	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile}), Options{Now: clock.Now,
-		OnJWKSRefresh: func(err error) { mu.Lock(); results = append(results, err); mu.Unlock() }})
+	ch, onRefresh := refreshes()
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile}), Options{Now: clock.Now, OnJWKSRefresh: onRefresh})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok := signKid(t, jwt.SigningMethodRS256, k.rsa, "a")
-	for name, breakIt := range map[string]func(){
-		"500":         func() { p.fail.Store(true) },
-		"not a JWKS":  func() { p.fail.Store(false); p.set([]byte("<html>login</html>")) },
-		"no key left": func() { p.set(jwksDoc(t, map[string]any{"kty": "oct", "k": "c2VjcmV0", "kid": "a"})) },
+	// Each failure in the half of refresh left once the set is due to be
+	// read again (2m30s of 5m): the set in hand verifies, and the read,
+	// in the background, fails.
+	for i, breakIt := range []func(){
+		func() { p.fail.Store(true) },                                                           // a 500
+		func() { p.fail.Store(false); p.set([]byte("<html>login</html>")) },                     // not a JWKS
+		func() { p.set(jwksDoc(t, map[string]any{"kty": "oct", "k": "c2VjcmV0", "kid": "a"})) }, // no key left
 	} {
 		breakIt()
-		clock.Add(6 * time.Minute) // past refresh
-		mustAccept(t, a, "after a failed refresh ("+name+")", tok)
+		clock.Add(map[bool]time.Duration{true: 2*time.Minute + 40*time.Second, false: 40 * time.Second}[i == 0])
+		mustAccept(t, a, fmt.Sprintf("after failed read %d, before the set expires", i), tok)
+		if err := nextRefresh(t, ch); err == nil {
+			t.Fatalf("read %d did not fail", i)
+		}
 	}
 	st := a.JWKSStatus()
-	if st == nil || st.LastError == "" || len(st.Keys) != 1 || st.Keys[0] != "a RS256" || !st.ReadAt.Equal(testNow()) {
-		t.Errorf("status after failed refreshes: %+v, want the first read's key and time and the last error", st)
+	if st == nil || st.LastError == "" || len(st.Keys) != 1 || st.Keys[0] != "a RS256" || !st.ReadAt.Equal(testNow()) ||
+		!st.ExpiresAt.Equal(testNow().Add(5*time.Minute)) {
+		t.Errorf("status after failed refreshes: %+v, want the first read's key and time, the last error, expiry 5m after the read", st)
+	}
+	// Past refresh since the last good read (4m + 1m10s), with the
+	// provider still failing: the key is refused, whoever asks.
+	clock.Add(time.Minute + 10*time.Second)
+	mustRefuse(t, a, "once the set has expired", tok, "could not be read again")
+	if err := nextRefresh(t, ch); err == nil {
+		t.Fatal("the read at expiry did not fail")
+	}
+	// Within min_refresh of that read, nothing is read and still nothing verifies.
+	before := p.hits.Load()
+	mustRefuse(t, a, "expired, within min_refresh", tok, "could not be read again")
+	if p.hits.Load() != before {
+		t.Error("an expired set was read again within min_refresh")
 	}
 	p.set(jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa), jwkJSON(t, "", "", k.ed)))
-	clock.Add(6 * time.Minute)
+	clock.Add(31 * time.Second)
 	mustAccept(t, a, "after the provider is back", tok)
+	if err := nextRefresh(t, ch); err != nil {
+		t.Fatalf("the read after the provider is back: %v", err)
+	}
 	if st := a.JWKSStatus(); st.LastError != "" || len(st.Keys) != 2 || st.Keys[1] != "- EdDSA" || !st.ReadAt.Equal(clock.Now()) {
 		t.Errorf("status after a good refresh: %+v", st)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(results) != 4 {
-		t.Fatalf("%d refreshes reported, want 3", len(results))
+}
+
+// TestJWKSIdleSetIsNotTrustedAfterTheRefresh: with no traffic nothing is
+// read; a key the provider removed meanwhile must not verify the first
+// token after refresh, even when the provider cannot be reached to say so
+// (an attacker holding the removed key could block that read).
+func TestJWKSIdleSetIsNotTrustedAfterTheRefresh(t *testing.T) {
+	k := newTestKeys(t)
+	p := newIDP(t, jwksDoc(t, jwkJSON(t, "old", "RS256", k.rsa)))
+	clock := &testClock{t: testNow()}
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile, Timeout: 300 * time.Millisecond}), Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i, err := range results {
-		if (err == nil) != (i == 3) {
-			t.Errorf("refresh %d reported %v", i, err)
+	oldTok := signKid(t, jwt.SigningMethodRS256, k.rsa, "old")
+	mustAccept(t, a, "the key while published", oldTok)
+	p.set(jwksDoc(t, jwkJSON(t, "new", "RS256", k.rsa2)))
+	clock.Add(5*time.Minute + time.Second)
+	for name, cut := range map[string]func(bool){"hangs": p.hangOn.Store, "answers 500": p.fail.Store} {
+		cut(true)
+		mustRefuse(t, a, "the removed key, the provider "+name, oldTok, "could not be read again")
+		cut(false)
+		clock.Add(31 * time.Second)
+	}
+	mustRefuse(t, a, "the removed key, the provider back", oldTok, "kid")
+	mustAccept(t, a, "the new key", signKid(t, jwt.SigningMethodRS256, k.rsa2, "new"))
+}
+
+// TestJWKSReadsAheadInTheBackground: once the set is due, a request
+// starts a read and does not wait for it; the read's result serves the
+// next requests, and a removed key stops verifying without any request
+// having waited for the provider.
+func TestJWKSReadsAheadInTheBackground(t *testing.T) {
+	k := newTestKeys(t)
+	p := newIDP(t, jwksDoc(t, jwkJSON(t, "old", "RS256", k.rsa), jwkJSON(t, "new", "EdDSA", k.ed)))
+	clock := &testClock{t: testNow()}
+	ch, onRefresh := refreshes()
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile, Timeout: 3 * time.Second}), Options{Now: clock.Now, OnJWKSRefresh: onRefresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTok := signKid(t, jwt.SigningMethodRS256, k.rsa, "old")
+	clock.Add(2*time.Minute + 29*time.Second)
+	mustAccept(t, a, "before the set is due", oldTok)
+	if p.hits.Load() != 1 {
+		t.Fatalf("%d reads before the set is due, want 1 (at load)", p.hits.Load())
+	}
+	// Due; the provider hangs: the request goes on at once.
+	p.set(jwksDoc(t, jwkJSON(t, "new", "EdDSA", k.ed)))
+	p.hangOn.Store(true)
+	clock.Add(2 * time.Second)
+	start := time.Now()
+	mustAccept(t, a, "due, the provider hanging", oldTok)
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("a request waited %s for a read due in the background (timeout 3s)", d)
+	}
+	if err := nextRefresh(t, ch); err == nil {
+		t.Fatal("the read from a hanging provider did not fail")
+	}
+	// The provider answers; the next request min_refresh later starts
+	// the read again, and once it has ended the removed key is refused.
+	p.hangOn.Store(false)
+	clock.Add(31 * time.Second)
+	mustAccept(t, a, "still the set in hand while the read runs", oldTok)
+	if err := nextRefresh(t, ch); err != nil {
+		t.Fatal(err)
+	}
+	mustRefuse(t, a, "the removed key after the background read", oldTok, "kid")
+	mustAccept(t, a, "the key still published", signKid(t, jwt.SigningMethodEdDSA, k.ed, "new"))
+	if st := a.JWKSStatus(); !st.NextRead.Equal(st.ReadAt.Add(150 * time.Second)) {
+		t.Errorf("next read %s after the read, want 2m30s (half of refresh)", st.NextRead.Sub(st.ReadAt))
+	}
+}
+
+// TestJWKSHonoursTheProvidersMaxAge: Cache-Control max-age (less Age)
+// brings the next read forward, down to min_refresh; it never puts it
+// past half of refresh.
+func TestJWKSHonoursTheProvidersMaxAge(t *testing.T) {
+	k := newTestKeys(t)
+	p := newIDP(t, jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa)))
+	for cc, want := range map[string]time.Duration{
+		"":                                 150 * time.Second,
+		"public, max-age=60":               60 * time.Second,
+		`max-age="90", must-revalidate`:    90 * time.Second,
+		"max-age=86400":                    150 * time.Second,
+		"max-age=5":                        30 * time.Second,
+		"no-store":                         30 * time.Second,
+		"no-cache, max-age=600":            30 * time.Second,
+		"max-age=120, s-maxage=10":         120 * time.Second,
+		"max-age=abc":                      30 * time.Second,
+		"max-age=999999999999999999999999": 150 * time.Second,
+	} {
+		p.cacheControl.Store(&cc)
+		a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile}), Options{Now: testNow})
+		if err != nil {
+			t.Fatal(err)
 		}
+		if st := a.JWKSStatus(); st.NextRead.Sub(st.ReadAt) != want {
+			t.Errorf("Cache-Control %q: next read %s after the read, want %s", cc, st.NextRead.Sub(st.ReadAt), want)
+		}
+	}
+	// The behaviour: with max-age=60 the set is read again after 60s.
+	cc := "max-age=60"
+	p.cacheControl.Store(&cc)
+	clock := &testClock{t: testNow()}
+	ch, onRefresh := refreshes()
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile}), Options{Now: clock.Now, OnJWKSRefresh: onRefresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := signKid(t, jwt.SigningMethodRS256, k.rsa, "a")
+	before := p.hits.Load()
+	clock.Add(59 * time.Second)
+	mustAccept(t, a, "within max-age", tok)
+	if p.hits.Load() != before {
+		t.Error("the set was read within the provider's max-age")
+	}
+	clock.Add(2 * time.Second)
+	mustAccept(t, a, "past max-age", tok)
+	if err := nextRefresh(t, ch); err != nil {
+		t.Fatal(err)
+	}
+	if p.hits.Load() != before+1 {
+		t.Errorf("%d reads past the provider's max-age, want 1", p.hits.Load()-before)
 	}
 }
 
@@ -453,19 +621,21 @@ func TestJWKSRefreshWaitsAtMostTheTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.hangOn.Store(true)
-	clock.Add(6 * time.Minute)
+	clock.Add(time.Minute)
 	start := time.Now()
-	mustAccept(t, a, "a known kid while the provider hangs", signKid(t, jwt.SigningMethodRS256, k.rsa, "a"))
 	mustRefuse(t, a, "an unknown kid while the provider hangs", signKid(t, jwt.SigningMethodRS256, k.rsa, "b"), "kid")
+	mustAccept(t, a, "a known kid while the provider hangs", signKid(t, jwt.SigningMethodRS256, k.rsa, "a"))
+	clock.Add(5 * time.Minute)
+	mustRefuse(t, a, "an expired set while the provider hangs", signKid(t, jwt.SigningMethodRS256, k.rsa, "a"), "could not be read again")
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("requests waited %s for a hanging provider, timeout 300ms", d)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for failed.Load() == 0 && time.Now().Before(deadline) {
+	for failed.Load() < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if failed.Load() != 1 {
-		t.Errorf("%d failed refreshes reported, want 1", failed.Load())
+	if failed.Load() != 2 {
+		t.Errorf("%d failed refreshes reported, want 2", failed.Load())
 	}
 }
 
@@ -598,4 +768,166 @@ func TestJWKSConcurrentRequestsShareOneFetch(t *testing.T) {
 	if n := p.hits.Load(); n != 2 {
 		t.Errorf("%d fetches for 50 tokens of one new kid, want 2 (load, one refresh)", n)
 	}
+}
+
+// testCA is a certificate authority of a test's own and a certificate it
+// signed for 127.0.0.1.
+func testCA(t *testing.T, name string) (caPEM []byte, leaf tls.Certificate) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "idp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestJWKSCAFileIsReadAgain: the provider moves to a certificate of
+// another CA and the operator puts that CA in ca_file, under the same
+// path. A reload reads ca_file again (a broken one refuses the reload, a
+// new one reads the set with it), and so does every read of the set,
+// reload or not.
+func TestJWKSCAFileIsReadAgain(t *testing.T) {
+	k := newTestKeys(t)
+	ca1, cert1 := testCA(t, "ca one")
+	ca2, cert2 := testCA(t, "ca two")
+	var cert atomic.Pointer[tls.Certificate]
+	cert.Store(&cert1)
+	var hits atomic.Int64
+	doc := jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write(doc)
+	}))
+	// GetConfigForClient, not GetCertificate: a client dialling an IP
+	// sends no server name, and the certificate would be httptest's own.
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return &tls.Config{Certificates: []tls.Certificate{*cert.Load()}}, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writeCA := func(b []byte) {
+		if err := os.WriteFile(caFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCA(ca1)
+	cfg := jwksConfig(config.JWKS{URL: srv.URL, CAFile: caFile})
+	clock := &testClock{t: testNow()}
+	ch, onRefresh := refreshes()
+	a, err := NewWith(cfg, Options{Now: clock.Now, OnJWKSRefresh: onRefresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := signKid(t, jwt.SigningMethodRS256, k.rsa, "a")
+	mustAccept(t, a, "through CA one", tok)
+
+	cert.Store(&cert2)
+	writeCA([]byte("not a certificate\n"))
+	if _, err := NewWith(cfg, Options{Now: clock.Now, Previous: a}); err == nil || !strings.Contains(err.Error(), "ca_file") {
+		t.Errorf("a reload with a ca_file holding no certificate: %v, want it refused naming ca_file", err)
+	}
+	writeCA(ca1)
+	if _, err := NewWith(cfg, Options{Now: clock.Now, Previous: a}); err != nil {
+		t.Errorf("a reload with ca_file unchanged read the set again: %v", err)
+	}
+	writeCA(ca2)
+	before := hits.Load()
+	b, err := NewWith(cfg, Options{Now: clock.Now, Previous: a})
+	if err != nil {
+		t.Fatalf("a reload with the new CA in ca_file: %v", err)
+	}
+	if hits.Load() != before+1 {
+		t.Errorf("%d reads at the reload with a new ca_file, want 1", hits.Load()-before)
+	}
+	mustAccept(t, b, "through CA two, after the reload", tok)
+	// The authenticator left behind reads the set with CA two as well.
+	clock.Add(3 * time.Minute)
+	mustAccept(t, a, "the first authenticator, due", tok)
+	if err := nextRefresh(t, ch); err != nil {
+		t.Errorf("a read after ca_file changed, without a reload: %v", err)
+	}
+}
+
+// TestJWKSEd25519AlgorithmName: RFC 9864's "Ed25519" is EdDSA with an
+// Ed25519 key under its fully specified name; the two names are one
+// algorithm for an Ed25519 key and for no other, and accepting it in a key
+// set does not make a single-key verifier accept it.
+func TestJWKSEd25519AlgorithmName(t *testing.T) {
+	k := newTestKeys(t)
+	_, otherEd, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newIDP(t, jwksDoc(t,
+		jwkJSON(t, "ed-9864", "Ed25519", k.ed),
+		jwkJSON(t, "ed-plain", "", k.ed),
+		jwkJSON(t, "rsa", "RS256", k.rsa),
+		// Not Ed25519 keys: left out.
+		jwkJSON(t, "ec-ed", "Ed25519", k.ec),
+		jwkJSON(t, "rsa-ed", "Ed25519", k.rsa2),
+	))
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile}), Options{Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed25519Method := &signingMethodEd25519{}
+	mustAccept(t, a, "Ed25519 under an Ed25519 key", signKid(t, ed25519Method, k.ed, "ed-9864"))
+	mustAccept(t, a, "Ed25519 under an Ed25519 key without alg", signKid(t, ed25519Method, k.ed, "ed-plain"))
+	mustAccept(t, a, "EdDSA under an Ed25519 key", signKid(t, jwt.SigningMethodEdDSA, k.ed, "ed-9864"))
+	mustRefuse(t, a, "Ed25519 signed by another key", signKid(t, ed25519Method, otherEd, "ed-9864"), "invalid token")
+	mustRefuse(t, a, "Ed25519 under the RSA key's kid", signKid(t, ed25519Method, k.ed, "rsa"), "")
+	mustRefuse(t, a, "Ed25519 under a left-out EC key's kid", signKid(t, ed25519Method, k.ed, "ec-ed"), "kid")
+	mustRefuse(t, a, "Ed25519 without kid, two Ed25519 keys", signKid(t, ed25519Method, k.ed, ""), "several keys")
+	// A header saying Ed25519 over an RS256 signature by the RSA key.
+	rs := jwt.NewWithClaims(jwt.SigningMethodRS256, claims(nil))
+	rs.Header["kid"] = "rsa"
+	s, err := rs.SignedString(k.rsa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(s, ".")
+	h, _ := json.Marshal(map[string]any{"alg": "Ed25519", "kid": "rsa", "typ": "JWT"})
+	mustRefuse(t, a, "an RS256 signature labelled Ed25519", "Bearer "+base64.RawURLEncoding.EncodeToString(h)+"."+parts[1]+"."+parts[2], "")
+	st := a.JWKSStatus()
+	if strings.Join(st.Keys, ",") != "ed-9864 Ed25519,ed-plain EdDSA,rsa RS256" {
+		t.Errorf("keys %v", st.Keys)
+	}
+	// A single EdDSA key accepts only what it is configured with.
+	der, err := x509.MarshalPKIXPublicKey(k.ed.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	edPath := filepath.Join(t.TempDir(), "ed.pem")
+	if err := os.WriteFile(edPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	single, err := New(config.Auth{JWT: config.JWT{Algorithm: "EdDSA", PublicKey: edPath}}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRefuse(t, single, "Ed25519 with a single EdDSA key", signKid(t, ed25519Method, k.ed, ""), "")
 }

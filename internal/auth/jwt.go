@@ -96,6 +96,7 @@ func newJWTVerifier(cfg config.JWT, o Options) (*jwtVerifier, error) {
 		if strings.TrimSpace(cfg.Audience) == "" {
 			return nil, errors.New("auth.jwt.audience must be set with auth.jwt.jwks")
 		}
+		registerEd25519()
 		// A rebuilt authenticator (a reload, runtime tokens changed)
 		// keeps the set read before when the settings are the same.
 		if o.Previous != nil && o.Previous.jwt != nil && o.Previous.jwt.jwks.sameSource(cfg.JWKS) {
@@ -296,7 +297,7 @@ func jwtMessage(err error) string {
 	}
 	// A key set's lookup says what is wrong with the key a token names,
 	// not whether its signature would have held.
-	for _, e := range []error{errUnknownKid, errKidRequired, errNoKeyForAlg, errKidNotText} {
+	for _, e := range []error{errUnknownKid, errKidRequired, errNoKeyForAlg, errKidNotText, errKeySetExpired} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}
