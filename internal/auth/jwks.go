@@ -127,10 +127,13 @@ func (s *keySet) find(kid string, hasKid bool, alg string) (jwk, error) {
 	return jwk{}, errKidRequired
 }
 
-// jwksSource keeps the key set of auth.jwt.jwks. A set is used for at
-// most Refresh after it was read: older, it has expired, and a token is
-// refused rather than verified with a key the provider may have removed.
-// It is read again ahead of that: once it is older than renew (half of
+// jwksSource keeps the key set of auth.jwt.jwks. A set older than Refresh
+// is read again by the request that meets it (at most Timeout) before it
+// verifies anything, so that a key the provider removed stops verifying;
+// if that read fails, the set is used until MaxStale after its last good
+// read (riding out a provider outage that long), then it has expired and
+// every token is refused rather than verified with a key the provider may
+// have removed. It is read ahead of Refresh: once it is older than renew (half of
 // Refresh, or what the provider's Cache-Control max-age says when that
 // is less, never under MinRefresh), the next request starts a read in the
 // background and goes on with the set in hand; a failed read is tried
@@ -179,7 +182,7 @@ func (a *Authenticator) JWKSStatus() *JWKSStatus {
 	s := a.jwt.jwks
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &JWKSStatus{Source: s.where(), ReadAt: s.readAt, NextRead: s.readAt.Add(s.renew), ExpiresAt: s.readAt.Add(s.cfg.Refresh),
+	st := &JWKSStatus{Source: s.where(), ReadAt: s.readAt, NextRead: s.readAt.Add(s.renew), ExpiresAt: s.readAt.Add(s.maxStale()),
 		LastAttempt: s.lastAttempt, LastError: s.lastErr, Keys: []string{}}
 	for _, k := range s.set.keys {
 		kid := k.kid
@@ -279,8 +282,8 @@ func (s *jwksSource) sameSource(cfg config.JWKS) bool {
 // current returns the set to verify with, or errKeySetExpired. A set
 // older than renew has a read started in the background; one older than
 // Refresh, or force (an unknown kid), has the calling request read it
-// (or wait for the read under way), at most Timeout. No read starts
-// within MinRefresh of the last.
+// (or wait for the read under way), at most Timeout, and is refused once
+// older than maxStale. No read starts within MinRefresh of the last.
 func (s *jwksSource) current(force bool) (*keySet, error) {
 	s.mu.Lock()
 	now := s.now()
@@ -317,10 +320,16 @@ func (s *jwksSource) current(force bool) (*keySet, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.now().Sub(s.readAt) >= s.cfg.Refresh {
+	if s.now().Sub(s.readAt) >= s.maxStale() {
 		return nil, errKeySetExpired
 	}
 	return s.set, nil
+}
+
+// maxStale is how long a set is used without a good read: MaxStale, and
+// never less than Refresh (a configuration built without MaxStale).
+func (s *jwksSource) maxStale() time.Duration {
+	return max(s.cfg.MaxStale, s.cfg.Refresh)
 }
 
 // startLocked marks a read under way, started at now; s.mu is held. The
@@ -345,7 +354,7 @@ func (s *jwksSource) refresh(done chan struct{}) {
 		s.lastErr = err.Error()
 	}
 	s.inflight = nil
-	expires := s.readAt.Add(s.cfg.Refresh)
+	expires := s.readAt.Add(s.maxStale())
 	s.mu.Unlock()
 	close(done)
 	if err != nil {

@@ -931,3 +931,40 @@ func TestJWKSEd25519AlgorithmName(t *testing.T) {
 	}
 	mustRefuse(t, single, "Ed25519 with a single EdDSA key", signKid(t, ed25519Method, k.ed, ""), "")
 }
+
+// TestJWKSMaxStaleRidesOutAnOutage: with max_stale above refresh, a set
+// the provider cannot serve again is read by the request that finds it
+// older than refresh and, that read failing, still verifies until
+// max_stale after its last good read; then nothing does.
+func TestJWKSMaxStaleRidesOutAnOutage(t *testing.T) {
+	k := newTestKeys(t)
+	p := newIDP(t, jwksDoc(t, jwkJSON(t, "a", "RS256", k.rsa)))
+	clock := &testClock{t: testNow()}
+	ch, onRefresh := refreshes()
+	a, err := NewWith(jwksConfig(config.JWKS{URL: p.srv.URL, CAFile: p.caFile, MaxStale: 30 * time.Minute}), Options{Now: clock.Now, OnJWKSRefresh: onRefresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := signKid(t, jwt.SigningMethodRS256, k.rsa, "a")
+	p.fail.Store(true)
+	clock.Add(10 * time.Minute) // past refresh (5m), within max_stale
+	before := p.hits.Load()
+	mustAccept(t, a, "past refresh, the provider failing, within max_stale", tok)
+	if err := nextRefresh(t, ch); err == nil {
+		t.Fatal("the read past refresh did not fail")
+	}
+	if p.hits.Load() == before {
+		t.Error("a set older than refresh verified without being read again")
+	}
+	if st := a.JWKSStatus(); st == nil || !st.ExpiresAt.Equal(testNow().Add(30*time.Minute)) {
+		t.Errorf("status: %+v, want expiry max_stale (30m) after the read", st)
+	}
+	clock.Add(20*time.Minute + time.Second) // max_stale after the last good read
+	mustRefuse(t, a, "past max_stale", tok, "could not be read again")
+	if err := nextRefresh(t, ch); err == nil {
+		t.Fatal("the read at max_stale did not fail")
+	}
+	p.fail.Store(false)
+	clock.Add(31 * time.Second)
+	mustAccept(t, a, "after the provider is back", tok)
+}

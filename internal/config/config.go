@@ -169,8 +169,12 @@ type JWKS struct {
 	URL    string `koanf:"url"`     // https://, or http:// to a loopback host
 	File   string `koanf:"file"`    // a local JWKS document; exclusive with URL
 	CAFile string `koanf:"ca_file"` // PEM roots for URL's TLS; empty: the system's
-	// Refresh is how old the set may get before it is read again.
+	// Refresh is how old the set may get before a request reads it
+	// again itself (it is read in the background from half of that).
 	Refresh time.Duration `koanf:"refresh"`
+	// MaxStale is how long a set is used without a good read: a provider
+	// outage longer than that refuses every JWT. At least Refresh.
+	MaxStale time.Duration `koanf:"max_stale"`
 	// MinRefresh is the least time between two reads: what a token with
 	// an unknown kid can make happen, at most.
 	MinRefresh time.Duration `koanf:"min_refresh"`
@@ -277,7 +281,7 @@ func Default() Config {
 			MaxStreamsPerPrincipal: 100,
 		},
 		Auth: Auth{JWT: JWT{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour, RolesClaim: "roles", NameClaim: "sub",
-			JWKS: JWKS{Refresh: 5 * time.Minute, MinRefresh: 30 * time.Second, Timeout: 5 * time.Second}}},
+			JWKS: JWKS{Refresh: 5 * time.Minute, MaxStale: time.Hour, MinRefresh: 30 * time.Second, Timeout: 5 * time.Second}}},
 		Compat: DefaultCompat(),
 
 		Runbooks: DefaultRunbooks(),

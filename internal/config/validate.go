@@ -428,6 +428,10 @@ func validateJWKS(ps *problems, j JWT) {
 	if k.MinRefresh > k.Refresh && k.Refresh > 0 {
 		ps.add("auth.jwt.jwks.min_refresh", "%s is more than auth.jwt.jwks.refresh (%s)", k.MinRefresh, k.Refresh)
 	}
+	ps.positive("auth.jwt.jwks.max_stale", k.MaxStale)
+	if k.MaxStale < k.Refresh && k.MaxStale > 0 {
+		ps.add("auth.jwt.jwks.max_stale", "%s is less than auth.jwt.jwks.refresh (%s)", k.MaxStale, k.Refresh)
+	}
 	ps.positive("auth.jwt.jwks.timeout", k.Timeout)
 	if k.Timeout > MaxJWKSTimeout {
 		ps.add("auth.jwt.jwks.timeout", "%s is more than %s: a request with a new key id waits this long", k.Timeout, MaxJWKSTimeout)
