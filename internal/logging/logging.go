@@ -55,7 +55,8 @@ func New(o Options, out io.Writer) (*Logger, error) {
 		h, err := NewSyslogHandler(SyslogOptions{Address: o.SyslogAddress, Facility: o.SyslogFacility,
 			Level: l.Level, Fallback: out})
 		if err != nil {
-			return nil, fmt.Errorf("log.format syslog: %w", err)
+			return nil, fmt.Errorf("log.format syslog: %w: is a syslog daemon (rsyslog, journald) listening there? "+
+				"set log.syslog_address to its socket, or log.format to text or json for stderr", err)
 		}
 		l.Logger, l.close = slog.New(h), h.Close
 	case "", "text":

@@ -156,8 +156,11 @@ func TestSyslogSurvivesDaemonRestart(t *testing.T) {
 
 func TestSyslogRefusesToStartWithoutADaemon(t *testing.T) {
 	_, err := logging.New(logging.Options{Format: "syslog", SyslogAddress: filepath.Join(t.TempDir(), "none")}, nil)
-	if err == nil || !strings.Contains(err.Error(), "log.format syslog") {
-		t.Fatalf("New = %v, want an error naming log.format syslog", err)
+	// A newcomer (a Vigrid config imported with log_format: syslog, on a
+	// machine without a syslog daemon) must be told what to change.
+	if err == nil || !strings.Contains(err.Error(), "log.format syslog") ||
+		!strings.Contains(err.Error(), "log.syslog_address") || !strings.Contains(err.Error(), "log.format to text or json") {
+		t.Fatalf("New = %v, want an error naming log.format syslog and the settings to change", err)
 	}
 }
 
