@@ -208,7 +208,7 @@ func (l *logThrottle) let(key string) (held int, ok bool) {
 // run anything as anyone, everyone else nothing. A real deployment writes
 // its own rules (deploy/orderly.example.yaml).
 func defaultPolicy() []config.Rule {
-	return []config.Rule{{Name: "builtin-admin", Roles: []string{"admin"}, Hosts: []string{"*"},
+	return []config.Rule{{Name: policy.BuiltinAdmin, Roles: []string{"admin"}, Hosts: []string{"*"},
 		Allow: []string{".*"}, RunAs: []string{"", "*"}}}
 }
 

@@ -52,7 +52,7 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 		}
 	}
 	if len(applicable) == 0 {
-		return deny(nil, fmt.Sprintf("no policy rule applies to principal %q", r.Principal.Name))
+		return deny(nil, fmt.Sprintf("no policy rule applies to principal %q", r.Principal.Name)+e.adminHint(r))
 	}
 
 	// The allow lines are the deny lines' first ones (denyLines): built
@@ -110,9 +110,21 @@ func (e *Engine) Decide(r Request) (order.Decision, error) {
 	}
 	matched = refusals
 	if len(reasons) == 0 {
-		return deny(matched, fmt.Sprintf("no policy rule allows command %q for principal %q", r.Command, r.Principal.Name))
+		return deny(matched, fmt.Sprintf("no policy rule allows command %q for principal %q", r.Command, r.Principal.Name)+e.adminHint(r))
 	}
 	return deny(matched, strings.Join(reasons, "; "))
+}
+
+// adminHint tells an admin refused for want of a rule why: the built-in
+// admin rule (serve's admin.token may run anything) gives way to the
+// config's first policy rule, which surprises whoever added a rule for
+// someone else (a compat surface's principal, a role) and then finds
+// serve's admin token refused.
+func (e *Engine) adminHint(r Request) string {
+	if e.builtin || !r.Principal.HasRole("admin") {
+		return ""
+	}
+	return " (the built-in rule that lets the admin role run anything applies only while the config has no policy rule: add a rule for admin, docs/config.md#policy)"
 }
 
 // constraints checks everything but the allow regex and returns trace

@@ -20,7 +20,15 @@ import (
 // Engine can serve concurrent requests and a config reload swaps in a new one.
 type Engine struct {
 	rules []rule
+	// builtin says the rules are the built-in admin rule (no policy
+	// configured); without it, an admin's refusal says why admin is refused.
+	builtin bool
 }
+
+// BuiltinAdmin names the rule a config without policy rules gets: the
+// admin role may run anything as anyone. It applies only while no rule is
+// configured.
+const BuiltinAdmin = "builtin-admin"
 
 // rule is a config.Rule with its patterns compiled.
 type rule struct {
@@ -59,6 +67,7 @@ func New(rules []config.Rule) (*Engine, error) {
 			return nil, fmt.Errorf("policy rule %q: duplicate name", cr.Name)
 		}
 		seen[cr.Name] = true
+		e.builtin = e.builtin || cr.Name == BuiltinAdmin
 		r, err := compile(cr)
 		if err != nil {
 			return nil, fmt.Errorf("policy rule %q: %w", cr.Name, err)

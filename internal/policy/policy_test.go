@@ -345,3 +345,42 @@ func TestDecideAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminRefusedForWantOfARuleIsToldWhy: serve's admin token may run
+// anything while the config has no policy rule (the built-in rule); the
+// first rule of one's own (compat.md's httpexec or stage0 rule) ends that,
+// and the admin's refusal must say so rather than only "no rule allows".
+func TestAdminRefusedForWantOfARuleIsToldWhy(t *testing.T) {
+	admin := auth.Principal{Name: "admin", Roles: []string{"admin"}, Kind: auth.KindToken}
+	other := auth.Principal{Name: "ops", Roles: []string{"ops"}, Kind: auth.KindToken}
+	const hint = "built-in rule that lets the admin role run anything applies only while the config has no policy rule"
+	for _, tc := range []struct {
+		name  string
+		rules []config.Rule
+		who   auth.Principal
+		want  string // "" = no hint
+	}{
+		{"no rule applies to admin", []config.Rule{{Name: "httpexec", Principals: []string{"httpexec-client"}, Hosts: []string{"*"}, Allow: []string{`.*`}}},
+			admin, "no policy rule applies to principal \"admin\""},
+		{"a rule applies, none allows", []config.Rule{{Name: "stage0", Roles: []string{"developer", "admin"}, Hosts: []string{"*"}, Allow: []string{`^runbook:`}}},
+			admin, "no policy rule allows command \"uname\""},
+		{"not an admin", []config.Rule{{Name: "stage0", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{`^runbook:`}}},
+			other, ""},
+		{"the built-in rule itself refuses nothing of admin's", []config.Rule{{Name: BuiltinAdmin, Roles: []string{"admin"}, Hosts: []string{"web-*"}, Allow: []string{`^ls$`}}},
+			admin, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := New(tc.rules)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.Decide(Request{Principal: tc.who, Host: "db-1", Command: "uname"})
+			if err == nil {
+				t.Fatal("allowed, want a refusal")
+			}
+			if got := strings.Contains(err.Error(), hint); got != (tc.want != "") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("refusal %q: want it to contain %q and the hint %v", err, tc.want, tc.want != "")
+			}
+		})
+	}
+}
