@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -36,6 +38,13 @@ func natsAuth(cfg config.Config, role natsRole) ([]nats.Option, error) {
 	case cfg.NATS.Nkey != "":
 		nk, err := nats.NkeyOptionFromSeed(cfg.NATS.Nkey)
 		if err != nil {
+			if role == roleWorker && errors.Is(err, fs.ErrNotExist) && filepath.Base(cfg.NATS.Nkey) == natsembed.WorkerFile(cfg.Host) {
+				// README's second worker, started before serve was told
+				// of its host: say how serve comes to write the file.
+				return nil, fmt.Errorf("nats.nkey: %w: serve writes it once host %s is in its nats.workers "+
+					"(start serve with --nats-workers %s, or add it to nats.workers in serve's config and reload serve)",
+					err, cfg.Host, cfg.Host)
+			}
 			return nil, fmt.Errorf("nats.nkey: %w", err)
 		}
 		opts = append(opts, nk)

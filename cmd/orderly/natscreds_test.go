@@ -126,3 +126,23 @@ func TestOpenBusIsNamed(t *testing.T) {
 		t.Errorf("against serve's NATS, which requires a credential:\n%s", authLogs.String())
 	}
 }
+
+// TestMissingWorkerSeedSaysHowServeWritesIt: README's second worker
+// (`--nats-nkey data/nats-creds/worker-web-2.nk`) started before serve
+// listed web-2 in nats.workers stopped with only "open …: no such file or
+// directory"; it now says how serve comes to write the file.
+func TestMissingWorkerSeedSaysHowServeWritesIt(t *testing.T) {
+	worker := config.Default()
+	worker.Host = "web-2"
+	worker.NATS.Nkey = filepath.Join(t.TempDir(), "nats-creds", natsembed.WorkerFile("web-2"))
+	_, err := natsAuth(worker, roleWorker)
+	if err == nil || !strings.Contains(err.Error(), "no such file") ||
+		!strings.Contains(err.Error(), "--nats-workers web-2") || !strings.Contains(err.Error(), "nats.workers") {
+		t.Fatalf("a worker of web-2 without its seed file: %v", err)
+	}
+	// Another file name (a seed of an external NATS) gets no serve hint.
+	worker.NATS.Nkey = filepath.Join(t.TempDir(), "worker.nk")
+	if _, err := natsAuth(worker, roleWorker); err == nil || strings.Contains(err.Error(), "nats-workers") {
+		t.Fatalf("a missing seed not of serve's: %v", err)
+	}
+}
