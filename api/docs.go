@@ -51,9 +51,19 @@ func (s *Server) handleDocsIndex(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleDocsFile is GET /docs/{file}: one of the explorer's files, all of
-// which sit in one directory.
+// which sit in one directory. stage0's own addresses of its explorer and
+// its spec (`/docs/explorer.html`, `/docs/openapi.yaml`, in its README and
+// its users' bookmarks) answer orderly's: they sit in the same directory,
+// so the page's relative links work from either address.
 func (s *Server) handleDocsFile(w http.ResponseWriter, r *http.Request) {
-	s.serveDocsFile(w, r, chi.URLParam(r, "file"))
+	switch file := chi.URLParam(r, "file"); file {
+	case "explorer.html":
+		s.serveDocsFile(w, r, "index.html")
+	case "openapi.yaml":
+		s.handleOpenAPI(w, r)
+	default:
+		s.serveDocsFile(w, r, file)
+	}
 }
 
 // serveDocsFile writes one embedded file, or the JSON 404 every other

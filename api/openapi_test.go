@@ -213,6 +213,14 @@ func TestDocsServed(t *testing.T) {
 	if !strings.Contains(string(init), `url: "../openapi.yaml"`) || !strings.Contains(string(init), "validatorUrl: null") {
 		t.Errorf("swagger-initializer.js does not load ../openapi.yaml without a validator:\n%s", init)
 	}
+	// stage0's addresses of its explorer and spec (its README's) answer ours.
+	if resp, b := get("/docs/explorer.html"); resp.StatusCode != http.StatusOK || !bytes.Equal(b, page) {
+		t.Errorf("/docs/explorer.html: %d, %d bytes, not /docs/'s page", resp.StatusCode, len(b))
+	}
+	if resp, b := get("/docs/openapi.yaml"); resp.StatusCode != http.StatusOK || !bytes.Equal(b, api.OpenAPISpec()) ||
+		resp.Header.Get("Content-Type") != "application/yaml" {
+		t.Errorf("/docs/openapi.yaml: %d %s, %d bytes, not the spec", resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
+	}
 	for _, path := range []string{"/docs/nope.js", "/docs/..%2fopenapi.yaml", "/docs/web"} {
 		resp, b := get(path)
 		wantError(t, resp.StatusCode, b, http.StatusNotFound, "not_found")
