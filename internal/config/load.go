@@ -487,6 +487,22 @@ func scalarHook(from, to reflect.Type, data any) (any, error) {
 		case string, int, int64, uint64, float64:
 			return nil, errors.New("must be true or false")
 		}
+	case reflect.Slice:
+		// The decoder's "source data must be an array or slice, got
+		// string" is Go's; a Vigrid user writes command_path as its
+		// colon-separated string, and a list of one table is easily
+		// written without its "- ".
+		switch data.(type) {
+		case string, bool, int, int64, uint64, float64:
+			return nil, errors.New("must be a list, [a, b] or one \"- item\" line each, not a single value")
+		case map[string]any:
+			return nil, errors.New("must be a list, one \"- \" entry each, not a table of keys")
+		}
+	case reflect.Struct, reflect.Map:
+		switch data.(type) {
+		case []any:
+			return nil, errors.New("must be a table of keys (key: value lines), not a list")
+		}
 	}
 	return data, nil
 }

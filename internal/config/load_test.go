@@ -295,6 +295,15 @@ func TestLoadScalarKinds(t *testing.T) {
 		{"past int64 as float", "actions:\n  definitions:\n    - name: a\n      command: [echo]\n      params:\n        - {name: n, type: int, max: 99999999999999999999}\n",
 			"actions.definitions[0].params[0].max: 1e+20 is out of range (-9223372036854775808 to 9223372036854775807)"},
 		{"below int64", "limits:\n  max_args: -9999999999999999999\n", "limits.max_args: -1e+19 is out of range (-9223372036854775808 to 9223372036854775807)"},
+		// A list written as one value, or as a table, or a section written
+		// as a list, was refused in Go's words ("source data must be an
+		// array or slice, got string"): Vigrid's command_path is a
+		// colon-separated string.
+		{"text for a list", "worker:\n  command_path: \"/usr/bin:/bin\"\n",
+			"worker.command_path: must be a list, [a, b] or one \"- item\" line each, not a single value"},
+		{"one table for a list of tables", "policy:\n  name: x\n  allow: ['.*']\n",
+			"policy: must be a list, one \"- \" entry each, not a table of keys"},
+		{"a list for a section", "worker:\n  - host: a\n", "worker: must be a table of keys (key: value lines), not a list"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
