@@ -67,6 +67,11 @@ func DefaultCompat() Compat {
 // validateCompat checks the compat surfaces. The httpexec surface runs
 // commands for anyone who reaches it, so it is refused unless acl.allow
 // names who may.
+// serveHostHint says which host id a newcomer on one machine means: the
+// surfaces name no default, since only the config says where the API and
+// the workers run.
+const serveHostHint = "with orderly serve, its own: --host or host, the short hostname when unset"
+
 func (c Config) validateCompat(ps *problems) {
 	h := c.Compat.HTTPExec
 	if h.Enabled {
@@ -76,7 +81,9 @@ func (c Config) validateCompat(ps *problems) {
 		if !strings.HasPrefix(h.Prefix, "/") {
 			ps.add("compat.httpexec.prefix", "must start with /")
 		}
-		if !order.ValidHost(h.Host) {
+		if h.Host == "" {
+			ps.add("compat.httpexec.host", "must name the worker host that runs the commands ("+serveHostHint+")")
+		} else if !order.ValidHost(h.Host) {
 			ps.add("compat.httpexec.host", "%q must be a host id of [A-Za-z0-9_-]", h.Host)
 		}
 		if !strings.HasPrefix(h.ExecRoot, "/") {
@@ -96,7 +103,9 @@ func (c Config) validateCompat(ps *problems) {
 		if !strings.HasPrefix(v.Prefix, "/") || v.Prefix == "/" {
 			ps.add("compat.vigrid.prefix", "must start with / and not be / itself")
 		}
-		if !order.ValidHost(v.Host) {
+		if v.Host == "" {
+			ps.add("compat.vigrid.host", "must name the worker host whose queue the surface runs ("+serveHostHint+")")
+		} else if !order.ValidHost(v.Host) {
 			ps.add("compat.vigrid.host", "%q must be a host id of [A-Za-z0-9_-]", v.Host)
 		}
 		ps.positive("compat.vigrid.max_wait", v.MaxWait)

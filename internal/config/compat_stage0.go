@@ -79,7 +79,7 @@ func (c Config) validateStage0(ps *problems) {
 		}
 	}
 	if len(s.Hosts) == 0 && c.Runbooks.Host == "" {
-		ps.add("compat.stage0.hosts", "name at least one host, or set runbooks.host")
+		ps.add("compat.stage0.hosts", "name at least one host, or set runbooks.host ("+serveHostHint+")")
 	}
 }
 

@@ -317,3 +317,27 @@ func TestJWKSSettingsThatAreValid(t *testing.T) {
 		t.Errorf("a key set file: %v", err)
 	}
 }
+
+// TestCompatHostLeftOutSaysWhichHost: compat.md's examples name a fleet's
+// host (web-3); a newcomer on one machine who leaves it out was told
+// `"" must be a host id of [A-Za-z0-9_-]`, which names no host to write.
+func TestCompatHostLeftOutSaysWhichHost(t *testing.T) {
+	c := Default()
+	c.ACL.Allow = []string{"127.0.0.0/8"}
+	c.Compat.HTTPExec = HTTPExecCompat{Enabled: true, Prefix: "/", ExecRoot: "/srv/bin", Principal: "httpexec-client"}
+	c.Compat.Vigrid.Enabled, c.Compat.Vigrid.Host = true, ""
+	c.Compat.Stage0.Enabled, c.Compat.Stage0.JWTSecret, c.Compat.Stage0.Hosts = true, strings.Repeat("s", 40), nil
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("valid without hosts")
+	}
+	for _, want := range []string{
+		"compat.httpexec.host: must name the worker host that runs the commands (with orderly serve, its own: --host or host",
+		"compat.vigrid.host: must name the worker host whose queue the surface runs (with orderly serve, its own",
+		"compat.stage0.hosts: name at least one host, or set runbooks.host (with orderly serve, its own",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nwant it to contain %q", err, want)
+		}
+	}
+}
