@@ -291,7 +291,8 @@ func (s *security) authWith(cfg config.Auth, tokens []postgres.APIToken) (*auth.
 	for _, t := range tokens {
 		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
 			// serve's own admin token is one of these, named admin.
-			return nil, fmt.Errorf("runtime token (kept in PostgreSQL, table api_tokens): %w", err)
+			return nil, fmt.Errorf("runtime token (kept in PostgreSQL, table api_tokens; orderly serve's own admin token is %q there): %w: "+
+				"rename the one in auth.tokens", serveAdminToken, err)
 		}
 	}
 	return a, nil

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -50,6 +51,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	a.boundMemory(ctx, w)
 	cfg := w.Current()
+	if err := adminNameFree(cfg); err != nil {
+		// Found when the runtime tokens were loaded, it came after an
+		// initdb, NATS and the migrations, and named no token to rename.
+		return err
+	}
 	if cfg.Host == "" {
 		cfg.Host = defaultHost()
 	}
@@ -329,7 +335,7 @@ func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) e
 		// hash wins: a database restored from a backup taken before a
 		// rotation holds the hash rotated away, and the file's token was
 		// refused while the old one, perhaps the leaked one, worked again.
-		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: "admin",
+		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: serveAdminToken,
 			SHA256: auth.HashToken(strings.TrimSpace(string(b))), Roles: []string{"admin"}})
 	}
 	if !errors.Is(err, os.ErrNotExist) {
@@ -339,14 +345,14 @@ func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) e
 	if err := writeTokenFile(path, tok); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
-	created, err := store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}})
+	created, err := store.EnsureAPIToken(ctx, postgres.APIToken{Name: serveAdminToken, SHA256: sum, Roles: []string{"admin"}})
 	if err != nil {
 		return err
 	}
 	if !created {
 		// The database already has an admin token (the file was removed):
 		// rotate it so the new file works.
-		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}})
+		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: serveAdminToken, SHA256: sum, Roles: []string{"admin"}})
 	}
 	return nil
 }
@@ -404,4 +410,21 @@ func writeTokenFile(path, tok string) error {
 		os.Remove(f.Name())
 	}
 	return err
+}
+
+// serveAdminToken is the name serve keeps its own admin token under (in
+// api_tokens, its secret in <data dir>/admin.token).
+const serveAdminToken = "admin"
+
+// adminNameFree refuses a config token named as serve's own admin token:
+// the two would be one principal, sharing orders and policy rules. A
+// Vigrid config imported as it is names its first token admin.
+func adminNameFree(cfg config.Config) error {
+	for i, t := range cfg.Auth.Tokens {
+		if t.Name == serveAdminToken {
+			return fmt.Errorf("auth.tokens[%d]: the name %q is the one orderly serve keeps for its own admin token (%s); "+
+				"rename this token, and the policy rules and compat.vigrid.users entries that name it", i, serveAdminToken, "<data dir>/admin.token")
+		}
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +116,30 @@ func TestServeFindsATakenPortFirst(t *testing.T) {
 		t.Fatalf("the API's port after a refused start: %v", err)
 	}
 	ln.Close()
+}
+
+// TestServeRefusesAConfigAdminTokenFirst: a config token named admin (a
+// Vigrid config imported as it is names its first token so) was found
+// when serve loaded its own admin token from PostgreSQL, after an initdb,
+// NATS and the migrations, and the error said "rename one of them" of two
+// tokens one of which cannot be renamed. It is now refused before
+// anything starts, naming the config's token.
+func TestServeRefusesAConfigAdminTokenFirst(t *testing.T) {
+	dataDir := serveDataDir(t, "orderly-admin-name-")
+	cfgFile := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(cfgFile, []byte("auth:\n  tokens:\n    - name: ops\n      sha256: "+strings.Repeat("ab", 32)+
+		"\n    - name: admin\n      sha256: "+strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"orderly", "serve", "--config", cfgFile, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"},
+		[]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0"}, strings.NewReader(""), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "auth.tokens[1]") || !strings.Contains(err.Error(), "rename this token") {
+		t.Fatalf("serve with a config token named admin: %v, want auth.tokens[1] named\n%s", err, out.String())
+	}
+	if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
+		t.Errorf("serve started something before refusing the token: %v", entries)
+	}
 }
