@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -129,6 +130,14 @@ func convertVigrid(src []byte, name, host string) (out []byte, notes []string, e
 	if v.SSL.Enabled {
 		if v.SSL.Certificate != "" && v.SSL.PrivateKey != "" {
 			c.HTTP = map[string]any{"tls_cert": v.SSL.Certificate, "tls_key": v.SSL.PrivateKey}
+			// Vigrid served plain HTTP when the files were missing; orderly
+			// refuses to start without them rather than drop TLS.
+			for _, f := range []string{v.SSL.Certificate, v.SSL.PrivateKey} {
+				if _, err := os.Stat(f); err != nil {
+					notes = append(notes, fmt.Sprintf("ssl file %q cannot be read here (%v): Vigrid fell back to plain HTTP, "+
+						"orderly refuses to start without it; copy it to this path, or remove http.tls_cert and http.tls_key", f, err))
+				}
+			}
 		} else {
 			notes = append(notes, "ssl.enabled without certificate and private_key: Vigrid fell back to plain HTTP, and so does this config")
 		}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
 )
@@ -74,5 +77,60 @@ tokens:
 	// clients still call.
 	if !strings.Contains(string(out), "listen: 0.0.0.0:8443\n") {
 		t.Fatalf("default listen:\n%s", out)
+	}
+}
+
+// TestConvertVigridTLSFilesMissing: Vigrid served plain HTTP when its
+// certificate files were missing (its documentation's example paths,
+// /path/to/server.crt); the imported config makes serve refuse to start,
+// so the import says so when it cannot read them, and serve refuses
+// before it starts anything.
+func TestConvertVigridTLSFilesMissing(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	src := func() []byte {
+		return []byte("bind: 127.0.0.1\nport: 9090\nssl: {enabled: true, certificate: " + crt + ", private_key: " + key +
+			"}\ntokens: {ops: {secret: ops-secret-value-123, user: root, allow_commands: ['.*']}}\n")
+	}
+	out, notes, err := convertVigrid(src(), "v.conf", "web-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(notes, "\n")
+	for _, f := range []string{crt, key} {
+		if !strings.Contains(joined, `ssl file "`+f+`" cannot be read here`) || !strings.Contains(joined, "fell back to plain HTTP") {
+			t.Errorf("notes lack the missing %s: %q", f, notes)
+		}
+	}
+	if !strings.Contains(string(out), "tls_cert: "+crt) {
+		t.Errorf("TLS left out of the config:\n%s", out)
+	}
+
+	// serve refuses the pair before it starts anything.
+	cfgFile := filepath.Join(dir, "orderly.yaml")
+	if err := os.WriteFile(cfgFile, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := serveDataDir(t, "orderly-tls-missing-")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var buf bytes.Buffer
+	err = run(ctx, []string{"orderly", "serve", "--config", cfgFile, "--data-dir", dataDir, "--listen", "127.0.0.1:0"},
+		[]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0"}, strings.NewReader(""), &buf, &buf)
+	if err == nil || !strings.Contains(err.Error(), "http.tls_cert and http.tls_key") {
+		t.Fatalf("serve without its TLS files: %v\n%s", err, buf.String())
+	}
+	if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
+		t.Errorf("serve started something before refusing the TLS files: %v", entries)
+	}
+
+	// Files that exist get no note.
+	for _, f := range []string{crt, key} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, notes, err = convertVigrid(src(), "v.conf", "web-3"); err != nil || strings.Contains(strings.Join(notes, "\n"), "ssl file") {
+		t.Fatalf("readable TLS files noted: %v %q", err, notes)
 	}
 }

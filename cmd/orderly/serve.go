@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,6 +56,13 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		// Found when the runtime tokens were loaded, it came after an
 		// initdb, NATS and the migrations, and named no token to rename.
 		return err
+	}
+	if cfg.HTTP.TLSCert != "" {
+		// Found when the API started, after an initdb, NATS and the
+		// migrations (the API loads the pair again then).
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
+			return fmt.Errorf("http.tls_cert and http.tls_key: %w", err)
+		}
 	}
 	if cfg.Host == "" {
 		cfg.Host = defaultHost()
