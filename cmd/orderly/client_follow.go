@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -32,7 +34,12 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		opts.OnStatus = func(s client.Status) { sp.set(fmt.Sprintf("%s %s on %s", ord.ID, s, ord.Host)) }
 		opts.BeforeOutput = sp.stop
 	}
+	stopCheck := func() {}
+	if submitted && !asJSON && ord.Status == client.StatusQueued {
+		stopCheck = a.sayWhenNoWorker(ctx, c, ord, sp, &opts)
+	}
 	final, err := c.Follow(ctx, ord.ID.String(), opts)
+	stopCheck()
 	sp.stop()
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
@@ -60,6 +67,56 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		fmt.Fprintf(a.stderr, "dry run: %s, policy %s (matched: %s)\n", final.Status, final.Policy.Decision, strings.Join(final.Policy.Matched, ", "))
 	}
 	return exitOf(a.stderr, final)
+}
+
+// noWorkerCheckAfter is how long a submitted order may stay queued
+// before `submit --wait` asks whether its host has a worker at all.
+var noWorkerCheckAfter = 2 * time.Second
+
+// sayWhenNoWorker tells whoever waits for ord, once, when it is still
+// queued after noWorkerCheckAfter on a host no worker serves (a typo of
+// the host, a worker not started): the API accepts such an order, which
+// waits for a worker, and `submit --wait` waited in silence. It wraps
+// opts.OnStatus to know the order started; the returned func ends the
+// check.
+func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client.Order, sp *spinner, opts *client.FollowOptions) func() {
+	var status atomic.Value
+	status.Store(ord.Status)
+	prev := opts.OnStatus
+	opts.OnStatus = func(s client.Status) {
+		status.Store(s)
+		if prev != nil {
+			prev(s)
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-cctx.Done():
+			return
+		case <-time.After(noWorkerCheckAfter):
+		}
+		if status.Load() != client.StatusQueued {
+			return
+		}
+		h, err := c.Host(cctx, ord.Host)
+		if err != nil || h.Online || status.Load() != client.StatusQueued || cctx.Err() != nil {
+			return
+		}
+		seen := "never seen"
+		if h.LastSeen != nil {
+			seen = "last seen " + h.LastSeen.Local().Format("2006-01-02 15:04:05")
+		}
+		note := fmt.Sprintf("host %s has no worker online (%s): the order waits until one starts", ord.Host, seen)
+		if sp != nil {
+			sp.set(fmt.Sprintf("%s queued on %s: %s", ord.ID, ord.Host, note))
+			return
+		}
+		fmt.Fprintf(a.stderr, "orderly: %s; Ctrl-C stops waiting and leaves it queued (stop it: orderly cancel %s)\n", note, ord.ID)
+	}()
+	return func() { cancel(); <-done }
 }
 
 // exitOf maps a finished order to the CLI's exit, like ssh does for a

@@ -764,3 +764,31 @@ func TestCLISubmitTimeoutAboveTheMaximumNamesTheFlag(t *testing.T) {
 		t.Fatalf("error %v, want %q", r.err, want)
 	}
 }
+
+// TestCLISubmitWaitSaysWhenNoWorkerServesTheHost: an order for a host no
+// worker serves (a typo, a worker not started) is accepted and waits;
+// `submit --wait` waited in silence until Ctrl-C. After a moment queued it
+// now says the host has no worker online; an order its worker runs gets
+// no such note.
+func TestCLISubmitWaitSaysWhenNoWorkerServesTheHost(t *testing.T) {
+	s := newStack(t, "h1")
+	defer func(d time.Duration) { noWorkerCheckAfter = d }(noWorkerCheckAfter)
+	noWorkerCheckAfter = 300 * time.Millisecond
+
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"orderly", "submit", "--host", "web-9", "--wait", "--", "true"}, s.cliEnv(), strings.NewReader(""), &out, &errb)
+	if err == nil {
+		t.Fatal("submit --wait for a host without a worker ended")
+	}
+	if !strings.Contains(errb.String(), "orderly: host web-9 has no worker online (never seen): the order waits until one starts; Ctrl-C stops waiting") {
+		t.Errorf("stderr lacks the note:\n%s", errb.String())
+	}
+
+	r := cli(t, s.cliEnv(), "", "submit", "--host", "h1", "--wait", "--", "sh", "-c", "sleep 1; echo done")
+	wantExit(t, r, 0)
+	if r.stdout != "done\n" || strings.Contains(r.stderr, "no worker online") {
+		t.Errorf("an order its worker runs: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}
