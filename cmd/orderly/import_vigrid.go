@@ -187,6 +187,12 @@ func convertVigrid(src []byte, name, host string) (out []byte, notes []string, e
 		if tn == "admin" {
 			notes = append(notes, `token "admin": orderly serve keeps its own admin token under this name and refuses a second one; rename it (and its policy rule) before using this file with serve`)
 		}
+		if publishedVigridSecret(t.Secret) {
+			// Carried over so that its clients keep working, but anyone
+			// who read Vigrid's documentation holds it.
+			notes = append(notes, fmt.Sprintf("token %q: its secret is an example from Vigrid's documentation (or says change-me), "+
+				"known to whoever read it; give its clients a new one (orderly token new) and replace its sha256", tn))
+		}
 		sum := sha256.Sum256([]byte(t.Secret))
 		c.Auth.Tokens = append(c.Auth.Tokens, importedToken{Name: tn, SHA256: hex.EncodeToString(sum[:])})
 		r := importedRule{Name: tn, Principals: []string{tn}, Hosts: []string{host}, Allow: []string{}}
@@ -271,4 +277,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// publishedVigridSecret says whether secret is one of the example secrets
+// Vigrid's documentation and installer print, or says it wants changing.
+func publishedVigridSecret(secret string) bool {
+	switch secret {
+	case "your-secret-token-here", "monitor-token-here", "VigridAdmin-Secret-Token-Change-Me":
+		return true
+	}
+	l := strings.ToLower(secret)
+	return strings.Contains(l, "change-me") || strings.Contains(l, "changeme") || strings.Contains(l, "change_me")
 }

@@ -134,3 +134,33 @@ func TestConvertVigridTLSFilesMissing(t *testing.T) {
 		t.Fatalf("readable TLS files noted: %v %q", err, notes)
 	}
 }
+
+// TestConvertVigridNotesPublishedSecrets: Vigrid's documentation's
+// example config (secret "your-secret-token-here") and its installer's
+// token (…-Change-Me) were carried over silently, so a newcomer who
+// imported the example kept a secret anyone can read. The import notes
+// them, never printing the secret, and keeps them (their clients work).
+func TestConvertVigridNotesPublishedSecrets(t *testing.T) {
+	src := "tokens:\n  ops:\n    secret: your-secret-token-here\n    allow_commands: ['.*']\n" +
+		"  ci:\n    secret: CI-Token-CHANGE-ME-please\n    allow_commands: ['.*']\n" +
+		"  good:\n    secret: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b\n    allow_commands: ['.*']\n"
+	out, notes, err := convertVigrid([]byte(src), "v.conf", "web-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(notes, "\n")
+	for _, tn := range []string{"ops", "ci"} {
+		if !strings.Contains(joined, `token "`+tn+`": its secret is an example from Vigrid's documentation`) {
+			t.Errorf("notes lack token %s: %q", tn, notes)
+		}
+	}
+	if strings.Contains(joined, `token "good"`) {
+		t.Errorf("a secret of its own noted: %q", notes)
+	}
+	if strings.Contains(joined, "your-secret") || strings.Contains(joined, "CHANGE-ME-please") || strings.Contains(string(out), "your-secret") {
+		t.Errorf("the secret was printed: %q\n%s", notes, out)
+	}
+	if strings.Count(string(out), "sha256: ") != 3 {
+		t.Errorf("a token was left out:\n%s", out)
+	}
+}
