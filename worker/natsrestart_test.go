@@ -68,3 +68,67 @@ func TestNATSRestartLosesTheConsumerNotTheOrders(t *testing.T) {
 		t.Error("the consumer created again keeps its state on disk")
 	}
 }
+
+// TestNATSRestartRedeliversFinishedOrdersOnlyToAckThem: the orders stream
+// has limits retention, so orders acknowledged before a nats-server
+// restart are still stored (nothing purges them here, as no API runs);
+// the restart loses the in-memory consumer and the worker creates it
+// again at the first message stored. Those finished orders are delivered
+// again and only acknowledged (PostgreSQL shows them finished): each order
+// runs once, in the order submitted, before and after the restart.
+func TestNATSRestartRedeliversFinishedOrdersOnlyToAckThem(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	e, wq, connected := newEnvOn(t, ns)
+	log := filepath.Join(t.TempDir(), "ran")
+	appendName := func(name string) uuid.UUID {
+		return e.submit("lrestart", "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
+	}
+	ids := []uuid.UUID{appendName("a"), appendName("b")}
+	e.startWith(wq, e.store, "lrestart", nil)
+	for _, id := range ids {
+		e.waitStatus(id, order.StatusSucceeded)
+	}
+	st, err := e.q.JetStream().Stream(t.Context(), queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.CachedInfo().Config.Retention; r != jetstream.LimitsPolicy {
+		t.Fatalf("orders stream retention %v, want limits on a single server", r)
+	}
+	testenv.WaitUntil(t, 5*time.Second, "the acks of a and b", func() bool {
+		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("lrestart"))
+		return err == nil && c.CachedInfo().NumAckPending == 0
+	})
+
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+		return connected()
+	})
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("the stream holds %d messages after the restart, want a's and b's, acknowledged", info.State.Msgs)
+	}
+	ids = append(ids, appendName("c"), appendName("d"))
+
+	var prev *order.Order
+	for _, id := range ids {
+		o := e.waitStatus(id, order.StatusSucceeded)
+		if o.Attempt != 1 {
+			t.Errorf("order %s ran in attempt %d", id, o.Attempt)
+		}
+		if prev != nil && (o.StreamSeq <= prev.StreamSeq || o.StartedAt.Before(*prev.FinishedAt)) {
+			t.Fatalf("order %s (seq %d) ran before %s (seq %d) finished", o.ID, o.StreamSeq, prev.ID, prev.StreamSeq)
+		}
+		prev = o
+	}
+	testenv.WaitUntil(t, 10*time.Second, "every message acknowledged", func() bool {
+		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("lrestart"))
+		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0
+	})
+	if b, _ := os.ReadFile(log); string(b) != "a\nb\nc\nd\n" {
+		t.Fatalf("the orders ran %q, want a, b, c, d once each in order", b)
+	}
+}

@@ -54,6 +54,7 @@ type Publisher interface {
 	Missing(ctx context.Context, host string, want []uuid.UUID, scan int) ([]uuid.UUID, error)
 	UnservedHosts(ctx context.Context) (map[string]uint64, error)
 	DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error)
+	PurgeAcked(ctx context.Context) (int, error)
 }
 
 // Authorizer is the API policy.
@@ -70,6 +71,7 @@ type Options struct {
 	LostAfter      time.Duration        // how old a queued order must be for EndLost to look for its message
 	LostEvery      time.Duration        // how often EndLost runs
 	DropEvery      time.Duration        // how often DropEnded runs
+	PurgeEvery     time.Duration        // how often acknowledged orders leave a limits orders stream (queue.PurgeAcked)
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -129,6 +131,9 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 	}
 	if opts.ExpireEvery <= 0 {
 		opts.ExpireEvery = time.Second
+	}
+	if opts.PurgeEvery <= 0 {
+		opts.PurgeEvery = DefaultPurgeEvery
 	}
 	if opts.Limits == nil {
 		opts.Limits = order.DefaultLimits
@@ -319,7 +324,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(6)
+	wg.Add(7)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() {
 		defer wg.Done()
@@ -343,7 +348,26 @@ func (s *Service) Run(ctx context.Context) {
 		defer wg.Done()
 		s.every(ctx, s.opts.DropEvery, s.opts.DropEvery, "drop messages of ended orders no worker took", s.DropEnded)
 	}()
+	go func() {
+		defer wg.Done()
+		// With several API replicas each runs it; a purge up to an ack
+		// floor already purged removes nothing.
+		s.every(ctx, s.opts.PurgeEvery, s.opts.PurgeEvery, "purge acknowledged orders from the orders stream", s.purgeAcked)
+	}()
 	wg.Wait()
+}
+
+// DefaultPurgeEvery is how often the acknowledged orders of a
+// limits-retention orders stream are purged (queue.PurgeAcked): what a host
+// consumer lost with a nats-server restart delivers again, only to be
+// acknowledged, is at most that long's worth of the host's orders.
+const DefaultPurgeEvery = 5 * time.Second
+
+// purgeAcked is queue.PurgeAcked as a periodic job. Its count is of hosts,
+// not orders, so it logs none: every few seconds under load is routine.
+func (s *Service) purgeAcked(ctx context.Context) (int, error) {
+	_, err := s.pub.PurgeAcked(ctx)
+	return 0, err
 }
 
 // dropScan bounds how many messages of one host DropEnded reads per round.

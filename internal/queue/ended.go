@@ -14,7 +14,8 @@ import (
 // and no live worker (no recent heartbeat), with how many messages each
 // has: a host nobody serves, never or no more (a typo, a retired machine),
 // keeps its messages for good, since only a worker's ack removes one from
-// a work queue.
+// a work queue (and, on a limits stream, only PurgeAcked up to the ack
+// floor of a consumer that still exists).
 func (q *Queue) UnservedHosts(ctx context.Context) (map[string]uint64, error) {
 	st, err := q.js.Stream(ctx, OrdersStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

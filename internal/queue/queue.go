@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,11 @@ type Queue struct {
 	// the streams; a worker's Bind may not.
 	creator   bool
 	ensuredAt atomic.Int64 // unix ns of the last reensure
+
+	// purgeMu guards purged: per host, the ack floor up to which
+	// PurgeAcked last removed the host's acknowledged orders.
+	purgeMu sync.Mutex
+	purged  map[string]uint64
 }
 
 // Connect dials NATS with settings suited to a long-running service:
@@ -146,13 +152,12 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 // until a restart).
 func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	opts := q.opts
-	// A work queue: an order leaves the stream once its worker acks it.
 	// Per-host consumers filter disjoint subjects, so they never overlap.
 	err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        OrdersStream,
 		Description: "orders per host; one durable consumer per host executes them in order",
 		Subjects:    []string{OrdersSubject + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
+		Retention:   q.ordersRetention(ctx),
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
 		Duplicates:  opts.DedupWindow,
@@ -275,6 +280,85 @@ func (q *Queue) reensure(ctx context.Context) bool {
 	return err == nil
 }
 
+// ordersRetention is the retention of the orders stream as ensure creates
+// or updates it. On a server that is not part of a cluster it is limits:
+// an ack only moves the host consumer's ack floor, which is in memory
+// there (hostConsumerConfig), so it writes nothing; PurgeAcked removes
+// acknowledged orders in bulk. A work queue deleted each acked order, a
+// tombstone written and fsynced per order (and, on the sync path, a block
+// file created and one unlinked): half of nats-server's syncs per order
+// (docs/benchmarks.md, "nats-server's work per order, counted"). On a
+// cluster it stays a work queue, where consumers keep their state on
+// disk. nats-server refuses to change the retention of a stream, so one
+// that exists keeps its own: an orderly from before keeps its work queue
+// (docs/deploy.md, "Upgrading").
+func (q *Queue) ordersRetention(ctx context.Context) jetstream.RetentionPolicy {
+	if st, err := q.js.Stream(ctx, OrdersStream); err == nil {
+		return st.CachedInfo().Config.Retention
+	}
+	if q.nc.ConnectedClusterName() == "" {
+		return jetstream.LimitsPolicy
+	}
+	return jetstream.WorkQueuePolicy
+}
+
+// PurgeAcked removes from a limits-retention orders stream each host's
+// orders up to its consumer's ack floor: every one of them is
+// acknowledged, so no consumer of the host would deliver it again except
+// one created without the floor (a server restart lost the in-memory
+// consumer), which the worker only acknowledges (PostgreSQL shows it
+// finished). One purge per host whose floor moved since the last call; a
+// work-queue stream needs none (its acks delete). It returns how many
+// hosts' orders it purged.
+func (q *Queue) PurgeAcked(ctx context.Context) (int, error) {
+	st, err := q.js.Stream(ctx, OrdersStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", OrdersStream, err)
+	}
+	if st.CachedInfo().Config.Retention != jetstream.LimitsPolicy {
+		return 0, nil
+	}
+	floors := map[string]uint64{}
+	lister := st.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		host, ok := strings.CutPrefix(ci.Config.FilterSubject, OrdersSubject)
+		if !ok || ci.Name != ConsumerName(host) || ci.AckFloor.Stream == 0 {
+			continue
+		}
+		floors[host] = ci.AckFloor.Stream
+	}
+	if err := lister.Err(); err != nil {
+		return 0, fmt.Errorf("consumers of stream %s: %w", OrdersStream, err)
+	}
+	q.purgeMu.Lock()
+	defer q.purgeMu.Unlock()
+	if q.purged == nil {
+		q.purged = map[string]uint64{}
+	}
+	for host := range q.purged {
+		if _, ok := floors[host]; !ok {
+			delete(q.purged, host) // gone: its next consumer starts a new count
+		}
+	}
+	total := 0
+	for host, floor := range floors {
+		if floor <= q.purged[host] {
+			continue
+		}
+		// Up to, not including, floor+1: only the host's own messages.
+		err := st.Purge(ctx, jetstream.WithPurgeSubject(OrdersSubject+host), jetstream.WithPurgeSequence(floor+1))
+		if err != nil {
+			return total, fmt.Errorf("purge the acknowledged orders of host %s: %w", host, err)
+		}
+		q.purged[host] = floor
+		total++
+	}
+	return total, nil
+}
+
 // CheckStreams reports whether the orders stream exists, creating it again
 // (reensure) when it was deleted: readiness is more than a connection.
 func (q *Queue) CheckStreams(ctx context.Context) error {
@@ -357,7 +441,7 @@ func eachOrderMessage(ctx context.Context, st jetstream.Stream, host string, fn 
 // that its claim can share the previous result's commit; the worker still
 // runs one order at a time, in stream order (DESIGN §2.3).
 func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
-	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, q.hostConsumerConfig(host))
+	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, q.hostConsumerConfig(host, 0))
 	if err != nil {
 		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
 	}
@@ -383,7 +467,16 @@ func (q *Queue) HostConsumer(ctx context.Context, host string) (jetstream.Consum
 // nats-server refuses to change the storage of an existing consumer: one
 // from an older orderly is replaced when a new worker process takes the
 // host (RenewHostConsumer), which deletes it first.
-func (q *Queue) hostConsumerConfig(host string) jetstream.ConsumerConfig {
+//
+// A consumer created with start > 0 delivers from that stream sequence on
+// (RenewHostConsumer: past what the consumer it replaces had acknowledged,
+// which a limits stream still holds until PurgeAcked); with 0, from the
+// host's first message still stored.
+func (q *Queue) hostConsumerConfig(host string, start uint64) jetstream.ConsumerConfig {
+	deliver := jetstream.DeliverAllPolicy
+	if start > 0 {
+		deliver = jetstream.DeliverByStartSequencePolicy
+	}
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName(host),
 		Description:   "orders of host " + host,
@@ -392,10 +485,15 @@ func (q *Queue) hostConsumerConfig(host string) jetstream.ConsumerConfig {
 		AckWait:       q.opts.AckWait,
 		MaxAckPending: 2,
 		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		DeliverPolicy: deliver,
+		OptStartSeq:   start,
 		MemoryStorage: q.nc.ConnectedClusterName() == "",
 	}
 }
+
+// errWorkQueueDeliverAll is nats-server's JSConsumerWQConsumerNotDeliverAllErr:
+// a work-queue stream's consumer must deliver all.
+const errWorkQueueDeliverAll jetstream.ErrorCode = 10101
 
 // RenewHostConsumer deletes and recreates the host's durable consumer. A
 // worker that has just taken the host over calls it before consuming:
@@ -404,12 +502,38 @@ func (q *Queue) hostConsumerConfig(host string) jetstream.ConsumerConfig {
 // is acked), instead of after its ack timer, and pull requests that a dead
 // or frozen worker left pending die with the old consumer, so none of them
 // can take a message out of order.
+//
+// On a limits-retention stream the acknowledged orders stay until
+// PurgeAcked removes them, so the new consumer starts past the old one's
+// ack floor: the first order not acknowledged, never one before it. A
+// work-queue stream refuses a start sequence (and holds nothing below the
+// floor): there it starts at the first message stored.
 func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
-	err := q.js.DeleteConsumer(ctx, OrdersStream, ConsumerName(host))
+	name := ConsumerName(host)
+	var floor uint64
+	if old, err := q.js.Consumer(ctx, OrdersStream, name); err == nil {
+		floor = old.CachedInfo().AckFloor.Stream
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("reset consumer of host %s: %w", host, err)
+	}
+	err := q.js.DeleteConsumer(ctx, OrdersStream, name)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("reset consumer of host %s: %w", host, err)
 	}
-	return q.HostConsumer(ctx, host)
+	if floor == 0 || q.nc.ConnectedClusterName() != "" {
+		// Nothing acknowledged, or a cluster's stream: a work queue
+		// (ordersRetention), which holds nothing below the floor.
+		return q.HostConsumer(ctx, host)
+	}
+	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, q.hostConsumerConfig(host, floor+1))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errWorkQueueDeliverAll {
+		return q.HostConsumer(ctx, host) // a work queue
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
+	}
+	return c, nil
 }
 
 // RewindHostConsumer rewinds the host's consumer to its ack floor: every
