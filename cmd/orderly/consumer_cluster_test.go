@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -28,6 +30,16 @@ func TestHostConsumerOnDiskOnNATSCluster(t *testing.T) {
 		if err := create(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The orders stream stays a work queue there (limits retention, whose
+	// acks write nothing, relies on consumers in memory: docs/decisions.md,
+	// fourteenth round).
+	st, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.CachedInfo().Config.Retention; r != jetstream.WorkQueuePolicy {
+		t.Errorf("orders stream retention on the cluster %v, want a work queue", r)
 	}
 	for _, host := range []string{"c1", "c2"} {
 		cons, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName(host))
