@@ -149,3 +149,39 @@ func TestOrdersWorkQueueKept(t *testing.T) {
 		t.Fatalf("work queue holds %d messages, want the 2 unacknowledged", n)
 	}
 }
+
+// TestPurgeAckedAfterTheStreamIsCreatedAgain: a stream deleted and created
+// again (reensure) numbers its messages from 1, and the host's consumer
+// created again has a floor below the one PurgeAcked last purged to; it
+// skipped such a host until its floor passed the old one, and its
+// acknowledged orders stayed.
+func TestPurgeAckedAfterTheStreamIsCreatedAgain(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{AckWait: time.Minute})
+	ctx := testenv.Context(t)
+	_, c := publishOrders(t, q, "s1", 3)
+	msgs, _ := fetchIDs(t, c, 2, 5*time.Second)
+	ackSync(t, msgs...)
+	msgs, _ = fetchIDs(t, c, 2, 5*time.Second)
+	ackSync(t, msgs...)
+	if _, err := q.PurgeAcked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := streamMsgs(t, q); n != 0 {
+		t.Fatalf("%d messages after the purge, want 0", n)
+	}
+	if err := q.JetStream().DeleteStream(ctx, queue.OrdersStream); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.CheckStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, c = publishOrders(t, q, "s1", 2)
+	msgs, _ = fetchIDs(t, c, 2, 5*time.Second)
+	ackSync(t, msgs...)
+	if _, err := q.PurgeAcked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := streamMsgs(t, q); n != 0 {
+		t.Fatalf("%d acknowledged messages left in the stream created again", n)
+	}
+}

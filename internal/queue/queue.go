@@ -76,7 +76,15 @@ type Queue struct {
 	// purgeMu guards purged: per host, the ack floor up to which
 	// PurgeAcked last removed the host's acknowledged orders.
 	purgeMu sync.Mutex
-	purged  map[string]uint64
+	purged  map[string]purgedTo
+}
+
+// purgedTo is how far PurgeAcked purged a host's orders, and for which of
+// its consumers: a stream created again numbers its messages from 1, and
+// a consumer created again has a floor of its own.
+type purgedTo struct {
+	created time.Time
+	floor   uint64
 }
 
 // Connect dials NATS with settings suited to a long-running service:
@@ -321,14 +329,14 @@ func (q *Queue) PurgeAcked(ctx context.Context) (int, error) {
 	if st.CachedInfo().Config.Retention != jetstream.LimitsPolicy {
 		return 0, nil
 	}
-	floors := map[string]uint64{}
+	floors := map[string]purgedTo{}
 	lister := st.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		host, ok := strings.CutPrefix(ci.Config.FilterSubject, OrdersSubject)
 		if !ok || ci.Name != ConsumerName(host) || ci.AckFloor.Stream == 0 {
 			continue
 		}
-		floors[host] = ci.AckFloor.Stream
+		floors[host] = purgedTo{created: ci.Created, floor: ci.AckFloor.Stream}
 	}
 	if err := lister.Err(); err != nil {
 		return 0, fmt.Errorf("consumers of stream %s: %w", OrdersStream, err)
@@ -336,7 +344,7 @@ func (q *Queue) PurgeAcked(ctx context.Context) (int, error) {
 	q.purgeMu.Lock()
 	defer q.purgeMu.Unlock()
 	if q.purged == nil {
-		q.purged = map[string]uint64{}
+		q.purged = map[string]purgedTo{}
 	}
 	for host := range q.purged {
 		if _, ok := floors[host]; !ok {
@@ -344,16 +352,16 @@ func (q *Queue) PurgeAcked(ctx context.Context) (int, error) {
 		}
 	}
 	total := 0
-	for host, floor := range floors {
-		if floor <= q.purged[host] {
+	for host, to := range floors {
+		if last, ok := q.purged[host]; ok && last.created.Equal(to.created) && to.floor <= last.floor {
 			continue
 		}
 		// Up to, not including, floor+1: only the host's own messages.
-		err := st.Purge(ctx, jetstream.WithPurgeSubject(OrdersSubject+host), jetstream.WithPurgeSequence(floor+1))
+		err := st.Purge(ctx, jetstream.WithPurgeSubject(OrdersSubject+host), jetstream.WithPurgeSequence(to.floor+1))
 		if err != nil {
 			return total, fmt.Errorf("purge the acknowledged orders of host %s: %w", host, err)
 		}
-		q.purged[host] = floor
+		q.purged[host] = to
 		total++
 	}
 	return total, nil
