@@ -14,6 +14,7 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
 )
 
 // TestNATSRestartLosesTheConsumerNotTheOrders: nats-server restarts
@@ -130,5 +131,43 @@ func TestNATSRestartRedeliversFinishedOrdersOnlyToAckThem(t *testing.T) {
 	})
 	if b, _ := os.ReadFile(log); string(b) != "a\nb\nc\nd\n" {
 		t.Fatalf("the orders ran %q, want a, b, c, d once each in order", b)
+	}
+}
+
+// TestNATSRestartRecreatesTheConsumerAtOnce: nats-server restarts (its store
+// kept, the host's consumer lost with its memory) while the worker is idle,
+// or while it runs an order. The worker checks its consumer at the
+// reconnect, or as soon as it is idle again, not at its stall check's next
+// ticks: with those a minute apart here, the host's next order still runs
+// within seconds. It used to wait for two ticks (4 s by default, four
+// minutes here, past waitStatus's deadline).
+func TestNATSRestartRecreatesTheConsumerAtOnce(t *testing.T) {
+	for _, busy := range []bool{false, true} {
+		name := "idle"
+		if busy {
+			name = "busy"
+		}
+		t.Run(name, func(t *testing.T) {
+			ns := testenv.NATSServer(t, &server.Options{})
+			e, wq, connected := newEnvOn(t, ns)
+			runWorker(t, worker.Options{Host: "reborn", Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+				ShutdownGrace: 5 * time.Second, StallCheckEvery: time.Minute}, e.store, wq, testenv.Logger(t))
+			e.waitStatus(e.submit("reborn", "true"), order.StatusSucceeded)
+			if busy {
+				e.waitStatus(e.submit("reborn", "sleep", "1"), order.StatusRunning)
+			}
+
+			testenv.NATSServerRestarted(t, ns)
+			testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+				return connected()
+			})
+			submitted := time.Now()
+			e.waitStatus(e.submit("reborn", "true"), order.StatusSucceeded)
+			took := time.Since(submitted)
+			t.Logf("the order submitted after the restart ran %s later", took.Round(time.Millisecond))
+			if took > 15*time.Second {
+				t.Errorf("the order submitted after the restart ran %s later, want well under the stall check's minute", took)
+			}
+		})
 	}
 }

@@ -11,9 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// stallCheckEvery is how often an idle worker that saw trouble on the bus
-// compares the consumer's view with its own.
+// stallCheckEvery is how often, by default, an idle worker that saw trouble
+// on the bus compares the consumer's view with its own
+// (Options.StallCheckEvery).
 const stallCheckEvery = 2 * time.Second
+
+// goneRecheck is how soon a consumer found missing is asked again before
+// the tenure ends over it.
+const goneRecheck = 250 * time.Millisecond
 
 // stall watches for acknowledgements and deliveries lost on the bus. An ack
 // is fire and forget; one sent while the consumer had no leader (a NATS
@@ -25,7 +30,11 @@ const stallCheckEvery = 2 * time.Second
 // not confirm, or a reconnect, the worker is "suspect"; once it is idle
 // (holding no message at all), the consumer must agree that nothing is
 // pending. The reconnect is watched for here because the iterator hides it
-// (nats.go pulls again on its own). When the consumer disagrees twice in a
+// (nats.go pulls again on its own). A reconnect, or suspicion while the
+// worker is idle, has the check run at once, not at the next tick: a
+// nats-server restarted with its store kept has lost the host's consumer
+// (its state is in memory), and the host's next order waited two ticks
+// (4 s) for the tenure to end and create it again. When the consumer disagrees twice in a
 // row, the tenure ends and the next one rewinds the consumer: every
 // unacked message comes back at once, in order, and the ones already done
 // are recognized as finished and acked. Each tenure starts suspect
@@ -36,49 +45,60 @@ const stallCheckEvery = 2 * time.Second
 //
 // A worker that is not suspect has nothing to check: the watch then parks
 // until something makes it suspect (suspectNow) or the connection
-// reconnects, instead of ticking every stallCheckEvery to look. The ticks
-// woke every idle host's worker every 2 s for nothing (docs/benchmarks.md,
+// reconnects, instead of ticking every interval to look. The ticks woke
+// every idle host's worker every 2 s for nothing (docs/benchmarks.md,
 // "Eight hosts, counted").
 type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message
 	feederIdle atomic.Bool // the feeder waits on the iterator, holding nothing
-	// poke wakes a parked watch once suspect is set (one pending at most).
-	poke chan struct{}
-	// every is the pace of the checks while suspect (stallCheckEvery
-	// unless a test sets it); ticks counts them.
+	// wake has the watch check now, not at the next tick, and wakes it
+	// if it is parked (one pending at most).
+	wake chan struct{}
+	// every is the pace of the checks while suspect (Options.
+	// StallCheckEvery, stallCheckEvery by default); ticks counts them.
 	every time.Duration
 	ticks atomic.Uint64
 }
 
-// newStall returns a tenure's stall check, suspect from the start.
-func newStall() *stall {
-	s := &stall{poke: make(chan struct{}, 1), every: stallCheckEvery}
+// newStall returns a tenure's stall check, suspect from the start, that
+// checks every interval while suspect.
+func newStall(every time.Duration) *stall {
+	s := &stall{wake: make(chan struct{}, 1), every: every}
 	s.suspectNow()
 	return s
 }
 
-// suspectNow marks the worker suspect and wakes the watch if it is parked.
+// suspectNow marks the consumer suspect and has it checked at once.
 func (s *stall) suspectNow() {
 	s.suspect.Store(true)
+	s.poke()
+}
+
+// poke has the check run now (or wakes the parked watch); it never blocks.
+func (s *stall) poke() {
 	select {
-	case s.poke <- struct{}{}:
+	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
 // watch runs until ctx ends; it calls stop with errRewind on a stall.
-// reconnected receives when the connection has reconnected
+// reconnected receives the connection's reconnects
 // (nats.Conn.StatusChanged(nats.CONNECTED)).
 func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected <-chan nats.Status, stop context.CancelCauseFunc,
 	logf func(msg string, args ...any)) {
 	t := time.NewTicker(s.every)
 	defer t.Stop()
 	strikes, gone := 0, 0
+	var struck time.Time // the first strike's
 	for {
-		if !s.suspect.Load() {
+		switch {
+		case !s.suspect.Load():
+			// Nothing to check: park until a reconnect or a suspicion,
+			// then check at once.
 			t.Stop()
-			strikes = 0
+			strikes, gone = 0, 0
 			select {
 			case <-ctx.Done():
 				return
@@ -87,27 +107,36 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 					reconnected = nil // closed: no more news
 				}
 				s.suspect.Store(true)
-			case <-s.poke:
+			case <-s.wake:
 			}
 			t.Reset(s.every)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-reconnected:
-			if !ok {
-				reconnected = nil
+		case gone > 0:
+			// Confirm a missing consumer soon: it is asked again, not a
+			// tick later, before the tenure ends over it.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(goneRecheck):
 			}
-			s.suspect.Store(true)
-			continue
-		case <-t.C:
+		default:
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-s.wake:
+			case _, ok := <-reconnected:
+				if !ok {
+					reconnected = nil
+				}
+				s.suspect.Store(true)
+			}
 		}
 		s.ticks.Add(1)
 		if !s.suspect.Load() || !s.loopIdle.Load() || !s.feederIdle.Load() {
-			strikes = 0
+			strikes, gone = 0, 0
 			continue
 		}
-		ictx, cancel := context.WithTimeout(ctx, s.every)
+		ictx, cancel := context.WithTimeout(ctx, stallCheckEvery)
 		info, err := cons.Info(ictx)
 		cancel()
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -130,7 +159,12 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 			}
 			continue
 		}
-		if strikes++; strikes >= 2 {
+		// Two strikes at least half an interval apart: a check run at once
+		// (a poke) must not rewind over a delivery still in flight.
+		if strikes == 0 {
+			struck = time.Now()
+		}
+		if strikes++; strikes >= 2 && time.Since(struck) >= s.every/2 {
 			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending)
 			stop(errRewind)
 			return

@@ -14,8 +14,7 @@ import (
 // free-running ticker ticked about forty times in the window below.
 func TestStallCheckParksWhileNotSuspect(t *testing.T) {
 	const every = 5 * time.Millisecond
-	s := newStall()
-	s.every = every
+	s := newStall(every)
 	s.suspect.Store(false)
 	reconnected := make(chan nats.Status, 1)
 	ctx, cancel := context.WithCancel(context.Background())

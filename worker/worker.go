@@ -73,6 +73,10 @@ type Options struct {
 	// SweepEvery is how often an idle worker looks for orders of its host
 	// that PostgreSQL holds as running (leftRunning); default a minute.
 	SweepEvery time.Duration
+	// StallCheckEvery is how often an idle worker that saw trouble on the
+	// bus checks its consumer (stall.go); default 2 s. A reconnect has it
+	// checked at once.
+	StallCheckEvery time.Duration
 
 	// FailPoint, when set, is called at named points of the protocol
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
@@ -136,6 +140,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.SweepEvery <= 0 {
 		opts.SweepEvery = time.Minute
+	}
+	if opts.StallCheckEvery <= 0 {
+		opts.StallCheckEvery = stallCheckEvery
 	}
 	w := &Worker{opts: opts, store: store, q: q, policy: policy, exec: exec,
 		logger: logger.With("host", opts.Host, "instance", opts.Instance)}
@@ -285,7 +292,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// Suspect from the start: a pull request that was not this tenure's
 	// may have taken the only message there was, which leaves no gap to
 	// see; the first idle check asks the consumer.
-	st := newStall()
+	st := newStall(w.opts.StallCheckEvery)
 	w.acks.Store(st)
 	nc := w.q.JetStream().Conn()
 	reconnected := nc.StatusChanged(nats.CONNECTED)
@@ -319,6 +326,9 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	defer sweep.Stop()
 	for {
 		st.loopIdle.Store(true)
+		if st.suspect.Load() {
+			st.poke() // idle now: check the consumer at once
+		}
 		select {
 		case <-ctx.Done():
 			return nil
