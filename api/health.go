@@ -11,13 +11,15 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	encode(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// handleReadyz is readiness: PostgreSQL and NATS answer. Config drift is
+// handleReadyz is readiness: PostgreSQL and NATS answer, and NATS
+// acknowledges the orders published to it. Config drift is
 // reported but does not make the service unready: it keeps serving the
 // loaded config until a reload.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	checks := map[string]string{"postgres": "ok", "nats": "ok"}
+	reasons := map[string]string{}
 	status := http.StatusOK
 	if err := s.Store.Ping(ctx); err != nil {
 		checks["postgres"] = "unavailable"
@@ -31,8 +33,17 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		// not created again).
 		checks["nats"] = "unavailable"
 		status = http.StatusServiceUnavailable
+	} else if err := s.Queue.Storing(); err != nil {
+		// Connected, the streams there, yet no publish acknowledged: a
+		// server whose store hit a full disk (queue.storing).
+		checks["nats"] = "unavailable"
+		reasons["nats"] = err.Error()
+		status = http.StatusServiceUnavailable
 	}
 	body := map[string]any{"checks": checks}
+	if len(reasons) > 0 {
+		body["reasons"] = reasons
+	}
 	if s.Status != nil {
 		if drift, ok := s.Status()["config_drift"]; ok {
 			body["config_drift"] = drift

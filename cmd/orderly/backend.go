@@ -387,6 +387,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 			if k := sec.authn.Load().JWKSStatus(); k != nil {
 				m["jwks"] = k
 			}
+			m["nats"] = b.queue.StoringStatus()
 			return m
 		},
 		Reload:  reload,

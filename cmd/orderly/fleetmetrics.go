@@ -40,7 +40,12 @@ func fleetSources(b *backend) metrics.FleetSources {
 		},
 		Dependencies: map[string]func(context.Context) error{
 			"postgres": b.pool.Ping,
-			"nats":     b.queue.Ping,
+			"nats": func(ctx context.Context) error {
+				if err := b.queue.Ping(ctx); err != nil {
+					return err
+				}
+				return b.queue.Storing() // up, but acknowledging no publish
+			},
 		},
 	}
 }

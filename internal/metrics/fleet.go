@@ -40,7 +40,7 @@ var (
 	hostStandbyDesc = prometheus.NewDesc("orderly_host_standby",
 		"1 when a second worker of the host waits for its lease, ready to take it over; 0 for the other hosts orderly_host_online reports.", []string{"host"}, nil)
 	dependencyDesc = prometheus.NewDesc("orderly_dependency_up",
-		"1 when this process reaches the dependency (postgres, nats) at scrape time, else 0.", []string{"dependency"}, nil)
+		"1 when this process reaches the dependency (postgres, nats) at scrape time, else 0; nats is also 0 while it acknowledges no order publish (a full store).", []string{"dependency"}, nil)
 )
 
 // WatchFleet registers the fleet gauges read from src at scrape time.

@@ -72,6 +72,7 @@ type Queue struct {
 	// the streams; a worker's Bind may not.
 	creator   bool
 	ensuredAt atomic.Int64 // unix ns of the last reensure
+	storing   storing      // whether publishes are acknowledged (storing.go)
 
 	// purgeMu guards purged: per host, the ack floor up to which
 	// PurgeAcked last removed the host's acknowledged orders.
@@ -244,16 +245,19 @@ var expectOrdersStream = jetstream.WithExpectStream(OrdersStream)
 
 // Publish sends an order to its host's subject with Nats-Msg-Id set to the
 // order id, so a republish by the reconciler is deduplicated. The payload is
-// only the id: the worker reads the order from PostgreSQL.
-func (q *Queue) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, publishAckWait)
+// only the id: the worker reads the order from PostgreSQL. Its outcome
+// tells Storing whether the server stores (storing.go).
+func (q *Queue) Publish(caller context.Context, host string, id uuid.UUID) (uint64, error) {
+	ctx, cancel := context.WithTimeout(caller, publishAckWait)
 	defer cancel()
 	sid := id.String()
 	subject, body, msgID := OrdersSubject+host, []byte(sid), jetstream.WithMsgID(sid)
+	reconnects := q.nc.Stats().Reconnects
 	ack, err := q.js.Publish(ctx, subject, body, msgID, expectOrdersStream)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && q.reensure(ctx) {
 		ack, err = q.js.Publish(ctx, subject, body, msgID, expectOrdersStream)
 	}
+	q.published(caller, err, reconnects)
 	if err != nil {
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
 	}

@@ -1,0 +1,110 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// unansweredFor is how long a publish that went unanswered keeps the bus
+// marked as not storing when no later one is answered: the reconciler
+// publishes again every 5 s while orders wait to be queued (each waiting
+// publishAckWait), so a server that stores nothing keeps the mark, and a
+// replica that has nothing left to publish loses it.
+const unansweredFor = 30 * time.Second
+
+// storing tracks whether nats-server acknowledges this process's order
+// publishes. A separate nats-server whose JetStream store hit a full disk
+// keeps the write error on each stream it hit until the stream is loaded
+// again (a restart), even once the disk has room: it answers every
+// request but the publish, which it logs and drops, so the connection and
+// the streams look fine and only the publishes' PubAcks never come.
+type storing struct {
+	marked atomic.Bool // fast path: a publish went unanswered recently
+	mu     sync.Mutex
+	first  time.Time // the first unanswered publish since the last answered one
+	last   time.Time // the latest
+	count  int
+}
+
+// StoringStatus is what Storing says, for /v1/status.
+type StoringStatus struct {
+	Storing         bool       `json:"storing"`
+	Unanswered      int        `json:"unanswered_publishes,omitempty"`
+	UnansweredSince *time.Time `json:"unanswered_since,omitempty"`
+}
+
+// published records a publish's outcome. Only a PubAck that did not come
+// while the connection stayed up marks the bus: one lost to a reconnect,
+// or given up by its caller, says nothing of the server's store.
+func (q *Queue) published(caller context.Context, err error, reconnects uint64) {
+	s := &q.storing
+	if err == nil {
+		if !s.marked.Load() {
+			return
+		}
+		s.mu.Lock()
+		n, since := s.count, s.first
+		s.count, s.first, s.last = 0, time.Time{}, time.Time{}
+		s.marked.Store(false)
+		s.mu.Unlock()
+		if n > 0 {
+			q.logger().Info("nats-server acknowledges order publishes again", "unanswered", n,
+				"unanswered_since", since.UTC().Format(time.RFC3339))
+		}
+		return
+	}
+	if caller.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) ||
+		!q.nc.IsConnected() || q.nc.Stats().Reconnects != reconnects {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	if s.count == 0 || now.Sub(s.last) > unansweredFor {
+		s.count, s.first = 0, now
+	}
+	s.count++
+	s.last = now
+	first := s.count == 1
+	s.marked.Store(true)
+	s.mu.Unlock()
+	if first {
+		q.logger().Error("nats-server acknowledged no order publish within "+publishAckWait.String()+
+			" on a live connection: it is not storing (its JetStream store's disk full, or full until lately: "+
+			"nats-server keeps a stream's write error until it restarts). Give the store room, then restart "+
+			"nats-server; the orders recorded meanwhile are queued by the reconciler, and /readyz answers 503 until then",
+			"subject", OrdersSubject+"*")
+	}
+}
+
+// Storing reports an error while order publishes go unanswered on a live
+// connection (none answered since, the latest within unansweredFor):
+// /readyz and the nats dependency gauge use it.
+func (q *Queue) Storing() error {
+	st := q.StoringStatus()
+	if st.Storing {
+		return nil
+	}
+	return fmt.Errorf("nats: no acknowledgement on a live connection for %d order publish(es) since %s: the server does not store",
+		st.Unanswered, st.UnansweredSince.UTC().Format(time.RFC3339))
+}
+
+// StoringStatus is Storing's view in detail.
+func (q *Queue) StoringStatus() StoringStatus {
+	s := &q.storing
+	if !s.marked.Load() {
+		return StoringStatus{Storing: true}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.count == 0 || time.Since(s.last) > unansweredFor {
+		return StoringStatus{Storing: true}
+	}
+	since := s.first
+	return StoringStatus{Unanswered: s.count, UnansweredSince: &since}
+}
