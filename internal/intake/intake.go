@@ -55,6 +55,7 @@ type Publisher interface {
 	UnservedHosts(ctx context.Context) (map[string]uint64, error)
 	DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error)
 	PurgeAcked(ctx context.Context) (int, error)
+	ApplyDeferredSettings(ctx context.Context) (int, error)
 }
 
 // Authorizer is the API policy.
@@ -324,7 +325,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(7)
+	wg.Add(8)
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() {
 		defer wg.Done()
@@ -353,6 +354,13 @@ func (s *Service) Run(ctx context.Context) {
 		// With several API replicas each runs it; a purge up to an ack
 		// floor already purged removes nothing.
 		s.every(ctx, s.opts.PurgeEvery, s.opts.PurgeEvery, "purge acknowledged orders from the orders stream", s.purgeAcked)
+	}()
+	go func() {
+		defer wg.Done()
+		// Settings JetStream refused at start for want of storage to
+		// reserve wait no more for the next start with room.
+		s.every(ctx, queue.DeferredEvery, queue.DeferredEvery, "apply the stream settings JetStream refused for want of storage",
+			s.pub.ApplyDeferredSettings)
 	}()
 	wg.Wait()
 }

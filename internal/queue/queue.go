@@ -73,6 +73,9 @@ type Queue struct {
 	creator   bool
 	ensuredAt atomic.Int64 // unix ns of the last reensure
 	storing   storing      // whether publishes are acknowledged (storing.go)
+	// deferred: JetStream refused a stream's or the bucket's settings for
+	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
+	deferred, retrying atomic.Bool
 
 	// purgeMu guards purged: per host, the ack floor up to which
 	// PurgeAcked last removed the host's acknowledged orders.

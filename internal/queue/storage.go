@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -45,7 +46,8 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 		return err
 	}
 	if _, serr := q.js.Stream(ctx, cfg.Name); serr == nil {
-		q.logger().Warn("JetStream refused to update a stream for want of storage to reserve; using the stream as it is", "stream", cfg.Name, "error", err, "hint", storageHint)
+		q.deferred.Store(true)
+		q.deferredLog()("JetStream refused to update a stream for want of storage to reserve; using the stream as it is", "stream", cfg.Name, "error", err, "hint", storageHint)
 		return nil
 	} else if !errors.Is(serr, jetstream.ErrStreamNotFound) {
 		return err
@@ -68,6 +70,7 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 				return err
 			}
 		}
+		q.deferred.Store(true)
 		q.logger().Warn("JetStream cannot reserve a stream's full size; created it smaller", "stream", cfg.Name, "max_bytes", cfg.MaxBytes, "wanted_bytes", want, "hint", storageHint)
 		return nil
 	}
@@ -82,10 +85,51 @@ func (q *Queue) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) 
 		return kv, err
 	}
 	if kv, kerr := q.js.KeyValue(ctx, cfg.Bucket); kerr == nil {
-		q.logger().Warn("JetStream refused to update a bucket for want of storage to reserve; using the bucket as it is", "bucket", cfg.Bucket, "error", err, "hint", storageHint)
+		q.deferred.Store(true)
+		q.deferredLog()("JetStream refused to update a bucket for want of storage to reserve; using the bucket as it is", "bucket", cfg.Bucket, "error", err, "hint", storageHint)
 		return kv, nil
 	}
 	return nil, fmt.Errorf("%w (%s)", err, storageHint)
+}
+
+// DeferredEvery is how often the API tries again the settings JetStream
+// refused for want of storage (ApplyDeferredSettings).
+const DeferredEvery = 5 * time.Minute
+
+// ApplyDeferredSettings tries again to bring the streams and the hosts
+// bucket to this queue's settings when JetStream refused that for want of
+// storage to reserve (ensureStream), and reports how many it brought
+// (the three streams and the bucket when it succeeds, 0 when nothing was
+// deferred or JetStream still refuses). Those settings used to wait for
+// the API's next start with room: a changed nats.dedup_window or
+// nats.lease_ttl, or ORDERLY_SUBMIT's full cap after it was created
+// smaller. The API's intake calls it every DeferredEvery; a refusal again
+// logs at debug level, not a warning each time.
+func (q *Queue) ApplyDeferredSettings(ctx context.Context) (int, error) {
+	if !q.creator || !q.deferred.Load() {
+		return 0, nil
+	}
+	q.deferred.Store(false)
+	q.retrying.Store(true)
+	defer q.retrying.Store(false)
+	if _, err := q.ensure(ctx); err != nil {
+		q.deferred.Store(true)
+		return 0, err
+	}
+	if q.deferred.Load() {
+		return 0, nil
+	}
+	q.logger().Info("JetStream has room again: the streams and the hosts bucket have their settings")
+	return 4, nil
+}
+
+// deferredLog is the logger's Warn, or its Debug while
+// ApplyDeferredSettings tries again.
+func (q *Queue) deferredLog() func(msg string, args ...any) {
+	if q.retrying.Load() {
+		return q.logger().Debug
+	}
+	return q.logger().Warn
 }
 
 // logger is Options.Logger, or one that discards.

@@ -3,6 +3,7 @@ package queue_test
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -71,4 +72,52 @@ func TestStreamsOnAServerShortOfStorage(t *testing.T) {
 			t.Fatalf("publish to the kept orders stream: %v", err)
 		}
 	})
+}
+
+// TestSettingsRefusedForStorageAreAppliedLater: an API started while
+// JetStream could not reserve its streams' storage used them as they were,
+// and a changed setting (here nats.dedup_window) waited for the API's
+// next start with room. ApplyDeferredSettings, which the API's intake
+// runs every few minutes, brings them once nats-server has room again,
+// and leaves them as they are while it has not.
+func TestSettingsRefusedForStorageAreAppliedLater(t *testing.T) {
+	dir := t.TempDir()
+	ns := startStoreServer(t, dir, 4<<30, -1)
+	port := ns.Addr().(*net.TCPAddr).Port
+	testenv.Queue(t, ns.ClientURL(), "before", queue.Options{DedupWindow: 2 * time.Minute})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns = startStoreServer(t, dir, 128<<20, port) // room for the streams, not for what they reserve
+	const want = 5 * time.Minute
+	q := testenv.Queue(t, ns.ClientURL(), "after", queue.Options{DedupWindow: want})
+	ctx := testenv.Context(t)
+	dedup := func() time.Duration {
+		t.Helper()
+		st, err := q.JetStream().Stream(ctx, queue.OrdersStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.Duplicates
+	}
+	if got := dedup(); got == want {
+		t.Fatalf("the orders stream took the new dedup window on a server short of storage: the test sets up nothing")
+	}
+	if n, err := q.ApplyDeferredSettings(ctx); n != 0 || err != nil {
+		t.Errorf("ApplyDeferredSettings still short of storage: %d, %v; want 0, nil", n, err)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	startStoreServer(t, dir, 4<<30, port)
+	testenv.WaitUntil(t, 10*time.Second, "the queue reconnects", func() bool { return q.Conn().IsConnected() })
+	n, err := q.ApplyDeferredSettings(ctx)
+	if err != nil || n == 0 {
+		t.Fatalf("ApplyDeferredSettings with room: %d, %v", n, err)
+	}
+	if got := dedup(); got != want {
+		t.Errorf("the orders stream's dedup window is %s after the retry, want %s", got, want)
+	}
+	if n, err := q.ApplyDeferredSettings(ctx); n != 0 || err != nil {
+		t.Errorf("ApplyDeferredSettings with nothing deferred: %d, %v; want 0, nil", n, err)
+	}
 }
