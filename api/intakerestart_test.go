@@ -145,3 +145,80 @@ func TestNATSRestartLosesTheIntakeConsumerNotTheSubmissions(t *testing.T) {
 		t.Fatalf("the orders ran %q, want a, b, c, d once each in order", b)
 	}
 }
+
+// TestNATSRestartCountsAHeldSubmissionOnce: nats-server restarts while
+// the intake holds a submission it counted against its principal's rate
+// limit (its order recorded, not yet acknowledged). The restart loses the
+// intake consumer, and the submission comes again as a first delivery;
+// it used to be counted a second time, so that with a limit of four a
+// minute the fourth of four submissions was refused as rate_limited. The
+// replica remembers what it counted (takenUp): the four are each counted
+// once and answered with their orders.
+func TestNATSRestartCountsAHeldSubmissionOnce(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	hold := recordedHold{key: "rl-b", once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+	e := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), ratePerPrincipal: 4,
+		intakeStore: func(s intake.Store) intake.Store { hold.Store = s; return hold }})
+	defer func() {
+		select {
+		case <-hold.release:
+		default:
+			close(hold.release)
+		}
+	}()
+	body := map[string]any{"command": "true"}
+	if a := e.publish("alice", "rl", "rl-a", body); a.Order == nil {
+		t.Fatalf("before the restart: %+v", a.Error)
+	}
+	nc, inbox, sub := replyInbox(t, e.natsURL)
+	for _, name := range []string{"b", "c", "d"} {
+		m := nats.NewMsg(queue.SubmitSubject + "rl")
+		m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		m.Header.Set("Orderly-Reply", inbox)
+		m.Header.Set("Nats-Msg-Id", "rl-"+name)
+		var err error
+		if m.Data, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hold.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the intake did not record the second submission")
+	}
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 10*time.Second, "the clients reconnect", func() bool {
+		return e.q.Conn().IsConnected() && nc.IsConnected()
+	})
+	close(hold.release)
+
+	orders := map[string]bool{}
+	for len(orders) < 3 {
+		msg, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answers so far %v: %v", orders, err)
+		}
+		var a api.IntakeAnswer
+		if err := json.Unmarshal(msg.Data, &a); err != nil {
+			t.Fatal(err)
+		}
+		key := msg.Header.Get("Nats-Msg-Id")
+		if a.Order == nil {
+			t.Fatalf("%s answered %+v, want its order: the held submission was counted twice", key, a.Error)
+		}
+		orders[key] = true
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections WHERE code = 'rate_limited'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d rate_limited rows in rejections, want none", n)
+	}
+}

@@ -115,6 +115,9 @@ type Server struct {
 
 	events  eventHub     // the ?wait requests' shared event subscription
 	streams streamCounts // open streams and waits per principal (HoldStream)
+	// taken: NATS submissions this replica counted or refused
+	// (intaketaken.go), for after a restart of the intake's consumer.
+	taken takenUp
 }
 
 // New returns a Server.
