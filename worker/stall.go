@@ -34,14 +34,14 @@ const goneRecheck = 250 * time.Millisecond
 // worker is idle, has the check run at once, not at the next tick: a
 // nats-server restarted with its store kept has lost the host's consumer
 // (its state is in memory), and the host's next order waited two ticks
-// (4 s) for the tenure to end and create it again. When the consumer disagrees twice in a
-// row, the tenure ends and the next one rewinds the consumer: every
-// unacked message comes back at once, in order, and the ones already done
-// are recognized as finished and acked. Each tenure starts suspect
-// (worker.go). A consumer that is gone without the iterator being told
-// (nats-server back with its store lost, or restored from before the
-// consumer existed: its pulls only miss their heartbeats) ends the tenure
-// too, and the next one creates it again.
+// (4 s) for the tenure to end and create it again. When the consumer
+// disagrees twice in a row, the tenure ends and the next one rewinds the
+// consumer: every unacked message comes back at once, in order, and the
+// ones already done are recognized as finished and acked. Each tenure
+// starts suspect (worker.go). A consumer that is gone without the
+// iterator being told (nats-server back with its store lost, or restored
+// from before the consumer existed: its pulls only miss their heartbeats)
+// ends the tenure too, and the next one creates it again.
 //
 // A worker that is not suspect has nothing to check: the watch then parks
 // until something makes it suspect (suspectNow) or the connection
