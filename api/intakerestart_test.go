@@ -152,7 +152,7 @@ func TestNATSRestartLosesTheIntakeConsumerNotTheSubmissions(t *testing.T) {
 // intake consumer, and the submission comes again as a first delivery;
 // it used to be counted a second time, so that with a limit of four a
 // minute the fourth of four submissions was refused as rate_limited. The
-// replica remembers what it counted (takenUp): the four are each counted
+// replica remembers what it counted (Server.taken): the four are each counted
 // once and answered with their orders.
 func TestNATSRestartCountsAHeldSubmissionOnce(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})

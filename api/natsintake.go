@@ -262,7 +262,7 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			key: msg.Headers().Get("Nats-Msg-Id")}
 		if meta, err := msg.Metadata(); err == nil {
 			d.id, d.stored = submissionID(meta.Sequence.Stream, meta.Timestamp), meta.Timestamp
-			d.counted = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through || s.taken.has(d.id)
+			d.counted = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through || s.taken.Has(d.id)
 			if d.key == "" {
 				// Without a Nats-Msg-Id, the stored message itself is the
 				// key, so that a redelivery cannot create a second order.
@@ -492,7 +492,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			settle = s.Intake.RejectTentatively(ctx, postgres.Rejection{Principal: principal, Source: "nats", Method: "PUBLISH",
 				Path: msg.Subject(), Status: statusOf(e.Code), Code: string(e.Code), Reason: e.Message, Request: redacted,
 				Submission: d.id})
-			s.taken.add(d.id) // its row, withdrawn if it comes again (Retake)
+			s.taken.Add(d.id) // its row, withdrawn if it comes again (Retake)
 		}
 		if d.epoch.pin != "" {
 			// This replica lost its pin while it refused (frozen, or held
@@ -536,7 +536,7 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			return refuse(err)
 		}
 		d.counted = true
-		s.taken.add(d.id)
+		s.taken.Add(d.id)
 	}
 	if int64(len(msg.Data())) > s.Settings().MaxBodyBytes {
 		return refuse(order.Errorf(order.CodeTooLarge, "submission is larger than %d bytes", s.Settings().MaxBodyBytes))

@@ -19,6 +19,7 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/recent"
 )
 
 // Store is what the API reads from PostgreSQL.
@@ -115,9 +116,18 @@ type Server struct {
 
 	events  eventHub     // the ?wait requests' shared event subscription
 	streams streamCounts // open streams and waits per principal (HoldStream)
-	// taken: NATS submissions this replica counted or refused
-	// (intaketaken.go), for after a restart of the intake's consumer.
-	taken takenUp
+	// taken remembers, by order id (submissionID), the NATS submissions
+	// this replica counted against their principal's rate limit or
+	// refused with a row in rejections. The intake consumer's state is in
+	// memory on a single nats-server, so a restart of the server loses it
+	// and the submissions it held come again as first deliveries: without
+	// this, one counted here was counted a second time, and one whose
+	// refusal was recorded but not acknowledged kept that row beside the
+	// new decision. Remembered, such a submission is taken up as a
+	// redelivery (delivery.counted). Another replica pinned after the
+	// restart does not know it. recent.Kept is well above what the intake
+	// holds at once.
+	taken recent.IDs
 }
 
 // New returns a Server.

@@ -112,7 +112,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// find and interrupt. Its message stays unacked.
 			return nil, w.unclaim(ctx, msg, o)
 		}
-		w.started.add(o.ID)
+		w.started.Add(o.ID)
 		if err := w.failPoint("after_claim", o); err != nil {
 			return nil, err
 		}
@@ -314,7 +314,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 			w.opts.Metrics.Finished(o.Host, order.StatusExpired, -1)
 			w.event(o, "finished", order.StatusExpired)
 		}
-	case o.Status == order.StatusRunning && o.Worker == w.opts.Instance && !w.started.has(o.ID):
+	case o.Status == order.StatusRunning && o.Worker == w.opts.Instance && !w.started.Has(o.ID):
 		w.logger.Info("running an order whose claim commit was in doubt", "order_id", o.ID, "attempt", o.Attempt)
 		return o, true, nil
 	case o.Status == order.StatusRunning:

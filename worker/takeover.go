@@ -54,7 +54,7 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	for _, o := range running {
-		if o.Worker == w.opts.Instance && !w.started.has(o.ID) {
+		if o.Worker == w.opts.Instance && !w.started.Has(o.ID) {
 			// Claimed by this instance in a commit whose answer was lost,
 			// and never started: its redelivery runs it.
 			continue
@@ -87,7 +87,7 @@ func (w *Worker) leftRunning(ctx context.Context) error {
 		return err
 	}
 	for _, o := range running {
-		if o.Worker == w.opts.Instance && !w.started.has(o.ID) {
+		if o.Worker == w.opts.Instance && !w.started.Has(o.ID) {
 			continue // as in takeover: its redelivery runs it
 		}
 		if _, err := w.abandon(ctx, o, fmt.Sprintf("found running while its host's worker (%s) ran nothing: the result is not in the database (restored from a backup taken while it ran?)", w.opts.Instance)); err != nil {

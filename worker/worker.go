@@ -21,6 +21,7 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/recent"
 	"github.com/orderly-run/orderly/worker/executor"
 	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
@@ -105,7 +106,12 @@ type Worker struct {
 	current   *running  // the order being executed, for cancel requests
 	earlyWake uuid.UUID // a cancel wake-up for an order not yet current
 
-	started startedSet     // orders this instance started executing
+	// started: the orders this instance started executing, so that one
+	// it claimed and then lost track of (the claim committed, its answer
+	// lost) is told from one it ran: the first is still to execute, the
+	// second must never run again. Older ones cannot be redelivered to an
+	// instance still running.
+	started recent.IDs
 	self    postgres.Owner // this process, recorded as the host's owner
 	// unreaped holds the attempts abandon marked, or may have marked,
 	// and has not reaped yet; only the goroutine that runs the tenures
