@@ -302,17 +302,27 @@ func allTerminal(list []*order.Order) bool {
 
 // recordedHosts returns the look-up of the hosts a keyed fan-out's
 // earlier try recorded an order for under its key (nil without a key):
-// the orders of the key's batch that principal sent under the key.
+// the orders of the key's batch that principal sent under the key. The
+// look-up reads them once, when first called (expandHosts, then
+// recordedTargets after a refusal for too many hosts).
 func (s *Server) recordedHosts(principal, key string, batch uuid.UUID) func(context.Context) ([]string, error) {
 	if key == "" {
 		return nil
 	}
+	var (
+		read  bool
+		hosts []string
+		err   error
+	)
 	return func(ctx context.Context) ([]string, error) {
-		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Principal: principal, Limit: maxFanOut, NoOutputs: true})
-		if err != nil {
+		if read {
+			return hosts, err
+		}
+		read = true
+		var list []*order.Order
+		if list, _, err = s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Principal: principal, Limit: maxFanOut, NoOutputs: true}); err != nil {
 			return nil, err
 		}
-		var hosts []string
 		for _, o := range list {
 			if o.IdempotencyKey == key+"/"+o.Host {
 				hosts = append(hosts, o.Host)

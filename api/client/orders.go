@@ -138,14 +138,21 @@ func (c *Client) Get(ctx context.Context, id string) (*Order, error) {
 // output then costs a few hundred bytes a read. A prev without an ETag
 // (one a submission or a list returned) is read in full, as Get does.
 func (c *Client) Refresh(ctx context.Context, prev *Order) (o *Order, changed bool, err error) {
-	o, notModified, err := c.getOrder(ctx, prev.ID.String(), prev.ETag)
-	if err != nil {
-		return nil, false, err
+	return refreshed(prev)(c.getOrder(ctx, prev.ID.String(), prev.ETag))
+}
+
+// refreshed turns a conditional read's outcome into a Refresh's: prev
+// itself, unchanged, on a 304; else what was read, changed.
+func refreshed[T any](prev *T) func(cur *T, notModified bool, err error) (*T, bool, error) {
+	return func(cur *T, notModified bool, err error) (*T, bool, error) {
+		switch {
+		case err != nil:
+			return nil, false, err
+		case notModified:
+			return prev, false, nil
+		}
+		return cur, true, nil
 	}
-	if notModified {
-		return prev, false, nil
-	}
-	return o, true, nil
 }
 
 // getOrder is GET /v1/orders/{id}, with If-None-Match: etag when etag is
@@ -304,14 +311,7 @@ func (c *Client) BatchWith(ctx context.Context, id string, opts BatchOptions) (*
 // it is now, with its new ETag. A prev without an ETag (a submission's
 // batch) is read in full.
 func (c *Client) RefreshBatch(ctx context.Context, prev *Batch) (b *Batch, changed bool, err error) {
-	b, notModified, err := c.getBatch(ctx, prev.BatchID.String(), prev.ETag, prev.withoutOutputs)
-	if err != nil {
-		return nil, false, err
-	}
-	if notModified {
-		return prev, false, nil
-	}
-	return b, true, nil
+	return refreshed(prev)(c.getBatch(ctx, prev.BatchID.String(), prev.ETag, prev.withoutOutputs))
 }
 
 // getBatch is GET /v1/batches/{id}, with If-None-Match: etag when etag
@@ -358,14 +358,7 @@ func (c *Client) Host(ctx context.Context, name string) (*Host, error) {
 // answers 304 with no body and RefreshHost returns prev itself with
 // changed false; else the host as it is now, with its new ETag.
 func (c *Client) RefreshHost(ctx context.Context, prev *Host) (h *Host, changed bool, err error) {
-	h, notModified, err := c.getHost(ctx, prev.Host, prev.ETag)
-	if err != nil {
-		return nil, false, err
-	}
-	if notModified {
-		return prev, false, nil
-	}
-	return h, true, nil
+	return refreshed(prev)(c.getHost(ctx, prev.Host, prev.ETag))
 }
 
 // getHost is GET /v1/hosts/{host}, with If-None-Match: etag when etag is
