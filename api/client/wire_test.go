@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/runbook"
 )
 
 // jsonFields are the JSON names of t's fields.
@@ -56,6 +57,10 @@ func TestWireTypes(t *testing.T) {
 		{client.OrderAction{}, api.OrderAction{}},
 		{client.Runbook{}, api.RunbookSummary{}},
 		{client.RunbookRequest{}, api.RunbookRequest{}},
+		{client.RunbookDetail{}, api.RunbookView{}},
+		{client.RunbookEnvVar{}, runbook.EnvVar{}},
+		{client.RunbookClaim{}, runbook.Claim{}},
+		{client.RunbookProblem{}, runbook.Problem{}},
 		{client.Action{}, api.ActionView{}},
 		{client.ActionLimit{}, api.ActionLimit{}},
 		{client.ActionParam{}, api.ParamView{}},

@@ -272,32 +272,11 @@ func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest
 	}
 	b.TimeoutSeconds = o.timeout.Seconds()
 	b.ExpiresInSeconds = o.expiresIn.Seconds()
-	for _, kv := range o.env {
-		k, v, ok := strings.Cut(kv, "=")
-		if k == "" {
-			return nil, fmt.Errorf("--env %q: want NAME=VALUE", kv)
-		}
-		if !ok {
-			found := false
-			for _, e := range a.environ {
-				if name, val, _ := strings.Cut(e, "="); name == k {
-					v, found = val, true
-				}
-			}
-			if !found {
-				return nil, fmt.Errorf("--env %s: not set in this environment (use %s=VALUE)", k, k)
-			}
-		}
-		if b.Env == nil {
-			b.Env = map[string]string{}
-		}
-		if _, dup := b.Env[k]; dup {
-			// The API refuses a duplicate env key too; here the last
-			// value silently won.
-			return nil, fmt.Errorf("--env %s is given twice", k)
-		}
-		b.Env[k] = v
+	env, err := a.envFlags(o.env)
+	if err != nil {
+		return nil, err
 	}
+	b.Env = env
 	switch o.encode {
 	case "":
 	case "base64", "base85":
@@ -325,6 +304,39 @@ func (a *app) submitBody(o *submitOptions, args []string) (*client.SubmitRequest
 		b.Stdin = client.EncodeStdin(in, o.encode)
 	}
 	return b, nil
+}
+
+// envFlags are the values of --env, K=V or K alone for this shell's value
+// of K; nil when none is given.
+func (a *app) envFlags(kvs []string) (map[string]string, error) {
+	var env map[string]string
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--env %q: want NAME=VALUE", kv)
+		}
+		if !ok {
+			found := false
+			for _, e := range a.environ {
+				if name, val, _ := strings.Cut(e, "="); name == k {
+					v, found = val, true
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("--env %s: not set in this environment (use %s=VALUE)", k, k)
+			}
+		}
+		if env == nil {
+			env = map[string]string{}
+		}
+		if _, dup := env[k]; dup {
+			// The API refuses a duplicate env key too; here the last
+			// value silently won.
+			return nil, fmt.Errorf("--env %s is given twice", k)
+		}
+		env[k] = v
+	}
+	return env, nil
 }
 
 // defaultMaxStdinBytes is the server's default limits.max_stdin_bytes:

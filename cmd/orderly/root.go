@@ -40,7 +40,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Version:       binaryVersion(),
 	}
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand(), a.importCommand(),
-		a.actionCommand(), a.fleetCommand())
+		a.actionCommand(), a.runbookCommand(), a.fleetCommand())
 	root.AddCommand(a.clientCommands()...)
 	usageOnArgs(root)
 	return root

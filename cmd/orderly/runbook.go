@@ -1,0 +1,487 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/orderly-run/orderly/api/client"
+)
+
+// runbookCommand is `orderly runbook`: the runbooks of the API's
+// runbooks.dir (docs/runbooks.md), listed, shown, validated, run, and
+// their runs.
+func (a *app) runbookCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "runbook", Short: "List, show, validate and run runbooks; list their runs (docs/runbooks.md)"}
+	for _, c := range []*cobra.Command{a.runbookListCommand(), a.runbookShowCommand(), a.runbookValidateCommand(),
+		a.runbookRunCommand(), a.runbookHistoryCommand()} {
+		hintUnreachable(c)
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
+
+// runbookListCommand is `orderly runbook ls`.
+func (a *app) runbookListCommand() *cobra.Command {
+	var conn connFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the runbooks, with whether each can run",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			list, err := c.Runbooks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeValue(a.stdout, map[string]any{"runbooks": list})
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "FILE\tVALID\tPROBLEMS")
+			for _, rb := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", rb.File, yesNo(rb.Valid), len(rb.Problems))
+			}
+			return tw.Flush()
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	return cmd
+}
+
+// runbookShowCommand is `orderly runbook show NAME`.
+func (a *app) runbookShowCommand() *cobra.Command {
+	var conn connFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a runbook: its variables, inputs, claims, problems and script",
+		Long: `Show the runbook NAME (a file of the API's runbooks.dir) as the API parsed it.
+Its ETag is the tag run --if-match takes: the run is refused if the file
+changed since.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			rb, etag, err := c.Runbook(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, rb.Raw)
+			}
+			return printRunbook(a.stdout, rb, etag)
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	return cmd
+}
+
+// printRunbook writes show's view of rb.
+func printRunbook(w io.Writer, rb *client.RunbookDetail, etag string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	fmt.Fprintf(tw, "File:\t%s\n", rb.File)
+	fmt.Fprintf(tw, "Name:\t%s\n", rb.Name)
+	fmt.Fprintf(tw, "SHA256:\t%s\n", rb.SHA256)
+	fmt.Fprintf(tw, "ETag:\t%s\n", etag)
+	fmt.Fprintf(tw, "Valid:\t%s\n", yesNo(rb.Valid))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	section := func(title string, lines []string) {
+		if len(lines) == 0 {
+			fmt.Fprintf(&b, "%s: none\n", title)
+			return
+		}
+		fmt.Fprintf(&b, "%s:\n", title)
+		for _, l := range lines {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	var env, claims, problems []string
+	for _, v := range rb.Env {
+		env = append(env, v.Name+"\t"+v.Description)
+	}
+	for _, c := range rb.Claims {
+		claims = append(claims, c.Name+": "+strings.Join(c.Allowed, ", "))
+	}
+	for _, p := range rb.Problems {
+		problems = append(problems, p.Code+": "+p.Message)
+	}
+	section("Environment", env)
+	section("Inputs", rb.Inputs)
+	section("Required claims", claims)
+	section("Problems", problems)
+	section("Warnings", rb.Warnings)
+	script := rb.Script
+	if script != "" && !strings.HasSuffix(script, "\n") {
+		script += "\n"
+	}
+	fmt.Fprintf(&b, "--- script ---\n%s", script)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if _, err := fmt.Fprint(tw, b.String()); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+// runbookRequestFlags are the body of validate and run.
+type runbookRequestFlags struct {
+	env     []string
+	host    string
+	timeout time.Duration
+	runAs   string
+}
+
+func (f *runbookRequestFlags) bind(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&f.env, "env", "e", nil, "variable K=V for env_vars (repeatable, each name once; K alone passes the local value)")
+	fs.StringVar(&f.host, "host", "", "host to run on (default: the server's runbooks.host)")
+	fs.DurationVar(&f.timeout, "timeout", 0, "kill the script after this long (e.g. 10m; default: the server's runbooks.timeout)")
+	fs.StringVar(&f.runAs, "run-as", "", "Unix user to run as")
+}
+
+// request is the request body the flags make.
+func (f *runbookRequestFlags) request(a *app) (client.RunbookRequest, error) {
+	if f.timeout < 0 {
+		return client.RunbookRequest{}, errors.New("--timeout must not be negative")
+	}
+	env, err := a.envFlags(f.env)
+	if err != nil {
+		return client.RunbookRequest{}, err
+	}
+	req := client.RunbookRequest{Host: f.host, TimeoutSeconds: f.timeout.Seconds(), RunAs: f.runAs}
+	for k, v := range env {
+		if req.EnvVars == nil {
+			req.EnvVars = map[string]any{}
+		}
+		req.EnvVars[k] = v
+	}
+	return req, nil
+}
+
+// runbookRefusal is a refusal of validate or run as the CLI prints it:
+// the API's words in the terms of --timeout (timeoutRefusal), and a 422
+// with every problem the API listed, one a line, with its code.
+func runbookRefusal(err error, timeout time.Duration) error {
+	err = timeoutRefusal(err, timeout)
+	problems := client.RunbookProblems(err)
+	if len(problems) == 0 {
+		return err
+	}
+	return &problemsError{err: err, problems: problems}
+}
+
+// problemsError is a refusal with its problems listed after it.
+type problemsError struct {
+	err      error
+	problems []client.RunbookProblem
+}
+
+func (e *problemsError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.err.Error())
+	if len(e.problems) > 1 || e.problems[0].Message != messageOf(e.err) {
+		for _, p := range e.problems {
+			fmt.Fprintf(&b, "\n  %s: %s", p.Code, p.Message)
+		}
+	} else {
+		fmt.Fprintf(&b, "\n  %s", e.problems[0].Code)
+	}
+	return b.String()
+}
+
+func (e *problemsError) Unwrap() error { return e.err }
+
+// messageOf is the API's message of err, without its code.
+func messageOf(err error) string {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return ""
+}
+
+// runbookValidateCommand is `orderly runbook validate NAME`.
+func (a *app) runbookValidateCommand() *cobra.Command {
+	var conn connFlags
+	var rf runbookRequestFlags
+	cmd := &cobra.Command{
+		Use:   "validate NAME [--env K=V]... [--host H] [--timeout D] [--run-as U]",
+		Short: "Judge a run of a runbook as run would, for you, and run nothing",
+		Long: `Ask the API whether the runbook NAME would run with these variables and
+options, for this token: it checks the Required Claims (forbidden), the text,
+the input files and the variables (unprocessable, with every problem listed)
+as run does, and runs nothing. Exits 0 when the run would be accepted.`,
+		Example: "  orderly runbook validate RotateLogs.md -e KEEP_DAYS=7 -e LOG_TAG=weekly",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := rf.request(a)
+			if err != nil {
+				return err
+			}
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			v, err := c.ValidateRunbook(cmd.Context(), args[0], req)
+			if err != nil {
+				return runbookRefusal(err, rf.timeout)
+			}
+			for _, w := range v.Warnings {
+				fmt.Fprintf(a.stderr, "orderly: warning: %s\n", w)
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s: valid\n", firstNonEmpty(v.File, args[0]))
+			return err
+		},
+	}
+	conn.bind(cmd)
+	rf.bind(cmd.Flags())
+	return cmd
+}
+
+// waitFlag is --wait[=D]: wait for the run to end, for at most D when
+// given.
+type waitFlag struct {
+	on  bool
+	max time.Duration
+}
+
+func (w *waitFlag) String() string {
+	switch {
+	case !w.on:
+		return "false"
+	case w.max == 0:
+		return "true"
+	}
+	return w.max.String()
+}
+
+// Type is "bool" for the help's sake: pflag then shows the flag as a
+// switch, "--wait", and its usage says what --wait=D does.
+func (w *waitFlag) Type() string { return "bool" }
+
+func (w *waitFlag) Set(s string) error {
+	switch s {
+	case "true":
+		*w = waitFlag{on: true}
+		return nil
+	case "false":
+		*w = waitFlag{}
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("want a positive duration (e.g. 5m), or none to wait until the run ends")
+	}
+	*w = waitFlag{on: true, max: d}
+	return nil
+}
+
+// apiWaitAsked is how long a --wait without a limit asks the API to hold
+// its answer (the server caps it with http.max_wait); the client
+// follows the run after that.
+const apiWaitAsked = 5 * time.Minute
+
+type runbookRunOptions struct {
+	conn        connFlags
+	req         runbookRequestFlags
+	wait        waitFlag
+	follow      bool
+	ifMatch     string
+	ifUnchanged bool
+	idemKey     string
+	retryFor    time.Duration
+	json        bool
+}
+
+// runbookRunCommand is `orderly runbook run NAME`.
+func (a *app) runbookRunCommand() *cobra.Command {
+	var o runbookRunOptions
+	cmd := &cobra.Command{
+		Use:   "run NAME [--env K=V]... [--host H] [--wait[=D] | --follow] [flags]",
+		Short: "Run a runbook as an order of kind script",
+		Long: `Run the runbook NAME with these variables on a host (by default the server's
+runbooks.host). Without --wait or --follow it prints the order id.
+
+--wait waits for the run to end (at most D with --wait=D) and then prints its
+stored output, stdout to stdout and stderr to stderr; --follow streams the
+output while the script runs. Either exits with the script's exit status, as
+submit --wait does (docs/cli.md).`,
+		Example: `  orderly runbook run RotateLogs.md --host web-3 -e KEEP_DAYS=7 -e LOG_TAG=weekly --follow
+  orderly runbook run RotateLogs.md -e KEEP_DAYS=7 -e LOG_TAG=weekly --wait=10m --idempotency-key rotate-2026-12-04`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runRunbook(cmd, &o, args[0])
+		},
+	}
+	o.conn.bind(cmd)
+	fs := cmd.Flags()
+	o.req.bind(fs)
+	wf := fs.VarPF(&o.wait, "wait", "w", "wait for the run to end (--wait=D: at most D), print its output and exit with its exit status")
+	wf.NoOptDefVal = "true"
+	fs.BoolVarP(&o.follow, "follow", "f", false, "stream the output while the script runs and exit with its exit status")
+	fs.StringVar(&o.ifMatch, "if-match", "", "run only while the runbook is still the one whose ETag this is (runbook show prints it)")
+	fs.BoolVar(&o.ifUnchanged, "if-unchanged", false, "read the runbook first, refuse it here if it is not valid, and run only that version of it")
+	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same run instead of running again")
+	retryForFlag(fs, &o.retryFor)
+	fs.BoolVar(&o.json, "json", false, "print the order (with --wait or --follow, the finished order) as JSON")
+	cmd.MarkFlagsMutuallyExclusive("if-match", "if-unchanged")
+	return cmd
+}
+
+func (a *app) runRunbook(cmd *cobra.Command, o *runbookRunOptions, name string) error {
+	req, err := o.req.request(a)
+	if err != nil {
+		return err
+	}
+	c, err := a.client(cmd, &o.conn)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	opts := client.SubmitOptions{IdempotencyKey: o.idemKey, IfMatch: o.ifMatch}
+	if o.ifUnchanged {
+		rb, etag, err := c.Runbook(ctx, name)
+		if err != nil {
+			return err
+		}
+		if !rb.Valid {
+			return &problemsError{err: fmt.Errorf("runbook %s is not valid; nothing was run", rb.File), problems: rb.Problems}
+		}
+		opts.IfMatch = etag
+	}
+	waitCtx, cancel := ctx, context.CancelFunc(func() {})
+	if o.wait.max > 0 {
+		waitCtx, cancel = context.WithTimeout(ctx, o.wait.max)
+	}
+	defer cancel()
+	if o.wait.on && !o.follow {
+		opts.Wait = orDefault(o.wait.max, apiWaitAsked)
+	}
+	var ord *client.Order
+	tries := 0
+	err = a.sendRetrying(ctx, o.retryFor, o.idemKey != "", func() (err error) {
+		tries++
+		ord, err = c.ExecuteRunbook(ctx, name, req, opts)
+		return err
+	})
+	if err != nil {
+		return runbookRefusal(err, o.req.timeout)
+	}
+	if tries == 1 {
+		a.noteReplayed(o.idemKey, ord, nil)
+	}
+	switch {
+	case o.follow:
+		err := a.waitOrder(waitCtx, c, ord, o.json, true)
+		return a.waitOver(ctx, waitCtx, ord, o.wait.max, err)
+	case o.wait.on:
+		final := ord
+		if !ord.Status.Terminal() {
+			if final, err = c.Follow(waitCtx, ord.ID.String(), client.FollowOptions{}); err != nil {
+				if waitCtx.Err() == nil {
+					fmt.Fprintf(a.stderr, "orderly: order %s was submitted, but waiting for it failed (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
+						ord.ID, ord.ID, ord.ID)
+					return err
+				}
+				if ctx.Err() != nil {
+					fmt.Fprintf(a.stderr, "orderly: stopped waiting; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n", ord.ID, ord.ID, ord.ID)
+					return stoppedExit(ctx)
+				}
+				return a.waitOver(ctx, waitCtx, ord, o.wait.max, err)
+			}
+		}
+		if o.json {
+			if err := writeJSON(a.stdout, final.Raw); err != nil {
+				return err
+			}
+		} else if err := client.WriteOutput(final, a.stdout, a.stderr); err != nil {
+			return err
+		}
+		return exitOf(a.stderr, final)
+	case o.json:
+		return writeJSON(a.stdout, ord.Raw)
+	}
+	_, err = fmt.Fprintln(a.stdout, ord.ID)
+	return err
+}
+
+// orDefault is d, or def when d is 0.
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// waitOver words the end of a --wait=D that ended before the run: the
+// run goes on, and the exit is 1 (a Ctrl-C's 130 would read as one).
+func (a *app) waitOver(ctx, waitCtx context.Context, ord *client.Order, max time.Duration, err error) error {
+	if err == nil || ctx.Err() != nil || !errors.Is(waitCtx.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("order %s has not finished within --wait=%s; it goes on (follow: orderly logs -f %s; stop: orderly cancel %s)", ord.ID, max, ord.ID, ord.ID)
+}
+
+// runbookHistoryCommand is `orderly runbook history NAME`.
+func (a *app) runbookHistoryCommand() *cobra.Command {
+	var conn connFlags
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "history NAME [--limit N]",
+		Short: "List a runbook's runs, newest first, refused ones included",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 1000) {
+				return fmt.Errorf("--limit must be 1-1000, not %d", limit)
+			}
+			c, err := a.client(cmd, &conn)
+			if err != nil {
+				return err
+			}
+			page, err := c.RunbookHistory(cmd.Context(), args[0], client.RunbookHistoryOptions{Limit: limit, WithoutOutputs: !asJSON})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, page.Raw)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tPRINCIPAL\tVERSION")
+			for _, ord := range page.Orders {
+				version := ord.RunbookSHA256[:min(12, len(ord.RunbookSHA256))]
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, exitText(&ord),
+					localTime(&ord.SubmittedAt), ord.Principal, firstNonEmpty(version, "-"))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.NextCursor != nil && *page.NextCursor != "" {
+				fmt.Fprintln(a.stderr, "(more runs: a larger --limit, up to 1000, lists more)")
+			}
+			return nil
+		},
+	}
+	conn.bind(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 0, "runs to list (1-1000, default the server's: 50)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	return cmd
+}
