@@ -178,45 +178,36 @@ func (f *runbookRequestFlags) request(a *app) (client.RunbookRequest, error) {
 
 // runbookRefusal is a refusal of validate or run as the CLI prints it:
 // the API's words in the terms of --timeout (timeoutRefusal), and a 422
-// with every problem the API listed, one a line, with its code.
+// with every problem the API listed, one a line with its code (the
+// API's message is the first problem's alone).
 func runbookRefusal(err error, timeout time.Duration) error {
 	err = timeoutRefusal(err, timeout)
 	problems := client.RunbookProblems(err)
-	if len(problems) == 0 {
+	var e *client.Error
+	if len(problems) == 0 || !errors.As(err, &e) {
 		return err
 	}
-	return &problemsError{err: err, problems: problems}
+	file, _ := e.Details["file"].(string)
+	return &problemsError{head: fmt.Sprintf("runbook %s cannot run (%s)", file, e.Code), err: err, problems: problems}
 }
 
-// problemsError is a refusal with its problems listed after it.
+// problemsError is a refusal whose problems are listed after head.
 type problemsError struct {
+	head     string
 	err      error
 	problems []client.RunbookProblem
 }
 
 func (e *problemsError) Error() string {
 	var b strings.Builder
-	b.WriteString(e.err.Error())
-	if len(e.problems) > 1 || e.problems[0].Message != messageOf(e.err) {
-		for _, p := range e.problems {
-			fmt.Fprintf(&b, "\n  %s: %s", p.Code, p.Message)
-		}
-	} else {
-		fmt.Fprintf(&b, "\n  %s", e.problems[0].Code)
+	b.WriteString(e.head + ":")
+	for _, p := range e.problems {
+		fmt.Fprintf(&b, "\n  %s: %s", p.Code, p.Message)
 	}
 	return b.String()
 }
 
 func (e *problemsError) Unwrap() error { return e.err }
-
-// messageOf is the API's message of err, without its code.
-func messageOf(err error) string {
-	var e *client.Error
-	if errors.As(err, &e) {
-		return e.Message
-	}
-	return ""
-}
 
 // runbookValidateCommand is `orderly runbook validate NAME`.
 func (a *app) runbookValidateCommand() *cobra.Command {
@@ -363,7 +354,7 @@ func (a *app) runRunbook(cmd *cobra.Command, o *runbookRunOptions, name string) 
 			return err
 		}
 		if !rb.Valid {
-			return &problemsError{err: fmt.Errorf("runbook %s is not valid; nothing was run", rb.File), problems: rb.Problems}
+			return &problemsError{head: fmt.Sprintf("runbook %s is not valid; nothing was run", rb.File), problems: rb.Problems}
 		}
 		opts.IfMatch = etag
 	}
