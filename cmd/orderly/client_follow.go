@@ -42,22 +42,7 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 	stopCheck()
 	sp.stop()
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			verb := "stopped following"
-			if submitted {
-				verb = "stopped waiting"
-			}
-			fmt.Fprintf(a.stderr, "orderly: %s; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
-				verb, ord.ID, ord.ID, ord.ID)
-			return stoppedExit(ctx)
-		}
-		if submitted {
-			// The order is recorded: without its id a user would submit
-			// it again to find out what became of it.
-			fmt.Fprintf(a.stderr, "orderly: order %s was submitted, but waiting for it failed (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
-				ord.ID, ord.ID, ord.ID)
-		}
-		return err
+		return a.waitFailed(ctx, ord, submitted, err)
 	}
 	if asJSON {
 		if err := writeJSON(a.stdout, final.Raw); err != nil {
@@ -67,6 +52,29 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		fmt.Fprintf(a.stderr, "dry run: %s, policy %s (matched: %s)\n", final.Status, final.Policy.Decision, strings.Join(final.Policy.Matched, ", "))
 	}
 	return exitOf(a.stderr, final)
+}
+
+// waitFailed is the end of a wait for ord (submitted by this command, or
+// followed) that err ended: stopped (Ctrl-C), the order goes on and the
+// exit is the signal's; else err, with the order's id when it was
+// submitted.
+func (a *app) waitFailed(ctx context.Context, ord *client.Order, submitted bool, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		verb := "stopped following"
+		if submitted {
+			verb = "stopped waiting"
+		}
+		fmt.Fprintf(a.stderr, "orderly: %s; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
+			verb, ord.ID, ord.ID, ord.ID)
+		return stoppedExit(ctx)
+	}
+	if submitted {
+		// The order is recorded: without its id a user would submit
+		// it again to find out what became of it.
+		fmt.Fprintf(a.stderr, "orderly: order %s was submitted, but waiting for it failed (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
+			ord.ID, ord.ID, ord.ID)
+	}
+	return err
 }
 
 // noWorkerCheckAfter is how long a submitted order may stay queued

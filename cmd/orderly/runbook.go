@@ -387,16 +387,7 @@ func (a *app) runRunbook(cmd *cobra.Command, o *runbookRunOptions, name string) 
 		final := ord
 		if !ord.Status.Terminal() {
 			if final, err = c.Follow(waitCtx, ord.ID.String(), client.FollowOptions{}); err != nil {
-				if waitCtx.Err() == nil {
-					fmt.Fprintf(a.stderr, "orderly: order %s was submitted, but waiting for it failed (follow: orderly logs -f %s; stop: orderly cancel %s)\n",
-						ord.ID, ord.ID, ord.ID)
-					return err
-				}
-				if ctx.Err() != nil {
-					fmt.Fprintf(a.stderr, "orderly: stopped waiting; order %s goes on (follow: orderly logs -f %s; stop: orderly cancel %s)\n", ord.ID, ord.ID, ord.ID)
-					return stoppedExit(ctx)
-				}
-				return a.waitOver(ctx, waitCtx, ord, o.wait.max, err)
+				return a.waitOver(ctx, waitCtx, ord, o.wait.max, a.waitFailed(waitCtx, ord, true, err))
 			}
 		}
 		if o.json {
@@ -422,13 +413,14 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// waitOver words the end of a --wait=D that ended before the run: the
-// run goes on, and the exit is 1 (a Ctrl-C's 130 would read as one).
+// waitOver words the end of a --wait=D that ended before the run (after
+// waitFailed said that it goes on and how to follow it): the exit is 1,
+// as a Ctrl-C's 130 would read as one.
 func (a *app) waitOver(ctx, waitCtx context.Context, ord *client.Order, max time.Duration, err error) error {
 	if err == nil || ctx.Err() != nil || !errors.Is(waitCtx.Err(), context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("order %s has not finished within --wait=%s; it goes on (follow: orderly logs -f %s; stop: orderly cancel %s)", ord.ID, max, ord.ID, ord.ID)
+	return fmt.Errorf("order %s has not finished within --wait=%s", ord.ID, max)
 }
 
 // runbookHistoryCommand is `orderly runbook history NAME`.

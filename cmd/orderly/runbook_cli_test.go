@@ -218,10 +218,13 @@ runbooks:
 	})
 
 	t.Run("wait bounded", func(t *testing.T) {
-		_, _, err := cli("run", "Slow.md", "--timeout", "3s", "--wait=1s")
-		var code exitCodeError
-		if err == nil || errors.As(err, &code) || !strings.Contains(err.Error(), "has not finished within --wait=1s; it goes on") {
-			t.Errorf("run --wait=1s of a longer script: %v", err)
+		for _, flag := range []string{"--follow", "--json"} {
+			_, errs, err := cli("run", "Slow.md", "--timeout", "3s", "--wait=1s", flag)
+			var code exitCodeError
+			if err == nil || errors.As(err, &code) || !strings.Contains(err.Error(), "has not finished within --wait=1s") ||
+				!regexp.MustCompile(`orderly: stopped waiting; order \S+ goes on \(follow: orderly logs -f `).MatchString(errs) {
+				t.Errorf("run --wait=1s %s of a longer script: %v %q, want exit 1, and how to follow the run", flag, err, errs)
+			}
 		}
 	})
 }
