@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -197,6 +198,14 @@ runbooks:
 		}
 		_, _, err = cli("run", "Needs.md", "-e", "NODE=other", "-e", "EXTRA=1", "--idempotency-key", "cli-key-1")
 		wantRefusal("the key with another request", err, client.CodeIdempotencyReused, "; order ")
+		// An API that is not listening yet (a restart) is waited for, as
+		// by submit (--retry-for); a retry of its own is not noted as a
+		// replay.
+		addr := lateProxy(t, s.url, time.Second)
+		out, errs, err := cli("run", "Needs.md", "-e", "NODE=late", "-e", "EXTRA=1", "--idempotency-key", "cli-key-2", "--wait", "--url", "http://"+addr)
+		if err != nil || out != "node=late extra=1\n" || !strings.Contains(errs, "trying again") || strings.Contains(errs, "used before") {
+			t.Errorf("run while the API starts: %v %q %q", err, out, errs)
+		}
 	})
 
 	t.Run("history", func(t *testing.T) {
