@@ -55,8 +55,8 @@ func (*signingMethodEd25519) Alg() string { return algEd25519 }
 // registerEd25519 adds "Ed25519" to golang-jwt's process-wide table of
 // algorithms, which its parser looks a token's alg up in before any key
 // is chosen. It is safe because every parser orderly builds names the
-// algorithms it accepts (WithValidMethods): only the key set's parser
-// lists this one. A golang-jwt that comes to know the name itself keeps
+// algorithms it accepts (WithValidMethods): only the key set's parser and
+// a single Ed25519 key's list this one. A golang-jwt that comes to know the name itself keeps
 // its own.
 var registerEd25519 = sync.OnceFunc(func() {
 	if jwt.GetSigningMethod(algEd25519) == nil {

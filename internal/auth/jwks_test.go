@@ -874,8 +874,7 @@ func TestJWKSCAFileIsReadAgain(t *testing.T) {
 
 // TestJWKSEd25519AlgorithmName: RFC 9864's "Ed25519" is EdDSA with an
 // Ed25519 key under its fully specified name; the two names are one
-// algorithm for an Ed25519 key and for no other, and accepting it in a key
-// set does not make a single-key verifier accept it.
+// algorithm for an Ed25519 key and for no other.
 func TestJWKSEd25519AlgorithmName(t *testing.T) {
 	k := newTestKeys(t)
 	_, otherEd, err := ed25519.GenerateKey(rand.Reader)
@@ -916,20 +915,54 @@ func TestJWKSEd25519AlgorithmName(t *testing.T) {
 	if strings.Join(st.Keys, ",") != "ed-9864 Ed25519,ed-plain EdDSA,rsa RS256" {
 		t.Errorf("keys %v", st.Keys)
 	}
-	// A single EdDSA key accepts only what it is configured with.
-	der, err := x509.MarshalPKIXPublicKey(k.ed.Public())
+}
+
+// TestJWTSingleEd25519KeyTakesBothNames: a single configured Ed25519 key,
+// under auth.jwt.algorithm EdDSA or RFC 9864's Ed25519, verifies tokens
+// whose header says either name, as a key set's Ed25519 key does
+// (TestJWKSEd25519AlgorithmName); a header naming another algorithm, or
+// a signature by another key, is refused; and the previous key of a
+// rotation takes both names too.
+func TestJWTSingleEd25519KeyTakesBothNames(t *testing.T) {
+	k := newTestKeys(t)
+	_, otherEd, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	edPath := filepath.Join(t.TempDir(), "ed.pem")
-	if err := os.WriteFile(edPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+	edPath, edPEM := writePEM(t, k.ed.Public())
+	otherPath, _ := writePEM(t, otherEd.Public())
+	ed25519Method := &signingMethodEd25519{}
+	for _, alg := range []string{"EdDSA", "Ed25519", "ed25519"} {
+		t.Run(alg, func(t *testing.T) {
+			a, err := New(config.Auth{JWT: config.JWT{Algorithm: alg, PublicKey: edPath}}, testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAccept(t, a, "header Ed25519", signKid(t, ed25519Method, k.ed, ""))
+			mustAccept(t, a, "header EdDSA", signKid(t, jwt.SigningMethodEdDSA, k.ed, ""))
+			mustRefuse(t, a, "Ed25519 signed by another key", signKid(t, ed25519Method, otherEd, ""), "invalid token")
+			mustRefuse(t, a, "HS256 with the PEM as secret", signKid(t, jwt.SigningMethodHS256, edPEM, ""), "")
+			mustRefuse(t, a, "RS256", signKid(t, jwt.SigningMethodRS256, k.rsa, ""), "")
+
+			// Rotation: a token by the previous key, under either name.
+			r, err := New(config.Auth{JWT: config.JWT{Algorithm: alg, PublicKey: otherPath, PreviousPublicKey: edPath}}, testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAccept(t, r, "previous key, header Ed25519", signKid(t, ed25519Method, k.ed, ""))
+			mustAccept(t, r, "current key, header EdDSA", signKid(t, jwt.SigningMethodEdDSA, otherEd, ""))
+		})
 	}
-	single, err := New(config.Auth{JWT: config.JWT{Algorithm: "EdDSA", PublicKey: edPath}}, testNow)
+	rs, err := New(config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: mustWritePEM(t, k.rsa.Public())}}, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustRefuse(t, single, "Ed25519 with a single EdDSA key", signKid(t, ed25519Method, k.ed, ""), "")
+	mustRefuse(t, rs, "Ed25519 against an RS256 key", signKid(t, ed25519Method, k.ed, ""), "")
+}
+
+func mustWritePEM(t *testing.T, pub any) string {
+	p, _ := writePEM(t, pub)
+	return p
 }
 
 // TestJWKSMaxStaleRidesOutAnOutage: with max_stale above refresh, a set

@@ -128,12 +128,20 @@ func newJWTVerifier(cfg config.JWT, o Options) (*jwtVerifier, error) {
 		}
 	}
 
-	v.parser = jwt.NewParser(append(opts, jwt.WithValidMethods([]string{v.method.Alg()}))...)
+	methods := []string{v.method.Alg()}
+	if _, ok := v.key.(ed25519.PublicKey); ok {
+		// "EdDSA" and RFC 9864's "Ed25519" are one algorithm with an
+		// Ed25519 key, whichever of the two the config names: a key set
+		// decides the same (sameAlg).
+		registerEd25519()
+		methods = []string{"EdDSA", algEd25519}
+	}
+	v.parser = jwt.NewParser(append(opts, jwt.WithValidMethods(methods))...)
 	return v, nil
 }
 
 // jwtKey loads the key alg verifies with from secret (HS256) or the PEM
-// file publicKey (RS256, EdDSA); prefix names which of the key pairs of
+// file publicKey (RS256, EdDSA or Ed25519); prefix names which of the key pairs of
 // settings it is ("" or "previous_") in errors.
 func jwtKey(alg, secret, publicKey, prefix string) (jwt.SigningMethod, any, error) {
 	secretKey, publicKeyKey := "auth.jwt."+prefix+"secret", "auth.jwt."+prefix+"public_key"
@@ -146,8 +154,8 @@ func jwtKey(alg, secret, publicKey, prefix string) (jwt.SigningMethod, any, erro
 		}
 		return jwt.SigningMethodHS256, []byte(secret), nil
 	}
-	if !strings.EqualFold(alg, "RS256") && !strings.EqualFold(alg, "EdDSA") {
-		return nil, nil, fmt.Errorf("auth.jwt.algorithm %q is not supported (HS256, RS256 or EdDSA)", alg)
+	if !strings.EqualFold(alg, "RS256") && !strings.EqualFold(alg, "EdDSA") && !strings.EqualFold(alg, algEd25519) {
+		return nil, nil, fmt.Errorf("auth.jwt.algorithm %q is not supported (HS256, RS256, EdDSA or Ed25519)", alg)
 	}
 	if secret != "" {
 		return nil, nil, fmt.Errorf("%s is not used with %s; set only %s", secretKey, alg, publicKeyKey)
@@ -192,13 +200,14 @@ func sameKey(a, b any) bool {
 	return false
 }
 
-// keyFunc hands out key only for the pinned algorithm. The parser already
+// keyFunc hands out key only for the pinned algorithm (with an Ed25519
+// key, under either of its names; see sameAlg). The parser already
 // rejects other algorithms (WithValidMethods); checking again here means
 // an HS256 token can never be verified with the RSA public key bytes as
 // its HMAC secret, whatever the parser options become.
 func (v *jwtVerifier) keyFunc(key any) jwt.Keyfunc {
 	return func(t *jwt.Token) (any, error) {
-		if t.Method == nil || t.Method.Alg() != v.method.Alg() {
+		if t.Method == nil || !sameAlg(v.method.Alg(), t.Method.Alg()) {
 			return nil, errors.New("unexpected signing method")
 		}
 		switch key.(type) {

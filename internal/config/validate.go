@@ -342,7 +342,7 @@ func (c Config) validateAuth(ps *problems) {
 	case j.Algorithm == "":
 		// A key with JWT off would be ignored: the operator meant it on.
 		if j.Secret != "" || j.PublicKey != "" || j.PreviousSecret != "" || j.PreviousPublicKey != "" {
-			ps.add("auth.jwt.algorithm", "must be set (HS256, RS256 or EdDSA) when auth.jwt.secret, public_key or a previous key is")
+			ps.add("auth.jwt.algorithm", "must be set (HS256, RS256, EdDSA or Ed25519) when auth.jwt.secret, public_key or a previous key is")
 		}
 		if j.JWKS.CAFile != "" {
 			ps.add("auth.jwt.jwks.ca_file", "is only used with auth.jwt.jwks.url")
@@ -362,7 +362,7 @@ func (c Config) validateAuth(ps *problems) {
 		case j.PreviousSecret != "" && j.PreviousSecret == j.Secret:
 			ps.add("auth.jwt.previous_secret", "is auth.jwt.secret: set the new secret in secret, the old one here")
 		}
-	case "RS256", "EdDSA":
+	case "RS256", "EdDSA", "Ed25519":
 		if j.PublicKey == "" {
 			ps.add("auth.jwt.public_key", "%s needs a PEM public key file", j.Algorithm)
 		}
@@ -378,7 +378,7 @@ func (c Config) validateAuth(ps *problems) {
 			ps.add("auth.jwt.audience", "must be set with %s: the identity provider signs other services' tokens with the same key, and only the audience says a token is for orderly", j.Algorithm)
 		}
 	default:
-		ps.add("auth.jwt.algorithm", "%q must be HS256, RS256, EdDSA or empty (JWT off)", j.Algorithm)
+		ps.add("auth.jwt.algorithm", "%q must be HS256, RS256, EdDSA, Ed25519 or empty (JWT off)", j.Algorithm)
 	}
 	if j.Enabled() {
 		ps.nonNegative("auth.jwt.leeway", j.Leeway)

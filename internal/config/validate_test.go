@@ -200,6 +200,32 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	}
 }
 
+// TestValidateJWTEd25519: RFC 9864's name for EdDSA with an Ed25519 key is
+// an algorithm of its own in config, with EdDSA's checks, and the messages
+// that list the algorithms name it.
+func TestValidateJWTEd25519(t *testing.T) {
+	c := Default()
+	c.Auth.JWT = JWT{Algorithm: "Ed25519", PublicKey: "/etc/jwt.pem", Audience: "orderly", MaxLifetime: time.Hour, RolesClaim: "roles", NameClaim: "sub"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Ed25519 with a key and an audience: %v", err)
+	}
+	c.Auth.JWT.PublicKey, c.Auth.JWT.Audience = "", ""
+	err := c.Validate()
+	for _, want := range []string{"auth.jwt.public_key: Ed25519 needs a PEM public key file", "auth.jwt.audience: must be set with Ed25519"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Ed25519 without key or audience: %v, want %q in it", err, want)
+		}
+	}
+	c.Auth.JWT.Algorithm = "Ed448"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `"Ed448" must be HS256, RS256, EdDSA, Ed25519 or empty`) {
+		t.Errorf("Ed448: %v", err)
+	}
+	c.Auth.JWT = JWT{Secret: strings.Repeat("s", 40)}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "must be set (HS256, RS256, EdDSA or Ed25519)") {
+		t.Errorf("a secret without algorithm: %v", err)
+	}
+}
+
 func TestValidateReportsEveryProblem(t *testing.T) {
 	c := Default()
 	c.Listen = "nope"
