@@ -30,7 +30,7 @@ func (a *app) fleetCommand() *cobra.Command {
 				return fmt.Errorf("--hosts must be at least 1, got %d", n)
 			}
 			ctx := cmd.Context()
-			w, logger, err := a.load(cmd, f)
+			w, logger, err := a.load(cmd, f, nil)
 			if err != nil {
 				return err
 			}

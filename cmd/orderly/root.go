@@ -104,13 +104,14 @@ func (f *serverFlags) overrides(cmd *cobra.Command) map[string]any {
 // logger is also the Watcher's, takes log.level changes on reload, and
 // becomes slog's default so that libraries logging through the standard
 // log package come out in the same format (one JSON object per line with
-// log.format json).
-func (a *app) load(cmd *cobra.Command, f *serverFlags) (*config.Watcher, *slog.Logger, error) {
+// log.format json). fill, when not nil, completes every config loaded
+// before it is validated (config.NewWatcherFilled).
+func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)) (*config.Watcher, *slog.Logger, error) {
 	if a.hup == nil {
 		a.hup = make(chan os.Signal, 1)
 		signal.Notify(a.hup, syscall.SIGHUP)
 	}
-	w, err := config.NewWatcher(f.configPath, a.environ, f.overrides(cmd), nil)
+	w, err := config.NewWatcherFilled(f.configPath, a.environ, f.overrides(cmd), nil, fill)
 	if err != nil {
 		return nil, nil, err
 	}

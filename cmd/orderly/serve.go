@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -46,7 +47,7 @@ func (a *app) serveCommand() *cobra.Command {
 
 func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	ctx := cmd.Context()
-	w, logger, err := a.load(cmd, f)
+	w, logger, err := a.load(cmd, f, serveCompatHosts())
 	if err != nil {
 		return err
 	}
@@ -435,4 +436,19 @@ func adminNameFree(cfg config.Config) error {
 		}
 	}
 	return nil
+}
+
+// serveCompatHosts fills in serve's own host, its worker's, for the compat
+// surfaces whose config names none (config.DefaultCompatHosts). The host
+// is the one the first load gives (host, --host, or the short hostname),
+// the one serve's worker takes up; a reload that changes host changes the
+// worker's only at a restart, and so the surfaces'.
+func serveCompatHosts() func(*config.Config) {
+	var host string
+	return func(c *config.Config) {
+		if host == "" {
+			host = cmp.Or(c.Host, defaultHost())
+		}
+		c.DefaultCompatHosts(host)
+	}
 }

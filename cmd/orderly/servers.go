@@ -24,7 +24,7 @@ func (a *app) apiCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			w, logger, err := a.load(cmd, f)
+			w, logger, err := a.load(cmd, f, nil)
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ func (a *app) workerCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			w, logger, err := a.load(cmd, f)
+			w, logger, err := a.load(cmd, f, nil)
 			if err != nil {
 				return err
 			}
@@ -129,7 +129,7 @@ func (a *app) migrateCommand() *cobra.Command {
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		ValidArgs: []string{"up", "down", "status"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			w, _, err := a.load(cmd, f)
+			w, _, err := a.load(cmd, f, nil)
 			if err != nil {
 				return err
 			}

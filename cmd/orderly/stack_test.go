@@ -86,6 +86,13 @@ func newStack(t testing.TB, hosts ...string) *stack {
 // removes a test default so the file decides.
 func newStackFrom(t testing.TB, path string, overrides map[string]any, hosts ...string) *stack {
 	t.Helper()
+	return newStackFilled(t, path, overrides, nil, hosts...)
+}
+
+// newStackFilled is newStackFrom whose watcher passes every config it
+// loads to fill first, as serve's does (serveCompatHosts).
+func newStackFilled(t testing.TB, path string, overrides map[string]any, fill func(*config.Config), hosts ...string) *stack {
+	t.Helper()
 	ctx := t.Context()
 	s := &stack{t: t, dsn: testenv.Postgres(t), natsURL: testenv.NATS(t), workers: map[string]*workerRunner{}}
 	ov := testOverrides(s.dsn, s.natsURL)
@@ -96,7 +103,7 @@ func newStackFrom(t testing.TB, path string, overrides map[string]any, hosts ...
 			ov[k] = v
 		}
 	}
-	w, err := config.NewWatcher(path, nil, ov, testenv.Logger(t))
+	w, err := config.NewWatcherFilled(path, nil, ov, testenv.Logger(t), fill)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,13 +64,33 @@ func DefaultCompat() Compat {
 	}
 }
 
+// DefaultCompatHosts gives the compat surfaces that name no host the
+// worker host host: orderly serve's own, whose worker runs in the same
+// process. The tools they stand in for ran commands on their own machine,
+// so their clients name no host, and on serve there is one obvious one.
+// A host the config names wins; stage0 takes host only when neither
+// compat.stage0.hosts nor runbooks.host names one. orderly api, which has
+// no worker of its own, does not call it: there only the config says
+// where the workers run.
+func (c *Config) DefaultCompatHosts(host string) {
+	if c.Compat.HTTPExec.Host == "" {
+		c.Compat.HTTPExec.Host = host
+	}
+	if c.Compat.Vigrid.Host == "" {
+		c.Compat.Vigrid.Host = host
+	}
+	if len(c.Compat.Stage0.Hosts) == 0 && c.Runbooks.Host == "" {
+		c.Compat.Stage0.Hosts = []string{host}
+	}
+}
+
+// serveHostHint says which host id a newcomer means where no host is
+// filled in (orderly api): serve's, as serve itself would have taken.
+const serveHostHint = "with orderly serve, its own: --host or host, the short hostname when unset"
+
 // validateCompat checks the compat surfaces. The httpexec surface runs
 // commands for anyone who reaches it, so it is refused unless acl.allow
 // names who may.
-// serveHostHint says which host id a newcomer on one machine means: the
-// surfaces name no default, since only the config says where the API and
-// the workers run.
-const serveHostHint = "with orderly serve, its own: --host or host, the short hostname when unset"
 
 func (c Config) validateCompat(ps *problems) {
 	h := c.Compat.HTTPExec

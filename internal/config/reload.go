@@ -177,6 +177,7 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 
 	cfg, l, err := Load(w.path, w.environ, w.overrides)
 	if err == nil {
+		w.filled(&cfg)
 		err = cfg.Validate()
 	}
 	if err != nil {

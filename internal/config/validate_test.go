@@ -367,3 +367,25 @@ func TestCompatHostLeftOutSaysWhichHost(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultCompatHosts: serve's host fills only what the config leaves
+// empty; stage0 keeps runbooks.host when that is set.
+func TestDefaultCompatHosts(t *testing.T) {
+	c := Default()
+	c.DefaultCompatHosts("sv")
+	if c.Compat.HTTPExec.Host != "sv" || c.Compat.Vigrid.Host != "sv" || !slices.Equal(c.Compat.Stage0.Hosts, []string{"sv"}) {
+		t.Errorf("nothing named: %+v", c.Compat)
+	}
+	c = Default()
+	c.Compat.HTTPExec.Host, c.Compat.Vigrid.Host, c.Runbooks.Host = "web-1", "web-2", "rb"
+	c.DefaultCompatHosts("sv")
+	if c.Compat.HTTPExec.Host != "web-1" || c.Compat.Vigrid.Host != "web-2" || c.Compat.Stage0.Hosts != nil {
+		t.Errorf("hosts named: %+v", c.Compat)
+	}
+	c = Default()
+	c.Compat.Stage0.Hosts = []string{"a", "b"}
+	c.DefaultCompatHosts("sv")
+	if !slices.Equal(c.Compat.Stage0.Hosts, []string{"a", "b"}) {
+		t.Errorf("stage0 hosts named: %q", c.Compat.Stage0.Hosts)
+	}
+}

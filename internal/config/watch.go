@@ -23,6 +23,9 @@ type Watcher struct {
 	path      string
 	environ   []string
 	overrides map[string]any
+	// fill completes every config loaded, before it is validated (see
+	// NewWatcherFilled); nil for none.
+	fill func(*Config)
 	// logger is swappable because the process's logger is built from the
 	// config this Watcher loads (SetLogger).
 	logger atomic.Pointer[slog.Logger]
@@ -70,6 +73,14 @@ type Status struct {
 // is an error, since there is nothing older to fall back to. environ and
 // overrides are kept and re-applied on every reload.
 func NewWatcher(path string, environ []string, overrides map[string]any, logger *slog.Logger) (*Watcher, error) {
+	return NewWatcherFilled(path, environ, overrides, logger, nil)
+}
+
+// NewWatcherFilled is NewWatcher whose every load, the first, a reload's
+// and the drift check's, is passed to fill before it is validated: what
+// the process supplies itself where the config names nothing (orderly
+// serve's host for the compat surfaces, DefaultCompatHosts).
+func NewWatcherFilled(path string, environ []string, overrides map[string]any, logger *slog.Logger, fill func(*Config)) (*Watcher, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -77,12 +88,14 @@ func NewWatcher(path string, environ []string, overrides map[string]any, logger 
 		path:      path,
 		environ:   slices.Clone(environ),
 		overrides: maps.Clone(overrides),
+		fill:      fill,
 	}
 	w.logger.Store(logger)
 	cfg, l, err := Load(path, w.environ, w.overrides)
 	if err != nil {
 		return nil, err
 	}
+	w.filled(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
 	}
@@ -91,6 +104,13 @@ func NewWatcher(path string, environ []string, overrides map[string]any, logger 
 	w.loaded, w.loadedAt = l, now
 	w.diskSHA, w.checkedAt = l.SHA256, now
 	return w, nil
+}
+
+// filled passes cfg to the watcher's fill, if it has one.
+func (w *Watcher) filled(cfg *Config) {
+	if w.fill != nil {
+		w.fill(cfg)
+	}
 }
 
 // SetLogger replaces the logger, once the process has built its own from
@@ -154,6 +174,7 @@ func (w *Watcher) Check() (bool, string) {
 			pendingSHA, pendingError = disk, ""
 			cfg, empty, err := buildFile(w.path, data, w.environ, w.overrides)
 			if err == nil {
+				w.filled(&cfg)
 				err = cfg.Validate()
 			}
 			if err == nil {

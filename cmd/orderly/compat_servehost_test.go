@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+)
+
+// serveHostCompatConfig enables the three compat surfaces and names no
+// host for any of them (nor runbooks.host), as a newcomer on orderly serve
+// writes it; hostLine, when not empty, is added under compat.httpexec and
+// compat.vigrid.
+func serveHostCompatConfig(h httpexecRoot, runbooks, opsHash, stage0Secret, hostLine string) string {
+	return fmt.Sprintf(`
+acl:
+  allow: ["127.0.0.1/32", "::1/128"]
+auth:
+  tokens:
+    - {name: ops, sha256: %q}
+policy:
+  - {name: httpexec, principals: [httpexec-client], hosts: ["*"], allow: [".*"]}
+  - {name: ops, principals: [ops], hosts: ["*"], allow: [".*"], run_as: ["", "*"]}
+  - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
+worker:
+  command_path: [%q, /usr/bin, /bin]
+runbooks: {dir: %q, timeout: 60s}
+compat:
+  httpexec:
+    enabled: true
+    exec_root: %q
+    principal: httpexec-client
+    %s
+  vigrid:
+    enabled: true
+    %s
+  stage0:
+    enabled: true
+    jwt_secret: %q
+`, opsHash, h.root, runbooks, h.root, hostLine, hostLine, stage0Secret)
+}
+
+// TestServeCompatSurfacesRunOnServesHost: on orderly serve (the stack
+// with serve's fill, serveCompatHosts), compat surfaces whose config names
+// no host run their orders on serve's own worker host, as the tools they
+// stand in for ran commands on their own machine: an httpexec call, a
+// Vigrid execute and a stage0 runbook each finish on host sv, and so does
+// an order after a reload. A host the config names wins over serve's; and
+// orderly api, which fills nothing, still refuses the config and says
+// which host to name.
+func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
+	h := newHTTPExecRoot(t)
+	books := t.TempDir()
+	if err := os.WriteFile(filepath.Join(books, "Hello.md"), []byte(runbookDoc("Hello", "{}", "  []", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const stage0Secret = "stage0-servehost-test-secret-0123456789abcdef"
+	opsToken, opsHash := auth.NewToken()
+	yamlText := serveHostCompatConfig(h, books, opsHash, stage0Secret, "")
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(path, []byte(yamlText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ov := map[string]any{"limits.rate_per_ip": nil, "limits.rate_per_principal": nil, "host": "sv"}
+
+	// orderly api: no host of its own, so the config is refused as before.
+	_, err := config.NewWatcher(path, nil, maps.Clone(ov), nil)
+	for _, key := range []string{"compat.httpexec.host: must name", "compat.vigrid.host: must name", "compat.stage0.hosts: name at least one host", "its own: --host or host"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("orderly api's load: %v, want %q in it", err, key)
+		}
+	}
+
+	s := &secStack{stack: newStackFilled(t, path, ov, serveCompatHosts(), "sv"), path: path}
+	cfg := s.watcher.Current()
+	if cfg.Compat.HTTPExec.Host != "sv" || cfg.Compat.Vigrid.Host != "sv" || !slices.Equal(cfg.Compat.Stage0.Hosts, []string{"sv"}) || cfg.Runbooks.Host != "" {
+		t.Fatalf("filled hosts: httpexec %q, vigrid %q, stage0 %q, runbooks %q", cfg.Compat.HTTPExec.Host, cfg.Compat.Vigrid.Host, cfg.Compat.Stage0.Hosts, cfg.Runbooks.Host)
+	}
+
+	lastHost := func(what string) {
+		t.Helper()
+		code, b := s.do("GET", "/v1/orders?limit=1", nil)
+		var list api.OrderList
+		if err := json.Unmarshal(b, &list); code != 200 || err != nil || len(list.Orders) != 1 {
+			t.Fatalf("%s: GET /v1/orders = %d %s", what, code, b)
+		}
+		if o := list.Orders[0]; o.Host != "sv" || o.Status != "succeeded" {
+			t.Fatalf("%s: latest order %+v, want succeeded on sv", what, o)
+		}
+	}
+	httpexec := func(what string) {
+		t.Helper()
+		r := httpexecRun(t, s.url, "/echo", map[string]any{"args": []string{"hi"}, "stdout": map[string]any{"capture": true}})
+		if content, _ := stream(t, r.Stdout); r.Return == nil || *r.Return != 0 || content != "hi\n" {
+			t.Fatalf("%s: httpexec echo = %+v", what, r)
+		}
+		lastHost(what)
+	}
+	httpexec("httpexec")
+
+	c := newVigridClient(t, s)
+	code, m, raw := c.call("POST", "/api/v1/execute", "Bearer "+opsToken, map[string]any{"command": "echo", "arguments": []string{"vigrid"}, "synchronous": true})
+	if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["stdout"] != "vigrid\n" {
+		t.Fatalf("vigrid execute = %d %s", code, raw)
+	}
+	lastHost("vigrid")
+
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ci", "roles": []string{"developer"},
+		"iss": "dev-idp", "aud": "dev-api", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(stage0Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b := s.send(call{method: "POST", path: "/api/runbooks/Hello.md/execute", token: tok, body: map[string]any{}})
+	ev := readSSE(t, string(b))
+	if resp.StatusCode != 200 || len(ev) == 0 || ev[len(ev)-1].name != "done" || !strings.Contains(ev[len(ev)-1].data, `"success": true`) {
+		t.Fatalf("stage0 execute = %d %s", resp.StatusCode, b)
+	}
+	lastHost("stage0")
+
+	// A reload fills the new file in the same way.
+	s.writeConfig(yamlText + "\n# reloaded\n")
+	if _, err := s.watcher.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	httpexec("httpexec after a reload")
+
+	// A configured host wins: the orders go to it (no worker there, so
+	// they wait), not to serve's.
+	s.writeConfig(serveHostCompatConfig(h, books, opsHash, stage0Secret, "host: elsewhere"))
+	if _, err := s.watcher.Reload(); err != nil {
+		t.Fatalf("reload naming a host: %v", err)
+	}
+	cfg = s.watcher.Current()
+	if cfg.Compat.HTTPExec.Host != "elsewhere" || cfg.Compat.Vigrid.Host != "elsewhere" || !slices.Equal(cfg.Compat.Stage0.Hosts, []string{"sv"}) {
+		t.Fatalf("configured hosts: httpexec %q, vigrid %q, stage0 %q", cfg.Compat.HTTPExec.Host, cfg.Compat.Vigrid.Host, cfg.Compat.Stage0.Hosts)
+	}
+	code, m, raw = c.call("POST", "/api/v1/execute", "Bearer "+opsToken, map[string]any{"command": "echo", "arguments": []string{"queued"}})
+	if code != 202 {
+		t.Fatalf("vigrid async execute = %d %s", code, raw)
+	}
+	if o := s.get(uuid.MustParse(m["order_id"].(string))); o.Host != "elsewhere" || o.Status != "queued" {
+		t.Fatalf("order of a configured host = %+v", o)
+	}
+}
