@@ -554,7 +554,12 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		redacted["host"] = d.host
 	}
 	if req.Host != d.host {
-		return refuse(order.FieldError(order.CodeInvalid, "host", "the body's host must match the subject orderly.submit.<host>"))
+		if err := order.CheckHost(req.Host); err != nil {
+			return refuse(err) // not a host id: not repeated
+		}
+		return refuse(order.FieldError(order.CodeInvalid, "host",
+			"the body's host %s is not %s, the host of the subject orderly.submit.%s it was published to: leave host out, or publish to orderly.submit.%s",
+			req.Host, d.host, d.host, req.Host))
 	}
 	if n := len(hdr.Values("Nats-Msg-Id")); n > 1 {
 		// As two Idempotency-Key headers (idempotencyKeyOf): the stream
