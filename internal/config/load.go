@@ -250,11 +250,18 @@ func setsNothing(v any) bool {
 }
 
 // normalize accepts the Vigrid form of worker.forbidden_chars, a list of
-// one-character strings, which avoids quoting backslashes and quotes.
+// one-character strings, which avoids quoting backslashes and quotes, and
+// refuses Vigrid's form of worker.command_path, one colon-separated
+// string, naming it and the list it stands for: a directory is no secret,
+// unlike the values the decoder's "not a single value" keeps to itself.
 func normalize(file map[string]any) error {
 	w, ok := file["worker"].(map[string]any)
 	if !ok {
 		return nil
+	}
+	if s, ok := w["command_path"].(string); ok {
+		dirs := strings.FieldsFunc(s, func(r rune) bool { return r == ':' })
+		return fmt.Errorf("worker.command_path: %q is a single value, not a list: write [%s], one directory an entry", s, strings.Join(dirs, ", "))
 	}
 	list, ok := w["forbidden_chars"].([]any)
 	if !ok {

@@ -299,8 +299,8 @@ func TestLoadScalarKinds(t *testing.T) {
 		// as a list, was refused in Go's words ("source data must be an
 		// array or slice, got string"): Vigrid's command_path is a
 		// colon-separated string.
-		{"text for a list", "worker:\n  command_path: \"/usr/bin:/bin\"\n",
-			"worker.command_path: must be a list, [a, b] or one \"- item\" line each, not a single value"},
+		{"text for a list", "acl:\n  allow: \"10.0.0.0/8\"\n",
+			"acl.allow: must be a list, [a, b] or one \"- item\" line each, not a single value"},
 		{"one table for a list of tables", "policy:\n  name: x\n  allow: ['.*']\n",
 			"policy: must be a list, one \"- \" entry each, not a table of keys"},
 		{"a list for a section", "worker:\n  - host: a\n", "worker: must be a table of keys (key: value lines), not a list"},
@@ -324,6 +324,22 @@ func TestLoadScalarKinds(t *testing.T) {
 	cfg, _, err := Load(writeFile(t, "c.yaml", "limits:\n  max_args: 12.0\n"), nil, nil)
 	if err != nil || cfg.Limits.MaxArgs != 12 {
 		t.Errorf("max_args: 12.0 gave %d, %v; want 12", cfg.Limits.MaxArgs, err)
+	}
+}
+
+// TestLoadCommandPathAsOneValueNamesIt: Vigrid's command_path, one
+// colon-separated string, is refused naming the value and the list it
+// stands for (a directory is no secret).
+func TestLoadCommandPathAsOneValueNamesIt(t *testing.T) {
+	for in, want := range map[string]string{
+		`"/usr/bin:/bin"`:     `worker.command_path: "/usr/bin:/bin" is a single value, not a list: write [/usr/bin, /bin], one directory an entry`,
+		`/usr/local/bin`:      `worker.command_path: "/usr/local/bin" is a single value, not a list: write [/usr/local/bin], one directory an entry`,
+		`"/opt/x::/usr/bin:"`: `worker.command_path: "/opt/x::/usr/bin:" is a single value, not a list: write [/opt/x, /usr/bin], one directory an entry`,
+	} {
+		_, _, err := Load(writeFile(t, "c.yaml", "worker:\n  command_path: "+in+"\n"), nil, nil)
+		if err == nil || !strings.HasSuffix(err.Error(), ".yaml: "+want) {
+			t.Errorf("command_path: %s: %v, want it to end with %q", in, err, want)
+		}
 	}
 }
 
