@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
@@ -153,4 +154,103 @@ func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
 	if o := s.get(uuid.MustParse(m["order_id"].(string))); o.Host != "elsewhere" || o.Status != "queued" {
 		t.Fatalf("order of a configured host = %+v", o)
 	}
+}
+
+// compatDocExample is the first YAML block of docs/compat.md's section
+// heading, decoded.
+func compatDocExample(t *testing.T, heading string) map[string]any {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "compat.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("docs/compat.md has no %q", heading)
+	}
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	if !ok {
+		t.Fatalf("%s: no yaml block", heading)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(block), &m); err != nil {
+		t.Fatalf("%s: %v", heading, err)
+	}
+	return m
+}
+
+// onServe makes a docs/compat.md example what compat.md tells a newcomer
+// on orderly serve to make it: the surface's host left out (serve's own,
+// sv here) and the policy rules' hosts that host; set are this machine's
+// paths and secrets.
+func onServe(t *testing.T, m map[string]any, surface string, set map[string]any) string {
+	t.Helper()
+	for _, r := range m["policy"].([]any) {
+		r.(map[string]any)["hosts"] = []string{"sv"}
+	}
+	c := m["compat"].(map[string]any)[surface].(map[string]any)
+	delete(c, "host")
+	delete(c, "hosts")
+	for path, v := range set {
+		keys := strings.Split(path, ".")
+		cur := m
+		for _, k := range keys[:len(keys)-1] {
+			cur = cur[k].(map[string]any)
+		}
+		cur[keys[len(keys)-1]] = v
+	}
+	b, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCompatDocExamplesRunOnServe walks docs/compat.md's httpexec and
+// stage0 examples as a newcomer on orderly serve does (the Vigrid one is
+// `orderly import vigrid`, whose output names the host: TestVigridImportAndRun):
+// with the host left out and the policy naming serve's host, as compat.md
+// says, a client's first call runs on serve's worker.
+func TestCompatDocExamplesRunOnServe(t *testing.T) {
+	ov := map[string]any{"limits.rate_per_ip": nil, "limits.rate_per_principal": nil, "host": "sv"}
+	t.Run("httpexec", func(t *testing.T) {
+		h := newHTTPExecRoot(t)
+		path := onServe(t, compatDocExample(t, "## httpexec"), "httpexec", map[string]any{
+			"acl.allow":                 []string{"127.0.0.1/32"},
+			"worker.command_path":       []string{h.root, filepath.Join(h.root, "sub")},
+			"compat.httpexec.exec_root": h.root,
+		})
+		s := newStackFilled(t, path, maps.Clone(ov), serveCompatHosts(), "sv")
+		r := httpexecRun(t, s.url, "/echo", map[string]any{"args": []string{"hi"}, "stdout": map[string]any{"capture": true}})
+		if content, _ := stream(t, r.Stdout); r.Return == nil || *r.Return != 0 || content != "hi\n" {
+			t.Fatalf("httpexec echo = %+v", r)
+		}
+	})
+	t.Run("stage0", func(t *testing.T) {
+		books := t.TempDir()
+		if err := os.WriteFile(filepath.Join(books, "Hello.md"), []byte(runbookDoc("Hello", "{}", "  []", "", "echo hello")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		const secret = "stage0-doc-example-secret-0123456789abcdef"
+		path := onServe(t, compatDocExample(t, "## stage0 runbook API"), "stage0", map[string]any{
+			"runbooks.dir":             books,
+			"compat.stage0.jwt_secret": secret,
+		})
+		s := &secStack{stack: newStackFilled(t, path, maps.Clone(ov), serveCompatHosts(), "sv"), path: path}
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ci", "roles": []string{"developer"},
+			"iss": "dev-idp", "aud": "dev-api", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, b := s.send(call{method: "POST", path: "/api/runbooks/Hello.md/execute", token: tok, body: map[string]any{}})
+		ev := readSSE(t, string(b))
+		if resp.StatusCode != 200 || len(ev) == 0 || ev[len(ev)-1].name != "done" || !strings.Contains(ev[len(ev)-1].data, `"stdout": "hello\n"`) {
+			t.Fatalf("stage0 execute = %d %s", resp.StatusCode, b)
+		}
+	})
 }
