@@ -57,8 +57,9 @@ compat:
 // with serve's fill, serveCompatHosts), compat surfaces whose config names
 // no host run their orders on serve's own worker host, as the tools they
 // stand in for ran commands on their own machine: an httpexec call, a
-// Vigrid execute and a stage0 runbook each finish on host sv, and so does
-// an order after a reload. A host the config names wins over serve's; and
+// Vigrid execute, a stage0 runbook and a run of orderly's own runbook
+// endpoint that names no host each finish on host sv, and so does an
+// order after a reload. A host the config names wins over serve's; and
 // orderly api, which fills nothing, still refuses the config and says
 // which host to name.
 func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
@@ -86,7 +87,7 @@ func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
 
 	s := &secStack{stack: newStackFilled(t, path, ov, serveCompatHosts(), "sv"), path: path}
 	cfg := s.watcher.Current()
-	if cfg.Compat.HTTPExec.Host != "sv" || cfg.Compat.Vigrid.Host != "sv" || !slices.Equal(cfg.Compat.Stage0.Hosts, []string{"sv"}) || cfg.Runbooks.Host != "" {
+	if cfg.Compat.HTTPExec.Host != "sv" || cfg.Compat.Vigrid.Host != "sv" || !slices.Equal(cfg.Compat.Stage0.Hosts, []string{"sv"}) || cfg.Runbooks.Host != "sv" {
 		t.Fatalf("filled hosts: httpexec %q, vigrid %q, stage0 %q, runbooks %q", cfg.Compat.HTTPExec.Host, cfg.Compat.Vigrid.Host, cfg.Compat.Stage0.Hosts, cfg.Runbooks.Host)
 	}
 
@@ -129,6 +130,14 @@ func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
 		t.Fatalf("stage0 execute = %d %s", resp.StatusCode, b)
 	}
 	lastHost("stage0")
+
+	// orderly's own runbook endpoint: a run that names no host goes to
+	// runbooks.host, which serve fills in as it does the surfaces'.
+	code, b = s.do("POST", "/v1/runbooks/Hello.md/execute?wait=30", map[string]any{}, "Authorization", "Bearer "+opsToken)
+	if code != 200 {
+		t.Fatalf("runbook execute without a host = %d %s", code, b)
+	}
+	lastHost("runbook")
 
 	// A reload fills the new file in the same way.
 	s.writeConfig(yamlText + "\n# reloaded\n")

@@ -64,14 +64,15 @@ func DefaultCompat() Compat {
 	}
 }
 
-// DefaultCompatHosts gives the compat surfaces that name no host the
-// worker host host: orderly serve's own, whose worker runs in the same
-// process. The tools they stand in for ran commands on their own machine,
-// so their clients name no host, and on serve there is one obvious one.
-// A host the config names wins; stage0 takes host only when neither
-// compat.stage0.hosts nor runbooks.host names one. orderly api, which has
-// no worker of its own, does not call it: there only the config says
-// where the workers run.
+// DefaultCompatHosts gives the compat surfaces and runbook runs that name
+// no host the worker host host: orderly serve's own, whose worker runs in
+// the same process. The tools they stand in for ran commands on their own
+// machine, so their clients name no host, and on serve there is one
+// obvious one. A host the config names wins; stage0 takes host only when
+// neither compat.stage0.hosts nor runbooks.host names one, and
+// runbooks.host (where a run that names no host goes) only when it is
+// empty. orderly api, which has no worker of its own, does not call it:
+// there only the config says where the workers run.
 func (c *Config) DefaultCompatHosts(host string) {
 	if c.Compat.HTTPExec.Host == "" {
 		c.Compat.HTTPExec.Host = host
@@ -81,6 +82,9 @@ func (c *Config) DefaultCompatHosts(host string) {
 	}
 	if len(c.Compat.Stage0.Hosts) == 0 && c.Runbooks.Host == "" {
 		c.Compat.Stage0.Hosts = []string{host}
+	}
+	if c.Runbooks.Host == "" {
+		c.Runbooks.Host = host
 	}
 }
 

@@ -373,14 +373,14 @@ func TestCompatHostLeftOutSaysWhichHost(t *testing.T) {
 func TestDefaultCompatHosts(t *testing.T) {
 	c := Default()
 	c.DefaultCompatHosts("sv")
-	if c.Compat.HTTPExec.Host != "sv" || c.Compat.Vigrid.Host != "sv" || !slices.Equal(c.Compat.Stage0.Hosts, []string{"sv"}) {
-		t.Errorf("nothing named: %+v", c.Compat)
+	if c.Compat.HTTPExec.Host != "sv" || c.Compat.Vigrid.Host != "sv" || !slices.Equal(c.Compat.Stage0.Hosts, []string{"sv"}) || c.Runbooks.Host != "sv" {
+		t.Errorf("nothing named: %+v, runbooks.host %q", c.Compat, c.Runbooks.Host)
 	}
 	c = Default()
 	c.Compat.HTTPExec.Host, c.Compat.Vigrid.Host, c.Runbooks.Host = "web-1", "web-2", "rb"
 	c.DefaultCompatHosts("sv")
-	if c.Compat.HTTPExec.Host != "web-1" || c.Compat.Vigrid.Host != "web-2" || c.Compat.Stage0.Hosts != nil {
-		t.Errorf("hosts named: %+v", c.Compat)
+	if c.Compat.HTTPExec.Host != "web-1" || c.Compat.Vigrid.Host != "web-2" || c.Compat.Stage0.Hosts != nil || c.Runbooks.Host != "rb" {
+		t.Errorf("hosts named: %+v, runbooks.host %q", c.Compat, c.Runbooks.Host)
 	}
 	c = Default()
 	c.Compat.Stage0.Hosts = []string{"a", "b"}
