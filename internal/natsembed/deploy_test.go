@@ -30,6 +30,10 @@ func TestDeployNATSConfigs(t *testing.T) {
 			if opts.ServerName != name || !opts.JetStream || !opts.SyncAlways {
 				t.Fatalf("server_name %q jetstream %v sync always %v", opts.ServerName, opts.JetStream, opts.SyncAlways)
 			}
+			if opts.JetStreamLimits.DefaultMaxConsumers != -1 {
+				t.Fatalf("default_max_consumers %d: nats-server caps a stream's consumers (one per host on the orders stream) at 1,000 unless it is -1",
+					opts.JetStreamLimits.DefaultMaxConsumers)
+			}
 			if opts.Cluster.Name != "orderly" || len(opts.Routes) != 3 {
 				t.Fatalf("cluster %q with %d routes", opts.Cluster.Name, len(opts.Routes))
 			}

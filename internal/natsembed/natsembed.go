@@ -96,6 +96,11 @@ func Start(opts Options) (*Server, error) {
 		// not create its live-output stream (capped at 256 MiB,
 		// queue.liveConfig) and refused to start.
 		JetStreamMaxMemory: 1 << 30,
+		// The orders stream has a consumer per host, and nats-server caps
+		// the consumers of a stream that sets no limit of its own at 1,000
+		// unless told otherwise: the 1,001st host's worker could not
+		// create its consumer. -1 is no cap.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 		// Without NoSigs the server installs its own SIGTERM/SIGINT handler
 		// and exits the whole process, skipping orderly's shutdown.
 		NoSigs: true,
