@@ -351,8 +351,9 @@ func (s *Service) Run(ctx context.Context) {
 	}()
 	go func() {
 		defer wg.Done()
-		// With several API replicas each runs it; a purge up to an ack
-		// floor already purged removes nothing.
+		// Each API replica purges the hosts it published to, and every
+		// host at its first round and every few minutes (queue.PurgeAcked);
+		// a purge up to an ack floor already purged removes nothing.
 		s.every(ctx, s.opts.PurgeEvery, s.opts.PurgeEvery, "purge acknowledged orders from the orders stream", s.purgeAcked)
 	}()
 	go func() {

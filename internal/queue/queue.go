@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +47,10 @@ type Options struct {
 	// Now is this host's clock; nil is time.Now. Tests set one that is
 	// off, as a host's may be.
 	Now func() time.Time
+	// PurgeListEvery is how often PurgeAcked reads every host consumer,
+	// not only those of the hosts it published to (purge.go); 0 is
+	// DefaultPurgeListEvery.
+	PurgeListEvery time.Duration
 	// Logger hears about streams kept as they are, or made smaller, when
 	// JetStream cannot reserve their storage (ensureStream); nil discards.
 	Logger *slog.Logger
@@ -77,18 +80,10 @@ type Queue struct {
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool
 
-	// purgeMu guards purged: per host, the ack floor up to which
-	// PurgeAcked last removed the host's acknowledged orders.
-	purgeMu sync.Mutex
-	purged  map[string]purgedTo
-}
-
-// purgedTo is how far PurgeAcked purged a host's orders, and for which of
-// its consumers: a stream created again numbers its messages from 1, and
-// a consumer created again has a floor of its own.
-type purgedTo struct {
-	created time.Time
-	floor   uint64
+	// marks: the hosts Publish sent orders to since PurgeAcked last
+	// looked; purge: what PurgeAcked knows of each host (purge.go).
+	marks marks
+	purge purgeState
 }
 
 // Connect dials NATS with settings suited to a long-running service:
@@ -264,6 +259,7 @@ func (q *Queue) Publish(caller context.Context, host string, id uuid.UUID) (uint
 	if err != nil {
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
 	}
+	q.marks.add(host, ack.Sequence)
 	return ack.Sequence, nil
 }
 
@@ -315,63 +311,6 @@ func (q *Queue) ordersRetention(ctx context.Context) jetstream.RetentionPolicy {
 		return jetstream.LimitsPolicy
 	}
 	return jetstream.WorkQueuePolicy
-}
-
-// PurgeAcked removes from a limits-retention orders stream each host's
-// orders up to its consumer's ack floor: every one of them is
-// acknowledged, so no consumer of the host would deliver it again except
-// one created without the floor (a server restart lost the in-memory
-// consumer), which the worker only acknowledges (PostgreSQL shows it
-// finished). One purge per host whose floor moved since the last call; a
-// work-queue stream needs none (its acks delete). It returns how many
-// hosts' orders it purged.
-func (q *Queue) PurgeAcked(ctx context.Context) (int, error) {
-	st, err := q.js.Stream(ctx, OrdersStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", OrdersStream, err)
-	}
-	if st.CachedInfo().Config.Retention != jetstream.LimitsPolicy {
-		return 0, nil
-	}
-	floors := map[string]purgedTo{}
-	lister := st.ListConsumers(ctx)
-	for ci := range lister.Info() {
-		host, ok := strings.CutPrefix(ci.Config.FilterSubject, OrdersSubject)
-		if !ok || ci.Name != ConsumerName(host) || ci.AckFloor.Stream == 0 {
-			continue
-		}
-		floors[host] = purgedTo{created: ci.Created, floor: ci.AckFloor.Stream}
-	}
-	if err := lister.Err(); err != nil {
-		return 0, fmt.Errorf("consumers of stream %s: %w", OrdersStream, err)
-	}
-	q.purgeMu.Lock()
-	defer q.purgeMu.Unlock()
-	if q.purged == nil {
-		q.purged = map[string]purgedTo{}
-	}
-	for host := range q.purged {
-		if _, ok := floors[host]; !ok {
-			delete(q.purged, host) // gone: its next consumer starts a new count
-		}
-	}
-	total := 0
-	for host, to := range floors {
-		if last, ok := q.purged[host]; ok && last.created.Equal(to.created) && to.floor <= last.floor {
-			continue
-		}
-		// Up to, not including, floor+1: only the host's own messages.
-		err := st.Purge(ctx, jetstream.WithPurgeSubject(OrdersSubject+host), jetstream.WithPurgeSequence(to.floor+1))
-		if err != nil {
-			return total, fmt.Errorf("purge the acknowledged orders of host %s: %w", host, err)
-		}
-		q.purged[host] = to
-		total++
-	}
-	return total, nil
 }
 
 // CheckStreams reports whether the orders stream exists, creating it again
