@@ -18,9 +18,10 @@ import (
 
 // jsRequests counts the JetStream API requests made on a server, by kind
 // (CONSUMER.INFO, CONSUMER.LIST, STREAM.PURGE, …), from a subscription of
-// its own to $JS.API.>.
+// its own to $JS.API.>. Counts are read after sync.
 type jsRequests struct {
 	nc   *nats.Conn
+	ch   chan *nats.Msg
 	all  atomic.Int64
 	kind [8]struct {
 		prefix string
@@ -37,18 +38,11 @@ func countJSRequests(tb testing.TB, url string) *jsRequests {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
-	c := &jsRequests{nc: nc}
+	c := &jsRequests{nc: nc, ch: make(chan *nats.Msg, 1<<17)}
 	for i, k := range jsKinds {
 		c.kind[i].prefix = "$JS.API." + k
 	}
-	_, err = nc.Subscribe("$JS.API.>", func(m *nats.Msg) {
-		c.all.Add(1)
-		for i := range jsKinds {
-			if strings.HasPrefix(m.Subject, c.kind[i].prefix) {
-				c.kind[i].n.Add(1)
-			}
-		}
-	})
+	_, err = nc.ChanSubscribe("$JS.API.>", c.ch)
 	if err == nil {
 		err = nc.Flush()
 	}
@@ -58,12 +52,26 @@ func countJSRequests(tb testing.TB, url string) *jsRequests {
 	return c
 }
 
-// sync waits until every request the server routed before now has been
-// counted: the server answers the flush after what it sent before.
+// sync counts every request the server routed before now: the server
+// answers the flush after what it sent before, and the connection's reader
+// hands those to the channel before it reads the answer.
 func (c *jsRequests) sync(tb testing.TB) {
 	tb.Helper()
 	if err := c.nc.Flush(); err != nil {
 		tb.Fatal(err)
+	}
+	for {
+		select {
+		case m := <-c.ch:
+			c.all.Add(1)
+			for i := range jsKinds {
+				if strings.HasPrefix(m.Subject, c.kind[i].prefix) {
+					c.kind[i].n.Add(1)
+				}
+			}
+		default:
+			return
+		}
 	}
 }
 
@@ -126,13 +134,13 @@ func BenchmarkPurgeAckedRound(b *testing.B) {
 	for _, n := range []int{100, 1000, 5000} {
 		for _, active := range []int{0, 10} {
 			b.Run(fmt.Sprintf("hosts=%d/active=%d", n, active), func(b *testing.B) {
-				benchPurgeRound(b, n, active)
+				benchPurgeRound(b, queue.Options{AckWait: time.Minute}, n, active)
 			})
 		}
 	}
 }
 
-func benchPurgeRound(b *testing.B, n, active int) {
+func benchPurgeRound(b *testing.B, opts queue.Options, n, active int) {
 	url := testenv.NATS(b)
 	nc, err := queue.Connect(url, "purge-bench")
 	if err != nil {
@@ -140,7 +148,7 @@ func benchPurgeRound(b *testing.B, n, active int) {
 	}
 	b.Cleanup(nc.Close)
 	ctx := testenv.Context(b)
-	q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Minute})
+	q, err := queue.New(ctx, nc, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
