@@ -155,3 +155,35 @@ func TestPurgeAckedBackstop(t *testing.T) {
 		t.Fatalf("%d messages after the listing, want 0", n)
 	}
 }
+
+// TestPurgeAckedOnceForTwoReplicas: two API replicas published orders of
+// the same host; the first to purge it does, and the other reads that
+// nothing of the host's is left at or below the floor and sends no
+// purge, which walks every consumer of the stream.
+func TestPurgeAckedOnceForTwoReplicas(t *testing.T) {
+	q, url, consumers, hosts, reqs := purgeFleet(t, queue.Options{AckWait: time.Minute}, 4)
+	nc, err := queue.Connect(url, "other-replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testenv.Context(t)
+	other, err := queue.New(ctx, nc, queue.Options{AckWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.PurgeAcked(ctx); err != nil { // its first round
+		t.Fatal(err)
+	}
+	runOrders(t, q, consumers, hosts[1:2])
+	runOrders(t, other, consumers, hosts[1:2])
+	if purged, _, _, purges := requestsOf(t, q, reqs); purged != 1 || purges != 1 {
+		t.Fatalf("the first replica purged %d hosts in %d requests, want 1 and 1", purged, purges)
+	}
+	if purged, infos, _, purges := requestsOf(t, other, reqs); purged != 0 || purges != 0 || infos != 1 {
+		t.Fatalf("the second replica purged %d hosts in %d requests after %d consumer infos; want 0, 0 and 1", purged, purges, infos)
+	}
+	if n := streamMsgs(t, q); n != 0 {
+		t.Fatalf("%d messages left, want 0", n)
+	}
+}
