@@ -216,3 +216,73 @@ func benchPurgeRound(b *testing.B, opts queue.Options, n, active int) {
 	b.ReportMetric(per(outBytes), "out-B/op")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }
+
+// BenchmarkPurgeAckedStart: the first round of an API replica that
+// (re)starts beside a fleet whose acknowledged orders are already purged:
+// it reads every consumer, and finds nothing to purge.
+func BenchmarkPurgeAckedStart(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) {
+			url := testenv.NATS(b)
+			ctx := testenv.Context(b)
+			open := func() (*queue.Queue, *nats.Conn) {
+				nc, err := queue.Connect(url, "purge-bench")
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(nc.Close)
+				q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Minute})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return q, nc
+			}
+			q, _ := open()
+			hosts := make([]string, n)
+			consumers := map[string]jetstream.Consumer{}
+			for i := range hosts {
+				hosts[i] = fmt.Sprintf("bench-%05d", i)
+				c, err := q.HostConsumer(ctx, hosts[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				consumers[hosts[i]] = c
+			}
+			runOrders(b, q, consumers, hosts)
+			if _, err := q.PurgeAcked(ctx); err != nil {
+				b.Fatal(err)
+			}
+			reqs := countJSRequests(b, url)
+			var requests, purges, inBytes int64
+			var cpu time.Duration
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				r, nc := open()
+				reqs.sync(b)
+				r0, p0 := reqs.all.Load(), reqs.of("STREAM.PURGE.")
+				st0 := nc.Stats()
+				c0 := cpuTime()
+				b.StartTimer()
+				_, err := r.PurgeAcked(ctx)
+				b.StopTimer()
+				cpu += cpuTime() - c0
+				if err != nil {
+					b.Fatal(err)
+				}
+				reqs.sync(b)
+				requests += reqs.all.Load() - r0
+				purges += reqs.of("STREAM.PURGE.") - p0
+				inBytes += int64(nc.Stats().InBytes - st0.InBytes)
+				nc.Close()
+				b.StartTimer()
+			}
+			b.StopTimer()
+			per := func(v int64) float64 { return float64(v) / float64(b.N) }
+			b.ReportMetric(per(requests), "requests/op")
+			b.ReportMetric(per(purges), "purges/op")
+			b.ReportMetric(per(inBytes), "in-B/op")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+		})
+	}
+}
