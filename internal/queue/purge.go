@@ -190,6 +190,13 @@ func (q *Queue) purgeListed(ctx context.Context, st jetstream.Stream) (int, erro
 			delete(p.purged, host) // gone: its next consumer starts a new count
 		}
 	}
+	for host := range p.awaited {
+		if _, ok := floors[host]; !ok {
+			// No consumer (no worker ever took the host, a typo): the
+			// listing finds it once one acknowledges.
+			delete(p.awaited, host)
+		}
+	}
 	total := 0
 	for host, ci := range floors {
 		n, err := q.purgeHost(ctx, st, host, ci)
