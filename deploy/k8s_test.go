@@ -196,6 +196,11 @@ func TestK8sNATSValues(t *testing.T) {
 	if v.Config.JetStream.Merge["sync_interval"] != "always" {
 		t.Errorf("nats-values.yaml: JetStream does not fsync every write")
 	}
+	// One consumer per host on the orders stream: nats-server caps a
+	// stream's consumers at 1,000 unless this says -1.
+	if limits, _ := v.Config.JetStream.Merge["limits"].(map[string]any); limits["default_max_consumers"] != -1 {
+		t.Errorf("nats-values.yaml: jetstream limits %v, want default_max_consumers: -1", v.Config.JetStream.Merge["limits"])
+	}
 	// orderly rewinds consumers with a reset, which nats-server has since
 	// 2.14 (the chart's default image may be older).
 	var major, minor int
