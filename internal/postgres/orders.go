@@ -37,17 +37,20 @@ const orderCols = `id, batch_id, kind, host, status, command, args, env_names, e
 // through a plan of its own built for every query (pointerPointerScanPlan,
 // and a reflect.New for each non-NULL value), about 40 allocations per
 // synchronous order; a pgtype value is scanned by the codec's own plan.
+// The order's pointers to a time, a size or a flag point into it (one
+// allocation for all of them).
 type orderScanTargets struct {
+	id, batchID                      pgtype.UUID
 	kind, status                     string
 	env                              map[string]string
 	stdoutEnc, stderrEnc             string
 	timeoutMS, maxOutput             int64
-	batchID                          pgtype.UUID
 	expiresAt, startedAt, finishedAt pgtype.Timestamptz
 	idemKey                          pgtype.Text
 	policy                           []byte
 	streamSeq                        pgtype.Int8
 	exitCode                         pgtype.Int4
+	exit                             int
 	signal, errText                  pgtype.Text
 	durationMS                       pgtype.Int8
 	stdout, stderr                   []byte
@@ -63,22 +66,23 @@ type orderScanTargets struct {
 }
 
 // textOf, int8Of, boolOf and timeOf are a scanned nullable value as the
-// pointer scanning into a **T gave: nil for NULL.
-func textOf(v pgtype.Text) *string {
+// pointer scanning into a **T gave: nil for NULL. They point into the
+// scan's targets.
+func textOf(v *pgtype.Text) *string {
 	if !v.Valid {
 		return nil
 	}
 	return &v.String
 }
 
-func int8Of(v pgtype.Int8) *int64 {
+func int8Of(v *pgtype.Int8) *int64 {
 	if !v.Valid {
 		return nil
 	}
 	return &v.Int64
 }
 
-func boolOf(v pgtype.Bool) *bool {
+func boolOf(v *pgtype.Bool) *bool {
 	if !v.Valid {
 		return nil
 	}
@@ -87,7 +91,7 @@ func boolOf(v pgtype.Bool) *bool {
 
 // timeOf refuses an infinite timestamp, as scanning one into a *time.Time
 // did.
-func timeOf(v pgtype.Timestamptz, col string) (*time.Time, error) {
+func timeOf(v *pgtype.Timestamptz, col string) (*time.Time, error) {
 	if !v.Valid {
 		return nil, nil
 	}
@@ -97,13 +101,21 @@ func timeOf(v pgtype.Timestamptz, col string) (*time.Time, error) {
 	return &v.Time, nil
 }
 
-func scanOrder(row pgx.Row) (*order.Order, error) {
-	// The scan targets live in one struct: passed to Scan as pointers,
-	// each local of its own would be a heap allocation of its own, about
-	// thirty per scanned order (three scans per synchronous order).
-	var o order.Order
-	v := new(orderScanTargets)
-	err := row.Scan(&o.ID, &v.batchID, &v.kind, &o.Host, &v.status, &o.Command, &o.Args, &o.EnvNames, &v.env, &o.Stdin,
+// orderScan is one scanned order and its targets, in one allocation; it
+// is the pgx.RowScanner scanOrder hands to Scan.
+type orderScan struct {
+	o     order.Order
+	v     orderScanTargets
+	extra []any
+}
+
+// orderColCount is the number of orderCols.
+const orderColCount = 51
+
+// dests are the scan's targets, in orderCols' order.
+func (s *orderScan) dests() [orderColCount]any {
+	o, v := &s.o, &s.v
+	return [orderColCount]any{&v.id, &v.batchID, &v.kind, &o.Host, &v.status, &o.Command, &o.Args, &o.EnvNames, &v.env, &o.Stdin,
 		&v.stdoutEnc, &v.stderrEnc, &o.CaptureStdout, &o.CaptureStderr, &v.timeoutMS, &o.RunAs,
 		&o.DryRun, &o.Idempotent, &v.expiresAt, &v.maxOutput, &o.Principal, &o.Source, &o.CorrelationID,
 		&v.idemKey, &v.policy, &o.SubmittedAt, &v.startedAt, &v.finishedAt, &o.Attempt, &v.streamSeq,
@@ -111,27 +123,71 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		&v.stdout, &v.stdoutBytes, &v.stdoutTrunc, &v.stdoutSum,
 		&v.stderr, &v.stderrBytes, &v.stderrTrunc, &v.stderrSum, &v.processes,
 		&v.runbook, &v.runbookSum, &v.script,
-		&v.action, &v.actionParams, &v.actionSecr, &v.actionSecretNames)
-	if err != nil {
+		&v.action, &v.actionParams, &v.actionSecr, &v.actionSecretNames}
+}
+
+// ScanRow scans the row's orderCols, then the extra columns, with the
+// scan plans of the row's connection (scanPlansOf). On a connection that
+// keeps none (a pool not made by Open) it is pgx's own Scan, which builds
+// a plan per column for every query.
+func (s *orderScan) ScanRow(rows pgx.Rows) error {
+	d := s.dests()
+	fds, values := rows.FieldDescriptions(), rows.RawValues()
+	var c *connScanPlans
+	if conn := rows.Conn(); conn != nil {
+		c = scanPlansOf(conn.TypeMap())
+	}
+	if c == nil {
+		all := make([]any, 0, orderColCount+len(s.extra))
+		return rows.Scan(append(append(all, d[:]...), s.extra...)...)
+	}
+	if len(fds) != len(values) {
+		return fmt.Errorf("number of field descriptions must equal number of values, got %d and %d", len(fds), len(values))
+	}
+	if len(fds) != orderColCount+len(s.extra) {
+		return fmt.Errorf("number of field descriptions must equal number of destinations, got %d and %d", len(fds), orderColCount+len(s.extra))
+	}
+	for i := range fds {
+		var dst any
+		if i < orderColCount {
+			dst = d[i]
+		} else {
+			dst = s.extra[i-orderColCount]
+		}
+		if err := c.plan(i, &fds[i], dst).Scan(values[i], dst); err != nil {
+			return pgx.ScanArgError{ColumnIndex: i, FieldName: fds[i].Name, Err: err}
+		}
+	}
+	return nil
+}
+
+// scanOrder scans a row of orderCols, then extra columns into extra.
+func scanOrder(row pgx.Row, extra ...any) (*order.Order, error) {
+	s := &orderScan{extra: extra}
+	if err := row.Scan(s); err != nil {
 		return nil, err
 	}
+	s.extra = nil
+	o, v := &s.o, &s.v
+	o.ID = uuid.UUID(v.id.Bytes)
 	if v.batchID.Valid {
 		id := uuid.UUID(v.batchID.Bytes)
 		o.BatchID = &id
 	}
-	if o.ExpiresAt, err = timeOf(v.expiresAt, "expires_at"); err != nil {
+	var err error
+	if o.ExpiresAt, err = timeOf(&v.expiresAt, "expires_at"); err != nil {
 		return nil, err
 	}
-	if o.StartedAt, err = timeOf(v.startedAt, "started_at"); err != nil {
+	if o.StartedAt, err = timeOf(&v.startedAt, "started_at"); err != nil {
 		return nil, err
 	}
-	if o.FinishedAt, err = timeOf(v.finishedAt, "finished_at"); err != nil {
+	if o.FinishedAt, err = timeOf(&v.finishedAt, "finished_at"); err != nil {
 		return nil, err
 	}
-	if o.Action, err = actionOf(textOf(v.action), v.actionParams, v.actionSecr, v.actionSecretNames); err != nil {
+	if o.Action, err = actionOf(textOf(&v.action), v.actionParams, v.actionSecr, v.actionSecretNames); err != nil {
 		return nil, fmt.Errorf("decode action of order %s: %w", o.ID, err)
 	}
-	if o.Script, err = scriptOf(textOf(v.runbook), textOf(v.runbookSum), v.script); err != nil {
+	if o.Script, err = scriptOf(textOf(&v.runbook), textOf(&v.runbookSum), v.script); err != nil {
 		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
 	}
 	o.Processes = v.processes
@@ -154,17 +210,17 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 	if o.FinishedAt != nil || v.durationMS.Valid || v.errText.Valid {
 		r := &order.Result{}
 		if v.exitCode.Valid {
-			c := int(v.exitCode.Int32)
-			r.ExitCode = &c
+			v.exit = int(v.exitCode.Int32)
+			r.ExitCode = &v.exit
 		}
 		r.Signal = v.signal.String        // "" when NULL
 		r.DurationMS = v.durationMS.Int64 // 0 when NULL
 		r.Error = v.errText.String
-		r.Stdout = output(v.stdout, int8Of(v.stdoutBytes), boolOf(v.stdoutTrunc), v.stdoutSum)
-		r.Stderr = output(v.stderr, int8Of(v.stderrBytes), boolOf(v.stderrTrunc), v.stderrSum)
+		r.Stdout = output(v.stdout, int8Of(&v.stdoutBytes), boolOf(&v.stdoutTrunc), v.stdoutSum)
+		r.Stderr = output(v.stderr, int8Of(&v.stderrBytes), boolOf(&v.stderrTrunc), v.stderrSum)
 		o.Result = r
 	}
-	return &o, nil
+	return o, nil
 }
 
 // decodeDecision reads an order's recorded policy decision, keeping the
@@ -403,7 +459,7 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, i
 func (s *Store) idempotentRepeat(ctx context.Context, o *order.Order, key string) (*order.Order, error) {
 	var prevSum []byte
 	row := s.pool.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, key)
-	prev, err := scanOrder(extraCol{row, &prevSum})
+	prev, err := scanOrder(row, &prevSum)
 	if err != nil {
 		return nil, translate("get order by idempotency key", err)
 	}
@@ -456,13 +512,6 @@ func (s *Store) RecordedByKey(ctx context.Context, principal, key string) (*orde
 	return prev, nil
 }
 
-// extraCol scans one column after the orderCols ones into dst.
-type extraCol struct {
-	row pgx.Row
-	dst any
-}
-
-func (r extraCol) Scan(dest ...any) error { return r.row.Scan(append(dest, r.dst)...) }
 
 // Expired is an order ExpireDue moved to expired.
 type Expired struct {

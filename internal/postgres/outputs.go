@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -81,7 +80,7 @@ func (s *Store) GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (*orde
 		actor, signal *string
 		at            *time.Time
 	)
-	o, err := scanOrder(scanAlso{s.pool.QueryRow(ctx, getOrderLeanWithCancelSQL, id), []any{&actor, &signal, &at}})
+	o, err := scanOrder(s.pool.QueryRow(ctx, getOrderLeanWithCancelSQL, id), &actor, &signal, &at)
 	if err != nil {
 		return nil, nil, translate("get order "+id.String(), err)
 	}
@@ -90,15 +89,6 @@ func (s *Store) GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (*orde
 	}
 	return o, &CancelRequest{OrderID: id, Host: o.Host, Actor: *actor, Signal: *signal, RequestedAt: *at}, nil
 }
-
-// scanAlso is row, whose Scan fills extra after the destinations it is
-// given: scanOrder's targets, then a joined table's.
-type scanAlso struct {
-	row   pgx.Row
-	extra []any
-}
-
-func (r scanAlso) Scan(dest ...any) error { return r.row.Scan(append(dest, r.extra...)...) }
 
 // getOrderNoOutputsSQL is GetOrder's query with noOutputCols.
 var getOrderNoOutputsSQL = `SELECT ` + noOutputCols + ` FROM orders WHERE id = $1`

@@ -39,8 +39,13 @@ func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpoo
 	}
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		scanTimesInUTC(c)
-		return encodeUUIDs(ctx, c)
+		if err := encodeUUIDs(ctx, c); err != nil {
+			return err
+		}
+		keepScanPlans(c)
+		return nil
 	}
+	cfg.BeforeClose = dropScanPlans
 	if tweak != nil {
 		tweak(cfg)
 	}
