@@ -512,7 +512,6 @@ func (s *Store) RecordedByKey(ctx context.Context, principal, key string) (*orde
 	return prev, nil
 }
 
-
 // Expired is an order ExpireDue moved to expired.
 type Expired struct {
 	ID        uuid.UUID

@@ -55,7 +55,7 @@ func TestScanOrderAsPgxScans(t *testing.T) {
 		"stdout": `\x68690a`, "stdout_bytes": 70000, "stdout_truncated": true, "stdout_sha256": `\x` + hex.EncodeToString(make([]byte, 32)),
 		"stderr": `\x`, "stderr_bytes": 0, "stderr_truncated": false, "stderr_sha256": `\x01`,
 		"processes": map[string]any{"pids": []any{1.0, 2.0}, "tree": map[string]any{"x": nil}},
-		"runbook": "deploy.yaml", "runbook_sha256": "abc123", "script": `\x` + hex.EncodeToString(script),
+		"runbook":   "deploy.yaml", "runbook_sha256": "abc123", "script": `\x` + hex.EncodeToString(script),
 		"action": "restart", "action_params": map[string]string{"svc": "nginx"}, "action_secrets": map[string]string{"tok": "s3cret"},
 		"action_secret_names": []string{"tok"},
 	}
