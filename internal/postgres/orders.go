@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -223,11 +224,53 @@ func scanOrder(row pgx.Row, extra ...any) (*order.Order, error) {
 	return o, nil
 }
 
-// decodeDecision reads an order's recorded policy decision, keeping the
-// keys this binary does not know in Unknown instead of dropping them
+// decisions are decodeDecision's latest decisions, by their JSON: the
+// orders of a fleet record few distinct decisions (one per rule set and
+// verdict), and the strict decode of one is seven allocations per order
+// read (the claim, the answer's re-read, each order of a list). At most
+// decisionsKept; when full it starts again empty.
+var decisions struct {
+	sync.Mutex
+	m map[string]order.Decision
+}
+
+const decisionsKept = 256
+
+// decodeDecision is decodeDecisionJSON, from decisions when raw was read
+// before. A decision is handed out as a copy of its own (its slices
+// cloned), so that no caller's change reaches another order's.
+func decodeDecision(raw []byte) (order.Decision, error) {
+	decisions.Lock()
+	d, ok := decisions.m[string(raw)]
+	decisions.Unlock()
+	if ok {
+		return cloneDecision(d), nil
+	}
+	d, err := decodeDecisionJSON(raw)
+	if err != nil {
+		return d, err
+	}
+	decisions.Lock()
+	if decisions.m == nil || len(decisions.m) >= decisionsKept {
+		decisions.m = make(map[string]order.Decision)
+	}
+	decisions.m[string(raw)] = cloneDecision(d)
+	decisions.Unlock()
+	return d, nil
+}
+
+// cloneDecision is d with slices of its own (nil stays nil, empty stays
+// empty: an answer shows them differently).
+func cloneDecision(d order.Decision) order.Decision {
+	d.Matched, d.Deny, d.Unknown = slices.Clone(d.Matched), slices.Clone(d.Deny), slices.Clone(d.Unknown)
+	return d
+}
+
+// decodeDecisionJSON reads an order's recorded policy decision, keeping
+// the keys this binary does not know in Unknown instead of dropping them
 // silently (see order.Decision). Strict decoding costs nothing more when
 // every key is known; only a decision with others is read again.
-func decodeDecision(raw []byte) (order.Decision, error) {
+func decodeDecisionJSON(raw []byte) (order.Decision, error) {
 	var d order.Decision
 	if strictDecode(raw, &d) == nil {
 		return d, nil

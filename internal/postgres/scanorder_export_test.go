@@ -13,11 +13,14 @@ import (
 // OrderCols and ScanOrder export the order scan to the tests.
 const OrderCols = orderCols
 
-var ScanOrder = scanOrder
+var (
+	ScanOrder      = scanOrder
+	DecodeDecision = decodeDecision
+)
 
 // ScanOrderByPgx is scanOrder as it was before it kept its scan plans
 // (2026-12-04): pgx's Scan into the order's fields and pgtype values,
-// plans built for every query. TestScanOrderAsPgxScans holds the new
+// plans built for every query, and the policy decoded every time. TestScanOrderAsPgxScans holds the new
 // scan to it.
 func ScanOrderByPgx(row pgx.Row) (*order.Order, error) {
 	var o order.Order
@@ -90,7 +93,7 @@ func ScanOrderByPgx(row pgx.Row) (*order.Order, error) {
 		o.IdempotencyKey = v.idemKey.String
 	}
 	if len(v.policy) > 0 {
-		if o.Policy, err = decodeDecision(v.policy); err != nil {
+		if o.Policy, err = decodeDecisionJSON(v.policy); err != nil {
 			return nil, err
 		}
 	}

@@ -110,3 +110,37 @@ func TestScanOrderAsPgxScans(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeDecisionKeptIsOwnCopy: a decision read again comes from
+// decodeDecision's kept ones, each time as a copy of its own: a change to
+// one order's decision (its matched rules, deny rules, unknown keys) does
+// not reach the next order read with the same JSON, and a list that was
+// empty stays empty, one that was null stays nil.
+func TestDecodeDecisionKeptIsOwnCopy(t *testing.T) {
+	raw := []byte(`{"decision":"allow","matched":["r1","r2"],"deny":[{"rule":"r1","regex":"^rm "}],"later":true}`)
+	first, err := postgres.DecodeDecision(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := order.Decision{Decision: "allow", Matched: []string{"r1", "r2"},
+		Deny: []order.DenyRule{{Rule: "r1", Regex: "^rm "}}, Unknown: []string{"later"}}
+	if !reflect.DeepEqual(first, want) {
+		t.Fatalf("first read: %+v", first)
+	}
+	first.Matched[0], first.Deny[0].Regex, first.Unknown[0] = "changed", "changed", "changed"
+	for i := range 2 {
+		again, err := postgres.DecodeDecision(raw)
+		if err != nil || !reflect.DeepEqual(again, want) {
+			t.Fatalf("read %d again: %+v, %v", i+2, again, err)
+		}
+		again.Matched[1] = "changed"
+	}
+	for raw, matched := range map[string][]string{`{"decision":"allow","matched":[]}`: {}, `{"decision":"deny","matched":null}`: nil} {
+		for range 2 {
+			d, err := postgres.DecodeDecision([]byte(raw))
+			if err != nil || !reflect.DeepEqual(d.Matched, matched) || d.Deny != nil || d.Unknown != nil {
+				t.Fatalf("%s: %#v, %v", raw, d, err)
+			}
+		}
+	}
+}
