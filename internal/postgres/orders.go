@@ -108,6 +108,7 @@ type orderScan struct {
 	o     order.Order
 	v     orderScanTargets
 	extra []any
+	self  [1]any // Scan's argument list (a slice of its own would be an allocation)
 }
 
 // orderColCount is the number of orderCols.
@@ -165,10 +166,11 @@ func (s *orderScan) ScanRow(rows pgx.Rows) error {
 // scanOrder scans a row of orderCols, then extra columns into extra.
 func scanOrder(row pgx.Row, extra ...any) (*order.Order, error) {
 	s := &orderScan{extra: extra}
-	if err := row.Scan(s); err != nil {
+	s.self[0] = s
+	if err := row.Scan(s.self[:]...); err != nil {
 		return nil, err
 	}
-	s.extra = nil
+	s.extra, s.self[0] = nil, nil
 	o, v := &s.o, &s.v
 	o.ID = uuid.UUID(v.id.Bytes)
 	if v.batchID.Valid {
