@@ -1,8 +1,10 @@
 package worker
 
 import (
-	"context"
 	"errors"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,30 +18,136 @@ import (
 // listens.
 const ackConfirmWait = 2 * time.Second
 
-// ack acknowledges msg and has the server confirm it, in the background so
-// the next order does not wait. A plain ack is fire and forget: one sent
-// while a NATS cluster elected the consumer's leader was lost without a
-// trace, no error reached the message iterator (nats.go handles the
-// leadership change itself), and with both held messages counted as
-// unacked the host waited for the 30 s ack timer (TestFaultsNATSCluster:
-// 22.9 s, once in about seven runs). An ack the server does not confirm
-// marks the tenure's consumer suspect; the stall check (stall.go) then
-// compares the consumer's view once the worker is idle, and rewinds.
+// ackBody is what an ack sends (jetstream's AckAck).
+var ackBody = []byte("+ACK")
+
+// acks has the server confirm each ack of a tenure. A plain ack is fire
+// and forget: one sent while a NATS cluster elected the consumer's leader
+// was lost without a trace, no error reached the message iterator
+// (nats.go handles the leadership change itself), and with both held
+// messages counted as unacked the host waited for the 30 s ack timer
+// (TestFaultsNATSCluster: 22.9 s, once in about seven runs). An ack the
+// server does not confirm marks the tenure's consumer suspect; the stall
+// check (stall.go) then compares the consumer's view once the worker is
+// idle, and rewinds.
+//
+// The ack is published with a reply subject under one subscription of
+// the tenure, from the goroutine that settles the order, and a timer
+// waits for its confirmation: no goroutine blocked in a request per
+// order, and the ack shares its socket write with the finished event
+// published right after it (nats.go's flusher writes both at once).
+type acks struct {
+	nc     *nats.Conn
+	st     *stall
+	warn   func(msg string, args ...any)
+	prefix string // the replies' subject, without the ack's number
+	sub    *nats.Subscription
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]pendingAck
+	ended   bool
+}
+
+type pendingAck struct {
+	id    uuid.UUID
+	timer *time.Timer
+}
+
+// newAcks subscribes to the confirmations of the acks of a tenure whose
+// stall check is st.
+func newAcks(nc *nats.Conn, st *stall, warn func(string, ...any)) (*acks, error) {
+	a := &acks{nc: nc, st: st, warn: warn, prefix: nc.NewRespInbox() + ".", pending: map[uint64]pendingAck{}}
+	sub, err := nc.Subscribe(a.prefix+"*", a.confirmed)
+	if err != nil {
+		return nil, err
+	}
+	a.sub = sub
+	return a, nil
+}
+
+// send acks msg, the delivery of order id, and waits for its
+// confirmation in a timer.
+func (a *acks) send(msg jetstream.Msg, id uuid.UUID) {
+	a.mu.Lock()
+	if a.ended {
+		a.mu.Unlock()
+		_ = msg.Ack() // the tenure is over: nobody waits for a confirmation
+		return
+	}
+	a.next++
+	n := a.next
+	a.pending[n] = pendingAck{id: id, timer: time.AfterFunc(ackConfirmWait, func() {
+		if a.take(n) {
+			a.lost(id, errors.New("no confirmation within "+ackConfirmWait.String()))
+		}
+	})}
+	a.mu.Unlock()
+	if err := a.nc.PublishRequest(msg.Reply(), a.prefix+strconv.FormatUint(n, 10), ackBody); err != nil && a.take(n) {
+		a.lost(id, err)
+	}
+}
+
+// confirmed is the server's answer to one ack: empty when the ack was
+// taken, a status (503: no responders, the consumer has no leader) when
+// it was not.
+func (a *acks) confirmed(m *nats.Msg) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, a.prefix), 10, 64)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	p, ok := a.pending[n]
+	a.mu.Unlock()
+	if !ok || !a.take(n) {
+		return // too late: the timer counted it lost
+	}
+	// nats.go's status headers (not exported).
+	if status := m.Header.Get("Status"); status != "" {
+		a.lost(p.id, errors.New("ack refused: status "+status+" "+m.Header.Get("Description")))
+	}
+}
+
+// take removes ack n from the pending ones, stopping its timer; false
+// when it was not pending any more.
+func (a *acks) take(n uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.pending[n]
+	if ok {
+		delete(a.pending, n)
+		p.timer.Stop()
+	}
+	return ok
+}
+
+// lost marks the tenure's consumer suspect after an ack the server did
+// not confirm.
+func (a *acks) lost(id uuid.UUID, err error) {
+	a.st.suspectNow()
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+		return // the worker is stopping: its successor settles what is held
+	}
+	a.warn("ack not confirmed; the consumer is checked once the worker is idle", "order_id", id, "error", err)
+}
+
+// end stops waiting for the tenure's confirmations.
+func (a *acks) end() {
+	a.mu.Lock()
+	a.ended = true
+	for n, p := range a.pending {
+		p.timer.Stop()
+		delete(a.pending, n)
+	}
+	a.mu.Unlock()
+	_ = a.sub.Unsubscribe()
+}
+
+// ack acknowledges msg and has the server confirm it (see acks).
 func (w *Worker) ack(msg jetstream.Msg, id uuid.UUID) {
-	st := w.acks.Load()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), ackConfirmWait)
-		defer cancel()
-		err := msg.DoubleAck(ctx)
-		if err == nil {
-			return
-		}
-		if st != nil {
-			st.suspectNow()
-		}
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
-			return // the worker is stopping: its successor settles what is held
-		}
-		w.logger.Warn("ack not confirmed; the consumer is checked once the worker is idle", "order_id", id, "error", err)
-	}()
+	if a := w.acks.Load(); a != nil {
+		a.send(msg, id)
+		return
+	}
+	_ = msg.Ack() // outside a tenure (none today): unconfirmed
 }

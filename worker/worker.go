@@ -117,9 +117,9 @@ type Worker struct {
 	// and has not reaped yet; only the goroutine that runs the tenures
 	// (takeover, the consume loop) uses it.
 	unreaped map[uuid.UUID]abandoned
-	// acks is the current tenure's stall check, which an ack the server
-	// did not confirm marks suspect (ack.go).
-	acks atomic.Pointer[stall]
+	// acks confirms the current tenure's acks; one the server did not
+	// confirm marks the tenure's stall check suspect (ack.go).
+	acks atomic.Pointer[acks]
 	// wakes coalesces control wake-ups (control.go).
 	wakes wakes
 }
@@ -286,6 +286,17 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	}
 	defer ctl.Unsubscribe()
 
+	// Suspect from the start: a pull request that was not this tenure's
+	// may have taken the only message there was, which leaves no gap to
+	// see; the first idle check asks the consumer.
+	st := newStall(w.opts.StallCheckEvery)
+	confirms, err := newAcks(w.q.JetStream().Conn(), st, w.logger.Warn)
+	if err != nil {
+		return fmt.Errorf("subscribe to the confirmations of acks: %w", err)
+	}
+	defer confirms.end()
+	w.acks.Store(confirms)
+
 	// Pull requests that expire every 5 s (so heartbeats every 2.5 s, a
 	// lost pull noticed within 5 s), not the default 30 s: on a NATS
 	// cluster a consumer whose leader died forgets the pending pull, and
@@ -295,11 +306,6 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}
-	// Suspect from the start: a pull request that was not this tenure's
-	// may have taken the only message there was, which leaves no gap to
-	// see; the first idle check asks the consumer.
-	st := newStall(w.opts.StallCheckEvery)
-	w.acks.Store(st)
 	nc := w.q.JetStream().Conn()
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	wg.Add(1)
