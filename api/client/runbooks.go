@@ -97,6 +97,8 @@ type RunbookValidation struct {
 	File     string   `json:"file"`
 	Valid    bool     `json:"valid"`
 	Warnings []string `json:"warnings"`
+	// Raw is the answer's JSON as the API sent it.
+	Raw json.RawMessage `json:"-"`
 }
 
 // ValidateRunbook judges a run of the runbook with req for this
@@ -106,9 +108,11 @@ type RunbookValidation struct {
 // runbook, its files or req would not run.
 func (c *Client) ValidateRunbook(ctx context.Context, file string, req RunbookRequest) (*RunbookValidation, error) {
 	var v RunbookValidation
-	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/runbooks/" + pathID(file) + "/validate", body: req}, &v); err != nil {
+	raw, _, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/runbooks/" + pathID(file) + "/validate", body: req}, &v)
+	if err != nil {
 		return nil, err
 	}
+	v.Raw = raw
 	return &v, nil
 }
 

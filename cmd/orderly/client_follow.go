@@ -36,7 +36,7 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 	}
 	stopCheck := func() {}
 	if submitted && !asJSON && ord.Status == client.StatusQueued {
-		stopCheck = a.sayWhenNoWorker(ctx, c, ord, sp, &opts)
+		stopCheck = a.sayWhenNoWorker(ctx, c, ord, sp, &opts, noWorkerCheckAfter)
 	}
 	final, err := c.Follow(ctx, ord.ID.String(), opts)
 	stopCheck()
@@ -85,9 +85,10 @@ var noWorkerCheckAfter = 2 * time.Second
 // queued after noWorkerCheckAfter on a host no worker serves (a typo of
 // the host, a worker not started): the API accepts such an order, which
 // waits for a worker, and `submit --wait` waited in silence. It wraps
-// opts.OnStatus to know the order started; the returned func ends the
-// check.
-func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client.Order, sp *spinner, opts *client.FollowOptions) func() {
+// opts.OnStatus to know the order started; the check is made after
+// after (noWorkerCheckAfter, less what was waited already); the returned
+// func ends it.
+func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client.Order, sp *spinner, opts *client.FollowOptions, after time.Duration) func() {
 	var status atomic.Value
 	status.Store(ord.Status)
 	prev := opts.OnStatus
@@ -104,7 +105,7 @@ func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client
 		select {
 		case <-cctx.Done():
 			return
-		case <-time.After(noWorkerCheckAfter):
+		case <-time.After(after):
 		}
 		if status.Load() != client.StatusQueued {
 			return

