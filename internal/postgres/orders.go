@@ -402,24 +402,12 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
 		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit, expiresIn}
-	var pid uint32 // the backend to fence if the answer is lost
-	for try := 0; ; try++ {
-		conn, aerr := s.pool.Acquire(ctx)
-		if aerr != nil {
-			return nil, translate("insert order", aerr)
-		}
-		pid = conn.Conn().PgConn().PID()
-		err = conn.QueryRow(ctx, q, params...).Scan(&o.SubmittedAt, &o.ExpiresAt)
-		conn.Release()
-		// A statement that never left recorded nothing: its pooled
-		// connection was one PostgreSQL had already closed (a restart, a
-		// cut link), used again within the second after which the pool
-		// pings it first. The pool has dropped it; the insert goes again
-		// on another, at most once per connection the pool can hold, so
-		// that a restart costs the client no 503.
-		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil || try >= int(s.pool.Config().MaxConns) {
-			break
-		}
+	// The backend to fence if the answer is lost; the insert goes alone,
+	// or in one transaction with the inserts that arrived while another
+	// was in flight (groupcommit.go).
+	pid, err := s.insertGrouped(ctx, q, params, o)
+	if a, ok := err.(acquireError); ok {
+		return nil, translate("insert order", a.err) // nothing was sent
 	}
 	if lim := actionLimited(err); lim != nil {
 		// The limit's trigger looks the key up with the action's lock

@@ -22,7 +22,8 @@ import (
 
 // Store is the PostgreSQL store. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	inserts insertGroup // InsertOrder's group commit
 }
 
 // Open connects a pool to dsn and checks that the server answers.

@@ -2,3 +2,14 @@ package postgres
 
 // OpenTweaked exports open to the tests.
 var OpenTweaked = open
+
+// QueuedInserts is how many InsertOrder calls wait for the insert
+// transaction in flight (groupcommit.go).
+func (s *Store) QueuedInserts() int {
+	s.inserts.mu.Lock()
+	defer s.inserts.mu.Unlock()
+	return len(s.inserts.pending)
+}
+
+// MaxInsertsInFlight is how many insert transactions a Store runs at once.
+const MaxInsertsInFlight = maxFlying
