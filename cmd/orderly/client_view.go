@@ -79,16 +79,25 @@ func shellQuote(s string) string {
 			b.WriteString(`\t`)
 		case unicode.IsPrint(r):
 			b.WriteRune(r)
-		case r < 0x80:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r <= 0xffff:
-			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
-			fmt.Fprintf(&b, `\U%08x`, r)
+			writeCodeEscape(&b, r)
 		}
 	}
 	b.WriteString("'")
 	return b.String()
+}
+
+// writeCodeEscape writes r as its code point's escape, as bash's $'…'
+// reads it: \xHH, \uHHHH or \UHHHHHHHH.
+func writeCodeEscape(b *strings.Builder, r rune) {
+	switch {
+	case r < 0x80:
+		fmt.Fprintf(b, `\x%02x`, r)
+	case r <= 0xffff:
+		fmt.Fprintf(b, `\u%04x`, r)
+	default:
+		fmt.Fprintf(b, `\U%08x`, r)
+	}
 }
 
 // truncate shortens s to n runes with an ellipsis, for table cells.

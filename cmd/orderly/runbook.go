@@ -174,12 +174,8 @@ func printableText(s string) string {
 			b.WriteRune(r)
 		case r == '\r':
 			b.WriteString(`\r`)
-		case r < 0x80:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r <= 0xffff:
-			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
-			fmt.Fprintf(&b, `\U%08x`, r)
+			writeCodeEscape(&b, r)
 		}
 	}
 	return b.String()
