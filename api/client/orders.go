@@ -233,8 +233,14 @@ func (o ListOptions) query() url.Values {
 
 // List reads one page of orders, newest first.
 func (c *Client) List(ctx context.Context, opts ListOptions) (*OrderList, error) {
+	return c.listPage(ctx, "/v1/orders", opts)
+}
+
+// listPage reads one page of a listing of orders at path (GET
+// /v1/orders, a runbook's history).
+func (c *Client) listPage(ctx context.Context, path string, opts ListOptions) (*OrderList, error) {
 	var l OrderList
-	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/orders", query: opts.query()}, &l)
+	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: path, query: opts.query()}, &l)
 	if err != nil {
 		return nil, err
 	}

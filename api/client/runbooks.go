@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"strconv"
 )
 
 // RunbookProblem is why a runbook cannot run, with a stable code.
@@ -152,23 +150,8 @@ type RunbookHistoryOptions struct {
 // first, refused ones included (a principal sees its own runs unless it
 // sees every order).
 func (c *Client) RunbookHistory(ctx context.Context, file string, opts RunbookHistoryOptions) (*OrderList, error) {
-	q := url.Values{}
-	if opts.Limit != 0 {
-		q.Set("limit", strconv.Itoa(opts.Limit))
-	}
-	if opts.Cursor != "" {
-		q.Set("cursor", opts.Cursor)
-	}
-	if opts.WithoutOutputs {
-		q.Set("outputs", "none")
-	}
-	var l OrderList
-	raw, _, err := c.call(ctx, request{method: http.MethodGet, path: "/v1/runbooks/" + pathID(file) + "/history", query: q}, &l)
-	if err != nil {
-		return nil, err
-	}
-	l.Raw = raw
-	return &l, nil
+	return c.listPage(ctx, "/v1/runbooks/"+pathID(file)+"/history",
+		ListOptions{Limit: opts.Limit, Cursor: opts.Cursor, WithoutOutputs: opts.WithoutOutputs})
 }
 
 // ExecuteRunbook runs a runbook as an order of kind script and returns the

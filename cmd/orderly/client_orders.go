@@ -276,12 +276,7 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 		orders, more = page.Orders, page.NextCursor != nil && *page.NextCursor != ""
 	}
 	if o.json {
-		// Every page's orders as the API sent them, in one list.
-		all := make([]json.RawMessage, len(orders))
-		for i := range orders {
-			all[i] = orders[i].Raw
-		}
-		return writeValue(a.stdout, map[string]any{"orders": all, "next_cursor": nil})
+		return writeOrdersJSON(a.stdout, orders)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tCOMMAND")
@@ -376,4 +371,14 @@ func signalName(s string) (string, error) {
 		return "", fmt.Errorf("--signal %s: no such signal", s)
 	}
 	return s, nil
+}
+
+// writeOrdersJSON writes every page's orders as the API sent them, in
+// one list, as one page without a next one (ls --all --json).
+func writeOrdersJSON(w io.Writer, orders []client.Order) error {
+	list := make([]json.RawMessage, len(orders))
+	for i := range orders {
+		list[i] = orders[i].Raw
+	}
+	return writeValue(w, map[string]any{"orders": list, "next_cursor": nil})
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -508,12 +507,7 @@ func (a *app) runbookHistoryCommand() *cobra.Command {
 				opts.Cursor = next
 			}
 			if asJSON {
-				// Every page's runs as the API sent them, in one list.
-				list := make([]json.RawMessage, len(orders))
-				for i := range orders {
-					list[i] = orders[i].Raw
-				}
-				return writeValue(a.stdout, map[string]any{"orders": list, "next_cursor": nil})
+				return writeOrdersJSON(a.stdout, orders)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tPRINCIPAL\tVERSION")

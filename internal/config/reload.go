@@ -177,8 +177,7 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 
 	cfg, l, err := Load(w.path, w.environ, w.overrides)
 	if err == nil {
-		w.filled(&cfg)
-		err = cfg.Validate()
+		err = w.validate(&cfg)
 	}
 	if err != nil {
 		return ReloadResult{}, w.refuse(l, err)

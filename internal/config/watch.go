@@ -95,8 +95,7 @@ func NewWatcherFilled(path string, environ []string, overrides map[string]any, l
 	if err != nil {
 		return nil, err
 	}
-	w.filled(&cfg)
-	if err := cfg.Validate(); err != nil {
+	if err := w.validate(&cfg); err != nil {
 		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
 	}
 	now := time.Now()
@@ -106,11 +105,13 @@ func NewWatcherFilled(path string, environ []string, overrides map[string]any, l
 	return w, nil
 }
 
-// filled passes cfg to the watcher's fill, if it has one.
-func (w *Watcher) filled(cfg *Config) {
+// validate validates a config the watcher loaded, once its fill (if it
+// has one) completed it.
+func (w *Watcher) validate(cfg *Config) error {
 	if w.fill != nil {
 		w.fill(cfg)
 	}
+	return cfg.Validate()
 }
 
 // SetLogger replaces the logger, once the process has built its own from
@@ -174,8 +175,7 @@ func (w *Watcher) Check() (bool, string) {
 			pendingSHA, pendingError = disk, ""
 			cfg, empty, err := buildFile(w.path, data, w.environ, w.overrides)
 			if err == nil {
-				w.filled(&cfg)
-				err = cfg.Validate()
+				err = w.validate(&cfg)
 			}
 			if err == nil {
 				// What a reload without confirmation would refuse.
