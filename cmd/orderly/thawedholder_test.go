@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,9 +24,13 @@ import (
 // the standby has taken the host over and beaten; then thaws it. The
 // thawed worker wrote that heartbeat over its successor's, so the hosts
 // listing named the wrong worker as the host's; it must stand by instead,
-// writing nothing under the host's heartbeat. Roles swap every round; a
-// freeze that lands after the heartbeat proves nothing and is tried
-// again, up to a bound.
+// writing nothing under the host's heartbeat. Roles swap every round.
+//
+// Each worker reaches NATS through its own proxy, which stops the worker
+// when the renewal's bytes pass and only then forwards them: the worker
+// beats only after the renewal's answer, so the freeze always lands
+// between the two. (A freeze sent when a watcher saw the renewal raced
+// the worker's own beat, and on a loaded machine lost all twelve rounds.)
 func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 	s := newStack(t)
 	ctx := t.Context()
@@ -31,9 +39,12 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	const host = "thaw"
-	start := func() *exec.Cmd {
+	renewal := []byte("PUB $KV." + queue.HostsBucket + ".lease." + host + " ")
+	proxies := map[string]*freezeProxy{}
+	start := func() (*exec.Cmd, *freezeProxy) {
+		p := newFreezeProxy(t, strings.TrimPrefix(s.natsURL, "nats://"), renewal)
 		cmd := exec.Command(orderlyBin, "worker", "--host", host)
-		cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=nats://" + p.addr(),
 			"ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "ORDERLY_LOG__LEVEL=warn", "PATH=/usr/bin:/bin"}
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -44,7 +55,7 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			_ = cmd.Wait()
 		})
-		return cmd
+		return cmd, p
 	}
 	// value waits until key holds a value that passes ok, and returns it.
 	value := func(key string, ok func(queue.HostInfo, string) bool) (string, uint64) {
@@ -64,14 +75,14 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 		return "", 0
 	}
 	procs := map[string]*exec.Cmd{}
-	a := start()
+	a, pa := start()
 	instA, _ := value("lease."+host, func(queue.HostInfo, string) bool { return true })
-	procs[instA] = a
-	b := start()
+	procs[instA], proxies[instA] = a, pa
+	b, pb := start()
 	sb, _ := value("standby."+host, func(h queue.HostInfo, _ string) bool { return h.Instance != instA })
 	var instB queue.HostInfo
 	_ = json.Unmarshal([]byte(sb), &instB)
-	procs[instB.Instance] = b
+	procs[instB.Instance], proxies[instB.Instance] = b, pb
 
 	// Every heartbeat written from now on, in order.
 	type beat struct {
@@ -99,16 +110,18 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 	}()
 
 	holder, standby := instA, instB.Instance
-	hits := 0
-	for round := 0; round < 12 && hits < 2; round++ {
+	for round := range 4 {
 		lw, err := kv.Watch(ctx, "lease."+host, jetstream.UpdatesOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The holder's next write under its lease is a renewal: it is
+		// stopped as the renewal passes its proxy.
+		proc := procs[holder].Process
+		proxies[holder].arm(func() { _ = proc.Signal(syscall.SIGSTOP) })
 		var renewed uint64
 		for e := range lw.Updates() {
 			if e != nil && string(e.Value()) == holder {
-				_ = procs[holder].Process.Signal(syscall.SIGSTOP)
 				renewed = e.Revision()
 				break
 			}
@@ -117,16 +130,16 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 		// The standby takes the host over and beats.
 		value("lease."+host, func(_ queue.HostInfo, v string) bool { return v == standby })
 		_, first := value("info."+host, func(h queue.HostInfo, _ string) bool { return h.Instance == standby })
-		if err := procs[holder].Process.Signal(syscall.SIGCONT); err != nil {
+		if err := proc.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 		// Thawed, it stands by: whatever it wrote as the holder is written.
 		value("standby."+host, func(h queue.HostInfo, _ string) bool { return h.Instance == holder })
 		mu.Lock()
-		hit := true
 		for _, b := range beats {
 			if b.instance == holder && b.rev > renewed && b.rev < first {
-				hit = false // its heartbeat went before the freeze
+				t.Errorf("round %d: %s beat (revision %d) after its renewal (revision %d) although its proxy stopped it: the test proves nothing",
+					round, holder, b.rev, renewed)
 			}
 			if b.instance == holder && b.rev > first {
 				t.Errorf("round %d: the thawed worker %s wrote the host's heartbeat (revision %d) after its successor %s took the host over (revision %d)",
@@ -134,13 +147,84 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 			}
 		}
 		mu.Unlock()
-		t.Logf("round %d: frozen between renewal and heartbeat: %v", round, hit)
-		if hit {
-			hits++
-		}
 		holder, standby = standby, holder
 	}
-	if hits == 0 {
-		t.Fatal("no freeze landed between a renewal and its heartbeat: the test proved nothing")
+}
+
+// freezeProxy forwards a worker's NATS connections and, once armed, calls
+// its trigger the first time the worker sends pattern, before forwarding
+// the bytes that hold it.
+type freezeProxy struct {
+	t       *testing.T
+	target  string
+	pattern []byte
+	ln      net.Listener
+	mu      sync.Mutex
+	trigger func()
+}
+
+func newFreezeProxy(t *testing.T, target string, pattern []byte) *freezeProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{t: t, target: target, pattern: pattern, ln: ln}
+	t.Cleanup(func() { _ = ln.Close() })
+	go p.serve()
+	return p
+}
+
+func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *freezeProxy) arm(trigger func()) {
+	p.mu.Lock()
+	p.trigger = trigger
+	p.mu.Unlock()
+}
+
+func (p *freezeProxy) serve() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		p.t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+		go func() { _, _ = io.Copy(client, server); _ = client.Close() }()
+		go p.up(client, server)
+	}
+}
+
+// up copies the worker's bytes to NATS, looking for the pattern across
+// reads (the tail of each read is kept to be searched with the next).
+func (p *freezeProxy) up(client, server net.Conn) {
+	defer server.Close()
+	buf := make([]byte, 32<<10)
+	var tail []byte
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			seen := append(tail, buf[:n]...)
+			if bytes.Contains(seen, p.pattern) {
+				p.mu.Lock()
+				trigger := p.trigger
+				p.trigger = nil
+				p.mu.Unlock()
+				if trigger != nil {
+					trigger()
+				}
+			}
+			tail = append([]byte(nil), seen[max(0, len(seen)-len(p.pattern)+1):]...)
+			if _, werr := server.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
