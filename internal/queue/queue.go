@@ -124,6 +124,16 @@ func RedactURLs(list string) string {
 // New ensures the streams and the KV bucket exist with the right settings
 // and returns a Queue over nc.
 func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return newQueue(ctx, nc, js, opts)
+}
+
+// newQueue is New over js, which a test may wrap to answer as another
+// nats-server would.
+func newQueue(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts Options) (*Queue, error) {
 	if opts.Replicas < 1 {
 		opts.Replicas = 1
 	}
@@ -142,11 +152,8 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err := checkReplicas(nc, opts.Replicas); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
 	q := &Queue{nc: nc, js: js, opts: opts, creator: true}
+	var err error
 	if q.kv, err = q.ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -159,17 +166,18 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 // until a restart).
 func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	opts := q.opts
+	old := q.ordersStreamConfig(ctx)
 	// Per-host consumers filter disjoint subjects, so they never overlap.
-	err := q.ensureStream(ctx, jetstream.StreamConfig{
+	err := q.ensureOrdersStream(ctx, jetstream.StreamConfig{
 		Name:        OrdersStream,
 		Description: "orders per host; one durable consumer per host executes them in order",
 		Subjects:    []string{OrdersSubject + ">"},
-		Retention:   q.ordersRetention(ctx),
+		Retention:   q.ordersRetention(old),
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
 		Duplicates:  opts.DedupWindow,
 		Discard:     jetstream.DiscardOld,
-	})
+	}, old)
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", OrdersStream, replicasError(err, opts.Replicas))
 	}
@@ -302,15 +310,26 @@ func (q *Queue) reensure(ctx context.Context) bool {
 // cluster it stays a work queue, where consumers keep their state on
 // disk. nats-server refuses to change the retention of a stream, so one
 // that exists keeps its own: an orderly from before keeps its work queue
-// (docs/deploy.md, "Upgrading").
-func (q *Queue) ordersRetention(ctx context.Context) jetstream.RetentionPolicy {
-	if st, err := q.js.Stream(ctx, OrdersStream); err == nil {
-		return st.CachedInfo().Config.Retention
+// (docs/deploy.md, "Upgrading"); old is that stream's settings
+// (ordersStreamConfig).
+func (q *Queue) ordersRetention(old *jetstream.StreamConfig) jetstream.RetentionPolicy {
+	if old != nil {
+		return old.Retention
 	}
 	if q.nc.ConnectedClusterName() == "" {
 		return jetstream.LimitsPolicy
 	}
 	return jetstream.WorkQueuePolicy
+}
+
+// ordersStreamConfig is the orders stream's settings as they are, nil
+// when there is no such stream or JetStream cannot say.
+func (q *Queue) ordersStreamConfig(ctx context.Context) *jetstream.StreamConfig {
+	st, err := q.js.Stream(ctx, OrdersStream)
+	if err != nil {
+		return nil
+	}
+	return &st.CachedInfo().Config
 }
 
 // CheckStreams reports whether the orders stream exists, creating it again
