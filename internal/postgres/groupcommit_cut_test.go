@@ -1,0 +1,380 @@
+package postgres_test
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// pgProxy forwards connections to PostgreSQL's unix socket and knows each
+// by its backend's pid (from the BackendKeyData PostgreSQL sends at the
+// start): it can hold the answers of one backend's connection, and cut
+// that connection with its answers still held.
+type pgProxy struct {
+	mu    sync.Mutex
+	byPID map[uint32]*proxiedConn
+	hold  uint32 // the backend whose answers wait at the gate; 0: none
+	all   []net.Conn
+	wg    sync.WaitGroup
+}
+
+// proxiedConn is one client's connection and PostgreSQL's.
+type proxiedConn struct {
+	client, server net.Conn
+	waiting        bool          // an answer waits at the gate (under pgProxy.mu)
+	cut            chan struct{} // closed by pgProxy.cut
+}
+
+// startPGProxy runs a pgProxy in front of dsn's server and returns the
+// DSN that goes through it.
+func startPGProxy(t *testing.T, dsn string) (string, *pgProxy) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	target := filepath.Join(q.Get("host"), ".s.PGSQL."+q.Get("port"))
+	dir, err := os.MkdirTemp("", "pgproxy-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(dir, ".s.PGSQL."+q.Get("port")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pgProxy{byPID: map[uint32]*proxiedConn{}}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.all {
+			closeConn(c)
+		}
+		for _, pc := range p.byPID {
+			select {
+			case <-pc.cut:
+			default:
+				close(pc.cut)
+			}
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+		os.RemoveAll(dir)
+	})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			pc := &proxiedConn{client: c, server: up, cut: make(chan struct{})}
+			p.mu.Lock()
+			p.all = append(p.all, c, up)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() {
+				defer p.wg.Done()
+				_, _ = io.Copy(up, c)
+				closeConn(up)
+				closeConn(c)
+			}()
+			go func() {
+				defer p.wg.Done()
+				p.answers(pc)
+				closeConn(up)
+				closeConn(c)
+			}()
+		}
+	}()
+	u.RawQuery = "host=" + url.QueryEscape(dir) + "&port=" + q.Get("port") + "&sslmode=disable"
+	return u.String(), p
+}
+
+// closeConn shuts a socket down before closing it: a child forked
+// meanwhile (between its fork and its exec) holds a copy, which Close
+// alone would leave open.
+func closeConn(c net.Conn) {
+	if u, ok := c.(*net.UnixConn); ok {
+		_ = u.CloseRead()
+		_ = u.CloseWrite()
+	}
+	c.Close()
+}
+
+// answers forwards PostgreSQL's messages to the client: message by
+// message until the BackendKeyData that names the backend, then as they
+// come, unless they are the held backend's.
+func (p *pgProxy) answers(pc *proxiedConn) {
+	r := bufio.NewReader(pc.server)
+	var pid uint32
+	for pid == 0 {
+		head := make([]byte, 5)
+		if _, err := io.ReadFull(r, head); err != nil {
+			return
+		}
+		msg := make([]byte, 5+int(binary.BigEndian.Uint32(head[1:]))-4)
+		copy(msg, head)
+		if _, err := io.ReadFull(r, msg[5:]); err != nil {
+			return
+		}
+		if head[0] == 'K' {
+			pid = binary.BigEndian.Uint32(msg[5:])
+			p.mu.Lock()
+			p.byPID[pid] = pc
+			p.mu.Unlock()
+		}
+		if _, err := pc.client.Write(msg); err != nil {
+			return
+		}
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		held := p.hold == pid
+		if held {
+			pc.waiting = true
+		}
+		p.mu.Unlock()
+		if held {
+			<-pc.cut // the answer is never delivered
+			return
+		}
+		if _, err := pc.client.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// holdAnswers holds every answer of backend pid from now on.
+func (p *pgProxy) holdAnswers(pid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = pid
+}
+
+// answerWaiting reports whether an answer of backend pid waits at the
+// gate.
+func (p *pgProxy) answerWaiting(pid uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pc := p.byPID[pid]
+	return pc != nil && pc.waiting
+}
+
+// cut closes backend pid's connection, both sides, dropping what it held.
+func (p *pgProxy) cut(pid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pc := p.byPID[pid]
+	close(pc.cut)
+	closeConn(pc.client)
+	closeConn(pc.server)
+	p.hold = 0
+}
+
+// lockAction holds action's lock row until the returned transaction
+// ends, and returns it with its backend's pid: every insert of a limited
+// run of that action waits for it.
+func (e *storeEnv) lockAction(action string) (pgx.Tx, uint32) {
+	e.t.Helper()
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO action_locks (action) VALUES ($1) ON CONFLICT DO NOTHING`, action); err != nil {
+		e.t.Fatal(err)
+	}
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = tx.Rollback(e.ctx) })
+	var pid uint32
+	if err := tx.QueryRow(e.ctx, `SELECT pg_backend_pid() FROM action_locks WHERE action = $1 FOR UPDATE`, action).Scan(&pid); err != nil {
+		e.t.Fatal(err)
+	}
+	return tx, pid
+}
+
+// limitedRun makes an order a run of action under a run limit, whose
+// insert takes the action's lock.
+func limitedRun(action string) func(*order.Order) {
+	return func(o *order.Order) {
+		o.Kind, o.Command = order.KindAction, "action:"+action
+		o.Action = &order.Action{Name: action, Params: map[string]string{}, Limit: order.ActionLimit{Runs: 1000, Per: time.Hour}}
+	}
+}
+
+// TestGroupCommitConnectionCut: the connection of a group of inserts in
+// flight breaks, before its commit (its backend terminated while the
+// group waits in PostgreSQL for a lock) or after it (the answer cut on
+// its way back, the transaction committed). Every caller gets its order,
+// recorded once, or an error it can retry with its idempotency key,
+// which then answers with the same order: none lost, none doubled. The
+// test holds the group in PostgreSQL (an action's lock) until it cuts.
+func TestGroupCommitConnectionCut(t *testing.T) {
+	for _, committed := range []bool{false, true} {
+		name := map[bool]string{false: "before the commit", true: "after the commit"}[committed]
+		t.Run(name, func(t *testing.T) {
+			dsn := testenv.Postgres(t)
+			ctx := testenv.Context(t)
+			direct, err := postgres.Open(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(direct.Close)
+			viaDSN, proxy := startPGProxy(t, dsn)
+			via, err := postgres.Open(ctx, viaDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(via.Close)
+			// The store's connections go through the proxy; the test's own
+			// (locks, counts) do not.
+			e := &storeEnv{t: t, ctx: ctx, pool: direct, store: postgres.New(via)}
+			keyed := func(key string) func(*order.Order) { return func(o *order.Order) { o.IdempotencyKey = key } }
+			old := e.insert("cut-1", "alice", keyed("cut-old"))
+			lockA, _ := e.lockAction("cut-a")
+			lockB, pidB := e.lockAction("cut-b")
+
+			insert := func(o *order.Order, out chan<- insertOutcome) {
+				prev, err := e.store.InsertOrder(ctx, o)
+				out <- insertOutcome{o, prev, err}
+			}
+			// The inserts in flight wait for action cut-a's lock.
+			lone := make(chan insertOutcome, postgres.MaxInsertsInFlight)
+			for range postgres.MaxInsertsInFlight {
+				go insert(plainOrder("cut-0", limitedRun("cut-a")), lone)
+			}
+			e.waitFor("the first inserts wait for the lock", func() bool { return e.count(lockedInserts) == postgres.MaxInsertsInFlight })
+			// The group queues behind them; its first statement will wait
+			// for action cut-b's lock.
+			group := []*order.Order{
+				plainOrder("cut-1", func(o *order.Order) { limitedRun("cut-b")(o); o.IdempotencyKey = "cut-b" }),
+				plainOrder("cut-1", keyed("cut-new")),
+				plainOrder("cut-1", keyed("cut-old")),
+				plainOrder("cut-1", keyed("cut-twice")),
+				plainOrder("cut-1", keyed("cut-twice")),
+				plainOrder("cut-3", nil),
+			}
+			outs := make([]chan insertOutcome, len(group))
+			for i, o := range group {
+				outs[i] = make(chan insertOutcome, 1)
+				go insert(o, outs[i])
+				if i == 0 {
+					e.waitFor("the group's first queues", func() bool { return e.store.QueuedInserts() == 1 })
+				}
+			}
+			e.waitFor("the group queues", func() bool { return e.store.QueuedInserts() == len(group) })
+			if err := lockA.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for range postgres.MaxInsertsInFlight {
+				if l := <-lone; l.err != nil {
+					t.Fatalf("an insert in flight: %v", l.err)
+				}
+			}
+			var groupPID uint32
+			e.waitFor("the group waits in PostgreSQL", func() bool {
+				pids := e.texts(`SELECT pid::text FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, int64(pidB))
+				if len(pids) != 1 || e.store.QueuedInserts() != 0 {
+					return false
+				}
+				pid, err := strconv.ParseUint(pids[0], 10, 32)
+				groupPID = uint32(pid)
+				return err == nil
+			})
+
+			if committed {
+				proxy.holdAnswers(groupPID)
+				if err := lockB.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				e.waitFor("the group commits, its answer held", func() bool {
+					return proxy.answerWaiting(groupPID) &&
+						e.count(`SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'idle'`, int64(groupPID)) == 1
+				})
+				proxy.cut(groupPID)
+			} else {
+				var ended bool
+				if err := direct.QueryRow(ctx, `SELECT pg_terminate_backend($1, 10000)`, int64(groupPID)).Scan(&ended); err != nil || !ended {
+					t.Fatalf("the group's backend did not end: %v", err)
+				}
+				if err := lockB.Rollback(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			got := make([]insertOutcome, len(group))
+			for i := range outs {
+				got[i] = <-outs[i]
+			}
+			// The order each key answers with, retried while its caller
+			// had an error; a keyless order's error must mean nothing
+			// recorded.
+			answer := map[string]uuid.UUID{"cut-old": old.ID}
+			for i, g := range got {
+				t.Logf("insert %d (key %q): existing %v, %v", i, g.o.IdempotencyKey, g.prev != nil, g.err)
+				key, mine := g.o.IdempotencyKey, g.o.ID
+				switch {
+				case g.err == nil && g.prev == nil:
+					if n := e.count(`SELECT count(*) FROM orders WHERE id = $1`, g.o.ID); n != 1 {
+						t.Fatalf("insert %d answered as recorded; %d rows", i, n)
+					}
+				case g.err == nil:
+					mine = g.prev.ID
+				case order.ErrorCode(g.err) != order.CodeUnavailable:
+					t.Fatalf("insert %d: %v, want a retryable unavailable", i, g.err)
+				case key == "":
+					if n := e.count(`SELECT count(*) FROM orders WHERE id = $1`, g.o.ID); n != 0 {
+						t.Fatalf("insert %d answered %v, but its order was recorded", i, g.err)
+					}
+				default:
+					retry := *g.o
+					retry.ID, retry.SubmittedAt, retry.ExpiresAt, retry.Status = order.NewID(), time.Time{}, nil, ""
+					prev, err := e.store.InsertOrder(ctx, &retry)
+					if err != nil {
+						t.Fatalf("insert %d's retry with its key: %v", i, err)
+					}
+					if mine = retry.ID; prev != nil {
+						mine = prev.ID
+					}
+				}
+				if key == "" {
+					continue
+				}
+				if a, ok := answer[key]; ok && a != mine {
+					t.Errorf("key %s answered with orders %s and %s", key, a, mine)
+				}
+				answer[key] = mine
+			}
+			for key, id := range answer {
+				if ids := e.texts(`SELECT id::text FROM orders WHERE principal = 'alice' AND idempotency_key = $1`, key); len(ids) != 1 || ids[0] != id.String() {
+					t.Errorf("key %s: orders %v, answered with %s", key, ids, id)
+				}
+			}
+		})
+	}
+}
