@@ -62,10 +62,10 @@ func (s *Server) Handler() http.Handler {
 	})
 	// The web UI (ui.go) calls the routes above through r itself.
 	r.Mount("/ui", s.webUIHandler(r))
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, notFound("no such route"))
-	})
 	mux := r
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, notFound(noRouteMessage(mux, r.URL.Path)))
+	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		allow := allowedMethods(mux, r.URL.Path)
 		if allow == "" {
@@ -76,7 +76,8 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		w.Header().Set("Allow", allow) // RFC 9110 §15.5.6
-		encode(w, http.StatusMethodNotAllowed, ErrorBody{Error: ErrorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+		encode(w, http.StatusMethodNotAllowed, ErrorBody{Error: ErrorDetail{Code: "method_not_allowed",
+			Message: "method " + r.Method + " not allowed on " + printableName(r.URL.Path) + ": it takes " + allow}})
 	})
 	return s.withCompat(r)
 }
@@ -94,6 +95,20 @@ func headAsGet(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// noRouteMessage says what to ask instead of path, which no route
+// serves: the route a trailing slash hides (/v1/orders/ for /v1/orders),
+// where the API and the UI are for the bare root, else where the routes
+// are listed. A newcomer's first requests are these.
+func noRouteMessage(mux *chi.Mux, path string) string {
+	if path == "/" {
+		return "no such route: the API's routes are under /v1 (GET /v1/orders, GET /v1/hosts), listed at /docs/ and /openapi.yaml; the web UI is at /ui/"
+	}
+	if trimmed := strings.TrimRight(path, "/"); trimmed != path && trimmed != "" && allowedMethods(mux, trimmed) != "" {
+		return "no such route: " + printableName(path) + " ends in /; the route is " + printableName(trimmed)
+	}
+	return "no such route: " + printableName(path) + " (the API's routes are listed at /docs/ and /openapi.yaml)"
 }
 
 // allowedMethods lists the methods the router serves path with, for a

@@ -119,3 +119,28 @@ func TestHeadOnGetRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRouteSaysWhereTo: a newcomer's first wrong paths (the bare root
+// a browser opens, a route with a trailing slash, a typo) answer 404
+// not_found with what to ask instead, and a 405 names the methods in
+// its message as well as in Allow. They answered a bare "no such route"
+// and "method not allowed".
+func TestNoRouteSaysWhereTo(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	for _, c := range []struct {
+		method, path string
+		status       int
+		want         string
+	}{
+		{http.MethodGet, "/", http.StatusNotFound, "the web UI is at /ui/"},
+		{http.MethodGet, "/v1/orders/", http.StatusNotFound, "/v1/orders/ ends in /; the route is /v1/orders"},
+		{http.MethodGet, "/v1/hosts//", http.StatusNotFound, "the route is /v1/hosts"},
+		{http.MethodGet, "/v1/order", http.StatusNotFound, "no such route: /v1/order (the API's routes are listed at /docs/"},
+		{http.MethodPut, "/v1/orders", http.StatusMethodNotAllowed, "method PUT not allowed on /v1/orders: it takes GET, HEAD, POST"},
+	} {
+		status, body := e.do("alice", c.method, c.path, nil)
+		if status != c.status || !strings.Contains(string(body), c.want) {
+			t.Errorf("%s %s: %d %s, want %d saying %q", c.method, c.path, status, body, c.status, c.want)
+		}
+	}
+}
