@@ -16,9 +16,10 @@ import (
 // actionView is one action's button and fields on the dashboard.
 type actionView struct {
 	ActionView
-	HostNames []string // the known hosts its host globs match
-	Host      string   // pre-selected (a re-run's)
-	Digest    string   // the definition the form shows (actionDigest), sent back with it
+	HostNames []string        // the known hosts its host globs match
+	Offline   map[string]bool // those with no worker online, marked in the list
+	Host      string          // pre-selected: a re-run's, else the first online
+	Digest    string          // the definition the form shows (actionDigest), sent back with it
 	Fields    []paramField
 	Error     string // why its unit choices could not be listed
 	HasUnits  bool   // a param takes its choices from the host's units
@@ -50,10 +51,10 @@ func (u *webUI) actions(r *http.Request) []actionView {
 	if a := u.call(r, http.MethodGet, "/v1/actions", nil); !a.ok() || a.decode(&list) != nil {
 		return nil
 	}
-	hosts := u.hostNames(r)
+	hosts, offline := u.knownHosts(r)
 	out := make([]actionView, 0, len(list.Actions))
 	for _, av := range list.Actions {
-		v := actionView{ActionView: av, Digest: actionDigest(av)}
+		v := actionView{ActionView: av, Digest: actionDigest(av), Offline: offline}
 		for _, h := range hosts {
 			for _, g := range av.Hosts {
 				if ok, _ := path.Match(g, h); ok {
@@ -62,7 +63,16 @@ func (u *webUI) actions(r *http.Request) []actionView {
 				}
 			}
 		}
-		if len(v.HostNames) > 0 {
+		// The first host with a worker online: a host is listed from
+		// one queued order for it, and a button pointed at a host no
+		// worker serves queues a run that waits there unseen.
+		for _, h := range v.HostNames {
+			if !offline[h] {
+				v.Host = h
+				break
+			}
+		}
+		if v.Host == "" && len(v.HostNames) > 0 {
 			v.Host = v.HostNames[0]
 		}
 		v.Fields = u.fieldsOf(av, nil, nil)

@@ -237,17 +237,28 @@ func envHint(names []string) string {
 
 // hostNames lists the known hosts for the forms' host fields.
 func (u *webUI) hostNames(r *http.Request) []string {
+	names, _ := u.knownHosts(r)
+	return names
+}
+
+// knownHosts lists the known hosts and which of them have no worker
+// online: a host is known from a queued order alone, a typo's too.
+func (u *webUI) knownHosts(r *http.Request) ([]string, map[string]bool) {
 	var hs struct {
 		Hosts []Host `json:"hosts"`
 	}
+	offline := map[string]bool{}
 	if a := u.call(r, http.MethodGet, "/v1/hosts", nil); !a.ok() || a.decode(&hs) != nil {
-		return nil
+		return nil, offline
 	}
 	out := make([]string, 0, len(hs.Hosts))
 	for _, h := range hs.Hosts {
 		out = append(out, h.Host)
+		if !h.Online {
+			offline[h.Host] = true
+		}
 	}
-	return out
+	return out, offline
 }
 
 // submitExec is POST /ui/exec: the form becomes the same JSON body a REST

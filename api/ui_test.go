@@ -845,7 +845,7 @@ func TestUIRequiredDropdownAsksForAChoice(t *testing.T) {
 // browserChoice is the value a browser selects in the select element id
 // of page before anyone touches it: the last option marked selected, or
 // else the first one not disabled (HTML's selectedness setting
-// algorithm).
+// algorithm). An option without a value attribute has its text as value.
 func browserChoice(page, id string) (string, bool) {
 	_, sel, ok := strings.Cut(page, `<select id="`+id+`"`)
 	if !ok {
@@ -854,10 +854,10 @@ func browserChoice(page, id string) (string, bool) {
 	sel, _, _ = strings.Cut(sel, "</select>")
 	var first, selected string
 	var hasFirst, hasSelected bool
-	for _, m := range regexp.MustCompile(`<option([^>]*)>`).FindAllStringSubmatch(sel, -1) {
+	for _, m := range regexp.MustCompile(`<option([^>]*)>([^<]*)`).FindAllStringSubmatch(sel, -1) {
 		v := regexp.MustCompile(`value="([^"]*)"`).FindStringSubmatch(m[1])
 		if v == nil {
-			continue
+			v = []string{"", strings.TrimSpace(m[2])}
 		}
 		switch {
 		case regexp.MustCompile(`\sselected\b`).MatchString(m[1]):
@@ -1217,5 +1217,42 @@ func TestUITimeoutIsADecimalNumber(t *testing.T) {
 	form := url.Values{"csrf": {csrf}, "idem": {"k-timeout-ok"}, "host": {"web-1"}, "command": {"true"}, "timeout_seconds": {"2.5e0"}}
 	if rec := e.postForm("/ui/exec", form, sess); rec.Code != http.StatusSeeOther {
 		t.Errorf("timeout 2.5e0: %d, want the run", rec.Code)
+	}
+}
+
+// TestUIActionPicksAnOnlineHost: an action's host dropdown starts on a
+// host whose worker is online and marks the others offline. A host is
+// known from one queued order for it (a typo's, web-0 here), and the
+// dropdown started on the first known host by name, so a click on the
+// restart button queued a run on a host no worker serves.
+func TestUIActionPicksAnOnlineHost(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "web-0", Command: "true", Timeout: time.Minute,
+		Principal: "alice", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	// web-1's worker is online once its first heartbeat is in.
+	deadline := time.Now().Add(30 * time.Second)
+	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
+		req := httptest.NewRequest("GET", "/v1/hosts/web-1", nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		var h api.Host
+		if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &h) == nil && h.Online {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web-1's worker is not online: %d %s", rec.Code, rec.Body)
+		}
+	}
+	page := e.page(t, sess, "/ui/")
+	if got, ok := browserChoice(page, "host-greet"); !ok || got != "web-1" {
+		t.Errorf("greet's host dropdown starts on %q (found %v), want web-1, the host with a worker online", got, ok)
+	}
+	if !strings.Contains(page, `>web-0 (offline)</option>`) || strings.Contains(page, `>web-1 (offline)</option>`) {
+		t.Errorf("the dropdown does not mark web-0 alone offline:\n%s", page)
 	}
 }
