@@ -229,6 +229,30 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// TestResolveCommandLineSaysNoShell: a command written as a shell
+// command line ("ls -l", an absolute path with its options) is looked
+// up whole and found nowhere; the refusal says to send the program alone
+// and its arguments in args. It said only that no such file exists.
+func TestResolveCommandLineSaysNoShell(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	p := newPolicy(t, f.cfg())
+	for _, c := range []struct{ command, program string }{
+		{"ls -l", "ls"},
+		{"ls | wc -l", "ls"},
+		{f.path("usr/bin/ls") + " -l", f.path("usr/bin/ls")},
+	} {
+		_, err := p.Prepare(&order.Order{Command: c.command})
+		assertCode(t, err, order.CodeUnprocessable, "run without a shell", `send "`+c.program+`" as the command`, "args")
+	}
+	// A name without a space is not told about shells.
+	_, err := p.Prepare(&order.Order{Command: "nosuch"})
+	var oe *order.Error
+	if !errors.As(err, &oe) || strings.Contains(oe.Message, "shell") {
+		t.Errorf("nosuch: %v, want a refusal that does not mention a shell", err)
+	}
+}
+
 func TestExecRoot(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

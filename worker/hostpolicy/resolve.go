@@ -75,7 +75,19 @@ func (p *Policy) lookup(name string) (command, error) {
 		}
 	}
 	return command{}, order.FieldError(order.CodeUnprocessable, "command",
-		"command %q is not an executable file in this host's command_path", name)
+		"command %q is not an executable file in this host's command_path%s", name, noShellHint(name))
+}
+
+// noShellHint says, for a command that holds a space ("uname -a",
+// "ls | wc -l": a command line written as a shell reads it), that the
+// command is one program and its arguments go in args. No shell splits
+// it, so such a name is looked up whole and found nowhere.
+func noShellHint(name string) string {
+	f := strings.Fields(name)
+	if len(f) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(": the command is one program, run without a shell; send %q as the command and each of its arguments as an element of args", f[0])
 }
 
 // absolute accepts a path naming a direct entry of a command_path directory.
@@ -95,7 +107,7 @@ func (p *Policy) absolute(name string) (command, error) {
 		fi, ok := executableFile(clean)
 		if !ok {
 			return command{}, order.FieldError(order.CodeUnprocessable, "command",
-				"command %q is not an executable file", name)
+				"command %q is not an executable file%s", name, noShellHint(name))
 		}
 		return p.entry(dir, clean, fi)
 	}
