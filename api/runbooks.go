@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/go-chi/chi/v5"
@@ -100,12 +101,25 @@ func (s *Server) loadRunbook(name string) (*runbook.Runbook, *runbook.Source, co
 	}
 	rb, err := src.Load(name)
 	if errors.Is(err, runbook.ErrNotFound) {
-		return nil, nil, cfg, notFound("Runbook not found: " + printableName(name))
+		return nil, nil, cfg, runbookNotFound(src, name)
 	}
 	if err != nil {
 		return nil, nil, cfg, &order.Error{Code: order.CodeUnprocessable, Message: "the runbook cannot be read", Err: err}
 	}
 	return rb, src, cfg, nil
+}
+
+// runbookNotFound is the 404 for name, which names no runbook of src;
+// when name is a runbook's file without its .md (Hello for Hello.md, as
+// `orderly runbook run Hello`), it names the file.
+func runbookNotFound(src *runbook.Source, name string) error {
+	msg := "Runbook not found: " + printableName(name)
+	if !strings.HasSuffix(name, ".md") {
+		if _, err := src.Load(name + ".md"); err == nil {
+			msg += " (a runbook is named by its file: " + printableName(name+".md") + ")"
+		}
+	}
+	return notFound(msg)
 }
 
 func printableName(s string) string {

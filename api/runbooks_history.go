@@ -13,7 +13,8 @@ import (
 // concurrent runs cannot lose or interleave it. A principal sees its own
 // runs unless it sees every order (admin, auditor).
 func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
-	if _, _, err := s.runbookSource(); err != nil {
+	src, _, err := s.runbookSource()
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -23,7 +24,7 @@ func (s *Server) handleRunbookHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !runbook.ValidName(name) {
-		s.writeError(w, r, notFound("Runbook not found: "+printableName(name)))
+		s.writeError(w, r, runbookNotFound(src, name))
 		return
 	}
 	f := postgres.Filter{Runbook: name, Limit: 50}
