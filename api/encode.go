@@ -152,10 +152,28 @@ func checkContentType(ct string) error {
 	return nil
 }
 
+// checkByteOrderMark refuses a body that starts with a byte order mark,
+// naming it: JSON sent over a network has none (RFC 8259 §8.1), and
+// without this a body saved by a Windows editor or PowerShell was
+// refused as "invalid character 'ï'" or "not valid UTF-8 at offset 0",
+// which told its sender nothing they could see in the file.
+func checkByteOrderMark(body []byte) error {
+	switch {
+	case bytes.HasPrefix(body, []byte("\xef\xbb\xbf")):
+		return order.Errorf(order.CodeInvalid, "invalid JSON: the body starts with a UTF-8 byte order mark (EF BB BF), which JSON sent over a network must not have: send the same text without it")
+	case bytes.HasPrefix(body, []byte("\xff\xfe")), bytes.HasPrefix(body, []byte("\xfe\xff")):
+		return order.Errorf(order.CodeInvalid, "invalid JSON: the body is UTF-16 (it starts with a byte order mark): send it as UTF-8")
+	}
+	return nil
+}
+
 // decodeBytes is decode's JSON half, shared with the NATS intake: valid
 // UTF-8, case-sensitive field names, no unknown fields, no duplicate keys,
 // no trailing data (checkJSON), then the typed decode.
 func decodeBytes(body []byte, v any) error {
+	if err := checkByteOrderMark(body); err != nil {
+		return err
+	}
 	body, err := checkJSON(body, reflect.TypeOf(v))
 	if err != nil {
 		return err

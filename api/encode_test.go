@@ -34,6 +34,10 @@ func TestDecodeStrict(t *testing.T) {
 		{"null argument", `{"command":"echo","args":["a",null]}`, `args[] must be a string, not null`},
 		{"null env value", `{"command":"env","env":{"X":null}}`, `env.X must be a string, not null`},
 		{"deep nesting", `{"env":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}`, `nested deeper`},
+		// A file saved by a Windows editor or PowerShell: the refusal
+		// names what the sender cannot see ("invalid character 'ï'").
+		{"UTF-8 byte order mark", "\xef\xbb\xbf{\"command\":\"a\"}", `starts with a UTF-8 byte order mark (EF BB BF)`},
+		{"UTF-16LE with its mark", "\xff\xfe{\x00}\x00", `the body is UTF-16`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var req SubmitRequest
