@@ -174,7 +174,7 @@ and exits with the remote exit code, as submit --wait does.`,
 	fs.StringVar(&host, "host", "", "host to run on")
 	fs.StringArrayVarP(&params, "param", "p", nil, "param value NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&secretEnvs, "secret-env", nil, "param NAME whose value is read from the environment variable VAR: NAME=VAR (repeatable)")
-	fs.BoolVarP(&wait, "wait", "w", false, "stream the output and exit with the remote exit code")
+	submitWaitFlag(fs, &wait, "the action's own timeout bounds the run")
 	fs.StringVar(&idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
 	retryForFlag(fs, &retryFor)
 	fs.BoolVar(&asJSON, "json", false, "print the order (with --wait, the finished order) as JSON")

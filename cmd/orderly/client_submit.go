@@ -65,7 +65,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs := cmd.Flags()
 	fs.StringVar(&o.host, "host", "", "host to run on")
 	fs.StringSliceVar(&o.hosts, "hosts", nil, "fan out: hosts or globs over known hosts (comma-separated or repeated), one order each")
-	fs.BoolVarP(&o.wait, "wait", "w", false, "stream the output and exit with the remote exit code")
+	submitWaitFlag(fs, &o.wait, "to bound the run, give --timeout (such as --timeout 10m)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill the command after this long (e.g. 30s, 10m; default: the server's)")
 	fs.DurationVar(&o.expiresIn, "expires-in", 0, "do not start the order if it has not started within this long (e.g. 1h)")
 	fs.StringVar(&o.runAs, "run-as", "", "Unix user to run as")
@@ -229,6 +229,32 @@ func retryForFlag(fs *pflag.FlagSet, d *time.Duration) {
 	*d = 10 * time.Second
 	fs.Var((*retryForValue)(d), "retry-for",
 		"send the submission again for up to this long while the API cannot be reached (with --idempotency-key, also after a dropped answer or a 503); 0 never")
+}
+
+// submitWaitFlag adds --wait (-w) to fs: a bool, whose refusal of a
+// value says what --wait is, then bound (what limits the run instead).
+// runbook run's --wait takes a duration (--wait=10m), and the same
+// spelling here answered with strconv's `parsing "10m": invalid syntax`.
+func submitWaitFlag(fs *pflag.FlagSet, wait *bool, bound string) {
+	f := fs.VarPF(&waitValue{wait: wait, bound: bound}, "wait", "w", "stream the output and exit with the remote exit code")
+	f.NoOptDefVal = "true"
+}
+
+type waitValue struct {
+	wait  *bool
+	bound string
+}
+
+func (v *waitValue) String() string   { return strconv.FormatBool(v.wait != nil && *v.wait) }
+func (v *waitValue) Type() string     { return "bool" }
+func (v *waitValue) IsBoolFlag() bool { return true }
+func (v *waitValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("--wait takes no value: it waits until the order ends; %s", v.bound)
+	}
+	*v.wait = b
+	return nil
 }
 
 type retryForValue time.Duration

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/pflag"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
@@ -256,5 +257,38 @@ func TestArgsErrorsShowTheUsage(t *testing.T) {
 	}
 	if out, err := runCmd(t, "get", "--help"); err != nil || !strings.Contains(out, "Usage:") {
 		t.Errorf("get --help: %v\n%s", err, out)
+	}
+}
+
+// TestWaitTakesNoDuration: submit's and action run's --wait is a bool
+// (-w, --wait, --wait=false), and a duration given to it, as runbook
+// run's --wait=10m takes one, is refused saying what bounds the run
+// instead. It answered strconv's `parsing "10m": invalid syntax`.
+func TestWaitTakesNoDuration(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"submit", "--host", "web-3", "--wait=10m", "--", "true"}, "--wait takes no value: it waits until the order ends; to bound the run, give --timeout"},
+		{[]string{"submit", "--host", "web-3", "-w=10", "--", "true"}, "give --timeout"},
+		{[]string{"action", "run", "restart", "--host", "web-3", "--wait=10m"}, "the action's own timeout bounds the run"},
+	} {
+		out, err := runCmd(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q\n%s", tc.args, err, tc.want, out)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-w"}, true}, {[]string{"--wait"}, true}, {[]string{"--wait=true"}, true}, {[]string{"--wait=false"}, false}, {nil, false},
+	} {
+		var wait bool
+		fs := pflag.NewFlagSet("submit", pflag.ContinueOnError)
+		submitWaitFlag(fs, &wait, "")
+		if err := fs.Parse(append(tc.args, "cmd")); err != nil || wait != tc.want || fs.Arg(0) != "cmd" {
+			t.Errorf("%q: wait %v, %v (args %q), want %v", tc.args, wait, err, fs.Args(), tc.want)
+		}
 	}
 }
