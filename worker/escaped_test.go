@@ -7,15 +7,20 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/worker/executor"
 )
 
-// TestEscapedProcessIsRecorded: without an order cgroup, a process that
-// left the order's session (setsid) and held its stdout outlives the
-// order. The order's record says so, and does not claim its end verified.
+// TestEscapedProcessIsRecorded: without an order cgroup (worker.cgroup:
+// off), a process that left the order's session (setsid) and held its
+// stdout outlives the order. The order's record says so, and does not
+// claim its end verified.
 func TestEscapedProcessIsRecorded(t *testing.T) {
 	e := newEnv(t)
-	e.start("escape-1", nil)
+	cfg := config.Default().Worker
+	cfg.Cgroup = executor.CgroupOff
+	e.startCgroup("escape-1", cfg)
 	id := e.submit("escape-1", "sh", "-c", "setsid sh -c 'echo $$; exec sleep 100' & sleep 0.5")
 	o := e.waitStatus(id, order.StatusSucceeded)
 	line, _, _ := bytes.Cut(o.Result.Stdout.Content, []byte("\n"))

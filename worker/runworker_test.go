@@ -22,6 +22,12 @@ func runWorker(t testing.TB, opts worker.Options, store worker.Store, q *queue.Q
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runWorkerPolicy(t, opts, store, q, hp, logger)
+}
+
+// runWorkerPolicy is runWorker with the host policy hp.
+func runWorkerPolicy(t testing.TB, opts worker.Options, store worker.Store, q *queue.Queue, hp *hostpolicy.Policy, logger *slog.Logger) (stop func(), done <-chan error) {
+	t.Helper()
 	w := worker.New(opts, store, q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)

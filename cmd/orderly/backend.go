@@ -552,7 +552,7 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 	// otherwise, and process groups do not hold a daemonizing command.
 	if parent, note := hp.Cgroup(); parent != "" {
 		logger.Info("orders run in their own cgroups", "host", cfg.Host, "parent", parent, "reason", note)
-	} else if cfg.Worker.Cgroup != "" {
+	} else if cfg.Worker.Cgroup != "" && cfg.Worker.Cgroup != executor.CgroupOff {
 		logger.Warn("orders run in process groups only", "host", cfg.Host, "reason", note)
 	}
 	warnUntrusted := func(hp *hostpolicy.Policy) {

@@ -85,8 +85,13 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 	if got.Status != "interrupted" || got.Attempt != 1 {
 		t.Fatalf("killed order: status %s attempt %d, want interrupted 1", got.Status, got.Attempt)
 	}
-	// The evidence a person needs: who ran it, what was found and killed.
-	if got.Worker == "" || got.Processes["verified"] != "group" || got.Processes["found"] != true {
+	// The evidence a person needs: who ran it, what was found and killed
+	// (by the order's cgroup where worker.cgroup's default gave it one).
+	verifiedBy := "group"
+	if c, _ := got.Processes["cgroup"].(string); c != "" {
+		verifiedBy = "cgroup"
+	}
+	if got.Worker == "" || got.Processes["verified"] != verifiedBy || got.Processes["found"] != true {
 		t.Fatalf("interrupted order's evidence: worker %q processes %v", got.Worker, got.Processes)
 	}
 	if got.Result == nil || got.Result.Stdout.Content != "partial\n" {
@@ -109,6 +114,76 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 	if live := aliveInProcessGroup(t, pgid); len(live) > 0 {
 		t.Fatalf("processes %v of the interrupted order are still alive after the takeover", live)
 	}
+}
+
+// TestWorkerKilledMidOrderLeavesNoEscapee: a worker killed while its
+// order runs leaves the order's processes to its successor's reap, which
+// ends the order's process group and session. A process of the order
+// that had left its session (setsid) lived on, unseen, next to the host's
+// later orders, on every machine where systemd had not delegated a cgroup
+// to the worker. Where the worker can make cgroups and nothing else
+// manages them (root, no systemd), worker.cgroup's default (auto) now runs
+// the order in its own cgroup, named after it, and the successor ends the
+// cgroup with everything in it.
+func TestWorkerKilledMidOrderLeavesNoEscapee(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs this machine: orders get cgroups only where it delegates one")
+	}
+	s := newStack(t)
+	escFile := filepath.Join(t.TempDir(), "escapee")
+	cmd := exec.Command(orderlyBin, "worker", "--host", "cgvictim")
+	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		"ORDERLY_NATS__ACK_WAIT=2s", "ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "PATH=/usr/bin:/bin"}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	o := s.submit(map[string]any{"host": "cgvictim", "command": "sh", "timeout_seconds": 120,
+		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
+while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", http.StatusAccepted)
+	var escapee int
+	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
+		b, err := os.ReadFile(escFile)
+		if o.Status != "running" || err != nil || len(b) == 0 || b[len(b)-1] != '\n' {
+			return false
+		}
+		escapee, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		var recorded bool
+		err = s.b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM order_processes WHERE order_id = $1)`, o.ID).Scan(&recorded)
+		return err == nil && recorded
+	})
+	t.Cleanup(func() { _ = syscall.Kill(escapee, syscall.SIGKILL) })
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if !aliveProcess(escapee) {
+		t.Fatalf("the escapee %d died with its worker: nothing left to reap", escapee)
+	}
+
+	s.startWorker("cgvictim")
+	got := s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool { return terminal(o) && o.Processes != nil })
+	if got.Status != "interrupted" || got.Processes["verified"] != "cgroup" {
+		t.Errorf("killed order: status %s, processes %v; want interrupted, verified by its cgroup", got.Status, got.Processes)
+	}
+	if aliveProcess(escapee) {
+		t.Fatalf("the killed worker's order's escapee %d outlived the takeover", escapee)
+	}
+}
+
+// aliveProcess reports whether pid is a process that is not a zombie.
+func aliveProcess(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
 // aliveInProcessGroup lists the processes of group pgid that are not zombies.

@@ -101,10 +101,12 @@ type Worker struct {
 	// worker` on this address (unauthenticated: bind it to loopback or a
 	// scrape network). serve exposes metrics through the API instead.
 	MetricsListen string `koanf:"metrics_listen"`
-	// Cgroup runs each order in its own cgroup v2 under this delegated
-	// parent, so that ending an order kills processes that left its
-	// process group too: "" is off, "auto" is the worker's own cgroup when
-	// systemd delegated it (Delegate=yes), a path is that cgroup directory.
+	// Cgroup runs each order in its own cgroup v2 under this parent, so
+	// that ending an order kills processes that left its process group
+	// too: "auto" is the worker's own cgroup when systemd delegated it
+	// (Delegate=yes) or no systemd runs the machine, and process groups
+	// otherwise; "on" is auto that refuses to start without one; "off" (or
+	// "") is process groups only; a path is that cgroup directory.
 	Cgroup string `koanf:"cgroup"`
 }
 

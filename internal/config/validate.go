@@ -278,8 +278,12 @@ func (c Config) validateWorker(ps *problems) {
 	ps.positive("worker.kill_grace", w.KillGrace)
 	ps.atLeastOne("worker.max_output_bytes", w.MaxOutputBytes)
 	ps.positive("worker.shutdown_grace", w.ShutdownGrace)
-	if w.Cgroup != "" && w.Cgroup != "auto" && !filepath.IsAbs(w.Cgroup) {
-		ps.add("worker.cgroup", "%q must be empty (off), auto, or the absolute path of a cgroup v2 directory", w.Cgroup)
+	switch w.Cgroup {
+	case "", "off", "auto", "on":
+	default:
+		if !filepath.IsAbs(w.Cgroup) {
+			ps.add("worker.cgroup", "%q must be auto, on, off, or the absolute path of a cgroup v2 directory", w.Cgroup)
+		}
 	}
 }
 

@@ -13,30 +13,42 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CgroupAuto is the worker.cgroup setting that looks for a delegated
-// cgroup instead of naming one.
-const CgroupAuto = "auto"
+// The worker.cgroup settings other than a path.
+const (
+	// CgroupAuto runs orders in cgroups where the worker can make them
+	// (DetectCgroupParent), and in process groups elsewhere.
+	CgroupAuto = "auto"
+	// CgroupOn is CgroupAuto that refuses to start without a cgroup.
+	CgroupOn = "on"
+	// CgroupOff runs orders in process groups only ("" too).
+	CgroupOff = "off"
+)
 
 // ResolveCgroupParent turns the worker.cgroup setting into the parent
-// cgroup the executor creates order cgroups in (Request.CgroupParent):
+// cgroup the executor creates order cgroups in (Request.CgroupParent),
+// and a note that says why, for the worker's start-up log:
 //
-//   - "" is off: orders are contained by their process group only.
-//   - "auto" is the delegated cgroup the worker runs in (DetectCgroupParent);
-//     when there is none, parent is "" and note says why, so the worker can
-//     log that it falls back to process groups.
+//   - "" or "off": orders are contained by their process group only.
+//   - "auto": the cgroup DetectCgroupParent finds; when there is none,
+//     parent is "" and note says why, so the worker can log that it falls
+//     back to process groups.
+//   - "on": as auto, but no cgroup is an error.
 //   - anything else is the path of a cgroup v2 directory, checked by
 //     CheckCgroupParent; a path that does not work is an error, since the
 //     operator asked for it explicitly.
 func ResolveCgroupParent(setting string) (parent, note string, err error) {
 	switch setting {
-	case "":
+	case "", CgroupOff:
 		return "", "worker.cgroup is off", nil
-	case CgroupAuto:
-		parent, err := DetectCgroupParent()
+	case CgroupAuto, CgroupOn:
+		parent, why, err := DetectCgroupParent()
+		if err != nil && setting == CgroupOn {
+			return "", "", fmt.Errorf("on: %w", err)
+		}
 		if err != nil {
 			return "", err.Error(), nil
 		}
-		return parent, "detected a delegated cgroup", nil
+		return parent, why, nil
 	default:
 		if err := CheckCgroupParent(setting); err != nil {
 			return "", "", err
@@ -47,8 +59,11 @@ func ResolveCgroupParent(setting string) (parent, note string, err error) {
 
 // CheckCgroupParent checks that path is a cgroup v2 directory the worker
 // can create order cgroups in, by creating and removing a probe child: that
-// proves the filesystem, the permission and, through the child's
-// cgroup.kill file, a kernel of at least 5.14.
+// proves the filesystem, the permission, a child that can hold processes
+// (a domain cgroup, not a threaded one) and, through the child's
+// cgroup.kill file, a kernel of at least 5.14, or through its
+// cgroup.freeze file one of at least 5.2 (ending an order then freezes its
+// cgroup and kills each process: orderCgroup.kill).
 func CheckCgroupParent(path string) error {
 	if !filepath.IsAbs(path) {
 		return fmt.Errorf("cgroup parent %q is not an absolute path", path)
@@ -64,51 +79,81 @@ func CheckCgroupParent(path string) error {
 	if err := os.Mkdir(probe, 0o755); err != nil {
 		return fmt.Errorf("cgroup parent %s: cannot create a child cgroup: %w", path, err)
 	}
-	_, statErr := os.Stat(filepath.Join(probe, "cgroup.kill"))
+	_, killErr := os.Stat(filepath.Join(probe, "cgroup.kill"))
+	_, freezeErr := os.Stat(filepath.Join(probe, "cgroup.freeze"))
+	typ, typeErr := os.ReadFile(filepath.Join(probe, "cgroup.type"))
 	if err := unix.Rmdir(probe); err != nil {
 		return fmt.Errorf("cgroup parent %s: remove probe cgroup: %w", path, err)
 	}
-	if statErr != nil {
-		return fmt.Errorf("cgroup parent %s: no cgroup.kill (Linux 5.14 or later is needed): %w", path, statErr)
+	if killErr != nil && freezeErr != nil {
+		return fmt.Errorf("cgroup parent %s: no cgroup.kill nor cgroup.freeze (Linux 5.2 or later is needed): %w", path, killErr)
+	}
+	if typeErr == nil && strings.TrimSpace(string(typ)) != "domain" {
+		return fmt.Errorf("cgroup parent %s: its children are %s cgroups, which cannot hold an order's process", path, strings.TrimSpace(string(typ)))
 	}
 	return nil
 }
 
-// DetectCgroupParent finds the cgroup delegated to the worker: the cgroup
-// it runs in (/proc/self/cgroup, "0::<path>", on the cgroup2 mount), when
-// systemd marked it as delegated (Delegate=yes sets the trusted.delegate
-// or user.delegate extended attribute), or else that cgroup's parent when
-// the parent is marked (DelegateSubgroup=, which puts the main process in
-// a child of the unit's cgroup).
+// DetectCgroupParent finds where the worker may make its orders' cgroups,
+// and says why there:
 //
-// Writable is not enough: root can write any cgroup, and creating children
-// in a cgroup systemd manages without delegation confuses systemd (which
-// may remove them, or fail to enable controllers there). The root cgroup
-// is never chosen. The worker stays where it is: its cgroup has no
+//   - The cgroup it runs in (/proc/self/cgroup, "0::<path>", on the
+//     cgroup2 mount), when systemd marked it as delegated (Delegate=yes
+//     sets the trusted.delegate or user.delegate extended attribute), or
+//     else that cgroup's parent when the parent is marked
+//     (DelegateSubgroup=, which puts the main process in a child of the
+//     unit's cgroup).
+//   - Without such a mark, the cgroup it runs in when systemd does not run
+//     the machine (no /run/systemd/system): in a container (a cgroup
+//     namespace's root included) or on a host with another init, nothing
+//     else makes or removes cgroups below the worker's own.
+//
+// Writable is not enough under systemd: root can write any cgroup, but
+// children made in a cgroup systemd manages without delegation confuse it
+// (it may remove them, or fail to enable controllers there). The root
+// cgroup is never chosen. The worker stays where it is: its cgroup has no
 // controllers enabled for children (it could not hold the worker if it
-// had), so the kernel's no-internal-processes rule allows the order
-// cgroups beside it.
-func DetectCgroupParent() (string, error) {
+// had), and the order cgroups get none, so the kernel's
+// no-internal-processes rule allows them beside it.
+func DetectCgroupParent() (parent, why string, err error) {
 	self, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
-		return "", fmt.Errorf("detect cgroup: %w", err)
+		return "", "", fmt.Errorf("detect cgroup: %w", err)
 	}
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return "", fmt.Errorf("detect cgroup: %w", err)
+		return "", "", fmt.Errorf("detect cgroup: %w", err)
 	}
 	own, err := ownCgroupDir(self, mounts)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	parent, err := delegatedDir(own, delegateMarked)
+	_, err = os.Stat("/run/systemd/system")
+	parent, why, err = chooseCgroupParent(own, delegateMarked, err == nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := CheckCgroupParent(parent); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return parent, nil
+	return parent, why, nil
+}
+
+// chooseCgroupParent is DetectCgroupParent's choice for the worker's own
+// cgroup directory own: the delegated one (marked says) or, when systemd
+// does not run the machine, own itself.
+func chooseCgroupParent(own string, marked func(string) bool, systemd bool) (parent, why string, err error) {
+	parent, err = delegatedDir(own, marked)
+	if err == nil {
+		return parent, "systemd delegated it", nil
+	}
+	if systemd {
+		return "", "", err
+	}
+	if isCgroupRoot(own) {
+		return "", "", fmt.Errorf("the worker runs in the root cgroup %s, whose children it does not own", own)
+	}
+	return own, "the worker's own cgroup, and no systemd runs this machine", nil
 }
 
 // delegatedDir picks own or its parent, whichever systemd marked as
@@ -160,9 +205,6 @@ func ownCgroupDir(selfCgroup, mountinfo []byte) (string, error) {
 	}
 	if !found {
 		return "", errors.New("the worker is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")
-	}
-	if own == "/" {
-		return "", errors.New("the worker runs in the root cgroup, which is not delegated to it")
 	}
 	sc = bufio.NewScanner(bytes.NewReader(mountinfo))
 	for sc.Scan() {

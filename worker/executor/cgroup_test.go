@@ -228,7 +228,7 @@ func TestOwnCgroupDir(t *testing.T) {
 		{"hybrid", "9:name=systemd:/system.slice/x.service\n0::/system.slice/x.service\n", hybrid, "/sys/fs/cgroup/unified/system.slice/x.service"},
 		{"container bind mount", "0::/kubepods/pod1/worker\n", container, "/sys/fs/cgroup/worker"},
 		{"outside the container's mount", "0::/kubepods/pod2\n", container, ""},
-		{"root cgroup", "0::/\n", unified, ""},
+		{"root cgroup (refused later, by chooseCgroupParent)", "0::/\n", unified, "/sys/fs/cgroup"},
 		{"cgroup v1 only", "1:pids:/x\n", unified, ""},
 		{"no cgroup2 mount", "0::/x\n", "40 31 0:37 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n", ""},
 	} {
@@ -264,10 +264,43 @@ func TestDelegatedDir(t *testing.T) {
 	}
 }
 
+// TestChooseCgroupParent: auto takes a delegated cgroup, or the worker's
+// own cgroup where no systemd runs the machine (a container, another
+// init), never one systemd manages without delegation, nor the root.
+func TestChooseCgroupParent(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	own := filepath.Join(parent, "worker")
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(parent)
+	for _, tt := range []struct {
+		name    string
+		own     string
+		marked  []string
+		systemd bool
+		want    string
+	}{
+		{"delegated under systemd", own, []string{own}, true, own},
+		{"delegated, no systemd", own, []string{own}, false, own},
+		{"not delegated under systemd", own, nil, true, ""},
+		{"no systemd: its own cgroup", own, nil, false, own},
+		{"no systemd, in the root cgroup", root, nil, false, ""},
+	} {
+		got, why, err := chooseCgroupParent(tt.own, func(dir string) bool { return slices.Contains(tt.marked, dir) }, tt.systemd)
+		if got != tt.want || (err == nil) != (tt.want != "") || (err == nil && why == "") {
+			t.Errorf("%s: chooseCgroupParent = %q, %q, %v, want %q", tt.name, got, why, err, tt.want)
+		}
+	}
+}
+
 func TestResolveCgroupParent(t *testing.T) {
 	t.Parallel()
-	if parent, _, err := ResolveCgroupParent(""); parent != "" || err != nil {
-		t.Errorf(`"" = %q, %v, want off`, parent, err)
+	for _, off := range []string{"", CgroupOff} {
+		if parent, note, err := ResolveCgroupParent(off); parent != "" || note == "" || err != nil {
+			t.Errorf(`%q = %q, %q, %v, want off`, off, parent, note, err)
+		}
 	}
 	for _, bad := range []string{"relative/path", t.TempDir(), "/nonexistent/cgroup"} {
 		if _, _, err := ResolveCgroupParent(bad); err == nil {
@@ -284,6 +317,11 @@ func TestResolveCgroupParent(t *testing.T) {
 		if err := CheckCgroupParent(parent); err != nil {
 			t.Errorf("auto chose %s: %v", parent, err)
 		}
+	}
+	// on is auto without the fallback.
+	on, _, err := ResolveCgroupParent(CgroupOn)
+	if on != parent || (err == nil) != (parent != "") {
+		t.Errorf("on = %q, %v; auto chose %q", on, err, parent)
 	}
 }
 
