@@ -45,6 +45,9 @@ var cgroupNamePattern = regexp.MustCompile(`^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]*$`)
 // orderCgroup is the cgroup v2 directory one order runs in.
 type orderCgroup struct {
 	path string
+	// freeze ends the cgroup as a kernel without cgroup.kill makes it
+	// (freezeKill), for the tests of that path.
+	freeze bool
 }
 
 // createOrderCgroup makes <parent>/<name> and opens it for clone3's
@@ -96,9 +99,50 @@ func createOrderCgroup(parent, name string) (cg *orderCgroup, fd int, earlier []
 // kill SIGKILLs every process of the cgroup and its descendants. A cgroup
 // that no longer exists has nothing to kill.
 func (c *orderCgroup) kill() error {
-	err := os.WriteFile(filepath.Join(c.path, "cgroup.kill"), []byte("1"), 0)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if c.freeze {
+		return c.freezeKill()
+	}
+	err := writeCgroupFile(filepath.Join(c.path, "cgroup.kill"), "1")
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, statErr := os.Stat(filepath.Join(c.path, "cgroup.freeze")); statErr == nil {
+			return c.freezeKill() // Linux 5.2 – 5.13: no cgroup.kill
+		}
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("kill cgroup %s: %w", c.path, err)
+	}
+	return nil
+}
+
+// freezeKill is kill on a kernel without cgroup.kill: it freezes the
+// cgroup (and so its descendants), where no process can fork any more and
+// a SIGKILL still kills, then SIGKILLs each process listed, through
+// signalOthers' pidfds so that a pid reused meanwhile is never signalled.
+// The freeze takes effect as each process reaches the kernel, so a
+// process forked before then can be missed: end calls kill until the
+// cgroup is empty, and each round freezes what was forked in the last.
+func (c *orderCgroup) freezeKill() error {
+	err := writeCgroupFile(filepath.Join(c.path, "cgroup.freeze"), "1")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("freeze cgroup %s: %w", c.path, err)
+	}
+	return c.signalOthers(-1, unix.SIGKILL, false)
+}
+
+// writeCgroupFile writes value to an interface file of a cgroup, which
+// must exist: no O_CREAT nor O_TRUNC, one open, one write, one close.
+func writeCgroupFile(path, value string) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(value)); err != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: err}
 	}
 	return nil
 }
@@ -229,7 +273,7 @@ func (c *orderCgroup) exists() (bool, error) {
 
 // signalOthers sends sig, and SIGCONT after it when cont is set, to every
 // process of the cgroup and its descendants that is not in process group
-// pgid. Each is signalled through a pidfd, opened before the cgroup is
+// pgid (every one for -1). Each is signalled through a pidfd, opened before the cgroup is
 // listed again: a pid listed both times belonged, at the second look, to a
 // process of the cgroup, and the pidfd is that process's or one that has
 // since died (the signal then fails with ESRCH), never a later process's
@@ -259,8 +303,10 @@ func (c *orderCgroup) signalOthers(pgid int, sig syscall.Signal, cont bool) erro
 		if !ok {
 			continue // new since the first look: forked after the leader's signal
 		}
-		if st, err := readStat(pid); err != nil || st.pgrp == pgid {
-			continue // gone, or signalled with its group
+		if pgid != -1 {
+			if st, err := readStat(pid); err != nil || st.pgrp == pgid {
+				continue // gone, or signalled with its group
+			}
 		}
 		if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && err != unix.ESRCH {
 			return fmt.Errorf("signal process %d of cgroup %s: %w", pid, c.path, err)

@@ -171,9 +171,9 @@ func delegatedDir(own string, marked func(string) bool) (string, error) {
 }
 
 // isCgroupRoot reports whether dir is the root of a cgroup2 hierarchy, or
-// no cgroup at all: the directories without a cgroup.kill file.
+// no cgroup at all: the directories without a cgroup.events file.
 func isCgroupRoot(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "cgroup.kill"))
+	_, err := os.Stat(filepath.Join(dir, "cgroup.events"))
 	return err != nil
 }
 

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -384,5 +386,59 @@ func TestRunCgroupOfAnEarlierAttempt(t *testing.T) {
 		if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("populated %v: the order's cgroup is left after its end: %v", populated, err)
 		}
+	}
+}
+
+// TestCgroupFreezeKill: on a kernel without cgroup.kill (Linux 5.2 – 5.13)
+// an order's cgroup is frozen and each of its processes killed. Escapees
+// that left the session and a loop that keeps forking new sessions are
+// all dead, and the cgroup removed, when end returns.
+func TestCgroupFreezeKill(t *testing.T) {
+	t.Parallel()
+	parent := testCgroupParent(t)
+	dir := t.TempDir()
+	chain := filepath.Join(dir, "chain.sh")
+	if err := os.WriteFile(chain, []byte(`echo "$2" >> "$1"
+sleep 0.02
+[ "$2" -gt 0 ] && setsid sh "$0" "$1" $(($2 - 1)) </dev/null >/dev/null 2>&1 &
+exec sleep 300
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cg, fd, _, err := createOrderCgroup(parent, "order-frozen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg.freeze = true
+	cmd := exec.Command("sh", "-c", `i=0; while [ $i -lt 5 ]; do setsid sleep 300 </dev/null >/dev/null 2>&1 & i=$((i+1)); done
+sh "$1" "$2" 3000 </dev/null >/dev/null 2>&1 &
+until [ "$(wc -l < "$2")" -ge 10 ] 2>/dev/null; do sleep 0.01; done; echo ready; exec sleep 300`, "_", chain, filepath.Join(dir, "links"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, UseCgroupFD: true, CgroupFD: fd}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = unix.Close(fd)
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the order said %q, want ready", line)
+	}
+	pids, err := cg.procs()
+	if err != nil || len(pids) < 15 {
+		t.Fatalf("the cgroup holds %v (%v), want the leader, 5 sleeps and 10 links of the chain", pids, err)
+	}
+	if err := cg.end(); err != nil {
+		t.Fatalf("end: %v", err)
+	}
+	for _, pid := range pids {
+		if pid != cmd.Process.Pid && processAlive(pid) {
+			t.Errorf("process %d of the frozen cgroup is alive", pid)
+		}
+	}
+	if _, err := os.Stat(cg.path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the cgroup was not removed: %v", err)
 	}
 }
