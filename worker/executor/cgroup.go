@@ -1,7 +1,6 @@
 package executor
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -149,18 +148,28 @@ func writeCgroupFile(path, value string) error {
 
 // populated reports whether a live process is left in the cgroup or its
 // descendants; zombies do not count. A removed cgroup is not populated.
+// It is read on every order's end, into a buffer on the stack.
 func (c *orderCgroup) populated() (bool, error) {
-	b, err := os.ReadFile(filepath.Join(c.path, "cgroup.events"))
-	if errors.Is(err, fs.ErrNotExist) {
+	path := c.path + "/cgroup.events"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read cgroup events: %w", err)
+		return false, fmt.Errorf("read cgroup events: %w", &fs.PathError{Op: "open", Path: path, Err: err})
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "populated "); ok {
-			return v != "0", nil
+	var buf [128]byte
+	n, err := unix.Read(fd, buf[:])
+	_ = unix.Close(fd)
+	if err != nil {
+		return false, fmt.Errorf("read cgroup events: %w", &fs.PathError{Op: "read", Path: path, Err: err})
+	}
+	events := buf[:max(n, 0)]
+	for len(events) > 0 {
+		var line []byte
+		line, events, _ = bytes.Cut(events, []byte("\n"))
+		if v, ok := bytes.CutPrefix(line, []byte("populated ")); ok {
+			return string(v) != "0", nil
 		}
 	}
 	return false, fmt.Errorf("read cgroup events: no populated line in %s", c.path)
@@ -209,9 +218,13 @@ func (c *orderCgroup) end() error { return c.endWithin(cgroupGoneTimeout) }
 func (c *orderCgroup) endWithin(wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	pause := 50 * time.Microsecond
-	for {
-		if err := c.kill(); err != nil {
-			return err
+	for first := true; ; first = false {
+		// An order that left nothing behind (its leader is a zombie,
+		// which does not count) needs no kill: one read, then rmdir.
+		if !first || c.freeze {
+			if err := c.kill(); err != nil {
+				return err
+			}
 		}
 		full, err := c.populated()
 		if err != nil {
@@ -219,6 +232,9 @@ func (c *orderCgroup) endWithin(wait time.Duration) error {
 		}
 		if !full {
 			return c.remove()
+		}
+		if first {
+			continue
 		}
 		if time.Now().After(deadline) {
 			pids, _ := c.procs()
@@ -232,8 +248,13 @@ func (c *orderCgroup) endWithin(wait time.Duration) error {
 }
 
 // remove deletes the cgroup and its descendants, deepest first; each must
-// be empty. An already removed cgroup is not an error.
+// be empty. An already removed cgroup is not an error. An order's cgroup
+// seldom has children (only an order run by root makes them), so one rmdir
+// is tried first, and the tree walked only when that finds them (EBUSY).
 func (c *orderCgroup) remove() error {
+	if err := unix.Rmdir(c.path); err == nil || err == unix.ENOENT {
+		return nil
+	}
 	var dirs []string
 	err := filepath.WalkDir(c.path, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

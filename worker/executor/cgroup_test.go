@@ -24,7 +24,7 @@ import (
 // worker.cgroup, and removes it (killing what is left in it) afterwards.
 // Without root and a writable cgroup2 mount it skips, but under CI=true it
 // fails: the cgroup path must be tested there.
-func testCgroupParent(t *testing.T) string {
+func testCgroupParent(t testing.TB) string {
 	t.Helper()
 	unavailable := func(format string, args ...any) string {
 		t.Helper()

@@ -683,6 +683,27 @@ func BenchmarkRunTrue(b *testing.B) {
 	b.ReportMetric(float64(cpu(after)-cpu(before))/1e3/float64(b.N), "cpu-µs/op")
 }
 
+// BenchmarkRunTrueCgroup is BenchmarkRunTrue in an order cgroup of its
+// own (worker.cgroup): made, started into, killed, seen empty, removed.
+func BenchmarkRunTrueCgroup(b *testing.B) {
+	e := New(nil)
+	req := baseRequest("/bin/true")
+	req.CgroupParent, req.CgroupName = testCgroupParent(b), "order-bench"
+	ctx := b.Context()
+	b.ReportAllocs()
+	var before, after unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &before)
+	for b.Loop() {
+		res := e.Run(ctx, req, nil)
+		if res.ExitCode == nil || *res.ExitCode != 0 || res.Verified != VerifiedCgroup {
+			b.Fatalf("result %+v", res)
+		}
+	}
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &after)
+	cpu := func(r unix.Rusage) int64 { return r.Utime.Nano() + r.Stime.Nano() }
+	b.ReportMetric(float64(cpu(after)-cpu(before))/1e3/float64(b.N), "cpu-µs/op")
+}
+
 // BenchmarkSessionAlone is what the end of an order that forked nothing
 // reads to know that its session holds no other process.
 func BenchmarkSessionAlone(b *testing.B) {
