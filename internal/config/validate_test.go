@@ -74,6 +74,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"env_deny", func(c *Config) { c.Worker.EnvDeny = []string{"LD-*"} }, "worker.env_deny[0]"},
 		{"kill grace", func(c *Config) { c.Worker.KillGrace = 0 }, "worker.kill_grace"},
 		{"max output", func(c *Config) { c.Worker.MaxOutputBytes = -1 }, "worker.max_output_bytes"},
+		{"cgroup", func(c *Config) { c.Worker.Cgroup = "yes" }, "worker.cgroup"},
 		{"limits max_args", func(c *Config) { c.Limits.MaxArgs = 0 }, "limits.max_args"},
 		{"limits max_env_bytes", func(c *Config) { c.Limits.MaxEnvBytes = 0 }, "limits.max_env_bytes"},
 		{"limits timeouts", func(c *Config) { c.Limits.DefaultTimeout = 2 * c.Limits.MaxTimeout }, "limits.default_timeout"},
@@ -191,6 +192,12 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	c.Policy = []Rule{{Name: "r", Principals: []string{"ci"}, Hosts: []string{"web-*", "db-?"}, Allow: []string{`^ls( |$)`}, RunAs: []string{"nobody", "1000", "", "default", "*"}}, {Name: "all", Principals: []string{"*"}}}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	for _, cg := range []string{"", "off", "auto", "on", "/sys/fs/cgroup/orderly"} {
+		c.Worker.Cgroup = cg
+		if err := c.Validate(); err != nil {
+			t.Fatalf("worker.cgroup %q: %v", cg, err)
+		}
 	}
 	for _, limit := range []int64{0, 16 << 20, 1 << 30} {
 		c.MemoryLimitBytes = limit
