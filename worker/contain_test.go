@@ -87,10 +87,10 @@ done; true`, "_", mark)
 	}
 }
 
-// needOwnCgroup skips a test that needs the worker to be able to make
-// cgroups of its own under worker.cgroup: auto (root, a writable cgroup2
-// mount, and no systemd, whose tree it must not write outside a delegated
-// subtree), but fails under CI=true when only systemd is missing from that.
+// needOwnCgroup skips a test that needs worker.cgroup: auto to make
+// cgroups of the worker's own: without root, or where systemd runs the
+// machine (auto then needs a delegated cgroup). Without a writable cgroup2
+// mount it skips too, but fails under CI=true (testCgroupParent).
 func needOwnCgroup(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {

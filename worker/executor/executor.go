@@ -1,6 +1,6 @@
 // Package executor runs one process for an order, safely: in its own session
-// and process group (and, where the worker has a delegated cgroup v2
-// subtree, its own cgroup), with exactly the environment it is given and
+// and process group (and, where the worker may make cgroup v2 children,
+// its own cgroup), with exactly the environment it is given and
 // no descriptor of the worker's but its three streams, optionally under
 // another user's credentials, with stdin from the request or /dev/null, a
 // timeout, cancel signals and bounded output capture.
@@ -113,8 +113,8 @@ type Request struct {
 	// blocks the process blocks on a full pipe (both pipes, today).
 	// It is never called after Run returns.
 	OnOutput func(stream string, p []byte)
-	// CgroupParent, when set, is a cgroup v2 directory delegated to the
-	// worker (see ResolveCgroupParent); the order then runs in its own
+	// CgroupParent, when set, is a cgroup v2 directory the worker owns
+	// (see ResolveCgroupParent); the order then runs in its own
 	// child cgroup CgroupName, created for it, started into it atomically
 	// (clone3 CLONE_INTO_CGROUP) and removed after cgroup.kill at the end.
 	// A cgroup that cannot be created is a StartErr: containment that was

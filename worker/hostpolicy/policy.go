@@ -42,7 +42,7 @@ type Policy struct {
 	killGrace    time.Duration
 	maxOutput    int64
 	// cgroupParent is worker.cgroup resolved (executor.ResolveCgroupParent):
-	// the delegated cgroup orders get their own cgroup in, or "".
+	// the cgroup orders get their own cgroup in, or "".
 	cgroupParent string
 	cgroupNote   string
 	// scripts is what script orders may do (script.go).
