@@ -554,6 +554,8 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 		logger.Info("orders run in their own cgroups", "host", cfg.Host, "parent", parent, "reason", note)
 	} else if cfg.Worker.Cgroup != "" && cfg.Worker.Cgroup != executor.CgroupOff {
 		logger.Warn("orders run in process groups only", "host", cfg.Host, "reason", note)
+	} else {
+		logger.Info("orders run in process groups only", "host", cfg.Host, "reason", note)
 	}
 	warnUntrusted := func(hp *hostpolicy.Policy) {
 		for _, why := range hp.UntrustedDirs() {

@@ -138,3 +138,32 @@ func TestUnitsSecurityScores(t *testing.T) {
 		})
 	}
 }
+
+// TestUnitsDelegateOrderCgroups: the units that run a worker delegate its
+// cgroup (Delegate=yes), which is what makes worker.cgroup: auto give each
+// order a cgroup of its own under systemd (auto never writes a cgroup
+// systemd manages without delegation), and leave /sys/fs/cgroup writable
+// (no ProtectControlGroups=yes, which would mount it read-only).
+func TestUnitsDelegateOrderCgroups(t *testing.T) {
+	for _, u := range []string{"orderly-worker.service", "orderly-serve.service"} {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var delegate, protect string
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Delegate="); ok {
+				delegate = v
+			}
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "ProtectControlGroups="); ok {
+				protect = v
+			}
+		}
+		if delegate != "yes" {
+			t.Errorf("%s: Delegate=%q, want yes: its orders would run without cgroups", u, delegate)
+		}
+		if protect != "" && protect != "no" {
+			t.Errorf("%s: ProtectControlGroups=%s: the worker could not make its orders' cgroups", u, protect)
+		}
+	}
+}
