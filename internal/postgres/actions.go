@@ -73,8 +73,12 @@ func actionOf(name *string, params, secrets []byte, names []string) (*order.Acti
 
 // actionLimited translates the orders_action_limit trigger's refusal
 // (SQLSTATE OR429, seconds to wait in HINT) into rate_limited, or returns
-// nil for any other error.
+// nil for any other error. An insert that succeeded returns at once: the
+// target errors.As is handed escapes, one allocation per order.
 func actionLimited(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "OR429" {
 		return nil
