@@ -388,6 +388,9 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 				m["jwks"] = k
 			}
 			m["nats"] = b.queue.StoringStatus()
+			if r := in.RestoreStatus(); r != nil {
+				m["postgres_restored"] = r
+			}
 			return m
 		},
 		Reload:  reload,

@@ -30,7 +30,7 @@ type Store interface {
 	InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error)
 	RecordedRequest(ctx context.Context, o *order.Order) (*order.Order, error)
 	MarkPublished(ctx context.Context, ids []uuid.UUID) error
-	ForgetStarted(ctx context.Context) error
+	ForgetStarted(ctx context.Context) (int64, error)
 	Unpublished(ctx context.Context, age time.Duration, limit int) ([]*order.Order, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	RecordRejectionID(ctx context.Context, r postgres.Rejection) (int64, error)
@@ -44,6 +44,9 @@ type Store interface {
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID]bool, unrecorded []uuid.UUID, err error)
 	ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error)
+	PublishGeneration(ctx context.Context) (uint64, error)
+	RaisePublishGeneration(ctx context.Context, past uint64) (uint64, error)
+	StillUnpublished(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error)
 }
 
 // Publisher puts an order on its host's subject, and tells waiters (?wait,
@@ -56,6 +59,8 @@ type Publisher interface {
 	DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error)
 	PurgeAcked(ctx context.Context) (int, error)
 	ApplyDeferredSettings(ctx context.Context) (int, error)
+	PostgresMark(ctx context.Context) (uint64, error)
+	RaisePostgresMark(ctx context.Context, gen uint64) error
 }
 
 // Authorizer is the API policy.
@@ -110,6 +115,7 @@ type Service struct {
 	logger *slog.Logger
 
 	published marks
+	restore   restoreGuard // restore.go
 }
 
 // New returns a Service. policy is called per order so that a config reload
@@ -218,6 +224,7 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
 		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
 			"principal", o.Principal, "source", o.Source, "error", err)
+		s.publishFailed(o.ID)
 		return o, &ErrNotPublished{ID: o.ID, Host: o.Host, Err: err}
 	}
 	s.published.add(o.ID)
@@ -315,6 +322,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 		return prev, nil
 	}
 	if _, err := s.pub.Publish(context.WithoutCancel(ctx), prev.Host, prev.ID); err != nil {
+		s.publishFailed(prev.ID)
 		return prev, &ErrNotPublished{ID: prev.ID, Host: prev.Host, Err: err}
 	}
 	s.published.add(prev.ID)
@@ -325,7 +333,14 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(8)
+	wg.Add(9)
+	go func() {
+		defer wg.Done()
+		// At start, and after publish marks were cleared: a database
+		// restored from a backup is found before the reconciler publishes
+		// again what the backup held as not yet published (restore.go).
+		s.every(ctx, 0, RestoreEvery, "compare PostgreSQL with the publish generation kept in NATS", s.guardRestore)
+	}()
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
 	go func() {
 		defer wg.Done()
@@ -364,6 +379,7 @@ func (s *Service) Run(ctx context.Context) {
 			s.pub.ApplyDeferredSettings)
 	}()
 	wg.Wait()
+	s.finalRaise(ctx)
 }
 
 // DefaultPurgeEvery is how often the acknowledged orders of a
@@ -532,7 +548,9 @@ func (s *Service) markLoop(ctx context.Context) {
 		defer cancel()
 		if err := s.store.MarkPublished(fctx, batch); err != nil {
 			s.logger.Warn("mark orders published", "count", len(batch), "error", err)
+			return
 		}
+		s.cleared()
 	})
 }
 
@@ -566,13 +584,24 @@ func (s *Service) every(ctx context.Context, first, period time.Duration, what s
 }
 
 // Reconcile republishes queued orders that never reached JetStream. The
-// message id is the order id, so a publish that did land is deduplicated.
+// message id is the order id, so a publish that did land within the
+// stream's duplicate window is deduplicated. One that landed earlier is
+// not, and after a restore of PostgreSQL an order the backup holds as
+// unpublished may have run since: before it publishes anything, it
+// compares PostgreSQL with the publish generation kept in NATS, and a
+// restore found settles those orders instead (restore.go).
 func (s *Service) Reconcile(ctx context.Context) (int, error) {
-	if err := s.store.ForgetStarted(ctx); err != nil {
+	if err := s.forgetStarted(ctx); err != nil {
 		return 0, err
 	}
 	list, err := s.store.Unpublished(ctx, s.opts.ReconcileAfter, 500)
-	if err != nil {
+	if err != nil || len(list) == 0 {
+		return 0, err
+	}
+	if _, err := s.checkRestore(ctx, false); err != nil {
+		return 0, err
+	}
+	if list, err = s.store.Unpublished(ctx, s.opts.ReconcileAfter, 500); err != nil {
 		return 0, err
 	}
 	var done []uuid.UUID
@@ -586,6 +615,7 @@ func (s *Service) Reconcile(ctx context.Context) (int, error) {
 		if err := s.store.MarkPublished(ctx, done); err != nil {
 			return len(done), err
 		}
+		s.cleared()
 	}
 	return len(done), nil
 }

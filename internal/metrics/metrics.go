@@ -27,6 +27,7 @@ type Metrics struct {
 	unavailable  *prometheus.CounterVec
 	leaseFailed  *prometheus.CounterVec
 	jwksRefresh  *prometheus.CounterVec
+	restores     prometheus.Counter
 
 	hostsMu sync.Mutex
 	hosts   map[string]bool // the host label values in use (hostLabel)
@@ -84,9 +85,13 @@ func New() *Metrics {
 		jwksRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_jwks_refreshes_total", Help: "Reads of the JWT key set (auth.jwt.jwks) after the first, by result (ok, failed); a failed one keeps the keys read before.",
 		}, []string{"result"}),
+		restores: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderly_postgres_restores_total", Help: "Times this API process found PostgreSQL behind the publish generation kept in NATS (restored from a backup) and settled the orders it held as not yet published instead of publishing them again.",
+		}),
 	}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable, m.leaseFailed, m.jwksRefresh)
+		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable, m.leaseFailed, m.jwksRefresh,
+		m.restores)
 	return m
 }
 
@@ -108,6 +113,14 @@ func (m *Metrics) JWKSRefreshed(err error) {
 		m.jwksRefresh.WithLabelValues("failed").Inc()
 	} else {
 		m.jwksRefresh.WithLabelValues("ok").Inc()
+	}
+}
+
+// RestoreDetected counts a restore of PostgreSQL the API found
+// (intake/restore.go).
+func (m *Metrics) RestoreDetected() {
+	if m != nil {
+		m.restores.Inc()
 	}
 }
 

@@ -68,7 +68,8 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	_, err := e.store.Unpublished(ctx, 0, 500)
 	call("unpublished", err)
 	call("mark published", e.store.MarkPublished(ctx, []uuid.UUID{run.ID}))
-	call("forget started", e.store.ForgetStarted(ctx))
+	_, err = e.store.ForgetStarted(ctx)
+	call("forget started", err)
 	c := e.claim(run.ID, "w1")
 	call("record process", e.store.RecordProcess(ctx, run.ID, c.Attempt, "w1",
 		postgres.Process{PID: 1, PGID: 1, Worker: "w1", StartedAt: time.Now()}))

@@ -93,7 +93,7 @@ func TestForgetStartedDropsTheMarkOfADeletedOrder(t *testing.T) {
 	if len(list) != 1 || list[0].ID != kept.ID {
 		t.Errorf("unpublished orders: %v, want only %s", ids(list), kept.ID)
 	}
-	if err := e.store.ForgetStarted(e.ctx); err != nil {
+	if _, err := e.store.ForgetStarted(e.ctx); err != nil {
 		t.Fatal(err)
 	}
 	marks := e.texts(`SELECT id::text FROM unpublished ORDER BY id`)

@@ -598,11 +598,12 @@ func (s *Store) MarkPublished(ctx context.Context, ids []uuid.UUID) error {
 // lost): they need no republishing. It asks active_orders, whose rows the
 // insert writes with the mark: joined to orders, a backlog of marks large
 // beside the history (a small database, a long NATS outage) was worth a
-// scan of every order to the planner, every reconcile.
-func (s *Store) ForgetStarted(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM unpublished u
+// scan of every order to the planner, every reconcile. It returns how many
+// marks it dropped.
+func (s *Store) ForgetStarted(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM unpublished u
 		WHERE NOT EXISTS (SELECT 1 FROM active_orders a WHERE a.id = u.id AND a.status = 'queued')`)
-	return translate("forget started orders", err)
+	return tag.RowsAffected(), translate("forget started orders", err)
 }
 
 // Unpublished returns queued orders older than age that never reached

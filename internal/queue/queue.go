@@ -84,6 +84,8 @@ type Queue struct {
 	// looked; purge: what PurgeAcked knows of each host (purge.go).
 	marks marks
 	purge purgeState
+	// mark: the bucket of the publish generation (restoremark.go).
+	mark markBucket
 }
 
 // Connect dials NATS with settings suited to a long-running service:

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/pgembed"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestUnpublishedOrderOfARestoredBackupRunsOnce: a PostgreSQL backup holds
+// an order in unpublished (its publish failed; NATS was down); after the
+// backup the reconciler published it and it ran. The database restored
+// from that backup (pg_dump, pg_restore --clean, as docs/deploy.md says)
+// holds it queued and unpublished again, and nothing in PostgreSQL tells
+// it from an order whose publish failed: the reconciler published it once
+// more after the restart (nats-server restarted too, so its duplicate
+// window no longer knew the id) and it ran a second time. The API now
+// finds PostgreSQL behind the mark it keeps in NATS and ends the order as
+// canceled, saying why, instead of publishing it.
+func TestUnpublishedOrderOfARestoredBackupRunsOnce(t *testing.T) {
+	bin, err := pgembed.FindBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	ns := testenv.NATSServer(t, &server.Options{})
+	port, store := ns.Addr().(*net.TCPAddr).Port, filepath.Dir(ns.StoreDir())
+	dsn := testenv.Postgres(t)
+	logger := testenv.Logger(t)
+	ov := testOverrides(dsn, ns.ClientURL())
+	w, err := config.NewWatcherFilled("", nil, ov, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, sum := auth.NewToken()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "ran")
+
+	// up starts an API and the worker of h1 on their own connections, as
+	// `orderly api` and `orderly worker` would; down stops them.
+	var s *stack
+	up := func() (down func()) {
+		t.Helper()
+		b, err := openBackend(ctx, w.Current(), "test", logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := startAPI(ctx, w, b, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := w.Current()
+		cfg.Host = "h1"
+		wr, err := startWorker(ctx, cfg, b, logger, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = &stack{t: t, url: a.URL, token: tok}
+		stopped := false
+		down = func() {
+			if stopped {
+				return
+			}
+			stopped = true
+			a.shutdown()
+			_ = wr.stop()
+			b.close()
+		}
+		t.Cleanup(down)
+		return down
+	}
+	down := up()
+
+	// NATS down: the order is recorded, its publish fails (503).
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	code, body := s.do("POST", "/v1/orders", map[string]any{"host": "h1", "command": "sh",
+		"args": []string{"-c", `echo x >> "$1"`, "_", marker}})
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("submit with NATS down = %d, want 503: %s", code, body)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id uuid.UUID
+	err = conn.QueryRow(ctx, `SELECT id FROM unpublished`).Scan(&id)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatalf("the order's unpublished mark: %v", err)
+	}
+
+	// The backup, taken now, holds it in unpublished.
+	backup := filepath.Join(t.TempDir(), "orderly.dump")
+	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", backup, "-d", dsn).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+
+	// NATS back: the reconciler publishes it and it runs, once.
+	ns = testenv.NATSServer(t, &server.Options{Port: port, StoreDir: store})
+	s.waitFor(id, time.Minute, func(o api.Order) bool { return o.Status == "succeeded" })
+	if n := runs(t, marker); n != 1 {
+		t.Fatalf("ran %d times before the restore, want 1", n)
+	}
+	// Its message leaves the stream, as PurgeAcked removes acknowledged
+	// orders. The API's purges the hosts it published to, and every
+	// host only every 5 minutes: the order's message was sent when NATS
+	// came back, by the publish the API had given up on, so here it is a
+	// purge of another API process, whose first round reads every host.
+	purger := testenv.Queue(t, ns.ClientURL(), "purger", queue.Options{})
+	if n, err := purger.PurgeAcked(ctx); err != nil || n != 1 {
+		t.Fatalf("purge of the acknowledged orders: %d %v, want h1's", n, err)
+	}
+	js := testenv.JetStream(t, ns.ClientURL(), "probe")
+	st, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1"); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("h1's messages after the purge: %v, want none", err)
+	}
+
+	// The restore: everything stopped (nats-server too, as serve stops
+	// its own), the backup restored, everything started again.
+	down()
+	ns = testenv.NATSServerRestarted(t, ns)
+	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_restore"), "--clean", "--if-exists", "-d", dsn, backup).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+	up()
+
+	o := s.waitFor(id, time.Minute, func(o api.Order) bool { return o.Status != "queued" && o.Status != "running" })
+	if n := runs(t, marker); n != 1 {
+		t.Fatalf("the order ran %d times: the reconciler published again an order the restored backup held as unpublished, which had run since", n)
+	}
+	if o.Status != "canceled" || o.Result == nil || o.Result.Error == nil || !strings.Contains(*o.Result.Error, "restored") {
+		t.Fatalf("the order after the restore: %s %+v, want canceled saying PostgreSQL was restored", o.Status, o.Result)
+	}
+}
+
+// runs counts the lines the order wrote to marker.
+func runs(t *testing.T, marker string) int {
+	t.Helper()
+	b, err := os.ReadFile(marker)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "x\n")
+}

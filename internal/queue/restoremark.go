@@ -1,0 +1,126 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// MarksBucket holds what NATS keeps of PostgreSQL: the publish generation
+// (postgres.Store.RaisePublishGeneration) the API copies after raising
+// it. A database restored from a backup holds a lower one, which is how
+// the API tells a restore (intake/restore.go).
+const MarksBucket = "orderly_marks"
+
+// postgresMarkKey is the publish generation's key in MarksBucket.
+const postgresMarkKey = "postgres.generation"
+
+// markBucket is MarksBucket's handle, opened at its first use.
+type markBucket struct {
+	mu sync.Mutex
+	kv jetstream.KeyValue
+}
+
+// marksKV returns MarksBucket, created when create is set (the API
+// raising the mark), else nil when there is none (a new or lost store).
+func (q *Queue) marksKV(ctx context.Context, create bool) (jetstream.KeyValue, error) {
+	m := &q.mark
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.kv != nil {
+		return m.kv, nil
+	}
+	var kv jetstream.KeyValue
+	var err error
+	if create {
+		kv, err = q.ensureBucket(ctx, jetstream.KeyValueConfig{
+			Bucket:      MarksBucket,
+			Description: "what NATS saw of PostgreSQL: the publish generation, which a database restored from a backup is behind",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    q.opts.Replicas,
+		})
+	} else {
+		kv, err = q.js.KeyValue(ctx, MarksBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", MarksBucket, err)
+	}
+	m.kv = kv
+	return kv, nil
+}
+
+// forgetMarksKV drops the handle of a bucket found gone (a lost store):
+// the next use opens or creates it again.
+func (q *Queue) forgetMarksKV(err error) bool {
+	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) &&
+		!errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return false
+	}
+	q.mark.mu.Lock()
+	q.mark.kv = nil
+	q.mark.mu.Unlock()
+	return true
+}
+
+// PostgresMark returns the publish generation NATS holds: 0 when it holds
+// none (a store new or lost since).
+func (q *Queue) PostgresMark(ctx context.Context) (uint64, error) {
+	kv, err := q.marksKV(ctx, false)
+	if err != nil || kv == nil {
+		return 0, err
+	}
+	e, err := kv.Get(ctx, postgresMarkKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, nil
+	case q.forgetMarksKV(err):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
+	}
+	g, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, e.Value())
+	}
+	return g, nil
+}
+
+// RaisePostgresMark makes the publish generation NATS holds gen, unless
+// it holds a higher one (another API replica's, written first).
+func (q *Queue) RaisePostgresMark(ctx context.Context, gen uint64) error {
+	val := []byte(strconv.FormatUint(gen, 10))
+	var err error
+	for range 8 {
+		var kv jetstream.KeyValue
+		if kv, err = q.marksKV(ctx, true); err != nil {
+			return err
+		}
+		var e jetstream.KeyValueEntry
+		e, err = kv.Get(ctx, postgresMarkKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = kv.Create(ctx, postgresMarkKey, val)
+		case err == nil:
+			if cur, perr := strconv.ParseUint(string(e.Value()), 10, 64); perr == nil && cur >= gen {
+				return nil
+			}
+			_, err = kv.Update(ctx, postgresMarkKey, val, e.Revision())
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !q.forgetMarksKV(err) {
+			break
+		}
+		// Another replica wrote first, or the bucket is gone: again.
+	}
+	return fmt.Errorf("write %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
+}
