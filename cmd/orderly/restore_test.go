@@ -131,14 +131,24 @@ func TestUnpublishedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	// host only every 5 minutes: the order's message was sent when NATS
 	// came back, by the publish the API had given up on, so here it is a
 	// purge of another API process, whose first round reads every host.
-	purger := testenv.Queue(t, ns.ClientURL(), "purger", queue.Options{})
-	if n, err := purger.PurgeAcked(ctx); err != nil || n != 1 {
-		t.Fatalf("purge of the acknowledged orders: %d %v, want h1's", n, err)
-	}
+	// Once the worker's ack, which follows the result, has moved the
+	// consumer's ack floor to the message.
 	js := testenv.JetStream(t, ns.ClientURL(), "probe")
 	st, err := js.Stream(ctx, queue.OrdersStream)
 	if err != nil {
 		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, time.Minute, "the order's message acknowledged", func() bool {
+		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
+		if err != nil {
+			return false
+		}
+		last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
+		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
+	})
+	purger := testenv.Queue(t, ns.ClientURL(), "purger", queue.Options{})
+	if n, err := purger.PurgeAcked(ctx); err != nil || n != 1 {
+		t.Fatalf("purge of the acknowledged orders: %d %v, want h1's", n, err)
 	}
 	if _, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1"); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("h1's messages after the purge: %v, want none", err)

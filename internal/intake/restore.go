@@ -27,7 +27,7 @@ type restoreGuard struct {
 	// dirty: publish marks were deleted since the generation was raised
 	// (cleared, set by cleared).
 	dirty atomic.Bool
-	last  *RestoreStatus // the last restore found, nil when none
+	last  atomic.Pointer[RestoreStatus] // the last restore found, nil when none
 
 	// failed: orders whose publish this process took for failed, until
 	// their marks are gone (publishFailed); unknown: how many more there
@@ -55,13 +55,11 @@ type RestoreStatus struct {
 
 // RestoreStatus returns the last restore found since start, nil when none.
 func (s *Service) RestoreStatus() *RestoreStatus {
-	s.restore.mu.Lock()
-	defer s.restore.mu.Unlock()
-	if s.restore.last == nil {
-		return nil
+	if st := s.restore.last.Load(); st != nil {
+		c := *st
+		return &c
 	}
-	st := *s.restore.last
-	return &st
+	return nil
 }
 
 // cleared notes that publish marks were deleted: the order of each was
@@ -196,7 +194,7 @@ func (s *Service) checkRestore(ctx context.Context, raise bool) (int, error) {
 			"postgres_generation", pgGen, "nats_generation", natsGen, "see", "docs/deploy.md, Backup and restore")
 		s.opts.Metrics.RestoreDetected()
 		err := s.settleRestored(ctx, st)
-		s.restore.last = st
+		s.restore.last.Store(st)
 		if err != nil {
 			return st.Canceled, err
 		}
