@@ -497,3 +497,31 @@ func TestSetCredentials(t *testing.T) {
 	}
 	h2.Close()
 }
+
+// TestPublishGenerationOnTheBus: the API's credential creates the marks
+// bucket, raises the publish generation in it and reads it back (the
+// restore guard, intake/restore.go); a worker's may not write it.
+func TestPublishGenerationOnTheBus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	q, err := queue.New(ctx, api.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, err := q.PostgresMark(ctx); err != nil || g != 0 {
+		t.Fatalf("the generation before any: %d %v", g, err)
+	}
+	for _, g := range []uint64{3, 2} { // a lower one leaves the higher
+		if err := q.RaisePostgresMark(ctx, g); err != nil {
+			t.Fatalf("the API raising the generation to %d: %v", g, err)
+		}
+	}
+	if g, err := q.PostgresMark(ctx); err != nil || g != 3 {
+		t.Fatalf("the generation: %d %v, want 3", g, err)
+	}
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	w1.publish(t, "$KV."+queue.MarksBucket+".postgres.generation")
+	w1.refused(t, "Publish", "$KV."+queue.MarksBucket+".postgres.generation")
+}
