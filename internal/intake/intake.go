@@ -546,11 +546,13 @@ func (s *Service) markLoop(ctx context.Context) {
 	s.published.run(ctx, func(batch []uuid.UUID) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := s.store.MarkPublished(fctx, batch); err != nil {
-			s.logger.Warn("mark orders published", "count", len(batch), "error", err)
-			return
-		}
+		err := s.store.MarkPublished(fctx, batch)
+		// Also after an error: the DELETE may have committed all the
+		// same (its answer lost), and a raise too many costs nothing.
 		s.cleared()
+		if err != nil {
+			s.logger.Warn("mark orders published", "count", len(batch), "error", err)
+		}
 	})
 }
 
@@ -612,10 +614,11 @@ func (s *Service) Reconcile(ctx context.Context) (int, error) {
 		done = append(done, o.ID)
 	}
 	if len(done) > 0 {
-		if err := s.store.MarkPublished(ctx, done); err != nil {
+		err := s.store.MarkPublished(ctx, done)
+		s.cleared() // after an error too, as markLoop
+		if err != nil {
 			return len(done), err
 		}
-		s.cleared()
 	}
 	return len(done), nil
 }

@@ -131,9 +131,9 @@ func (s *Service) failedCleared(ctx context.Context) (bool, error) {
 }
 
 // forgetStarted drops the publish marks of orders no longer queued
-// (Store.ForgetStarted). An order the worker got from a publish that the
-// API took for failed (its PubAck lost, the message sent on reconnect)
-// leaves its mark only here.
+// (Store.ForgetStarted): those that ended while queued, and those a claim
+// left to a batch's delete under way (migration 00020). A mark it drops
+// counts as cleared.
 func (s *Service) forgetStarted(ctx context.Context) error {
 	n, err := s.store.ForgetStarted(ctx)
 	if n > 0 {
