@@ -3,11 +3,14 @@ package executor
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // openFDs is the number of the process's open descriptors.
@@ -108,4 +111,63 @@ func TestRunConcurrentOrdersKeepTheirOwnStreams(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestRunLoopWaitsInThePoller: while an order runs, the pipes' loop is
+// parked in the runtime's poller ("IO wait"), not blocked in epoll_wait
+// on a thread of its own ("syscall"), whose processor the runtime's
+// monitor takes and then polls for every 20 µs: on the worker's one
+// processor that was about a fifth of its CPU per order of /bin/true
+// (docs/benchmarks.md, "The worker's CPU per order, profiled").
+func TestRunLoopWaitsInThePoller(t *testing.T) {
+	e := New(nil)
+	started := make(chan struct{})
+	req := baseRequest("/bin/sleep", "30")
+	req.OnStart = func(Process) error { close(started); return nil }
+	signals := make(chan syscall.Signal, 1)
+	done := make(chan Result, 1)
+	go func() { done <- e.Run(t.Context(), req, signals) }()
+	<-started
+	// The loop is made before OnStart is called; it may still be on its
+	// way to its wait (running, runnable, or in one of the short system
+	// calls before it parks). Parked, it stays so while sleep runs; the
+	// blocking loop stays in its epoll_wait: look until the loop is
+	// parked, or has been in a system call for longer than any short
+	// one takes.
+	state, inSyscall := "", time.Time{}
+	for state != "IO wait" && (inSyscall.IsZero() || time.Since(inSyscall) < 10*time.Second) {
+		time.Sleep(time.Millisecond)
+		state = loopState()
+		switch {
+		case state != "syscall":
+			inSyscall = time.Time{}
+		case inSyscall.IsZero():
+			inSyscall = time.Now()
+		}
+	}
+	signals <- syscall.SIGKILL
+	if res := <-done; !res.Canceled {
+		t.Errorf("result %+v, want canceled", res)
+	}
+	if state != "IO wait" {
+		t.Errorf("the pipes' loop waits in state %q, want \"IO wait\"", state)
+	}
+}
+
+// loopState is the state of the pipes' loop's goroutine as a goroutine
+// dump shows it ("IO wait", "syscall", "running", …), "" when there is
+// none.
+func loopState() string {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if !strings.Contains(g, "executor.(*pipes).loop(") {
+			continue
+		}
+		header, _, _ := strings.Cut(g, "\n") // goroutine 7 [IO wait]:
+		state := header[strings.IndexByte(header, '[')+1:]
+		state, _, _ = strings.Cut(state, "]")
+		state, _, _ = strings.Cut(state, ",") // [syscall, 2 minutes]
+		return state
+	}
+	return ""
 }

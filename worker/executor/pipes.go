@@ -17,9 +17,10 @@ import (
 // kernel checks against the pipe's owner and its mode, 0600.
 //
 // One goroutine serves them all, and the leader's exit too (watch): it
-// waits in epoll_wait on the worker's ends and on a pidfd of the leader,
-// where os/exec's copies and a blocking waitid took a goroutine each,
-// three per order of /bin/true, each created, parked and woken
+// waits on an epoll instance of the worker's ends and a pidfd of the
+// leader, parked in the runtime's poller (loop), where os/exec's copies
+// and a blocking waitid took a goroutine each, three per order of
+// /bin/true, each created, parked and woken
 // (docs/benchmarks.md, "The worker's work per order, counted").
 type pipes struct {
 	owner *syscall.Credential // the order's user; nil: the worker's own
@@ -31,6 +32,8 @@ type pipes struct {
 	// adds to it from another goroutine.
 	mu   sync.Mutex
 	epfd int
+	// epFile owns epfd once the runtime's poller waits on it (pollable).
+	epFile *os.File
 	// done is closed once every end is finished (read to EOF, fed,
 	// failed or cut); cut and err are the loop's, read after done.
 	done chan struct{}
@@ -151,8 +154,31 @@ func (p *pipes) loop(pid, pidfd int, exited chan<- error) {
 	open := len(p.ends)
 	finished := false // done is closed
 	var events [4]unix.EpollEvent
+	// The loop waits in the runtime's poller, parked as a goroutine that
+	// reads a socket is, not in a blocking epoll_wait: a thread blocked
+	// in a system call has its processor taken by the runtime's monitor
+	// (sysmon), which then wakes every 20 µs for a while, and the thread
+	// wakes another to take it back: on the worker's one processor, for
+	// every order (docs/benchmarks.md, "The worker's CPU per order,
+	// profiled"). An epoll instance is readable while it has events
+	// ready, so the runtime's own epoll reports it; where the runtime
+	// cannot take it, the loop blocks in epoll_wait as before.
+	ep := p.pollable()
+	wait := func() (n int, err error) {
+		if ep != nil {
+			rerr := ep.Read(func(uintptr) bool {
+				n, err = unix.EpollWait(p.epfd, events[:], 0)
+				return n > 0 || err != nil
+			})
+			if rerr == nil {
+				return n, err
+			}
+			ep = nil
+		}
+		return unix.EpollWait(p.epfd, events[:], -1)
+	}
 	for open > 0 || pidfd >= 0 {
-		n, err := unix.EpollWait(p.epfd, events[:], -1)
+		n, err := wait()
 		if err == unix.EINTR {
 			continue
 		}
@@ -219,9 +245,30 @@ func (p *pipes) loop(pid, pidfd int, exited chan<- error) {
 		p.bufs.Put(buf)
 	}
 	p.mu.Lock()
-	_ = unix.Close(p.epfd)
+	if p.epFile != nil {
+		_ = p.epFile.Close() // the poller lets go of it, then closes it
+		p.epFile = nil
+	} else {
+		_ = unix.Close(p.epfd)
+	}
 	p.epfd = -1
 	p.mu.Unlock()
+}
+
+// pollable hands the epoll instance to the runtime's poller and returns
+// its raw connection, whose Read fails when the poller could not take
+// it; nil when it could not be made non-blocking. From then on epFile
+// owns the descriptor: loop closes it through epFile.
+func (p *pipes) pollable() syscall.RawConn {
+	if err := unix.SetNonblock(p.epfd, true); err != nil {
+		return nil
+	}
+	p.epFile = os.NewFile(uintptr(p.epfd), "epoll")
+	rc, err := p.epFile.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // step does what end i is ready for: one read into buf for an output, one
