@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -41,7 +42,10 @@ func TestNATSRestartLosesTheConsumerNotTheOrders(t *testing.T) {
 		return connected()
 	})
 	// The path under test: the restart lost the consumer, not the stream.
-	_, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("nrestart"))
+	err := testenv.Answered(t, "the host consumer's lookup", func(ctx context.Context) error {
+		_, err := e.q.JetStream().Consumer(ctx, queue.OrdersStream, queue.ConsumerName("nrestart"))
+		return err
+	})
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("the host's consumer after the restart: %v, want it gone with the server's memory", err)
 	}
@@ -105,8 +109,11 @@ func TestNATSRestartRedeliversFinishedOrdersOnlyToAckThem(t *testing.T) {
 	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
 		return connected()
 	})
-	info, err := st.Info(t.Context())
-	if err != nil {
+	var info *jetstream.StreamInfo
+	if err := testenv.Answered(t, "the orders stream's info", func(ctx context.Context) (err error) {
+		info, err = st.Info(ctx)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if info.State.Msgs != 2 {
@@ -161,6 +168,14 @@ func TestNATSRestartRecreatesTheConsumerAtOnce(t *testing.T) {
 			testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
 				return connected()
 			})
+			// Timed from a JetStream that answers (not from a request
+			// sent while it could not).
+			if err := testenv.Answered(t, "the orders stream's lookup", func(ctx context.Context) error {
+				_, err := e.q.JetStream().Stream(ctx, queue.OrdersStream)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
 			submitted := time.Now()
 			e.waitStatus(e.submit("reborn", "true"), order.StatusSucceeded)
 			took := time.Since(submitted)

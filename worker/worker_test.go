@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,14 +39,19 @@ func (e *env) start(host string, fp func(string, *order.Order) error) (stop func
 		ShutdownGrace: 5 * time.Second, FailPoint: fp}, e.store, e.q, testenv.Logger(e.t))
 }
 
-// submit records and publishes an order the way the intake does.
+// submit records and publishes an order the way the intake does: a
+// publish JetStream does not answer goes again (the intake's outbox does
+// so), under the order's id as its message id, which the stream keeps once.
 func (e *env) submit(host, command string, args ...string) uuid.UUID {
 	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: command, Args: args,
 		Timeout: 20 * time.Second, Principal: "test", Source: "rest", CaptureStdout: true, CaptureStderr: true}
 	if _, err := e.store.InsertOrder(e.t.Context(), o); err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.q.Publish(e.t.Context(), host, o.ID); err != nil {
+	if err := testenv.Answered(e.t, "the publish of order "+o.ID.String(), func(ctx context.Context) error {
+		_, err := e.q.Publish(ctx, host, o.ID)
+		return err
+	}); err != nil {
 		e.t.Fatal(err)
 	}
 	return o.ID
