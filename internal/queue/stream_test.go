@@ -298,24 +298,38 @@ func TestRewindWithoutReset(t *testing.T) {
 // host's consumer (back with its store lost). The worker's next tenure
 // rewinds it; a reset of a consumer the server does not have is
 // never answered, and the rewind waited 2 s for it before it looked the
-// consumer up and created it. It looks first now.
+// consumer up and created it. It looks first now: no reset is sent
+// (counted on the API's subject, not timed).
 func TestRewindCreatesALostConsumerAtOnce(t *testing.T) {
-	q, _ := openQueue(t, queue.Options{AckWait: time.Minute})
+	q, nc := openQueue(t, queue.Options{AckWait: time.Minute})
 	ctx := testenv.Context(t)
 	want, _ := publishOrders(t, q, "m3", 2)
 	if err := q.JetStream().DeleteConsumer(ctx, queue.OrdersStream, queue.ConsumerName("m3")); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	resets, err := nc.SubscribeSync("$JS.API.CONSUMER.RESET.>")
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := q.RewindHostConsumer(ctx, "m3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Fatalf("the rewind took %s to create the lost consumer", took.Round(time.Millisecond))
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := resets.Pending(); err != nil || n != 0 {
+		t.Fatalf("the rewind of the lost consumer sent %d resets (%v), want none: it waited for an answer that never comes", n, err)
 	}
 	if _, ids := fetchIDs(t, r, 2, 5*time.Second); !equalIDs(ids, want) {
 		t.Fatalf("created consumer gave %v, want %v", ids, want)
+	}
+	// The count's control: the consumer there, a rewind resets it.
+	if _, err := q.RewindHostConsumer(ctx, "m3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resets.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the rewind of the consumer there: no reset seen (%v)", err)
 	}
 }
 
