@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // cliResult is what one in-process run of the CLI printed and returned.
@@ -775,20 +776,49 @@ func TestCLISubmitWaitSaysWhenNoWorkerServesTheHost(t *testing.T) {
 	defer func(d time.Duration) { noWorkerCheckAfter = d }(noWorkerCheckAfter)
 	noWorkerCheckAfter = 300 * time.Millisecond
 
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
-	defer cancel()
-	var out, errb bytes.Buffer
-	err := run(ctx, []string{"orderly", "submit", "--host", "web-9", "--wait", "--", "true"}, s.cliEnv(), strings.NewReader(""), &out, &errb)
+	stderr, err := waitForNote(t, []string{"orderly", "submit", "--host", "web-9", "--wait", "--", "true"}, s.cliEnv(),
+		"orderly: host web-9 has no worker online (never seen): the order waits until one starts; Ctrl-C stops waiting")
 	if err == nil {
-		t.Fatal("submit --wait for a host without a worker ended")
-	}
-	if !strings.Contains(errb.String(), "orderly: host web-9 has no worker online (never seen): the order waits until one starts; Ctrl-C stops waiting") {
-		t.Errorf("stderr lacks the note:\n%s", errb.String())
+		t.Fatalf("submit --wait for a host without a worker ended:\n%s", stderr)
 	}
 
 	r := cli(t, s.cliEnv(), "", "submit", "--host", "h1", "--wait", "--", "sh", "-c", "sleep 1; echo done")
 	wantExit(t, r, 0)
 	if r.stdout != "done\n" || strings.Contains(r.stderr, "no worker online") {
 		t.Errorf("an order its worker runs: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}
+
+// waitForNote runs the CLI with args and env, a wait for an order that
+// stays queued, until its stderr shows note (at most a minute: a loaded
+// machine delays the check, not the note), then stops it as Ctrl-C does,
+// and returns its stderr and its error. A note that never comes fails the
+// test.
+func waitForNote(t *testing.T, args, env []string, note string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out, errb testenv.LogBuffer
+	ended := make(chan error, 1)
+	go func() { ended <- run(ctx, args, env, strings.NewReader(""), &out, &errb) }()
+	deadline := time.After(time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(errb.String(), note) {
+		select {
+		case err := <-ended:
+			t.Fatalf("%q ended without the note: %v\n%s", args, err, errb.String())
+		case <-deadline:
+			t.Fatalf("%q: no note within a minute:\n%s", args, errb.String())
+		case <-tick.C:
+		}
+	}
+	cancel()
+	select {
+	case err := <-ended:
+		return errb.String(), err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%q did not stop on Ctrl-C", args)
+		return "", nil
 	}
 }
