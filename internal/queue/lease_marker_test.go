@@ -17,9 +17,10 @@ import (
 // quarter lease later, the host offline meanwhile. The standby starts
 // waiting half a lease after the holder's last renewal, so that its
 // periodic try (every lease, with markers) falls half a lease after the
-// expiry.
+// expiry. The lease is long enough that a stall of a loaded machine (up to
+// half of it) moves neither past the other.
 func TestStandbyWakesOnTheLeasesExpiryMarker(t *testing.T) {
-	const ttl = 2 * time.Second
+	const ttl = 8 * time.Second
 	q, _ := openQueue(t, queue.Options{LeaseTTL: ttl})
 	ctx := testenv.Context(t)
 	if _, err := q.AcquireLease(ctx, "m1", "A", nil); err != nil {
