@@ -3,7 +3,9 @@ package executor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"slices"
@@ -182,6 +184,12 @@ func readStat(pid int) (procStat, error) {
 	var buf [1024]byte
 	path := "/proc/" + strconv.Itoa(pid) + "/stat"
 	b, err := readProcFile(path, buf[:])
+	if errors.Is(err, unix.ESRCH) {
+		// Opened before the process was reaped, read after: as gone as
+		// one whose file was not there to open. (Reap took it for a
+		// failure, and on its next try found nothing it had killed.)
+		return procStat{}, fmt.Errorf("%w: %w", fs.ErrNotExist, err)
+	}
 	if err != nil {
 		return procStat{}, err
 	}
@@ -377,6 +385,11 @@ func (e *Executor) pidsSeen(r *pidReading) {
 	}
 }
 
+// procFileOpened, set by a test only, is called with each path that
+// readProcFile opened, before it reads it: where a process can end
+// between the two.
+var procFileOpened func(path string)
+
 // readProcFile reads the whole of a small /proc file into buf with plain
 // system calls and returns what it read; a file longer than buf is read
 // with os.ReadFile instead. Errors are *os.PathError, as os.ReadFile's.
@@ -384,6 +397,9 @@ func readProcFile(path string, buf []byte) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if procFileOpened != nil {
+		procFileOpened(path)
 	}
 	defer func() { _ = unix.Close(fd) }()
 	n := 0
