@@ -38,7 +38,7 @@ func TestHostConsumerStateInMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ids := fetchIDs(t, old, 1, 300*time.Millisecond); !equalIDs(ids, want[:1]) {
+	if _, ids := fetchIDs(t, old, 1, 30*time.Second); !equalIDs(ids, want[:1]) {
 		t.Fatalf("old consumer gave %v, want %v", ids, want[:1])
 	}
 	if _, err := q.HostConsumer(ctx, "m2"); err == nil {
