@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,9 @@ import (
 // beats only after the renewal's answer, so the freeze always lands
 // between the two. (A freeze sent when a watcher saw the renewal raced
 // the worker's own beat, and on a loaded machine lost all twelve rounds.)
+// The proxy forwards only once every thread of the worker is stopped: a
+// SIGSTOP stops a process's threads one after another, and on a loaded
+// machine a thread still running read the answer and beat.
 func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 	s := newStack(t)
 	ctx := t.Context()
@@ -110,7 +114,16 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 	}()
 
 	holder, standby := instA, instB.Instance
-	for round := range 4 {
+	// A round counts when the holder was stopped between its last renewal
+	// and the beat after it. One whose holder lost its lease in a stall of
+	// its own first (the machine's, not the proxy's: its trigger never
+	// ran, or it beat after that renewal) tests the thawed worker all the
+	// same but not that window, and is not counted.
+	counted := 0
+	for round := 0; counted < 4; round++ {
+		if round == 12 {
+			t.Fatalf("only %d of %d rounds stopped the holder between its renewal and its beat", counted, round)
+		}
 		lw, err := kv.Watch(ctx, "lease."+host, jetstream.UpdatesOnly())
 		if err != nil {
 			t.Fatal(err)
@@ -118,28 +131,49 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 		// The holder's next write under its lease is a renewal: it is
 		// stopped as the renewal passes its proxy.
 		proc := procs[holder].Process
-		proxies[holder].arm(func() { _ = proc.Signal(syscall.SIGSTOP) })
+		proxies[holder].arm(func() { stopProcess(t, proc.Pid) })
+		// The holder's lease writes until the standby takes the host
+		// over: the last is the renewal it was stopped at. (The first
+		// may be one that passed the proxy before it was armed, and
+		// reached the server after the watch began.)
 		var renewed uint64
-		for e := range lw.Updates() {
-			if e != nil && string(e.Value()) == holder {
-				renewed = e.Revision()
-				break
+		deadline := time.After(60 * time.Second)
+	watch:
+		for {
+			select {
+			case e, ok := <-lw.Updates():
+				if !ok {
+					t.Fatal("the lease's watch ended")
+				}
+				if e == nil {
+					continue
+				}
+				switch string(e.Value()) {
+				case holder:
+					renewed = e.Revision()
+				case standby:
+					break watch
+				}
+			case <-deadline:
+				t.Fatalf("round %d: %s never took the host over", round, standby)
 			}
 		}
 		lw.Stop()
-		// The standby takes the host over and beats.
-		value("lease."+host, func(_ queue.HostInfo, v string) bool { return v == standby })
+		// The standby beats; then the holder is thawed (a trigger that
+		// ran late, on the renewal of a holder woken from a stall of its
+		// own, is thawed too).
 		_, first := value("info."+host, func(h queue.HostInfo, _ string) bool { return h.Instance == standby })
+		froze := proxies[holder].disarm()
 		if err := proc.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 		// Thawed, it stands by: whatever it wrote as the holder is written.
 		value("standby."+host, func(h queue.HostInfo, _ string) bool { return h.Instance == holder })
+		beatBetween := uint64(0)
 		mu.Lock()
 		for _, b := range beats {
 			if b.instance == holder && b.rev > renewed && b.rev < first {
-				t.Errorf("round %d: %s beat (revision %d) after its renewal (revision %d) although its proxy stopped it: the test proves nothing",
-					round, holder, b.rev, renewed)
+				beatBetween = b.rev
 			}
 			if b.instance == holder && b.rev > first {
 				t.Errorf("round %d: the thawed worker %s wrote the host's heartbeat (revision %d) after its successor %s took the host over (revision %d)",
@@ -147,7 +181,47 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 			}
 		}
 		mu.Unlock()
+		if froze && beatBetween == 0 && renewed != 0 {
+			counted++
+		} else {
+			t.Logf("round %d not counted: %s stopped by its proxy %t, renewed at revision %d, beat at %d before %s took over (revision %d)",
+				round, holder, froze, renewed, beatBetween, standby, first)
+		}
 		holder, standby = standby, holder
+	}
+}
+
+// stopProcess sends pid SIGSTOP and returns once every thread of it is
+// stopped. A group stop is not done when kill returns: the one thread the
+// signal wakes stops the others, and until the scheduler runs it they run
+// on (on a loaded machine, long enough to read the renewal's answer and
+// beat).
+func stopProcess(t *testing.T, pid int) {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Errorf("stop %d: %v", pid, err)
+		return
+	}
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(dir)
+		stopped := err == nil
+		for _, task := range tasks {
+			b, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+			if err != nil {
+				continue // exited meanwhile
+			}
+			if f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:]); len(f) == 0 || !bytes.ContainsAny(f[0], "TtZX") {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("process %d not stopped a minute after SIGSTOP (%v)", pid, err)
+			return
+		}
 	}
 }
 
@@ -180,6 +254,15 @@ func (p *freezeProxy) arm(trigger func()) {
 	p.mu.Lock()
 	p.trigger = trigger
 	p.mu.Unlock()
+}
+
+// disarm drops the trigger and reports whether it ran.
+func (p *freezeProxy) disarm() (ran bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ran = p.trigger == nil
+	p.trigger = nil
+	return ran
 }
 
 func (p *freezeProxy) serve() {
