@@ -98,6 +98,7 @@ func TestANATSFloodDoesNotFillTheAudit(t *testing.T) {
 	e := newAPIEnv(t, envOptions{ratePerIP: 5})
 	nc, inbox, sub := replyInbox(t, e.natsURL)
 	const n = 200
+	start := time.Now()
 	for i := range n {
 		m := nats.NewMsg(queue.SubmitSubject + fmt.Sprintf("made-up-%d", i%50))
 		m.Header.Set("Authorization", "Bearer ord_not-a-token")
@@ -124,8 +125,12 @@ func TestANATSFloodDoesNotFillTheAudit(t *testing.T) {
 		}
 		return c
 	}
-	if c := rows(""); c < 60 || c > 65 {
-		t.Fatalf("a flood of %d bad-token NATS submissions left %d audit rows, want about 60 (the floor of one allowance)", n, c)
+	// The allowance, and what refilled (one a second) while the flood
+	// ran, however long a loaded machine took.
+	refilled := int(time.Since(start).Seconds()) + 1
+	if c := rows(""); c < 60 || c > 60+refilled {
+		t.Fatalf("a flood of %d bad-token NATS submissions left %d audit rows, want 60 (one allowance) to %d (and what refilled in %s)",
+			n, c, 60+refilled, time.Since(start).Round(time.Millisecond))
 	}
 	// No policy rule names the auditor role: refused, and recorded.
 	if a := e.publish("auditor", "nats-1", "after-the-flood", map[string]any{"command": "uptime"}); a.Error == nil || a.Error.Code != "forbidden" {
@@ -146,6 +151,7 @@ func TestANATSFloodDoesNotFillTheAudit(t *testing.T) {
 func TestAFloodFromManyAddressesDoesNotFillTheAudit(t *testing.T) {
 	e := newAPIEnv(t, envOptions{ratePerIP: 5}) // an address records 60 a minute
 	const addresses, each = 20, 70
+	start := time.Now()
 	var wg sync.WaitGroup
 	codes := make([]map[int]int, addresses)
 	for a := range addresses {
@@ -183,9 +189,11 @@ func TestAFloodFromManyAddressesDoesNotFillTheAudit(t *testing.T) {
 	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM rejections`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows > 10*60+100 { // and what refills while the flood runs
-		t.Fatalf("%d addresses sending %d bad tokens each left %d audit rows, want at most about %d (ten addresses' allowances)",
-			addresses, each, rows, 10*60)
+	// Ten addresses' allowances, and what refilled (ten a second) while
+	// the flood ran, however long a loaded machine took.
+	if limit := 10*60 + 10*(int(time.Since(start).Seconds())+1); rows > limit {
+		t.Fatalf("%d addresses sending %d bad tokens each left %d audit rows in %s, want at most %d (ten addresses' allowances and their refill)",
+			addresses, each, rows, time.Since(start).Round(time.Millisecond), limit)
 	}
 	// No policy rule names the auditor role: refused, and recorded.
 	if code, b := e.do("auditor", http.MethodPost, "/v1/orders", map[string]any{"host": "h1", "command": "uptime"}); code != http.StatusForbidden {
