@@ -44,6 +44,9 @@ func countJSRequests(tb testing.TB, url string) *jsRequests {
 	}
 	_, err = nc.ChanSubscribe("$JS.API.>", c.ch)
 	if err == nil {
+		_, err = nc.ChanSubscribe(syncSubject+".>", c.ch)
+	}
+	if err == nil {
 		err = nc.Flush()
 	}
 	if err != nil {
@@ -52,25 +55,63 @@ func countJSRequests(tb testing.TB, url string) *jsRequests {
 	return c
 }
 
-// sync counts every request the server routed before now: the server
-// answers the flush after what it sent before, and the connection's reader
-// hands those to the channel before it reads the answer.
-func (c *jsRequests) sync(tb testing.TB) {
+// syncSubject is where a connection whose requests are counted marks
+// the end of them (sync).
+const syncSubject = "jsrequests.sync"
+
+// sync counts every request that the connections from made before now,
+// and every one the server routed here before now: each of from sends a
+// marker after its requests, and the server hands one connection's
+// messages on in the order it read them, so once the marker is here the
+// requests before it are. A flush of the counter's own connection alone
+// did not wait for them: the server hands a request to JetStream and to
+// this subscription in either order, and on a loaded machine JetStream's
+// answer came first and a purge went uncounted.
+func (c *jsRequests) sync(tb testing.TB, from ...*nats.Conn) {
 	tb.Helper()
+	markers := map[string]bool{}
+	for _, src := range from {
+		marker := syncSubject + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+		markers[marker] = true
+		if err := src.Publish(marker, nil); err != nil {
+			tb.Fatal(err)
+		}
+		if err := src.Flush(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	deadline := time.After(30 * time.Second)
+	for len(markers) > 0 {
+		select {
+		case m := <-c.ch:
+			delete(markers, m.Subject)
+			c.count(m)
+		case <-deadline:
+			tb.Fatalf("%d markers of the counted connections not seen in 30 s", len(markers))
+		}
+	}
 	if err := c.nc.Flush(); err != nil {
 		tb.Fatal(err)
 	}
 	for {
 		select {
 		case m := <-c.ch:
-			c.all.Add(1)
-			for i := range jsKinds {
-				if strings.HasPrefix(m.Subject, c.kind[i].prefix) {
-					c.kind[i].n.Add(1)
-				}
-			}
+			c.count(m)
 		default:
 			return
+		}
+	}
+}
+
+// count counts m, a JetStream API request (a marker is none).
+func (c *jsRequests) count(m *nats.Msg) {
+	if strings.HasPrefix(m.Subject, syncSubject+".") {
+		return
+	}
+	c.all.Add(1)
+	for i := range jsKinds {
+		if strings.HasPrefix(m.Subject, c.kind[i].prefix) {
+			c.kind[i].n.Add(1)
 		}
 	}
 }
@@ -183,7 +224,7 @@ func benchPurgeRound(b *testing.B, opts queue.Options, n, active int) {
 			busy[j] = hosts[(i*active+j)%n]
 		}
 		runOrders(b, q, consumers, busy)
-		reqs.sync(b)
+		reqs.sync(b, nc)
 		r0, i0, l0, p0 := reqs.all.Load(), reqs.of("CONSUMER.INFO."), reqs.of("CONSUMER.LIST."), reqs.of("STREAM.PURGE.")
 		st0 := nc.Stats()
 		c0 := cpuTime()
@@ -192,7 +233,7 @@ func benchPurgeRound(b *testing.B, opts queue.Options, n, active int) {
 		b.StopTimer()
 		cpu += cpuTime() - c0
 		st1 := nc.Stats()
-		reqs.sync(b)
+		reqs.sync(b, nc)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -259,7 +300,7 @@ func BenchmarkPurgeAckedStart(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
 				r, nc := open()
-				reqs.sync(b)
+				reqs.sync(b, nc)
 				r0, p0 := reqs.all.Load(), reqs.of("STREAM.PURGE.")
 				st0 := nc.Stats()
 				c0 := cpuTime()
@@ -270,7 +311,7 @@ func BenchmarkPurgeAckedStart(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				reqs.sync(b)
+				reqs.sync(b, nc)
 				requests += reqs.all.Load() - r0
 				purges += reqs.of("STREAM.PURGE.") - p0
 				inBytes += int64(nc.Stats().InBytes - st0.InBytes)

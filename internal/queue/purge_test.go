@@ -50,13 +50,13 @@ func purgeFleet(t *testing.T, opts queue.Options, hosts int) (*queue.Queue, stri
 // the JetStream API requests it made, by kind.
 func requestsOf(t *testing.T, q *queue.Queue, reqs *jsRequests) (purged int, infos, lists, purges int64) {
 	t.Helper()
-	reqs.sync(t)
+	reqs.sync(t, q.Conn())
 	i0, l0, p0 := reqs.of("CONSUMER.INFO."), reqs.of("CONSUMER.LIST."), reqs.of("STREAM.PURGE.")
 	purged, err := q.PurgeAcked(testenv.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqs.sync(t)
+	reqs.sync(t, q.Conn())
 	return purged, reqs.of("CONSUMER.INFO.") - i0, reqs.of("CONSUMER.LIST.") - l0, reqs.of("STREAM.PURGE.") - p0
 }
 
@@ -82,12 +82,12 @@ func TestPurgeAckedFollowsActivity(t *testing.T) {
 	}
 
 	// Nothing ran since: a round sends nothing.
-	reqs.sync(t)
+	reqs.sync(t, q.Conn())
 	r0 := reqs.all.Load()
 	if n, err := q.PurgeAcked(testenv.Context(t)); err != nil || n != 0 {
 		t.Fatalf("an idle round purged %d hosts (%v)", n, err)
 	}
-	reqs.sync(t)
+	reqs.sync(t, q.Conn())
 	if r := reqs.all.Load() - r0; r != 0 {
 		t.Fatalf("an idle round made %d JetStream API requests, want 0", r)
 	}
