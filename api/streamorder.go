@@ -141,7 +141,7 @@ func (k keptOutput) each(buf []byte, fn func([]byte) error) error {
 // deferredOutputs are the kept outputs an answer writes in place of
 // placeholders in its JSON: "orderly-content-<nonce>-<i>" for the i-th.
 type deferredOutputs struct {
-	prefix   string // the placeholders' prefix, with the answer's nonce
+	prefix   string // the placeholders' prefix, with the answer's nonce: made by the first add
 	outs     []deferredOutput
 	buf      []byte // one slice of an output read from the database
 	sliceLen int
@@ -153,9 +153,7 @@ type deferredOutput struct {
 }
 
 func newDeferredOutputs(sliceLen int) *deferredOutputs {
-	var nonce [8]byte
-	_, _ = rand.Read(nonce[:])
-	return &deferredOutputs{prefix: "orderly-content-" + hex.EncodeToString(nonce[:]) + "-", sliceLen: sliceLen}
+	return &deferredOutputs{sliceLen: sliceLen}
 }
 
 // order is respOf(o), with o's kept outputs deferred when they are large
@@ -198,6 +196,15 @@ func (d *deferredOutputs) add(st *Stream, k keptOutput) error {
 		return err
 	}
 	st.Encode, st.Switched = nil, k.want == order.EncodeText && got == order.EncodeBase64
+	if d.prefix == "" {
+		// Only an answer with an output to defer needs the nonce: most
+		// answers have none, and made for each one it was two
+		// allocations and a read of crypto/rand per answer
+		// (docs/benchmarks.md, "The sync order's wait side").
+		var nonce [8]byte
+		_, _ = rand.Read(nonce[:])
+		d.prefix = "orderly-content-" + hex.EncodeToString(nonce[:]) + "-"
+	}
 	if got != order.EncodeText {
 		e := string(got)
 		st.Encode = &e

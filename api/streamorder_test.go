@@ -91,6 +91,34 @@ func TestEncodeOrderStreamsTheSameBytes(t *testing.T) {
 	}
 }
 
+// TestWriteOrderSmallAllocations: an answer with no output to stream
+// costs what encode costs, and the deferredOutputs it did not need. The
+// placeholders' nonce was made for every answer (a read of crypto/rand,
+// its hex and the prefix: two allocations more); it is made only when an
+// output is deferred.
+func TestWriteOrderSmallAllocations(t *testing.T) {
+	exit := 0
+	o := &order.Order{ID: order.NewID(), Host: "web1", Status: order.StatusSucceeded, Command: "true",
+		Result: &order.Result{ExitCode: &exit, Stdout: order.Output{Content: []byte("hi\n"), Bytes: 3, SHA256: []byte{1}}}}
+	noRead := sliceReader(func(postgres.Output, []byte, int64) (int, error) { return 0, errors.New("read from the database") })
+	resp := toResponse(o)
+	respOf := func(*order.Order) Order { return resp }
+	w := httptest.NewRecorder()
+	encoded := testing.AllocsPerRun(200, func() {
+		w.Body.Reset()
+		encode(w, http.StatusOK, resp)
+	})
+	written := testing.AllocsPerRun(200, func() {
+		w.Body.Reset()
+		if err := writeOrder(context.Background(), w, http.StatusOK, o, respOf, noRead, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if written > encoded+1 {
+		t.Fatalf("%.0f allocations to write a small order's answer, %.0f to encode it: want at most one more", written, encoded)
+	}
+}
+
 // sliceReader reads an order's outputs left in the database.
 type sliceReader func(out postgres.Output, p []byte, off int64) (int, error)
 
