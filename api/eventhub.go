@@ -99,6 +99,28 @@ func (h *eventHub) deliver(m *nats.Msg) {
 	if !ok {
 		return
 	}
+	id, status, err := eventEnd(m.Data)
+	if err != nil || id != w.id || !status.Terminal() {
+		return
+	}
+	select {
+	case w.ch <- queue.Event{OrderID: id, Status: string(status)}:
+	default:
+	}
+}
+
+// eventEnd is what the waiters read of an event: its order's id and
+// status. The event as PublishEvent writes it (a flat object of plain
+// ASCII strings under its four keys) is read here, without encoding/json:
+// its reflection and decode state took ten allocations per finished
+// event (docs/benchmarks.md, "The sync order's wait side"). Anything
+// else (an escape, a value that is not a string, another key, which
+// encoding/json would match without regard to case) is decoded by
+// encoding/json, as every event was: the same id, status and error.
+func eventEnd(b []byte) (uuid.UUID, order.Status, error) {
+	if id, status, ok, err := plainEvent(b); ok {
+		return id, status, err
+	}
 	// Only what the waiters read: decoding the whole event (its type and
 	// host too) took twice the allocations (docs/benchmarks.md, "The sync
 	// submit, counted").
@@ -106,11 +128,95 @@ func (h *eventHub) deliver(m *nats.Msg) {
 		OrderID uuid.UUID `json:"order_id"`
 		Status  string    `json:"status"`
 	}
-	if json.Unmarshal(m.Data, &ev) != nil || ev.OrderID != w.id || !order.Status(ev.Status).Terminal() {
-		return
+	err := json.Unmarshal(b, &ev)
+	return ev.OrderID, order.Status(ev.Status), err
+}
+
+// plainEvent reads b when it is a flat JSON object whose keys are
+// queue.Event's and whose values are strings of printable ASCII without
+// escapes; ok is false for any other b. The status is one of
+// order.Statuses (no allocation) or "" when it is none of them, which
+// the waiters treat alike (not an end).
+func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error) {
+	i := jsonSpace(b, 0)
+	if i == len(b) || b[i] != '{' {
+		return id, "", false, nil
 	}
-	select {
-	case w.ch <- queue.Event{OrderID: ev.OrderID, Status: ev.Status}:
-	default:
+	var idText, statusText []byte
+	i = jsonSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			k, next, plain := plainString(b, i)
+			if !plain {
+				return id, "", false, nil
+			}
+			if i = jsonSpace(b, next); i == len(b) || b[i] != ':' {
+				return id, "", false, nil
+			}
+			v, next, plain := plainString(b, jsonSpace(b, i+1))
+			if !plain {
+				return id, "", false, nil
+			}
+			switch string(k) {
+			case "order_id":
+				idText = v
+			case "status":
+				statusText = v
+			case "type", "host":
+			default:
+				return id, "", false, nil
+			}
+			if i = jsonSpace(b, next); i < len(b) && b[i] == ',' {
+				i = jsonSpace(b, i+1)
+				continue
+			}
+			if i == len(b) || b[i] != '}' {
+				return id, "", false, nil
+			}
+			i++
+			break
+		}
 	}
+	if jsonSpace(b, i) != len(b) {
+		return id, "", false, nil
+	}
+	if idText != nil {
+		if id, err = uuid.ParseBytes(idText); err != nil {
+			return uuid.Nil, "", true, err
+		}
+	}
+	for _, s := range order.Statuses {
+		if string(statusText) == string(s) {
+			status = s
+		}
+	}
+	return id, status, true, nil
+}
+
+// jsonSpace is the index of the first byte of b from i on that is not
+// JSON white space (len(b) if there is none).
+func jsonSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads the JSON string at b[i]: its content and the index
+// after it, when it is printable ASCII without escapes.
+func plainString(b []byte, i int) (content []byte, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c < 0x20 || c > 0x7e || c == '\\':
+			return nil, i, false
+		}
+	}
+	return nil, i, false
 }
