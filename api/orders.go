@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -102,12 +103,20 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 // NATS events can be missed across a cluster. One timer, armed for the
 // next poll or the deadline, whichever is first: a deadline timer and a
 // poll ticker were twice the allocations (docs/benchmarks.md, "The sync
-// submit, counted").
+// submit, counted"). The timer is one of waitTimers: made for each wait,
+// it was three allocations per synchronous order (docs/benchmarks.md,
+// "The sync order's wait side").
 func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder) *order.Order {
 	const poll = time.Second
 	deadline := time.Now().Add(wait)
-	timer := time.NewTimer(min(wait, poll))
-	defer timer.Stop()
+	timer := waitTimers.Get().(*time.Timer)
+	timer.Reset(min(wait, poll))
+	defer func() {
+		// Stopped, a timer delivers nothing more (Go 1.23's timers): the
+		// next wait's Reset starts it clean.
+		timer.Stop()
+		waitTimers.Put(timer)
+	}()
 	for {
 		select {
 		case ev := <-events:
@@ -129,6 +138,13 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		timer.Reset(min(left, poll))
 	}
 }
+
+// waitTimers are awaitFinish's timers, kept stopped.
+var waitTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // decimalRE is a number as JSON writes it: ParseFloat also reads 0x10,
 // 0x1_0p0 and Inf, which the spec's `type: number` is not.
