@@ -290,3 +290,31 @@ func TestEncodeRefusesWhatJSONCannotWrite(t *testing.T) {
 		t.Fatalf("got %d %q", rec.Code, rec.Body.String())
 	}
 }
+
+// headerWriter is an http.ResponseWriter that keeps its header map and
+// throws the body away: encode's own allocations, not a recorder's.
+type headerWriter struct{ h http.Header }
+
+func (w *headerWriter) Header() http.Header         { return w.h }
+func (w *headerWriter) WriteHeader(int)             {}
+func (w *headerWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestEncodeAllocations: a small answer's encode. Its Content-Type was a
+// slice made by Header.Set for every answer; it is one shared value
+// (jsonContentType), which a later Add does not change.
+func TestEncodeAllocations(t *testing.T) {
+	w := &headerWriter{h: http.Header{}}
+	v := &ErrorBody{Error: ErrorDetail{Code: order.CodeNotFound, Message: "no such order"}} // boxed once
+	encode(w, http.StatusOK, v)
+	n := testing.AllocsPerRun(200, func() { encode(w, http.StatusOK, v) })
+	if n > 0 {
+		t.Fatalf("%.0f allocations to encode a small answer, want none", n)
+	}
+	if got := w.h.Get("Content-Type"); got != "application/json" {
+		t.Fatalf("Content-Type %q", got)
+	}
+	w.h.Add("Content-Type", "text/plain")
+	if got := jsonContentType; len(got) != 1 || got[0] != "application/json" {
+		t.Fatalf("an Add changed the shared Content-Type: %q", got)
+	}
+}

@@ -229,7 +229,7 @@ func (d *deferredOutputs) write(w http.ResponseWriter, status int, v any) error 
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	bw := bufio.NewWriterSize(w, 32<<10)
 	marker := []byte(`"` + d.prefix)
