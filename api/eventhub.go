@@ -142,7 +142,7 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 	if i == len(b) || b[i] != '{' {
 		return id, "", false, nil
 	}
-	var idText, statusText []byte
+	var statusText []byte
 	i = jsonSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		i++
@@ -161,7 +161,11 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 			}
 			switch string(k) {
 			case "order_id":
-				idText = v
+				// Each one is read, as encoding/json reads them: a bad
+				// one is an error even when a later one is good.
+				if id, err = uuid.ParseBytes(v); err != nil {
+					return uuid.Nil, "", true, err
+				}
 			case "status":
 				statusText = v
 			case "type", "host":
@@ -181,11 +185,6 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 	}
 	if jsonSpace(b, i) != len(b) {
 		return id, "", false, nil
-	}
-	if idText != nil {
-		if id, err = uuid.ParseBytes(idText); err != nil {
-			return uuid.Nil, "", true, err
-		}
 	}
 	for _, s := range order.Statuses {
 		if string(statusText) == string(s) {

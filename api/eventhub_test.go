@@ -150,6 +150,8 @@ func TestEventEndAsEncodingJSON(t *testing.T) {
 		`{"order_id":"` + strings.ReplaceAll(ids, "-", "") + `","status":"succeeded"}`,
 		`{"order_id":"` + strings.ToUpper(ids) + `","status":"succeeded"}`,
 		`{"order_id":"","status":"succeeded"}`,
+		`{"order_id":"not-a-uuid","order_id":"` + ids + `","status":"succeeded"}`, // an error, though the last is good
+		`{"order_id":"` + uuid.NewString() + `","order_id":"` + ids + `","status":"succeeded"}`,
 		// encoding/json's path: escapes, other keys, other values.
 		`{"order_id":"` + ids + `","status":"succ\u0065eded"}`,
 		`{"order_id":"` + ids + `","Status":"succeeded"}`,
