@@ -163,10 +163,10 @@ type Order struct {
 	// Processes says how the end of the order's processes was verified
 	// ("group", "cgroup", "reboot") and, for an interrupted order, what the
 	// worker that took over found and killed.
-	Processes map[string]any `json:"processes,omitempty"`
-	Policy    Decision       `json:"policy"`
-	Cancel    *Cancellation  `json:"cancel,omitempty"` // who asked to cancel it (cancel.go)
-	Result    *Result        `json:"result"`
+	Processes processMap    `json:"processes,omitempty"`
+	Policy    Decision      `json:"policy"`
+	Cancel    *Cancellation `json:"cancel,omitempty"` // who asked to cancel it (cancel.go)
+	Result    *Result       `json:"result"`
 }
 
 // Decision is the policy's verdict on an order as answers show it: the
