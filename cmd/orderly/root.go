@@ -39,8 +39,10 @@ func (a *app) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       binaryVersion(),
 	}
+	// --version prints what `orderly version` prints.
+	root.SetVersionTemplate(strings.ReplaceAll(currentBuildFacts().text(), "{{", "{{`{{`}}"))
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand(), a.importCommand(),
-		a.actionCommand(), a.runbookCommand(), a.fleetCommand())
+		a.actionCommand(), a.runbookCommand(), a.fleetCommand(), a.versionCommand())
 	root.AddCommand(a.clientCommands()...)
 	usageOnArgs(root)
 	return root
