@@ -292,3 +292,29 @@ func TestWaitTakesNoDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestDurationFlagsSayTheUnit: a duration flag given a bare number, as a
+// newcomer types `--timeout 5`, is refused saying a duration needs a unit
+// and how to write one; it said time's "missing unit in duration "5"".
+// A value that is no duration at all names an example; a duration the
+// flag refuses itself keeps its own refusal.
+func TestDurationFlagsSayTheUnit(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"submit", "--host", "web-3", "--timeout", "5", "--", "true"}, "--timeout 5: a duration needs a unit: 5s (seconds), 5m (minutes) or 5h (hours)"},
+		{[]string{"submit", "--host", "web-3", "--timeout=1.5", "--", "true"}, "--timeout 1.5: a duration needs a unit: 1.5s (seconds)"},
+		{[]string{"submit", "--host", "web-3", "--expires-in", "3600", "--", "true"}, "--expires-in 3600: a duration needs a unit: 3600s (seconds)"},
+		{[]string{"submit", "--host", "web-3", "--retry-for", "10", "--", "true"}, "--retry-for 10: a duration needs a unit"},
+		{[]string{"runbook", "run", "Hello.md", "--timeout", "60"}, "--timeout 60: a duration needs a unit: 60s (seconds)"},
+		{[]string{"action", "run", "restart", "--host", "web-3", "--retry-for", "5"}, "--retry-for 5: a duration needs a unit"},
+		{[]string{"submit", "--host", "web-3", "--timeout", "ten", "--", "true"}, `--timeout "ten" is not a duration: give a number and a unit, such as 30s, 10m or 1h30m`},
+		{[]string{"submit", "--host", "web-3", "--retry-for", "-3s", "--", "true"}, `invalid argument "-3s" for "--retry-for" flag: must not be negative`},
+	} {
+		out, err := runCmd(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q\n%s", tc.args, err, tc.want, out)
+		}
+	}
+}

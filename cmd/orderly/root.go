@@ -1,15 +1,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/logging"
@@ -45,8 +49,32 @@ func (a *app) rootCommand() *cobra.Command {
 		a.actionCommand(), a.runbookCommand(), a.fleetCommand(), a.versionCommand())
 	root.AddCommand(a.clientCommands()...)
 	usageOnArgs(root)
+	root.SetFlagErrorFunc(durationFlagError)
 	return root
 }
+
+// durationFlagError says what a duration flag takes when its value is
+// not one (every command's, --timeout, --expires-in, --retry-for):
+// time.ParseDuration's "missing unit in duration "5"" named the problem,
+// not what to send. Other flag errors are passed on as they are.
+func durationFlagError(_ *cobra.Command, err error) error {
+	var ive *pflag.InvalidValueError
+	if !errors.As(err, &ive) || ive.GetFlag() == nil || ive.GetFlag().Value.Type() != "duration" {
+		return err
+	}
+	v := ive.GetValue()
+	if _, perr := time.ParseDuration(v); perr == nil {
+		return err // a duration the flag itself refused (a negative --retry-for)
+	}
+	name := "--" + ive.GetFlag().Name
+	if bareNumber.MatchString(v) {
+		return fmt.Errorf("%s %s: a duration needs a unit: %ss (seconds), %sm (minutes) or %sh (hours)", name, v, v, v, v)
+	}
+	return fmt.Errorf("%s %q is not a duration: give a number and a unit, such as 30s, 10m or 1h30m", name, v)
+}
+
+// bareNumber is a number as time.ParseDuration reads one, without its unit.
+var bareNumber = regexp.MustCompile(`^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$`)
 
 // usageOnArgs makes a wrong number of arguments say what the command
 // takes: usage is silenced, and cobra's "accepts 1 arg(s), received 0"
