@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
 	"net/url"
@@ -172,22 +173,42 @@ func waitOf(r *http.Request, max time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	v := q.Get("wait")
+	v, spelled := q.Get("wait"), "?wait="
 	if v == "" {
-		v = preferWait(r.Header.Values("Prefer"))
+		v, spelled = preferWait(r.Header.Values("Prefer")), "Prefer: wait="
 	}
 	if v == "" {
 		return 0, nil
 	}
 	n, ok := parseSeconds(v)
 	if !ok || n < 0 {
-		return 0, order.FieldError(order.CodeInvalid, "wait", "wait must be a number of seconds")
+		return 0, order.FieldError(order.CodeInvalid, "wait", "%s", waitRefusal(spelled, v, max))
 	}
 	d := time.Duration(n * float64(time.Second))
 	if d > max || n > 1e9 {
 		d = max
 	}
 	return d, nil
+}
+
+// waitRefusal says what a wait takes, in the spelling the request used
+// (spelled: "?wait=" or "Prefer: wait="), with the value to send instead
+// when v is a duration (10s, 2m) and the server's bound: "wait must be a
+// number of seconds" did not say that 10s is not one, nor what is.
+func waitRefusal(spelled, v string, max time.Duration) string {
+	shown := printableName(v)
+	bound := "a longer wait is cut to the server's http.max_wait of " + strconv.FormatFloat(max.Seconds(), 'f', -1, 64) + " seconds"
+	if max <= 0 {
+		bound = "this server's http.max_wait is 0, so it answers at once whatever the wait"
+	}
+	if n, ok := parseSeconds(v); ok && n < 0 {
+		return fmt.Sprintf("%s%s is negative: send a number of seconds from 0 (0: answer at once); %s", spelled, shown, bound)
+	}
+	example := "30"
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		example = strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+	}
+	return fmt.Sprintf("%s%s is not a number of seconds: send %s%s (seconds, a fraction such as 0.5 too); %s", spelled, shown, spelled, example, bound)
 }
 
 // preferWait is the value of the wait preference in Prefer headers, as
