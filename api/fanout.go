@@ -51,7 +51,11 @@ type HostRefusal struct {
 // tried: each gets an order or a refusal in the answer, since a policy may
 // allow a command on some hosts and not on others. When no host got an
 // order, the answer is the first refusal, with every host's in details.
-func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Order, hosts []string, wait time.Duration) {
+//
+// correlation is the request's X-Correlation-Id, given to each order
+// whose template names none (correlate, host by host: what a key binds
+// is each host's own request).
+func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Order, correlation string, hosts []string, wait time.Duration) {
 	if tmpl.Host != "" {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "hosts", "give either host or hosts, not both"))
 		return
@@ -83,7 +87,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 		refused []HostRefusal
 		first   error
 	)
-	orders := fanOutOrders(tmpl, batch, targets)
+	orders := fanOutOrders(tmpl, correlation, batch, targets)
 	var events <-chan queue.Event
 	if wait > 0 {
 		// One wait, for all its orders: held before any is recorded.
@@ -171,8 +175,9 @@ type submitted struct {
 // submitEach submits one order per target host, several at a time, and
 // returns the outcomes in the targets' order. Hosts are independent: each
 // host's orders keep their own order whatever the others do.
-// fanOutOrders makes the fan-out's order for each of targets from tmpl.
-func fanOutOrders(tmpl *order.Order, batch uuid.UUID, targets []string) []*order.Order {
+// fanOutOrders makes the fan-out's order for each of targets from tmpl,
+// with the request's X-Correlation-Id (correlate).
+func fanOutOrders(tmpl *order.Order, correlation string, batch uuid.UUID, targets []string) []*order.Order {
 	out := make([]*order.Order, len(targets))
 	for i, h := range targets {
 		o := *tmpl // the template's slices and maps are only read
@@ -180,6 +185,7 @@ func fanOutOrders(tmpl *order.Order, batch uuid.UUID, targets []string) []*order
 		if tmpl.IdempotencyKey != "" {
 			o.IdempotencyKey = tmpl.IdempotencyKey + "/" + h
 		}
+		correlate(&o, correlation)
 		out[i] = &o
 	}
 	return out

@@ -577,12 +577,17 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		// limit, which this publisher never sent.
 		return refuse(order.FieldError(order.CodeInvalid, "Nats-Msg-Id", "Nats-Msg-Id must be printable text of at most 200 bytes"))
 	}
+	correlation, err := correlationOf(hdr.Values(correlationHeader))
+	if err != nil {
+		return refuse(err)
+	}
 	o, err := req.toOrder()
 	if err != nil {
 		return refuse(err)
 	}
 	o.Source = "nats"
 	o.IdempotencyKey = d.key
+	correlate(o, correlation) // as REST's (handleSubmit)
 	if d.id != uuid.Nil {
 		o.ID = d.id
 	}
@@ -661,7 +666,7 @@ var replyPrefixes = []string{"_INBOX.", "orderly.reply."}
 // intakeHeaders are the headers a NATS submission is read by, spelled as
 // they must be: NATS header names are case-sensitive, for the server's
 // deduplication too.
-var intakeHeaders = []string{"Authorization", "Orderly-Reply", "Nats-Msg-Id"}
+var intakeHeaders = []string{"Authorization", "Orderly-Reply", "Nats-Msg-Id", correlationHeader}
 
 // miscasedHeader refuses a submission with a header that is one of
 // intakeHeaders in another case, or a REST habit: unread, a nats-msg-id

@@ -42,6 +42,49 @@ func idempotencyKeyOf(r *http.Request) (string, error) {
 	return k, nil
 }
 
+// correlationHeader gives an order its correlation id when the body names
+// none: the header a runbook chain already carries (stage0's), and the
+// one gateways and tracing proxies set. X-Request-Id is not read: a proxy
+// makes a new one for each request, an id of one hop, not of the work.
+const correlationHeader = "X-Correlation-Id"
+
+// correlationOf reads X-Correlation-Id from its values (an HTTP request's
+// or a NATS message's): sent once, and printable text of at most 200
+// bytes, as the body's correlation_id (order.Validate); "" when absent or
+// empty. It is checked whenever it is sent, even when the body's field
+// wins, so that a bad one is told, not dropped in silence.
+func correlationOf(values []string) (string, error) {
+	if n := len(values); n > 1 {
+		return "", order.FieldError(order.CodeInvalid, correlationHeader, "%d %s headers: send one", n, correlationHeader)
+	}
+	if len(values) == 0 {
+		return "", nil
+	}
+	v := values[0]
+	if len(v) > order.MaxCorrelationBytes || order.HasControl(v, false) {
+		return "", order.FieldError(order.CodeInvalid, correlationHeader,
+			"%s must be printable text of at most %d bytes, as correlation_id", correlationHeader, order.MaxCorrelationBytes)
+	}
+	return v, nil
+}
+
+// correlate gives o the header's correlation id when its body named none
+// (the body's field wins: it is what this request asked for, where a
+// proxy may have added the header). What an Idempotency-Key binds is
+// taken before, without it: the header says where a request comes from,
+// not what it asks (as a runbook run's chain headers, runbookRequestSum),
+// and a proxy that stamps each request with a new id would have made
+// every retry a different request, refused as idempotency_key_reused.
+func correlate(o *order.Order, id string) {
+	if id == "" || o.CorrelationID != "" {
+		return
+	}
+	if o.IdempotencyKey != "" && o.RequestSHA256 == nil {
+		o.RequestSHA256 = o.RequestSum()
+	}
+	o.CorrelationID = id
+}
+
 func notFound(msg string) error { return order.Errorf(order.CodeNotFound, "%s", msg) }
 
 // handleSubmit is POST /v1/orders: 202 with the queued order, or with a
@@ -71,6 +114,11 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
+	correlation, err := correlationOf(r.Header.Values(correlationHeader))
+	if err != nil {
+		fail(err)
+		return
+	}
 	if req.Hosts != nil && len(req.Hosts) == 0 && o.Host == "" {
 		// "hosts": [] decodes to an empty list, where an absent one is nil:
 		// it was sent, naming no host, and the single order's check below
@@ -80,9 +128,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.Hosts) > 0 {
 		// The fan-out audits each host's refusal with the submission.
-		s.fanOut(w, r.WithContext(context.WithValue(r.Context(), redactedKey{}, redact(&req))), o, req.Hosts, wait)
+		s.fanOut(w, r.WithContext(context.WithValue(r.Context(), redactedKey{}, redact(&req))), o, correlation, req.Hosts, wait)
 		return
 	}
+	correlate(o, correlation)
 	o.ID = order.NewID()
 	final, err := s.submitOrder(r.Context(), principalOf(r), o, wait, s.Store.GetOrderLean)
 	if err != nil {
