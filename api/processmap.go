@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/orderly-run/orderly/internal/jsonenc"
 )
 
 // processMap is an answer's processes (Order.Processes): what
@@ -47,7 +49,7 @@ func appendJSONValue(b []byte, v any) (_ []byte, ok bool) {
 		if !utf8.ValidString(x) {
 			return b, false
 		}
-		return appendJSONString(b, x), true
+		return jsonenc.AppendString(b, x, false), true
 	case float64:
 		return appendJSONFloat(b, x)
 	case []any:
@@ -82,7 +84,7 @@ func appendJSONValue(b []byte, v any) (_ []byte, ok bool) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(appendJSONString(b, k), ':')
+			b = append(jsonenc.AppendString(b, k, false), ':')
 			if b, ok = appendJSONValue(b, x[k]); !ok {
 				return b, false
 			}
@@ -108,50 +110,4 @@ func appendJSONFloat(b []byte, f float64) ([]byte, bool) {
 		b = b[:n-1]
 	}
 	return b, true
-}
-
-// appendJSONString appends valid UTF-8 s as a JSON string with exactly
-// writeJSONText's escapes (encode's).
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			if c == 0xe2 && i+2 < len(s) && s[i+1] == 0x80 && s[i+2]&^1 == 0xa8 { // U+2028, U+2029
-				b = append(append(b, s[start:i]...), `\u202`...)
-				b = append(b, hex[s[i+2]&0xf])
-				i += 3
-				start = i
-				continue
-			}
-			i++
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' {
-			i++
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\b':
-			b = append(b, '\\', 'b')
-		case '\f':
-			b = append(b, '\\', 'f')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		i++
-		start = i
-	}
-	return append(append(b, s[start:]...), '"')
 }
