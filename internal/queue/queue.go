@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,8 @@ type Queue struct {
 	purge purgeState
 	// mark: the bucket of the publish generation (restoremark.go).
 	mark markBucket
+	// eventBufs lends PublishEvent its encode buffers (*[]byte).
+	eventBufs sync.Pool
 }
 
 // Connect dials NATS with settings suited to a long-running service:
