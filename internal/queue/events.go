@@ -16,13 +16,20 @@ import (
 // NATS permissions can let a worker publish only its own host's events
 // (docs/security.md, "The bus").
 func EventSubjectOf(host string, id uuid.UUID) string {
-	return EventsSubject + host + "." + id.String()
+	return orderSubject(EventsSubject, host, id)
 }
 
 // OutputSubjectOf is where the worker of host publishes the live output of
 // order id: orderly.output.<host>.<id>, scoped by host like the events.
 func OutputSubjectOf(host string, id uuid.UUID) string {
-	return OutputSubject + host + "." + id.String()
+	return orderSubject(OutputSubject, host, id)
+}
+
+// orderSubject is prefix + host + "." + id.String() in one allocation
+// (the concatenation with the id's text took two).
+func orderSubject(prefix, host string, id uuid.UUID) string {
+	var b [96]byte
+	return string(appendUUID(append(append(append(b[:0], prefix...), host...), '.'), id))
 }
 
 // Event is a status change of an order, published on

@@ -73,3 +73,23 @@ func FuzzAppendEvent(f *testing.F) {
 		}
 	})
 }
+
+// TestOrderSubjectsAsConcatenated: the event and output subjects are the
+// prefix, the host, a dot and the id's text, as concatenated before, for
+// hosts short and long (past the stack's buffer), in one allocation.
+func TestOrderSubjectsAsConcatenated(t *testing.T) {
+	for _, id := range eventIDs {
+		for _, host := range []string{"", "web1", "h-1.example.org", strings.Repeat("h", 200)} {
+			if got, want := EventSubjectOf(host, id), EventsSubject+host+"."+id.String(); got != want {
+				t.Errorf("EventSubjectOf(%q, %s) = %q, want %q", host, id, got, want)
+			}
+			if got, want := OutputSubjectOf(host, id), OutputSubject+host+"."+id.String(); got != want {
+				t.Errorf("OutputSubjectOf(%q, %s) = %q, want %q", host, id, got, want)
+			}
+		}
+	}
+	id := uuid.New()
+	if n := testing.AllocsPerRun(100, func() { _ = EventSubjectOf("web1", id) }); n > 1 {
+		t.Errorf("EventSubjectOf: %.0f allocations, want 1", n)
+	}
+}
