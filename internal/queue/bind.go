@@ -54,7 +54,7 @@ func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		// nats.lease_ttl): that is how long this worker's lease lasts.
 		opts.LeaseTTL = ttl
 	}
-	return &Queue{nc: nc, js: js, kv: kv, opts: opts}, nil
+	return &Queue{nc: nc, js: js, kv: kv, opts: opts, ends: endsHeader(opts.FinishedTTL)}, nil
 }
 
 // LeaseTTL is how long a host's lease lasts without a renewal: the hosts

@@ -3,6 +3,7 @@ package queue
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -108,10 +109,22 @@ func appendUUID(b []byte, id uuid.UUID) []byte {
 // endsRecord makes m the last message of its subject in the live stream
 // (a rollup of the subject) and has it expire after Options.FinishedTTL: a
 // follower that attaches or resumes within it reads the end there, a later
-// one from PostgreSQL (api/sse.go).
+// one from PostgreSQL (api/sse.go). m's headers become q.ends, which every
+// such message shares (PublishMsg only reads them): set anew on each (the
+// finished event, the output's end marker), they took three allocations
+// (two value slices, the TTL's text). m must have no other header, and
+// nobody may set one on it afterwards.
 func (q *Queue) endsRecord(m *nats.Msg) {
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	m.Header.Set(jetstream.MsgTTLHeader, q.opts.FinishedTTL.String())
+	m.Header = q.ends
+}
+
+// endsHeader is endsRecord's headers for a live stream that keeps a
+// finished order's last message for ttl.
+func endsHeader(ttl time.Duration) nats.Header {
+	h := nats.Header{}
+	h.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	h.Set(jetstream.MsgTTLHeader, ttl.String())
+	return h
 }
 
 // SubscribeEvents delivers the events of one order of host to a buffered

@@ -89,6 +89,9 @@ type Queue struct {
 	mark markBucket
 	// eventBufs lends PublishEvent its encode buffers (*[]byte).
 	eventBufs sync.Pool
+	// ends: endsRecord's headers (endsHeader of opts.FinishedTTL), shared
+	// by every message that ends an order's record: read only.
+	ends nats.Header
 }
 
 // Connect dials NATS with settings suited to a long-running service:
@@ -157,7 +160,7 @@ func newQueue(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts O
 	if err := checkReplicas(nc, opts.Replicas); err != nil {
 		return nil, err
 	}
-	q := &Queue{nc: nc, js: js, opts: opts, creator: true}
+	q := &Queue{nc: nc, js: js, opts: opts, creator: true, ends: endsHeader(opts.FinishedTTL)}
 	var err error
 	if q.kv, err = q.ensure(ctx); err != nil {
 		return nil, err

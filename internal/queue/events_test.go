@@ -1,0 +1,126 @@
+package queue_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestPublishEventSendsWhatItSent: on the wire, an order's events are
+// json.Marshal's bytes on the order's subject, the finished one (and the
+// output's end marker) with the rollup and TTL headers set one by one as
+// before, and nothing else; two queues with their own TTLs keep theirs.
+func TestPublishEventSendsWhatItSent(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{FinishedTTL: 90 * time.Second})
+	q2, err := queue.Bind(testenv.Context(t), nc, queue.Options{FinishedTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	events, err := nc.SubscribeSync(queue.EventSubjectOf("web1", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	output, err := nc.SubscribeSync(queue.OutputSubjectOf("web1", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ends := func(ttl string) nats.Header {
+		h := nats.Header{}
+		h.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		h.Set(jetstream.MsgTTLHeader, ttl)
+		return h
+	}
+	next := func(sub *nats.Subscription, want []byte, header nats.Header) {
+		t.Helper()
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.Data, want) {
+			t.Errorf("%s: data %q, want %q", m.Subject, m.Data, want)
+		}
+		if !maps.EqualFunc(m.Header, header, slices.Equal) {
+			t.Errorf("%s: headers %v, want %v", m.Subject, m.Header, header)
+		}
+	}
+	for _, c := range []struct {
+		q      *queue.Queue
+		ev     queue.Event
+		header nats.Header
+	}{
+		{q, queue.Event{OrderID: id, Type: "started", Status: "running", Host: "web1"}, nil},
+		{q, queue.Event{OrderID: id, Type: "finished", Status: "succeeded", Host: "web1"}, ends("1m30s")},
+		{q2, queue.Event{OrderID: id, Type: "finished", Status: "failed", Host: "web1"}, ends("2s")},
+		{q, queue.Event{OrderID: id, Type: "interrupted", Status: "queued", Host: "web1"}, nil},
+	} {
+		if err := c.q.PublishEvent(c.ev); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(c.ev)
+		next(events, want, c.header)
+	}
+	if err := q.EndOutput("web1", id); err != nil {
+		t.Fatal(err)
+	}
+	next(output, nil, ends("1m30s"))
+	if err := q2.EndOutput("web1", id); err != nil {
+		t.Fatal(err)
+	}
+	next(output, nil, ends("2s"))
+}
+
+// TestPublishEventAllocations: an order's started event takes at most 2
+// allocations, its finished one (with the live stream's rollup and TTL
+// headers) at most 4. They took 5 and 10: json.Marshal's three (the
+// event boxed, the id's text, the copy returned), the subject's two (now
+// one), and the finished event's headers set anew (three, now shared).
+// The counts are 1 and 3 here (the subject; nats.go's header bytes); the
+// bound leaves one for the in-process nats-server, which AllocsPerRun
+// counts too: it is kept to its one allocation per message that nobody
+// stores (ORDERLY_LIVE is deleted, so JetStream stores no event
+// meanwhile), and the fewest of three measures counts.
+func TestPublishEventAllocations(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	if err := q.JetStream().DeleteStream(testenv.Context(t), queue.LiveStream); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	for _, c := range []struct {
+		typ, status string
+		max         float64
+	}{
+		{"started", "running", 2},
+		{"finished", "succeeded", 4},
+	} {
+		ev := queue.Event{OrderID: id, Type: c.typ, Status: c.status, Host: "web1"}
+		fewest := -1.0
+		for range 3 {
+			n := testing.AllocsPerRun(200, func() {
+				if err := q.PublishEvent(ev); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if fewest < 0 || n < fewest {
+				fewest = n
+			}
+		}
+		t.Logf("%s event: %.0f allocations", c.typ, fewest)
+		if fewest > c.max {
+			t.Errorf("%s event: %.0f allocations, want at most %.0f", c.typ, fewest, c.max)
+		}
+	}
+}
