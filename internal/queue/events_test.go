@@ -124,3 +124,30 @@ func TestPublishEventAllocations(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPublishEvent: an order's two events as the worker publishes
+// them, into nats.go's buffer (the embedded server reads them meanwhile;
+// the live stream keeps them, as in production).
+func BenchmarkPublishEvent(b *testing.B) {
+	nc, err := queue.Connect(testenv.NATS(b), "queue-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	q, err := queue.New(testenv.Context(b), nc, queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := uuid.New()
+	started := queue.Event{OrderID: id, Type: "started", Status: "running", Host: "web1"}
+	finished := queue.Event{OrderID: id, Type: "finished", Status: "succeeded", Host: "web1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := q.PublishEvent(started); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.PublishEvent(finished); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
