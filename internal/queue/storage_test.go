@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -110,6 +111,15 @@ func TestSettingsRefusedForStorageAreAppliedLater(t *testing.T) {
 	ns.WaitForShutdown()
 	startStoreServer(t, dir, 4<<30, port)
 	testenv.WaitUntil(t, 10*time.Second, "the queue reconnects", func() bool { return q.Conn().IsConnected() })
+	// A JetStream request sent right after the restart can go unanswered
+	// (and waited for ctx's two minutes once in CI): wait until JetStream
+	// answers before the retry the test is about.
+	if err := testenv.Answered(t, "JetStream's account info", func(ctx context.Context) error {
+		_, err := q.JetStream().AccountInfo(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	n, err := q.ApplyDeferredSettings(ctx)
 	if err != nil || n == 0 {
 		t.Fatalf("ApplyDeferredSettings with room: %d, %v", n, err)
