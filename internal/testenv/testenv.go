@@ -246,6 +246,15 @@ func NATSServer(t testing.TB, opts *server.Options) *server.Server {
 	if opts.StoreDir == "" {
 		opts.StoreDir = t.TempDir()
 	}
+	if opts.JetStreamMaxMemory == 0 {
+		// As serve's embedded server (natsembed). Left to nats-server, it
+		// is the Go runtime's memory limit when one is set, and a command
+		// that runs inside the test process (serve, api, worker: their
+		// memory_limit_bytes and its follower) sets one for as long as it
+		// runs: a server started meanwhile could not reserve ORDERLY_LIVE
+		// ("insufficient memory resources available", once in CI).
+		opts.JetStreamMaxMemory = 1 << 30
+	}
 	opts.Host, opts.Port, opts.JetStream, opts.NoSigs = "127.0.0.1", port, true, true
 	ns, err := server.NewServer(opts)
 	if err != nil {
