@@ -31,14 +31,7 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 	dir := t.TempDir()
 	count, pidFile := filepath.Join(dir, "count"), filepath.Join(dir, "pid")
 
-	cmd := exec.Command(orderlyBin, "worker", "--host", "victim")
-	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
-		"ORDERLY_NATS__ACK_WAIT=2s", "ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "PATH=/usr/bin:/bin"}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	cmd := startVictimWorker(t, s, "victim")
 
 	o := s.submit(map[string]any{"host": "victim", "command": "sh", "timeout_seconds": 120,
 		"args": []string{"-c", `echo $$ > "$1"; echo partial; echo x >> "$2"; sleep 60 & wait`, "_", pidFile, count}}, "", http.StatusAccepted)
@@ -134,14 +127,7 @@ func TestWorkerKilledMidOrderLeavesNoEscapee(t *testing.T) {
 	}
 	s := newStack(t)
 	escFile := filepath.Join(t.TempDir(), "escapee")
-	cmd := exec.Command(orderlyBin, "worker", "--host", "cgvictim")
-	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
-		"ORDERLY_NATS__ACK_WAIT=2s", "ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "PATH=/usr/bin:/bin"}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	cmd := startVictimWorker(t, s, "cgvictim")
 
 	o := s.submit(map[string]any{"host": "cgvictim", "command": "sh", "timeout_seconds": 120,
 		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
@@ -636,4 +622,20 @@ while [ ! -s "$1" ]; do sleep 0.01; done`, "_", pidFile}})
 		t.Errorf("the postmaster %s is serve's child: serve made itself a subreaper", strings.TrimSpace(line))
 	}
 	p.stop(t)
+}
+
+// startVictimWorker starts `orderly worker` for host as its own process
+// (short ack wait and lease, so a successor takes over within seconds of
+// its death), killed when the test ends.
+func startVictimWorker(t *testing.T, s *stack, host string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(orderlyBin, "worker", "--host", host)
+	cmd.Env = []string{"ORDERLY_DATABASE_URL=" + s.dsn, "ORDERLY_NATS__URL=" + s.natsURL,
+		"ORDERLY_NATS__ACK_WAIT=2s", "ORDERLY_NATS__LEASE_TTL=2s", "ORDERLY_NATS__HEARTBEAT=300ms", "PATH=/usr/bin:/bin"}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }
