@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -227,33 +228,90 @@ func limitedRun(action string) func(*order.Order) {
 	}
 }
 
+// newCutEnv is a storeEnv whose store's connections go through a
+// pgProxy; the test's own (locks, counts) do not.
+func newCutEnv(t *testing.T) (*storeEnv, *pgProxy) {
+	t.Helper()
+	dsn := testenv.Postgres(t)
+	ctx := testenv.Context(t)
+	direct, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(direct.Close)
+	viaDSN, proxy := startPGProxy(t, dsn)
+	via, err := postgres.Open(ctx, viaDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(via.Close)
+	return &storeEnv{t: t, ctx: ctx, pool: direct, store: postgres.New(via)}, proxy
+}
+
+// blockedBy is the backend that waits for the lock backend holder holds,
+// once there is exactly one and no insert queues in the store.
+func (e *storeEnv) blockedBy(holder uint32) uint32 {
+	e.t.Helper()
+	var blocked uint32
+	e.waitFor("an insert waits in PostgreSQL for the lock", func() bool {
+		pids := e.texts(`SELECT pid::text FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, int64(holder))
+		if len(pids) != 1 || e.store.QueuedInserts() != 0 {
+			return false
+		}
+		pid, err := strconv.ParseUint(pids[0], 10, 32)
+		blocked = uint32(pid)
+		return err == nil
+	})
+	return blocked
+}
+
+// cutAfterCommit lets the transaction of backend pid, which waits for
+// lock, commit with its answer held by proxy, then cuts its connection.
+func (e *storeEnv) cutAfterCommit(proxy *pgProxy, pid uint32, lock pgx.Tx) {
+	e.t.Helper()
+	proxy.holdAnswers(pid)
+	if err := lock.Commit(e.ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitFor("the insert commits, its answer held", func() bool {
+		return proxy.answerWaiting(pid) &&
+			e.count(`SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'idle'`, int64(pid)) == 1
+	})
+	proxy.cut(pid)
+}
+
+// cutBeforeCommit terminates backend pid while it waits for lock, then
+// releases lock.
+func (e *storeEnv) cutBeforeCommit(pid uint32, lock pgx.Tx) {
+	e.t.Helper()
+	var ended bool
+	if err := e.pool.QueryRow(e.ctx, `SELECT pg_terminate_backend($1, 10000)`, int64(pid)).Scan(&ended); err != nil || !ended {
+		e.t.Fatalf("backend %d did not end: %v", pid, err)
+	}
+	if err := lock.Rollback(e.ctx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // TestGroupCommitConnectionCut: the connection of a group of inserts in
 // flight breaks, before its commit (its backend terminated while the
 // group waits in PostgreSQL for a lock) or after it (the answer cut on
-// its way back, the transaction committed). Every caller gets its order,
-// recorded once, or an error it can retry with its idempotency key,
-// which then answers with the same order: none lost, none doubled. The
-// test holds the group in PostgreSQL (an action's lock) until it cuts.
+// its way back, the transaction committed). Every caller with an
+// idempotency key gets its order, recorded once: the store fences the
+// backend, then looks the key up as the caller's retry would (after the
+// commit a caller whose key an earlier order, or a neighbour, had used
+// got a 503 and had to retry), and inserts once more when nothing holds
+// it (before the commit every keyed caller got a 503). A caller without
+// a key gets its order after the commit (read back by id) and a 503
+// that names no order before it: nothing was recorded. None lost, none
+// doubled. The test holds the group in PostgreSQL (an action's lock)
+// until it cuts.
 func TestGroupCommitConnectionCut(t *testing.T) {
 	for _, committed := range []bool{false, true} {
 		name := map[bool]string{false: "before the commit", true: "after the commit"}[committed]
 		t.Run(name, func(t *testing.T) {
-			dsn := testenv.Postgres(t)
-			ctx := testenv.Context(t)
-			direct, err := postgres.Open(ctx, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(direct.Close)
-			viaDSN, proxy := startPGProxy(t, dsn)
-			via, err := postgres.Open(ctx, viaDSN)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(via.Close)
-			// The store's connections go through the proxy; the test's own
-			// (locks, counts) do not.
-			e := &storeEnv{t: t, ctx: ctx, pool: direct, store: postgres.New(via)}
+			e, proxy := newCutEnv(t)
+			ctx := e.ctx
 			keyed := func(key string) func(*order.Order) { return func(o *order.Order) { o.IdempotencyKey = key } }
 			old := e.insert("cut-1", "alice", keyed("cut-old"))
 			lockA, _ := e.lockAction("cut-a")
@@ -296,44 +354,18 @@ func TestGroupCommitConnectionCut(t *testing.T) {
 					t.Fatalf("an insert in flight: %v", l.err)
 				}
 			}
-			var groupPID uint32
-			e.waitFor("the group waits in PostgreSQL", func() bool {
-				pids := e.texts(`SELECT pid::text FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, int64(pidB))
-				if len(pids) != 1 || e.store.QueuedInserts() != 0 {
-					return false
-				}
-				pid, err := strconv.ParseUint(pids[0], 10, 32)
-				groupPID = uint32(pid)
-				return err == nil
-			})
-
+			groupPID := e.blockedBy(pidB)
 			if committed {
-				proxy.holdAnswers(groupPID)
-				if err := lockB.Commit(ctx); err != nil {
-					t.Fatal(err)
-				}
-				e.waitFor("the group commits, its answer held", func() bool {
-					return proxy.answerWaiting(groupPID) &&
-						e.count(`SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'idle'`, int64(groupPID)) == 1
-				})
-				proxy.cut(groupPID)
+				e.cutAfterCommit(proxy, groupPID, lockB)
 			} else {
-				var ended bool
-				if err := direct.QueryRow(ctx, `SELECT pg_terminate_backend($1, 10000)`, int64(groupPID)).Scan(&ended); err != nil || !ended {
-					t.Fatalf("the group's backend did not end: %v", err)
-				}
-				if err := lockB.Rollback(ctx); err != nil {
-					t.Fatal(err)
-				}
+				e.cutBeforeCommit(groupPID, lockB)
 			}
 
 			got := make([]insertOutcome, len(group))
 			for i := range outs {
 				got[i] = <-outs[i]
 			}
-			// The order each key answers with, retried while its caller
-			// had an error; a keyless order's error must mean nothing
-			// recorded.
+			// The order each key answers with: none may fail.
 			answer := map[string]uuid.UUID{"cut-old": old.ID}
 			for i, g := range got {
 				t.Logf("insert %d (key %q): existing %v, %v", i, g.o.IdempotencyKey, g.prev != nil, g.err)
@@ -345,21 +377,18 @@ func TestGroupCommitConnectionCut(t *testing.T) {
 					}
 				case g.err == nil:
 					mine = g.prev.ID
-				case order.ErrorCode(g.err) != order.CodeUnavailable:
-					t.Fatalf("insert %d: %v, want a retryable unavailable", i, g.err)
-				case key == "":
+				case key != "":
+					t.Errorf("insert %d (key %q): %v, want its order", i, key, g.err)
+					continue
+				case committed || order.ErrorCode(g.err) != order.CodeUnavailable:
+					t.Fatalf("insert %d: %v, want its order after the commit, a 503 before", i, g.err)
+				default:
+					var oe *order.Error
+					if !errors.As(g.err, &oe) || oe.Details["order_id"] != nil {
+						t.Errorf("insert %d: %#v, want a 503 that names no order (nothing recorded)", i, g.err)
+					}
 					if n := e.count(`SELECT count(*) FROM orders WHERE id = $1`, g.o.ID); n != 0 {
 						t.Fatalf("insert %d answered %v, but its order was recorded", i, g.err)
-					}
-				default:
-					retry := *g.o
-					retry.ID, retry.SubmittedAt, retry.ExpiresAt, retry.Status = order.NewID(), time.Time{}, nil, ""
-					prev, err := e.store.InsertOrder(ctx, &retry)
-					if err != nil {
-						t.Fatalf("insert %d's retry with its key: %v", i, err)
-					}
-					if mine = retry.ID; prev != nil {
-						mine = prev.ID
 					}
 				}
 				if key == "" {
@@ -374,6 +403,78 @@ func TestGroupCommitConnectionCut(t *testing.T) {
 				if ids := e.texts(`SELECT id::text FROM orders WHERE principal = 'alice' AND idempotency_key = $1`, key); len(ids) != 1 || ids[0] != id.String() {
 					t.Errorf("key %s: orders %v, answered with %s", key, ids, id)
 				}
+			}
+		})
+	}
+}
+
+// TestInsertConnectionCutKeyed: the connection of a lone keyed insert
+// breaks, after its commit (its answer held by the proxy, then cut) and
+// before it (its backend terminated while it waits for an action's
+// lock). The caller gets what its retry would have got, without one: a
+// retry of an order recorded earlier, cut after the commit, the first
+// order (it got a 503: its own id was not recorded); a new key cut before
+// the commit, its order, inserted once more after the fence (a 503).
+// A keyless insert cut before its commit still gets a 503 that names no
+// order: nothing was recorded, and it has no key to look up.
+func TestInsertConnectionCutKeyed(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		committed bool
+		key       string // "lone-old" is recorded before
+	}{
+		{"after the commit, a retry", true, "lone-old"},
+		{"before the commit, a new key", false, "lone-new"},
+		{"before the commit, a retry", false, "lone-old"},
+		{"before the commit, no key", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, proxy := newCutEnv(t)
+			keyedRun := func(key string) func(*order.Order) {
+				return func(o *order.Order) { limitedRun("lone")(o); o.IdempotencyKey = key }
+			}
+			old := e.insert("lone-1", "alice", keyedRun("lone-old"))
+			lock, lockPID := e.lockAction("lone")
+			o := plainOrder("lone-1", keyedRun(tc.key))
+			out := make(chan insertOutcome, 1)
+			go func() {
+				prev, err := e.store.InsertOrder(e.ctx, o)
+				out <- insertOutcome{o, prev, err}
+			}()
+			pid := e.blockedBy(lockPID)
+			if tc.committed {
+				e.cutAfterCommit(proxy, pid, lock)
+			} else {
+				e.cutBeforeCommit(pid, lock)
+			}
+			g := <-out
+			t.Logf("existing %v, %v", g.prev != nil, g.err)
+			want := o.ID
+			switch {
+			case tc.key == "":
+				var oe *order.Error
+				if !errors.As(g.err, &oe) || oe.Code != order.CodeUnavailable || oe.Details["order_id"] != nil {
+					t.Fatalf("%#v, want a 503 that names no order", g.err)
+				}
+				if n := e.count(`SELECT count(*) FROM orders WHERE id = $1`, o.ID); n != 0 {
+					t.Fatalf("answered %v, but the order was recorded", g.err)
+				}
+				return
+			case g.err != nil:
+				t.Fatalf("%v, want its order", g.err)
+			case tc.key == "lone-old":
+				want = old.ID
+				if g.prev == nil || g.prev.ID != old.ID {
+					t.Fatalf("answered %+v, want the first order %s", g.prev, old.ID)
+				}
+			case g.prev != nil:
+				t.Fatalf("answered with order %s, want its own %s recorded", g.prev.ID, o.ID)
+			}
+			if ids := e.texts(`SELECT id::text FROM orders WHERE principal = 'alice' AND idempotency_key = $1`, tc.key); len(ids) != 1 || ids[0] != want.String() {
+				t.Errorf("key %s: orders %v, want %s", tc.key, ids, want)
+			}
+			if n := e.count(`SELECT count(*) FROM unpublished WHERE id = $1`, want); n != 1 {
+				t.Errorf("order %s: %d unpublished marks, want 1 (the reconciler's net)", want, n)
 			}
 		})
 	}

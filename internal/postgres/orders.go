@@ -402,6 +402,13 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
 		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit, expiresIn}
+	return s.insert(ctx, o, q, params, idemKey, true)
+}
+
+// insert runs the insert q of o, and decides it when its connection broke
+// (insertOutcome). again allows one more insert of a keyed order that the
+// fence found not recorded.
+func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []any, idemKey *string, again bool) (*order.Order, error) {
 	// The backend to fence if the answer is lost; the insert goes alone,
 	// or in one transaction with the inserts that arrived while another
 	// was in flight (groupcommit.go).
@@ -423,13 +430,55 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 		terr := translate("insert order", err)
 		// SafeToRetry: the statement never left (no connection, or the
 		// pool's was already closed), so nothing can have been recorded.
-		if order.ErrorCode(terr) == order.CodeUnavailable && !pgconn.SafeToRetry(err) {
-			return nil, s.insertOutcome(ctx, o, pid, terr)
+		if order.ErrorCode(terr) != order.CodeUnavailable || pgconn.SafeToRetry(err) {
+			return nil, terr
 		}
-		return nil, terr
+		recorded, oerr := s.insertOutcome(ctx, o, pid)
+		switch {
+		case oerr != nil:
+			return nil, unknownOutcome(o, fmt.Errorf("insert order: %w", err), oerr)
+		case recorded:
+			return nil, nil
+		case idemKey == nil || !again:
+			return nil, notRecorded(fmt.Errorf("insert order: %w", err))
+		}
+		// The fenced backend's transaction is final, so the key tells
+		// what the retry the client would send will find: the order an
+		// earlier request recorded under it, or a neighbour in the same
+		// group (o's own statement then inserted nothing), answered as
+		// that retry would be; or nothing, and o is inserted once more
+		// (a concurrent retry with the key meets it as any retry does).
+		prev, err := s.idempotentRepeat(ctx, o, *idemKey)
+		if order.ErrorCode(err) == order.CodeNotFound {
+			return s.insert(ctx, o, q, params, idemKey, false)
+		}
+		return prev, err
 	}
 	o.Status = order.StatusQueued
 	return nil, nil
+}
+
+// notRecorded is the 503 of an insert the fence found not recorded: a
+// submission without an Idempotency-Key (or a keyed one whose second
+// insert broke too) may be sent again as it is.
+func notRecorded(insertErr error) error {
+	return &order.Error{Code: order.CodeUnavailable,
+		Message: "database unavailable: the connection broke before the order was recorded; nothing was recorded, so it can be submitted again",
+		Err:     insertErr}
+}
+
+// unknownOutcome is the 503 of an insert whose connection broke and whose
+// outcome the fence and read-back could not learn: the order may exist,
+// so the answer names it (the reconciler queues it if it was recorded).
+func unknownOutcome(o *order.Order, insertErr, readErr error) error {
+	msg := "database unavailable: the order may have been recorded; look it up by id before submitting it again " +
+		"(an Idempotency-Key makes a retry safe)"
+	if o.IdempotencyKey != "" {
+		msg = "database unavailable: the order may have been recorded; submit it again with the same Idempotency-Key, " +
+			"which answers with the order if it was"
+	}
+	return &order.Error{Code: order.CodeUnavailable, Message: msg,
+		Details: map[string]any{"order_id": o.ID}, Err: errors.Join(insertErr, fmt.Errorf("read back order %s: %w", o.ID, readErr))}
 }
 
 // insertOutcome decides an insert whose connection broke: the statement
@@ -437,17 +486,16 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 // stop the backend running it. So it first fences that backend (pid):
 // pg_terminate_backend, waiting up to 2 s for it to exit, after which its
 // transaction is committed or rolled back for good. Then it reads the row
-// back on another connection: found, the order is recorded (nil: the
+// back on another connection: found, the order is recorded (true: the
 // caller publishes it and answers 202); not found, nothing was recorded
-// (the 503 stands). When the fence or the read fails three times, the 503
-// carries the order id, since the order may exist (the reconciler then
+// under o's id, nor will be. When the fence or the read fails three
+// times, the error says why: the order may exist (the reconciler then
 // queues it). Were the pid reused by a new backend within these seconds,
 // that connection (orderly's own role on this database, by the filter)
 // would be ended too and reconnect: a blip, never a wrong answer.
-func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, insertErr error) error {
+func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32) (recorded bool, err error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var err error
 	for try, wait := 0, 50*time.Millisecond; try < 3; try, wait = try+1, wait*4 {
 		var gone bool
 		err = s.pool.QueryRow(rctx, `SELECT coalesce((SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity
@@ -460,9 +508,9 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, i
 			switch {
 			case err == nil:
 				o.Status = order.StatusQueued
-				return nil
+				return true, nil
 			case errors.Is(err, pgx.ErrNoRows):
-				return insertErr
+				return false, nil
 			}
 		}
 		t := time.NewTimer(wait)
@@ -472,9 +520,7 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32, i
 			t.Stop()
 		}
 	}
-	return &order.Error{Code: order.CodeUnavailable,
-		Message: "database unavailable: the order may have been recorded; look it up by id before submitting it again",
-		Details: map[string]any{"order_id": o.ID}, Err: errors.Join(insertErr, fmt.Errorf("read back order %s: %w", o.ID, err))}
+	return false, err
 }
 
 // idempotentRepeat answers a submission o whose idempotency key the
