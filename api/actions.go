@@ -149,8 +149,9 @@ type ActionRunRequest struct {
 // order of kind action through the one intake path (validate, authorize
 // by the action's definition, its run limit, record, publish) and is
 // answered as POST /v1/orders answers: 202 with the order, with ?wait or
-// Prefer: wait the finished order (200), Idempotency-Key honoured; its
-// output streams on GET /v1/orders/{id}/events.
+// Prefer: wait the finished order (200), Idempotency-Key honoured,
+// X-Correlation-Id the order's correlation id (the body has no field for
+// one); its output streams on GET /v1/orders/{id}/events.
 func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 	set := s.Settings()
 	wait, err := waitOf(r, set.MaxWait)
@@ -232,8 +233,15 @@ func (s *Server) handleActionRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	correlation, err := correlationOf(r.Header.Values(correlationHeader))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: req.Host, Command: action.Command(d.Name),
 		CaptureStdout: true, CaptureStderr: true, Source: "rest", Action: a, IdempotencyKey: key}
+	// The header is the run's only source of one: the body has no field.
+	correlate(o, correlation)
 	final, err := s.SubmitOrder(r.Context(), principalOf(r), o, wait)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/config"
 )
 
 // TestCorrelationIDHeader: POST /v1/orders and a NATS submission take
@@ -101,3 +102,84 @@ func TestCorrelationIDHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestCorrelationIDAnswered: the answers that carry an order echo the
+// correlation id it recorded in X-Correlation-Id (none did): a submission
+// (the header's, or the body's when both are sent), a keyed retry (the
+// first request's, whatever the retry sent), GET and HEAD of the order, a
+// fan-out, an action run. An order without one is answered without the
+// header, not with its id or a new one.
+func TestCorrelationIDAnswered(t *testing.T) {
+	count := config.Action{Name: "count", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "n", Type: "int", Min: ptrTo[int64](1), Max: ptrTo[int64](5)}},
+		Command: []string{"/bin/echo", "{n}"}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{count}}})
+	body := map[string]any{"host": "corr-a", "command": "true"}
+	answered := func(what string, wantCode int, wantID string, method, path string, b any, hdr ...string) []byte {
+		t.Helper()
+		code, h, resp := e.doHeader("alice", method, path, b, hdr...)
+		if code != wantCode {
+			t.Fatalf("%s: %d %s, want %d", what, code, resp, wantCode)
+		}
+		if got, ok := h[correlationHeader]; wantID == "" && ok || wantID != "" && (len(got) != 1 || got[0] != wantID) {
+			t.Errorf("%s: X-Correlation-Id %q, want %q", what, got, wantID)
+		}
+		return resp
+	}
+	order := func(b []byte) api.Order {
+		t.Helper()
+		var o api.Order
+		if err := json.Unmarshal(b, &o); err != nil {
+			t.Fatalf("decode order: %v: %s", err, b)
+		}
+		return o
+	}
+
+	withHeader := order(answered("the header", 202, "deploy-7", "POST", "/v1/orders", body, "X-Correlation-Id", "deploy-7"))
+	answered("the body's field and the header", 202, "from-body", "POST", "/v1/orders",
+		map[string]any{"host": "corr-a", "command": "true", "correlation_id": "from-body"}, "X-Correlation-Id", "from-header")
+	without := order(answered("neither", 202, "", "POST", "/v1/orders", body))
+	answered("GET with one", 200, "deploy-7", "GET", "/v1/orders/"+withHeader.ID.String(), nil)
+	answered("HEAD with one", 200, "deploy-7", "HEAD", "/v1/orders/"+withHeader.ID.String(), nil)
+	answered("GET without", 200, "", "GET", "/v1/orders/"+without.ID.String(), nil)
+
+	// A keyed retry answers with the first order, and the id it recorded.
+	answered("keyed", 202, "first", "POST", "/v1/orders", body, "Idempotency-Key", "corr-echo", "X-Correlation-Id", "first")
+	answered("its retry, another header", 202, "first", "POST", "/v1/orders", body, "Idempotency-Key", "corr-echo", "X-Correlation-Id", "second")
+	answered("its retry, none", 202, "first", "POST", "/v1/orders", body, "Idempotency-Key", "corr-echo")
+
+	fan := map[string]any{"hosts": []string{"corr-a", "corr-b"}, "command": "true"}
+	answered("a fan-out", 202, "fan-1", "POST", "/v1/orders", fan, "X-Correlation-Id", "fan-1")
+	answered("a fan-out without", 202, "", "POST", "/v1/orders", fan)
+
+	// An action run reads the header as an order does: the order's
+	// correlation id, echoed; a retry with another header is the same run.
+	run := map[string]any{"host": "corr-a", "params": map[string]any{"n": 2}}
+	o := order(answered("an action run", 202, "act-1", "POST", "/v1/actions/count/run", run, "X-Correlation-Id", "act-1",
+		"Idempotency-Key", "corr-act"))
+	if o.CorrelationID != "act-1" {
+		t.Errorf("action run with X-Correlation-Id act-1: correlation_id %q", o.CorrelationID)
+	}
+	if again := order(answered("its retry", 202, "act-1", "POST", "/v1/actions/count/run", run, "X-Correlation-Id", "act-2",
+		"Idempotency-Key", "corr-act")); again.ID != o.ID {
+		t.Errorf("action run retried with another header: order %s, want %s", again.ID, o.ID)
+	}
+	if o := order(answered("an action run without", 202, "", "POST", "/v1/actions/count/run", run)); o.CorrelationID != "" {
+		t.Errorf("action run without the header: correlation_id %q", o.CorrelationID)
+	}
+	for _, hdr := range [][]string{
+		{"X-Correlation-Id", "a", "X-Correlation-Id", "b"},
+		{"X-Correlation-Id", strings.Repeat("x", 201)},
+		{"X-Correlation-Id", "tab\there"},
+	} {
+		code, resp := e.do("alice", "POST", "/v1/actions/count/run", run, hdr...)
+		wantError(t, code, resp, 400, "invalid_request")
+		var eb api.ErrorBody
+		if err := json.Unmarshal(resp, &eb); err != nil || eb.Error.Details["field"] != "X-Correlation-Id" {
+			t.Errorf("action run %q: %s, want the refusal to name X-Correlation-Id", hdr, resp)
+		}
+	}
+}
+
+// correlationHeader is the header's name as Go's net/http keys it.
+const correlationHeader = "X-Correlation-Id"

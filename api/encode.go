@@ -50,12 +50,14 @@ var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // encodeSubmitted answers a submission with its order: 200 once the order
 // has ended (a wait saw it finish), 202 while it is queued or running;
-// with its cancel request, as GET /v1/orders/{id} has it.
+// with its cancel request, as GET /v1/orders/{id} has it, and its
+// correlation id in X-Correlation-Id (setCorrelation).
 func (s *Server) encodeSubmitted(w http.ResponseWriter, r *http.Request, o *order.Order) {
 	status := http.StatusAccepted
 	if o.Status.Terminal() {
 		status = http.StatusOK
 	}
+	setCorrelation(w.Header(), o)
 	encode(w, status, s.withCancellation(r.Context(), o))
 }
 

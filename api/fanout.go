@@ -155,6 +155,7 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	if wait > 0 {
 		s.awaitBatch(r.Context(), batch, events, wait)
 	}
+	setCorrelation(w.Header(), stored...)
 	s.writeFanOut(w, r, batch, stored, refused, old, replayed)
 }
 

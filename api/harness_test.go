@@ -344,6 +344,13 @@ func (e *apiEnv) logger() *slog.Logger {
 // name/value pairs, and returns the status and body.
 func (e *apiEnv) do(as, method, path string, body any, hdr ...string) (int, []byte) {
 	e.t.Helper()
+	code, _, b := e.doHeader(as, method, path, body, hdr...)
+	return code, b
+}
+
+// doHeader is do, and returns the answer's headers too.
+func (e *apiEnv) doHeader(as, method, path string, body any, hdr ...string) (int, http.Header, []byte) {
+	e.t.Helper()
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -380,7 +387,7 @@ func (e *apiEnv) do(as, method, path string, body any, hdr ...string) (int, []by
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return resp.StatusCode, b
+	return resp.StatusCode, resp.Header, b
 }
 
 // submit posts an order as principal and decodes the answer, which must

@@ -191,6 +191,13 @@ func (sc *specChecker) do(c call) (*http.Response, []byte) {
 	if err := openapi3filter.ValidateResponse(testenv.Context(sc.t), out); err != nil {
 		sc.t.Errorf("%s %s: the %d response does not match the spec: %v\n%s", c.method, c.path, resp.StatusCode, err, b)
 	}
+	// ValidateResponse checks the headers the spec declares, not that it
+	// declares the ones the API answers: orderly's own must be listed.
+	for _, h := range []string{"X-Correlation-Id", "Idempotent-Replayed"} {
+		if doc := route.Operation.Responses.Status(resp.StatusCode); resp.Header.Get(h) != "" && (doc == nil || doc.Value.Headers[h] == nil) {
+			sc.t.Errorf("%s %s: the %d response's header %s is not in the spec", c.method, c.path, resp.StatusCode, h)
+		}
+	}
 	// ValidateResponse passes any body for a status the spec gives no
 	// content, and skips the content type of a stream: a body must be of
 	// a type the spec lists for its status.
@@ -295,6 +302,14 @@ func TestSpecResponses(t *testing.T) {
 		"stdout": map[string]any{"capture": true, "encode": "base85"}, "timeout_seconds": 10, "correlation_id": "c1"}})
 	want(resp, b, http.StatusOK)
 	done := decodeAs[api.Order](t, b)
+	if h := resp.Header.Get("X-Correlation-Id"); h != "c1" {
+		t.Errorf("submit with correlation_id c1: X-Correlation-Id %q", h)
+	}
+	for _, m := range []string{"GET", "HEAD"} {
+		if resp, _ = sc.do(call{as: "alice", method: m, path: "/v1/orders/" + done.ID.String()}); resp.Header.Get("X-Correlation-Id") != "c1" {
+			t.Errorf("%s of an order with correlation id c1: X-Correlation-Id %q", m, resp.Header.Get("X-Correlation-Id"))
+		}
+	}
 	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "h1", "command": "echo", "args": []string{"hi"}},
 		hdr: []string{"Prefer", "wait=20", "Idempotency-Key", "k-1"}})
 	want(resp, b, http.StatusOK)
@@ -333,9 +348,13 @@ func TestSpecResponses(t *testing.T) {
 	sc.do(call{as: "alice", method: "GET", path: "/v1/orders/" + done.ID.String() + "/events", hdr: []string{"Last-Event-ID", "1"}})
 
 	// Fan-out: one host with a worker, one without; then the batch.
-	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"hosts": []string{"h1", "offline"}, "command": "true"}})
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"hosts": []string{"h1", "offline"}, "command": "true"},
+		hdr: []string{"X-Correlation-Id", "fan-c1"}})
 	want(resp, b, http.StatusAccepted)
 	batch := decodeAs[api.Batch](t, b)
+	if h := resp.Header.Get("X-Correlation-Id"); h != "fan-c1" {
+		t.Errorf("fan-out with X-Correlation-Id fan-c1: answered %q", h)
+	}
 	sc.do(call{as: "alice", method: "GET", path: "/v1/batches/" + batch.BatchID.String()})
 	sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"hosts": []string{"zz-*"}, "command": "true"}}) // 422
 
@@ -364,10 +383,11 @@ func TestSpecResponses(t *testing.T) {
 	sc.do(call{as: "alice", method: "GET", path: "/v1/actions/count"})
 	sc.do(call{as: "alice", method: "GET", path: "/v1/actions/count/choices?host=h1"})
 	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/actions/count/run", body: map[string]any{"host": "h1", "params": map[string]any{"n": 3}},
-		hdr: []string{"Prefer", "wait=20"}})
+		hdr: []string{"Prefer", "wait=20", "X-Correlation-Id", "act-c1"}})
 	want(resp, b, http.StatusOK)
-	if o := decodeAs[api.Order](t, b); o.Action == nil || o.Action.Params["n"] != "3" {
-		t.Fatalf("action run: %s", b)
+	if o := decodeAs[api.Order](t, b); o.Action == nil || o.Action.Params["n"] != "3" || o.CorrelationID != "act-c1" ||
+		resp.Header.Get("X-Correlation-Id") != "act-c1" {
+		t.Fatalf("action run with X-Correlation-Id act-c1: %q %s", resp.Header.Get("X-Correlation-Id"), b)
 	}
 	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/actions/hash-secret/run", body: map[string]any{"host": "act-1", "params": map[string]any{"label": "x", "pw": "s3cretpassw0rd"}}})
 	want(resp, b, http.StatusAccepted) // no worker for act-1: queued

@@ -85,6 +85,30 @@ func correlate(o *order.Order, id string) {
 	o.CorrelationID = id
 }
 
+// setCorrelation echoes, in an answer's X-Correlation-Id, the correlation
+// id its orders recorded: the one the request gave them (its body's field
+// or its header), or for a replayed order the first request's, which is
+// what GET /v1/orders?correlation= finds. None when they have none, nor
+// when a fan-out's differ (a retry's replayed hosts keep the first
+// try's): not the order id either, an id no order holds, nor a new one as
+// a runbook run makes for its chain, which would name a chain nothing in
+// PostgreSQL belongs to.
+func setCorrelation(h http.Header, orders ...*order.Order) {
+	id := ""
+	for _, o := range orders {
+		switch {
+		case o == nil:
+		case o.CorrelationID == "" || id != "" && o.CorrelationID != id:
+			return
+		default:
+			id = o.CorrelationID
+		}
+	}
+	if id != "" {
+		h[correlationHeader] = []string{id}
+	}
+}
+
 func notFound(msg string) error { return order.Errorf(order.CodeNotFound, "%s", msg) }
 
 // handleSubmit is POST /v1/orders: 202 with the queued order, or with a

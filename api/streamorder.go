@@ -40,8 +40,10 @@ const outputSlice = 1<<20 - 64
 // a JSON buffer of the whole body, before the first byte left (serve above
 // 160 MiB RSS for one ?wait); read whole, it was pgx's 16 MiB read buffer
 // and the scanned copy. The envelope is marshalled with a placeholder per
-// content, then written around the contents.
+// content, then written around the contents. The order's correlation id
+// goes in X-Correlation-Id (setCorrelation).
 func (s *Server) encodeOrder(w http.ResponseWriter, r *http.Request, status int, o *order.Order, respOf func(*order.Order) Order) {
+	setCorrelation(w.Header(), o)
 	s.endStreamed(w, r, writeOrder(r.Context(), w, status, o, respOf, s.Store, outputSlice))
 }
 
