@@ -406,8 +406,8 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 }
 
 // insert runs the insert q of o, and decides it when its connection broke
-// (insertOutcome). again allows one more insert of a keyed order that the
-// fence found not recorded.
+// (insertOutcome). again allows one more insert of an order that the fence
+// found not recorded.
 func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []any, idemKey *string, again bool) (*order.Order, error) {
 	// The backend to fence if the answer is lost; the insert goes alone,
 	// or in one transaction with the inserts that arrived while another
@@ -439,8 +439,13 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 			return nil, unknownOutcome(o, fmt.Errorf("insert order: %w", err), oerr)
 		case recorded:
 			return nil, nil
-		case idemKey == nil || !again:
+		case !again:
 			return nil, notRecorded(fmt.Errorf("insert order: %w", err))
+		case idemKey == nil:
+			// Nothing holds o's id and the fenced backend can no longer
+			// record it, so o is inserted once more: its id, the primary
+			// key, keeps it from being recorded twice.
+			return s.insert(ctx, o, q, params, nil, false)
 		}
 		// The fenced backend's transaction is final, so the key tells
 		// what the retry the client would send will find: the order an
@@ -458,9 +463,8 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 	return nil, nil
 }
 
-// notRecorded is the 503 of an insert the fence found not recorded: a
-// submission without an Idempotency-Key (or a keyed one whose second
-// insert broke too) may be sent again as it is.
+// notRecorded is the 503 of an insert the fence found not recorded twice
+// (its second insert broke too): it may be sent again as it is.
 func notRecorded(insertErr error) error {
 	return &order.Error{Code: order.CodeUnavailable,
 		Message: "database unavailable: the connection broke before the order was recorded; nothing was recorded, so it can be submitted again",
