@@ -65,6 +65,12 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		_ = msg.Term()
 		return nil, false, nil
 	}
+	if w.replayed(msg) {
+		handled, err := w.settleReplayed(ctx, msg, id)
+		if err != nil || handled {
+			return nil, false, err
+		}
+	}
 	// A stop request leaves the claim the result write's grace
 	// (writeContext): cut short, its commit could land unheard. A claim
 	// whose answer was lost is read back by the retry, and settle adopts
@@ -85,9 +91,14 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 	case err != nil:
 		return nil, false, err
 	case claimed:
+		w.claimedFrom(msg)
 		return o, true, nil
 	}
-	return w.settle(ctx, msg, o)
+	o, claimed, err = w.settle(ctx, msg, o)
+	if claimed {
+		w.claimedFrom(msg)
+	}
+	return o, claimed, err
 }
 
 // misrouted drops a message on this host's subject that names an order of
@@ -140,9 +151,11 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 				next = nil
 			}
 		}
-		if next == nil {
+		if next == nil || w.replayed(next) {
 			// Without the result committed we must not ack: the order
 			// would look finished to JetStream and unknown to PostgreSQL.
+			// A next message delivered before (replayed) is not claimed
+			// with it: begin looks at its order first.
 			stored, err := w.complete(ctx, msg, o, finish)
 			if err != nil {
 				return nil, err
@@ -151,7 +164,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			if stored && live {
 				w.endOutput(o)
 			}
-			return nil, nil
+			return next, nil
 		}
 		// A stop request must not cut the commit short: its answer would
 		// be lost with the claim of the next order possibly made.
@@ -187,6 +200,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		switch {
 		case step.Claimed:
+			w.claimedFrom(next)
 			msg, o = next, step.Next
 			continue
 		case errors.Is(step.NextErr, postgres.ErrNotOwner) && step.Next != nil && step.Next.Host != w.opts.Host:
@@ -198,6 +212,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if err != nil || adopted == nil {
 			return nil, err
 		}
+		w.claimedFrom(next)
 		msg, o = next, adopted
 	}
 }

@@ -63,6 +63,9 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 			return nil, err
 		}
 	}
+	// Before the consumer delivers anything: how far the host's orders
+	// were claimed (replay.go).
+	w.loadClaimMark(ctx)
 	if prev == w.self { // this very process owned the host last
 		return w.q.RewindHostConsumer(ctx, w.opts.Host)
 	}

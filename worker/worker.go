@@ -33,6 +33,9 @@ type Store interface {
 	CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
 		nextID uuid.UUID, worker string, nextSeq uint64) (postgres.Step, error)
 	Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error)
+	// Cancel ends a queued order a restored database holds as never
+	// claimed below the host's claim mark (replay.go).
+	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
 	Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
 	Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
@@ -122,6 +125,8 @@ type Worker struct {
 	acks atomic.Pointer[acks]
 	// wakes coalesces control wake-ups (control.go).
 	wakes wakes
+	// claims is how far the host's orders were claimed (replay.go).
+	claims claimMarks
 }
 
 type running struct {
@@ -226,6 +231,10 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	}
 	took := false // the takeover is done
 	defer func() {
+		// The claims of this tenure, before a successor may take the
+		// host: a nats-server restarted after this loses the consumer,
+		// not the mark (replay.go).
+		w.writeClaimMark(context.WithoutCancel(ctx))
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		// A takeover that failed leaves the host to whoever takes it
@@ -280,6 +289,11 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		return err
 	}
 	took = true
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.keepClaimMark(feedCtx)
+	}()
 	ctl, err := w.q.SubscribeControl(w.opts.Host, w.control)
 	if err != nil {
 		return err

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,4 +184,166 @@ func runs(t *testing.T, marker string) int {
 		t.Fatal(err)
 	}
 	return strings.Count(string(b), "x\n")
+}
+
+// TestQueuedOrderOfARestoredBackupRunsOnce: a PostgreSQL backup holds an
+// order queued, published (not in unpublished); after the backup it ran
+// and its message was acknowledged. A limits orders stream keeps an
+// acknowledged message until the API's next purge (5 s), and a
+// nats-server restarted meanwhile has lost the host's consumer, whose
+// state is in memory: the worker creates it again from the host's first
+// message stored and gets the order once more. Restored, PostgreSQL holds
+// it queued, never claimed, and the worker ran it a second time. Here
+// nothing purges (the API is stopped while the order runs: PurgeAcked is
+// the API's), so the message is there whatever the timing. The worker now
+// keeps in NATS how far its host's orders were claimed, and ends a
+// delivery below that whose order PostgreSQL holds as never claimed as
+// canceled, saying PostgreSQL was restored, instead of claiming it.
+func TestQueuedOrderOfARestoredBackupRunsOnce(t *testing.T) {
+	bin, err := pgembed.FindBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	ns := testenv.NATSServer(t, &server.Options{})
+	dsn := testenv.Postgres(t)
+	logger := testenv.Logger(t)
+	w, err := config.NewWatcherFilled("", nil, testOverrides(dsn, ns.ClientURL()), logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, sum := auth.NewToken()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "ran")
+
+	var s *stack
+	apiUp := func() (down func()) {
+		s, down = upAPI(t, w, logger, tok, sum)
+		return down
+	}
+	workerUp := func() (down func()) { return upWorker(t, w, logger, "h1") }
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	// No worker yet: the order is accepted, published and stays queued.
+	downAPI := apiUp()
+	code, body := s.do("POST", "/v1/orders", map[string]any{"host": "h1", "command": "sh",
+		"args": []string{"-c", `echo x >> "$1"`, "_", marker}})
+	if code != http.StatusAccepted {
+		t.Fatalf("submit = %d, want 202: %s", code, body)
+	}
+	var o api.Order
+	if err := json.Unmarshal(body, &o); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, time.Minute, "the order's publish mark cleared", func() bool {
+		var n int
+		return conn.QueryRow(ctx, `SELECT count(*) FROM unpublished`).Scan(&n) == nil && n == 0
+	})
+
+	// The backup, taken now, holds it queued.
+	backup := filepath.Join(t.TempDir(), "orderly.dump")
+	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", backup, "-d", dsn).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+
+	// The API stops, so that nothing purges the stream; the worker runs
+	// the order, once, and acknowledges its message.
+	downAPI()
+	downWorker := workerUp()
+	testenv.WaitUntil(t, time.Minute, "the order succeeded", func() bool {
+		var st string
+		return conn.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, o.ID).Scan(&st) == nil && st == "succeeded"
+	})
+	js := testenv.JetStream(t, ns.ClientURL(), "probe")
+	st, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
+	if err != nil {
+		t.Fatalf("the order's message: %v", err)
+	}
+	testenv.WaitUntil(t, time.Minute, "the order's message acknowledged", func() bool {
+		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
+		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
+	})
+	downWorker()
+	if n := runs(t, marker); n != 1 {
+		t.Fatalf("ran %d times before the restore, want 1", n)
+	}
+
+	// The restore: nats-server restarted with its store (the consumer is
+	// gone, the acknowledged message is not), the backup restored,
+	// everything started again.
+	ns = testenv.NATSServerRestarted(t, ns)
+	if _, err := testenv.JetStream(t, ns.ClientURL(), "probe").Stream(ctx, queue.OrdersStream); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_restore"), "--clean", "--if-exists", "-d", dsn, backup).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+	apiUp()
+	workerUp()
+
+	got := s.waitFor(o.ID, time.Minute, func(o api.Order) bool { return o.Status != "queued" && o.Status != "running" })
+	if n := runs(t, marker); n != 1 {
+		t.Fatalf("the order ran %d times: the restored backup held it queued, and its acknowledged message came back with the consumer a restarted nats-server lost", n)
+	}
+	if got.Status != "canceled" || got.Result == nil || got.Result.Error == nil || !strings.Contains(*got.Result.Error, "restored") {
+		t.Fatalf("the order after the restore: %s %+v, want canceled saying PostgreSQL was restored", got.Status, got.Result)
+	}
+}
+
+// upAPI starts an API on its own connections, as `orderly api` would,
+// with the admin token tok (sum its hash); down stops it (once, and at
+// the end of the test if not before).
+func upAPI(t *testing.T, w *config.Watcher, logger *slog.Logger, tok, sum string) (s *stack, down func()) {
+	t.Helper()
+	ctx := t.Context()
+	b, err := openBackend(ctx, w.Current(), "test", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := startAPI(ctx, w, b, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &stack{t: t, url: a.URL, token: tok}, stopOnce(t, func() { a.shutdown(); b.close() })
+}
+
+// upWorker starts the worker of host on its own connections, as `orderly
+// worker` would; down stops it as upAPI's does.
+func upWorker(t *testing.T, w *config.Watcher, logger *slog.Logger, host string) (down func()) {
+	t.Helper()
+	ctx := t.Context()
+	b, err := openBackend(ctx, w.Current(), "test", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := w.Current()
+	cfg.Host = host
+	wr, err := startWorker(ctx, cfg, b, logger, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stopOnce(t, func() { _ = wr.stop(); b.close() })
+}
+
+// stopOnce registers stop as a cleanup of t and returns it, to be called
+// earlier at most once.
+func stopOnce(t *testing.T, stop func()) func() {
+	var once sync.Once
+	f := func() { once.Do(stop) }
+	t.Cleanup(f)
+	return f
 }

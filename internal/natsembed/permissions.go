@@ -62,6 +62,8 @@ func WorkerPermissions(host string) *server.Permissions {
 	lease := "$KV." + queue.HostsBucket + ".lease." + host
 	info := "$KV." + queue.HostsBucket + ".info." + host
 	standby := "$KV." + queue.HostsBucket + ".standby." + host
+	marks := "KV_" + queue.MarksBucket
+	claimed := "$KV." + queue.MarksBucket + ".claimed." + host
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			// Its own durable consumer, and nothing of anyone else's: the
@@ -88,6 +90,12 @@ func WorkerPermissions(host string) *server.Permissions {
 			"$JS.API.CONSUMER.CREATE." + kvStream + ".*." + lease,
 			"$JS.API.CONSUMER.DELETE." + kvStream + ".*",
 			"$JS.FC." + kvStream + ".>",
+			// Its claim mark (queue.ClaimMark): bind the bucket, read and
+			// write its own key; the publish generation beside it is the
+			// API's alone.
+			"$JS.API.STREAM.INFO." + marks,
+			"$JS.API.DIRECT.GET." + marks + "." + claimed,
+			claimed,
 			// Its own status events and live output, and reading back its
 			// host's live output (what a worker taking over keeps of an
 			// interrupted order) through an ordered consumer filtered on

@@ -525,3 +525,39 @@ func TestPublishGenerationOnTheBus(t *testing.T) {
 	w1.publish(t, "$KV."+queue.MarksBucket+".postgres.generation")
 	w1.refused(t, "Publish", "$KV."+queue.MarksBucket+".postgres.generation")
 }
+
+// TestClaimMarkOnTheBus: the worker of a host reads and raises its own
+// claim mark (worker/replay.go) through its credential, in the bucket the
+// API made at its start; another host's worker may neither write nor read
+// it.
+func TestClaimMarkOnTheBus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	if _, err := queue.New(ctx, api.nc, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := q1.ClaimMarkOf(ctx, "h1"); err != nil || m.Seq != 0 {
+		t.Fatalf("h1's claim mark before any: %+v %v", m, err)
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	for _, seq := range []uint64{7, 5} { // a lower one leaves the higher
+		if err := q1.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: seq, Stored: at}); err != nil {
+			t.Fatalf("h1's worker raising its claim mark to %d: %v", seq, err)
+		}
+	}
+	if m, err := q1.ClaimMarkOf(ctx, "h1"); err != nil || m.Seq != 7 || !m.Stored.Equal(at) {
+		t.Fatalf("h1's claim mark: %+v %v, want 7 at %s", m, err, at)
+	}
+	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
+	w2.publish(t, "$KV."+queue.MarksBucket+".claimed.h1")
+	w2.refused(t, "Publish", "$KV."+queue.MarksBucket+".claimed.h1")
+	w2.publish(t, "$JS.API.DIRECT.GET.KV_"+queue.MarksBucket+".$KV."+queue.MarksBucket+".claimed.h1")
+	w2.refused(t, "Publish", "$JS.API.DIRECT.GET.KV_"+queue.MarksBucket+".$KV."+queue.MarksBucket+".claimed.h1")
+}

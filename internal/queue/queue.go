@@ -228,6 +228,13 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, replicasError(err, opts.Replicas))
 	}
+	// Made here, not only at the first raise of the publish generation:
+	// the workers write their claim marks to it from their first order.
+	// Not a reason to refuse to start: the raise makes it again.
+	if _, err := q.marksKV(ctx, true); err != nil && q.opts.Logger != nil {
+		q.opts.Logger.Warn("could not create a kv bucket; the API tries again when it raises the publish generation",
+			"bucket", MarksBucket, "error", replicasError(err, opts.Replicas))
+	}
 	return kv, nil
 }
 

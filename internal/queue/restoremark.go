@@ -12,8 +12,11 @@ import (
 
 // MarksBucket holds what NATS keeps of PostgreSQL: the publish generation
 // (postgres.Store.RaisePublishGeneration) the API copies after raising
-// it. A database restored from a backup holds a lower one, which is how
-// the API tells a restore (intake/restore.go).
+// it, and each host's claim mark, which its worker writes (ClaimMark). A
+// database restored from a backup holds a lower generation, which is how
+// the API tells a restore (intake/restore.go), and orders queued that a
+// host's worker claimed past (worker/replay.go). The API makes it at its
+// start (ensure): a worker may use it, not make it.
 const MarksBucket = "orderly_marks"
 
 // postgresMarkKey is the publish generation's key in MarksBucket.
@@ -37,13 +40,7 @@ func (q *Queue) marksKV(ctx context.Context, create bool) (jetstream.KeyValue, e
 	var kv jetstream.KeyValue
 	var err error
 	if create {
-		kv, err = q.ensureBucket(ctx, jetstream.KeyValueConfig{
-			Bucket:      MarksBucket,
-			Description: "what NATS saw of PostgreSQL: the publish generation, which a database restored from a backup is behind",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    q.opts.Replicas,
-		})
+		kv, err = q.ensureBucket(ctx, q.marksConfig())
 	} else {
 		kv, err = q.js.KeyValue(ctx, MarksBucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -55,6 +52,17 @@ func (q *Queue) marksKV(ctx context.Context, create bool) (jetstream.KeyValue, e
 	}
 	m.kv = kv
 	return kv, nil
+}
+
+// marksConfig is MarksBucket's settings.
+func (q *Queue) marksConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      MarksBucket,
+		Description: "what NATS saw of PostgreSQL: the publish generation, which a database restored from a backup is behind, and how far each host's orders were claimed",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    q.opts.Replicas,
+	}
 }
 
 // forgetMarksKV drops the handle of a bucket found gone (a lost store):

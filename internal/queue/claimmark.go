@@ -1,0 +1,107 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ClaimMark is how far the orders of a host were claimed, as its worker
+// keeps it in MarksBucket (claimed.<host>): the stream sequence of the
+// last order claimed and when the stream stored that message (a time no
+// earlier than any message at or below Seq was stored). It outlives a
+// nats-server restart, unlike the host's consumer, whose state is in
+// memory (hostConsumerConfig), and a restore of PostgreSQL, unlike the
+// claims themselves.
+//
+// A consumer created again from the host's first message stored delivers
+// the acknowledged orders a limits stream still holds (until PurgeAcked)
+// once more; the worker only acknowledges those, because PostgreSQL
+// shows them claimed. A database restored from a backup taken before
+// one's claim holds it queued and never claimed: below the mark, that is
+// a database behind what the host did (worker/replay.go).
+type ClaimMark struct {
+	Seq    uint64    `json:"seq"`
+	Stored time.Time `json:"stored"`
+}
+
+// Covers reports whether the message at seq, stored at stored, is at or
+// below the mark: delivered to the host's worker before, in stream order.
+// A message stored after the mark is not, whatever its sequence: the
+// stream was created again since (deleted by hand) and counts from 1.
+func (m ClaimMark) Covers(seq uint64, stored time.Time) bool {
+	return seq != 0 && seq <= m.Seq && !stored.After(m.Stored)
+}
+
+// claimMarkKey is host's key in MarksBucket.
+func claimMarkKey(host string) string { return "claimed." + host }
+
+// ClaimMarkOf returns the claim mark NATS holds for host: zero when it
+// holds none (no order claimed since the store was new, or the bucket
+// not made yet by an API).
+func (q *Queue) ClaimMarkOf(ctx context.Context, host string) (ClaimMark, error) {
+	kv, err := q.marksKV(ctx, false)
+	if err != nil || kv == nil {
+		return ClaimMark{}, err
+	}
+	e, err := kv.Get(ctx, claimMarkKey(host))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), q.forgetMarksKV(err):
+		return ClaimMark{}, nil
+	case err != nil:
+		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %w", claimMarkKey(host), MarksBucket, err)
+	}
+	var m ClaimMark
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %q is not a claim mark", claimMarkKey(host), MarksBucket, e.Value())
+	}
+	return m, nil
+}
+
+// RaiseClaimMark makes host's claim mark m unless NATS holds one at least
+// as far (a previous worker's, written last). Only the host's worker may
+// write it (natsembed.WorkerPermissions). A bucket no API made yet is
+// left alone: nothing to write to (ErrNoMarksBucket).
+func (q *Queue) RaiseClaimMark(ctx context.Context, host string, m ClaimMark) error {
+	key := claimMarkKey(host)
+	val, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	for range 8 {
+		var kv jetstream.KeyValue
+		if kv, err = q.marksKV(ctx, false); err != nil {
+			return err
+		}
+		if kv == nil {
+			return ErrNoMarksBucket
+		}
+		var e jetstream.KeyValueEntry
+		e, err = kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = kv.Create(ctx, key, val)
+		case err == nil:
+			var cur ClaimMark
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Seq >= m.Seq {
+				return nil
+			}
+			_, err = kv.Update(ctx, key, val, e.Revision())
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !q.forgetMarksKV(err) {
+			break
+		}
+	}
+	return fmt.Errorf("write %s in kv bucket %s: %w", key, MarksBucket, err)
+}
+
+// ErrNoMarksBucket: MarksBucket does not exist yet; an API makes it at
+// its start.
+var ErrNoMarksBucket = errors.New("kv bucket " + MarksBucket + " does not exist yet: an orderly api of this version makes it at its start")

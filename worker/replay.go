@@ -1,0 +1,185 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// claimMarks is how far this host's orders were claimed (queue.ClaimMark):
+// what NATS held at the tenure's start, raised by each claim here. Written
+// back to NATS every heartbeat while it moved, and when the tenure ends.
+type claimMarks struct {
+	mu      sync.Mutex
+	mark    queue.ClaimMark // known: read from NATS, or claimed here
+	written queue.ClaimMark // the last one NATS took from this process
+	warned  bool            // the mark could not be read or written: said once
+}
+
+// markWait bounds a read or a write of the claim mark: an authorization
+// written for an older orderly leaves such a request unanswered, and the
+// host must not wait on it longer.
+const markWait = 2 * time.Second
+
+// stored returns the stream sequence of a message and when the stream
+// stored it; zero when its metadata cannot be read.
+func stored(msg jetstream.Msg) (uint64, time.Time) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return 0, time.Time{}
+	}
+	return meta.Sequence.Stream, meta.Timestamp
+}
+
+// loadClaimMark reads the host's claim mark at the start of a tenure,
+// before the consumer delivers anything, and keeps the higher of it and
+// the one this process knows (its own claims, made before a nats-server
+// restart lost the consumer and perhaps the write).
+func (w *Worker) loadClaimMark(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, markWait)
+	m, err := w.q.ClaimMarkOf(rctx, w.opts.Host)
+	cancel()
+	c := &w.claims
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		w.markTrouble("read the host's claim mark", err)
+		return
+	}
+	if m.Seq > c.mark.Seq {
+		c.mark = m
+	}
+	if m.Seq > c.written.Seq {
+		c.written = m
+	}
+}
+
+// claimedFrom raises the claim mark past msg, whose order this worker
+// has just claimed.
+func (w *Worker) claimedFrom(msg jetstream.Msg) {
+	seq, at := stored(msg)
+	c := &w.claims
+	c.mu.Lock()
+	if seq > c.mark.Seq {
+		c.mark = queue.ClaimMark{Seq: seq, Stored: at}
+	}
+	c.mu.Unlock()
+}
+
+// replayed reports whether msg is at or below the claim mark: its order
+// was delivered to this host's worker before, in stream order.
+func (w *Worker) replayed(msg jetstream.Msg) bool {
+	seq, at := stored(msg)
+	c := &w.claims
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mark.Covers(seq, at)
+}
+
+// writeClaimMark writes the claim mark to NATS when it moved since the
+// last write.
+func (w *Worker) writeClaimMark(ctx context.Context) {
+	c := &w.claims
+	c.mu.Lock()
+	m, written := c.mark, c.written
+	c.mu.Unlock()
+	if m.Seq <= written.Seq {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, markWait)
+	err := w.q.RaiseClaimMark(wctx, w.opts.Host, m)
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		w.markTrouble("write the host's claim mark", err)
+		return
+	}
+	if m.Seq > c.written.Seq {
+		c.written = m
+	}
+}
+
+// keepClaimMark writes the claim mark every heartbeat while it moves,
+// until ctx ends; the tenure writes it once more when it ends.
+func (w *Worker) keepClaimMark(ctx context.Context) {
+	t := time.NewTicker(w.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.writeClaimMark(ctx)
+		}
+	}
+}
+
+// markTrouble says once per process that the claim mark could not be read
+// or written; c.mu is held. Without it, a replayed order that a restored
+// database holds queued is claimed as before.
+func (w *Worker) markTrouble(what string, err error) {
+	if w.claims.warned || errors.Is(err, context.Canceled) {
+		return
+	}
+	w.claims.warned = true
+	w.logger.Warn(what+"; a database restored from a backup may have this host run again an order it ran since (docs/deploy.md, \"Backup and restore\")",
+		"error", err, "bucket", queue.MarksBucket)
+}
+
+// settleReplayed handles a delivery at or below the claim mark before its
+// claim: this host's worker was delivered the message before, in order,
+// and claimed it or one after it. PostgreSQL holding its order queued and
+// never claimed (attempt 0; an order handed back or requeued keeps its
+// attempt) is then behind what the host did: restored from a backup taken
+// before the claim, the message delivered again by a consumer created
+// anew (a nats-server restart loses its state) while a limits stream
+// still held it, acknowledged. The order may have run after the backup:
+// it is ended as canceled, saying so, never claimed. handled is false
+// when the order is not such a one: the claim decides, as for any
+// delivery.
+func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.UUID) (handled bool, err error) {
+	var o *order.Order
+	err = w.retry(ctx, msg, "read a redelivered order", func(ctx context.Context) (err error) {
+		o, err = w.store.GetOrder(ctx, id)
+		return err
+	})
+	if errors.Is(err, order.ErrNotFound) {
+		return false, nil // the claim drops it
+	}
+	if err != nil {
+		return false, err
+	}
+	if o.Status != order.StatusQueued || o.Attempt != 0 || o.Host != w.opts.Host {
+		return false, nil
+	}
+	var ok bool
+	err = w.retry(ctx, msg, "cancel an order a restored database holds as never claimed", func(ctx context.Context) (err error) {
+		ok, err = w.store.Cancel(ctx, id, w.opts.Instance, replayedReason)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		seq, _ := stored(msg)
+		w.logger.Error("order canceled: PostgreSQL holds it as never claimed, yet this host's worker claimed it or an order after it: restored from a backup",
+			"order_id", id, "principal", o.Principal, "stream_seq", seq, "see", "docs/deploy.md, Backup and restore")
+		w.opts.Metrics.Finished(o.Host, order.StatusCanceled, -1)
+		w.event(o, "finished", order.StatusCanceled)
+	}
+	w.ack(msg, id)
+	return true, nil
+}
+
+// replayedReason is the error of an order settleReplayed ends.
+const replayedReason = "PostgreSQL was restored from a backup that held this order as never started, but its host's worker had claimed it " +
+	"(or an order after it) since: it may have run after the backup, so it is not run again (docs/deploy.md, \"Backup and restore\"): " +
+	"check its host before resubmitting it"
