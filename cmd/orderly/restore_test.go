@@ -347,3 +347,95 @@ func stopOnce(t *testing.T, stop func()) func() {
 	t.Cleanup(f)
 	return f
 }
+
+// TestNewDatabaseUnderAnOldNATSIsNoRestore: orderly pointed at a new,
+// empty database while NATS kept the store of the database before it
+// (an operator starting afresh, or a database_url changed by mistake).
+// The API reported it as PostgreSQL restored from a backup (ERROR, the
+// restore counter, postgres_restored on /v1/status), with nothing to
+// settle. It now says what it is, at WARN, and is no restore; the order
+// of the database before, whose message waits in the stream, is dropped
+// by the worker, never run.
+func TestNewDatabaseUnderAnOldNATSIsNoRestore(t *testing.T) {
+	ctx := t.Context()
+	ns := testenv.NATSServer(t, &server.Options{})
+	before, fresh := testenv.Postgres(t), testenv.Postgres(t)
+	var logs testenv.LogBuffer
+	logger := testenv.LoggerTo(&logs)
+	watcher := func(dsn string) *config.Watcher {
+		w, err := config.NewWatcherFilled("", nil, testOverrides(dsn, ns.ClientURL()), logger, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	tok, sum := auth.NewToken()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "ran")
+
+	// The database before: an order for h1, whose worker is not there,
+	// published; its mark cleared, the generation raised in NATS.
+	s, down := upAPI(t, watcher(before), logger, tok, sum)
+	code, body := s.do("POST", "/v1/orders", map[string]any{"host": "h1", "command": "sh",
+		"args": []string{"-c", `echo x >> "$1"`, "_", marker}})
+	if code != http.StatusAccepted {
+		t.Fatalf("submit = %d, want 202: %s", code, body)
+	}
+	var o api.Order
+	if err := json.Unmarshal(body, &o); err != nil {
+		t.Fatal(err)
+	}
+	probe := testenv.Queue(t, ns.ClientURL(), "probe", queue.Options{})
+	var natsGen uint64
+	testenv.WaitUntil(t, time.Minute, "the publish generation raised in NATS", func() bool {
+		g, err := probe.PostgresMark(ctx)
+		natsGen = g
+		return err == nil && g > 0
+	})
+	down()
+
+	// The new database, under the same NATS.
+	w := watcher(fresh)
+	s, _ = upAPI(t, w, logger, tok, sum)
+	conn, err := pgx.Connect(ctx, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	testenv.WaitUntil(t, time.Minute, "the new database's generation raised past NATS's", func() bool {
+		var g uint64
+		return conn.QueryRow(ctx, `SELECT generation FROM restore_mark`).Scan(&g) == nil && g > natsGen
+	})
+	upWorker(t, w, logger, "h1")
+	js := testenv.JetStream(t, ns.ClientURL(), "probe")
+	st, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
+	if err != nil {
+		t.Fatalf("the order's message: %v", err)
+	}
+	testenv.WaitUntil(t, time.Minute, "the order's message settled by the worker", func() bool {
+		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
+		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
+	})
+
+	if n := runs(t, marker); n != 0 {
+		t.Fatalf("the order of the database before ran %d times under the new one", n)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `level=ERROR msg="dropped a message whose order is not in the database"`) || !strings.Contains(out, o.ID.String()) {
+		t.Fatalf("no ERROR naming the dropped order %s in:\n%s", o.ID, out)
+	}
+	if !strings.Contains(out, `level=WARN msg="PostgreSQL is new to this NATS`) || strings.Contains(out, "PostgreSQL is behind what NATS saw") {
+		t.Fatalf("want the new database said as such, and no restore, in:\n%s", out)
+	}
+	code, body = s.do("GET", "/v1/status", nil)
+	if code != http.StatusOK || strings.Contains(string(body), "postgres_restored") {
+		t.Fatalf("status = %d %s, want no postgres_restored", code, body)
+	}
+}

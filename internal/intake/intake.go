@@ -45,6 +45,7 @@ type Store interface {
 	Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID]bool, unrecorded []uuid.UUID, err error)
 	ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error)
 	PublishGeneration(ctx context.Context) (uint64, error)
+	HoldsNoOrders(ctx context.Context) (bool, error)
 	RaisePublishGeneration(ctx context.Context, past uint64) (uint64, error)
 	StillUnpublished(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error)
 }

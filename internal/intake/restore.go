@@ -175,7 +175,8 @@ func (s *Service) guardRestore(ctx context.Context) (int, error) {
 // (settleRestored) and raises PostgreSQL's generation past NATS's. With
 // raise set and no restore, it raises both: publish marks were cleared
 // since the last raise, and a backup taken before them must be found
-// behind. It returns how many orders it settled.
+// behind. A database that holds no order and was never raised is new,
+// not restored: it is only raised. It returns how many orders it settled.
 func (s *Service) checkRestore(ctx context.Context, raise bool) (int, error) {
 	s.restore.mu.Lock()
 	defer s.restore.mu.Unlock()
@@ -187,8 +188,24 @@ func (s *Service) checkRestore(ctx context.Context, raise bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	if natsGen > pgGen {
+	n, fresh := 0, false
+	if natsGen > pgGen && pgGen == 0 {
+		// Generation 0 is a database never raised: a new one, or one
+		// restored from a backup taken before its first order. With no
+		// order in it, it is not behind anything it holds: nothing to
+		// settle, and nothing to report as a restore.
+		empty, err := s.store.HoldsNoOrders(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if empty {
+			s.logger.Warn("PostgreSQL is new to this NATS: it holds no orders, while NATS kept the publish generation of a database before it; "+
+				"not a restore. Messages of that database's orders still in the orders stream are dropped, never run",
+				"postgres_generation", pgGen, "nats_generation", natsGen, "see", "docs/deploy.md, Backup and restore")
+			fresh, raise = true, true // past NATS's, as after a restore
+		}
+	}
+	if natsGen > pgGen && !fresh {
 		st := &RestoreStatus{DetectedAt: time.Now().UTC(), PostgresGeneration: pgGen, NATSGeneration: natsGen}
 		s.logger.Error("PostgreSQL is behind what NATS saw: restored from a backup; the orders it holds as not yet published may have run since, and are not published again",
 			"postgres_generation", pgGen, "nats_generation", natsGen, "see", "docs/deploy.md, Backup and restore")

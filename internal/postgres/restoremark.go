@@ -28,6 +28,15 @@ func (s *Store) RaisePublishGeneration(ctx context.Context, past uint64) (uint64
 	return uint64(g), translate("raise the publish generation", err)
 }
 
+// HoldsNoOrders reports whether the database holds no order at all: a new
+// one, when its publish generation was never raised either (the API then
+// tells it from a restored one, intake/restore.go).
+func (s *Store) HoldsNoOrders(ctx context.Context) (bool, error) {
+	var none bool
+	err := s.pool.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM orders)`).Scan(&none)
+	return none, translate("look for orders", err)
+}
+
 // StillUnpublished returns those of ids whose publish marks are still in
 // unpublished.
 func (s *Store) StillUnpublished(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
