@@ -42,31 +42,33 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, msgs <-chan jets
 	return nil
 }
 
-// orderID reads the order id and stream sequence of a message.
-func orderID(msg jetstream.Msg) (uuid.UUID, uint64, error) {
+// orderID reads the order id of a message, its stream sequence and when
+// the stream stored it (zero when the metadata cannot be read).
+func orderID(msg jetstream.Msg) (uuid.UUID, uint64, time.Time, error) {
 	id, err := uuid.ParseBytes(msg.Data())
 	if err != nil {
-		return uuid.Nil, 0, fmt.Errorf("message on %s is not an order id", msg.Subject())
+		return uuid.Nil, 0, time.Time{}, fmt.Errorf("message on %s is not an order id", msg.Subject())
 	}
 	var seq uint64
+	var at time.Time
 	if meta, err := msg.Metadata(); err == nil {
-		seq = meta.Sequence.Stream
+		seq, at = meta.Sequence.Stream, meta.Timestamp
 	}
-	return id, seq, nil
+	return id, seq, at, nil
 }
 
 // begin claims the message's order, or settles a delivery of an order that
 // is not queued. claimed reports whether the caller must execute o.
 func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, claimed bool, err error) {
-	id, seq, err := orderID(msg)
+	id, seq, at, err := orderID(msg)
 	if err != nil {
 		// Not an order id: nothing we could ever run. Drop it for good.
 		w.logger.Error("dropped a message that is not an order", "error", err)
 		_ = msg.Term()
 		return nil, false, nil
 	}
-	if w.replayed(msg) {
-		handled, err := w.settleReplayed(ctx, msg, id)
+	if w.replayed(seq, at) {
+		handled, err := w.settleReplayed(ctx, msg, id, seq)
 		if err != nil || handled {
 			return nil, false, err
 		}
@@ -91,12 +93,12 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 	case err != nil:
 		return nil, false, err
 	case claimed:
-		w.claimedFrom(msg)
+		w.claimedAt(seq, at)
 		return o, true, nil
 	}
 	o, claimed, err = w.settle(ctx, msg, o)
 	if claimed {
-		w.claimedFrom(msg)
+		w.claimedAt(seq, at)
 	}
 	return o, claimed, err
 }
@@ -142,16 +144,16 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		finish.Actor = w.opts.Instance
 
 		next := ready(ctx, msgs)
-		nextID, nextSeq, err := uuid.Nil, uint64(0), error(nil)
+		nextID, nextSeq, nextAt, err := uuid.Nil, uint64(0), time.Time{}, error(nil)
 		if next != nil {
-			nextID, nextSeq, err = orderID(next)
+			nextID, nextSeq, nextAt, err = orderID(next)
 			if err != nil {
 				w.logger.Error("dropped a message that is not an order", "error", err)
 				_ = next.Term()
 				next = nil
 			}
 		}
-		if next == nil || w.replayed(next) {
+		if next == nil || w.replayed(nextSeq, nextAt) {
 			// Without the result committed we must not ack: the order
 			// would look finished to JetStream and unknown to PostgreSQL.
 			// A next message delivered before (replayed) is not claimed
@@ -200,7 +202,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		switch {
 		case step.Claimed:
-			w.claimedFrom(next)
+			w.claimedAt(nextSeq, nextAt)
 			msg, o = next, step.Next
 			continue
 		case errors.Is(step.NextErr, postgres.ErrNotOwner) && step.Next != nil && step.Next.Host != w.opts.Host:
@@ -212,7 +214,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if err != nil || adopted == nil {
 			return nil, err
 		}
-		w.claimedFrom(next)
+		w.claimedAt(nextSeq, nextAt)
 		msg, o = next, adopted
 	}
 }

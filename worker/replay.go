@@ -15,28 +15,22 @@ import (
 
 // claimMarks is how far this host's orders were claimed (queue.ClaimMark):
 // what NATS held at the tenure's start, raised by each claim here. Written
-// back to NATS every heartbeat while it moved, and when the tenure ends.
+// back to NATS a heartbeat after a claim moved it, and when the tenure
+// ends.
 type claimMarks struct {
 	mu      sync.Mutex
 	mark    queue.ClaimMark // known: read from NATS, or claimed here
 	written queue.ClaimMark // the last one NATS took from this process
 	warned  bool            // the mark could not be read or written: said once
+	// moved wakes keepClaimMark after a claim (one pending at most): an
+	// idle worker has nothing to write and no timer to wake for.
+	moved chan struct{}
 }
 
 // markWait bounds a read or a write of the claim mark: an authorization
 // written for an older orderly leaves such a request unanswered, and the
 // host must not wait on it longer.
 const markWait = 2 * time.Second
-
-// stored returns the stream sequence of a message and when the stream
-// stored it; zero when its metadata cannot be read.
-func stored(msg jetstream.Msg) (uint64, time.Time) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return 0, time.Time{}
-	}
-	return meta.Sequence.Stream, meta.Timestamp
-}
 
 // loadClaimMark reads the host's claim mark at the start of a tenure,
 // before the consumer delivers anything, and keeps the higher of it and
@@ -61,22 +55,28 @@ func (w *Worker) loadClaimMark(ctx context.Context) {
 	}
 }
 
-// claimedFrom raises the claim mark past msg, whose order this worker
-// has just claimed.
-func (w *Worker) claimedFrom(msg jetstream.Msg) {
-	seq, at := stored(msg)
+// claimedAt raises the claim mark to the message at seq, stored at at,
+// whose order this worker has just claimed.
+func (w *Worker) claimedAt(seq uint64, at time.Time) {
 	c := &w.claims
 	c.mu.Lock()
-	if seq > c.mark.Seq {
+	moved := seq > c.mark.Seq
+	if moved {
 		c.mark = queue.ClaimMark{Seq: seq, Stored: at}
 	}
 	c.mu.Unlock()
+	if moved {
+		select {
+		case c.moved <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// replayed reports whether msg is at or below the claim mark: its order
-// was delivered to this host's worker before, in stream order.
-func (w *Worker) replayed(msg jetstream.Msg) bool {
-	seq, at := stored(msg)
+// replayed reports whether the message at seq, stored at at, is at or
+// below the claim mark: its order was delivered to this host's worker
+// before, in stream order.
+func (w *Worker) replayed(seq uint64, at time.Time) bool {
 	c := &w.claims
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -107,18 +107,26 @@ func (w *Worker) writeClaimMark(ctx context.Context) {
 	}
 }
 
-// keepClaimMark writes the claim mark every heartbeat while it moves,
-// until ctx ends; the tenure writes it once more when it ends.
+// keepClaimMark writes the claim mark a heartbeat after a claim moved it,
+// until ctx ends; the tenure writes it once more when it ends. Under a
+// steady flow of orders that is one write per heartbeat; idle, none.
 func (w *Worker) keepClaimMark(ctx context.Context) {
-	t := time.NewTicker(w.opts.Heartbeat)
-	defer t.Stop()
+	t := time.NewTimer(w.opts.Heartbeat)
+	t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			w.writeClaimMark(ctx)
+		case <-w.claims.moved:
 		}
+		t.Reset(w.opts.Heartbeat)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		w.writeClaimMark(ctx)
 	}
 }
 
@@ -145,7 +153,7 @@ func (w *Worker) markTrouble(what string, err error) {
 // it is ended as canceled, saying so, never claimed. handled is false
 // when the order is not such a one: the claim decides, as for any
 // delivery.
-func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.UUID) (handled bool, err error) {
+func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.UUID, seq uint64) (handled bool, err error) {
 	var o *order.Order
 	err = w.retry(ctx, msg, "read a redelivered order", func(ctx context.Context) (err error) {
 		o, err = w.store.GetOrder(ctx, id)
@@ -169,7 +177,6 @@ func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.
 		return false, err
 	}
 	if ok {
-		seq, _ := stored(msg)
 		w.logger.Error("order canceled: PostgreSQL holds it as never claimed, yet this host's worker claimed it or an order after it: restored from a backup",
 			"order_id", id, "principal", o.Principal, "stream_seq", seq, "see", "docs/deploy.md, Backup and restore")
 		w.opts.Metrics.Finished(o.Host, order.StatusCanceled, -1)

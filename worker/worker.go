@@ -157,6 +157,7 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	w := &Worker{opts: opts, store: store, q: q, policy: policy, exec: exec,
 		logger: logger.With("host", opts.Host, "instance", opts.Instance)}
+	w.claims.moved = make(chan struct{}, 1)
 	// Without its identity (no /proc) the owner record just names the
 	// instance; nothing depends on the rest but the evidence.
 	me, _ := executor.Self()
