@@ -291,6 +291,28 @@ func TestWorkerRoleRecordsAProcessAgain(t *testing.T) {
 	}
 }
 
+// TestWorkerRoleCancelsAnOrderARestoreBroughtBack: a login of the
+// orderly_worker role, listed for its host, may end as canceled a queued
+// order of that host, as a worker does with one a restored database holds
+// as never claimed below the host's claim mark (replay.go).
+func TestWorkerRoleCancelsAnOrderARestoreBroughtBack(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, _ := workerRole(t, pool, dsn, "back")
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "back", Command: "true",
+		Timeout: time.Minute, Principal: "test", Source: "rest"}
+	if _, err := admin.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ws.Cancel(t.Context(), o.ID, "w", "restored"); err != nil || !ok {
+		t.Fatalf("cancel as orderly_worker: %v %v", ok, err)
+	}
+	got, err := admin.GetOrder(t.Context(), o.ID)
+	if err != nil || got.Status != order.StatusCanceled || got.Result == nil || got.Result.Error != "restored" {
+		t.Fatalf("the order after the worker's cancel: %+v %v", got, err)
+	}
+}
+
 // workerRole applies docs/sql.md's worker role to the database at dsn
 // (pool is orderly's own role there) and returns a store and a pool of a
 // new login in it, listed in worker_logins for hosts as the page shows
