@@ -50,8 +50,14 @@ const (
 // Authorization header, the principal's rate limit, the same decoding,
 // validation, authorization and audit. Nats-Msg-Id becomes the idempotency
 // key. Only the replica the intake consumer is pinned to receives; the
-// others wait to take over (docs/decisions.md). It returns when ctx ends.
+// others wait to take over (docs/decisions.md). Every replica also sweeps
+// the submissions nats.go cannot deliver (sweepIntake). It returns when ctx
+// ends.
 func (s *Server) RunNATSIntake(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.sweepIntake(ctx) }()
 	for {
 		err := s.runIntake(ctx)
 		if ctx.Err() != nil {

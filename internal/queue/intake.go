@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -160,4 +161,55 @@ func (q *Queue) IntakePinned(ctx context.Context, pin string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// OldestSubmission returns the stream sequence of the oldest submission
+// ORDERLY_SUBMIT holds, 0 when it holds none. A work-queue stream keeps
+// only what the intake has not acknowledged, so this is the submission
+// every later one of its host waits behind.
+func (q *Queue) OldestSubmission(ctx context.Context) (uint64, error) {
+	st, err := q.js.Stream(ctx, SubmitStream)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", SubmitStream, err)
+	}
+	if s := st.CachedInfo().State; s.Msgs > 0 {
+		return s.FirstSeq, nil
+	}
+	return 0, nil
+}
+
+// StoredSubmission reads submission seq as ORDERLY_SUBMIT stored it; nil
+// when it is gone (acknowledged or dropped meanwhile).
+func (q *Queue) StoredSubmission(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+	st, err := q.js.Stream(ctx, SubmitStream)
+	if err == nil {
+		var m *jetstream.RawStreamMsg
+		if m, err = st.GetMsg(ctx, seq); err == nil {
+			return m, nil
+		}
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("read submission %d of %s: %w", seq, SubmitStream, err)
+}
+
+// DropSubmission deletes submission seq from ORDERLY_SUBMIT without
+// a delivery to acknowledge it by. It reports whether this call deleted
+// it: of several API replicas dropping the same one, one does.
+func (q *Queue) DropSubmission(ctx context.Context, seq uint64) (bool, error) {
+	st, err := q.js.Stream(ctx, SubmitStream)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", SubmitStream, err)
+	}
+	err = st.DeleteMsg(ctx, seq)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "no message found"):
+		// The server's answer names no code nats.go keeps (10057 is
+		// any failed delete): only its text tells a message gone.
+		return false, nil
+	}
+	return false, fmt.Errorf("drop submission %d of %s: %w", seq, SubmitStream, err)
 }
