@@ -238,6 +238,16 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 			}
 			continue
 		}
+		if msg.Headers() == nil {
+			// nats.go could not decode the header block the publisher
+			// stored (a line without a colon): it hands the message over
+			// with no headers, the server's Nats-Pin-Id included. Taken
+			// for the first delivery of a new pin, it cost two rewinds of
+			// the intake; refused now, whatever the epoch, as a forged
+			// Nats-Pin-Id is (its Orderly-Reply unreadable: no answer).
+			s.intakeOne(ctx, &delivery{msg: msg, epoch: ep})
+			continue
+		}
 		if len(msg.Headers().Values("Nats-Pin-Id")) > 1 {
 			// The publisher set the server's header too, and nats.go took
 			// its value for the pin of the next pulls, which the server
@@ -518,6 +528,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		answer(IntakeAnswer{Error: &ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}}, false)
 		_ = msg.Ack()
 		return true
+	}
+	if hdr == nil {
+		// Not "missing Authorization header": it may be there, on a
+		// line nats.go could not read past (dispatchIntake).
+		return refuse(order.Errorf(order.CodeInvalid, "the submission's headers cannot be read (%v): each header line must be Name: value", nats.ErrBadHeaderMsg))
 	}
 	if err := miscasedHeader(hdr); err != nil {
 		if reply == "" {
