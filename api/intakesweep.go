@@ -25,9 +25,8 @@ import (
 // them: at the head of ORDERLY_SUBMIT, which holds only unacknowledged
 // submissions, oldest first.
 const (
-	// intakeSweepEvery: how often each replica looks at the head. A
-	// submission the sweep refuses has waited at most this long more than
-	// it would have.
+	// intakeSweepEvery: how often each replica looks at the head, and so
+	// about how long such a submission can hold the intake up.
 	intakeSweepEvery = queue.IntakeAckWait / 3
 	// intakeSweepMax bounds what one sweep refuses before it waits again.
 	intakeSweepMax = 1000
