@@ -81,6 +81,10 @@ type Options struct {
 	// bus checks its consumer (stall.go); default 2 s. A reconnect has it
 	// checked at once.
 	StallCheckEvery time.Duration
+	// TouchEvery is how often the holder of the lease records in
+	// PostgreSQL that its host is alive (the hosts listing's last seen
+	// once the heartbeat is gone); default a minute.
+	TouchEvery time.Duration
 
 	// FailPoint, when set, is called at named points of the protocol
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
@@ -154,6 +158,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.StallCheckEvery <= 0 {
 		opts.StallCheckEvery = stallCheckEvery
+	}
+	if opts.TouchEvery <= 0 {
+		opts.TouchEvery = time.Minute
 	}
 	w := &Worker{opts: opts, store: store, q: q, policy: policy, exec: exec,
 		logger: logger.With("host", opts.Host, "instance", opts.Instance)}
@@ -481,10 +488,20 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
 			w.logger.Warn("heartbeat", "error", err)
 		}
-		if time.Since(touched) > time.Minute {
-			if err := w.store.TouchHost(ctx, w.opts.Host, w.opts.Version, w.opts.Instance); err == nil {
+		if time.Since(touched) > w.opts.TouchEvery {
+			// Bounded by the renewals' pace: a PostgreSQL that does not
+			// answer (a link cut without a word, a frozen server) held
+			// the renewals up, so a worker cut off from PostgreSQL alone
+			// lost its lease a minute into the cut, and a standby took
+			// the host and interrupted the order it ran, for an outage
+			// the standby shares. Missed, it is tried again next beat.
+			tctx, cancel := context.WithTimeout(ctx, every)
+			if err := w.store.TouchHost(tctx, w.opts.Host, w.opts.Version, w.opts.Instance); err == nil {
 				touched = time.Now()
+			} else if ctx.Err() == nil {
+				w.logger.Debug("record that the host is alive", "error", err)
 			}
+			cancel()
 		}
 		if time.Since(checked) > time.Minute {
 			fit()
