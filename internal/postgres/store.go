@@ -47,6 +47,9 @@ func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpoo
 		return nil
 	}
 	cfg.BeforeClose = dropScanPlans
+	if err := deadLinkDialer(cfg); err != nil {
+		return nil, err
+	}
 	if tweak != nil {
 		tweak(cfg)
 	}
