@@ -141,9 +141,11 @@ func answered(t *testing.T, what string, try func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
+	start := time.Now()
 	for {
 		err := try(ctx)
 		if err == nil || errors.Is(err, order.ErrNotFound) {
+			t.Logf("%s: answered after %.1f s", what, time.Since(start).Seconds())
 			return
 		}
 		if ctx.Err() != nil {
