@@ -26,7 +26,8 @@ const defaultTCPUserTimeout = 20 * time.Second
 // that long though a promoted standby (the DSN's next host) answered at
 // once, and its host ran nothing meanwhile. It honours connect_timeout,
 // and takes libpq's tcp_user_timeout (milliseconds; 0: the kernel's) from
-// the connection string instead of sending it to the server as a setting.
+// the connection string, as libpq does, instead of sending it on to the
+// server (where it is PostgreSQL's own setting, for the server's end).
 func deadLinkDialer(cfg *pgxpool.Config) error {
 	timeout := defaultTCPUserTimeout
 	if v, ok := cfg.ConnConfig.RuntimeParams["tcp_user_timeout"]; ok {
