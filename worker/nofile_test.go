@@ -3,16 +3,20 @@ package worker_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
 // gatedClaim is the real store, except that the claim of one order
@@ -99,4 +103,75 @@ func waitTerminal(t *testing.T, e *env, id uuid.UUID) *order.Order {
 		return err == nil && o.Status.Terminal()
 	})
 	return o
+}
+
+// TestOrderUserPastItsProcessLimitFailsTheOrder: an order whose user
+// (run_as) is past RLIMIT_NPROC, which the worker's limits give its
+// orders (nobody, with a process of its own and a limit of 0), cannot
+// start: it ends failed with the reason in result.error
+// and no exit code, and the next order of that user runs once the limit
+// allows it. The limit is lowered once the order's claim is under way.
+func TestOrderUserPastItsProcessLimitFailsTheOrder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching an order's user needs root")
+	}
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	cfg := config.Default().Worker
+	cfg.AllowedUsers = []string{"nobody"}
+	hp, err := hostpolicy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := order.NewID()
+	store := &gatedClaim{Store: e.store, id: id, reached: make(chan struct{}), open: make(chan struct{})}
+	runWorkerPolicy(t, worker.Options{Host: "nproc", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, hp, testenv.Logger(t))
+	asNobody := func(id uuid.UUID) *order.Order {
+		return &order.Order{ID: id, Kind: order.KindExec, Host: "nproc", Command: "true", RunAs: "nobody",
+			Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+	}
+	warm := asNobody(order.NewID())
+	e.insertAndPublish(warm)
+	e.waitStatus(warm.ID, order.StatusSucceeded)
+
+	e.insertAndPublish(asNobody(id))
+	select {
+	case <-store.reached:
+	case <-ctx.Done():
+		t.Fatal("the order was never claimed")
+	}
+	// One process of the user already: the kernel refuses the exec of
+	// a process whose user then has more than the limit (0).
+	other := exec.Command("sleep", "60")
+	other.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = other.Process.Kill()
+		_ = other.Wait()
+	}()
+	var was unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &was); err != nil {
+		t.Fatal(err)
+	}
+	none := was
+	none.Cur = 0
+	if err := unix.Setrlimit(unix.RLIMIT_NPROC, &none); err != nil {
+		t.Fatal(err)
+	}
+	close(store.open)
+	o := waitTerminal(t, e, id)
+	if err := unix.Setrlimit(unix.RLIMIT_NPROC, &was); err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != order.StatusFailed || o.Result == nil || o.Result.ExitCode != nil ||
+		!strings.Contains(o.Result.Error, "resource temporarily unavailable") || o.Attempt != 1 {
+		t.Fatalf("the order past its user's process limit: %s, attempt %d, result %+v; want failed, attempt 1, resource temporarily unavailable and no exit code",
+			o.Status, o.Attempt, o.Result)
+	}
+	next := asNobody(order.NewID())
+	e.insertAndPublish(next)
+	e.waitStatus(next.ID, order.StatusSucceeded)
 }
