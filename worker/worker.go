@@ -474,7 +474,20 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 		}
 	}
 	fit()
-	touched, checked := time.Now(), time.Now()
+	checked := time.Now()
+	// The touch of the hosts table runs beside the renewals, one at a
+	// time: a PostgreSQL that does not answer (a link cut without a
+	// word, a frozen server) held them up, so a worker cut off from
+	// PostgreSQL alone lost its lease a minute into the cut, and a
+	// standby took the host and interrupted the order it ran, for an
+	// outage the standby shares.
+	var (
+		touches  sync.WaitGroup
+		touching atomic.Bool
+		touched  atomic.Int64 // when PostgreSQL last took a touch, in Unix nanoseconds
+	)
+	defer touches.Wait()
+	touched.Store(time.Now().UnixNano())
 	for {
 		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version,
 			StartedAt: started, LastSeen: time.Now()}
@@ -488,20 +501,17 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
 			w.logger.Warn("heartbeat", "error", err)
 		}
-		if time.Since(touched) > w.opts.TouchEvery {
-			// Bounded by the renewals' pace: a PostgreSQL that does not
-			// answer (a link cut without a word, a frozen server) held
-			// the renewals up, so a worker cut off from PostgreSQL alone
-			// lost its lease a minute into the cut, and a standby took
-			// the host and interrupted the order it ran, for an outage
-			// the standby shares. Missed, it is tried again next beat.
-			tctx, cancel := context.WithTimeout(ctx, every)
-			if err := w.store.TouchHost(tctx, w.opts.Host, w.opts.Version, w.opts.Instance); err == nil {
-				touched = time.Now()
-			} else if ctx.Err() == nil {
-				w.logger.Debug("record that the host is alive", "error", err)
-			}
-			cancel()
+		if time.Since(time.Unix(0, touched.Load())) > w.opts.TouchEvery && touching.CompareAndSwap(false, true) {
+			touches.Add(1)
+			go func() {
+				defer touches.Done()
+				defer touching.Store(false)
+				if err := w.store.TouchHost(ctx, w.opts.Host, w.opts.Version, w.opts.Instance); err == nil {
+					touched.Store(time.Now().UnixNano())
+				} else if ctx.Err() == nil {
+					w.logger.Debug("record that the host is alive", "error", err)
+				}
+			}()
 		}
 		if time.Since(checked) > time.Minute {
 			fit()
