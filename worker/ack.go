@@ -39,6 +39,7 @@ var ackBody = []byte("+ACK")
 type acks struct {
 	nc     *nats.Conn
 	st     *stall
+	wait   time.Duration // for a confirmation: ackConfirmWait
 	warn   func(msg string, args ...any)
 	prefix string // the replies' subject, without the ack's number
 	sub    *nats.Subscription
@@ -57,7 +58,7 @@ type pendingAck struct {
 // newAcks subscribes to the confirmations of the acks of a tenure whose
 // stall check is st.
 func newAcks(nc *nats.Conn, st *stall, warn func(string, ...any)) (*acks, error) {
-	a := &acks{nc: nc, st: st, warn: warn, prefix: nc.NewRespInbox() + ".", pending: map[uint64]pendingAck{}}
+	a := &acks{nc: nc, st: st, wait: ackConfirmWait, warn: warn, prefix: nc.NewRespInbox() + ".", pending: map[uint64]pendingAck{}}
 	sub, err := nc.Subscribe(a.prefix+"*", a.confirmed)
 	if err != nil {
 		return nil, err
@@ -77,11 +78,12 @@ func (a *acks) send(msg jetstream.Msg, id uuid.UUID) {
 	}
 	a.next++
 	n := a.next
-	a.pending[n] = pendingAck{id: id, timer: time.AfterFunc(ackConfirmWait, func() {
+	a.pending[n] = pendingAck{id: id, timer: time.AfterFunc(a.wait, func() {
 		if a.take(n) {
-			a.lost(id, errors.New("no confirmation within "+ackConfirmWait.String()))
+			a.lost(id, errors.New("no confirmation within "+a.wait.String()))
 		}
 	})}
+	a.st.acking.Add(1)
 	a.mu.Unlock()
 	if err := a.nc.PublishRequest(msg.Reply(), a.prefix+strconv.FormatUint(n, 10), ackBody); err != nil && a.take(n) {
 		a.lost(id, err)
@@ -112,11 +114,14 @@ func (a *acks) confirmed(m *nats.Msg) {
 // when it was not pending any more.
 func (a *acks) take(n uint64) bool {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	p, ok := a.pending[n]
 	if ok {
 		delete(a.pending, n)
 		p.timer.Stop()
+	}
+	a.mu.Unlock()
+	if ok && a.st.acking.Add(-1) == 0 && a.st.suspect.Load() {
+		a.st.poke() // the check waited for this confirmation
 	}
 	return ok
 }
@@ -138,6 +143,7 @@ func (a *acks) end() {
 	for n, p := range a.pending {
 		p.timer.Stop()
 		delete(a.pending, n)
+		a.st.acking.Add(-1)
 	}
 	a.mu.Unlock()
 	_ = a.sub.Unsubscribe()

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"runtime/metrics"
 	"strings"
@@ -156,4 +157,75 @@ func (w *warnings) all() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return strings.Join(w.msgs, "\n")
+}
+
+// heldReply is a delivery whose ack goes to a subject of the test's, which
+// holds it: the ack is sent and not yet taken by the server.
+type heldReply struct {
+	jetstream.Msg
+	reply string
+}
+
+func (m heldReply) Reply() string { return m.reply }
+
+// An idle worker's stall check waits for the confirmation of the ack it
+// sent last: until the server has taken that ack it counts the message as
+// pending, and the check took that for a lost ack and rewound. It did so
+// after each worker start under a steady stream of orders (a rolling
+// upgrade's: the order's ack raced the check that its end pokes). The ack
+// is held here until the check has run twenty times; then it reaches the
+// server and the confirmation clears the suspicion, with no rewind.
+func TestStallCheckWaitsForAnAckInFlight(t *testing.T) {
+	w, a, st, cons, msgs, _ := ackFixture(t, 1)
+	a.wait = time.Hour // the ack is held, not lost
+	held, err := a.nc.SubscribeSync("held.ack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.every = 5 * time.Millisecond
+	st.loopIdle.Store(true)
+	st.feederIdle.Store(true)
+	w.ack(heldReply{Msg: msgs[0], reply: "held.ack"}, uuid.New())
+	ackMsg, err := held.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(t.Context()); err != nil || info.NumAckPending != 1 {
+		t.Fatalf("consumer: %+v, %v; want the held ack's message pending", info, err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan error, 1)
+	done := make(chan struct{})
+	st.suspectNow()
+	go func() {
+		defer close(done)
+		st.watch(ctx, cons, nil, func(err error) { stopped <- err }, t.Logf)
+	}()
+	defer func() { cancel(); <-done }()
+	for st.ticks.Load() < 20 {
+		select {
+		case err := <-stopped:
+			t.Fatalf("the stall check stopped the tenure (%v) after %d checks while the ack was in flight", err, st.ticks.Load())
+		case <-time.After(st.every):
+		}
+	}
+
+	// The ack reaches the server, then its confirmation the worker.
+	if err := msgs[0].DoubleAck(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ackMsg.Respond(nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); st.suspect.Load(); {
+		select {
+		case err := <-stopped:
+			t.Fatalf("the stall check stopped the tenure (%v) after the ack was confirmed", err)
+		case <-time.After(st.every):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer is still suspect 30 s after the ack was confirmed")
+		}
+	}
 }

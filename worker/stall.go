@@ -28,7 +28,8 @@ const goneRecheck = 250 * time.Millisecond
 // (with MaxAckPending reached, nothing else either). After an error from the
 // message iterator (a missed heartbeat among them), an ack the server did
 // not confirm, or a reconnect, the worker is "suspect"; once it is idle
-// (holding no message at all), the consumer must agree that nothing is
+// (holding no message at all, and no ack of its own waiting for the
+// server's confirmation), the consumer must agree that nothing is
 // pending. The reconnect is watched for here because the iterator hides it
 // (nats.go pulls again on its own). A reconnect, or suspicion while the
 // worker is idle, has the check run at once, not at the next tick: a
@@ -52,6 +53,11 @@ type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message
 	feederIdle atomic.Bool // the feeder waits on the iterator, holding nothing
+	// acking counts the tenure's acks sent and not yet confirmed (acks):
+	// the server may count such an ack's message as pending until it has
+	// taken the ack, so the check waits for them (an idle check raced the
+	// order's ack and rewound under a steady stream of orders).
+	acking atomic.Int64
 	// wake has the watch check now, not at the next tick, and wakes it
 	// if it is parked (one pending at most).
 	wake chan struct{}
@@ -81,6 +87,13 @@ func (s *stall) poke() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// idle reports whether the worker holds no message and waits for no ack's
+// confirmation: only then is a message the consumer counts as pending one
+// it lost.
+func (s *stall) idle() bool {
+	return s.loopIdle.Load() && s.feederIdle.Load() && s.acking.Load() == 0
 }
 
 // watch runs until ctx ends; it calls stop with errRewind on a stall.
@@ -132,7 +145,7 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 			}
 		}
 		s.ticks.Add(1)
-		if !s.suspect.Load() || !s.loopIdle.Load() || !s.feederIdle.Load() {
+		if !s.suspect.Load() || !s.idle() {
 			strikes, gone = 0, 0
 			continue
 		}
@@ -152,7 +165,7 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 		}
 		// Idle, yet the consumer counts messages as held here: their acks
 		// (or the deliveries themselves) were lost.
-		if info.NumAckPending == 0 || !s.loopIdle.Load() || !s.feederIdle.Load() {
+		if info.NumAckPending == 0 || !s.idle() {
 			strikes = 0
 			if info.NumAckPending == 0 {
 				s.suspect.Store(false)
