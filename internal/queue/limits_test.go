@@ -1,6 +1,9 @@
 package queue_test
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +108,8 @@ func TestOrdersStreamKeepsAcksUntilPurged(t *testing.T) {
 
 // TestOrdersWorkQueueKept: nats-server refuses to change a stream's
 // retention, so the work-queue stream of an orderly from before stays one
-// (docs/deploy.md, "Upgrading"), and a takeover's renewal, whose start
+// (docs/deploy.md, "Upgrading"), the API's start says so in an info line
+// that names the switch's steps, and a takeover's renewal, whose start
 // sequence a work queue refuses, still hands back what was held.
 func TestOrdersWorkQueueKept(t *testing.T) {
 	url := testenv.NATS(t)
@@ -125,12 +129,18 @@ func TestOrdersWorkQueueKept(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Minute})
+	var logs bytes.Buffer
+	q, err := queue.New(ctx, nc, queue.Options{AckWait: time.Minute, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("an existing work-queue orders stream: %v", err)
 	}
 	if r := ordersRetention(t, q); r != jetstream.WorkQueuePolicy {
 		t.Fatalf("orders stream retention %v, want the work queue kept", r)
+	}
+	// The operator learns which kind the stream is, and where the switch
+	// is written down.
+	if !strings.Contains(logs.String(), "the orders stream is a work queue") || !strings.Contains(logs.String(), "nats stream rm ORDERLY_ORDERS") {
+		t.Fatalf("the API's start logged %q; want the work queue named and the switch's steps", logs.String())
 	}
 	ids, c := publishOrders(t, q, "w1", 3)
 	msgs, _ := fetchIDs(t, c, 2, 5*time.Second)

@@ -189,6 +189,12 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", OrdersStream, replicasError(err, opts.Replicas))
 	}
+	if old != nil && old.Retention == jetstream.WorkQueuePolicy && q.nc.ConnectedClusterName() == "" {
+		// Works as it did; an operator who upgraded cannot tell the kind
+		// without the nats CLI, so say which it is and where the switch is.
+		q.logger().Info("the orders stream is a work queue, as an orderly before 2026-12-04 (morning) created it: it works as before; a stream with limits retention writes less per order on a single nats-server",
+			"stream", OrdersStream, "hint", workQueueHint)
+	}
 	err = q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        SubmitStream,
 		Description: "orders submitted asynchronously over NATS, awaiting the API's intake",
@@ -318,6 +324,10 @@ func (q *Queue) reensure(ctx context.Context) bool {
 	_, err := q.ensure(ctx)
 	return err == nil
 }
+
+// workQueueHint is where the switch from a work-queue orders stream to
+// limits retention is written down.
+const workQueueHint = "docs/deploy.md, Upgrading (fourteenth round): drain the orders, stop the API and the workers, nats stream rm ORDERLY_ORDERS, start again"
 
 // ordersRetention is the retention of the orders stream as ensure creates
 // or updates it. On a server that is not part of a cluster it is limits:
