@@ -104,6 +104,13 @@ func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) 
 	for try := 1; ; try++ {
 		c, err := q.js.CreateOrUpdateConsumer(ctx, SubmitStream, cfg)
 		if err == nil {
+			if replaced {
+				// An older replica still running cannot take the new
+				// consumer and only says nats-server's refusal; say here
+				// what it means and what to do.
+				q.logger().Warn("replaced the NATS intake consumer an older orderly made; API replicas of that version still running take no NATS submissions (they log \"nats intake interrupted\" each second) until they are upgraded, and this replica takes them",
+					"consumer", cfg.Durable, "hint", "docs/deploy.md, Upgrading: upgrade every API replica")
+			}
 			return c, nil
 		}
 		// Right after the delete, the server may still be removing the

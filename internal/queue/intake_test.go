@@ -1,6 +1,9 @@
 package queue_test
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,10 +184,13 @@ func TestSubmitBacklogIsBounded(t *testing.T) {
 // rename and a directory fsync) about once per NATS submission. The pinned
 // consumer an older orderly created on disk cannot be updated (nats-server
 // refuses a storage change): it is replaced, and what it held unacked, or
-// had not delivered yet, comes from the new one in stream order.
+// had not delivered yet, comes from the new one in stream order; the
+// replica that replaced it warns that older replicas take no NATS
+// submissions until they are upgraded.
 func TestIntakeConsumerStateInMemory(t *testing.T) {
 	ctx := testenv.Context(t)
-	q, nc := newQueue(t)
+	var logs bytes.Buffer
+	q, nc := openQueue(t, queue.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	js := q.JetStream()
 	old, err := js.CreateOrUpdateConsumer(ctx, queue.SubmitStream, jetstream.ConsumerConfig{
 		Durable: queue.IntakeConsumerName, FilterSubject: queue.SubmitSubject + ">",
@@ -223,6 +229,12 @@ func TestIntakeConsumerStateInMemory(t *testing.T) {
 	}
 	if !c.CachedInfo().Config.MemoryStorage {
 		t.Fatal("the intake consumer keeps its state on disk")
+	}
+	// An older replica still running only logs nats-server's refusal:
+	// the replica that replaced the consumer says what that means.
+	if !strings.Contains(logs.String(), "replaced the NATS intake consumer an older orderly made") ||
+		!strings.Contains(logs.String(), "until they are upgraded") {
+		t.Fatalf("the replacing replica logged %q; want the replacement and what to do", logs.String())
 	}
 	if again, err := q.IntakeConsumer(ctx); err != nil || !again.CachedInfo().Config.MemoryStorage {
 		t.Fatalf("second replica: %v", err)
