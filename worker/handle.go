@@ -454,12 +454,23 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		}
 	}
 	// The fence on the process: it is recorded only while this attempt
-	// still owns the order, or killed at once (see RecordProcess).
-	req.OnStart = func(p executor.Process) error {
+	// still owns the order, or killed at once (see RecordProcess). A
+	// leader that exited within RecordWait has its record written with
+	// the result, under the result's guard: nothing of the order runs
+	// past Run's end (the executor ends the rest of it before it returns),
+	// so the record would only cost a commit of its own.
+	var record *postgres.Process
+	var started time.Time
+	req.ExitWait = w.opts.RecordWait
+	req.OnStart = func(p executor.Process, exited bool) error {
+		rec := postgres.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
+			MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
+		if exited {
+			record, started = &rec, time.Now()
+			return nil
+		}
 		return w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
-			return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, postgres.Process{
-				PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
-				MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup})
+			return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
 		})
 	}
 	var res executor.Result
@@ -472,12 +483,23 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// keep, nothing more for an order without output.
 	live = budget != nil && req.MaxOutput > 0 && budget.Load() < req.MaxOutput
 	f = finishOf(res)
+	f.Record, f.Started = record, started
 	if f.Status == order.StatusKilled && stoppedIt.Load() {
 		// Nobody cancelled it: say why it was killed.
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
 	}
 	return f, res.Duration, live
 }
+
+// recordWait is how long the worker gives an order's leader to exit
+// before it commits the order's process record on its own: a command that
+// is done by then (a `true`, a quick check) has its record written with
+// its result, one commit per order instead of two. It is about the time
+// that commit would take (docs/benchmarks.md, "The process record with
+// the result"), so the time an order runs unrecorded is about what it was
+// with the record committed at once, and the wait costs the order
+// nothing: it runs meanwhile.
+var recordWait = 2 * time.Millisecond
 
 // orderTimers keeps a running order alive and bounds a shutdown: every
 // third of the ack wait it tells the server the order is in progress,

@@ -86,6 +86,12 @@ type Options struct {
 	// once the heartbeat is gone); default a minute.
 	TouchEvery time.Duration
 
+	// RecordWait is how long the worker gives an order's leader to exit
+	// before it commits the order's process record on its own (a leader
+	// done by then has its record written with its result); zero is
+	// recordWait. Tests lengthen it to make the path certain.
+	RecordWait time.Duration
+
 	// FailPoint, when set, is called at named points of the protocol
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
 	// right there as if it had crashed. Tests use it to inject failures.
@@ -155,6 +161,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.SweepEvery <= 0 {
 		opts.SweepEvery = time.Minute
+	}
+	if opts.RecordWait <= 0 {
+		opts.RecordWait = recordWait
 	}
 	if opts.StallCheckEvery <= 0 {
 		opts.StallCheckEvery = stallCheckEvery

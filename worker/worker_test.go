@@ -106,17 +106,27 @@ func TestFailPointAfterClaim(t *testing.T) {
 
 // TestFailPointAfterExec: the worker dies after the command ran and before
 // the result was written. The order ran once and becomes interrupted; it is
-// never run again.
+// never run again. Its command runs until its process record is in
+// PostgreSQL (past the worker's RecordWait): the record committed on its
+// own is what the successor reaps by (a quicker one's goes with the
+// result: TestWorkerStoppedBeforeAQuickOrdersResult).
 func TestFailPointAfterExec(t *testing.T) {
 	e := newEnv(t)
-	f := filepath.Join(t.TempDir(), "count")
-	id := e.submit("fp2", "sh", "-c", `echo x >> "$1"`, "_", f)
+	f, gate := filepath.Join(t.TempDir(), "count"), filepath.Join(t.TempDir(), "gate")
+	id := e.submit("fp2", "sh", "-c", `echo x >> "$1"; while [ ! -e "$2" ]; do sleep 0.01; done`, "_", f, gate)
 	_, done := e.start("fp2", func(p string, o *order.Order) error {
 		if p == "after_exec" && o.ID == id {
 			return errCrash
 		}
 		return nil
 	})
+	testenv.WaitUntil(t, 30*time.Second, "the order's process record", func() bool {
+		p, err := e.store.ProcessOf(t.Context(), id, 1)
+		return err == nil && p != nil
+	})
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-done; !errors.Is(err, errCrash) {
 		t.Fatalf("worker stopped with %v", err)
 	}

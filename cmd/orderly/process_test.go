@@ -162,6 +162,58 @@ while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", h
 	}
 }
 
+// TestWorkerKilledAfterItsRecordWasLost: the process record commits
+// without waiting for the WAL's flush, so a crash of PostgreSQL before
+// the next flush loses it, and only it: the order, claimed in a flushed
+// commit, is running with no record, the state of a worker stopped
+// between its claim and its record. Here the record is deleted while the
+// order runs, as the crash would lose it, and the worker is killed: the
+// successor marks the order interrupted with process_recorded false and
+// still ends what it left, by its cgroup's name.
+func TestWorkerKilledAfterItsRecordWasLost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs this machine: orders get cgroups only where it delegates one")
+	}
+	s := newStack(t)
+	escFile := filepath.Join(t.TempDir(), "escapee")
+	cmd := startVictimWorker(t, s, "lostrec")
+
+	o := s.submit(map[string]any{"host": "lostrec", "command": "sh", "timeout_seconds": 120,
+		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
+while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", http.StatusAccepted)
+	var escapee int
+	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
+		b, err := os.ReadFile(escFile)
+		if o.Status != "running" || err != nil || len(b) == 0 || b[len(b)-1] != '\n' {
+			return false
+		}
+		escapee, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		var recorded bool
+		err = s.b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM order_processes WHERE order_id = $1)`, o.ID).Scan(&recorded)
+		return err == nil && recorded
+	})
+	t.Cleanup(func() { _ = syscall.Kill(escapee, syscall.SIGKILL) })
+	if _, err := s.b.pool.Exec(t.Context(), `DELETE FROM order_processes WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	s.startWorker("lostrec")
+	got := s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool { return terminal(o) && o.Processes != nil })
+	if got.Status != "interrupted" || got.Processes["process_recorded"] != false || got.Processes["verified"] != "cgroup" {
+		t.Errorf("killed order: status %s, processes %v; want interrupted, no process recorded, verified by its cgroup", got.Status, got.Processes)
+	}
+	if aliveProcess(escapee) {
+		t.Fatalf("the killed worker's order's escapee %d outlived the takeover", escapee)
+	}
+}
+
 // aliveProcess reports whether pid is a process that is not a zombie.
 func aliveProcess(pid int) bool {
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

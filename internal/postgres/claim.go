@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -79,6 +80,15 @@ type Finish struct {
 	// Processes is how the end of the attempt's processes was verified,
 	// stored on the order; nil when no process ran.
 	Processes map[string]any
+	// Record is the attempt's process record when it was not committed
+	// on its own: the leader had exited before it would have been
+	// (executor.Request.OnStart), so it goes with the result, under the
+	// result's guard. Started is when the process was seen started, on
+	// the worker's monotonic clock: the record is dated back by the time
+	// since. nil when the record was committed at the start
+	// (RecordProcess), or nothing ran.
+	Record  *Process
+	Started time.Time
 }
 
 // Complete writes the result of attempt and the "finished" event, guarded by
@@ -95,7 +105,7 @@ func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finis
 	if stagesOutputs(f) {
 		err = s.writeStaged(ctx, f, args, nil, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&n) })
 	} else {
-		err = s.pool.QueryRow(ctx, completeSQL, args...).Scan(&n)
+		err = s.pool.QueryRow(ctx, completeStatement(f), args...).Scan(&n)
 	}
 	if err != nil {
 		return translate("complete order "+id.String(), err)
@@ -151,7 +161,7 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	} else {
 		b := &pgx.Batch{}
 		b.Queue("BEGIN")
-		b.Queue(completeSQL, args...)
+		b.Queue(completeStatement(f), args...)
 		claim(b)
 		b.Queue("COMMIT")
 		br := s.pool.SendBatch(ctx, b)
@@ -194,6 +204,26 @@ const completeSQL = `WITH u AS (
 )
 SELECT count(*) FROM u`
 
+// completeRecordSQL is completeSQL that also writes the attempt's
+// process record (Finish.Record), from $19 on, when the result is
+// written: the same guard, the same transaction, and started_at dated
+// back by the run's time as the worker measured it ($26, microseconds),
+// on PostgreSQL's clock as a record committed at the start is.
+var completeRecordSQL = strings.Replace(completeSQL, "\nSELECT count(*) FROM u", `, r AS (
+	INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id, machine_id, pid_ns, cgroup, started_at)
+	SELECT id, $2, $16, $19, $20, $21, $22, $23, $24, $25, now() - $26 * interval '1 microsecond' FROM u
+)
+SELECT count(*) FROM u`, 1)
+
+// completeStatement is the result statement for f: completeRecordSQL
+// when its process record goes with it.
+func completeStatement(f Finish) string {
+	if f.Record != nil {
+		return completeRecordSQL
+	}
+	return completeSQL
+}
+
 func completeArgs(id uuid.UUID, attempt int, f Finish) ([]any, error) {
 	r := f.Result
 	dj, ok := flatDetail(attempt, f)
@@ -230,10 +260,15 @@ func completeArgs(id uuid.UUID, attempt int, f Finish) ([]any, error) {
 			}
 		}
 	}
-	return []any{id, attempt, string(f.Status), exitCode, r.Signal, r.DurationMS, r.Error,
+	args := []any{id, attempt, string(f.Status), exitCode, r.Signal, r.DurationMS, r.Error,
 		r.Stdout.Content, r.Stdout.Bytes, r.Stdout.Truncated, r.Stdout.SHA256,
 		r.Stderr.Content, r.Stderr.Bytes, r.Stderr.Truncated, r.Stderr.SHA256,
-		f.Actor, dj, procs}, nil
+		f.Actor, dj, procs}
+	if p := f.Record; p != nil {
+		args = append(args, p.PID, p.PGID, int64(p.StartTime), p.BootID, p.MachineID, int64(p.PidNS), p.Cgroup,
+			time.Since(f.Started).Microseconds())
+	}
+	return args, nil
 }
 
 // flatDetail is the finished event's detail as completeArgs's map and

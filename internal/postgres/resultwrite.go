@@ -60,10 +60,14 @@ const (
 // computed once from completeSQL, like getOrderLeanSQL from orderCols, so
 // the two never differ in anything else; a rewrite that stopped matching
 // would write no staged output (TestLargeOutputsAreStreamedByteForByte).
-var stagedCompleteSQL = strings.NewReplacer(
-	"stdout = $8,", fmt.Sprintf("stdout = coalesce($8::bytea, (SELECT content FROM pg_temp.orderly_staged_outputs WHERE stream = %d)),", stagedStdout),
-	"stderr = $12,", fmt.Sprintf("stderr = coalesce($12::bytea, (SELECT content FROM pg_temp.orderly_staged_outputs WHERE stream = %d)),", stagedStderr),
-).Replace(completeSQL)
+var (
+	stageFromTable = strings.NewReplacer(
+		"stdout = $8,", fmt.Sprintf("stdout = coalesce($8::bytea, (SELECT content FROM pg_temp.orderly_staged_outputs WHERE stream = %d)),", stagedStdout),
+		"stderr = $12,", fmt.Sprintf("stderr = coalesce($12::bytea, (SELECT content FROM pg_temp.orderly_staged_outputs WHERE stream = %d)),", stagedStderr),
+	)
+	stagedCompleteSQL       = stageFromTable.Replace(completeSQL)
+	stagedCompleteRecordSQL = stageFromTable.Replace(completeRecordSQL) // with the process record
+)
 
 // stagedArgs is completeArgs' args with the staged outputs' contents
 // replaced by NULL (stagedCompleteSQL reads them from the staging table).
@@ -140,7 +144,11 @@ func (s *Store) writeStaged(ctx context.Context, f Finish, args []any, more func
 		return fmt.Errorf("stage outputs: %w", err)
 	}
 	b := &pgx.Batch{}
-	b.Queue(stagedCompleteSQL, stagedArgs(args, f)...)
+	stmt := stagedCompleteSQL
+	if f.Record != nil {
+		stmt = stagedCompleteRecordSQL
+	}
+	b.Queue(stmt, stagedArgs(args, f)...)
 	if more != nil {
 		more(b)
 	}

@@ -88,7 +88,7 @@ func TestRunCgroupKillsEscapee(t *testing.T) {
 	req.CgroupParent = parent
 	req.CgroupName = "order-escapee"
 	var process Process
-	req.OnStart = func(p Process) error { process = p; return nil }
+	req.OnStart = func(p Process, _ bool) error { process = p; return nil }
 	start := time.Now()
 	res := newTestExecutor(t).Run(t.Context(), req, nil)
 	took := time.Since(start)

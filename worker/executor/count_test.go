@@ -131,7 +131,7 @@ func TestRunLoopWaitsInThePoller(t *testing.T) {
 	e := New(nil)
 	started := make(chan struct{})
 	req := baseRequest("/bin/sleep", "30")
-	req.OnStart = func(Process) error { close(started); return nil }
+	req.OnStart = func(Process, bool) error { close(started); return nil }
 	signals := make(chan syscall.Signal, 1)
 	done := make(chan Result, 1)
 	go func() { done <- e.Run(t.Context(), req, signals) }()

@@ -127,13 +127,21 @@ type Request struct {
 	// attempt's is made, and one that will not end is a StartErr.
 	CgroupName string
 	// OnStart, if set, is called with the identity of the started process
-	// before Run waits for it; the process runs meanwhile. When it returns
-	// an error (the worker could not record the process, or no longer owns
-	// the order) the order's processes are SIGKILLed at once and
-	// Result.Aborted holds the error: a process the worker cannot account
-	// for must not run on. It is called at most once, from Run's goroutine;
-	// Timeout counts from the start, OnStart's time included.
-	OnStart func(Process) error
+	// before Run waits for it; the process runs meanwhile. exited reports
+	// that the leader had already exited by then (it is not reaped yet:
+	// its pid is still its own, and the rest of the order is ended before
+	// Run returns). When it returns an error (the worker could not record
+	// the process, or no longer owns the order) the order's processes are
+	// SIGKILLed at once and Result.Aborted holds the error: a process the
+	// worker cannot account for must not run on. It is called at most
+	// once, from Run's goroutine; Timeout counts from the start, OnStart's
+	// time included.
+	OnStart func(p Process, exited bool) error
+	// ExitWait is how long Run gives the leader to exit before it calls
+	// OnStart: a leader that exits meanwhile (a command of a millisecond)
+	// is handed over as exited. A cancel signal or a timeout is acted on
+	// after the wait. Zero calls OnStart at once.
+	ExitWait time.Duration
 }
 
 // Result is what running a Request produced.
@@ -398,7 +406,8 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	}
 
 	var waitErr error
-	if res.Aborted = e.started(pid, cg, req.OnStart, &res); res.Aborted != nil {
+	exitedFirst := req.OnStart != nil && leaderExitedWithin(exited, req.ExitWait)
+	if res.Aborted = e.started(pid, cg, req.OnStart, exitedFirst, &res); res.Aborted != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "order process refused after start; killing it",
 			slog.Int("pid", pid), slog.String("error", res.Aborted.Error()))
 		e.killGroup(ctx, pid, unix.SIGKILL)
@@ -520,9 +529,34 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	return res
 }
 
-// started identifies the just started leader and hands it to onStart. A
-// non-nil error means the process must not run on.
-func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process) error, res *Result) error {
+// leaderExitedWithin reports whether the leader's exit arrives on exited
+// within d (at once when d is zero). The exit is put back for supervise:
+// exited holds one value and gets one.
+func leaderExitedWithin(exited chan error, d time.Duration) bool {
+	select {
+	case err := <-exited:
+		exited <- err
+		return true
+	default:
+	}
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-exited:
+		exited <- err
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// started identifies the just started leader and hands it to onStart,
+// saying whether it has exited already. A non-nil error means the
+// process must not run on.
+func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process, bool) error, exited bool, res *Result) error {
 	m, err := e.machine()
 	var cgPath string
 	if cg != nil {
@@ -542,7 +576,7 @@ func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process) error
 	if err != nil {
 		return err
 	}
-	if err := onStart(res.Process); err != nil {
+	if err := onStart(res.Process, exited); err != nil {
 		return fmt.Errorf("on start: %w", err)
 	}
 	return nil

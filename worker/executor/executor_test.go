@@ -1057,7 +1057,7 @@ func TestRunLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
 func TestRunRefusedLeaderThatWillNotDieEndsTheOrder(t *testing.T) {
 	t.Parallel()
 	req := sh("exec sleep 100")
-	req.OnStart = func(Process) error { return errors.New("not this worker's host any more") }
+	req.OnStart = func(Process, bool) error { return errors.New("not this worker's host any more") }
 	runStuckLeader(t, req, func(res Result) {
 		if res.Aborted == nil || res.GroupGone || res.Verified != "" {
 			t.Errorf("Aborted=%v GroupGone=%v Verified=%q, want an error, false, \"\"", res.Aborted, res.GroupGone, res.Verified)

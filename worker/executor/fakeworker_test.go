@@ -49,7 +49,7 @@ func fakeWorker() int {
 	req.CgroupParent = os.Getenv(fakeCgroupParentEnv)
 	req.CgroupName = "order-fake-" + strconv.Itoa(os.Getpid())
 	reported := make(chan struct{})
-	req.OnStart = func(p Process) error {
+	req.OnStart = func(p Process, _ bool) error {
 		defer close(reported)
 		b, err := json.Marshal(p)
 		if err != nil {

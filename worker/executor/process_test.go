@@ -17,7 +17,7 @@ func TestRunReportsProcess(t *testing.T) {
 	var seen []Process
 	var live procStat
 	req := baseRequest("/bin/true")
-	req.OnStart = func(p Process) error {
+	req.OnStart = func(p Process, _ bool) error {
 		seen = append(seen, p)
 		// The leader is unreaped until Run is done with it, so /proc
 		// still describes it even if it already exited.
@@ -59,7 +59,7 @@ func TestRunOnStartErrorKillsGroup(t *testing.T) {
 	// Ignores SIGTERM: only SIGKILL ends it, and the grace is long.
 	req := startedScript(`trap "" TERM; sleep 100 & echo $!; sleep 100`, func() { close(ready) })
 	req.KillGrace = time.Minute
-	req.OnStart = func(Process) error {
+	req.OnStart = func(Process, bool) error {
 		// Refuse once the child exists, to prove it is killed too.
 		select {
 		case <-ready:
@@ -93,7 +93,7 @@ func TestRunTimeoutCountsOnStart(t *testing.T) {
 	req.Timeout = time.Second
 	req.KillGrace = 0 // SIGKILL right away: the duration is the timeout's
 	const slow = 1500 * time.Millisecond
-	req.OnStart = func(Process) error {
+	req.OnStart = func(Process, bool) error {
 		time.Sleep(slow) // a slow record, not waiting for an event
 		return nil
 	}
@@ -104,6 +104,45 @@ func TestRunTimeoutCountsOnStart(t *testing.T) {
 	// Fired as soon as OnStart returned, not a whole timeout later.
 	if limit := slow + req.Timeout/2; res.Duration > limit {
 		t.Errorf("Duration = %v, want under %v: the timeout restarted after OnStart", res.Duration, limit)
+	}
+	assertGroupGone(t, res)
+}
+
+// TestRunOnStartSaysTheLeaderExited: a leader that exits within ExitWait
+// is handed to OnStart as exited, still unreaped (its /proc entry is its
+// own), and the rest of its group is ended before Run returns; one that
+// runs on past ExitWait is handed over as running.
+func TestRunOnStartSaysTheLeaderExited(t *testing.T) {
+	t.Parallel()
+	var exited []bool
+	var st procStat
+	req := sh(`sleep 100 & echo $!`)
+	req.ExitWait = time.Minute // it ends at the exit, long before
+	req.OnStart = func(p Process, gone bool) (err error) {
+		exited = append(exited, gone)
+		st, err = readStat(p.PID)
+		return err
+	}
+	res := newTestExecutor(t).Run(t.Context(), req, nil)
+	if len(exited) != 1 || !exited[0] || exitCode(t, res) != 0 || res.Aborted != nil {
+		t.Fatalf("OnStart saw exited %v; exit %v, Aborted %v: want one call, exited, and a clean exit", exited, res.ExitCode, res.Aborted)
+	}
+	if st.state != 'Z' || st.pgrp != res.Pid {
+		t.Errorf("the leader at OnStart: state %c, group %d; want an unreaped zombie leading group %d", st.state, st.pgrp, res.Pid)
+	}
+	assertGroupGone(t, res, firstLinePID(t, res.Stdout.Content))
+
+	exited = nil
+	req = sh("sleep 100")
+	req.ExitWait = 10 * time.Millisecond
+	req.Timeout, req.KillGrace = 100*time.Millisecond, 0 // ends it
+	req.OnStart = func(_ Process, gone bool) error {
+		exited = append(exited, gone)
+		return nil
+	}
+	res = newTestExecutor(t).Run(t.Context(), req, nil)
+	if len(exited) != 1 || exited[0] || !res.TimedOut {
+		t.Fatalf("OnStart saw exited %v, TimedOut %v: want one call, running, and the timeout's end", exited, res.TimedOut)
 	}
 	assertGroupGone(t, res)
 }

@@ -1,0 +1,221 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
+)
+
+// probeSQL records, for every write of an order's row past its submission
+// and every process record, the transaction and whether its commit waits
+// for the WAL's flush (synchronous_commit as the writing statement saw it).
+const probeSQL = `
+CREATE TABLE probe_writes (xid xid8 NOT NULL, sync text NOT NULL, tbl text NOT NULL, order_id uuid NOT NULL, status text);
+CREATE FUNCTION probe_order() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO probe_writes VALUES (pg_current_xact_id(), current_setting('synchronous_commit'), 'orders', NEW.id, NEW.status::text);
+	RETURN NULL;
+END $$;
+CREATE FUNCTION probe_process() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO probe_writes VALUES (pg_current_xact_id(), current_setting('synchronous_commit'), 'order_processes', NEW.order_id, NULL);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER probe_order AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION probe_order();
+CREATE TRIGGER probe_process AFTER INSERT ON order_processes FOR EACH ROW EXECUTE FUNCTION probe_process();`
+
+// newDurableEnv is newEnv on a database whose sessions commit as a
+// production one does, waiting for the WAL's flush (the test cluster's
+// default is off), with probeSQL's record of the writes.
+func newDurableEnv(t *testing.T) (*env, *pgxpool.Pool) {
+	dsn := testenv.Postgres(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(t.Context(), "ALTER DATABASE "+pgx.Identifier{cfg.Database}.Sanitize()+" SET synchronous_commit = on"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), probeSQL); err != nil {
+		t.Fatal(err)
+	}
+	store, pool := testenv.Store(t, dsn)
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	return &env{t: t, store: store, q: q}, pool
+}
+
+// TestOneFlushedCommitPerOrderRun: a worker makes one commit per order
+// that waits for the WAL's flush besides the claim, the result's. The
+// process record of a command done within RecordWait is written in the
+// result's transaction; that of a command still running then commits on
+// its own without waiting for the flush, and is visible before the
+// command ends.
+func TestOneFlushedCommitPerOrderRun(t *testing.T) {
+	e, pool := newDurableEnv(t)
+	ctx := t.Context()
+	gate := filepath.Join(t.TempDir(), "gate")
+	var quick []uuid.UUID
+	for range 5 {
+		quick = append(quick, e.submit("recq", "true"))
+	}
+	held := e.submit("rech", "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.01; done`, "_", gate)
+	// A RecordWait of a minute makes certain that each true is done
+	// within it; the held order's command runs until the gate opens, past
+	// the default RecordWait of its host's worker.
+	runWorker(t, worker.Options{Host: "recq", Heartbeat: 200 * time.Millisecond, AckWait: time.Minute,
+		ShutdownGrace: 5 * time.Second, RecordWait: time.Minute}, e.store, e.q, testenv.Logger(t))
+	runWorker(t, worker.Options{Host: "rech", Heartbeat: 200 * time.Millisecond, AckWait: time.Minute,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, testenv.Logger(t))
+
+	for _, id := range quick {
+		e.waitStatus(id, order.StatusSucceeded)
+	}
+	// Its record is in PostgreSQL while it runs.
+	testenv.WaitUntil(t, 30*time.Second, "the held order's process record", func() bool {
+		p, err := e.store.ProcessOf(ctx, held, 1)
+		return err == nil && p != nil
+	})
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(held, order.StatusSucceeded)
+
+	for _, id := range append(quick, held) {
+		// The flushed commits that wrote the order's row after its
+		// submission or its process record: the claim and the result
+		// (one transaction for a pipelined result and the next claim).
+		var flushed int
+		var recordSync string
+		var withResult bool
+		err := pool.QueryRow(ctx, `SELECT
+			(SELECT count(DISTINCT xid) FROM probe_writes WHERE order_id = $1 AND sync = 'on'),
+			(SELECT sync FROM probe_writes WHERE order_id = $1 AND tbl = 'order_processes'),
+			EXISTS (SELECT 1 FROM probe_writes p JOIN probe_writes r USING (xid)
+				WHERE p.order_id = $1 AND p.tbl = 'order_processes' AND r.order_id = $1 AND r.status = 'succeeded')`,
+			id).Scan(&flushed, &recordSync, &withResult)
+		if err != nil {
+			t.Fatal(err)
+		}
+		quickOne := id != held
+		if flushed != 2 || withResult != quickOne || (!quickOne && recordSync != "off") {
+			t.Errorf("order %s (quick %v): %d flushed commits, record with the result %v, record's synchronous_commit %q; want 2, %v, and off when on its own",
+				id, quickOne, flushed, withResult, recordSync, quickOne)
+		}
+	}
+}
+
+// TestWorkerStoppedBeforeAQuickOrdersResult: the worker stops (as if
+// killed) after a command done within RecordWait ran and before its
+// result commit, the commit its process record goes with, in both
+// containment modes. Nothing was recorded of it, so the successor marks
+// it interrupted with process_recorded false, and what the command left
+// running was ended by the worker before it stopped; the order ran once
+// and never again.
+func TestWorkerStoppedBeforeAQuickOrdersResult(t *testing.T) {
+	for _, mode := range []string{executor.CgroupAuto, executor.CgroupOff} {
+		t.Run("cgroup "+mode, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := config.Default().Worker
+			cfg.Cgroup = mode
+			hp, err := hostpolicy.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := "fpq" + strings.ReplaceAll(mode, "off", "o")
+			dir := t.TempDir()
+			count, child := filepath.Join(dir, "count"), filepath.Join(dir, "child")
+			id := e.submit(host, "sh", "-c", `echo x >> "$1"; sleep 300 & echo $! > "$2"`, "_", count, child)
+			var recorded error
+			_, done := runWorkerPolicy(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+				ShutdownGrace: 5 * time.Second, RecordWait: time.Minute, FailPoint: func(p string, o *order.Order) error {
+					if p != "after_exec" || o.ID != id {
+						return nil
+					}
+					// The command ran; its record must not be committed yet.
+					if p, err := e.store.ProcessOf(context.Background(), id, 1); err != nil || p != nil {
+						recorded = errors.Join(err, errors.New("the process record was committed before the result"))
+					}
+					return errCrash
+				}}, e.store, e.q, hp, testenv.Logger(t))
+			if err := <-done; !errors.Is(err, errCrash) {
+				t.Fatalf("worker stopped with %v", err)
+			}
+			if recorded != nil {
+				t.Fatal(recorded)
+			}
+			b, err := os.ReadFile(child)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if state := processState(pid); state != "" && state != "Z" && state != "X" {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("the order's child %d outlived its worker's stop (state %s)", pid, state)
+			}
+
+			next := e.submit(host, "true")
+			runWorkerPolicy(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+				ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, testenv.Logger(t))
+			e.waitStatus(id, order.StatusInterrupted)
+			e.waitStatus(next, order.StatusSucceeded)
+			data, _ := os.ReadFile(count)
+			if n := strings.Count(string(data), "x"); n != 1 {
+				t.Fatalf("ran %d times, want 1", n)
+			}
+			evs, err := e.store.Events(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var types []string
+			for _, ev := range evs {
+				types = append(types, ev.Type)
+			}
+			if strings.Join(types, ",") != "submitted,started,interrupted,reaped" {
+				t.Fatalf("events = %v", types)
+			}
+			if reaped := evs[len(evs)-1].Detail; reaped["process_recorded"] != false {
+				t.Fatalf("reaped evidence = %v, want process_recorded false", reaped)
+			}
+		})
+	}
+}
+
+// processState is the state letter of pid in /proc/<pid>/stat, "" when
+// there is no such process.
+func processState(pid int) string {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
