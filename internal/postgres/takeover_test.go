@@ -1,9 +1,11 @@
 package postgres_test
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -117,5 +119,56 @@ func TestUnreapedAttempts(t *testing.T) {
 	}
 	if got, err := e.store.UnreapedAttempts(e.ctx, "h"); err != nil || len(got) != 1 || got[0].ID != left.ID || got[0].Requeued {
 		t.Fatalf("unreaped after the host was abandoned: %+v, %v", got, err)
+	}
+}
+
+// TestProcessRecordWithTheResult: the record of a process that ended
+// before it was committed goes with the result, in the result's
+// statement and under its guard, dated back to the process's start, in
+// each way a result is written: alone, with the next claim, with its
+// outputs staged. A refused result writes no record.
+func TestProcessRecordWithTheResult(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "w1")
+	p := postgres.Process{PID: 4242, PGID: 4242, StartTime: 99, BootID: "b", MachineID: "m", PidNS: 7, Cgroup: "/sys/fs/cgroup/x"}
+	big := bytes.Repeat([]byte("x"), 2<<20) // staged (stageOutputsFrom)
+	for _, how := range []string{"alone", "with the next claim", "staged"} {
+		o := e.insert("h", "p", nil)
+		c := e.claim(o.ID, "w1")
+		f := postgres.Finish{Status: order.StatusSucceeded, Actor: "w1", Record: &p, Started: time.Now().Add(-time.Hour)}
+		if how == "staged" {
+			f.Result.Stdout = order.Output{Content: big, Bytes: int64(len(big))}
+		}
+		if _, err := e.store.ProcessOf(e.ctx, o.ID, c.Attempt); err != nil {
+			t.Fatal(err)
+		}
+		wrong := f
+		if err := e.store.Complete(e.ctx, o.ID, c.Attempt+1, wrong); order.ErrorCode(err) != order.CodeConflict {
+			t.Fatalf("%s: a result of another attempt: %v, want a conflict", how, err)
+		}
+		if got, err := e.store.ProcessOf(e.ctx, o.ID, c.Attempt); err != nil || got != nil {
+			t.Fatalf("%s: a refused result wrote the record %+v (%v)", how, got, err)
+		}
+		if how == "with the next claim" {
+			next := e.insert("h", "p", nil)
+			if step, err := e.store.CompleteAndClaim(e.ctx, o.ID, c.Attempt, f, next.ID, "w1", 0); err != nil || step.Done != nil || !step.Claimed {
+				t.Fatalf("%s: %+v, %v", how, step, err)
+			}
+		} else if err := e.store.Complete(e.ctx, o.ID, c.Attempt, f); err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		got, err := e.store.ProcessOf(e.ctx, o.ID, c.Attempt)
+		if err != nil || got == nil {
+			t.Fatalf("%s: the record: %+v, %v", how, got, err)
+		}
+		done, err := e.store.GetOrder(e.ctx, o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.PID != p.PID || got.PGID != p.PGID || got.StartTime != p.StartTime || got.BootID != p.BootID ||
+			got.MachineID != p.MachineID || got.PidNS != p.PidNS || got.Cgroup != p.Cgroup || got.Worker != "w1" ||
+			done.Status != order.StatusSucceeded || done.FinishedAt == nil || !got.StartedAt.Before(done.FinishedAt.Add(-59*time.Minute)) {
+			t.Errorf("%s: record %+v of order %s finished at %v; want %+v by w1, started an hour before", how, got, done.Status, done.FinishedAt, p)
+		}
 	}
 }
