@@ -24,8 +24,13 @@ func (w *Worker) reap(ctx context.Context, id uuid.UUID, p *postgres.Process) ma
 	if p == nil {
 		// The worker stopped between the claim and the record of the
 		// process: the leader it may have forked died with it
-		// (Pdeathsig). Where orders get their own cgroups, the cgroup's
-		// name is known without a record: end whatever is in it.
+		// (Pdeathsig); or the leader had exited within RecordWait and
+		// its record was to go with the result (the worker ends the rest
+		// of the order right after the leader's exit, before the
+		// result); or PostgreSQL crashed before it flushed the record
+		// (RecordProcess). Where orders get
+		// their own cgroups, the cgroup's name is known without a
+		// record: end whatever is in it.
 		ev := map[string]any{"process_recorded": false}
 		cg, ok := w.policy.(cgroupNamer)
 		if !ok || cg.OrderCgroup(id) == "" {
