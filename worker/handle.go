@@ -458,10 +458,15 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// leader that exited within RecordWait has its record written with
 	// the result, under the result's guard: nothing of the order runs
 	// past Run's end (the executor ends the rest of it before it returns),
-	// so the record would only cost a commit of its own.
+	// so the record would only cost a commit of its own. An order with
+	// a cgroup of its own waits longer (cgroupRecordWait): its successor
+	// ends it by the cgroup's name, with or without a record.
 	var record *postgres.Process
 	var started time.Time
 	req.ExitWait = w.opts.RecordWait
+	if req.CgroupParent != "" {
+		req.ExitWait = max(req.ExitWait, cgroupRecordWait)
+	}
 	req.OnStart = func(p executor.Process, exited bool) error {
 		rec := postgres.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
 			MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
@@ -502,6 +507,14 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 // under load, 10 ms all but one in 300 (docs/decisions.md, "The process
 // record: with the result, or committed without waiting for the flush").
 var recordWait = 10 * time.Millisecond
+
+// cgroupRecordWait is recordWait for an order that runs in a cgroup of
+// its own: one that runs unrecorded leaves nothing a successor cannot
+// find (reap ends the order's cgroup by its name, and sweepCgroups the
+// cgroup of an order that ended unrecorded), so the wait is bounded only
+// by what it delays: a cancel or a timeout is acted on after it. A
+// machine at load average 20 took 10 ms and more for one `true`.
+const cgroupRecordWait = 100 * time.Millisecond
 
 // orderTimers keeps a running order alive and bounds a shutdown: every
 // third of the ack wait it tells the server the order is in progress,
