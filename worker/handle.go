@@ -462,7 +462,6 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// a cgroup of its own waits longer (cgroupRecordWait): its successor
 	// ends it by the cgroup's name, with or without a record.
 	var record *postgres.Process
-	var started time.Time
 	req.ExitWait = w.opts.RecordWait
 	if req.CgroupParent != "" {
 		req.ExitWait = max(req.ExitWait, cgroupRecordWait)
@@ -471,7 +470,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		rec := postgres.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
 			MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
 		if exited {
-			record, started = &rec, time.Now()
+			record = &rec
 			return nil
 		}
 		return w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
@@ -479,6 +478,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		})
 	}
 	var res executor.Result
+	started := time.Now() // the record's date when it goes with the result
 	if prep.Native != nil {
 		res = prep.Native(execCtx) // an action's systemd verb over D-Bus: no process
 	} else {

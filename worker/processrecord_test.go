@@ -109,20 +109,22 @@ func TestOneFlushedCommitPerOrderRun(t *testing.T) {
 		// (one transaction for a pipelined result and the next claim).
 		var flushed int
 		var recordSync string
-		var withResult bool
+		var withResult, dated bool
 		err := pool.QueryRow(ctx, `SELECT
 			(SELECT count(DISTINCT xid) FROM probe_writes WHERE order_id = $1 AND sync = 'on'),
 			(SELECT sync FROM probe_writes WHERE order_id = $1 AND tbl = 'order_processes'),
 			EXISTS (SELECT 1 FROM probe_writes p JOIN probe_writes r USING (xid)
-				WHERE p.order_id = $1 AND p.tbl = 'order_processes' AND r.order_id = $1 AND r.status = 'succeeded')`,
-			id).Scan(&flushed, &recordSync, &withResult)
+				WHERE p.order_id = $1 AND p.tbl = 'order_processes' AND r.order_id = $1 AND r.status = 'succeeded'),
+			(SELECT o.started_at <= p.started_at AND p.started_at <= o.finished_at
+				FROM orders o JOIN order_processes p ON p.order_id = o.id WHERE o.id = $1)`,
+			id).Scan(&flushed, &recordSync, &withResult, &dated)
 		if err != nil {
 			t.Fatal(err)
 		}
 		quickOne := id != held
-		if flushed != 2 || withResult != quickOne || (!quickOne && recordSync != "off") {
-			t.Errorf("order %s (quick %v): %d flushed commits, record with the result %v, record's synchronous_commit %q; want 2, %v, and off when on its own",
-				id, quickOne, flushed, withResult, recordSync, quickOne)
+		if flushed != 2 || withResult != quickOne || (!quickOne && recordSync != "off") || !dated {
+			t.Errorf("order %s (quick %v): %d flushed commits, record with the result %v, record's synchronous_commit %q, dated within the run %v; want 2, %v, off when on its own, and within",
+				id, quickOne, flushed, withResult, recordSync, dated, quickOne)
 		}
 	}
 }

@@ -83,8 +83,8 @@ type Finish struct {
 	// Record is the attempt's process record when it was not committed
 	// on its own: the leader had exited before it would have been
 	// (executor.Request.OnStart), so it goes with the result, under the
-	// result's guard. Started is when the process was seen started, on
-	// the worker's monotonic clock: the record is dated back by the time
+	// result's guard. Started is when the process was started, on the
+	// worker's monotonic clock: the record is dated back by the time
 	// since. nil when the record was committed at the start
 	// (RecordProcess), or nothing ran.
 	Record  *Process
