@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -30,10 +31,27 @@ func TestStoreBehindATransactionPooler(t *testing.T) {
 	o := e.insert("web-1", "alice", nil)
 	e.own("web-1", "w1")
 	c := e.claim(o.ID, "w1")
+	// The process record, in its transaction that does not wait for the
+	// flush (BEGIN, SET LOCAL, the insert, COMMIT in one batch).
+	p := postgres.Process{PID: 4242, PGID: 4242, StartTime: 99, BootID: "b"}
+	if err := e.store.RecordProcess(ctx, o.ID, c.Attempt, "w1", p); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.store.Complete(ctx, o.ID, c.Attempt, succeeded("out")); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.get(o.ID); got.Status != "succeeded" || got.Result == nil || string(got.Result.Stdout.Content) != "out" {
 		t.Errorf("order after its run: %+v", got)
+	}
+	// A record written with the result.
+	o = e.insert("web-1", "alice", nil)
+	c = e.claim(o.ID, "w1")
+	f := succeeded("out")
+	f.Record, f.Started = &p, time.Now()
+	if err := e.store.Complete(ctx, o.ID, c.Attempt, f); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.ProcessOf(ctx, o.ID, c.Attempt); err != nil || got == nil || got.PID != p.PID {
+		t.Errorf("the record written with the result: %+v, %v", got, err)
 	}
 }
