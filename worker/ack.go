@@ -35,7 +35,7 @@ var ackBody = []byte("+ACK")
 // the tenure, from the goroutine that settles the order, and a timer
 // waits for its confirmation: no goroutine blocked in a request per
 // order, and the ack shares its socket write with the finished event
-// published right after it (nats.go's flusher writes both at once).
+// published right before it (nats.go's flusher writes both at once).
 type acks struct {
 	nc     *nats.Conn
 	st     *stall
