@@ -270,10 +270,10 @@ func (w *Worker) settled(msg jetstream.Msg, o *order.Order, f postgres.Finish, r
 //
 // The finished event goes first: it is what a waiting request answers
 // on, and published after the ack it waited behind the ack's send (its
-// confirmation's timer and subject) and, on the bus, behind the server's
-// handling of the ack read in the same write: about 90 µs of the ~220
-// from the result's commit to the API's wake-up on the shared machine
-// (docs/benchmarks.md, "One sync order's wall-clock timeline"). The
+// confirmation's timer and subject, the metric, the log line) and, on
+// the bus, behind the server's handling of the ack read before it:
+// 27 – 94 µs of the 127 – 236 from the result's commit to the API's
+// hub (docs/benchmarks.md, "One sync order's wall-clock timeline"). The
 // order does not matter to anything else: both follow the commit, and
 // a worker that dies between them leaves a redelivery that finds the
 // order finished and only acks it, as one that died after the ack left
