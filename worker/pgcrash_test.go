@@ -34,6 +34,11 @@ type crashAt struct {
 	after  bool
 	id     uuid.UUID
 	struck atomic.Bool
+	// gate is made when the order's process record is written: the
+	// order's command waits for it, so that its record goes on its own
+	// (a command done within the worker's RecordWait has it written
+	// with the result).
+	gate string
 }
 
 var errAnswerLost = errors.New("read unix: connection reset by peer (PostgreSQL crashed)")
@@ -62,6 +67,11 @@ func (s *crashAt) Claim(ctx context.Context, id uuid.UUID, w string, seq uint64)
 }
 
 func (s *crashAt) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, w string, p postgres.Process) error {
+	if id == s.id {
+		if err := os.WriteFile(s.gate, nil, 0o644); err != nil {
+			s.t.Error(err)
+		}
+	}
 	return s.at("record", id, func() error { return s.Store.RecordProcess(ctx, id, attempt, w, p) })
 }
 
@@ -140,10 +150,12 @@ func TestPostgresCrashAtEachStepOfAnOrder(t *testing.T) {
 				if after {
 					host += "-after"
 				}
-				cs := &crashAt{Store: e.store, t: t, dsn: dsn, point: point, after: after}
-				ran := filepath.Join(t.TempDir(), "ran")
+				dir := t.TempDir()
+				ran := filepath.Join(dir, "ran")
+				cs := &crashAt{Store: e.store, t: t, dsn: dsn, point: point, after: after, gate: filepath.Join(dir, "recorded")}
 				o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "sh",
-					Args: []string{"-c", `echo x >> "$1"`, "_", ran}, Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
+					Args:    []string{"-c", `echo x >> "$1"; while [ ! -e "$2" ]; do sleep 0.01; done`, "_", ran, cs.gate},
+					Timeout: 20 * time.Second, Principal: "test", Source: "rest"}
 				cs.id = o.ID
 				stop, _ := runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 					ShutdownGrace: 5 * time.Second}, cs, e.q, testenv.Logger(t))
