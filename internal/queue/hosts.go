@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,27 +116,78 @@ func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error 
 
 // beats reads the live reports of the keys prefix<host>, by host, for
 // the hosts that match (a host, or "*").
+//
+// It reads the bucket through a push consumer of its own over a plain
+// subscription, not nats.go's KV watch. A watch takes a stored message
+// with an empty body and "Status: 100" for the server's control message:
+// one a worker wrote on its own key (its heartbeat, its standby report)
+// was never handed over, so the watch never said it had read every key,
+// or, behind other keys, it was fetched again at each of them (an ordered
+// consumer's gap); the listing of every host waited out its deadline.
+// Its "Nats-Consumer-Stalled" header named a subject the reading
+// connection published an empty message to: the API's, purging or
+// deleting any stream. The consumer here has no heartbeats nor flow
+// control, so the server sends nothing on its subject but stored
+// messages, each read as one.
 func (q *Queue) beats(ctx context.Context, prefix, match string) (map[string]HostInfo, error) {
 	now := q.serverNow(ctx)
-	w, err := q.kv.Watch(ctx, prefix+match, jetstream.IgnoreDeletes())
+	out := map[string]HostInfo{}
+	err := q.lastOfKeys(ctx, prefix+match, func(key string, value []byte, created time.Time) {
+		if h, ok := q.live(key, value, created, prefix, now); ok {
+			out[h.Host] = h
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer w.Stop()
-	out := map[string]HostInfo{}
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok || e == nil {
-				return out, nil
-			}
-			if h, ok := q.live(e, prefix, now); ok {
-				out[h.Host] = h
-			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	return out, nil
+}
+
+// lastOfKeys calls fn with the last entry of every key of the hosts
+// bucket that keys matches, in the order they were stored; deleted keys
+// come as their empty markers. See beats for why it is not a KV watch.
+func (q *Queue) lastOfKeys(ctx context.Context, keys string, fn func(key string, value []byte, created time.Time)) error {
+	pre := "$KV." + HostsBucket + "."
+	inbox := q.nc.NewInbox()
+	sub, err := q.nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the consumer goes with it
+	c, err := q.js.CreatePushConsumer(ctx, "KV_"+HostsBucket, jetstream.ConsumerConfig{
+		DeliverSubject:    inbox,
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubject:     pre + keys,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = q.js.DeleteConsumer(dctx, "KV_"+HostsBucket, c.CachedInfo().Name)
+	}()
+	want := c.CachedInfo().NumPending
+	for got := uint64(0); got < want; {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil || !strings.HasPrefix(m.Subject, pre) {
+			continue // not a stored message: the server sends none other here
+		}
+		got++
+		fn(m.Subject[len(pre):], m.Data, meta.Timestamp)
+		if meta.NumPending == 0 {
+			break
 		}
 	}
+	return nil
 }
 
 // HostOnline reports whether host's worker is alive, as OnlineHosts
@@ -148,14 +200,14 @@ func (q *Queue) HostOnline(ctx context.Context, host string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read the heartbeat of host %s: %w", host, err)
 	}
-	_, ok := q.live(e, "info.", q.serverNow(ctx))
+	_, ok := q.live(e.Key(), e.Value(), e.Created(), "info.", q.serverNow(ctx))
 	return ok, nil
 }
 
-// live returns the report e (a key prefix<host>) holds when it is a live
-// worker's, with its LastSeen set to when the server stored it and its
-// StartedAt on the server's clock too.
-func (q *Queue) live(e jetstream.KeyValueEntry, prefix string, now time.Time) (HostInfo, bool) {
+// live returns the report value (of key, a key prefix<host>, stored at
+// created) holds when it is a live worker's, with its LastSeen set to
+// when the server stored it and its StartedAt on the server's clock too.
+func (q *Queue) live(key string, value []byte, created time.Time, prefix string, now time.Time) (HostInfo, bool) {
 	var h HostInfo
 	// An entry older than two leases should have expired: the server
 	// could not remove it (a full disk stops its writes), and its worker
@@ -164,7 +216,7 @@ func (q *Queue) live(e jetstream.KeyValueEntry, prefix string, now time.Time) (H
 	// body names, one host's worker made another host online (hiding its
 	// outage from the fleet alerts, refusing its removal) or added any
 	// name to the list.
-	if json.Unmarshal(e.Value(), &h) != nil || prefix+h.Host != e.Key() || now.Sub(e.Created()) >= 2*q.opts.LeaseTTL {
+	if json.Unmarshal(value, &h) != nil || prefix+h.Host != key || now.Sub(created) >= 2*q.opts.LeaseTTL {
 		return HostInfo{}, false
 	}
 	// StartedAt is the worker's clock, which may be minutes off the
@@ -173,11 +225,11 @@ func (q *Queue) live(e jetstream.KeyValueEntry, prefix string, now time.Time) (H
 	// ahead as "just now" for as long. The time it has run (or waited)
 	// is its own clock's, back from when the server stored the report.
 	if !h.StartedAt.IsZero() && !h.LastSeen.IsZero() && !h.LastSeen.Before(h.StartedAt) {
-		h.StartedAt = e.Created().Add(-h.LastSeen.Sub(h.StartedAt)).UTC()
+		h.StartedAt = created.Add(-h.LastSeen.Sub(h.StartedAt)).UTC()
 	} else {
-		h.StartedAt = e.Created().UTC()
+		h.StartedAt = created.UTC()
 	}
-	h.LastSeen = e.Created().UTC()
+	h.LastSeen = created.UTC()
 	return h, true
 }
 
