@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
@@ -110,17 +110,12 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 	if err != nil {
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
-	}
-	defer s.Queue.EndLive(cons) // after the iterator stopped
-	defer it.Stop()
-	msgs := make(chan jetstream.Msg, 64)
+	defer cons.Stop()
+	msgs := make(chan *nats.Msg, 64)
 	go func() {
 		defer close(msgs)
 		for {
-			m, err := it.Next()
+			m, err := cons.Next(ctx)
 			if err != nil {
 				return
 			}
@@ -149,13 +144,13 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 			if !ok {
 				return final()
 			}
-			stream := m.Headers().Get(queue.StreamHeader)
+			stream := m.Header.Get(queue.StreamHeader)
 			switch {
-			case m.Subject() == outputSubject && stream != "":
-				fn(stream, m.Data())
-			case m.Subject() == eventSubject && stream == "":
+			case m.Subject == outputSubject && stream != "":
+				fn(stream, m.Data)
+			case m.Subject == eventSubject && stream == "":
 				var ev queue.Event
-				if json.Unmarshal(m.Data(), &ev) == nil && ev.OrderID == o.ID && order.Status(ev.Status).Terminal() {
+				if json.Unmarshal(m.Data, &ev) == nil && ev.OrderID == o.ID && order.Status(ev.Status).Terminal() {
 					return final()
 				}
 			}
@@ -170,8 +165,8 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 				for {
 					select {
 					case m, ok := <-msgs:
-						if ok && m.Subject() == outputSubject && m.Headers().Get(queue.StreamHeader) != "" {
-							fn(m.Headers().Get(queue.StreamHeader), m.Data())
+						if ok && m.Subject == outputSubject && m.Header.Get(queue.StreamHeader) != "" {
+							fn(m.Header.Get(queue.StreamHeader), m.Data)
 							continue
 						}
 					default:

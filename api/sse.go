@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -160,17 +160,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	msgs := make(chan jetstream.Msg, 64)
-	it, err := cons.Messages()
-	if err != nil {
-		return
-	}
-	defer s.Queue.EndLive(cons) // after the iterator stopped
-	defer it.Stop()
+	msgs := make(chan *nats.Msg, 64)
+	defer cons.Stop()
 	go func() {
 		defer close(msgs)
 		for {
-			m, err := it.Next()
+			m, err := cons.Next(ctx)
 			if err != nil {
 				return
 			}
@@ -211,29 +206,29 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			lastSeq = meta.Sequence.Stream
 			// Only the order's host's worker may publish on its subjects
 			// (NATS permissions); anything else is dropped, never shown.
-			switch m.Subject() {
+			switch m.Subject {
 			case outputSubject:
-				if m.Headers().Get(queue.StreamHeader) == "" {
+				if m.Header.Get(queue.StreamHeader) == "" {
 					// The marker the worker leaves once the result is
 					// stored (queue.EndOutput), after finished: no output.
 					continue
 				}
 			case eventSubject:
-				if m.Headers().Get(queue.StreamHeader) != "" {
+				if m.Header.Get(queue.StreamHeader) != "" {
 					continue
 				}
 			default:
 				continue
 			}
-			if stream := m.Headers().Get(queue.StreamHeader); stream != "" {
-				content, enc := order.Encode(m.Data(), order.EncodeText)
+			if stream := m.Header.Get(queue.StreamHeader); stream != "" {
+				content, enc := order.Encode(m.Data, order.EncodeText)
 				var e *string
 				if enc != order.EncodeText {
 					es := string(enc)
 					e = &es
 				}
 				c := Chunk{Data: content, Encode: e}
-				if off, err := strconv.ParseInt(m.Headers().Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {
+				if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {
 					c.Offset = &off
 				}
 				if !send(lastSeq, stream, c) {
@@ -242,7 +237,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			var ev queue.Event
-			if json.Unmarshal(m.Data(), &ev) != nil || ev.OrderID != id {
+			if json.Unmarshal(m.Data, &ev) != nil || ev.OrderID != id {
 				continue
 			}
 			switch {

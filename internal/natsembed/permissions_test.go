@@ -318,7 +318,8 @@ func TestRolesOnTheBus(t *testing.T) {
 	if err := q1.PublishEvent(queue.Event{OrderID: id, Host: "h1", Type: "started", Status: "running"}); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := live.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || string(m.Data()) != "hi" {
+	defer live.Stop()
+	if m, err := live.Next(ctx); err != nil || string(m.Data) != "hi" {
 		t.Fatalf("live output: %v", err)
 	}
 	// What a worker taking over keeps of an interrupted order.

@@ -90,3 +90,80 @@ func TestHostsListedPastAStatusShapedReport(t *testing.T) {
 		t.Fatalf("the orders stream after the listing: %+v %v, want its one order", info.State, err)
 	}
 }
+
+// TestLiveFollowedPastStatusShapedMessages: the worker of h1 stores, on
+// its order's output and event subjects, messages shaped as each status
+// message of the server's, then a chunk of output. The API's follower of
+// the order takes every one of them, in order, and makes one consumer:
+// nats.go's ordered consumer never handed such a message over and made
+// its consumer again at it, some thousand times a second, for as long as
+// the follower stayed, the chunk never reached.
+func TestLiveFollowedPastStatusShapedMessages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	shapes := [][]string{
+		{"Status", "409", "Description", "Consumer Deleted"},
+		{"Status", "100", "Description", "Idle Heartbeat", "Nats-Last-Consumer", "999",
+			"Nats-Consumer-Stalled", "$JS.API.STREAM.PURGE." + queue.OrdersStream},
+		{"Status", "100", "Description", "FlowControl Request"},
+		{"Status", "404", "Description", "No Messages"},
+		{"Status", "408", "Description", "Request Timeout", "Nats-Pending-Messages", "1000"},
+		{"Status", "400", "Description", "Bad Request"},
+		{"Status", "409", "Description", "Leadership Change"},
+	}
+	for _, h := range shapes {
+		w1.publishShaped(t, queue.OutputSubjectOf("h1", id), h...)
+		w1.publishShaped(t, queue.EventSubjectOf("h1", id), h...)
+	}
+	if err := q1.PublishOutput("h1", id, "stdout", 0, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	w1.clean(t)
+
+	js, err := jetstream.New(api.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := js.AccountInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := qAPI.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Stop()
+	for i := range 2 * len(shapes) {
+		m, err := live.Next(ctx)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if want := shapes[i/2][1]; m.Header.Get("Status") != want || len(m.Data) != 0 {
+			t.Fatalf("message %d: %q %v, want the one shaped as status %s", i, m.Data, m.Header, want)
+		}
+	}
+	m, err := live.Next(ctx)
+	if err != nil || string(m.Data) != "hello" {
+		t.Fatalf("the chunk after them: %v %v", m, err)
+	}
+	after, err := js.AccountInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The follower's consumer, and the account info read after it.
+	if calls := after.API.Total - before.API.Total; calls > 2 {
+		t.Fatalf("%d JetStream API requests while following, want the consumer's creation and the account info", calls)
+	}
+}

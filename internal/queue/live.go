@@ -2,8 +2,11 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,40 +79,178 @@ func (q *Queue) EndOutput(host string, id uuid.UUID) error {
 	return q.nc.PublishMsg(m)
 }
 
-// Live returns an ordered consumer over the live messages of order id of
-// host, starting after sequence after (0: from the beginning). Only host's
-// subjects are read, so output another host's worker publishes for this
-// order never reaches a follower.
-func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (jetstream.Consumer, error) {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)},
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: time.Minute,
-	}
-	if after > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = after + 1
-	}
-	c, err := q.js.OrderedConsumer(ctx, LiveStream, cfg)
-	if err != nil {
+// Live follows the live messages of order id of host, starting after
+// sequence after (0: from the beginning). Only host's subjects are read,
+// so output another host's worker publishes for this order never reaches
+// a follower.
+//
+// It reads through a push consumer of its own over a plain subscription
+// (LiveFeed), not nats.go's ordered consumer: the worker of host can
+// store on these subjects a message with an empty body and a Status
+// header, which nats.go takes for the server's status message. It never
+// handed one over, and recreated its consumer at it, again and again:
+// the follower took nothing more of the order, and its replica sent
+// NATS some thousand consumer creations a second for as long as the
+// follower stayed.
+func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (*LiveFeed, error) {
+	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after}
+	if err := f.start(ctx); err != nil {
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
 	}
-	return c, nil
+	return f, nil
 }
 
-// EndLive deletes a consumer Live made once its reader is done with it.
-// The server would remove it only after its InactiveThreshold: every
-// follower that came and went (an SSE client closing its page, a ?wait
-// timing out a CLI follow) held a consumer, and on serve's embedded server
-// three goroutines with it, for another minute; under a steady load of
-// short-lived followers that was most of serve's goroutines. Best effort:
-// the threshold still removes one whose delete is lost.
-func (q *Queue) EndLive(c jetstream.Consumer) {
-	info := c.CachedInfo()
-	if info == nil {
-		return // never created: nothing was read
+// LiveFeed is a reading of an order's live messages (Live). Next is
+// called from one goroutine; Stop from any.
+//
+// A message the server delivers from the stream always comes with a
+// reply subject under $JS.ACK., which nobody who publishes can set, and
+// is handed over whatever its headers; the server's own messages on the
+// subscription (idle heartbeats, flow control requests) come without.
+// The consumer is made again after the last sequence handed over when
+// the server says it delivered more than came (a gap), or falls silent
+// for three heartbeats (a NATS restart lost it).
+type LiveFeed struct {
+	q      *Queue
+	filter []string
+	dseq   uint64 // consumer sequence of the last message handed over
+	sseq   uint64 // stream sequence of the last message handed over
+
+	mu      sync.Mutex
+	sub     *nats.Subscription
+	name    string // the consumer's
+	stopped bool
+}
+
+// liveHeartbeat is how often a follower's consumer beats when it has
+// nothing to send.
+const liveHeartbeat = 5 * time.Second
+
+// start makes the feed's subscription and consumer, from after f.sseq.
+func (f *LiveFeed) start(ctx context.Context) error {
+	inbox := f.q.nc.NewInbox()
+	sub, err := f.q.nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
 	}
+	cfg := jetstream.ConsumerConfig{
+		DeliverSubject:    inbox,
+		FilterSubjects:    f.filter,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		FlowControl:       true,
+		IdleHeartbeat:     liveHeartbeat,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	}
+	if f.sseq > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = f.sseq + 1
+	}
+	c, err := f.q.js.CreatePushConsumer(ctx, LiveStream, cfg)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		_ = sub.Unsubscribe()
+		f.deleteConsumer(c.CachedInfo().Name)
+		return ErrLiveStopped
+	}
+	f.sub, f.name, f.dseq = sub, c.CachedInfo().Name, 0
+	return nil
+}
+
+// ErrLiveStopped is Next's error once Stop was called.
+var ErrLiveStopped = errors.New("live feed stopped")
+
+// Next returns the next live message of the order, waiting for it until
+// ctx ends or Stop is called.
+func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
+	for {
+		f.mu.Lock()
+		sub, stopped := f.sub, f.stopped
+		f.mu.Unlock()
+		if stopped {
+			return nil, ErrLiveStopped
+		}
+		wctx, cancel := context.WithTimeout(ctx, 3*liveHeartbeat)
+		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			if err := f.restart(ctx); err != nil { // silent: lost
+				return nil, err
+			}
+			continue
+		default:
+			return nil, err // unsubscribed (Stop), connection closed
+		}
+		if strings.HasPrefix(m.Reply, "$JS.ACK.") {
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if meta.Sequence.Consumer != f.dseq+1 {
+				if err := f.restart(ctx); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			f.dseq, f.sseq = meta.Sequence.Consumer, meta.Sequence.Stream
+			return m, nil
+		}
+		// The server's: every message before it was taken, so a flow
+		// control request is answered now.
+		if strings.HasPrefix(m.Reply, "$JS.FC.") {
+			_ = f.q.nc.Publish(m.Reply, nil)
+			continue
+		}
+		if fc := m.Header.Get("Nats-Consumer-Stalled"); strings.HasPrefix(fc, "$JS.FC.") {
+			_ = f.q.nc.Publish(fc, nil)
+		}
+		if last, err := strconv.ParseUint(m.Header.Get("Nats-Last-Consumer"), 10, 64); err == nil && last > f.dseq {
+			if err := f.restart(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// restart makes the consumer again after the last message handed over.
+func (f *LiveFeed) restart(ctx context.Context) error {
+	f.mu.Lock()
+	sub, name := f.sub, f.name
+	f.mu.Unlock()
+	_ = sub.Unsubscribe()
+	f.deleteConsumer(name)
+	return f.start(ctx)
+}
+
+// Stop ends the feed and deletes its consumer. The server would remove
+// it only after its InactiveThreshold: every follower that came and went
+// (an SSE client closing its page, a ?wait timing out a CLI follow) held
+// a consumer for another minute. Best effort: the threshold still removes
+// one whose delete is lost.
+func (f *LiveFeed) Stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	f.stopped = true
+	_ = f.sub.Unsubscribe()
+	f.deleteConsumer(f.name)
+}
+
+func (f *LiveFeed) deleteConsumer(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = q.js.DeleteConsumer(ctx, LiveStream, info.Name)
+	_ = f.q.js.DeleteConsumer(ctx, LiveStream, name)
 }
