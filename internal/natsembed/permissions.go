@@ -78,7 +78,9 @@ func WorkerPermissions(host string) *server.Permissions {
 			// Its lease and heartbeat: bind the bucket, read with a direct
 			// get that names the key in the subject (the other forms carry
 			// the key in the body, so they are not allowed), write, and
-			// watch its own lease through an ordered consumer filtered on it.
+			// watch its own lease through a consumer filtered on it (its
+			// flow control is that of the KV watch of workers before
+			// queue.watchKey).
 			"$JS.API.STREAM.INFO." + kvStream,
 			"$JS.API.DIRECT.GET." + kvStream + "." + lease,
 			"$JS.API.DIRECT.GET." + kvStream + "." + info,

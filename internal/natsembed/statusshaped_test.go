@@ -167,3 +167,71 @@ func TestLiveFollowedPastStatusShapedMessages(t *testing.T) {
 		t.Fatalf("%d JetStream API requests while following, want the consumer's creation and the account info", calls)
 	}
 }
+
+// TestServeStandbyPastAStatusShapedLease: serve waits as the standby of
+// its own host while another worker of that host, holding the host's
+// credential, holds the lease and writes it shaped as the server's idle
+// heartbeat, naming the orders stream's purge as the subject to answer a
+// stalled consumer on. serve takes the lease once it is released, and the
+// orders stream keeps every host's order: nats.go's KV watch published the
+// empty answer on serve's connection, which carries the API's
+// permissions, and purged it.
+func TestServeStandbyPastAStatusShapedLease(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	serve := b.connect(t, b.creds.Serve, queue.APIInbox)
+	qs, err := queue.New(ctx, serve.nc, queue.Options{LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qs.Publish(ctx, "h1", uuid.New()); err != nil {
+		t.Fatal(err)
+	}
+	w0 := b.connect(t, b.creds.Workers["h0"], queue.WorkerInbox("h0"))
+	q0, err := queue.Bind(ctx, w0.nc, queue.Options{LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q0.AcquireLease(ctx, "h0", "other", nil); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(serve.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := make(chan error, 1)
+	go func() {
+		_, err := qs.AcquireLease(ctx, "h0", "serve", nil)
+		taken <- err
+	}()
+	// serve watches the lease key: the bucket's one consumer.
+	for n := 0; n == 0; {
+		for range hosts.ConsumerNames(ctx).Name() {
+			n++
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("serve never watched the lease")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	w0.publishShaped(t, "$KV."+queue.HostsBucket+".lease.h0", "Status", "100", "Description", "Idle Heartbeat",
+		"Nats-Consumer-Stalled", "$JS.API.STREAM.PURGE."+queue.OrdersStream)
+	w0.publishShaped(t, "$KV."+queue.HostsBucket+".lease.h0", "KV-Operation", "DEL") // released
+	if err := <-taken; err != nil {
+		t.Fatalf("serve taking its host's lease: %v", err)
+	}
+	serve.clean(t)
+	s, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("the orders stream after serve's wait: %+v %v, want its one order", info.State, err)
+	}
+}

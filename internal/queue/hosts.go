@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -272,7 +273,7 @@ var ErrLeaseLost = errors.New("lease lost")
 // is every LeaseTTL, in case the watch itself failed.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
-	var w jetstream.KeyWatcher
+	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
 	freed := ""
@@ -303,7 +304,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			// Watching from before the next try: a marker written
 			// between a try and the wait is not missed.
 			watching = true
-			if w, err = q.kv.Watch(ctx, key, jetstream.UpdatesOnly()); err == nil {
+			if w, err = q.watchKey(ctx, key); err == nil {
 				defer w.Stop()
 				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
 					every = q.opts.LeaseTTL
@@ -325,33 +326,100 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until max has passed, and says which:
 // "released", "expired" or "tried".
-func waitFreed(ctx context.Context, w jetstream.KeyWatcher, max time.Duration) (string, error) {
-	t := time.NewTimer(max)
-	defer t.Stop()
-	var updates <-chan jetstream.KeyValueEntry
-	if w != nil {
-		updates = w.Updates()
-	}
-	for {
-		select {
-		case e, ok := <-updates:
-			if !ok {
-				updates = nil
-				continue
-			}
-			// A put is the holder's renewal: the key is not free.
-			if e != nil && e.Operation() == jetstream.KeyValueDelete {
-				return "released", nil
-			}
-			if e != nil && e.Operation() == jetstream.KeyValuePurge {
-				return "expired", nil
-			}
-		case <-t.C:
-			return "tried", nil
-		case <-ctx.Done():
-			return "", ctx.Err()
+func waitFreed(ctx context.Context, w *keyWatch, max time.Duration) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	for w != nil {
+		op, err := w.next(wctx)
+		if err != nil {
+			break // the wait is over, or the watch failed: the periodic try
+		}
+		// A put is the holder's renewal: the key is not free.
+		switch op {
+		case jetstream.KeyValueDelete:
+			return "released", nil
+		case jetstream.KeyValuePurge:
+			return "expired", nil
 		}
 	}
+	<-wctx.Done()
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	return "tried", nil
+}
+
+// keyWatch follows the changes of one key of the hosts bucket made after
+// it started, through a push consumer of its own over a plain
+// subscription, not nats.go's KV watch (see beats): on serve's connection,
+// which carries its API, a standby of serve's host published the empty
+// answer an entry of the lease key shaped as the server's heartbeat
+// named, as the API, where any other worker of that host chose (the
+// orders stream's purge).
+type keyWatch struct {
+	q    *Queue
+	sub  *nats.Subscription
+	name string // the consumer's
+}
+
+// watchKey starts following key's changes.
+func (q *Queue) watchKey(ctx context.Context, key string) (*keyWatch, error) {
+	inbox := q.nc.NewInbox()
+	sub, err := q.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	c, err := q.js.CreatePushConsumer(ctx, "KV_"+HostsBucket, jetstream.ConsumerConfig{
+		DeliverSubject:    inbox,
+		DeliverPolicy:     jetstream.DeliverNewPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubject:     "$KV." + HostsBucket + "." + key,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return &keyWatch{q: q, sub: sub, name: c.CachedInfo().Name}, nil
+}
+
+// next waits for the key's next change and returns its operation.
+func (w *keyWatch) next(ctx context.Context) (jetstream.KeyValueOp, error) {
+	for {
+		m, err := w.sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
+			continue // not a stored message: the server sends none other here
+		}
+		switch {
+		case m.Header.Get("KV-Operation") == "DEL":
+			return jetstream.KeyValueDelete, nil
+		case m.Header.Get("KV-Operation") == "PURGE":
+			return jetstream.KeyValuePurge, nil
+		case m.Header.Get("KV-Operation") != "":
+			return jetstream.KeyValuePut, nil
+		}
+		switch m.Header.Get(jetstream.MarkerReasonHeader) {
+		case "MaxAge", "Purge":
+			return jetstream.KeyValuePurge, nil
+		case "Remove":
+			return jetstream.KeyValueDelete, nil
+		}
+		return jetstream.KeyValuePut, nil
+	}
+}
+
+// Stop ends the watch and deletes its consumer (best effort: its
+// InactiveThreshold removes one whose delete is lost).
+func (w *keyWatch) Stop() {
+	_ = w.sub.Unsubscribe()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = w.q.js.DeleteConsumer(ctx, "KV_"+HostsBucket, w.name)
 }
 
 // Freed says how a lease taken after a wait was found free: "released"
