@@ -154,7 +154,7 @@ func (q *Queue) lastOfKeys(ctx context.Context, keys string, fn func(key string,
 	if err != nil {
 		return err
 	}
-	defer sub.Unsubscribe() //nolint:errcheck // the consumer goes with it
+	defer func() { _ = sub.Unsubscribe() }()
 	c, err := q.js.CreatePushConsumer(ctx, "KV_"+HostsBucket, jetstream.ConsumerConfig{
 		DeliverSubject:    inbox,
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,

@@ -154,13 +154,16 @@ func (f *LiveFeed) start(ctx context.Context) error {
 		return err
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopped {
+	stopped := f.stopped
+	if !stopped {
+		f.sub, f.name, f.dseq = sub, c.CachedInfo().Name, 0
+	}
+	f.mu.Unlock()
+	if stopped {
 		_ = sub.Unsubscribe()
 		f.deleteConsumer(c.CachedInfo().Name)
 		return ErrLiveStopped
 	}
-	f.sub, f.name, f.dseq = sub, c.CachedInfo().Name, 0
 	return nil
 }
 
@@ -223,14 +226,31 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 	}
 }
 
-// restart makes the consumer again after the last message handed over.
+// restart makes the consumer again after the last message handed over,
+// trying every second while NATS cannot, until ctx ends or Stop.
 func (f *LiveFeed) restart(ctx context.Context) error {
 	f.mu.Lock()
 	sub, name := f.sub, f.name
 	f.mu.Unlock()
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
-	return f.start(ctx)
+	for {
+		err := f.start(ctx)
+		if err == nil || errors.Is(err, ErrLiveStopped) {
+			return err
+		}
+		f.mu.Lock()
+		stopped := f.stopped
+		f.mu.Unlock()
+		if stopped {
+			return ErrLiveStopped
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // Stop ends the feed and deletes its consumer. The server would remove
