@@ -235,3 +235,54 @@ func TestServeStandbyPastAStatusShapedLease(t *testing.T) {
 		t.Fatalf("the orders stream after serve's wait: %+v %v, want its one order", info.State, err)
 	}
 }
+
+// TestLiveFollowedPastALostConsumer: the follower's consumer is deleted
+// under it (as a NATS restart loses it); once three heartbeats have not
+// come, the follower makes it again after the last message it handed
+// over, and takes the next chunk, not the first again.
+func TestLiveFollowedPastALostConsumer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	if err := q1.PublishOutput("h1", id, "stdout", 0, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	live, err := qAPI.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Stop()
+	if m, err := live.Next(ctx); err != nil || string(m.Data) != "one" {
+		t.Fatalf("the first chunk: %v %v", m, err)
+	}
+	js, err := jetstream.New(api.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range s.ConsumerNames(ctx).Name() {
+		if err := s.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q1.PublishOutput("h1", id, "stdout", 3, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := live.Next(ctx); err != nil || string(m.Data) != "two" {
+		t.Fatalf("the chunk after the consumer was lost: %v %v", m, err)
+	}
+}
