@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/worker/executor"
@@ -26,6 +28,14 @@ func systemPolicy(t *testing.T, mutate func(*config.Worker)) *Policy {
 
 func run(t *testing.T, p *Policy, o *order.Order) (executor.Result, *Prepared) {
 	t.Helper()
+	// An order of its own: its cgroup is named after its id (worker.cgroup
+	// auto makes one here as root without systemd), and a Run whose cgroup
+	// exists ends what is in it first, as an earlier attempt's. Orders
+	// left at the nil id killed each other's processes when these tests
+	// ran in parallel (SIGKILL, no exit code).
+	if o.ID == uuid.Nil {
+		o.ID = order.NewID()
+	}
 	o.CaptureStdout, o.CaptureStderr = true, true
 	prep, err := p.Prepare(o)
 	if err != nil {
@@ -33,7 +43,7 @@ func run(t *testing.T, p *Policy, o *order.Order) (executor.Result, *Prepared) {
 	}
 	res := executor.New(nil).Run(t.Context(), prep.Req, nil)
 	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 0 {
-		t.Fatalf("run %s: StartErr %v exit %v stderr %q", prep.ResolvedPath, res.StartErr, res.ExitCode, res.Stderr.Content)
+		t.Fatalf("run %s: StartErr %v exit %v signal %q timed out %v canceled %v aborted %v group gone %v stderr %q", prep.ResolvedPath, res.StartErr, res.ExitCode, res.Signal, res.TimedOut, res.Canceled, res.Aborted, res.GroupGone, res.Stderr.Content)
 	}
 	return res, prep
 }
