@@ -71,7 +71,7 @@ func TestShutdownGraceKillsTheRunningOrder(t *testing.T) {
 	stop, _ := runWorker(t, worker.Options{Host: "grace-1", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 500 * time.Millisecond}, e.store, e.q, testenv.Logger(t))
 	id := e.submit("grace-1", "sleep", "60")
-	e.waitStatus(id, order.StatusRunning)
+	e.waitStarted(id)
 	began := time.Now()
 	stop()
 	if d := time.Since(began); d > 15*time.Second {

@@ -136,7 +136,7 @@ func (s *lostCompleteAnswer) Complete(ctx context.Context, id uuid.UUID, attempt
 // is this worker's result, recorded: one "order finished", counted once,
 // one finished event, and no "result not recorded" line.
 func TestLostResultAnswerIsReportedOnce(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvAckWait(t, 30*time.Second) // its result written alone, even after a stall
 	store := &lostCompleteAnswer{Store: e.store}
 	r := runReported(t, e, "lostans", store, func() uuid.UUID {
 		o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "lostans", Command: "sleep", Args: []string{"0.5"},

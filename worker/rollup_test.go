@@ -62,7 +62,7 @@ func lastLive(t *testing.T, q *queue.Queue, host string, id uuid.UUID) (uint64, 
 // published no output. The worker publishes in order on one connection,
 // so once a later order is rolled up, an earlier rollup would be seen.
 func TestLiveOutputRolledUpOnlyOnceStored(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvAckWait(t, 30*time.Second) // its result written alone, even after a stall
 	refused := e.submit("roll", "echo", "refused")
 	store := &refusedResult{Store: e.store, id: refused}
 	logs := &testenv.LogBuffer{}

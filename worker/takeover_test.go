@@ -332,20 +332,9 @@ func TestGracefulStopKeepsTheHostUntilTheOrderEnds(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "done")
 	long := e.submit("graceful", "sh", "-c", `sleep 3; touch "$1"`, "_", marker) // longer than the 2 s lease TTL
 	stop1, _ := e.start("graceful", nil)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		o, err := e.store.GetOrder(t.Context(), long)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o.Status == order.StatusRunning {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("order is %s, want running", o.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// Started, not only claimed: a stop between the claim and the start
+	// hands the order back, and the standby runs it.
+	e.waitStarted(long)
 	e.start("graceful", nil) // the standby
 	stopped := make(chan struct{})
 	go func() { stop1(); close(stopped) }()
@@ -369,7 +358,7 @@ func TestShutdownKillSaysWhy(t *testing.T) {
 	log := &testenv.LogBuffer{}
 	stop, _ := runWorker(t, worker.Options{Host: "shutdown-kill", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 300 * time.Millisecond}, e.store, e.q, testenv.LoggerTo(io.MultiWriter(t.Output(), log)))
-	e.waitStatus(id, order.StatusRunning)
+	e.waitStarted(id)
 	stop()
 	o := e.waitStatus(id, order.StatusKilled)
 	if o.Result == nil || !strings.Contains(o.Result.Error, "the worker stopped: worker.shutdown_grace (300ms) passed") {

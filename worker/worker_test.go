@@ -27,8 +27,19 @@ type env struct {
 }
 
 func newEnv(t testing.TB) *env {
+	return newEnvAckWait(t, time.Second)
+}
+
+// newEnvAckWait is newEnv with the host consumers' ack wait at ackWait.
+// Tests that hold which write records an order's result (Complete alone,
+// or CompleteAndClaim with a next delivery) take the product's 30 s: with
+// newEnv's second, a stall of a second between the delivery and the
+// start (the claim's commit on a loaded machine) redelivers the order,
+// and the redelivery becomes the next delivery its result is written
+// with.
+func newEnvAckWait(t testing.TB, ackWait time.Duration) *env {
 	store, _ := testenv.Store(t, testenv.Postgres(t))
-	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: ackWait, LeaseTTL: 2 * time.Second})
 	return &env{t: t, store: store, q: q}
 }
 
@@ -72,6 +83,34 @@ func (e *env) waitStatus(id uuid.UUID, want order.Status) *order.Order {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitStarted waits until the order's process has started: its record
+// is written once the process runs. A running status alone is the claim,
+// which comes before the start: a worker asked to stop between the two
+// hands the order back unstarted (execute), so a test that stops or
+// kills the worker "while the order runs" waits for this.
+func (e *env) waitStarted(id uuid.UUID) *order.Order {
+	e.t.Helper()
+	var o *order.Order
+	testenv.WaitUntil(e.t, 30*time.Second, "the process of order "+id.String()+" starts", func() bool {
+		var err error
+		if o, err = e.store.GetOrder(e.t.Context(), id); err != nil {
+			e.t.Fatal(err)
+		}
+		if o.Status != order.StatusRunning {
+			if o.Status.Terminal() {
+				e.t.Fatalf("order %s is %s, want it started", id, o.Status)
+			}
+			return false
+		}
+		p, err := e.store.ProcessOf(e.t.Context(), id, o.Attempt)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return p != nil
+	})
+	return o
 }
 
 var errCrash = errors.New("injected crash")
