@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/migrations"
 )
@@ -24,6 +27,27 @@ func TestSchemaRolledBackStopsServers(t *testing.T) {
 	old := schemaCheck
 	schemaCheck = 100 * time.Millisecond
 	defer func() { schemaCheck = old }()
+	// The checks that passed are counted per server (its store): "still
+	// running on a newer schema" holds once each has checked it, not after
+	// a time a loaded machine may spend without a check.
+	var (
+		checksMu sync.Mutex
+		checks   = map[*postgres.Store]int{}
+	)
+	schemaChecked = func(store *postgres.Store, err error) {
+		if err != nil {
+			return // a stop, which the test sees as one
+		}
+		checksMu.Lock()
+		checks[store]++
+		checksMu.Unlock()
+	}
+	defer func() { schemaChecked = nil }()
+	checked := func() map[*postgres.Store]int {
+		checksMu.Lock()
+		defer checksMu.Unlock()
+		return maps.Clone(checks)
+	}
 	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
 	conf := filepath.Join(t.TempDir(), "orderly.yaml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:0\ndatabase_url: %q\nnats:\n  url: %q\n", dsn, natsURL)), 0o600); err != nil {
@@ -63,13 +87,34 @@ func TestSchemaRolledBackStopsServers(t *testing.T) {
 	if _, err := pool.Exec(t.Context(), `INSERT INTO goose_db_version (version_id, is_applied) VALUES ($1, true)`, latest+1); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-api.done:
-		t.Fatalf("the API stopped on a newer schema: %v", err)
-	case err := <-worker.done:
-		t.Fatalf("the worker stopped on a newer schema: %v", err)
-	case <-time.After(10 * schemaCheck):
+	// Two checks of each server's after the insert: the first may have
+	// read the version before it, the second began after the first ended.
+	// Each server reads through its own store; api and worker are two.
+	since := checked()
+	running := func() {
+		for _, s := range servers {
+			select {
+			case err := <-s.done:
+				s.done <- err // for the deferred wait
+				t.Fatalf("%s stopped on a newer schema: %v", s.name, err)
+			default:
+			}
+		}
 	}
+	waitUntil(t, time.Minute, "two schema checks of each server on the newer schema", func() bool {
+		running()
+		now := checked()
+		if len(now) < len(servers) {
+			return false
+		}
+		for store, n := range now {
+			if n-since[store] < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	running()
 	if _, err := pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = $1`, latest+1); err != nil {
 		t.Fatal(err)
 	}

@@ -252,6 +252,10 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 // one small read per process and minute (docs/scaling.md).
 var schemaCheck = time.Minute
 
+// schemaChecked, set by a test only, is called after each periodic
+// check of the schema with the store it read and what the check found.
+var schemaChecked func(store *postgres.Store, err error)
+
 // waitForSignals reloads the config on SIGHUP and returns when ctx ends
 // (SIGINT/SIGTERM), the worker fails, or the schema of store (nil: not
 // checked) was rolled back below this binary's.
@@ -279,7 +283,11 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 			logger.Info("shutting down")
 			return nil
 		case <-schemaTick:
-			if err := checkRolledBack(ctx, store); err != nil {
+			err := checkRolledBack(ctx, store)
+			if schemaChecked != nil {
+				schemaChecked(store, err)
+			}
+			if err != nil {
 				return err
 			}
 		case <-hup:
