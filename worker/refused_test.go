@@ -39,12 +39,18 @@ func runReported(t *testing.T, e *env, host string, store worker.Store, submit f
 	m := metrics.New()
 	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 5 * time.Second, Metrics: m}, store, e.q, testenv.LoggerTo(io.MultiWriter(logs, t.Output())))
-	id := submit()
-	events, err := e.q.Conn().SubscribeSync(queue.EventSubjectOf(host, id))
+	// Subscribed, and the server told, before the order is submitted: an
+	// event published before the subscription would go unseen, and "no
+	// finished event" would hold without testing anything.
+	events, err := e.q.Conn().SubscribeSync(queue.EventsSubject + host + ".*")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer events.Unsubscribe()
+	if err := e.q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	id := submit()
 	during(id)
 	var r finishReport
 	read := func() {
@@ -67,15 +73,25 @@ func runReported(t *testing.T, e *env, host string, store worker.Store, submit f
 		read()
 		return r.finishedLines+r.notRecorded > 0
 	})
-	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	next := e.submit(host, "true")
+	e.waitStatus(next, order.StatusSucceeded)
 	read()
+	// The worker publishes its events in order on one connection: id's,
+	// if any, come before the next order's finished event, which ends the
+	// reading (not a quiet spell, which a loaded machine may stretch).
 	for {
-		msg, err := events.NextMsg(100 * time.Millisecond)
+		msg, err := events.NextMsg(30 * time.Second)
 		if err != nil {
-			break
+			t.Fatalf("the next order's finished event: %v", err)
 		}
 		var ev queue.Event
-		if json.Unmarshal(msg.Data, &ev) == nil && ev.Type == "finished" {
+		if json.Unmarshal(msg.Data, &ev) != nil || ev.Type != "finished" {
+			continue
+		}
+		if msg.Subject == queue.EventSubjectOf(host, next) {
+			break
+		}
+		if msg.Subject == queue.EventSubjectOf(host, id) {
 			r.events = append(r.events, ev.Status)
 		}
 	}
