@@ -104,7 +104,10 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 	t := time.NewTicker(s.every)
 	defer t.Stop()
 	strikes, gone := 0, 0
-	var struck time.Time // the first strike's
+	var (
+		struck time.Time // the first strike's
+		floor  uint64    // the ack floor the first strike saw
+	)
 	for {
 		switch {
 		case !s.suspect.Load():
@@ -172,10 +175,18 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 			}
 			continue
 		}
-		// Two strikes at least half an interval apart: a check run at once
-		// (a poke) must not rewind over a delivery still in flight.
+		// Two strikes at least half an interval apart, with the ack floor
+		// where it was: a check run at once (a poke) must not rewind over
+		// a delivery still in flight, nor two checks over two: a worker
+		// busy with one order after another is idle only between them,
+		// where a check may find the next delivery in flight, and an ack
+		// floor that moved says the message pending at the first strike
+		// was acked since. A lost ack or delivery holds the floor below it.
+		if strikes > 0 && info.AckFloor.Stream != floor {
+			strikes = 0
+		}
 		if strikes == 0 {
-			struck = time.Now()
+			struck, floor = time.Now(), info.AckFloor.Stream
 		}
 		if strikes++; strikes >= 2 && time.Since(struck) >= s.every/2 {
 			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending)
