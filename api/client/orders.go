@@ -33,6 +33,11 @@ type SubmitOptions struct {
 	// is (Action, Runbook); else nothing runs and the error's code is
 	// CodePreconditionFailed.
 	IfMatch string
+	// CorrelationID is sent as X-Correlation-Id: the order's (each order
+	// of a fan-out's) correlation id, which ListOptions.Correlation finds
+	// it by. A body's correlation_id field wins over it; an action
+	// run has no such field. Outside what an IdempotencyKey binds.
+	CorrelationID string
 }
 
 // header is the submission's headers.
@@ -43,6 +48,9 @@ func (o SubmitOptions) header() http.Header {
 	}
 	if o.IfMatch != "" {
 		hdr.Set("If-Match", o.IfMatch)
+	}
+	if o.CorrelationID != "" {
+		hdr.Set("X-Correlation-Id", o.CorrelationID)
 	}
 	if o.Wait > 0 {
 		hdr.Set("Prefer", "wait="+strconv.FormatFloat(o.Wait.Seconds(), 'f', -1, 64))
@@ -188,8 +196,12 @@ type ListOptions struct {
 	Status    []Status
 	Principal string
 	Batch     string
-	Since     time.Time
-	Until     time.Time
+	// Correlation is a correlation id: the orders recorded with it
+	// (SubmitOptions.CorrelationID, a body's correlation_id, a runbook
+	// chain's).
+	Correlation string
+	Since       time.Time
+	Until       time.Time
 	// Limit is the page size (1-1000; 0 is the server's, 50).
 	Limit int
 	// Cursor is a page's NextCursor, to read the page after it.
@@ -205,7 +217,7 @@ type ListOptions struct {
 
 func (o ListOptions) query() url.Values {
 	q := url.Values{}
-	for k, v := range map[string]string{"host": o.Host, "principal": o.Principal, "batch": o.Batch, "cursor": o.Cursor} {
+	for k, v := range map[string]string{"host": o.Host, "principal": o.Principal, "batch": o.Batch, "correlation": o.Correlation, "cursor": o.Cursor} {
 		if v != "" {
 			q.Set(k, v)
 		}

@@ -97,6 +97,7 @@ func (a *app) actionRunCommand() *cobra.Command {
 	var (
 		conn               connFlags
 		host, idemKey      string
+		correlation        string
 		params, secretEnvs []string
 		wait, asJSON       bool
 		retryFor           time.Duration
@@ -150,7 +151,7 @@ and exits with the remote exit code, as submit --wait does.`,
 			tries := 0
 			err = a.sendRetrying(ctx, retryFor, idemKey != "", func() (err error) {
 				tries++
-				ord, err = c.RunAction(ctx, args[0], host, values, client.SubmitOptions{IdempotencyKey: idemKey})
+				ord, err = c.RunAction(ctx, args[0], host, values, client.SubmitOptions{IdempotencyKey: idemKey, CorrelationID: correlation})
 				return err
 			})
 			if err != nil {
@@ -176,6 +177,7 @@ and exits with the remote exit code, as submit --wait does.`,
 	fs.StringArrayVar(&secretEnvs, "secret-env", nil, "param NAME whose value is read from the environment variable VAR: NAME=VAR (repeatable)")
 	submitWaitFlag(fs, &wait, "the action's own timeout bounds the run")
 	fs.StringVar(&idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
+	correlationFlag(fs, &correlation)
 	retryForFlag(fs, &retryFor)
 	fs.BoolVar(&asJSON, "json", false, "print the order (with --wait, the finished order) as JSON")
 	_ = cmd.MarkFlagRequired("host")

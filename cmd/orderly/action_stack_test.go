@@ -138,6 +138,36 @@ func TestActionCLI(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "given twice") {
 		t.Errorf("a param given twice: %v", err)
 	}
+	// --correlation-id records the run (and a submission) with that id,
+	// and ls --correlation finds them by it: an action run has no body
+	// field for it.
+	out, errs, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=corr", "--correlation-id", "deploy-7")
+	if err != nil {
+		t.Fatalf("action run --correlation-id: %v %q", err, errs)
+	}
+	actionID := strings.TrimSpace(out)
+	out, errs, err = cli(nil, "submit", "--host", "act-1", "--correlation-id", "deploy-7", "--", "/bin/true")
+	if err != nil {
+		t.Fatalf("submit --correlation-id: %v %q", err, errs)
+	}
+	submitID := strings.TrimSpace(out)
+	out, errs, err = cli(nil, "ls", "--correlation", "deploy-7", "--json")
+	var page struct {
+		Orders []struct {
+			ID            string `json:"id"`
+			CorrelationID string `json:"correlation_id"`
+		} `json:"orders"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &page) != nil {
+		t.Fatalf("ls --correlation: %v %q %q", err, out, errs)
+	}
+	found := map[string]string{}
+	for _, o := range page.Orders {
+		found[o.ID] = o.CorrelationID
+	}
+	if len(found) != 2 || found[actionID] != "deploy-7" || found[submitID] != "deploy-7" {
+		t.Errorf("ls --correlation deploy-7: %v, want the run %s and the submission %s", found, actionID, submitID)
+	}
 	// An API that is not listening yet (a restart) is waited for, as by
 	// submit (TestCLISubmitRetries); a later --url wins over ORDERLY_URL.
 	addr := lateProxy(t, s.url, time.Second)

@@ -181,16 +181,17 @@ order's exit code, like submit --wait.`,
 }
 
 type lsOptions struct {
-	conn      connFlags
-	host      string
-	status    []string
-	principal string
-	batch     string
-	since     string
-	until     string
-	limit     int
-	all       bool
-	json      bool
+	conn        connFlags
+	host        string
+	status      []string
+	principal   string
+	batch       string
+	correlation string
+	since       string
+	until       string
+	limit       int
+	all         bool
+	json        bool
 }
 
 func (a *app) lsCommand() *cobra.Command {
@@ -211,6 +212,7 @@ func (a *app) lsCommand() *cobra.Command {
 	fs.StringSliceVar(&o.status, "status", nil, "only orders with these statuses (comma-separated or repeated)")
 	fs.StringVar(&o.principal, "principal", "", "only orders submitted by this principal")
 	fs.StringVar(&o.batch, "batch", "", "only the orders of this fan-out batch")
+	fs.StringVar(&o.correlation, "correlation", "", "only the orders recorded with this correlation id (--correlation-id, X-Correlation-Id)")
 	fs.StringVar(&o.since, "since", "", "only orders submitted since this time: RFC 3339 or a duration ago (e.g. 2h)")
 	fs.StringVar(&o.until, "until", "", "only orders submitted before this time: RFC 3339 or a duration ago")
 	fs.IntVar(&o.limit, "limit", 0, "orders per page (1-1000, default the server's: 50)")
@@ -225,7 +227,8 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 	}
 	// The table shows no output: it asks for none. --json prints the
 	// API's answer as it always has, outputs included.
-	opts := client.ListOptions{Host: o.host, Principal: o.principal, Batch: o.batch, Limit: o.limit, WithoutOutputs: !o.json}
+	opts := client.ListOptions{Host: o.host, Principal: o.principal, Batch: o.batch, Correlation: o.correlation, Limit: o.limit,
+		WithoutOutputs: !o.json}
 	for _, st := range o.status {
 		for _, v := range strings.Split(st, ",") {
 			opts.Status = append(opts.Status, client.Status(v))

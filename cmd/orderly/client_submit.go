@@ -18,22 +18,23 @@ import (
 )
 
 type submitOptions struct {
-	conn      connFlags
-	host      string
-	hosts     []string
-	wait      bool
-	timeout   time.Duration
-	expiresIn time.Duration
-	runAs     string
-	env       []string
-	stdin     string
-	stdinFile string
-	maxStdin  int64
-	encode    string
-	dryRun    bool
-	idemKey   string
-	retryFor  time.Duration
-	json      bool
+	conn        connFlags
+	host        string
+	hosts       []string
+	wait        bool
+	timeout     time.Duration
+	expiresIn   time.Duration
+	runAs       string
+	env         []string
+	stdin       string
+	stdinFile   string
+	maxStdin    int64
+	encode      string
+	dryRun      bool
+	idemKey     string
+	correlation string
+	retryFor    time.Duration
+	json        bool
 }
 
 func (a *app) submitCommand() *cobra.Command {
@@ -76,6 +77,7 @@ Flags must come before COMMAND; everything from COMMAND on is passed to it.`,
 	fs.StringVar(&o.encode, "encode", "", "encoding of stdin and output on the wire: base64 or base85 (output is printed decoded)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check authorization and host policy without running anything")
 	fs.StringVar(&o.idemKey, "idempotency-key", "", "a retry with the same key returns the same order instead of running again")
+	correlationFlag(fs, &o.correlation)
 	retryForFlag(fs, &o.retryFor)
 	fs.BoolVar(&o.json, "json", false, "print the order (with --wait, the finished order) as JSON")
 	cmd.MarkFlagsMutuallyExclusive("host", "hosts")
@@ -98,7 +100,7 @@ func (a *app) submit(cmd *cobra.Command, o *submitOptions, args []string) error 
 	tries := 0
 	err = a.sendRetrying(ctx, o.retryFor, o.idemKey != "", func() (err error) {
 		tries++
-		sub, err = c.Submit(ctx, *body, client.SubmitOptions{IdempotencyKey: o.idemKey})
+		sub, err = c.Submit(ctx, *body, client.SubmitOptions{IdempotencyKey: o.idemKey, CorrelationID: o.correlation})
 		return err
 	})
 	if err != nil {
@@ -225,6 +227,12 @@ func timeoutRefusal(err error, timeout time.Duration) error {
 
 // retryForFlag adds --retry-for to fs, refusing a negative duration when
 // the flags are parsed.
+// correlationFlag adds --correlation-id to fs: sent as X-Correlation-Id,
+// the id the order is recorded with and found by (ls --correlation).
+func correlationFlag(fs *pflag.FlagSet, s *string) {
+	fs.StringVar(s, "correlation-id", "", "record the order with this correlation id (X-Correlation-Id), to find it by later")
+}
+
 func retryForFlag(fs *pflag.FlagSet, d *time.Duration) {
 	*d = 10 * time.Second
 	fs.Var((*retryForValue)(d), "retry-for",
