@@ -833,3 +833,34 @@ func cutAndHoldTheStream(t *testing.T, e *uiEnv, id string) (release func()) {
 		}
 	}
 }
+
+// TestUIRunPageSaysTheHostIsOffline: pressing the button for a host whose
+// worker is offline leads to a run page that says so (the order waits
+// in the host's queue), not to a "queued" badge that waits without a
+// word; once a worker of the host comes and starts the order, the note
+// goes and the output arrives.
+func TestUIRunPageSaysTheHostIsOffline(t *testing.T) {
+	e := newUIEnv(t)
+	gate := filepath.Join(t.TempDir(), "go")
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "run a command on a host without a worker",
+		chromedp.SetValue(chromedp.ID("exec-host"), "web-7"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
+		chromedp.SetValue(chromedp.ID("exec-args"), "-c\necho started; while [ ! -e "+gate+" ]; do sleep 0.1; done; echo done"),
+		chromedp.Click(chromedp.ID("exec-run")))
+	defer func() { _ = os.WriteFile(gate, nil, 0o644) }()
+	waitJS(t, ctx, "the run page", `!!document.getElementById("run")`, 20*time.Second)
+	if got := eval[string](t, ctx, `(document.getElementById("host-note") || {}).innerText || ""`); !strings.Contains(got, "No worker of host web-7 is online") {
+		t.Fatalf("the run page of an order for an offline host says %q", got)
+	}
+	e.startWorker("web-7")
+	waitJS(t, ctx, "the order to start", `document.getElementById("output").innerText.includes("started")`, 20*time.Second)
+	if !eval[bool](t, ctx, `document.getElementById("host-note").hidden`) {
+		t.Fatalf("the page still says the host is offline once its order runs")
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the order's end on the page", `document.readyState === "complete" && !!document.getElementById("status") && `+
+		`document.getElementById("status").innerText === "succeeded" && document.getElementById("output").innerText.includes("done")`, 30*time.Second)
+}

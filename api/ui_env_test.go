@@ -199,14 +199,26 @@ func newUIEnv(t *testing.T) *uiEnv {
 		wg.Wait()
 	})
 
+	e.startWorker("web-1")
+	return e
+}
+
+// startWorker starts a real worker for host, with the same actions and
+// runbooks as the API's, stopped when the test ends.
+func (e *uiEnv) startWorker(host string) {
+	t := e.t
+	t.Helper()
 	wcfg := config.Default()
+	runbooks := config.DefaultRunbooks()
+	runbooks.Dir, runbooks.Host = e.rbDir, "web-1"
 	wcfg.Actions, wcfg.Runbooks = uiActions(), runbooks
 	hp, err := hostpolicy.FromConfig(wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := worker.New(worker.Options{Host: "web-1", Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second}, store, q, hp, executor.New(logger), logger)
+	logger := testenv.Logger(t)
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, executor.New(logger), logger)
 	wctx, wcancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
@@ -221,5 +233,4 @@ func newUIEnv(t *testing.T) *uiEnv {
 			t.Errorf("worker did not stop")
 		}
 	})
-	return e
 }

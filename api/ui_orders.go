@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -25,7 +26,32 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 		u.pages.errorPage(w, r, a.status, a.problem())
 		return
 	}
-	u.pages.render(w, r, http.StatusOK, "run", pageData{Title: orderTitle(o), D: newRunView(o)})
+	v := newRunView(o)
+	if !v.Terminal {
+		v.HostNote = u.hostNote(r, o)
+	}
+	u.pages.render(w, r, http.StatusOK, "run", pageData{Title: orderTitle(o), D: v})
+}
+
+// hostNote says, of an order not yet ended, that no worker of its host
+// is online: a page that showed only "queued" or "running" left the
+// person pressing the button waiting for what will not come until a
+// worker is back. "" when the host's worker is online, or when the API
+// cannot say (the page then claims nothing).
+func (u *webUI) hostNote(r *http.Request, o Order) string {
+	a := u.call(r, http.MethodGet, "/v1/hosts/"+url.PathEscape(o.Host), nil)
+	var h Host
+	if !a.ok() || a.decode(&h) != nil || h.Online {
+		return ""
+	}
+	seen := "never seen"
+	if h.LastSeen != nil {
+		seen = "last seen " + h.LastSeen.UTC().Format("2006-01-02 15:04:05 UTC")
+	}
+	if o.Status == order.StatusRunning {
+		return fmt.Sprintf("The worker of host %s is offline (%s): whether the order still runs is unknown until a worker of the host is back and settles it (it is then shown interrupted). Check the host.", o.Host, seen)
+	}
+	return fmt.Sprintf("No worker of host %s is online (%s): the order waits in the host's queue and runs when one is. Stop takes it off the queue.", o.Host, seen)
 }
 
 // events is GET /ui/orders/{id}/events: GET /v1/orders/{id}/events itself,

@@ -221,10 +221,13 @@ func cutRunes(s string, front bool) string {
 
 // runView is the run page's data.
 type runView struct {
-	O         Order
-	Terminal  bool
-	Out       []outPart
-	Notes     []string
+	O        Order
+	Terminal bool
+	Out      []outPart
+	Notes    []string
+	// HostNote says that no worker of the host of an order not yet
+	// ended is online (hostNote).
+	HostNote  string
 	Downloads []string
 	Rerun     string
 	// Duration is how long it ran: "–" for an order that has not ended

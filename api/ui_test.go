@@ -1256,3 +1256,21 @@ func TestUIActionPicksAnOnlineHost(t *testing.T) {
 		t.Errorf("the dropdown does not mark web-0 alone offline:\n%s", page)
 	}
 }
+
+// TestUIRunPageHostNote (no browser): the run page of an order queued for
+// a host without a worker says that no worker of it is online; that of
+// an order its online worker runs says nothing of the kind.
+func TestUIRunPageHostNote(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-9"}, "command": {"true"}})
+	if page := e.page(t, sess, loc); !strings.Contains(page, "No worker of host web-9 is online (never seen)") {
+		t.Fatalf("the run page of an order for a host without a worker:\n%s", page)
+	}
+	loc = e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"sleep"}, "args": {"30"}})
+	defer e.postForm(loc+"/cancel", url.Values{"csrf": {csrf}, "signal": {"SIGKILL"}}, sess)
+	page := e.waitPage(t, sess, loc, `badge running`, "the order to run")
+	if strings.Contains(page, "is offline") || strings.Contains(page, "is online") {
+		t.Fatalf("the run page of an order its online worker runs says the host is offline:\n%s", page)
+	}
+}

@@ -110,6 +110,7 @@
   const out = document.getElementById("output");
   const statusEl = document.getElementById("status");
   const note = document.getElementById("output-note");
+  const hostNote = document.getElementById("host-note");
   // The page keeps the first and the last KEEP characters of a huge
   // output; the whole of what was kept is downloadable when it ends.
   const KEEP = 32 * 1024;
@@ -312,6 +313,11 @@
           if (!r || !st || r.dataset.order !== run.dataset.order) return "unknown";
           statusEl.textContent = st.textContent;
           statusEl.className = st.className;
+          const hn = doc.getElementById("host-note");
+          if (hn) {
+            hostNote.textContent = hn.textContent;
+            hostNote.hidden = hn.hidden;
+          }
           if (!r.dataset.events) {
             // Ended: the server renders its stored output, exit code,
             // duration and download links.
@@ -357,6 +363,9 @@
     es.addEventListener("queued", function (e) { if (e.lastEventId) lastId = e.lastEventId; });
     es.addEventListener("started", function (e) {
       if (e.lastEventId) lastId = e.lastEventId;
+      // A worker of the host took it: what the page said of the host
+      // being offline no longer holds.
+      hostNote.hidden = true;
       statusEl.textContent = "running";
       statusEl.className = "badge running";
     });
