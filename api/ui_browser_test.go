@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // browser starts a headless Chromium with a fresh profile and returns a
@@ -863,4 +864,52 @@ func TestUIRunPageSaysTheHostIsOffline(t *testing.T) {
 	}
 	waitJS(t, ctx, "the order's end on the page", `document.readyState === "complete" && !!document.getElementById("status") && `+
 		`document.getElementById("status").innerText === "succeeded" && document.getElementById("output").innerText.includes("done")`, 30*time.Second)
+}
+
+// TestUIRunPageSaysTheWorkerWentOffline: a run page following an order
+// whose worker is lost (killed, its machine gone: no event comes, the
+// stream stays open) says, within a few checks, that the host's worker is
+// offline and what that means. It went on saying "running" without a
+// word. The lost worker is a heartbeat that stops and an order marked
+// running by it, so the moment it goes is the test's.
+func TestUIRunPageSaysTheWorkerWentOffline(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-8"}, "command": {"true"}})
+	id := strings.TrimPrefix(loc, "/ui/orders/")
+	beat := func() {
+		now := time.Now()
+		if err := e.q.Heartbeat(t.Context(), queue.HostInfo{Host: "web-8", Instance: "lost", Version: "test", StartedAt: now, LastSeen: now}); err != nil {
+			t.Error(err)
+		}
+	}
+	beat()
+	stop, beating := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(beating)
+		for tick := time.NewTicker(200 * time.Millisecond); ; {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				beat()
+			}
+		}
+	}()
+	if _, err := e.pool.Exec(t.Context(), `UPDATE orders SET status = 'running', attempt = 1, started_at = now(), worker = 'lost' WHERE id::text = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "open the run page", chromedp.Navigate(e.url+loc), chromedp.WaitVisible(chromedp.ID("status")))
+	if got := text(t, ctx, "#status"); got != "running" {
+		t.Fatalf("status %q, want running", got)
+	}
+	if !eval[bool](t, ctx, `document.getElementById("host-note").hidden`) {
+		t.Fatalf("the page says the host is offline while its worker beats: %q", eval[string](t, ctx, `document.getElementById("host-note").textContent`))
+	}
+	close(stop)
+	<-beating
+	waitJS(t, ctx, "the page to say the worker is offline",
+		`document.getElementById("host-note").innerText.includes("The worker of host web-8 is offline")`, 30*time.Second)
 }

@@ -407,5 +407,14 @@
       retryIn = Math.min(retryIn * 2, 60000);
     });
   }
+  // A worker killed while it runs the order sends nothing more: the
+  // stream stays open, and the page went on saying "running" without a
+  // word. While it follows, the page asks every CHECK ms for the order
+  // as it is (an automatic refresh), which says when the host's worker
+  // is offline, and shows an end the stream did not bring.
+  const CHECK = 5000;
+  setInterval(function () {
+    if (es && es.readyState === EventSource.OPEN) resync();
+  }, CHECK);
   follow(false);
 })();
