@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 )
 
 // The web UI (/ui/, docs/ui.md) is a client of the REST API that runs in
@@ -225,6 +226,23 @@ func (a apiAnswer) problem() string {
 		return eb.Error.Message
 	}
 	return http.StatusText(a.status)
+}
+
+// recorded is the order a 503 names as recorded though not yet queued
+// (NATS unavailable: the intake's sweep queues it later), "" otherwise.
+// The order exists and will run: a page that showed such an answer as a
+// refusal, its form ready with a new idempotency key, had the person
+// press Run again and run it twice.
+func (a apiAnswer) recorded() string {
+	var eb ErrorBody
+	if a.status != http.StatusServiceUnavailable || json.Unmarshal(a.body, &eb) != nil {
+		return ""
+	}
+	id, _ := eb.Error.Details["order_id"].(string)
+	if _, err := uuid.Parse(id); err != nil {
+		return ""
+	}
+	return id
 }
 
 // reason is the answer's details.reason, when it is an error that has one.

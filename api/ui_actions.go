@@ -263,6 +263,10 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 			"Its form below is as it is now: check it and run it again.", nil, Order{Host: req.Host, Action: &OrderAction{Name: name}})
 		return
 	}
+	if id := a.recorded(); id != "" {
+		http.Redirect(w, r, "/ui/orders/"+id+"?recorded=1", http.StatusSeeOther)
+		return
+	}
 	if !a.ok() {
 		again(a.status, a.problem())
 		return

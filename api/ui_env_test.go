@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/api"
@@ -52,6 +54,9 @@ type uiEnv struct {
 	maxStreams atomic.Int64
 	// srv is the test server the browser talks to.
 	srv *httptest.Server
+	// failPublish makes the intake's publish of an order fail, as with
+	// NATS unavailable: the order is recorded, not queued.
+	failPublish atomic.Bool
 	// actions are the API's actions (uiActions); a test may store others,
 	// as a reload does (the worker keeps uiActions).
 	actions atomic.Pointer[action.Set]
@@ -172,7 +177,7 @@ func newUIEnv(t *testing.T) *uiEnv {
 	e.rbDir = rbDir
 
 	logger := testenv.Logger(t)
-	in := intake.New(store, q, func() intake.Authorizer { return pol },
+	in := intake.New(store, uiPublisher{q, &e.failPublish}, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return e.actions.Load() }}, logger)
 	srv := api.New(api.Deps{
 		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
@@ -233,4 +238,18 @@ func (e *uiEnv) startWorker(host string) {
 			t.Errorf("worker did not stop")
 		}
 	})
+}
+
+// uiPublisher is the queue, whose publish of an order fails while fail
+// is set (NATS unavailable to the intake).
+type uiPublisher struct {
+	*queue.Queue
+	fail *atomic.Bool
+}
+
+func (p uiPublisher) Publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+	if p.fail.Load() {
+		return 0, errors.New("nats: connection closed (the test's)")
+	}
+	return p.Queue.Publish(ctx, host, id)
 }

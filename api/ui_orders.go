@@ -29,6 +29,11 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 	v := newRunView(o)
 	if !v.Terminal {
 		v.HostNote = u.hostNote(r, o)
+		if o.Status == order.StatusQueued && r.URL.Query().Get("recorded") != "" {
+			// The run's answer said the order was recorded, not queued:
+			// it is, and it runs once NATS is back (the intake's sweep).
+			v.Notes = append(v.Notes, "The order was recorded, but the message bus was unavailable: it is queued automatically when the bus is back, and runs then. Do not run it again.")
+		}
 	}
 	u.pages.render(w, r, http.StatusOK, "run", pageData{Title: orderTitle(o), D: v})
 }

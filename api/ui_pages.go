@@ -307,6 +307,10 @@ func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
 		hdr = []string{"Idempotency-Key", "ui-" + k}
 	}
 	a := u.call(r, http.MethodPost, "/v1/orders", req, hdr...)
+	if id := a.recorded(); id != "" {
+		http.Redirect(w, r, "/ui/orders/"+id+"?recorded=1", http.StatusSeeOther)
+		return
+	}
 	if !a.ok() {
 		u.renderDashboard(w, r, a.status, a.problem(), &f)
 		return

@@ -75,6 +75,10 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 			"It is shown below as it is now: check it and run it again.")
 		return
 	}
+	if id := a.recorded(); id != "" {
+		http.Redirect(w, r, "/ui/orders/"+id+"?recorded=1", http.StatusSeeOther)
+		return
+	}
 	var o Order
 	if !a.ok() || a.decode(&o) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())

@@ -1274,3 +1274,36 @@ func TestUIRunPageHostNote(t *testing.T) {
 		t.Fatalf("the run page of an order its online worker runs says the host is offline:\n%s", page)
 	}
 }
+
+// TestUIRecordedNotQueuedLeadsToTheOrder (no browser): a run whose order
+// is recorded while NATS is unavailable (503, "recorded but not yet
+// queued", naming the order) leads to that order's run page, which says
+// it runs once the bus is back. The dashboard showed the answer as a
+// refusal, its forms ready with a new idempotency key: pressing Run
+// again ran the action a second time.
+func TestUIRecordedNotQueuedLeadsToTheOrder(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	e.failPublish.Store(true)
+	for _, c := range []struct {
+		target string
+		form   url.Values
+	}{
+		{"/ui/actions/greet/run", url.Values{"csrf": {csrf}, "host": {"web-9"}, "p.who": {"bob"}, "confirmed": {"yes"}, "idem": {"a1"}}},
+		{"/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-9"}, "command": {"true"}, "idem": {"x1"}}},
+		{"/ui/runbooks/Hello.md/run", url.Values{"csrf": {csrf}, "host": {"web-9"}, "env.NAME": {"bob"}, "confirmed": {"yes"}, "idem": {"r1"}}},
+	} {
+		rec := e.postForm(c.target, c.form, sess)
+		loc := rec.Header().Get("Location")
+		if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+			t.Fatalf("POST %s with the order recorded, not queued: %d %q\n%s", c.target, rec.Code, loc, rec.Body)
+		}
+		if page := e.page(t, sess, loc); !strings.Contains(page, "Do not run it again") || !strings.Contains(page, "badge queued") {
+			t.Fatalf("the run page of a recorded order:\n%s", page)
+		}
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE principal = 'alice'`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("alice's orders: %d (%v), want 3", n, err)
+	}
+}
