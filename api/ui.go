@@ -228,6 +228,27 @@ func (a apiAnswer) problem() string {
 	return http.StatusText(a.status)
 }
 
+// formKey is the idempotency key of a form shown again after a run from
+// it went no further: the key the form was posted with when the API
+// answered 5xx, whose run may have been recorded all the same (a commit
+// whose answer a PostgreSQL restart lost), so that pressing Run again
+// runs it at most once (the answer is then the recorded order); a new
+// key after a refusal, which ran nothing.
+func formKey(r *http.Request, status int) string {
+	if status >= 500 && r.Method == http.MethodPost {
+		if k := r.PostFormValue("idem"); k != "" && len(k) <= 64 {
+			return k
+		}
+	}
+	return randomToken()
+}
+
+// unknownOutcome is a 5xx answer's message to a run, with what it means
+// for the person who sees the form again: Run again is safe.
+func unknownOutcome(msg string) string {
+	return strings.TrimSuffix(msg, ".") + ". Whether it was recorded is not known: running it again from this form runs it at most once (you are then shown the order if it was)."
+}
+
 // recorded is the order a 503 names as recorded though not yet queued
 // (NATS unavailable: the intake's sweep queues it later), "" otherwise.
 // The order exists and will run: a page that showed such an answer as a

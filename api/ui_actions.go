@@ -267,6 +267,10 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/orders/"+id+"?recorded=1", http.StatusSeeOther)
 		return
 	}
+	if a.status >= 500 {
+		again(a.status, unknownOutcome(a.problem()))
+		return
+	}
 	if !a.ok() {
 		again(a.status, a.problem())
 		return

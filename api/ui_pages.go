@@ -140,7 +140,7 @@ func (u *webUI) dashboard(w http.ResponseWriter, r *http.Request) {
 // the command form's values when a submission was refused; refused, when
 // set, is an action run that was refused, whose form keeps its values.
 func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status int, msg string, form *execForm, refused ...Order) {
-	v := dashboardView{Idem: randomToken(), Exec: execForm{EnvHint: "NAME=value"}}
+	v := dashboardView{Idem: formKey(r, status), Exec: execForm{EnvHint: "NAME=value"}}
 	v.HostNames = u.hostNames(r)
 	if len(v.HostNames) > 0 {
 		v.DefaultHost = v.HostNames[0]
@@ -309,6 +309,10 @@ func (u *webUI) submitExec(w http.ResponseWriter, r *http.Request) {
 	a := u.call(r, http.MethodPost, "/v1/orders", req, hdr...)
 	if id := a.recorded(); id != "" {
 		http.Redirect(w, r, "/ui/orders/"+id+"?recorded=1", http.StatusSeeOther)
+		return
+	}
+	if a.status >= 500 {
+		u.renderDashboard(w, r, a.status, unknownOutcome(a.problem()), &f)
 		return
 	}
 	if !a.ok() {

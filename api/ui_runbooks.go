@@ -34,7 +34,7 @@ func (u *webUI) runbookPage(w http.ResponseWriter, r *http.Request) {
 // renderRunbook shows the runbook's page with status, and msg as an
 // error when a run from it was refused.
 func (u *webUI) renderRunbook(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	v := runbookPageView{Idem: randomToken()}
+	v := runbookPageView{Idem: formKey(r, status)}
 	a := u.call(r, http.MethodGet, runbookPath(r), nil)
 	if !a.ok() || a.decode(&v.RB) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())
@@ -77,6 +77,10 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 	}
 	if id := a.recorded(); id != "" {
 		http.Redirect(w, r, "/ui/orders/"+id+"?recorded=1", http.StatusSeeOther)
+		return
+	}
+	if a.status >= 500 {
+		u.renderRunbook(w, r, a.status, unknownOutcome(a.problem()))
 		return
 	}
 	var o Order

@@ -1307,3 +1307,52 @@ func TestUIRecordedNotQueuedLeadsToTheOrder(t *testing.T) {
 		t.Fatalf("alice's orders: %d (%v), want 3", n, err)
 	}
 }
+
+// TestUIRunShownAgainAfterAnUnknownOutcome (no browser): a run answered
+// 5xx (PostgreSQL unavailable: a restart may have lost the answer to a
+// commit) shows its form again with the key it was posted with and says
+// that running it again runs it at most once; run again once the
+// database is back, it is one order. The form came back with a new key:
+// had the first press been recorded, the second ran it twice.
+func TestUIRunShownAgainAfterAnUnknownOutcome(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	// web-6's orders meet a database that is going away.
+	if _, err := e.pool.Exec(t.Context(), `CREATE FUNCTION ui_test_down() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.host = 'web-6' THEN RAISE EXCEPTION 'terminating connection due to administrator command' USING ERRCODE = '57P01'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER ui_test_down BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION ui_test_down()`); err != nil {
+		t.Fatal(err)
+	}
+	forms := []struct {
+		target string
+		form   url.Values
+	}{
+		{"/ui/actions/greet/run", url.Values{"csrf": {csrf}, "host": {"web-6"}, "p.who": {"bob"}, "confirmed": {"yes"}, "idem": {"key-a"}}},
+		{"/ui/exec", url.Values{"csrf": {csrf}, "host": {"web-6"}, "command": {"true"}, "idem": {"key-x"}}},
+		{"/ui/runbooks/Hello.md/run", url.Values{"csrf": {csrf}, "host": {"web-6"}, "env.NAME": {"bob"}, "confirmed": {"yes"}, "idem": {"key-r"}}},
+	}
+	for _, c := range forms {
+		rec := e.postForm(c.target, c.form, sess)
+		page := rec.Body.String()
+		if rec.Code < 500 || !strings.Contains(page, `name="idem" value="`+c.form.Get("idem")+`"`) ||
+			!strings.Contains(page, "runs it at most once") {
+			t.Fatalf("POST %s, the database unavailable: %d\n%s", c.target, rec.Code, page)
+		}
+	}
+	if _, err := e.pool.Exec(t.Context(), `DROP TRIGGER ui_test_down ON orders`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range forms {
+		var locs []string
+		for range 2 { // run again, and once more: one order
+			rec := e.postForm(c.target, c.form, sess)
+			if rec.Code != http.StatusSeeOther {
+				t.Fatalf("POST %s again: %d\n%s", c.target, rec.Code, rec.Body)
+			}
+			locs = append(locs, rec.Header().Get("Location"))
+		}
+		if locs[0] != locs[1] {
+			t.Fatalf("POST %s twice with one key: %v, want one order", c.target, locs)
+		}
+	}
+}
