@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,5 +72,31 @@ func TestAwaitFinishPollsAndExpires(t *testing.T) {
 	cancel()
 	if o := s.awaitFinish(ctx, id, nil, 30*time.Second, read(order.StatusSucceeded, 100)); o != nil {
 		t.Fatalf("canceled: %+v, want nothing", o)
+	}
+}
+
+// TestAwaitFinishOutlastsAFailedRead: a read that fails within the wait
+// (PostgreSQL restarting) is tried again at the next poll; it ended the
+// wait with nothing, and the compat surfaces then took the order for one
+// that outlived its wait: canceled it, running, and answered it timed
+// out. At the deadline a failed read still ends it with nothing.
+func TestAwaitFinishOutlastsAFailedRead(t *testing.T) {
+	var s Server
+	id := uuid.New()
+	var reads atomic.Int32
+	read := func(context.Context, uuid.UUID) (*order.Order, error) {
+		if reads.Add(1) == 1 {
+			return nil, errors.New("failed to connect: connection refused")
+		}
+		return &order.Order{ID: id, Status: order.StatusSucceeded}, nil
+	}
+	events := make(chan queue.Event, 1)
+	events <- queue.Event{OrderID: id, Status: "succeeded"}
+	if o := s.awaitFinish(t.Context(), id, events, 30*time.Second, read); o == nil || o.Status != order.StatusSucceeded || reads.Load() != 2 {
+		t.Fatalf("got %+v after %d reads, want succeeded after 2 (the first failed)", o, reads.Load())
+	}
+	failing := func(context.Context, uuid.UUID) (*order.Order, error) { return nil, errors.New("connection refused") }
+	if o := s.awaitFinish(t.Context(), id, nil, 300*time.Millisecond, failing); o != nil {
+		t.Fatalf("a read failing up to the deadline: %+v, want nothing", o)
 	}
 }

@@ -243,7 +243,8 @@ func (e *apiEnv) revoke(name string) {
 }
 
 // runbookAPI is another API on e's store, bus and tokens, with runbooks
-// on and the one policy rule given.
+// on and the one policy rule given; opts.store, when set, is what it reads
+// and writes orders through.
 func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runbooks func() config.Runbooks) *api.Server {
 	e.t.Helper()
 	authn := authenticator(e.t, e.tokens, "")
@@ -257,7 +258,11 @@ func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runb
 		pub = failingPublisher{Queue: e.q, failures: e.opts.publishFailures}
 	}
 	in := intake.New(e.store, pub, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
-	return api.New(api.Deps{Store: e.store, Queue: e.q, Intake: in, Logger: logger, Version: "test", Metrics: e.opts.metrics,
+	var store api.Store = e.store
+	if e.opts.store != nil {
+		store = e.opts.store(e.store)
+	}
+	return api.New(api.Deps{Store: store, Queue: e.q, Intake: in, Logger: logger, Version: "test", Metrics: e.opts.metrics,
 		Auth: func() api.Authenticator { return authn }, Settings: settings,
 		Runbooks: &api.RunbookDeps{Store: e.store, Config: runbooks}})
 }

@@ -179,7 +179,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 // poll ticker were twice the allocations (docs/benchmarks.md, "The sync
 // submit, counted"). The timer is one of waitTimers: made for each wait,
 // it was three allocations per synchronous order (docs/benchmarks.md,
-// "The sync order's wait side").
+// "The sync order's wait side"). A read that fails (PostgreSQL restarting)
+// is tried again at the next poll: it does not end the wait, whose
+// waiters would take the order for one that outlived it (the compat
+// surfaces canceled it, running, and answered it timed out).
 func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder) *order.Order {
 	const poll = time.Second
 	deadline := time.Now().Add(wait)
@@ -203,10 +206,11 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		}
 		left := time.Until(deadline)
 		o, err := read(ctx, id)
-		if err != nil {
+		switch {
+		case err != nil && (left <= 0 || ctx.Err() != nil):
 			return nil
-		}
-		if o.Status.Terminal() || left <= 0 {
+		case err != nil:
+		case o.Status.Terminal() || left <= 0:
 			return o
 		}
 		timer.Reset(min(left, poll))
