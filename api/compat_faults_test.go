@@ -2,17 +2,25 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/api/compat"
+	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // failingReads is a store whose order reads fail while failures is
@@ -27,6 +35,20 @@ func (f failingReads) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order,
 		return nil, errors.New("failed to connect to `host=/tmp user=orderly database=orderly`: server error (FATAL: the database system is shutting down (SQLSTATE 57P03))")
 	}
 	return f.Store.GetOrder(ctx, id)
+}
+
+// readSignal is a store that closes the channel in reads at the first
+// order read after it is set: a wait's poll, so its submission is done.
+type readSignal struct {
+	api.Store
+	reads *atomic.Pointer[chan struct{}]
+}
+
+func (r readSignal) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	if ch := r.reads.Swap(nil); ch != nil {
+		close(*ch)
+	}
+	return r.Store.GetOrder(ctx, id)
 }
 
 // TestHTTPExecWaitOutlastsAFailedRead: a read of the order that fails
@@ -54,5 +76,122 @@ func TestHTTPExecWaitOutlastsAFailedRead(t *testing.T) {
 	}
 	if got := sourceStatuses(t, hx.apiEnv, "httpexec"); len(got) != 1 || got[0] != string(order.StatusSucceeded) {
 		t.Errorf("the order is %v, want [succeeded]", got)
+	}
+}
+
+// TestCompatCutClientsQueuedOrderIsCanceled: an httpexec request or a
+// synchronous Vigrid execute whose client goes away (its connection cut:
+// a proxy, the API restarting) while its order is queued has the order
+// canceled, so that the client's sending it again runs the command once.
+// The order stayed queued (the cancel was asked with the request's ended
+// context, and failed): it ran when the host's worker came, for nobody,
+// and the request sent again ran it a second time.
+func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
+	var reads atomic.Pointer[chan struct{}]
+	hx := newHTTPExecSurface(t, envOptions{hosts: []string{}, // h1 has no worker yet
+		store: func(s api.Store) api.Store { return readSignal{Store: s, reads: &reads} }})
+	e := hx.apiEnv
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Vigrid.MaxWait = 20 * time.Second
+	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
+	srv := e.runbookAPI(rule, func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg.Runbooks })
+	authn := authenticator(t, e.tokens, "")
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
+		Authorize: ruleAuthorizer(t, rule, cfg)},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
+	vs := httptest.NewServer(srv.Handler())
+	t.Cleanup(vs.Close)
+
+	httpexecReq := func(ctx context.Context) *http.Request {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, hx.url+"/echo", strings.NewReader(`{"args":["x"],"stdout":{"capture":true}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		return req
+	}
+	vigridReq := func(ctx context.Context) *http.Request {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, vs.URL+"/api/v1/execute",
+			strings.NewReader(`{"command":"echo","arguments":["x"],"synchronous":true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		return req
+	}
+	// waitStatuses waits up to 20 s for source's orders to be want.
+	waitStatuses := func(source string, want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got := sourceStatuses(t, e, source)
+			if slices.Equal(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's orders are %v, never %v", source, got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, c := range []struct {
+		source string
+		req    func(context.Context) *http.Request
+	}{{"httpexec", httpexecReq}, {"vigrid", vigridReq}} {
+		source, req := c.source, c.req
+		read := make(chan struct{})
+		reads.Store(&read)
+		ctx, cut := context.WithCancel(testenv.Context(t))
+		done := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req(ctx))
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		// Cut once the request waits for its order: recorded, queued (no
+		// worker) and read.
+		<-read
+		cut()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: the cut request ended %v, want context canceled", source, err)
+		}
+		waitStatuses(source, string(order.StatusCanceled))
+	}
+	e.startWorker("h1")
+	// Sent again, each runs once.
+	resp, err := http.DefaultClient.Do(httpexecReq(testenv.Context(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != `{"return":0,"stderr":null,"stdout":{"content":"x\n","encode":null}}` {
+		t.Errorf("httpexec sent again: %d %q, want 200 and x", resp.StatusCode, b)
+	}
+	resp, err = http.DefaultClient.Do(vigridReq(testenv.Context(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Result struct {
+			Stdout     string `json:"stdout"`
+			ReturnCode int    `json:"return_code"`
+		} `json:"result"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || m.Result.Stdout != "x\n" || m.Result.ReturnCode != 0 {
+		t.Errorf("Vigrid sent again: %d %+v %v, want 200 and x", resp.StatusCode, m, err)
+	}
+	for _, source := range []string{"httpexec", "vigrid"} {
+		if got := sourceStatuses(t, e, source); !slices.Equal(got, []string{string(order.StatusCanceled), string(order.StatusSucceeded)}) {
+			t.Errorf("%s's orders are %v, want [canceled succeeded]: the command ran once", source, got)
+		}
 	}
 }

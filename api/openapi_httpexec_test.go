@@ -34,11 +34,13 @@ type httpexecSurface struct {
 	maxStreams       atomic.Int64
 }
 
-// newHTTPExecSurface starts the surface; opts are its env's, with a
-// worker for host h1.
+// newHTTPExecSurface starts the surface on host h1; opts are its env's,
+// with a worker for h1 unless opts.hosts is empty and not nil.
 func newHTTPExecSurface(t *testing.T, opts envOptions) *httpexecSurface {
 	t.Helper()
-	opts.hosts = []string{"h1"}
+	if opts.hosts == nil || len(opts.hosts) > 0 {
+		opts.hosts = []string{"h1"}
+	}
 	e := newAPIEnv(t, opts)
 	root, err := filepath.EvalSymlinks("/usr/bin")
 	if err != nil {

@@ -32,6 +32,9 @@ import (
 type Orders interface {
 	SubmitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error)
 	CancelOrder(ctx context.Context, o *order.Order, actor, signal string) (order.Status, error)
+	// CancelQueued cancels o as actor when it is still queued; one that
+	// has started runs on (a synchronous request whose client went away).
+	CancelQueued(ctx context.Context, o *order.Order, actor, reason string)
 	HostQueue(ctx context.Context, p auth.Principal, host string) (running *order.Order, queued []*order.Order, depth int, err error)
 	AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error)
 	// LimitPrincipal spends one of principal's limits.rate_per_principal,

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -151,6 +152,15 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		retryAfter(w, err)
 		plain(w, code, "text/plain; charset=utf-8", refusalText(err)+"\n")
+		return
+	}
+	if !done.Status.Terminal() && r.Context().Err() != nil {
+		// The client went away (its connection cut: a proxy, the API
+		// restarting) and never learns the order's id. One still queued
+		// is canceled: it would run later for nobody, and again when the
+		// client sends the request once more. One that started runs on,
+		// as httpexec's child did.
+		h.Orders.CancelQueued(context.WithoutCancel(r.Context()), done, p.Name, "the httpexec client went away before the command started")
 		return
 	}
 	if !done.Status.Terminal() {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -152,6 +153,15 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		return
 	}
 	defer v.forget(o.ID)
+	if !done.Status.Terminal() && vr.r.Context().Err() != nil {
+		// The client went away (its connection cut: a proxy, the API
+		// restarting) before the answer that names the order. One still
+		// queued is canceled: it would run later for nobody, and again
+		// when the client sends the request once more. One that started
+		// runs on, as Vigrid's queue ran it.
+		v.Orders.CancelQueued(context.WithoutCancel(vr.r.Context()), done, vr.p.Name, "the Vigrid client went away before the command started")
+		return
+	}
 	if !done.Status.Terminal() {
 		// Still queued or running past the wait: the cancel is on record
 		// before the answer, which does not wait for the order to end.
