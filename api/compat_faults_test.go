@@ -18,6 +18,7 @@ import (
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/api/compat"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -193,5 +194,85 @@ func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
 		if got := sourceStatuses(t, e, source); !slices.Equal(got, []string{string(order.StatusCanceled), string(order.StatusSucceeded)}) {
 			t.Errorf("%s's orders are %v, want [canceled succeeded]: the command ran once", source, got)
 		}
+	}
+}
+
+// insertAnswerLost is a store whose first insert commits and then
+// answers as pgx does when the caller's context ends while the statement
+// is out: the context's error, though the order is recorded. It waits
+// for that end, so the client is cut while the insert is out; an insert
+// whose context cannot end (the intake's, since) is answered.
+type insertAnswerLost struct {
+	intake.Store
+	held     *atomic.Bool
+	inserted chan struct{} // closed once the first insert committed
+}
+
+func (s insertAnswerLost) InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error) {
+	if !s.held.CompareAndSwap(false, true) {
+		return s.Store.InsertOrder(ctx, o)
+	}
+	prev, err := s.Store.InsertOrder(context.WithoutCancel(ctx), o)
+	close(s.inserted)
+	if done := ctx.Done(); done != nil {
+		<-done
+		return nil, ctx.Err()
+	}
+	return prev, err
+}
+
+// TestHTTPExecCutDuringTheInsertRunsOnce: an httpexec client cut while
+// its order's insert is out (the API restarting, a proxy's timeout) has
+// the order canceled as one cut while it waits, and sending the request
+// again runs the command once. The insert ended with the request: the
+// order was committed but never published, the reconciler queued it
+// later for nobody, and the request sent again ran it a second time.
+func TestHTTPExecCutDuringTheInsertRunsOnce(t *testing.T) {
+	var held atomic.Bool
+	inserted := make(chan struct{})
+	hx := newHTTPExecSurface(t, envOptions{hosts: []string{}, lost: 200 * time.Millisecond, // h1 has no worker yet
+		intakeStore: func(s intake.Store) intake.Store { return insertAnswerLost{Store: s, held: &held, inserted: inserted} }})
+	e := hx.apiEnv
+	req := func(ctx context.Context) *http.Request {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, hx.url+"/echo", strings.NewReader(`{"args":["x"],"stdout":{"capture":true}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		return req
+	}
+	ctx, cut := context.WithCancel(testenv.Context(t))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req(ctx))
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-inserted
+	cut()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cut request ended %v, want context canceled", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for got := sourceStatuses(t, e, "httpexec"); !slices.Equal(got, []string{string(order.StatusCanceled)}); got = sourceStatuses(t, e, "httpexec") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cut request's order is %v, never [canceled]", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.startWorker("h1")
+	resp, err := http.DefaultClient.Do(req(testenv.Context(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != `{"return":0,"stderr":null,"stdout":{"content":"x\n","encode":null}}` {
+		t.Errorf("sent again: %d %q, want 200 and x", resp.StatusCode, b)
+	}
+	if got := sourceStatuses(t, e, "httpexec"); !slices.Equal(got, []string{string(order.StatusCanceled), string(order.StatusSucceeded)}) {
+		t.Errorf("the orders are %v, want [canceled succeeded]: the command ran once", got)
 	}
 }

@@ -243,8 +243,8 @@ func (e *apiEnv) revoke(name string) {
 }
 
 // runbookAPI is another API on e's store, bus and tokens, with runbooks
-// on and the one policy rule given; opts.store, when set, is what it reads
-// and writes orders through.
+// on and the one policy rule given; opts.store and opts.intakeStore, when
+// set, are what it and its intake read and write orders through.
 func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runbooks func() config.Runbooks) *api.Server {
 	e.t.Helper()
 	authn := authenticator(e.t, e.tokens, "")
@@ -257,7 +257,11 @@ func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runb
 	if e.opts.publishFailures != nil {
 		pub = failingPublisher{Queue: e.q, failures: e.opts.publishFailures}
 	}
-	in := intake.New(e.store, pub, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
+	var istore intake.Store = e.store
+	if e.opts.intakeStore != nil {
+		istore = e.opts.intakeStore(e.store)
+	}
+	in := intake.New(istore, pub, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
 	var store api.Store = e.store
 	if e.opts.store != nil {
 		store = e.opts.store(e.store)

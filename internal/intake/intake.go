@@ -209,6 +209,14 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	if dec.Timeout > 0 {
 		o.Timeout = dec.Timeout
 	}
+	// The insert runs to its end whether or not the client still waits:
+	// cut short by a client that left while the statement was out (a
+	// closed connection), the order could be committed with the caller
+	// told it failed, left unpublished for the reconciler to run later
+	// for nobody, and again for the client that sent the request once
+	// more (a compat client, whose request has no key). The store bounds
+	// its own wait (connect and TCP user timeouts).
+	ctx = context.WithoutCancel(ctx)
 	prev, err := s.store.InsertOrder(ctx, o)
 	if err != nil {
 		return nil, err
@@ -221,7 +229,6 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	// short by a client that left (a ?wait given up, a closed
 	// connection), it waited for the reconciler and ran after the host's
 	// later orders. Publish bounds its own wait.
-	ctx = context.WithoutCancel(ctx)
 	if _, err := s.pub.Publish(ctx, o.Host, o.ID); err != nil {
 		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
 			"principal", o.Principal, "source", o.Source, "error", err)
