@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -274,5 +276,82 @@ func TestHTTPExecCutDuringTheInsertRunsOnce(t *testing.T) {
 	}
 	if got := sourceStatuses(t, e, "httpexec"); !slices.Equal(got, []string{string(order.StatusCanceled), string(order.StatusSucceeded)}) {
 		t.Errorf("the orders are %v, want [canceled succeeded]: the command ran once", got)
+	}
+}
+
+// endReadFails is a store whose first read of a finished order fails, as
+// it does while PostgreSQL restarts: the read that would end a wait.
+type endReadFails struct {
+	api.Store
+	failed *atomic.Bool
+}
+
+func (s endReadFails) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	o, err := s.Store.GetOrder(ctx, id)
+	if err == nil && o.Status.Terminal() && s.failed.CompareAndSwap(false, true) {
+		return nil, errors.New("failed to connect to `host=/tmp user=orderly database=orderly`: server error (FATAL: the database system is shutting down (SQLSTATE 57P03))")
+	}
+	return o, err
+}
+
+// TestStage0ExecuteOutlastsAFailedEndRead: a stage0 execute whose run
+// ended while its read of the finished order failed (PostgreSQL
+// restarting) ends its stream with the run's done event once a read
+// succeeds. The stream was cut without one: a client that sends the
+// execute again, as one whose stream broke does, ran the script twice.
+func TestStage0ExecuteOutlastsAFailedEndRead(t *testing.T) {
+	var failed atomic.Bool
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}, store: func(s api.Store) api.Store { return endReadFails{Store: s, failed: &failed} }})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-faults-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+
+	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
+		t.Fatalf("dev-login: %v", err)
+	}
+	resp.Body.Close()
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "event: done\ndata: {\"success\": true, \"runbook\": \"Hello.md\", \"return_code\": 0, \"stdout\": \"hello\\n\"") {
+		t.Errorf("execute with the end's read failing: %d %q %v, want 200 and the run's done event", resp.StatusCode, b, err)
+	}
+	if !failed.Load() {
+		t.Error("no read of the finished order failed: the test proves nothing")
+	}
+	if got := sourceStatuses(t, e, "stage0"); !slices.Equal(got, []string{string(order.StatusSucceeded)}) {
+		t.Errorf("the orders are %v, want [succeeded]", got)
 	}
 }

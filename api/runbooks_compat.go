@@ -151,7 +151,12 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 			case m.Subject == eventSubject && stream == "":
 				var ev queue.Event
 				if json.Unmarshal(m.Data, &ev) == nil && ev.OrderID == o.ID && order.Status(ev.Status).Terminal() {
-					return final()
+					// A read that fails (PostgreSQL restarting) leaves
+					// the end to the poll: the run ended, and a stream
+					// cut here had its client send it again.
+					if cur, err := final(); err == nil {
+						return cur, nil
+					}
 				}
 			}
 		case <-poll.C:
