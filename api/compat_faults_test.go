@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -353,5 +355,86 @@ func TestStage0ExecuteOutlastsAFailedEndRead(t *testing.T) {
 	}
 	if got := sourceStatuses(t, e, "stage0"); !slices.Equal(got, []string{string(order.StatusSucceeded)}) {
 		t.Errorf("the orders are %v, want [succeeded]", got)
+	}
+}
+
+// TestStage0ExecuteOutlastsItsLiveFeed: a stage0 execute whose live feed
+// ends for good (the API's NATS connection closed) while the script runs
+// ends its stream with the run's own done event. It answered done at
+// once from the order as it then was: running, return_code 1, while the
+// script ran on.
+func TestStage0ExecuteOutlastsItsLiveFeed(t *testing.T) {
+	var reads atomic.Pointer[chan struct{}]
+	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}, store: func(s api.Store) api.Store { return readSignal{Store: s, reads: &reads} }})
+	dir := t.TempDir()
+	gate := filepath.Join(t.TempDir(), "go-on")
+	script := "echo start\nwhile [ ! -e " + gate + " ]; do sleep 0.05; done\necho end"
+	if err := os.WriteFile(filepath.Join(dir, "Gated.md"), []byte(stage0Runbook("Gated", "{}", "", script)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-faults-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	// The API on a NATS connection of its own, which the test closes
+	// (the worker keeps e's).
+	own := *e
+	own.q = testenv.Queue(t, e.natsURL, "stage0-api", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
+	srv := own.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+
+	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
+		t.Fatalf("dev-login: %v", err)
+	}
+	resp.Body.Close()
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/runbooks/Gated.md/execute", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the stream ended before the script's first line: %v", err)
+		}
+		if line == "data: start\n" {
+			break
+		}
+	}
+	// The script waits for the gate; the feed ends now, and the gate
+	// opens once the API has read the order after that.
+	read := make(chan struct{})
+	reads.Store(&read)
+	own.q.Conn().Close()
+	<-read
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil || !strings.Contains(string(rest), "event: done\ndata: {\"success\": true, \"runbook\": \"Gated.md\", \"return_code\": 0, \"stdout\": \"start\\nend\\n\"") {
+		t.Errorf("the stream after its live feed ended: %q %v, want the run's done event, return_code 0", rest, err)
 	}
 }

@@ -142,7 +142,10 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 			return nil, ctx.Err()
 		case m, ok := <-msgs:
 			if !ok {
-				return final()
+				// The live feed ended for good (its connection closed)
+				// with the run maybe going on: the poll tells its end.
+				msgs = nil
+				continue
 			}
 			stream := m.Header.Get(queue.StreamHeader)
 			switch {
