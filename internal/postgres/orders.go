@@ -430,7 +430,10 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 		terr := translate("insert order", err)
 		// SafeToRetry: the statement never left (no connection, or the
 		// pool's was already closed), so nothing can have been recorded.
-		if order.ErrorCode(terr) != order.CodeUnavailable || pgconn.SafeToRetry(err) {
+		// A statement out when its context's deadline passed (the
+		// intake's bound on an insert) is decided as one whose
+		// connection broke: pgx closes that connection.
+		if order.ErrorCode(terr) != order.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) {
 			return nil, terr
 		}
 		recorded, oerr := s.insertOutcome(ctx, o, pid)
@@ -439,7 +442,7 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 			return nil, unknownOutcome(o, fmt.Errorf("insert order: %w", err), oerr)
 		case recorded:
 			return nil, nil
-		case !again:
+		case !again || ctx.Err() != nil:
 			return nil, notRecorded(fmt.Errorf("insert order: %w", err))
 		case idemKey == nil:
 			// Nothing holds o's id and the fenced backend can no longer
