@@ -205,8 +205,8 @@ func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
 // answers as pgx does when the caller's context ends while the statement
 // is out: the context's error, though the order is recorded. It waits
 // for that end, so the client is cut while the insert is out; an insert
-// whose context does not end with the request (the intake's, since: it
-// ends only after intake.InsertWait, 30 s) is answered after 5 s.
+// whose context does not end with the request (the intake's, since) is
+// answered after 5 s.
 type insertAnswerLost struct {
 	intake.Store
 	held     *atomic.Bool

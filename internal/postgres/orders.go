@@ -430,9 +430,8 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 		terr := translate("insert order", err)
 		// SafeToRetry: the statement never left (no connection, or the
 		// pool's was already closed), so nothing can have been recorded.
-		// A statement out when its context's deadline passed (the
-		// intake's bound on an insert) is decided as one whose
-		// connection broke: pgx closes that connection.
+		// A statement out when its context's deadline passed is decided
+		// as one whose connection broke: pgx closes that connection.
 		if order.ErrorCode(terr) != order.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) {
 			return nil, terr
 		}
