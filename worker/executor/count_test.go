@@ -49,8 +49,10 @@ func TestRunGoroutinesPerOrder(t *testing.T) {
 	}{
 		// Before: 3.00 goroutines, 56 – 60 allocations.
 		{"both streams", baseRequest("/bin/true"), 1.5, 0},
-		// Before: 4.00 goroutines, 65 – 70 allocations.
-		{"stdin and both streams", withStdin, 1.5, 58},
+		// Before: 4.00 goroutines, 65 – 70 allocations. 56 – 58 on a
+		// quiet machine; 60 in all five measures once under CI's go test
+		// ./... (2026-12-04 evening), whose forks killSession reads.
+		{"stdin and both streams", withStdin, 1.5, 61},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := New(nil)
