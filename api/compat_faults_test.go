@@ -310,40 +310,14 @@ func TestStage0ExecuteOutlastsAFailedEndRead(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-faults-test-secret-0123456789abcdef"
-	cfg.Compat.Stage0.Hosts = []string{"h1"}
-	current := func() config.Config { return cfg }
-	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-
-	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	url, token := startStage0(t, e, dir)
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, url+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var login struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
-		t.Fatalf("dev-login: %v", err)
-	}
-	resp.Body.Close()
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,44 +348,18 @@ func TestStage0ExecuteOutlastsItsLiveFeed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Gated.md"), []byte(stage0Runbook("Gated", "{}", "", script)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-faults-test-secret-0123456789abcdef"
-	cfg.Compat.Stage0.Hosts = []string{"h1"}
-	current := func() config.Config { return cfg }
 	// The API on a NATS connection of its own, which the test closes
 	// (the worker keeps e's).
 	own := *e
 	own.q = testenv.Queue(t, e.natsURL, "stage0-api", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
-	srv := own.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-
-	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	url, token := startStage0(t, &own, dir)
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, url+"/api/runbooks/Gated.md/execute", strings.NewReader(`{}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var login struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
-		t.Fatalf("dev-login: %v", err)
-	}
-	resp.Body.Close()
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/runbooks/Gated.md/execute", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,4 +387,37 @@ func TestStage0ExecuteOutlastsItsLiveFeed(t *testing.T) {
 	if err != nil || !strings.Contains(string(rest), "event: done\ndata: {\"success\": true, \"runbook\": \"Gated.md\", \"return_code\": 0, \"stdout\": \"start\\nend\\n\"") {
 		t.Errorf("the stream after its live feed ended: %q %v, want the run's done event, return_code 0", rest, err)
 	}
+}
+
+// startStage0 serves e's API with the stage0 surface over the runbooks in
+// dir for hosts h1, and returns its URL and a dev-login token.
+func startStage0(t *testing.T, e *apiEnv, dir string) (url, token string) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
+	cfg.Compat.Stage0.JWTSecret = "stage0-faults-test-secret-0123456789abcdef"
+	cfg.Compat.Stage0.Hosts = []string{"h1"}
+	current := func() config.Config { return cfg }
+	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return current().Runbooks })
+	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
+		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
+	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
+		t.Fatalf("dev-login: %v", err)
+	}
+	return hs.URL, login.AccessToken
 }
