@@ -111,14 +111,7 @@ func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
 	vs := httptest.NewServer(srv.Handler())
 	t.Cleanup(vs.Close)
 
-	httpexecReq := func(ctx context.Context) *http.Request {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, hx.url+"/echo", strings.NewReader(`{"args":["x"],"stdout":{"capture":true}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return req
-	}
+	httpexecReq := func(ctx context.Context) *http.Request { return echoX(t, ctx, hx.url) }
 	vigridReq := func(ctx context.Context) *http.Request {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, vs.URL+"/api/v1/execute",
 			strings.NewReader(`{"command":"echo","arguments":["x"],"synchronous":true}`))
@@ -128,58 +121,21 @@ func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
 		return req
 	}
-	// waitStatuses waits up to 20 s for source's orders to be want.
-	waitStatuses := func(source string, want ...string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			got := sourceStatuses(t, e, source)
-			if slices.Equal(got, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s's orders are %v, never %v", source, got, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	for _, c := range []struct {
 		source string
 		req    func(context.Context) *http.Request
 	}{{"httpexec", httpexecReq}, {"vigrid", vigridReq}} {
-		source, req := c.source, c.req
 		read := make(chan struct{})
 		reads.Store(&read)
-		ctx, cut := context.WithCancel(testenv.Context(t))
-		done := make(chan error, 1)
-		go func() {
-			resp, err := http.DefaultClient.Do(req(ctx))
-			if err == nil {
-				resp.Body.Close()
-			}
-			done <- err
-		}()
 		// Cut once the request waits for its order: recorded, queued (no
 		// worker) and read.
-		<-read
-		cut()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Fatalf("%s: the cut request ended %v, want context canceled", source, err)
-		}
-		waitStatuses(source, string(order.StatusCanceled))
+		cutAt(t, c.source, c.req, read)
+		waitSourceStatuses(t, e, c.source, string(order.StatusCanceled))
 	}
 	e.startWorker("h1")
 	// Sent again, each runs once.
-	resp, err := http.DefaultClient.Do(httpexecReq(testenv.Context(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(b) != `{"return":0,"stderr":null,"stdout":{"content":"x\n","encode":null}}` {
-		t.Errorf("httpexec sent again: %d %q, want 200 and x", resp.StatusCode, b)
-	}
-	resp, err = http.DefaultClient.Do(vigridReq(testenv.Context(t)))
+	wantEchoedX(t, "httpexec sent again", httpexecReq(testenv.Context(t)))
+	resp, err := http.DefaultClient.Do(vigridReq(testenv.Context(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,45 +195,11 @@ func TestHTTPExecCutDuringTheInsertRunsOnce(t *testing.T) {
 	hx := newHTTPExecSurface(t, envOptions{hosts: []string{}, lost: 200 * time.Millisecond, // h1 has no worker yet
 		intakeStore: func(s intake.Store) intake.Store { return insertAnswerLost{Store: s, held: &held, inserted: inserted} }})
 	e := hx.apiEnv
-	req := func(ctx context.Context) *http.Request {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, hx.url+"/echo", strings.NewReader(`{"args":["x"],"stdout":{"capture":true}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return req
-	}
-	ctx, cut := context.WithCancel(testenv.Context(t))
-	done := make(chan error, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req(ctx))
-		if err == nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
-	<-inserted
-	cut()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("the cut request ended %v, want context canceled", err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for got := sourceStatuses(t, e, "httpexec"); !slices.Equal(got, []string{string(order.StatusCanceled)}); got = sourceStatuses(t, e, "httpexec") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the cut request's order is %v, never [canceled]", got)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	req := func(ctx context.Context) *http.Request { return echoX(t, ctx, hx.url) }
+	cutAt(t, "httpexec", req, inserted)
+	waitSourceStatuses(t, e, "httpexec", string(order.StatusCanceled))
 	e.startWorker("h1")
-	resp, err := http.DefaultClient.Do(req(testenv.Context(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(b) != `{"return":0,"stderr":null,"stdout":{"content":"x\n","encode":null}}` {
-		t.Errorf("sent again: %d %q, want 200 and x", resp.StatusCode, b)
-	}
+	wantEchoedX(t, "sent again", req(testenv.Context(t)))
 	if got := sourceStatuses(t, e, "httpexec"); !slices.Equal(got, []string{string(order.StatusCanceled), string(order.StatusSucceeded)}) {
 		t.Errorf("the orders are %v, want [canceled succeeded]: the command ran once", got)
 	}
@@ -311,16 +233,7 @@ func TestStage0ExecuteOutlastsAFailedEndRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	url, token := startStage0(t, e, dir)
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, url+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := executeStage0(t, url, token, "Hello.md")
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "event: done\ndata: {\"success\": true, \"runbook\": \"Hello.md\", \"return_code\": 0, \"stdout\": \"hello\\n\"") {
@@ -353,16 +266,7 @@ func TestStage0ExecuteOutlastsItsLiveFeed(t *testing.T) {
 	own := *e
 	own.q = testenv.Queue(t, e.natsURL, "stage0-api", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	url, token := startStage0(t, &own, dir)
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, url+"/api/runbooks/Gated.md/execute", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := executeStage0(t, url, token, "Gated.md")
 	defer resp.Body.Close()
 	br := bufio.NewReader(resp.Body)
 	for {
@@ -420,4 +324,83 @@ func startStage0(t *testing.T, e *apiEnv, dir string) (url, token string) {
 		t.Fatalf("dev-login: %v", err)
 	}
 	return hs.URL, login.AccessToken
+}
+
+// echoX is an httpexec request to the surface at url to run echo x, its
+// output captured.
+func echoX(t *testing.T, ctx context.Context, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/echo", strings.NewReader(`{"args":["x"],"stdout":{"capture":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+// wantEchoedX sends req, an echoX request, and checks that it was
+// answered 200 with x.
+func wantEchoedX(t *testing.T, what string, req *http.Request) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != `{"return":0,"stderr":null,"stdout":{"content":"x\n","encode":null}}` {
+		t.Errorf("%s: %d %q, want 200 and x", what, resp.StatusCode, b)
+	}
+}
+
+// cutAt sends source's request req and cuts it (its context canceled)
+// once at is closed: the client gone while the API holds the request.
+func cutAt(t *testing.T, source string, req func(context.Context) *http.Request, at <-chan struct{}) {
+	t.Helper()
+	ctx, cut := context.WithCancel(testenv.Context(t))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req(ctx))
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-at
+	cut()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("%s: the cut request ended %v, want context canceled", source, err)
+	}
+}
+
+// waitSourceStatuses waits up to 20 s for the statuses of e's orders from
+// source to be want.
+func waitSourceStatuses(t *testing.T, e *apiEnv, source string, want ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := sourceStatuses(t, e, source)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's orders are %v, never %v", source, got, want)
+		}
+	}
+}
+
+// executeStage0 asks the stage0 surface at url, as token, to execute
+// runbook, and returns the answer.
+func executeStage0(t *testing.T, url, token, runbook string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, url+"/api/runbooks/"+runbook+"/execute", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }

@@ -129,45 +129,9 @@ func TestStage0WithdrawsWhatItCouldNotQueue(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-unqueued-test-secret-0123456789abcdef"
-	cfg.Compat.Stage0.Hosts = []string{"h1"}
-	current := func() config.Config { return cfg }
-	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-
-	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var login struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
-		t.Fatalf("dev-login: %v", err)
-	}
-	resp.Body.Close()
-
+	url, token := startStage0(t, e, dir)
 	fail.Store(1)
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+login.AccessToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := executeStage0(t, url, token, "Hello.md")
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(b), "; canceled") || strings.Contains(string(b), "queued automatically") {
