@@ -27,6 +27,47 @@ func (c *client) publishShaped(t *testing.T, subject string, h ...string) {
 	c.clean(t)
 }
 
+// apiQueue connects to b with seed (the API's credential or serve's) as
+// the API does, and makes the queue's streams and buckets.
+func (b *bus) apiQueue(t *testing.T, ctx context.Context, seed string, opts queue.Options) (*client, *queue.Queue) {
+	t.Helper()
+	c := b.connect(t, seed, queue.APIInbox)
+	q, err := queue.New(ctx, c.nc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, q
+}
+
+// workerQueue connects to b as the worker of host, and binds to the
+// queue's streams and buckets as the worker does.
+func (b *bus) workerQueue(t *testing.T, ctx context.Context, host string, opts queue.Options) (*client, *queue.Queue) {
+	t.Helper()
+	c := b.connect(t, b.creds.Workers[host], queue.WorkerInbox(host))
+	q, err := queue.Bind(ctx, c.nc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, q
+}
+
+// wantOneOrder fails unless the orders stream, read through c, holds
+// the one order the test published, after what.
+func wantOneOrder(t *testing.T, ctx context.Context, c *client, after string) {
+	t.Helper()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("the orders stream after %s: %+v %v, want its one order", after, info.State, err)
+	}
+}
+
 // TestHostsListedPastAStatusShapedReport: the worker of h1 writes, on the
 // keys NATS lets it write, a heartbeat and a standby report shaped as the
 // server's idle heartbeat, naming the orders stream's purge as the subject
@@ -38,11 +79,7 @@ func TestHostsListedPastAStatusShapedReport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	b := startBus(t)
-	api := b.connect(t, b.creds.API, queue.APIInbox)
-	qAPI, err := queue.New(ctx, api.nc, queue.Options{LeaseTTL: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, qAPI := b.apiQueue(t, ctx, b.creds.API, queue.Options{LeaseTTL: 5 * time.Second})
 	if _, err := qAPI.Publish(ctx, "h2", uuid.New()); err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +88,7 @@ func TestHostsListedPastAStatusShapedReport(t *testing.T) {
 	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
 	// One before h2's heartbeat (read ahead of it), one after (read last).
 	w1.publishShaped(t, "$KV."+queue.HostsBucket+".info.h1", shaped...)
-	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
-	q2, err := queue.Bind(ctx, w2.nc, queue.Options{LeaseTTL: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, q2 := b.workerQueue(t, ctx, "h2", queue.Options{LeaseTTL: 5 * time.Second})
 	lease, err := q2.AcquireLease(ctx, "h2", "w2", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -78,17 +111,7 @@ func TestHostsListedPastAStatusShapedReport(t *testing.T) {
 		t.Fatalf("the API's listing: online %+v, standbys %+v; want h2's worker and standby only", online, standbys)
 	}
 	api.clean(t) // anything the listing published has reached the server
-	js, err := jetstream.New(api.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(ctx, queue.OrdersStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
-		t.Fatalf("the orders stream after the listing: %+v %v, want its one order", info.State, err)
-	}
+	wantOneOrder(t, ctx, api, "the listing")
 }
 
 // TestLiveFollowedPastStatusShapedMessages: the worker of h1 stores, on
@@ -102,16 +125,8 @@ func TestLiveFollowedPastStatusShapedMessages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	b := startBus(t)
-	api := b.connect(t, b.creds.API, queue.APIInbox)
-	qAPI, err := queue.New(ctx, api.nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
-	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, qAPI := b.apiQueue(t, ctx, b.creds.API, queue.Options{})
+	w1, q1 := b.workerQueue(t, ctx, "h1", queue.Options{})
 	id := uuid.New()
 	shapes := [][]string{
 		{"Status", "409", "Description", "Consumer Deleted"},
@@ -180,19 +195,11 @@ func TestServeStandbyPastAStatusShapedLease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	b := startBus(t)
-	serve := b.connect(t, b.creds.Serve, queue.APIInbox)
-	qs, err := queue.New(ctx, serve.nc, queue.Options{LeaseTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	serve, qs := b.apiQueue(t, ctx, b.creds.Serve, queue.Options{LeaseTTL: time.Minute})
 	if _, err := qs.Publish(ctx, "h1", uuid.New()); err != nil {
 		t.Fatal(err)
 	}
-	w0 := b.connect(t, b.creds.Workers["h0"], queue.WorkerInbox("h0"))
-	q0, err := queue.Bind(ctx, w0.nc, queue.Options{LeaseTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w0, q0 := b.workerQueue(t, ctx, "h0", queue.Options{LeaseTTL: time.Minute})
 	if _, err := q0.AcquireLease(ctx, "h0", "other", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -227,13 +234,7 @@ func TestServeStandbyPastAStatusShapedLease(t *testing.T) {
 		t.Fatalf("serve taking its host's lease: %v", err)
 	}
 	serve.clean(t)
-	s, err := js.Stream(ctx, queue.OrdersStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
-		t.Fatalf("the orders stream after serve's wait: %+v %v, want its one order", info.State, err)
-	}
+	wantOneOrder(t, ctx, serve, "serve's wait")
 }
 
 // TestLiveFollowedPastALostConsumer: the follower's consumer is deleted
@@ -244,16 +245,8 @@ func TestLiveFollowedPastALostConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	b := startBus(t)
-	api := b.connect(t, b.creds.API, queue.APIInbox)
-	qAPI, err := queue.New(ctx, api.nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
-	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, qAPI := b.apiQueue(t, ctx, b.creds.API, queue.Options{})
+	_, q1 := b.workerQueue(t, ctx, "h1", queue.Options{})
 	id := uuid.New()
 	if err := q1.PublishOutput("h1", id, "stdout", 0, []byte("one")); err != nil {
 		t.Fatal(err)
