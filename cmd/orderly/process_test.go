@@ -119,34 +119,10 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 // the order in its own cgroup, named after it, and the successor ends the
 // cgroup with everything in it.
 func TestWorkerKilledMidOrderLeavesNoEscapee(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("making cgroups needs root, and CI=true runs as root")
-		}
-		t.Skip("needs root to make cgroups")
-	}
-	if _, err := os.Stat("/run/systemd/system"); err == nil {
-		t.Skip("systemd runs this machine: orders get cgroups only where it delegates one")
-	}
+	needOrderCgroups(t)
 	s := newStack(t)
-	escFile := filepath.Join(t.TempDir(), "escapee")
 	cmd := startVictimWorker(t, s, "cgvictim")
-
-	o := s.submit(map[string]any{"host": "cgvictim", "command": "sh", "timeout_seconds": 120,
-		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
-while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", http.StatusAccepted)
-	var escapee int
-	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
-		b, err := os.ReadFile(escFile)
-		if o.Status != "running" || err != nil || len(b) == 0 || b[len(b)-1] != '\n' {
-			return false
-		}
-		escapee, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		var recorded bool
-		err = s.b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM order_processes WHERE order_id = $1)`, o.ID).Scan(&recorded)
-		return err == nil && recorded
-	})
-	t.Cleanup(func() { _ = syscall.Kill(escapee, syscall.SIGKILL) })
+	o, escapee := submitEscapee(t, s, "cgvictim")
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -174,31 +150,10 @@ while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", h
 // successor marks the order interrupted with process_recorded false and
 // still ends what it left, by its cgroup's name.
 func TestWorkerKilledAfterItsRecordWasLost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups")
-	}
-	if _, err := os.Stat("/run/systemd/system"); err == nil {
-		t.Skip("systemd runs this machine: orders get cgroups only where it delegates one")
-	}
+	needOrderCgroups(t)
 	s := newStack(t)
-	escFile := filepath.Join(t.TempDir(), "escapee")
 	cmd := startVictimWorker(t, s, "lostrec")
-
-	o := s.submit(map[string]any{"host": "lostrec", "command": "sh", "timeout_seconds": 120,
-		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
-while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", http.StatusAccepted)
-	var escapee int
-	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
-		b, err := os.ReadFile(escFile)
-		if o.Status != "running" || err != nil || len(b) == 0 || b[len(b)-1] != '\n' {
-			return false
-		}
-		escapee, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		var recorded bool
-		err = s.b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM order_processes WHERE order_id = $1)`, o.ID).Scan(&recorded)
-		return err == nil && recorded
-	})
-	t.Cleanup(func() { _ = syscall.Kill(escapee, syscall.SIGKILL) })
+	o, escapee := submitEscapee(t, s, "lostrec")
 	if _, err := s.b.pool.Exec(t.Context(), `DELETE FROM order_processes WHERE order_id = $1`, o.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -215,6 +170,46 @@ while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", h
 	if aliveProcess(escapee) {
 		t.Fatalf("the killed worker's order's escapee %d outlived the takeover", escapee)
 	}
+}
+
+// needOrderCgroups skips a test of what worker.cgroup's default (auto)
+// does where it gives each order a cgroup: as root, on a machine systemd
+// does not run. Without root it fails under CI=true, which runs as root.
+func needOrderCgroups(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("making cgroups needs root, and CI=true runs as root")
+		}
+		t.Skip("needs root to make cgroups")
+	}
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs this machine: orders get cgroups only where it delegates one")
+	}
+}
+
+// submitEscapee submits to host an order whose process leaves its
+// session (setsid) and sleeps, while the order's own sleeps too; it
+// returns once the order runs with its process recorded, and the
+// escapee's pid, killed when the test ends.
+func submitEscapee(t *testing.T, s *stack, host string) (o api.Order, escapee int) {
+	t.Helper()
+	escFile := filepath.Join(t.TempDir(), "escapee")
+	o = s.submit(map[string]any{"host": host, "command": "sh", "timeout_seconds": 120,
+		"args": []string{"-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' _ "$1" </dev/null >/dev/null 2>&1 &
+while [ ! -s "$1" ]; do sleep 0.01; done; exec sleep 300`, "_", escFile}}, "", http.StatusAccepted)
+	s.waitFor(o.ID, 30*time.Second, func(o api.Order) bool {
+		b, err := os.ReadFile(escFile)
+		if o.Status != "running" || err != nil || len(b) == 0 || b[len(b)-1] != '\n' {
+			return false
+		}
+		escapee, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		var recorded bool
+		err = s.b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM order_processes WHERE order_id = $1)`, o.ID).Scan(&recorded)
+		return err == nil && recorded
+	})
+	t.Cleanup(func() { _ = syscall.Kill(escapee, syscall.SIGKILL) })
+	return o, escapee
 }
 
 // aliveProcess reports whether pid is a process that is not a zombie.

@@ -55,47 +55,16 @@ func TestUnpublishedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, sum := auth.NewToken()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	marker := filepath.Join(dir, "ran")
+	marker := runsMarker(t)
 
-	// up starts an API and the worker of h1 on their own connections, as
-	// `orderly api` and `orderly worker` would; down stops them.
+	// up starts an API and the worker of h1, as `orderly api` and
+	// `orderly worker` would; down stops them.
 	var s *stack
 	up := func() (down func()) {
-		t.Helper()
-		b, err := openBackend(ctx, w.Current(), "test", logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.store.EnsureAPIToken(ctx, postgres.APIToken{Name: "admin", SHA256: sum, Roles: []string{"admin"}}); err != nil {
-			t.Fatal(err)
-		}
-		a, err := startAPI(ctx, w, b, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := w.Current()
-		cfg.Host = "h1"
-		wr, err := startWorker(ctx, cfg, b, logger, w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s = &stack{t: t, url: a.URL, token: tok}
-		stopped := false
-		down = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			a.shutdown()
-			_ = wr.stop()
-			b.close()
-		}
-		t.Cleanup(down)
-		return down
+		var downAPI func()
+		s, downAPI = upAPI(t, w, logger, tok, sum)
+		downWorker := upWorker(t, w, logger, "h1")
+		return func() { downAPI(); downWorker() }
 	}
 	down := up()
 
@@ -119,10 +88,7 @@ func TestUnpublishedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	}
 
 	// The backup, taken now, holds it in unpublished.
-	backup := filepath.Join(t.TempDir(), "orderly.dump")
-	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", backup, "-d", dsn).CombinedOutput(); err != nil {
-		t.Fatalf("pg_dump: %v\n%s", err, out)
-	}
+	backup := pgDump(t, bin, dsn)
 
 	// NATS back: the reconciler publishes it and it runs, once.
 	ns = testenv.NATSServer(t, &server.Options{Port: port, StoreDir: store})
@@ -137,19 +103,7 @@ func TestUnpublishedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	// purge of another API process, whose first round reads every host.
 	// Once the worker's ack, which follows the result, has moved the
 	// consumer's ack floor to the message.
-	js := testenv.JetStream(t, ns.ClientURL(), "probe")
-	st, err := js.Stream(ctx, queue.OrdersStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.WaitUntil(t, time.Minute, "the order's message acknowledged", func() bool {
-		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
-		if err != nil {
-			return false
-		}
-		last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
-		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
-	})
+	st := waitH1Acked(t, ns.ClientURL(), "the order's message acknowledged")
 	purger := testenv.Queue(t, ns.ClientURL(), "purger", queue.Options{})
 	if n, err := purger.PurgeAcked(ctx); err != nil || n != 1 {
 		t.Fatalf("purge of the acknowledged orders: %d %v, want h1's", n, err)
@@ -162,9 +116,7 @@ func TestUnpublishedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	// its own), the backup restored, everything started again.
 	down()
 	ns = testenv.NATSServerRestarted(t, ns)
-	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_restore"), "--clean", "--if-exists", "-d", dsn, backup).CombinedOutput(); err != nil {
-		t.Fatalf("pg_restore: %v\n%s", err, out)
-	}
+	pgRestore(t, bin, dsn, backup)
 	up()
 
 	o := s.waitFor(id, time.Minute, func(o api.Order) bool { return o.Status != "queued" && o.Status != "running" })
@@ -213,11 +165,7 @@ func TestQueuedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, sum := auth.NewToken()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	marker := filepath.Join(dir, "ran")
+	marker := runsMarker(t)
 
 	var s *stack
 	apiUp := func() (down func()) {
@@ -248,10 +196,7 @@ func TestQueuedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	})
 
 	// The backup, taken now, holds it queued.
-	backup := filepath.Join(t.TempDir(), "orderly.dump")
-	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "-Fc", "-f", backup, "-d", dsn).CombinedOutput(); err != nil {
-		t.Fatalf("pg_dump: %v\n%s", err, out)
-	}
+	backup := pgDump(t, bin, dsn)
 
 	// The API stops, so that nothing purges the stream; the worker runs
 	// the order, once, and acknowledges its message.
@@ -261,19 +206,7 @@ func TestQueuedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 		var st string
 		return conn.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, o.ID).Scan(&st) == nil && st == "succeeded"
 	})
-	js := testenv.JetStream(t, ns.ClientURL(), "probe")
-	st, err := js.Stream(ctx, queue.OrdersStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
-	if err != nil {
-		t.Fatalf("the order's message: %v", err)
-	}
-	testenv.WaitUntil(t, time.Minute, "the order's message acknowledged", func() bool {
-		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
-		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
-	})
+	waitH1Acked(t, ns.ClientURL(), "the order's message acknowledged")
 	downWorker()
 	if n := runs(t, marker); n != 1 {
 		t.Fatalf("ran %d times before the restore, want 1", n)
@@ -286,9 +219,7 @@ func TestQueuedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	if _, err := testenv.JetStream(t, ns.ClientURL(), "probe").Stream(ctx, queue.OrdersStream); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_restore"), "--clean", "--if-exists", "-d", dsn, backup).CombinedOutput(); err != nil {
-		t.Fatalf("pg_restore: %v\n%s", err, out)
-	}
+	pgRestore(t, bin, dsn, backup)
 	apiUp()
 	workerUp()
 
@@ -299,6 +230,59 @@ func TestQueuedOrderOfARestoredBackupRunsOnce(t *testing.T) {
 	if got.Status != "canceled" || got.Result == nil || got.Result.Error == nil || !strings.Contains(*got.Result.Error, "restored") {
 		t.Fatalf("the order after the restore: %s %+v, want canceled saying PostgreSQL was restored", got.Status, got.Result)
 	}
+}
+
+// runsMarker is the file an order's `echo x >> "$1"` appends to, in a
+// directory every user may write to (runs counts its lines).
+func runsMarker(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "ran")
+}
+
+// pgDump backs the database at dsn up with the PostgreSQL binaries in
+// bin (pg_dump -Fc) and returns the backup's path.
+func pgDump(t *testing.T, bin, dsn string) string {
+	t.Helper()
+	backup := filepath.Join(t.TempDir(), "orderly.dump")
+	if out, err := exec.CommandContext(t.Context(), filepath.Join(bin, "pg_dump"), "-Fc", "-f", backup, "-d", dsn).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+	return backup
+}
+
+// pgRestore restores backup into the database at dsn, as docs/deploy.md
+// says (pg_restore --clean).
+func pgRestore(t *testing.T, bin, dsn, backup string) {
+	t.Helper()
+	if out, err := exec.CommandContext(t.Context(), filepath.Join(bin, "pg_restore"), "--clean", "--if-exists", "-d", dsn, backup).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+}
+
+// waitH1Acked waits until h1's consumer on the NATS server at url has
+// settled the last message of h1 in the orders stream, and returns the
+// stream.
+func waitH1Acked(t *testing.T, url, what string) jetstream.Stream {
+	t.Helper()
+	ctx := t.Context()
+	js := testenv.JetStream(t, url, "probe")
+	st, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, time.Minute, what, func() bool {
+		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
+		if err != nil {
+			return false
+		}
+		last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
+		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
+	})
+	return st
 }
 
 // upAPI starts an API on its own connections, as `orderly api` would,
@@ -370,11 +354,7 @@ func TestNewDatabaseUnderAnOldNATSIsNoRestore(t *testing.T) {
 		return w
 	}
 	tok, sum := auth.NewToken()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	marker := filepath.Join(dir, "ran")
+	marker := runsMarker(t)
 
 	// The database before: an order for h1, whose worker is not there,
 	// published; its mark cleared, the generation raised in NATS.
@@ -410,19 +390,7 @@ func TestNewDatabaseUnderAnOldNATSIsNoRestore(t *testing.T) {
 		return conn.QueryRow(ctx, `SELECT generation FROM restore_mark`).Scan(&g) == nil && g > natsGen
 	})
 	upWorker(t, w, logger, "h1")
-	js := testenv.JetStream(t, ns.ClientURL(), "probe")
-	st, err := js.Stream(ctx, queue.OrdersStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := st.GetLastMsgForSubject(ctx, queue.OrdersSubject+"h1")
-	if err != nil {
-		t.Fatalf("the order's message: %v", err)
-	}
-	testenv.WaitUntil(t, time.Minute, "the order's message settled by the worker", func() bool {
-		c, err := js.Consumer(ctx, queue.OrdersStream, queue.ConsumerName("h1"))
-		return err == nil && c.CachedInfo().AckFloor.Stream >= last.Sequence
-	})
+	waitH1Acked(t, ns.ClientURL(), "the order's message settled by the worker")
 
 	if n := runs(t, marker); n != 0 {
 		t.Fatalf("the order of the database before ran %d times under the new one", n)
