@@ -2,11 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/orderly-run/orderly/api"
 )
@@ -101,12 +101,14 @@ func TestActionCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newStackFrom(t, path, nil, "act-1")
-	cli := func(env []string, args ...string) (string, string, error) {
+	// cliTee runs `orderly args…` with env, its stderr written to tee too.
+	cliTee := func(tee io.Writer, env []string, args ...string) (string, string, error) {
 		var out, errb strings.Builder
 		err := run(t.Context(), append([]string{"orderly"}, args...), append(env, "ORDERLY_URL="+s.url, "ORDERLY_TOKEN="+s.token),
-			strings.NewReader(""), &out, &errb)
+			strings.NewReader(""), &out, io.MultiWriter(&errb, tee))
 		return out.String(), errb.String(), err
 	}
+	cli := func(env []string, args ...string) (string, string, error) { return cliTee(io.Discard, env, args...) }
 	out, errs, err := cli(nil, "action", "ls")
 	if err != nil || !strings.Contains(out, "greet") || !strings.Contains(out, "who=[a-z]{1,10}") || !strings.Contains(out, "pw=[a-z0-9]{4,32}*") {
 		t.Errorf("action ls: %v %q %q", err, out, errs)
@@ -170,8 +172,8 @@ func TestActionCLI(t *testing.T) {
 	}
 	// An API that is not listening yet (a restart) is waited for, as by
 	// submit (TestCLISubmitRetries); a later --url wins over ORDERLY_URL.
-	addr := lateProxy(t, s.url, time.Second)
-	out, errs, err = cli(nil, "action", "run", "greet", "--host", "act-1", "-p", "who=late", "--wait", "--url", "http://"+addr)
+	addr, stderr := lateProxy(t, s.url)
+	out, errs, err = cliTee(stderr, nil, "action", "run", "greet", "--host", "act-1", "-p", "who=late", "--wait", "--url", "http://"+addr)
 	if err != nil || out != "hello late\n" || !strings.Contains(errs, "trying again") {
 		t.Errorf("action run while the API starts: %v %q %q", err, out, errs)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,32 +35,51 @@ func (s *stack) countOrders(t *testing.T, marker string) int {
 	return n
 }
 
-// lateProxy returns a loopback address where, after delay, a proxy to the
-// API starts listening: an API that is restarting until then.
-func lateProxy(t *testing.T, api string, delay time.Duration) string {
+// lateProxy returns a loopback address where nothing listens (an API
+// that is restarting) until the CLI, whose stderr goes to the returned
+// writer too, says that it is trying again: then a proxy to the API
+// listens there, before the CLI's next try. Its first try is so refused
+// however late it comes; after a fixed delay, a try that came later than
+// the delay (a loaded machine) was answered at once, and "trying again"
+// never said.
+func lateProxy(t *testing.T, api string) (addr string, stderr io.Writer) {
 	t.Helper()
 	target, err := url.Parse(api)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	srv := &http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}
-	started := make(chan struct{})
-	go func() {
-		defer close(started)
-		time.Sleep(delay)
+	t.Cleanup(func() { srv.Close() })
+	return addr, &upOnRetry{up: func() {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Errorf("listen: %v", err)
 			return
 		}
 		go func() { _ = srv.Serve(ln) }()
-	}()
-	t.Cleanup(func() {
-		<-started
-		srv.Close()
-	})
-	return addr
+	}}
+}
+
+// upOnRetry is a CLI's stderr that calls up once the CLI has said it
+// is trying again.
+type upOnRetry struct {
+	mu   sync.Mutex
+	text []byte
+	up   func()
+}
+
+func (w *upOnRetry) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.up != nil {
+		w.text = append(w.text, p...)
+		if bytes.Contains(w.text, []byte("trying again")) {
+			w.up()
+			w.up = nil
+		}
+	}
+	return len(p), nil
 }
 
 // dropFirstAnswer is a proxy to the API that forwards the first POST and
@@ -108,26 +129,30 @@ func TestCLISubmitRetries(t *testing.T) {
 	s := newStack(t, "h1")
 	for _, tc := range []struct {
 		name, marker string
-		url          func(t *testing.T) string
-		key          string // --idempotency-key, "" for none
+		url          func(t *testing.T) (string, io.Writer) // the address, and a writer for the CLI's stderr too
+		key          string                                 // --idempotency-key, "" for none
 		exit         int
 		retried      bool // stderr says it tried again
 	}{
 		{name: "api not up yet", marker: "late-api", exit: 0, retried: true,
-			url: func(t *testing.T) string { return "http://" + lateProxy(t, s.url, time.Second) }},
+			url: func(t *testing.T) (string, io.Writer) {
+				addr, stderr := lateProxy(t, s.url)
+				return "http://" + addr, stderr
+			}},
 		{name: "dropped answer with a key", marker: "keyed-drop", key: "retry-key-1", exit: 0, retried: true,
-			url: func(t *testing.T) string { return dropFirstAnswer(t, s.url) }},
+			url: func(t *testing.T) (string, io.Writer) { return dropFirstAnswer(t, s.url), io.Discard }},
 		// Not sent again: the order may be recorded, and without a key a
 		// second request would be a second order.
 		{name: "dropped answer without a key", marker: "unkeyed-drop", exit: 1, retried: false,
-			url: func(t *testing.T) string { return dropFirstAnswer(t, s.url) }},
+			url: func(t *testing.T) (string, io.Writer) { return dropFirstAnswer(t, s.url), io.Discard }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"submit", "--host", "h1", "--wait"}
 			if tc.key != "" {
 				args = append(args, "--idempotency-key", tc.key)
 			}
-			r := cli(t, []string{"ORDERLY_URL=" + tc.url(t), "ORDERLY_TOKEN=" + s.token}, "", append(args, "--", "echo", tc.marker)...)
+			url, stderr := tc.url(t)
+			r := cliTee(t, []string{"ORDERLY_URL=" + url, "ORDERLY_TOKEN=" + s.token}, "", stderr, append(args, "--", "echo", tc.marker)...)
 			wantExit(t, r, tc.exit)
 			if strings.Contains(r.stderr, "trying again") != tc.retried {
 				t.Errorf("stderr %q: want a retry %v", r.stderr, tc.retried)

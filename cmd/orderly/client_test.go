@@ -36,10 +36,16 @@ type cliResult struct {
 // as its whole environment.
 func cli(t *testing.T, environ []string, stdin string, args ...string) cliResult {
 	t.Helper()
+	return cliTee(t, environ, stdin, io.Discard, args...)
+}
+
+// cliTee is cli with the CLI's stderr written to tee too, as it comes.
+func cliTee(t *testing.T, environ []string, stdin string, tee io.Writer, args ...string) cliResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	err := run(ctx, append([]string{"orderly"}, args...), environ, strings.NewReader(stdin), &out, &errb)
+	err := run(ctx, append([]string{"orderly"}, args...), environ, strings.NewReader(stdin), &out, io.MultiWriter(&errb, tee))
 	return cliResult{out.String(), errb.String(), err}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -54,12 +55,15 @@ runbooks:
   host: rbc1
   timeout: 60s
 `, bobSum, dir), nil, "rbc1")
-	cliAs := func(token string, args ...string) (string, string, error) {
+	// cliTee runs `orderly runbook args…` as token, its stderr written
+	// to tee too.
+	cliTee := func(tee io.Writer, token string, args ...string) (string, string, error) {
 		var out, errb strings.Builder
 		err := run(t.Context(), append([]string{"orderly", "runbook"}, args...), []string{"ORDERLY_URL=" + s.url, "ORDERLY_TOKEN=" + token},
-			strings.NewReader(""), &out, &errb)
+			strings.NewReader(""), &out, io.MultiWriter(&errb, tee))
 		return out.String(), errb.String(), err
 	}
+	cliAs := func(token string, args ...string) (string, string, error) { return cliTee(io.Discard, token, args...) }
 	cli := func(args ...string) (string, string, error) { return cliAs(s.token, args...) }
 	wantRefusal := func(what string, err error, code client.Code, texts ...string) {
 		t.Helper()
@@ -219,8 +223,8 @@ runbooks:
 		// An API that is not listening yet (a restart) is waited for, as
 		// by submit (--retry-for); a retry of its own is not noted as a
 		// replay.
-		addr := lateProxy(t, s.url, time.Second)
-		out, errs, err := cli("run", "Needs.md", "-e", "NODE=late", "-e", "EXTRA=1", "--idempotency-key", "cli-key-2", "--wait", "--url", "http://"+addr)
+		addr, stderr := lateProxy(t, s.url)
+		out, errs, err := cliTee(stderr, s.token, "run", "Needs.md", "-e", "NODE=late", "-e", "EXTRA=1", "--idempotency-key", "cli-key-2", "--wait", "--url", "http://"+addr)
 		if err != nil || out != "node=late extra=1\n" || !strings.Contains(errs, "trying again") || strings.Contains(errs, "used before") {
 			t.Errorf("run while the API starts: %v %q %q", err, out, errs)
 		}
