@@ -44,7 +44,7 @@ func ackFixture(t *testing.T, n int) (w *Worker, a *acks, st *stall, cons jetstr
 			t.Fatal(err)
 		}
 	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(30*time.Second)) // at once, unless the machine stalls
 	if err != nil {
 		t.Fatal(err)
 	}
