@@ -96,24 +96,11 @@ func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
 	hx := newHTTPExecSurface(t, envOptions{hosts: []string{}, // h1 has no worker yet
 		store: func(s api.Store) api.Store { return readSignal{Store: s, reads: &reads} }})
 	e := hx.apiEnv
-	cfg := config.Default()
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
-	cfg.Compat.Vigrid.MaxWait = 20 * time.Second
-	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
-	srv := e.runbookAPI(rule, func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return cfg.Runbooks })
-	authn := authenticator(t, e.tokens, "")
-	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
-		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
-		Authorize: ruleAuthorizer(t, rule, cfg)},
-		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
-	vs := httptest.NewServer(srv.Handler())
-	t.Cleanup(vs.Close)
+	vigridURL := startVigrid(t, e)
 
 	httpexecReq := func(ctx context.Context) *http.Request { return echoX(t, ctx, hx.url) }
 	vigridReq := func(ctx context.Context) *http.Request {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, vs.URL+"/api/v1/execute",
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, vigridURL+"/api/v1/execute",
 			strings.NewReader(`{"command":"echo","arguments":["x"],"synchronous":true}`))
 		if err != nil {
 			t.Fatal(err)
@@ -293,9 +280,49 @@ func TestStage0ExecuteOutlastsItsLiveFeed(t *testing.T) {
 	}
 }
 
+// startVigrid serves e's API with the Vigrid surface under /api/v1, for
+// echo on h1 by the roles ops and admin, and returns its URL.
+func startVigrid(t *testing.T, e *apiEnv) string {
+	t.Helper()
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
+	cfg.Compat.Vigrid.MaxWait = 20 * time.Second
+	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
+	srv := e.runbookAPI(rule, func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return cfg.Runbooks })
+	authn := authenticator(t, e.tokens, "")
+	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
+		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
+		Authorize: ruleAuthorizer(t, rule, cfg)},
+		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
 // startStage0 serves e's API with the stage0 surface over the runbooks in
 // dir for hosts h1, and returns its URL and a dev-login token.
 func startStage0(t *testing.T, e *apiEnv, dir string) (url, token string) {
+	t.Helper()
+	url = serveStage0(t, e, dir)
+	resp, err := http.Post(url+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
+		t.Fatalf("dev-login: %v", err)
+	}
+	return url, login.AccessToken
+}
+
+// serveStage0 serves e's API with the stage0 surface (and /dev-login)
+// over the runbooks in dir for hosts h1, and returns its URL.
+func serveStage0(t *testing.T, e *apiEnv, dir string) string {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
@@ -312,18 +339,7 @@ func startStage0(t *testing.T, e *apiEnv, dir string) (url, token string) {
 	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	resp, err := http.Post(hs.URL+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var login struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || login.AccessToken == "" {
-		t.Fatalf("dev-login: %v", err)
-	}
-	return hs.URL, login.AccessToken
+	return hs.URL
 }
 
 // echoX is an httpexec request to the surface at url to run echo x, its

@@ -183,23 +183,10 @@ func TestHTTPExecRefusesCrossOriginBrowsers(t *testing.T) {
 // another origin, is refused; a local client's request is served.
 func TestDevLoginOnlyFromThisMachine(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
-	cfg := config.Default()
-	cfg.Runbooks.Dir = t.TempDir()
-	cfg.Compat.Stage0.Enabled, cfg.Compat.Stage0.EnableLogin = true, true
-	cfg.Compat.Stage0.JWTSecret = "stage0-devlogin-test-secret-0123456789abcdef"
-	cfg.Compat.Stage0.Hosts = []string{"h1"}
-	current := func() config.Config { return cfg }
-	srv := e.runbookAPI(config.Rule{Name: "stage0", Roles: []string{"developer"}, Hosts: []string{"*"}, Allow: []string{"^runbook:"}},
-		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return current().Runbooks })
-	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
-		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
-	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	stage0URL := serveStage0(t, e, t.TempDir())
 	login := func(hdr ...string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/dev-login",
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, stage0URL+"/dev-login",
 			strings.NewReader(`{"subject":"mallory","roles":["admin"]}`))
 		if err != nil {
 			t.Fatal(err)

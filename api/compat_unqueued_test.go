@@ -1,24 +1,15 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/api/compat"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -68,23 +59,10 @@ func TestCompatWithdrawsWhatItCouldNotQueue(t *testing.T) {
 	}
 
 	e := newAPIEnv(t, envOptions{hosts: []string{"h1"}, publishFailures: &fail})
-	cfg := config.Default()
-	cfg.HTTP.MaxBodyBytes = 1 << 20
-	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
-	cfg.Compat.Vigrid.MaxWait = 20 * time.Second
-	rule := config.Rule{Name: "vigrid", Roles: []string{"ops", "admin"}, Hosts: []string{"h1"}, Allow: []string{`^echo( |$)`}}
-	srv := e.runbookAPI(rule, func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
-		func() config.Runbooks { return cfg.Runbooks })
-	authn := authenticator(t, e.tokens, "")
-	srv.MountCompat(api.CompatSurface{Prefix: "/api/v1", Handler: &compat.Vigrid{Deps: compat.Deps{Orders: srv,
-		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
-		Authorize: ruleAuthorizer(t, rule, cfg)},
-		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	vigridURL := startVigrid(t, e)
 	execute := func(sync bool) (int, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, hs.URL+"/api/v1/execute",
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, vigridURL+"/api/v1/execute",
 			strings.NewReader(`{"command":"echo","arguments":["x"],"synchronous":`+map[bool]string{true: "true", false: "false"}[sync]+`}`))
 		if err != nil {
 			t.Fatal(err)
