@@ -79,6 +79,11 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 	// it; execute then hands it back if the worker is stopping.
 	wctx, cancel := w.writeContext(ctx)
 	err = w.retry(wctx, msg, "claim order", func(ctx context.Context) error {
+		// At each try: a lapse found while the last one was out stops
+		// the next (hold.go).
+		if err := w.hold.wait(ctx); err != nil {
+			return err
+		}
 		o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
 		return err
 	})
@@ -123,7 +128,19 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// not started, and the worker is stopping: hand it back to
 			// the queue rather than leave it running for a successor to
 			// find and interrupt. Its message stays unacked.
-			return nil, w.unclaim(ctx, msg, o)
+			return nil, w.unclaim(ctx, msg, o, "the worker is stopping")
+		}
+		if err := w.hold.wait(ctx); err != nil {
+			// Claimed while the lease was held, lost before the start:
+			// back to the queue for the host's next owner, unstarted.
+			why := "the host lease is not held"
+			if !errors.Is(err, errNotHeld) {
+				why = "the worker is stopping"
+			}
+			if uerr := w.unclaim(ctx, msg, o, why); uerr != nil {
+				return nil, uerr
+			}
+			return nil, err
 		}
 		w.started.Add(o.ID)
 		if err := w.failPoint("after_claim", o); err != nil {
@@ -153,11 +170,12 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 				next = nil
 			}
 		}
-		if next == nil || w.replayed(nextSeq, nextAt) {
+		if next == nil || !w.hold.held() || w.replayed(nextSeq, nextAt) {
 			// Without the result committed we must not ack: the order
 			// would look finished to JetStream and unknown to PostgreSQL.
 			// A next message delivered before (replayed) is not claimed
-			// with it: begin looks at its order first.
+			// with it: begin looks at its order first; nor is one taken
+			// while the lease is not held: begin waits for the verdict.
 			stored, err := w.complete(ctx, msg, o, finish)
 			if err != nil {
 				return nil, err
@@ -221,7 +239,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 
 // unclaim puts an order this worker claimed and never started back in the
 // queue, guarded by the attempt; on failure the successor interrupts it.
-func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order) error {
+// why says what stopped it.
+func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order, why string) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := w.retry(wctx, msg, "hand a claimed order back", func(ctx context.Context) error {
@@ -231,7 +250,7 @@ func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order)
 	if err != nil {
 		return fmt.Errorf("hand order %s back: %w", o.ID, err)
 	}
-	w.logger.Info("order handed back unstarted: the worker is stopping", "order_id", o.ID, "principal", o.Principal)
+	w.logger.Info("order handed back unstarted: "+why, "order_id", o.ID, "principal", o.Principal)
 	return nil
 }
 
@@ -689,7 +708,7 @@ func (w *Worker) retry(ctx context.Context, msg jetstream.Msg, what string, fn f
 
 // permanent tells the errors a retry cannot change.
 func permanent(err error) bool {
-	return errors.Is(err, postgres.ErrNotOwner) || errors.Is(err, order.ErrNotFound) ||
+	return errors.Is(err, postgres.ErrNotOwner) || errors.Is(err, order.ErrNotFound) || errors.Is(err, errNotHeld) ||
 		order.ErrorCode(err) == order.CodeConflict
 }
 

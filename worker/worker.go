@@ -137,6 +137,9 @@ type Worker struct {
 	wakes wakes
 	// claims is how far the host's orders were claimed (replay.go).
 	claims claimMarks
+	// hold is the current tenure's hold on the lease (hold.go); only the
+	// goroutine that runs the tenures sets it.
+	hold *hold
 }
 
 type running struct {
@@ -281,6 +284,8 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// the feed but lets the current order run on: a successor on this
 	// machine kills its processes before running anything itself.
 	feedCtx, stopFeed := context.WithCancelCause(ctx)
+	h := newHold(feedCtx)
+	w.hold = h
 	// The lease and the heartbeat outlive a shutdown request: the order
 	// still running for its shutdown grace is this worker's, and a standby
 	// must not take the host (and kill the order) before it is done.
@@ -299,7 +304,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		w.beat(beatCtx, lease, stopFeed)
+		w.beat(beatCtx, lease, h, stopFeed)
 	}()
 	cons, err := w.takeover(ctx)
 	if err != nil {
@@ -451,8 +456,11 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 }
 
 // beat renews the lease and publishes the heartbeat; losing the lease ends
-// the tenure, since another worker now owns the host.
-func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.CancelCauseFunc) {
+// the tenure, since another worker now owns the host. What it finds of a
+// lapse goes to h at once, so that no claim or start follows the finding
+// (hold.go); a lease it takes again lets them go on.
+func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop context.CancelCauseFunc) {
+	lease.OnLapse(func() { h.set(leaseLapsed) })
 	started := time.Now()
 	every := w.opts.Heartbeat
 	t := time.NewTicker(every)
@@ -507,6 +515,9 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 		}
 		w.mu.Unlock()
 		if err := lease.Beat(ctx, info); err != nil && ctx.Err() == nil {
+			if errors.Is(err, queue.ErrNotHolder) {
+				h.set(leaseLapsed) // until the next renewal's verdict
+			}
 			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
 			w.logger.Warn("heartbeat", "error", err)
 		}
@@ -532,12 +543,16 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, stop context.Canc
 		case <-t.C:
 		}
 		retaken, err := lease.Renew(ctx)
+		if err == nil {
+			h.set(leaseHeld)
+		}
 		if retaken {
 			w.logger.Warn("host lease had lapsed (a pause or a partition longer than nats.lease_ttl); nobody took it, taken again")
 			fit()
 		}
 		if err != nil && ctx.Err() == nil {
 			if errors.Is(err, queue.ErrLeaseLost) {
+				h.lose(err)
 				w.logger.Error("host lease lost; stopping consumption", "error", err)
 				stop(err)
 				return

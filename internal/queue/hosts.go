@@ -256,10 +256,17 @@ type Lease struct {
 	rev      uint64 // the lease key's revision, from its last renewal
 	beat     uint64 // the revision of this lease's last heartbeat; 0 for none
 	freed    string // how the key was found free (Freed)
+	lapsed   func() // OnLapse's
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
 var ErrLeaseLost = errors.New("lease lost")
+
+// ErrNotHolder is returned by Beat when what it read says that the lease
+// may no longer be this worker's: the key names another worker, or is
+// gone, or another worker wrote the heartbeat since the last renewal. The
+// next renewal says whether it is.
+var ErrNotHolder = errors.New("the host lease may not be this worker's")
 
 // AcquireLease takes the host's lease for instance, waiting as long as
 // another live worker holds it. standby is called once if it has to wait.
@@ -428,6 +435,12 @@ func (w *keyWatch) Stop() {
 // watch is on); "" for one taken at once.
 func (l *Lease) Freed() string { return l.freed }
 
+// OnLapse has Renew call f as soon as it finds the lease key gone or
+// naming another worker, before it tries to take the key again: the
+// holder stops claiming at once, not one round trip later, and goes on
+// if Renew takes the key again. Set before the first renewal.
+func (l *Lease) OnLapse(f func()) { l.lapsed = f }
+
 // Renew extends the lease. It fails with ErrLeaseLost when the lease expired
 // and someone else holds the host now; retaken says it had expired (a pause
 // or a partition longer than the TTL) and, still free, was taken again.
@@ -442,6 +455,9 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		return false, nil
 	}
 	e, gerr := l.q.kv.Get(ctx, l.key)
+	if l.lapsed != nil && (errors.Is(gerr, jetstream.ErrKeyNotFound) || gerr == nil && string(e.Value()) != l.instance) {
+		l.lapsed()
+	}
 	switch {
 	case errors.Is(gerr, jetstream.ErrKeyNotFound):
 		// The key expired or was deleted (a long pause): take it again if
@@ -512,7 +528,7 @@ func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 		if holder, herr := l.q.LeaseHolder(ctx, l.host); herr != nil {
 			err = herr
 		} else if holder != l.instance {
-			return fmt.Errorf("heartbeat of host %s not written: its lease is not this worker's (held by %q)", l.host, holder)
+			return fmt.Errorf("heartbeat of host %s not written: %w (held by %q)", l.host, ErrNotHolder, holder)
 		} else {
 			rev, err = l.q.kv.Create(ctx, key, b)
 		}
@@ -520,7 +536,7 @@ func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 	default:
 		var h HostInfo
 		if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.rev {
-			return fmt.Errorf("heartbeat of host %s not written: %s wrote it after this worker last renewed the lease", l.host, h.Instance)
+			return fmt.Errorf("heartbeat of host %s not written: %w: %s wrote it after this worker last renewed the lease", l.host, ErrNotHolder, h.Instance)
 		}
 		rev, err = l.q.kv.Update(ctx, key, b, e.Revision())
 	}
