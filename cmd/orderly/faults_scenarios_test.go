@@ -172,6 +172,16 @@ func (r *faultRun) resent(what string, must bool) {
 // accepted, so that the worker holds the next one when the fault hits.
 func (r *faultRun) victim(host, dur string, queued bool) (*faultWorker, string) {
 	r.t.Helper()
+	return r.victimUnless(host, dur, queued, nil)
+}
+
+// victimUnless is victim for a set-up that something outside the test
+// can undo before its fault (a machine stall past the lease hands the
+// host to its standby, which interrupts the victim): when disturbed
+// (nil: never) reports that, it returns no worker instead of failing
+// the test while it looks for the one running the victim.
+func (r *faultRun) victimUnless(host, dur string, queued bool, disturbed func() bool) (*faultWorker, string) {
+	r.t.Helper()
 	o := r.l.submit("v", host, true, dur)
 	if !o.accepted() {
 		r.t.Fatalf("victim order: HTTP %d %s", o.code, o.err)
@@ -197,7 +207,7 @@ func (r *faultRun) victim(host, dur string, queued bool) (*faultWorker, string) 
 	var w *faultWorker
 	waitUntil(r.t, 5*time.Second, "find the worker running "+o.tag, func() bool {
 		w = r.s.workerRunning(o.tag, r.l.marker(host))
-		return w != nil
+		return w != nil || disturbed != nil && disturbed()
 	})
 	return w, o.tag
 }
