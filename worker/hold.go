@@ -16,7 +16,7 @@ var errNotHeld = errors.New("the host lease is not held")
 // The states of a tenure's hold on the host's lease.
 const (
 	leaseHeld   int32 = iota
-	leaseLapsed       // found gone or naming another worker; being taken again
+	leaseLapsed       // found gone or not this worker's: until a renewal says which
 	leaseLost         // another worker took it: final for the tenure
 )
 
@@ -33,8 +33,7 @@ const (
 // host (docs/decisions.md, "A lapsed lease stops claims at once").
 type hold struct {
 	state atomic.Int32
-	done  <-chan struct{} // the tenure's feed ended
-	feed  context.Context // for its cause
+	feed  context.Context // the tenure's feed: its end ends a wait
 
 	mu      sync.Mutex
 	changed chan struct{} // closed at the next change of state
@@ -42,7 +41,7 @@ type hold struct {
 }
 
 func newHold(feed context.Context) *hold {
-	return &hold{done: feed.Done(), feed: feed, changed: make(chan struct{})}
+	return &hold{feed: feed, changed: make(chan struct{})}
 }
 
 // set moves the hold to state s (leaseHeld or leaseLapsed); a lost hold
@@ -94,7 +93,7 @@ func (h *hold) wait(ctx context.Context) error {
 		}
 		select {
 		case <-changed:
-		case <-h.done:
+		case <-h.feed.Done():
 			return fmt.Errorf("%w: the tenure ended while a lapse was settled: %w", errNotHeld, context.Cause(h.feed))
 		case <-ctx.Done():
 			return ctx.Err()
