@@ -505,6 +505,11 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	)
 	defer touches.Wait()
 	touched.Store(time.Now().UnixNano())
+	// A heartbeat that finds the lease in doubt has it renewed at once,
+	// not a heartbeat later (claims wait for the verdict meanwhile):
+	// once, then the ticker again, so that a doubt every renewal leaves
+	// (a sealed bucket) does not spin.
+	renewNow, renewedNow := false, false
 	for {
 		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version,
 			StartedAt: started, LastSeen: time.Now()}
@@ -516,7 +521,8 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 		w.mu.Unlock()
 		if err := lease.Beat(ctx, info); err != nil && ctx.Err() == nil {
 			if errors.Is(err, queue.ErrNotHolder) {
-				h.set(leaseLapsed) // until the next renewal's verdict
+				h.set(leaseLapsed) // until the renewal's verdict
+				renewNow = !renewedNow
 			}
 			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
 			w.logger.Warn("heartbeat", "error", err)
@@ -537,10 +543,15 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 			fit()
 			checked = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if renewNow && ctx.Err() == nil {
+			renewNow, renewedNow = false, true
+		} else {
+			renewedNow = false
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		retaken, err := lease.Renew(ctx)
 		if err == nil {

@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -66,8 +67,8 @@ func TestThawedHolderKeepsOffItsSuccessorsHeartbeat(t *testing.T) {
 			t.Fatalf("%s: the new holder's first heartbeat: %v", c.name, err)
 		}
 		// Thawed, A writes the heartbeat it was about to, then stops.
-		if err := a.Beat(ctx, beatOf("A")); err == nil {
-			t.Errorf("%s: the thawed holder's heartbeat was written", c.name)
+		if err := a.Beat(ctx, beatOf("A")); !errors.Is(err, queue.ErrNotHolder) {
+			t.Errorf("%s: the thawed holder's heartbeat: %v, want ErrNotHolder", c.name, err)
 		}
 		if got := holderBeat(); got != "B" {
 			t.Fatalf("%s: the host's heartbeat names %s, want the new holder B", c.name, got)
@@ -147,8 +148,8 @@ func TestThawedHolderWhoseHeartbeatExpiredWritesNone(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := a.Beat(ctx, beatOf("A")); err == nil || online() {
-			t.Fatalf("taken %v: the thawed holder's heartbeat was written (%v)", taken, err)
+		if err := a.Beat(ctx, beatOf("A")); !errors.Is(err, queue.ErrNotHolder) || online() {
+			t.Fatalf("taken %v: the thawed holder's heartbeat: %v, want ErrNotHolder and not written", taken, err)
 		}
 		if !taken {
 			if retaken, err := a.Renew(ctx); err != nil || !retaken {
@@ -165,6 +166,58 @@ func TestThawedHolderWhoseHeartbeatExpiredWritesNone(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := b.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRenewReportsALapseFirst: a renewal that finds the lease key gone
+// or naming another worker calls the OnLapse hook before it tries to take
+// the key again, so that the holder stops claiming while it does; one
+// whose last answer was lost (the key still names it, at another
+// revision) does not.
+func TestRenewReportsALapseFirst(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{LeaseTTL: 10 * time.Second})
+	ctx := testenv.Context(t)
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		change  func() error
+		lapse   bool
+		retaken bool
+		lost    bool
+	}{
+		{"renewed", func() error { return nil }, false, false, false},
+		{"answer lost", func() error { _, err := kv.Put(ctx, "lease.lapse", []byte("A")); return err }, false, false, false},
+		{"expired", func() error { return kv.Delete(ctx, "lease.lapse") }, true, true, false},
+		{"taken", func() error { _, err := kv.Put(ctx, "lease.lapse", []byte("B")); return err }, true, false, true},
+	} {
+		a, err := q.AcquireLease(ctx, "lapse", "A", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lapsed bool
+		var keyThen string // what the key held when the hook ran
+		a.OnLapse(func() {
+			lapsed = true
+			if e, err := kv.Get(ctx, "lease.lapse"); err == nil {
+				keyThen = string(e.Value())
+			}
+		})
+		if err := c.change(); err != nil {
+			t.Fatal(err)
+		}
+		retaken, err := a.Renew(ctx)
+		if lapsed != c.lapse || retaken != c.retaken || errors.Is(err, queue.ErrLeaseLost) != c.lost || (err != nil && !c.lost) {
+			t.Errorf("%s: lapse reported %v, retaken %v, %v; want %v, %v, lost %v", c.name, lapsed, retaken, err, c.lapse, c.retaken, c.lost)
+		}
+		if keyThen == "A" {
+			t.Errorf("%s: the lapse was reported after the key was taken again", c.name)
+		}
+		if err := kv.Delete(ctx, "lease.lapse"); err != nil {
 			t.Fatal(err)
 		}
 	}
