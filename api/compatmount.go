@@ -328,6 +328,11 @@ func (s *Server) CancelOrder(ctx context.Context, o *order.Order, actor, signal 
 	return st, nil
 }
 
+// BindWaiter makes this API process o's waiter (Presence.Bind): a
+// compat surface's order, whose client waits here and never learns its
+// id, is canceled at its claim rather than run once this process is gone.
+func (s *Server) BindWaiter(o *order.Order) { s.Presence.Bind(o) }
+
 // CancelQueued cancels o as actor when it is still queued; one that has
 // started runs on. A stage0 client whose stream ends before its run
 // starts never learns the order's id, so the run would start later for

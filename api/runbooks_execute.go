@@ -120,6 +120,9 @@ type RunbookRun struct {
 	EnvError error
 	Source   string
 	Wait     time.Duration
+	// Waiter binds the run's order to this API process (BindWaiter): its
+	// client follows it here and never learns its id (stage0's execute).
+	Waiter bool
 	// IdempotencyKey, when set, makes a retry of the same run (the same
 	// runbook, host, env_vars, timeout and user, from the same principal)
 	// answer with the first run's order, as POST /v1/orders does.
@@ -232,6 +235,9 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 		CaptureStdout: true, CaptureStderr: true, Timeout: cmp.Or(rr.Timeout, cfg.Timeout), RunAs: rr.RunAs,
 		Principal: p.Name, Source: rr.Source, CorrelationID: chain.Correlation, IdempotencyKey: rr.IdempotencyKey,
 		Script: &order.Script{Runbook: rb.File, SHA256: rb.SHA256}}
+	if rr.Waiter {
+		s.BindWaiter(o)
+	}
 	if msg := rb.CheckClaims(runbook.OpExecute, claimsOf(p)); msg != "" {
 		o.EnvNames = slices.Sorted(maps.Keys(env))
 		if err := s.Runbooks.Store.RecordRefusedRun(ctx, o, msg); err != nil {

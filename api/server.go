@@ -98,6 +98,9 @@ type Deps struct {
 	Runbooks *RunbookDeps
 	// Actions, when set, serves /v1/actions (actions.go).
 	Actions *ActionDeps
+	// Presence, when set, is this process's presence, which the compat
+	// surfaces bind their waiting clients' orders to (BindWaiter).
+	Presence *Presence
 }
 
 // Server serves the API.

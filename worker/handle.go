@@ -95,6 +95,8 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		return nil, false, nil
 	case errors.Is(err, postgres.ErrNotOwner) && o != nil && o.Host != w.opts.Host:
 		return nil, false, w.misrouted(msg, o)
+	case errors.Is(err, postgres.ErrWaiterGone) && o != nil && o.Host == w.opts.Host:
+		return w.waiterGone(ctx, msg, o)
 	case err != nil:
 		return nil, false, err
 	case claimed:
@@ -106,6 +108,34 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		w.claimedAt(seq, at)
 	}
 	return o, claimed, err
+}
+
+// waiterGone settles the delivery of o, an order a compat surface's
+// client waited for through an API process that is gone: nobody would
+// read its result, and its client (which never learned its id) may send
+// the request again, so it is canceled, never run, as the original tools
+// never ran a request's command after they died. A forged presence can
+// only make the worker cancel an order so, never run one: the claim
+// still requires it queued, owned and bound to a live process. When the
+// cancel finds the order changed meanwhile, the claim is tried again.
+func (w *Worker) waiterGone(ctx context.Context, msg jetstream.Msg, o *order.Order) (*order.Order, bool, error) {
+	var canceled bool
+	err := w.retry(ctx, msg, "cancel an order whose waiter is gone", func(ctx context.Context) (err error) {
+		canceled, err = w.store.CancelWaiterGone(ctx, o.ID, w.opts.Instance)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if !canceled {
+		return w.begin(ctx, msg) // claimed or ended meanwhile, or the host lost
+	}
+	w.logger.Info("order canceled", "order_id", o.ID, "principal", o.Principal, "source", o.Source,
+		"reason", postgres.WaiterGoneReason)
+	w.opts.Metrics.Finished(o.Host, order.StatusCanceled, -1)
+	w.event(o, "finished", order.StatusCanceled)
+	w.ack(msg, o.ID)
+	return nil, false, nil
 }
 
 // misrouted drops a message on this host's subject that names an order of
@@ -708,7 +738,7 @@ func (w *Worker) retry(ctx context.Context, msg jetstream.Msg, what string, fn f
 
 // permanent tells the errors a retry cannot change.
 func permanent(err error) bool {
-	return errors.Is(err, postgres.ErrNotOwner) || errors.Is(err, order.ErrNotFound) || errors.Is(err, errNotHeld) ||
+	return errors.Is(err, postgres.ErrNotOwner) || errors.Is(err, postgres.ErrWaiterGone) || errors.Is(err, order.ErrNotFound) || errors.Is(err, errNotHeld) ||
 		order.ErrorCode(err) == order.CodeConflict
 }
 

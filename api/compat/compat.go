@@ -32,6 +32,10 @@ import (
 type Orders interface {
 	SubmitOrder(ctx context.Context, p auth.Principal, o *order.Order, wait time.Duration) (*order.Order, error)
 	CancelOrder(ctx context.Context, o *order.Order, actor, signal string) (order.Status, error)
+	// BindWaiter makes this API process o's waiter: o is canceled at its
+	// claim, never run, once the process is gone (killed, crashed), as
+	// the originals never ran a request's command after they died.
+	BindWaiter(o *order.Order)
 	// CancelQueued cancels o as actor when it is still queued; one that
 	// has started runs on (a synchronous request whose client went away).
 	CancelQueued(ctx context.Context, o *order.Order, actor, reason string)

@@ -128,6 +128,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.Host, o.Source = hc.Host, "httpexec"
+	h.Orders.BindWaiter(o)
 	p := auth.Principal{Name: hc.Principal, Roles: hc.Roles}
 	wait := 24 * time.Hour
 	if h.Wait != nil {

@@ -55,7 +55,7 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	ctx := q.r.Context()
 	o, err := s.Runbooks.RunRunbook(ctx, q.p, api.RunbookRun{File: rb.File, Env: env, Hosts: sc.Hosts, Chain: q.chain,
 		BaseURL: scheme + "://" + q.r.Host, Path: strings.TrimSuffix(sc.Prefix, "/") + "/runbooks", Source: "stage0",
-		EnvError: envErr, ServiceEnv: s.getenv})
+		EnvError: envErr, ServiceEnv: s.getenv, Waiter: true})
 	if err != nil {
 		switch reasonOf(err) {
 		case "runbook_claims":

@@ -124,6 +124,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 			o.Timeout = vc.MaxWait
 		}
 		wait = vc.MaxWait + vigridSettle
+		v.Orders.BindWaiter(o) // an async one's client holds its id
 	}
 	v.remember(o.ID, vigridMeta{clientIP: vr.ip, synchronous: sync, at: time.Now()})
 	done, err := v.Orders.SubmitOrder(vr.r.Context(), vr.p, o, wait)

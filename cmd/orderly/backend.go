@@ -370,8 +370,10 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 				}
 				return order.Screen(o, deny, c.EnvAllow, c.ForbiddenChars)
 			}}, logger)
+	presence := api.NewPresence(b.store, logger)
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: binaryVersion(), Metrics: b.metrics,
+		Presence:     presence,
 		SharedLimits: b.rate,
 		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
@@ -444,7 +446,8 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 		ErrorLog:  slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		TLSConfig: tlsConfig,
 	}
-	r.wg.Add(2)
+	r.wg.Add(3)
+	go func() { defer r.wg.Done(); presence.Run(rctx) }()
 	go func() { defer r.wg.Done(); in.Run(rctx) }()
 	r.wg.Add(1)
 	go func() {

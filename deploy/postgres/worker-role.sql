@@ -38,7 +38,7 @@ DO $$ BEGIN
   EXECUTE format('GRANT CREATE ON SCHEMA public TO %I',
     (SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'orders'));
 END $$;
-GRANT SELECT ON goose_db_version, hosts, active_orders, cancel_requests, order_processes TO orderly_worker;
+GRANT SELECT ON goose_db_version, hosts, active_orders, cancel_requests, order_processes, api_presence TO orderly_worker;
 GRANT SELECT (id, batch_id, kind, host, status, command, args, env_names, env, stdin,
   stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as,
   dry_run, idempotent, expires_at, max_output, principal, source, correlation_id,
@@ -47,7 +47,7 @@ GRANT SELECT (id, batch_id, kind, host, status, command, args, env_names, env, s
   stdout, stdout_bytes, stdout_truncated, stdout_sha256,
   stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes,
   runbook, runbook_sha256, script,
-  action, action_params, action_secrets, action_secret_names) ON orders TO orderly_worker;
+  action, action_params, action_secrets, action_secret_names, waiter) ON orders TO orderly_worker;
 GRANT UPDATE (status, attempt, started_at, stream_seq, worker, finished_at, exit_code, signal,
   duration_ms, error, stdout, stdout_bytes, stdout_truncated, stdout_sha256,
   stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes) ON orders TO orderly_worker;

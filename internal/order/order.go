@@ -74,6 +74,11 @@ type Order struct {
 	// recorded before RequestSum existed is compared with (a runbook
 	// run's own earlier form); unset, the store uses Fingerprint.
 	LegacySHA256 []byte
+	// Waiter, when set, is the API process waiting for the order on behalf
+	// of a client that never learns its id (a compat surface's request):
+	// the worker cancels the order at its claim once that process is
+	// gone, instead of running it for nobody. Zero for every other order.
+	Waiter uuid.UUID
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

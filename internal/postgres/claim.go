@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -21,10 +22,11 @@ import (
 // the order as it is, so the caller can tell a redelivery of a running order
 // (interrupted) from a finished one (ack only); a queued order whose
 // deadline passed comes back unclaimed too, for the caller to expire. When
-// worker does not own the order's host it fails with ErrNotOwner.
+// worker does not own the order's host it fails with ErrNotOwner; when
+// the API process waiting for the order is gone, with ErrWaiterGone.
 func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
 	o, err = scanOrder(s.pool.QueryRow(ctx, claimSQL, id, worker, int64(seq)))
-	return s.claimed(ctx, id, o, err)
+	return s.claimed(ctx, id, worker, o, err)
 }
 
 // claimSQL moves one queued order to running and records "started". It is
@@ -37,6 +39,7 @@ const claimSQL = `WITH c AS (
 		stream_seq = $3, worker = $2
 	WHERE id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > now())
 		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)
+		AND (waiter IS NULL OR ` + waiterPresent + `)
 	RETURNING ` + orderCols + `
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
@@ -44,9 +47,21 @@ const claimSQL = `WITH c AS (
 )
 SELECT ` + orderCols + ` FROM c`
 
+// waiterPresent holds for an order of the orders table whose waiter (an
+// API process waiting for it for a client that never learns its id) is
+// alive, by PostgreSQL's clock (api_presence, migration 00023).
+const waiterPresent = `EXISTS (SELECT 1 FROM api_presence p WHERE p.instance = orders.waiter AND p.alive_until > now())`
+
+// ErrWaiterGone is returned by a claim of an order whose waiter is gone:
+// the API process that waited for it for its client stopped renewing its
+// presence (killed, crashed, cut off for longer than its life). Nobody
+// would read its result, so it is not claimed; the worker cancels it
+// (CancelWaiterGone).
+var ErrWaiterGone = errors.New("the API process waiting for this order is gone")
+
 // claimed interprets a claim statement's outcome: the claimed order, or
 // the order as it is when it was not queued.
-func (s *Store) claimed(ctx context.Context, id uuid.UUID, o *order.Order, err error) (*order.Order, bool, error) {
+func (s *Store) claimed(ctx context.Context, id uuid.UUID, worker string, o *order.Order, err error) (*order.Order, bool, error) {
 	if err == nil {
 		return o, true, nil
 	}
@@ -58,18 +73,52 @@ func (s *Store) claimed(ctx context.Context, id uuid.UUID, o *order.Order, err e
 		return nil, false, err
 	}
 	if o.Status == order.StatusQueued {
-		// Still queued and not claimed: either its deadline passed (judged
-		// by PostgreSQL's clock, as the claim was) or the fence refused it.
-		var expired bool
-		if err := s.pool.QueryRow(ctx, `SELECT coalesce(expires_at <= now(), false) FROM orders WHERE id = $1`, id).Scan(&expired); err != nil {
+		// Still queued and not claimed: its deadline passed (judged by
+		// PostgreSQL's clock, as the claim was), the fence refused it, or
+		// its waiter is gone.
+		var expired, owner, waiterGone bool
+		if err := s.pool.QueryRow(ctx, `SELECT coalesce(expires_at <= now(), false),
+			EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2),
+			waiter IS NOT NULL AND NOT `+waiterPresent+` FROM orders WHERE id = $1`, id, worker).Scan(&expired, &owner, &waiterGone); err != nil {
 			return nil, false, translate("claim order "+id.String(), err)
 		}
-		if !expired {
+		switch {
+		case expired:
+		case owner && waiterGone:
+			return o, false, fmt.Errorf("claim order %s: %w", id, ErrWaiterGone)
+		default:
 			return o, false, fmt.Errorf("claim order %s: %w", id, ErrNotOwner)
 		}
 	}
 	return o, false, nil
 }
+
+// CancelWaiterGone cancels a queued order whose waiter is gone
+// (ErrWaiterGone) as worker, the host's owner, recording why. It returns
+// false when the order no longer is one: claimed or ended meanwhile, its
+// waiter alive again, or the host no longer worker's.
+func (s *Store) CancelWaiterGone(ctx context.Context, id uuid.UUID, worker string) (bool, error) {
+	const q = `WITH u AS (
+	UPDATE orders SET status = 'canceled', finished_at = now(), error = $3
+	WHERE id = $1 AND status = 'queued' AND waiter IS NOT NULL AND NOT ` + waiterPresent + `
+		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)
+	RETURNING id, status, finished_at, attempt, waiter
+), e AS (
+	INSERT INTO order_events (order_id, at, type, status, actor, detail)
+	SELECT id, finished_at, 'canceled', status, $2,
+		jsonb_build_object('reason', $3::text, 'attempt', attempt, 'waiter', waiter) FROM u
+)
+SELECT count(*) FROM u`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, id, worker, WaiterGoneReason).Scan(&n); err != nil {
+		return false, translate(fmt.Sprintf("cancel order %s of a gone waiter", id), err)
+	}
+	return n == 1, nil
+}
+
+// WaiterGoneReason is the error and event reason of an order canceled
+// because its waiter is gone.
+const WaiterGoneReason = "canceled before it started: the API process waiting for it for its client is gone (killed, crashed or cut off), so nobody would read its result"
 
 // Finish is how an attempt ended.
 type Finish struct {
@@ -181,7 +230,7 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	}
 	step := Step{Done: completed(id, attempt, n), Next: next, Claimed: claimErr == nil}
 	if !step.Claimed {
-		step.Next, _, step.NextErr = s.claimed(ctx, nextID, nil, pgx.ErrNoRows)
+		step.Next, _, step.NextErr = s.claimed(ctx, nextID, worker, nil, pgx.ErrNoRows)
 	}
 	return step, nil
 }
