@@ -302,8 +302,9 @@ func startVigrid(t *testing.T, e *apiEnv) string {
 }
 
 // startStage0 serves e's API with the stage0 surface over the runbooks in
-// dir for hosts h1, and returns its URL and a dev-login token.
-func startStage0(t *testing.T, e *apiEnv, dir string) (url, token string) {
+// dir for hosts h1, and returns its URL and a dev-login token; with, when
+// given, sets the API up further before it serves.
+func startStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server)) (url, token string) {
 	t.Helper()
 	url = serveStage0(t, e, dir)
 	resp, err := http.Post(url+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
@@ -337,6 +338,9 @@ func serveStage0(t *testing.T, e *apiEnv, dir string) string {
 	h := &compat.Stage0{Deps: compat.Deps{Orders: srv, Config: current, ACL: func() *netacl.ACL { return nil }}, Runbooks: srv,
 		Getenv: func(string) (string, bool) { return "", false }, Shutdown: func() {}}
 	srv.MountCompat(api.CompatSurface{Prefix: "/api", Handler: h}, api.CompatSurface{Prefix: "/dev-login", Handler: h})
+	for _, f := range with {
+		f(srv)
+	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return hs.URL
