@@ -41,9 +41,9 @@ type Presence struct {
 	store  PresenceStore
 	self   postgres.Presence
 	logger *slog.Logger
-	// renewed is when the last renewal that succeeded was sent, on the
-	// monotonic clock (nanoseconds since start); 0 before the first.
-	start   time.Time
+	start  time.Time // the monotonic clock's origin for renewed
+	// renewed is when the last renewal that succeeded was sent, in
+	// nanoseconds since start, plus one; 0 before the first.
 	renewed atomic.Int64
 }
 

@@ -76,15 +76,17 @@ func (s *Store) claimed(ctx context.Context, id uuid.UUID, worker string, o *ord
 		// Still queued and not claimed: its deadline passed (judged by
 		// PostgreSQL's clock, as the claim was), the fence refused it, or
 		// its waiter is gone.
-		var expired, owner, waiterGone bool
+		var expired, owner, bound bool
 		if err := s.pool.QueryRow(ctx, `SELECT coalesce(expires_at <= now(), false),
 			EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2),
-			waiter IS NOT NULL AND NOT `+waiterPresent+` FROM orders WHERE id = $1`, id, worker).Scan(&expired, &owner, &waiterGone); err != nil {
+			waiter IS NOT NULL FROM orders WHERE id = $1`, id, worker).Scan(&expired, &owner, &bound); err != nil {
 			return nil, false, translate("claim order "+id.String(), err)
 		}
 		switch {
 		case expired:
-		case owner && waiterGone:
+		case owner && bound:
+			// Its waiter was gone at the claim. CancelWaiterGone judges
+			// it again: one renewed since is claimed at the next try.
 			return o, false, fmt.Errorf("claim order %s: %w", id, ErrWaiterGone)
 		default:
 			return o, false, fmt.Errorf("claim order %s: %w", id, ErrNotOwner)
