@@ -306,7 +306,7 @@ func startVigrid(t *testing.T, e *apiEnv) string {
 // given, sets the API up further before it serves.
 func startStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server)) (url, token string) {
 	t.Helper()
-	url = serveStage0(t, e, dir)
+	url = serveStage0(t, e, dir, with...)
 	resp, err := http.Post(url+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -322,8 +322,9 @@ func startStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server))
 }
 
 // serveStage0 serves e's API with the stage0 surface (and /dev-login)
-// over the runbooks in dir for hosts h1, and returns its URL.
-func serveStage0(t *testing.T, e *apiEnv, dir string) string {
+// over the runbooks in dir for hosts h1, and returns its URL; with, when
+// given, changes the API before it serves.
+func serveStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server)) string {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
