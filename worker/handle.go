@@ -68,7 +68,7 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		return nil, false, nil
 	}
 	if w.replayed(seq, at) {
-		handled, err := w.settleReplayed(ctx, msg, id, seq)
+		handled, err := w.settleReplayed(ctx, msg, id, seq, at)
 		if err != nil || handled {
 			return nil, false, err
 		}
@@ -100,12 +100,12 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 	case err != nil:
 		return nil, false, err
 	case claimed:
-		w.claimedAt(seq, at)
+		w.claimedAt(seq, at, o.Attempt)
 		return o, true, nil
 	}
 	o, claimed, err = w.settle(ctx, msg, o)
 	if claimed {
-		w.claimedAt(seq, at)
+		w.claimedAt(seq, at, o.Attempt)
 	}
 	return o, claimed, err
 }
@@ -250,7 +250,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		switch {
 		case step.Claimed:
-			w.claimedAt(nextSeq, nextAt)
+			w.claimedAt(nextSeq, nextAt, step.Next.Attempt)
 			msg, o = next, step.Next
 			continue
 		case errors.Is(step.NextErr, postgres.ErrNotOwner) && step.Next != nil && step.Next.Host != w.opts.Host:
@@ -262,7 +262,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if err != nil || adopted == nil {
 			return nil, err
 		}
-		w.claimedAt(nextSeq, nextAt)
+		w.claimedAt(nextSeq, nextAt, adopted.Attempt)
 		msg, o = next, adopted
 	}
 }

@@ -47,22 +47,23 @@ func (w *Worker) loadClaimMark(ctx context.Context) {
 		w.markTrouble("read the host's claim mark", err)
 		return
 	}
-	if m.Seq > c.mark.Seq {
+	if m.After(c.mark) {
 		c.mark = m
 	}
-	if m.Seq > c.written.Seq {
+	if m.After(c.written) {
 		c.written = m
 	}
 }
 
 // claimedAt raises the claim mark to the message at seq, stored at at,
-// whose order this worker has just claimed.
-func (w *Worker) claimedAt(seq uint64, at time.Time) {
+// whose order this worker has just claimed in attempt.
+func (w *Worker) claimedAt(seq uint64, at time.Time, attempt int) {
 	c := &w.claims
+	m := queue.ClaimMark{Seq: seq, Stored: at, Attempt: attempt}
 	c.mu.Lock()
-	moved := seq > c.mark.Seq
+	moved := m.After(c.mark)
 	if moved {
-		c.mark = queue.ClaimMark{Seq: seq, Stored: at}
+		c.mark = m
 	}
 	c.mu.Unlock()
 	if moved {
@@ -83,6 +84,16 @@ func (w *Worker) replayed(seq uint64, at time.Time) bool {
 	return c.mark.Covers(seq, at)
 }
 
+// passed reports whether this host's worker claimed the order of the
+// message at seq, stored at at, in an attempt past attempt, or an order
+// after it (queue.ClaimMark.Passed).
+func (w *Worker) passed(seq uint64, at time.Time, attempt int) bool {
+	c := &w.claims
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mark.Passed(seq, at, attempt)
+}
+
 // writeClaimMark writes the claim mark to NATS when it moved since the
 // last write.
 func (w *Worker) writeClaimMark(ctx context.Context) {
@@ -90,7 +101,7 @@ func (w *Worker) writeClaimMark(ctx context.Context) {
 	c.mu.Lock()
 	m, written := c.mark, c.written
 	c.mu.Unlock()
-	if m.Seq <= written.Seq {
+	if !m.After(written) {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, markWait)
@@ -102,7 +113,7 @@ func (w *Worker) writeClaimMark(ctx context.Context) {
 		w.markTrouble("write the host's claim mark", err)
 		return
 	}
-	if m.Seq > c.written.Seq {
+	if m.After(c.written) {
 		c.written = m
 	}
 }
@@ -144,16 +155,17 @@ func (w *Worker) markTrouble(what string, err error) {
 
 // settleReplayed handles a delivery at or below the claim mark before its
 // claim: this host's worker was delivered the message before, in order,
-// and claimed it or one after it. PostgreSQL holding its order queued and
-// never claimed (attempt 0; an order handed back or requeued keeps its
-// attempt) is then behind what the host did: restored from a backup taken
-// before the claim, the message delivered again by a consumer created
-// anew (a nats-server restart loses its state) while a limits stream
-// still held it, acknowledged. The order may have run after the backup:
-// it is ended as canceled, saying so, never claimed. handled is false
-// when the order is not such a one: the claim decides, as for any
-// delivery.
-func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.UUID, seq uint64) (handled bool, err error) {
+// and claimed it or one after it. PostgreSQL holding its order queued at
+// an attempt the host claimed past (never claimed, attempt 0; or handed
+// back, and claimed again since: queue.ClaimMark.Passed) is then behind
+// what the host did: restored from a backup taken before the claim, the
+// message delivered again by a consumer created anew (a nats-server
+// restart loses its state) while a limits stream still held it,
+// acknowledged. The order may have run after the backup: it is ended as
+// canceled, saying so, never claimed. handled is false when the order is
+// not such a one (an order handed back and not claimed since keeps the
+// attempt the mark names): the claim decides, as for any delivery.
+func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.UUID, seq uint64, at time.Time) (handled bool, err error) {
 	var o *order.Order
 	err = w.retry(ctx, msg, "read a redelivered order", func(ctx context.Context) (err error) {
 		o, err = w.store.GetOrder(ctx, id)
@@ -165,11 +177,11 @@ func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.
 	if err != nil {
 		return false, err
 	}
-	if o.Status != order.StatusQueued || o.Attempt != 0 || o.Host != w.opts.Host {
+	if o.Status != order.StatusQueued || o.Host != w.opts.Host || !w.passed(seq, at, o.Attempt) {
 		return false, nil
 	}
 	var ok bool
-	err = w.retry(ctx, msg, "cancel an order a restored database holds as never claimed", func(ctx context.Context) (err error) {
+	err = w.retry(ctx, msg, "cancel an order a restored database holds queued below the claim mark", func(ctx context.Context) (err error) {
 		ok, err = w.store.Cancel(ctx, id, w.opts.Instance, replayedReason)
 		return err
 	})
@@ -177,8 +189,8 @@ func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.
 		return false, err
 	}
 	if ok {
-		w.logger.Error("order canceled: PostgreSQL holds it as never claimed, yet this host's worker claimed it or an order after it: restored from a backup",
-			"order_id", id, "principal", o.Principal, "stream_seq", seq, "see", "docs/deploy.md, Backup and restore")
+		w.logger.Error("order canceled: PostgreSQL holds it queued, yet this host's worker claimed it since or an order after it: restored from a backup",
+			"order_id", id, "principal", o.Principal, "attempt", o.Attempt, "stream_seq", seq, "see", "docs/deploy.md, Backup and restore")
 		w.opts.Metrics.Finished(o.Host, order.StatusCanceled, -1)
 		w.event(o, "finished", order.StatusCanceled)
 	}
@@ -187,6 +199,6 @@ func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.
 }
 
 // replayedReason is the error of an order settleReplayed ends.
-const replayedReason = "PostgreSQL was restored from a backup that held this order as never started, but its host's worker had claimed it " +
+const replayedReason = "PostgreSQL was restored from a backup that held this order queued, but its host's worker had claimed it " +
 	"(or an order after it) since: it may have run after the backup, so it is not run again (docs/deploy.md, \"Backup and restore\"): " +
 	"check its host before resubmitting it"

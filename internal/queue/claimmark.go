@@ -12,8 +12,11 @@ import (
 
 // ClaimMark is how far the orders of a host were claimed, as its worker
 // keeps it in MarksBucket (claimed.<host>): the stream sequence of the
-// last order claimed and when the stream stored that message (a time no
-// earlier than any message at or below Seq was stored). It outlives a
+// last order claimed, when the stream stored that message (a time no
+// earlier than any message at or below Seq was stored) and the attempt
+// of its latest claim (an order handed back is claimed again from the
+// same message; 0 in a mark written before the attempt was kept). It
+// outlives a
 // nats-server restart, unlike the host's consumer, whose state is in
 // memory (hostConsumerConfig), and a restore of PostgreSQL, unlike the
 // claims themselves.
@@ -25,8 +28,31 @@ import (
 // one's claim holds it queued and never claimed: below the mark, that is
 // a database behind what the host did (worker/replay.go).
 type ClaimMark struct {
-	Seq    uint64    `json:"seq"`
-	Stored time.Time `json:"stored"`
+	Seq     uint64    `json:"seq"`
+	Stored  time.Time `json:"stored"`
+	Attempt int       `json:"attempt,omitempty"`
+}
+
+// After reports whether m is past n: a later message claimed, or the same
+// one claimed again in a later attempt.
+func (m ClaimMark) After(n ClaimMark) bool {
+	return m.Seq > n.Seq || m.Seq == n.Seq && m.Attempt > n.Attempt
+}
+
+// Passed reports whether the host's worker claimed the order of the
+// message at seq, stored at stored, in an attempt past attempt, or claimed
+// an order after it: a database that holds that order queued at attempt
+// is behind what the host did. Deliveries come in stream order, and one
+// is delivered again only while it is unacknowledged, so a later message
+// claimed means this one was settled first; the same message claimed
+// again keeps the order's attempt, which only claims raise. A mark
+// without an attempt (an older worker's) names a claim, attempt 1 at
+// least.
+func (m ClaimMark) Passed(seq uint64, stored time.Time, attempt int) bool {
+	if !m.Covers(seq, stored) {
+		return false
+	}
+	return seq < m.Seq || attempt < max(m.Attempt, 1)
 }
 
 // Covers reports whether the message at seq, stored at stored, is at or
@@ -63,7 +89,7 @@ func (q *Queue) ClaimMarkOf(ctx context.Context, host string) (ClaimMark, error)
 }
 
 // RaiseClaimMark makes host's claim mark m unless NATS holds one at least
-// as far (a previous worker's, written last). Only the host's worker may
+// as far (a previous worker's, written last; ClaimMark.After). Only the host's worker may
 // write it (natsembed.WorkerPermissions). A bucket no API made yet is
 // left alone: nothing to write to (ErrNoMarksBucket).
 func (q *Queue) RaiseClaimMark(ctx context.Context, host string, m ClaimMark) error {
@@ -87,7 +113,7 @@ func (q *Queue) RaiseClaimMark(ctx context.Context, host string, m ClaimMark) er
 			_, err = kv.Create(ctx, key, val)
 		case err == nil:
 			var cur ClaimMark
-			if json.Unmarshal(e.Value(), &cur) == nil && cur.Seq >= m.Seq {
+			if json.Unmarshal(e.Value(), &cur) == nil && !m.After(cur) {
 				return nil
 			}
 			_, err = kv.Update(ctx, key, val, e.Revision())
