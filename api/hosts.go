@@ -29,6 +29,10 @@ type Host struct {
 	Queued       []Order    `json:"queued,omitempty"`
 	Running      *Order     `json:"running,omitempty"`
 	Standby      *Standby   `json:"standby,omitempty"`
+	// RestoreGuard is what the online worker says of its claim mark
+	// (queue.HostInfo): "on", or "off: " and why; absent offline, or from
+	// a worker before it.
+	RestoreGuard string `json:"restore_guard,omitempty"`
 }
 
 // Standby is a worker waiting for a host's lease, ready to take the host
@@ -78,6 +82,7 @@ func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
 		}
 		ls := info.LastSeen
 		h.Online, h.LastSeen, h.Version, h.Instance = true, &ls, info.Version, info.Instance
+		h.RestoreGuard = info.RestoreGuard
 		// From PostgreSQL, not the heartbeat's (up to nats.heartbeat
 		// old), and only an order of the worker serving the host: not
 		// one a dead predecessor left, which its takeover is settling.

@@ -133,3 +133,45 @@ func TestHostViewReadsThatHostOnly(t *testing.T) {
 		t.Fatalf("one host's view took %d messages from NATS (the listing of %d hosts: %d)", single, n, all)
 	}
 }
+
+// TestHostsShowTheRestoreGuard: a worker running without its claim mark
+// (its NATS user lacks the subjects) said so in one WARN at its start.
+// GET /v1/hosts and GET /v1/hosts/{host} now carry what its heartbeat
+// says (restore_guard), and nothing for a worker from before it.
+func TestHostsShowTheRestoreGuard(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := t.Context()
+	now := time.Now()
+	const off = "off: could not read the host's claim mark: NATS did not answer within 2s"
+	for _, h := range []queue.HostInfo{{Host: "rg-off", RestoreGuard: off}, {Host: "rg-on", RestoreGuard: "on"}, {Host: "rg-old"}} {
+		h.Instance, h.Version, h.StartedAt, h.LastSeen = h.Host+"/a", "v1", now, now
+		if err := e.q.Heartbeat(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body := e.do("admin", http.MethodGet, "/v1/hosts", nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /v1/hosts: %d %s", code, body)
+	}
+	var list struct{ Hosts []map[string]any }
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"rg-off": off, "rg-on": "on", "rg-old": nil}
+	for _, h := range list.Hosts {
+		if w, ok := want[h["host"].(string)]; ok {
+			if h["restore_guard"] != w {
+				t.Errorf("%s: restore_guard %v, want %v", h["host"], h["restore_guard"], w)
+			}
+			delete(want, h["host"].(string))
+		}
+	}
+	if len(want) != 0 {
+		t.Fatalf("hosts missing from the list: %v in %s", want, body)
+	}
+	code, body = e.do("admin", http.MethodGet, "/v1/hosts/rg-off", nil)
+	var one api.Host
+	if code != http.StatusOK || json.Unmarshal(body, &one) != nil || one.RestoreGuard != off {
+		t.Fatalf("GET /v1/hosts/rg-off: %d %s, want restore_guard %q", code, body, off)
+	}
+}

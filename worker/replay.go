@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -22,6 +23,11 @@ type claimMarks struct {
 	mark    queue.ClaimMark // known: read from NATS, or claimed here
 	written queue.ClaimMark // the last one NATS took from this process
 	warned  bool            // the mark could not be read or written: said once
+	// guard is what the host's info and orderly_worker_restore_guard say
+	// of the check the mark allows (restoreGuard): "" before the first
+	// read, "on" once NATS answered a read or a write, "off: <why>" once
+	// it refused or did not answer one.
+	guard string
 	// moved wakes keepClaimMark after a claim (one pending at most): an
 	// idle worker has nothing to write and no timer to wake for.
 	moved chan struct{}
@@ -47,6 +53,7 @@ func (w *Worker) loadClaimMark(ctx context.Context) {
 		w.markTrouble("read the host's claim mark", err)
 		return
 	}
+	w.guardOn()
 	if m.After(c.mark) {
 		c.mark = m
 	}
@@ -113,6 +120,7 @@ func (w *Worker) writeClaimMark(ctx context.Context) {
 		w.markTrouble("write the host's claim mark", err)
 		return
 	}
+	w.guardOn()
 	if m.After(c.written) {
 		c.written = m
 	}
@@ -142,15 +150,65 @@ func (w *Worker) keepClaimMark(ctx context.Context) {
 }
 
 // markTrouble says once per process that the claim mark could not be read
-// or written; c.mu is held. Without it, a replayed order that a restored
-// database holds queued is claimed as before.
+// or written, and shows the guard off until a read or a write succeeds
+// (the host's info, orderly_worker_restore_guard); c.mu is held. Without
+// it, a replayed order that a restored database holds queued is claimed
+// as before.
 func (w *Worker) markTrouble(what string, err error) {
-	if w.claims.warned || errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) {
 		return
 	}
-	w.claims.warned = true
+	c := &w.claims
+	c.guard = guardOff(what, err)
+	w.opts.Metrics.RestoreGuard(w.opts.Host, false)
+	if c.warned {
+		return
+	}
+	c.warned = true
 	w.logger.Warn(what+"; a database restored from a backup may have this host run again an order it ran since (docs/deploy.md, \"Backup and restore\")",
 		"error", err, "bucket", queue.MarksBucket)
+}
+
+// guardOn shows the guard on after NATS answered a read or a write of the
+// claim mark; c.mu is held.
+func (w *Worker) guardOn() {
+	c := &w.claims
+	if c.guard == guardIsOn {
+		return
+	}
+	if c.guard != "" {
+		w.logger.Info("the host's claim mark is read and written again: the restore guard is on", "bucket", queue.MarksBucket)
+	}
+	c.guard = guardIsOn
+	w.opts.Metrics.RestoreGuard(w.opts.Host, true)
+}
+
+// guardIsOn is the host info's restore_guard while the claim mark works.
+const guardIsOn = "on"
+
+// guardOff is the host info's restore_guard after what failed with err.
+// A request NATS does not answer within markWait is, in practice, one the
+// worker's NATS user may not send (an account written for an orderly
+// before the claim mark): the server refuses it to the connection, not to
+// the request.
+func guardOff(what string, err error) string {
+	switch {
+	case errors.Is(err, queue.ErrNoMarksBucket):
+		return "off: kv bucket " + queue.MarksBucket + " does not exist yet: an orderly api of this version makes it at its start"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return "off: could not " + what + ": NATS did not answer within " + markWait.String() +
+			" (a NATS user without the claim mark's subjects? docs/deploy.md, Upgrading)"
+	}
+	return "off: could not " + what + ": " + err.Error()
+}
+
+// restoreGuard is the guard's state for the host's info: "" until the
+// first tenure read the mark.
+func (w *Worker) restoreGuard() string {
+	c := &w.claims
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.guard
 }
 
 // settleReplayed handles a delivery at or below the claim mark before its

@@ -513,7 +513,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	renewNow, renewedNow := false, false
 	for {
 		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version,
-			StartedAt: started, LastSeen: time.Now()}
+			StartedAt: started, LastSeen: time.Now(), RestoreGuard: w.restoreGuard()}
 		w.mu.Lock()
 		if w.current != nil {
 			id := w.current.id

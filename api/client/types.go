@@ -254,6 +254,10 @@ type Host struct {
 	// Standby is a worker waiting to take the host over; nil when none
 	// waits (or the API is older than standby reports).
 	Standby *Standby `json:"standby,omitempty"`
+	// RestoreGuard is "on" while the host's worker reads and writes its
+	// claim mark, "off: " and why when it cannot; "" offline, or from a
+	// worker or an API older than it.
+	RestoreGuard string `json:"restore_guard,omitempty"`
 
 	// Raw is the host's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -84,7 +85,17 @@ func (a *app) hostsCommand() *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), standbyShort(h.Standby), ago(h.LastSeen, now), dash(h.Version), queued, dashID(h.CurrentOrder))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// Under the table, only when a worker runs without it: a
+			// column of "on" would say nothing most of the time.
+			for _, h := range list.Hosts {
+				if guardOff(h.RestoreGuard) {
+					fmt.Fprintf(a.stdout, "%s: restore guard %s\n", h.Host, h.RestoreGuard)
+				}
+			}
+			return nil
 		},
 	}
 	conn.bind(cmd)
@@ -103,6 +114,9 @@ func printHost(w io.Writer, h *client.Host) error {
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(h.LastSeen, time.Now()))
 	fmt.Fprintf(tw, "Version:\t%s\n", dash(h.Version))
 	fmt.Fprintf(tw, "Standby:\t%s\n", standbyLong(h.Standby, time.Now()))
+	if h.RestoreGuard != "" {
+		fmt.Fprintf(tw, "Restore guard:\t%s\n", h.RestoreGuard)
+	}
 	if h.QueueDepth != nil {
 		fmt.Fprintf(tw, "Queue depth:\t%d\n", *h.QueueDepth)
 	}
@@ -123,6 +137,10 @@ func printHost(w io.Writer, h *client.Host) error {
 	}
 	return tw.Flush()
 }
+
+// guardOff reports whether a host's restore_guard says its worker runs
+// without the claim mark's check.
+func guardOff(g string) bool { return strings.HasPrefix(g, "off") }
 
 func yesNo(b bool) string {
 	if b {

@@ -40,7 +40,8 @@ func definedMetrics(t *testing.T) map[string]described {
 	m := New()
 	vecs := map[prometheus.Collector]string{m.submitted: "counter", m.finished: "counter",
 		m.execDuration: "histogram", m.rejections: "counter", m.httpDuration: "histogram",
-		m.unavailable: "counter", m.leaseFailed: "counter", m.jwksRefresh: "counter", m.restores: "counter"}
+		m.unavailable: "counter", m.leaseFailed: "counter", m.jwksRefresh: "counter", m.restores: "counter",
+		m.restoreGuard: "gauge"}
 	collector := reflect.TypeFor[prometheus.Collector]()
 	fields := 0
 	for f := range reflect.TypeFor[Metrics]().Fields() {

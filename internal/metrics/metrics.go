@@ -28,6 +28,7 @@ type Metrics struct {
 	leaseFailed  *prometheus.CounterVec
 	jwksRefresh  *prometheus.CounterVec
 	restores     prometheus.Counter
+	restoreGuard *prometheus.GaugeVec
 
 	hostsMu sync.Mutex
 	hosts   map[string]bool // the host label values in use (hostLabel)
@@ -88,10 +89,13 @@ func New() *Metrics {
 		restores: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderly_postgres_restores_total", Help: "Times this API process found PostgreSQL behind the publish generation kept in NATS (restored from a backup) and settled the orders it held as not yet published instead of publishing them again.",
 		}),
+		restoreGuard: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderly_worker_restore_guard", Help: "1 while this worker reads and writes its host's claim mark in NATS (the check that keeps an order a restored database holds queued from running twice), 0 while NATS refuses or does not answer it; by host. Unset until its first tenure reads the mark.",
+		}, []string{"host"}),
 	}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.submitted, m.finished, m.execDuration, m.rejections, m.httpDuration, m.unavailable, m.leaseFailed, m.jwksRefresh,
-		m.restores)
+		m.restores, m.restoreGuard)
 	return m
 }
 
@@ -122,6 +126,19 @@ func (m *Metrics) RestoreDetected() {
 	if m != nil {
 		m.restores.Inc()
 	}
+}
+
+// RestoreGuard records whether host's worker reads and writes its claim
+// mark (worker/replay.go).
+func (m *Metrics) RestoreGuard(host string, on bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.restoreGuard.WithLabelValues(m.hostLabel(host)).Set(v)
 }
 
 // Submitted counts an accepted order.

@@ -27,6 +27,10 @@ type HostInfo struct {
 	// listing reads the current order from PostgreSQL instead, which is
 	// not a heartbeat late; API replicas from before that read this.
 	CurrentOrder *uuid.UUID `json:"current_order,omitempty"`
+	// RestoreGuard is whether the worker reads and writes its host's
+	// claim mark (ClaimMark): "on", or "off: " and why; empty from a
+	// worker before it, or before its first read.
+	RestoreGuard string `json:"restore_guard,omitempty"`
 }
 
 // Heartbeat records info as the host's current state, whoever wrote it
