@@ -101,11 +101,13 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		return nil, false, err
 	case claimed:
 		w.claimedAt(seq, at, o.Attempt)
+		w.writeFirstClaim(ctx)
 		return o, true, nil
 	}
 	o, claimed, err = w.settle(ctx, msg, o)
 	if claimed {
 		w.claimedAt(seq, at, o.Attempt)
+		w.writeFirstClaim(ctx)
 	}
 	return o, claimed, err
 }

@@ -28,6 +28,9 @@ type claimMarks struct {
 	// read, "on" once NATS answered a read or a write, "off: <why>" once
 	// it refused or did not answer one.
 	guard string
+	// first is set by a tenure's read of the mark, until its first claim
+	// is written (writeFirstClaim).
+	first bool
 	// moved wakes keepClaimMark after a claim (one pending at most): an
 	// idle worker has nothing to write and no timer to wake for.
 	moved chan struct{}
@@ -49,6 +52,7 @@ func (w *Worker) loadClaimMark(ctx context.Context) {
 	c := &w.claims
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.first = err == nil
 	if err != nil {
 		w.markTrouble("read the host's claim mark", err)
 		return
@@ -89,6 +93,26 @@ func (w *Worker) replayed(seq uint64, at time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.mark.Covers(seq, at)
+}
+
+// writeFirstClaim writes the claim mark before the tenure's first claimed
+// order runs; the claims after it are written a heartbeat later
+// (keepClaimMark). A worker killed within a heartbeat of a claim leaves
+// NATS a mark that does not name it, and a backup from before that claim,
+// restored, has the order run again; for the first claim of a tenure (a
+// worker started, or restarted after a crash, taking the host with orders
+// waiting) that no longer holds. One write per tenure, before one order:
+// nothing per order while orders flow. Skipped when the tenure could not
+// read the mark: the write would wait markWait for nothing.
+func (w *Worker) writeFirstClaim(ctx context.Context) {
+	c := &w.claims
+	c.mu.Lock()
+	first := c.first
+	c.first = false
+	c.mu.Unlock()
+	if first {
+		w.writeClaimMark(ctx)
+	}
 }
 
 // passed reports whether this host's worker claimed the order of the
