@@ -1,0 +1,34 @@
+package queue_test
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/natsembed"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// BenchmarkRaiseClaimMark is one write of a host's claim mark (a KV get
+// and a compare-and-set update) on an embedded server that fsyncs every
+// write, as serve's does: what the first order of a worker's tenure waits
+// for before it runs (worker/replay.go, writeFirstClaim).
+func BenchmarkRaiseClaimMark(b *testing.B) {
+	s, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Host: "127.0.0.1", Port: -1, SyncAlways: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Shutdown)
+	q := testenv.Queue(b, s.ClientURL(), "bench", queue.Options{})
+	at := time.Now()
+	ctx := b.Context()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := q.RaiseClaimMark(ctx, "bench", queue.ClaimMark{Seq: uint64(i + 1), Stored: at, Attempt: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
