@@ -215,9 +215,10 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	// told it failed, left unpublished for the reconciler to run later
 	// for nobody, and again for the client that sent the request once
 	// more (a compat client, whose request has no key). The store bounds
-	// its own wait on a dead link (connect and TCP user timeouts); a
-	// server that holds the statement holds it (docs/decisions.md,
-	// seventeenth round: a bound of its own cost ten allocations an order).
+	// its own wait on a dead link (connect and TCP user timeouts), and
+	// on a server that holds the statement (postgres.InsertEpoch: one
+	// timer for every insert out, not a deadline per insert, which cost
+	// ten allocations an order; docs/decisions.md, eighteenth round).
 	ctx = context.WithoutCancel(ctx)
 	prev, err := s.store.InsertOrder(ctx, o)
 	if err != nil {

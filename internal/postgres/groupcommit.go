@@ -32,6 +32,8 @@ type insertGroup struct {
 	mu      sync.Mutex
 	flying  int           // insert transactions in flight, at most maxFlying
 	pending []*insertCall // the inserts that wait, oldest first
+
+	watch insertWatch // the bound on the inserts out (insertbound.go)
 }
 
 // insertCall is one InsertOrder waiting in an insertGroup, and then its
@@ -165,8 +167,10 @@ func (s *Store) insertAlone(ctx context.Context, q string, params []any, o *orde
 			return 0, acquireError{aerr}
 		}
 		pid = conn.Conn().PgConn().PID()
+		nc := conn.Conn().PgConn().Conn()
+		s.inserts.watch.sent(nc)
 		err = conn.QueryRow(ctx, q, params...).Scan(&o.SubmittedAt, &o.ExpiresAt)
-		conn.Release()
+		s.inserts.watch.release(conn, nc)
 		// A statement that never left recorded nothing: its pooled
 		// connection was one PostgreSQL had already closed (a restart, a
 		// cut link), used again within the second after which the pool
@@ -210,6 +214,8 @@ func (s *Store) insertBatch(calls []*insertCall) {
 		for _, c := range calls {
 			b.Queue(c.q, c.params...)
 		}
+		nc := conn.Conn().PgConn().Conn()
+		s.inserts.watch.sent(nc)
 		br := conn.SendBatch(ctx, b)
 		first = nil
 		for _, c := range calls {
@@ -221,7 +227,7 @@ func (s *Store) insertBatch(calls []*insertCall) {
 		if err := br.Close(); first == nil {
 			first = err
 		}
-		conn.Release()
+		s.inserts.watch.release(conn, nc)
 		if first == nil || !pgconn.SafeToRetry(first) || ctx.Err() != nil || try >= int(s.pool.Config().MaxConns) {
 			break
 		}
