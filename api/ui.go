@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // The web UI (/ui/, docs/ui.md) is a client of the REST API that runs in
@@ -218,6 +220,15 @@ func (a apiAnswer) ok() bool { return a.status >= 200 && a.status < 300 }
 
 // decode reads the answer's JSON body into v.
 func (a apiAnswer) decode(v any) error { return json.Unmarshal(a.body, v) }
+
+// code is the answer's stable error code ("" when it has none).
+func (a apiAnswer) code() order.Code {
+	var eb ErrorBody
+	if a.ok() || json.Unmarshal(a.body, &eb) != nil {
+		return ""
+	}
+	return eb.Error.Code
+}
 
 // problem is the answer's error message, for a page.
 func (a apiAnswer) problem() string {

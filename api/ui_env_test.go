@@ -131,7 +131,14 @@ func uiUnits(_ context.Context, host, glob string) ([]api.UnitChoice, error) {
 
 func newUIEnv(t *testing.T) *uiEnv {
 	t.Helper()
-	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
+	return newUIEnvOn(t, testenv.Postgres(t))
+}
+
+// newUIEnvOn is newUIEnv on the database dsn (a cluster of the test's
+// own, which it may stop).
+func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
+	t.Helper()
+	natsURL := testenv.NATS(t)
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, q: q, tokens: map[string]string{}}

@@ -23,6 +23,12 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 	a := u.call(r, http.MethodGet, orderPath(r), nil)
 	var o Order
 	if !a.ok() || a.decode(&o) != nil {
+		if a.code() == order.CodeUnavailable {
+			// PostgreSQL out of reach (down, restarting): the page says so
+			// and goes on checking, as the page it stands for would.
+			u.pages.unreachablePage(w, r, "the order")
+			return
+		}
 		u.pages.errorPage(w, r, a.status, a.problem())
 		return
 	}

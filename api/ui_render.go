@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -162,12 +163,34 @@ type errorView struct {
 	Status     int
 	StatusText string
 	Message    string
+	// Code is the API's stable error code, when the page shows it.
+	Code order.Code
+	// Retry, when not zero, is how often the page asks for itself again
+	// (ui.js), to show itself once it answers.
+	Retry time.Duration
 }
 
 // errorPage shows a refusal or failure as a page with its status.
 func (p *uiPages) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	p.render(w, r, status, "error", pageData{Title: http.StatusText(status),
 		D: errorView{Status: status, StatusText: http.StatusText(status), Message: msg}})
+}
+
+// uiRetryEvery is how often a page that could not be shown for a
+// database out of reach asks for itself again: the run page's own check
+// of its order (ui.js) and the hosts page's refresh go at that pace.
+const uiRetryEvery = 5 * time.Second
+
+// unreachablePage is a page that cannot be shown while PostgreSQL cannot
+// be reached: a 503 with the stable code unavailable, which says so and
+// asks for the page again every uiRetryEvery, showing it once it
+// answers. what names what the page would show.
+func (p *uiPages) unreachablePage(w http.ResponseWriter, r *http.Request, what string) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(uiRetryEvery/time.Second)))
+	p.render(w, r, http.StatusServiceUnavailable, "error", pageData{Title: "Database unreachable",
+		D: errorView{Status: http.StatusServiceUnavailable, StatusText: http.StatusText(http.StatusServiceUnavailable),
+			Message: "The database cannot be reached, so " + what + " cannot be shown now.",
+			Code:    order.CodeUnavailable, Retry: uiRetryEvery}})
 }
 
 // outPart is one stream's output as a run page shows it.

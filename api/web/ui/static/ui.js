@@ -105,6 +105,24 @@
     return classes;
   }
 
+  // A page that could not be shown for the database out of reach (a 503
+  // with data-retry) asks for itself again at that pace, as an automatic
+  // refresh, and shows itself once the answer is another: the page it
+  // stands for, or what refuses it (a session that ended meanwhile).
+  const errorPage = document.getElementById("error-page");
+  if (errorPage && errorPage.dataset.retry) {
+    const every = parseInt(errorPage.dataset.retry, 10);
+    const again = function () {
+      fetch(location.pathname + location.search, { cache: "no-store", headers: { "HX-Request": "true", "X-Orderly-Refresh": "auto" } })
+        .then(function (resp) {
+          if (resp.status === 503) setTimeout(again, every);
+          else window.location.reload();
+        })
+        .catch(function () { setTimeout(again, every); });
+    };
+    setTimeout(again, every);
+  }
+
   const run = document.getElementById("run");
   if (!run || !run.dataset.events) return;
   const out = document.getElementById("output");
