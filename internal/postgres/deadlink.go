@@ -18,16 +18,26 @@ import (
 // statement is not cut: the server's kernel acknowledges it meanwhile.
 const defaultTCPUserTimeout = 20 * time.Second
 
+// defaultConnectTimeout bounds a connection's start (its dial, TLS and
+// authentication) when the connection string sets no connect_timeout: a
+// server whose kernel accepts the connection but which answers nothing
+// (frozen, stopped by SIGSTOP, a proxy that stopped forwarding) held the
+// caller for good when its context could not end, as an order's insert's
+// cannot once its client left (Submit; InsertEpoch bounds a statement
+// already sent). A variable for the tests.
+var defaultConnectTimeout = 10 * time.Second
+
 // deadLinkDialer makes the pool's TCP connections notice a server that is
 // gone without a word. With Linux's defaults a statement sent into such
 // a link is retransmitted for about 15 minutes (tcp_retries2) and an
 // answer waited for on an idle link for 2.5 minutes (Go's keepalive)
 // before the connection fails: a worker's claim or result write waited
 // that long though a promoted standby (the DSN's next host) answered at
-// once, and its host ran nothing meanwhile. It honours connect_timeout,
-// and takes libpq's tcp_user_timeout (milliseconds; 0: the kernel's) from
-// the connection string, as libpq does, instead of sending it on to the
-// server (where it is PostgreSQL's own setting, for the server's end).
+// once, and its host ran nothing meanwhile. It honours connect_timeout
+// (defaultConnectTimeout when it is not set), and takes libpq's
+// tcp_user_timeout (milliseconds; 0: the kernel's) from the connection
+// string, as libpq does, instead of sending it on to the server (where
+// it is PostgreSQL's own setting, for the server's end).
 func deadLinkDialer(cfg *pgxpool.Config) error {
 	timeout := defaultTCPUserTimeout
 	if v, ok := cfg.ConnConfig.RuntimeParams["tcp_user_timeout"]; ok {
@@ -37,6 +47,9 @@ func deadLinkDialer(cfg *pgxpool.Config) error {
 			return fmt.Errorf("parse database url: tcp_user_timeout %q is not a number of milliseconds", v)
 		}
 		timeout = time.Duration(ms) * time.Millisecond
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
 	}
 	d := &net.Dialer{Timeout: cfg.ConnConfig.ConnectTimeout}
 	if timeout > 0 {

@@ -23,10 +23,11 @@ var InsertEpoch = 15 * time.Second
 // context that can end costs every order a timer and pgx's watch of the
 // context: ten allocations an order, docs/decisions.md).
 type insertWatch struct {
-	mu    sync.Mutex
-	epoch uint64
-	out   []outInsert
-	timer *time.Timer // runs while out is not empty
+	mu     sync.Mutex
+	epoch  uint64
+	out    []outInsert
+	timer  *time.Timer   // runs while out is not empty
+	period time.Duration // InsertEpoch when the timer was last started
 }
 
 // outInsert is one insert's connection, the epoch it was sent in, and
@@ -45,10 +46,11 @@ func (w *insertWatch) sent(conn net.Conn) {
 	if len(w.out) > 1 {
 		return
 	}
+	w.period = InsertEpoch
 	if w.timer == nil {
-		w.timer = time.AfterFunc(InsertEpoch, w.tick)
+		w.timer = time.AfterFunc(w.period, w.tick)
 	} else {
-		w.timer.Reset(InsertEpoch)
+		w.timer.Reset(w.period)
 	}
 }
 
@@ -84,7 +86,7 @@ func (w *insertWatch) tick() {
 		}
 	}
 	if len(w.out) > 0 {
-		w.timer.Reset(InsertEpoch)
+		w.timer.Reset(w.period)
 	}
 	w.mu.Unlock()
 	for _, c := range cut {

@@ -34,6 +34,26 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 // open is Open; tweak, when not nil, may change the pool's configuration
 // (the tests observe the plans of the store's statements through it).
 func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpool.Pool, error) {
+	cfg, err := poolConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if tweak != nil {
+		tweak(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgresql: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgresql: %w", err)
+	}
+	return pool, nil
+}
+
+// poolConfig is the configuration of a pool of connections to dsn.
+func poolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -50,18 +70,7 @@ func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpoo
 	if err := deadLinkDialer(cfg); err != nil {
 		return nil, err
 	}
-	if tweak != nil {
-		tweak(cfg)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to postgresql: %w", err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to postgresql: %w", err)
-	}
-	return pool, nil
+	return cfg, nil
 }
 
 // New returns a Store over pool.
@@ -85,16 +94,21 @@ func translate(doing string, err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return order.ErrNotFound
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", doing, err)
 	}
 	// A connection that never came up, whatever the server said while
 	// refusing it (a full disk fails its start with XX000 "could not
-	// write init file"; a database closed to connections is 55000): the
-	// statement was never sent, and nothing of the request is at fault.
+	// write init file"; a database closed to connections is 55000), or
+	// past connect_timeout (a server that accepts and answers nothing):
+	// the statement was never sent, and nothing of the request is at
+	// fault.
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) {
 		return unavailable(doing, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", doing, err)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
