@@ -522,7 +522,10 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// past Run's end (the executor ends the rest of it before it returns),
 	// so the record would only cost a commit of its own. An order with
 	// a cgroup of its own waits longer (cgroupRecordWait): its successor
-	// ends it by the cgroup's name, with or without a record.
+	// ends it by the cgroup's name, with or without a record. Without a
+	// cgroup the executor says exited only when nothing else of the
+	// order's session is alive either: a record is all a successor finds
+	// what the leader left running by.
 	var record *postgres.Process
 	req.ExitWait = w.opts.RecordWait
 	if req.CgroupParent != "" {
@@ -533,11 +536,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
 		if exited {
 			record = &rec
-			return nil
-		}
-		return w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
+		} else if err := w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
 			return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
-		})
+		}); err != nil {
+			return err
+		}
+		return w.failPoint("after_start", o)
 	}
 	var res executor.Result
 	started := time.Now() // the record's date when it goes with the result

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -131,11 +132,15 @@ func TestOneFlushedCommitPerOrderRun(t *testing.T) {
 
 // TestWorkerStoppedBeforeAQuickOrdersResult: the worker stops (as if
 // killed) after a command done within RecordWait ran and before its
-// result commit, the commit its process record goes with, in both
-// containment modes. Nothing was recorded of it, so the successor marks
-// it interrupted with process_recorded false, and what the command left
-// running was ended by the worker before it stopped; the order ran once
-// and never again.
+// result commit, in both containment modes. What the command left
+// running was ended by the worker before it stopped, and the order ran
+// once and never again. In a cgroup of its own its process record was
+// to go with the result: nothing was recorded of it, and the successor
+// marks it interrupted with process_recorded false. With process groups
+// only, the leader left a child of its session alive at its exit: its
+// record was committed before anything else, as for an order still
+// running (TestWorkerKilledAfterAQuickLeadersExit), and the successor
+// finds it.
 func TestWorkerStoppedBeforeAQuickOrdersResult(t *testing.T) {
 	for _, mode := range []string{executor.CgroupAuto, executor.CgroupOff} {
 		t.Run("cgroup "+mode, func(t *testing.T) {
@@ -147,6 +152,7 @@ func TestWorkerStoppedBeforeAQuickOrdersResult(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := "fpq" + strings.ReplaceAll(mode, "off", "o")
+			withResult := mode != executor.CgroupOff
 			dir := t.TempDir()
 			count, child := filepath.Join(dir, "count"), filepath.Join(dir, "child")
 			id := e.submit(host, "sh", "-c", `echo x >> "$1"; sleep 300 & echo $! > "$2"`, "_", count, child)
@@ -156,9 +162,10 @@ func TestWorkerStoppedBeforeAQuickOrdersResult(t *testing.T) {
 					if p != "after_exec" || o.ID != id {
 						return nil
 					}
-					// The command ran; its record must not be committed yet.
-					if p, err := e.store.ProcessOf(context.Background(), id, 1); err != nil || p != nil {
-						recorded = errors.Join(err, errors.New("the process record was committed before the result"))
+					// The command ran; its record goes with the result,
+					// or was committed before its child was ended.
+					if p, err := e.store.ProcessOf(context.Background(), id, 1); err != nil || (p == nil) != withResult {
+						recorded = errors.Join(err, fmt.Errorf("the process record committed before the result: %v, want %v", p != nil, !withResult))
 					}
 					return errCrash
 				}}, e.store, e.q, hp, testenv.Logger(t))
@@ -201,8 +208,8 @@ func TestWorkerStoppedBeforeAQuickOrdersResult(t *testing.T) {
 			if strings.Join(types, ",") != "submitted,started,interrupted,reaped" {
 				t.Fatalf("events = %v", types)
 			}
-			if reaped := evs[len(evs)-1].Detail; reaped["process_recorded"] != false {
-				t.Fatalf("reaped evidence = %v, want process_recorded false", reaped)
+			if reaped := evs[len(evs)-1].Detail; reaped["process_recorded"] != !withResult {
+				t.Fatalf("reaped evidence = %v, want process_recorded %v", reaped, !withResult)
 			}
 		})
 	}

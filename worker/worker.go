@@ -96,6 +96,10 @@ type Options struct {
 	// FailPoint, when set, is called at named points of the protocol
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
 	// right there as if it had crashed. Tests use it to inject failures.
+	// "after_start" is called once the order's process record is
+	// committed or put off to the result, while the order's processes may
+	// still run (the executor ends them after it); an error there refuses
+	// the process, as a record that could not be written does.
 	FailPoint func(point string, o *order.Order) error
 
 	// Metrics records finished orders; nil records nothing.

@@ -130,7 +130,9 @@ type Request struct {
 	// before Run waits for it; the process runs meanwhile. exited reports
 	// that the leader had already exited by then (it is not reaped yet:
 	// its pid is still its own, and the rest of the order is ended before
-	// Run returns). When it returns an error (the worker could not record
+	// Run returns) and, without a cgroup, that no other process of its
+	// session is alive: then nothing of the order can run on that only
+	// the process's identity would let a successor find. When it returns an error (the worker could not record
 	// the process, or no longer owns the order) the order's processes are
 	// SIGKILLed at once and Result.Aborted holds the error: a process the
 	// worker cannot account for must not run on. It is called at most
@@ -139,7 +141,8 @@ type Request struct {
 	OnStart func(p Process, exited bool) error
 	// ExitWait is how long Run gives the leader to exit before it calls
 	// OnStart: a leader that exits meanwhile (a command of a millisecond)
-	// is handed over as exited. A cancel signal or a timeout is acted on
+	// is handed over as exited, unless it left a process of its session
+	// alive and the order has no cgroup. A cancel signal or a timeout is acted on
 	// after the wait. Zero calls OnStart at once.
 	ExitWait time.Duration
 }
@@ -407,6 +410,16 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 
 	var waitErr error
 	exitedFirst := req.OnStart != nil && leaderExitedWithin(exited, req.ExitWait)
+	// Without a cgroup, a record is all a successor finds the order's
+	// session by: a leader that left a process of its session alive is
+	// handed over as running, for its record to be committed before
+	// anything else. An ended session stays so: killSession has nothing
+	// to do.
+	sessionEnded := false
+	if exitedFirst && cg == nil {
+		sessionEnded = e.sessionEnded(pid, before)
+		exitedFirst = sessionEnded
+	}
 	if res.Aborted = e.started(pid, cg, req.OnStart, exitedFirst, &res); res.Aborted != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "order process refused after start; killing it",
 			slog.Int("pid", pid), slog.String("error", res.Aborted.Error()))
@@ -444,7 +457,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	sessionGone := true
 	if cg != nil {
 		cgErr = cg.end()
-	} else {
+	} else if !sessionEnded {
 		sessionGone = e.killSession(ctx, pid, before)
 	}
 	// Then what left the session, found as the worker's children (and,

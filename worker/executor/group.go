@@ -474,15 +474,58 @@ func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p in
 	return func(p int) bool { return p > sid && p <= last }, nil
 }
 
+// sessionPids lists the pids that may be of processes of session sid
+// forked since its leader sid (pidRange), the leader's not among them.
+func (e *Executor) sessionPids(sid int, before *pidReading) ([]int, error) {
+	since, pids := e.pidRange(sid, before)
+	if since == nil {
+		return pids, nil
+	}
+	return procPids(func(p int) bool { return p != sid && since(p) })
+}
+
+// sessionEnded reports whether session sid, whose leader has exited, has
+// no live process left. Then none can ever come back: only a live
+// process of a session forks into it, and nothing joins one from
+// outside. A session that forked nothing since its leader costs one
+// read (sessionAlone); else its pids are looked at (sessionPids), and the
+// look counts only when no pid was handed out while it ran, which rules
+// out a member that forked and exited between the listing and its own
+// look, leaving its child unseen. Any doubt (a pid handed out meanwhile,
+// a failed read) answers false: the caller then treats the order as
+// still running, which costs it a record, never a process.
+func (e *Executor) sessionEnded(sid int, before *pidReading) bool {
+	if sessionAlone(sid) {
+		return true
+	}
+	last, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		return false
+	}
+	pids, err := e.sessionPids(sid, before)
+	if err != nil {
+		return false
+	}
+	for _, pid := range pids {
+		if s, err := unix.Getsid(pid); err != nil || s != sid {
+			continue
+		}
+		st, err := readStat(pid)
+		if err == nil && st.session == sid && st.alive() {
+			return false
+		}
+	}
+	now, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+	return err == nil && now == last
+}
+
 // sessionGroups lists the process groups of session sid other than group
 // sid that have a live member, and those members; dead lists the members
 // of those groups that are zombies.
 func (e *Executor) sessionGroups(sid int, before *pidReading) (groups, live []int, dead []member, err error) {
-	since, pids := e.pidRange(sid, before)
-	if since != nil {
-		if pids, err = procPids(func(p int) bool { return p != sid && since(p) }); err != nil {
-			return nil, nil, nil, err
-		}
+	pids, err := e.sessionPids(sid, before)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	for _, pid := range pids {
 		// One getsid rules out a pid of another session (most of them,
