@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -137,7 +138,7 @@ func TestOneFlushedCommitPerOrderRun(t *testing.T) {
 // once and never again. In a cgroup of its own its process record was
 // to go with the result: nothing was recorded of it, and the successor
 // marks it interrupted with process_recorded false. With process groups
-// only, the leader left a child of its session alive at its exit: its
+// only (off, or auto where no cgroup can be made), the leader left a child of its session alive at its exit: its
 // record was committed before anything else, as for an order still
 // running (TestWorkerKilledAfterAQuickLeadersExit), and the successor
 // finds it.
@@ -152,10 +153,11 @@ func TestWorkerStoppedBeforeAQuickOrdersResult(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := "fpq" + strings.ReplaceAll(mode, "off", "o")
-			withResult := mode != executor.CgroupOff
 			dir := t.TempDir()
 			count, child := filepath.Join(dir, "count"), filepath.Join(dir, "child")
 			id := e.submit(host, "sh", "-c", `echo x >> "$1"; sleep 300 & echo $! > "$2"`, "_", count, child)
+			// auto gives process groups only where no cgroup can be made.
+			withResult := hp.OrderCgroup(id) != ""
 			var recorded error
 			_, done := runWorkerPolicy(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 				ShutdownGrace: 5 * time.Second, RecordWait: time.Minute, FailPoint: func(p string, o *order.Order) error {
@@ -227,4 +229,141 @@ func processState(pid int) string {
 		return ""
 	}
 	return f[0]
+}
+
+// startsSeen is a Runner around the real executor that notes, for each
+// order's cgroup name (the group-only orders' under ""), how long the
+// worker asked the executor to wait for the leader's exit and whether
+// OnStart was told it had exited.
+type startsSeen struct {
+	worker.Runner
+	mu   sync.Mutex
+	seen map[string]startSeen
+}
+
+type startSeen struct {
+	exitWait time.Duration
+	exited   bool
+}
+
+func (s *startsSeen) Run(ctx context.Context, req executor.Request, signals <-chan syscall.Signal) executor.Result {
+	onStart := req.OnStart
+	req.OnStart = func(p executor.Process, exited bool) error {
+		s.mu.Lock()
+		s.seen[req.CgroupName] = startSeen{exitWait: req.ExitWait, exited: exited}
+		s.mu.Unlock()
+		return onStart(p, exited)
+	}
+	return s.Runner.Run(ctx, req, signals)
+}
+
+func (s *startsSeen) of(cgroup string) (startSeen, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.seen[cgroup]
+	return v, ok
+}
+
+// TestOrderCgroupRecordWait: an order in a cgroup of its own gives its
+// leader cgroupRecordWait (100 ms), not RecordWait (10 ms), to exit before
+// its process record is committed on its own: its successor finds it by
+// the cgroup's name with or without a record. Each leader waits on a FIFO
+// the test opens: one exits after the wait, once the test has seen its
+// record committed on its own (synchronous_commit off, in a transaction
+// of its own); one exits within it (RecordWait lengthened to a minute,
+// which makes that certain) and has its record written with its result.
+// An order of a host with process groups only is given RecordWait.
+// Without root and a writable cgroup2 mount it skips, but under CI=true
+// it fails.
+func TestOrderCgroupRecordWait(t *testing.T) {
+	parent := testCgroupParent(t)
+	e, pool := newDurableEnv(t)
+	ctx := t.Context()
+	logger := testenv.Logger(t)
+	cfg := config.Default().Worker
+	cfg.Cgroup = parent
+	hp, err := hostpolicy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := &startsSeen{Runner: executor.New(logger), seen: map[string]startSeen{}}
+	opts := worker.Options{Heartbeat: 200 * time.Millisecond, AckWait: time.Minute, ShutdownGrace: 5 * time.Second}
+	after, within, groups := opts, opts, opts
+	after.Host, within.Host, groups.Host = "cgwait", "cgwithin", "cgwaitg"
+	within.RecordWait = time.Minute
+	runWorkerRunner(t, after, e.store, e.q, hp, runner, logger)
+	runWorkerRunner(t, within, e.store, e.q, hp, runner, logger)
+	runWorkerRunner(t, groups, e.store, e.q, groupPolicy(t), runner, logger)
+
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fifo := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := syscall.Mkfifo(p, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// open lets the leader waiting on p go: the open waits for its
+	// reader, the leader's.
+	open := func(p string) {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteString("go\n")
+		if err := errors.Join(err, f.Close()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const wait = `read x < "$1"`
+	late, early := fifo("late"), fifo("early")
+	lateID := e.submit("cgwait", "sh", "-c", wait, "_", late)
+	earlyID := e.submit("cgwithin", "sh", "-c", wait, "_", early)
+	groupID := e.submit("cgwaitg", "true")
+
+	testenv.WaitUntil(t, 30*time.Second, "the late leader's record, committed while it waits", func() bool {
+		p, err := e.store.ProcessOf(ctx, lateID, 1)
+		return err == nil && p != nil
+	})
+	open(late)
+	open(early)
+	for _, id := range []uuid.UUID{lateID, earlyID, groupID} {
+		e.waitStatus(id, order.StatusSucceeded)
+	}
+
+	for _, tt := range []struct {
+		id         uuid.UUID
+		cgroup     string
+		exitWait   time.Duration
+		withResult bool
+	}{
+		{lateID, "order-" + lateID.String(), 100 * time.Millisecond, false},
+		{earlyID, "order-" + earlyID.String(), time.Minute, true},
+	} {
+		seen, ok := runner.of(tt.cgroup)
+		if !ok || seen.exitWait != tt.exitWait || seen.exited != tt.withResult {
+			t.Errorf("order %s: the executor was asked to wait %v for the leader and told it exited %v (seen %v); want %v and %v",
+				tt.id, seen.exitWait, seen.exited, ok, tt.exitWait, tt.withResult)
+		}
+		var withResult bool
+		var recordSync, cgroup string
+		err := pool.QueryRow(ctx, `SELECT
+			(SELECT sync FROM probe_writes WHERE order_id = $1 AND tbl = 'order_processes'),
+			EXISTS (SELECT 1 FROM probe_writes p JOIN probe_writes r USING (xid)
+				WHERE p.order_id = $1 AND p.tbl = 'order_processes' AND r.order_id = $1 AND r.status = 'succeeded'),
+			(SELECT cgroup FROM order_processes WHERE order_id = $1)`, tt.id).Scan(&recordSync, &withResult, &cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if withResult != tt.withResult || (!tt.withResult && recordSync != "off") || filepath.Base(cgroup) != tt.cgroup {
+			t.Errorf("order %s: record with the result %v, its synchronous_commit %q, its cgroup %q; want %v, off when on its own, %s",
+				tt.id, withResult, recordSync, cgroup, tt.withResult, tt.cgroup)
+		}
+	}
+	if seen, ok := runner.of(""); !ok || seen.exitWait != 10*time.Millisecond {
+		t.Errorf("the group-only order %s: the executor was asked to wait %v for its leader (seen %v); want RecordWait's 10ms", groupID, seen.exitWait, ok)
+	}
 }

@@ -28,7 +28,13 @@ func runWorker(t testing.TB, opts worker.Options, store worker.Store, q *queue.Q
 // runWorkerPolicy is runWorker with the host policy hp.
 func runWorkerPolicy(t testing.TB, opts worker.Options, store worker.Store, q *queue.Queue, hp *hostpolicy.Policy, logger *slog.Logger) (stop func(), done <-chan error) {
 	t.Helper()
-	w := worker.New(opts, store, q, hp, executor.New(logger), logger)
+	return runWorkerRunner(t, opts, store, q, hp, executor.New(logger), logger)
+}
+
+// runWorkerRunner is runWorkerPolicy with the runner r.
+func runWorkerRunner(t testing.TB, opts worker.Options, store worker.Store, q *queue.Queue, hp *hostpolicy.Policy, r worker.Runner, logger *slog.Logger) (stop func(), done <-chan error) {
+	t.Helper()
+	w := worker.New(opts, store, q, hp, r, logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)
 	fin := make(chan struct{})
