@@ -440,16 +440,28 @@ func readProcInt(path string) (int, error) {
 // sid: since reports whether pid p may, or few lists them all. before is
 // the reading taken before the leader was started; nil means none could be.
 func (e *Executor) pidRange(sid int, before *pidReading) (since func(p int) bool, few []int) {
+	since, few, _ = e.pidRangeLast(sid, before)
+	return since, few
+}
+
+// pidRangeLast is pidRange that also returns the last pid handed out
+// when it looked, which every pid it names was handed out by; -1 when it
+// could not read it.
+func (e *Executor) pidRangeLast(sid int, before *pidReading) (since func(p int) bool, few []int, last int) {
 	// The reading now is for later orders: this one needs only the
 	// fork count.
 	now := e.readPids()
 	last, err2 := readProcInt("/proc/sys/kernel/ns_last_pid")
+	if err2 != nil {
+		last = -1
+	}
 	pidMax, err3 := readProcInt("/proc/sys/kernel/pid_max")
 	if before == nil || now == nil || err2 != nil || err3 != nil {
-		return func(int) bool { return true }, nil
+		return func(int) bool { return true }, nil, last
 	}
 	moved, known := pidMoved(*before, now.forks)
-	return pidWindow(sid, last, pidMax, moved, known)
+	since, few = pidWindow(sid, last, pidMax, moved, known)
+	return since, few, last
 }
 
 // pidWindow is pidRange for a leader sid, the last pid handed out, pid_max
@@ -475,55 +487,89 @@ func pidWindow(sid, last, pidMax int, moved uint64, known bool) (since func(p in
 }
 
 // sessionPids lists the pids that may be of processes of session sid
-// forked since its leader sid (pidRange), the leader's not among them.
-func (e *Executor) sessionPids(sid int, before *pidReading) ([]int, error) {
-	since, pids := e.pidRange(sid, before)
+// forked since its leader sid (pidRange), the leader's not among them,
+// and the last pid handed out before it listed them (-1: unknown).
+func (e *Executor) sessionPids(sid int, before *pidReading) (pids []int, last int, err error) {
+	since, pids, last := e.pidRangeLast(sid, before)
 	if since == nil {
-		return pids, nil
+		return pids, last, nil
 	}
-	return procPids(func(p int) bool { return p != sid && since(p) })
+	pids, err = procPids(func(p int) bool { return p != sid && since(p) })
+	return pids, last, err
 }
 
 // sessionEnded reports whether session sid, whose leader has exited, has
 // no live process left. Then none can ever come back: only a live
 // process of a session forks into it, and nothing joins one from
 // outside. A session that forked nothing since its leader costs one
-// read (sessionAlone); else its pids are looked at (sessionPids), and the
-// look counts only when no pid was handed out while it ran, which rules
-// out a member that forked and exited between the listing and its own
-// look, leaving its child unseen. Any doubt (a pid handed out meanwhile,
-// a failed read) answers false: the caller then treats the order as
-// still running, which costs it a record, never a process.
+// read (sessionAlone). Else its pids are looked at (sessionPids), and
+// then, round after round, the pids handed out since the last pid the
+// previous round knew of, until a round in which none was: a member that
+// forked and exited between the listing and its own look left a child
+// with a pid handed out after that, which a later round looks at. On
+// a busy host the rounds see the host's other forks, a few getsid each.
+// Any doubt (too many rounds or pids, a wrap of the pid space, a failed
+// read) answers false: the caller then treats the order as still
+// running, which costs it a record, never a process.
 func (e *Executor) sessionEnded(sid int, before *pidReading) bool {
 	if sessionAlone(sid) {
 		return true
 	}
-	last, err := readProcInt("/proc/sys/kernel/ns_last_pid")
-	if err != nil {
+	pids, last, err := e.sessionPids(sid, before)
+	if err != nil || last < 0 {
 		return false
 	}
-	pids, err := e.sessionPids(sid, before)
-	if err != nil {
-		return false
+	for range sessionEndedRounds {
+		if sessionLive(sid, pids) {
+			return false
+		}
+		now, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+		if err != nil || now < last || now-last > sessionEndedPids {
+			return false
+		}
+		if now == last {
+			return true
+		}
+		pids = pids[:0]
+		for p := last + 1; p <= now; p++ {
+			pids = append(pids, p)
+		}
+		last = now
 	}
+	return false
+}
+
+// sessionEndedRounds and sessionEndedPids bound sessionEnded's look at
+// the pids handed out while it looks: past them it answers false.
+const (
+	sessionEndedRounds = 16
+	sessionEndedPids   = 256
+)
+
+// sessionLive reports whether one of pids is a live process of session
+// sid.
+func sessionLive(sid int, pids []int) bool {
 	for _, pid := range pids {
+		if pid == sid {
+			continue
+		}
+		// One getsid rules out a pid of another session without
+		// opening its /proc entry.
 		if s, err := unix.Getsid(pid); err != nil || s != sid {
 			continue
 		}
-		st, err := readStat(pid)
-		if err == nil && st.session == sid && st.alive() {
-			return false
+		if st, err := readStat(pid); err == nil && st.session == sid && st.alive() {
+			return true
 		}
 	}
-	now, err := readProcInt("/proc/sys/kernel/ns_last_pid")
-	return err == nil && now == last
+	return false
 }
 
 // sessionGroups lists the process groups of session sid other than group
 // sid that have a live member, and those members; dead lists the members
 // of those groups that are zombies.
 func (e *Executor) sessionGroups(sid int, before *pidReading) (groups, live []int, dead []member, err error) {
-	pids, err := e.sessionPids(sid, before)
+	pids, _, err := e.sessionPids(sid, before)
 	if err != nil {
 		return nil, nil, nil, err
 	}
