@@ -132,18 +132,18 @@ type Request struct {
 	// its pid is still its own, and the rest of the order is ended before
 	// Run returns) and, without a cgroup, that no other process of its
 	// session is alive: then nothing of the order can run on that only
-	// the process's identity would let a successor find. When it returns an error (the worker could not record
-	// the process, or no longer owns the order) the order's processes are
-	// SIGKILLed at once and Result.Aborted holds the error: a process the
-	// worker cannot account for must not run on. It is called at most
-	// once, from Run's goroutine; Timeout counts from the start, OnStart's
-	// time included.
+	// the process's identity would let a successor find. When it returns
+	// an error (the worker could not record the process, or no longer
+	// owns the order) the order's processes are SIGKILLed at once and
+	// Result.Aborted holds the error: a process the worker cannot account
+	// for must not run on. It is called at most once, from Run's
+	// goroutine; Timeout counts from the start, OnStart's time included.
 	OnStart func(p Process, exited bool) error
 	// ExitWait is how long Run gives the leader to exit before it calls
 	// OnStart: a leader that exits meanwhile (a command of a millisecond)
 	// is handed over as exited, unless it left a process of its session
-	// alive and the order has no cgroup. A cancel signal or a timeout is acted on
-	// after the wait. Zero calls OnStart at once.
+	// alive and the order has no cgroup. A cancel signal or a timeout is
+	// acted on after the wait. Zero calls OnStart at once.
 	ExitWait time.Duration
 }
 
