@@ -73,8 +73,11 @@ func newDurableEnv(t *testing.T) (*env, *pgxpool.Pool) {
 // that waits for the WAL's flush besides the claim, the result's. The
 // process record of a command done within RecordWait is written in the
 // result's transaction; that of a command still running then commits on
-// its own without waiting for the flush, and is visible before the
-// command ends.
+// its own, visible before the command ends, without waiting for the
+// flush when it names the order's cgroup (a successor ends the cgroup by
+// its name even if a crash of PostgreSQL lost the record), waiting for it
+// when the order's processes are a session only the record names
+// (worker.cgroup off: host recg).
 func TestOneFlushedCommitPerOrderRun(t *testing.T) {
 	e, pool := newDurableEnv(t)
 	ctx := t.Context()
@@ -84,6 +87,7 @@ func TestOneFlushedCommitPerOrderRun(t *testing.T) {
 		quick = append(quick, e.submit("recq", "true"))
 	}
 	held := e.submit("rech", "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.01; done`, "_", gate)
+	heldGroup := e.submit("recg", "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.01; done`, "_", gate)
 	// A RecordWait of a minute makes certain that each true is done
 	// within it; the held order's command runs until the gate opens, past
 	// the default RecordWait of its host's worker.
@@ -91,42 +95,54 @@ func TestOneFlushedCommitPerOrderRun(t *testing.T) {
 		ShutdownGrace: 5 * time.Second, RecordWait: time.Minute}, e.store, e.q, testenv.Logger(t))
 	runWorker(t, worker.Options{Host: "rech", Heartbeat: 200 * time.Millisecond, AckWait: time.Minute,
 		ShutdownGrace: 5 * time.Second}, e.store, e.q, testenv.Logger(t))
+	runWorkerPolicy(t, worker.Options{Host: "recg", Heartbeat: 200 * time.Millisecond, AckWait: time.Minute,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, groupPolicy(t), testenv.Logger(t))
 
 	for _, id := range quick {
 		e.waitStatus(id, order.StatusSucceeded)
 	}
-	// Its record is in PostgreSQL while it runs.
-	testenv.WaitUntil(t, 30*time.Second, "the held order's process record", func() bool {
+	// Their records are in PostgreSQL while they run.
+	testenv.WaitUntil(t, 30*time.Second, "the held orders' process records", func() bool {
 		p, err := e.store.ProcessOf(ctx, held, 1)
-		return err == nil && p != nil
+		pg, errg := e.store.ProcessOf(ctx, heldGroup, 1)
+		return err == nil && p != nil && errg == nil && pg != nil
 	})
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.waitStatus(held, order.StatusSucceeded)
+	e.waitStatus(heldGroup, order.StatusSucceeded)
 
-	for _, id := range append(quick, held) {
+	for _, id := range append(quick, held, heldGroup) {
 		// The flushed commits that wrote the order's row after its
 		// submission or its process record: the claim and the result
 		// (one transaction for a pipelined result and the next claim).
+		// A record on its own commits without the flush when it names
+		// the order's cgroup, and with it when the order's processes are
+		// found through the record alone (a session).
 		var flushed int
 		var recordSync string
-		var withResult, dated bool
+		var withResult, dated, cgroup bool
 		err := pool.QueryRow(ctx, `SELECT
 			(SELECT count(DISTINCT xid) FROM probe_writes WHERE order_id = $1 AND sync = 'on'),
 			(SELECT sync FROM probe_writes WHERE order_id = $1 AND tbl = 'order_processes'),
+			(SELECT cgroup <> '' FROM order_processes WHERE order_id = $1),
 			EXISTS (SELECT 1 FROM probe_writes p JOIN probe_writes r USING (xid)
 				WHERE p.order_id = $1 AND p.tbl = 'order_processes' AND r.order_id = $1 AND r.status = 'succeeded'),
 			(SELECT o.started_at <= p.started_at AND p.started_at <= o.finished_at
 				FROM orders o JOIN order_processes p ON p.order_id = o.id WHERE o.id = $1)`,
-			id).Scan(&flushed, &recordSync, &withResult, &dated)
+			id).Scan(&flushed, &recordSync, &cgroup, &withResult, &dated)
 		if err != nil {
 			t.Fatal(err)
 		}
-		quickOne := id != held
-		if flushed != 2 || withResult != quickOne || (!quickOne && recordSync != "off") || !dated {
-			t.Errorf("order %s (quick %v): %d flushed commits, record with the result %v, record's synchronous_commit %q, dated within the run %v; want 2, %v, off when on its own, and within",
-				id, quickOne, flushed, withResult, recordSync, dated, quickOne)
+		quickOne := id != held && id != heldGroup
+		wantFlushed, wantSync := 2, "off"
+		if !quickOne && !cgroup {
+			wantFlushed, wantSync = 3, "on"
+		}
+		if flushed != wantFlushed || withResult != quickOne || (!quickOne && recordSync != wantSync) || !dated {
+			t.Errorf("order %s (quick %v, cgroup %v): %d flushed commits, record with the result %v, record's synchronous_commit %q, dated within the run %v; want %d, %v, %s when on its own, and within",
+				id, quickOne, cgroup, flushed, withResult, recordSync, dated, wantFlushed, quickOne, wantSync)
 		}
 	}
 }

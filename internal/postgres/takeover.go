@@ -131,16 +131,17 @@ type Process struct {
 	LastSeen  time.Time
 }
 
-// RecordProcess records the process an attempt started, in a commit that
-// does not wait for its flush (synchronous_commit off for its
-// transaction): visible to a successor as soon as it returns, on disk
-// with the next commit that waits for one (the order's result at the
-// latest) or the WAL writer's next flush. A crash of PostgreSQL itself
-// in between loses the record and nothing else: the order, whose claim
-// was flushed before the fork, is found running without one, the state
-// of a worker that stopped between its claim and its record
-// (process_recorded false; with a cgroup per order, the successor still
-// ends it by its cgroup's name). It is fenced by
+// RecordProcess records the process an attempt started. A record that
+// names the order's cgroup commits without waiting for its flush
+// (synchronous_commit off for its transaction): visible to a successor
+// as soon as it returns, on disk with the next commit that waits for one
+// (the order's result at the latest) or the WAL writer's next flush. A
+// crash of PostgreSQL itself in between loses the record and nothing
+// else: the order, whose claim was flushed before the fork, is found
+// running without one (process_recorded false), and the successor still
+// ends what it left by its cgroup's name. A record without a cgroup (the
+// order's processes are a session, found only through the record) waits
+// for its flush: losing it would leave them running. It is fenced by
 // the attempt: it succeeds only while the order is still running under
 // that attempt for that worker, and it locks the order row while it
 // checks, so a successor that marks the order interrupted either sees this
@@ -157,10 +158,11 @@ func (s *Store) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, wo
 	// to confirm the row). Only when the record is already there, the
 	// retry of one whose answer was lost, does the statement that accepts
 	// the same record again run.
-	err := s.recordProcess(ctx, recordProcessSQL, args, &one)
+	flush := p.Cgroup == ""
+	err := s.recordProcess(ctx, recordProcessSQL, args, flush, &one)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "order_processes_pkey" {
-		err = s.recordProcess(ctx, recordProcessAgainSQL, args, &one)
+		err = s.recordProcess(ctx, recordProcessAgainSQL, args, flush, &one)
 	}
 	if err == pgx.ErrNoRows {
 		return fmt.Errorf("record process of order %s: %w", id, ErrNotOwner)
@@ -169,9 +171,12 @@ func (s *Store) RecordProcess(ctx context.Context, id uuid.UUID, attempt int, wo
 }
 
 // recordProcess runs a process record's statement in a transaction of
-// its own whose commit does not wait for the WAL's flush, in one round
-// trip.
-func (s *Store) recordProcess(ctx context.Context, stmt string, args []any, one *int) error {
+// its own whose commit, unless flush, does not wait for the WAL's flush,
+// in one round trip.
+func (s *Store) recordProcess(ctx context.Context, stmt string, args []any, flush bool, one *int) error {
+	if flush {
+		return s.pool.QueryRow(ctx, stmt, args...).Scan(one)
+	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue("SET LOCAL synchronous_commit = off")
