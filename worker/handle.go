@@ -192,7 +192,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		}
 		finish.Actor = w.opts.Instance
 
-		next := ready(ctx, msgs)
+		next := w.nextDelivery(ctx, msg, msgs)
 		nextID, nextSeq, nextAt, err := uuid.Nil, uint64(0), time.Time{}, error(nil)
 		if next != nil {
 			nextID, nextSeq, nextAt, err = orderID(next)

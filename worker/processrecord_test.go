@@ -48,6 +48,12 @@ CREATE TRIGGER probe_process AFTER INSERT ON order_processes FOR EACH ROW EXECUT
 // production one does, waiting for the WAL's flush (the test cluster's
 // default is off), with probeSQL's record of the writes.
 func newDurableEnv(t *testing.T) (*env, *pgxpool.Pool) {
+	return newDurableEnvAckWait(t, time.Second)
+}
+
+// newDurableEnvAckWait is newDurableEnv with the host consumers' ack wait
+// at ackWait (see newEnvAckWait).
+func newDurableEnvAckWait(t *testing.T, ackWait time.Duration) (*env, *pgxpool.Pool) {
 	dsn := testenv.Postgres(t)
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -65,7 +71,7 @@ func newDurableEnv(t *testing.T) (*env, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	store, pool := testenv.Store(t, dsn)
-	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: ackWait, LeaseTTL: 2 * time.Second})
 	return &env{t: t, store: store, q: q}, pool
 }
 

@@ -93,6 +93,13 @@ type Options struct {
 	// recordWait. Tests lengthen it to make the path certain.
 	RecordWait time.Duration
 
+	// NextWait is how long an order's result waits for the next
+	// delivery when the stream said, delivering the order, that more of
+	// the host's orders follow it: the result then shares its commit with
+	// the next claim (nextWait when zero). Tests lengthen it to make the
+	// path certain.
+	NextWait time.Duration
+
 	// FailPoint, when set, is called at named points of the protocol
 	// ("after_claim", "after_exec"); a non-nil error makes the worker stop
 	// right there as if it had crashed. Tests use it to inject failures.
@@ -172,6 +179,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.RecordWait <= 0 {
 		opts.RecordWait = recordWait
+	}
+	if opts.NextWait <= 0 {
+		opts.NextWait = nextWait
 	}
 	if opts.StallCheckEvery <= 0 {
 		opts.StallCheckEvery = stallCheckEvery
