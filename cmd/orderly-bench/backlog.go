@@ -167,7 +167,7 @@ func backlog(ctx context.Context, c *client, srv *server, o options, rep *report
 		rep.detail("worker-only CPU", cpuPerOrder(cpuSubmitted, cpu1, len(drain)), "after the last 202: worker, NATS, PostgreSQL (+ the 20 ms poll)")
 	}
 	rep.detail("per order: started_at → finished_at", durStats(span),
-		"the claim's now() → the result's now(): started event, host policy, fork/exec/wait, group check; when the worker pipelines, also the commit of the previous result + this claim")
+		"the claim's now() → the result's now(): started event, host policy, fork/exec/wait, group check; when the worker pipelines, also the commit of the previous result + this claim, and the wait for the next delivery")
 	rep.detail("between orders: finished_at → next started_at", durStats(gap),
 		"result commit, ack, next delivery, claim; ≈ 0 when the result of N and the claim of N+1 share a transaction")
 	rep.detail("backlog CPU", cpuPerOrder(cpu0, cpu1, o.backlog), "from /proc: submit + drain")
