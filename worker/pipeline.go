@@ -15,7 +15,7 @@ import (
 // delivery after it, then commits on its own: a flushed commit more per
 // order, and the worker idle between them. A `true` done within a
 // millisecond, its process record written with its result (recordWait),
-// outran the delivery for 13 – 31 % of a backlog's orders
+// outran the delivery for 21 – 37 % of a backlog's orders
 // (docs/benchmarks.md, "The backlog's pipelined claims, counted").
 const nextWait = 10 * time.Millisecond
 

@@ -16,7 +16,7 @@ import (
 // its flushed commit with the next order's claim, one commit per order
 // and the first claim's: a command done before the next delivery
 // arrived committed its result alone, and the next claim on its own
-// after it (13 – 31 % of a backlog's orders, docs/benchmarks.md, "The
+// after it (21 – 37 % of a backlog's orders, docs/benchmarks.md, "The
 // backlog's pipelined claims, counted"). NextWait of a minute makes the
 // wait for the delivery certain; the stream's count of the host's
 // messages still to deliver says when one follows.
