@@ -67,7 +67,14 @@ func (p *Presence) Run(ctx context.Context) {
 	failing := false
 	for {
 		sent := time.Since(p.start)
-		err := p.store.RenewPresence(ctx, p.self, PresenceLife)
+		// Each renewal is bounded by half the life: one stuck on a dead
+		// link (tcp_user_timeout, 20 s: a PostgreSQL that failed over)
+		// held the next for longer than the life, and the presence
+		// lapsed while a new connection would have renewed it, so the
+		// worker canceled orders whose clients still waited here.
+		rctx, cancel := context.WithTimeout(ctx, PresenceLife/2)
+		err := p.store.RenewPresence(rctx, p.self, PresenceLife)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 		case err != nil && !failing:
