@@ -455,8 +455,17 @@ func workerLifecycle(t *testing.T, admin *postgres.Store, pool *pgxpool.Pool, ws
 		return err == nil && evs[len(evs)-1].Type == "reaped"
 	})
 
+	// A compat client's order bound to a live API process runs; one
+	// bound to a process that is gone is canceled (the claim reads
+	// api_presence and orders.waiter, the cancel writes as the worker).
+	live := postgres.Presence{Instance: uuid.New(), Hostname: "api", PID: 1}
+	if err := admin.RenewPresence(t.Context(), live, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	past := time.Now().Add(-time.Minute)
 	ids := map[string]uuid.UUID{
+		"bound":       insert(&order.Order{Command: "true", Waiter: live.Instance}),
+		"waiter gone": insert(&order.Order{Command: "true", Waiter: uuid.New()}),
 		"ok": insert(&order.Order{Command: "sh", Args: []string{"-c", `read l; echo "$A $l"`},
 			Env: map[string]string{"A": "env"}, EnvNames: []string{"A"}, Stdin: []byte("stdin\n")}),
 		"large":    insert(&order.Order{Command: "head", Args: []string{"-c", "1200000", "/dev/zero"}, MaxOutput: 2 << 20}),
@@ -468,6 +477,7 @@ func workerLifecycle(t *testing.T, admin *postgres.Store, pool *pgxpool.Pool, ws
 		"cancel": insert(&order.Order{Command: "sleep", Args: []string{"30"}}),
 	}
 	want := map[string]order.Status{"ok": order.StatusSucceeded, "large": order.StatusSucceeded,
+		"bound": order.StatusSucceeded, "waiter gone": order.StatusCanceled,
 		"timeout": order.StatusTimedOut, "expired": order.StatusExpired, "rejected": order.StatusRejected,
 		"script": order.StatusSucceeded, "cancel": order.StatusKilled}
 	e.waitStatus(ids["cancel"], order.StatusRunning)
