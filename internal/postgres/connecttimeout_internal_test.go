@@ -76,3 +76,34 @@ func TestInsertConnectingToAFrozenServerEnds(t *testing.T) {
 		t.Fatal("the insert against a server that answers nothing did not end")
 	}
 }
+
+// TestDefaultConnectTimeoutForms: the pool's connect_timeout is the
+// connection string's when it sets one above 0, in either of its forms
+// and for a Unix socket as for TCP; defaultConnectTimeout otherwise,
+// including connect_timeout=0, which libpq reads as no bound at all: the
+// wait for good that the default ends (an insert's context cannot end).
+func TestDefaultConnectTimeoutForms(t *testing.T) {
+	t.Setenv("PGCONNECT_TIMEOUT", "")
+	for _, c := range []struct {
+		dsn  string
+		want time.Duration
+	}{
+		{"host=/run/postgresql dbname=orderly", defaultConnectTimeout},
+		{"host=/run/postgresql dbname=orderly connect_timeout=3", 3 * time.Second},
+		{"host=db.example port=5432 dbname=orderly connect_timeout=0", defaultConnectTimeout},
+		{"postgres://orderly@db.example/orderly", defaultConnectTimeout},
+		{"postgres://orderly@db.example/orderly?connect_timeout=25", 25 * time.Second},
+		{"postgres://orderly@db.example/orderly?connect_timeout=0", defaultConnectTimeout},
+		{"postgres://orderly@%2Frun%2Fpostgresql/orderly", defaultConnectTimeout},
+		{"postgres://orderly@db-1.example,db-2.example/orderly?connect_timeout=2&target_session_attrs=read-write", 2 * time.Second},
+	} {
+		cfg, err := poolConfig(c.dsn)
+		if err != nil {
+			t.Errorf("%s: %v", c.dsn, err)
+			continue
+		}
+		if got := cfg.ConnConfig.ConnectTimeout; got != c.want {
+			t.Errorf("%s: connect_timeout %v, want %v", c.dsn, got, c.want)
+		}
+	}
+}
