@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -142,6 +144,48 @@ func TestCompatCutClientsQueuedOrderIsCanceled(t *testing.T) {
 			t.Errorf("%s's orders are %v, want [canceled succeeded]: the command ran once", source, got)
 		}
 	}
+}
+
+// TestCompatWaitEndedByTheAPIsStopIsCut: a synchronous Vigrid execute
+// waits for its order, queued (no worker), when its API stops, which
+// ends the requests' contexts (cmd/orderly's shutdown). The order is
+// canceled, and the client, still connected, has its connection cut as
+// under a killed API: it was answered `200 OK` with an empty body, no
+// JSON a Vigrid client could read (hJ8's rolling upgrade found it with
+// httpexec, TestCompatWaiterOfAStoppedAPIIsCut).
+func TestCompatWaitEndedByTheAPIsStopIsCut(t *testing.T) {
+	var reads atomic.Pointer[chan struct{}]
+	e := newAPIEnv(t, envOptions{hosts: []string{},
+		store: func(s api.Store) api.Store { return readSignal{Store: s, reads: &reads} }})
+	read := make(chan struct{})
+	reads.Store(&read)
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	url := serveVigrid(t, e, base)
+	done := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodPost, url+"/api/v1/execute",
+			strings.NewReader(`{"command":"echo","arguments":["x"],"synchronous":true}`))
+		if err != nil {
+			done <- err
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			done <- fmt.Errorf("answered %s %q", resp.Status, b)
+			return
+		}
+		done <- nil
+	}()
+	<-read // recorded, queued and read: the request waits
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("the Vigrid client of a stopping API: %v, want its connection cut", err)
+	}
+	waitSourceStatuses(t, e, "vigrid", string(order.StatusCanceled))
 }
 
 // insertAnswerLost is a store whose first insert commits and then
@@ -284,6 +328,13 @@ func TestStage0ExecuteOutlastsItsLiveFeed(t *testing.T) {
 // echo on h1 by the roles ops and admin, and returns its URL.
 func startVigrid(t *testing.T, e *apiEnv) string {
 	t.Helper()
+	return serveVigrid(t, e, nil)
+}
+
+// serveVigrid is startVigrid whose server's requests, with base given,
+// have base as their context's parent: `orderly api` ends it to stop.
+func serveVigrid(t *testing.T, e *apiEnv, base context.Context) string {
+	t.Helper()
 	cfg := config.Default()
 	cfg.HTTP.MaxBodyBytes = 1 << 20
 	cfg.Compat.Vigrid.Enabled, cfg.Compat.Vigrid.Prefix, cfg.Compat.Vigrid.Host = true, "/api/v1", "h1"
@@ -296,7 +347,11 @@ func startVigrid(t *testing.T, e *apiEnv) string {
 		Config: func() config.Config { return cfg }, ACL: func() *netacl.ACL { return nil }, Auth: func() compat.Authenticator { return authn },
 		Authorize: ruleAuthorizer(t, rule, cfg)},
 		PID: func(context.Context, uuid.UUID, int) int { return 0 }}})
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if base != nil {
+		hs.Config.BaseContext = func(net.Listener) context.Context { return base }
+	}
+	hs.Start()
 	t.Cleanup(hs.Close)
 	return hs.URL
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,5 +130,64 @@ compat:
 	}
 	if !strings.HasPrefix(actor, "hx/") || reason != postgres.WaiterGoneReason {
 		t.Errorf("canceled by %q for %q, want the worker of hx, for its waiter gone", actor, reason)
+	}
+}
+
+// TestCompatWaiterOfAStoppedAPIIsCut: an httpexec client waits for its
+// order, queued on a host without a worker, when its `orderly api` is
+// stopped in order (SIGTERM: a rolling upgrade's replica). The stop ends
+// the request's wait and cancels the order, still queued, for the client
+// that will never learn its id. The client's connection is cut, as under
+// a killed API: it was answered `200 OK` with an empty body, which reads
+// as the command's success to a client that checks the status alone
+// (probed by hJ8's rolling upgrade).
+func TestCompatWaiterOfAStoppedAPIIsCut(t *testing.T) {
+	root := t.TempDir()
+	copyTool(t, "echo", filepath.Join(root, "echo"))
+	s := newFaultStackConf(t, func(conf string) string {
+		return conf + fmt.Sprintf(`acl:
+  allow: ["127.0.0.1/32", "::1/128"]
+policy:
+  - name: httpexec
+    principals: [httpexec-client]
+    hosts: [hx]
+    allow: [".*"]
+compat:
+  httpexec:
+    enabled: true
+    host: hx
+    exec_root: %q
+    principal: httpexec-client
+`, root)
+	})
+	ctx := t.Context()
+	answer := make(chan error, 1)
+	go func() {
+		resp, err := http.Post(s.apiURL+"/echo", "application/json", strings.NewReader(`{"args":["for nobody"]}`))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			err = fmt.Errorf("answered %s %q", resp.Status, b)
+		} else {
+			err = nil
+		}
+		answer <- err
+	}()
+	var id uuid.UUID
+	waitUntil(t, time.Minute, "the httpexec order is recorded and published", func() bool {
+		var n int
+		return s.pool.QueryRow(ctx, `SELECT id FROM orders WHERE host = 'hx' AND source = 'httpexec'`).Scan(&id) == nil &&
+			s.pool.QueryRow(ctx, `SELECT count(*) FROM unpublished WHERE id = $1`, id).Scan(&n) == nil && n == 0
+	})
+	s.api.signal(syscall.SIGTERM)
+	if !s.api.waitExit(30 * time.Second) {
+		t.Fatal("the API did not stop within 30 s of its SIGTERM")
+	}
+	if err := <-answer; err != nil {
+		t.Errorf("the httpexec client of a stopped API: %v, want its connection cut", err)
+	}
+	var st string
+	if err := s.pool.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, id).Scan(&st); err != nil || st != "canceled" {
+		t.Errorf("the order of the stopped API's client: %q (%v), want canceled", st, err)
 	}
 }
