@@ -45,6 +45,31 @@ func TestWorkerRunsAsTheDocumentedRole(t *testing.T) {
 	}
 }
 
+// TestCheckLoginRefusesARoleThatCannotClaim: a worker role that cannot
+// read what a claim reads (a role made under another name than
+// orderly_worker before migration 00023, which grants to that name only)
+// is refused at the worker's start, naming what it lacks and what to run.
+// It took its host and failed every claim with `permission denied`
+// (hJ8's rolling upgrade, a fleet's role of its own name).
+func TestCheckLoginRefusesARoleThatCannotClaim(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	_, pool := testenv.Store(t, dsn)
+	ws, _ := workerRole(t, pool, dsn, "mine")
+	ctx := t.Context()
+	if err := ws.CheckLogin(ctx, "mine"); err != nil {
+		t.Fatalf("CheckLogin of the documented role: %v", err)
+	}
+	for _, q := range []string{`REVOKE SELECT (waiter) ON orders FROM orderly_worker`, `REVOKE SELECT ON api_presence FROM orderly_worker`} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	err := ws.CheckLogin(ctx, "mine")
+	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence, orders.waiter") || !strings.Contains(err.Error(), "A role for workers") {
+		t.Errorf("CheckLogin of a role without 00023's grants: %v, want it refused naming api_presence, orders.waiter and sql.md's block", err)
+	}
+}
+
 // TestWorkerLoginSeesOnlyItsHost: a login listed in worker_logins for one
 // host reads and writes nothing of another host's, through its worker (a
 // forged message naming another host's order runs nothing) or directly,

@@ -67,13 +67,41 @@ func (s *Store) CheckLogin(ctx context.Context, host string) error {
 		coalesce(h, worker_login_hosts(current_user)) FROM (SELECT worker_login_hosts(session_user) AS h) s`).Scan(&login, &hosts); err != nil {
 		return translate("check login", err)
 	}
-	if hosts == nil || slices.Contains(hosts, host) {
-		return nil
+	if hosts != nil && !slices.Contains(hosts, host) {
+		slices.Sort(hosts)
+		return fmt.Errorf("the database login %s may work for hosts %s only (worker_logins, docs/sql.md), not %s",
+			login, strings.Join(hosts, ", "), host)
 	}
-	slices.Sort(hosts)
-	return fmt.Errorf("the database login %s may work for hosts %s only (worker_logins, docs/sql.md), not %s",
-		login, strings.Join(hosts, ", "), host)
+	var missing []string
+	for _, r := range claimReads {
+		q, args := `SELECT has_table_privilege($1, 'SELECT')`, []any{r[0]}
+		name := r[0]
+		if r[1] != "" {
+			q, args, name = `SELECT has_column_privilege($1, $2, 'SELECT')`, []any{r[0], r[1]}, r[0]+"."+r[1]
+		}
+		var ok bool
+		if err := s.pool.QueryRow(ctx, q, args...).Scan(&ok); err != nil {
+			return translate("check login", err)
+		}
+		if !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the database login %s cannot read %s, which a claim reads: run docs/sql.md's block (\"A role for workers\") again for its role "+
+			"(a migration grants them to a role named orderly_worker only)", login, strings.Join(missing, ", "))
+	}
+	return nil
 }
+
+// claimReads are the tables (and columns: table, column) that a claim
+// reads and a migration added after the worker role's first grants: the
+// migration grants them to a role named orderly_worker, and a worker role
+// of another name lacks them until docs/sql.md's block is run again. A
+// worker whose login cannot read them took its host and failed every
+// claim with `permission denied`, its host's orders waiting; CheckLogin
+// refuses to start it instead (hJ8's rolling upgrade).
+var claimReads = [][2]string{{"api_presence", ""}, {"orders", "waiter"}} // migration 00023
 
 // RunningOrders returns the orders of host left running, in stream order:
 // after a takeover, the ones a previous worker started and never finished.
