@@ -188,6 +188,43 @@ func TestCompatWaitEndedByTheAPIsStopIsCut(t *testing.T) {
 	waitSourceStatuses(t, e, "vigrid", string(order.StatusCanceled))
 }
 
+// TestStage0StreamEndedByTheAPIsStopIsCut: a stage0 execute streams its
+// run, queued (no worker), when its API stops, which ends the requests'
+// contexts. The run is canceled, and the stream is cut, as under a
+// killed API, not ended as a whole stream is: it ended cleanly without
+// its done event, which a client reading to the end takes for the run's
+// whole output.
+func TestStage0StreamEndedByTheAPIsStopIsCut(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{}})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	url := serveStage0Base(t, e, dir, base)
+	login, err := http.Post(url+"/dev-login", "application/json", strings.NewReader(`{"subject":"dev","roles":["developer"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	err = json.NewDecoder(login.Body).Decode(&tok)
+	login.Body.Close()
+	if err != nil || tok.AccessToken == "" {
+		t.Fatalf("dev-login: %v", err)
+	}
+	resp := executeStage0(t, url, tok.AccessToken, "Hello.md") // its stream begun: the run recorded and queued
+	defer resp.Body.Close()
+	stop()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Errorf("the stage0 stream of a stopping API ended whole (%q), want it cut", b)
+	}
+	waitSourceStatuses(t, e, "stage0", string(order.StatusCanceled))
+}
+
 // insertAnswerLost is a store whose first insert commits and then
 // answers as pgx does when the caller's context ends while the statement
 // is out: the context's error, though the order is recorded. It waits
@@ -381,6 +418,14 @@ func startStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server))
 // given, changes the API before it serves.
 func serveStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server)) string {
 	t.Helper()
+	return serveStage0Base(t, e, dir, nil, with...)
+}
+
+// serveStage0Base is serveStage0 whose server's requests, with base
+// given, have base as their context's parent: `orderly api` ends it to
+// stop.
+func serveStage0Base(t *testing.T, e *apiEnv, dir string, base context.Context, with ...func(*api.Server)) string {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Runbooks.Dir, cfg.Runbooks.Timeout = dir, time.Minute
 	cfg.HTTP.MaxBodyBytes = 1 << 20
@@ -397,7 +442,11 @@ func serveStage0(t *testing.T, e *apiEnv, dir string, with ...func(*api.Server))
 	for _, f := range with {
 		f(srv)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if base != nil {
+		hs.Config.BaseContext = func(net.Listener) context.Context { return base }
+	}
+	hs.Start()
 	t.Cleanup(hs.Close)
 	return hs.URL
 }

@@ -112,12 +112,14 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 			// rather than ended, so no client takes it for the whole.
 			panic(http.ErrAbortHandler)
 		}
-		// The client went away. A run that started runs on, as stage0's
-		// script did; one still queued (its host busy or without a
-		// worker) is canceled: the client never learns its id, and it
-		// would start later for nobody.
+		// The client went away, or the API is stopping and ended the
+		// follow. A run that started runs on, as stage0's script did;
+		// one still queued (its host busy or without a worker) is
+		// canceled: the client never learns its id, and it would start
+		// later for nobody. The stream is cut, as a killed API cuts it:
+		// ended, it reads as the run's whole output without its done.
 		s.Runbooks.CancelQueued(context.WithoutCancel(ctx), o, q.p.Name, "the stage0 client went away before the run started")
-		return
+		panic(http.ErrAbortHandler)
 	}
 	for _, name := range []string{"stdout", "stderr"} {
 		if cutByWorker(final, name) {
