@@ -14,14 +14,17 @@ import (
 // insert sent in one epoch whose answer has not come by the end of the
 // next has its connection closed, and is decided as one whose connection
 // broke (the fence and read-back: recorded, or not and never later).
-// So an insert is cut after two epochs at the most, one at the least. A
-// variable for the tests.
+// So an insert is cut after two epochs at the most, one at the least.
+// The lookup of an idempotency key an insert found used
+// (idempotentRepeat) is bounded the same way: it runs on the same
+// context. A variable for the tests.
 var InsertEpoch = 15 * time.Second
 
-// insertWatch is the bound on the inserts out: one timer for them all,
-// running only while one is out, instead of a deadline per insert (a
-// context that can end costs every order a timer and pgx's watch of the
-// context: ten allocations an order, docs/decisions.md).
+// insertWatch is the bound on the inserts out, and on the lookups of
+// the keys they found used: one timer for them all, running only while
+// one is out, instead of a deadline per insert (a context that can end
+// costs every order a timer and pgx's watch of the context: ten
+// allocations an order, docs/decisions.md).
 type insertWatch struct {
 	mu     sync.Mutex
 	epoch  uint64

@@ -550,10 +550,23 @@ func (s *Store) insertOutcome(ctx context.Context, o *order.Order, pid uint32) (
 // given as its own key: one of them is never the other's first order
 // (the fan-out would answer, for that host, with an order that ran
 // before it, perhaps days before, and run nothing there).
+//
+// The lookup is bounded as the insert is, by the insert watch
+// (insertbound.go): after an insert it runs on the intake's context,
+// which never ends, and a PostgreSQL that froze with it out held the
+// request for good. Cut, it is unavailable: nothing of o was recorded,
+// and a retry with the key finds what the key holds.
 func (s *Store) idempotentRepeat(ctx context.Context, o *order.Order, key string) (*order.Order, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, translate("get order by idempotency key", err)
+	}
+	nc := conn.Conn().PgConn().Conn()
+	s.inserts.watch.sent(nc)
 	var prevSum []byte
-	row := s.pool.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, key)
+	row := conn.QueryRow(ctx, `SELECT `+orderCols+`, request_sha256 FROM orders WHERE principal=$1 AND idempotency_key=$2`, o.Principal, key)
 	prev, err := scanOrder(row, &prevSum)
+	s.inserts.watch.release(conn, nc)
 	if err != nil {
 		return nil, translate("get order by idempotency key", err)
 	}
