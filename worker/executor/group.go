@@ -520,7 +520,7 @@ func (e *Executor) sessionEnded(sid int, before *pidReading) bool {
 		return false
 	}
 	for range sessionEndedRounds {
-		if sessionLive(sid, pids) {
+		if sessionLive(sid, pids, readStat) {
 			return false
 		}
 		now, err := readProcInt("/proc/sys/kernel/ns_last_pid")
@@ -547,18 +547,28 @@ const (
 )
 
 // sessionLive reports whether one of pids is a live process of session
-// sid.
-func sessionLive(sid int, pids []int) bool {
+// sid, reading each one's stat with stat (readStat; a test's own). A pid
+// that cannot be read for another reason than that it is gone counts as
+// live: sessionEnded's doubt, which costs a record, never a process.
+func sessionLive(sid int, pids []int, stat func(pid int) (procStat, error)) bool {
 	for _, pid := range pids {
 		if pid == sid {
 			continue
 		}
 		// One getsid rules out a pid of another session without
 		// opening its /proc entry.
-		if s, err := unix.Getsid(pid); err != nil || s != sid {
+		s, err := unix.Getsid(pid)
+		if err == unix.ESRCH || err == nil && s != sid {
 			continue
 		}
-		if st, err := readStat(pid); err == nil && st.session == sid && st.alive() {
+		if err != nil {
+			return true
+		}
+		st, err := stat(pid)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // exited and reaped since getsid
+		}
+		if err != nil || st.session == sid && st.alive() {
 			return true
 		}
 	}
