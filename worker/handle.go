@@ -81,7 +81,7 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 	err = w.retry(wctx, msg, "claim order", func(ctx context.Context) error {
 		// At each try: a lapse found while the last one was out stops
 		// the next (hold.go).
-		if err := w.hold.wait(ctx); err != nil {
+		if err := w.hold.wait(ctx, "claim", id); err != nil {
 			return err
 		}
 		o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
@@ -162,7 +162,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// find and interrupt. Its message stays unacked.
 			return nil, w.unclaim(ctx, msg, o, "the worker is stopping")
 		}
-		if err := w.hold.wait(ctx); err != nil {
+		if err := w.hold.wait(ctx, "start", o.ID); err != nil {
 			// Claimed while the lease was held, lost before the start:
 			// back to the queue for the host's next owner, unstarted.
 			why := "the host lease is not held"

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
+
+	"github.com/google/uuid"
 )
 
 // errNotHeld refuses a claim or a start: the tenure's lease is lost, or
@@ -32,16 +35,17 @@ const (
 // interrupted it, but the order ran on a worker that no longer owned its
 // host (docs/decisions.md, "A lapsed lease stops claims at once").
 type hold struct {
-	state atomic.Int32
-	feed  context.Context // the tenure's feed: its end ends a wait
+	state  atomic.Int32
+	feed   context.Context // the tenure's feed: its end ends a wait
+	logger *slog.Logger
 
 	mu      sync.Mutex
 	changed chan struct{} // closed at the next change of state
 	lost    error         // why, once lost
 }
 
-func newHold(feed context.Context) *hold {
-	return &hold{feed: feed, changed: make(chan struct{})}
+func newHold(feed context.Context, logger *slog.Logger) *hold {
+	return &hold{feed: feed, logger: logger, changed: make(chan struct{})}
 }
 
 // set moves the hold to state s (leaseHeld or leaseLapsed); a lost hold
@@ -76,12 +80,13 @@ func (h *hold) held() bool { return h == nil || h.state.Load() == leaseHeld }
 // wait returns nil once the lease is held: at once while it is, after
 // the renewal's verdict while a lapse is being settled. A lost lease,
 // or the tenure's feed ending first, answers errNotHeld; ctx ending, its
-// error.
-func (h *hold) wait(ctx context.Context) error {
+// error. what (the order's "claim" or "start") and id name the step
+// that waits, in the line that says so.
+func (h *hold) wait(ctx context.Context, what string, id uuid.UUID) error {
 	if h.held() {
 		return nil
 	}
-	for {
+	for logged := false; ; logged = true {
 		h.mu.Lock()
 		s, changed, lost := h.state.Load(), h.changed, h.lost
 		h.mu.Unlock()
@@ -90,6 +95,9 @@ func (h *hold) wait(ctx context.Context) error {
 			return nil
 		case leaseLost:
 			return fmt.Errorf("%w: %w", errNotHeld, lost)
+		}
+		if !logged {
+			h.logger.Info("the host lease is in doubt: the order's "+what+" waits for its renewal's verdict", "order_id", id)
 		}
 		select {
 		case <-changed:

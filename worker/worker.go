@@ -299,7 +299,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// the feed but lets the current order run on: a successor on this
 	// machine kills its processes before running anything itself.
 	feedCtx, stopFeed := context.WithCancelCause(ctx)
-	h := newHold(feedCtx)
+	h := newHold(feedCtx, w.logger)
 	w.hold = h
 	// The lease and the heartbeat outlive a shutdown request: the order
 	// still running for its shutdown grace is this worker's, and a standby
