@@ -169,9 +169,9 @@ func TestActiveOrdersFollowTheStatus(t *testing.T) {
 // queued or running, and migrating down returns the indexes on status.
 func TestActiveOrdersMigration(t *testing.T) {
 	e, p := migratedDown(t, 8)
-	queued := e.insert("h1", "alice", nil)
-	running := e.insert("h1", "alice", nil)
-	finished := e.insert("h1", "alice", nil)
+	queued := e.insertBefore("h1", "alice")
+	running := e.insertBefore("h1", "alice")
+	finished := e.insertBefore("h1", "alice")
 	e.exec(`UPDATE orders SET status = 'running' WHERE id = $1`, running.ID)
 	e.exec(`UPDATE orders SET status = 'failed' WHERE id = $1`, finished.ID)
 	if _, err := p.Up(e.ctx); err != nil {

@@ -63,7 +63,7 @@ func TestNewDatabaseChecksOrderReferencesByIndex(t *testing.T) {
 // row: an upgrade keeps every order and its history.
 func TestInsertWorkMigrationKeepsOrders(t *testing.T) {
 	e, p := migratedDown(t, 19)
-	o := e.insert("h1", "alice", nil)
+	o := e.insertBefore("h1", "alice")
 	if _, err := p.Up(e.ctx); err != nil {
 		t.Fatalf("migrate up: %v", err)
 	}

@@ -57,6 +57,17 @@ func (e *storeEnv) insert(host, principal string, mod func(*order.Order)) *order
 	return o
 }
 
+// insertBefore is insert on a schema migrated down past 00023: today's
+// insert statement names orders.waiter, so the column stands in for the
+// insert and is gone again before the test migrates up.
+func (e *storeEnv) insertBefore(host, principal string) *order.Order {
+	e.t.Helper()
+	e.exec(`ALTER TABLE orders ADD COLUMN waiter uuid`)
+	o := e.insert(host, principal, nil)
+	e.exec(`ALTER TABLE orders DROP COLUMN waiter`)
+	return o
+}
+
 // own makes worker the owner of host, which a claim requires.
 func (e *storeEnv) own(host, worker string) {
 	e.t.Helper()
