@@ -92,6 +92,13 @@ func TestSQLDocQueriesAsAuditor(t *testing.T) {
 			t.Errorf("as orderly_auditor, %s: %d (%v), want the rows", q, n, err)
 		}
 	}
+	// Why a compat order was canceled at its claim (migration 00023):
+	// its waiter and that API process's presence.
+	for _, q := range []string{`SELECT count(waiter) FROM orders`, `SELECT count(*) FROM api_presence`} {
+		if err := try(q); err != nil {
+			t.Errorf("as orderly_auditor, %s: %v", q, err)
+		}
+	}
 	for _, q := range []string{
 		`SELECT env FROM orders`, `SELECT stdin FROM orders`, `SELECT script FROM orders`,
 		`SELECT action_secrets FROM orders`, `SELECT request_sha256 FROM orders`,
