@@ -118,25 +118,8 @@ func TestLapsedLeaseStopsClaimsAtOnce(t *testing.T) {
 			})
 			close(hook.release)
 
-			if !tc.rival {
-				e.waitStatus(id, order.StatusSucceeded)
-				if strings.Contains(log.String(), "stopped consuming") {
-					t.Error("the worker that took its lapsed lease again ended its tenure")
-				}
+			if wantLeaseOutcome(t, e, log, hook, id, tc.rival, "after the lapse was found") == nil {
 				return
-			}
-			testenv.WaitUntil(t, 30*time.Second, "the tenure ends", func() bool {
-				return strings.Contains(log.String(), "stopped consuming the host's orders")
-			})
-			if n := hook.later.Load(); n > 0 {
-				t.Errorf("%d claims of the order after the lapse was found, want none", n)
-			}
-			o, err := store.GetOrder(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if o.Status != order.StatusQueued {
-				t.Errorf("the order after the lapse was found: %s (worker %q), want queued", o.Status, o.Worker)
 			}
 			if _, err := os.Stat(ran); err == nil {
 				t.Error("the order ran after the lapse was found")
@@ -149,4 +132,34 @@ func TestLapsedLeaseStopsClaimsAtOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wantLeaseOutcome checks how the order id of a worker whose lease was
+// found lapsed or in doubt ended (when): its own again (not rival), the
+// order succeeds in the same tenure; another worker's, the tenure ends,
+// the order is claimed no more and stays queued. It returns the order
+// as it stays then, nil when the lease was the worker's own.
+func wantLeaseOutcome(t *testing.T, e *env, log *testenv.LogBuffer, hook *claimHook, id uuid.UUID, rival bool, when string) *order.Order {
+	t.Helper()
+	if !rival {
+		e.waitStatus(id, order.StatusSucceeded)
+		if strings.Contains(log.String(), "stopped consuming") {
+			t.Errorf("the worker whose lease was still its own ended its tenure (%s)", when)
+		}
+		return nil
+	}
+	testenv.WaitUntil(t, 30*time.Second, "the tenure ends", func() bool {
+		return strings.Contains(log.String(), "stopped consuming the host's orders")
+	})
+	if n := hook.later.Load(); n > 0 {
+		t.Errorf("%d claims of the order %s, want none", n, when)
+	}
+	o, err := e.store.GetOrder(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != order.StatusQueued {
+		t.Errorf("the order %s: %s (worker %q), want queued", when, o.Status, o.Worker)
+	}
+	return o
 }
