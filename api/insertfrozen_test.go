@@ -11,7 +11,6 @@ import (
 
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -37,9 +36,7 @@ func (s insertsEnded) InsertOrder(ctx context.Context, o *order.Order) (*order.O
 // recorded and left unpublished. The insert is held in PostgreSQL (the
 // unpublished table locked by the test) until its backend is stopped.
 func TestFrozenInsertOutlivesItsClientWithinItsBound(t *testing.T) {
-	epoch := postgres.InsertEpoch
-	postgres.InsertEpoch = 300 * time.Millisecond
-	t.Cleanup(func() { postgres.InsertEpoch = epoch })
+	testenv.ShortInsertEpochs(t)
 	dsn := testenv.Postgres(t)
 	var ended atomic.Int64
 	e := newAPIEnv(t, envOptions{dsn: dsn, intakeStore: func(s intake.Store) intake.Store { return insertsEnded{s, &ended} }})

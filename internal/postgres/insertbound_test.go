@@ -22,9 +22,7 @@ import (
 // group is held in PostgreSQL (an action's lock) until its backend is
 // stopped.
 func TestGroupCommitFrozenIsCut(t *testing.T) {
-	epoch := postgres.InsertEpoch
-	postgres.InsertEpoch = 300 * time.Millisecond
-	t.Cleanup(func() { postgres.InsertEpoch = epoch })
+	testenv.ShortInsertEpochs(t)
 	e, _ := newCutEnv(t)
 	lockA, _ := e.lockAction("frozen-a")
 	lockB, pidB := e.lockAction("frozen-b")

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -24,9 +23,7 @@ import (
 // granted the moment the insert ends and the lookup, the next statement
 // on orders, waits for it; stopped there, it never answers.
 func TestKeyUsedLookupFrozenIsCut(t *testing.T) {
-	epoch := postgres.InsertEpoch
-	postgres.InsertEpoch = 300 * time.Millisecond
-	t.Cleanup(func() { postgres.InsertEpoch = epoch })
+	testenv.ShortInsertEpochs(t)
 	e, _ := newCutEnv(t)
 	keyedRun := func(o *order.Order) { limitedRun("repeat")(o); o.IdempotencyKey = "repeat-key" }
 	first := e.insert("repeat-1", "alice", keyedRun)

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -19,4 +20,13 @@ func Store(t testing.TB, dsn string) (*postgres.Store, *pgxpool.Pool) {
 	}
 	t.Cleanup(pool.Close)
 	return postgres.New(pool), pool
+}
+
+// ShortInsertEpochs makes postgres.InsertEpoch 300 ms for t, so that a
+// test sees an insert or key lookup that PostgreSQL holds cut within a
+// second, and puts it back when t ends. Not for parallel tests.
+func ShortInsertEpochs(t testing.TB) {
+	epoch := postgres.InsertEpoch
+	postgres.InsertEpoch = 300 * time.Millisecond
+	t.Cleanup(func() { postgres.InsertEpoch = epoch })
 }
