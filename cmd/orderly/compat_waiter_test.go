@@ -26,30 +26,12 @@ import (
 // why; the native order queued behind it, whose client holds its id,
 // runs. The long order, started, runs to its end (accepted: docs/compat.md).
 func TestCompatOrderOfAKilledAPIIsCanceled(t *testing.T) {
-	root := t.TempDir()
-	copyTool(t, "echo", filepath.Join(root, "echo"))
 	release := filepath.Join(t.TempDir(), "release")
-	s := newFaultStackConf(t, func(conf string) string {
-		conf = strings.Replace(conf, "command_path: [/usr/bin, /bin]", fmt.Sprintf("command_path: [%q, /usr/bin, /bin]", root), 1)
-		return conf + fmt.Sprintf(`acl:
-  allow: ["127.0.0.1/32", "::1/128"]
-policy:
-  - name: admin
+	s := httpexecStack(t, true, `  - name: admin
     roles: [admin]
     hosts: ["*"]
     allow: [".*"]
-  - name: httpexec
-    principals: [httpexec-client]
-    hosts: [hx]
-    allow: [".*"]
-compat:
-  httpexec:
-    enabled: true
-    host: hx
-    exec_root: %q
-    principal: httpexec-client
-`, root)
-	})
+`)
 	w := s.startWorker("hx")
 	waitLogLine(t, w.faultProc, "worker consuming", time.Minute)
 
@@ -142,24 +124,7 @@ compat:
 // as the command's success to a client that checks the status alone
 // (probed by hJ8's rolling upgrade).
 func TestCompatWaiterOfAStoppedAPIIsCut(t *testing.T) {
-	root := t.TempDir()
-	copyTool(t, "echo", filepath.Join(root, "echo"))
-	s := newFaultStackConf(t, func(conf string) string {
-		return conf + fmt.Sprintf(`acl:
-  allow: ["127.0.0.1/32", "::1/128"]
-policy:
-  - name: httpexec
-    principals: [httpexec-client]
-    hosts: [hx]
-    allow: [".*"]
-compat:
-  httpexec:
-    enabled: true
-    host: hx
-    exec_root: %q
-    principal: httpexec-client
-`, root)
-	})
+	s := httpexecStack(t, false, "")
 	ctx := t.Context()
 	answer := make(chan error, 1)
 	go func() {
@@ -190,4 +155,33 @@ compat:
 	if err := s.pool.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, id).Scan(&st); err != nil || st != "canceled" {
 		t.Errorf("the order of the stopped API's client: %q (%v), want canceled", st, err)
 	}
+}
+
+// httpexecStack is a fault stack whose API serves httpexec for host hx,
+// its commands (echo) in a root of their own, with the policy rules
+// rules before httpexec's; with onPath, that root is first on the
+// worker's command path too.
+func httpexecStack(t *testing.T, onPath bool, rules string) *faultStack {
+	t.Helper()
+	root := t.TempDir()
+	copyTool(t, "echo", filepath.Join(root, "echo"))
+	return newFaultStackConf(t, func(conf string) string {
+		if onPath {
+			conf = strings.Replace(conf, "command_path: [/usr/bin, /bin]", fmt.Sprintf("command_path: [%q, /usr/bin, /bin]", root), 1)
+		}
+		return conf + fmt.Sprintf(`acl:
+  allow: ["127.0.0.1/32", "::1/128"]
+policy:
+%s  - name: httpexec
+    principals: [httpexec-client]
+    hosts: [hx]
+    allow: [".*"]
+compat:
+  httpexec:
+    enabled: true
+    host: hx
+    exec_root: %q
+    principal: httpexec-client
+`, rules, root)
+	})
 }
