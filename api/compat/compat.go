@@ -224,3 +224,22 @@ func werkzeugQuote(path string) string {
 	}
 	return b.String()
 }
+
+// queuedCanceler cancels an order still queued (Orders, stage0's Runbooks).
+type queuedCanceler interface {
+	CancelQueued(ctx context.Context, o *order.Order, actor, reason string)
+}
+
+// abandonWait ends the wait of a client that never learns o's id once
+// the request's context ended: its client went away (a proxy cut it) or
+// the API is stopping. o, if still queued, is canceled as actor for
+// reason: it would run later for nobody, and again when the client sends
+// the request once more; one that started runs on, as the originals'
+// commands did. The connection is then cut, as a killed API cuts it: a
+// handler that returned without an answer was a `200 OK` with no body
+// (a stage0 stream: the run's whole output without its done) to the
+// client of a stopping API.
+func abandonWait(ctx context.Context, c queuedCanceler, o *order.Order, actor, reason string) {
+	c.CancelQueued(context.WithoutCancel(ctx), o, actor, reason)
+	panic(http.ErrAbortHandler)
+}

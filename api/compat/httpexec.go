@@ -2,7 +2,6 @@ package compat
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -156,16 +155,7 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !done.Status.Terminal() && r.Context().Err() != nil {
-		// The client went away (its connection cut: a proxy), or the
-		// API is stopping and ended the wait: either way the client
-		// never learns the order's id. One still queued is canceled: it
-		// would run later for nobody, and again when the client sends
-		// the request once more. One that started runs on, as
-		// httpexec's child did. The connection is cut, as a killed API
-		// cuts it: a handler that returned without an answer was a
-		// `200 OK` with no body to the client of a stopping API.
-		h.Orders.CancelQueued(context.WithoutCancel(r.Context()), done, p.Name, "the httpexec client went away before the command started")
-		panic(http.ErrAbortHandler)
+		abandonWait(r.Context(), h.Orders, done, p.Name, "the httpexec client went away before the command started")
 	}
 	if !done.Status.Terminal() {
 		// Still queued (its host busy or without a worker) past the

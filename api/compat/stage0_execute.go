@@ -2,7 +2,6 @@ package compat
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -113,13 +112,8 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 			panic(http.ErrAbortHandler)
 		}
 		// The client went away, or the API is stopping and ended the
-		// follow. A run that started runs on, as stage0's script did;
-		// one still queued (its host busy or without a worker) is
-		// canceled: the client never learns its id, and it would start
-		// later for nobody. The stream is cut, as a killed API cuts it:
-		// ended, it reads as the run's whole output without its done.
-		s.Runbooks.CancelQueued(context.WithoutCancel(ctx), o, q.p.Name, "the stage0 client went away before the run started")
-		panic(http.ErrAbortHandler)
+		// follow (a run that started runs on, as stage0's script did).
+		abandonWait(ctx, s.Runbooks, o, q.p.Name, "the stage0 client went away before the run started")
 	}
 	for _, name := range []string{"stdout", "stderr"} {
 		if cutByWorker(final, name) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -155,15 +154,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 	}
 	defer v.forget(o.ID)
 	if !done.Status.Terminal() && vr.r.Context().Err() != nil {
-		// The client went away (its connection cut: a proxy), or the
-		// API is stopping and ended the wait, before the answer that
-		// names the order. One still queued is canceled: it would run
-		// later for nobody, and again when the client sends the request
-		// once more. One that started runs on, as Vigrid's queue ran it.
-		// The connection is cut, as a killed API cuts it, not answered
-		// `200 OK` with no body.
-		v.Orders.CancelQueued(context.WithoutCancel(vr.r.Context()), done, vr.p.Name, "the Vigrid client went away before the command started")
-		panic(http.ErrAbortHandler)
+		abandonWait(vr.r.Context(), v.Orders, done, vr.p.Name, "the Vigrid client went away before the command started")
 	}
 	if !done.Status.Terminal() {
 		// Still queued or running past the wait: the cancel is on record
