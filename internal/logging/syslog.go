@@ -186,7 +186,7 @@ func (h *SyslogHandler) Handle(_ context.Context, r slog.Record) error {
 		b.WriteString("]")
 	}
 	if r.Message != "" {
-		b.WriteString(" " + strings.ToValidUTF8(r.Message, "\uFFFD"))
+		b.WriteString(" " + escapeControls(strings.ToValidUTF8(r.Message, "\uFFFD")))
 	}
 	return h.conn.send([]byte(b.String()))
 }
@@ -271,13 +271,52 @@ func paramName(s string) string {
 	return string(b)
 }
 
-// paramValue escapes '"', '\' and ']' as RFC 5424 §6.3.3 requires, and
-// keeps the value valid UTF-8.
+// paramValue escapes '"', '\' and ']' as RFC 5424 §6.3.3 requires, keeps
+// the value valid UTF-8, and writes control characters as escapes
+// (escapeControls): after the backslash is doubled, "\n" in the value is
+// a newline and "\\n" a backslash and an n.
 func paramValue(s string) string {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, `]`, `\]`).Replace(s)
+	return escapeControls(strings.NewReplacer(`\`, `\\`, `"`, `\"`, `]`, `\]`).Replace(s))
+}
+
+// escapeControls writes the control characters of s (C0, DEL, C1 and the
+// Unicode line and paragraph separators) as escapes, \n, \r, \t or
+// \u00XX, as the JSON handler does. A value comes from a client often
+// enough (a path, a principal, an error that quotes the request): raw,
+// its newline would end the line where the message is read line by line
+// — the fallback writer (stderr), a daemon that writes what it receives
+// to a file — and what follows it would read as a line of orderly's own
+// (RFC 5424 §8.2: control characters are legal but should be avoided).
+func escapeControls(s string) string {
+	i := strings.IndexFunc(s, isControl)
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for _, r := range s[i:] {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case isControl(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool {
+	return r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == 0x2028 || r == 0x2029
 }
 
 // headerField makes a header field: printable US-ASCII, at most max long.

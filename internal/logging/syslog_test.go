@@ -194,3 +194,40 @@ func TestSyslogNamedTypes(t *testing.T) {
 		t.Errorf("got %q\nwant SD %s", msg, want)
 	}
 }
+
+// TestSyslogEscapesControlCharacters: a value that came from a client (a
+// request's path, decoded from %0A) cannot end the line it is logged on,
+// neither in the message the daemon receives nor in the fallback's line
+// while the daemon is away, and so cannot add a line that reads as
+// orderly's own. Control characters are written as the JSON handler
+// writes them; a backslash stays distinguishable from them.
+func TestSyslogEscapesControlCharacters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.sock")
+	d := listen(t, path)
+	var fallback testenv.LogBuffer
+	l, err := logging.New(logging.Options{Format: "syslog", Level: "info", SyslogAddress: path}, &fallback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	forged := "/ui/x\n<27>1 2026-12-05T00:00:00Z web-3 orderly 1 - [orderly@32473 principal=\"admin\"] order finished"
+	want := `path="/ui/x\n<27>1 2026-12-05T00:00:00Z web-3 orderly 1 - [orderly@32473 principal=\"admin\"\] order finished"`
+	l.Warn("ui form refused\r\nsecond", "path", forged, "odd", "a\\nb\tc\x00d\x7fe\u0085f\u2028g")
+	msg := d.next()
+	if strings.ContainsAny(msg, "\n\r\t\x00\x7f\u0085\u2028") {
+		t.Fatalf("a control character reached the daemon raw: %q", msg)
+	}
+	if !strings.Contains(msg, want) || !strings.Contains(msg, `odd="a\\nb\tc\u0000d\u007fe\u0085f\u2028g"`) ||
+		!strings.HasSuffix(msg, `] ui form refused\r\nsecond`) {
+		t.Fatalf("message %q\nwant it to hold %s and the escaped message", msg, want)
+	}
+
+	d.conn.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	l.Warn("ui form refused", "path", forged)
+	if lines := strings.Split(strings.TrimSuffix(fallback.String(), "\n"), "\n"); len(lines) != 1 || !strings.Contains(lines[0], want) {
+		t.Fatalf("the fallback has %d lines, want 1 holding %s: %q", len(lines), want, fallback.String())
+	}
+}
