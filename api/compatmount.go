@@ -73,7 +73,7 @@ func (s *Server) withCompat(native *chi.Mux) http.Handler {
 		if c.RateHeaders {
 			limited = withRateHeaders(limited)
 		}
-		c.Handler = s.compatRecoverer(c.Handler, s.measure(s.compatClient(limited)))
+		c.Handler = apiHeaders(s.compatRecoverer(c.Handler, s.measure(s.compatClient(limited))))
 		surfaces[i] = c
 	}
 	// The most specific surface answers: a fallback (httpexec at /) only

@@ -100,3 +100,30 @@ func (s *Server) audit(r *http.Request, status int, e *order.Error, redacted fun
 
 // redactedKey carries a redacted copy of the submitted order for the audit.
 type redactedKey struct{}
+
+// apiHeaders marks every answer of the API's routes and of the compat
+// surfaces Cache-Control: no-store and X-Content-Type-Options: nosniff,
+// 401s and 429s included. An answer holds orders' arguments and outputs,
+// which may be secrets: a browser that calls the API (a page's fetch with
+// a bearer token) kept an answer in its disk cache, where it outlived the
+// token and the session. Output is sent as written (encode does no HTML
+// escaping), so a browser must never sniff an answer into a page. A
+// stream sets its own Cache-Control over this one; a client that polls
+// with If-None-Match keeps its own copy and still gets its 304
+// (conditional.go). The web UI (uiHeaders) and the explorer (docs.go)
+// set their own.
+func apiHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Cache-Control"] = noStore
+		h["X-Content-Type-Options"] = nosniff
+		next.ServeHTTP(w, r)
+	})
+}
+
+// The values apiHeaders sets, shared by every answer as jsonContentType
+// is: no slice per answer.
+var (
+	noStore = []string{"no-store"}[:1:1]
+	nosniff = []string{"nosniff"}[:1:1]
+)

@@ -27,6 +27,7 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/docs/{file}", s.handleDocsFile)
 
 	r.Route("/v1", func(r chi.Router) {
+		r.Use(apiHeaders)
 		r.Use(s.limitIP)
 		r.Use(s.authenticate)
 		r.Use(s.limitPrincipal)
@@ -49,6 +50,7 @@ func (s *Server) Handler() http.Handler {
 	// Runbook routes also accept the delegated token of a running script
 	// (authenticateRunbooks), so they sit outside /v1's authentication.
 	r.Group(func(r chi.Router) {
+		r.Use(apiHeaders)
 		r.Use(s.limitIP)
 		r.Use(s.authenticateRunbooks)
 		r.Use(s.limitPrincipal)
