@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -175,6 +176,31 @@ func withdraw(ctx context.Context, orders Orders, np *intake.ErrNotPublished, p 
 func crossOrigin(r *http.Request) error {
 	var c http.CrossOriginProtection
 	return c.Check(r)
+}
+
+// byName is an error for a browser's request that names this server by
+// a DNS name other than localhost. Such a request can be a page's own,
+// same-origin to the browser, after the page's name was rebound in DNS
+// to this server's address (DNS rebinding): the browser sends it from
+// inside acl.allow, Sec-Fetch-Site and Origin say same-origin, and the
+// page reads the answer. A name the server answers to cannot be told
+// from the attacker's, so the surfaces that need no credential take a
+// browser's request only under an IP address or localhost, which no
+// other site's page can have for its origin. A script sends neither
+// Sec-Fetch-Site nor Origin and is not affected, by any name.
+func byName(r *http.Request) error {
+	if r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Sec-Fetch-Mode") == "" && r.Header.Get("Origin") == "" {
+		return nil
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if _, err := netip.ParseAddr(host); err == nil || host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return nil
+	}
+	return fmt.Errorf("a browser's request for the name %q (only an IP address or localhost: a page whose name was rebound to this server is same-origin to the browser)", r.Host)
 }
 
 // flaskMethodOK reports whether a Flask route served by method takes a

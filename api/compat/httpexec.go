@@ -75,6 +75,12 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "cross-origin request refused\n")
 		return
 	}
+	if err := byName(r); err != nil {
+		h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", http.StatusForbidden,
+			order.Errorf(order.CodeForbidden, "%s", err))
+		plain(w, http.StatusForbidden, "text/plain; charset=utf-8", "browser request by name refused: use an IP address or localhost\n")
+		return
+	}
 	rel := strings.TrimLeft(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(hc.Prefix, "/")), "/")
 	if rel == "" {
 		// No route of httpexec's matches "/", whatever the method.

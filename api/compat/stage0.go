@@ -240,7 +240,8 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 // any roles: a proxied request says so (Forwarded, X-Forwarded-For,
 // X-Real-IP). A browser's request from another origin is refused too: a
 // page must not sign its visitor's browser in, even if it cannot read
-// the answer.
+// the answer; so is one by a name other than localhost (byName), which
+// a page of another site rebound to 127.0.0.1 sends as its own.
 func notLocal(r *http.Request) string {
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Real-IP"} {
 		if r.Header.Get(h) != "" {
@@ -249,6 +250,9 @@ func notLocal(r *http.Request) string {
 	}
 	if err := crossOrigin(r); err != nil {
 		return "came from another origin in a browser"
+	}
+	if byName(r) != nil {
+		return "came from a browser by the name " + strconv.Quote(r.Host) + " (a page whose name was rebound to this machine is same-origin to the browser)"
 	}
 	return ""
 }
