@@ -79,3 +79,54 @@ func TestRestoreGuardOffIsShown(t *testing.T) {
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 	guardIs("the guard shown on again", "on", "", "1")
 }
+
+// TestRestoreGuardOffWithoutTheBucket: a worker that finds no claim mark
+// bucket (its API older than the mark, or not started yet) showed its
+// guard "on" from its tenure's read, which took the missing bucket for
+// an empty mark, until its first claim's write failed. It now shows it
+// off from the tenure's start, before any order, and on once an API made
+// the bucket and a claim's write went through.
+func TestRestoreGuardOffWithoutTheBucket(t *testing.T) {
+	url := testenv.NATS(t)
+	e := newEnv(t)
+	e.q = testenv.Queue(t, url, "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	// The streams as an API makes them, without the bucket: what a
+	// worker of an older API's fleet finds. A worker binds, makes nothing.
+	if err := testenv.JetStream(t, url, "older api").DeleteKeyValue(t.Context(), queue.MarksBucket); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := queue.Connect(url, "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wq, err := queue.Bind(t.Context(), nc, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	const host = "nobucket"
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, Metrics: m}, e.store, wq, testenv.Logger(t))
+
+	guard := func() string {
+		online, err := e.q.OnlineHosts(context.WithoutCancel(t.Context()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return online[host].RestoreGuard
+	}
+	testenv.WaitUntil(t, 30*time.Second, "the host's restore_guard", func() bool { return guard() != "" })
+	if g, gauge := guard(), scrape(t, m); !strings.HasPrefix(g, "off: kv bucket "+queue.MarksBucket+" does not exist yet") ||
+		!strings.Contains(gauge, `orderly_worker_restore_guard{host="`+host+`"} 0`+"\n") {
+		t.Fatalf("no order claimed yet, no bucket: restore_guard %q, gauge:\n%s", g, gauge)
+	}
+
+	// An API of this version starts and makes the bucket: the next
+	// claim's write turns the guard on.
+	testenv.Queue(t, url, "api", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	testenv.WaitUntil(t, 30*time.Second, "the guard on once a claim was written", func() bool {
+		return guard() == "on" && strings.Contains(scrape(t, m), `orderly_worker_restore_guard{host="`+host+`"} 1`+"\n")
+	})
+}

@@ -67,18 +67,25 @@ func (m ClaimMark) Covers(seq uint64, stored time.Time) bool {
 func claimMarkKey(host string) string { return "claimed." + host }
 
 // ClaimMarkOf returns the claim mark NATS holds for host: zero when it
-// holds none (no order claimed since the store was new, or the bucket
-// not made yet by an API).
+// holds none (no order claimed since the store was new), ErrNoMarksBucket
+// when there is no bucket to hold one (not made yet by an API of this
+// version): the host's claims could not be written either, and its
+// worker shows its guard off from its tenure's start, not from its first
+// claim's write.
 func (q *Queue) ClaimMarkOf(ctx context.Context, host string) (ClaimMark, error) {
 	kv, err := q.marksKV(ctx, false)
-	if err != nil || kv == nil {
+	if err != nil {
 		return ClaimMark{}, err
+	}
+	if kv == nil {
+		return ClaimMark{}, ErrNoMarksBucket
 	}
 	e, err := kv.Get(ctx, claimMarkKey(host))
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), q.forgetMarksKV(err):
+	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return ClaimMark{}, nil
 	case err != nil:
+		q.forgetMarksKV(err) // a bucket gone: the next use opens it again
 		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %w", claimMarkKey(host), MarksBucket, err)
 	}
 	var m ClaimMark
