@@ -458,7 +458,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	if cg != nil {
 		cgErr = cg.end()
 	} else if !sessionEnded {
-		sessionGone = e.killSession(ctx, pid, before)
+		sessionGone = e.killSession(ctx, pid, before, realLook)
 	}
 	// Then what left the session, found as the worker's children (and,
 	// in a cgroup, the killed ones reaped): the leader is still

@@ -520,7 +520,7 @@ func (e *Executor) sessionEnded(sid int, before *pidReading) bool {
 		return false
 	}
 	for range sessionEndedRounds {
-		if sessionLive(sid, pids, readStat) {
+		if sessionLive(sid, pids, realLook) {
 			return false
 		}
 		now, err := readProcInt("/proc/sys/kernel/ns_last_pid")
@@ -546,29 +546,85 @@ const (
 	sessionEndedPids   = 256
 )
 
+// procLook is how the look at an order's session reads a pid: its
+// session id (getsid) and its stat (readStat). The executor's is
+// realLook; a test's refuses or hides what the kernel would not.
+type procLook struct {
+	getsid func(pid int) (int, error)
+	stat   func(pid int) (procStat, error)
+}
+
+// realLook reads the kernel's answers.
+var realLook = procLook{getsid: unix.Getsid, stat: readStat}
+
+// sessionRead is what a look at one pid found of it, for an order's
+// session.
+type sessionRead int
+
+const (
+	notInSession sessionRead = iota // gone, or of another session
+	inSession                       // of the session, its stat read
+	// unreadMember is of the session (getsid said so), but its stat
+	// could not be read (refused; hidden, by a /proc mounted with
+	// hidepid over a member that changed its credentials): its group
+	// and whether it lives are unknown, but it may be signalled by its
+	// pid, which the zombie leader keeps the session's own.
+	unreadMember
+	// unreadPid: neither getsid nor stat answered (a security module
+	// refusing both): it may be of the session, and nothing says which
+	// of its groups to kill.
+	unreadPid
+)
+
+// readMember looks at pid for session sid. sessionLive and
+// sessionGroups ask it both, so that a pid the look counts live is one
+// the kill signals or reports unproven: never one it takes for outside
+// the session. One getsid rules out a pid of another session (most of
+// them, on a busy host) without opening its /proc entry.
+func readMember(sid, pid int, look procLook) (procStat, sessionRead) {
+	s, err := look.getsid(pid)
+	if err == unix.ESRCH || err == nil && s != sid {
+		return procStat{}, notInSession
+	}
+	st, serr := look.stat(pid)
+	switch {
+	case serr == nil && st.session == sid:
+		return st, inSession
+	case serr == nil:
+		// Left the session since getsid (setsid: a deliberate escape,
+		// which the session does not hold), or reaped and its pid
+		// taken by a process of another session.
+		return procStat{}, notInSession
+	case errors.Is(serr, fs.ErrNotExist) && err != nil:
+		return procStat{}, notInSession // reaped; nothing else to ask
+	case errors.Is(serr, fs.ErrNotExist):
+		// Reaped since getsid, or hidden from this worker: getsid
+		// again tells.
+		if s, err := look.getsid(pid); err == unix.ESRCH || err == nil && s != sid {
+			return procStat{}, notInSession
+		}
+		return procStat{}, unreadMember
+	case err == nil:
+		return procStat{}, unreadMember
+	}
+	return procStat{}, unreadPid
+}
+
 // sessionLive reports whether one of pids is a live process of session
-// sid, reading each one's stat with stat (readStat; a test's own). A pid
-// that cannot be read for another reason than that it is gone counts as
-// live: sessionEnded's doubt, which costs a record, never a process.
-func sessionLive(sid int, pids []int, stat func(pid int) (procStat, error)) bool {
+// sid, as look reads them (realLook; a test's own). A pid that cannot be
+// read for another reason than that it is gone counts as live:
+// sessionEnded's doubt, which costs a record, never a process.
+func sessionLive(sid int, pids []int, look procLook) bool {
 	for _, pid := range pids {
 		if pid == sid {
 			continue
 		}
-		// One getsid rules out a pid of another session without
-		// opening its /proc entry.
-		s, err := unix.Getsid(pid)
-		if err == unix.ESRCH || err == nil && s != sid {
-			continue
-		}
-		if err != nil {
-			return true
-		}
-		st, err := stat(pid)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // exited and reaped since getsid
-		}
-		if err != nil || st.session == sid && st.alive() {
+		switch st, r := readMember(sid, pid, look); r {
+		case inSession:
+			if st.alive() {
+				return true
+			}
+		case unreadMember, unreadPid:
 			return true
 		}
 	}
@@ -576,33 +632,36 @@ func sessionLive(sid int, pids []int, stat func(pid int) (procStat, error)) bool
 }
 
 // sessionGroups lists the process groups of session sid other than group
-// sid that have a live member, and those members; dead lists the members
-// of those groups that are zombies.
-func (e *Executor) sessionGroups(sid int, before *pidReading) (groups, live []int, dead []member, err error) {
+// sid that have a live member, and those members; unread the members it
+// could not read the stat of, to be signalled by pid (readMember's
+// unreadMember); live also has those and the pids that may be of the
+// session (unreadPid), so that a kill is proven only once none is left;
+// dead lists the members of those groups that are zombies.
+func (e *Executor) sessionGroups(sid int, before *pidReading, look procLook) (groups, live, unread []int, dead []member, err error) {
 	pids, _, err := e.sessionPids(sid, before)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	for _, pid := range pids {
-		// One getsid rules out a pid of another session (most of them,
-		// on a busy host) without opening its /proc entry.
-		if s, err := unix.Getsid(pid); err != nil || s != sid {
-			continue
-		}
-		st, err := readStat(pid)
-		if err != nil || st.session != sid || st.pgrp == sid {
-			continue // not there (any more), or not of those groups
-		}
-		if !st.alive() {
+		st, r := readMember(sid, pid, look)
+		switch {
+		case r == unreadMember:
+			unread = append(unread, pid)
+			live = append(live, pid)
+		case r == unreadPid:
+			live = append(live, pid)
+		case r != inSession || st.pgrp == sid:
+			// Not there (any more), or not of those groups.
+		case !st.alive():
 			dead = append(dead, member{pid: pid, procStat: st})
-			continue
-		}
-		live = append(live, pid)
-		if !slices.Contains(groups, st.pgrp) {
-			groups = append(groups, st.pgrp)
+		default:
+			live = append(live, pid)
+			if !slices.Contains(groups, st.pgrp) {
+				groups = append(groups, st.pgrp)
+			}
 		}
 	}
-	return groups, live, dead, nil
+	return groups, live, unread, dead, nil
 }
 
 // killSession SIGKILLs the process groups of session sid other than group
@@ -613,35 +672,52 @@ func (e *Executor) sessionGroups(sid int, before *pidReading) (groups, live []in
 // every group that has one as a member (a group lies within one session).
 // A group id seen on such a member could only name another group after the
 // group emptied and its id went round the whole pid space, between the
-// look and the kill.
-func (e *Executor) killSession(ctx context.Context, sid int, before *pidReading) bool {
+// look and the kill. A member whose stat it cannot read is killed by its
+// pid, and one it cannot tell of the session or not (readMember's
+// unreadPid) leaves the kill unproven: false, at groupGoneTimeout.
+func (e *Executor) killSession(ctx context.Context, sid int, before *pidReading, look procLook) bool {
 	if sessionAlone(sid) {
 		return true
 	}
 	deadline := time.Now().Add(groupGoneTimeout)
 	pause := 50 * time.Microsecond
 	for {
-		groups, live, dead, err := e.sessionGroups(sid, before)
+		groups, live, unread, dead, err := e.sessionGroups(sid, before, look)
 		if err != nil {
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", sid), slog.String("error", err.Error()))
 			return false
 		}
-		if len(groups) == 0 {
+		if len(live) == 0 {
 			reapOrphans(dead)
 			return true
 		}
-		for _, g := range groups {
-			if g > 1 { // kill(-1) would be every process
-				e.killGroup(ctx, g, unix.SIGKILL)
-			}
-		}
+		e.signalSession(ctx, groups, unread, unix.SIGKILL)
 		if time.Now().After(deadline) {
+			// pids: what lives or could not be read (a pid getsid
+			// could not tell is there, never signalled); unread: those
+			// of the session whose stat could not be read.
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "processes of the order's session survived SIGKILL",
-				slog.Int("sid", sid), slog.Any("pids", live))
+				slog.Int("sid", sid), slog.Any("pids", live), slog.Any("unread", unread))
 			return false
 		}
 		time.Sleep(pause)
 		pause = min(2*pause, 10*time.Millisecond)
+	}
+}
+
+// signalSession sends sig to each of groups and each of pids, what
+// sessionGroups listed of an order's session.
+func (e *Executor) signalSession(ctx context.Context, groups, pids []int, sig syscall.Signal) {
+	for _, g := range groups {
+		if g > 1 { // kill(-1) would be every process
+			e.killGroup(ctx, g, sig)
+		}
+	}
+	for _, p := range pids {
+		if err := unix.Kill(p, sig); err != nil && err != unix.ESRCH {
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "signal a process of the order's session",
+				slog.Int("pid", p), slog.String("signal", signalName(sig)), slog.String("error", err.Error()))
+		}
 	}
 }
 
@@ -666,17 +742,13 @@ func (e *Executor) signalRest(ctx context.Context, o orderProcs, sig syscall.Sig
 	if sessionAlone(o.pgid) {
 		return
 	}
-	groups, _, _, err := e.sessionGroups(o.pgid, o.before)
+	groups, _, unread, _, err := e.sessionGroups(o.pgid, o.before, realLook)
 	if err != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "list the order's session", slog.Int("sid", o.pgid), slog.String("error", err.Error()))
 		return
 	}
-	for _, g := range groups {
-		if g > 1 { // kill(-1) would be every process
-			e.killGroup(ctx, g, sig)
-			if cont {
-				e.killGroup(ctx, g, unix.SIGCONT)
-			}
-		}
+	e.signalSession(ctx, groups, unread, sig)
+	if cont {
+		e.signalSession(ctx, groups, unread, unix.SIGCONT)
 	}
 }
