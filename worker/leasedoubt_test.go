@@ -136,6 +136,11 @@ type pubHoldProxy struct {
 	armed  map[string]bool        // subjects whose next publish is held
 	held   map[string]heldPublish // by subject
 	conns  []net.Conn
+	// dropping: subjects whose publishes that contain the string are
+	// never sent on, for as long as it is set (a request NATS never
+	// answers); dropped counts them.
+	dropping map[string]string
+	dropped  map[string]int
 }
 
 // heldPublish is a publish held on its way to the server.
@@ -168,7 +173,8 @@ func newPubHoldProxy(t testing.TB, target string) *pubHoldProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pubHoldProxy{ln: ln, target: u.Host, armed: map[string]bool{}, held: map[string]heldPublish{}}
+	p := &pubHoldProxy{ln: ln, target: u.Host, armed: map[string]bool{}, held: map[string]heldPublish{},
+		dropping: map[string]string{}, dropped: map[string]int{}}
 	t.Cleanup(func() {
 		ln.Close()
 		p.mu.Lock()
@@ -230,6 +236,11 @@ func (p *pubHoldProxy) up(client net.Conn, server *serverSide) {
 			}
 			msg = append(msg, body...)
 			p.mu.Lock()
+			if needle, ok := p.dropping[f[1]]; ok && strings.Contains(string(msg), needle) {
+				p.dropped[f[1]]++
+				p.mu.Unlock()
+				continue
+			}
 			keep := p.armed[f[1]]
 			if keep {
 				delete(p.armed, f[1])
@@ -271,4 +282,26 @@ func (p *pubHoldProxy) release(subject string) {
 	if ok {
 		_ = h.to.write(h.msg)
 	}
+}
+
+// drop has the publishes to subject that contain needle never sent on,
+// until stopDropping.
+func (p *pubHoldProxy) drop(subject, needle string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropping[subject] = needle
+}
+
+// stopDropping sends the publishes to subject on again.
+func (p *pubHoldProxy) stopDropping(subject string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.dropping, subject)
+}
+
+// droppedTo counts the publishes to subject dropped so far.
+func (p *pubHoldProxy) droppedTo(subject string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropped[subject]
 }

@@ -474,7 +474,9 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		if errors.Is(cerr, jetstream.ErrKeyExists) {
 			return false, fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, err)
 		}
-		return false, fmt.Errorf("renew lease: %w", cerr)
+		// Unanswered (NATS away since the key was found gone): the
+		// lease stays in doubt, and the next renewal tries again.
+		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone): %w", cerr)
 	case gerr != nil:
 		return false, fmt.Errorf("renew lease: %w (then: %v)", err, gerr)
 	case string(e.Value()) != l.instance:
