@@ -141,6 +141,10 @@ type pubHoldProxy struct {
 	// answers); dropped counts them.
 	dropping map[string]string
 	dropped  map[string]int
+	// keeping: subjects whose publishes are all kept, in order, in kept,
+	// until sendKept.
+	keeping map[string]bool
+	kept    map[string][]heldPublish
 }
 
 // heldPublish is a publish held on its way to the server.
@@ -174,7 +178,7 @@ func newPubHoldProxy(t testing.TB, target string) *pubHoldProxy {
 		t.Fatal(err)
 	}
 	p := &pubHoldProxy{ln: ln, target: u.Host, armed: map[string]bool{}, held: map[string]heldPublish{},
-		dropping: map[string]string{}, dropped: map[string]int{}}
+		dropping: map[string]string{}, dropped: map[string]int{}, keeping: map[string]bool{}, kept: map[string][]heldPublish{}}
 	t.Cleanup(func() {
 		ln.Close()
 		p.mu.Lock()
@@ -241,6 +245,11 @@ func (p *pubHoldProxy) up(client net.Conn, server *serverSide) {
 				p.mu.Unlock()
 				continue
 			}
+			if p.keeping[f[1]] {
+				p.kept[f[1]] = append(p.kept[f[1]], heldPublish{to: server, msg: msg})
+				p.mu.Unlock()
+				continue
+			}
 			keep := p.armed[f[1]]
 			if keep {
 				delete(p.armed, f[1])
@@ -304,4 +313,31 @@ func (p *pubHoldProxy) droppedTo(subject string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.dropped[subject]
+}
+
+// keepAll keeps every publish to subject, until sendKept.
+func (p *pubHoldProxy) keepAll(subject string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keeping[subject] = true
+}
+
+// keptFor counts the publishes to subject kept so far.
+func (p *pubHoldProxy) keptFor(subject string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.kept[subject])
+}
+
+// sendKept sends the publishes kept for subject on to the server, in
+// order, and lets the next ones pass.
+func (p *pubHoldProxy) sendKept(subject string) {
+	p.mu.Lock()
+	kept := p.kept[subject]
+	delete(p.kept, subject)
+	delete(p.keeping, subject)
+	p.mu.Unlock()
+	for _, h := range kept {
+		_ = h.to.write(h.msg)
+	}
 }
