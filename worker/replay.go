@@ -153,13 +153,20 @@ func (w *Worker) writeClaimMark(ctx context.Context) {
 // keepClaimMark writes the claim mark a heartbeat after a claim moved it,
 // until ctx ends; the tenure writes it once more when it ends. Under a
 // steady flow of orders that is one write per heartbeat; idle, none.
+// While the guard is off for want of a bucket, it looks for one each
+// heartbeat (lookForBucket).
 func (w *Worker) keepClaimMark(ctx context.Context) {
 	t := time.NewTimer(w.opts.Heartbeat)
 	t.Stop()
+	look := time.NewTicker(w.opts.Heartbeat)
+	defer look.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-look.C:
+			w.lookForBucket(ctx)
+			continue
 		case <-w.claims.moved:
 		}
 		t.Reset(w.opts.Heartbeat)
@@ -170,6 +177,37 @@ func (w *Worker) keepClaimMark(ctx context.Context) {
 		case <-t.C:
 		}
 		w.writeClaimMark(ctx)
+	}
+}
+
+// lookForBucket reads the claim mark again while the guard is off for
+// want of a bucket (an API older than the mark, or none started yet):
+// an API of this version makes it at its start, and the guard is on from
+// then, not from the host's next claim (an idle host's stayed off, and
+// alerted, until an order came). One look at the bucket per heartbeat,
+// only while it is missing.
+func (w *Worker) lookForBucket(ctx context.Context) {
+	c := &w.claims
+	c.mu.Lock()
+	missing := c.guard == guardNoBucket
+	c.mu.Unlock()
+	if !missing {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, markWait)
+	m, err := w.q.ClaimMarkOf(rctx, w.opts.Host)
+	cancel()
+	if err != nil {
+		return // still none, or not answered: the guard stays off
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w.guardOn()
+	if m.After(c.mark) {
+		c.mark = m
+	}
+	if m.After(c.written) {
+		c.written = m
 	}
 }
 
@@ -210,6 +248,10 @@ func (w *Worker) guardOn() {
 // guardIsOn is the host info's restore_guard while the claim mark works.
 const guardIsOn = "on"
 
+// guardNoBucket is the host info's restore_guard while there is no
+// bucket for the claim mark.
+const guardNoBucket = "off: kv bucket " + queue.MarksBucket + " does not exist yet: an orderly api of this version makes it at its start"
+
 // guardOff is the host info's restore_guard after what failed with err.
 // A request NATS does not answer within markWait is, in practice, one the
 // worker's NATS user may not send (an account written for an orderly
@@ -218,7 +260,7 @@ const guardIsOn = "on"
 func guardOff(what string, err error) string {
 	switch {
 	case errors.Is(err, queue.ErrNoMarksBucket):
-		return "off: kv bucket " + queue.MarksBucket + " does not exist yet: an orderly api of this version makes it at its start"
+		return guardNoBucket
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return "off: could not " + what + ": NATS did not answer within " + markWait.String() +
 			" (a NATS user without the claim mark's subjects? docs/deploy.md, Upgrading)"

@@ -83,9 +83,10 @@ func TestRestoreGuardOffIsShown(t *testing.T) {
 // TestRestoreGuardOffWithoutTheBucket: a worker that finds no claim mark
 // bucket (its API older than the mark, or not started yet) showed its
 // guard "on" from its tenure's read, which took the missing bucket for
-// an empty mark, until its first claim's write failed. It now shows it
-// off from the tenure's start, before any order, and on once an API made
-// the bucket and a claim's write went through.
+// an empty mark, until its first claim's write failed, and then off
+// until a claim was written after an API made the bucket (an idle host
+// for good). It now shows it off from the tenure's start, before any
+// order, and on once an API made the bucket, before any order.
 func TestRestoreGuardOffWithoutTheBucket(t *testing.T) {
 	url := testenv.NATS(t)
 	e := newEnv(t)
@@ -122,11 +123,15 @@ func TestRestoreGuardOffWithoutTheBucket(t *testing.T) {
 		t.Fatalf("no order claimed yet, no bucket: restore_guard %q, gauge:\n%s", g, gauge)
 	}
 
-	// An API of this version starts and makes the bucket: the next
-	// claim's write turns the guard on.
+	// An API of this version starts and makes the bucket: the guard is
+	// on without waiting for a claim, and the next claim is written.
 	testenv.Queue(t, url, "api", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
-	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
-	testenv.WaitUntil(t, 30*time.Second, "the guard on once a claim was written", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "the guard on once the bucket is made, no order claimed", func() bool {
 		return guard() == "on" && strings.Contains(scrape(t, m), `orderly_worker_restore_guard{host="`+host+`"} 1`+"\n")
+	})
+	o := e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	testenv.WaitUntil(t, 30*time.Second, "the claim written", func() bool {
+		mark, err := e.q.ClaimMarkOf(context.WithoutCancel(t.Context()), host)
+		return err == nil && mark.Seq == o.StreamSeq
 	})
 }
