@@ -54,7 +54,10 @@ func (e *Executor) confirmGroupGone(ctx context.Context, pgid int) bool {
 		// init (or a subreaper) can reap, and some inits never do: dead is
 		// what matters here. When the worker is that init (PID 1 of a
 		// container), it reaps them itself (reapOrphans).
-		members, scanErr := groupMembers(pgid)
+		// A member whose stat cannot be read is not listed: the
+		// group's SIGKILL reaches it whatever /proc says, and only one
+		// that outlived it (uninterruptible) would be missed here.
+		members, _, scanErr := groupMembers(pgid)
 		var live []int
 		for _, m := range members {
 			if m.alive() {
@@ -112,29 +115,35 @@ type member struct {
 }
 
 // groupMembers lists every process of group pgid, zombies included, from
-// /proc.
-func groupMembers(pgid int) ([]member, error) {
-	return procsWhere(func(st procStat) bool { return st.pgrp == pgid })
+// /proc, and the pids whose stat could not be read (procsWhere).
+func groupMembers(pgid int) (members []member, unread []int, err error) {
+	return procsWhere(func(st procStat) bool { return st.pgrp == pgid }, readStat)
 }
 
 // procsWhere lists every process, zombies included, whose /proc/<pid>/stat
-// satisfies keep.
-func procsWhere(keep func(procStat) bool) ([]member, error) {
+// (as stat reads it: readStat, or a test's) satisfies keep; unread lists
+// the pids whose stat could not be read for another reason than that they
+// are gone (refused), which may satisfy it: the caller asks the kernel
+// about them otherwise.
+func procsWhere(keep func(procStat) bool, stat func(int) (procStat, error)) (members []member, unread []int, err error) {
 	pids, err := procPids(func(int) bool { return true })
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var members []member
 	for _, pid := range pids {
-		st, err := readStat(pid)
-		if err != nil {
+		st, err := stat(pid)
+		if errors.Is(err, fs.ErrNotExist) {
 			continue // exited and reaped meanwhile
+		}
+		if err != nil {
+			unread = append(unread, pid)
+			continue
 		}
 		if keep(st) {
 			members = append(members, member{pid: pid, procStat: st})
 		}
 	}
-	return members, nil
+	return members, unread, nil
 }
 
 // procPids lists the pids in /proc that want says to look at.

@@ -107,7 +107,7 @@ func reap(p Process) ReapResult {
 			return res
 		}
 	}
-	return reapGroup(p)
+	return reapGroup(p, realLook)
 }
 
 // SweepCgroup ends the order cgroup at path, as Reap ends a recorded
@@ -184,7 +184,7 @@ func reapCgroup(path string, wait time.Duration) (res ReapResult, ok bool) {
 // wrapped around, made itself a session leader and died, leaving members
 // started after the order's leader, all between the old worker's death and
 // the takeover. A cgroup (Process.Cgroup) has no such window.
-func reapGroup(p Process) ReapResult {
+func reapGroup(p Process, look procLook) ReapResult {
 	if p.PGID < 2 || p.PID != p.PGID {
 		// kill(-0) is the caller's own group and kill(-1) every process.
 		return ReapResult{Err: fmt.Errorf("process record has group %d and leader %d: refusing to signal it", p.PGID, p.PID)}
@@ -196,7 +196,7 @@ func reapGroup(p Process) ReapResult {
 	deadline := time.Now().Add(reapTimeout)
 	pause := 50 * time.Microsecond
 	for {
-		verdict, live, groups, err := inspectGroup(p)
+		verdict, live, groups, pids, err := inspectGroup(p, look)
 		if err != nil {
 			res.Err = err
 			return res
@@ -233,6 +233,15 @@ func reapGroup(p Process) ReapResult {
 				return res
 			}
 		}
+		// And the members whose stat could not be read, which
+		// inspectGroup found in the order's session, by pid: each
+		// keeps its pid allocated until reaped, as a group its id.
+		for _, pid := range pids {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+				res.Err = fmt.Errorf("kill process %d of the order's session: %w", pid, err)
+				return res
+			}
+		}
 		time.Sleep(pause)
 		pause = min(2*pause, 10*time.Millisecond)
 	}
@@ -242,31 +251,38 @@ func reapGroup(p Process) ReapResult {
 // p.PGID, which a process of the order that moved to a group of its own
 // (setpgid) is in. A non-empty verdict means the order's group is gone and
 // says why; otherwise live lists the live members of those groups, which
-// are the order's (see reapGroup), and groups lists the groups to kill,
-// p.PGID first.
-func inspectGroup(p Process) (verdict string, live, groups []int, err error) {
-	leader, err := readStat(p.PGID)
+// are the order's (see reapGroup), groups lists the groups to kill,
+// p.PGID first, and pids the members to kill by pid: those whose stat
+// could not be read (refused, not gone) but which getsid puts in session
+// p.PGID, once the rest shows the session to be the order's (its leader,
+// or members that are). One of those that nothing shows to be the
+// order's, or one getsid cannot tell, is an error: the reap is not
+// proven, and nothing is signalled by a guess.
+func inspectGroup(p Process, look procLook) (verdict string, live, groups, pids []int, err error) {
+	leader, err := look.stat(p.PGID)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	case leader.startTime != p.StartTime:
 		return fmt.Sprintf("pid %d now belongs to a process started at tick %d, not the order's leader (tick %d): the order's group is gone",
-			p.PGID, leader.startTime, p.StartTime), nil, nil, nil
+			p.PGID, leader.startTime, p.StartTime), nil, nil, nil, nil
 	}
+	proven := err == nil // the leader itself, unreaped, pins the number
 	// A session id, like a group id, keeps its number allocated while a
 	// process has it, and nothing can join a session from outside: the
 	// same reasoning holds for the session's members as for the group's.
-	members, err := procsWhere(func(st procStat) bool { return st.pgrp == p.PGID || st.session == p.PGID })
+	members, unread, err := procsWhere(func(st procStat) bool { return st.pgrp == p.PGID || st.session == p.PGID }, look.stat)
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("list group %d: %w", p.PGID, err)
+		return "", nil, nil, nil, fmt.Errorf("list group %d: %w", p.PGID, err)
 	}
 	groups = []int{p.PGID}
 	for _, m := range members {
 		if m.session != p.PGID || m.startTime < p.StartTime {
 			return fmt.Sprintf("group %d now belongs to other processes (pid %d of session %d started at tick %d; the order's leader started at tick %d): the order's group is gone",
-				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil, nil
+				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil, nil, nil
 		}
+		proven = true
 		if m.alive() {
 			live = append(live, m.pid)
 			if m.pgrp > 1 && !slices.Contains(groups, m.pgrp) {
@@ -274,8 +290,23 @@ func inspectGroup(p Process) (verdict string, live, groups []int, err error) {
 			}
 		}
 	}
-	if len(live) == 0 {
-		return "no live process of the order's group or session is left", nil, nil, nil
+	// A group lies within one session, so getsid tells a member of
+	// group p.PGID too.
+	for _, pid := range unread {
+		s, err := look.getsid(pid)
+		switch {
+		case err == unix.ESRCH || err == nil && s != p.PGID:
+			continue
+		case err != nil:
+			return "", nil, nil, nil, fmt.Errorf("process %d could not be read (%w): whether it is of the order's session %d is unknown", pid, err, p.PGID)
+		case !proven:
+			return "", nil, nil, nil, fmt.Errorf("process %d of session %d could not be read, and nothing else shows the session to be the order's", pid, p.PGID)
+		}
+		live = append(live, pid)
+		pids = append(pids, pid)
 	}
-	return "", live, groups, nil
+	if len(live) == 0 {
+		return "no live process of the order's group or session is left", nil, nil, nil, nil
+	}
+	return "", live, groups, pids, nil
 }

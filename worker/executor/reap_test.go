@@ -2,6 +2,7 @@ package executor
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -240,5 +241,54 @@ func TestReapDeadWorkerSessionsOtherGroup(t *testing.T) {
 		if processAlive(pid) {
 			t.Errorf("process %d survived Reap", pid)
 		}
+	}
+}
+
+// TestReapKillsAMemberItCannotRead: the successor's reap of an order's
+// session (reapGroup, from its record) skipped a process whose stat
+// could not be read, as the executor's own kill did: a member of the
+// session in a group of its own whose /proc entry is refused lived on,
+// and the reap was reported verified. Now getsid places it: in the
+// order's session, shown to be the order's by its leader (its start
+// time), it is killed by its pid; with nothing to show the session is
+// the order's (the leader reaped, no other member readable), the reap
+// is an error and nothing is signalled. A test's look refuses here what
+// the kernel would refuse a worker that is not root (hidepid, a member
+// that changed its credentials).
+func TestReapKillsAMemberItCannotRead(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		leaderGone bool // the leader killed and reaped before the reap
+		wantKilled bool
+	}{
+		{"leader_there", false, true},
+		{"leader_gone", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, p, pids := startGroup(t, `exec /bin/bash -c 'set -m; sleep 100 </dev/null >/dev/null 2>&1 & echo $!; echo ready; wait'`, true)
+			if len(pids) != 1 {
+				t.Fatalf("script printed pids %v, want one", pids)
+			}
+			member := pids[0]
+			if st, err := readStat(member); err != nil || st.session != p.PGID || st.pgrp == p.PGID {
+				t.Fatalf("the member %d: %+v %v, want of session %d in a group of its own", member, st, err, p.PGID)
+			}
+			if tc.leaderGone {
+				_ = unix.Kill(p.PID, unix.SIGKILL)
+				_ = cmd.Wait()
+			}
+			look := procLook{getsid: unix.Getsid, stat: refuseFor(member, &os.PathError{Op: "open", Path: fmt.Sprintf("/proc/%d/stat", member), Err: unix.EPERM})}
+			res := reapGroup(p, look)
+			if alive := processAlive(member); alive == tc.wantKilled {
+				t.Fatalf("reapGroup = %+v; the member alive: %v, want killed: %v", res, alive, tc.wantKilled)
+			}
+			if tc.wantKilled && (res.Err != nil || res.Verified != VerifiedGroup || !slices.Contains(res.Killed, member)) {
+				t.Errorf("reapGroup = %+v, want verified by group, the member among the killed", res)
+			}
+			if !tc.wantKilled && (res.Err == nil || res.Verified != "") {
+				t.Errorf("reapGroup = %+v, want an error, unverified", res)
+			}
+		})
 	}
 }

@@ -160,12 +160,15 @@ func TestKillSessionKillsAMemberItCannotRead(t *testing.T) {
 	}
 }
 
-// refuseFor is readStat, but err for pid.
+// refuseFor is readStat, but err for pid while it lives: once killed it
+// reads as a zombie, which its parent (or init, here whatever the
+// machine's PID 1 is) reaps when it will, and the test is not about that.
 func refuseFor(pid int, err error) func(int) (procStat, error) {
 	return func(p int) (procStat, error) {
-		if p == pid {
+		st, rerr := readStat(p)
+		if p == pid && (rerr != nil || st.alive()) {
 			return procStat{}, err
 		}
-		return readStat(p)
+		return st, rerr
 	}
 }
