@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -66,10 +67,14 @@ func (q *Queue) marksConfig() jetstream.KeyValueConfig {
 }
 
 // forgetMarksKV drops the handle of a bucket found gone (a lost store):
-// the next use opens or creates it again.
+// the next use opens or creates it again. A read of a bucket whose stream
+// is gone finds nobody to answer it (nats.ErrNoResponders: a direct get
+// has no stream behind its subject), which is how a lost store shows to
+// a handle opened before: kept, every read and raise failed until a
+// restart.
 func (q *Queue) forgetMarksKV(err error) bool {
 	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) &&
-		!errors.Is(err, jetstream.ErrNoStreamResponse) {
+		!errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
 		return false
 	}
 	q.mark.mu.Lock()
