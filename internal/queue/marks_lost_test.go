@@ -49,7 +49,6 @@ func TestMarksAfterALostStore(t *testing.T) {
 	testenv.WaitUntil(t, 10*time.Second, "the clients reconnect", func() bool {
 		return api.Conn().IsConnected() && nc.IsConnected()
 	})
-	// The worker's first read may be the one that finds the handle stale.
 	testenv.WaitUntil(t, 10*time.Second, "the worker finds no bucket", func() bool {
 		_, err := w.ClaimMarkOf(ctx, "h1")
 		return errors.Is(err, queue.ErrNoMarksBucket)

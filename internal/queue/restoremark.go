@@ -71,7 +71,9 @@ func (q *Queue) marksConfig() jetstream.KeyValueConfig {
 // is gone finds nobody to answer it (nats.ErrNoResponders: a direct get
 // has no stream behind its subject), which is how a lost store shows to
 // a handle opened before: kept, every read and raise failed until a
-// restart.
+// restart. A stream there but not answering yet (a cluster electing its
+// leader) answers the same; the caller opens the bucket again, which
+// asks for the stream's info, before it takes the bucket for gone.
 func (q *Queue) forgetMarksKV(err error) bool {
 	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) &&
 		!errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
@@ -84,26 +86,33 @@ func (q *Queue) forgetMarksKV(err error) bool {
 }
 
 // PostgresMark returns the publish generation NATS holds: 0 when it holds
-// none (a store new or lost since).
+// none (a store new or lost since). A handle found stale is dropped and
+// the bucket opened again once: its stream's info, not a read nobody
+// answered, says whether it is gone.
 func (q *Queue) PostgresMark(ctx context.Context) (uint64, error) {
-	kv, err := q.marksKV(ctx, false)
-	if err != nil || kv == nil {
-		return 0, err
+	var err error
+	for range 2 {
+		var kv jetstream.KeyValue
+		if kv, err = q.marksKV(ctx, false); err != nil || kv == nil {
+			return 0, err
+		}
+		var e jetstream.KeyValueEntry
+		e, err = kv.Get(ctx, postgresMarkKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return 0, nil
+		case q.forgetMarksKV(err):
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("read %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
+		}
+		g, err := strconv.ParseUint(string(e.Value()), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, e.Value())
+		}
+		return g, nil
 	}
-	e, err := kv.Get(ctx, postgresMarkKey)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, nil
-	case q.forgetMarksKV(err):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
-	}
-	g, err := strconv.ParseUint(string(e.Value()), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, e.Value())
-	}
-	return g, nil
+	return 0, fmt.Errorf("read %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
 }
 
 // RaisePostgresMark makes the publish generation NATS holds gen, unless
