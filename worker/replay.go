@@ -203,6 +203,7 @@ func (w *Worker) lookForBucket(ctx context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w.guardOn()
+	c.first = true // as a tenure's read: its next claim is written before it runs
 	if m.After(c.mark) {
 		c.mark = m
 	}

@@ -107,8 +107,22 @@ func TestRestoreGuardOffWithoutTheBucket(t *testing.T) {
 	}
 	m := metrics.New()
 	const host = "nobucket"
+	// The claim mark in NATS where the order starts.
+	seen := make(chan queue.ClaimMark, 1)
+	fp := func(p string, o *order.Order) error {
+		if p == "after_claim" {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			mark, err := e.q.ClaimMarkOf(ctx, host)
+			if err != nil {
+				t.Error(err)
+			}
+			seen <- mark
+		}
+		return nil
+	}
 	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second, Metrics: m}, e.store, wq, testenv.Logger(t))
+		ShutdownGrace: 5 * time.Second, Metrics: m, FailPoint: fp}, e.store, wq, testenv.Logger(t))
 
 	guard := func() string {
 		online, err := e.q.OnlineHosts(context.WithoutCancel(t.Context()))
@@ -129,9 +143,10 @@ func TestRestoreGuardOffWithoutTheBucket(t *testing.T) {
 	testenv.WaitUntil(t, 30*time.Second, "the guard on once the bucket is made, no order claimed", func() bool {
 		return guard() == "on" && strings.Contains(scrape(t, m), `orderly_worker_restore_guard{host="`+host+`"} 1`+"\n")
 	})
+	// The tenure's first claim since the bucket was found is written
+	// before its order runs, as a tenure's first claim is.
 	o := e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
-	testenv.WaitUntil(t, 30*time.Second, "the claim written", func() bool {
-		mark, err := e.q.ClaimMarkOf(context.WithoutCancel(t.Context()), host)
-		return err == nil && mark.Seq == o.StreamSeq
-	})
+	if mark := <-seen; mark.Seq != o.StreamSeq || mark.Attempt != 1 {
+		t.Fatalf("the claim mark in NATS as the first order since the bucket started: %+v, want its message (seq %d), attempt 1", mark, o.StreamSeq)
+	}
 }
