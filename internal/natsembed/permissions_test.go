@@ -562,3 +562,52 @@ func TestClaimMarkOnTheBus(t *testing.T) {
 	w2.publish(t, "$JS.API.DIRECT.GET.KV_"+queue.MarksBucket+".$KV."+queue.MarksBucket+".claimed.h1")
 	w2.refused(t, "Publish", "$JS.API.DIRECT.GET.KV_"+queue.MarksBucket+".$KV."+queue.MarksBucket+".claimed.h1")
 }
+
+// TestRollupOfAClaimMarkRefused: a worker may write its own claim mark,
+// but a message has its headers, which no NATS permission judges, and
+// Nats-Rollup: all on its key purged the whole marks bucket: the API's
+// publish generation and every other host's claim mark, the restore
+// guard off for all of them. The bucket takes no rollups now, and what
+// it holds stays.
+func TestRollupOfAClaimMarkRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qAPI.RaisePostgresMark(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
+	q2, err := queue.Bind(ctx, w2.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	if err := q2.RaiseClaimMark(ctx, "h2", queue.ClaimMark{Seq: 9, Stored: at}); err != nil {
+		t.Fatal(err)
+	}
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	for _, rollup := range []string{jetstream.MsgRollupAll, jetstream.MsgRollupSubject} {
+		m := nats.NewMsg("$KV." + queue.MarksBucket + ".claimed.h1")
+		m.Header.Set(jetstream.MsgRollup, rollup)
+		m.Data = []byte(`{"seq":1}`)
+		ack, err := w1.nc.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(ack.Data), "rollup not permitted") {
+			t.Fatalf("worker h1's claim mark with Nats-Rollup: %s was answered %s, want a refusal", rollup, ack.Data)
+		}
+	}
+	w1.clean(t)
+	if g, err := qAPI.PostgresMark(ctx); err != nil || g != 3 {
+		t.Fatalf("the publish generation after worker h1's rollups: %d %v, want 3", g, err)
+	}
+	if m, err := q2.ClaimMarkOf(ctx, "h2"); err != nil || m.Seq != 9 {
+		t.Fatalf("h2's claim mark after worker h1's rollups: %+v %v, want 9", m, err)
+	}
+}

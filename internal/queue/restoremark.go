@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,7 +42,9 @@ func (q *Queue) marksKV(ctx context.Context, create bool) (jetstream.KeyValue, e
 	var kv jetstream.KeyValue
 	var err error
 	if create {
-		kv, err = q.ensureBucket(ctx, q.marksConfig())
+		if err = q.ensureStream(ctx, q.marksStream()); err == nil {
+			kv, err = q.js.KeyValue(ctx, MarksBucket)
+		}
 	} else {
 		kv, err = q.js.KeyValue(ctx, MarksBucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -63,6 +66,34 @@ func (q *Queue) marksConfig() jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    q.opts.Replicas,
+	}
+}
+
+// marksStream is MarksBucket's stream: what nats.go makes of marksConfig
+// (CreateKeyValue; TestMarksStreamIsNATSBucket compares the two), without
+// rollups. A message with Nats-Rollup: all purges a stream whole,
+// whatever key it is written to, and NATS permissions cannot refuse a
+// header: a worker writing its own claim mark with it wiped the publish
+// generation and every other host's claim mark, which turns the restore
+// guard off for every host until each writes its mark again. Nothing
+// purges a key of this bucket, so it needs no rollups. (The hosts bucket
+// keeps them: nats-server requires them for its expiry markers.)
+func (q *Queue) marksStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              "KV_" + MarksBucket,
+		Description:       q.marksConfig().Description,
+		Subjects:          []string{"$KV." + MarksBucket + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          max(q.opts.Replicas, 1),
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		AllowDirect:       true,
+		Discard:           jetstream.DiscardNew,
 	}
 }
 
