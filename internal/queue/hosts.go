@@ -282,13 +282,44 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // expired key leaves no trace, and the standby finds it gone at its next
 // try, every LeaseTTL/4, the host offline meanwhile; with them, the try
 // is every LeaseTTL, in case the watch itself failed.
+//
+// With markers, a key found gone at a periodic try less than LeaseTTL
+// after the watch saw its holder renew it was neither released nor
+// expired: it was purged, with the whole bucket, by a message with
+// Nats-Rollup: all, which any worker's credential can write on its own
+// keys (the bucket must take rollups for its markers). The holder takes
+// it again at its next renewal; the standby leaves it to the holder and
+// tries again once LeaseTTL has passed since that renewal, when a dead
+// holder's lease would have expired. Without this, a worker of another
+// host purging the bucket over and over moved hosts between their
+// workers, ending their running orders interrupted.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
 	freed := ""
+	var renewed time.Time // when the watch last saw the holder renew, by this clock
+	markers, warned := false, false
 	for {
+		if freed == "tried" && markers && !renewed.IsZero() && q.now().Sub(renewed) < q.opts.LeaseTTL {
+			e, err := q.kv.Get(ctx, key)
+			if errors.Is(err, jetstream.ErrKeyNotFound) && !warned {
+				warned = true
+				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
+					"host", host, "instance", instance, "renewed_ago", q.now().Sub(renewed).Round(time.Millisecond))
+			} else if err == nil && string(e.Value()) == instance {
+				renewed = time.Time{} // this instance's own key: the take-back below
+				continue
+			}
+			if freed, err = waitFreed(ctx, w, every, &renewed, q.now); err != nil {
+				return nil, err
+			}
+			if freed != "tried" {
+				renewed = time.Time{} // released or expired: free indeed
+			}
+			continue
+		}
 		rev, err := q.kv.Create(ctx, key, []byte(instance))
 		if err == nil {
 			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, freed: freed}, nil
@@ -319,6 +350,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				defer w.Stop()
 				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
 					every = q.opts.LeaseTTL
+					markers = true
 				}
 				freed = "tried"
 				continue
@@ -328,7 +360,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 			w = nil // periodic tries only
 		}
-		if freed, err = waitFreed(ctx, w, every); err != nil {
+		if freed, err = waitFreed(ctx, w, every, &renewed, q.now); err != nil {
 			return nil, err
 		}
 	}
@@ -336,8 +368,9 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until max has passed, and says which:
-// "released", "expired" or "tried".
-func waitFreed(ctx context.Context, w *keyWatch, max time.Duration) (string, error) {
+// "released", "expired" or "tried". It sets *renewed to now() at each
+// put it sees (the holder's renewal).
+func waitFreed(ctx context.Context, w *keyWatch, max time.Duration, renewed *time.Time, now func() time.Time) (string, error) {
 	wctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	for w != nil {
@@ -347,6 +380,8 @@ func waitFreed(ctx context.Context, w *keyWatch, max time.Duration) (string, err
 		}
 		// A put is the holder's renewal: the key is not free.
 		switch op {
+		case jetstream.KeyValuePut:
+			*renewed = now()
 		case jetstream.KeyValueDelete:
 			return "released", nil
 		case jetstream.KeyValuePurge:

@@ -1,0 +1,140 @@
+package queue_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// purgeWarnings hands each WARN line that says the hosts bucket was
+// purged to a channel.
+type purgeWarnings struct{ seen chan string }
+
+func (h purgeWarnings) Enabled(context.Context, slog.Level) bool { return true }
+func (h purgeWarnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn && strings.Contains(r.Message, "hosts bucket was purged") {
+		select {
+		case h.seen <- r.Message:
+		default:
+		}
+	}
+	return nil
+}
+func (h purgeWarnings) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h purgeWarnings) WithGroup(string) slog.Handler      { return h }
+
+// TestStandbyLeavesAPurgedLeaseToItsHolder: the hosts bucket takes
+// rollups (nats-server requires them for its expiry markers), so any
+// worker's credential can purge every host's lease with Nats-Rollup: all
+// on a key of its own. A standby that found its host's key gone at its
+// periodic try took the host then, though the holder lived and renewed
+// within the lease, and the holder's running order ended interrupted
+// (probed: sixty purges moved a host between its two workers seven
+// times). Now the standby leaves a key purged within a lease of its
+// holder's last renewal to that holder, which takes it again at its next
+// renewal, and says so once; a release still hands it over at once. The
+// holder renews half a lease after the standby starts waiting, so that
+// the standby's periodic try (a lease after it started) falls half a
+// lease after that renewal: a stall of a loaded machine up to half the
+// lease moves neither past the other.
+func TestStandbyLeavesAPurgedLeaseToItsHolder(t *testing.T) {
+	const ttl = 8 * time.Second
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	warned := purgeWarnings{seen: make(chan string, 1)}
+	q, err := queue.New(ctx, nc, queue.Options{LeaseTTL: ttl, Logger: slog.New(warned)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := q.AcquireLease(ctx, "p1", "A", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type took struct {
+		l   *queue.Lease
+		err error
+	}
+	waiting := make(chan struct{})
+	bTook := make(chan took, 1)
+	go func() {
+		l, err := q.AcquireLease(ctx, "p1", "B", func(string) { close(waiting) })
+		bTook <- took{l, err}
+	}()
+	<-waiting
+	// The standby's watch is in place once its consumer exists.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := hosts.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Consumers > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the standby never watched the lease")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	time.Sleep(ttl / 2)
+	if _, err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another host's worker purges the bucket through a key of its own.
+	m := nats.NewMsg("$KV." + queue.HostsBucket + ".info.p2")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if holder, err := q.LeaseHolder(ctx, "p1"); err != nil || holder != "" {
+		t.Fatalf("the lease after the purge names %q (%v), want none", holder, err)
+	}
+	select {
+	case b := <-bTook:
+		t.Fatalf("the standby took the lease its live holder renewed before the purge (%v)", b.err)
+	case <-warned.seen:
+	}
+	if retaken, err := a.Renew(ctx); err != nil || !retaken {
+		t.Fatalf("the holder's renewal after the purge: retaken %v, %v; want the key taken again", retaken, err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := <-bTook
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	if b.l.Freed() != "released" {
+		t.Fatalf("the standby found the lease free by %q, want on its holder's release", b.l.Freed())
+	}
+}
