@@ -299,20 +299,22 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
 	freed := ""
-	var renewed time.Time // when the watch last saw the holder renew, by this clock
+	// When the watch last saw the holder renew: an interval on this
+	// process's monotonic clock, which no step of the host's clock moves.
+	var renewed time.Time
 	markers, warned := false, false
 	for {
-		if freed == "tried" && markers && !renewed.IsZero() && q.now().Sub(renewed) < q.opts.LeaseTTL {
+		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) && !warned {
 				warned = true
 				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
-					"host", host, "instance", instance, "renewed_ago", q.now().Sub(renewed).Round(time.Millisecond))
+					"host", host, "instance", instance, "renewed_ago", time.Since(renewed).Round(time.Millisecond))
 			} else if err == nil && string(e.Value()) == instance {
 				renewed = time.Time{} // this instance's own key: the take-back below
 				continue
 			}
-			if freed, err = waitFreed(ctx, w, every, &renewed, q.now); err != nil {
+			if freed, err = waitFreed(ctx, w, every, &renewed); err != nil {
 				return nil, err
 			}
 			if freed != "tried" {
@@ -360,7 +362,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 			w = nil // periodic tries only
 		}
-		if freed, err = waitFreed(ctx, w, every, &renewed, q.now); err != nil {
+		if freed, err = waitFreed(ctx, w, every, &renewed); err != nil {
 			return nil, err
 		}
 	}
@@ -368,9 +370,9 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until max has passed, and says which:
-// "released", "expired" or "tried". It sets *renewed to now() at each
+// "released", "expired" or "tried". It sets *renewed to the time of each
 // put it sees (the holder's renewal).
-func waitFreed(ctx context.Context, w *keyWatch, max time.Duration, renewed *time.Time, now func() time.Time) (string, error) {
+func waitFreed(ctx context.Context, w *keyWatch, max time.Duration, renewed *time.Time) (string, error) {
 	wctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	for w != nil {
@@ -381,7 +383,7 @@ func waitFreed(ctx context.Context, w *keyWatch, max time.Duration, renewed *tim
 		// A put is the holder's renewal: the key is not free.
 		switch op {
 		case jetstream.KeyValuePut:
-			*renewed = now()
+			*renewed = time.Now()
 		case jetstream.KeyValueDelete:
 			return "released", nil
 		case jetstream.KeyValuePurge:
