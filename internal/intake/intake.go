@@ -60,6 +60,7 @@ type Publisher interface {
 	DropEnded(ctx context.Context, host string, scan int, ended func(context.Context, []uuid.UUID) (map[uuid.UUID]bool, error)) (int, error)
 	PurgeAcked(ctx context.Context) (int, error)
 	ApplyDeferredSettings(ctx context.Context) (int, error)
+	ProbeStoring(ctx context.Context) (int, error)
 	PostgresMark(ctx context.Context) (uint64, error)
 	RaisePostgresMark(ctx context.Context, gen uint64) error
 }
@@ -344,7 +345,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(9)
+	wg.Add(10)
 	go func() {
 		defer wg.Done()
 		// At start, and after publish marks were cleared: a database
@@ -388,6 +389,13 @@ func (s *Service) Run(ctx context.Context) {
 		// reserve wait no more for the next start with room.
 		s.every(ctx, queue.DeferredEvery, queue.DeferredEvery, "apply the stream settings JetStream refused for want of storage",
 			s.pub.ApplyDeferredSettings)
+	}()
+	go func() {
+		defer wg.Done()
+		// A publish left unanswered keeps /readyz at 503 until one is
+		// answered: this one asks again, so a stall that passed clears
+		// within a second, not with the next order.
+		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "ask nats-server again whether it stores", s.pub.ProbeStoring)
 	}()
 	wg.Wait()
 	s.finalRaise(ctx)

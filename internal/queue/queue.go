@@ -281,15 +281,22 @@ var ordersStreamName = []string{OrdersStream}
 func (q *Queue) Publish(caller context.Context, host string, id uuid.UUID) (uint64, error) {
 	ctx, cancel := context.WithTimeout(caller, publishAckWait)
 	defer cancel()
+	reconnects := q.nc.Stats().Reconnects
+	seq, err := q.publish(ctx, host, id)
+	q.published(caller, err, reconnects, host, id)
+	return seq, err
+}
+
+// publish sends id's message to its host's subject and waits for its
+// PubAck within ctx, without telling Storing.
+func (q *Queue) publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
 	sid := id.String()
 	m := &nats.Msg{Subject: OrdersSubject + host, Data: []byte(sid),
 		Header: nats.Header{jetstream.MsgIDHeader: {sid}, jetstream.ExpectedStreamHeader: ordersStreamName}}
-	reconnects := q.nc.Stats().Reconnects
 	ack, err := q.js.PublishMsg(ctx, m)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && q.reensure(ctx) {
 		ack, err = q.js.PublishMsg(ctx, m)
 	}
-	q.published(caller, err, reconnects)
 	if err != nil {
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 )
 
@@ -17,6 +18,10 @@ import (
 // publishAckWait), so a server that stores nothing keeps the mark, and a
 // replica that has nothing left to publish loses it.
 const unansweredFor = 30 * time.Second
+
+// ProbeEvery is how often the intake asks ProbeStoring whether a server
+// that left a publish unanswered stores again.
+const ProbeEvery = time.Second
 
 // storing tracks whether nats-server acknowledges this process's order
 // publishes. A separate nats-server whose JetStream store hit a full disk
@@ -30,6 +35,10 @@ type storing struct {
 	first  time.Time // the first unanswered publish since the last answered one
 	last   time.Time // the latest
 	count  int
+	// host and id are the latest unanswered publish's order, which
+	// ProbeStoring sends again.
+	host string
+	id   uuid.UUID
 }
 
 // StoringStatus is what Storing says, for /v1/status.
@@ -42,7 +51,7 @@ type StoringStatus struct {
 // published records a publish's outcome. Only a PubAck that did not come
 // while the connection stayed up marks the bus: one lost to a reconnect,
 // or given up by its caller, says nothing of the server's store.
-func (q *Queue) published(caller context.Context, err error, reconnects uint64) {
+func (q *Queue) published(caller context.Context, err error, reconnects uint64, host string, id uuid.UUID) {
 	s := &q.storing
 	if err == nil {
 		if !s.marked.Load() {
@@ -70,6 +79,7 @@ func (q *Queue) published(caller context.Context, err error, reconnects uint64) 
 	}
 	s.count++
 	s.last = now
+	s.host, s.id = host, id
 	first := s.count == 1
 	s.marked.Store(true)
 	s.mu.Unlock()
@@ -107,4 +117,35 @@ func (q *Queue) StoringStatus() StoringStatus {
 	}
 	since := s.first
 	return StoringStatus{Unanswered: s.count, UnansweredSince: &since}
+}
+
+// ProbeStoring, while a publish is marked unanswered, sends the latest
+// such order again (its Nats-Msg-Id, the order id, deduplicates it if it
+// was stored after all, as the reconciler's republish is): answered, the
+// mark clears at once. Without it a stall that passed (a nats-server
+// busy for longer than publishAckWait, a cluster's stream leader elected
+// anew) kept /readyz at 503 for up to unansweredFor after it, on a
+// replica with nothing else to publish: every replica of a fleet that
+// stalled together out of its load balancer for 30 s. An unanswered
+// probe leaves the mark as it was: it neither counts nor extends it, so a
+// server that stores nothing still lets an idle replica's mark lapse
+// (unansweredFor). It costs an atomic load while nothing is marked.
+func (q *Queue) ProbeStoring(ctx context.Context) (int, error) {
+	s := &q.storing
+	if !s.marked.Load() || !q.nc.IsConnected() {
+		return 0, nil
+	}
+	s.mu.Lock()
+	host, id := s.host, s.id
+	s.mu.Unlock()
+	if host == "" {
+		return 0, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, publishAckWait)
+	defer cancel()
+	if _, err := q.publish(pctx, host, id); err != nil {
+		return 0, nil // the mark stays as it was; the ERROR line said why
+	}
+	q.published(ctx, nil, 0, host, id)
+	return 0, nil
 }
