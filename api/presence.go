@@ -16,11 +16,10 @@ import (
 // The presence of an API process in PostgreSQL (api_presence) lives
 // PresenceLife past its last renewal, renewed every PresenceEvery. An
 // order bound to a process that died is canceled at its claim once that
-// life has passed; one claimed sooner runs for nobody. PresenceLife is
-// below the worker's host lease (nats.lease_ttl, 15 s by default) less a
-// heartbeat (5 s): `orderly serve`, killed and restarted at once, takes
-// its host back only once its own lease expired, by when the presence
-// of the API it ran has too.
+// life has passed; one claimed sooner runs for nobody. `orderly serve`,
+// killed and restarted at once, ends its predecessor's presence before
+// its worker claims (cmd/orderly takeOverPresence), whatever its host
+// lease.
 const (
 	PresenceLife  = 10 * time.Second
 	PresenceEvery = 2 * time.Second

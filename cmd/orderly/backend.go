@@ -42,6 +42,9 @@ type backend struct {
 	nc      *nats.Conn
 	queue   *queue.Queue
 	rate    api.RateCounter // the API's shared rate-limit counters; nil (no typed nil) for a worker
+	// presence is the API's presence when the command made it before
+	// the API (serve's: takeOverPresence); nil, startAPIOn makes one.
+	presence *api.Presence
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -370,7 +373,10 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 				}
 				return order.Screen(o, deny, c.EnvAllow, c.ForbiddenChars)
 			}}, logger)
-	presence := api.NewPresence(b.store, logger)
+	presence := b.presence
+	if presence == nil {
+		presence = api.NewPresence(b.store, logger)
+	}
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: binaryVersion(), Metrics: b.metrics,
 		Presence:     presence,

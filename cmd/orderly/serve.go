@@ -207,6 +207,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			"worker.default_user set to a user of its own (security.md)",
 			"data_dir", dataDir, "uid", os.Getuid())
 	}
+	// Before the worker claims: the orders a killed serve's compat
+	// clients waited for are canceled at their claim.
+	if b.presence, err = takeOverPresence(ctx, b.store, dataDir, logger); err != nil {
+		return err
+	}
 	start := startAdoptingWorker
 	if managedPG {
 		start = startWorker
