@@ -229,3 +229,88 @@ func TestNATSRestartCountsAHeldSubmissionOnce(t *testing.T) {
 		t.Errorf("%d rate_limited rows in rejections, want none", n)
 	}
 }
+
+// TestNATSRestartCountsASubmissionAnotherReplicaHeldOnce: replica a holds
+// a submission whose order it recorded (counted against alice's rate
+// limit), unacknowledged, when it stops taking submissions and
+// nats-server restarts, losing the intake consumer; replica b creates the
+// consumer again, is pinned, and receives every stored submission as a
+// first delivery (without the restart, a redelivery: counted). b does not know
+// what a counted (a's memory of it, Server.taken, is a's own): it
+// counted the held one again under its own limit of two a minute, and
+// refused the last of the three as rate_limited. Stored before the
+// consumer b pulls from was created, the held one is looked up first and
+// answered from its record, uncounted: a submission is counted once in
+// the fleet (docs/reliability.md).
+func TestNATSRestartCountsASubmissionAnotherReplicaHeldOnce(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	hold := recordedHold{key: "rl2-b", once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+	a := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), ratePerPrincipal: 2,
+		intakeStore: func(s intake.Store) intake.Store { hold.Store = s; return hold }})
+	defer func() {
+		select {
+		case <-hold.release:
+		default:
+			close(hold.release)
+		}
+	}()
+	body := map[string]any{"command": "true"}
+	if ans := a.publish("alice", "rl2", "rl2-a", body); ans.Order == nil {
+		t.Fatalf("before the restart: %+v", ans.Error)
+	}
+	b := newAPIEnv(t, envOptions{dsn: a.dsn, natsURL: a.natsURL, tokens: a.tokens, ratePerPrincipal: 2})
+	nc, inbox, sub := replyInbox(t, a.natsURL)
+	for _, name := range []string{"b", "c", "d"} {
+		m := nats.NewMsg(queue.SubmitSubject + "rl2")
+		m.Header.Set("Authorization", "Bearer "+a.tokens["alice"])
+		m.Header.Set("Orderly-Reply", inbox)
+		m.Header.Set("Nats-Msg-Id", "rl2-"+name)
+		var err error
+		if m.Data, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hold.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("replica a did not record the second submission")
+	}
+	// a pulls no more (its loops end, as a replica's that dies there):
+	// whatever the race after the restart, b is the one pinned.
+	a.stop()
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 10*time.Second, "the clients reconnect", func() bool {
+		return a.q.Conn().IsConnected() && b.q.Conn().IsConnected() && nc.IsConnected()
+	})
+
+	orders := map[string]bool{}
+	for len(orders) < 3 {
+		msg, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answers so far %v: %v", orders, err)
+		}
+		var ans api.IntakeAnswer
+		if err := json.Unmarshal(msg.Data, &ans); err != nil {
+			t.Fatal(err)
+		}
+		key := msg.Header.Get("Nats-Msg-Id")
+		if ans.Order == nil {
+			t.Fatalf("%s answered %+v, want its order: replica b counted the submission a held again", key, ans.Error)
+		}
+		orders[key] = true
+	}
+	close(hold.release)
+	var n int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE idempotency_key LIKE 'rl2-%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("%d orders recorded, want 4 (one each)", n)
+	}
+}

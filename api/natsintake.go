@@ -127,7 +127,15 @@ type delivery struct {
 	// through a PostgreSQL or NATS failure refused it as rate_limited,
 	// after its order may have been recorded.
 	counted bool
-	key     string // the idempotency key
+	// beforeConsumer: stored before the intake consumer it came through
+	// was created, so a replica may have taken it up under a consumer
+	// since lost (a single nats-server's restart, which loses the
+	// consumer it keeps in memory; an upgrade that replaced it), and it
+	// comes as a first delivery all the same. Looked up as a counted one
+	// is (its record, a refusal to withdraw); unlike one, counted when
+	// nothing is found.
+	beforeConsumer bool
+	key            string // the idempotency key
 	// id is the order id of this stored message (submissionID): every
 	// replica that takes it up gives its order the same one, so that a
 	// submission taken up before can be found without knowing who sent it.
@@ -149,6 +157,8 @@ func (s *Server) runIntake(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Messages stored before it are suspects (delivery.beforeConsumer).
+	created := cons.CachedInfo().Created.Add(consumerClockSkew)
 	var cur atomic.Pointer[intakeEpoch]
 	next := func(pin string, through uint64) { cur.Store(newEpoch(pin, through)) }
 	next("", 0)
@@ -159,7 +169,7 @@ func (s *Server) runIntake(ctx context.Context) error {
 	defer stopKeeping()
 	go keepInProgress(kctx, ln)
 	for {
-		first, err := s.dispatchIntake(ctx, cons, cur.Load(), ln)
+		first, err := s.dispatchIntake(ctx, cons, created, cur.Load(), ln)
 		next("", 0) // the lanes drop what they still hold
 		ln.wait()
 		if err != nil {
@@ -203,7 +213,7 @@ func (s *Server) intakeGone(ctx context.Context, cons jetstream.Consumer) error 
 // dispatchIntake hands the deliveries of ep's pin to the lanes. It returns
 // the first delivery that arrives under another pin (not taken up: it comes
 // again after the rewind), nil when a lane found the pin lost, or an error.
-func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep *intakeEpoch, ln *lanes) (jetstream.Msg, error) {
+func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, created time.Time, ep *intakeEpoch, ln *lanes) (jetstream.Msg, error) {
 	it, err := cons.Messages(jetstream.PullPriorityGroup(queue.IntakeGroup), jetstream.PullExpiry(queue.IntakePullExpiry))
 	if err != nil {
 		return nil, fmt.Errorf("pull from the intake consumer: %w", err)
@@ -279,6 +289,7 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 		if meta, err := msg.Metadata(); err == nil {
 			d.id, d.stored = submissionID(meta.Sequence.Stream, meta.Timestamp), meta.Timestamp
 			d.counted = meta.NumDelivered > 1 || meta.Sequence.Stream <= ep.through || s.taken.Has(d.id)
+			d.beforeConsumer = !d.counted && meta.Timestamp.Before(created)
 			if d.key == "" {
 				// Without a Nats-Msg-Id, the stored message itself is the
 				// key, so that a redelivery cannot create a second order.
@@ -288,6 +299,11 @@ func (s *Server) dispatchIntake(ctx context.Context, cons jetstream.Consumer, ep
 		ln.add(d.host, d)
 	}
 }
+
+// consumerClockSkew widens delivery.beforeConsumer past the intake
+// consumer's creation, for a cluster whose stream and consumer leaders'
+// clocks differ: a message stored just after it only costs a lookup.
+const consumerClockSkew = 2 * time.Second
 
 // submissionID is the order id of the submission stored in ORDERLY_SUBMIT
 // as sequence seq at ts: a UUIDv7 of ts (its milliseconds, and their
@@ -437,10 +453,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		_ = msg.Ack()
 		return true
 	}
-	if d.recorded == nil && d.counted && d.id != uuid.Nil {
+	if d.recorded == nil && (d.counted || d.beforeConsumer) && d.id != uuid.Nil {
 		// Taken up before: by a replica that died after recording its
 		// order, or by an earlier attempt of this lane whose insert may
-		// have committed (a connection lost at the commit). A recorded
+		// have committed (a connection lost at the commit); or perhaps,
+		// under an intake consumer since lost (beforeConsumer). A recorded
 		// submission is answered from its record, before any check:
 		// checked again, a reload in between (a revoked token, a new
 		// policy or limit) refused it while its order ran anyway, queued
