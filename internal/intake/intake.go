@@ -237,6 +237,10 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 		s.logger.Warn("order accepted, not yet queued; the reconciler will publish it", "order_id", o.ID, "host", o.Host,
 			"principal", o.Principal, "source", o.Source, "error", err)
 		s.publishFailed(o.ID)
+		// Recorded, it runs once the reconciler publishes it: counted
+		// now, or the counter fell short of the orders table by every
+		// order whose first publish failed.
+		s.opts.Metrics.Submitted(o.Source)
 		return o, &ErrNotPublished{ID: o.ID, Host: o.Host, Err: err}
 	}
 	s.published.add(o.ID)
