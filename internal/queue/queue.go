@@ -94,15 +94,29 @@ type Queue struct {
 	ends nats.Header
 }
 
+// PingInterval and MaxPingsOut are how a connection finds its server
+// gone silent without closing anything (a frozen or hung node, a partition
+// that drops packets): a ping every PingInterval, and the connection is
+// dropped, for a reconnect to another node of the cluster, when more than
+// MaxPingsOut are unanswered, 10–15 s after the server fell silent.
+// nats.go's defaults (2 minutes, 2) left a worker on a frozen node for 4–6
+// minutes, its host stopped, while the two other nodes served
+// (TestWorkerLeavesAFrozenNATSNode).
+const (
+	PingInterval = 5 * time.Second
+	MaxPingsOut  = 2
+)
+
 // Connect dials NATS with settings suited to a long-running service:
 // unlimited reconnects, also past refusals of its credential (nats.go
 // otherwise closes the connection for good after the same auth error
 // twice: a worker whose host left nats.workers by mistake would stay
-// wedged after the host was listed again), and a client name that shows in
-// server monitoring.
+// wedged after the host was listed again), pings that find a silent
+// server (PingInterval), and a client name that shows in server
+// monitoring.
 func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
 	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-		nats.IgnoreAuthErrorAbort()}, opts...)
+		nats.IgnoreAuthErrorAbort(), nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOut)}, opts...)
 	nc, err := nats.Connect(url, all...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(url), err)
