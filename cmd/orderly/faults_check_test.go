@@ -53,9 +53,10 @@ type pgOrder struct {
 }
 
 // rows reads every order of the test's database. The tag is the order's
-// fourth argument (sh -c script _ tag …).
+// fourth argument (sh -c script _ tag …), or for an order without
+// arguments (a runbook's) its correlation id.
 func (s *faultStack) rows(ctx context.Context) ([]pgOrder, error) {
-	rs, err := s.pool.Query(ctx, `SELECT id, host, status, coalesce(args[4], ''), stream_seq, attempt,
+	rs, err := s.pool.Query(ctx, `SELECT id, host, status, coalesce(args[4], nullif(correlation_id, ''), ''), stream_seq, attempt,
 		coalesce(error, ''), worker, started_at, finished_at FROM orders`)
 	if err != nil {
 		return nil, err
@@ -137,7 +138,7 @@ func (s *faultStack) waitDrained(d time.Duration) time.Duration {
 // every NATS submission out of ORDERLY_SUBMIT (a work queue: what it
 // acked is gone), so that each is in PostgreSQL before the check.
 func (s *faultStack) waitSubmitStreamEmpty(d time.Duration) {
-	nc, err := nats.Connect(s.nats.url())
+	nc, err := nats.Connect(s.natsURL)
 	if err != nil {
 		s.t.Errorf("connect to read ORDERLY_SUBMIT: %v", err)
 		return
@@ -451,7 +452,11 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 
 // checkPublishOrder: when one accepted order's 202 arrived before another
 // of the same host was sent, the first is earlier in the stream, whoever
-// submitted them.
+// submitted them. A NATS submission's 202 is JetStream's ack of it in
+// ORDERLY_SUBMIT: it comes before the intake records the order, so it
+// orders the submission before later NATS submissions (one intake, taking
+// them in turn) but not before a later REST one, which the API may record
+// first.
 func checkPublishOrder(r *contractReport, subs []faultOrder, rowByTag map[string]pgOrder, describe func(string) string) {
 	byHost := map[string][]faultOrder{}
 	for _, o := range subs {
@@ -459,24 +464,34 @@ func checkPublishOrder(r *contractReport, subs []faultOrder, rowByTag map[string
 			byHost[o.host] = append(byHost[o.host], o)
 		}
 	}
+	seq := func(o *faultOrder) int64 { return *rowByTag[o.tag].seq }
 	for host, list := range byHost {
 		answered := slices.Clone(list)
 		slices.SortFunc(answered, func(a, b faultOrder) int { return a.answered.Compare(b.answered) })
 		sent := slices.Clone(list)
 		slices.SortFunc(sent, func(a, b faultOrder) int { return a.sent.Compare(b.sent) })
 		// Sweep by send time, keeping the latest stream position among the
-		// orders already answered.
-		var best *faultOrder
+		// orders already answered, for each intake.
+		var bestREST, bestNATS *faultOrder
 		i := 0
 		for _, b := range sent {
 			for ; i < len(answered) && answered[i].answered.Before(b.sent); i++ {
-				if best == nil || cmp.Compare(*rowByTag[answered[i].tag].seq, *rowByTag[best.tag].seq) > 0 {
-					best = &answered[i]
+				best := &bestREST
+				if answered[i].nats {
+					best = &bestNATS
+				}
+				if *best == nil || cmp.Compare(seq(&answered[i]), seq(*best)) > 0 {
+					*best = &answered[i]
 				}
 			}
-			if best != nil && *rowByTag[b.tag].seq < *rowByTag[best.tag].seq {
-				r.add(invOrder, "host %s: %s is earlier in the stream than %s, whose 202 came before it was sent",
-					host, describe(b.tag), describe(best.tag))
+			for _, best := range []*faultOrder{bestREST, bestNATS} {
+				if best == nil || best.nats && !b.nats {
+					continue
+				}
+				if seq(&b) < seq(best) {
+					r.add(invOrder, "host %s: %s is earlier in the stream than %s, whose 202 came before it was sent",
+						host, describe(b.tag), describe(best.tag))
+				}
 			}
 		}
 	}

@@ -49,6 +49,13 @@ type natsCluster struct {
 // clustered server does once it knows the meta leader).
 func startNATSCluster(t testing.TB, dir string, n int) *natsCluster {
 	t.Helper()
+	return startNATSClusterConf(t, dir, n, "")
+}
+
+// startNATSClusterConf is startNATSCluster with extra appended to each
+// node's configuration.
+func startNATSClusterConf(t testing.TB, dir string, n int, extra string) *natsCluster {
+	t.Helper()
 	bin, err := natsServerBin()
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +85,7 @@ cluster {
   listen: "127.0.0.1:%d"
   routes: [%s]
 }
-`, name, node.port, node.httpPort, filepath.Join(dir, "js-"+name), routePorts[i], strings.Join(routes, ", "))
+%s`, name, node.port, node.httpPort, filepath.Join(dir, "js-"+name), routePorts[i], strings.Join(routes, ", "), extra)
 		if err := os.WriteFile(node.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}

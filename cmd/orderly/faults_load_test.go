@@ -57,6 +57,7 @@ type faultOrder struct {
 	attempts  int       // requests sent (more than one: retried with its Idempotency-Key)
 	lastSent  time.Time // when the last of them was sent
 	wait      bool      // sent with ?wait: a 200 carries the finished order
+	nats      bool      // published to orderly.submit.<host>: its 202 is JetStream's ack
 	status    string    // the order's status in a 202 or 200
 }
 
@@ -85,6 +86,9 @@ type faultLoad struct {
 	// instead of POSTing, each on its own connection, one at a time, and
 	// publish again with the same Nats-Msg-Id until JetStream acks.
 	viaNATS bool
+	// natsFor names submitters that publish over NATS though viaNATS is
+	// off, beside others that POST.
+	natsFor map[string]bool
 	js      map[string]jetstream.JetStream // per submitter
 
 	mu       sync.Mutex
@@ -216,7 +220,8 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	l.mu.Lock()
 	l.next[submitter]++
 	o := &faultOrder{host: host, submitter: submitter, n: l.next[submitter]}
-	o.wait = l.waitEvery > 0 && o.n%l.waitEvery == 0
+	o.nats = l.viaNATS || l.natsFor[submitter]
+	o.wait = l.waitEvery > 0 && o.n%l.waitEvery == 0 && !o.nats
 	o.tag = fmt.Sprintf("%s-%d", submitter, o.n)
 	if withChild {
 		l.children++
@@ -236,7 +241,7 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	for {
 		attempts++
 		lastSent = time.Now()
-		if l.viaNATS {
+		if o.nats {
 			code, errText = l.publish(submitter, host, body, o.tag)
 		} else {
 			// With two API replicas a client starts on one of its own
@@ -244,7 +249,7 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 			urls := l.s.apiURLs()
 			code, errText, id, status = l.send(urls[(o.n+attempts)%len(urls)], body, o.tag, o.wait)
 		}
-		if !(l.retry || l.viaNATS) || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
+		if !(l.retry || o.nats) || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
 			break
 		}
 		time.Sleep(time.Duration(50+rand.IntN(100)) * time.Millisecond)
@@ -266,7 +271,7 @@ func (l *faultLoad) publish(submitter, host string, body []byte, tag string) (co
 	js := l.js[submitter]
 	l.mu.Unlock()
 	if js == nil {
-		nc, err := nats.Connect(l.s.nats.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nc, err := nats.Connect(l.s.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
 			nats.RetryOnFailedConnect(true))
 		if err != nil {
 			return 0, err.Error()

@@ -56,6 +56,9 @@ type faultStack struct {
 	// starts one (startReplica); clients then use both.
 	replica    *faultProc
 	replicaURL string
+	// natsURL is the URL the configuration names: the server's, or every
+	// node's of a cluster.
+	natsURL string
 
 	mu      sync.Mutex
 	workers []*faultWorker // every worker ever started, in start order
@@ -94,6 +97,7 @@ func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) 
 	t.Cleanup(s.dumpLogsOnFailure)
 	s.pg = startFaultPG(t, dir)
 	natsURL := startNATS(s)
+	s.natsURL = natsURL
 
 	ctx := t.Context()
 	var err error
