@@ -89,7 +89,10 @@ type faultLoad struct {
 	// natsFor names submitters that publish over NATS though viaNATS is
 	// off, beside others that POST.
 	natsFor map[string]bool
-	js      map[string]jetstream.JetStream // per submitter
+	// natsOpts are the publishers' connection options beyond the load's
+	// own (a credential, its inbox).
+	natsOpts []nats.Option
+	js       map[string]jetstream.JetStream // per submitter
 
 	mu       sync.Mutex
 	orders   []*faultOrder
@@ -271,8 +274,8 @@ func (l *faultLoad) publish(submitter, host string, body []byte, tag string) (co
 	js := l.js[submitter]
 	l.mu.Unlock()
 	if js == nil {
-		nc, err := nats.Connect(l.s.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-			nats.RetryOnFailedConnect(true))
+		nc, err := nats.Connect(l.s.natsURL, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+			nats.RetryOnFailedConnect(true)}, l.natsOpts...)...)
 		if err != nil {
 			return 0, err.Error()
 		}

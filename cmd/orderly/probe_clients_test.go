@@ -469,6 +469,15 @@ func TestProbeServeWithAJoinedWorker(t *testing.T) {
 	hosts := []string{"srv", "w2"}
 	l := newFaultLoad(s, hosts...)
 	l.retry, l.waitEvery = true, 3
+	// s4 publishes to orderly.submit.<host> with serve's submitter
+	// credential.
+	s.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	nk, err := nats.NkeyOptionFromSeed(filepath.Join(dataDir, "nats-creds", "submitter.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.natsFor = map[string]bool{"s4": true}
+	l.natsOpts = []nats.Option{nk, nats.CustomInboxPrefix(queue.SubmitterInbox)}
 	l.client.Timeout = 20 * time.Second
 	l.start(4, faultPeriod)
 	defer l.stop()
@@ -510,9 +519,36 @@ func TestProbeServeWithAJoinedWorker(t *testing.T) {
 		}
 	}
 	l.mu.Unlock()
+	// What the NATS publisher had acked is recorded once the intake took
+	// it (the submitter may not read ORDERLY_SUBMIT).
+	waitUntil(t, drainBound, "every acked NATS submission recorded", func() bool {
+		rows, err := s.rows(t.Context())
+		if err != nil {
+			return false
+		}
+		have := map[string]bool{}
+		for _, r := range rows {
+			have[r.tag] = true
+		}
+		for _, o := range l.snapshot() {
+			if o.nats && o.accepted() && !have[o.tag] {
+				return false
+			}
+		}
+		return true
+	})
 	t.Logf("drained in %s", s.waitDrained(drainBound).Round(10*time.Millisecond))
 	checkContract(t, s, l, nil)
-	t.Logf("probe ran %s", time.Since(began).Round(time.Second))
+	kinds := map[string]int{}
+	for _, o := range l.snapshot() {
+		if o.accepted() {
+			kinds[o.submitter]++
+		}
+	}
+	if kinds["s4"] == 0 {
+		t.Errorf("the NATS publisher had nothing accepted: the probe did not test it")
+	}
+	t.Logf("probe ran %s; accepted submissions per client %v", time.Since(began).Round(time.Second), kinds)
 	for _, f := range r.faults {
 		if next, ok := l.tails[f.host].firstStartAfter(f.at); ok {
 			t.Logf("recovery %s on %s: %s", f.what, f.host, next.at.Sub(f.at).Round(10*time.Millisecond))
