@@ -22,7 +22,7 @@ type actionCols struct {
 
 // actionColumns returns the action columns of an order (all NULL for one
 // that runs no action). Secret values go only to action_secrets, which
-// the orders_erase_action_secrets trigger clears when the order ends.
+// the orders_erase trigger clears when the order ends (migration 00024).
 func actionColumns(a *order.Action) (actionCols, error) {
 	if a == nil {
 		return actionCols{}, nil

@@ -238,8 +238,8 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 }
 
 // completeSQL writes an attempt's result and the "finished" event, guarded
-// by the attempt. It never names env or stdin: the orders_erase_inputs
-// trigger erases them, so a worker's role needs no right to write them
+// by the attempt. It never names env or stdin: the orders_erase trigger
+// (migration 00024) erases them, so a worker's role needs no right to write them
 // (docs/sql.md, "A role for workers").
 const completeSQL = `WITH u AS (
 	UPDATE orders SET status = $3, finished_at = now(), exit_code = $4, signal = nullif($5, ''),

@@ -16,7 +16,7 @@ import (
 
 // scriptPayload is the stored form of a script order's pending inputs
 // (orders.script): the body and the files, erased when the order is
-// terminal by the orders_erase_script trigger (migration 00006).
+// terminal by the orders_erase trigger (migrations 00006, 00024).
 type scriptPayload struct {
 	Body  []byte       `json:"body"`
 	Files []order.File `json:"files"`

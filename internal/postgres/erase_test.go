@@ -1,0 +1,100 @@
+package postgres_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// Every UPDATE of orders reads and compiles the WHEN clause of each row
+// trigger on an UPDATE of status, whether or not it fires: the claim and
+// the result of every order pay for each. Migration 00024 made the three
+// triggers that erase an order's pending inputs (none of which fires for
+// an order without any) one, so they read three WHEN clauses, not five. A
+// trigger added here is paid by every order.
+func TestOrdersUpdateReadsThreeTriggerConditions(t *testing.T) {
+	e := newStoreEnv(t)
+	// tgtype: 1 row, 2 before, 16 update (pg_trigger.h).
+	got := e.texts(`SELECT tgname::text || CASE WHEN tgtype & 2 = 2 THEN ' (before)' ELSE '' END
+		FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal
+		AND tgtype & 1 = 1 AND tgtype & 16 = 16 ORDER BY tgname`)
+	if want := []string{"orders_erase (before)", "orders_mark_abandoned", "orders_track_active_update"}; !slices.Equal(got, want) {
+		t.Errorf("row triggers of an UPDATE of orders: %v; want %v", got, want)
+	}
+}
+
+// pending reads whether an order still holds each of its pending inputs,
+// and how many delegations name it.
+func (e *storeEnv) pending(id uuid.UUID) (env, stdin, script, secrets bool, delegations int) {
+	e.t.Helper()
+	if err := e.pool.QueryRow(e.ctx, `SELECT env IS NOT NULL, stdin IS NOT NULL, script IS NOT NULL, action_secrets IS NOT NULL,
+		(SELECT count(*) FROM runbook_delegations WHERE order_id = $1) FROM orders WHERE id = $1`, id).
+		Scan(&env, &stdin, &script, &secrets, &delegations); err != nil {
+		e.t.Fatal(err)
+	}
+	return
+}
+
+// withInputs records a queued order of h1 that holds env, stdin, a script
+// payload, action secrets and a delegation, as no single path makes one:
+// the erase covers each.
+func (e *storeEnv) withInputs() uuid.UUID {
+	e.t.Helper()
+	o := e.insert("h1", "alice", func(o *order.Order) {
+		o.Env = map[string]string{"SECRET": "v"}
+		o.EnvNames = []string{"SECRET"}
+		o.Stdin = []byte("input")
+	})
+	e.exec(`UPDATE orders SET script = '\x7b7d', action_secrets = '{"pw":"hunter2"}' WHERE id = $1`, o.ID)
+	e.exec(`INSERT INTO runbook_delegations (sha256, order_id, principal, kind, correlation_id, stack, hosts)
+		VALUES (sha256(uuid_send($1)), $1, 'alice', 'runbook', '', '{}', '{}')`, o.ID)
+	return o.ID
+}
+
+// Migration 00024 makes the three triggers that erase an order's pending
+// inputs one: an order queued before it keeps its inputs while it runs
+// and loses them, and its delegations, when it ends after it; rolled back,
+// the three triggers erase them again.
+func TestEraseMigrationErasesAtTheEnd(t *testing.T) {
+	e, p := migratedDown(t, 23)
+	e.own("h1", "w1")
+	queued := e.withInputs()
+	if _, err := p.Up(e.ctx); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	e.exec(`UPDATE orders SET status = 'running' WHERE id = $1`, queued)
+	if env, stdin, script, secrets, dels := e.pending(queued); !env || !stdin || !script || !secrets || dels != 1 {
+		t.Fatalf("a running order lost its inputs: env %v stdin %v script %v secrets %v delegations %d", env, stdin, script, secrets, dels)
+	}
+	e.exec(`UPDATE orders SET status = 'succeeded', finished_at = now() WHERE id = $1`, queued)
+	if env, stdin, script, secrets, dels := e.pending(queued); env || stdin || script || secrets || dels != 0 {
+		t.Errorf("after the end: env %v stdin %v script %v secrets %v delegations %d; want all gone", env, stdin, script, secrets, dels)
+	}
+	// The store's own paths: a claim keeps env and stdin, its result erases them.
+	plain := e.insert("h1", "alice", func(o *order.Order) {
+		o.Env = map[string]string{"SECRET": "v"}
+		o.EnvNames = []string{"SECRET"}
+		o.Stdin = []byte("input")
+	})
+	c := e.claim(plain.ID, "w1")
+	if c.Env["SECRET"] != "v" || string(c.Stdin) != "input" {
+		t.Fatalf("the claim returned env %v, stdin %q", c.Env, c.Stdin)
+	}
+	if err := e.store.Complete(e.ctx, plain.ID, c.Attempt, succeeded("x")); err != nil {
+		t.Fatal(err)
+	}
+	if env, stdin, _, _, _ := e.pending(plain.ID); env || stdin {
+		t.Errorf("after its result: env %v, stdin %v; want both erased", env, stdin)
+	}
+	if _, err := p.DownTo(e.ctx, 23); err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
+	back := e.withInputs()
+	e.exec(`UPDATE orders SET status = 'canceled', finished_at = now() WHERE id = $1`, back)
+	if env, stdin, script, secrets, dels := e.pending(back); env || stdin || script || secrets || dels != 0 {
+		t.Errorf("rolled back to 00023: env %v stdin %v script %v secrets %v delegations %d; want all gone", env, stdin, script, secrets, dels)
+	}
+}
