@@ -77,7 +77,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	err = try(ctx, depPostgres, func(ctx context.Context) error {
 		p, err := postgres.Open(ctx, cfg.DatabaseURL)
 		if err != nil {
-			return err
+			return postgresConnectError(err)
 		}
 		if err := postgres.New(p).CheckSchema(ctx); err != nil {
 			p.Close()

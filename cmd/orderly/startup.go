@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -132,6 +134,9 @@ func (d dependency) retryable(err error) bool {
 // ran out of time. A missing or old schema, a bad URL or a role that
 // may not read the schema's version end the start.
 func postgresRetryable(err error) bool {
+	if tlsRefused(err) {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		// 28: invalid authorization (bad password, no pg_hba.conf entry);
@@ -154,6 +159,8 @@ func postgresRetryable(err error) bool {
 func natsRetryable(err error) bool {
 	var pathErr *fs.PathError
 	switch {
+	case tlsRefused(err):
+		return false
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
 		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired),
 		errors.Is(err, nats.ErrNkeysNotSupported), errors.Is(err, nats.ErrPermissionViolation):
@@ -162,6 +169,40 @@ func natsRetryable(err error) bool {
 		return false
 	}
 	return true
+}
+
+// tlsRefused reports a TLS handshake that the configuration failed, not
+// the network: the server's certificate is not trusted (an unknown CA, a
+// name it does not carry, expired), or the server asks for a client
+// certificate, which orderly does not present. A server behind a private
+// CA with TLS turned on (deploy/nats, sslmode=verify-full) was waited
+// for at every attempt, "waiting for nats" without end, though no
+// attempt could succeed until the operator changed something.
+func tlsRefused(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || clientCertificateRequired(err)
+}
+
+// clientCertificateRequired reports TLS 1.3's certificate_required alert
+// (RFC 8446) from the server: its tls block verifies client certificates.
+// crypto/tls hands a received alert over as a net.OpError around an
+// unexported type, so only its text tells which it was.
+func clientCertificateRequired(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "remote error: tls: certificate required")
+}
+
+// postgresConnectError names the setting to change when PostgreSQL's
+// certificate is not trusted: pgx says only what crypto/x509 said.
+func postgresConnectError(err error) error {
+	if err == nil || !tlsRefused(err) {
+		return err
+	}
+	return fmt.Errorf("%w (PostgreSQL's certificate is not trusted: name the CA that signed it with sslrootcert=<file> in database_url, "+
+		"and the name the certificate carries as the URL's host; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
 }
 
 // fatalStartError marks an error that a step knows waiting cannot cure.
@@ -199,6 +240,14 @@ func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
 // credential, which nats.go reports only as "Authorization Violation":
 // none was set, or the server does not know the one that was.
 func natsConnectError(cfg config.Config, role natsRole, err error) error {
+	if tlsRefused(err) {
+		if clientCertificateRequired(err) {
+			return fmt.Errorf("%w (the NATS server asks for a client certificate, which orderly does not present: "+
+				"leave verify off in the server's tls block for clients; they prove themselves with nats.nkey or nats.credentials)", err)
+		}
+		return fmt.Errorf("%w (the NATS server's certificate is not trusted: give orderly the CA that signed it with SSL_CERT_DIR=<directory of the CA's PEM file> "+
+			"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
+	}
 	if !errors.Is(err, nats.ErrAuthorization) {
 		return err
 	}

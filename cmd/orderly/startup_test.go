@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -88,13 +90,17 @@ func TestStartupRefusalsExit(t *testing.T) {
 		natsUser  string // user:password@ in the URL
 		confEdit  func(string) string
 		unmigrate bool
-		want      string
+		// natsTLS turns TLS on for clients with a self-signed
+		// certificate, which the client has no CA for.
+		natsTLS bool
+		want    string
 	}{
 		{name: "wrong nats password", natsConf: "authorization {\n  user: orderly\n  password: right\n}\n",
 			natsUser: "orderly:wrong@", want: "authorization violation"},
 		{name: "replicas above the cluster", want: "nats.replicas is 3",
 			confEdit: func(c string) string { return strings.Replace(c, "nats:\n", "nats:\n  replicas: 3\n", 1) }},
 		{name: "schema not up to date", unmigrate: true, want: "migrate up"},
+		{name: "nats certificate of an unknown CA", natsTLS: true, want: "certificate is not trusted: give orderly the CA"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,7 +112,13 @@ func TestStartupRefusalsExit(t *testing.T) {
 				}
 			}
 			dir := startupDir(t, "osc-")
-			ns := newNATSServer(t, dir, tc.natsConf)
+			natsConf := tc.natsConf
+			if tc.natsTLS {
+				crt, key := filepath.Join(dir, "nats.crt"), filepath.Join(dir, "nats.key")
+				writeSelfSigned(t, crt, key)
+				natsConf = fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n}\n", crt, key)
+			}
+			ns := newNATSServer(t, dir, natsConf)
 			ns.start()
 			conf := writeStartupConfig(t, dir, dsn, "nats://"+tc.natsUser+"127.0.0.1:"+strconv.Itoa(ns.port))
 			if tc.confEdit != nil {
@@ -484,10 +496,73 @@ func TestStartupRetryable(t *testing.T) {
 		{"nats credentials revoked", depNATS, nats.ErrAuthRevoked, false},
 		{"credentials file missing", depNATS, &fs.PathError{Op: "open", Path: "/x.creds", Err: fs.ErrNotExist}, false},
 		{"marked fatal", depNATS, fatalStartError{errors.New("nats.replicas is 3")}, false},
+		// What crypto/tls returns when the server's tls block verifies
+		// client certificates (TLS 1.3; TestStartupRefusalsExit runs the
+		// server whose certificate is not trusted). A process test cannot
+		// pin it: the client may write before the alert arrives, and that
+		// attempt ends in a broken pipe, which is waited out.
+		{"nats asks for a client certificate", depNATS, natsConnectError(config.Config{}, roleAPI,
+			fmt.Errorf("connect to nats: %w", &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")})), false},
 	}
 	for _, tc := range cases {
 		if got := tc.dep.retryable(tc.err); got != tc.want {
 			t.Errorf("%s: retryable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
+	}
+	certRequired := cases[len(cases)-1].err.Error()
+	if !strings.Contains(certRequired, "asks for a client certificate, which orderly does not present") {
+		t.Errorf("a server that asks for a client certificate is not named as such: %s", certRequired)
+	}
+}
+
+// TestStartupPostgresCertificateRefused: database_url with
+// sslmode=verify-full against a server whose certificate comes from a CA
+// the process does not know (a private CA without sslrootcert=) was
+// waited for at every attempt, "waiting for postgresql" without end. The
+// server here answers PostgreSQL's SSLRequest and presents a self-signed
+// certificate: the start must end, naming sslrootcert.
+func TestStartupPostgresCertificateRefused(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "pg.crt"), filepath.Join(dir, "pg.key")
+	writeSelfSigned(t, crt, key)
+	pair, err := tls.LoadX509KeyPair(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// SSLRequest: length 8, code 80877103; answered 'S', then TLS.
+			req := make([]byte, 8)
+			if _, err := io.ReadFull(c, req); err == nil {
+				if _, err := c.Write([]byte{'S'}); err == nil {
+					_ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{pair}}).Handshake()
+				}
+			}
+			_ = c.Close()
+		}
+	}()
+	dsn := "postgres://orderly@" + ln.Addr().String() + "/orderly?sslmode=verify-full&connect_timeout=10"
+	pool, err := postgres.Open(t.Context(), dsn)
+	if err == nil {
+		pool.Close()
+		t.Fatal("connected to a server whose certificate nothing trusts")
+	}
+	err = postgresConnectError(err)
+	if depPostgres.retryable(err) {
+		t.Errorf("a start waits out an untrusted certificate: %v", err)
+	}
+	if !strings.Contains(err.Error(), "sslrootcert=") {
+		t.Errorf("the error does not name sslrootcert: %v", err)
 	}
 }
