@@ -258,7 +258,8 @@ func natsConnectError(cfg config.Config, role natsRole, err error) error {
 		}
 		return fmt.Errorf("%w (the server requires a credential: set nats.nkey, --nats-nkey, to this process's seed file; serve writes them in <data-dir>/nats-creds/, this one %s)", err, file)
 	}
-	return fmt.Errorf("%w (the server does not accept the credential in %s: a seed serve wrote is accepted by that serve's NATS only, a worker's while its host is in nats.workers)", err, natsCredentialSetting(cfg))
+	return fmt.Errorf("%w (the server does not accept the credential in %s: a seed serve wrote is accepted by that serve's NATS only, a worker's while its host is in nats.workers; "+
+		"a cluster of your own accepts the seeds whose public keys its auth.conf lists, after a reload of each server)", err, natsCredentialSetting(cfg))
 }
 
 // natsCredentialSetting names the setting and file of cfg's NATS credential.

@@ -509,6 +509,12 @@ func TestStartupRetryable(t *testing.T) {
 			t.Errorf("%s: retryable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
+	// A worker of a cluster whose seed the servers refuse (a rotation
+	// half done) was told only of serve's nats.workers.
+	refusedSeed := natsConnectError(config.Config{NATS: config.NATS{Nkey: "/etc/orderly/worker.nk"}}, roleWorker, nats.ErrAuthorization).Error()
+	if !strings.Contains(refusedSeed, "/etc/orderly/worker.nk") || !strings.Contains(refusedSeed, "auth.conf lists") {
+		t.Errorf("a refused seed does not say where a cluster lists it: %s", refusedSeed)
+	}
 	certRequired := cases[len(cases)-1].err.Error()
 	if !strings.Contains(certRequired, "asks for a client certificate, which orderly does not present") {
 		t.Errorf("a server that asks for a client certificate is not named as such: %s", certRequired)
