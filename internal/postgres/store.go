@@ -67,6 +67,7 @@ func poolConfig(dsn string) (*pgxpool.Config, error) {
 		return nil
 	}
 	cfg.BeforeClose = dropScanPlans
+	rereadPassfile(cfg, dsn)
 	if err := deadLinkDialer(cfg); err != nil {
 		return nil, err
 	}
