@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,12 +179,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		if err := w.failPoint("after_claim", o); err != nil {
 			return nil, err
 		}
-		started := []any{"order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt,
-			"stream_seq", o.StreamSeq, "command", o.Command}
-		if o.DryRun {
-			started = append(started, "dry_run", true) // checked, never executed
-		}
-		w.logger.Info("order started", started...)
+		w.logStarted(o)
 		w.event(o, "started", order.StatusRunning)
 
 		finish, ran, live := w.run(ctx, msg, o)
@@ -333,6 +329,32 @@ func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, 
 	w.event(o, "finished", f.Status)
 	w.ack(msg, o.ID)
 	w.opts.Metrics.Finished(o.Host, f.Status, ran)
+	w.logFinished(o, f)
+}
+
+// logStarted writes an order's "order started" line. Its arguments are
+// built only when the line is written: for a logger above info (the
+// bench's serve logs at warn) the list and its boxed values were made for
+// every order and dropped (docs/benchmarks.md, "Serve's sync order,
+// message by message"; TestStateLinesBelowTheirLevelAllocateNothing).
+func (w *Worker) logStarted(o *order.Order) {
+	if !w.logger.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	started := []any{"order_id", o.ID, "principal", o.Principal, "attempt", o.Attempt,
+		"stream_seq", o.StreamSeq, "command", o.Command}
+	if o.DryRun {
+		started = append(started, "dry_run", true) // checked, never executed
+	}
+	w.logger.Info("order started", started...)
+}
+
+// logFinished writes an order's "order finished" line, built only when
+// it is written (logStarted).
+func (w *Worker) logFinished(o *order.Order, f postgres.Finish) {
+	if !w.logger.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	// An exit code, or the signal that ended the process, or neither
 	// (nothing ran): never a nil that text logs print as <nil>.
 	how := []any{"order_id", o.ID, "principal", o.Principal, "status", f.Status}
