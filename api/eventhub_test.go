@@ -192,3 +192,47 @@ func TestEventEndAsEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestEventHubIsNotSentStartedEvents counts the messages the shared
+// subscription receives for an order the way a worker publishes its
+// events (queue.PublishEvent, on the waiting API's own connection, as
+// serve's worker does): one, the finished event. Subscribed to every
+// orderly.events subject, it was sent the started event too, one of the
+// five messages serve's connection received per synchronous order, for
+// no waiter (docs/benchmarks.md, "Serve's sync order, message by
+// message"). The two leave on one connection in order, so once the
+// finished event is handed over, a started event sent would have been
+// delivered before it.
+func TestEventHubIsNotSentStartedEvents(t *testing.T) {
+	q := testenv.Queue(t, testenv.NATS(t), "hub-count", queue.Options{})
+	var h eventHub
+	id := uuid.New()
+	ch, stop, err := h.wait(q.Conn(), "count-1", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	for _, ev := range []queue.Event{
+		{OrderID: id, Type: "started", Status: "running", Host: "count-1"},
+		{OrderID: id, Type: "finished", Status: "succeeded", Host: "count-1"},
+	} {
+		if err := q.PublishEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case ev := <-ch:
+		if ev.OrderID != id || ev.Status != "succeeded" {
+			t.Fatalf("the waiter got %+v, want its finished event", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no finished event within 10s")
+	}
+	n, err := h.sub.Delivered()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("the shared subscription was sent %d messages for the order, want 1 (its finished event)", n)
+	}
+}

@@ -162,3 +162,87 @@ func liveConfigOf(t *testing.T, q *queue.Queue) jetstream.StreamConfig {
 	}
 	return info.Config
 }
+
+// TestStartedEventKeptUnderTheOrdersSubject: a started event is published
+// on its own subject (queue.StartedSubjectOf), which a subscriber to an
+// order's two-token event subjects (the API's waiters) is not sent, and
+// the live stream keeps it under the order's event subject, where its
+// followers read it and the finished event rolls it up. A stream created
+// before the transform gets it at the next start.
+func TestStartedEventKeptUnderTheOrdersSubject(t *testing.T) {
+	url := testenv.NATS(t)
+	ctx := testenv.Context(t)
+	js := testenv.JetStream(t, url, "old")
+	// The stream as releases before the started subject created it.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: queue.LiveStream, Subjects: []string{queue.OutputSubject + ">", queue.EventsSubject + ">"},
+		Retention: jetstream.LimitsPolicy, Storage: jetstream.MemoryStorage, Replicas: 1,
+		MaxAge: time.Hour, MaxBytes: 256 << 20, Discard: jetstream.DiscardOld, AllowRollup: true, AllowMsgTTL: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	q := testenv.Queue(t, url, "new", queue.Options{})
+	if cfg := liveConfigOf(t, q); cfg.SubjectTransform == nil {
+		t.Fatal("the live stream has no subject transform after the update")
+	}
+	waiters, err := q.Conn().SubscribeSync(queue.EventsSubject + "*.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	subj := queue.EventSubjectOf("h1", id)
+	if err := q.PublishEvent(queue.Event{OrderID: id, Type: "started", Status: "running", Host: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	events := func() jetstream.StreamState {
+		t.Helper()
+		st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(queue.EventsSubject+">"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State
+	}
+	testenv.WaitUntil(t, 10*time.Second, "the started event stored", func() bool {
+		return events().Subjects[subj] == 1
+	})
+	if n := events().Subjects[queue.StartedSubjectOf("h1", id)]; n != 0 {
+		t.Fatalf("%d messages kept under the started subject, want 0", n)
+	}
+	// A follower reads it on the order's event subject.
+	f, err := q.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Next(ctx)
+	f.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != subj || !bytes.Contains(m.Data, []byte(`"type":"started"`)) {
+		t.Fatalf("the follower read %s %s, want the started event on %s", m.Subject, m.Data, subj)
+	}
+	if err := q.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: "succeeded", Host: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	// The finished event is the waiters' first message: the started one
+	// left on the same connection before it and was not sent to them.
+	got, err := waiters.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Subject != subj || !bytes.Contains(got.Data, []byte(`"type":"finished"`)) {
+		t.Fatalf("the waiters' subscription was sent %s %s first, want the finished event", got.Subject, got.Data)
+	}
+	// Rolled up: the finished event alone is kept.
+	testenv.WaitUntil(t, 10*time.Second, "the started event rolled up", func() bool {
+		st := events()
+		return st.Msgs == 1 && st.Subjects[subj] == 1
+	})
+}
