@@ -150,9 +150,9 @@ func endsHeader(ttl time.Duration) nats.Header {
 }
 
 // SubscribeEvents delivers the events of one order of host to a buffered
-// channel, but its started event (on StartedSubjectOf). Only host's subject is subscribed: another host's worker cannot
-// publish there. Subscribe before publishing the order, so that no event can
-// be missed.
+// channel, but its started event (on StartedSubjectOf). Only host's
+// subject is subscribed: another host's worker cannot publish there.
+// Subscribe before publishing the order, so that no event can be missed.
 func (q *Queue) SubscribeEvents(host string, id uuid.UUID) (*nats.Subscription, <-chan Event, error) {
 	ch := make(chan Event, 8)
 	sub, err := q.nc.Subscribe(EventSubjectOf(host, id), func(m *nats.Msg) {
