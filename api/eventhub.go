@@ -13,8 +13,7 @@ import (
 )
 
 // eventHub is the API process's one subscription to every order's status
-// events (orderly.events.*.*, not the started events on their third
-// token), shared by the requests that wait for an order
+// events (orderly.events.>), shared by the requests that wait for an order
 // (?wait). A waiting request registers its order in a map instead of
 // subscribing on NATS itself: a subscription per request cost a SUB and an
 // UNSUB, a goroutine in the client and two changes of the server's
@@ -60,9 +59,7 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 		if h.sub != nil {
 			_ = h.sub.Unsubscribe()
 		}
-		// Two tokens, host and id: an order's started event comes on a
-		// third (queue.StartedSubjectOf), and no waiter waits for it.
-		sub, err := nc.Subscribe(queue.EventsSubject+"*.*", h.deliver)
+		sub, err := nc.Subscribe(queue.EventsSubject+">", h.deliver)
 		if err != nil {
 			return nil, nil, fmt.Errorf("subscribe to order events: %w", err)
 		}

@@ -20,23 +20,6 @@ func EventSubjectOf(host string, id uuid.UUID) string {
 	return orderSubject(EventsSubject, host, id)
 }
 
-// StartedSubjectOf is where the worker of host publishes the started event
-// of order id: orderly.events.<host>.<id>.started. The live stream stores
-// it under EventSubjectOf (liveConfig's subject transform), where
-// followers read it and the finished event rolls it up, as before. The
-// API's shared subscription (api/eventhub.go), which wakes a waiter on
-// an order's end only, takes EventSubjectOf's two tokens and so is not
-// sent it: on EventSubjectOf it was one of the five messages serve's
-// connection received per synchronous order, decoded and dropped
-// (docs/benchmarks.md, "Serve's sync order, message by message").
-func StartedSubjectOf(host string, id uuid.UUID) string {
-	var b [104]byte
-	return string(append(appendUUID(append(append(append(b[:0], EventsSubject...), host...), '.'), id), startedSuffix...))
-}
-
-// startedSuffix ends StartedSubjectOf.
-const startedSuffix = ".started"
-
 // OutputSubjectOf is where the worker of host publishes the live output of
 // order id: orderly.output.<host>.<id>, scoped by host like the events.
 func OutputSubjectOf(host string, id uuid.UUID) string {
@@ -60,9 +43,8 @@ type Event struct {
 	Host    string    `json:"host"`
 }
 
-// PublishEvent sends ev on core NATS, on the subject of ev.Host (a started
-// event on StartedSubjectOf). Events are best effort; waiters fall back to
-// reading PostgreSQL.
+// PublishEvent sends ev on core NATS, on the subject of ev.Host. Events are
+// best effort; waiters fall back to reading PostgreSQL.
 //
 // The finished event ends the order's record in the live stream: it rolls
 // up the order's event subject (the stream drops the started event and
@@ -81,11 +63,7 @@ func (q *Queue) PublishEvent(ev Event) error {
 		buf = new([]byte)
 	}
 	defer q.eventBufs.Put(buf)
-	subject := EventSubjectOf
-	if ev.Type == "started" {
-		subject = StartedSubjectOf
-	}
-	m := nats.NewMsg(subject(ev.Host, ev.OrderID))
+	m := nats.NewMsg(EventSubjectOf(ev.Host, ev.OrderID))
 	*buf = appendEvent((*buf)[:0], ev)
 	m.Data = *buf
 	if ev.Type == "finished" {
@@ -150,9 +128,9 @@ func endsHeader(ttl time.Duration) nats.Header {
 }
 
 // SubscribeEvents delivers the events of one order of host to a buffered
-// channel, but its started event (on StartedSubjectOf). Only host's
-// subject is subscribed: another host's worker cannot publish there.
-// Subscribe before publishing the order, so that no event can be missed.
+// channel. Only host's subject is subscribed: another host's worker cannot
+// publish there. Subscribe before publishing the order, so that no event can
+// be missed.
 func (q *Queue) SubscribeEvents(host string, id uuid.UUID) (*nats.Subscription, <-chan Event, error) {
 	ch := make(chan Event, 8)
 	sub, err := q.nc.Subscribe(EventSubjectOf(host, id), func(m *nats.Msg) {

@@ -34,20 +34,12 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		Name:        LiveStream,
 		Description: "live output chunks and status events per order, for SSE replay",
 		Subjects:    []string{OutputSubject + ">", EventsSubject + ">"},
-		// A started event, published on StartedSubjectOf so that the
-		// API's waiters' subscription is not sent it, is stored under
-		// its order's EventSubjectOf: its followers' filter, and the
-		// subject its finished event rolls up.
-		SubjectTransform: &jetstream.SubjectTransformConfig{
-			Source:      EventsSubject + "*.*" + startedSuffix,
-			Destination: EventsSubject + "{{wildcard(1)}}.{{wildcard(2)}}",
-		},
-		Retention: jetstream.LimitsPolicy,
-		Storage:   jetstream.MemoryStorage,
-		Replicas:  replicas,
-		MaxAge:    time.Hour,
-		MaxBytes:  256 << 20,
-		Discard:   jetstream.DiscardOld,
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    replicas,
+		MaxAge:      time.Hour,
+		MaxBytes:    256 << 20,
+		Discard:     jetstream.DiscardOld,
 		// EndOutput rolls up an order's chunks once its result is stored,
 		// and the finished event its events (events.go); both markers
 		// expire after Options.FinishedTTL.

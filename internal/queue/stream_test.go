@@ -499,7 +499,7 @@ func TestEventsAreScopedToHostAndOrder(t *testing.T) {
 	for _, ev := range []queue.Event{
 		{OrderID: id, Host: "e2", Type: "finished", Status: "succeeded"},
 		{OrderID: other, Host: "e1", Type: "finished", Status: "succeeded"},
-		{OrderID: id, Host: "e1", Type: "finished", Status: "succeeded"},
+		{OrderID: id, Host: "e1", Type: "started", Status: "running"},
 	} {
 		if err := q.PublishEvent(ev); err != nil {
 			t.Fatal(err)
@@ -507,8 +507,8 @@ func TestEventsAreScopedToHostAndOrder(t *testing.T) {
 	}
 	select {
 	case ev := <-events:
-		if ev.OrderID != id || ev.Host != "e1" || ev.Type != "finished" {
-			t.Fatalf("got %+v, want e1's finished event of %s", ev, id)
+		if ev.OrderID != id || ev.Host != "e1" || ev.Type != "started" {
+			t.Fatalf("got %+v, want e1's started event of %s", ev, id)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event within 10s")
