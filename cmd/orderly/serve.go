@@ -200,7 +200,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if err := ensureAdminToken(ctx, b.store, tokenFile); err != nil {
 		return err
 	}
-	if ordersRunAsServe(cfg.Worker) {
+	if ordersRunAsItself(cfg.Worker) {
 		logger.Warn("orders that name no user run as serve's own user, who owns the data dir: "+
 			"such an order can read admin.token and the NATS seeds and reach the managed PostgreSQL, "+
 			"so a command that reads a file the client names acts as admin; run serve as root with "+

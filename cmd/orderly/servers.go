@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -67,6 +68,15 @@ func (a *app) workerCommand() *cobra.Command {
 			cfg := w.Current()
 			if cfg.Host == "" {
 				cfg.Host = defaultHost()
+			}
+			// Once, before waiting for the database or NATS: an order
+			// that reads a file it names reads the worker's credentials.
+			if ordersRunAsItself(cfg.Worker) {
+				logger.Warn("orders that name no user run as the worker's own user: such an order can read "+
+					"the worker's NATS seed and pgpass file and act as this host's worker with them, "+
+					"so a command that reads a file the client names hands them out; run the worker as root "+
+					"with worker.default_user set to a user of its own (security.md)",
+					"setting", "worker.default_user", "uid", os.Getuid(), "nkey", cfg.NATS.Nkey)
 			}
 			b, err := openBackendWith(ctx, cfg, "orderly-worker-"+cfg.Host, roleWorker, waitForDependencies(logger), logger)
 			if err != nil {
