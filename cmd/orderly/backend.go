@@ -45,6 +45,9 @@ type backend struct {
 	// presence is the API's presence when the command made it before
 	// the API (serve's: takeOverPresence); nil, startAPIOn makes one.
 	presence *api.Presence
+	// refusal is whether the NATS servers refuse this process's
+	// credential now; a worker's systemd status says so.
+	refusal *natsRefusal
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -89,11 +92,18 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	if err != nil {
 		return nil, err
 	}
+	refusal := newNATSRefusal(natsCredentialSetting(cfg))
 	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		if err != nil {
 			logger.Warn("nats disconnected", "error", err)
 		}
-	}), nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }),
+		if isNATSRefusal(err) {
+			refusal.refuse(err)
+		}
+	}), nats.ReconnectHandler(func(*nats.Conn) {
+		logger.Info("nats reconnected")
+		refusal.accept()
+	}),
 		// Without it, nats.go prints asynchronous errors (slow consumer,
 		// permission violation) as plain text on stderr.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -103,6 +113,9 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 			}
 			if n, ok := natsErrors.let(subject + "\x00" + err.Error()); ok {
 				logger.Warn("nats error", "subject", subject, "error", err, "repeated", n)
+			}
+			if sub == nil && isNATSRefusal(err) {
+				refusal.refuse(err)
 			}
 		}))
 	opts = append(opts, extra...)
@@ -160,7 +173,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		pool.Close()
 		return nil, err
 	}
-	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate}, nil
+	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate, refusal: refusal}, nil
 }
 
 // close drains NATS, then closes the pool (STYLE: shutdown order).
@@ -602,8 +615,10 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics,
 		// systemctl status says whether this worker serves its host or
 		// stands by, not the last dependency its start waited for.
-		Status: func(s string) { notifySystemd("STATUS="+oneLine(s), logger) }},
+		// While the servers refuse its credential, it says that instead.
+		Status: b.refusal.status},
 		b.store, b.queue, policy, ex, logger)
+	b.refusal.start(func(s string) { notifySystemd("STATUS="+oneLine(s), logger) })
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := serveChoices(wctx, b.queue, cfg.Host, policy); err != nil {
 		cancel()
