@@ -5,11 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/orderly-run/orderly/internal/natsembed"
@@ -113,4 +115,33 @@ func TestWorkerStatusSaysNATSRefusesIt(t *testing.T) {
 	writeAuth(apiKey, workerKey) // accepted again
 	ns.proc.signal(syscall.SIGHUP)
 	until("that it consumes again", consuming)
+}
+
+// TestNATSRefusalHoldsTheWorkersLines: while the servers refuse the
+// credential, the worker's own lines (its tenure ending, taking the host
+// again) are kept, not sent over the refusal; the refusal is said once
+// however often a reconnect is refused, and the acceptance says the
+// worker's latest line.
+func TestNATSRefusalHoldsTheWorkersLines(t *testing.T) {
+	var sent []string
+	r := newNATSRefusal("nats.nkey /etc/orderly/worker.nk")
+	r.status("before the worker's start") // no notify yet: nothing sent
+	r.start(func(s string) { sent = append(sent, s) })
+	r.status("consuming the orders of host h1")
+	r.refuse(nats.ErrAuthorization)
+	r.refuse(nats.ErrAuthorization) // a reconnect refused again
+	r.status("taking host h1 again: nats: connection closed")
+	r.accept()
+	r.accept() // a reconnect after an ordinary disconnect
+	want := []string{
+		"consuming the orders of host h1",
+		"refused by NATS: nats: authorization violation (the credential in nats.nkey /etc/orderly/worker.nk; the servers' auth.conf); orders wait, reconnecting",
+		"taking host h1 again: nats: connection closed",
+	}
+	if !slices.Equal(sent, want) {
+		t.Errorf("sent %q, want %q", sent, want)
+	}
+	if !isNATSRefusal(fmt.Errorf("wrapped: %w", nats.ErrAuthRevoked)) || isNATSRefusal(nats.ErrConnectionClosed) || isNATSRefusal(nil) {
+		t.Error("isNATSRefusal tells a refusal from a closed connection wrongly")
+	}
 }
