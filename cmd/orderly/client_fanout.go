@@ -25,7 +25,7 @@ func (a *app) submitted(ctx context.Context, c *client.Client, o *submitOptions,
 		batch = b.BatchID.String()
 	}
 	for _, r := range b.Refused {
-		fmt.Fprintf(a.stderr, "%s: refused: %s (%s)\n", r.Host, r.Error.Message, r.Error.Code)
+		fmt.Fprintf(a.stderr, "%s: refused: %s (%s)\n", cellText(r.Host), cellText(r.Error.Message), cellText(string(r.Error.Code)))
 	}
 	var err error
 	switch {
@@ -188,7 +188,7 @@ func progress(o *client.Order) string {
 		return string(o.Status)
 	}
 	if o.Result.Error != nil && *o.Result.Error != "" && o.Result.ExitCode == nil {
-		return fmt.Sprintf("%s: %s", o.Status, *o.Result.Error)
+		return fmt.Sprintf("%s: %s", o.Status, cellText(*o.Result.Error))
 	}
 	return fmt.Sprintf("%s (exit %s)", o.Status, exitText(o))
 }

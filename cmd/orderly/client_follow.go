@@ -141,7 +141,7 @@ func exitOf(stderr io.Writer, o *client.Order) error {
 	}
 	detail := ""
 	if res.Error != nil && *res.Error != "" {
-		detail = ": " + *res.Error
+		detail = ": " + cellText(*res.Error)
 	}
 	switch o.Status {
 	case client.StatusSucceeded:

@@ -83,7 +83,7 @@ func (a *app) hostsCommand() *cobra.Command {
 				if h.QueueDepth != nil {
 					queued = strconv.Itoa(*h.QueueDepth)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, yesNo(h.Online), standbyShort(h.Standby), ago(h.LastSeen, now), dash(h.Version), queued, dashID(h.CurrentOrder))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cellText(h.Host), yesNo(h.Online), standbyShort(h.Standby), ago(h.LastSeen, now), dash(cellText(h.Version)), queued, dashID(h.CurrentOrder))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -92,7 +92,7 @@ func (a *app) hostsCommand() *cobra.Command {
 			// column of "on" would say nothing most of the time.
 			for _, h := range list.Hosts {
 				if guardOff(h.RestoreGuard) {
-					fmt.Fprintf(a.stdout, "%s: restore guard %s\n", h.Host, h.RestoreGuard)
+					fmt.Fprintf(a.stdout, "%s: restore guard %s\n", cellText(h.Host), cellText(h.RestoreGuard))
 				}
 			}
 			return nil
@@ -109,13 +109,13 @@ func (a *app) hostsCommand() *cobra.Command {
 // printHost shows one host and its queue in execution order.
 func printHost(w io.Writer, h *client.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-	fmt.Fprintf(tw, "Host:\t%s\n", h.Host)
+	fmt.Fprintf(tw, "Host:\t%s\n", cellText(h.Host))
 	fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(h.LastSeen, time.Now()))
-	fmt.Fprintf(tw, "Version:\t%s\n", dash(h.Version))
+	fmt.Fprintf(tw, "Version:\t%s\n", dash(cellText(h.Version)))
 	fmt.Fprintf(tw, "Standby:\t%s\n", standbyLong(h.Standby, time.Now()))
 	if h.RestoreGuard != "" {
-		fmt.Fprintf(tw, "Restore guard:\t%s\n", h.RestoreGuard)
+		fmt.Fprintf(tw, "Restore guard:\t%s\n", cellText(h.RestoreGuard))
 	}
 	if h.QueueDepth != nil {
 		fmt.Fprintf(tw, "Queue depth:\t%d\n", *h.QueueDepth)
@@ -178,5 +178,5 @@ func standbyLong(sb *client.Standby, now time.Time) string {
 		return "-"
 	}
 	since := sb.WaitingSince
-	return fmt.Sprintf("%s (version %s, started waiting %s)", sb.Instance, dash(sb.Version), ago(&since, now))
+	return fmt.Sprintf("%s (version %s, started waiting %s)", cellText(sb.Instance), dash(cellText(sb.Version)), ago(&since, now))
 }

@@ -53,7 +53,7 @@ func printOrder(w io.Writer, o *client.Order) error {
 	if o.BatchID != nil {
 		row("Batch", o.BatchID.String())
 	}
-	row("Host", o.Host)
+	row("Host", cellText(o.Host))
 	status := string(o.Status)
 	if o.Result != nil && (o.Result.ExitCode != nil || o.Result.Signal != nil) {
 		status += " (exit " + exitText(o) + ")"
@@ -61,13 +61,13 @@ func printOrder(w io.Writer, o *client.Order) error {
 	row("Status", status)
 	row("Command", commandLine(o))
 	if o.RunAs != "" {
-		row("Run as", o.RunAs)
+		row("Run as", cellText(o.RunAs))
 	}
 	if o.DryRun {
 		row("Dry run", "yes")
 	}
-	row("Principal", o.Principal)
-	row("Policy", fmt.Sprintf("%s (%s)", o.Policy.Decision, strings.Join(o.Policy.Matched, ", ")))
+	row("Principal", cellText(o.Principal))
+	row("Policy", cellText(fmt.Sprintf("%s (%s)", o.Policy.Decision, strings.Join(o.Policy.Matched, ", "))))
 	row("Submitted", localTime(&o.SubmittedAt))
 	row("Started", localTime(o.StartedAt))
 	row("Finished", localTime(o.FinishedAt))
@@ -84,7 +84,7 @@ func printOrder(w io.Writer, o *client.Order) error {
 	ran := o.StartedAt != nil && o.Status != client.StatusRejected
 	recorded := ran && o.Status != client.StatusInterrupted
 	if c := o.Cancel; c != nil {
-		who := "by " + c.Actor + " at " + localTime(&c.RequestedAt)
+		who := "by " + cellText(c.Actor) + " at " + localTime(&c.RequestedAt)
 		if ran {
 			who += " (" + c.Signal + ")" // the signal a queued order never got
 		}
@@ -97,7 +97,7 @@ func printOrder(w io.Writer, o *client.Order) error {
 			row("Duration", "unknown")
 		}
 		if r.Error != nil && *r.Error != "" {
-			row("Error", *r.Error)
+			row("Error", cellText(*r.Error))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -123,6 +123,10 @@ func printOrder(w io.Writer, o *client.Order) error {
 			fmt.Fprintf(w, "(binary output; `orderly logs %s` writes it as is)\n", o.ID)
 			continue
 		}
+		// The output is shown as text here (`orderly logs` writes the
+		// bytes): an escape sequence the command printed would act on
+		// the reader's terminal.
+		b = []byte(printableText(string(b)))
 		w.Write(b)
 		if len(b) > 0 && b[len(b)-1] != '\n' {
 			fmt.Fprintln(w)
@@ -284,7 +288,7 @@ func (a *app) ls(cmd *cobra.Command, o *lsOptions) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tCOMMAND")
 	for _, ord := range orders {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, exitText(&ord),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, cellText(ord.Host), ord.Status, exitText(&ord),
 			localTime(&ord.SubmittedAt), truncate(commandLine(&ord), 60))
 	}
 	if err := tw.Flush(); err != nil {

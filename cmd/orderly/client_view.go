@@ -100,6 +100,35 @@ func writeCodeEscape(b *strings.Builder, r rune) {
 	}
 }
 
+// cellText is another party's text for one line of a table or a summary
+// (a host id, a principal, a worker's version, an error): every character
+// that does not print, newline and tab included, is written as its
+// escape. A JWT's name, a worker's reported version and an order's error
+// are not the reader's own text; printed raw, an escape sequence in them
+// set the terminal's title, wrote its clipboard (OSC 52) or redrew the
+// screen, and a newline forged a row.
+func cellText(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			writeCodeEscape(&b, r)
+		}
+	}
+	return b.String()
+}
+
 // truncate shortens s to n runes with an ellipsis, for table cells.
 func truncate(s string, n int) string {
 	r := []rune(s)

@@ -28,7 +28,9 @@ func main() {
 			le.logger.Error("orderly stopped", "error", le.err)
 			os.Exit(1)
 		}
-		fmt.Fprintln(os.Stderr, "orderly:", err)
+		// The message may quote the server's words, and through them a
+		// runbook's, another principal's or a command's text.
+		fmt.Fprintln(os.Stderr, "orderly:", printableText(err.Error()))
 		os.Exit(1)
 	}
 }

@@ -513,8 +513,8 @@ func (a *app) runbookHistoryCommand() *cobra.Command {
 			fmt.Fprintln(tw, "ID\tHOST\tSTATUS\tEXIT\tSUBMITTED\tPRINCIPAL\tVERSION")
 			for _, ord := range orders {
 				version := ord.RunbookSHA256[:min(12, len(ord.RunbookSHA256))]
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, ord.Host, ord.Status, exitText(&ord),
-					localTime(&ord.SubmittedAt), ord.Principal, firstNonEmpty(version, "-"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ord.ID, cellText(ord.Host), ord.Status, exitText(&ord),
+					localTime(&ord.SubmittedAt), cellText(ord.Principal), firstNonEmpty(version, "-"))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
