@@ -4,11 +4,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -107,12 +109,28 @@ func (a *app) token(cmd *cobra.Command, f *connFlags) (string, error) {
 	if t := firstNonEmpty(flagValue(cmd, "token", f.token), a.getenv("ORDERLY_TOKEN")); t != "" {
 		return strings.TrimSpace(t), nil
 	}
-	dir := firstNonEmpty(flagValue(cmd, "data-dir", f.dataDir), a.getenv("ORDERLY_DATA_DIR"), defaultDataDir)
+	named := firstNonEmpty(flagValue(cmd, "data-dir", f.dataDir), a.getenv("ORDERLY_DATA_DIR"))
+	dir := firstNonEmpty(named, defaultDataDir)
 	path := filepath.Join(dir, adminTokenFile)
-	b, err := os.ReadFile(path)
+	fh, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("no API token: pass --token, set ORDERLY_TOKEN, or point --data-dir (ORDERLY_DATA_DIR) at the data dir of `orderly serve` (no %s)", path)
 	}
+	if err != nil {
+		return "", fmt.Errorf("read API token: %w", err)
+	}
+	defer fh.Close()
+	if named == "" {
+		// ./data is wherever the command is typed: in /tmp, or another
+		// user's directory, its admin.token is whoever put it there, and
+		// every request, with the order's command and its output, would
+		// go under that principal. Taken only when it is the reader's
+		// own file (as git takes only a repository of its own).
+		if err := ownFile(fh); err != nil {
+			return "", fmt.Errorf("API token file %s: %w: name the data dir (--data-dir, ORDERLY_DATA_DIR) to use it, or pass --token", path, err)
+		}
+	}
+	b, err := io.ReadAll(fh)
 	if err != nil {
 		return "", fmt.Errorf("read API token: %w", err)
 	}
@@ -121,6 +139,23 @@ func (a *app) token(cmd *cobra.Command, f *connFlags) (string, error) {
 		return "", fmt.Errorf("API token file %s is empty", path)
 	}
 	return t, nil
+}
+
+// ownFile refuses a file that belongs to another user than the one
+// running the command (root's files are taken: only root can make them).
+func ownFile(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if uid := os.Geteuid(); int(sys.Uid) != uid && sys.Uid != 0 {
+		return fmt.Errorf("owned by uid %d, not by you (uid %d)", sys.Uid, uid)
+	}
+	return nil
 }
 
 // flagValue returns the flag's value when it was set on the command line.
