@@ -75,6 +75,15 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	// Resolved once: a symlink on the way, in a directory another user
+	// may write to, could be pointed elsewhere between the check below
+	// and a later open (the seeds are read again on SIGHUP).
+	if dataDir, err = filepath.EvalSymlinks(dataDir); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := dataDirOwn(dataDir); err != nil {
+		return err
+	}
 	unlock, err := lockDataDir(dataDir)
 	if err != nil {
 		return err
@@ -402,6 +411,26 @@ func redactDSN(dsn string) string {
 		}
 	}
 	return dsn
+}
+
+// dataDirOwn refuses a data dir that another user owns or may write to.
+// serve takes the admin.token and the NATS seeds it finds there as its
+// own: in a directory another user made (./data under /tmp, a data dir
+// made world-writable by a umask of 000 or a chmod), that user planted a
+// token of their choosing, 0600, and serve made its hash admin's, or
+// seeds that made the planter serve's role on the bus.
+func dataDirOwn(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("data dir %s is owned by uid %d, not by the user serve runs as (uid %d): the admin token and NATS credentials found there would be that user's choice; chown it, or use another --data-dir", dir, sys.Uid, os.Geteuid())
+	}
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("data dir %s may be written by other users (mode %o): they could plant its admin token and NATS credentials; chmod go-w it", dir, perm)
+	}
+	return nil
 }
 
 // embeddedNATS is serve's nats-server: file storage fsynced on every write

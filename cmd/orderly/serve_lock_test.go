@@ -143,3 +143,54 @@ func TestServeRefusesAConfigAdminTokenFirst(t *testing.T) {
 		t.Errorf("serve started something before refusing the token: %v", entries)
 	}
 }
+
+// TestServeRefusesADataDirOthersControl: serve takes the admin.token and
+// NATS seeds it finds in its data dir. In one another user owns (./data
+// under /tmp, made before serve first ran there) or may write to (a umask
+// of 000, a chmod 777), that user planted a token of their choosing, mode
+// 0600, and serve made it admin's. Such a data dir is refused before
+// anything starts, and nothing is written in it.
+func TestServeRefusesADataDirOthersControl(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a directory to another user")
+	}
+	const planted = "ord_plantedplantedplantedplanted"
+	for _, c := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int
+		says  string
+	}{
+		{"another user's", 0o755, 65534, "owned by uid 65534"},
+		{"world-writable", 0o777, 0, "may be written by other users (mode 777)"},
+		{"group-writable", 0o775, 0, "may be written by other users (mode 775)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir := serveDataDir(t, "orderly-owner-")
+			if err := os.WriteFile(filepath.Join(dataDir, "admin.token"), []byte(planted+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dataDir, c.owner, c.owner); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dataDir, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			var out bytes.Buffer
+			err := run(ctx, []string{"orderly", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"},
+				[]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0"}, strings.NewReader(""), &out, &out)
+			if err == nil || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("serve on a data dir %s: %v, want %q\n%s", c.name, err, c.says, out.String())
+			}
+			if entries, _ := os.ReadDir(dataDir); len(entries) != 1 {
+				t.Errorf("serve started something before refusing the data dir: %v", entries)
+			}
+		})
+	}
+	// serve's own data dir, 0755 as MkdirAll makes it, passes.
+	if err := dataDirOwn(serveDataDir(t, "orderly-owner-own-")); err != nil {
+		t.Fatalf("serve's own 0755 data dir: %v", err)
+	}
+}
