@@ -155,6 +155,14 @@ func (s *Server) prepareDirs() error {
 	if err := os.Mkdir(s.dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create %s: %w", s.dir, err)
 	}
+	// An existing Dir is made private again, as Dir/run is below: one
+	// restored by a cp under a umask of 000 (0777) let any local user
+	// put a symlink where postgres.log was, and pg_ctl -l, run as
+	// postgres, appended to whatever file of postgres's it named
+	// (postgresql.auto.conf: settings of the attacker's choosing).
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		return fmt.Errorf("restrict %s: %w", s.dir, err)
+	}
 	if err := s.owner.checkTraverse(s.dir); err != nil {
 		return err
 	}
@@ -175,7 +183,13 @@ func (s *Server) prepareDirs() error {
 	}
 	// pg_ctl appends to the log as postgres; a log left by a non-root run
 	// must become writable to it.
-	if _, err := os.Lstat(s.logFile); err == nil {
+	// One that is not a regular file was put there (see above): removed,
+	// so pg_ctl creates its own.
+	if fi, err := os.Lstat(s.logFile); err == nil && !fi.Mode().IsRegular() {
+		if err := os.Remove(s.logFile); err != nil {
+			return fmt.Errorf("remove %s, which is not a file: %w", s.logFile, err)
+		}
+	} else if err == nil {
 		if err := s.owner.chown(s.logFile); err != nil {
 			return err
 		}

@@ -348,3 +348,48 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 		t.Errorf("the postmaster is still pid %d", pid)
 	}
 }
+
+// TestPrepareDirsTakesAnOpenDirBack: a cluster directory restored open
+// (0777, a cp under a umask of 000) let any local user put a symlink where
+// postgres.log was; pg_ctl -l, run as the cluster's user, then appended
+// its log to the file the link named (postgresql.auto.conf, settings of
+// the planter's choosing). The directory is made 0700 again and a log
+// that is not a regular file is removed before pg_ctl runs.
+func TestPrepareDirsTakesAnOpenDirBack(t *testing.T) {
+	dir := filepath.Join(tempDir(t, "pgembed-open-"), "pg")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(t.TempDir(), "postgresql.auto.conf")
+	if err := os.WriteFile(victim, []byte("# kept\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "postgres.log")
+	if err := os.Symlink(victim, logFile); err != nil {
+		t.Fatal(err)
+	}
+	o, err := lookupOwner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{dir: dir, dataDir: filepath.Join(dir, "data"), runDir: filepath.Join(dir, "run"), logFile: logFile, owner: o}
+	if err := s.prepareDirs(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o700 {
+		t.Errorf("cluster dir mode %o after prepareDirs, want 700", st.Mode().Perm())
+	}
+	if _, err := os.Lstat(logFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the planted postgres.log symlink is still there (Lstat: %v)", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "# kept\n" {
+		t.Errorf("the file the link named changed: %q", b)
+	}
+}
