@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
@@ -153,7 +154,41 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 	a.logger = l.Logger
 	w.Subscribe(func(c config.Config) { l.SetLevel(c.Log.Level) })
 	slog.SetDefault(l.Logger)
+	for _, flag := range secretFlags(f.overrides(cmd)) {
+		l.Logger.Warn("a password is on the command line: every local user, and every order this machine runs, reads it in /proc/<pid>/cmdline (ps) for as long as this process runs; set it in the config file, the environment or a passfile instead (security.md)", "flag", flag)
+	}
 	return w, l.Logger, nil
+}
+
+// secretFlags names the server flags set with a password: a
+// --database-url with user:password@ or password=, a --nats-url with
+// user:password@ or a token@. The values are not logged.
+func secretFlags(overrides map[string]any) []string {
+	var out []string
+	if v, ok := overrides["database_url"].(string); ok && dsnHasPassword(v) {
+		out = append(out, "--database-url")
+	}
+	if v, ok := overrides["nats.url"].(string); ok {
+		for _, one := range strings.Split(v, ",") {
+			if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.User != nil {
+				out = append(out, "--nats-url")
+				break
+			}
+		}
+	}
+	return out
+}
+
+// dsnHasPassword reports a PostgreSQL URL or keyword/value string that
+// carries a password.
+func dsnHasPassword(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if _, set := u.User.Password(); set {
+			return true
+		}
+		return u.Query().Has("password")
+	}
+	return strings.Contains(dsn, "password=")
 }
 
 // loggedError is the error a server command ended with, to be logged with
