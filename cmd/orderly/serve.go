@@ -8,12 +8,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,22 +243,12 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	cleanups = append(cleanups, ar.shutdown)
 
-	natsLine, workerCreds := cfg.NATS.URL, ""
+	var natsCredsDir string
+	var workers []string
 	if natsCreds != nil {
-		natsLine += fmt.Sprintf("   (credentials: %s, one nkey seed per role)", natsCreds.Dir)
-		workerCreds = fmt.Sprintf(" --nats-nkey %s", filepath.Join(natsCreds.Dir, natsembed.WorkerFile("<id>")))
+		natsCredsDir, workers = natsCreds.Dir, slices.Sorted(maps.Keys(natsCreds.Workers))
 	}
-	fmt.Fprintf(a.stdout, `orderly %s is running
-  API:         %s
-  admin token: %s   (curl -H "Authorization: Bearer $(cat %s)" %s/v1/hosts)
-  worker host: %s
-  NATS:        %s
-  PostgreSQL:  %s
-  add a worker: orderly worker --host <id> --nats-url %s%s --database-url '%s'
-`, binaryVersion(), ar.URL, tokenFile, tokenFile, ar.URL, cfg.Host, natsLine, redactDSN(cfg.DatabaseURL), cfg.NATS.URL, workerCreds, cfg.DatabaseURL)
-	if natsCreds != nil {
-		fmt.Fprintf(a.stdout, "                (<id> is one of nats.workers / --nats-workers: %s)\n", strings.Join(slices.Sorted(maps.Keys(natsCreds.Workers)), ", "))
-	}
+	printServeBanner(a.stdout, ar.URL, tokenFile, cfg.Host, cfg.NATS.URL, natsCredsDir, cfg.DatabaseURL, workers)
 
 	return a.waitForSignals(ctx, w, logger, wr, b.store)
 }
@@ -400,17 +393,73 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// redactDSN hides a password in a database URL for printing.
-func redactDSN(dsn string) string {
-	if i := strings.Index(dsn, "://"); i >= 0 {
-		rest := dsn[i+3:]
-		if at := strings.Index(rest, "@"); at >= 0 {
-			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-				return dsn[:i+3] + rest[:colon] + ":***" + rest[at:]
-			}
-		}
+// printServeBanner is what serve prints once it runs: where its API,
+// token, NATS and PostgreSQL are, and how to add a worker. It goes to
+// stdout, which under systemd is the journal: the URLs are printed with
+// their passwords and NATS tokens hidden (the add-a-worker line printed
+// an external database_url whole).
+func printServeBanner(w io.Writer, apiURL, tokenFile, host, natsURL, natsCredsDir, dsn string, workers []string) {
+	natsShown := redactNATS(natsURL)
+	natsLine, workerCreds := natsShown, ""
+	if natsCredsDir != "" {
+		natsLine += fmt.Sprintf("   (credentials: %s, one nkey seed per role)", natsCredsDir)
+		workerCreds = fmt.Sprintf(" --nats-nkey %s", filepath.Join(natsCredsDir, natsembed.WorkerFile("<id>")))
 	}
-	return dsn
+	fmt.Fprintf(w, `orderly %s is running
+  API:         %s
+  admin token: %s   (curl -H "Authorization: Bearer $(cat %s)" %s/v1/hosts)
+  worker host: %s
+  NATS:        %s
+  PostgreSQL:  %s
+  add a worker: orderly worker --host <id> --nats-url %s%s --database-url '%s'
+`, binaryVersion(), apiURL, tokenFile, tokenFile, apiURL, host, natsLine, redactDSN(dsn), natsShown, workerCreds, redactDSN(dsn))
+	if natsCredsDir != "" {
+		fmt.Fprintf(w, "                (<id> is one of nats.workers / --nats-workers: %s)\n", strings.Join(workers, ", "))
+	}
+}
+
+// redactDSN hides a password in a database URL (user:password@ or
+// ?password=) or keyword/value string (password=…) for printing.
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		_, inUser := u.User.Password()
+		q := u.Query()
+		if !inUser && !q.Has("password") {
+			return dsn
+		}
+		if inUser {
+			u.User = url.UserPassword(u.User.Username(), "***")
+		}
+		if q.Has("password") {
+			q.Set("password", "***")
+			u.RawQuery = q.Encode()
+		}
+		return strings.NewReplacer(":%2A%2A%2A@", ":***@", "%2A%2A%2A", "***").Replace(u.String())
+	}
+	return keywordPassword.ReplaceAllString(dsn, "${1}***")
+}
+
+// keywordPassword is a password in a keyword/value connection string,
+// quoted or not.
+var keywordPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// redactNATS hides the credentials of a NATS URL list: a user's password,
+// or a token (nats://TOKEN@host) whole.
+func redactNATS(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, set := u.User.Password(); set {
+			u.User = url.UserPassword(u.User.Username(), "***")
+		} else {
+			u.User = url.User("***")
+		}
+		parts[i] = strings.NewReplacer(":%2A%2A%2A@", ":***@", "%2A%2A%2A@", "***@").Replace(u.String())
+	}
+	return strings.Join(parts, ",")
 }
 
 // dataDirOwn refuses a data dir that another user owns or may write to.
