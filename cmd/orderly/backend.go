@@ -137,7 +137,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		// open bus anyone can replay and reorder a host's orders, wake
 		// its worker and read what flows.
 		logger.Warn("the NATS server requires no credential: anyone who reaches it can publish on orderly's subjects; give each role its own (deploy/nats/auth.conf)",
-			"url", cfg.NATS.URL)
+			"url", redactNATS(cfg.NATS.URL))
 	}
 	var q *queue.Queue
 	var rate api.RateCounter

@@ -94,7 +94,9 @@ func TestOpenBusIsNamed(t *testing.T) {
 
 	cfg := config.Default()
 	cfg.DatabaseURL = dsn
-	cfg.NATS.URL = testenv.NATS(t)
+	// With a password in the URL, which a server without authentication
+	// ignores: the warning names the URL without it.
+	cfg.NATS.URL = strings.Replace(testenv.NATS(t), "nats://", "nats://api:Sec4etNATSpass@", 1)
 	var logs testenv.LogBuffer
 	b, err := openBackend(t.Context(), cfg, "open", slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -103,6 +105,9 @@ func TestOpenBusIsNamed(t *testing.T) {
 	b.close()
 	if !strings.Contains(logs.String(), warning) {
 		t.Errorf("against a NATS without authentication, no warning:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "Sec4etNATSpass") || !strings.Contains(logs.String(), "nats://api:***@") {
+		t.Errorf("the warning shows nats.url's password:\n%s", logs.String())
 	}
 
 	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", nil)
