@@ -154,10 +154,47 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 	a.logger = l.Logger
 	w.Subscribe(func(c config.Config) { l.SetLevel(c.Log.Level) })
 	slog.SetDefault(l.Logger)
+	if keys := secretsReadableByOthers(f.configPath); len(keys) > 0 {
+		l.Logger.Warn("the config file holds secrets and every local user may read it: chmod 600 (or 640 to the service's group) it, or give them in the environment (security.md)",
+			"path", f.configPath, "keys", keys)
+	}
 	for _, flag := range secretFlags(f.overrides(cmd)) {
 		l.Logger.Warn("a password is on the command line: every local user, and every order this machine runs, reads it in /proc/<pid>/cmdline (ps) for as long as this process runs; set it in the config file, the environment or a passfile instead (security.md)", "flag", flag)
 	}
 	return w, l.Logger, nil
+}
+
+// secretsReadableByOthers names the secret keys set in the config file at
+// path when others may read the file: the HS256 secrets sign a token of
+// any role for anyone who reads them, and the URLs' passwords open the
+// database and the bus. Keys from the environment or flags are not the
+// file's and are not named.
+func secretsReadableByOthers(path string) []string {
+	if path == "" {
+		return nil
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o004 == 0 {
+		return nil
+	}
+	cfg, _, err := config.Load(path, nil, nil)
+	if err != nil {
+		return nil
+	}
+	var keys []string
+	if cfg.Auth.JWT.Secret != "" {
+		keys = append(keys, "auth.jwt.secret")
+	}
+	if cfg.Auth.JWT.PreviousSecret != "" {
+		keys = append(keys, "auth.jwt.previous_secret")
+	}
+	if dsnHasPassword(cfg.DatabaseURL) {
+		keys = append(keys, "database_url")
+	}
+	if redactNATS(cfg.NATS.URL) != cfg.NATS.URL {
+		keys = append(keys, "nats.url")
+	}
+	return keys
 }
 
 // secretFlags names the server flags set with a password: a

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -46,5 +48,43 @@ func TestServerWarnsOfAPasswordOnTheCommandLine(t *testing.T) {
 	out = start([]string{"--database-url", "postgres://orderly@127.0.0.1:1/orderly?passfile=/etc/orderly/pgpass"}, nil)
 	if strings.Contains(out, "a password is on the command line") {
 		t.Errorf("warned of a URL without a password:\n%s", out)
+	}
+}
+
+// TestServerWarnsOfAConfigFileOthersRead: a config file that holds an
+// HS256 secret (which signs an admin token for whoever reads it) or a
+// URL's password, and that every local user may read (0644, as an editor
+// or `orderly import > file` leaves it under umask 022), is named at
+// start with the keys it holds, never their values; 0600 is not.
+func TestServerWarnsOfAConfigFileOthersRead(t *testing.T) {
+	const secret = "Sec4etSec4etSec4etSec4etSec4etSec4et"
+	file := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(file, []byte("database_url: postgres://orderly:"+secret+"@127.0.0.1:1/orderly\n"+
+		"auth:\n  jwt:\n    algorithm: HS256\n    secret: "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() string {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var out bytes.Buffer
+		_ = run(ctx, []string{"orderly", "api", "--config", file, "--listen", "127.0.0.1:0"}, nil, strings.NewReader(""), &out, &out)
+		if strings.Contains(out.String(), secret) {
+			t.Errorf("a secret reached the log:\n%s", out.String())
+		}
+		return out.String()
+	}
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := start()
+	if !strings.Contains(out, "the config file holds secrets and every local user may read it") ||
+		!strings.Contains(out, "auth.jwt.secret") || !strings.Contains(out, "database_url") {
+		t.Errorf("a 0644 config file with secrets: no warning naming them:\n%s", out)
+	}
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := start(); strings.Contains(out, "the config file holds secrets") {
+		t.Errorf("a 0600 config file was warned of:\n%s", out)
 	}
 }
