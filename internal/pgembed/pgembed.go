@@ -159,7 +159,8 @@ func (s *Server) prepareDirs() error {
 	// restored by a cp under a umask of 000 (0777) let any local user
 	// put a symlink where postgres.log was, and pg_ctl -l, run as
 	// postgres, appended to whatever file of postgres's it named
-	// (postgresql.auto.conf: settings of the attacker's choosing).
+	// (postgresql.auto.conf, which the cluster then failed to parse at
+	// its next start).
 	if err := os.Chmod(s.dir, 0o700); err != nil {
 		return fmt.Errorf("restrict %s: %w", s.dir, err)
 	}

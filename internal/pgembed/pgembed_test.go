@@ -352,8 +352,8 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 // TestPrepareDirsTakesAnOpenDirBack: a cluster directory restored open
 // (0777, a cp under a umask of 000) let any local user put a symlink where
 // postgres.log was; pg_ctl -l, run as the cluster's user, then appended
-// its log to the file the link named (postgresql.auto.conf, settings of
-// the planter's choosing). The directory is made 0700 again and a log
+// its log to the file the link named (postgresql.auto.conf, which the
+// cluster then fails to parse at its next start). The directory is made 0700 again and a log
 // that is not a regular file is removed before pg_ctl runs.
 func TestPrepareDirsTakesAnOpenDirBack(t *testing.T) {
 	dir := filepath.Join(tempDir(t, "pgembed-open-"), "pg")
