@@ -158,6 +158,12 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 		l.Logger.Warn("the config file holds secrets and every local user may read it: chmod 600 (or 640 to the service's group) it, or give them in the environment (security.md)",
 			"path", f.configPath, "keys", keys)
 	}
+	for _, key := range []struct{ name, path string }{{"nats.nkey", w.Current().NATS.Nkey}, {"nats.credentials", w.Current().NATS.Credentials}} {
+		if st, err := os.Stat(key.path); key.path != "" && err == nil && st.Mode().Perm()&0o004 != 0 {
+			l.Logger.Warn("the NATS seed file may be read by every local user, who can then connect as this process's role: chmod 600 it (security.md)",
+				"key", key.name, "path", key.path, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
+		}
+	}
 	for _, flag := range secretFlags(f.overrides(cmd)) {
 		l.Logger.Warn("a password is on the command line: every local user, and every order this machine runs, reads it in /proc/<pid>/cmdline (ps) for as long as this process runs; set it in the config file, the environment or a passfile instead (security.md)", "flag", flag)
 	}

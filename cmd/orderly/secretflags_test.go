@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/orderly-run/orderly/internal/natsembed"
 )
 
 // TestServerWarnsOfAPasswordOnTheCommandLine: a --database-url or
@@ -86,5 +88,36 @@ func TestServerWarnsOfAConfigFileOthersRead(t *testing.T) {
 	}
 	if out := start(); strings.Contains(out, "the config file holds secrets") {
 		t.Errorf("a 0600 config file was warned of:\n%s", out)
+	}
+}
+
+// TestServerWarnsOfASeedFileOthersRead: a NATS seed every local user may
+// read (0644, a copy made under umask 022) lets any of them connect as
+// the process's role: a worker's seed takes its host's orders. serve
+// refuses its own such seeds; the api and worker, whose seeds come from
+// elsewhere (a Secret mounted 0440, compose's secrets dir), warn at start,
+// naming the file; 0600 is not warned of.
+func TestServerWarnsOfASeedFileOthersRead(t *testing.T) {
+	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const warning = "the NATS seed file may be read by every local user"
+	start := func() string {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var out bytes.Buffer
+		_ = run(ctx, []string{"orderly", "worker", "--host", "h1", "--nats-nkey", creds.Workers["h1"],
+			"--database-url", "postgres://orderly@127.0.0.1:1/orderly", "--nats-url", "nats://127.0.0.1:1"}, nil, strings.NewReader(""), &out, &out)
+		return out.String()
+	}
+	if out := start(); strings.Contains(out, warning) {
+		t.Errorf("a 0600 seed was warned of:\n%s", out)
+	}
+	if err := os.Chmod(creds.Workers["h1"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := start(); !strings.Contains(out, warning) || !strings.Contains(out, "mode=644") {
+		t.Errorf("a 0644 seed: no warning:\n%s", out)
 	}
 }
