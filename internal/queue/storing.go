@@ -129,7 +129,13 @@ func (q *Queue) StoringStatus() StoringStatus {
 // stalled together out of its load balancer for 30 s. An unanswered
 // probe leaves the mark as it was: it neither counts nor extends it, so a
 // server that stores nothing still lets an idle replica's mark lapse
-// (unansweredFor). It costs an atomic load while nothing is marked.
+// (unansweredFor). A lapsed mark is cleared and not probed: Storing
+// already says the bus stores, and an order probed again past the
+// stream's duplicate window (nats.dedup_window, 2 minutes at least)
+// would be stored a second time if the first one was stored after all
+// (a PubAck that came late, or never came back). Probes of an order are
+// thus within unansweredFor of its own unanswered publish. It costs an
+// atomic load while nothing is marked.
 func (q *Queue) ProbeStoring(ctx context.Context) (int, error) {
 	s := &q.storing
 	if !s.marked.Load() || !q.nc.IsConnected() {
@@ -137,6 +143,11 @@ func (q *Queue) ProbeStoring(ctx context.Context) (int, error) {
 	}
 	s.mu.Lock()
 	host, id := s.host, s.id
+	if time.Since(s.last) > unansweredFor {
+		s.count, s.first, s.last, s.host = 0, time.Time{}, time.Time{}, ""
+		s.marked.Store(false)
+		host = ""
+	}
 	s.mu.Unlock()
 	if host == "" {
 		return 0, nil

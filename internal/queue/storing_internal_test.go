@@ -107,3 +107,86 @@ func TestStallThatPassedClearsAtTheProbe(t *testing.T) {
 		t.Fatalf("the order's messages in the stream: %d, want 1", n)
 	}
 }
+
+// lostAcks is JetStream whose publishes are stored but whose PubAcks
+// never come back (a server answering past publishAckWait, an answer
+// lost): each publish is counted.
+type lostAcks struct {
+	jetstream.JetStream
+	sent *atomic.Int32
+}
+
+func (j lostAcks) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	j.sent.Add(1)
+	if _, err := j.JetStream.PublishMsg(ctx, m, opts...); err != nil {
+		return nil, err
+	}
+	return nil, context.DeadlineExceeded
+}
+
+// TestProbeStopsOnceTheMarkLapsed: an order's publish is stored but its
+// PubAck never comes, nor does any probe's. Once the mark has lapsed
+// (unansweredFor after the last unanswered publish: Storing says the bus
+// stores again), ProbeStoring sends nothing more and clears the mark. It
+// went on sending the same order every ProbeEvery for as long as the
+// answers stayed away, and each one past the stream's duplicate window
+// (2 minutes) would have stored the order a second time. The lapse is
+// set back in time, not waited for.
+func TestProbeStopsOnceTheMarkLapsed(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var sent atomic.Int32
+	q, err := newQueue(ctx, nc, lostAcks{js, &sent}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Publish(ctx, "h-lost", uuid.New()); err == nil {
+		t.Fatal("a publish whose PubAck was lost was answered")
+	}
+	if q.Storing() == nil {
+		t.Fatal("an unanswered publish on a live connection left Storing ok")
+	}
+	// Within the mark's life the probe sends the order again.
+	if _, err := q.ProbeStoring(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent.Load(); n != 2 {
+		t.Fatalf("publishes after one probe within the mark's life: %d, want 2", n)
+	}
+
+	q.storing.mu.Lock()
+	q.storing.last = time.Now().Add(-unansweredFor - time.Second)
+	q.storing.mu.Unlock()
+	if err := q.Storing(); err != nil {
+		t.Fatalf("a lapsed mark: %v", err)
+	}
+	for range 3 {
+		if _, err := q.ProbeStoring(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := sent.Load(); n != 2 {
+		t.Fatalf("publishes after probes of a lapsed mark: %d, want still 2", n)
+	}
+	if q.storing.marked.Load() {
+		t.Error("a lapsed mark is still set: every probe takes the slow path")
+	}
+}
