@@ -9,10 +9,11 @@ import (
 
 // TestAnswersAreNotStoredNorSniffed: every answer of the API's routes and
 // of a compat surface says Cache-Control: no-store and
-// X-Content-Type-Options: nosniff, refusals included. An order's answer
-// holds its arguments and output as written (no HTML escaping): a
-// browser that called the API kept it in its disk cache, past the
-// token's life, and nothing told it not to read a JSON answer as a page.
+// X-Content-Type-Options: nosniff, refusals and event streams included.
+// An order's answer holds its arguments and output as written (no HTML
+// escaping): a browser that called the API kept it in its disk cache,
+// past the token's life, and nothing told it not to read a JSON answer
+// as a page.
 func TestAnswersAreNotStoredNorSniffed(t *testing.T) {
 	e := newAPIEnv(t, envOptions{compat: []api.CompatSurface{{Prefix: "/api/v1", Handler: named("vigrid")}}})
 	o := e.submit("alice", map[string]any{"host": "nowhere-1", "command": "echo", "args": []string{"<script>alert(1)</script>"}}, "", http.StatusAccepted)
@@ -23,6 +24,10 @@ func TestAnswersAreNotStoredNorSniffed(t *testing.T) {
 		{"alice", http.MethodGet, "/v1/orders/" + o.ID.String(), http.StatusOK},
 		{"alice", http.MethodGet, "/v1/orders?host=nowhere-1", http.StatusOK},
 		{"alice", http.MethodHead, "/v1/orders/" + o.ID.String(), http.StatusOK},
+		// An event stream too: it carries the order's output, and a
+		// finished order's ends, whole, where a browser's fetch stored
+		// it under the no-cache the streams said.
+		{"alice", http.MethodHead, "/v1/orders/" + o.ID.String() + "/events", http.StatusOK},
 		{"bob", http.MethodGet, "/v1/orders/" + o.ID.String(), http.StatusNotFound},
 		{"", http.MethodGet, "/v1/orders/" + o.ID.String(), http.StatusUnauthorized},
 		{"alice", http.MethodGet, "/v1/hosts", http.StatusOK},

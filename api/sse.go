@@ -39,10 +39,14 @@ func (s *Server) mayStillRead(r *http.Request, o *order.Order) bool {
 	return err == nil && p.Name == principalOf(r).Name && (seesAll(p) || o.Principal == p.Name)
 }
 
-// setEventStreamHeaders sets an event stream's headers.
+// setEventStreamHeaders sets an event stream's headers. no-store, as
+// every answer of the API (apiHeaders): a stream carries the order's
+// output, and a finished order's ends, whole, where a browser's fetch
+// (the only way to send a bearer token with it) would keep it in its
+// disk cache under no-cache.
 func setEventStreamHeaders(h http.Header) {
 	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
+	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 }
 

@@ -275,7 +275,10 @@ func (s *Stage0) startStream(w http.ResponseWriter) *stage0Stream {
 	_ = rc.SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
+	// no-store, not stage0's no-cache: the stream is the run's output,
+	// which a browser's fetch kept in its disk cache under no-cache
+	// (api's apiHeaders).
+	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()

@@ -275,7 +275,7 @@ compat:
 	t.Run("execute streams every line, then done", func(t *testing.T) {
 		resp, b := do("POST", "/api/runbooks/Hello.md/execute", tok, map[string]any{"env_vars": map[string]any{"GREETING": "hello"}})
 		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") ||
-			resp.Header.Get("Cache-Control") != "no-cache" || resp.Header.Get("X-Accel-Buffering") != "no" {
+			resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("X-Accel-Buffering") != "no" {
 			t.Fatalf("execute: %d %v %s", resp.StatusCode, resp.Header, b)
 		}
 		if !strings.Contains(b, "event: stdout\ndata: hello, world\ndata: \n\n") {
