@@ -73,32 +73,15 @@ func claimMarkKey(host string) string { return "claimed." + host }
 // worker shows its guard off from its tenure's start, not from its first
 // claim's write.
 func (q *Queue) ClaimMarkOf(ctx context.Context, host string) (ClaimMark, error) {
-	var err error
-	for range 2 { // a stale handle dropped, the bucket opened again once
-		var kv jetstream.KeyValue
-		if kv, err = q.marksKV(ctx, false); err != nil {
-			return ClaimMark{}, err
-		}
-		if kv == nil {
-			return ClaimMark{}, ErrNoMarksBucket
-		}
-		var e jetstream.KeyValueEntry
-		e, err = kv.Get(ctx, claimMarkKey(host))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return ClaimMark{}, nil
-		case q.forgetMarksKV(err):
-			continue
-		case err != nil:
-			return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %w", claimMarkKey(host), MarksBucket, err)
-		}
-		var m ClaimMark
-		if err := json.Unmarshal(e.Value(), &m); err != nil {
-			return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %q is not a claim mark", claimMarkKey(host), MarksBucket, e.Value())
-		}
-		return m, nil
+	e, err := q.readMark(ctx, claimMarkKey(host))
+	if err != nil || e == nil {
+		return ClaimMark{}, err
 	}
-	return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %w", claimMarkKey(host), MarksBucket, err)
+	var m ClaimMark
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %q is not a claim mark", claimMarkKey(host), MarksBucket, e.Value())
+	}
+	return m, nil
 }
 
 // RaiseClaimMark makes host's claim mark m unless NATS holds one at least

@@ -117,33 +117,49 @@ func (q *Queue) forgetMarksKV(err error) bool {
 }
 
 // PostgresMark returns the publish generation NATS holds: 0 when it holds
-// none (a store new or lost since). A handle found stale is dropped and
-// the bucket opened again once: its stream's info, not a read nobody
-// answered, says whether it is gone.
+// none (a store new or lost since; readMark).
 func (q *Queue) PostgresMark(ctx context.Context) (uint64, error) {
+	e, err := q.readMark(ctx, postgresMarkKey)
+	if errors.Is(err, ErrNoMarksBucket) {
+		return 0, nil
+	}
+	if err != nil || e == nil {
+		return 0, err
+	}
+	g, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, e.Value())
+	}
+	return g, nil
+}
+
+// readMark reads key of MarksBucket: nil when the bucket holds none,
+// ErrNoMarksBucket when there is no bucket. A handle found stale is
+// dropped and the bucket opened again once: its stream's info, not a
+// read nobody answered, says whether it is gone.
+func (q *Queue) readMark(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	var err error
 	for range 2 {
 		var kv jetstream.KeyValue
-		if kv, err = q.marksKV(ctx, false); err != nil || kv == nil {
-			return 0, err
+		if kv, err = q.marksKV(ctx, false); err != nil {
+			return nil, err
+		}
+		if kv == nil {
+			return nil, ErrNoMarksBucket
 		}
 		var e jetstream.KeyValueEntry
-		e, err = kv.Get(ctx, postgresMarkKey)
+		e, err = kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return 0, nil
+			return nil, nil
 		case q.forgetMarksKV(err):
 			continue
 		case err != nil:
-			return 0, fmt.Errorf("read %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
+			return nil, fmt.Errorf("read %s in kv bucket %s: %w", key, MarksBucket, err)
 		}
-		g, err := strconv.ParseUint(string(e.Value()), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, e.Value())
-		}
-		return g, nil
+		return e, nil
 	}
-	return 0, fmt.Errorf("read %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
+	return nil, fmt.Errorf("read %s in kv bucket %s: %w", key, MarksBucket, err)
 }
 
 // RaisePostgresMark makes the publish generation NATS holds gen, unless
