@@ -125,6 +125,9 @@ type envOptions struct {
 	// natsURL, when set, is a nats-server of the test's own (one it
 	// restarts), instead of a fresh one.
 	natsURL string
+	// natsOpts, when set, are the API connection's own options (a
+	// reconnect held up).
+	natsOpts []nats.Option
 }
 
 // failingPublisher is the queue with publishes of orders failing while
@@ -154,7 +157,19 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	}
 	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: opts.natsURL, tokens: opts.tokens, opts: opts}
 	e.store, e.pool = testenv.Store(t, e.dsn)
-	e.q = testenv.Queue(t, e.natsURL, "api-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
+	qopts := queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second}
+	if opts.natsOpts == nil {
+		e.q = testenv.Queue(t, e.natsURL, "api-test", qopts)
+	} else {
+		nc, err := queue.Connect(e.natsURL, "api-test", opts.natsOpts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		if e.q, err = queue.New(testenv.Context(t), nc, qopts); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.authn = new(atomic.Pointer[auth.Authenticator])
 	e.authn.Store(authenticator(t, opts.tokens, ""))
 	pol, err := policy.New([]config.Rule{

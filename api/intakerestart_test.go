@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,6 +309,131 @@ func TestNATSRestartCountsASubmissionAnotherReplicaHeldOnce(t *testing.T) {
 	close(hold.release)
 	var n int
 	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE idempotency_key LIKE 'rl2-%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("%d orders recorded, want 4 (one each)", n)
+	}
+}
+
+// TestNATSRestartCountsOnceUnderAConsumerAnotherReplicaMade: as
+// TestNATSRestartCountsASubmissionAnotherReplicaHeldOnce, but the intake
+// consumer the restart lost is made again by another replica while
+// replica b is away. b's handle, taken up before the restart, said the
+// consumer was made when a made it, before the held submission was
+// stored, and b's pulls went on to the new consumer once b was back,
+// without a word of the loss: b took the held submission for one stored
+// since and counted it again under its limit of two a minute, and
+// refused the last of the two submissions after it as rate_limited. b
+// now takes the creation of the consumer it is pinned to from the rewind
+// that starts each pin. b's reconnect is held until the consumer is made
+// (a reconnect delay that waits for it), not hoped to come after it.
+func TestNATSRestartCountsOnceUnderAConsumerAnotherReplicaMade(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	hold := recordedHold{key: "rl3-b", once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+	a := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), ratePerPrincipal: 2, logger: testenv.Logger(t).With("replica", "a"),
+		intakeStore: func(s intake.Store) intake.Store { hold.Store = s; return hold }})
+	defer func() {
+		select {
+		case <-hold.release:
+		default:
+			close(hold.release)
+		}
+	}()
+	body := map[string]any{"command": "true"}
+	if ans := a.publish("alice", "rl3", "rl3-a", body); ans.Order == nil {
+		t.Fatalf("before the restart: %+v", ans.Error)
+	}
+	var away atomic.Bool
+	back := make(chan struct{})
+	var backOnce sync.Once
+	letBack := func() { backOnce.Do(func() { close(back) }) }
+	defer letBack()
+	b := newAPIEnv(t, envOptions{dsn: a.dsn, natsURL: a.natsURL, tokens: a.tokens, ratePerPrincipal: 2, logger: testenv.Logger(t).With("replica", "b"),
+		natsOpts: []nats.Option{nats.CustomReconnectDelay(func(int) time.Duration {
+			if away.Load() {
+				<-back
+			}
+			return 50 * time.Millisecond
+		})}})
+	// Stored past the consumer's creation by more than the clock skew the
+	// intake allows for (2 s): b's old handle must not cover it.
+	c, err := a.q.JetStream().Consumer(t.Context(), queue.SubmitStream, queue.IntakeConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := c.CachedInfo().Created
+	testenv.WaitUntil(t, 10*time.Second, "3 s past the intake consumer's creation", func() bool { return time.Since(made) > 3*time.Second })
+	nc, inbox, sub := replyInbox(t, a.natsURL)
+	submit := func(name string) {
+		t.Helper()
+		m := nats.NewMsg(queue.SubmitSubject + "rl3")
+		m.Header.Set("Authorization", "Bearer "+a.tokens["alice"])
+		m.Header.Set("Orderly-Reply", inbox)
+		m.Header.Set("Nats-Msg-Id", "rl3-"+name)
+		var err error
+		if m.Data, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answered := func(name string) {
+		t.Helper()
+		for {
+			msg, err := sub.NextMsg(30 * time.Second)
+			if err != nil {
+				t.Fatalf("no answer to rl3-%s: %v", name, err)
+			}
+			if msg.Header.Get("Nats-Msg-Id") != "rl3-"+name {
+				continue // the first attempt's, say
+			}
+			var ans api.IntakeAnswer
+			if err := json.Unmarshal(msg.Data, &ans); err != nil {
+				t.Fatal(err)
+			}
+			if ans.Order == nil {
+				t.Fatalf("rl3-%s answered %+v, want its order: replica b counted the submission a held again", name, ans.Error)
+			}
+			return
+		}
+	}
+	submit("b")
+	select {
+	case <-hold.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("replica a did not record the second submission")
+	}
+	// a holds it, unacknowledged, through the restart; then it takes no
+	// more. b is away from the restart until the consumer is made again.
+	away.Store(true)
+	ns = testenv.NATSServerRestarted(t, ns)
+	a.stop()
+	other := testenv.Queue(t, ns.ClientURL(), "another replica", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
+	if err := testenv.Answered(t, "the intake consumer's creation", func(ctx context.Context) error {
+		_, err := other.IntakeConsumer(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if b.q.Conn().IsConnected() {
+		t.Fatal("replica b reconnected though its reconnect was held")
+	}
+	// The answers' inbox subscribed again before b answers anything.
+	testenv.WaitUntil(t, 10*time.Second, "the submitter reconnects", func() bool { return nc.IsConnected() && nc.Flush() == nil })
+	letBack()
+	answered("b")
+	submit("c")
+	answered("c")
+	submit("d")
+	answered("d")
+	close(hold.release)
+	var n int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE idempotency_key LIKE 'rl3-%'`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 4 {

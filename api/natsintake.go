@@ -178,10 +178,15 @@ func (s *Server) runIntake(ctx context.Context) error {
 		if first == nil {
 			continue // pin lost: wait to be pinned again
 		}
-		through, err := s.Queue.RewindIntake(ctx)
+		through, born, err := s.Queue.RewindIntake(ctx)
 		if err != nil {
 			return err
 		}
+		// The consumer this replica is pinned to now: one made again by
+		// another replica (a restart lost it without a word to this one,
+		// whose pulls went on to the new one) holds as new what was
+		// stored before it, whatever this handle's creation said.
+		created = born.Add(consumerClockSkew)
 		// New messages are delivered in stream order, so when the first
 		// one this replica got under its pin was delivered for the first
 		// time, nobody before it can have taken that one or any later one.

@@ -128,17 +128,19 @@ func (q *Queue) IntakeConsumer(ctx context.Context) (jetstream.Consumer, error) 
 // lost its pin) is delivered again at once, in stream order, instead of
 // one by one as each ack timer runs out. It returns the last stream
 // sequence delivered before the rewind: a submission up to it may already
-// have been taken by the previous receiver.
-func (q *Queue) RewindIntake(ctx context.Context) (deliveredThrough uint64, err error) {
+// have been taken by the previous receiver; and when the consumer was
+// created, which may be after the caller's handle of it was (another
+// replica made it again, after a restart lost it).
+func (q *Queue) RewindIntake(ctx context.Context) (deliveredThrough uint64, created time.Time, err error) {
 	info, err := q.js.Consumer(ctx, SubmitStream, IntakeConsumerName)
 	if err != nil {
-		return 0, fmt.Errorf("read intake consumer before rewinding it: %w", err)
+		return 0, time.Time{}, fmt.Errorf("read intake consumer before rewinding it: %w", err)
 	}
-	deliveredThrough = info.CachedInfo().Delivered.Stream
+	deliveredThrough, created = info.CachedInfo().Delivered.Stream, info.CachedInfo().Created
 	if _, err := q.js.ResetConsumer(ctx, SubmitStream, IntakeConsumerName); err != nil {
-		return 0, fmt.Errorf("rewind intake consumer to its ack floor: %w", err)
+		return 0, time.Time{}, fmt.Errorf("rewind intake consumer to its ack floor: %w", err)
 	}
-	return deliveredThrough, nil
+	return deliveredThrough, created, nil
 }
 
 // UnpinIntake makes the server forget the intake consumer's pinned client,

@@ -120,7 +120,7 @@ func TestRewindIntake(t *testing.T) {
 	// redelivered "2" for a client that left.
 	queue.StopIterator(it)
 
-	through, err := q.RewindIntake(ctx)
+	through, _, err := q.RewindIntake(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
