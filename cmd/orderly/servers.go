@@ -138,93 +138,99 @@ func (a *app) migrateCommand() *cobra.Command {
 		Short:     "Apply, roll back or list the PostgreSQL migrations embedded in this binary",
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		ValidArgs: []string{"up", "down", "status"},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			w, _, err := a.load(cmd, f, nil)
-			if err != nil {
-				return err
-			}
-			dsn := w.Current().DatabaseURL
-			if dsn == "" {
-				return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL (orderly serve prints the URL of its own at start)")
-			}
-			open := migrations.Provider
-			if args[0] == "status" {
-				open = migrations.ReadProvider // reads only: no turn to wait for
-			}
-			p, db, err := open(dsn)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			defer p.Close()
-			ctx := cmd.Context()
-			if args[0] == "up" || args[0] == "down" {
-				// Without the newer migrations, up finds nothing to apply
-				// (and would say up to date) and down none to roll back.
-				have, err := p.GetDBVersion(ctx)
-				if err != nil {
-					return fmt.Errorf("read the schema version: %w", err)
-				}
-				if err := migrations.NotNewer(have); err != nil {
-					return err
-				}
-			}
-			switch args[0] {
-			case "up":
-				res, err := migrations.Apply(ctx, p, func(err error) {
-					fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
-				})
-				for _, r := range res {
-					fmt.Fprintf(a.stdout, "applied %s (%s)\n", r.Source.Path, r.Duration)
-				}
-				if err == nil && len(res) == 0 {
-					fmt.Fprintln(a.stdout, "up to date")
-				}
-				return err
-			case "down":
-				r, err := p.Down(ctx)
-				if r != nil {
-					fmt.Fprintf(a.stdout, "rolled back %s\n", r.Source.Path)
-				}
-				if errors.Is(err, goose.ErrNoNextVersion) {
-					// goose's words for it: "no next version found".
-					return errors.New("nothing to roll back: the database has no orderly migration applied")
-				}
-				return err
-			case "status":
-				st, err := p.Status(ctx)
-				if err != nil {
-					return err
-				}
-				// One column for the states, however long a file's name
-				// (00018_cancel_requests_by_time.sql outgrew a fixed 30).
-				width := 0
-				for _, s := range st {
-					width = max(width, len(s.Source.Path))
-				}
-				for _, s := range st {
-					applied := "pending"
-					if !s.AppliedAt.IsZero() {
-						applied = "applied " + s.AppliedAt.Format("2006-01-02 15:04:05")
-					}
-					fmt.Fprintf(a.stdout, "%-*s  %s\n", width, s.Source.Path, applied)
-				}
-				// Migrations this binary does not know are not in the list:
-				// say that a newer orderly migrated the database.
-				if have, err := p.GetDBVersion(ctx); err == nil {
-					if want, err := migrations.Latest(); err == nil && have > want {
-						fmt.Fprintf(a.stdout, "the database is at version %d, newer than this binary's %d: a newer orderly migrated it\n", have, want)
-					}
-				}
-				return nil
-			}
-			return fmt.Errorf("unknown migrate command %q (want up, down or status)", args[0])
-		},
+		// An untrusted certificate names the setting to change, as at a
+		// service's start: migrate up is the first command to reach a
+		// PostgreSQL behind a CA of one's own (docs/deploy.md).
+		RunE: func(cmd *cobra.Command, args []string) error { return postgresConnectError(a.migrate(cmd, f, args)) },
 	}
 	f.bind(cmd, "database_url")
 	// migrate has no managed PostgreSQL to fall back on, as serve has.
 	cmd.Flags().Lookup("database-url").Usage = "PostgreSQL URL (required; orderly serve prints the URL of its own at start)"
 	return cmd
+}
+
+// migrate runs migrate's verb, args[0].
+func (a *app) migrate(cmd *cobra.Command, f *serverFlags, args []string) error {
+	w, _, err := a.load(cmd, f, nil)
+	if err != nil {
+		return err
+	}
+	dsn := w.Current().DatabaseURL
+	if dsn == "" {
+		return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL (orderly serve prints the URL of its own at start)")
+	}
+	open := migrations.Provider
+	if args[0] == "status" {
+		open = migrations.ReadProvider // reads only: no turn to wait for
+	}
+	p, db, err := open(dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer p.Close()
+	ctx := cmd.Context()
+	if args[0] == "up" || args[0] == "down" {
+		// Without the newer migrations, up finds nothing to apply
+		// (and would say up to date) and down none to roll back.
+		have, err := p.GetDBVersion(ctx)
+		if err != nil {
+			return fmt.Errorf("read the schema version: %w", err)
+		}
+		if err := migrations.NotNewer(have); err != nil {
+			return err
+		}
+	}
+	switch args[0] {
+	case "up":
+		res, err := migrations.Apply(ctx, p, func(err error) {
+			fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
+		})
+		for _, r := range res {
+			fmt.Fprintf(a.stdout, "applied %s (%s)\n", r.Source.Path, r.Duration)
+		}
+		if err == nil && len(res) == 0 {
+			fmt.Fprintln(a.stdout, "up to date")
+		}
+		return err
+	case "down":
+		r, err := p.Down(ctx)
+		if r != nil {
+			fmt.Fprintf(a.stdout, "rolled back %s\n", r.Source.Path)
+		}
+		if errors.Is(err, goose.ErrNoNextVersion) {
+			// goose's words for it: "no next version found".
+			return errors.New("nothing to roll back: the database has no orderly migration applied")
+		}
+		return err
+	case "status":
+		st, err := p.Status(ctx)
+		if err != nil {
+			return err
+		}
+		// One column for the states, however long a file's name
+		// (00018_cancel_requests_by_time.sql outgrew a fixed 30).
+		width := 0
+		for _, s := range st {
+			width = max(width, len(s.Source.Path))
+		}
+		for _, s := range st {
+			applied := "pending"
+			if !s.AppliedAt.IsZero() {
+				applied = "applied " + s.AppliedAt.Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(a.stdout, "%-*s  %s\n", width, s.Source.Path, applied)
+		}
+		// Migrations this binary does not know are not in the list:
+		// say that a newer orderly migrated the database.
+		if have, err := p.GetDBVersion(ctx); err == nil {
+			if want, err := migrations.Latest(); err == nil && have > want {
+				fmt.Fprintf(a.stdout, "the database is at version %d, newer than this binary's %d: a newer orderly migrated it\n", have, want)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown migrate command %q (want up, down or status)", args[0])
 }
 
 // serveMetrics serves the worker's /metrics on addr until the returned

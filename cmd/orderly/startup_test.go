@@ -528,6 +528,26 @@ func TestStartupRetryable(t *testing.T) {
 // server here answers PostgreSQL's SSLRequest and presents a self-signed
 // certificate: the start must end, naming sslrootcert.
 func TestStartupPostgresCertificateRefused(t *testing.T) {
+	dsn := untrustedPostgres(t)
+	pool, err := postgres.Open(t.Context(), dsn)
+	if err == nil {
+		pool.Close()
+		t.Fatal("connected to a server whose certificate nothing trusts")
+	}
+	err = postgresConnectError(err)
+	if depPostgres.retryable(err) {
+		t.Errorf("a start waits out an untrusted certificate: %v", err)
+	}
+	if !strings.Contains(err.Error(), "sslrootcert=") {
+		t.Errorf("the error does not name sslrootcert: %v", err)
+	}
+}
+
+// untrustedPostgres is a server that answers PostgreSQL's SSLRequest and
+// presents a self-signed certificate, and the URL that asks to verify it
+// (sslmode=verify-full, no sslrootcert=).
+func untrustedPostgres(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	crt, key := filepath.Join(dir, "pg.crt"), filepath.Join(dir, "pg.key")
 	writeSelfSigned(t, crt, key)
@@ -558,17 +578,19 @@ func TestStartupPostgresCertificateRefused(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	dsn := "postgres://orderly@" + ln.Addr().String() + "/orderly?sslmode=verify-full&connect_timeout=10"
-	pool, err := postgres.Open(t.Context(), dsn)
-	if err == nil {
-		pool.Close()
-		t.Fatal("connected to a server whose certificate nothing trusts")
-	}
-	err = postgresConnectError(err)
-	if depPostgres.retryable(err) {
-		t.Errorf("a start waits out an untrusted certificate: %v", err)
-	}
-	if !strings.Contains(err.Error(), "sslrootcert=") {
-		t.Errorf("the error does not name sslrootcert: %v", err)
+	return "postgres://orderly@" + ln.Addr().String() + "/orderly?sslmode=verify-full&connect_timeout=10"
+}
+
+// TestMigratePostgresCertificateRefused: orderly migrate up, the first
+// command an operator runs against a PostgreSQL behind a CA of their own
+// (docs/deploy.md), names sslrootcert= as a service's start does; it said
+// only what crypto/x509 said.
+func TestMigratePostgresCertificateRefused(t *testing.T) {
+	dsn := untrustedPostgres(t)
+	for _, verb := range []string{"up", "status"} {
+		out, err := runCmd(t, "migrate", verb, "--database-url", dsn)
+		if err == nil || !strings.Contains(err.Error(), "sslrootcert=") {
+			t.Errorf("migrate %s against an untrusted certificate: %v\n%s", verb, err, out)
+		}
 	}
 }
