@@ -67,9 +67,18 @@ func shellQuote(s string) string {
 	}
 	var b strings.Builder
 	b.WriteString("$'")
+	writeEscaped(&b, s, true)
+	b.WriteString("'")
+	return b.String()
+}
+
+// writeEscaped writes s with every character that does not print as its
+// escape, as bash's $'…' reads it; quoted also escapes the quote and the
+// backslash, for inside $'…'.
+func writeEscaped(b *strings.Builder, s string, quoted bool) {
 	for _, r := range s {
 		switch {
-		case r == '\\' || r == '\'':
+		case quoted && (r == '\\' || r == '\''):
 			b.WriteString(`\` + string(r))
 		case r == '\n':
 			b.WriteString(`\n`)
@@ -80,11 +89,9 @@ func shellQuote(s string) string {
 		case unicode.IsPrint(r):
 			b.WriteRune(r)
 		default:
-			writeCodeEscape(&b, r)
+			writeCodeEscape(b, r)
 		}
 	}
-	b.WriteString("'")
-	return b.String()
 }
 
 // writeCodeEscape writes r as its code point's escape, as bash's $'…'
@@ -112,20 +119,7 @@ func cellText(s string) string {
 		return s
 	}
 	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case unicode.IsPrint(r):
-			b.WriteRune(r)
-		default:
-			writeCodeEscape(&b, r)
-		}
-	}
+	writeEscaped(&b, s, false)
 	return b.String()
 }
 
