@@ -171,10 +171,10 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 }
 
 // secretsReadableByOthers names the secret keys set in the config file at
-// path when others may read the file: the HS256 secrets sign a token of
-// any role for anyone who reads them, and the URLs' passwords open the
-// database and the bus. Keys from the environment or flags are not the
-// file's and are not named.
+// path when others may read the file: the HS256 secrets (stage0's
+// included) sign a token of any role for anyone who reads them, and the
+// URLs' passwords open the database and the bus. Keys from the
+// environment or flags are not the file's and are not named.
 func secretsReadableByOthers(path string) []string {
 	if path == "" {
 		return nil
@@ -193,6 +193,9 @@ func secretsReadableByOthers(path string) []string {
 	}
 	if cfg.Auth.JWT.PreviousSecret != "" {
 		keys = append(keys, "auth.jwt.previous_secret")
+	}
+	if cfg.Compat.Stage0.JWTSecret != "" {
+		keys = append(keys, "compat.stage0.jwt_secret")
 	}
 	if dsnHasPassword(cfg.DatabaseURL) {
 		keys = append(keys, "database_url")
