@@ -31,6 +31,7 @@ import (
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/migrations"
 )
 
@@ -444,12 +445,14 @@ func redactDSN(dsn string) string {
 var keywordPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 
 // redactNATS hides the credentials of a NATS URL list: a user's password,
-// or a token (nats://TOKEN@host) whole.
+// or a token (nats://TOKEN@host) whole; of a URL that does not parse,
+// everything before its last @.
 func redactNATS(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
 		if err != nil || u.User == nil {
+			parts[i] = queue.RedactUnparsed(p, "***")
 			continue
 		}
 		if _, set := u.User.Password(); set {

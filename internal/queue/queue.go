@@ -114,12 +114,19 @@ const (
 // wedged after the host was listed again), pings that find a silent
 // server (PingInterval), and a client name that shows in server
 // monitoring.
-func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+func Connect(urls, name string, opts ...nats.Option) (*nats.Conn, error) {
 	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.IgnoreAuthErrorAbort(), nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOut)}, opts...)
-	nc, err := nats.Connect(url, all...)
+	nc, err := nats.Connect(urls, all...)
+	var bad *url.Error
+	if errors.As(err, &bad) && bad.Op == "parse" {
+		// url.Parse's error quotes the whole URL, password and all, and
+		// its reason may quote a piece of it (a password holding / made
+		// the rest a port): neither is logged.
+		return nil, fmt.Errorf("connect to nats %s: not a valid URL (percent-encode the characters of a user, password or token that a URL reserves: %% / ? # @ : and spaces)", RedactURLs(urls))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(url), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), err)
 	}
 	return nc, nil
 }
@@ -127,12 +134,15 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
 // RedactURLs hides the secrets of a comma-separated list of NATS URLs, for
 // errors and logs (a start-up that waits for NATS repeats its error): the
 // password of user:password, and a user without a password, which NATS
-// takes as a token.
+// takes as a token. A URL that does not parse as one with a user (a
+// password with an unescaped / or %, a typo in the port) loses
+// everything between its scheme and its last @.
 func RedactURLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
 		if err != nil || u.User == nil {
+			parts[i] = RedactUnparsed(p, "xxxxx")
 			continue
 		}
 		if _, ok := u.User.Password(); !ok {
@@ -141,6 +151,25 @@ func RedactURLs(list string) string {
 		parts[i] = u.Redacted()
 	}
 	return strings.Join(parts, ",")
+}
+
+// RedactUnparsed replaces what may be a user, password or token in a URL
+// that net/url could not read as having one with mask: everything between
+// "scheme://" (or the start) and the last @, which is where NATS and
+// PostgreSQL end the user information. A string without @ is returned
+// as it is.
+func RedactUnparsed(raw, mask string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := strings.Index(raw, "://")
+	if start < 0 || start > at {
+		start = 0
+	} else {
+		start += len("://")
+	}
+	return raw[:start] + mask + raw[at:]
 }
 
 // New ensures the streams and the KV bucket exist with the right settings
