@@ -201,7 +201,8 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		logger.Info("schema migrated", "applied", applied)
 	}
 	if err != nil {
-		return err
+		// An external database_url's first contact is this migration.
+		return postgresConnectError(err)
 	}
 	b, err := openBackend(ctx, cfg, "orderly-serve", logger, inProcess...)
 	if err != nil {
