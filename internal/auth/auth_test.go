@@ -79,20 +79,20 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"empty role", config.Auth{Tokens: []config.Token{{Name: "a", SHA256: good, Roles: []string{""}}}}, "role"},
 		{"token name in the JWT namespace", config.Auth{Tokens: []config.Token{{Name: "jwt:alice", SHA256: good}}}, "JWT principals"},
 		{"same hash two names", config.Auth{Tokens: []config.Token{{Name: "a", SHA256: good}, {Name: "b", SHA256: good}}}, "already registered"},
-		{"unknown alg", config.Auth{JWT: config.JWT{Algorithm: "HS512", Secret: secret}}, "not supported"},
+		{"unknown alg", config.Auth{JWT: config.JWT{Algorithm: "HS512", Secret: config.Secret(secret)}}, "not supported"},
 		{"alg none", config.Auth{JWT: config.JWT{Algorithm: "none"}}, "not supported"},
 		{"HS256 short secret", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: "short"}}, "at least 32 bytes"},
-		{"HS256 with key", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: secret, PublicKey: rsaPath}}, "not used with HS256"},
+		{"HS256 with key", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: config.Secret(secret), PublicKey: rsaPath}}, "not used with HS256"},
 		{"RS256 missing key", config.Auth{JWT: config.JWT{Algorithm: "RS256"}}, "public_key is required"},
 		{"RS256 key file missing", config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: filepath.Join(t.TempDir(), "nope.pem")}}, "no such file"},
 		{"RS256 not PEM", config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: notPEM}}, "not an RSA public key"},
 		{"RS256 given Ed25519 key", config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: edPath}}, "not an RSA public key"},
 		{"RS256 1024-bit key", config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: smallRSAPath}}, "1024 bits"},
-		{"RS256 with secret", config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: rsaPath, Secret: secret}}, "secret is not used"},
+		{"RS256 with secret", config.Auth{JWT: config.JWT{Algorithm: "RS256", PublicKey: rsaPath, Secret: config.Secret(secret)}}, "secret is not used"},
 		{"EdDSA given RSA key", config.Auth{JWT: config.JWT{Algorithm: "EdDSA", PublicKey: rsaPath}}, "not an Ed25519 public key"},
 		{"EdDSA missing key", config.Auth{JWT: config.JWT{Algorithm: "EdDSA"}}, "public_key is required"},
 		{"key without algorithm", config.Auth{JWT: config.JWT{PublicKey: rsaPath}}, "no algorithm"},
-		{"negative leeway", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: secret, Leeway: -time.Second}}, "leeway"},
+		{"negative leeway", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: config.Secret(secret), Leeway: -time.Second}}, "leeway"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,7 +115,7 @@ func TestNewAcceptsGoodConfig(t *testing.T) {
 		{"empty", config.Auth{}},
 		{"config defaults", config.Default().Auth},
 		{"uppercase hex", config.Auth{Tokens: []config.Token{{Name: "a", SHA256: strings.ToUpper(HashToken("x"))}}}},
-		{"HS256", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: strings.Repeat("k", 32)}}},
+		{"HS256", config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: config.Secret(strings.Repeat("k", 32))}}},
 		{"rs256 any case", config.Auth{JWT: config.JWT{Algorithm: "rs256", PublicKey: rsaPath}}},
 		{"EdDSA", config.Auth{JWT: config.JWT{Algorithm: "EdDSA", PublicKey: edPath}}},
 	}

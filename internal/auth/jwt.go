@@ -112,14 +112,14 @@ func newJWTVerifier(cfg config.JWT, o Options) (*jwtVerifier, error) {
 		return v, nil
 	}
 	var err error
-	v.method, v.key, err = jwtKey(cfg.Algorithm, cfg.Secret, cfg.PublicKey, "")
+	v.method, v.key, err = jwtKey(cfg.Algorithm, string(cfg.Secret), cfg.PublicKey, "")
 	if err != nil {
 		return nil, err
 	}
 	if cfg.PreviousSecret != "" || cfg.PreviousPublicKey != "" {
 		// Rotation: the key tokens were signed with until now, accepted
 		// until the operator removes it. Same algorithm, same checks.
-		_, v.previous, err = jwtKey(cfg.Algorithm, cfg.PreviousSecret, cfg.PreviousPublicKey, "previous_")
+		_, v.previous, err = jwtKey(cfg.Algorithm, string(cfg.PreviousSecret), cfg.PreviousPublicKey, "previous_")
 		if err != nil {
 			return nil, err
 		}

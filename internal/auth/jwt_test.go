@@ -221,7 +221,7 @@ func TestJWTHS256AndEdDSA(t *testing.T) {
 	rsa := rsaKey(t, 2048)
 	clock := testNow
 
-	hs, err := New(config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: string(secret), NameClaim: "email", RolesClaim: "groups"}}, clock)
+	hs, err := New(config.Auth{JWT: config.JWT{Algorithm: "HS256", Secret: config.Secret(secret), NameClaim: "email", RolesClaim: "groups"}}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestAuthenticateNeverPanics(t *testing.T) {
 // negative lifetime is refused at startup.
 func TestJWTLifetimeAndLeewayBounds(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	base := config.JWT{Algorithm: "HS256", Secret: string(secret), RolesClaim: "roles", NameClaim: "sub"}
+	base := config.JWT{Algorithm: "HS256", Secret: config.Secret(secret), RolesClaim: "roles", NameClaim: "sub"}
 	week := jwt.MapClaims{"sub": "bob", "iat": testNow().Unix(), "exp": testNow().Add(7 * 24 * time.Hour).Unix()}
 	tok := "Bearer " + sign(t, jwt.SigningMethodHS256, secret, week)
 
@@ -347,7 +347,7 @@ func TestJWTLifetimeAndLeewayBounds(t *testing.T) {
 // previous key of another kind or the current key again.
 func TestJWTKeyRotation(t *testing.T) {
 	oldSecret, newSecret := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
-	hs := config.JWT{Algorithm: "HS256", Secret: string(newSecret), RolesClaim: "roles", NameClaim: "sub", Leeway: 30 * time.Second}
+	hs := config.JWT{Algorithm: "HS256", Secret: config.Secret(newSecret), RolesClaim: "roles", NameClaim: "sub", Leeway: 30 * time.Second}
 	good := jwt.MapClaims{"sub": "bob", "iat": testNow().Unix(), "exp": testNow().Add(time.Hour).Unix()}
 	expired := jwt.MapClaims{"sub": "bob", "exp": testNow().Add(-time.Hour).Unix()}
 
@@ -359,7 +359,7 @@ func TestJWTKeyRotation(t *testing.T) {
 		t.Fatal("a token of the old secret accepted without previous_secret")
 	}
 	rot := hs
-	rot.PreviousSecret = string(oldSecret)
+	rot.PreviousSecret = config.Secret(oldSecret)
 	a, err := New(config.Auth{JWT: rot}, testNow)
 	if err != nil {
 		t.Fatal(err)
@@ -410,14 +410,14 @@ func TestJWTKeyRotation(t *testing.T) {
 	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	edPath, _ := writePEM(t, edPub)
 	for name, c := range map[string]config.JWT{
-		"previous secret is the secret":     {Algorithm: "HS256", Secret: string(newSecret), PreviousSecret: string(newSecret)},
-		"short previous secret":             {Algorithm: "HS256", Secret: string(newSecret), PreviousSecret: "short"},
-		"previous public key with HS256":    {Algorithm: "HS256", Secret: string(newSecret), PreviousPublicKey: prevPath},
-		"previous secret with RS256":        {Algorithm: "RS256", PublicKey: curPath, PreviousSecret: string(oldSecret)},
+		"previous secret is the secret":     {Algorithm: "HS256", Secret: config.Secret(newSecret), PreviousSecret: config.Secret(newSecret)},
+		"short previous secret":             {Algorithm: "HS256", Secret: config.Secret(newSecret), PreviousSecret: "short"},
+		"previous public key with HS256":    {Algorithm: "HS256", Secret: config.Secret(newSecret), PreviousPublicKey: prevPath},
+		"previous secret with RS256":        {Algorithm: "RS256", PublicKey: curPath, PreviousSecret: config.Secret(oldSecret)},
 		"previous key an Ed25519 for RS256": {Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: edPath},
 		"previous key the current one":      {Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: curPath},
 		"previous key missing":              {Algorithm: "RS256", PublicKey: curPath, PreviousPublicKey: curPath + ".gone"},
-		"previous key without algorithm":    {PreviousSecret: string(oldSecret)},
+		"previous key without algorithm":    {PreviousSecret: config.Secret(oldSecret)},
 	} {
 		if _, err := New(config.Auth{JWT: c}, testNow); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -22,7 +22,7 @@ type Stage0Compat struct {
 	Hosts []string `koanf:"hosts"`
 	// JWTSecret, JWTIssuer and JWTAudience are stage0's JWT_SECRET,
 	// JWT_ISSUER and JWT_AUDIENCE: HS256 tokens with both claims required.
-	JWTSecret   string `koanf:"jwt_secret"`
+	JWTSecret   Secret `koanf:"jwt_secret"`
 	JWTIssuer   string `koanf:"jwt_issuer"`
 	JWTAudience string `koanf:"jwt_audience"`
 	// JWTTTL is the lifetime of /dev-login tokens (JWT_TTL_MINUTES).

@@ -146,11 +146,11 @@ type Token struct {
 // JWT configures JSON Web Token validation. The algorithm is pinned.
 type JWT struct {
 	Algorithm string `koanf:"algorithm"`  // HS256, RS256, EdDSA or Ed25519 (one algorithm); empty disables JWT
-	Secret    string `koanf:"secret"`     // HS256
+	Secret    Secret `koanf:"secret"`     // HS256
 	PublicKey string `koanf:"public_key"` // PEM file, RS256/EdDSA/Ed25519
 	// PreviousSecret and PreviousPublicKey hold the key before Secret or
 	// PublicKey during a rotation: tokens it signed are accepted too.
-	PreviousSecret    string        `koanf:"previous_secret"`
+	PreviousSecret    Secret        `koanf:"previous_secret"`
 	PreviousPublicKey string        `koanf:"previous_public_key"`
 	Issuer            string        `koanf:"issuer"`
 	Audience          string        `koanf:"audience"`

@@ -430,7 +430,7 @@ func TestLoadEnvValues(t *testing.T) {
 		{"worker.use_sudo", cfg.Worker.UseSudo, true},
 		{"limits.max_args", cfg.Limits.MaxArgs, 3},
 		{"http.max_body_bytes", cfg.HTTP.MaxBodyBytes, int64(4096)},
-		{"auth.jwt.secret", cfg.Auth.JWT.Secret, "s3cret"},
+		{"auth.jwt.secret", string(cfg.Auth.JWT.Secret), "s3cret"},
 		{"data_dir", cfg.DataDir, "/srv/orderly"},
 		{"listen", cfg.Listen, "[::1]:8080"},
 		{"nats.url", cfg.NATS.URL, ""},

@@ -22,7 +22,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		key    string
 	}{
 		{"listen unparsable", func(c *Config) { c.Listen = "localhost" }, "listen"},
-		{"jwt secret without algorithm", func(c *Config) { c.Auth.JWT.Secret = strings.Repeat("s", 40) }, "auth.jwt.algorithm"},
+		{"jwt secret without algorithm", func(c *Config) { c.Auth.JWT.Secret = Secret(strings.Repeat("s", 40)) }, "auth.jwt.algorithm"},
 		// RFC 8725 §3.9: an identity provider signs for every service it
 		// serves with one key; without an audience, their tokens are ours.
 		{"jwt RS256 without audience", func(c *Config) {
@@ -95,23 +95,23 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"jwt rs256 without key", func(c *Config) { c.Auth.JWT.Algorithm = "RS256" }, "auth.jwt.public_key"},
 		{"jwt eddsa without key", func(c *Config) { c.Auth.JWT.Algorithm = "EdDSA" }, "auth.jwt.public_key"},
 		{"jwt leeway beyond the cap", func(c *Config) {
-			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.Leeway = "HS256", strings.Repeat("s", 40), MaxJWTLeeway+time.Second
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.Leeway = "HS256", Secret(strings.Repeat("s", 40)), MaxJWTLeeway+time.Second
 		}, "auth.jwt.leeway"},
-		{"jwt previous secret without algorithm", func(c *Config) { c.Auth.JWT.PreviousSecret = strings.Repeat("p", 40) }, "auth.jwt.algorithm"},
+		{"jwt previous secret without algorithm", func(c *Config) { c.Auth.JWT.PreviousSecret = Secret(strings.Repeat("p", 40)) }, "auth.jwt.algorithm"},
 		{"jwt previous secret short", func(c *Config) {
-			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousSecret = "HS256", strings.Repeat("s", 40), "short"
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousSecret = "HS256", Secret(strings.Repeat("s", 40)), "short"
 		}, "auth.jwt.previous_secret"},
 		{"jwt previous secret is the secret", func(c *Config) {
-			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousSecret = "HS256", strings.Repeat("s", 40), strings.Repeat("s", 40)
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousSecret = "HS256", Secret(strings.Repeat("s", 40)), Secret(strings.Repeat("s", 40))
 		}, "auth.jwt.previous_secret"},
 		{"jwt previous public key with HS256", func(c *Config) {
-			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousPublicKey = "HS256", strings.Repeat("s", 40), "/etc/old.pem"
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.PreviousPublicKey = "HS256", Secret(strings.Repeat("s", 40)), "/etc/old.pem"
 		}, "auth.jwt.previous_public_key"},
 		{"jwt previous secret with EdDSA", func(c *Config) {
-			c.Auth.JWT.Algorithm, c.Auth.JWT.PublicKey, c.Auth.JWT.Audience, c.Auth.JWT.PreviousSecret = "EdDSA", "/etc/jwt.pem", "orderly", strings.Repeat("p", 40)
+			c.Auth.JWT.Algorithm, c.Auth.JWT.PublicKey, c.Auth.JWT.Audience, c.Auth.JWT.PreviousSecret = "EdDSA", "/etc/jwt.pem", "orderly", Secret(strings.Repeat("p", 40))
 		}, "auth.jwt.previous_secret"},
 		{"jwt max_lifetime zero", func(c *Config) {
-			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.MaxLifetime = "HS256", strings.Repeat("s", 40), 0
+			c.Auth.JWT.Algorithm, c.Auth.JWT.Secret, c.Auth.JWT.MaxLifetime = "HS256", Secret(strings.Repeat("s", 40)), 0
 		}, "auth.jwt.max_lifetime"},
 		{"jwks http to a non-loopback host", func(c *Config) {
 			c.Auth.JWT.JWKS.URL, c.Auth.JWT.Audience = "http://idp.example/jwks.json", "orderly"
@@ -123,7 +123,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Auth.JWT.JWKS.URL, c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience = "https://idp.example/jwks.json", "/etc/jwks.json", "orderly"
 		}, "auth.jwt.jwks.url"},
 		{"jwks with an algorithm", func(c *Config) {
-			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.Algorithm, c.Auth.JWT.Secret = "/etc/jwks.json", "orderly", "HS256", strings.Repeat("s", 40)
+			c.Auth.JWT.JWKS.File, c.Auth.JWT.Audience, c.Auth.JWT.Algorithm, c.Auth.JWT.Secret = "/etc/jwks.json", "orderly", "HS256", Secret(strings.Repeat("s", 40))
 		}, "auth.jwt.jwks"},
 		{"jwks without audience", func(c *Config) { c.Auth.JWT.JWKS.URL = "https://idp.example/jwks.json" }, "auth.jwt.audience"},
 		{"jwks ca_file with a file", func(c *Config) {
@@ -227,7 +227,7 @@ func TestValidateJWTEd25519(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `"Ed448" must be HS256, RS256, EdDSA, Ed25519 or empty`) {
 		t.Errorf("Ed448: %v", err)
 	}
-	c.Auth.JWT = JWT{Secret: strings.Repeat("s", 40)}
+	c.Auth.JWT = JWT{Secret: Secret(strings.Repeat("s", 40))}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "must be set (HS256, RS256, EdDSA or Ed25519)") {
 		t.Errorf("a secret without algorithm: %v", err)
 	}
@@ -273,7 +273,7 @@ func TestPrincipalsOfOneSourceEach(t *testing.T) {
 		c.Auth.Tokens = []Token{{Name: "ops", SHA256: hash}, {Name: "stage0:ci", SHA256: strings.Repeat("cd", 32)}}
 		c.Compat.HTTPExec = HTTPExecCompat{Enabled: true, Prefix: "/", Host: "web-1", ExecRoot: "/srv/bin", Principal: "httpexec-client"}
 		c.Runbooks.Dir = "/srv/runbooks"
-		c.Compat.Stage0.Enabled, c.Compat.Stage0.JWTSecret = true, strings.Repeat("s", 40)
+		c.Compat.Stage0.Enabled, c.Compat.Stage0.JWTSecret = true, Secret(strings.Repeat("s", 40))
 		c.Compat.Stage0.Hosts = []string{"web-1"}
 		c.Compat.Stage0.PrincipalPrefix = "legacy:"
 		return c
@@ -301,7 +301,7 @@ func TestPrincipalsOfOneSourceEach(t *testing.T) {
 			c.Auth.JWT = JWT{Algorithm: "HS256", Secret: c.Compat.Stage0.JWTSecret, RolesClaim: "roles", NameClaim: "sub"}
 		}, "compat.stage0.jwt_secret"},
 		{"stage0 secret is auth.jwt's previous", func(c *Config) {
-			c.Auth.JWT = JWT{Algorithm: "HS256", Secret: strings.Repeat("n", 40), PreviousSecret: c.Compat.Stage0.JWTSecret,
+			c.Auth.JWT = JWT{Algorithm: "HS256", Secret: Secret(strings.Repeat("n", 40)), PreviousSecret: c.Compat.Stage0.JWTSecret,
 				MaxLifetime: time.Hour, RolesClaim: "roles", NameClaim: "sub"}
 		}, "compat.stage0.jwt_secret"},
 	} {
@@ -359,7 +359,7 @@ func TestCompatHostLeftOutSaysWhichHost(t *testing.T) {
 	c.ACL.Allow = []string{"127.0.0.0/8"}
 	c.Compat.HTTPExec = HTTPExecCompat{Enabled: true, Prefix: "/", ExecRoot: "/srv/bin", Principal: "httpexec-client"}
 	c.Compat.Vigrid.Enabled, c.Compat.Vigrid.Host = true, ""
-	c.Compat.Stage0.Enabled, c.Compat.Stage0.JWTSecret, c.Compat.Stage0.Hosts = true, strings.Repeat("s", 40), nil
+	c.Compat.Stage0.Enabled, c.Compat.Stage0.JWTSecret, c.Compat.Stage0.Hosts = true, Secret(strings.Repeat("s", 40)), nil
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("valid without hosts")
