@@ -12,11 +12,9 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +29,6 @@ import (
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
-	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/migrations"
 )
 
@@ -420,51 +417,12 @@ func printServeBanner(w io.Writer, apiURL, tokenFile, host, natsURL, natsCredsDi
 	}
 }
 
-// redactDSN hides a password in a database URL (user:password@ or
-// ?password=) or keyword/value string (password=…) for printing.
-func redactDSN(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
-		_, inUser := u.User.Password()
-		q := u.Query()
-		if !inUser && !q.Has("password") {
-			return dsn
-		}
-		if inUser {
-			u.User = url.UserPassword(u.User.Username(), "***")
-		}
-		if q.Has("password") {
-			q.Set("password", "***")
-			u.RawQuery = q.Encode()
-		}
-		return strings.NewReplacer(":%2A%2A%2A@", ":***@", "%2A%2A%2A", "***").Replace(u.String())
-	}
-	return keywordPassword.ReplaceAllString(dsn, "${1}***")
-}
+// redactDSN is database_url as serve's banner prints it (config.RedactDSN).
+func redactDSN(dsn string) string { return config.RedactDSN(dsn) }
 
-// keywordPassword is a password in a keyword/value connection string,
-// quoted or not.
-var keywordPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
-
-// redactNATS hides the credentials of a NATS URL list: a user's password,
-// or a token (nats://TOKEN@host) whole; of a URL that does not parse,
-// everything before its last @.
-func redactNATS(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			parts[i] = queue.RedactUnparsed(p, "***")
-			continue
-		}
-		if _, set := u.User.Password(); set {
-			u.User = url.UserPassword(u.User.Username(), "***")
-		} else {
-			u.User = url.User("***")
-		}
-		parts[i] = strings.NewReplacer(":%2A%2A%2A@", ":***@", "%2A%2A%2A@", "***@").Replace(u.String())
-	}
-	return strings.Join(parts, ",")
-}
+// redactNATS is nats.url as serve's banner and warnings print it
+// (config.RedactNATS).
+func redactNATS(urls string) string { return config.RedactNATS(urls) }
 
 // dataDirOwn refuses a data dir that another user owns or may write to.
 // serve takes the admin.token and the NATS seeds it finds there as its

@@ -19,6 +19,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/config"
 )
 
 // Names of the JetStream objects and subjects (DESIGN §1).
@@ -142,7 +144,7 @@ func RedactURLs(list string) string {
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
 		if err != nil || u.User == nil {
-			parts[i] = RedactUnparsed(p, "xxxxx")
+			parts[i] = config.RedactUnparsed(p, "xxxxx")
 			continue
 		}
 		if _, ok := u.User.Password(); !ok {
@@ -151,25 +153,6 @@ func RedactURLs(list string) string {
 		parts[i] = u.Redacted()
 	}
 	return strings.Join(parts, ",")
-}
-
-// RedactUnparsed replaces what may be a user, password or token in a URL
-// that net/url could not read as having one with mask: everything between
-// "scheme://" (or the start) and the last @, which is where NATS and
-// PostgreSQL end the user information. A string without @ is returned
-// as it is.
-func RedactUnparsed(raw, mask string) string {
-	at := strings.LastIndex(raw, "@")
-	if at < 0 {
-		return raw
-	}
-	start := strings.Index(raw, "://")
-	if start < 0 || start > at {
-		start = 0
-	} else {
-		start += len("://")
-	}
-	return raw[:start] + mask + raw[at:]
 }
 
 // New ensures the streams and the KV bucket exist with the right settings
