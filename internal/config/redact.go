@@ -7,9 +7,15 @@ import (
 )
 
 // RedactDSN hides a password in a database URL (user:password@ or
-// ?password=) or keyword/value string (password=…) for printing.
+// ?password=) or keyword/value string (password=…) for printing; of a
+// postgres:// URL that does not parse as one with a user (a password
+// with an unescaped / or %), everything before its last @.
 func RedactDSN(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+	u, err := url.Parse(dsn)
+	if (err != nil || u.User == nil) && (strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")) {
+		return RedactUnparsed(dsn, "***")
+	}
+	if err == nil && u.Scheme != "" {
 		_, inUser := u.User.Password()
 		q := u.Query()
 		if !inUser && !q.Has("password") {
