@@ -13,6 +13,45 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// hostsStream is the hosts bucket's stream: what nats.go makes of a
+// bucket with the lease's TTL (CreateKeyValue; TestHostsStreamIsNATSBucket
+// compares the two), without rollups and so without expiry markers. A
+// message with Nats-Rollup: all purges a stream whole, whatever key it is
+// written to, and NATS permissions cannot refuse a header: a worker
+// writing its own standby report with it purged every host's lease,
+// heartbeat and standby report, each holder stopping its claims until its
+// next renewal and every host shown offline. nats-server allows no expiry
+// markers (SubjectDeleteMarkerTTL) without rollups, so a standby no
+// longer wakes on the marker of its holder's expiry but at the end of a
+// lease from the last renewal it saw (AcquireLease). A bucket that an
+// orderly before this made with markers has its message TTLs on, which
+// NATS never turns off: they stay on (nothing writes one; a worker could
+// only shorten its own keys).
+func (q *Queue) hostsStream(ctx context.Context) jetstream.StreamConfig {
+	ttl := false
+	if st, err := q.js.Stream(ctx, "KV_"+HostsBucket); err == nil {
+		ttl = st.CachedInfo().Config.AllowMsgTTL
+	}
+	return jetstream.StreamConfig{
+		Name:              "KV_" + HostsBucket,
+		Description:       "worker leases and heartbeats; entries expire when a worker stops renewing them",
+		Subjects:          []string{"$KV." + HostsBucket + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          -1,
+		MaxAge:            q.opts.LeaseTTL,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          max(q.opts.Replicas, 1),
+		DenyDelete:        true,
+		Duplicates:        min(2*time.Minute, q.opts.LeaseTTL),
+		AllowDirect:       true,
+		Discard:           jetstream.DiscardNew,
+		AllowMsgTTL:       ttl,
+	}
+}
+
 // HostInfo is a worker's heartbeat, kept in the KV bucket under info.<host>
 // by the worker that holds the host and under standby.<host> by one that
 // waits for it. The bucket's TTL removes it when the worker stops beating:
@@ -276,23 +315,29 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // another live worker holds it. standby is called once if it has to wait.
 //
 // A waiting worker watches the lease key: its holder's release deletes
-// it, and its expiry leaves the server's marker (the bucket's
-// LimitMarkerTTL), either of which wakes it at once. Without markers (a
-// bucket an orderly from before them made, until an API updates it) an
-// expired key leaves no trace, and the standby finds it gone at its next
-// try, every LeaseTTL/4, the host offline meanwhile; with them, the try
-// is every LeaseTTL, in case the watch itself failed.
+// it, which wakes it at once, and each renewal is a put it sees. The
+// hosts bucket takes no rollups, so it has no expiry markers
+// (hostsStream): the standby tries the key when a lease has passed since
+// the last renewal it saw (or, before it saw one, since the server stored
+// the key), and again every lease/16 until the server has removed it or
+// a renewal comes. A try that finds the key still there reads it, and
+// times the lease from when the server stored it: a watch that missed
+// renewals (its consumer deleted) makes tries, not a takeover. Without a
+// watch, the try is every LeaseTTL/4.
 //
-// With markers, a key found gone at a periodic try less than LeaseTTL
-// after the watch saw its holder renew it was neither released nor
-// expired: it was purged, with the whole bucket, by a message with
-// Nats-Rollup: all, which any worker's credential can write on its own
-// keys (the bucket must take rollups for its markers). The holder takes
-// it again at its next renewal; the standby leaves it to the holder and
-// tries again once LeaseTTL has passed since that renewal, when a dead
-// holder's lease would have expired. Without this, a worker of another
-// host purging the bucket over and over moved hosts between their
-// workers, ending their running orders interrupted.
+// A bucket with markers (one an orderly from before made, until a new
+// API updates it, or an older API updated again during a rolling
+// upgrade) takes rollups. There a marker wakes the standby at its
+// holder's expiry, its try is every LeaseTTL, and a key found gone at
+// that try less than LeaseTTL after the watch saw its holder renew it
+// was neither released nor expired: it was purged, with the whole
+// bucket, by a message with Nats-Rollup: all, which any worker's
+// credential can write on its own keys. The holder takes it again at its
+// next renewal; the standby leaves it to the holder and tries again once
+// LeaseTTL has passed since that renewal, when a dead holder's lease
+// would have expired. Without this, a worker of another host purging the
+// bucket over and over moved hosts between their workers, ending their
+// running orders interrupted.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
 	var w *keyWatch
@@ -303,6 +348,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 	// process's monotonic clock, which no step of the host's clock moves.
 	var renewed time.Time
 	markers, warned := false, false
+	var timed time.Duration // the lease the wait is timed on; 0 for periodic tries
 	for {
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
@@ -314,7 +360,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				renewed = time.Time{} // this instance's own key: the take-back below
 				continue
 			}
-			if freed, err = waitFreed(ctx, w, every, &renewed); err != nil {
+			if freed, err = waitFreed(ctx, w, every, &renewed, 0); err != nil {
 				return nil, err
 			}
 			if freed != "tried" {
@@ -332,20 +378,24 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 		// A key naming this very instance is its own lease, left over from
 		// a tenure whose release did not reach the server (instances are
 		// unique per process): take it back instead of waiting it out.
-		if e, err := q.kv.Get(ctx, key); err == nil && string(e.Value()) == instance {
+		e, err := q.kv.Get(ctx, key)
+		if err == nil && string(e.Value()) == instance {
 			if rev, err := q.kv.Update(ctx, key, []byte(instance), e.Revision()); err == nil {
 				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
 			}
 		}
+		if err == nil && timed > 0 {
+			renewed = q.storedAgo(ctx, e)
+		}
 		if !watching {
 			if standby != nil {
 				holder := ""
-				if e, err := q.kv.Get(ctx, key); err == nil {
+				if err == nil {
 					holder = string(e.Value())
 				}
 				standby(holder)
 			}
-			// Watching from before the next try: a marker written
+			// Watching from before the next try: a change made
 			// between a try and the wait is not missed.
 			watching = true
 			if w, err = q.watchKey(ctx, key); err == nil {
@@ -353,6 +403,8 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
 					every = q.opts.LeaseTTL
 					markers = true
+				} else {
+					timed, every = q.opts.LeaseTTL, max(q.opts.LeaseTTL/16, 10*time.Millisecond)
 				}
 				freed = "tried"
 				continue
@@ -362,21 +414,39 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 			w = nil // periodic tries only
 		}
-		if freed, err = waitFreed(ctx, w, every, &renewed); err != nil {
+		if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
 			return nil, err
 		}
 	}
 }
 
+// storedAgo returns the time on this process's monotonic clock that is
+// as long ago as the server stored e, judged on the server's clock (at
+// most a lease ago).
+func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) time.Time {
+	age := min(max(q.serverNow(ctx).Sub(e.Created()), 0), q.opts.LeaseTTL)
+	return time.Now().Add(-age)
+}
+
 // waitFreed waits until the lease key that w watches (nil: none) is
-// deleted or marked expired, or until max has passed, and says which:
+// deleted or marked expired, or until wait has passed, and says which:
 // "released", "expired" or "tried". It sets *renewed to the time of each
-// put it sees (the holder's renewal).
-func waitFreed(ctx context.Context, w *keyWatch, max time.Duration, renewed *time.Time) (string, error) {
-	wctx, cancel := context.WithTimeout(ctx, max)
-	defer cancel()
+// put it sees (the holder's renewal). With a lease, the wait lasts until
+// that lease has passed since *renewed, if that is later, and its end is
+// "expired": the holder has not renewed within a lease.
+func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, lease time.Duration) (string, error) {
+	ends := func() time.Time {
+		at := time.Now().Add(wait)
+		if lease > 0 && !renewed.IsZero() && renewed.Add(lease).After(at) {
+			return renewed.Add(lease)
+		}
+		return at
+	}
+	deadline := ends()
 	for w != nil {
+		wctx, cancel := context.WithDeadline(ctx, deadline)
 		op, err := w.next(wctx)
+		cancel()
 		if err != nil {
 			break // the wait is over, or the watch failed: the periodic try
 		}
@@ -384,15 +454,24 @@ func waitFreed(ctx context.Context, w *keyWatch, max time.Duration, renewed *tim
 		switch op {
 		case jetstream.KeyValuePut:
 			*renewed = time.Now()
+			if lease > 0 {
+				deadline = ends()
+			}
 		case jetstream.KeyValueDelete:
 			return "released", nil
 		case jetstream.KeyValuePurge:
 			return "expired", nil
 		}
 	}
-	<-wctx.Done()
-	if ctx.Err() != nil {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
 		return "", ctx.Err()
+	case <-t.C:
+	}
+	if lease > 0 && !renewed.IsZero() {
+		return "expired", nil
 	}
 	return "tried", nil
 }
@@ -631,8 +710,14 @@ func (q *Queue) Forget(ctx context.Context, host string) error {
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete the consumer of host %s: %w", host, err)
 	}
+	// Purged through the stream, not kv.Purge: that is a message with
+	// Nats-Rollup on it, which the bucket refuses (hostsStream).
+	st, err := q.js.Stream(ctx, "KV_"+HostsBucket)
+	if err != nil {
+		return fmt.Errorf("forget host %s: %w", host, err)
+	}
 	for _, key := range []string{"info." + host, "lease." + host, "standby." + host} {
-		if err := q.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+HostsBucket+"."+key)); err != nil {
 			return fmt.Errorf("forget host %s: %w", host, err)
 		}
 	}

@@ -10,16 +10,18 @@ import (
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
-// TestStandbyWakesOnTheLeasesExpiryMarker: a holder that stops renewing
-// (dead) leaves its lease to expire; the standby takes it on the
-// server's marker of that expiry, not at a periodic try. Without markers
-// an expired key left no trace and the standby found it gone up to a
-// quarter lease later, the host offline meanwhile. The standby starts
-// waiting half a lease after the holder's last renewal, so that its
-// periodic try (every lease, with markers) falls half a lease after the
-// expiry. The lease is long enough that a stall of a loaded machine (up to
-// half of it) moves neither past the other.
-func TestStandbyWakesOnTheLeasesExpiryMarker(t *testing.T) {
+// TestStandbyTakesTheLeaseAtItsExpiry: a holder that stops renewing
+// (dead) leaves its lease to expire; the standby takes it at the end of
+// the lease timed from when the server stored the holder's last renewal
+// ("expired"), not at a periodic try ("tried"). The hosts bucket has no
+// expiry markers to wake it (it takes no rollups, which any worker's
+// credential could purge it with); before them an expired key left no
+// trace and the standby found it gone up to a quarter lease later, the
+// host offline meanwhile. The standby starts waiting half a lease after
+// the holder's last renewal, so that it reads the key half a lease
+// before its expiry. The lease is long enough that a stall of a loaded
+// machine (up to half of it) moves neither past the other.
+func TestStandbyTakesTheLeaseAtItsExpiry(t *testing.T) {
 	const ttl = 8 * time.Second
 	q, _ := openQueue(t, queue.Options{LeaseTTL: ttl})
 	ctx := testenv.Context(t)
@@ -34,13 +36,15 @@ func TestStandbyWakesOnTheLeasesExpiryMarker(t *testing.T) {
 	}
 	t.Logf("B took the lease %v after A's last renewal (lease %v)", time.Since(renewed), ttl)
 	if b.Freed() != "expired" {
-		t.Fatalf("B found the lease free by %q, want on its expiry marker (\"expired\")", b.Freed())
+		t.Fatalf("B found the lease free by %q, want at its expiry (\"expired\")", b.Freed())
 	}
 }
 
-// TestHostsBucketGetsMarkersOnUpgrade: a hosts bucket an orderly from
-// before expiry markers made is updated in place, keeping its keys.
-func TestHostsBucketGetsMarkersOnUpgrade(t *testing.T) {
+// TestHostsBucketLosesRollupsOnUpgrade: a hosts bucket an orderly from
+// before made (expiry markers, so rollups) is updated in place, keeping
+// its keys and its message TTLs (which NATS never turns off), and
+// refuses rollups from then on.
+func TestHostsBucketLosesRollupsOnUpgrade(t *testing.T) {
 	_, nc := openQueue(t, queue.Options{LeaseTTL: 2 * time.Second})
 	ctx := testenv.Context(t)
 	js, err := jetstream.New(nc)
@@ -50,7 +54,8 @@ func TestHostsBucketGetsMarkersOnUpgrade(t *testing.T) {
 	if err := js.DeleteKeyValue(ctx, queue.HostsBucket); err != nil {
 		t.Fatal(err)
 	}
-	old, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: queue.HostsBucket, TTL: 15 * time.Second, Storage: jetstream.FileStorage})
+	old, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: queue.HostsBucket, TTL: 15 * time.Second,
+		LimitMarkerTTL: 15 * time.Second, Storage: jetstream.FileStorage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,12 +65,13 @@ func TestHostsBucketGetsMarkersOnUpgrade(t *testing.T) {
 	if _, err := queue.New(ctx, nc, queue.Options{LeaseTTL: 15 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := old.Status(ctx)
+	st, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.LimitMarkerTTL() != 15*time.Second {
-		t.Fatalf("the updated bucket's marker TTL %v, want the lease's", st.LimitMarkerTTL())
+	if cfg := st.CachedInfo().Config; cfg.AllowRollup || cfg.SubjectDeleteMarkerTTL != 0 || !cfg.AllowMsgTTL || cfg.MaxAge != 15*time.Second {
+		t.Fatalf("the updated bucket: rollups %v, marker TTL %v, message TTLs %v, TTL %v; want no rollups nor markers, message TTLs kept, the lease's TTL",
+			cfg.AllowRollup, cfg.SubjectDeleteMarkerTTL, cfg.AllowMsgTTL, cfg.MaxAge)
 	}
 	if e, err := old.Get(ctx, "lease.u1"); err != nil || string(e.Value()) != "A" {
 		t.Fatalf("the lease kept across the update: %v", err)

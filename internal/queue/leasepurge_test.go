@@ -31,10 +31,11 @@ func (h purgeWarnings) Handle(_ context.Context, r slog.Record) error {
 func (h purgeWarnings) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h purgeWarnings) WithGroup(string) slog.Handler      { return h }
 
-// TestStandbyLeavesAPurgedLeaseToItsHolder: the hosts bucket takes
-// rollups (nats-server requires them for its expiry markers), so any
-// worker's credential can purge every host's lease with Nats-Rollup: all
-// on a key of its own. A standby that found its host's key gone at its
+// TestStandbyLeavesAPurgedLeaseToItsHolder: a hosts bucket with expiry
+// markers takes rollups (nats-server requires them for its markers): the
+// bucket an orderly from before 2026-12-05 (night) made, or updated again
+// during a rolling upgrade. Any worker's credential can purge every
+// host's lease there with Nats-Rollup: all on a key of its own. A standby that found its host's key gone at its
 // periodic try took the host then, though the holder lived and renewed
 // within the lease, and the holder's running order ended interrupted
 // (probed: sixty purges moved a host between its two workers seven
@@ -68,6 +69,15 @@ func TestStandbyLeavesAPurgedLeaseToItsHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The bucket as an older API makes it, with markers.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: queue.HostsBucket, TTL: ttl,
+		LimitMarkerTTL: ttl, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
 	a, err := q.AcquireLease(ctx, "p1", "A", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -84,10 +94,6 @@ func TestStandbyLeavesAPurgedLeaseToItsHolder(t *testing.T) {
 	}()
 	<-waiting
 	// The standby's watch is in place once its consumer exists.
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	hosts, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
 	if err != nil {
 		t.Fatal(err)

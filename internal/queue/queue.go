@@ -244,19 +244,7 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(opts.Replicas)); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", LiveStream, replicasError(err, opts.Replicas))
 	}
-	kv, err := q.ensureBucket(ctx, jetstream.KeyValueConfig{
-		Bucket:      HostsBucket,
-		Description: "worker leases and heartbeats; entries expire when a worker stops renewing them",
-		TTL:         opts.LeaseTTL,
-		// A key the TTL removes leaves a marker, which wakes a standby
-		// watching the lease at its holder's expiry (AcquireLease). It
-		// turns the stream's message TTLs on, which NATS never turns
-		// off: an orderly from before it cannot update the bucket
-		// (docs/deploy.md, "Upgrading").
-		LimitMarkerTTL: max(opts.LeaseTTL, time.Second),
-		Storage:        jetstream.FileStorage,
-		Replicas:       opts.Replicas,
-	})
+	kv, err := q.ensureBucket(ctx, q.hostsStream(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("create kv bucket %s: %w", HostsBucket, replicasError(err, opts.Replicas))
 	}

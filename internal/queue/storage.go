@@ -77,19 +77,14 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 	return fmt.Errorf("%w (%s)", err, storageHint)
 }
 
-// ensureBucket is ensureStream for the hosts bucket: one that exists is
-// used as it is when JetStream refuses the update for want of storage.
-func (q *Queue) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := q.js.CreateOrUpdateKeyValue(ctx, cfg)
-	if err == nil || !storageRefused(err) {
-		return kv, err
+// ensureBucket is ensureStream for the hosts bucket's stream cfg (one
+// that exists is used as it is when JetStream refuses the update for want
+// of storage), and returns the bucket.
+func (q *Queue) ensureBucket(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.KeyValue, error) {
+	if err := q.ensureStream(ctx, cfg); err != nil {
+		return nil, err
 	}
-	if kv, kerr := q.js.KeyValue(ctx, cfg.Bucket); kerr == nil {
-		q.deferred.Store(true)
-		q.deferredLog()("JetStream refused to update a bucket for want of storage to reserve; using the bucket as it is", "bucket", cfg.Bucket, "error", err, "hint", storageHint)
-		return kv, nil
-	}
-	return nil, fmt.Errorf("%w (%s)", err, storageHint)
+	return q.js.KeyValue(ctx, HostsBucket)
 }
 
 // DeferredEvery is how often the API tries again the settings JetStream
