@@ -397,7 +397,7 @@ func (s *Service) Run(ctx context.Context) {
 		defer wg.Done()
 		// Settings JetStream refused at start for want of storage to
 		// reserve wait no more for the next start with room.
-		s.every(ctx, queue.DeferredEvery, queue.DeferredEvery, "apply the stream settings JetStream refused for want of storage",
+		s.every(ctx, queue.DeferredEvery, queue.DeferredEvery, "apply the stream settings JetStream refused for want of storage, or turn the hosts bucket's rollups off again",
 			s.pub.ApplyDeferredSettings)
 	}()
 	go func() {

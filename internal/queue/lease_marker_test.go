@@ -77,3 +77,31 @@ func TestHostsBucketLosesRollupsOnUpgrade(t *testing.T) {
 		t.Fatalf("the lease kept across the update: %v", err)
 	}
 }
+
+// TestHostsBucketRollupsTurnedOffAgain: an API from before the hosts
+// bucket refused rollups, started during a rolling upgrade, updates the
+// bucket back to its settings (expiry markers, so rollups); a new API's
+// periodic ApplyDeferredSettings turns them off again, not only its next
+// start.
+func TestHostsBucketRollupsTurnedOffAgain(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{LeaseTTL: 2 * time.Second})
+	ctx := testenv.Context(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: queue.HostsBucket, TTL: 2 * time.Second,
+		LimitMarkerTTL: 2 * time.Second, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.ApplyDeferredSettings(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowRollup || cfg.SubjectDeleteMarkerTTL != 0 {
+		t.Fatalf("the hosts bucket after ApplyDeferredSettings: rollups %v, marker TTL %v; want neither", cfg.AllowRollup, cfg.SubjectDeleteMarkerTTL)
+	}
+}

@@ -99,10 +99,15 @@ const DeferredEvery = 5 * time.Minute
 // the API's next start with room: a changed nats.dedup_window or
 // nats.lease_ttl, or ORDERLY_SUBMIT's full cap after it was created
 // smaller. The API's intake calls it every DeferredEvery; a refusal again
-// logs at debug level, not a warning each time.
+// logs at debug level, not a warning each time. Otherwise it turns the
+// hosts bucket's rollups off again when an older API turned them back on
+// (hostsRollupsOff).
 func (q *Queue) ApplyDeferredSettings(ctx context.Context) (int, error) {
-	if !q.creator || !q.deferred.Load() {
+	if !q.creator {
 		return 0, nil
+	}
+	if !q.deferred.Load() {
+		return 0, q.hostsRollupsOff(ctx)
 	}
 	q.deferred.Store(false)
 	q.retrying.Store(true)
@@ -133,4 +138,23 @@ func (q *Queue) logger() *slog.Logger {
 		return q.opts.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// hostsRollupsOff brings the hosts bucket back to hostsStream when it
+// takes rollups: an API or serve from before 2026-12-05 (night), started
+// during a rolling upgrade, updates the bucket to its own settings at its
+// start, expiry markers and so rollups, and any worker's credential could
+// purge every host's lease again. An API started since would set them
+// right only at its next start.
+func (q *Queue) hostsRollupsOff(ctx context.Context) error {
+	st, err := q.js.Stream(ctx, "KV_"+HostsBucket)
+	if err != nil || !st.CachedInfo().Config.AllowRollup {
+		return nil // unreadable or gone: not this check's to say
+	}
+	if err := q.ensureStream(ctx, q.hostsStream(ctx)); err != nil {
+		return fmt.Errorf("turn the rollups of kv bucket %s off: %w", HostsBucket, err)
+	}
+	q.logger().Warn("the hosts bucket took rollups again, as an orderly api or serve from before 2026-12-05 (night) makes it at its start (a rolling upgrade?): turned them off; any worker's NATS credential could purge every host's lease with them",
+		"bucket", HostsBucket)
+	return nil
 }
