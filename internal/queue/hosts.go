@@ -385,7 +385,8 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 		}
 		if err == nil && timed > 0 {
-			renewed = q.storedAgo(ctx, e)
+			renewed, timed = q.storedAgo(ctx, e)
+			every = max(timed/16, 10*time.Millisecond)
 		}
 		if !watching {
 			if standby != nil {
@@ -421,11 +422,21 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 }
 
 // storedAgo returns the time on this process's monotonic clock that is
-// as long ago as the server stored e, judged on the server's clock (at
-// most a lease ago).
-func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) time.Time {
-	age := min(max(q.serverNow(ctx).Sub(e.Created()), 0), q.opts.LeaseTTL)
-	return time.Now().Add(-age)
+// as long ago as the server stored e, judged on the server's clock, and
+// the bucket's TTL, the lease, as it stands now (an API may have changed
+// it since this queue was bound); the time is at most a lease ago.
+func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.Time, time.Duration) {
+	now, ttl := q.now(), q.opts.LeaseTTL
+	if st, err := q.kv.Status(ctx); err == nil {
+		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
+			now = s.StreamInfo().TimeStamp
+		}
+		if st.TTL() > 0 {
+			ttl = st.TTL()
+		}
+	}
+	age := min(max(now.Sub(e.Created()), 0), ttl)
+	return time.Now().Add(-age), ttl
 }
 
 // waitFreed waits until the lease key that w watches (nil: none) is

@@ -105,3 +105,72 @@ func TestHostsBucketRollupsTurnedOffAgain(t *testing.T) {
 		t.Fatalf("the hosts bucket after ApplyDeferredSettings: rollups %v, marker TTL %v; want neither", cfg.AllowRollup, cfg.SubjectDeleteMarkerTTL)
 	}
 }
+
+// TestStandbyWithoutItsWatchLeavesARenewedLease: the standby times the
+// lease from the renewals its watch sees, and a worker's credential may
+// delete the watch's consumer (its name is random, so the permission
+// cannot be narrowed to one's own). A standby that sees no renewal tries
+// the key at the end of a lease: the key is there, so it reads when the
+// server stored it and waits for the end of that lease instead; it never
+// takes a lease its holder renews, and takes it at its expiry once the
+// holder stops. The holder renews every eighth of the lease, so that a
+// stall of a loaded machine up to seven eighths of it lapses nothing.
+func TestStandbyWithoutItsWatchLeavesARenewedLease(t *testing.T) {
+	const ttl = 8 * time.Second
+	q, nc := openQueue(t, queue.Options{LeaseTTL: ttl})
+	ctx := testenv.Context(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := q.AcquireLease(ctx, "u9", "A", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type took struct {
+		l   *queue.Lease
+		err error
+	}
+	bTook := make(chan took, 1)
+	go func() {
+		l, err := q.AcquireLease(ctx, "u9", "B", func(string) {})
+		bTook <- took{l, err}
+	}()
+	hosts, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The standby's watch: the one consumer filtered on the lease key.
+	for deleted := false; !deleted; {
+		for info := range hosts.ListConsumers(ctx).Info() {
+			if info.Config.FilterSubject == "$KV."+queue.HostsBucket+".lease.u9" {
+				if err := hosts.DeleteConsumer(ctx, info.Name); err != nil {
+					t.Fatal(err)
+				}
+				deleted = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the standby never watched the lease")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for until := time.Now().Add(2 * ttl); time.Now().Before(until); {
+		select {
+		case b := <-bTook:
+			t.Fatalf("the standby took the lease its holder renews (%v)", b.err)
+		case <-time.After(ttl / 8):
+		}
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := <-bTook
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	if b.l.Freed() != "expired" {
+		t.Fatalf("the standby found the lease free by %q, want at its expiry", b.l.Freed())
+	}
+}
