@@ -319,8 +319,8 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // hosts bucket takes no rollups, so it has no expiry markers
 // (hostsStream): the standby tries the key when a lease has passed since
 // the last renewal it saw (or, before it saw one, since the server stored
-// the key), and again every lease/16 until the server has removed it or
-// a renewal comes. A try that finds the key still there reads it, and
+// the key), and again every lease/16 (at most 100 ms, retryEvery) until
+// the server has removed it or a renewal comes. A try that finds the key still there reads it, and
 // times the lease from when the server stored it: a watch that missed
 // renewals (its consumer deleted) makes tries, not a takeover. Without a
 // watch, the try is every LeaseTTL/4.
@@ -386,7 +386,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 		}
 		if err == nil && timed > 0 {
 			renewed, timed = q.storedAgo(ctx, e)
-			every = max(timed/16, 10*time.Millisecond)
+			every = retryEvery(timed)
 		}
 		if !watching {
 			if standby != nil {
@@ -405,7 +405,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 					every = q.opts.LeaseTTL
 					markers = true
 				} else {
-					timed, every = q.opts.LeaseTTL, max(q.opts.LeaseTTL/16, 10*time.Millisecond)
+					timed, every = q.opts.LeaseTTL, retryEvery(q.opts.LeaseTTL)
 				}
 				freed = "tried"
 				continue
@@ -419,6 +419,15 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			return nil, err
 		}
 	}
+}
+
+// retryEvery is how often a standby tries a lease key still there at the
+// end of the lease, ttl: the server removes an expired key up to about a
+// second late (its age checks are at least 250 ms apart), a try costs
+// three requests, and a renewal seen meanwhile puts the next try a lease
+// later.
+func retryEvery(ttl time.Duration) time.Duration {
+	return max(min(ttl/16, 100*time.Millisecond), 10*time.Millisecond)
 }
 
 // storedAgo returns the time on this process's monotonic clock that is
