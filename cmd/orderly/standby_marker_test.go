@@ -36,12 +36,14 @@ func (l *lockedBuffer) String() string {
 
 // TestStandbyTakesOverOnTheLeasesExpiry runs two `orderly worker`
 // processes for one host and SIGKILLs the holder: the standby takes the
-// host over on the server's marker of the dead lease's expiry
-// (`freed=expired` in its log), not at its next periodic try of the key,
-// which left the host offline up to a quarter lease longer. The times
-// are logged, taken from a watch on the hosts bucket: from the kill, and
-// from the dead worker's heartbeat expiry to the standby's first
-// heartbeat (the host offline).
+// host over at the dead lease's expiry (`freed=expired` in its log: a
+// lease after the last renewal it saw, the hosts bucket having no expiry
+// markers since it takes no rollups), not at its next periodic try of
+// the key, which left the host offline up to a quarter lease longer. The
+// times are logged, taken from a watch on the hosts bucket: from the
+// kill, and from the dead worker's heartbeat expiry (its marker on a
+// bucket with markers, else a lease after the watch saw it) to the
+// standby's first heartbeat (the host offline).
 func TestStandbyTakesOverOnTheLeasesExpiry(t *testing.T) {
 	s := newStack(t)
 	ctx := t.Context()
@@ -111,7 +113,7 @@ func TestStandbyTakesOverOnTheLeasesExpiry(t *testing.T) {
 	next("standby report", func(e event) bool { return e.key == "standby."+host && e.op == jetstream.KeyValuePut })
 	// Killed right after a heartbeat, where a crash most likely lands:
 	// between a heartbeat and the next renewal, a heartbeat interval.
-	next("heartbeat", func(e event) bool { return e.key == "info."+host && e.op == jetstream.KeyValuePut && e.who == holder })
+	beat := next("heartbeat", func(e event) bool { return e.key == "info."+host && e.op == jetstream.KeyValuePut && e.who == holder })
 	if err := a.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -132,15 +134,15 @@ func TestStandbyTakesOverOnTheLeasesExpiry(t *testing.T) {
 	online := next("the new holder's heartbeat", func(e event) bool {
 		return e.key == "info."+host && e.op == jetstream.KeyValuePut && e.who != holder
 	})
-	gap := time.Duration(0) // the host offline
-	if !offline.IsZero() {
-		gap = online.at.Sub(offline)
+	if offline.IsZero() { // no marker: a lease after the heartbeat was seen
+		offline = beat.at.Add(2 * time.Second)
 	}
+	gap := online.at.Sub(offline) // the host offline
 	marker := "none"
 	if !expired.IsZero() {
 		marker = expired.Sub(killed).String()
 	}
-	t.Logf("killed -> lease expiry marker %s, -> lease taken %v, -> new heartbeat %v; host offline (between markers) %v",
+	t.Logf("killed -> lease expiry marker %s, -> lease taken %v, -> new heartbeat %v; host offline (from the dead heartbeat's expiry) %v",
 		marker, taken.at.Sub(killed), online.at.Sub(killed), gap)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logB.String(), "host lease taken after waiting as standby") && time.Now().Before(deadline) {

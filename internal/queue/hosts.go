@@ -320,8 +320,9 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // (hostsStream): the standby tries the key when a lease has passed since
 // the last renewal it saw (or, before it saw one, since the server stored
 // the key), and again every lease/16 (at most 100 ms, retryEvery) until
-// the server has removed it or a renewal comes. A try that finds the key still there reads it, and
-// times the lease from when the server stored it: a watch that missed
+// the server has removed it or a renewal comes. The lease is the bucket's
+// TTL as it stands (leaseClock). A try that finds the key still there
+// reads it, and times the lease from when the server stored it: a watch that missed
 // renewals (its consumer deleted) makes tries, not a takeover. Without a
 // watch, the try is every LeaseTTL/4.
 //
@@ -348,7 +349,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 	// process's monotonic clock, which no step of the host's clock moves.
 	var renewed time.Time
 	markers, warned := false, false
-	var timed time.Duration // the lease the wait is timed on; 0 for periodic tries
+	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
 	for {
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
@@ -360,7 +361,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				renewed = time.Time{} // this instance's own key: the take-back below
 				continue
 			}
-			if freed, err = waitFreed(ctx, w, every, &renewed, 0); err != nil {
+			if freed, err = waitFreed(ctx, w, every, &renewed, nil); err != nil {
 				return nil, err
 			}
 			if freed != "tried" {
@@ -384,9 +385,10 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
 			}
 		}
-		if err == nil && timed > 0 {
-			renewed, timed = q.storedAgo(ctx, e)
-			every = retryEvery(timed)
+		if err == nil && timed != nil {
+			renewed, timed.lease = q.storedAgo(ctx, e)
+			timed.read = time.Now()
+			every = retryEvery(timed.lease)
 		}
 		if !watching {
 			if standby != nil {
@@ -405,7 +407,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 					every = q.opts.LeaseTTL
 					markers = true
 				} else {
-					timed, every = q.opts.LeaseTTL, retryEvery(q.opts.LeaseTTL)
+					timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
 				}
 				freed = "tried"
 				continue
@@ -448,17 +450,41 @@ func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.
 	return time.Now().Add(-age), ttl
 }
 
+// leaseClock is the lease a standby times its tries on: the hosts
+// bucket's TTL, read again at a renewal once half a lease (at most 10 s)
+// has passed since it was last read. An API that shortens
+// nats.lease_ttl shortens every lease: read only when a try failed,
+// which a live holder's renewals never let happen, a standby kept the
+// old lease for as long as it waited, and took a dead holder's host that
+// much later.
+type leaseClock struct {
+	q     *Queue
+	lease time.Duration
+	read  time.Time // when lease was read; zero: not yet
+}
+
+// renewal reads the bucket's TTL again when it is due.
+func (c *leaseClock) renewal(ctx context.Context) {
+	if !c.read.IsZero() && time.Since(c.read) < min(c.lease/2, 10*time.Second) {
+		return
+	}
+	c.read = time.Now()
+	if ttl, err := c.q.BucketTTL(ctx); err == nil && ttl > 0 {
+		c.lease = ttl
+	}
+}
+
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until wait has passed, and says which:
 // "released", "expired" or "tried". It sets *renewed to the time of each
-// put it sees (the holder's renewal). With a lease, the wait lasts until
-// that lease has passed since *renewed, if that is later, and its end is
-// "expired": the holder has not renewed within a lease.
-func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, lease time.Duration) (string, error) {
+// put it sees (the holder's renewal). Timed on a lease (clock), the wait
+// lasts until that lease has passed since *renewed, if that is later,
+// and its end is "expired": the holder has not renewed within a lease.
+func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
 	ends := func() time.Time {
 		at := time.Now().Add(wait)
-		if lease > 0 && !renewed.IsZero() && renewed.Add(lease).After(at) {
-			return renewed.Add(lease)
+		if clock != nil && !renewed.IsZero() && renewed.Add(clock.lease).After(at) {
+			return renewed.Add(clock.lease)
 		}
 		return at
 	}
@@ -474,7 +500,8 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		switch op {
 		case jetstream.KeyValuePut:
 			*renewed = time.Now()
-			if lease > 0 {
+			if clock != nil {
+				clock.renewal(ctx)
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
@@ -490,7 +517,7 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		return "", ctx.Err()
 	case <-t.C:
 	}
-	if lease > 0 && !renewed.IsZero() {
+	if clock != nil && !renewed.IsZero() {
 		return "expired", nil
 	}
 	return "tried", nil

@@ -1,6 +1,8 @@
 package queue_test
 
 import (
+	"context"
+
 	"testing"
 	"time"
 
@@ -169,6 +171,52 @@ func TestStandbyWithoutItsWatchLeavesARenewedLease(t *testing.T) {
 	b := <-bTook
 	if b.err != nil {
 		t.Fatal(b.err)
+	}
+	if b.l.Freed() != "expired" {
+		t.Fatalf("the standby found the lease free by %q, want at its expiry", b.l.Freed())
+	}
+}
+
+// TestStandbyTimesTheLeaseAsItShrinks: an API that shortens
+// nats.lease_ttl shortens every lease at once (the bucket's TTL). A
+// standby read the lease when it started waiting and again only when a
+// try failed, which its live holder's renewals never let happen: it kept
+// the old lease, and took a dead holder's host that much later (here ten
+// minutes, past the test's two). It reads the TTL again at a renewal
+// every half lease, at most 10 s.
+func TestStandbyTimesTheLeaseAsItShrinks(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{LeaseTTL: 10 * time.Minute})
+	ctx, cancel := context.WithTimeout(testenv.Context(t), 2*time.Minute)
+	defer cancel()
+	a, err := q.AcquireLease(ctx, "s9", "A", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type took struct {
+		l   *queue.Lease
+		err error
+	}
+	waiting := make(chan struct{})
+	bTook := make(chan took, 1)
+	go func() {
+		l, err := q.AcquireLease(ctx, "s9", "B", func(string) { close(waiting) })
+		bTook <- took{l, err}
+	}()
+	<-waiting
+	// The API restarted with a 4 s lease.
+	if _, err := queue.New(ctx, nc, queue.Options{LeaseTTL: 4 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	// The holder renews past the standby's next read of the TTL, then dies.
+	for until := time.Now().Add(12 * time.Second); time.Now().Before(until); {
+		time.Sleep(500 * time.Millisecond)
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := <-bTook
+	if b.err != nil {
+		t.Fatalf("the standby did not take the dead holder's host under the shortened lease: %v", b.err)
 	}
 	if b.l.Freed() != "expired" {
 		t.Fatalf("the standby found the lease free by %q, want at its expiry", b.l.Freed())
