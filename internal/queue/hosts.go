@@ -32,24 +32,11 @@ func (q *Queue) hostsStream(ctx context.Context) jetstream.StreamConfig {
 	if st, err := q.js.Stream(ctx, "KV_"+HostsBucket); err == nil {
 		ttl = st.CachedInfo().Config.AllowMsgTTL
 	}
-	return jetstream.StreamConfig{
-		Name:              "KV_" + HostsBucket,
-		Description:       "worker leases and heartbeats; entries expire when a worker stops renewing them",
-		Subjects:          []string{"$KV." + HostsBucket + ".>"},
-		MaxMsgsPerSubject: 1,
-		MaxBytes:          -1,
-		MaxAge:            q.opts.LeaseTTL,
-		MaxMsgSize:        -1,
-		MaxMsgs:           -1,
-		MaxConsumers:      -1,
-		Storage:           jetstream.FileStorage,
-		Replicas:          max(q.opts.Replicas, 1),
-		DenyDelete:        true,
-		Duplicates:        min(2*time.Minute, q.opts.LeaseTTL),
-		AllowDirect:       true,
-		Discard:           jetstream.DiscardNew,
-		AllowMsgTTL:       ttl,
-	}
+	c := q.kvStream(HostsBucket, "worker leases and heartbeats; entries expire when a worker stops renewing them")
+	c.MaxAge = q.opts.LeaseTTL
+	c.Duplicates = min(c.Duplicates, q.opts.LeaseTTL)
+	c.AllowMsgTTL = ttl
+	return c
 }
 
 // HostInfo is a worker's heartbeat, kept in the KV bucket under info.<host>

@@ -76,13 +76,21 @@ func (q *Queue) marksConfig() jetstream.KeyValueConfig {
 // header: a worker writing its own claim mark with it wiped the publish
 // generation and every other host's claim mark, which turns the restore
 // guard off for every host until each writes its mark again. Nothing
-// purges a key of this bucket, so it needs no rollups. (The hosts bucket
-// keeps them: nats-server requires them for its expiry markers.)
+// purges a key of this bucket, so it needs no rollups (nor does the hosts
+// bucket: hostsStream).
 func (q *Queue) marksStream() jetstream.StreamConfig {
+	return q.kvStream(MarksBucket, q.marksConfig().Description)
+}
+
+// kvStream is the stream nats.go makes for a file-backed key-value
+// bucket with one value per key and no TTL, without rollups: a bucket's
+// stream as the hosts and marks buckets keep it (hostsStream,
+// marksStream).
+func (q *Queue) kvStream(bucket, description string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              "KV_" + MarksBucket,
-		Description:       q.marksConfig().Description,
-		Subjects:          []string{"$KV." + MarksBucket + ".>"},
+		Name:              "KV_" + bucket,
+		Description:       description,
+		Subjects:          []string{"$KV." + bucket + ".>"},
 		MaxMsgsPerSubject: 1,
 		MaxBytes:          -1,
 		MaxMsgSize:        -1,
