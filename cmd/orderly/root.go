@@ -226,7 +226,8 @@ func secretFlags(overrides map[string]any) []string {
 }
 
 // dsnHasPassword reports a PostgreSQL URL or keyword/value string that
-// carries a password.
+// carries a password. A keyword/value string's is found as RedactDSN
+// hides it: libpq and pgx take spaces around the =, "password = secret".
 func dsnHasPassword(dsn string) bool {
 	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		if _, set := u.User.Password(); set {
@@ -234,7 +235,7 @@ func dsnHasPassword(dsn string) bool {
 		}
 		return u.Query().Has("password")
 	}
-	return strings.Contains(dsn, "password=")
+	return config.RedactDSN(dsn) != dsn
 }
 
 // loggedError is the error a server command ended with, to be logged with
