@@ -214,13 +214,10 @@ func secretFlags(overrides map[string]any) []string {
 	if v, ok := overrides["database_url"].(string); ok && dsnHasPassword(v) {
 		out = append(out, "--database-url")
 	}
-	if v, ok := overrides["nats.url"].(string); ok {
-		for _, one := range strings.Split(v, ",") {
-			if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.User != nil {
-				out = append(out, "--nats-url")
-				break
-			}
-		}
+	// As RedactNATS finds a password or token: nats.go also takes a URL
+	// without its scheme, user:password@host, which net/url refuses.
+	if v, ok := overrides["nats.url"].(string); ok && config.RedactNATS(v) != v {
+		out = append(out, "--nats-url")
 	}
 	return out
 }

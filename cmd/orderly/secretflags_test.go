@@ -154,3 +154,23 @@ func TestServerWarnsOfAKeywordPasswordSpacedOut(t *testing.T) {
 		t.Errorf("a 0644 config file with database_url's %q: no warning:\n%s", "password = …", out)
 	}
 }
+
+// TestServerWarnsOfANATSPasswordWithoutScheme: nats.go takes a URL
+// without its scheme (user:password@host:4222 is nats://…), and the
+// redactions hide its password, but the warning of a --nats-url with a
+// password parsed it with net/url, which refuses it: not warned of.
+func TestServerWarnsOfANATSPasswordWithoutScheme(t *testing.T) {
+	const natsPass = "Sec4etNATSpass"
+	for _, u := range []string{"api:" + natsPass + "@127.0.0.1:1", natsPass + "@127.0.0.1:1", "nats://127.0.0.1:2, api:" + natsPass + "@127.0.0.1:1"} {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var out bytes.Buffer
+		_ = run(ctx, []string{"orderly", "api", "--listen", "127.0.0.1:0", "--nats-url", u}, nil, strings.NewReader(""), &out, &out)
+		if strings.Contains(out.String(), natsPass) {
+			t.Errorf("a password reached the log:\n%s", out.String())
+		}
+		if !strings.Contains(out.String(), "a password is on the command line") || !strings.Contains(out.String(), "flag=--nats-url") {
+			t.Errorf("--nats-url %s: no warning:\n%s", strings.ReplaceAll(u, natsPass, "…"), out.String())
+		}
+	}
+}
