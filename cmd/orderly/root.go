@@ -230,7 +230,7 @@ func dsnHasPassword(dsn string) bool {
 		if _, set := u.User.Password(); set {
 			return true
 		}
-		return u.Query().Has("password")
+		return u.Query().Has("password") || u.Query().Has("sslpassword")
 	}
 	return config.RedactDSN(dsn) != dsn
 }
