@@ -112,7 +112,16 @@ func (a *app) token(cmd *cobra.Command, f *connFlags) (string, error) {
 	named := firstNonEmpty(flagValue(cmd, "data-dir", f.dataDir), a.getenv("ORDERLY_DATA_DIR"))
 	dir := firstNonEmpty(named, defaultDataDir)
 	path := filepath.Join(dir, adminTokenFile)
-	fh, err := os.Open(path)
+	flags := os.O_RDONLY
+	if named == "" {
+		// Not through a symbolic link, nor blocking on a FIFO: see
+		// ownFile.
+		flags |= syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+	}
+	fh, err := os.OpenFile(path, flags, 0)
+	if named == "" && errors.Is(err, syscall.ELOOP) {
+		return "", fmt.Errorf("API token file %s is a symbolic link: name the data dir (--data-dir, ORDERLY_DATA_DIR) to use it, or pass --token", path)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("no API token: pass --token, set ORDERLY_TOKEN, or point --data-dir (ORDERLY_DATA_DIR) at the data dir of `orderly serve` (no %s)", path)
 	}
@@ -142,11 +151,20 @@ func (a *app) token(cmd *cobra.Command, f *connFlags) (string, error) {
 }
 
 // ownFile refuses a file that belongs to another user than the one
-// running the command (root's files are taken: only root can make them).
+// running the command (root's files are taken: only root can make them),
+// one that is not a regular file, and one with another name besides: in
+// a directory another user controls (/tmp/data), that user's symbolic
+// or hard link to a one-line file of the reader's (a git credential, a
+// pgpass line) is the reader's own file, and its line went as the bearer
+// token to the default URL, which that user may listen on. (The caller
+// opens it without following a symbolic link.)
 func ownFile(f *os.File) error {
 	st, err := f.Stat()
 	if err != nil {
 		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file (%s)", st.Mode().Type())
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -154,6 +172,9 @@ func ownFile(f *os.File) error {
 	}
 	if uid := os.Geteuid(); int(sys.Uid) != uid && sys.Uid != 0 {
 		return fmt.Errorf("owned by uid %d, not by you (uid %d)", sys.Uid, uid)
+	}
+	if sys.Nlink != 1 {
+		return fmt.Errorf("a hard link (%d names), maybe to a file of yours of another use", sys.Nlink)
 	}
 	return nil
 }

@@ -214,27 +214,25 @@ func secretFlags(overrides map[string]any) []string {
 	if v, ok := overrides["database_url"].(string); ok && dsnHasPassword(v) {
 		out = append(out, "--database-url")
 	}
-	if v, ok := overrides["nats.url"].(string); ok {
-		for _, one := range strings.Split(v, ",") {
-			if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.User != nil {
-				out = append(out, "--nats-url")
-				break
-			}
-		}
+	// As RedactNATS finds a password or token: nats.go also takes a URL
+	// without its scheme, user:password@host, which net/url refuses.
+	if v, ok := overrides["nats.url"].(string); ok && config.RedactNATS(v) != v {
+		out = append(out, "--nats-url")
 	}
 	return out
 }
 
 // dsnHasPassword reports a PostgreSQL URL or keyword/value string that
-// carries a password.
+// carries a password. A keyword/value string's is found as RedactDSN
+// hides it: libpq and pgx take spaces around the =, "password = secret".
 func dsnHasPassword(dsn string) bool {
 	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		if _, set := u.User.Password(); set {
 			return true
 		}
-		return u.Query().Has("password")
+		return u.Query().Has("password") || u.Query().Has("sslpassword")
 	}
-	return strings.Contains(dsn, "password=")
+	return config.RedactDSN(dsn) != dsn
 }
 
 // loggedError is the error a server command ended with, to be logged with

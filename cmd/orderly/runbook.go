@@ -53,7 +53,7 @@ func (a *app) runbookListCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "FILE\tVALID\tPROBLEMS")
 			for _, rb := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%d\n", rb.File, yesNo(rb.Valid), len(rb.Problems))
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", cellText(rb.File), yesNo(rb.Valid), len(rb.Problems))
 			}
 			return tw.Flush()
 		},
@@ -277,10 +277,12 @@ as run does, and runs nothing. Exits 0 when the run would be accepted.`,
 			if asJSON {
 				return writeJSON(a.stdout, v.Raw)
 			}
+			// The runbook's text, as show writes it: a warning quotes
+			// its name.
 			for _, w := range v.Warnings {
-				fmt.Fprintf(a.stderr, "orderly: warning: %s\n", w)
+				fmt.Fprintf(a.stderr, "orderly: warning: %s\n", cellText(w))
 			}
-			_, err = fmt.Fprintf(a.stdout, "%s: valid\n", firstNonEmpty(v.File, args[0]))
+			_, err = fmt.Fprintf(a.stdout, "%s: valid\n", cellText(firstNonEmpty(v.File, args[0])))
 			return err
 		},
 	}

@@ -121,3 +121,56 @@ func TestServerWarnsOfASeedFileOthersRead(t *testing.T) {
 		t.Errorf("a 0644 seed: no warning:\n%s", out)
 	}
 }
+
+// TestServerWarnsOfAKeywordPasswordSpacedOut: libpq and pgx take spaces
+// around a keyword's = ("password = secret"), and the redactions hide
+// that password, but the warnings looked for "password=" only: such a
+// database_url on the command line, or in a config file every local
+// user may read, was not warned of.
+func TestServerWarnsOfAKeywordPasswordSpacedOut(t *testing.T) {
+	const dbPass = "Sec4etDBpass"
+	dsn := "host=127.0.0.1 port=1 user=orderly password = " + dbPass
+	start := func(args ...string) string {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var out bytes.Buffer
+		_ = run(ctx, append([]string{"orderly", "api", "--listen", "127.0.0.1:0"}, args...), nil, strings.NewReader(""), &out, &out)
+		if strings.Contains(out.String(), dbPass) {
+			t.Errorf("a password reached the log:\n%s", out.String())
+		}
+		return out.String()
+	}
+	if out := start("--database-url", dsn); !strings.Contains(out, "a password is on the command line") || !strings.Contains(out, "flag=--database-url") {
+		t.Errorf("--database-url %q: no warning:\n%s", "… password = …", out)
+	}
+	file := filepath.Join(t.TempDir(), "orderly.yaml")
+	if err := os.WriteFile(file, []byte("database_url: \""+dsn+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := start("--config", file); !strings.Contains(out, "the config file holds secrets and every local user may read it") || !strings.Contains(out, "database_url") {
+		t.Errorf("a 0644 config file with database_url's %q: no warning:\n%s", "password = …", out)
+	}
+}
+
+// TestServerWarnsOfANATSPasswordWithoutScheme: nats.go takes a URL
+// without its scheme (user:password@host:4222 is nats://…), and the
+// redactions hide its password, but the warning of a --nats-url with a
+// password parsed it with net/url, which refuses it: not warned of.
+func TestServerWarnsOfANATSPasswordWithoutScheme(t *testing.T) {
+	const natsPass = "Sec4etNATSpass"
+	for _, u := range []string{"api:" + natsPass + "@127.0.0.1:1", natsPass + "@127.0.0.1:1", "nats://127.0.0.1:2, api:" + natsPass + "@127.0.0.1:1"} {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var out bytes.Buffer
+		_ = run(ctx, []string{"orderly", "api", "--listen", "127.0.0.1:0", "--nats-url", u}, nil, strings.NewReader(""), &out, &out)
+		if strings.Contains(out.String(), natsPass) {
+			t.Errorf("a password reached the log:\n%s", out.String())
+		}
+		if !strings.Contains(out.String(), "a password is on the command line") || !strings.Contains(out.String(), "flag=--nats-url") {
+			t.Errorf("--nats-url %s: no warning:\n%s", strings.ReplaceAll(u, natsPass, "…"), out.String())
+		}
+	}
+}

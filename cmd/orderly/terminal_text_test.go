@@ -101,3 +101,38 @@ func TestCLIShowsOthersTextWithoutEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIRunbookViewsEscapeTheRunbooksText: `runbook show` wrote a
+// runbook's file name and warnings escaped, but `runbook ls` wrote the
+// file name raw and `runbook validate` its warnings (which quote the
+// runbook's own name, "Runbook name '…' does not match filename") and
+// file raw: the runbook's author reached the reader's terminal (OSC 52,
+// a cleared screen, a forged line).
+func TestCLIRunbookViewsEscapeTheRunbooksText(t *testing.T) {
+	const hostile = `a\u001b]52;c;cm0gLXJmIH4K\u0007b\u001b[2J\rc\u009b31m\u202ed`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/v1/runbooks":
+			_, _ = w.Write([]byte(`{"runbooks":[{"file":"` + hostile + `.md","name":"x","sha256":"00","valid":true,"problems":[],"warnings":[]}]}`))
+		case strings.HasSuffix(r.URL.Path, "/validate"):
+			_, _ = w.Write([]byte(`{"file":"` + hostile + `.md","valid":true,"warnings":["Runbook name '` + hostile + `\nforged: line' does not match filename 'x'"]}`))
+		default:
+			t.Logf("unexpected request %s", r.URL)
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	env := []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=ord_abc"}
+	for _, args := range [][]string{{"runbook", "ls"}, {"runbook", "validate", "x.md"}} {
+		r := cli(t, env, "", args...)
+		wantExit(t, r, 0)
+		all := r.stdout + r.stderr
+		if actsOnTerminal(all) || !strings.Contains(all, `a\x1b]52`) {
+			t.Errorf("%s: want the runbook's text escaped, got stdout %q, stderr %q", strings.Join(args, " "), r.stdout, r.stderr)
+		}
+		if strings.Contains(all, "\nforged: line") {
+			t.Errorf("%s: a warning's line end forged a line: %q", strings.Join(args, " "), r.stderr)
+		}
+	}
+}

@@ -7,25 +7,34 @@ import (
 )
 
 // RedactDSN hides a password in a database URL (user:password@ or
-// ?password=) or keyword/value string (password=…) for printing; of a
-// postgres:// URL that does not parse as one with a user (a password
-// with an unescaped / or %), everything before its last @.
+// ?password=) or keyword/value string (password=…) for printing, and the
+// client key's passphrase (sslpassword) in either; of a postgres:// URL
+// that does not parse as one with a user (a password with an unescaped
+// / or %), everything before its last @.
 func RedactDSN(dsn string) string {
 	u, err := url.Parse(dsn)
-	if (err != nil || u.User == nil) && (strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")) {
+	// One without a user but with an @ parsed as a host and a path
+	// (postgres://orderly:12/s3cret@db); one without either may still
+	// have a password in its query.
+	if (err != nil || u.User == nil && strings.Contains(dsn, "@")) && (strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")) {
 		return RedactUnparsed(dsn, "***")
 	}
 	if err == nil && u.Scheme != "" {
 		_, inUser := u.User.Password()
 		q := u.Query()
-		if !inUser && !q.Has("password") {
+		inQuery := q.Has("password") || q.Has("sslpassword")
+		if !inUser && !inQuery {
 			return dsn
 		}
 		if inUser {
 			u.User = url.UserPassword(u.User.Username(), "***")
 		}
-		if q.Has("password") {
-			q.Set("password", "***")
+		if inQuery {
+			for _, k := range []string{"password", "sslpassword"} {
+				if q.Has(k) {
+					q.Set(k, "***")
+				}
+			}
 			u.RawQuery = q.Encode()
 		}
 		return strings.NewReplacer(":%2A%2A%2A@", ":***@", "%2A%2A%2A", "***").Replace(u.String())

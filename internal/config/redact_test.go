@@ -30,3 +30,26 @@ func TestRedactUnparsedURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactSSLPasswordInAURL: pgx takes the client key's passphrase as
+// sslpassword, in a URL's query as in a keyword/value string. The
+// keyword form's was hidden (its pattern matches the end of the word),
+// the URL's printed whole: in serve's banner, and in a config printed
+// through fmt, slog or JSON. So was a URL's ?password= when the URL named
+// no user.
+func TestRedactSSLPasswordInAURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://orderly@db/orderly?sslkey=/k&sslpassword=s3cret":        "postgres://orderly@db/orderly?sslkey=%2Fk&sslpassword=***",
+		"postgres://orderly:pw@db/orderly?sslpassword=s3cret":               "postgres://orderly:***@db/orderly?sslpassword=***",
+		"host=db user=orderly sslkey=/k sslpassword=s3cret":                 "host=db user=orderly sslkey=/k sslpassword=***",
+		"postgres://orderly@db/orderly?sslmode=verify-full&sslrootcert=/ca": "postgres://orderly@db/orderly?sslmode=verify-full&sslrootcert=/ca",
+		// No user: the default one. Its query was not read at all.
+		"postgres://db/orderly?sslpassword=s3cret": "postgres://db/orderly?sslpassword=***",
+		"postgres://db/orderly?password=s3cret":    "postgres://db/orderly?password=***",
+		"postgres://db/orderly":                    "postgres://db/orderly",
+	} {
+		if got := RedactDSN(in); got != want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -185,10 +185,12 @@ func (s *Server) prepareDirs() error {
 	// pg_ctl appends to the log as postgres; a log left by a non-root run
 	// must become writable to it.
 	// One that is not a regular file was put there (see above): removed,
-	// so pg_ctl creates its own.
-	if fi, err := os.Lstat(s.logFile); err == nil && !fi.Mode().IsRegular() {
+	// so pg_ctl creates its own. So is one with another name besides: a
+	// hard link there is a regular file, and chowned it gave the file it
+	// names to postgres.
+	if fi, err := os.Lstat(s.logFile); err == nil && (!fi.Mode().IsRegular() || linked(fi)) {
 		if err := os.Remove(s.logFile); err != nil {
-			return fmt.Errorf("remove %s, which is not a file: %w", s.logFile, err)
+			return fmt.Errorf("remove %s, which is not a file of its own: %w", s.logFile, err)
 		}
 	} else if err == nil {
 		if err := s.owner.chown(s.logFile); err != nil {
@@ -196,6 +198,12 @@ func (s *Server) prepareDirs() error {
 		}
 	}
 	return nil
+}
+
+// linked reports a file with more than one name (a hard link).
+func linked(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink > 1
 }
 
 // socketPath is the unix socket postgres creates in the run directory.

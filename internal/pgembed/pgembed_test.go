@@ -393,3 +393,49 @@ func TestPrepareDirsTakesAnOpenDirBack(t *testing.T) {
 		t.Errorf("the file the link named changed: %q", b)
 	}
 }
+
+// TestPrepareDirsDropsAHardLinkedLog: in a cluster dir restored open
+// (0777), a local user's hard link where postgres.log was is a regular
+// file, so prepareDirs kept it and, run as root, gave it to postgres: the
+// file it names (any file on that file system, where hard links to
+// others' files are allowed) became postgres's, and pg_ctl -l appended
+// to it. A log with another name besides is removed like a symlink.
+func TestPrepareDirsDropsAHardLinkedLog(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: prepareDirs gives the log to postgres only as root")
+	}
+	base := tempDir(t, "pgembed-hardlink-")
+	dir := filepath.Join(base, "pg")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(base, "victim.conf") // same file system: a hard link can name it
+	if err := os.WriteFile(victim, []byte("# kept\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "postgres.log")
+	if err := os.Link(victim, logFile); err != nil {
+		t.Fatal(err)
+	}
+	o, err := lookupOwner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{dir: dir, dataDir: filepath.Join(dir, "data"), runDir: filepath.Join(dir, "run"), logFile: logFile, owner: o}
+	if err := s.prepareDirs(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := st.Sys().(*syscall.Stat_t).Uid; uid != 0 {
+		t.Errorf("the hard-linked file was given to uid %d, want it root's still", uid)
+	}
+	if _, err := os.Lstat(logFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the planted postgres.log hard link is still there (Lstat: %v)", err)
+	}
+}
