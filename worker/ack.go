@@ -120,8 +120,15 @@ func (a *acks) take(n uint64) bool {
 		p.timer.Stop()
 	}
 	a.mu.Unlock()
-	if ok && a.st.acking.Add(-1) == 0 && a.st.suspect.Load() {
-		a.st.poke() // the check waited for this confirmation
+	// The check waited for this confirmation only when the worker is
+	// otherwise idle. A busy one pokes it itself when its loop is idle
+	// again (tenure), after this count went down: a poke per
+	// confirmation woke the watch for every order of a backlog drained
+	// from a tenure's start (suspect until its first idle check), to find
+	// the worker busy (docs/benchmarks.md, "The worker's per-order path,
+	// counted (hC10)").
+	if ok && a.st.acking.Add(-1) == 0 && a.st.suspect.Load() && a.st.idle() {
+		a.st.poke()
 	}
 	return ok
 }

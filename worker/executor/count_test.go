@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // openFDs is the number of the process's open descriptors.
@@ -180,4 +182,117 @@ func loopState() string {
 		return state
 	}
 	return ""
+}
+
+// TestReadPidsReadsWithPlainCalls: the reading of the pid allocator
+// that the session check takes for an order whose session may have
+// forked (and the first order takes before its start) reads /proc/stat
+// and /proc/loadavg with plain system calls into buffers on the stack;
+// its allocations are the reading it keeps and each open's path as a C
+// string (x/sys/unix): 3. With os.Open and os.ReadFile it was 11 (two
+// Files, the content, bytes.Fields' slice, and the paths), and
+// open, two fcntl, an epoll_ctl each way (the runtime's poller takes a
+// proc file, and its thread woke for it) and a close per file
+// (docs/benchmarks.md, "The worker's per-order path, counted (hC10)").
+func TestReadPidsReadsWithPlainCalls(t *testing.T) {
+	e := New(nil)
+	if e.readPids() == nil {
+		t.Fatal("no reading of /proc/stat and /proc/loadavg")
+	}
+	if a := testing.AllocsPerRun(100, func() { _ = e.readPids() }); a > 3 {
+		t.Errorf("%.1f allocations per reading, want at most 3 (the reading kept, two paths)", a)
+	}
+}
+
+// TestForkAndTaskCountReadWhatProcSays: the plain reads find what a
+// whole read of each file says: the fork count between two whole reads
+// of /proc/stat, and the tasks of /proc/loadavg's fourth field.
+func TestForkAndTaskCountReadWhatProcSays(t *testing.T) {
+	forksOf := func() uint64 {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "processes "); ok {
+				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatalf("no processes line in %q", b)
+		return 0
+	}
+	low := forksOf()
+	got, err := forkCount()
+	high := forksOf()
+	if err != nil || got < low || got > high {
+		t.Errorf("forkCount() = %d, %v; want between %d and %d", got, err, low, high)
+	}
+	tasks, err := taskCount()
+	b, rerr := os.ReadFile("/proc/loadavg")
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	f := strings.Fields(string(b))
+	_, total, _ := strings.Cut(f[3], "/")
+	want, _ := strconv.Atoi(total)
+	// Tasks come and go between the two reads: the same order of size.
+	if err != nil || tasks <= 0 || tasks > 2*want || want > 2*tasks {
+		t.Errorf("taskCount() = %d, %v; /proc/loadavg says %d (%q)", tasks, err, want, b)
+	}
+}
+
+// TestPipeEndsFlags: the worker's end of each pipe and the loop's epoll
+// instance are non-blocking, made so with one F_SETFL each; the child's
+// end stays blocking, as a process expects its streams; the access modes
+// are what pipe2 made.
+func TestPipeEndsFlags(t *testing.T) {
+	flags := func(fd int) int {
+		t.Helper()
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl
+	}
+	p := newPipes(nil, nil)
+	out, err := p.output(newCapture("stdout", 1024, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := p.input([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	for _, c := range []struct {
+		name     string
+		fd       int
+		nonblock bool
+		mode     int
+	}{
+		{"stdout, the child's end", int(out.Fd()), false, unix.O_WRONLY},
+		{"stdout, the worker's end", p.ends[0].ours, true, unix.O_RDONLY},
+		{"stdin, the child's end", int(in.Fd()), false, unix.O_RDONLY},
+		{"stdin, the worker's end", p.ends[1].ours, true, unix.O_WRONLY},
+	} {
+		fl := flags(c.fd)
+		if got := fl&unix.O_NONBLOCK != 0; got != c.nonblock || fl&unix.O_ACCMODE != c.mode {
+			t.Errorf("%s: flags %#x, want non-blocking %v, access mode %#x", c.name, fl, c.nonblock, c.mode)
+		}
+	}
+	if rc := p.pollable(); rc == nil {
+		t.Fatal("the epoll instance could not be made pollable")
+	}
+	if fl := flags(p.epfd); fl&unix.O_NONBLOCK == 0 {
+		t.Errorf("the epoll instance's flags %#x, want non-blocking", fl)
+	}
+	// pollable gave the descriptor to epFile: close it through it.
+	p.mu.Lock()
+	_ = p.epFile.Close()
+	p.epFile, p.epfd = nil, -1
+	p.mu.Unlock()
 }

@@ -323,17 +323,28 @@ func pidMoved(before pidReading, forks uint64) (moved uint64, known bool) {
 // out in any pid namespace. It reads the file in pieces into one small
 // buffer: the line comes after a line per CPU and one per interrupt, which
 // make the file large on large hosts.
+//
+// It is on the path of every order whose session may have forked (the
+// session check's reading, pidRangeLast), so it reads with plain system
+// calls, as readStat does: os.Open added two fcntl and an epoll_ctl each
+// way, and a proc file, which the runtime's poller takes, woke the
+// poller's thread as it was added (docs/benchmarks.md, "The worker's
+// per-order path, counted (hC10)").
 func forkCount() (uint64, error) {
-	f, err := os.Open("/proc/stat")
+	fd, err := unix.Open("/proc/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return 0, &os.PathError{Op: "open", Path: "/proc/stat", Err: err}
 	}
-	defer f.Close()
+	defer func() { _ = unix.Close(fd) }()
 	const key = "\nprocesses "
 	var buf [4096]byte
 	n := 0 // bytes in buf
 	for {
-		m, err := f.Read(buf[n:])
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		m = max(m, 0)
 		n += m
 		if i := bytes.Index(buf[:n], []byte(key)); i >= 0 {
 			v := buf[i+len(key) : n]
@@ -347,25 +358,33 @@ func forkCount() (uint64, error) {
 			// Keep what could be the start of the line.
 			n = copy(buf[:], buf[n-len(key):n])
 		}
-		if err != nil || (m == 0 && n == len(buf)) {
+		if err != nil || m == 0 {
 			return 0, fmt.Errorf("no processes line in /proc/stat")
 		}
 	}
 }
 
 // taskCount returns the number of tasks (processes and threads) on the
-// host, the total of /proc/loadavg's running/total field.
+// host, the total of /proc/loadavg's running/total field. Read with plain
+// system calls into a buffer on the stack, as forkCount.
 func taskCount() (int, error) {
-	b, err := os.ReadFile("/proc/loadavg")
+	var buf [128]byte
+	b, err := readProcFile("/proc/loadavg", buf[:])
 	if err != nil {
 		return 0, err
 	}
-	if f := bytes.Fields(b); len(f) >= 4 {
-		if _, total, ok := bytes.Cut(f[3], []byte("/")); ok {
-			return strconv.Atoi(string(total))
+	// The fourth field, without bytes.Fields' slice of them.
+	rest := b
+	for range 3 {
+		_, rest, _ = bytes.Cut(bytes.TrimLeft(rest, " "), []byte(" "))
+	}
+	field, _, _ := bytes.Cut(bytes.TrimLeft(rest, " "), []byte(" "))
+	if _, total, ok := bytes.Cut(field, []byte("/")); ok {
+		if n, err := strconv.Atoi(string(bytes.TrimSpace(total))); err == nil {
+			return n, nil
 		}
 	}
-	return 0, fmt.Errorf("parse /proc/loadavg: %q", b)
+	return 0, fmt.Errorf("parse /proc/loadavg: %q", string(b)) // a copy: buf stays on the stack
 }
 
 // sessionAlone reports whether no pid was handed out in the worker's pid

@@ -101,7 +101,7 @@ func (p *pipes) pipe(e pipeEnds) (*os.File, error) {
 	}
 	e.child, e.ours = os.NewFile(uintptr(child), "|order"), ours
 	p.ends = append(p.ends, e)
-	if err := unix.SetNonblock(ours, true); err != nil {
+	if err := setNonblock(ours); err != nil {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, ours, &ev); err != nil {
@@ -255,12 +255,25 @@ func (p *pipes) loop(pid, pidfd int, exited chan<- error) {
 	p.mu.Unlock()
 }
 
+// setNonblock makes fd, a pipe end or an epoll instance this package has
+// just made, non-blocking: one F_SETFL, where unix.SetNonblock reads the
+// flags first (F_GETFL) to keep the others. A new pipe's or epoll
+// instance's status flags are all clear (O_CLOEXEC is the descriptor's,
+// and the access mode is not a status flag F_SETFL changes): one system
+// call fewer for the epoll instance and for each pipe, three per order
+// with both streams captured (docs/benchmarks.md, "The worker's per-order
+// path, counted (hC10)").
+func setNonblock(fd int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_NONBLOCK)
+	return err
+}
+
 // pollable hands the epoll instance to the runtime's poller and returns
 // its raw connection, whose Read fails when the poller could not take
 // it; nil when it could not be made non-blocking. From then on epFile
 // owns the descriptor: loop closes it through epFile.
 func (p *pipes) pollable() syscall.RawConn {
-	if err := unix.SetNonblock(p.epfd, true); err != nil {
+	if err := setNonblock(p.epfd); err != nil {
 		return nil
 	}
 	p.epFile = os.NewFile(uintptr(p.epfd), "epoll")
