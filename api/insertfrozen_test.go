@@ -36,7 +36,7 @@ func (s insertsEnded) InsertOrder(ctx context.Context, o *order.Order) (*order.O
 // recorded and left unpublished. The insert is held in PostgreSQL (the
 // unpublished table locked by the test) until its backend is stopped.
 func TestFrozenInsertOutlivesItsClientWithinItsBound(t *testing.T) {
-	testenv.ShortInsertEpochs(t)
+	count := testenv.ShortInsertEpochs(t)
 	dsn := testenv.Postgres(t)
 	var ended atomic.Int64
 	e := newAPIEnv(t, envOptions{dsn: dsn, intakeStore: func(s intake.Store) intake.Store { return insertsEnded{s, &ended} }})
@@ -82,6 +82,7 @@ func TestFrozenInsertOutlivesItsClientWithinItsBound(t *testing.T) {
 		}
 	}
 	t.Cleanup(resume)
+	count() // the epochs that cut the insert from now on, its backend stopped
 	if err := lock.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/orderly-run/orderly/api/compat"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // stage0Runbook is a runbook in stage0's format; claims, when set, is the
@@ -188,10 +189,10 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 		t.Fatal("a developer's token stopped the process")
 	}
 	do(http.StatusOK, call{method: "POST", path: "/api/shutdown", hdr: bearer(login("root-user", "admin"))})
-	if shutdowns.Load() == 0 {
-		// The stop is asynchronous; give it a moment.
-		time.Sleep(100 * time.Millisecond)
-	}
+	// The stop is asynchronous (a goroutine started after the answer):
+	// wait for it, not for a fixed moment, which a loaded machine's
+	// scheduler can outlast.
+	testenv.WaitUntil(t, 20*time.Second, "the shutdown called", func() bool { return shutdowns.Load() != 0 })
 	if shutdowns.Load() != 1 {
 		t.Errorf("shutdown called %d times, want 1", shutdowns.Load())
 	}

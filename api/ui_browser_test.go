@@ -65,7 +65,14 @@ func browser(t *testing.T) context.Context {
 // step runs browser actions with a deadline.
 func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	stepWithin(t, ctx, what, 30*time.Second, actions...)
+}
+
+// stepWithin is step with the deadline d, for a step whose cost is the
+// browser's CPU rather than a wait.
+func stepWithin(t *testing.T, ctx context.Context, what string, d time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	if err := chromedp.Do(c, actions...); err != nil {
 		loc, _ := chromedp.Run(ctx, chromedp.Location())

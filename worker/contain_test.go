@@ -47,7 +47,18 @@ exec sleep 300
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	e.start("contain-1", nil)
+	// worker.cgroup: auto must have found a cgroup here, or the cases
+	// below fail as escapes: say why it did not (once in a loaded run
+	// it chose none, for a reason that run did not show).
+	hp, err := hostpolicy.New(config.Default().Worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parent, note := hp.Cgroup(); parent == "" {
+		t.Fatalf("worker.cgroup auto chose no cgroup: %s", note)
+	}
+	runWorkerPolicy(t, worker.Options{Host: "contain-1", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, testenv.Logger(t))
 	for _, tt := range []struct {
 		name    string
 		script  string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -19,6 +20,20 @@ import (
 // (idempotentRepeat) is bounded the same way: it runs on the same
 // context. A variable for the tests.
 var InsertEpoch = 15 * time.Second
+
+// insertEpochsHeld, while set, stops the count of epochs: a tick ends
+// none, so no insert is cut (HoldInsertEpochs).
+var insertEpochsHeld atomic.Bool
+
+// HoldInsertEpochs stops the count of every store's insert epochs until
+// release is called; an insert out meanwhile is cut two epochs after the
+// release at the most. For the tests that stop (SIGSTOP) a backend with
+// an insert in it: they must find it before the watch cuts it, which a
+// loaded machine's scheduler made a race against two short epochs.
+func HoldInsertEpochs() (release func()) {
+	insertEpochsHeld.Store(true)
+	return func() { insertEpochsHeld.Store(false) }
+}
 
 // insertWatch is the bound on the inserts out, and on the lookups of
 // the keys they found used: one timer for them all, running only while
@@ -81,11 +96,13 @@ func (w *insertWatch) done(conn net.Conn) (cut bool) {
 func (w *insertWatch) tick() {
 	var cut []net.Conn
 	w.mu.Lock()
-	w.epoch++
-	for i := range w.out {
-		if o := &w.out[i]; !o.cut && w.epoch-o.epoch >= 2 {
-			o.cut = true
-			cut = append(cut, o.conn)
+	if !insertEpochsHeld.Load() {
+		w.epoch++
+		for i := range w.out {
+			if o := &w.out[i]; !o.cut && w.epoch-o.epoch >= 2 {
+				o.cut = true
+				cut = append(cut, o.conn)
+			}
 		}
 	}
 	if len(w.out) > 0 {

@@ -23,7 +23,7 @@ import (
 // granted the moment the insert ends and the lookup, the next statement
 // on orders, waits for it; stopped there, it never answers.
 func TestKeyUsedLookupFrozenIsCut(t *testing.T) {
-	testenv.ShortInsertEpochs(t)
+	count := testenv.ShortInsertEpochs(t)
 	e, _ := newCutEnv(t)
 	keyedRun := func(o *order.Order) { limitedRun("repeat")(o); o.IdempotencyKey = "repeat-key" }
 	first := e.insert("repeat-1", "alice", keyedRun)
@@ -81,6 +81,7 @@ func TestKeyUsedLookupFrozenIsCut(t *testing.T) {
 		}
 	}
 	t.Cleanup(resume)
+	count() // the epochs that cut the lookup from now on, its backend stopped
 	if err := <-locked; err != nil {
 		t.Fatal(err)
 	}

@@ -24,9 +24,16 @@ func Store(t testing.TB, dsn string) (*postgres.Store, *pgxpool.Pool) {
 
 // ShortInsertEpochs makes postgres.InsertEpoch 300 ms for t, so that a
 // test sees an insert or key lookup that PostgreSQL holds cut within a
-// second, and puts it back when t ends. Not for parallel tests.
-func ShortInsertEpochs(t testing.TB) {
+// second, and puts it back when t ends. The epochs are not counted until
+// the test calls count (postgres.HoldInsertEpochs), once it has stopped
+// the backend it looks for: counted from the start, an insert could be
+// cut (and its backend ended by the fence) before a loaded machine let
+// the test find it, 300 to 600 ms after it was sent. Not for parallel
+// tests.
+func ShortInsertEpochs(t testing.TB) (count func()) {
 	epoch := postgres.InsertEpoch
 	postgres.InsertEpoch = 300 * time.Millisecond
-	t.Cleanup(func() { postgres.InsertEpoch = epoch })
+	release := postgres.HoldInsertEpochs()
+	t.Cleanup(func() { release(); postgres.InsertEpoch = epoch })
+	return release
 }
