@@ -26,6 +26,7 @@ import (
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -528,4 +529,133 @@ func executeStage0(t *testing.T, url, token, runbook string) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// TestCompatOrdersOfADeadWorkerEndInterrupted: an httpexec request, a
+// synchronous Vigrid execute and a stage0 execute whose orders a worker
+// claimed and then died under (instance h1/dead: claimed, never
+// finished) are answered once the next worker takes the host and ends
+// those orders interrupted, each in its surface's format with the
+// takeover's reason, not by their waits running out (a "did not finish
+// within" 500, Vigrid's "Command timed out."). A Vigrid kill sent while
+// no worker lives is recorded and answered as sent, and the sync caller
+// still gets the interruption, -1, not -15 (docs/compat.md, "Under
+// faults").
+func TestCompatOrdersOfADeadWorkerEndInterrupted(t *testing.T) {
+	hx := newHTTPExecSurface(t, envOptions{hosts: []string{}}) // h1's worker is gone
+	e := hx.apiEnv
+	ctx := testenv.Context(t)
+	vigridURL := startVigrid(t, e)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(stage0Runbook("Hello", "{}", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s0, token := startStage0(t, e, dir)
+	// The worker that dies: it owns h1 and claims what comes.
+	if _, _, err := e.store.TakeHost(ctx, "h1", "1.0", postgres.Owner{Instance: "h1/dead"}); err != nil {
+		t.Fatal(err)
+	}
+
+	type answer struct {
+		code        int
+		ctype, body string
+	}
+	send := func(req *http.Request) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				ch <- answer{}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ch <- answer{resp.StatusCode, resp.Header.Get("Content-Type"), string(b)}
+		}()
+		return ch
+	}
+	vigridReq := func(path, body string) *http.Request {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, vigridURL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		return req
+	}
+	stage0Req, err := http.NewRequestWithContext(ctx, http.MethodPost, s0+"/api/runbooks/Hello.md/execute", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage0Req.Header.Set("Authorization", "Bearer "+token)
+	httpexecAnswer := send(echoX(t, ctx, hx.url))
+	vigridAnswer := send(vigridReq("/api/v1/execute", `{"command":"echo","arguments":["x"],"synchronous":true}`))
+	stage0Answer := send(stage0Req)
+
+	ids := map[string]uuid.UUID{}
+	testenv.WaitUntil(t, 20*time.Second, "the three orders queued", func() bool {
+		rows, err := e.pool.Query(ctx, `SELECT source, id FROM orders WHERE status = 'queued'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var source string
+			var id uuid.UUID
+			if err := rows.Scan(&source, &id); err != nil {
+				t.Fatal(err)
+			}
+			ids[source] = id
+		}
+		return len(ids) == 3
+	})
+	seq := uint64(0)
+	for source, id := range ids {
+		seq++
+		if _, claimed, err := e.store.Claim(ctx, id, "h1/dead", seq); err != nil || !claimed {
+			t.Fatalf("claim the %s order as h1/dead: %v %v", source, claimed, err)
+		}
+	}
+	// Its worker died; a kill now is recorded and answered as sent.
+	kill := <-send(vigridReq("/api/v1/kill", `{}`))
+	if kill.code != http.StatusOK || kill.body != `{"message":"Signal SIGTERM sent to PID 0","status":"ok"}`+"\n" {
+		t.Errorf("Vigrid kill with the worker gone: %d %q, want 200, SIGTERM sent", kill.code, kill.body)
+	}
+
+	e.startWorker("h1") // the next worker takes the host
+	reason := "the worker running it (h1/dead) stopped before recording a result; taken over by "
+
+	got := <-httpexecAnswer
+	wantBody := "order " + ids["httpexec"].String() + " ended interrupted: interrupted: " + reason
+	if got.code != http.StatusInternalServerError || got.ctype != "text/plain; charset=utf-8" || !strings.HasPrefix(got.body, wantBody) {
+		t.Errorf("httpexec: %d %q %q, want 500 text/plain %q…", got.code, got.ctype, got.body, wantBody)
+	}
+
+	got = <-vigridAnswer
+	var v struct {
+		OrderID uuid.UUID `json:"order_id"`
+		Result  struct {
+			Stdout     string `json:"stdout"`
+			Stderr     string `json:"stderr"`
+			ReturnCode int    `json:"return_code"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(got.body), &v); err != nil || got.code != http.StatusOK || v.OrderID != ids["vigrid"] ||
+		v.Result.ReturnCode != -1 || !strings.HasPrefix(v.Result.Stderr, "interrupted: "+reason) {
+		t.Errorf("Vigrid sync execute: %d %s (%v), want 200, return_code -1 and the takeover's reason in stderr", got.code, got.body, err)
+	}
+
+	got = <-stage0Answer
+	done := `event: done` + "\n" + `data: {"success": false, "runbook": "Hello.md", "return_code": 1, "stdout": "", "stderr": "interrupted: ` + reason
+	if got.code != http.StatusOK || !strings.HasPrefix(got.ctype, "text/event-stream") ||
+		!strings.Contains(got.body, "event: stderr\ndata: interrupted: "+reason) || !strings.Contains(got.body, done) {
+		t.Errorf("stage0 execute: %d %q\n%s\nwant a stderr event with the takeover's reason and a done with return_code 1", got.code, got.ctype, got.body)
+	}
+
+	for source, id := range ids {
+		var st string
+		if err := e.pool.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, id).Scan(&st); err != nil || st != string(order.StatusInterrupted) {
+			t.Errorf("the %s order: %s (%v), want interrupted", source, st, err)
+		}
+	}
 }

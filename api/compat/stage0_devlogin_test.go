@@ -50,3 +50,27 @@ func TestStage0DevLoginBodyTooLargeIs413(t *testing.T) {
 		}
 	}
 }
+
+// TestStage0DevLoginExpiresAtIsPythonsISOFormat: /dev-login's expires_at
+// is written as stage0's datetime.isoformat() wrote it, which leaves the
+// fraction out when the time has no microseconds; orderly wrote
+// ".000000" there, once in a million logins.
+func TestStage0DevLoginExpiresAtIsPythonsISOFormat(t *testing.T) {
+	sc := config.Stage0Compat{JWTSecret: "a-secret-for-the-test-only-0123456789", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTTTL: 8 * time.Hour}
+	for _, tc := range []struct {
+		now  time.Time
+		want string
+	}{
+		{time.Date(2026, 12, 5, 2, 25, 42, 0, time.UTC), "2026-12-05T10:25:42+00:00"},
+		{time.Date(2026, 12, 5, 2, 25, 42, 999, time.UTC), "2026-12-05T10:25:42+00:00"}, // under a microsecond
+		{time.Date(2026, 12, 5, 2, 25, 42, 1000, time.UTC), "2026-12-05T10:25:42.000001+00:00"},
+		{time.Date(2026, 12, 5, 2, 25, 42, 523353000, time.UTC), "2026-12-05T10:25:42.523353+00:00"},
+	} {
+		w := httptest.NewRecorder()
+		(&Stage0{Now: func() time.Time { return tc.now }}).devLogin(w, httptest.NewRequest("POST", "/dev-login", nil), sc, 1<<20)
+		var m map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil || w.Code != http.StatusOK || m["expires_at"] != tc.want {
+			t.Errorf("dev-login at %s: %d %v (%v), want expires_at %q", tc.now.Format(time.RFC3339Nano), w.Code, m["expires_at"], err, tc.want)
+		}
+	}
+}

@@ -401,5 +401,15 @@ func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stag
 		return
 	}
 	writePyJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "bearer",
-		"expires_at": exp.Format("2006-01-02T15:04:05.000000") + "+00:00", "subject": subject, "roles": roles})
+		"expires_at": pyISOFormat(exp), "subject": subject, "roles": roles})
+}
+
+// pyISOFormat writes t (UTC) as Python's datetime.isoformat() wrote
+// stage0's expires_at: microseconds only when there are some
+// ("2026-12-05T10:25:42.523353+00:00", "2026-12-05T10:25:42+00:00").
+func pyISOFormat(t time.Time) string {
+	if t.Nanosecond()/1000 == 0 {
+		return t.Format("2006-01-02T15:04:05") + "+00:00"
+	}
+	return t.Format("2006-01-02T15:04:05.000000") + "+00:00"
 }
