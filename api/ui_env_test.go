@@ -21,6 +21,7 @@ import (
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -35,7 +36,8 @@ import (
 // action and a real worker for host web-1 that knows the same action
 // from its own config. alice (role ops) may run the action and any
 // command; carol (role viewer) may run nothing; dave (role greeter) may
-// run greet only, so his dashboard asks for no unit choices.
+// run greet only, so his dashboard asks for no unit choices; audra (role
+// auditor) reads every order and may run nothing.
 type uiEnv struct {
 	t       *testing.T
 	url     string
@@ -142,7 +144,8 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, q: q, tokens: map[string]string{}}
-	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}, "erin": {"wiper"}}
+	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}, "erin": {"wiper"},
+		"audra": {"auditor"}}
 	var ac config.Auth
 	for name, r := range roles {
 		tok, hash := auth.NewToken()
@@ -187,7 +190,7 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 	in := intake.New(store, uiPublisher{q, &e.failPublish}, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return e.actions.Load() }}, logger)
 	srv := api.New(api.Deps{
-		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
+		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test", Metrics: metrics.New(), // /metrics, for TestAuthorizationMatrix
 		Auth: func() api.Authenticator { return authn },
 		Settings: func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load()),
