@@ -8,8 +8,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/orderly-run/orderly/internal/auth"
 )
@@ -21,18 +23,28 @@ import (
 // not know (a revoked token), and the principals of uiEnv by role —
 // boss (admin), audra (auditor), alice (ops, who owns the orders the
 // rows name), carol (a role no rule or action names: another
-// principal), dave (greeter, one action's role).
-var matrixCallers = []string{"nobody", "malformed", "unknown", "boss", "audra", "alice", "carol", "dave"}
+// principal), dave (greeter, one action's role) — and JWTs: jwt-alice
+// (HS256, sub alice, role ops), which is principal jwt:alice, not alice;
+// one past its expiry and one with alg none, both refused.
+var matrixCallers = []string{"nobody", "malformed", "unknown", "expired-jwt", "none-jwt",
+	"boss", "audra", "alice", "carol", "dave", "jwt-alice"}
 
-// cells are a row's statuses by caller. The three without a valid
-// credential answer alike (refused) unless the row says otherwise.
+// cells are a row's statuses by caller. The callers without a valid
+// credential answer alike (refused); jwt-alice answers as alice where
+// jwt is 0 (what roles decide), and jwt where the order is alice's own.
 type cells struct {
 	refused                         int
 	boss, audra, alice, carol, dave int
+	jwt                             int
 }
 
 func (c cells) of(caller string) int {
 	switch caller {
+	case "jwt-alice":
+		if c.jwt != 0 {
+			return c.jwt
+		}
+		return c.alice
 	case "boss":
 		return c.boss
 	case "audra":
@@ -49,7 +61,26 @@ func (c cells) of(caller string) int {
 
 // all is the same status for every caller: a route that asks nobody who
 // they are.
-func all(status int) cells { return cells{status, status, status, status, status, status} }
+func all(status int) cells { return cells{status, status, status, status, status, status, status} }
+
+// matrixJWT signs claims for uiEnv's HS256 key, or unsigned with alg
+// none.
+func matrixJWT(t *testing.T, claims jwt.MapClaims, none bool) string {
+	t.Helper()
+	var (
+		s   string
+		err error
+	)
+	if none {
+		s, err = jwt.NewWithClaims(jwt.SigningMethodNone, claims).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	} else {
+		s, err = jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(uiJWTSecret))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
 // matrixRow is one route's rule. path fills the route's parameters,
 // fresh once per caller (an order to cancel is each caller's own try);
@@ -78,8 +109,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 	e := newUIEnv(t)
 	h := e.handler
 	unknown, _ := auth.NewToken() // a token the server does not (or no longer) know
-	credential := map[string]string{"malformed": "Bearer not a token", "unknown": "Bearer " + unknown}
-	for _, who := range matrixCallers[3:] {
+	now := time.Now()
+	claims := func(exp time.Time) jwt.MapClaims {
+		return jwt.MapClaims{"sub": "alice", "roles": []string{"ops"}, "iat": exp.Add(-time.Hour).Unix(), "exp": exp.Unix()}
+	}
+	credential := map[string]string{"malformed": "Bearer not a token", "unknown": "Bearer " + unknown,
+		"expired-jwt": "Bearer " + matrixJWT(t, claims(now.Add(-time.Hour)), false),
+		"none-jwt":    "Bearer " + matrixJWT(t, claims(now.Add(time.Hour)), true),
+		"jwt-alice":   "Bearer " + matrixJWT(t, claims(now.Add(time.Hour)), false)}
+	for _, who := range []string{"boss", "audra", "alice", "carol", "dave"} {
 		credential[who] = "Bearer " + e.tokens[who]
 	}
 	send := func(method, path, auth, body string) *httptest.ResponseRecorder {
@@ -114,7 +152,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	fixed := func(p string) func() string { return func() string { return p } }
 	ord := func(suffix string) func() string { return fixed("/v1/orders/" + orderID + suffix) }
-	owned := cells{refused: 401, boss: 200, audra: 200, alice: 200, carol: 404, dave: 404}
+	owned := cells{refused: 401, boss: 200, audra: 200, alice: 200, carol: 404, dave: 404, jwt: 404}
 	signedIn := all(200)
 	signedIn.refused = 401
 	rows := []matrixRow{
@@ -133,7 +171,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/v1/orders/{id}/events", ord("/events"), "", owned},
 		{"GET", "/v1/batches/{id}", fixed("/v1/batches/" + fan.BatchID), "", owned},
 		{"POST", "/v1/orders/{id}/cancel", func() string { return "/v1/orders/" + aliceOrder() + "/cancel" }, "",
-			cells{refused: 401, boss: 200, audra: 403, alice: 200, carol: 404, dave: 404}},
+			cells{refused: 401, boss: 200, audra: 403, alice: 200, carol: 404, dave: 404, jwt: 404}},
 		{"GET", "/v1/hosts", fixed("/v1/hosts"), "", signedIn},
 		{"GET", "/v1/hosts/{host}", fixed("/v1/hosts/web-1"), "", signedIn},
 		{"DELETE", "/v1/hosts/{host}", fixed("/v1/hosts/gone-4"), "",
@@ -187,7 +225,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			}
 			rec := send(method, row.path(), credential[caller], row.body)
 			if want := row.want.of(caller); rec.Code != want {
-				t.Errorf("%s as %s: %d, want %d: %s", key, caller, rec.Code, want, bytes.TrimSpace(rec.Body.Bytes()))
+				t.Errorf("%s as %s: %d, want %d: %.300s", key, caller, rec.Code, want, bytes.TrimSpace(rec.Body.Bytes()))
 			}
 			// A refusal names no one else's data: not the order, its
 			// command, host or principal.
@@ -224,12 +262,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		sees      bool
 	}{
 		{"carol", "/v1/orders", false}, {"carol", "/v1/orders?principal=alice", false},
+		{"jwt-alice", "/v1/orders", false}, {"jwt-alice", "/v1/orders?principal=alice", false},
 		{"carol", "/v1/hosts/nowhere-1", false}, {"dave", "/v1/orders?batch=" + fan.BatchID, false},
 		{"audra", "/v1/orders?principal=alice", true}, {"boss", "/v1/orders", true},
 	} {
 		rec := send("GET", c.path, credential[c.who], "")
 		if got := strings.Contains(rec.Body.String(), orderID) || strings.Contains(rec.Body.String(), fan.BatchID); got != c.sees {
-			t.Errorf("GET %s as %s: %d, shows alice's orders %v, want %v: %s", c.path, c.who, rec.Code, got, c.sees, rec.Body)
+			t.Errorf("GET %s as %s: %d, shows alice's orders %v, want %v: %.300s", c.path, c.who, rec.Code, got, c.sees, rec.Body)
 		}
 	}
 }

@@ -64,6 +64,9 @@ type uiEnv struct {
 	actions atomic.Pointer[action.Set]
 }
 
+// uiJWTSecret signs the JWTs uiEnv accepts (HS256).
+const uiJWTSecret = "ui-test-jwt-secret-0123456789abcdef0123456789"
+
 // uiActions is the config both the API and the worker load: greet prints
 // three lines a second apart, so a page can watch them arrive.
 func uiActions() config.Actions {
@@ -152,6 +155,9 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 		e.tokens[name] = tok
 		ac.Tokens = append(ac.Tokens, config.Token{Name: name, SHA256: hash, Roles: r})
 	}
+	// JWTs too, for TestAuthorizationMatrix: jwt:alice is not alice.
+	ac.JWT = config.JWT{Algorithm: "HS256", Secret: uiJWTSecret, Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour,
+		RolesClaim: "roles", NameClaim: "sub"}
 	authn, err := auth.New(ac, nil)
 	if err != nil {
 		t.Fatal(err)
