@@ -297,7 +297,11 @@ func (s *Server) awaitStored(ctx context.Context, o, stored *order.Order, events
 			defer stop()
 			events = ch
 		}
-		if f := s.awaitFinish(ctx, stored.ID, events, wait, read); f != nil {
+		f, err := s.awaitFinish(ctx, stored.ID, events, wait, read)
+		if err != nil {
+			return nil, err
+		}
+		if f != nil {
 			return f, nil
 		}
 	}

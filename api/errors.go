@@ -107,5 +107,10 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 		// (orderly's own) wait for: rate limits and action limits alike.
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+		// RFC 6750 §3: a 401 names the scheme (a wait whose credential
+		// went, errCredentialGone; authenticate sets its own).
+		w.Header().Set("WWW-Authenticate", `Bearer realm="orderly", error="invalid_token"`)
+	}
 	encode(w, status, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 }

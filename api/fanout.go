@@ -153,7 +153,10 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 	}
 	batch = batchOf(batch, stored)
 	if wait > 0 {
-		s.awaitBatch(r.Context(), batch, events, wait)
+		if err := s.awaitBatch(r.Context(), batch, events, wait); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	setCorrelation(w.Header(), stored...)
 	s.writeFanOut(w, r, batch, stored, refused, old, replayed)
@@ -215,16 +218,25 @@ func (s *Server) submitEach(r *http.Request, orders []*order.Order) []submitted 
 // well (events can be missed across a cluster, and a retried fan-out's
 // orders are an earlier batch's, whose events nobody registered for).
 // Polled alone every 100 ms, 300 waiting fan-outs kept PostgreSQL's
-// connections busy and slowed every other request.
-func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, events <-chan queue.Event, wait time.Duration) {
+// connections busy and slowed every other request. As awaitFinish, it
+// checks the request's credential every credentialRecheck, and returns
+// errCredentialGone when it stopped working.
+func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, events <-chan queue.Event, wait time.Duration) error {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
+	checked := time.Now()
 	for {
+		if now := time.Now(); now.Sub(checked) >= credentialRecheck {
+			if s.credentialGone(ctx) {
+				return errCredentialGone("batch_id", batch)
+			}
+			checked = now
+		}
 		list, _, err := s.Store.ListOrders(ctx, postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true})
 		if err == nil && allTerminal(list) {
-			return
+			return nil
 		}
 	sleep:
 		for {
@@ -236,9 +248,9 @@ func (s *Server) awaitBatch(ctx context.Context, batch uuid.UUID, events <-chan 
 			case <-poll.C:
 				break sleep
 			case <-deadline.C:
-				return
+				return nil
 			case <-ctx.Done():
-				return
+				return nil
 			}
 		}
 	}

@@ -62,7 +62,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, authedPrincipal{p, h})))
 	})
 }
 

@@ -182,10 +182,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 // "The sync order's wait side"). A read that fails (PostgreSQL restarting)
 // is tried again at the next poll: it does not end the wait, whose
 // waiters would take the order for one that outlived it (the compat
-// surfaces canceled it, running, and answered it timed out).
-func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder) *order.Order {
+// surfaces canceled it, running, and answered it timed out). Like a live
+// stream, a wait checks its request's credential every credentialRecheck:
+// one that stopped working ends it with errCredentialGone.
+func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder) (*order.Order, error) {
 	const poll = time.Second
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline, checked := start.Add(wait), start
 	timer := waitTimers.Get().(*time.Timer)
 	timer.Reset(min(wait, poll))
 	defer func() {
@@ -202,16 +205,23 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 			}
 		case <-timer.C:
 		case <-ctx.Done():
-			return nil
+			return nil, nil
 		}
-		left := time.Until(deadline)
+		now := time.Now()
+		if now.Sub(checked) >= credentialRecheck {
+			if s.credentialGone(ctx) {
+				return nil, errCredentialGone("order_id", id)
+			}
+			checked = now
+		}
+		left := deadline.Sub(now)
 		o, err := read(ctx, id)
 		switch {
 		case err != nil && (left <= 0 || ctx.Err() != nil):
-			return nil
+			return nil, nil
 		case err != nil:
 		case o.Status.Terminal() || left <= 0:
-			return o
+			return o, nil
 		}
 		timer.Reset(min(left, poll))
 	}

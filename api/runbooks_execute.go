@@ -505,7 +505,7 @@ func (s *Server) authenticateRunbooks(next http.Handler) http.Handler {
 			return
 		}
 		p := auth.Principal{Name: d.Principal, Roles: d.Roles, Kind: d.Kind, Claims: d.Claims}
-		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		ctx := context.WithValue(r.Context(), principalKey{}, authedPrincipal{Principal: p})
 		r = r.WithContext(context.WithValue(ctx, delegationKey{}, d))
 		if r.Method != http.MethodPost && r.Method != http.MethodPatch {
 			s.writeError(w, r, order.Errorf(order.CodeForbidden, "a runbook token may only execute or validate runbooks"))

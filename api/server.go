@@ -139,12 +139,51 @@ func New(d Deps) *Server {
 		ipLimits: newRateLimiter(time.Now), principalLimits: newRateLimiter(time.Now), auditLimits: newRateLimiter(time.Now)}
 }
 
-// principalKey carries the authenticated principal in a request context.
+// principalKey carries the authenticated principal in a request context,
+// as an authedPrincipal.
 type principalKey struct{}
 
-func principalOf(r *http.Request) auth.Principal {
-	p, _ := r.Context().Value(principalKey{}).(auth.Principal)
-	return p
+// authedPrincipal is a request's principal with the Authorization header
+// that authenticated it, which a wait checks again as it goes
+// (credentialGone). A runbook's delegated token has none: its run's end
+// is what revokes it.
+type authedPrincipal struct {
+	auth.Principal
+	credential string
+}
+
+func principalOf(r *http.Request) auth.Principal { return principalIn(r.Context()) }
+
+func principalIn(ctx context.Context) auth.Principal {
+	a, _ := ctx.Value(principalKey{}).(authedPrincipal)
+	return a.Principal
+}
+
+// credentialGone reports whether the credential that authenticated ctx's
+// request no longer does, or no longer as the same principal: a token
+// removed by a reload, a JWT past its expiry. A wait (?wait, Prefer:
+// wait) asks it as a live stream does (mayStillRead), so that a revoked
+// credential does not get an order's output up to http.max_wait later.
+// A request with no credential to check (a compat surface's, a runbook's
+// delegated token) is never gone.
+func (s *Server) credentialGone(ctx context.Context) bool {
+	a, _ := ctx.Value(principalKey{}).(authedPrincipal)
+	if a.credential == "" {
+		return false
+	}
+	p, err := s.Auth().Authenticate(a.credential)
+	return err != nil || p.Name != a.Name
+}
+
+// errCredentialGone is a wait's answer when its credential stopped
+// working meanwhile: the order, accepted before, goes on, and its id is
+// said so that nothing is lost, but nothing more is read for a
+// credential that is no longer accepted.
+// key names id in details: order_id, or batch_id for a fan-out.
+func errCredentialGone(key string, id uuid.UUID) error {
+	return &order.Error{Code: order.CodeUnauthenticated,
+		Message: "the credential stopped being accepted while the request waited (removed by a reload, or expired): what it submitted was accepted and goes on; read it with a valid credential",
+		Details: map[string]any{key: id}}
 }
 
 type clientIPKey struct{}

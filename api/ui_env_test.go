@@ -21,6 +21,7 @@ import (
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -35,7 +36,8 @@ import (
 // action and a real worker for host web-1 that knows the same action
 // from its own config. alice (role ops) may run the action and any
 // command; carol (role viewer) may run nothing; dave (role greeter) may
-// run greet only, so his dashboard asks for no unit choices.
+// run greet only, so his dashboard asks for no unit choices; audra (role
+// auditor) reads every order and may run nothing.
 type uiEnv struct {
 	t       *testing.T
 	url     string
@@ -61,6 +63,9 @@ type uiEnv struct {
 	// as a reload does (the worker keeps uiActions).
 	actions atomic.Pointer[action.Set]
 }
+
+// uiJWTSecret signs the JWTs uiEnv accepts (HS256).
+const uiJWTSecret = "ui-test-jwt-secret-0123456789abcdef0123456789"
 
 // uiActions is the config both the API and the worker load: greet prints
 // three lines a second apart, so a page can watch them arrive.
@@ -142,13 +147,17 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, q: q, tokens: map[string]string{}}
-	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}, "erin": {"wiper"}}
+	roles := map[string][]string{"alice": {"ops"}, "carol": {"viewer"}, "boss": {"admin"}, "dave": {"greeter"}, "erin": {"wiper"},
+		"audra": {"auditor"}}
 	var ac config.Auth
 	for name, r := range roles {
 		tok, hash := auth.NewToken()
 		e.tokens[name] = tok
 		ac.Tokens = append(ac.Tokens, config.Token{Name: name, SHA256: hash, Roles: r})
 	}
+	// JWTs too, for TestAuthorizationMatrix: jwt:alice is not alice.
+	ac.JWT = config.JWT{Algorithm: "HS256", Secret: uiJWTSecret, Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour,
+		RolesClaim: "roles", NameClaim: "sub"}
 	authn, err := auth.New(ac, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +196,7 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 	in := intake.New(store, uiPublisher{q, &e.failPublish}, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return e.actions.Load() }}, logger)
 	srv := api.New(api.Deps{
-		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test",
+		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test", Metrics: metrics.New(), // /metrics, for TestAuthorizationMatrix
 		Auth: func() api.Authenticator { return authn },
 		Settings: func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load()),
