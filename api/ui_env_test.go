@@ -62,6 +62,9 @@ type uiEnv struct {
 	// actions are the API's actions (uiActions); a test may store others,
 	// as a reload does (the worker keeps uiActions).
 	actions atomic.Pointer[action.Set]
+	// noRunbookHost empties the API's runbooks.host ("web-1"), as on an
+	// orderly api whose config names none.
+	noRunbookHost atomic.Bool
 }
 
 // uiJWTSecret signs the JWTs uiEnv accepts (HS256).
@@ -202,9 +205,15 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load()),
 				ACL: e.acl.Load(), MaxStreams: int(e.maxStreams.Load())}
 		},
-		Status:   func() map[string]any { return map[string]any{} },
-		Actions:  &api.ActionDeps{Set: e.actions.Load, Choices: uiUnits},
-		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks { return runbooks }},
+		Status:  func() map[string]any { return map[string]any{} },
+		Actions: &api.ActionDeps{Set: e.actions.Load, Choices: uiUnits},
+		Runbooks: &api.RunbookDeps{Store: store, Config: func() config.Runbooks {
+			c := runbooks
+			if e.noRunbookHost.Load() {
+				c.Host = ""
+			}
+			return c
+		}},
 	})
 	e.handler = srv.Handler()
 	hs := httptest.NewServer(e.handler)

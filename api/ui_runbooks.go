@@ -23,6 +23,12 @@ type runbookPageView struct {
 	RB        RunbookView
 	HostNames []string
 	Idem      string // the idempotency key of this rendering's form
+	// DefaultHost is where a run that names no host goes: runbooks.host
+	// (under serve, serve's own host when that is unset). The host field
+	// shows it, and is required when it is empty: its placeholder said
+	// "(runbooks.host)", which a newcomer on serve, who had set no such
+	// key, read as a setting to make before running anything.
+	DefaultHost string
 }
 
 // runbookPage is GET /ui/runbooks/{name}: the runbook with a field for
@@ -41,6 +47,9 @@ func (u *webUI) renderRunbook(w http.ResponseWriter, r *http.Request, status int
 		return
 	}
 	v.HostNames = u.hostNames(r)
+	if d := u.s.Runbooks; d != nil {
+		v.DefaultHost = d.Config().Host
+	}
 	u.pages.render(w, r, status, "runbook", pageData{Title: bidiEscaped(v.RB.Name), Nav: "dashboard", Error: msg, D: v})
 }
 

@@ -375,6 +375,38 @@ func TestUIRunbookRun(t *testing.T) {
 	}
 }
 
+// TestUIRunbookPageNamesItsDefaultHost: the runbook page's host field
+// shows where a run that names no host goes (runbooks.host; serve fills
+// in its own host), and with none set it is required, as the API
+// refuses such a run. Its placeholder said "(runbooks.host)" whatever
+// the config, which a newcomer on serve read as a key to set first.
+func TestUIRunbookPageNamesItsDefaultHost(t *testing.T) {
+	e := newUIEnv(t)
+	sess, csrf := e.uiSession(t, "alice")
+	page := e.page(t, sess, "/ui/runbooks/Hello.md")
+	if !strings.Contains(page, `id="rb-host" name="host" list="host-list" autocomplete="off" placeholder="default: web-1">`) {
+		_, frag, _ := strings.Cut(page, `id="rb-host"`)
+		t.Fatalf("the host field does not name runbooks.host's web-1:\n%.300s", frag)
+	}
+	// Left empty, the run goes there.
+	form := url.Values{"csrf": {csrf}, "host": {""}, "env.NAME": {"bob"}, "confirmed": {"yes"}}
+	rec := e.postForm("/ui/runbooks/Hello.md/run", form, sess)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/orders/") {
+		t.Fatalf("run the runbook on its default host: %d %q\n%s", rec.Code, loc, rec.Body)
+	}
+	if run := e.waitPage(t, sess, loc, `aria-live="polite">succeeded`, "the runbook"); !strings.Contains(run, "web-1") {
+		t.Fatalf("the run page does not show web-1:\n%s", run)
+	}
+
+	e.noRunbookHost.Store(true)
+	page = e.page(t, sess, "/ui/runbooks/Hello.md")
+	if !strings.Contains(page, `id="rb-host" name="host" list="host-list" autocomplete="off" placeholder="required: no runbooks.host is set" required>`) {
+		_, frag, _ := strings.Cut(page, `id="rb-host"`)
+		t.Fatalf("with no runbooks.host the host field is not required:\n%.300s", frag)
+	}
+}
+
 // TestUIRunbookShowsBidiControls: a runbook's page shows its script in
 // the order it runs. A bidi override in it (Trojan Source: the
 // script reads "echo safe # is it?" and runs something else) showed

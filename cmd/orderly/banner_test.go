@@ -38,3 +38,29 @@ func TestServeBannerHidesPasswords(t *testing.T) {
 		t.Errorf("redactDSN(%s) = %s", managed, got)
 	}
 }
+
+// TestServeBannerNamesTheUIAndTheClient: serve's banner names the web
+// UI's address (the README's "Open …/ui/"), and, when serve runs on
+// another address or data dir than the client's defaults (deploy.md, "A
+// second serve on one machine"), the variables the client commands then
+// need, so that `orderly hosts` finds it. A newcomer learnt them from
+// two errors in turn: no data/admin.token, then the API not reachable at
+// 127.0.0.1:8080.
+func TestServeBannerNamesTheUIAndTheClient(t *testing.T) {
+	dsn := "postgres://postgres@/orderly?host=%2Fsrv%2Fpg%2Frun&port=5432&sslmode=disable"
+	for _, c := range []struct {
+		url, tokenFile, want, not string
+	}{
+		{"http://127.0.0.1:8080", "data/admin.token", "  web UI:      http://127.0.0.1:8080/ui/   (sign in with the admin token)\n", "ORDERLY_"},
+		{"http://127.0.0.1:9090", "/tmp/orderly/admin.token", "  client:      export ORDERLY_URL=http://127.0.0.1:9090 ORDERLY_DATA_DIR=/tmp/orderly   (then orderly submit, ls, hosts: docs/cli.md)\n", "ORDERLY_TOKEN"},
+		{"http://127.0.0.1:9090", "data/admin.token", "  client:      export ORDERLY_URL=http://127.0.0.1:9090   (then", "ORDERLY_DATA_DIR"},
+		{"http://127.0.0.1:8080", "/srv/my data/admin.token", "  client:      export ORDERLY_DATA_DIR='/srv/my data'   (then", "ORDERLY_URL"},
+	} {
+		var b strings.Builder
+		printServeBanner(&b, c.url, c.tokenFile, "web-1", "nats://127.0.0.1:4222", "/srv/nats-creds", dsn, []string{"web-1"})
+		out := b.String()
+		if !strings.Contains(out, c.want) || strings.Contains(out, c.not) {
+			t.Errorf("serve on %s with %s: want %q and no %q in\n%s", c.url, c.tokenFile, c.want, c.not, out)
+		}
+	}
+}

@@ -260,6 +260,31 @@ func TestArgsErrorsShowTheUsage(t *testing.T) {
 	}
 }
 
+// TestFlagRulesNameTheFlags: a required flag left out, or two flags that
+// exclude each other, are named as they are typed, with the usage line,
+// as a wrong number of arguments is. A newcomer's `orderly submit uname`
+// said cobra's `at least one of the flags in the group [host hosts] is
+// required`, and `action run NAME` without a host `required flag(s)
+// "host" not set`, with no usage.
+func TestFlagRulesNameTheFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"submit", "uname"}, "--host or --hosts is required; usage: orderly submit (--host HOST | --hosts HOST,...) [flags] [--] COMMAND [ARG...]"},
+		{[]string{"submit", "--host", "a", "--hosts", "b", "--", "true"}, "--host and --hosts cannot be given together: give one; usage: orderly submit"},
+		{[]string{"submit", "--host", "a", "--stdin", "-", "--stdin-file", "f", "--", "true"}, "--stdin and --stdin-file cannot be given together: give one; usage: orderly submit"},
+		{[]string{"action", "run", "restart"}, "--host is required; usage: orderly action run NAME --host HOST"},
+		{[]string{"hosts", "--forget", "web-9", "--json"}, "--forget and --json cannot be given together: give one; usage: orderly hosts [HOST] [flags]"},
+		{[]string{"runbook", "run", "A.md", "--if-match", `"x"`, "--if-unchanged"}, "--if-match and --if-unchanged cannot be given together: give one; usage: orderly runbook run NAME"},
+	} {
+		out, err := runCmd(t, tc.args...)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q\n%s", tc.args, err, tc.want, out)
+		}
+	}
+}
+
 // TestWaitTakesNoDuration: submit's and action run's --wait is a bool
 // (-w, --wait, --wait=false), and a duration given to it, as runbook
 // run's --wait=10m takes one, is refused saying what bounds the run

@@ -79,7 +79,9 @@ var bareNumber = regexp.MustCompile(`^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$`)
 
 // usageOnArgs makes a wrong number of arguments say what the command
 // takes: usage is silenced, and cobra's "accepts 1 arg(s), received 0"
-// named neither the argument nor how to give it.
+// named neither the argument nor how to give it. A required flag left
+// out, or two flags that exclude each other, are said the same way
+// (flagRules), before cobra's own check would say them in its words.
 func usageOnArgs(cmd *cobra.Command) {
 	if check := cmd.Args; check != nil {
 		cmd.Args = func(c *cobra.Command, args []string) error {
@@ -89,9 +91,87 @@ func usageOnArgs(cmd *cobra.Command) {
 			return nil
 		}
 	}
+	// cobra runs PreRunE (and then not PreRun) right before it checks the
+	// flags; no command of ours sets either.
+	if cmd.Runnable() && cmd.PreRun == nil {
+		next := cmd.PreRunE
+		cmd.PreRunE = func(c *cobra.Command, args []string) error {
+			if err := flagRules(c); err != nil {
+				return fmt.Errorf("%w; usage: %s", err, c.UseLine())
+			}
+			if next != nil {
+				return next(c, args)
+			}
+			return nil
+		}
+	}
 	for _, sub := range cmd.Commands() {
 		usageOnArgs(sub)
 	}
+}
+
+// The annotations cobra's MarkFlagsOneRequired and
+// MarkFlagsMutuallyExclusive put on each flag of a group (cobra's
+// flag_groups.go), the group's names joined by a space.
+const (
+	cobraOneRequired       = "cobra_annotation_one_required"
+	cobraMutuallyExclusive = "cobra_annotation_mutually_exclusive"
+)
+
+// flagRules checks what MarkFlagRequired and the flag groups ask, as
+// cobra does after PreRunE, but names the flags as they are typed:
+// cobra said `required flag(s) "host" not set` and `at least one of the
+// flags in the group [host hosts] is required`, which a newcomer who
+// typed `orderly submit uname` has to translate into --host. A rule this
+// does not know (a group kind cobra adds) is cobra's own check's, whose
+// words then come with the usage line.
+func flagRules(c *cobra.Command) error {
+	fs := c.Flags()
+	var missing []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if v := f.Annotations[cobra.BashCompOneRequiredFlag]; len(v) == 1 && v[0] == "true" && !f.Changed {
+			missing = append(missing, "--"+f.Name)
+		}
+	})
+	if len(missing) > 0 {
+		verb := "is"
+		if len(missing) > 1 {
+			verb = "are"
+		}
+		return fmt.Errorf("%s %s required", strings.Join(missing, " and "), verb)
+	}
+	var err error
+	judged := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		for _, kind := range []string{cobraOneRequired, cobraMutuallyExclusive} {
+			for _, group := range f.Annotations[kind] {
+				if err != nil || judged[kind+group] {
+					continue
+				}
+				judged[kind+group] = true
+				var names, set []string
+				for _, name := range strings.Fields(group) {
+					names = append(names, "--"+name)
+					if g := fs.Lookup(name); g != nil && g.Changed {
+						set = append(set, "--"+name)
+					}
+				}
+				switch {
+				case kind == cobraOneRequired && len(set) == 0:
+					err = fmt.Errorf("%s is required", strings.Join(names, " or "))
+				case kind == cobraMutuallyExclusive && len(set) > 1:
+					err = fmt.Errorf("%s cannot be given together: give one", strings.Join(set, " and "))
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.ValidateRequiredFlags(); err != nil {
+		return err
+	}
+	return c.ValidateFlagGroups()
 }
 
 // serverFlags are the flags shared by serve, api, worker and migrate. Each

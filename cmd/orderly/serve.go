@@ -406,15 +406,41 @@ func printServeBanner(w io.Writer, apiURL, tokenFile, host, natsURL, natsCredsDi
 	}
 	fmt.Fprintf(w, `orderly %s is running
   API:         %s
+  web UI:      %s/ui/   (sign in with the admin token)
   admin token: %s   (curl -H "Authorization: Bearer $(cat %s)" %s/v1/hosts)
-  worker host: %s
+`, binaryVersion(), apiURL, apiURL, tokenFile, tokenFile, apiURL)
+	if env := clientEnv(apiURL, tokenFile); env != "" {
+		fmt.Fprintf(w, "  client:      export %s   (then orderly submit, ls, hosts: docs/cli.md)\n", env)
+	}
+	fmt.Fprintf(w, `  worker host: %s
   NATS:        %s
   PostgreSQL:  %s
   add a worker: orderly worker --host <id> --nats-url %s%s --database-url '%s'
-`, binaryVersion(), apiURL, tokenFile, tokenFile, apiURL, host, natsLine, redactDSN(dsn), natsShown, workerCreds, redactDSN(dsn))
+`, host, natsLine, redactDSN(dsn), natsShown, workerCreds, redactDSN(dsn))
 	if natsCredsDir != "" {
 		fmt.Fprintf(w, "                (<id> is one of nats.workers / --nats-workers: %s)\n", strings.Join(workers, ", "))
 	}
+}
+
+// clientEnv is what the client commands need to reach this serve when
+// they would not find it by themselves: ORDERLY_URL when the API is not
+// on the client's default address, ORDERLY_DATA_DIR (absolute, so it
+// works from any directory) when the token is not in ./data. "" when
+// neither: `make run` as the README has it. A newcomer who ran serve on
+// other ports (deploy.md, "A second serve on one machine") found out
+// from two errors in turn.
+func clientEnv(apiURL, tokenFile string) string {
+	var env []string
+	if apiURL != defaultClientURL {
+		env = append(env, "ORDERLY_URL="+shellQuote(apiURL))
+	}
+	if dir := filepath.Dir(tokenFile); filepath.Clean(dir) != filepath.Clean(defaultDataDir) {
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+		env = append(env, "ORDERLY_DATA_DIR="+shellQuote(dir))
+	}
+	return strings.Join(env, " ")
 }
 
 // redactDSN is database_url as serve's banner prints it (config.RedactDSN).

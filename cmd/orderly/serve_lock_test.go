@@ -89,7 +89,8 @@ func TestServeFindsATakenPortFirst(t *testing.T) {
 		listen, natsListen, says string
 	}{
 		{taken.Addr().String(), "127.0.0.1:0", "listen on " + taken.Addr().String()},
-		{freeAddr, taken.Addr().String(), taken.Addr().String() + " is in use"},
+		// serve has no flag for nats.listen: the message names the variable.
+		{freeAddr, taken.Addr().String(), taken.Addr().String() + " is in use: is another orderly serve running? set nats.listen (ORDERLY_NATS__LISTEN=127.0.0.1:4223, or nats.listen in the --config file)"},
 	} {
 		dataDir := serveDataDir(t, "orderly-port-")
 		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)

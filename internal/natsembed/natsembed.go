@@ -158,11 +158,13 @@ func (s *Server) SetCredentials(c *Credentials) error {
 }
 
 // CheckFree fails when something already listens on addr, saying what to
-// do about it; serve asks before it starts anything else.
+// do about it; serve asks before it starts anything else. serve has no
+// flag for nats.listen, so the message names the two ways to set it: a
+// newcomer told "set nats.listen" tried --nats-listen.
 func CheckFree(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("natsembed: %s is in use: is another orderly serve running? set nats.listen", addr)
+		return fmt.Errorf("natsembed: %s is in use: is another orderly serve running? set nats.listen (ORDERLY_NATS__LISTEN=127.0.0.1:4223, or nats.listen in the --config file)", addr)
 	}
 	if err != nil {
 		return fmt.Errorf("natsembed: listen on %s: %w", addr, err)

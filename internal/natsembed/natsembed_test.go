@@ -91,7 +91,7 @@ func TestStartPortInUse(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 
 	_, err = Start(Options{Dir: t.TempDir(), Port: port})
-	if err == nil || !strings.Contains(err.Error(), "is in use: is another orderly serve running? set nats.listen") {
+	if err == nil || !strings.Contains(err.Error(), "is in use: is another orderly serve running? set nats.listen (ORDERLY_NATS__LISTEN=127.0.0.1:4223, or nats.listen in the --config file)") {
 		t.Fatalf("got %v, want a port-in-use error", err)
 	}
 	t.Log(err)
