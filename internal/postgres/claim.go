@@ -136,7 +136,7 @@ SELECT count(*), coalesce(max(error), '') FROM u`
 
 // ParentEndedReason is the error and event reason of a sub-runbook run
 // canceled because the run that waited for it had ended.
-const ParentEndedReason = "canceled before it started: the runbook run that waited for it as a sub-runbook has ended (killed, canceled, timed out, or its worker lost), so nothing would read its result"
+const ParentEndedReason = "canceled before it started: the runbook run that waited for it as a sub-runbook has ended (killed, canceled, timed out, its worker lost, or its script exited), so nothing would read its result"
 
 // WaiterGoneReason is the error and event reason of an order canceled
 // because its waiter is gone.
