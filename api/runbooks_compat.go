@@ -82,7 +82,7 @@ func (s *Server) DelegatedPrincipal(ctx context.Context, token string) (auth.Pri
 		return auth.Principal{}, RunbookChain{}, err
 	}
 	return auth.Principal{Name: d.Principal, Roles: d.Roles, Kind: d.Kind, Claims: d.Claims},
-		RunbookChain{Correlation: d.CorrelationID, Stack: d.Stack, Hosts: d.Hosts, Delegated: true}, nil
+		RunbookChain{Correlation: d.CorrelationID, Stack: d.Stack, Hosts: d.Hosts, Delegated: true, Parent: d.OrderID}, nil
 }
 
 // IsDelegationToken reports whether a bearer token is a delegated runbook

@@ -147,6 +147,10 @@ type RunbookChain struct {
 	Stack       []string // runbook files already running, outermost first
 	Hosts       []string // hosts running them
 	Delegated   bool     // the request came with a delegated token
+	// Parent is the run whose delegated token made the request (zero
+	// without one): a run that waits for its sub-runbook binds it to
+	// itself (order.Order.ParentRun).
+	Parent uuid.UUID
 }
 
 // RunRunbook runs a runbook as p: the checks in stage0's order
@@ -237,6 +241,14 @@ func (s *Server) RunRunbook(ctx context.Context, p auth.Principal, rr RunbookRun
 		Script: &order.Script{Runbook: rb.File, SHA256: rb.SHA256}}
 	if rr.Waiter {
 		s.BindWaiter(o)
+	}
+	if rr.Wait > 0 || rr.Waiter {
+		// A run that waits for its sub-runbook goes on after it: once it
+		// has ended (killed, canceled, timed out, its worker lost), the
+		// child is canceled at its claim rather than started for nobody
+		// after the step that waited for it failed. A child the run does
+		// not wait for runs whatever becomes of the run.
+		o.ParentRun = chain.Parent
 	}
 	if msg := rb.CheckClaims(runbook.OpExecute, claimsOf(p)); msg != "" {
 		o.EnvNames = slices.Sorted(maps.Keys(env))
@@ -451,7 +463,7 @@ type delegationKey struct{}
 // of strings is ignored, as in stage0).
 func chainOf(r *http.Request) RunbookChain {
 	if d, ok := r.Context().Value(delegationKey{}).(*postgres.Delegation); ok {
-		return RunbookChain{Correlation: d.CorrelationID, Stack: d.Stack, Hosts: d.Hosts, Delegated: true}
+		return RunbookChain{Correlation: d.CorrelationID, Stack: d.Stack, Hosts: d.Hosts, Delegated: true, Parent: d.OrderID}
 	}
 	return HeaderChain(r)
 }

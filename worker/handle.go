@@ -117,14 +117,19 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 // client waited for through an API process that is gone: nobody would
 // read its result, and its client (which never learned its id) may send
 // the request again, so it is canceled, never run, as the original tools
-// never ran a request's command after they died. A forged presence can
+// never ran a request's command after they died. So is a sub-runbook run
+// whose parent run, which waited for it, has ended: the step that waited
+// failed with it. A forged presence can
 // only make the worker cancel an order so, never run one: the claim
 // still requires it queued, owned and bound to a live process. When the
 // cancel finds the order changed meanwhile, the claim is tried again.
 func (w *Worker) waiterGone(ctx context.Context, msg jetstream.Msg, o *order.Order) (*order.Order, bool, error) {
-	var canceled bool
+	var (
+		canceled bool
+		reason   string
+	)
 	err := w.retry(ctx, msg, "cancel an order whose waiter is gone", func(ctx context.Context) (err error) {
-		canceled, err = w.store.CancelWaiterGone(ctx, o.ID, w.opts.Instance)
+		canceled, reason, err = w.store.CancelWaiterGone(ctx, o.ID, w.opts.Instance)
 		return err
 	})
 	if err != nil {
@@ -134,7 +139,7 @@ func (w *Worker) waiterGone(ctx context.Context, msg jetstream.Msg, o *order.Ord
 		return w.begin(ctx, msg) // claimed or ended meanwhile, or the host lost
 	}
 	w.logger.Info("order canceled", "order_id", o.ID, "principal", o.Principal, "source", o.Source,
-		"reason", postgres.WaiterGoneReason)
+		"reason", reason)
 	w.opts.Metrics.Finished(o.Host, order.StatusCanceled, -1)
 	w.event(o, "finished", order.StatusCanceled)
 	w.ack(msg, o.ID)

@@ -70,6 +70,31 @@ func (w *Worker) reap(ctx context.Context, id uuid.UUID, p *postgres.Process) ma
 	}
 }
 
+// runDirRemover is implemented by a host policy whose script orders run
+// in a directory of their own (hostpolicy.Policy.RemoveRunDirs).
+type runDirRemover interface {
+	RemoveRunDirs(id uuid.UUID) ([]string, error)
+}
+
+// removeRunDirs removes what a script order's abandoned attempt left in
+// its run directory (the script, its input files), once reap proved its
+// processes gone, and adds to the reap's evidence what it removed. A
+// directory it cannot remove is logged: the host does not wait for it.
+func (w *Worker) removeRunDirs(id uuid.UUID, ev map[string]any) {
+	rd, ok := w.policy.(runDirRemover)
+	if !ok {
+		return
+	}
+	removed, err := rd.RemoveRunDirs(id)
+	if len(removed) > 0 {
+		ev["run_dirs_removed"] = removed
+	}
+	if err != nil {
+		w.logger.Warn("remove the run directory an interrupted script left", "order_id", id, "error", err)
+		ev["run_dir_error"] = err.Error()
+	}
+}
+
 // cgroupNamer is implemented by a host policy that runs each order in its
 // own cgroup (hostpolicy.Policy.OrderCgroup): "" when it does not. Every
 // order's cgroup is a child of one parent.

@@ -137,6 +137,9 @@ func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announ
 		return err
 	}
 	ev := postgres.Evidence{Reap: w.reap(ctx, o.ID, proc)}
+	if _, failed := ev.Reap["reap_error"]; !failed && o.Kind == order.KindScript {
+		w.removeRunDirs(o.ID, ev.Reap)
+	}
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
 		limit := o.MaxOutput
 		if limit <= 0 {

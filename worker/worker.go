@@ -33,7 +33,7 @@ type Store interface {
 	CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
 		nextID uuid.UUID, worker string, nextSeq uint64) (postgres.Step, error)
 	Expire(ctx context.Context, id uuid.UUID, actor string) (bool, error)
-	CancelWaiterGone(ctx context.Context, id uuid.UUID, worker string) (bool, error)
+	CancelWaiterGone(ctx context.Context, id uuid.UUID, worker string) (bool, string, error)
 	// Cancel ends a queued order a restored database holds as never
 	// claimed below the host's claim mark (replay.go).
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)

@@ -538,6 +538,13 @@ func (l *livePolicy) Prepare(o *order.Order) (*hostpolicy.Prepared, error) {
 // so a successor can end one whose process was never recorded.
 func (l *livePolicy) OrderCgroup(id uuid.UUID) string { return l.p.Load().OrderCgroup(id) }
 
+// RemoveRunDirs removes the run directories a script order left when its
+// worker stopped mid-run, so a successor can remove them once it reaped
+// the order's processes.
+func (l *livePolicy) RemoveRunDirs(id uuid.UUID) ([]string, error) {
+	return l.p.Load().RemoveRunDirs(id)
+}
+
 // startWorker runs the worker of cfg.Host. With reloads set, a reloaded
 // config's worker section replaces the host policy at once (one that does
 // not build refuses the reload, and the running policy stays).

@@ -47,7 +47,8 @@ GRANT SELECT (id, batch_id, kind, host, status, command, args, env_names, env, s
   stdout, stdout_bytes, stdout_truncated, stdout_sha256,
   stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes,
   runbook, runbook_sha256, script,
-  action, action_params, action_secrets, action_secret_names, waiter) ON orders TO orderly_worker;
+  action, action_params, action_secrets, action_secret_names, waiter, parent_run) ON orders TO orderly_worker;
+GRANT SELECT (order_id) ON runbook_delegations TO orderly_worker;
 GRANT UPDATE (status, attempt, started_at, stream_seq, worker, finished_at, exit_code, signal,
   duration_ms, error, stdout, stdout_bytes, stdout_truncated, stdout_sha256,
   stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes) ON orders TO orderly_worker;

@@ -79,6 +79,11 @@ type Order struct {
 	// the worker cancels the order at its claim once that process is
 	// gone, instead of running it for nobody. Zero for every other order.
 	Waiter uuid.UUID
+	// ParentRun, when set, is the runbook run that waits for this
+	// sub-runbook run (docs/runbooks.md): the worker cancels the order at
+	// its claim once that run has ended, instead of running it for
+	// nobody after the step that waited for it failed. Zero otherwise.
+	ParentRun uuid.UUID
 }
 
 // Decision is the API policy's verdict on an order and the rules behind it.

@@ -39,7 +39,7 @@ const claimSQL = `WITH c AS (
 		stream_seq = $3, worker = $2
 	WHERE id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > now())
 		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)
-		AND (waiter IS NULL OR ` + waiterPresent + `)
+		AND (waiter IS NULL OR ` + waiterPresent + `) AND NOT ` + parentEnded + `
 	RETURNING ` + orderCols + `
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
@@ -52,9 +52,19 @@ SELECT ` + orderCols + ` FROM c`
 // alive, by PostgreSQL's clock (api_presence, migration 00023).
 const waiterPresent = `EXISTS (SELECT 1 FROM api_presence p WHERE p.instance = orders.waiter AND p.alive_until > now())`
 
+// parentEnded holds for an order of the orders table that is a
+// sub-runbook run its parent run waits for (parent_run, migration 00031)
+// when that run has ended: its delegation, which the run keeps while it
+// runs and which goes when it ends (the orders_erase trigger), is gone.
+// The delegations table is read, not the parent's row: a worker's login
+// sees only its own host's orders (row security), and the parent runs
+// on another host.
+const parentEnded = `(orders.parent_run IS NOT NULL AND NOT EXISTS (SELECT 1 FROM runbook_delegations d WHERE d.order_id = orders.parent_run))`
+
 // ErrWaiterGone is returned by a claim of an order whose waiter is gone:
 // the API process that waited for it for its client stopped renewing its
-// presence (killed, crashed, cut off for longer than its life). Nobody
+// presence (killed, crashed, cut off for longer than its life), or the
+// runbook run that waited for it as a sub-runbook has ended. Nobody
 // would read its result, so it is not claimed; the worker cancels it
 // (CancelWaiterGone).
 var ErrWaiterGone = errors.New("the API process waiting for this order is gone")
@@ -79,7 +89,7 @@ func (s *Store) claimed(ctx context.Context, id uuid.UUID, worker string, o *ord
 		var expired, owner, bound bool
 		if err := s.pool.QueryRow(ctx, `SELECT coalesce(expires_at <= now(), false),
 			EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2),
-			waiter IS NOT NULL FROM orders WHERE id = $1`, id, worker).Scan(&expired, &owner, &bound); err != nil {
+			waiter IS NOT NULL OR parent_run IS NOT NULL FROM orders WHERE id = $1`, id, worker).Scan(&expired, &owner, &bound); err != nil {
 			return nil, false, translate("claim order "+id.String(), err)
 		}
 		switch {
@@ -98,25 +108,35 @@ func (s *Store) claimed(ctx context.Context, id uuid.UUID, worker string, o *ord
 // CancelWaiterGone cancels a queued order whose waiter is gone
 // (ErrWaiterGone) as worker, the host's owner, recording why. It returns
 // false when the order no longer is one: claimed or ended meanwhile, its
-// waiter alive again, or the host no longer worker's.
-func (s *Store) CancelWaiterGone(ctx context.Context, id uuid.UUID, worker string) (bool, error) {
+// waiter alive again, or the host no longer worker's; else true and the
+// reason recorded (WaiterGoneReason or ParentEndedReason).
+func (s *Store) CancelWaiterGone(ctx context.Context, id uuid.UUID, worker string) (bool, string, error) {
 	const q = `WITH u AS (
-	UPDATE orders SET status = 'canceled', finished_at = now(), error = $3
-	WHERE id = $1 AND status = 'queued' AND waiter IS NOT NULL AND NOT ` + waiterPresent + `
+	UPDATE orders SET status = 'canceled', finished_at = now(),
+		error = CASE WHEN ` + parentEnded + ` THEN $4 ELSE $3 END
+	WHERE id = $1 AND status = 'queued'
+		AND (waiter IS NOT NULL AND NOT ` + waiterPresent + ` OR ` + parentEnded + `)
 		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)
-	RETURNING id, status, finished_at, attempt, waiter
+	RETURNING id, status, finished_at, attempt, waiter, parent_run, error
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
 	SELECT id, finished_at, 'canceled', status, $2,
-		jsonb_build_object('reason', $3::text, 'attempt', attempt, 'waiter', waiter) FROM u
+		jsonb_strip_nulls(jsonb_build_object('reason', error, 'attempt', attempt, 'waiter', waiter, 'parent_run', parent_run)) FROM u
 )
-SELECT count(*) FROM u`
-	var n int
-	if err := s.pool.QueryRow(ctx, q, id, worker, WaiterGoneReason).Scan(&n); err != nil {
-		return false, translate(fmt.Sprintf("cancel order %s of a gone waiter", id), err)
+SELECT count(*), coalesce(max(error), '') FROM u`
+	var (
+		n      int
+		reason string
+	)
+	if err := s.pool.QueryRow(ctx, q, id, worker, WaiterGoneReason, ParentEndedReason).Scan(&n, &reason); err != nil {
+		return false, "", translate(fmt.Sprintf("cancel order %s of a gone waiter", id), err)
 	}
-	return n == 1, nil
+	return n == 1, reason, nil
 }
+
+// ParentEndedReason is the error and event reason of a sub-runbook run
+// canceled because the run that waited for it had ended.
+const ParentEndedReason = "canceled before it started: the runbook run that waited for it as a sub-runbook has ended (killed, canceled, timed out, its worker lost, or its script exited), so nothing would read its result"
 
 // WaiterGoneReason is the error and event reason of an order canceled
 // because its waiter is gone.

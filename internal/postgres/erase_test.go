@@ -61,7 +61,11 @@ func (e *storeEnv) withInputs() uuid.UUID {
 func TestEraseMigrationErasesAtTheEnd(t *testing.T) {
 	e, p := migratedDown(t, 23)
 	e.own("h1", "w1")
+	// Today's insert names orders.parent_run (00031): the column stands
+	// in for it, as in insertBefore.
+	e.exec(`ALTER TABLE orders ADD COLUMN parent_run uuid`)
 	queued := e.withInputs()
+	e.exec(`ALTER TABLE orders DROP COLUMN parent_run`)
 	if _, err := p.Up(e.ctx); err != nil {
 		t.Fatalf("migrate up: %v", err)
 	}
@@ -92,7 +96,9 @@ func TestEraseMigrationErasesAtTheEnd(t *testing.T) {
 	if _, err := p.DownTo(e.ctx, 23); err != nil {
 		t.Fatalf("migrate down: %v", err)
 	}
+	e.exec(`ALTER TABLE orders ADD COLUMN parent_run uuid`)
 	back := e.withInputs()
+	e.exec(`ALTER TABLE orders DROP COLUMN parent_run`)
 	e.exec(`UPDATE orders SET status = 'canceled', finished_at = now() WHERE id = $1`, back)
 	if env, stdin, script, secrets, dels := e.pending(back); env || stdin || script || secrets || dels != 0 {
 		t.Errorf("rolled back to 00023: env %v stdin %v script %v secrets %v delegations %d; want all gone", env, stdin, script, secrets, dels)

@@ -324,10 +324,10 @@ const (
 	INSERT INTO orders (id, batch_id, kind, host, status, command, args, env_names, env, stdin, stdin_bytes,
 		stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as, dry_run,
 		idempotent, expires_at, max_output, principal, source, correlation_id, idempotency_key, policy, request_sha256,
-		runbook, runbook_sha256, script, action, action_params, action_secrets, action_secret_names, action_limit, waiter)
+		runbook, runbook_sha256, script, action, action_params, action_secrets, action_secret_names, action_limit, waiter, parent_run)
 	VALUES ($1,$2,$3,$4,'queued',$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,
 		least($19::timestamptz, now() + $35::bigint * interval '1 microsecond'),
-		$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$36)
+		$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$36,$37)
 `
 	insertOrderIdem = `	ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 `
@@ -401,12 +401,14 @@ func (s *Store) InsertOrder(ctx context.Context, o *order.Order) (existing *orde
 	params := []any{o.ID, o.BatchID, string(o.Kind), o.Host, o.Command, args, names, env, o.Stdin, len(o.Stdin),
 		string(o.StdoutEncode), string(o.StderrEncode), o.CaptureStdout, o.CaptureStderr, o.Timeout.Milliseconds(), o.RunAs, o.DryRun,
 		o.Idempotent, o.ExpiresAt, o.MaxOutput, o.Principal, o.Source, o.CorrelationID, idemKey, policy, reqSum,
-		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit, expiresIn, waiterParam(o.Waiter)}
+		runbook, runbookSum, script, ac.name, ac.params, ac.secrets, ac.names, ac.limit, expiresIn, waiterParam(o.Waiter),
+		waiterParam(o.ParentRun)}
 	return s.insert(ctx, o, q, params, idemKey, true)
 }
 
-// waiterParam is the waiter column of an order: NULL for none (every
-// order but a compat surface's), so that it costs them nothing.
+// waiterParam is the waiter (or parent_run) column of an order: NULL for
+// none (every order but a compat surface's, or a sub-runbook's that its
+// parent waits for), so that it costs them nothing.
 func waiterParam(w uuid.UUID) any {
 	if w == uuid.Nil {
 		return nil

@@ -58,13 +58,14 @@ func (e *storeEnv) insert(host, principal string, mod func(*order.Order)) *order
 }
 
 // insertBefore is insert on a schema migrated down past 00023: today's
-// insert statement names orders.waiter, so the column stands in for the
-// insert and is gone again before the test migrates up.
+// insert statement names orders.waiter and orders.parent_run (00031), so
+// the columns stand in for the insert and are gone again before the test
+// migrates up.
 func (e *storeEnv) insertBefore(host, principal string) *order.Order {
 	e.t.Helper()
-	e.exec(`ALTER TABLE orders ADD COLUMN waiter uuid`)
+	e.exec(`ALTER TABLE orders ADD COLUMN waiter uuid, ADD COLUMN parent_run uuid`)
 	o := e.insert(host, principal, nil)
-	e.exec(`ALTER TABLE orders DROP COLUMN waiter`)
+	e.exec(`ALTER TABLE orders DROP COLUMN waiter, DROP COLUMN parent_run`)
 	return o
 }
 

@@ -8,12 +8,21 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
 // scriptName is the file the script is written to in its run directory.
 const scriptName = ".orderly-script"
+
+// runDirPrefix begins the name of a run directory in the temporary
+// directory; the order's id follows it, then MkdirTemp's random part.
+const runDirPrefix = "orderly-run-"
+
+// runDirPattern is MkdirTemp's pattern for a run directory of order id.
+func runDirPattern(id uuid.UUID) string { return runDirPrefix + id.String() + "-" }
 
 // execDirVar names the run directory for the script (stage0's name).
 const execDirVar = "RUNBOOK_EXEC_DIR_HOST"
@@ -93,7 +102,7 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 		timeout = order.DefaultLimits().DefaultTimeout
 	}
 
-	dir, err := writeRunDir(s, u)
+	dir, err := writeRunDir(s, u, o.ID)
 	if err != nil {
 		// The host's trouble (its disk full), not a refusal: unavailable,
 		// which the worker records as a failed run, as a failed start.
@@ -194,9 +203,10 @@ func (sp scriptPolicy) interpreter(body []byte) ([]string, error) {
 }
 
 // writeRunDir creates the run's private directory with the input files
-// and the script, owned by the user the script runs as once written.
-func writeRunDir(s *order.Script, u runUser) (_ string, err error) {
-	dir, err := os.MkdirTemp("", "orderly-run-")
+// and the script, owned by the user the script runs as once written. Its
+// name holds the order's id, for RemoveRunDirs.
+func writeRunDir(s *order.Script, u runUser, id uuid.UUID) (_ string, err error) {
+	dir, err := os.MkdirTemp("", runDirPattern(id))
 	if err != nil {
 		return "", err
 	}
@@ -265,4 +275,26 @@ func safeRel(p string) bool {
 	}
 	c := path.Clean(p)
 	return c == p && c != "." && c != ".." && !strings.HasPrefix(c, "../")
+}
+
+// RemoveRunDirs removes the run directories of order id that a worker
+// left in the temporary directory because it stopped before the run's
+// end (killed, frozen past its lease, its machine's power cut): they hold
+// the script and its input files, which PostgreSQL erased when the order
+// ended, and nothing else removes them. The host's next worker calls it
+// once the order's processes are proven gone. It returns the directories
+// it removed.
+func (p *Policy) RemoveRunDirs(id uuid.UUID) ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), runDirPattern(id)+"*"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			return removed, err
+		}
+		removed = append(removed, d)
+	}
+	return removed, nil
 }

@@ -233,3 +233,35 @@ func TestPrepareScriptRunDirIsTheUsersOnlyWhenWritten(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveRunDirs: the run directories of one order, which a worker
+// killed mid-run leaves, are removed by its id; another order's, which
+// may be running, is left alone.
+func TestRemoveRunDirs(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	p := newScriptPolicy(t, 1<<20)
+	dead, live := scriptOrder("sleep 9\n"), scriptOrder("sleep 9\n")
+	var deadDirs []string
+	for range 2 { // an idempotent order requeued after a crash left one per attempt
+		prep, err := p.Prepare(dead)
+		assertCode(t, err, "")
+		deadDirs = append(deadDirs, prep.Req.Dir)
+	}
+	prep, err := p.Prepare(live)
+	assertCode(t, err, "")
+	defer prep.Cleanup()
+	removed, err := p.RemoveRunDirs(dead.ID)
+	slices.Sort(removed)
+	slices.Sort(deadDirs)
+	if err != nil || !slices.Equal(removed, deadDirs) {
+		t.Errorf("removed %q (%v), want %q", removed, err, deadDirs)
+	}
+	for _, d := range deadDirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s is left: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(prep.Req.Dir, scriptName)); err != nil {
+		t.Errorf("the other order's run directory was touched: %v", err)
+	}
+}
