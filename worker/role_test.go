@@ -68,7 +68,7 @@ func TestCheckLoginRefusesARoleThatCannotClaim(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence, orders.waiter") || !strings.Contains(err.Error(), "A role for workers") {
 		t.Errorf("CheckLogin of a role without 00023's grants: %v, want it refused naming api_presence, orders.waiter and sql.md's block", err)
 	}
-	// 00031's: what tells a sub-runbook's claim that its parent run ended.
+	// 00025's: what tells a sub-runbook's claim that its parent run ended.
 	for _, q := range []string{`REVOKE SELECT (parent_run) ON orders FROM orderly_worker`, `REVOKE SELECT (order_id) ON runbook_delegations FROM orderly_worker`} {
 		if _, err := pool.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -76,7 +76,7 @@ func TestCheckLoginRefusesARoleThatCannotClaim(t *testing.T) {
 	}
 	err = ws.CheckLogin(ctx, "mine")
 	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence, orders.waiter, orders.parent_run, runbook_delegations.order_id") {
-		t.Errorf("CheckLogin of a role without 00031's grants: %v, want it refused naming orders.parent_run and runbook_delegations.order_id", err)
+		t.Errorf("CheckLogin of a role without 00025's grants: %v, want it refused naming orders.parent_run and runbook_delegations.order_id", err)
 	}
 }
 

@@ -53,7 +53,7 @@ SELECT ` + orderCols + ` FROM c`
 const waiterPresent = `EXISTS (SELECT 1 FROM api_presence p WHERE p.instance = orders.waiter AND p.alive_until > now())`
 
 // parentEnded holds for an order of the orders table that is a
-// sub-runbook run its parent run waits for (parent_run, migration 00031)
+// sub-runbook run its parent run waits for (parent_run, migration 00025)
 // when that run has ended: its delegation, which the run keeps while it
 // runs and which goes when it ends (the orders_erase trigger), is gone.
 // The delegations table is read, not the parent's row: a worker's login

@@ -61,7 +61,7 @@ func (e *storeEnv) withInputs() uuid.UUID {
 func TestEraseMigrationErasesAtTheEnd(t *testing.T) {
 	e, p := migratedDown(t, 23)
 	e.own("h1", "w1")
-	// Today's insert names orders.parent_run (00031): the column stands
+	// Today's insert names orders.parent_run (00025): the column stands
 	// in for it, as in insertBefore.
 	e.exec(`ALTER TABLE orders ADD COLUMN parent_run uuid`)
 	queued := e.withInputs()

@@ -58,7 +58,7 @@ func (e *storeEnv) insert(host, principal string, mod func(*order.Order)) *order
 }
 
 // insertBefore is insert on a schema migrated down past 00023: today's
-// insert statement names orders.waiter and orders.parent_run (00031), so
+// insert statement names orders.waiter and orders.parent_run (00025), so
 // the columns stand in for the insert and are gone again before the test
 // migrates up.
 func (e *storeEnv) insertBefore(host, principal string) *order.Order {

@@ -102,7 +102,7 @@ func (s *Store) CheckLogin(ctx context.Context, host string) error {
 // claim with `permission denied`, its host's orders waiting; CheckLogin
 // refuses to start it instead (hJ8's rolling upgrade).
 var claimReads = [][2]string{{"api_presence", ""}, {"orders", "waiter"}, // migration 00023
-	{"orders", "parent_run"}, {"runbook_delegations", "order_id"}} // migration 00031
+	{"orders", "parent_run"}, {"runbook_delegations", "order_id"}} // migration 00025
 
 // RunningOrders returns the orders of host left running, in stream order:
 // after a takeover, the ones a previous worker started and never finished.
