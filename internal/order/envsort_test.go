@@ -9,9 +9,9 @@ import (
 
 // TestValidateAndScreenAllocateNothingWithoutEnv: an order without
 // environment variables (most of them, and the bench's) is validated and
-// screened without sorting an empty key list: 2.5 of the API's
-// allocations per submission went to it (docs/benchmarks.md, "The async
-// submit, counted again").
+// screened without sorting an empty key list, which cost three
+// allocations in each for every submission (docs/benchmarks.md, "The
+// async submit, counted again").
 func TestValidateAndScreenAllocateNothingWithoutEnv(t *testing.T) {
 	l := order.DefaultLimits()
 	for _, env := range []map[string]string{nil, {}} {
