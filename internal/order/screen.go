@@ -1,8 +1,6 @@
 package order
 
 import (
-	"maps"
-	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -62,7 +60,7 @@ func ForbiddenRune(s, forbidden string) (rune, bool) {
 // for its environment names or its characters, so the client hears it at
 // once instead of through a rejected order.
 func Screen(o *Order, envDeny, envAllow []string, forbidden string) error {
-	for _, name := range slices.Sorted(maps.Keys(o.Env)) { // the first problem reported is the same every time
+	for _, name := range envNames(o.Env) { // the first problem reported is the same every time
 		if rule, bad := EnvDenied(name, envDeny); bad {
 			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (env_deny %q)", name, rule)
 		}

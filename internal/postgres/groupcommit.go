@@ -51,6 +51,7 @@ type insertCall struct {
 	alone       bool // the group recorded nothing: insert again on its own
 	submittedAt time.Time
 	expiresAt   *time.Time
+	scan        insertedScan
 }
 
 // maxFlying is how many insert transactions may be in flight at once.
@@ -169,7 +170,8 @@ func (s *Store) insertAlone(ctx context.Context, q string, params []any, o *orde
 		pid = conn.Conn().PgConn().PID()
 		nc := conn.Conn().PgConn().Conn()
 		s.inserts.watch.sent(nc)
-		err = conn.QueryRow(ctx, q, params...).Scan(&o.SubmittedAt, &o.ExpiresAt)
+		var ins insertedScan
+		err = conn.QueryRow(ctx, q, params...).Scan(ins.scanInto(&o.SubmittedAt, &o.ExpiresAt)...)
 		s.inserts.watch.release(conn, nc)
 		// A statement that never left recorded nothing: its pooled
 		// connection was one PostgreSQL had already closed (a restart, a
@@ -219,7 +221,7 @@ func (s *Store) insertBatch(calls []*insertCall) {
 		br := conn.SendBatch(ctx, b)
 		first = nil
 		for _, c := range calls {
-			c.err = br.QueryRow().Scan(&c.submittedAt, &c.expiresAt)
+			c.err = br.QueryRow().Scan(c.scan.scanInto(&c.submittedAt, &c.expiresAt)...)
 			if c.err != nil && c.err != pgx.ErrNoRows && first == nil {
 				first = c.err
 			}

@@ -129,3 +129,10 @@ func boolp(v pgtype.Bool) *bool {
 	}
 	return &v.Bool
 }
+
+// ScanInsertedTimes scans a row of two times as InsertOrder scans the
+// ones its statement returns (insertedScan).
+func ScanInsertedTimes(row pgx.Row, submittedAt *time.Time, expiresAt **time.Time) error {
+	var s insertedScan
+	return row.Scan(s.scanInto(submittedAt, expiresAt)...)
+}
