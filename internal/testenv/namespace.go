@@ -83,13 +83,30 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 mkdir -p "$HOME/.config/systemd/user"
 ` + units + `
 # Children of this shell (no --fork), so that it reaps them at the end.
+# A cgroup of the manager's own on each hierarchy systemd uses. Started
+# in the machine's /init.scope, a user manager takes the hierarchy's root
+# for its own and, as it stops, removes every empty cgroup below it, on
+# the unified hierarchy too: other tests' order cgroups, cgroup parents
+# and the workers' probes, made that moment by test binaries running
+# beside this one.
+CG=orderly-usermanager-$$
+for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+	if [ -f "$h/cgroup.procs" ] && mkdir "$h/$CG" 2>/dev/null; then echo $$ > "$h/$CG/cgroup.procs"; fi
+done
 dbus-daemon --session --address="unix:path=$XDG_RUNTIME_DIR/bus" --nofork --print-address > "$D/dbus.address" &
 DB=$!
 export DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
 for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/bus" ] && break; sleep 0.1; done
 /lib/systemd/systemd --user > "$D/systemd.log" 2>&1 &
 SD=$!
-cleanup() { kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true; }
+cleanup() {
+	kill "$SD" "$DB" 2>/dev/null || true; wait "$SD" "$DB" 2>/dev/null || true
+	for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+		[ -d "$h/$CG" ] || continue
+		echo $$ > "$h/cgroup.procs" 2>/dev/null || true
+		find "$h/$CG" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
+}
 trap cleanup EXIT
 for _ in $(seq 100); do
 	st=$(systemctl --user is-system-running 2>/dev/null || true)
