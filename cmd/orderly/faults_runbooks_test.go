@@ -193,12 +193,20 @@ type rbRow struct {
 
 func (r *rbFaults) row(id uuid.UUID) rbRow {
 	r.t.Helper()
+	o, err := r.readRow(id)
+	if err != nil {
+		r.t.Fatalf("order %s: %v", id, err)
+	}
+	return o
+}
+
+func (r *rbFaults) readRow(id uuid.UUID) (rbRow, error) {
 	var o rbRow
 	var errText, stdout *string
 	if err := r.pool.QueryRow(r.t.Context(), `SELECT status, error, convert_from(coalesce(stdout, ''), 'UTF8'), exit_code,
 attempt
 		FROM orders WHERE id = $1`, id).Scan(&o.status, &errText, &stdout, &o.exit, &o.attempts); err != nil {
-		r.t.Fatalf("order %s: %v", id, err)
+		return o, err
 	}
 	if errText != nil {
 		o.error = *errText
@@ -206,16 +214,25 @@ attempt
 	if stdout != nil {
 		o.stdout = *stdout
 	}
-	return o
+	return o, nil
 }
 
 // waitEnded waits until order id is no longer queued or running and
-// returns its row.
+// returns its row. A read that fails is asked again: the test's own
+// connections break when a scenario restarts PostgreSQL.
 func (r *rbFaults) waitEnded(id uuid.UUID, d time.Duration) rbRow {
 	r.t.Helper()
 	var o rbRow
+	var last error
 	waitUntil(r.t, d, "order "+id.String()+" ends", func() bool {
-		o = r.row(id)
+		var err error
+		if o, err = r.readRow(id); err != nil {
+			if last == nil || last.Error() != err.Error() {
+				r.t.Logf("read order %s (asked again): %v", id, err)
+			}
+			last = err
+			return false
+		}
 		return o.status != "queued" && o.status != "running"
 	})
 	return o
