@@ -436,22 +436,7 @@ func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...str
 	e.t.Helper()
 	nc, inbox, sub := replyInbox(e.t, e.natsURL)
 	defer nc.Close() // one per submission: not left open to the test's end
-	m := nats.NewMsg(queue.SubmitSubject + host)
-	m.Header.Set("Authorization", "Bearer "+e.tokens[as])
-	m.Header.Set("Orderly-Reply", inbox)
-	if msgID != "" {
-		m.Header.Set("Nats-Msg-Id", msgID)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		m.Header.Add(hdr[i], hdr[i+1])
-	}
-	var err error
-	if m.Data, err = json.Marshal(body); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := nc.PublishMsg(m); err != nil {
-		e.t.Fatal(err)
-	}
+	publishSubmission(e.t, nc, e.tokens[as], inbox, host, msgID, body, hdr...)
 	reply, err := sub.NextMsg(20 * time.Second)
 	if err != nil {
 		e.t.Fatalf("%s: no intake answer for Nats-Msg-Id %q: %v", as, msgID, err)
@@ -542,6 +527,29 @@ func (e *apiEnv) stage0Server(dir string) *apiEnv {
 	rb := *e
 	rb.url = hs.URL
 	return &rb
+}
+
+// publishSubmission publishes a NATS submission with token to
+// orderly.submit.<host>, its answer to inbox, with the given Nats-Msg-Id
+// ("" for none) and further headers (name, value pairs, each added).
+func publishSubmission(t *testing.T, nc *nats.Conn, token, inbox, host, msgID string, body any, hdr ...string) {
+	t.Helper()
+	m := nats.NewMsg(queue.SubmitSubject + host)
+	m.Header.Set("Authorization", "Bearer "+token)
+	m.Header.Set("Orderly-Reply", inbox)
+	if msgID != "" {
+		m.Header.Set("Nats-Msg-Id", msgID)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		m.Header.Add(hdr[i], hdr[i+1])
+	}
+	var err error
+	if m.Data, err = json.Marshal(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // replyInbox connects to the NATS server at url, closed when the test

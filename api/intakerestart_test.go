@@ -78,16 +78,7 @@ func TestNATSRestartLosesTheIntakeConsumerNotTheSubmissions(t *testing.T) {
 
 	nc, inbox, sub := replyInbox(t, e.natsURL)
 	for _, name := range []string{"b", "c", "d"} {
-		m := nats.NewMsg(queue.SubmitSubject + "nrs")
-		m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-		m.Header.Set("Orderly-Reply", inbox)
-		m.Header.Set("Nats-Msg-Id", "nrs-"+name)
-		if m.Data, err = json.Marshal(body(name)); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
+		publishSubmission(t, nc, e.tokens["alice"], inbox, "nrs", "nrs-"+name, body(name))
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
@@ -180,17 +171,7 @@ func TestNATSRestartCountsAHeldSubmissionOnce(t *testing.T) {
 	}
 	nc, inbox, sub := replyInbox(t, e.natsURL)
 	for _, name := range []string{"b", "c", "d"} {
-		m := nats.NewMsg(queue.SubmitSubject + "rl")
-		m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-		m.Header.Set("Orderly-Reply", inbox)
-		m.Header.Set("Nats-Msg-Id", "rl-"+name)
-		var err error
-		if m.Data, err = json.Marshal(body); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
+		publishSubmission(t, nc, e.tokens["alice"], inbox, "rl", "rl-"+name, body)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
@@ -262,17 +243,7 @@ func TestNATSRestartCountsASubmissionAnotherReplicaHeldOnce(t *testing.T) {
 	b := newAPIEnv(t, envOptions{dsn: a.dsn, natsURL: a.natsURL, tokens: a.tokens, ratePerPrincipal: 2})
 	nc, inbox, sub := replyInbox(t, a.natsURL)
 	for _, name := range []string{"b", "c", "d"} {
-		m := nats.NewMsg(queue.SubmitSubject + "rl2")
-		m.Header.Set("Authorization", "Bearer "+a.tokens["alice"])
-		m.Header.Set("Orderly-Reply", inbox)
-		m.Header.Set("Nats-Msg-Id", "rl2-"+name)
-		var err error
-		if m.Data, err = json.Marshal(body); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
+		publishSubmission(t, nc, a.tokens["alice"], inbox, "rl2", "rl2-"+name, body)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
@@ -367,17 +338,7 @@ func TestNATSRestartCountsOnceUnderAConsumerAnotherReplicaMade(t *testing.T) {
 	nc, inbox, sub := replyInbox(t, a.natsURL)
 	submit := func(name string) {
 		t.Helper()
-		m := nats.NewMsg(queue.SubmitSubject + "rl3")
-		m.Header.Set("Authorization", "Bearer "+a.tokens["alice"])
-		m.Header.Set("Orderly-Reply", inbox)
-		m.Header.Set("Nats-Msg-Id", "rl3-"+name)
-		var err error
-		if m.Data, err = json.Marshal(body); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
+		publishSubmission(t, nc, a.tokens["alice"], inbox, "rl3", "rl3-"+name, body)
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}

@@ -23,14 +23,7 @@ import (
 func sendSubmission(t *testing.T, e *apiEnv, host, key string) *nats.Subscription {
 	t.Helper()
 	nc, inbox, sub := replyInbox(t, e.natsURL)
-	m := nats.NewMsg(queue.SubmitSubject + host)
-	m.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-	m.Header.Set("Orderly-Reply", inbox)
-	m.Header.Set("Nats-Msg-Id", key)
-	m.Data = []byte(`{"command":"true"}`)
-	if err := nc.PublishMsg(m); err != nil {
-		t.Fatal(err)
-	}
+	publishSubmission(t, nc, e.tokens["alice"], inbox, host, key, json.RawMessage(`{"command":"true"}`))
 	return sub
 }
 
