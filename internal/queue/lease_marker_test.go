@@ -129,15 +129,7 @@ func TestStandbyWithoutItsWatchLeavesARenewedLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type took struct {
-		l   *queue.Lease
-		err error
-	}
-	bTook := make(chan took, 1)
-	go func() {
-		l, err := q.AcquireLease(ctx, "u9", "B", func(string) {})
-		bTook <- took{l, err}
-	}()
+	_, bTook := standbyLease(ctx, q, "u9", "B")
 	hosts, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -192,16 +184,7 @@ func TestStandbyTimesTheLeaseAsItShrinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type took struct {
-		l   *queue.Lease
-		err error
-	}
-	waiting := make(chan struct{})
-	bTook := make(chan took, 1)
-	go func() {
-		l, err := q.AcquireLease(ctx, "s9", "B", func(string) { close(waiting) })
-		bTook <- took{l, err}
-	}()
+	waiting, bTook := standbyLease(ctx, q, "s9", "B")
 	<-waiting
 	// The API restarted with a 4 s lease.
 	if _, err := queue.New(ctx, nc, queue.Options{LeaseTTL: 4 * time.Second}); err != nil {

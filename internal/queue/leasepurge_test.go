@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,16 +79,7 @@ func TestStandbyLeavesAPurgedLeaseToItsHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type took struct {
-		l   *queue.Lease
-		err error
-	}
-	waiting := make(chan struct{})
-	bTook := make(chan took, 1)
-	go func() {
-		l, err := q.AcquireLease(ctx, "p1", "B", func(string) { close(waiting) })
-		bTook <- took{l, err}
-	}()
+	waiting, bTook := standbyLease(ctx, q, "p1", "B")
 	<-waiting
 	// The standby's watch is in place once its consumer exists.
 	hosts, err := js.Stream(ctx, "KV_"+queue.HostsBucket)
@@ -147,4 +139,23 @@ func TestStandbyLeavesAPurgedLeaseToItsHolder(t *testing.T) {
 	if b.l.Freed() != "released" {
 		t.Fatalf("the standby found the lease free by %q, want on its holder's release", b.l.Freed())
 	}
+}
+
+// tookLease is what a standby's AcquireLease returned.
+type tookLease struct {
+	l   *queue.Lease
+	err error
+}
+
+// standbyLease asks for host's lease as instance in the background: waiting
+// is closed once it waits as a standby (behind a holder), took gets what
+// AcquireLease returned.
+func standbyLease(ctx context.Context, q *queue.Queue, host, instance string) (waiting <-chan struct{}, took <-chan tookLease) {
+	w, t := make(chan struct{}), make(chan tookLease, 1)
+	var once sync.Once
+	go func() {
+		l, err := q.AcquireLease(ctx, host, instance, func(string) { once.Do(func() { close(w) }) })
+		t <- tookLease{l, err}
+	}()
+	return w, t
 }
