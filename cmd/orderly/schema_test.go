@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/migrations"
@@ -133,4 +136,147 @@ func TestSchemaRolledBackStopsServers(t *testing.T) {
 			t.Fatalf("%s still runs on a schema rolled back under it:\n%s", s.name, s.out.String())
 		}
 	}
+}
+
+// TestSchemaRolledBackStopsAtTheFirstStatementThatFails: hF11's downgrade
+// of a running fleet (main → a3d2396, `orderly migrate down` dropping
+// 00025's orders.parent_run under it). Every submission to a newer API
+// then failed 500 `internal` and every claim of a newer worker failed,
+// its host's orders held, until the once-a-minute schema check stopped
+// them (24 s to 84 s). A statement refused for a column or table that is
+// gone now answers 503 `unavailable` (the order not recorded: the client
+// retries) and makes the process read its schema at once, so it stops at
+// its first such statement. The schema check's ticker is an hour here:
+// only the failed statements can stop the servers.
+func TestSchemaRolledBackStopsAtTheFirstStatementThatFails(t *testing.T) {
+	old := schemaCheck
+	schemaCheck = time.Hour
+	defer func() { schemaCheck = old }()
+	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
+	token, sum := auth.NewToken()
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	conf := filepath.Join(dir, "orderly.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:0\ndatabase_url: %q\nnats:\n  url: %q\n"+
+		"worker:\n  cgroup: \"off\"\nauth:\n  tokens:\n  - name: admin\n    sha256: %s\n    roles: [admin]\n",
+		dsn, natsURL, sum)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, pool := testenv.Store(t, dsn)
+	type server struct {
+		name string
+		out  testenv.LogBuffer
+		done chan error
+	}
+	start := func(ctx context.Context, args ...string) *server {
+		s := &server{name: args[0], done: make(chan error, 1)}
+		go func() {
+			s.done <- run(ctx, append([]string{"orderly"}, args...), nil, strings.NewReader(""), &s.out, &s.out)
+		}()
+		return s
+	}
+	apiURL := func(api *server) string {
+		var base string
+		waitUntil(t, 30*time.Second, "api listening", func() bool {
+			for line := range strings.Lines(api.out.String()) {
+				if strings.Contains(line, "api listening") {
+					if i := strings.Index(line, "url="); i >= 0 {
+						base = strings.Fields(line[i+len("url="):])[0]
+					}
+				}
+			}
+			return base != ""
+		})
+		return base
+	}
+	submit := func(base, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/v1/orders", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	status := func(id string) string {
+		var s string
+		if err := pool.QueryRow(t.Context(), `SELECT status FROM orders WHERE id = $1`, id).Scan(&s); err != nil {
+			t.Fatalf("order %s: %v", id, err)
+		}
+		return s
+	}
+	stopped := func(servers ...*server) {
+		t.Helper()
+		for _, s := range servers {
+			select {
+			case err := <-s.done:
+				s.done <- err
+				if err == nil || !strings.Contains(err.Error(), "rolled back under this running process") {
+					t.Errorf("%s stopped with %v, want the rolled-back schema named", s.name, err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatalf("%s still runs a minute after its statements failed on a schema rolled back under it (its check is an hour away):\n%s", s.name, s.out.String())
+			}
+		}
+	}
+	migrate := func(dir string) {
+		t.Helper()
+		if out, err := runCmd(t, "migrate", dir, "--database-url", dsn); err != nil {
+			t.Fatalf("migrate %s: %v\n%s", dir, err, out)
+		}
+	}
+
+	// A worker's claim: the order behind the one running when the
+	// schema is rolled back.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	api := start(ctx, "api", "--config", conf)
+	worker := start(ctx, "worker", "--config", conf, "--host", "schema-h2")
+	defer func() {
+		cancel()
+		<-api.done
+		<-worker.done
+	}()
+	base := apiURL(api)
+	waitUntil(t, 30*time.Second, "worker consuming", func() bool { return strings.Contains(worker.out.String(), "worker consuming") })
+	code, a := submit(base, fmt.Sprintf(`{"host":"schema-h2","command":"sh","args":["-c","while [ ! -e %s ]; do sleep 0.1; done"]}`, gate))
+	if code != http.StatusAccepted {
+		t.Fatalf("submit A: %d %v", code, a)
+	}
+	waitUntil(t, 30*time.Second, "A running", func() bool { return status(a["id"].(string)) == "running" })
+	code, b := submit(base, `{"host":"schema-h2","command":"true"}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("submit B: %d %v", code, b)
+	}
+	migrate("down")
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stopped(worker, api)
+	if s := status(b["id"].(string)); s != "queued" {
+		t.Errorf("B is %s after the worker stopped on its claim, want it queued for the host's next worker", s)
+	}
+
+	// An API's submission.
+	migrate("up")
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	defer cancel2()
+	api2 := start(ctx2, "api", "--config", conf)
+	defer func() {
+		cancel2()
+		<-api2.done
+	}()
+	base = apiURL(api2)
+	migrate("down")
+	code, m := submit(base, `{"host":"schema-h2","command":"true"}`)
+	e, _ := m["error"].(map[string]any)
+	if code != http.StatusServiceUnavailable || e["code"] != "unavailable" {
+		t.Errorf("a submission on a schema rolled back under the API: %d %v, want 503 unavailable", code, m)
+	}
+	stopped(api2)
 }

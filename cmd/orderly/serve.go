@@ -275,11 +275,15 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 		signal.Notify(hup, syscall.SIGHUP)
 	}
 	defer signal.Stop(hup)
-	var schemaTick <-chan time.Time
+	var (
+		schemaTick    <-chan time.Time
+		schemaSuspect <-chan struct{}
+	)
 	if store != nil {
 		t := time.NewTicker(schemaCheck)
 		defer t.Stop()
 		schemaTick = t.C
+		schemaSuspect = postgres.SchemaSuspect()
 	}
 	notifySystemd(sdReady, logger)
 	defer notifySystemd(sdStopping, logger)
@@ -288,6 +292,14 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 		case <-ctx.Done():
 			logger.Info("shutting down")
 			return nil
+		case <-schemaSuspect:
+			// A statement failed on a column or table that is gone: read
+			// the version now, as the tick would; until the tick, up to a
+			// minute of failed submissions and claims (hF11's downgrade).
+			schemaSuspect = postgres.RearmSchemaSuspect(schemaSuspect)
+			if err := checkRolledBack(ctx, store); err != nil {
+				return err
+			}
 		case <-schemaTick:
 			err := checkRolledBack(ctx, store)
 			if schemaChecked != nil {

@@ -443,7 +443,10 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 		// pool's was already closed), so nothing can have been recorded.
 		// A statement out when its context's deadline passed is decided
 		// as one whose connection broke: pgx closes that connection.
-		if order.ErrorCode(terr) != order.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) {
+		// A statement refused for a column or table the schema no longer
+		// has (rolled back under this process) was answered: nothing was
+		// recorded, and the fence's lookups would fail the same way.
+		if order.ErrorCode(terr) != order.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) || schemaGone(err) {
 			return nil, terr
 		}
 		recorded, oerr := s.insertOutcome(ctx, o, pid)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -118,6 +119,10 @@ func translate(doing string, err error) error {
 			return &order.Error{Code: order.CodeConflict, Message: "already exists", Err: fmt.Errorf("%s: %w", doing, err)}
 		case unavailableState(pgErr.Code):
 			return unavailable(doing, err)
+		case schemaGoneState(pgErr.Code):
+			suspectSchema()
+			return &order.Error{Code: order.CodeUnavailable, Message: "database schema changed under this process",
+				Err: fmt.Errorf("%s: %w", doing, err)}
 		}
 		return fmt.Errorf("%s: %w", doing, err)
 	}
@@ -139,6 +144,70 @@ func unavailable(doing string, err error) error {
 func unavailableState(code string) bool {
 	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P") || strings.HasPrefix(code, "53") ||
 		strings.HasPrefix(code, "58") || code == "25006"
+}
+
+// schemaGoneState reports the SQLSTATEs of a statement that names what
+// the database no longer has: a column (42703), a table (42P01), a
+// function (42883) or a type or other object (42704). orderly's own
+// statements meet them only when the schema was rolled back under the
+// running process (`orderly migrate down`, a restore of an older backup):
+// 00025's down drops orders.parent_run, which every insert and claim of a
+// newer process names. Not the client's fault, so 503, and the process
+// checks its schema at once (SchemaSuspect) instead of at its next
+// minute's check, failing every submission and claim until then.
+func schemaGoneState(code string) bool {
+	return code == "42703" || code == "42P01" || code == "42883" || code == "42704"
+}
+
+// schemaGone reports whether err is a statement's failure on what the
+// database no longer has (schemaGoneState): the server answered, nothing
+// was written, and nothing is to be found out about it.
+func schemaGone(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && schemaGoneState(pgErr.Code)
+}
+
+var (
+	schemaMu      sync.Mutex
+	schemaSuspect = make(chan struct{})
+)
+
+// SchemaSuspect returns a channel closed once a statement of any store in
+// this process failed on a column, table or function that is gone
+// (schemaGoneState). The server commands' schema watch
+// (cmd/orderly, waitForSignals) waits on it beside its ticker, calls
+// RearmSchemaSuspect and reads the version at once: a rollback under them
+// stops them at their first failed statement, not up to a minute later.
+func SchemaSuspect() <-chan struct{} {
+	schemaMu.Lock()
+	defer schemaMu.Unlock()
+	return schemaSuspect
+}
+
+// RearmSchemaSuspect replaces the closed channel seen, when it is still
+// the current one, and returns the current one: a suspicion raised while
+// the caller checks closes the new channel, and is not lost.
+func RearmSchemaSuspect(seen <-chan struct{}) <-chan struct{} {
+	schemaMu.Lock()
+	defer schemaMu.Unlock()
+	if seen == schemaSuspect {
+		select {
+		case <-schemaSuspect:
+			schemaSuspect = make(chan struct{})
+		default:
+		}
+	}
+	return schemaSuspect
+}
+
+func suspectSchema() {
+	schemaMu.Lock()
+	defer schemaMu.Unlock()
+	select {
+	case <-schemaSuspect:
+	default:
+		close(schemaSuspect)
+	}
 }
 
 // connectionLost reports errors of a connection that broke or never came

@@ -47,3 +47,39 @@ func TestConnectionRefusedByTheServerIsUnavailable(t *testing.T) {
 		t.Fatalf("insert on a connection the server refused: %v, want code %s", err, order.CodeUnavailable)
 	}
 }
+
+// TestStatementOnAColumnGoneIsUnavailable: a schema rolled back under a
+// running process (hF11's downgrade: 00025's down drops orders.parent_run,
+// which every insert names) failed each submission as 500 `internal`, and
+// the fence a 503 would start looked the order up on the same schema. The
+// insert is 503 `unavailable`, nothing recorded, and SchemaSuspect is
+// closed for the process's schema watch; RearmSchemaSuspect opens it again.
+func TestStatementOnAColumnGoneIsUnavailable(t *testing.T) {
+	ctx := testenv.Context(t)
+	store, pool := testenv.Store(t, testenv.Postgres(t))
+	if _, err := pool.Exec(ctx, `ALTER TABLE orders DROP COLUMN parent_run`); err != nil {
+		t.Fatal(err)
+	}
+	seen := postgres.SchemaSuspect()
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "h1", Command: "true", Principal: "p", Source: "rest"}
+	_, err := store.InsertOrder(ctx, o)
+	var oe *order.Error
+	if !errors.As(err, &oe) || oe.Code != order.CodeUnavailable {
+		t.Fatalf("insert naming a dropped column: %v, want code %s", err, order.CodeUnavailable)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM orders WHERE id = $1`, o.ID).Scan(&n); err != nil || n != 0 {
+		t.Errorf("orders with the refused insert's id: %d, %v; want none", n, err)
+	}
+	select {
+	case <-seen:
+	default:
+		t.Fatal("SchemaSuspect not closed after a statement failed on a dropped column")
+	}
+	again := postgres.RearmSchemaSuspect(seen)
+	select {
+	case <-again:
+		t.Error("RearmSchemaSuspect returned a closed channel")
+	default:
+	}
+}
