@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -152,5 +154,105 @@ func TestAdminTokenOnAFullDiskLeavesNoFile(t *testing.T) {
 	}
 	if st.Mode().Perm() != 0o600 {
 		t.Fatalf("admin token mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// asNobody runs the shell script script as the user nobody in dir (a
+// local user other than serve's), and fails the test when it fails.
+func asNobody(t *testing.T, dir, script string) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", "umask 077; "+script)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as nobody: %s: %v\n%s", script, err, out)
+	}
+}
+
+// TestAdminTokenPlantedIsNotAdopted: serve takes the admin.token it finds
+// in its data dir as admin's. It checked that the data dir is its user's
+// and that nobody else writes to it now, and that the file is 0600, not
+// who made the file or what it is: a token another user planted while the
+// data dir was theirs to write (0777 before an operator's chmod 755, made
+// under a umask of 000), 0600 and theirs, became admin's; so did a
+// symbolic link they planted to a one-line file of serve's user kept for
+// another use, or a hard link to one; and a FIFO they planted kept serve
+// from starting for good (os.ReadFile blocked on it). serve now takes
+// only a regular file of its own user, with one name, reached without a
+// link, and says to delete anything else; nothing goes to api_tokens.
+func TestAdminTokenPlantedIsNotAdopted(t *testing.T) {
+	testenv.NeedRootTools(t, "planting files as another user", "run as root; the planter is nobody", "/bin/sh")
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	ctx := t.Context()
+	planted, _ := auth.NewToken()
+	// A one-line file of serve's user (root), 0600, whose line the planter
+	// knows: a token of theirs that an operator keeps for them, say.
+	known := filepath.Join(serveDataDir(t, "orderly-known-"), "their.token")
+	if err := os.WriteFile(known, []byte(planted+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		plant func(t *testing.T, dir string)
+		says  string
+	}{
+		{"a file of another user", func(t *testing.T, dir string) {
+			asNobody(t, dir, "printf '%s\\n' "+planted+" > admin.token")
+		}, "owned by uid 65534"},
+		{"a symbolic link", func(t *testing.T, dir string) {
+			asNobody(t, dir, "ln -s "+known+" admin.token")
+		}, "symbolic link"},
+		{"a hard link", func(t *testing.T, dir string) {
+			if err := os.Link(known, filepath.Join(dir, "admin.token")); err != nil {
+				t.Fatal(err)
+			}
+		}, "2 names"},
+		{"a FIFO", func(t *testing.T, dir string) {
+			asNobody(t, dir, "mkfifo admin.token")
+		}, "not a regular file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := serveDataDir(t, "orderly-planted-")
+			if err := os.Chmod(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			c.plant(t, dir)
+			if err := os.Chmod(dir, 0o755); err != nil { // the operator's mend
+				t.Fatal(err)
+			}
+			if err := dataDirOwn(dir); err != nil {
+				t.Fatalf("the mended data dir: %v", err)
+			}
+			path := filepath.Join(dir, "admin.token")
+			done := make(chan error, 1)
+			go func() { done <- ensureAdminToken(ctx, store, path) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute):
+				// Unblock the read that waits for a writer.
+				if f, ferr := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); ferr == nil {
+					_, _ = f.WriteString(planted + "\n")
+					f.Close()
+				}
+				err = <-done
+				t.Errorf("serve's start blocked on the planted %s for a minute", c.name)
+			}
+			if err == nil || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "delete it") {
+				t.Errorf("a planted %s: %v, want a refusal naming %q and saying to delete it", c.name, err, c.says)
+			}
+			toks, lerr := store.APITokens(ctx)
+			if lerr != nil {
+				t.Fatal(lerr)
+			}
+			for _, tok := range toks {
+				if tok.SHA256 == auth.HashToken(planted) {
+					t.Fatalf("the planter's token is %s's in api_tokens", tok.Name)
+				}
+			}
+			if len(toks) != 0 {
+				t.Errorf("api_tokens after the refusal: %v", toks)
+			}
+		})
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/secretfile"
 	"github.com/orderly-run/orderly/migrations"
 )
 
@@ -339,18 +340,15 @@ func workerDone(wr *workerRunner) <-chan error {
 // An existing file must be the serve user's alone, as the NATS seeds must
 // (natsembed): a copy restored without its mode (cp under umask 022 makes
 // it 0644) let every local user, and every order run on this machine as
-// nobody, read a token that runs anything anywhere as anyone. It must
-// also hold a token a client could send.
+// nobody, read a token that runs anything anywhere as anyone. It must be
+// the file serve wrote (secretfile.Read): one another user planted while
+// the data dir was theirs to write (a token they know, 0600, theirs), a
+// symbolic or hard link to a file of serve's user, or a FIFO (serve
+// blocked on it for good) was taken, its hash made admin's. It must also
+// hold a token a client could send.
 func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) error {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err == nil {
-		st, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("admin token: %w", err)
-		}
-		if perm := st.Mode().Perm(); perm&0o077 != 0 {
-			return fmt.Errorf("admin token %s is readable by others (mode %o): chmod 600 it, or delete it to have a new one made", path, perm)
-		}
 		if !auth.Sendable(strings.TrimSpace(string(b))) {
 			return fmt.Errorf("admin token %s holds no token a client could send: delete it to have a new one made", path)
 		}
@@ -360,6 +358,12 @@ func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) e
 		// refused while the old one, perhaps the leaked one, worked again.
 		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: serveAdminToken,
 			SHA256: auth.HashToken(strings.TrimSpace(string(b))), Roles: []string{"admin"}})
+	}
+	if se, ok := errors.AsType[*secretfile.Error](err); ok {
+		if se.Shared {
+			return fmt.Errorf("admin token %s: chmod 600 it, or delete it to have a new one made", se)
+		}
+		return fmt.Errorf("admin token %s: serve did not leave it so, and does not take it as its own; delete it to have a new one made", se)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read admin token: %w", err)
