@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/secretfile"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -252,6 +256,93 @@ func TestAdminTokenPlantedIsNotAdopted(t *testing.T) {
 			}
 			if len(toks) != 0 {
 				t.Errorf("api_tokens after the refusal: %v", toks)
+			}
+		})
+	}
+}
+
+// TestServeFollowsNoPlantedLinkInItsDataDir: besides the admin token,
+// serve writes two files of fixed names in its data dir as it starts, as
+// root when it runs as root: api.instance through api.instance.tmp, opened
+// with O_TRUNC, and serve.lock, opened with O_CREATE. Another user who
+// could write the data dir before serve first ran there (its mode mended
+// since) planted both as symbolic links: serve truncated the file the
+// first named (/etc/shadow, say) and wrote its instance id in it, and
+// created the file the second named (/etc/nologin, which locks every
+// other user out). A planted api.instance, a FIFO, kept serve from
+// starting (its read blocked). Now the temporary file is made anew,
+// never through a link, the lock is opened without following one, and
+// api.instance is read only as the regular file serve wrote.
+func TestServeFollowsNoPlantedLinkInItsDataDir(t *testing.T) {
+	testenv.NeedRootTools(t, "planting files as another user", "run as root; the planter is nobody", "/bin/sh")
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	victims := serveDataDir(t, "orderly-victims-")
+	precious := filepath.Join(victims, "shadow")
+	if err := os.WriteFile(precious, []byte("root's own\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := filepath.Join(victims, "nologin")
+
+	dir := serveDataDir(t, "orderly-planted-")
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	asNobody(t, dir, "ln -s "+precious+" api.instance.tmp && ln -s "+created+" serve.lock")
+	if err := os.Chmod(dir, 0o755); err != nil { // the operator's mend
+		t.Fatal(err)
+	}
+	unlock, err := lockDataDir(dir)
+	if err == nil {
+		unlock()
+	}
+	if _, serr := os.Lstat(created); serr == nil {
+		t.Errorf("serve's lock created the file its planted link names")
+	}
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") || !strings.Contains(err.Error(), "delete it") {
+		t.Errorf("a planted serve.lock link: %v, want a refusal saying to delete it", err)
+	}
+	if _, err := takeOverPresence(t.Context(), store, dir, testLogger(t)); err != nil {
+		t.Fatalf("api.instance beside a planted api.instance.tmp link: %v", err)
+	}
+	if b, _ := os.ReadFile(precious); string(b) != "root's own\n" {
+		t.Errorf("serve wrote through the planted api.instance.tmp link: the file it names holds %q", b)
+	}
+	if b, err := secretfile.Read(filepath.Join(dir, presenceFile)); err != nil || len(bytes.TrimSpace(b)) != 36 {
+		t.Errorf("api.instance after the start: %q %v, want serve's instance id in a file of its own", b, err)
+	}
+
+	// A planted api.instance: a FIFO, a file of another user.
+	for _, c := range []struct{ name, plant, says string }{
+		{"a FIFO", "mkfifo " + presenceFile, "not a regular file"},
+		{"a file of another user", "echo " + uuid.NewString() + " > " + presenceFile, "owned by uid 65534"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := serveDataDir(t, "orderly-planted-")
+			if err := os.Chmod(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			asNobody(t, dir, c.plant)
+			if err := os.Chmod(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := takeOverPresence(t.Context(), store, dir, testLogger(t))
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute):
+				if f, ferr := os.OpenFile(filepath.Join(dir, presenceFile), os.O_WRONLY|syscall.O_NONBLOCK, 0); ferr == nil {
+					_, _ = f.WriteString(uuid.NewString() + "\n")
+					f.Close()
+				}
+				err = <-done
+				t.Errorf("serve's start blocked on the planted %s for a minute", c.name)
+			}
+			if err == nil || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "delete it") {
+				t.Errorf("a planted %s as api.instance: %v, want a refusal naming %q and saying to delete it", c.name, err, c.says)
 			}
 		})
 	}
