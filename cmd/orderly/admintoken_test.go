@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -343,6 +344,42 @@ func TestServeFollowsNoPlantedLinkInItsDataDir(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "delete it") {
 				t.Errorf("a planted %s as api.instance: %v, want a refusal naming %q and saying to delete it", c.name, err, c.says)
+			}
+		})
+	}
+}
+
+// TestServeRefusesEntriesAnotherUserPutInItsDataDir: dataDirOwn checks
+// the data dir as it is now. Another user who could write it before (it
+// was 0777, an operator's chmod 755 since) put directories there that
+// stay theirs: nats, where serve's embedded NATS keeps its JetStream
+// store (their store, which they may rewrite under the running bus), and
+// pg, the managed cluster's directory (a cluster of their making, whose
+// postgresql.conf runs its commands as postgres). serve took both. It
+// now refuses to start on such a data dir, naming the entry, before it
+// starts anything.
+func TestServeRefusesEntriesAnotherUserPutInItsDataDir(t *testing.T) {
+	testenv.NeedRootTools(t, "planting files as another user", "run as root; the planter is nobody", "/bin/sh")
+	for _, entry := range []string{"nats", "pg"} {
+		t.Run(entry, func(t *testing.T) {
+			dataDir := serveDataDir(t, "orderly-planted-")
+			if err := os.Chmod(dataDir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			asNobody(t, dataDir, "mkdir -m 755 "+entry)
+			if err := os.Chmod(dataDir, 0o755); err != nil { // the operator's mend
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			var out bytes.Buffer
+			err := run(ctx, []string{"orderly", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"},
+				[]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0"}, strings.NewReader(""), &out, &out)
+			if err == nil || !strings.Contains(err.Error(), "holds "+entry+", owned by uid 65534") || !strings.Contains(err.Error(), "delete it") {
+				t.Fatalf("serve on a data dir with nobody's %s: %v, want a refusal naming it\n%s", entry, err, out.String())
+			}
+			if entries, _ := os.ReadDir(dataDir); len(entries) != 1 {
+				t.Errorf("serve started something before refusing the data dir: %v", entries)
 			}
 		})
 	}

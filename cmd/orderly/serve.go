@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -84,6 +86,9 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if err := dataDirOwn(dataDir); err != nil {
+		return err
+	}
+	if err := dataDirEntriesOwn(dataDir); err != nil {
 		return err
 	}
 	unlock, err := lockDataDir(dataDir)
@@ -470,6 +475,43 @@ func dataDirOwn(dir string) error {
 	}
 	if perm := st.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("data dir %s may be written by other users (mode %o): they could plant its admin token and NATS credentials; chmod go-w it", dir, perm)
+	}
+	return nil
+}
+
+// dataDirEntriesOwn refuses a data dir with an entry another user made:
+// the data dir is serve's now, but it may have been theirs to write
+// before (made under a umask of 000, or in /tmp, and chmodded or chowned
+// since), and what they put there stays theirs whatever its mode. A nats
+// directory of theirs held the JetStream store serve's bus ran on, a pg
+// directory of theirs a cluster of their making (its postgresql.conf's
+// commands run as postgres). Each entry must be serve's user's, or, for
+// pg when serve runs as root, the postgres user's, to whom serve gives it.
+func dataDirEntriesOwn(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	pgUID := -1
+	if os.Geteuid() == 0 {
+		if u, err := user.Lookup("postgres"); err == nil {
+			pgUID, _ = strconv.Atoi(u.Uid)
+		}
+	}
+	for _, e := range ents {
+		fi, err := e.Info() // lstat: a link's own owner
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		sys, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || int(sys.Uid) == os.Geteuid() || (e.Name() == "pg" && int(sys.Uid) == pgUID) {
+			continue
+		}
+		return fmt.Errorf("data dir %s holds %s, owned by uid %d, not by the user serve runs as (uid %d): another user put it there, and serve would take it as its own; delete it (or move it out) and start again",
+			dir, e.Name(), sys.Uid, os.Geteuid())
 	}
 	return nil
 }
