@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -29,6 +31,7 @@ import (
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/secretfile"
 	"github.com/orderly-run/orderly/migrations"
 )
 
@@ -83,6 +86,9 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if err := dataDirOwn(dataDir); err != nil {
+		return err
+	}
+	if err := dataDirEntriesOwn(dataDir); err != nil {
 		return err
 	}
 	unlock, err := lockDataDir(dataDir)
@@ -351,18 +357,15 @@ func workerDone(wr *workerRunner) <-chan error {
 // An existing file must be the serve user's alone, as the NATS seeds must
 // (natsembed): a copy restored without its mode (cp under umask 022 makes
 // it 0644) let every local user, and every order run on this machine as
-// nobody, read a token that runs anything anywhere as anyone. It must
-// also hold a token a client could send.
+// nobody, read a token that runs anything anywhere as anyone. It must be
+// the file serve wrote (secretfile.Read): one another user planted while
+// the data dir was theirs to write (a token they know, 0600, theirs), a
+// symbolic or hard link to a file of serve's user, or a FIFO (serve
+// blocked on it for good) was taken, its hash made admin's. It must also
+// hold a token a client could send.
 func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) error {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err == nil {
-		st, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("admin token: %w", err)
-		}
-		if perm := st.Mode().Perm(); perm&0o077 != 0 {
-			return fmt.Errorf("admin token %s is readable by others (mode %o): chmod 600 it, or delete it to have a new one made", path, perm)
-		}
 		if !auth.Sendable(strings.TrimSpace(string(b))) {
 			return fmt.Errorf("admin token %s holds no token a client could send: delete it to have a new one made", path)
 		}
@@ -372,6 +375,12 @@ func ensureAdminToken(ctx context.Context, store *postgres.Store, path string) e
 		// refused while the old one, perhaps the leaked one, worked again.
 		return store.ReplaceAPIToken(ctx, postgres.APIToken{Name: serveAdminToken,
 			SHA256: auth.HashToken(strings.TrimSpace(string(b))), Roles: []string{"admin"}})
+	}
+	if se, ok := errors.AsType[*secretfile.Error](err); ok {
+		if se.Shared {
+			return fmt.Errorf("admin token %s: chmod 600 it, or delete it to have a new one made", se)
+		}
+		return fmt.Errorf("admin token %s: serve did not leave it so, and does not take it as its own; delete it to have a new one made", se)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read admin token: %w", err)
@@ -478,6 +487,43 @@ func dataDirOwn(dir string) error {
 	}
 	if perm := st.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("data dir %s may be written by other users (mode %o): they could plant its admin token and NATS credentials; chmod go-w it", dir, perm)
+	}
+	return nil
+}
+
+// dataDirEntriesOwn refuses a data dir with an entry another user made:
+// the data dir is serve's now, but it may have been theirs to write
+// before (made under a umask of 000, or in /tmp, and chmodded or chowned
+// since), and what they put there stays theirs whatever its mode. A nats
+// directory of theirs held the JetStream store serve's bus ran on, a pg
+// directory of theirs a cluster of their making (its postgresql.conf's
+// commands run as postgres). Each entry must be serve's user's, or, for
+// pg when serve runs as root, the postgres user's, to whom serve gives it.
+func dataDirEntriesOwn(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	pgUID := -1
+	if os.Geteuid() == 0 {
+		if u, err := user.Lookup("postgres"); err == nil {
+			pgUID, _ = strconv.Atoi(u.Uid)
+		}
+	}
+	for _, e := range ents {
+		fi, err := e.Info() // lstat: a link's own owner
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		sys, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || int(sys.Uid) == os.Geteuid() || (e.Name() == "pg" && int(sys.Uid) == pgUID) {
+			continue
+		}
+		return fmt.Errorf("data dir %s holds %s, owned by uid %d, not by the user serve runs as (uid %d): another user put it there, and serve would take it as its own; delete it (or move it out) and start again",
+			dir, e.Name(), sys.Uid, os.Geteuid())
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,9 +17,19 @@ import (
 // is a flock, so the kernel releases it when the process dies, however.
 func lockDataDir(dataDir string) (release func(), err error) {
 	path := filepath.Join(dataDir, "serve.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Not through a symbolic link: one planted at its name (while the
+	// data dir was another user's to write) had serve, as root, create
+	// the file it named (/etc/nologin). Nor a FIFO or another user's file.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("lock data dir: %s is a symbolic link: serve did not leave it so; delete it", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	if err := ownLockFile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock data dir: %s %w: serve did not leave it so; delete it", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
@@ -28,4 +39,21 @@ func lockDataDir(dataDir string) (release func(), err error) {
 		return nil, fmt.Errorf("lock data dir: %w", err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// ownLockFile refuses a lock file that is not a regular file of serve's
+// user: another user's would let them hold the lock and keep serve from
+// starting.
+func ownLockFile(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("is not a regular file (%s)", st.Mode().Type())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("is owned by uid %d, not by the user serve runs as (uid %d)", sys.Uid, os.Geteuid())
+	}
+	return nil
 }

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/secretfile"
 )
 
 // presenceFile, in serve's data dir, holds the instance id of the API
@@ -31,10 +33,17 @@ const presenceFile = "api.instance"
 // Ended here, they are canceled at their claim whatever the lease.
 func takeOverPresence(ctx context.Context, store *postgres.Store, dataDir string, logger *slog.Logger) (*api.Presence, error) {
 	path := filepath.Join(dataDir, presenceFile)
-	b, err := os.ReadFile(path)
+	// Only the file a serve wrote (secretfile.Read): one another user
+	// planted while the data dir was theirs to write named a presence of
+	// their choosing, another API's, whose waited-for orders this start
+	// canceled; a FIFO blocked the start for good.
+	b, err := secretfile.Read(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
+		if se, ok := errors.AsType[*secretfile.Error](err); ok && !se.Shared {
+			return nil, fmt.Errorf("the previous serve's presence %s: serve did not leave it so; delete it", se)
+		}
 		return nil, fmt.Errorf("read the previous serve's presence: %w", err)
 	default:
 		if prev, err := uuid.ParseBytes(bytes.TrimSpace(b)); err == nil {
@@ -53,10 +62,16 @@ func takeOverPresence(ctx context.Context, store *postgres.Store, dataDir string
 }
 
 // writeFileSynced replaces path with data through a synced temporary
-// file and a synced directory.
+// file and a synced directory. The temporary file is made anew (O_EXCL,
+// whatever was at its name removed first): opened with O_TRUNC, a
+// symbolic link planted at its name had serve, as root, truncate and
+// write the file it named.
 func writeFileSynced(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}

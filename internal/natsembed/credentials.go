@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/secretfile"
 )
 
 // Credentials are the nkey seed files of serve's embedded NATS, one per
@@ -53,6 +55,19 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("natsembed: create credentials dir: %w", err)
 	}
+	// The directory serve made, not one another user made before it
+	// (while the data dir was theirs to write) or a link to one: theirs,
+	// they could put seeds in it again whatever its mode.
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: credentials dir: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("natsembed: credentials dir %s is not a directory (%s): serve did not make it so; delete it to have a new one made", dir, st.Mode().Type())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("natsembed: credentials dir %s is owned by uid %d, not by the user serve runs as (uid %d): the seeds there are that user's choice; delete it to have a new one made", dir, sys.Uid, os.Geteuid())
+	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("natsembed: credentials dir: %w", err)
 	}
@@ -66,7 +81,6 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 		c.users = append(c.users, &server.NkeyUser{Nkey: pub, Permissions: perms})
 		return path, nil
 	}
-	var err error
 	if c.Serve, err = add("serve.nk", "serve (API and worker of "+serveHost+")", ServePermissions(serveHost)); err != nil {
 		return nil, err
 	}
@@ -103,19 +117,21 @@ func WorkerFile(host string) string { return "worker-" + host + ".nk" }
 // ensureSeed returns the public key of the user seed in path, first
 // writing a new one (mode 0600) when there is none.
 func ensureSeed(path, role string) (string, error) {
-	b, err := os.ReadFile(path)
+	// Only the file serve wrote (secretfile.Read): a seed another user
+	// planted while the data dir was theirs to write, or a link to a seed
+	// kept for another use, made its holder serve's role on the bus.
+	b, err := secretfile.Read(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return writeSeed(path, role)
 	}
+	if se, ok := errors.AsType[*secretfile.Error](err); ok {
+		if se.Shared {
+			return "", fmt.Errorf("natsembed: credential %s: chmod 600 it, or delete it to rotate it", se)
+		}
+		return "", fmt.Errorf("natsembed: credential %s: serve did not leave it so, and does not take it as its own; delete it to rotate it", se)
+	}
 	if err != nil {
 		return "", fmt.Errorf("natsembed: read credential: %w", err)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("natsembed: credential: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("natsembed: credential %s is readable by others (mode %o): chmod 600 it, or delete it to rotate it", path, st.Mode().Perm())
 	}
 	kp, err := nkeys.ParseDecoratedNKey(b)
 	if err != nil {
