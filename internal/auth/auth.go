@@ -114,8 +114,7 @@ func (a *Authenticator) add(name, sha256hex string, roles []string, previous boo
 			// A principal is its name: two tokens under one name would
 			// share its orders and its policy rules. The one exception is
 			// a rotation's previous token, which is the same client's.
-			return fmt.Errorf("token %s: another token already has this name; rename one of them "+
-				"(to replace a token, give its entry the new hash as sha256 and the old one as previous_sha256)", name)
+			return fmt.Errorf("token %s: another token already has this name; rename one of them", name)
 		}
 		if a.tokens[i].hash != h {
 			continue
