@@ -143,6 +143,14 @@ func reconnectDelay(rounds int, refused bool, jitter time.Duration) time.Duratio
 	return d
 }
 
+// Refused reports whether err is the servers' refusal of a connection's
+// credential (not accepted, revoked, expired): nothing but the
+// operator's change makes a retry succeed.
+func Refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
+}
+
 // Connect dials NATS with settings suited to a long-running service:
 // unlimited reconnects, also past refusals of its credential (nats.go
 // otherwise closes the connection for good after the same auth error
@@ -161,7 +169,7 @@ func Connect(urls, name string, opts ...nats.Option) (*nats.Conn, error) {
 		if c.Opts.Secure || c.Opts.TLSConfig != nil {
 			jitter = reconnectJitterTLS
 		}
-		return reconnectDelay(rounds, errors.Is(c.LastError(), nats.ErrAuthorization), jitter)
+		return reconnectDelay(rounds, Refused(c.LastError()), jitter)
 	}
 	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.CustomReconnectDelay(delay),
 		nats.IgnoreAuthErrorAbort(), nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOut)}, opts...)
