@@ -220,6 +220,39 @@ func TestTokenNew(t *testing.T) {
 			t.Errorf("--name %q: accepted:\n%s", name, out)
 		}
 	}
+
+	// --replaces prints the entry of a rotation: the printed lines load,
+	// and the old token and the new one are the same principal.
+	oldTok, oldSum := auth.NewToken()
+	out, err = runCmd(t, "token", "new", "--name", "deployer", "--role", "deploy", "--replaces", strings.ToUpper(oldSum))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok = regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)
+	_, lines, ok := strings.Cut(out, "the old token is refused.\n")
+	if tok == nil || !ok || !strings.Contains(lines, "previous_sha256: "+oldSum) {
+		t.Fatalf("--replaces output:\n%s", out)
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("auth:\n  tokens:\n"+lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := config.Load(path, nil, nil)
+	if err != nil {
+		t.Fatalf("--replaces: the printed lines do not load: %v\n%s", err, lines)
+	}
+	a, err = auth.New(cfg.Auth, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, presented := range []string{oldTok, tok[1]} {
+		if p, err := a.Authenticate("Bearer " + presented); err != nil || p.Name != "deployer" || !p.HasRole("deploy") {
+			t.Errorf("--replaces: a token of the rotation authenticates as %+v, %v", p, err)
+		}
+	}
+	if out, err := runCmd(t, "token", "new", "--name", "deployer", "--replaces", "abc"); err == nil || !strings.Contains(err.Error(), "--replaces") {
+		t.Errorf("--replaces abc: %v\n%s", err, out)
+	}
 }
 
 // TestSubmitUsageNamesBothForms checks that submit's usage line names

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
-	"github.com/nats-io/nats.go"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // natsRefusal is whether the NATS servers refuse this process's credential
@@ -31,10 +30,7 @@ func newNATSRefusal(credential string) *natsRefusal {
 
 // isNATSRefusal reports whether err is the servers refusing the
 // credential (rather than a network or permission error).
-func isNATSRefusal(err error) bool {
-	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
-		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
-}
+func isNATSRefusal(err error) bool { return queue.Refused(err) }
 
 // refuse records a refusal, and says so when it is news.
 func (r *natsRefusal) refuse(err error) {

@@ -66,6 +66,12 @@ func NewWith(cfg config.Auth, o Options) (*Authenticator, error) {
 		if err := a.AddToken(t.Name, t.SHA256, t.Roles); err != nil {
 			return nil, fmt.Errorf("auth.tokens[%d]: %w", i, err)
 		}
+		if t.PreviousSHA256 == "" {
+			continue
+		}
+		if err := a.add(t.Name, t.PreviousSHA256, t.Roles, true); err != nil {
+			return nil, fmt.Errorf("auth.tokens[%d].previous_sha256: %w", i, err)
+		}
 	}
 	return a, nil
 }
@@ -75,6 +81,12 @@ func NewWith(cfg config.Auth, o Options) (*Authenticator, error) {
 // hash again under the same name replaces its roles; under another name it
 // is an error, since one token must identify exactly one principal.
 func (a *Authenticator) AddToken(name, sha256hex string, roles []string) error {
+	return a.add(name, sha256hex, roles, false)
+}
+
+// add registers a token; previous marks the token a rotation replaces
+// (auth.tokens[].previous_sha256), the one other hash its name may have.
+func (a *Authenticator) add(name, sha256hex string, roles []string, previous bool) error {
 	if name == "" {
 		return errors.New("token name is required")
 	}
@@ -93,14 +105,15 @@ func (a *Authenticator) AddToken(name, sha256hex string, roles []string) error {
 	if err != nil {
 		return fmt.Errorf("token %s: %w", name, err)
 	}
-	e := tokenEntry{name: name, hash: h, roles: slices.Clone(roles)}
+	e := tokenEntry{name: name, hash: h, roles: slices.Clone(roles), previous: previous}
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := range a.tokens {
-		if a.tokens[i].name == name && a.tokens[i].hash != h {
+		if a.tokens[i].name == name && a.tokens[i].hash != h && !previous && !a.tokens[i].previous {
 			// A principal is its name: two tokens under one name would
-			// share its orders and its policy rules.
+			// share its orders and its policy rules. The one exception is
+			// a rotation's previous token, which is the same client's.
 			return fmt.Errorf("token %s: another token already has this name; rename one of them", name)
 		}
 		if a.tokens[i].hash != h {
@@ -108,6 +121,9 @@ func (a *Authenticator) AddToken(name, sha256hex string, roles []string) error {
 		}
 		if a.tokens[i].name != name {
 			return fmt.Errorf("token %s: the same hash is already registered as %s", name, a.tokens[i].name)
+		}
+		if previous != a.tokens[i].previous {
+			return fmt.Errorf("token %s: previous_sha256 is its sha256 (the previous token is the one being replaced)", name)
 		}
 		a.tokens[i] = e
 		return nil

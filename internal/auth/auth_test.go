@@ -263,3 +263,58 @@ func TestHasRole(t *testing.T) {
 		}
 	}
 }
+
+// TestStaticTokenRotationKeepsThePrincipal: a token entry with the new
+// hash as sha256 and the old one as previous_sha256 accepts both as the
+// same principal, so a client rotated to a new token keeps its name (its
+// orders, idempotency keys and policy rules); without previous_sha256 the
+// old token is refused.
+func TestStaticTokenRotationKeepsThePrincipal(t *testing.T) {
+	oldTok, oldHash := NewToken()
+	newTok, newHash := NewToken()
+	otherTok, otherHash := NewToken()
+	during, err := New(config.Auth{Tokens: []config.Token{
+		{Name: "ci", SHA256: newHash, PreviousSHA256: oldHash, Roles: []string{"ops"}},
+		{Name: "other", SHA256: otherHash, Roles: []string{"audit"}},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{oldTok, newTok} {
+		p, err := during.Authenticate("Bearer " + tok)
+		if err != nil {
+			t.Fatalf("during the rotation: %v", err)
+		}
+		if p.Name != "ci" || !slices.Equal(p.Roles, []string{"ops"}) {
+			t.Fatalf("during the rotation: principal = %+v, want ci with [ops]", p)
+		}
+	}
+	if p, err := during.Authenticate("Bearer " + otherTok); err != nil || p.Name != "other" {
+		t.Fatalf("another token: %+v, %v", p, err)
+	}
+
+	after, err := New(config.Auth{Tokens: []config.Token{{Name: "ci", SHA256: newHash, Roles: []string{"ops"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUnauthenticated(t, func() error { _, err := after.Authenticate("Bearer " + oldTok); return err }(), oldTok)
+	if p, err := after.Authenticate("Bearer " + newTok); err != nil || p.Name != "ci" {
+		t.Fatalf("after the rotation: %+v, %v", p, err)
+	}
+
+	// A runtime token may not take the name, and previous_sha256 may not be
+	// its own sha256 or another token's.
+	if err := during.AddToken("ci", HashToken("third"), nil); err == nil || !strings.Contains(err.Error(), "another token already has this name") {
+		t.Fatalf("a runtime token under a rotating name: %v", err)
+	}
+	for _, bad := range []config.Token{
+		{Name: "ci", SHA256: newHash, PreviousSHA256: newHash},
+		{Name: "ci", SHA256: newHash, PreviousSHA256: otherHash},
+		{Name: "ci", SHA256: newHash, PreviousSHA256: "xyz"},
+	} {
+		_, err := New(config.Auth{Tokens: []config.Token{{Name: "other", SHA256: otherHash}, bad}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "previous_sha256") {
+			t.Fatalf("previous_sha256 %.8s…: err = %v, want one naming previous_sha256", bad.PreviousSHA256, err)
+		}
+	}
+}

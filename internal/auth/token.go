@@ -38,9 +38,10 @@ func Sendable(token string) bool { return validBearer(token) }
 
 // tokenEntry is one registered static token: its hash, never the token.
 type tokenEntry struct {
-	name  string
-	hash  [sha256.Size]byte
-	roles []string
+	name     string
+	hash     [sha256.Size]byte
+	roles    []string
+	previous bool // the token a rotation replaces (previous_sha256)
 }
 
 // parseHash decodes a configured hex SHA-256, so a typo in config is an

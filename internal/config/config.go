@@ -137,10 +137,15 @@ type Auth struct {
 }
 
 // Token is a static bearer token, stored only as the hex SHA-256 of the token.
+// PreviousSHA256, set during a rotation, is the hash of the token before
+// this one: both are accepted as the same principal until it is removed,
+// so a client keeps its name (its orders, idempotency keys and the policy
+// rules that name it) across a new token.
 type Token struct {
-	Name   string   `koanf:"name"`
-	SHA256 string   `koanf:"sha256"`
-	Roles  []string `koanf:"roles"`
+	Name           string   `koanf:"name"`
+	SHA256         string   `koanf:"sha256"`
+	PreviousSHA256 string   `koanf:"previous_sha256"`
+	Roles          []string `koanf:"roles"`
 }
 
 // JWT configures JSON Web Token validation. The algorithm is pinned.

@@ -332,6 +332,15 @@ func (c Config) validateAuth(ps *problems) {
 		} else {
 			hashes[h] = true
 		}
+		if t.PreviousSHA256 != "" {
+			if b, err := hex.DecodeString(t.PreviousSHA256); err != nil || len(b) != 32 {
+				ps.add(key+".previous_sha256", "must be 64 hex characters (the SHA-256 of the token before sha256's, not the token)")
+			} else if h := strings.ToLower(t.PreviousSHA256); hashes[h] {
+				ps.add(key+".previous_sha256", "is the same hash as sha256 or another token's (the previous token is the one being replaced)")
+			} else {
+				hashes[h] = true
+			}
+		}
 		for j, r := range t.Roles {
 			if strings.TrimSpace(r) == "" {
 				ps.add(fmt.Sprintf("%s.roles[%d]", key, j), "must not be empty")

@@ -88,6 +88,15 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Auth.Tokens = []Token{{Name: "a", SHA256: hash}, {Name: "a", SHA256: strings.Repeat("cd", 32)}}
 		}, "auth.tokens[1].name"},
 		{"token no name", func(c *Config) { c.Auth.Tokens = []Token{{SHA256: hash}} }, "auth.tokens[0].name"},
+		{"token previous hash not hex", func(c *Config) {
+			c.Auth.Tokens = []Token{{Name: "a", SHA256: hash, PreviousSHA256: "abc"}}
+		}, "auth.tokens[0].previous_sha256"},
+		{"token previous hash is its own", func(c *Config) {
+			c.Auth.Tokens = []Token{{Name: "a", SHA256: hash, PreviousSHA256: strings.ToUpper(hash)}}
+		}, "auth.tokens[0].previous_sha256"},
+		{"token previous hash is another token's", func(c *Config) {
+			c.Auth.Tokens = []Token{{Name: "a", SHA256: strings.Repeat("cd", 32)}, {Name: "b", SHA256: hash, PreviousSHA256: strings.Repeat("cd", 32)}}
+		}, "auth.tokens[1].previous_sha256"},
 		{"jwt algorithm", func(c *Config) { c.Auth.JWT.Algorithm = "none" }, "auth.jwt.algorithm"},
 		{"jwt lowercase algorithm", func(c *Config) { c.Auth.JWT.Algorithm = "hs256" }, "auth.jwt.algorithm"},
 		{"jwt hs256 without secret", func(c *Config) { c.Auth.JWT.Algorithm = "HS256" }, "auth.jwt.secret"},
@@ -187,7 +196,7 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	c.Log.Level = "warn"
 	c.HTTP.TLSCert, c.HTTP.TLSKey = "/etc/c.pem", "/etc/k.pem"
 	c.ACL.Allow = []string{"10.0.0.0/8", "::1/128", "192.168.1.7/32", "192.0.2.7", "::ffff:10.0.0.0/104"}
-	c.Auth.Tokens = []Token{{Name: "ci", SHA256: strings.Repeat("AB", 32), Roles: []string{"deploy"}}}
+	c.Auth.Tokens = []Token{{Name: "ci", SHA256: strings.Repeat("AB", 32), PreviousSHA256: strings.Repeat("CD", 32), Roles: []string{"deploy"}}}
 	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", Audience: "orderly", MaxLifetime: time.Hour, RolesClaim: "roles", NameClaim: "sub"}
 	c.Policy = []Rule{{Name: "r", Principals: []string{"ci"}, Hosts: []string{"web-*", "db-?"}, Allow: []string{`^ls( |$)`}, RunAs: []string{"nobody", "1000", "", "default", "*"}}, {Name: "all", Principals: []string{"*"}}}
 	if err := c.Validate(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
@@ -109,17 +110,71 @@ const (
 	MaxPingsOut  = 2
 )
 
+// ReconnectWait is how long a connection waits after every server of its
+// list failed it, plus up to reconnectJitter (reconnectJitterTLS over
+// TLS); RefusedReconnectWait bounds the wait while the servers refuse
+// its credential, which doubles from ReconnectWait at each round.
+const (
+	ReconnectWait        = 250 * time.Millisecond
+	RefusedReconnectWait = 5 * time.Second
+	reconnectJitter      = 100 * time.Millisecond // nats.go's defaults
+	reconnectJitterTLS   = time.Second
+)
+
+// reconnectDelay is the wait before a connection's next round over its
+// servers, after rounds failed in a row, refused when the last failure
+// was a refusal of its credential. A worker whose credential was revoked
+// (its host taken out of nats.workers, its user out of auth.conf) kept
+// trying every ReconnectWait, each try an error line in every server's
+// log, about four a second for as long as it ran; it now tries every
+// RefusedReconnectWait after a few seconds, and is back within that of
+// its host being listed again.
+func reconnectDelay(rounds int, refused bool, jitter time.Duration) time.Duration {
+	d := ReconnectWait
+	if refused {
+		for i := 1; i < rounds && d < RefusedReconnectWait; i++ {
+			d *= 2
+		}
+		d = min(d, RefusedReconnectWait)
+	}
+	if jitter > 0 {
+		d += time.Duration(rand.Int64N(int64(jitter)))
+	}
+	return d
+}
+
+// Refused reports whether err is the servers' refusal of a connection's
+// credential (not accepted, revoked, expired): nothing but the
+// operator's change makes a retry succeed.
+func Refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
+}
+
 // Connect dials NATS with settings suited to a long-running service:
 // unlimited reconnects, also past refusals of its credential (nats.go
 // otherwise closes the connection for good after the same auth error
 // twice: a worker whose host left nats.workers by mistake would stay
-// wedged after the host was listed again), pings that find a silent
-// server (PingInterval), and a client name that shows in server
-// monitoring.
+// wedged after the host was listed again) though slower while refused
+// (reconnectDelay), pings that find a silent server (PingInterval), and a
+// client name that shows in server monitoring.
 func Connect(urls, name string, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+	var conn atomic.Pointer[nats.Conn]
+	delay := func(rounds int) time.Duration {
+		c := conn.Load()
+		if c == nil {
+			return reconnectDelay(rounds, false, reconnectJitter)
+		}
+		jitter := reconnectJitter
+		if c.Opts.Secure || c.Opts.TLSConfig != nil {
+			jitter = reconnectJitterTLS
+		}
+		return reconnectDelay(rounds, Refused(c.LastError()), jitter)
+	}
+	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.CustomReconnectDelay(delay),
 		nats.IgnoreAuthErrorAbort(), nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOut)}, opts...)
 	nc, err := nats.Connect(urls, all...)
+	conn.Store(nc)
 	var bad *url.Error
 	if errors.As(err, &bad) && bad.Op == "parse" {
 		// url.Parse's error quotes the whole URL, password and all, and
