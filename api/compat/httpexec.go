@@ -139,7 +139,22 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.Wait != nil {
 		wait = h.Wait()
 	}
-	done, err := h.Orders.SubmitOrder(r.Context(), p, o, wait)
+	// httpexec had no credential: what admits a request is acl.allow
+	// and the surface's principal. A reload that takes either away ends
+	// the wait (api.WithCredentialCheck), as a revoked token ends a
+	// native one: the order goes on, nothing more is answered.
+	var revoked string
+	ctx := api.WithCredentialCheck(r.Context(), func() bool {
+		revoked = h.revoked(r, hc.Principal)
+		return revoked != ""
+	})
+	done, err := h.Orders.SubmitOrder(ctx, p, o, wait)
+	if id, ok := api.CredentialGone(err); ok {
+		h.Orders.AuditRefusal(r.Context(), r, p.Name, ip, "httpexec", http.StatusForbidden, err)
+		plain(w, http.StatusForbidden, "text/plain; charset=utf-8",
+			revoked+": order "+id.String()+" was accepted and goes on; read it through the API\n")
+		return
+	}
 	if np, ok := unqueued(err); ok {
 		// Recorded, but the bus refused it: the answer is a failure, so
 		// the order must not run later when the reconciler queues it.
@@ -177,6 +192,23 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answer(w, o, done)
+}
+
+// revoked says why a request admitted as principal would no longer be,
+// under the configuration now loaded: its client's address is outside
+// acl.allow, the surface is off, or it acts as another principal; ""
+// while it still would be.
+func (h *HTTPExec) revoked(r *http.Request, principal string) string {
+	hc := h.Config().Compat.HTTPExec
+	switch _, ok := clientAddr(h.ACL(), r); {
+	case !ok:
+		return "client address no longer allowed"
+	case !hc.Enabled:
+		return "compat.httpexec was turned off"
+	case hc.Principal != principal:
+		return "compat.httpexec.principal changed"
+	}
+	return ""
 }
 
 // resolveHTTPExec is httpexec's lookup: root is EXEC_ROOT with every
