@@ -51,11 +51,16 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		return
 	}
 	defer release()
-	// A token that stops being accepted (past its exp, its secret
-	// changed by a reload, a delegated token whose run ended) ends the
-	// stream as it ends a native wait (api.WithCredentialCheck).
+	// A JWT that stops being accepted (past its exp, its secret changed
+	// by a reload) ends the stream as it ends a native wait
+	// (api.WithCredentialCheck). A runbook's delegated token is not
+	// checked again, as natively: its run's end is what revokes it, and
+	// its look-up is a PostgreSQL read, which a restart would fail.
 	var revoked string
 	ctx := api.WithCredentialCheck(q.r.Context(), func() bool {
+		if q.chain.Delegated {
+			return false
+		}
 		again, status, msg := s.authenticate(q.r, s.Config())
 		switch {
 		case status != 0:
