@@ -48,9 +48,8 @@ type httpexecResponse struct {
 // OPTIONS Quart adds to every route.
 const httpexecAllow = "OPTIONS, POST"
 
-// errHTTPExecInput is a body the original refused with a 500: httpexec
-// raised on it (a null args list or stream, an unknown encoding, a
-// non-string value).
+// errHTTPExecInput is a body httpexec raised on (a null args list or
+// stream, an unknown encoding, a non-string value): its 500, a 400 here.
 var errHTTPExecInput = errors.New("httpexec: unusable request")
 
 func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -126,9 +125,13 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				order.Errorf(order.CodeTooLarge, "request body is larger than %d bytes", cfg.HTTP.MaxBodyBytes))
 			quartError(w, status, "Request Entity Too Large", "The data value transmitted exceeds the capacity limit.")
 		default:
-			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", status,
+			// httpexec raised on such a body (Quart's 500); bad input is
+			// a 400 here, Quart's own page for one: a 500 calls the
+			// client's mistake a server failure, which clients and
+			// proxies that retry on 5xx send again for ever.
+			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", http.StatusBadRequest,
 				order.Errorf(order.CodeInvalid, "the body is not a request httpexec could run"))
-			quartError(w, status, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
+			quartError(w, http.StatusBadRequest, "Bad Request", "The browser (or proxy) sent a request that this server could not understand.")
 		}
 		return
 	}
@@ -276,7 +279,7 @@ func (h *HTTPExec) order(r *http.Request, path string, maxBody int64) (*order.Or
 		return nil, http.StatusBadRequest
 	}
 	if err := applyHTTPExec(params, o); err != nil {
-		return nil, http.StatusInternalServerError
+		return nil, http.StatusUnprocessableEntity // answered 400 (ServeHTTP)
 	}
 	return o, 0
 }
@@ -292,7 +295,7 @@ func quartIsJSON(contentType string) bool {
 // params = request.json or {}; args = params.get("args", []); each stream
 // params.get(key, {}), a dict; capture by truthiness; encode looked up only
 // for a captured stream or a stdin with content; environ | (env or {}).
-// What raised there is errHTTPExecInput (its 500).
+// What raised there is errHTTPExecInput (its 500, a 400 here).
 func applyHTTPExec(params any, o *order.Order) error {
 	if !pyTruthy(params) {
 		return nil // request.json or {}: [], 0, "", false and null run bare
