@@ -100,6 +100,16 @@ func (s *Server) answerCancel(w http.ResponseWriter, r *http.Request, o *order.O
 	encode(w, code, resp)
 }
 
+// HostOnline reports whether host's worker is alive, as a cancel's
+// answer says it (host_online), within hostOnlineTimeout; known is false
+// when that cannot be told (NATS unreachable).
+func (s *Server) HostOnline(ctx context.Context, host string) (online, known bool) {
+	ctx, cancel := context.WithTimeout(ctx, hostOnlineTimeout)
+	defer cancel()
+	online, err := s.Queue.HostOnline(ctx, host)
+	return online, err == nil
+}
+
 // withCancellation is the order's response with its recorded cancel
 // request, if any. Only orders a cancel can have touched are looked up, so
 // the common case costs no query: a running order, one the cancel ended,

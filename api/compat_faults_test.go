@@ -538,9 +538,9 @@ func executeStage0(t *testing.T, url, token, runbook string) *http.Response {
 // those orders interrupted, each in its surface's format with the
 // takeover's reason, not by their waits running out (a "did not finish
 // within" 500, Vigrid's "Command timed out."). A Vigrid kill sent while
-// no worker lives is recorded and answered as sent, and the sync caller
-// still gets the interruption, -1, not -15 (docs/compat.md, "Under
-// faults").
+// no worker lives is recorded and answered 202, recorded and not sent
+// (it was answered "sent"), and the sync caller still gets the
+// interruption, -1, not -15 (docs/compat.md, "Under faults").
 func TestCompatOrdersOfADeadWorkerEndInterrupted(t *testing.T) {
 	hx := newHTTPExecSurface(t, envOptions{hosts: []string{}}) // h1's worker is gone
 	e := hx.apiEnv
@@ -616,10 +616,22 @@ func TestCompatOrdersOfADeadWorkerEndInterrupted(t *testing.T) {
 			t.Fatalf("claim the %s order as h1/dead: %v %v", source, claimed, err)
 		}
 	}
-	// Its worker died; a kill now is recorded and answered as sent.
+	// Its worker died; a kill now is recorded, and answered so: nothing
+	// can signal until a worker takes the host (it was answered "sent").
 	kill := <-send(vigridReq("/api/v1/kill", `{}`))
-	if kill.code != http.StatusOK || kill.body != `{"message":"Signal SIGTERM sent to PID 0","status":"ok"}`+"\n" {
-		t.Errorf("Vigrid kill with the worker gone: %d %q, want 200, SIGTERM sent", kill.code, kill.body)
+	wantKill := `{"message":"Signal SIGTERM recorded for PID 0, not sent: the worker of host h1 is offline; ` +
+		`the command is ended when a worker next takes the host","status":"ok"}` + "\n"
+	if kill.code != http.StatusAccepted || kill.body != wantKill {
+		t.Errorf("Vigrid kill with the worker gone: %d %q, want 202 %q", kill.code, kill.body, wantKill)
+	}
+	var onRecord int
+	for _, id := range ids {
+		if c, err := e.store.CancelRequestOf(ctx, id); err == nil && c.Actor == "alice" && c.Signal == "SIGTERM" {
+			onRecord++
+		}
+	}
+	if onRecord != 1 {
+		t.Errorf("the Vigrid kill's cancel request: %d on record, want alice's SIGTERM on one order", onRecord)
 	}
 
 	e.startWorker("h1") // the next worker takes the host

@@ -82,7 +82,7 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 	})
 	t.Cleanup(func() { openapi3filter.UnregisterBodyDecoder("text/html") })
 
-	// The spec refuses the bodies httpexec answered 500.
+	// The spec refuses the bodies httpexec answered 500 (400 here).
 	spec := sc.doc.Components.Schemas["HTTPExecRequest"].Value
 	for _, body := range []map[string]any{{"args": nil}, {"stdin": nil}, {"stdout": nil}, {"stderr": nil}} {
 		if err := spec.VisitJSON(body, openapi3.EnableJSONSchema2020()); err == nil {
@@ -123,10 +123,10 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 		{http.StatusForbidden, call{method: "POST", path: "/true"}}, // the API policy
 		{http.StatusRequestEntityTooLarge, call{method: "POST", path: "/echo", body: map[string]any{"args": []string{strings.Repeat("x", 2<<20)}}}},
 		{http.StatusRequestEntityTooLarge, call{method: "POST", path: "/cat", body: map[string]any{"stdin": map[string]any{"content": strings.Repeat("x", 600<<10)}}}},
-		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"args": nil}, invalid: true}},
-		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"stdin": nil}, invalid: true}},
-		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"stdout": nil}, invalid: true}},
-		{http.StatusInternalServerError, call{method: "POST", path: "/echo", body: map[string]any{"stdout": map[string]any{"capture": true, "encode": "hex"}}, invalid: true}},
+		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: map[string]any{"args": nil}, invalid: true}},
+		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: map[string]any{"stdin": nil}, invalid: true}},
+		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: map[string]any{"stdout": nil}, invalid: true}},
+		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: map[string]any{"stdout": map[string]any{"capture": true, "encode": "hex"}}, invalid: true}},
 	} {
 		do(v.want, v.c)
 	}
@@ -148,7 +148,7 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 // refuses before an order exists is in the rejections table, as the
 // native API's and the other surfaces' refusals are (docs/sql.md): the
 // network ACL, a body that is not JSON, one over http.max_body_bytes and
-// one httpexec could not use.
+// one httpexec could not use (400 here, httpexec's 500).
 func TestHTTPExecRefusalsAreRecorded(t *testing.T) {
 	hx := newHTTPExecSurface(t, envOptions{})
 	send := func(want int, body string) {
@@ -164,7 +164,7 @@ func TestHTTPExecRefusalsAreRecorded(t *testing.T) {
 	}
 	send(http.StatusBadRequest, `{"args":`)
 	send(http.StatusRequestEntityTooLarge, `{"args":["`+strings.Repeat("x", 2<<20)+`"]}`)
-	send(http.StatusInternalServerError, `{"args":null}`)
+	send(http.StatusBadRequest, `{"args":null}`)
 	deny, err := netacl.New(config.ACL{Allow: []string{"192.0.2.0/24"}})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestHTTPExecRefusalsAreRecorded(t *testing.T) {
 	want := []string{
 		"httpexec-client 127.0.0.1 /echo 400 invalid_request",
 		"httpexec-client 127.0.0.1 /echo 413 too_large",
-		"httpexec-client 127.0.0.1 /echo 500 invalid_request",
+		"httpexec-client 127.0.0.1 /echo 400 invalid_request",
 		" 127.0.0.1 /echo 403 forbidden",
 	}
 	if !slices.Equal(got, want) {

@@ -98,7 +98,9 @@ func IsDelegationToken(token string) bool {
 // lost event only delays the end. The worker drops an order's chunks from
 // the live stream once its result is stored (queue.EndOutput), so a
 // follower that lagged behind gets only a prefix of them: the rest comes
-// from the stored output, when that is complete.
+// from the stored output, when that is complete. Like a wait, it checks
+// its request's credential (WithCredentialCheck) every poll: one that
+// stopped being accepted ends it with an error CredentialGone reads.
 func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error) {
 	var seen [2]int64 // bytes of stdout and stderr given to fn
 	live := fn
@@ -163,6 +165,11 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 				}
 			}
 		case <-poll.C:
+			// As a wait, the follow checks its request's credential
+			// (a compat surface's own check) at each poll.
+			if s.credentialGone(ctx) {
+				return nil, errCredentialGone("order_id", o.ID)
+			}
 			cur, err := s.Store.GetOrder(ctx, o.ID)
 			if errors.Is(err, context.Canceled) {
 				return nil, err
@@ -186,6 +193,14 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 			}
 		}
 	}
+}
+
+// OutputCap is the per-stream output cap the worker that ran o applied,
+// when it recorded one (it cut a stream); ok is false otherwise, or when
+// it cannot be read.
+func (s *Server) OutputCap(ctx context.Context, o *order.Order) (limit int64, ok bool) {
+	limit, ok, err := s.Store.OutputCapOf(context.WithoutCancel(ctx), o.ID)
+	return limit, ok && err == nil
 }
 
 // storedRest gives fn the part of o's stored output past the seen bytes

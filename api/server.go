@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -42,6 +43,9 @@ type Store interface {
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	RequestCancel(ctx context.Context, id uuid.UUID, actor, signal string) (order.Status, error)
 	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)
+	// OutputCapOf is the output cap the worker recorded for an order
+	// whose stream it cut (stage0's truncation warning).
+	OutputCapOf(ctx context.Context, id uuid.UUID) (limit int64, ok bool, err error)
 	Hosts(ctx context.Context, names ...string) ([]postgres.HostRow, error)
 	ForgetHost(ctx context.Context, host, abandonedBy string) (found bool, active int, abandoned []postgres.Abandoned, err error)
 	QueueDepth(ctx context.Context, host string) (int, error)
@@ -164,15 +168,49 @@ func principalIn(ctx context.Context) auth.Principal {
 // removed by a reload, a JWT past its expiry. A wait (?wait, Prefer:
 // wait) asks it as a live stream does (mayStillRead), so that a revoked
 // credential does not get an order's output up to http.max_wait later.
-// A request with no credential to check (a compat surface's, a runbook's
-// delegated token) is never gone.
+// A compat surface's request, which the API did not authenticate, asks
+// the surface's own check (WithCredentialCheck); one with neither (a
+// runbook's delegated token) is never gone.
 func (s *Server) credentialGone(ctx context.Context) bool {
 	a, _ := ctx.Value(principalKey{}).(authedPrincipal)
 	if a.credential == "" {
-		return false
+		gone, _ := ctx.Value(credentialCheckKey{}).(func() bool)
+		return gone != nil && gone()
 	}
 	p, err := s.Auth().Authenticate(a.credential)
 	return err != nil || p.Name != a.Name
+}
+
+// credentialCheckKey carries a compat surface's check of its request's
+// credential (WithCredentialCheck).
+type credentialCheckKey struct{}
+
+// WithCredentialCheck returns ctx with gone, a compat surface's own check
+// that what admitted its request no longer does: a Vigrid token removed
+// by a reload, a stage0 JWT past its exp or signed with a secret no
+// longer configured, an httpexec client whose address acl.allow no longer
+// admits. A wait under ctx (SubmitOrder, FollowOrder) asks it every
+// credentialRecheck, as it checks a native request's credential, and
+// ends with an error CredentialGone reads, which the surface answers in
+// its original's own shape.
+func WithCredentialCheck(ctx context.Context, gone func() bool) context.Context {
+	return context.WithValue(ctx, credentialCheckKey{}, gone)
+}
+
+// errCredentialGoneCause marks errCredentialGone's errors for
+// CredentialGone.
+var errCredentialGoneCause = errors.New("the credential stopped being accepted")
+
+// CredentialGone reports whether err ended a wait because its request's
+// credential stopped being accepted, and names the order it had
+// submitted (accepted: it goes on).
+func CredentialGone(err error) (uuid.UUID, bool) {
+	var e *order.Error
+	if !errors.Is(err, errCredentialGoneCause) || !errors.As(err, &e) {
+		return uuid.Nil, false
+	}
+	id, ok := e.Details["order_id"].(uuid.UUID)
+	return id, ok
 }
 
 // errCredentialGone is a wait's answer when its credential stopped
@@ -183,7 +221,7 @@ func (s *Server) credentialGone(ctx context.Context) bool {
 func errCredentialGone(key string, id uuid.UUID) error {
 	return &order.Error{Code: order.CodeUnauthenticated,
 		Message: "the credential stopped being accepted while the request waited (removed by a reload, or expired): what it submitted was accepted and goes on; read it with a valid credential",
-		Details: map[string]any{key: id}}
+		Details: map[string]any{key: id}, Err: errCredentialGoneCause}
 }
 
 type clientIPKey struct{}

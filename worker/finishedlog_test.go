@@ -34,17 +34,22 @@ func TestFinishedLogSaysWhatRan(t *testing.T) {
 	e.waitStatus(dry.ID, order.StatusSucceeded)
 	e.waitStatus(refused, order.StatusRejected)
 
+	// The worker logs "order finished" after the result's commit, which
+	// waitStatus may see first: wait for both lines.
 	lines := map[string]map[string]any{} // by msg and order id
-	sc := bufio.NewScanner(strings.NewReader(logs.String()))
-	for sc.Scan() {
-		var l map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("log line is not JSON: %s", sc.Bytes())
+	testenv.WaitUntil(t, 10*time.Second, "both orders' order finished lines", func() bool {
+		sc := bufio.NewScanner(strings.NewReader(logs.String()))
+		for sc.Scan() {
+			var l map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				t.Fatalf("log line is not JSON: %s", sc.Bytes())
+			}
+			if id, ok := l["order_id"].(string); ok {
+				lines[l["msg"].(string)+" "+id] = l
+			}
 		}
-		if id, ok := l["order_id"].(string); ok {
-			lines[l["msg"].(string)+" "+id] = l
-		}
-	}
+		return lines["order finished "+dry.ID.String()] != nil && lines["order finished "+refused.String()] != nil
+	})
 	for _, msg := range []string{"order started", "order finished"} {
 		if l := lines[msg+" "+dry.ID.String()]; l == nil || l["dry_run"] != true {
 			t.Errorf("%s line of the dry run does not say dry_run: %v", msg, l)

@@ -581,6 +581,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// keep, nothing more for an order without output.
 	live = budget != nil && req.MaxOutput > 0 && budget.Load() < req.MaxOutput
 	f = finishOf(res)
+	if f.Result.Stdout.Truncated || f.Result.Stderr.Truncated {
+		// The cap that cut it, this host's worker.max_output_bytes or the
+		// order's own, lower one: no API can know another machine's
+		// (stage0's truncation warning names it; postgres.OutputCapOf).
+		f.Detail["output_cap"] = int(req.MaxOutput)
+	}
 	f.Record, f.Started = record, started
 	if f.Status == order.StatusKilled && stoppedIt.Load() {
 		// Nobody cancelled it: say why it was killed.

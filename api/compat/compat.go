@@ -41,6 +41,10 @@ type Orders interface {
 	// has started runs on (a synchronous request whose client went away).
 	CancelQueued(ctx context.Context, o *order.Order, actor, reason string)
 	HostQueue(ctx context.Context, p auth.Principal, host string) (running *order.Order, queued []*order.Order, depth int, err error)
+	// HostOnline reports whether host's worker is alive (its heartbeat
+	// fresh), as a native cancel's answer says it; known is false when
+	// that cannot be told now.
+	HostOnline(ctx context.Context, host string) (online, known bool)
 	AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error)
 	// LimitPrincipal spends one of principal's limits.rate_per_principal,
 	// the allowance its REST requests and NATS submissions spend too; past

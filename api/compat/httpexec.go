@@ -48,9 +48,8 @@ type httpexecResponse struct {
 // OPTIONS Quart adds to every route.
 const httpexecAllow = "OPTIONS, POST"
 
-// errHTTPExecInput is a body the original refused with a 500: httpexec
-// raised on it (a null args list or stream, an unknown encoding, a
-// non-string value).
+// errHTTPExecInput is a body httpexec raised on (a null args list or
+// stream, an unknown encoding, a non-string value): its 500, a 400 here.
 var errHTTPExecInput = errors.New("httpexec: unusable request")
 
 func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -126,9 +125,13 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				order.Errorf(order.CodeTooLarge, "request body is larger than %d bytes", cfg.HTTP.MaxBodyBytes))
 			quartError(w, status, "Request Entity Too Large", "The data value transmitted exceeds the capacity limit.")
 		default:
-			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", status,
+			// httpexec raised on such a body (Quart's 500); bad input is
+			// a 400 here, Quart's own page for one: a 500 calls the
+			// client's mistake a server failure, which clients and
+			// proxies that retry on 5xx send again for ever.
+			h.Orders.AuditRefusal(r.Context(), r, hc.Principal, ip, "httpexec", http.StatusBadRequest,
 				order.Errorf(order.CodeInvalid, "the body is not a request httpexec could run"))
-			quartError(w, status, "Internal Server Error", "The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.")
+			quartError(w, http.StatusBadRequest, "Bad Request", "The browser (or proxy) sent a request that this server could not understand.")
 		}
 		return
 	}
@@ -139,7 +142,22 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.Wait != nil {
 		wait = h.Wait()
 	}
-	done, err := h.Orders.SubmitOrder(r.Context(), p, o, wait)
+	// httpexec had no credential: what admits a request is acl.allow
+	// and the surface's principal. A reload that takes either away ends
+	// the wait (api.WithCredentialCheck), as a revoked token ends a
+	// native one: the order goes on, nothing more is answered.
+	var revoked string
+	ctx := api.WithCredentialCheck(r.Context(), func() bool {
+		revoked = h.revoked(r, hc.Principal)
+		return revoked != ""
+	})
+	done, err := h.Orders.SubmitOrder(ctx, p, o, wait)
+	if id, ok := api.CredentialGone(err); ok {
+		h.Orders.AuditRefusal(r.Context(), r, p.Name, ip, "httpexec", http.StatusForbidden, err)
+		plain(w, http.StatusForbidden, "text/plain; charset=utf-8",
+			revoked+": order "+id.String()+" was accepted and goes on; read it through the API\n")
+		return
+	}
 	if np, ok := unqueued(err); ok {
 		// Recorded, but the bus refused it: the answer is a failure, so
 		// the order must not run later when the reconciler queues it.
@@ -177,6 +195,23 @@ func (h *HTTPExec) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answer(w, o, done)
+}
+
+// revoked says why a request admitted as principal would no longer be,
+// under the configuration now loaded: its client's address is outside
+// acl.allow, the surface is off, or it acts as another principal; ""
+// while it still would be.
+func (h *HTTPExec) revoked(r *http.Request, principal string) string {
+	hc := h.Config().Compat.HTTPExec
+	switch _, ok := clientAddr(h.ACL(), r); {
+	case !ok:
+		return "client address no longer allowed"
+	case !hc.Enabled:
+		return "compat.httpexec was turned off"
+	case hc.Principal != principal:
+		return "compat.httpexec.principal changed"
+	}
+	return ""
 }
 
 // resolveHTTPExec is httpexec's lookup: root is EXEC_ROOT with every
@@ -244,7 +279,7 @@ func (h *HTTPExec) order(r *http.Request, path string, maxBody int64) (*order.Or
 		return nil, http.StatusBadRequest
 	}
 	if err := applyHTTPExec(params, o); err != nil {
-		return nil, http.StatusInternalServerError
+		return nil, http.StatusUnprocessableEntity // answered 400 (ServeHTTP)
 	}
 	return o, 0
 }
@@ -260,7 +295,7 @@ func quartIsJSON(contentType string) bool {
 // params = request.json or {}; args = params.get("args", []); each stream
 // params.get(key, {}), a dict; capture by truthiness; encode looked up only
 // for a captured stream or a stdin with content; environ | (env or {}).
-// What raised there is errHTTPExecInput (its 500).
+// What raised there is errHTTPExecInput (its 500, a 400 here).
 func applyHTTPExec(params any, o *order.Order) error {
 	if !pyTruthy(params) {
 		return nil // request.json or {}: [], 0, "", false and null run bare

@@ -30,6 +30,9 @@ type Stage0Runbooks interface {
 	RunRunbook(ctx context.Context, p auth.Principal, rr api.RunbookRun) (*order.Order, error)
 	RunbookEnvRefused(rb *runbook.Runbook, env map[string]string) []runbook.Problem
 	FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error)
+	// OutputCap is the output cap the worker that ran o recorded, when it
+	// cut a stream of o's.
+	OutputCap(ctx context.Context, o *order.Order) (limit int64, ok bool)
 	CancelQueued(ctx context.Context, o *order.Order, actor, reason string)
 	HoldStream(principal string) (release func(), err error)
 }

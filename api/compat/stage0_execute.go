@@ -51,7 +51,25 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		return
 	}
 	defer release()
-	ctx := q.r.Context()
+	// A JWT that stops being accepted (past its exp, its secret changed
+	// by a reload) ends the stream as it ends a native wait
+	// (api.WithCredentialCheck). A runbook's delegated token is not
+	// checked again, as natively: its run's end is what revokes it, and
+	// its look-up is a PostgreSQL read, which a restart would fail.
+	var revoked string
+	ctx := api.WithCredentialCheck(q.r.Context(), func() bool {
+		if q.chain.Delegated {
+			return false
+		}
+		again, status, msg := s.authenticate(q.r, s.Config())
+		switch {
+		case status != 0:
+			revoked = msg
+		case again.p.Name != q.p.Name:
+			revoked = "Invalid token: the token names another user"
+		}
+		return revoked != ""
+	})
 	o, err := s.Runbooks.RunRunbook(ctx, q.p, api.RunbookRun{File: rb.File, Env: env, Hosts: sc.Hosts, Chain: q.chain,
 		BaseURL: scheme + "://" + q.r.Host, Path: strings.TrimSuffix(sc.Prefix, "/") + "/runbooks", Source: "stage0",
 		EnvError: envErr, ServiceEnv: s.getenv, Waiter: true})
@@ -103,6 +121,15 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 			ls.write(p, func(line string) { st.event(stream, line) })
 		}
 	})
+	if id, ok := api.CredentialGone(err); ok {
+		// Inside the stream, as stage0 reported its other failures: a
+		// stderr event and done, naming the run, which goes on.
+		s.Orders.AuditRefusal(ctx, q.r, q.p.Name, q.ip, "stage0", http.StatusUnauthorized, err)
+		msg := revoked + ": run " + id.String() + " was accepted and goes on; its output is no longer sent to this token"
+		st.event("stderr", msg+"\n")
+		st.done(rb.File, 1, "", msg, []string{msg}, rb.Warnings)
+		return
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			// The server could not follow the run (its live output or
@@ -139,7 +166,16 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	}
 	if final.Result != nil && (final.Result.Stdout.Truncated || final.Result.Stderr.Truncated ||
 		lines["stdout"].dropped || lines["stderr"].dropped) {
-		errOut += fmt.Sprintf("\n[WARNING: Output truncated due to size limit (%d bytes)]\n", limit)
+		// The limit that applied: the worker's own when it cut a stream
+		// with a lower one than this API's (each machine has its own
+		// worker.max_output_bytes).
+		applied := limit
+		if cutByWorker(final, "stdout") || cutByWorker(final, "stderr") {
+			if c, ok := s.Runbooks.OutputCap(ctx, final); ok && c > 0 {
+				applied = min(applied, c)
+			}
+		}
+		errOut += fmt.Sprintf("\n[WARNING: Output truncated due to size limit (%d bytes)]\n", applied)
 	}
 	st.done(rb.File, rc, out, errOut, nil, rb.Warnings)
 }

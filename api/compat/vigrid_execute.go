@@ -126,7 +126,23 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		v.Orders.BindWaiter(o) // an async one's client holds its id
 	}
 	v.remember(o.ID, vigridMeta{clientIP: vr.ip, synchronous: sync, at: time.Now()})
-	done, err := v.Orders.SubmitOrder(vr.r.Context(), vr.p, o, wait)
+	// A token removed by a reload ends a synchronous wait as it ends a
+	// native one (api.WithCredentialCheck).
+	h := vr.r.Header.Get("Authorization")
+	ctx := api.WithCredentialCheck(vr.r.Context(), func() bool {
+		p, err := v.Auth().Authenticate(h)
+		return err != nil || p.Name != vr.p.Name
+	})
+	done, err := v.Orders.SubmitOrder(ctx, vr.p, o, wait)
+	if id, ok := api.CredentialGone(err); ok {
+		// Vigrid's answer to a token it does not know, with the order's
+		// id as its other answers give it: the order was accepted and
+		// goes on, and a client with a valid token can still read it.
+		v.forget(o.ID)
+		v.Orders.AuditRefusal(vr.r.Context(), vr.r, vr.p.Name, vr.ip, "vigrid", http.StatusUnauthorized, err)
+		vigridJSON(vr.w, http.StatusUnauthorized, map[string]any{"status": "error", "message": "Invalid authentication token", "order_id": id})
+		return
+	}
 	if np, ok := unqueued(err); ok {
 		// Recorded, but the bus refused it; the reconciler queues it
 		// later. Async, that is still "queued for execution"; a sync

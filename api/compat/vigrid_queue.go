@@ -2,6 +2,7 @@ package compat
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -97,7 +98,8 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 		return
 	}
 	st, err := v.Orders.CancelOrder(vr.r.Context(), running, vr.p.Name, sig)
-	if err != nil {
+	unreachable := err != nil && cancelRecorded(err)
+	if err != nil && !unreachable {
 		v.refused(vr, err)
 		return
 	}
@@ -109,7 +111,37 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 	if v.PID != nil {
 		pid = v.PID(vr.r.Context(), running.ID, running.Attempt)
 	}
+	// Only the host's worker signals: the request is on record in
+	// PostgreSQL either way, and the answer says whether it could go
+	// out. Vigrid had no such case (it signalled the child itself), and
+	// no message for it: 202, as its other "accepted, not done" answer,
+	// with what happens next. A worker that is alive acts on the record
+	// at its next heartbeat; one that is gone is replaced by the next
+	// worker to take the host, which ends the command (the order then
+	// ends interrupted, docs/compat.md).
+	recorded := "Signal " + sig + " recorded for PID " + strconv.Itoa(pid) + ", not "
+	if online, known := v.Orders.HostOnline(vr.r.Context(), running.Host); known && !online {
+		vigridJSON(vr.w, http.StatusAccepted, map[string]any{"status": "ok", "message": recorded +
+			"sent: the worker of host " + running.Host + " is offline; the command is ended when a worker next takes the host"})
+		return
+	}
+	if unreachable {
+		vigridJSON(vr.w, http.StatusAccepted, map[string]any{"status": "ok", "message": recorded +
+			"yet sent: the worker of host " + running.Host + " cannot be reached now; it finds the request at its next heartbeat"})
+		return
+	}
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "message": "Signal " + sig + " sent to PID " + strconv.Itoa(pid)})
+}
+
+// cancelRecorded reports whether err is CancelOrder's for a request it
+// recorded but could not wake the worker for (the bus unreachable).
+func cancelRecorded(err error) bool {
+	var e *order.Error
+	if !errors.As(err, &e) || e.Code != order.CodeUnavailable {
+		return false
+	}
+	_, ok := e.Details["order_id"]
+	return ok
 }
 
 // killSignal is the signal a kill body names, upper-cased as Python's

@@ -272,7 +272,8 @@ func httpexecRun(t *testing.T, base, path string, body any) httpexecResult {
 
 // TestHTTPExecRequestQuirks: a JSON body sent as text/plain is ignored
 // (the command runs without args), malformed JSON is 400, null args and
-// unknown encodings are the original's 500, and no body is fine.
+// unknown encodings, the original's 500, are Quart's 400 (bad input is
+// never a 500 here), and no body is fine.
 func TestHTTPExecRequestQuirks(t *testing.T) {
 	h := newHTTPExecRoot(t)
 	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
@@ -313,10 +314,10 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 	}{
 		{"malformed JSON", `{"args": [`, 400},
 		{"not UTF-8", "{\"args\": [\"a\xffb\"]}", 400},
-		{"args null", `{"args": null}`, 500},
-		{"args not strings", `{"args": [1]}`, 500},
-		{"unknown encoding", `{"stdout": {"capture": true, "encode": "rot13"}}`, 500},
-		{"short base64 stdin", `{"stdin": {"content": "aGVsbG8", "encode": "base64"}}`, 500},
+		{"args null", `{"args": null}`, 400},
+		{"args not strings", `{"args": [1]}`, 400},
+		{"unknown encoding", `{"stdout": {"capture": true, "encode": "rot13"}}`, 400},
+		{"short base64 stdin", `{"stdin": {"content": "aGVsbG8", "encode": "base64"}}`, 400},
 	} {
 		code, hdr, b := httpexecPost(t, s.url, "/echo", "application/json", c.body)
 		if code != c.want || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
@@ -373,7 +374,8 @@ func TestHTTPExecRequestQuirks(t *testing.T) {
 // truthiness and dict lookups (params = request.json or {}, each stream
 // params.get(key, {}), capture by truth, encode looked up only for a
 // captured stream, environ | (env or {}), a non-validating b64decode):
-// what ran there runs here, and what raised there is its 500.
+// what ran there runs here, and what raised there (its 500) is Quart's
+// 400.
 func TestHTTPExecBodyTruthiness(t *testing.T) {
 	h := newHTTPExecRoot(t)
 	s := newSecStack(t, httpexecConfig(h, false), nil, "hx")
@@ -397,15 +399,15 @@ func TestHTTPExecBodyTruthiness(t *testing.T) {
 		{"/echo", `{"stdin":{"content":null,"encode":"rot13"}}`, 200, ""},
 		{"/cat", `{"stdin":{"content":"aGVs bG8=","encode":"base64"},"stdout":{"capture":true}}`, 200, "hello"},
 		{"/cat", `{"stdin":{"content":"!!","encode":"base64"},"stdout":{"capture":true}}`, 200, "empty"},
-		{"/echo", `[1]`, 500, ""},
-		{"/echo", `"x"`, 500, ""},
-		{"/echo", `{"stdin":null}`, 500, ""},
-		{"/echo", `{"stdout":null}`, 500, ""},
-		{"/echo", `{"stderr":[]}`, 500, ""},
-		{"/echo", `{"stdout":{"capture":true,"encode":"hex"}}`, 500, ""},
-		{"/echo", `{"stdin":{"content":5}}`, 500, ""},
-		{"/echo", `{"environment":["A"]}`, 500, ""},
-		{"/echo", `{"environment":{"A":1}}`, 500, ""},
+		{"/echo", `[1]`, 400, ""},
+		{"/echo", `"x"`, 400, ""},
+		{"/echo", `{"stdin":null}`, 400, ""},
+		{"/echo", `{"stdout":null}`, 400, ""},
+		{"/echo", `{"stderr":[]}`, 400, ""},
+		{"/echo", `{"stdout":{"capture":true,"encode":"hex"}}`, 400, ""},
+		{"/echo", `{"stdin":{"content":5}}`, 400, ""},
+		{"/echo", `{"environment":["A"]}`, 400, ""},
+		{"/echo", `{"environment":{"A":1}}`, 400, ""},
 	} {
 		code, hdr, b := httpexecPost(t, s.url, c.path, "application/json", c.body)
 		if code != c.want {
@@ -414,7 +416,7 @@ func TestHTTPExecBodyTruthiness(t *testing.T) {
 		}
 		if code != 200 {
 			if !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
-				t.Errorf("%s %s: %q, want Quart's HTML 500", c.path, c.body, hdr.Get("Content-Type"))
+				t.Errorf("%s %s: %q, want Quart's HTML 400", c.path, c.body, hdr.Get("Content-Type"))
 			}
 			continue
 		}

@@ -911,6 +911,26 @@ type Event struct {
 	Detail map[string]any
 }
 
+// OutputCapOf is the per-stream output cap the worker applied to an
+// order that it recorded with a stream cut (its finished event's
+// output_cap); ok is false when none is recorded (no stream was cut, or a
+// worker before it finished the order).
+func (s *Store) OutputCapOf(ctx context.Context, id uuid.UUID) (limit int64, ok bool, err error) {
+	var v *int64
+	err = s.pool.QueryRow(ctx, `SELECT (detail->>'output_cap')::bigint FROM order_events
+		WHERE order_id = $1 AND type = 'finished' ORDER BY id DESC LIMIT 1`, id).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, translate("read output cap", err)
+	}
+	if v == nil {
+		return 0, false, nil
+	}
+	return *v, true, nil
+}
+
 // Events returns an order's history, oldest first.
 func (s *Store) Events(ctx context.Context, id uuid.UUID) ([]Event, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id, at, type, coalesce(status,''), actor, detail FROM order_events WHERE order_id = $1 ORDER BY id`, id)
