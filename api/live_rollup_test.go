@@ -177,18 +177,29 @@ func TestFollowWhileRunningWritesOutputOnce(t *testing.T) {
 // TestFollowOrderLaggingGetsStoredRest: a stage0 follower (FollowOrder)
 // that lags behind while the worker rolls the order's chunks up gets the
 // rest of the output from the stored result, exactly once.
+//
+// The follower's push consumer stops sending once 2 MiB are unanswered
+// (nats-server's first flow-control window, JsFlowControlMaxPending/16)
+// and, answered once, 4 MiB: of a 6.9 MB output read in chunks of at most
+// 32 KiB, a follower that takes the first chunk and waits for the roll-up
+// holds at most 65 chunks (2.1 MB), answers the first window only, and
+// is sent about 5 MiB, so the roll-up takes the rest from the live stream
+// before the follower sees it (5,251,072 bytes came live in a run with
+// the stored rest left out). The order printed a thousand lines a fork
+// of `sleep` apart before: 16 to 47 s on a loaded machine, and past the
+// wait's minute once.
 func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
 	e := newAPIEnv(t, envOptions{hosts: []string{"roll-1"}})
 	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Logger: e.logger()})
-	// One chunk per line: twice what a follower fetches ahead (500).
-	const lines = 1000
-	sub := e.submit("alice", map[string]any{"host": "roll-1", "command": "sh",
-		"args": []string{"-c", fmt.Sprintf("for i in $(seq 1 %d); do echo $i; sleep 0.001; done", lines)}}, "", http.StatusAccepted)
+	const lines = 1000000 // 6.9 MB, below the 10 MiB cap: kept whole
+	sub := e.submit("alice", map[string]any{"host": "roll-1", "command": "seq",
+		"args": []string{"1", fmt.Sprint(lines)}}, "", http.StatusAccepted)
 	o, err := e.store.GetOrder(testenv.Context(t), sub.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
+	largest := 0 // a live chunk is one read of at most 32 KiB
 	final, err := srv.FollowOrder(testenv.Context(t), o, func(stream string, p []byte) {
 		if out.Len() == 0 {
 			// Lag: the order ends and its chunks leave the live stream.
@@ -196,6 +207,7 @@ func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
 		}
 		if stream == "stdout" {
 			out.Write(p)
+			largest = max(largest, len(p))
 		}
 	})
 	if err != nil || final.Status != order.StatusSucceeded {
@@ -203,6 +215,9 @@ func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
 	}
 	if want := seqOutput(lines); out.String() != want {
 		t.Fatalf("FollowOrder gave %d bytes of stdout, want %d", out.Len(), len(want))
+	}
+	if largest <= 32<<10 {
+		t.Fatalf("the whole output came live (largest piece %d bytes): the follower did not lag past the roll-up", largest)
 	}
 }
 

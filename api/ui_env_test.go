@@ -23,6 +23,7 @@ import (
 	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -44,8 +45,11 @@ type uiEnv struct {
 	handler http.Handler
 	store   *postgres.Store
 	pool    *pgxpool.Pool
-	q       *queue.Queue
-	tokens  map[string]string
+	// apiStore is the store as the API reads it: it counts the output
+	// bytes the API read.
+	apiStore *outputCounter
+	q        *queue.Queue
+	tokens   map[string]string
 	// rbDir is the runbooks' directory.
 	rbDir string
 	// ratePerPrincipal is the API's per-principal rate limit (0: off).
@@ -198,8 +202,9 @@ func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 	logger := testenv.Logger(t)
 	in := intake.New(store, uiPublisher{q, &e.failPublish}, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return e.actions.Load() }}, logger)
+	e.apiStore = &outputCounter{Store: store}
 	srv := api.New(api.Deps{
-		Store: store, Queue: q, Intake: in, Logger: logger, Version: "test", Metrics: metrics.New(), // /metrics, for TestAuthorizationMatrix
+		Store: e.apiStore, Queue: q, Intake: in, Logger: logger, Version: "test", Metrics: metrics.New(), // /metrics, for TestAuthorizationMatrix
 		Auth: func() api.Authenticator { return authn },
 		Settings: func() api.Settings {
 			return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second, RatePerPrincipal: int(e.ratePerPrincipal.Load()),
@@ -277,4 +282,65 @@ func (p uiPublisher) Publish(ctx context.Context, host string, id uuid.UUID) (ui
 		return 0, errors.New("nats: connection closed (the test's)")
 	}
 	return p.Queue.Publish(ctx, host, id)
+}
+
+// outputCounter is the API's store, counting the bytes of output content
+// the API reads through it: outputs that came whole with an order, and
+// the slices of large ones that an answer streams (ReadOutputAt). A page
+// that shows no output reads none. It counts what the API read, not the
+// process's heap, which the worker's and the NATS server's work beside it
+// moved as well.
+type outputCounter struct {
+	api.Store
+	read atomic.Int64
+}
+
+func (c *outputCounter) count(orders ...*order.Order) {
+	for _, o := range orders {
+		if o != nil && o.Result != nil {
+			c.read.Add(int64(len(o.Result.Stdout.Content) + len(o.Result.Stderr.Content)))
+		}
+	}
+}
+
+func (c *outputCounter) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	o, err := c.Store.GetOrder(ctx, id)
+	c.count(o)
+	return o, err
+}
+
+func (c *outputCounter) RecordedByKey(ctx context.Context, principal, key string) (*order.Order, error) {
+	o, err := c.Store.RecordedByKey(ctx, principal, key)
+	c.count(o)
+	return o, err
+}
+
+func (c *outputCounter) GetOrderLean(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	o, err := c.Store.GetOrderLean(ctx, id)
+	c.count(o)
+	return o, err
+}
+
+func (c *outputCounter) GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (*order.Order, *postgres.CancelRequest, error) {
+	o, cr, err := c.Store.GetOrderLeanWithCancel(ctx, id)
+	c.count(o)
+	return o, cr, err
+}
+
+func (c *outputCounter) GetOrderWithoutOutputs(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	o, err := c.Store.GetOrderWithoutOutputs(ctx, id)
+	c.count(o)
+	return o, err
+}
+
+func (c *outputCounter) ListOrders(ctx context.Context, f postgres.Filter) ([]*order.Order, *uuid.UUID, error) {
+	list, next, err := c.Store.ListOrders(ctx, f)
+	c.count(list...)
+	return list, next, err
+}
+
+func (c *outputCounter) ReadOutputAt(ctx context.Context, id uuid.UUID, out postgres.Output, p []byte, off int64) (int, error) {
+	n, err := c.Store.ReadOutputAt(ctx, id, out, p, off)
+	c.read.Add(int64(n))
+	return n, err
 }
