@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,11 +25,14 @@ const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
 
 // setupScript is the user manager of testenv.UserManagerScript with the
 // harmless template units example@.service (sleep infinity) and
-// slowstop@.service (the same, 3 s to stop).
+// slowstop@.service (the same, 3 s to stop) and slowstart@.service (a
+// minute to start).
 var setupScript = testenv.UserManagerScript(`printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/example@.service"
 printf '[Unit]\nDescription=orderly test slow stop %%i\n[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 3\n' \
-	> "$HOME/.config/systemd/user/slowstop@.service"`)
+	> "$HOME/.config/systemd/user/slowstop@.service"
+printf '[Unit]\nDescription=orderly test slow start %%i\n[Service]\nExecStartPre=/bin/sleep 60\nExecStart=/bin/sleep infinity\n' \
+	> "$HOME/.config/systemd/user/slowstart@.service"`)
 
 // TestUserManager restarts example@0042.service on a real systemd user
 // manager over D-Bus and checks that its invocation id changed; and that
@@ -48,7 +54,7 @@ func userManagerInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const unit = "example@0042.service"
-	first, err := systemd.Run(ctx, "user", "start", unit)
+	first, err := systemd.Run(ctx, "user", "start", unit, nil)
 	if err != nil || first.JobResult != "done" || first.ActiveState != "active" || first.InvocationID == "" {
 		t.Fatalf("start: %+v %v", first, err)
 	}
@@ -70,7 +76,7 @@ func userManagerInside(t *testing.T) {
 	if err != nil || prep.Native == nil {
 		t.Fatalf("prepare: %v", err)
 	}
-	res := prep.Native(ctx)
+	res := prep.Native(ctx, nil)
 	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 0 {
 		t.Fatalf("restart: %+v stderr %s", res, res.Stderr.Content)
 	}
@@ -115,13 +121,13 @@ func userManagerInside(t *testing.T) {
 	if prep, err = hp.Prepare(nosuch); err != nil {
 		t.Fatal(err)
 	}
-	res = prep.Native(ctx)
+	res = prep.Native(ctx, nil)
 	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 1 || len(res.Stdout.Content) != 0 ||
 		!strings.Contains(string(res.Stderr.Content), "nosuch@0042.service") {
 		t.Errorf("restart of a unit systemd does not have: %+v, stderr %q", res, res.Stderr.Content)
 	}
 
-	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service")
+	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +156,7 @@ func stopTimesOutInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const unit = "slowstop@1.service"
-	if out, err := systemd.Run(ctx, "user", "start", unit); err != nil || out.JobResult != "done" {
+	if out, err := systemd.Run(ctx, "user", "start", unit, nil); err != nil || out.JobResult != "done" {
 		t.Fatalf("start: %+v %v", out, err)
 	}
 	c := config.Default()
@@ -167,7 +173,7 @@ func stopTimesOutInside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := prep.Native(ctx)
+	res := prep.Native(ctx, nil)
 	var got systemd.Outcome
 	if err := json.Unmarshal(res.Stdout.Content, &got); err != nil || got.JobID == 0 {
 		t.Errorf("stdout %q (%v): want the outcome with the job's id", res.Stdout.Content, err)
@@ -215,7 +221,7 @@ func TestUserBusIsNeverLaunched(t *testing.T) {
 			!strings.Contains(err.Error(), "DBUS_SESSION_BUS_ADDRESS") {
 			t.Errorf("list units with no session bus: %v, want an error naming DBUS_SESSION_BUS_ADDRESS", err)
 		}
-		if out, err := systemd.Run(t.Context(), "user", "restart", "example@0042.service"); err == nil {
+		if out, err := systemd.Run(t.Context(), "user", "restart", "example@0042.service", nil); err == nil {
 			t.Errorf("restart with no session bus: %+v", out)
 		}
 		if _, err := os.Stat(mark); err == nil {
@@ -228,4 +234,70 @@ func TestUserBusIsNeverLaunched(t *testing.T) {
 	}
 	testenv.NeedRootTools(t, "a private mount namespace", "scripts/ensure-dbus.sh", "unshare")
 	testenv.RerunInMountNamespace(t, noBusScript, nil, "TestUserBusIsNeverLaunched", noBusEnv)
+}
+
+// TestUserManagerKilledInAJob SIGKILLs the user manager while a start
+// job of its is in flight: the job's end never comes as a signal, and Run
+// must say so (the job's id, whether it ran unknown) long before its
+// context ends, rather than wait for it.
+func TestUserManagerKilledInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		killedInAJobInside(t)
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerKilledInAJob", innerEnv)
+}
+
+func killedInAJobInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	type ran struct {
+		out systemd.Outcome
+		err error
+	}
+	res := make(chan ran, 1)
+	go func() {
+		out, err := systemd.Run(ctx, "user", "start", "slowstart@1.service", nil)
+		res <- ran{out, err}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
+		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "slowstart@1.service").Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
+	pid := managerPid(t)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		if r.err == nil || r.out.JobID == 0 || !strings.Contains(r.err.Error(), "whether the job ran is unknown") {
+			t.Errorf("start whose manager was killed: %+v %v; want the job's id and an error saying whether it ran is unknown", r.out, r.err)
+		}
+		t.Logf("run: %v", r.err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("start whose manager was killed still waits for its job 30 s on")
+	}
+}
+
+// managerPid is the pid of this test's user manager: the one whose
+// XDG_RUNTIME_DIR is this process's (other tests' run beside it).
+func managerPid(t *testing.T) int {
+	t.Helper()
+	want := "XDG_RUNTIME_DIR=" + os.Getenv("XDG_RUNTIME_DIR")
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || string(cmd) != "/lib/systemd/systemd\x00--user\x00" {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), want) {
+			pid, _ := strconv.Atoi(e.Name())
+			return pid
+		}
+	}
+	t.Fatal("no user manager of this test found")
+	return 0
 }
