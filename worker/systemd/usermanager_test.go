@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,13 +27,16 @@ const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
 // setupScript is the user manager of testenv.UserManagerScript with the
 // harmless template units example@.service (sleep infinity) and
 // slowstop@.service (the same, 3 s to stop) and slowstart@.service (a
-// minute to start).
+// minute to start), gated@.service (its start waits for the file
+// gate-<instance> in $HOME).
 var setupScript = testenv.UserManagerScript(`printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/example@.service"
 printf '[Unit]\nDescription=orderly test slow stop %%i\n[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 3\n' \
 	> "$HOME/.config/systemd/user/slowstop@.service"
 printf '[Unit]\nDescription=orderly test slow start %%i\n[Service]\nExecStartPre=/bin/sleep 60\nExecStart=/bin/sleep infinity\n' \
-	> "$HOME/.config/systemd/user/slowstart@.service"`)
+	> "$HOME/.config/systemd/user/slowstart@.service"
+printf '[Unit]\nDescription=orderly test gated start %%i\n[Service]\nExecStartPre=/bin/sh -c "while [ ! -e %%h/gate-%%i ]; do sleep 0.1; done"\nExecStart=/bin/sleep infinity\n' \
+	> "$HOME/.config/systemd/user/gated@.service"`)
 
 // TestUserManager restarts example@0042.service on a real systemd user
 // manager over D-Bus and checks that its invocation id changed; and that
@@ -300,4 +304,54 @@ func managerPid(t *testing.T) int {
 	}
 	t.Fatal("no user manager of this test found")
 	return 0
+}
+
+// TestUserManagerReexecInAJob re-executes the user manager (systemctl
+// --user daemon-reexec) while a start job of its is in flight: the new
+// manager has another name on the bus but keeps the job, whose end then
+// comes as a signal; Run must wait for it and say done, not take the
+// job for lost.
+func TestUserManagerReexecInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		reexecInAJobInside(t)
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerReexecInAJob", innerEnv)
+}
+
+func reexecInAJobInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	type ran struct {
+		out systemd.Outcome
+		err error
+	}
+	res := make(chan ran, 1)
+	go func() {
+		out, err := systemd.Run(ctx, "user", "start", "gated@1.service", nil)
+		res <- ran{out, err}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
+		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "gated@1.service").Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
+	if out, err := exec.Command("systemctl", "--user", "daemon-reexec").CombinedOutput(); err != nil {
+		t.Fatalf("daemon-reexec: %v: %s", err, out)
+	}
+	// Past the watch's polls in a row: a job taken for lost would have
+	// been said by now.
+	time.Sleep(5 * time.Second)
+	if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "gate-1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		if r.err != nil || r.out.JobResult != "done" || r.out.ActiveState != "active" {
+			t.Errorf("start across a daemon-reexec: %+v %v; want done, active", r.out, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("start across a daemon-reexec still waits 30 s after its gate opened")
+	}
 }
