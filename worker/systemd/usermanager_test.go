@@ -246,7 +246,7 @@ func TestUserBusIsNeverLaunched(t *testing.T) {
 // context ends, rather than wait for it.
 func TestUserManagerKilledInAJob(t *testing.T) {
 	if os.Getenv(innerEnv) == "1" {
-		killedInAJobInside(t)
+		killedInAJobInside(t, "systemd")
 		return
 	}
 	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
@@ -254,7 +254,24 @@ func TestUserManagerKilledInAJob(t *testing.T) {
 	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerKilledInAJob", innerEnv)
 }
 
-func killedInAJobInside(t *testing.T) {
+// TestUserBusKilledInAJob is TestUserManagerKilledInAJob with the
+// session bus (dbus-daemon) SIGKILLed in the job instead.
+func TestUserBusKilledInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		killedInAJobInside(t, "dbus-daemon")
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserBusKilledInAJob", innerEnv)
+}
+
+// killedInAJobInside starts a unit whose start takes a minute, SIGKILLs
+// the test's processes named name (its manager, systemd, or its bus,
+// dbus-daemon: the script's, and the one the manager's dbus.socket starts
+// on the same path, which clients reach once the manager runs) in the job,
+// and checks what Run says.
+func killedInAJobInside(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	type ran struct {
@@ -270,10 +287,12 @@ func killedInAJobInside(t *testing.T) {
 		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "slowstart@1.service").Output()
 		return strings.TrimSpace(string(out)) != ""
 	})
-	pid := managerPid(t)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	for _, pid := range managerPids(t, name) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
 	}
+
 	select {
 	case r := <-res:
 		if r.err == nil || r.out.JobID == 0 || !strings.Contains(r.err.Error(), "whether the job ran is unknown") {
@@ -285,73 +304,28 @@ func killedInAJobInside(t *testing.T) {
 	}
 }
 
-// managerPid is the pid of this test's user manager: the one whose
-// XDG_RUNTIME_DIR is this process's (other tests' run beside it).
-func managerPid(t *testing.T) int {
+// managerPids are the pids of this test's processes named name (the
+// base of argv[0]): the ones whose XDG_RUNTIME_DIR is this process's
+// (other tests' run beside it). It fails the test when there are none.
+func managerPids(t *testing.T, name string) []int {
 	t.Helper()
 	want := "XDG_RUNTIME_DIR=" + os.Getenv("XDG_RUNTIME_DIR")
+	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || string(cmd) != "/lib/systemd/systemd\x00--user\x00" {
+		argv0, _, _ := strings.Cut(string(cmd), "\x00")
+		if err != nil || filepath.Base(argv0) != name {
 			continue
 		}
 		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
 		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), want) {
 			pid, _ := strconv.Atoi(e.Name())
-			return pid
+			out = append(out, pid)
 		}
 	}
-	t.Fatal("no user manager of this test found")
-	return 0
-}
-
-// TestUserManagerReexecInAJob re-executes the user manager (systemctl
-// --user daemon-reexec) while a start job of its is in flight: the new
-// manager has another name on the bus but keeps the job, whose end then
-// comes as a signal; Run must wait for it and say done, not take the
-// job for lost.
-func TestUserManagerReexecInAJob(t *testing.T) {
-	if os.Getenv(innerEnv) == "1" {
-		reexecInAJobInside(t)
-		return
+	if len(out) == 0 {
+		t.Fatalf("no %s of this test found", name)
 	}
-	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
-		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
-	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerReexecInAJob", innerEnv)
-}
-
-func reexecInAJobInside(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	type ran struct {
-		out systemd.Outcome
-		err error
-	}
-	res := make(chan ran, 1)
-	go func() {
-		out, err := systemd.Run(ctx, "user", "start", "gated@1.service", nil)
-		res <- ran{out, err}
-	}()
-	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
-		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "gated@1.service").Output()
-		return strings.TrimSpace(string(out)) != ""
-	})
-	if out, err := exec.Command("systemctl", "--user", "daemon-reexec").CombinedOutput(); err != nil {
-		t.Fatalf("daemon-reexec: %v: %s", err, out)
-	}
-	// Past the watch's polls in a row: a job taken for lost would have
-	// been said by now.
-	time.Sleep(5 * time.Second)
-	if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "gate-1"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-res:
-		if r.err != nil || r.out.JobResult != "done" || r.out.ActiveState != "active" {
-			t.Errorf("start across a daemon-reexec: %+v %v; want done, active", r.out, r.err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("start across a daemon-reexec still waits 30 s after its gate opened")
-	}
+	return out
 }
