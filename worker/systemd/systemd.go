@@ -241,7 +241,7 @@ func watchJob(ctx context.Context, stop <-chan struct{}, calls *dbus.Conn, owner
 		case <-tick.C:
 		}
 		now := nameOwner(ctx, calls)
-		if now == owner || now != "" && jobOf(ctx, calls, job) == unit {
+		if now != "" && (now == owner || jobOf(ctx, calls, job) == unit) {
 			missing = 0 // its systemd, whose signal comes; or one that kept the job
 			continue
 		}

@@ -329,3 +329,53 @@ func managerPids(t *testing.T, name string) []int {
 	}
 	return out
 }
+
+// TestUserManagerReexecInAJob re-executes the user manager (systemctl
+// --user daemon-reexec) while a start job of its is in flight: the new
+// manager has another name on the bus but keeps the job, whose end then
+// comes as a signal; Run must wait for it and say done, not take the
+// job for lost.
+func TestUserManagerReexecInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		reexecInAJobInside(t)
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerReexecInAJob", innerEnv)
+}
+
+func reexecInAJobInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	type ran struct {
+		out systemd.Outcome
+		err error
+	}
+	res := make(chan ran, 1)
+	go func() {
+		out, err := systemd.Run(ctx, "user", "start", "gated@1.service", nil)
+		res <- ran{out, err}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
+		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "gated@1.service").Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
+	if out, err := exec.Command("systemctl", "--user", "daemon-reexec").CombinedOutput(); err != nil {
+		t.Fatalf("daemon-reexec: %v: %s", err, out)
+	}
+	// Past the watch's polls in a row: a job taken for lost would have
+	// been said by now.
+	time.Sleep(5 * time.Second)
+	if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "gate-1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		if r.err != nil || r.out.JobResult != "done" || r.out.ActiveState != "active" {
+			t.Errorf("start across a daemon-reexec: %+v %v; want done, active", r.out, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("start across a daemon-reexec still waits 30 s after its gate opened")
+	}
+}
