@@ -55,6 +55,14 @@ const actFaultsConfig = `actions:
       principals: ["*"]
       hosts: ["*"]
       timeout: 120s
+    - name: restart-limited
+      params:
+        - {name: id, pattern: "[a-z0-9]{1,12}"}
+      systemd: {verb: restart, unit: "slow@{id}.service"}
+      principals: ["*"]
+      hosts: ["*"]
+      timeout: 120s
+      limit: {runs: 2, per: 5m, concurrent_per_host: 1}
 `
 
 // inActionNamespace runs the test again inside a mount namespace beside
@@ -115,8 +123,14 @@ type actAnswer struct {
 // Idempotency-Key ("" for none).
 func (a *actFaults) run(host, id, key string) actAnswer {
 	a.t.Helper()
+	return a.runAction("restart-slow", host, id, key)
+}
+
+// runAction is run of the action name.
+func (a *actFaults) runAction(name, host, id, key string) actAnswer {
+	a.t.Helper()
 	body, _ := json.Marshal(map[string]any{"host": host, "params": map[string]string{"id": id}})
-	req, err := http.NewRequest("POST", a.apiURL+"/v1/actions/restart-slow/run", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", a.apiURL+"/v1/actions/"+name+"/run", bytes.NewReader(body))
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -517,5 +531,71 @@ func TestFaultsActionDependencyRestart(t *testing.T) {
 			a.checkOnce("d1")
 			a.nextRuns("h1", "n1")
 		})
+	}
+}
+
+// TestFaultsActionLimitAcrossAPIKill kills the API (SIGKILL) while a run
+// of an action with limits (2 runs per 5 minutes, 1 at a time per host)
+// waits for PostgreSQL, frozen (its insert, under the limit's advisory
+// lock, in the server's socket, when the API got that far), and thaws
+// PostgreSQL once the API is gone.
+// The retry with the run's key gets the one run (replayed, or first
+// recorded now); the limits still count it, and only it: a second run
+// while it runs is 429 at once (no lock left held, nothing counted
+// twice), a second run after it is accepted, and a third is 429. The
+// unit restarts once per accepted run.
+func TestFaultsActionLimitAcrossAPIKill(t *testing.T) {
+	if !inActionNamespace(t) {
+		return
+	}
+	a := newActFaults(t)
+	a.worker("h1")
+	a.pg.signal(syscall.SIGSTOP)
+	a.note("SIGSTOP postgresql")
+	sent := make(chan actAnswer, 1)
+	go func() { sent <- a.runAction("restart-limited", "h1", "l1", "limited-l1") }()
+	// Holds the request in the API, waiting for PostgreSQL (its token's
+	// check or its insert, whichever it reached).
+	pause(t.Context(), time.Second)
+	a.killAPI()
+	a.note("kill -9 api with the insert in frozen PostgreSQL")
+	a.pg.signal(syscall.SIGCONT)
+	a.note("SIGCONT postgresql")
+	if first := <-sent; first.code == http.StatusAccepted {
+		t.Logf("the first request was answered before the kill: %s", first.id)
+	}
+	a.startAPI()
+	retry := a.runAction("restart-limited", "h1", "l1", "limited-l1")
+	if retry.code != http.StatusAccepted && retry.code != http.StatusOK || retry.id == uuid.Nil {
+		t.Fatalf("the retry with the key: %d %s", retry.code, retry.body)
+	}
+	t.Logf("the retry: %d, replayed %v", retry.code, retry.replayed)
+	a.waitLine("l1", "S", 60*time.Second)
+	if busy := a.runAction("restart-limited", "h1", "l2", "limited-l2"); busy.code != http.StatusTooManyRequests {
+		t.Errorf("a second run while the first runs: %d %s, want 429", busy.code, busy.body)
+	}
+	var runs int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE command = 'action:restart-limited'`).Scan(&runs); err != nil || runs != 1 {
+		t.Errorf("runs of restart-limited recorded: %d (%v), want 1", runs, err)
+	}
+	a.open("l1")
+	if o := a.waitEnded(retry.id, 60*time.Second); o.status != "succeeded" {
+		t.Errorf("the first run: %s (%s)", o.status, o.error)
+	}
+	a.open("l2")
+	second := a.runAction("restart-limited", "h1", "l2", "limited-l2")
+	if second.code != http.StatusAccepted {
+		t.Fatalf("the second run: %d %s, want 202", second.code, second.body)
+	}
+	if o := a.waitEnded(second.id, 60*time.Second); o.status != "succeeded" {
+		t.Errorf("the second run: %s (%s)", o.status, o.error)
+	}
+	if third := a.runAction("restart-limited", "h1", "l3", "limited-l3"); third.code != http.StatusTooManyRequests {
+		t.Errorf("a third run in the 5 minutes: %d %s, want 429", third.code, third.body)
+	}
+	a.checkOnce("l1")
+	a.checkOnce("l2")
+	if got := a.lines("l3"); len(got) != 0 {
+		t.Errorf("slow@l3 ran: %q", got)
 	}
 }
