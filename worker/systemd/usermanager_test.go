@@ -251,7 +251,39 @@ func TestUserManagerKilledInAJob(t *testing.T) {
 	}
 	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
 		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	mark := filepath.Join(t.TempDir(), "xdg")
+	t.Setenv(markEnv, mark)
 	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerKilledInAJob", innerEnv)
+	// The killed manager could not stop its units (the start's sleep, the
+	// bus its dbus.socket started): the script ends them, one
+	// dbus-daemon per run left running otherwise.
+	xdg, err := os.ReadFile(mark)
+	if err != nil || len(xdg) == 0 {
+		t.Fatalf("the inner run's XDG_RUNTIME_DIR: %q %v", xdg, err)
+	}
+	if left := scriptProcs(string(xdg)); len(left) > 0 {
+		t.Errorf("left running after the script: %q", left)
+	}
+}
+
+// markEnv names the file where an inner run writes its XDG_RUNTIME_DIR.
+const markEnv = "ORDERLY_TEST_XDG_MARK"
+
+// scriptProcs lists the live processes (pid and argv) whose
+// XDG_RUNTIME_DIR is xdg.
+func scriptProcs(xdg string) []string {
+	want := "XDG_RUNTIME_DIR=" + xdg
+	var left []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), want) {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		left = append(left, e.Name()+" "+strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return left
 }
 
 // TestUserBusKilledInAJob is TestUserManagerKilledInAJob with the
@@ -272,6 +304,11 @@ func TestUserBusKilledInAJob(t *testing.T) {
 // on the same path, which clients reach once the manager runs) in the job,
 // and checks what Run says.
 func killedInAJobInside(t *testing.T, name string) {
+	if mark := os.Getenv(markEnv); mark != "" {
+		if err := os.WriteFile(mark, []byte(os.Getenv("XDG_RUNTIME_DIR")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	type ran struct {
