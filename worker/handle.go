@@ -573,7 +573,22 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	var res executor.Result
 	started := time.Now() // the record's date when it goes with the result
 	if prep.Native != nil {
-		res = prep.Native(execCtx) // an action's systemd verb over D-Bus: no process
+		// An action's systemd verb over D-Bus: no process. Its fence is
+		// checked just before the job is queued, as a process's record
+		// is just after it starts.
+		res = prep.Native(execCtx, func(ctx context.Context) error {
+			var owns bool
+			if err := w.retry(ctx, msg, "check the order is still this attempt's", func(ctx context.Context) (err error) {
+				owns, err = w.store.OwnsAttempt(ctx, o.ID, o.Attempt, w.opts.Instance)
+				return err
+			}); err != nil {
+				return err
+			}
+			if !owns {
+				return fmt.Errorf("order %s is no longer running under attempt %d of this worker (%s): taken over", o.ID, o.Attempt, w.opts.Instance)
+			}
+			return nil
+		})
 	} else {
 		res = w.exec.Run(execCtx, req, signals)
 	}

@@ -52,6 +52,7 @@ type Store interface {
 	UnreapedAttempts(ctx context.Context, host string) ([]postgres.Unreaped, error)
 	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
 	TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error
+	OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
 	ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*postgres.Process, error)
 	RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev postgres.Evidence) error
 }

@@ -27,7 +27,16 @@ import (
 // process (SIGKILL, serve restarts).
 var orderlyBin string
 
+// binDirEnv names, in a test binary run again inside a mount namespace
+// (testenv.RerunInMountNamespace), the directory of the outer run's
+// orderlyBin: the inner run uses it as it is, built, and leaves it.
+const binDirEnv = "ORDERLY_TEST_BIN_DIR"
+
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(binDirEnv); dir != "" {
+		orderlyBin = filepath.Join(dir, "orderly")
+		os.Exit(testenv.Run(m))
+	}
 	dir, err := os.MkdirTemp("", "orderly-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

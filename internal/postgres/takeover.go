@@ -246,6 +246,19 @@ SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM o
 RETURNING 1`
 )
 
+// OwnsAttempt reports whether order id is running under attempt for
+// worker, which owns its host: the fence a worker checks before it starts
+// what no process record can fence, an action's systemd job. A worker
+// frozen between its claim and the job, and thawed after a successor
+// interrupted the order, would otherwise restart the unit for a run
+// recorded as interrupted.
+func (s *Store) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running'
+	AND worker = $3 AND `+ownsOrderHost+`)`, id, attempt, worker).Scan(&ok)
+	return ok, translate("check the attempt of order "+id.String(), err)
+}
+
 // TouchProcess records that the attempt's process is still being watched:
 // the "last heartbeat" an interrupted order keeps as evidence.
 func (s *Store) TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error {

@@ -70,7 +70,9 @@ func RerunInMountNamespace(t *testing.T, setup string, args []string, name, inne
 // /run/systemd/system marks systemd as booted) with its own session bus,
 // runs "$@" against it and stops both. units runs first, in a shell
 // whose $HOME/.config/systemd/user exists: it may write unit files
-// there. It waits for the manager by asking it, up to 10 s.
+// there. It waits for the manager by asking it, up to 10 s. At the end it
+// kills whatever is left in the manager's cgroup: a manager its test
+// killed cannot stop its units.
 func UserManagerScript(units string) string {
 	return `set -eu
 mkdir -p /run/systemd
@@ -104,6 +106,14 @@ cleanup() {
 	for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
 		[ -d "$h/$CG" ] || continue
 		echo $$ > "$h/cgroup.procs" 2>/dev/null || true
+		# What a manager that its test SIGKILLed left running: its units'
+		# processes, the bus its dbus.socket started among them.
+		for _ in $(seq 50); do
+			left=$(find "$h/$CG" -name cgroup.procs -exec cat {} + 2>/dev/null)
+			[ -n "$left" ] || break
+			kill -9 $left 2>/dev/null || true
+			sleep 0.1
+		done
 		find "$h/$CG" -depth -type d -exec rmdir {} + 2>/dev/null || true
 	done
 }

@@ -83,7 +83,7 @@ func (p *Policy) checkActionCommands(host string) error {
 
 // SystemdRunner runs a native verb; systemd.Run, or a stand-in in tests
 // that must prove nothing reached D-Bus.
-type SystemdRunner func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error)
+type SystemdRunner func(ctx context.Context, bus, verb, unit string, fence func(context.Context) error) (systemd.Outcome, error)
 
 // SetSystemdRunner replaces how native verbs run (tests); call it before
 // the policy is used.
@@ -150,11 +150,11 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 		run = systemd.Run
 	}
 	bus := p.actions.Bus()
-	return &Prepared{ResolvedPath: "systemd:" + r.Verb + ":" + r.Unit, Native: func(ctx context.Context) executor.Result {
+	return &Prepared{ResolvedPath: "systemd:" + r.Verb + ":" + r.Unit, Native: func(ctx context.Context, fence func(context.Context) error) executor.Result {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		start := time.Now()
-		out, err := run(ctx, bus, r.Verb, r.Unit)
+		out, err := run(ctx, bus, r.Verb, r.Unit, fence)
 		res := executor.Result{Duration: time.Since(start), GroupGone: true}
 		body, _ := json.Marshal(out)
 		res.Stdout, res.Stderr = textOutput(string(body)+"\n"), textOutput("")
@@ -175,6 +175,13 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 			res.Canceled = true
 			res.Stderr = textOutput("systemd: " + err.Error() + "\n")
 			return res
+		case err != nil && out.JobID != 0:
+			// A job whose end was not seen: the systemd that queued it
+			// left the bus (killed, or the bus gone). A failure, with
+			// the job's id on stdout and on stderr that whether it ran
+			// is unknown; the host's queue goes on.
+			code = 1
+			res.Stderr = textOutput("systemd: " + err.Error() + "\n")
 		case err != nil:
 			// No job: systemd (or polkit) refused the call. A failure
 			// like a failed job, with the reason instead of an outcome.

@@ -25,7 +25,7 @@ func actionPolicy(t *testing.T, defs ...config.Action) (*Policy, *int) {
 		t.Fatal(err)
 	}
 	calls := new(int)
-	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
+	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ func(context.Context) error) (systemd.Outcome, error) {
 		*calls++
 		return systemd.Outcome{Unit: unit, Verb: verb, JobResult: "done", ActiveState: "active"}, nil
 	})
@@ -77,7 +77,7 @@ func TestWorkerRefusesWhatItsConfigDoesNot(t *testing.T) {
 	if err != nil || prep.Native == nil {
 		t.Fatalf("a valid run: %v %+v", err, prep)
 	}
-	res := prep.Native(t.Context())
+	res := prep.Native(t.Context(), nil)
 	if *calls != 1 || res.ExitCode == nil || *res.ExitCode != 0 || !strings.Contains(string(res.Stdout.Content), `"unit":"example@0042.service"`) {
 		t.Errorf("native run: calls %d, exit %v, stdout %s", *calls, res.ExitCode, res.Stdout.Content)
 	}
@@ -127,7 +127,7 @@ func TestActionCommandRuns(t *testing.T) {
 // ends it timed out, with no exit code either.
 func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 	p, _ := actionPolicy(t, restartDef)
-	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
+	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ func(context.Context) error) (systemd.Outcome, error) {
 		<-ctx.Done() // a job that does not end
 		return systemd.Outcome{Unit: unit, Verb: verb, JobID: 77},
 			fmt.Errorf("%s %s: waiting for job 77: %w", verb, unit, ctx.Err())
@@ -138,7 +138,7 @@ func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 	}
 	ctx, stop := context.WithCancel(t.Context())
 	stop()
-	res := prep.Native(ctx)
+	res := prep.Native(ctx, nil)
 	if !res.Canceled || res.TimedOut || res.ExitCode != nil || !strings.Contains(string(res.Stdout.Content), `"job_id":77`) {
 		t.Errorf("stopped worker: canceled %v, timed out %v, exit %v, stdout %q: want canceled, no exit code, the job's id",
 			res.Canceled, res.TimedOut, res.ExitCode, res.Stdout.Content)
@@ -146,14 +146,14 @@ func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 
 	timed, _ := actionPolicy(t, config.Action{Name: "restart", Hosts: []string{"*"}, Roles: []string{"ops"}, Timeout: 50 * time.Millisecond,
 		Params: restartDef.Params, Systemd: restartDef.Systemd})
-	timed.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string) (systemd.Outcome, error) {
+	timed.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ func(context.Context) error) (systemd.Outcome, error) {
 		<-ctx.Done()
 		return systemd.Outcome{Unit: unit, Verb: verb, JobID: 78}, fmt.Errorf("waiting for job 78: %w", ctx.Err())
 	})
 	if prep, err = timed.Prepare(actionOrder("web-1", "restart", map[string]string{"id": "0042"})); err != nil {
 		t.Fatal(err)
 	}
-	if res := prep.Native(t.Context()); !res.TimedOut || res.Canceled || res.ExitCode != nil || !strings.Contains(string(res.Stdout.Content), `"job_id":78`) {
+	if res := prep.Native(t.Context(), nil); !res.TimedOut || res.Canceled || res.ExitCode != nil || !strings.Contains(string(res.Stdout.Content), `"job_id":78`) {
 		t.Errorf("job past the timeout: timed out %v, canceled %v, exit %v, stdout %q: want timed out, no exit code, the job's id",
 			res.TimedOut, res.Canceled, res.ExitCode, res.Stdout.Content)
 	}

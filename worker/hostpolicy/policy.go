@@ -75,7 +75,7 @@ type Prepared struct {
 	Cleanup func()
 	// Native, when set, is run instead of Req: an action's systemd verb
 	// over D-Bus, with no process (action.go).
-	Native func(ctx context.Context) executor.Result
+	Native func(ctx context.Context, fence func(context.Context) error) executor.Result
 }
 
 // New compiles cfg into a Policy. It fails on a relative or empty

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,11 +26,17 @@ const innerEnv = "ORDERLY_SYSTEMD_USER_MANAGER"
 
 // setupScript is the user manager of testenv.UserManagerScript with the
 // harmless template units example@.service (sleep infinity) and
-// slowstop@.service (the same, 3 s to stop).
+// slowstop@.service (the same, 3 s to stop) and slowstart@.service (a
+// minute to start), gated@.service (its start waits for the file
+// gate-<instance> in $HOME).
 var setupScript = testenv.UserManagerScript(`printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/example@.service"
 printf '[Unit]\nDescription=orderly test slow stop %%i\n[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 3\n' \
-	> "$HOME/.config/systemd/user/slowstop@.service"`)
+	> "$HOME/.config/systemd/user/slowstop@.service"
+printf '[Unit]\nDescription=orderly test slow start %%i\n[Service]\nExecStartPre=/bin/sleep 60\nExecStart=/bin/sleep infinity\n' \
+	> "$HOME/.config/systemd/user/slowstart@.service"
+printf '[Unit]\nDescription=orderly test gated start %%i\n[Service]\nExecStartPre=/bin/sh -c "while [ ! -e %%h/gate-%%i ]; do sleep 0.1; done"\nExecStart=/bin/sleep infinity\n' \
+	> "$HOME/.config/systemd/user/gated@.service"`)
 
 // TestUserManager restarts example@0042.service on a real systemd user
 // manager over D-Bus and checks that its invocation id changed; and that
@@ -48,7 +58,7 @@ func userManagerInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const unit = "example@0042.service"
-	first, err := systemd.Run(ctx, "user", "start", unit)
+	first, err := systemd.Run(ctx, "user", "start", unit, nil)
 	if err != nil || first.JobResult != "done" || first.ActiveState != "active" || first.InvocationID == "" {
 		t.Fatalf("start: %+v %v", first, err)
 	}
@@ -70,7 +80,7 @@ func userManagerInside(t *testing.T) {
 	if err != nil || prep.Native == nil {
 		t.Fatalf("prepare: %v", err)
 	}
-	res := prep.Native(ctx)
+	res := prep.Native(ctx, nil)
 	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 0 {
 		t.Fatalf("restart: %+v stderr %s", res, res.Stderr.Content)
 	}
@@ -115,13 +125,13 @@ func userManagerInside(t *testing.T) {
 	if prep, err = hp.Prepare(nosuch); err != nil {
 		t.Fatal(err)
 	}
-	res = prep.Native(ctx)
+	res = prep.Native(ctx, nil)
 	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 1 || len(res.Stdout.Content) != 0 ||
 		!strings.Contains(string(res.Stderr.Content), "nosuch@0042.service") {
 		t.Errorf("restart of a unit systemd does not have: %+v, stderr %q", res, res.Stderr.Content)
 	}
 
-	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service")
+	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +160,7 @@ func stopTimesOutInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const unit = "slowstop@1.service"
-	if out, err := systemd.Run(ctx, "user", "start", unit); err != nil || out.JobResult != "done" {
+	if out, err := systemd.Run(ctx, "user", "start", unit, nil); err != nil || out.JobResult != "done" {
 		t.Fatalf("start: %+v %v", out, err)
 	}
 	c := config.Default()
@@ -167,7 +177,7 @@ func stopTimesOutInside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := prep.Native(ctx)
+	res := prep.Native(ctx, nil)
 	var got systemd.Outcome
 	if err := json.Unmarshal(res.Stdout.Content, &got); err != nil || got.JobID == 0 {
 		t.Errorf("stdout %q (%v): want the outcome with the job's id", res.Stdout.Content, err)
@@ -215,7 +225,7 @@ func TestUserBusIsNeverLaunched(t *testing.T) {
 			!strings.Contains(err.Error(), "DBUS_SESSION_BUS_ADDRESS") {
 			t.Errorf("list units with no session bus: %v, want an error naming DBUS_SESSION_BUS_ADDRESS", err)
 		}
-		if out, err := systemd.Run(t.Context(), "user", "restart", "example@0042.service"); err == nil {
+		if out, err := systemd.Run(t.Context(), "user", "restart", "example@0042.service", nil); err == nil {
 			t.Errorf("restart with no session bus: %+v", out)
 		}
 		if _, err := os.Stat(mark); err == nil {
@@ -228,4 +238,181 @@ func TestUserBusIsNeverLaunched(t *testing.T) {
 	}
 	testenv.NeedRootTools(t, "a private mount namespace", "scripts/ensure-dbus.sh", "unshare")
 	testenv.RerunInMountNamespace(t, noBusScript, nil, "TestUserBusIsNeverLaunched", noBusEnv)
+}
+
+// TestUserManagerKilledInAJob SIGKILLs the user manager while a start
+// job of its is in flight: the job's end never comes as a signal, and Run
+// must say so (the job's id, whether it ran unknown) long before its
+// context ends, rather than wait for it.
+func TestUserManagerKilledInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		killedInAJobInside(t, "systemd")
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	mark := filepath.Join(t.TempDir(), "xdg")
+	t.Setenv(markEnv, mark)
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerKilledInAJob", innerEnv)
+	// The killed manager could not stop its units (the start's sleep, the
+	// bus its dbus.socket started): the script ends them, one
+	// dbus-daemon per run left running otherwise.
+	xdg, err := os.ReadFile(mark)
+	if err != nil || len(xdg) == 0 {
+		t.Fatalf("the inner run's XDG_RUNTIME_DIR: %q %v", xdg, err)
+	}
+	if left := scriptProcs(string(xdg)); len(left) > 0 {
+		t.Errorf("left running after the script: %q", left)
+	}
+}
+
+// markEnv names the file where an inner run writes its XDG_RUNTIME_DIR.
+const markEnv = "ORDERLY_TEST_XDG_MARK"
+
+// scriptProcs lists the live processes (pid and argv) whose
+// XDG_RUNTIME_DIR is xdg.
+func scriptProcs(xdg string) []string {
+	want := "XDG_RUNTIME_DIR=" + xdg
+	var left []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), want) {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		left = append(left, e.Name()+" "+strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return left
+}
+
+// TestUserBusKilledInAJob is TestUserManagerKilledInAJob with the
+// session bus (dbus-daemon) SIGKILLed in the job instead.
+func TestUserBusKilledInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		killedInAJobInside(t, "dbus-daemon")
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserBusKilledInAJob", innerEnv)
+}
+
+// killedInAJobInside starts a unit whose start takes a minute, SIGKILLs
+// the test's processes named name (its manager, systemd, or its bus,
+// dbus-daemon: the script's, and the one the manager's dbus.socket starts
+// on the same path, which clients reach once the manager runs) in the job,
+// and checks what Run says.
+func killedInAJobInside(t *testing.T, name string) {
+	if mark := os.Getenv(markEnv); mark != "" {
+		if err := os.WriteFile(mark, []byte(os.Getenv("XDG_RUNTIME_DIR")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	type ran struct {
+		out systemd.Outcome
+		err error
+	}
+	res := make(chan ran, 1)
+	go func() {
+		out, err := systemd.Run(ctx, "user", "start", "slowstart@1.service", nil)
+		res <- ran{out, err}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
+		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "slowstart@1.service").Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
+	for _, pid := range managerPids(t, name) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	select {
+	case r := <-res:
+		if r.err == nil || r.out.JobID == 0 || !strings.Contains(r.err.Error(), "whether the job ran is unknown") {
+			t.Errorf("start whose manager was killed: %+v %v; want the job's id and an error saying whether it ran is unknown", r.out, r.err)
+		}
+		t.Logf("run: %v", r.err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("start whose manager was killed still waits for its job 30 s on")
+	}
+}
+
+// managerPids are the pids of this test's processes named name (the
+// base of argv[0]): the ones whose XDG_RUNTIME_DIR is this process's
+// (other tests' run beside it). It fails the test when there are none.
+func managerPids(t *testing.T, name string) []int {
+	t.Helper()
+	want := "XDG_RUNTIME_DIR=" + os.Getenv("XDG_RUNTIME_DIR")
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		argv0, _, _ := strings.Cut(string(cmd), "\x00")
+		if err != nil || filepath.Base(argv0) != name {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), want) {
+			pid, _ := strconv.Atoi(e.Name())
+			out = append(out, pid)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %s of this test found", name)
+	}
+	return out
+}
+
+// TestUserManagerReexecInAJob re-executes the user manager (systemctl
+// --user daemon-reexec) while a start job of its is in flight: the new
+// manager has another name on the bus but keeps the job, whose end then
+// comes as a signal; Run must wait for it and say done, not take the
+// job for lost.
+func TestUserManagerReexecInAJob(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		reexecInAJobInside(t)
+		return
+	}
+	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerReexecInAJob", innerEnv)
+}
+
+func reexecInAJobInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	type ran struct {
+		out systemd.Outcome
+		err error
+	}
+	res := make(chan ran, 1)
+	go func() {
+		out, err := systemd.Run(ctx, "user", "start", "gated@1.service", nil)
+		res <- ran{out, err}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
+		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "gated@1.service").Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
+	if out, err := exec.Command("systemctl", "--user", "daemon-reexec").CombinedOutput(); err != nil {
+		t.Fatalf("daemon-reexec: %v: %s", err, out)
+	}
+	// Past the watch's polls in a row: a job taken for lost would have
+	// been said by now.
+	time.Sleep(5 * time.Second)
+	if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "gate-1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		if r.err != nil || r.out.JobResult != "done" || r.out.ActiveState != "active" {
+			t.Errorf("start across a daemon-reexec: %+v %v; want done, active", r.out, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("start across a daemon-reexec still waits 30 s after its gate opened")
+	}
 }
