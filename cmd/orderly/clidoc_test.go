@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,5 +154,55 @@ func TestCLIDocNamesEveryFlag(t *testing.T) {
 	}
 	if rows < 20 {
 		t.Fatalf("read only %d rows of docs/cli.md's flag tables", rows)
+	}
+}
+
+// TestConfigDocListsServerFlags checks the flags table of docs/config.md
+// ("Sources and precedence") against serve, api, worker and migrate, both
+// ways: each flag of theirs that sets a key is a row, with the key the
+// flag is named after and exactly the commands that take it.
+func TestConfigDocListsServerFlags(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^ *\\| `(--[a-z-]+)` \\| `([a-z_.]+)` \\| (`[a-z]+`(?:, `[a-z]+`)*) \\|$")
+	listed := map[string][]string{}
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		if want := strings.NewReplacer(".", "-", "_", "-").Replace(m[2]); "--"+want != m[1] {
+			t.Errorf("docs/config.md says %s sets `%s`; the flag of that key is --%s", m[1], m[2], want)
+		}
+		if !strings.Contains(string(doc), "| `"+m[2]+"` |") {
+			t.Errorf("docs/config.md's flags table names `%s`, which its key tables do not", m[2])
+		}
+		for _, c := range strings.Split(m[3], ", ") {
+			listed[m[1]] = append(listed[m[1]], strings.Trim(c, "`"))
+		}
+	}
+	if len(listed) < 5 {
+		t.Fatalf("read only %d rows of docs/config.md's flags table", len(listed))
+	}
+	root := (&app{}).rootCommand()
+	has := map[string][]string{}
+	for _, name := range []string{"serve", "api", "worker", "migrate"} {
+		c, _, err := root.Find([]string{name})
+		if err != nil || c.Name() != name {
+			t.Fatalf("no command %s: %v", name, err)
+		}
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			if f.Name != "config" && f.Name != "help" {
+				has["--"+f.Name] = append(has["--"+f.Name], name)
+			}
+		})
+	}
+	for flag, cmds := range has {
+		if got := listed[flag]; !slices.Equal(got, cmds) {
+			t.Errorf("docs/config.md's flags table gives %s to %q; the commands that take it are %q", flag, got, cmds)
+		}
+	}
+	for flag := range listed {
+		if has[flag] == nil {
+			t.Errorf("docs/config.md's flags table lists %s, which no server command takes", flag)
+		}
 	}
 }
