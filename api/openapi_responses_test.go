@@ -545,6 +545,21 @@ func TestSpecStatusAndReload(t *testing.T) {
 	}
 	want(call{as: "admin", method: "GET", path: "/v1/status"}, http.StatusOK, `"sha256_loaded"`)
 	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusOK, `"config":{"path":`, `"last_reload"`)
+	// The reload's two refusals of their own (ErrorCode's table): a file
+	// that drops every policy rule, unconfirmed, and one that sets
+	// nothing. Each is 422 with its code, as the spec says.
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("listen: 127.0.0.1:0\npolicy:\n  - {name: r, principals: [alice], hosts: [\"*\"], allow: ['^true$']}\n")
+	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusOK, `"changed":true`)
+	write("listen: 127.0.0.1:0\n")
+	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusUnprocessableEntity, `"code":"confirmation_required"`, `"sha256":"`)
+	write("# nothing\n")
+	want(call{as: "admin", method: "POST", path: "/v1/admin/reload"}, http.StatusUnprocessableEntity, `"code":"config_empty"`)
 	if err := os.WriteFile(path, []byte("listen: [\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

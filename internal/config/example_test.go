@@ -179,10 +179,10 @@ func TestDocsListEveryKey(t *testing.T) {
 }
 
 // docRow is a row of a key table in docs/config.md: its key and the text of
-// its default column.
+// its type and default columns.
 type docRow struct {
-	line       int
-	key, deflt string
+	line            int
+	key, typ, deflt string
 }
 
 // docRows reads the key tables of docs/config.md: rows whose first cell is
@@ -202,7 +202,7 @@ func docRows(t *testing.T) []docRow {
 		if strings.Count(key, "`") != 2 || !strings.HasSuffix(key, "`") {
 			continue
 		}
-		rows = append(rows, docRow{line: i + 1, key: strings.Trim(key, "`"), deflt: strings.TrimSpace(cells[2])})
+		rows = append(rows, docRow{line: i + 1, key: strings.Trim(key, "`"), typ: strings.TrimSpace(cells[1]), deflt: strings.TrimSpace(cells[2])})
 	}
 	return rows
 }
@@ -235,6 +235,89 @@ func TestDocsKeysAndDefaults(t *testing.T) {
 			t.Errorf("docs/config.md:%d: `%s` default %s: %s", r.line, r.key, r.deflt, msg)
 		}
 	}
+}
+
+// TestDocsKeyTypes checks the type column of docs/config.md's key tables
+// against the Go type of each key, as the "Value syntax" table reads
+// them: a duration is a time.Duration, a bool a bool, an int or bytes a
+// whole number, a list a slice, a map a map, a section a struct, and any
+// other word (string, path, user, URL, host:port, a regex, the allowed
+// words) a string.
+func TestDocsKeyTypes(t *testing.T) {
+	rows := docRows(t)
+	for _, r := range rows {
+		typ, err := keyType(r.key)
+		if err != nil {
+			t.Errorf("docs/config.md:%d: %v", r.line, err)
+			continue
+		}
+		var want string
+		switch {
+		case typ == reflect.TypeFor[time.Duration]():
+			want = "duration"
+		case typ.Kind() == reflect.Bool:
+			want = "bool"
+		case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int64:
+			want = "whole number"
+		case typ.Kind() == reflect.Slice:
+			want = "list"
+		case typ.Kind() == reflect.Map:
+			want = "map"
+		case typ.Kind() == reflect.Struct:
+			want = "section"
+		case typ.Kind() == reflect.String:
+			want = "string"
+		default:
+			t.Errorf("docs/config.md:%d: `%s` is a %s, which this test does not know", r.line, r.key, typ)
+			continue
+		}
+		var got string
+		switch d := r.typ; {
+		case d == "duration":
+			got = "duration"
+		case d == "bool":
+			got = "bool"
+		case d == "int" || d == "bytes":
+			got = "whole number"
+		case strings.HasPrefix(d, "list"):
+			got = "list"
+		case strings.HasPrefix(d, "map"):
+			got = "map"
+		case d == "section":
+			got = "section"
+		default:
+			got = "string"
+		}
+		// worker.forbidden_chars is a string that the file may also
+		// give as a list of characters (TestForbiddenCharsListEqualsString).
+		if got != want && !(r.key == "worker.forbidden_chars" && r.typ == "string or list") {
+			t.Errorf("docs/config.md:%d: `%s` is said to be %q; the code's %s is a %s", r.line, r.key, r.typ, typ, want)
+		}
+	}
+}
+
+// keyType is the Go type of a key of docs/config.md's tables, "[]" and all
+// (a pointer's element: an optional value).
+func keyType(key string) (reflect.Type, error) {
+	t := reflect.TypeFor[Config]()
+	for _, p := range strings.Split(key, ".") {
+		p, list := strings.CutSuffix(p, "[]")
+		f, ok := field(t, p)
+		if !ok {
+			return nil, fmt.Errorf("`%s` is no config key", key)
+		}
+		t = f.Type
+		if list {
+			if t.Kind() != reflect.Slice {
+				return nil, fmt.Errorf("`%s`: %s is no list", key, p)
+			}
+			t = t.Elem()
+		}
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+	}
+	return t, nil
 }
 
 // valueAt returns the value of a key in cfg; false for a key inside a list.
