@@ -14,6 +14,7 @@ import (
 )
 
 func main() {
+	keepSysmonAwake()
 	ctx, stop := signalContext(context.Background())
 	defer stop()
 	if err := run(ctx, os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {
