@@ -346,18 +346,20 @@ func TestFaultsRunbookFrozen(t *testing.T) {
 	a := r.mustRun("f", "h1", 8, "", "", "")
 	r.waitLine("f", "S 1", 60*time.Second)
 	// The step's sleep is a child of the script's shell, itself the
-	// worker's child.
+	// worker's child. The shell writes the marker's line before it forks
+	// the sleep (CI once looked in between, at load ~10): look until a
+	// step's sleep is there.
 	var running *faultWorker
-	for _, p := range procsWithArgs("sleep", r.stepArg()) {
-		for _, w := range r.liveWorkers("h1") {
-			if parentPid(parentPid(p)) == w.pid() {
-				running = w
+	waitUntil(t, 20*time.Second, "a worker of h1 runs the runbook's step", func() bool {
+		for _, p := range procsWithArgs("sleep", r.stepArg()) {
+			for _, w := range r.liveWorkers("h1") {
+				if parentPid(parentPid(p)) == w.pid() {
+					running = w
+				}
 			}
 		}
-	}
-	if running == nil {
-		t.Fatal("no worker of h1 runs the runbook")
-	}
+		return running != nil
+	})
 	running.signal(syscall.SIGSTOP)
 	r.note("SIGSTOP worker %d", running.pid())
 	o := r.waitEnded(a.id, 90*time.Second)
