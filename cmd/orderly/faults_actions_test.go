@@ -12,7 +12,6 @@ package main
 // ended; the host runs the next action.
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,7 +27,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -111,50 +108,22 @@ func (a *actFaults) worker(host string) *faultWorker {
 		"XDG_RUNTIME_DIR="+os.Getenv("XDG_RUNTIME_DIR"))
 }
 
-// actAnswer is the client's record of one run request.
-type actAnswer struct {
-	code     int
-	id       uuid.UUID
-	replayed bool
-	body     string
-}
-
 // run asks for restart-slow of slow@<id> on host, with key as its
 // Idempotency-Key ("" for none).
-func (a *actFaults) run(host, id, key string) actAnswer {
+func (a *actFaults) run(host, id, key string) keyedAnswer {
 	a.t.Helper()
 	return a.runAction("restart-slow", host, id, key)
 }
 
 // runAction is run of the action name.
-func (a *actFaults) runAction(name, host, id, key string) actAnswer {
+func (a *actFaults) runAction(name, host, id, key string) keyedAnswer {
 	a.t.Helper()
 	body, _ := json.Marshal(map[string]any{"host": host, "params": map[string]string{"id": id}})
-	req, err := http.NewRequest("POST", a.apiURL+"/v1/actions/"+name+"/run", bytes.NewReader(body))
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return actAnswer{body: err.Error()}
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	ans := actAnswer{code: resp.StatusCode, body: string(b), replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
-	var o api.Order
-	if json.Unmarshal(b, &o) == nil {
-		ans.id = o.ID
-	}
-	return ans
+	return postKeyed(a.t, a.client, a.apiURL+"/v1/actions/"+name+"/run", a.token, key, body)
 }
 
 // mustRun is run that fails the test unless the run was accepted.
-func (a *actFaults) mustRun(host, id, key string) actAnswer {
+func (a *actFaults) mustRun(host, id, key string) keyedAnswer {
 	a.t.Helper()
 	ans := a.run(host, id, key)
 	if ans.code != http.StatusAccepted || ans.id == uuid.Nil {
@@ -303,31 +272,6 @@ func TestFaultsActionWorkerKilled(t *testing.T) {
 	}
 }
 
-// managerPids lists the test's processes named name (the base of
-// argv[0]): the ones whose XDG_RUNTIME_DIR is this test's, as other
-// tests' managers run beside it (in their own namespaces, the same pids).
-// The test's bus is two dbus-daemons: the script's, and the one the
-// manager's dbus.socket starts on the same path, which clients reach once
-// the manager runs.
-func managerPids(name string) []int {
-	want := "XDG_RUNTIME_DIR=" + os.Getenv("XDG_RUNTIME_DIR")
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		argv0, _, _ := strings.Cut(string(cmd), "\x00")
-		if err != nil || filepath.Base(argv0) != name {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), want) {
-			pid, _ := strconv.Atoi(e.Name())
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // TestFaultsActionManagerGone takes systemd away from under a systemd
 // action's job: the user manager SIGKILLed (and a new one started), or
 // its bus (dbus-daemon) SIGKILLed. The job's end never comes as a
@@ -347,7 +291,7 @@ func TestFaultsActionManagerGone(t *testing.T) {
 			ans := a.mustRun("h1", "g1", "")
 			a.waitLine("g1", "S", 60*time.Second)
 			name := map[string]string{"manager": "systemd", "bus": "dbus-daemon"}[what]
-			pids := managerPids(name)
+			pids := testenv.UserManagerPids(name)
 			if len(pids) == 0 {
 				t.Fatalf("no %s of this test", name)
 			}
@@ -441,7 +385,7 @@ func TestFaultsActionFrozen(t *testing.T) {
 				// manager's dbus.socket, which the test then freezes too.
 				a.nextRuns("h1", "w0")
 				a.open("f1") // a job, were one queued, would end at once
-				bus = managerPids("dbus-daemon")
+				bus = testenv.UserManagerPids("dbus-daemon")
 				if len(bus) == 0 {
 					t.Fatal("no dbus-daemon of this test")
 				}
@@ -552,7 +496,7 @@ func TestFaultsActionLimitAcrossAPIKill(t *testing.T) {
 	a.worker("h1")
 	a.pg.signal(syscall.SIGSTOP)
 	a.note("SIGSTOP postgresql")
-	sent := make(chan actAnswer, 1)
+	sent := make(chan keyedAnswer, 1)
 	go func() { sent <- a.runAction("restart-limited", "h1", "l1", "limited-l1") }()
 	// Holds the request in the API, waiting for PostgreSQL (its token's
 	// check or its insert, whichever it reached).

@@ -105,8 +105,8 @@ func (r *rbFaults) worker(host string) *faultWorker {
 // stepArg is the steps' sleep argument: about 1.5 s, unique to the test.
 func (r *rbFaults) stepArg() string { return "1.5" + r.nonce }
 
-// rbAnswer is the client's record of one execute.
-type rbAnswer struct {
+// keyedAnswer is the client's record of one execute.
+type keyedAnswer struct {
 	code     int
 	id       uuid.UUID
 	status   string
@@ -114,16 +114,44 @@ type rbAnswer struct {
 	body     string
 }
 
+// postKeyed POSTs body to url with the token and, when key is not empty,
+// an Idempotency-Key, and reads the answer's order; a request that got no
+// answer has only its error in body.
+func postKeyed(t testing.TB, client *http.Client, url, token, key string, body []byte) keyedAnswer {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return keyedAnswer{body: err.Error()}
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	a := keyedAnswer{code: resp.StatusCode, body: string(b), replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
+	var o api.Order
+	if json.Unmarshal(b, &o) == nil {
+		a.id, a.status = o.ID, string(o.Status)
+	}
+	return a
+}
+
 // execute runs Steps.md with steps steps on host (sub: the host of a
 // sub-runbook step, "" for none), with key as its Idempotency-Key ("" for
 // none) and wait as ?wait= ("" for none).
-func (r *rbFaults) execute(tag, host string, steps int, sub, key, wait string) rbAnswer {
+func (r *rbFaults) execute(tag, host string, steps int, sub, key, wait string) keyedAnswer {
 	r.t.Helper()
 	return r.executeEnv(tag, host, steps, sub, key, wait, nil)
 }
 
 // executeEnv is execute with more env_vars.
-func (r *rbFaults) executeEnv(tag, host string, steps int, sub, key, wait string, more map[string]string) rbAnswer {
+func (r *rbFaults) executeEnv(tag, host string, steps int, sub, key, wait string, more map[string]string) keyedAnswer {
 	r.t.Helper()
 	env := map[string]string{"STEPS": fmt.Sprint(steps), "STEP_SECONDS": r.stepArg(), "MARKER": r.marker, "TAG": tag, "SUB_HOST": sub}
 	maps.Copy(env, more)
@@ -132,31 +160,11 @@ func (r *rbFaults) executeEnv(tag, host string, steps int, sub, key, wait string
 	if wait != "" {
 		url += "?wait=" + wait
 	}
-	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+r.token)
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return rbAnswer{body: err.Error()}
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	a := rbAnswer{code: resp.StatusCode, body: string(b), replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
-	var o api.Order
-	if json.Unmarshal(b, &o) == nil {
-		a.id, a.status = o.ID, string(o.Status)
-	}
-	return a
+	return postKeyed(r.t, r.client, url, r.token, key, body)
 }
 
 // mustRun is execute that fails the test unless the run was accepted.
-func (r *rbFaults) mustRun(tag, host string, steps int, sub, key, wait string) rbAnswer {
+func (r *rbFaults) mustRun(tag, host string, steps int, sub, key, wait string) keyedAnswer {
 	r.t.Helper()
 	a := r.execute(tag, host, steps, sub, key, wait)
 	if (a.code != http.StatusAccepted && a.code != http.StatusOK) || a.id == uuid.Nil {

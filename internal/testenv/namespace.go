@@ -5,6 +5,9 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +129,30 @@ done
 systemctl --user is-system-running || { cat "$D/systemd.log"; exit 1; }
 "$@"
 `
+}
+
+// UserManagerPids lists the processes named name (the base of argv[0]:
+// "systemd", "dbus-daemon") that belong to this test's user manager
+// (UserManagerScript): the ones whose XDG_RUNTIME_DIR is this process's,
+// as other tests' managers run beside it in their own namespaces. The
+// test's bus is two dbus-daemons: the script's, and the one the manager's
+// dbus.socket starts on the same path, which clients reach once the
+// manager runs.
+func UserManagerPids(name string) []int {
+	want := "XDG_RUNTIME_DIR=" + os.Getenv("XDG_RUNTIME_DIR")
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		argv0, _, _ := strings.Cut(string(cmd), "\x00")
+		if err != nil || filepath.Base(argv0) != name {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), want) {
+			pid, _ := strconv.Atoi(e.Name())
+			out = append(out, pid)
+		}
+	}
+	return out
 }

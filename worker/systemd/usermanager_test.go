@@ -311,19 +311,7 @@ func killedInAJobInside(t *testing.T, name string) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	type ran struct {
-		out systemd.Outcome
-		err error
-	}
-	res := make(chan ran, 1)
-	go func() {
-		out, err := systemd.Run(ctx, "user", "start", "slowstart@1.service", nil)
-		res <- ran{out, err}
-	}()
-	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
-		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "slowstart@1.service").Output()
-		return strings.TrimSpace(string(out)) != ""
-	})
+	res := startInFlight(ctx, t, "slowstart@1.service")
 	for _, pid := range managerPids(t, name) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -341,26 +329,34 @@ func killedInAJobInside(t *testing.T, name string) {
 	}
 }
 
-// managerPids are the pids of this test's processes named name (the
-// base of argv[0]): the ones whose XDG_RUNTIME_DIR is this process's
-// (other tests' run beside it). It fails the test when there are none.
+// ran is what systemd.Run returned.
+type ran struct {
+	out systemd.Outcome
+	err error
+}
+
+// startInFlight starts unit through systemd.Run and returns once the
+// manager shows its start job in flight; Run's answer comes on the
+// channel.
+func startInFlight(ctx context.Context, t *testing.T, unit string) <-chan ran {
+	t.Helper()
+	res := make(chan ran, 1)
+	go func() {
+		out, err := systemd.Run(ctx, "user", "start", unit, nil)
+		res <- ran{out, err}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
+		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", unit).Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
+	return res
+}
+
+// managerPids are testenv.UserManagerPids(name); it fails the test when
+// there are none.
 func managerPids(t *testing.T, name string) []int {
 	t.Helper()
-	want := "XDG_RUNTIME_DIR=" + os.Getenv("XDG_RUNTIME_DIR")
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		argv0, _, _ := strings.Cut(string(cmd), "\x00")
-		if err != nil || filepath.Base(argv0) != name {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), want) {
-			pid, _ := strconv.Atoi(e.Name())
-			out = append(out, pid)
-		}
-	}
+	out := testenv.UserManagerPids(name)
 	if len(out) == 0 {
 		t.Fatalf("no %s of this test found", name)
 	}
@@ -385,19 +381,7 @@ func TestUserManagerReexecInAJob(t *testing.T) {
 func reexecInAJobInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	type ran struct {
-		out systemd.Outcome
-		err error
-	}
-	res := make(chan ran, 1)
-	go func() {
-		out, err := systemd.Run(ctx, "user", "start", "gated@1.service", nil)
-		res <- ran{out, err}
-	}()
-	testenv.WaitUntil(t, 30*time.Second, "the start job is in flight", func() bool {
-		out, _ := exec.Command("systemctl", "--user", "show", "-p", "Job", "--value", "gated@1.service").Output()
-		return strings.TrimSpace(string(out)) != ""
-	})
+	res := startInFlight(ctx, t, "gated@1.service")
 	if out, err := exec.Command("systemctl", "--user", "daemon-reexec").CombinedOutput(); err != nil {
 		t.Fatalf("daemon-reexec: %v: %s", err, out)
 	}
