@@ -59,15 +59,27 @@ while [ ! -s %[1]s ]; do sleep 0.01; done`, marker, token)
 	dir := t.TempDir()
 
 	// Before: as every worker did, the escapee outlives the order.
+	// The escapee is looked for by the PID it wrote, not by its sleep: the
+	// marker is written before the exec, and a look in between finds no
+	// sleep (CI did once).
 	e := newTestExecutor(t)
-	res := e.Run(t.Context(), baseRequest("/bin/sh", "-c", script(filepath.Join(dir, "before"))), nil)
-	left := procsWith(t, "sleep", token)
-	killAll(left)
+	before := filepath.Join(dir, "before")
+	res := e.Run(t.Context(), baseRequest("/bin/sh", "-c", script(before)), nil)
+	b, err := os.ReadFile(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	escapee, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	st, err := readStat(escapee)
+	alive := err == nil && st.alive()
+	if escapee > 0 {
+		killAll([]int{escapee})
+	}
 	if res.ExitCode == nil || *res.ExitCode != 0 || res.StartErr != nil {
 		t.Fatalf("order without a subreaper: %+v", res)
 	}
-	if len(left) != 1 {
-		t.Fatalf("without a subreaper the escapee should outlive the order, found %v", left)
+	if !alive {
+		t.Fatalf("without a subreaper the escapee %d should outlive the order (%v)", escapee, err)
 	}
 	if res.Verified != VerifiedGroup || res.Adopted != 0 {
 		t.Errorf("without a subreaper: verified %q, adopted %d; want %q, 0", res.Verified, res.Adopted, VerifiedGroup)
