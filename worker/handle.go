@@ -563,10 +563,19 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			MachineID: p.MachineID, PidNS: p.PidNS, Cgroup: p.Cgroup}
 		if exited {
 			record = &rec
-		} else if err := w.retry(execCtx, msg, "record the order's process", func(ctx context.Context) error {
-			return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
-		}); err != nil {
-			return err
+		} else {
+			// Not for the whole shutdown grace: the order runs on
+			// unrecorded meanwhile, and a worker stopped while
+			// PostgreSQL refused the record waited the grace out. Given
+			// up, the start is refused and the order ended now.
+			rctx, rcancel := w.stopWindow(execCtx, ctx)
+			err := w.retry(rctx, msg, "record the order's process", func(ctx context.Context) error {
+				return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
+			})
+			rcancel()
+			if err != nil {
+				return err
+			}
 		}
 		return w.failPoint("after_start", o)
 	}
@@ -576,9 +585,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// An action's systemd verb over D-Bus: no process. Its fence is
 		// checked just before the job is queued, as a process's record
 		// is just after it starts.
-		res = prep.Native(execCtx, func(ctx context.Context) error {
+		res = prep.Native(execCtx, func(nctx context.Context) error {
+			// As a process's record: stopWriteWait once stopping.
+			wctx, cancel := w.stopWindow(nctx, ctx)
+			defer cancel()
 			var owns bool
-			if err := w.retry(ctx, msg, "check the order is still this attempt's", func(ctx context.Context) (err error) {
+			if err := w.retry(wctx, msg, "check the order is still this attempt's", func(ctx context.Context) (err error) {
 				owns, err = w.store.OwnsAttempt(ctx, o.ID, o.Attempt, w.opts.Instance)
 				return err
 			}); err != nil {
@@ -761,14 +773,42 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 	return err == nil, err
 }
 
-// writeContext is the context of a result write: a stop request (ctx
-// ending) leaves it ShutdownGrace to commit, so that a result is not
-// dropped, nor a commit's answer lost, just because the worker is stopping.
+// stopWriteWait is how long a write of the delivery protocol (a claim, a
+// result, a process record) may go on once the worker is asked to stop:
+// from the stop request, or from the write's start when the stop came
+// before it (an order that ran on through its shutdown grace). It was the
+// whole shutdown grace, which a retry loop held while PostgreSQL refused
+// or did not answer: a worker stopped then (operators stop workers when
+// things are broken) took 30 s to exit (hF11's rolled-back schema). A
+// write that gives up leaves what it wrote, or did not, to the successor's
+// takeover, as a worker killed then would.
+const stopWriteWait = 5 * time.Second
+
+// writeContext is the context of a write the protocol must not cut short
+// at once (a claim, a result): a stop request (ctx ending) leaves it
+// stopWriteWait (at most ShutdownGrace) to commit, so that a commit in
+// flight is not dropped, nor its answer lost, just because the worker is
+// stopping, and a retry loop waiting for PostgreSQL does not hold the
+// stop.
 func (w *Worker) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(w.opts.ShutdownGrace, cancel) })
-	return wctx, func() { stop(); cancel() }
+	return w.stopWindow(context.WithoutCancel(ctx), ctx)
 }
+
+// stopWindow is parent, ended stopWriteWait (at most ShutdownGrace) after
+// stop ends.
+func (w *Worker) stopWindow(parent, stop context.Context) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancelCause(parent)
+	wait := min(stopWriteWait, w.opts.ShutdownGrace)
+	after := context.AfterFunc(stop, func() {
+		time.AfterFunc(wait, func() {
+			cancel(fmt.Errorf("%w: PostgreSQL did not take the write within %s of the stop", errStopping, wait))
+		})
+	})
+	return wctx, func() { after(); cancel(nil) }
+}
+
+// errStopping ends a write that a stop request gave up on.
+var errStopping = errors.New("the worker is stopping")
 
 // retry calls fn until it succeeds or fails for good, waiting with a
 // backoff while PostgreSQL is away and keeping msg's ack timer fresh
@@ -779,14 +819,28 @@ func (w *Worker) retry(ctx context.Context, msg jetstream.Msg, what string, fn f
 	b := backoff{min: 50 * time.Millisecond, max: 2 * time.Second}
 	for {
 		err := fn(ctx)
-		if err == nil || permanent(err) || ctx.Err() != nil {
+		if err == nil || permanent(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			w.gaveUp(ctx, what, err)
 			return err
 		}
 		w.logger.Warn(what+"; retrying", "error", err)
 		_ = msg.InProgress()
 		if b.wait(ctx) != nil {
+			w.gaveUp(ctx, what, err)
 			return err
 		}
+	}
+}
+
+// gaveUp says that a write a stop request ended was given up (stopWindow):
+// without it a worker stopped while PostgreSQL failed exited 0 with its
+// last line a retry, and nothing said what it left undone.
+func (w *Worker) gaveUp(ctx context.Context, what string, err error) {
+	if cause := context.Cause(ctx); errors.Is(cause, errStopping) {
+		w.logger.Warn(what+"; given up", "reason", cause.Error(), "error", err)
 	}
 }
 

@@ -48,6 +48,7 @@ type backend struct {
 	// refusal is whether the NATS servers refuse this process's
 	// credential now; a worker's systemd status says so.
 	refusal *natsRefusal
+	logger  *slog.Logger
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -173,7 +174,8 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		pool.Close()
 		return nil, err
 	}
-	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate, refusal: refusal}, nil
+	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate, refusal: refusal,
+		logger: logger}, nil
 }
 
 // close drains NATS, then closes the pool (STYLE: shutdown order).
@@ -184,8 +186,28 @@ func (b *backend) close() {
 	for i := 0; i < 50 && !b.nc.IsClosed(); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
-	b.pool.Close()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		b.pool.Close()
+	}()
+	select {
+	case <-closed:
+	case <-time.After(poolCloseWait):
+		// The process exits next, and its sockets close with it.
+		b.logger.Warn("PostgreSQL did not answer the close of this process's connections; exiting without it",
+			"waited", poolCloseWait.String())
+	}
 }
+
+// poolCloseWait bounds how long a stopping process waits for its
+// PostgreSQL connections to close. The pool waits for the connections
+// it destroys, and one whose statement was canceled (a statement out in
+// a frozen server when the stop came) is closed by a cancel request
+// that pgx gives 15 s: a worker or an API stopped while PostgreSQL was
+// frozen (SIGSTOP, a stalled VM, a proxy that stopped forwarding) took
+// 15 s more to exit, saying nothing after "shutting down".
+var poolCloseWait = 2 * time.Second
 
 // natsErrors thins out a NATS error that repeats: a refused credential
 // comes back on every reconnect attempt, four times a second.
