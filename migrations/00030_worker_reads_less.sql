@@ -11,13 +11,15 @@
 --     that run as its parent_run. The grant stays, so the claims of the
 --     workers already running (the same statement) keep working through
 --     this migration in either order of upgrade; the index makes the
---     policy's look-up one probe of the few queued children.
+--     policy's look-up one probe of the run's few children. Its predicate
+--     names parent_run only, which no update changes: one naming status
+--     made every claim and result a non-HOT update (an index insert per
+--     index of orders, TestClaimAndResultAreHOTUpdates).
 --   * api_presence (00023 grants SELECT on the table): every API process's
 --     hostname and pid. The claim reads instance and alive_until only.
 --     Column grants replace the table's; the claim of an older worker
 --     names no other column either.
-CREATE INDEX orders_parent_run_queued ON orders (parent_run)
-    WHERE status = 'queued' AND parent_run IS NOT NULL;
+CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
 
 ALTER TABLE runbook_delegations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY everyone ON runbook_delegations USING (true) WITH CHECK (true);
@@ -49,4 +51,4 @@ $$;
 DROP POLICY worker_hosts ON runbook_delegations;
 DROP POLICY everyone ON runbook_delegations;
 ALTER TABLE runbook_delegations DISABLE ROW LEVEL SECURITY;
-DROP INDEX orders_parent_run_queued;
+DROP INDEX orders_parent_run;
