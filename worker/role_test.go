@@ -18,6 +18,7 @@ import (
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/migrations"
 	"github.com/orderly-run/orderly/worker"
 )
 
@@ -65,7 +66,7 @@ func TestCheckLoginRefusesARoleThatCannotClaim(t *testing.T) {
 		}
 	}
 	err := ws.CheckLogin(ctx, "mine")
-	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence, orders.waiter") || !strings.Contains(err.Error(), "A role for workers") {
+	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence.instance, api_presence.alive_until, orders.waiter") || !strings.Contains(err.Error(), "A role for workers") {
 		t.Errorf("CheckLogin of a role without 00023's grants: %v, want it refused naming api_presence, orders.waiter and sql.md's block", err)
 	}
 	// 00025's: what tells a sub-runbook's claim that its parent run ended.
@@ -75,7 +76,7 @@ func TestCheckLoginRefusesARoleThatCannotClaim(t *testing.T) {
 		}
 	}
 	err = ws.CheckLogin(ctx, "mine")
-	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence, orders.waiter, orders.parent_run, runbook_delegations.order_id") {
+	if err == nil || !strings.Contains(err.Error(), "cannot read api_presence.instance, api_presence.alive_until, orders.waiter, orders.parent_run, runbook_delegations.order_id") {
 		t.Errorf("CheckLogin of a role without 00025's grants: %v, want it refused naming orders.parent_run and runbook_delegations.order_id", err)
 	}
 }
@@ -256,6 +257,163 @@ func TestWorkerLoginLearnsNoOtherLoginsHosts(t *testing.T) {
 	}
 	if h := hosts(`SELECT worker_login_hosts('` + other + `')`); h != nil {
 		t.Errorf("another login's hosts, asked by a worker's login: %q, want none", h)
+	}
+}
+
+// TestWorkerLoginListsNoOtherRunbookRuns: a login listed for one host
+// reads no delegation but those of the runs its own queued orders wait
+// for as sub-runbooks (migration 00030), and of the API processes'
+// presence only what a claim reads: before, it listed the id of every
+// runbook run live on every host (SELECT (order_id) on
+// runbook_delegations, 00025) and every API's hostname and pid. Its
+// claims still tell a live parent from an ended one and a present waiter
+// from a gone one.
+func TestWorkerLoginListsNoOtherRunbookRuns(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, wp := workerRole(t, pool, dsn, "mine")
+	ctx := t.Context()
+	insert := func(host string, mod func(*order.Order)) *order.Order {
+		t.Helper()
+		o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true",
+			Timeout: time.Minute, Principal: "alice", Source: "rest"}
+		if mod != nil {
+			mod(o)
+		}
+		if _, err := admin.InsertOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	// Three runs on another host, each holding its delegation: the first
+	// waits for a child on mine, the second for one on a third host, the
+	// third for none.
+	if _, _, err := admin.TakeHost(ctx, "other", "test", postgres.Owner{Instance: "theirs"}); err != nil {
+		t.Fatal(err)
+	}
+	var runs []*order.Order
+	for i := range 3 {
+		run := insert("other", func(o *order.Order) { o.Kind, o.Command = order.KindScript, fmt.Sprintf("runbook:P%d.md", i) })
+		if err := admin.InsertDelegation(ctx, "orderly-rb-test-"+run.ID.String(), postgres.Delegation{OrderID: run.ID,
+			Principal: "alice", Kind: "token", CorrelationID: "c", Stack: []string{"P.md"}, Hosts: []string{"other"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, claimed, err := admin.Claim(ctx, run.ID, "theirs", 1); err != nil || !claimed {
+			t.Fatalf("claim run %d: %v %v", i, claimed, err)
+		}
+		runs = append(runs, run)
+	}
+	child := func(host string, parent *order.Order) *order.Order {
+		return insert(host, func(o *order.Order) {
+			o.Kind, o.Command, o.Source, o.ParentRun = order.KindScript, "runbook:C.md", "runbook", parent.ID
+		})
+	}
+	live := child("mine", runs[0])
+	child("third", runs[1])
+
+	ids := func(p *pgxpool.Pool) []string {
+		t.Helper()
+		var got []string
+		if err := p.QueryRow(ctx, `SELECT coalesce(array_agg(order_id::text ORDER BY order_id), '{}') FROM runbook_delegations`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := ids(pool); len(got) != 3 {
+		t.Fatalf("orderly's role reads %d delegations, want 3", len(got))
+	}
+	if got := ids(wp); len(got) != 1 || got[0] != runs[0].ID.String() {
+		t.Errorf("the login of mine reads the delegations of %q, want only the run its queued child waits for (%s)", got, runs[0].ID)
+	}
+
+	// The API processes' presence: what the claim reads, nothing more.
+	present, gone := postgres.Presence{Instance: uuid.New(), Hostname: "api-1", PID: 41}, uuid.New()
+	if err := admin.RenewPresence(ctx, present, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := wp.QueryRow(ctx, `SELECT count(*) FROM api_presence WHERE alive_until > now() AND instance IS NOT NULL`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the login of mine reads api_presence's instance and alive_until: %d rows (%v), want 1", n, err)
+	}
+	for _, q := range []string{`SELECT hostname FROM api_presence`, `SELECT pid FROM api_presence`, `SELECT * FROM api_presence`} {
+		if _, err := wp.Exec(ctx, q); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("as the login of mine, %s: %v, want permission denied", q, err)
+		}
+	}
+
+	// Its claims: a child whose run is live starts, one whose run ended
+	// is canceled saying so, an order whose waiter is present starts,
+	// one whose waiter is gone is canceled saying so.
+	if err := ws.CheckLogin(ctx, "mine"); err != nil {
+		t.Fatalf("CheckLogin: %v", err)
+	}
+	if _, _, err := ws.TakeHost(ctx, "mine", "test", postgres.Owner{Instance: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	attempt := 0
+	claim := func(o *order.Order) error {
+		t.Helper()
+		attempt++
+		_, claimed, err := ws.Claim(ctx, o.ID, "w", uint64(attempt))
+		if err == nil && !claimed {
+			t.Fatalf("claim of %s: not claimed, no error", o.ID)
+		}
+		return err
+	}
+	if err := claim(live); err != nil {
+		t.Errorf("claim of the child of a live run: %v", err)
+	}
+	ended := child("mine", runs[0])
+	if _, err := pool.Exec(ctx, `UPDATE orders SET status = 'interrupted', finished_at = now() WHERE id = $1`, runs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim(ended); !errors.Is(err, postgres.ErrWaiterGone) {
+		t.Errorf("claim of the child of an ended run: %v, want ErrWaiterGone", err)
+	}
+	if ok, reason, err := ws.CancelWaiterGone(ctx, ended.ID, "w"); !ok || err != nil || reason != postgres.ParentEndedReason {
+		t.Errorf("cancel of the child of an ended run: %v %q %v", ok, reason, err)
+	}
+	if err := claim(insert("mine", func(o *order.Order) { o.Waiter = present.Instance })); err != nil {
+		t.Errorf("claim of an order whose waiter is present: %v", err)
+	}
+	if err := claim(insert("mine", func(o *order.Order) { o.Waiter = gone })); !errors.Is(err, postgres.ErrWaiterGone) {
+		t.Errorf("claim of an order whose waiter is gone: %v, want ErrWaiterGone", err)
+	}
+}
+
+// TestMigrationNarrowsAWorkerRoleMadeBefore: a worker role made on an
+// older schema (00023 gave it api_presence whole) reads only instance and
+// alive_until once migration 00030 is applied, its login still passes
+// CheckLogin, and the migration's down gives the table back, as an older
+// worker's CheckLogin wants it.
+func TestMigrationNarrowsAWorkerRoleMadeBefore(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	_, pool := testenv.Store(t, dsn)
+	ws, wp := workerRole(t, pool, dsn, "mine")
+	ctx := t.Context()
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hostname := func() error {
+		var n int
+		return wp.QueryRow(ctx, `SELECT count(hostname) FROM api_presence`).Scan(&n)
+	}
+	if _, err := p.DownTo(ctx, 25); err != nil {
+		t.Fatal(err)
+	}
+	if err := hostname(); err != nil {
+		t.Fatalf("on schema 25, the role reads api_presence whole: %v", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := hostname(); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("after migrate up, a hostname of api_presence: %v, want permission denied", err)
+	}
+	if err := ws.CheckLogin(ctx, "mine"); err != nil {
+		t.Errorf("CheckLogin after migrate up: %v", err)
 	}
 }
 

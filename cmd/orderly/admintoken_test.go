@@ -384,3 +384,54 @@ func TestServeRefusesEntriesAnotherUserPutInItsDataDir(t *testing.T) {
 		})
 	}
 }
+
+// TestServeRefusesADataDirBelowAnotherUsersDirectory: dataDirOwn checked
+// the data dir and serve's checks what is in it, but not the directories
+// above it: one that another user owns, or may write to without the
+// sticky bit, lets them rename serve's data dir away after those checks
+// (nobody does it here) and put one of theirs in its place, whose nats
+// store and pg cluster serve then runs on. Such a data dir is refused,
+// naming the directory; one below sticky /tmp, as every test's is, passes.
+func TestServeRefusesADataDirBelowAnotherUsersDirectory(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int
+		says  string
+	}{
+		{"another user's", 0o755, 65534, "owned by uid 65534"},
+		{"world-writable", 0o777, 0, "not sticky"},
+		{"group-writable", 0o775, 0, "not sticky"},
+		{"sticky and world-writable", 0o777 | os.ModeSticky, 0, ""},
+		{"root's", 0o755, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			parent := serveDataDir(t, "orderly-parent-")
+			dir := filepath.Join(parent, "data")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(parent, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(parent, c.owner, c.owner); err != nil {
+				t.Fatal(err)
+			}
+			err := dataDirOwn(dir)
+			if c.says == "" {
+				if err != nil {
+					t.Fatalf("a data dir in a directory that is %s: %v", c.name, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), parent) {
+				t.Fatalf("a data dir in a directory that is %s: %v, want a refusal naming %s and %q", c.name, err, parent, c.says)
+			}
+			if c.owner == 65534 {
+				// What the refusal is for: its owner puts a data dir of
+				// theirs where serve's was.
+				asNobody(t, parent, "mv data data.serves && mkdir data nats && mv nats data/")
+			}
+		})
+	}
+}

@@ -110,12 +110,14 @@ func TestMigrateCommand(t *testing.T) {
 	if _, err := runCmd(t, "migrate", "status"); err == nil {
 		t.Fatal("migrate without a database accepted")
 	}
-	// Rolled back to nothing, down says so in orderly's words.
-	latest, err := migrations.Latest()
-	if err != nil {
+	// Rolled back to nothing, down says so in orderly's words. One down
+	// per migration applied, not per version number: a branch's numbers
+	// may have a gap (hE12's 00030 after 00025) until they are merged.
+	var applied int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
 		t.Fatal(err)
 	}
-	for range latest {
+	for range applied {
 		if out, err := runCmd(t, "migrate", "down", "--database-url", dsn); err != nil {
 			t.Fatalf("down: %v\n%s", err, out)
 		}

@@ -488,7 +488,36 @@ func dataDirOwn(dir string) error {
 	if perm := st.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("data dir %s may be written by other users (mode %o): they could plant its admin token and NATS credentials; chmod go-w it", dir, perm)
 	}
-	return nil
+	return dataDirAncestorsOwn(dir)
+}
+
+// dataDirAncestorsOwn refuses a data dir below a directory that someone
+// other than root and serve's user may write to (unless it is sticky, as
+// /tmp is): they could rename the data dir away between serve's checks
+// and its use of what is in it, and put one of theirs in its place (a
+// nats store and a pg cluster of their making, which serve then runs on;
+// its postgresql.conf's commands run as postgres). The worker judges a
+// command_path directory's ancestors the same way.
+func dataDirAncestorsOwn(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	for cur := filepath.Dir(abs); ; cur = filepath.Dir(cur) {
+		st, err := os.Stat(cur)
+		if err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+			return fmt.Errorf("data dir %s lies in %s, owned by uid %d, neither root nor the user serve runs as (uid %d): that user could put a data dir of theirs in its place while serve starts; chown it, or use another --data-dir", dir, cur, sys.Uid, os.Geteuid())
+		}
+		if perm := st.Mode().Perm(); perm&0o022 != 0 && st.Mode()&os.ModeSticky == 0 {
+			return fmt.Errorf("data dir %s lies in %s, which other users may write to (mode %o) and is not sticky: they could put a data dir of theirs in its place while serve starts; chmod go-w it (or +t), or use another --data-dir", dir, cur, perm)
+		}
+		if cur == filepath.Dir(cur) {
+			return nil
+		}
+	}
 }
 
 // dataDirEntriesOwn refuses a data dir with an entry another user made:

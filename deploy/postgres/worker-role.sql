@@ -38,7 +38,11 @@ DO $$ BEGIN
   EXECUTE format('GRANT CREATE ON SCHEMA public TO %I',
     (SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'orders'));
 END $$;
-GRANT SELECT ON goose_db_version, hosts, active_orders, cancel_requests, order_processes, api_presence TO orderly_worker;
+GRANT SELECT ON goose_db_version, hosts, active_orders, cancel_requests, order_processes TO orderly_worker;
+-- Of the API processes' presence, what a claim reads (not their hostnames
+-- and pids); the REVOKE takes back the whole table an older block gave.
+REVOKE SELECT ON api_presence FROM orderly_worker;
+GRANT SELECT (instance, alive_until) ON api_presence TO orderly_worker;
 GRANT SELECT (id, batch_id, kind, host, status, command, args, env_names, env, stdin,
   stdout_encode, stderr_encode, capture_stdout, capture_stderr, timeout_ms, run_as,
   dry_run, idempotent, expires_at, max_output, principal, source, correlation_id,

@@ -1,0 +1,54 @@
+-- +goose Up
+-- What a worker's login reads beyond its own hosts (docs/sql.md, "A role
+-- for workers"). Two reads were whole tables:
+--
+--   * runbook_delegations (00025 grants SELECT (order_id)): a login listed
+--     for one host in worker_logins read the id of every runbook run live
+--     on every host, and when each started and ended. A sub-runbook's
+--     claim needs one answer only: is the run its child waits for still
+--     there. Row security now shows a listed login a delegation only when
+--     a queued order it can see (its own hosts', the orders policy) names
+--     that run as its parent_run. The grant stays, so the claims of the
+--     workers already running (the same statement) keep working through
+--     this migration in either order of upgrade; the index makes the
+--     policy's look-up one probe of the run's few children. Its predicate
+--     names parent_run only, which no update changes: one naming status
+--     made every claim and result a non-HOT update (an index insert per
+--     index of orders, TestClaimAndResultAreHOTUpdates).
+--   * api_presence (00023 grants SELECT on the table): every API process's
+--     hostname and pid. The claim reads instance and alive_until only.
+--     Column grants replace the table's; the claim of an older worker
+--     names no other column either.
+CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
+
+ALTER TABLE runbook_delegations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY everyone ON runbook_delegations USING (true) WITH CHECK (true);
+CREATE POLICY worker_hosts ON runbook_delegations AS RESTRICTIVE
+    USING ((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))) IS NULL
+        OR EXISTS (SELECT 1 FROM orders o WHERE o.parent_run = order_id AND o.status = 'queued'));
+
+-- +goose StatementBegin
+DO $$
+BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderly_worker') THEN
+    REVOKE SELECT ON api_presence FROM orderly_worker;
+    GRANT SELECT (instance, alive_until) ON api_presence TO orderly_worker;
+  END IF;
+END
+$$;
+-- +goose StatementEnd
+
+-- +goose Down
+-- +goose StatementBegin
+DO $$
+BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderly_worker') THEN
+    GRANT SELECT ON api_presence TO orderly_worker;
+  END IF;
+END
+$$;
+-- +goose StatementEnd
+DROP POLICY worker_hosts ON runbook_delegations;
+DROP POLICY everyone ON runbook_delegations;
+ALTER TABLE runbook_delegations DISABLE ROW LEVEL SECURITY;
+DROP INDEX orders_parent_run;
