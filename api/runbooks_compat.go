@@ -6,8 +6,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
@@ -113,21 +111,7 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
 	}
 	defer cons.Stop()
-	msgs := make(chan *nats.Msg, 64)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := cons.Next(ctx)
-			if err != nil {
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	msgs := cons.Messages(ctx)
 	outputSubject, eventSubject := queue.OutputSubjectOf(o.Host, o.ID), queue.EventSubjectOf(o.Host, o.ID)
 	poll := time.NewTicker(2 * time.Second)
 	defer poll.Stop()

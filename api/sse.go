@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -164,22 +162,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	msgs := make(chan *nats.Msg, 64)
 	defer cons.Stop()
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := cons.Next(ctx)
-			if err != nil {
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	msgs := cons.Messages(ctx)
 	outputSubject, eventSubject := queue.OutputSubjectOf(o.Host, id), queue.EventSubjectOf(o.Host, id)
 	idle := time.NewTicker(500 * time.Millisecond)
 	defer idle.Stop()

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,11 +25,55 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
-// browser starts a headless Chromium with a fresh profile and returns a
-// tab's context. Without Chromium the test cannot run, which fails under
-// CI=true (scripts/ensure-chromium.sh installs it).
+// browser returns a tab for t in the package's one headless Chromium, in
+// a browser context of its own (cookies, storage and cache start empty
+// and are thrown away with the tab when t ends). Starting Chromium costs
+// about 2.5 s of CPU, so the browser tests share one instead of starting
+// one each; it is started again if it has died. Without Chromium the test
+// cannot run, which fails under CI=true (scripts/ensure-chromium.sh
+// installs it).
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	bctx, err := sharedBrowser.get()
+	if errors.Is(err, errNoChromium) {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("Chromium not found: install the Debian chromium package (scripts/ensure-chromium.sh)")
+		}
+		t.Skip("Chromium not found; install it to run the web UI tests")
+	}
+	if err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	ctx, cancel := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil { // opens the tab
+		t.Fatalf("open a tab: %v", err)
+	}
+	return ctx
+}
+
+var errNoChromium = errors.New("no Chromium found")
+
+// sharedBrowser is the Chromium the package's browser tests share;
+// TestMain stops it.
+var sharedBrowser chromium
+
+type chromium struct {
+	mu     sync.Mutex
+	ctx    context.Context // the browser's first tab, which keeps it open
+	stop   func()
+	tmpDir string
+}
+
+// get returns the running browser's context, starting it first if there
+// is none or the last one died.
+func (c *chromium) get() (context.Context, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx != nil && c.ctx.Err() == nil {
+		return c.ctx, nil
+	}
+	c.stopLocked()
 	var path string
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -37,29 +82,48 @@ func browser(t *testing.T) context.Context {
 		}
 	}
 	if path == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("Chromium not found: install the Debian chromium package (scripts/ensure-chromium.sh)")
-		}
-		t.Skip("Chromium not found; install it to run the web UI tests")
+		return nil, errNoChromium
+	}
+	dir, err := os.MkdirTemp("", "orderly-chromium-")
+	if err != nil {
+		return nil, err
 	}
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		chromedp.ExecPath(path), chromedp.UserDataDir(filepath.Join(dir, "profile")), chromedp.WindowSize(1280, 900),
 		chromedp.Flag("headless", true), chromedp.Flag("no-sandbox", true), chromedp.Flag("disable-gpu", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		// Chromium's own temporary directory (its singleton socket), left
-		// behind in /tmp by every test otherwise: the browser is killed.
-		chromedp.Env("TMPDIR=" + t.TempDir()),
+		// behind in /tmp otherwise: the browser is killed.
+		chromedp.Env("TMPDIR=" + dir),
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(acancel)
 	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(cancel)
+	c.ctx, c.tmpDir = ctx, dir
+	c.stop = func() { cancel(); acancel() }
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("start Chromium: %v", err)
+		c.stopLocked()
+		return nil, err
 	}
-	return ctx
+	return ctx, nil
+}
+
+// close stops the browser, if one runs, and removes its directory.
+func (c *chromium) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopLocked()
+}
+
+func (c *chromium) stopLocked() {
+	if c.stop != nil {
+		c.stop()
+	}
+	if c.tmpDir != "" {
+		os.RemoveAll(c.tmpDir)
+	}
+	c.ctx, c.stop, c.tmpDir = nil, nil, ""
 }
 
 // step runs browser actions with a deadline.

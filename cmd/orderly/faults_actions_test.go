@@ -101,6 +101,19 @@ func newActFaults(t *testing.T) *actFaults {
 	return a
 }
 
+// inJob is the set-up of the tests that break something while systemd
+// holds a job: the stack, a worker of h1, and a run of restart-slow of
+// slow@<id> whose job has started (its ExecStartPre wrote "S <id>") and
+// waits at the gate.
+func inJob(t *testing.T, id string) (*actFaults, *faultWorker, keyedAnswer) {
+	t.Helper()
+	a := newActFaults(t)
+	w := a.worker("h1")
+	ans := a.mustRun("h1", id, "")
+	a.waitLine(id, "S", 60*time.Second)
+	return a, w, ans
+}
+
 // worker starts a worker of host on the user manager's bus.
 func (a *actFaults) worker(host string) *faultWorker {
 	a.t.Helper()
@@ -237,10 +250,7 @@ func TestFaultsActionWorkerKilled(t *testing.T) {
 			if !inActionNamespace(t) {
 				return
 			}
-			a := newActFaults(t)
-			w := a.worker("h1")
-			ans := a.mustRun("h1", "k1", "")
-			a.waitLine("k1", "S", 60*time.Second)
+			a, w, ans := inJob(t, "k1")
 			if when == "after_job" {
 				a.pg.signal(syscall.SIGSTOP)
 				a.note("SIGSTOP postgresql in the job")
@@ -286,10 +296,7 @@ func TestFaultsActionManagerGone(t *testing.T) {
 			if !inActionNamespace(t) {
 				return
 			}
-			a := newActFaults(t)
-			a.worker("h1")
-			ans := a.mustRun("h1", "g1", "")
-			a.waitLine("g1", "S", 60*time.Second)
+			a, _, ans := inJob(t, "g1")
 			name := map[string]string{"manager": "systemd", "bus": "dbus-daemon"}[what]
 			pids := testenv.UserManagerPids(name)
 			if len(pids) == 0 {
@@ -454,10 +461,7 @@ func TestFaultsActionDependencyRestart(t *testing.T) {
 			if !inActionNamespace(t) {
 				return
 			}
-			a := newActFaults(t)
-			a.worker("h1")
-			ans := a.mustRun("h1", "d1", "")
-			a.waitLine("d1", "S", 60*time.Second)
+			a, _, ans := inJob(t, "d1")
 			switch dep {
 			case "postgres":
 				a.pg.restartImmediate()

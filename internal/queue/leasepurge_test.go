@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // purgeWarnings hands each WARN line that says the hosts bucket was
@@ -45,15 +46,7 @@ func (h purgeWarnings) WithGroup(string) slog.Handler      { return h }
 // renewal, and says so once; a release still hands it over at once.
 func TestStandbyLeavesAPurgedLeaseToItsHolder(t *testing.T) {
 	const ttl = 8 * time.Second
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := testenv.NATSServer(t, &server.Options{})
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -253,6 +253,29 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 	}
 }
 
+// Messages hands the feed's messages over on a channel, for a reader
+// that waits on other things too (a ticker, its client), from a goroutine
+// of its own that calls Next: the channel is closed when Next fails (the
+// feed stopped) or ctx ends. The reader still stops the feed.
+func (f *LiveFeed) Messages(ctx context.Context) <-chan *nats.Msg {
+	msgs := make(chan *nats.Msg, 64)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := f.Next(ctx)
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return msgs
+}
+
 // Stop ends the feed and deletes its consumer. The server would remove
 // it only after its InactiveThreshold: every follower that came and went
 // (an SSE client closing its page, a ?wait timing out a CLI follow) held

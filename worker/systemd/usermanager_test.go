@@ -38,21 +38,25 @@ printf '[Unit]\nDescription=orderly test slow start %%i\n[Service]\nExecStartPre
 printf '[Unit]\nDescription=orderly test gated start %%i\n[Service]\nExecStartPre=/bin/sh -c "while [ ! -e %%h/gate-%%i ]; do sleep 0.1; done"\nExecStart=/bin/sleep infinity\n' \
 	> "$HOME/.config/systemd/user/gated@.service"`)
 
-// TestUserManager restarts example@0042.service on a real systemd user
-// manager over D-Bus and checks that its invocation id changed; and that
-// an action whose value the worker's rules refuse never reaches D-Bus.
-// It needs root (for the mount namespace), unshare, dbus-daemon and
-// systemd (scripts/ensure-dbus.sh installs them); under CI=true their
-// absence fails the test.
-func TestUserManager(t *testing.T) {
+// onUserManager runs the test again in a private mount namespace beside a
+// real systemd user manager (setupScript), where it calls inside. It
+// needs root, unshare, dbus-daemon and systemd (scripts/ensure-dbus.sh
+// installs them); under CI=true their absence fails the test.
+func onUserManager(t *testing.T, inside func(t *testing.T)) {
+	t.Helper()
 	if os.Getenv(innerEnv) == "1" {
-		userManagerInside(t)
+		inside(t)
 		return
 	}
 	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
 		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
-	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManager", innerEnv)
+	testenv.RerunInMountNamespace(t, setupScript, nil, t.Name(), innerEnv)
 }
+
+// TestUserManager restarts example@0042.service on a real systemd user
+// manager over D-Bus and checks that its invocation id changed; and that
+// an action whose value the worker's rules refuse never reaches D-Bus.
+func TestUserManager(t *testing.T) { onUserManager(t, userManagerInside) }
 
 func userManagerInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -146,15 +150,7 @@ func userManagerInside(t *testing.T) {
 // the order's exited or was signalled (an exit code 1 read as "the job
 // failed"), and keeps the job's id on stdout; the stop itself goes on,
 // systemd's.
-func TestUserManagerStopTimesOut(t *testing.T) {
-	if os.Getenv(innerEnv) == "1" {
-		stopTimesOutInside(t)
-		return
-	}
-	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
-		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
-	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerStopTimesOut", innerEnv)
-}
+func TestUserManagerStopTimesOut(t *testing.T) { onUserManager(t, stopTimesOutInside) }
 
 func stopTimesOutInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -289,13 +285,7 @@ func scriptProcs(xdg string) []string {
 // TestUserBusKilledInAJob is TestUserManagerKilledInAJob with the
 // session bus (dbus-daemon) SIGKILLed in the job instead.
 func TestUserBusKilledInAJob(t *testing.T) {
-	if os.Getenv(innerEnv) == "1" {
-		killedInAJobInside(t, "dbus-daemon")
-		return
-	}
-	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
-		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
-	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserBusKilledInAJob", innerEnv)
+	onUserManager(t, func(t *testing.T) { killedInAJobInside(t, "dbus-daemon") })
 }
 
 // killedInAJobInside starts a unit whose start takes a minute, SIGKILLs
@@ -368,15 +358,7 @@ func managerPids(t *testing.T, name string) []int {
 // manager has another name on the bus but keeps the job, whose end then
 // comes as a signal; Run must wait for it and say done, not take the
 // job for lost.
-func TestUserManagerReexecInAJob(t *testing.T) {
-	if os.Getenv(innerEnv) == "1" {
-		reexecInAJobInside(t)
-		return
-	}
-	testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
-		"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
-	testenv.RerunInMountNamespace(t, setupScript, nil, "TestUserManagerReexecInAJob", innerEnv)
-}
+func TestUserManagerReexecInAJob(t *testing.T) { onUserManager(t, reexecInAJobInside) }
 
 func reexecInAJobInside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
