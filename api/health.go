@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // handleHealthz is liveness: the process answers.
@@ -43,6 +45,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{"checks": checks}
 	if len(reasons) > 0 {
 		body["reasons"] = reasons
+	}
+	// PostgreSQL out of disk refuses writes and answers reads (order
+	// status, history, the UI), so this replica stays ready: it says so
+	// while a write of this process was refused in the last minute.
+	if msg, full := postgres.DiskFull(); full && checks["postgres"] == "ok" {
+		body["warnings"] = map[string]string{"postgres": msg}
 	}
 	if s.Status != nil {
 		if drift, ok := s.Status()["config_drift"]; ok {

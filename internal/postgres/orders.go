@@ -445,9 +445,15 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 		// as one whose connection broke: pgx closes that connection.
 		// A statement refused for a column or table the schema no longer
 		// has (rolled back under this process) was answered: nothing was
-		// recorded, and the fence's lookups would fail the same way.
-		if order.ErrorCode(terr) != order.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) || schemaGone(err) {
-			return nil, terr
+		// recorded, and the fence's lookups would fail the same way. So
+		// was any statement PostgreSQL refused with an ERROR (not a
+		// FATAL, which ends the session and may come after the commit):
+		// a full disk (53100) aborts the insert's transaction and keeps
+		// the session, which the fence terminated (waiting up to 2 s for
+		// it) before it inserted once more into the same full disk.
+		if order.ErrorCode(terr) != order.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) ||
+			pgconn.SafeToRetry(err) || schemaGone(err) || refusedStatement(err) {
+			return nil, notRecordedRefusal(terr)
 		}
 		recorded, oerr := s.insertOutcome(ctx, o, pid)
 		switch {
@@ -477,6 +483,24 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 	}
 	o.Status = order.StatusQueued
 	return nil, nil
+}
+
+// refusedStatement reports whether err is PostgreSQL's ERROR for the
+// statement: the server answered, its transaction was rolled back, and
+// the session goes on.
+func refusedStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Severity == "ERROR"
+}
+
+// notRecordedRefusal adds to the 503 of an insert PostgreSQL refused that
+// nothing was recorded; any other error is returned as it is.
+func notRecordedRefusal(terr error) error {
+	var oe *order.Error
+	if !errors.As(terr, &oe) || oe.Code != order.CodeUnavailable || !refusedStatement(terr) {
+		return terr
+	}
+	return &order.Error{Code: oe.Code, Message: oe.Message + "; nothing was recorded, so it can be submitted again", Err: oe.Err}
 }
 
 // notRecorded is the 503 of an insert the fence found not recorded twice

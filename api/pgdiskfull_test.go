@@ -1,0 +1,56 @@
+package api_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestReadyzWarnsWhilePostgresIsOutOfDisk: PostgreSQL out of disk refuses
+// every submission (SQLSTATE 53100) and answers reads, and /readyz said
+// `postgres: ok` with nothing else, so nothing but the 503s and the log
+// told an operator looking at the service what was wrong. The replica
+// stays ready (reads work; decisions.md, second round) and `warnings`
+// names the refusal; the submission's 503 says the disk is full. A
+// trigger raises disk_full, as a table that cannot grow does.
+func TestReadyzWarnsWhilePostgresIsOutOfDisk(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := testenv.Context(t)
+	type ready struct {
+		Status   string            `json:"status"`
+		Checks   map[string]string `json:"checks"`
+		Warnings map[string]string `json:"warnings"`
+	}
+	readyz := func() (int, ready) {
+		code, b := e.do("", "GET", "/readyz", nil)
+		var r ready
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("readyz: %v: %s", err, b)
+		}
+		return code, r
+	}
+	if code, r := readyz(); code != http.StatusOK || r.Warnings != nil {
+		t.Fatalf("readyz before the disk filled: %d %+v", code, r)
+	}
+	if _, err := e.pool.Exec(ctx, `CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			RAISE EXCEPTION 'could not extend file "base/1/2": No space left on device' USING ERRCODE = 'disk_full';
+		END $$;
+		CREATE TRIGGER disk_full BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION disk_full()`); err != nil {
+		t.Fatal(err)
+	}
+	code, b := e.do("alice", "POST", "/v1/orders", map[string]any{"host": "h-full", "command": "true"})
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(b), `"unavailable"`) || !strings.Contains(string(b), "out of disk space") {
+		t.Fatalf("submission while PostgreSQL is out of disk: %d %s, want 503 unavailable naming the disk", code, b)
+	}
+	code, r := readyz()
+	if code != http.StatusOK || r.Status != "ready" || r.Checks["postgres"] != "ok" {
+		t.Errorf("readyz while PostgreSQL refuses writes for disk: %d %+v, want 200 ready (reads work)", code, r)
+	}
+	if w := r.Warnings["postgres"]; !strings.Contains(w, "53100") || !strings.Contains(w, "No space left on device") {
+		t.Errorf("readyz's warnings while PostgreSQL refuses writes for disk: %+v, want postgres's refusal", r.Warnings)
+	}
+}
