@@ -21,7 +21,7 @@ func maintenanceView(m postgres.Maintenance) *HostMaintenance {
 	return &HostMaintenance{Reason: m.Reason, Since: m.Since.UTC(), By: m.By}
 }
 
-// maintenanceRequest is the body of PUT /v1/hosts/{host}/maintenance.
+// maintenanceRequest is the body of POST /v1/hosts/{host}/maintenance.
 type maintenanceRequest struct {
 	Reason string `json:"reason"`
 }
@@ -39,7 +39,7 @@ type maintenanceResponse struct {
 // order's message carries.
 const maxMaintenanceReason = 500
 
-// handleStartMaintenance is PUT /v1/hosts/{host}/maintenance: an admin
+// handleStartMaintenance is POST /v1/hosts/{host}/maintenance: an admin
 // puts a host in maintenance. From then on every API replica refuses new
 // orders for it with 409 host_in_maintenance (this one at once, the
 // others within intake.MaintenanceEvery); its queued and running orders
@@ -48,6 +48,10 @@ const maxMaintenanceReason = 500
 func (s *Server) handleStartMaintenance(w http.ResponseWriter, r *http.Request) {
 	name, ok := s.maintenanceHost(w, r, "putting a host in maintenance")
 	if !ok {
+		return
+	}
+	if _, err := queryOf(r, nil); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	var req maintenanceRequest

@@ -1,6 +1,6 @@
 -- +goose Up
 -- A host an admin put in maintenance (orderly hosts --maintenance on,
--- PUT /v1/hosts/{host}/maintenance): while its row is here every API
+-- POST /v1/hosts/{host}/maintenance): while its row is here every API
 -- replica refuses new orders for it (409 host_in_maintenance) before
 -- anything is queued; orders already queued or running are left alone.
 -- Each replica reads the table once a second, never per order

@@ -400,13 +400,13 @@ func (c *Client) ForgetHost(ctx context.Context, name string) error {
 	return err
 }
 
-// StartMaintenance is PUT /v1/hosts/{host}/maintenance (admin): new
+// StartMaintenance is POST /v1/hosts/{host}/maintenance (admin): new
 // orders for the host are refused (CodeHostInMaintenance) until
 // EndMaintenance; its queued and running orders are left alone. reason
 // is shown in every refusal.
 func (c *Client) StartMaintenance(ctx context.Context, name, reason string) (*MaintenanceState, error) {
 	var st MaintenanceState
-	_, _, err := c.call(ctx, request{method: http.MethodPut, path: "/v1/hosts/" + pathID(name) + "/maintenance",
+	_, _, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/hosts/" + pathID(name) + "/maintenance",
 		body: map[string]string{"reason": reason}}, &st)
 	if err != nil {
 		return nil, err

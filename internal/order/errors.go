@@ -40,7 +40,7 @@ const (
 	// target's current entity tags (RFC 9110 §13.1.1): 412.
 	CodePreconditionFailed Code = "precondition_failed"
 	// CodeHostInMaintenance: an admin put the order's host in maintenance
-	// (PUT /v1/hosts/{host}/maintenance), and new orders for it are
+	// (POST /v1/hosts/{host}/maintenance), and new orders for it are
 	// refused until it is taken out: 409.
 	CodeHostInMaintenance Code = "host_in_maintenance"
 )
