@@ -1,17 +1,23 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -270,4 +276,59 @@ func TestHostMaintenanceRefusesCompatOrders(t *testing.T) {
 	if code, _, body := post(hx.url+"/echo", "", `{"args":["x"]}`); code != 200 {
 		t.Errorf("httpexec after the maintenance: %d %q", code, body)
 	}
+}
+
+// maintenanceReads counts the intake's reads of the hosts in maintenance
+// and its inserts.
+type maintenanceReads struct {
+	intake.Store
+	reads, inserts *atomic.Int64
+}
+
+func (m maintenanceReads) HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error) {
+	m.reads.Add(1)
+	return m.Store.HostsInMaintenance(ctx)
+}
+
+func (m maintenanceReads) InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error) {
+	m.inserts.Add(1)
+	return m.Store.InsertOrder(ctx, o)
+}
+
+// TestHostMaintenanceCostsTheSubmitNothing counts what the maintenance
+// check costs an order: no statement. On an API whose intake does not
+// refresh each second (its loops do not run), the switch reads the hosts
+// in maintenance once; then 40 orders accepted and 40 refused read them
+// not once more, and the refused ones insert nothing.
+func TestHostMaintenanceCostsTheSubmitNothing(t *testing.T) {
+	var reads, inserts atomic.Int64
+	made := 0
+	e := newAPIEnv(t, envOptions{intakeStore: func(s intake.Store) intake.Store {
+		if made++; made == 1 {
+			return s // the env's own intake, which refreshes each second
+		}
+		return maintenanceReads{Store: s, reads: &reads, inserts: &inserts}
+	}})
+	srv := e.runbookAPI(config.Rule{Name: "all", Roles: []string{"ops", "admin"}, Hosts: []string{"*"}, Allow: []string{".*"}},
+		func() api.Settings { return api.Settings{MaxBodyBytes: 1 << 20, MaxWait: 30 * time.Second} },
+		func() config.Runbooks { return config.Runbooks{} })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	r := *e
+	r.url = hs.URL
+
+	r.setMaintenance("cost-m", true, "counted")
+	if n := reads.Load(); n != 1 {
+		t.Fatalf("the switch read the hosts in maintenance %d times, want 1", n)
+	}
+	const n = 40
+	for range n {
+		r.submit("alice", map[string]any{"host": "cost-h", "command": "true"}, "", 202)
+		code, b := r.do("alice", "POST", "/v1/orders", map[string]any{"host": "cost-m", "command": "true"})
+		wantMaintenanceRefusal(t, "cost-m", code, b, "cost-m", "counted")
+	}
+	if rd, ins := reads.Load()-1, inserts.Load(); rd != 0 || ins != n {
+		t.Fatalf("%d orders accepted and %d refused: %d reads of the hosts in maintenance, %d inserts; want 0 and %d", n, n, rd, ins, n)
+	}
+	t.Logf("%d orders accepted, %d refused: 0 reads of host_maintenance, %d inserts", n, n, n)
 }
