@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -331,4 +332,20 @@ func TestHostMaintenanceCostsTheSubmitNothing(t *testing.T) {
 		t.Fatalf("%d orders accepted and %d refused: %d reads of the hosts in maintenance, %d inserts; want 0 and %d", n, n, rd, ins, n)
 	}
 	t.Logf("%d orders accepted, %d refused: 0 reads of host_maintenance, %d inserts", n, n, n)
+}
+
+// TestUIHostsPageShowsMaintenance: the hosts page marks a host in
+// maintenance (one no worker ever served included), with who, since when
+// and why in the badge's title.
+func TestUIHostsPageShowsMaintenance(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	if _, err := e.store.StartMaintenance(t.Context(), "ui-m1", "disk <swap>", "boss"); err != nil {
+		t.Fatal(err)
+	}
+	page := e.page(t, sess, "/ui/hosts")
+	row := regexp.MustCompile(`(?s)<td>ui-m1</td>.*?</tr>`).FindString(page)
+	if !strings.Contains(row, `>maintenance</span>`) || !strings.Contains(row, `by boss since `) || !strings.Contains(row, `: disk &lt;swap&gt;"`) {
+		t.Fatalf("the host's row shows no maintenance:\n%s", row)
+	}
 }
