@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Maintenance is a host an admin put in maintenance: while it is, new
@@ -47,34 +46,21 @@ func (s *Store) EndMaintenance(ctx context.Context, host string) (Maintenance, b
 	return m, true, nil
 }
 
-// HostsInMaintenance are the hosts in maintenance, by name. A statement
-// that never left (a pooled connection PostgreSQL had closed: a restart,
-// a cut link) goes again on another, as an insert does (insertAlone): an
-// API's first order after a restart reads this before its insert, and
-// must not be refused where the insert alone would have got through.
+// HostsInMaintenance are the hosts in maintenance, by name.
 func (s *Store) HostsInMaintenance(ctx context.Context) (map[string]Maintenance, error) {
-	for try := 0; ; try++ {
-		out, err := s.hostsInMaintenance(ctx)
-		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil || try >= int(s.pool.Config().MaxConns) {
-			return out, translate("read the hosts in maintenance", err)
-		}
-	}
-}
-
-func (s *Store) hostsInMaintenance(ctx context.Context) (map[string]Maintenance, error) {
 	rows, err := s.pool.Query(ctx, `SELECT host, reason, since, by FROM host_maintenance`)
 	if err != nil {
-		return nil, err
+		return nil, translate("read the hosts in maintenance", err)
 	}
 	defer rows.Close()
 	out := map[string]Maintenance{}
 	for rows.Next() {
 		var m Maintenance
 		if err := rows.Scan(&m.Host, &m.Reason, &m.Since, &m.By); err != nil {
-			return nil, err
+			return nil, translate("read the hosts in maintenance", err)
 		}
 		m.Since = m.Since.UTC()
 		out[m.Host] = m
 	}
-	return out, rows.Err()
+	return out, translate("read the hosts in maintenance", rows.Err())
 }
