@@ -21,7 +21,7 @@ func statusOf(code order.Code) int {
 		return http.StatusForbidden
 	case order.CodeNotFound:
 		return http.StatusNotFound
-	case order.CodeConflict:
+	case order.CodeConflict, order.CodeHostInMaintenance:
 		return http.StatusConflict
 	case order.CodePreconditionFailed:
 		return http.StatusPreconditionFailed

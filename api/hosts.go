@@ -33,6 +33,9 @@ type Host struct {
 	// (queue.HostInfo): "on", or "off: " and why; absent offline, or from
 	// a worker before it.
 	RestoreGuard string `json:"restore_guard,omitempty"`
+	// Maintenance, when set, is who put the host in maintenance, when
+	// and why: new orders for it are refused (maintenance.go).
+	Maintenance *HostMaintenance `json:"maintenance,omitempty"`
 }
 
 // Standby is a worker waiting for a host's lease, ready to take the host
@@ -100,6 +103,24 @@ func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
 	}
 	if err := s.hideOthersOrders(r, byHost); err != nil {
 		return nil, err
+	}
+	// From PostgreSQL, not this replica's cache: the listing shows what
+	// an admin set a moment ago on another replica. A host in
+	// maintenance is listed even if no worker ever served it.
+	maint, err := s.Store.HostsInMaintenance(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	for hname, m := range maint {
+		if name != "" && hname != name {
+			continue
+		}
+		h := byHost[hname]
+		if h == nil {
+			h = &Host{Host: hname}
+			byHost[hname] = h
+		}
+		h.Maintenance = maintenanceView(m)
 	}
 	out := make([]Host, 0, len(byHost))
 	for _, h := range byHost {
@@ -222,7 +243,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.QueueDepth = &depth
-	if !known && depth == 0 && h.Running == nil {
+	if !known && depth == 0 && h.Running == nil && h.Maintenance == nil {
 		s.writeError(w, r, notFound("unknown host "+strconv.Quote(name)+": no worker has served it and it has no queued or running order"))
 		return
 	}

@@ -377,6 +377,17 @@ func TestSpecResponses(t *testing.T) {
 	want(resp, b, http.StatusOK)
 	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts"})
 	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts/offline"})
+	// A host in maintenance: its state, the refusal of its new orders,
+	// and out again.
+	resp, b = sc.do(call{as: "admin", method: "POST", path: "/v1/hosts/offline/maintenance", body: map[string]any{"reason": "disk swap"}})
+	want(resp, b, http.StatusOK)
+	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts/offline"})
+	sc.do(call{as: "admin", method: "GET", path: "/v1/hosts"})
+	resp, b = sc.do(call{as: "alice", method: "POST", path: "/v1/orders", body: map[string]any{"host": "offline", "command": "true"}})
+	want(resp, b, http.StatusConflict)
+	sc.do(call{as: "alice", method: "POST", path: "/v1/hosts/offline/maintenance"}) // 403
+	resp, b = sc.do(call{as: "admin", method: "DELETE", path: "/v1/hosts/offline/maintenance"})
+	want(resp, b, http.StatusOK)
 
 	// Actions: the list, one, its choices, a run waited for, refusals.
 	sc.do(call{as: "alice", method: "GET", path: "/v1/actions"})

@@ -40,6 +40,8 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/hosts", s.noQuery(s.handleHosts))
 		r.Get("/hosts/{host}", s.noQuery(s.handleHost))
 		r.Delete("/hosts/{host}", s.handleForgetHost)
+		r.Post("/hosts/{host}/maintenance", s.handleStartMaintenance)
+		r.Delete("/hosts/{host}/maintenance", s.handleEndMaintenance)
 		r.Get("/status", s.noQuery(s.handleStatus))
 		r.Get("/actions", s.noQuery(s.handleActionList))
 		r.Get("/actions/{name}", s.noQuery(s.handleActionGet))

@@ -51,6 +51,11 @@ type Store interface {
 	QueueDepth(ctx context.Context, host string) (int, error)
 	QueueDepths(ctx context.Context) (map[string]int, error)
 	CurrentOrders(ctx context.Context, names ...string) (map[string]postgres.Running, error)
+	// StartMaintenance, EndMaintenance and HostsInMaintenance keep the
+	// hosts an admin put in maintenance (maintenance.go).
+	StartMaintenance(ctx context.Context, host, reason, by string) (postgres.Maintenance, error)
+	EndMaintenance(ctx context.Context, host string) (postgres.Maintenance, bool, error)
+	HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error
 	Ping(ctx context.Context) error
 }

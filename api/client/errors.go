@@ -19,6 +19,7 @@ const (
 	CodeNotFound             Code = "not_found"              // 404
 	CodeMethodNotAllowed     Code = "method_not_allowed"     // 405
 	CodeConflict             Code = "conflict"               // 409
+	CodeHostInMaintenance    Code = "host_in_maintenance"    // 409
 	CodePreconditionFailed   Code = "precondition_failed"    // 412
 	CodeTooLarge             Code = "too_large"              // 413
 	CodeUnsupportedType      Code = "unsupported_media"      // 415

@@ -400,6 +400,31 @@ func (c *Client) ForgetHost(ctx context.Context, name string) error {
 	return err
 }
 
+// StartMaintenance is POST /v1/hosts/{host}/maintenance (admin): new
+// orders for the host are refused (CodeHostInMaintenance) until
+// EndMaintenance; its queued and running orders are left alone. reason
+// is shown in every refusal.
+func (c *Client) StartMaintenance(ctx context.Context, name, reason string) (*MaintenanceState, error) {
+	var st MaintenanceState
+	_, _, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/hosts/" + pathID(name) + "/maintenance",
+		body: map[string]string{"reason": reason}}, &st)
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// EndMaintenance is DELETE /v1/hosts/{host}/maintenance (admin): the
+// host's new orders are accepted again.
+func (c *Client) EndMaintenance(ctx context.Context, name string) (*MaintenanceState, error) {
+	var st MaintenanceState
+	_, _, err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/hosts/" + pathID(name) + "/maintenance"}, &st)
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // AbandonHost is ForgetHost for a host whose worker is gone for good with
 // orders of it left queued or running (DELETE /v1/hosts/{host}?abandon=true,
 // admin): the running ones are marked interrupted and the queued ones

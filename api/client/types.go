@@ -258,12 +258,31 @@ type Host struct {
 	// claim mark, "off: " and why when it cannot; "" offline, or from a
 	// worker or an API older than it.
 	RestoreGuard string `json:"restore_guard,omitempty"`
+	// Maintenance is set while an admin has the host in maintenance: new
+	// orders for it are refused with CodeHostInMaintenance.
+	Maintenance *Maintenance `json:"maintenance,omitempty"`
 
 	// Raw is the host's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`
 	// ETag is the entity tag GET /v1/hosts/{host} answered with this
 	// host (Host, RefreshHost); "" for a host a listing returned.
 	ETag string `json:"-"`
+}
+
+// Maintenance is who put a host in maintenance, when and why.
+type Maintenance struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+	By     string    `json:"by"`
+}
+
+// MaintenanceState answers StartMaintenance and EndMaintenance: the
+// host's maintenance now (nil when out of it) and how many of its orders
+// wait queued, which the switch leaves alone.
+type MaintenanceState struct {
+	Host        string       `json:"host"`
+	Maintenance *Maintenance `json:"maintenance"`
+	QueueDepth  int          `json:"queue_depth"`
 }
 
 // Standby is a worker waiting for a host's lease.

@@ -64,6 +64,7 @@ func TestWireTypes(t *testing.T) {
 		{client.Action{}, api.ActionView{}},
 		{client.ActionLimit{}, api.ActionLimit{}},
 		{client.ActionParam{}, api.ParamView{}},
+		{client.Maintenance{}, api.HostMaintenance{}},
 	} {
 		ours, theirs := reflect.TypeOf(pair[0]), reflect.TypeOf(pair[1])
 		if a, b := jsonFields(ours), jsonFields(theirs); !slices.Equal(a, b) {
@@ -83,7 +84,7 @@ func TestErrorCodes(t *testing.T) {
 		spec = append(spec, v.(string))
 	}
 	ours := []client.Code{client.CodeInvalid, client.CodeUnauthenticated, client.CodeForbidden, client.CodeNotFound,
-		client.CodeMethodNotAllowed, client.CodeConflict, client.CodePreconditionFailed, client.CodeTooLarge, client.CodeUnsupportedType,
+		client.CodeMethodNotAllowed, client.CodeConflict, client.CodeHostInMaintenance, client.CodePreconditionFailed, client.CodeTooLarge, client.CodeUnsupportedType,
 		client.CodeUnprocessable, client.CodeConfirmationRequired, client.CodeConfigEmpty, client.CodeIdempotencyReused,
 		client.CodeRateLimited, client.CodeHeaderTooLarge, client.CodeInternal, client.CodeUnavailable}
 	var got []string

@@ -18,13 +18,16 @@ import (
 func (a *app) hostsCommand() *cobra.Command {
 	var conn connFlags
 	var asJSON, forget, abandon bool
+	var maintenance, reason string
 	cmd := &cobra.Command{
 		Use:   "hosts [HOST]",
 		Short: "List known hosts, or show one host with its running order and queue",
 		Example: "  orderly hosts\n" +
 			"  orderly hosts web-3\n" +
 			"  orderly hosts --forget web-9   # a host gone for good (admin)\n" +
-			"  orderly hosts --forget web-9 --abandon   # with the orders its dead worker left (admin)",
+			"  orderly hosts --forget web-9 --abandon   # with the orders its dead worker left (admin)\n" +
+			"  orderly hosts web-2 --maintenance on --reason 'disk swap'   # refuse its new orders (admin)\n" +
+			"  orderly hosts web-2 --maintenance off",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(cmd, &conn)
@@ -33,6 +36,15 @@ func (a *app) hostsCommand() *cobra.Command {
 			}
 			if abandon && !forget {
 				return errors.New("--abandon goes with --forget: orderly hosts --forget HOST --abandon")
+			}
+			if cmd.Flags().Changed("reason") && maintenance != "on" {
+				return errors.New("--reason goes with --maintenance on: orderly hosts HOST --maintenance on --reason TEXT")
+			}
+			if cmd.Flags().Changed("maintenance") {
+				if len(args) != 1 {
+					return errors.New("--maintenance needs the host: orderly hosts HOST --maintenance on|off")
+				}
+				return a.setMaintenance(cmd, c, args[0], maintenance, reason)
 			}
 			if forget {
 				if len(args) != 1 {
@@ -95,6 +107,12 @@ func (a *app) hostsCommand() *cobra.Command {
 					fmt.Fprintf(a.stdout, "%s: restore guard %s\n", cellText(h.Host), cellText(h.RestoreGuard))
 				}
 			}
+			// Likewise a host in maintenance, which is rare.
+			for _, h := range list.Hosts {
+				if h.Maintenance != nil {
+					fmt.Fprintf(a.stdout, "%s: in maintenance, new orders refused (%s)\n", cellText(h.Host), maintenanceText(h.Maintenance, now))
+				}
+			}
 			return nil
 		},
 	}
@@ -102,8 +120,54 @@ func (a *app) hostsCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
 	cmd.Flags().BoolVar(&forget, "forget", false, "forget HOST, gone for good: it leaves the list and the fleet gauges; refused while a worker serves it or orders of it may still run (admin)")
 	cmd.Flags().BoolVar(&abandon, "abandon", false, "with --forget: mark the host's running orders interrupted and cancel its queued ones first, for a worker that will never come back (admin)")
+	cmd.Flags().StringVar(&maintenance, "maintenance", "", "on: put HOST in maintenance, where its new orders are refused (409 host_in_maintenance) and its queued and running ones are left alone; off: accept them again (admin)")
+	cmd.Flags().StringVar(&reason, "reason", "", "with --maintenance on: why, shown in every refused order's message")
 	cmd.MarkFlagsMutuallyExclusive("forget", "json")
+	cmd.MarkFlagsMutuallyExclusive("forget", "maintenance")
+	cmd.MarkFlagsMutuallyExclusive("maintenance", "json")
 	return cmd
+}
+
+// setMaintenance puts host in maintenance (on) or takes it out (off).
+func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff, reason string) error {
+	var (
+		st  *client.MaintenanceState
+		err error
+	)
+	switch onOff {
+	case "on":
+		st, err = c.StartMaintenance(cmd.Context(), host, reason)
+	case "off":
+		st, err = c.EndMaintenance(cmd.Context(), host)
+	default:
+		return fmt.Errorf("--maintenance takes on or off, not %q", onOff)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Maintenance == nil {
+		fmt.Fprintf(a.stdout, "host %s is out of maintenance: its new orders are accepted\n", cellText(host))
+		return nil
+	}
+	fmt.Fprintf(a.stdout, "host %s is in maintenance: its new orders are refused (%s)\n", cellText(host), maintenanceText(st.Maintenance, time.Now()))
+	if st.QueueDepth > 0 {
+		orders := "orders wait"
+		if st.QueueDepth == 1 {
+			orders = "order waits"
+		}
+		fmt.Fprintf(a.stdout, "%d %s queued for it and will run when its worker takes them: list them with orderly hosts %s, cancel what must not run with orderly cancel ID\n",
+			st.QueueDepth, orders, cellText(host))
+	}
+	return nil
+}
+
+// maintenanceText says who put a host in maintenance, when, and why.
+func maintenanceText(m *client.Maintenance, now time.Time) string {
+	t := "by " + cellText(m.By) + " " + ago(&m.Since, now)
+	if m.Reason != "" {
+		t += ": " + cellText(m.Reason)
+	}
+	return t
 }
 
 // printHost shows one host and its queue in execution order.
@@ -119,6 +183,9 @@ func printHost(w io.Writer, h *client.Host) error {
 	}
 	if h.QueueDepth != nil {
 		fmt.Fprintf(tw, "Queue depth:\t%d\n", *h.QueueDepth)
+	}
+	if h.Maintenance != nil {
+		fmt.Fprintf(tw, "Maintenance:\t%s (new orders refused)\n", maintenanceText(h.Maintenance, time.Now()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

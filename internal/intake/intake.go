@@ -48,6 +48,7 @@ type Store interface {
 	HoldsNoOrders(ctx context.Context) (bool, error)
 	RaisePublishGeneration(ctx context.Context, past uint64) (uint64, error)
 	StillUnpublished(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error)
+	HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error)
 }
 
 // Publisher puts an order on its host's subject, and tells waiters (?wait,
@@ -116,8 +117,9 @@ type Service struct {
 	opts   Options
 	logger *slog.Logger
 
-	published marks
-	restore   restoreGuard // restore.go
+	published   marks
+	restore     restoreGuard     // restore.go
+	maintenance maintenanceCache // maintenance.go
 }
 
 // New returns a Service. policy is called per order so that a config reload
@@ -209,6 +211,15 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 	}
 	if dec.Timeout > 0 {
 		o.Timeout = dec.Timeout
+	}
+	// After the policy: a principal that may not send the order does not
+	// learn of the host's maintenance. From the cache, not a statement
+	// (maintenance.go); a keyed retry of an order accepted before the
+	// host went into maintenance is answered with that order.
+	if m, on, err := s.inMaintenance(ctx, o.Host); err != nil {
+		return nil, s.refused(o, err)
+	} else if on {
+		return s.refusedUnlessRecorded(ctx, p, o, MaintenanceRefusal(m))
 	}
 	// The insert runs to its end whether or not the client still waits:
 	// cut short by a client that left while the statement was out (a
@@ -355,7 +366,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(10)
+	wg.Add(11)
 	go func() {
 		defer wg.Done()
 		// At start, and after publish marks were cleared: a database
@@ -364,6 +375,10 @@ func (s *Service) Run(ctx context.Context) {
 		s.every(ctx, 0, RestoreEvery, "compare PostgreSQL with the publish generation kept in NATS", s.guardRestore)
 	}()
 	go func() { defer wg.Done(); s.markLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		s.every(ctx, MaintenanceEvery, MaintenanceEvery, "read the hosts in maintenance", s.RefreshMaintenance)
+	}()
 	go func() {
 		defer wg.Done()
 		s.every(ctx, s.opts.ReconcileEvery, s.opts.ReconcileEvery, "republish unpublished orders", s.Reconcile)

@@ -39,6 +39,10 @@ const (
 	// CodePreconditionFailed: the request's If-Match names none of the
 	// target's current entity tags (RFC 9110 §13.1.1): 412.
 	CodePreconditionFailed Code = "precondition_failed"
+	// CodeHostInMaintenance: an admin put the order's host in maintenance
+	// (POST /v1/hosts/{host}/maintenance), and new orders for it are
+	// refused until it is taken out: 409.
+	CodeHostInMaintenance Code = "host_in_maintenance"
 )
 
 // NewerAPIRefusal starts the message of a worker's refusal of an order
@@ -71,7 +75,8 @@ func CodeOfText(s string) (Code, bool) {
 	switch c := Code(prefix); c {
 	case CodeInvalid, CodeUnauthenticated, CodeForbidden, CodeNotFound, CodeConflict, CodeTooLarge,
 		CodeUnsupportedType, CodeUnprocessable, CodeRateLimited, CodeUnavailable, CodeInternal,
-		CodeConfirmationRequired, CodeConfigEmpty, CodeIdempotencyReused, CodeHeaderTooLarge, CodePreconditionFailed:
+		CodeConfirmationRequired, CodeConfigEmpty, CodeIdempotencyReused, CodeHeaderTooLarge, CodePreconditionFailed,
+		CodeHostInMaintenance:
 		return c, true
 	}
 	return "", false

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestHostMaintenanceCLI puts a host in maintenance and takes it out with
+// `orderly hosts --maintenance`, through serve's wiring on the real
+// PostgreSQL and NATS: the switch says how many orders wait (left alone),
+// `orderly submit` is refused with the reason, the list and the host's
+// view show it, and out of maintenance the host takes orders again.
+func TestHostMaintenanceCLI(t *testing.T) {
+	s := newStack(t)
+	cli := func(args ...string) (string, string, error) {
+		var out, errb strings.Builder
+		err := run(t.Context(), append([]string{"orderly"}, args...), []string{"ORDERLY_URL=" + s.url, "ORDERLY_TOKEN=" + s.token},
+			strings.NewReader(""), &out, io.MultiWriter(&errb))
+		return out.String(), errb.String(), err
+	}
+	queued := s.submit(map[string]any{"host": "web-2", "command": "true"}, "", 202)
+
+	out, errs, err := cli("hosts", "web-2", "--maintenance", "on", "--reason", "disk swap")
+	if err != nil || !strings.HasPrefix(out, "host web-2 is in maintenance: its new orders are refused (by admin ") ||
+		!strings.Contains(out, ": disk swap)\n") || !strings.Contains(out, "\n1 order waits queued for it") {
+		t.Fatalf("maintenance on: %v %q %q", err, out, errs)
+	}
+	out, errs, err = cli("submit", "--host", "web-2", "--", "true")
+	if err == nil || !strings.Contains(err.Error()+errs, "host web-2 is in maintenance") || !strings.Contains(err.Error()+errs, "disk swap") {
+		t.Fatalf("submit to the host in maintenance: %v %q %q, want the refusal with its reason", err, out, errs)
+	}
+	t.Logf("submit refused: %v %s", err, errs)
+	out, errs, err = cli("hosts")
+	if err != nil || !strings.Contains(out, "\nweb-2: in maintenance, new orders refused (by admin ") {
+		t.Fatalf("hosts: %v %q %q", err, out, errs)
+	}
+	out, errs, err = cli("hosts", "web-2")
+	if err != nil || !strings.Contains(out, "Maintenance:") || !strings.Contains(out, "disk swap (new orders refused)") || !strings.Contains(out, queued.ID.String()) {
+		t.Fatalf("hosts web-2: %v %q %q", err, out, errs)
+	}
+	for _, bad := range [][]string{
+		{"hosts", "web-2", "--maintenance", "maybe"},
+		{"hosts", "--maintenance", "on"},
+		{"hosts", "web-2", "--reason", "x"},
+		{"hosts", "web-2", "--maintenance", "on", "--forget"},
+	} {
+		if _, _, err := cli(bad...); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+	out, errs, err = cli("hosts", "web-2", "--maintenance", "off")
+	if err != nil || out != "host web-2 is out of maintenance: its new orders are accepted\n" {
+		t.Fatalf("maintenance off: %v %q %q", err, out, errs)
+	}
+	if _, errs, err = cli("submit", "--host", "web-2", "--", "true"); err != nil {
+		t.Fatalf("submit after the maintenance: %v %q", err, errs)
+	}
+	if o := s.get(queued.ID); o.Status != "queued" {
+		t.Fatalf("the order queued before: %s, want still queued", o.Status)
+	}
+}

@@ -1,0 +1,69 @@
+package intake
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+)
+
+// MaintenanceEvery is how often each API replica reads the hosts in
+// maintenance again (host_maintenance, one small statement): the longest
+// another replica than the one that took the switch accepts orders for
+// a host just put in maintenance. The replica that took it refreshes at
+// once.
+const MaintenanceEvery = time.Second
+
+// maintenanceCache is what the submit path reads of host_maintenance: a
+// map swapped whole, read without a lock and without a statement, so the
+// check costs an order a map lookup (docs/decisions.md, "A host in
+// maintenance refuses new orders").
+type maintenanceCache struct {
+	hosts atomic.Pointer[map[string]postgres.Maintenance]
+}
+
+// RefreshMaintenance reads the hosts in maintenance again: each second
+// (Run), and at once after this replica changed one (the admin route).
+func (s *Service) RefreshMaintenance(ctx context.Context) (int, error) {
+	hosts, err := s.store.HostsInMaintenance(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.maintenance.hosts.Store(&hosts)
+	// 0: every's line is for work done, and this runs every second.
+	return 0, nil
+}
+
+// inMaintenance reports whether host is in maintenance. Until the first
+// read it reads once: a replica just started must not accept an order
+// for a host in maintenance for want of having looked.
+func (s *Service) inMaintenance(ctx context.Context, host string) (postgres.Maintenance, bool, error) {
+	hosts := s.maintenance.hosts.Load()
+	if hosts == nil {
+		if _, err := s.RefreshMaintenance(ctx); err != nil {
+			return postgres.Maintenance{}, false, err
+		}
+		if hosts = s.maintenance.hosts.Load(); hosts == nil {
+			return postgres.Maintenance{}, false, nil
+		}
+	}
+	m, ok := (*hosts)[host]
+	return m, ok, nil
+}
+
+// MaintenanceRefusal is the refusal of a new order for a host in
+// maintenance m: 409 host_in_maintenance, with who put it there, when
+// and why.
+func MaintenanceRefusal(m postgres.Maintenance) error {
+	why := ""
+	if m.Reason != "" {
+		why = ": " + m.Reason
+	}
+	return &order.Error{Code: order.CodeHostInMaintenance,
+		Message: fmt.Sprintf("host %s is in maintenance since %s (by %s)%s; new orders for it are refused until an admin takes it out of maintenance",
+			m.Host, m.Since.UTC().Format(time.RFC3339), m.By, why),
+		Details: map[string]any{"host": m.Host, "reason": m.Reason, "since": m.Since.UTC(), "by": m.By}}
+}
