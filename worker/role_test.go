@@ -262,7 +262,7 @@ func TestWorkerLoginLearnsNoOtherLoginsHosts(t *testing.T) {
 
 // TestWorkerLoginListsNoOtherRunbookRuns: a login listed for one host
 // reads no delegation but those of the runs its own queued orders wait
-// for as sub-runbooks (migration 00030), and of the API processes'
+// for as sub-runbooks (migration 00027), and of the API processes'
 // presence only what a claim reads: before, it listed the id of every
 // runbook run live on every host (SELECT (order_id) on
 // runbook_delegations, 00025) and every API's hostname and pid. Its
@@ -383,7 +383,7 @@ func TestWorkerLoginListsNoOtherRunbookRuns(t *testing.T) {
 
 // TestMigrationNarrowsAWorkerRoleMadeBefore: a worker role made on an
 // older schema (00023 gave it api_presence whole) reads only instance and
-// alive_until once migration 00030 is applied, its login still passes
+// alive_until once migration 00027 is applied, its login still passes
 // CheckLogin, and the migration's down gives the table back, as an older
 // worker's CheckLogin wants it.
 func TestMigrationNarrowsAWorkerRoleMadeBefore(t *testing.T) {

@@ -112,7 +112,7 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	// Rolled back to nothing, down says so in orderly's words. One down
 	// per migration applied, not per version number: a branch's numbers
-	// may have a gap (hE12's 00030 after 00025) until they are merged.
+	// may have a gap (00027 after 00025 on hE12's branch, before the merge renumbered it).
 	var applied int
 	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
 		t.Fatal(err)

@@ -228,7 +228,7 @@ func TestSchemaRolledBackStopsAtTheFirstStatementThatFails(t *testing.T) {
 		t.Helper()
 		if dir == "down" {
 			// Down to 24, one migration a run: those after 00025 drop
-			// nothing the servers' statements name (00030's index and
+			// nothing the servers' statements name (00027's index and
 			// row policy), then 00025's drops orders.parent_run.
 			for {
 				var v int64

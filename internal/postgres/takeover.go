@@ -101,7 +101,7 @@ func (s *Store) CheckLogin(ctx context.Context, host string) error {
 // worker whose login cannot read them took its host and failed every
 // claim with `permission denied`, its host's orders waiting; CheckLogin
 // refuses to start it instead (hJ8's rolling upgrade).
-// api_presence is read by column: since migration 00030 the role may read
+// api_presence is read by column: since migration 00027 the role may read
 // those two only, and has_table_privilege is false for a role with column
 // grants alone.
 var claimReads = [][2]string{{"api_presence", "instance"}, {"api_presence", "alive_until"}, {"orders", "waiter"}, // migration 00023

@@ -57,7 +57,7 @@ func TestConnectionRefusedByTheServerIsUnavailable(t *testing.T) {
 func TestStatementOnAColumnGoneIsUnavailable(t *testing.T) {
 	ctx := testenv.Context(t)
 	store, pool := testenv.Store(t, testenv.Postgres(t))
-	// CASCADE: migration 00030's index and row policy name the column
+	// CASCADE: migration 00027's index and row policy name the column
 	// (its down drops them before 00025's drops the column).
 	if _, err := pool.Exec(ctx, `ALTER TABLE orders DROP COLUMN parent_run CASCADE`); err != nil {
 		t.Fatal(err)
