@@ -155,6 +155,24 @@ func TestVigridHostRefusal(t *testing.T) {
 	}
 	refusedOnRecord(t, s, uuid.MustParse(m["order_id"].(string)), "forbidden: "+reason)
 
+	// Edge input as a Vigrid client sends it, against the same host: a
+	// refusal in Vigrid's shape, never a 500, never a spawn failure.
+	for _, e := range []struct {
+		what string
+		body map[string]any
+		want int
+	}{
+		{"a unicode argument the host refuses", map[string]any{"command": "echo", "arguments": []string{"refuse-me-Grüße"}, "synchronous": true}, http.StatusForbidden},
+		{"a unicode command", map[string]any{"command": "échø", "synchronous": true}, http.StatusNotFound},
+		{"a 200 000-byte argument", map[string]any{"command": "echo", "arguments": []string{strings.Repeat("x", 200_000)}, "synchronous": true}, http.StatusRequestEntityTooLarge},
+		{"many arguments", map[string]any{"command": "echo", "arguments": make([]string, 5000), "synchronous": true}, http.StatusRequestEntityTooLarge},
+	} {
+		code, m, raw := c.call("POST", "/api/v1/execute", bearer("ops"), e.body)
+		if code != e.want || m["status"] != "error" {
+			t.Errorf("%s: %d %.300s, want %d", e.what, code, raw, e.want)
+		}
+	}
+
 	// What the host allows still runs.
 	code, m, raw = c.call("POST", "/api/v1/execute", bearer("ops"), map[string]any{"command": "echo", "arguments": []string{"fine"}, "synchronous": true})
 	if res, _ := m["result"].(map[string]any); code != 200 || res == nil || res["stdout"] != "fine\n" || res["return_code"] != float64(0) {
@@ -187,8 +205,8 @@ compat:
     jwt_secret: %q
     enable_login: true
     hosts: [s0strict]
-`, dir, secret), nil)
-	s.startWorkerWith("s0strict", func(w *config.Worker) { w.EnvDeny = append(config.DefaultEnvDeny(), "GREETING") })
+`, dir, secret), map[string]any{"limits.max_env": 64})
+	s.startWorkerWith("s0strict", func(w *config.Worker) { w.EnvDeny = append(config.DefaultEnvDeny(), "GREETING", "AAA_*") })
 	resp, b := s.send(call{method: "POST", path: "/dev-login", body: map[string]any{"subject": "dev-user", "roles": []string{"developer"}}})
 	var login struct {
 		AccessToken string `json:"access_token"`
@@ -217,4 +235,40 @@ compat:
 		t.Fatal(err)
 	}
 	refusedOnRecord(t, s, id, reason)
+
+	// Edge input as a stage0 client sends it, against the same host:
+	// never a 500; a name the host's prefix refuses is named cut short.
+	many := map[string]string{"GREETING": "hi"}
+	for i := range 70 {
+		many[fmt.Sprintf("V%d", i)] = "x"
+	}
+	for _, c := range []struct {
+		what string
+		env  map[string]string
+		want string // in done's stderr
+	}{
+		{"a long name the host refuses", map[string]string{"GREETING": "hi", "AAA_" + strings.Repeat("X", 200_000): "v"}, `(env_deny "AAA_*")`},
+		{"a unicode name", map[string]string{"GREETING": "hi", "GRÜSSE": "hi"}, "ERROR: Invalid environment variable name: GRÜSSE"},
+		{"more names than limits.max_env", many, ""},
+	} {
+		resp, b := s.send(call{method: "POST", path: "/api/runbooks/Greet.md/execute", token: login.AccessToken, body: map[string]any{"env_vars": c.env}})
+		if resp.StatusCode >= 500 {
+			t.Errorf("%s: %d %.300q", c.what, resp.StatusCode, b)
+			continue
+		}
+		if resp.StatusCode != 200 {
+			if c.want != "" || !json.Valid(b) {
+				t.Errorf("%s: %d %.300q", c.what, resp.StatusCode, b)
+			}
+			continue
+		}
+		events := readSSE(t, string(b))
+		var done map[string]any
+		if last := events[len(events)-1]; last.name != "done" || json.Unmarshal([]byte(last.data), &done) != nil {
+			t.Fatalf("%s: %.300q", c.what, b)
+		}
+		if stderr, _ := done["stderr"].(string); done["return_code"] != float64(1) || !strings.Contains(stderr, c.want) || len(stderr) > 1024 {
+			t.Errorf("%s: done %.500s, want return_code 1 and %q in a short stderr", c.what, events[len(events)-1].data, c.want)
+		}
+	}
 }
