@@ -258,7 +258,8 @@ func vigridResult(o *order.Order) map[string]any {
 		res["return_code"] = rc
 	default:
 		// Never started (canceled, expired; a host's refusal is answered
-		// as one before this) or failed to spawn: Vigrid's spawn failure, rc -1 with the reason.
+		// as a refusal before this) or failed to spawn: Vigrid's spawn
+		// failure, rc -1 with the reason.
 		reason := "order " + string(o.Status)
 		if o.Result != nil && o.Result.Error != "" {
 			reason = o.Result.Error
