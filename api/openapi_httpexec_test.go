@@ -118,8 +118,9 @@ func TestSpecHTTPExecResponses(t *testing.T) {
 		{http.StatusOK, call{method: "OPTIONS", path: "/nosuch"}},
 		{http.StatusBadRequest, call{method: "POST", path: "/echo", body: `{"args":`, invalid: true}},
 		{http.StatusBadRequest, call{method: "POST", path: "/env", body: map[string]any{"environment": map[string]string{"A=B": "x"}}}},
-		// This API has no env_deny of its own: the worker's refuses it.
-		{http.StatusInternalServerError, call{method: "POST", path: "/env", body: map[string]any{"environment": map[string]string{"LD_PRELOAD": "x"}}}},
+		// This API has no env_deny of its own: the worker's refuses it,
+		// a 403 naming the order (hA12; a 500 before).
+		{http.StatusForbidden, call{method: "POST", path: "/env", body: map[string]any{"environment": map[string]string{"LD_PRELOAD": "x"}}}},
 		{http.StatusForbidden, call{method: "POST", path: "/true"}}, // the API policy
 		{http.StatusRequestEntityTooLarge, call{method: "POST", path: "/echo", body: map[string]any{"args": []string{strings.Repeat("x", 2<<20)}}}},
 		{http.StatusRequestEntityTooLarge, call{method: "POST", path: "/cat", body: map[string]any{"stdin": map[string]any{"content": strings.Repeat("x", 600<<10)}}}},

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
@@ -129,6 +130,32 @@ func returnCode(res *order.Result) (int, bool) {
 		return -int(n), true
 	}
 	return 0, false
+}
+
+// hostRefusal reads an order its host's worker refused (status
+// rejected: its host policy said no to what the API allowed): the error
+// its reason carries (the code its text starts with, order.CodeOfText;
+// forbidden for a text without one, as a rejection is the host's policy
+// refusing) and that code's status under the API's one map, a 4xx for
+// every code a host policy gives. ok is false for any other order.
+func hostRefusal(o *order.Order) (e *order.Error, status int, ok bool) {
+	if o == nil || o.Status != order.StatusRejected {
+		return nil, 0, false
+	}
+	text := "the host refused the order"
+	if o.Result != nil && o.Result.Error != "" {
+		text = o.Result.Error
+	}
+	code, known := order.CodeOfText(text)
+	msg := text
+	if known && !strings.HasPrefix(text, order.NewerAPIRefusal) {
+		msg = strings.TrimPrefix(text, string(code)+": ")
+	}
+	if !known {
+		code = order.CodeForbidden
+	}
+	e = &order.Error{Code: code, Message: msg}
+	return e, api.HTTPStatus(e), true
 }
 
 // flaskAllow is the Allow header of a Flask route served by method (the

@@ -396,11 +396,18 @@ func (h *HTTPExec) answer(w http.ResponseWriter, asked, o *order.Order) {
 	rc, ok := returnCode(o.Result)
 	if !o.Status.Terminal() || !ok {
 		msg := "order " + o.ID.String() + " ended " + string(o.Status)
-		if o.Status == order.StatusRejected && o.Result != nil {
-			// httpexec answered 500 when a found file could not run (no
-			// execute bit); the host policy's refusal is where orderly
-			// finds that out.
-			plain(w, http.StatusInternalServerError, "text/plain; charset=utf-8", "refused by the host: "+o.Result.Error+"\n")
+		if e, status, ok := hostRefusal(o); ok {
+			// The host's worker refused what the API allowed (its
+			// env_deny, its rules, its users): a refusal, answered with
+			// its status (403 for the host's policy) as orderly's other
+			// plain-text refusals are, naming the order, which is on
+			// record. One the host could not run (unprocessable: a found
+			// file without an execute bit, a command_path directory gone)
+			// stays httpexec's 500 for a file that could not run.
+			if e.Code == order.CodeUnprocessable {
+				status = http.StatusInternalServerError
+			}
+			plain(w, status, "text/plain; charset=utf-8", "refused by the host: "+e.Error()+": order "+o.ID.String()+"\n")
 			return
 		}
 		if o.Result != nil && o.Result.Error != "" {

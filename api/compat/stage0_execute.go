@@ -177,7 +177,15 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 		}
 		errOut += fmt.Sprintf("\n[WARNING: Output truncated due to size limit (%d bytes)]\n", applied)
 	}
-	st.done(rb.File, rc, out, errOut, nil, rb.Warnings)
+	var errs []string
+	if _, _, ok := hostRefusal(final); ok && note != "" {
+		// The host's worker refused the run (its env_deny, its rules):
+		// a check that failed, reported as stage0 reported its own
+		// (validation's): the reason in errors as well as in stderr, so
+		// a client that reads errors for why nothing ran finds it.
+		errs = []string{strings.TrimSuffix(note, "\n")}
+	}
+	st.done(rb.File, rc, out, errOut, errs, rb.Warnings)
 }
 
 // wellNamed is the request's variables whose names stage0 would accept,

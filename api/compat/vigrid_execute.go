@@ -183,6 +183,20 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 			"result": map[string]any{"stdout": "", "stderr": "\nCommand timed out.", "return_code": -1, "dry_run": vc.DryRun}})
 		return
 	}
+	if e, status, ok := hostRefusal(done); ok {
+		// The host's worker refused what the API allowed: Vigrid's own
+		// refusal of the check that failed (403 "Command not authorized:"
+		// for the host's rules, its forbidden characters, its users; the
+		// code's 4xx with the host's reason otherwise), with the order's
+		// id, as its other execute answers carry it. Not 200 with
+		// return_code -1, Vigrid's spawn failure: nothing was spawned.
+		msg := e.Error()
+		if e.Code == order.CodeForbidden {
+			msg = "Command not authorized: " + e.Message
+		}
+		vigridJSON(vr.w, status, map[string]any{"status": "error", "message": msg, "order_id": o.ID})
+		return
+	}
 	vigridJSON(vr.w, http.StatusOK, map[string]any{"status": "ok", "order_id": o.ID, "result": vigridResult(done)})
 }
 
@@ -243,8 +257,9 @@ func vigridResult(o *order.Order) map[string]any {
 	case ok:
 		res["return_code"] = rc
 	default:
-		// Never started (refused by the host, canceled, expired) or failed
-		// to spawn: Vigrid's spawn failure, rc -1 with the reason.
+		// Never started (canceled, expired; a host's refusal is answered
+		// as a refusal before this) or failed to spawn: Vigrid's spawn
+		// failure, rc -1 with the reason.
 		reason := "order " + string(o.Status)
 		if o.Result != nil && o.Result.Error != "" {
 			reason = o.Result.Error

@@ -186,3 +186,16 @@ func TestScreen(t *testing.T) {
 		}
 	}
 }
+
+// TestScreenCutsALongName: a refused name is named cut to 64 bytes, as an
+// invalid one is; a 100 000-byte name came back whole in the 403 and the
+// rejections row.
+func TestScreenCutsALongName(t *testing.T) {
+	long := "LD_" + strings.Repeat("X", 100_000)
+	for _, c := range []struct{ deny, allow []string }{{[]string{"LD_*"}, nil}, {nil, []string{"PATH"}}} {
+		err := Screen(&Order{Command: "ls", Env: map[string]string{long: "v"}}, c.deny, c.allow, "")
+		if ErrorCode(err) != CodeForbidden || len(err.Error()) > 200 || !strings.Contains(err.Error(), "LD_XXX") {
+			t.Errorf("deny %v allow %v: %d bytes: %.200s", c.deny, c.allow, len(err.Error()), err)
+		}
+	}
+}

@@ -27,13 +27,13 @@ func (p *Policy) environment(overrides map[string]string, kind order.Kind, userN
 		}
 		if rule, denied := p.envDenied(name); denied {
 			e := order.FieldError(order.CodeForbidden, "env",
-				"environment variable %s may not be set on this host (env_deny %q)", name, rule)
+				"environment variable %s may not be set on this host (env_deny %q)", truncate(name), rule)
 			e.Details["name"] = name
 			return nil, e
 		}
 		if !order.EnvAllowed(name, p.envAllow, kind) {
 			e := order.FieldError(order.CodeForbidden, "env",
-				"environment variable %s may not be set on this host (not in env_allow)", name)
+				"environment variable %s may not be set on this host (not in env_allow)", truncate(name))
 			e.Details["name"] = name
 			return nil, e
 		}
