@@ -2,23 +2,18 @@ package worker_test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
-	"github.com/orderly-run/orderly/migrations"
 	"github.com/orderly-run/orderly/worker"
 )
 
@@ -57,31 +52,9 @@ func (s *refusedResults) CompleteAndClaim(ctx context.Context, id uuid.UUID, att
 // cannot grow stops PostgreSQL, which the fault suite's probe covers
 // (docs/reliability.md, "A full disk").
 func TestResultWrittenOnceTheDiskHasRoom(t *testing.T) {
-	testenv.NeedRootTools(t, "filling PostgreSQL's disk", "a tmpfs mount under a cluster of its own")
 	ctx := testenv.Context(t)
-	// Searchable by the postgres user, which runs the cluster.
-	dir, err := os.MkdirTemp("", "orderly-pgfull-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=160m,mode=0755"); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	srv, err := pgembed.Start(ctx, pgembed.Options{Dir: dir, Database: "orderly"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = srv.Stop(sctx)
-	})
-	if _, err := migrations.Up(ctx, srv.DSN(), nil); err != nil {
-		t.Fatal(err)
-	}
-	store, pool := testenv.Store(t, srv.DSN())
+	dir, dsn := testenv.PostgresOnTmpfs(t)
+	store, pool := testenv.Store(t, dsn)
 	e := &env{t: t, store: store, q: testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
 	id := order.NewID()
 	rs := &refusedResults{Store: store, id: id}
@@ -105,15 +78,7 @@ func TestResultWrittenOnceTheDiskHasRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fill := filepath.Join(dir, "fill")
-	f, err := os.Create(fill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, zeroReader{}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fill %s: %v, want ENOSPC", dir, err)
-	}
-	f.Close()
+	fill := testenv.FillDisk(t, dir)
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -127,12 +92,4 @@ func TestResultWrittenOnceTheDiskHasRoom(t *testing.T) {
 	}
 	statusAcrossCrashes(t, store, e.submit("pgfull", "true"), order.StatusSucceeded)
 	t.Logf("result writes refused while the disk was full: %d", rs.refused.Load())
-}
-
-// zeroReader reads as an endless run of zero bytes.
-type zeroReader struct{}
-
-func (zeroReader) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
 }

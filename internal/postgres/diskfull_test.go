@@ -1,22 +1,15 @@
 package postgres_test
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
-	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
-	"github.com/orderly-run/orderly/migrations"
 )
 
 // TestInsertRefusedForDiskIsNotFenced: PostgreSQL out of disk refuses an
@@ -82,31 +75,9 @@ func TestInsertRefusedForDiskIsNotFenced(t *testing.T) {
 // backend kept, answered as out of disk; once the fill is removed the same
 // order is recorded, once.
 func TestInsertOnAFullDiskIsAnsweredAtOnce(t *testing.T) {
-	testenv.NeedRootTools(t, "filling PostgreSQL's disk", "a tmpfs mount under a cluster of its own")
 	ctx := testenv.Context(t)
-	// Searchable by the postgres user, which runs the cluster.
-	dir, err := os.MkdirTemp("", "orderly-pgfull-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=160m,mode=0755"); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	srv, err := pgembed.Start(ctx, pgembed.Options{Dir: dir, Database: "orderly"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = srv.Stop(sctx)
-	})
-	if _, err := migrations.Up(ctx, srv.DSN(), nil); err != nil {
-		t.Fatal(err)
-	}
-	store, pool := testenv.Store(t, srv.DSN()+"&pool_max_conns=1")
+	dir, dsn := testenv.PostgresOnTmpfs(t)
+	store, pool := testenv.Store(t, dsn+"&pool_max_conns=1")
 	for _, stmt := range []string{"SELECT pg_switch_wal()", "CHECKPOINT"} {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)
@@ -116,15 +87,7 @@ func TestInsertOnAFullDiskIsAnsweredAtOnce(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
-	fill := filepath.Join(dir, "fill")
-	f, err := os.Create(fill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, zeroReader{}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fill %s: %v, want ENOSPC", dir, err)
-	}
-	f.Close()
+	fill := testenv.FillDisk(t, dir)
 	newOrder := func() *order.Order {
 		stdin := make([]byte, 256<<10)
 		if _, err := rand.Read(stdin); err != nil {
@@ -167,12 +130,4 @@ func TestInsertOnAFullDiskIsAnsweredAtOnce(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM orders WHERE id = $1`, refused.ID).Scan(&n); err != nil || n != 1 {
 		t.Errorf("rows of the refused order after its retry: %d, %v; want 1", n, err)
 	}
-}
-
-// zeroReader reads as an endless run of zero bytes.
-type zeroReader struct{}
-
-func (zeroReader) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
 }
