@@ -139,7 +139,7 @@ func TestAdminTokenOnAFullDiskLeavesNoFile(t *testing.T) {
 		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	fill := fillFileSystem(t, dir)
+	fill := testenv.FillDisk(t, dir)
 	path := filepath.Join(dir, "admin.token")
 	if err := ensureAdminToken(ctx, store, path); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("admin token on a full disk: %v, want no space left", err)

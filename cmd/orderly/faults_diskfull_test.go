@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,7 +54,7 @@ func TestFaultsNATSStoreFull(t *testing.T) {
 			runFaultScenarioOn(t, s, map[string]int{"h1": 1, "h2": 1}, func(r *faultRun) {
 				_, tag := r.victim("h1", "10", true)
 				r.expect[tag] = "succeeded"
-				fill := fillFileSystem(t, store)
+				fill := testenv.FillDisk(t, store)
 				r.s.note("store full")
 				pause(t.Context(), 8*time.Second)
 				if err := os.Remove(fill); err != nil {
@@ -96,28 +94,4 @@ func (n *natsServer) setMaxFileStore(size string) {
 	if err := os.WriteFile(n.conf, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
-}
-
-// fillFileSystem writes a file in dir until its file system is full and
-// returns its path.
-func fillFileSystem(t testing.TB, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "fill")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, zeroes{}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fill %s: %v, want ENOSPC", dir, err)
-	}
-	return path
-}
-
-// zeroes reads as an endless run of zero bytes.
-type zeroes struct{}
-
-func (zeroes) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
 }
