@@ -62,10 +62,10 @@ func ForbiddenRune(s, forbidden string) (rune, bool) {
 func Screen(o *Order, envDeny, envAllow []string, forbidden string) error {
 	for _, name := range envNames(o.Env) { // the first problem reported is the same every time
 		if rule, bad := EnvDenied(name, envDeny); bad {
-			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (env_deny %q)", printable(name), rule)
+			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (env_deny %q)", Printable(name), rule)
 		}
 		if !EnvAllowed(name, envAllow, o.Kind) {
-			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (not in env_allow)", printable(name))
+			return FieldError(CodeForbidden, "env", "environment variable %s may not be set (not in env_allow)", Printable(name))
 		}
 	}
 	// A script's command is "runbook:<file>", a file name in the

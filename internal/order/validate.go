@@ -135,7 +135,7 @@ func Validate(o *Order, l Limits) error {
 	for _, k := range envNames(o.Env) { // the first problem reported is the same every time
 		v := o.Env[k]
 		if !ValidEnvName(k) {
-			return FieldError(CodeInvalid, "env", "environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", printable(k))
+			return FieldError(CodeInvalid, "env", "environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", Printable(k))
 		}
 		if len(v) > l.MaxEnvBytes {
 			return FieldError(CodeTooLarge, "env", "the value of %s is longer than %d bytes", k, l.MaxEnvBytes)
@@ -189,8 +189,10 @@ func HasControl(s string, text bool) bool {
 	return false
 }
 
-// printable quotes control bytes so a name can be echoed back safely.
-func printable(s string) string {
+// Printable is s cut to 64 bytes and made valid UTF-8, to echo a name
+// the client or a host policy refused in a message (the API's screen and
+// the worker's host policy both).
+func Printable(s string) string {
 	if len(s) > 64 {
 		s = s[:64] + "…"
 	}

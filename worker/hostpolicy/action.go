@@ -100,7 +100,7 @@ func (p *Policy) prepareAction(o *order.Order) (*Prepared, error) {
 	}
 	d := p.actions.Lookup(a.Name)
 	if d == nil {
-		return nil, order.FieldError(order.CodeForbidden, "action", "this host's config has no action %q", truncate(a.Name))
+		return nil, order.FieldError(order.CodeForbidden, "action", "this host's config has no action %q", order.Printable(a.Name))
 	}
 	if !d.AllowsHost(o.Host) {
 		return nil, order.FieldError(order.CodeForbidden, "host", "this host's config does not allow action %s on host %s", d.Name, o.Host)
@@ -111,7 +111,7 @@ func (p *Policy) prepareAction(o *order.Order) (*Prepared, error) {
 	// would run the secret one while history shows the other.
 	for _, name := range slices.Sorted(maps.Keys(a.Secrets)) {
 		if prm := d.Param(name); prm == nil || !prm.Secret {
-			return nil, order.FieldError(order.CodeForbidden, "params", "action %s: param %q came as a secret, which this host's config does not make it", d.Name, truncate(name))
+			return nil, order.FieldError(order.CodeForbidden, "params", "action %s: param %q came as a secret, which this host's config does not make it", d.Name, order.Printable(name))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(a.Params)) {
@@ -278,7 +278,7 @@ func (p *Policy) UnitChoices(ctx context.Context, glob string) ([]systemd.Unit, 
 		}
 	}
 	if !offered {
-		return nil, fmt.Errorf("this host's config offers no unit choices for %q", truncate(glob))
+		return nil, fmt.Errorf("this host's config offers no unit choices for %q", order.Printable(glob))
 	}
 	list := p.listUnits
 	if list == nil {

@@ -23,17 +23,17 @@ func (p *Policy) environment(overrides map[string]string, kind order.Kind, userN
 	for _, name := range names {
 		if !order.ValidEnvName(name) {
 			return nil, order.FieldError(order.CodeInvalid, "env",
-				"environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", truncate(name))
+				"environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", order.Printable(name))
 		}
 		if rule, denied := p.envDenied(name); denied {
 			e := order.FieldError(order.CodeForbidden, "env",
-				"environment variable %s may not be set on this host (env_deny %q)", truncate(name), rule)
+				"environment variable %s may not be set on this host (env_deny %q)", order.Printable(name), rule)
 			e.Details["name"] = name
 			return nil, e
 		}
 		if !order.EnvAllowed(name, p.envAllow, kind) {
 			e := order.FieldError(order.CodeForbidden, "env",
-				"environment variable %s may not be set on this host (not in env_allow)", truncate(name))
+				"environment variable %s may not be set on this host (not in env_allow)", order.Printable(name))
 			e.Details["name"] = name
 			return nil, e
 		}
@@ -62,12 +62,4 @@ func (p *Policy) environment(overrides map[string]string, kind order.Kind, userN
 // envDenied reports the env_deny entry that refuses name.
 func (p *Policy) envDenied(name string) (string, bool) {
 	return order.EnvDenied(name, p.envDeny)
-}
-
-// truncate shortens s for an error message.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

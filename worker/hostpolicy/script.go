@@ -65,7 +65,7 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	}
 	for _, f := range s.Files {
 		if !safeRel(f.Path) {
-			return nil, order.FieldError(order.CodeInvalid, "script", "input file path %q is not a plain relative path", truncate(f.Path))
+			return nil, order.FieldError(order.CodeInvalid, "script", "input file path %q is not a plain relative path", order.Printable(f.Path))
 		}
 	}
 	interp, err := sp.interpreter(s.Body)
@@ -191,7 +191,7 @@ func (sp scriptPolicy) interpreter(body []byte) ([]string, error) {
 	prog = strings.TrimSpace(prog)
 	if !slices.Contains(sp.interpreters, prog) {
 		return nil, order.FieldError(order.CodeForbidden, "script",
-			"the script's #! interpreter %q is not in this host's runbooks.interpreters", truncate(prog))
+			"the script's #! interpreter %q is not in this host's runbooks.interpreters", order.Printable(prog))
 	}
 	if st, err := os.Stat(prog); err != nil || st.IsDir() {
 		return nil, order.FieldError(order.CodeUnprocessable, "script", "the script's interpreter %s does not exist on this host", prog)
