@@ -33,6 +33,7 @@ import (
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/secretfile"
 	"github.com/orderly-run/orderly/migrations"
+	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
 func (a *app) serveCommand() *cobra.Command {
@@ -496,28 +497,17 @@ func dataDirOwn(dir string) error {
 // /tmp is): they could rename the data dir away between serve's checks
 // and its use of what is in it, and put one of theirs in its place (a
 // nats store and a pg cluster of their making, which serve then runs on;
-// its postgresql.conf's commands run as postgres). The worker judges a
-// command_path directory's ancestors the same way.
+// its postgresql.conf's commands run as postgres). The worker's rule for
+// a command_path directory's ancestors (hostpolicy.UntrustedAncestors).
 func dataDirAncestorsOwn(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	for cur := filepath.Dir(abs); ; cur = filepath.Dir(cur) {
-		st, err := os.Stat(cur)
-		if err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
-			return fmt.Errorf("data dir %s lies in %s, owned by uid %d, neither root nor the user serve runs as (uid %d): that user could put a data dir of theirs in its place while serve starts; chown it, or use another --data-dir", dir, cur, sys.Uid, os.Geteuid())
-		}
-		if perm := st.Mode().Perm(); perm&0o022 != 0 && st.Mode()&os.ModeSticky == 0 {
-			return fmt.Errorf("data dir %s lies in %s, which other users may write to (mode %o) and is not sticky: they could put a data dir of theirs in its place while serve starts; chmod go-w it (or +t), or use another --data-dir", dir, cur, perm)
-		}
-		if cur == filepath.Dir(cur) {
-			return nil
-		}
+	if why := hostpolicy.UntrustedAncestors(abs, os.Geteuid(), fmt.Sprintf("the user serve runs as (uid %d)", os.Geteuid())); why != "" {
+		return fmt.Errorf("data dir %s: %s: another user could put a data dir of theirs in its place while serve starts; chown it or chmod go-w (or +t) it, or use another --data-dir", dir, why)
 	}
+	return nil
 }
 
 // dataDirEntriesOwn refuses a data dir with an entry another user made:

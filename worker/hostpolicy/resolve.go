@@ -210,14 +210,41 @@ func (p *Policy) untrustedDirs(dirs []string) string {
 // the owning group, so any write the ACL grants beyond the owner shows as
 // group write here (TestACLWriteIsRefused asks the kernel).
 func (p *Policy) untrusted(path string, fi os.FileInfo, ancestor bool) string {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != p.euid {
-		return fmt.Sprintf("%s is owned by uid %d, neither root nor the worker's user", path, st.Uid)
+	return untrustedBy(path, fi, ancestor, p.euid, "the worker's user")
+}
+
+// untrustedBy is untrusted for the user euid, named user in the answer.
+func untrustedBy(path string, fi os.FileInfo, ancestor bool, euid int, user string) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != euid {
+		return fmt.Sprintf("%s is owned by uid %d, neither root nor %s", path, st.Uid, user)
 	}
 	mode := fi.Mode()
 	if mode.Perm()&0o022 != 0 && !(ancestor && mode&os.ModeSticky != 0) {
+		if ancestor {
+			return fmt.Sprintf("%s is writable by its group or by others (mode %04o) and not sticky", path, mode.Perm())
+		}
 		return fmt.Sprintf("%s is writable by its group or by others (mode %04o)", path, mode.Perm())
 	}
 	return ""
+}
+
+// UntrustedAncestors says why someone other than root and the user euid
+// (named user) could rename dir away, through one of its ancestors, or
+// "": the rule the worker holds its command_path to, for a directory of
+// another process's (serve's data dir).
+func UntrustedAncestors(dir string, euid int, user string) string {
+	for cur := filepath.Dir(dir); ; cur = filepath.Dir(cur) {
+		fi, err := os.Stat(cur)
+		if err != nil {
+			return fmt.Sprintf("%s cannot be checked: %v", cur, err)
+		}
+		if why := untrustedBy(cur, fi, true, euid, user); why != "" {
+			return why
+		}
+		if cur == filepath.Dir(cur) {
+			return ""
+		}
+	}
 }
 
 // UntrustedDirs lists the command_path directories that exist and that
