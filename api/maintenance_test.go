@@ -110,8 +110,10 @@ func TestHostMaintenanceRefusesNewOrders(t *testing.T) {
 	wantMaintenanceRefusal(t, "POST /v1/orders?wait=5", code, b, host, reason)
 	// A fan-out: the host in maintenance refused, the other queued.
 	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"hosts": []string{"h1", host}, "command": "true"})
-	if code != 202 || !strings.Contains(string(b), `"host":"`+host+`","error":{"code":"host_in_maintenance"`) {
-		t.Fatalf("fan-out over h1 and %s: %d %s, want 202 with %s refused host_in_maintenance", host, code, b, host)
+	// 200 rather than 202 when h1's order finished before the answer was
+	// read back (a fan-out answers 200 once every order is terminal).
+	if (code != 202 && code != 200) || !strings.Contains(string(b), `"host":"`+host+`","error":{"code":"host_in_maintenance"`) {
+		t.Fatalf("fan-out over h1 and %s: %d %s, want 202 (or 200) with %s refused host_in_maintenance", host, code, b, host)
 	}
 	// An action.
 	code, b = e.do("alice", "POST", "/v1/actions/hash-secret/run", map[string]any{"host": host, "params": map[string]any{"label": "x", "pw": "s3cretpassw0rd"}})

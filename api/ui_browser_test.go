@@ -253,17 +253,24 @@ func TestUIRunActionInBrowser(t *testing.T) {
 	screenshot(t, ctx, "ui-dashboard.png")
 
 	run := func(who string) string {
+		// The command holds each line until the test lets it go: the
+		// second one printed after the page showed the first proves the
+		// page follows the output live, however slow the machine is.
+		release := holdGreet(t, who)
 		step(t, ctx, "fill in who", chromedp.SetValue(chromedp.ID("p-greet-who"), who), chromedp.Click(chromedp.ID("run-greet")))
 		step(t, ctx, "confirm", chromedp.WaitVisible(chromedp.ID("confirm")), chromedp.Click(chromedp.ID("confirm-yes")))
 		step(t, ctx, "reach the run page", chromedp.WaitVisible(chromedp.ID("run")))
-		// The first line shows while the order still runs: live output.
 		waitJS(t, ctx, "the first line", `document.getElementById("output").innerText.includes("hello `+who+` 1")`, 30*time.Second)
-		if out := eval[string](t, ctx, `document.getElementById("output").innerText`); strings.Contains(out, who+" 3") {
-			t.Fatalf("the whole output arrived at once, not live: %q", out)
+		if out := eval[string](t, ctx, `document.getElementById("output").innerText`); strings.Contains(out, who+" 2") {
+			t.Fatalf("a line the command was still holding shows: %q", out)
 		}
 		if st := text(t, ctx, "#status"); st != "running" {
 			t.Fatalf("status while the first line shows: %q, want running", st)
 		}
+		release(1)
+		waitJS(t, ctx, "the second line, on the page already open", `document.getElementById("output").innerText.includes("hello `+who+` 2")`, 30*time.Second)
+		release(2)
+		release(3)
 		// The colour is a styled span, never markup from the output.
 		if n := eval[int](t, ctx, `document.querySelectorAll("#output span.ansi-fg2").length`); n == 0 {
 			t.Fatal("ANSI green was not rendered as a styled span")
@@ -279,6 +286,7 @@ func TestUIRunActionInBrowser(t *testing.T) {
 		if out := text(t, ctx, "#output"); !strings.Contains(out, "hello "+who+" 3") || strings.Contains(out, "\x1b") {
 			t.Fatalf("final output %q", out)
 		}
+		release(0)
 		return eval[string](t, ctx, `document.getElementById("run").dataset.order`)
 	}
 	first := run("world")

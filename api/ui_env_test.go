@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -74,15 +75,50 @@ type uiEnv struct {
 // uiJWTSecret signs the JWTs uiEnv accepts (HS256).
 const uiJWTSecret = "ui-test-jwt-secret-0123456789abcdef0123456789"
 
+// greetGates is where greet looks for a hold on its lines: a run whose
+// who has a hold file (holdGreet) prints each next line only once the
+// test lets it go, so a page watching them arrive does not depend on
+// the machine's speed; every other run sleeps a second a line. One per
+// test process: the API's and the worker's configs name the same path.
+var greetGates = filepath.Join(os.TempDir(), fmt.Sprintf("orderly-greet-%d", os.Getpid()))
+
+// holdGreet holds greet's runs for who until the returned func lets
+// line i go; the hold ends with the test (or the func's 0).
+func holdGreet(t *testing.T, who string) func(line int) {
+	t.Helper()
+	if err := os.MkdirAll(greetGates, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hold := filepath.Join(greetGates, "hold-"+who)
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	release := func(line int) {
+		if line == 0 {
+			for _, f := range []string{hold, filepath.Join(greetGates, "go-"+who+"-1"), filepath.Join(greetGates, "go-"+who+"-2"), filepath.Join(greetGates, "go-"+who+"-3")} {
+				_ = os.Remove(f)
+			}
+			return
+		}
+		if err := os.WriteFile(filepath.Join(greetGates, fmt.Sprintf("go-%s-%d", who, line)), nil, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { release(0) })
+	return release
+}
+
 // uiActions is the config both the API and the worker load: greet prints
-// three lines a second apart, so a page can watch them arrive.
+// three lines a second apart (or as a test lets them go: holdGreet), so
+// a page can watch them arrive.
 func uiActions() config.Actions {
 	maxLen := int64(10)
 	return config.Actions{Bus: "system", Definitions: []config.Action{{
 		Name: "greet", Title: "Greet", Description: "Prints three greetings, a second apart.",
-		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; sleep 1; done`, "greet", "{who}"},
-		Params:  []config.ActionParam{{Name: "who", Title: "Who", Description: "Lower-case letters, <i>not</i> markup.", Pattern: "^[a-z]+$", Max: &maxLen}},
-		Roles:   []string{"ops", "greeter"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
+		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; ` +
+			`if [ -e "$2/hold-$1" ]; then while [ ! -e "$2/go-$1-$i" ]; do sleep 0.05; done; else sleep 1; fi; done`, "greet", "{who}", greetGates},
+		Params: []config.ActionParam{{Name: "who", Title: "Who", Description: "Lower-case letters, <i>not</i> markup.", Pattern: "^[a-z]+$", Max: &maxLen}},
+		Roles:  []string{"ops", "greeter"}, Hosts: []string{"web-*"}, Confirm: true, Timeout: 30 * time.Second,
 	}, {
 		// unlock takes a secret, passed only in the environment.
 		Name: "unlock", Title: "Unlock",
