@@ -341,3 +341,38 @@ func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
 		t.Fatalf("schema version %d, %v; want 27", v, err)
 	}
 }
+
+// TestIndexLeftInvalidIsBuiltAgain: a CREATE INDEX CONCURRENTLY that gave
+// up (its lock_timeout, while an older transaction stayed open) leaves
+// the index invalid, and IF NOT EXISTS would keep it so: never used,
+// yet updated by every insert. 00027 drops such an index before it
+// builds it, so the try Apply makes again ends with a valid one.
+func TestIndexLeftInvalidIsBuiltAgain(t *testing.T) {
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.DownTo(t.Context(), 26); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// What a build that gave up leaves (the test's login is a superuser).
+	if _, err := conn.Exec(t.Context(), `CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
+		UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(t.Context(), dsn, nil); err != nil {
+		t.Fatal(err)
+	}
+	var valid bool
+	if err := conn.QueryRow(t.Context(), `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relname = 'orders_parent_run'`).Scan(&valid); err != nil || !valid {
+		t.Fatalf("orders_parent_run valid %v, %v; want a valid index", valid, err)
+	}
+}
