@@ -1,3 +1,4 @@
+-- +goose NO TRANSACTION
 -- +goose Up
 -- What a worker's login reads beyond its own hosts (docs/sql.md, "A role
 -- for workers"). Two reads were whole tables:
@@ -19,17 +20,38 @@
 --     hostname and pid. The claim reads instance and alive_until only.
 --     Column grants replace the table's; the claim of an older worker
 --     names no other column either.
-CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
-
-ALTER TABLE runbook_delegations ENABLE ROW LEVEL SECURITY;
-CREATE POLICY everyone ON runbook_delegations USING (true) WITH CHECK (true);
-CREATE POLICY worker_hosts ON runbook_delegations AS RESTRICTIVE
-    USING ((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))) IS NULL
-        OR EXISTS (SELECT 1 FROM orders o WHERE o.parent_run = order_id AND o.status = 'queued'));
+-- The index is built CONCURRENTLY, outside a transaction (NO TRANSACTION):
+-- a plain CREATE INDEX holds a SHARE lock on orders for its whole build,
+-- and every submission, claim and result waited for it (8.5 s on a
+-- million orders; docs/decisions.md, "A rolling upgrade across the
+-- twenty-second round", TestIndexOnOrdersLetsWritersThrough). A build
+-- that gave up (lock_timeout: migrations.Apply tries again) leaves an
+-- invalid index, dropped first. The rest is one DO block, so one
+-- transaction, each part skipped when present.
+-- +goose StatementBegin
+DO $$
+BEGIN
+  IF EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE c.relname = 'orders_parent_run' AND NOT i.indisvalid) THEN
+    DROP INDEX orders_parent_run;
+  END IF;
+END
+$$;
+-- +goose StatementEnd
+CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
 
 -- +goose StatementBegin
 DO $$
 BEGIN
+  ALTER TABLE runbook_delegations ENABLE ROW LEVEL SECURITY;
+  IF NOT EXISTS (SELECT FROM pg_policies WHERE tablename = 'runbook_delegations' AND policyname = 'everyone') THEN
+    CREATE POLICY everyone ON runbook_delegations USING (true) WITH CHECK (true);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_policies WHERE tablename = 'runbook_delegations' AND policyname = 'worker_hosts') THEN
+    CREATE POLICY worker_hosts ON runbook_delegations AS RESTRICTIVE
+        USING ((SELECT coalesce(worker_login_hosts(session_user), worker_login_hosts(current_user))) IS NULL
+            OR EXISTS (SELECT 1 FROM orders o WHERE o.parent_run = order_id AND o.status = 'queued'));
+  END IF;
   IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderly_worker') THEN
     REVOKE SELECT ON api_presence FROM orderly_worker;
     GRANT SELECT (instance, alive_until) ON api_presence TO orderly_worker;
@@ -45,10 +67,10 @@ BEGIN
   IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderly_worker') THEN
     GRANT SELECT ON api_presence TO orderly_worker;
   END IF;
+  DROP POLICY IF EXISTS worker_hosts ON runbook_delegations;
+  DROP POLICY IF EXISTS everyone ON runbook_delegations;
+  ALTER TABLE runbook_delegations DISABLE ROW LEVEL SECURITY;
 END
 $$;
 -- +goose StatementEnd
-DROP POLICY worker_hosts ON runbook_delegations;
-DROP POLICY everyone ON runbook_delegations;
-ALTER TABLE runbook_delegations DISABLE ROW LEVEL SECURITY;
-DROP INDEX orders_parent_run;
+DROP INDEX CONCURRENTLY IF EXISTS orders_parent_run;

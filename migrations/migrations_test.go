@@ -239,3 +239,140 @@ func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
 		t.Fatalf("schema version %d, %v; want %d", v, err, latest)
 	}
 }
+
+// TestIndexOnOrdersLetsWritersThrough: 00027 builds orders_parent_run
+// with CREATE INDEX CONCURRENTLY, which takes a lock that writers of
+// orders do not wait for. A plain CREATE INDEX held a SHARE lock on orders
+// for its whole build (8.5 s on a million orders in a rolling upgrade's
+// probe), and every submission, claim and result waited for it. The
+// writer here would wait for the index's lock as long as the migration
+// waits for the open transaction below (a minute): it gives up after 2 s.
+func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.DownTo(t.Context(), 26); err != nil { // 00027 builds the index
+		t.Fatal(err)
+	}
+	holder, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.Begin(t.Context()) // a writer's lock, held open: the build waits for it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE orders IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// pg_stat_activity is read outside holder's transaction, which would
+	// see the snapshot it took first.
+	watch, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := migrations.Up(t.Context(), dsn+"&lock_timeout=60000", nil)
+		done <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE query LIKE '%INDEX%orders_parent_run%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("migrate up ended while the writer's transaction was open: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			rows, _ := watch.Query(t.Context(), `SELECT coalesce(wait_event_type,'') || ' ' || coalesce(wait_event,'') || ' ' || coalesce(state,'') || ' ' || coalesce(left(query, 100),'') FROM pg_stat_activity WHERE pid <> pg_backend_pid()`)
+			a, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+			t.Fatalf("the index build did not wait for the open transaction within 30 s: %q", a)
+		}
+	}
+
+	other, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	otx, err := other.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := otx.Exec(t.Context(), `SET LOCAL lock_timeout = '2s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := otx.Exec(t.Context(), `LOCK TABLE orders IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatalf("a writer of orders waited behind the migration's index: %v", err)
+	}
+	if err := otx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("migrate up after the transaction ended: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("migrate up did not finish after the transaction ended")
+	}
+	var valid bool
+	if err := holder.QueryRow(t.Context(), `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relname = 'orders_parent_run'`).Scan(&valid); err != nil || !valid {
+		t.Fatalf("orders_parent_run valid %v, %v", valid, err)
+	}
+	if v, err := p.GetDBVersion(t.Context()); err != nil || v != 27 {
+		t.Fatalf("schema version %d, %v; want 27", v, err)
+	}
+}
+
+// TestIndexLeftInvalidIsBuiltAgain: a CREATE INDEX CONCURRENTLY that gave
+// up (its lock_timeout, while an older transaction stayed open) leaves
+// the index invalid, and IF NOT EXISTS would keep it so: never used,
+// yet updated by every insert. 00027 drops such an index before it
+// builds it, so the try Apply makes again ends with a valid one.
+func TestIndexLeftInvalidIsBuiltAgain(t *testing.T) {
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.DownTo(t.Context(), 26); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// What a build that gave up leaves (the test's login is a superuser).
+	if _, err := conn.Exec(t.Context(), `CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
+		UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(t.Context(), dsn, nil); err != nil {
+		t.Fatal(err)
+	}
+	var valid bool
+	if err := conn.QueryRow(t.Context(), `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relname = 'orders_parent_run'`).Scan(&valid); err != nil || !valid {
+		t.Fatalf("orders_parent_run valid %v, %v; want a valid index", valid, err)
+	}
+}
