@@ -266,6 +266,10 @@ type faultPG struct {
 	binDir string
 }
 
+// pgTemplateEnv names, in a test binary run again inside a mount
+// namespace, the data directory of the outer run's template cluster.
+const pgTemplateEnv = "ORDERLY_TEST_PG_TEMPLATE"
+
 // faultPGTemplateDir holds the template cluster faultPGTemplate made, if
 // it made one; TestMain removes it.
 var faultPGTemplateDir string
@@ -276,7 +280,12 @@ var faultPGTemplateDir string
 // ownership), not an initdb and every migration of its own (about 1.7 s
 // of CPU, over 10 s on a loaded machine, for each of the package's 40 or
 // so stacks; the copy is about 0.4 s of CPU).
+// An inner run (inActionNamespace) copies its outer run's, named in
+// pgTemplateEnv.
 var faultPGTemplate = sync.OnceValues(func() (string, error) {
+	if dir := os.Getenv(pgTemplateEnv); dir != "" {
+		return dir, nil // the outer run's: it removes it
+	}
 	binDir, err := pgembed.FindBinaries()
 	if err != nil {
 		return "", err
