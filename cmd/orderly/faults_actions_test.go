@@ -63,8 +63,9 @@ const actFaultsConfig = `actions:
 `
 
 // inActionNamespace runs the test again inside a mount namespace beside
-// the user manager, reusing this run's orderly and nats-server binaries;
-// it reports whether the caller is that inner run and must do the test.
+// the user manager, reusing this run's orderly and nats-server binaries
+// and template cluster; it reports whether the caller is that inner run
+// and must do the test.
 func inActionNamespace(t *testing.T) bool {
 	t.Helper()
 	if os.Getenv(actionsInner) == "1" {
@@ -75,7 +76,12 @@ func inActionNamespace(t *testing.T) bool {
 	if _, err := natsServerBin(); err != nil {
 		t.Fatal(err)
 	}
+	tmpl, err := faultPGTemplate()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv(binDirEnv, filepath.Dir(orderlyBin))
+	t.Setenv(pgTemplateEnv, tmpl)
 	testenv.RerunInMountNamespace(t, actionsManager, nil, t.Name(), actionsInner)
 	return false
 }

@@ -35,7 +35,9 @@ const binDirEnv = "ORDERLY_TEST_BIN_DIR"
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(binDirEnv); dir != "" {
 		orderlyBin = filepath.Join(dir, "orderly")
-		os.Exit(testenv.Run(m))
+		code := testenv.Run(m)
+		removeFaultPGTemplate()
+		os.Exit(code)
 	}
 	dir, err := os.MkdirTemp("", "orderly-bin-")
 	if err != nil {
@@ -50,6 +52,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := testenv.Run(m)
+	removeFaultPGTemplate()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
