@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -88,6 +89,13 @@ func TestHostMaintenanceRefusesNewOrders(t *testing.T) {
 
 	before := e.submit("alice", map[string]any{"host": host, "command": "true"}, "", 202, "Idempotency-Key", "before-1")
 
+	// Only admin switches, either way: ops and auditor are refused.
+	for _, who := range []string{"alice", "auditor"} {
+		for _, method := range []string{"POST", "DELETE"} {
+			code, b := e.do(who, method, "/v1/hosts/"+host+"/maintenance", map[string]any{"reason": "x"})
+			wantError(t, code, b, 403, "forbidden")
+		}
+	}
 	code, b := e.do("alice", "POST", "/v1/hosts/"+host+"/maintenance", map[string]any{"reason": "x"})
 	wantError(t, code, b, 403, "forbidden")
 	code, b = e.do("admin", "POST", "/v1/hosts/"+host+"/maintenance", map[string]any{"reason": "a\x00b"})
@@ -188,6 +196,23 @@ func TestHostMaintenanceRefusesNewOrders(t *testing.T) {
 	}
 	// Taking it out again is answered the same.
 	e.setMaintenance(host, false, "")
+	// Who switched, both ways, is on record (host_maintenance_log,
+	// docs/sql.md); the refused switches and the second off are not.
+	var log []string
+	rows, err := e.pool.Query(testenv.Context(t), `SELECT action || ' ' || by || ' ' || reason FROM host_maintenance_log WHERE host = $1 ORDER BY id`, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		log = append(log, l)
+	}
+	if err := rows.Err(); err != nil || !slices.Equal(log, []string{"on admin " + reason, "off admin " + reason}) {
+		t.Fatalf("host_maintenance_log of %s: %q, %v; want on and off by admin", host, log, err)
+	}
 }
 
 // TestHostMaintenanceRefusesCompatOrders: with the compat surfaces' host
