@@ -361,7 +361,9 @@ func TestHostMaintenanceCostsTheSubmitNothing(t *testing.T) {
 
 // TestUIHostsPageShowsMaintenance: the hosts page marks a host in
 // maintenance (one no worker ever served included), with who, since when
-// and why in the badge's title.
+// and why in the badge's title, and as text beside it: a title shows only
+// under a mouse, never on a phone (the UI's) nor from the keyboard, so
+// the reason was out of an operator's reach there.
 func TestUIHostsPageShowsMaintenance(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
@@ -372,5 +374,48 @@ func TestUIHostsPageShowsMaintenance(t *testing.T) {
 	row := regexp.MustCompile(`(?s)<td>ui-m1</td>.*?</tr>`).FindString(page)
 	if !strings.Contains(row, `>maintenance</span>`) || !strings.Contains(row, `by boss since `) || !strings.Contains(row, `: disk &lt;swap&gt;"`) {
 		t.Fatalf("the host's row shows no maintenance:\n%s", row)
+	}
+	if !strings.Contains(row, `<span class="hint maintenance">by boss since <time datetime="`) || !strings.Contains(row, ` UTC</time>: disk &lt;swap&gt;</span>`) {
+		t.Fatalf("the host's row does not show who put it in maintenance and why, outside the badge's title:\n%s", row)
+	}
+}
+
+// TestForgetAHostInMaintenance: a host forgotten while in maintenance
+// stays listed with it (its new orders stay refused rather than queued
+// for a worker that will not come), and forgetting it again, listed for
+// its maintenance alone, says so and how to take it off the list: it
+// said "unknown host … no worker has served it", of a host the list
+// showed.
+func TestForgetAHostInMaintenance(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := testenv.Context(t)
+	// What a stopped worker of "retired-m" left: its row in PostgreSQL.
+	if err := e.store.TouchHost(ctx, "retired-m", "1.0", "retired-m/1"); err != nil {
+		t.Fatal(err)
+	}
+	e.setMaintenance("retired-m", true, "decommissioned")
+	if code, b := e.do("admin", "DELETE", "/v1/hosts/retired-m", nil); code != http.StatusNoContent {
+		t.Fatalf("forget: %d %s, want 204", code, b)
+	}
+	code, b := e.do("admin", "GET", "/v1/hosts", nil)
+	if code != 200 || !strings.Contains(string(b), `"host":"retired-m"`) || !strings.Contains(string(b), `"reason":"decommissioned"`) {
+		t.Fatalf("the list after forgetting a host in maintenance: %d %s, want it listed in maintenance", code, b)
+	}
+	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"host": "retired-m", "command": "true"})
+	wantMaintenanceRefusal(t, "an order for the forgotten host", code, b, "retired-m", "decommissioned")
+
+	code, b = e.do("admin", "DELETE", "/v1/hosts/retired-m", nil)
+	wantError(t, code, b, 404, "not_found")
+	if !strings.Contains(string(b), `listed only because it is in maintenance (by admin since `) || !strings.Contains(string(b), `orderly hosts retired-m --maintenance off`) {
+		t.Fatalf("forgetting a host listed for its maintenance alone: %s, want the maintenance named and how to end it", b)
+	}
+	e.setMaintenance("retired-m", false, "")
+	code, b = e.do("admin", "DELETE", "/v1/hosts/retired-m", nil)
+	wantError(t, code, b, 404, "not_found")
+	if !strings.Contains(string(b), `unknown host \"retired-m\"`) {
+		t.Fatalf("forgetting it out of maintenance: %s, want unknown", b)
+	}
+	if code, b = e.do("admin", "GET", "/v1/hosts", nil); strings.Contains(string(b), `"retired-m"`) {
+		t.Fatalf("the list after: %s, want retired-m gone", b)
 	}
 }
