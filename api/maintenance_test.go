@@ -116,10 +116,11 @@ func TestHostMaintenanceRefusesNewOrders(t *testing.T) {
 	wantMaintenanceRefusal(t, "POST /v1/orders", code, b, host, reason)
 	code, b = e.do("alice", "POST", "/v1/orders?wait=5", map[string]any{"host": host, "command": "true"})
 	wantMaintenanceRefusal(t, "POST /v1/orders?wait=5", code, b, host, reason)
-	// A fan-out: the host in maintenance refused, the other queued.
+	// A fan-out: the host in maintenance refused, the other queued (200
+	// when h1's order has already finished as the batch is read back).
 	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"hosts": []string{"h1", host}, "command": "true"})
-	if code != 202 || !strings.Contains(string(b), `"host":"`+host+`","error":{"code":"host_in_maintenance"`) {
-		t.Fatalf("fan-out over h1 and %s: %d %s, want 202 with %s refused host_in_maintenance", host, code, b, host)
+	if (code != 202 && code != 200) || !strings.Contains(string(b), `"host":"`+host+`","error":{"code":"host_in_maintenance"`) {
+		t.Fatalf("fan-out over h1 and %s: %d %s, want 202 (or 200) with %s refused host_in_maintenance", host, code, b, host)
 	}
 	// An action.
 	code, b = e.do("alice", "POST", "/v1/actions/hash-secret/run", map[string]any{"host": host, "params": map[string]any{"label": "x", "pw": "s3cretpassw0rd"}})
