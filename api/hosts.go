@@ -319,6 +319,18 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !found && active == 0 {
+		// Listed for its maintenance alone (hosts.go's list): forgetting
+		// it cannot take it off the list, the switch can.
+		maint, err := s.Store.HostsInMaintenance(r.Context())
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if m, ok := maint[name]; ok {
+			s.writeError(w, r, notFound(fmt.Sprintf("host %s is listed only because it is in maintenance (by %s since %s): no worker has served it and it has no queued or running order; take it out of maintenance to take it off the list (DELETE /v1/hosts/%s/maintenance, orderly hosts %s --maintenance off)",
+				strconv.Quote(name), m.By, m.Since.UTC().Format(time.RFC3339), name, name)))
+			return
+		}
 		s.writeError(w, r, notFound("unknown host "+strconv.Quote(name)+": no worker has served it and it has no queued or running order"))
 		return
 	}

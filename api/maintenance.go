@@ -90,7 +90,7 @@ func (s *Server) handleEndMaintenance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalOf(r)
-	_, was, err := s.Store.EndMaintenance(r.Context(), name)
+	_, was, err := s.Store.EndMaintenance(r.Context(), name, p.Name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -518,6 +518,13 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	}
 	step(t, ctx, "type the token and Enter", chromedp.KeyEvent(e.tokens["alice"]+kb.Enter), chromedp.WaitVisible(chromedp.ID("exec-form")))
 
+	// A host in maintenance with the longest reason, one unbroken word of
+	// it: who and why are read on the hosts page without a mouse (a
+	// badge's title is not), and do not widen it.
+	longWord := strings.Repeat("x", 200)
+	if _, err := e.store.StartMaintenance(t.Context(), "ui-m2", "disk swap "+longWord+" "+strings.Repeat("back at 14:00 ", 20), "boss"); err != nil {
+		t.Fatal(err)
+	}
 	// screen.width: a mobile layout viewport widens to fit what overflows.
 	fits := `document.documentElement.scrollWidth <= screen.width + 1`
 	dark := `(function(){ const m = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number); return m[0]+m[1]+m[2] < 150; })()`
@@ -531,6 +538,14 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 		}
 	}
 	waitJS(t, ctx, "web-1 online on the hosts page", `document.getElementById("hosts").innerText.includes("web-1") && document.getElementById("hosts").innerText.includes("online")`, 20*time.Second)
+	if !eval[bool](t, ctx, `document.getElementById("hosts").innerText.includes("by boss since ") && document.getElementById("hosts").innerText.includes(": disk swap `+longWord+`")`) {
+		t.Errorf("the hosts page on a phone does not show who put ui-m2 in maintenance and why:\n%s", eval[string](t, ctx, `document.getElementById("hosts").innerText`))
+	}
+	if !eval[bool](t, ctx, `document.querySelector("#hosts .maintenance").getBoundingClientRect().right <= screen.width + 1`) {
+		t.Errorf("ui-m2's reason runs past the phone's screen: its right edge at %v, the screen %d wide",
+			eval[float64](t, ctx, `document.querySelector("#hosts .maintenance").getBoundingClientRect().right`), eval[int](t, ctx, `screen.width`))
+	}
+	screenshot(t, ctx, "hosts-maintenance-phone.png")
 
 	// The command form from the keyboard: focus its first field, type,
 	// Tab to the next, Enter to submit.

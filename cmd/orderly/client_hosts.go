@@ -150,6 +150,18 @@ func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff, 
 		return nil
 	}
 	fmt.Fprintf(a.stdout, "host %s is in maintenance: its new orders are refused (%s)\n", cellText(host), maintenanceText(st.Maintenance, time.Now()))
+	// The host as it is now: a name no worker ever served is most likely
+	// a typo, which leaves the host meant taking orders; an order running
+	// on it is left alone as the queued ones are. An API that cannot
+	// answer now was answered above: the switch is made.
+	h, herr := c.Host(cmd.Context(), host)
+	if herr == nil && h.LastSeen == nil && h.Version == "" {
+		fmt.Fprintf(a.stderr, "orderly: no worker has ever served host %s: if the name is mistyped, the host you meant still takes orders (orderly hosts lists the hosts; take this one out with orderly hosts %s --maintenance off)\n",
+			cellText(host), cellText(host))
+	}
+	if herr == nil && h.CurrentOrder != nil {
+		fmt.Fprintf(a.stdout, "order %s runs on it and is left alone\n", h.CurrentOrder)
+	}
 	if st.QueueDepth > 0 {
 		orders := "orders wait"
 		if st.QueueDepth == 1 {

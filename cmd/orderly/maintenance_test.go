@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHostMaintenanceCLI puts a host in maintenance and takes it out with
@@ -25,6 +26,11 @@ func TestHostMaintenanceCLI(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "host web-2 is in maintenance: its new orders are refused (by admin ") ||
 		!strings.Contains(out, ": disk swap)\n") || !strings.Contains(out, "\n1 order waits queued for it") {
 		t.Fatalf("maintenance on: %v %q %q", err, out, errs)
+	}
+	// web-2 has no worker yet: no worker ever served the name, which
+	// the switch says (a typo leaves the host meant taking orders).
+	if !strings.Contains(errs, "no worker has ever served host web-2") {
+		t.Errorf("maintenance on for a host no worker served: stderr %q, want it said", errs)
 	}
 	out, errs, err = cli("submit", "--host", "web-2", "--", "true")
 	if err == nil || !strings.Contains(err.Error()+errs, "host web-2 is in maintenance") || !strings.Contains(err.Error()+errs, "disk swap") {
@@ -58,5 +64,18 @@ func TestHostMaintenanceCLI(t *testing.T) {
 	}
 	if o := s.get(queued.ID); o.Status != "queued" {
 		t.Fatalf("the order queued before: %s, want still queued", o.Status)
+	}
+
+	// A host whose worker runs an order: the switch names that order,
+	// left alone, and does not call the host unknown.
+	s.startWorker("web-3")
+	running := s.submit(map[string]any{"host": "web-3", "command": "sleep", "args": []string{"30"}}, "", 202)
+	waitUntil(t, 30*time.Second, "the order running", func() bool { return s.get(running.ID).Status == "running" })
+	out, errs, err = cli("hosts", "web-3", "--maintenance", "on")
+	if err != nil || !strings.Contains(out, "\norder "+running.ID.String()+" runs on it and is left alone\n") || errs != "" {
+		t.Fatalf("maintenance on with an order running: %v %q %q, want the order named and nothing on stderr", err, out, errs)
+	}
+	if _, errs, err = cli("cancel", running.ID.String()); err != nil {
+		t.Fatalf("cancel: %v %q", err, errs)
 	}
 }

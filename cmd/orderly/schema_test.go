@@ -229,9 +229,10 @@ func TestSchemaRolledBackStopsAtTheFirstStatementThatFails(t *testing.T) {
 	migrate := func(dir string) {
 		t.Helper()
 		if dir == "down" {
-			// Down to 24, one migration a run: those after 00025 drop
-			// nothing the servers' statements name (00027's index and
-			// row policy), then 00025's drops orders.parent_run.
+			// Down to 24, one migration a run: 00028's maintenance log
+			// and 00027's index and row policy, then 00026's
+			// host_maintenance (the API's once-a-second read names it:
+			// see below), then 00025's orders.parent_run.
 			for {
 				var v int64
 				if err := pool.QueryRow(t.Context(), `SELECT max(version_id) FROM goose_db_version`).Scan(&v); err != nil {

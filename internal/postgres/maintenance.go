@@ -20,21 +20,29 @@ type Maintenance struct {
 
 // StartMaintenance puts host in maintenance, by the principal by, and
 // returns its row. A host already in it keeps its start; its reason
-// becomes reason and by the principal who said it last.
+// becomes reason and by the principal who said it last. The same
+// statement adds the switch to host_maintenance_log, for auditors.
 func (s *Store) StartMaintenance(ctx context.Context, host, reason, by string) (Maintenance, error) {
 	m := Maintenance{Host: host}
-	err := s.pool.QueryRow(ctx, `INSERT INTO host_maintenance (host, reason, by) VALUES ($1, $2, $3)
-		ON CONFLICT (host) DO UPDATE SET reason = excluded.reason, by = excluded.by
-		RETURNING reason, since, by`, host, reason, by).Scan(&m.Reason, &m.Since, &m.By)
+	err := s.pool.QueryRow(ctx, `WITH m AS (
+			INSERT INTO host_maintenance (host, reason, by) VALUES ($1, $2, $3)
+			ON CONFLICT (host) DO UPDATE SET reason = excluded.reason, by = excluded.by
+			RETURNING reason, since, by),
+		logged AS (INSERT INTO host_maintenance_log (host, by, action, reason) SELECT $1, $3, 'on', reason FROM m)
+		SELECT reason, since, by FROM m`, host, reason, by).Scan(&m.Reason, &m.Since, &m.By)
 	m.Since = m.Since.UTC()
 	return m, translate("put host in maintenance", err)
 }
 
-// EndMaintenance takes host out of maintenance: the row it had, and
-// whether there was one.
-func (s *Store) EndMaintenance(ctx context.Context, host string) (Maintenance, bool, error) {
+// EndMaintenance takes host out of maintenance, by the principal by: the
+// row it had, and whether there was one. The same statement adds the
+// switch to host_maintenance_log (with the reason that ended), for
+// auditors; a host that was not in maintenance adds nothing.
+func (s *Store) EndMaintenance(ctx context.Context, host, by string) (Maintenance, bool, error) {
 	m := Maintenance{Host: host}
-	err := s.pool.QueryRow(ctx, `DELETE FROM host_maintenance WHERE host = $1 RETURNING reason, since, by`, host).
+	err := s.pool.QueryRow(ctx, `WITH m AS (DELETE FROM host_maintenance WHERE host = $1 RETURNING reason, since, by),
+		logged AS (INSERT INTO host_maintenance_log (host, by, action, reason) SELECT $1, $2, 'off', reason FROM m)
+		SELECT reason, since, by FROM m`, host, by).
 		Scan(&m.Reason, &m.Since, &m.By)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, false, nil
