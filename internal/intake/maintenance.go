@@ -24,6 +24,9 @@ const MaintenanceEvery = time.Second
 type maintenanceCache struct {
 	begun atomic.Uint64 // reads begun, numbering them
 	last  atomic.Pointer[maintenanceRead]
+	// first is held by the submission that makes the process's first
+	// read; the others wait for it rather than each read the table.
+	first chan struct{}
 }
 
 // maintenanceRead is one read of host_maintenance, numbered in the order
@@ -61,16 +64,30 @@ func (s *Service) RefreshMaintenance(ctx context.Context) (int, error) {
 
 // inMaintenance reports whether host is in maintenance. Until the first
 // read it reads once: a replica just started must not accept an order
-// for a host in maintenance for want of having looked.
+// for a host in maintenance for want of having looked. One submission
+// reads and those that come meanwhile wait for its answer: each read
+// for itself, a replica started under load (a fan-out's 16 at a time,
+// clients retrying while it was down) made a statement per order until
+// the first read was answered (TestMaintenanceFirstReadIsOne).
 func (s *Service) inMaintenance(ctx context.Context, host string) (postgres.Maintenance, bool, error) {
 	read := s.maintenance.last.Load()
 	if read == nil {
-		if _, err := s.RefreshMaintenance(ctx); err != nil {
-			return postgres.Maintenance{}, false, err
+		select {
+		case s.maintenance.first <- struct{}{}:
+		case <-ctx.Done():
+			return postgres.Maintenance{}, false, &order.Error{Code: order.CodeUnavailable,
+				Message: "the hosts in maintenance were not read yet", Err: ctx.Err()}
 		}
-		if read = s.maintenance.last.Load(); read == nil {
-			return postgres.Maintenance{}, false, nil
+		read = s.maintenance.last.Load()
+		if read == nil {
+			_, err := s.RefreshMaintenance(ctx)
+			read = s.maintenance.last.Load()
+			if err != nil && read == nil {
+				<-s.maintenance.first
+				return postgres.Maintenance{}, false, err
+			}
 		}
+		<-s.maintenance.first
 	}
 	m, ok := read.hosts[host]
 	return m, ok, nil

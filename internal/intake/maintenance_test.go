@@ -2,7 +2,9 @@ package intake_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,5 +102,66 @@ func TestMaintenanceRefreshKeepsTheNewerRead(t *testing.T) {
 	})
 	if _, err := svc.Submit(e.ctx, alice, newOrder("hm1", "true")); err != nil {
 		t.Errorf("an order for the host just taken out of maintenance on this replica: %v; want accepted", err)
+	}
+}
+
+// countedMaintenanceRead is the real store, counting its reads of the
+// hosts in maintenance and holding the first until the test lets it go.
+type countedMaintenanceRead struct {
+	*postgres.Store
+	reads atomic.Int64
+	held  chan struct{}
+}
+
+func (s *countedMaintenanceRead) HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error) {
+	if s.reads.Add(1) == 1 {
+		<-s.held
+	}
+	return s.Store.HostsInMaintenance(ctx)
+}
+
+// TestMaintenanceFirstReadIsOne: a replica reads the hosts in
+// maintenance at its first order (its loop reads them a second after its
+// start). Submissions that come while that read is out wait for it: each
+// made a read of its own, a statement per order for as long as the first
+// was out (a fan-out's 16 at a time, every client retrying at a replica
+// just restarted).
+func TestMaintenanceFirstReadIsOne(t *testing.T) {
+	e := newIntakeEnv(t, intake.Options{})
+	if _, err := e.store.StartMaintenance(e.ctx, "hm2", "", "root"); err != nil {
+		t.Fatal(err)
+	}
+	store := &countedMaintenanceRead{Store: e.store, held: make(chan struct{})}
+	svc := intake.New(store, e.pub, e.policy, intake.Options{}, testenv.Logger(t))
+	const n = 16
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			host := "hm1"
+			if i%2 == 1 {
+				host = "hm2"
+			}
+			_, err := svc.Submit(e.ctx, alice, newOrder(host, "true"))
+			if host == "hm2" && order.ErrorCode(err) == order.CodeHostInMaintenance {
+				err = nil
+			} else if host == "hm2" {
+				err = fmt.Errorf("an order for hm2, in maintenance: %v; want refused", err)
+			}
+			errs <- err
+		}()
+	}
+	// Let the others come while the first read is out (scheduling
+	// only: the count is the same however long the read takes).
+	for deadline := time.Now().Add(2 * time.Second); store.reads.Load() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(store.held)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := store.reads.Load(); got != 1 {
+		t.Errorf("%d submissions at a replica's start read the hosts in maintenance %d times, want once", n, got)
 	}
 }
