@@ -72,25 +72,33 @@ func (s *Service) RefreshMaintenance(ctx context.Context) (int, error) {
 func (s *Service) inMaintenance(ctx context.Context, host string) (postgres.Maintenance, bool, error) {
 	read := s.maintenance.last.Load()
 	if read == nil {
-		select {
-		case s.maintenance.first <- struct{}{}:
-		case <-ctx.Done():
-			return postgres.Maintenance{}, false, &order.Error{Code: order.CodeUnavailable,
-				Message: "the hosts in maintenance were not read yet", Err: ctx.Err()}
+		var err error
+		if read, err = s.firstMaintenanceRead(ctx); err != nil {
+			return postgres.Maintenance{}, false, err
 		}
-		read = s.maintenance.last.Load()
-		if read == nil {
-			_, err := s.RefreshMaintenance(ctx)
-			read = s.maintenance.last.Load()
-			if err != nil && read == nil {
-				<-s.maintenance.first
-				return postgres.Maintenance{}, false, err
-			}
-		}
-		<-s.maintenance.first
 	}
 	m, ok := read.hosts[host]
 	return m, ok, nil
+}
+
+// firstMaintenanceRead is the process's first read of the hosts in
+// maintenance, made by one submission at a time: one that waited finds
+// the read of the one before it.
+func (s *Service) firstMaintenanceRead(ctx context.Context) (*maintenanceRead, error) {
+	select {
+	case s.maintenance.first <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "the hosts in maintenance were not read yet", Err: ctx.Err()}
+	}
+	defer func() { <-s.maintenance.first }()
+	if read := s.maintenance.last.Load(); read != nil {
+		return read, nil
+	}
+	_, err := s.RefreshMaintenance(ctx)
+	if read := s.maintenance.last.Load(); read != nil {
+		return read, nil // this read, or a later one of the loop's
+	}
+	return nil, err
 }
 
 // MaintenanceRefusal is the refusal of a new order for a host in
