@@ -364,6 +364,25 @@ func (e *apiEnv) logger() *slog.Logger {
 	return testenv.Logger(e.t)
 }
 
+// readyzBody is /readyz's answer, as a test reads it.
+type readyzBody struct {
+	Status   string            `json:"status"`
+	Checks   map[string]string `json:"checks"`
+	Reasons  map[string]string `json:"reasons"`
+	Warnings map[string]string `json:"warnings"`
+}
+
+// readyz is GET /readyz: its status and its answer.
+func (e *apiEnv) readyz() (int, readyzBody) {
+	e.t.Helper()
+	code, b := e.do("", "GET", "/readyz", nil)
+	var r readyzBody
+	if err := json.Unmarshal(b, &r); err != nil {
+		e.t.Fatalf("readyz: %v: %s", err, b)
+	}
+	return code, r
+}
+
 // do sends a request as principal (its token; "" sends none) with hdr as
 // name/value pairs, and returns the status and body.
 func (e *apiEnv) do(as, method, path string, body any, hdr ...string) (int, []byte) {

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -45,23 +44,10 @@ func TestReadyzSaysWhenNATSDoesNotStore(t *testing.T) {
 		code, _ := e.do("alice", "POST", "/v1/orders", map[string]any{"host": "h-full", "command": "true"})
 		return code
 	}
-	type ready struct {
-		Status  string            `json:"status"`
-		Checks  map[string]string `json:"checks"`
-		Reasons map[string]string `json:"reasons"`
-	}
-	readyz := func() (int, ready) {
-		code, b := e.do("", "GET", "/readyz", nil)
-		var r ready
-		if err := json.Unmarshal(b, &r); err != nil {
-			t.Fatalf("readyz: %v: %s", err, b)
-		}
-		return code, r
-	}
 	if code := submit(); code != http.StatusAccepted {
 		t.Fatalf("submit before the disk filled: %d", code)
 	}
-	if code, r := readyz(); code != http.StatusOK {
+	if code, r := e.readyz(); code != http.StatusOK {
 		t.Fatalf("readyz before the disk filled: %d %+v", code, r)
 	}
 
@@ -77,7 +63,7 @@ func TestReadyzSaysWhenNATSDoesNotStore(t *testing.T) {
 	testenv.WaitUntil(t, 60*time.Second, "a submission answers 503 on the full store", func() bool {
 		return submit() == http.StatusServiceUnavailable
 	})
-	code, r := readyz()
+	code, r := e.readyz()
 	if code != http.StatusServiceUnavailable || r.Checks["nats"] != "unavailable" ||
 		!strings.Contains(r.Reasons["nats"], "no acknowledgement") {
 		t.Fatalf("readyz while the store is full: %d %+v, want 503 with nats unavailable and why", code, r)
@@ -91,7 +77,7 @@ func TestReadyzSaysWhenNATSDoesNotStore(t *testing.T) {
 	if code := submit(); code != http.StatusServiceUnavailable {
 		t.Logf("a submission with room again: %d (nats-server healed itself?)", code)
 	}
-	if code, r := readyz(); code != http.StatusServiceUnavailable {
+	if code, r := e.readyz(); code != http.StatusServiceUnavailable {
 		t.Errorf("readyz with room again, before the restart: %d %+v, want 503", code, r)
 	}
 
@@ -100,7 +86,7 @@ func TestReadyzSaysWhenNATSDoesNotStore(t *testing.T) {
 	ns.WaitForShutdown()
 	natsOn(port)
 	testenv.WaitUntil(t, 60*time.Second, "readyz is ready after the restart", func() bool {
-		code, _ := readyz()
+		code, _ := e.readyz()
 		return code == http.StatusOK
 	})
 	if code := submit(); code != http.StatusAccepted {

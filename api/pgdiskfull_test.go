@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,20 +18,7 @@ import (
 func TestReadyzWarnsWhilePostgresIsOutOfDisk(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	ctx := testenv.Context(t)
-	type ready struct {
-		Status   string            `json:"status"`
-		Checks   map[string]string `json:"checks"`
-		Warnings map[string]string `json:"warnings"`
-	}
-	readyz := func() (int, ready) {
-		code, b := e.do("", "GET", "/readyz", nil)
-		var r ready
-		if err := json.Unmarshal(b, &r); err != nil {
-			t.Fatalf("readyz: %v: %s", err, b)
-		}
-		return code, r
-	}
-	if code, r := readyz(); code != http.StatusOK || r.Warnings != nil {
+	if code, r := e.readyz(); code != http.StatusOK || r.Warnings != nil {
 		t.Fatalf("readyz before the disk filled: %d %+v", code, r)
 	}
 	if _, err := e.pool.Exec(ctx, `CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -46,7 +32,7 @@ func TestReadyzWarnsWhilePostgresIsOutOfDisk(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(string(b), `"unavailable"`) || !strings.Contains(string(b), "out of disk space") {
 		t.Fatalf("submission while PostgreSQL is out of disk: %d %s, want 503 unavailable naming the disk", code, b)
 	}
-	code, r := readyz()
+	code, r := e.readyz()
 	if code != http.StatusOK || r.Status != "ready" || r.Checks["postgres"] != "ok" {
 		t.Errorf("readyz while PostgreSQL refuses writes for disk: %d %+v, want 200 ready (reads work)", code, r)
 	}

@@ -149,7 +149,8 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 	if opts.Limits == nil {
 		opts.Limits = order.DefaultLimits
 	}
-	return &Service{store: store, pub: pub, policy: policy, opts: opts, logger: logger}
+	return &Service{store: store, pub: pub, policy: policy, opts: opts, logger: logger,
+		maintenance: maintenanceCache{first: make(chan struct{}, 1)}}
 }
 
 // ErrNotPublished is returned when an order was recorded but could not be

@@ -22,36 +22,83 @@ const MaintenanceEvery = time.Second
 // check costs an order a map lookup (docs/decisions.md, "A host in
 // maintenance refuses new orders").
 type maintenanceCache struct {
-	hosts atomic.Pointer[map[string]postgres.Maintenance]
+	begun atomic.Uint64 // reads begun, numbering them
+	last  atomic.Pointer[maintenanceRead]
+	// first is held by the submission that makes the process's first
+	// read; the others wait for it rather than each read the table.
+	first chan struct{}
+}
+
+// maintenanceRead is one read of host_maintenance, numbered in the order
+// the reads began.
+type maintenanceRead struct {
+	seq   uint64
+	hosts map[string]postgres.Maintenance
 }
 
 // RefreshMaintenance reads the hosts in maintenance again: each second
 // (Run), and at once after this replica changed one (the admin route).
+// A read is kept only if none begun after it was kept first: the
+// second's read out when an admin switched a host here, answered after
+// the admin route's own read, would put back the table as it was before
+// the switch until the next second (TestMaintenanceRefreshKeepsTheNewerRead).
 func (s *Service) RefreshMaintenance(ctx context.Context) (int, error) {
+	seq := s.maintenance.begun.Add(1)
 	hosts, err := s.store.HostsInMaintenance(ctx)
 	if err != nil {
 		return 0, err
 	}
-	s.maintenance.hosts.Store(&hosts)
+	read := &maintenanceRead{seq: seq, hosts: hosts}
+	for {
+		kept := s.maintenance.last.Load()
+		if kept != nil && kept.seq > seq {
+			break
+		}
+		if s.maintenance.last.CompareAndSwap(kept, read) {
+			break
+		}
+	}
 	// 0: every's line is for work done, and this runs every second.
 	return 0, nil
 }
 
 // inMaintenance reports whether host is in maintenance. Until the first
 // read it reads once: a replica just started must not accept an order
-// for a host in maintenance for want of having looked.
+// for a host in maintenance for want of having looked. One submission
+// reads and those that come meanwhile wait for its answer: each read
+// for itself, a replica started under load (a fan-out's 16 at a time,
+// clients retrying while it was down) made a statement per order until
+// the first read was answered (TestMaintenanceFirstReadIsOne).
 func (s *Service) inMaintenance(ctx context.Context, host string) (postgres.Maintenance, bool, error) {
-	hosts := s.maintenance.hosts.Load()
-	if hosts == nil {
-		if _, err := s.RefreshMaintenance(ctx); err != nil {
+	read := s.maintenance.last.Load()
+	if read == nil {
+		var err error
+		if read, err = s.firstMaintenanceRead(ctx); err != nil {
 			return postgres.Maintenance{}, false, err
 		}
-		if hosts = s.maintenance.hosts.Load(); hosts == nil {
-			return postgres.Maintenance{}, false, nil
-		}
 	}
-	m, ok := (*hosts)[host]
+	m, ok := read.hosts[host]
 	return m, ok, nil
+}
+
+// firstMaintenanceRead is the process's first read of the hosts in
+// maintenance, made by one submission at a time: one that waited finds
+// the read of the one before it.
+func (s *Service) firstMaintenanceRead(ctx context.Context) (*maintenanceRead, error) {
+	select {
+	case s.maintenance.first <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: "the hosts in maintenance were not read yet", Err: ctx.Err()}
+	}
+	defer func() { <-s.maintenance.first }()
+	if read := s.maintenance.last.Load(); read != nil {
+		return read, nil
+	}
+	_, err := s.RefreshMaintenance(ctx)
+	if read := s.maintenance.last.Load(); read != nil {
+		return read, nil // this read, or a later one of the loop's
+	}
+	return nil, err
 }
 
 // MaintenanceRefusal is the refusal of a new order for a host in

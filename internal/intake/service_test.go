@@ -51,6 +51,8 @@ type intakeEnv struct {
 	q     *queue.Queue
 	pub   *failingPublisher
 	svc   *intake.Service
+	// policy is svc's: for a test that makes a Service of its own.
+	policy func() intake.Authorizer
 }
 
 func newIntakeEnv(t *testing.T, opts intake.Options) *intakeEnv {
@@ -74,8 +76,9 @@ func newIntakeEnv(t *testing.T, opts intake.Options) *intakeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &intakeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool), q: q, pub: &failingPublisher{Queue: q}}
-	e.svc = intake.New(e.store, e.pub, func() intake.Authorizer { return pol }, opts, testenv.Logger(t))
+	e := &intakeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool), q: q, pub: &failingPublisher{Queue: q},
+		policy: func() intake.Authorizer { return pol }}
+	e.svc = intake.New(e.store, e.pub, e.policy, opts, testenv.Logger(t))
 	return e
 }
 

@@ -234,13 +234,12 @@ func (s *Store) insertBatch(calls []*insertCall) {
 			break
 		}
 	}
-	var pgErr *pgconn.PgError
 	switch {
 	case first == nil:
 		for _, c := range calls {
 			c.pid = pid // c.err is nil, or ErrNoRows for a key already used
 		}
-	case errors.As(first, &pgErr) && pgErr.Severity == "ERROR", pgconn.SafeToRetry(first):
+	case refusedStatement(first), pgconn.SafeToRetry(first):
 		// An ERROR (not a FATAL, which ends the session and may come
 		// after the commit) aborted the transaction; or nothing left.
 		for _, c := range calls {

@@ -487,10 +487,20 @@ func (s *Store) insert(ctx context.Context, o *order.Order, q string, params []a
 
 // refusedStatement reports whether err is PostgreSQL's ERROR for the
 // statement: the server answered, its transaction was rolled back, and
-// the session goes on.
+// the session goes on. By the severity the server sends unlocalized: the
+// other is in the session's lc_messages ("FEHLER" under de_DE), which
+// made every ERROR of a server set to another language than English look
+// like a FATAL (TestRefusedStatementWhateverTheServersLanguage).
 func refusedStatement(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Severity == "ERROR"
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	if pgErr.SeverityUnlocalized != "" {
+		return pgErr.SeverityUnlocalized == "ERROR"
+	}
+	// A server before 9.6 sends only the localized one.
+	return pgErr.Severity == "ERROR"
 }
 
 // notRecordedRefusal adds to the 503 of an insert PostgreSQL refused that
