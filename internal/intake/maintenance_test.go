@@ -97,7 +97,7 @@ func TestMaintenanceRefreshKeepsTheNewerRead(t *testing.T) {
 		t.Errorf("an order for the host just put in maintenance on this replica: %v; want refused %s", err, order.CodeHostInMaintenance)
 	}
 	raced("end", func() error {
-		_, _, err := e.store.EndMaintenance(e.ctx, "hm1")
+		_, _, err := e.store.EndMaintenance(e.ctx, "hm1", "root")
 		return err
 	})
 	if _, err := svc.Submit(e.ctx, alice, newOrder("hm1", "true")); err != nil {
