@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -160,26 +161,8 @@ func TestMigrateAsAReader(t *testing.T) {
 func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
 	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 1000)()
 	dsn := testenv.Postgres(t) // migrated
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := p.DownTo(t.Context(), 15); err != nil { // 00016 creates an index on order_events
-		t.Fatal(err)
-	}
-	holder, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(context.Background())
-	tx, err := holder.Begin(t.Context()) // an insert's lock, held open
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(t.Context(), `LOCK TABLE order_events IN ROW EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	// 00016 creates an index on order_events; an insert's lock, held open.
+	p, _, tx := downHoldingAWriter(t, dsn, 15, "order_events")
 	var waits atomic.Int32
 	done := make(chan error, 1)
 	go func() {
@@ -199,27 +182,71 @@ func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
 
 	// Another writer of order_events, as an order's progress is, while
 	// the migration keeps trying.
+	writerGetsThrough(t, dsn, "order_events", "3s", 5, "the migration")
+	endAndWantLatest(t, p, tx, done, 30*time.Second)
+}
+
+// downHoldingAWriter rolls dsn's schema back to version to and holds a
+// writer's lock on table (ROW EXCLUSIVE, as an insert or an update
+// takes) in a transaction left open: the migration that follows waits
+// for it. It returns the provider, the holding connection and its
+// transaction.
+func downHoldingAWriter(t *testing.T, dsn string, to int64, table string) (*goose.Provider, *pgx.Conn, pgx.Tx) {
+	t.Helper()
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := p.DownTo(t.Context(), to); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+	tx, err := holder.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE `+table+` IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	return p, holder, tx
+}
+
+// writerGetsThrough takes a writer's lock on table times over from a
+// connection of its own, each giving up after timeout: it fails the test
+// when one waited behind what is named.
+func writerGetsThrough(t *testing.T, dsn, table, timeout string, times int, behind string) {
+	t.Helper()
 	other, err := pgx.Connect(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close(context.Background())
-	for range 5 {
+	for range times {
 		otx, err := other.Begin(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := otx.Exec(t.Context(), `SET LOCAL lock_timeout = '3s'`); err != nil {
+		if _, err := otx.Exec(t.Context(), `SET LOCAL lock_timeout = '`+timeout+`'`); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := otx.Exec(t.Context(), `LOCK TABLE order_events IN ROW EXCLUSIVE MODE`); err != nil {
-			t.Fatalf("a writer of order_events waited behind the migration: %v", err)
+		if _, err := otx.Exec(t.Context(), `LOCK TABLE `+table+` IN ROW EXCLUSIVE MODE`); err != nil {
+			t.Fatalf("a writer of %s waited behind %s: %v", table, behind, err)
 		}
 		if err := otx.Rollback(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
 
+// endAndWantLatest ends the held transaction tx and wants the migration
+// reporting on done to finish within, at the latest version.
+func endAndWantLatest(t *testing.T, p *goose.Provider, tx pgx.Tx, done <-chan error, within time.Duration) {
+	t.Helper()
 	if err := tx.Rollback(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +255,7 @@ func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
 		if err != nil {
 			t.Fatalf("migrate up after the transaction ended: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(within):
 		t.Fatal("migrate up did not finish after the transaction ended")
 	}
 	latest, err := migrations.Latest()
@@ -249,26 +276,8 @@ func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
 // waits for the open transaction below (a minute): it gives up after 2 s.
 func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
 	dsn := testenv.Postgres(t) // migrated
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := p.DownTo(t.Context(), 26); err != nil { // 00027 builds the index
-		t.Fatal(err)
-	}
-	holder, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(context.Background())
-	tx, err := holder.Begin(t.Context()) // a writer's lock, held open: the build waits for it
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(t.Context(), `LOCK TABLE orders IN ROW EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	// A writer's lock, held open: the build waits for it.
+	p, holder, tx := downHoldingAWriter(t, dsn, 26, "orders") // 00027 builds the index
 	// pg_stat_activity is read outside holder's transaction, which would
 	// see the snapshot it took first.
 	watch, err := pgx.Connect(t.Context(), dsn)
@@ -302,47 +311,12 @@ func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
 		}
 	}
 
-	other, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close(context.Background())
-	otx, err := other.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := otx.Exec(t.Context(), `SET LOCAL lock_timeout = '2s'`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := otx.Exec(t.Context(), `LOCK TABLE orders IN ROW EXCLUSIVE MODE`); err != nil {
-		t.Fatalf("a writer of orders waited behind the migration's index: %v", err)
-	}
-	if err := otx.Rollback(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := tx.Rollback(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("migrate up after the transaction ended: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("migrate up did not finish after the transaction ended")
-	}
+	writerGetsThrough(t, dsn, "orders", "2s", 1, "the migration's index")
+	endAndWantLatest(t, p, tx, done, 60*time.Second)
 	var valid bool
 	if err := holder.QueryRow(t.Context(), `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		WHERE c.relname = 'orders_parent_run'`).Scan(&valid); err != nil || !valid {
 		t.Fatalf("orders_parent_run valid %v, %v", valid, err)
-	}
-	latest, err := migrations.Latest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := p.GetDBVersion(t.Context()); err != nil || v != latest {
-		t.Fatalf("schema version %d, %v; want %d", v, err, latest)
 	}
 }
 
