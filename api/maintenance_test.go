@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/intake"
@@ -199,19 +201,9 @@ func TestHostMaintenanceRefusesNewOrders(t *testing.T) {
 	e.setMaintenance(host, false, "")
 	// Who switched, both ways, is on record (host_maintenance_log,
 	// docs/sql.md); the refused switches and the second off are not.
-	var log []string
-	rows, err := e.pool.Query(testenv.Context(t), `SELECT action || ' ' || by || ' ' || reason FROM host_maintenance_log WHERE host = $1 ORDER BY id`, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var l string
-		if err := rows.Scan(&l); err != nil {
-			t.Fatal(err)
-		}
-		log = append(log, l)
-	}
-	if err := rows.Err(); err != nil || !slices.Equal(log, []string{"on admin " + reason, "off admin " + reason}) {
+	rows, _ := e.pool.Query(testenv.Context(t), `SELECT action || ' ' || by || ' ' || reason FROM host_maintenance_log WHERE host = $1 ORDER BY id`, host)
+	log, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || !slices.Equal(log, []string{"on admin " + reason, "off admin " + reason}) {
 		t.Fatalf("host_maintenance_log of %s: %q, %v; want on and off by admin", host, log, err)
 	}
 }

@@ -191,19 +191,26 @@ func TestSchemaRolledBackStopsAtTheFirstStatementThatFails(t *testing.T) {
 		})
 		return base
 	}
-	submit := func(base, body string) (int, map[string]any) {
-		t.Helper()
+	post := func(base, body string) (int, map[string]any, error) {
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/v1/orders", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			t.Fatal(err)
+			return 0, nil, err
 		}
 		defer resp.Body.Close()
 		var m map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&m)
-		return resp.StatusCode, m
+		return resp.StatusCode, m, nil
+	}
+	submit := func(base, body string) (int, map[string]any) {
+		t.Helper()
+		code, m, err := post(base, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, m
 	}
 	status := func(id string) string {
 		var s string
@@ -300,16 +307,10 @@ func TestSchemaRolledBackStopsAtTheFirstStatementThatFails(t *testing.T) {
 	// answer keeps the contract (nothing recorded, no 500): a 503
 	// `unavailable`, or no listener because the API already stopped on
 	// the rollback, which stopped() checks it named.
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/v1/orders", strings.NewReader(`{"host":"schema-h2","command":"true"}`))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		var m map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&m)
-		resp.Body.Close()
+	if code, m, err := post(base, `{"host":"schema-h2","command":"true"}`); err == nil {
 		e, _ := m["error"].(map[string]any)
-		if resp.StatusCode != http.StatusServiceUnavailable || e["code"] != "unavailable" {
-			t.Errorf("a submission on a schema rolled back under the API: %d %v, want 503 unavailable", resp.StatusCode, m)
+		if code != http.StatusServiceUnavailable || e["code"] != "unavailable" {
+			t.Errorf("a submission on a schema rolled back under the API: %d %v, want 503 unavailable", code, m)
 		}
 	} else if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("a submission on a schema rolled back under the API: %v, want 503 unavailable or the API stopped", err)

@@ -14,18 +14,30 @@ import (
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
-// heldMaintenanceRead is the real store, except that the next read of
-// the hosts in maintenance, once made, waits until the test lets it
-// return: a once-a-second refresh whose answer is still on its way when
-// the admin route's refresh runs.
+// heldMaintenanceRead is the real store, counting its reads of the
+// hosts in maintenance; the next read after holdNext, once made, waits
+// until the test closes held: a once-a-second refresh whose answer is
+// still on its way when the admin route's refresh runs, or a replica's
+// first read still out when more submissions come.
 type heldMaintenanceRead struct {
 	*postgres.Store
-	mu   sync.Mutex
-	held chan struct{} // closed by the test: the held read returns
-	made chan struct{} // closed when the held read was made
+	reads atomic.Int64
+	mu    sync.Mutex
+	held  chan struct{} // closed by the test: the held read returns
+	made  chan struct{} // closed when the held read was made
+}
+
+// holdNext holds the next read: it returns the channel that lets it go
+// and the one closed once it was made.
+func (s *heldMaintenanceRead) holdNext() (held, made chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held, s.made = make(chan struct{}), make(chan struct{})
+	return s.held, s.made
 }
 
 func (s *heldMaintenanceRead) HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error) {
+	s.reads.Add(1)
 	s.mu.Lock()
 	held, made := s.held, s.made
 	s.held, s.made = nil, nil
@@ -56,10 +68,7 @@ func TestMaintenanceRefreshKeepsTheNewerRead(t *testing.T) {
 	// read after it.
 	raced := func(what string, switchIt func() error) {
 		t.Helper()
-		store.mu.Lock()
-		held, made := make(chan struct{}), make(chan struct{})
-		store.held, store.made = held, made
-		store.mu.Unlock()
+		held, made := store.holdNext()
 		loop := make(chan error, 1)
 		go func() { _, err := svc.RefreshMaintenance(e.ctx); loop <- err }()
 		<-made
@@ -105,21 +114,6 @@ func TestMaintenanceRefreshKeepsTheNewerRead(t *testing.T) {
 	}
 }
 
-// countedMaintenanceRead is the real store, counting its reads of the
-// hosts in maintenance and holding the first until the test lets it go.
-type countedMaintenanceRead struct {
-	*postgres.Store
-	reads atomic.Int64
-	held  chan struct{}
-}
-
-func (s *countedMaintenanceRead) HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error) {
-	if s.reads.Add(1) == 1 {
-		<-s.held
-	}
-	return s.Store.HostsInMaintenance(ctx)
-}
-
 // TestMaintenanceFirstReadIsOne: a replica reads the hosts in
 // maintenance at its first order (its loop reads them a second after its
 // start). Submissions that come while that read is out wait for it: each
@@ -131,7 +125,8 @@ func TestMaintenanceFirstReadIsOne(t *testing.T) {
 	if _, err := e.store.StartMaintenance(e.ctx, "hm2", "", "root"); err != nil {
 		t.Fatal(err)
 	}
-	store := &countedMaintenanceRead{Store: e.store, held: make(chan struct{})}
+	store := &heldMaintenanceRead{Store: e.store}
+	held, _ := store.holdNext()
 	svc := intake.New(store, e.pub, e.policy, intake.Options{}, testenv.Logger(t))
 	const n = 16
 	errs := make(chan error, n)
@@ -155,7 +150,7 @@ func TestMaintenanceFirstReadIsOne(t *testing.T) {
 	for deadline := time.Now().Add(2 * time.Second); store.reads.Load() < n && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(store.held)
+	close(held)
 	for range n {
 		if err := <-errs; err != nil {
 			t.Error(err)

@@ -13,7 +13,6 @@ import (
 // its row: nothing said who had switched it, either way.
 func TestMaintenanceSwitchesAreReadableByAnAuditor(t *testing.T) {
 	e := newStoreEnv(t)
-	setup := auditorSetup(t)
 	if _, err := e.store.StartMaintenance(e.ctx, "web-2", "disk swap", "alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +31,8 @@ func TestMaintenanceSwitchesAreReadableByAnAuditor(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tx := e.asAuditor(setup)
+	tx := auditorTx(t, e.ctx, e.pool)
+	defer tx.Rollback(e.ctx)
 	rows, err := tx.Query(e.ctx, `SELECT host, action, by, reason, at <= now() FROM host_maintenance_log ORDER BY id`)
 	if err != nil {
 		t.Fatalf("as orderly_auditor, the switches: %v", err)

@@ -48,7 +48,24 @@ func TestSQLDocQueriesAsAuditor(t *testing.T) {
 		t.Fatalf("docs/sql.md: %d auditor role blocks (want 1), %d queries", len(setup), len(queries))
 	}
 	e.insert("web-3", "alice", nil)
-	tx := e.asAuditor(setup[0])
+	// CREATE ROLE is transactional: nothing outlives the test's rollback,
+	// and roles are the cluster's, shared by every test database.
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	// PostgreSQL 14's default, which a database upgraded from it keeps:
+	// every role may create in public.
+	if _, err := tx.Exec(e.ctx, `GRANT CREATE ON SCHEMA public TO PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(e.ctx, setup[0]); err != nil {
+		t.Fatalf("the auditor role of docs/sql.md: %v", err)
+	}
+	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
+		t.Fatal(err)
+	}
 	// try runs q as the auditor, undoing its failure.
 	try := func(q string) error {
 		sp, err := tx.Begin(e.ctx)
@@ -97,48 +114,6 @@ func TestSQLDocQueriesAsAuditor(t *testing.T) {
 			t.Errorf("as orderly_auditor, %s: %v, want permission denied", q, err)
 		}
 	}
-}
-
-// asAuditor is a transaction, rolled back at the test's end, that made
-// the auditor role of docs/sql.md with setup (its block) and acts as it.
-// CREATE ROLE is transactional: nothing outlives the rollback, and roles
-// are the cluster's, shared by every test database.
-func (e *storeEnv) asAuditor(setup string) pgx.Tx {
-	t := e.t
-	t.Helper()
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback(e.ctx) })
-	// PostgreSQL 14's default, which a database upgraded from it keeps:
-	// every role may create in public.
-	if _, err := tx.Exec(e.ctx, `GRANT CREATE ON SCHEMA public TO PUBLIC`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(e.ctx, setup); err != nil {
-		t.Fatalf("the auditor role of docs/sql.md: %v", err)
-	}
-	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
-		t.Fatal(err)
-	}
-	return tx
-}
-
-// auditorSetup is docs/sql.md's block that makes the auditor role.
-func auditorSetup(t *testing.T) string {
-	t.Helper()
-	doc, err := os.ReadFile("../../docs/sql.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
-		if strings.Contains(m[1], "CREATE ROLE orderly_auditor") {
-			return m[1]
-		}
-	}
-	t.Fatal("docs/sql.md has no block making the auditor role")
-	return ""
 }
 
 // TestSQLDocExecutionOrder runs docs/sql.md's query of a host's execution

@@ -181,18 +181,27 @@ func (p *Policy) untrustedFile(realDir, realPath string, fi os.FileInfo) string 
 // (BenchmarkResolveTrust; a cache would need the same stat to tell that
 // the path still names the directory it saw).
 func (p *Policy) untrustedDirs(dirs []string) string {
+	return untrustedUp(dirs, false, p.euid, "the worker's user")
+}
+
+// untrustedUp walks dirs and their ancestors up to the root, each level
+// once, for the user euid (named user in the answer): a directory of dirs
+// is held to the rule for a directory, the levels above it to the rule
+// for an ancestor (sticky is enough), or all of them to the latter when
+// onlyAncestors is set.
+func untrustedUp(dirs []string, onlyAncestors bool, euid int, user string) string {
 	var seen []string
 	for _, dir := range dirs {
 		for cur := dir; !slices.Contains(seen, cur); cur = filepath.Dir(cur) {
 			seen = append(seen, cur)
 			fi, err := os.Stat(cur)
 			if err != nil {
-				return fmt.Sprintf("%s cannot be checked", cur)
+				return fmt.Sprintf("%s cannot be checked: %v", cur, err)
 			}
-			if why := p.untrusted(cur, fi, !slices.Contains(dirs, cur)); why != "" {
+			if why := untrustedBy(cur, fi, onlyAncestors || !slices.Contains(dirs, cur), euid, user); why != "" {
 				return why
 			}
-			if cur == "/" {
+			if cur == "/" || cur == "." {
 				break
 			}
 		}
@@ -220,10 +229,11 @@ func untrustedBy(path string, fi os.FileInfo, ancestor bool, euid int, user stri
 	}
 	mode := fi.Mode()
 	if mode.Perm()&0o022 != 0 && !(ancestor && mode&os.ModeSticky != 0) {
+		sticky := ""
 		if ancestor {
-			return fmt.Sprintf("%s is writable by its group or by others (mode %04o) and not sticky", path, mode.Perm())
+			sticky = " and not sticky"
 		}
-		return fmt.Sprintf("%s is writable by its group or by others (mode %04o)", path, mode.Perm())
+		return fmt.Sprintf("%s is writable by its group or by others (mode %04o)%s", path, mode.Perm(), sticky)
 	}
 	return ""
 }
@@ -233,18 +243,7 @@ func untrustedBy(path string, fi os.FileInfo, ancestor bool, euid int, user stri
 // "": the rule the worker holds its command_path to, for a directory of
 // another process's (serve's data dir).
 func UntrustedAncestors(dir string, euid int, user string) string {
-	for cur := filepath.Dir(dir); ; cur = filepath.Dir(cur) {
-		fi, err := os.Stat(cur)
-		if err != nil {
-			return fmt.Sprintf("%s cannot be checked: %v", cur, err)
-		}
-		if why := untrustedBy(cur, fi, true, euid, user); why != "" {
-			return why
-		}
-		if cur == filepath.Dir(cur) {
-			return ""
-		}
-	}
+	return untrustedUp([]string{filepath.Dir(dir)}, true, euid, user)
 }
 
 // UntrustedDirs lists the command_path directories that exist and that
