@@ -26,18 +26,25 @@
 -- million orders; docs/decisions.md, "A rolling upgrade across the
 -- twenty-second round", TestIndexOnOrdersLetsWritersThrough). A build
 -- that gave up (lock_timeout: migrations.Apply tries again) leaves an
--- invalid index, dropped first. The rest is one DO block, so one
+-- invalid index: renamed (a lock on the index alone) and dropped
+-- CONCURRENTLY before the build. A plain DROP INDEX took ACCESS EXCLUSIVE
+-- on orders, and waiting for the transaction the build had given up on
+-- (a pg_dump's) it held every reader and writer of orders for its
+-- lock_timeout at each try (TestIndexLeftInvalidIsDroppedBesideTheTraffic).
+-- The first drop is of one an earlier try renamed and could not drop.
+-- The policies and grants after the build are one DO block, so one
 -- transaction, each part skipped when present.
+DROP INDEX CONCURRENTLY IF EXISTS orders_parent_run_invalid;
 -- +goose StatementBegin
 DO $$
 BEGIN
-  IF EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             WHERE c.relname = 'orders_parent_run' AND NOT i.indisvalid) THEN
-    DROP INDEX orders_parent_run;
+  IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('orders_parent_run') AND NOT indisvalid) THEN
+    ALTER INDEX orders_parent_run RENAME TO orders_parent_run_invalid;
   END IF;
 END
 $$;
 -- +goose StatementEnd
+DROP INDEX CONCURRENTLY IF EXISTS orders_parent_run_invalid;
 CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
 
 -- +goose StatementBegin

@@ -354,3 +354,86 @@ func TestIndexLeftInvalidIsBuiltAgain(t *testing.T) {
 		t.Fatalf("orders_parent_run valid %v, %v; want a valid index", valid, err)
 	}
 }
+
+// TestIndexLeftInvalidIsDroppedBesideTheTraffic: the build of
+// orders_parent_run gives up (lock_timeout) while a transaction older than
+// it stays open, a pg_dump's, which holds a snapshot and a reader's lock
+// on orders, and leaves the index invalid. Apply's next try dropped it
+// with a plain DROP INDEX, whose ACCESS EXCLUSIVE lock waited for that
+// reader, and every statement on orders, readers included, waited behind
+// it: each try stopped the submissions, claims and results for its whole
+// lock_timeout (5 s of every 6 on a scratch database with a pg_dump-like
+// transaction open, while the plain CREATE INDEX 00027 had before would
+// not have waited for a reader at all). The invalid index is renamed (a
+// lock on the index alone) and dropped CONCURRENTLY, which waits for the
+// reader without a lock the traffic queues behind.
+func TestIndexLeftInvalidIsDroppedBesideTheTraffic(t *testing.T) {
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.DownTo(t.Context(), 26); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// What a build that gave up leaves (the test's login is a superuser).
+	if _, err := conn.Exec(t.Context(), `CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
+		UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
+		t.Fatal(err)
+	}
+	// A pg_dump's transaction: a snapshot, and a reader's lock on orders.
+	holder, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.BeginTx(t.Context(), pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow(t.Context(), `SELECT count(*) FROM orders`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := migrations.Up(t.Context(), dsn+"&lock_timeout=60000", nil)
+		done <- err
+	}()
+	// The migration waits for the open transaction, on the invalid index.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE query LIKE '%orders_parent_run%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("migrate up ended while the reader's transaction was open: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the migration did not wait for the open transaction within 30 s")
+		}
+	}
+	writerGetsThrough(t, dsn, "orders", "2s", 1, "the drop of the invalid index")
+	endAndWantLatest(t, p, tx, done, 60*time.Second)
+	var names []string
+	rows, err := conn.Query(t.Context(), `SELECT c.relname || ' ' || i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relname LIKE 'orders_parent_run%' ORDER BY 1`)
+	if err == nil {
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil || !slices.Equal(names, []string{"orders_parent_run true"}) {
+		t.Fatalf("indexes on orders.parent_run: %q, %v; want orders_parent_run, valid, alone", names, err)
+	}
+}
