@@ -276,18 +276,94 @@ func (s *Server) running() bool {
 }
 
 // Stop shuts the cluster down with pg_ctl's fast mode (active sessions are
-// rolled back) and waits for it, whether Start started or adopted it.
-// Stopping a stopped cluster is not an error.
+// rolled back) and waits for it, up to startTimeout, whether Start
+// started or adopted it. Stopping a stopped cluster is not an error.
+//
+// A cluster with a process stopped (SIGSTOP, a debugger, a frozen
+// cgroup) cannot finish its shutdown until that process is continued:
+// pg_ctl stop -w waited its whole 60 s for it, and serve's stop with it
+// (65 – 76 s, hB12). Stop sends the request, which the postmaster takes
+// whenever it runs again, and returns an error as soon as it has found a
+// process of the cluster stopped for a second.
 func (s *Server) Stop(ctx context.Context) error {
-	if _, err := os.Stat(filepath.Join(s.dataDir, "postmaster.pid")); errors.Is(err, os.ErrNotExist) {
+	pidFile := filepath.Join(s.dataDir, "postmaster.pid")
+	b, err := os.ReadFile(pidFile)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
 	began := time.Now()
-	if out, err := s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir, "-m", "fast", "-w", "-t", strconv.Itoa(int(startTimeout.Seconds()))); err != nil {
+	if out, err := s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir, "-m", "fast", "-W"); err != nil {
 		return fmt.Errorf("pgembed: stop postgresql in %s: %w\n%s%s", s.dataDir, err, out, s.logTail())
 	}
-	s.logger.Info("postgresql stopped", "duration_ms", time.Since(began).Milliseconds())
-	return nil
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var held time.Time // since when a process of the cluster was found stopped
+	for tick := 0; ; tick++ {
+		if _, err := os.Stat(pidFile); errors.Is(err, os.ErrNotExist) || pid > 0 && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			s.logger.Info("postgresql stopped", "duration_ms", time.Since(began).Milliseconds())
+			return nil
+		}
+		// A look at every process is taken every half second: a long
+		// shutdown checkpoint is not a scan of /proc every tick.
+		switch stopped, state := stoppedProcess(pid); {
+		case tick%5 != 0:
+		case stopped == 0:
+			held = time.Time{}
+		case held.IsZero():
+			held = time.Now()
+		case time.Since(held) >= time.Second:
+			return fmt.Errorf("pgembed: stop postgresql in %s: %w: process %d of the cluster (postmaster %d) is stopped (state %s: SIGSTOP, a debugger or a frozen cgroup); "+
+				"it was sent the stop and shuts down once continued (kill -CONT %d)", s.dataDir, ErrStopHeld, stopped, pid, state, stopped)
+		}
+		if time.Since(began) > startTimeout {
+			return fmt.Errorf("pgembed: stop postgresql in %s: the server did not shut down within %s%s", s.dataDir, startTimeout, s.logTail())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pgembed: stop postgresql in %s: %w", s.dataDir, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// ErrStopHeld is Stop's error for a cluster that cannot finish its
+// shutdown because one of its processes is stopped.
+var ErrStopHeld = errors.New("the shutdown is held")
+
+// stoppedProcess returns the first of postmaster and its children found
+// stopped (state T or t in /proc/<pid>/stat) and that state, or 0.
+func stoppedProcess(postmaster int) (int, string) {
+	if postmaster <= 0 {
+		return 0, ""
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, ""
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 || pid != postmaster && f[1] != strconv.Itoa(postmaster) {
+			continue
+		}
+		if f[0] == "T" || f[0] == "t" {
+			return pid, f[0]
+		}
+	}
+	return 0, ""
 }
 
 // queryEscape percent-encodes v for a libpq URI query, spaces included.

@@ -439,3 +439,67 @@ func TestPrepareDirsDropsAHardLinkedLog(t *testing.T) {
 		t.Errorf("the planted postgres.log hard link is still there (Lstat: %v)", err)
 	}
 }
+
+// TestStopDoesNotWaitForAStoppedCluster: a cluster whose processes are
+// stopped (SIGSTOP) cannot take the stop until continued; Stop waited
+// pg_ctl's whole 60 s for it (serve's stop took 65 – 76 s). It returns
+// within seconds, saying so, and the cluster, continued, shuts down on
+// the request it was sent.
+func TestStopDoesNotWaitForAStoppedCluster(t *testing.T) {
+	dir := tempDir(t, "pgembed-")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Options{Dir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(firstLine(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := []int{pid}
+	for _, c := range strings.Fields(readChildren(t, pid)) {
+		n, _ := strconv.Atoi(c)
+		cluster = append(cluster, n)
+	}
+	signal := func(sig syscall.Signal) {
+		for _, p := range cluster {
+			_ = syscall.Kill(p, sig)
+		}
+	}
+	signal(syscall.SIGSTOP)
+	t.Cleanup(func() { signal(syscall.SIGCONT); _ = s.Stop(context.Background()) })
+	began := time.Now()
+	err = s.Stop(ctx)
+	took := time.Since(began)
+	t.Logf("Stop of the stopped cluster: %.1f s: %v", took.Seconds(), err)
+	if !errors.Is(err, ErrStopHeld) {
+		t.Errorf("Stop: %v, want ErrStopHeld", err)
+	}
+	if took > 20*time.Second {
+		t.Errorf("Stop took %s with the cluster stopped, want well under pg_ctl's %s", took.Round(time.Second), startTimeout)
+	}
+	// Continued, the postmaster takes the request it was sent.
+	signal(syscall.SIGCONT)
+	deadline := time.Now().Add(60 * time.Second)
+	for s.running() {
+		if time.Now().After(deadline) {
+			t.Fatal("the continued cluster did not shut down on the stop it was sent")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readChildren returns the pids of pid's children, space separated.
+func readChildren(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

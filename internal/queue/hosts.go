@@ -673,34 +673,57 @@ func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 		}
 		l.beat = 0
 	}
-	e, err := l.q.kv.Get(ctx, key)
+	// The entry read may change before the write that names its
+	// revision: the predecessor's last heartbeat, written just after its
+	// last renewal, expires a moment after the lease a standby has just
+	// taken, and the server's removal of it between the read and the
+	// write made the write fail (key revision mismatch) with nobody else
+	// writing. The entry is read and judged again; a rival's entry is
+	// refused by the judgement, not by the failed write.
 	var rev uint64
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		// No entry to judge by (the tenure's first heartbeat, or this
-		// worker's own expired while it was frozen past its lease):
-		// the lease must still be this worker's, or a new entry would
-		// show the host online under a worker that no longer holds it.
-		if holder, herr := l.q.LeaseHolder(ctx, l.host); herr != nil {
-			err = herr
-		} else if holder != l.instance {
-			return fmt.Errorf("heartbeat of host %s not written: %w (held by %q)", l.host, ErrNotHolder, holder)
-		} else {
-			rev, err = l.q.kv.Create(ctx, key, b)
+	for try := 1; ; try++ {
+		rev, err = l.judgeAndBeat(ctx, key, b)
+		raced := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
+		if !raced || try == 3 || ctx.Err() != nil {
+			break
 		}
-	case err != nil:
-	default:
-		var h HostInfo
-		if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.rev {
-			return fmt.Errorf("heartbeat of host %s not written: %w: %s wrote it after this worker last renewed the lease", l.host, ErrNotHolder, h.Instance)
-		}
-		rev, err = l.q.kv.Update(ctx, key, b, e.Revision())
+	}
+	if errors.Is(err, ErrNotHolder) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("heartbeat of host %s: %w", l.host, err)
 	}
 	l.beat = rev
 	return nil
+}
+
+// judgeAndBeat writes b as key's heartbeat over the entry it reads, if
+// that entry lets this lease write it (Beat).
+func (l *Lease) judgeAndBeat(ctx context.Context, key string, b []byte) (uint64, error) {
+	e, err := l.q.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// No entry to judge by (the tenure's first heartbeat, or this
+		// worker's own expired while it was frozen past its lease):
+		// the lease must still be this worker's, or a new entry would
+		// show the host online under a worker that no longer holds it.
+		holder, herr := l.q.LeaseHolder(ctx, l.host)
+		if herr != nil {
+			return 0, herr
+		}
+		if holder != l.instance {
+			return 0, fmt.Errorf("heartbeat of host %s not written: %w (held by %q)", l.host, ErrNotHolder, holder)
+		}
+		return l.q.kv.Create(ctx, key, b)
+	case err != nil:
+		return 0, err
+	}
+	var h HostInfo
+	if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.rev {
+		return 0, fmt.Errorf("heartbeat of host %s not written: %w: %s wrote it after this worker last renewed the lease", l.host, ErrNotHolder, h.Instance)
+	}
+	return l.q.kv.Update(ctx, key, b, e.Revision())
 }
 
 // Offline removes the heartbeat this lease last wrote, on a clean stop,

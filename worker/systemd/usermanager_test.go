@@ -382,3 +382,66 @@ func reexecInAJobInside(t *testing.T) {
 		t.Fatalf("start across a daemon-reexec still waits 30 s after its gate opened")
 	}
 }
+
+// TestUserManagerSecondJobOfAUnitJoinsTheFirst: what a takeover during
+// an action's D-Bus job can do to its unit. The worker frozen in its
+// job loses the host; the successor records the run interrupted and may
+// run the host's next action on the same unit while the first job is in
+// flight. systemd keeps at most one job per unit: the second restart
+// is the first job (same id), patched to run again, never a second job
+// beside it, and both callers see its one end.
+func TestUserManagerSecondJobOfAUnitJoinsTheFirst(t *testing.T) {
+	onUserManager(t, secondJobInside)
+}
+
+func secondJobInside(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	const unit = "gated@7.service"
+	restart := func() <-chan ran {
+		res := make(chan ran, 1)
+		go func() {
+			out, err := systemd.Run(ctx, "user", "restart", unit, nil)
+			res <- ran{out, err}
+		}()
+		return res
+	}
+	jobs := func() []string {
+		out, _ := exec.Command("systemctl", "--user", "list-jobs", "--no-legend", unit).Output()
+		return strings.Fields(strings.TrimSpace(string(out)))
+	}
+	first := restart()
+	testenv.WaitUntil(t, 30*time.Second, "the first restart's job is in flight", func() bool { return len(jobs()) > 0 })
+	firstJob := jobs()[0]
+	second := restart()
+	// The second call's job is queued within this; the unit must never
+	// show two jobs meanwhile.
+	for range 30 {
+		if j := jobs(); len(j) > 0 && strings.Count(strings.Join(j, " "), unit) > 1 {
+			t.Fatalf("two jobs for %s: %v", unit, j)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if j := jobs(); len(j) == 0 || j[0] != firstJob {
+		t.Fatalf("jobs of %s after the second restart: %v, want the first's (%s) alone", unit, j, firstJob)
+	}
+	if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "gate-7"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var outs []systemd.Outcome
+	for _, res := range []<-chan ran{first, second} {
+		select {
+		case r := <-res:
+			if r.err != nil || r.out.JobResult != "done" || r.out.ActiveState != "active" {
+				t.Errorf("restart: %+v %v; want done, active", r.out, r.err)
+			}
+			outs = append(outs, r.out)
+		case <-time.After(30 * time.Second):
+			t.Fatal("a restart still waits 30 s after its gate opened")
+		}
+	}
+	if len(outs) == 2 && (outs[0].JobID != outs[1].JobID || strconv.Itoa(outs[0].JobID) != firstJob) {
+		t.Errorf("job ids %d and %d, listed %s: want one job", outs[0].JobID, outs[1].JobID, firstJob)
+	}
+	t.Logf("outcomes: %+v", outs)
+}
