@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -326,11 +327,13 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 
 // TestLongOrderBusCost counts what a running order adds to its worker's
 // NATS traffic with the default timings (nats.heartbeat 5 s, lease 15 s,
-// ack_wait 30 s): the messages the worker's connection sent, from the
-// server's /connz, over 30 s idle and 30 s while a quiet order (sleep)
-// runs. A running order adds an InProgress every third of the ack wait
-// (10 s) and nothing per heartbeat; the heartbeat's two KV writes and the
-// pull go on as when idle (docs/scaling.md: 3 messages per 5 s).
+// ack_wait 30 s), over 30 s idle and 30 s while a quiet order (sleep)
+// runs: every message on the worker's subjects, seen by a subscriber to
+// all, and everything the worker's connection sent, from the server's
+// /connz. A running order adds an InProgress every third of the ack wait
+// (10 s: 3 in the window) and nothing per heartbeat: the lease and info
+// writes go on one each per 5 s, as when idle, and so do the pulls
+// (docs/scaling.md: 3 messages per 5 s).
 func TestLongOrderBusCost(t *testing.T) {
 	s := newFaultStackConf(t, func(conf string) string {
 		return strings.NewReplacer("lease_ttl: 2s", "lease_ttl: 15s", "heartbeat: 300ms", "heartbeat: 5s").Replace(conf)
@@ -343,6 +346,32 @@ func TestLongOrderBusCost(t *testing.T) {
 	ctx := t.Context()
 	// A first order: the worker has taken the host and consumes.
 	if _, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "true"}, client.SubmitOptions{Wait: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	kinds := []struct{ kind, prefix string }{
+		{"in progress", "$JS.ACK.ORDERLY_ORDERS.host_h1."},
+		{"lease", "$KV.orderly_hosts.lease.h1"},
+		{"pull", "$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_h1"},
+	}
+	if _, err := nc.Subscribe(">", func(m *nats.Msg) {
+		for _, k := range kinds {
+			if strings.HasPrefix(m.Subject, k.prefix) && (k.kind != "in progress" || string(m.Data) == "+WPI") {
+				mu.Lock()
+				seen[k.kind]++
+				mu.Unlock()
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	sent := func() (msgs int64) {
@@ -361,17 +390,26 @@ func TestLongOrderBusCost(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, cn := range z.Connections {
-			if strings.Contains(cn.Name, "worker") {
+			if cn.Name == "orderly-worker-h1" {
 				msgs += cn.InMsgs
 			}
 		}
 		return msgs
 	}
 	const window = 30 * time.Second
-	a := sent()
-	pause(ctx, window)
-	idle := sent() - a
-	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sleep", Args: []string{"45"}}, client.SubmitOptions{})
+	measure := func() (counts map[string]int, total int64) {
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		a := sent()
+		pause(ctx, window)
+		total = sent() - a
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(seen), total
+	}
+	idle, idleTotal := measure()
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sleep", Args: []string{"45"}, TimeoutSeconds: 120}, client.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,14 +417,18 @@ func TestLongOrderBusCost(t *testing.T) {
 		o, err := c.Get(ctx, sub.Order.ID.String())
 		return err == nil && o.Status == client.StatusRunning
 	})
-	pause(ctx, time.Second) // past the start's own messages
-	b := sent()
-	pause(ctx, window)
-	running := sent() - b
-	t.Logf("messages the worker sent in %s: %d idle, %d while an order ran", window, idle, running)
-	// 3 InProgress in 30 s; one more heartbeat or pull in a window than
-	// in the other is the windows' phase.
-	if extra := running - idle; extra < 1 || extra > 6 {
-		t.Errorf("a running order added %d messages in %s, want about 3 (InProgress every 10 s)", extra, window)
+	pause(ctx, 2*time.Second) // past the start's own messages
+	running, runningTotal := measure()
+	t.Logf("in %s: idle %v (%d messages from the worker), while an order ran %v (%d)", window, idle, idleTotal, running, runningTotal)
+	if n := running["in progress"]; n < 2 || n > 4 {
+		t.Errorf("%d InProgress in %s of a running order, want 3 (one per 10 s)", n, window)
+	}
+	if n := idle["in progress"]; n != 0 {
+		t.Errorf("%d InProgress in %s idle", n, window)
+	}
+	for _, k := range []string{"lease", "pull"} {
+		if d := running[k] - idle[k]; d < -1 || d > 1 || idle[k] < 5 || idle[k] > 7 {
+			t.Errorf("%s: %d idle, %d while an order ran, in %s; want 6 each (one per 5 s)", k, idle[k], running[k], window)
+		}
 	}
 }
