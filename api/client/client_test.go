@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -508,5 +509,71 @@ func TestClientSubmitWaitEndsBeforeItsContext(t *testing.T) {
 	}
 	if _, err := c.Cancel(testenv.Context(t), sub.Order.ID.String(), "SIGKILL"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClientFollowPastTheCap: live output stops at the order's output
+// cap, and the stored copy keeps its head and tail. A follower writes the
+// rest from the tail after what it streamed: all of it when the tail
+// reaches back to what was written (nothing missed), else the stored
+// copy's truncation marker for the bytes neither holds, then the tail.
+// It wrote the head and said the rest was missed: the end of a long
+// command's output, the part that says how it ended, never showed.
+func TestClientFollowPastTheCap(t *testing.T) {
+	s := newServer(t, "web-1")
+	c := newClient(t, s, "alice")
+	ctx := testenv.Context(t)
+	const limit = 4000
+	for _, tc := range []struct {
+		name   string
+		lines  int // of 100 bytes
+		missed int64
+	}{
+		{"tail_reaches_back", 50, 0},               // 5,000 bytes: the tail is the last 2,000, 4,000 streamed
+		{"bytes_between", 80, 8000 - 2000 - limit}, // 8,000 bytes: 4,000 streamed, 2,000 neither kept nor streamed
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The command prints once the follower has seen it start, so
+			// that the output is streamed, not only read at the end.
+			gate := filepath.Join(t.TempDir(), "gate")
+			script := `while [ ! -e "$2" ]; do sleep 0.02; done; i=0; while [ $i -lt "$1" ]; do i=$((i+1)); printf '%05d %093d\n' $i $i; done`
+			sub, err := c.Submit(ctx, client.SubmitRequest{Host: "web-1", Command: "sh", MaxOutputBytes: limit,
+				Args: []string{"-c", script, "_", strconv.Itoa(tc.lines), gate}}, client.SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			var missed int64
+			o, err := c.Follow(ctx, sub.Order.ID.String(), client.FollowOptions{Stdout: &out,
+				OnMissed: func(stream string, n int64) { missed += n },
+				OnStatus: func(s client.Status) {
+					if s == client.StatusRunning {
+						if err := os.WriteFile(gate, nil, 0o644); err != nil {
+							t.Error(err)
+						}
+					}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var full strings.Builder
+			for i := 1; i <= tc.lines; i++ {
+				fmt.Fprintf(&full, "%05d %093d\n", i, i)
+			}
+			want := full.String()
+			if tc.missed > 0 {
+				want = want[:limit] + fmt.Sprintf("\n…[orderly: %d bytes omitted]…\n", tc.missed) + want[limit+int(tc.missed):]
+			}
+			if !o.Result.Stdout.Truncated {
+				t.Fatalf("the stored stdout is not truncated: %d bytes", o.Result.Stdout.Bytes)
+			}
+			if got := out.String(); got != want {
+				t.Errorf("followed %d bytes:\n%.300q\n…\n%.300q\nwant %d bytes:\n%.300q\n…\n%.300q", len(got), got, got[max(0, len(got)-300):],
+					len(want), want, want[len(want)-300:])
+			}
+			if missed != tc.missed {
+				t.Errorf("OnMissed told %d bytes, want %d", missed, tc.missed)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -342,7 +343,11 @@ func (f *follower) write(i int, b []byte) error {
 }
 
 // flushResult writes the part of the stored output that was not streamed:
-// all of it after polling, the rest after a stream that lost chunks.
+// all of it after polling, the rest after a stream that lost chunks or
+// stopped at the live cap. Of a truncated stored copy, what its head and
+// tail hold past what was written is written, with the copy's truncation
+// marker for the bytes neither holds (told to OnMissed too): the end of a
+// long command's output is what its follower most needs.
 func (f *follower) flushResult(o *Order) error {
 	if o.Result == nil || f.opts.LastEventID != "" {
 		return nil
@@ -355,11 +360,16 @@ func (f *follower) flushResult(o *Order) error {
 		if err != nil {
 			return fmt.Errorf("order %s: %w", o.ID, err)
 		}
-		switch {
+		switch head, tail, ok := splitTruncated(b, s.Bytes); {
 		case f.written[i] == 0:
 			// Nothing streamed: the stored copy (with its truncation marker if capped).
 		case !s.Truncated && f.written[i] <= int64(len(b)):
 			b = b[f.written[i]:]
+		case s.Truncated && ok:
+			if err := f.writeAround(i, head, tail, s.Bytes); err != nil {
+				return err
+			}
+			continue
 		default:
 			if f.opts.OnMissed != nil {
 				f.opts.OnMissed([2]string{"stdout", "stderr"}[i], s.Bytes-f.written[i])
@@ -371,6 +381,54 @@ func (f *follower) flushResult(o *Order) error {
 		}
 	}
 	return nil
+}
+
+// writeAround writes, of a stream of total bytes whose stored copy kept
+// head and tail, what follows the bytes already written: the rest of the
+// head, a truncation marker for what neither part holds, the tail (or
+// what of it was not written).
+func (f *follower) writeAround(i int, head, tail []byte, total int64) error {
+	if w := f.written[i]; w < int64(len(head)) {
+		if err := f.write(i, head[w:]); err != nil {
+			return err
+		}
+	}
+	tailAt := total - int64(len(tail))
+	if missed := tailAt - f.written[i]; missed > 0 {
+		if f.opts.OnMissed != nil {
+			f.opts.OnMissed([2]string{"stdout", "stderr"}[i], missed)
+		}
+		if err := f.write(i, []byte(truncationMarker(missed))); err != nil {
+			return err
+		}
+		f.written[i] = tailAt // the marker stands for the missed bytes
+	}
+	return f.write(i, tail[f.written[i]-tailAt:])
+}
+
+// truncationMarker is what the worker writes in a stored output for the
+// omitted bytes of a stream past the cap (internal/order).
+func truncationMarker(omitted int64) string {
+	return "\n…[orderly: " + strconv.FormatInt(omitted, 10) + " bytes omitted]…\n"
+}
+
+// splitTruncated returns the head and tail of a truncated stored output
+// of a stream of total bytes: what precedes and follows the one marker
+// whose count fits the sizes (the head may hold text like a marker that
+// the command printed). ok is false when there is none.
+func splitTruncated(content []byte, total int64) (head, tail []byte, ok bool) {
+	for digits := 1; digits <= 19; digits++ {
+		n := len(truncationMarker(0)) - 1 + digits
+		omitted := total - int64(len(content)-n)
+		if omitted <= 0 || len(strconv.FormatInt(omitted, 10)) != digits {
+			continue
+		}
+		m := []byte(truncationMarker(omitted))
+		if j := bytes.Index(content, m); j >= 0 {
+			return content[:j], content[j+len(m):], true
+		}
+	}
+	return nil, nil, false
 }
 
 // idleReader cancels the connection (through t) when no byte arrives for d.

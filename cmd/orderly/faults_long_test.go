@@ -1,0 +1,434 @@
+package main
+
+// A long order with its watchers attached while the stack fails under it
+// (hE14): the fault suite's other scenarios run short orders, but the
+// tools' users run deploys that print for minutes while a CLI follows
+// them, a client polls and a NATS service waits for the finished event.
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// longScript prints $1 ticks, one every $2 seconds: on stdout a numbered
+// line and a block of $3 x's, on stderr a numbered line. $4 is a tag that
+// names the order's processes, then it sleeps $5 seconds more.
+const longScript = `i=0
+while [ $i -lt "$1" ]; do
+  i=$((i+1))
+  printf 'tick %05d\n' $i
+  head -c "$3" /dev/zero | tr '\0' x
+  echo
+  printf 'err %05d\n' $i >&2
+  sleep "$2"
+done
+sleep "$5"
+`
+
+// longOutput is what longScript prints on stdout and stderr.
+func longOutput(ticks, block int) (stdout, stderr []byte) {
+	var o, e bytes.Buffer
+	x := bytes.Repeat([]byte{'x'}, block)
+	for i := 1; i <= ticks; i++ {
+		fmt.Fprintf(&o, "tick %05d\n", i)
+		o.Write(x)
+		o.WriteByte('\n')
+		fmt.Fprintf(&e, "err %05d\n", i)
+	}
+	return o.Bytes(), e.Bytes()
+}
+
+// longWatchers are the clients watching one order: the CLI's follow
+// (client.Follow: SSE with Last-Event-ID, then polling), a client polling
+// GET, and a NATS subscriber waiting for the finished event.
+type longWatchers struct {
+	wg sync.WaitGroup
+
+	mu             sync.Mutex
+	followed       *client.Order
+	followErr      error
+	stdout, stderr bytes.Buffer
+	missed         map[string]int64
+	statuses       []client.Status
+	polled         *client.Order
+	pollErrs       int
+	finished       []client.Status // the finished events' statuses
+}
+
+func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string) *longWatchers {
+	w := &longWatchers{missed: map[string]int64{}}
+	w.wg.Add(2)
+	go func() {
+		defer w.wg.Done()
+		o, err := c.Follow(ctx, id, client.FollowOptions{
+			Stdout: lockedWriter{&w.mu, &w.stdout}, Stderr: lockedWriter{&w.mu, &w.stderr},
+			OnStatus: func(s client.Status) { w.mu.Lock(); w.statuses = append(w.statuses, s); w.mu.Unlock() },
+			OnMissed: func(stream string, n int64) { w.mu.Lock(); w.missed[stream] += n; w.mu.Unlock() },
+		})
+		w.mu.Lock()
+		w.followed, w.followErr = o, err
+		w.mu.Unlock()
+	}()
+	go func() {
+		defer w.wg.Done()
+		for ctx.Err() == nil {
+			o, err := c.Get(ctx, id)
+			if err != nil {
+				w.mu.Lock()
+				w.pollErrs++
+				w.mu.Unlock()
+			} else if o.Status.Terminal() {
+				w.mu.Lock()
+				w.polled = o
+				w.mu.Unlock()
+				return
+			}
+			pause(ctx, 500*time.Millisecond)
+		}
+	}()
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := nc.Subscribe("orderly.events."+host+"."+id, func(m *nats.Msg) {
+		var ev queue.Event
+		if json.Unmarshal(m.Data, &ev) != nil || ev.Type != "finished" {
+			return
+		}
+		w.mu.Lock()
+		w.finished = append(w.finished, client.Status(ev.Status))
+		w.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// TestFaultsLongOrderWatchers runs one long order (about 40 s of output,
+// 10.6 MiB on stdout: past the 10 MiB cap) on a split API and worker with
+// its watchers attached, and fails the stack under it once its output has
+// begun: the API killed and started again, nats-server killed and started
+// again, PostgreSQL crash-restarted, the worker killed. The order must run
+// once and end as DESIGN says (succeeded after a dependency's restart,
+// interrupted after its worker's death, with no process of it left); the
+// kept output is the capped prefix of what it printed; the follow writes
+// a prefix of the kept output and says what it missed, never something
+// else; the polling client and the NATS subscriber see the end. With
+// timeout, the order prints for longer than its timeout, which must still
+// end it after the faults.
+func TestFaultsLongOrderWatchers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout float64
+		want    client.Status
+		inject  func(s *faultStack, w *faultWorker)
+	}{
+		{"api_kill9", 0, client.StatusSucceeded, func(s *faultStack, _ *faultWorker) {
+			s.killAPI()
+			pause(s.t.Context(), 3*time.Second)
+			s.startAPI()
+		}},
+		{"nats_restart", 0, client.StatusSucceeded, func(s *faultStack, _ *faultWorker) {
+			s.nats.kill9()
+			pause(s.t.Context(), 3*time.Second)
+			s.nats.start()
+		}},
+		{"postgres_restart", 0, client.StatusSucceeded, func(s *faultStack, _ *faultWorker) {
+			s.pg.restartImmediate()
+		}},
+		{"worker_kill9", 0, client.StatusInterrupted, func(s *faultStack, w *faultWorker) {
+			w.signal(syscall.SIGKILL)
+			w.waitExit(10 * time.Second)
+			s.startWorker(w.host)
+		}},
+		{"timeout_after_faults", 25, client.StatusTimedOut, func(s *faultStack, _ *faultWorker) {
+			s.nats.kill9()
+			pause(s.t.Context(), 2*time.Second)
+			s.nats.start()
+			s.pg.restartImmediate()
+			s.killAPI()
+			s.startAPI()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runLongOrderFault(t, tc.timeout, tc.want, tc.inject)
+		})
+	}
+}
+
+func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject func(s *faultStack, w *faultWorker)) {
+	const ticks, every, block = 160, "0.2", 70000
+	s := newFaultStack(t)
+	w := s.startWorker("h1")
+	c, err := client.New(s.apiURL, s.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	tag := "long-" + strings.ReplaceAll(t.Name(), "/", "-")
+	sleepAfter := "0"
+	if timeout > 0 {
+		sleepAfter = "60"
+	}
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sh", TimeoutSeconds: cmp.Or(timeout, 180),
+		Args: []string{"-c", longScript, "_", fmt.Sprint(ticks), every, fmt.Sprint(block), tag, sleepAfter}}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Order.ID.String()
+	ws := watchLong(t, ctx, c, s.natsURL, "h1", id)
+	// Let the order print for a while, with the follow reading it.
+	waitUntil(t, 60*time.Second, "the follow to read 1 MiB", func() bool {
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		return ws.stdout.Len() > 1<<20
+	})
+	s.note("inject")
+	inject(s, w)
+	s.note("injected")
+	done := make(chan struct{})
+	go func() { ws.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the watchers still wait 3 minutes after the fault")
+	}
+
+	o, err := c.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != want {
+		t.Errorf("status %s, want %s (result %+v)", o.Status, want, o.Result)
+	}
+	if o.Status == client.StatusInterrupted && (o.Result == nil || o.Result.Error == nil || *o.Result.Error == "") {
+		t.Errorf("interrupted without a reason: %+v", o.Result)
+	}
+	if o.Attempt > 1 {
+		t.Errorf("attempt %d: the order ran again", o.Attempt)
+	}
+	if pids := procsWithArgs(tag); len(pids) > 0 {
+		t.Errorf("processes of the order left after it ended: %v", pids)
+	}
+	if timeout > 0 && o.StartedAt != nil && o.FinishedAt != nil {
+		ran := o.FinishedAt.Sub(*o.StartedAt)
+		// Whole run: ticks × 0.2 s + 60 s; the timeout ends it well before.
+		if ran < time.Duration(timeout*float64(time.Second)) || ran > 70*time.Second {
+			t.Errorf("ran %s with a %gs timeout", ran, timeout)
+		}
+	}
+	full, fullErr := longOutput(ticks, block)
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	t.Logf("follow: %d+%d bytes, missed %v, statuses %v, err %v; poll errors %d; finished events %v",
+		ws.stdout.Len(), ws.stderr.Len(), ws.missed, ws.statuses, ws.followErr, ws.pollErrs, ws.finished)
+	if ws.followErr != nil {
+		t.Errorf("follow: %v", ws.followErr)
+	} else if ws.followed.Status != o.Status {
+		t.Errorf("follow ended with %s, the order is %s", ws.followed.Status, o.Status)
+	}
+	if ws.polled == nil || ws.polled.Status != o.Status {
+		t.Errorf("the polling client did not see the end: %+v", ws.polled)
+	}
+	if len(ws.finished) != 1 || ws.finished[0] != o.Status {
+		t.Errorf("the NATS subscriber saw finished events %v, want one %s", ws.finished, o.Status)
+	}
+	if o.Result == nil {
+		t.Fatalf("no result")
+	}
+	for _, st := range []struct {
+		name     string
+		kept     client.Stream
+		printed  []byte
+		followed []byte
+	}{
+		{"stdout", o.Result.Stdout, full, ws.stdout.Bytes()},
+		{"stderr", o.Result.Stderr, fullErr, ws.stderr.Bytes()},
+	} {
+		kept, err := st.kept.Decode()
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		head := order.Output{Content: kept, Bytes: st.kept.Bytes, Truncated: st.kept.Truncated}.Head()
+		if head == nil {
+			t.Fatalf("%s: truncated kept output without its marker", st.name)
+		}
+		if !bytes.HasPrefix(st.printed, head) {
+			t.Errorf("%s: the kept head (%d bytes) is not a prefix of what was printed", st.name, len(head))
+		}
+		if want == client.StatusSucceeded {
+			if st.kept.Bytes != int64(len(st.printed)) {
+				t.Errorf("%s: %d bytes counted, %d printed", st.name, st.kept.Bytes, len(st.printed))
+			}
+			if tail := kept[len(head):]; st.kept.Truncated {
+				tail = tail[bytes.Index(tail, []byte("]…\n"))+len("]…\n"):] // after the marker
+				if !bytes.HasSuffix(st.printed, tail) {
+					t.Errorf("%s: the kept tail (%d bytes) is not the end of what was printed", st.name, len(tail))
+				}
+			}
+		}
+		if st.kept.Truncated && len(kept) > 10<<20+100 {
+			t.Errorf("%s: %d bytes kept, over the cap", st.name, len(kept))
+		}
+		// What the follow wrote is the stream: what it streamed, then
+		// (past the live cap or a lost live stream) the rest of the
+		// stored copy, with the copy's marker for what neither holds.
+		followed, after := st.followed, []byte(nil)
+		if n := ws.missed[st.name]; n > 0 {
+			m := []byte(order.TruncationMarker(n))
+			i := bytes.LastIndex(followed, m)
+			if i < 0 {
+				t.Errorf("%s: %d bytes missed and no marker for them in what the follow wrote", st.name, n)
+				continue
+			}
+			followed, after = followed[:i], followed[i+len(m):]
+			if !bytes.HasSuffix(kept, after) {
+				t.Errorf("%s: after the marker the follow wrote %d bytes that are not the kept tail", st.name, len(after))
+			}
+		}
+		if !bytes.HasPrefix(st.printed, followed) {
+			t.Errorf("%s: the follow wrote %d bytes that are not a prefix of what was printed", st.name, len(followed))
+		}
+		if got := int64(len(followed)) + ws.missed[st.name] + int64(len(after)); got != st.kept.Bytes {
+			t.Errorf("%s: the follow wrote %d bytes, %d missed and %d after them, the stream is %d", st.name, len(followed),
+				ws.missed[st.name], len(after), st.kept.Bytes)
+		}
+	}
+}
+
+// TestLongOrderBusCost counts what a running order adds to its worker's
+// NATS traffic with the default timings (nats.heartbeat 5 s, lease 15 s,
+// ack_wait 30 s), over 30 s idle and 30 s while a quiet order (sleep)
+// runs: every message on the worker's subjects, seen by a subscriber to
+// all, and everything the worker's connection sent, from the server's
+// /connz. A running order adds an InProgress every third of the ack wait
+// (10 s: 3 in the window) and nothing per heartbeat: the lease and info
+// writes go on one each per 5 s, as when idle, and so do the pulls
+// (docs/scaling.md: 3 messages per 5 s).
+func TestLongOrderBusCost(t *testing.T) {
+	s := newFaultStackConf(t, func(conf string) string {
+		return strings.NewReplacer("lease_ttl: 2s", "lease_ttl: 15s", "heartbeat: 300ms", "heartbeat: 5s").Replace(conf)
+	})
+	s.startWorker("h1")
+	c, err := client.New(s.apiURL, s.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	// A first order: the worker has taken the host and consumes.
+	if _, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "true"}, client.SubmitOptions{Wait: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	kinds := []struct{ kind, prefix string }{
+		{"in progress", "$JS.ACK.ORDERLY_ORDERS.host_h1."},
+		{"lease", "$KV.orderly_hosts.lease.h1"},
+		{"pull", "$JS.API.CONSUMER.MSG.NEXT.ORDERLY_ORDERS.host_h1"},
+	}
+	if _, err := nc.Subscribe(">", func(m *nats.Msg) {
+		for _, k := range kinds {
+			if strings.HasPrefix(m.Subject, k.prefix) && (k.kind != "in progress" || string(m.Data) == "+WPI") {
+				mu.Lock()
+				seen[k.kind]++
+				mu.Unlock()
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sent := func() (msgs int64) {
+		var z struct {
+			Connections []struct {
+				Name   string `json:"name"`
+				InMsgs int64  `json:"in_msgs"`
+			} `json:"connections"`
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/connz", s.nats.httpPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&z); err != nil {
+			t.Fatal(err)
+		}
+		for _, cn := range z.Connections {
+			if cn.Name == "orderly-worker-h1" {
+				msgs += cn.InMsgs
+			}
+		}
+		return msgs
+	}
+	const window = 30 * time.Second
+	measure := func() (counts map[string]int, total int64) {
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		a := sent()
+		pause(ctx, window)
+		total = sent() - a
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(seen), total
+	}
+	idle, idleTotal := measure()
+	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sleep", Args: []string{"45"}, TimeoutSeconds: 120}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the order to start", func() bool {
+		o, err := c.Get(ctx, sub.Order.ID.String())
+		return err == nil && o.Status == client.StatusRunning
+	})
+	pause(ctx, 2*time.Second) // past the start's own messages
+	running, runningTotal := measure()
+	t.Logf("in %s: idle %v (%d messages from the worker), while an order ran %v (%d)", window, idle, idleTotal, running, runningTotal)
+	if n := running["in progress"]; n < 2 || n > 4 {
+		t.Errorf("%d InProgress in %s of a running order, want 3 (one per 10 s)", n, window)
+	}
+	if n := idle["in progress"]; n != 0 {
+		t.Errorf("%d InProgress in %s idle", n, window)
+	}
+	for _, k := range []string{"lease", "pull"} {
+		if d := running[k] - idle[k]; d < -1 || d > 1 || idle[k] < 5 || idle[k] > 7 {
+			t.Errorf("%s: %d idle, %d while an order ran, in %s; want 6 each (one per 5 s)", k, idle[k], running[k], window)
+		}
+	}
+}
