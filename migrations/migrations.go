@@ -119,27 +119,54 @@ var (
 // (when not nil) about it.
 func Apply(ctx context.Context, p *goose.Provider, waiting func(error)) ([]*goose.MigrationResult, error) {
 	var applied []*goose.MigrationResult
-	for try := 1; ; try++ {
+	err := retryLocks(ctx, waiting, func() error {
 		res, err := p.Up(ctx)
 		applied = append(applied, res...)
 		var partial *goose.PartialError
 		if errors.As(err, &partial) {
 			applied = append(applied, partial.Applied...)
 		}
+		return err
+	})
+	return applied, err
+}
+
+// Rollback rolls back p's newest applied migration, as `orderly migrate
+// down` does, and tries it again as Apply does when it gave up waiting for
+// a table lock: 00027's down gave up at once beside a pg_dump (its ALTER
+// TABLE waited for the dump's lock on runbook_delegations) and failed the
+// command, where up waited. Each try runs the whole migration's down
+// again: every down is one transaction, or (00027's, outside one) made of
+// steps each of which may run again.
+func Rollback(ctx context.Context, p *goose.Provider, waiting func(error)) (*goose.MigrationResult, error) {
+	var res *goose.MigrationResult
+	err := retryLocks(ctx, waiting, func() (err error) {
+		res, err = p.Down(ctx)
+		return err
+	})
+	return res, err
+}
+
+// retryLocks runs try until it returns anything but a lock wait that gave
+// up (SQLSTATE 55P03), lockTries times at most, lockPause apart, telling
+// waiting (when not nil) of each wait but the last.
+func retryLocks(ctx context.Context, waiting func(error), try func() error) error {
+	for n := 1; ; n++ {
+		err := try()
 		var pe *pgconn.PgError
 		if err == nil || !errors.As(err, &pe) || pe.Code != "55P03" {
-			return applied, err
+			return err
 		}
-		if try == lockTries {
-			return applied, fmt.Errorf("gave up after %d tries of %s each to take a table lock that another session holds "+
-				"(an open transaction: see pg_stat_activity, state 'idle in transaction'): %w", try, lockTimeout, err)
+		if n == lockTries {
+			return fmt.Errorf("gave up after %d tries of %s each to take a table lock that another session holds "+
+				"(an open transaction: see pg_stat_activity, state 'idle in transaction'): %w", n, lockTimeout, err)
 		}
 		if waiting != nil {
 			waiting(err)
 		}
 		select {
 		case <-ctx.Done():
-			return applied, err
+			return err
 		case <-time.After(lockPause):
 		}
 	}

@@ -437,3 +437,138 @@ func TestIndexLeftInvalidIsDroppedBesideTheTraffic(t *testing.T) {
 		t.Fatalf("indexes on orders.parent_run: %q, %v; want orders_parent_run, valid, alone", names, err)
 	}
 }
+
+// dumpLike opens a transaction as a pg_dump's: REPEATABLE READ, having
+// read each of tables (a snapshot, and a reader's lock on each).
+func dumpLike(t *testing.T, dsn string, tables ...string) pgx.Tx {
+	t.Helper()
+	holder, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+	tx, err := holder.BeginTx(t.Context(), pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range tables {
+		if _, err := tx.Exec(t.Context(), `SELECT count(*) FROM `+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tx
+}
+
+// TestDownWaitsForALockAsUpDoes: `orderly migrate down` beside a
+// pg_dump's transaction failed at its first lock wait (00027's down:
+// ALTER TABLE runbook_delegations waits for the dump's reader's lock;
+// `orderly stopped … 55P03`), where up gives up, lets the traffic through
+// and tries again. Rollback tries again as Apply does.
+func TestDownWaitsForALockAsUpDoes(t *testing.T) {
+	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 1000)()
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.DownTo(t.Context(), 27); err != nil {
+		t.Fatal(err)
+	}
+	tx := dumpLike(t, dsn, "runbook_delegations")
+	var waits atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		_, err := migrations.Rollback(t.Context(), p, func(error) { waits.Add(1) })
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); waits.Load() < 2; {
+		select {
+		case err := <-done:
+			t.Fatalf("migrate down ended while the dump's transaction was open: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("migrate down did not give up waiting for the lock twice within 10 s")
+		}
+	}
+	writerGetsThrough(t, dsn, "runbook_delegations", "3s", 5, "the migration")
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("migrate down after the transaction ended: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("migrate down did not finish after the transaction ended")
+	}
+	if v, err := p.GetDBVersion(t.Context()); err != nil || v != 26 {
+		t.Fatalf("schema version %d, %v; want 26", v, err)
+	}
+}
+
+// TestDownThatGaveUpLeavesThePoliciesOn: a down of 00027 that gives up
+// for good (a pg_dump longer than the tries) leaves the version at 27, so
+// `migrate up` has nothing to apply. It dropped the policies on
+// runbook_delegations (and gave the workers api_presence back) before
+// the index, whose drop then gave up: row security off under version 27,
+// kept so by up. The index goes first now; a down run again finishes,
+// and up after it builds everything again.
+func TestDownThatGaveUpLeavesThePoliciesOn(t *testing.T) {
+	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 2)()
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.DownTo(t.Context(), 27); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	state := func() string {
+		t.Helper()
+		var rls bool
+		var policies int
+		var index string
+		if err := conn.QueryRow(t.Context(), `SELECT relrowsecurity,
+			(SELECT count(*) FROM pg_policies WHERE tablename = 'runbook_delegations'),
+			coalesce((SELECT 'index ' || CASE WHEN indisvalid THEN 'valid' ELSE 'invalid' END FROM pg_index WHERE indexrelid = to_regclass('orders_parent_run')), 'no index')
+			FROM pg_class WHERE oid = 'runbook_delegations'::regclass`).Scan(&rls, &policies, &index); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("row security %v, %d policies, %s", rls, policies, index)
+	}
+	tx := dumpLike(t, dsn, "orders") // the index's drop waits for it, not the policies
+	if _, err := migrations.Rollback(t.Context(), p, nil); err == nil || !strings.Contains(err.Error(), "gave up after 2 tries") {
+		t.Fatalf("migrate down beside the dump: %v; want it to give up", err)
+	}
+	v, err := p.GetDBVersion(t.Context())
+	if err != nil || v != 27 {
+		t.Fatalf("schema version %d, %v after the down gave up; want 27", v, err)
+	}
+	if got := state(); !strings.HasPrefix(got, "row security true, 2 policies, ") {
+		t.Fatalf("after a down of 00027 that gave up: %s; want 00027's row security and policies in force", got)
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Rollback(t.Context(), p, nil); err != nil {
+		t.Fatalf("migrate down again: %v", err)
+	}
+	if got := state(); got != "row security false, 0 policies, no index" {
+		t.Fatalf("after migrate down again: %s", got)
+	}
+	if _, err := migrations.Up(t.Context(), dsn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(); got != "row security true, 2 policies, index valid" {
+		t.Fatalf("after migrate up: %s", got)
+	}
+}

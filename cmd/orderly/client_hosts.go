@@ -128,6 +128,17 @@ func (a *app) hostsCommand() *cobra.Command {
 	return cmd
 }
 
+// ranOn reports whether a worker ran an order of host: the history keeps
+// the orders of a host forgotten (orderly hosts HOST --forget), whose
+// record is gone as that of a name no worker ever served. Only a worker
+// sets these statuses (queued and canceled ones name a typo as well).
+// An answer it cannot have is a no.
+func (a *app) ranOn(cmd *cobra.Command, c *client.Client, host string) bool {
+	l, err := c.List(cmd.Context(), client.ListOptions{Host: host, Limit: 1, WithoutOutputs: true, Status: []client.Status{
+		client.StatusRunning, client.StatusSucceeded, client.StatusFailed, client.StatusTimedOut, client.StatusKilled, client.StatusInterrupted}})
+	return err == nil && len(l.Orders) > 0
+}
+
 // setMaintenance puts host in maintenance (on) or takes it out (off).
 func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff, reason string) error {
 	var (
@@ -156,8 +167,13 @@ func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff, 
 	// answer now was answered above: the switch is made.
 	h, herr := c.Host(cmd.Context(), host)
 	if herr == nil && h.LastSeen == nil && h.Version == "" {
-		fmt.Fprintf(a.stderr, "orderly: no worker has ever served host %s: if the name is mistyped, the host you meant still takes orders (orderly hosts lists the hosts; take this one out with orderly hosts %s --maintenance off)\n",
-			cellText(host), cellText(host))
+		if a.ranOn(cmd, c, host) {
+			fmt.Fprintf(a.stderr, "orderly: host %s was forgotten (orderly hosts %s --forget) after its workers ran orders (orderly ls --host %s): no worker serves it now; one that takes it again lists it again\n",
+				cellText(host), cellText(host), cellText(host))
+		} else {
+			fmt.Fprintf(a.stderr, "orderly: no worker has ever served host %s: if the name is mistyped, the host you meant still takes orders (orderly hosts lists the hosts; take this one out with orderly hosts %s --maintenance off)\n",
+				cellText(host), cellText(host))
+		}
 	}
 	if herr == nil && h.CurrentOrder != nil {
 		fmt.Fprintf(a.stdout, "order %s runs on it and is left alone\n", h.CurrentOrder)

@@ -79,3 +79,40 @@ func TestHostMaintenanceCLI(t *testing.T) {
 		t.Fatalf("cancel: %v %q", err, errs)
 	}
 }
+
+// TestMaintenanceOfAForgottenHostSaysSo: a host whose workers ran orders
+// and which was then forgotten (orderly hosts HOST --forget) has no
+// record, as a name no worker ever served has none, and the switch told
+// the operator "no worker has ever served host …" and to suspect a typo,
+// though the history shows the orders its workers ran. It says that the
+// host was forgotten now; a name never served still gets the warning.
+func TestMaintenanceOfAForgottenHostSaysSo(t *testing.T) {
+	s := newStack(t)
+	cli := func(args ...string) (string, string, error) {
+		var out, errb strings.Builder
+		err := run(t.Context(), append([]string{"orderly"}, args...), []string{"ORDERLY_URL=" + s.url, "ORDERLY_TOKEN=" + s.token},
+			strings.NewReader(""), &out, &errb)
+		return out.String(), errb.String(), err
+	}
+	s.startWorker("web-4")
+	ran := s.submit(map[string]any{"host": "web-4", "command": "true"}, "", 202)
+	waitUntil(t, 30*time.Second, "the order done", func() bool { return s.get(ran.ID).Status == "succeeded" })
+	s.stopWorker("web-4")
+	waitUntil(t, 30*time.Second, "the host forgotten", func() bool {
+		_, _, err := cli("hosts", "web-4", "--forget")
+		return err == nil
+	})
+	out, errs, err := cli("hosts", "web-4", "--maintenance", "on", "--reason", "rack move")
+	if err != nil || !strings.HasPrefix(out, "host web-4 is in maintenance: ") {
+		t.Fatalf("maintenance on for the forgotten host: %v %q %q", err, out, errs)
+	}
+	if strings.Contains(errs, "no worker has ever served") || !strings.Contains(errs, "host web-4 was forgotten (orderly hosts web-4 --forget)") {
+		t.Fatalf("maintenance on for a host forgotten after its worker ran an order: stderr %q, want it called forgotten, not never served", errs)
+	}
+	// A name no worker served, with a queued order of its own: the
+	// typo warning as before.
+	s.submit(map[string]any{"host": "web-5", "command": "true"}, "", 202)
+	if _, errs, err = cli("hosts", "web-5", "--maintenance", "on"); err != nil || !strings.Contains(errs, "no worker has ever served host web-5") {
+		t.Fatalf("maintenance on for a host no worker served: %v %q", err, errs)
+	}
+}

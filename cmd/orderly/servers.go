@@ -181,11 +181,14 @@ func (a *app) migrate(cmd *cobra.Command, f *serverFlags, args []string) error {
 			return err
 		}
 	}
+	// A lock that an open transaction holds (a pg_dump's) is waited
+	// for, down as up: given up on every lockTimeout, tried again.
+	waiting := func(err error) {
+		fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
+	}
 	switch args[0] {
 	case "up":
-		res, err := migrations.Apply(ctx, p, func(err error) {
-			fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
-		})
+		res, err := migrations.Apply(ctx, p, waiting)
 		for _, r := range res {
 			fmt.Fprintf(a.stdout, "applied %s (%s)\n", r.Source.Path, r.Duration)
 		}
@@ -194,7 +197,7 @@ func (a *app) migrate(cmd *cobra.Command, f *serverFlags, args []string) error {
 		}
 		return err
 	case "down":
-		r, err := p.Down(ctx)
+		r, err := migrations.Rollback(ctx, p, waiting)
 		if r != nil {
 			fmt.Fprintf(a.stdout, "rolled back %s\n", r.Source.Path)
 		}
