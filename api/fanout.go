@@ -125,7 +125,18 @@ func (s *Server) fanOut(w http.ResponseWriter, r *http.Request, tmpl *order.Orde
 			s.logger.Info("fan-out host refused", "batch_id", batch, "host", h, "principal", principalOf(r).Name, "error", err)
 			var e *order.Error
 			if errors.As(err, &e) && statusOf(e.Code) < 500 {
-				s.audit(r, statusOf(e.Code), &order.Error{Code: e.Code, Message: "host " + h + ": " + e.Message}, nil)
+				// The row names the refused host in request.host, as a
+				// single order's does: docs/sql.md's query of a host's
+				// refusals (request->>'host') found no fan-out's.
+				s.audit(r, statusOf(e.Code), &order.Error{Code: e.Code, Message: "host " + h + ": " + e.Message}, func() map[string]any {
+					rr, _ := r.Context().Value(redactedKey{}).(map[string]any)
+					rr = maps.Clone(rr)
+					if rr == nil {
+						rr = map[string]any{}
+					}
+					rr["host"] = h
+					return rr
+				})
 			}
 			continue
 		}

@@ -286,6 +286,10 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.hostNotInMaintenance(r, name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
 	switch {
 	case errors.Is(err, postgres.ErrHostBusy):
@@ -319,23 +323,34 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !found && active == 0 {
-		// Listed for its maintenance alone (hosts.go's list): forgetting
-		// it cannot take it off the list, the switch can.
-		maint, err := s.Store.HostsInMaintenance(r.Context())
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if m, ok := maint[name]; ok {
-			s.writeError(w, r, notFound(fmt.Sprintf("host %s is listed only because it is in maintenance (by %s since %s): no worker has served it and it has no queued or running order; take it out of maintenance to take it off the list (DELETE /v1/hosts/%s/maintenance, orderly hosts %s --maintenance off)",
-				strconv.Quote(name), m.By, m.Since.UTC().Format(time.RFC3339), name, name)))
-			return
-		}
 		s.writeError(w, r, notFound("unknown host "+strconv.Quote(name)+": no worker has served it and it has no queued or running order"))
 		return
 	}
 	s.Logger.Info("host forgotten", "host", name, "principal", p.Name, "abandoned_orders", active)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// hostNotInMaintenance refuses to forget a host in maintenance (409
+// conflict, naming who put it there): forgetting it used to answer 204
+// and leave it listed, its orders refused, until someone took it out of
+// maintenance. Which of the two the admin meant (keep refusing its
+// orders, or not) is the admin's to say: taken out of maintenance first,
+// a host no worker serves and with no orders leaves the list with it,
+// and one with its row is then forgotten. One read of host_maintenance,
+// on this admin route only.
+func (s *Server) hostNotInMaintenance(r *http.Request, name string) error {
+	maint, err := s.Store.HostsInMaintenance(r.Context())
+	if err != nil {
+		return err
+	}
+	m, ok := maint[name]
+	if !ok {
+		return nil
+	}
+	return &order.Error{Code: order.CodeConflict,
+		Message: fmt.Sprintf("host %s is in maintenance (by %s since %s): take it out of maintenance first (DELETE /v1/hosts/%s/maintenance, orderly hosts %s --maintenance off), then forget it",
+			name, m.By, m.Since.UTC().Format(time.RFC3339), name, name),
+		Details: map[string]any{"maintenance": maintenanceView(m)}}
 }
 
 // hostUnserved refuses to forget host while a worker of it runs: one

@@ -22,8 +22,10 @@ func maintenanceView(m postgres.Maintenance) *HostMaintenance {
 }
 
 // maintenanceRequest is the body of POST /v1/hosts/{host}/maintenance.
+// Reason nil (no body, null, {} or "reason": null) keeps a host already
+// in maintenance as it is; a reason, "" too, replaces the one recorded.
 type maintenanceRequest struct {
-	Reason string `json:"reason"`
+	Reason *string `json:"reason"`
 }
 
 // maintenanceResponse answers PUT and DELETE /v1/hosts/{host}/maintenance:
@@ -44,7 +46,8 @@ const maxMaintenanceReason = 500
 // orders for it with 409 host_in_maintenance (this one at once, the
 // others within intake.MaintenanceEvery); its queued and running orders
 // are left alone. Putting a host in maintenance again changes only its
-// reason.
+// reason, and only when the request gives one ("" clears it): without
+// one it keeps the reason, since and by recorded, and logs nothing.
 func (s *Server) handleStartMaintenance(w http.ResponseWriter, r *http.Request) {
 	name, ok := s.maintenanceHost(w, r, "putting a host in maintenance")
 	if !ok {
@@ -59,11 +62,15 @@ func (s *Server) handleStartMaintenance(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, err)
 		return
 	}
-	if len(req.Reason) > maxMaintenanceReason {
+	reason := ""
+	if req.Reason != nil {
+		reason = *req.Reason
+	}
+	if len(reason) > maxMaintenanceReason {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "reason", "reason is at most %d bytes", maxMaintenanceReason))
 		return
 	}
-	if order.HasControl(req.Reason, false) {
+	if order.HasControl(reason, false) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "reason", "reason must be UTF-8 text without control characters"))
 		return
 	}
@@ -73,7 +80,7 @@ func (s *Server) handleStartMaintenance(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, err)
 		return
 	}
-	s.Logger.Info("host in maintenance", "host", name, "actor", p.Name, "reason", req.Reason)
+	s.Logger.Info("host in maintenance", "host", name, "actor", p.Name, "reason", m.Reason, "by", m.By, "since", m.Since)
 	s.answerMaintenance(w, r, name, maintenanceView(m))
 }
 

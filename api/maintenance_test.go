@@ -161,6 +161,15 @@ func TestHostMaintenanceRefusesNewOrders(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// docs/sql.md's query of the refusals meanwhile finds each by its
+	// host, the fan-out's too (hB14: its row's request.host was "").
+	var byHost int
+	if err := e.pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM rejections WHERE code = 'host_in_maintenance' AND request->>'host' = $1`, host).Scan(&byHost); err != nil {
+		t.Fatal(err)
+	}
+	if byHost != 5 {
+		t.Errorf("%d refusals found by sql.md's query (request->>'host' = %q), want 5 (REST twice, the fan-out's host, the action, NATS)", byHost, host)
+	}
 
 	// The host's view and the list show it.
 	for _, path := range []string{"/v1/hosts/" + host, "/v1/hosts"} {
@@ -360,7 +369,7 @@ func TestHostMaintenanceCostsTheSubmitNothing(t *testing.T) {
 func TestUIHostsPageShowsMaintenance(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
-	if _, err := e.store.StartMaintenance(t.Context(), "ui-m1", "disk <swap>", "boss"); err != nil {
+	if _, err := e.store.StartMaintenance(t.Context(), "ui-m1", new("disk <swap>"), "boss"); err != nil {
 		t.Fatal(err)
 	}
 	page := e.page(t, sess, "/ui/hosts")
@@ -373,12 +382,12 @@ func TestUIHostsPageShowsMaintenance(t *testing.T) {
 	}
 }
 
-// TestForgetAHostInMaintenance: a host forgotten while in maintenance
-// stays listed with it (its new orders stay refused rather than queued
-// for a worker that will not come), and forgetting it again, listed for
-// its maintenance alone, says so and how to take it off the list: it
-// said "unknown host … no worker has served it", of a host the list
-// showed.
+// TestForgetAHostInMaintenance: forgetting a host in maintenance answered
+// 204 and left it listed, with its maintenance, its new orders refused;
+// forgetting it again said it was listed only for its maintenance. Now
+// the forget is refused, 409 conflict naming the maintenance and how to
+// end it, and nothing is forgotten; taken out of maintenance, the host is
+// forgotten as any other (hB14).
 func TestForgetAHostInMaintenance(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	ctx := testenv.Context(t)
@@ -387,28 +396,59 @@ func TestForgetAHostInMaintenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.setMaintenance("retired-m", true, "decommissioned")
-	if code, b := e.do("admin", "DELETE", "/v1/hosts/retired-m", nil); code != http.StatusNoContent {
-		t.Fatalf("forget: %d %s, want 204", code, b)
+	for _, path := range []string{"/v1/hosts/retired-m", "/v1/hosts/retired-m?abandon=true"} {
+		code, b := e.do("admin", "DELETE", path, nil)
+		wantError(t, code, b, 409, "conflict")
+		var eb api.ErrorBody
+		if err := json.Unmarshal(b, &eb); err != nil || eb.Error.Details["maintenance"] == nil ||
+			!strings.Contains(eb.Error.Message, "host retired-m is in maintenance (by admin since ") ||
+			!strings.Contains(eb.Error.Message, "orderly hosts retired-m --maintenance off), then forget it") {
+			t.Fatalf("DELETE %s of a host in maintenance: %s, want the maintenance named and how to end it", path, b)
+		}
 	}
-	code, b := e.do("admin", "GET", "/v1/hosts", nil)
-	if code != 200 || !strings.Contains(string(b), `"host":"retired-m"`) || !strings.Contains(string(b), `"reason":"decommissioned"`) {
-		t.Fatalf("the list after forgetting a host in maintenance: %d %s, want it listed in maintenance", code, b)
+	var rows int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM hosts WHERE host = 'retired-m'`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("the refused forget left %d rows of retired-m in hosts (%v), want 1", rows, err)
 	}
-	code, b = e.do("alice", "POST", "/v1/orders", map[string]any{"host": "retired-m", "command": "true"})
-	wantMaintenanceRefusal(t, "an order for the forgotten host", code, b, "retired-m", "decommissioned")
+	code, b := e.do("alice", "POST", "/v1/orders", map[string]any{"host": "retired-m", "command": "true"})
+	wantMaintenanceRefusal(t, "an order for the host", code, b, "retired-m", "decommissioned")
 
-	code, b = e.do("admin", "DELETE", "/v1/hosts/retired-m", nil)
-	wantError(t, code, b, 404, "not_found")
-	if !strings.Contains(string(b), `listed only because it is in maintenance (by admin since `) || !strings.Contains(string(b), `orderly hosts retired-m --maintenance off`) {
-		t.Fatalf("forgetting a host listed for its maintenance alone: %s, want the maintenance named and how to end it", b)
-	}
 	e.setMaintenance("retired-m", false, "")
-	code, b = e.do("admin", "DELETE", "/v1/hosts/retired-m", nil)
-	wantError(t, code, b, 404, "not_found")
-	if !strings.Contains(string(b), `unknown host \"retired-m\"`) {
-		t.Fatalf("forgetting it out of maintenance: %s, want unknown", b)
+	if code, b := e.do("admin", "DELETE", "/v1/hosts/retired-m", nil); code != http.StatusNoContent {
+		t.Fatalf("forget once out of maintenance: %d %s, want 204", code, b)
 	}
 	if code, b = e.do("admin", "GET", "/v1/hosts", nil); strings.Contains(string(b), `"retired-m"`) {
 		t.Fatalf("the list after: %s, want retired-m gone", b)
+	}
+}
+
+// TestMaintenanceOnAgainKeepsItsReason: a second `on` without a reason
+// (orderly hosts web-2 --maintenance on, POST with no body) cleared the
+// reason recorded and added a log row. Now no reason, {} or a null one
+// keep the reason and the start, and log nothing; the same reason again
+// logs nothing; an empty reason clears it, logged (hB14).
+func TestMaintenanceOnAgainKeepsItsReason(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	const host = "keep-m1"
+	first := e.setMaintenance(host, true, "disk swap")
+	for _, body := range []any{nil, map[string]any{}, map[string]any{"reason": nil}, map[string]any{"reason": "disk swap"}} {
+		code, b := e.do("admin", "POST", "/v1/hosts/"+host+"/maintenance", body)
+		var st maintenanceState
+		if code != 200 || json.Unmarshal(b, &st) != nil || st.Maintenance == nil || st.Maintenance.Reason != "disk swap" ||
+			!st.Maintenance.Since.Equal(first.Maintenance.Since) {
+			t.Fatalf("on again with %v: %d %s, want the reason and since %v kept", body, code, b, first.Maintenance.Since)
+		}
+	}
+	code, b := e.do("admin", "GET", "/v1/hosts/"+host, nil)
+	if code != 200 || !strings.Contains(string(b), `"maintenance":{"reason":"disk swap"`) {
+		t.Fatalf("GET /v1/hosts/%s: %d %s, want the reason kept", host, code, b)
+	}
+	if st := e.setMaintenance(host, true, ""); st.Maintenance == nil || st.Maintenance.Reason != "" {
+		t.Fatalf("on again with an empty reason: %+v, want it cleared", st)
+	}
+	rows, _ := e.pool.Query(testenv.Context(t), `SELECT action || ' ' || reason FROM host_maintenance_log WHERE host = $1 ORDER BY id`, host)
+	log, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || !slices.Equal(log, []string{"on disk swap", "on "}) {
+		t.Fatalf("host_maintenance_log of %s: %q, %v; want the first on and the one that cleared the reason", host, log, err)
 	}
 }

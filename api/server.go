@@ -53,7 +53,7 @@ type Store interface {
 	CurrentOrders(ctx context.Context, names ...string) (map[string]postgres.Running, error)
 	// StartMaintenance, EndMaintenance and HostsInMaintenance keep the
 	// hosts an admin put in maintenance (maintenance.go).
-	StartMaintenance(ctx context.Context, host, reason, by string) (postgres.Maintenance, error)
+	StartMaintenance(ctx context.Context, host string, reason *string, by string) (postgres.Maintenance, error)
 	EndMaintenance(ctx context.Context, host, by string) (postgres.Maintenance, bool, error)
 	HostsInMaintenance(ctx context.Context) (map[string]postgres.Maintenance, error)
 	RecordRejection(ctx context.Context, r postgres.Rejection) error

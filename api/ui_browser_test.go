@@ -522,7 +522,7 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	// it: who and why are read on the hosts page without a mouse (a
 	// badge's title is not), and do not widen it.
 	longWord := strings.Repeat("x", 200)
-	if _, err := e.store.StartMaintenance(t.Context(), "ui-m2", "disk swap "+longWord+" "+strings.Repeat("back at 14:00 ", 20), "boss"); err != nil {
+	if _, err := e.store.StartMaintenance(t.Context(), "ui-m2", new("disk swap "+longWord+" "+strings.Repeat("back at 14:00 ", 20)), "boss"); err != nil {
 		t.Fatal(err)
 	}
 	// screen.width: a mobile layout viewport widens to fit what overflows.

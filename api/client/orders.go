@@ -403,11 +403,25 @@ func (c *Client) ForgetHost(ctx context.Context, name string) error {
 // StartMaintenance is POST /v1/hosts/{host}/maintenance (admin): new
 // orders for the host are refused (CodeHostInMaintenance) until
 // EndMaintenance; its queued and running orders are left alone. reason
-// is shown in every refusal.
+// is shown in every refusal; for a host already in maintenance it
+// replaces the one recorded ("" clears it), and the answer says who gave
+// it. KeepMaintenance leaves the reason as it is.
 func (c *Client) StartMaintenance(ctx context.Context, name, reason string) (*MaintenanceState, error) {
+	return c.startMaintenance(ctx, name, map[string]string{"reason": reason})
+}
+
+// KeepMaintenance is StartMaintenance without a reason: a host already in
+// maintenance stays as it is (its reason, who put it there and since
+// when: nothing is logged), and one that was not is put in it with no
+// reason.
+func (c *Client) KeepMaintenance(ctx context.Context, name string) (*MaintenanceState, error) {
+	return c.startMaintenance(ctx, name, map[string]string{})
+}
+
+func (c *Client) startMaintenance(ctx context.Context, name string, body map[string]string) (*MaintenanceState, error) {
 	var st MaintenanceState
 	_, _, err := c.call(ctx, request{method: http.MethodPost, path: "/v1/hosts/" + pathID(name) + "/maintenance",
-		body: map[string]string{"reason": reason}}, &st)
+		body: body}, &st)
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,11 @@ func (a *app) hostsCommand() *cobra.Command {
 				if len(args) != 1 {
 					return errors.New("--maintenance needs the host: orderly hosts HOST --maintenance on|off")
 				}
-				return a.setMaintenance(cmd, c, args[0], maintenance, reason)
+				var why *string // no --reason: a host in maintenance keeps its own
+				if cmd.Flags().Changed("reason") {
+					why = &reason
+				}
+				return a.setMaintenance(cmd, c, args[0], maintenance, why)
 			}
 			if forget {
 				if len(args) != 1 {
@@ -121,7 +125,7 @@ func (a *app) hostsCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&forget, "forget", false, "forget HOST, gone for good: it leaves the list and the fleet gauges; refused while a worker serves it or orders of it may still run (admin)")
 	cmd.Flags().BoolVar(&abandon, "abandon", false, "with --forget: mark the host's running orders interrupted and cancel its queued ones first, for a worker that will never come back (admin)")
 	cmd.Flags().StringVar(&maintenance, "maintenance", "", "on: put HOST in maintenance, where its new orders are refused (409 host_in_maintenance) and its queued and running ones are left alone; off: accept them again (admin)")
-	cmd.Flags().StringVar(&reason, "reason", "", "with --maintenance on: why, shown in every refused order's message")
+	cmd.Flags().StringVar(&reason, "reason", "", "with --maintenance on: why, shown in every refused order's message; without it a host already in maintenance keeps its reason, --reason '' clears it")
 	cmd.MarkFlagsMutuallyExclusive("forget", "json")
 	cmd.MarkFlagsMutuallyExclusive("forget", "maintenance")
 	cmd.MarkFlagsMutuallyExclusive("maintenance", "json")
@@ -140,15 +144,17 @@ func (a *app) ranOn(cmd *cobra.Command, c *client.Client, host string) bool {
 }
 
 // setMaintenance puts host in maintenance (on) or takes it out (off).
-func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff, reason string) error {
+func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff string, reason *string) error {
 	var (
 		st  *client.MaintenanceState
 		err error
 	)
-	switch onOff {
-	case "on":
-		st, err = c.StartMaintenance(cmd.Context(), host, reason)
-	case "off":
+	switch {
+	case onOff == "on" && reason == nil:
+		st, err = c.KeepMaintenance(cmd.Context(), host)
+	case onOff == "on":
+		st, err = c.StartMaintenance(cmd.Context(), host, *reason)
+	case onOff == "off":
 		st, err = c.EndMaintenance(cmd.Context(), host)
 	default:
 		return fmt.Errorf("--maintenance takes on or off, not %q", onOff)

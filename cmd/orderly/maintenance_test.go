@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // TestHostMaintenanceCLI puts a host in maintenance and takes it out with
@@ -44,6 +46,31 @@ func TestHostMaintenanceCLI(t *testing.T) {
 	out, errs, err = cli("hosts", "web-2")
 	if err != nil || !strings.Contains(out, "Maintenance:") || !strings.Contains(out, "disk swap (new orders refused)") || !strings.Contains(out, queued.ID.String()) {
 		t.Fatalf("hosts web-2: %v %q %q", err, out, errs)
+	}
+	// Again without --reason: the reason is kept (hB14: it was cleared),
+	// and nothing more is logged; --reason '' clears it.
+	out, errs, err = cli("hosts", "web-2", "--maintenance", "on")
+	if err != nil || !strings.Contains(out, ": disk swap)\n") {
+		t.Fatalf("maintenance on again without --reason: %v %q %q, want the reason kept", err, out, errs)
+	}
+	out, errs, err = cli("hosts", "web-2", "--maintenance", "on", "--reason", "")
+	if err != nil || strings.Contains(out, "disk swap") || !strings.HasPrefix(out, "host web-2 is in maintenance: its new orders are refused (by admin ") {
+		t.Fatalf("maintenance on with --reason '': %v %q %q, want the reason cleared", err, out, errs)
+	}
+	pool, err := postgres.Open(t.Context(), s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM host_maintenance_log WHERE host = 'web-2'`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("host_maintenance_log of web-2 after on, on, on --reason '': %d rows (%v), want 2", n, err)
+	}
+	// Forgetting it is refused while it is in maintenance (hB14: 204,
+	// and it stayed listed).
+	if _, errs, err = cli("hosts", "--forget", "web-2"); err == nil || !strings.Contains(err.Error()+errs, "host web-2 is in maintenance") ||
+		!strings.Contains(err.Error()+errs, "orderly hosts web-2 --maintenance off") {
+		t.Errorf("--forget of a host in maintenance: %v %q, want it refused, naming the way out", err, errs)
 	}
 	for _, bad := range [][]string{
 		{"hosts", "web-2", "--maintenance", "maybe"},

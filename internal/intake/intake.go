@@ -39,6 +39,7 @@ type Store interface {
 	DeleteFinishedBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteRejectionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteOrphanDelegationsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteMaintenanceLogBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	ExpireDue(ctx context.Context, limit int) ([]postgres.Expired, error)
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
@@ -763,11 +764,13 @@ func (s *Service) Unrecorded(code string) {
 	s.opts.Metrics.Rejected(order.Code(code))
 }
 
-// Prune deletes the finished orders, the recorded rejections and the
-// runbook delegations of orders never recorded older than the retention
-// period, in batches, and returns how many rows it deleted. Rejections
-// are kept as long as orders: every refused request adds one, an
-// unauthenticated one too, so without this the table only grew.
+// Prune deletes the finished orders, the recorded rejections, the
+// runbook delegations of orders never recorded and the maintenance
+// switches (host_maintenance_log) older than the retention period, in
+// batches, and returns how many rows it deleted. Rejections are kept as
+// long as orders: every refused request adds one, an unauthenticated one
+// too, so without this the table only grew. The switches go with the
+// refusals they explain.
 func (s *Service) Prune(ctx context.Context) (int, error) {
 	if s.opts.Retention == nil {
 		return 0, nil
@@ -780,6 +783,7 @@ func (s *Service) Prune(ctx context.Context) (int, error) {
 	total := 0
 	for _, del := range []func(context.Context, time.Time, int) (int64, error){
 		s.store.DeleteFinishedBefore, s.store.DeleteRejectionsBefore, s.store.DeleteOrphanDelegationsBefore,
+		s.store.DeleteMaintenanceLogBefore,
 	} {
 		for {
 			n, err := del(ctx, before, 1000)

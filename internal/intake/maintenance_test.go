@@ -99,7 +99,7 @@ func TestMaintenanceRefreshKeepsTheNewerRead(t *testing.T) {
 	}
 
 	raced("start", func() error {
-		_, err := e.store.StartMaintenance(e.ctx, "hm1", "disk swap", "root")
+		_, err := e.store.StartMaintenance(e.ctx, "hm1", new("disk swap"), "root")
 		return err
 	})
 	if _, err := svc.Submit(e.ctx, alice, newOrder("hm1", "true")); order.ErrorCode(err) != order.CodeHostInMaintenance {
@@ -122,7 +122,7 @@ func TestMaintenanceRefreshKeepsTheNewerRead(t *testing.T) {
 // just restarted).
 func TestMaintenanceFirstReadIsOne(t *testing.T) {
 	e := newIntakeEnv(t, intake.Options{})
-	if _, err := e.store.StartMaintenance(e.ctx, "hm2", "", "root"); err != nil {
+	if _, err := e.store.StartMaintenance(e.ctx, "hm2", new(""), "root"); err != nil {
 		t.Fatal(err)
 	}
 	store := &heldMaintenanceRead{Store: e.store}

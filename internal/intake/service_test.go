@@ -267,8 +267,8 @@ func TestReconcileRepublishesLostPublishes(t *testing.T) {
 }
 
 // TestPruneKeepsRecentAndUnfinished: retention deletes finished orders
-// older than it, with their events, old rejections and old delegations
-// of orders never recorded, and nothing else.
+// older than it, with their events, old rejections, old delegations of
+// orders never recorded and old maintenance switches, and nothing else.
 func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 	e := newIntakeEnv(t, intake.Options{Retention: func() time.Duration { return time.Hour }})
 	var ids []uuid.UUID
@@ -306,9 +306,18 @@ func TestPruneKeepsRecentAndUnfinished(t *testing.T) {
 		('\x03', $1, 'alice', 'token', 'c', '{}', '{}', now() - interval '2 hours')`, queuedOld); err != nil {
 		t.Fatal(err)
 	}
+	// Maintenance switches go with the refusals they explain (hB14: the
+	// log was never trimmed).
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO host_maintenance_log (host, at, by, action, reason) VALUES
+		('h1', now() - interval '2 hours', 'root', 'on', 'old'), ('h1', now(), 'root', 'off', 'recent')`); err != nil {
+		t.Fatal(err)
+	}
 	n, err := e.svc.Prune(e.ctx)
-	if err != nil || n != 3 {
-		t.Fatalf("prune: %d %v, want 3 (an order, a rejection and an orphan delegation)", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("prune: %d %v, want 4 (an order, a rejection, an orphan delegation and a maintenance switch)", n, err)
+	}
+	if e.count(`SELECT count(*) FROM host_maintenance_log WHERE reason = 'old'`) != 0 || e.count(`SELECT count(*) FROM host_maintenance_log WHERE reason = 'recent'`) != 1 {
+		t.Fatal("retention kept the old maintenance switch or deleted the recent one")
 	}
 	if e.count(`SELECT count(*) FROM runbook_delegations WHERE sha256 = '\x01'`) != 0 || e.count(`SELECT count(*) FROM runbook_delegations`) != 2 {
 		t.Fatal("retention kept the old orphan delegation or deleted another")

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // diskFullState is PostgreSQL's disk_full: a table, an index or a
@@ -21,7 +19,6 @@ var diskFull atomic.Pointer[diskFullSeen]
 type diskFullSeen struct {
 	first, last time.Time // first of the episode
 	count       int64
-	message     string
 }
 
 // diskFullEpisode is how long after the last refusal a new one starts a
@@ -29,11 +26,11 @@ type diskFullSeen struct {
 const diskFullEpisode = time.Minute
 
 // noteDiskFull records a refusal for want of disk space.
-func noteDiskFull(pgErr *pgconn.PgError) {
+func noteDiskFull() {
 	now := time.Now()
 	for {
 		prev := diskFull.Load()
-		next := &diskFullSeen{first: now, last: now, count: 1, message: pgErr.Message}
+		next := &diskFullSeen{first: now, last: now, count: 1}
 		if prev != nil && now.Sub(prev.last) < diskFullEpisode {
 			next.first, next.count = prev.first, prev.count+1
 		}
@@ -44,13 +41,16 @@ func noteDiskFull(pgErr *pgconn.PgError) {
 }
 
 // DiskFull says, while PostgreSQL refused a statement of this process for
-// want of disk space in the last minute, how many since when and the
-// last refusal's message (for /readyz, which stays ready: reads work).
+// want of disk space in the last minute, how many since when (for
+// /readyz, which stays ready: reads work). /readyz answers anyone, so the
+// text is generic: PostgreSQL's own message names the data file that
+// could not grow ("could not extend file \"base/16384/…\""), which is
+// in the log line of each refused request, not here.
 func DiskFull() (string, bool) {
 	seen := diskFull.Load()
 	if seen == nil || time.Since(seen.last) >= diskFullEpisode {
 		return "", false
 	}
-	return fmt.Sprintf("PostgreSQL refused %d write(s) for want of disk space (SQLSTATE 53100) since %s, the last %s ago: %s",
-		seen.count, seen.first.UTC().Format(time.RFC3339), time.Since(seen.last).Round(time.Second), seen.message), true
+	return fmt.Sprintf("PostgreSQL refused %d write(s) for want of disk space (SQLSTATE 53100) since %s, the last %s ago; the log has each refusal",
+		seen.count, seen.first.UTC().Format(time.RFC3339), time.Since(seen.last).Round(time.Second)), true
 }

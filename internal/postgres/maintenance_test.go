@@ -13,12 +13,33 @@ import (
 // its row: nothing said who had switched it, either way.
 func TestMaintenanceSwitchesAreReadableByAnAuditor(t *testing.T) {
 	e := newStoreEnv(t)
-	if _, err := e.store.StartMaintenance(e.ctx, "web-2", "disk swap", "alice"); err != nil {
+	if _, err := e.store.StartMaintenance(e.ctx, "web-2", new("disk swap"), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.store.StartMaintenance(e.ctx, "web-2", nil, "zed")
+	if err != nil {
 		t.Fatal(err)
 	}
 	// Again, by another admin: its start is kept, its reason replaced.
-	if _, err := e.store.StartMaintenance(e.ctx, "web-2", "disk swap, back at 14:00", "bob"); err != nil {
+	if _, err := e.store.StartMaintenance(e.ctx, "web-2", new("disk swap, back at 14:00"), "bob"); err != nil {
 		t.Fatal(err)
+	}
+	// Again without a reason (orderly hosts web-2 --maintenance on), and
+	// with the same one: nothing changes, nothing is logged (hB14; a
+	// repeated on without a reason cleared the reason, and each was a
+	// row). Before the reason changed, the one without a reason kept
+	// alice's: checked above through first.
+	if first.Reason != "disk swap" || first.By != "alice" {
+		t.Errorf("on again without a reason: %+v, want alice's disk swap kept", first)
+	}
+	for _, r := range []*string{nil, new("disk swap, back at 14:00")} {
+		m, err := e.store.StartMaintenance(e.ctx, "web-2", r, "yves")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Reason != "disk swap, back at 14:00" || m.By != "bob" || !m.Since.Equal(first.Since) {
+			t.Errorf("on again (reason %v): %+v, want bob's reason and the first since %v kept", r != nil, m, first.Since)
+		}
 	}
 	if _, was, err := e.store.EndMaintenance(e.ctx, "web-2", "carol"); err != nil || !was {
 		t.Fatalf("end: %v, %v", was, err)
@@ -27,7 +48,7 @@ func TestMaintenanceSwitchesAreReadableByAnAuditor(t *testing.T) {
 	if _, was, err := e.store.EndMaintenance(e.ctx, "web-2", "dave"); err != nil || was {
 		t.Fatalf("end again: %v, %v", was, err)
 	}
-	if _, err := e.store.StartMaintenance(e.ctx, "web-9", "", "erin"); err != nil {
+	if _, err := e.store.StartMaintenance(e.ctx, "web-9", new(""), "erin"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -118,7 +118,7 @@ func translate(doing string, err error) error {
 		case pgErr.Code == "23505":
 			return &order.Error{Code: order.CodeConflict, Message: "already exists", Err: fmt.Errorf("%s: %w", doing, err)}
 		case pgErr.Code == diskFullState:
-			noteDiskFull(pgErr)
+			noteDiskFull()
 			return &order.Error{Code: order.CodeUnavailable, Message: "database unavailable: PostgreSQL is out of disk space",
 				Err: fmt.Errorf("%s: %w", doing, err)}
 		case unavailableState(pgErr.Code):
