@@ -1,0 +1,81 @@
+package hostpolicy
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// FuzzPrepare gives the worker's own check of an exec order (what it
+// re-checks whatever the API let through) a command, arguments and a user
+// from the fuzzer, on the fixture's filesystem with an allow-list of ls
+// and id and a deny of everything behind systemctl. Whatever it accepts
+// runs usr/bin/ls or usr/bin/id, found in a command_path directory, with
+// arguments free of control characters and of the forbidden characters;
+// whatever it refuses is an *order.Error with a 4xx code.
+func FuzzPrepare(f *testing.F) {
+	fx := newFixture(f)
+	cfg := fx.cfg()
+	cfg.Allow = []string{`(^|/)(ls|id)( |$)`}
+	cfg.Deny = []string{`systemctl`}
+	cfg.ForbiddenChars = ";|&$`"
+	p, err := New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, c := range []string{
+		"ls", "id", "/bin/ls", fx.path("usr/bin/ls"), fx.path("bin/ls"), fx.root + "/usr/bin//ls",
+		fx.path("usr/bin") + "/../bin/ls", fx.path("usr/bin") + "/../../outside/evil", "halt", "shutdown",
+		fx.path("sbin/shutdown"), "systemctl", "escape", "notexec", "subdir/tool", "../outside/evil", "./ls",
+		"%2e%2e%2fls", "ls%2f", "l\x00s", "ls\n", "\x1b[31mls", "l\xffs", ".", "..", "", "ls ", " ls", "LS",
+	} {
+		f.Add(c, "-l", "")
+	}
+	f.Add("ls", "-l; rm -rf /", "")
+	f.Add("ls", "\u202e", "nobody")
+	f.Add("id", "-u", "root")
+	f.Add("id", "", "no body")
+	f.Fuzz(func(t *testing.T, command, arg, runAs string) {
+		o := &order.Order{Kind: order.KindExec, Host: "h", Command: command, RunAs: runAs}
+		if arg != "" {
+			o.Args = strings.Split(arg, "\t")
+		}
+		prep, err := p.Prepare(o)
+		if err != nil {
+			refusedAs4xx(t, command, err)
+			return
+		}
+		real := prep.Req.Path
+		if prep.User != "" && prep.Req.Argv[0] == "sudo" {
+			real = prep.ResolvedPath
+		}
+		if real != fx.path("usr/bin/ls") && real != fx.path("usr/bin/id") {
+			t.Fatalf("command %q (args %q) accepted as %s, not ls or id", command, o.Args, real)
+		}
+		dir := filepath.Dir(prep.ResolvedPath)
+		if dir != fx.path("usr/bin") && dir != fx.path("usr/sbin") {
+			t.Fatalf("command %q resolved to %s, outside command_path", command, prep.ResolvedPath)
+		}
+		for _, a := range o.Args {
+			if order.HasControl(a, true) || strings.ContainsAny(a, cfg.ForbiddenChars) {
+				t.Fatalf("argument %q accepted", a)
+			}
+		}
+	})
+}
+
+// refusedAs4xx fails t unless err is an *order.Error of a client's code.
+func refusedAs4xx(t *testing.T, in string, err error) {
+	t.Helper()
+	oe, ok := err.(*order.Error)
+	if !ok {
+		t.Fatalf("%q refused with %T %v, not an *order.Error", in, err, err)
+	}
+	switch oe.Code {
+	case order.CodeInvalid, order.CodeForbidden, order.CodeUnprocessable:
+	default:
+		t.Fatalf("%q refused with code %q: %v", in, oe.Code, err)
+	}
+}
