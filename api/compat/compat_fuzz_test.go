@@ -2,6 +2,9 @@ package compat
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -11,8 +14,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/runbook"
 )
 
 // FuzzHTTPExecRequest gives httpexec's request parsing a command path,
@@ -158,6 +165,81 @@ func FuzzVigridExecute(f *testing.F) {
 			}
 			if st := apiStatus(err); st < 400 || st > 499 {
 				t.Fatalf("body %q: its order refused with %d: %v", raw, st, err)
+			}
+		}
+	})
+}
+
+// FuzzStage0Request gives stage0's surface a token whose header and
+// claims the fuzzer writes, signed with the configured secret (so PyJWT's
+// claim checks, pyjwtClaims and stage0Lifetime, are what is fuzzed), and
+// an execute body. A token is taken (status 0) or refused 401, never
+// anything else; a principal taken has a valid name and valid roles; a
+// body is read, or refused 400 or 413, and its variables sanitized.
+func FuzzStage0Request(f *testing.F) {
+	const secret = "stage0-fuzz-secret"
+	now := time.Unix(1_800_000_000, 0)
+	cfg := config.Default()
+	cfg.Compat.Stage0.JWTSecret = secret
+	cfg.Compat.Stage0.JWTIssuer = "dev-idp"
+	cfg.Compat.Stage0.JWTAudience = "dev-api"
+	cfg.Compat.Stage0.JWTTTL = 8 * time.Hour
+	s := &Stage0{Now: func() time.Time { return now }}
+	hs := `{"alg":"HS256","typ":"JWT"}`
+	for _, c := range []struct{ header, claims, body string }{
+		{hs, `{"sub":"ci","iss":"dev-idp","aud":"dev-api","exp":1800003600,"roles":["ops"]}`, `{"env_vars":{"A":"1","B":2,"C":null,"D":true}}`},
+		{hs, `{"sub":"ci","iss":"dev-idp","aud":["x","dev-api"],"exp":"1800003600","iat":" 1_799_999_000 ","roles":"ops admin"}`, `{"env_vars":[]}`},
+		{hs, `{"sub":"c\u0000i","iss":"dev-idp","aud":"dev-api","exp":1e400}`, `{"env_vars":{"1A":"x"}}`},
+		{hs, `{"sub":"ci","iss":"dev-idp","aud":"dev-api","exp":NaN,"nbf":-Infinity}`, `[]`},
+		{hs, `{"sub":"ci","iss":"dev-idp","aud":"dev-api","exp":1800003600,"iat":9223372036854775808}`, `{"env_vars":{"A":{"b":1}}}`},
+		{hs, `{"sub":"ci","iss":"dev-idp","aud":"dev-api","exp":1800003600,"roles":[1,["x"],{"a":"b"}]}`, `{"env_vars":0}`},
+		{`{"alg":"none"}`, `{"sub":"ci"}`, `null`},
+		{`{"alg":"HS256","crit":["b64"],"b64":false}`, `{"sub":"ci","exp":1800003600}`, `{"env_vars":{"A":"\u0085x\u001b"}}`},
+		{hs, `[]`, `{`},
+		{hs, `{"sub":"ci","iss":"dev-idp","aud":"dev-api","exp":"٣٠"}`, ` `},
+	} {
+		f.Add(c.header, c.claims, []byte(c.body))
+	}
+	f.Fuzz(func(t *testing.T, header, claims string, body []byte) {
+		enc := base64.RawURLEncoding.EncodeToString
+		in := enc([]byte(header)) + "." + enc([]byte(claims))
+		m := hmac.New(sha256.New, []byte(secret))
+		m.Write([]byte(in))
+		r := httptest.NewRequest(http.MethodPost, "/api/runbooks/x/execute", bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+in+"."+enc(m.Sum(nil)))
+		q, status, msg := s.authenticate(r, cfg)
+		switch {
+		case status == http.StatusUnauthorized && q == nil && msg != "":
+		case status == 0 && q != nil:
+			if !auth.ValidName(q.userID) || q.p.Name != cfg.Compat.Stage0.PrincipalPrefix+q.userID {
+				t.Fatalf("claims %q taken as user %q, principal %q", claims, q.userID, q.p.Name)
+			}
+			for _, role := range q.p.Roles {
+				if !auth.ValidName(role) {
+					t.Fatalf("claims %q taken with role %q", claims, role)
+				}
+			}
+		default:
+			t.Fatalf("claims %q answered %d %q", claims, status, msg)
+		}
+		b, status, err := readBody(r, 1<<16)
+		switch status {
+		case 0:
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			if err == nil {
+				t.Fatalf("body %q refused %d without a reason", body, status)
+			}
+			return
+		default:
+			t.Fatalf("body %q answered %d", body, status)
+		}
+		env, err := runbook.Sanitize(b.EnvVars)
+		if err != nil {
+			env = wellNamed(b.EnvVars)
+		}
+		for k, v := range env {
+			if !runbook.ValidEnvName(k) || strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }) {
+				t.Fatalf("body %q gives the run %q=%q", body, k, v)
 			}
 		}
 	})

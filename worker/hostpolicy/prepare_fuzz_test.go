@@ -31,16 +31,24 @@ func FuzzPrepare(f *testing.F) {
 		fx.path("sbin/shutdown"), "systemctl", "escape", "notexec", "subdir/tool", "../outside/evil", "./ls",
 		"%2e%2e%2fls", "ls%2f", "l\x00s", "ls\n", "\x1b[31mls", "l\xffs", ".", "..", "", "ls ", " ls", "LS",
 	} {
-		f.Add(c, "-l", "")
+		f.Add(c, "-l", "", "")
 	}
-	f.Add("ls", "-l; rm -rf /", "")
-	f.Add("ls", "\u202e", "nobody")
-	f.Add("id", "-u", "root")
-	f.Add("id", "", "no body")
-	f.Fuzz(func(t *testing.T, command, arg, runAs string) {
+	f.Add("ls", "-l; rm -rf /", "", "LD_PRELOAD=/tmp/x.so")
+	f.Add("ls", "\u202e", "nobody", "PATH=/tmp")
+	f.Add("id", "-u", "root", "BASH_FUNC_ls%%=() { :; }")
+	f.Add("id", "", "no body", "A=b\x00c")
+	f.Add("id", "-u", "", "Path=/tmp\tld_preload=x\tLANG=C\tHOME=/root")
+	f.Fuzz(func(t *testing.T, command, arg, runAs, env string) {
 		o := &order.Order{Kind: order.KindExec, Host: "h", Command: command, RunAs: runAs}
 		if arg != "" {
 			o.Args = strings.Split(arg, "\t")
+		}
+		if env != "" {
+			o.Env = map[string]string{}
+			for _, kv := range strings.Split(env, "\t") {
+				k, v, _ := strings.Cut(kv, "=")
+				o.Env[k] = v
+			}
 		}
 		prep, err := p.Prepare(o)
 		if err != nil {
@@ -57,6 +65,25 @@ func FuzzPrepare(f *testing.F) {
 		dir := filepath.Dir(prep.ResolvedPath)
 		if dir != fx.path("usr/bin") && dir != fx.path("usr/sbin") {
 			t.Fatalf("command %q resolved to %s, outside command_path", command, prep.ResolvedPath)
+		}
+		paths := 0
+		for _, kv := range prep.Req.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			if _, denied := order.EnvDenied(k, cfg.EnvDeny); denied && k != "PATH" && k != "HOME" && k != "USER" && k != "LOGNAME" {
+				t.Fatalf("env %q set %s", env, kv)
+			}
+			if k == "PATH" {
+				paths++
+				if v != strings.Join(p.commandPath, ":") {
+					t.Fatalf("env %q set %s", env, kv)
+				}
+			}
+			if order.HasControl(v, true) {
+				t.Fatalf("env %q set %q", env, kv)
+			}
+		}
+		if paths != 1 && prep.Req.Argv[0] != "sudo" {
+			t.Fatalf("env %q gives %d PATHs: %q", env, paths, prep.Req.Env)
 		}
 		for _, a := range o.Args {
 			if order.HasControl(a, true) || strings.ContainsAny(a, cfg.ForbiddenChars) {
