@@ -2,9 +2,11 @@ package hostpolicy
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 )
 
@@ -105,4 +107,51 @@ func refusedAs4xx(t *testing.T, in string, err error) {
 	default:
 		t.Fatalf("%q refused with code %q: %v", in, oe.Code, err)
 	}
+}
+
+// FuzzPrepareAction gives the worker's check of an action order (what a
+// forged row or another API's config could carry) an action's name, a
+// host, a public and a secret value from the fuzzer, against the
+// worker's own restart action. Whatever it accepts restarts
+// example@<four digits>.service on a web host, rendered from its own
+// config; whatever it refuses is a client's 4xx code.
+func FuzzPrepareAction(f *testing.F) {
+	defaultKey := "abcd"
+	c := config.Default()
+	c.Worker.CommandPath = []string{"/usr/bin", "/bin"}
+	c.Actions.Definitions = []config.Action{{Name: "restart", Hosts: []string{"web-*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}, {Name: "key", Pattern: "[a-z]{4,8}", Secret: true, Default: &defaultKey}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}}
+	p, err := FromConfig(c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range [][6]string{
+		{"restart", "web-1", "id", "0042", "key", "abcdefg"},
+		{"restart", "db-1", "id", "0042", "", ""},
+		{"restart", "web-1", "key", "abcd", "id", "0042"},
+		{"restart", "web-1", "id", "0042;reboot", "", ""},
+		{"restart", "web-1", "id", "٠٠٤٢", "key", "ABCD"},
+		{"Restart", "web-1", "id", "0042", "", ""},
+		{"restart\x00", "web-*", "ID", "0042", "id", "0043"},
+		{"restart", "web-1", "id", "0042\n", "key", ""},
+	} {
+		f.Add(s[0], s[1], s[2], s[3], s[4], s[5])
+	}
+	unitRE := regexp.MustCompile(`^systemd:restart:example@[0-9]{4}\.service$`)
+	f.Fuzz(func(t *testing.T, name, host, param, value, secret, secretValue string) {
+		o := &order.Order{Kind: order.KindAction, Host: host, Command: "action:" + name,
+			Action: &order.Action{Name: name, Params: map[string]string{param: value}}}
+		if secret != "" {
+			o.Action.Secrets = map[string]string{secret: secretValue}
+		}
+		prep, err := p.Prepare(o)
+		if err != nil {
+			refusedAs4xx(t, name, err)
+			return
+		}
+		if prep.Native == nil || !unitRE.MatchString(prep.ResolvedPath) || !strings.HasPrefix(host, "web-") {
+			t.Fatalf("action %q on %q with %q=%q, secret %q=%q: prepared %q", name, host, param, value, secret, secretValue, prep.ResolvedPath)
+		}
+	})
 }
