@@ -2,6 +2,7 @@ package runbook
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -29,12 +30,34 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add("x.md", []byte("# x"), `{"1A":1,"B":null,"C":true,"D":1e400,"E":{"a":1}}`)
 	f.Add("x.md", []byte("# x"), `{"A=B":"1","":"2"}`)
-	dir := f.TempDir()
+	top := f.TempDir()
+	dir := filepath.Join(top, "runbooks")
+	for _, d := range []string{dir, filepath.Join(dir, "sub.md")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			f.Fatal(err)
+		}
+	}
+	for _, p := range []string{filepath.Join(dir, "RotateLogs.md"), filepath.Join(top, "outside.md")} {
+		if err := os.WriteFile(p, md(rotateLogs), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../outside.md", filepath.Join(dir, "link.md")); err != nil {
+		f.Fatal(err)
+	}
 	src, err := NewSource(dir)
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Add("link.md", []byte("# x"), `{}`)
+	f.Add("../outside.md", []byte("# x"), `{}`)
+	f.Add("sub.md", []byte("# x"), `{}`)
 	f.Fuzz(func(t *testing.T, file string, text []byte, vars string) {
+		// The file a request names (stage0's /runbooks/<name>): only a
+		// regular file inside the directory, never through a link out.
+		if loaded, err := src.Load(file); err == nil && file != "RotateLogs.md" {
+			t.Fatalf("%q loads (%q), only RotateLogs.md is in the directory", file, loaded.File)
+		}
 		rb := Parse(file, text)
 		if again := Parse(file, text); !reflect.DeepEqual(rb, again) {
 			t.Fatalf("two parses of %q differ", text)
