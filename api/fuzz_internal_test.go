@@ -4,14 +4,32 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
+
+// submitSeeds are submissions of every field's edge, beside quickBodies.
+var submitSeeds = []string{
+	`{"host":"web-1","command":"/usr/bin/systemctl","args":["restart","nginx"],"timeout_seconds":30,"run_as":"root"}`,
+	`{"host":"h","command":"ls","env":{"LANG":"C.UTF-8"},"stdin":{"content":"aGk=","encode":"base64"},"stdout":{"capture":true,"encode":"base64"}}`,
+	`{"host":"h","command":"ls","stdin":{"content":"41","encode":"hex"}}`,
+	`{"host":"h","command":"ls","timeout_seconds":1e-12}`,
+	`{"host":"h","command":"ls","timeout_seconds":10000001}`,
+	`{"host":"h","command":"ls","args":["\u2028","\ud800"]}`,
+	`{"host":"h","command":"ls","env":{"A=B":"1"}}`,
+	`{"kind":"script","host":"h","command":"ls"}`,
+	`{"host":"","hosts":["web-*","db-[12]"],"command":"ls"}`,
+	`{"host":"h","command":"ls","deliver_by":"2030-01-31T15:04:05.999999999+14:00","expires_in_seconds":5}`,
+}
 
 // FuzzSubmitRequest runs a body, an Idempotency-Key and an
 // X-Correlation-Id through what POST /v1/orders checks before anything is
@@ -23,18 +41,7 @@ func FuzzSubmitRequest(f *testing.F) {
 	for _, b := range quickBodies {
 		f.Add([]byte(b), "", "")
 	}
-	for _, b := range []string{
-		`{"host":"web-1","command":"/usr/bin/systemctl","args":["restart","nginx"],"timeout_seconds":30,"run_as":"root"}`,
-		`{"host":"h","command":"ls","env":{"LANG":"C.UTF-8"},"stdin":{"content":"aGk=","encode":"base64"},"stdout":{"capture":true,"encode":"base64"}}`,
-		`{"host":"h","command":"ls","stdin":{"content":"41","encode":"hex"}}`,
-		`{"host":"h","command":"ls","timeout_seconds":1e-12}`,
-		`{"host":"h","command":"ls","timeout_seconds":10000001}`,
-		`{"host":"h","command":"ls","args":["\u2028","\ud800"]}`,
-		`{"host":"h","command":"ls","env":{"A=B":"1"}}`,
-		`{"kind":"script","host":"h","command":"ls"}`,
-		`{"host":"","hosts":["web-*","db-[12]"],"command":"ls"}`,
-		`{"host":"h","command":"ls","deliver_by":"2030-01-31T15:04:05.999999999+14:00","expires_in_seconds":5}`,
-	} {
+	for _, b := range submitSeeds {
 		f.Add([]byte(b), "key-1", "corr-1")
 	}
 	f.Add([]byte(`{"host":"h","command":"ls"}`), "k\x00", "c\n")
@@ -163,4 +170,60 @@ func FuzzEventEnd(f *testing.F) {
 			t.Fatalf("%q: eventEnd reads %s %q, encoding/json %s %q", b, id, status, ev.OrderID, ev.Status)
 		}
 	})
+}
+
+// SubmitCorpus is FuzzSubmitRequest's seeds and the inputs kept under
+// testdata/fuzz/FuzzSubmitRequest, each a body, an Idempotency-Key and an
+// X-Correlation-Id, for TestSubmitCorpusThroughTheRouter.
+func SubmitCorpus(t *testing.T) [][3]string {
+	var out [][3]string
+	for _, b := range quickBodies {
+		out = append(out, [3]string{b, "", ""})
+	}
+	for _, b := range submitSeeds {
+		out = append(out, [3]string{b, "key-1", "corr-1"})
+	}
+	out = append(out, [3]string{`{"host":"h","command":"ls"}`, "k\x00", "c\n"})
+	kept, err := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzSubmitRequest", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range kept {
+		vals := corpusValues(t, file)
+		if len(vals) != 3 {
+			t.Fatalf("%s holds %d values, want 3", file, len(vals))
+		}
+		out = append(out, [3]string{vals[0], vals[1], vals[2]})
+	}
+	return out
+}
+
+// corpusValues reads a file of the fuzzer's corpus format ("go test fuzz
+// v1", then one Go literal a line: []byte("…") or "…").
+func corpusValues(t *testing.T, file string) []string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var out []string
+	for _, l := range lines[1:] {
+		l = strings.TrimSuffix(strings.TrimPrefix(l, "[]byte("), ")")
+		v, err := strconv.Unquote(l)
+		if err != nil {
+			t.Fatalf("%s: %q: %v", file, l, err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// SubmitChecks is submitChecks and the status its refusal is answered
+// with (0 when it accepts).
+func SubmitChecks(body []byte, key, corr string) (int, order.Code) {
+	if _, err := submitChecks(body, key, corr); err != nil {
+		code := order.ErrorCode(err)
+		return statusOf(code), code
+	}
+	return 0, ""
 }
