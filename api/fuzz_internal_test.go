@@ -57,6 +57,26 @@ func FuzzSubmitRequest(f *testing.F) {
 		if order.HasControl(o.IdempotencyKey, false) || order.HasControl(o.CorrelationID, false) {
 			t.Fatalf("accepted a control character in a key or correlation id (body %q)", body)
 		}
+		if o.Host != "" {
+			// A single order, through order.Validate: what reaches the
+			// bus and the worker.
+			if o.Command == "" || order.HasControl(o.Command, false) {
+				t.Fatalf("accepted command %q (body %q)", o.Command, body)
+			}
+			for _, a := range o.Args {
+				if order.HasControl(a, true) {
+					t.Fatalf("accepted argument %q (body %q)", a, body)
+				}
+			}
+			for k, v := range o.Env {
+				if !order.ValidEnvName(k) || order.HasControl(v, true) {
+					t.Fatalf("accepted env %q=%q (body %q)", k, v, body)
+				}
+			}
+			if o.Timeout < 0 || o.RunAs != "" && !order.ValidUser(o.RunAs) {
+				t.Fatalf("accepted timeout %s, run_as %q (body %q)", o.Timeout, o.RunAs, body)
+			}
+		}
 		var req SubmitRequest
 		if err := decodeBytes(body, &req); err != nil {
 			t.Fatal(err)
