@@ -46,6 +46,8 @@ func FuzzActionParams(f *testing.F) {
 		{`"ａｂｃ"`, `-0`, `null`, `tru`, `"abcdefgh\u0000"`, "example@../x.service"},
 		{`"abcdefghijklmnopq"`, `99999999999999999999`, `["fast"]`, `{}`, `1`, "other@x.service"},
 		{`"abc"`, `"3"`, `"fast"`, `false`, `"abcdefgh"`, "example@web-1.service.service"},
+		{`"abc"`, `3`, `"fast"`, `false`, `"abcdefgh;reboot"`, "example@web-1.service"},
+		{`"abc"`, `11`, `"fast"`, `false`, `"abcdefgh"`, "example@web-1.service"},
 		{` "abc" `, ` 3`, `"fa\u0073t"`, `false`, `"abcdefgh"`, "example@-x.service"},
 	} {
 		f.Add(c[0], c[1], c[2], c[3], c[4], c[5])
