@@ -35,7 +35,8 @@ func FuzzPrepare(f *testing.F) {
 	} {
 		f.Add(c, "-l", "", "")
 	}
-	f.Add("ls", "-l; rm -rf /", "", "LD_PRELOAD=/tmp/x.so")
+	f.Add("ls", "-l; rm -rf /", "", "")
+	f.Add("ls", "-l", "", "LD_PRELOAD=/tmp/x.so")
 	f.Add("ls", "\u202e", "nobody", "PATH=/tmp")
 	f.Add("id", "-u", "root", "BASH_FUNC_ls%%=() { :; }")
 	f.Add("id", "", "no body", "A=b\x00c")
