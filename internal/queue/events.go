@@ -168,11 +168,16 @@ func (q *Queue) SendControl(host string, c Control) error {
 	return nil
 }
 
+// controlOf reads a control wake-up from the bus: a JSON object naming
+// an order; ok is false for anything else.
+func controlOf(data []byte) (c Control, ok bool) {
+	return c, json.Unmarshal(data, &c) == nil && c.OrderID != uuid.Nil
+}
+
 // SubscribeControl calls fn for every control wake-up to host.
 func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscription, error) {
 	sub, err := q.nc.Subscribe(ControlSubject+host, func(m *nats.Msg) {
-		var c Control
-		if json.Unmarshal(m.Data, &c) == nil && c.OrderID != uuid.Nil {
+		if c, ok := controlOf(m.Data); ok {
 			fn(c)
 		}
 	})
