@@ -285,31 +285,7 @@ func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Close(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := migrations.Up(t.Context(), dsn+"&lock_timeout=60000", nil)
-		done <- err
-	}()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		var n int
-		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE '%INDEX%orders_parent_run%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("migrate up ended while the writer's transaction was open: %v", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			rows, _ := watch.Query(t.Context(), `SELECT coalesce(wait_event_type,'') || ' ' || coalesce(wait_event,'') || ' ' || coalesce(state,'') || ' ' || coalesce(left(query, 100),'') FROM pg_stat_activity WHERE pid <> pg_backend_pid()`)
-			a, _ := pgx.CollectRows(rows, pgx.RowTo[string])
-			t.Fatalf("the index build did not wait for the open transaction within 30 s: %q", a)
-		}
-	}
+	done := upWaitingOnLock(t, watch, dsn, "%INDEX%orders_parent_run%")
 
 	writerGetsThrough(t, dsn, "orders", "2s", 1, "the migration's index")
 	endAndWantLatest(t, p, tx, done, 60*time.Second)
@@ -388,43 +364,9 @@ func TestIndexLeftInvalidIsDroppedBesideTheTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A pg_dump's transaction: a snapshot, and a reader's lock on orders.
-	holder, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(context.Background())
-	tx, err := holder.BeginTx(t.Context(), pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	if err := tx.QueryRow(t.Context(), `SELECT count(*) FROM orders`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := migrations.Up(t.Context(), dsn+"&lock_timeout=60000", nil)
-		done <- err
-	}()
+	tx := dumpLike(t, dsn, "orders")
 	// The migration waits for the open transaction, on the invalid index.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		var n int
-		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE '%orders_parent_run%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("migrate up ended while the reader's transaction was open: %v", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the migration did not wait for the open transaction within 30 s")
-		}
-	}
+	done := upWaitingOnLock(t, conn, dsn, "%orders_parent_run%")
 	writerGetsThrough(t, dsn, "orders", "2s", 1, "the drop of the invalid index")
 	endAndWantLatest(t, p, tx, done, 60*time.Second)
 	var names []string
@@ -435,6 +377,39 @@ func TestIndexLeftInvalidIsDroppedBesideTheTraffic(t *testing.T) {
 	}
 	if err != nil || !slices.Equal(names, []string{"orders_parent_run true"}) {
 		t.Fatalf("indexes on orders.parent_run: %q, %v; want orders_parent_run, valid, alone", names, err)
+	}
+}
+
+// upWaitingOnLock starts `migrate up` (with a minute's lock_timeout) and
+// returns once watch, a connection outside the transaction under test,
+// sees a statement whose text is like the pattern waiting on a lock;
+// the channel gets up's end.
+func upWaitingOnLock(t *testing.T, watch *pgx.Conn, dsn, like string) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := migrations.Up(t.Context(), dsn+"&lock_timeout=60000", nil)
+		done <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE query LIKE $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`, like).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return done
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("migrate up ended while the other transaction was open: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			rows, _ := watch.Query(t.Context(), `SELECT coalesce(wait_event_type,'') || ' ' || coalesce(wait_event,'') || ' ' || coalesce(state,'') || ' ' || coalesce(left(query, 100),'') FROM pg_stat_activity WHERE pid <> pg_backend_pid()`)
+			a, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+			t.Fatalf("migrate up did not wait on a lock for a statement like %q within 30 s: %q", like, a)
+		}
 	}
 }
 
