@@ -23,16 +23,7 @@ func FuzzActionParams(f *testing.F) {
 		{Name: "restart", Hosts: []string{"*"}, Roles: []string{"ops"},
 			Params:  []config.ActionParam{{Name: "inst", Pattern: "[a-z0-9-]{1,32}", Units: "example@*.service"}},
 			Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{inst}.service"}},
-		{Name: "tool", Hosts: []string{"*"}, Roles: []string{"ops"},
-			Params: []config.ActionParam{
-				{Name: "name", Pattern: "[a-z]+", Max: ptr[int64](16)},
-				{Name: "count", Type: "int", Min: ptr[int64](1), Max: ptr[int64](10), Default: ptr("3")},
-				{Name: "mode", Type: "enum", Values: []string{"fast", "slow"}, Default: ptr("fast")},
-				{Name: "dry", Type: "bool", Default: ptr("false")},
-				{Name: "token", Pattern: "[A-Za-z0-9]{8,32}", Secret: true, Default: ptr("defaulttoken")},
-			},
-			Command: []string{"/usr/bin/tool", "--name={name}", "{count}", "{mode}", "--dry={dry}", "/srv/{name}.txt"},
-			Env:     []config.ActionEnv{{Name: "TOOL_TOKEN", Value: "{token}"}}},
+		toolAction(),
 	}})
 	if err != nil {
 		f.Fatal(err)

@@ -12,6 +12,21 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
+// toolAction has one param of each type, a secret among them, rendered
+// into its command and its environment.
+func toolAction() config.Action {
+	return config.Action{Name: "tool", Hosts: []string{"web-*"}, Principals: []string{"alice"},
+		Params: []config.ActionParam{
+			{Name: "name", Pattern: "[a-z]+", Max: ptr[int64](16)},
+			{Name: "count", Type: "int", Min: ptr[int64](1), Max: ptr[int64](10), Default: ptr("3")},
+			{Name: "mode", Type: "enum", Values: []string{"fast", "slow"}, Default: ptr("fast")},
+			{Name: "dry", Type: "bool", Default: ptr("false")},
+			{Name: "token", Pattern: "[A-Za-z0-9]{8,32}", Secret: true, Default: ptr("defaulttoken")},
+		},
+		Command: []string{"/usr/bin/tool", "--name={name}", "{count}", "{mode}", "--dry={dry}", "/srv/{name}.txt"},
+		Env:     []config.ActionEnv{{Name: "TOOL_TOKEN", Value: "{token}"}}}
+}
+
 // testSet has one action per param type, plus a systemd verb.
 func testSet(t *testing.T) *Set {
 	t.Helper()
@@ -19,16 +34,7 @@ func testSet(t *testing.T) *Set {
 		{Name: "restart", Hosts: []string{"*"}, Roles: []string{"ops"},
 			Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
 			Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}},
-		{Name: "tool", Hosts: []string{"web-*"}, Principals: []string{"alice"},
-			Params: []config.ActionParam{
-				{Name: "name", Pattern: "[a-z]+", Max: ptr[int64](16)},
-				{Name: "count", Type: "int", Min: ptr[int64](1), Max: ptr[int64](10), Default: ptr("3")},
-				{Name: "mode", Type: "enum", Values: []string{"fast", "slow"}, Default: ptr("fast")},
-				{Name: "dry", Type: "bool", Default: ptr("false")},
-				{Name: "token", Pattern: "[A-Za-z0-9]{8,32}", Secret: true, Default: ptr("defaulttoken")},
-			},
-			Command: []string{"/usr/bin/tool", "--name={name}", "{count}", "{mode}", "--dry={dry}", "/srv/{name}.txt"},
-			Env:     []config.ActionEnv{{Name: "TOOL_TOKEN", Value: "{token}"}}},
+		toolAction(),
 	}})
 	if err != nil {
 		t.Fatal(err)
