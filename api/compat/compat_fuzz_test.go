@@ -17,7 +17,6 @@ import (
 	"unicode"
 
 	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/runbook"
 )
@@ -178,13 +177,7 @@ func FuzzVigridExecute(f *testing.F) {
 // body is read, or refused 400 or 413, and its variables sanitized.
 func FuzzStage0Request(f *testing.F) {
 	const secret = "stage0-fuzz-secret"
-	now := time.Unix(1_800_000_000, 0)
-	cfg := config.Default()
-	cfg.Compat.Stage0.JWTSecret = secret
-	cfg.Compat.Stage0.JWTIssuer = "dev-idp"
-	cfg.Compat.Stage0.JWTAudience = "dev-api"
-	cfg.Compat.Stage0.JWTTTL = 8 * time.Hour
-	s := &Stage0{Now: func() time.Time { return now }}
+	_, cfg, s := stage0AtFixedTime(secret)
 	hs := `{"alg":"HS256","typ":"JWT"}`
 	for _, c := range []struct{ header, claims, body string }{
 		{hs, `{"sub":"ci","iss":"dev-idp","aud":"dev-api","exp":1800003600,"roles":["ops"]}`, `{"env_vars":{"A":"1","B":2,"C":null,"D":true}}`},

@@ -14,18 +14,25 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 )
 
-// TestStage0JWTClaims: the 401 messages are PyJWT 2.10.1's, in its order
-// of checks (iat, nbf, exp, iss, aud, sub, jti), with its int() reading
-// of the time claims, as stage0 answered them (COMPAT.md §3).
-func TestStage0JWTClaims(t *testing.T) {
-	const secret = "stage0-jwt-test-secret"
+// stage0AtFixedTime is stage0's surface whose clock stands still, with
+// its token settings: HS256 with secret, issuer dev-idp, audience
+// dev-api, tokens of up to 8 hours.
+func stage0AtFixedTime(secret config.Secret) (time.Time, config.Config, *Stage0) {
 	now := time.Unix(1_800_000_000, 0)
 	cfg := config.Default()
 	cfg.Compat.Stage0.JWTSecret = secret
 	cfg.Compat.Stage0.JWTIssuer = "dev-idp"
 	cfg.Compat.Stage0.JWTAudience = "dev-api"
 	cfg.Compat.Stage0.JWTTTL = 8 * time.Hour
-	s := &Stage0{Now: func() time.Time { return now }}
+	return now, cfg, &Stage0{Now: func() time.Time { return now }}
+}
+
+// TestStage0JWTClaims: the 401 messages are PyJWT 2.10.1's, in its order
+// of checks (iat, nbf, exp, iss, aud, sub, jti), with its int() reading
+// of the time claims, as stage0 answered them (COMPAT.md §3).
+func TestStage0JWTClaims(t *testing.T) {
+	const secret = "stage0-jwt-test-secret"
+	now, cfg, s := stage0AtFixedTime(secret)
 	// sign is an HS256 token with exactly this header and payload.
 	sign := func(header, payload map[string]any) string {
 		enc := func(v map[string]any) string {

@@ -287,6 +287,20 @@ func TestDSNFor(t *testing.T) {
 	}
 }
 
+// postmasterPID is the pid postmaster.pid names.
+func postmasterPID(t *testing.T, s *Server) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(firstLine(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
 func firstLine(b []byte) string {
 	line, _, _ := strings.Cut(string(b), "\n")
 	return line
@@ -316,14 +330,7 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 	go func() { defer close(supervised); s.Supervise(ctx, 100*time.Millisecond) }()
 	t.Cleanup(func() { cancel(); <-supervised }) // before startServer's Stop
 
-	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(firstLine(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pid := postmasterPID(t, s)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +350,7 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	b, _ = os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	b, _ := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
 	if firstLine(b) == strconv.Itoa(pid) {
 		t.Errorf("the postmaster is still pid %d", pid)
 	}
@@ -453,14 +460,7 @@ func TestStopDoesNotWaitForAStoppedCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(firstLine(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pid := postmasterPID(t, s)
 	cluster := []int{pid}
 	for _, c := range strings.Fields(readChildren(t, pid)) {
 		n, _ := strconv.Atoi(c)
