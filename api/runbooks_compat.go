@@ -99,7 +99,7 @@ func IsDelegationToken(token string) bool {
 // lost event only delays the end. The worker drops an order's chunks from
 // the live stream once its result is stored (queue.EndOutput), so a
 // follower that lagged behind gets only a prefix of them: the rest comes
-// from the stored output, when that is complete. Like a wait, it checks
+// from the stored output (of a truncated copy, what its head holds). Like a wait, it checks
 // its request's credential (WithCredentialCheck) every poll: one that
 // stopped being accepted ends it with an error CredentialGone reads.
 func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error) {
