@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
@@ -96,15 +99,41 @@ func IsDelegationToken(token string) bool {
 // lost event only delays the end. The worker drops an order's chunks from
 // the live stream once its result is stored (queue.EndOutput), so a
 // follower that lagged behind gets only a prefix of them: the rest comes
-// from the stored output, when that is complete. Like a wait, it checks
+// from the stored output (of a truncated copy, what its head holds). Like a wait, it checks
 // its request's credential (WithCredentialCheck) every poll: one that
 // stopped being accepted ends it with an error CredentialGone reads.
 func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error) {
 	var seen [2]int64 // bytes of stdout and stderr given to fn
+	var gap [2]bool   // chunks were lost: the rest comes from the stored output
 	live := fn
 	fn = func(stream string, p []byte) {
 		seen[streamIndex(stream)] += int64(len(p))
 		live(stream, p)
+	}
+	// chunk gives fn the part of a live chunk that continues what fn was
+	// given. Its offset (where in its stream it starts) tells a repeat,
+	// dropped, from a gap (chunks lost, as when NATS restarted and its
+	// memory stream with them): after a gap nothing more is given live,
+	// so what fn was given stays a prefix of the output and the stored
+	// copy gives the rest (storedRest). A chunk without an offset (an
+	// older worker's) is given as it comes.
+	chunk := func(m *nats.Msg) {
+		stream := m.Header.Get(queue.StreamHeader)
+		i, p := streamIndex(stream), m.Data
+		if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil {
+			switch end := off + int64(len(p)); {
+			case gap[i]:
+				return
+			case off > seen[i]:
+				gap[i] = true
+				return
+			case end <= seen[i]:
+				return
+			default:
+				p = p[seen[i]-off:]
+			}
+		}
+		fn(stream, p)
 	}
 	cons, err := s.Queue.Live(ctx, o.Host, o.ID, 0)
 	if err != nil {
@@ -136,7 +165,7 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 			stream := m.Header.Get(queue.StreamHeader)
 			switch {
 			case m.Subject == outputSubject && stream != "":
-				fn(stream, m.Data)
+				chunk(m)
 			case m.Subject == eventSubject && stream == "":
 				var ev queue.Event
 				if json.Unmarshal(m.Data, &ev) == nil && ev.OrderID == o.ID && order.Status(ev.Status).Terminal() {
@@ -165,7 +194,7 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 					select {
 					case m, ok := <-msgs:
 						if ok && m.Subject == outputSubject && m.Header.Get(queue.StreamHeader) != "" {
-							fn(m.Header.Get(queue.StreamHeader), m.Data)
+							chunk(m)
 							continue
 						}
 					default:
@@ -188,21 +217,23 @@ func (s *Server) OutputCap(ctx context.Context, o *order.Order) (limit int64, ok
 }
 
 // storedRest gives fn the part of o's stored output past the seen bytes
-// the live stream delivered; a truncated stored copy has no exact rest,
-// only its head when the live stream delivered nothing.
+// the live stream delivered (a prefix of the output: FollowOrder stops
+// giving live chunks at a gap). Of a truncated stored copy it gives what
+// its head holds past them: stage0, whose stream this is, sent the lines
+// up to its cap and dropped the rest, so its client gets the output's
+// beginning, never a piece of its end after an unmarked hole. The bytes
+// between the head and the cap that the live stream lost are nowhere.
 func storedRest(o *order.Order, seen [2]int64, fn func(stream string, p []byte)) {
 	if o.Result == nil {
 		return
 	}
 	for i, out := range []order.Output{o.Result.Stdout, o.Result.Stderr} {
-		switch {
-		case !out.Truncated && int64(len(out.Content)) > seen[i]:
-			fn([2]string{"stdout", "stderr"}[i], out.Content[seen[i]:])
-		case out.Truncated && seen[i] == 0 && len(out.Head()) > 0:
-			// None of it came live: the run ended, and its chunks left
-			// the live stream, before the follower began. The stored
-			// head is what the live stream began with.
-			fn([2]string{"stdout", "stderr"}[i], out.Head())
+		// None of a truncated copy's stream came live (the run ended,
+		// and its chunks left the live stream, before the follower
+		// began), or the live stream lost chunks before the head's end
+		// (a NATS restart): the head is what the live stream began with.
+		if rest := out.Head(); int64(len(rest)) > seen[i] {
+			fn([2]string{"stdout", "stderr"}[i], rest[seen[i]:])
 		}
 	}
 }

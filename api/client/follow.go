@@ -40,6 +40,13 @@ type FollowOptions struct {
 	// lost on the way and the stored copy is truncated, so the missed
 	// bytes cannot be written.
 	OnMissed func(stream string, missed int64)
+	// OnInterrupted is told, once per stream, when the live output of
+	// stream lost chunks on the way (the message bus restarted and lost
+	// its memory stream) after written bytes of it were written: nothing
+	// more of it is written live, and the stored copy supplies the rest
+	// when the order ends. A long order's follower would otherwise look
+	// frozen until then.
+	OnInterrupted func(stream string, written int64)
 	// LastEventID resumes after this event id (the id of the last event an
 	// earlier reader of GET /v1/orders/{id}/events saw) instead of from the
 	// order's start. Follow then writes only what the stream delivers from
@@ -170,9 +177,14 @@ func (f *follower) place(i int, offset int64, b []byte) []byte {
 		return nil
 	case offset > f.written[i]:
 		f.gap[i] = true
-		if f.opts.LastEventID != "" && f.opts.OnMissed != nil {
-			// Resumed: there is no stored copy to write the rest from.
-			f.opts.OnMissed([2]string{"stdout", "stderr"}[i], offset-f.written[i])
+		switch {
+		case f.opts.LastEventID != "":
+			if f.opts.OnMissed != nil {
+				// Resumed: there is no stored copy to write the rest from.
+				f.opts.OnMissed([2]string{"stdout", "stderr"}[i], offset-f.written[i])
+			}
+		case f.opts.OnInterrupted != nil:
+			f.opts.OnInterrupted([2]string{"stdout", "stderr"}[i], f.written[i])
 		}
 		return nil
 	case end <= f.written[i]:

@@ -26,6 +26,9 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		opts.OnMissed = func(stream string, missed int64) {
 			fmt.Fprintf(a.stderr, "orderly: order %s: %d bytes of %s were missed and the stored copy is truncated\n", ord.ID, missed, stream)
 		}
+		opts.OnInterrupted = func(stream string, written int64) {
+			fmt.Fprintf(a.stderr, "\norderly: order %s: live %s was interrupted after %d bytes (the message bus lost some); the rest is written from the stored copy when the order ends\n", ord.ID, stream, written)
+		}
 	}
 	var sp *spinner
 	if !asJSON && a.isTerminal(a.stderr) {

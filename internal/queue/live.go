@@ -239,6 +239,13 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 		if err == nil || errors.Is(err, ErrLiveStopped) {
 			return err
 		}
+		if errors.Is(err, jetstream.ErrStreamNotFound) && f.q.creator {
+			// A NATS restart lost the memory stream: an API makes it
+			// again, or no order's output would come live until an API
+			// started. What was published meanwhile is lost; followers
+			// see the gap by the chunks' offsets.
+			_, _ = f.q.js.CreateOrUpdateStream(ctx, liveConfig(f.q.opts.Replicas))
+		}
 		f.mu.Lock()
 		stopped := f.stopped
 		f.mu.Unlock()
