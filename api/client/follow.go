@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // Tuning of Follow. The idle limit only forces a reconnect (which resumes
@@ -372,7 +373,7 @@ func (f *follower) flushResult(o *Order) error {
 		if err != nil {
 			return fmt.Errorf("order %s: %w", o.ID, err)
 		}
-		switch head, tail, ok := splitTruncated(b, s.Bytes); {
+		switch head, tail, ok := (order.Output{Content: b, Bytes: s.Bytes, Truncated: true}).HeadAndTail(); {
 		case f.written[i] == 0:
 			// Nothing streamed: the stored copy (with its truncation marker if capped).
 		case !s.Truncated && f.written[i] <= int64(len(b)):
@@ -410,37 +411,12 @@ func (f *follower) writeAround(i int, head, tail []byte, total int64) error {
 		if f.opts.OnMissed != nil {
 			f.opts.OnMissed([2]string{"stdout", "stderr"}[i], missed)
 		}
-		if err := f.write(i, []byte(truncationMarker(missed))); err != nil {
+		if err := f.write(i, []byte(order.TruncationMarker(missed))); err != nil {
 			return err
 		}
 		f.written[i] = tailAt // the marker stands for the missed bytes
 	}
 	return f.write(i, tail[f.written[i]-tailAt:])
-}
-
-// truncationMarker is what the worker writes in a stored output for the
-// omitted bytes of a stream past the cap (internal/order).
-func truncationMarker(omitted int64) string {
-	return "\n…[orderly: " + strconv.FormatInt(omitted, 10) + " bytes omitted]…\n"
-}
-
-// splitTruncated returns the head and tail of a truncated stored output
-// of a stream of total bytes: what precedes and follows the one marker
-// whose count fits the sizes (the head may hold text like a marker that
-// the command printed). ok is false when there is none.
-func splitTruncated(content []byte, total int64) (head, tail []byte, ok bool) {
-	for digits := 1; digits <= 19; digits++ {
-		n := len(truncationMarker(0)) - 1 + digits
-		omitted := total - int64(len(content)-n)
-		if omitted <= 0 || len(strconv.FormatInt(omitted, 10)) != digits {
-			continue
-		}
-		m := []byte(truncationMarker(omitted))
-		if j := bytes.Index(content, m); j >= 0 {
-			return content[:j], content[j+len(m):], true
-		}
-	}
-	return nil, nil, false
 }
 
 // idleReader cancels the connection (through t) when no byte arrives for d.

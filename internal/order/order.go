@@ -147,6 +147,15 @@ func (o Output) Head() []byte {
 	if !o.Truncated {
 		return o.Content
 	}
+	head, _, _ := o.HeadAndTail()
+	return head
+}
+
+// HeadAndTail returns what a truncated Content keeps either side of its
+// truncation marker: the beginning and the end of what the command
+// wrote. ok is false, and both nil, when Content holds no marker that
+// fits its size.
+func (o Output) HeadAndTail() (head, tail []byte, ok bool) {
 	// The marker counts the bytes it stands for: Bytes less the kept ones.
 	for digits := 1; digits <= 19; digits++ {
 		n := len(TruncationMarker(0)) - 1 + digits
@@ -154,11 +163,12 @@ func (o Output) Head() []byte {
 		if omitted <= 0 || len(strconv.FormatInt(omitted, 10)) != digits {
 			continue
 		}
-		if i := bytes.Index(o.Content, []byte(TruncationMarker(omitted))); i >= 0 {
-			return o.Content[:i]
+		m := []byte(TruncationMarker(omitted))
+		if i := bytes.Index(o.Content, m); i >= 0 {
+			return o.Content[:i], o.Content[i+len(m):], true
 		}
 	}
-	return nil
+	return nil, nil, false
 }
 
 // NewID returns a new order id: a UUIDv7, so ids sort by submission time and
