@@ -186,12 +186,9 @@ func TestMigrationDoesNotStopTheTraffic(t *testing.T) {
 	endAndWantLatest(t, p, tx, done, 30*time.Second)
 }
 
-// downHoldingAWriter rolls dsn's schema back to version to and holds a
-// writer's lock on table (ROW EXCLUSIVE, as an insert or an update
-// takes) in a transaction left open: the migration that follows waits
-// for it. It returns the provider, the holding connection and its
-// transaction.
-func downHoldingAWriter(t *testing.T, dsn string, to int64, table string) (*goose.Provider, *pgx.Conn, pgx.Tx) {
+// providerDownTo is a migrations provider for dsn, its schema rolled
+// back to version to.
+func providerDownTo(t *testing.T, dsn string, to int64) *goose.Provider {
 	t.Helper()
 	p, db, err := migrations.Provider(dsn)
 	if err != nil {
@@ -201,6 +198,17 @@ func downHoldingAWriter(t *testing.T, dsn string, to int64, table string) (*goos
 	if _, err := p.DownTo(t.Context(), to); err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// downHoldingAWriter rolls dsn's schema back to version to and holds a
+// writer's lock on table (ROW EXCLUSIVE, as an insert or an update
+// takes) in a transaction left open: the migration that follows waits
+// for it. It returns the provider, the holding connection and its
+// transaction.
+func downHoldingAWriter(t *testing.T, dsn string, to int64, table string) (*goose.Provider, *pgx.Conn, pgx.Tx) {
+	t.Helper()
+	p := providerDownTo(t, dsn, to)
 	holder, err := pgx.Connect(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -296,6 +304,23 @@ func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
 	}
 }
 
+// invalidIndexLeft leaves orders_parent_run as a build that gave up
+// leaves it, invalid (the test's login is a superuser), and returns the
+// connection that made it.
+func invalidIndexLeft(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(t.Context(), `CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
+		UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // TestIndexLeftInvalidIsBuiltAgain: a CREATE INDEX CONCURRENTLY that gave
 // up (its lock_timeout, while an older transaction stayed open) leaves
 // the index invalid, and IF NOT EXISTS would keep it so: never used,
@@ -303,24 +328,8 @@ func TestIndexOnOrdersLetsWritersThrough(t *testing.T) {
 // builds it, so the try Apply makes again ends with a valid one.
 func TestIndexLeftInvalidIsBuiltAgain(t *testing.T) {
 	dsn := testenv.Postgres(t) // migrated
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := p.DownTo(t.Context(), 26); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	// What a build that gave up leaves (the test's login is a superuser).
-	if _, err := conn.Exec(t.Context(), `CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
-		UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
-		t.Fatal(err)
-	}
+	providerDownTo(t, dsn, 26)
+	conn := invalidIndexLeft(t, dsn)
 	if _, err := migrations.Up(t.Context(), dsn, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -345,24 +354,8 @@ func TestIndexLeftInvalidIsBuiltAgain(t *testing.T) {
 // reader without a lock the traffic queues behind.
 func TestIndexLeftInvalidIsDroppedBesideTheTraffic(t *testing.T) {
 	dsn := testenv.Postgres(t) // migrated
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := p.DownTo(t.Context(), 26); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	// What a build that gave up leaves (the test's login is a superuser).
-	if _, err := conn.Exec(t.Context(), `CREATE INDEX orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL;
-		UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
-		t.Fatal(err)
-	}
+	p := providerDownTo(t, dsn, 26)
+	conn := invalidIndexLeft(t, dsn)
 	// A pg_dump's transaction: a snapshot, and a reader's lock on orders.
 	tx := dumpLike(t, dsn, "orders")
 	// The migration waits for the open transaction, on the invalid index.
@@ -442,14 +435,7 @@ func dumpLike(t *testing.T, dsn string, tables ...string) pgx.Tx {
 func TestDownWaitsForALockAsUpDoes(t *testing.T) {
 	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 1000)()
 	dsn := testenv.Postgres(t) // migrated
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := p.DownTo(t.Context(), 27); err != nil {
-		t.Fatal(err)
-	}
+	p := providerDownTo(t, dsn, 27)
 	tx := dumpLike(t, dsn, "runbook_delegations")
 	var waits atomic.Int32
 	done := make(chan error, 1)
@@ -494,14 +480,7 @@ func TestDownWaitsForALockAsUpDoes(t *testing.T) {
 func TestDownThatGaveUpLeavesThePoliciesOn(t *testing.T) {
 	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 2)()
 	dsn := testenv.Postgres(t) // migrated
-	p, db, err := migrations.Provider(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := p.DownTo(t.Context(), 27); err != nil {
-		t.Fatal(err)
-	}
+	p := providerDownTo(t, dsn, 27)
 	conn, err := pgx.Connect(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
