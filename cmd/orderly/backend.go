@@ -595,7 +595,13 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
-	if err := b.store.CheckLogin(ctx, cfg.Host); err != nil {
+	// A connection PostgreSQL dropped since the backend connected (a
+	// restart) ended the start here, `check login: unexpected EOF`, where
+	// the connect itself waits: waited out the same way. A login confined
+	// to other hosts, or one missing a grant, still ends it at once.
+	if err := waitForDependencies(logger)(ctx, depPostgres, func(ctx context.Context) error {
+		return b.store.CheckLogin(ctx, cfg.Host)
+	}); err != nil {
 		return nil, err
 	}
 	hp, err := hostpolicy.FromConfig(cfg)

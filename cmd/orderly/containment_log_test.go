@@ -139,3 +139,39 @@ func TestWorkerLogsUntrustedCommandPath(t *testing.T) {
 		t.Errorf("no warning naming the interpreter %s:\n%s", python, logs.String())
 	}
 }
+
+// TestWorkerStartWaitsOutADroppedConnection: a worker whose PostgreSQL
+// restarted between its backend's connect and its login check stopped
+// ("orderly stopped … check login: unexpected EOF", seen in
+// TestFaultsRunbookDependencyRestart/postgres: the runbook's child host
+// then had no worker), where the connect itself waits for PostgreSQL.
+// The check is waited out as the connect is: its one connection dropped
+// under it (a pool of one, just used, so it is not pinged before the
+// check), the worker starts on a new one.
+func TestWorkerStartWaitsOutADroppedConnection(t *testing.T) {
+	s := newStack(t)
+	dsn, cut := startPGProxy(t, s.dsn)
+	cfg := s.watcher.Current()
+	cfg.DatabaseURL, cfg.Host = dsn+"&pool_max_conns=1", "login-cut"
+	var logs testenv.LogBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	b, err := openBackend(t.Context(), cfg, "login-cut", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if err := b.pool.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := cut(); n != 1 {
+		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
+	}
+	wr, err := startWorker(t.Context(), cfg, b, logger, nil)
+	if err != nil {
+		t.Fatalf("the worker's start ended on a connection PostgreSQL dropped: %v\n%s", err, logs.String())
+	}
+	_ = wr.stop()
+	if !strings.Contains(logs.String(), `msg="waiting for postgresql"`) {
+		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", logs.String())
+	}
+}
