@@ -121,16 +121,11 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 		stream := m.Header.Get(queue.StreamHeader)
 		i, p := streamIndex(stream), m.Data
 		if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil {
-			switch end := off + int64(len(p)); {
-			case gap[i]:
+			if gap[i] {
 				return
-			case off > seen[i]:
-				gap[i] = true
+			}
+			if p, gap[i] = order.Continuing(off, seen[i], p); p == nil {
 				return
-			case end <= seen[i]:
-				return
-			default:
-				p = p[seen[i]-off:]
 			}
 		}
 		fn(stream, p)

@@ -173,10 +173,11 @@ func (f *follower) place(i int, offset int64, b []byte) []byte {
 		f.written[i] = offset // resumed mid-stream: this is where it starts
 	}
 	f.placed[i] = true
-	switch end := offset + int64(len(b)); {
-	case f.gap[i]:
+	if f.gap[i] {
 		return nil
-	case offset > f.written[i]:
+	}
+	rest, gap := order.Continuing(offset, f.written[i], b)
+	if gap {
 		f.gap[i] = true
 		switch {
 		case f.opts.LastEventID != "":
@@ -187,12 +188,8 @@ func (f *follower) place(i int, offset int64, b []byte) []byte {
 		case f.opts.OnInterrupted != nil:
 			f.opts.OnInterrupted([2]string{"stdout", "stderr"}[i], f.written[i])
 		}
-		return nil
-	case end <= f.written[i]:
-		return nil
-	default:
-		return b[f.written[i]-offset:]
 	}
+	return rest
 }
 
 // seen reports an output chunk replayed by a server that ignored

@@ -171,6 +171,21 @@ func (o Output) HeadAndTail() (head, tail []byte, ok bool) {
 	return nil, nil, false
 }
 
+// Continuing returns the part of a chunk of a stream, starting at offset,
+// that continues the n bytes already given: nil for a repeat of them,
+// and nil with gap true when bytes before the chunk were lost (a live
+// stream's chunks placed by offset, as a follower of live output does).
+func Continuing(offset, n int64, chunk []byte) (rest []byte, gap bool) {
+	switch {
+	case offset > n:
+		return nil, true
+	case offset+int64(len(chunk)) <= n:
+		return nil, false
+	default:
+		return chunk[n-offset:], false
+	}
+}
+
 // NewID returns a new order id: a UUIDv7, so ids sort by submission time and
 // keyset pagination over id is newest-first by construction.
 func NewID() uuid.UUID {
