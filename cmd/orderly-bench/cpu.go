@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/procfs"
 )
 
 // cpuDelta is the CPU a phase used, split by process: the server (serve or
@@ -56,7 +58,7 @@ func (d cpuDelta) split(n int, server string) string {
 // pidCPU samples one process (and its reaped children) like server.cpu.
 func pidCPU(pid int) cpuSample {
 	s := machineAndBench()
-	if f := procStatFields(pid); f != nil {
+	if f := procfs.Fields(pid); f != nil {
 		s.serveSelf = ticks(f[11]) + ticks(f[12])
 		s.serveChildren = ticks(f[13]) + ticks(f[14])
 	}

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/procfs"
 )
 
 // extraHosts are the hosts beyond serve's own ("bench") that the host
@@ -48,7 +50,7 @@ func workersCPU(base func() cpuSample, pids []int) func() cpuSample {
 	return func() cpuSample {
 		s := base()
 		for _, pid := range pids {
-			if f := procStatFields(pid); f != nil {
+			if f := procfs.Fields(pid); f != nil {
 				s.serveSelf += ticks(f[11]) + ticks(f[12])
 				s.serveChildren += ticks(f[13]) + ticks(f[14])
 			}

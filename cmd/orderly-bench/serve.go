@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/orderly-run/orderly/internal/procfs"
 )
 
 // benchEnv is set for serve unless the environment sets the same key.
@@ -218,7 +220,7 @@ func (s *server) memory() memory {
 	if pm == 0 {
 		return m
 	}
-	pids := append([]int{pm}, childrenOf(pm)...)
+	pids := append([]int{pm}, procfs.Children(pm)...)
 	for _, pid := range pids {
 		st := procStatus(pid)
 		if st == nil {
@@ -272,36 +274,6 @@ func procPSS(pid int) int64 {
 	return 0
 }
 
-func childrenOf(ppid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may contain spaces and parens.
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) >= 2 {
-			if p, _ := strconv.Atoi(f[1]); p == ppid {
-				out = append(out, pid)
-			}
-		}
-	}
-	return out
-}
-
 // cpuSample is the CPU time used so far by the processes of the bench, and
 // the machine's busy and total ticks, to split a phase's CPU by component.
 type cpuSample struct {
@@ -315,13 +287,13 @@ const clockTick = 10 * time.Millisecond // USER_HZ is 100 on Linux
 
 func (s *server) cpu() cpuSample {
 	c := machineAndBench()
-	if f := procStatFields(s.cmd.Process.Pid); f != nil {
+	if f := procfs.Fields(s.cmd.Process.Pid); f != nil {
 		c.serveSelf = ticks(f[11]) + ticks(f[12])
 		c.serveChildren = ticks(f[13]) + ticks(f[14])
 	}
 	if pm := s.postmasterPID(); pm > 0 {
-		for _, pid := range append([]int{pm}, childrenOf(pm)...) {
-			if f := procStatFields(pid); f != nil {
+		for _, pid := range append([]int{pm}, procfs.Children(pm)...) {
+			if f := procfs.Fields(pid); f != nil {
 				c.pg += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
 			}
 		}
@@ -348,24 +320,6 @@ func machineAndBench() cpuSample {
 		}
 	}
 	return c
-}
-
-// procStatFields returns the fields of /proc/<pid>/stat after the command
-// name: [0] is the state, [11] utime, [12] stime, [13] cutime, [14] cstime.
-func procStatFields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return nil
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 15 {
-		return nil
-	}
-	return f
 }
 
 func ticks(s string) time.Duration {

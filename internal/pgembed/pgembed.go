@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/logging"
+	"github.com/orderly-run/orderly/internal/procfs"
 )
 
 // maxSocketPath is the longest path a unix socket can have on Linux:
@@ -337,29 +338,8 @@ func stoppedProcess(postmaster int) (int, string) {
 	if postmaster <= 0 {
 		return 0, ""
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, ""
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold spaces and parentheses.
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 || pid != postmaster && f[1] != strconv.Itoa(postmaster) {
-			continue
-		}
-		if f[0] == "T" || f[0] == "t" {
+	for _, pid := range append([]int{postmaster}, procfs.Children(postmaster)...) {
+		if f := procfs.Fields(pid); f != nil && (f[0] == "T" || f[0] == "t") {
 			return pid, f[0]
 		}
 	}
