@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -173,5 +177,91 @@ func TestWorkerStartWaitsOutADroppedConnection(t *testing.T) {
 	_ = wr.stop()
 	if !strings.Contains(logs.String(), `msg="waiting for postgresql"`) {
 		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", logs.String())
+	}
+}
+
+// TestAPIStartWaitsOutADroppedConnection: the API's start read the
+// runtime tokens (api_tokens) once, right after its backend connected:
+// a PostgreSQL restart between the two ended `orderly api`'s start
+// ("list api tokens: unexpected EOF"), where the connect itself waits,
+// as the worker's login check did. The read is waited out as the
+// connect is: its one connection dropped under it, the API starts on a
+// new one. A login that may not read api_tokens still ends the start at
+// once, with PostgreSQL's refusal.
+func TestAPIStartWaitsOutADroppedConnection(t *testing.T) {
+	s := newStack(t)
+	dsn, cut := startPGProxy(t, s.dsn)
+	var logs testenv.LogBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	w, err := config.NewWatcher("", nil, testOverrides(dsn+"&pool_max_conns=1", s.natsURL), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := openBackend(t.Context(), w.Current(), "tokens-cut", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if err := b.pool.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := cut(); n != 1 {
+		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
+	}
+	ar, err := startAPI(t.Context(), w, b, logger)
+	if err != nil {
+		t.Fatalf("the API's start ended on a connection PostgreSQL dropped: %v\n%s", err, logs.String())
+	}
+	ar.shutdown()
+	if !strings.Contains(logs.String(), `msg="waiting for postgresql"`) {
+		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", logs.String())
+	}
+
+	// A login that reads the schema's version but not api_tokens.
+	admin, err := postgres.Open(t.Context(), s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("orderly_notokens_t%d", time.Now().UnixNano())
+	for _, q := range []string{"CREATE ROLE " + name + " LOGIN", "GRANT USAGE ON SCHEMA public TO " + name,
+		"GRANT SELECT ON goose_db_version TO " + name} {
+		if _, err := admin.Exec(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range []string{"DROP OWNED BY " + name, "DROP ROLE " + name} {
+			if _, err := admin.Exec(context.Background(), q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+		admin.Close()
+	})
+	u, err := url.Parse(s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(name)
+	var denied testenv.LogBuffer
+	logger = slog.New(slog.NewTextHandler(&denied, nil))
+	w, err = config.NewWatcher("", nil, testOverrides(u.String(), s.natsURL), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := openBackend(t.Context(), w.Current(), "tokens-denied", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nb.close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if ar, err := startAPI(ctx, w, nb, logger); err == nil {
+		ar.shutdown()
+		t.Fatal("an API started on a login that may not read api_tokens")
+	} else if !strings.Contains(err.Error(), "permission denied") || ctx.Err() != nil {
+		t.Fatalf("the refusal was not told at once: %v", err)
+	}
+	if strings.Contains(denied.String(), "waiting for postgresql") {
+		t.Errorf("a refused read was waited for:\n%s", denied.String())
 	}
 }
