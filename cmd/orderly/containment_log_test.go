@@ -9,9 +9,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -263,5 +267,70 @@ func TestAPIStartWaitsOutADroppedConnection(t *testing.T) {
 	}
 	if strings.Contains(denied.String(), "waiting for postgresql") {
 		t.Errorf("a refused read was waited for:\n%s", denied.String())
+	}
+}
+
+// TestServeStartWaitsOutADroppedConnection: serve reaches its PostgreSQL
+// first with its migration; the steps after it (the backend's connect,
+// the admin token, the previous serve's presence) each ran once, so a
+// restart of PostgreSQL then (a managed one's supervisor starts it again
+// within seconds) ended the start, where api's and worker's wait. They
+// wait now: the backend's one connection is terminated as a restart
+// terminates it, just after its last use (so the pool does not ping it
+// first), and serve starts on a new one.
+func TestServeStartWaitsOutADroppedConnection(t *testing.T) {
+	dataDir := serveDataDir(t, "serve-pgcut-")
+	// The token file serve would write: the admin token's statement is
+	// then the first after the backend opened, with no file synced first.
+	tok, _ := auth.NewToken()
+	if err := writeTokenFile(filepath.Join(dataDir, "admin.token"), tok); err != nil {
+		t.Fatal(err)
+	}
+	var terminated atomic.Int64
+	hookErr := make(chan error, 1)
+	serveBackendOpened = func(b *backend) {
+		ctx := context.Background()
+		admin, err := pgx.Connect(ctx, b.pool.Config().ConnString())
+		if err != nil {
+			hookErr <- err
+			return
+		}
+		defer admin.Close(ctx)
+		if err := b.pool.Ping(ctx); err != nil {
+			hookErr <- err
+			return
+		}
+		var n int64
+		err = admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
+			WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()`).Scan(&n)
+		terminated.Store(n)
+		hookErr <- err
+	}
+	defer func() { serveBackendOpened = nil }()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out testenv.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"orderly", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"},
+			[]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0"}, strings.NewReader(""), &out, &out)
+	}()
+	waitUntil(t, 3*time.Minute, "serve running", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("serve's start ended: %v\n%s", err, out.String())
+		default:
+		}
+		return strings.Contains(out.String(), " is running\n")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v\n%s", err, out.String())
+	}
+	if err := <-hookErr; err != nil || terminated.Load() == 0 {
+		t.Fatalf("the backend's connection terminated: %d, %v", terminated.Load(), err)
+	}
+	if !strings.Contains(out.String(), "waiting for postgresql") {
+		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", out.String())
 	}
 }

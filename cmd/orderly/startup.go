@@ -100,6 +100,20 @@ func waitForDependencies(logger *slog.Logger) stepRunner {
 	}
 }
 
+// waitForPostgres is waitForDependencies for PostgreSQL only, each NATS
+// step tried once: serve's, which reached its PostgreSQL with its
+// migration before these steps and starts its own NATS (or reaches an
+// external one first here, and a first contact fails at once in serve).
+func waitForPostgres(logger *slog.Logger) stepRunner {
+	wait := waitForDependencies(logger)
+	return func(ctx context.Context, dep dependency, step func(context.Context) error) error {
+		if dep != depPostgres {
+			return step(ctx)
+		}
+		return wait(ctx, dep, step)
+	}
+}
+
 // attempt runs step once, bounded as dep needs (pgAttemptTimeout).
 func (d dependency) attempt(ctx context.Context, step func(context.Context) error) error {
 	if d != depPostgres {
