@@ -51,8 +51,10 @@ const (
 )
 
 // stepRunner runs one start-up step that needs dep. openBackendWith takes
-// one, so that serve, which starts its own dependencies, fails at once
-// (tryOnce) while api and worker wait for theirs (waitForDependencies).
+// one, so that api and worker wait for their dependencies
+// (waitForDependencies), serve, which starts its own, for a PostgreSQL
+// its migration reached (waitForPostgres), and fleet-sim for none
+// (tryOnce).
 type stepRunner func(ctx context.Context, dep dependency, step func(context.Context) error) error
 
 // tryOnce runs step once.
