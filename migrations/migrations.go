@@ -34,14 +34,19 @@ var files embed.FS
 // it: a refusal of the server's (a role without rights to goose_lock, as
 // the workers' and the auditors') fails at once.
 func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
-	locker, err := lock.NewPostgresTableLocker(lock.WithTableRetryPolicy(func(err error) bool {
-		var pe *pgconn.PgError
-		return !errors.As(err, &pe) || !strings.HasPrefix(pe.Code, "42") // 42: syntax error or access rule violation
-	}))
+	locker, err := newLocker()
 	if err != nil {
 		return nil, nil, err
 	}
 	return provider(dsn, goose.WithLocker(locker))
+}
+
+// newLocker is the goose_lock row's locker of Provider.
+func newLocker() (lock.Locker, error) {
+	return lock.NewPostgresTableLocker(lock.WithTableRetryPolicy(func(err error) bool {
+		var pe *pgconn.PgError
+		return !errors.As(err, &pe) || !strings.HasPrefix(pe.Code, "42") // 42: syntax error or access rule violation
+	}))
 }
 
 // ReadProvider is Provider without the lock, for `orderly migrate
@@ -97,7 +102,92 @@ func Up(ctx context.Context, dsn string, waiting func(error)) (applied []string,
 	if err != nil {
 		return applied, fmt.Errorf("migrate up: %w", err)
 	}
+	if _, err := Rebuild(ctx, db, waiting); err != nil {
+		return applied, fmt.Errorf("migrate up: %w", err)
+	}
 	return applied, nil
+}
+
+// concurrentIndexes are the indexes a migration builds CONCURRENTLY,
+// outside a transaction, and its down drops so: a down that gives up
+// for good (a pg_dump's transaction outlasting Rollback's tries) leaves
+// the version where it was and the index invalid (the drop gave up after
+// marking it so: never used, still updated by every write) or gone (the
+// drop went through, a later step gave up). The next `migrate up` then
+// had nothing to apply, or applied the later migrations only, and kept
+// it so: 00027's policy on runbook_delegations looked through every
+// order for each delegation a listed worker login read.
+var concurrentIndexes = []struct{ name, create string }{
+	{"orders_parent_run", `CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_parent_run ON orders (parent_run) WHERE parent_run IS NOT NULL`},
+}
+
+// Rebuild builds again, after a successful Apply, each of
+// concurrentIndexes that is missing or invalid, as its migration does (an
+// invalid one renamed, a lock on the index alone, and dropped
+// CONCURRENTLY, so the traffic on its table is not queued behind the
+// drop), under goose_lock's row as a migration is, trying again as Apply
+// does when a lock wait gives up. It returns the indexes it built. With
+// every index valid it costs one catalog read.
+func Rebuild(ctx context.Context, db *sql.DB, waiting func(error)) (rebuilt []string, err error) {
+	broken, err := brokenIndexes(ctx, db)
+	if err != nil || len(broken) == 0 {
+		return nil, err
+	}
+	locker, err := newLocker()
+	if err != nil {
+		return nil, err
+	}
+	if err := locker.Lock(ctx, db); err != nil {
+		return nil, fmt.Errorf("rebuild indexes: %w", err)
+	}
+	defer func() {
+		if uerr := locker.Unlock(context.WithoutCancel(ctx), db); uerr != nil && err == nil {
+			err = fmt.Errorf("rebuild indexes: %w", uerr)
+		}
+	}()
+	// Read again under the lock: another process's up may have rebuilt
+	// them meanwhile, and one of its builds in progress is invalid too.
+	if broken, err = brokenIndexes(ctx, db); err != nil {
+		return nil, err
+	}
+	for _, ix := range broken {
+		old := ix.name + "_invalid"
+		err := retryLocks(ctx, waiting, func() error {
+			for _, q := range []string{
+				`DROP INDEX CONCURRENTLY IF EXISTS ` + old,
+				`DO $$ BEGIN IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('` + ix.name + `') AND NOT indisvalid) THEN
+					ALTER INDEX ` + ix.name + ` RENAME TO ` + old + `; END IF; END $$`,
+				`DROP INDEX CONCURRENTLY IF EXISTS ` + old,
+				ix.create,
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return rebuilt, fmt.Errorf("rebuild index %s: %w", ix.name, err)
+		}
+		rebuilt = append(rebuilt, ix.name)
+	}
+	return rebuilt, nil
+}
+
+// brokenIndexes lists the concurrentIndexes that are not there and valid,
+// or whose renamed invalid copy an earlier rebuild could not drop.
+func brokenIndexes(ctx context.Context, db *sql.DB) (broken []struct{ name, create string }, err error) {
+	for _, ix := range concurrentIndexes {
+		var bad bool
+		if err := db.QueryRowContext(ctx, `SELECT NOT EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass($1) AND indisvalid)
+			OR to_regclass($2) IS NOT NULL`, ix.name, ix.name+"_invalid").Scan(&bad); err != nil {
+			return nil, fmt.Errorf("read the state of index %s: %w", ix.name, err)
+		}
+		if bad {
+			broken = append(broken, ix)
+		}
+	}
+	return broken, nil
 }
 
 // A migration's statement waits at most lockTimeout for a table lock (the

@@ -526,3 +526,71 @@ func TestDownThatGaveUpLeavesThePoliciesOn(t *testing.T) {
 		t.Fatalf("after migrate up: %s", got)
 	}
 }
+
+// TestUpAfterADownThatGaveUpRebuildsTheIndex: a down of 00027 that gives
+// up for good at its index's drop (a pg_dump's transaction outlasting the
+// tries) leaves the version at 27 and orders_parent_run invalid: never
+// used by 00027's policy, still updated by every write. `migrate up`
+// then applied the later migrations and kept it so (docs/deploy.md said
+// to run down again). Up builds it again now; and so when the drop went
+// through and the down gave up after it, leaving no index.
+func TestUpAfterADownThatGaveUpRebuildsTheIndex(t *testing.T) {
+	defer migrations.ShortLockWaits(200*time.Millisecond, 50*time.Millisecond, 2)()
+	dsn := testenv.Postgres(t) // migrated
+	p := providerDownTo(t, dsn, 27)
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	index := func() string {
+		t.Helper()
+		var names []string
+		rows, err := conn.Query(t.Context(), `SELECT c.relname || CASE WHEN i.indisvalid THEN ' valid' ELSE ' invalid' END
+			FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'orders_parent_run%' ORDER BY 1`)
+		if err == nil {
+			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(names, ", ")
+	}
+	tx := dumpLike(t, dsn, "orders")
+	if _, err := migrations.Rollback(t.Context(), p, nil); err == nil || !strings.Contains(err.Error(), "gave up after 2 tries") {
+		t.Fatalf("migrate down beside the dump: %v; want it to give up", err)
+	}
+	if got := index(); got != "orders_parent_run invalid" {
+		t.Fatalf("after a down of 00027 that gave up: %q; want the index left invalid", got)
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(t.Context(), dsn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := index(); got != "orders_parent_run valid" {
+		t.Fatalf("after migrate up: %q; want orders_parent_run valid, alone", got)
+	}
+
+	// The drop went through; what came after it gave up.
+	providerDownTo(t, dsn, 27)
+	if _, err := conn.Exec(t.Context(), `DROP INDEX orders_parent_run`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(t.Context(), dsn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := index(); got != "orders_parent_run valid" {
+		t.Fatalf("after migrate up on a version 27 without the index: %q; want orders_parent_run valid", got)
+	}
+	// Up to date and whole: nothing to rebuild.
+	_, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if rebuilt, err := migrations.Rebuild(t.Context(), db, nil); err != nil || len(rebuilt) != 0 {
+		t.Fatalf("a rebuild of a whole schema rebuilt %q, %v; want nothing", rebuilt, err)
+	}
+}

@@ -291,6 +291,11 @@ func (s *security) prepare(ctx context.Context, cfg config.Config) (commit func(
 	if err != nil {
 		return nil, err
 	}
+	return s.prepareWith(cfg, tokens)
+}
+
+// prepareWith is prepare with the runtime tokens already read.
+func (s *security) prepareWith(cfg config.Config, tokens []postgres.APIToken) (commit func(), err error) {
 	a, err := s.authWith(cfg.Auth, tokens)
 	if err != nil {
 		return nil, err
@@ -378,7 +383,20 @@ func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.L
 func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger, ln net.Listener) (*apiRunner, error) {
 	cfg := w.Current()
 	sec := &security{store: b.store, logger: logger, metrics: b.metrics}
-	commit, err := sec.prepare(ctx, cfg)
+	// The runtime tokens are the start's one read of PostgreSQL after the
+	// backend's connect: a connection dropped between the two (a restart)
+	// ended the start, `list api tokens: unexpected EOF`, where the
+	// connect waits. Waited out the same way, as the worker's login check
+	// is; a login that may not read api_tokens still ends it at once.
+	var tokens []postgres.APIToken
+	if err := waitForDependencies(logger)(ctx, depPostgres, func(ctx context.Context) error {
+		var err error
+		tokens, err = b.store.APITokens(ctx)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	commit, err := sec.prepareWith(cfg, tokens)
 	if err != nil {
 		return nil, err
 	}

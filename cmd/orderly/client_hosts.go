@@ -177,7 +177,11 @@ func (a *app) setMaintenance(cmd *cobra.Command, c *client.Client, host, onOff s
 			fmt.Fprintf(a.stderr, "orderly: host %s was forgotten (orderly hosts %s --forget) after its workers ran orders (orderly ls --host %s): no worker serves it now; one that takes it again lists it again\n",
 				cellText(host), cellText(host), cellText(host))
 		} else {
-			fmt.Fprintf(a.stderr, "orderly: no worker has ever served host %s: if the name is mistyped, the host you meant still takes orders (orderly hosts lists the hosts; take this one out with orderly hosts %s --maintenance off)\n",
+			// Not "ever": a host forgotten whose orders the retention
+			// deleted has left nothing that tells it from a typo (its
+			// record and its maintenance switches go too).
+			fmt.Fprintf(a.stderr, "orderly: no worker of host %s is known: none serves it and none ran an order of it within the retention (a name never served, or a host forgotten longer ago); "+
+				"if the name is mistyped, the host you meant still takes orders (orderly hosts lists the hosts; take this one out with orderly hosts %s --maintenance off)\n",
 				cellText(host), cellText(host))
 		}
 	}

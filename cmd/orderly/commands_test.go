@@ -86,13 +86,22 @@ func TestMigrateCommand(t *testing.T) {
 	if _, err := runCmd(t, "migrate", "sideways", "--database-url", dsn); err == nil {
 		t.Fatal("unknown migrate verb accepted")
 	}
-	// A database a newer orderly migrated: status says so (the list shows
-	// only the migrations this binary knows).
 	pool, err := pgxpool.New(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
+	// An index a down that gave up left invalid (migrations,
+	// TestUpAfterADownThatGaveUpRebuildsTheIndex): up says it built it.
+	if _, err := pool.Exec(t.Context(), `UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'orders_parent_run'::regclass`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCmd(t, "migrate", "up", "--database-url", dsn); err != nil || !strings.Contains(out, "rebuilt index orders_parent_run") ||
+		strings.Contains(out, "up to date") {
+		t.Fatalf("up over an invalid index: %v\n%s", err, out)
+	}
+	// A database a newer orderly migrated: status says so (the list shows
+	// only the migrations this binary knows).
 	if _, err := pool.Exec(t.Context(), `INSERT INTO goose_db_version (version_id, is_applied) VALUES (999, true)`); err != nil {
 		t.Fatal(err)
 	}

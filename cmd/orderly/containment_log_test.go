@@ -1,14 +1,22 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -173,5 +181,156 @@ func TestWorkerStartWaitsOutADroppedConnection(t *testing.T) {
 	_ = wr.stop()
 	if !strings.Contains(logs.String(), `msg="waiting for postgresql"`) {
 		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", logs.String())
+	}
+}
+
+// TestAPIStartWaitsOutADroppedConnection: the API's start read the
+// runtime tokens (api_tokens) once, right after its backend connected:
+// a PostgreSQL restart between the two ended `orderly api`'s start
+// ("list api tokens: unexpected EOF"), where the connect itself waits,
+// as the worker's login check did. The read is waited out as the
+// connect is: its one connection dropped under it, the API starts on a
+// new one. A login that may not read api_tokens still ends the start at
+// once, with PostgreSQL's refusal.
+func TestAPIStartWaitsOutADroppedConnection(t *testing.T) {
+	s := newStack(t)
+	dsn, cut := startPGProxy(t, s.dsn)
+	var logs testenv.LogBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	w, err := config.NewWatcher("", nil, testOverrides(dsn+"&pool_max_conns=1", s.natsURL), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := openBackend(t.Context(), w.Current(), "tokens-cut", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if err := b.pool.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := cut(); n != 1 {
+		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
+	}
+	ar, err := startAPI(t.Context(), w, b, logger)
+	if err != nil {
+		t.Fatalf("the API's start ended on a connection PostgreSQL dropped: %v\n%s", err, logs.String())
+	}
+	ar.shutdown()
+	if !strings.Contains(logs.String(), `msg="waiting for postgresql"`) {
+		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", logs.String())
+	}
+
+	// A login that reads the schema's version but not api_tokens.
+	admin, err := postgres.Open(t.Context(), s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("orderly_notokens_t%d", time.Now().UnixNano())
+	for _, q := range []string{"CREATE ROLE " + name + " LOGIN", "GRANT USAGE ON SCHEMA public TO " + name,
+		"GRANT SELECT ON goose_db_version TO " + name} {
+		if _, err := admin.Exec(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range []string{"DROP OWNED BY " + name, "DROP ROLE " + name} {
+			if _, err := admin.Exec(context.Background(), q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+		admin.Close()
+	})
+	u, err := url.Parse(s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(name)
+	var denied testenv.LogBuffer
+	logger = slog.New(slog.NewTextHandler(&denied, nil))
+	w, err = config.NewWatcher("", nil, testOverrides(u.String(), s.natsURL), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := openBackend(t.Context(), w.Current(), "tokens-denied", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nb.close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if ar, err := startAPI(ctx, w, nb, logger); err == nil {
+		ar.shutdown()
+		t.Fatal("an API started on a login that may not read api_tokens")
+	} else if !strings.Contains(err.Error(), "permission denied") || ctx.Err() != nil {
+		t.Fatalf("the refusal was not told at once: %v", err)
+	}
+	if strings.Contains(denied.String(), "waiting for postgresql") {
+		t.Errorf("a refused read was waited for:\n%s", denied.String())
+	}
+}
+
+// TestServeStartWaitsOutADroppedConnection: serve reaches its PostgreSQL
+// first with its migration; the steps after it (the backend's connect,
+// the admin token, the previous serve's presence) each ran once, so a
+// restart of PostgreSQL then (a managed one's supervisor starts it again
+// within seconds) ended the start, where api's and worker's wait. They
+// wait now: the backend's one connection is terminated as a restart
+// terminates it, just after its last use (so the pool does not ping it
+// first), and serve starts on a new one.
+func TestServeStartWaitsOutADroppedConnection(t *testing.T) {
+	dataDir := serveDataDir(t, "serve-pgcut-")
+	// The token file serve would write: the admin token's statement is
+	// then the first after the backend opened, with no file synced first.
+	tok, _ := auth.NewToken()
+	if err := writeTokenFile(filepath.Join(dataDir, "admin.token"), tok); err != nil {
+		t.Fatal(err)
+	}
+	var terminated atomic.Int64
+	hookErr := make(chan error, 1)
+	serveBackendOpened = func(b *backend) {
+		ctx := context.Background()
+		admin, err := pgx.Connect(ctx, b.pool.Config().ConnString())
+		if err != nil {
+			hookErr <- err
+			return
+		}
+		defer admin.Close(ctx)
+		if err := b.pool.Ping(ctx); err != nil {
+			hookErr <- err
+			return
+		}
+		var n int64
+		err = admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
+			WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()`).Scan(&n)
+		terminated.Store(n)
+		hookErr <- err
+	}
+	defer func() { serveBackendOpened = nil }()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out testenv.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"orderly", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv"},
+			[]string{"ORDERLY_NATS__LISTEN=127.0.0.1:0"}, strings.NewReader(""), &out, &out)
+	}()
+	waitUntil(t, 3*time.Minute, "serve running", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("serve's start ended: %v\n%s", err, out.String())
+		default:
+		}
+		return strings.Contains(out.String(), " is running\n")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v\n%s", err, out.String())
+	}
+	if err := <-hookErr; err != nil || terminated.Load() == 0 {
+		t.Fatalf("the backend's connection terminated: %d, %v", terminated.Load(), err)
+	}
+	if !strings.Contains(out.String(), "waiting for postgresql") {
+		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", out.String())
 	}
 }

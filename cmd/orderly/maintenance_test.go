@@ -30,8 +30,10 @@ func TestHostMaintenanceCLI(t *testing.T) {
 		t.Fatalf("maintenance on: %v %q %q", err, out, errs)
 	}
 	// web-2 has no worker yet: no worker ever served the name, which
-	// the switch says (a typo leaves the host meant taking orders).
-	if !strings.Contains(errs, "no worker has ever served host web-2") {
+	// the switch says (a typo leaves the host meant taking orders), and
+	// not as "ever": a host forgotten whose orders the retention deleted
+	// reads the same.
+	if !strings.Contains(errs, "no worker of host web-2 is known: none serves it and none ran an order of it within the retention") {
 		t.Errorf("maintenance on for a host no worker served: stderr %q, want it said", errs)
 	}
 	out, errs, err = cli("submit", "--host", "web-2", "--", "true")
@@ -133,13 +135,26 @@ func TestMaintenanceOfAForgottenHostSaysSo(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "host web-4 is in maintenance: ") {
 		t.Fatalf("maintenance on for the forgotten host: %v %q %q", err, out, errs)
 	}
-	if strings.Contains(errs, "no worker has ever served") || !strings.Contains(errs, "host web-4 was forgotten (orderly hosts web-4 --forget)") {
+	if strings.Contains(errs, "no worker of host") || !strings.Contains(errs, "host web-4 was forgotten (orderly hosts web-4 --forget)") {
 		t.Fatalf("maintenance on for a host forgotten after its worker ran an order: stderr %q, want it called forgotten, not never served", errs)
+	}
+	// Its orders deleted as the retention deletes them, nothing kept
+	// tells it from a typo: the warning says what is known, not that no
+	// worker ever served it.
+	if _, _, err := cli("hosts", "web-4", "--maintenance", "off"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.b.store.DeleteFinishedBefore(t.Context(), time.Now().Add(time.Hour), 1000); err != nil || n == 0 {
+		t.Fatalf("the retention's delete: %d, %v", n, err)
+	}
+	if _, errs, err = cli("hosts", "web-4", "--maintenance", "on"); err != nil || strings.Contains(errs, "has ever served") ||
+		!strings.Contains(errs, "no worker of host web-4 is known: none serves it and none ran an order of it within the retention (a name never served, or a host forgotten longer ago)") {
+		t.Fatalf("maintenance on for a host forgotten whose orders the retention deleted: %v %q", err, errs)
 	}
 	// A name no worker served, with a queued order of its own: the
 	// typo warning as before.
 	s.submit(map[string]any{"host": "web-5", "command": "true"}, "", 202)
-	if _, errs, err = cli("hosts", "web-5", "--maintenance", "on"); err != nil || !strings.Contains(errs, "no worker has ever served host web-5") {
+	if _, errs, err = cli("hosts", "web-5", "--maintenance", "on"); err != nil || !strings.Contains(errs, "no worker of host web-5 is known") {
 		t.Fatalf("maintenance on for a host no worker served: %v %q", err, errs)
 	}
 }

@@ -208,15 +208,25 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		// An external database_url's first contact is this migration.
 		return postgresConnectError(err)
 	}
-	b, err := openBackend(ctx, cfg, "orderly-serve", logger, inProcess...)
+	// The migration reached PostgreSQL: a restart from here on (a
+	// managed one's supervisor starts it again within seconds) is waited
+	// out as api's and worker's starts wait, where each of these steps
+	// ended the start. NATS is tried once, as before.
+	pgWait := waitForPostgres(logger)
+	b, err := openBackendWith(ctx, cfg, "orderly-serve", roleAPI, pgWait, logger, inProcess...)
 	if err != nil {
-		return err
+		return stoppedWhileWaiting(ctx, err, logger)
 	}
 	cleanups = append(cleanups, b.close)
+	if serveBackendOpened != nil {
+		serveBackendOpened(b)
+	}
 
 	tokenFile := filepath.Join(dataDir, "admin.token")
-	if err := ensureAdminToken(ctx, b.store, tokenFile); err != nil {
-		return err
+	if err := pgWait(ctx, depPostgres, func(ctx context.Context) error {
+		return ensureAdminToken(ctx, b.store, tokenFile)
+	}); err != nil {
+		return stoppedWhileWaiting(ctx, err, logger)
 	}
 	if ordersRunAsItself(cfg.Worker) {
 		logger.Warn("orders that name no user run as serve's own user, who owns the data dir: "+
@@ -227,8 +237,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	// Before the worker claims: the orders a killed serve's compat
 	// clients waited for are canceled at their claim.
-	if b.presence, err = takeOverPresence(ctx, b.store, dataDir, logger); err != nil {
+	if err := pgWait(ctx, depPostgres, func(ctx context.Context) (err error) {
+		b.presence, err = takeOverPresence(ctx, b.store, dataDir, logger)
 		return err
+	}); err != nil {
+		return stoppedWhileWaiting(ctx, err, logger)
 	}
 	start := startAdoptingWorker
 	if managedPG {
@@ -258,6 +271,10 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 
 	return a.waitForSignals(ctx, w, logger, wr, b.store)
 }
+
+// serveBackendOpened, set by a test only, is called with serve's backend
+// once it is open, before the steps that follow it.
+var serveBackendOpened func(*backend)
 
 // schemaCheck is how often a running server command reads the schema
 // version again (migrations.RolledBack): once a minute, as a worker

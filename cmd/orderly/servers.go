@@ -192,7 +192,16 @@ func (a *app) migrate(cmd *cobra.Command, f *serverFlags, args []string) error {
 		for _, r := range res {
 			fmt.Fprintf(a.stdout, "applied %s (%s)\n", r.Source.Path, r.Duration)
 		}
-		if err == nil && len(res) == 0 {
+		if err != nil {
+			return err
+		}
+		// A down that gave up may have left an index of a migration
+		// still applied invalid or dropped: built again.
+		rebuilt, err := migrations.Rebuild(ctx, db, waiting)
+		for _, name := range rebuilt {
+			fmt.Fprintf(a.stdout, "rebuilt index %s (a migrate down that gave up had left it invalid or dropped)\n", name)
+		}
+		if err == nil && len(res) == 0 && len(rebuilt) == 0 {
 			fmt.Fprintln(a.stdout, "up to date")
 		}
 		return err

@@ -51,8 +51,10 @@ const (
 )
 
 // stepRunner runs one start-up step that needs dep. openBackendWith takes
-// one, so that serve, which starts its own dependencies, fails at once
-// (tryOnce) while api and worker wait for theirs (waitForDependencies).
+// one, so that api and worker wait for their dependencies
+// (waitForDependencies), serve, which starts its own, for a PostgreSQL
+// its migration reached (waitForPostgres), and fleet-sim for none
+// (tryOnce).
 type stepRunner func(ctx context.Context, dep dependency, step func(context.Context) error) error
 
 // tryOnce runs step once.
@@ -97,6 +99,20 @@ func waitForDependencies(logger *slog.Logger) stepRunner {
 			}
 			delay = min(2*delay, startupMaxDelay)
 		}
+	}
+}
+
+// waitForPostgres is waitForDependencies for PostgreSQL only, each NATS
+// step tried once: serve's, which reached its PostgreSQL with its
+// migration before these steps and starts its own NATS (or reaches an
+// external one first here, and a first contact fails at once in serve).
+func waitForPostgres(logger *slog.Logger) stepRunner {
+	wait := waitForDependencies(logger)
+	return func(ctx context.Context, dep dependency, step func(context.Context) error) error {
+		if dep != depPostgres {
+			return step(ctx)
+		}
+		return wait(ctx, dep, step)
 	}
 }
 
