@@ -648,7 +648,8 @@ func (w *Worker) jobFence(ctx context.Context, msg jetstream.Msg, o *order.Order
 				}
 				waited, err := h.dispatchable(wctx)
 				if err != nil {
-					return fmt.Errorf("order %s not dispatched: %w", o.ID, err)
+					w.logger.Warn("the order's systemd job is not queued: the host may be another worker's by now", "order_id", o.ID, "error", err)
+					return fmt.Errorf("order %s: %w", o.ID, err)
 				}
 				if !waited {
 					return w.failPoint("before_job", o)
