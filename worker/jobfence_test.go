@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,9 +97,10 @@ func frozenJob(t *testing.T, point string) {
 
 	var id uuid.UUID
 	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	fp := func(p string, o *order.Order) error {
 		if p == point && o.ID == id {
-			close(held)
+			once.Do(func() { close(held) })
 			select {
 			case <-release:
 			case <-ctx.Done():
@@ -111,7 +114,8 @@ func frozenJob(t *testing.T, point string) {
 	o1.Instance, o1.FailPoint, o2.Instance = "w1", fp, "w2"
 	runWorkerPolicy(t, o1, store, q1, hp, testenv.LoggerTo(io.MultiWriter(t.Output(), log1)))
 	testenv.WaitUntil(t, 30*time.Second, "w1 holds the host", func() bool { return strings.Contains(log1.String(), "worker consuming") })
-	runWorkerPolicy(t, o2, store, q2, hp, testenv.LoggerTo(io.MultiWriter(t.Output(), log2)))
+	counted := &fenceCounts{Store: store}
+	runWorkerPolicy(t, o2, counted, q2, hp, testenv.LoggerTo(io.MultiWriter(t.Output(), log2)))
 	testenv.WaitUntil(t, 30*time.Second, "w2 stands by", func() bool { return strings.Contains(log2.String(), "waiting as standby") })
 
 	a := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: host, Command: "action:restart-mark",
@@ -194,4 +198,25 @@ func frozenJob(t *testing.T, point string) {
 		t.Fatal(err)
 	}
 	e.waitStatus(next.ID, order.StatusSucceeded)
+	// What the fence costs an action run: two statements, the check
+	// before the job and the one after it.
+	if owns, after := counted.owns.Load(), counted.after.Load(); owns != 1 || after != 1 {
+		t.Errorf("the next run's fence: %d OwnsAttempt and %d JobAfterTakeover, want 1 and 1", owns, after)
+	}
+}
+
+// fenceCounts is the real store; it counts the fence's statements.
+type fenceCounts struct {
+	worker.Store
+	owns, after atomic.Int32
+}
+
+func (s *fenceCounts) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, w string) (bool, error) {
+	s.owns.Add(1)
+	return s.Store.OwnsAttempt(ctx, id, attempt, w)
+}
+
+func (s *fenceCounts) JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int, w string, detail map[string]any) (bool, error) {
+	s.after.Add(1)
+	return s.Store.JobAfterTakeover(ctx, id, attempt, w, detail)
 }
