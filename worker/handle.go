@@ -20,6 +20,7 @@ import (
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/systemd"
 )
 
 // handle runs the delivery protocol (DESIGN §2.2) starting with msg:
@@ -584,23 +585,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	if prep.Native != nil {
 		// An action's systemd verb over D-Bus: no process. Its fence is
 		// checked just before the job is queued, as a process's record
-		// is just after it starts.
-		res = prep.Native(execCtx, func(nctx context.Context) error {
-			// As a process's record: stopWriteWait once stopping.
-			wctx, cancel := w.stopWindow(nctx, ctx)
-			defer cancel()
-			var owns bool
-			if err := w.retry(wctx, msg, "check the order is still this attempt's", func(ctx context.Context) (err error) {
-				owns, err = w.store.OwnsAttempt(ctx, o.ID, o.Attempt, w.opts.Instance)
-				return err
-			}); err != nil {
-				return err
-			}
-			if !owns {
-				return fmt.Errorf("order %s is no longer running under attempt %d of this worker (%s): taken over", o.ID, o.Attempt, w.opts.Instance)
-			}
-			return nil
-		})
+		// is just after it starts, and the job's queuing checked after.
+		res = prep.Native(execCtx, w.jobFence(ctx, msg, o, prep.ResolvedPath))
 	} else {
 		res = w.exec.Run(execCtx, req, signals)
 	}
@@ -620,6 +606,74 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
 	}
 	return f, res.Duration, live
+}
+
+// jobFence is the fence of an action's systemd job (systemd.Fence).
+//
+// Before: the order is still running under this attempt, for this worker,
+// on a host it owns (Store.OwnsAttempt), and then, the last thing before
+// the D-Bus call, the lease was renewed less than half a lease ago
+// (hold.dispatchable): a worker stopped after PostgreSQL's answer and
+// woken past its lease, once a successor recorded the run interrupted,
+// queued the job anyway (docs/decisions.md, "The restart button's frozen
+// worker window"). A renewal late by more than that is waited for, and
+// the check in PostgreSQL made again.
+//
+// Queued: the check again, with a "job_after_takeover" event written when
+// the order is no longer this attempt's: a worker stopped between the
+// checks and the call (a few instructions) queues a job no check can
+// refuse, and the event says so where the order's history is. The job is
+// not cancelled: systemd merges a job for a unit into the one it holds,
+// so the id may be a successor's own run of the unit.
+func (w *Worker) jobFence(ctx context.Context, msg jetstream.Msg, o *order.Order, what string) *systemd.Fence {
+	h := w.hold
+	return &systemd.Fence{
+		Before: func(nctx context.Context) error {
+			// As a process's record: stopWriteWait once stopping.
+			wctx, cancel := w.stopWindow(nctx, ctx)
+			defer cancel()
+			for {
+				var owns bool
+				if err := w.retry(wctx, msg, "check the order is still this attempt's", func(ctx context.Context) (err error) {
+					owns, err = w.store.OwnsAttempt(ctx, o.ID, o.Attempt, w.opts.Instance)
+					return err
+				}); err != nil {
+					return err
+				}
+				if !owns {
+					return fmt.Errorf("order %s is no longer running under attempt %d of this worker (%s): taken over", o.ID, o.Attempt, w.opts.Instance)
+				}
+				if err := w.failPoint("job_fenced", o); err != nil {
+					return err
+				}
+				waited, err := h.dispatchable(wctx)
+				if err != nil {
+					w.logger.Warn("the order's systemd job is not queued: the host may be another worker's by now", "order_id", o.ID, "error", err)
+					return fmt.Errorf("order %s: %w", o.ID, err)
+				}
+				if !waited {
+					return w.failPoint("before_job", o)
+				}
+			}
+		},
+		Queued: func(nctx context.Context, job int) {
+			wctx, cancel := w.stopWindow(nctx, ctx)
+			defer cancel()
+			var lost bool
+			if err := w.retry(wctx, msg, "check the order was still this attempt's when its job was queued", func(ctx context.Context) (err error) {
+				lost, err = w.store.JobAfterTakeover(ctx, o.ID, o.Attempt, w.opts.Instance,
+					map[string]any{"job_id": job, "job": what, "lease_renewed_ago_ms": h.leaseAge().Milliseconds()})
+				return err
+			}); err != nil {
+				w.logger.Error("the order's job was queued and whether it was still this attempt's then is unknown", "order_id", o.ID, "job_id", job, "error", err)
+				return
+			}
+			if lost {
+				w.logger.Error("the order's systemd job was queued after the order was taken over: it may run after the order's recorded end (event job_after_takeover)",
+					"order_id", o.ID, "attempt", o.Attempt, "job_id", job, "job", what)
+			}
+		},
+	}
 }
 
 // recordWait is how long the worker gives an order's leader to exit

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -38,15 +39,78 @@ type hold struct {
 	state  atomic.Int32
 	feed   context.Context // the tenure's feed: its end ends a wait
 	logger *slog.Logger
+	// renewed is when the lease's last write the server took was sent
+	// (queue.Lease.Written), and ttl the lease as last read from the
+	// bucket, both in nanoseconds, renewed on monoBase's monotonic
+	// clock: dispatchable's bound.
+	renewed, ttl atomic.Int64
 
 	mu      sync.Mutex
 	changed chan struct{} // closed at the next change of state
 	lost    error         // why, once lost
 }
 
-func newHold(feed context.Context, logger *slog.Logger) *hold {
-	return &hold{feed: feed, logger: logger, changed: make(chan struct{})}
+func newHold(feed context.Context, logger *slog.Logger, written time.Time, ttl time.Duration) *hold {
+	h := &hold{feed: feed, logger: logger, changed: make(chan struct{})}
+	h.renewal(written)
+	h.ttl.Store(int64(ttl))
+	return h
 }
+
+// monoBase is the origin of hold.renewed: durations since it are read on
+// the monotonic clock, which runs on while the process is stopped.
+var monoBase = time.Now()
+
+// renewal records that the lease's write sent at was taken by the server.
+func (h *hold) renewal(at time.Time) { h.renewed.Store(int64(at.Sub(monoBase))) }
+
+// leaseAge is how long ago the lease's last write the server took was
+// sent.
+func (h *hold) leaseAge() time.Duration {
+	if h == nil {
+		return 0
+	}
+	return time.Since(monoBase) - time.Duration(h.renewed.Load())
+}
+
+// dispatchable returns nil when what the worker does next, at once,
+// happens while the lease is certainly still its own: held, and its last
+// write sent less than half the lease ago (the server keeps it a whole
+// lease from a moment after that, so the step has the other half). It is
+// the bound for what nothing else fences, an action's systemd job: a
+// worker stopped (SIGSTOP, a stalled machine) after its check in
+// PostgreSQL and woken past its lease finds its last renewal old by this
+// clock, whichever of its goroutines runs first. Between half the lease
+// and the lease it waits for the next renewal, and says waited; past the
+// lease, or once the lease is lost, it refuses: the host may be another
+// worker's by now.
+func (h *hold) dispatchable(ctx context.Context) (waited bool, err error) {
+	if h == nil {
+		return false, nil
+	}
+	for {
+		if h.state.Load() == leaseLost {
+			return waited, errNotHeld
+		}
+		ttl, age := time.Duration(h.ttl.Load()), h.leaseAge()
+		if age < ttl/2 && h.held() {
+			return waited, nil
+		}
+		if age >= ttl {
+			return waited, fmt.Errorf("%w: its last renewal was sent %s ago, past the lease (%s)", errNotHeld, age.Round(time.Millisecond), ttl)
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			return waited, ctx.Err()
+		case <-time.After(dispatchPoll):
+		}
+	}
+}
+
+// dispatchPoll is how often dispatchable looks for a renewal while it
+// waits for one (rare: a renewal late by a sixth of the lease).
+const dispatchPoll = 10 * time.Millisecond
 
 // set moves the hold to state s (leaseHeld or leaseLapsed); a lost hold
 // stays lost.

@@ -484,6 +484,55 @@ func TestWorkerRoleRecordsAProcessAgain(t *testing.T) {
 	}
 }
 
+// TestWorkerRoleRecordsAJobAfterTakeover: a login of the orderly_worker
+// role, listed for its host, checks an action's job after it was queued
+// (Store.JobAfterTakeover): nothing while the attempt is its own, and a
+// job_after_takeover event once another worker took the host and
+// interrupted the run.
+func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, _ := workerRole(t, pool, dsn, "late")
+	ctx := t.Context()
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "true",
+		Timeout: time.Minute, Principal: "test", Source: "rest"}
+	if _, err := admin.InsertOrder(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := ws.Claim(ctx, o.ID, "w", 1); err != nil || !claimed {
+		t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
+	}
+	detail := map[string]any{"job_id": 7, "job": "systemd:restart:x.service"}
+	if lost, err := ws.JobAfterTakeover(ctx, o.ID, 1, "w", detail); err != nil || lost {
+		t.Fatalf("the job of the worker's own attempt: lost %v, %v", lost, err)
+	}
+	if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over"); err != nil || !ok {
+		t.Fatalf("interrupt as w2: %v %v", ok, err)
+	}
+	if lost, err := ws.JobAfterTakeover(ctx, o.ID, 1, "w", detail); err != nil || !lost {
+		t.Fatalf("the job after the takeover: lost %v, %v", lost, err)
+	}
+	evs, err := admin.Events(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late []postgres.Event
+	for _, ev := range evs {
+		if ev.Type == "job_after_takeover" {
+			late = append(late, ev)
+		}
+	}
+	if len(late) != 1 || late[0].Actor != "w" || late[0].Status != "" || late[0].Detail["job_id"] != float64(7) || late[0].Detail["attempt"] != float64(1) {
+		t.Fatalf("job_after_takeover events %+v, want one by w with the job and the attempt", late)
+	}
+}
+
 // TestWorkerRoleCancelsAnOrderARestoreBroughtBack: a login of the
 // orderly_worker role, listed for its host, may end as canceled a queued
 // order of that host, as a worker does with one a restored database holds

@@ -53,6 +53,7 @@ type Store interface {
 	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
 	TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error
 	OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
+	JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error)
 	ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*postgres.Process, error)
 	RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev postgres.Evidence) error
 }
@@ -300,7 +301,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// the feed but lets the current order run on: a successor on this
 	// machine kills its processes before running anything itself.
 	feedCtx, stopFeed := context.WithCancelCause(ctx)
-	h := newHold(feedCtx, w.logger)
+	h := newHold(feedCtx, w.logger, lease.Written(), w.q.LeaseTTL())
 	w.hold = h
 	// The lease and the heartbeat outlive a shutdown request: the order
 	// still running for its shutdown grace is this worker's, and a standby
@@ -492,6 +493,9 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 			w.logger.Debug("read the host lease's TTL", "error", err)
 			return
 		}
+		if ttl > 0 {
+			h.ttl.Store(int64(ttl))
+		}
 		next := queue.RenewEvery(w.opts.Heartbeat, ttl)
 		if next == every {
 			return
@@ -571,6 +575,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 		}
 		retaken, err := lease.Renew(ctx)
 		if err == nil {
+			h.renewal(lease.Written())
 			h.set(leaseHeld)
 		}
 		if retaken {

@@ -262,6 +262,38 @@ func (s *Store) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, work
 	return ok, translate("check the attempt of order "+id.String(), err)
 }
 
+// JobAfterTakeover records, as a "job_after_takeover" event of order id
+// with detail, that worker queued a systemd job for the order's attempt
+// and then found the order no longer running under that attempt for it
+// (a successor recorded it interrupted meanwhile, say): the job may have
+// run after the order's end, which the order's own record cannot show.
+// One statement, the check and the event together; it returns whether the
+// order was found lost, and so recorded. The check before the job
+// (OwnsAttempt) and a lease fresh enough (the worker's) leave only a
+// worker stopped in the few instructions before its D-Bus call; this is
+// what makes such a job seen.
+func (s *Store) JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error) {
+	d := map[string]any{"attempt": attempt}
+	for k, v := range detail {
+		d[k] = v
+	}
+	dj, err := json.Marshal(d)
+	if err != nil {
+		return false, fmt.Errorf("encode the job's detail: %w", err)
+	}
+	const q = `WITH o AS (
+	SELECT NOT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running'
+		AND worker = $3 AND ` + ownsOrderHost + `) AS lost
+), e AS (
+	INSERT INTO order_events (order_id, type, actor, detail) SELECT $1, 'job_after_takeover', $3, $4 FROM o
+	WHERE lost AND EXISTS (SELECT 1 FROM orders WHERE id = $1)
+)
+SELECT lost FROM o`
+	var lost bool
+	err = s.pool.QueryRow(ctx, q, id, attempt, worker, dj).Scan(&lost)
+	return lost, translate("check the job of order "+id.String(), err)
+}
+
 // TouchProcess records that the attempt's process is still being watched:
 // the "last heartbeat" an interrupted order keeps as evidence.
 func (s *Store) TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error {

@@ -283,10 +283,11 @@ type Lease struct {
 	key      string
 	host     string
 	instance string
-	rev      uint64 // the lease key's revision, from its last renewal
-	beat     uint64 // the revision of this lease's last heartbeat; 0 for none
-	freed    string // how the key was found free (Freed)
-	lapsed   func() // OnLapse's
+	rev      uint64    // the lease key's revision, from its last renewal
+	written  time.Time // when the last write the server took was sent (Written)
+	beat     uint64    // the revision of this lease's last heartbeat; 0 for none
+	freed    string    // how the key was found free (Freed)
+	lapsed   func()    // OnLapse's
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -356,9 +357,10 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 			continue
 		}
+		sent := time.Now()
 		rev, err := q.kv.Create(ctx, key, []byte(instance))
 		if err == nil {
-			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, freed: freed}, nil
+			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, freed: freed, written: sent}, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("acquire lease of host %s: %w", host, err)
@@ -368,8 +370,9 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 		// unique per process): take it back instead of waiting it out.
 		e, err := q.kv.Get(ctx, key)
 		if err == nil && string(e.Value()) == instance {
+			sent := time.Now()
 			if rev, err := q.kv.Update(ctx, key, []byte(instance), e.Revision()); err == nil {
-				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev}, nil
+				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, written: sent}, nil
 			}
 		}
 		if err == nil && timed != nil {
@@ -603,9 +606,10 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // revision: the key is read back, and a key that still names this instance
 // is this lease, not a rival's.
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
+	sent := time.Now()
 	rev, err := l.q.kv.Update(ctx, l.key, []byte(l.instance), l.rev)
 	if err == nil {
-		l.rev = rev
+		l.rev, l.written = rev, sent
 		return false, nil
 	}
 	e, gerr := l.q.kv.Get(ctx, l.key)
@@ -616,9 +620,10 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	case errors.Is(gerr, jetstream.ErrKeyNotFound):
 		// The key expired or was deleted (a long pause): take it again if
 		// nobody else did meanwhile.
+		sent := time.Now()
 		rev, cerr := l.q.kv.Create(ctx, l.key, []byte(l.instance))
 		if cerr == nil {
-			l.rev = rev
+			l.rev, l.written = rev, sent
 			return true, nil
 		}
 		if errors.Is(cerr, jetstream.ErrKeyExists) {
@@ -632,13 +637,21 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	case string(e.Value()) != l.instance:
 		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, e.Value())
 	}
+	sent = time.Now()
 	rev, err = l.q.kv.Update(ctx, l.key, []byte(l.instance), e.Revision())
 	if err != nil {
 		return false, fmt.Errorf("renew lease: %w", err)
 	}
-	l.rev = rev
+	l.rev, l.written = rev, sent
 	return false, nil
 }
+
+// Written is when the last write of the lease key that the server took
+// (its take, a renewal) was sent, on this process's monotonic clock: the
+// server stored it after that, so the key lasts until at least Written
+// plus the lease, whatever this process did meanwhile. Read it from the
+// goroutine that renews.
+func (l *Lease) Written() time.Time { return l.written }
 
 // Release gives the host up, so a standby can take over at once.
 func (l *Lease) Release(ctx context.Context) error {

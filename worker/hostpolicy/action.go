@@ -83,7 +83,7 @@ func (p *Policy) checkActionCommands(host string) error {
 
 // SystemdRunner runs a native verb; systemd.Run, or a stand-in in tests
 // that must prove nothing reached D-Bus.
-type SystemdRunner func(ctx context.Context, bus, verb, unit string, fence func(context.Context) error) (systemd.Outcome, error)
+type SystemdRunner func(ctx context.Context, bus, verb, unit string, fence *systemd.Fence) (systemd.Outcome, error)
 
 // SetSystemdRunner replaces how native verbs run (tests); call it before
 // the policy is used.
@@ -150,7 +150,7 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 		run = systemd.Run
 	}
 	bus := p.actions.Bus()
-	return &Prepared{ResolvedPath: "systemd:" + r.Verb + ":" + r.Unit, Native: func(ctx context.Context, fence func(context.Context) error) executor.Result {
+	return &Prepared{ResolvedPath: "systemd:" + r.Verb + ":" + r.Unit, Native: func(ctx context.Context, fence *systemd.Fence) executor.Result {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		start := time.Now()

@@ -25,7 +25,7 @@ func actionPolicy(t *testing.T, defs ...config.Action) (*Policy, *int) {
 		t.Fatal(err)
 	}
 	calls := new(int)
-	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ func(context.Context) error) (systemd.Outcome, error) {
+	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ *systemd.Fence) (systemd.Outcome, error) {
 		*calls++
 		return systemd.Outcome{Unit: unit, Verb: verb, JobResult: "done", ActiveState: "active"}, nil
 	})
@@ -127,7 +127,7 @@ func TestActionCommandRuns(t *testing.T) {
 // ends it timed out, with no exit code either.
 func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 	p, _ := actionPolicy(t, restartDef)
-	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ func(context.Context) error) (systemd.Outcome, error) {
+	p.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ *systemd.Fence) (systemd.Outcome, error) {
 		<-ctx.Done() // a job that does not end
 		return systemd.Outcome{Unit: unit, Verb: verb, JobID: 77},
 			fmt.Errorf("%s %s: waiting for job 77: %w", verb, unit, ctx.Err())
@@ -146,7 +146,7 @@ func TestNativeVerbCutByTheWorkersStop(t *testing.T) {
 
 	timed, _ := actionPolicy(t, config.Action{Name: "restart", Hosts: []string{"*"}, Roles: []string{"ops"}, Timeout: 50 * time.Millisecond,
 		Params: restartDef.Params, Systemd: restartDef.Systemd})
-	timed.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ func(context.Context) error) (systemd.Outcome, error) {
+	timed.SetSystemdRunner(func(ctx context.Context, bus, verb, unit string, _ *systemd.Fence) (systemd.Outcome, error) {
 		<-ctx.Done()
 		return systemd.Outcome{Unit: unit, Verb: verb, JobID: 78}, fmt.Errorf("waiting for job 78: %w", ctx.Err())
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/worker/executor"
+	"github.com/orderly-run/orderly/worker/systemd"
 )
 
 // Policy is a worker's host policy, compiled from config.Worker. It is
@@ -75,7 +76,7 @@ type Prepared struct {
 	Cleanup func()
 	// Native, when set, is run instead of Req: an action's systemd verb
 	// over D-Bus, with no process (action.go).
-	Native func(ctx context.Context, fence func(context.Context) error) executor.Result
+	Native func(ctx context.Context, fence *systemd.Fence) executor.Result
 }
 
 // New compiles cfg into a Policy. It fails on a relative or empty

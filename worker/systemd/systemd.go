@@ -129,12 +129,22 @@ type Outcome struct {
 	PreviousInvocationID string `json:"previous_invocation_id"`
 }
 
+// Fence is what the worker checks around a job it queues: Before, called
+// just before the job is queued, refuses it with an error; Queued, when
+// not nil, is told the job's id as soon as systemd took it, before Run
+// waits for its end (the worker checks there whether the job came after a
+// takeover, and records it if so).
+type Fence struct {
+	Before func(context.Context) error
+	Queued func(ctx context.Context, job int)
+}
+
 // Run queues verb on unit (mode "replace", as systemctl does) unless
-// fence (when not nil), called just before, refuses; waits for
-// the job to finish or ctx to end, and reads the unit's state after it.
-// An error means the job could not be queued or its end was not seen; a
-// job that ran and failed is an Outcome with its JobResult.
-func Run(ctx context.Context, bus, verb, unit string, fence func(context.Context) error) (Outcome, error) {
+// fence (when not nil) refuses; waits for the job to finish or ctx to
+// end, and reads the unit's state after it. An error means the job could
+// not be queued or its end was not seen; a job that ran and failed is an
+// Outcome with its JobResult.
+func Run(ctx context.Context, bus, verb, unit string, fence *Fence) (Outcome, error) {
 	out := Outcome{Unit: unit, Verb: verb}
 	c, calls, err := dial(ctx, bus)
 	if err != nil {
@@ -159,14 +169,17 @@ func Run(ctx context.Context, bus, verb, unit string, fence func(context.Context
 	default:
 		return out, fmt.Errorf("unknown verb %q", verb)
 	}
-	if fence != nil {
+	if fence != nil && fence.Before != nil {
 		// After the dial, which waits as long as the bus does.
-		if err := fence(ctx); err != nil {
+		if err := fence.Before(ctx); err != nil {
 			return out, fmt.Errorf("%s %s not queued: %w", verb, unit, err)
 		}
 	}
 	if out.JobID, err = call(ctx, unit, "replace", done); err != nil {
 		return out, fmt.Errorf("%s %s: %w", verb, unit, err)
+	}
+	if fence != nil && fence.Queued != nil {
+		fence.Queued(ctx, out.JobID)
 	}
 	// The job's end comes as a signal of the systemd that queued it. One
 	// that left the bus (killed, its bus gone) sends none: without a
