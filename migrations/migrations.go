@@ -34,19 +34,62 @@ var files embed.FS
 // it: a refusal of the server's (a role without rights to goose_lock, as
 // the workers' and the auditors') fails at once.
 func Provider(dsn string) (*goose.Provider, *sql.DB, error) {
-	locker, err := newLocker()
+	return ProviderWaiting(dsn, nil)
+}
+
+// ProviderWaiting is Provider whose runs tell waiting, when not nil, who
+// holds the lock (a LockHeld) before they wait for it.
+func ProviderWaiting(dsn string, waiting func(error)) (*goose.Provider, *sql.DB, error) {
+	locker, err := newLocker(waiting)
 	if err != nil {
 		return nil, nil, err
 	}
 	return provider(dsn, goose.WithLocker(locker))
 }
 
-// newLocker is the goose_lock row's locker of Provider.
-func newLocker() (lock.Locker, error) {
-	return lock.NewPostgresTableLocker(lock.WithTableRetryPolicy(func(err error) bool {
+// newLocker is the goose_lock row's locker of Provider; waiting, when not
+// nil, hears who holds the lock before each wait for it.
+func newLocker(waiting func(error)) (lock.Locker, error) {
+	locker, err := lock.NewPostgresTableLocker(lock.WithTableRetryPolicy(func(err error) bool {
 		var pe *pgconn.PgError
 		return !errors.As(err, &pe) || !strings.HasPrefix(pe.Code, "42") // 42: syntax error or access rule violation
 	}))
+	if err != nil || waiting == nil {
+		return locker, err
+	}
+	return noticingLocker{Locker: locker, waiting: waiting}, nil
+}
+
+// LockHeld is what a migration's waiting hears when another process holds
+// the lock as it goes to take it: another `orderly migrate` (or serve)
+// running, or one killed while it ran (SIGKILL, a pod evicted), whose
+// lease ends within 30 s. The wait was silent (hF15's rolling upgrade).
+type LockHeld struct {
+	By    string    // the holder, as goose names it: host name, process id, a random suffix
+	Until time.Time // the end of its lease, renewed every few seconds while it runs
+}
+
+func (e *LockHeld) Error() string {
+	return fmt.Sprintf("waiting for the migration lock (goose_lock), held by %s until %s: another orderly migrating this database, "+
+		"or one killed while it did, whose lease then ends (waited for up to 5 minutes)", e.By, e.Until.UTC().Format(time.RFC3339))
+}
+
+// noticingLocker is goose's table locker that first tells waiting who
+// holds the lock, if another process does.
+type noticingLocker struct {
+	lock.Locker
+	waiting func(error)
+}
+
+func (l noticingLocker) Lock(ctx context.Context, db *sql.DB) error {
+	var held LockHeld
+	// No row (the lock free, or no table yet) or a failed read: goose's
+	// Lock says what it finds.
+	if db.QueryRowContext(ctx, `SELECT locked_by, lease_expires_at FROM goose_lock
+		WHERE locked AND lease_expires_at > now()`).Scan(&held.By, &held.Until) == nil {
+		l.waiting(&held)
+	}
+	return l.Locker.Lock(ctx, db)
 }
 
 // ReadProvider is Provider without the lock, for `orderly migrate
@@ -80,9 +123,9 @@ func provider(dsn string, opts ...goose.ProviderOption) (*goose.Provider, *sql.D
 // the files it applied, in order, so that `serve` can say that an upgrade
 // changed the schema. It refuses a database a newer orderly migrated
 // (NotNewer). waiting, when not nil, hears of each wait for a table lock
-// that gave up (Apply).
+// that gave up (Apply), and of a wait for the migration lock (LockHeld).
 func Up(ctx context.Context, dsn string, waiting func(error)) (applied []string, err error) {
-	p, db, err := Provider(dsn)
+	p, db, err := ProviderWaiting(dsn, waiting)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +176,7 @@ func Rebuild(ctx context.Context, db *sql.DB, waiting func(error)) (rebuilt []st
 	if err != nil || len(broken) == 0 {
 		return nil, err
 	}
-	locker, err := newLocker()
+	locker, err := newLocker(waiting)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package migrations_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -95,6 +96,44 @@ func TestUpIsNotHeldUpByAnAdvisoryLock(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("the two processes applied %d migrations, want the 2 pending", n)
+	}
+}
+
+// TestUpSaysWhoHoldsTheMigrationLock: a migrate killed while it held
+// goose_lock's row (SIGKILL, a pod evicted) leaves it taken until its
+// lease ends, 30 s, and a second migrate waits for another's whole run:
+// the next `migrate up` waited without a word. It tells waiting who
+// holds the lock, and then applies what is pending.
+func TestUpSaysWhoHoldsTheMigrationLock(t *testing.T) {
+	dsn := testenv.Postgres(t) // migrated
+	p, db, err := migrations.Provider(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := p.Down(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// As a killed migrate leaves it, its lease ending shortly.
+	res, err := db.ExecContext(t.Context(), `UPDATE goose_lock SET locked = true, locked_at = now(),
+		locked_by = 'web-9-killed', lease_expires_at = now() + interval '2 seconds'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("goose_lock: %d rows, want 1", n)
+	}
+	var heard []error
+	applied, err := migrations.Up(t.Context(), dsn, func(err error) { heard = append(heard, err) })
+	if err != nil || len(applied) != 1 {
+		t.Fatalf("migrate up after the lock's lease ended: applied %q, %v; want the 1 pending", applied, err)
+	}
+	var held *migrations.LockHeld
+	if len(heard) != 1 || !errors.As(heard[0], &held) || held.By != "web-9-killed" {
+		t.Fatalf("waiting heard %v, want once who holds the migration lock (web-9-killed)", heard)
+	}
+	if !strings.Contains(held.Error(), "web-9-killed") || !strings.Contains(held.Error(), "goose_lock") {
+		t.Errorf("the notice %q names neither the holder nor the table", held.Error())
 	}
 }
 

@@ -199,6 +199,10 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	// An upgraded serve migrates its own database: say so, with what.
 	applied, err := migrations.Up(ctx, cfg.DatabaseURL, func(err error) {
+		if held := (*migrations.LockHeld)(nil); errors.As(err, &held) {
+			logger.Warn("waiting for the migration lock that another orderly holds", "error", err)
+			return
+		}
 		logger.Warn("a migration waits for a table lock that another session holds; trying again", "error", err)
 	})
 	if len(applied) > 0 {

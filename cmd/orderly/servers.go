@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -159,7 +160,17 @@ func (a *app) migrate(cmd *cobra.Command, f *serverFlags, args []string) error {
 	if dsn == "" {
 		return fmt.Errorf("no database: set --database-url or ORDERLY_DATABASE_URL (orderly serve prints the URL of its own at start)")
 	}
-	open := migrations.Provider
+	// A lock that an open transaction holds (a pg_dump's) is waited
+	// for, down as up: given up on every lockTimeout, tried again. The
+	// migration lock another migrate holds is waited for too.
+	waiting := func(err error) {
+		if held := (*migrations.LockHeld)(nil); errors.As(err, &held) {
+			fmt.Fprintln(a.stderr, err)
+			return
+		}
+		fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
+	}
+	open := func(dsn string) (*goose.Provider, *sql.DB, error) { return migrations.ProviderWaiting(dsn, waiting) }
 	if args[0] == "status" {
 		open = migrations.ReadProvider // reads only: no turn to wait for
 	}
@@ -180,11 +191,6 @@ func (a *app) migrate(cmd *cobra.Command, f *serverFlags, args []string) error {
 		if err := migrations.NotNewer(have); err != nil {
 			return err
 		}
-	}
-	// A lock that an open transaction holds (a pg_dump's) is waited
-	// for, down as up: given up on every lockTimeout, tried again.
-	waiting := func(err error) {
-		fmt.Fprintf(a.stderr, "waiting for a table lock, trying again: %v\n", err)
 	}
 	switch args[0] {
 	case "up":

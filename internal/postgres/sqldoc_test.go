@@ -247,6 +247,39 @@ func auditorRoleSQL(t *testing.T) string {
 	return setup[0]
 }
 
+// TestSQLDocAuditorRoleRunsAgain: deploy.md has the auditors' block run
+// again after a migration that adds what they read (00028's
+// host_maintenance_log), on a database where it ran before. Its CREATE
+// ROLE failed there (the role exists), and run as one transaction (`psql
+// -1`, a client's multi-statement Exec) or with ON_ERROR_STOP that ended
+// it before any grant.
+func TestSQLDocAuditorRoleRunsAgain(t *testing.T) {
+	e := newStoreEnv(t)
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	block := auditorRoleSQL(t)
+	if _, err := tx.Exec(e.ctx, block); err != nil {
+		t.Fatalf("the auditor role of docs/sql.md: %v", err)
+	}
+	// As a block from before 00028 left the role.
+	if _, err := tx.Exec(e.ctx, `REVOKE SELECT ON host_maintenance_log FROM orderly_auditor`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(e.ctx, block); err != nil {
+		t.Fatalf("the auditor role of docs/sql.md, run again: %v", err)
+	}
+	if _, err := tx.Exec(e.ctx, `SET LOCAL ROLE orderly_auditor`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow(e.ctx, `SELECT count(*) FROM host_maintenance_log`).Scan(&n); err != nil {
+		t.Errorf("as orderly_auditor after the block ran again, host_maintenance_log: %v", err)
+	}
+}
+
 // TestAuditorQueriesRunInParallel: the row policies (migration 00012)
 // leave the auditors' queries free to use parallel workers, as the
 // owner's are: a function a policy calls that is PARALLEL UNSAFE kept
