@@ -71,7 +71,7 @@ type longWatchers struct {
 	finished       []client.Status // the finished events' statuses
 }
 
-func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string) *longWatchers {
+func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string, natsOpts ...nats.Option) *longWatchers {
 	w := &longWatchers{missed: map[string]int64{}}
 	w.wg.Add(2)
 	go func() {
@@ -102,7 +102,8 @@ func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, hos
 			pause(ctx, 500*time.Millisecond)
 		}
 	}()
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.RetryOnFailedConnect(true)}, natsOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
