@@ -6,10 +6,12 @@ package main
 // one process and its child, and fail together.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,16 +79,21 @@ func TestFaultsServeLongOrder(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		want client.Status
+		// outputLost: the order keeps none of its output (its live
+		// stream was in the killed serve's embedded NATS, in memory:
+		// sql.md, decisions.md); what the follow wrote is still what
+		// the order printed.
+		outputLost bool
 		// inject fails serve; it returns the serve that runs afterwards.
 		inject func(t *testing.T, s *serveFaults) *faultProc
 	}{
-		{"serve_kill9", client.StatusInterrupted, func(t *testing.T, s *serveFaults) *faultProc {
+		{"serve_kill9", client.StatusInterrupted, true, func(t *testing.T, s *serveFaults) *faultProc {
 			s.sv.signal(syscall.SIGKILL)
 			s.sv.waitExit(10 * time.Second)
 			pause(t.Context(), time.Second)
 			return s.start(t)
 		}},
-		{"postgres_kill9", client.StatusSucceeded, func(t *testing.T, s *serveFaults) *faultProc {
+		{"postgres_kill9", client.StatusSucceeded, false, func(t *testing.T, s *serveFaults) *faultProc {
 			pid := s.postmaster(t)
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -97,7 +104,7 @@ func TestFaultsServeLongOrder(t *testing.T) {
 			})
 			return s.sv
 		}},
-		{"serve_stop", client.StatusKilled, func(t *testing.T, s *serveFaults) *faultProc {
+		{"serve_stop", client.StatusKilled, false, func(t *testing.T, s *serveFaults) *faultProc {
 			s.sv.signal(syscall.SIGTERM)
 			if !s.sv.waitExit(60 * time.Second) {
 				t.Fatalf("serve did not stop within 60 s of SIGTERM")
@@ -106,7 +113,7 @@ func TestFaultsServeLongOrder(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			runServeLongOrder(t, tc.want, tc.inject)
+			runServeLongOrder(t, tc.want, tc.outputLost, tc.inject)
 		})
 	}
 }
@@ -169,7 +176,7 @@ func (s *serveFaults) postmaster(t *testing.T) int {
 	return pid
 }
 
-func runServeLongOrder(t *testing.T, want client.Status, inject func(t *testing.T, s *serveFaults) *faultProc) {
+func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject func(t *testing.T, s *serveFaults) *faultProc) {
 	const ticks, every, block = 150, "0.2", 7000
 	s := newServeFaults(t)
 	c, err := client.New(s.apiURL, s.token)
@@ -238,8 +245,13 @@ func runServeLongOrder(t *testing.T, want client.Status, inject func(t *testing.
 	if rec, _ := o.Processes["cgroup"].(string); rec != "" && rec != cgroup {
 		t.Errorf("the order's recorded cgroup %s, its processes ran in %s", rec, cgroup)
 	}
-	t.Logf("order %s, processes %v; follow: %d+%d bytes, missed %v, statuses %v, err %v; poll errors %d; finished events %v",
-		o.Status, o.Processes, ws.stdout.Len(), ws.stderr.Len(), ws.missed, ws.statuses, ws.followErr, ws.pollErrs, ws.finished)
+	t.Logf("order %s, kept %d+%d bytes (truncated %t), processes %v; follow: %d+%d bytes, missed %v, statuses %v, err %v; poll errors %d (answers %v); finished events %v",
+		o.Status, resultBytes(o, "stdout"), resultBytes(o, "stderr"), o.Result != nil && o.Result.Stdout.Truncated, o.Processes, ws.stdout.Len(), ws.stderr.Len(), ws.missed, ws.statuses, ws.followErr, ws.pollErrs, ws.pollCodes, ws.finished)
+	for code := range ws.pollCodes {
+		if code >= 500 && code != http.StatusServiceUnavailable {
+			t.Errorf("the poller was answered %d while serve failed (answers %v)", code, ws.pollCodes)
+		}
+	}
 	if ws.followErr != nil {
 		t.Errorf("follow: %v", ws.followErr)
 	} else if ws.followed.Status != o.Status {
@@ -250,6 +262,17 @@ func runServeLongOrder(t *testing.T, want client.Status, inject func(t *testing.
 	}
 	if len(ws.finished) != 1 || ws.finished[0] != o.Status {
 		t.Errorf("the NATS subscriber saw finished events %v, want one %s", ws.finished, o.Status)
+	}
+	full, fullErr := longOutput(ticks, block)
+	if !outputLost {
+		checkLongOutput(t, o, ws, full, fullErr, want)
+		return
+	}
+	if o.Result == nil || o.Result.Stdout.Bytes != 0 || o.Result.Stderr.Bytes != 0 {
+		t.Errorf("the killed serve's order kept output: %+v; the live stream is gone with its NATS (update sql.md)", o.Result)
+	}
+	if !bytes.HasPrefix(full, ws.stdout.Bytes()) || !bytes.HasPrefix(fullErr, ws.stderr.Bytes()) {
+		t.Errorf("the follow wrote %d+%d bytes that are not a prefix of what was printed", ws.stdout.Len(), ws.stderr.Len())
 	}
 }
 
@@ -321,4 +344,16 @@ func TestFaultsWorkerKilledOrderCgroup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// resultBytes is the byte count of the order's kept stream, -1 without a
+// result.
+func resultBytes(o *client.Order, stream string) int64 {
+	switch {
+	case o.Result == nil:
+		return -1
+	case stream == "stderr":
+		return o.Result.Stderr.Bytes
+	}
+	return o.Result.Stdout.Bytes
 }
