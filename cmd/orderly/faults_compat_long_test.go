@@ -188,6 +188,10 @@ compat:
 			t.Fatalf("%v still wait %s after the fault (answered: %+v)", waiting, time.Since(injected).Round(time.Second), got)
 		}
 	}
+	var printed string
+	for i := 1; i <= ticks; i++ {
+		printed += fmt.Sprintf("line %d\n", i)
+	}
 	for _, c := range calls {
 		w := got[c.name]
 		t.Logf("%s: %d, err %v, took %s, body %.300q", w.name, w.code, w.err, w.took.Round(100*time.Millisecond), w.body)
@@ -204,25 +208,44 @@ compat:
 		}
 		switch w.name {
 		case "httpexec":
-			var r struct{ Return *int }
+			var r struct {
+				Return *int
+				Stdout *struct{ Content string }
+			}
 			if w.code != 200 || json.Unmarshal([]byte(w.body), &r) != nil || r.Return == nil || *r.Return != 0 {
 				t.Errorf("httpexec: %d %q, want 200 with return 0", w.code, w.body)
+			} else if r.Stdout == nil || r.Stdout.Content != printed {
+				t.Errorf("httpexec: stdout %+v, want the %d lines printed", r.Stdout, ticks)
 			}
 		case "vigrid":
 			var r struct {
 				Status string
 				Result *struct {
 					ReturnCode *int `json:"return_code"`
+					Stdout     string
 				}
 			}
 			if w.code != 200 || json.Unmarshal([]byte(w.body), &r) != nil || r.Status != "ok" || r.Result == nil ||
 				r.Result.ReturnCode == nil || *r.Result.ReturnCode != 0 {
 				t.Errorf("vigrid: %d %q, want 200 with return_code 0", w.code, w.body)
+			} else if r.Result.Stdout != printed {
+				t.Errorf("vigrid: stdout %q, want the %d lines printed", lastBytes(r.Result.Stdout, 200), ticks)
 			}
 		case "stage0":
 			done := stage0DoneEvent(w.body)
 			if w.code != 200 || done == nil || done["return_code"] != float64(0) {
 				t.Errorf("stage0: %d, done %v, want 200 and a done event with return_code 0; stream %q", w.code, done, lastBytes(w.body, 400))
+				break
+			}
+			var streamed strings.Builder
+			for _, ev := range readSSE(t, w.body) {
+				if ev.name == "stdout" {
+					streamed.WriteString(strings.TrimSuffix(ev.data, "\n") + "\n")
+				}
+			}
+			if streamed.String() != printed || done["stdout"] != printed {
+				t.Errorf("stage0: streamed %q, done's stdout %q; want the %d lines printed in each",
+					lastBytes(streamed.String(), 200), lastBytes(fmt.Sprint(done["stdout"]), 200), ticks)
 			}
 		}
 	}
