@@ -104,6 +104,20 @@ func TestFaultsServeLongOrder(t *testing.T) {
 			})
 			return s.sv
 		}},
+		// Stopped with its PostgreSQL just killed: the worker still ends
+		// the order at its stop, and its result waits for PostgreSQL's
+		// restart (serve supervises it until the worker stopped) or is
+		// given up 5 s after the stop, for the next serve's takeover.
+		{"postgres_kill9_then_stop", client.StatusKilled, false, func(t *testing.T, s *serveFaults) *faultProc {
+			if err := syscall.Kill(s.postmaster(t), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			s.sv.signal(syscall.SIGTERM)
+			if !s.sv.waitExit(60 * time.Second) {
+				t.Fatalf("serve did not stop within 60 s of SIGTERM")
+			}
+			return s.start(t)
+		}},
 		{"serve_stop", client.StatusKilled, false, func(t *testing.T, s *serveFaults) *faultProc {
 			s.sv.signal(syscall.SIGTERM)
 			if !s.sv.waitExit(60 * time.Second) {
