@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -68,11 +69,12 @@ type longWatchers struct {
 	statuses       []client.Status
 	polled         *client.Order
 	pollErrs       int
+	pollCodes      map[int]int     // the polls' error answers by HTTP status
 	finished       []client.Status // the finished events' statuses
 }
 
-func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string) *longWatchers {
-	w := &longWatchers{missed: map[string]int64{}}
+func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string, natsOpts ...nats.Option) *longWatchers {
+	w := &longWatchers{missed: map[string]int64{}, pollCodes: map[int]int{}}
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
@@ -92,6 +94,9 @@ func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, hos
 			if err != nil {
 				w.mu.Lock()
 				w.pollErrs++
+				if ae, ok := errors.AsType[*client.Error](err); ok {
+					w.pollCodes[ae.Status]++
+				}
 				w.mu.Unlock()
 			} else if o.Status.Terminal() {
 				w.mu.Lock()
@@ -102,7 +107,8 @@ func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, hos
 			pause(ctx, 500*time.Millisecond)
 		}
 	}()
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.RetryOnFailedConnect(true)}, natsOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,6 +268,13 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 	if len(ws.finished) != 1 || ws.finished[0] != o.Status {
 		t.Errorf("the NATS subscriber saw finished events %v, want one %s", ws.finished, o.Status)
 	}
+	checkLongOutput(t, o, ws, full, fullErr, want)
+}
+
+// checkLongOutput checks what a long order kept and what its follow wrote
+// against what it printed (full, fullErr); ws is locked by the caller.
+func checkLongOutput(t *testing.T, o *client.Order, ws *longWatchers, full, fullErr []byte, want client.Status) {
+	t.Helper()
 	if o.Result == nil {
 		t.Fatalf("no result")
 	}

@@ -167,8 +167,12 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			}
 		})
 		// A postmaster that dies (OOM killer, pg_ctl stop by hand) is
-		// started again; supervision ends before the Stop above.
-		superviseCtx, stopSupervising := context.WithCancel(ctx)
+		// started again; supervision ends before the Stop above, and not
+		// at the stop signal (ctx): the worker's stop still writes the
+		// running order's result, which a postmaster dead at the stop
+		// lost (given up, the order interrupted by the next serve with
+		// none of its output: TestFaultsServeLongOrder).
+		superviseCtx, stopSupervising := context.WithCancel(context.WithoutCancel(ctx))
 		supervised := make(chan struct{})
 		go func() { defer close(supervised); pg.Supervise(superviseCtx, 2*time.Second) }()
 		cleanups = append(cleanups, func() { stopSupervising(); <-supervised })
