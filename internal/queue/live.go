@@ -113,8 +113,9 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 type LiveFeed struct {
 	q      *Queue
 	filter []string
-	dseq   uint64 // consumer sequence of the last message handed over
-	sseq   uint64 // stream sequence of the last message handed over
+	dseq   uint64    // consumer sequence of the last message handed over
+	sseq   uint64    // stream sequence of the last message handed over
+	at     time.Time // when the stream stored it
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -206,7 +207,7 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 				}
 				continue
 			}
-			f.dseq, f.sseq = meta.Sequence.Consumer, meta.Sequence.Stream
+			f.dseq, f.sseq, f.at = meta.Sequence.Consumer, meta.Sequence.Stream, meta.Timestamp
 			return m, nil
 		}
 		// The server's: every message before it was taken, so a flow
@@ -235,6 +236,15 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
+		if f.sseq > 0 && f.streamMadeSince(ctx) {
+			// A NATS restart lost the stream the last message came
+			// from, and its sequences start at 1 again: from after the
+			// old one, the consumer skipped every message of the new
+			// stream below it (of a busy stream, the order's chunks
+			// and its finished event for as long as it ran). All the
+			// new stream holds of the order came after the last one.
+			f.sseq = 0
+		}
 		err := f.start(ctx)
 		if err == nil || errors.Is(err, ErrLiveStopped) {
 			return err
@@ -258,6 +268,14 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// streamMadeSince reports whether ORDERLY_LIVE was made after the stream
+// stored the last message handed over: a stream of that name made again.
+// One request, on a restart only.
+func (f *LiveFeed) streamMadeSince(ctx context.Context) bool {
+	st, err := f.q.js.Stream(ctx, LiveStream)
+	return err == nil && st.CachedInfo().Created.After(f.at)
 }
 
 // Messages hands the feed's messages over on a channel, for a reader
