@@ -236,14 +236,16 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
-		if f.sseq > 0 && f.streamMadeSince(ctx) {
+		if !f.at.IsZero() && f.streamMadeSince(ctx) {
 			// A NATS restart lost the stream the last message came
 			// from, and its sequences start at 1 again: from after the
 			// old one, the consumer skipped every message of the new
 			// stream below it (of a busy stream, the order's chunks
 			// and its finished event for as long as it ran). All the
 			// new stream holds of the order came after the last one.
-			f.sseq = 0
+			// (A feed resumed after an id that has handed nothing over
+			// yet has no time to tell by, and keeps its sequence.)
+			f.sseq, f.at = 0, time.Time{}
 		}
 		err := f.start(ctx)
 		if err == nil || errors.Is(err, ErrLiveStopped) {
