@@ -92,3 +92,56 @@ func TestLiveFeedReadsAStreamMadeAgain(t *testing.T) {
 		t.Errorf("the chunk after the restart is %q, want %q", got, "after\n")
 	}
 }
+
+// TestResumedLiveFeedKeepsItsPlaceAtARestart: a feed resumed after an
+// event id (an SSE client's Last-Event-ID) that has handed nothing over
+// when its consumer is lost, the stream kept, makes it again after that
+// id: it has no message's time to tell a remade stream by, and starting
+// from the stream's beginning would hand the client what it had again.
+func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	id := uuid.New()
+	if err := q.PublishOutput("h1", id, "stdout", 0, []byte("seen\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, err := q.Live(ctx, "h1", id, info.State.LastSeq) // resumed after "seen"
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	msgs := feed.Messages(ctx)
+	// The consumer is lost (as a server's restart of its own loses it):
+	// three silent heartbeats later the feed makes it again.
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m, ok := <-msgs:
+		if !ok || string(m.Data) != "new\n" {
+			t.Errorf("the resumed feed handed over %q (ok %v), want only the chunk after its id, %q", m.Data, ok, "new\n")
+		}
+	case <-time.After(45 * time.Second): // three silent heartbeats, 15 s, and the restart
+		t.Error("nothing from the resumed feed in 45 s")
+	}
+}
