@@ -93,6 +93,17 @@ func (q *Queue) EndOutput(host string, id uuid.UUID) error {
 // NATS some thousand consumer creations a second for as long as the
 // follower stayed.
 func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (*LiveFeed, error) {
+	if after > 0 {
+		// Every id of a stream is at most its last sequence: a larger
+		// one (a client's Last-Event-ID from before a NATS restart lost
+		// the stream) is of a stream that is gone, and all this one
+		// holds of the order came after it. One request, on a resume
+		// only. (Once the new stream has passed the old id, it cannot
+		// be told; the follower places chunks by their offsets.)
+		if st, err := q.js.Stream(ctx, LiveStream); err == nil && st.CachedInfo().State.LastSeq < after {
+			after = 0
+		}
+	}
 	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after}
 	if err := f.start(ctx); err != nil {
 		return nil, fmt.Errorf("follow order %s: %w", id, err)

@@ -145,3 +145,57 @@ func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
 		t.Error("nothing from the resumed feed in 45 s")
 	}
 }
+
+// TestLiveResumedAfterAnIDOfALostStream: Live resumed after an event id
+// the new stream has not reached (one an SSE client kept from before a
+// NATS restart, given to another replica) reads the remade stream from
+// its start: every id of a stream is at most its last sequence, so a
+// larger one is of a stream that is gone. It waited for the new
+// stream's sequence to pass the old id, and handed nothing over until.
+func TestLiveResumedAfterAnIDOfALostStream(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	nc, err := queue.Connect(ns.ClientURL(), "queue-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testenv.Context(t)
+	q, err := queue.New(ctx, nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	publishChunks(t, q, "h1", uuid.New(), 200, 10) // the other orders' traffic
+	publishChunks(t, q, "h1", id, 1, 5)
+	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastID := info.State.LastSeq // the client's Last-Event-ID
+
+	testenv.NATSServerRestarted(t, ns)
+	if _, err := queue.New(ctx, nc, queue.Options{}); err != nil { // an API makes the stream again
+		t.Fatal(err)
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	feed, err := q.Live(ctx, "h1", id, lastID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	nctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a bound: the message is stored
+	defer cancel()
+	m, err := feed.Next(nctx)
+	if err != nil || string(m.Data) != "after\n" {
+		t.Fatalf("resumed after id %d of the lost stream: %v, want the chunk %q", lastID, err, "after\n")
+	}
+}
