@@ -140,6 +140,14 @@ func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announ
 	if _, failed := ev.Reap["reap_error"]; !failed && o.Kind == order.KindScript {
 		w.removeRunDirs(o.ID, ev.Reap)
 	}
+	if requeue {
+		// The order runs again under its id, its chunks from offset 0
+		// again: the lost attempt's, left in the live stream, would be
+		// read back under the next one's (a second loss stored the
+		// first attempt's output as the last one's), and followers
+		// that come later would take the next attempt's for repeats.
+		w.endOutput(o)
+	}
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
 		limit := o.MaxOutput
 		if limit <= 0 {

@@ -48,6 +48,11 @@ type FollowOptions struct {
 	// when the order ends. A long order's follower would otherwise look
 	// frozen until then.
 	OnInterrupted func(stream string, written int64)
+	// OnRunAgain is told when the order starts again after some of its
+	// output was written: an idempotent order requeued after its worker
+	// stopped. What is written next is the new run's output from its
+	// start, and the stored output at the end is that run's.
+	OnRunAgain func()
 	// LastEventID resumes after this event id (the id of the last event an
 	// earlier reader of GET /v1/orders/{id}/events saw) instead of from the
 	// order's start. Follow then writes only what the stream delivers from
@@ -216,6 +221,18 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 	case "queued":
 		f.status(StatusQueued)
 	case "started":
+		if f.placed[0] || f.placed[1] {
+			// Started after output of it came: it runs again (an
+			// idempotent order requeued after its worker stopped), its
+			// chunks from offset 0 again. Placed against the count of
+			// the earlier run's bytes, they were taken for repeats of
+			// them: the earlier run's beginning, spliced to the new
+			// one's end, was written as the order's output.
+			f.written, f.placed, f.gap = [2]int64{}, [2]bool{true, true}, [2]bool{}
+			if f.opts.OnRunAgain != nil {
+				f.opts.OnRunAgain()
+			}
+		}
 		f.status(StatusRunning)
 	case "stdout", "stderr":
 		var chunk Chunk

@@ -29,6 +29,9 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		opts.OnInterrupted = func(stream string, written int64) {
 			fmt.Fprintf(a.stderr, "\norderly: order %s: live %s was interrupted after %d bytes (the message bus lost some); the rest is written from the stored copy when the order ends\n", ord.ID, stream, written)
 		}
+		opts.OnRunAgain = func() {
+			fmt.Fprintf(a.stderr, "\norderly: order %s runs again (its worker stopped and the order is idempotent): its output starts over\n", ord.ID)
+		}
 	}
 	var sp *spinner
 	if !asJSON && a.isTerminal(a.stderr) {

@@ -122,7 +122,7 @@ func (a *app) hostsCommand() *cobra.Command {
 	}
 	conn.bind(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
-	cmd.Flags().BoolVar(&forget, "forget", false, "forget HOST, gone for good: it leaves the list and the fleet gauges; refused while a worker serves it or orders of it may still run (admin)")
+	cmd.Flags().BoolVar(&forget, "forget", false, "forget HOST, gone for good: it leaves the list and the fleet gauges; refused while a worker serves it, orders of it may still run or it is in maintenance (admin)")
 	cmd.Flags().BoolVar(&abandon, "abandon", false, "with --forget: mark the host's running orders interrupted and cancel its queued ones first, for a worker that will never come back (admin)")
 	cmd.Flags().StringVar(&maintenance, "maintenance", "", "on: put HOST in maintenance, where its new orders are refused (409 host_in_maintenance) and its queued and running ones are left alone; off: accept them again (admin)")
 	cmd.Flags().StringVar(&reason, "reason", "", "with --maintenance on: why, shown in every refused order's message; without it a host already in maintenance keeps its reason, --reason '' clears it")

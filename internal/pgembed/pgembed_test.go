@@ -450,8 +450,9 @@ func TestPrepareDirsDropsAHardLinkedLog(t *testing.T) {
 // TestStopDoesNotWaitForAStoppedCluster: a cluster whose processes are
 // stopped (SIGSTOP) cannot take the stop until continued; Stop waited
 // pg_ctl's whole 60 s for it (serve's stop took 65 – 76 s). It returns
-// within seconds, saying so, and the cluster, continued, shuts down on
-// the request it was sent.
+// within seconds, saying so, having scanned /proc every half second, not
+// every tick, and the cluster, continued, shuts down on the request it
+// was sent.
 func TestStopDoesNotWaitForAStoppedCluster(t *testing.T) {
 	dir := tempDir(t, "pgembed-")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -473,9 +474,19 @@ func TestStopDoesNotWaitForAStoppedCluster(t *testing.T) {
 	}
 	signal(syscall.SIGSTOP)
 	t.Cleanup(func() { signal(syscall.SIGCONT); _ = s.Stop(context.Background()) })
+	scans := 0
+	scanStopped = func(pid int) (int, string) { scans++; return stoppedProcess(pid) }
+	defer func() { scanStopped = stoppedProcess }()
 	began := time.Now()
 	err = s.Stop(ctx)
 	took := time.Since(began)
+	scanStopped = stoppedProcess
+	// A scan of /proc every fifth tick, half a second apart at least:
+	// found stopped at the first, the second held is reached by the
+	// third or fourth. It was every tick, ten a second, eleven or more.
+	if scans > 4 {
+		t.Errorf("Stop scanned the processes %d times, want 4 at most", scans)
+	}
 	t.Logf("Stop of the stopped cluster: %.1f s: %v", took.Seconds(), err)
 	if !errors.Is(err, ErrStopHeld) {
 		t.Errorf("Stop: %v, want ErrStopHeld", err)

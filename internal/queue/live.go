@@ -93,6 +93,17 @@ func (q *Queue) EndOutput(host string, id uuid.UUID) error {
 // NATS some thousand consumer creations a second for as long as the
 // follower stayed.
 func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (*LiveFeed, error) {
+	if after > 0 {
+		// Every id of a stream is at most its last sequence: a larger
+		// one (a client's Last-Event-ID from before a NATS restart lost
+		// the stream) is of a stream that is gone, and all this one
+		// holds of the order came after it. One request, on a resume
+		// only. (Once the new stream has passed the old id, it cannot
+		// be told; the follower places chunks by their offsets.)
+		if st, err := q.js.Stream(ctx, LiveStream); err == nil && st.CachedInfo().State.LastSeq < after {
+			after = 0
+		}
+	}
 	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after}
 	if err := f.start(ctx); err != nil {
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
@@ -113,8 +124,9 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 type LiveFeed struct {
 	q      *Queue
 	filter []string
-	dseq   uint64 // consumer sequence of the last message handed over
-	sseq   uint64 // stream sequence of the last message handed over
+	dseq   uint64    // consumer sequence of the last message handed over
+	sseq   uint64    // stream sequence of the last message handed over
+	at     time.Time // when the stream stored it
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -206,7 +218,7 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 				}
 				continue
 			}
-			f.dseq, f.sseq = meta.Sequence.Consumer, meta.Sequence.Stream
+			f.dseq, f.sseq, f.at = meta.Sequence.Consumer, meta.Sequence.Stream, meta.Timestamp
 			return m, nil
 		}
 		// The server's: every message before it was taken, so a flow
@@ -235,6 +247,17 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
+		if !f.at.IsZero() && f.streamMadeSince(ctx) {
+			// A NATS restart lost the stream the last message came
+			// from, and its sequences start at 1 again: from after the
+			// old one, the consumer skipped every message of the new
+			// stream below it (of a busy stream, the order's chunks
+			// and its finished event for as long as it ran). All the
+			// new stream holds of the order came after the last one.
+			// (A feed resumed after an id that has handed nothing over
+			// yet has no time to tell by, and keeps its sequence.)
+			f.sseq, f.at = 0, time.Time{}
+		}
 		err := f.start(ctx)
 		if err == nil || errors.Is(err, ErrLiveStopped) {
 			return err
@@ -258,6 +281,14 @@ func (f *LiveFeed) restart(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// streamMadeSince reports whether ORDERLY_LIVE was made after the stream
+// stored the last message handed over: a stream of that name made again.
+// One request, on a restart only.
+func (f *LiveFeed) streamMadeSince(ctx context.Context) bool {
+	st, err := f.q.js.Stream(ctx, LiveStream)
+	return err == nil && st.CachedInfo().Created.After(f.at)
 }
 
 // Messages hands the feed's messages over on a channel, for a reader

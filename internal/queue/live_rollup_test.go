@@ -35,14 +35,14 @@ func publishChunks(t *testing.T, q *queue.Queue, host string, id uuid.UUID, n, s
 	t.Helper()
 	for i := range n {
 		p := bytes.Repeat([]byte{byte('a' + i%26)}, size)
-		stream := "stdout"
+		stream, offset := "stdout", len(stdout)
 		if i%2 == 1 {
-			stream = "stderr"
+			stream, offset = "stderr", len(stderr)
 			stderr = append(stderr, p...)
 		} else {
 			stdout = append(stdout, p...)
 		}
-		if err := q.PublishOutput(host, id, stream, 0, p); err != nil {
+		if err := q.PublishOutput(host, id, stream, int64(offset), p); err != nil {
 			t.Fatal(err)
 		}
 	}

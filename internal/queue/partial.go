@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // Partial is the live output of an order that reached ORDERLY_LIVE: what
@@ -18,10 +21,16 @@ type Partial struct {
 }
 
 // PartialOutput collects the live output chunks of order id, up to max
-// bytes per stream. The live stream is kept in memory for an hour, so it
-// may have less than was produced, never more.
+// bytes per stream. The live stream is kept in memory for an hour (and
+// 256 MiB), and a NATS restart loses it, so it may have less than was
+// produced, never more: the chunks are placed by their offsets, and the
+// bytes before one that the stream no longer holds are the stored copy's
+// truncation marker (order.TruncationMarker, counting them), the stream
+// then truncated. Without the offsets, the chunks after such a hole
+// were given, and stored, as the output from its start.
 func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64) (Partial, error) {
 	var p Partial
+	var next [2]int64 // where in each stream the chunks given so far end
 	c, err := q.js.OrderedConsumer(ctx, LiveStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{OutputSubjectOf(host, id)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -42,12 +51,28 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 		n := uint64(0)
 		for m := range batch.Messages() {
 			n++
+			var out *[]byte
+			var truncated *bool
+			i := 0
 			switch m.Headers().Get(StreamHeader) {
 			case "stdout":
-				p.Stdout, p.StdoutTruncated = appendCapped(p.Stdout, m.Data(), max, p.StdoutTruncated)
+				out, truncated = &p.Stdout, &p.StdoutTruncated
 			case "stderr":
-				p.Stderr, p.StderrTruncated = appendCapped(p.Stderr, m.Data(), max, p.StderrTruncated)
+				out, truncated, i = &p.Stderr, &p.StderrTruncated, 1
+			default:
+				continue
 			}
+			data := m.Data()
+			if off, err := strconv.ParseInt(m.Headers().Get(OffsetHeader), 10, 64); err == nil && off >= 0 {
+				rest, gap := order.Continuing(off, next[i], data)
+				if gap {
+					*out, _ = appendCapped(*out, []byte(order.TruncationMarker(off-next[i])), max, *truncated)
+					*truncated, next[i], rest = true, off, data
+				}
+				data = rest
+				next[i] += int64(len(data))
+			}
+			*out, *truncated = appendCapped(*out, data, max, *truncated)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)

@@ -1,0 +1,201 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestLiveFeedReadsAStreamMadeAgain: a follower's feed that had read far
+// into ORDERLY_LIVE (every order's output shares it, so a follower's last
+// sequence is in the stream's thousands) reads its order's chunks from a
+// stream a NATS restart lost and an API made again. The feed made its
+// consumer again from the sequence after its last one, but the new
+// stream's sequences start at 1: every message of the new stream below
+// that number, the order's chunks and its finished event among them, was
+// skipped, and a follower on a busy stream got nothing more live (nor
+// the gap that OnInterrupted tells of) until the order ended.
+func TestLiveFeedReadsAStreamMadeAgain(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	nc, err := queue.Connect(ns.ClientURL(), "queue-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testenv.Context(t)
+	q, err := queue.New(ctx, nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, id := uuid.New(), uuid.New()
+	publishChunks(t, q, "h1", other, 200, 10) // the other orders' traffic
+	if err := q.PublishOutput("h1", id, "stdout", 0, []byte("before\n")); err != nil {
+		t.Fatal(err)
+	}
+	feed, err := q.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	msgs := feed.Messages(ctx) // read all along, as a follower does
+	next := func(wait time.Duration) []byte {
+		t.Helper()
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatal("the feed ended")
+			}
+			return m.Data
+		case <-time.After(wait):
+			return nil
+		}
+	}
+	if got := next(30 * time.Second); string(got) != "before\n" {
+		t.Fatalf("the first chunk is %q, want %q", got, "before\n")
+	}
+
+	testenv.NATSServerRestarted(t, ns)
+	// The feed finds its consumer gone after three silent heartbeats and
+	// makes the stream again (this queue may create streams); the worker
+	// goes on publishing, its chunks lost until the stream is there.
+	for {
+		_, err := q.JetStream().Stream(ctx, queue.LiveStream)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, context.DeadlineExceeded) && nc.IsConnected() {
+			t.Logf("waiting for the stream: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("ORDERLY_LIVE was not made again")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 20, []byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The feed made its consumer a second after the stream at most; a
+	// consumer's silence is noticed after 15 s.
+	if got := next(45 * time.Second); string(got) != "after\n" {
+		t.Errorf("the chunk after the restart is %q, want %q", got, "after\n")
+	}
+}
+
+// TestResumedLiveFeedKeepsItsPlaceAtARestart: a feed resumed after an
+// event id (an SSE client's Last-Event-ID) that has handed nothing over
+// when its consumer is lost, the stream kept, makes it again after that
+// id: it has no message's time to tell a remade stream by, and starting
+// from the stream's beginning would hand the client what it had again.
+func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	id := uuid.New()
+	if err := q.PublishOutput("h1", id, "stdout", 0, []byte("seen\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, err := q.Live(ctx, "h1", id, info.State.LastSeq) // resumed after "seen"
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	msgs := feed.Messages(ctx)
+	// The consumer is lost (as a server's restart of its own loses it):
+	// three silent heartbeats later the feed makes it again.
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m, ok := <-msgs:
+		if !ok || string(m.Data) != "new\n" {
+			t.Errorf("the resumed feed handed over %q (ok %v), want only the chunk after its id, %q", m.Data, ok, "new\n")
+		}
+	case <-time.After(45 * time.Second): // three silent heartbeats, 15 s, and the restart
+		t.Error("nothing from the resumed feed in 45 s")
+	}
+}
+
+// TestLiveResumedAfterAnIDOfALostStream: Live resumed after an event id
+// the new stream has not reached (one an SSE client kept from before a
+// NATS restart, given to another replica) reads the remade stream from
+// its start: every id of a stream is at most its last sequence, so a
+// larger one is of a stream that is gone. It waited for the new
+// stream's sequence to pass the old id, and handed nothing over until.
+func TestLiveResumedAfterAnIDOfALostStream(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	nc, err := queue.Connect(ns.ClientURL(), "queue-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testenv.Context(t)
+	q, err := queue.New(ctx, nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	publishChunks(t, q, "h1", uuid.New(), 200, 10) // the other orders' traffic
+	publishChunks(t, q, "h1", id, 1, 5)
+	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastID := info.State.LastSeq // the client's Last-Event-ID
+
+	testenv.NATSServerRestarted(t, ns)
+	if _, err := queue.New(ctx, nc, queue.Options{}); err != nil { // an API makes the stream again
+		t.Fatal(err)
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	feed, err := q.Live(ctx, "h1", id, lastID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	nctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a bound: the message is stored
+	defer cancel()
+	m, err := feed.Next(nctx)
+	if err != nil || string(m.Data) != "after\n" {
+		t.Fatalf("resumed after id %d of the lost stream: %v, want the chunk %q", lastID, err, "after\n")
+	}
+}
