@@ -221,30 +221,7 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 	s.note("inject")
 	inject(s, w)
 	s.note("injected")
-	done := make(chan struct{})
-	go func() { ws.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("the watchers still wait 3 minutes after the fault")
-	}
-
-	o, err := c.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.Status != want {
-		t.Errorf("status %s, want %s (result %+v)", o.Status, want, o.Result)
-	}
-	if o.Status == client.StatusInterrupted && (o.Result == nil || o.Result.Error == nil || *o.Result.Error == "") {
-		t.Errorf("interrupted without a reason: %+v", o.Result)
-	}
-	if o.Attempt > 1 {
-		t.Errorf("attempt %d: the order ran again", o.Attempt)
-	}
-	if pids := procsWithArgs(tag); len(pids) > 0 {
-		t.Errorf("processes of the order left after it ended: %v", pids)
-	}
+	o := ws.endedOnce(t, ctx, c, id, tag, want)
 	if timeout > 0 && o.StartedAt != nil && o.FinishedAt != nil {
 		ran := o.FinishedAt.Sub(*o.StartedAt)
 		// Whole run: ticks × 0.2 s + 60 s; the timeout ends it well before.
@@ -257,6 +234,47 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 	defer ws.mu.Unlock()
 	t.Logf("follow: %d+%d bytes, missed %v, statuses %v, err %v; poll errors %d; finished events %v",
 		ws.stdout.Len(), ws.stderr.Len(), ws.missed, ws.statuses, ws.followErr, ws.pollErrs, ws.finished)
+	ws.sawTheEnd(t, o)
+	checkLongOutput(t, o, ws, full, fullErr, want)
+}
+
+// endedOnce waits (3 minutes at most) for every watcher of order id to
+// end after a fault, then checks from outside that the order ended want,
+// with a reason unless it succeeded, ran once, and left no process
+// carrying tag. It returns the order as the API has it.
+func (ws *longWatchers) endedOnce(t *testing.T, ctx context.Context, c *client.Client, id, tag string, want client.Status) *client.Order {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { ws.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the watchers still wait 3 minutes after the fault")
+	}
+	o, err := c.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != want {
+		t.Errorf("status %s, want %s (result %+v)", o.Status, want, o.Result)
+	}
+	if (o.Status == client.StatusInterrupted || o.Status == client.StatusKilled) && (o.Result == nil || o.Result.Error == nil || *o.Result.Error == "") {
+		t.Errorf("%s without a reason: %+v", o.Status, o.Result)
+	}
+	if o.Attempt > 1 {
+		t.Errorf("attempt %d: the order ran again", o.Attempt)
+	}
+	if pids := procsWithArgs(tag); len(pids) > 0 {
+		t.Errorf("processes of the order left after it ended: %v", pids)
+	}
+	return o
+}
+
+// sawTheEnd checks that each watcher ended with the order's status o:
+// the follow, the poller, and the NATS subscriber with one finished
+// event. ws is locked by the caller.
+func (ws *longWatchers) sawTheEnd(t *testing.T, o *client.Order) {
+	t.Helper()
 	if ws.followErr != nil {
 		t.Errorf("follow: %v", ws.followErr)
 	} else if ws.followed.Status != o.Status {
@@ -268,7 +286,6 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 	if len(ws.finished) != 1 || ws.finished[0] != o.Status {
 		t.Errorf("the NATS subscriber saw finished events %v, want one %s", ws.finished, o.Status)
 	}
-	checkLongOutput(t, o, ws, full, fullErr, want)
 }
 
 // checkLongOutput checks what a long order kept and what its follow wrote

@@ -228,29 +228,7 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 	s.note("inject")
 	inject(t, s)
 	s.note("injected")
-	done := make(chan struct{})
-	go func() { ws.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("the watchers still wait 3 minutes after the fault")
-	}
-	o, err := c.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.Status != want {
-		t.Errorf("status %s, want %s (result %+v)", o.Status, want, o.Result)
-	}
-	if o.Status != client.StatusSucceeded && (o.Result == nil || o.Result.Error == nil || *o.Result.Error == "") {
-		t.Errorf("%s without a reason: %+v", o.Status, o.Result)
-	}
-	if o.Attempt > 1 {
-		t.Errorf("attempt %d: the order ran again", o.Attempt)
-	}
-	if pids := procsWithArgs(tag); len(pids) > 0 {
-		t.Errorf("processes of the order left after it ended: %v", pids)
-	}
+	o := ws.endedOnce(t, ctx, c, id, tag, want)
 	if left := cgroupLeft(cgroup); left != "" {
 		t.Errorf("the order's cgroup after its end: %s", left)
 	}
@@ -266,17 +244,7 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 			t.Errorf("the poller was answered %d while serve failed (answers %v)", code, ws.pollCodes)
 		}
 	}
-	if ws.followErr != nil {
-		t.Errorf("follow: %v", ws.followErr)
-	} else if ws.followed.Status != o.Status {
-		t.Errorf("follow ended with %s, the order is %s", ws.followed.Status, o.Status)
-	}
-	if ws.polled == nil || ws.polled.Status != o.Status {
-		t.Errorf("the polling client did not see the end: %+v", ws.polled)
-	}
-	if len(ws.finished) != 1 || ws.finished[0] != o.Status {
-		t.Errorf("the NATS subscriber saw finished events %v, want one %s", ws.finished, o.Status)
-	}
+	ws.sawTheEnd(t, o)
 	full, fullErr := longOutput(ticks, block)
 	if !outputLost {
 		checkLongOutput(t, o, ws, full, fullErr, want)
