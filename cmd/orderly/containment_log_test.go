@@ -163,17 +163,7 @@ func TestWorkerStartWaitsOutADroppedConnection(t *testing.T) {
 	cfg.DatabaseURL, cfg.Host = dsn+"&pool_max_conns=1", "login-cut"
 	var logs testenv.LogBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	b, err := openBackend(t.Context(), cfg, "login-cut", logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
-	if err := b.pool.Ping(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if n := cut(); n != 1 {
-		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
-	}
+	b := backendCut(t, cfg, "login-cut", logger, cut)
 	wr, err := startWorker(t.Context(), cfg, b, logger, nil)
 	if err != nil {
 		t.Fatalf("the worker's start ended on a connection PostgreSQL dropped: %v\n%s", err, logs.String())
@@ -201,17 +191,7 @@ func TestAPIStartWaitsOutADroppedConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := openBackend(t.Context(), w.Current(), "tokens-cut", logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
-	if err := b.pool.Ping(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if n := cut(); n != 1 {
-		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
-	}
+	b := backendCut(t, w.Current(), "tokens-cut", logger, cut)
 	ar, err := startAPI(t.Context(), w, b, logger)
 	if err != nil {
 		t.Fatalf("the API's start ended on a connection PostgreSQL dropped: %v\n%s", err, logs.String())
@@ -333,4 +313,25 @@ func TestServeStartWaitsOutADroppedConnection(t *testing.T) {
 	if !strings.Contains(out.String(), "waiting for postgresql") {
 		t.Errorf("the start did not say it waited for PostgreSQL:\n%s", out.String())
 	}
+}
+
+// backendCut opens a backend on cfg, whose DSN goes through a proxy with
+// one pooled connection (startPGProxy, pool_max_conns=1), connects it,
+// and has the proxy drop that connection (cut): what a PostgreSQL
+// restart right after a start's connect leaves. The test's cleanup
+// closes it.
+func backendCut(t *testing.T, cfg config.Config, name string, logger *slog.Logger, cut func() int) *backend {
+	t.Helper()
+	b, err := openBackend(t.Context(), cfg, name, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.close)
+	if err := b.pool.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := cut(); n != 1 {
+		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
+	}
+	return b
 }
