@@ -133,7 +133,7 @@ func TestFollowIsToldOfALostLiveStreamWithoutAChunk(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
 	e := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), hosts: []string{"h1"}})
 	end := filepath.Join(t.TempDir(), "end")
-	o := e.submit("alice", map[string]any{"host": "h1", "command": "sh", "args": []string{"-c",
+	o := e.submit("alice", map[string]any{"host": "h1", "command": "sh", "timeout_seconds": 240, "args": []string{"-c",
 		"seq 1 5; while [ ! -e " + end + " ]; do sleep 0.05; done; seq 6 10"}}, "", http.StatusAccepted)
 	defer func() { _ = os.WriteFile(end, nil, 0o644) }()
 	c, err := client.New(e.url, e.tokens["alice"])
