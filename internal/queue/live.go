@@ -303,12 +303,13 @@ func (f *LiveFeed) renewed(ctx context.Context) (bool, error) {
 	return !f.made.IsZero() && s.CachedInfo().Created.After(f.made), nil
 }
 
-// Messages hands the feed's messages over on a channel, for a reader
-// that waits on other things too (a ticker, its client), from a goroutine
-// of its own that calls Next (LiveLost included, in its place): the channel is closed when Next fails (the
-// feed stopped) or ctx ends. The reader still stops the feed.
+// Messages hands the feed's messages over on a channel (LiveLost
+// included, in its place), for a reader that waits on other things too
+// (a ticker, its client), from a goroutine of its own that calls Next:
+// the channel is closed when Next fails (the feed stopped) or ctx ends.
+// The reader still stops the feed.
 func (f *LiveFeed) Messages(ctx context.Context) <-chan *nats.Msg {
-	msgs := make(chan *nats.Msg, 64) // LiveLost among them
+	msgs := make(chan *nats.Msg, 64)
 	go func() {
 		defer close(msgs)
 		for {

@@ -295,8 +295,9 @@
 
   // bytesOf is a chunk's bytes, or null for an encoding the page does not
   // read.
+  const encoder = new TextEncoder();
   function bytesOf(chunk) {
-    if (!chunk.encode) return new TextEncoder().encode(chunk.data);
+    if (!chunk.encode) return encoder.encode(chunk.data);
     if (chunk.encode !== "base64") return null;
     const bin = atob(chunk.data);
     const bytes = new Uint8Array(bin.length);
