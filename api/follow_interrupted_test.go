@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,13 +68,17 @@ func TestFollowSaysLiveOutputWasInterrupted(t *testing.T) {
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case got := <-told:
-		if got != (interruption{"stdout", 10}) {
-			t.Errorf("told %+v, want stdout interrupted after its 10 bytes", got)
+	// The API's stream says its live stream was lost (the interrupted
+	// event): both streams are told, stderr with nothing written.
+	for _, want := range []interruption{{"stdout", 10}, {"stderr", 0}} {
+		select {
+		case got := <-told:
+			if got != want {
+				t.Errorf("told %+v, want %+v", got, want)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Errorf("the follow was not told its live %s was interrupted while the order ran", want.stream)
 		}
-	case <-time.After(2 * time.Minute):
-		t.Error("the follow was not told its live output was interrupted while the order ran")
 	}
 	if err := os.WriteFile(end, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -111,4 +118,104 @@ func (s *signalBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestFollowIsToldOfALostLiveStreamWithoutAChunk: an order that prints,
+// then prints nothing more while nats-server restarts (its memory
+// stream, the live output, lost), has no later chunk whose offset would
+// show a gap. The API's stream says so itself once its live feed finds
+// the stream made again: an "interrupted" event (id 0, where the new
+// stream's ids start), on which the CLI's follow is told for both
+// streams while the order still runs, and still ends with the whole
+// output from the stored copy. Before, nothing was said until the order
+// ended.
+func TestFollowIsToldOfALostLiveStreamWithoutAChunk(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	e := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), hosts: []string{"h1"}})
+	end := filepath.Join(t.TempDir(), "end")
+	o := e.submit("alice", map[string]any{"host": "h1", "command": "sh", "timeout_seconds": 240, "args": []string{"-c",
+		"seq 1 5; while [ ! -e " + end + " ]; do sleep 0.05; done; seq 6 10"}}, "", http.StatusAccepted)
+	defer func() { _ = os.WriteFile(end, nil, 0o644) }()
+	c, err := client.New(e.url, e.tokens["alice"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := &signalBuffer{want: "1\n2\n3\n4\n5\n", reached: make(chan struct{})}
+	told := make(chan string, 4)
+	res := make(chan error, 1)
+	go func() {
+		fin, err := c.Follow(testenv.Context(t), o.ID.String(), client.FollowOptions{Stdout: stdout,
+			OnInterrupted: func(stream string, written int64) { told <- fmt.Sprintf("%s after %d", stream, written) }})
+		if err == nil && fin.Status != client.StatusSucceeded {
+			err = fmt.Errorf("the order ended %s", fin.Status)
+		}
+		res <- err
+	}()
+	// A reader of the stream itself, for the event as it is on the wire.
+	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodGet, e.url+"/v1/orders/"+o.ID.String()+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	wire := make(chan string, 1)
+	go func() {
+		var ev strings.Builder
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() != "" {
+				ev.WriteString(sc.Text() + "\n")
+				continue
+			}
+			if strings.Contains(ev.String(), "event: interrupted\n") {
+				wire <- ev.String()
+				return
+			}
+			ev.Reset()
+		}
+		close(wire)
+	}()
+
+	select {
+	case <-stdout.reached:
+	case err := <-res:
+		t.Fatalf("the follow ended before the first five lines: %v", err)
+	}
+	testenv.NATSServerRestarted(t, ns)
+	for _, want := range []string{"stdout after 10", "stderr after 0"} {
+		select {
+		case got := <-told:
+			if got != want {
+				t.Errorf("told %q, want %q", got, want)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("the follow was not told (%s) while the order ran", want)
+		}
+	}
+	select {
+	case ev, ok := <-wire:
+		want := "id: 0\nevent: interrupted\ndata: {\"message\":\"" + "live output was interrupted (the message bus lost its live stream): " +
+			"output may be missing from this stream; the order's stored output has it when the order ends\",\"order_id\":\"" + o.ID.String() + "\"}\n"
+		if !ok || ev != want {
+			t.Errorf("on the wire: %q, want %q", ev, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the stream sent no interrupted event")
+	}
+	if err := os.WriteFile(end, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	if want := seqOutput(10); stdout.String() != want {
+		t.Errorf("stdout: %q, want %q", stdout.String(), want)
+	}
+	if len(told) != 0 {
+		t.Errorf("told again: %s", <-told)
+	}
 }

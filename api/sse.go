@@ -25,6 +25,9 @@ type Chunk struct {
 	Offset *int64  `json:"offset,omitempty"`
 }
 
+// liveInterrupted is the message of an SSE "interrupted" event.
+const liveInterrupted = "live output was interrupted (the message bus lost its live stream): output may be missing from this stream; the order's stored output has it when the order ends"
+
 // credentialRecheck is how often a live stream checks the credential it
 // was opened with: a token removed by a reload, or a JWT past its expiry,
 // ends the streams it opened within this time.
@@ -187,6 +190,18 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			quiet = 0
+			if m == queue.LiveLost {
+				// The live stream was lost (a NATS restart) and made
+				// again: what the order printed meanwhile comes only
+				// with its stored output. Said at once, so a follower
+				// that sees no later chunk knows; its id 0 is where the
+				// new stream's ids start (a reconnect resumes there).
+				lastSeq = 0
+				if !send(0, "interrupted", map[string]any{"order_id": id, "message": liveInterrupted}) {
+					return
+				}
+				continue
+			}
 			meta, err := m.Metadata()
 			if err != nil {
 				continue

@@ -186,7 +186,13 @@ func newUIEnv(t *testing.T) *uiEnv {
 // own, which it may stop).
 func newUIEnvOn(t *testing.T, dsn string) *uiEnv {
 	t.Helper()
-	natsURL := testenv.NATS(t)
+	return newUIEnvWith(t, dsn, testenv.NATS(t))
+}
+
+// newUIEnvWith is newUIEnv on the database dsn and the nats-server at
+// natsURL (one of the test's own, which it may restart).
+func newUIEnvWith(t *testing.T, dsn, natsURL string) *uiEnv {
+	t.Helper()
 	store, pool := testenv.Store(t, dsn)
 	q := testenv.Queue(t, natsURL, "ui-test", queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
 	e := &uiEnv{t: t, store: store, pool: pool, q: q, tokens: map[string]string{}}

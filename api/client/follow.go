@@ -43,7 +43,9 @@ type FollowOptions struct {
 	OnMissed func(stream string, missed int64)
 	// OnInterrupted is told, once per stream, when the live output of
 	// stream lost chunks on the way (the message bus restarted and lost
-	// its memory stream) after written bytes of it were written: nothing
+	// its memory stream) after written bytes of it were written, as a
+	// chunk's offset shows or as the API's "interrupted" event says (then
+	// for both streams, even when no later chunk comes): nothing
 	// more of it is written live, and the stored copy supplies the rest
 	// when the order ends. A long order's follower would otherwise look
 	// frozen until then.
@@ -197,6 +199,28 @@ func (f *follower) place(i int, offset int64, b []byte) []byte {
 	return rest
 }
 
+// interrupted acts on the API's "interrupted" event: its live stream was
+// lost (a NATS restart) and chunks of either stream may be missing, even
+// when no later chunk comes to show a gap. Each stream is taken as one
+// with a gap: nothing more of it is written live, the stored copy
+// supplies the rest, and OnInterrupted is told. A follow resumed after an
+// event id (LastEventID) has no stored copy to write from: its chunks'
+// offsets still tell what was missed (OnMissed).
+func (f *follower) interrupted() {
+	if f.opts.LastEventID != "" {
+		return
+	}
+	for i, stream := range [2]string{"stdout", "stderr"} {
+		if f.gap[i] {
+			continue
+		}
+		f.gap[i] = true
+		if f.opts.OnInterrupted != nil {
+			f.opts.OnInterrupted(stream, f.written[i])
+		}
+	}
+}
+
 // seen reports an output chunk replayed by a server that ignored
 // Last-Event-ID, when the ids are sequence numbers. Only chunks are
 // skipped: the API may give "finished" the id of the last chunk.
@@ -255,6 +279,8 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 		if err := f.write(i, b); err != nil {
 			return nil, err
 		}
+	case "interrupted":
+		f.interrupted()
 	case "finished":
 		var o Order
 		if err := json.Unmarshal(ev.Data, &o); err != nil || o.ID == uuid.Nil || !o.Status.Terminal() {

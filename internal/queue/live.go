@@ -126,7 +126,7 @@ type LiveFeed struct {
 	filter []string
 	dseq   uint64    // consumer sequence of the last message handed over
 	sseq   uint64    // stream sequence of the last message handed over
-	at     time.Time // when the stream stored it
+	made   time.Time // when the server made the consumer (its clock)
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -168,7 +168,7 @@ func (f *LiveFeed) start(ctx context.Context) error {
 	f.mu.Lock()
 	stopped := f.stopped
 	if !stopped {
-		f.sub, f.name, f.dseq = sub, c.CachedInfo().Name, 0
+		f.sub, f.name, f.dseq, f.made = sub, c.CachedInfo().Name, 0, c.CachedInfo().Created
 	}
 	f.mu.Unlock()
 	if stopped {
@@ -181,6 +181,14 @@ func (f *LiveFeed) start(ctx context.Context) error {
 
 // ErrLiveStopped is Next's error once Stop was called.
 var ErrLiveStopped = errors.New("live feed stopped")
+
+// LiveLost is what Next (and Messages) hand over, in place of a message,
+// when the feed found the live stream made again since it read it (a NATS
+// restart lost the memory stream): what was published before that and
+// not yet handed over is lost. The feed goes on from the new stream's
+// start (its sequences start again), so nothing of it is skipped. It is
+// no message of the stream (no subject, no metadata).
+var LiveLost = &nats.Msg{}
 
 // Next returns the next live message of the order, waiting for it until
 // ctx ends or Stop is called.
@@ -200,8 +208,12 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):
-			if err := f.restart(ctx); err != nil { // silent: lost
+			lost, err := f.restart(ctx) // silent: the consumer was lost
+			if err != nil {
 				return nil, err
+			}
+			if lost {
+				return LiveLost, nil
 			}
 			continue
 		default:
@@ -213,12 +225,16 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 				continue
 			}
 			if meta.Sequence.Consumer != f.dseq+1 {
-				if err := f.restart(ctx); err != nil {
+				lost, err := f.restart(ctx)
+				if err != nil {
 					return nil, err
+				}
+				if lost {
+					return LiveLost, nil
 				}
 				continue
 			}
-			f.dseq, f.sseq, f.at = meta.Sequence.Consumer, meta.Sequence.Stream, meta.Timestamp
+			f.dseq, f.sseq = meta.Sequence.Consumer, meta.Sequence.Stream
 			return m, nil
 		}
 		// The server's: every message before it was taken, so a flow
@@ -231,70 +247,78 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 			_ = f.q.nc.Publish(fc, nil)
 		}
 		if last, err := strconv.ParseUint(m.Header.Get("Nats-Last-Consumer"), 10, 64); err == nil && last > f.dseq {
-			if err := f.restart(ctx); err != nil {
+			lost, err := f.restart(ctx)
+			if err != nil {
 				return nil, err
+			}
+			if lost {
+				return LiveLost, nil
 			}
 		}
 	}
 }
 
 // restart makes the consumer again after the last message handed over,
-// trying every second while NATS cannot, until ctx ends or Stop.
-func (f *LiveFeed) restart(ctx context.Context) error {
+// trying every second while NATS cannot, until ctx ends or Stop. lost
+// reports that the live stream was made again since the feed's consumer
+// was (renewed): the feed then starts from the new stream's beginning.
+func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	f.mu.Lock()
 	sub, name := f.sub, f.name
 	f.mu.Unlock()
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
-		if !f.at.IsZero() && f.streamMadeSince(ctx) {
-			// A NATS restart lost the stream the last message came
-			// from, and its sequences start at 1 again: from after the
-			// old one, the consumer skipped every message of the new
-			// stream below it (of a busy stream, the order's chunks
-			// and its finished event for as long as it ran). All the
-			// new stream holds of the order came after the last one.
-			// (A feed resumed after an id that has handed nothing over
-			// yet has no time to tell by, and keeps its sequence.)
-			f.sseq, f.at = 0, time.Time{}
+		renewed, err := f.renewed(ctx)
+		if err == nil {
+			if renewed {
+				lost, f.sseq = true, 0
+			}
+			err = f.start(ctx)
 		}
-		err := f.start(ctx)
 		if err == nil || errors.Is(err, ErrLiveStopped) {
-			return err
-		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) && f.q.creator {
-			// A NATS restart lost the memory stream: an API makes it
-			// again, or no order's output would come live until an API
-			// started. What was published meanwhile is lost; followers
-			// see the gap by the chunks' offsets.
-			_, _ = f.q.js.CreateOrUpdateStream(ctx, liveConfig(f.q.opts.Replicas))
+			return lost, err
 		}
 		f.mu.Lock()
 		stopped := f.stopped
 		f.mu.Unlock()
 		if stopped {
-			return ErrLiveStopped
+			return lost, ErrLiveStopped
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return lost, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-// streamMadeSince reports whether ORDERLY_LIVE was made after the stream
-// stored the last message handed over: a stream of that name made again.
-// One request, on a restart only.
-func (f *LiveFeed) streamMadeSince(ctx context.Context) bool {
-	st, err := f.q.js.Stream(ctx, LiveStream)
-	return err == nil && st.CachedInfo().Created.After(f.at)
+// renewed reports whether the live stream was made after the feed's
+// consumer (both times the server's): a NATS restart lost the memory
+// stream the consumer read, and with it what was published before the
+// stream was made again. One request, made only when the consumer has to
+// be made again. A stream not there is made again by a queue that may
+// create streams (the API's, serve's): otherwise no order's output would
+// come live until an API started. A worker's queue cannot; it waits.
+func (f *LiveFeed) renewed(ctx context.Context) (bool, error) {
+	s, err := f.q.js.Stream(ctx, LiveStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && f.q.creator {
+		if _, err := f.q.js.CreateOrUpdateStream(ctx, liveConfig(f.q.opts.Replicas)); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !f.made.IsZero() && s.CachedInfo().Created.After(f.made), nil
 }
 
-// Messages hands the feed's messages over on a channel, for a reader
-// that waits on other things too (a ticker, its client), from a goroutine
-// of its own that calls Next: the channel is closed when Next fails (the
-// feed stopped) or ctx ends. The reader still stops the feed.
+// Messages hands the feed's messages over on a channel (LiveLost
+// included, in its place), for a reader that waits on other things too
+// (a ticker, its client), from a goroutine of its own that calls Next:
+// the channel is closed when Next fails (the feed stopped) or ctx ends.
+// The reader still stops the feed.
 func (f *LiveFeed) Messages(ctx context.Context) <-chan *nats.Msg {
 	msgs := make(chan *nats.Msg, 64)
 	go func() {

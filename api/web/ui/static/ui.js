@@ -293,16 +293,61 @@
   // one instead of becoming two replacement characters.
   const decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") };
 
+  // bytesOf is a chunk's bytes, or null for an encoding the page does not
+  // read.
+  const encoder = new TextEncoder();
+  function bytesOf(chunk) {
+    if (!chunk.encode) return encoder.encode(chunk.data);
+    if (chunk.encode !== "base64") return null;
+    const bin = atob(chunk.data);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return bytes;
+  }
+
   function decode(stream, chunk) {
     const dec = decoders[stream];
     if (!chunk.encode) return dec.decode() + chunk.data; // what was pending was not a character
-    if (chunk.encode === "base64") {
-      const bin = atob(chunk.data);
-      const bytes = new Uint8Array(bin.length);
-      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-      return dec.decode(bytes, { stream: true });
-    }
+    const bytes = bytesOf(chunk);
+    if (bytes) return dec.decode(bytes, { stream: true });
     return dec.decode() + "[" + chunk.encode + " output: download it when the order ends]\n";
+  }
+
+  // Each chunk says where in its stream it starts (its offset, in bytes):
+  // the page shows only what continues what it showed, as the Go
+  // client's follow does. A repeat (a stream replayed) is dropped, or the
+  // part of it already shown; a chunk past a hole (the message bus
+  // restarted and lost chunks) is not shown, nor anything after it: the
+  // page says so where the hole is, and shows the stored output, whole,
+  // when the order ends. Shown joined up, the output would read as if
+  // nothing were missing.
+  const shown = { stdout: 0, stderr: 0 };
+  let interrupted = false;
+  const interruptedNote = "Live output was interrupted (the message bus lost some of it): the whole output is shown when the order ends.";
+  function placed(stream, chunk) {
+    if (interrupted) return null;
+    const bytes = typeof chunk.offset === "number" ? bytesOf(chunk) : null;
+    if (bytes === null) return decode(stream, chunk); // a worker older than offsets
+    const at = shown[stream];
+    if (chunk.offset > at) {
+      interrupt();
+      return null;
+    }
+    if (chunk.offset + bytes.length <= at) return null;
+    shown[stream] = chunk.offset + bytes.length;
+    return decoders[stream].decode(bytes.subarray(at - chunk.offset), { stream: true });
+  }
+  // interrupt shows what the page has, then where live output stopped.
+  function interrupt() {
+    if (interrupted) return;
+    interrupted = true;
+    flush();
+    const marker = document.createElement("span");
+    marker.className = "omitted interrupted";
+    marker.id = "interrupted";
+    marker.textContent = "\n… live output was interrupted here: the message bus lost some of it; the whole output is shown when the order ends …\n";
+    out.appendChild(marker);
+    note.textContent = interruptedNote;
   }
 
   // The session ended (signed out, expired): retrying would only reach
@@ -363,6 +408,7 @@
       out.textContent = "";
       dropPending();
       headLen = 0; tail = null; tailLen = 0;
+      shown.stdout = 0; shown.stderr = 0; interrupted = false;
       state.stdout = []; state.stderr = [];
       held.stdout = ""; held.stderr = "";
       decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
@@ -376,7 +422,7 @@
       if (opened) resync();
       opened = true;
       retryIn = 2000;
-      note.textContent = "";
+      note.textContent = interrupted ? interruptedNote : "";
     };
     es.addEventListener("queued", function (e) { if (e.lastEventId) lastId = e.lastEventId; });
     es.addEventListener("started", function (e) {
@@ -389,9 +435,17 @@
     });
     ["stdout", "stderr"].forEach(function (name) {
       es.addEventListener(name, function (e) {
-        append(name, decode(name, JSON.parse(e.data)));
+        const text = placed(name, JSON.parse(e.data));
+        if (text !== null) append(name, text);
         if (e.lastEventId) lastId = e.lastEventId;
       });
+    });
+    // The server's live stream was lost and made again (a NATS restart):
+    // output may be missing even if no later chunk shows a hole. Its id
+    // (0) is where the new stream's ids start.
+    es.addEventListener("interrupted", function (e) {
+      if (e.lastEventId) lastId = e.lastEventId;
+      interrupt();
     });
     es.addEventListener("finished", function (e) {
       es.close();

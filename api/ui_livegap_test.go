@@ -1,0 +1,97 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestUILiveOutputKeepsToOffsetsAcrossANATSRestart: a run page that
+// follows an order printing a line every 0.1 s while nats-server
+// restarts (its memory stream, the live output, lost; the API's feed
+// makes it again, and later chunks come live past the hole) shows, while
+// the order still runs, only what continues what it showed, then where
+// live output stopped, visibly; once the order ends it shows the kept
+// output, whole. It appended the chunks past the hole as if they
+// followed on, until the end reloaded the page.
+func TestUILiveOutputKeepsToOffsetsAcrossANATSRestart(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	e := newUIEnvWith(t, testenv.Postgres(t), ns.ClientURL())
+	dir := t.TempDir()
+	gate, printed, end := filepath.Join(dir, "go"), filepath.Join(dir, "printed"), filepath.Join(dir, "end")
+	defer func() { _ = os.WriteFile(gate, nil, 0o644); _ = os.WriteFile(end, nil, 0o644) }()
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "run a command that prints through a NATS restart",
+		chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
+		chromedp.SetValue(chromedp.ID("exec-timeout"), "240"), // past the default 60 s on a loaded machine
+		chromedp.SetValue(chromedp.ID("exec-args"), "-c\nseq 1 5; while [ ! -e "+gate+" ]; do sleep 0.05; done; "+
+			"for i in $(seq 6 300); do echo line $i; sleep 0.1; done; touch "+printed+"; "+
+			"while [ ! -e "+end+" ]; do sleep 0.05; done"),
+		chromedp.Click(chromedp.ID("exec-run")))
+	waitJS(t, ctx, "the first lines live", `!!document.getElementById("output") && document.getElementById("output").textContent === "1\n2\n3\n4\n5\n"`, 20*time.Second)
+	id := uuid.MustParse(eval[string](t, ctx, `document.getElementById("run").dataset.order`))
+	var kept strings.Builder
+	kept.WriteString(seqOutput(5))
+	for i := 6; i <= 300; i++ {
+		fmt.Fprintf(&kept, "line %d\n", i)
+	}
+
+	testenv.NATSServerRestarted(t, ns)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the page to say live output was interrupted",
+		`!!document.getElementById("interrupted") && document.getElementById("output-note").textContent.includes("interrupted")`, 2*time.Minute)
+	// Every line is published (the stream was made again some 15 s into
+	// the 30 s of printing, so the last ones came live); the page shows
+	// none past the hole.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat(printed); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not print its 300 lines in 2 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	live := eval[string](t, ctx, `(() => { const o = document.getElementById("output").cloneNode(true); `+
+		`o.querySelector("#interrupted").remove(); return o.textContent; })()`)
+	if !strings.HasPrefix(kept.String(), live) || !strings.HasPrefix(live, seqOutput(5)) {
+		t.Errorf("while the order ran the page showed, around the hole, what is not the output's start:\n%s", live)
+	}
+	if o, err := e.store.GetOrder(testenv.Context(t), id); err != nil || o.Status.Terminal() {
+		t.Fatalf("the order ended before the page was read: %v, %v", o, err)
+	}
+
+	if err := os.WriteFile(end, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := e.store.GetOrder(testenv.Context(t), id)
+	for err == nil && !o.Status.Terminal() {
+		time.Sleep(100 * time.Millisecond)
+		o, err = e.store.GetOrder(testenv.Context(t), id)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(o.Result.Stdout.Content); o.Status != "succeeded" || got != kept.String() {
+		t.Fatalf("the order ended %s with %d bytes kept, want succeeded with the printed %d", o.Status, len(got), kept.Len())
+	}
+	// The ended page (no event stream) shows the kept output, byte for byte.
+	want, _ := json.Marshal(kept.String())
+	waitJS(t, ctx, "the ended order's page with the kept output", `document.readyState === "complete" && !!document.getElementById("run") && `+
+		`!document.getElementById("run").dataset.events && document.getElementById("status").innerText === "succeeded" && `+
+		`document.getElementById("output").textContent === `+string(want), time.Minute)
+}

@@ -1,0 +1,101 @@
+package queue_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestLiveFeedAfterItsStreamIsMadeAgain: a feed whose live stream a NATS
+// restart lost hands over LiveLost once it finds the stream made again,
+// whether it made it itself or another API did (a queue.New), and then
+// the new stream's messages from its first: their sequences start again,
+// below the last one the feed handed over. Before, the feed said nothing
+// and went on after that sequence, skipping the new stream's first
+// messages (here the order's only one).
+func TestLiveFeedAfterItsStreamIsMadeAgain(t *testing.T) {
+	for _, by := range []string{"the feed", "another API"} {
+		t.Run(by, func(t *testing.T) {
+			ns := testenv.NATSServer(t, &server.Options{})
+			q := testenv.Queue(t, ns.ClientURL(), "live-lost-test", queue.Options{})
+			id := uuid.New()
+			publishChunks(t, q, "h1", uuid.New(), 6, 3) // another order's, before
+			publishChunks(t, q, "h1", id, 2, 3)
+			ctx := testenv.Context(t)
+			feed, err := q.Live(ctx, "h1", id, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer feed.Stop()
+			next := make(chan *nats.Msg, 4)
+			go func() {
+				for {
+					m, err := feed.Next(ctx)
+					if err != nil {
+						close(next)
+						return
+					}
+					next <- m
+				}
+			}()
+			take := func(what string) *nats.Msg {
+				t.Helper()
+				select {
+				case m, ok := <-next:
+					if !ok {
+						t.Fatalf("the feed ended waiting for %s", what)
+					}
+					return m
+				case <-time.After(time.Minute):
+					t.Fatalf("no %s in a minute", what)
+				}
+				return nil
+			}
+			for i := range 2 {
+				if m := take("the order's chunk"); m == queue.LiveLost {
+					t.Fatalf("chunk %d: LiveLost", i)
+				}
+			}
+
+			testenv.NATSServerRestarted(t, ns)
+			after := q
+			if by == "another API" {
+				// It makes the streams as it starts, before the feed
+				// finds its consumer gone.
+				after = testenv.Queue(t, ns.ClientURL(), "live-lost-other", queue.Options{})
+				publish(t, after, id, "after")
+			}
+			if m := take("LiveLost"); m != queue.LiveLost {
+				t.Fatalf("after the restart the feed handed over %q, want LiveLost", m.Data)
+			}
+			if by == "the feed" {
+				publish(t, after, id, "after")
+			}
+			if m := take("the chunk published after the restart"); m == queue.LiveLost || string(m.Data) != "after" {
+				t.Errorf("then %q, want the chunk published after the restart", m.Data)
+			}
+		})
+	}
+}
+
+// publish sends one stdout chunk of order id of h1 and waits until the
+// server has it.
+func publish(t *testing.T, q *queue.Queue, id uuid.UUID, data string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(testenv.Context(t), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if q.PublishOutput("h1", id, "stdout", 100, []byte(data)) == nil && q.Conn().FlushWithContext(ctx) == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("could not publish after the restart")
+}
