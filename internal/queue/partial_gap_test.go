@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
@@ -45,7 +46,14 @@ func TestPartialOutputMarksWhatTheStreamLost(t *testing.T) {
 	publish("stdout", 0, "lost 1\n")
 	publish("stderr", 0, "err 1\n")
 	testenv.NATSServerRestarted(t, ns)
-	// An API made the stream again (queue.New does, as LiveFeed.restart).
+	// Once the connection is back, an API made the stream again
+	// (queue.New does, as LiveFeed.restart).
+	for !nc.IsConnected() {
+		if ctx.Err() != nil {
+			t.Fatalf("the connection is not back after the restart: %v", nc.LastError())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if _, err := queue.New(ctx, nc, queue.Options{}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +61,21 @@ func TestPartialOutputMarksWhatTheStreamLost(t *testing.T) {
 	publish("stdout", 14, "kept 3\n") // a repeat
 	publish("stdout", 21, "kept 4\n")
 	publish("stderr", 6, "err 2\n") // nothing lost before it
+	// A core publish is stored after its flush returns: wait for the
+	// four, as a successor reads the stream long after the worker wrote.
+	for {
+		st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CachedInfo().State.Msgs >= 4 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the stream holds %d messages, want the 4 published", st.CachedInfo().State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	p, err := q.PartialOutput(ctx, "h1", id, 1<<20)
 	if err != nil {
