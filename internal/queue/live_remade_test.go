@@ -25,16 +25,8 @@ import (
 // the gap that OnInterrupted tells of) until the order ended.
 func TestLiveFeedReadsAStreamMadeAgain(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
-	nc, err := queue.Connect(ns.ClientURL(), "queue-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := testenv.Context(t)
-	q, err := queue.New(ctx, nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testenv.Queue(t, ns.ClientURL(), "queue-test", queue.Options{})
+	nc, ctx := q.Conn(), testenv.Context(t)
 	other, id := uuid.New(), uuid.New()
 	publishChunks(t, q, "h1", other, 200, 10) // the other orders' traffic
 	if err := q.PublishOutput("h1", id, "stdout", 0, []byte("before\n")); err != nil {
@@ -159,16 +151,8 @@ func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
 // stream's sequence to pass the old id, and handed nothing over until.
 func TestLiveResumedAfterAnIDOfALostStream(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
-	nc, err := queue.Connect(ns.ClientURL(), "queue-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := testenv.Context(t)
-	q, err := queue.New(ctx, nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testenv.Queue(t, ns.ClientURL(), "queue-test", queue.Options{})
+	nc, ctx := q.Conn(), testenv.Context(t)
 	id := uuid.New()
 	publishChunks(t, q, "h1", uuid.New(), 200, 10) // the other orders' traffic
 	publishChunks(t, q, "h1", id, 1, 5)

@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -23,16 +24,8 @@ import (
 // the stream is truncated; a repeated chunk is not written twice.
 func TestPartialOutputMarksWhatTheStreamLost(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
-	nc, err := queue.Connect(ns.ClientURL(), "queue-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := testenv.Context(t)
-	q, err := queue.New(ctx, nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testenv.Queue(t, ns.ClientURL(), "queue-test", queue.Options{})
+	nc, ctx := q.Conn(), testenv.Context(t)
 	id := uuid.New()
 	publish := func(stream string, offset int64, p string) {
 		t.Helper()
@@ -54,8 +47,19 @@ func TestPartialOutputMarksWhatTheStreamLost(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := queue.New(ctx, nc, queue.Options{}); err != nil {
-		t.Fatal(err)
+	// A request sent as the connection came back can go unanswered
+	// (seen: create stream ORDERLY_ORDERS waited out the test's two
+	// minutes); each try gets 5 s, as jetstream's default timeout.
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := queue.New(tctx, nc, queue.Options{})
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the stream was not made again: %v", err)
+		}
 	}
 	publish("stdout", 14, "kept 3\n")
 	publish("stdout", 14, "kept 3\n") // a repeat
