@@ -283,6 +283,14 @@ func newUIEnvWith(t *testing.T, dsn, natsURL string) *uiEnv {
 // startWorker starts a real worker for host, with the same actions and
 // runbooks as the API's, stopped when the test ends.
 func (e *uiEnv) startWorker(host string) {
+	e.startWorkerFailing(host, nil)
+}
+
+// startWorkerFailing is startWorker with the worker's FailPoint set to
+// fail: a worker that stops at a fail point (as if it crashed) stopped
+// with its error, which the returned channel hands over (the test's
+// end then expects no other).
+func (e *uiEnv) startWorkerFailing(host string, fail func(string, *order.Order) error) <-chan error {
 	t := e.t
 	t.Helper()
 	wcfg := config.Default()
@@ -295,21 +303,23 @@ func (e *uiEnv) startWorker(host string) {
 	}
 	logger := testenv.Logger(t)
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, executor.New(logger), logger)
+		ShutdownGrace: 5 * time.Second, FailPoint: fail}, e.store, e.q, hp, executor.New(logger), logger)
 	wctx, wcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
+	var runErr error
+	stopped, ended := make(chan error, 1), make(chan struct{})
+	go func() { runErr = w.Run(wctx); stopped <- runErr; close(ended) }()
 	t.Cleanup(func() {
 		wcancel()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("worker: %v", err)
+		case <-ended:
+			if runErr != nil && fail == nil {
+				t.Errorf("worker: %v", runErr)
 			}
 		case <-time.After(20 * time.Second):
 			t.Errorf("worker did not stop")
 		}
 	})
+	return stopped
 }
 
 // uiPublisher is the queue, whose publish of an order fails while fail

@@ -396,6 +396,16 @@
   // lastId is the id of the last event the page showed ("" before the
   // first): a stream opened again resumes after it.
   let es = null, retryIn = 2000, lastId = "";
+  // clearOutput empties the output shown and what the page kept of it.
+  function clearOutput() {
+    out.textContent = "";
+    dropPending();
+    headLen = 0; tail = null; tailLen = 0;
+    shown.stdout = 0; shown.stderr = 0; interrupted = false;
+    state.stdout = []; state.stderr = [];
+    held.stdout = ""; held.stderr = "";
+    decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
+  }
   // follow opens the order's event stream: from its start, the page's
   // output rebuilt from it; or, resuming, after the last event the page
   // showed (?after=, which the server hands on as Last-Event-ID: a new
@@ -405,13 +415,7 @@
     if (resume && lastId !== "") {
       url += "?after=" + encodeURIComponent(lastId);
     } else {
-      out.textContent = "";
-      dropPending();
-      headLen = 0; tail = null; tailLen = 0;
-      shown.stdout = 0; shown.stderr = 0; interrupted = false;
-      state.stdout = []; state.stderr = [];
-      held.stdout = ""; held.stderr = "";
-      decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
+      clearOutput();
       lastId = "";
     }
     let opened = false;
@@ -427,6 +431,14 @@
     es.addEventListener("queued", function (e) { if (e.lastEventId) lastId = e.lastEventId; });
     es.addEventListener("started", function (e) {
       if (e.lastEventId) lastId = e.lastEventId;
+      // Started after output of it was shown: it runs again (an
+      // idempotent order requeued after its worker stopped), its output
+      // from offset 0 again, which would read as repeats of what the
+      // page showed. The new run's output is shown from its start.
+      if (out.textContent !== "" || shown.stdout > 0 || shown.stderr > 0) {
+        clearOutput();
+        note.textContent = "The order runs again (its worker stopped and the order is idempotent): its output starts over.";
+      }
       // A worker of the host took it: what the page said of the host
       // being offline no longer holds.
       hostNote.hidden = true;
