@@ -23,8 +23,10 @@ postgres:
 
 # The timeout is per package: cmd/orderly's fault scenarios take ~17
 # minutes on a quiet two-core machine and 51 at a load average of 25.
+# own-cgroup.sh gives the tests a cgroup of their own where they would run
+# in the root one (the workers put orders in cgroups below theirs).
 test: postgres promtool test-tools
-	CI=true $(GO) test -count=1 -timeout 90m ./...
+	CI=true ./scripts/own-cgroup.sh $(GO) test -count=1 -timeout 90m ./...
 
 # test-tools makes sure the tools some tests drive exist, installing their
 # Debian packages when we are root on a machine with apt-get: systemd's
@@ -46,13 +48,13 @@ promtool:
 # stream-leader kills on a 3-node NATS cluster, on top of the scenarios
 # `make test` runs; see docs/reliability.md.
 soak: postgres
-	ORDERLY_SOAK=1 CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestFaultsSoak|TestFaultsNATSCluster' ./cmd/orderly/
+	ORDERLY_SOAK=1 CI=true ./scripts/own-cgroup.sh $(GO) test -count=1 -timeout 30m -v -run 'TestFaultsSoak|TestFaultsNATSCluster' ./cmd/orderly/
 
 # fleet-bench measures orderly with 100 and 1,000 simulated hosts in one
 # `orderly fleet-sim` process (startup, idle load, memory per host, a fan-out
 # to every host, submit throughput); see docs/benchmarks.md, "Fleet".
 fleet-bench: postgres
-	ORDERLY_FLEET=$${ORDERLY_FLEET:-100,1000} CI=true $(GO) test -count=1 -timeout 60m -v -run 'TestFleetScale' ./cmd/orderly/
+	ORDERLY_FLEET=$${ORDERLY_FLEET:-100,1000} CI=true ./scripts/own-cgroup.sh $(GO) test -count=1 -timeout 60m -v -run 'TestFleetScale' ./cmd/orderly/
 
 vet:
 	$(GO) vet ./...

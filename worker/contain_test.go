@@ -55,7 +55,7 @@ exec sleep 300
 		t.Fatal(err)
 	}
 	if parent, note := hp.Cgroup(); parent == "" {
-		t.Fatalf("worker.cgroup auto chose no cgroup: %s", note)
+		t.Fatalf("worker.cgroup auto chose no cgroup: %s (make test runs the tests in a cgroup of their own: scripts/own-cgroup.sh)", note)
 	}
 	runWorkerPolicy(t, worker.Options{Host: "contain-1", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, testenv.Logger(t))
