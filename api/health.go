@@ -18,15 +18,18 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 // reported but does not make the service unready: it keeps serving the
 // loaded config until a reload.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	// Each dependency is asked with a deadline of its own, at once: one
+	// that does not answer (a frozen PostgreSQL) used up the deadline
+	// the other's check then had, and NATS, answering, read as down.
+	pgCtx, cancelPG := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancelPG()
+	pg := make(chan error, 1)
+	go func() { pg <- s.Store.Ping(pgCtx) }()
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	checks := map[string]string{"postgres": "ok", "nats": "ok"}
 	reasons := map[string]string{}
 	status := http.StatusOK
-	if err := s.Store.Ping(ctx); err != nil {
-		checks["postgres"] = "unavailable"
-		status = http.StatusServiceUnavailable
-	}
 	if err := s.Queue.Ping(ctx); err != nil {
 		checks["nats"] = "unavailable"
 		status = http.StatusServiceUnavailable
@@ -40,6 +43,10 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		// server whose store hit a full disk (queue.storing).
 		checks["nats"] = "unavailable"
 		reasons["nats"] = err.Error()
+		status = http.StatusServiceUnavailable
+	}
+	if err := <-pg; err != nil {
+		checks["postgres"] = "unavailable"
 		status = http.StatusServiceUnavailable
 	}
 	body := map[string]any{"checks": checks}

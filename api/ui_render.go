@@ -256,8 +256,8 @@ type runView struct {
 	// Duration is how long it ran: "–" for an order that has not ended
 	// or never started (canceled or expired while queued, rejected by the
 	// worker's host policy), "unknown" for
-	// one interrupted, whose worker was lost and recorded neither its
-	// duration nor its output.
+	// one interrupted, whose worker was lost and recorded no duration
+	// (its output is what reached the live stream before).
 	Duration string
 }
 
@@ -269,7 +269,13 @@ func newRunView(o Order) runView {
 		// the order and starts nothing, or ended while queued.
 	case o.Status == order.StatusInterrupted:
 		v.Duration = "unknown"
-		v.Notes = append(v.Notes, "Its worker was lost while it ran: its output was not recorded.")
+		// Its successor stored what reached the live stream before the
+		// worker was lost: shown below, and not to be read as the whole.
+		if o.Result.Stdout.Bytes == 0 && o.Result.Stderr.Bytes == 0 {
+			v.Notes = append(v.Notes, "Its worker was lost while it ran: none of its output was kept.")
+		} else {
+			v.Notes = append(v.Notes, "Its worker was lost while it ran: only what it printed before that was kept, not what came after.")
+		}
 	default:
 		v.Duration = (time.Duration(o.Result.DurationMS) * time.Millisecond).String()
 	}

@@ -53,7 +53,9 @@ func TestOrderTitleShowsWhatRuns(t *testing.T) {
 // TestRunPageDurationSaysWhatIsKnown: the run page of an order whose
 // worker was lost showed "0s" and an empty output, as if it ran for no
 // time and printed nothing; one canceled while queued showed "0s" too.
-// Only an order that ran to a recorded end shows a duration.
+// Only an order that ran to a recorded end shows a duration. An
+// interrupted one's page says what of its output was kept (what reached
+// the live stream before its worker was lost), not that none was.
 func TestRunPageDurationSaysWhatIsKnown(t *testing.T) {
 	at := time.Date(2026, 12, 3, 21, 14, 4, 0, time.UTC)
 	later := at.Add(28 * time.Second)
@@ -64,17 +66,23 @@ func TestRunPageDurationSaysWhatIsKnown(t *testing.T) {
 		name     string
 		o        Order
 		duration string
-		note     bool
+		note     string
 	}{
 		{"interrupted", Order{Status: order.StatusInterrupted, StartedAt: &at, FinishedAt: &later,
-			Result: &Result{Error: &lost}}, "unknown", true},
+			Result: &Result{Error: &lost}}, "unknown", "none of its output was kept"},
+		// Its successor stored what reached the live stream before the
+		// worker was lost: the page showed it under "its output was not
+		// recorded".
+		{"interrupted after printing", Order{Status: order.StatusInterrupted, StartedAt: &at, FinishedAt: &later,
+			Result: &Result{Error: &lost, Stdout: Stream{Content: "before-kill\n", Bytes: 12}}}, "unknown",
+			"only what it printed before that was kept, not what came after"},
 		{"canceled while queued", Order{Status: order.StatusCanceled, FinishedAt: &later,
-			Result: &Result{Error: &canceled}}, "–", false},
+			Result: &Result{Error: &canceled}}, "–", ""},
 		{"rejected by the worker", Order{Status: order.StatusRejected, StartedAt: &at, FinishedAt: &at,
-			Result: &Result{Error: &canceled}}, "–", false},
-		{"running", Order{Status: order.StatusRunning, StartedAt: &at}, "–", false},
+			Result: &Result{Error: &canceled}}, "–", ""},
+		{"running", Order{Status: order.StatusRunning, StartedAt: &at}, "–", ""},
 		{"succeeded", Order{Status: order.StatusSucceeded, StartedAt: &at, FinishedAt: &later,
-			Result: &Result{ExitCode: &zero, DurationMS: 28000}}, "28s", false},
+			Result: &Result{ExitCode: &zero, DurationMS: 28000}}, "28s", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.o.ID, tc.o.Host, tc.o.Command, tc.o.SubmittedAt = uuid.New(), "web-2", "sleep", at
@@ -85,8 +93,13 @@ func TestRunPageDurationSaysWhatIsKnown(t *testing.T) {
 			if want := `<dd id="duration">` + tc.duration + `</dd>`; !strings.Contains(page, want) {
 				t.Errorf("%s missing from the page:\n%s", want, page)
 			}
-			if got := strings.Contains(page, "its output was not recorded"); got != tc.note {
-				t.Errorf("the note that the output was not recorded: shown %v, want %v", got, tc.note)
+			for _, note := range []string{"none of its output was kept", "only what it printed before that was kept, not what came after"} {
+				if got := strings.Contains(page, note); got != (note == tc.note) {
+					t.Errorf("the note %q: shown %v, want %v", note, got, !got)
+				}
+			}
+			if tc.o.Result != nil && tc.o.Result.Stdout.Content != "" && !strings.Contains(page, tc.o.Result.Stdout.Content) {
+				t.Errorf("the kept output %q missing from the page", tc.o.Result.Stdout.Content)
 			}
 		})
 	}

@@ -78,11 +78,12 @@ func printOrder(w io.Writer, o *client.Order) error {
 	// refused before it was queued, or rejected by the worker's host
 	// policy, which claims it and runs nothing) ran for no time and wrote
 	// nothing: a duration and empty streams would say it ran. One
-	// interrupted ran for a time nobody recorded and wrote what nobody
-	// kept: its worker was lost, and "0s" with empty streams would say it
-	// ran and printed nothing.
+	// interrupted ran for a time nobody recorded: its worker was lost, and
+	// "0s" would say it ran for none. Its output is what reached the live
+	// stream before (its successor stores that): shown, but as a part.
 	ran := o.StartedAt != nil && o.Status != client.StatusRejected
-	recorded := ran && o.Status != client.StatusInterrupted
+	interrupted := o.Status == client.StatusInterrupted
+	recorded := ran && !interrupted
 	if c := o.Cancel; c != nil {
 		who := "by " + cellText(c.Actor) + " at " + localTime(&c.RequestedAt)
 		if ran {
@@ -103,7 +104,7 @@ func printOrder(w io.Writer, o *client.Order) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if o.Result == nil || !recorded {
+	if o.Result == nil || !recorded && !interrupted {
 		return nil
 	}
 	for _, s := range []struct {
@@ -111,6 +112,11 @@ func printOrder(w io.Writer, o *client.Order) error {
 		s    client.Stream
 	}{{"stdout", o.Result.Stdout}, {"stderr", o.Result.Stderr}} {
 		note := fmt.Sprintf("%d bytes", s.s.Bytes)
+		if interrupted {
+			// Bytes is the size of what was kept; how much the command
+			// wrote after the worker was lost nobody knows.
+			note = fmt.Sprintf("%d bytes kept before its worker was lost; the rest unknown", s.s.Bytes)
+		}
 		if s.s.Truncated {
 			note += ", truncated"
 		}
@@ -172,9 +178,10 @@ order's exit code, like submit --wait.`,
 				return exitOf(a.stderr, o)
 			}
 			if o.Status == client.StatusInterrupted {
-				// Nothing printed would read as a command that printed
-				// nothing.
-				fmt.Fprintf(a.stderr, "orderly: order %s was interrupted: its worker was lost while it ran, and its output was not recorded\n", o.ID)
+				// What was printed is what reached the live stream before
+				// the worker was lost (nothing after a NATS restart): on
+				// its own it would read as the command's whole output.
+				fmt.Fprintf(a.stderr, "orderly: order %s was interrupted: its worker was lost while it ran; %s\n", o.ID, interruptedOutput(o))
 			}
 			return nil
 		},
@@ -182,6 +189,17 @@ order's exit code, like submit --wait.`,
 	conn.bind(cmd)
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the output live until the order finishes, then exit with its exit code")
 	return cmd
+}
+
+// interruptedOutput says what of an interrupted order's output was kept:
+// what reached the live stream before its worker was lost, which its
+// successor stored.
+func interruptedOutput(o *client.Order) string {
+	if o.Result == nil || o.Result.Stdout.Bytes == 0 && o.Result.Stderr.Bytes == 0 {
+		return "none of its output was kept"
+	}
+	return fmt.Sprintf("only what it printed before that was kept (%d bytes of stdout, %d of stderr), not what came after",
+		o.Result.Stdout.Bytes, o.Result.Stderr.Bytes)
 }
 
 type lsOptions struct {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,8 +43,18 @@ func TestGetShowsWhatHappened(t *testing.T) {
 		{"interrupted: its worker was lost",
 			client.Order{Status: "interrupted", SubmittedAt: at, StartedAt: &at, FinishedAt: &later,
 				Result: &client.Result{Error: &lost}},
-			[]string{"Duration:  unknown\n", "Error:     " + lost},
-			[]string{"0s", "--- stdout"}},
+			[]string{"Duration:  unknown\n", "Error:     " + lost,
+				"--- stdout (0 bytes kept before its worker was lost; the rest unknown) ---"},
+			[]string{"0s", "--- stdout (0 bytes) ---"}},
+		// Its successor stores what reached the live stream before the
+		// worker was lost (docs/sql.md): get hid it, as if nothing was kept.
+		{"interrupted after printing",
+			client.Order{Status: "interrupted", SubmittedAt: at, StartedAt: &at, FinishedAt: &later,
+				Result: &client.Result{Error: &lost, Stdout: client.Stream{Content: "before-kill\n", Bytes: 12}}},
+			[]string{"Duration:  unknown\n",
+				"--- stdout (12 bytes kept before its worker was lost; the rest unknown) ---\nbefore-kill\n",
+				"--- stderr (0 bytes kept before its worker was lost; the rest unknown) ---"},
+			[]string{"0s", "--- stdout (12 bytes) ---"}},
 		{"rejected by the worker's host policy",
 			client.Order{Status: "rejected", SubmittedAt: at, StartedAt: &at, FinishedAt: &at,
 				Result: &client.Result{Error: &notInPath}},
@@ -103,17 +114,20 @@ func TestCommandLineEscapesWhatDoesNotPrint(t *testing.T) {
 	}
 }
 
-// TestLogsSaysAnInterruptedOrdersOutputWasNotKept checks that `orderly
-// logs` of an order whose worker was lost says on stderr that its output
-// was not recorded: printing nothing and exiting 0 read as a command that
-// ran and printed nothing.
-func TestLogsSaysAnInterruptedOrdersOutputWasNotKept(t *testing.T) {
+// TestLogsSaysWhatOfAnInterruptedOrdersOutputWasKept checks that `orderly
+// logs` of an order whose worker was lost says on stderr what of its
+// output was kept: printing nothing and exiting 0 read as a command that
+// ran and printed nothing, and the part its successor stored (what
+// reached the live stream before) as its whole output; the note said
+// "not recorded" under the part it had just printed.
+func TestLogsSaysWhatOfAnInterruptedOrdersOutputWasKept(t *testing.T) {
 	const id = "01a23dc1-dcce-7c41-9b7d-4b19813f6c3b"
 	for _, c := range []struct {
-		status, started, note string
+		status, started, stdout, note string
 	}{
-		{"interrupted", `"2026-12-03T21:14:04.924561Z"`, "orderly: order " + id + " was interrupted: its worker was lost while it ran, and its output was not recorded\n"},
-		{"canceled", "null", ""},
+		{"interrupted", `"2026-12-03T21:14:04.924561Z"`, "", "orderly: order " + id + " was interrupted: its worker was lost while it ran; none of its output was kept\n"},
+		{"interrupted", `"2026-12-03T21:14:04.924561Z"`, "before-kill\n", "orderly: order " + id + " was interrupted: its worker was lost while it ran; only what it printed before that was kept (12 bytes of stdout, 0 of stderr), not what came after\n"},
+		{"canceled", "null", "", ""},
 	} {
 		body := `{"id":"` + id + `","batch_id":null,"kind":"exec","host":"web-2","status":"` + c.status + `",` +
 			`"command":"sleep","args":["120"],"env_names":[],"timeout_seconds":60,"run_as":"","dry_run":false,` +
@@ -121,7 +135,7 @@ func TestLogsSaysAnInterruptedOrdersOutputWasNotKept(t *testing.T) {
 			`"submitted_at":"2026-12-03T21:14:04.883787Z","started_at":` + c.started + `,"finished_at":"2026-12-03T21:14:32.353858Z",` +
 			`"attempt":1,"policy":{"decision":"allow","matched":["admin:allow:.*"]},` +
 			`"result":{"exit_code":null,"signal":null,"duration_ms":0,"error":"lost",` +
-			`"stdout":{"content":"","encode":null,"bytes":0,"truncated":false,"sha256":""},` +
+			`"stdout":{"content":` + strconv.Quote(c.stdout) + `,"encode":null,"bytes":` + strconv.Itoa(len(c.stdout)) + `,"truncated":false,"sha256":""},` +
 			`"stderr":{"content":"","encode":null,"bytes":0,"truncated":false,"sha256":""}}}`
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/v1/orders/"+id {
@@ -134,8 +148,8 @@ func TestLogsSaysAnInterruptedOrdersOutputWasNotKept(t *testing.T) {
 		r := cli(t, []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=t"}, "", "logs", id)
 		srv.Close()
 		wantExit(t, r, 0)
-		if r.stdout != "" || r.stderr != c.note {
-			t.Errorf("%s: stdout %q, stderr %q; want no stdout and stderr %q", c.status, r.stdout, r.stderr, c.note)
+		if r.stdout != c.stdout || r.stderr != c.note {
+			t.Errorf("%s: stdout %q, stderr %q; want stdout %q and stderr %q", c.status, r.stdout, r.stderr, c.stdout, c.note)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,5 +124,56 @@ func TestHostLabelsAreBounded(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %s", want)
 		}
+	}
+}
+
+// TestScrapeWithPostgresFrozen: PostgreSQL accepts the fleet gauges'
+// reads and answers none (stopped, its disk hung) until each read's
+// deadline. The reads went one after the other, each waiting out its
+// 2 s: a scrape took 8 s, past a Prometheus scrape_timeout of 5 s, and
+// the target read as down without the orderly_dependency_up that says
+// which dependency is. Each frozen read here waits, until its deadline,
+// for all of them to be in flight together: read one after the other,
+// none ever sees the rest.
+func TestScrapeWithPostgresFrozen(t *testing.T) {
+	const frozen = 4 // QueueAges, Unpublished, Hosts, the postgres check
+	var mu sync.Mutex
+	entered, met := 0, 0
+	all := make(chan struct{})
+	freeze := func(ctx context.Context) error {
+		mu.Lock()
+		if entered++; entered == frozen {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+			mu.Lock()
+			met++
+			mu.Unlock()
+			<-ctx.Done() // and then as frozen as before
+		case <-ctx.Done():
+		}
+		return ctx.Err()
+	}
+	m := metrics.New()
+	m.WatchFleet(metrics.FleetSources{
+		QueueAges:   func(ctx context.Context) (map[string]time.Duration, error) { return nil, freeze(ctx) },
+		Unpublished: func(ctx context.Context) (int, time.Duration, error) { return 0, 0, freeze(ctx) },
+		Hosts:       func(ctx context.Context) (map[string]metrics.HostState, error) { return nil, freeze(ctx) },
+		Dependencies: map[string]func(context.Context) error{
+			"postgres": freeze,
+			"nats":     func(context.Context) error { return nil },
+		},
+	})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	if rec.Code != 200 || !strings.Contains(string(body), `orderly_dependency_up{dependency="postgres"} 0`+"\n") ||
+		!strings.Contains(string(body), `orderly_dependency_up{dependency="nats"} 1`+"\n") {
+		t.Fatalf("scrape with PostgreSQL frozen: %d\n%s", rec.Code, body)
+	}
+	if met != frozen {
+		t.Errorf("%d of the %d reads of a frozen PostgreSQL were in flight together, want all: a scrape waits out each one's deadline after the other's", met, frozen)
 	}
 }

@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // TestSQLDocQueriesAsAuditor runs docs/sql.md as an auditor would: the
@@ -35,10 +38,7 @@ func TestSQLDocQueriesAsAuditor(t *testing.T) {
 		if strings.Contains(m[1], "CREATE ROLE orderly_worker") {
 			continue // worker/role_test.go runs it
 		}
-		for _, q := range regexp.MustCompile(`;\s*\n`).Split(m[1], -1) {
-			if strings.TrimSpace(q) == "" {
-				continue
-			}
+		for _, q := range sqlStatements(t, m[1]) {
 			// The page's placeholders.
 			q = strings.ReplaceAll(q, "'0193…'", "'0193a5c4-8a9e-7c1e-9f3a-2b6d4e8f0a1c'")
 			queries = append(queries, strings.ReplaceAll(q, "'…'", "''"))
@@ -374,7 +374,10 @@ func sqlDocQuery(t *testing.T, comment string) string {
 		t.Fatal(err)
 	}
 	for _, m := range regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
-		for _, q := range regexp.MustCompile(`;\s*\n`).Split(m[1], -1) {
+		if strings.Contains(m[1], "CREATE ROLE") {
+			continue
+		}
+		for _, q := range sqlStatements(t, m[1]) {
 			if strings.HasPrefix(strings.TrimSpace(q), comment) {
 				return q
 			}
@@ -382,6 +385,39 @@ func sqlDocQuery(t *testing.T, comment string) string {
 	}
 	t.Fatalf("docs/sql.md has no query under %q", comment)
 	return ""
+}
+
+// sqlStatements splits a block of docs/sql.md's queries into statements:
+// at a ';' that ends a line of SQL, not one that ends a line of a comment
+// ("… the last month;" then "-- then the orders refused meanwhile"),
+// which split off a statement of comments alone that every test of the
+// page ran as a query. Each statement must hold SQL.
+func sqlStatements(t *testing.T, block string) []string {
+	t.Helper()
+	var out []string
+	var cur strings.Builder
+	code := false
+	for _, line := range strings.SplitAfter(block, "\n") {
+		cur.WriteString(line)
+		l := strings.TrimSpace(line)
+		if l == "" || strings.HasPrefix(l, "--") {
+			continue
+		}
+		code = true
+		if strings.HasSuffix(l, ";") {
+			out = append(out, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
+			cur.Reset()
+			code = false
+		}
+	}
+	if rest := strings.TrimSpace(cur.String()); rest != "" {
+		if !code {
+			t.Errorf("docs/sql.md: comments with no query after them:\n%s", rest)
+		} else {
+			out = append(out, rest)
+		}
+	}
+	return out
 }
 
 // planScans returns how q's plan reads each table ("Seq Scan on orders",
@@ -406,4 +442,219 @@ func planScans(t *testing.T, ctx context.Context, tx pgx.Tx, q string) []string 
 	}
 	walk(plan[0]["Plan"].(map[string]any))
 	return scans
+}
+
+// TestSQLDocQueriesOnAHistory runs docs/sql.md's queries, as its
+// auditors' role, on a history with an order of each way an order ends
+// (succeeded, failed, killed, canceled, expired, interrupted and reaped,
+// requeued and run again) and a host put in maintenance and taken out,
+// and checks that each returns what its text says. The run of every
+// query on an empty history (TestSQLDocQueriesAsAuditor) proves only
+// that it runs: "who put web-2 in maintenance" was a statement of
+// comments alone there, split at the ';' that ends its comment.
+func TestSQLDocQueriesOnAHistory(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("web-3", "w1")
+	finish := func(o *order.Order, st order.Status, code *int, sig string) {
+		t.Helper()
+		f := postgres.Finish{Status: st, Actor: "w1", Result: order.Result{ExitCode: code, Signal: sig, DurationMS: 5}}
+		if err := e.store.Complete(e.ctx, o.ID, o.Attempt, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zero, two := 0, 2
+	ok := e.insert("web-3", "alice", nil)
+	finish(e.claim(ok.ID, "w1"), order.StatusSucceeded, &zero, "")
+	failed := e.insert("web-3", "alice", nil)
+	finish(e.claim(failed.ID, "w1"), order.StatusFailed, &two, "")
+	killed := e.insert("web-3", "alice", nil)
+	ck := e.claim(killed.ID, "w1")
+	if _, err := e.store.RequestCancel(e.ctx, killed.ID, "alice", "SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+	finish(ck, order.StatusKilled, nil, "SIGTERM")
+	canceled := e.insert("web-3", "alice", nil)
+	if _, err := e.store.RequestCancel(e.ctx, canceled.ID, "bob", "SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Second)
+	expired := e.insert("web-3", "alice", func(o *order.Order) { o.ExpiresAt = &past })
+	if got, err := e.store.ExpireDue(e.ctx, 10); err != nil || len(got) != 1 || got[0].ID != expired.ID {
+		t.Fatalf("expire due: %v %v, want the order past its deadline", got, err)
+	}
+	// A worker vanished from these two: its successor (w2, the host's
+	// owner now) interrupts the one and puts the idempotent one back,
+	// then records what it found of their processes.
+	interrupted := e.insert("web-3", "alice", nil)
+	ci := e.claim(interrupted.ID, "w1")
+	e.own("web-3", "w2")
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w2", "its worker vanished"); err != nil || !ok {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	reap := postgres.Evidence{Reap: map[string]any{"found": false}, Stdout: []byte("before\n"), HasPartialOutput: true}
+	if err := e.store.RecordEvidence(e.ctx, interrupted.ID, ci.Attempt, "w2", reap); err != nil {
+		t.Fatal(err)
+	}
+	e.own("web-3", "w1")
+	again := e.insert("web-3", "alice", func(o *order.Order) { o.Idempotent = true })
+	ca := e.claim(again.ID, "w1")
+	e.own("web-3", "w2")
+	if ok, err := e.store.Requeue(e.ctx, again.ID, ca.Attempt, "w2", "its worker vanished"); err != nil || !ok {
+		t.Fatalf("requeue: %v %v", ok, err)
+	}
+	if err := e.store.RecordEvidence(e.ctx, again.ID, ca.Attempt, "w2", postgres.Evidence{Reap: map[string]any{"found": false}}); err != nil {
+		t.Fatal(err)
+	}
+	finish(e.claim(again.ID, "w2"), order.StatusSucceeded, &zero, "")
+	queued := e.insert("web-3", "alice", nil)
+	reason := "disk swap"
+	if _, err := e.store.StartMaintenance(e.ctx, "web-2", &reason, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.EndMaintenance(e.ctx, "web-2", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	all := []*order.Order{ok, failed, killed, canceled, expired, interrupted, again, queued}
+
+	tx := auditorTx(t, e.ctx, e.pool)
+	defer tx.Rollback(e.ctx)
+	// rows runs docs/sql.md's query under comment (its placeholders
+	// replaced: old, new, …) as the auditor and returns its rows as
+	// text, a column each.
+	rows := func(comment string, replace ...string) [][]string {
+		t.Helper()
+		q := strings.NewReplacer(replace...).Replace(sqlDocQuery(t, comment))
+		r, err := tx.Query(e.ctx, q, pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", comment, err, q)
+		}
+		got, err := pgx.CollectRows(r, func(r pgx.CollectableRow) ([]string, error) {
+			vals, err := r.Values()
+			var out []string
+			for _, v := range vals {
+				if id, ok := v.([16]byte); ok {
+					v = uuid.UUID(id)
+				}
+				out = append(out, fmt.Sprint(v))
+			}
+			return out, err
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", comment, err)
+		}
+		return got
+	}
+	firsts := func(rs [][]string) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r[0])
+		}
+		return out
+	}
+
+	// "The outcome of an order is therefore orders.status, or its last
+	// event with a status."
+	outcome := map[string]string{}
+	for _, r := range rows("SELECT DISTINCT ON (order_id)") {
+		outcome[r[0]] = r[2]
+	}
+	for _, o := range all {
+		var st string
+		if err := tx.QueryRow(e.ctx, `SELECT status FROM orders WHERE id = $1`, o.ID).Scan(&st); err != nil {
+			t.Fatal(err)
+		}
+		if outcome[o.ID.String()] != st {
+			t.Errorf("order %s: the outcome query says %q, orders.status %q", o.ID, outcome[o.ID.String()], st)
+		}
+	}
+	// Every order has submitted first and exactly one event with a
+	// terminal status; only reaped (and job_after_takeover) after it.
+	for _, o := range all {
+		var types, statuses []string
+		r, err := tx.Query(e.ctx, `SELECT type, coalesce(status, '') FROM order_events WHERE order_id = $1 ORDER BY id`, o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r.Next() {
+			var ty, st string
+			if err := r.Scan(&ty, &st); err != nil {
+				t.Fatal(err)
+			}
+			types, statuses = append(types, ty), append(statuses, st)
+		}
+		if err := r.Err(); err != nil || len(types) == 0 || types[0] != "submitted" {
+			t.Fatalf("order %s: events %v (%v), want submitted first", o.ID, types, err)
+		}
+		terminal := -1
+		for i, st := range statuses {
+			if st != "" && order.Status(st).Terminal() {
+				if terminal >= 0 {
+					t.Errorf("order %s: two terminal events: %v", o.ID, types)
+				}
+				terminal = i
+			}
+		}
+		if o == queued {
+			if terminal >= 0 {
+				t.Errorf("queued order %s has a terminal event: %v", o.ID, types)
+			}
+			continue
+		}
+		if terminal < 0 {
+			t.Errorf("order %s: no terminal event: %v", o.ID, types)
+			continue
+		}
+		for _, ty := range types[terminal+1:] {
+			if ty != "reaped" && ty != "job_after_takeover" {
+				t.Errorf("order %s: %s after its terminal event: %v", o.ID, ty, types)
+			}
+		}
+	}
+	// The requeued order's history: reaped follows its requeued event,
+	// and its next claim is attempt 2 (the attempt row of the page).
+	hist := rows("-- The full history of one order", "'0193…'", "'"+again.ID.String()+"'")
+	var types []string
+	for _, r := range hist {
+		types = append(types, r[1])
+	}
+	if want := []string{"submitted", "started", "requeued", "reaped", "started", "finished"}; !slices.Equal(types, want) {
+		t.Errorf("the requeued order's history: %v, want %v", types, want)
+	}
+	attempts := map[*order.Order]int{ok: 1, interrupted: 1, again: 2, canceled: 0, expired: 0}
+	for o, want := range attempts {
+		var n int
+		if err := tx.QueryRow(e.ctx, `SELECT attempt FROM orders WHERE id = $1`, o.ID).Scan(&n); err != nil || n != want {
+			t.Errorf("order %s (%s): attempt %d (%v), want %d", o.ID, e.get(o.ID).Status, n, err, want)
+		}
+	}
+
+	if got := firsts(rows("-- The last 20 orders that were killed")); !slices.Equal(got, []string{killed.ID.String()}) {
+		t.Errorf("the last killed orders: %v, want %v", got, killed.ID)
+	}
+	if got := firsts(rows("-- Orders that were interrupted")); !slices.Equal(got, []string{interrupted.ID.String()}) {
+		t.Errorf("the interrupted orders: %v, want %v", got, interrupted.ID)
+	}
+	if got := firsts(rows("-- Who killed what, when.")); !slices.Equal(got, []string{canceled.ID.String(), killed.ID.String()}) {
+		t.Errorf("who killed what: %v, want the canceled then the killed order, newest first", got)
+	}
+	if got := firsts(rows("-- The queue of web-3")); !slices.Equal(got, []string{queued.ID.String()}) {
+		t.Errorf("the queue of web-3: %v, want %v", got, queued.ID)
+	}
+	failures := map[string]string{}
+	for _, r := range rows("-- Failures per host in the last day") {
+		failures[r[1]] = r[2]
+	}
+	if want := map[string]string{"failed": "1", "killed": "1", "expired": "1", "interrupted": "1"}; !maps.Equal(failures, want) {
+		t.Errorf("failures per status in the last day: %v, want %v", failures, want)
+	}
+	if got := rows("-- Output of an order as text", "'0193…'", "'"+interrupted.ID.String()+"'"); len(got) != 1 || got[0][0] != "before\n" {
+		t.Errorf("the interrupted order's output: %q, want what its successor kept", got)
+	}
+	var log []string
+	for _, r := range rows("-- Who put web-2 in maintenance") {
+		log = append(log, r[1]+" "+r[2]+" "+r[3])
+	}
+	if want := []string{"on admin disk swap", "off admin disk swap"}; !slices.Equal(log, want) {
+		t.Errorf("who put web-2 in maintenance: %q, want %q", log, want)
+	}
 }
