@@ -108,7 +108,21 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 		}
 	}
 	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after, lost: lost}
-	if err := f.start(ctx); err != nil {
+	err := f.start(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && q.creator {
+		// A NATS restart lost the memory stream and no feed was open
+		// across it to make it again (restart's renewed): made here, or
+		// every follower was refused (the SSE stream's 503), and the
+		// workers' chunks went nowhere, until an API started. Resumed
+		// after an id, that id is of the lost stream.
+		if _, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err == nil {
+			if f.sseq > 0 {
+				f.sseq, f.lost = 0, true
+			}
+			err = f.start(ctx)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
 	}
 	return f, nil
