@@ -3,7 +3,9 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -218,4 +221,108 @@ func TestFollowIsToldOfALostLiveStreamWithoutAChunk(t *testing.T) {
 	if len(told) != 0 {
 		t.Errorf("told again: %s", <-told)
 	}
+}
+
+// TestEventsResumedAcrossANATSRestartSayInterrupted: a client that
+// resumes an order's event stream (Last-Event-ID) after a NATS restart
+// lost the live stream, with no event stream of the API open across the
+// restart, gets 200 and "interrupted" (id 0) first: the ids it had are of
+// the lost stream, and what the order printed in between comes only with
+// its stored output. Before, the API answered 503 ("live events
+// unavailable": no feed had made ORDERLY_LIVE again, and only an API's
+// start made it), and once the stream was there it read the new one from
+// its start without a word of the hole.
+func TestEventsResumedAcrossANATSRestartSayInterrupted(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	e := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), hosts: []string{"h1"}})
+	end := filepath.Join(t.TempDir(), "end")
+	o := e.submit("alice", map[string]any{"host": "h1", "command": "sh", "timeout_seconds": 240, "args": []string{"-c",
+		"seq 1 5; while [ ! -e " + end + " ]; do sleep 0.05; done"}}, "", http.StatusAccepted)
+	defer func() { _ = os.WriteFile(end, nil, 0o644) }()
+	status, evs := rawEvents(t, e, o.ID.String(), "", func(ev rawEvent) bool { return ev.event == "stdout" })
+	if status != http.StatusOK || len(evs) == 0 || evs[len(evs)-1].event != "stdout" {
+		t.Fatalf("the first stream: %d %+v, want the order's stdout", status, evs)
+	}
+	lastID := evs[len(evs)-1].id
+
+	// No feed of the API is left open across the restart.
+	q := testenv.Queue(t, ns.ClientURL(), "events-resume-test", queue.Options{})
+	for gone := time.Now().Add(30 * time.Second); ; {
+		st, err := q.JetStream().Stream(testenv.Context(t), queue.LiveStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CachedInfo().State.Consumers == 0 {
+			break
+		}
+		if time.Now().After(gone) {
+			t.Fatal("the first stream's consumer is still there after 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	testenv.NATSServerRestarted(t, ns)
+
+	deadline := time.Now().Add(time.Minute)
+	for {
+		status, evs = rawEvents(t, e, o.ID.String(), lastID, func(rawEvent) bool { return true })
+		if status == http.StatusOK || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // the API's connection to NATS coming back
+	}
+	if status != http.StatusOK || len(evs) != 1 || evs[0].id != "0" || evs[0].event != "interrupted" {
+		t.Fatalf("resumed after id %s across the restart: %d %+v, want 200 and interrupted (id 0) first", lastID, status, evs)
+	}
+}
+
+// rawEvent is one SSE event as it came on the wire.
+type rawEvent struct{ id, event, data string }
+
+// rawEvents reads the order's event stream as alice, resumed after
+// lastID when it is set, until stop returns true or the stream ends. A
+// status other than 200 comes with the answer's body as one event's data.
+func rawEvents(t *testing.T, e *apiEnv, id, lastID string, stop func(rawEvent) bool) (int, []rawEvent) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(testenv.Context(t), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/v1/orders/"+id+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, []rawEvent{{data: string(b)}}
+	}
+	var out []rawEvent
+	var ev rawEvent
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.event != "" {
+				out = append(out, ev)
+				if stop(ev) {
+					return resp.StatusCode, out
+				}
+			}
+			ev = rawEvent{}
+		case strings.HasPrefix(line, "id: "):
+			ev.id = line[len("id: "):]
+		case strings.HasPrefix(line, "event: "):
+			ev.event = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			ev.data = line[len("data: "):]
+		}
+	}
+	return resp.StatusCode, out
 }

@@ -93,19 +93,36 @@ func (q *Queue) EndOutput(host string, id uuid.UUID) error {
 // NATS some thousand consumer creations a second for as long as the
 // follower stayed.
 func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (*LiveFeed, error) {
+	lost := false
 	if after > 0 {
 		// Every id of a stream is at most its last sequence: a larger
 		// one (a client's Last-Event-ID from before a NATS restart lost
 		// the stream) is of a stream that is gone, and all this one
 		// holds of the order came after it. One request, on a resume
 		// only. (Once the new stream has passed the old id, it cannot
-		// be told; the follower places chunks by their offsets.)
+		// be told; the follower places chunks by their offsets.) What
+		// the order printed in between is lost, as for a feed that
+		// finds its stream made again: LiveLost comes first.
 		if st, err := q.js.Stream(ctx, LiveStream); err == nil && st.CachedInfo().State.LastSeq < after {
-			after = 0
+			after, lost = 0, true
 		}
 	}
-	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after}
-	if err := f.start(ctx); err != nil {
+	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after, lost: lost}
+	err := f.start(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && q.creator {
+		// A NATS restart lost the memory stream and no feed was open
+		// across it to make it again (restart's renewed): made here, or
+		// every follower was refused (the SSE stream's 503), and the
+		// workers' chunks went nowhere, until an API started. Resumed
+		// after an id, that id is of the lost stream.
+		if _, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err == nil {
+			if f.sseq > 0 {
+				f.sseq, f.lost = 0, true
+			}
+			err = f.start(ctx)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
 	}
 	return f, nil
@@ -127,6 +144,7 @@ type LiveFeed struct {
 	dseq   uint64    // consumer sequence of the last message handed over
 	sseq   uint64    // stream sequence of the last message handed over
 	made   time.Time // when the server made the consumer (its clock)
+	lost   bool      // LiveLost is still to be handed over (Live's resume)
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -199,6 +217,10 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 		f.mu.Unlock()
 		if stopped {
 			return nil, ErrLiveStopped
+		}
+		if f.lost {
+			f.lost = false
+			return LiveLost, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, 3*liveHeartbeat)
 		m, err := sub.NextMsgWithContext(wctx)

@@ -99,3 +99,76 @@ func publish(t *testing.T, q *queue.Queue, id uuid.UUID, data string) {
 	}
 	t.Fatal("could not publish after the restart")
 }
+
+// TestLiveAfterARestartThatNoFeedSaw: a follower that comes after a NATS
+// restart lost ORDERLY_LIVE, with no feed open across it to make the
+// stream again (no order followed at that moment), gets a feed: Live
+// makes the stream as a feed's restart does, on a queue that may create
+// streams, and the order's chunks published after come live. Before,
+// Live failed, stream not found (the SSE stream answered 503 "live
+// events unavailable", and every follow fell back to polling) until an
+// API process started, and the workers' chunks went nowhere meanwhile.
+// A follower resuming after an id of the lost stream gets LiveLost
+// first.
+func TestLiveAfterARestartThatNoFeedSaw(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		resumed bool
+	}{{"from the start", false}, {"resumed after an id of the lost stream", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := testenv.NATSServer(t, &server.Options{})
+			q := testenv.Queue(t, ns.ClientURL(), "live-nofeed-test", queue.Options{})
+			ctx := testenv.Context(t)
+			id := uuid.New()
+			publishChunks(t, q, "h1", id, 3, 3)
+			after := uint64(0)
+			if tc.resumed {
+				st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				after = st.CachedInfo().State.LastSeq
+			}
+
+			testenv.NATSServerRestarted(t, ns)
+			// Connected again, and JetStream answers: the orders
+			// stream (on disk) is there, the live one (in memory) not.
+			for {
+				// Each try bounded: a request sent as the connection
+				// came back may go unanswered.
+				tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := q.JetStream().Stream(tctx, queue.OrdersStream)
+				cancel()
+				if err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatalf("JetStream did not answer after the restart: %v", err)
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			if _, err := q.JetStream().Stream(ctx, queue.LiveStream); err == nil {
+				t.Fatal("the live stream outlived the restart: nothing to test")
+			}
+			feed, err := q.Live(ctx, "h1", id, after)
+			if err != nil {
+				t.Fatalf("Live after the restart: %v", err)
+			}
+			defer feed.Stop()
+			publish(t, q, id, "after")
+			nctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a bound: the chunk is stored
+			defer cancel()
+			m, err := feed.Next(nctx)
+			if tc.resumed {
+				if err != nil || m != queue.LiveLost {
+					t.Fatalf("resumed after id %d of the lost stream: %v, want LiveLost first", after, err)
+				}
+				m, err = feed.Next(nctx)
+			}
+			if err != nil || m == queue.LiveLost || string(m.Data) != "after" {
+				t.Fatalf("the feed handed over %v (%v), want the chunk published after the restart", m, err)
+			}
+		})
+	}
+}

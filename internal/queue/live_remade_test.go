@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
@@ -149,6 +150,12 @@ func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
 // its start: every id of a stream is at most its last sequence, so a
 // larger one is of a stream that is gone. It waited for the new
 // stream's sequence to pass the old id, and handed nothing over until.
+// It hands LiveLost over first, as a feed that finds its stream made
+// again does: what the order printed between the client's id and the new
+// stream is lost, and the feed read the new stream from its start
+// without a word of it (the SSE stream sent no "interrupted": a client
+// resuming across serve's restart, which its order's output did not
+// reach again, was never told its live output had a hole).
 func TestLiveResumedAfterAnIDOfALostStream(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
 	q := testenv.Queue(t, ns.ClientURL(), "queue-test", queue.Options{})
@@ -184,7 +191,19 @@ func TestLiveResumedAfterAnIDOfALostStream(t *testing.T) {
 	nctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a bound: the message is stored
 	defer cancel()
 	m, err := feed.Next(nctx)
-	if err != nil || string(m.Data) != "after\n" {
-		t.Fatalf("resumed after id %d of the lost stream: %v, want the chunk %q", lastID, err, "after\n")
+	if err != nil || m != queue.LiveLost {
+		t.Fatalf("resumed after id %d of the lost stream: %v (%q), want LiveLost first", lastID, err, messageData(m))
 	}
+	m, err = feed.Next(nctx)
+	if err != nil || m == queue.LiveLost || string(m.Data) != "after\n" {
+		t.Fatalf("resumed after id %d of the lost stream, after LiveLost: %v (%q), want the chunk %q", lastID, err, messageData(m), "after\n")
+	}
+}
+
+// messageData is m's body, or nothing for no message.
+func messageData(m *nats.Msg) []byte {
+	if m == nil {
+		return nil
+	}
+	return m.Data
 }
