@@ -267,13 +267,42 @@ func (s *Server) running() bool {
 	if err != nil {
 		return false
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
+	return s.postmasterAlive(pidOf(b))
+}
+
+// pidOf is the pid on postmaster.pid's first line, 0 when there is
+// none.
+func pidOf(pidFile []byte) int {
+	line, _, _ := strings.Cut(string(pidFile), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// postmasterAlive reports whether pid is a live process working in the
+// cluster's data directory, as its postmaster does (it chdirs there). A
+// live pid alone is not enough: the pid of a postmaster that was killed
+// (the OOM killer) is given to another process sooner or later, and
+// the supervisor took that process for the postmaster, never started the
+// cluster again and logged nothing while every request answered 503. A
+// process whose directory cannot be read (another user's, to a serve not
+// run as root) is not the postmaster either: the cluster runs as serve's
+// own user, or serve is root.
+func (s *Server) postmasterAlive(pid int) bool {
+	if pid <= 0 {
 		return false
 	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	cwd, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil {
+		return false
+	}
+	dir, err := os.Stat(s.dataDir)
+	return err == nil && os.SameFile(cwd, dir)
 }
 
 // Stop shuts the cluster down with pg_ctl's fast mode (active sessions are
