@@ -307,7 +307,8 @@ func (s *Server) postmasterAlive(pid int) bool {
 
 // Stop shuts the cluster down with pg_ctl's fast mode (active sessions are
 // rolled back) and waits for it, up to startTimeout, whether Start
-// started or adopted it. Stopping a stopped cluster is not an error.
+// started or adopted it. Stopping a stopped cluster is not an error, nor
+// one whose postmaster died.
 //
 // A cluster with a process stopped (SIGSTOP, a debugger, a frozen
 // cgroup) cannot finish its shutdown until that process is continued:
@@ -321,7 +322,13 @@ func (s *Server) Stop(ctx context.Context) error {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	pid := pidOf(b)
+	// A postmaster that died left its file: nothing to stop, where pg_ctl
+	// stop failed (serve's stop logged an error), and signalled the pid
+	// in it, another process's once the pid was reused.
+	if err == nil && !s.postmasterAlive(pid) {
+		return nil
+	}
 	began := time.Now()
 	if out, err := s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir, "-m", "fast", "-W"); err != nil {
 		return fmt.Errorf("pgembed: stop postgresql in %s: %w\n%s%s", s.dataDir, err, out, s.logTail())

@@ -363,7 +363,7 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 // being alive for the postmaster's: it never started the cluster again
 // and logged nothing, and serve answered 503 until someone restarted it.
 // Now a pid that is not a process of the data directory is not the
-// postmaster, and the cluster is started again (by postgres's own rule,
+// postmaster: Stop leaves it alone, and the cluster is started again (by postgres's own rule,
 // over the file of a pid its user may not signal: run as root, the
 // stand-in is root's and the cluster postgres's).
 func TestSuperviseRestartsAServerWhosePIDWasReused(t *testing.T) {
@@ -401,6 +401,14 @@ func TestSuperviseRestartsAServerWhosePIDWasReused(t *testing.T) {
 	}
 	if s.running() {
 		t.Fatalf("running() with postmaster.pid naming pid %d (sleep, in /): true, want false", standIn.Process.Pid)
+	}
+	// Nothing to stop: pg_ctl stop failed (EPERM, the stand-in root's),
+	// or signalled the stand-in (its user's).
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatalf("Stop with the postmaster dead and its pid reused: %v, want nothing to stop", err)
+	}
+	if err := syscall.Kill(standIn.Process.Pid, 0); err != nil {
+		t.Fatalf("the stand-in process after Stop: %v, want it left alone", err)
 	}
 	if os.Geteuid() != 0 {
 		// postgres refuses to start over a live pid of its own user: the
