@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/api"
@@ -38,6 +40,23 @@ func waitForLockWait(t *testing.T, pool *pgxpool.Pool, query string) {
 	}
 }
 
+// lockedTx begins a transaction that takes a lock with sql, to hold a
+// request behind it; it is rolled back when the test ends, if the test
+// did not, so that a failed test does not leave the lock held.
+func lockedTx(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) pgx.Tx {
+	t.Helper()
+	ctx := testenv.Context(t)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 type answer struct {
 	code int
 	body []byte
@@ -64,9 +83,10 @@ func (e *apiEnv) goDo(as, method, path string, body any) <-chan answer {
 //   - an `on` after the forget began, before its delete (the forget held
 //     at the hosts row, as a worker taking the host holds it): the forget
 //     is refused, 409 conflict naming the maintenance, the host kept;
-//   - an `on` while the forget is past its check: the switch waits for
-//     the forget and goes in after it, as one sent after it would (the
-//     host forgotten, then listed for its maintenance).
+//   - an `on` while the forget is past its check (held settling the
+//     host's order it abandons): the switch waits for the forget and goes
+//     in after it, as one sent after it would (the host forgotten, then
+//     listed for its maintenance).
 //
 // Then both at once, free-running, 30 times: no 5xx, no deadlock, and
 // the host's row is gone exactly when the forget said 204.
@@ -87,13 +107,7 @@ func TestForgetRacingMaintenanceOn(t *testing.T) {
 		if err := e.store.TouchHost(ctx, host, "1.0", host+"/1"); err != nil {
 			t.Fatal(err)
 		}
-		tx, err := e.pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT FROM hosts WHERE host = $1 FOR UPDATE`, host); err != nil {
-			t.Fatal(err)
-		}
+		tx := lockedTx(t, e.pool, `SELECT FROM hosts WHERE host = $1 FOR UPDATE`, host)
 		forgot := e.goDo("admin", http.MethodDelete, "/v1/hosts/"+host, nil)
 		waitForLockWait(t, e.pool, "FROM hosts WHERE host = $1 FOR UPDATE")
 		e.setMaintenance(host, true, "racing")
@@ -115,17 +129,13 @@ func TestForgetRacingMaintenanceOn(t *testing.T) {
 		if err := e.store.TouchHost(ctx, host, "1.0", host+"/1"); err != nil {
 			t.Fatal(err)
 		}
-		// The forget's count of the host's active orders waits behind
-		// this lock, past its maintenance check.
-		tx, err := e.pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(ctx, `LOCK TABLE active_orders IN ACCESS EXCLUSIVE MODE`); err != nil {
-			t.Fatal(err)
-		}
-		forgot := e.goDo("admin", http.MethodDelete, "/v1/hosts/"+host, nil)
-		waitForLockWait(t, e.pool, "FROM active_orders WHERE host = $1")
+		// A forget that abandons the host's queued order settles it past
+		// its maintenance check; the order's row, locked here, holds it
+		// there.
+		o := e.submit("alice", map[string]any{"host": host, "command": "true"}, "", http.StatusAccepted)
+		tx := lockedTx(t, e.pool, `SELECT FROM orders WHERE id = $1 FOR UPDATE`, o.ID)
+		forgot := e.goDo("admin", http.MethodDelete, "/v1/hosts/"+host+"?abandon=true", nil)
+		waitForLockWait(t, e.pool, "UPDATE orders SET status = CASE status")
 		on := e.goDo("admin", http.MethodPost, "/v1/hosts/"+host+"/maintenance", map[string]any{"reason": "racing"})
 		waitForLockWait(t, e.pool, "INSERT INTO host_maintenance ")
 		if err := tx.Rollback(ctx); err != nil {
