@@ -286,12 +286,12 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.hostNotInMaintenance(r, name); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
+	var inMaintenance *postgres.HostInMaintenanceError
 	switch {
+	case errors.As(err, &inMaintenance):
+		s.writeError(w, r, forgetInMaintenance(name, inMaintenance.Maintenance))
+		return
 	case errors.Is(err, postgres.ErrHostBusy):
 		orders, them := "orders", "them"
 		if active == 1 {
@@ -330,23 +330,16 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// hostNotInMaintenance refuses to forget a host in maintenance (409
+// forgetInMaintenance refuses to forget a host in maintenance (409
 // conflict, naming who put it there): forgetting it used to answer 204
 // and leave it listed, its orders refused, until someone took it out of
 // maintenance. Which of the two the admin meant (keep refusing its
 // orders, or not) is the admin's to say: taken out of maintenance first,
 // a host no worker serves and with no orders leaves the list with it,
-// and one with its row is then forgotten. One read of host_maintenance,
-// on this admin route only.
-func (s *Server) hostNotInMaintenance(r *http.Request, name string) error {
-	maint, err := s.Store.HostsInMaintenance(r.Context())
-	if err != nil {
-		return err
-	}
-	m, ok := maint[name]
-	if !ok {
-		return nil
-	}
+// and one with its row is then forgotten. The store checks it in the
+// forget's transaction (postgres.HostInMaintenanceError), so that a
+// concurrent switch cannot come between the check and the delete.
+func forgetInMaintenance(name string, m postgres.Maintenance) error {
 	return &order.Error{Code: order.CodeConflict,
 		Message: fmt.Sprintf("host %s is in maintenance (by %s since %s): take it out of maintenance first (DELETE /v1/hosts/%s/maintenance, orderly hosts %s --maintenance off), then forget it",
 			name, m.By, m.Since.UTC().Format(time.RFC3339), name, name),

@@ -108,8 +108,12 @@ func (s *Server) adopt(ctx context.Context) (bool, error) {
 	} else if err != nil {
 		return false, fmt.Errorf("read %s: %w", pidFile, err)
 	}
-	// pg_ctl status exits 0 only when the pid in the file is alive.
-	if _, err := s.run(ctx, "pg_ctl", "status", "-D", s.dataDir); err != nil {
+	// pg_ctl status exits 0 only when the pid in the file is alive; a
+	// live pid that is not a process of the data directory is a dead
+	// postmaster's, reused: adopted, it was waited for a minute. Left to
+	// pg_ctl start, postgres either starts (the pid is another user's) or
+	// refuses with the reason, which the supervisor logs.
+	if _, err := s.run(ctx, "pg_ctl", "status", "-D", s.dataDir); err != nil || !s.postmasterAlive(pidOf(b)) {
 		return false, nil
 	}
 	// postmaster.pid lines: pid, data dir, start time, port, socket dir, ...

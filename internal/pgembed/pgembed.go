@@ -267,18 +267,48 @@ func (s *Server) running() bool {
 	if err != nil {
 		return false
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
+	return s.postmasterAlive(pidOf(b))
+}
+
+// pidOf is the pid on postmaster.pid's first line, 0 when there is
+// none.
+func pidOf(pidFile []byte) int {
+	line, _, _ := strings.Cut(string(pidFile), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// postmasterAlive reports whether pid is a live process working in the
+// cluster's data directory, as its postmaster does (it chdirs there). A
+// live pid alone is not enough: the pid of a postmaster that was killed
+// (the OOM killer) is given to another process sooner or later, and
+// the supervisor took that process for the postmaster, never started the
+// cluster again and logged nothing while every request answered 503. A
+// process whose directory cannot be read (another user's, to a serve not
+// run as root) is not the postmaster either: the cluster runs as serve's
+// own user, or serve is root.
+func (s *Server) postmasterAlive(pid int) bool {
+	if pid <= 0 {
 		return false
 	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	cwd, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil {
+		return false
+	}
+	dir, err := os.Stat(s.dataDir)
+	return err == nil && os.SameFile(cwd, dir)
 }
 
 // Stop shuts the cluster down with pg_ctl's fast mode (active sessions are
 // rolled back) and waits for it, up to startTimeout, whether Start
-// started or adopted it. Stopping a stopped cluster is not an error.
+// started or adopted it. Stopping a stopped cluster is not an error, nor
+// one whose postmaster died.
 //
 // A cluster with a process stopped (SIGSTOP, a debugger, a frozen
 // cgroup) cannot finish its shutdown until that process is continued:
@@ -292,7 +322,13 @@ func (s *Server) Stop(ctx context.Context) error {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	pid := pidOf(b)
+	// A postmaster that died left its file: nothing to stop, where pg_ctl
+	// stop failed (serve's stop logged an error), and signalled the pid
+	// in it, another process's once the pid was reused.
+	if err == nil && !s.postmasterAlive(pid) {
+		return nil
+	}
 	began := time.Now()
 	if out, err := s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir, "-m", "fast", "-W"); err != nil {
 		return fmt.Errorf("pgembed: stop postgresql in %s: %w\n%s%s", s.dataDir, err, out, s.logTail())

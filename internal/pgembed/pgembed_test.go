@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -353,6 +354,97 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
 	if firstLine(b) == strconv.Itoa(pid) {
 		t.Errorf("the postmaster is still pid %d", pid)
+	}
+}
+
+// TestSuperviseRestartsAServerWhosePIDWasReused: a postmaster killed
+// (the OOM killer) leaves postmaster.pid behind, and its pid goes to
+// another process sooner or later. The supervisor took that process's
+// being alive for the postmaster's: it never started the cluster again
+// and logged nothing, and serve answered 503 until someone restarted it.
+// Now a pid that is not a process of the data directory is not the
+// postmaster: Stop leaves it alone, and the cluster is started again (by postgres's own rule,
+// over the file of a pid its user may not signal: run as root, the
+// stand-in is root's and the cluster postgres's).
+func TestSuperviseRestartsAServerWhosePIDWasReused(t *testing.T) {
+	dir := tempDir(t, "pgembed-")
+	s := startServer(t, Options{Dir: dir, Logger: testLogger(t)})
+	if _, err := connect(t, s.DSN()).Exec(t.Context(), `CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)`); err != nil {
+		t.Fatal(err)
+	}
+	pid := postmasterPID(t, s)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed postmaster %d is still there", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The stand-in for the process that got the pid: alive, elsewhere.
+	standIn := exec.Command("sleep", "600")
+	standIn.Dir = "/"
+	if err := standIn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = standIn.Process.Kill(); _ = standIn.Wait() })
+	pidFile := filepath.Join(s.dataDir, "postmaster.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), "\n")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(standIn.Process.Pid)+"\n"+rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.running() {
+		t.Fatalf("running() with postmaster.pid naming pid %d (sleep, in /): true, want false", standIn.Process.Pid)
+	}
+	// Nothing to stop: pg_ctl stop failed (EPERM, the stand-in root's),
+	// or signalled the stand-in (its user's).
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatalf("Stop with the postmaster dead and its pid reused: %v, want nothing to stop", err)
+	}
+	if err := syscall.Kill(standIn.Process.Pid, 0); err != nil {
+		t.Fatalf("the stand-in process after Stop: %v, want it left alone", err)
+	}
+	if os.Geteuid() != 0 {
+		// postgres refuses to start over a live pid of its own user: the
+		// start's error (which the supervisor logs) says why.
+		err := s.start(t.Context(), false, nil)
+		if err == nil || !strings.Contains(err.Error(), "postmaster.pid") {
+			t.Fatalf("start over a live pid of the cluster's user: %v, want postgres's refusal naming postmaster.pid", err)
+		}
+		return
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	supervised := make(chan struct{})
+	go func() { defer close(supervised); s.Supervise(ctx, 100*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-supervised }) // before startServer's Stop
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		var v int
+		conn, err := pgx.Connect(t.Context(), s.DSN())
+		if err == nil {
+			err = conn.QueryRow(t.Context(), `SELECT v FROM kept`).Scan(&v)
+			conn.Close(context.Background())
+		}
+		if err == nil && v == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("postgresql did not come back with its pid reused by a live process: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := postmasterPID(t, s); got == standIn.Process.Pid || !s.running() {
+		t.Errorf("after the restart postmaster.pid names %d (the stand-in %d), running %v", got, standIn.Process.Pid, s.running())
+	}
+	if err := syscall.Kill(standIn.Process.Pid, 0); err != nil {
+		t.Errorf("the stand-in process: %v, want it left alone", err)
 	}
 }
 

@@ -330,9 +330,20 @@ func storableValue(v any) any {
 // running.
 var ErrHostBusy = errors.New("host has orders queued or running")
 
+// HostInMaintenanceError is ForgetHost's refusal of a host in
+// maintenance: Maintenance is its row, who put it there and since when.
+type HostInMaintenanceError struct {
+	Maintenance Maintenance
+}
+
+func (e *HostInMaintenanceError) Error() string {
+	return "host " + e.Maintenance.Host + " is in maintenance"
+}
+
 // ForgetHost deletes host from the hosts table (and with it its takeover
-// state), unless it has orders that may still run. Its orders' history
-// stays. found is false for a host PostgreSQL does not know.
+// state), unless it is in maintenance (a *HostInMaintenanceError) or has
+// orders that may still run (ErrHostBusy). Its orders' history stays.
+// found is false for a host PostgreSQL does not know.
 //
 // With abandonedBy set (an admin's name), the host's orders that may
 // still run are settled first, in the same transaction: a running one
@@ -347,6 +358,27 @@ func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found
 			if err != pgx.ErrNoRows {
 				return err
 			}
+		}
+		// The maintenance check and the delete are one transaction under
+		// host_maintenance's SHARE lock, which a switch's INSERT or DELETE
+		// (ROW EXCLUSIVE) waits for and which waits for a switch in
+		// progress: a check read before the transaction let a concurrent
+		// `--maintenance on` in between, and the host was forgotten in
+		// maintenance. A switch sent meanwhile goes in after the forget,
+		// as if sent after it. The table, not the host: a host not yet in
+		// maintenance has no row to lock. Switches and forgets are an
+		// admin's, rare; the intake's reads (ACCESS SHARE) do not wait.
+		if _, err := tx.Exec(ctx, `LOCK TABLE host_maintenance IN SHARE MODE`); err != nil {
+			return err
+		}
+		m := Maintenance{Host: host}
+		err := tx.QueryRow(ctx, `SELECT reason, since, by FROM host_maintenance WHERE host = $1`, host).Scan(&m.Reason, &m.Since, &m.By)
+		switch {
+		case err == nil:
+			m.Since = m.Since.UTC()
+			return &HostInMaintenanceError{Maintenance: m}
+		case err != pgx.ErrNoRows:
+			return err
 		}
 		if abandonedBy != "" {
 			rows, err := tx.Query(ctx, abandonSQL, host, abandonedBy)
@@ -373,10 +405,11 @@ func (s *Store) ForgetHost(ctx context.Context, host, abandonedBy string) (found
 			active = left
 			return ErrHostBusy
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM hosts WHERE host = $1`, host)
+		_, err = tx.Exec(ctx, `DELETE FROM hosts WHERE host = $1`, host)
 		return err
 	})
-	if errors.Is(err, ErrHostBusy) {
+	var inMaintenance *HostInMaintenanceError
+	if errors.Is(err, ErrHostBusy) || errors.As(err, &inMaintenance) {
 		return found, active, nil, err
 	}
 	if err != nil {
