@@ -132,6 +132,9 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		pool.Close()
 		return nil, err
 	}
+	if backendNATSConnected != nil {
+		backendNATSConnected(nc)
+	}
 	if !nc.AuthRequired() {
 		// DESIGN §7: every connection authenticates, with its role's
 		// permissions. Workers run only what PostgreSQL holds, but on an
@@ -177,6 +180,10 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate, refusal: refusal,
 		logger: logger}, nil
 }
+
+// backendNATSConnected, set by a test only, is called with a backend's
+// NATS connection once it is made, before the streams are set up on it.
+var backendNATSConnected func(*nats.Conn)
 
 // close drains NATS, then closes the pool (STYLE: shutdown order).
 func (b *backend) close() {

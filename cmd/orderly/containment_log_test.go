@@ -4,16 +4,20 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
@@ -334,4 +338,57 @@ func backendCut(t *testing.T, cfg config.Config, name string, logger *slog.Logge
 		t.Fatalf("the proxy dropped %d connections, want the pool's one", n)
 	}
 	return b
+}
+
+// TestServeStartWaitsOutAnExternalNATSRestart: serve with an external
+// NATS (nats.url set) tried every NATS step of its start once, so a
+// server that restarted between serve's connect and its streams'
+// creation (a rolling restart, a systemd restart of its unit) ended the
+// start with the stream request's timeout, where api and worker, which
+// run the same steps, wait it out. The server is stopped just after the
+// backend's connect and started again once serve says it waits (without
+// the change, serve's start ended instead).
+func TestServeStartWaitsOutAnExternalNATSRestart(t *testing.T) {
+	dataDir := serveDataDir(t, "serve-natscut-")
+	ns := testenv.NATSServer(t, &server.Options{})
+	natsURL, port, storeDir := ns.ClientURL(), ns.Addr().(*net.TCPAddr).Port, filepath.Dir(ns.StoreDir())
+	stopped := make(chan struct{})
+	var once sync.Once
+	backendNATSConnected = func(*nats.Conn) {
+		once.Do(func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			close(stopped)
+		})
+	}
+	defer func() { backendNATSConnected = nil }()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out testenv.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"orderly", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--host", "srv",
+			"--database-url", testenv.Postgres(t), "--nats-url", natsURL}, nil, strings.NewReader(""), &out, &out)
+	}()
+	ended := func() {
+		select {
+		case err := <-done:
+			t.Fatalf("serve's start ended: %v\n%s", err, out.String())
+		default:
+		}
+	}
+	waitUntil(t, 3*time.Minute, "serve waiting for NATS", func() bool {
+		ended()
+		return strings.Contains(out.String(), "waiting for nats")
+	})
+	<-stopped
+	testenv.NATSServer(t, &server.Options{Port: port, StoreDir: storeDir}) // restarted
+	waitUntil(t, 3*time.Minute, "serve running", func() bool {
+		ended()
+		return strings.Contains(out.String(), " is running\n")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v\n%s", err, out.String())
+	}
 }

@@ -180,7 +180,8 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	var natsCreds *natsembed.Credentials
 	var inProcess []nats.Option
-	if cfg.NATS.URL == "" {
+	externalNATS := cfg.NATS.URL != ""
+	if !externalNATS {
 		// Every connection authenticates, with its role's permissions: the
 		// commands orderly runs are local processes too (DESIGN §4.7).
 		creds, err := natsembed.EnsureCredentials(filepath.Join(dataDir, "nats-creds"), cfg.Host, cfg.NATS.Workers)
@@ -219,9 +220,15 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	// The migration reached PostgreSQL: a restart from here on (a
 	// managed one's supervisor starts it again within seconds) is waited
 	// out as api's and worker's starts wait, where each of these steps
-	// ended the start. NATS is tried once, as before.
+	// ended the start. The embedded NATS is tried once (it is in the
+	// process: nothing restarts it); an external one's steps after the
+	// connect are waited for as api's are.
 	pgWait := waitForPostgres(logger)
-	b, err := openBackendWith(ctx, cfg, "orderly-serve", roleAPI, pgWait, logger, inProcess...)
+	backendWait := pgWait
+	if externalNATS {
+		backendWait = waitAfterNATSConnect(logger)
+	}
+	b, err := openBackendWith(ctx, cfg, "orderly-serve", roleAPI, backendWait, logger, inProcess...)
 	if err != nil {
 		return stoppedWhileWaiting(ctx, err, logger)
 	}

@@ -116,6 +116,30 @@ func waitForPostgres(logger *slog.Logger) stepRunner {
 	}
 }
 
+// waitAfterNATSConnect is waitForPostgres that waits out the NATS steps
+// after the first one (the connect, tried once) too: serve's with an
+// external NATS (nats.url set). A server that restarts between the
+// connect and the streams' creation (a rolling restart of a cluster, a
+// systemd restart of its unit) ended serve's start with a JetStream
+// request's timeout, where api and worker, which run the same steps,
+// wait it out. A first contact still fails at once, as serve's
+// migration does with an external database_url. Its steps run one after
+// another, as openBackendWith runs them.
+func waitAfterNATSConnect(logger *slog.Logger) stepRunner {
+	wait := waitForDependencies(logger)
+	connected := false
+	return func(ctx context.Context, dep dependency, step func(context.Context) error) error {
+		if dep == depNATS && !connected {
+			if err := step(ctx); err != nil {
+				return err
+			}
+			connected = true
+			return nil
+		}
+		return wait(ctx, dep, step)
+	}
+}
+
 // attempt runs step once, bounded as dep needs (pgAttemptTimeout).
 func (d dependency) attempt(ctx context.Context, step func(context.Context) error) error {
 	if d != depPostgres {

@@ -93,36 +93,35 @@ func (q *Queue) EndOutput(host string, id uuid.UUID) error {
 // NATS some thousand consumer creations a second for as long as the
 // follower stayed.
 func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint64) (*LiveFeed, error) {
-	lost := false
-	if after > 0 {
-		// Every id of a stream is at most its last sequence: a larger
-		// one (a client's Last-Event-ID from before a NATS restart lost
-		// the stream) is of a stream that is gone, and all this one
-		// holds of the order came after it. One request, on a resume
-		// only. (Once the new stream has passed the old id, it cannot
-		// be told; the follower places chunks by their offsets.) What
-		// the order printed in between is lost, as for a feed that
-		// finds its stream made again: LiveLost comes first.
-		if st, err := q.js.Stream(ctx, LiveStream); err == nil && st.CachedInfo().State.LastSeq < after {
-			after, lost = 0, true
-		}
-	}
-	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after, lost: lost}
-	err := f.start(ctx)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && q.creator {
-		// A NATS restart lost the memory stream and no feed was open
-		// across it to make it again (restart's renewed): made here, or
-		// every follower was refused (the SSE stream's 503), and the
-		// workers' chunks went nowhere, until an API started. Resumed
-		// after an id, that id is of the lost stream.
-		if _, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err == nil {
-			if f.sseq > 0 {
-				f.sseq, f.lost = 0, true
-			}
-			err = f.start(ctx)
-		}
-	}
+	// The stream's creation time, as the stream reports it, tells the
+	// feed later whether the stream it reads is still this one
+	// (LiveFeed.renewed). Asked before the consumer is made: a stream
+	// made again between the two is then taken for made again at the
+	// feed's next restart (its start read again), never the other way
+	// (its start skipped).
+	// A NATS restart that lost the memory stream with no feed open
+	// across it to make it again (restart's renewed) is made good here
+	// too, or every follower was refused (the SSE stream's 503), and the
+	// workers' chunks went nowhere, until an API started. Resumed after
+	// an id, that id is of the lost stream (below).
+	st, err := q.liveStream(ctx)
 	if err != nil {
+		return nil, fmt.Errorf("follow order %s: %w", id, err)
+	}
+	// Every id of a stream is at most its last sequence: a larger one (a
+	// client's Last-Event-ID from before a NATS restart lost the stream)
+	// is of a stream that is gone, and all this one holds of the order
+	// came after it. (Once the new stream has passed the old id, it
+	// cannot be told; the follower places chunks by their offsets.) What
+	// the order printed in between is lost, as for a feed that finds its
+	// stream made again: LiveLost comes first.
+	lost := false
+	if after > 0 && st.CachedInfo().State.LastSeq < after {
+		after, lost = 0, true
+	}
+	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after,
+		made: st.CachedInfo().Created, lost: lost}
+	if err := f.start(ctx); err != nil {
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
 	}
 	return f, nil
@@ -141,10 +140,13 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 type LiveFeed struct {
 	q      *Queue
 	filter []string
-	dseq   uint64    // consumer sequence of the last message handed over
-	sseq   uint64    // stream sequence of the last message handed over
-	made   time.Time // when the server made the consumer (its clock)
-	lost   bool      // LiveLost is still to be handed over (Live's resume)
+	dseq   uint64 // consumer sequence of the last message handed over
+	sseq   uint64 // stream sequence of the last message handed over
+	// made is the live stream's creation time as the stream reported it
+	// when the feed last looked: compared for equality only, never with
+	// another server's clock (renewed).
+	made time.Time
+	lost bool // LiveLost is still to be handed over (Live's resume)
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -186,7 +188,7 @@ func (f *LiveFeed) start(ctx context.Context) error {
 	f.mu.Lock()
 	stopped := f.stopped
 	if !stopped {
-		f.sub, f.name, f.dseq, f.made = sub, c.CachedInfo().Name, 0, c.CachedInfo().Created
+		f.sub, f.name, f.dseq = sub, c.CachedInfo().Name, 0
 	}
 	f.mu.Unlock()
 	if stopped {
@@ -291,10 +293,10 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
-		renewed, err := f.renewed(ctx)
+		made, err := f.renewed(ctx)
 		if err == nil {
-			if renewed {
-				lost, f.sseq = true, 0
+			if !made.Equal(f.made) {
+				lost, f.sseq, f.made = true, 0, made
 			}
 			err = f.start(ctx)
 		}
@@ -315,25 +317,36 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	}
 }
 
-// renewed reports whether the live stream was made after the feed's
-// consumer (both times the server's): a NATS restart lost the memory
-// stream the consumer read, and with it what was published before the
-// stream was made again. One request, made only when the consumer has to
-// be made again. A stream not there is made again by a queue that may
-// create streams (the API's, serve's): otherwise no order's output would
-// come live until an API started. A worker's queue cannot; it waits.
-func (f *LiveFeed) renewed(ctx context.Context) (bool, error) {
-	s, err := f.q.js.Stream(ctx, LiveStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && f.q.creator {
-		if _, err := f.q.js.CreateOrUpdateStream(ctx, liveConfig(f.q.opts.Replicas)); err != nil {
-			return false, err
-		}
-		return true, nil
-	}
+// renewed returns when the live stream was made, as the stream reports
+// it: another time than the feed saw (made) says that a NATS restart
+// lost the memory stream the feed read, and with it what was published
+// before the stream was made again. The two are compared for equality
+// only: a stream's creation time is one value, set once where the
+// stream was made (in a cluster, by the meta leader of the moment) and
+// reported alike by every server, while ordering it against another
+// time (the consumer's, made by another server perhaps) held only while
+// the servers' clocks agreed: a stream made again where the clock is
+// behind looked older than the feed's consumer, and the feed skipped its
+// start. One request, made only when the consumer has to be made again.
+// A stream not there is made again by a queue that may create streams
+// (the API's, serve's): otherwise no order's output would come live
+// until an API started. A worker's queue cannot; it waits.
+func (f *LiveFeed) renewed(ctx context.Context) (time.Time, error) {
+	s, err := f.q.liveStream(ctx)
 	if err != nil {
-		return false, err
+		return time.Time{}, err
 	}
-	return !f.made.IsZero() && s.CachedInfo().Created.After(f.made), nil
+	return s.CachedInfo().Created, nil
+}
+
+// liveStream is the live stream, made again when it is not there by a
+// queue that may create streams (the API's, serve's).
+func (q *Queue) liveStream(ctx context.Context) (jetstream.Stream, error) {
+	s, err := q.js.Stream(ctx, LiveStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && q.creator {
+		s, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas))
+	}
+	return s, err
 }
 
 // Messages hands the feed's messages over on a channel (LiveLost
