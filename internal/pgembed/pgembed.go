@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/url"
@@ -287,9 +288,12 @@ func pidOf(pidFile []byte) int {
 // (the OOM killer) is given to another process sooner or later, and
 // the supervisor took that process for the postmaster, never started the
 // cluster again and logged nothing while every request answered 503. A
-// process whose directory cannot be read (another user's, to a serve not
-// run as root) is not the postmaster either: the cluster runs as serve's
-// own user, or serve is root.
+// process whose directory may not be read is the postmaster when it is
+// the data directory's owner's: another user's, to a serve not run as
+// root (the cluster runs as serve's own user), is not; the cluster's,
+// to a serve run as root without CAP_SYS_PTRACE (a unit's bounding set,
+// a container's default set), is. Read as dead, that live cluster was
+// started again every tick, postgres refusing, and Stop left it running.
 func (s *Server) postmasterAlive(pid int) bool {
 	if pid <= 0 {
 		return false
@@ -297,12 +301,26 @@ func (s *Server) postmasterAlive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	cwd, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/cwd")
+	proc := "/proc/" + strconv.Itoa(pid)
+	dir, err := os.Stat(s.dataDir)
 	if err != nil {
 		return false
 	}
-	dir, err := os.Stat(s.dataDir)
+	cwd, err := os.Stat(proc + "/cwd")
+	if errors.Is(err, fs.ErrPermission) {
+		// /proc/<pid> itself is the process's user's, to anyone.
+		p, err := os.Stat(proc)
+		return err == nil && ownerOf(p) >= 0 && ownerOf(p) == ownerOf(dir)
+	}
 	return err == nil && os.SameFile(cwd, dir)
+}
+
+// ownerOf is fi's owner's uid, -1 when fi does not say.
+func ownerOf(fi fs.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int64(st.Uid)
+	}
+	return -1
 }
 
 // Stop shuts the cluster down with pg_ctl's fast mode (active sessions are
