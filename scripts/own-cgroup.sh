@@ -25,7 +25,7 @@ if [ "$(id -u)" = 0 ] && [ ! -d /run/systemd/system ]; then
 		dir="$mount/orderly-make-$$"
 		if ! { mkdir -p "$dir" && echo $$ >"$dir/cgroup.procs"; } 2>/dev/null; then
 			rmdir "$dir" 2>/dev/null || true
-			echo "own-cgroup.sh: cannot make a cgroup of its own under $mount (read-only?): $1 runs in the root cgroup, where worker.cgroup auto refuses to contain orders" >&2
+			echo "own-cgroup.sh: cannot make a cgroup of its own under $mount (read-only?): ${1:-the command} runs in the root cgroup, where worker.cgroup auto refuses to contain orders" >&2
 		fi
 	fi
 fi
