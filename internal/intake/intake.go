@@ -63,6 +63,7 @@ type Publisher interface {
 	PurgeAcked(ctx context.Context) (int, error)
 	ApplyDeferredSettings(ctx context.Context) (int, error)
 	ProbeStoring(ctx context.Context) (int, error)
+	MendLive(ctx context.Context) (int, error)
 	PostgresMark(ctx context.Context) (uint64, error)
 	RaisePostgresMark(ctx context.Context, gen uint64) error
 }
@@ -368,7 +369,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(11)
+	wg.Add(12)
 	go func() {
 		defer wg.Done()
 		// At start, and after publish marks were cleared: a database
@@ -423,6 +424,13 @@ func (s *Service) Run(ctx context.Context) {
 		// answered: this one asks again, so a stall that passed clears
 		// within a second, not with the next order.
 		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "ask nats-server again whether it stores", s.pub.ProbeStoring)
+	}()
+	go func() {
+		defer wg.Done()
+		// The workers may not make the live stream: after a NATS restart
+		// that lost it, their chunks reach it again only once an API has
+		// made it. A read of the reconnect count while NATS stays up.
+		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "make the live output stream again after a NATS restart", s.pub.MendLive)
 	}()
 	wg.Wait()
 	s.finalRaise(ctx)

@@ -146,7 +146,12 @@ type LiveFeed struct {
 	// when the feed last looked: compared for equality only, never with
 	// another server's clock (renewed).
 	made time.Time
-	lost bool // LiveLost is still to be handed over (Live's resume)
+	// stamp is the stored time of the message at sseq, as the stream
+	// reported it when the feed handed it over (zero: none handed over
+	// since the feed started or resumed): compared for equality only
+	// (renewed).
+	stamp time.Time
+	lost  bool // LiveLost is still to be handed over (Live's resume)
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -258,7 +263,7 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 				}
 				continue
 			}
-			f.dseq, f.sseq = meta.Sequence.Consumer, meta.Sequence.Stream
+			f.dseq, f.sseq, f.stamp = meta.Sequence.Consumer, meta.Sequence.Stream, meta.Timestamp
 			return m, nil
 		}
 		// The server's: every message before it was taken, so a flow
@@ -293,10 +298,10 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
-		made, err := f.renewed(ctx)
+		made, renewed, err := f.renewed(ctx)
 		if err == nil {
-			if !made.Equal(f.made) {
-				lost, f.sseq, f.made = true, 0, made
+			if renewed {
+				lost, f.sseq, f.stamp, f.made = true, 0, time.Time{}, made
 			}
 			err = f.start(ctx)
 		}
@@ -318,25 +323,56 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 }
 
 // renewed returns when the live stream was made, as the stream reports
-// it: another time than the feed saw (made) says that a NATS restart
-// lost the memory stream the feed read, and with it what was published
-// before the stream was made again. The two are compared for equality
+// it, and whether it is another stream than the one the feed read: a
+// NATS restart lost the memory stream, and with it what was published
+// before the stream was made again. Another creation time than the feed
+// saw (made) says so. The two are compared for equality
 // only: a stream's creation time is one value, set once where the
 // stream was made (in a cluster, by the meta leader of the moment) and
 // reported alike by every server, while ordering it against another
 // time (the consumer's, made by another server perhaps) held only while
 // the servers' clocks agreed: a stream made again where the clock is
 // behind looked older than the feed's consumer, and the feed skipped its
-// start. One request, made only when the consumer has to be made again.
+// start. Made only when the consumer has to be made again.
 // A stream not there is made again by a queue that may create streams
 // (the API's, serve's): otherwise no order's output would come live
 // until an API started. A worker's queue cannot; it waits.
-func (f *LiveFeed) renewed(ctx context.Context) (time.Time, error) {
+//
+// A whole NATS cluster restarted at once keeps the stream's assignment
+// on disk and makes the memory stream again from it, empty, with the
+// assignment's creation time: the same time, another stream, whose
+// sequences start again at 1. The feed's consumer, made after its old
+// sequence, skipped what the new stream held below it, and the hole was
+// never told. Such a stream is told by its content, clock-free too: a
+// last sequence below the one the feed handed over last, or at that
+// sequence another message (another stored time, which the stream's
+// leader set once and every server reports alike) than the one handed
+// over. Within one stream a sequence is never used twice: the message
+// there is the one handed over or none (rolled up, aged out), which
+// says nothing either way. One more request (the message's) per
+// restart, none when no message was handed over since the feed started.
+func (f *LiveFeed) renewed(ctx context.Context) (made time.Time, renewed bool, err error) {
 	s, err := f.q.liveStream(ctx)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
-	return s.CachedInfo().Created, nil
+	info := s.CachedInfo()
+	switch {
+	case !info.Created.Equal(f.made):
+		return info.Created, true, nil
+	case f.sseq > 0 && info.State.LastSeq < f.sseq:
+		return info.Created, true, nil
+	case f.stamp.IsZero():
+		return info.Created, false, nil
+	}
+	m, err := s.GetMsg(ctx, f.sseq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return info.Created, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	return info.Created, !m.Time.Equal(f.stamp), nil
 }
 
 // liveStream is the live stream, made again when it is not there by a
@@ -347,6 +383,41 @@ func (q *Queue) liveStream(ctx context.Context) (jetstream.Stream, error) {
 		s, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas))
 	}
 	return s, err
+}
+
+// MendLive makes the live stream again when a NATS restart lost it, on a
+// queue that may create streams (the API's, serve's; a worker's may not),
+// and counts 1 when it did. It asks the server only once the connection
+// has reconnected since the stream was last found (nats.go's reconnect
+// count, read from memory), so it costs nothing while NATS stays up: the
+// API's intake calls it every ProbeEvery. A NATS restart reconnects every
+// client; on a single server the memory stream is gone after it, and a
+// worker's chunks went into no stream until a follower's request (Live)
+// or an API's start made it again: what a running order printed meanwhile
+// was missing from its live view and from the partial output kept if it
+// was interrupted. (A cluster keeps the stream's assignment and makes the
+// stream again itself, empty.) A request that fails (JetStream not ready
+// after the reconnect) is asked again at the next call.
+func (q *Queue) MendLive(ctx context.Context) (int, error) {
+	if !q.creator {
+		return 0, nil
+	}
+	reconnects := q.nc.Stats().Reconnects
+	if reconnects == q.liveFound.Load() {
+		return 0, nil
+	}
+	_, err := q.js.Stream(ctx, LiveStream)
+	made := 0
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err == nil {
+			made = 1
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
+	}
+	q.liveFound.Store(reconnects)
+	return made, nil
 }
 
 // Messages hands the feed's messages over on a channel (LiveLost

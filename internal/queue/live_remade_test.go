@@ -144,6 +144,73 @@ func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
 	}
 }
 
+// TestLiveFeedKeepsItsPlaceAtARestartOnTheSameStream: a feed that handed
+// a chunk over and then lost its consumer, the stream kept, makes it
+// again after that chunk and hands no LiveLost over: the message it
+// reads back at its sequence (renewed, for a stream a whole cluster's
+// restart made again with the old creation time) is the one it handed
+// over, stored at the same time. A time read another way (the delivery's
+// against the stored message's) would take every consumer restart for a
+// lost stream.
+func TestLiveFeedKeepsItsPlaceAtARestartOnTheSameStream(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	id := uuid.New()
+	for i := range 3 { // another order's first: the order's chunk is not at sequence 1
+		if err := q.PublishOutput("h1", uuid.New(), "stdout", int64(i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 0, []byte("seen\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	feed, err := q.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	msgs := feed.Messages(ctx)
+	take := func(what string) *nats.Msg {
+		t.Helper()
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("the feed ended waiting for %s", what)
+			}
+			return m
+		case <-time.After(45 * time.Second): // three silent heartbeats, 15 s, and the restart
+			t.Fatalf("no %s in 45 s", what)
+		}
+		return nil
+	}
+	if m := take("the order's chunk"); m == queue.LiveLost || string(m.Data) != "seen\n" {
+		t.Fatalf("the feed handed over %q, want %q", m.Data, "seen\n")
+	}
+	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
+		t.Fatal(err)
+	}
+	if m := take("the chunk after the restart"); m == queue.LiveLost || string(m.Data) != "new\n" {
+		t.Errorf("after its consumer's restart on the same stream the feed handed over %q (LiveLost: %v), want %q",
+			m.Data, m == queue.LiveLost, "new\n")
+	}
+}
+
 // TestLiveResumedAfterAnIDOfALostStream: Live resumed after an event id
 // the new stream has not reached (one an SSE client kept from before a
 // NATS restart, given to another replica) reads the remade stream from

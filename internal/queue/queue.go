@@ -79,7 +79,10 @@ type Queue struct {
 	// the streams; a worker's Bind may not.
 	creator   bool
 	ensuredAt atomic.Int64 // unix ns of the last reensure
-	storing   storing      // whether publishes are acknowledged (storing.go)
+	// liveFound: the connection's reconnect count when MendLive last
+	// found the live stream (made it, or it was there).
+	liveFound atomic.Uint64
+	storing   storing // whether publishes are acknowledged (storing.go)
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool
