@@ -140,6 +140,8 @@ type Server struct {
 	// restart does not know it. recent.Kept is well above what the intake
 	// holds at once.
 	taken recent.IDs
+	// unavailable thins the log lines of 503 answers.
+	unavailable unavailableLog
 }
 
 // New returns a Server.
