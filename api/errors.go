@@ -95,7 +95,10 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 		// may still have been recorded; its retry with the same key
 		// finds it.
 		s.logger.Debug("client closed the request", "method", r.Method, "path", r.URL.Path, "error", err)
-	case e.Code == order.CodeInternal || e.Code == order.CodeUnavailable:
+	case e.Code == order.CodeUnavailable:
+		// One line per run of them, not per request (unavailableLog).
+		s.unavailable.failed(s.logger, r, err)
+	case e.Code == order.CodeInternal:
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	status := statusOf(e.Code)

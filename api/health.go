@@ -48,6 +48,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	if err := <-pg; err != nil {
 		checks["postgres"] = "unavailable"
 		status = http.StatusServiceUnavailable
+		if s.PostgresDown != nil {
+			if why := s.PostgresDown(); why != "" {
+				reasons["postgres"] = why
+			}
+		}
 	}
 	body := map[string]any{"checks": checks}
 	if len(reasons) > 0 {

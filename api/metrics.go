@@ -9,12 +9,17 @@ import (
 )
 
 // measure records each request's latency under its route pattern (never
-// the raw path, whose ids would explode the label set).
+// the raw path, whose ids would explode the label set), and ends a run of
+// 503 answers a while after its last (unavailableLog).
 func (s *Server) measure(next http.Handler) http.Handler {
 	if s.Metrics == nil {
-		return next
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			s.unavailable.answered(s.logger)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer s.unavailable.answered(s.logger)
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)

@@ -110,6 +110,10 @@ type Deps struct {
 	// Presence, when set, is this process's presence, which the compat
 	// surfaces bind their waiting clients' orders to (BindWaiter).
 	Presence *Presence
+	// PostgresDown, when set, says why PostgreSQL is down when this
+	// process knows ("" when it does not): serve's managed cluster that
+	// fails to start again. /readyz gives it as reasons.postgres.
+	PostgresDown func() string
 }
 
 // Server serves the API.
@@ -140,6 +144,8 @@ type Server struct {
 	// restart does not know it. recent.Kept is well above what the intake
 	// holds at once.
 	taken recent.IDs
+	// unavailable thins the log lines of 503 answers.
+	unavailable unavailableLog
 }
 
 // New returns a Server.

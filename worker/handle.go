@@ -659,9 +659,12 @@ func (w *Worker) jobFence(ctx context.Context, msg jetstream.Msg, o *order.Order
 		Queued: func(nctx context.Context, job int) {
 			wctx, cancel := w.stopWindow(nctx, ctx)
 			defer cancel()
-			var lost bool
+			var (
+				lost  bool
+				check postgres.JobCheck // one across the retries: a lost commit's event is not written twice
+			)
 			if err := w.retry(wctx, msg, "check the order was still this attempt's when its job was queued", func(ctx context.Context) (err error) {
-				lost, err = w.store.JobAfterTakeover(ctx, o.ID, o.Attempt, w.opts.Instance,
+				lost, err = w.store.JobAfterTakeover(ctx, &check, o.ID, o.Attempt, w.opts.Instance,
 					map[string]any{"job_id": job, "job": what, "lease_renewed_ago_ms": h.leaseAge().Milliseconds()})
 				return err
 			}); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
@@ -216,7 +217,7 @@ func (s *fenceCounts) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int
 	return s.Store.OwnsAttempt(ctx, id, attempt, w)
 }
 
-func (s *fenceCounts) JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int, w string, detail map[string]any) (bool, error) {
+func (s *fenceCounts) JobAfterTakeover(ctx context.Context, c *postgres.JobCheck, id uuid.UUID, attempt int, w string, detail map[string]any) (bool, error) {
 	s.after.Add(1)
-	return s.Store.JobAfterTakeover(ctx, id, attempt, w, detail)
+	return s.Store.JobAfterTakeover(ctx, c, id, attempt, w, detail)
 }

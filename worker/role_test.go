@@ -506,7 +506,7 @@ func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
 		t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
 	}
 	detail := map[string]any{"job_id": 7, "job": "systemd:restart:x.service"}
-	if lost, err := ws.JobAfterTakeover(ctx, o.ID, 1, "w", detail); err != nil || lost {
+	if lost, err := ws.JobAfterTakeover(ctx, &postgres.JobCheck{}, o.ID, 1, "w", detail); err != nil || lost {
 		t.Fatalf("the job of the worker's own attempt: lost %v, %v", lost, err)
 	}
 	if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
@@ -515,7 +515,7 @@ func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
 	if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over"); err != nil || !ok {
 		t.Fatalf("interrupt as w2: %v %v", ok, err)
 	}
-	if lost, err := ws.JobAfterTakeover(ctx, o.ID, 1, "w", detail); err != nil || !lost {
+	if lost, err := ws.JobAfterTakeover(ctx, &postgres.JobCheck{}, o.ID, 1, "w", detail); err != nil || !lost {
 		t.Fatalf("the job after the takeover: lost %v, %v", lost, err)
 	}
 	evs, err := admin.Events(ctx, o.ID)
@@ -530,6 +530,130 @@ func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
 	}
 	if len(late) != 1 || late[0].Actor != "w" || late[0].Status != "" || late[0].Detail["job_id"] != float64(7) || late[0].Detail["attempt"] != float64(1) {
 		t.Fatalf("job_after_takeover events %+v, want one by w with the job and the attempt", late)
+	}
+}
+
+// TestWorkerRoleRecordsAJobAfterTakeoverOnceAcrossACut: the connection
+// of a worker's login breaks while it commits a job_after_takeover event
+// (held at its COMMIT by a deferred trigger, then cut with the answer on
+// its way back, or terminated before the commit), and the worker tries
+// again with the same check, as its retry does. After the commit the
+// order keeps one event, not two (the try before wrote it and the retry
+// reads how that try's transaction ended); before it, the retry records
+// it.
+func TestWorkerRoleRecordsAJobAfterTakeoverOnceAcrossACut(t *testing.T) {
+	for _, committed := range []bool{true, false} {
+		name := map[bool]string{true: "after the commit", false: "before the commit"}[committed]
+		t.Run(name, func(t *testing.T) {
+			dsn := testenv.Postgres(t)
+			admin, pool := testenv.Store(t, dsn)
+			ws, wp := workerRole(t, pool, dsn, "late")
+			ctx := testenv.Context(t)
+			// The worker's login through a proxy that can cut its answers.
+			var login string
+			if err := wp.QueryRow(ctx, `SELECT current_user`).Scan(&login); err != nil {
+				t.Fatal(err)
+			}
+			u, err := url.Parse(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.User = url.User(login)
+			viaDSN, proxy := testenv.StartPGProxy(t, u.String())
+			via, _ := testenv.Store(t, viaDSN)
+			// Every insert into order_events waits at its COMMIT for the
+			// advisory lock the test holds.
+			for _, q := range []string{
+				`CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$`,
+				`CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON order_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit()`,
+			} {
+				if _, err := pool.Exec(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "true",
+				Timeout: time.Minute, Principal: "test", Source: "rest"}
+			if _, err := admin.InsertOrder(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, claimed, err := ws.Claim(ctx, o.ID, "w", 1); err != nil || !claimed {
+				t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
+			}
+			if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over"); err != nil || !ok {
+				t.Fatalf("interrupt as w2: %v %v", ok, err)
+			}
+			lock, err := pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lock.Release()
+			var lockPID uint32
+			if err := lock.QueryRow(ctx, `SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242)) l`).Scan(&lockPID); err != nil {
+				t.Fatal(err)
+			}
+			events := func() int {
+				t.Helper()
+				var n int
+				if err := pool.QueryRow(ctx, `SELECT count(*) FROM order_events WHERE order_id = $1 AND type = 'job_after_takeover'`, o.ID).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+
+			var check postgres.JobCheck
+			detail := map[string]any{"job_id": 7, "job": "systemd:restart:x.service"}
+			first := make(chan error, 1)
+			go func() {
+				_, err := via.JobAfterTakeover(ctx, &check, o.ID, 1, "w", detail)
+				first <- err
+			}()
+			var pid uint32
+			testenv.WaitUntil(t, 30*time.Second, "the event's commit waits for the lock", func() bool {
+				err := pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, int64(lockPID)).Scan(&pid)
+				return err == nil
+			})
+			if committed {
+				proxy.HoldAnswers(pid)
+				if _, err := lock.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+					t.Fatal(err)
+				}
+				testenv.WaitUntil(t, 30*time.Second, "the commit is done, its answer held", func() bool {
+					var idle bool
+					err := pool.QueryRow(ctx, `SELECT state = 'idle' FROM pg_stat_activity WHERE pid = $1`, int64(pid)).Scan(&idle)
+					return err == nil && idle && proxy.AnswerWaiting(pid)
+				})
+				proxy.Cut(pid)
+			} else {
+				var ended bool
+				if err := pool.QueryRow(ctx, `SELECT pg_terminate_backend($1, 10000)`, int64(pid)).Scan(&ended); err != nil || !ended {
+					t.Fatalf("backend %d did not end: %v", pid, err)
+				}
+				if _, err := lock.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-first; err == nil {
+				t.Fatal("the try whose connection was cut answered without an error")
+			}
+			want := map[bool]int{true: 1, false: 0}[committed]
+			if n := events(); n != want {
+				t.Fatalf("%d events after the cut, want %d", n, want)
+			}
+			// The worker's retry.
+			lost, err := via.JobAfterTakeover(ctx, &check, o.ID, 1, "w", detail)
+			if err != nil || !lost {
+				t.Fatalf("the retry: lost %v, %v", lost, err)
+			}
+			if n := events(); n != 1 {
+				t.Fatalf("%d job_after_takeover events after the retry, want 1", n)
+			}
+		})
 	}
 }
 

@@ -53,7 +53,7 @@ type Store interface {
 	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
 	TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error
 	OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
-	JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error)
+	JobAfterTakeover(ctx context.Context, c *postgres.JobCheck, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error)
 	ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*postgres.Process, error)
 	RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev postgres.Evidence) error
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/orderly-run/orderly/internal/metrics"
 	"github.com/orderly-run/orderly/internal/netacl"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/policy"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -48,7 +49,10 @@ type backend struct {
 	// refusal is whether the NATS servers refuse this process's
 	// credential now; a worker's systemd status says so.
 	refusal *natsRefusal
-	logger  *slog.Logger
+	// pgNotStarting is serve's managed PostgreSQL's failed starts in a
+	// row, for /readyz and /v1/status; nil with a database of its own.
+	pgNotStarting func() (pgembed.NotStarting, bool)
+	logger        *slog.Logger
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -439,7 +443,15 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	}
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: binaryVersion(), Metrics: b.metrics,
-		Presence:     presence,
+		Presence: presence,
+		PostgresDown: func() string {
+			if b.pgNotStarting != nil {
+				if n, ok := b.pgNotStarting(); ok {
+					return n.Public()
+				}
+			}
+			return ""
+		},
 		SharedLimits: b.rate,
 		Auth:         func() api.Authenticator { return sec.authn.Load() },
 		Settings: func() api.Settings {
@@ -458,6 +470,11 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 			m["nats"] = b.queue.StoringStatus()
 			if r := in.RestoreStatus(); r != nil {
 				m["postgres_restored"] = r
+			}
+			if b.pgNotStarting != nil {
+				if n, ok := b.pgNotStarting(); ok {
+					m["postgres_not_starting"] = n
+				}
 			}
 			return m
 		},

@@ -139,6 +139,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	// subreaper serve would be handed it, and must not take it for an
 	// order's orphan (startAdoptingWorker).
 	managedPG := cfg.DatabaseURL == ""
+	var pgNotStarting func() (pgembed.NotStarting, bool) // the managed cluster's failed starts
 	if managedPG {
 		pgDir := filepath.Join(dataDir, "pg")
 		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger})
@@ -176,6 +177,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		supervised := make(chan struct{})
 		go func() { defer close(supervised); pg.Supervise(superviseCtx, 2*time.Second) }()
 		cleanups = append(cleanups, func() { stopSupervising(); <-supervised })
+		pgNotStarting = pg.NotStarting
 		cfg.DatabaseURL = pg.DSN()
 	}
 	var natsCreds *natsembed.Credentials
@@ -233,6 +235,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		return stoppedWhileWaiting(ctx, err, logger)
 	}
 	cleanups = append(cleanups, b.close)
+	b.pgNotStarting = pgNotStarting
 	if serveBackendOpened != nil {
 		serveBackendOpened(b)
 	}

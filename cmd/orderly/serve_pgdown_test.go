@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,7 +20,9 @@ import (
 // killed, and kept from starting again (a line an operator added to
 // postgresql.auto.conf that postgres cannot parse), as an operator meets
 // it. Each REST request answers 503 `unavailable` at once, never a 500
-// or a hang; /readyz says postgres is unavailable; the log says once why
+// or a hang; /readyz says postgres is unavailable, and in reasons.postgres
+// since when and after how many tries, and /v1/status why (postgres's
+// FATAL line); the log says once why
 // the cluster does not start (postgres's own line), not at each of the
 // supervisor's tries (every 2 s); with the line removed the cluster
 // comes back by itself within a try and orders run again; stopped
@@ -115,6 +118,40 @@ func TestServeWithItsPostgreSQLThatWillNotStart(t *testing.T) {
 	if !strings.Contains(logged, "contains errors") {
 		t.Errorf("the log does not say why the cluster does not start (postgres's line):\n%s", logged)
 	}
+	// /readyz says it too: since when and after how many tries, and
+	// where to read why; not postgres's message, which names paths, to
+	// its anonymous callers. The authenticated /v1/status has it.
+	code, rb, _ := call("GET", "/readyz", nil)
+	var ready struct {
+		Checks  map[string]string `json:"checks"`
+		Reasons map[string]string `json:"reasons"`
+	}
+	if err := json.Unmarshal(rb, &ready); err != nil || code != http.StatusServiceUnavailable || ready.Checks["postgres"] != "unavailable" {
+		t.Fatalf("/readyz with the cluster failing to start: %d %s (%v)", code, rb, err)
+	}
+	why := ready.Reasons["postgres"]
+	m := regexp.MustCompile(`failed to start since (\S+) \((\d+) tries\); why: postgres_not_starting on /v1/status`).FindStringSubmatch(why)
+	if m == nil || strings.Contains(why, "postgresql.auto.conf") || strings.Contains(why, s.dataDir) {
+		t.Errorf("/readyz's reasons.postgres %q does not say since when, how many tries and where to read why, or gives postgres's message", why)
+	} else {
+		since, err := time.Parse(time.RFC3339, m[1])
+		if tries, _ := strconv.Atoi(m[2]); err != nil || since.Before(down.Add(-time.Second)) || since.After(time.Now()) || tries < 1 {
+			t.Errorf("/readyz's reasons.postgres %q: since %v (%v), the cluster killed at %v", why, since, err, down.UTC())
+		}
+	}
+
+	code, sb, _ := call("GET", "/v1/status", nil)
+	var status struct {
+		NotStarting *struct {
+			Since time.Time `json:"since"`
+			Tries int       `json:"tries"`
+			Cause string    `json:"cause"`
+		} `json:"postgres_not_starting"`
+	}
+	if err := json.Unmarshal(sb, &status); err != nil || code != http.StatusOK || status.NotStarting == nil ||
+		status.NotStarting.Cause != `FATAL:  configuration file "postgresql.auto.conf" contains errors` || status.NotStarting.Tries < 1 {
+		t.Errorf("/v1/status with the cluster failing to start: %d %s (%v), want postgres_not_starting with postgres's message", code, sb, err)
+	}
 
 	// The cause removed: back within a try, orders run again.
 	if err := os.WriteFile(autoConf, good, 0o600); err != nil {
@@ -125,6 +162,12 @@ func TestServeWithItsPostgreSQLThatWillNotStart(t *testing.T) {
 	waitUntil(t, 30*time.Second, "a line saying the cluster was started again", func() bool {
 		return s.sv.loggedSince(logFrom, "postgresql was not running; started it again")
 	})
+	if _, rb, _ := call("GET", "/readyz", nil); strings.Contains(string(rb), "reasons") {
+		t.Errorf("/readyz once the cluster started again still gives a reason: %s", rb)
+	}
+	if _, sb, _ := call("GET", "/v1/status", nil); strings.Contains(string(sb), "postgres_not_starting") {
+		t.Errorf("/v1/status once the cluster started again: %s", sb)
+	}
 	after := submit()
 	if code, b, _ := call("GET", "/v1/orders/"+before.ID.String(), nil); code != http.StatusOK {
 		t.Errorf("the order from before the outage: %d %s", code, b)

@@ -114,3 +114,41 @@ func TestObservabilityDocListsTheMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestUnavailableHelpNamesTheCausesTheDocsList: the HELP of
+// orderly_http_unavailable_total, what an operator reads in the scrape or
+// in Grafana's tooltip, names every cause of a 503 that
+// docs/observability.md names for it. Vigrid's tamper check answers 503
+// on every compat request while the config file differs from the loaded
+// one; a HELP that omitted it sent whoever saw the counter climb to the
+// publish path and the dependencies only.
+func TestUnavailableHelpNamesTheCausesTheDocsList(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for l := range strings.SplitSeq(string(doc), "\n") {
+		if strings.HasPrefix(l, "| `orderly_http_unavailable_total` |") {
+			row = l
+		}
+	}
+	if row == "" {
+		t.Fatal("docs/observability.md lists no orderly_http_unavailable_total")
+	}
+	ch := make(chan *prometheus.Desc, 1)
+	New().unavailable.Describe(ch)
+	m := regexp.MustCompile(`help: "([^"]*)"`).FindStringSubmatch((<-ch).String())
+	if m == nil {
+		t.Fatal("cannot read the metric's help")
+	}
+	help := m[1]
+	// Each cause by the word both texts must use for it.
+	for _, cause := range []string{"publish", "dependency", "tamper"} {
+		if !strings.Contains(row, cause) {
+			t.Errorf("docs/observability.md's row no longer names the cause %q: update this test", cause)
+		} else if !strings.Contains(help, cause) {
+			t.Errorf("the help %q does not name the cause %q that docs/observability.md lists", help, cause)
+		}
+	}
+}

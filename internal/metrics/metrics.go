@@ -78,7 +78,7 @@ func New() *Metrics {
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1, 5, 30},
 		}, []string{"route", "method", "status"}),
 		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "orderly_http_unavailable_total", Help: "API answers 503 by route: an order recorded but not queued (its publish failed), or a dependency unreachable.",
+			Name: "orderly_http_unavailable_total", Help: "API answers 503 by route: an order recorded but not queued (its publish failed), a dependency unreachable, or the Vigrid surface's tamper check (compat.vigrid.integrity_check: the config file differs from the loaded one; route unmatched).",
 		}, []string{"route"}),
 		leaseFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_worker_lease_failures_total", Help: "A worker's heartbeats and lease renewals that NATS did not accept, by host and step (heartbeat, renew).",

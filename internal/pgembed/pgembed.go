@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,6 +66,9 @@ type Server struct {
 	logger   *slog.Logger
 	fsync    bool              // as started, for Supervise
 	extra    map[string]string // as started, for Supervise
+
+	mu      sync.Mutex
+	failing NotStarting // Supervise's failed starts in a row; Tries 0: none
 
 	// initialized is true when Start ran initdb, reused when it adopted a
 	// server that was already running; tests look at both.
@@ -248,18 +252,83 @@ func (s *Server) Supervise(ctx context.Context, period time.Duration) {
 		case <-t.C:
 		}
 		if s.running() {
+			s.setFailing(NotStarting{})
 			continue
 		}
 		began := time.Now()
 		if err := s.start(ctx, s.fsync, s.extra); err != nil {
-			if n, log := failing.Fail(); log && ctx.Err() == nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			n, log := failing.Fail()
+			if log {
 				s.logger.Error("postgresql is not running and does not start again", "error", err, "failures", n)
 			}
+			s.mu.Lock()
+			if s.failing.Tries == 0 {
+				s.failing.Since = began
+			}
+			s.failing.Tries, s.failing.Cause = n, causeOf(err)
+			s.mu.Unlock()
 			continue
 		}
+		s.setFailing(NotStarting{})
 		s.logger.Warn("postgresql was not running; started it again",
 			"duration_ms", time.Since(began).Milliseconds(), "failed_starts", failing.End())
 	}
+}
+
+// NotStarting is what Supervise knows of a cluster it found not running
+// and has failed to start again since, try after try.
+type NotStarting struct {
+	Since time.Time `json:"since"` // the first failed try
+	Tries int       `json:"tries"` // failed tries in a row
+	Cause string    `json:"cause"` // postgres's last FATAL or PANIC message, else pg_ctl's error's first line
+}
+
+// NotStarting returns the failed starts in a row of Supervise, and false
+// when the cluster runs or was started again since: what serve's /readyz
+// says beside "postgres":"unavailable", so that the operator reads there
+// why and since when, not only in the log (docs/deploy.md).
+func (s *Server) NotStarting() (NotStarting, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failing, s.failing.Tries > 0
+}
+
+// Public says it in one line for anyone (serve's /readyz): since when
+// (UTC) and how many tries, not postgres's message, which names paths
+// (the file it cannot parse or open, another process's lock file) and
+// versions (a cluster of another major's): /readyz answers without a
+// token and gives no path, version or dependency's message
+// (docs/observability.md, "Health"). The log and the authenticated
+// /v1/status have the message.
+func (n NotStarting) Public() string {
+	return fmt.Sprintf("the managed PostgreSQL is not running and has failed to start since %s (%d tries); why: postgres_not_starting on /v1/status, and the log",
+		n.Since.UTC().Format(time.RFC3339), n.Tries)
+}
+
+func (s *Server) setFailing(f NotStarting) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = f
+}
+
+// causeOf is the line of a failed start's error that says why: its
+// last from postgres.log at level FATAL or PANIC (a line of the config
+// it cannot parse, a data directory it may not use, a lock file held),
+// else its first (pg_ctl's).
+func causeOf(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		// From the level on: the line's prefix is a time and a pid.
+		for _, level := range []string{"FATAL:", "PANIC:"} {
+			if at := strings.Index(lines[i], level); at >= 0 {
+				return strings.TrimSpace(lines[i][at:])
+			}
+		}
+	}
+	return strings.TrimSpace(lines[0])
 }
 
 // running reports whether the postmaster of postmaster.pid is alive.

@@ -262,6 +262,16 @@ func (s *Store) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, work
 	return ok, translate("check the attempt of order "+id.String(), err)
 }
 
+// JobCheck carries one job's JobAfterTakeover across the caller's
+// retries: the transaction of a try that recorded the event and whose
+// COMMIT got no answer (a connection cut, PostgreSQL restarting). The
+// next try asks PostgreSQL how that transaction ended instead of
+// recording the event a second time. The zero value is a job not yet
+// checked.
+type JobCheck struct {
+	xid string // the try's transaction (xid8), "" when none is in doubt
+}
+
 // JobAfterTakeover records, as a "job_after_takeover" event of order id
 // with detail, that worker queued a systemd job for the order's attempt
 // and then found the order no longer running under that attempt for it
@@ -272,7 +282,35 @@ func (s *Store) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, work
 // (OwnsAttempt) and a lease fresh enough (the worker's) leave only a
 // worker stopped in the few instructions before its D-Bus call; this is
 // what makes such a job seen.
-func (s *Store) JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error) {
+//
+// A caller retries it on errors with the same check c: a try whose
+// commit's answer was lost may have recorded the event, and the retry
+// reads that try's outcome (pg_xact_status) rather than recording it
+// again. The event cannot be made idempotent in its statement: the
+// orderly_worker role may insert into order_events but not read it
+// (docs/sql.md), so a NOT EXISTS there is refused.
+func (s *Store) JobAfterTakeover(ctx context.Context, c *JobCheck, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error) {
+	what := "check the job of order " + id.String()
+	if c.xid != "" {
+		var st *string
+		if err := s.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, c.xid).Scan(&st); err != nil {
+			return false, translate(what, err)
+		}
+		switch {
+		case st != nil && *st == "committed":
+			// Only a try that found the order lost has a transaction in
+			// doubt, and it recorded the event.
+			c.xid = ""
+			return true, nil
+		case st != nil && *st == "in progress":
+			// Its backend has not yet seen the connection go.
+			return false, fmt.Errorf("%s: the transaction of the try before is still in progress", what)
+		}
+		// Aborted, or too old for PostgreSQL to know (NULL, after
+		// millions of transactions): record it now. A duplicate is
+		// better than a job after a takeover left unseen.
+		c.xid = ""
+	}
 	d := map[string]any{"attempt": attempt}
 	for k, v := range detail {
 		d[k] = v
@@ -281,6 +319,8 @@ func (s *Store) JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int,
 	if err != nil {
 		return false, fmt.Errorf("encode the job's detail: %w", err)
 	}
+	// The transaction's id is read before its COMMIT is sent, with the
+	// statement's answer, and assigned only when the event is written.
 	const q = `WITH o AS (
 	SELECT NOT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND attempt = $2 AND status = 'running'
 		AND worker = $3 AND ` + ownsOrderHost + `) AS lost
@@ -288,10 +328,42 @@ func (s *Store) JobAfterTakeover(ctx context.Context, id uuid.UUID, attempt int,
 	INSERT INTO order_events (order_id, type, actor, detail) SELECT $1, 'job_after_takeover', $3, $4 FROM o
 	WHERE lost AND EXISTS (SELECT 1 FROM orders WHERE id = $1)
 )
-SELECT lost FROM o`
-	var lost bool
-	err = s.pool.QueryRow(ctx, q, id, attempt, worker, dj).Scan(&lost)
-	return lost, translate("check the job of order "+id.String(), err)
+SELECT lost, CASE WHEN lost THEN pg_current_xact_id()::text END FROM o`
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return false, translate(what, err)
+	}
+	// A connection released inside the transaction (an error below) is
+	// closed by the pool, not reused.
+	defer conn.Release()
+	var (
+		lost bool
+		xid  *string
+	)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(q, id, attempt, worker, dj)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&lost, &xid)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// No COMMIT was sent: nothing is recorded.
+		return false, translate(what, err)
+	}
+	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		if !lost || xid == nil {
+			// Nothing to record, whatever became of the transaction.
+			return lost, nil
+		}
+		c.xid = *xid
+		return false, translate(what, err)
+	}
+	return lost, nil
 }
 
 // TouchProcess records that the attempt's process is still being watched:
