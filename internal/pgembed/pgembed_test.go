@@ -335,22 +335,7 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var v int
-		conn, err := pgx.Connect(t.Context(), s.DSN())
-		if err == nil {
-			err = conn.QueryRow(t.Context(), `SELECT v FROM kept`).Scan(&v)
-			conn.Close(context.Background())
-		}
-		if err == nil && v == 7 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("postgresql did not come back after its postmaster was killed: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitKept(t, s, "after its postmaster was killed")
 	b, _ := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
 	if firstLine(b) == strconv.Itoa(pid) {
 		t.Errorf("the postmaster is still pid %d", pid)
@@ -424,22 +409,7 @@ func TestSuperviseRestartsAServerWhosePIDWasReused(t *testing.T) {
 	supervised := make(chan struct{})
 	go func() { defer close(supervised); s.Supervise(ctx, 100*time.Millisecond) }()
 	t.Cleanup(func() { cancel(); <-supervised }) // before startServer's Stop
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		var v int
-		conn, err := pgx.Connect(t.Context(), s.DSN())
-		if err == nil {
-			err = conn.QueryRow(t.Context(), `SELECT v FROM kept`).Scan(&v)
-			conn.Close(context.Background())
-		}
-		if err == nil && v == 7 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("postgresql did not come back with its pid reused by a live process: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitKept(t, s, "with its pid reused by a live process")
 	if got := postmasterPID(t, s); got == standIn.Process.Pid || !s.running() {
 		t.Errorf("after the restart postmaster.pid names %d (the stand-in %d), running %v", got, standIn.Process.Pid, s.running())
 	}
@@ -605,4 +575,27 @@ func readChildren(t *testing.T, pid int) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// waitKept waits up to a minute for the cluster of s to answer with the
+// row its test kept (kept.v = 7), failing with how it should have come
+// back.
+func waitKept(t *testing.T, s *Server, how string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var v int
+		conn, err := pgx.Connect(t.Context(), s.DSN())
+		if err == nil {
+			err = conn.QueryRow(t.Context(), `SELECT v FROM kept`).Scan(&v)
+			conn.Close(context.Background())
+		}
+		if err == nil && v == 7 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("postgresql did not come back %s: %v", how, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
