@@ -494,17 +494,7 @@ func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
 	admin, pool := testenv.Store(t, dsn)
 	ws, _ := workerRole(t, pool, dsn, "late")
 	ctx := t.Context()
-	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "true",
-		Timeout: time.Minute, Principal: "test", Source: "rest"}
-	if _, err := admin.InsertOrder(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, claimed, err := ws.Claim(ctx, o.ID, "w", 1); err != nil || !claimed {
-		t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
-	}
+	o := claimedAsWorker(t, admin, ws)
 	detail := map[string]any{"job_id": 7, "job": "systemd:restart:x.service"}
 	if lost, err := ws.JobAfterTakeover(ctx, &postgres.JobCheck{}, o.ID, 1, "w", detail); err != nil || lost {
 		t.Fatalf("the job of the worker's own attempt: lost %v, %v", lost, err)
@@ -571,17 +561,7 @@ func TestWorkerRoleRecordsAJobAfterTakeoverOnceAcrossACut(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "true",
-				Timeout: time.Minute, Principal: "test", Source: "rest"}
-			if _, err := admin.InsertOrder(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w"}); err != nil {
-				t.Fatal(err)
-			}
-			if _, claimed, err := ws.Claim(ctx, o.ID, "w", 1); err != nil || !claimed {
-				t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
-			}
+			o := claimedAsWorker(t, admin, ws)
 			if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
 				t.Fatal(err)
 			}
@@ -871,4 +851,23 @@ func workerLifecycle(t *testing.T, admin *postgres.Store, pool *pgxpool.Pool, ws
 	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM active_orders`).Scan(&left); err != nil || left != 0 {
 		t.Errorf("%d orders left in active_orders (%v)", left, err)
 	}
+}
+
+// claimedAsWorker inserts an order for host late (as admin) and claims
+// it as the worker login ws, instance w, which takes the host first.
+func claimedAsWorker(t *testing.T, admin *postgres.Store, ws *postgres.Store) *order.Order {
+	t.Helper()
+	ctx := t.Context()
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "true",
+		Timeout: time.Minute, Principal: "test", Source: "rest"}
+	if _, err := admin.InsertOrder(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := ws.Claim(ctx, o.ID, "w", 1); err != nil || !claimed {
+		t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
+	}
+	return o
 }

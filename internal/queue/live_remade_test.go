@@ -122,15 +122,7 @@ func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
 	msgs := feed.Messages(ctx)
 	// The consumer is lost (as a server's restart of its own loses it):
 	// three silent heartbeats later the feed makes it again.
-	names := st.ConsumerNames(ctx)
-	for name := range names.Name() {
-		if err := st.DeleteConsumer(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := names.Err(); err != nil {
-		t.Fatal(err)
-	}
+	deleteConsumers(t, ctx, st)
 	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -193,15 +185,7 @@ func TestLiveFeedKeepsItsPlaceAtARestartOnTheSameStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := st.ConsumerNames(ctx)
-	for name := range names.Name() {
-		if err := st.DeleteConsumer(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := names.Err(); err != nil {
-		t.Fatal(err)
-	}
+	deleteConsumers(t, ctx, st)
 	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -273,4 +257,19 @@ func messageData(m *nats.Msg) []byte {
 		return nil
 	}
 	return m.Data
+}
+
+// deleteConsumers deletes every consumer of st, as a server's restart of
+// its own loses them.
+func deleteConsumers(t *testing.T, ctx context.Context, st jetstream.Stream) {
+	t.Helper()
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
 }
