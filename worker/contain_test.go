@@ -2,10 +2,8 @@ package worker_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,7 +47,7 @@ exec sleep 300
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	outOfTheRootCgroup(t)
+	testenv.OutOfTheRootCgroup(t)
 	// worker.cgroup: auto must have found a cgroup here, or the cases
 	// below fail as escapes: say why it did not (once in a loaded run
 	// it chose none, for a reason that run did not show).
@@ -101,48 +99,6 @@ p=${f%/environ}; echo "${p#/proc/} $(tr '\0' ' ' < $p/cmdline)"; done; true`, "_
 			t.Errorf("%s: processes = %v, want verified by the order's cgroup", tt.name, got.Processes)
 		}
 	}
-}
-
-// outOfTheRootCgroup puts the test process in a cgroup of its own when
-// it runs in the cgroup2 hierarchy's root, and back at the test's end.
-// worker.cgroup auto never takes the root (its other children are not
-// the worker's), and a machine whose init is not systemd may leave every
-// process there (this repository's CI machines do; until the tests' user
-// manager stopped moving them, an earlier test left them in /init.scope):
-// there a worker is given its cgroup by what starts it, a container
-// runtime or a service manager, as this does. The test's PostgreSQL and
-// NATS must be running first (newEnv): whatever the test process starts
-// meanwhile ends in this cgroup, and the cleanup kills what is left.
-func outOfTheRootCgroup(t *testing.T) {
-	t.Helper()
-	self, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(strings.Split(string(self), "\n"), "0::/") {
-		return
-	}
-	root := testCgroupParent(t) // fails or skips without a writable cgroup2 mount
-	root = filepath.Dir(root)
-	own := filepath.Join(root, "orderly-test-self-"+strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(own, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pid := []byte(strconv.Itoa(os.Getpid()))
-	if err := os.WriteFile(filepath.Join(own, "cgroup.procs"), pid, 0); err != nil {
-		t.Fatalf("move the test into its own cgroup: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(filepath.Join(root, "cgroup.procs"), pid, 0); err != nil {
-			// Ending own now would end the test process: leave it.
-			t.Errorf("move the test back to the root cgroup: %v", err)
-			return
-		}
-		boot, _ := executor.CurrentBootID()
-		if r := executor.Reap(context.Background(), executor.Process{Cgroup: own, BootID: boot}, nil); r.Err != nil {
-			t.Errorf("end the test's own cgroup: %v", r.Err)
-		}
-	})
 }
 
 // needOwnCgroup skips a test that needs worker.cgroup: auto to make

@@ -21,6 +21,7 @@ import (
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // TestWorkerKilledMidOrder kills a worker process with SIGKILL while it runs
@@ -121,6 +122,7 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 func TestWorkerKilledMidOrderLeavesNoEscapee(t *testing.T) {
 	needOrderCgroups(t)
 	s := newStack(t)
+	testenv.OutOfTheRootCgroup(t)
 	cmd := startVictimWorker(t, s, "cgvictim")
 	o, escapee := submitEscapee(t, s, "cgvictim")
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -152,6 +154,7 @@ func TestWorkerKilledMidOrderLeavesNoEscapee(t *testing.T) {
 func TestWorkerKilledAfterItsRecordWasLost(t *testing.T) {
 	needOrderCgroups(t)
 	s := newStack(t)
+	testenv.OutOfTheRootCgroup(t)
 	cmd := startVictimWorker(t, s, "lostrec")
 	o, escapee := submitEscapee(t, s, "lostrec")
 	if _, err := s.b.pool.Exec(t.Context(), `DELETE FROM order_processes WHERE order_id = $1`, o.ID); err != nil {
