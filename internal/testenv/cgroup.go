@@ -14,14 +14,14 @@ import (
 // runs in the root of the cgroup2 hierarchy, and back there at the test's
 // end. worker.cgroup auto never takes the root (its other children are
 // not the worker's), and a machine whose init is not systemd may leave
-// every process in it: this repository's CI machines do (until the tests'
-// user manager kept to a cgroup of its own, the first one to run left
-// them all in an /init.scope). There a worker is given its cgroup by what
-// starts it, a container runtime or a service manager; a test of auto's
-// cgroups plays that part with this. Call it once the test's PostgreSQL
-// and NATS run: the processes the test starts afterwards (a worker of its
-// own, an order's) begin in this cgroup, and the cleanup kills what is
-// left of them.
+// every process in it: the fresh VMs this repository's tests run on do
+// (their init, process_api, and all below it in 0::/; earlier rounds'
+// machines had them in an /init.scope). There a worker is given its
+// cgroup by what starts it, a container runtime or a service manager; a
+// test of auto's cgroups plays that part with this. Call it once the
+// test's PostgreSQL and NATS run: the processes the test starts
+// afterwards (a worker of its own, an order's) begin in this cgroup, and
+// the cleanup kills what is left of them.
 func OutOfTheRootCgroup(t testing.TB) {
 	t.Helper()
 	self, err := os.ReadFile("/proc/self/cgroup")
