@@ -20,9 +20,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,6 +70,7 @@ func Main(m *testing.M) {
 // Run is Main without the exit, for a TestMain with its own cleanup to do
 // before it exits (os.Exit runs no deferred calls).
 func Run(m *testing.M) int {
+	catchIgnoredSignals()
 	binDir, err := pgembed.FindBinaries()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
@@ -82,6 +85,29 @@ func Run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// catchIgnoredSignals catches SIGINT and SIGHUP, and drops them, when the
+// test binary was started with them ignored: a background job of a shell
+// without job control (`make test &` in a script) ignores SIGINT, nohup
+// SIGHUP, and Go keeps an inherited SIG_IGN for these two, which every
+// process the binary starts inherits across exec, orders of its
+// in-process workers included: such an order ignored a cancel's SIGINT
+// and ended by the kill's SIGKILL instead. A caught signal is reset to
+// its default in a child. orderly's own binary catches SIGINT (main) and
+// so gives its orders the default.
+func catchIgnoredSignals() {
+	var sigs []os.Signal
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGHUP} {
+		if signal.Ignored(sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	if len(sigs) > 0 {
+		// Nobody reads it: signal drops what does not fit, as the
+		// ignored signals were dropped.
+		signal.Notify(make(chan os.Signal, 1), sigs...)
+	}
 }
 
 // Postgres returns the URL of a new database for t, a copy of the migrated
