@@ -57,9 +57,14 @@ func TestLiveFeedReadsAStreamMadeAgain(t *testing.T) {
 	testenv.NATSServerRestarted(t, ns)
 	// The feed finds its consumer gone after three silent heartbeats and
 	// makes the stream again (this queue may create streams); the worker
-	// goes on publishing, its chunks lost until the stream is there.
+	// goes on publishing, its chunks lost until the stream is there. A
+	// request sent as the connection comes back can go unanswered: each
+	// look gets 5 s (with only ctx for a bound, one held the test for
+	// its two minutes, once in six runs).
 	for {
-		_, err := q.JetStream().Stream(ctx, queue.LiveStream)
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := q.JetStream().Stream(tctx, queue.LiveStream)
+		cancel()
 		if err == nil {
 			break
 		}
