@@ -321,6 +321,9 @@ func TestDenyResolved(t *testing.T) {
 // join): 5 and 9. A line joined as command + " " + strings.Join(args)
 // took 2 allocations, one now.
 func TestDecideAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("-race: sync.Pool drops a quarter of regexp's matchers, an allocation a decision does not make otherwise")
+	}
 	e, err := New([]config.Rule{
 		{Name: "ops", Roles: []string{"ops"}, Hosts: []string{"*"}, Allow: []string{".*"}, Deny: []string{noPower}},
 	})

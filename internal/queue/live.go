@@ -163,6 +163,10 @@ type LiveFeed struct {
 // nothing to send.
 const liveHeartbeat = 5 * time.Second
 
+// liveTryTimeout bounds the requests of one try of a feed's restart, as
+// jetstream's default does a request whose context has no deadline.
+const liveTryTimeout = 5 * time.Second
+
 // start makes the feed's subscription and consumer, from after f.sseq.
 func (f *LiveFeed) start(ctx context.Context) error {
 	inbox := f.q.nc.NewInbox()
@@ -291,6 +295,11 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 // trying every second while NATS cannot, until ctx ends or Stop. lost
 // reports that the live stream was made again since the feed's consumer
 // was (renewed): the feed then starts from the new stream's beginning.
+//
+// Each try's requests get liveTryTimeout: a JetStream request sent as
+// the connection comes back after a NATS restart can go unanswered, and
+// with only ctx for a bound (a follower's with a deadline far off) it
+// held the feed until ctx ended.
 func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	f.mu.Lock()
 	sub, name := f.sub, f.name
@@ -298,13 +307,15 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	_ = sub.Unsubscribe()
 	f.deleteConsumer(name)
 	for {
-		made, renewed, err := f.renewed(ctx)
+		tctx, cancel := context.WithTimeout(ctx, liveTryTimeout)
+		made, renewed, err := f.renewed(tctx)
 		if err == nil {
 			if renewed {
 				lost, f.sseq, f.stamp, f.made = true, 0, time.Time{}, made
 			}
-			err = f.start(ctx)
+			err = f.start(tctx)
 		}
+		cancel()
 		if err == nil || errors.Is(err, ErrLiveStopped) {
 			return lost, err
 		}

@@ -58,9 +58,14 @@ func TestLiveFeedReadsAStreamMadeAgain(t *testing.T) {
 	testenv.NATSServerRestarted(t, ns)
 	// The feed finds its consumer gone after three silent heartbeats and
 	// makes the stream again (this queue may create streams); the worker
-	// goes on publishing, its chunks lost until the stream is there.
+	// goes on publishing, its chunks lost until the stream is there. A
+	// request sent as the connection comes back can go unanswered: each
+	// look gets 5 s (with only ctx for a bound, one held the test for
+	// its two minutes, once in six runs).
 	for {
-		_, err := q.JetStream().Stream(ctx, queue.LiveStream)
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := q.JetStream().Stream(tctx, queue.LiveStream)
+		cancel()
 		if err == nil {
 			break
 		}
@@ -110,11 +115,20 @@ func TestResumedLiveFeedKeepsItsPlaceAtARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	feed, err := q.Live(ctx, "h1", id, info.State.LastSeq) // resumed after "seen"
+	// A core publish is stored after its flush returns: the stream's
+	// last sequence read at once was once from before "seen", the feed
+	// resumed before it, and its first consumer, deleted below before
+	// "seen" was stored, had handed nothing over; the remade one read it.
+	var seen uint64
+	testenv.WaitUntil(t, 10*time.Second, `"seen" stored`, func() bool {
+		m, err := st.GetLastMsgForSubject(ctx, queue.OutputSubjectOf("h1", id))
+		if err != nil {
+			return false
+		}
+		seen = m.Sequence
+		return true
+	})
+	feed, err := q.Live(ctx, "h1", id, seen) // resumed after "seen"
 	if err != nil {
 		t.Fatal(err)
 	}

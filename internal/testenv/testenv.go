@@ -15,17 +15,21 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -68,6 +72,7 @@ func Main(m *testing.M) {
 // Run is Main without the exit, for a TestMain with its own cleanup to do
 // before it exits (os.Exit runs no deferred calls).
 func Run(m *testing.M) int {
+	catchIgnoredSignals()
 	binDir, err := pgembed.FindBinaries()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
@@ -84,6 +89,29 @@ func Run(m *testing.M) int {
 	return code
 }
 
+// catchIgnoredSignals catches SIGINT and SIGHUP, and drops them, when the
+// test binary was started with them ignored: a background job of a shell
+// without job control (`make test &` in a script) ignores SIGINT, nohup
+// SIGHUP, and Go keeps an inherited SIG_IGN for these two, which every
+// process the binary starts inherits across exec, orders of its
+// in-process workers included: such an order ignored a cancel's SIGINT
+// and ended by the kill's SIGKILL instead. A caught signal is reset to
+// its default in a child. orderly's own binary catches SIGINT (main) and
+// so gives its orders the default.
+func catchIgnoredSignals() {
+	var sigs []os.Signal
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGHUP} {
+		if signal.Ignored(sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	if len(sigs) > 0 {
+		// Nobody reads it: signal drops what does not fit, as the
+		// ignored signals were dropped.
+		signal.Notify(make(chan os.Signal, 1), sigs...)
+	}
+}
+
 // Postgres returns the URL of a new database for t, a copy of the migrated
 // template, dropped when t ends.
 func Postgres(t testing.TB) string {
@@ -95,18 +123,38 @@ func Postgres(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	name := fmt.Sprintf("t_%d", cluster.counter.Add(1))
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+templateDB+cluster.strategy); err != nil {
+	if err := adminExec(ctx, admin, "CREATE DATABASE "+name+" TEMPLATE "+templateDB+cluster.strategy); err != nil {
 		t.Fatalf("testenv: create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		// FORCE ends sessions the test left open (a pool not closed, say).
-		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if err := adminExec(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Errorf("testenv: drop database %s: %v", name, err)
 		}
 	})
 	return srv.DSNFor(name)
+}
+
+// adminExec runs sql on the admin pool, and again while the cluster
+// cannot take it yet: after a test crashed it (a backend killed with
+// SIGKILL, as the worker's TestPostgresCrashAtEachStepOfAnOrder does),
+// the server refuses connections until its recovery ends (57P03), and a
+// connection broken before the statement was sent is safe to retry.
+func adminExec(ctx context.Context, admin *pgxpool.Pool, sql string) error {
+	for {
+		_, err := admin.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if err == nil || !pgconn.SafeToRetry(err) && !(errors.As(err, &pgErr) && pgErr.Code == "57P03") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // setup starts the cluster and migrates the template the first time it is
@@ -163,7 +211,15 @@ func start() error {
 	if cluster.stopWD, err = startWatchdog(dir); err != nil {
 		return err
 	}
-	if cluster.admin, err = pgxpool.New(ctx, srv.DSNFor("postgres")); err != nil {
+	adminCfg, err := pgxpool.ParseConfig(srv.DSNFor("postgres"))
+	if err != nil {
+		return err
+	}
+	// A test that crashes the cluster breaks the idle connections, which
+	// pgxpool checks only after a second idle; the admin pool's few
+	// statements can afford a ping each.
+	adminCfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+	if cluster.admin, err = pgxpool.NewWithConfig(ctx, adminCfg); err != nil {
 		return fmt.Errorf("connect to test cluster: %w", err)
 	}
 	// PostgreSQL 15 copies databases through the WAL by default: ~4x slower
