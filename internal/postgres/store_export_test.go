@@ -13,3 +13,6 @@ func (s *Store) QueuedInserts() int {
 
 // MaxInsertsInFlight is how many insert transactions a Store runs at once.
 const MaxInsertsInFlight = maxFlying
+
+// JobCheckOf is a JobCheck whose try before left transaction xid in doubt.
+func JobCheckOf(xid string) JobCheck { return JobCheck{xid: xid} }

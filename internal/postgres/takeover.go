@@ -272,6 +272,10 @@ type JobCheck struct {
 	xid string // the try's transaction (xid8), "" when none is in doubt
 }
 
+// xidInTheFutureState is PostgreSQL's invalid_parameter_value, which
+// pg_xact_status raises for a transaction id above the server's next.
+const xidInTheFutureState = "22023"
+
 // JobAfterTakeover records, as a "job_after_takeover" event of order id
 // with detail, that worker queued a systemd job for the order's attempt
 // and then found the order no longer running under that attempt for it
@@ -293,7 +297,18 @@ func (s *Store) JobAfterTakeover(ctx context.Context, c *JobCheck, id uuid.UUID,
 	what := "check the job of order " + id.String()
 	if c.xid != "" {
 		var st *string
-		if err := s.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, c.xid).Scan(&st); err != nil {
+		err := s.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, c.xid).Scan(&st)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == xidInTheFutureState {
+			// "transaction ID … is in the future": this server never
+			// had that transaction (a failover to a standby that had not
+			// received it, a cluster restored from a backup), so nothing
+			// it holds was recorded by it. Asked again, it answers the
+			// same until its counter passes that id: the retry would
+			// spin until the worker stops and the event stay unwritten.
+			st, err = nil, nil
+		}
+		if err != nil {
 			return false, translate(what, err)
 		}
 		switch {
@@ -306,9 +321,10 @@ func (s *Store) JobAfterTakeover(ctx context.Context, c *JobCheck, id uuid.UUID,
 			// Its backend has not yet seen the connection go.
 			return false, fmt.Errorf("%s: the transaction of the try before is still in progress", what)
 		}
-		// Aborted, or too old for PostgreSQL to know (NULL, after
-		// millions of transactions): record it now. A duplicate is
-		// better than a job after a takeover left unseen.
+		// Aborted, too old for PostgreSQL to know (NULL, after
+		// millions of transactions) or never this server's: record it
+		// now. A duplicate is better than a job after a takeover left
+		// unseen.
 		c.xid = ""
 	}
 	d := map[string]any{"attempt": attempt}
