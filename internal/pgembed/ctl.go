@@ -19,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/orderly-run/orderly/internal/procfs"
 )
 
 // settingName is what a PostgreSQL parameter name looks like (including
@@ -68,6 +70,7 @@ func (s *Server) start(ctx context.Context, fsync bool, extra map[string]string)
 	if err != nil || running {
 		return err
 	}
+	s.waitReaped(ctx)
 	fsyncValue := "off"
 	if fsync {
 		fsyncValue = "on"
@@ -94,6 +97,34 @@ func (s *Server) start(ctx context.Context, fsync bool, extra map[string]string)
 	}
 	s.logger.Info("postgresql started", "duration_ms", time.Since(began).Milliseconds())
 	return nil
+}
+
+// waitReaped waits, up to startTimeout, while postmaster.pid names a
+// process that exited and that its parent has not reaped yet: a
+// postmaster killed, until init (or the subreaper it was handed to)
+// reaps it. Its pid is not free until then, and postgres refuses to
+// start beside a pid file naming a pid of its user that exists ("lock
+// file already exists"): the supervisor's tries failed, one after the
+// other, for as long as the zombie stayed (over a minute, once, on a
+// loaded machine whose init reaps by polling), and a serve started
+// then ended its start. Past startTimeout the start is tried anyway,
+// and postgres's refusal says why.
+func (s *Server) waitReaped(ctx context.Context) {
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+		if err != nil {
+			return
+		}
+		if f := procfs.Fields(pidOf(b)); f == nil || f[0] != "Z" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // adopt reports whether a live server from a previous run already serves the

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly-run/orderly/internal/procfs"
 )
 
 // tempDir returns a fresh directory the postgres user can reach: t.TempDir's
@@ -597,5 +599,62 @@ func waitKept(t *testing.T, s *Server, how string) {
 			t.Fatalf("postgresql did not come back %s: %v", how, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStartWaitsForADeadPostmastersPIDToBeFreed: a postmaster killed is
+// a zombie until its parent reaps it, and postgres refuses to start
+// while postmaster.pid names that pid ("lock file already exists"):
+// the supervisor's tries failed one after the other for as long as the
+// zombie stayed (over a minute in a loaded CI run, where the machine's
+// init reaps by polling). The start now waits for the pid to be freed.
+// The dead postmaster here is a process of the cluster's user, killed
+// and reaped by the test 2 s later.
+func TestStartWaitsForADeadPostmastersPIDToBeFreed(t *testing.T) {
+	dir := tempDir(t, "pgembed-")
+	s := startServer(t, Options{Dir: dir, Logger: testLogger(t)})
+	pidFile := filepath.Join(s.dataDir, "postmaster.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(s.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := exec.Command("sleep", "600")
+	if st := fi.Sys().(*syscall.Stat_t); os.Geteuid() == 0 {
+		dead.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: st.Uid, Gid: st.Gid}}
+	}
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	_ = dead.Process.Kill()
+	reaped := make(chan struct{})
+	go func() {
+		time.Sleep(2 * time.Second)
+		_ = dead.Wait()
+		close(reaped)
+	}()
+	t.Cleanup(func() { <-reaped })
+	for f := procfs.Fields(dead.Process.Pid); f == nil || f[0] != "Z"; f = procfs.Fields(dead.Process.Pid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, rest, _ := strings.Cut(string(b), "\n")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(dead.Process.Pid)+"\n"+rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(pidFile, int(st.Uid), int(st.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.start(t.Context(), false, nil); err != nil {
+		t.Fatalf("start with postmaster.pid naming a zombie of the cluster's user, reaped 2 s later: %v", err)
+	}
+	if !s.running() {
+		t.Fatal("the cluster does not run after the start")
 	}
 }
