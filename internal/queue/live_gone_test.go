@@ -2,10 +2,8 @@ package queue_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -29,32 +27,7 @@ func TestLiveFeedKeepsItsPlaceWhenItsLastMessageIsGone(t *testing.T) {
 	if err := q.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
-	feed, err := q.Live(ctx, "h1", id, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(feed.Stop)
-	msgs := feed.Messages(ctx)
-	take := func(what string) *nats.Msg {
-		t.Helper()
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				t.Fatalf("the feed ended waiting for %s", what)
-			}
-			return m
-		case <-time.After(45 * time.Second): // three silent heartbeats, 15 s, and the restart
-			t.Fatalf("no %s in 45 s", what)
-		}
-		return nil
-	}
-	if m := take("the order's chunk"); m == queue.LiveLost || string(m.Data) != "seen\n" {
-		t.Fatalf("the feed handed over %q, want %q", m.Data, "seen\n")
-	}
-	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	take, st := followPastSeen(t, ctx, q, id)
 	last, err := st.GetLastMsgForSubject(ctx, queue.OutputSubjectOf("h1", id))
 	if err != nil {
 		t.Fatal(err)
@@ -62,15 +35,7 @@ func TestLiveFeedKeepsItsPlaceWhenItsLastMessageIsGone(t *testing.T) {
 	if err := st.DeleteMsg(ctx, last.Sequence); err != nil {
 		t.Fatal(err)
 	}
-	names := st.ConsumerNames(ctx)
-	for name := range names.Name() {
-		if err := st.DeleteConsumer(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := names.Err(); err != nil {
-		t.Fatal(err)
-	}
+	deleteConsumers(t, ctx, st)
 	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
 		t.Fatal(err)
 	}

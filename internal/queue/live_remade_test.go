@@ -173,32 +173,7 @@ func TestLiveFeedKeepsItsPlaceAtARestartOnTheSameStream(t *testing.T) {
 	if err := q.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
-	feed, err := q.Live(ctx, "h1", id, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(feed.Stop)
-	msgs := feed.Messages(ctx)
-	take := func(what string) *nats.Msg {
-		t.Helper()
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				t.Fatalf("the feed ended waiting for %s", what)
-			}
-			return m
-		case <-time.After(45 * time.Second): // three silent heartbeats, 15 s, and the restart
-			t.Fatalf("no %s in 45 s", what)
-		}
-		return nil
-	}
-	if m := take("the order's chunk"); m == queue.LiveLost || string(m.Data) != "seen\n" {
-		t.Fatalf("the feed handed over %q, want %q", m.Data, "seen\n")
-	}
-	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	take, st := followPastSeen(t, ctx, q, id)
 	deleteConsumers(t, ctx, st)
 	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("new\n")); err != nil {
 		t.Fatal(err)
@@ -286,4 +261,39 @@ func deleteConsumers(t *testing.T, ctx context.Context, st jetstream.Stream) {
 	if err := names.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// followPastSeen follows order id on h1 from its start and takes its
+// first chunk, "seen\n": it returns what takes the feed's next message
+// (failing after 45 s: three silent heartbeats and the restart) and the
+// live stream.
+func followPastSeen(t *testing.T, ctx context.Context, q *queue.Queue, id uuid.UUID) (func(what string) *nats.Msg, jetstream.Stream) {
+	t.Helper()
+	feed, err := q.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feed.Stop)
+	msgs := feed.Messages(ctx)
+	take := func(what string) *nats.Msg {
+		t.Helper()
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("the feed ended waiting for %s", what)
+			}
+			return m
+		case <-time.After(45 * time.Second):
+			t.Fatalf("no %s in 45 s", what)
+		}
+		return nil
+	}
+	if m := take("the order's chunk"); m == queue.LiveLost || string(m.Data) != "seen\n" {
+		t.Fatalf("the feed handed over %q, want %q", m.Data, "seen\n")
+	}
+	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return take, st
 }
