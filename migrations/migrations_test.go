@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -144,31 +143,7 @@ func TestUpSaysWhoHoldsTheMigrationLock(t *testing.T) {
 // retried the refusal of its lock row for five minutes.
 func TestMigrateAsAReader(t *testing.T) {
 	dsn := testenv.Postgres(t) // migrated
-	admin, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("orderly_reader_t%d", time.Now().UnixNano())
-	for _, q := range []string{"CREATE ROLE " + name + " LOGIN", "GRANT USAGE ON SCHEMA public TO " + name,
-		"GRANT SELECT ON goose_db_version TO " + name} {
-		if _, err := admin.Exec(t.Context(), q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, q := range []string{"DROP OWNED BY " + name, "DROP ROLE " + name} {
-			if _, err := admin.Exec(context.Background(), q); err != nil {
-				t.Errorf("%s: %v", q, err)
-			}
-		}
-		admin.Close(context.Background())
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(name)
-	reader := u.String()
+	reader := testenv.VersionReader(t, dsn, "orderly_reader")
 
 	p, db, err := migrations.ReadProvider(reader)
 	if err != nil {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -207,33 +205,10 @@ func TestAPIStartWaitsOutADroppedConnection(t *testing.T) {
 	}
 
 	// A login that reads the schema's version but not api_tokens.
-	admin, err := postgres.Open(t.Context(), s.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("orderly_notokens_t%d", time.Now().UnixNano())
-	for _, q := range []string{"CREATE ROLE " + name + " LOGIN", "GRANT USAGE ON SCHEMA public TO " + name,
-		"GRANT SELECT ON goose_db_version TO " + name} {
-		if _, err := admin.Exec(t.Context(), q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, q := range []string{"DROP OWNED BY " + name, "DROP ROLE " + name} {
-			if _, err := admin.Exec(context.Background(), q); err != nil {
-				t.Errorf("%s: %v", q, err)
-			}
-		}
-		admin.Close()
-	})
-	u, err := url.Parse(s.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(name)
+	reader := testenv.VersionReader(t, s.dsn, "orderly_notokens")
 	var denied testenv.LogBuffer
 	logger = slog.New(slog.NewTextHandler(&denied, nil))
-	w, err = config.NewWatcher("", nil, testOverrides(u.String(), s.natsURL), logger)
+	w, err = config.NewWatcher("", nil, testOverrides(reader, s.natsURL), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
