@@ -28,6 +28,7 @@ import (
 // (PR_SET_CHILD_SUBREAPER), so that every orphaned descendant of an order
 // is re-parented to it rather than to init, and makes Run end and reap
 // them at each order's end (Result.Adopted, VerifiedSubreaper).
+// StopAdopting undoes it once the worker stopped.
 //
 // It is for a process whose only children are the orders of this one
 // Executor, run one at a time (the worker's contract): every child the
@@ -36,11 +37,51 @@ import (
 // PostgreSQL, whose postmaster pg_ctl daemonizes and would be re-parented
 // to it) or runs several orders at once (fleet-sim) must not call it.
 func (e *Executor) AdoptOrphans() error {
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("become a child subreaper: %w", err)
+	// The flag is the whole process's: one someone else set (an init
+	// of a container, a supervisor) is theirs, and StopAdopting leaves it.
+	var was int32
+	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&was)), 0, 0, 0); err != nil {
+		return fmt.Errorf("read the child subreaper flag: %w", err)
 	}
+	if was == 0 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("become a child subreaper: %w", err)
+		}
+	}
+	e.mu.Lock()
+	e.setSubreaper = was == 0
+	e.mu.Unlock()
 	e.adopting.Store(true)
 	return nil
+}
+
+// StopAdopting ends AdoptOrphans once the worker stopped and runs no
+// order any more: it clears the child subreaper flag if AdoptOrphans set
+// it, and reaps the orders' orphans that died since their order's end.
+// A process that goes on after its worker (serve in a test binary, an
+// embedding program) stayed a subreaper for good before: every later
+// orphan of whatever it started (a postmaster pg_ctl daemonized) was
+// handed to it, and nothing reaped it, a zombie holding its pid. Cleared
+// first, so that nothing is handed over while the dead are reaped; an
+// orphan that still lives stays the process's child (it outlived its
+// order's SIGKILL already, and Run said so: Result.Escaped).
+func (e *Executor) StopAdopting() error {
+	if !e.adopting.Load() {
+		return nil
+	}
+	e.mu.Lock()
+	set := e.setSubreaper
+	e.setSubreaper = false
+	e.mu.Unlock()
+	var err error
+	if set {
+		if err = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); err != nil {
+			err = fmt.Errorf("stop being a child subreaper: %w", err)
+		}
+	}
+	e.reapStrays()
+	e.adopting.Store(false)
+	return err
 }
 
 // lockStarts is taken around a leader's start and its entry in e.leaders,

@@ -228,6 +228,9 @@ type Executor struct {
 	// leaders holds the pids of this Executor's leaders that are started
 	// and not reaped yet, when adopting.
 	leaders map[int]struct{}
+	// setSubreaper says AdoptOrphans set the process's child subreaper
+	// flag (it was clear), so StopAdopting clears it; guarded by mu.
+	setSubreaper bool
 }
 
 // devNull is /dev/null for reading and for writing, opened once for the
