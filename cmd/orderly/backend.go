@@ -613,7 +613,7 @@ func (l *livePolicy) RemoveRunDirs(id uuid.UUID) ([]string, error) {
 // config's worker section replaces the host policy at once (one that does
 // not build refuses the reload, and the running policy stays).
 func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
-	return startWorkerWith(ctx, cfg, b, logger, reloads, executor.New(logger))
+	return startWorkerWith(ctx, cfg, b, logger, reloads, executor.New(logger), nil)
 }
 
 // startAdoptingWorker is startWorker for a process that runs nothing but
@@ -621,7 +621,10 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 // PostgreSQL): it becomes their orphans' subreaper, so that an order's
 // process that left its session is ended with the order
 // (executor.AdoptOrphans). Where the kernel refuses, the worker says so
-// and runs without.
+// and runs without. Once the worker stopped (or did not start), the
+// process is no subreaper any more: one that goes on after its worker (a
+// test binary, an embedding program) would be handed every later orphan
+// of what it starts and never reap it (executor.StopAdopting).
 func startAdoptingWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
 	ex := executor.New(logger)
 	if err := ex.AdoptOrphans(); err != nil {
@@ -629,11 +632,22 @@ func startAdoptingWorker(ctx context.Context, cfg config.Config, b *backend, log
 	} else {
 		logger.Info("the worker is its orders' subreaper: their processes that leave their session end with them", "host", cfg.Host)
 	}
-	return startWorkerWith(ctx, cfg, b, logger, reloads, ex)
+	stopAdopting := func() {
+		if err := ex.StopAdopting(); err != nil {
+			logger.Warn("the process stays its orders' subreaper after the worker stopped", "host", cfg.Host, "error", err)
+		}
+	}
+	r, err := startWorkerWith(ctx, cfg, b, logger, reloads, ex, stopAdopting)
+	if err != nil {
+		stopAdopting()
+	}
+	return r, err
 }
 
-// startWorkerWith is startWorker with the executor that runs the orders.
-func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher, ex *executor.Executor) (*workerRunner, error) {
+// startWorkerWith is startWorker with the executor that runs the orders;
+// stopped, if not nil, runs once the worker's Run returned, before its
+// end is reported on done.
+func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher, ex *executor.Executor, stopped func()) (*workerRunner, error) {
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
@@ -702,7 +716,13 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 		return nil, err
 	}
 	r := &workerRunner{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- w.Run(wctx) }()
+	go func() {
+		err := w.Run(wctx)
+		if stopped != nil {
+			stopped()
+		}
+		r.done <- err
+	}()
 	return r, nil
 }
 

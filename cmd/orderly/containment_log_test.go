@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
@@ -326,17 +325,14 @@ func backendCut(t *testing.T, cfg config.Config, name string, logger *slog.Logge
 // the change, serve's start ended instead).
 func TestServeStartWaitsOutAnExternalNATSRestart(t *testing.T) {
 	// serve in this process, on a PostgreSQL it does not manage, makes
-	// the process its orders' subreaper (startAdoptingWorker): for the
-	// rest of the test binary every orphan of every process it starts
-	// would be handed to it and never reaped, a killed postmaster of a
-	// later test's serve among them, whose pid its zombie then held
-	// (every start of that cluster refused: lock file already exists).
-	// Registered first, so it runs once serve has stopped.
-	t.Cleanup(func() {
-		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); err != nil {
-			t.Errorf("the test process stays a subreaper: %v", err)
-		}
-	})
+	// the process its orders' subreaper (startAdoptingWorker), and left
+	// it one for the rest of the test binary: every orphan of every
+	// process it started later was handed to it and never reaped, a
+	// killed postmaster of a later test's serve among them, whose pid
+	// its zombie then held (every start of that cluster refused: lock
+	// file already exists). Its worker's stop clears it now. Registered
+	// first, so it runs once serve has stopped.
+	leavesNoSubreaper(t)
 	dataDir := serveDataDir(t, "serve-natscut-")
 	ns := testenv.NATSServer(t, &server.Options{})
 	natsURL, port, storeDir := ns.ClientURL(), ns.Addr().(*net.TCPAddr).Port, filepath.Dir(ns.StoreDir())

@@ -19,10 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/nats-io/nats.go"
-	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/api/client"
 )
@@ -147,17 +145,11 @@ type serveFaults struct {
 func newServeFaults(t *testing.T) *serveFaults {
 	// serve's postmaster is daemonized by pg_ctl: orphaned, it goes to the
 	// nearest subreaper above it. A test binary that an in-process serve
-	// or worker made one (startAdoptingWorker) would be handed it and
-	// never reap it: a postmaster these tests kill stayed a zombie, its
-	// pid held, and every start of the cluster was refused. Cleared here
-	// whatever ran before: init reaps it.
-	var was int32
-	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&was)), 0, 0, 0); err == nil && was != 0 {
-		t.Log("the test binary was a subreaper (an earlier test's in-process serve or worker): cleared")
-	}
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
+	// or worker left one would be handed it and never reap it: a
+	// postmaster these tests kill stayed a zombie, its pid held, and
+	// every start of the cluster was refused. An adopting worker clears
+	// the flag at its stop now; one found set is a test's that did not.
+	requireNoSubreaper(t, "as a serve fault test starts")
 	dataDir := serveDataDir(t, "osl-")
 	dir := shortDir(t, "osl-logs-", os.Getenv("ORDERLY_FAULTS_KEEP") != "")
 	apiPort, natsPort := freePort(t), freePort(t)

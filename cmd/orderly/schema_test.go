@@ -29,6 +29,7 @@ import (
 // what their statements count on (00011's trigger, without which a
 // finished order kept its env values).
 func TestSchemaRolledBackStopsServers(t *testing.T) {
+	leavesNoSubreaper(t) // its `orderly worker` runs in this process
 	old := schemaCheck
 	schemaCheck = 100 * time.Millisecond
 	defer func() { schemaCheck = old }()
@@ -151,6 +152,7 @@ func TestSchemaRolledBackStopsServers(t *testing.T) {
 // its first such statement. The schema check's ticker is an hour here:
 // only the failed statements can stop the servers.
 func TestSchemaRolledBackStopsAtTheFirstStatementThatFails(t *testing.T) {
+	leavesNoSubreaper(t) // its `orderly worker` runs in this process
 	old := schemaCheck
 	schemaCheck = time.Hour
 	defer func() { schemaCheck = old }()
