@@ -494,7 +494,7 @@ func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
 	admin, pool := testenv.Store(t, dsn)
 	ws, _ := workerRole(t, pool, dsn, "late")
 	ctx := t.Context()
-	o := claimedAsWorker(t, admin, ws)
+	o := claimedAsWorker(t, ctx, admin, ws)
 	detail := map[string]any{"job_id": 7, "job": "systemd:restart:x.service"}
 	if lost, err := ws.JobAfterTakeover(ctx, &postgres.JobCheck{}, o.ID, 1, "w", detail); err != nil || lost {
 		t.Fatalf("the job of the worker's own attempt: lost %v, %v", lost, err)
@@ -561,7 +561,7 @@ func TestWorkerRoleRecordsAJobAfterTakeoverOnceAcrossACut(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			o := claimedAsWorker(t, admin, ws)
+			o := claimedAsWorker(t, ctx, admin, ws)
 			if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
 				t.Fatal(err)
 			}
@@ -854,10 +854,10 @@ func workerLifecycle(t *testing.T, admin *postgres.Store, pool *pgxpool.Pool, ws
 }
 
 // claimedAsWorker inserts an order for host late (as admin) and claims
-// it as the worker login ws, instance w, which takes the host first.
-func claimedAsWorker(t *testing.T, admin *postgres.Store, ws *postgres.Store) *order.Order {
+// it as the worker login ws, instance w, which takes the host first; ctx
+// is the test's (the cut test's carries its deadline).
+func claimedAsWorker(t *testing.T, ctx context.Context, admin *postgres.Store, ws *postgres.Store) *order.Order {
 	t.Helper()
-	ctx := t.Context()
 	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "late", Command: "true",
 		Timeout: time.Minute, Principal: "test", Source: "rest"}
 	if _, err := admin.InsertOrder(ctx, o); err != nil {

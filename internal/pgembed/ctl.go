@@ -100,23 +100,35 @@ func (s *Server) start(ctx context.Context, fsync bool, extra map[string]string)
 }
 
 // waitReaped waits, up to startTimeout, while postmaster.pid names a
-// process that exited and that its parent has not reaped yet: a
-// postmaster killed, until init (or the subreaper it was handed to)
-// reaps it. Its pid is not free until then, and postgres refuses to
-// start beside a pid file naming a pid of its user that exists ("lock
-// file already exists"): the supervisor's tries failed, one after the
-// other, for as long as the zombie stayed (over a minute, once, on a
-// loaded machine whose init reaps by polling), and a serve started
-// then ended its start. Past startTimeout the start is tried anyway,
-// and postgres's refusal says why.
+// process of the cluster's user that exited and that its parent has not
+// reaped yet: a postmaster killed, until init (or the subreaper it was
+// handed to) reaps it. Its pid is not free until then, and postgres
+// refuses to start beside a pid file naming a pid of its user that
+// exists ("lock file already exists"): the supervisor's tries failed,
+// one after the other, for as long as the zombie stayed (over a minute,
+// once, on a loaded machine whose init reaps by polling), and a serve
+// started then ended its start. Past startTimeout the start is tried
+// anyway, and postgres's refusal says why. Another user's zombie (the
+// pid given to another process since, dead and not reaped) is not
+// waited for: postgres, which may not signal it, starts beside it, and
+// the start waited the whole startTimeout for nothing.
 func (s *Server) waitReaped(ctx context.Context) {
+	dir, err := os.Stat(s.dataDir)
+	if err != nil {
+		return
+	}
 	deadline := time.Now().Add(startTimeout)
 	for time.Now().Before(deadline) {
 		b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
 		if err != nil {
 			return
 		}
-		if f := procfs.Fields(pidOf(b)); f == nil || f[0] != "Z" {
+		pid := pidOf(b)
+		if f := procfs.Fields(pid); f == nil || f[0] != "Z" {
+			return
+		}
+		// /proc/<pid> is the process's user's, a zombie's too.
+		if p, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil || ownerOf(p) != ownerOf(dir) {
 			return
 		}
 		select {

@@ -641,9 +641,7 @@ func TestStartWaitsForADeadPostmastersPIDToBeFreed(t *testing.T) {
 		close(reaped)
 	}()
 	t.Cleanup(func() { <-reaped })
-	for f := procfs.Fields(dead.Process.Pid); f == nil || f[0] != "Z"; f = procfs.Fields(dead.Process.Pid) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitZombie(t, dead.Process.Pid)
 	_, rest, _ := strings.Cut(string(b), "\n")
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(dead.Process.Pid)+"\n"+rest), 0o600); err != nil {
 		t.Fatal(err)
@@ -656,5 +654,79 @@ func TestStartWaitsForADeadPostmastersPIDToBeFreed(t *testing.T) {
 	}
 	if !s.running() {
 		t.Fatal("the cluster does not run after the start")
+	}
+}
+
+// TestStartDoesNotWaitForAnotherUsersZombie: the start waited, up to
+// startTimeout, for any zombie postmaster.pid named, while postgres
+// refuses only a pid of its own user that exists: another user's it may
+// not signal, and starts beside it. The pid of a killed postmaster given
+// since to another user's process, dead and not reaped by its parent,
+// held every start of the cluster for the whole minute. Here root's
+// zombie, left unreaped until the start returned, must not hold a start
+// bounded below startTimeout.
+func TestStartDoesNotWaitForAnotherUsersZombie(t *testing.T) {
+	if os.Geteuid() != 0 {
+		// CI runs as root: there a skip would hide lost coverage.
+		if os.Getenv("CI") == "true" {
+			t.Fatal("only root hands the cluster to another user, and CI=true runs as root")
+		}
+		t.Skip("only root hands the cluster to another user")
+	}
+	dir := tempDir(t, "pgembed-")
+	s := startServer(t, Options{Dir: dir, Logger: testLogger(t)})
+	pidFile := filepath.Join(s.dataDir, "postmaster.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(s.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid == 0 {
+		t.Fatal("the cluster is root's: postgres refuses to run as root")
+	}
+	dead := exec.Command("sleep", "600") // root's, not the cluster's user's
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = dead.Process.Kill()
+	t.Cleanup(func() { _ = dead.Wait() })
+	waitZombie(t, dead.Process.Pid)
+	_, rest, _ := strings.Cut(string(b), "\n")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(dead.Process.Pid)+"\n"+rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(pidFile, int(st.Uid), int(st.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), startTimeout*3/4)
+	defer cancel()
+	if err := s.start(ctx, false, nil); err != nil {
+		t.Fatalf("start with postmaster.pid naming a zombie of another user: %v", err)
+	}
+	if f := procfs.Fields(dead.Process.Pid); f == nil || f[0] != "Z" {
+		t.Fatalf("the zombie %d was gone before the start returned: %q", dead.Process.Pid, f)
+	}
+	if !s.running() {
+		t.Fatal("the cluster does not run after the start")
+	}
+}
+
+// waitZombie waits up to 10 s for pid, killed and not reaped, to be a
+// zombie.
+func waitZombie(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for f := procfs.Fields(pid); f == nil || f[0] != "Z"; f = procfs.Fields(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d is no zombie 10 s after its SIGKILL: %q", pid, f)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -153,4 +153,3 @@ func waitState(t *testing.T, pid int, ok func(procStat, error) bool, what string
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
