@@ -219,8 +219,9 @@ type Executor struct {
 	// nil is waitExitedNoReap. Tests stand in for a leader that will
 	// not die.
 	leaderExited func(pid int) error
-	// adopting is set by AdoptOrphans: the process is a child subreaper
-	// and Run ends the orders' orphans (endAdopted).
+	// adopting is set by AdoptOrphans (and cleared by StopAdopting): the
+	// process is a child subreaper and Run ends the orders' orphans
+	// (endAdopted).
 	adopting atomic.Bool
 	// mu guards leaders, and is held from a leader's start to its entry
 	// there when adopting (lockStarts).
