@@ -104,12 +104,14 @@ func (s *Server) actionSet() *action.Set {
 
 // pathAction is the action named by {name} that the principal may run.
 // One it may not run is not found, as one that does not exist: the list
-// of actions is the principal's own.
+// of actions is the principal's own. The one message for both says so
+// and where that list is: an admin who had just defined an action for
+// the role ops was told only that it did not exist.
 func (s *Server) pathAction(r *http.Request) (*action.Def, error) {
 	name := chi.URLParam(r, "name")
 	d := s.actionSet().Lookup(name)
 	if d == nil || !d.Allows(principalOf(r)) {
-		return nil, notFound("no action named " + printableName(name))
+		return nil, notFound("no action named " + printableName(name) + " that you may run: GET /v1/actions (orderly action ls) lists yours; an action's roles and principals say who may run it")
 	}
 	return d, nil
 }

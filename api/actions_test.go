@@ -325,6 +325,35 @@ func TestActionRunItsPrincipalMayNotRunIsAudited(t *testing.T) {
 	}
 }
 
+// TestActionNotFoundSaysWhoseList: an action the principal may not run
+// is answered as one that does not exist, and the one message for both
+// says that the list is the principal's and where it is (an admin told
+// "no action named restart-example" looked for a typo in a config that
+// defined it for the role ops; here the action names bob). The two answers stay the same but for
+// the name.
+func TestActionNotFoundSaysWhoseList(t *testing.T) {
+	restart := config.Action{Name: "restart-example", Hosts: []string{"web-*"}, Principals: []string{"bob"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{restart}}})
+	const tail = " that you may run: GET /v1/actions (orderly action ls) lists yours; an action's roles and principals say who may run it"
+	for _, name := range []string{"restart-example", "nope"} {
+		for _, req := range []struct {
+			method, path string
+			body         any
+		}{
+			{"GET", "/v1/actions/" + name, nil},
+			{"POST", "/v1/actions/" + name + "/run", map[string]any{"host": "web-1", "params": map[string]any{"id": "0042"}}},
+		} {
+			code, b := e.do("alice", req.method, req.path, req.body)
+			var eb api.ErrorBody
+			if code != http.StatusNotFound || json.Unmarshal(b, &eb) != nil || eb.Error.Code != "not_found" || eb.Error.Message != "no action named "+name+tail {
+				t.Errorf("%s %s as alice: %d %s", req.method, req.path, code, b)
+			}
+		}
+	}
+}
+
 // TestActionLimits: at most runs per window across concurrent submitters
 // (the database serializes them), and at most concurrent_per_host
 // queued or running per host, answered 429 with a retry time.

@@ -25,6 +25,10 @@ func TestDecodeStrict(t *testing.T) {
 		{"exact duplicate", `{"command":"a","command":"b"}`, `duplicate key "command"`},
 		{"duplicate env name", `{"command":"a","env":{"A":"1","A":"2"}}`, `duplicate key "A"`},
 		{"unknown field", `{"command":"a","bogus":1}`, `unknown field "bogus"`},
+		// A guess at a field's name is told the names the object takes.
+		{"a guessed field", `{"command":"a","timeout":"10s"}`, `unknown field "timeout" (the body takes args, command, `},
+		{"a guessed field lists the one meant", `{"command":"a","timeout":"10s"}`, `, timeout_seconds`},
+		{"a guessed nested field", `{"command":"a","stdout":{"capture":true,"encoding":"base64"}}`, `unknown field "encoding" (stdout takes capture, encode)`},
 		{"trailing data", `{"command":"a"} {}`, `trailing data`},
 		{"invalid UTF-8 in command", "{\"command\":\"ec\xffho\"}", `not valid UTF-8 at offset 14`},
 		{"invalid UTF-8 in args", "{\"command\":\"echo\",\"args\":[\"\xc3\"]}", `not valid UTF-8`},

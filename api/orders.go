@@ -385,7 +385,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	for _, st := range q["status"] {
 		for _, v := range strings.Split(st, ",") {
 			if !order.Status(v).Valid() {
-				s.writeError(w, r, order.FieldError(order.CodeInvalid, "status", "unknown status %q", v))
+				s.writeError(w, r, order.FieldError(order.CodeInvalid, "status", "unknown status %q: give one or more of %s, separated by commas", printableName(v), statusList()))
 				return
 			}
 			f.Status = append(f.Status, order.Status(v))
@@ -419,7 +419,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(t.name); v != "" {
 			ts, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
-				s.writeError(w, r, order.FieldError(order.CodeInvalid, t.name, "%s must be an RFC 3339 time", t.name))
+				s.writeError(w, r, order.FieldError(order.CodeInvalid, t.name, "%s must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not %q", t.name, printableName(v)))
 				return
 			}
 			*t.dst = &ts
@@ -493,4 +493,15 @@ func entries(orders []Order) []*Order {
 		out[i] = &orders[i]
 	}
 	return out
+}
+
+// statusList is every order status as a list filter's refusal names them:
+// "unknown status" alone left the sender to guess the spelling
+// (`Failed`, `timeout`) the filter takes.
+func statusList() string {
+	names := make([]string, len(order.Statuses))
+	for i, st := range order.Statuses {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -392,6 +393,9 @@ func (w *jsonWalker) end() error {
 
 // unknownField names the field; when only its case differs from a known
 // one, it says so, since that is the usual mistake (and the usual attack).
+// Otherwise it lists the fields the object takes, as an unknown query
+// parameter's refusal does: a sender who guessed "timeout" or "env" for
+// timeout_seconds or a runbook's env_vars was told only what it is not.
 func unknownField(fields map[string]reflect.Type, path, key string) error {
 	for name := range fields {
 		if strings.EqualFold(name, key) {
@@ -399,7 +403,16 @@ func unknownField(fields map[string]reflect.Type, path, key string) error {
 				"invalid JSON: unknown field %q (field names are case-sensitive: %q)", key, name)
 		}
 	}
-	return order.FieldError(order.CodeInvalid, path+key, "invalid JSON: unknown field %q", key)
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	where := "the body"
+	if path != "" {
+		where = strings.TrimSuffix(path, ".")
+	}
+	return order.FieldError(order.CodeInvalid, path+key, "invalid JSON: unknown field %q (%s takes %s)", key, where, strings.Join(names, ", "))
 }
 
 // indirect strips pointers; nil stays nil (a free shape).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,12 @@ func (a *app) actionCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, names []string) error {
 			cfg, _, err := config.Load(configPath, a.environ, nil)
 			if err == nil {
+				// The config may be orderly serve's (orderly-serve.service's
+				// /etc/orderly/orderly.yaml), whose compat surfaces may leave
+				// their host to serve: fill it in as serve does, or such a
+				// file, which serve runs, was refused here for keys the rule
+				// never reads.
+				cfg.DefaultCompatHosts(cmp.Or(cfg.Host, defaultHost()))
 				err = cfg.Validate()
 			}
 			if err != nil {

@@ -36,6 +36,43 @@ func TestShippedPolkitRuleMatchesExample(t *testing.T) {
 	}
 }
 
+// TestPolkitRuleFromServesConfig: the rule is printed from orderly
+// serve's own config (orderly-serve.service's /etc/orderly/orderly.yaml,
+// or the --config a newcomer gave `make run`) whose compat surfaces leave
+// their host to serve, as compat.md says they may. It was refused with
+// "compat.httpexec.host: must name the worker host", even with --host
+// given.
+func TestPolkitRuleFromServesConfig(t *testing.T) {
+	path := t.TempDir() + "/orderly.yaml"
+	const cfg = `acl:
+  allow: ["127.0.0.0/8"]
+runbooks: {dir: /srv/runbooks}
+compat:
+  httpexec: {enabled: true, exec_root: /srv/httpexec/bin, principal: httpexec-client}
+  stage0: {enabled: true, jwt_secret: 0123456789abcdef0123456789abcdef, jwt_issuer: dev-idp, jwt_audience: dev-api}
+actions:
+  definitions:
+    - name: restart-example
+      params:
+        - {name: id, pattern: "[0-9]{4}", units: "example@*.service"}
+      systemd: {verb: restart, unit: "example@{id}.service"}
+      roles: [ops]
+      hosts: ["web-*"]
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"action", "polkit-rule", "restart-example", "--config", path},
+		{"action", "polkit-rule", "restart-example", "--config", path, "--host", "web-3"},
+	} {
+		out, err := runCmd(t, args...)
+		if err != nil || !strings.Contains(out, `/^example@(?:[0-9]{4})\.service$/`) {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+	}
+}
+
 // TestClientFlagMistakes: flags that cannot mean anything are refused
 // before any request, naming the flag.
 func TestClientFlagMistakes(t *testing.T) {

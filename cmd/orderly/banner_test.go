@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -48,10 +49,17 @@ func TestServeBannerHidesPasswords(t *testing.T) {
 // 127.0.0.1:8080.
 func TestServeBannerNamesTheUIAndTheClient(t *testing.T) {
 	dsn := "postgres://postgres@/orderly?host=%2Fsrv%2Fpg%2Frun&port=5432&sslmode=disable"
+	// serve itself passes the token file under its data dir made absolute:
+	// `make run`'s ./data, so named, is still the client's default.
+	ownData, err := filepath.Abs(defaultDataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		url, tokenFile, want, not string
 	}{
 		{"http://127.0.0.1:8080", "data/admin.token", "  web UI:      http://127.0.0.1:8080/ui/   (sign in with the admin token)\n", "ORDERLY_"},
+		{"http://127.0.0.1:8080", filepath.Join(ownData, "admin.token"), "  web UI:      http://127.0.0.1:8080/ui/   (sign in with the admin token)\n", "ORDERLY_"},
 		{"http://127.0.0.1:9090", "/tmp/orderly/admin.token", "  client:      export ORDERLY_URL=http://127.0.0.1:9090 ORDERLY_DATA_DIR=/tmp/orderly   (then orderly submit, ls, hosts: docs/cli.md)\n", "ORDERLY_TOKEN"},
 		{"http://127.0.0.1:9090", "data/admin.token", "  client:      export ORDERLY_URL=http://127.0.0.1:9090   (then", "ORDERLY_DATA_DIR"},
 		{"http://127.0.0.1:8080", "/srv/my data/admin.token", "  client:      export ORDERLY_DATA_DIR='/srv/my data'   (then", "ORDERLY_URL"},

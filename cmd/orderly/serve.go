@@ -491,10 +491,18 @@ func clientEnv(apiURL, tokenFile string) string {
 	if apiURL != defaultClientURL {
 		env = append(env, "ORDERLY_URL="+shellQuote(apiURL))
 	}
-	if dir := filepath.Dir(tokenFile); filepath.Clean(dir) != filepath.Clean(defaultDataDir) {
-		if abs, err := filepath.Abs(dir); err == nil {
-			dir = abs
-		}
+	// serve names its token file by an absolute path (the data dir made
+	// absolute at start), so it is compared with ./data made absolute the
+	// same way: compared as written, `make run`'s own ./data printed the
+	// line the README says comes only off the defaults.
+	dir, def := filepath.Dir(tokenFile), defaultDataDir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if abs, err := filepath.Abs(def); err == nil {
+		def = abs
+	}
+	if filepath.Clean(dir) != filepath.Clean(def) {
 		env = append(env, "ORDERLY_DATA_DIR="+shellQuote(dir))
 	}
 	return strings.Join(env, " ")

@@ -60,8 +60,13 @@ func ValidHost(h string) bool { return hostRE.MatchString(h) }
 func ValidEnvName(n string) bool { return envNameRE.MatchString(n) }
 
 // CheckHost refuses a host name ValidHost does not accept, naming the
-// field.
+// field. A body that left the host out is told so, as one without a
+// command is: "must be 1-128 characters" read as a complaint about a
+// host the sender never gave.
 func CheckHost(h string) error {
+	if h == "" {
+		return FieldError(CodeInvalid, "host", "host is required")
+	}
 	if !ValidHost(h) {
 		return FieldError(CodeInvalid, "host", "host must be 1-128 characters of [A-Za-z0-9_-]")
 	}
