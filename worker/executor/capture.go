@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"hash"
 	"math"
@@ -29,7 +30,17 @@ type capture struct {
 	pos  int
 	n    int64
 	sum  hash.Hash
+	// secret, when set, is masked wherever the stream shows it (masked):
+	// held is the stream's last bytes that may begin it, kept back until
+	// the next write or the end (flush) tells; scratch is the buffer a
+	// write is masked in.
+	secret        []byte
+	held, scratch []byte
 }
+
+// maskKept is how many bytes of a secret stay as they are when it is
+// masked: orderly-rb-, so that a reader sees what was there.
+const maskKept = len("orderly-rb-")
 
 // growFullFrom is the kept size past which a capture's buffer grows
 // straight to the cap (appendCapped): the size from which the result write
@@ -62,6 +73,57 @@ func newCapture(stream string, maxKept int64, onOutput func(string, []byte)) *ca
 // Write records p. It never fails, so the process is never stopped by a
 // full capture: past the cap, bytes are counted and hashed, not kept.
 func (c *capture) Write(p []byte) (int, error) {
+	if len(c.secret) > 0 {
+		if m := c.masked(p); len(m) > 0 {
+			c.record(m)
+		}
+		return len(p), nil
+	}
+	c.record(p)
+	return len(p), nil
+}
+
+// masked returns what of the stream, up to p, can be recorded: the bytes
+// held back before, then p, with each whole secret in them masked, and
+// without a last part that may begin the secret, which it holds back.
+// The mask keeps the length, so counts, offsets and the cap are those of
+// the stream as printed.
+func (c *capture) masked(p []byte) []byte {
+	b := append(append(c.scratch[:0], c.held...), p...)
+	c.scratch = b
+	for i := 0; ; {
+		j := bytes.Index(b[i:], c.secret)
+		if j < 0 {
+			break
+		}
+		i += j
+		for k := i + min(maskKept, len(c.secret)); k < i+len(c.secret); k++ {
+			b[k] = '*'
+		}
+		i += len(c.secret)
+	}
+	keep := 0
+	for n := min(len(c.secret)-1, len(b)); n > 0; n-- {
+		if bytes.HasPrefix(c.secret, b[len(b)-n:]) {
+			keep = n
+			break
+		}
+	}
+	c.held = append(c.held[:0], b[len(b)-keep:]...)
+	return b[:len(b)-keep]
+}
+
+// flush records what masked held back: at the end of the stream it is
+// not the beginning of a secret.
+func (c *capture) flush() {
+	if len(c.held) > 0 {
+		c.record(c.held)
+		c.held = c.held[:0]
+	}
+}
+
+// record keeps p, the stream's next bytes, as the stream's own.
+func (c *capture) record(p []byte) {
 	if c.onOutput != nil {
 		c.onOutput(c.stream, p)
 	}
@@ -76,27 +138,27 @@ func (c *capture) Write(p []byte) (int, error) {
 		q = q[k:]
 	}
 	if len(q) == 0 || c.tailMax == 0 {
-		return len(p), nil
+		return
 	}
 	tail := c.kept[c.headMax:]
 	if len(q) >= c.tailMax {
 		// q alone fills the ring: keep its last tailMax bytes, in order.
 		copy(tail, q[len(q)-c.tailMax:])
 		c.pos = 0
-		return len(p), nil
+		return
 	}
 	for len(q) > 0 { // the ring is full: overwrite the oldest bytes
 		k := copy(tail[c.pos:], q)
 		q = q[k:]
 		c.pos = (c.pos + k) % c.tailMax
 	}
-	return len(p), nil
 }
 
 // output returns the stream as recorded: all of it when it fit in the cap
 // (the capture's own buffer: the capture is done with it), otherwise head,
 // truncation marker and tail.
 func (c *capture) output() order.Output {
+	c.flush()
 	out := order.Output{Bytes: c.n, SHA256: c.sum.Sum(nil)}
 	omitted := c.n - int64(len(c.kept))
 	if omitted == 0 {

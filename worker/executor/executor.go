@@ -113,6 +113,14 @@ type Request struct {
 	// blocks the process blocks on a full pipe (both pipes, today).
 	// It is never called after Run returns.
 	OnOutput func(stream string, p []byte)
+	// Secret, when set, never shows in a captured stream: each occurrence
+	// is masked (past its first bytes, orderly-rb-, with *) in what
+	// OnOutput sees and in what is kept, counted and hashed. A script's
+	// delegated token is one: set -x or env printed it, and whoever reads
+	// the order's output (an auditor) could run runbooks as its principal
+	// while the run lasts. Bytes that may begin it wait for the next read
+	// or the stream's end.
+	Secret string
 	// CgroupParent, when set, is a cgroup v2 directory the worker owns
 	// (see ResolveCgroupParent); the order then runs in its own
 	// child cgroup CgroupName, created for it, started into it atomically
@@ -357,12 +365,14 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 		if req.CaptureStdout {
 			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput)
+			stdout.secret = []byte(req.Secret)
 			if cmd.Stdout, err = pp.output(stdout); err != nil {
 				return err
 			}
 		}
 		if req.CaptureStderr {
 			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput)
+			stderr.secret = []byte(req.Secret)
 			if cmd.Stderr, err = pp.output(stderr); err != nil {
 				return err
 			}
