@@ -363,16 +363,20 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 				return err
 			}
 		}
+		var secret []byte
+		if req.Secret != "" {
+			secret = []byte(req.Secret)
+		}
 		if req.CaptureStdout {
 			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput)
-			stdout.secret = []byte(req.Secret)
+			stdout.secret = secret
 			if cmd.Stdout, err = pp.output(stdout); err != nil {
 				return err
 			}
 		}
 		if req.CaptureStderr {
 			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput)
-			stderr.secret = []byte(req.Secret)
+			stderr.secret = secret
 			if cmd.Stderr, err = pp.output(stderr); err != nil {
 				return err
 			}
