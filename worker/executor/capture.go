@@ -30,17 +30,19 @@ type capture struct {
 	pos  int
 	n    int64
 	sum  hash.Hash
-	// secret, when set, is masked wherever the stream shows it (masked):
-	// held is the stream's last bytes that may begin it, kept back until
-	// the next write or the end (flush) tells; scratch is the buffer a
-	// write is masked in.
-	secret        []byte
+	// secrets are masked wherever the stream shows them (masked): held is
+	// the stream's last bytes that may begin one, kept back until the
+	// next write or the end (flush) tells; scratch is the buffer a write
+	// is masked in.
+	secrets       [][]byte
 	held, scratch []byte
+	spans         [][3]int // of masked: where a secret starts, its mask starts, it ends
 }
 
-// maskKept is how many bytes of a secret stay as they are when it is
-// masked: orderly-rb-, so that a reader sees what was there.
-const maskKept = len("orderly-rb-")
+// tokenPrefix is what of a delegated runbook token stays as it is when
+// it is masked, so that a reader sees what was there; other secrets are
+// masked whole.
+const tokenPrefix = "orderly-rb-"
 
 // growFullFrom is the kept size past which a capture's buffer grows
 // straight to the cap (appendCapped): the size from which the result write
@@ -73,8 +75,8 @@ func newCapture(stream string, maxKept int64, onOutput func(string, []byte)) *ca
 // Write records p. It never fails, so the process is never stopped by a
 // full capture: past the cap, bytes are counted and hashed, not kept.
 func (c *capture) Write(p []byte) (int, error) {
-	if len(c.secret) > 0 {
-		if m := c.masked(p); len(m) > 0 {
+	if len(c.secrets) > 0 {
+		if m := c.masked(p, false); len(m) > 0 {
 			c.record(m)
 		}
 		return len(p), nil
@@ -84,41 +86,67 @@ func (c *capture) Write(p []byte) (int, error) {
 }
 
 // masked returns what of the stream, up to p, can be recorded: the bytes
-// held back before, then p, with each whole secret in them masked, and
-// without a last part that may begin the secret, which it holds back.
-// The mask keeps the length, so counts, offsets and the cap are those of
-// the stream as printed.
-func (c *capture) masked(p []byte) []byte {
+// held back before, then p, with every secret in them masked by *; the
+// end (last) is held back, from where it may begin a secret, or where a
+// secret begins that the cut would split, unless the stream ended. The
+// mask keeps the length, so counts, offsets and the cap are those of the
+// stream as printed. Occurrences are found in the bytes as written, so
+// secrets that overlap are masked in full.
+func (c *capture) masked(p []byte, last bool) []byte {
 	b := append(append(c.scratch[:0], c.held...), p...)
 	c.scratch = b
-	for i := 0; ; {
-		j := bytes.Index(b[i:], c.secret)
-		if j < 0 {
-			break
+	cut := len(b)
+	if !last {
+		for _, secret := range c.secrets {
+			for n := min(len(secret)-1, len(b)); n > len(b)-cut; n-- {
+				if bytes.HasPrefix(secret, b[len(b)-n:]) {
+					cut = len(b) - n
+					break
+				}
+			}
 		}
-		i += j
-		for k := i + min(maskKept, len(c.secret)); k < i+len(c.secret); k++ {
+	}
+	c.spans = c.spans[:0]
+	for _, secret := range c.secrets {
+		from := 0
+		if bytes.HasPrefix(secret, []byte(tokenPrefix)) {
+			from = len(tokenPrefix)
+		}
+		for i := 0; ; i++ {
+			j := bytes.Index(b[i:], secret)
+			if j < 0 {
+				break
+			}
+			i += j
+			c.spans = append(c.spans, [3]int{i, i + from, i + len(secret)})
+		}
+	}
+	// A secret across the cut is held back whole: its first bytes sent
+	// now could not be masked later. Holding it back may put the cut
+	// inside another one, so until none is.
+	for moved := true; moved; {
+		moved = false
+		for _, sp := range c.spans {
+			if sp[0] < cut && sp[2] > cut {
+				cut, moved = sp[0], true
+			}
+		}
+	}
+	for _, sp := range c.spans {
+		for k := sp[1]; k < min(sp[2], cut); k++ {
 			b[k] = '*'
 		}
-		i += len(c.secret)
 	}
-	keep := 0
-	for n := min(len(c.secret)-1, len(b)); n > 0; n-- {
-		if bytes.HasPrefix(c.secret, b[len(b)-n:]) {
-			keep = n
-			break
-		}
-	}
-	c.held = append(c.held[:0], b[len(b)-keep:]...)
-	return b[:len(b)-keep]
+	c.held = append(c.held[:0], b[cut:]...)
+	return b[:cut]
 }
 
-// flush records what masked held back: at the end of the stream it is
-// not the beginning of a secret.
+// flush records what masked held back, masked: the stream has ended.
 func (c *capture) flush() {
 	if len(c.held) > 0 {
-		c.record(c.held)
+		out := c.masked(nil, true)
 		c.held = c.held[:0]
+		c.record(out)
 	}
 }
 

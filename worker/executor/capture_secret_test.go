@@ -21,7 +21,7 @@ func TestCaptureMasksTheSecret(t *testing.T) {
 	for _, sizes := range [][]int{{0}, {1}, {7}, {40, 3}, {len(stream) - 1}} {
 		var live bytes.Buffer
 		c := newCapture("stderr", 1<<20, func(_ string, p []byte) { live.Write(p) })
-		c.secret = []byte(secret)
+		c.secrets = [][]byte{[]byte(secret)}
 		chunked(t, c, []byte(stream), sizes)
 		out := c.output()
 		if string(out.Content) != want || live.String() != want {
@@ -29,6 +29,35 @@ func TestCaptureMasksTheSecret(t *testing.T) {
 		}
 		if sum := sha256.Sum256([]byte(want)); out.Bytes != int64(len(stream)) || !bytes.Equal(out.SHA256, sum[:]) {
 			t.Fatalf("writes of %v: %d bytes, sha256 %x; want %d and the masked stream's", sizes, out.Bytes, out.SHA256, len(stream))
+		}
+	}
+}
+
+// TestCaptureMasksEverySecret: with several secrets (an action's secret
+// params), each is masked whole wherever it shows, also where it overlaps
+// another's occurrence, and bytes that may begin any of them wait for the
+// next write; a write that ends inside one secret while it may begin
+// another sends none of the first's bytes unmasked.
+func TestCaptureMasksEverySecret(t *testing.T) {
+	for _, c := range []struct {
+		secrets      []string
+		stream, want string
+	}{
+		{[]string{"hunter22", "Sup3rS3cret", "S3cr"},
+			"a hunter22b Sup3rS3cret c S3cr d hunter2 e Sup3r f S3c",
+			"a ********b *********** c **** d hunter2 e Sup3r f S3c"},
+		{[]string{"abcd", "cdxy"}, "zabcdxq abcdxy", "z****xq ******"},
+	} {
+		for _, sizes := range [][]int{{0}, {1}, {5}, {9, 2}} {
+			var live bytes.Buffer
+			w := newCapture("stdout", 1<<20, func(_ string, p []byte) { live.Write(p) })
+			for _, s := range c.secrets {
+				w.secrets = append(w.secrets, []byte(s))
+			}
+			chunked(t, w, []byte(c.stream), sizes)
+			if out := w.output(); string(out.Content) != c.want || live.String() != c.want || out.Bytes != int64(len(c.stream)) {
+				t.Fatalf("%q in writes of %v: kept %q, live %q, %d bytes; want %q", c.stream, sizes, out.Content, live.String(), out.Bytes, c.want)
+			}
 		}
 	}
 }

@@ -122,7 +122,7 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	// ends: printed (set -x, env), it was anyone's who may read the
 	// order's output, an auditor's or an admin's, live and kept.
 	if tok := o.Env[tokenVar]; strings.HasPrefix(tok, "orderly-rb-") {
-		req.Secret = tok
+		req.Secrets = []string{tok}
 	}
 	return &Prepared{Req: req, ResolvedPath: interp[0], User: u.name,
 		Cleanup: func() { _ = os.RemoveAll(dir) }}, nil
