@@ -36,7 +36,7 @@ type capture struct {
 	// is masked in.
 	secrets       [][]byte
 	held, scratch []byte
-	spans         [][3]int // of masked: where a secret starts, its mask starts, it ends
+	spans, carry  [][2]int // of masked: where masks start and end
 }
 
 // tokenPrefix is what of a delegated runbook token stays as it is when
@@ -86,12 +86,14 @@ func (c *capture) Write(p []byte) (int, error) {
 }
 
 // masked returns what of the stream, up to p, can be recorded: the bytes
-// held back before, then p, with every secret in them masked by *; the
-// end (last) is held back, from where it may begin a secret, or where a
-// secret begins that the cut would split, unless the stream ended. The
-// mask keeps the length, so counts, offsets and the cap are those of the
-// stream as printed. Occurrences are found in the bytes as written, so
-// secrets that overlap are masked in full.
+// held back before, then p, with every secret in them masked by *, and
+// without a last part that may begin a secret, held back unless the
+// stream ended (last). The mask keeps the length, so counts, offsets and
+// the cap are those of the stream as printed. Occurrences are found in
+// the bytes as written, so secrets that overlap are masked in full; the
+// part of one that lies in what is held back (carry) is masked when it is
+// sent, since it will not be found whole again. Nothing is held back for
+// an occurrence: what is held is shorter than the longest secret.
 func (c *capture) masked(p []byte, last bool) []byte {
 	b := append(append(c.scratch[:0], c.held...), p...)
 	c.scratch = b
@@ -106,7 +108,7 @@ func (c *capture) masked(p []byte, last bool) []byte {
 			}
 		}
 	}
-	c.spans = c.spans[:0]
+	spans := append(c.spans[:0], c.carry...)
 	for _, secret := range c.secrets {
 		from := 0
 		if bytes.HasPrefix(secret, []byte(tokenPrefix)) {
@@ -118,23 +120,16 @@ func (c *capture) masked(p []byte, last bool) []byte {
 				break
 			}
 			i += j
-			c.spans = append(c.spans, [3]int{i, i + from, i + len(secret)})
+			spans = append(spans, [2]int{i + from, i + len(secret)})
 		}
 	}
-	// A secret across the cut is held back whole: its first bytes sent
-	// now could not be masked later. Holding it back may put the cut
-	// inside another one, so until none is.
-	for moved := true; moved; {
-		moved = false
-		for _, sp := range c.spans {
-			if sp[0] < cut && sp[2] > cut {
-				cut, moved = sp[0], true
-			}
-		}
-	}
-	for _, sp := range c.spans {
-		for k := sp[1]; k < min(sp[2], cut); k++ {
+	c.spans, c.carry = spans, c.carry[:0]
+	for _, sp := range spans {
+		for k := sp[0]; k < min(sp[1], cut); k++ {
 			b[k] = '*'
+		}
+		if sp[1] > cut {
+			c.carry = append(c.carry, [2]int{max(sp[0], cut) - cut, sp[1] - cut})
 		}
 	}
 	c.held = append(c.held[:0], b[cut:]...)

@@ -61,3 +61,31 @@ func TestCaptureMasksEverySecret(t *testing.T) {
 		}
 	}
 }
+
+// TestCaptureMaskHoldsBackLittle: a stream that is one long run of a
+// secret's own repeated byte (each position an occurrence) is masked at
+// once, write by write: at most a secret's length waits for the next
+// write. A first version held back every occurrence across a write's end
+// whole, and so, one after another, the whole stream, unbounded, in
+// quadratic time.
+func TestCaptureMaskHoldsBackLittle(t *testing.T) {
+	const secret = "aaaaaaaa"
+	stream := bytes.Repeat([]byte("a"), 1<<20)
+	var live bytes.Buffer
+	c := newCapture("stdout", 2<<20, func(_ string, p []byte) { live.Write(p) })
+	c.secrets = [][]byte{[]byte(secret)}
+	for p := stream; len(p) > 0; p = p[min(len(p), readBufferSize):] {
+		if _, err := c.Write(p[:min(len(p), readBufferSize)]); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.held) >= len(secret) {
+			t.Fatalf("%d bytes held back after a write, want fewer than the secret's %d", len(c.held), len(secret))
+		}
+	}
+	if live.Len() < len(stream)-len(secret) || bytes.ContainsRune(live.Bytes(), 'a') {
+		t.Fatalf("live: %d bytes before the end, %d of them unmasked", live.Len(), bytes.Count(live.Bytes(), []byte("a")))
+	}
+	if out := c.output(); !bytes.Equal(out.Content, bytes.Repeat([]byte("*"), len(stream))) {
+		t.Fatalf("kept %d bytes, %d unmasked", len(out.Content), bytes.Count(out.Content, []byte("a")))
+	}
+}
