@@ -116,11 +116,13 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 	// memory stream with them): after a gap nothing more is given live,
 	// so what fn was given stays a prefix of the output and the stored
 	// copy gives the rest (storedRest). A chunk without an offset (an
-	// older worker's) is given as it comes.
+	// older worker's) is given as it comes, and so is one whose offset
+	// is negative, which no worker writes, as the SSE stream and the
+	// partial output read it: placed, it lost its first bytes.
 	chunk := func(m *nats.Msg) {
 		stream := m.Header.Get(queue.StreamHeader)
 		i, p := streamIndex(stream), m.Data
-		if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil {
+		if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {
 			if gap[i] {
 				return
 			}

@@ -68,7 +68,8 @@ printf 'sanitized=[%s]\n' "$DIRTY"`),
 		"Guarded.md":  runbookDoc("Guarded", "{}", "  []", "roles: ops, admin", `echo guarded ok`),
 		"TeamOnly.md": runbookDoc("TeamOnly", "{}", "  []", "team: storage, network", `echo team ok`),
 		"Parent.md": runbookDoc("Parent", "{}", "  []", "", `echo "parent stack=$RUNBOOK_RECURSION_STACK"
-echo "token=$RUNBOOK_API_TOKEN"
+echo "plain=$RUNBOOK_API_TOKEN"
+t=$RUNBOOK_API_TOKEN; printf 'token=%.20s %s\n' "$t" "${t#????????????????????}"
 `+subCall("Child.md", "rb2", `"GREETING":"from parent","RUNBOOK_RECURSION_STACK":"forged"`)+`
 `+subCall("Child.md", "rb1", `"GREETING":"same host"`)),
 		"Child.md": runbookDoc("Child", "GREETING: What to say", "  []", "", `echo "child says $GREETING"
@@ -386,14 +387,22 @@ child stack=["Parent.md", "Child.md"] corr=%s`, parent.CorrelationID)
 			t.Fatalf("child: %+v\n%s", child, stdout(child))
 		}
 		// The token is not the caller's: it is good for nothing else, and
-		// nothing once its run is over.
-		token := regexp.MustCompile(`token=(\S+)`).FindStringSubmatch(out)
-		if token == nil || token[1] == s.alice {
-			t.Fatalf("token: %v", token)
+		// nothing once its run is over. The run's output never shows it
+		// (whoever reads the output, an auditor, held it while the run
+		// lasted): printed as it is, it is masked; cut in two, as the
+		// script prints it for this test, it is not.
+		parts := regexp.MustCompile(`token=(\S+) (\S+)`).FindStringSubmatch(out)
+		if parts == nil || parts[1]+parts[2] == s.alice {
+			t.Fatalf("token: %v", parts)
 		}
-		resp, b = s.send(call{method: "GET", path: "/v1/orders", token: token[1]})
+		token := parts[1] + parts[2]
+		if masked := "orderly-rb-" + strings.Repeat("*", len(token)-len("orderly-rb-")); !strings.HasPrefix(token, "orderly-rb-") ||
+			!strings.Contains(out, "plain="+masked+"\n") || strings.Count(out, token) != 0 {
+			t.Fatalf("the delegated token shows in the run's output:\n%s", out)
+		}
+		resp, b = s.send(call{method: "GET", path: "/v1/orders", token: token})
 		wantError(t, resp.StatusCode, b, 401, "unauthenticated")
-		resp, b = s.send(call{method: "POST", path: "/v1/runbooks/Child.md/execute", token: token[1],
+		resp, b = s.send(call{method: "POST", path: "/v1/runbooks/Child.md/execute", token: token,
 			body: map[string]any{"host": "rb3", "env_vars": map[string]any{"GREETING": "late"}}})
 		wantError(t, resp.StatusCode, b, 401, "unauthenticated")
 	})

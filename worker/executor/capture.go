@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"hash"
 	"math"
@@ -29,7 +30,19 @@ type capture struct {
 	pos  int
 	n    int64
 	sum  hash.Hash
+	// secrets are masked wherever the stream shows them (masked): held is
+	// the stream's last bytes that may begin one, kept back until the
+	// next write or the end (flush) tells; scratch is the buffer a write
+	// is masked in.
+	secrets       [][]byte
+	held, scratch []byte
+	spans, carry  [][2]int // of masked: where masks start and end
 }
+
+// tokenPrefix is what of a delegated runbook token stays as it is when
+// it is masked, so that a reader sees what was there; other secrets are
+// masked whole.
+const tokenPrefix = "orderly-rb-"
 
 // growFullFrom is the kept size past which a capture's buffer grows
 // straight to the cap (appendCapped): the size from which the result write
@@ -62,6 +75,78 @@ func newCapture(stream string, maxKept int64, onOutput func(string, []byte)) *ca
 // Write records p. It never fails, so the process is never stopped by a
 // full capture: past the cap, bytes are counted and hashed, not kept.
 func (c *capture) Write(p []byte) (int, error) {
+	if len(c.secrets) > 0 {
+		if m := c.masked(p, false); len(m) > 0 {
+			c.record(m)
+		}
+		return len(p), nil
+	}
+	c.record(p)
+	return len(p), nil
+}
+
+// masked returns what of the stream, up to p, can be recorded: the bytes
+// held back before, then p, with every secret in them masked by *, and
+// without a last part that may begin a secret, held back unless the
+// stream ended (last). The mask keeps the length, so counts, offsets and
+// the cap are those of the stream as printed. Occurrences are found in
+// the bytes as written, so secrets that overlap are masked in full; the
+// part of one that lies in what is held back (carry) is masked when it is
+// sent, since it will not be found whole again. Nothing is held back for
+// an occurrence: what is held is shorter than the longest secret.
+func (c *capture) masked(p []byte, last bool) []byte {
+	b := append(append(c.scratch[:0], c.held...), p...)
+	c.scratch = b
+	cut := len(b)
+	if !last {
+		for _, secret := range c.secrets {
+			for n := min(len(secret)-1, len(b)); n > len(b)-cut; n-- {
+				if bytes.HasPrefix(secret, b[len(b)-n:]) {
+					cut = len(b) - n
+					break
+				}
+			}
+		}
+	}
+	spans := append(c.spans[:0], c.carry...)
+	for _, secret := range c.secrets {
+		from := 0
+		if bytes.HasPrefix(secret, []byte(tokenPrefix)) {
+			from = len(tokenPrefix)
+		}
+		for i := 0; ; i++ {
+			j := bytes.Index(b[i:], secret)
+			if j < 0 {
+				break
+			}
+			i += j
+			spans = append(spans, [2]int{i + from, i + len(secret)})
+		}
+	}
+	c.spans, c.carry = spans, c.carry[:0]
+	for _, sp := range spans {
+		for k := sp[0]; k < min(sp[1], cut); k++ {
+			b[k] = '*'
+		}
+		if sp[1] > cut {
+			c.carry = append(c.carry, [2]int{max(sp[0], cut) - cut, sp[1] - cut})
+		}
+	}
+	c.held = append(c.held[:0], b[cut:]...)
+	return b[:cut]
+}
+
+// flush records what masked held back, masked: the stream has ended.
+func (c *capture) flush() {
+	if len(c.held) > 0 {
+		out := c.masked(nil, true)
+		c.held = c.held[:0]
+		c.record(out)
+	}
+}
+
+// record keeps p, the stream's next bytes, as the stream's own.
+func (c *capture) record(p []byte) {
 	if c.onOutput != nil {
 		c.onOutput(c.stream, p)
 	}
@@ -76,27 +161,27 @@ func (c *capture) Write(p []byte) (int, error) {
 		q = q[k:]
 	}
 	if len(q) == 0 || c.tailMax == 0 {
-		return len(p), nil
+		return
 	}
 	tail := c.kept[c.headMax:]
 	if len(q) >= c.tailMax {
 		// q alone fills the ring: keep its last tailMax bytes, in order.
 		copy(tail, q[len(q)-c.tailMax:])
 		c.pos = 0
-		return len(p), nil
+		return
 	}
 	for len(q) > 0 { // the ring is full: overwrite the oldest bytes
 		k := copy(tail[c.pos:], q)
 		q = q[k:]
 		c.pos = (c.pos + k) % c.tailMax
 	}
-	return len(p), nil
 }
 
 // output returns the stream as recorded: all of it when it fit in the cap
 // (the capture's own buffer: the capture is done with it), otherwise head,
 // truncation marker and tail.
 func (c *capture) output() order.Output {
+	c.flush()
 	out := order.Output{Bytes: c.n, SHA256: c.sum.Sum(nil)}
 	omitted := c.n - int64(len(c.kept))
 	if omitted == 0 {

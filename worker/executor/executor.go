@@ -113,6 +113,15 @@ type Request struct {
 	// blocks the process blocks on a full pipe (both pipes, today).
 	// It is never called after Run returns.
 	OnOutput func(stream string, p []byte)
+	// Secrets never show in a captured stream: each occurrence is masked
+	// with * (a delegated token past its orderly-rb-) in what OnOutput
+	// sees and in what is kept, counted and hashed. A script's delegated
+	// token is one: set -x or env printed it, and whoever reads the
+	// order's output (an auditor) could run runbooks as its principal
+	// while the run lasted; an action's secret params are the others.
+	// Bytes that may begin one wait for the next read or the stream's
+	// end. Empty ones are ignored.
+	Secrets []string
 	// CgroupParent, when set, is a cgroup v2 directory the worker owns
 	// (see ResolveCgroupParent); the order then runs in its own
 	// child cgroup CgroupName, created for it, started into it atomically
@@ -359,14 +368,22 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 				return err
 			}
 		}
+		var secrets [][]byte
+		for _, s := range req.Secrets {
+			if s != "" {
+				secrets = append(secrets, []byte(s))
+			}
+		}
 		if req.CaptureStdout {
 			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput)
+			stdout.secrets = secrets
 			if cmd.Stdout, err = pp.output(stdout); err != nil {
 				return err
 			}
 		}
 		if req.CaptureStderr {
 			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput)
+			stderr.secrets = secrets
 			if cmd.Stderr, err = pp.output(stderr); err != nil {
 				return err
 			}

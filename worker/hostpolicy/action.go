@@ -240,6 +240,15 @@ func (p *Policy) prepareActionCommand(o *order.Order, d *action.Def, r *action.R
 		dir = p.execRoot
 	}
 	req := p.request(o, u, cmd.realPath, slices.Clone(r.Argv), env, dir, timeout, p.maxOutput)
+	// A secret the command prints (an error quoting its input, a trace)
+	// would be in the order's output for whoever reads it (an auditor),
+	// live and kept. Values of bool and enum params are listed in the
+	// config, public, and would mask every "true" of the output.
+	for _, name := range slices.Sorted(maps.Keys(o.Action.Secrets)) {
+		if prm := d.Param(name); prm.Type != action.TypeBool && prm.Type != action.TypeEnum {
+			req.Secrets = append(req.Secrets, o.Action.Secrets[name])
+		}
+	}
 	if u.sudo {
 		if len(r.Env) > 0 {
 			// sudo resets the environment: the action's env (secrets

@@ -2,6 +2,8 @@ package hostpolicy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,11 +99,12 @@ func TestActionEnvDenied(t *testing.T) {
 
 // TestActionCommandRuns renders a command action and runs it through the
 // real executor: each value is exactly one argv element, the secret
-// reaches the command's environment only.
+// reaches the command's environment only (its hash says it came), and
+// the command's output shows it masked.
 func TestActionCommandRuns(t *testing.T) {
 	p, _ := actionPolicy(t, config.Action{Name: "show", Hosts: []string{"*"}, Principals: []string{"*"},
 		Params:  []config.ActionParam{{Name: "word", Pattern: "[a-z ]+"}, {Name: "pw", Pattern: "[a-z0-9]+", Secret: true}},
-		Command: []string{"/bin/sh", "-c", `printf '%s|' "$@"; printf '%s' "$PW"`, "sh", "{word}", "x{word}y"},
+		Command: []string{"/bin/sh", "-c", `printf '%s|' "$@" "$PW"; printf '%s' "$PW" | sha256sum | cut -c1-64`, "sh", "{word}", "x{word}y"},
 		Env:     []config.ActionEnv{{Name: "PW", Value: "{pw}"}}})
 	o := actionOrder("h", "show", map[string]string{"word": "a b"})
 	o.Action.Secrets = map[string]string{"pw": "hunter2"}
@@ -115,7 +118,8 @@ func TestActionCommandRuns(t *testing.T) {
 		}
 	}
 	res := executor.New(nil).Run(t.Context(), prep.Req, nil)
-	if got, want := string(res.Stdout.Content), "a b|xa by|hunter2"; got != want {
+	sum := sha256.Sum256([]byte("hunter2"))
+	if got, want := string(res.Stdout.Content), "a b|xa by|*******|"+hex.EncodeToString(sum[:])+"\n"; got != want {
 		t.Errorf("stdout %q, want %q (stderr %q, %v)", got, want, res.Stderr.Content, res.StartErr)
 	}
 }

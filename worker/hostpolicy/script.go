@@ -27,6 +27,10 @@ func runDirPattern(id uuid.UUID) string { return runDirPrefix + id.String() + "-
 // execDirVar names the run directory for the script (stage0's name).
 const execDirVar = "RUNBOOK_EXEC_DIR_HOST"
 
+// tokenVar is where the API puts the run's delegated token (orderly-rb-…,
+// docs/runbooks.md), which the run's output must not show.
+const tokenVar = "RUNBOOK_API_TOKEN"
+
 // scriptPolicy is what a worker lets script orders (runbooks) do.
 type scriptPolicy struct {
 	interpreters []string // what a #! line may choose
@@ -114,6 +118,12 @@ func (p *Policy) prepareScript(o *order.Order) (*Prepared, error) {
 	env = append(env, execDirVar+"="+dir)
 	argv := append(slices.Clone(interp), filepath.Join(dir, scriptName))
 	req := p.request(o, u, interpPath, argv, env, dir, timeout, p.maxOutputFor(o))
+	// The token is a credential of the run's principal until the run
+	// ends: printed (set -x, env), it was anyone's who may read the
+	// order's output, an auditor's or an admin's, live and kept.
+	if tok := o.Env[tokenVar]; strings.HasPrefix(tok, "orderly-rb-") {
+		req.Secrets = []string{tok}
+	}
 	return &Prepared{Req: req, ResolvedPath: interp[0], User: u.name,
 		Cleanup: func() { _ = os.RemoveAll(dir) }}, nil
 }
