@@ -1,0 +1,254 @@
+package main
+
+// The fault suite at fleet scale (hE17): the other scenarios hold the
+// contract with one to three hosts; operators run many. Here every host is
+// its own `orderly worker` process, all faulted at once.
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// fleetFaultHosts is how many hosts TestFaultsFleet runs, one worker
+// process each (ORDERLY_FAULTS_FLEET_HOSTS overrides it). 24 keeps the
+// test reliable on a shared two-core machine; docs/decisions.md (hE17)
+// has the runs with more.
+const fleetFaultHosts = 24
+
+// TestFaultsFleet runs 24 hosts, each its own worker process (one of them
+// with a standby), under submitters that POST (with an Idempotency-Key,
+// sent again while there is no answer) and publish over NATS to every
+// host at once, and faults the whole fleet in turn: three workers
+// SIGKILLed and started again, nats-server killed and started again (every
+// worker reconnects at once), PostgreSQL crash-restarted (every pool
+// reconnects at once), and one active worker frozen past its lease while
+// its standby waits. Every host must recover from each fault, and the
+// contract hold for each host (checkContract). Afterwards the orders
+// stream holds one consumer per host and nothing else, and no
+// acknowledged order stays in it.
+func TestFaultsFleet(t *testing.T) {
+	n := fleetFaultHosts
+	if v := os.Getenv("ORDERLY_FAULTS_FLEET_HOSTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 4 {
+			t.Fatalf("ORDERLY_FAULTS_FLEET_HOSTS=%q: want a number of hosts, 4 or more", v)
+		}
+	}
+	s := newFaultStack(t)
+	conns := watchPGConnections(t, s)
+	workers := map[string]int{}
+	for i := range n {
+		workers[fmt.Sprintf("f%02d", i+1)] = 1
+	}
+	const frozenHost = "f01"
+	workers[frozenHost] = 2 // the active worker and a standby
+	// Eight submitters at one order each 150 ms: each host gets an order
+	// about every second or two, enough to see it recover, and the two
+	// cores keep up with the orders of 24 hosts.
+	shape := faultLoadShape{submitters: 8, natsSubmitters: 4, period: 150 * time.Millisecond, retry: true}
+	recoveries := map[string]time.Duration{}
+	r := runFaultScenarioLoad(t, s, workers, shape, func(r *faultRun) {
+		// A few workers crash and are replaced.
+		for _, h := range r.hosts[1:4] {
+			for _, w := range r.s.liveWorkers(h) {
+				w.signal(syscall.SIGKILL)
+				w.waitExit(10 * time.Second)
+			}
+			r.fault("kill9", h)
+			r.s.startWorker(h)
+		}
+		recoveries["kill9 (3 hosts)"] = fleetRecovered(r, 30*time.Second)
+
+		// nats-server dies: every worker, the API and the publishers
+		// reconnect at once when it is back.
+		r.s.nats.kill9()
+		pause(r.t.Context(), 2*time.Second)
+		r.s.nats.start()
+		for _, h := range r.hosts {
+			r.fault("nats back", h)
+		}
+		recoveries["nats restart"] = fleetRecovered(r, 60*time.Second)
+
+		// PostgreSQL crashes: every pool's connections are cut at once.
+		r.s.pg.restartImmediate()
+		for _, h := range r.hosts {
+			r.fault("postgres back", h)
+		}
+		recoveries["postgres restart"] = fleetRecovered(r, 60*time.Second)
+
+		// The active worker of one host freezes past its lease (2 s)
+		// while running an order; the standby takes over and must kill
+		// that order before it starts the next.
+		w, tag := r.victim(frozenHost, "20", false)
+		r.expect[tag] = "interrupted"
+		w.signal(syscall.SIGSTOP)
+		r.fault("sigstop", frozenHost)
+		recoveries["sigstop past the lease"] = fleetRecovered(r, 30*time.Second)
+		pause(r.t.Context(), 3*time.Second)
+		w.signal(syscall.SIGCONT)
+		r.s.note("sigcont %s", w.name)
+	})
+	var shown []string
+	for _, what := range slices.Sorted(maps.Keys(recoveries)) {
+		shown = append(shown, fmt.Sprintf("%s: %s", what, recoveries[what].Round(10*time.Millisecond)))
+	}
+	t.Logf("%d hosts; slowest host's recovery: %s", n, strings.Join(shown, ", "))
+	peak, refused := conns.stop()
+	t.Logf("PostgreSQL connections: peak %d of max_connections %d; %d worker log lines with \"too many clients\"",
+		peak.count, peak.max, refused)
+	checkFleetStream(t, s, r.hosts)
+}
+
+// fleetRecovered waits up to most for every host faulted by the last
+// round of faults to start an order, and returns how long the slowest
+// took (from its fault); untilRecovered fails the test past most.
+func fleetRecovered(r *faultRun, most time.Duration) time.Duration {
+	r.untilRecovered(0, most, 0)
+	var slowest time.Duration
+	for _, f := range lastFaults(r.faults) {
+		if next, ok := r.l.tails[f.host].firstStartAfter(f.at); ok {
+			slowest = max(slowest, next.at.Sub(f.at))
+		}
+	}
+	return slowest
+}
+
+// lastFaults is the last fault of each host.
+func lastFaults(faults []faultEvent) []faultEvent {
+	last := map[string]faultEvent{}
+	for _, f := range faults {
+		last[f.host] = f
+	}
+	out := make([]faultEvent, 0, len(last))
+	for _, h := range slices.Sorted(maps.Keys(last)) {
+		out = append(out, last[h])
+	}
+	return out
+}
+
+// pgConnWatch samples how many connections PostgreSQL holds, through a
+// connection of its own (opened again after a restart).
+type pgConnWatch struct {
+	s      *faultStack
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	peak pgConnSample
+}
+
+type pgConnSample struct {
+	count, max int
+}
+
+func watchPGConnections(t *testing.T, s *faultStack) *pgConnWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &pgConnWatch{s: s, cancel: cancel}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for ctx.Err() == nil {
+			var c pgConnSample
+			err := s.pool.QueryRow(ctx, `SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity
+				WHERE backend_type = 'client backend'`).Scan(&c.count, &c.max)
+			if err == nil {
+				w.mu.Lock()
+				if c.count > w.peak.count {
+					w.peak = c
+				}
+				w.mu.Unlock()
+			}
+			pause(ctx, 200*time.Millisecond)
+		}
+	}()
+	t.Cleanup(w.cancelWait)
+	return w
+}
+
+func (w *pgConnWatch) cancelWait() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+// stop ends the sampling and returns the peak, with how many lines of the
+// workers' logs say PostgreSQL refused a connection for lack of slots.
+func (w *pgConnWatch) stop() (pgConnSample, int) {
+	w.cancelWait()
+	w.s.mu.Lock()
+	workers := slices.Clone(w.s.workers)
+	w.s.mu.Unlock()
+	refused := 0
+	for _, fw := range workers {
+		b, _ := os.ReadFile(fw.log)
+		refused += strings.Count(string(b), "too many clients")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peak, refused
+}
+
+// checkFleetStream checks what the faults left in ORDERLY_ORDERS: one
+// durable consumer per host of the test and no other, and, once the
+// API's purge has gone round, no message left (every order was
+// acknowledged).
+func checkFleetStream(t *testing.T, s *faultStack, hosts []string) {
+	t.Helper()
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatalf("connect to read ORDERLY_ORDERS: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	st, err := js.Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", queue.OrdersStream, err)
+	}
+	var names []string
+	for name := range st.ConsumerNames(ctx).Name() {
+		names = append(names, name)
+	}
+	var want []string
+	for _, h := range hosts {
+		want = append(want, queue.ConsumerName(h))
+	}
+	slices.Sort(names)
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("consumers of %s: %v, want one per host: %v", queue.OrdersStream, names, want)
+	}
+	var msgs uint64
+	began := time.Now()
+	for time.Since(began) < time.Minute {
+		info, err := st.Info(ctx)
+		if err == nil {
+			msgs = info.State.Msgs
+			if msgs == 0 {
+				break
+			}
+		}
+		pause(ctx, 500*time.Millisecond)
+	}
+	t.Logf("%s: %d messages left %s after the check began", queue.OrdersStream, msgs, time.Since(began).Round(100*time.Millisecond))
+	if msgs != 0 {
+		t.Errorf("%s still holds %d messages a minute after every order was terminal", queue.OrdersStream, msgs)
+	}
+}
