@@ -49,6 +49,12 @@ func TestFaultsFleet(t *testing.T) {
 		}
 	}
 	s := newFaultStack(t)
+	if v := os.Getenv("ORDERLY_FAULTS_FLEET_PG_MAX_CONNS"); v != "" {
+		if _, err := s.pool.Exec(t.Context(), "ALTER SYSTEM SET max_connections = "+v); err != nil {
+			t.Fatal(err)
+		}
+		s.pg.restartImmediate()
+	}
 	conns := watchPGConnections(t, s)
 	workers := map[string]int{}
 	for i := range n {
@@ -56,14 +62,14 @@ func TestFaultsFleet(t *testing.T) {
 	}
 	const frozenHost = "f01"
 	workers[frozenHost] = 2 // the active worker and a standby
-	// Eight submitters at one order each 150 ms: each host gets an order
-	// about every second or two, enough to see it recover, and the two
-	// cores keep up with the orders of 24 hosts.
-	shape := faultLoadShape{submitters: 8, natsSubmitters: 4, period: 150 * time.Millisecond, retry: true}
+	// Eight submitters at one order of 0.3 s each 100 ms: each host gets
+	// an order every second or two, enough to see it recover, a fault
+	// finds orders running on several hosts, and the two cores keep up.
+	shape := faultLoadShape{submitters: 8, natsSubmitters: 4, period: 100 * time.Millisecond, dur: "0.3", retry: true}
 	recoveries := map[string]time.Duration{}
 	r := runFaultScenarioLoad(t, s, workers, shape, func(r *faultRun) {
-		// A few workers crash and are replaced.
-		for _, h := range r.hosts[1:4] {
+		// Three workers crash while they run an order, and are replaced.
+		for _, h := range busyHosts(r, 3, frozenHost) {
 			for _, w := range r.s.liveWorkers(h) {
 				w.signal(syscall.SIGKILL)
 				w.waitExit(10 * time.Second)
@@ -73,10 +79,11 @@ func TestFaultsFleet(t *testing.T) {
 		}
 		recoveries["kill9 (3 hosts)"] = fleetRecovered(r, 30*time.Second)
 
-		// nats-server dies: every worker, the API and the publishers
-		// reconnect at once when it is back.
+		// nats-server dies for longer than the lease (2 s): every host's
+		// lease lapses at once, and every worker, the API and the
+		// publishers reconnect at once when it is back.
 		r.s.nats.kill9()
-		pause(r.t.Context(), 2*time.Second)
+		pause(r.t.Context(), 4*time.Second)
 		r.s.nats.start()
 		for _, h := range r.hosts {
 			r.fault("nats back", h)
@@ -89,6 +96,38 @@ func TestFaultsFleet(t *testing.T) {
 			r.fault("postgres back", h)
 		}
 		recoveries["postgres restart"] = fleetRecovered(r, 60*time.Second)
+
+		// Both at once, as after a power cut in the rack that holds them.
+		r.s.nats.kill9()
+		r.s.pg.restartImmediate()
+		pause(r.t.Context(), time.Second)
+		r.s.nats.start()
+		for _, h := range r.hosts {
+			r.fault("nats and postgres back", h)
+		}
+		recoveries["nats and postgres restart"] = fleetRecovered(r, 60*time.Second)
+
+		// Every worker is killed at once, in whatever it was doing, and
+		// started again (a fleet-wide restart gone wrong): every host's
+		// lease must expire, and every successor reaps what its
+		// predecessor ran, all at the same time.
+		var all []*faultWorker
+		for _, h := range r.hosts {
+			all = append(all, r.s.liveWorkers(h)...)
+		}
+		for _, w := range all {
+			w.signal(syscall.SIGKILL)
+		}
+		for _, w := range all {
+			w.waitExit(10 * time.Second)
+		}
+		for _, w := range all {
+			r.s.startWorker(w.host)
+		}
+		for _, h := range r.hosts {
+			r.fault("every worker kill9", h)
+		}
+		recoveries["every worker kill9"] = fleetRecovered(r, 60*time.Second)
 
 		// The active worker of one host freezes past its lease (2 s)
 		// while running an order; the standby takes over and must kill
@@ -111,6 +150,29 @@ func TestFaultsFleet(t *testing.T) {
 	t.Logf("PostgreSQL connections: peak %d of max_connections %d; %d worker log lines with \"too many clients\"",
 		peak.count, peak.max, refused)
 	checkFleetStream(t, s, r.hosts)
+}
+
+// busyHosts waits up to 10 s for n hosts other than except to be running
+// an order, and returns them.
+func busyHosts(r *faultRun, n int, except string) []string {
+	r.t.Helper()
+	var hosts []string
+	waitUntil(r.t, 10*time.Second, fmt.Sprintf("%d hosts running an order", n), func() bool {
+		hosts = hosts[:0]
+		rows, err := r.s.pool.Query(r.t.Context(), `SELECT DISTINCT host FROM orders WHERE status = 'running' AND host <> $1`, except)
+		if err != nil {
+			return false
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var h string
+			if rows.Scan(&h) == nil {
+				hosts = append(hosts, h)
+			}
+		}
+		return rows.Err() == nil && len(hosts) >= n
+	})
+	return hosts[:n]
 }
 
 // fleetRecovered waits up to most for every host faulted by the last
@@ -234,6 +296,12 @@ func checkFleetStream(t *testing.T, s *faultStack, hosts []string) {
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
 		t.Errorf("consumers of %s: %v, want one per host: %v", queue.OrdersStream, names, want)
+	}
+	for name := range js.StreamNames(ctx).Name() {
+		if other, err := js.Stream(ctx, name); err == nil {
+			info := other.CachedInfo()
+			t.Logf("stream %s: %d messages, %d consumers", name, info.State.Msgs, info.State.Consumers)
+		}
 	}
 	var msgs uint64
 	began := time.Now()
