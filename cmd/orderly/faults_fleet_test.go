@@ -33,13 +33,16 @@ const fleetFaultHosts = 24
 // with a standby), under submitters that POST (with an Idempotency-Key,
 // sent again while there is no answer) and publish over NATS to every
 // host at once, and faults the whole fleet in turn: three workers
-// SIGKILLed and started again, nats-server killed and started again (every
-// worker reconnects at once), PostgreSQL crash-restarted (every pool
-// reconnects at once), and one active worker frozen past its lease while
-// its standby waits. Every host must recover from each fault, and the
+// SIGKILLed while they run an order and started again; nats-server
+// killed for longer than the lease (every lease lapses, every process
+// reconnects at once); PostgreSQL crash-restarted (every pool connects
+// again at once); both together; every worker SIGKILLed at once and
+// started again; one active worker frozen past its lease while its
+// standby waits. Every host must recover from each fault, and the
 // contract hold for each host (checkContract). Afterwards the orders
-// stream holds one consumer per host and nothing else, and no
-// acknowledged order stays in it.
+// stream holds one consumer per host and nothing else, no acknowledged
+// order stays in it, and every connection PostgreSQL held was named
+// after its process.
 func TestFaultsFleet(t *testing.T) {
 	n := fleetFaultHosts
 	if v := os.Getenv("ORDERLY_FAULTS_FLEET_HOSTS"); v != "" {
@@ -146,9 +149,7 @@ func TestFaultsFleet(t *testing.T) {
 		shown = append(shown, fmt.Sprintf("%s: %s", what, recoveries[what].Round(10*time.Millisecond)))
 	}
 	t.Logf("%d hosts; slowest host's recovery: %s", n, strings.Join(shown, ", "))
-	peak, refused := conns.stop()
-	t.Logf("PostgreSQL connections: peak %d of max_connections %d; %d worker log lines with \"too many clients\"",
-		peak.count, peak.max, refused)
+	conns.check(t, r.hosts)
 	checkFleetStream(t, s, r.hosts)
 }
 
@@ -202,38 +203,32 @@ func lastFaults(faults []faultEvent) []faultEvent {
 	return out
 }
 
-// pgConnWatch samples how many connections PostgreSQL holds, through a
-// connection of its own (opened again after a restart).
+// pgConnWatch samples, every 200 ms, the connections PostgreSQL holds,
+// per application_name: orderly's processes name theirs after the
+// process (orderly-api, orderly-worker-<host>), the test its own
+// (faultTestPool).
 type pgConnWatch struct {
 	s      *faultStack
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	peak pgConnSample
-}
-
-type pgConnSample struct {
-	count, max int
+	mu         sync.Mutex
+	max        int            // max_connections
+	peak       int            // most client connections at once
+	peakByName map[string]int // most connections of each name at once
+	// unnamed are the connections without a name seen in two samples in
+	// a row (a pg_ctl ping or a migration's connection lives less).
+	unnamed map[int32]int
 }
 
 func watchPGConnections(t *testing.T, s *faultStack) *pgConnWatch {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &pgConnWatch{s: s, cancel: cancel}
+	w := &pgConnWatch{s: s, cancel: cancel, peakByName: map[string]int{}, unnamed: map[int32]int{}}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		for ctx.Err() == nil {
-			var c pgConnSample
-			err := s.pool.QueryRow(ctx, `SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity
-				WHERE backend_type = 'client backend'`).Scan(&c.count, &c.max)
-			if err == nil {
-				w.mu.Lock()
-				if c.count > w.peak.count {
-					w.peak = c
-				}
-				w.mu.Unlock()
-			}
+			w.sample(ctx)
 			pause(ctx, 200*time.Millisecond)
 		}
 	}()
@@ -241,14 +236,58 @@ func watchPGConnections(t *testing.T, s *faultStack) *pgConnWatch {
 	return w
 }
 
+func (w *pgConnWatch) sample(ctx context.Context) {
+	rows, err := w.s.pool.Query(ctx, `SELECT pid, application_name, current_setting('max_connections')::int
+		FROM pg_stat_activity WHERE backend_type = 'client backend'`)
+	if err != nil {
+		return // PostgreSQL is restarting; the pool connects again
+	}
+	defer rows.Close()
+	byName := map[string]int{}
+	unnamed := map[int32]bool{}
+	total, maxConns := 0, 0
+	for rows.Next() {
+		var pid int32
+		var name string
+		if rows.Scan(&pid, &name, &maxConns) != nil {
+			return
+		}
+		total++
+		byName[name]++
+		if name == "" {
+			unnamed[pid] = true
+		}
+	}
+	if rows.Err() != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.max = maxConns
+	w.peak = max(w.peak, total)
+	for name, n := range byName {
+		w.peakByName[name] = max(w.peakByName[name], n)
+	}
+	for pid := range w.unnamed {
+		if !unnamed[pid] {
+			delete(w.unnamed, pid)
+		}
+	}
+	for pid := range unnamed {
+		w.unnamed[pid]++
+	}
+}
+
 func (w *pgConnWatch) cancelWait() {
 	w.cancel()
 	w.wg.Wait()
 }
 
-// stop ends the sampling and returns the peak, with how many lines of the
-// workers' logs say PostgreSQL refused a connection for lack of slots.
-func (w *pgConnWatch) stop() (pgConnSample, int) {
+// check ends the sampling, logs what it saw and fails t for a connection
+// that stayed without the name of an orderly process or of the test:
+// the operator of a fleet could not tell whose it is.
+func (w *pgConnWatch) check(t *testing.T, hosts []string) {
+	t.Helper()
 	w.cancelWait()
 	w.s.mu.Lock()
 	workers := slices.Clone(w.s.workers)
@@ -258,9 +297,37 @@ func (w *pgConnWatch) stop() (pgConnSample, int) {
 		b, _ := os.ReadFile(fw.log)
 		refused += strings.Count(string(b), "too many clients")
 	}
+	known := map[string]bool{"orderly-api": true, faultTestPool: true}
+	for _, h := range hosts {
+		known["orderly-worker-"+h] = true
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.peak, refused
+	busiest, most, workerConns := "", 0, 0
+	for name, n := range w.peakByName {
+		if strings.HasPrefix(name, "orderly-worker-") {
+			workerConns += n
+			if n > most {
+				busiest, most = name, n
+			}
+		}
+		if !known[name] && name != "" {
+			t.Errorf("PostgreSQL connections named %q: not a process of the test", name)
+		}
+	}
+	t.Logf("PostgreSQL connections: peak %d of max_connections %d (the API's %d, the test's %d; each worker at most %d, %s; "+
+		"the workers' peaks summed %d); %d worker log lines with \"too many clients\"",
+		w.peak, w.max, w.peakByName["orderly-api"], w.peakByName[faultTestPool], most, busiest, workerConns, refused)
+	var stayed []int32
+	for pid, n := range w.unnamed {
+		if n >= 2 {
+			stayed = append(stayed, pid)
+		}
+	}
+	if len(stayed) > 0 {
+		t.Errorf("PostgreSQL connections without an application_name, seen in two samples in a row (backend pids %v): "+
+			"an operator cannot tell which process holds them", stayed)
+	}
 }
 
 // checkFleetStream checks what the faults left in ORDERLY_ORDERS: one
