@@ -83,7 +83,9 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	}
 	var pool *pgxpool.Pool
 	err = try(ctx, depPostgres, func(ctx context.Context) error {
-		p, err := postgres.Open(ctx, cfg.DatabaseURL)
+		// The pool's connections carry the process's name, as its NATS
+		// connection does (orderly-api, orderly-worker-<host>).
+		p, err := postgres.OpenAs(ctx, cfg.DatabaseURL, name)
 		if err != nil {
 			return postgresConnectError(err)
 		}

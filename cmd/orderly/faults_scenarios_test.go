@@ -8,6 +8,7 @@ package main
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -59,6 +60,9 @@ type faultLoadShape struct {
 	retry      bool   // Idempotency-Key on each order, sent again until answered
 	waitEvery  int    // every waitEvery-th order of a submitter is sent with ?wait=10
 	viaNATS    bool   // the submitters publish to orderly.submit.<host> (faultLoad.viaNATS)
+	// natsSubmitters is how many of the submitters (the last ones)
+	// publish over NATS while the others POST.
+	natsSubmitters int
 	// timeout is how long a client waits for an answer before it gives
 	// up on the request (and, with retry, sends it again); 0 for 30 s.
 	timeout time.Duration
@@ -78,6 +82,12 @@ func runFaultScenarioLoad(t *testing.T, s *faultStack, workersPerHost map[string
 	}
 	l := newFaultLoad(s, hosts...)
 	l.retry, l.waitEvery, l.viaNATS = shape.retry, shape.waitEvery, shape.viaNATS
+	for i := shape.submitters - shape.natsSubmitters; i < shape.submitters; i++ {
+		if l.natsFor == nil {
+			l.natsFor = map[string]bool{}
+		}
+		l.natsFor[fmt.Sprintf("s%d", i+1)] = true
+	}
 	if shape.timeout > 0 {
 		l.client.Timeout = shape.timeout
 	}
@@ -93,7 +103,7 @@ func runFaultScenarioLoad(t *testing.T, s *faultStack, workersPerHost map[string
 	// around the fault have later ones to be compared with.
 	r.untilRecovered(0, 20*time.Second, 3*time.Second)
 	l.stop()
-	if shape.viaNATS {
+	if shape.viaNATS || shape.natsSubmitters > 0 {
 		s.waitSubmitStreamEmpty(drainBound)
 	}
 	took := s.waitDrained(drainBound)

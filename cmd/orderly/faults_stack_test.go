@@ -38,6 +38,10 @@ worker:
   kill_grace: 500ms
 `
 
+// faultTestPool is the application_name of a fault test's own
+// connections to PostgreSQL.
+const faultTestPool = "orderly-fault-test"
+
 // faultStack is orderly as an operator runs it: an external nats-server, a
 // PostgreSQL server, `orderly api` and `orderly worker` processes, each of
 // which the test can kill, freeze or restart.
@@ -101,7 +105,9 @@ func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) 
 
 	ctx := t.Context()
 	var err error
-	s.pool, err = postgres.Open(ctx, s.pg.dsn())
+	// Named, so that a test counting the connections of orderly's
+	// processes (they name theirs) can tell the test's own apart.
+	s.pool, err = postgres.OpenAs(ctx, s.pg.dsn(), faultTestPool)
 	if err != nil {
 		t.Fatal(err)
 	}

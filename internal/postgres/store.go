@@ -32,6 +32,20 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	return open(ctx, dsn, nil)
 }
 
+// OpenAs is Open with the pool's connections named application in
+// PostgreSQL (application_name: pg_stat_activity and the server's log
+// show it), unless dsn or PGAPPNAME names them already. A fleet is one
+// pool per worker process: when max_connections runs out, or a restart
+// has every pool connect again at once, that name is how the operator
+// tells which processes hold the connections.
+func OpenAs(ctx context.Context, dsn, application string) (*pgxpool.Pool, error) {
+	return open(ctx, dsn, func(c *pgxpool.Config) {
+		if _, named := c.ConnConfig.RuntimeParams["application_name"]; !named && application != "" {
+			c.ConnConfig.RuntimeParams["application_name"] = application
+		}
+	})
+}
+
 // open is Open; tweak, when not nil, may change the pool's configuration
 // (the tests observe the plans of the store's statements through it).
 func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpool.Pool, error) {
