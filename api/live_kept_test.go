@@ -72,7 +72,7 @@ func TestLiveOutputKeptAcrossANATSRestart(t *testing.T) {
 }
 
 // liveFollower reads an order's SSE stream, placing its stdout chunks by
-// offset (a repeat dropped, a hole counted) until "end\n" is written.
+// offset (a repeat dropped) until "end\n" is written or a hole shows.
 type liveFollower struct {
 	done    chan struct{}
 	mu      sync.Mutex
@@ -141,7 +141,7 @@ func (f *liveFollower) event(event, data string) bool {
 	switch {
 	case *c.Offset > written:
 		f.holes = append(f.holes, fmt.Sprintf("%d bytes before offset %d", *c.Offset-written, *c.Offset))
-		return false // nothing more is placed after a hole
+		return true // nothing more is placed after a hole
 	case *c.Offset+int64(len(c.Data)) <= written:
 		f.repeats++
 		return false
