@@ -521,7 +521,6 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// Both streams call it concurrently.
 		out = new(liveOut)
 		out.budget.Store(req.MaxOutput)
-		out.pub.Start(w.q, o.Host, o.ID)
 		req.OnOutput = func(stream string, p []byte) {
 			at := &out.at[0]
 			if stream == "stderr" {
@@ -536,7 +535,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
-			if err := out.pub.Publish(stream, offset, p); err != nil {
+			if err := out.pub.Publish(w.q, o.Host, o.ID, stream, offset, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
 		}
