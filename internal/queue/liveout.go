@@ -126,14 +126,21 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 		s.seen, s.mending = r, true
 		return nil
 	}
+	var err error
 	if s.probe == nil && time.Since(s.probed) >= liveProbeEvery {
-		f, err := s.q.js.PublishMsgAsync(s.msg(c))
-		if err == nil {
+		var f jetstream.PubAckFuture
+		if f, err = s.q.js.PublishMsgAsync(s.msg(c)); err == nil {
 			s.probe, s.probed = f, time.Now()
 		}
-		return err
+	} else {
+		err = s.q.nc.PublishMsg(s.msg(c))
 	}
-	return s.q.nc.PublishMsg(s.msg(c))
+	if err != nil {
+		// Not sent (the reconnect buffer full, the connection closed):
+		// the watch publishes it again with the others.
+		s.mending = true
+	}
+	return err
 }
 
 // Stop ends the watch, a publishing again under way included: the
