@@ -14,8 +14,8 @@ import (
 )
 
 // LiveOutput publishes the live output chunks of one running order
-// (PublishOutput's messages, each with a Nats-Msg-Id of order, stream,
-// offset and round, below) and keeps them until the order ends, so that a NATS restart
+// (PublishOutput's messages, each with a Nats-Msg-Id of this run of the
+// order, stream, offset and round, below) and keeps them until the order ends, so that a NATS restart
 // loses none of them. The live stream is a memory stream: a restart of
 // its server loses it with every chunk it held, and the chunks a worker
 // publishes until an API makes it again (MendLive, about a second) go
@@ -59,7 +59,11 @@ type LiveOutput struct {
 type liveState struct {
 	q    *Queue
 	subj string // the order's output subject
-	id   string // the order's, for the chunks' Nats-Msg-Id
+	// run: unique to this run of the order, for the chunks' Nats-Msg-Id:
+	// an idempotent order run again after its worker stopped has the
+	// same id, and its chunks the same offsets, and the stream dropped
+	// them as duplicates of the lost run's.
+	run  string
 	mu   sync.Mutex
 	kept []liveChunk
 	seen uint64 // the connection's reconnect count the chunks were published under
@@ -103,7 +107,8 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 	if s == nil {
 		// The first chunk: only now is there something to keep, and to
 		// publish again after a reconnect.
-		s = &liveState{q: q, subj: OutputSubjectOf(host, id), id: id.String(), seen: q.nc.Stats().Reconnects}
+		s = &liveState{q: q, subj: OutputSubjectOf(host, id), run: nats.NewInbox()[len(nats.InboxPrefix):],
+			seen: q.nc.Stats().Reconnects}
 		if !o.st.CompareAndSwap(nil, s) {
 			s = o.st.Load() // the other stream's first chunk came first
 		}
@@ -262,7 +267,7 @@ func (s *liveState) msg(c liveChunk) *nats.Msg {
 	off := strconv.FormatInt(c.offset, 10)
 	m.Header.Set(StreamHeader, c.stream)
 	m.Header.Set(OffsetHeader, off)
-	m.Header.Set(nats.MsgIdHdr, s.id+"."+c.stream+"."+off+"."+strconv.Itoa(s.round))
+	m.Header.Set(nats.MsgIdHdr, s.run+"."+c.stream+"."+off+"."+strconv.Itoa(s.round))
 	m.Data = c.data
 	return m
 }
