@@ -89,10 +89,25 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 	close(stop)
 	n := <-printed
 
-	// The reader: the API's credential, the order's whole live output.
+	// The reader: the API's credential, the order's whole live output,
+	// once its last chunk is the end (published after those published
+	// again: a reader in between may see the chunks taken before the
+	// loss was seen, which the first of them rolls up).
 	js, err := jetstream.New(api.nc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the end of the order's output not last in the live stream in 30 s")
+		}
+		st, err := js.Stream(ctx, queue.LiveStream)
+		if err != nil {
+			continue // no stream yet
+		}
+		if m, err := st.GetLastMsgForSubject(ctx, queue.OutputSubjectOf("h1", id)); err == nil && string(m.Data) == "end\n" {
+			break
+		}
 	}
 	var got strings.Builder
 	var cons jetstream.Consumer
@@ -104,8 +119,7 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 		if cons == nil {
 			if cons, err = js.OrderedConsumer(ctx, queue.LiveStream, jetstream.OrderedConsumerConfig{
 				FilterSubjects: []string{queue.OutputSubjectOf("h1", id)}}); err != nil {
-				time.Sleep(100 * time.Millisecond) // no stream yet
-				continue
+				t.Fatal(err)
 			}
 		}
 		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
