@@ -33,8 +33,11 @@ import (
 //
 // "past the cap": the follow wrote nothing of a truncated stored copy
 // once any live byte had come, so the client had the five lines printed
-// before the restart and the warning. Now it gets the head's lines past
-// them.
+// before the restart and the warning. Then it got the stored head's
+// lines past them; now the worker publishes the run's chunks again once
+// the stream is back (queue.LiveOutput), so nothing is lost live and the
+// client gets what a run without a restart gives: the lines within the
+// cap, and the warning.
 func TestStage0ExecuteAcrossANATSRestart(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -64,9 +67,9 @@ func TestStage0ExecuteAcrossANATSRestart(t *testing.T) {
 			}
 			want, warning := full.String(), ""
 			if c.cap > 0 {
-				// The stored head: the first half-cap bytes, to its last
-				// whole line.
-				want = want[:c.cap/2]
+				// The live output: the first cap bytes, to its last whole
+				// line (stage0's events are lines).
+				want = want[:c.cap]
 				want = want[:strings.LastIndex(want, "\n")+1]
 				warning = fmt.Sprintf("\n[WARNING: Output truncated due to size limit (%d bytes)]\n", c.cap)
 			}

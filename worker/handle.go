@@ -514,31 +514,28 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	})
 	defer stopTimers()
 	req := prep.Req
-	var budget *atomic.Int64 // of live output; nil when nothing is captured
+	var out *liveOut // nil when nothing is captured
 	if req.CaptureStdout || req.CaptureStderr {
 		// Live output for SSE followers, up to the stored cap per order so
 		// a flood of output cannot flood the bus.
 		// Both streams call it concurrently.
-		budget = new(atomic.Int64)
-		budget.Store(req.MaxOutput)
-		// Bytes of each stream so far: one goroutine per stream calls
-		// OnOutput, so each counter has one writer.
-		var stdoutAt, stderrAt int64
+		out = new(liveOut)
+		out.budget.Store(req.MaxOutput)
 		req.OnOutput = func(stream string, p []byte) {
-			at := &stdoutAt
+			at := &out.at[0]
 			if stream == "stderr" {
-				at = &stderrAt
+				at = &out.at[1]
 			}
 			offset := *at
 			*at += int64(len(p))
-			left := budget.Add(-int64(len(p))) + int64(len(p))
+			left := out.budget.Add(-int64(len(p))) + int64(len(p))
 			if left <= 0 {
 				return
 			}
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
-			if err := w.q.PublishOutput(o.Host, o.ID, stream, offset, p); err != nil {
+			if err := out.pub.Publish(w.q, o.Host, o.ID, stream, offset, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
 		}
@@ -592,7 +589,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	}
 	// The first chunk drawn on the budget was published: no flag to
 	// keep, nothing more for an order without output.
-	live = budget != nil && req.MaxOutput > 0 && budget.Load() < req.MaxOutput
+	live = out != nil && req.MaxOutput > 0 && out.budget.Load() < req.MaxOutput
+	if out != nil {
+		// Before the result is written: nothing it publishes again after
+		// a NATS restart may follow the roll-up (endOutput).
+		out.pub.Stop()
+	}
 	f = finishOf(res)
 	if f.Result.Stdout.Truncated || f.Result.Stderr.Truncated {
 		// The cap that cut it, this host's worker.max_output_bytes or the
@@ -606,6 +608,16 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
 	}
 	return f, res.Duration, live
+}
+
+// liveOut is an order's live output: one allocation for a captured
+// order, nothing more until its first chunk (queue.LiveOutput).
+type liveOut struct {
+	budget atomic.Int64 // bytes left to publish, of the order's output cap
+	// at: bytes of stdout and stderr so far; one goroutine per stream
+	// calls OnOutput, so each has one writer.
+	at  [2]int64
+	pub queue.LiveOutput
 }
 
 // jobFence is the fence of an action's systemd job (systemd.Fence).

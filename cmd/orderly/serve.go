@@ -181,6 +181,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		cfg.DatabaseURL = pg.DSN()
 	}
 	var natsCreds *natsembed.Credentials
+	var embedded *natsembed.Server
 	var inProcess []nats.Option
 	externalNATS := cfg.NATS.URL != ""
 	if !externalNATS {
@@ -195,6 +196,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			return err
 		}
 		cleanups = append(cleanups, ns.Shutdown)
+		embedded = ns
 		cfg.NATS.URL = ns.ClientURL()
 		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
 		natsCreds = creds
@@ -235,6 +237,11 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		return stoppedWhileWaiting(ctx, err, logger)
 	}
 	cleanups = append(cleanups, b.close)
+	if embedded != nil {
+		// Its JetStream restarted in place (a full store with room
+		// again) loses the live stream, and no connection sees it.
+		b.queue.FollowRestarts(embedded.JetStreamRestarts)
+	}
 	b.pgNotStarting = pgNotStarting
 	if serveBackendOpened != nil {
 		serveBackendOpened(b)

@@ -1,11 +1,14 @@
 package natsembed
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // roomToRestart is the free space the store's file system needs before
@@ -64,21 +67,37 @@ func (s *Server) heal(stop <-chan struct{}, logger *slog.Logger) {
 		}
 		logger.Warn("restarting JetStream: a write to its store found no space left, and there is room again",
 			"store_dir", s.storeDir, "free_bytes", free)
-		if err := s.ns.ShutdownJetStream(); err != nil {
-			logger.Error("restart JetStream: shut it down", "error", err)
-			continue
-		}
-		cfg.StoreDir = s.storeDir // EnableJetStream adds the jetstream directory again
 		s.full.flagged.Store(false)
-		if err := s.ns.EnableJetStream(cfg); err != nil {
+		if err := s.restartJetStream(cfg); err != nil {
 			// Flag it again: the next tick tries once more.
 			s.full.flagged.Store(true)
-			logger.Error("restart JetStream: start it", "error", err)
+			logger.Error("restart JetStream", "error", err)
 			continue
 		}
 		logger.Info("JetStream restarted", "store_dir", s.storeDir)
 	}
 }
+
+// restartJetStream restarts JetStream in place with cfg: every stream is
+// loaded from its store again, and the memory streams (the live output's)
+// are lost. Counted once it started again (JetStreamRestarts).
+func (s *Server) restartJetStream(cfg *server.JetStreamConfig) error {
+	if err := s.ns.ShutdownJetStream(); err != nil {
+		return fmt.Errorf("shut it down: %w", err)
+	}
+	cfg.StoreDir = s.storeDir // EnableJetStream adds the jetstream directory again
+	if err := s.ns.EnableJetStream(cfg); err != nil {
+		return fmt.Errorf("start it: %w", err)
+	}
+	s.restarts.Add(1)
+	return nil
+}
+
+// JetStreamRestarts is how many times JetStream was restarted in place
+// (heal). Clients keep their connections across such a restart, so no
+// reconnect tells them the memory streams were lost:
+// queue.Queue.FollowRestarts takes it for the live stream.
+func (s *Server) JetStreamRestarts() uint64 { return s.restarts.Load() }
 
 // freeBytes is the space an unprivileged writer may still use on dir's
 // file system.

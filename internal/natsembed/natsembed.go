@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,7 @@ type Server struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	healed   chan struct{} // closed when heal has returned
+	restarts atomic.Uint64 // JetStream's restarts in place (restartJetStream)
 }
 
 // Start starts nats-server with JetStream on opts and waits until it accepts

@@ -407,13 +407,18 @@ func (q *Queue) liveStream(ctx context.Context) (jetstream.Stream, error) {
 // or an API's start made it again: what a running order printed meanwhile
 // was missing from its live view and from the partial output kept if it
 // was interrupted. (A cluster keeps the stream's assignment and makes the
-// stream again itself, empty.) A request that fails (JetStream not ready
-// after the reconnect) is asked again at the next call.
+// stream again itself, empty.) A restart that keeps the connections
+// (FollowRestarts) counts as a reconnect. A request that fails (JetStream
+// not ready after the reconnect) is asked again at the next call.
 func (q *Queue) MendLive(ctx context.Context) (int, error) {
 	if !q.creator {
 		return 0, nil
 	}
+	// Both only grow: their sum changes when either does.
 	reconnects := q.nc.Stats().Reconnects
+	if restarts := q.restarts.Load(); restarts != nil {
+		reconnects += (*restarts)()
+	}
 	if reconnects == q.liveFound.Load() {
 		return 0, nil
 	}
@@ -430,6 +435,13 @@ func (q *Queue) MendLive(ctx context.Context) (int, error) {
 	q.liveFound.Store(reconnects)
 	return made, nil
 }
+
+// FollowRestarts has MendLive look for the live stream also after each
+// restart that restarts counts, one that keeps the connection: serve's
+// embedded JetStream restarted in place once its store has room again
+// (natsembed's JetStreamRestarts) loses the memory stream with no
+// reconnect to say so.
+func (q *Queue) FollowRestarts(restarts func() uint64) { q.restarts.Store(&restarts) }
 
 // Messages hands the feed's messages over on a channel (LiveLost
 // included, in its place), for a reader that waits on other things too

@@ -82,7 +82,9 @@ type Queue struct {
 	// liveFound: the connection's reconnect count when MendLive last
 	// found the live stream (made it, or it was there).
 	liveFound atomic.Uint64
-	storing   storing // whether publishes are acknowledged (storing.go)
+	// restarts: FollowRestarts's count, nil without.
+	restarts atomic.Pointer[func() uint64]
+	storing  storing // whether publishes are acknowledged (storing.go)
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool

@@ -1,0 +1,144 @@
+package natsembed
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestLiveOutputKeptAcrossAJetStreamRestartInPlace: serve's embedded
+// JetStream, restarted in place once its full store has room again
+// (heal), loses the live output's memory stream while every client keeps
+// its connection, so no reconnect tells anyone. A worker (its own host's
+// credential) publishes a numbered line every 50 ms through
+// queue.LiveOutput across such a restart, nobody following; the API's
+// queue, told of the restarts (FollowRestarts, as serve does), makes the
+// stream again in its MendLive loop, and the worker, whose acknowledged
+// chunk of the second is refused (no stream), publishes what it kept
+// again. A reader that comes afterwards finds every line in the live
+// stream exactly once and in order, each chunk where the last ended, and
+// the worker's credential was refused nothing. Before, the stream stayed
+// gone until a follower or an API's start made it, and the worker's
+// chunks of before the restart, and of until then, were lost.
+func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	creds, err := EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	b := &bus{url: s.ClientURL(), creds: creds}
+	api, qAPI := b.apiQueue(t, ctx, creds.API, queue.Options{})
+	qAPI.FollowRestarts(s.JetStreamRestarts)
+	w1, q1 := b.workerQueue(t, ctx, "h1", queue.Options{})
+	go func() { // the intake's loop
+		for ctx.Err() == nil {
+			_, _ = qAPI.MendLive(ctx)
+			time.Sleep(queue.ProbeEvery)
+		}
+	}()
+
+	id := uuid.New()
+	var out queue.LiveOutput
+	defer out.Stop()
+	lines, stop, printed := make(chan int, 1000), make(chan struct{}), make(chan int, 1)
+	go func() { // the order
+		offset := 0
+		for i := 1; ; i++ {
+			line := strconv.Itoa(i) + "\n"
+			select {
+			case <-stop:
+				line = "end\n"
+			default:
+			}
+			if err := out.Publish(q1, "h1", id, "stdout", int64(offset), []byte(line)); err != nil {
+				t.Logf("publish line %d: %v", i, err)
+			}
+			offset += len(line)
+			if line == "end\n" {
+				printed <- i - 1
+				return
+			}
+			lines <- i
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	for i := range lines {
+		if i == 10 {
+			break
+		}
+	}
+	if err := s.restartJetStream(s.ns.JetStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	n := <-printed
+
+	// The reader: the API's credential, the order's whole live output,
+	// once its last chunk is the end (published after those published
+	// again: a reader in between may see the chunks taken before the
+	// loss was seen, which the first of them rolls up).
+	js, err := jetstream.New(api.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the end of the order's output not last in the live stream in 30 s")
+		}
+		st, err := js.Stream(ctx, queue.LiveStream)
+		if err != nil {
+			continue // no stream yet
+		}
+		if m, err := st.GetLastMsgForSubject(ctx, queue.OutputSubjectOf("h1", id)); err == nil && string(m.Data) == "end\n" {
+			break
+		}
+	}
+	var got strings.Builder
+	var cons jetstream.Consumer
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.HasSuffix(got.String(), "\nend\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not every line in the live stream in 30 s: %q", got.String())
+		}
+		if cons == nil {
+			if cons, err = js.OrderedConsumer(ctx, queue.LiveStream, jetstream.OrderedConsumerConfig{
+				FilterSubjects: []string{queue.OutputSubjectOf("h1", id)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			continue
+		}
+		off, _ := strconv.Atoi(m.Headers().Get(queue.OffsetHeader))
+		if off != got.Len() {
+			t.Fatalf("a chunk at offset %d after %d bytes (%q): the live stream has a hole or a repeat", off, got.Len(), got.String())
+		}
+		got.Write(m.Data())
+	}
+	var want strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	want.WriteString("end\n")
+	if got.String() != want.String() || n < 40 {
+		t.Errorf("live output %q, want lines 1 to %d then end", got.String(), n)
+	}
+	w1.clean(t)
+}
