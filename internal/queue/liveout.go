@@ -15,9 +15,10 @@ import (
 
 // LiveOutput publishes the live output chunks of one running order
 // (PublishOutput's messages, each with a Nats-Msg-Id of this run of the
-// order, stream, offset and round, below) and keeps them until the order ends, so that a NATS restart
-// loses none of them. The live stream is a memory stream: a restart of
-// its server loses it with every chunk it held, and the chunks a worker
+// order, stream, offset and round, below) and keeps the last of them
+// (liveKeepMax) until the order ends, so that a NATS restart loses none
+// of them unless the order printed more than that before the restart was
+// seen. The live stream is a memory stream: a restart of its server loses it with every chunk it held, and the chunks a worker
 // publishes until an API makes it again (MendLive, about a second) go
 // into no stream; a worker may not make it (its NATS permissions), nor
 // read whether it is there. What a worker can see is its connection's
@@ -63,10 +64,14 @@ type liveState struct {
 	// an idempotent order run again after its worker stopped has the
 	// same id, and its chunks the same offsets, and the stream dropped
 	// them as duplicates of the lost run's.
-	run  string
-	mu   sync.Mutex
-	kept []liveChunk
-	seen uint64 // the connection's reconnect count the chunks were published under
+	run string
+	mu  sync.Mutex
+	// kept: the last chunks published, at most liveKeepMax bytes of them
+	// (keptBytes) but the last; first: how many were dropped before them.
+	kept      []liveChunk
+	keptBytes int
+	first     int
+	seen      uint64 // the connection's reconnect count the chunks were published under
 	// probe: the answer to the last chunk published with a reply, sent at
 	// probed; nil once it came.
 	probe  jetstream.PubAckFuture
@@ -87,6 +92,16 @@ type liveChunk struct {
 	offset int64
 	data   []byte
 }
+
+// liveKeepMax bounds what a LiveOutput keeps: the chunks of the last
+// MiB it published (the last chunk whatever its size). What an order
+// printed while ORDERLY_LIVE was gone is well within it unless the order
+// prints more than a MiB in the second or two a restart takes; a follower
+// who comes after the restart sees the output before what was kept as a
+// hole, and the whole of it once the result is stored. Keeping all of it
+// (up to the output cap, 10 MiB by default) took serve past the 80 MiB a
+// ?wait on 10 MiB of kept output may take (docs/benchmarks.md).
+const liveKeepMax = 1 << 20
 
 // liveMendEvery is how often a LiveOutput looks for a reconnect of its
 // connection and for the answer to its last acknowledged chunk, and
@@ -121,7 +136,7 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 		go s.watch(ctx)
 	}
 	c := liveChunk{stream: stream, offset: offset, data: bytes.Clone(p)}
-	s.kept = append(s.kept, c)
+	s.keep(c)
 	if s.mending {
 		return nil
 	}
@@ -146,6 +161,23 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 		s.mending = true
 	}
 	return err
+}
+
+// keep adds c to what is kept, and drops the oldest chunks past
+// liveKeepMax. Under s.mu.
+func (s *liveState) keep(c liveChunk) {
+	s.kept = append(s.kept, c)
+	s.keptBytes += len(c.data)
+	n := 0
+	for s.keptBytes > liveKeepMax && n < len(s.kept)-1 {
+		s.keptBytes -= len(s.kept[n].data)
+		n++
+	}
+	if n > 0 {
+		clear(s.kept[:n])
+		s.kept = s.kept[n:]
+		s.first += n
+	}
 }
 
 // Stop ends the watch, a publishing again under way included: the
@@ -213,26 +245,36 @@ func (s *liveState) watch(ctx context.Context) {
 // mend publishes every kept chunk again, in the order they came, each
 // acknowledged by the live stream before the next, from the first again
 // after another reconnect; then lets Publish go on with the new ones.
-// false: ctx ended first.
+// false: ctx ended first. j counts chunks from the order's first, so
+// that chunks dropped meanwhile (keep) are skipped.
 func (s *liveState) mend(ctx context.Context) bool {
-	tried := false // kept[i] was published in this round and not acknowledged
-	for i := 0; ; {
+	tried := false       // chunk j was published in this round and not acknowledged
+	j, start := -1, true // start: chunk j is the first of its round
+	for {
 		s.mu.Lock()
 		if r := s.q.nc.Stats().Reconnects; r != s.seen {
-			s.seen, i, tried = r, 0, false // lost again, perhaps with what was published
+			s.seen, j, tried = r, -1, false // lost again, perhaps with what was published
 		}
-		if i == len(s.kept) {
+		switch {
+		case j < 0:
+			j, start = s.first, true
+		case j < s.first:
+			// Dropped while this round published the chunks before
+			// them (keep): lost, a hole after those.
+			j = s.first
+		}
+		if j == s.first+len(s.kept) {
 			s.mending = false
 			s.mu.Unlock()
 			return true
 		}
-		if i == 0 && !tried {
+		if start && !tried {
 			s.round++
 		}
-		c := s.kept[i]
+		c := s.kept[j-s.first]
 		m := s.msg(c)
 		s.mu.Unlock()
-		if i == 0 {
+		if start {
 			// The first purges the order's chunks that the stream took
 			// before the loss was seen (after the stream was made again,
 			// or flushed from the reconnect buffer into it), which would
@@ -248,7 +290,7 @@ func (s *liveState) mend(ctx context.Context) bool {
 			s.mu.Lock()
 			s.acked = max(s.acked, ack.Sequence)
 			s.mu.Unlock()
-			i, tried = i+1, false
+			j, tried, start = j+1, false, false
 			continue
 		}
 		tried = true
