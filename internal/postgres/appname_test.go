@@ -11,7 +11,8 @@ import (
 
 // TestOpenAsNamesEveryConnection: every connection of an OpenAs pool, not
 // only the first, carries the process's name as its application_name,
-// unless the operator named them in the URL or in PGAPPNAME, which win.
+// unless the operator named them in the URL (as a parameter or in its
+// options) or in PGAPPNAME, which win.
 func TestOpenAsNamesEveryConnection(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	for _, tc := range []struct {
@@ -20,6 +21,10 @@ func TestOpenAsNamesEveryConnection(t *testing.T) {
 		{"named by the process", dsn, "", "orderly-worker-web-3"},
 		{"named in the url", dsn + "&application_name=fleet-a", "", "fleet-a"},
 		{"named in PGAPPNAME", dsn, "fleet-b", "fleet-b"},
+		// PostgreSQL applies a startup packet's parameters after its
+		// options: the process's name would override this one.
+		{"named in the url's options", dsn + "&options=-c%20application_name%3Dfleet-c", "", "fleet-c"},
+		{"named in the url's options, dashed", dsn + "&options=--Application-Name%3Dfleet-d", "", "fleet-d"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.env != "" {

@@ -37,13 +37,42 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 // show it), unless dsn or PGAPPNAME names them already. A fleet is one
 // pool per worker process: when max_connections runs out, or a restart
 // has every pool connect again at once, that name is how the operator
-// tells which processes hold the connections.
+// tells which processes hold the connections. A name dsn sets in its
+// options (options=-c application_name=…) counts too: PostgreSQL applies
+// the startup packet's parameters after its options, so the process's
+// name would have replaced the operator's.
 func OpenAs(ctx context.Context, dsn, application string) (*pgxpool.Pool, error) {
 	return open(ctx, dsn, func(c *pgxpool.Config) {
-		if _, named := c.ConnConfig.RuntimeParams["application_name"]; !named && application != "" {
-			c.ConnConfig.RuntimeParams["application_name"] = application
+		params := c.ConnConfig.RuntimeParams
+		if _, named := params["application_name"]; !named && application != "" && !optionsName(params["options"]) {
+			params["application_name"] = application
 		}
 	})
+}
+
+// optionsName says whether a connection's options (the command-line
+// switches PostgreSQL reads from the startup packet) set
+// application_name: "-c name=value", "-cname=value" or "--name=value",
+// the name in any case and with - for _, as the server reads them.
+func optionsName(options string) bool {
+	fields := strings.Fields(options)
+	for i, f := range fields {
+		switch {
+		case f == "-c" && i+1 < len(fields):
+			f = fields[i+1]
+		case strings.HasPrefix(f, "--"):
+			f = f[2:]
+		case strings.HasPrefix(f, "-c"):
+			f = f[2:]
+		default:
+			continue
+		}
+		name, _, _ := strings.Cut(f, "=")
+		if strings.ReplaceAll(strings.ToLower(name), "-", "_") == "application_name" {
+			return true
+		}
+	}
+	return false
 }
 
 // open is Open; tweak, when not nil, may change the pool's configuration
