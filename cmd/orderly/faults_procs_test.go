@@ -36,7 +36,7 @@ type faultProc struct {
 }
 
 // startFaultProc starts bin with args and env, appending its output to
-// logPath. Pdeathsig ends it if the test binary dies without cleaning up.
+// logPath, with faultProcAttr.
 func startFaultProc(t testing.TB, name, logPath string, env []string, bin string, args ...string) *faultProc {
 	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -47,7 +47,7 @@ func startFaultProc(t testing.TB, name, logPath string, env []string, bin string
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = faultProcAttr()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -58,6 +58,22 @@ func startFaultProc(t testing.TB, name, logPath string, env []string, bin string
 	}()
 	t.Cleanup(func() { p.stop(5 * time.Second) })
 	return p
+}
+
+// faultProcAttr starts a fault process in a process group of its own,
+// whose parent (the test binary) is in the same session: that group is
+// never orphaned while the test binary runs, so the kernel never sends it
+// the SIGHUP and SIGCONT it sends a group orphaned with a stopped member
+// (POSIX orphaned process groups). In the test binary's group, as before,
+// a worker the test froze with SIGSTOP was thawed (its SIGHUP a config
+// reload) whenever that group lost its last member with a parent outside
+// it in the session, which is the shell's doing, not the test's: the
+// shell that started `go test` as a job ending while the test runs
+// (TestFaultProcStaysFrozenWhenItsParentsGroupIsOrphaned). Pdeathsig ends
+// the process if the test binary dies without cleaning up, which a
+// terminal's ^C to the test's group no longer does.
+func faultProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
 func (p *faultProc) pid() int { return p.cmd.Process.Pid }

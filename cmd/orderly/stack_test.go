@@ -33,6 +33,9 @@ var orderlyBin string
 const binDirEnv = "ORDERLY_TEST_BIN_DIR"
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(orphanRoleEnv); role != "" {
+		os.Exit(orphanRole(role))
+	}
 	if dir := os.Getenv(binDirEnv); dir != "" {
 		orderlyBin = filepath.Join(dir, "orderly")
 		code := testenv.Run(m)
