@@ -587,7 +587,10 @@ func (r *apiRunner) shutdown() {
 // workerRunner is a running worker.
 type workerRunner struct {
 	cancel context.CancelFunc
-	done   chan error
+	// done is closed once the worker's Run returned, with err set: both
+	// waitForSignals (a worker that ends on its own) and stop read it.
+	done chan struct{}
+	err  error
 }
 
 // livePolicy is the worker's host policy, swapped whole on a config
@@ -717,22 +720,30 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 		cancel()
 		return nil, err
 	}
-	r := &workerRunner{cancel: cancel, done: make(chan error, 1)}
+	return runWorker(wctx, cancel, w.Run, stopped), nil
+}
+
+// runWorker runs run (a worker's Run) until ctx, which cancel ends,
+// and calls stopped after it.
+func runWorker(ctx context.Context, cancel context.CancelFunc, run func(context.Context) error, stopped func()) *workerRunner {
+	r := &workerRunner{cancel: cancel, done: make(chan struct{})}
 	go func() {
-		err := w.Run(wctx)
+		err := run(ctx)
 		if stopped != nil {
 			stopped()
 		}
-		r.done <- err
+		r.err = err
+		close(r.done)
 	}()
-	return r, nil
+	return r
 }
 
 // stop asks the worker to stop and waits: the current order may finish
 // within the shutdown grace, then it is killed.
 func (r *workerRunner) stop() error {
 	r.cancel()
-	return <-r.done
+	<-r.done
+	return r.err
 }
 
 // defaultHost is the short hostname made into a valid host id.

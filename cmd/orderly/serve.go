@@ -362,9 +362,9 @@ func (a *app) waitForSignals(ctx context.Context, w reloader, logger interface {
 			if _, err := w.Reload(); err != nil {
 				logger.Error("reload refused; keeping the running config", "error", err)
 			}
-		case err := <-workerDone(wr):
-			if err != nil {
-				return fmt.Errorf("worker: %w", err)
+		case <-workerDone(wr):
+			if wr.err != nil {
+				return fmt.Errorf("worker: %w", wr.err)
 			}
 			return nil
 		}
@@ -388,7 +388,7 @@ type reloader interface {
 	Reload() (bool, error)
 }
 
-func workerDone(wr *workerRunner) <-chan error {
+func workerDone(wr *workerRunner) <-chan struct{} {
 	if wr == nil {
 		return nil
 	}
