@@ -3,13 +3,10 @@ package main
 import (
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -37,12 +34,12 @@ func TestAdoptingWorkerLeavesNoSubreaperBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !isSubreaper(t) {
+	if !testenv.Subreaper(t) {
 		_ = wr.stop()
 		t.Fatal("the adopting worker did not make the process a child subreaper")
 	}
 	// Handed to the worker, and dead by its stop: a zombie until reaped.
-	dead := startOrphan(t, "0.1")
+	dead := testenv.Orphan(t, "0.1")
 	if f := procfs.Fields(dead); f == nil || f[1] != strconv.Itoa(os.Getpid()) {
 		_ = wr.stop()
 		t.Fatalf("the orphan %d was not handed to the adopting worker's process: %q", dead, f)
@@ -54,13 +51,13 @@ func TestAdoptingWorkerLeavesNoSubreaperBehind(t *testing.T) {
 	if err := wr.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if isSubreaper(t) {
+	if testenv.Subreaper(t) {
 		t.Error("the process is still a child subreaper after its worker stopped")
 	}
 	if f := procfs.Fields(dead); f != nil {
 		t.Errorf("the worker's dead orphan %d was not reaped at its stop: %q", dead, f)
 	}
-	later := startOrphan(t, "30")
+	later := testenv.Orphan(t, "30")
 	defer syscall.Kill(later, syscall.SIGKILL)
 	if f := procfs.Fields(later); f != nil && f[1] == strconv.Itoa(os.Getpid()) {
 		t.Errorf("an orphan after the worker stopped was handed to the test process %d", os.Getpid())
@@ -71,7 +68,7 @@ func TestAdoptingWorkerLeavesNoSubreaperBehind(t *testing.T) {
 	if _, err := startAdoptingWorker(t.Context(), cfg, s.b, slog.New(slog.DiscardHandler), nil); err == nil {
 		t.Fatal("a worker with an invalid host started")
 	}
-	if isSubreaper(t) {
+	if testenv.Subreaper(t) {
 		t.Error("the process is a child subreaper after its worker failed to start")
 	}
 }
@@ -83,7 +80,7 @@ func TestAdoptingWorkerLeavesNoSubreaperBehind(t *testing.T) {
 // holds its pid, and every start of its cluster would be refused.
 func requireNoSubreaper(t *testing.T, when string) {
 	t.Helper()
-	if isSubreaper(t) {
+	if testenv.Subreaper(t) {
 		t.Fatalf("the test binary is a child subreaper %s: an earlier test's in-process worker or serve left it one "+
 			"(startAdoptingWorker clears it at the worker's stop)", when)
 	}
@@ -98,34 +95,9 @@ func requireNoSubreaper(t *testing.T, when string) {
 func leavesNoSubreaper(t *testing.T) {
 	t.Helper()
 	t.Cleanup(func() {
-		if isSubreaper(t) {
+		if testenv.Subreaper(t) {
 			_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 			t.Error("the test process is still a child subreaper after its in-process worker stopped")
 		}
 	})
-}
-
-// isSubreaper reports the test process's child subreaper flag.
-func isSubreaper(t *testing.T) bool {
-	t.Helper()
-	var v int32
-	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&v)), 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	return v != 0
-}
-
-// startOrphan starts `sleep secs` whose shell exits at once, and returns
-// the sleep's pid once the shell is reaped: re-parented by then.
-func startOrphan(t *testing.T, secs string) int {
-	t.Helper()
-	out, err := exec.Command("/bin/sh", "-c", "sleep "+secs+" </dev/null >/dev/null 2>&1 & echo $!").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pid
 }

@@ -5,13 +5,13 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // stopAdoptingEnv marks the run of the test binary in which
@@ -47,14 +47,14 @@ func TestStopAdoptingClearsOnlyTheFlagItSet(t *testing.T) {
 }
 
 func testStopAdopting(t *testing.T) {
-	if subreaper(t) {
+	if testenv.Subreaper(t) {
 		t.Fatal("the test binary starts as a child subreaper")
 	}
 	e := newTestExecutor(t)
 	if err := e.AdoptOrphans(); err != nil {
 		t.Fatal(err)
 	}
-	if !subreaper(t) {
+	if !testenv.Subreaper(t) {
 		t.Fatal("AdoptOrphans did not make the process a child subreaper")
 	}
 	res := e.Run(t.Context(), baseRequest("/bin/true"), nil)
@@ -63,7 +63,7 @@ func testStopAdopting(t *testing.T) {
 	}
 	// An orphan handed to the process after its order's end, dead by
 	// the worker's stop: a zombie of the process's until it is reaped.
-	dead := orphan(t, "0.1")
+	dead := testenv.Orphan(t, "0.1")
 	if ppid := parentOf(t, dead); ppid != os.Getpid() {
 		t.Fatalf("the orphan %d went to %d, not to the subreaper %d", dead, ppid, os.Getpid())
 	}
@@ -71,13 +71,13 @@ func testStopAdopting(t *testing.T) {
 	if err := e.StopAdopting(); err != nil {
 		t.Fatal(err)
 	}
-	if subreaper(t) {
+	if testenv.Subreaper(t) {
 		t.Error("the process is still a child subreaper after StopAdopting")
 	}
 	if _, err := readStat(dead); err == nil {
 		t.Errorf("the dead orphan %d was not reaped at StopAdopting", dead)
 	}
-	later := orphan(t, "30")
+	later := testenv.Orphan(t, "30")
 	defer killAll([]int{later})
 	if ppid := parentOf(t, later); ppid == os.Getpid() {
 		t.Errorf("an orphan after StopAdopting was handed to the process %d", ppid)
@@ -94,38 +94,12 @@ func testStopAdopting(t *testing.T) {
 	if err := e.StopAdopting(); err != nil {
 		t.Fatal(err)
 	}
-	if !subreaper(t) {
+	if !testenv.Subreaper(t) {
 		t.Error("StopAdopting cleared a child subreaper flag it had not set")
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// subreaper reports the process's child subreaper flag.
-func subreaper(t *testing.T) bool {
-	t.Helper()
-	var v int32
-	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&v)), 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	return v != 0
-}
-
-// orphan starts `sleep secs` whose parent shell exits at once, and
-// returns the sleep's pid once the shell is reaped: the sleep is an
-// orphan by then, re-parented.
-func orphan(t *testing.T, secs string) int {
-	t.Helper()
-	out, err := exec.Command("/bin/sh", "-c", "sleep "+secs+" </dev/null >/dev/null 2>&1 & echo $!").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pid
 }
 
 // parentOf is pid's parent, once the kernel re-parented it.
