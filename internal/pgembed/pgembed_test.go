@@ -611,28 +611,14 @@ func waitKept(t *testing.T, s *Server, how string) {
 // The dead postmaster here is a process of the cluster's user, killed
 // and reaped by the test 2 s later.
 func TestStartWaitsForADeadPostmastersPIDToBeFreed(t *testing.T) {
-	dir := tempDir(t, "pgembed-")
-	s := startServer(t, Options{Dir: dir, Logger: testLogger(t)})
-	pidFile := filepath.Join(s.dataDir, "postmaster.pid")
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Stop(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(s.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st, namePID := stoppedCluster(t)
 	dead := exec.Command("sleep", "600")
-	if st := fi.Sys().(*syscall.Stat_t); os.Geteuid() == 0 {
+	if os.Geteuid() == 0 {
 		dead.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: st.Uid, Gid: st.Gid}}
 	}
 	if err := dead.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st := fi.Sys().(*syscall.Stat_t)
 	_ = dead.Process.Kill()
 	reaped := make(chan struct{})
 	go func() {
@@ -642,13 +628,7 @@ func TestStartWaitsForADeadPostmastersPIDToBeFreed(t *testing.T) {
 	}()
 	t.Cleanup(func() { <-reaped })
 	waitZombie(t, dead.Process.Pid)
-	_, rest, _ := strings.Cut(string(b), "\n")
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(dead.Process.Pid)+"\n"+rest), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(pidFile, int(st.Uid), int(st.Gid)); err != nil {
-		t.Fatal(err)
-	}
+	namePID(dead.Process.Pid)
 	if err := s.start(t.Context(), false, nil); err != nil {
 		t.Fatalf("start with postmaster.pid naming a zombie of the cluster's user, reaped 2 s later: %v", err)
 	}
@@ -673,6 +653,37 @@ func TestStartDoesNotWaitForAnotherUsersZombie(t *testing.T) {
 		}
 		t.Skip("only root hands the cluster to another user")
 	}
+	s, st, namePID := stoppedCluster(t)
+	if st.Uid == 0 {
+		t.Fatal("the cluster is root's: postgres refuses to run as root")
+	}
+	dead := exec.Command("sleep", "600") // root's, not the cluster's user's
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = dead.Process.Kill()
+	t.Cleanup(func() { _ = dead.Wait() })
+	waitZombie(t, dead.Process.Pid)
+	namePID(dead.Process.Pid)
+	ctx, cancel := context.WithTimeout(t.Context(), startTimeout*3/4)
+	defer cancel()
+	if err := s.start(ctx, false, nil); err != nil {
+		t.Fatalf("start with postmaster.pid naming a zombie of another user: %v", err)
+	}
+	if f := procfs.Fields(dead.Process.Pid); f == nil || f[0] != "Z" {
+		t.Fatalf("the zombie %d was gone before the start returned: %q", dead.Process.Pid, f)
+	}
+	if !s.running() {
+		t.Fatal("the cluster does not run after the start")
+	}
+}
+
+// stoppedCluster starts a cluster and stops it, and returns it with its
+// data directory's owner and a function that writes postmaster.pid back
+// as the running postmaster had it, naming pid instead, owned by the
+// cluster's user: what a postmaster killed leaves.
+func stoppedCluster(t *testing.T) (*Server, *syscall.Stat_t, func(pid int)) {
+	t.Helper()
 	dir := tempDir(t, "pgembed-")
 	s := startServer(t, Options{Dir: dir, Logger: testLogger(t)})
 	pidFile := filepath.Join(s.dataDir, "postmaster.pid")
@@ -688,33 +699,15 @@ func TestStartDoesNotWaitForAnotherUsersZombie(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := fi.Sys().(*syscall.Stat_t)
-	if st.Uid == 0 {
-		t.Fatal("the cluster is root's: postgres refuses to run as root")
-	}
-	dead := exec.Command("sleep", "600") // root's, not the cluster's user's
-	if err := dead.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = dead.Process.Kill()
-	t.Cleanup(func() { _ = dead.Wait() })
-	waitZombie(t, dead.Process.Pid)
-	_, rest, _ := strings.Cut(string(b), "\n")
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(dead.Process.Pid)+"\n"+rest), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(pidFile, int(st.Uid), int(st.Gid)); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), startTimeout*3/4)
-	defer cancel()
-	if err := s.start(ctx, false, nil); err != nil {
-		t.Fatalf("start with postmaster.pid naming a zombie of another user: %v", err)
-	}
-	if f := procfs.Fields(dead.Process.Pid); f == nil || f[0] != "Z" {
-		t.Fatalf("the zombie %d was gone before the start returned: %q", dead.Process.Pid, f)
-	}
-	if !s.running() {
-		t.Fatal("the cluster does not run after the start")
+	return s, st, func(pid int) {
+		t.Helper()
+		_, rest, _ := strings.Cut(string(b), "\n")
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"+rest), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(pidFile, int(st.Uid), int(st.Gid)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
