@@ -41,14 +41,17 @@ type FollowOptions struct {
 	// lost on the way and the stored copy is truncated, so the missed
 	// bytes cannot be written.
 	OnMissed func(stream string, missed int64)
-	// OnInterrupted is told, once per stream, when the live output of
-	// stream lost chunks on the way (the message bus restarted and lost
-	// its memory stream) after written bytes of it were written, as a
-	// chunk's offset shows or as the API's "interrupted" event says (then
-	// for both streams, even when no later chunk comes): nothing
-	// more of it is written live, and the stored copy supplies the rest
-	// when the order ends. A long order's follower would otherwise look
-	// frozen until then.
+	// OnInterrupted is told when the live output of stream lost chunks
+	// on the way (the message bus restarted and lost its memory stream)
+	// after written bytes of it were written: as a chunk whose offset is
+	// past them shows, while the order runs (once per hole), or, at the
+	// order's end after the API's "interrupted" event, when the stored
+	// copy holds more than was written live (then it writes the rest).
+	// The "interrupted" event alone tells nothing: a worker publishes a
+	// running order's chunks again from offset 0 once the stream is back,
+	// and Follow goes on placing them by offset (repeats dropped), so a
+	// hole it was told of while the order runs may still fill. A long
+	// order's follower would otherwise look frozen until its end.
 	OnInterrupted func(stream string, written int64)
 	// OnRunAgain is told when the order starts again after some of its
 	// output was written: an idempotent order requeued after its worker
@@ -89,7 +92,8 @@ type follower struct {
 	lastStatus Status
 	written    [2]int64 // bytes of stdout and stderr written
 	placed     [2]bool  // a chunk with an offset was seen
-	gap        [2]bool  // chunks were lost: the rest comes from the stored output
+	gap        [2]bool  // a chunk past what was written came: a hole, told
+	lost       bool     // the API's live stream was lost ("interrupted")
 	started    bool     // output has begun
 }
 
@@ -171,20 +175,23 @@ func (f *follower) streamOnce(ctx context.Context) (o *Order, got bool, err erro
 }
 
 // place returns the part of a chunk at offset of stream i that continues
-// what was written, or nil: a repeat is dropped, and after a gap (chunks
-// lost, as when the broker's memory stream restarts) nothing more is
-// written live, so that what was written stays a prefix of the output and
-// the stored copy supplies the rest (flushResult).
+// what was written, or nil: a repeat is dropped, and so is a chunk past
+// a hole (chunks lost, as when the broker's memory stream restarts), so
+// that what was written stays a prefix of the output. Placing goes on
+// after a hole: the worker publishes a running order's chunks again from
+// offset 0 once the stream is back, and those fill it; what none fills
+// the stored copy supplies at the end (flushResult). A hole is told once
+// until a chunk continues what was written again.
 func (f *follower) place(i int, offset int64, b []byte) []byte {
 	if !f.placed[i] && f.opts.LastEventID != "" {
 		f.written[i] = offset // resumed mid-stream: this is where it starts
 	}
 	f.placed[i] = true
-	if f.gap[i] {
-		return nil
-	}
 	rest, gap := order.Continuing(offset, f.written[i], b)
-	if gap {
+	if len(rest) > 0 {
+		f.gap[i] = false
+	}
+	if gap && !f.gap[i] {
 		f.gap[i] = true
 		switch {
 		case f.opts.LastEventID != "":
@@ -200,25 +207,14 @@ func (f *follower) place(i int, offset int64, b []byte) []byte {
 }
 
 // interrupted acts on the API's "interrupted" event: its live stream was
-// lost (a NATS restart) and chunks of either stream may be missing, even
-// when no later chunk comes to show a gap. Each stream is taken as one
-// with a gap: nothing more of it is written live, the stored copy
-// supplies the rest, and OnInterrupted is told. A follow resumed after an
-// event id (LastEventID) has no stored copy to write from: its chunks'
-// offsets still tell what was missed (OnMissed).
+// lost (a NATS restart) and made again. Nothing is told yet: the worker
+// publishes the running order's chunks again from offset 0 (hA17), which
+// place drops as repeats up to what was written and writes past it, so
+// nothing may be missing. A chunk past what was written still tells of
+// a hole at once, and the order's end tells of what the live output never
+// showed (flushResult), even when no later chunk came.
 func (f *follower) interrupted() {
-	if f.opts.LastEventID != "" {
-		return
-	}
-	for i, stream := range [2]string{"stdout", "stderr"} {
-		if f.gap[i] {
-			continue
-		}
-		f.gap[i] = true
-		if f.opts.OnInterrupted != nil {
-			f.opts.OnInterrupted(stream, f.written[i])
-		}
-	}
+	f.lost = true
 }
 
 // seen reports an output chunk replayed by a server that ignored
@@ -252,7 +248,7 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 			// the earlier run's bytes, they were taken for repeats of
 			// them: the earlier run's beginning, spliced to the new
 			// one's end, was written as the order's output.
-			f.written, f.placed, f.gap = [2]int64{}, [2]bool{true, true}, [2]bool{}
+			f.written, f.placed, f.gap, f.lost = [2]int64{}, [2]bool{true, true}, [2]bool{}, false
 			if f.opts.OnRunAgain != nil {
 				f.opts.OnRunAgain()
 			}
@@ -408,6 +404,12 @@ func (f *follower) flushResult(o *Order) error {
 	for i, s := range []Stream{o.Result.Stdout, o.Result.Stderr} {
 		if s.Content == "" || (f.written[i] > 0 && f.written[i] >= s.Bytes) {
 			continue
+		}
+		if f.lost && !f.gap[i] && f.opts.OnInterrupted != nil {
+			// The live stream was lost and what came again did not
+			// reach the order's end (a worker that does not publish
+			// again, or an order that ended before the stream was back).
+			f.opts.OnInterrupted([2]string{"stdout", "stderr"}[i], f.written[i])
 		}
 		b, err := s.Decode()
 		if err != nil {

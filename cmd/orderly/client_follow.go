@@ -27,7 +27,7 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 			fmt.Fprintf(a.stderr, "orderly: order %s: %d bytes of %s were missed and the stored copy is truncated\n", ord.ID, missed, stream)
 		}
 		opts.OnInterrupted = func(stream string, written int64) {
-			fmt.Fprintf(a.stderr, "\norderly: order %s: live %s was interrupted after %d bytes (the message bus lost some); the rest is written from the stored copy when the order ends\n", ord.ID, stream, written)
+			fmt.Fprintf(a.stderr, "\norderly: order %s: live %s was interrupted after %d bytes (the message bus lost some); the rest is written when it comes again, or from the stored copy when the order ends\n", ord.ID, stream, written)
 		}
 		opts.OnRunAgain = func() {
 			fmt.Fprintf(a.stderr, "\norderly: order %s runs again (its worker stopped and the order is idempotent): its output starts over\n", ord.ID)

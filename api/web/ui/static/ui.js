@@ -317,23 +317,25 @@
   // the page shows only what continues what it showed, as the Go
   // client's follow does. A repeat (a stream replayed) is dropped, or the
   // part of it already shown; a chunk past a hole (the message bus
-  // restarted and lost chunks) is not shown, nor anything after it: the
-  // page says so where the hole is, and shows the stored output, whole,
-  // when the order ends. Shown joined up, the output would read as if
-  // nothing were missing.
+  // restarted and lost chunks) is not shown: the page says so where the
+  // hole is. Shown joined up, the output would read as if nothing were
+  // missing. Placing goes on: once the bus is back the worker publishes
+  // a running order's chunks again from offset 0, which fill the hole
+  // (the note then goes); what none fills, the stored output shown,
+  // whole, when the order ends has.
   const shown = { stdout: 0, stderr: 0 };
   let interrupted = false;
   const interruptedNote = "Live output was interrupted (the message bus lost some of it): the whole output is shown when the order ends.";
   function placed(stream, chunk) {
-    if (interrupted) return null;
     const bytes = typeof chunk.offset === "number" ? bytesOf(chunk) : null;
-    if (bytes === null) return decode(stream, chunk); // a worker older than offsets
+    if (bytes === null) return interrupted ? null : decode(stream, chunk); // a worker older than offsets
     const at = shown[stream];
     if (chunk.offset > at) {
       interrupt();
       return null;
     }
     if (chunk.offset + bytes.length <= at) return null;
+    if (interrupted) resume();
     shown[stream] = chunk.offset + bytes.length;
     return decoders[stream].decode(bytes.subarray(at - chunk.offset), { stream: true });
   }
@@ -348,6 +350,15 @@
     marker.textContent = "\n… live output was interrupted here: the message bus lost some of it; the whole output is shown when the order ends …\n";
     out.appendChild(marker);
     note.textContent = interruptedNote;
+  }
+  // resume takes the marker away once a chunk continues what the page
+  // shows: the hole was filled (the chunks published again), and the
+  // output goes on where it stood.
+  function resume() {
+    interrupted = false;
+    const marker = document.getElementById("interrupted");
+    if (marker) marker.remove();
+    if (note.textContent === interruptedNote) note.textContent = "";
   }
 
   // The session ended (signed out, expired): retrying would only reach
@@ -452,12 +463,14 @@
         if (e.lastEventId) lastId = e.lastEventId;
       });
     });
-    // The server's live stream was lost and made again (a NATS restart):
-    // output may be missing even if no later chunk shows a hole. Its id
-    // (0) is where the new stream's ids start.
+    // The server's live stream was lost and made again (a NATS restart).
+    // Its id (0) is where the new stream's ids start. Nothing is said:
+    // the worker publishes the running order's chunks again from offset
+    // 0, placed as any other (repeats dropped); only a chunk past what
+    // the page shows is a hole, and the order's end shows its stored
+    // output, whole, whatever came live.
     es.addEventListener("interrupted", function (e) {
       if (e.lastEventId) lastId = e.lastEventId;
-      interrupt();
     });
     es.addEventListener("finished", function (e) {
       es.close();
