@@ -307,6 +307,9 @@ func (w *headerWriter) Write(p []byte) (int, error) { return len(p), nil }
 // slice made by Header.Set for every answer; it is one shared value
 // (jsonContentType), which a later Add does not change.
 func TestEncodeAllocations(t *testing.T) {
+	if RaceEnabled {
+		t.Skip("-race: sync.Pool drops a quarter of the encode buffers put back, an allocation an encode does not make otherwise")
+	}
 	w := &headerWriter{h: http.Header{}}
 	v := &ErrorBody{Error: ErrorDetail{Code: order.CodeNotFound, Message: "no such order"}} // boxed once
 	encode(w, http.StatusOK, v)

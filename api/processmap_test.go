@@ -84,6 +84,9 @@ func TestProcessMapAsEncodingJSON(t *testing.T) {
 // costs one allocation more than without them (the MarshalJSON's bytes);
 // encoding/json's walk of the map took seven.
 func TestProcessMapAllocations(t *testing.T) {
+	if RaceEnabled {
+		t.Skip("-race: sync.Pool drops a quarter of the encode buffers put back, so the two counts differ by more than the map's allocation")
+	}
 	exit := 0
 	o := &order.Order{ID: order.NewID(), Host: "web1", Status: order.StatusSucceeded, Command: "true",
 		Result: &order.Result{ExitCode: &exit}}

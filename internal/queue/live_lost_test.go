@@ -123,11 +123,7 @@ func TestLiveAfterARestartThatNoFeedSaw(t *testing.T) {
 			publishChunks(t, q, "h1", id, 3, 3)
 			after := uint64(0)
 			if tc.resumed {
-				st, err := q.JetStream().Stream(ctx, queue.LiveStream)
-				if err != nil {
-					t.Fatal(err)
-				}
-				after = st.CachedInfo().State.LastSeq
+				after = liveStored(t, ctx, q, 3)
 			}
 
 			testenv.NATSServerRestarted(t, ns)

@@ -203,20 +203,9 @@ func TestLiveResumedAfterAnIDOfALostStream(t *testing.T) {
 	id := uuid.New()
 	publishChunks(t, q, "h1", uuid.New(), 200, 10) // the other orders' traffic
 	publishChunks(t, q, "h1", id, 1, 5)
-	st, err := q.JetStream().Stream(ctx, queue.LiveStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lastID := info.State.LastSeq // the client's Last-Event-ID
+	lastID := liveStored(t, ctx, q, 201) // the client's Last-Event-ID
 
-	testenv.NATSServerRestarted(t, ns)
-	if _, err := queue.New(ctx, nc, queue.Options{}); err != nil { // an API makes the stream again
-		t.Fatal(err)
-	}
+	restartedAndMadeAgain(t, ctx, ns, q) // an API makes the stream again
 	if err := q.PublishOutput("h1", id, "stdout", 5, []byte("after\n")); err != nil {
 		t.Fatal(err)
 	}

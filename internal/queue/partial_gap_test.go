@@ -1,9 +1,7 @@
 package queue_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
@@ -38,48 +36,16 @@ func TestPartialOutputMarksWhatTheStreamLost(t *testing.T) {
 	}
 	publish("stdout", 0, "lost 1\n")
 	publish("stderr", 0, "err 1\n")
-	testenv.NATSServerRestarted(t, ns)
 	// Once the connection is back, an API made the stream again
 	// (queue.New does, as LiveFeed.restart).
-	for !nc.IsConnected() {
-		if ctx.Err() != nil {
-			t.Fatalf("the connection is not back after the restart: %v", nc.LastError())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// A request sent as the connection came back can go unanswered
-	// (seen: create stream ORDERLY_ORDERS waited out the test's two
-	// minutes); each try gets 5 s, as jetstream's default timeout.
-	for {
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := queue.New(tctx, nc, queue.Options{})
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the stream was not made again: %v", err)
-		}
-	}
+	restartedAndMadeAgain(t, ctx, ns, q)
 	publish("stdout", 14, "kept 3\n")
 	publish("stdout", 14, "kept 3\n") // a repeat
 	publish("stdout", 21, "kept 4\n")
 	publish("stderr", 6, "err 2\n") // nothing lost before it
 	// A core publish is stored after its flush returns: wait for the
 	// four, as a successor reads the stream long after the worker wrote.
-	for {
-		st, err := q.JetStream().Stream(ctx, queue.LiveStream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.CachedInfo().State.Msgs >= 4 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the stream holds %d messages, want the 4 published", st.CachedInfo().State.Msgs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	liveStored(t, ctx, q, 4)
 
 	p, err := q.PartialOutput(ctx, "h1", id, 1<<20)
 	if err != nil {
