@@ -299,7 +299,10 @@ func NATSServer(t testing.TB, opts *server.Options) *server.Server {
 	t.Helper()
 	port := opts.Port
 	if port == 0 {
-		port = -1 // any free port
+		// Not ":0": a test may restart the server on its port
+		// (NATSServerRestarted), which one from the ephemeral range
+		// could have lost meanwhile to any connection on the machine.
+		port = FreePort(t)
 	}
 	if opts.StoreDir == "" {
 		opts.StoreDir = t.TempDir()
