@@ -1,0 +1,114 @@
+package worker_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+)
+
+// TestHeartbeatTellsAWorkerCutOffFromPostgres: a worker whose login
+// PostgreSQL refuses (its connections ended, as a restart, a rotated
+// password or a full max_connections does) keeps its lease and retries,
+// while its host's orders wait. Before, its heartbeat was that of a
+// healthy worker, so the hosts listing and the fleet gauges showed the
+// host online and fine, and its log said the same retry every 2 s. The
+// heartbeat now carries since when and why PostgreSQL is unreachable,
+// the log says it once and sums the outage up once when it ends, the
+// lease stays with the worker throughout, and the queued order runs once
+// the login is let in again.
+func TestHeartbeatTellsAWorkerCutOffFromPostgres(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, wp := workerRole(t, pool, dsn, "pgreach")
+	ctx := testenv.Context(t)
+	var login string
+	if err := wp.QueryRow(ctx, `SELECT current_user`).Scan(&login); err != nil {
+		t.Fatal(err)
+	}
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	e := &env{t: t, store: admin, q: q}
+	logs := &testenv.LogBuffer{}
+	opts := worker.Options{Host: "pgreach", Instance: "pgreach/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, TouchEvery: 200 * time.Millisecond}
+	runWorker(t, opts, ws, q, testenv.LoggerTo(io.MultiWriter(t.Output(), logs)))
+	e.waitStatus(e.submit("pgreach", "true"), order.StatusSucceeded)
+
+	beat := func() (queue.HostInfo, bool) {
+		t.Helper()
+		online, _, err := q.WorkersOf(ctx, "pgreach")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := online["pgreach"]
+		return h, ok
+	}
+	waitBeat := func(what string, cond func(queue.HostInfo) bool) queue.HostInfo {
+		t.Helper()
+		for {
+			if h, ok := beat(); ok && cond(h) {
+				return h
+			}
+			select {
+			case <-ctx.Done():
+				h, ok := beat()
+				t.Fatalf("%s: never; the heartbeat is %+v (online %v)", what, h, ok)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	if h, _ := beat(); h.PostgresUnreachable != nil {
+		t.Fatalf("a worker that reaches PostgreSQL reports an outage: %+v", h.PostgresUnreachable)
+	}
+
+	restore := func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := pool.Exec(c, "ALTER ROLE "+login+" LOGIN"); err != nil {
+			t.Errorf("let %s log in again: %v", login, err)
+		}
+	}
+	t.Cleanup(restore)
+	cut := time.Now()
+	for _, q := range []string{
+		"ALTER ROLE " + login + " NOLOGIN",
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '" + login + "'",
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	waiting := e.submit("pgreach", "true")
+	h := waitBeat("the heartbeat reports PostgreSQL unreachable", func(h queue.HostInfo) bool {
+		return h.PostgresUnreachable != nil && h.PostgresUnreachable.Failures >= 3
+	})
+	if o := h.PostgresUnreachable; o.Since.Before(cut.Add(-time.Second)) || !strings.Contains(o.Error, "not permitted to log in") {
+		t.Errorf("the outage reported: %+v, want since the cut (%s) and the refusal of the login", o, cut.UTC())
+	}
+	if h.Instance != "pgreach/a" {
+		t.Errorf("the host's heartbeat is %s's, want pgreach/a's: it keeps its lease", h.Instance)
+	}
+	if o, err := admin.GetOrder(ctx, waiting); err != nil || o.Status != order.StatusQueued {
+		t.Fatalf("the order submitted during the cut: %+v (%v), want queued", o, err)
+	}
+
+	restore()
+	if o := e.waitStatus(waiting, order.StatusSucceeded); o.Worker != "pgreach/a" || o.Attempt != 1 {
+		t.Errorf("the order waited out the cut and ran on %s at attempt %d, want pgreach/a at 1", o.Worker, o.Attempt)
+	}
+	waitBeat("the heartbeat clears the outage", func(h queue.HostInfo) bool { return h.PostgresUnreachable == nil })
+
+	out := logs.String()
+	if n := strings.Count(out, "level=WARN msg=\"claim order; retrying\""); n != 1 {
+		t.Errorf("the claim's retry logged at warn %d times, want once for the outage:\n%s", n, out)
+	}
+	if n := strings.Count(out, "postgresql answers again"); n != 1 || !strings.Contains(out, "failed_attempts=") {
+		t.Errorf("the outage's summary logged %d times, want once with its count:\n%s", n, out)
+	}
+}
