@@ -886,7 +886,11 @@ func (w *Worker) retry(ctx context.Context, msg jetstream.Msg, what string, fn f
 			w.gaveUp(ctx, what, err)
 			return err
 		}
-		w.pgFailed(what, err)
+		if unreachable(err) {
+			w.pgFailed(what, err)
+		} else {
+			w.logger.Warn(what+"; retrying", "error", err)
+		}
 		_ = msg.InProgress()
 		if b.wait(ctx) != nil {
 			w.gaveUp(ctx, what, err)

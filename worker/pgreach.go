@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -24,6 +27,15 @@ type pgReach struct {
 	what     string    // what failed first
 	last     string    // the last failure's error
 	failures int
+}
+
+// unreachable tells a failure of PostgreSQL itself (no connection, one
+// lost, a server shutting down, out of slots, of disk, a statement
+// unanswered past its deadline) from one of the statement: a write a
+// trigger or a constraint refuses is retried as before, and logged at
+// each retry, but is not an outage of the host's database.
+func unreachable(err error) bool {
+	return order.ErrorCode(err) == order.CodeUnavailable || errors.Is(err, context.DeadlineExceeded)
 }
 
 // pgErrMax bounds the error the heartbeat carries: a heartbeat is small,

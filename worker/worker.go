@@ -563,7 +563,11 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 					// An idle worker's only statement: without it a
 					// worker cut off from PostgreSQL with nothing to
 					// run showed as healthy until an order came.
-					w.pgFailed("record that the host is alive", err)
+					if unreachable(err) {
+						w.pgFailed("record that the host is alive", err)
+					} else {
+						w.logger.Debug("record that the host is alive", "error", err)
+					}
 				}
 			}()
 		}
