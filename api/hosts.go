@@ -33,9 +33,22 @@ type Host struct {
 	// (queue.HostInfo): "on", or "off: " and why; absent offline, or from
 	// a worker before it.
 	RestoreGuard string `json:"restore_guard,omitempty"`
+	// PostgresUnreachable is set while the online worker cannot reach
+	// PostgreSQL (queue.HostInfo): it holds the host, so no standby
+	// takes it, and runs nothing; its orders wait.
+	PostgresUnreachable *PostgresOutage `json:"postgres_unreachable,omitempty"`
 	// Maintenance, when set, is who put the host in maintenance, when
 	// and why: new orders for it are refused (maintenance.go).
 	Maintenance *HostMaintenance `json:"maintenance,omitempty"`
+}
+
+// PostgresOutage is how long the worker of a host has failed to reach
+// PostgreSQL and why. The error names the database's address and user:
+// only an admin or an auditor reads it.
+type PostgresOutage struct {
+	Since    time.Time `json:"since"`
+	Error    string    `json:"error,omitempty"`
+	Failures int       `json:"failures"`
 }
 
 // Standby is a worker waiting for a host's lease, ready to take the host
@@ -86,6 +99,12 @@ func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
 		ls := info.LastSeen
 		h.Online, h.LastSeen, h.Version, h.Instance = true, &ls, info.Version, info.Instance
 		h.RestoreGuard = info.RestoreGuard
+		if o := info.PostgresUnreachable; o != nil {
+			h.PostgresUnreachable = &PostgresOutage{Since: o.Since.UTC(), Failures: o.Failures}
+			if seesAll(principalOf(r)) {
+				h.PostgresUnreachable.Error = o.Error
+			}
+		}
 		// From PostgreSQL, not the heartbeat's (up to nats.heartbeat
 		// old), and only an order of the worker serving the host: not
 		// one a dead predecessor left, which its takeover is settling.

@@ -175,3 +175,55 @@ func TestHostsShowTheRestoreGuard(t *testing.T) {
 		t.Fatalf("GET /v1/hosts/rg-off: %d %s, want restore_guard %q", code, body, off)
 	}
 }
+
+// TestHostsShowAWorkerCutOffFromPostgres: a worker that holds its host
+// but cannot reach PostgreSQL runs nothing while its orders pile up, and
+// the listing showed it online like any other. GET /v1/hosts and GET
+// /v1/hosts/{host} now carry what its heartbeat says: since when and how
+// many statements failed to anyone, the error (which names the database's
+// address and login) to an admin or an auditor only; nothing for a
+// worker that reaches it.
+func TestHostsShowAWorkerCutOffFromPostgres(t *testing.T) {
+	e := newAPIEnv(t, envOptions{})
+	ctx := t.Context()
+	now := time.Now()
+	since := now.Add(-3 * time.Minute).UTC().Truncate(time.Millisecond)
+	const why = `failed to connect to user=orderly_worker_web3: FATAL: role "orderly_worker_web3" is not permitted to log in (SQLSTATE 28000)`
+	for _, h := range []queue.HostInfo{{Host: "pg-cut", PostgresUnreachable: &queue.PostgresOutage{Since: since, Error: why, Failures: 90}}, {Host: "pg-ok"}} {
+		h.Instance, h.Version, h.StartedAt, h.LastSeen = h.Host+"/a", "v1", now, now
+		if err := e.q.Heartbeat(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for who, wantErr := range map[string]string{"admin": why, "auditor": why, "alice": ""} {
+		code, body := e.do(who, http.MethodGet, "/v1/hosts", nil)
+		var list struct{ Hosts []api.Host }
+		if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
+			t.Fatalf("GET /v1/hosts as %s: %d %s", who, code, body)
+		}
+		seen := 0
+		for _, h := range list.Hosts {
+			switch h.Host {
+			case "pg-cut":
+				seen++
+				o := h.PostgresUnreachable
+				if !h.Online || o == nil || !o.Since.Equal(since) || o.Failures != 90 || o.Error != wantErr {
+					t.Errorf("as %s, pg-cut: online %v, postgres_unreachable %+v; want online, since %s, 90 failures, error %q", who, h.Online, o, since, wantErr)
+				}
+			case "pg-ok":
+				seen++
+				if !h.Online || h.PostgresUnreachable != nil {
+					t.Errorf("as %s, pg-ok: online %v, postgres_unreachable %+v; want online and nothing", who, h.Online, h.PostgresUnreachable)
+				}
+			}
+		}
+		if seen != 2 {
+			t.Fatalf("as %s, the listing lacks pg-cut or pg-ok: %s", who, body)
+		}
+	}
+	code, body := e.do("alice", http.MethodGet, "/v1/hosts/pg-cut", nil)
+	var one api.Host
+	if code != http.StatusOK || json.Unmarshal(body, &one) != nil || one.PostgresUnreachable == nil || one.PostgresUnreachable.Error != "" {
+		t.Fatalf("GET /v1/hosts/pg-cut as alice: %d %s, want the outage without its error", code, body)
+	}
+}

@@ -1092,6 +1092,53 @@ func TestUIHostsPageShowsStandby(t *testing.T) {
 	}
 }
 
+// TestUIHostsPageShowsAWorkerCutOffFromPostgres: the hosts page marks an
+// online host whose worker cannot reach PostgreSQL, since when, as
+// `orderly hosts` does; before, the row said "online" like any other
+// while the host's orders piled up. The error is not shown to a
+// submitter (the API leaves it out), and a healthy host gets no mark.
+func TestUIHostsPageShowsAWorkerCutOffFromPostgres(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	const why = "FATAL: sorry, too many clients already (SQLSTATE 53300)"
+	since := time.Now().Add(-time.Hour).UTC()
+	ctx, stop := context.WithCancel(t.Context())
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		for ctx.Err() == nil {
+			now := time.Now()
+			_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-pg", Instance: "ui-pg/a", Version: "v1", StartedAt: now, LastSeen: now,
+				PostgresUnreachable: &queue.PostgresOutage{Since: since, Error: why, Failures: 42}})
+			_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-ok", Instance: "ui-ok/a", Version: "v1", StartedAt: now, LastSeen: now})
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stop(); <-beating }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		page := e.page(t, sess, "/ui/hosts")
+		row := regexp.MustCompile(`(?s)<td>ui-pg</td>.*?</tr>`).FindString(page)
+		ok := regexp.MustCompile(`(?s)<td>ui-ok</td>.*?</tr>`).FindString(page)
+		if strings.Contains(row, `>no PostgreSQL</span>`) && strings.Contains(row, `42 failed attempts`) && strings.Contains(row, since.Format(time.RFC3339)) {
+			if strings.Contains(row, "53300") {
+				t.Errorf("the error is shown to a submitter:\n%s", row)
+			}
+			if ok == "" || strings.Contains(ok, "no PostgreSQL") {
+				t.Errorf("the healthy host's row: %q, want it listed without the mark", ok)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host's row shows no outage of PostgreSQL:\n%s", row)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestUIFormBoundToItsDefinition: a form posted after its action or
 // runbook changed (a reload while the page was open) runs nothing: 409,
 // the page says the action changed and shows its form as it is now,

@@ -889,13 +889,20 @@ func (w *Worker) retry(ctx context.Context, msg jetstream.Msg, what string, fn f
 	for {
 		err := fn(ctx)
 		if err == nil || permanent(err) {
+			if err == nil {
+				w.pgReached()
+			}
 			return err
 		}
 		if ctx.Err() != nil {
 			w.gaveUp(ctx, what, err)
 			return err
 		}
-		w.logger.Warn(what+"; retrying", "error", err)
+		if unreachable(err) {
+			w.pgFailed(what, err)
+		} else {
+			w.logger.Warn(what+"; retrying", "error", err)
+		}
 		_ = msg.InProgress()
 		if b.wait(ctx) != nil {
 			w.gaveUp(ctx, what, err)

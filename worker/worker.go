@@ -154,6 +154,9 @@ type Worker struct {
 	// hold is the current tenure's hold on the lease (hold.go); only the
 	// goroutine that runs the tenures sets it.
 	hold *hold
+	// pg is whether the worker reaches PostgreSQL, for its heartbeat
+	// (pgreach.go).
+	pg pgReach
 }
 
 type running struct {
@@ -532,7 +535,8 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	renewNow, renewedNow := false, false
 	for {
 		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version,
-			StartedAt: started, LastSeen: time.Now(), RestoreGuard: w.restoreGuard()}
+			StartedAt: started, LastSeen: time.Now(), RestoreGuard: w.restoreGuard(),
+			PostgresUnreachable: w.pg.outage()}
 		w.mu.Lock()
 		if w.current != nil {
 			id := w.current.id
@@ -554,8 +558,16 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 				defer touching.Store(false)
 				if err := w.store.TouchHost(ctx, w.opts.Host, w.opts.Version, w.opts.Instance); err == nil {
 					touched.Store(time.Now().UnixNano())
+					w.pgReached()
 				} else if ctx.Err() == nil {
-					w.logger.Debug("record that the host is alive", "error", err)
+					// An idle worker's only statement: without it a
+					// worker cut off from PostgreSQL with nothing to
+					// run showed as healthy until an order came.
+					if unreachable(err) {
+						w.pgFailed("record that the host is alive", err)
+					} else {
+						w.logger.Debug("record that the host is alive", "error", err)
+					}
 				}
 			}()
 		}

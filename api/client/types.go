@@ -239,6 +239,14 @@ type ErrorDetail struct {
 	Details map[string]any `json:"details,omitempty"`
 }
 
+// PostgresOutage is since when a host's worker has failed to reach
+// PostgreSQL, how often and (for an admin or an auditor) its last error.
+type PostgresOutage struct {
+	Since    time.Time `json:"since"`
+	Error    string    `json:"error,omitempty"`
+	Failures int       `json:"failures"`
+}
+
 // Host is a worker host: online now or seen before. QueueDepth, Queued
 // and Running are only filled by Client.Host.
 type Host struct {
@@ -258,6 +266,10 @@ type Host struct {
 	// claim mark, "off: " and why when it cannot; "" offline, or from a
 	// worker or an API older than it.
 	RestoreGuard string `json:"restore_guard,omitempty"`
+	// PostgresUnreachable is set while the host's online worker cannot
+	// reach PostgreSQL: it keeps the host and runs nothing. Nil while it
+	// can, offline, or from a worker or an API older than it.
+	PostgresUnreachable *PostgresOutage `json:"postgres_unreachable,omitempty"`
 	// Maintenance is set while an admin has the host in maintenance: new
 	// orders for it are refused with CodeHostInMaintenance.
 	Maintenance *Maintenance `json:"maintenance,omitempty"`

@@ -111,6 +111,13 @@ func (a *app) hostsCommand() *cobra.Command {
 					fmt.Fprintf(a.stdout, "%s: restore guard %s\n", cellText(h.Host), cellText(h.RestoreGuard))
 				}
 			}
+			// Likewise a worker online but cut off from PostgreSQL: its
+			// host runs nothing while its orders pile up.
+			for _, h := range list.Hosts {
+				if h.PostgresUnreachable != nil {
+					fmt.Fprintf(a.stdout, "%s: %s\n", cellText(h.Host), postgresOutageText(h.PostgresUnreachable, now))
+				}
+			}
 			// Likewise a host in maintenance, which is rare.
 			for _, h := range list.Hosts {
 				if h.Maintenance != nil {
@@ -219,6 +226,9 @@ func printHost(w io.Writer, h *client.Host) error {
 	if h.RestoreGuard != "" {
 		fmt.Fprintf(tw, "Restore guard:\t%s\n", cellText(h.RestoreGuard))
 	}
+	if h.PostgresUnreachable != nil {
+		fmt.Fprintf(tw, "PostgreSQL:\t%s\n", postgresOutageText(h.PostgresUnreachable, time.Now()))
+	}
 	if h.QueueDepth != nil {
 		fmt.Fprintf(tw, "Queue depth:\t%d\n", *h.QueueDepth)
 	}
@@ -284,4 +294,15 @@ func standbyLong(sb *client.Standby, now time.Time) string {
 	}
 	since := sb.WaitingSince
 	return fmt.Sprintf("%s (version %s, started waiting %s)", cellText(sb.Instance), dash(cellText(sb.Version)), ago(&since, now))
+}
+
+// postgresOutageText says that a host's worker cannot reach PostgreSQL,
+// since when and why (the error only for an admin or an auditor).
+func postgresOutageText(o *client.PostgresOutage, now time.Time) string {
+	t := fmt.Sprintf("worker cannot reach PostgreSQL since %s (%s ago, %d failed attempts), its orders wait",
+		o.Since.UTC().Format(time.RFC3339), now.Sub(o.Since).Round(time.Second), o.Failures)
+	if o.Error != "" {
+		t += ": " + cellText(o.Error)
+	}
+	return t
 }

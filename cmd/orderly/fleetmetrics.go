@@ -28,8 +28,8 @@ func fleetSources(b *backend) metrics.FleetSources {
 			for _, h := range known {
 				out[h.Host] = metrics.HostState{}
 			}
-			for h := range online {
-				out[h] = metrics.HostState{Online: true}
+			for h, info := range online {
+				out[h] = metrics.HostState{Online: true, PostgresUnreachable: info.PostgresUnreachable != nil}
 			}
 			for h := range standbys {
 				st := out[h]

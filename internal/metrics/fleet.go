@@ -27,6 +27,9 @@ type FleetSources struct {
 type HostState struct {
 	Online  bool // its worker heartbeats
 	Standby bool // another worker waits for its lease
+	// PostgresUnreachable: its worker heartbeats but cannot reach
+	// PostgreSQL, so it runs nothing (queue.HostInfo).
+	PostgresUnreachable bool
 }
 
 var (
@@ -40,6 +43,8 @@ var (
 		"1 when the host's worker heartbeats, 0 for a host seen before or with orders queued whose worker does not.", []string{"host"}, nil)
 	hostStandbyDesc = prometheus.NewDesc("orderly_host_standby",
 		"1 when a second worker of the host waits for its lease, ready to take it over; 0 for the other hosts orderly_host_online reports.", []string{"host"}, nil)
+	hostPostgresDesc = prometheus.NewDesc("orderly_host_postgres_unreachable",
+		"1 when the host's worker is online (holds its lease) but its statements to PostgreSQL fail, so its orders wait; 0 for the other hosts orderly_host_online reports.", []string{"host"}, nil)
 	dependencyDesc = prometheus.NewDesc("orderly_dependency_up",
 		"1 when this process reaches the dependency (postgres, nats) at scrape time, else 0; nats is also 0 while it acknowledges no order publish (a full store).", []string{"dependency"}, nil)
 )
@@ -56,7 +61,7 @@ type fleetCollector struct {
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{queueAgeDesc, unpublishedDesc, unpublishedAgeDesc, hostOnlineDesc, hostStandbyDesc, dependencyDesc} {
+	for _, d := range []*prometheus.Desc{queueAgeDesc, unpublishedDesc, unpublishedAgeDesc, hostOnlineDesc, hostStandbyDesc, hostPostgresDesc, dependencyDesc} {
 		ch <- d
 	}
 }
@@ -115,6 +120,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			if err != nil {
 				ch <- prometheus.NewInvalidMetric(hostOnlineDesc, err)
 				ch <- prometheus.NewInvalidMetric(hostStandbyDesc, err)
+				ch <- prometheus.NewInvalidMetric(hostPostgresDesc, err)
 				return
 			}
 			// A host no worker ever served but with orders waiting (a
@@ -127,6 +133,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			for host, st := range hosts {
 				ch <- prometheus.MustNewConstMetric(hostOnlineDesc, prometheus.GaugeValue, gaugeOf(st.Online), host)
 				ch <- prometheus.MustNewConstMetric(hostStandbyDesc, prometheus.GaugeValue, gaugeOf(st.Standby), host)
+				ch <- prometheus.MustNewConstMetric(hostPostgresDesc, prometheus.GaugeValue, gaugeOf(st.PostgresUnreachable), host)
 			}
 		})
 	}

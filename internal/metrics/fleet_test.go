@@ -26,7 +26,7 @@ func TestFleetGauges(t *testing.T) {
 		},
 		Unpublished: func(context.Context) (int, time.Duration, error) { return 2, 15 * time.Second, nil },
 		Hosts: func(context.Context) (map[string]metrics.HostState, error) {
-			return map[string]metrics.HostState{"web-1": {}, "web-2": {Online: true, Standby: true}}, nil
+			return map[string]metrics.HostState{"web-1": {}, "web-2": {Online: true, Standby: true}, "web-3": {Online: true, PostgresUnreachable: true}}, nil
 		},
 		Dependencies: map[string]func(context.Context) error{
 			"postgres": func(context.Context) error { return nil },
@@ -47,6 +47,9 @@ func TestFleetGauges(t *testing.T) {
 		`orderly_host_standby{host="web-1"} 0`,
 		`orderly_host_standby{host="web-2"} 1`,
 		`orderly_host_standby{host="web-9"} 0`,
+		`orderly_host_postgres_unreachable{host="web-2"} 0`,
+		`orderly_host_postgres_unreachable{host="web-3"} 1`, // online, cut off from PostgreSQL
+		`orderly_host_postgres_unreachable{host="web-9"} 0`,
 		`orderly_dependency_up{dependency="postgres"} 1`,
 		`orderly_dependency_up{dependency="nats"} 0`,
 		`orderly_http_unavailable_total{route="/v1/orders"} 1`,

@@ -57,6 +57,20 @@ type HostInfo struct {
 	// claim mark (ClaimMark): "on", or "off: " and why; empty from a
 	// worker before it, or before its first read.
 	RestoreGuard string `json:"restore_guard,omitempty"`
+	// PostgresUnreachable is set while the worker's statements to
+	// PostgreSQL fail: it is online (it holds the lease, NATS reaches
+	// it) but runs nothing. Nil while PostgreSQL answers, or from a
+	// worker before it.
+	PostgresUnreachable *PostgresOutage `json:"postgres_unreachable,omitempty"`
+}
+
+// PostgresOutage is a worker's outage of PostgreSQL as its heartbeat
+// tells it: since the first failed statement, the last error and how many
+// failed.
+type PostgresOutage struct {
+	Since    time.Time `json:"since"`
+	Error    string    `json:"error"`
+	Failures int       `json:"failures"`
 }
 
 // Heartbeat records info as the host's current state, whoever wrote it
