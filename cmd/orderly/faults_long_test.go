@@ -70,11 +70,12 @@ type longWatchers struct {
 	polled         *client.Order
 	pollErrs       int
 	pollCodes      map[int]int     // the polls' error answers by HTTP status
+	pollFirst      map[int]string  // the first error answer of each status, with when
 	finished       []client.Status // the finished events' statuses
 }
 
 func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string, natsOpts ...nats.Option) *longWatchers {
-	w := &longWatchers{missed: map[string]int64{}, pollCodes: map[int]int{}}
+	w := &longWatchers{missed: map[string]int64{}, pollCodes: map[int]int{}, pollFirst: map[int]string{}}
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
@@ -95,7 +96,9 @@ func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, hos
 				w.mu.Lock()
 				w.pollErrs++
 				if ae, ok := errors.AsType[*client.Error](err); ok {
-					w.pollCodes[ae.Status]++
+					if w.pollCodes[ae.Status]++; w.pollCodes[ae.Status] == 1 {
+						w.pollFirst[ae.Status] = time.Now().UTC().Format("15:04:05.000 ") + ae.Error()
+					}
 				}
 				w.mu.Unlock()
 			} else if o.Status.Terminal() {

@@ -248,7 +248,7 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 		o.Status, resultBytes(o, "stdout"), resultBytes(o, "stderr"), o.Result != nil && o.Result.Stdout.Truncated, o.Processes, ws.stdout.Len(), ws.stderr.Len(), ws.missed, ws.statuses, ws.followErr, ws.pollErrs, ws.pollCodes, ws.finished)
 	for code := range ws.pollCodes {
 		if code >= 500 && code != http.StatusServiceUnavailable {
-			t.Errorf("the poller was answered %d while serve failed (answers %v)", code, ws.pollCodes)
+			t.Errorf("the poller was answered %d while serve failed (answers %v), first: %s", code, ws.pollCodes, ws.pollFirst[code])
 		}
 	}
 	ws.sawTheEnd(t, o)
