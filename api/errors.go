@@ -43,6 +43,11 @@ func statusOf(code order.Code) int {
 	return http.StatusInternalServerError
 }
 
+// ErrStopping is the cause a server's base context ends with when it
+// stops (http.Server.BaseContext, context.WithCancelCause): a request it
+// cut short is answered 503, not as an internal error.
+var ErrStopping = errors.New("the server is stopping")
+
 // statusClientClosed is the status recorded (in the metrics; no
 // one receives it) for a request whose client left before the answer.
 const statusClientClosed = 499
@@ -86,6 +91,15 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 	var e *order.Error
 	if !errors.As(err, &e) {
 		e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
+	}
+	if statusOf(e.Code) >= http.StatusInternalServerError && errors.Is(context.Cause(r.Context()), ErrStopping) {
+		// The server's stop ended the request (its base context) while it
+		// waited on PostgreSQL or NATS: the client is still there, and
+		// nothing failed that a retry, here once it is back or at another
+		// replica, would not get past. It was answered 500 "internal
+		// error" (logged at debug, as a client gone away).
+		e = order.Errorf(order.CodeUnavailable, "the server is stopping: try again")
+		err = ErrStopping
 	}
 	switch {
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

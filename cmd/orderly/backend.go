@@ -516,7 +516,9 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 		return api.ConnLimits{Total: total, PerIP: h.MaxConnectionsPerIP, Trusted: acl.FromTrustedProxy}
 	}, logger)
 	ln = api.ErrorEnvelopeListener(ln)
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// Its cause says a request it ends was cut by the stop (api.ErrStopping).
+	rctx, cancelCause := context.WithCancelCause(context.WithoutCancel(ctx))
+	cancel := func() { cancelCause(api.ErrStopping) }
 	r := &apiRunner{cancel: cancel, URL: "http://" + ln.Addr().String()}
 	r.srv = &http.Server{
 		Handler:           srv.Handler(),
