@@ -107,15 +107,7 @@ func TestFollowWritesEveryLineLiveAcrossANATSRestart(t *testing.T) {
 // the channel it returns once an "interrupted" event came.
 func interruptedOnTheWire(t *testing.T, e *apiEnv, id string) <-chan struct{} {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodGet, e.url+"/v1/orders/"+id+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := openEvents(t, testenv.Context(t), e, "alice", "/v1/orders/"+id+"/events", "")
 	t.Cleanup(func() { resp.Body.Close() })
 	seen := make(chan struct{})
 	go func() {
@@ -188,15 +180,7 @@ func TestFollowAcrossALostLiveStreamWithoutAChunkTellsNoLoss(t *testing.T) {
 		res <- err
 	}()
 	// A reader of the stream itself, for the event as it is on the wire.
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodGet, e.url+"/v1/orders/"+o.ID.String()+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := openEvents(t, testenv.Context(t), e, "alice", "/v1/orders/"+o.ID.String()+"/events", "")
 	defer resp.Body.Close()
 	wire := make(chan string, 1)
 	go func() {
@@ -314,18 +298,7 @@ func rawEvents(t *testing.T, e *apiEnv, id, lastID string, stop func(rawEvent) b
 	t.Helper()
 	ctx, cancel := context.WithTimeout(testenv.Context(t), time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/v1/orders/"+id+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := openEvents(t, ctx, e, "alice", "/v1/orders/"+id+"/events", lastID)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)

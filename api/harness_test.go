@@ -475,18 +475,30 @@ func (e *apiEnv) events(as string, id uuid.UUID, stop func(event, data string) b
 	return e.eventsAt(as, "/v1/orders/"+id.String()+"/events", stop)
 }
 
+// openEvents opens the SSE stream at path (an order's events, with a
+// query, say) as principal as, resumed after lastID when it is set; the
+// caller closes the answer's body.
+func openEvents(t testing.TB, ctx context.Context, e *apiEnv, as, path, lastID string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens[as])
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // eventsAt is events of the stream at path (with a query, say).
 func (e *apiEnv) eventsAt(as, path string, stop func(event, data string) bool) (int, []string) {
 	e.t.Helper()
-	req, err := http.NewRequestWithContext(testenv.Context(e.t), "GET", e.url+path, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.tokens[as])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	resp := openEvents(e.t, testenv.Context(e.t), e, as, path, "")
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)

@@ -86,15 +86,7 @@ type liveFollower struct {
 func followLive(t *testing.T, e *apiEnv, id uuid.UUID) *liveFollower {
 	t.Helper()
 	f := &liveFollower{done: make(chan struct{})}
-	req, err := http.NewRequestWithContext(testenv.Context(t), http.MethodGet, e.url+"/v1/orders/"+id.String()+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := openEvents(t, testenv.Context(t), e, "alice", "/v1/orders/"+id.String()+"/events", "")
 	t.Cleanup(func() { _ = resp.Body.Close() })
 	go func() {
 		defer close(f.done)

@@ -1063,21 +1063,10 @@ func TestUIHostsPageShowsStandby(t *testing.T) {
 	sess, _ := e.uiSession(t, "alice")
 	// The bucket's TTL is 2 s here: report as the workers do, until the
 	// test ends.
-	ctx, stop := context.WithCancel(t.Context())
-	beating := make(chan struct{})
-	go func() {
-		defer close(beating)
-		for ctx.Err() == nil {
-			now := time.Now()
-			_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-sb", Instance: "ui-sb/a", Version: "v1", StartedAt: now, LastSeen: now})
-			_, _ = e.q.StandbyBeat(ctx, queue.HostInfo{Host: "ui-sb", Instance: "ui-sb/b", Version: "v2", StartedAt: now, LastSeen: now})
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { stop(); <-beating }()
+	defer keepBeating(t, func(ctx context.Context, now time.Time) {
+		_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-sb", Instance: "ui-sb/a", Version: "v1", StartedAt: now, LastSeen: now})
+		_, _ = e.q.StandbyBeat(ctx, queue.HostInfo{Host: "ui-sb", Instance: "ui-sb/b", Version: "v2", StartedAt: now, LastSeen: now})
+	})()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		page := e.page(t, sess, "/ui/hosts")
@@ -1102,22 +1091,11 @@ func TestUIHostsPageShowsAWorkerCutOffFromPostgres(t *testing.T) {
 	sess, _ := e.uiSession(t, "alice")
 	const why = "FATAL: sorry, too many clients already (SQLSTATE 53300)"
 	since := time.Now().Add(-time.Hour).UTC()
-	ctx, stop := context.WithCancel(t.Context())
-	beating := make(chan struct{})
-	go func() {
-		defer close(beating)
-		for ctx.Err() == nil {
-			now := time.Now()
-			_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-pg", Instance: "ui-pg/a", Version: "v1", StartedAt: now, LastSeen: now,
-				PostgresUnreachable: &queue.PostgresOutage{Since: since, Error: why, Failures: 42}})
-			_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-ok", Instance: "ui-ok/a", Version: "v1", StartedAt: now, LastSeen: now})
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { stop(); <-beating }()
+	defer keepBeating(t, func(ctx context.Context, now time.Time) {
+		_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-pg", Instance: "ui-pg/a", Version: "v1", StartedAt: now, LastSeen: now,
+			PostgresUnreachable: &queue.PostgresOutage{Since: since, Error: why, Failures: 42}})
+		_ = e.q.Heartbeat(ctx, queue.HostInfo{Host: "ui-ok", Instance: "ui-ok/a", Version: "v1", StartedAt: now, LastSeen: now})
+	})()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		page := e.page(t, sess, "/ui/hosts")
@@ -1441,4 +1419,22 @@ func TestUIRunShownAgainAfterAnUnknownOutcome(t *testing.T) {
 			t.Fatalf("POST %s twice with one key: %v, want one order", c.target, locs)
 		}
 	}
+}
+
+// keepBeating calls beat every 200 ms, as a worker's heartbeat goes on,
+// until the function it returns is called, which waits for the last beat.
+func keepBeating(t *testing.T, beat func(ctx context.Context, now time.Time)) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		for ctx.Err() == nil {
+			beat(ctx, time.Now())
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { cancel(); <-beating }
 }
