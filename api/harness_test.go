@@ -450,7 +450,8 @@ func (e *apiEnv) submit(as string, body map[string]any, query string, want int, 
 
 // publish sends a NATS submission as principal to orderly.submit.<host>
 // with the given Nats-Msg-Id ("" for none) and further headers (name,
-// value pairs, each added), and returns the intake's answer.
+// value pairs, each added), and returns the intake's answer, checked as
+// a submitter checks it (api.VerifyAnswer): every answer is signed.
 func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...string) api.IntakeAnswer {
 	e.t.Helper()
 	nc, inbox, sub := replyInbox(e.t, e.natsURL)
@@ -460,9 +461,9 @@ func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...str
 	if err != nil {
 		e.t.Fatalf("%s: no intake answer for Nats-Msg-Id %q: %v", as, msgID, err)
 	}
-	var a api.IntakeAnswer
-	if err := json.Unmarshal(reply.Data, &a); err != nil {
-		e.t.Fatalf("decode intake answer: %v: %s", err, reply.Data)
+	a, err := api.VerifyAnswer("Bearer "+e.tokens[as], reply)
+	if err != nil {
+		e.t.Fatalf("intake answer %.300s (header %v): %v", reply.Data, reply.Header, err)
 	}
 	return a
 }

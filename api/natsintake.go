@@ -412,8 +412,11 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 	}
 	// answer publishes a on reply with the submission's Nats-Msg-Id as
 	// it was sent, so that a publisher with many submissions in flight
-	// matches each answer to its own, and with replayedHeader when the
-	// order is one an earlier submission with that id recorded.
+	// matches each answer to its own, with replayedHeader when the
+	// order is one an earlier submission with that id recorded, and
+	// signed with the submission's Authorization (SignatureHeader), so
+	// that the publisher can tell it from what a worker's seed sends
+	// there.
 	answer := func(a IntakeAnswer, replayed bool) {
 		if reply == "" {
 			return
@@ -424,6 +427,12 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 		}
 		if replayed {
 			h.Set(replayedHeader, "true")
+		}
+		key := hdr.Get("Authorization")
+		if key != "" {
+			// Its size counts against the payload below; the value is
+			// set once the body is final.
+			h.Set(SignatureHeader, strings.Repeat("0", 2*sha256.Size))
 		}
 		b, err := marshalAnswer(a)
 		if max := s.Queue.Conn().MaxPayload() - headerBytes(h); err == nil && max > 0 && int64(len(b)) > max && a.Order != nil {
@@ -436,6 +445,9 @@ func (s *Server) intakeOne(ctx context.Context, d *delivery) bool {
 			b, err = marshalAnswer(IntakeAnswer{Order: &o})
 		}
 		if err == nil {
+			if key != "" {
+				h.Set(SignatureHeader, answerSignature(key, reply, h, b))
+			}
 			err = s.Queue.Conn().PublishMsg(&nats.Msg{Subject: reply, Data: b, Header: h})
 		}
 		if err != nil {

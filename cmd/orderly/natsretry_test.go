@@ -43,27 +43,10 @@ func newNATSSubmitter(t *testing.T, natsURL, host string) *natsSubmitter {
 }
 
 // send publishes body with token and msgID (none if empty) and returns
-// the answer that comes back.
+// the answer that comes back (sendNATS).
 func (n *natsSubmitter) send(token, msgID string, body any) api.IntakeAnswer {
 	n.t.Helper()
-	m := nats.NewMsg(queue.SubmitSubject + n.host)
-	m.Header.Set("Authorization", "Bearer "+token)
-	m.Header.Set("Orderly-Reply", n.reply)
-	if msgID != "" {
-		m.Header.Set("Nats-Msg-Id", msgID)
-	}
-	m.Data, _ = json.Marshal(body)
-	if err := n.nc.PublishMsg(m); err != nil {
-		n.t.Fatal(err)
-	}
-	msg, err := n.answers.NextMsg(20 * time.Second)
-	if err != nil {
-		n.t.Fatalf("no answer to submission %q: %v", msgID, err)
-	}
-	var a api.IntakeAnswer
-	if err := json.Unmarshal(msg.Data, &a); err != nil {
-		n.t.Fatalf("answer: %v: %s", err, msg.Data)
-	}
+	a, _ := sendNATS(n.t, n, token, msgID, body)
 	return a
 }
 

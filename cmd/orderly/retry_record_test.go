@@ -221,7 +221,8 @@ func etagOfStamp(t *testing.T, s *stack) string {
 }
 
 // sendNATS is natsSubmitter.send that also returns the answer's message,
-// for its headers.
+// for its headers. The answer is checked as a submitter checks it
+// (api.VerifyAnswer): every answer is signed.
 func sendNATS(t *testing.T, n *natsSubmitter, token, msgID string, body any) (api.IntakeAnswer, *nats.Msg) {
 	t.Helper()
 	m := nats.NewMsg(queue.SubmitSubject + n.host)
@@ -238,9 +239,9 @@ func sendNATS(t *testing.T, n *natsSubmitter, token, msgID string, body any) (ap
 	if err != nil {
 		t.Fatalf("no answer to submission %q: %v", msgID, err)
 	}
-	var a api.IntakeAnswer
-	if err := json.Unmarshal(msg.Data, &a); err != nil {
-		t.Fatalf("answer: %v: %s", err, msg.Data)
+	a, err := api.VerifyAnswer("Bearer "+token, msg)
+	if err != nil {
+		t.Fatalf("answer %.300s (header %v): %v", msg.Data, msg.Header, err)
 	}
 	return a, msg
 }
