@@ -521,6 +521,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// Both streams call it concurrently.
 		out = new(liveOut)
 		out.budget.Store(req.MaxOutput)
+		req.Captured = &out.captured
 		req.OnOutput = func(stream string, p []byte) {
 			at := &out.at[0]
 			if stream == "stderr" {
@@ -535,7 +536,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if int64(len(p)) > left {
 				p = p[:left]
 			}
-			if err := out.pub.Publish(w.q, o.Host, o.ID, stream, offset, p); err != nil {
+			if err := out.pub.Publish(w.q, &out.captured, o.Host, o.ID, stream, offset, p); err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
 		}
@@ -618,6 +619,9 @@ type liveOut struct {
 	// calls OnOutput, so each has one writer.
 	at  [2]int64
 	pub queue.LiveOutput
+	// captured: the executor's capture, which pub publishes again from
+	// after a NATS restart.
+	captured executor.Captured
 }
 
 // jobFence is the fence of an action's systemd job (systemd.Fence).

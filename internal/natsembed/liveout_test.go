@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,6 +56,7 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 	id := uuid.New()
 	var out queue.LiveOutput
 	defer out.Stop()
+	var held heldOutput
 	lines, stop, printed := make(chan int, 1000), make(chan struct{}), make(chan int, 1)
 	go func() { // the order
 		offset := 0
@@ -65,7 +67,8 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 				line = "end\n"
 			default:
 			}
-			if err := out.Publish(q1, "h1", id, "stdout", int64(offset), []byte(line)); err != nil {
+			held.write([]byte(line))
+			if err := out.Publish(q1, &held, "h1", id, "stdout", int64(offset), []byte(line)); err != nil {
 				t.Logf("publish line %d: %v", i, err)
 			}
 			offset += len(line)
@@ -141,4 +144,27 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 		t.Errorf("live output %q, want lines 1 to %d then end", got.String(), n)
 	}
 	w1.clean(t)
+}
+
+// heldOutput is an order's stdout as the executor holds it while the
+// order runs, the whole of it (below any cap): what a LiveOutput
+// publishes again from.
+type heldOutput struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (h *heldOutput) write(p []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.b = append(h.b, p...)
+}
+
+func (h *heldOutput) ReadOutput(stream string, off int64, p []byte) (int64, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if stream != "stdout" || off >= int64(len(h.b)) {
+		return off, 0
+	}
+	return off, copy(p, h.b[off:])
 }

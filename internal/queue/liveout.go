@@ -15,10 +15,11 @@ import (
 
 // LiveOutput publishes the live output chunks of one running order
 // (PublishOutput's messages, each with a Nats-Msg-Id of this run of the
-// order, stream, offset and round, below) and keeps the last of them
-// (liveKeepMax) until the order ends, so that a NATS restart loses none
-// of them unless the order printed more than that before the restart was
-// seen. The live stream is a memory stream: a restart of its server loses it with every chunk it held, and the chunks a worker
+// order, stream, offset and round, below) and publishes them again after
+// a NATS restart from the order's output as the executor holds it (its
+// LiveSource), so that a restart loses none of what the executor keeps
+// for the result: all of a stream up to the output cap, and past it its
+// head and its latest bytes. The live stream is a memory stream: a restart of its server loses it with every chunk it held, and the chunks a worker
 // publishes until an API makes it again (MendLive, about a second) go
 // into no stream; a worker may not make it (its NATS permissions), nor
 // read whether it is there. What a worker can see is its connection's
@@ -32,26 +33,33 @@ import (
 // start again at 1, and only grow within one stream; a stream made again
 // that took more messages between two of these chunks than the lost one
 // held before the first is not told). After either, it stops publishing new chunks,
-// and publishes what it keeps again from the start with JetStream
-// publishes, each waiting for the stream's acknowledgement (tried again
-// every liveMendEvery until the stream is there again), and the chunks
-// printed meanwhile after them, in the order they came, so each stream's
-// chunks reach the live stream in offset order; then goes on as before.
+// and publishes each stream again from offset 0 up to where its last
+// chunk ended, read from the source, with JetStream publishes, each
+// waiting for the stream's acknowledgement (tried again every
+// liveMendEvery until the stream is there again), the chunks printed
+// meanwhile included, each stream's bytes in offset order; then goes on
+// as before. Bytes the source no longer holds (an output past its cap,
+// whose tail ring the latest bytes overwrote) are skipped: the next
+// chunk's offset says where it starts, a hole exactly where the stored
+// result has its truncation marker.
 // The first of them rolls up the order's subject: chunks the stream took
 // before the loss was seen (once an API made it again) are purged, and
-// the stream holds each of the order's chunks once, in order.
+// the stream holds each of the order's bytes once, in order.
 // A stream that was not lost (a cluster's, kept by its replicas; a
-// connection cut alone) is rolled up alike and holds each chunk once
+// connection cut alone) is rolled up alike and holds each byte once
 // after it; a follower who read them before, placing chunks by offset,
 // drops the repeats. A chunk published again after an acknowledgement
 // that did not come is dropped by the stream as a duplicate (its
 // Nats-Msg-Id, within the stream's 2 minutes).
 //
 // Nothing is kept, started or allocated until the first chunk: an order
-// without output costs nothing more. Kept is at most what is published,
-// which stops at the order's output cap. Publish is called from the
-// output's goroutines (one per stream); Stop once the process ended,
-// before the output's roll-up (EndOutput). The zero value is ready.
+// without output costs nothing more. Nothing is copied per chunk either:
+// what is published again is read from the source when it is (one
+// buffer of liveMendChunk while a loss is mended), and only the probe's
+// chunk, which the asynchronous publish holds for its retries, is a
+// copy. Publish is called from the output's goroutines (one per stream),
+// once the source holds the chunk; Stop once the process ended, before
+// the output's roll-up (EndOutput). The zero value is ready.
 type LiveOutput struct {
 	st atomic.Pointer[liveState]
 }
@@ -59,6 +67,7 @@ type LiveOutput struct {
 // liveState is a LiveOutput's from its first chunk on.
 type liveState struct {
 	q    *Queue
+	src  LiveSource
 	subj string // the order's output subject
 	// run: unique to this run of the order, for the chunks' Nats-Msg-Id:
 	// an idempotent order run again after its worker stopped has the
@@ -66,42 +75,47 @@ type liveState struct {
 	// them as duplicates of the lost run's.
 	run string
 	mu  sync.Mutex
-	// kept: the last chunks published, at most liveKeepMax bytes of them
-	// (keptBytes) but the last; first: how many were dropped before them.
-	kept      []liveChunk
-	keptBytes int
-	first     int
-	seen      uint64 // the connection's reconnect count the chunks were published under
+	// streams: how far each stream was published, in the order of their
+	// first chunks: what mend publishes again.
+	streams []liveStream
+	seen    uint64 // the connection's reconnect count the chunks were published under
 	// probe: the answer to the last chunk published with a reply, sent at
 	// probed; nil once it came.
 	probe  jetstream.PubAckFuture
 	probed time.Time
 	// acked: the highest stream sequence an acknowledgement named.
 	acked   uint64
-	mending bool // kept chunks are being published again: new ones wait
-	// round: how many times the kept chunks were published again, in
-	// each chunk's Nats-Msg-Id (mend).
+	mending bool // the streams are being published again: new chunks wait
+	// round: how many times the streams were published again, in each
+	// chunk's Nats-Msg-Id (mend).
 	round int
 	stop  context.CancelFunc
 	done  chan struct{}
 }
 
-// liveChunk is one chunk of LiveOutput, kept as it was published.
-type liveChunk struct {
-	stream string
-	offset int64
-	data   []byte
+// liveStream is one stream of a LiveOutput: its name and the offset past
+// its last chunk.
+type liveStream struct {
+	name string
+	end  int64
 }
 
-// liveKeepMax bounds what a LiveOutput keeps: the chunks of the last
-// MiB it published (the last chunk whatever its size). What an order
-// printed while ORDERLY_LIVE was gone is well within it unless the order
-// prints more than a MiB in the second or two a restart takes; a follower
-// who comes after the restart sees the output before what was kept as a
-// hole, and the whole of it once the result is stored. Keeping all of it
-// (up to the output cap, 10 MiB by default) took serve past the 80 MiB a
-// ?wait on 10 MiB of kept output may take (docs/benchmarks.md).
-const liveKeepMax = 1 << 20
+// LiveSource holds what a LiveOutput published, for it to publish again
+// after a loss: the executor's capture of the running order's streams
+// (executor.Captured), so that no chunk is copied to be kept.
+type LiveSource interface {
+	// ReadOutput copies to p the bytes of stream from offset off on, as
+	// many in a row as it holds and p takes, and returns the offset of
+	// the first one copied: off, or past it when it no longer holds the
+	// bytes from off (an output past its cap keeps its head and its
+	// latest bytes), and how many it copied, 0 when it holds none from
+	// off on. It is called while the stream is still written.
+	ReadOutput(stream string, off int64, p []byte) (from int64, n int)
+}
+
+// liveMendChunk is the most a chunk published again holds: the size of
+// the executor's reads of a pipe, the chunks Publish is given.
+const liveMendChunk = 32 << 10
 
 // liveMendEvery is how often a LiveOutput looks for a reconnect of its
 // connection and for the answer to its last acknowledged chunk, and
@@ -115,14 +129,15 @@ const liveProbeEvery = time.Second
 // liveMendTimeout bounds the wait for one acknowledgement.
 const liveMendTimeout = 2 * time.Second
 
-// Publish sends one chunk of order id of host (PublishOutput's) and keeps
-// a copy of it.
-func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string, offset int64, p []byte) error {
+// Publish sends one chunk of order id of host (PublishOutput's), which
+// src holds from now on, to be published again from it after a loss.
+// p is not retained.
+func (o *LiveOutput) Publish(q *Queue, src LiveSource, host string, id uuid.UUID, stream string, offset int64, p []byte) error {
 	s := o.st.Load()
 	if s == nil {
-		// The first chunk: only now is there something to keep, and to
-		// publish again after a reconnect.
-		s = &liveState{q: q, subj: OutputSubjectOf(host, id), run: nats.NewInbox()[len(nats.InboxPrefix):],
+		// The first chunk: only now is there something to publish again
+		// after a reconnect.
+		s = &liveState{q: q, src: src, subj: OutputSubjectOf(host, id), run: nats.NewInbox()[len(nats.InboxPrefix):],
 			seen: q.nc.Stats().Reconnects}
 		if !o.st.CompareAndSwap(nil, s) {
 			s = o.st.Load() // the other stream's first chunk came first
@@ -135,10 +150,9 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 		s.stop, s.done = cancel, make(chan struct{})
 		go s.watch(ctx)
 	}
-	c := liveChunk{stream: stream, offset: offset, data: bytes.Clone(p)}
-	s.keep(c)
+	s.published(stream, offset+int64(len(p)))
 	if s.mending {
-		return nil
+		return nil // the watch publishes it from src with the others
 	}
 	if r := s.q.nc.Stats().Reconnects; r != s.seen {
 		// Reconnected since the last chunk: the live stream may have
@@ -148,12 +162,14 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 	}
 	var err error
 	if s.probe == nil && time.Since(s.probed) >= liveProbeEvery {
+		// A copy: the asynchronous publish keeps its message to send it
+		// again after "no responders", when p is another chunk's.
 		var f jetstream.PubAckFuture
-		if f, err = s.q.js.PublishMsgAsync(s.msg(c)); err == nil {
+		if f, err = s.q.js.PublishMsgAsync(s.msg(stream, offset, bytes.Clone(p))); err == nil {
 			s.probe, s.probed = f, time.Now()
 		}
 	} else {
-		err = s.q.nc.PublishMsg(s.msg(c))
+		err = s.q.nc.PublishMsg(s.msg(stream, offset, p))
 	}
 	if err != nil {
 		// Not sent (the reconnect buffer full, the connection closed):
@@ -163,21 +179,15 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 	return err
 }
 
-// keep adds c to what is kept, and drops the oldest chunks past
-// liveKeepMax. Under s.mu.
-func (s *liveState) keep(c liveChunk) {
-	s.kept = append(s.kept, c)
-	s.keptBytes += len(c.data)
-	n := 0
-	for s.keptBytes > liveKeepMax && n < len(s.kept)-1 {
-		s.keptBytes -= len(s.kept[n].data)
-		n++
+// published records that stream was published up to end. Under s.mu.
+func (s *liveState) published(stream string, end int64) {
+	for i := range s.streams {
+		if s.streams[i].name == stream {
+			s.streams[i].end = max(s.streams[i].end, end)
+			return
+		}
 	}
-	if n > 0 {
-		clear(s.kept[:n])
-		s.kept = s.kept[n:]
-		s.first += n
-	}
+	s.streams = append(s.streams, liveStream{name: stream, end: end})
 }
 
 // Stop ends the watch, a publishing again under way included: the
@@ -200,7 +210,7 @@ func (o *LiveOutput) Stop() {
 }
 
 // watch notices a reconnect, or a probe answered with an error or not in
-// time, while no chunk comes, and publishes the kept chunks again after
+// time, while no chunk comes, and publishes the streams again after
 // one.
 func (s *liveState) watch(ctx context.Context) {
 	defer close(s.done)
@@ -242,46 +252,62 @@ func (s *liveState) watch(ctx context.Context) {
 	}
 }
 
-// mend publishes every kept chunk again, in the order they came, each
-// acknowledged by the live stream before the next, from the first again
-// after another reconnect; then lets Publish go on with the new ones.
-// false: ctx ended first. j counts chunks from the order's first, so
-// that chunks dropped meanwhile (keep) are skipped.
+// mend publishes each stream again from offset 0 up to where its last
+// chunk ended, read from the source, each chunk acknowledged by the live
+// stream before the next, from the start again after another reconnect;
+// then lets Publish go on with the new ones. false: ctx ended first.
+// The chunks printed meanwhile move a stream's end, and are published
+// with it; the bytes the source no longer holds are skipped (a hole,
+// told by the next chunk's offset), and a chunk is read when it is
+// published, so the source's tail ring never has it overwritten under
+// the publish.
 func (s *liveState) mend(ctx context.Context) bool {
-	tried := false       // chunk j was published in this round and not acknowledged
-	j, start := -1, true // start: chunk j is the first of its round
+	buf := make([]byte, liveMendChunk)
+	var at []int64  // per stream: how far this round published it; nil: a round starts
+	var m *nats.Msg // a chunk of this round published and not acknowledged
+	i := 0          // m's stream
+	rolled := false // the round's first chunk, which rolls up the subject, was acknowledged
 	for {
 		s.mu.Lock()
 		if r := s.q.nc.Stats().Reconnects; r != s.seen {
-			s.seen, j, tried = r, -1, false // lost again, perhaps with what was published
+			s.seen, at, m = r, nil, nil // lost again, perhaps with what was published
 		}
-		switch {
-		case j < 0:
-			j, start = s.first, true
-		case j < s.first:
-			// Dropped while this round published the chunks before
-			// them (keep): lost, a hole after those.
-			j = s.first
-		}
-		if j == s.first+len(s.kept) {
-			s.mending = false
-			s.mu.Unlock()
-			return true
-		}
-		if start && !tried {
+		if at == nil {
+			at, rolled = make([]int64, 0, 2), false
 			s.round++
 		}
-		c := s.kept[j-s.first]
-		m := s.msg(c)
+		for len(at) < len(s.streams) {
+			at = append(at, 0) // its first chunk came meanwhile
+		}
+		var name string
+		var end int64
+		if m == nil {
+			for i = 0; i < len(at) && at[i] >= s.streams[i].end; i++ {
+			}
+			if i == len(at) {
+				s.mending = false
+				s.mu.Unlock()
+				return true
+			}
+			name, end = s.streams[i].name, s.streams[i].end
+		}
 		s.mu.Unlock()
-		if start {
-			// The first purges the order's chunks that the stream took
-			// before the loss was seen (after the stream was made again,
-			// or flushed from the reconnect buffer into it), which would
-			// stand before their earlier ones. Its round in the
-			// Nats-Msg-Id: the chunks purged must not be dropped as
-			// duplicates when they come again.
-			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		if m == nil {
+			from, n := s.src.ReadOutput(name, at[i], buf)
+			if n = int(min(int64(n), end-from)); n <= 0 {
+				at[i] = end // the source holds nothing more of what was published
+				continue
+			}
+			m = s.msg(name, from, buf[:n])
+			if !rolled {
+				// The first purges the order's chunks that the stream took
+				// before the loss was seen (after the stream was made
+				// again, or flushed from the reconnect buffer into it),
+				// which would stand before their earlier ones. Its round
+				// in the Nats-Msg-Id: the chunks purged must not be
+				// dropped as duplicates when they come again.
+				m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, liveMendTimeout)
 		ack, err := s.q.js.PublishMsg(pctx, m)
@@ -290,11 +316,12 @@ func (s *liveState) mend(ctx context.Context) bool {
 			s.mu.Lock()
 			s.acked = max(s.acked, ack.Sequence)
 			s.mu.Unlock()
-			j, tried, start = j+1, false, false
+			off, _ := strconv.ParseInt(m.Header.Get(OffsetHeader), 10, 64)
+			at[i], m, rolled = off+int64(len(m.Data)), nil, true
 			continue
 		}
-		tried = true
-		// No stream yet (no responders), or no answer: again in a while.
+		// No stream yet (no responders), or no answer: again in a while,
+		// the same chunk (buf is not read into meanwhile).
 		select {
 		case <-ctx.Done():
 			return false
@@ -303,13 +330,13 @@ func (s *liveState) mend(ctx context.Context) bool {
 	}
 }
 
-// msg is chunk c's message.
-func (s *liveState) msg(c liveChunk) *nats.Msg {
+// msg is the message of the chunk of stream at offset.
+func (s *liveState) msg(stream string, offset int64, data []byte) *nats.Msg {
 	m := nats.NewMsg(s.subj)
-	off := strconv.FormatInt(c.offset, 10)
-	m.Header.Set(StreamHeader, c.stream)
+	off := strconv.FormatInt(offset, 10)
+	m.Header.Set(StreamHeader, stream)
 	m.Header.Set(OffsetHeader, off)
-	m.Header.Set(nats.MsgIdHdr, s.run+"."+c.stream+"."+off+"."+strconv.Itoa(s.round))
-	m.Data = c.data
+	m.Header.Set(nats.MsgIdHdr, s.run+"."+stream+"."+off+"."+strconv.Itoa(s.round))
+	m.Data = data
 	return m
 }

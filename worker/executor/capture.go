@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"hash"
 	"math"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -14,13 +15,17 @@ import (
 // half and the last half of the cap (the tail in a ring buffer), counts and
 // hashes every byte, and so holds at most the cap in memory whatever the
 // process prints, while Bytes and SHA256 still describe the full stream.
-// The pipes' loop calls Write from one goroutine, so a capture needs no
-// lock.
+// The pipes' loop calls Write from one goroutine; mu is for readAt, which
+// the worker's live output reads the stream with while it is written.
 type capture struct {
 	stream   string
 	onOutput func(stream string, p []byte)
 	headMax  int
 	tailMax  int
+	// mu guards kept, pos and n against readAt: record writes them under
+	// it, readAt reads them under it, so the ring's bytes are never
+	// read while they are overwritten.
+	mu sync.Mutex
 	// kept holds the head, kept[:headMax], then the tail: the latest bytes
 	// after the head. One buffer, so that a stream within the cap is its
 	// own content, not copied again (output). The tail fills in order until
@@ -37,6 +42,34 @@ type capture struct {
 	secrets       [][]byte
 	held, scratch []byte
 	spans, carry  [][2]int // of masked: where masks start and end
+}
+
+// Captured reads a Run's captured streams while the process writes them
+// (Request.Captured): what the executor holds for the result, the whole
+// stream up to the cap and past it its head and its latest bytes. The
+// worker's live output publishes a running order's output again from it
+// after a NATS restart (queue.LiveOutput), rather than keep a copy of
+// every chunk. The zero value holds nothing.
+type Captured struct {
+	// Set by Run before the process starts, so before the first OnOutput:
+	// a reader that began with one sees them.
+	stdout, stderr *capture
+}
+
+// ReadOutput copies to p the bytes of stream ("stdout" or "stderr") from
+// offset off on, as many in a row as the capture holds and p takes, and
+// returns the offset of the first one copied (past off when the capture
+// no longer holds the bytes from off) and how many (readAt). Safe while
+// the process writes the stream, and after Run returned.
+func (c *Captured) ReadOutput(stream string, off int64, p []byte) (from int64, n int) {
+	cp := c.stdout
+	if stream == "stderr" {
+		cp = c.stderr
+	}
+	if cp == nil {
+		return off, 0
+	}
+	return cp.readAt(p, off)
 }
 
 // tokenPrefix is what of a delegated runbook token stays as it is when
@@ -145,14 +178,22 @@ func (c *capture) flush() {
 	}
 }
 
-// record keeps p, the stream's next bytes, as the stream's own.
+// record keeps p, the stream's next bytes, as the stream's own, then
+// hands them to onOutput: what onOutput is given, readAt finds (until the
+// ring overwrites it).
 func (c *capture) record(p []byte) {
+	c.sum.Write(p)
+	c.keep(p)
 	if c.onOutput != nil {
 		c.onOutput(c.stream, p)
 	}
-	c.sum.Write(p)
-	c.n += int64(len(p))
+}
 
+// keep counts p and keeps what of it fits: the head, then the ring.
+func (c *capture) keep(p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n += int64(len(p))
 	q := p
 	limit := c.headMax + c.tailMax
 	if room := limit - len(c.kept); room > 0 {
@@ -175,6 +216,42 @@ func (c *capture) record(p []byte) {
 		q = q[k:]
 		c.pos = (c.pos + k) % c.tailMax
 	}
+}
+
+// readAt copies to p the bytes of the stream from offset off on that the
+// capture holds in a row, as many as p takes, and returns the offset of
+// the first one copied and how many. Up to the cap the capture holds the
+// whole stream; past it, the head (the first headMax bytes) and the ring
+// (the latest tailMax), and bytes between them are skipped: from is then
+// where the ring starts now, the place of output's truncation marker.
+// 0 bytes: none from off on (yet). Safe while Write runs; the copy is
+// made under mu, so no byte of it is one being overwritten.
+func (c *capture) readAt(p []byte, off int64) (from int64, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kept := int64(len(c.kept)); c.n == kept {
+		// All of the stream, in order (the ring has not turned: pos is 0).
+		if off >= kept {
+			return off, 0
+		}
+		return off, copy(p, c.kept[off:])
+	}
+	if off < int64(c.headMax) {
+		return off, copy(p, c.kept[off:c.headMax])
+	}
+	// The ring holds the stream's last tailMax bytes, the oldest at pos.
+	start := c.n - int64(c.tailMax)
+	from = max(off, start)
+	if from >= c.n {
+		return from, 0
+	}
+	ring := c.kept[c.headMax:]
+	i := (c.pos + int(from-start)) % c.tailMax
+	if i < c.pos {
+		return from, copy(p, ring[i:c.pos])
+	}
+	n = copy(p, ring[i:])
+	return from, n + copy(p[n:], ring[:c.pos])
 }
 
 // output returns the stream as recorded: all of it when it fit in the cap

@@ -111,8 +111,13 @@ type Request struct {
 	// executor's goroutines (today one per Run, for both streams) and
 	// must be safe for concurrent use; it must not retain p, and while it
 	// blocks the process blocks on a full pipe (both pipes, today).
-	// It is never called after Run returns.
+	// It is never called after Run returns. When it is called, Captured
+	// holds p (until the stream passes the cap: see Captured).
 	OnOutput func(stream string, p []byte)
+	// Captured, if set, is given the captured streams before the process
+	// starts, for whoever wants to read them while it runs (the worker's
+	// live output, after a NATS restart).
+	Captured *Captured
 	// Secrets never show in a captured stream: each occurrence is masked
 	// with * (a delegated token past its orderly-rb-) in what OnOutput
 	// sees and in what is kept, counted and hashed. A script's delegated
@@ -377,6 +382,9 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		if req.CaptureStdout {
 			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput)
 			stdout.secrets = secrets
+			if req.Captured != nil {
+				req.Captured.stdout = stdout
+			}
 			if cmd.Stdout, err = pp.output(stdout); err != nil {
 				return err
 			}
@@ -384,6 +392,9 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		if req.CaptureStderr {
 			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput)
 			stderr.secrets = secrets
+			if req.Captured != nil {
+				req.Captured.stderr = stderr
+			}
 			if cmd.Stderr, err = pp.output(stderr); err != nil {
 				return err
 			}
