@@ -850,8 +850,12 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 		case errors.Is(gerr, order.ErrNotFound):
 			// The order itself is gone with the claim: nothing to
 			// write to, and this line is the only record of its run.
+			how := []any{"order_id", o.ID, "attempt", o.Attempt, "status", f.Status}
+			if f.Result.ExitCode != nil {
+				how = append(how, "exit_code", *f.Result.ExitCode)
+			}
 			w.logger.Error("result not recorded: the order this worker ran is not in the database (a failover to a standby behind the primary, or a restore)",
-				"order_id", o.ID, "attempt", o.Attempt, "status", f.Status, "exit_code", f.Result.ExitCode)
+				how...)
 			return false, nil
 		}
 		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,

@@ -82,3 +82,42 @@ func TestResultOfAClaimPostgreSQLLostIsRecorded(t *testing.T) {
 		})
 	}
 }
+
+// TestResultOfAnOrderPostgreSQLLostIsLogged: a failover to an
+// asynchronous standby that had not received an order at all (accepted,
+// claimed and started in its lag) leaves the worker running an order
+// that has no row. Its result has nowhere to go; the worker's ERROR line
+// is the only record of the run, with its outcome, where it said only
+// "no longer running under this attempt", as for an order another
+// worker had settled.
+func TestResultOfAnOrderPostgreSQLLostIsLogged(t *testing.T) {
+	store, pool := testenv.Store(t, testenv.Postgres(t))
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: 30 * time.Second, LeaseTTL: 2 * time.Second})
+	e := &env{t: t, store: store, q: q}
+	const host = "lostorder"
+	logs := &testenv.LogBuffer{}
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 30 * time.Second,
+		ShutdownGrace: 5 * time.Second}, store, q, testenv.LoggerTo(io.MultiWriter(logs, t.Output())))
+
+	id := e.submit(host, "sh", "-c", "sleep 2; exit 3")
+	e.waitStarted(id)
+	for _, q := range []string{`DELETE FROM order_events WHERE order_id = $1`, `DELETE FROM order_processes WHERE order_id = $1`,
+		`DELETE FROM orders WHERE id = $1`} {
+		if _, err := pool.Exec(t.Context(), q, id); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	want := `level=ERROR msg="result not recorded: the order this worker ran is not in the database`
+	testenv.WaitUntil(t, 30*time.Second, "the worker says the order it ran is gone", func() bool {
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, want) && strings.Contains(line, "order_id="+id.String()) &&
+				strings.Contains(line, "status=failed") && strings.Contains(line, "exit_code=3") {
+				return true
+			}
+		}
+		return strings.Contains(logs.String(), `msg="result not recorded: the order is no longer running`)
+	})
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("the worker did not say the order it ran is not in the database")
+	}
+}
