@@ -218,9 +218,9 @@ func TestFaultsPostgresFailover(t *testing.T) {
 }
 
 // checkFailoverAnswers holds every request's answer (each retry's too)
-// to the failover's window: a 5xx other than 503 never, a 503 or a
-// request unanswered only from the kill to failoverUnavailableBound
-// after the promotion.
+// to the failover's window: a 5xx other than 503 never, a 503 (with the
+// stable code unavailable) or a request unanswered only from the kill to
+// failoverUnavailableBound after the promotion.
 func checkFailoverAnswers(t *testing.T, answers []faultAnswer, killed, promoted time.Time) {
 	t.Helper()
 	until := promoted.Add(failoverUnavailableBound)
@@ -233,6 +233,9 @@ func checkFailoverAnswers(t *testing.T, answers []faultAnswer, killed, promoted 
 		}
 		if !bad {
 			continue
+		}
+		if a.code == http.StatusServiceUnavailable && !strings.Contains(a.err, `"code":"unavailable"`) {
+			t.Errorf("%s answered 503 at %s without the code unavailable: %s", a.tag, a.at.Format("15:04:05.000"), a.err)
 		}
 		unavailable++
 		if first.IsZero() || a.at.Before(first) {
