@@ -143,6 +143,15 @@ func failoverDSN(primary, standby *faultPG) string {
 // given failoverDSN. It returns the standby; s.pg is the primary.
 func newFailoverStack(t *testing.T, synchronous bool) (*faultStack, *faultPG) {
 	t.Helper()
+	return newFailoverStackDSN(t, synchronous, func(_ *faultStack, primary, standby *faultPG) string {
+		return failoverDSN(primary, standby)
+	})
+}
+
+// newFailoverStackDSN is newFailoverStack with the connection string
+// dsn makes.
+func newFailoverStackDSN(t *testing.T, synchronous bool, dsn func(s *faultStack, primary, standby *faultPG) string) (*faultStack, *faultPG) {
+	t.Helper()
 	var standby *faultPG
 	s := newFaultStackWith(t, "ofo-", func(s *faultStack) string {
 		s.pg = startFaultPG(t, s.dir)
@@ -152,7 +161,7 @@ func newFailoverStack(t *testing.T, synchronous bool) (*faultStack, *faultPG) {
 		} else {
 			s.pg.waitStreaming("async")
 		}
-		return failoverDSN(s.pg, standby)
+		return dsn(s, s.pg, standby)
 	}, func(s *faultStack) string {
 		s.nats = startNATSServer(t, s.dir)
 		return s.nats.url()
@@ -215,6 +224,76 @@ func TestFaultsPostgresFailover(t *testing.T) {
 	checkFailoverAnswers(t, r.l.answersSoFar(), killed, promoted)
 	checkFollowedPromotion(t, s, standby, r.hosts)
 	logDoubtfulCommits(t, s)
+}
+
+// TestFaultsPostgresFailoverByAddress is TestFaultsPostgresFailover
+// with orderly given one address for PostgreSQL, which the operator
+// moves from the primary to the standby (a DNS name, a virtual IP: here
+// the socket's directory named through a symlink, replaced), and no
+// target_session_attrs. The address moves right after the kill, before
+// the promotion: connections made meanwhile reach a standby that still
+// refuses writes (SQLSTATE 25006, read-only), which must be answered
+// 503 like any outage and retried by the workers, and the same sessions
+// write once it is promoted.
+func TestFaultsPostgresFailoverByAddress(t *testing.T) {
+	var addr, dsn string
+	s, standby := newFailoverStackDSN(t, true, func(s *faultStack, primary, _ *faultPG) string {
+		addr = filepath.Join(s.dir, "pgaddr")
+		if err := os.Symlink(primary.runDir(), addr); err != nil {
+			t.Fatal(err)
+		}
+		dsn = fmt.Sprintf("postgres://postgres@/orderly?host=%s&port=5432&sslmode=disable", url.QueryEscape(addr))
+		return dsn
+	})
+	var killed, moved, promoted time.Time
+	shape := faultLoadShape{submitters: 4, natsSubmitters: 2, period: 150 * time.Millisecond, retry: true, timeout: 10 * time.Second}
+	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
+		pause(r.t.Context(), time.Second)
+		standby.signal(syscall.SIGSTOP)
+		r.s.note("standby stalled")
+		pause(r.t.Context(), time.Second)
+		killed, promoted = failover(r, standby, func() {
+			standby.signal(syscall.SIGCONT)
+			// Replaced in one rename, as a resolver's answer changes.
+			next := addr + ".next"
+			if err := os.Symlink(standby.runDir(), next); err != nil {
+				r.t.Fatal(err)
+			}
+			if err := os.Rename(next, addr); err != nil {
+				r.t.Fatal(err)
+			}
+			moved = time.Now()
+			r.s.note("address moved to the standby")
+			// Connections made now reach a standby still in recovery.
+			conn, err := pgx.Connect(r.t.Context(), dsn)
+			if err != nil {
+				r.t.Fatalf("connect through the moved address: %v", err)
+			}
+			var recovery bool
+			err = conn.QueryRow(r.t.Context(), `SELECT pg_is_in_recovery()`).Scan(&recovery)
+			conn.Close(context.Background())
+			if err != nil || !recovery {
+				r.t.Fatalf("the moved address reaches a server in recovery %v (%v), want the standby not yet promoted", recovery, err)
+			}
+			pause(r.t.Context(), time.Second)
+		})
+	})
+	t.Logf("standby promoted %s after the primary's kill", promoted.Sub(killed).Round(time.Millisecond))
+	checkFailoverAnswers(t, r.l.answersSoFar(), killed, promoted)
+	checkFollowedPromotion(t, s, standby, r.hosts)
+	logDoubtfulCommits(t, s)
+	// Requests refused while the address named the read-only standby
+	// (their 503s checked above with the others).
+	refused := 0
+	for _, a := range r.l.answersSoFar() {
+		if !a.nats && a.code == http.StatusServiceUnavailable && a.at.After(moved) && a.at.Before(promoted) {
+			refused++
+		}
+	}
+	t.Logf("%d REST answers were 503 while the address named the standby before its promotion", refused)
+	if refused == 0 {
+		t.Errorf("no submission was answered while the address named the standby in recovery: its refusal of writes went untested")
+	}
 }
 
 // checkFailoverAnswers holds every request's answer (each retry's too)
