@@ -244,8 +244,17 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			return next, nil
 		}
 		if step.Done != nil {
-			w.logger.Warn("result not recorded: the order changed meanwhile", "order_id", o.ID, "error", step.Done)
-			w.ack(msg, o.ID)
+			// Refused: complete reads back why, as for a result written
+			// alone (PostgreSQL may have lost the claim, not given the
+			// order to anyone), and says so.
+			stored, err := w.complete(ctx, msg, o, finish)
+			if err != nil {
+				return nil, err
+			}
+			w.settled(msg, o, finish, ran, stored)
+			if stored && live {
+				w.endOutput(o)
+			}
 		} else {
 			w.finished(msg, o, finish, ran)
 			if live {
@@ -836,11 +845,73 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 		// Refused, or written by an earlier try whose answer was lost
 		// (the retry then finds the order no longer running): the row
 		// tells which.
-		if cur, gerr := w.store.GetOrder(wctx, o.ID); gerr == nil && cur.Attempt == o.Attempt && cur.Status == f.Status {
+		cur, gerr := w.store.GetOrder(wctx, o.ID)
+		switch {
+		case gerr == nil && cur.Attempt == o.Attempt && cur.Status == f.Status:
 			return true, nil
+		case gerr == nil && cur.Status == order.StatusQueued && cur.Attempt < o.Attempt:
+			return w.completeLostClaim(wctx, msg, o, cur, f)
+		case errors.Is(gerr, order.ErrNotFound):
+			// The order itself is gone with the claim: nothing to
+			// write to, and this line is the only record of its run.
+			how := []any{"order_id", o.ID, "attempt", o.Attempt, "status", f.Status}
+			if f.Result.ExitCode != nil {
+				how = append(how, "exit_code", *f.Result.ExitCode)
+			}
+			w.logger.Error("result not recorded: the order this worker ran is not in the database (a failover to a standby behind the primary, or a restore)",
+				how...)
+			return false, nil
 		}
 		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
 			"attempt", o.Attempt, "error", err)
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// completeLostClaim records the result of o, which ran, though
+// PostgreSQL holds it queued at an attempt below the one it ran under
+// (cur): the claim committed before the run is gone, with whatever
+// followed it (a failover to a standby the commits had not reached, a
+// restore from a backup taken before them). Left queued, with its
+// message acknowledged, the order was canceled a minute later as lost
+// from the stream, its outcome unknown, while this worker had it. It is
+// claimed again and its result written under that claim: nobody else
+// can have run it meanwhile, since its message is still this worker's
+// (unacknowledged) and the claim is fenced to the host's owner. A
+// claim refused (the host taken over, the order's deadline or waiter
+// gone) leaves it as before.
+func (w *Worker) completeLostClaim(ctx context.Context, msg jetstream.Msg, o, cur *order.Order, f postgres.Finish) (bool, error) {
+	var (
+		again   *order.Order
+		claimed bool
+	)
+	err := w.retry(ctx, msg, "claim again an order whose claim PostgreSQL lost", func(ctx context.Context) (err error) {
+		again, claimed, err = w.store.Claim(ctx, o.ID, w.opts.Instance, o.StreamSeq)
+		return err
+	})
+	// A try whose answer was lost reads the claim back as this
+	// instance's.
+	if err == nil && !claimed && again != nil && again.Status == order.StatusRunning && again.Worker == w.opts.Instance &&
+		again.Attempt > cur.Attempt {
+		claimed = true
+	}
+	if err != nil || !claimed {
+		w.logger.Warn("result not recorded: PostgreSQL lost the order's claim after it ran, and it could not be claimed again",
+			"order_id", o.ID, "attempt", o.Attempt, "recorded_attempt", cur.Attempt, "error", err)
+		return false, nil
+	}
+	w.logger.Error("PostgreSQL lost this order's claim after it ran (a failover to a standby behind the primary, or a restore): claimed again to record its result",
+		"order_id", o.ID, "attempt", o.Attempt, "recorded_attempt", again.Attempt)
+	err = w.retry(ctx, msg, "write result", func(ctx context.Context) error {
+		return w.store.Complete(ctx, o.ID, again.Attempt, f)
+	})
+	if order.ErrorCode(err) == order.CodeConflict {
+		if now, gerr := w.store.GetOrder(ctx, o.ID); gerr == nil && now.Attempt == again.Attempt && now.Status == f.Status {
+			return true, nil
+		}
+		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
+			"attempt", again.Attempt, "error", err)
 		return false, nil
 	}
 	return err == nil, err

@@ -61,6 +61,17 @@ type faultOrder struct {
 	status    string    // the order's status in a 202 or 200
 }
 
+// faultAnswer is what one request of a submission was answered, a retry
+// as much as the first: the answers a retrying client saw before its
+// last, which faultOrder does not keep.
+type faultAnswer struct {
+	at   time.Time
+	tag  string
+	code int // HTTP status (a NATS publish: 202 acked, 0 not); 0 when no answer arrived
+	err  string
+	nats bool
+}
+
 // accepted reports whether the client was told the order is recorded: a
 // 202, or a 200 (the finished order, for a ?wait or for a retry whose
 // first attempt's order had already finished).
@@ -96,6 +107,7 @@ type faultLoad struct {
 
 	mu       sync.Mutex
 	orders   []*faultOrder
+	answers  []faultAnswer  // every request's answer, retries included
 	next     map[string]int // per submitter
 	children int
 	held     map[string]bool // hosts the submitters leave alone for now
@@ -252,6 +264,9 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 			urls := l.s.apiURLs()
 			code, errText, id, status = l.send(urls[(o.n+attempts)%len(urls)], body, o.tag, o.wait)
 		}
+		l.mu.Lock()
+		l.answers = append(l.answers, faultAnswer{at: time.Now(), tag: o.tag, code: code, err: errText, nats: o.nats})
+		l.mu.Unlock()
 		if !(l.retry || o.nats) || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
 			break
 		}
@@ -329,6 +344,13 @@ func (l *faultLoad) send(base string, body []byte, tag string, wait bool) (code 
 		return resp.StatusCode, "", ord.ID, string(ord.Status)
 	}
 	return resp.StatusCode, strings.TrimSpace(string(b)), uuid.Nil, ""
+}
+
+// answersSoFar returns a copy of every request's answer so far.
+func (l *faultLoad) answersSoFar() []faultAnswer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]faultAnswer(nil), l.answers...)
 }
 
 // snapshot returns a copy of the submissions so far.

@@ -364,7 +364,13 @@ func (p *faultPG) restartImmediate() {
 
 // ctl runs pg_ctl as the cluster's owner: postgres when we are root.
 func (p *faultPG) ctl(args ...string) ([]byte, error) {
-	cmd := exec.Command(filepath.Join(p.binDir, "pg_ctl"), args...)
+	return p.run("pg_ctl", args...)
+}
+
+// run runs one of PostgreSQL's programs as the cluster's owner: postgres
+// when we are root.
+func (p *faultPG) run(program string, args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(p.binDir, program), args...)
 	cmd.Dir = p.dir
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PG") })
 	if os.Geteuid() == 0 {

@@ -96,10 +96,22 @@ func newFaultStackConf(t *testing.T, edit func(conf string) string) *faultStack 
 // configuration names), so that one server and a cluster share the rest.
 func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) string, edit func(conf string) string) *faultStack {
 	t.Helper()
+	return newFaultStackWith(t, prefix, func(s *faultStack) string {
+		s.pg = startFaultPG(t, s.dir)
+		return s.pg.dsn()
+	}, startNATS, edit)
+}
+
+// newFaultStackWith is newFaultStackOn with the PostgreSQL side started
+// by startPG too, which sets s.pg and returns the connection string
+// every process and the test's own pool use (a primary and its standby
+// named as two hosts, say).
+func newFaultStackWith(t *testing.T, prefix string, startPG, startNATS func(s *faultStack) string, edit func(conf string) string) *faultStack {
+	t.Helper()
 	dir := shortDir(t, prefix, os.Getenv("ORDERLY_FAULTS_KEEP") != "")
 	s := &faultStack{t: t, dir: dir}
 	t.Cleanup(s.dumpLogsOnFailure)
-	s.pg = startFaultPG(t, dir)
+	dsn := startPG(s)
 	natsURL := startNATS(s)
 	s.natsURL = natsURL
 
@@ -107,7 +119,7 @@ func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) 
 	var err error
 	// Named, so that a test counting the connections of orderly's
 	// processes (they name theirs) can tell the test's own apart.
-	s.pool, err = postgres.OpenAs(ctx, s.pg.dsn(), faultTestPool)
+	s.pool, err = postgres.OpenAs(ctx, dsn, faultTestPool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +130,7 @@ func newFaultStackOn(t *testing.T, prefix string, startNATS func(s *faultStack) 
 		t.Fatal(err)
 	}
 	s.conf = filepath.Join(dir, "orderly.yaml")
-	conf := fmt.Sprintf(faultConfig, s.pg.dsn(), natsURL)
+	conf := fmt.Sprintf(faultConfig, dsn, natsURL)
 	if edit != nil {
 		conf = edit(conf)
 	}

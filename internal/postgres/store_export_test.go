@@ -16,3 +16,7 @@ const MaxInsertsInFlight = maxFlying
 
 // JobCheckOf is a JobCheck whose try before left transaction xid in doubt.
 func JobCheckOf(xid string) JobCheck { return JobCheck{xid: xid} }
+
+// JobCheckOn is JobCheckOf for a try made on timeline (the server's
+// timeline as timelineSQL reads it).
+func JobCheckOn(xid, timeline string) JobCheck { return JobCheck{xid: xid, timeline: timeline} }

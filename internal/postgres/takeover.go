@@ -270,7 +270,16 @@ func (s *Store) OwnsAttempt(ctx context.Context, id uuid.UUID, attempt int, work
 // checked.
 type JobCheck struct {
 	xid string // the try's transaction (xid8), "" when none is in doubt
+	// timeline is the server's timeline at the try (the first 8 hex
+	// digits of its WAL file's name), "" when unknown.
+	timeline string
 }
+
+// timelineSQL is the server's timeline: the first part of its current
+// WAL file's name, which any role may read (pg_control_checkpoint,
+// which names it plainly, is closed to orderly_worker by default). A
+// promoted standby starts the next one.
+const timelineSQL = `substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)`
 
 // xidInTheFutureState is PostgreSQL's invalid_parameter_value, which
 // pg_xact_status raises for a transaction id above the server's next.
@@ -296,8 +305,11 @@ const xidInTheFutureState = "22023"
 func (s *Store) JobAfterTakeover(ctx context.Context, c *JobCheck, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error) {
 	what := "check the job of order " + id.String()
 	if c.xid != "" {
-		var st *string
-		err := s.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, c.xid).Scan(&st)
+		var (
+			st       *string
+			timeline string
+		)
+		err := s.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8), `+timelineSQL, c.xid).Scan(&st, &timeline)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == xidInTheFutureState {
 			// "transaction ID … is in the future": this server never
@@ -310,6 +322,16 @@ func (s *Store) JobAfterTakeover(ctx context.Context, c *JobCheck, id uuid.UUID,
 		}
 		if err != nil {
 			return false, translate(what, err)
+		}
+		if c.timeline != "" && timeline != c.timeline {
+			// Another timeline: a standby promoted since the try. The
+			// try's transaction is in its history only if it reached
+			// the standby before the primary died; if not, the promoted
+			// server gives that id to a transaction of its own at once
+			// (its counter starts where its replay ended), and its
+			// status, read for the try's, said "committed" for an event
+			// never written. Nothing tells the two apart: record it.
+			st = nil
 		}
 		switch {
 		case st != nil && *st == "committed":
@@ -344,7 +366,7 @@ func (s *Store) JobAfterTakeover(ctx context.Context, c *JobCheck, id uuid.UUID,
 	INSERT INTO order_events (order_id, type, actor, detail) SELECT $1, 'job_after_takeover', $3, $4 FROM o
 	WHERE lost AND EXISTS (SELECT 1 FROM orders WHERE id = $1)
 )
-SELECT lost, CASE WHEN lost THEN pg_current_xact_id()::text END FROM o`
+SELECT lost, CASE WHEN lost THEN pg_current_xact_id()::text END, CASE WHEN lost THEN ` + timelineSQL + ` END FROM o`
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, translate(what, err)
@@ -353,8 +375,8 @@ SELECT lost, CASE WHEN lost THEN pg_current_xact_id()::text END FROM o`
 	// closed by the pool, not reused.
 	defer conn.Release()
 	var (
-		lost bool
-		xid  *string
+		lost          bool
+		xid, timeline *string
 	)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
@@ -362,7 +384,7 @@ SELECT lost, CASE WHEN lost THEN pg_current_xact_id()::text END FROM o`
 	br := conn.SendBatch(ctx, b)
 	_, err = br.Exec()
 	if err == nil {
-		err = br.QueryRow().Scan(&lost, &xid)
+		err = br.QueryRow().Scan(&lost, &xid, &timeline)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -376,7 +398,10 @@ SELECT lost, CASE WHEN lost THEN pg_current_xact_id()::text END FROM o`
 			// Nothing to record, whatever became of the transaction.
 			return lost, nil
 		}
-		c.xid = *xid
+		c.xid, c.timeline = *xid, ""
+		if timeline != nil {
+			c.timeline = *timeline
+		}
 		return false, translate(what, err)
 	}
 	return lost, nil
