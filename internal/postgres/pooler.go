@@ -76,3 +76,22 @@ func behindPooler(ctx context.Context, cfg *pgconn.Config) (bool, error) {
 	}
 	return uint32(backend) != conn.PID(), nil
 }
+
+// BehindPooler reports whether pool's connections reach PostgreSQL
+// through a connection pooler (behindPooler's test, on one of them). The
+// API's insert fence needs them not to: it ends the backend of an insert
+// whose answer was lost by the pid PostgreSQL gave the connection
+// (insertOutcome), and behind a pooler that pid is the pooler's, so the
+// fence ends nothing while the insert may still commit.
+func BehindPooler(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return false, translate("acquire a connection", err)
+	}
+	defer conn.Release()
+	var backend int64
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return false, translate("read the backend's pid", err)
+	}
+	return uint32(backend) != conn.Conn().PgConn().PID(), nil
+}

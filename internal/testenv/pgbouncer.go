@@ -97,8 +97,10 @@ func StartPgBouncer(t testing.TB, dsn string, poolSize int) *PgBouncer {
 	// trust: the server's own (pgembed's clusters trust local logins);
 	// pgbouncer still wants the user listed. "*" sends every database
 	// name to the server's database of that name. server_login_retry is
-	// pgbouncer's default (15 s): how long it waits to log in again
-	// after a failed login, which a server restart can cause.
+	// what docs/scaling.md gives a fleet's pooler, 1 s: after one failed
+	// login (a server restarting) pgbouncer refuses every client for
+	// that long without trying again, and with its default (15 s) a
+	// PostgreSQL restart of one second held every worker for 15.
 	conf := fmt.Sprintf(`[databases]
 * = host=%s port=%s
 
@@ -113,6 +115,7 @@ default_pool_size = %d
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits
 admin_users = %s
+server_login_retry = 1
 `, q.Get("host"), q.Get("port"), b.port, filepath.Join(dir, "users.txt"), poolSize, u.User.Username())
 	if err := os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
