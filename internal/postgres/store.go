@@ -85,11 +85,14 @@ func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpoo
 	if tweak != nil {
 		tweak(cfg)
 	}
-	if _, err := describeBehindPooler(ctx, cfg, dsn); err != nil {
-		return nil, fmt.Errorf("connect to postgresql: %w", err)
-	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
+		return nil, fmt.Errorf("connect to postgresql: %w", err)
+	}
+	if pool, err = describeBehindPooler(ctx, pool, cfg, dsn); err != nil {
+		if pool != nil {
+			pool.Close()
+		}
 		return nil, fmt.Errorf("connect to postgresql: %w", err)
 	}
 	if err := pool.Ping(ctx); err != nil {
