@@ -77,7 +77,8 @@ func TestFaultsWorkersBehindPgBouncer(t *testing.T) {
 		{"pgbouncer restart", bouncer.Restart},
 		{"postgres restart behind pgbouncer", s.pg.restartImmediate},
 	} {
-		// Large outputs and a long order in flight when the fault hits.
+		// Large outputs just before the fault, and a long order running
+		// when it hits (its result written after it).
 		for i, h := range hosts[:4] {
 			extra.submit(t, l, h, fmt.Sprintf("big-%s-%d", strings.Fields(f.what)[0], i), "0.1", 3<<19)
 		}

@@ -17,17 +17,16 @@ import (
 // PgBouncer is a pgbouncer process in transaction mode in front of a
 // PostgreSQL server, as docs/scaling.md puts it between a fleet's
 // workers and PostgreSQL: every client's transaction goes to whichever
-// of PoolSize server connections is free, so nothing a session keeps
+// of its few server connections is free, so nothing a session keeps
 // outlives a transaction. The test can kill it and start it again on
 // its port, its clients' connections cut.
 type PgBouncer struct {
-	t        testing.TB
-	bin      string
-	dir      string
-	port     int
-	poolSize int
-	cmd      *exec.Cmd
-	done     chan struct{}
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // PgBouncerBinary is the pgbouncer to run: on PATH, in /usr/sbin (where
@@ -93,7 +92,7 @@ func StartPgBouncer(t testing.TB, dsn string, poolSize int) *PgBouncer {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b := &PgBouncer{t: t, bin: bin, dir: dir, port: FreePort(t), poolSize: poolSize}
+	b := &PgBouncer{t: t, bin: bin, dir: dir, port: FreePort(t)}
 	// trust: the server's own (pgembed's clusters trust local logins);
 	// pgbouncer still wants the user listed. "*" sends every database
 	// name to the server's database of that name. server_login_retry is
@@ -137,9 +136,6 @@ func (b *PgBouncer) DSN(db, extra string) string {
 	}
 	return s
 }
-
-// Port is the loopback port pgbouncer listens on.
-func (b *PgBouncer) Port() int { return b.port }
 
 // Log is pgbouncer's log file.
 func (b *PgBouncer) Log() string { return filepath.Join(b.dir, "pgbouncer.log") }
