@@ -21,8 +21,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq pgbouncer >/dev/null
-	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		deb-systemd-helper disable pgbouncer.service >/dev/null 2>&1 || true
+	# Disabled on disk (systemctl needs no running systemd for that),
+	# and in the SysV links with it, so that no boot starts it either.
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable pgbouncer.service >/dev/null 2>&1 || true
+	elif command -v update-rc.d >/dev/null 2>&1; then
+		update-rc.d pgbouncer disable >/dev/null 2>&1 || true
 	fi
 	exit 0
 fi
