@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,6 +39,24 @@ func describeBehindPooler(ctx context.Context, pool *pgxpool.Pool, cfg *pgxpool.
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
+
+// preparedStatementLost reports one of pgx's own prepared statements
+// (its cache names them stmtcache_…) found already prepared (42P05) or
+// missing (26000) on the session that ran it: it was prepared on
+// another, which only a connection pooler in between does. With no mode
+// in database_url the store sends its statements unnamed behind a pooler
+// (describeBehindPooler), so it is a mode the URL names that the pooler
+// cannot keep (cache_statement behind PgBouncer before 1.21, or without
+// max_prepared_statements): a worker stopped at its start with the bare
+// SQLSTATE, which did not say which setting to change.
+func preparedStatementLost(e *pgconn.PgError) bool {
+	return (e.Code == "42P05" || e.Code == "26000") && strings.Contains(e.Message, `"stmtcache_`)
+}
+
+// pooledStatementsHint is what preparedStatementLost's errors add.
+const pooledStatementsHint = "a connection pooler between orderly and PostgreSQL does not keep pgx's prepared statements: " +
+	"remove default_query_exec_mode from database_url (behind a pooler orderly then sends its statements unnamed) " +
+	"or set it to cache_describe, or set PgBouncer's max_prepared_statements (1.21 and later)"
 
 // choosesExecMode reports whether dsn sets default_query_exec_mode.
 // pgconn keeps the settings it does not know (pgx's among them) as the

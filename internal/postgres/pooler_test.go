@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +145,40 @@ func databaseOf(t *testing.T, dsn string) string {
 		t.Fatal(err)
 	}
 	return c.Database
+}
+
+// TestStoreNamesTheSettingWhenAPoolerLosesItsStatements opens two stores
+// through PgBouncer in transaction mode with one server connection and a
+// database_url that asks for pgx's prepared statements
+// (default_query_exec_mode=cache_statement), which PgBouncer 1.18 cannot
+// keep: the second store's first statement finds the first's prepared
+// under the same name. Its error must say what to change in
+// database_url; a worker stopped at its start with the bare SQLSTATE.
+func TestStoreNamesTheSettingWhenAPoolerLosesItsStatements(t *testing.T) {
+	ctx := testenv.Context(t)
+	dsn := testenv.Postgres(t)
+	via := testenv.StartPgBouncer(t, dsn, 1).DSN(databaseOf(t, dsn), "default_query_exec_mode=cache_statement")
+	var err error
+	for i := range 2 {
+		pool, oerr := postgres.Open(ctx, via)
+		if oerr != nil {
+			t.Fatal(oerr)
+		}
+		t.Cleanup(pool.Close)
+		if got := pool.Config().ConnConfig.DefaultQueryExecMode; got != pgx.QueryExecModeCacheStatement {
+			t.Fatalf("store %d: query exec mode %v, want the URL's cache_statement", i+1, got)
+		}
+		err = postgres.New(pool).CheckSchema(ctx)
+		if i == 0 && err != nil {
+			t.Fatalf("the first store alone on the server connection: %v", err)
+		}
+	}
+	if err == nil {
+		t.Fatal("the second store ran a statement the first had prepared on the same server connection under the same name")
+	}
+	for _, want := range []string{"SQLSTATE 42P05", "database_url", "default_query_exec_mode", "max_prepared_statements"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
 }

@@ -172,6 +172,8 @@ func translate(doing string, err error) error {
 				Err: fmt.Errorf("%s: %w", doing, err)}
 		case unavailableState(pgErr.Code):
 			return unavailable(doing, err)
+		case preparedStatementLost(pgErr):
+			return fmt.Errorf("%s: %w: %s", doing, err, pooledStatementsHint)
 		case schemaGoneState(pgErr.Code):
 			suspectSchema()
 			return &order.Error{Code: order.CodeUnavailable, Message: "database schema changed under this process",
