@@ -31,12 +31,14 @@ test: postgres promtool test-tools
 # test-tools makes sure the tools some tests drive exist, installing their
 # Debian packages when we are root on a machine with apt-get: systemd's
 # (the units' verify, socket activation), a systemd user manager with
-# dbus and polkitd (actions), Chromium (the web UI). Under CI=true a test
-# whose tool is missing fails, so a fresh machine needs them all.
+# dbus and polkitd (actions), Chromium (the web UI), pgbouncer (workers
+# behind a transaction pooler). Under CI=true a test whose tool is missing
+# fails, so a fresh machine needs them all.
 test-tools:
 	@./scripts/ensure-systemd.sh
 	@./scripts/ensure-dbus.sh
 	@./scripts/ensure-chromium.sh
+	@./scripts/ensure-pgbouncer.sh
 
 # promtool checks deploy/prometheus/ in the tests; taken from Debian's
 # prometheus package into bin/ when missing.

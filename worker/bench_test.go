@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -31,6 +32,36 @@ func BenchmarkBacklogAsHostLogin(b *testing.B) {
 	dsn := testenv.Postgres(b)
 	admin, pool := testenv.Store(b, dsn)
 	ws, _ := workerRole(b, pool, dsn, "bench")
+	e := &env{t: b, store: admin, q: testenv.Queue(b, testenv.NATS(b), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
+	backlog(b, e, ws)
+}
+
+// BenchmarkBacklogBehindPgBouncer is BenchmarkBacklog with the worker's
+// store behind a real PgBouncer in transaction mode (three server
+// connections), as docs/scaling.md runs a fleet's workers: the pooler's
+// hop on every statement, and pgx's statements sent unnamed
+// (cache_describe, which the store chooses when it sees the pooler).
+// BenchmarkBacklogDescribed splits the two.
+func BenchmarkBacklogBehindPgBouncer(b *testing.B) {
+	dsn := testenv.Postgres(b)
+	admin, _ := testenv.Store(b, dsn)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ws, _ := testenv.Store(b, testenv.StartPgBouncer(b, dsn, 3).DSN(cfg.Database, ""))
+	e := &env{t: b, store: admin, q: testenv.Queue(b, testenv.NATS(b), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
+	backlog(b, e, ws)
+}
+
+// BenchmarkBacklogDescribed is BenchmarkBacklog with the worker's store
+// on a direct connection that sends its statements unnamed
+// (default_query_exec_mode=cache_describe): what that mode costs per
+// order without a pooler's hop.
+func BenchmarkBacklogDescribed(b *testing.B) {
+	dsn := testenv.Postgres(b)
+	admin, _ := testenv.Store(b, dsn)
+	ws, _ := testenv.Store(b, dsn+"&default_query_exec_mode=cache_describe")
 	e := &env{t: b, store: admin, q: testenv.Queue(b, testenv.NATS(b), "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
 	backlog(b, e, ws)
 }

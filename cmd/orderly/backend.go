@@ -99,6 +99,15 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	if err != nil {
 		return nil, err
 	}
+	if role == roleAPI {
+		// Workers go through a transaction pooler (docs/scaling.md); the
+		// API's insert cannot: its fence ends by pid the backend of an
+		// insert whose answer was lost, and a pooler's pid is its own.
+		if pooled, err := postgres.BehindPooler(ctx, pool); err == nil && pooled {
+			logger.Warn("database_url goes through a connection pooler: when an order's insert loses its connection the API cannot end the insert's backend (it knows the pooler's pid, not PostgreSQL's), and its answer may be wrong about whether the order was recorded; point the API's database_url at PostgreSQL itself (docs/scaling.md)",
+				"setting", "database_url")
+		}
+	}
 	refusal := newNATSRefusal(natsCredentialSetting(cfg))
 	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		if err != nil {

@@ -89,6 +89,12 @@ func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpoo
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgresql: %w", err)
 	}
+	if pool, err = describeBehindPooler(ctx, pool, cfg, dsn); err != nil {
+		if pool != nil {
+			pool.Close()
+		}
+		return nil, fmt.Errorf("connect to postgresql: %w", err)
+	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("connect to postgresql: %w", err)
@@ -166,6 +172,8 @@ func translate(doing string, err error) error {
 				Err: fmt.Errorf("%s: %w", doing, err)}
 		case unavailableState(pgErr.Code):
 			return unavailable(doing, err)
+		case preparedStatementLost(pgErr):
+			return fmt.Errorf("%s: %w: %s", doing, err, pooledStatementsHint)
 		case schemaGoneState(pgErr.Code):
 			suspectSchema()
 			return &order.Error{Code: order.CodeUnavailable, Message: "database schema changed under this process",
