@@ -110,6 +110,30 @@ func TestStage0RoutesAnswerOptions(t *testing.T) {
 	}
 }
 
+// TestStage0RunbookAddressNamesValidateAndExecute: stage0's README shows
+// validate as PATCH and execute as POST on the runbook's own address
+// (/api/runbooks/<f>), which its server refused (405, Flask's page). A
+// client copied from it is told the route it meant, in the 405 stage0's
+// routing gives; other methods keep the bare message.
+func TestStage0RunbookAddressNamesValidateAndExecute(t *testing.T) {
+	s, auth := stage0Routing(t)
+	for _, tc := range []struct{ method, path, want string }{
+		{"PATCH", "/api/runbooks/Hello.md", `{"error":"Method not allowed: to validate a runbook, send PATCH /api/runbooks/Hello.md/validate"}`},
+		{"POST", "/api/runbooks/Hello.md", `{"error":"Method not allowed: to execute a runbook, send POST /api/runbooks/Hello.md/execute"}`},
+		{"POST", "/api/runbooks/Hello.md/", `{"error":"Method not allowed: to execute a runbook, send POST /api/runbooks/Hello.md/execute"}`},
+		{"DELETE", "/api/runbooks/Hello.md", `{"error":"Method not allowed"}`},
+		{"PATCH", "/api/runbooks/Hello.md/required-env", `{"error":"Method not allowed"}`},
+		{"POST", "/api/runbooks", `{"error":"Method not allowed"}`},
+	} {
+		for _, h := range []string{auth, ""} {
+			a := rawCall(t, s.url, tc.method, tc.path, h)
+			if a.code != 405 || strings.TrimSpace(a.body) != tc.want || a.allow != "GET, HEAD, OPTIONS" {
+				t.Errorf("%s %s (auth %.10q): %d Allow %q %s, want 405 %s", tc.method, tc.path, h, a.code, a.allow, a.body, tc.want)
+			}
+		}
+	}
+}
+
 // wantRedirect checks Werkzeug's answer to a path whose slashes merge
 // into a route: 308 to the merged path on the same host, query kept, and
 // its HTML page naming the target.
