@@ -199,10 +199,10 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 	}
 	claims := jwt.MapClaims{}
 	// The library checks the signature; the claims are PyJWT's to judge.
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithoutClaimsValidation())
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{sc.JWTAlgorithm}), jwt.WithoutClaimsValidation())
 	tok, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(sc.JWTSecret), nil })
 	if err != nil {
-		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, err)
+		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, err, sc.JWTAlgorithm)
 	}
 	if msg := pyjwtClaims(claims, s.now(), sc.JWTIssuer, sc.JWTAudience); msg != "" {
 		return nil, http.StatusUnauthorized, msg
@@ -291,16 +291,17 @@ func stage0Roles(v any) []string {
 // stage0JWTMessage is stage0's 401 message for a token whose header or
 // signature failed: "Invalid token: " and PyJWT's words. A token that does
 // not decode gets a generic message: PyJWT's embeds Python's base64 and
-// json errors (docs/compat.md).
-func stage0JWTMessage(raw string, tok *jwt.Token, err error) string {
+// json errors (docs/compat.md). alg is the one algorithm allowed
+// (compat.stage0.jwt_algorithm).
+func stage0JWTMessage(raw string, tok *jwt.Token, err error, alg string) string {
 	if tok != nil && tok.Header != nil && !errors.Is(err, jwt.ErrTokenMalformed) {
 		// PyJWT judges alg before the signature; jwt/v5 calls a refused
 		// alg a bad signature.
-		alg, ok := tok.Header["alg"]
+		sent, ok := tok.Header["alg"]
 		switch {
 		case !ok:
 			return "Invalid token: Algorithm not specified"
-		case alg != "HS256":
+		case sent != alg:
 			return "Invalid token: The specified alg value is not allowed"
 		}
 	}
