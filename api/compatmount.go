@@ -400,6 +400,16 @@ func (s *Server) AuditRefusal(ctx context.Context, r *http.Request, principal, c
 		Request: map[string]any{"query": auditQuery(r.URL.RawQuery)}})
 }
 
+// RejectOrder records a command a compat surface refused at its own
+// checks, as AuditRefusal does, and logs it as intake logs the orders it
+// refuses (docs/observability.md, "order rejected"); there is no order
+// id: the surface refused the command before intake gave it one.
+func (s *Server) RejectOrder(ctx context.Context, r *http.Request, principal, clientIP, source, host string, status int, err error) {
+	s.AuditRefusal(ctx, r, principal, clientIP, source, status, err)
+	s.logger.Info("order rejected", "host", host, "principal", principal, "source", source,
+		"code", order.ErrorCode(err), "reason", err.Error())
+}
+
 // LimitPrincipal applies limits.rate_per_principal to a compat surface's
 // request as principal, once it is authenticated (httpexec's: its one
 // principal), as limitPrincipal does for every native request: from the

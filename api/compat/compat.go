@@ -47,6 +47,13 @@ type Orders interface {
 	// that cannot be told now.
 	HostOnline(ctx context.Context, host string) (online, known bool)
 	AuditRefusal(ctx context.Context, r *http.Request, principal, clientIP, source string, status int, err error)
+	// RejectOrder is AuditRefusal for a command a surface refused at its
+	// own checks (its original's order: forbidden characters, the
+	// policy, the command's resolution, the user) before intake saw it,
+	// and logs it "order rejected" on host, as intake logs the commands
+	// it refuses: the log holds every refused command, whichever door
+	// it came in by.
+	RejectOrder(ctx context.Context, r *http.Request, principal, clientIP, source, host string, status int, err error)
 	// LimitPrincipal spends one of principal's limits.rate_per_principal,
 	// the allowance its REST requests and NATS submissions spend too; past
 	// it, it audits the refusal, sets Retry-After on w and returns the

@@ -92,7 +92,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stage0Error(w, http.StatusNotFound, "Not found")
 			return
 		}
-		if stage0Routed(w, r, merged, http.MethodPost) {
+		if stage0Routed(w, r, merged, http.MethodPost, "") {
 			return
 		}
 		if why := notLocal(r); why != "" {
@@ -110,7 +110,11 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stage0Error(w, http.StatusNotFound, "Not found")
 		return
 	}
-	if stage0Routed(w, r, merged, rt.method) {
+	hint := ""
+	if rt.book {
+		hint = stage0MethodHint(r.Method, merged)
+	}
+	if stage0Routed(w, r, merged, rt.method, hint) {
 		return
 	}
 	req, status, msg := s.authenticate(r, cfg)
@@ -132,10 +136,13 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.fn(req, file)
 }
 
-// stage0Route is a stage0 route: the method it serves and its view.
+// stage0Route is a stage0 route: the method it serves and its view;
+// book marks a runbook's own address, whose 405 names its /validate and
+// /execute (stage0MethodHint).
 type stage0Route struct {
 	method string
 	fn     func(*stage0Request, string)
+	book   bool
 }
 
 // route is the route of rel, the path under the prefix, and the runbook
@@ -146,19 +153,19 @@ func (s *Stage0) route(rel string, sc config.Stage0Compat) (stage0Route, string,
 	switch {
 	case rel == "/shutdown":
 		// Off by default: orderly is not stopped by an API call.
-		return stage0Route{http.MethodPost, s.shutdown}, "", sc.Shutdown
+		return stage0Route{method: http.MethodPost, fn: s.shutdown}, "", sc.Shutdown
 	case rel == "/config":
-		return stage0Route{http.MethodGet, s.config}, "", true
+		return stage0Route{method: http.MethodGet, fn: s.config}, "", true
 	case rel == "/runbooks":
-		return stage0Route{http.MethodGet, s.list}, "", true
+		return stage0Route{method: http.MethodGet, fn: s.list}, "", true
 	case len(parts) == 2 && parts[0] == "runbooks":
-		return stage0Route{http.MethodGet, s.get}, parts[1], true
+		return stage0Route{method: http.MethodGet, fn: s.get, book: true}, parts[1], true
 	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "required-env":
-		return stage0Route{http.MethodGet, s.requiredEnv}, parts[1], true
+		return stage0Route{method: http.MethodGet, fn: s.requiredEnv}, parts[1], true
 	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "validate":
-		return stage0Route{http.MethodPatch, s.validate}, parts[1], true
+		return stage0Route{method: http.MethodPatch, fn: s.validate}, parts[1], true
 	case len(parts) == 3 && parts[0] == "runbooks" && parts[2] == "execute":
-		return stage0Route{http.MethodPost, s.execute}, parts[1], true
+		return stage0Route{method: http.MethodPost, fn: s.execute}, parts[1], true
 	}
 	return stage0Route{}, "", false
 }
@@ -192,10 +199,10 @@ func (s *Stage0) authenticate(r *http.Request, cfg config.Config) (*stage0Reques
 	}
 	claims := jwt.MapClaims{}
 	// The library checks the signature; the claims are PyJWT's to judge.
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithoutClaimsValidation())
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{sc.JWTAlgorithm}), jwt.WithoutClaimsValidation())
 	tok, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return []byte(sc.JWTSecret), nil })
 	if err != nil {
-		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, err)
+		return nil, http.StatusUnauthorized, stage0JWTMessage(raw, tok, err, sc.JWTAlgorithm)
 	}
 	if msg := pyjwtClaims(claims, s.now(), sc.JWTIssuer, sc.JWTAudience); msg != "" {
 		return nil, http.StatusUnauthorized, msg
@@ -284,16 +291,17 @@ func stage0Roles(v any) []string {
 // stage0JWTMessage is stage0's 401 message for a token whose header or
 // signature failed: "Invalid token: " and PyJWT's words. A token that does
 // not decode gets a generic message: PyJWT's embeds Python's base64 and
-// json errors (docs/compat.md).
-func stage0JWTMessage(raw string, tok *jwt.Token, err error) string {
+// json errors (docs/compat.md). alg is the one algorithm allowed
+// (compat.stage0.jwt_algorithm).
+func stage0JWTMessage(raw string, tok *jwt.Token, err error, alg string) string {
 	if tok != nil && tok.Header != nil && !errors.Is(err, jwt.ErrTokenMalformed) {
 		// PyJWT judges alg before the signature; jwt/v5 calls a refused
 		// alg a bad signature.
-		alg, ok := tok.Header["alg"]
+		sent, ok := tok.Header["alg"]
 		switch {
 		case !ok:
 			return "Invalid token: Algorithm not specified"
-		case alg != "HS256":
+		case sent != alg:
 			return "Invalid token: The specified alg value is not allowed"
 		}
 	}
@@ -539,16 +547,32 @@ func pyDecimals(s string) string {
 	return b.String()
 }
 
+// stage0MethodHint is what a 405 adds for the two requests stage0's own
+// README shows and its server refused: PATCH or POST on a runbook's
+// address (/api/runbooks/<f>), where validate and execute are the
+// address's /validate and /execute. A client copied from that README
+// gets the route it meant, not a bare 405 (docs/compat.md).
+func stage0MethodHint(sent, merged string) string {
+	to := strings.TrimSuffix(merged, "/")
+	switch sent {
+	case http.MethodPatch:
+		return ": to validate a runbook, send PATCH " + to + "/validate"
+	case http.MethodPost:
+		return ": to execute a runbook, send POST " + to + "/execute"
+	}
+	return ""
+}
+
 // stage0Routed answers what Flask and Werkzeug answered for a path that
 // matched a route taking method, before stage0's view ran (so before the
 // token): 405 for another method, the 308 to the path the slashes merge
 // into, and OPTIONS, which Flask answered itself in place of the view. It
 // reports whether it answered.
-func stage0Routed(w http.ResponseWriter, r *http.Request, merged, method string) bool {
+func stage0Routed(w http.ResponseWriter, r *http.Request, merged, method, hint string) bool {
 	switch {
 	case !flaskMethodOK(r.Method, method):
 		w.Header().Set("Allow", flaskAllow(method))
-		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed")
+		stage0Error(w, http.StatusMethodNotAllowed, "Method not allowed"+hint)
 	case merged != r.URL.Path:
 		werkzeugRedirect(w, r, merged)
 	case r.Method == http.MethodOptions:

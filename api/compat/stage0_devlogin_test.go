@@ -18,7 +18,7 @@ import (
 // answered 400 "Invalid JSON body", calling orderly's limit the
 // client's malformed JSON. A body within the limit still signs a token.
 func TestStage0DevLoginBodyTooLargeIs413(t *testing.T) {
-	sc := config.Stage0Compat{JWTSecret: "a-secret-for-the-test-only-0123456789", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTTTL: time.Hour}
+	sc := config.Stage0Compat{JWTSecret: "a-secret-for-the-test-only-0123456789", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTAlgorithm: "HS256", JWTTTL: time.Hour}
 	big := `{"subject": "` + strings.Repeat("x", devLoginMaxBody) + `"}`
 	small := `{"subject": "dev-user-2", "roles": ["ops"]}`
 	chunked := func(body string) *http.Request {
@@ -56,7 +56,7 @@ func TestStage0DevLoginBodyTooLargeIs413(t *testing.T) {
 // fraction out when the time has no microseconds; orderly wrote
 // ".000000" there, once in a million logins.
 func TestStage0DevLoginExpiresAtIsPythonsISOFormat(t *testing.T) {
-	sc := config.Stage0Compat{JWTSecret: "a-secret-for-the-test-only-0123456789", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTTTL: 8 * time.Hour}
+	sc := config.Stage0Compat{JWTSecret: "a-secret-for-the-test-only-0123456789", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTAlgorithm: "HS256", JWTTTL: 8 * time.Hour}
 	for _, tc := range []struct {
 		now  time.Time
 		want string

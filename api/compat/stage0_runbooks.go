@@ -326,7 +326,7 @@ func (s *Stage0) config(q *stage0Request, _ string) {
 		item("RUNBOOKS_DIR", c.Runbooks.Dir, "./samples/runbooks"),
 		item("ENABLE_LOGIN", strings.ToLower(strconv.FormatBool(sc.EnableLogin)), "false"),
 		{"name": "JWT_SECRET", "value": "secret", "from": "environment"},
-		item("JWT_ALGORITHM", "HS256", "HS256"),
+		item("JWT_ALGORITHM", sc.JWTAlgorithm, "HS256"),
 		item("JWT_ISSUER", sc.JWTIssuer, "dev-idp"),
 		item("JWT_AUDIENCE", sc.JWTAudience, "dev-api"),
 		item("JWT_TTL_MINUTES", strconv.Itoa(int(sc.JWTTTL/time.Minute)), "480"),
@@ -393,7 +393,7 @@ func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stag
 	}
 	now := s.now().UTC()
 	exp := now.Add(sc.JWTTTL)
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": subject, "roles": roles,
+	tok, err := jwt.NewWithClaims(jwt.GetSigningMethod(sc.JWTAlgorithm), jwt.MapClaims{"sub": subject, "roles": roles,
 		"iss": sc.JWTIssuer, "aud": sc.JWTAudience, "iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix()}).
 		SignedString([]byte(sc.JWTSecret))
 	if err != nil {

@@ -69,7 +69,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		}
 	}
 	if c, bad := forbiddenIn(args, vr.cfg.Worker.ForbiddenChars); bad {
-		v.refuse(vr, http.StatusBadRequest, "Forbidden character in argument: '"+string(c)+"'",
+		v.rejectOrder(vr, vc.Host, http.StatusBadRequest, "Forbidden character in argument: '"+string(c)+"'",
 			order.FieldError(order.CodeInvalid, "args", "forbidden character %q in an argument", c))
 		return
 	}
@@ -85,16 +85,16 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 				break
 			}
 		}
-		v.refuse(vr, http.StatusForbidden, "Command not authorized: "+msg, err)
+		v.rejectOrder(vr, vc.Host, http.StatusForbidden, "Command not authorized: "+msg, err)
 		return
 	}
 	if !resolvable(command, vr.cfg.Worker.CommandPath) {
-		v.refuse(vr, http.StatusNotFound, "Command '"+command+"' not found", order.Errorf(order.CodeNotFound, "command %q not found", command))
+		v.rejectOrder(vr, vc.Host, http.StatusNotFound, "Command '"+command+"' not found", order.Errorf(order.CodeNotFound, "command %q not found", command))
 		return
 	}
 	if runAs != "" {
 		if msg := unusableUser(runAs); msg != "" {
-			v.refuse(vr, http.StatusForbidden, msg, order.Errorf(order.CodeForbidden, "%s", msg))
+			v.rejectOrder(vr, vc.Host, http.StatusForbidden, msg, order.Errorf(order.CodeForbidden, "%s", msg))
 			return
 		}
 	}
@@ -104,7 +104,7 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		// (return_code -1, a TypeError in stderr) after these checks;
 		// nothing runs here either, and the 400 says why. A dry run
 		// called no subprocess, so there it succeeded.
-		v.refuse(vr, http.StatusBadRequest, "'timeout' must be a number of seconds or null",
+		v.rejectOrder(vr, vc.Host, http.StatusBadRequest, "'timeout' must be a number of seconds or null",
 			order.FieldError(order.CodeInvalid, "timeout_seconds", "timeout is not a number"))
 		return
 	}
@@ -273,6 +273,14 @@ func vigridResult(o *order.Order) map[string]any {
 // records it like the native API's refusals.
 func (v *Vigrid) refuse(vr *vigridRequest, status int, msg string, cause error) {
 	v.Orders.AuditRefusal(vr.r.Context(), vr.r, vr.p.Name, vr.ip, "vigrid", status, cause)
+	vigridError(vr.w, status, msg)
+}
+
+// rejectOrder answers a check of the command that failed before the
+// order existed: recorded as refuse records it, and logged as intake
+// logs the commands it refuses.
+func (v *Vigrid) rejectOrder(vr *vigridRequest, host string, status int, msg string, cause error) {
+	v.Orders.RejectOrder(vr.r.Context(), vr.r, vr.p.Name, vr.ip, "vigrid", host, status, cause)
 	vigridError(vr.w, status, msg)
 }
 

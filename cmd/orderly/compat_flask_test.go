@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
@@ -107,6 +108,83 @@ func TestStage0RoutesAnswerOptions(t *testing.T) {
 		if a := rawCall(t, s.url, tc.method, tc.path, ""); a.code != 405 || a.allow != tc.allow {
 			t.Errorf("%s %s: %d Allow %q, want 405 Allow %q", tc.method, tc.path, a.code, a.allow, tc.allow)
 		}
+	}
+}
+
+// TestStage0RunbookAddressNamesValidateAndExecute: stage0's README shows
+// validate as PATCH and execute as POST on the runbook's own address
+// (/api/runbooks/<f>), which its server refused (405, Flask's page). A
+// client copied from it is told the route it meant, in the 405 stage0's
+// routing gives; other methods keep the bare message.
+func TestStage0RunbookAddressNamesValidateAndExecute(t *testing.T) {
+	s, auth := stage0Routing(t)
+	for _, tc := range []struct{ method, path, want string }{
+		{"PATCH", "/api/runbooks/Hello.md", `{"error":"Method not allowed: to validate a runbook, send PATCH /api/runbooks/Hello.md/validate"}`},
+		{"POST", "/api/runbooks/Hello.md", `{"error":"Method not allowed: to execute a runbook, send POST /api/runbooks/Hello.md/execute"}`},
+		{"POST", "/api/runbooks/Hello.md/", `{"error":"Method not allowed: to execute a runbook, send POST /api/runbooks/Hello.md/execute"}`},
+		{"DELETE", "/api/runbooks/Hello.md", `{"error":"Method not allowed"}`},
+		{"PATCH", "/api/runbooks/Hello.md/required-env", `{"error":"Method not allowed"}`},
+		{"POST", "/api/runbooks", `{"error":"Method not allowed"}`},
+	} {
+		for _, h := range []string{auth, ""} {
+			a := rawCall(t, s.url, tc.method, tc.path, h)
+			if a.code != 405 || strings.TrimSpace(a.body) != tc.want || a.allow != "GET, HEAD, OPTIONS" {
+				t.Errorf("%s %s (auth %.10q): %d Allow %q %s, want 405 %s", tc.method, tc.path, h, a.code, a.allow, a.body, tc.want)
+			}
+		}
+	}
+}
+
+// TestStage0JWTAlgorithmIsStage0s: stage0's JWT_ALGORITHM chose the one
+// algorithm its tokens were verified with (HS256 by default; HS384 and
+// HS512 worked with its one secret). A client whose identity provider
+// signs HS512 keeps its tokens with compat.stage0.jwt_algorithm: they
+// are accepted, HS256 ones refused with PyJWT's words, /dev-login signs
+// with it, and /api/config shows it.
+func TestStage0JWTAlgorithmIsStage0s(t *testing.T) {
+	const secret = "stage0-algorithm-test-secret-0123456789abcdef"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Hello.md"), []byte(runbookDoc("Hello", "{}", "  []", "", "echo hello")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newSecStack(t, fmt.Sprintf(`
+policy:
+  - {name: stage0, roles: [developer], hosts: ["*"], allow: ['^runbook:']}
+runbooks: {dir: %q, timeout: 60s, host: s0alg}
+compat:
+  stage0: {enabled: true, jwt_secret: %q, jwt_algorithm: HS512, enable_login: true}
+`, dir, secret), nil, "s0alg")
+	sign := func(m jwt.SigningMethod) string {
+		tok, err := jwt.NewWithClaims(m, jwt.MapClaims{"sub": "ci", "roles": []string{"developer"},
+			"iss": "dev-idp", "aud": "dev-api", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + tok
+	}
+	if a := rawCall(t, s.url, "GET", "/api/runbooks", sign(jwt.SigningMethodHS512)); a.code != 200 || !strings.Contains(a.body, `"Hello.md"`) {
+		t.Errorf("an HS512 token: %d %s, want 200 and the list", a.code, a.body)
+	}
+	for _, m := range []jwt.SigningMethod{jwt.SigningMethodHS256, jwt.SigningMethodHS384} {
+		if a := rawCall(t, s.url, "GET", "/api/runbooks", sign(m)); a.code != 401 ||
+			strings.TrimSpace(a.body) != `{"error":"Invalid token: The specified alg value is not allowed"}` {
+			t.Errorf("an %s token: %d %s, want 401 alg not allowed", m.Alg(), a.code, a.body)
+		}
+	}
+	resp, b := s.send(call{method: "POST", path: "/dev-login", body: map[string]any{"roles": []string{"developer"}}})
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(b, &login); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("dev-login: %d %s", resp.StatusCode, b)
+	}
+	tok, _, err := jwt.NewParser().ParseUnverified(login.AccessToken, jwt.MapClaims{})
+	if err != nil || tok.Header["alg"] != "HS512" {
+		t.Errorf("dev-login's token: alg %v (%v), want HS512", tok.Header["alg"], err)
+	}
+	a := rawCall(t, s.url, "GET", "/api/config", "Bearer "+login.AccessToken)
+	if a.code != 200 || !strings.Contains(a.body, `{"from":"environment","name":"JWT_ALGORITHM","value":"HS512"}`) {
+		t.Errorf("/api/config with dev-login's token: %d %s, want JWT_ALGORITHM HS512 from the environment", a.code, a.body)
 	}
 }
 

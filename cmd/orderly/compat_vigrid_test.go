@@ -246,6 +246,12 @@ func TestVigridImportAndRun(t *testing.T) {
 	if o.Principal != "ops" || o.Source != "vigrid" || o.Status != "succeeded" || o.RunAs != "root" {
 		t.Fatalf("async order = %+v", o)
 	}
+	// It named no timeout, which Vigrid ran until it ended: the import's
+	// limits.default_timeout is the longest an order may have, not
+	// orderly's 60s, which killed every longer command of such a client.
+	if o.TimeoutSecs != (24 * time.Hour).Seconds() {
+		t.Fatalf("async execute without a timeout: the order's timeout is %vs, want 86400 (the import's limits.default_timeout: 24h)", o.TimeoutSecs)
+	}
 	// The body is JSON whatever the Content-Type says.
 	req, _ := http.NewRequestWithContext(t.Context(), "POST", s.url+"/api/v1/execute", strings.NewReader(`{"command":"echo","synchronous":1}`))
 	req.Header.Set("Authorization", bearer("ops"))

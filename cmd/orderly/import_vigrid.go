@@ -57,6 +57,7 @@ type importedConfig struct {
 	Log    map[string]any `yaml:"log,omitempty"`
 	HTTP   map[string]any `yaml:"http,omitempty"`
 	Worker map[string]any `yaml:"worker"`
+	Limits map[string]any `yaml:"limits,omitempty"`
 	Auth   struct {
 		Tokens []importedToken `yaml:"tokens"`
 	} `yaml:"auth"`
@@ -81,11 +82,16 @@ type importedRule struct {
 	RunAs      []string `yaml:"run_as,omitempty"`
 }
 
+// vigridDefaultTimeout is the imported config's limits.default_timeout:
+// limits.max_timeout's default, the longest an order may run.
+const vigridDefaultTimeout = "24h"
+
 // convertVigrid turns a Vigrid YAML config into an orderly config whose
 // compat.vigrid surface behaves like it: each token a principal holding
 // only the SHA-256 of its secret, its allow/deny regexes and user a policy
 // rule, the ACL, forbidden characters and command_path the host policy,
-// dry_run, TLS, listen address and log format. notes lists what could not
+// dry_run, TLS, listen address and log format, and a default timeout as
+// long as an order may have (Vigrid had none). notes lists what could not
 // be mapped. No secret appears in the output or the notes.
 func convertVigrid(src []byte, name, host string) (out []byte, notes []string, err error) {
 	var raw map[string]any
@@ -229,6 +235,15 @@ func convertVigrid(src []byte, name, host string) (out []byte, notes []string, e
 	if len(c.Auth.Tokens) > 0 {
 		notes = append(notes, "every token could POST /api/v1/reload: in orderly that needs the admin role (add roles: [admin] to the token that reloads, or reload with SIGHUP)")
 	}
+	// Vigrid ran an execute that named no timeout until it ended; orderly
+	// ends an order that names none after limits.default_timeout, whose
+	// own default (60s) would kill every longer command of a client that
+	// never sent one. The longest an order may run keeps them running,
+	// still bounded; the note says how to lower it.
+	c.Limits = map[string]any{"default_timeout": vigridDefaultTimeout}
+	notes = append(notes, "Vigrid ran an execute without a timeout until it ended: limits.default_timeout is "+vigridDefaultTimeout+
+		" (limits.max_timeout's default, the longest an order may run) instead of orderly's 60s; lower it to bound a command that hangs "+
+		"(a synchronous execute waits at most compat.vigrid.max_wait, 5m by default, and its command ends then)")
 	vc := map[string]any{"enabled": true, "prefix": "/api/v1", "host": host, "dry_run": v.DryRun}
 	if v.RunAs != "" {
 		vc["default_user"] = v.RunAs

@@ -46,7 +46,8 @@ tokens:
 	if strings.Contains(text, "s3cret-admin-value") || strings.Contains(strings.Join(notes, "\n"), "s3cret") {
 		t.Fatal("the secret was printed")
 	}
-	for _, want := range []string{`token "broken" has no secret`, `allow pattern "^(?=x)"`, "acl.allow is empty"} {
+	for _, want := range []string{`token "broken" has no secret`, `allow pattern "^(?=x)"`, "acl.allow is empty",
+		"limits.default_timeout is 24h"} {
 		if !strings.Contains(strings.Join(notes, "\n"), want) {
 			t.Errorf("notes lack %q: %q", want, notes)
 		}
@@ -62,7 +63,8 @@ tokens:
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the output does not validate: %v\n%s", err, text)
 	}
-	if !cfg.Compat.Vigrid.Enabled || cfg.Worker.ForbiddenChars != ";|" || len(cfg.Policy) != 1 || cfg.Policy[0].Deny[0] != "^rm" {
+	if !cfg.Compat.Vigrid.Enabled || cfg.Worker.ForbiddenChars != ";|" || len(cfg.Policy) != 1 || cfg.Policy[0].Deny[0] != "^rm" ||
+		cfg.Limits.DefaultTimeout != 24*time.Hour {
 		t.Fatalf("config = %+v", cfg)
 	}
 

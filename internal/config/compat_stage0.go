@@ -21,10 +21,15 @@ type Stage0Compat struct {
 	// Empty means runbooks.host.
 	Hosts []string `koanf:"hosts"`
 	// JWTSecret, JWTIssuer and JWTAudience are stage0's JWT_SECRET,
-	// JWT_ISSUER and JWT_AUDIENCE: HS256 tokens with both claims required.
+	// JWT_ISSUER and JWT_AUDIENCE: HMAC tokens with both claims required.
 	JWTSecret   Secret `koanf:"jwt_secret"`
 	JWTIssuer   string `koanf:"jwt_issuer"`
 	JWTAudience string `koanf:"jwt_audience"`
+	// JWTAlgorithm is stage0's JWT_ALGORITHM, the one algorithm its tokens
+	// are signed with and /dev-login signs with: HS256 (stage0's default),
+	// HS384 or HS512. PyJWT took any it knew, but stage0 verified with the
+	// one secret, so only the HMAC ones ever worked.
+	JWTAlgorithm string `koanf:"jwt_algorithm"`
 	// JWTTTL is the lifetime of /dev-login tokens (JWT_TTL_MINUTES).
 	JWTTTL time.Duration `koanf:"jwt_ttl"`
 	// EnableLogin serves POST /dev-login (ENABLE_LOGIN), which mints a
@@ -45,7 +50,7 @@ const stage0DefaultSecret = "dev-secret-change-me"
 // DefaultStage0Compat is the surface off, at stage0's paths and JWT
 // settings.
 func DefaultStage0Compat() Stage0Compat {
-	return Stage0Compat{Prefix: "/api", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTTTL: 480 * time.Minute,
+	return Stage0Compat{Prefix: "/api", JWTIssuer: "dev-idp", JWTAudience: "dev-api", JWTAlgorithm: "HS256", JWTTTL: 480 * time.Minute,
 		PrincipalPrefix: "stage0:"}
 }
 
@@ -65,6 +70,11 @@ func (c Config) validateStage0(ps *problems) {
 	}
 	if s.JWTIssuer == "" || s.JWTAudience == "" {
 		ps.add("compat.stage0.jwt_issuer", "jwt_issuer and jwt_audience must be set (stage0 required both claims)")
+	}
+	switch s.JWTAlgorithm {
+	case "HS256", "HS384", "HS512":
+	default:
+		ps.add("compat.stage0.jwt_algorithm", "%q must be HS256, HS384 or HS512 (stage0 verified its tokens with the one shared secret)", s.JWTAlgorithm)
 	}
 	ps.positive("compat.stage0.jwt_ttl", s.JWTTTL)
 	if s.PrincipalPrefix == "" {

@@ -34,6 +34,9 @@ func TestValidateRunbooksAndStage0(t *testing.T) {
 		{"stage0 no host", func(c *Config) { stage0(c); c.Runbooks.Host = "" }, "compat.stage0.hosts"},
 		{"stage0 bad host", func(c *Config) { stage0(c); c.Compat.Stage0.Hosts = []string{"a.b"} }, "compat.stage0.hosts"},
 		{"stage0 prefix root", func(c *Config) { stage0(c); c.Compat.Stage0.Prefix = "/" }, "compat.stage0.prefix"},
+		{"stage0 HS512", func(c *Config) { stage0(c); c.Compat.Stage0.JWTAlgorithm = "HS512" }, ""},
+		{"stage0 RS256", func(c *Config) { stage0(c); c.Compat.Stage0.JWTAlgorithm = "RS256" }, "compat.stage0.jwt_algorithm"},
+		{"stage0 none", func(c *Config) { stage0(c); c.Compat.Stage0.JWTAlgorithm = "none" }, "compat.stage0.jwt_algorithm"},
 		{"dev-login on loopback", func(c *Config) { stage0(c); c.Compat.Stage0.EnableLogin = true }, ""},
 		{"dev-login on every address", func(c *Config) {
 			stage0(c)

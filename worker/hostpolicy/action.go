@@ -186,7 +186,16 @@ func (p *Policy) prepareNative(d *action.Def, r *action.Rendered, timeout time.D
 			// No job: systemd (or polkit) refused the call. A failure
 			// like a failed job, with the reason instead of an outcome.
 			code = 1
-			res.Stdout, res.Stderr = textOutput(""), textOutput("systemd: "+err.Error()+"\n")
+			why := "systemd: " + err.Error() + "\n"
+			if systemd.Refused(err) {
+				// The restart button's first run on a new host: the
+				// worker's user may not manage the unit until polkit
+				// lets it, and systemd's words do not say how.
+				why += fmt.Sprintf("the worker's user (uid %d) may not %s %s: on the system bus polkit decides; "+
+					"`orderly action polkit-rule %s` prints the rule that allows this action and no more (docs/actions.md#polkit)\n",
+					os.Getuid(), r.Verb, r.Unit, d.Name)
+			}
+			res.Stdout, res.Stderr = textOutput(""), textOutput(why)
 		case out.JobResult != "done":
 			code = 1
 			res.Stderr = textOutput(fmt.Sprintf("systemd job %d (%s %s) ended %q\n", out.JobID, r.Verb, r.Unit, out.JobResult))

@@ -215,6 +215,21 @@ func Run(ctx context.Context, bus, verb, unit string, fence *Fence) (Outcome, er
 	return out, nil
 }
 
+// Refused reports whether err (of Run) is the caller being refused the
+// call: polkit on the system bus (systemd answers AccessDenied, or
+// InteractiveAuthorizationRequired when polkit would ask for a password
+// no one can type), or the bus's own policy. Whatever the verb and the
+// unit, the worker's user lacks the right, which only the host's
+// administrator can grant.
+func Refused(err error) bool {
+	var e dbus.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Name == "org.freedesktop.DBus.Error.AccessDenied" ||
+		e.Name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+}
+
 // managerPoll is how often Run, while it waits for a job, checks that
 // the job is still systemd's; lostPolls checks in a row that find no such
 // job on a bus whose systemd changed (or is gone) say the job is lost. A

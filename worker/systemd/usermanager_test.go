@@ -134,6 +134,11 @@ func userManagerInside(t *testing.T) {
 		!strings.Contains(string(res.Stderr.Content), "nosuch@0042.service") {
 		t.Errorf("restart of a unit systemd does not have: %+v, stderr %q", res, res.Stderr.Content)
 	}
+	// Not a refusal of the worker's user: no polkit hint
+	// (TestUserManagerRefusalNamesThePolkitRule).
+	if strings.Contains(string(res.Stderr.Content), "polkit") {
+		t.Errorf("restart of a unit systemd does not have names polkit: %q", res.Stderr.Content)
+	}
 
 	after, err := systemd.Run(ctx, "user", "try-restart", "example@0043.service", nil)
 	if err != nil {
@@ -444,4 +449,64 @@ func secondJobInside(t *testing.T) {
 		t.Errorf("job ids %d and %d, listed %s: want one job", outs[0].JobID, outs[1].JobID, firstJob)
 	}
 	t.Logf("outcomes: %+v", outs)
+}
+
+// refusingScript is setupScript's user manager behind a bus that refuses
+// every RestartUnit call (a mandatory deny in the session bus's policy,
+// on a tmpfs over /etc/dbus-1/session.d in the test's mount namespace):
+// a real refusal of the call, as polkit's is on the system bus.
+var refusingScript = testenv.UserManagerScript(`[ -d /etc/dbus-1/session.d ] || { echo "no /etc/dbus-1/session.d (scripts/ensure-dbus.sh)"; exit 1; }
+mount -t tmpfs tmpfs /etc/dbus-1/session.d
+printf '%s\n' '<busconfig><policy context="mandatory">' \
+	'<deny send_destination="org.freedesktop.systemd1" send_interface="org.freedesktop.systemd1.Manager" send_member="RestartUnit"/>' \
+	'</policy></busconfig>' > /etc/dbus-1/session.d/orderly-test-deny.conf
+printf '[Unit]\nDescription=orderly test instance %%i\n[Service]\nExecStart=/bin/sleep infinity\n' \
+	> "$HOME/.config/systemd/user/example@.service"`)
+
+// TestUserManagerRefusalNamesThePolkitRule: the restart button's first
+// run on a host whose polkit does not yet allow the worker's user ended
+// failed with systemd's words alone ("Interactive authentication
+// required."), which do not say what to do. A call the bus refuses now
+// names the command that prints the rule allowing this action; a call
+// refused for another reason (no such unit, TestUserManager) does not.
+func TestUserManagerRefusalNamesThePolkitRule(t *testing.T) {
+	if os.Getenv(innerEnv) != "1" {
+		testenv.NeedRootTools(t, "a systemd user manager", "scripts/ensure-dbus.sh",
+			"unshare", "dbus-daemon", "systemctl", "/lib/systemd/systemd")
+		testenv.RerunInMountNamespace(t, refusingScript, nil, t.Name(), innerEnv)
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	// The bus lets the rest through: a start is queued and runs.
+	if out, err := systemd.Run(ctx, "user", "start", "example@0042.service", nil); err != nil || out.JobResult != "done" {
+		t.Fatalf("start: %+v %v", out, err)
+	}
+	c := config.Default()
+	c.Actions.Bus = "user"
+	c.Actions.Definitions = []config.Action{{Name: "restart-example", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Params:  []config.ActionParam{{Name: "id", Pattern: "[0-9]{4}"}},
+		Systemd: config.ActionSystemd{Verb: "restart", Unit: "example@{id}.service"}}}
+	hp, err := hostpolicy.FromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &order.Order{ID: order.NewID(), Kind: order.KindAction, Host: "h", Command: "action:restart-example",
+		Action: &order.Action{Name: "restart-example", Params: map[string]string{"id": "0042"}}}
+	prep, err := hp.Prepare(o)
+	if err != nil || prep.Native == nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	res := prep.Native(ctx, nil)
+	stderr := string(res.Stderr.Content)
+	if res.StartErr != nil || res.ExitCode == nil || *res.ExitCode != 1 || len(res.Stdout.Content) != 0 {
+		t.Fatalf("a refused restart: %+v, stderr %q; want exit 1, no outcome", res, stderr)
+	}
+	for _, want := range []string{"systemd: restart example@0042.service: ", "may not restart example@0042.service",
+		"`orderly action polkit-rule restart-example`", "docs/actions.md#polkit"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr of a refused restart lacks %q: %q", want, stderr)
+		}
+	}
+	t.Logf("stderr: %s", stderr)
 }
