@@ -67,7 +67,8 @@ type liveState struct {
 	run string
 	mu  sync.Mutex
 	// kept: the last chunks published, at most liveKeepMax bytes of them
-	// (keptBytes) but the last; first: how many were dropped before them.
+	// (keptBytes, each chunk's cost: its bytes and liveChunkCost) but the
+	// last; first: how many were dropped before them.
 	kept      []liveChunk
 	keptBytes int
 	first     int
@@ -102,6 +103,13 @@ type liveChunk struct {
 // (up to the output cap, 10 MiB by default) took serve past the 80 MiB a
 // ?wait on 10 MiB of kept output may take (docs/benchmarks.md).
 const liveKeepMax = 1 << 20
+
+// liveChunkCost is what a kept chunk costs besides its bytes: its entry
+// in kept (a liveChunk) and its copy's allocation, rounded up. Counted
+// by their bytes alone, chunks of a byte or a few (a command printing a
+// dot at a time, each read from its pipe a chunk) were kept by the
+// million: some 60 MiB held for the MiB the bound promises.
+const liveChunkCost = 64
 
 // liveMendEvery is how often a LiveOutput looks for a reconnect of its
 // connection and for the answer to its last acknowledged chunk, and
@@ -167,10 +175,10 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 // liveKeepMax. Under s.mu.
 func (s *liveState) keep(c liveChunk) {
 	s.kept = append(s.kept, c)
-	s.keptBytes += len(c.data)
+	s.keptBytes += liveChunkCost + len(c.data)
 	n := 0
 	for s.keptBytes > liveKeepMax && n < len(s.kept)-1 {
-		s.keptBytes -= len(s.kept[n].data)
+		s.keptBytes -= liveChunkCost + len(s.kept[n].data)
 		n++
 	}
 	if n > 0 {
