@@ -26,9 +26,10 @@ import (
 // the case names is made.
 type stopAt struct {
 	stop atomic.Pointer[func()]
-	// at names the call that stops the server: "insert" (a submission's
-	// insert, done), "finished" (a wait's read of the finished order,
-	// done), "get" (a read of the order, which fails with bug).
+	// at names the call that stops the server: "insert <host>" (a
+	// submission's insert of an order for host, done), "finished" (a
+	// wait's read of the finished order, done), "get" (a read of the
+	// order, which fails with bug).
 	at  atomic.Pointer[string]
 	bug error
 }
@@ -50,7 +51,7 @@ type stopAtInsert struct {
 
 func (st stopAtInsert) InsertOrder(ctx context.Context, o *order.Order) (*order.Order, error) {
 	prev, err := st.Store.InsertOrder(ctx, o)
-	st.s.cut("insert")
+	st.s.cut("insert " + o.Host)
 	return prev, err
 }
 
@@ -84,8 +85,10 @@ func (st stopAtRead) GetOrderLeanWithCancel(ctx context.Context, id uuid.UUID) (
 // and a submission whose order ran to its end and whose answer the stop
 // cut (its kept output read from PostgreSQL) said nothing of the order
 // either: "try again", without an Idempotency-Key, records and runs it
-// a second time. A failure of the API's own during the stop (a bug) was
-// a 503 as well, its cause logged as "the server is stopping".
+// a second time; a fan-out's answer, which reads its recorded orders
+// back, the same for every order of the batch. A failure of the API's
+// own during the stop (a bug) was a 503 as well, its cause logged as
+// "the server is stopping".
 func TestAPIStopKeepsWhatAnAnswerSays(t *testing.T) {
 	s := &stopAt{bug: errors.New("injected: a bug in reading the order")}
 	failures := new(atomic.Int64)
@@ -144,7 +147,7 @@ func TestAPIStopKeepsWhatAnAnswerSays(t *testing.T) {
 
 	t.Run("an order recorded, its publish failed", func(t *testing.T) {
 		failures.Store(1)
-		code, env, body := serve("insert", http.MethodPost, "/v1/orders", `{"host":"idle-1","command":"echo"}`)
+		code, env, body := serve("insert idle-1", http.MethodPost, "/v1/orders", `{"host":"idle-1","command":"echo"}`)
 		if code != http.StatusServiceUnavailable || env.Error.Code != order.CodeUnavailable || !strings.Contains(env.Error.Message, "recorded") {
 			t.Fatalf("answered %d %s, want 503 unavailable saying the order is recorded", code, body)
 		}
@@ -162,6 +165,23 @@ func TestAPIStopKeepsWhatAnAnswerSays(t *testing.T) {
 		id := recorded("an answer cut", env, body)
 		if o, err := e.store.GetOrder(ctx, id); err != nil || o.Status != order.StatusSucceeded {
 			t.Fatalf("the order the 503 names: %v, %v; want it succeeded", o, err)
+		}
+	})
+
+	t.Run("a fan-out recorded, its answer cut", func(t *testing.T) {
+		// Its orders recorded (the stop came with the last insert), the
+		// answer reads them back.
+		code, env, body := serve("insert idle-3", http.MethodPost, "/v1/orders", `{"hosts":["idle-2","idle-3"],"command":"echo"}`)
+		if code != http.StatusServiceUnavailable || env.Error.Code != order.CodeUnavailable || !strings.Contains(env.Error.Message, "recorded") {
+			t.Fatalf("answered %d %s, want 503 unavailable saying the orders are recorded", code, body)
+		}
+		batch, err := uuid.Parse(func() string { s, _ := env.Error.Details["batch_id"].(string); return s }())
+		if err != nil {
+			t.Fatalf("the 503 does not name the batch it recorded (details.batch_id): %s", body)
+		}
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM orders WHERE batch_id = $1`, batch).Scan(&n); err != nil || n == 0 {
+			t.Fatalf("the batch the 503 names holds %d orders (%v)", n, err)
 		}
 	})
 
