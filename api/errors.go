@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -92,14 +93,18 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 	if !errors.As(err, &e) {
 		e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
 	}
-	if statusOf(e.Code) >= http.StatusInternalServerError && errors.Is(context.Cause(r.Context()), ErrStopping) {
+	if e.Code == order.CodeInternal && errors.Is(err, context.Canceled) && errors.Is(context.Cause(r.Context()), ErrStopping) {
 		// The server's stop ended the request (its base context) while it
 		// waited on PostgreSQL or NATS: the client is still there, and
 		// nothing failed that a retry, here once it is back or at another
 		// replica, would not get past. It was answered 500 "internal
-		// error" (logged at debug, as a client gone away).
+		// error" (logged at debug, as a client gone away). Only the cut
+		// itself: a failure of its own during the stop (a bug) stays a 500
+		// logged with its cause, and a 503 of ours keeps what it says (an
+		// order recorded but not queued names it: a retry without a key
+		// told only "try again" records a second one).
 		e = order.Errorf(order.CodeUnavailable, "the server is stopping: try again")
-		err = ErrStopping
+		err = fmt.Errorf("%w (%v)", ErrStopping, err)
 	}
 	switch {
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

@@ -291,7 +291,7 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 	old []uuid.UUID, replayed bool) {
 	list, _, err := s.Store.ListOrders(r.Context(), postgres.Filter{Batch: &batch, Limit: maxFanOut, Lean: true})
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, recordedBatch(batch, err))
 		return
 	}
 	byID := make(map[uuid.UUID]*order.Order, len(list))
@@ -318,7 +318,23 @@ func (s *Server) writeFanOut(w http.ResponseWriter, r *http.Request, batch uuid.
 		status = http.StatusOK
 	}
 	setReplayed(w, replayed)
-	s.encodeOrders(w, r, status, resp, final, entries(resp.Orders), toResponse)
+	s.endStreamed(w, r, recordedBatch(batch, s.writeOrders(r.Context(), w, status, resp, final, entries(resp.Orders), toResponse)))
+}
+
+// recordedBatch is err, the failure to answer a fan-out whose orders are
+// recorded (batch), as a 503 that names the batch, when no part of the
+// answer went out: its read of the orders, cut by the server's stop or
+// failing with it. As recordedAnswer's single order, a bare 503 had a
+// client without an Idempotency-Key send the fan-out again, to run
+// every order twice.
+func recordedBatch(batch uuid.UUID, err error) error {
+	var sent *errAfterHeader
+	if err == nil || errors.As(err, &sent) {
+		return err
+	}
+	return &order.Error{Code: order.CodeUnavailable,
+		Message: "orders recorded, but the answer could not be read: look the batch up by id; sent again without an Idempotency-Key they run again",
+		Details: map[string]any{"batch_id": batch}, Err: err}
 }
 
 func allTerminal(list []*order.Order) bool {

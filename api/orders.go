@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -169,7 +170,25 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	// As GET /v1/orders/{id} answers it (a wait may end in a cancel);
 	// streams a large kept output.
-	s.encodeOrder(w, r, status, final, func(o *order.Order) Order { return s.withCancellation(r.Context(), o) })
+	respOf := func(o *order.Order) Order { return s.withCancellation(r.Context(), o) }
+	setCorrelation(w.Header(), final)
+	s.endStreamed(w, r, recordedAnswer(final, writeOrder(r.Context(), w, status, final, respOf, s.Store, outputSlice)))
+}
+
+// recordedAnswer is err, the failure to answer a submission whose order o
+// is recorded, as a 503 that names o, when no part of the answer went
+// out: a finished order's kept output read from PostgreSQL, cut by the
+// server's stop or failing with it. A bare 503 ("the server is stopping:
+// try again", "database unavailable") had a client without an
+// Idempotency-Key submit the order again, to run twice.
+func recordedAnswer(o *order.Order, err error) error {
+	var sent *errAfterHeader
+	if err == nil || errors.As(err, &sent) {
+		return err
+	}
+	return &order.Error{Code: order.CodeUnavailable,
+		Message: "order recorded, but its answer could not be read: look it up by id; sent again without an Idempotency-Key it runs again",
+		Details: map[string]any{"order_id": o.ID}, Err: err}
 }
 
 // awaitFinish waits for the order's finished event, up to wait. Events are

@@ -54,16 +54,22 @@ func (s *Server) encodeOrder(w http.ResponseWriter, r *http.Request, status int,
 // held them all in memory at once, twice (GET /v1/orders?limit=1000).
 func (s *Server) encodeOrders(w http.ResponseWriter, r *http.Request, status int, v any, orders []*order.Order, resps []*Order,
 	respOf func(*order.Order) Order) {
+	s.endStreamed(w, r, s.writeOrders(r.Context(), w, status, v, orders, resps, respOf))
+}
+
+// writeOrders is encodeOrders returning its failure: before any of the
+// answer went out, or after (errAfterHeader).
+func (s *Server) writeOrders(ctx context.Context, w http.ResponseWriter, status int, v any, orders []*order.Order, resps []*Order,
+	respOf func(*order.Order) Order) error {
 	d := newDeferredOutputs(outputSlice)
 	for i, o := range orders {
-		resp, err := d.order(r.Context(), o, respOf, s.Store)
+		resp, err := d.order(ctx, o, respOf, s.Store)
 		if err != nil {
-			s.writeError(w, r, err)
-			return
+			return err
 		}
 		*resps[i] = resp
 	}
-	s.endStreamed(w, r, d.write(w, status, v))
+	return d.write(w, status, v)
 }
 
 // endStreamed finishes a streamed answer that ended with err.

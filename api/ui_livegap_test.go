@@ -94,3 +94,51 @@ func TestUILiveOutputKeepsToOffsetsAcrossANATSRestart(t *testing.T) {
 		`!document.getElementById("run").dataset.events && document.getElementById("status").innerText === "succeeded" && `+
 		`document.getElementById("output").textContent === `+string(want), time.Minute)
 }
+
+// TestUILiveOutputHoleInOneStreamStaysMarked: a hole in a stream's live
+// output (a chunk past what the page shows of it) is marked until
+// chunks of that stream fill it. The page kept one mark for both
+// streams, so a chunk of stderr that continued what the page showed of
+// stderr took the marker and the note away while stdout's hole was
+// still there, and the page read as if nothing of stdout were missing.
+// No worker serves the host: the chunks are the test's, published as a
+// worker publishes them, the last ones what a worker publishes again
+// from offset 0 once the live stream is back.
+func TestUILiveOutputHoleInOneStreamStaysMarked(t *testing.T) {
+	e := newUIEnv(t)
+	rec := e.rest("alice", "POST", "/v1/orders", map[string]any{"host": "idle-9", "command": "echo"})
+	if rec.Code != 202 {
+		t.Fatalf("submit: %d %s", rec.Code, rec.Body)
+	}
+	var sub struct{ ID uuid.UUID }
+	if err := json.Unmarshal(rec.Body.Bytes(), &sub); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(stream string, offset int64, data string) {
+		t.Helper()
+		if err := e.q.PublishOutput("idle-9", sub.ID, stream, offset, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	step(t, ctx, "open the run page", chromedp.Navigate(e.url+"/ui/orders/"+sub.ID.String()))
+	const out = `document.getElementById("output").textContent`
+	const marked = `!!document.getElementById("interrupted") && document.getElementById("output-note").textContent.includes("interrupted")`
+
+	publish("stdout", 0, "a\n")
+	waitJS(t, ctx, "the first chunk live", `!!document.getElementById("output") && `+out+` === "a\n"`, 20*time.Second)
+	publish("stdout", 10, "x\n") // 8 bytes of stdout lost before it
+	waitJS(t, ctx, "stdout's hole marked", marked, 20*time.Second)
+	publish("stderr", 0, "e\n")
+	waitJS(t, ctx, "stderr's chunk shown", out+`.includes("e\n")`, 20*time.Second)
+	if !eval[bool](t, ctx, marked) {
+		t.Fatalf("a chunk of stderr took away the mark of stdout's hole: the page shows %q, note %q",
+			eval[string](t, ctx, out), eval[string](t, ctx, `document.getElementById("output-note").textContent`))
+	}
+
+	// stdout published again from 0: the hole fills and the mark goes.
+	publish("stdout", 0, "a\nbcdefgh\n")
+	publish("stdout", 10, "x\n")
+	waitJS(t, ctx, "the hole filled and unmarked", out+`.includes("bcdefgh\nx\n") && !(`+marked+`)`, 20*time.Second)
+}

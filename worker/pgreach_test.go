@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -211,4 +213,89 @@ func TestHeartbeatTellsAnIdleWorkerCutOffFromPostgres(t *testing.T) {
 	if n := strings.Count(logs.String(), "postgresql answers again"); n != 1 {
 		t.Errorf("the outage's summary logged %d times, want once:\n%s", n, logs.String())
 	}
+}
+
+// TestTakeoverEndsAnOutageOfAnEarlierTenure: a worker whose claims
+// PostgreSQL refused, and which lost its host meanwhile (a rival took the
+// lease), takes the host again once both are back. Its takeover reached
+// PostgreSQL, yet its heartbeat went on reporting the earlier outage,
+// with its old since, until its next statement: for an idle worker its
+// touch of the hosts table, up to a minute later (here an hour, so the
+// report stayed).
+func TestTakeoverEndsAnOutageOfAnEarlierTenure(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, wp := workerRole(t, pool, dsn, "pgretake")
+	ctx := testenv.Context(t)
+	var login string
+	if err := wp.QueryRow(ctx, `SELECT current_user`).Scan(&login); err != nil {
+		t.Fatal(err)
+	}
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: time.Second, LeaseTTL: 3 * time.Second})
+	e := &env{t: t, store: admin, q: q}
+	logs := &testenv.LogBuffer{}
+	opts := worker.Options{Host: "pgretake", Instance: "pgretake/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, TouchEvery: time.Hour} // the claim alone tells the outage
+	runWorker(t, opts, ws, q, testenv.LoggerTo(io.MultiWriter(t.Output(), logs)))
+	waitLog := func(what, line string) {
+		t.Helper()
+		testenv.WaitUntil(t, 30*time.Second, what, func() bool { return strings.Contains(logs.String(), line) })
+	}
+	waitBeat := func(what string, cond func(queue.HostInfo) bool) {
+		t.Helper()
+		testenv.WaitUntil(t, 30*time.Second, what, func() bool {
+			online, _, err := q.WorkersOf(ctx, "pgretake")
+			h, ok := online["pgretake"]
+			return err == nil && ok && h.Instance == "pgretake/a" && cond(h)
+		})
+	}
+	waitLog("the worker consuming", `msg="worker consuming"`)
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := pool.Exec(c, "ALTER ROLE "+login+" LOGIN"); err != nil {
+			t.Errorf("let %s log in again: %v", login, err)
+		}
+	})
+	for _, s := range []string{
+		"ALTER ROLE " + login + " NOLOGIN",
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '" + login + "'",
+	} {
+		if _, err := pool.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	id := e.submit("pgretake", "true")
+	waitBeat("the claim's failures reported", func(h queue.HostInfo) bool { return h.PostgresUnreachable != nil })
+
+	// A rival takes the lease: the tenure ends.
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "lease.pgretake", []byte("rival")); err != nil {
+		t.Fatal(err)
+	}
+	waitLog("the tenure ends", "stopped consuming the host's orders")
+	// Nothing for the next tenure to claim: a claim would end the
+	// outage by itself.
+	if _, err := admin.Cancel(ctx, id, "test", "nothing to claim"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.JetStream().Stream(ctx, queue.OrdersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("orderly.orders.pgretake")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "ALTER ROLE "+login+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	// The rival's key expires (the lease's TTL); the worker takes the
+	// host again, its takeover's statements taken by PostgreSQL.
+	testenv.WaitUntil(t, 30*time.Second, "the host taken again", func() bool {
+		return strings.Count(logs.String(), `msg="worker consuming"`) >= 2
+	})
+	waitBeat("the heartbeat of the new tenure clears the outage", func(h queue.HostInfo) bool { return h.PostgresUnreachable == nil })
 }

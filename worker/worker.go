@@ -331,6 +331,10 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		return err
 	}
 	took = true
+	// The takeover's statements reached PostgreSQL: an outage recorded
+	// in an earlier tenure is over, and an idle worker has no other
+	// statement to say so until its touch, up to a minute on.
+	w.pgReached()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -61,10 +61,22 @@ func TestRequestCutByTheAPIStopIsA503(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		got <- answer{status: resp.StatusCode, body: b, err: err}
 	}()
+	// Watched from a connection of its own: in the lock's transaction,
+	// pg_stat_activity is read once and that read is shown again until
+	// the transaction ends, so a read that reached the lock after the
+	// first look was never seen (the wait ran out once in 1 of 3 runs).
+	// The GET's own statement (the order with its cancel request): the
+	// API's loops that read orders wait on the lock too, and the stop
+	// could come before the GET was sent.
+	watch, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
 	testenv.WaitUntil(t, 30*time.Second, "the order's read waiting on the lock", func() bool {
 		var n int
-		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%orders%'`).Scan(&n)
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%cancel_actor%'`).Scan(&n)
 		return err == nil && n > 0
 	})
 	go s.api.shutdown()

@@ -323,19 +323,27 @@
   // a running order's chunks again from offset 0, which fill the hole
   // (the note then goes); what none fills, the stored output shown,
   // whole, when the order ends has.
+  // A hole is its stream's: a chunk of the other stream that continues
+  // what the page shows of it fills nothing, and took the marker and the
+  // note away while the hole was still there.
   const shown = { stdout: 0, stderr: 0 };
-  let interrupted = false;
+  const holes = { stdout: false, stderr: false };
+  let interrupted = false; // a hole in either stream: the marker is shown
   const interruptedNote = "Live output was interrupted (the message bus lost some of it): the whole output is shown when the order ends.";
   function placed(stream, chunk) {
     const bytes = typeof chunk.offset === "number" ? bytesOf(chunk) : null;
     if (bytes === null) return interrupted ? null : decode(stream, chunk); // a worker older than offsets
     const at = shown[stream];
     if (chunk.offset > at) {
+      holes[stream] = true;
       interrupt();
       return null;
     }
     if (chunk.offset + bytes.length <= at) return null;
-    if (interrupted) resume();
+    if (holes[stream]) {
+      holes[stream] = false;
+      if (!holes.stdout && !holes.stderr) resume();
+    }
     shown[stream] = chunk.offset + bytes.length;
     return decoders[stream].decode(bytes.subarray(at - chunk.offset), { stream: true });
   }
@@ -351,9 +359,9 @@
     out.appendChild(marker);
     note.textContent = interruptedNote;
   }
-  // resume takes the marker away once a chunk continues what the page
-  // shows: the hole was filled (the chunks published again), and the
-  // output goes on where it stood.
+  // resume takes the marker away once chunks continue what the page
+  // shows of each stream: the holes were filled (the chunks published
+  // again), and the output goes on where it stood.
   function resume() {
     interrupted = false;
     const marker = document.getElementById("interrupted");
@@ -413,6 +421,7 @@
     dropPending();
     headLen = 0; tail = null; tailLen = 0;
     shown.stdout = 0; shown.stderr = 0; interrupted = false;
+    holes.stdout = false; holes.stderr = false;
     state.stdout = []; state.stderr = [];
     held.stdout = ""; held.stderr = "";
     decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
