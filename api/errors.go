@@ -107,6 +107,11 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 		err = fmt.Errorf("%w (%v)", ErrStopping, err)
 	}
 	switch {
+	case errors.Is(err, ErrStopping):
+		// The stop's own cut (above): context.Canceled during a shutdown
+		// is not an error (STYLE), and a stop with requests in flight is
+		// a normal stop; the run of 503s of an outage stays an error.
+		s.logger.Info("request cut by the stop", "method", r.Method, "path", r.URL.Path, "error", err)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away while we worked (its timeout, a retry
 		// elsewhere): nothing failed here and nobody reads the answer
