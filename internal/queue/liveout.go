@@ -91,6 +91,7 @@ type liveChunk struct {
 	stream string
 	offset int64
 	data   []byte
+	capped int64 // the live output cap this chunk reached (LiveCapHeader); 0: none
 }
 
 // liveKeepMax bounds what a LiveOutput keeps: the chunks of the last
@@ -118,6 +119,18 @@ const liveMendTimeout = 2 * time.Second
 // Publish sends one chunk of order id of host (PublishOutput's) and keeps
 // a copy of it.
 func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string, offset int64, p []byte) error {
+	return o.publish(q, host, id, liveChunk{stream: stream, offset: offset, data: p})
+}
+
+// PublishLast is Publish for the chunk that reached the order's live
+// output cap (limit bytes of stdout and stderr together): it carries
+// LiveCapHeader, published again with it after a loss, and nothing of
+// the order is published after it.
+func (o *LiveOutput) PublishLast(q *Queue, host string, id uuid.UUID, stream string, offset int64, p []byte, limit int64) error {
+	return o.publish(q, host, id, liveChunk{stream: stream, offset: offset, data: p, capped: limit})
+}
+
+func (o *LiveOutput) publish(q *Queue, host string, id uuid.UUID, c liveChunk) error {
 	s := o.st.Load()
 	if s == nil {
 		// The first chunk: only now is there something to keep, and to
@@ -135,7 +148,7 @@ func (o *LiveOutput) Publish(q *Queue, host string, id uuid.UUID, stream string,
 		s.stop, s.done = cancel, make(chan struct{})
 		go s.watch(ctx)
 	}
-	c := liveChunk{stream: stream, offset: offset, data: bytes.Clone(p)}
+	c.data = bytes.Clone(c.data)
 	s.keep(c)
 	if s.mending {
 		return nil
@@ -310,6 +323,9 @@ func (s *liveState) msg(c liveChunk) *nats.Msg {
 	m.Header.Set(StreamHeader, c.stream)
 	m.Header.Set(OffsetHeader, off)
 	m.Header.Set(nats.MsgIdHdr, s.run+"."+c.stream+"."+off+"."+strconv.Itoa(s.round))
+	if c.capped > 0 {
+		m.Header.Set(LiveCapHeader, strconv.FormatInt(c.capped, 10))
+	}
 	m.Data = c.data
 	return m
 }
