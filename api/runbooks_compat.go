@@ -215,11 +215,12 @@ func (s *Server) OutputCap(ctx context.Context, o *order.Order) (limit int64, ok
 
 // storedRest gives fn the part of o's stored output past the seen bytes
 // the live stream delivered (a prefix of the output: FollowOrder gives no
-// live chunk past a hole that no later chunk filled). Of a truncated stored copy it gives what
-// its head holds past them: stage0, whose stream this is, sent the lines
-// up to its cap and dropped the rest, so its client gets the output's
-// beginning, never a piece of its end after an unmarked hole. The bytes
-// between the head and the cap that the live stream lost are nowhere.
+// live chunk past a hole that no later chunk filled). Of a truncated
+// stored copy it gives what its head holds past them: stage0, whose
+// stream this is, sent the lines up to its cap and dropped the rest, so
+// its client gets the output's beginning, never a piece of its end after
+// an unmarked hole. The bytes between the head and the cap that the live
+// stream lost are nowhere.
 func storedRest(o *order.Order, seen [2]int64, fn func(stream string, p []byte)) {
 	if o.Result == nil {
 		return
