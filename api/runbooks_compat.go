@@ -104,7 +104,6 @@ func IsDelegationToken(token string) bool {
 // stopped being accepted ends it with an error CredentialGone reads.
 func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream string, p []byte)) (*order.Order, error) {
 	var seen [2]int64 // bytes of stdout and stderr given to fn
-	var gap [2]bool   // chunks were lost: the rest comes from the stored output
 	live := fn
 	fn = func(stream string, p []byte) {
 		seen[streamIndex(stream)] += int64(len(p))
@@ -112,21 +111,22 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 	}
 	// chunk gives fn the part of a live chunk that continues what fn was
 	// given. Its offset (where in its stream it starts) tells a repeat,
-	// dropped, from a gap (chunks lost, as when NATS restarted and its
-	// memory stream with them): after a gap nothing more is given live,
-	// so what fn was given stays a prefix of the output and the stored
-	// copy gives the rest (storedRest). A chunk without an offset (an
-	// older worker's) is given as it comes, and so is one whose offset
-	// is negative, which no worker writes, as the SSE stream and the
-	// partial output read it: placed, it lost its first bytes.
+	// dropped, from a chunk past a hole (chunks lost, as when NATS
+	// restarted and its memory stream with them), not given either, so
+	// what fn was given stays a prefix of the output. Placing goes on
+	// past a hole: the worker publishes a running order's chunks again
+	// from the first it keeps once the live stream is back
+	// (queue.LiveOutput), and a later chunk that continues what fn was
+	// given fills it; what none fills the stored copy gives at the end
+	// (storedRest). A chunk without an offset (an older worker's) is
+	// given as it comes, and so is one whose offset is negative, which
+	// no worker writes, as the SSE stream and the partial output read
+	// it: placed, it lost its first bytes.
 	chunk := func(m *nats.Msg) {
 		stream := m.Header.Get(queue.StreamHeader)
 		i, p := streamIndex(stream), m.Data
 		if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {
-			if gap[i] {
-				return
-			}
-			if p, gap[i] = order.Continuing(off, seen[i], p); p == nil {
+			if p, _ = order.Continuing(off, seen[i], p); p == nil {
 				return
 			}
 		}
@@ -214,12 +214,13 @@ func (s *Server) OutputCap(ctx context.Context, o *order.Order) (limit int64, ok
 }
 
 // storedRest gives fn the part of o's stored output past the seen bytes
-// the live stream delivered (a prefix of the output: FollowOrder stops
-// giving live chunks at a gap). Of a truncated stored copy it gives what
-// its head holds past them: stage0, whose stream this is, sent the lines
-// up to its cap and dropped the rest, so its client gets the output's
-// beginning, never a piece of its end after an unmarked hole. The bytes
-// between the head and the cap that the live stream lost are nowhere.
+// the live stream delivered (a prefix of the output: FollowOrder gives no
+// live chunk past a hole that no later chunk filled). Of a truncated
+// stored copy it gives what its head holds past them: stage0, whose
+// stream this is, sent the lines up to its cap and dropped the rest, so
+// its client gets the output's beginning, never a piece of its end after
+// an unmarked hole. The bytes between the head and the cap that the live
+// stream lost are nowhere.
 func storedRest(o *order.Order, seen [2]int64, fn func(stream string, p []byte)) {
 	if o.Result == nil {
 		return

@@ -19,10 +19,18 @@ import (
 // its stream the chunk starts (absent from workers older than it): event
 // ids are live-stream sequences, which start again when that memory stream
 // is lost (a NATS restart), so a follower places chunks by offset.
+//
+// LiveCap is on the chunk that reached the order's live output cap (the
+// worker's worker.max_output_bytes, for stdout and stderr together: its
+// value): nothing of the order's output comes live after it, and the
+// stored output has the rest when the order ends. A follower that was
+// told "interrupted" can so tell live output that stopped at the cap
+// from live output the message bus lost.
 type Chunk struct {
-	Data   string  `json:"data"`
-	Encode *string `json:"encode"`
-	Offset *int64  `json:"offset,omitempty"`
+	Data    string  `json:"data"`
+	Encode  *string `json:"encode"`
+	Offset  *int64  `json:"offset,omitempty"`
+	LiveCap *int64  `json:"live_cap,omitempty"`
 }
 
 // liveInterrupted is the message of an SSE "interrupted" event.
@@ -233,6 +241,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				c := Chunk{Data: content, Encode: e}
 				if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {
 					c.Offset = &off
+				}
+				if limit, err := strconv.ParseInt(m.Header.Get(queue.LiveCapHeader), 10, 64); err == nil && limit > 0 {
+					c.LiveCap = &limit
 				}
 				if !send(lastSeq, stream, c) {
 					return

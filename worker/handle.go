@@ -542,10 +542,15 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			if left <= 0 {
 				return
 			}
-			if int64(len(p)) > left {
-				p = p[:left]
+			var err error
+			if int64(len(p)) >= left {
+				// The chunk that reaches the cap says so: a follower
+				// then knows why live output stops here (not a loss).
+				err = out.pub.PublishLast(w.q, &out.captured, o.Host, o.ID, stream, offset, p[:left], req.MaxOutput)
+			} else {
+				err = out.pub.Publish(w.q, &out.captured, o.Host, o.ID, stream, offset, p)
 			}
-			if err := out.pub.Publish(w.q, &out.captured, o.Host, o.ID, stream, offset, p); err != nil {
+			if err != nil {
 				w.logger.Debug("publish live output", "order_id", o.ID, "error", err)
 			}
 		}

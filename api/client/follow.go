@@ -53,6 +53,19 @@ type FollowOptions struct {
 	// hole it was told of while the order runs may still fill. A long
 	// order's follower would otherwise look frozen until its end.
 	OnInterrupted func(stream string, written int64)
+	// OnLiveShort is told at the order's end, after the API's
+	// "interrupted" event, for a stream whose stored copy holds more than
+	// was written live and of which no hole was told while the order ran
+	// (the rest is then written from the stored copy). why says which:
+	// LiveCapped when the live output reached the order's output cap
+	// (worker.max_output_bytes, for stdout and stderr together: the
+	// worker marks the chunk that reaches it) and none of it is missing,
+	// so the message bus lost nothing that would have come live;
+	// LiveLost otherwise (a worker that does not publish a running
+	// order's chunks again, an order that ended before the live stream
+	// was back). When it is nil, OnInterrupted is told for LiveLost, and
+	// nothing for LiveCapped, as without the restart.
+	OnLiveShort func(stream string, written int64, why LiveShort)
 	// OnRunAgain is told when the order starts again after some of its
 	// output was written: an idempotent order requeued after its worker
 	// stopped. What is written next is the new run's output from its
@@ -64,6 +77,17 @@ type FollowOptions struct {
 	// there: it cannot tell which part of the stored output is new.
 	LastEventID string
 }
+
+// LiveShort says why a stream's live output ended short of its stored
+// copy (FollowOptions.OnLiveShort).
+type LiveShort int
+
+const (
+	// LiveLost: the message bus lost the rest of the live output.
+	LiveLost LiveShort = iota + 1
+	// LiveCapped: the live output stopped at the order's output cap.
+	LiveCapped
+)
 
 // errNoSSE says the API has no usable event stream for the order, so the
 // follower polls instead.
@@ -94,6 +118,7 @@ type follower struct {
 	placed     [2]bool  // a chunk with an offset was seen
 	gap        [2]bool  // a chunk past what was written came: a hole, told
 	lost       bool     // the API's live stream was lost ("interrupted")
+	liveCap    int64    // the live output cap a chunk said it reached (0: none)
 	started    bool     // output has begun
 }
 
@@ -248,7 +273,7 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 			// the earlier run's bytes, they were taken for repeats of
 			// them: the earlier run's beginning, spliced to the new
 			// one's end, was written as the order's output.
-			f.written, f.placed, f.gap, f.lost = [2]int64{}, [2]bool{true, true}, [2]bool{}, false
+			f.written, f.placed, f.gap, f.lost, f.liveCap = [2]int64{}, [2]bool{true, true}, [2]bool{}, false, 0
 			if f.opts.OnRunAgain != nil {
 				f.opts.OnRunAgain()
 			}
@@ -266,6 +291,10 @@ func (f *follower) handle(ctx context.Context, ev sseEvent) (*Order, error) {
 		i := 0
 		if ev.Event == "stderr" {
 			i = 1
+		}
+		if chunk.LiveCap != nil {
+			// Seen even as a repeat: it says where live output ends.
+			f.liveCap = *chunk.LiveCap
 		}
 		if chunk.Offset != nil {
 			if b = f.place(i, *chunk.Offset, b); b == nil {
@@ -401,15 +430,13 @@ func (f *follower) flushResult(o *Order) error {
 	if o.Result == nil || f.opts.LastEventID != "" {
 		return nil
 	}
+	live := f.written // before any of the stored copy is written
 	for i, s := range []Stream{o.Result.Stdout, o.Result.Stderr} {
 		if s.Content == "" || (f.written[i] > 0 && f.written[i] >= s.Bytes) {
 			continue
 		}
-		if f.lost && !f.gap[i] && f.opts.OnInterrupted != nil {
-			// The live stream was lost and what came again did not
-			// reach the order's end (a worker that does not publish
-			// again, or an order that ended before the stream was back).
-			f.opts.OnInterrupted([2]string{"stdout", "stderr"}[i], f.written[i])
+		if f.lost && !f.gap[i] {
+			f.short(i, live)
 		}
 		b, err := s.Decode()
 		if err != nil {
@@ -436,6 +463,27 @@ func (f *follower) flushResult(o *Order) error {
 		}
 	}
 	return nil
+}
+
+// short tells why stream i's live output (live: the bytes of stdout and
+// stderr written live), after the API's live stream was lost, ended
+// short of its stored copy: at the live output cap, when a chunk said it
+// reached it and every byte up to it was written (the cap counts stdout
+// and stderr together), else because the bus lost the rest and what came
+// again did not reach the order's end (a worker that does not publish
+// again, or an order that ended before the stream was back).
+func (f *follower) short(i int, live [2]int64) {
+	stream := [2]string{"stdout", "stderr"}[i]
+	why := LiveLost
+	if f.liveCap > 0 && live[0]+live[1] >= f.liveCap {
+		why = LiveCapped
+	}
+	switch {
+	case f.opts.OnLiveShort != nil:
+		f.opts.OnLiveShort(stream, live[i], why)
+	case why == LiveLost && f.opts.OnInterrupted != nil:
+		f.opts.OnInterrupted(stream, live[i])
+	}
 }
 
 // writeAround writes, of a stream of total bytes whose stored copy kept

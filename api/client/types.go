@@ -191,6 +191,9 @@ type Chunk struct {
 	// Offset is where in its stream the chunk starts; nil from an API
 	// older than it.
 	Offset *int64 `json:"offset,omitempty"`
+	// LiveCap is on the chunk that reached the order's live output cap
+	// (bytes of stdout and stderr together): nothing more comes live.
+	LiveCap *int64 `json:"live_cap,omitempty"`
 }
 
 // OrderList is a page of orders; NextCursor (nil on the last page) asks

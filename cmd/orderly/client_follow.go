@@ -29,6 +29,13 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		opts.OnInterrupted = func(stream string, written int64) {
 			fmt.Fprintf(a.stderr, "\norderly: order %s: live %s was interrupted after %d bytes (the message bus lost some); the rest is written when it comes again, or from the stored copy when the order ends\n", ord.ID, stream, written)
 		}
+		opts.OnLiveShort = func(stream string, written int64, why client.LiveShort) {
+			if why == client.LiveCapped {
+				fmt.Fprintf(a.stderr, "\norderly: order %s: live %s stopped at the output cap after %d bytes (worker.max_output_bytes, stdout and stderr together; the message bus lost none of it); the rest is written from the stored copy\n", ord.ID, stream, written)
+				return
+			}
+			fmt.Fprintf(a.stderr, "\norderly: order %s: live %s was interrupted after %d bytes (the message bus lost the rest); the rest is written from the stored copy\n", ord.ID, stream, written)
+		}
 		opts.OnRunAgain = func() {
 			fmt.Fprintf(a.stderr, "\norderly: order %s runs again (its worker stopped and the order is idempotent): its output starts over\n", ord.ID)
 		}

@@ -24,9 +24,17 @@ const LiveStream = "ORDERLY_LIVE"
 // and OffsetHeader where in that stream the chunk starts (bytes before
 // it), so a follower can tell a gap or a repeat from the chunk itself:
 // stream sequences start again when a memory stream is lost.
+//
+// LiveCapHeader marks the chunk that reached the order's live output cap
+// (worker.max_output_bytes, for stdout and stderr together; its value):
+// the worker publishes nothing of the order after it, so a follower can
+// tell live output that stopped at the cap from live output the message
+// bus lost, when the stored copy at the order's end holds more than came
+// live.
 const (
-	StreamHeader = "Orderly-Stream"
-	OffsetHeader = "Orderly-Offset"
+	StreamHeader  = "Orderly-Stream"
+	OffsetHeader  = "Orderly-Offset"
+	LiveCapHeader = "Orderly-Live-Cap"
 )
 
 func liveConfig(replicas int) jetstream.StreamConfig {

@@ -86,6 +86,11 @@ type liveState struct {
 	// acked: the highest stream sequence an acknowledgement named.
 	acked   uint64
 	mending bool // the streams are being published again: new chunks wait
+	// capped: the live output cap the chunk of capStream ending at capEnd
+	// reached (LiveCapHeader on it, published again with it); 0: none.
+	capped    int64
+	capStream string
+	capEnd    int64
 	// round: how many times the streams were published again, in each
 	// chunk's Nats-Msg-Id (mend).
 	round int
@@ -133,6 +138,18 @@ const liveMendTimeout = 2 * time.Second
 // src holds from now on, to be published again from it after a loss.
 // p is not retained.
 func (o *LiveOutput) Publish(q *Queue, src LiveSource, host string, id uuid.UUID, stream string, offset int64, p []byte) error {
+	return o.publish(q, src, host, id, stream, offset, p, 0)
+}
+
+// PublishLast is Publish for the chunk that reached the order's live
+// output cap (limit bytes of stdout and stderr together): it carries
+// LiveCapHeader, published again with it after a loss, and nothing of
+// the order is published after it.
+func (o *LiveOutput) PublishLast(q *Queue, src LiveSource, host string, id uuid.UUID, stream string, offset int64, p []byte, limit int64) error {
+	return o.publish(q, src, host, id, stream, offset, p, limit)
+}
+
+func (o *LiveOutput) publish(q *Queue, src LiveSource, host string, id uuid.UUID, stream string, offset int64, p []byte, limit int64) error {
 	s := o.st.Load()
 	if s == nil {
 		// The first chunk: only now is there something to publish again
@@ -151,6 +168,9 @@ func (o *LiveOutput) Publish(q *Queue, src LiveSource, host string, id uuid.UUID
 		go s.watch(ctx)
 	}
 	s.published(stream, offset+int64(len(p)))
+	if limit > 0 {
+		s.capped, s.capStream, s.capEnd = limit, stream, offset+int64(len(p))
+	}
 	if s.mending {
 		return nil // the watch publishes it from src with the others
 	}
@@ -165,11 +185,11 @@ func (o *LiveOutput) Publish(q *Queue, src LiveSource, host string, id uuid.UUID
 		// A copy: the asynchronous publish keeps its message to send it
 		// again after "no responders", when p is another chunk's.
 		var f jetstream.PubAckFuture
-		if f, err = s.q.js.PublishMsgAsync(s.msg(stream, offset, bytes.Clone(p))); err == nil {
+		if f, err = s.q.js.PublishMsgAsync(s.msg(stream, offset, bytes.Clone(p), limit)); err == nil {
 			s.probe, s.probed = f, time.Now()
 		}
 	} else {
-		err = s.q.nc.PublishMsg(s.msg(stream, offset, p))
+		err = s.q.nc.PublishMsg(s.msg(stream, offset, p, limit))
 	}
 	if err != nil {
 		// Not sent (the reconnect buffer full, the connection closed):
@@ -281,6 +301,7 @@ func (s *liveState) mend(ctx context.Context) bool {
 		}
 		var name string
 		var end int64
+		capStream, capEnd, capped := s.capStream, s.capEnd, s.capped
 		if m == nil {
 			for i = 0; i < len(at) && at[i] >= s.streams[i].end; i++ {
 			}
@@ -298,7 +319,11 @@ func (s *liveState) mend(ctx context.Context) bool {
 				at[i] = end // the source holds nothing more of what was published
 				continue
 			}
-			m = s.msg(name, from, buf[:n])
+			var limit int64 // the chunk that reached the cap says so again
+			if capped > 0 && name == capStream && from+int64(n) == capEnd {
+				limit = capped
+			}
+			m = s.msg(name, from, buf[:n], limit)
 			if !rolled {
 				// The first purges the order's chunks that the stream took
 				// before the loss was seen (after the stream was made
@@ -330,13 +355,17 @@ func (s *liveState) mend(ctx context.Context) bool {
 	}
 }
 
-// msg is the message of the chunk of stream at offset.
-func (s *liveState) msg(stream string, offset int64, data []byte) *nats.Msg {
+// msg is the message of the chunk of stream at offset; capped: the live
+// output cap it reached (LiveCapHeader), 0 for none.
+func (s *liveState) msg(stream string, offset int64, data []byte, capped int64) *nats.Msg {
 	m := nats.NewMsg(s.subj)
 	off := strconv.FormatInt(offset, 10)
 	m.Header.Set(StreamHeader, stream)
 	m.Header.Set(OffsetHeader, off)
 	m.Header.Set(nats.MsgIdHdr, s.run+"."+stream+"."+off+"."+strconv.Itoa(s.round))
+	if capped > 0 {
+		m.Header.Set(LiveCapHeader, strconv.FormatInt(capped, 10))
+	}
 	m.Data = data
 	return m
 }
