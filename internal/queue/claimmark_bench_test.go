@@ -27,7 +27,7 @@ func BenchmarkRaiseClaimMark(b *testing.B) {
 	ctx := b.Context()
 	b.ResetTimer()
 	for i := range b.N {
-		if err := q.RaiseClaimMark(ctx, "bench", queue.ClaimMark{Seq: uint64(i + 1), Stored: at, Attempt: 1}); err != nil {
+		if err := q.RaiseClaimMark(ctx, "bench", queue.ClaimMark{Seq: uint64(i + 1), Stored: at, Attempt: 1}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
