@@ -48,7 +48,7 @@ func TestClaimMarkOfTwoInstancesTakingTurns(t *testing.T) {
 				var m queue.ClaimMark
 				testenv.WaitUntil(t, 30*time.Second, what, func() bool {
 					var err error
-					m, err = e.q.ClaimMarkOf(context.WithoutCancel(ctx), host)
+					m, err = e.q.ClaimMarkOf(context.WithoutCancel(ctx), host, nil)
 					return err == nil && want(m)
 				})
 				return m
@@ -127,7 +127,7 @@ func TestClaimMarkOfTwoInstancesTakingTurns(t *testing.T) {
 			if tc.late {
 				sendA()
 			}
-			m, err := e.q.ClaimMarkOf(ctx, host)
+			m, err := e.q.ClaimMarkOf(ctx, host, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -25,7 +25,7 @@ func TestTenuresFirstClaimIsMarkedBeforeItRuns(t *testing.T) {
 		if p == "after_claim" && o.ID == id {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			m, err := e.q.ClaimMarkOf(ctx, host)
+			m, err := e.q.ClaimMarkOf(ctx, host, nil)
 			if err != nil {
 				t.Error(err)
 			}

@@ -47,7 +47,7 @@ const markWait = 2 * time.Second
 // restart lost the consumer and perhaps the write).
 func (w *Worker) loadClaimMark(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, markWait)
-	m, err := w.q.ClaimMarkOf(rctx, w.opts.Host)
+	m, err := w.claimMarkOf(rctx)
 	cancel()
 	c := &w.claims
 	c.mu.Lock()
@@ -64,6 +64,25 @@ func (w *Worker) loadClaimMark(ctx context.Context) {
 	if m.After(c.written) {
 		c.written = m
 	}
+}
+
+// claimMarkOf reads the host's claim mark. One this host's worker did not
+// sign is no mark (queue.ErrUnauthenticatedClaimMark): trusted, a mark
+// another host's worker forged far ahead would have every order
+// PostgreSQL holds queued canceled as restored from a backup; ignored,
+// the restore guard is lost until this tenure's first claim writes the
+// host's own mark over it. Said at ERROR each time: nothing but another
+// credential (a host's, or this one's before a rotation) or an older
+// orderly writes such a mark.
+func (w *Worker) claimMarkOf(ctx context.Context) (queue.ClaimMark, error) {
+	m, err := w.q.ClaimMarkOf(ctx, w.opts.Host, w.opts.ClaimMarkKey)
+	if errors.Is(err, queue.ErrUnauthenticatedClaimMark) {
+		w.logger.Error("the host's claim mark in NATS was not written with this worker's own NATS credential: ignored, as no mark "+
+			"(another host's worker can write it; docs/security.md, \"Known gaps of a stolen worker seed\")",
+			"host", w.opts.Host, "bucket", queue.MarksBucket, "error", err)
+		return queue.ClaimMark{}, nil
+	}
+	return m, err
 }
 
 // claimedAt raises the claim mark to the message at seq, stored at at,
@@ -136,7 +155,7 @@ func (w *Worker) writeClaimMark(ctx context.Context) {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, markWait)
-	err := w.q.RaiseClaimMark(wctx, w.opts.Host, m)
+	err := w.q.RaiseClaimMark(wctx, w.opts.Host, m, w.opts.ClaimMarkKey)
 	cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -195,7 +214,7 @@ func (w *Worker) lookForBucket(ctx context.Context) {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, markWait)
-	m, err := w.q.ClaimMarkOf(rctx, w.opts.Host)
+	m, err := w.claimMarkOf(rctx)
 	cancel()
 	if err != nil {
 		return // still none, or not answered: the guard stays off

@@ -113,7 +113,7 @@ func TestRestoreGuardOffWithoutTheBucket(t *testing.T) {
 		if p == "after_claim" {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			mark, err := e.q.ClaimMarkOf(ctx, host)
+			mark, err := e.q.ClaimMarkOf(ctx, host, nil)
 			if err != nil {
 				t.Error(err)
 			}

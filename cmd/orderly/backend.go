@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -52,7 +53,12 @@ type backend struct {
 	// pgNotStarting is serve's managed PostgreSQL's failed starts in a
 	// row, for /readyz and /v1/status; nil with a database of its own.
 	pgNotStarting func() (pgembed.NotStarting, bool)
-	logger        *slog.Logger
+	// markSeed is the file holding the NATS seed the worker's claim mark
+	// key is derived from (claimMarkKey): its connection's nkey or
+	// credentials file; serve's embedded NATS gives its own host's worker
+	// seed, which a standby of that host connects with.
+	markSeed string
+	logger   *slog.Logger
 }
 
 func openBackend(ctx context.Context, cfg config.Config, name string, logger *slog.Logger, extra ...nats.Option) (*backend, error) {
@@ -193,7 +199,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		return nil, err
 	}
 	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate, refusal: refusal,
-		logger: logger}, nil
+		markSeed: cmp.Or(cfg.NATS.Nkey, cfg.NATS.Credentials), logger: logger}, nil
 }
 
 // backendNATSConnected, set by a test only, is called with a backend's
@@ -718,8 +724,16 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 			return hostpolicy.Check(c)
 		})
 	}
+	markKey, err := claimMarkKey(b.markSeed)
+	if err != nil {
+		return nil, err
+	}
+	if markKey == nil {
+		logger.Warn("no NATS nkey or credentials file: the host's claim mark is written unsigned and trusted as read, so any connection to NATS can forge it "+
+			"and have this worker cancel the orders PostgreSQL holds queued as restored from a backup (docs/security.md)", "host", cfg.Host)
+	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,
-		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics,
+		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics, ClaimMarkKey: markKey,
 		// systemctl status says whether this worker serves its host or
 		// stands by, not the last dependency its start waited for.
 		// While the servers refuse its credential, it says that instead.

@@ -7,12 +7,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/natsembed"
@@ -56,6 +58,32 @@ func natsAuth(cfg config.Config, role natsRole) ([]nats.Option, error) {
 		inbox = queue.WorkerInbox(cfg.Host)
 	}
 	return append(opts, nats.CustomInboxPrefix(inbox)), nil
+}
+
+// claimMarkKey derives the worker's claim mark key (queue.MarkKey) from
+// the seed in file, an nkey seed file or a .creds file (the seed after
+// its JWT); nil for no file. The seed is what another host's worker does
+// not hold; its public key is no secret.
+func claimMarkKey(file string) (queue.MarkKey, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("claim mark key: %w", err)
+	}
+	defer clear(b)
+	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("claim mark key: the seed in %s: %w", file, err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("claim mark key: the seed in %s: %w", file, err)
+	}
+	defer clear(seed)
+	return queue.NewMarkKey(seed), nil
 }
 
 // openQueue sets up the JetStream objects for role: the API creates or

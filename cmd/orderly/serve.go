@@ -243,6 +243,12 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		b.queue.FollowRestarts(embedded.JetStreamRestarts)
 	}
 	b.pgNotStarting = pgNotStarting
+	if natsCreds != nil {
+		// The claim mark's key is the host's, not serve's connection's: a
+		// standby worker of this host (with the worker seed serve wrote
+		// for it) checks the mark serve's worker signed, and signs its own.
+		b.markSeed = natsCreds.Workers[cfg.Host]
+	}
 	if serveBackendOpened != nil {
 		serveBackendOpened(b)
 	}

@@ -544,16 +544,16 @@ func TestClaimMarkOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m, err := q1.ClaimMarkOf(ctx, "h1"); err != nil || m.Seq != 0 {
+	if m, err := q1.ClaimMarkOf(ctx, "h1", nil); err != nil || m.Seq != 0 {
 		t.Fatalf("h1's claim mark before any: %+v %v", m, err)
 	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	for _, seq := range []uint64{7, 5} { // a lower one leaves the higher
-		if err := q1.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: seq, Stored: at}); err != nil {
+		if err := q1.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: seq, Stored: at}, nil); err != nil {
 			t.Fatalf("h1's worker raising its claim mark to %d: %v", seq, err)
 		}
 	}
-	if m, err := q1.ClaimMarkOf(ctx, "h1"); err != nil || m.Seq != 7 || !m.Stored.Equal(at) {
+	if m, err := q1.ClaimMarkOf(ctx, "h1", nil); err != nil || m.Seq != 7 || !m.Stored.Equal(at) {
 		t.Fatalf("h1's claim mark: %+v %v, want 7 at %s", m, err, at)
 	}
 	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
@@ -587,7 +587,7 @@ func TestRollupOfAClaimMarkRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
-	if err := q2.RaiseClaimMark(ctx, "h2", queue.ClaimMark{Seq: 9, Stored: at}); err != nil {
+	if err := q2.RaiseClaimMark(ctx, "h2", queue.ClaimMark{Seq: 9, Stored: at}, nil); err != nil {
 		t.Fatal(err)
 	}
 	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
@@ -607,7 +607,7 @@ func TestRollupOfAClaimMarkRefused(t *testing.T) {
 	if g, err := qAPI.PostgresMark(ctx); err != nil || g != 3 {
 		t.Fatalf("the publish generation after worker h1's rollups: %d %v, want 3", g, err)
 	}
-	if m, err := q2.ClaimMarkOf(ctx, "h2"); err != nil || m.Seq != 9 {
+	if m, err := q2.ClaimMarkOf(ctx, "h2", nil); err != nil || m.Seq != 9 {
 		t.Fatalf("h2's claim mark after worker h1's rollups: %+v %v, want 9", m, err)
 	}
 }

@@ -2,6 +2,9 @@ package queue
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,31 +69,102 @@ func (m ClaimMark) Covers(seq uint64, stored time.Time) bool {
 // claimMarkKey is host's key in MarksBucket.
 func claimMarkKey(host string) string { return "claimed." + host }
 
+// MarkKey authenticates a host's claim mark: its worker signs the mark it
+// writes and trusts only a mark signed so. NATS cannot keep another
+// host's worker from writing the key: any connection makes the server
+// store a body of its choice on any subject of the account by naming it
+// as the reply subject of a JetStream API request (a direct get of its
+// own heartbeat, no_hdr), whatever its publish permissions; a forged
+// mark far ahead would have the host's next tenure cancel every order
+// PostgreSQL holds queued as restored from a backup. The key is derived
+// from the worker's own NATS credential (NewMarkKey), which the host's
+// standby shares and no other host holds. Nil: no credential to derive
+// it from (an open NATS), marks are written unsigned and read unchecked.
+type MarkKey []byte
+
+// NewMarkKey derives the claim mark key from secret, the seed of the
+// worker's NATS credential; the seed itself never signs anything but the
+// server's nonce.
+func NewMarkKey(secret []byte) MarkKey {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte("orderly claim mark key v1"))
+	return h.Sum(nil)
+}
+
+// sign is the signature of m as the mark of key (claimed.<host>): the
+// hex HMAC-SHA256 of the key's name and the mark's fields, so a mark
+// signed for one host is no other host's, and the times compare as
+// instants whatever zone they were written in.
+func (k MarkKey) sign(key string, m ClaimMark) string {
+	h := hmac.New(sha256.New, k)
+	fmt.Fprintf(h, "%s\n%d\n%s\n%d", key, m.Seq, m.Stored.UTC().Format(time.RFC3339Nano), m.Attempt)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// signedMark is a claim mark as MarksBucket holds it: the mark's fields
+// (an older worker reads them, ignoring the signature) and Sig, its
+// worker's signature (MarkKey.sign); none from a worker with no key or
+// from before the signature.
+type signedMark struct {
+	ClaimMark
+	Sig string `json:"sig,omitempty"`
+}
+
+// ErrUnauthenticatedClaimMark: the claim mark NATS holds for the host
+// was not signed with its worker's key (MarkKey): another host's worker
+// may have written it, or an orderly from before the signature, or this
+// host's worker with another credential. Its reader takes it as no mark.
+var ErrUnauthenticatedClaimMark = errors.New("the claim mark was not written with this host's NATS credential")
+
+// decodeClaimMark reads the value of key, checking its signature with k
+// unless k is nil.
+func decodeClaimMark(key string, val []byte, k MarkKey) (ClaimMark, error) {
+	var s signedMark
+	if err := json.Unmarshal(val, &s); err != nil {
+		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %q is not a claim mark", key, MarksBucket, val)
+	}
+	if k == nil {
+		return s.ClaimMark, nil
+	}
+	switch {
+	case s.Sig == "":
+		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %w: it carries no signature (an orderly from before it, or a worker without a NATS credential, wrote it; or another host's worker did)", key, MarksBucket, ErrUnauthenticatedClaimMark)
+	case !hmac.Equal([]byte(s.Sig), []byte(k.sign(key, s.ClaimMark))):
+		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %w: its signature does not match (another host's worker wrote it, or this host's with another credential)", key, MarksBucket, ErrUnauthenticatedClaimMark)
+	}
+	return s.ClaimMark, nil
+}
+
 // ClaimMarkOf returns the claim mark NATS holds for host: zero when it
 // holds none (no order claimed since the store was new), ErrNoMarksBucket
 // when there is no bucket to hold one (not made yet by an API of this
 // version): the host's claims could not be written either, and its
 // worker shows its guard off from its tenure's start, not from its first
-// claim's write.
-func (q *Queue) ClaimMarkOf(ctx context.Context, host string) (ClaimMark, error) {
+// claim's write. With a key, a mark it did not sign is
+// ErrUnauthenticatedClaimMark.
+func (q *Queue) ClaimMarkOf(ctx context.Context, host string, k MarkKey) (ClaimMark, error) {
 	e, err := q.readMark(ctx, claimMarkKey(host))
 	if err != nil || e == nil {
 		return ClaimMark{}, err
 	}
-	var m ClaimMark
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
-		return ClaimMark{}, fmt.Errorf("read %s in kv bucket %s: %q is not a claim mark", claimMarkKey(host), MarksBucket, e.Value())
-	}
-	return m, nil
+	return decodeClaimMark(claimMarkKey(host), e.Value(), k)
 }
 
-// RaiseClaimMark makes host's claim mark m unless NATS holds one at least
-// as far (a previous worker's, written last; ClaimMark.After). Only the host's worker may
-// write it (natsembed.WorkerPermissions). A bucket no API made yet is
-// left alone: nothing to write to (ErrNoMarksBucket).
-func (q *Queue) RaiseClaimMark(ctx context.Context, host string, m ClaimMark) error {
+// RaiseClaimMark makes host's claim mark m, signed with k, unless NATS
+// holds one at least as far (a previous worker's, written last;
+// ClaimMark.After). A mark there that k did not sign is overwritten,
+// however far it claims to be: kept, a forged mark would keep the host's
+// own out for good. Only the host's worker may write it
+// (natsembed.WorkerPermissions), though not only it can (MarkKey). A
+// bucket no API made yet is left alone: nothing to write to
+// (ErrNoMarksBucket).
+func (q *Queue) RaiseClaimMark(ctx context.Context, host string, m ClaimMark, k MarkKey) error {
 	key := claimMarkKey(host)
-	val, err := json.Marshal(m)
+	s := signedMark{ClaimMark: m}
+	if k != nil {
+		s.Sig = k.sign(key, m)
+	}
+	val, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
@@ -108,8 +182,7 @@ func (q *Queue) RaiseClaimMark(ctx context.Context, host string, m ClaimMark) er
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			_, err = kv.Create(ctx, key, val)
 		case err == nil:
-			var cur ClaimMark
-			if json.Unmarshal(e.Value(), &cur) == nil && !m.After(cur) {
+			if cur, err := decodeClaimMark(key, e.Value(), k); err == nil && !m.After(cur) {
 				return nil
 			}
 			_, err = kv.Update(ctx, key, val, e.Revision())

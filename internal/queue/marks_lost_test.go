@@ -38,10 +38,10 @@ func TestMarksAfterALostStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
-	if err := w.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: 5, Stored: at, Attempt: 1}); err != nil {
+	if err := w.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: 5, Stored: at, Attempt: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := w.ClaimMarkOf(ctx, "h1"); err != nil || m.Seq != 5 {
+	if m, err := w.ClaimMarkOf(ctx, "h1", nil); err != nil || m.Seq != 5 {
 		t.Fatalf("the claim mark before the loss: %+v %v", m, err)
 	}
 
@@ -50,7 +50,7 @@ func TestMarksAfterALostStore(t *testing.T) {
 		return api.Conn().IsConnected() && nc.IsConnected()
 	})
 	testenv.WaitUntil(t, 10*time.Second, "the worker finds no bucket", func() bool {
-		_, err := w.ClaimMarkOf(ctx, "h1")
+		_, err := w.ClaimMarkOf(ctx, "h1", nil)
 		return errors.Is(err, queue.ErrNoMarksBucket)
 	})
 	if g, err := api.PostgresMark(ctx); err != nil || g != 0 {
@@ -62,10 +62,10 @@ func TestMarksAfterALostStore(t *testing.T) {
 	if g, err := api.PostgresMark(ctx); err != nil || g != 4 {
 		t.Fatalf("the publish generation raised: %d %v, want 4", g, err)
 	}
-	if m, err := w.ClaimMarkOf(ctx, "h1"); err != nil || m.Seq != 0 {
+	if m, err := w.ClaimMarkOf(ctx, "h1", nil); err != nil || m.Seq != 0 {
 		t.Fatalf("the claim mark in the new bucket: %+v %v, want none", m, err)
 	}
-	if err := w.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: 2, Stored: at, Attempt: 1}); err != nil {
+	if err := w.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: 2, Stored: at, Attempt: 1}, nil); err != nil {
 		t.Fatalf("the worker's write in the new bucket: %v", err)
 	}
 }
