@@ -19,7 +19,7 @@ import (
 // (liveKeepMax) until the order ends, so that a NATS restart loses none
 // of them unless the order printed more than that before the restart was
 // seen. The live stream is a memory stream: a restart of its server loses it with every chunk it held, and the chunks a worker
-// publishes until an API makes it again (MendLive, about a second) go
+// publishes until an API makes it again (Mend, about a second) go
 // into no stream; a worker may not make it (its NATS permissions), nor
 // read whether it is there. What a worker can see is its connection's
 // reconnect, which every restart of its server makes, and the answer to
