@@ -154,3 +154,45 @@ func TestOrdersStreamLimitsSetByHandAreSetBack(t *testing.T) {
 		t.Errorf("no WARN naming the stream and its limit:\n%s", logs.String())
 	}
 }
+
+// TestLeaseDeletedByHandLeavesTheRunningOrder: an operator deletes a
+// host's lease key (`nats kv del orderly_hosts lease.<host>`) while its
+// worker runs a long order and a standby waits. The delete is not the
+// holder's release: the standby leaves the key to the holder, which takes
+// it again at its next renewal, and the order runs to its end, once, and
+// the host's next orders after it. Before, the standby took the host at
+// once, as after a release, killed the running order's processes and
+// ended it interrupted, with its worker alive.
+func TestLeaseDeletedByHandLeavesTheRunningOrder(t *testing.T) {
+	var logs testenv.LogBuffer
+	r := newHandsRunLogging(t, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	startBoundWorker(t, r.e, r.e.natsURL, r.host) // the standby
+	gate := filepath.Join(r.dir, "gate")
+	r.rest("L", "while [ ! -e "+gate+" ]; do sleep 0.05; done")
+	testenv.WaitUntil(t, 30*time.Second, "the long order running", func() bool {
+		return r.e.order(r.ids["L"]).Status == "running"
+	})
+	testenv.WaitUntil(t, 30*time.Second, "a standby waiting", func() bool {
+		return strings.Contains(logs.String(), "waiting as standby")
+	})
+	r.rest("B", "")
+	ctx := testenv.Context(t)
+	kv, err := r.js.KeyValue(ctx, queue.HostsBucket)
+	must(t, err)
+	must(t, kv.Delete(ctx, "lease."+r.host))
+	// Past the lease (2 s): a holder that did not take its key again
+	// would have lost it by now.
+	time.Sleep(3 * time.Second)
+	must(t, os.WriteFile(gate, nil, 0o644))
+	r.rest("A", "")
+	status := r.settle(60 * time.Second)
+	r.checkContract(status)
+	for _, l := range []string{"L", "B", "A"} {
+		if status[l] != "succeeded" {
+			t.Errorf("order %s is %s, want succeeded (statuses %v)", l, status[l], status)
+		}
+	}
+	if !strings.Contains(logs.String(), "deleted without its holder releasing it") {
+		t.Errorf("no line of the standby saying it leaves the deleted key to its holder")
+	}
+}

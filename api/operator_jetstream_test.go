@@ -76,7 +76,7 @@ func startBoundWorker(t *testing.T, e *apiEnv, url, host string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	wq, err := queue.Bind(testenv.Context(t), nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second})
+	wq, err := queue.Bind(testenv.Context(t), nc, queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second, Logger: e.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,9 +84,8 @@ func startBoundWorker(t *testing.T, e *apiEnv, url, host string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := e.logger()
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, wq, hp, executor.New(logger), logger)
+		ShutdownGrace: 5 * time.Second}, e.store, wq, hp, executor.New(e.logger()), e.logger())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -288,6 +287,11 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 			must(t, err)
 			must(t, kv.Delete(ctx, "lease."+host))
 		}},
+		{"kv_del_lease_with_standby", func(t *testing.T, ctx context.Context, js jetstream.JetStream, host string) {
+			kv, err := js.KeyValue(ctx, queue.HostsBucket)
+			must(t, err)
+			must(t, kv.Delete(ctx, "lease."+host))
+		}},
 		{"kv_rm_hosts", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
 			must(t, js.DeleteKeyValue(ctx, queue.HostsBucket))
 		}},
@@ -295,9 +299,14 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 			must(t, js.DeleteKeyValue(ctx, queue.MarksBucket))
 		}},
 	}
+	// In these a second worker of the host waits as its standby.
+	standby := map[string]bool{"kv_del_lease_with_standby": true}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := newHandsRun(t)
+			if standby[c.name] {
+				startBoundWorker(t, r.e, r.e.natsURL, r.host)
+			}
 			gate := filepath.Join(r.dir, "gate")
 			r.rest("L", "while [ ! -e "+gate+" ]; do sleep 0.05; done")
 			testenv.WaitUntil(t, 30*time.Second, "the long order running", func() bool {

@@ -371,6 +371,23 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 			continue
 		}
+		if freed == "deleted" {
+			// Not released by its holder, which may be running an order:
+			// it takes the key again at its next renewal (Renew). Taken
+			// here only once a lease has passed since the holder was last
+			// seen renewing it, as after its expiry.
+			q.logger().Warn("the host lease's key was deleted without its holder releasing it (nats kv del?): leaving it to the holder, which takes it again at its next renewal; this standby takes the host only if it does not within the lease",
+				"host", host, "instance", instance, "hint", HandsHint)
+			wait := q.opts.LeaseTTL
+			if !renewed.IsZero() {
+				wait = max(q.opts.LeaseTTL-time.Since(renewed), 0)
+			}
+			if freed, err := waitFreed(ctx, w, wait, &renewed, nil); err != nil {
+				return nil, err
+			} else if freed == "deleted" {
+				continue // deleted again: the wait again
+			}
+		}
 		sent := time.Now()
 		rev, err := q.kv.Create(ctx, key, []byte(instance))
 		if err == nil {
@@ -480,8 +497,10 @@ func (c *leaseClock) renewal(ctx context.Context) {
 
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until wait has passed, and says which:
-// "released", "expired" or "tried". It sets *renewed to the time of each
-// put it sees (the holder's renewal). Timed on a lease (clock), the wait
+// "released" (deleted after its holder's releasedBy value), "deleted"
+// (deleted otherwise: by hand, or by a holder from before releasedBy),
+// "expired" or "tried". It sets *renewed to the time of each put it sees
+// (the holder's renewal). Timed on a lease (clock), the wait
 // lasts until that lease has passed since *renewed, if that is later,
 // and its end is "expired": the holder has not renewed within a lease.
 func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
@@ -493,9 +512,10 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		return at
 	}
 	deadline := ends()
+	releasing := false
 	for w != nil {
 		wctx, cancel := context.WithDeadline(ctx, deadline)
-		op, err := w.next(wctx)
+		op, val, err := w.next(wctx)
 		cancel()
 		if err != nil {
 			break // the wait is over, or the watch failed: the periodic try
@@ -503,12 +523,18 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		// A put is the holder's renewal: the key is not free.
 		switch op {
 		case jetstream.KeyValuePut:
+			if releasing = strings.HasPrefix(string(val), releasePrefix); releasing {
+				continue // its delete follows
+			}
 			*renewed = time.Now()
 			if clock != nil {
 				clock.renewal(ctx)
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
+			if !releasing {
+				return "deleted", nil
+			}
 			return "released", nil
 		case jetstream.KeyValuePurge:
 			return "expired", nil
@@ -563,31 +589,32 @@ func (q *Queue) watchKey(ctx context.Context, key string) (*keyWatch, error) {
 	return &keyWatch{q: q, sub: sub, name: c.CachedInfo().Name}, nil
 }
 
-// next waits for the key's next change and returns its operation.
-func (w *keyWatch) next(ctx context.Context) (jetstream.KeyValueOp, error) {
+// next waits for the key's next change and returns its operation and
+// the value it wrote (a put's).
+func (w *keyWatch) next(ctx context.Context) (jetstream.KeyValueOp, []byte, error) {
 	for {
 		m, err := w.sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			continue // not a stored message: the server sends none other here
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, nil
+			return jetstream.KeyValueDelete, nil, nil
 		case m.Header.Get("KV-Operation") == "PURGE":
-			return jetstream.KeyValuePurge, nil
+			return jetstream.KeyValuePurge, nil, nil
 		case m.Header.Get("KV-Operation") != "":
-			return jetstream.KeyValuePut, nil
+			return jetstream.KeyValuePut, m.Data, nil
 		}
 		switch m.Header.Get(jetstream.MarkerReasonHeader) {
 		case "MaxAge", "Purge":
-			return jetstream.KeyValuePurge, nil
+			return jetstream.KeyValuePurge, nil, nil
 		case "Remove":
-			return jetstream.KeyValueDelete, nil
+			return jetstream.KeyValueDelete, nil, nil
 		}
-		return jetstream.KeyValuePut, nil
+		return jetstream.KeyValuePut, m.Data, nil
 	}
 }
 
@@ -601,7 +628,9 @@ func (w *keyWatch) Stop() {
 }
 
 // Freed says how a lease taken after a wait was found free: "released"
-// by its holder, "expired" (the server's marker of its expiry), or
+// by its holder, "deleted" (by someone else, and not taken again by its
+// holder within the lease), "expired" (the server's marker of its
+// expiry), or
 // "tried" (found free at a try: the periodic one, or the one once the
 // watch is on); "" for one taken at once.
 func (l *Lease) Freed() string { return l.freed }
@@ -667,10 +696,28 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 // goroutine that renews.
 func (l *Lease) Written() time.Time { return l.written }
 
-// Release gives the host up, so a standby can take over at once.
+// Release gives the host up, so a standby can take over at once. The
+// key is first written with releasedBy, then deleted: a standby takes
+// over at once only after a delete that follows that value (waitFreed).
+// A delete alone is someone else's (`nats kv del orderly_hosts
+// lease.<host>` by hand) while the holder may still run an order: the
+// standby that took over at once killed that order's processes and
+// ended it interrupted, with the holder alive.
 func (l *Lease) Release(ctx context.Context) error {
-	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
+	rev, err := l.q.kv.Update(ctx, l.key, []byte(releasedBy(l.instance)), l.rev)
+	if err != nil {
+		return err
+	}
+	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
 }
+
+// releasePrefix starts the lease key's value its holder writes just
+// before it deletes the key (Release).
+const releasePrefix = "released by "
+
+// releasedBy is the lease key's value that instance writes as it
+// releases the key.
+func releasedBy(instance string) string { return releasePrefix + instance }
 
 // Beat records info as the heartbeat of the host this lease holds, unless
 // another worker has written it since this lease was last renewed.
@@ -778,6 +825,9 @@ func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
 	}
 	if err != nil {
 		return "", fmt.Errorf("read the lease of host %s: %w", host, err)
+	}
+	if strings.HasPrefix(string(e.Value()), releasePrefix) {
+		return "", nil // being released: its delete follows
 	}
 	return string(e.Value()), nil
 }
