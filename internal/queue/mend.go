@@ -103,8 +103,9 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 // handChanged names the limits of cfg, the settings of one of madeStreams
 // as they are, that orderly does not set and that lose orders: on the
 // orders stream any limit (what passes one is removed, queued orders
-// among it), on the submissions stream an age (submissions not yet taken
-// removed). The submissions stream's own caps are orderly's
+// among it), on the submissions stream an age or a cap on its messages
+// in all (submissions not yet taken removed, or every host's refused).
+// The submissions stream's own caps are orderly's
 // (DefaultSubmitBacklog, SubmitMaxBytes, or smaller when JetStream could
 // not reserve them: ensureStream), and so are the buckets' and the live
 // stream's: not looked at.
@@ -127,6 +128,9 @@ func handChanged(cfg jetstream.StreamConfig) []string {
 	case SubmitStream:
 		if cfg.MaxAge > 0 {
 			c = append(c, "max_age "+cfg.MaxAge.String())
+		}
+		if cfg.MaxMsgs > 0 {
+			c = append(c, fmt.Sprintf("max_msgs %d", cfg.MaxMsgs))
 		}
 	}
 	return c
