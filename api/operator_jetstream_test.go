@@ -277,6 +277,9 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 		{"consumer_rm", func(t *testing.T, ctx context.Context, js jetstream.JetStream, host string) {
 			must(t, js.DeleteConsumer(ctx, queue.OrdersStream, queue.ConsumerName(host)))
 		}},
+		{"consumer_rm_intake", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
+			must(t, js.DeleteConsumer(ctx, queue.SubmitStream, queue.IntakeConsumerName))
+		}},
 		{"stream_edit_orders_max_age", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
 			edit(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxAge, c.Duplicates = 3*time.Second, time.Second })
 		}},

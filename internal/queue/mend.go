@@ -58,7 +58,8 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 		reconnects += (*restarts)()
 	}
 	now := time.Now().UnixNano()
-	if reconnects == q.liveFound.Load() && now-q.mendedAt.Load() < int64(MendEvery) {
+	reconnected := reconnects != q.liveFound.Load()
+	if !reconnected && now-q.mendedAt.Load() < int64(MendEvery) {
 		return 0, nil
 	}
 	var gone []string
@@ -86,8 +87,14 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 		}
 	}
 	for _, s := range madeStreams {
-		if slices.Contains(gone, s.name) {
-			q.logger().Error("a JetStream stream of orderly was gone (deleted by hand: nats stream rm, nats kv rm?): made it again; what it held is lost",
+		switch {
+		case !slices.Contains(gone, s.name):
+		case reconnected && s.name == LiveStream:
+			// A memory stream: a restart of a single nats-server
+			// loses it, nobody's mistake.
+			q.logger().Info("the live output stream was gone after a NATS restart: made it again", "stream", s.name)
+		default:
+			q.logger().Error("a JetStream stream of orderly was gone (deleted by hand: nats stream rm, nats kv rm? or the NATS store lost): made it again; what it held is lost",
 				"stream", s.name, "lost", s.lost, "hint", HandsHint)
 		}
 		if c := changed[s.name]; len(c) > 0 {
