@@ -77,7 +77,14 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 			changed[s.name] = c
 		}
 	}
-	if len(gone) > 0 || len(changed) > 0 {
+	switch {
+	case len(changed) == 0 && slices.Equal(gone, []string{LiveStream}):
+		// The live stream alone, as a NATS restart loses it: the
+		// request that made it before Mend looked at the others.
+		if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err != nil {
+			return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
+		}
+	case len(gone) > 0 || len(changed) > 0:
 		if slices.Contains(gone, "KV_"+MarksBucket) {
 			// ensure makes the bucket only when no handle is open.
 			q.forgetMarksKV(jetstream.ErrStreamNotFound)
