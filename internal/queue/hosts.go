@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -497,8 +498,8 @@ func (c *leaseClock) renewal(ctx context.Context) {
 
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until wait has passed, and says which:
-// "released" (deleted after its holder's releasedBy value), "deleted"
-// (deleted otherwise: by hand, or by a holder from before releasedBy),
+// "released" (deleted by its holder's Release), "deleted" (deleted
+// otherwise: by hand, or by a holder from before ReleasedHeader),
 // "expired" or "tried". It sets *renewed to the time of each put it sees
 // (the holder's renewal). Timed on a lease (clock), the wait
 // lasts until that lease has passed since *renewed, if that is later,
@@ -512,10 +513,9 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		return at
 	}
 	deadline := ends()
-	releasing := false
 	for w != nil {
 		wctx, cancel := context.WithDeadline(ctx, deadline)
-		op, val, err := w.next(wctx)
+		op, released, err := w.next(wctx)
 		cancel()
 		if err != nil {
 			break // the wait is over, or the watch failed: the periodic try
@@ -523,16 +523,13 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		// A put is the holder's renewal: the key is not free.
 		switch op {
 		case jetstream.KeyValuePut:
-			if releasing = strings.HasPrefix(string(val), releasePrefix); releasing {
-				continue // its delete follows
-			}
 			*renewed = time.Now()
 			if clock != nil {
 				clock.renewal(ctx)
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
-			if !releasing {
+			if !released {
 				return "deleted", nil
 			}
 			return "released", nil
@@ -589,32 +586,32 @@ func (q *Queue) watchKey(ctx context.Context, key string) (*keyWatch, error) {
 	return &keyWatch{q: q, sub: sub, name: c.CachedInfo().Name}, nil
 }
 
-// next waits for the key's next change and returns its operation and
-// the value it wrote (a put's).
-func (w *keyWatch) next(ctx context.Context) (jetstream.KeyValueOp, []byte, error) {
+// next waits for the key's next change and returns its operation, and
+// for a delete whether its holder released the key (Release).
+func (w *keyWatch) next(ctx context.Context) (op jetstream.KeyValueOp, released bool, err error) {
 	for {
 		m, err := w.sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return 0, nil, err
+			return 0, false, err
 		}
 		if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			continue // not a stored message: the server sends none other here
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, nil, nil
+			return jetstream.KeyValueDelete, m.Header.Get(ReleasedHeader) != "", nil
 		case m.Header.Get("KV-Operation") == "PURGE":
-			return jetstream.KeyValuePurge, nil, nil
+			return jetstream.KeyValuePurge, false, nil
 		case m.Header.Get("KV-Operation") != "":
-			return jetstream.KeyValuePut, m.Data, nil
+			return jetstream.KeyValuePut, false, nil
 		}
 		switch m.Header.Get(jetstream.MarkerReasonHeader) {
 		case "MaxAge", "Purge":
-			return jetstream.KeyValuePurge, nil, nil
+			return jetstream.KeyValuePurge, false, nil
 		case "Remove":
-			return jetstream.KeyValueDelete, nil, nil
+			return jetstream.KeyValueDelete, false, nil
 		}
-		return jetstream.KeyValuePut, m.Data, nil
+		return jetstream.KeyValuePut, false, nil
 	}
 }
 
@@ -697,27 +694,29 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 func (l *Lease) Written() time.Time { return l.written }
 
 // Release gives the host up, so a standby can take over at once. The
-// key is first written with releasedBy, then deleted: a standby takes
-// over at once only after a delete that follows that value (waitFreed).
-// A delete alone is someone else's (`nats kv del orderly_hosts
-// lease.<host>` by hand) while the holder may still run an order: the
-// standby that took over at once killed that order's processes and
-// ended it interrupted, with the holder alive.
+// key's delete is kv.Delete's message (KV-Operation: DEL, on the lease's
+// revision) with ReleasedHeader naming the holder: a standby takes over
+// at once only after a delete that says so (waitFreed). A delete without
+// it is someone else's (`nats kv del orderly_hosts lease.<host>` by
+// hand) while the holder may still run an order: the standby that took
+// over at once killed that order's processes and ended it interrupted,
+// with the holder alive. One message, not a value written before the
+// delete: the bucket keeps one message per key, and a delete stored
+// before the watch delivered the value took it away unseen.
 func (l *Lease) Release(ctx context.Context) error {
-	rev, err := l.q.kv.Update(ctx, l.key, []byte(releasedBy(l.instance)), l.rev)
-	if err != nil {
-		return err
+	m := nats.NewMsg("$KV." + HostsBucket + "." + l.key)
+	m.Header.Set("KV-Operation", "DEL")
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(l.rev, 10))
+	m.Header.Set(ReleasedHeader, l.instance)
+	if _, err := l.q.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("release lease of host %s: %w", l.host, err)
 	}
-	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
+	return nil
 }
 
-// releasePrefix starts the lease key's value its holder writes just
-// before it deletes the key (Release).
-const releasePrefix = "released by "
-
-// releasedBy is the lease key's value that instance writes as it
-// releases the key.
-func releasedBy(instance string) string { return releasePrefix + instance }
+// ReleasedHeader names the worker instance that released a lease, on
+// the lease key's delete (Release).
+const ReleasedHeader = "Orderly-Released-By"
 
 // Beat records info as the heartbeat of the host this lease holds, unless
 // another worker has written it since this lease was last renewed.
@@ -825,9 +824,6 @@ func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
 	}
 	if err != nil {
 		return "", fmt.Errorf("read the lease of host %s: %w", host, err)
-	}
-	if strings.HasPrefix(string(e.Value()), releasePrefix) {
-		return "", nil // being released: its delete follows
 	}
 	return string(e.Value()), nil
 }
