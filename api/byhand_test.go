@@ -88,7 +88,7 @@ func TestStreamsDeletedByHandAreMadeAgain(t *testing.T) {
 				} else {
 					err = r.js.DeleteStream(ctx, c.stream)
 				}
-				must(t, err)
+				orFail(t, err)
 				deleted := time.Now()
 				testenv.WaitUntil(t, 30*time.Second, c.stream+" made again", func() bool {
 					_, err := r.js.Stream(ctx, c.stream)
@@ -150,7 +150,7 @@ func TestStreamLimitsSetByHandAreSetBack(t *testing.T) {
 					ids = append(ids, o.ID)
 				}
 				missing, err := r.e.q.Missing(testenv.Context(r.t), "unserved", ids, 100)
-				must(r.t, err)
+				orFail(r.t, err)
 				if len(missing) > 0 {
 					r.t.Errorf("queued orders whose messages are gone: %v of %v", missing, ids)
 				}
@@ -211,12 +211,12 @@ func TestLeaseDeletedByHandLeavesTheRunningOrder(t *testing.T) {
 	r.rest("B", "")
 	ctx := testenv.Context(t)
 	kv, err := r.js.KeyValue(ctx, queue.HostsBucket)
-	must(t, err)
-	must(t, kv.Delete(ctx, "lease."+r.host))
+	orFail(t, err)
+	orFail(t, kv.Delete(ctx, "lease."+r.host))
 	// Past the lease (2 s): a holder that did not take its key again
 	// would have lost it by now.
 	time.Sleep(3 * time.Second)
-	must(t, os.WriteFile(gate, nil, 0o644))
+	orFail(t, os.WriteFile(gate, nil, 0o644))
 	r.rest("A", "")
 	status := r.settle(60 * time.Second)
 	r.checkContract(status)

@@ -264,21 +264,21 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 		act  func(t *testing.T, ctx context.Context, js jetstream.JetStream, host string)
 	}{
 		{"stream_rm_live", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			must(t, js.DeleteStream(ctx, queue.LiveStream))
+			orFail(t, js.DeleteStream(ctx, queue.LiveStream))
 		}},
 		{"stream_rm_orders", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			must(t, js.DeleteStream(ctx, queue.OrdersStream))
+			orFail(t, js.DeleteStream(ctx, queue.OrdersStream))
 		}},
 		{"stream_purge_orders", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
 			st, err := js.Stream(ctx, queue.OrdersStream)
-			must(t, err)
-			must(t, st.Purge(ctx))
+			orFail(t, err)
+			orFail(t, st.Purge(ctx))
 		}},
 		{"consumer_rm", func(t *testing.T, ctx context.Context, js jetstream.JetStream, host string) {
-			must(t, js.DeleteConsumer(ctx, queue.OrdersStream, queue.ConsumerName(host)))
+			orFail(t, js.DeleteConsumer(ctx, queue.OrdersStream, queue.ConsumerName(host)))
 		}},
 		{"consumer_rm_intake", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			must(t, js.DeleteConsumer(ctx, queue.SubmitStream, queue.IntakeConsumerName))
+			orFail(t, js.DeleteConsumer(ctx, queue.SubmitStream, queue.IntakeConsumerName))
 		}},
 		{"stream_edit_orders_max_age", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
 			edit(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxAge, c.Duplicates = 3*time.Second, time.Second })
@@ -287,28 +287,28 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 			edit(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxBytes = 300 })
 		}},
 		{"stream_rm_submit", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			must(t, js.DeleteStream(ctx, queue.SubmitStream))
+			orFail(t, js.DeleteStream(ctx, queue.SubmitStream))
 		}},
 		{"stream_purge_submit", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
 			st, err := js.Stream(ctx, queue.SubmitStream)
-			must(t, err)
-			must(t, st.Purge(ctx))
+			orFail(t, err)
+			orFail(t, st.Purge(ctx))
 		}},
 		{"kv_del_lease", func(t *testing.T, ctx context.Context, js jetstream.JetStream, host string) {
 			kv, err := js.KeyValue(ctx, queue.HostsBucket)
-			must(t, err)
-			must(t, kv.Delete(ctx, "lease."+host))
+			orFail(t, err)
+			orFail(t, kv.Delete(ctx, "lease."+host))
 		}},
 		{"kv_del_lease_with_standby", func(t *testing.T, ctx context.Context, js jetstream.JetStream, host string) {
 			kv, err := js.KeyValue(ctx, queue.HostsBucket)
-			must(t, err)
-			must(t, kv.Delete(ctx, "lease."+host))
+			orFail(t, err)
+			orFail(t, kv.Delete(ctx, "lease."+host))
 		}},
 		{"kv_rm_hosts", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			must(t, js.DeleteKeyValue(ctx, queue.HostsBucket))
+			orFail(t, js.DeleteKeyValue(ctx, queue.HostsBucket))
 		}},
 		{"kv_rm_marks", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			must(t, js.DeleteKeyValue(ctx, queue.MarksBucket))
+			orFail(t, js.DeleteKeyValue(ctx, queue.MarksBucket))
 		}},
 	}
 	// In these a second worker of the host waits as its standby.
@@ -336,7 +336,7 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 			acted := time.Now()
 			c.act(t, testenv.Context(t), r.js, r.host)
 			time.Sleep(1500 * time.Millisecond) // the change seen while the long order runs
-			must(t, os.WriteFile(gate, nil, 0o644))
+			orFail(t, os.WriteFile(gate, nil, 0o644))
 			for i := range 3 {
 				r.rest(fmt.Sprintf("A%dr", i), "")
 				r.overNATS(fmt.Sprintf("A%dn", i), "")
@@ -357,7 +357,8 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 	}
 }
 
-func must(t *testing.T, err error) {
+// orFail ends the test at err, a step of its own that failed.
+func orFail(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -368,9 +369,9 @@ func must(t *testing.T, err error) {
 func edit(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, change func(*jetstream.StreamConfig)) {
 	t.Helper()
 	st, err := js.Stream(ctx, name)
-	must(t, err)
+	orFail(t, err)
 	cfg := st.CachedInfo().Config
 	change(&cfg)
 	_, err = js.UpdateStream(ctx, cfg)
-	must(t, err)
+	orFail(t, err)
 }
