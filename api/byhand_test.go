@@ -171,7 +171,7 @@ func TestStreamLimitsSetByHandAreSetBack(t *testing.T) {
 			// Twice: the first may meet the API's first look; the second
 			// is set back by a look after it, at its period.
 			for range 2 {
-				edit(t, ctx, r.js, c.stream, c.change)
+				editStream(t, ctx, r.js, c.stream, c.change)
 				edited := time.Now()
 				testenv.WaitUntil(t, 30*time.Second, c.stream+"'s limit set back", func() bool {
 					st, err := r.js.Stream(ctx, c.stream)

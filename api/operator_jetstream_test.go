@@ -281,10 +281,10 @@ func TestOperatorChangesJetStreamByHand(t *testing.T) {
 			orFail(t, js.DeleteConsumer(ctx, queue.SubmitStream, queue.IntakeConsumerName))
 		}},
 		{"stream_edit_orders_max_age", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			edit(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxAge, c.Duplicates = 3*time.Second, time.Second })
+			editStream(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxAge, c.Duplicates = 3*time.Second, time.Second })
 		}},
 		{"stream_edit_orders_max_bytes", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
-			edit(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxBytes = 300 })
+			editStream(t, ctx, js, queue.OrdersStream, func(c *jetstream.StreamConfig) { c.MaxBytes = 300 })
 		}},
 		{"stream_rm_submit", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ string) {
 			orFail(t, js.DeleteStream(ctx, queue.SubmitStream))
@@ -365,8 +365,8 @@ func orFail(t *testing.T, err error) {
 	}
 }
 
-// edit changes a stream's settings as `nats stream edit` does.
-func edit(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, change func(*jetstream.StreamConfig)) {
+// editStream changes a stream's settings as `nats stream edit` does.
+func editStream(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, change func(*jetstream.StreamConfig)) {
 	t.Helper()
 	st, err := js.Stream(ctx, name)
 	orFail(t, err)
