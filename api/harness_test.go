@@ -157,7 +157,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	}
 	e := &apiEnv{t: t, dsn: opts.dsn, natsURL: opts.natsURL, tokens: opts.tokens, opts: opts}
 	e.store, e.pool = testenv.Store(t, e.dsn)
-	qopts := queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second}
+	qopts := queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second, Logger: e.logger()}
 	if opts.natsOpts == nil {
 		e.q = testenv.Queue(t, e.natsURL, "api-test", qopts)
 	} else {

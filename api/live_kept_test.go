@@ -22,7 +22,7 @@ import (
 // TestLiveOutputKeptAcrossANATSRestart: an order prints a numbered line
 // every 50 ms while nats-server restarts, losing the live output's memory
 // stream with every chunk in it; the worker's chunks of the second or so
-// before an API makes the stream again (queue.MendLive) went into no
+// before an API makes the stream again (queue.Mend) went into no
 // stream. The worker keeps the running order's chunks and, after its
 // reconnect, publishes them again once the stream acknowledges them
 // (queue.LiveOutput): a follower who comes after the restart reads every

@@ -17,7 +17,7 @@ import (
 // TestLiveStreamMadeAgainAfterANATSRestartWithNoFollower: nats-server
 // restarts under a running order that nobody follows, losing the live
 // output's memory stream. The workers may not make it; the API makes it
-// again by itself after its reconnect (queue.MendLive, from the intake's
+// again by itself after its reconnect (queue.Mend, from the intake's
 // loops), so what the order prints after the restart is in the stream for
 // a follower who comes later and for the partial output kept if the order
 // is interrupted. Before, the stream stayed gone until a follower's

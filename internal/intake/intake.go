@@ -63,7 +63,7 @@ type Publisher interface {
 	PurgeAcked(ctx context.Context) (int, error)
 	ApplyDeferredSettings(ctx context.Context) (int, error)
 	ProbeStoring(ctx context.Context) (int, error)
-	MendLive(ctx context.Context) (int, error)
+	Mend(ctx context.Context) (int, error)
 	PostgresMark(ctx context.Context) (uint64, error)
 	RaisePostgresMark(ctx context.Context, gen uint64) error
 }
@@ -427,10 +427,12 @@ func (s *Service) Run(ctx context.Context) {
 	}()
 	go func() {
 		defer wg.Done()
-		// The workers may not make the live stream: after a NATS restart
-		// that lost it, their chunks reach it again only once an API has
-		// made it. A read of the reconnect count while NATS stays up.
-		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "make the live output stream again after a NATS restart", s.pub.MendLive)
+		// The workers may not make the streams: after a NATS restart that
+		// lost the live stream, or an operator's nats stream rm, their
+		// chunks (or leases) reach it again only once an API has made it.
+		// A read of the reconnect count each second, and a look at the
+		// streams every queue.MendEvery.
+		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "make the streams again after a NATS restart or a change by hand", s.pub.Mend)
 	}()
 	wg.Wait()
 	s.finalRaise(ctx)

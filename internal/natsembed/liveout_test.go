@@ -23,7 +23,7 @@ import (
 // credential) publishes a numbered line every 50 ms through
 // queue.LiveOutput across such a restart, nobody following; the API's
 // queue, told of the restarts (FollowRestarts, as serve does), makes the
-// stream again in its MendLive loop, and the worker, whose acknowledged
+// stream again in its Mend loop, and the worker, whose acknowledged
 // chunk of the second is refused (no stream), publishes what it kept
 // again. A reader that comes afterwards finds every line in the live
 // stream exactly once and in order, each chunk where the last ended, and
@@ -48,7 +48,7 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 	w1, q1 := b.workerQueue(t, ctx, "h1", queue.Options{})
 	go func() { // the intake's loop
 		for ctx.Err() == nil {
-			_, _ = qAPI.MendLive(ctx)
+			_, _ = qAPI.Mend(ctx)
 			time.Sleep(queue.ProbeEvery)
 		}
 	}()

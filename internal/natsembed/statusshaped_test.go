@@ -231,7 +231,10 @@ func TestServeStandbyPastAStatusShapedLease(t *testing.T) {
 	}
 	w0.publishShaped(t, "$KV."+queue.HostsBucket+".lease.h0", "Status", "100", "Description", "Idle Heartbeat",
 		"Nats-Consumer-Stalled", "$JS.API.STREAM.PURGE."+queue.OrdersStream)
-	w0.publishShaped(t, "$KV."+queue.HostsBucket+".lease.h0", "KV-Operation", "DEL") // released
+	// Released as a worker releases (queue's Lease.Release): a delete
+	// naming its holder. One without is a delete by hand, which a standby
+	// leaves to the holder for a lease.
+	w0.publishShaped(t, "$KV."+queue.HostsBucket+".lease.h0", "KV-Operation", "DEL", queue.ReleasedHeader, "other")
 	if err := <-taken; err != nil {
 		t.Fatalf("serve taking its host's lease: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -371,6 +372,23 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			}
 			continue
 		}
+		if freed == "deleted" {
+			// Not released by its holder, which may be running an order:
+			// it takes the key again at its next renewal (Renew). Taken
+			// here only once a lease has passed since the holder was last
+			// seen renewing it, as after its expiry.
+			q.logger().Warn("the host lease's key was deleted without its holder releasing it (nats kv del?): leaving it to the holder, which takes it again at its next renewal; this standby takes the host only if it does not within the lease",
+				"host", host, "instance", instance, "hint", HandsHint)
+			wait := q.opts.LeaseTTL
+			if !renewed.IsZero() {
+				wait = max(q.opts.LeaseTTL-time.Since(renewed), 0)
+			}
+			if freed, err := waitFreed(ctx, w, wait, &renewed, nil); err != nil {
+				return nil, err
+			} else if freed == "deleted" {
+				continue // deleted again: the wait again
+			}
+		}
 		sent := time.Now()
 		rev, err := q.kv.Create(ctx, key, []byte(instance))
 		if err == nil {
@@ -480,8 +498,10 @@ func (c *leaseClock) renewal(ctx context.Context) {
 
 // waitFreed waits until the lease key that w watches (nil: none) is
 // deleted or marked expired, or until wait has passed, and says which:
-// "released", "expired" or "tried". It sets *renewed to the time of each
-// put it sees (the holder's renewal). Timed on a lease (clock), the wait
+// "released" (deleted by its holder's Release), "deleted" (deleted
+// otherwise: by hand, or by a holder from before ReleasedHeader),
+// "expired" or "tried". It sets *renewed to the time of each put it sees
+// (the holder's renewal). Timed on a lease (clock), the wait
 // lasts until that lease has passed since *renewed, if that is later,
 // and its end is "expired": the holder has not renewed within a lease.
 func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
@@ -495,7 +515,7 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 	deadline := ends()
 	for w != nil {
 		wctx, cancel := context.WithDeadline(ctx, deadline)
-		op, err := w.next(wctx)
+		op, released, err := w.next(wctx)
 		cancel()
 		if err != nil {
 			break // the wait is over, or the watch failed: the periodic try
@@ -509,6 +529,9 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
+			if !released {
+				return "deleted", nil
+			}
 			return "released", nil
 		case jetstream.KeyValuePurge:
 			return "expired", nil
@@ -563,31 +586,32 @@ func (q *Queue) watchKey(ctx context.Context, key string) (*keyWatch, error) {
 	return &keyWatch{q: q, sub: sub, name: c.CachedInfo().Name}, nil
 }
 
-// next waits for the key's next change and returns its operation.
-func (w *keyWatch) next(ctx context.Context) (jetstream.KeyValueOp, error) {
+// next waits for the key's next change and returns its operation, and
+// for a delete whether its holder released the key (Release).
+func (w *keyWatch) next(ctx context.Context) (op jetstream.KeyValueOp, released bool, err error) {
 	for {
 		m, err := w.sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			continue // not a stored message: the server sends none other here
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, nil
+			return jetstream.KeyValueDelete, m.Header.Get(ReleasedHeader) != "", nil
 		case m.Header.Get("KV-Operation") == "PURGE":
-			return jetstream.KeyValuePurge, nil
+			return jetstream.KeyValuePurge, false, nil
 		case m.Header.Get("KV-Operation") != "":
-			return jetstream.KeyValuePut, nil
+			return jetstream.KeyValuePut, false, nil
 		}
 		switch m.Header.Get(jetstream.MarkerReasonHeader) {
 		case "MaxAge", "Purge":
-			return jetstream.KeyValuePurge, nil
+			return jetstream.KeyValuePurge, false, nil
 		case "Remove":
-			return jetstream.KeyValueDelete, nil
+			return jetstream.KeyValueDelete, false, nil
 		}
-		return jetstream.KeyValuePut, nil
+		return jetstream.KeyValuePut, false, nil
 	}
 }
 
@@ -601,7 +625,9 @@ func (w *keyWatch) Stop() {
 }
 
 // Freed says how a lease taken after a wait was found free: "released"
-// by its holder, "expired" (the server's marker of its expiry), or
+// by its holder, "deleted" (by someone else, and not taken again by its
+// holder within the lease), "expired" (the server's marker of its
+// expiry), or
 // "tried" (found free at a try: the periodic one, or the one once the
 // watch is on); "" for one taken at once.
 func (l *Lease) Freed() string { return l.freed }
@@ -667,10 +693,30 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 // goroutine that renews.
 func (l *Lease) Written() time.Time { return l.written }
 
-// Release gives the host up, so a standby can take over at once.
+// Release gives the host up, so a standby can take over at once. The
+// key's delete is kv.Delete's message (KV-Operation: DEL, on the lease's
+// revision) with ReleasedHeader naming the holder: a standby takes over
+// at once only after a delete that says so (waitFreed). A delete without
+// it is someone else's (`nats kv del orderly_hosts lease.<host>` by
+// hand) while the holder may still run an order: the standby that took
+// over at once killed that order's processes and ended it interrupted,
+// with the holder alive. One message, not a value written before the
+// delete: the bucket keeps one message per key, and a delete stored
+// before the watch delivered the value took it away unseen.
 func (l *Lease) Release(ctx context.Context) error {
-	return l.q.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
+	m := nats.NewMsg("$KV." + HostsBucket + "." + l.key)
+	m.Header.Set("KV-Operation", "DEL")
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(l.rev, 10))
+	m.Header.Set(ReleasedHeader, l.instance)
+	if _, err := l.q.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("release lease of host %s: %w", l.host, err)
+	}
+	return nil
 }
+
+// ReleasedHeader names the worker instance that released a lease, on
+// the lease key's delete (Release).
+const ReleasedHeader = "Orderly-Released-By"
 
 // Beat records info as the heartbeat of the host this lease holds, unless
 // another worker has written it since this lease was last renewed.

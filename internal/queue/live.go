@@ -404,47 +404,7 @@ func (q *Queue) liveStream(ctx context.Context) (jetstream.Stream, error) {
 	return s, err
 }
 
-// MendLive makes the live stream again when a NATS restart lost it, on a
-// queue that may create streams (the API's, serve's; a worker's may not),
-// and counts 1 when it did. It asks the server only once the connection
-// has reconnected since the stream was last found (nats.go's reconnect
-// count, read from memory), so it costs nothing while NATS stays up: the
-// API's intake calls it every ProbeEvery. A NATS restart reconnects every
-// client; on a single server the memory stream is gone after it, and a
-// worker's chunks went into no stream until a follower's request (Live)
-// or an API's start made it again: what a running order printed meanwhile
-// was missing from its live view and from the partial output kept if it
-// was interrupted. (A cluster keeps the stream's assignment and makes the
-// stream again itself, empty.) A restart that keeps the connections
-// (FollowRestarts) counts as a reconnect. A request that fails (JetStream
-// not ready after the reconnect) is asked again at the next call.
-func (q *Queue) MendLive(ctx context.Context) (int, error) {
-	if !q.creator {
-		return 0, nil
-	}
-	// Both only grow: their sum changes when either does.
-	reconnects := q.nc.Stats().Reconnects
-	if restarts := q.restarts.Load(); restarts != nil {
-		reconnects += (*restarts)()
-	}
-	if reconnects == q.liveFound.Load() {
-		return 0, nil
-	}
-	_, err := q.js.Stream(ctx, LiveStream)
-	made := 0
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err == nil {
-			made = 1
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
-	}
-	q.liveFound.Store(reconnects)
-	return made, nil
-}
-
-// FollowRestarts has MendLive look for the live stream also after each
+// FollowRestarts has Mend look for the live stream also after each
 // restart that restarts counts, one that keeps the connection: serve's
 // embedded JetStream restarted in place once its store has room again
 // (natsembed's JetStreamRestarts) loses the memory stream with no

@@ -20,7 +20,7 @@ import (
 // LiveSource), so that a restart loses none of what the executor keeps
 // for the result: all of a stream up to the output cap, and past it its
 // head and its latest bytes. The live stream is a memory stream: a restart of its server loses it with every chunk it held, and the chunks a worker
-// publishes until an API makes it again (MendLive, about a second) go
+// publishes until an API makes it again (Mend, about a second) go
 // into no stream; a worker may not make it (its NATS permissions), nor
 // read whether it is there. What a worker can see is its connection's
 // reconnect, which every restart of its server makes, and the answer to

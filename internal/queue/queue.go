@@ -79,9 +79,11 @@ type Queue struct {
 	// the streams; a worker's Bind may not.
 	creator   bool
 	ensuredAt atomic.Int64 // unix ns of the last reensure
-	// liveFound: the connection's reconnect count when MendLive last
-	// found the live stream (made it, or it was there).
+	// liveFound: the connection's reconnect count when Mend last found
+	// the streams (made them, or they were there); mendedAt: unix ns of
+	// that look.
 	liveFound atomic.Uint64
+	mendedAt  atomic.Int64
 	// restarts: FollowRestarts's count, nil without.
 	restarts atomic.Pointer[func() uint64]
 	storing  storing // whether publishes are acknowledged (storing.go)

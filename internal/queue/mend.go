@@ -1,0 +1,151 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// MendEvery is how often Mend looks at orderly's streams and buckets while
+// the connection stays up: an operator's `nats stream rm`, `nats kv rm` or
+// `nats stream edit` reconnects nobody.
+const MendEvery = 5 * time.Second
+
+// HandsHint is where an operator reads what orderly does after a stream,
+// a bucket or their settings were changed by hand.
+const HandsHint = "docs/deploy.md, Changing JetStream state by hand"
+
+// madeStreams are the streams ensure makes, with what is lost with each
+// when it is deleted, as Mend's log line says it.
+var madeStreams = []struct{ name, lost string }{
+	{OrdersStream, "the messages of the orders queued then: those orders never run, and end canceled once the API finds their messages gone (within about two minutes); resubmit those that must run"},
+	{SubmitStream, "the NATS submissions the API's intake had not taken yet, never answered; NATS publishes to orderly.submit.* were refused until now"},
+	{LiveStream, "the live output of the orders running then (their workers publish what they keep of it again); PostgreSQL gets each order's whole output"},
+	{"KV_" + HostsBucket, "the workers' leases and heartbeats: each worker takes its host again at its next renewal"},
+	{"KV_" + MarksBucket, "the publish generation and the hosts' claim marks: the restore guard (docs/deploy.md, Backup and restore) knows less until they are written again"},
+}
+
+// Mend makes orderly's streams and buckets again when one is gone, and
+// sets the orders and submissions streams' limits back when they were
+// changed by hand, on a queue that may create streams (the API's,
+// serve's; a worker's may not), and counts what it made or set back. It
+// looks every MendEvery, and at once after the connection reconnected
+// (nats.go's reconnect count, read from memory, or a restart that
+// FollowRestarts counts): a NATS restart loses the live memory stream on
+// a single server, and a worker's chunks went into no stream until the
+// stream was made again. Otherwise gone until a restart of the API were:
+// the submissions stream after `nats stream rm ORDERLY_SUBMIT` (every
+// NATS submission refused), the hosts bucket after `nats kv rm
+// orderly_hosts` (every worker's lease renewal failing, every host shown
+// offline), the live stream after `nats stream rm ORDERLY_LIVE` (chunks
+// into no stream); and a `nats stream edit ORDERLY_ORDERS --max-age`, or
+// any limit, dropped queued orders for as long as the API ran. Cost: five
+// STREAM.INFO requests every MendEvery per API replica. A request that
+// fails (JetStream not ready after a reconnect) is asked again at the
+// next call.
+func (q *Queue) Mend(ctx context.Context) (int, error) {
+	if !q.creator {
+		return 0, nil
+	}
+	// Both only grow: their sum changes when either does.
+	reconnects := q.nc.Stats().Reconnects
+	if restarts := q.restarts.Load(); restarts != nil {
+		reconnects += (*restarts)()
+	}
+	now := time.Now().UnixNano()
+	reconnected := reconnects != q.liveFound.Load()
+	if !reconnected && now-q.mendedAt.Load() < int64(MendEvery) {
+		return 0, nil
+	}
+	var gone []string
+	changed := map[string][]string{}
+	for _, s := range madeStreams {
+		st, err := q.js.Stream(ctx, s.name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			gone = append(gone, s.name)
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: %w", s.name, err)
+		}
+		if c := handChanged(st.CachedInfo().Config); len(c) > 0 {
+			changed[s.name] = c
+		}
+	}
+	switch {
+	case len(changed) == 0 && slices.Equal(gone, []string{LiveStream}):
+		// The live stream alone, as a NATS restart loses it: the
+		// request that made it before Mend looked at the others.
+		if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err != nil {
+			return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
+		}
+	case len(gone) > 0 || len(changed) > 0:
+		if slices.Contains(gone, "KV_"+MarksBucket) {
+			// ensure makes the bucket only when no handle is open.
+			q.forgetMarksKV(jetstream.ErrStreamNotFound)
+		}
+		if _, err := q.ensure(ctx); err != nil {
+			return 0, fmt.Errorf("make the streams again (%s gone): %w", strings.Join(gone, ", "), replicasError(err, q.opts.Replicas))
+		}
+	}
+	for _, s := range madeStreams {
+		switch {
+		case !slices.Contains(gone, s.name):
+		case reconnected && s.name == LiveStream:
+			// A memory stream: a restart of a single nats-server
+			// loses it, nobody's mistake.
+			q.logger().Info("the live output stream was gone after a NATS restart: made it again", "stream", s.name)
+		default:
+			q.logger().Error("a JetStream stream of orderly was gone (deleted by hand: nats stream rm, nats kv rm? or the NATS store lost): made it again; what it held is lost",
+				"stream", s.name, "lost", s.lost, "hint", HandsHint)
+		}
+		if c := changed[s.name]; len(c) > 0 {
+			q.logger().Warn("a JetStream stream's limits were changed by hand (nats stream edit?): set back to orderly's, under which no accepted order is dropped; orderly sets them at every start too",
+				"stream", s.name, "changed", strings.Join(c, ", "), "hint", HandsHint)
+		}
+	}
+	q.liveFound.Store(reconnects)
+	q.mendedAt.Store(now)
+	return len(gone) + len(changed), nil
+}
+
+// handChanged names the limits of cfg, the settings of one of madeStreams
+// as they are, that orderly does not set and that lose orders: on the
+// orders stream any limit (what passes one is removed, queued orders
+// among it), on the submissions stream an age or a cap on its messages
+// in all (submissions not yet taken removed, or every host's refused).
+// The submissions stream's own caps are orderly's
+// (DefaultSubmitBacklog, SubmitMaxBytes, or smaller when JetStream could
+// not reserve them: ensureStream), and so are the buckets' and the live
+// stream's: not looked at.
+func handChanged(cfg jetstream.StreamConfig) []string {
+	var c []string
+	switch cfg.Name {
+	case OrdersStream:
+		if cfg.MaxAge > 0 {
+			c = append(c, "max_age "+cfg.MaxAge.String())
+		}
+		if cfg.MaxBytes > 0 {
+			c = append(c, fmt.Sprintf("max_bytes %d", cfg.MaxBytes))
+		}
+		if cfg.MaxMsgs > 0 {
+			c = append(c, fmt.Sprintf("max_msgs %d", cfg.MaxMsgs))
+		}
+		if cfg.MaxMsgsPerSubject > 0 {
+			c = append(c, fmt.Sprintf("max_msgs_per_subject %d", cfg.MaxMsgsPerSubject))
+		}
+	case SubmitStream:
+		if cfg.MaxAge > 0 {
+			c = append(c, "max_age "+cfg.MaxAge.String())
+		}
+		if cfg.MaxMsgs > 0 {
+			c = append(c, fmt.Sprintf("max_msgs %d", cfg.MaxMsgs))
+		}
+	}
+	return c
+}
