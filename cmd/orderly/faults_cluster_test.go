@@ -67,6 +67,10 @@ func startNATSClusterConf(t testing.TB, dir string, n int, extra string) *natsCl
 		routePorts[i] = freePort(t)
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[i]))
 	}
+	// A name of its own: a route that reaches another test process's
+	// cluster (a port it picked as free, taken since) is refused, not
+	// joined, which would make one cluster of two.
+	cluster := fmt.Sprintf("orderly-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
 		node := &natsServer{t: t, bin: bin, conf: filepath.Join(dir, "nats-"+name+".conf"),
@@ -81,11 +85,11 @@ jetstream {
   sync_interval: always
 }
 cluster {
-  name: orderly-test
+  name: %s
   listen: "127.0.0.1:%d"
   routes: [%s]
 }
-%s`, name, node.port, node.httpPort, filepath.Join(dir, "js-"+name), routePorts[i], strings.Join(routes, ", "), extra)
+%s`, name, node.port, node.httpPort, filepath.Join(dir, "js-"+name), cluster, routePorts[i], strings.Join(routes, ", "), extra)
 		if err := os.WriteFile(node.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
