@@ -843,6 +843,11 @@ func finishOf(res executor.Result) postgres.Finish {
 func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
 	wctx, cancel := w.writeContext(ctx)
 	defer cancel()
+	return w.completeIn(wctx, msg, o, f)
+}
+
+// completeIn is complete within wctx, a write's context (writeContext).
+func (w *Worker) completeIn(wctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
 	err = w.retry(wctx, msg, "write result", func(ctx context.Context) error {
 		return w.store.Complete(ctx, o.ID, o.Attempt, f)
 	})
@@ -908,18 +913,9 @@ func (w *Worker) completeLostClaim(ctx context.Context, msg jetstream.Msg, o, cu
 	}
 	w.logger.Error("PostgreSQL lost this order's claim after it ran (a failover to a standby behind the primary, or a restore): claimed again to record its result",
 		"order_id", o.ID, "attempt", o.Attempt, "recorded_attempt", again.Attempt)
-	err = w.retry(ctx, msg, "write result", func(ctx context.Context) error {
-		return w.store.Complete(ctx, o.ID, again.Attempt, f)
-	})
-	if order.ErrorCode(err) == order.CodeConflict {
-		if now, gerr := w.store.GetOrder(ctx, o.ID); gerr == nil && now.Attempt == again.Attempt && now.Status == f.Status {
-			return true, nil
-		}
-		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
-			"attempt", again.Attempt, "error", err)
-		return false, nil
-	}
-	return err == nil, err
+	under := *o
+	under.Attempt = again.Attempt
+	return w.completeIn(ctx, msg, &under, f)
 }
 
 // stopWriteWait is how long a write of the delivery protocol (a claim, a
