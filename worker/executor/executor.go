@@ -246,7 +246,22 @@ type Executor struct {
 	// setSubreaper says AdoptOrphans set the process's child subreaper
 	// flag (it was clear), so StopAdopting clears it; guarded by mu.
 	setSubreaper bool
+	// descriptorWait is how long an order waits for a file descriptor
+	// when the worker or the system has none left to start it
+	// (startWaitForDescriptors; tests shorten it).
+	descriptorWait time.Duration
 }
+
+// startWaitForDescriptors bounds how long an order that cannot start
+// because the worker (RLIMIT_NOFILE) or the system (fs.file-max) is out
+// of file descriptors waits for one, trying again with a backoff, before
+// it fails. Descriptors come back as they are closed (a live follower of
+// serve's API that leaves, a connection of the pool that ends), and an
+// order failed for a passing shortage would be one to submit again; a
+// worker that leaks them never gets them back, and the host's orders then
+// fail one by one, each after this wait, rather than the host stalling
+// silently. The host's next orders wait behind it meanwhile.
+const startWaitForDescriptors = 10 * time.Second
 
 // devNull is /dev/null for reading and for writing, opened once for the
 // whole process (close-on-exec, never closed) and handed to every order
@@ -271,7 +286,8 @@ func New(logger *slog.Logger) *Executor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{}}
+	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{},
+		descriptorWait: startWaitForDescriptors}
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -290,7 +306,65 @@ func New(logger *slog.Logger) *Executor {
 // leaderGoneTimeout after the grace's SIGKILL ends the order too, with
 // GroupGone false, neither ExitCode nor Signal, and output that may be
 // cut; it is reaped in the background once it dies.
+//
+// A start that fails for want of processes or file descriptors says in
+// StartErr which limit was reached (explainStart). One out of file
+// descriptors is tried again, with a backoff, for up to
+// startWaitForDescriptors: a cancel signal or the end of ctx meanwhile
+// ends the wait, and the Result is then Canceled with the StartErr.
 func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
+	var (
+		first, deadline time.Time // of the wait for a descriptor
+		delay           = 50 * time.Millisecond
+	)
+	for {
+		res := e.runOnce(ctx, req, signals)
+		if res.StartErr == nil {
+			if !deadline.IsZero() {
+				e.logger.LogAttrs(ctx, slog.LevelInfo, "file descriptors free again: the order that waited for one started",
+					slog.Duration("waited", time.Since(first)))
+			}
+			return res
+		}
+		err := explainStart(res.StartErr, req.Credential, req.CgroupParent)
+		res.StartErr = err
+		if !outOfDescriptors(err) || ctx.Err() != nil {
+			return res
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			first, deadline = now, now.Add(e.descriptorWait)
+			// Once per order: the tries that follow say nothing new.
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of file descriptors: the order waits for one to start, then fails",
+				slog.String("error", err.Error()), slog.Duration("wait", e.descriptorWait))
+		}
+		left := deadline.Sub(now)
+		if left <= 0 {
+			res.StartErr = fmt.Errorf("%w; gave up after %s", err, e.descriptorWait)
+			return res
+		}
+		t := time.NewTimer(min(delay, left))
+		delay = min(2*delay, time.Second)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", ctx.Err())}
+		case _, ok := <-signals:
+			t.Stop()
+			if !ok {
+				signals = nil
+				continue
+			}
+			return Result{Canceled: true, GroupGone: true,
+				StartErr: fmt.Errorf("not started: canceled while it waited for a file descriptor: %w", err)}
+		}
+	}
+}
+
+// runOnce is one try of Run's: it starts the process and supervises it,
+// or returns the start's error as it came.
+func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
 	if err := ctx.Err(); err != nil {
 		return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", err)}
 	}
