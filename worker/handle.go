@@ -829,6 +829,8 @@ func finishOf(res executor.Result) postgres.Finish {
 		f.Status = order.StatusSucceeded
 	default:
 		f.Status = order.StatusFailed
+		// A SIGKILL alone reads as someone's kill -9.
+		f.Result.Error = res.OOMKill
 	}
 	return f
 }

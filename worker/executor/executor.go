@@ -208,6 +208,11 @@ type Result struct {
 	// cgroup it is also set when an orphan of the order survived its
 	// SIGKILL.
 	Escaped bool
+	// OOMKill says why the kernel's OOM killer most likely ended the
+	// order, when its leader died of a SIGKILL the worker did not send
+	// and the kernel counted OOM kills meanwhile (oomKilled); empty
+	// otherwise.
+	OOMKill string
 	// Adopted counts the processes of the order that had left its session
 	// (setsid, a daemonizing double fork) and were found, ended and
 	// reaped as the worker's orphans at its end; only an adopting
@@ -250,6 +255,10 @@ type Executor struct {
 	// when the worker or the system has none left to start it
 	// (startWaitForDescriptors; tests shorten it).
 	descriptorWait time.Duration
+	// oomSeen is the last look at the kernel's OOM kill counts (oom.go):
+	// taken before the first order, and after each leader killed by a
+	// SIGKILL the worker did not send.
+	oomSeen atomic.Pointer[oomReading]
 }
 
 // startWaitForDescriptors bounds how long an order that cannot start
@@ -328,6 +337,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		}
 		err := explainStart(res.StartErr, req.Credential, req.CgroupParent)
 		res.StartErr = err
+		if errors.Is(err, syscall.EAGAIN) {
+			// Not tried again: a fork bomb's processes, or the
+			// user's, need not end; the order fails, and this says
+			// the host is short of processes, once per order.
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of processes: the order could not start",
+				slog.String("error", err.Error()))
+		}
 		if !outOfDescriptors(err) || ctx.Err() != nil {
 			return res
 		}
@@ -435,6 +451,9 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	before := e.pids.Load()
 	if before == nil && (cg == nil || adopting) {
 		before = e.readPids()
+	}
+	if e.oomSeen.Load() == nil {
+		e.oomSeen.CompareAndSwap(nil, readOOM(oomSources(req.CgroupParent)))
 	}
 	start := time.Now()
 	unlockStarts := e.lockStarts()
@@ -636,6 +655,9 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 				res.ExitCode = &code
 			case ws.Signaled():
 				res.Signal = signalName(ws.Signal())
+				if ws.Signal() == unix.SIGKILL && !res.TimedOut && !res.Canceled && res.Aborted == nil && !stuck {
+					res.OOMKill = e.oomKilled(req.CgroupParent)
+				}
 			}
 		}
 	}
