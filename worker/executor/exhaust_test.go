@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,4 +149,94 @@ func TestStartPastThePidsLimitSaysWhichCgroup(t *testing.T) {
 	if !strings.Contains(got, want) {
 		t.Fatalf("the order's start past its worker's pids limit: %q, want it to say %q", got, want)
 	}
+}
+
+// takeDescriptors lowers the test process's RLIMIT_NOFILE to what is
+// open now plus a few, and opens /dev/null until none is left; the
+// returned func gives them back. Tests that use it are not parallel:
+// nothing else of the process may open a file meanwhile.
+func takeDescriptors(t *testing.T) (release func()) {
+	t.Helper()
+	var was unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &was); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lower := was
+	lower.Cur = uint64(len(open) + 64)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lower); err != nil {
+		t.Fatal(err)
+	}
+	var held []*os.File
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		held = append(held, f)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			for _, f := range held {
+				f.Close()
+			}
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &was); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// TestOutOfDescriptorsWaitsBoundedAndCancelably: a start that finds no
+// file descriptor waits for one, for descriptorWait at most, then fails
+// saying it gave up and which limit was reached; a cancel signal during
+// the wait ends it at once, Canceled, without starting anything.
+func TestOutOfDescriptorsWaitsBoundedAndCancelably(t *testing.T) {
+	logs := &strings.Builder{}
+	var mu sync.Mutex
+	e := New(slog.New(slog.NewTextHandler(lockedWriter{&mu, logs}, nil)))
+	e.descriptorWait = 300 * time.Millisecond
+	release := takeDescriptors(t)
+	res := e.Run(t.Context(), sh("true"), nil)
+	if res.StartErr == nil || res.Pid != 0 || res.Canceled ||
+		!strings.Contains(res.StartErr.Error(), "too many open files (the worker's open file limit (RLIMIT_NOFILE ") ||
+		!strings.Contains(res.StartErr.Error(), "gave up after 300ms") {
+		t.Fatalf("Run out of descriptors: StartErr %v, Pid %d, Canceled %v; want the limit named and a give-up after 300ms",
+			res.StartErr, res.Pid, res.Canceled)
+	}
+
+	// A wait of an hour: only the cancel ends it, and says so.
+	e.descriptorWait = time.Hour
+	signals := make(chan syscall.Signal, 1)
+	signals <- syscall.SIGTERM
+	res = e.Run(t.Context(), sh("true"), signals)
+	release()
+	if !res.Canceled || res.Pid != 0 || res.StartErr == nil ||
+		!strings.Contains(res.StartErr.Error(), "canceled while it waited for a file descriptor") {
+		t.Fatalf("Run canceled while out of descriptors: Canceled %v, Pid %d, StartErr %v; want canceled, not started",
+			res.Canceled, res.Pid, res.StartErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "out of file descriptors"); n != 2 {
+		t.Errorf("%d warnings of the two orders' waits, want one each:\n%s", n, logs)
+	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
