@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -153,6 +154,9 @@ type Request struct {
 	// for must not run on. It is called at most once, from Run's
 	// goroutine; Timeout counts from the start, OnStart's time included.
 	OnStart func(p Process, exited bool) error
+	// OrderID names the order in the executor's lines about the host
+	// (out of descriptors or processes), as order_id.
+	OrderID uuid.UUID
 	// ExitWait is how long Run gives the leader to exit before it calls
 	// OnStart: a leader that exits meanwhile (a command of a millisecond)
 	// is handed over as exited, unless it left a process of its session
@@ -331,7 +335,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		if res.StartErr == nil {
 			if !deadline.IsZero() {
 				e.logger.LogAttrs(ctx, slog.LevelInfo, "file descriptors free again: the order that waited for one started",
-					slog.Duration("waited", time.Since(first)))
+					slog.String("order_id", req.OrderID.String()), slog.Duration("waited", time.Since(first)))
 			}
 			return res
 		}
@@ -342,7 +346,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			// user's, need not end; the order fails, and this says
 			// the host is short of processes, once per order.
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of processes: the order could not start",
-				slog.String("error", err.Error()))
+				slog.String("order_id", req.OrderID.String()), slog.String("error", err.Error()))
 		}
 		if !outOfDescriptors(err) || ctx.Err() != nil {
 			return res
@@ -352,7 +356,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			first, deadline = now, now.Add(e.descriptorWait)
 			// Once per order: the tries that follow say nothing new.
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of file descriptors: the order waits for one to start, then fails",
-				slog.String("error", err.Error()), slog.Duration("wait", e.descriptorWait))
+				slog.String("order_id", req.OrderID.String()), slog.String("error", err.Error()), slog.Duration("wait", e.descriptorWait))
 		}
 		left := deadline.Sub(now)
 		if left <= 0 {
