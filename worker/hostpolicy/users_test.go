@@ -2,6 +2,7 @@ package hostpolicy
 
 import (
 	"os"
+	"os/exec"
 	"os/user"
 	"slices"
 	"strconv"
@@ -216,13 +217,27 @@ func TestRunAsUnprivileged(t *testing.T) {
 	})
 }
 
+// lookupFailsEnv makes TestRunAsWhenTheUserCannotBeLookedUp do its check
+// in the process it is set in (a fresh one).
+const lookupFailsEnv = "ORDERLY_HOSTPOLICY_LOOKUP_FAILS"
+
 // TestRunAsWhenTheUserCannotBeLookedUp: a worker out of file descriptors
 // cannot read the user database; an order naming an allowed user that
 // exists is then unavailable (the worker records it failed, the host's
 // trouble), not refused as "user does not exist on this host"
-// (unprocessable, recorded rejected). Not parallel: the descriptors are
-// the whole test process's.
+// (unprocessable, recorded rejected). The check runs in a fresh test
+// process: the descriptors are the whole process's, and the C library,
+// once an earlier test had it list a user's groups, answered the lookup
+// from what it keeps open.
 func TestRunAsWhenTheUserCannotBeLookedUp(t *testing.T) {
+	if os.Getenv(lookupFailsEnv) != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRunAsWhenTheUserCannotBeLookedUp$", "-test.count=1")
+		cmd.Env = append(os.Environ(), lookupFailsEnv+"=1")
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("the check in a fresh process: %v\n%s", err, out)
+		}
+		return
+	}
 	cfg := newFixture(t).cfg()
 	cfg.AllowedUsers = []string{"nobody"}
 	p := newPolicy(t, cfg)
