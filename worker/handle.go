@@ -523,6 +523,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	})
 	defer stopTimers()
 	req := prep.Req
+	req.OrderID = o.ID
 	var out *liveOut // nil when nothing is captured
 	if req.CaptureStdout || req.CaptureStderr {
 		// Live output for SSE followers, up to the stored cap per order so
@@ -829,6 +830,8 @@ func finishOf(res executor.Result) postgres.Finish {
 		f.Status = order.StatusSucceeded
 	default:
 		f.Status = order.StatusFailed
+		// A SIGKILL alone reads as someone's kill -9.
+		f.Result.Error = res.OOMKill
 	}
 	return f
 }

@@ -2,9 +2,11 @@ package worker_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,25 +39,83 @@ func (s *gatedClaim) Claim(ctx context.Context, id uuid.UUID, w string, seq uint
 }
 
 // TestOutOfDescriptorsFailsTheOrder: a worker out of file descriptors
-// (every one its RLIMIT_NOFILE allows is open) when an order starts ends
-// that order failed, with the reason in result.error and no exit code,
-// and runs the next one once descriptors are free again; nothing is
-// retried. The descriptors are taken once the order's claim is under way
-// (its connection to PostgreSQL, and NATS's, are open already).
+// (every one its RLIMIT_NOFILE allows is open) when an order starts
+// waits for one (executor.startWaitForDescriptors, 10 s), saying so in
+// one warning, and, with none freed, ends that order failed with the
+// limit reached in result.error and no exit code; it runs the next one
+// once descriptors are free again. The descriptors are taken once the
+// order's claim is under way (its connection to PostgreSQL, and NATS's,
+// are open already).
 func TestOutOfDescriptorsFailsTheOrder(t *testing.T) {
 	e := newEnv(t)
-	ctx := testenv.Context(t)
 	id := order.NewID()
 	store := &gatedClaim{Store: e.store, id: id, reached: make(chan struct{}), open: make(chan struct{})}
+	logs := &testenv.LogBuffer{}
 	runWorker(t, worker.Options{Host: "nofile", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, store, e.q, testenv.Logger(t))
+		ShutdownGrace: 5 * time.Second}, store, e.q, slog.New(slog.NewJSONHandler(logs, nil)))
 	e.waitStatus(e.submit("nofile", "true"), order.StatusSucceeded)
 
-	e.insertAndPublish(&order.Order{ID: id, Kind: order.KindExec, Host: "nofile", Command: "true",
+	release := takeAllDescriptors(t, e, store, id, "nofile")
+	// Read with the test's pool's connection already open: nothing new
+	// is opened until the descriptors are free.
+	o := waitTerminal(t, e, id)
+	release()
+	if o.Status != order.StatusFailed || o.Result == nil || o.Result.ExitCode != nil || o.Attempt != 1 ||
+		!strings.Contains(o.Result.Error, "too many open files (the worker's open file limit (RLIMIT_NOFILE 4096) reached)") ||
+		!strings.Contains(o.Result.Error, "gave up after 10s") {
+		t.Fatalf("the order out of descriptors: %s, attempt %d, result %+v; want failed, attempt 1, no exit code and the RLIMIT_NOFILE reached after a wait",
+			o.Status, o.Attempt, o.Result)
+	}
+	e.waitStatus(e.submit("nofile", "true"), order.StatusSucceeded)
+	if n := strings.Count(logs.String(), "out of file descriptors"); n != 1 {
+		t.Errorf("%d lines say the worker is out of file descriptors, want 1 (once per order, not per try):\n%s", n, logs)
+	}
+}
+
+// TestOrderWaitsForAFileDescriptor: an order that finds the worker out of
+// file descriptors when it starts runs once one is free again, within
+// the wait: attempt 1, succeeded, and the host's next order after it.
+// Without the wait it failed at once ("start: pipe2: too many open
+// files").
+func TestOrderWaitsForAFileDescriptor(t *testing.T) {
+	e := newEnv(t)
+	id := order.NewID()
+	store := &gatedClaim{Store: e.store, id: id, reached: make(chan struct{}), open: make(chan struct{})}
+	logs := &testenv.LogBuffer{}
+	runWorker(t, worker.Options{Host: "nofile-wait", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, slog.New(slog.NewJSONHandler(logs, nil)))
+	e.waitStatus(e.submit("nofile-wait", "true"), order.StatusSucceeded)
+
+	release := takeAllDescriptors(t, e, store, id, "nofile-wait")
+	next := e.submit("nofile-wait", "true")
+	testenv.WaitUntil(t, 20*time.Second, "the worker to say it is out of file descriptors", func() bool {
+		return strings.Contains(logs.String(), "out of file descriptors")
+	})
+	release()
+	o := e.waitStatus(id, order.StatusSucceeded)
+	if o.Attempt != 1 || o.Result == nil || o.Result.ExitCode == nil || *o.Result.ExitCode != 0 {
+		t.Fatalf("the order that waited for a descriptor: attempt %d, result %+v; want attempt 1, exit 0", o.Attempt, o.Result)
+	}
+	n := e.waitStatus(next, order.StatusSucceeded)
+	if n.StartedAt == nil || o.FinishedAt == nil || n.StartedAt.Before(*o.FinishedAt) {
+		t.Errorf("the next order started at %v, before the one that waited finished (%v)", n.StartedAt, o.FinishedAt)
+	}
+	if c := strings.Count(logs.String(), "out of file descriptors"); c != 1 {
+		t.Errorf("%d lines say the worker is out of file descriptors, want 1:\n%s", c, logs)
+	}
+}
+
+// takeAllDescriptors submits order id (a true) to host, and once its
+// claim is under way lowers the test process's RLIMIT_NOFILE to 4096 and
+// opens /dev/null until no descriptor is left, then lets the claim go
+// on. release closes them and puts the limit back.
+func takeAllDescriptors(t *testing.T, e *env, store *gatedClaim, id uuid.UUID, host string) (release func()) {
+	t.Helper()
+	e.insertAndPublish(&order.Order{ID: id, Kind: order.KindExec, Host: host, Command: "true",
 		Timeout: 20 * time.Second, Principal: "test", Source: "rest", CaptureStdout: true, CaptureStderr: true})
 	select {
 	case <-store.reached:
-	case <-ctx.Done():
+	case <-testenv.Context(t).Done():
 		t.Fatal("the order was never claimed")
 	}
 	var was syscall.Rlimit
@@ -76,21 +136,19 @@ func TestOutOfDescriptorsFailsTheOrder(t *testing.T) {
 		held = append(held, f)
 	}
 	close(store.open)
-	// Read with the test's pool's connection already open: nothing new
-	// is opened until the descriptors are free.
-	o := waitTerminal(t, e, id)
-	for _, f := range held {
-		f.Close()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			for _, f := range held {
+				f.Close()
+			}
+			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &was); err != nil {
+				t.Error(err)
+			}
+		})
 	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &was); err != nil {
-		t.Fatal(err)
-	}
-	if o.Status != order.StatusFailed || o.Result == nil || o.Result.ExitCode != nil ||
-		!strings.Contains(o.Result.Error, "too many open files") || o.Attempt != 1 {
-		t.Fatalf("the order out of descriptors: %s, attempt %d, result %+v; want failed, attempt 1, too many open files and no exit code",
-			o.Status, o.Attempt, o.Result)
-	}
-	e.waitStatus(e.submit("nofile", "true"), order.StatusSucceeded)
+	t.Cleanup(release)
+	return release
 }
 
 // waitTerminal waits for order id to end and returns it.
@@ -108,8 +166,8 @@ func waitTerminal(t *testing.T, e *env, id uuid.UUID) *order.Order {
 // TestOrderUserPastItsProcessLimitFailsTheOrder: an order whose user
 // (run_as) is past RLIMIT_NPROC, which the worker's limits give its
 // orders (nobody, with a process of its own and a limit of 0), cannot
-// start: it ends failed with the reason in result.error
-// and no exit code, and the next order of that user runs once the limit
+// start: it ends failed with no exit code and, in result.error, the
+// limit reached (the user's, not a pids cgroup's nor the kernel's), and the next order of that user runs once the limit
 // allows it. The limit is lowered once the order's claim is under way.
 func TestOrderUserPastItsProcessLimitFailsTheOrder(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -167,8 +225,9 @@ func TestOrderUserPastItsProcessLimitFailsTheOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.Status != order.StatusFailed || o.Result == nil || o.Result.ExitCode != nil ||
-		!strings.Contains(o.Result.Error, "resource temporarily unavailable") || o.Attempt != 1 {
-		t.Fatalf("the order past its user's process limit: %s, attempt %d, result %+v; want failed, attempt 1, resource temporarily unavailable and no exit code",
+		!strings.Contains(o.Result.Error, "resource temporarily unavailable (user nobody (uid 65534) at its process limit: RLIMIT_NPROC 0, ") ||
+		o.Attempt != 1 {
+		t.Fatalf("the order past its user's process limit: %s, attempt %d, result %+v; want failed, attempt 1, the RLIMIT_NPROC reached and no exit code",
 			o.Status, o.Attempt, o.Result)
 	}
 	next := asNobody(order.NewID())

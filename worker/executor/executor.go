@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -153,6 +154,9 @@ type Request struct {
 	// for must not run on. It is called at most once, from Run's
 	// goroutine; Timeout counts from the start, OnStart's time included.
 	OnStart func(p Process, exited bool) error
+	// OrderID names the order in the executor's lines about the host
+	// (out of descriptors or processes), as order_id.
+	OrderID uuid.UUID
 	// ExitWait is how long Run gives the leader to exit before it calls
 	// OnStart: a leader that exits meanwhile (a command of a millisecond)
 	// is handed over as exited, unless it left a process of its session
@@ -208,6 +212,11 @@ type Result struct {
 	// cgroup it is also set when an orphan of the order survived its
 	// SIGKILL.
 	Escaped bool
+	// OOMKill says why the kernel's OOM killer most likely ended the
+	// order, when its leader died of a SIGKILL the worker did not send
+	// and the kernel counted OOM kills meanwhile (oomKilled); empty
+	// otherwise.
+	OOMKill string
 	// Adopted counts the processes of the order that had left its session
 	// (setsid, a daemonizing double fork) and were found, ended and
 	// reaped as the worker's orphans at its end; only an adopting
@@ -246,7 +255,26 @@ type Executor struct {
 	// setSubreaper says AdoptOrphans set the process's child subreaper
 	// flag (it was clear), so StopAdopting clears it; guarded by mu.
 	setSubreaper bool
+	// descriptorWait is how long an order waits for a file descriptor
+	// when the worker or the system has none left to start it
+	// (startWaitForDescriptors; tests shorten it).
+	descriptorWait time.Duration
+	// oomSeen is the last look at the kernel's OOM kill counts (oom.go):
+	// taken before the first order, and after each leader killed by a
+	// SIGKILL the worker did not send.
+	oomSeen atomic.Pointer[oomReading]
 }
+
+// startWaitForDescriptors bounds how long an order that cannot start
+// because the worker (RLIMIT_NOFILE) or the system (fs.file-max) is out
+// of file descriptors waits for one, trying again with a backoff, before
+// it fails. Descriptors come back as they are closed (a live follower of
+// serve's API that leaves, a connection of the pool that ends), and an
+// order failed for a passing shortage would be one to submit again; a
+// worker that leaks them never gets them back, and the host's orders then
+// fail one by one, each after this wait, rather than the host stalling
+// silently. The host's next orders wait behind it meanwhile.
+const startWaitForDescriptors = 10 * time.Second
 
 // devNull is /dev/null for reading and for writing, opened once for the
 // whole process (close-on-exec, never closed) and handed to every order
@@ -271,7 +299,8 @@ func New(logger *slog.Logger) *Executor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{}}
+	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{},
+		descriptorWait: startWaitForDescriptors}
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -290,7 +319,72 @@ func New(logger *slog.Logger) *Executor {
 // leaderGoneTimeout after the grace's SIGKILL ends the order too, with
 // GroupGone false, neither ExitCode nor Signal, and output that may be
 // cut; it is reaped in the background once it dies.
+//
+// A start that fails for want of processes or file descriptors says in
+// StartErr which limit was reached (explainStart). One out of file
+// descriptors is tried again, with a backoff, for up to
+// startWaitForDescriptors: a cancel signal or the end of ctx meanwhile
+// ends the wait, and the Result is then Canceled with the StartErr.
 func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
+	var (
+		first, deadline time.Time // of the wait for a descriptor
+		delay           = 50 * time.Millisecond
+	)
+	for {
+		res := e.runOnce(ctx, req, signals)
+		if res.StartErr == nil {
+			if !deadline.IsZero() {
+				e.logger.LogAttrs(ctx, slog.LevelInfo, "file descriptors free again: the order that waited for one started",
+					slog.String("order_id", req.OrderID.String()), slog.Duration("waited", time.Since(first)))
+			}
+			return res
+		}
+		err := explainStart(res.StartErr, req.Credential, req.CgroupParent)
+		res.StartErr = err
+		if errors.Is(err, syscall.EAGAIN) {
+			// Not tried again: a fork bomb's processes, or the
+			// user's, need not end; the order fails, and this says
+			// the host is short of processes, once per order.
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of processes: the order could not start",
+				slog.String("order_id", req.OrderID.String()), slog.String("error", err.Error()))
+		}
+		if !outOfDescriptors(err) || ctx.Err() != nil {
+			return res
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			first, deadline = now, now.Add(e.descriptorWait)
+			// Once per order: the tries that follow say nothing new.
+			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of file descriptors: the order waits for one to start, then fails",
+				slog.String("order_id", req.OrderID.String()), slog.String("error", err.Error()), slog.Duration("wait", e.descriptorWait))
+		}
+		left := deadline.Sub(now)
+		if left <= 0 {
+			res.StartErr = fmt.Errorf("%w; gave up after %s", err, e.descriptorWait)
+			return res
+		}
+		t := time.NewTimer(min(delay, left))
+		delay = min(2*delay, time.Second)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", ctx.Err())}
+		case _, ok := <-signals:
+			t.Stop()
+			if !ok {
+				signals = nil
+				continue
+			}
+			return Result{Canceled: true, GroupGone: true,
+				StartErr: fmt.Errorf("not started: canceled while it waited for a file descriptor: %w", err)}
+		}
+	}
+}
+
+// runOnce is one try of Run's: it starts the process and supervises it,
+// or returns the start's error as it came.
+func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
 	if err := ctx.Err(); err != nil {
 		return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", err)}
 	}
@@ -361,6 +455,9 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 	before := e.pids.Load()
 	if before == nil && (cg == nil || adopting) {
 		before = e.readPids()
+	}
+	if e.oomSeen.Load() == nil {
+		e.oomSeen.CompareAndSwap(nil, readOOM(oomSources(req.CgroupParent)))
 	}
 	start := time.Now()
 	unlockStarts := e.lockStarts()
@@ -562,6 +659,9 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 				res.ExitCode = &code
 			case ws.Signaled():
 				res.Signal = signalName(ws.Signal())
+				if ws.Signal() == unix.SIGKILL && !res.TimedOut && !res.Canceled && res.Aborted == nil && !stuck {
+					res.OOMKill = e.oomKilled(req.CgroupParent)
+				}
 			}
 		}
 	}

@@ -476,6 +476,21 @@ func TestRunKilledBySignal(t *testing.T) {
 	}
 }
 
+// TestRunKilledByAPlainSIGKILLIsNoOOMKill: a leader killed by a SIGKILL
+// the worker did not send, with no OOM kill counted meanwhile (a kill -9,
+// here its own), has no OOMKill: the OOM killer is named only when the
+// kernel counted one. Not parallel: another test's OOM kill would count.
+func TestRunKilledByAPlainSIGKILLIsNoOOMKill(t *testing.T) {
+	e := newTestExecutor(t)
+	if res := e.Run(t.Context(), sh("true"), nil); exitCode(t, res) != 0 {
+		t.Fatal("true failed")
+	}
+	res := e.Run(t.Context(), sh("kill -KILL $$"), nil)
+	if res.Signal != "SIGKILL" || res.OOMKill != "" {
+		t.Fatalf("Signal=%q OOMKill=%q, want SIGKILL and no OOM kill", res.Signal, res.OOMKill)
+	}
+}
+
 // TestRunLeaderExitKillsGroup is KillMode=control-group: the leader exits at
 // once, leaving a child behind that holds stdout; the child is killed and
 // Run returns without waiting for it or for the pipe drain delay.

@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(fakeWorkerEnv) == "1" {
 		os.Exit(fakeWorker())
 	}
+	if os.Getenv(forkProbeEnv) == "1" {
+		os.Exit(forkProbe())
+	}
 	os.Exit(m.Run())
 }
 

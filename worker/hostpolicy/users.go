@@ -1,6 +1,7 @@
 package hostpolicy
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -52,6 +53,13 @@ func (p *Policy) runAs(requested string) (runUser, error) {
 	}
 	listed := p.userAllowed(target)
 	u, err := lookupUser(target)
+	if err != nil && !unknownUser(err) {
+		// The host could not answer (the worker out of file
+		// descriptors to read /etc/passwd, its NSS service down):
+		// nothing refused the order, and the user may well exist.
+		// Unavailable, which the worker records as a failed run.
+		return runUser{}, &order.Error{Code: order.CodeUnavailable, Message: fmt.Sprintf("could not look up user %q on this host", target), Err: err}
+	}
 	if err != nil {
 		if !listed {
 			return runUser{}, notAllowed(target)
@@ -136,6 +144,14 @@ func lookupUser(name string) (*user.User, error) {
 	return u, err
 }
 
+// unknownUser reports whether err, of lookupUser, says there is no such
+// user, rather than that the lookup itself failed.
+func unknownUser(err error) bool {
+	var name user.UnknownUserError
+	var id user.UnknownUserIdError
+	return errors.As(err, &name) || errors.As(err, &id)
+}
+
 // credential is u's uid, primary gid and supplementary groups, so that the
 // process carries exactly u's groups and none of root's.
 func credential(u *user.User) (*syscall.Credential, error) {
@@ -152,7 +168,9 @@ func credential(u *user.User) (*syscall.Credential, error) {
 	}
 	ids, err := u.GroupIds()
 	if err != nil {
-		return nil, bad()
+		// Reading the group database failed (as a lookup can: out of
+		// descriptors): the host's trouble, not the user's.
+		return nil, &order.Error{Code: order.CodeUnavailable, Message: fmt.Sprintf("could not list the groups of user %q on this host", u.Username), Err: err}
 	}
 	groups := make([]uint32, 0, len(ids))
 	for _, id := range ids {

@@ -2,10 +2,12 @@ package hostpolicy
 
 import (
 	"os"
+	"os/exec"
 	"os/user"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -213,4 +215,66 @@ func TestRunAsUnprivileged(t *testing.T) {
 		_, err := p.Prepare(&order.Order{Command: "ls", RunAs: "root"})
 		assertCode(t, err, order.CodeUnprocessable, "sudo")
 	})
+}
+
+// lookupFailsEnv makes TestRunAsWhenTheUserCannotBeLookedUp do its check
+// in the process it is set in (a fresh one).
+const lookupFailsEnv = "ORDERLY_HOSTPOLICY_LOOKUP_FAILS"
+
+// TestRunAsWhenTheUserCannotBeLookedUp: a worker out of file descriptors
+// cannot read the user database; an order naming an allowed user that
+// exists is then unavailable (the worker records it failed, the host's
+// trouble), not refused as "user does not exist on this host"
+// (unprocessable, recorded rejected). The check runs in a fresh test
+// process: the descriptors are the whole process's, and the C library,
+// once an earlier test had it list a user's groups, answered the lookup
+// from what it keeps open.
+func TestRunAsWhenTheUserCannotBeLookedUp(t *testing.T) {
+	if os.Getenv(lookupFailsEnv) != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRunAsWhenTheUserCannotBeLookedUp$", "-test.count=1")
+		cmd.Env = append(os.Environ(), lookupFailsEnv+"=1")
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("the check in a fresh process: %v\n%s", err, out)
+		}
+		return
+	}
+	cfg := newFixture(t).cfg()
+	cfg.AllowedUsers = []string{"nobody"}
+	p := newPolicy(t, cfg)
+	var was syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &was); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lower := was
+	lower.Cur = uint64(len(open) + 16)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lower); err != nil {
+		t.Fatal(err)
+	}
+	var held []*os.File
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		held = append(held, f)
+	}
+	_, err = p.Prepare(&order.Order{Command: "ls", RunAs: "nobody"})
+	for _, f := range held {
+		f.Close()
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &was); err != nil {
+		t.Fatal(err)
+	}
+	assertCode(t, err, order.CodeUnavailable)
+	if err == nil || !strings.Contains(err.Error(), `could not look up user "nobody" on this host`) ||
+		!strings.Contains(err.Error(), "too many open files") {
+		t.Fatalf("Prepare out of descriptors: %v; want the lookup's failure", err)
+	}
+	if _, err := p.Prepare(&order.Order{Command: "ls", RunAs: "nobody"}); err != nil {
+		t.Fatalf("Prepare with descriptors again: %v", err)
+	}
 }
