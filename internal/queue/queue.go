@@ -86,7 +86,10 @@ type Queue struct {
 	mendedAt  atomic.Int64
 	// restarts: FollowRestarts's count, nil without.
 	restarts atomic.Pointer[func() uint64]
-	storing  storing // whether publishes are acknowledged (storing.go)
+	// genKey: the key the publish generation is signed with
+	// (SignGenerations), nil without.
+	genKey  atomic.Pointer[MarkKey]
+	storing storing // whether publishes are acknowledged (storing.go)
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool
