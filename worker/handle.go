@@ -888,16 +888,17 @@ func (w *Worker) completeIn(wctx context.Context, msg jetstream.Msg, o *order.Or
 // from the stream, its outcome unknown, while this worker had it. It is
 // claimed again and its result written under that claim: nobody else
 // can have run it meanwhile, since its message is still this worker's
-// (unacknowledged) and the claim is fenced to the host's owner. A
-// claim refused (the host taken over, the order's deadline or waiter
-// gone) leaves it as before.
+// (unacknowledged) and the claim is fenced to the host's owner. Its
+// deadline to start, its waiter and its parent run are not asked about
+// (Store.ClaimRan): it started. A claim refused (the host taken over,
+// the order ended meanwhile) leaves it as before.
 func (w *Worker) completeLostClaim(ctx context.Context, msg jetstream.Msg, o, cur *order.Order, f postgres.Finish) (bool, error) {
 	var (
 		again   *order.Order
 		claimed bool
 	)
 	err := w.retry(ctx, msg, "claim again an order whose claim PostgreSQL lost", func(ctx context.Context) (err error) {
-		again, claimed, err = w.store.Claim(ctx, o.ID, w.opts.Instance, o.StreamSeq)
+		again, claimed, err = w.store.ClaimRan(ctx, o.ID, w.opts.Instance, o.StreamSeq)
 		return err
 	})
 	// A try whose answer was lost reads the claim back as this
