@@ -84,6 +84,9 @@ type Queue struct {
 	// that look.
 	liveFound atomic.Uint64
 	mendedAt  atomic.Int64
+	// mendKept: the hand-made limits Mend last found it could not set
+	// back for want of storage ("" none), said once (mend.go).
+	mendKept atomic.Value
 	// restarts: FollowRestarts's count, nil without.
 	restarts atomic.Pointer[func() uint64]
 	// genKey: the key the publish generation is signed with
