@@ -210,13 +210,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// A next message delivered before (replayed) is not claimed
 			// with it: begin looks at its order first; nor is one taken
 			// while the lease is not held: begin waits for the verdict.
-			stored, err := w.complete(ctx, msg, o, finish)
-			if err != nil {
+			if err := w.completeAlone(ctx, msg, o, finish, ran, live); err != nil {
 				return nil, err
-			}
-			w.settled(msg, o, finish, ran, stored)
-			if stored && live {
-				w.endOutput(o)
 			}
 			return next, nil
 		}
@@ -233,13 +228,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// claim reads it back as ours and never started, and runs it
 			// (execute hands it back instead if the worker is stopping).
 			w.logger.Warn("pipelined result and claim failed; writing the result alone", "order_id", o.ID, "error", err)
-			stored, err := w.complete(ctx, msg, o, finish)
-			if err != nil {
+			if err := w.completeAlone(ctx, msg, o, finish, ran, live); err != nil {
 				return nil, err
-			}
-			w.settled(msg, o, finish, ran, stored)
-			if stored && live {
-				w.endOutput(o)
 			}
 			return next, nil
 		}
@@ -247,13 +237,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// Refused: complete reads back why, as for a result written
 			// alone (PostgreSQL may have lost the claim, not given the
 			// order to anyone), and says so.
-			stored, err := w.complete(ctx, msg, o, finish)
-			if err != nil {
+			if err := w.completeAlone(ctx, msg, o, finish, ran, live); err != nil {
 				return nil, err
-			}
-			w.settled(msg, o, finish, ran, stored)
-			if stored && live {
-				w.endOutput(o)
 			}
 		} else {
 			w.finished(msg, o, finish, ran)
@@ -278,6 +263,21 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		w.claimedAt(nextSeq, nextAt, adopted.Attempt)
 		msg, o = next, adopted
 	}
+}
+
+// completeAlone writes o's result finish by itself (complete), not with
+// the next order's claim, settles its message and, once the result is
+// stored, rolls its live output up (live: some of it was published).
+func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.Order, finish postgres.Finish, ran time.Duration, live bool) error {
+	stored, err := w.complete(ctx, msg, o, finish)
+	if err != nil {
+		return err
+	}
+	w.settled(msg, o, finish, ran, stored)
+	if stored && live {
+		w.endOutput(o)
+	}
+	return nil
 }
 
 // unclaim puts an order this worker claimed and never started back in the
@@ -891,16 +891,17 @@ func (w *Worker) completeIn(wctx context.Context, msg jetstream.Msg, o *order.Or
 // from the stream, its outcome unknown, while this worker had it. It is
 // claimed again and its result written under that claim: nobody else
 // can have run it meanwhile, since its message is still this worker's
-// (unacknowledged) and the claim is fenced to the host's owner. A
-// claim refused (the host taken over, the order's deadline or waiter
-// gone) leaves it as before.
+// (unacknowledged) and the claim is fenced to the host's owner. Its
+// deadline to start, its waiter and its parent run are not asked about
+// (Store.ClaimRan): it started. A claim refused (the host taken over,
+// the order ended meanwhile) leaves it as before.
 func (w *Worker) completeLostClaim(ctx context.Context, msg jetstream.Msg, o, cur *order.Order, f postgres.Finish) (bool, error) {
 	var (
 		again   *order.Order
 		claimed bool
 	)
 	err := w.retry(ctx, msg, "claim again an order whose claim PostgreSQL lost", func(ctx context.Context) (err error) {
-		again, claimed, err = w.store.Claim(ctx, o.ID, w.opts.Instance, o.StreamSeq)
+		again, claimed, err = w.store.ClaimRan(ctx, o.ID, w.opts.Instance, o.StreamSeq)
 		return err
 	})
 	// A try whose answer was lost reads the claim back as this

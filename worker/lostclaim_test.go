@@ -24,14 +24,20 @@ import (
 // claims it again and records its result, written alone or with the
 // next order's claim (pipelined). The test takes the claim back as the
 // promoted standby would not have it: the row queued at attempt 0, its
-// started event and process record gone.
+// started event and process record gone. An order whose deadline to
+// start passed while it ran (started in time) is recorded too: the
+// claim made again to record a run is no start, and was refused as an
+// expired order's, the result lost and the order, which ran, later
+// ended as expired, never started.
 func TestResultOfAClaimPostgreSQLLostIsRecorded(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		next bool // a next order is delivered while the first runs
+		name    string
+		next    bool // a next order is delivered while the first runs
+		expired bool // its deadline to start passed while it ran
 	}{
-		{"alone", false},
-		{"pipelined", true},
+		{"alone", false, false},
+		{"pipelined", true, false},
+		{"past its deadline", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store, pool := testenv.Store(t, testenv.Postgres(t))
@@ -49,11 +55,15 @@ func TestResultOfAClaimPostgreSQLLostIsRecorded(t *testing.T) {
 				next = e.submit(host, "true")
 			}
 			ctx := t.Context()
-			for _, q := range []string{
+			reset := []string{
 				`UPDATE orders SET status = 'queued', attempt = 0, started_at = NULL, worker = '', stream_seq = NULL WHERE id = $1`,
 				`DELETE FROM order_events WHERE order_id = $1 AND type = 'started'`,
 				`DELETE FROM order_processes WHERE order_id = $1`,
-			} {
+			}
+			if tc.expired {
+				reset = append(reset, `UPDATE orders SET expires_at = now() WHERE id = $1`)
+			}
+			for _, q := range reset {
 				if _, err := pool.Exec(ctx, q, id); err != nil {
 					t.Fatalf("%s: %v", q, err)
 				}

@@ -29,6 +29,9 @@ import (
 // Store is what the worker needs of PostgreSQL.
 type Store interface {
 	Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (*order.Order, bool, error)
+	// ClaimRan claims again an order whose claim PostgreSQL lost after
+	// it ran, to record its result (completeLostClaim).
+	ClaimRan(ctx context.Context, id uuid.UUID, worker string, seq uint64) (*order.Order, bool, error)
 	Complete(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish) error
 	CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int, f postgres.Finish,
 		nextID uuid.UUID, worker string, nextSeq uint64) (postgres.Step, error)

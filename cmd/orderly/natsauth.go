@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,25 +66,38 @@ func natsAuth(cfg config.Config, role natsRole) ([]nats.Option, error) {
 // its JWT); nil for no file. The seed is what another host's worker does
 // not hold; its public key is no secret.
 func claimMarkKey(file string) (queue.MarkKey, error) {
+	return seedKey("claim mark key", file, queue.NewMarkKey)
+}
+
+// generationKey derives the API's publish generation key
+// (queue.SignGenerations) from the seed in file as claimMarkKey does: the
+// API's credential, which every API replica shares and no worker holds.
+func generationKey(file string) (queue.MarkKey, error) {
+	return seedKey("publish generation key", file, queue.NewGenerationKey)
+}
+
+// seedKey derives what (a key) from the seed in file with derive; nil for
+// no file.
+func seedKey(what, file string, derive func(seed []byte) queue.MarkKey) (queue.MarkKey, error) {
 	if file == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("claim mark key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer clear(b)
 	kp, err := nkeys.ParseDecoratedNKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("claim mark key: the seed in %s: %w", file, err)
+		return nil, fmt.Errorf("%s: the seed in %s: %w", what, file, err)
 	}
 	defer kp.Wipe()
 	seed, err := kp.Seed()
 	if err != nil {
-		return nil, fmt.Errorf("claim mark key: the seed in %s: %w", file, err)
+		return nil, fmt.Errorf("%s: the seed in %s: %w", what, file, err)
 	}
 	defer clear(seed)
-	return queue.NewMarkKey(seed), nil
+	return derive(seed), nil
 }
 
 // openQueue sets up the JetStream objects for role: the API creates or
@@ -107,7 +121,17 @@ func openQueue(ctx context.Context, nc *nats.Conn, cfg config.Config, role natsR
 		}
 		return q, err
 	}
-	return queue.New(ctx, nc, opts)
+	// The publish generation is signed with the API's own seed (serve's
+	// API takes the one of extra `orderly api` processes: signAsAPI).
+	key, err := generationKey(cmp.Or(cfg.NATS.Nkey, cfg.NATS.Credentials))
+	if err != nil {
+		return nil, err
+	}
+	q, err := queue.New(ctx, nc, opts)
+	if err == nil {
+		q.SignGenerations(key)
+	}
+	return q, err
 }
 
 // checkWorkerSubjects asks the server whether the connection's credentials

@@ -248,6 +248,15 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		// standby worker of this host (with the worker seed serve wrote
 		// for it) checks the mark serve's worker signed, and signs its own.
 		b.markSeed = natsCreds.Workers[cfg.Host]
+		// The publish generation's key is the API's, not serve's
+		// connection's: an extra `orderly api` (with the API seed serve
+		// wrote) checks the generation serve's API signed, and signs its
+		// own.
+		key, err := generationKey(natsCreds.API)
+		if err != nil {
+			return err
+		}
+		b.queue.SignGenerations(key)
 	}
 	if serveBackendOpened != nil {
 		serveBackendOpened(b)

@@ -34,18 +34,47 @@ func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint
 // frozen or cut off while another took the host over can never start
 // another order of it. An order whose deadline passed is never claimed: it
 // never shows as started.
-const claimSQL = `WITH c AS (
+const claimSQL = claimHead + ` AND (expires_at IS NULL OR expires_at > now())
+		AND (waiter IS NULL OR ` + waiterPresent + `) AND NOT ` + parentEnded + claimTail
+
+// claimHead and claimTail are a claim's statement around what it asks of
+// the order beyond being queued on a host worker ($2) owns.
+const (
+	claimHead = `WITH c AS (
 	UPDATE orders SET status = 'running', attempt = attempt + 1, started_at = now(),
 		stream_seq = $3, worker = $2
-	WHERE id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > now())
-		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)
-		AND (waiter IS NULL OR ` + waiterPresent + `) AND NOT ` + parentEnded + `
+	WHERE id = $1 AND status = 'queued'
+		AND EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $2)`
+	claimTail = `
 	RETURNING ` + orderCols + `
 ), e AS (
 	INSERT INTO order_events (order_id, at, type, status, actor, detail)
 	SELECT id, started_at, 'started', 'running', $2, jsonb_build_object('attempt', attempt, 'stream_seq', $3::bigint) FROM c
 )
 SELECT ` + orderCols + ` FROM c`
+)
+
+// ClaimRan claims again, to record its result, order id, which worker
+// ran under a claim PostgreSQL lost since (a failover to a standby the
+// claim had not reached, a restore from a backup taken before it): the
+// order is queued again, below the attempt it ran under. Fenced as Claim
+// is, but without what Claim asks of an order that is to start (its
+// deadline not passed, its waiter or parent run still there): this one
+// started within them, and a run past its deadline to start was refused
+// here, its result lost and the order later ended expired, never
+// started. claimed is false, with the order as it is, when it was not
+// queued, or the host is not worker's.
+func (s *Store) ClaimRan(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
+	o, err = scanOrder(s.pool.QueryRow(ctx, claimHead+claimTail, id, worker, int64(seq)))
+	if err == nil {
+		return o, true, nil
+	}
+	if err != pgx.ErrNoRows {
+		return nil, false, translate("claim again order "+id.String(), err)
+	}
+	o, err = s.GetOrder(ctx, id)
+	return o, false, err
+}
 
 // waiterPresent holds for an order of the orders table whose waiter (an
 // API process waiting for it for a client that never learns its id) is

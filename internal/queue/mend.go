@@ -47,7 +47,9 @@ var madeStreams = []struct{ name, lost string }{
 // any limit, dropped queued orders for as long as the API ran. Cost: five
 // STREAM.INFO requests every MendEvery per API replica. A request that
 // fails (JetStream not ready after a reconnect) is asked again at the
-// next call.
+// next call. Limits JetStream will not let it set back for want of
+// storage are left to ApplyDeferredSettings, and said once
+// (keptByHand).
 func (q *Queue) Mend(ctx context.Context) (int, error) {
 	if !q.creator {
 		return 0, nil
@@ -77,6 +79,18 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 			changed[s.name] = c
 		}
 	}
+	if len(gone) == 0 && len(changed) > 0 && q.deferred.Load() {
+		// JetStream refuses orderly's settings for want of storage
+		// (ensureStream): an update now is refused too, and said "set
+		// back" while the hand-made limits stayed, with a WARN of each
+		// refusal, every MendEvery. ApplyDeferredSettings sets them
+		// once it has room; said once.
+		q.keptByHand(changed)
+		q.liveFound.Store(reconnects)
+		q.mendedAt.Store(now)
+		return 0, nil
+	}
+	q.mendKept.Store("")
 	switch {
 	case len(changed) == 0 && slices.Equal(gone, []string{LiveStream}):
 		// The live stream alone, as a NATS restart loses it: the
@@ -91,6 +105,19 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 		}
 		if _, err := q.ensure(ctx); err != nil {
 			return 0, fmt.Errorf("make the streams again (%s gone): %w", strings.Join(gone, ", "), replicasError(err, q.opts.Replicas))
+		}
+		if q.deferred.Load() && len(changed) > 0 {
+			// Refused for want of storage just now: not set back.
+			kept := map[string][]string{}
+			for name := range changed {
+				if st, err := q.js.Stream(ctx, name); err != nil || len(handChanged(st.CachedInfo().Config)) > 0 {
+					kept[name] = changed[name]
+					delete(changed, name)
+				}
+			}
+			if len(kept) > 0 {
+				q.keptByHand(kept)
+			}
 		}
 	}
 	for _, s := range madeStreams {
@@ -112,6 +139,23 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 	q.liveFound.Store(reconnects)
 	q.mendedAt.Store(now)
 	return len(gone) + len(changed), nil
+}
+
+// keptByHand says, once for each set of them, that the hand-made limits
+// changed (by stream) stay until JetStream has room for orderly's.
+func (q *Queue) keptByHand(changed map[string][]string) {
+	var all []string
+	for _, s := range madeStreams {
+		if c := changed[s.name]; len(c) > 0 {
+			all = append(all, s.name+": "+strings.Join(c, ", "))
+		}
+	}
+	kept := strings.Join(all, "; ")
+	if prev, _ := q.mendKept.Swap(kept).(string); prev == kept {
+		return
+	}
+	q.logger().Warn("a JetStream stream's limits were changed by hand (nats stream edit?), and JetStream has no room to reserve for orderly's: they stay until it has, when the API sets orderly's",
+		"changed", kept, "retry_every", DeferredEvery.String(), "hint", HandsHint)
 }
 
 // handChanged names the limits of cfg, the settings of one of madeStreams

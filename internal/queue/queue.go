@@ -84,9 +84,15 @@ type Queue struct {
 	// that look.
 	liveFound atomic.Uint64
 	mendedAt  atomic.Int64
+	// mendKept: the hand-made limits Mend last found it could not set
+	// back for want of storage ("" none), said once (mend.go).
+	mendKept atomic.Value
 	// restarts: FollowRestarts's count, nil without.
 	restarts atomic.Pointer[func() uint64]
-	storing  storing // whether publishes are acknowledged (storing.go)
+	// genKey: the key the publish generation is signed with
+	// (SignGenerations), nil without.
+	genKey  atomic.Pointer[MarkKey]
+	storing storing // whether publishes are acknowledged (storing.go)
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool

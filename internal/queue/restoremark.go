@@ -2,6 +2,10 @@ package queue
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,6 +27,98 @@ const MarksBucket = "orderly_marks"
 
 // postgresMarkKey is the publish generation's key in MarksBucket.
 const postgresMarkKey = "postgres.generation"
+
+// signedGenerationKey is the publish generation's key in MarksBucket when
+// the API signs it (SignGenerations): a key of its own, so that an API
+// from before the signature, which reads postgresMarkKey as a bare
+// number, neither fails on the signed value nor is read as signed.
+const signedGenerationKey = "postgres.signed_generation"
+
+// NewGenerationKey derives the publish generation's key (SignGenerations)
+// from secret, the seed of the API's NATS credential, which every API
+// replica shares and no worker holds; another label than NewMarkKey's,
+// so that the two keys differ even from one seed.
+func NewGenerationKey(secret []byte) MarkKey {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte("orderly publish generation key v1"))
+	return h.Sum(nil)
+}
+
+// SignGenerations has the API write the publish generation signed with
+// k, and trust only one signed so: any connection to NATS, a worker's
+// seed among them, makes the server store a body of its choice on any
+// subject of the account by naming it as the reply subject of a
+// JetStream API request (decisions.md, hA18), and a generation forged
+// far ahead had the API find a restore of PostgreSQL at each comparison:
+// its orders not yet published canceled instead of published, an ERROR
+// every second, and past PostgreSQL's bigint every raise failing. Nil k
+// (no NATS seed to derive it from) leaves the generation unsigned, as
+// before. Called before the API's intake runs.
+func (q *Queue) SignGenerations(k MarkKey) {
+	if k == nil {
+		q.genKey.Store(nil)
+		return
+	}
+	q.genKey.Store(&k)
+}
+
+// generationKey is SignGenerations's key, nil without.
+func (q *Queue) generationKey() MarkKey {
+	if k := q.genKey.Load(); k != nil {
+		return *k
+	}
+	return nil
+}
+
+// signedGeneration is the publish generation as signedGenerationKey
+// holds it.
+type signedGeneration struct {
+	Generation uint64 `json:"generation"`
+	Sig        string `json:"sig"`
+}
+
+// signGeneration is the hex HMAC-SHA256 under k of the generation's key
+// and gen.
+func (k MarkKey) signGeneration(gen uint64) string {
+	h := hmac.New(sha256.New, k)
+	fmt.Fprintf(h, "%s\n%d", signedGenerationKey, gen)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ErrUnauthenticatedGeneration: the signed publish generation NATS holds
+// was not signed with the API's key (SignGenerations).
+var ErrUnauthenticatedGeneration = errors.New("the publish generation was not written with the API's NATS credential")
+
+// generationOf reads val, the value of the publish generation's key: a
+// number, or with k the signed form, checked.
+func generationOf(val []byte, k MarkKey) (uint64, error) {
+	if k == nil {
+		g, err := strconv.ParseUint(string(val), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, val)
+		}
+		return g, nil
+	}
+	var s signedGeneration
+	if err := json.Unmarshal(val, &s); err != nil || s.Sig == "" {
+		return 0, fmt.Errorf("read %s in kv bucket %s: %w: %q is not a signed generation", signedGenerationKey, MarksBucket, ErrUnauthenticatedGeneration, val)
+	}
+	if !hmac.Equal([]byte(s.Sig), []byte(k.signGeneration(s.Generation))) {
+		return 0, fmt.Errorf("read %s in kv bucket %s: %w: its signature does not match (another connection to NATS wrote it, or an API with another credential)",
+			signedGenerationKey, MarksBucket, ErrUnauthenticatedGeneration)
+	}
+	return s.Generation, nil
+}
+
+// generationEntry is the key the publish generation is kept under with
+// k, and gen's value there.
+func generationEntry(gen uint64, k MarkKey) (key string, val []byte) {
+	if k == nil {
+		return postgresMarkKey, []byte(strconv.FormatUint(gen, 10))
+	}
+	val, _ = json.Marshal(signedGeneration{Generation: gen, Sig: k.signGeneration(gen)}) // two plain fields: cannot fail
+	return signedGenerationKey, val
+}
 
 // markBucket is MarksBucket's handle, opened at its first use.
 type markBucket struct {
@@ -125,20 +221,28 @@ func (q *Queue) forgetMarksKV(err error) bool {
 }
 
 // PostgresMark returns the publish generation NATS holds: 0 when it holds
-// none (a store new or lost since; readMark).
+// none (a store new or lost since; readMark). Signed (SignGenerations),
+// one the API's key did not sign is none, said at ERROR: trusted, it
+// would be a restore of PostgreSQL found where there was none; taken as
+// none, the next raise writes the API's own over it.
 func (q *Queue) PostgresMark(ctx context.Context) (uint64, error) {
-	e, err := q.readMark(ctx, postgresMarkKey)
+	k := q.generationKey()
+	key, _ := generationEntry(0, k)
+	e, err := q.readMark(ctx, key)
 	if errors.Is(err, ErrNoMarksBucket) {
 		return 0, nil
 	}
 	if err != nil || e == nil {
 		return 0, err
 	}
-	g, err := strconv.ParseUint(string(e.Value()), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("read %s in kv bucket %s: %q is not a generation", postgresMarkKey, MarksBucket, e.Value())
+	g, err := generationOf(e.Value(), k)
+	if errors.Is(err, ErrUnauthenticatedGeneration) {
+		q.logger().Error("the publish generation in NATS was not written with the API's own NATS credential: ignored, as none, until the API writes its own "+
+			"(another connection to NATS can write it; docs/security.md, \"Known gaps of a stolen worker seed\")",
+			"bucket", MarksBucket, "key", key, "error", err)
+		return 0, nil
 	}
-	return g, nil
+	return g, err
 }
 
 // readMark reads key of MarksBucket: nil when the bucket holds none,
@@ -171,9 +275,12 @@ func (q *Queue) readMark(ctx context.Context, key string) (jetstream.KeyValueEnt
 }
 
 // RaisePostgresMark makes the publish generation NATS holds gen, unless
-// it holds a higher one (another API replica's, written first).
+// it holds a higher one (another API replica's, written first). Signed
+// (SignGenerations), one there that the API's key did not sign is
+// written over, however high.
 func (q *Queue) RaisePostgresMark(ctx context.Context, gen uint64) error {
-	val := []byte(strconv.FormatUint(gen, 10))
+	k := q.generationKey()
+	key, val := generationEntry(gen, k)
 	var err error
 	for range 8 {
 		var kv jetstream.KeyValue
@@ -181,15 +288,15 @@ func (q *Queue) RaisePostgresMark(ctx context.Context, gen uint64) error {
 			return err
 		}
 		var e jetstream.KeyValueEntry
-		e, err = kv.Get(ctx, postgresMarkKey)
+		e, err = kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			_, err = kv.Create(ctx, postgresMarkKey, val)
+			_, err = kv.Create(ctx, key, val)
 		case err == nil:
-			if cur, perr := strconv.ParseUint(string(e.Value()), 10, 64); perr == nil && cur >= gen {
+			if cur, perr := generationOf(e.Value(), k); perr == nil && cur >= gen {
 				return nil
 			}
-			_, err = kv.Update(ctx, postgresMarkKey, val, e.Revision())
+			_, err = kv.Update(ctx, key, val, e.Revision())
 		}
 		if err == nil {
 			return nil
@@ -199,5 +306,5 @@ func (q *Queue) RaisePostgresMark(ctx context.Context, gen uint64) error {
 		}
 		// Another replica wrote first, or the bucket is gone: again.
 	}
-	return fmt.Errorf("write %s in kv bucket %s: %w", postgresMarkKey, MarksBucket, err)
+	return fmt.Errorf("write %s in kv bucket %s: %w", key, MarksBucket, err)
 }

@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +130,107 @@ func TestSettingsRefusedForStorageAreAppliedLater(t *testing.T) {
 	}
 	if n, err := q.ApplyDeferredSettings(ctx); n != 0 || err != nil {
 		t.Errorf("ApplyDeferredSettings with nothing deferred: %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestMendLeavesHandMadeLimitsToTheDeferredSettings: with ORDERLY_SUBMIT
+// given a max_age by hand, and nats-server back with room for the
+// streams but not for what they reserve, Mend's update was refused like
+// every other: it logged WARN "set back to orderly's" while max_age
+// stayed, with the refusals' WARNs, every MendEvery. It now says that
+// the limits stay until JetStream has room, counts nothing, and leaves
+// them to ApplyDeferredSettings, which sets orderly's once there is
+// room: for an API started short of storage (it does not try, and says
+// so in one line) and for one that was not (its try is refused).
+func TestMendLeavesHandMadeLimitsToTheDeferredSettings(t *testing.T) {
+	for _, startedShort := range []bool{true, false} {
+		name := "started short of storage"
+		if !startedShort {
+			name = "short of storage since"
+		}
+		t.Run(name, func(t *testing.T) { mendShortOfStorage(t, startedShort) })
+	}
+}
+
+func mendShortOfStorage(t *testing.T, startedShort bool) {
+	dir := t.TempDir()
+	ns := startStoreServer(t, dir, 4<<30, -1)
+	port := ns.Addr().(*net.TCPAddr).Port
+	var logs testenv.LogBuffer
+	before := testenv.Queue(t, ns.ClientURL(), "before", queue.Options{Logger: testenv.LoggerTo(&logs)})
+	ctx := testenv.Context(t)
+	maxAge := func(q *queue.Queue) time.Duration {
+		t.Helper()
+		st, err := q.JetStream().Stream(ctx, queue.SubmitStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.MaxAge
+	}
+	st, err := before.JetStream().Stream(ctx, queue.SubmitStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxAge = time.Hour // nats stream edit ORDERLY_SUBMIT --max-age 1h
+	if _, err := before.JetStream().UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns = startStoreServer(t, dir, 128<<20, port) // room for the streams, not for what they reserve
+	q := before
+	if startedShort {
+		q = testenv.Queue(t, ns.ClientURL(), "after", queue.Options{Logger: testenv.LoggerTo(&logs)})
+	} else {
+		testenv.WaitUntil(t, 10*time.Second, "the queue reconnects", func() bool { return q.Conn().IsConnected() })
+		if err := testenv.Answered(t, "JetStream's account info", func(ctx context.Context) error {
+			_, err := q.JetStream().AccountInfo(ctx)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started := strings.Count(logs.String(), "level=WARN")
+	// Made again: the live memory stream, lost with the restart, when
+	// the API was up across it. Set back: nothing.
+	want := 0
+	if !startedShort {
+		want = 1
+	}
+	n, err := q.Mend(ctx)
+	if err != nil || n != want {
+		t.Errorf("Mend short of storage: %d, %v; want %d, nil", n, err, want)
+	}
+	if got := maxAge(q); got != time.Hour {
+		t.Fatalf("max_age %s after Mend short of storage: the test sets up nothing", got)
+	}
+	l := logs.String()
+	if strings.Contains(l, "set back to orderly's") {
+		t.Errorf("Mend said the hand-made limit was set back while it stayed:\n%s", l)
+	}
+	if !strings.Contains(l, `msg="a JetStream stream's limits were changed by hand (nats stream edit?), and JetStream has no room`) ||
+		!strings.Contains(l, "ORDERLY_SUBMIT: max_age 1h0m0s") {
+		t.Errorf("Mend did not say the hand-made limit stays:\n%s", l)
+	}
+	if w := strings.Count(l, "level=WARN") - started; startedShort && w != 1 {
+		t.Errorf("Mend logged %d WARN lines, want its one:\n%s", w, l)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	startStoreServer(t, dir, 4<<30, port)
+	testenv.WaitUntil(t, 10*time.Second, "the queue reconnects", func() bool { return q.Conn().IsConnected() })
+	if err := testenv.Answered(t, "JetStream's account info", func(ctx context.Context) error {
+		_, err := q.JetStream().AccountInfo(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.ApplyDeferredSettings(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := maxAge(q); got != 0 {
+		t.Errorf("max_age %s once JetStream has room, want orderly's (none)", got)
 	}
 }
