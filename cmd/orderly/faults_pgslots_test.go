@@ -247,4 +247,3 @@ func checkOutageAnswers(t *testing.T, l *faultLoad, began, ended time.Time) {
 	t.Logf("answers by status %v; 503s: %d (%d before the outage began), from %s to %s after it began (it ended at %s)",
 		codes, unavailable, early, at(first), at(last), at(ended))
 }
-
