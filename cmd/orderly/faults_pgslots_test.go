@@ -120,9 +120,10 @@ func (h *pgSlotHog) endOrderlyBackends() (int64, error) {
 // too many clients already") for 15 s; h2's worker is stopped (SIGTERM)
 // and a new one started while the slots are full. Then the slots are
 // freed. Clients get 503 `unavailable`, never a 500 and never silence
-// past their 15 s timeout (a ?wait=10 answers within it); running workers keep their hosts and retry
-// their claims; the worker started meanwhile waits for PostgreSQL,
-// saying so, and takes its host once it gets a slot; h1's worker, its
+// past their 15 s timeout (a ?wait=10 answers within it); running
+// workers keep their hosts and retry their claims; the worker started
+// meanwhile waits for PostgreSQL, saying so, and takes its host once it
+// gets a slot; h1's worker, its
 // connection ended in a 6 s order with more queued behind it, retries
 // its writes and says when PostgreSQL answers again; the whole contract
 // holds, and both hosts run orders again within the recovery bound of
@@ -244,6 +245,10 @@ func checkOutageAnswers(t *testing.T, l *faultLoad, began, ended time.Time) {
 		}
 		return fmt.Sprintf("%+.1fs", x.Sub(began).Seconds())
 	}
-	t.Logf("answers by status %v; 503s: %d (%d before the outage began), from %s to %s after it began (it ended at %s)",
-		codes, unavailable, early, at(first), at(last), at(ended))
+	var longest time.Duration
+	for _, o := range l.snapshot() {
+		longest = max(longest, o.answered.Sub(o.lastSent))
+	}
+	t.Logf("answers by status %v; 503s: %d (%d before the outage began), from %s to %s after it began (it ended at %s); "+
+		"the longest last request took %s", codes, unavailable, early, at(first), at(last), at(ended), longest.Round(10*time.Millisecond))
 }
