@@ -210,10 +210,10 @@ func unavailableState(code string) bool {
 // (another session's open transaction holds it: an operator's LOCK
 // TABLE, a VACUUM FULL, a migration's ALTER TABLE, or a SELECT … FOR
 // UPDATE of an order), and 57014, a statement canceled by
-// statement_timeout or by an operator's pg_cancel_backend (or by pgx
-// when the caller's context ended: the callers look at their context
-// first, a client gone or a stop). orderly sets neither timeout but an
-// operator may, in
+// statement_timeout or by an operator's pg_cancel_backend (a cancel of
+// orderly's own, its context ending, comes back from pgx as the
+// context's error, checked: told apart above). orderly sets neither
+// timeout but an operator may, in
 // database_url (?lock_timeout=…, as deploy.md suggests for migrations) or
 // on its role, and each was a 500 "internal error" to the client. The
 // statement was refused with an ERROR: nothing it did was kept, and the
