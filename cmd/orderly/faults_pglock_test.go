@@ -85,9 +85,9 @@ func lockWaiters(t *testing.T, s *faultStack) []string {
 const lockHold = 35 * time.Second
 
 // TestFaultsPostgresLocked holds a lock on orderly's orders table for
-// lockHold under the retrying load (clients give a request up after 30 s
-// and send it again with its key; every third order with ?wait=10), then
-// releases it:
+// lockHold under the retrying load (clients give a request up after 30 s,
+// 50 s in table, and send it again with its key; every third order with
+// ?wait=10), then releases it:
 //
 //   - table: another session's `LOCK TABLE orders IN ACCESS EXCLUSIVE
 //     MODE` in a transaction left open (a careless migration's ALTER
@@ -103,7 +103,10 @@ const lockHold = 35 * time.Second
 //   - row_holder_killed: the same with a standby for h1, and h1's
 //     active worker SIGKILLed while its claim waits behind the row lock:
 //     the standby takes h1 over while the dead worker's claim is still
-//     queued in PostgreSQL.
+//     queued in PostgreSQL, and that claim, once the lock goes, must be
+//     refused by the fence (it committed, and the standby recorded the
+//     order interrupted without its having run, before the claim took
+//     the row's lock first: postgres.claimLockSQL).
 //
 // Clients get a 202, a 200 or a 503 `unavailable`, never a 500; workers
 // keep their hosts and go on where they stood; nothing is lost, run twice
