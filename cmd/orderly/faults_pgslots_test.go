@@ -25,7 +25,6 @@ const pgSlotHogName = "fault-slot-hog"
 // connects as the superuser, so it takes the slots reserved for
 // superusers too.
 type pgSlotHog struct {
-	t   *testing.T
 	cfg *pgx.ConnConfig
 
 	mu    sync.Mutex
@@ -45,7 +44,7 @@ func startPGSlotHog(t *testing.T, dsn string) *pgSlotHog {
 	}
 	cfg.RuntimeParams["application_name"] = pgSlotHogName
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &pgSlotHog{t: t, cfg: cfg, stop: cancel, done: make(chan struct{})}
+	h := &pgSlotHog{cfg: cfg, stop: cancel, done: make(chan struct{})}
 	t.Cleanup(h.release)
 	go func() {
 		defer close(h.done)
@@ -101,7 +100,7 @@ func (h *pgSlotHog) release() {
 	h.conns = nil
 }
 
-// orderlyBackends ends every backend of orderly's processes (the
+// endOrderlyBackends ends every backend of orderly's processes (the
 // application_name each gives its connections) but the test's own pool's,
 // as a PostgreSQL restart or an operator's clean-up would, and returns
 // how many there were. With the hog taking each slot they free, the
