@@ -122,11 +122,10 @@ func (h *pgSlotHog) endOrderlyBackends() (int64, error) {
 // past their 15 s timeout (a ?wait=10 answers within it); running
 // workers keep their hosts and retry their claims; the worker started
 // meanwhile waits for PostgreSQL, saying so, and takes its host once it
-// gets a slot; h1's worker, its
-// connection ended in a 6 s order with more queued behind it, retries
-// its writes and says when PostgreSQL answers again; the whole contract
-// holds, and both hosts run orders again within the recovery bound of
-// the release.
+// gets a slot; h1's worker, its connection ended in a 6 s order with
+// more queued behind it, retries its writes and says when PostgreSQL
+// answers again; the whole contract holds, and both hosts run orders
+// again within the recovery bound of the release.
 func TestFaultsPostgresOutOfConnections(t *testing.T) {
 	s := newFaultStack(t)
 	if _, err := s.pool.Exec(t.Context(), "ALTER SYSTEM SET max_connections = 30"); err != nil {
@@ -155,8 +154,8 @@ func TestFaultsPostgresOutOfConnections(t *testing.T) {
 		r.s.note("%s started while the slots are full", newWorker.name)
 		// h1 runs a 6 s order, with the next ones queued behind it, when
 		// its connection goes: its result and their claims meet the
-		// refusals. (The API, its pool unable to grow, answers some
-		// submissions 503 already.)
+		// refusals. (A request that needs one connection more than the
+		// API's pool holds is refused already; in the runs none did.)
 		v := r.l.submit("v", "h1", true, "6")
 		if !v.accepted() {
 			t.Fatalf("victim order: HTTP %d %s", v.code, v.err)
