@@ -61,7 +61,7 @@ func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint
 // once the lock went, after the successor's takeover: the order was
 // running under a worker that no longer owned its host, and the
 // successor, whose own claim had queued behind it, recorded it
-// interrupted without its having run (TestFaultsPostgresLocked/
+// interrupted without its having run (TestFaultsPostgresRowLocked/
 // row_holder_killed); a frozen worker thawed with that answer could
 // have started it beside the successor's later orders. A wait for a
 // lock on the whole table needs none of this: the statement's snapshot

@@ -17,7 +17,7 @@ import (
 // fence once the lock goes: the host is no longer its worker's. In one
 // statement the fence was read on the snapshot the claim began with, so
 // the claim committed after the takeover, the order running under a
-// worker that no longer owned its host (TestFaultsPostgresLocked/
+// worker that no longer owned its host (TestFaultsPostgresRowLocked/
 // row_holder_killed: the successor then recorded it interrupted without
 // its having run). Alone (Claim) and pipelined behind the previous
 // order's result (CompleteAndClaim), whose result is written either way.
