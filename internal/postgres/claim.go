@@ -25,9 +25,49 @@ import (
 // worker does not own the order's host it fails with ErrNotOwner; when
 // the API process waiting for the order is gone, with ErrWaiterGone.
 func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
-	o, err = scanOrder(s.pool.QueryRow(ctx, claimSQL, id, worker, int64(seq)))
+	// One round trip, as the single statement it was: the row's lock,
+	// then the fenced claim on a snapshot of its own (claimLockSQL).
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(claimLockSQL, id)
+	b.Queue(claimSQL, id, worker, int64(seq))
+	b.Queue("COMMIT")
+	br := s.pool.SendBatch(ctx, b)
+	if _, err = br.Exec(); err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		o, err = scanOrder(br.QueryRow())
+		if err == nil || err == pgx.ErrNoRows {
+			if _, cerr := br.Exec(); cerr != nil {
+				err = cerr
+			}
+		}
+	}
+	if cerr := br.Close(); cerr != nil && (err == nil || err == pgx.ErrNoRows) {
+		err = cerr
+	}
 	return s.claimed(ctx, id, worker, o, err)
 }
+
+// claimLockSQL takes the row lock of the order a claim is about to
+// move, in the claim's transaction and as a statement before it, so that
+// the claim's fence (the host's owner, read from hosts) is judged on a
+// snapshot taken once any wait for that lock is over. In one statement
+// the fence was read on the snapshot the statement began with: a claim
+// that waited behind another session's lock on the order's row (a
+// SELECT … FOR UPDATE left open, an auditor's or an operator's) while
+// its worker lost the host (SIGKILLed, frozen past its lease) committed
+// once the lock went, after the successor's takeover: the order was
+// running under a worker that no longer owned its host, and the
+// successor, whose own claim had queued behind it, recorded it
+// interrupted without its having run (TestFaultsPostgresRowLocked/
+// row_holder_killed); a frozen worker thawed with that answer could
+// have started it beside the successor's later orders. A wait for a
+// lock on the whole table needs none of this: the statement's snapshot
+// is taken once its table locks are granted. FOR NO KEY UPDATE is the
+// lock the claim's UPDATE takes anyway.
+const claimLockSQL = `SELECT 1 FROM orders WHERE id = $1 FOR NO KEY UPDATE`
 
 // claimSQL moves one queued order to running and records "started". It is
 // fenced: only the host's owner (TakeHost) claims, so a worker that was
@@ -244,10 +284,16 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 		next     *order.Order
 		claimErr error
 	)
-	claim := func(b *pgx.Batch) { b.Queue(claimSQL, nextID, worker, int64(nextSeq)) }
+	claim := func(b *pgx.Batch) {
+		b.Queue(claimLockSQL, nextID)
+		b.Queue(claimSQL, nextID, worker, int64(nextSeq))
+	}
 	// read reads the result's and the claim's results.
 	read := func(br pgx.BatchResults) error {
 		if err := br.QueryRow().Scan(&n); err != nil {
+			return err
+		}
+		if _, err := br.Exec(); err != nil {
 			return err
 		}
 		next, claimErr = scanOrder(br.QueryRow())

@@ -172,6 +172,10 @@ func translate(doing string, err error) error {
 				Err: fmt.Errorf("%s: %w", doing, err)}
 		case unavailableState(pgErr.Code):
 			return unavailable(doing, err)
+		case waitedTooLongState(pgErr.Code):
+			return &order.Error{Code: order.CodeUnavailable,
+				Message: "database unavailable: a statement waited too long, for a lock another session holds or past statement_timeout",
+				Err:     fmt.Errorf("%s: %w", doing, err)}
 		case preparedStatementLost(pgErr):
 			return fmt.Errorf("%s: %w: %s", doing, err, pooledStatementsHint)
 		case schemaGoneState(pgErr.Code):
@@ -199,6 +203,23 @@ func unavailable(doing string, err error) error {
 func unavailableState(code string) bool {
 	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P") || strings.HasPrefix(code, "53") ||
 		strings.HasPrefix(code, "58") || code == "25006"
+}
+
+// waitedTooLongState reports the SQLSTATEs of a statement the server
+// gave up on for waiting: 55P03, a lock not granted within lock_timeout
+// (another session's open transaction holds it: an operator's LOCK
+// TABLE, a VACUUM FULL, a migration's ALTER TABLE, or a SELECT … FOR
+// UPDATE of an order), and 57014, a statement canceled by
+// statement_timeout or by an operator's pg_cancel_backend (a cancel of
+// orderly's own, its context ending, comes back from pgx as the
+// context's error, checked: told apart above). orderly sets neither
+// timeout but an operator may, in
+// database_url (?lock_timeout=…, as deploy.md suggests for migrations) or
+// on its role, and each was a 500 "internal error" to the client. The
+// statement was refused with an ERROR: nothing it did was kept, and the
+// same request may succeed once the lock is released.
+func waitedTooLongState(code string) bool {
+	return code == "55P03" || code == "57014"
 }
 
 // schemaGoneState reports the SQLSTATEs of a statement that names what
