@@ -25,12 +25,18 @@ import (
 // worker does not own the order's host it fails with ErrNotOwner; when
 // the API process waiting for the order is gone, with ErrWaiterGone.
 func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
-	// One round trip, as the single statement it was: the row's lock,
-	// then the fenced claim on a snapshot of its own (claimLockSQL).
+	o, err = s.claimLocked(ctx, claimSQL, id, worker, seq)
+	return s.claimed(ctx, id, worker, o, err)
+}
+
+// claimLocked runs a claim statement (claimSQL, or claimHead+claimTail)
+// after the row lock of claimLockSQL, in one transaction and one round
+// trip, as the single statement it was.
+func (s *Store) claimLocked(ctx context.Context, sql string, id uuid.UUID, worker string, seq uint64) (o *order.Order, err error) {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(claimLockSQL, id)
-	b.Queue(claimSQL, id, worker, int64(seq))
+	b.Queue(sql, id, worker, int64(seq))
 	b.Queue("COMMIT")
 	br := s.pool.SendBatch(ctx, b)
 	if _, err = br.Exec(); err == nil {
@@ -47,7 +53,7 @@ func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint
 	if cerr := br.Close(); cerr != nil && (err == nil || err == pgx.ErrNoRows) {
 		err = cerr
 	}
-	return s.claimed(ctx, id, worker, o, err)
+	return o, err
 }
 
 // claimLockSQL takes the row lock of the order a claim is about to
@@ -105,7 +111,9 @@ SELECT ` + orderCols + ` FROM c`
 // started. claimed is false, with the order as it is, when it was not
 // queued, or the host is not worker's.
 func (s *Store) ClaimRan(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
-	o, err = scanOrder(s.pool.QueryRow(ctx, claimHead+claimTail, id, worker, int64(seq)))
+	// Its fence is read after any wait for the row's lock, as Claim's is
+	// (claimLockSQL).
+	o, err = s.claimLocked(ctx, claimHead+claimTail, id, worker, seq)
 	if err == nil {
 		return o, true, nil
 	}
