@@ -66,6 +66,7 @@ type Publisher interface {
 	Mend(ctx context.Context) (int, error)
 	PostgresMark(ctx context.Context) (uint64, error)
 	RaisePostgresMark(ctx context.Context, gen uint64) error
+	LiveFreer
 }
 
 // Authorizer is the API policy.
@@ -369,7 +370,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(12)
+	wg.Add(14)
 	go func() {
 		defer wg.Done()
 		// At start, and after publish marks were cleared: a database
@@ -433,6 +434,11 @@ func (s *Service) Run(ctx context.Context) {
 		// A read of the reconnect count each second, and a look at the
 		// streams every queue.MendEvery.
 		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "make the streams again after a NATS restart or a change by hand", s.pub.Mend)
+	}()
+	go func() { defer wg.Done(); s.freeLive(ctx) }()
+	go func() {
+		defer wg.Done()
+		s.every(ctx, 10*time.Second, LiveSweepEvery, "free the live output of ended orders the finished events missed", s.FreeLiveLeftovers)
 	}()
 	wg.Wait()
 	s.finalRaise(ctx)
