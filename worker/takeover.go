@@ -144,8 +144,10 @@ func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announ
 	// again, after the lost attempt's, which stay in the live stream: a
 	// worker may not purge it (it takes no rollups: queue.LiveStream's
 	// config). A second loss reads back only the newest run's
-	// (queue.PartialOutput); a follower that comes later places the
-	// lost attempt's chunks first (docs/reliability.md).
+	// (queue.PartialOutput); a follower that comes later reads the lost
+	// attempt's chunks, then the next run's started event and its chunks
+	// from offset 0, as a follower there throughout did (the Go client's
+	// OnRunAgain, docs/client.md).
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
 		limit := o.MaxOutput
 		if limit <= 0 {
