@@ -172,6 +172,9 @@ func TestLiveLeftoversFreed(t *testing.T) {
 			t.Fatalf("order %s has %d chunks left after FreeLeftover", id, n)
 		}
 	}
+	if n := s[queue.EventSubjectOf("h1", withEvents)]; n != 1 {
+		t.Fatalf("order %s has %d events left, want its finished one", withEvents, n)
+	}
 	if left, err := q.LiveLeftovers(ctx); err != nil || len(left) != 0 {
 		t.Fatalf("leftovers after they were freed: %+v %v", left, err)
 	}
