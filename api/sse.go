@@ -181,7 +181,6 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	lastSeq := after
 	quiet := 0
 	checked := time.Now()
-	var rounds queue.Rounds // chunks of a round published again since are skipped
 	for {
 		// A stream may last as long as the order: the credential it was
 		// opened with must still be good, and still read this order.
@@ -233,9 +232,6 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			if stream := m.Header.Get(queue.StreamHeader); stream != "" {
-				if rounds.Stale(m.Header) {
-					continue
-				}
 				content, enc := order.Encode(m.Data, order.EncodeText)
 				var e *string
 				if enc != order.EncodeText {

@@ -296,6 +296,12 @@ func (s *liveState) mend(ctx context.Context) bool {
 		if at == nil {
 			at = make([]int64, 0, 2)
 			s.round++
+			// The sequences acknowledged before were perhaps of the lost
+			// stream: kept, the first probe after the round (the stream
+			// made again numbers from 1) read as another loss, and the
+			// order's output was published a second time, each loss. The
+			// rollup of the second round hid the first.
+			s.acked = 0
 		}
 		for len(at) < len(s.streams) {
 			at = append(at, 0) // its first chunk came meanwhile

@@ -107,33 +107,6 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 	return p, nil
 }
 
-// Rounds follows the runs and rounds of an order's chunks in the order a
-// reader gets them, for one that places them by offset as they come (an
-// SSE follower: api/sse.go). The live stream takes no rollups, so a
-// chunk of a round whose bytes were published again (after a NATS
-// restart) can come after the newer round's: the reader took it for a
-// repeat, or wrote over what it had.
-type Rounds struct {
-	run   string
-	round int
-}
-
-// Stale reports whether the chunk with headers h is of an older round of
-// the run whose chunk the reader got last: its bytes come, or came, in
-// the newer round. A chunk without a round (no Nats-Msg-Id of
-// LiveOutput's) is never stale.
-func (r *Rounds) Stale(h nats.Header) bool {
-	run, round, ok := chunkRun(h.Get(nats.MsgIdHdr))
-	if !ok {
-		return false
-	}
-	if run == r.run && round < r.round {
-		return true
-	}
-	r.run, r.round = run, round
-	return false
-}
-
 // chunkRun is the run and round of a chunk's Nats-Msg-Id (LiveOutput's
 // msg: run.stream.offset.round).
 func chunkRun(msgID string) (run string, round int, ok bool) {

@@ -60,32 +60,3 @@ func TestPartialOutputReadsTheNewestRun(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-// TestRoundsSkipsAnOlderRoundComeLate: a reader in stream order skips a
-// chunk of a round older than the last one it got of the same run (its
-// bytes were published again in the newer round); another run, a newer
-// round, and a chunk without a round are never skipped.
-func TestRoundsSkipsAnOlderRoundComeLate(t *testing.T) {
-	var r queue.Rounds
-	for i, c := range []struct {
-		msgID string
-		stale bool
-	}{
-		{"RUNA.stdout.0.0", false},
-		{"RUNA.stdout.7.0", false},
-		{"RUNA.stdout.0.1", false}, // published again after a restart
-		{"RUNA.stdout.14.0", true}, // the old round's, flushed late
-		{"RUNA.stdout.7.1", false},
-		{"", false},                // no round
-		{"RUNB.stdout.0.0", false}, // the order run again
-		{"RUNB.stdout.5.0", false},
-	} {
-		h := nats.Header{}
-		if c.msgID != "" {
-			h.Set(nats.MsgIdHdr, c.msgID)
-		}
-		if got := r.Stale(h); got != c.stale {
-			t.Errorf("chunk %d (%q): stale %v, want %v", i, c.msgID, got, c.stale)
-		}
-	}
-}
