@@ -6,6 +6,7 @@
 package intake
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -84,6 +85,7 @@ type Options struct {
 	LostEvery      time.Duration        // how often EndLost runs
 	DropEvery      time.Duration        // how often DropEnded runs
 	PurgeEvery     time.Duration        // how often acknowledged orders leave a limits orders stream (queue.PurgeAcked)
+	LiveSweepEvery time.Duration        // how often FreeLiveLeftovers runs (0: LiveSweepEvery), first after a sixth of it
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -438,7 +440,8 @@ func (s *Service) Run(ctx context.Context) {
 	go func() { defer wg.Done(); s.freeLive(ctx) }()
 	go func() {
 		defer wg.Done()
-		s.every(ctx, 10*time.Second, LiveSweepEvery, "free the live output of ended orders the finished events missed", s.FreeLiveLeftovers)
+		every := cmp.Or(s.opts.LiveSweepEvery, LiveSweepEvery)
+		s.every(ctx, every/6, every, "free the live output of ended orders the finished events missed", s.FreeLiveLeftovers)
 	}()
 	wg.Wait()
 	s.finalRaise(ctx)
