@@ -144,6 +144,12 @@ func (p failingPublisher) Publish(ctx context.Context, host string, id uuid.UUID
 	return p.Queue.Publish(ctx, host, id)
 }
 
+// liveSweepOff keeps the intake's sweep of live leftovers
+// (intake.FreeLiveLeftovers, tested in internal/intake) from running
+// within a test: what frees a finished order's live output here is the
+// finished event's path alone, which the tests then prove.
+const liveSweepOff = 24 * time.Hour
+
 func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	t.Helper()
 	if opts.dsn == "" {
@@ -195,7 +201,8 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 		istore = opts.intakeStore(e.store)
 	}
 	in := intake.New(istore, pub, func() intake.Authorizer { return pol },
-		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }, LostAfter: opts.lost, LostEvery: opts.lost}, logger)
+		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }, LostAfter: opts.lost, LostEvery: opts.lost,
+			LiveSweepEvery: liveSweepOff}, logger)
 	var store api.Store = e.store
 	if opts.store != nil {
 		store = opts.store(e.store)
@@ -276,7 +283,8 @@ func (e *apiEnv) runbookAPI(rule config.Rule, settings func() api.Settings, runb
 	if e.opts.intakeStore != nil {
 		istore = e.opts.intakeStore(e.store)
 	}
-	in := intake.New(istore, pub, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics}, logger)
+	in := intake.New(istore, pub, func() intake.Authorizer { return pol }, intake.Options{Metrics: e.opts.metrics,
+		LiveSweepEvery: liveSweepOff}, logger)
 	var store api.Store = e.store
 	if e.opts.store != nil {
 		store = e.opts.store(e.store)

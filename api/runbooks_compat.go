@@ -96,8 +96,8 @@ func IsDelegationToken(token string) bool {
 // publishes it, until the order is terminal, and returns the order as
 // PostgreSQL then holds it. fn is called from one goroutine. Output
 // arrives through the live stream; PostgreSQL is read as a fallback, so a
-// lost event only delays the end. The worker drops an order's chunks from
-// the live stream once its result is stored (queue.EndOutput), so a
+// lost event only delays the end. The API drops an order's chunks from
+// the live stream once its result is stored (queue.FreeLive), so a
 // follower that lagged behind gets only a prefix of them: the rest comes
 // from the stored output (of a truncated copy, what its head holds). Like a wait, it checks
 // its request's credential (WithCredentialCheck) every poll: one that

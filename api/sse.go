@@ -220,8 +220,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			switch m.Subject {
 			case outputSubject:
 				if m.Header.Get(queue.StreamHeader) == "" {
-					// The marker the worker leaves once the result is
-					// stored (queue.EndOutput), after finished: no output.
+					// No chunk: the end marker an older worker leaves
+					// once the result is stored, after finished.
 					continue
 				}
 			case eventSubject:

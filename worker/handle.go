@@ -188,7 +188,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		w.logStarted(o)
 		w.event(o, "started", order.StatusRunning)
 
-		finish, ran, live := w.run(ctx, msg, o)
+		finish, ran := w.run(ctx, msg, o)
 		if err := w.failPoint("after_exec", o); err != nil {
 			return nil, err
 		}
@@ -210,7 +210,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// A next message delivered before (replayed) is not claimed
 			// with it: begin looks at its order first; nor is one taken
 			// while the lease is not held: begin waits for the verdict.
-			if err := w.completeAlone(ctx, msg, o, finish, ran, live); err != nil {
+			if err := w.completeAlone(ctx, msg, o, finish, ran); err != nil {
 				return nil, err
 			}
 			return next, nil
@@ -228,7 +228,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// claim reads it back as ours and never started, and runs it
 			// (execute hands it back instead if the worker is stopping).
 			w.logger.Warn("pipelined result and claim failed; writing the result alone", "order_id", o.ID, "error", err)
-			if err := w.completeAlone(ctx, msg, o, finish, ran, live); err != nil {
+			if err := w.completeAlone(ctx, msg, o, finish, ran); err != nil {
 				return nil, err
 			}
 			return next, nil
@@ -237,14 +237,11 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// Refused: complete reads back why, as for a result written
 			// alone (PostgreSQL may have lost the claim, not given the
 			// order to anyone), and says so.
-			if err := w.completeAlone(ctx, msg, o, finish, ran, live); err != nil {
+			if err := w.completeAlone(ctx, msg, o, finish, ran); err != nil {
 				return nil, err
 			}
 		} else {
 			w.finished(msg, o, finish, ran)
-			if live {
-				w.endOutput(o)
-			}
 		}
 		switch {
 		case step.Claimed:
@@ -266,17 +263,13 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 }
 
 // completeAlone writes o's result finish by itself (complete), not with
-// the next order's claim, settles its message and, once the result is
-// stored, rolls its live output up (live: some of it was published).
-func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.Order, finish postgres.Finish, ran time.Duration, live bool) error {
+// the next order's claim, and settles its message.
+func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.Order, finish postgres.Finish, ran time.Duration) error {
 	stored, err := w.complete(ctx, msg, o, finish)
 	if err != nil {
 		return err
 	}
 	w.settled(msg, o, finish, ran, stored)
-	if stored && live {
-		w.endOutput(o)
-	}
 	return nil
 }
 
@@ -391,16 +384,6 @@ func (w *Worker) logFinished(o *order.Order, f postgres.Finish) {
 	w.logger.Info("order finished", append(how, "duration_ms", f.Result.DurationMS)...)
 }
 
-// endOutput drops the live output chunks of an order whose result is
-// committed: PostgreSQL has its output now (queue.EndOutput). Only then:
-// an order whose result was refused may be an interrupted one whose
-// successor reads its output back from the live stream.
-func (w *Worker) endOutput(o *order.Order) {
-	if err := w.q.EndOutput(o.Host, o.ID); err != nil {
-		w.logger.Debug("roll up live output", "order_id", o.ID, "error", err)
-	}
-}
-
 // settle handles a delivery of an order this worker could not claim. It
 // returns the order when it must be executed after all: one this instance
 // claimed in a commit whose answer was lost and never started, or an
@@ -452,9 +435,8 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 
 // run checks the host policy and executes the order, keeping the message
 // alive with InProgress while the process runs. ran is how long the process
-// ran, or -1 when nothing was executed; live reports whether any output
-// chunk was published to the live stream.
-func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration, live bool) {
+// ran, or -1 when nothing was executed.
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration) {
 	if len(o.Policy.Unknown) > 0 {
 		// An API newer than this worker allowed it, possibly counting on
 		// a check only a newer worker makes: never run it without.
@@ -466,7 +448,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		why := order.Errorf(order.CodeUnprocessable, "%s%s, unknown to this worker (version %s): an API newer than the worker accepted it; upgrade the worker",
 			order.NewerAPIRefusal, quoteKeys(o.Policy.Unknown), w.opts.Version).Error()
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: why},
-			Detail: map[string]any{"reason": why, "unknown_policy_keys": o.Policy.Unknown}}, -1, false
+			Detail: map[string]any{"reason": why, "unknown_policy_keys": o.Policy.Unknown}}, -1
 	}
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
@@ -477,7 +459,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			status = order.StatusFailed
 		}
 		return postgres.Finish{Status: status, Result: order.Result{Error: err.Error()},
-			Detail: map[string]any{"reason": reason(err)}}, -1, false
+			Detail: map[string]any{"reason": reason(err)}}, -1
 	}
 	if prep.Cleanup != nil {
 		defer prep.Cleanup() // a script's run directory
@@ -486,12 +468,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// The API's deny rules, on the path the command resolved to here.
 		if err := policy.DenyResolved(o.Policy, o.Command, prep.ResolvedPath, o.Args); err != nil {
 			return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
-				Detail: map[string]any{"reason": reason(err), "resolved_path": prep.ResolvedPath}}, -1, false
+				Detail: map[string]any{"reason": reason(err), "resolved_path": prep.ResolvedPath}}, -1
 		}
 	}
 	if o.DryRun {
 		return postgres.Finish{Status: order.StatusSucceeded,
-			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1, false
+			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1
 	}
 
 	signals := make(chan syscall.Signal, 4)
@@ -603,12 +585,10 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	} else {
 		res = w.exec.Run(execCtx, req, signals)
 	}
-	// The first chunk drawn on the budget was published: no flag to
-	// keep, nothing more for an order without output.
-	live = out != nil && req.MaxOutput > 0 && out.budget.Load() < req.MaxOutput
 	if out != nil {
 		// Before the result is written: nothing it publishes again after
-		// a NATS restart may follow the roll-up (endOutput).
+		// a NATS restart may follow the finished event, after which the
+		// API frees the order's live messages (queue.FreeLive).
 		out.pub.Stop()
 	}
 	f = finishOf(res)
@@ -623,7 +603,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// Nobody cancelled it: say why it was killed.
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
 	}
-	return f, res.Duration, live
+	return f, res.Duration
 }
 
 // liveOut is an order's live output: one allocation for a captured

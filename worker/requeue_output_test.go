@@ -16,10 +16,11 @@ import (
 // stream (they leave it only after a stored result). A second loss
 // stored the partial output of both, the second attempt's chunks placed
 // over the first's: "run 1", the output of an attempt that was not the
-// last. The successor that requeues an order now drops its lost
-// attempt's chunks from the live stream, so what is read back is the
-// last attempt's, and a follower that comes later sees that attempt
-// alone.
+// last. What is read back now is the last attempt's: the lost
+// attempt's chunks stay in the live stream (it takes no rollups, and no
+// worker may purge it), and PartialOutput reads the newest run's chunks
+// alone (their Nats-Msg-Id); the successor that requeued the order
+// dropped them with a rollup before.
 func TestRequeuedOrderLeavesItsFirstOutput(t *testing.T) {
 	e := newEnv(t)
 	f := filepath.Join(t.TempDir(), "count")

@@ -140,14 +140,14 @@ func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announ
 	if _, failed := ev.Reap["reap_error"]; !failed && o.Kind == order.KindScript {
 		w.removeRunDirs(o.ID, ev.Reap)
 	}
-	if requeue {
-		// The order runs again under its id, its chunks from offset 0
-		// again: the lost attempt's, left in the live stream, would be
-		// read back under the next one's (a second loss stored the
-		// first attempt's output as the last one's), and followers
-		// that come later would take the next attempt's for repeats.
-		w.endOutput(o)
-	}
+	// A requeued order runs again under its id, its chunks from offset 0
+	// again, after the lost attempt's, which stay in the live stream: a
+	// worker may not purge it (it takes no rollups: queue.LiveStream's
+	// config). A second loss reads back only the newest run's
+	// (queue.PartialOutput); a follower that comes later reads the lost
+	// attempt's chunks, then the next run's started event and its chunks
+	// from offset 0, as a follower there throughout did (the Go client's
+	// OnRunAgain, docs/client.md).
 	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
 		limit := o.MaxOutput
 		if limit <= 0 {

@@ -271,10 +271,11 @@ func TestServeBusAuthentication(t *testing.T) {
 	}
 
 	// Its live output went through its own host's subject, and once the
-	// result was stored the real w2 worker rolled it up with its own
-	// credential: the API's SSE then ends with finished, which carries
-	// the output, and no chunk is left.
-	waitUntil(t, 10*time.Second, "the second worker's order rolled up", func() bool {
+	// result was stored and the real w2 worker's finished event came,
+	// serve's API freed its chunks (no worker may: queue.FreeLive): the
+	// API's SSE then ends with finished, which carries the output, and no
+	// chunk is left.
+	waitUntil(t, 10*time.Second, "the second worker's order freed", func() bool {
 		code, b = p.do(t, "GET", "/v1/orders/"+done.ID.String()+"/events", nil)
 		return code == http.StatusOK && !strings.Contains(string(b), "event: stdout") &&
 			strings.Contains(string(b), "event: finished") && strings.Contains(string(b), `"content":"from w2\n"`)

@@ -19,10 +19,7 @@ func TestHostConsumerOnDiskOnNATSCluster(t *testing.T) {
 	c := startNATSCluster(t, t.TempDir(), 3)
 	ctx := testenv.Context(t)
 	js := testenv.JetStream(t, c.url(), "consumer-test")
-	q, err := queue.New(ctx, js.Conn(), queue.Options{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := c.openQueue(js.Conn(), queue.Options{Replicas: 3})
 	for _, create := range []func() error{
 		func() error { _, err := q.HostConsumer(ctx, "c1"); return err },
 		func() error { _, err := q.RewindHostConsumer(ctx, "c2"); return err },
@@ -61,10 +58,7 @@ func TestIntakeConsumerOnDiskOnNATSCluster(t *testing.T) {
 	c := startNATSCluster(t, t.TempDir(), 3)
 	ctx := testenv.Context(t)
 	js := testenv.JetStream(t, c.url(), "intake-consumer-test")
-	q, err := queue.New(ctx, js.Conn(), queue.Options{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := c.openQueue(js.Conn(), queue.Options{Replicas: 3})
 	if _, err := q.IntakeConsumer(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -134,6 +134,55 @@ func (c *natsCluster) waitReplicated() {
 	}
 }
 
+// clusterAttemptTimeout bounds one attempt of natsCluster.retry.
+const clusterAttemptTimeout = 15 * time.Second
+
+// retry runs step until it succeeds, each attempt bounded by
+// clusterAttemptTimeout, for up to two minutes, as the API's start does
+// (backend.go: each JetStream request bounded, the step tried again by
+// waitForDependencies). A JetStream API request that reaches a cluster
+// while its meta group changes leader is answered by no server
+// (nats-server's jsStreamCreateRequest: only the meta leader answers,
+// and the others say "no leader" only once none was known for a while),
+// and a fresh cluster on a loaded machine can change its meta leader
+// after answering the readiness probe (waitReplicated). With nothing but
+// testenv.Context's two minutes for a bound, one such request held
+// queue.New for 120 s and failed the test (TestLiveRollupOnNATSCluster,
+// in a CI, creating ORDERLY_ORDERS). step must be safe to repeat.
+func (c *natsCluster) retry(what string, step func(ctx context.Context) error) {
+	c.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(c.t.Context(), clusterAttemptTimeout)
+		err := step(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || c.t.Context().Err() != nil {
+			c.t.Fatalf("%s on the NATS cluster, %d attempts: %v", what, attempt, err)
+		}
+		c.t.Logf("%s on the NATS cluster, attempt %d: %v; trying again", what, attempt, err)
+		select {
+		case <-c.t.Context().Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// openQueue is queue.New on the cluster over nc, made as the API's start
+// makes it (retry).
+func (c *natsCluster) openQueue(nc *nats.Conn, opts queue.Options) *queue.Queue {
+	c.t.Helper()
+	var q *queue.Queue
+	c.retry("queue.New", func(ctx context.Context) error {
+		var err error
+		q, err = queue.New(ctx, nc, opts)
+		return err
+	})
+	return q
+}
+
 // url lists every node, so that clients fail over between them.
 func (c *natsCluster) url() string {
 	var urls []string

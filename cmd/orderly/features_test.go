@@ -311,12 +311,12 @@ func eventChunk(t *testing.T, e testEvent) string {
 // the connection after the first chunk, resumes with Last-Event-ID and
 // gets the rest exactly once; a finished order replays and ends with
 // finished, which carries the output (its chunks left the live stream
-// once the result was stored).
+// once the result was stored and the API heard the finished event).
 func TestLiveOutputWithReconnect(t *testing.T) {
 	s := newStack(t, "live")
 	gate, end := filepath.Join(t.TempDir(), "gate"), filepath.Join(t.TempDir(), "end")
 	// The order ends only once the resumed stream has its chunks: a resume
-	// after the end would find them rolled up.
+	// after the end would find them freed.
 	o := s.submit(map[string]any{"host": "live", "command": "sh",
 		"args": []string{"-c", `echo one; while [ ! -e "$1" ]; do sleep 0.02; done; echo two >&2; echo three
 while [ ! -e "$2" ]; do sleep 0.02; done`, "_", gate, end}}, "", http.StatusAccepted)
@@ -364,7 +364,18 @@ while [ ! -e "$2" ]; do sleep 0.02; done`, "_", gate, end}}, "", http.StatusAcce
 		t.Fatalf("finished event: %+v", last)
 	}
 	// Replay of a finished order ends by itself: queued, then finished
-	// (which rolled up started) with the output.
+	// with the output. The API freed its started event (and chunks) once
+	// it heard the finished one (queue.FreeLive): waited for here, as a
+	// replay within that moment would begin with started.
+	waitUntil(t, 10*time.Second, "the finished order's started event freed", func() bool {
+		st, err := s.b.queue.JetStream().Stream(t.Context(), queue.LiveStream)
+		if err != nil {
+			return false
+		}
+		subj := queue.EventSubjectOf("live", o.ID)
+		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(subj))
+		return err == nil && info.State.Subjects[subj] == 1
+	})
 	all := followEvents(t, s, o.ID, "", func(e testEvent) bool { return false })
 	if len(all) != 2 || all[0].event != "queued" || all[1].event != "finished" || !strings.Contains(all[len(all)-1].data, `"content":"one\nthree\n"`) {
 		t.Fatalf("replay: %v", all)

@@ -38,7 +38,8 @@ func TestLiveFeedTellsAStreamMadeAgainByAWholeClusterRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := startNATSCluster(t, t.TempDir(), 3)
 			ctx := testenv.Context(t)
-			testenv.Queue(t, c.url(), "cluster-live-api", queue.Options{Replicas: 3}) // the API: the streams at three replicas
+			api := testenv.JetStream(t, c.url(), "cluster-live-api")
+			c.openQueue(api.Conn(), queue.Options{Replicas: 3}) // the API: the streams at three replicas
 			nc, err := queue.Connect(c.url(), "cluster-live-feed")
 			if err != nil {
 				t.Fatal(err)

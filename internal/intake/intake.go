@@ -6,6 +6,7 @@
 package intake
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,7 @@ type Publisher interface {
 	Mend(ctx context.Context) (int, error)
 	PostgresMark(ctx context.Context) (uint64, error)
 	RaisePostgresMark(ctx context.Context, gen uint64) error
+	LiveFreer
 }
 
 // Authorizer is the API policy.
@@ -83,6 +85,7 @@ type Options struct {
 	LostEvery      time.Duration        // how often EndLost runs
 	DropEvery      time.Duration        // how often DropEnded runs
 	PurgeEvery     time.Duration        // how often acknowledged orders leave a limits orders stream (queue.PurgeAcked)
+	LiveSweepEvery time.Duration        // how often FreeLiveLeftovers runs (0: LiveSweepEvery), first after a sixth of it
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -369,7 +372,7 @@ func (s *Service) requeue(ctx context.Context, prev *order.Order) (*order.Order,
 // until ctx is canceled.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(12)
+	wg.Add(14)
 	go func() {
 		defer wg.Done()
 		// At start, and after publish marks were cleared: a database
@@ -433,6 +436,12 @@ func (s *Service) Run(ctx context.Context) {
 		// A read of the reconnect count each second, and a look at the
 		// streams every queue.MendEvery.
 		s.every(ctx, queue.ProbeEvery, queue.ProbeEvery, "make the streams again after a NATS restart or a change by hand", s.pub.Mend)
+	}()
+	go func() { defer wg.Done(); s.freeLive(ctx) }()
+	go func() {
+		defer wg.Done()
+		every := cmp.Or(s.opts.LiveSweepEvery, LiveSweepEvery)
+		s.every(ctx, every/6, every, "free the live output of ended orders the finished events missed", s.FreeLiveLeftovers)
 	}()
 	wg.Wait()
 	s.finalRaise(ctx)

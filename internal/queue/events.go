@@ -46,9 +46,9 @@ type Event struct {
 // PublishEvent sends ev on core NATS, on the subject of ev.Host. Events are
 // best effort; waiters fall back to reading PostgreSQL.
 //
-// The finished event ends the order's record in the live stream: it rolls
-// up the order's event subject (the stream drops the started event and
-// keeps this one) and expires after Options.FinishedTTL (a minute). PostgreSQL has the
+// The finished event ends the order's record in the live stream: it
+// expires after Options.FinishedTTL (a minute), and the API, hearing it,
+// purges the order's other messages (FreeLive): PostgreSQL has the
 // finished order; the live stream only needs to keep what running orders
 // and their followers use. Kept for the stream's hour, two events of every
 // order (~350 bytes) filled its 256 MiB of serve's memory within the hour
@@ -106,14 +106,15 @@ func appendUUID(b []byte, id uuid.UUID) []byte {
 	return b
 }
 
-// endsRecord makes m the last message of its subject in the live stream
-// (a rollup of the subject) and has it expire after Options.FinishedTTL: a
-// follower that attaches or resumes within it reads the end there, a later
-// one from PostgreSQL (api/sse.go). m's headers become q.ends, which every
-// such message shares (PublishMsg only reads them): set anew on each (the
-// finished event, the output's end marker), they took three allocations
-// (two value slices, the TTL's text). m must have no other header, and
-// nobody may set one on it afterwards.
+// endsRecord has m, the message that ends an order's record in the live
+// stream (the finished event), expire after Options.FinishedTTL: a
+// follower that attaches or resumes within it reads the end there, a
+// later one from PostgreSQL (api/sse.go). It no longer rolls up the
+// order's subject (the stream takes no rollups: liveConfig); the API
+// purges the rest (FreeLive). m's headers become q.ends, which every
+// such message shares (PublishMsg only reads them): set anew on each,
+// they took allocations. m must have no other header, and nobody may set
+// one on it afterwards.
 func (q *Queue) endsRecord(m *nats.Msg) {
 	m.Header = q.ends
 }
@@ -122,7 +123,6 @@ func (q *Queue) endsRecord(m *nats.Msg) {
 // finished order's last message for ttl.
 func endsHeader(ttl time.Duration) nats.Header {
 	h := nats.Header{}
-	h.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	h.Set(jetstream.MsgTTLHeader, ttl.String())
 	return h
 }

@@ -48,10 +48,14 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		MaxAge:      time.Hour,
 		MaxBytes:    256 << 20,
 		Discard:     jetstream.DiscardOld,
-		// EndOutput rolls up an order's chunks once its result is stored,
-		// and the finished event its events (events.go); both markers
-		// expire after Options.FinishedTTL.
-		AllowRollup: true,
+		// No rollups: a rollup header cannot be limited to one subject,
+		// and any worker may publish on its own output subject, so
+		// `Nats-Rollup: all` there purged every host's live output. The
+		// API purges a finished order's messages instead (FreeLive), and
+		// the finished event expires after Options.FinishedTTL. Set
+		// false, not left out: an existing stream made with rollups is
+		// updated (ensure, Mend).
+		AllowRollup: false,
 		AllowMsgTTL: true,
 	}
 }
@@ -66,24 +70,6 @@ func (q *Queue) PublishOutput(host string, id uuid.UUID, stream string, offset i
 	m.Header.Set(StreamHeader, stream)
 	m.Header.Set(OffsetHeader, strconv.FormatInt(offset, 10))
 	m.Data = p // PublishMsg copies it into the connection's buffer before returning
-	return q.nc.PublishMsg(m)
-}
-
-// EndOutput drops the live output chunks of order id of host once its
-// result is committed to PostgreSQL, which then serves the whole output
-// (the finished event carries it): kept for the stream's hour, a 10 MiB
-// output would hold 10 MiB of the NATS server's memory for nothing. It
-// publishes one empty message with "Nats-Rollup: sub" on the order's
-// output subject, so the stream purges that subject's earlier messages and
-// keeps only this marker, which has no StreamHeader (readers skip it) and
-// expires after Options.FinishedTTL. A
-// worker may publish only on its own host's subjects, so it can roll up
-// only its own orders. Best effort like the chunks: a lost marker leaves
-// them to MaxAge. Never for an interrupted order: the worker taking over
-// reads its output back from here (PartialOutput).
-func (q *Queue) EndOutput(host string, id uuid.UUID) error {
-	m := nats.NewMsg(OutputSubjectOf(host, id))
-	q.endsRecord(m)
 	return q.nc.PublishMsg(m)
 }
 
@@ -367,7 +353,7 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 // sequence another message (another stored time, which the stream's
 // leader set once and every server reports alike) than the one handed
 // over. Within one stream a sequence is never used twice: the message
-// there is the one handed over or none (rolled up, aged out), which
+// there is the one handed over or none (purged, aged out), which
 // says nothing either way. One more request (the message's) per
 // restart, none when no message was handed over since the feed started.
 func (f *LiveFeed) renewed(ctx context.Context) (made time.Time, renewed bool, err error) {

@@ -10,7 +10,7 @@ import (
 )
 
 // TestLiveFeedKeepsItsPlaceWhenItsLastMessageIsGone: the message a feed
-// handed over last is no longer in the stream (rolled up by the order's
+// handed over last is no longer in the stream (freed by the order's
 // end, aged out, removed) when its consumer has to be made again on the
 // same stream. renewed reads that sequence back to tell a stream a whole
 // cluster's restart made again; a message not found there says nothing

@@ -11,10 +11,11 @@ import (
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
-// TestFinishedOrderLeavesTheLiveStream: the finished event rolls up the
-// order's events (the started one goes) and, like the output marker,
-// expires after FinishedTTL, while a running order's events and chunks
-// stay: a finished order leaves nothing in ORDERLY_LIVE.
+// TestFinishedOrderLeavesTheLiveStream: once the order is freed (the
+// API's FreeLive, on its finished event) its chunks and started event go
+// and the finished event expires after FinishedTTL, while a running
+// order's events and chunks stay: a finished order leaves nothing in
+// ORDERLY_LIVE.
 func TestFinishedOrderLeavesTheLiveStream(t *testing.T) {
 	q, _ := openQueue(t, queue.Options{FinishedTTL: time.Second})
 	ctx := testenv.Context(t)
@@ -46,12 +47,13 @@ func TestFinishedOrderLeavesTheLiveStream(t *testing.T) {
 	if err := q.PublishEvent(queue.Event{OrderID: done, Type: "finished", Status: "succeeded", Host: "h1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.EndOutput("h1", done); err != nil {
+	testenv.WaitUntil(t, 10*time.Second, "the finished event in ORDERLY_LIVE", func() bool { return count(doneEv) == 2 })
+	if err := q.FreeLive(ctx, "h1", done); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitUntil(t, 10*time.Second, "the finished order down to its two markers", func() bool {
-		return count(doneEv) == 1 && count(doneOut) == 1
-	})
+	if count(doneEv) != 1 || count(doneOut) != 0 {
+		t.Fatalf("the freed order has %d events and %d chunks left; want its finished event alone", count(doneEv), count(doneOut))
+	}
 	m, err := st.GetLastMsgForSubject(ctx, doneEv)
 	if err != nil || string(m.Data) == "" || m.Header.Get(jetstream.MsgTTLHeader) == "" {
 		t.Fatalf("last event of the finished order: %v %v; want the finished event with a TTL", m, err)

@@ -42,15 +42,16 @@ import (
 // whose tail ring the latest bytes overwrote) are skipped: the next
 // chunk's offset says where it starts, a hole exactly where the stored
 // result has its truncation marker.
-// The first of them rolls up the order's subject: chunks the stream took
-// before the loss was seen (once an API made it again) are purged, and
-// the stream holds each of the order's bytes once, in order.
-// A stream that was not lost (a cluster's, kept by its replicas; a
-// connection cut alone) is rolled up alike and holds each byte once
-// after it; a follower who read them before, placing chunks by offset,
-// drops the repeats. A chunk published again after an acknowledgement
-// that did not come is dropped by the stream as a duplicate (its
-// Nats-Msg-Id, within the stream's 2 minutes).
+// The stream takes no rollups (liveConfig), so what it took before the
+// loss was seen stays: chunks the stream took once an API made it again
+// (flushed from the reconnect buffer), and, on a stream that was not lost
+// (a cluster's, kept by its replicas; a connection cut alone), the
+// chunks before. Each round has its number in the chunks' Nats-Msg-Id
+// (msg): a reader that keeps only the newest round of the newest run
+// (PartialOutput) reads each byte once, in order; a follower, placing
+// chunks by offset, drops the repeats. A chunk published again after an
+// acknowledgement that did not come is dropped by the stream as a
+// duplicate (its Nats-Msg-Id, within the stream's 2 minutes).
 //
 // Nothing is kept, started or allocated until the first chunk: an order
 // without output costs nothing more. Nothing is copied per chunk either:
@@ -59,7 +60,7 @@ import (
 // chunk, which the asynchronous publish holds for its retries, is a
 // copy. Publish is called from the output's goroutines (one per stream),
 // once the source holds the chunk; Stop once the process ended, before
-// the output's roll-up (EndOutput). The zero value is ready.
+// the result is stored. The zero value is ready.
 type LiveOutput struct {
 	st atomic.Pointer[liveState]
 }
@@ -213,7 +214,8 @@ func (s *liveState) published(stream string, end int64) {
 // Stop ends the watch, a publishing again under way included: the
 // order's result in PostgreSQL has its whole output now (what a follower
 // is given once it is stored). It returns once the watch publishes no
-// more, so nothing of it follows the roll-up.
+// more, so nothing of it follows the finished event (after which the
+// API frees the order's messages: FreeLive).
 func (o *LiveOutput) Stop() {
 	s := o.st.Load()
 	if s == nil {
@@ -286,15 +288,20 @@ func (s *liveState) mend(ctx context.Context) bool {
 	var at []int64  // per stream: how far this round published it; nil: a round starts
 	var m *nats.Msg // a chunk of this round published and not acknowledged
 	i := 0          // m's stream
-	rolled := false // the round's first chunk, which rolls up the subject, was acknowledged
 	for {
 		s.mu.Lock()
 		if r := s.q.nc.Stats().Reconnects; r != s.seen {
 			s.seen, at, m = r, nil, nil // lost again, perhaps with what was published
 		}
 		if at == nil {
-			at, rolled = make([]int64, 0, 2), false
+			at = make([]int64, 0, 2)
 			s.round++
+			// The sequences acknowledged before were perhaps of the lost
+			// stream: kept, the first probe after the round (the stream
+			// made again numbers from 1) read as another loss, and the
+			// order's output was published a second time, each loss. The
+			// rollup of the second round hid the first.
+			s.acked = 0
 		}
 		for len(at) < len(s.streams) {
 			at = append(at, 0) // its first chunk came meanwhile
@@ -324,15 +331,6 @@ func (s *liveState) mend(ctx context.Context) bool {
 				limit = capped
 			}
 			m = s.msg(name, from, buf[:n], limit)
-			if !rolled {
-				// The first purges the order's chunks that the stream took
-				// before the loss was seen (after the stream was made
-				// again, or flushed from the reconnect buffer into it),
-				// which would stand before their earlier ones. Its round
-				// in the Nats-Msg-Id: the chunks purged must not be
-				// dropped as duplicates when they come again.
-				m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, liveMendTimeout)
 		ack, err := s.q.js.PublishMsg(pctx, m)
@@ -342,7 +340,7 @@ func (s *liveState) mend(ctx context.Context) bool {
 			s.acked = max(s.acked, ack.Sequence)
 			s.mu.Unlock()
 			off, _ := strconv.ParseInt(m.Header.Get(OffsetHeader), 10, 64)
-			at[i], m, rolled = off+int64(len(m.Data)), nil, true
+			at[i], m = off+int64(len(m.Data)), nil
 			continue
 		}
 		// No stream yet (no responders), or no answer: again in a while,

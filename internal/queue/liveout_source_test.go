@@ -62,7 +62,7 @@ func (h *heldStreams) ReadOutput(stream string, off int64, p []byte) (int64, int
 // their own, with stderr's bytes that the source no longer holds
 // skipped (the next chunk's offset says where it goes on). Every byte
 // read is the stream's at that offset, and the stream holds nothing of
-// before the loss beside it (the first chunk rolled the subject up).
+// before the loss beside it (lost with its server: a memory stream).
 func TestLiveOutputPublishesEachStreamAgainFromItsSource(t *testing.T) {
 	ns := testenv.NATSServer(t, &server.Options{})
 	q := testenv.Queue(t, ns.ClientURL(), "liveout-source-test", queue.Options{})

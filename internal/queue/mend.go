@@ -44,7 +44,10 @@ var madeStreams = []struct{ name, lost string }{
 // orderly_hosts` (every worker's lease renewal failing, every host shown
 // offline), the live stream after `nats stream rm ORDERLY_LIVE` (chunks
 // into no stream); and a `nats stream edit ORDERLY_ORDERS --max-age`, or
-// any limit, dropped queued orders for as long as the API ran. Cost: five
+// any limit, dropped queued orders for as long as the API ran; and the
+// live stream's rollups turned on again (by an older API's start) let any
+// worker's seed purge every host's live output until the next start.
+// Cost: five
 // STREAM.INFO requests every MendEvery per API replica. A request that
 // fails (JetStream not ready after a reconnect) is asked again at the
 // next call. Limits JetStream will not let it set back for want of
@@ -131,7 +134,10 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 			q.logger().Error("a JetStream stream of orderly was gone (deleted by hand: nats stream rm, nats kv rm? or the NATS store lost): made it again; what it held is lost",
 				"stream", s.name, "lost", s.lost, "hint", HandsHint)
 		}
-		if c := changed[s.name]; len(c) > 0 {
+		if c := changed[s.name]; len(c) > 0 && s.name == LiveStream {
+			q.logger().Warn("the live output stream took rollups again, as an orderly api or serve from before 2026-12-06 makes it at its start (a rolling upgrade?), or by hand: turned them off; any worker's NATS credential could purge every host's live output with them",
+				"stream", s.name, "changed", strings.Join(c, ", "), "hint", HandsHint)
+		} else if len(c) > 0 {
 			q.logger().Warn("a JetStream stream's limits were changed by hand (nats stream edit?): set back to orderly's, under which no accepted order is dropped; orderly sets them at every start too",
 				"stream", s.name, "changed", strings.Join(c, ", "), "hint", HandsHint)
 		}
@@ -166,7 +172,7 @@ func (q *Queue) keptByHand(changed map[string][]string) {
 // The submissions stream's own caps are orderly's
 // (DefaultSubmitBacklog, SubmitMaxBytes, or smaller when JetStream could
 // not reserve them: ensureStream), and so are the buckets' and the live
-// stream's: not looked at.
+// stream's: not looked at. On the live stream, rollups allowed.
 func handChanged(cfg jetstream.StreamConfig) []string {
 	var c []string
 	switch cfg.Name {
@@ -189,6 +195,14 @@ func handChanged(cfg jetstream.StreamConfig) []string {
 		}
 		if cfg.MaxMsgs > 0 {
 			c = append(c, fmt.Sprintf("max_msgs %d", cfg.MaxMsgs))
+		}
+	case LiveStream:
+		// Not a limit, but what lets any worker's seed purge every
+		// host's live output (liveConfig): turned on again by an API or
+		// serve from before 2026-12-06 started during a rolling upgrade
+		// (it updates the stream to its own settings), or by hand.
+		if cfg.AllowRollup {
+			c = append(c, "allow_rollup_hdrs true")
 		}
 	}
 	return c

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -28,9 +30,21 @@ type Partial struct {
 // truncation marker (order.TruncationMarker, counting them), the stream
 // then truncated. Without the offsets, the chunks after such a hole
 // were given, and stored, as the output from its start.
+//
+// Only the newest run's chunks count, and of it the newest round's
+// (their Nats-Msg-Id: LiveOutput's msg): the stream takes no rollups, so
+// an idempotent order run again keeps its lost run's chunks before the
+// new run's, from offset 0 again, and a run's chunks published again
+// after a NATS restart (a new round, from offset 0) follow those the
+// stream took before, some perhaps after their later ones (flushed from
+// the reconnect buffer into a stream made again). A chunk of a newer run
+// or round starts the output again; one of an older round, come late, is
+// skipped. Rollups used to purge both before the new ones came.
 func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64) (Partial, error) {
 	var p Partial
 	var next [2]int64 // where in each stream the chunks given so far end
+	var run string    // the run and round of the chunks given so far
+	round := -1
 	c, err := q.js.OrderedConsumer(ctx, LiveStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{OutputSubjectOf(host, id)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -62,6 +76,14 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 			default:
 				continue
 			}
+			if r, n, ok := chunkRun(m.Headers().Get(nats.MsgIdHdr)); ok {
+				switch {
+				case r != run || n > round:
+					p, next, run, round = Partial{}, [2]int64{}, r, n
+				case n < round:
+					continue
+				}
+			}
 			data := m.Data()
 			if off, err := strconv.ParseInt(m.Headers().Get(OffsetHeader), 10, 64); err == nil && off >= 0 {
 				rest, gap := order.Continuing(off, next[i], data)
@@ -83,6 +105,24 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 		left -= min(n, left)
 	}
 	return p, nil
+}
+
+// chunkRun is the run and round of a chunk's Nats-Msg-Id (LiveOutput's
+// msg: run.stream.offset.round).
+func chunkRun(msgID string) (run string, round int, ok bool) {
+	run, rest, ok := strings.Cut(msgID, ".")
+	if !ok || run == "" {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(rest, '.')
+	if i < 0 {
+		return "", 0, false
+	}
+	round, err := strconv.Atoi(rest[i+1:])
+	if err != nil {
+		return "", 0, false
+	}
+	return run, round, true
 }
 
 func appendCapped(dst, p []byte, max int64, truncated bool) ([]byte, bool) {

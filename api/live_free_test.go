@@ -36,28 +36,29 @@ func (e *apiEnv) liveCount(host string, id uuid.UUID) uint64 {
 	return info.State.Subjects[subj]
 }
 
-// lastLive is the last message of order id's output subject.
-func (e *apiEnv) lastLive(host string, id uuid.UUID) *jetstream.RawStreamMsg {
+// lastLive is the last message of subject in ORDERLY_LIVE.
+func (e *apiEnv) lastLive(subject string) *jetstream.RawStreamMsg {
 	e.t.Helper()
 	ctx := testenv.Context(e.t)
 	st, err := e.q.JetStream().Stream(ctx, queue.LiveStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	m, err := st.GetLastMsgForSubject(ctx, queue.OutputSubjectOf(host, id))
+	m, err := st.GetLastMsgForSubject(ctx, subject)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return m
 }
 
-// waitRolledUp waits until the order's output subject holds only the
-// worker's end marker. The order may still be running (a thousand forks
-// of sleep on a loaded machine), so the wait is long.
-func (e *apiEnv) waitRolledUp(host string, id uuid.UUID) {
+// waitFreed waits until the API's intake has freed the order's live
+// output (queue.FreeLive, once its finished event came and PostgreSQL
+// holds it ended): no chunk left. The order may still be running (a
+// thousand forks of sleep on a loaded machine), so the wait is long.
+func (e *apiEnv) waitFreed(host string, id uuid.UUID) {
 	e.t.Helper()
-	testenv.WaitUntil(e.t, time.Minute, fmt.Sprintf("order %s's live output rolled up", id), func() bool {
-		return e.liveCount(host, id) == 1 && e.lastLive(host, id).Header.Get(queue.StreamHeader) == ""
+	testenv.WaitUntil(e.t, time.Minute, fmt.Sprintf("order %s's live output freed", id), func() bool {
+		return e.liveCount(host, id) == 0
 	})
 }
 
@@ -70,13 +71,16 @@ func seqOutput(n int) string {
 	return b.String()
 }
 
-// TestFinishedOrderLiveOutputRolledUp: once a real worker has stored an
-// order's result, its live output chunks leave ORDERLY_LIVE (only the end
-// marker is left), while a running order's chunks stay. The finished
-// order's event stream is queued, started, finished with the complete
-// stored output, and the Go client's Follow writes that output once; a
-// resume after the end gets finished and writes nothing.
-func TestFinishedOrderLiveOutputRolledUp(t *testing.T) {
+// TestFinishedOrderLiveOutputFreed: once a real worker has stored an
+// order's result and published its finished event, the API's intake
+// frees its live output chunks and its started event from ORDERLY_LIVE
+// (the finished event is left, to expire), while a running order's
+// chunks stay, a finished event forged for it notwithstanding (PostgreSQL
+// holds it running). The finished order's event stream is queued,
+// finished with the complete stored output, and the Go client's Follow
+// writes that output once; a resume after the end gets finished and
+// writes nothing.
+func TestFinishedOrderLiveOutputFreed(t *testing.T) {
 	e := newAPIEnv(t, envOptions{hosts: []string{"roll-1", "roll-2"}})
 	ctx := testenv.Context(t)
 
@@ -86,6 +90,12 @@ func TestFinishedOrderLiveOutputRolledUp(t *testing.T) {
 		return e.liveCount("roll-2", running.ID) == 1
 	})
 
+	// As the server's answer that a worker's seed can land on another
+	// host's event subject (docs/security.md) would be.
+	if err := e.q.PublishEvent(queue.Event{OrderID: running.ID, Type: "finished", Status: "succeeded", Host: "roll-2"}); err != nil {
+		t.Fatal(err)
+	}
+
 	const lines = 60000 // 339 KiB
 	want := seqOutput(lines)
 	done := e.submit("alice", map[string]any{"host": "roll-1", "command": "seq", "args": []string{"1", fmt.Sprint(lines)}},
@@ -93,19 +103,21 @@ func TestFinishedOrderLiveOutputRolledUp(t *testing.T) {
 	if done.Status != order.StatusSucceeded {
 		t.Fatalf("order %s is %s", done.ID, done.Status)
 	}
-	e.waitRolledUp("roll-1", done.ID)
-	if m := e.lastLive("roll-1", done.ID); len(m.Data) != 0 {
-		t.Fatalf("the end marker carries %d bytes", len(m.Data))
+	e.waitFreed("roll-1", done.ID)
+	if m := e.lastLive(queue.EventSubjectOf("roll-1", done.ID)); !strings.Contains(string(m.Data), `"type":"finished"`) {
+		t.Fatalf("the finished order's event left is %s, want its finished event", m.Data)
 	}
+	// The forged event came before the finished order's, to the same
+	// subscription: it was judged, and left the running order alone.
 	if n := e.liveCount("roll-2", running.ID); n != 1 {
 		t.Fatalf("the running order has %d messages in ORDERLY_LIVE, want its one chunk", n)
 	}
-	if m := e.lastLive("roll-2", running.ID); string(m.Data) != "before\n" || m.Header.Get(queue.StreamHeader) != "stdout" {
+	if m := e.lastLive(queue.OutputSubjectOf("roll-2", running.ID)); string(m.Data) != "before\n" || m.Header.Get(queue.StreamHeader) != "stdout" {
 		t.Fatalf("the running order's chunk is %q (%q)", m.Data, m.Header.Get(queue.StreamHeader))
 	}
 
-	// The event stream of the finished order: its finished event rolled up
-	// the started one, and the output comes with finished.
+	// The event stream of the finished order: its started event was
+	// freed, and the output comes with finished.
 	code, evs := e.events("alice", done.ID, func(event, _ string) bool { return event == "finished" })
 	var names []string
 	for _, ev := range evs {
@@ -124,7 +136,7 @@ func TestFinishedOrderLiveOutputRolledUp(t *testing.T) {
 	}
 
 	// The Go client writes the stored output once; resuming after the
-	// end (the marker's id) gets finished and writes nothing.
+	// end (the finished event's id) gets finished and writes nothing.
 	c, err := client.New(e.url, e.tokens["alice"])
 	if err != nil {
 		t.Fatal(err)
@@ -135,17 +147,17 @@ func TestFinishedOrderLiveOutputRolledUp(t *testing.T) {
 		t.Fatalf("Follow of the finished order: %v, %d bytes of stdout (want %d), stderr %q", err, stdout.Len(), len(want), stderr.String())
 	}
 	stdout.Reset()
-	last := fmt.Sprint(e.lastLive("roll-1", done.ID).Sequence)
+	last := fmt.Sprint(e.lastLive(queue.EventSubjectOf("roll-1", done.ID)).Sequence)
 	o, err = c.Follow(ctx, done.ID.String(), client.FollowOptions{Stdout: &stdout, LastEventID: last})
 	if err != nil || o.Status != client.StatusSucceeded || stdout.Len() != 0 {
 		t.Fatalf("Follow resumed after the end: %v, %d bytes of stdout", err, stdout.Len())
 	}
 
-	// The running order, once killed and stored, is rolled up too.
+	// The running order, once killed and stored, is freed too.
 	if code, b := e.do("alice", "POST", "/v1/orders/"+running.ID.String()+"/cancel", nil); code != http.StatusAccepted {
 		t.Fatalf("cancel: %d %s", code, b)
 	}
-	e.waitRolledUp("roll-2", running.ID)
+	e.waitFreed("roll-2", running.ID)
 }
 
 // TestFollowWhileRunningWritesOutputOnce: a follower attached while the
@@ -171,19 +183,19 @@ func TestFollowWhileRunningWritesOutputOnce(t *testing.T) {
 	if want := seqOutput(5000); stderr.String() != want {
 		t.Fatalf("stderr: %d bytes, want %d", stderr.Len(), len(want))
 	}
-	e.waitRolledUp("roll-1", o.ID)
+	e.waitFreed("roll-1", o.ID)
 }
 
 // TestFollowOrderLaggingGetsStoredRest: a stage0 follower (FollowOrder)
-// that lags behind while the worker rolls the order's chunks up gets the
+// that lags behind while the API frees the order's chunks gets the
 // rest of the output from the stored result, exactly once.
 //
 // The follower's push consumer stops sending once 2 MiB are unanswered
 // (nats-server's first flow-control window, JsFlowControlMaxPending/16)
 // and, answered once, 4 MiB: of a 6.9 MB output read in chunks of at most
-// 32 KiB, a follower that takes the first chunk and waits for the roll-up
+// 32 KiB, a follower that takes the first chunk and waits for the freeing
 // holds at most 65 chunks (2.1 MB), answers the first window only, and
-// is sent about 5 MiB, so the roll-up takes the rest from the live stream
+// is sent about 5 MiB, so the freeing takes the rest from the live stream
 // before the follower sees it (5,251,072 bytes came live in a run with
 // the stored rest left out). The order printed a thousand lines a fork
 // of `sleep` apart before: 16 to 47 s on a loaded machine, and past the
@@ -203,7 +215,7 @@ func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
 	final, err := srv.FollowOrder(testenv.Context(t), o, func(stream string, p []byte) {
 		if out.Len() == 0 {
 			// Lag: the order ends and its chunks leave the live stream.
-			e.waitRolledUp("roll-1", o.ID)
+			e.waitFreed("roll-1", o.ID)
 		}
 		if stream == "stdout" {
 			out.Write(p)
@@ -217,12 +229,12 @@ func TestFollowOrderLaggingGetsStoredRest(t *testing.T) {
 		t.Fatalf("FollowOrder gave %d bytes of stdout, want %d", out.Len(), len(want))
 	}
 	if largest <= 32<<10 {
-		t.Fatalf("the whole output came live (largest piece %d bytes): the follower did not lag past the roll-up", largest)
+		t.Fatalf("the whole output came live (largest piece %d bytes): the follower did not lag past the freeing", largest)
 	}
 }
 
 // TestFollowOrderAfterTheEndGetsTheKeptHead: a stage0 follower that
-// begins after a run ended, its output past the cap and its chunks rolled
+// begins after a run ended, its output past the cap and its chunks freed
 // up (a run that finished before the request's follow was set up, as on a
 // loaded machine), still gets the output's kept head, as the live stream
 // would have begun; it got no line at all before.
@@ -231,7 +243,7 @@ func TestFollowOrderAfterTheEndGetsTheKeptHead(t *testing.T) {
 	srv := api.New(api.Deps{Store: e.store, Queue: e.q, Logger: e.logger()})
 	sub := e.submit("alice", map[string]any{"host": "roll-1", "command": "seq", "args": []string{"1", "3000"}},
 		"?wait=60", http.StatusOK)
-	e.waitRolledUp("roll-1", sub.ID)
+	e.waitFreed("roll-1", sub.ID)
 	o, err := e.store.GetOrder(testenv.Context(t), sub.ID)
 	if err != nil {
 		t.Fatal(err)
