@@ -6,3 +6,9 @@ package queue
 func SignLeaseForTest(k MarkKey, key, instance string) string {
 	return k.signLease(key, "held", instance)
 }
+
+// SignReleaseForTest is the signature k makes of instance's release of
+// key: a release copied from an earlier holder carries it.
+func SignReleaseForTest(k MarkKey, key, instance string) string {
+	return k.signLease(key, "released", instance)
+}

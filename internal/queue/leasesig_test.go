@@ -143,3 +143,101 @@ func TestHolderTakesBackALeaseItsHostDidNotSign(t *testing.T) {
 		t.Fatalf("past its lease, an unsigned holder: %v; want ErrLeaseLost", err)
 	}
 }
+
+// TestStandbyJudgesTheLeaseByItsHostsKey: a standby of h1, on h1's key,
+// takes neither a forged delete naming the holder as its releaser, nor a
+// copied release of an earlier holder, nor an expiry marker, nor a value
+// h1's key did not sign for a free key while the holder renews; and once
+// the holder is dead, forged values written more often than the lease do
+// not keep it waiting: it takes the host a lease after the holder's last
+// renewal.
+func TestStandbyJudgesTheLeaseByItsHostsKey(t *testing.T) {
+	const ttl = 2 * time.Second
+	q, _ := openQueue(t, queue.Options{LeaseTTL: ttl})
+	ctx := testenv.Context(t)
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1 := queue.NewMarkKey([]byte("seed of h1"))
+	a, err := q.AcquireSignedLease(ctx, "h1", "h1/a", h1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		l   *queue.Lease
+		err error
+	}
+	waiting := make(chan struct{})
+	took := make(chan result, 1)
+	go func() {
+		l, err := q.AcquireSignedLease(ctx, "h1", "h1/s", h1, func(string) { close(waiting) })
+		took <- result{l, err}
+	}()
+	<-waiting
+	publish := func(hdr nats.Header) {
+		t.Helper()
+		m := nats.NewMsg("$KV." + queue.HostsBucket + ".lease.h1")
+		m.Header = hdr
+		if _, err := q.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forgeries := []func(){
+		func() { publish(nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"h1/a"}, queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}) },
+		func() {
+			publish(nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"h1/old"},
+				queue.ReleaseSignatureHeader: {queue.SignReleaseForTest(h1, "lease.h1", "h1/old")}})
+		},
+		func() { publish(nats.Header{"KV-Operation": {"PURGE"}}) },
+		func() { publish(nats.Header{jetstream.MarkerReasonHeader: {"MaxAge"}}) },
+		func() {
+			if _, err := kv.Put(ctx, "lease.h1", []byte("forger")); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	// Two leases of forgeries, each taken back by the live holder's
+	// renewal.
+	for end := time.Now().Add(2 * ttl); time.Now().Before(end); {
+		for _, forge := range forgeries {
+			forge()
+			if _, err := a.Renew(ctx); err != nil {
+				t.Fatalf("the holder's renewal: %v", err)
+			}
+			select {
+			case r := <-took:
+				t.Fatalf("the standby took the host from its live holder: %v (freed %q)", r.err, r.l.Freed())
+			case <-time.After(ttl / 10):
+			}
+		}
+	}
+
+	// The holder dies; forged values keep coming, more often than the
+	// lease.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(ttl / 8):
+			}
+			_, _ = kv.Put(ctx, "lease.h1", []byte("forger"))
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	select {
+	case r := <-took:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.l.Freed() != "expired" {
+			t.Errorf("the standby took the host as %q, want expired", r.l.Freed())
+		}
+	case <-time.After(10 * ttl):
+		t.Fatal("the standby did not take a dead holder's host while forged values were written over its key")
+	}
+}
