@@ -12,3 +12,13 @@ func SignLeaseForTest(k MarkKey, key, instance string) string {
 func SignReleaseForTest(k MarkKey, key, instance string) string {
 	return k.signLease(key, "released", instance)
 }
+
+// TrustLeaseForTest is how the value v of key stands with k: what a
+// standby computes at each renewal it sees.
+func TrustLeaseForTest(key string, v []byte, k MarkKey) bool {
+	_, t := trustLease(key, v, k)
+	return t == leaseSigned
+}
+
+// LeaseValueForTest is the value instance writes as key's holder.
+func LeaseValueForTest(key, instance string, k MarkKey) []byte { return leaseValue(key, instance, k) }

@@ -241,3 +241,85 @@ func TestStandbyJudgesTheLeaseByItsHostsKey(t *testing.T) {
 		t.Fatal("the standby did not take a dead holder's host while forged values were written over its key")
 	}
 }
+
+// BenchmarkLeaseRenewal is a renewal's cost, signed and unsigned: the
+// KV update of the key on an embedded server (testenv.NATS). The value
+// is signed once, when the lease is taken; a renewal writes it as it
+// is. "taken back" is a renewal that finds a forged value in place of
+// its own (written in the loop, outside the timer): the bucket's TTL,
+// the key read and checked, the put.
+func BenchmarkLeaseRenewal(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		k    queue.MarkKey
+	}{{"unsigned", nil}, {"signed", queue.NewMarkKey([]byte("seed of h1"))}} {
+		b.Run(c.name, func(b *testing.B) {
+			nc, err := queue.Connect(testenv.NATS(b), "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer nc.Close()
+			ctx := b.Context()
+			q, err := queue.New(ctx, nc, queue.Options{LeaseTTL: time.Minute})
+			if err != nil {
+				b.Fatal(err)
+			}
+			l, err := q.AcquireSignedLease(ctx, "h1", "h1/0196f1a4-6b0e-7d1c-9a3f-2c4b5d6e7f80", c.k, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := l.Renew(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("taken back", func(b *testing.B) {
+		nc, err := queue.Connect(testenv.NATS(b), "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		ctx := b.Context()
+		q, err := queue.New(ctx, nc, queue.Options{LeaseTTL: time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l, err := q.AcquireSignedLease(ctx, "h1", "h1/0196f1a4-6b0e-7d1c-9a3f-2c4b5d6e7f80", queue.NewMarkKey([]byte("seed of h1")), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			if _, err := kv.Put(ctx, "lease.h1", []byte("forger")); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if _, err := l.Renew(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkLeaseCheck is what a standby computes for each renewal it
+// sees, and a holder for a value it finds in place of its own: the
+// signature's check.
+func BenchmarkLeaseCheck(b *testing.B) {
+	k := queue.NewMarkKey([]byte("seed of h1"))
+	v := queue.LeaseValueForTest("lease.h1", "h1/0196f1a4-6b0e-7d1c-9a3f-2c4b5d6e7f80", k)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !queue.TrustLeaseForTest("lease.h1", v, k) {
+			b.Fatal("not signed")
+		}
+	}
+}
