@@ -36,9 +36,10 @@ import (
 // a renewal, nor a forged release or expiry marker for a free key. Here
 // h2's seed writes h1's lease over and over (an unsigned value, one with
 // a signature of another key, a delete naming the holder as its releaser,
-// an expiry marker) for three leases while h1's orders run: they all run,
-// in order, on the active worker, which never loses the host; the
-// standby takes it only at the holder's real release.
+// an expiry marker; and h1's heartbeat, which is not signed) for three
+// leases while h1's orders run: they all run, in order, on the active
+// worker, which never loses the host; the standby takes it only at the
+// holder's real release.
 func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	ctx := t.Context()
 	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
@@ -156,14 +157,14 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	}
 	t.Cleanup(h2.Close)
 	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
-	forge := func(body string, hdr nats.Header) error {
+	forge := func(body string, hdr nats.Header, key string) error {
 		m := nats.NewMsg(heartbeat)
 		m.Data, m.Header = []byte(body), hdr
 		if _, err := h2.RequestMsg(m, 5*time.Second); err != nil {
 			return fmt.Errorf("h2 writes its own heartbeat key: %w", err)
 		}
 		get := nats.NewMsg("$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + heartbeat)
-		get.Reply = "$KV." + queue.HostsBucket + ".lease.h1"
+		get.Reply = "$KV." + queue.HostsBucket + "." + key
 		if hdr == nil {
 			get.Data = []byte(`{"no_hdr":true}`)
 		}
@@ -175,11 +176,13 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	forgeries := []struct {
 		body string
 		hdr  nats.Header
+		key  string // of h1's, in the hosts bucket
 	}{
-		{"forger", nil},
-		{"forger\n" + strings.Repeat("0", 64), nil},
-		{"", nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {active}, queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}},
-		{"", nats.Header{"KV-Operation": {"PURGE"}}},
+		{"forger", nil, "lease.h1"},
+		{"forger\n" + strings.Repeat("0", 64), nil, "lease.h1"},
+		{"", nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {active}, queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}, "lease.h1"},
+		{"", nats.Header{"KV-Operation": {"PURGE"}}, "lease.h1"},
+		{`{"host":"h1","instance":"forger"}`, nil, "info.h1"},
 	}
 	var (
 		forging sync.WaitGroup
@@ -200,7 +203,7 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 			default:
 			}
 			f := forgeries[i%len(forgeries)]
-			if err := forge(f.body, f.hdr); err != nil {
+			if err := forge(f.body, f.hdr, f.key); err != nil {
 				ferr.Store(err)
 				return
 			}

@@ -756,13 +756,16 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	case gone && within:
 		// Deleted under a live lease: by hand, or stored by another
 		// credential. A standby leaves it to this holder for a lease.
+		// Not a lapse: retaken would say it had expired.
+		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
+			"host", l.host, "instance", l.instance)
 		sent := time.Now()
 		rev, perr := l.q.kv.Put(ctx, l.key, l.value)
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
 		l.rev, l.written = rev, sent
-		return true, nil
+		return false, nil
 	case gone:
 		// The key expired or was deleted (a long pause): take it again if
 		// nobody else did meanwhile.

@@ -75,8 +75,8 @@ func TestHolderTakesBackALeaseItsHostDidNotSign(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := lapses
-		if _, err := l.Renew(ctx); err != nil {
-			t.Fatalf("%s: the holder's renewal: %v; want the lease taken back", forged.name, err)
+		if retaken, err := l.Renew(ctx); err != nil || retaken {
+			t.Fatalf("%s: the holder's renewal: retaken %v, %v; want the lease taken back, not as expired", forged.name, retaken, err)
 		}
 		gone := forged.name == "deleted" || forged.name == "an expiry marker"
 		if lapses != before && !gone {
