@@ -184,7 +184,9 @@ func TestStandbyJudgesTheLeaseByItsHostsKey(t *testing.T) {
 		}
 	}
 	forgeries := []func(){
-		func() { publish(nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"h1/a"}, queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}) },
+		func() {
+			publish(nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"h1/a"}, queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}})
+		},
 		func() {
 			publish(nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"h1/old"},
 				queue.ReleaseSignatureHeader: {queue.SignReleaseForTest(h1, "lease.h1", "h1/old")}})
