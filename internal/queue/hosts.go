@@ -420,8 +420,29 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
 			return &Lease{q: q, key: key, host: host, instance: instance, k: k, value: value, rev: rev, freed: freed, written: sent}
 		}
+		ttl := q.opts.LeaseTTL
+		if timed != nil {
+			ttl = timed.lease
+		}
+		var rev uint64
+		var err error
 		sent := time.Now()
-		rev, err := q.kv.Create(ctx, key, value)
+		if k != nil && freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) &&
+			q.deletedUnseen(ctx, key, seen) {
+			// A delete (or marker), no release of its holder's, found
+			// within a lease of the last renewal honoured (or of now):
+			// left to the holder for a lease, as a delete seen is, not
+			// taken, which its Create would do. A standby starting
+			// while another credential stored deletes on the key took a
+			// live holder's host.
+			if renewed.IsZero() {
+				renewed = time.Now()
+			}
+			seen.forged(q.logger(), "(a delete)")
+			err = jetstream.ErrKeyExists
+		} else {
+			rev, err = q.kv.Create(ctx, key, value)
+		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
 		}
@@ -452,10 +473,6 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			// seen, since now (a holder not seen yet may have renewed
 			// just before the value was written over its own: it takes
 			// the key back at its next renewal, which the watch sees).
-			ttl := q.opts.LeaseTTL
-			if timed != nil {
-				ttl = timed.lease
-			}
 			seen.forged(q.logger(), holder)
 			if renewed.IsZero() {
 				renewed = time.Now()

@@ -2,12 +2,14 @@ package queue
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A host's lease is signed with the host's key (MarkKey, the claim mark's)
@@ -145,4 +147,30 @@ func (s *leaseSeen) forged(log *slog.Logger, written string) {
 	s.logged = true
 	log.Error("the host lease's key holds a value not written with this host's NATS credential (another credential wrote it): not taken as its holder's renewal; this standby takes the host only once a lease has passed since its holder last renewed it",
 		"host", s.host, "instance", s.instance, "written_as", written)
+}
+
+// deletedUnseen reports whether the last message of the lease key is a
+// delete that is not a release of its holder (leaseSeen.released), or an
+// expiry marker in a bucket that makes none (hostsStream): what a
+// standby finds at its start, or at its first try, without having seen
+// it happen. Its Create took such a key at once: a delete another
+// credential stored as the standby started handed it a live holder's
+// host. An absent key (expired, never taken), or one it cannot read, is
+// not.
+func (q *Queue) deletedUnseen(ctx context.Context, key string, seen *leaseSeen) bool {
+	st, err := q.js.Stream(ctx, "KV_"+HostsBucket)
+	if err != nil {
+		return false
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
+	if err != nil {
+		return false
+	}
+	switch {
+	case m.Header.Get("KV-Operation") == "DEL", m.Header.Get(jetstream.MarkerReasonHeader) == "Remove":
+		return !seen.released(&nats.Msg{Header: m.Header})
+	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get(jetstream.MarkerReasonHeader) != "":
+		return st.CachedInfo().Config.SubjectDeleteMarkerTTL == 0
+	}
+	return false
 }

@@ -145,7 +145,8 @@ func TestHolderTakesBackALeaseItsHostDidNotSign(t *testing.T) {
 }
 
 // TestStandbyJudgesTheLeaseByItsHostsKey: a standby of h1, on h1's key,
-// takes neither a forged delete naming the holder as its releaser, nor a
+// takes neither a key deleted as it starts, nor a forged delete naming
+// the holder as its releaser, nor a
 // copied release of an earlier holder, nor an expiry marker, nor a value
 // h1's key did not sign for a free key while the holder renews; and once
 // the holder is dead, forged values written more often than the lease do
@@ -168,13 +169,24 @@ func TestStandbyJudgesTheLeaseByItsHostsKey(t *testing.T) {
 		l   *queue.Lease
 		err error
 	}
+	// The standby starts on a key another credential has just deleted,
+	// naming the holder as its releaser: it must not take it.
+	m := nats.NewMsg("$KV." + queue.HostsBucket + ".lease.h1")
+	m.Header = nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"h1/a"}, queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}
+	if _, err := q.JetStream().PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
 	waiting := make(chan struct{})
 	took := make(chan result, 1)
 	go func() {
 		l, err := q.AcquireSignedLease(ctx, "h1", "h1/s", h1, func(string) { close(waiting) })
 		took <- result{l, err}
 	}()
-	<-waiting
+	select {
+	case <-waiting:
+	case r := <-took:
+		t.Fatalf("the standby took the host from its live holder at its start: %v (freed %q)", r.err, r.l.Freed())
+	}
 	publish := func(hdr nats.Header) {
 		t.Helper()
 		m := nats.NewMsg("$KV." + queue.HostsBucket + ".lease.h1")
