@@ -34,7 +34,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 			w.logger.Debug("remove standby report", "error", err)
 		}
 	}()
-	lease, err := w.q.AcquireLease(ctx, w.opts.Host, w.opts.Instance, func(holder string) {
+	lease, err := w.q.AcquireSignedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, func(holder string) {
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
 		wg.Add(1)

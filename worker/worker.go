@@ -114,10 +114,11 @@ type Options struct {
 	// the process, as a record that could not be written does.
 	FailPoint func(point string, o *order.Order) error
 
-	// ClaimMarkKey signs the host's claim mark and checks the one NATS
-	// holds (queue.MarkKey): derived from this host's NATS credential,
-	// which another host's worker does not hold. Nil (no credential):
-	// the mark is written unsigned and trusted as read.
+	// ClaimMarkKey signs the host's claim mark and lease, and checks the
+	// ones NATS holds (queue.MarkKey, queue.AcquireSignedLease): derived
+	// from this host's NATS credential, which another host's worker does
+	// not hold. Nil (no credential): both are written unsigned and
+	// trusted as read.
 	ClaimMarkKey queue.MarkKey
 
 	// Metrics records finished orders; nil records nothing.

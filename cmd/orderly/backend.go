@@ -729,8 +729,8 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 		return nil, err
 	}
 	if markKey == nil {
-		logger.Warn("no NATS nkey or credentials file: the host's claim mark is written unsigned and trusted as read, so any connection to NATS can forge it "+
-			"and have this worker cancel the orders PostgreSQL holds queued as restored from a backup (docs/security.md)", "host", cfg.Host)
+		logger.Warn("no NATS nkey or credentials file: the host's claim mark and lease are written unsigned and trusted as read, so any connection to NATS can forge them "+
+			"and have this worker cancel the orders PostgreSQL holds queued as restored from a backup, or stop its claims (docs/security.md)", "host", cfg.Host)
 	}
 	w := worker.New(worker.Options{Host: cfg.Host, Version: binaryVersion(), Heartbeat: cfg.NATS.Heartbeat,
 		AckWait: cfg.NATS.AckWait, ShutdownGrace: cfg.Worker.ShutdownGrace, Metrics: b.metrics, ClaimMarkKey: markKey,

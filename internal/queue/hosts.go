@@ -298,6 +298,8 @@ type Lease struct {
 	key      string
 	host     string
 	instance string
+	k        MarkKey   // the host's key, which signs value; nil: none
+	value    []byte    // what it writes to the key (leaseValue)
 	rev      uint64    // the lease key's revision, from its last renewal
 	written  time.Time // when the last write the server took was sent (Written)
 	beat     uint64    // the revision of this lease's last heartbeat; 0 for none
@@ -343,7 +345,21 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // bucket over and over moved hosts between their workers, ending their
 // running orders interrupted.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
+	return q.AcquireSignedLease(ctx, host, instance, nil, standby)
+}
+
+// AcquireSignedLease is AcquireLease for a worker with its host's key, k
+// (nil: none, as AcquireLease). The lease it writes is signed with k, and
+// what it reads of the key is judged by it (leaseSeen): a value k did not
+// sign counts as no renewal, and once a lease has passed since the last
+// one it honoured, it takes the key over; a delete counts as a release
+// only with the signature of the holder it last honoured. A forged write
+// neither hands it the host while the holder renews nor keeps it from a
+// dead holder's host.
+func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
+	value := leaseValue(key, instance, k)
+	seen := &leaseSeen{key: key, host: host, instance: instance, k: k}
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -351,7 +367,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 	// When the watch last saw the holder renew: an interval on this
 	// process's monotonic clock, which no step of the host's clock moves.
 	var renewed time.Time
-	markers, warned := false, false
+	markers, warned, deletedLogged := false, false, false
 	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
 	for {
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
@@ -360,9 +376,11 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				warned = true
 				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
 					"host", host, "instance", instance, "renewed_ago", time.Since(renewed).Round(time.Millisecond))
-			} else if err == nil && string(e.Value()) == instance {
-				renewed = time.Time{} // this instance's own key: the take-back below
-				continue
+			} else if err == nil {
+				if holder, ok := seen.honours(e.Value()); ok && holder == instance {
+					renewed = time.Time{} // this instance's own key: the take-back below
+					continue
+				}
 			}
 			if freed, err = waitFreed(ctx, w, every, &renewed, nil); err != nil {
 				return nil, err
@@ -377,22 +395,56 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			// it takes the key again at its next renewal (Renew). Taken
 			// here only once a lease has passed since the holder was last
 			// seen renewing it, as after its expiry.
-			q.logger().Warn("the host lease's key was deleted without its holder releasing it (nats kv del?): leaving it to the holder, which takes it again at its next renewal; this standby takes the host only if it does not within the lease",
-				"host", host, "instance", instance, "hint", HandsHint)
+			// Once a wait: another credential can store deletes on the
+			// key as often as it likes (leaseSeen).
+			if !deletedLogged {
+				deletedLogged = true
+				q.logger().Warn("the host lease's key was deleted without its holder releasing it (nats kv del?): leaving it to the holder, which takes it again at its next renewal; this standby takes the host only if it does not within the lease",
+					"host", host, "instance", instance, "hint", HandsHint)
+			}
 			wait := q.opts.LeaseTTL
 			if !renewed.IsZero() {
 				wait = max(q.opts.LeaseTTL-time.Since(renewed), 0)
 			}
-			if freed, err := waitFreed(ctx, w, wait, &renewed, nil); err != nil {
+			got, err := waitFreed(ctx, w, wait, &renewed, nil)
+			if err != nil {
 				return nil, err
-			} else if freed == "deleted" {
+			}
+			switch got {
+			case "deleted":
 				continue // deleted again: the wait again
+			case "released", "expired":
+				freed = got // its holder's release came during the wait
 			}
 		}
+		lease := func(rev uint64, sent time.Time, freed string) *Lease {
+			return &Lease{q: q, key: key, host: host, instance: instance, k: k, value: value, rev: rev, freed: freed, written: sent}
+		}
+		ttl := q.opts.LeaseTTL
+		if timed != nil {
+			ttl = timed.lease
+		}
+		var rev uint64
+		var err error
 		sent := time.Now()
-		rev, err := q.kv.Create(ctx, key, []byte(instance))
+		if k != nil && freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) &&
+			q.deletedUnseen(ctx, key, seen) {
+			// A delete (or marker), no release of its holder's, found
+			// within a lease of the last renewal honoured (or of now):
+			// left to the holder for a lease, as a delete seen is, not
+			// taken, which its Create would do. A standby starting
+			// while another credential stored deletes on the key took a
+			// live holder's host.
+			if renewed.IsZero() {
+				renewed = time.Now()
+			}
+			seen.forged(q.logger(), "(a delete)")
+			err = jetstream.ErrKeyExists
+		} else {
+			rev, err = q.kv.Create(ctx, key, value)
+		}
 		if err == nil {
-			return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, freed: freed, written: sent}, nil
+			return lease(rev, sent, freed), nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("acquire lease of host %s: %w", host, err)
@@ -400,30 +452,53 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 		// A key naming this very instance is its own lease, left over from
 		// a tenure whose release did not reach the server (instances are
 		// unique per process): take it back instead of waiting it out.
+		// With a key, only a value it signed: the instance of a standby
+		// is in the hosts listing, and a value naming it, forged over a
+		// live holder's, handed it the host.
 		e, err := q.kv.Get(ctx, key)
-		if err == nil && string(e.Value()) == instance {
+		holder, honoured := "", false
+		if err == nil {
+			holder, honoured = seen.honours(e.Value())
+		}
+		if honoured && holder == instance {
 			sent := time.Now()
-			if rev, err := q.kv.Update(ctx, key, []byte(instance), e.Revision()); err == nil {
-				return &Lease{q: q, key: key, host: host, instance: instance, rev: rev, written: sent}, nil
+			if rev, err := q.kv.Update(ctx, key, value, e.Revision()); err == nil {
+				return lease(rev, sent, ""), nil
 			}
 		}
-		if err == nil && timed != nil {
+		switch {
+		case err == nil && !honoured:
+			// Not the holder's: no renewal. Taken over once a lease has
+			// passed since the last one honoured, or, when none was
+			// seen, since now (a holder not seen yet may have renewed
+			// just before the value was written over its own: it takes
+			// the key back at its next renewal, which the watch sees).
+			seen.forged(q.logger(), holder)
+			if renewed.IsZero() {
+				renewed = time.Now()
+			} else if time.Since(renewed) >= ttl {
+				sent := time.Now()
+				if rev, err := q.kv.Update(ctx, key, value, e.Revision()); err == nil {
+					q.logger().Error("took the host lease over a value not written with this host's NATS credential (another credential wrote it), a lease after its holder last renewed it",
+						"host", host, "instance", instance, "written_as", holder)
+					return lease(rev, sent, "expired"), nil
+				}
+				freed = "tried"
+				continue // changed meanwhile: judged again, at once
+			}
+		case err == nil && timed != nil:
 			renewed, timed.lease = q.storedAgo(ctx, e)
 			timed.read = time.Now()
 			every = retryEvery(timed.lease)
 		}
 		if !watching {
 			if standby != nil {
-				holder := ""
-				if err == nil {
-					holder = string(e.Value())
-				}
 				standby(holder)
 			}
 			// Watching from before the next try: a change made
 			// between a try and the wait is not missed.
 			watching = true
-			if w, err = q.watchKey(ctx, key); err == nil {
+			if w, err = q.watchKey(ctx, key, seen); err == nil {
 				defer w.Stop()
 				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
 					every = q.opts.LeaseTTL
@@ -534,6 +609,19 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 			}
 			return "released", nil
 		case jetstream.KeyValuePurge:
+			// The server's marker of an expiry comes a lease after the
+			// holder's last renewal. One within the lease is a message
+			// any connection can have stored on the key with that
+			// header (the reply-subject route, leaseSeen): taken as a
+			// delete by someone else, which leaves the key to a live
+			// holder for a lease.
+			lease := w.q.opts.LeaseTTL
+			if clock != nil {
+				lease = clock.lease
+			}
+			if !renewed.IsZero() && time.Since(*renewed) < lease {
+				return "deleted", nil
+			}
 			return "expired", nil
 		}
 	}
@@ -560,11 +648,12 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 type keyWatch struct {
 	q    *Queue
 	sub  *nats.Subscription
-	name string // the consumer's
+	name string     // the consumer's
+	seen *leaseSeen // what judges the values and deletes it sees
 }
 
-// watchKey starts following key's changes.
-func (q *Queue) watchKey(ctx context.Context, key string) (*keyWatch, error) {
+// watchKey starts following key's changes, judged by seen.
+func (q *Queue) watchKey(ctx context.Context, key string, seen *leaseSeen) (*keyWatch, error) {
 	inbox := q.nc.NewInbox()
 	sub, err := q.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -583,11 +672,12 @@ func (q *Queue) watchKey(ctx context.Context, key string) (*keyWatch, error) {
 		_ = sub.Unsubscribe()
 		return nil, err
 	}
-	return &keyWatch{q: q, sub: sub, name: c.CachedInfo().Name}, nil
+	return &keyWatch{q: q, sub: sub, name: c.CachedInfo().Name, seen: seen}, nil
 }
 
 // next waits for the key's next change and returns its operation, and
-// for a delete whether its holder released the key (Release).
+// for a delete whether its holder released the key (Release). A value
+// its holder did not write (leaseSeen) is no change: it is skipped.
 func (w *keyWatch) next(ctx context.Context) (op jetstream.KeyValueOp, released bool, err error) {
 	for {
 		m, err := w.sub.NextMsgWithContext(ctx)
@@ -599,17 +689,19 @@ func (w *keyWatch) next(ctx context.Context) (op jetstream.KeyValueOp, released 
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, m.Header.Get(ReleasedHeader) != "", nil
+			return jetstream.KeyValueDelete, w.seen.released(m), nil
 		case m.Header.Get("KV-Operation") == "PURGE":
 			return jetstream.KeyValuePurge, false, nil
-		case m.Header.Get("KV-Operation") != "":
-			return jetstream.KeyValuePut, false, nil
 		}
 		switch m.Header.Get(jetstream.MarkerReasonHeader) {
 		case "MaxAge", "Purge":
 			return jetstream.KeyValuePurge, false, nil
 		case "Remove":
 			return jetstream.KeyValueDelete, false, nil
+		}
+		if holder, ok := w.seen.honours(m.Data); !ok {
+			w.seen.forged(w.q.logger(), holder)
+			continue
 		}
 		return jetstream.KeyValuePut, false, nil
 	}
@@ -645,23 +737,57 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // update may have been applied anyway, leaving this lease with a stale
 // revision: the key is read back, and a key that still names this instance
 // is this lease, not a rival's.
+//
+// A key found gone, or naming another worker in a value the host's key
+// did not sign (leaseSeen), while this lease's last write is less than a
+// lease old, is taken back at once with a plain put, and a value not
+// signed with no lapse: nobody could have taken the key legitimately,
+// since it cannot have expired, a standby takes a deleted key only a
+// lease after its holder's last renewal, and one takes a value it cannot
+// check only a lease after its holder's last renewal too. Another
+// credential wrote it (the reply-subject route), and a put, not a write
+// on the revision read, because that credential can write the key as
+// often as it likes: a holder racing it lost its writes, its lease in
+// doubt, its claims paused. Past the lease the key may have expired, and
+// a worker of the host from before the signature, or on another seed,
+// may hold it: lost, as before.
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
-	rev, err := l.q.kv.Update(ctx, l.key, []byte(l.instance), l.rev)
+	rev, err := l.q.kv.Update(ctx, l.key, l.value, l.rev)
 	if err == nil {
 		l.rev, l.written = rev, sent
 		return false, nil
 	}
+	within := l.within(ctx)
 	e, gerr := l.q.kv.Get(ctx, l.key)
-	if l.lapsed != nil && (errors.Is(gerr, jetstream.ErrKeyNotFound) || gerr == nil && string(e.Value()) != l.instance) {
+	gone := errors.Is(gerr, jetstream.ErrKeyNotFound)
+	holder, trust := "", leaseSigned
+	if gerr == nil {
+		holder, trust = trustLease(l.key, e.Value(), l.k)
+	}
+	forged := within && gerr == nil && trust != leaseSigned
+	if l.lapsed != nil && !forged && (gone || gerr == nil && holder != l.instance) {
 		l.lapsed()
 	}
 	switch {
-	case errors.Is(gerr, jetstream.ErrKeyNotFound):
+	case gone && within:
+		// Deleted under a live lease: by hand, or stored by another
+		// credential. A standby leaves it to this holder for a lease.
+		// Not a lapse: retaken would say it had expired.
+		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
+			"host", l.host, "instance", l.instance)
+		sent := time.Now()
+		rev, perr := l.q.kv.Put(ctx, l.key, l.value)
+		if perr != nil {
+			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
+		}
+		l.rev, l.written = rev, sent
+		return false, nil
+	case gone:
 		// The key expired or was deleted (a long pause): take it again if
 		// nobody else did meanwhile.
 		sent := time.Now()
-		rev, cerr := l.q.kv.Create(ctx, l.key, []byte(l.instance))
+		rev, cerr := l.q.kv.Create(ctx, l.key, l.value)
 		if cerr == nil {
 			l.rev, l.written = rev, sent
 			return true, nil
@@ -674,16 +800,38 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone): %w", cerr)
 	case gerr != nil:
 		return false, fmt.Errorf("renew lease: %w (then: %v)", err, gerr)
-	case string(e.Value()) != l.instance:
-		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, e.Value())
+	case forged:
+		l.q.logger().Error("the host lease was written by another NATS credential than this host's, while this worker held it: taken back",
+			"host", l.host, "instance", l.instance, "written_as", holder)
+		sent := time.Now()
+		rev, perr := l.q.kv.Put(ctx, l.key, l.value)
+		if perr != nil {
+			return false, fmt.Errorf("renew lease: take the lease back: %w", perr)
+		}
+		l.rev, l.written = rev, sent
+		return false, nil
+	case holder != l.instance:
+		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, holder)
 	}
 	sent = time.Now()
-	rev, err = l.q.kv.Update(ctx, l.key, []byte(l.instance), e.Revision())
+	rev, err = l.q.kv.Update(ctx, l.key, l.value, e.Revision())
 	if err != nil {
 		return false, fmt.Errorf("renew lease: %w", err)
 	}
 	l.rev, l.written = rev, sent
 	return false, nil
+}
+
+// within reports whether this lease, signed, cannot have expired: its
+// last write is less than a lease old, the bucket's TTL as it stands
+// (an API may have shortened it). Without a key, or without the TTL,
+// it says no: nothing is judged a forgery.
+func (l *Lease) within(ctx context.Context) bool {
+	if l.k == nil {
+		return false
+	}
+	ttl, err := l.q.BucketTTL(ctx)
+	return err == nil && ttl > 0 && time.Since(l.written) < ttl
 }
 
 // Written is when the last write of the lease key that the server took
@@ -703,15 +851,44 @@ func (l *Lease) Written() time.Time { return l.written }
 // with the holder alive. One message, not a value written before the
 // delete: the bucket keeps one message per key, and a delete stored
 // before the watch delivered the value took it away unseen.
+//
+// A signed lease whose key another credential wrote since its last
+// renewal (Renew) is released over that value, on the revision read: the
+// standby would otherwise wait out a lease.
 func (l *Lease) Release(ctx context.Context) error {
-	m := nats.NewMsg("$KV." + HostsBucket + "." + l.key)
-	m.Header.Set("KV-Operation", "DEL")
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(l.rev, 10))
-	m.Header.Set(ReleasedHeader, l.instance)
-	if _, err := l.q.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("release lease of host %s: %w", l.host, err)
+	rev := l.rev
+	for try := 1; ; try++ {
+		m := nats.NewMsg("$KV." + HostsBucket + "." + l.key)
+		m.Header.Set("KV-Operation", "DEL")
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+		m.Header.Set(ReleasedHeader, l.instance)
+		if l.k != nil {
+			m.Header.Set(ReleaseSignatureHeader, l.k.signLease(l.key, "released", l.instance))
+		}
+		_, err := l.q.js.PublishMsg(ctx, m)
+		if err == nil {
+			return nil
+		}
+		if try == 3 || !raced(err) || !l.within(ctx) {
+			return fmt.Errorf("release lease of host %s: %w", l.host, err)
+		}
+		e, gerr := l.q.kv.Get(ctx, l.key)
+		if gerr != nil {
+			return fmt.Errorf("release lease of host %s: %w (then: %v)", l.host, err, gerr)
+		}
+		if holder, t := trustLease(l.key, e.Value(), l.k); t == leaseSigned && holder != l.instance {
+			return fmt.Errorf("release lease of host %s: %w (held by %s)", l.host, err, holder)
+		}
+		rev = e.Revision()
 	}
-	return nil
+}
+
+// raced reports whether a write on a key's revision failed because the
+// key was written since.
+func raced(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // ReleasedHeader names the worker instance that released a lease, on
@@ -816,7 +993,8 @@ func (q *Queue) Offline(ctx context.Context, host string) error {
 }
 
 // LeaseHolder returns the instance that holds host's lease, "" when
-// nobody does. A worker that died holds it until the key expires.
+// nobody does. A worker that died holds it until the key expires. The
+// value's signature is left out: shown, it could be copied onto the key.
 func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
 	e, err := q.kv.Get(ctx, "lease."+host)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -825,7 +1003,8 @@ func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read the lease of host %s: %w", host, err)
 	}
-	return string(e.Value()), nil
+	holder, _ := parseLease(e.Value())
+	return holder, nil
 }
 
 // Forget removes what NATS keeps for a host that is gone for good: its
