@@ -353,6 +353,20 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 	var renewed time.Time
 	markers, warned := false, false
 	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
+	// The probes of this process's contact with the server, for as long
+	// as it waits: a lease that lapsed while the server answered nobody
+	// is left to its holder (contact).
+	probeEvery, slow := contactProbes(q.opts.LeaseTTL)
+	pctx, stopProbes := context.WithCancel(ctx)
+	probes := make(chan struct{})
+	go func() {
+		defer close(probes)
+		q.probeContact(pctx, probeEvery, slow)
+	}()
+	defer func() {
+		stopProbes()
+		<-probes
+	}()
 	for {
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
@@ -387,6 +401,17 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 				return nil, err
 			} else if freed == "deleted" {
 				continue // deleted again: the wait again
+			}
+		}
+		// A key its holder released is free; any other is taken only
+		// once the server has answered this process for a lease.
+		if freed != "released" {
+			lease := q.opts.LeaseTTL
+			if timed != nil {
+				lease = timed.lease
+			}
+			if err := q.awaitContact(ctx, host, instance, lease, probeEvery); err != nil {
+				return nil, err
 			}
 		}
 		sent := time.Now()

@@ -1,0 +1,208 @@
+package main
+
+// nats-server frozen (SIGSTOP) under load, then thawed (hD19): a crash
+// closes every connection and each client reconnects, but a frozen
+// server keeps them open and answers nothing, so every client waits on
+// its own timeouts instead: the API's PubAcks, the workers' pulls, acks
+// and lease renewals (the lease is in JetStream KV: no holder renews it,
+// and no standby can take it either), the live output. On the thaw the
+// server's clock has moved on by the whole freeze: leases and ack
+// timers expire at once, while the requests buffered in the sockets
+// are served.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/api/client"
+)
+
+// frozenLongScript is longScript with the fault suite's marker and lock
+// (faultScript): $1 the tag, $2 the host's marker, $3 its lock, then
+// longScript's arguments, so that the order counts in checkContract's
+// starts, overlaps and orphans like any other of its host.
+const frozenLongScript = `tag=$1 marker=$2
+exec 9>>"$3"
+b=
+flock -n 9 || b=" busy"
+echo "S $tag$b" >> "$marker"
+shift 3
+` + longScript + `echo "E $tag" >> "$marker"
+`
+
+// natsFreeze is one freeze of nats-server, from SIGSTOP to SIGCONT.
+type natsFreeze struct {
+	from, to time.Time
+}
+
+// TestFaultsNATSFrozen freezes nats-server (SIGSTOP) three times under
+// the retrying load on two API replicas (sync ?wait and async REST
+// submissions, one submitter publishing to orderly.submit.<host>), with
+// a standby beside the worker of h1: for 4 s (past the 2 s lease, under
+// the 10–15 s the clients' pings take to give the connection up), for
+// 14 s (past the pings: every client drops its connection and dials a
+// server that accepts and says nothing) and for 33 s (past the 30 s ack
+// wait) while a long order of h1 prints with its follower, poller and
+// NATS subscriber attached. Then the contract: nothing accepted lost,
+// run twice or out of order, no overlap on a host (the standby must not
+// take h1 on a view the freeze made stale while its holder runs the long
+// order); every answer during the freezes 503 `unavailable` or no answer
+// within the client's timeout, never a 500; each host runs orders again
+// within the recovery bound of the thaw (h1: of its long order's end);
+// the long order succeeds once and its watchers see its output and end.
+func TestFaultsNATSFrozen(t *testing.T) {
+	s := newFaultStack(t)
+	s.startReplica()
+	shape := faultLoadShape{submitters: 4, period: faultPeriod, retry: true, waitEvery: 3, natsSubmitters: 1,
+		timeout: 15 * time.Second}
+	var freezes []natsFreeze
+	freeze := func(r *faultRun, d time.Duration) time.Time {
+		from := time.Now()
+		r.s.nats.proc.signal(syscall.SIGSTOP)
+		r.s.note("nats-server frozen for %s", d)
+		pause(r.t.Context(), d)
+		r.s.nats.proc.signal(syscall.SIGCONT)
+		thawed := time.Now()
+		r.s.note("nats-server thawed")
+		freezes = append(freezes, natsFreeze{from, thawed})
+		return thawed
+	}
+	const ticks, every, block = 200, "0.2", 1000
+	var (
+		longID  string
+		longTag = "long-frozen"
+		ws      *longWatchers
+		c       *client.Client
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	r := runFaultScenarioLoad(t, s, map[string]int{"h1": 2, "h2": 1}, shape, func(r *faultRun) {
+		for _, d := range []time.Duration{4 * time.Second, 14 * time.Second} {
+			freeze(r, d)
+			r.fault("nats thawed", "h1")
+			r.fault("nats thawed", "h2")
+			r.untilRecovered(0, 20*time.Second, 2*time.Second)
+		}
+		var err error
+		if c, err = client.New(s.apiURL, s.token); err != nil {
+			t.Fatal(err)
+		}
+		sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sh", TimeoutSeconds: 180,
+			Args: []string{"-c", frozenLongScript, "_", longTag, r.l.marker("h1"), r.l.lock("h1"),
+				fmt.Sprint(ticks), every, fmt.Sprint(block), longTag, "0"}}, client.SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		longID = sub.Order.ID.String()
+		r.expect[longTag] = "succeeded"
+		ws = watchLong(t, ctx, c, s.natsURL, "h1", longID)
+		waitUntil(t, 60*time.Second, "the follow to read the long order's first ticks", func() bool {
+			ws.mu.Lock()
+			defer ws.mu.Unlock()
+			return ws.stdout.Len() > 10*(block+11)
+		})
+		ws.mu.Lock()
+		before := ws.stdout.Len()
+		ws.mu.Unlock()
+		thawed := freeze(r, 33*time.Second)
+		r.fault("nats thawed", "h2")
+		// The long order prints on after the thaw: its follower gets
+		// its output again.
+		waitUntil(t, recoveryBound, "the follow to read the long order's output after the thaw", func() bool {
+			ws.mu.Lock()
+			defer ws.mu.Unlock()
+			return ws.stdout.Len() > before+10*(block+11)
+		})
+		t.Logf("the follow read the long order's output again %s after the thaw", time.Since(thawed).Round(10*time.Millisecond))
+		// h1 is busy with the long order until it ends: its recovery
+		// counts from then.
+		end := waitEnded(t, r.l, "h1", longTag, 2*time.Minute)
+		r.faults = append(r.faults, faultEvent{what: "long order ended after the thaw", host: "h1", at: end})
+		r.s.note("long order ended")
+	})
+	if ws == nil {
+		return // the scenario failed before the long order
+	}
+	o := ws.endedOnce(t, ctx, c, longID, longTag, client.StatusSucceeded)
+	full, fullErr := longOutput(ticks, block)
+	ws.mu.Lock()
+	t.Logf("follow: %d+%d bytes, missed %v, statuses %v, err %v; poll errors %d %v; finished events %v",
+		ws.stdout.Len(), ws.stderr.Len(), ws.missed, ws.statuses, ws.followErr, ws.pollErrs, ws.pollFirst, ws.finished)
+	ws.sawTheEnd(t, o)
+	checkLongOutput(t, o, ws, full, fullErr, client.StatusSucceeded)
+	ws.mu.Unlock()
+	checkFrozenAnswers(t, r.l.answersSoFar(), freezes)
+}
+
+// waitEnded waits until the order with tag has ended on host (its
+// marker's E line) and returns when the tail saw it.
+func waitEnded(t *testing.T, l *faultLoad, host, tag string, d time.Duration) time.Time {
+	t.Helper()
+	var at time.Time
+	waitUntil(t, d, "order "+tag+" ends on "+host, func() bool {
+		for _, ml := range l.tails[host].snapshot() {
+			if !ml.start && ml.tag == tag {
+				at = ml.at
+				return true
+			}
+		}
+		return false
+	})
+	return at
+}
+
+// checkFrozenAnswers checks every answer a client got, retries included,
+// against what a frozen broker may cause: a REST request is answered
+// 2xx, or 503 with the code `unavailable`, or not within its client's
+// timeout; never another status. It logs, per freeze, how long after
+// the freeze began the first 503 came and how long after the thaw the
+// last did.
+func checkFrozenAnswers(t *testing.T, answers []faultAnswer, freezes []natsFreeze) {
+	t.Helper()
+	codes := map[int]int{}
+	var unavailable []time.Time
+	for _, a := range answers {
+		if a.nats {
+			continue // a publish: acked (202) or not (0)
+		}
+		codes[a.code]++
+		switch {
+		case a.code == http.StatusOK || a.code == http.StatusAccepted || a.code == 0:
+		case a.code == http.StatusServiceUnavailable && strings.Contains(a.err, `"code":"unavailable"`):
+			unavailable = append(unavailable, a.at)
+		default:
+			t.Errorf("%s answered %d at %s: %s", a.tag, a.code, a.at.Format("15:04:05.000"), a.err)
+		}
+	}
+	var seen []string
+	for i, f := range freezes {
+		var first, last time.Time
+		for _, at := range unavailable {
+			next := time.Time{}
+			if i+1 < len(freezes) {
+				next = freezes[i+1].from
+			}
+			if at.Before(f.from) || !next.IsZero() && !at.Before(next) {
+				continue
+			}
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+		if first.IsZero() {
+			seen = append(seen, fmt.Sprintf("freeze %d (%s): no 503", i+1, f.to.Sub(f.from).Round(time.Second)))
+			continue
+		}
+		seen = append(seen, fmt.Sprintf("freeze %d (%s): first 503 %s after it began, last %s after the thaw", i+1,
+			f.to.Sub(f.from).Round(time.Second), first.Sub(f.from).Round(10*time.Millisecond), last.Sub(f.to).Round(10*time.Millisecond)))
+	}
+	t.Logf("REST answers (retries included) by status %v; %s", codes, strings.Join(seen, "; "))
+}

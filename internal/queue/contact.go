@@ -1,0 +1,118 @@
+package queue
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// contact is what a standby knows of its own contact with the NATS
+// server: whether the server answers it now, and since when it has
+// answered without a silence. A standby takes a host whose lease lapsed
+// only once the server has answered it for a whole lease (awaitContact):
+// the silence it saw is evidence that the holder died only if the
+// server was there to hear the holder's renewals.
+//
+// A frozen nats-server (SIGSTOP, a hung machine or VM) keeps every
+// connection open and answers nothing; on its thaw its clock has moved
+// on by the whole freeze, it expires every lease key at once, and the
+// requests waiting in its sockets are served. The standby's take,
+// waiting there or sent at the first answer, beat the holder's renewal
+// (one request against three: an update refused, a read, a take) and
+// the standby took the host from a live holder, interrupting the order
+// it ran, after every freeze longer than the lease
+// (TestFaultsNATSFrozen, three takes in three freezes). Kept in the
+// Queue, so that an AcquireLease that failed during the silence leaves
+// it to the next.
+type contact struct {
+	mu sync.Mutex
+	// silent: the last probe went unanswered within its time.
+	silent bool
+	// since: the first prompt answer after the last silence; zero
+	// while no silence was seen.
+	since time.Time
+	// told: the current silence was logged.
+	told bool
+}
+
+// contactProbes are the prober's timings for a lease: a probe every
+// lease/8 (50 ms to 1 s), answered within lease/4 or taken for a
+// silence. A silence shorter than lease/4 cannot by itself lapse a lease
+// renewed every third of it.
+func contactProbes(lease time.Duration) (every, slow time.Duration) {
+	return min(max(lease/8, 50*time.Millisecond), time.Second), max(lease/4, 50*time.Millisecond)
+}
+
+// probe sends the server a ping every so often until ctx ends and
+// records whether it answered within slow.
+func (q *Queue) probeContact(ctx context.Context, every, slow time.Duration) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, slow)
+		err := q.nc.FlushWithContext(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		q.contact.answer(err == nil)
+		t.Reset(every)
+	}
+}
+
+// answer records a probe's outcome.
+func (c *contact) answer(prompt bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !prompt:
+		c.silent = true
+	case c.silent:
+		c.silent, c.since, c.told = false, time.Now(), false
+	}
+}
+
+// wait is how long the standby still waits for its contact with the
+// server to count: until the server answers, and then a lease since its
+// first answer; 0 when it counts already. silenced reports a silence
+// not logged yet, which the caller logs.
+func (c *contact) wait(lease time.Duration) (d time.Duration, silent, silenced bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.silent || !c.since.IsZero() && time.Since(c.since) < lease {
+		silenced = !c.told
+		c.told = true
+		if c.silent {
+			return lease, true, silenced
+		}
+		return lease - time.Since(c.since), false, silenced
+	}
+	return 0, false, false
+}
+
+// awaitContact waits until the server has answered this process for a
+// whole lease since its last silence (contact), checking every check.
+func (q *Queue) awaitContact(ctx context.Context, host, instance string, lease, check time.Duration) error {
+	for {
+		d, silent, silenced := q.contact.wait(lease)
+		if d <= 0 {
+			return nil
+		}
+		if silenced {
+			q.logger().Info("the NATS server did not answer this standby in time: it takes the host only once the server has answered it for a whole lease, so that a holder the same silence kept from renewing can renew first",
+				"host", host, "instance", instance, "lease", lease, "silent_now", silent)
+		}
+		t := time.NewTimer(min(d, check))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
