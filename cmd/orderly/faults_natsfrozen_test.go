@@ -121,7 +121,7 @@ func TestFaultsNATSFrozen(t *testing.T) {
 		t.Logf("the follow read the long order's output again %s after the thaw", time.Since(thawed).Round(10*time.Millisecond))
 		// h1 is busy with the long order until it ends: its recovery
 		// counts from then.
-		end := waitEnded(t, r.l, "h1", longTag, 2*time.Minute)
+		end := waitEnded(t, r.s, r.l, "h1", longTag, longID, 2*time.Minute)
 		r.faults = append(r.faults, faultEvent{what: "long order ended after the thaw", host: "h1", at: end})
 		r.s.note("long order ended")
 	})
@@ -139,9 +139,11 @@ func TestFaultsNATSFrozen(t *testing.T) {
 	checkFrozenAnswers(t, r.l.answersSoFar(), freezes)
 }
 
-// waitEnded waits until the order with tag has ended on host (its
-// marker's E line) and returns when the tail saw it.
-func waitEnded(t *testing.T, l *faultLoad, host, tag string, d time.Duration) time.Time {
+// waitEnded waits until the order id with tag has ended on host and
+// returns when: its marker's E line, as the tail saw it, or, for an
+// order ended otherwise (killed), when PostgreSQL was seen to hold it
+// terminal.
+func waitEnded(t *testing.T, s *faultStack, l *faultLoad, host, tag, id string, d time.Duration) time.Time {
 	t.Helper()
 	var at time.Time
 	waitUntil(t, d, "order "+tag+" ends on "+host, func() bool {
@@ -151,6 +153,12 @@ func waitEnded(t *testing.T, l *faultLoad, host, tag string, d time.Duration) ti
 				return true
 			}
 		}
+		var st string
+		if s.pool.QueryRow(t.Context(), `SELECT status FROM orders WHERE id = $1`, id).Scan(&st) == nil &&
+			st != "queued" && st != "running" {
+			at = time.Now()
+			return true
+		}
 		return false
 	})
 	return at
@@ -159,13 +167,13 @@ func waitEnded(t *testing.T, l *faultLoad, host, tag string, d time.Duration) ti
 // checkFrozenAnswers checks every answer a client got, retries included,
 // against what a frozen broker may cause: a REST request is answered
 // 2xx, or 503 with the code `unavailable`, or not within its client's
-// timeout; never another status. It logs, per freeze, how long after
-// the freeze began the first 503 came and how long after the thaw the
-// last did.
+// timeout; never another status. It logs, per freeze, the REST requests
+// sent during it or in flight when it began: how many were answered 503
+// and how long they waited for it, how many were accepted, and how
+// long after the thaw the last answer came.
 func checkFrozenAnswers(t *testing.T, answers []faultAnswer, freezes []natsFreeze) {
 	t.Helper()
 	codes := map[int]int{}
-	var unavailable []time.Time
 	for _, a := range answers {
 		if a.nats {
 			continue // a publish: acked (202) or not (0)
@@ -174,35 +182,39 @@ func checkFrozenAnswers(t *testing.T, answers []faultAnswer, freezes []natsFreez
 		switch {
 		case a.code == http.StatusOK || a.code == http.StatusAccepted || a.code == 0:
 		case a.code == http.StatusServiceUnavailable && strings.Contains(a.err, `"code":"unavailable"`):
-			unavailable = append(unavailable, a.at)
 		default:
 			t.Errorf("%s answered %d at %s: %s", a.tag, a.code, a.at.Format("15:04:05.000"), a.err)
 		}
 	}
 	var seen []string
 	for i, f := range freezes {
-		var first, last time.Time
-		for _, at := range unavailable {
-			next := time.Time{}
-			if i+1 < len(freezes) {
-				next = freezes[i+1].from
+		var n503, accepted, none int
+		var waitMin, waitMax time.Duration
+		var last time.Time
+		for _, a := range answers {
+			if a.nats || a.sent.Before(f.from) && a.at.Before(f.from) || !a.sent.Before(f.to) {
+				continue // not sent during the freeze nor in flight when it began
 			}
-			if at.Before(f.from) || !next.IsZero() && !at.Before(next) {
-				continue
+			if a.at.After(last) {
+				last = a.at
 			}
-			if first.IsZero() || at.Before(first) {
-				first = at
-			}
-			if at.After(last) {
-				last = at
+			switch a.code {
+			case http.StatusServiceUnavailable:
+				n503++
+				w := a.at.Sub(a.sent)
+				if waitMin == 0 || w < waitMin {
+					waitMin = w
+				}
+				waitMax = max(waitMax, w)
+			case 0:
+				none++
+			default:
+				accepted++
 			}
 		}
-		if first.IsZero() {
-			seen = append(seen, fmt.Sprintf("freeze %d (%s): no 503", i+1, f.to.Sub(f.from).Round(time.Second)))
-			continue
-		}
-		seen = append(seen, fmt.Sprintf("freeze %d (%s): first 503 %s after it began, last %s after the thaw", i+1,
-			f.to.Sub(f.from).Round(time.Second), first.Sub(f.from).Round(10*time.Millisecond), last.Sub(f.to).Round(10*time.Millisecond)))
+		seen = append(seen, fmt.Sprintf("freeze %d (%s): %d answered 503 after %s–%s, %d accepted, %d unanswered, the last answer %s after the thaw",
+			i+1, f.to.Sub(f.from).Round(time.Second), n503, waitMin.Round(10*time.Millisecond), waitMax.Round(10*time.Millisecond),
+			accepted, none, last.Sub(f.to).Round(10*time.Millisecond)))
 	}
 	t.Logf("REST answers (retries included) by status %v; %s", codes, strings.Join(seen, "; "))
 }
