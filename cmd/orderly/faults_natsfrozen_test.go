@@ -54,7 +54,8 @@ type natsFreeze struct {
 // order); every answer during the freezes 503 `unavailable` or no answer
 // within the client's timeout, never a 500; each host runs orders again
 // within the recovery bound of the thaw (h1: of its long order's end);
-// the long order succeeds once and its watchers see its output and end.
+// the long order succeeds once and its watchers see its output and end;
+// every order succeeds, since no worker died.
 func TestFaultsNATSFrozen(t *testing.T) {
 	s := newFaultStack(t)
 	s.startReplica()
@@ -137,6 +138,17 @@ func TestFaultsNATSFrozen(t *testing.T) {
 	checkLongOutput(t, o, ws, full, fullErr, client.StatusSucceeded)
 	ws.mu.Unlock()
 	checkFrozenAnswers(t, r.l.answersSoFar(), freezes)
+	// No process died: an order that did not succeed was taken from a
+	// live worker (a standby's takeover on the thaw interrupts it).
+	rows, err := s.rows(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range rows {
+		if o.status != "succeeded" {
+			t.Errorf("order %s (%s) on %s ended %s: %s", o.tag, o.id, o.host, o.status, o.err)
+		}
+	}
 }
 
 // waitEnded waits until the order id with tag has ended on host and

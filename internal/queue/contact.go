@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -31,7 +32,7 @@ type contact struct {
 	// since: the first prompt answer after the last silence; zero
 	// while no silence was seen.
 	since time.Time
-	// told: the current silence was logged.
+	// told: the wait after the last silence was logged.
 	told bool
 }
 
@@ -43,8 +44,8 @@ func contactProbes(lease time.Duration) (every, slow time.Duration) {
 	return min(max(lease/8, 50*time.Millisecond), time.Second), max(lease/4, 50*time.Millisecond)
 }
 
-// probe sends the server a ping every so often until ctx ends and
-// records whether it answered within slow.
+// probeContact sends the server a ping every so often until ctx ends
+// and records whether it answered within slow.
 func (q *Queue) probeContact(ctx context.Context, every, slow time.Duration) {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -78,34 +79,48 @@ func (c *contact) answer(prompt bool) {
 }
 
 // wait is how long the standby still waits for its contact with the
-// server to count: until the server answers, and then a lease since its
-// first answer; 0 when it counts already. silenced reports a silence
-// not logged yet, which the caller logs.
-func (c *contact) wait(lease time.Duration) (d time.Duration, silent, silenced bool) {
+// server to count: a lease since the server's first answer after its
+// last silence; 0 when it counts already. silent: the server does not
+// answer now.
+func (c *contact) wait(lease time.Duration) (d time.Duration, silent bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.silent || !c.since.IsZero() && time.Since(c.since) < lease {
-		silenced = !c.told
-		c.told = true
-		if c.silent {
-			return lease, true, silenced
-		}
-		return lease - time.Since(c.since), false, silenced
+	switch {
+	case c.silent:
+		return lease, true
+	case !c.since.IsZero() && time.Since(c.since) < lease:
+		return lease - time.Since(c.since), false
 	}
-	return 0, false, false
+	return 0, false
+}
+
+// tell reports, once per silence, that the standby waits on its
+// contact after one.
+func (c *contact) tell() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	told := c.told
+	c.told = true
+	return !told
 }
 
 // awaitContact waits until the server has answered this process for a
 // whole lease since its last silence (contact), checking every check.
-func (q *Queue) awaitContact(ctx context.Context, host, instance string, lease, check time.Duration) error {
+// A server that does not answer now is an error once a probe had its
+// time (slow): the caller tries again later, as after a request that
+// timed out, and the silence is kept for that try.
+func (q *Queue) awaitContact(ctx context.Context, host, instance string, lease, slow, check time.Duration) error {
+	began := time.Now()
 	for {
-		d, silent, silenced := q.contact.wait(lease)
-		if d <= 0 {
+		d, silent := q.contact.wait(lease)
+		switch {
+		case d <= 0:
 			return nil
-		}
-		if silenced {
-			q.logger().Info("the NATS server did not answer this standby in time: it takes the host only once the server has answered it for a whole lease, so that a holder the same silence kept from renewing can renew first",
-				"host", host, "instance", instance, "lease", lease, "silent_now", silent)
+		case silent && time.Since(began) > 2*slow:
+			return fmt.Errorf("acquire lease of host %s: the NATS server does not answer (a frozen server, or a partition)", host)
+		case !silent && q.contact.tell():
+			q.logger().Info("the NATS server answers again after a silence: this standby takes the host only once it has answered for a whole lease, so that a holder the same silence kept from renewing renews first",
+				"host", host, "instance", instance, "lease", lease, "wait", d.Round(time.Millisecond))
 		}
 		t := time.NewTimer(min(d, check))
 		select {

@@ -410,7 +410,7 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 			if timed != nil {
 				lease = timed.lease
 			}
-			if err := q.awaitContact(ctx, host, instance, lease, probeEvery); err != nil {
+			if err := q.awaitContact(ctx, host, instance, lease, slow, probeEvery); err != nil {
 				return nil, err
 			}
 		}
