@@ -66,6 +66,21 @@ func (q *Queue) probeContact(ctx context.Context, every, slow time.Duration) {
 	}
 }
 
+// answersNow probes the server once more, just before a take: the
+// prober finds a silence only a probe's time (slow) after it began, and
+// a take sent into a server that froze meanwhile was served at its
+// thaw, after the holder's lease expired there (TestFaultsNATSFrozen: a
+// freeze that began as a standby's wait ended, once).
+func (q *Queue) answersNow(ctx context.Context, slow time.Duration) bool {
+	pctx, cancel := context.WithTimeout(ctx, slow)
+	defer cancel()
+	prompt := q.nc.FlushWithContext(pctx) == nil
+	if ctx.Err() == nil {
+		q.contact.answer(prompt)
+	}
+	return prompt
+}
+
 // answer records a probe's outcome.
 func (c *contact) answer(prompt bool) {
 	c.mu.Lock()
@@ -112,10 +127,15 @@ func (c *contact) tell() bool {
 func (q *Queue) awaitContact(ctx context.Context, host, instance string, lease, slow, check time.Duration) error {
 	began := time.Now()
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		d, silent := q.contact.wait(lease)
 		switch {
-		case d <= 0:
+		case d <= 0 && q.answersNow(ctx, slow):
 			return nil
+		case d <= 0:
+			continue // silent since the last probe: the error, or the wait
 		case silent && time.Since(began) > 2*slow:
 			return fmt.Errorf("acquire lease of host %s: the NATS server does not answer (a frozen server, or a partition)", host)
 		case !silent && q.contact.tell():
