@@ -14,6 +14,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -138,6 +140,10 @@ func TestFaultsNATSFrozen(t *testing.T) {
 	checkLongOutput(t, o, ws, full, fullErr, client.StatusSucceeded)
 	ws.mu.Unlock()
 	checkFrozenAnswers(t, r.l.answersSoFar(), freezes)
+	// No worker died: a takeover from another instance was made on a
+	// view the freeze made stale, whether or not its holder ran an order
+	// then.
+	checkNoTakeover(t, s)
 	// No process died: an order that did not succeed was taken from a
 	// live worker (a standby's takeover on the thaw interrupts it).
 	rows, err := s.rows(ctx)
@@ -150,6 +156,35 @@ func TestFaultsNATSFrozen(t *testing.T) {
 		}
 	}
 }
+
+// checkNoTakeover fails t for each takeover a worker logged from another
+// live instance ("took the host over" naming a previous owner other
+// than itself): the first tenure of each host names none, a worker
+// taking its own host again names itself.
+func checkNoTakeover(t *testing.T, s *faultStack) {
+	t.Helper()
+	s.mu.Lock()
+	workers := append([]*faultWorker(nil), s.workers...)
+	s.mu.Unlock()
+	for _, w := range workers {
+		b, err := os.ReadFile(w.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if !strings.Contains(line, `msg="took the host over"`) {
+				continue
+			}
+			self, prev := instanceRE.FindStringSubmatch(line), previousOwnerRE.FindStringSubmatch(line)
+			if self == nil || prev == nil || prev[1] == self[1] || prev[1] == `""` {
+				continue
+			}
+			t.Errorf("%s took host %s from a live worker: %s", w.name, w.host, strings.TrimSpace(line))
+		}
+	}
+}
+
+var previousOwnerRE = regexp.MustCompile(`previous_owner=(\S+)`)
 
 // waitEnded waits until the order id with tag has ended on host and
 // returns when: its marker's E line, as the tail saw it, or, for an
