@@ -342,6 +342,12 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // would have expired. Without this, a worker of another host purging the
 // bucket over and over moved hosts between their workers, ending their
 // running orders interrupted.
+//
+// Either way a key not released by its holder is taken only once the
+// server has answered this process for a whole lease since it last
+// fell silent (contact.go): a frozen server heard no renewal either,
+// and expires every lease at its thaw. While the server does not
+// answer, the try fails.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
 	var w *keyWatch
