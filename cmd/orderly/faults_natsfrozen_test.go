@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/api/client"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // frozenLongScript is longScript with the fault suite's marker and lock
@@ -264,4 +266,82 @@ func checkFrozenAnswers(t *testing.T, answers []faultAnswer, freezes []natsFreez
 			accepted, none, last.Sub(f.to).Round(10*time.Millisecond)))
 	}
 	t.Logf("REST answers (retries included) by status %v; %s", codes, strings.Join(seen, "; "))
+}
+
+// TestFaultsNATSClusterNodeFrozen freezes (SIGSTOP) the orders stream's
+// leader, one node of a 3-node cluster with every stream at three
+// replicas, for 25 s under the fault load on four hosts (h1 with a
+// standby), then thaws it. The cluster must carry on without it: the
+// other two elect leaders, the clients on the frozen node leave it once
+// their pings go unanswered (10 – 15 s) and every host runs orders
+// again while the node is still frozen; after the thaw, the node
+// rejoins and nothing is lost, run twice, out of order or overlapping.
+// A host whose worker (or the API) was on the frozen node waits for
+// that: the bound is the pings' 15 s plus the cluster's recovery bound.
+// A standby on another node may take h1 from a holder on the frozen
+// one, as from any holder that cannot renew.
+func TestFaultsNATSClusterNodeFrozen(t *testing.T) {
+	hosts := []string{"h1", "h2", "h3", "h4"}
+	s, c := newClusterFaultStack(t)
+	s.startWorker("h1")
+	for _, h := range hosts {
+		s.startWorker(h)
+	}
+	l := newFaultLoad(s, hosts...)
+	l.start(4, faultPeriod)
+	defer l.stop()
+	l.waitStarts(t, 5, 60*time.Second)
+	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
+
+	js := testenv.JetStream(t, c.url(), "cluster-check")
+	leader := streamLeader(t.Context(), js, queue.OrdersStream)
+	if leader == "" {
+		leader, _ = waitNewLeader(t, js, queue.OrdersStream, "")
+	}
+	// The test's own view from a node that stays up.
+	other := c.names[0]
+	if other == leader {
+		other = c.names[1]
+	}
+	view := testenv.JetStream(t, c.node(other).url(), "cluster-view")
+	frozen := c.node(leader).proc
+	frozen.signal(syscall.SIGSTOP)
+	defer frozen.signal(syscall.SIGCONT)
+	froze := time.Now()
+	s.note("nats node %s (the orders stream's leader) frozen", leader)
+	for _, h := range hosts {
+		r.fault("node "+leader+" frozen", h)
+	}
+	newLeader, took := waitNewLeader(t, view, queue.OrdersStream, leader)
+	t.Logf("%s leads the orders stream %s after %s froze", newLeader, took.Round(10*time.Millisecond), leader)
+	r.untilRecovered(0, 15*time.Second+clusterRecoveryBound, time.Second)
+	pause(t.Context(), time.Until(froze.Add(25*time.Second)))
+	frozen.signal(syscall.SIGCONT)
+	s.note("nats node %s thawed", leader)
+	for _, h := range hosts {
+		r.fault("node "+leader+" thawed", h)
+	}
+	r.untilRecovered(0, clusterRecoveryBound, 3*time.Second)
+	l.stop()
+	t.Logf("drained in %s", s.waitDrained(drainBound).Round(10*time.Millisecond))
+	checkContract(t, s, l, nil)
+	var slowest []string
+	for _, what := range []string{"frozen", "thawed"} {
+		// Each host's wait for its next order, from the freeze and
+		// from the thaw.
+		var worst time.Duration
+		for _, f := range r.faults {
+			if !strings.HasSuffix(f.what, what) {
+				continue
+			}
+			next, ok := l.tails[f.host].firstStartAfter(f.at)
+			if !ok {
+				t.Errorf("%s on %s: no order started on the host afterwards", f.what, f.host)
+				continue
+			}
+			worst = max(worst, next.at.Sub(f.at))
+		}
+		slowest = append(slowest, fmt.Sprintf("node %s: %s", what, worst.Round(10*time.Millisecond)))
+	}
+	t.Logf("the slowest host's next order: %s", strings.Join(slowest, "; "))
 }
