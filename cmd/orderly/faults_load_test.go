@@ -66,6 +66,7 @@ type faultOrder struct {
 // last, which faultOrder does not keep.
 type faultAnswer struct {
 	at   time.Time
+	sent time.Time // when its request was sent
 	tag  string
 	code int // HTTP status (a NATS publish: 202 acked, 0 not); 0 when no answer arrived
 	err  string
@@ -265,7 +266,7 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 			code, errText, id, status = l.send(urls[(o.n+attempts)%len(urls)], body, o.tag, o.wait)
 		}
 		l.mu.Lock()
-		l.answers = append(l.answers, faultAnswer{at: time.Now(), tag: o.tag, code: code, err: errText, nats: o.nats})
+		l.answers = append(l.answers, faultAnswer{at: time.Now(), sent: lastSent, tag: o.tag, code: code, err: errText, nats: o.nats})
 		l.mu.Unlock()
 		if !(l.retry || o.nats) || (code != 0 && code != http.StatusServiceUnavailable) || time.Since(sent) > drainBound {
 			break

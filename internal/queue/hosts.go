@@ -344,6 +344,12 @@ var ErrNotHolder = errors.New("the host lease may not be this worker's")
 // would have expired. Without this, a worker of another host purging the
 // bucket over and over moved hosts between their workers, ending their
 // running orders interrupted.
+//
+// Either way a key not released by its holder is taken only once the
+// server has answered this process for a whole lease since it last
+// fell silent (contact.go): a frozen server heard no renewal either,
+// and expires every lease at its thaw. While the server does not
+// answer, the try fails.
 func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby func(holder string)) (*Lease, error) {
 	return q.AcquireSignedLease(ctx, host, instance, nil, standby)
 }
@@ -369,6 +375,20 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 	var renewed time.Time
 	markers, warned, deletedLogged := false, false, false
 	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
+	// The probes of this process's contact with the server, for as long
+	// as it waits: a lease that lapsed while the server answered nobody
+	// is left to its holder (contact).
+	probeEvery, slow := contactProbes(q.opts.LeaseTTL)
+	pctx, stopProbes := context.WithCancel(ctx)
+	probes := make(chan struct{})
+	go func() {
+		defer close(probes)
+		q.probeContact(pctx, probeEvery, slow)
+	}()
+	defer func() {
+		stopProbes()
+		<-probes
+	}()
 	for {
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
@@ -423,6 +443,13 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		ttl := q.opts.LeaseTTL
 		if timed != nil {
 			ttl = timed.lease
+		}
+		// A key its holder released is free; any other is taken only
+		// once the server has answered this process for a lease.
+		if freed != "released" {
+			if err := q.awaitContact(ctx, host, instance, ttl, slow, probeEvery); err != nil {
+				return nil, err
+			}
 		}
 		var rev uint64
 		var err error

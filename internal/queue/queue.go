@@ -93,6 +93,8 @@ type Queue struct {
 	// (SignGenerations), nil without.
 	genKey  atomic.Pointer[MarkKey]
 	storing storing // whether publishes are acknowledged (storing.go)
+	// contact: whether the server answers a standby (contact.go).
+	contact contact
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool
