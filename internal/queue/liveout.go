@@ -28,11 +28,13 @@ import (
 // reply (an asynchronous PubAck, never waited for in Publish), so a
 // stream lost without a reconnect (serve's JetStream restarted in place,
 // a stream removed) is seen too, by an answer that is an error or none
-// within liveMendTimeout, or that names a stream sequence at or below
-// one acknowledged before (the stream made again meanwhile: sequences
-// start again at 1, and only grow within one stream; a stream made again
-// that took more messages between two of these chunks than the lost one
-// held before the first is not told). After either, it stops publishing new chunks,
+// within liveMendTimeout, or that names a stream sequence lower than the
+// one acknowledged before plus the chunks sent since (a stream takes
+// each, one sequence each: a lower one is of a stream made again
+// meanwhile, whose sequences start again at 1 and which took only the
+// chunks sent after the loss; a stream made again that took more of
+// other orders' messages meanwhile than the lost one held before the
+// acknowledged chunk is not told). After either, it stops publishing new chunks,
 // and publishes each stream again from offset 0 up to where its last
 // chunk ended, read from the source, with JetStream publishes, each
 // waiting for the stream's acknowledgement (tried again every
@@ -85,7 +87,14 @@ type liveState struct {
 	probe  jetstream.PubAckFuture
 	probed time.Time
 	// acked: the highest stream sequence an acknowledgement named.
-	acked   uint64
+	acked uint64
+	// sent: how many chunks Publish sent (the probes among them);
+	// probeSent and ackedSent: sent once the probe, and the chunk
+	// acknowledged with acked, went. A stream that took every chunk sent
+	// from that one to the probe numbers the probe at least
+	// probeSent-ackedSent past acked (watch).
+	sent, probeSent, ackedSent uint64
+
 	mending bool // the streams are being published again: new chunks wait
 	// capped: the live output cap the chunk of capStream ending at capEnd
 	// reached (LiveCapHeader on it, published again with it); 0: none.
@@ -187,10 +196,11 @@ func (o *LiveOutput) publish(q *Queue, src LiveSource, host string, id uuid.UUID
 		// again after "no responders", when p is another chunk's.
 		var f jetstream.PubAckFuture
 		if f, err = s.q.js.PublishMsgAsync(s.msg(stream, offset, bytes.Clone(p), limit)); err == nil {
-			s.probe, s.probed = f, time.Now()
+			s.sent++
+			s.probe, s.probed, s.probeSent = f, time.Now(), s.sent
 		}
-	} else {
-		err = s.q.nc.PublishMsg(s.msg(stream, offset, p, limit))
+	} else if err = s.q.nc.PublishMsg(s.msg(stream, offset, p, limit)); err == nil {
+		s.sent++
 	}
 	if err != nil {
 		// Not sent (the reconnect buffer full, the connection closed):
@@ -251,13 +261,26 @@ func (s *liveState) watch(ctx context.Context) {
 		if s.probe != nil {
 			select {
 			case ack := <-s.probe.Ok():
-				// A stream's sequences only grow: one at or below the
-				// last acknowledged is of another stream, made again
-				// since (by an API, before this chunk came).
-				if ack.Sequence <= s.acked {
-					s.mending = true
-				}
-				s.probe, s.acked = nil, ack.Sequence
+				// A stream's sequences only grow, by one for each
+				// message it takes, and it takes every chunk sent on a
+				// live connection (no limit refuses one: liveConfig).
+				// So a stream that took every chunk sent since the one
+				// acknowledged last numbers this one at least that many
+				// past it; below, it is another stream, made again
+				// since (by an API, before this chunk came), that took
+				// only the chunks sent after the loss, or a stream that
+				// lost some. Only "at or below the last acknowledged"
+				// was looked at before: after one acknowledgement of a
+				// sequence n (an order's first chunk, on a quiet
+				// stream, is 1), a stream made again that took more
+				// than n chunks before the probe was not told.
+				if s.probeSent > s.ackedSent {
+					if ack.Sequence < s.acked+(s.probeSent-s.ackedSent) {
+						s.mending = true
+					}
+					s.acked, s.ackedSent = ack.Sequence, s.probeSent
+				} // else sent before the chunks that mend had acknowledged: they tell more
+				s.probe = nil
 			case <-s.probe.Err():
 				s.probe, s.mending = nil, true
 			default:
@@ -301,7 +324,7 @@ func (s *liveState) mend(ctx context.Context) bool {
 			// made again numbers from 1) read as another loss, and the
 			// order's output was published a second time, each loss. The
 			// rollup of the second round hid the first.
-			s.acked = 0
+			s.acked, s.ackedSent = 0, s.sent
 		}
 		for len(at) < len(s.streams) {
 			at = append(at, 0) // its first chunk came meanwhile
@@ -337,7 +360,9 @@ func (s *liveState) mend(ctx context.Context) bool {
 		cancel()
 		if err == nil {
 			s.mu.Lock()
-			s.acked = max(s.acked, ack.Sequence)
+			// Publish sends nothing while a round is under way: sent
+			// is where the chunks published after it count from.
+			s.acked, s.ackedSent = max(s.acked, ack.Sequence), s.sent
 			s.mu.Unlock()
 			off, _ := strconv.ParseInt(m.Header.Get(OffsetHeader), 10, 64)
 			at[i], m = off+int64(len(m.Data)), nil

@@ -23,18 +23,34 @@ const unansweredFor = 30 * time.Second
 // that left a publish unanswered stores again.
 const ProbeEvery = time.Second
 
+// silencePingWait bounds the ping that tells, at the first unanswered
+// publish of an episode, a server that answers nothing from one that
+// answers but does not store. A server that stores nothing answers a
+// ping within milliseconds; one that has not answered for the publish's
+// whole wait and not within this either is silent (or too slow to tell
+// apart from it). The publish's caller, which was waiting for an answer
+// already, waits this much longer once an episode.
+const silencePingWait = time.Second
+
 // storing tracks whether nats-server acknowledges this process's order
 // publishes. A separate nats-server whose JetStream store hit a full disk
 // keeps the write error on each stream it hit until the stream is loaded
 // again (a restart), even once the disk has room: it answers every
 // request but the publish, which it logs and drops, so the connection and
-// the streams look fine and only the publishes' PubAcks never come.
+// the streams look fine and only the publishes' PubAcks never come. A
+// frozen server (SIGSTOP, a stall) or a network path that carries nothing
+// while the connection stays open leaves the publishes unanswered too,
+// until the client's pings drop the connection: it answers nothing, a
+// ping included, which is what silent tells.
 type storing struct {
 	marked atomic.Bool // fast path: a publish went unanswered recently
 	mu     sync.Mutex
 	first  time.Time // the first unanswered publish since the last answered one
 	last   time.Time // the latest
 	count  int
+	// silent: at the episode's first unanswered publish the server did
+	// not answer a ping either (silencePingWait).
+	silent bool
 	// host and id are the latest unanswered publish's order, which
 	// ProbeStoring sends again.
 	host string
@@ -46,6 +62,8 @@ type StoringStatus struct {
 	Storing         bool       `json:"storing"`
 	Unanswered      int        `json:"unanswered_publishes,omitempty"`
 	UnansweredSince *time.Time `json:"unanswered_since,omitempty"`
+	// silent: the server answered no ping either (storing.silent).
+	silent bool
 }
 
 // published records a publish's outcome. Only a PubAck that did not come
@@ -83,13 +101,39 @@ func (q *Queue) published(caller context.Context, err error, reconnects uint64, 
 	first := s.count == 1
 	s.marked.Store(true)
 	s.mu.Unlock()
-	if first {
-		q.logger().Error("nats-server acknowledged no order publish within "+publishAckWait.String()+
-			" on a live connection: it is not storing (its JetStream store's disk full, or full until lately: "+
-			"nats-server keeps a stream's write error until it restarts). Give the store room, then restart "+
-			"nats-server; the orders recorded meanwhile are queued by the reconciler, and /readyz answers 503 until then",
-			"subject", OrdersSubject+"*")
+	if !first {
+		return
 	}
+	// Which of the two it is decides what the operator has to do: a full
+	// store is mended on nats-server's disk, a silent server on its
+	// process or the network. Before, a frozen server was blamed on a
+	// full disk.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(caller), silencePingWait)
+	start := time.Now()
+	perr := q.nc.FlushWithContext(pctx)
+	cancel()
+	// A connection dropped during the ping (its own pings unanswered)
+	// is silence too.
+	silent := perr != nil
+	s.mu.Lock()
+	s.silent = silent
+	s.mu.Unlock()
+	if silent {
+		q.logger().Error("nats-server acknowledged no order publish within "+publishAckWait.String()+
+			" and answered no ping within "+silencePingWait.String()+" on a live connection: it does not answer "+
+			"(the nats-server process stopped (SIGSTOP) or stalled, its machine overloaded, or the network to it "+
+			"carrying nothing while the connection stays open), not a full store. Look at the nats-server process "+
+			"and the network to it; clients drop the connection once their pings go unanswered and connect again. "+
+			"The orders recorded meanwhile are queued by the reconciler, and /readyz answers 503 until it answers",
+			"subject", OrdersSubject+"*")
+		return
+	}
+	q.logger().Error("nats-server acknowledged no order publish within "+publishAckWait.String()+
+		" on a live connection, though it answers (a ping in "+time.Since(start).Round(time.Millisecond).String()+
+		"): it is not storing (its JetStream store's disk full, or full until lately: "+
+		"nats-server keeps a stream's write error until it restarts). Give the store room, then restart "+
+		"nats-server; the orders recorded meanwhile are queued by the reconciler, and /readyz answers 503 until then",
+		"subject", OrdersSubject+"*")
 }
 
 // Storing reports an error while order publishes go unanswered on a live
@@ -100,8 +144,12 @@ func (q *Queue) Storing() error {
 	if st.Storing {
 		return nil
 	}
-	return fmt.Errorf("nats: no acknowledgement on a live connection for %d order publish(es) since %s: the server does not store",
-		st.Unanswered, st.UnansweredSince.UTC().Format(time.RFC3339))
+	why := "the server does not store"
+	if st.silent {
+		why = "the server does not answer, a ping included"
+	}
+	return fmt.Errorf("nats: no acknowledgement on a live connection for %d order publish(es) since %s: %s",
+		st.Unanswered, st.UnansweredSince.UTC().Format(time.RFC3339), why)
 }
 
 // StoringStatus is Storing's view in detail.
@@ -116,7 +164,7 @@ func (q *Queue) StoringStatus() StoringStatus {
 		return StoringStatus{Storing: true}
 	}
 	since := s.first
-	return StoringStatus{Unanswered: s.count, UnansweredSince: &since}
+	return StoringStatus{Unanswered: s.count, UnansweredSince: &since, silent: s.silent}
 }
 
 // ProbeStoring, while a publish is marked unanswered, sends the latest
