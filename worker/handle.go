@@ -599,6 +599,13 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		f.Detail["output_cap"] = int(req.MaxOutput)
 	}
 	f.Record, f.Started = record, started
+	if f.Status == order.StatusCanceled {
+		// Said as the API says a cancel of a queued order, by whom.
+		w.mu.Lock()
+		actor := w.current.actor
+		w.mu.Unlock()
+		f.Result.Error = "canceled by " + actor + strings.TrimPrefix(f.Result.Error, "canceled")
+	}
 	if f.Status == order.StatusKilled && stoppedIt.Load() {
 		// Nobody cancelled it: say why it was killed.
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
@@ -798,6 +805,10 @@ func finishOf(res executor.Result) postgres.Finish {
 	case res.Aborted != nil:
 		f.Status = order.StatusFailed
 		f.Result.Error = "aborted at start: " + res.Aborted.Error()
+	case errors.Is(res.StartErr, executor.ErrCanceledBeforeStart):
+		// Nothing of it ran: canceled, as a cancel of a queued order is.
+		f.Status = order.StatusCanceled
+		f.Result.Error = res.StartErr.Error()
 	case res.StartErr != nil:
 		f.Status = order.StatusFailed
 		f.Result.Error = "start: " + res.StartErr.Error()

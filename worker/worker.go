@@ -173,6 +173,7 @@ type running struct {
 	id      uuid.UUID
 	signals chan syscall.Signal
 	applied time.Time // the cancel request already signalled, by its time
+	actor   string    // who made that request
 }
 
 // New returns a Worker; Run starts it.
