@@ -46,7 +46,7 @@ func (w *Worker) watchWait(ctx context.Context, step string, id uuid.UUID, fn fu
 	if !t.Stop() {
 		<-done // the WARN first
 		w.logger.LogAttrs(context.Background(), slog.LevelInfo, "postgresql statement done after a wait",
-			slog.String("order_id", id.String()), slog.String("host", w.opts.Host), slog.String("step", step),
+			slog.String("order_id", id.String()), slog.String("step", step),
 			slog.Duration("waited", time.Since(start).Round(time.Millisecond)), slog.Bool("failed", err != nil))
 	}
 	return err
@@ -56,8 +56,9 @@ func (w *Worker) watchWait(ctx context.Context, step string, id uuid.UUID, fn fu
 // the worker's role may see it (pg_stat_activity hides another role's
 // state and query_start from a role without pg_read_all_stats).
 func (w *Worker) warnWait(step string, id uuid.UUID, b *postgres.Backend, start time.Time) {
-	attrs := []slog.Attr{slog.String("order_id", id.String()), slog.String("host", w.opts.Host),
-		slog.String("step", step), slog.Duration("waited", time.Since(start).Round(time.Millisecond))}
+	// The logger names the host (and the instance) already.
+	attrs := []slog.Attr{slog.String("order_id", id.String()), slog.String("step", step),
+		slog.Duration("waited", time.Since(start).Round(time.Millisecond))}
 	pid := b.PID()
 	attrs = append(attrs, slog.Int("backend_pid", int(pid)))
 	if pid != 0 {
