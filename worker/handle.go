@@ -86,7 +86,7 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		if err := w.hold.wait(ctx, "claim", id); err != nil {
 			return err
 		}
-		return w.watchWait(ctx, "claim order", id, func(ctx context.Context) (err error) {
+		return w.watchWait(ctx, "claim order", id, uuid.Nil, func(ctx context.Context) (err error) {
 			o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
 			return err
 		})
@@ -221,7 +221,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		// be lost with the claim of the next order possibly made.
 		wctx, cancel := w.writeContext(ctx)
 		var step postgres.Step
-		err = w.watchWait(wctx, "write result and claim the next order", o.ID, func(ctx context.Context) (err error) {
+		err = w.watchWait(wctx, "write result and claim the next order", o.ID, nextID, func(ctx context.Context) (err error) {
 			step, err = w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
 			return err
 		})
@@ -572,7 +572,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			// up, the start is refused and the order ended now.
 			rctx, rcancel := w.stopWindow(execCtx, ctx)
 			err := w.retry(rctx, msg, "record the order's process", func(ctx context.Context) error {
-				return w.watchWait(ctx, "record the order's process", o.ID, func(ctx context.Context) error {
+				return w.watchWait(ctx, "record the order's process", o.ID, uuid.Nil, func(ctx context.Context) error {
 					return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
 				})
 			})
@@ -851,7 +851,7 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 // completeIn is complete within wctx, a write's context (writeContext).
 func (w *Worker) completeIn(wctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
 	err = w.retry(wctx, msg, "write result", func(ctx context.Context) error {
-		return w.watchWait(ctx, "write result", o.ID, func(ctx context.Context) error {
+		return w.watchWait(ctx, "write result", o.ID, uuid.Nil, func(ctx context.Context) error {
 			return w.store.Complete(ctx, o.ID, o.Attempt, f)
 		})
 	})
@@ -902,7 +902,7 @@ func (w *Worker) completeLostClaim(ctx context.Context, msg jetstream.Msg, o, cu
 		claimed bool
 	)
 	err := w.retry(ctx, msg, "claim again an order whose claim PostgreSQL lost", func(ctx context.Context) (err error) {
-		return w.watchWait(ctx, "claim again", o.ID, func(ctx context.Context) (err error) {
+		return w.watchWait(ctx, "claim again", o.ID, uuid.Nil, func(ctx context.Context) (err error) {
 			again, claimed, err = w.store.ClaimRan(ctx, o.ID, w.opts.Instance, o.StreamSeq)
 			return err
 		})

@@ -26,13 +26,14 @@ const statementWaitWarn = 5 * time.Second
 const blockersReadTimeout = 5 * time.Second
 
 // watchWait runs fn, a store call on the order path of order id whose
-// step the caller names ("claim order", "write result", …), and says when
+// step the caller names ("claim order", "write result", …; next is the
+// order the pipelined step claims, uuid.Nil for the others), and says when
 // it waited long: once StatementWaitWarn passed, one WARN naming the
 // order, the host, the backend that waits and, read on another
 // connection, the backends that block it (pg_blocking_pids); once the
 // call returns after that, one INFO with the whole wait. A quick call
 // costs a timer and the context's note of its backend, no query.
-func (w *Worker) watchWait(ctx context.Context, step string, id uuid.UUID, fn func(context.Context) error) error {
+func (w *Worker) watchWait(ctx context.Context, step string, id, next uuid.UUID, fn func(context.Context) error) error {
 	var (
 		b     postgres.Backend
 		start = time.Now()
@@ -40,14 +41,14 @@ func (w *Worker) watchWait(ctx context.Context, step string, id uuid.UUID, fn fu
 	)
 	t := time.AfterFunc(w.opts.StatementWaitWarn, func() {
 		defer close(done)
-		w.warnWait(step, id, &b, start)
+		w.warnWait(step, id, next, &b, start)
 	})
 	err := fn(postgres.WatchBackend(ctx, &b))
 	if !t.Stop() {
 		<-done // the WARN first
-		w.logger.LogAttrs(context.Background(), slog.LevelInfo, "postgresql statement done after a wait",
-			slog.String("order_id", id.String()), slog.String("step", step),
-			slog.Duration("waited", time.Since(start).Round(time.Millisecond)), slog.Bool("failed", err != nil))
+		attrs := append(waitAttrs(step, id, next), slog.Duration("waited", time.Since(start).Round(time.Millisecond)),
+			slog.Bool("failed", err != nil))
+		w.logger.LogAttrs(context.Background(), slog.LevelInfo, "postgresql statement done after a wait", attrs...)
 	}
 	return err
 }
@@ -55,10 +56,8 @@ func (w *Worker) watchWait(ctx context.Context, step string, id uuid.UUID, fn fu
 // warnWait is watchWait's WARN: what the statement waits for, as far as
 // the worker's role may see it (pg_stat_activity hides another role's
 // state and query_start from a role without pg_read_all_stats).
-func (w *Worker) warnWait(step string, id uuid.UUID, b *postgres.Backend, start time.Time) {
-	// The logger names the host (and the instance) already.
-	attrs := []slog.Attr{slog.String("order_id", id.String()), slog.String("step", step),
-		slog.Duration("waited", time.Since(start).Round(time.Millisecond))}
+func (w *Worker) warnWait(step string, id, next uuid.UUID, b *postgres.Backend, start time.Time) {
+	attrs := append(waitAttrs(step, id, next), slog.Duration("waited", time.Since(start).Round(time.Millisecond)))
 	pid := b.PID()
 	attrs = append(attrs, slog.Int("backend_pid", int(pid)))
 	if pid != 0 {
@@ -78,6 +77,18 @@ func (w *Worker) warnWait(step string, id uuid.UUID, b *postgres.Backend, start 
 	}
 	w.logger.LogAttrs(context.Background(), slog.LevelWarn, "postgresql statement waits: the host's orders wait behind it",
 		attrs...)
+}
+
+// waitAttrs are what both lines of a wait say of it. The logger names
+// the host (and the instance) already. The pipelined step's wait is
+// often the next order's: a lock on its row.
+func waitAttrs(step string, id, next uuid.UUID) []slog.Attr {
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs, slog.String("order_id", id.String()), slog.String("step", step))
+	if next != uuid.Nil {
+		attrs = append(attrs, slog.String("next_order_id", next.String()))
+	}
+	return attrs
 }
 
 // blockerAttrs is one group per blocker, its unknowns left out.

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/order"
 )
 
@@ -18,6 +20,6 @@ func BenchmarkWatchWaitQuickStatement(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = w.watchWait(ctx, "claim order", id, func(context.Context) error { return nil })
+		_ = w.watchWait(ctx, "claim order", id, uuid.Nil, func(context.Context) error { return nil })
 	}
 }
