@@ -150,7 +150,7 @@ func (w *Worker) applyCancel(ctx context.Context, id uuid.UUID, woken bool) {
 	if w.current.applied.Equal(req.RequestedAt) {
 		return // already signalled: a repeat would restart the kill grace
 	}
-	w.current.applied = req.RequestedAt
+	w.current.applied, w.current.actor = req.RequestedAt, req.Actor
 	select {
 	case w.current.signals <- sig:
 		w.logger.Info("cancel requested", "order_id", id, "signal", req.Signal, "actor", req.Actor,

@@ -86,8 +86,10 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 		if err := w.hold.wait(ctx, "claim", id); err != nil {
 			return err
 		}
-		o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
-		return err
+		return w.watchWait(ctx, "claim order", id, uuid.Nil, func(ctx context.Context) (err error) {
+			o, claimed, err = w.store.Claim(ctx, id, w.opts.Instance, seq)
+			return err
+		})
 	})
 	cancel()
 	switch {
@@ -218,7 +220,11 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		// A stop request must not cut the commit short: its answer would
 		// be lost with the claim of the next order possibly made.
 		wctx, cancel := w.writeContext(ctx)
-		step, err := w.store.CompleteAndClaim(wctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
+		var step postgres.Step
+		err = w.watchWait(wctx, "write result and claim the next order", o.ID, nextID, func(ctx context.Context) (err error) {
+			step, err = w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
+			return err
+		})
 		cancel()
 		if err != nil {
 			// The transaction failed, or committed with its answer lost.
@@ -566,7 +572,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			// up, the start is refused and the order ended now.
 			rctx, rcancel := w.stopWindow(execCtx, ctx)
 			err := w.retry(rctx, msg, "record the order's process", func(ctx context.Context) error {
-				return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
+				return w.watchWait(ctx, "record the order's process", o.ID, uuid.Nil, func(ctx context.Context) error {
+					return w.store.RecordProcess(ctx, o.ID, o.Attempt, w.opts.Instance, rec)
+				})
 			})
 			rcancel()
 			if err != nil {
@@ -599,6 +607,13 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		f.Detail["output_cap"] = int(req.MaxOutput)
 	}
 	f.Record, f.Started = record, started
+	if f.Status == order.StatusCanceled {
+		// Said as the API says a cancel of a queued order, by whom.
+		w.mu.Lock()
+		actor := w.current.actor
+		w.mu.Unlock()
+		f.Result.Error = "canceled by " + actor + strings.TrimPrefix(f.Result.Error, "canceled")
+	}
 	if f.Status == order.StatusKilled && stoppedIt.Load() {
 		// Nobody cancelled it: say why it was killed.
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
@@ -798,6 +813,10 @@ func finishOf(res executor.Result) postgres.Finish {
 	case res.Aborted != nil:
 		f.Status = order.StatusFailed
 		f.Result.Error = "aborted at start: " + res.Aborted.Error()
+	case errors.Is(res.StartErr, executor.ErrCanceledBeforeStart):
+		// Nothing of it ran: canceled, as a cancel of a queued order is.
+		f.Status = order.StatusCanceled
+		f.Result.Error = res.StartErr.Error()
 	case res.StartErr != nil:
 		f.Status = order.StatusFailed
 		f.Result.Error = "start: " + res.StartErr.Error()
@@ -832,7 +851,9 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, o *order.Order
 // completeIn is complete within wctx, a write's context (writeContext).
 func (w *Worker) completeIn(wctx context.Context, msg jetstream.Msg, o *order.Order, f postgres.Finish) (stored bool, err error) {
 	err = w.retry(wctx, msg, "write result", func(ctx context.Context) error {
-		return w.store.Complete(ctx, o.ID, o.Attempt, f)
+		return w.watchWait(ctx, "write result", o.ID, uuid.Nil, func(ctx context.Context) error {
+			return w.store.Complete(ctx, o.ID, o.Attempt, f)
+		})
 	})
 	if order.ErrorCode(err) == order.CodeConflict {
 		// Refused, or written by an earlier try whose answer was lost
@@ -881,8 +902,10 @@ func (w *Worker) completeLostClaim(ctx context.Context, msg jetstream.Msg, o, cu
 		claimed bool
 	)
 	err := w.retry(ctx, msg, "claim again an order whose claim PostgreSQL lost", func(ctx context.Context) (err error) {
-		again, claimed, err = w.store.ClaimRan(ctx, o.ID, w.opts.Instance, o.StreamSeq)
-		return err
+		return w.watchWait(ctx, "claim again", o.ID, uuid.Nil, func(ctx context.Context) (err error) {
+			again, claimed, err = w.store.ClaimRan(ctx, o.ID, w.opts.Instance, o.StreamSeq)
+			return err
+		})
 	})
 	// A try whose answer was lost reads the claim back as this
 	// instance's.

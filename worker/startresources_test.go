@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
 	"github.com/orderly-run/orderly/worker/hostpolicy"
@@ -103,6 +104,41 @@ func TestOrderWaitsForAFileDescriptor(t *testing.T) {
 	if c := strings.Count(logs.String(), "out of file descriptors"); c != 1 {
 		t.Errorf("%d lines say the worker is out of file descriptors, want 1:\n%s", c, logs)
 	}
+}
+
+// TestOrderCanceledWhileItWaitsForAFileDescriptor: a cancel request for
+// an order that waits for a file descriptor to start ends it canceled,
+// as a cancel of a queued order does (nothing of it ran), with who
+// asked and what it waited for, not failed. It was failed ("start: not
+// started: canceled while it waited for a file descriptor") before.
+// The cancel is recorded and read through connections open before the
+// descriptors ran out (the test and the worker share the pool).
+func TestOrderCanceledWhileItWaitsForAFileDescriptor(t *testing.T) {
+	e := newEnv(t)
+	id := order.NewID()
+	store := &gatedClaim{Store: e.store, id: id, reached: make(chan struct{}), open: make(chan struct{})}
+	logs := &testenv.LogBuffer{}
+	runWorker(t, worker.Options{Host: "nofile-cancel", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, store, e.q, slog.New(slog.NewJSONHandler(logs, nil)))
+	e.waitStatus(e.submit("nofile-cancel", "true"), order.StatusSucceeded)
+
+	release := takeAllDescriptors(t, e, store, id, "nofile-cancel")
+	testenv.WaitUntil(t, 20*time.Second, "the worker to say it is out of file descriptors", func() bool {
+		return strings.Contains(logs.String(), "out of file descriptors")
+	})
+	if st, err := e.store.RequestCancel(t.Context(), id, "alice", "SIGTERM"); err != nil || st != order.StatusRunning {
+		t.Fatalf("cancel of the waiting order: %s, %v; want it recorded for a running order", st, err)
+	}
+	_ = e.q.SendControl("nofile-cancel", queue.Control{OrderID: id}) // the heartbeat reads it too
+	o := waitTerminal(t, e, id)
+	release()
+	if o.Status != order.StatusCanceled || o.Attempt != 1 || o.Result == nil || o.Result.ExitCode != nil ||
+		!strings.HasPrefix(o.Result.Error, "canceled by alice before it started, while it waited for a file descriptor: ") ||
+		!strings.Contains(o.Result.Error, "too many open files") {
+		t.Fatalf("the order canceled while it waited: %s, attempt %d, result %+v; want canceled by alice before it started, no exit code",
+			o.Status, o.Attempt, o.Result)
+	}
+	e.waitStatus(e.submit("nofile-cancel", "true"), order.StatusSucceeded)
 }
 
 // takeAllDescriptors submits order id (a true) to host, and once its

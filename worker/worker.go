@@ -59,6 +59,8 @@ type Store interface {
 	JobAfterTakeover(ctx context.Context, c *postgres.JobCheck, id uuid.UUID, attempt int, worker string, detail map[string]any) (bool, error)
 	ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*postgres.Process, error)
 	RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev postgres.Evidence) error
+	// BlockersOf names who holds up a statement that waits (lockwait.go).
+	BlockersOf(ctx context.Context, pid uint32) ([]postgres.Blocker, error)
 }
 
 // Preparer is the host policy: it turns an order into a process request or
@@ -91,6 +93,12 @@ type Options struct {
 	// PostgreSQL that its host is alive (the hosts listing's last seen
 	// once the heartbeat is gone); default a minute.
 	TouchEvery time.Duration
+
+	// StatementWaitWarn is how long a statement on the order path (claim,
+	// process record, result) may take before the worker warns that it
+	// waits and names who blocks it (lockwait.go); zero is
+	// statementWaitWarn.
+	StatementWaitWarn time.Duration
 
 	// RecordWait is how long the worker gives an order's leader to exit
 	// before it commits the order's process record on its own (a leader
@@ -173,6 +181,7 @@ type running struct {
 	id      uuid.UUID
 	signals chan syscall.Signal
 	applied time.Time // the cancel request already signalled, by its time
+	actor   string    // who made that request
 }
 
 // New returns a Worker; Run starts it.
@@ -191,6 +200,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.SweepEvery <= 0 {
 		opts.SweepEvery = time.Minute
+	}
+	if opts.StatementWaitWarn <= 0 {
+		opts.StatementWaitWarn = statementWaitWarn
 	}
 	if opts.RecordWait <= 0 {
 		opts.RecordWait = recordWait

@@ -227,6 +227,29 @@ func runLockScenario(t *testing.T, tc lockCase) {
 		r.fault("row unlocked", "h1")
 	})
 	checkOutageAnswers(t, r.l, began, released)
+	if tc.lockTimeout == "" && !tc.killed {
+		// A statement waits the whole lockHold: its worker says so
+		// after 5 s, naming the holder, and once more when it is over
+		// (worker/lockwait.go).
+		named, ended := false, false
+		s.mu.Lock()
+		workers := append([]*faultWorker(nil), s.workers...)
+		s.mu.Unlock()
+		for _, w := range workers {
+			for _, line := range strings.Split(readLog(w.faultProc), "\n") {
+				if strings.Contains(line, "postgresql statement waits") && strings.Contains(line, pgLockHolderName) ||
+					strings.Contains(line, "postgresql statement done after a wait") {
+					t.Logf("%s: %s", w.name, line)
+					named = named || strings.Contains(line, pgLockHolderName)
+					ended = ended || strings.Contains(line, "done after a wait")
+				}
+			}
+		}
+		if !named || !ended {
+			t.Errorf("no worker's log names %s as what its statement waits for (%v), or says the wait ended (%v)",
+				pgLockHolderName, named, ended)
+		}
+	}
 	if tc.lockTimeout != "" {
 		said := false
 		s.mu.Lock()

@@ -117,6 +117,7 @@ func poolConfig(dsn string) (*pgxpool.Config, error) {
 		return nil
 	}
 	cfg.BeforeClose = dropScanPlans
+	cfg.ConnConfig.Tracer = backendTracer{}
 	rereadPassfile(cfg, dsn)
 	if err := deadLinkDialer(cfg); err != nil {
 		return nil, err

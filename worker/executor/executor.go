@@ -65,6 +65,12 @@ const leaderGoneTimeout = 10 * time.Second
 // leaderGoneTimeout after its SIGKILL.
 var errLeaderStuck = errors.New("the leader did not die after SIGKILL")
 
+// ErrCanceledBeforeStart is in the StartErr of a Result whose order a
+// cancel signal ended before any process of it started (while it waited
+// for a file descriptor): nothing ran, so the order is canceled, not
+// failed nor killed.
+var ErrCanceledBeforeStart = errors.New("canceled before it started")
+
 // groupGoneTimeout bounds how long Run waits for the SIGKILLed members of the
 // group to die. A member stuck in uninterruptible sleep (a dead NFS server)
 // can outlive it; Result.GroupGone is then false and a warning is logged.
@@ -324,7 +330,8 @@ func New(logger *slog.Logger) *Executor {
 // StartErr which limit was reached (explainStart). One out of file
 // descriptors is tried again, with a backoff, for up to
 // startWaitForDescriptors: a cancel signal or the end of ctx meanwhile
-// ends the wait, and the Result is then Canceled with the StartErr.
+// ends the wait, and the Result is then Canceled with the StartErr (which
+// holds ErrCanceledBeforeStart for a cancel signal).
 func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
 	var (
 		first, deadline time.Time // of the wait for a descriptor
@@ -377,7 +384,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 				continue
 			}
 			return Result{Canceled: true, GroupGone: true,
-				StartErr: fmt.Errorf("not started: canceled while it waited for a file descriptor: %w", err)}
+				StartErr: fmt.Errorf("%w, while it waited for a file descriptor: %w", ErrCanceledBeforeStart, err)}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package executor
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -217,8 +218,8 @@ func TestOutOfDescriptorsWaitsBoundedAndCancelably(t *testing.T) {
 	signals <- syscall.SIGTERM
 	res = e.Run(t.Context(), sh("true"), signals)
 	release()
-	if !res.Canceled || res.Pid != 0 || res.StartErr == nil ||
-		!strings.Contains(res.StartErr.Error(), "canceled while it waited for a file descriptor") {
+	if !res.Canceled || res.Pid != 0 || !errors.Is(res.StartErr, ErrCanceledBeforeStart) ||
+		!strings.Contains(res.StartErr.Error(), "while it waited for a file descriptor") {
 		t.Fatalf("Run canceled while out of descriptors: Canceled %v, Pid %d, StartErr %v; want canceled, not started",
 			res.Canceled, res.Pid, res.StartErr)
 	}
