@@ -819,8 +819,11 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // on the revision read, because that credential can write the key as
 // often as it likes: a holder racing it lost its writes, its lease in
 // doubt, its claims paused. Past the lease the key may have expired, and
-// a worker of the host from before the signature, or on another seed,
-// may hold it: lost, as before.
+// a standby may hold it: a value the host's key signed for another
+// instance is lost, as before; one it did not sign is taken back as a
+// lapse (retaken), on the revision read, as a standby that has seen a
+// signed value takes it over (an older worker, or one on another seed,
+// that took the expired key loses it).
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
 	rev, err := l.q.kv.Update(ctx, l.key, l.value, l.rev)
