@@ -451,10 +451,14 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				return nil, err
 			}
 			// What the watch received meanwhile: a renewal says the
-			// holder lives, whatever the key holds now.
-			switch w.since() {
+			// holder lives, whatever the key holds now; the wait is
+			// timed from when the server stored it.
+			switch got, stored := w.since(); got {
 			case "renewed":
 				renewed = time.Now()
+				if !stored.IsZero() {
+					renewed = renewed.Add(-min(max(q.serverNow(ctx).Sub(stored), 0), ttl))
+				}
 				var err error
 				if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
 					return nil, err
@@ -719,61 +723,64 @@ func (q *Queue) watchKey(ctx context.Context, key string, seen *leaseSeen) (*key
 // for a delete whether its holder released the key (Release). A value
 // its holder did not write (leaseSeen) is no change: it is skipped.
 func (w *keyWatch) next(ctx context.Context) (op jetstream.KeyValueOp, released bool, err error) {
-	return w.judged(func() (*nats.Msg, error) { return w.sub.NextMsgWithContext(ctx) })
+	op, released, _, err = w.judged(func() (*nats.Msg, error) { return w.sub.NextMsgWithContext(ctx) })
+	return op, released, err
 }
 
 // since returns what the watch has received and not yet handed over,
 // without waiting: "renewed" when the last change of it that counts is
-// a renewal of its holder's, "released" when it is its release, ""
-// when none counts. A standby that waited on its contact with the
+// a renewal of its holder's, with when the server stored it, "released"
+// when it is its release, "" when none counts. A standby that waited on its contact with the
 // server (awaitContact) read nothing meanwhile, while the holder
 // renewed: timed from the renewal it read before the wait, a forged
 // value (or a forged delete) found at the try that followed was taken
 // over, a live holder's host taken
 // (TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence).
-func (w *keyWatch) since() string {
-	got := ""
+func (w *keyWatch) since() (got string, stored time.Time) {
 	for w != nil {
-		op, released, err := w.judged(func() (*nats.Msg, error) { return w.sub.NextMsg(0) })
+		op, released, m, err := w.judged(func() (*nats.Msg, error) { return w.sub.NextMsg(0) })
 		switch {
 		case err != nil:
-			return got
+			return got, stored
 		case op == jetstream.KeyValuePut:
-			got = "renewed"
+			got, stored = "renewed", time.Time{}
+			if meta, err := m.Metadata(); err == nil {
+				stored = meta.Timestamp
+			}
 		case released:
 			got = "released"
 		}
 	}
-	return got
+	return got, stored
 }
 
 // judged returns the next change read, judged (next).
-func (w *keyWatch) judged(read func() (*nats.Msg, error)) (op jetstream.KeyValueOp, released bool, err error) {
+func (w *keyWatch) judged(read func() (*nats.Msg, error)) (op jetstream.KeyValueOp, released bool, m *nats.Msg, err error) {
 	for {
 		m, err := read()
 		if err != nil {
-			return 0, false, err
+			return 0, false, nil, err
 		}
 		if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			continue // not a stored message: the server sends none other here
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, w.seen.released(m), nil
+			return jetstream.KeyValueDelete, w.seen.released(m), m, nil
 		case m.Header.Get("KV-Operation") == "PURGE":
-			return jetstream.KeyValuePurge, false, nil
+			return jetstream.KeyValuePurge, false, m, nil
 		}
 		switch m.Header.Get(jetstream.MarkerReasonHeader) {
 		case "MaxAge", "Purge":
-			return jetstream.KeyValuePurge, false, nil
+			return jetstream.KeyValuePurge, false, m, nil
 		case "Remove":
-			return jetstream.KeyValueDelete, false, nil
+			return jetstream.KeyValueDelete, false, m, nil
 		}
 		if holder, ok := w.seen.honours(m.Data); !ok {
 			w.seen.forged(w.q.logger(), holder)
 			continue
 		}
-		return jetstream.KeyValuePut, false, nil
+		return jetstream.KeyValuePut, false, m, nil
 	}
 }
 
