@@ -450,6 +450,23 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			if err := q.awaitContact(ctx, host, instance, ttl, slow, probeEvery); err != nil {
 				return nil, err
 			}
+			// What the watch received meanwhile: a renewal says the
+			// holder lives, whatever the key holds now; the wait is
+			// timed from when the server stored it.
+			switch got, stored := w.since(); got {
+			case "renewed":
+				renewed = time.Now()
+				if !stored.IsZero() {
+					renewed = renewed.Add(-min(max(q.serverNow(ctx).Sub(stored), 0), ttl))
+				}
+				var err error
+				if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
+					return nil, err
+				}
+				continue
+			case "released":
+				freed = "released"
+			}
 		}
 		var rev uint64
 		var err error
@@ -706,31 +723,64 @@ func (q *Queue) watchKey(ctx context.Context, key string, seen *leaseSeen) (*key
 // for a delete whether its holder released the key (Release). A value
 // its holder did not write (leaseSeen) is no change: it is skipped.
 func (w *keyWatch) next(ctx context.Context) (op jetstream.KeyValueOp, released bool, err error) {
+	op, released, _, err = w.judged(func() (*nats.Msg, error) { return w.sub.NextMsgWithContext(ctx) })
+	return op, released, err
+}
+
+// since returns what the watch has received and not yet handed over,
+// without waiting: "renewed" when the last change of it that counts is
+// a renewal of its holder's, with when the server stored it, "released"
+// when it is its release, "" when none counts. A standby that waited on its contact with the
+// server (awaitContact) read nothing meanwhile, while the holder
+// renewed: timed from the renewal it read before the wait, a forged
+// value (or a forged delete) found at the try that followed was taken
+// over, a live holder's host taken
+// (TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence).
+func (w *keyWatch) since() (got string, stored time.Time) {
+	for w != nil {
+		op, released, m, err := w.judged(func() (*nats.Msg, error) { return w.sub.NextMsg(0) })
+		switch {
+		case err != nil:
+			return got, stored
+		case op == jetstream.KeyValuePut:
+			got, stored = "renewed", time.Time{}
+			if meta, err := m.Metadata(); err == nil {
+				stored = meta.Timestamp
+			}
+		case released:
+			got = "released"
+		}
+	}
+	return got, stored
+}
+
+// judged returns the next change read, judged (next).
+func (w *keyWatch) judged(read func() (*nats.Msg, error)) (op jetstream.KeyValueOp, released bool, m *nats.Msg, err error) {
 	for {
-		m, err := w.sub.NextMsgWithContext(ctx)
+		m, err := read()
 		if err != nil {
-			return 0, false, err
+			return 0, false, nil, err
 		}
 		if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			continue // not a stored message: the server sends none other here
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, w.seen.released(m), nil
+			return jetstream.KeyValueDelete, w.seen.released(m), m, nil
 		case m.Header.Get("KV-Operation") == "PURGE":
-			return jetstream.KeyValuePurge, false, nil
+			return jetstream.KeyValuePurge, false, m, nil
 		}
 		switch m.Header.Get(jetstream.MarkerReasonHeader) {
 		case "MaxAge", "Purge":
-			return jetstream.KeyValuePurge, false, nil
+			return jetstream.KeyValuePurge, false, m, nil
 		case "Remove":
-			return jetstream.KeyValueDelete, false, nil
+			return jetstream.KeyValueDelete, false, m, nil
 		}
 		if holder, ok := w.seen.honours(m.Data); !ok {
 			w.seen.forged(w.q.logger(), holder)
 			continue
 		}
-		return jetstream.KeyValuePut, false, nil
+		return jetstream.KeyValuePut, false, m, nil
 	}
 }
 
@@ -776,8 +826,11 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // on the revision read, because that credential can write the key as
 // often as it likes: a holder racing it lost its writes, its lease in
 // doubt, its claims paused. Past the lease the key may have expired, and
-// a worker of the host from before the signature, or on another seed,
-// may hold it: lost, as before.
+// a standby may hold it: a value the host's key signed for another
+// instance is lost, as before; one it did not sign is taken back as a
+// lapse (retaken), on the revision read, as a standby that has seen a
+// signed value takes it over (an older worker, or one on another seed,
+// that took the expired key loses it).
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
 	rev, err := l.q.kv.Update(ctx, l.key, l.value, l.rev)
@@ -793,6 +846,11 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		holder, trust = trustLease(l.key, e.Value(), l.k)
 	}
 	forged := within && gerr == nil && trust != leaseSigned
+	// Past the lease, a value the host's key did not sign, naming
+	// another worker, is no rival's either, as it is none for a standby
+	// that has seen a signed value (leaseSeen): the key lapsed, and
+	// another credential wrote it.
+	unsigned := !within && l.k != nil && gerr == nil && trust != leaseSigned && holder != l.instance
 	if l.lapsed != nil && !forged && (gone || gerr == nil && holder != l.instance) {
 		l.lapsed()
 	}
@@ -837,6 +895,23 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		}
 		l.rev, l.written = rev, sent
 		return false, nil
+	case unsigned:
+		// Taken back on the revision read, not with a put: past the
+		// lease a standby on the host's key may take it meanwhile, and
+		// its signed value is a lost lease. A frozen nats-server
+		// expires every lease at its thaw, and a forger writing then
+		// made the live holder end its tenure; its standby, a lease
+		// later, took the host and interrupted the order it ran
+		// (TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence).
+		sent := time.Now()
+		rev, uerr := l.q.kv.Update(ctx, l.key, l.value, e.Revision())
+		if uerr != nil {
+			return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", uerr)
+		}
+		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
+			"host", l.host, "instance", l.instance, "written_as", holder)
+		l.rev, l.written = rev, sent
+		return true, nil
 	case holder != l.instance:
 		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, holder)
 	}

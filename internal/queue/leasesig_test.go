@@ -21,8 +21,10 @@ import (
 // signed with another host's key, and a key deleted under it; a value its
 // own host's key signed for another instance is a real rival's: lost, as
 // before. A holder with no key cannot tell and loses the host to any
-// value, as before; and past its lease, an unsigned value is honoured (an
-// older worker may have taken the expired key).
+// value, as before. Past its lease, a value its host's key did not sign
+// is taken back as lapsed (the lease's key lapsed at a frozen
+// nats-server's thaw, and a forger then ended a live holder's tenure);
+// one its host's key signed is lost.
 func TestHolderTakesBackALeaseItsHostDidNotSign(t *testing.T) {
 	q, _ := openQueue(t, queue.Options{LeaseTTL: 3 * time.Second})
 	ctx := testenv.Context(t)
@@ -126,8 +128,9 @@ func TestHolderTakesBackALeaseItsHostDidNotSign(t *testing.T) {
 		t.Fatalf("a holder with no key, its key written over: %v; want ErrLeaseLost", err)
 	}
 
-	// Past its lease, an unsigned value may be an older worker's that
-	// took the expired key: honoured.
+	// Past its lease, a value its host's key did not sign is no rival's
+	// either (an older worker that took the expired key loses it, as to
+	// an upgraded standby): taken back as lapsed, on the revision read.
 	p, err := q.AcquireSignedLease(ctx, "p1", "p1/a", h1, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -139,8 +142,25 @@ func TestHolderTakesBackALeaseItsHostDidNotSign(t *testing.T) {
 	if _, err := kv.Create(ctx, "lease.p1", []byte("p1/older")); err != nil {
 		t.Fatal(err)
 	}
+	plapses := 0
+	p.OnLapse(func() { plapses++ })
+	if retaken, err := p.Renew(ctx); err != nil || !retaken || plapses != 1 {
+		t.Fatalf("past its lease, an unsigned value: retaken %v, %v, %d lapses; want it taken back as lapsed", retaken, err, plapses)
+	}
+	if holder, err := q.LeaseHolder(ctx, "p1"); err != nil || holder != "p1/a" {
+		t.Fatalf("past its lease, the key after the renewal names %q, %v; want p1/a", holder, err)
+	}
+	// Past its lease, a value its host's key signed for another
+	// instance (a standby that took the expired key): lost.
+	if err := kv.Delete(ctx, "lease.p1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.AcquireSignedLease(ctx, "p1", "p1/b", h1, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, 20*time.Second, "p1/a's lease is past", func() bool { return time.Since(p.Written()) > 3*time.Second })
 	if _, err := p.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
-		t.Fatalf("past its lease, an unsigned holder: %v; want ErrLeaseLost", err)
+		t.Fatalf("past its lease, a value h1's key signed for p1/b: %v; want ErrLeaseLost", err)
 	}
 }
 

@@ -201,3 +201,118 @@ func (p *silentPath) carry() {
 		close(g)
 	}
 }
+
+// TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence: the silence of
+// TestStandbyLeavesALeaseThatLapsedInASilenceToItsHolder, with the
+// holder and its standby signing with their host's key and another
+// credential writing unsigned values on the key every lease/40 (the
+// reply-subject route, decisions.md hA18/hA19) from before the silence
+// to the end. Where the path carries again, the holder finds a value
+// its host's key did not sign, its last write more than a lease old:
+// it lost the host to it (a value past the lease was honoured as an
+// older worker's), and the standby, its contact counted, took the
+// forged key over a lease after the last renewal it had read, though
+// the holder renewed throughout (its renewals arrived in the watch
+// while the standby waited on its contact, unread): a live holder's
+// host taken, and its running order interrupted, by a forger and a
+// frozen nats-server together.
+func TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence(t *testing.T) {
+	for _, silence := range []time.Duration{3 * time.Second, 1050 * time.Millisecond} {
+		t.Run(silence.String(), func(t *testing.T) { testForgerAfterASilence(t, silence) })
+	}
+}
+
+func testForgerAfterASilence(t *testing.T, silence time.Duration) {
+	const ttl = time.Second
+	ctx := testenv.Context(t)
+	direct := testenv.NATS(t)
+	p := startSilentPath(t, strings.TrimPrefix(direct, "nats://"))
+	url := "nats://" + p.addr
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
+	forger := testenv.Queue(t, direct, "forger", queue.Options{LeaseTTL: ttl})
+	kv, err := forger.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := queue.NewMarkKey([]byte("seed of s1"))
+	a, err := holder.AcquireSignedLease(ctx, "s1", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost atomic.Pointer[error]
+	rctx, stopRenewing := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for rctx.Err() == nil {
+			if _, err := a.Renew(rctx); errors.Is(err, queue.ErrLeaseLost) {
+				lost.Store(&err)
+				return
+			}
+			select {
+			case <-rctx.Done():
+			case <-time.After(ttl / 3):
+			}
+		}
+	}()
+	waiting, took := make(chan struct{}), make(chan *queue.Lease, 1)
+	var once sync.Once
+	sctx, stopStandby := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sctx.Err() == nil {
+			l, err := standby.AcquireSignedLease(sctx, "s1", "B", k, func(string) { once.Do(func() { close(waiting) }) })
+			if err == nil {
+				took <- l
+				return
+			}
+			t.Logf("standby: %v", err)
+			select {
+			case <-sctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	fctx, stopForging := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for fctx.Err() == nil {
+			_, _ = kv.Put(fctx, "lease.s1", []byte("forger"))
+			select {
+			case <-fctx.Done():
+			case <-time.After(ttl / 40):
+			}
+		}
+	}()
+	defer func() {
+		stopForging()
+		stopRenewing()
+		stopStandby()
+		wg.Wait()
+	}()
+	<-waiting
+	time.Sleep(ttl)
+
+	p.silence()
+	time.Sleep(silence)
+	p.carry()
+	select {
+	case l := <-took:
+		t.Fatalf("the standby took the lease (freed %q) after the silence: its holder renewed throughout", l.Freed())
+	case <-time.After(4 * ttl):
+	}
+	if err := lost.Load(); err != nil {
+		t.Fatalf("the holder lost its lease to a forged value after the silence: %v", *err)
+	}
+	// A holder that stops renewing still hands the host over.
+	stopRenewing()
+	select {
+	case <-took:
+	case <-time.After(10 * ttl):
+		t.Fatal("the standby did not take the lease its holder stopped renewing")
+	}
+}
