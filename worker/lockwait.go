@@ -43,7 +43,9 @@ func (w *Worker) watchWait(ctx context.Context, step string, id, next uuid.UUID,
 		defer close(done)
 		w.warnWait(step, id, next, &b, start)
 	})
-	err := fn(postgres.WatchBackend(ctx, &b))
+	wctx, watched := postgres.WatchBackend(ctx, &b)
+	err := fn(wctx)
+	watched()
 	if !t.Stop() {
 		<-done // the WARN first
 		attrs := append(waitAttrs(step, id, next), slog.Duration("waited", time.Since(start).Round(time.Millisecond)),

@@ -20,18 +20,30 @@ func (b *Backend) PID() uint32 { return b.pid.Load() }
 
 type backendKey struct{}
 
+// watching counts the contexts of WatchBackend not yet done: while it is
+// zero, the tracer looks at no context. A lookup walks the whole chain of
+// a statement's context, and the API's (an HTTP request's, then an
+// insert's WithoutCancel) cost an allocation per order in it
+// (TestSubmitAllocations), for statements nobody watches.
+var watching atomic.Int32
+
 // WatchBackend returns ctx with b told the backend of every statement
-// sent under it.
-func WatchBackend(ctx context.Context, b *Backend) context.Context {
-	return context.WithValue(ctx, backendKey{}, b)
+// sent under it, until done is called.
+func WatchBackend(ctx context.Context, b *Backend) (watched context.Context, done func()) {
+	watching.Add(1)
+	return context.WithValue(ctx, backendKey{}, b), func() { watching.Add(-1) }
 }
 
 // backendTracer tells a context's Backend which connection its statement
-// went on. It is every pool's tracer (poolConfig): a context lookup per
-// statement or batch, nothing more, when nobody watches.
+// went on. It is every pool's tracer (poolConfig): an atomic load per
+// statement or batch when nobody watches, a context lookup while someone
+// does.
 type backendTracer struct{}
 
 func (backendTracer) note(ctx context.Context, conn *pgx.Conn) {
+	if watching.Load() == 0 {
+		return
+	}
 	if b, ok := ctx.Value(backendKey{}).(*Backend); ok {
 		b.pid.Store(conn.PgConn().PID())
 	}
