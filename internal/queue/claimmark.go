@@ -85,10 +85,22 @@ type MarkKey []byte
 // NewMarkKey derives the claim mark key from secret, the seed of the
 // worker's NATS credential; the seed itself never signs anything but the
 // server's nonce.
-func NewMarkKey(secret []byte) MarkKey {
+func NewMarkKey(secret []byte) MarkKey { return deriveKey(secret, "orderly claim mark key v1") }
+
+// deriveKey is the HMAC-SHA256 of label under secret: one key per label
+// from one seed.
+func deriveKey(secret []byte, label string) MarkKey {
 	h := hmac.New(sha256.New, secret)
-	h.Write([]byte("orderly claim mark key v1"))
+	h.Write([]byte(label))
 	return h.Sum(nil)
+}
+
+// macf is the hex HMAC-SHA256 under k of the fields as format writes
+// them: every signature of the marks, the generation and the lease.
+func (k MarkKey) macf(format string, a ...any) string {
+	h := hmac.New(sha256.New, k)
+	fmt.Fprintf(h, format, a...)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // sign is the signature of m as the mark of key (claimed.<host>): the
@@ -96,9 +108,7 @@ func NewMarkKey(secret []byte) MarkKey {
 // signed for one host is no other host's, and the times compare as
 // instants whatever zone they were written in.
 func (k MarkKey) sign(key string, m ClaimMark) string {
-	h := hmac.New(sha256.New, k)
-	fmt.Fprintf(h, "%s\n%d\n%s\n%d", key, m.Seq, m.Stored.UTC().Format(time.RFC3339Nano), m.Attempt)
-	return hex.EncodeToString(h.Sum(nil))
+	return k.macf("%s\n%d\n%s\n%d", key, m.Seq, m.Stored.UTC().Format(time.RFC3339Nano), m.Attempt)
 }
 
 // signedMark is a claim mark as MarksBucket holds it: the mark's fields

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
@@ -39,9 +37,7 @@ const ReleaseSignatureHeader = "Orderly-Released-Signature"
 // so a signature of one host is no other's), what the write does ("held"
 // or "released") and the instance that did it.
 func (k MarkKey) signLease(key, op, instance string) string {
-	h := hmac.New(sha256.New, k)
-	h.Write([]byte(key + "\n" + op + "\n" + instance))
-	return hex.EncodeToString(h.Sum(nil))
+	return k.macf("%s\n%s\n%s", key, op, instance)
 }
 
 // leaseValue is what instance writes as the lease of key: the instance,

@@ -3,8 +3,6 @@ package queue
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,9 +37,7 @@ const signedGenerationKey = "postgres.signed_generation"
 // replica shares and no worker holds; another label than NewMarkKey's,
 // so that the two keys differ even from one seed.
 func NewGenerationKey(secret []byte) MarkKey {
-	h := hmac.New(sha256.New, secret)
-	h.Write([]byte("orderly publish generation key v1"))
-	return h.Sum(nil)
+	return deriveKey(secret, "orderly publish generation key v1")
 }
 
 // SignGenerations has the API write the publish generation signed with
@@ -80,9 +76,7 @@ type signedGeneration struct {
 // signGeneration is the hex HMAC-SHA256 under k of the generation's key
 // and gen.
 func (k MarkKey) signGeneration(gen uint64) string {
-	h := hmac.New(sha256.New, k)
-	fmt.Fprintf(h, "%s\n%d", signedGenerationKey, gen)
-	return hex.EncodeToString(h.Sum(nil))
+	return k.macf("%s\n%d", signedGenerationKey, gen)
 }
 
 // ErrUnauthenticatedGeneration: the signed publish generation NATS holds
