@@ -45,6 +45,7 @@ type Store interface {
 	QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]postgres.QueuedOrder, error)
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID]bool, unrecorded []uuid.UUID, err error)
+	LiveOutputKept(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error)
 	ActiveCounts(ctx context.Context, hosts []string) (map[string]int, error)
 	PublishGeneration(ctx context.Context) (uint64, error)
 	HoldsNoOrders(ctx context.Context) (bool, error)

@@ -95,17 +95,19 @@ func (s *Service) freeLive(ctx context.Context) {
 }
 
 // freeEnded calls free(i) for each ids[i] that PostgreSQL holds as ended
-// (or holds not at all: nothing will ever run under that id), and
-// returns how many it freed.
+// with its whole output (or holds not at all: nothing will ever run
+// under that id), and returns how many it freed. Not an interrupted
+// order whose successor has yet to read its output back from the live
+// stream (postgres.Store.LiveOutputKept).
 func (s *Service) freeEnded(ctx context.Context, ids []uuid.UUID, free func(i int) error) (int, error) {
-	ended, _, err := s.store.Ended(ctx, ids)
+	kept, err := s.store.LiveOutputKept(ctx, ids)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for i, id := range ids {
-		if !ended[id] {
-			continue // running, or queued to run again: its output is still live
+		if !kept[id] {
+			continue // running, queued to run again, or interrupted and not yet read back: its output is still live
 		}
 		if err := free(i); err != nil {
 			return n, err

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -71,5 +72,59 @@ func TestFreeLiveLeftoversFreesEndedOrdersOnly(t *testing.T) {
 	}
 	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 0 {
 		t.Fatalf("FreeLiveLeftovers again = %d, %v; want nothing more", n, err)
+	}
+}
+
+// TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt: a
+// successor marks a dead worker's order interrupted, reaps what is left
+// of it (seconds, for a process group that takes its time to die), and
+// only then reads the output the dead worker published back from the
+// live stream (queue.PartialOutput) and records it with the evidence.
+// Interrupted is terminal, so the sweep (and a finished event) freed that
+// output in between, and the order was recorded with none, where the
+// worker's own rollup had never freed an interrupted order's. It is
+// freed once the evidence is recorded.
+func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T) {
+	e := newIntakeEnv(t, intake.Options{})
+	const host = "hlive2"
+	o, err := e.svc.Submit(e.ctx, alice, newOrder(host, "true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.TakeHost(e.ctx, host, "test", postgres.Owner{Instance: "w1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, claimed, err := e.store.Claim(e.ctx, o.ID, "w1", 1); err != nil || !claimed {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	for i := range 3 {
+		if err := e.q.PublishOutput(host, o.ID, "stdout", int64(i*6), []byte("chunk\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitUntil(t, 10*time.Second, "the chunks in ORDERLY_LIVE", func() bool {
+		p, err := e.q.PartialOutput(e.ctx, host, o.ID, 1<<20)
+		return err == nil && string(p.Stdout) == "chunk\nchunk\nchunk\n"
+	})
+	// w1 died; w2 takes the host and marks the order, not yet reaped.
+	if _, _, err := e.store.TakeHost(e.ctx, host, "test", postgres.Owner{Instance: "w2"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, 1, "w2", "test"); err != nil || !ok {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 0 {
+		t.Errorf("FreeLiveLeftovers between the mark and the reap = %d, %v; want nothing freed", n, err)
+	}
+	p, err := e.q.PartialOutput(e.ctx, host, o.ID, 1<<20)
+	if err != nil || string(p.Stdout) != "chunk\nchunk\nchunk\n" {
+		t.Fatalf("the successor's read of the partial output: %q, %v; want the three chunks", p.Stdout, err)
+	}
+	if err := e.store.RecordEvidence(e.ctx, o.ID, 1, "w2", postgres.Evidence{Reap: map[string]any{"found": false},
+		Stdout: p.Stdout, HasPartialOutput: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 1 {
+		t.Errorf("FreeLiveLeftovers once the evidence is recorded = %d, %v; want the order freed", n, err)
 	}
 }

@@ -807,6 +807,42 @@ func (s *Store) Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID
 	return ended, unrecorded, nil
 }
 
+// LiveOutputKept returns which of ids belong to orders whose live
+// output PostgreSQL holds all of, for the API to free from the live
+// stream: ended as Ended says (an id no row has included), except an
+// interrupted one whose successor has not recorded its evidence yet (the
+// "reaped" event of its attempt, RecordEvidence). A successor marks a
+// dead worker's attempt interrupted first, then reaps its processes (up
+// to seconds), and only then reads the output that worker published back
+// from the live stream and stores it: freed in between, the order was
+// stored with none. One whose successor never records it (its host
+// forgotten, the reap's write failed) is left to the stream's MaxAge, as
+// every interrupted order's was before the API freed output.
+func (s *Store) LiveOutputKept(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	rows, err := s.pool.Query(ctx, liveOutputKeptSQL, ids)
+	if err != nil {
+		return nil, translate("find orders whose output is kept", err)
+	}
+	kept := map[uuid.UUID]bool{}
+	var id uuid.UUID
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		kept[id] = true
+		return nil
+	})
+	if err != nil {
+		return nil, translate("find orders whose output is kept", err)
+	}
+	return kept, nil
+}
+
+// liveOutputKeptSQL is LiveOutputKept's question: an interrupted order
+// is looked up in order_events (by its index on order_id) alone.
+const liveOutputKeptSQL = `SELECT t.id FROM unnest($1::uuid[]) AS t(id)
+	WHERE NOT EXISTS (SELECT 1 FROM active_orders a WHERE a.id = t.id)
+		AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.id AND o.status = 'interrupted'
+			AND NOT EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id AND e.type = 'reaped'
+				AND e.detail->>'attempt' = o.attempt::text))`
+
 // GetOrder returns one order with its result.
 func (s *Store) GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -82,19 +83,37 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 			changed[s.name] = c
 		}
 	}
-	if len(gone) == 0 && len(changed) > 0 && q.deferred.Load() {
+	short := len(gone) == 0 && len(changed) > 0 && q.deferred.Load()
+	if short {
 		// JetStream refuses orderly's settings for want of storage
 		// (ensureStream): an update now is refused too, and said "set
 		// back" while the hand-made limits stayed, with a WARN of each
 		// refusal, every MendEvery. ApplyDeferredSettings sets them
-		// once it has room; said once.
-		q.keptByHand(changed)
-		q.liveFound.Store(reconnects)
-		q.mendedAt.Store(now)
-		return 0, nil
+		// once it has room; said once. Not the live stream's rollups:
+		// it is kept in memory, which want of file storage refuses no
+		// update of (an older API's start turned them on just so), and
+		// with them any worker's seed purges every host's live output.
+		kept := maps.Clone(changed)
+		delete(kept, LiveStream)
+		if len(kept) > 0 {
+			q.keptByHand(kept)
+		}
+		live := changed[LiveStream]
+		if len(live) == 0 {
+			q.liveFound.Store(reconnects)
+			q.mendedAt.Store(now)
+			return 0, nil
+		}
+		changed = map[string][]string{LiveStream: live}
+		if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err != nil {
+			return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
+		}
+	} else {
+		q.mendKept.Store("")
 	}
-	q.mendKept.Store("")
 	switch {
+	case short:
+		// The live stream's rollups alone, set back above.
 	case len(changed) == 0 && slices.Equal(gone, []string{LiveStream}):
 		// The live stream alone, as a NATS restart loses it: the
 		// request that made it before Mend looked at the others.

@@ -59,4 +59,43 @@ func TestPartialOutputReadsTheNewestRun(t *testing.T) {
 	}
 }
 
+// TestPartialOutputSkipsALateChunkOfAnEarlierRun: a worker frozen with
+// its order (a paused VM) loses its host; the order, idempotent, is
+// queued again and runs on the standby's machine; the frozen worker
+// thaws and its reconnect buffer brings the chunks its order printed
+// meanwhile, after the next run's. The run in a chunk's Nats-Msg-Id is
+// a random token, and any other run than the one read last started the
+// output again: a second loss stored those stray chunks of the first
+// run as the second's partial output. A run already seen before the
+// newest one is an earlier one, and its late chunks are skipped.
+func TestPartialOutputSkipsALateChunkOfAnEarlierRun(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	id := uuid.New()
+	publish := func(run string, offset int, p string) {
+		t.Helper()
+		m := nats.NewMsg(queue.OutputSubjectOf("h1", id))
+		m.Header.Set(queue.StreamHeader, "stdout")
+		m.Header.Set(queue.OffsetHeader, itoa(offset))
+		m.Header.Set(nats.MsgIdHdr, run+".stdout."+itoa(offset)+".0")
+		m.Data = []byte(p)
+		if _, err := q.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("FIRSTRUN", 0, "first 1\n")
+	publish("NEXTRUN", 0, "next 1\n")
+	publish("NEXTRUN", 7, "next 2\n")
+	publish("FIRSTRUN", 8, "first 2\n") // from the thawed worker's reconnect buffer
+	publish("NEXTRUN", 14, "next 3\n")
+
+	p, err := q.PartialOutput(ctx, "h1", id, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(p.Stdout) != "next 1\nnext 2\nnext 3\n" || p.StdoutTruncated {
+		t.Fatalf("partial output: stdout %q (truncated %v); want the next run's alone", p.Stdout, p.StdoutTruncated)
+	}
+}
+
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/orderly-run/orderly/internal/queue"
@@ -232,5 +233,53 @@ func mendShortOfStorage(t *testing.T, startedShort bool) {
 	}
 	if got := maxAge(q); got != 0 {
 		t.Errorf("max_age %s once JetStream has room, want orderly's (none)", got)
+	}
+}
+
+// TestMendTurnsLiveRollupsOffShortOfStorage: with nats-server back with
+// room for the streams but not for what they reserve (the settings
+// deferred), Mend left every change it found to ApplyDeferredSettings,
+// the live stream's rollups among them: an older API's start during a
+// rolling upgrade turned them on (the live stream is kept in memory, so
+// want of file storage refuses neither that update nor Mend's), and for
+// up to DeferredEvery any worker's seed could purge every host's live
+// output, with a WARN that blamed hand-made limits. Mend turns them off
+// at once, short of storage or not, and keeps only the file streams'
+// limits for later.
+func TestMendTurnsLiveRollupsOffShortOfStorage(t *testing.T) {
+	dir := t.TempDir()
+	ns := startStoreServer(t, dir, 4<<30, -1)
+	port := ns.Addr().(*net.TCPAddr).Port
+	testenv.Queue(t, ns.ClientURL(), "before", queue.Options{})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns = startStoreServer(t, dir, 128<<20, port) // room for the streams, not for what they reserve
+	var logs testenv.LogBuffer
+	q := testenv.Queue(t, ns.ClientURL(), "after", queue.Options{Logger: testenv.LoggerTo(&logs)})
+	if !strings.Contains(logs.String(), "using the stream as it is") {
+		t.Fatalf("the queue started with its settings applied: the test sets up nothing\n%s", logs.String())
+	}
+	ctx := testenv.Context(t)
+	js := q.JetStream()
+	// An older API's start: its settings, rollups allowed.
+	cfg := liveConfigOf(t, q)
+	cfg.AllowRollup = true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("an older API's update of the live stream, short of file storage: %v", err)
+	}
+	n, err := q.Mend(ctx)
+	if err != nil || n != 1 {
+		t.Errorf("Mend short of storage with the live stream taking rollups: %d, %v; want 1, nil", n, err)
+	}
+	if liveConfigOf(t, q).AllowRollup {
+		t.Fatal("Mend left the live stream taking rollups while JetStream is short of file storage")
+	}
+	refusedRollup(t, js, queue.OutputSubjectOf("h2", uuid.New()))
+	l := logs.String()
+	if !strings.Contains(l, "the live output stream took rollups again") {
+		t.Errorf("Mend did not say it turned the live stream's rollups off:\n%s", l)
+	}
+	if strings.Contains(l, "allow_rollup_hdrs") && strings.Contains(l, "JetStream has no room") {
+		t.Errorf("Mend said the live stream's rollups stay until JetStream has room:\n%s", l)
 	}
 }
