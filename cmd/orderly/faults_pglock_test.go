@@ -167,6 +167,17 @@ func runLockScenario(t *testing.T, tc lockCase) {
 	var began, released time.Time
 	r := runFaultScenarioLoad(t, s, workers, shape, func(r *faultRun) {
 		if !tc.row {
+			// A worker must have a statement on orders while the table
+			// is locked, whatever the load's timing: the load's orders
+			// can all be done before the lock, and with it held no new
+			// one is recorded. h1 runs an 8 s order across the lock's
+			// start, so its result write waits for the lock.
+			v := r.l.submit("v", "h1", false, "8")
+			if !v.accepted() {
+				t.Fatalf("victim order: HTTP %d %s", v.code, v.err)
+			}
+			r.l.waitStarted(t, "h1", v.tag, 30*time.Second)
+			r.expect[v.tag] = "succeeded"
 			began = time.Now()
 			h := holdPGLock(t, s.pg.dsn(), "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
 			r.s.note("orders locked ACCESS EXCLUSIVE")

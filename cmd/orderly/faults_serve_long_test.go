@@ -233,8 +233,20 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 		t.Fatalf("the order's process %d is in cgroup %q, not one of its own (order-%s)", pids[0], cgroup, id)
 	}
 	s.note("inject")
+	stopped := s.sv
 	inject(t, s)
 	s.note("injected")
+	if want == client.StatusKilled && stopped != s.sv && stopped.logged("write result; given up") {
+		// The other outcome the stop documents (config.md's
+		// worker.shutdown_grace, deploy.md): PostgreSQL was not back,
+		// or not yet retried, within the stop's write window, so the
+		// result is left to the next serve's takeover, which finds the
+		// order interrupted and its output gone with the stopped serve's
+		// in-memory live stream. On a loaded machine the postmaster's
+		// restart alone took longer than the window (5.4 s, 2026-12-06).
+		t.Logf("%s gave up the result write at its stop: the order is the next serve's to end", stopped.name)
+		want, outputLost = client.StatusInterrupted, true
+	}
 	o := ws.endedOnce(t, ctx, c, id, tag, want)
 	if left := cgroupLeft(cgroup); left != "" {
 		t.Errorf("the order's cgroup after its end: %s", left)
