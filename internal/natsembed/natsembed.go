@@ -79,13 +79,18 @@ func Start(opts Options) (*Server, error) {
 		}
 	}
 	var users []*server.NkeyUser
+	var accounts []*server.Account
 	if opts.Credentials != nil {
 		if len(opts.Credentials.users) == 0 {
 			return nil, errors.New("natsembed: credentials without users")
 		}
-		users = opts.Credentials.users
+		var err error
+		if accounts, users, err = opts.Credentials.layout.options(); err != nil {
+			return nil, err
+		}
 	}
 	sopts := &server.Options{
+		Accounts:   accounts,
 		Nkeys:      users,
 		ServerName: "orderly",
 		Host:       opts.Host,
@@ -150,8 +155,12 @@ func (s *Server) SetCredentials(c *Credentials) error {
 	if len(s.opts.Nkeys) == 0 {
 		return errors.New("natsembed: the server was started without credentials")
 	}
+	accounts, users, err := c.layout.options()
+	if err != nil {
+		return err
+	}
 	o := s.opts.Clone()
-	o.Nkeys = c.users
+	o.Accounts, o.Nkeys = accounts, users
 	if err := s.ns.ReloadOptions(o); err != nil {
 		return fmt.Errorf("natsembed: reload users: %w", err)
 	}

@@ -1,0 +1,303 @@
+package natsembed
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/queue"
+)
+
+// TestAnotherHostsRepliesStoreNothing: host h1's worker does its whole
+// job on the bus through its account's imports (its lease taken,
+// renewed, watched by a standby and released to it, heartbeat, claim
+// mark, its consumer fetched and acked, live output, control), while
+// host h2's seed sends every request its account lets it send (a direct
+// get of its own heartbeat, headers dropped or kept, a STREAM.INFO, a
+// put of its own key, a fetch of its own consumer holding an order)
+// with the reply subject naming one of h1's subjects, or a subject of
+// the submit stream. In one account the server published each answer
+// there and the streams stored them (decisions.md, hA18: h1's lease
+// replaced, its claim mark and its orders written); through an account
+// of its own, each answer goes back to h2's account, and orderly's
+// streams store nothing of them.
+func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	b := startBus(t)
+	api := b.connect(t, b.creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := queue.NewMarkKey([]byte("h1's seed"))
+
+	// h1's worker takes its lease and does its job.
+	w1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := q1.AcquireSignedLease(ctx, "h1", "w1", key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Beat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
+		t.Fatalf("h1's heartbeat: %v", err)
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	if err := q1.RaiseClaimMark(ctx, "h1", queue.ClaimMark{Seq: 1, Stored: at}, key); err != nil {
+		t.Fatalf("h1's claim mark: %v", err)
+	}
+	controls := make(chan queue.Control, 1)
+	ctl, err := q1.SubscribeControl("h1", func(c queue.Control) { controls <- c })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Unsubscribe()
+	cons, err := q1.HostConsumer(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	if _, err := qAPI.Publish(ctx, "h1", id); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchOne(ctx, t, cons); got != id.String() {
+		t.Fatalf("h1's worker fetched %q, want %s", got, id)
+	}
+	live, err := qAPI.Live(ctx, "h1", id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Stop()
+	if err := q1.PublishOutput("h1", id, "stdout", 0, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := live.Next(ctx); err != nil || string(m.Data) != "hi" {
+		t.Fatalf("h1's live output: %v", err)
+	}
+	if p, err := q1.PartialOutput(ctx, "h1", id, 1<<20); err != nil || string(p.Stdout) != "hi" {
+		t.Fatalf("h1's worker reading back its live output: %q %v", p.Stdout, err)
+	}
+	if err := qAPI.SendControl("h1", queue.Control{OrderID: id}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-controls:
+		if c.OrderID != id {
+			t.Fatalf("control %+v", c)
+		}
+	case <-ctx.Done():
+		t.Fatal("h1's worker did not receive its control message")
+	}
+
+	// What h1's subjects hold before h2's seed answers on them.
+	hostsKV, err := jetstream.New(api.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := func(stream, subject string) (uint64, error) {
+		m, err := hostsKV.Stream(ctx, stream)
+		if err != nil {
+			return 0, err
+		}
+		raw, err := m.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		return raw.Sequence, nil
+	}
+	queued := uuid.New() // an order of h1's, never fetched: what a forged one would follow
+	if _, err := qAPI.Publish(ctx, "h1", queued); err != nil {
+		t.Fatal(err)
+	}
+	targets := []struct{ stream, subject string }{
+		{"KV_" + queue.HostsBucket, "$KV." + queue.HostsBucket + ".lease.h1"},
+		{"KV_" + queue.HostsBucket, "$KV." + queue.HostsBucket + ".info.h1"},
+		{"KV_" + queue.HostsBucket, "$KV." + queue.HostsBucket + ".standby.h1"},
+		{"KV_" + queue.MarksBucket, "$KV." + queue.MarksBucket + ".claimed.h1"},
+		{"KV_" + queue.MarksBucket, "$KV." + queue.MarksBucket + ".postgres.generation"},
+		{queue.OrdersStream, queue.OrdersSubject + "h1"},
+		{queue.LiveStream, queue.OutputSubjectOf("h1", id)},
+		{queue.LiveStream, queue.EventSubjectOf("h1", id)},
+		{queue.SubmitStream, queue.SubmitSubject + "h1"},
+	}
+	before := make([]uint64, len(targets))
+	for i, tg := range targets {
+		if before[i], err = last(tg.stream, tg.subject); err != nil {
+			t.Fatalf("%s before: %v", tg.subject, err)
+		}
+	}
+
+	// h2's seed: its own heartbeat written with a body and headers of its
+	// choosing, an order of its own in its consumer, then each request
+	// answered on each target.
+	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
+	js2, err := jetstream.New(w2.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info2 := "$KV." + queue.HostsBucket + ".info.h2"
+	own := nats.NewMsg(info2)
+	own.Header.Set("Nats-Msg-Id", "forged-"+uuid.NewString())
+	own.Data = []byte(`{"seq":1000000000,"stored":"2200-01-01T00:00:00Z"}`)
+	if _, err := js2.PublishMsg(ctx, own); err != nil {
+		t.Fatalf("h2's own heartbeat: %v", err)
+	}
+	q2, err := queue.Bind(ctx, w2.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q2.HostConsumer(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	get := "$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + info2
+	requests := []*nats.Msg{
+		{Subject: get, Data: []byte(`{"no_hdr":true}`)},
+		{Subject: get},
+		{Subject: "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket},
+		{Subject: info2, Data: []byte("forged put")},
+		{Subject: "$JS.API.CONSUMER.MSG.NEXT." + queue.OrdersStream + "." + queue.ConsumerName("h2"), Data: []byte(`{"batch":1,"expires":1000000000}`)},
+	}
+	for _, tg := range targets {
+		for _, r := range requests {
+			if _, err := qAPI.Publish(ctx, "h2", uuid.New()); err != nil { // for each fetch to take
+				t.Fatal(err)
+			}
+			m := &nats.Msg{Subject: r.Subject, Reply: tg.subject, Data: r.Data}
+			if err := w2.nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Each of those requests is served: the same ones answered on h2's
+	// inbox come back. The server serves one connection's requests in
+	// order, so by the last of these the forged ones have been answered.
+	for _, r := range requests[:4] {
+		if a, err := w2.nc.RequestMsg(&nats.Msg{Subject: r.Subject, Data: r.Data}, 10*time.Second); err != nil {
+			t.Fatalf("h2's %s answered on its inbox: %v", r.Subject, err)
+		} else if len(a.Data) == 0 && a.Header.Get("Status") != "" {
+			t.Fatalf("h2's %s answered %s on its inbox", r.Subject, a.Header.Get("Status"))
+		}
+	}
+	w2.clean(t)
+
+	for i, tg := range targets {
+		if after, err := last(tg.stream, tg.subject); err != nil || after != before[i] {
+			t.Errorf("%s: its last message is seq %d (%v) after h2's answers, %d before", tg.subject, after, err, before[i])
+		}
+	}
+	// h1's worker goes on unaware: its lease renews, no take-back.
+	if retaken, err := lease.Renew(ctx); err != nil || retaken {
+		t.Fatalf("h1's renewal after h2's answers: retaken %v, %v", retaken, err)
+	}
+	if m, err := q1.ClaimMarkOf(ctx, "h1", key); err != nil || m.Seq != 1 {
+		t.Fatalf("h1's claim mark after h2's answers: %+v %v", m, err)
+	}
+
+	// A standby of h1 watches the lease through h1's inbox, imported, and
+	// takes the host at the holder's release.
+	s1 := b.connect(t, b.creds.Workers["h1"], queue.WorkerInbox("h1"))
+	qs, err := queue.Bind(ctx, s1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan string, 1)
+	took := make(chan *queue.Lease, 1)
+	go func() {
+		l, err := qs.AcquireSignedLease(ctx, "h1", "w1-standby", key, func(holder string) {
+			select {
+			case waiting <- holder:
+			default:
+			}
+		})
+		if err != nil {
+			t.Errorf("h1's standby: %v", err)
+		}
+		took <- l
+	}()
+	select {
+	case holder := <-waiting:
+		if holder != "w1" {
+			t.Fatalf("h1's standby waits on %q", holder)
+		}
+	case <-ctx.Done():
+		t.Fatal("h1's standby never waited")
+	}
+	// The standby's watch is made once it waits; a release before it
+	// would be found at its next try, not seen. Its consumer on the
+	// hosts bucket is there once it exists.
+	waitForConsumers(ctx, t, hostsKV, "KV_"+queue.HostsBucket, 1)
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-took:
+		if l == nil || l.Freed() != "released" {
+			t.Fatalf("h1's standby took the host %v", l)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("h1's standby did not take the released host")
+	}
+	w1.clean(t)
+	s1.clean(t)
+	api.clean(t)
+}
+
+// fetchOne fetches one message of cons, acks it (double ack: through
+// the ack's import and back) and returns its body.
+func fetchOne(ctx context.Context, t *testing.T, cons jetstream.Consumer) string {
+	t.Helper()
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		if !strings.HasPrefix(m.Reply(), "$JS.ACK.") {
+			t.Fatalf("a fetched message's reply subject %q", m.Reply())
+		}
+		got = append(got, string(m.Data()))
+		if err := m.InProgress(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if batch.Error() != nil {
+		t.Fatal(batch.Error())
+	}
+	return strings.Join(got, ",")
+}
+
+// waitForConsumers waits until stream has at least n consumers.
+func waitForConsumers(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string, n int) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := js.Stream(ctx, stream)
+		if err == nil && st.CachedInfo().State.Consumers >= n {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("%s never had %d consumers: %v", stream, n, err)
+		}
+	}
+}
