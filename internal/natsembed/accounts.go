@@ -49,7 +49,14 @@ type Layout struct {
 	Orderly    []User
 	Workers    map[string][]User // host → the users of its workers
 	Submitters []User
+	// System, when set, are the users of the system account SYS, for
+	// operators (nats server report, monitoring): a cluster's, never
+	// serve's.
+	System []User
 }
+
+// SystemAccount is a cluster's system account.
+const SystemAccount = "SYS"
 
 // workerServices are what the worker of host may publish into orderly's
 // account: every subject of its permissions is one, so the permissions
@@ -174,7 +181,15 @@ func (l Layout) Config() string {
 	if len(l.Submitters) > 0 {
 		imports(SubmitterAccount, l.Submitters, submitterServices(), submitterStreams())
 	}
+	if len(l.System) > 0 {
+		fmt.Fprintf(&b, "  %s: {\n", SystemAccount)
+		writeUsers(&b, l.System)
+		b.WriteString("  }\n")
+	}
 	b.WriteString("}\n")
+	if len(l.System) > 0 {
+		fmt.Fprintf(&b, "system_account: %s\n", SystemAccount)
+	}
 	return b.String()
 }
 
@@ -213,4 +228,20 @@ func (l Layout) options() ([]*server.Account, []*server.NkeyUser, error) {
 		return nil, nil, fmt.Errorf("natsembed: accounts: %w", err)
 	}
 	return o.Accounts, o.Nkeys, nil
+}
+
+// ExampleLayout is the layout deploy/nats/auth.conf spells with its
+// example keys (their seeds thrown away): the API, the submitters, the
+// workers of web-1 and web-2 and an operator in the system account.
+func ExampleLayout() Layout {
+	return Layout{
+		Orderly: []User{{Nkey: "UD77C2I3Z2WMS3RZZ4Y6FLEMRBH43L2OFI5YVR7O67QOJPVBUUXTIG2H", Permissions: APIPermissions(),
+			Comment: "API (every `orderly api` replica)"}},
+		Workers: map[string][]User{
+			"web-1": {{Nkey: "UBFI3V2AAPIEKG5XMJA27X6BYKSAW7FDWSVBOOPUME4LMRPI7VJI3OBI", Permissions: WorkerPermissions("web-1"), Comment: "worker of host web-1"}},
+			"web-2": {{Nkey: "UD6NCLI2K4EVJ4FJ63DXQACEQANIDQK2XZ5H6FA6VCPPIPIN64TMDK2Q", Permissions: WorkerPermissions("web-2"), Comment: "worker of host web-2"}},
+		},
+		Submitters: []User{{Nkey: "UDAJIAHJZNTAOUSJPPBZOXDVJ6UGXWLILLNNANPNVHNRGIXG7EVYBMNY", Permissions: SubmitterPermissions(), Comment: "NATS submitters"}},
+		System:     []User{{Nkey: "UB4NYTMQAKNPZC2UN4KHFIPT7MVDA5SNUUGZAW2B3FOX4KSJHMXSXBF2", Comment: "operators (nats server report, monitoring)"}},
+	}
 }
