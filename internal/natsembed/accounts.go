@@ -1,7 +1,12 @@
 package natsembed
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -244,4 +249,28 @@ func ExampleLayout() Layout {
 		Submitters: []User{{Nkey: "UDAJIAHJZNTAOUSJPPBZOXDVJ6UGXWLILLNNANPNVHNRGIXG7EVYBMNY", Permissions: SubmitterPermissions(), Comment: "NATS submitters"}},
 		System:     []User{{Nkey: "UB4NYTMQAKNPZC2UN4KHFIPT7MVDA5SNUUGZAW2B3FOX4KSJHMXSXBF2", Comment: "operators (nats server report, monitoring)"}},
 	}
+}
+
+// adoptGlobalStore moves the JetStream store of a serve from before the
+// accounts, whose streams and buckets were in nats-server's global
+// account ($G), to orderly's account: nats-server keeps an account's
+// streams in a directory named after it, and without the move serve's
+// NATS started empty, the queued orders' messages and the hosts' claim
+// marks left behind. Once orderly's account has a store of its own, a
+// global one is left as it is (a serve from before, started again on
+// the data dir, made it).
+func adoptGlobalStore(dir string, log *slog.Logger) error {
+	old := filepath.Join(dir, "jetstream", "$G")
+	now := filepath.Join(dir, "jetstream", OrderlyAccount)
+	if _, err := os.Stat(old); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(now); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := os.Rename(old, now); err != nil {
+		return fmt.Errorf("natsembed: move the JetStream store to orderly's account: %w", err)
+	}
+	log.Info("JetStream store moved to orderly's NATS account", "from", old, "to", now)
+	return nil
 }

@@ -3,6 +3,7 @@ package natsembed
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +300,56 @@ func waitForConsumers(ctx context.Context, t *testing.T, js jetstream.JetStream,
 		case <-ctx.Done():
 			t.Fatalf("%s never had %d consumers: %v", stream, n, err)
 		}
+	}
+}
+
+// TestStoreOfServeBeforeAccountsKept: serve's embedded NATS kept its
+// streams in nats-server's global account before the accounts; started
+// with credentials on that store, the streams are orderly's account's,
+// with what they held (a queued order's message), not made again empty.
+func TestStoreOfServeBeforeAccountsKept(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	open, err := Start(Options{Dir: dir, Port: -1, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(open.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(ctx, nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	if _, err := q.Publish(ctx, "h1", id); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	open.Shutdown()
+
+	creds, err := EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: dir, Port: -1, Logger: testLogger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	b := &bus{url: s.ClientURL(), creds: creds}
+	w1 := b.connect(t, creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatalf("h1's worker binding to the kept streams: %v", err)
+	}
+	cons, err := q1.HostConsumer(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchOne(ctx, t, cons); got != id.String() {
+		t.Fatalf("h1's worker fetched %q from the kept store, want %s", got, id)
 	}
 }

@@ -88,6 +88,9 @@ func Start(opts Options) (*Server, error) {
 		if accounts, users, err = opts.Credentials.layout.options(); err != nil {
 			return nil, err
 		}
+		if err := adoptGlobalStore(opts.Dir, opts.Logger); err != nil {
+			return nil, err
+		}
 	}
 	sopts := &server.Options{
 		Accounts:   accounts,
