@@ -38,12 +38,20 @@ type Options struct {
 	// its nkeys and give it its role's permissions; without them the
 	// server accepts anyone (tests only: serve always sets them).
 	Credentials *Credentials
+	// OneAccount puts every user of Credentials in one account, with its
+	// role's permissions, as deploy/nats/auth.conf did before the
+	// accounts (accounts.go): tests of what a worker's seed can still do
+	// on a cluster not moved to them yet, where the signatures of the
+	// lease, the claim mark and the publish generation are what holds.
+	OneAccount bool
 }
 
 // Server is a running embedded nats-server.
 type Server struct {
 	ns   *server.Server
 	opts *server.Options // as started, for reloads
+
+	oneAccount bool // Options.OneAccount
 
 	storeDir string    // opts.Dir
 	full     storeFull // a write found no space: see heal
@@ -85,11 +93,16 @@ func Start(opts Options) (*Server, error) {
 			return nil, errors.New("natsembed: credentials without users")
 		}
 		var err error
-		if accounts, users, err = opts.Credentials.layout.options(); err != nil {
-			return nil, err
-		}
-		if err := adoptGlobalStore(opts.Dir, opts.Logger); err != nil {
-			return nil, err
+		switch {
+		case opts.OneAccount:
+			users = opts.Credentials.users
+		default:
+			if accounts, users, err = opts.Credentials.layout.options(); err != nil {
+				return nil, err
+			}
+			if err := adoptGlobalStore(opts.Dir, opts.Logger); err != nil {
+				return nil, err
+			}
 		}
 	}
 	sopts := &server.Options{
@@ -119,7 +132,7 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: configure nats-server: %w", err)
 	}
-	s := &Server{ns: ns, opts: sopts, storeDir: opts.Dir,
+	s := &Server{ns: ns, opts: sopts, oneAccount: opts.OneAccount, storeDir: opts.Dir,
 		stop: make(chan struct{}), healed: make(chan struct{})}
 	ns.SetLoggerV2(slogAdapter{l: opts.Logger, full: &s.full}, false, false, false)
 	ns.Start()
@@ -161,6 +174,9 @@ func (s *Server) SetCredentials(c *Credentials) error {
 	accounts, users, err := c.layout.options()
 	if err != nil {
 		return err
+	}
+	if s.oneAccount {
+		accounts, users = nil, c.users
 	}
 	o := s.opts.Clone()
 	o.Accounts, o.Nkeys = accounts, users
