@@ -23,7 +23,8 @@ import (
 // get of its own heartbeat, headers dropped or kept, a STREAM.INFO, a
 // put of its own key, a fetch of its own consumer holding an order)
 // with the reply subject naming one of h1's subjects, or a subject of
-// the submit stream. In one account the server published each answer
+// the submit stream, and makes push consumers of its own lease deliver
+// there. In one account the server published each answer
 // there and the streams stored them (decisions.md, hA18: h1's lease
 // replaced, its claim mark and its orders written); through an account
 // of its own, each answer goes back to h2's account, and orderly's
@@ -181,6 +182,27 @@ func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
 			}
 		}
 	}
+	// And a push consumer of its own lease (the kind its watch makes),
+	// delivering to each target: it is made in orderly's account, where
+	// a push consumer delivers only to a subscriber, never to a stream.
+	if _, err := js2.Publish(ctx, "$KV."+queue.HostsBucket+".lease.h2", []byte("forged lease")); err != nil {
+		t.Fatal(err)
+	}
+	pushed := 0
+	for _, tg := range targets {
+		if _, err := js2.CreateConsumer(ctx, "KV_"+queue.HostsBucket, jetstream.ConsumerConfig{
+			DeliverSubject: tg.subject, FilterSubject: "$KV." + queue.HostsBucket + ".lease.h2",
+			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute,
+		}); err != nil {
+			// Aimed at its own stream's subjects, the server refuses it
+			// (10081: the deliver subject forms a cycle).
+			if apiErr, ok := errors.AsType[*jetstream.APIError](err); ok && apiErr.ErrorCode == 10081 {
+				continue
+			}
+			t.Fatalf("h2's push consumer aimed at %s: %v", tg.subject, err)
+		}
+		pushed++
+	}
 	// Each of those requests is served: the same ones answered on h2's
 	// inbox come back. The server serves one connection's requests in
 	// order, so by the last of these the forged ones have been answered.
@@ -238,7 +260,7 @@ func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
 	// The standby's watch is made once it waits; a release before it
 	// would be found at its next try, not seen. Its consumer on the
 	// hosts bucket is there once it exists.
-	waitForConsumers(ctx, t, hostsKV, "KV_"+queue.HostsBucket, 1)
+	waitForConsumers(ctx, t, hostsKV, "KV_"+queue.HostsBucket, pushed+1)
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
