@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,6 +225,17 @@ func writeUsers(b *strings.Builder, users []User) {
 		b.WriteString("      }\n")
 	}
 	b.WriteString("    ]\n")
+}
+
+// oneAccount is the layout with every user in orderly's account, with
+// its role's permissions: deploy/nats/auth.conf before the accounts.
+func (l Layout) oneAccount() Layout {
+	all := slices.Clone(l.Orderly)
+	for _, h := range slices.Sorted(maps.Keys(l.Workers)) {
+		all = append(all, l.Workers[h]...)
+	}
+	all = append(all, l.Submitters...)
+	return Layout{Orderly: all, System: l.System}
 }
 
 // options reads the layout into nats-server's accounts and users.

@@ -375,3 +375,123 @@ func TestStoreOfServeBeforeAccountsKept(t *testing.T) {
 		t.Fatalf("h1's worker fetched %q from the kept store, want %s", got, id)
 	}
 }
+
+// TestMovingToTheAccountsByAReload: a bus of one account (a cluster whose
+// auth.conf predates the accounts) reloaded with the accounts, as
+// deploy.md's "Upgrading" says to do it: h1's worker, holding its lease
+// and its consumer, and a standby watching the lease (its push consumer
+// made in the one account), are moved to h1's account by the reload and
+// go on: the renewal, the next order fetched and acked, the standby
+// taking the host at the holder's release; and h2's answers on h1's
+// lease store nothing from then on.
+func TestMovingToTheAccountsByAReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	creds, err := EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: creds, OneAccount: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	b := &bus{url: s.ClientURL(), creds: creds}
+	api := b.connect(t, creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := queue.NewMarkKey([]byte("h1's seed"))
+	w1 := b.connect(t, creds.Workers["h1"], queue.WorkerInbox("h1"))
+	moved := make(chan struct{}, 4)
+	w1.nc.SetReconnectHandler(func(*nats.Conn) { moved <- struct{}{} })
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := q1.AcquireSignedLease(ctx, "h1", "w1", key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := q1.HostConsumer(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := b.connect(t, creds.Workers["h1"], queue.WorkerInbox("h1"))
+	qs, err := queue.Bind(ctx, s1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{}, 1)
+	took := make(chan *queue.Lease, 1)
+	go func() {
+		l, err := qs.AcquireSignedLease(ctx, "h1", "w1-standby", key, func(string) {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			t.Errorf("h1's standby: %v", err)
+		}
+		took <- l
+	}()
+	select {
+	case <-waiting:
+	case <-ctx.Done():
+		t.Fatal("h1's standby never waited")
+	}
+	jsAPI, err := jetstream.New(api.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConsumers(ctx, t, jsAPI, "KV_"+queue.HostsBucket, 1)
+
+	s.oneAccount = false
+	if err := s.SetCredentials(creds); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-moved:
+	case <-ctx.Done():
+		t.Fatal("h1's worker was not moved (reconnected) at the reload")
+	}
+
+	h2 := b.connect(t, creds.Workers["h2"], queue.WorkerInbox("h2"))
+	info2 := "$KV." + queue.HostsBucket + ".info.h2"
+	if _, err := h2.nc.Request(info2, []byte("forged"), 10*time.Second); err != nil {
+		t.Fatalf("h2's own heartbeat after the reload: %v", err)
+	}
+	lease1 := "$KV." + queue.HostsBucket + ".lease.h1"
+	if err := h2.nc.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + info2, Reply: lease1, Data: []byte(`{"no_hdr":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.nc.Request("$JS.API.STREAM.INFO.KV_"+queue.HostsBucket, nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if retaken, err := lease.Renew(ctx); err != nil || retaken {
+		t.Fatalf("h1's renewal after the reload: retaken %v, %v", retaken, err)
+	}
+	if holder, err := qAPI.LeaseHolder(ctx, "h1"); err != nil || holder != "w1" {
+		t.Fatalf("h1's lease after h2's answer on it: %q %v", holder, err)
+	}
+	id := uuid.New()
+	if _, err := qAPI.Publish(ctx, "h1", id); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchOne(ctx, t, cons); got != id.String() {
+		t.Fatalf("h1's worker fetched %q after the reload, want %s", got, id)
+	}
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-took:
+		if l == nil || l.Freed() != "released" {
+			t.Fatalf("h1's standby took the host %v", l)
+		}
+	case <-ctx.Done():
+		t.Fatal("h1's standby did not take the released host after the reload")
+	}
+}

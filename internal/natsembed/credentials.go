@@ -104,6 +104,15 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 	return c, nil
 }
 
+// accounts are c's users in their accounts, or all in orderly's with
+// one (Options.OneAccount).
+func (c *Credentials) accounts(one bool) ([]*server.Account, []*server.NkeyUser, error) {
+	if one {
+		return c.layout.oneAccount().options()
+	}
+	return c.layout.options()
+}
+
 // Same reports whether c and o accept the same keys with the same roles.
 func (c *Credentials) Same(o *Credentials) bool {
 	if c == nil || o == nil || len(c.users) != len(o.users) {

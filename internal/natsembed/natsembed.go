@@ -93,16 +93,11 @@ func Start(opts Options) (*Server, error) {
 			return nil, errors.New("natsembed: credentials without users")
 		}
 		var err error
-		switch {
-		case opts.OneAccount:
-			users = opts.Credentials.users
-		default:
-			if accounts, users, err = opts.Credentials.layout.options(); err != nil {
-				return nil, err
-			}
-			if err := adoptGlobalStore(opts.Dir, opts.Logger); err != nil {
-				return nil, err
-			}
+		if accounts, users, err = opts.Credentials.accounts(opts.OneAccount); err != nil {
+			return nil, err
+		}
+		if err := adoptGlobalStore(opts.Dir, opts.Logger); err != nil {
+			return nil, err
 		}
 	}
 	sopts := &server.Options{
@@ -171,17 +166,29 @@ func (s *Server) SetCredentials(c *Credentials) error {
 	if len(s.opts.Nkeys) == 0 {
 		return errors.New("natsembed: the server was started without credentials")
 	}
-	accounts, users, err := c.layout.options()
+	accounts, users, err := c.accounts(s.oneAccount)
 	if err != nil {
 		return err
 	}
-	if s.oneAccount {
-		accounts, users = nil, c.users
+	added := false
+	for _, a := range accounts {
+		if _, err := s.ns.LookupAccount(a.Name); err != nil {
+			added = true
+		}
 	}
 	o := s.opts.Clone()
 	o.Accounts, o.Nkeys = accounts, users
 	if err := s.ns.ReloadOptions(o); err != nil {
 		return fmt.Errorf("natsembed: reload users: %w", err)
+	}
+	// nats-server (2.15.2) subscribes the service imports of an account a
+	// reload adds only at the next reload (configureAccounts makes them
+	// only for accounts it updates, or when not reloading): until then a
+	// new host's worker had every request unanswered ("no responders").
+	if added {
+		if err := s.ns.ReloadOptions(o.Clone()); err != nil {
+			return fmt.Errorf("natsembed: reload users: %w", err)
+		}
 	}
 	s.opts = o
 	return nil
