@@ -18,7 +18,8 @@ import (
 // TestAnotherHostsRepliesStoreNothing: host h1's worker does its whole
 // job on the bus through its account's imports (its lease taken,
 // renewed, watched by a standby and released to it, heartbeat, claim
-// mark, its consumer fetched and acked, live output, control), while
+// mark, its consumer fetched and acked, live output, control, unit
+// choices), while
 // host h2's seed sends every request its account lets it send (a direct
 // get of its own heartbeat, headers dropped or kept, a STREAM.INFO, a
 // put of its own key, a fetch of its own consumer holding an order)
@@ -99,6 +100,29 @@ func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("h1's worker did not receive its control message")
 	}
+
+	// Unit choices: the API's request comes through h1's stream import,
+	// its answer goes back through h1's service import; a host whose
+	// worker does not listen answers no-responders at once, as in one
+	// account (the import's interest exists only while h1 subscribes).
+	choicesCtx, stopChoices := context.WithCancel(ctx)
+	defer stopChoices()
+	if err := q1.ServeChoices(choicesCtx, "h1", func(_ context.Context, glob string) ([]queue.Unit, error) {
+		return []queue.Unit{{Name: glob, ActiveState: "active"}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if units, err := qAPI.RequestChoices(ctx, "h1", "example@*.service"); err != nil || len(units) != 1 || units[0].Name != "example@*.service" {
+		t.Fatalf("h1's unit choices: %+v %v", units, err)
+	}
+	short, stop := context.WithTimeout(ctx, 10*time.Second)
+	if _, err := qAPI.RequestChoices(short, "h2", "x"); !errors.Is(err, queue.ErrNoChoices) || short.Err() != nil {
+		t.Fatalf("the unit choices of h2, whose worker does not listen: %v (deadline reached: %v)", err, short.Err())
+	}
+	stop()
 
 	// What h1's subjects hold before h2's seed answers on them.
 	hostsKV, err := jetstream.New(api.nc)
