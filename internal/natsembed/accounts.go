@@ -66,9 +66,7 @@ const SystemAccount = "SYS"
 
 // workerServices are what the worker of host may publish into orderly's
 // account: every subject of its permissions is one, so the permissions
-// and the imports cannot drift apart. Its consumer's and the live
-// stream's next-message requests are answered by a stream of messages,
-// everything else by one answer at most.
+// and the imports cannot drift apart.
 //
 // The last, $JS.API.INFO, is no subject a worker may publish: nats-server
 // gives an account without JetStream the whole $JS.API.> of its own,
@@ -109,11 +107,7 @@ func responseType(subject string) string {
 // Config writes the layout as nats-server's `accounts` block. Hosts are
 // written in sorted order, so the same layout writes the same text.
 func (l Layout) Config() string {
-	hosts := make([]string, 0, len(l.Workers))
-	for h := range l.Workers {
-		hosts = append(hosts, h)
-	}
-	slices.Sort(hosts)
+	hosts := slices.Sorted(maps.Keys(l.Workers))
 
 	// Exports of orderly's account, each to the accounts that import it,
 	// in the order first named.
