@@ -3,12 +3,15 @@ package natsembed
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -31,11 +34,19 @@ import (
 // of its own, each answer goes back to h2's account, and orderly's
 // streams store nothing of them.
 func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
+	b := startBus(t)
+	repliesStoreNothing(t, b, b, b, 1)
+}
+
+// repliesStoreNothing is TestAnotherHostsRepliesStoreNothing with the
+// API on api's server, h1's worker and standby on w1's and h2's seed on
+// w2's, the streams with replicas copies.
+func repliesStoreNothing(t *testing.T, api, w1bus, w2bus *bus, replicas int) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	b := startBus(t)
-	api := b.connect(t, b.creds.API, queue.APIInbox)
-	qAPI, err := queue.New(ctx, api.nc, queue.Options{LeaseTTL: 5 * time.Second})
+	b := w1bus
+	apiClient := api.connect(t, api.creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, apiClient.nc, queue.Options{LeaseTTL: 5 * time.Second, Replicas: replicas})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +136,7 @@ func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
 	stop()
 
 	// What h1's subjects hold before h2's seed answers on them.
-	hostsKV, err := jetstream.New(api.nc)
+	hostsKV, err := jetstream.New(apiClient.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +179,7 @@ func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
 	// h2's seed: its own heartbeat written with a body and headers of its
 	// choosing, an order of its own in its consumer, then each request
 	// answered on each target.
-	w2 := b.connect(t, b.creds.Workers["h2"], queue.WorkerInbox("h2"))
+	w2 := w2bus.connect(t, w2bus.creds.Workers["h2"], queue.WorkerInbox("h2"))
 	js2, err := jetstream.New(w2.nc)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +312,18 @@ func TestAnotherHostsRepliesStoreNothing(t *testing.T) {
 	}
 	w1.clean(t)
 	s1.clean(t)
-	api.clean(t)
+	apiClient.clean(t)
+
+	// Once more at the end, for the subjects nothing wrote since: an
+	// answer another server published, late, would show now.
+	for i, tg := range targets {
+		if strings.Contains(tg.subject, queue.HostsBucket) {
+			continue // the lease, heartbeat and standby report: written since
+		}
+		if after, err := last(tg.stream, tg.subject); err != nil || after != before[i] {
+			t.Errorf("%s at the end: its last message is seq %d (%v), %d before h2's answers", tg.subject, after, err, before[i])
+		}
+	}
 }
 
 // fetchOne fetches one message of cons, acks it (double ack: through
@@ -518,4 +540,71 @@ func TestMovingToTheAccountsByAReload(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("h1's standby did not take the released host after the reload")
 	}
+}
+
+// TestAnotherHostsRepliesStoreNothingInACluster is the same on three
+// nats-servers routed together, as deploy/nats runs them, the streams
+// with three copies: the API on the first, h1's worker and standby on
+// the second, h2's seed on the third. A request through an import then
+// crosses routes (its stream's leader may be on another server), and
+// the lease watch's deliveries reach h1's worker from whichever server
+// leads the hosts bucket.
+func TestAnotherHostsRepliesStoreNothingInACluster(t *testing.T) {
+	creds, err := EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	routes := make([]string, n)
+	ports := make([]int, n)
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
+	}
+	servers := make([]*server.Server, n)
+	buses := make([]*bus, n)
+	for i := range n {
+		var o server.Options
+		conf := fmt.Sprintf("server_name: n%d\nlisten: \"127.0.0.1:-1\"\njetstream { store_dir: %q }\ncluster { name: accounts-test, listen: \"127.0.0.1:%d\", routes: [%s] }\n%s",
+			i+1, t.TempDir(), ports[i], strings.Join(routes, ", "), creds.layout.Config())
+		if err := o.ProcessConfigString(conf); err != nil {
+			t.Fatal(err)
+		}
+		o.NoSigs = true
+		s, err := server.NewServer(&o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("n%d not ready", i+1)
+		}
+		servers[i] = s
+		buses[i] = &bus{url: s.ClientURL(), creds: creds}
+	}
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		leader, current := false, true
+		for _, s := range servers {
+			leader = leader || s.JetStreamIsLeader()
+			current = current && s.JetStreamIsCurrent()
+		}
+		if leader && current {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the cluster's JetStream has no meta leader after 30s")
+		}
+	}
+	repliesStoreNothing(t, buses[0], buses[1], buses[2], n)
 }
