@@ -608,3 +608,55 @@ func TestAnotherHostsRepliesStoreNothingInACluster(t *testing.T) {
 	}
 	repliesStoreNothing(t, buses[0], buses[1], buses[2], n)
 }
+
+// TestJetStreamRestartedInPlaceKeepsTheAccounts: heal restarts
+// JetStream in place when its store had no room (full.go); with the
+// accounts, orderly's account must get its streams back and a host's
+// worker reach them through its imports again, without reconnecting
+// (the same connections before and after).
+func TestJetStreamRestartedInPlaceKeepsTheAccounts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	creds, err := EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "h0", []string{"h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: t.TempDir(), Port: -1, Logger: testLogger(t), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	b := &bus{url: s.ClientURL(), creds: creds}
+	api := b.connect(t, creds.API, queue.APIInbox)
+	qAPI, err := queue.New(ctx, api.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := b.connect(t, creds.Workers["h1"], queue.WorkerInbox("h1"))
+	q1, err := queue.Bind(ctx, w1.nc, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := q1.HostConsumer(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.restartJetStream(s.ns.JetStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	// The host's consumer keeps its state in memory: it is made again,
+	// as the worker's stall check does.
+	if cons, err = q1.HostConsumer(ctx, "h1"); err != nil {
+		t.Fatalf("h1's worker making its consumer again after the restart: %v", err)
+	}
+	id := uuid.New()
+	if _, err := qAPI.Publish(ctx, "h1", id); err != nil {
+		t.Fatalf("the API's publish after the restart: %v", err)
+	}
+	if got := fetchOne(ctx, t, cons); got != id.String() {
+		t.Fatalf("h1's worker fetched %q after the restart, want %s", got, id)
+	}
+	if _, err := q1.StandbyBeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
+		t.Fatalf("h1's worker writing its key after the restart: %v", err)
+	}
+}
