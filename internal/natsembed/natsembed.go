@@ -35,8 +35,9 @@ type Options struct {
 	// DESIGN.md §2 requires in production; tests leave it off for speed.
 	SyncAlways bool
 	// Credentials, when set, make every client authenticate with one of
-	// its nkeys and give it its role's permissions; without them the
-	// server accepts anyone (tests only: serve always sets them).
+	// its nkeys and give it its role's permissions in its role's account
+	// (accounts.go); without them the server accepts anyone, in one
+	// account (tests only: serve always sets them).
 	Credentials *Credentials
 	// OneAccount puts every user of Credentials in one account, with its
 	// role's permissions, as deploy/nats/auth.conf did before the
