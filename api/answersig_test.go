@@ -26,13 +26,25 @@ import (
 // no reply subject and no header, which is what client.md told
 // submitters to take as the API's answer. Now the API signs its answer
 // with the submission's Authorization: VerifyAnswer accepts it and
-// refuses both forgeries.
+// refuses both forgeries. That is on a bus of one account, as a cluster
+// whose auth.conf predates the accounts; with the worker in an account
+// of its own (serve's, and deploy/nats/auth.conf's now), the direct
+// get's answer goes back to the worker's account and never reaches the
+// submitter, while the push consumer's delivery still does, and is
+// refused.
 func TestAWorkerSeedCannotForgeANATSAnswer(t *testing.T) {
+	for _, one := range []bool{true, false} {
+		name := map[bool]string{true: "one account", false: "accounts"}[one]
+		t.Run(name, func(t *testing.T) { testAWorkerSeedCannotForgeANATSAnswer(t, one) })
+	}
+}
+
+func testAWorkerSeedCannotForgeANATSAnswer(t *testing.T, oneAccount bool) {
 	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "serve0", []string{"web-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bus, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, Credentials: creds})
+	bus, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, Credentials: creds, OneAccount: oneAccount})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,17 +111,20 @@ func TestAWorkerSeedCannotForgeANATSAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Both arrive in one account; in accounts, the push consumer's only
+	// (the direct get's, were it to come, is looked for below).
+	want := map[bool]int{true: 2, false: 1}[oneAccount]
 	var forgeries []*nats.Msg
-	for len(forgeries) < 2 {
+	for len(forgeries) < want {
 		f, err := answers.NextMsg(10 * time.Second)
 		if err != nil {
-			t.Fatalf("the worker seed's deliveries: %d of 2 arrived: %v", len(forgeries), err)
+			t.Fatalf("the worker seed's deliveries: %d of %d arrived: %v", len(forgeries), want, err)
 		}
 		forgeries = append(forgeries, f)
 	}
-	bare := false
-	for _, f := range forgeries {
-		bare = bare || f.Subject == reply && f.Reply == "" && len(f.Header) == 0
+	bare := func(f *nats.Msg) bool { return f.Subject == reply && f.Reply == "" && len(f.Header) == 0 }
+	refused := func(f *nats.Msg) {
+		t.Helper()
 		var a api.IntakeAnswer
 		if err := json.Unmarshal(f.Data, &a); err != nil || a.Order == nil || a.Order.Status != "succeeded" {
 			t.Fatalf("forgery %q reads as %+v, %v", f.Data, a, err)
@@ -118,14 +133,35 @@ func TestAWorkerSeedCannotForgeANATSAnswer(t *testing.T) {
 			t.Errorf("forgery on %s (reply %q, header %v): VerifyAnswer says %v", f.Subject, f.Reply, f.Header, err)
 		}
 	}
-	if !bare {
+	sawBare := false
+	for _, f := range forgeries {
+		sawBare = sawBare || bare(f)
+		if !oneAccount && bare(f) {
+			t.Errorf("the direct get's answer reached the submitter through the worker's account: %q", f.Data)
+		}
+		refused(f)
+	}
+	if oneAccount && !sawBare {
 		t.Error("no forgery came as the API's answer does (on the reply subject, no reply subject, no header)")
 	}
 
+	// The direct get was answered before the submission below was sent:
+	// whatever of it reached the submitter comes before the API's answer.
 	publishSubmission(t, submitter, e.tokens["alice"], reply, "nsig", "ci-1", map[string]any{"command": "true"})
-	real, err := answers.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
+	var real *nats.Msg
+	for real == nil {
+		m, err := answers.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(api.SignatureHeader) != "" {
+			real = m
+			continue
+		}
+		if !oneAccount && bare(m) {
+			t.Errorf("the direct get's answer reached the submitter through the worker's account: %q", m.Data)
+		}
+		refused(m)
 	}
 	a, err := api.VerifyAnswer("Bearer "+e.tokens["alice"], real)
 	if err != nil || a.Order == nil || a.Order.Host != "nsig" {

@@ -30,13 +30,17 @@ import (
 // and takes a mark it did not sign as no mark, saying so: the orders
 // run, and its first claim writes its own mark over the forgery. A
 // standby of h1 (same seed) takes the active worker's mark as its own.
+// The bus is one account, as a cluster whose auth.conf predates the
+// accounts (natsembed.Options.OneAccount): in their own accounts, h2's
+// answers never reach h1's subjects (natsembed's
+// TestAnotherHostsRepliesStoreNothing).
 func TestAnotherHostsSeedCannotForgeTheClaimMark(t *testing.T) {
 	ctx := t.Context()
 	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds})
+	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds, OneAccount: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,13 +40,17 @@ import (
 // leases while h1's orders run: they all run, in order, on the active
 // worker, which never loses the host; the standby takes it only at the
 // holder's real release.
+// The bus is one account, as a cluster whose auth.conf predates the
+// accounts (natsembed.Options.OneAccount): in their own accounts, h2's
+// answers never reach h1's subjects (natsembed's
+// TestAnotherHostsRepliesStoreNothing).
 func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	ctx := t.Context()
 	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds})
+	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds, OneAccount: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,8 @@ type Credentials struct {
 	Submitter string            // NATS submitters (orderly.submit.>)
 	Workers   map[string]string // host id → the seed file of its worker
 
-	users []*server.NkeyUser
+	users  []*server.NkeyUser
+	layout Layout // users in their accounts (accounts.go)
 }
 
 // EnsureCredentials loads the seed files in dir, creating the missing
@@ -71,31 +72,45 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("natsembed: credentials dir: %w", err)
 	}
-	c := &Credentials{Dir: dir, Workers: map[string]string{}}
-	add := func(name, role string, perms *server.Permissions) (string, error) {
+	c := &Credentials{Dir: dir, Workers: map[string]string{}, layout: Layout{Workers: map[string][]User{}}}
+	add := func(name, role string, perms *server.Permissions, in *[]User) (string, error) {
 		path := filepath.Join(dir, name)
 		pub, err := ensureSeed(path, role)
 		if err != nil {
 			return "", err
 		}
 		c.users = append(c.users, &server.NkeyUser{Nkey: pub, Permissions: perms})
+		*in = append(*in, User{Nkey: pub, Permissions: perms, Comment: role})
 		return path, nil
 	}
-	if c.Serve, err = add("serve.nk", "serve (API and worker of "+serveHost+")", ServePermissions(serveHost)); err != nil {
+	// serve's connection carries its host's worker, in orderly's account:
+	// it holds the API's rights anyway.
+	if c.Serve, err = add("serve.nk", "serve (API and worker of "+serveHost+")", ServePermissions(serveHost), &c.layout.Orderly); err != nil {
 		return nil, err
 	}
-	if c.API, err = add("api.nk", "api", APIPermissions()); err != nil {
+	if c.API, err = add("api.nk", "api", APIPermissions(), &c.layout.Orderly); err != nil {
 		return nil, err
 	}
-	if c.Submitter, err = add("submitter.nk", "submitter", SubmitterPermissions()); err != nil {
+	if c.Submitter, err = add("submitter.nk", "submitter", SubmitterPermissions(), &c.layout.Submitters); err != nil {
 		return nil, err
 	}
 	for _, h := range hosts {
-		if c.Workers[h], err = add(WorkerFile(h), "worker of host "+h, WorkerPermissions(h)); err != nil {
+		var users []User
+		if c.Workers[h], err = add(WorkerFile(h), "worker of host "+h, WorkerPermissions(h), &users); err != nil {
 			return nil, err
 		}
+		c.layout.Workers[h] = users
 	}
 	return c, nil
+}
+
+// accounts are c's users in their accounts, or all in orderly's with
+// one (Options.OneAccount).
+func (c *Credentials) accounts(one bool) ([]*server.Account, []*server.NkeyUser, error) {
+	if one {
+		return c.layout.oneAccount().options()
+	}
+	return c.layout.options()
 }
 
 // Same reports whether c and o accept the same keys with the same roles.

@@ -1,6 +1,7 @@
 package natsembed
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,12 +49,19 @@ func TestDeployNATSConfigs(t *testing.T) {
 				if u.Account.Name == "SYS" {
 					continue
 				}
-				if u.Account.Name != "ORDERLY" {
-					t.Fatalf("user %s in account %s", u.Nkey, u.Account.Name)
-				}
 				role := roleOf(u.Permissions)
 				if role == "" {
 					t.Fatalf("user %s has permissions of no orderly role: %+v %+v", u.Nkey, u.Permissions.Publish, u.Permissions.Subscribe)
+				}
+				// Each role in its account: a worker in one with the
+				// orderly's JetStream could name any subject of it as a
+				// reply subject (accounts.go).
+				want := map[string]string{"api": OrderlyAccount, "submitter": SubmitterAccount}[role]
+				if host, ok := strings.CutPrefix(role, "worker:"); ok {
+					want = WorkerAccount(host)
+				}
+				if u.Account.Name != want {
+					t.Fatalf("user %s (%s) in account %s, want %s", u.Nkey, role, u.Account.Name, want)
 				}
 				roles[strings.SplitN(role, ":", 2)[0]]++
 			}
@@ -61,6 +69,28 @@ func TestDeployNATSConfigs(t *testing.T) {
 				t.Fatalf("roles %v: want the API, a submitter and two example workers", roles)
 			}
 		})
+	}
+}
+
+// TestDeployAuthConfIsTheLayout: deploy/nats/auth.conf, below its
+// comments, is the layout serve's embedded NATS runs (accounts.go) with
+// its example keys, so that its imports and exports cannot drift from
+// what the worker's code sends. On a change of the layout, write the
+// new text there (ExampleLayout().Config()).
+func TestDeployAuthConfIsTheLayout(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/nats/auth.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for strings.HasPrefix(text, "#") || strings.HasPrefix(text, "\n") {
+		_, text, _ = strings.Cut(text, "\n")
+	}
+	want := ExampleLayout().Config()
+	if text != want {
+		out := filepath.Join(t.TempDir(), "auth.conf")
+		_ = os.WriteFile(out, []byte(want), 0o644)
+		t.Fatalf("deploy/nats/auth.conf below its comments is not ExampleLayout's config; the wanted text is in %s", out)
 	}
 }
 

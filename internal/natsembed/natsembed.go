@@ -35,15 +35,24 @@ type Options struct {
 	// DESIGN.md §2 requires in production; tests leave it off for speed.
 	SyncAlways bool
 	// Credentials, when set, make every client authenticate with one of
-	// its nkeys and give it its role's permissions; without them the
-	// server accepts anyone (tests only: serve always sets them).
+	// its nkeys and give it its role's permissions in its role's account
+	// (accounts.go); without them the server accepts anyone, in one
+	// account (tests only: serve always sets them).
 	Credentials *Credentials
+	// OneAccount puts every user of Credentials in one account, with its
+	// role's permissions, as deploy/nats/auth.conf did before the
+	// accounts (accounts.go): tests of what a worker's seed can still do
+	// on a cluster not moved to them yet, where the signatures of the
+	// lease, the claim mark and the publish generation are what holds.
+	OneAccount bool
 }
 
 // Server is a running embedded nats-server.
 type Server struct {
 	ns   *server.Server
 	opts *server.Options // as started, for reloads
+
+	oneAccount bool // Options.OneAccount
 
 	storeDir string    // opts.Dir
 	full     storeFull // a write found no space: see heal
@@ -79,13 +88,21 @@ func Start(opts Options) (*Server, error) {
 		}
 	}
 	var users []*server.NkeyUser
+	var accounts []*server.Account
 	if opts.Credentials != nil {
 		if len(opts.Credentials.users) == 0 {
 			return nil, errors.New("natsembed: credentials without users")
 		}
-		users = opts.Credentials.users
+		var err error
+		if accounts, users, err = opts.Credentials.accounts(opts.OneAccount); err != nil {
+			return nil, err
+		}
+		if err := adoptGlobalStore(opts.Dir, opts.Logger); err != nil {
+			return nil, err
+		}
 	}
 	sopts := &server.Options{
+		Accounts:   accounts,
 		Nkeys:      users,
 		ServerName: "orderly",
 		Host:       opts.Host,
@@ -111,7 +128,7 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: configure nats-server: %w", err)
 	}
-	s := &Server{ns: ns, opts: sopts, storeDir: opts.Dir,
+	s := &Server{ns: ns, opts: sopts, oneAccount: opts.OneAccount, storeDir: opts.Dir,
 		stop: make(chan struct{}), healed: make(chan struct{})}
 	ns.SetLoggerV2(slogAdapter{l: opts.Logger, full: &s.full}, false, false, false)
 	ns.Start()
@@ -150,10 +167,29 @@ func (s *Server) SetCredentials(c *Credentials) error {
 	if len(s.opts.Nkeys) == 0 {
 		return errors.New("natsembed: the server was started without credentials")
 	}
+	accounts, users, err := c.accounts(s.oneAccount)
+	if err != nil {
+		return err
+	}
+	added := false
+	for _, a := range accounts {
+		if _, err := s.ns.LookupAccount(a.Name); err != nil {
+			added = true
+		}
+	}
 	o := s.opts.Clone()
-	o.Nkeys = c.users
+	o.Accounts, o.Nkeys = accounts, users
 	if err := s.ns.ReloadOptions(o); err != nil {
 		return fmt.Errorf("natsembed: reload users: %w", err)
+	}
+	// nats-server (2.15.2) subscribes the service imports of an account a
+	// reload adds only at the next reload (configureAccounts makes them
+	// only for accounts it updates, or when not reloading): until then a
+	// new host's worker had every request unanswered ("no responders").
+	if added {
+		if err := s.ns.ReloadOptions(o.Clone()); err != nil {
+			return fmt.Errorf("natsembed: reload users: %w", err)
+		}
 	}
 	s.opts = o
 	return nil

@@ -446,7 +446,8 @@ func TestRolesOnTheBus(t *testing.T) {
 }
 
 // TestSetCredentials: a reload of the users lets a new worker host in
-// without a restart and disconnects one whose credential was withdrawn.
+// without a restart, its account's imports working at once, and
+// disconnects one whose credential was withdrawn.
 func TestSetCredentials(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "creds")
 	c1, err := EnsureCredentials(dir, "h0", []string{"h1"})
@@ -458,6 +459,20 @@ func TestSetCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Shutdown()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	apiKey, err := nats.NkeyOptionFromSeed(c1.API)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := nats.Connect(s.ClientURL(), apiKey, nats.CustomInboxPrefix(queue.APIInbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	if _, err := queue.New(ctx, api, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	dropped := make(chan struct{}, 1)
 	nk, err := nats.NkeyOptionFromSeed(c1.Workers["h1"])
 	if err != nil {
@@ -492,11 +507,20 @@ func TestSetCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h2, err := nats.Connect(s.ClientURL(), nk2)
+	h2, err := nats.Connect(s.ClientURL(), nk2, nats.CustomInboxPrefix(queue.WorkerInbox("h2")))
 	if err != nil {
 		t.Fatalf("new worker h2: %v", err)
 	}
-	h2.Close()
+	defer h2.Close()
+	// Its account, new at the reload, reaches orderly's: its heartbeat is
+	// stored and the bucket bound.
+	q2, err := queue.Bind(ctx, h2, queue.Options{})
+	if err != nil {
+		t.Fatalf("new worker h2 binding the streams: %v", err)
+	}
+	if _, err := q2.StandbyBeat(ctx, queue.HostInfo{Host: "h2", Instance: "w2"}); err != nil {
+		t.Fatalf("new worker h2's standby report: %v", err)
+	}
 }
 
 // TestPublishGenerationOnTheBus: the API's credential creates the marks
