@@ -36,8 +36,9 @@ func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint
 // simple protocol), and PostgreSQL runs what comes before a Sync as one
 // implicit transaction, committed at the Sync; an error ends it rolled
 // back. A BEGIN and a COMMIT around the two were two statements more per
-// claim (docs/benchmarks.md, the thirtieth round). Each statement still
-// takes its own snapshot (read committed), the claim's after the lock.
+// claim (docs/benchmarks.md, "PostgreSQL's statements per sync order").
+// Each statement still takes its own snapshot (read committed), the
+// claim's after the lock.
 func (s *Store) claimLocked(ctx context.Context, sql string, id uuid.UUID, worker string, seq uint64) (o *order.Order, err error) {
 	b := &pgx.Batch{}
 	b.Queue(claimLockSQL, id)
