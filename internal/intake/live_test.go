@@ -1,6 +1,9 @@
 package intake_test
 
 import (
+	"context"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +129,87 @@ func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T
 	}
 	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 1 {
 		t.Errorf("FreeLiveLeftovers once the evidence is recorded = %d, %v; want the order freed", n, err)
+	}
+}
+
+// endedAsked is the store, counting the questions LiveOutputKept (which
+// orders' live output must stay) is asked that name any of of.
+type endedAsked struct {
+	intake.Store
+	of    map[uuid.UUID]bool
+	asked atomic.Int32
+}
+
+func (s *endedAsked) LiveOutputKept(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	if slices.ContainsFunc(ids, func(id uuid.UUID) bool { return s.of[id] }) {
+		s.asked.Add(1)
+	}
+	return s.Store.LiveOutputKept(ctx, ids)
+}
+
+// TestFreeLiveAsksAboutFinishedOrdersTogether: finished events that come
+// a few milliseconds apart, as synchronous orders one after another
+// send them, are asked about in a few questions to PostgreSQL, not one
+// each (a statement, a commit and a plan per order), and every one of
+// those orders is freed all the same.
+func TestFreeLiveAsksAboutFinishedOrdersTogether(t *testing.T) {
+	e := newIntakeEnv(t, intake.Options{})
+	const n = 20
+	ids := make([]uuid.UUID, n+1) // ids[n]: the probe
+	of := map[uuid.UUID]bool{}
+	for i := range ids {
+		ids[i] = uuid.New() // no order: PostgreSQL holds them ended
+		if i < n {
+			of[ids[i]] = true
+		}
+		if err := e.q.PublishOutput("hlive", ids[i], "stdout", 0, []byte("chunk\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := e.q.JetStream().Stream(e.ctx, queue.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := func() map[string]uint64 {
+		t.Helper()
+		info, err := st.Info(e.ctx, jetstream.WithSubjectFilter(queue.OutputSubject+"hlive.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects
+	}
+	testenv.WaitUntil(t, 10*time.Second, "the chunks in ORDERLY_LIVE", func() bool { return len(chunks()) == n+1 })
+
+	store := &endedAsked{Store: e.store, of: of}
+	// The sweep would free them too: not within the test.
+	svc := intake.New(store, e.pub, e.policy, intake.Options{LiveSweepEvery: 24 * time.Hour}, testenv.Logger(t))
+	ctx, stop := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); svc.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	finish := func(id uuid.UUID) {
+		t.Helper()
+		if err := e.q.PublishEvent(queue.Event{OrderID: id, Type: "finished", Status: "succeeded", Host: "hlive"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The probe's finished event, until it is freed: the service
+	// listens.
+	testenv.WaitUntil(t, 10*time.Second, "the probe's output freed", func() bool {
+		finish(ids[n])
+		_, left := chunks()[queue.OutputSubjectOf("hlive", ids[n])]
+		return !left
+	})
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for _, id := range ids[:n] {
+		<-tick.C
+		finish(id)
+	}
+	testenv.WaitUntil(t, 10*time.Second, "every finished order's output freed", func() bool { return len(chunks()) == 0 })
+	// The first perhaps alone, the others after it together; a third
+	// for a machine that stalled between them.
+	if asked := store.asked.Load(); asked > 3 {
+		t.Errorf("PostgreSQL was asked %d times about %d orders finished 2 ms apart, want at most 3", asked, n)
 	}
 }

@@ -31,25 +31,24 @@ func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint
 
 // claimLocked runs a claim statement (claimSQL, or claimHead+claimTail)
 // after the row lock of claimLockSQL, in one transaction and one round
-// trip, as the single statement it was.
+// trip, as the single statement it was. The transaction is the batch's
+// own: pgx sends a batch with one Sync at its end (one Query in the
+// simple protocol), and PostgreSQL runs what comes before a Sync as one
+// implicit transaction, committed at the Sync; an error ends it rolled
+// back. A BEGIN and a COMMIT around the two were two statements more per
+// claim (docs/benchmarks.md, "PostgreSQL's statements per sync order").
+// Each statement still takes its own snapshot (read committed), the
+// claim's after the lock.
 func (s *Store) claimLocked(ctx context.Context, sql string, id uuid.UUID, worker string, seq uint64) (o *order.Order, err error) {
 	b := &pgx.Batch{}
-	b.Queue("BEGIN")
 	b.Queue(claimLockSQL, id)
 	b.Queue(sql, id, worker, int64(seq))
-	b.Queue("COMMIT")
 	br := s.pool.SendBatch(ctx, b)
 	if _, err = br.Exec(); err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
 		o, err = scanOrder(br.QueryRow())
-		if err == nil || err == pgx.ErrNoRows {
-			if _, cerr := br.Exec(); cerr != nil {
-				err = cerr
-			}
-		}
 	}
+	// The commit's error, if any, comes with the Sync's answer, which
+	// Close reads.
 	if cerr := br.Close(); cerr != nil && (err == nil || err == pgx.ErrNoRows) {
 		err = cerr
 	}
@@ -313,19 +312,12 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	if stagesOutputs(f) {
 		err = s.writeStaged(ctx, f, args, claim, read)
 	} else {
+		// One transaction, the batch's own, as claimLocked's.
 		b := &pgx.Batch{}
-		b.Queue("BEGIN")
 		b.Queue(completeStatement(f), args...)
 		claim(b)
-		b.Queue("COMMIT")
 		br := s.pool.SendBatch(ctx, b)
-		_, err = br.Exec()
-		if err == nil {
-			err = read(br)
-		}
-		if err == nil {
-			_, err = br.Exec()
-		}
+		err = read(br)
 		if cerr := br.Close(); err == nil {
 			err = cerr
 		}

@@ -1,0 +1,79 @@
+package postgres_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// statementCounter counts the statements a pool sends: each query sent
+// alone and each query of a batch.
+type statementCounter struct{ n atomic.Int32 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (*statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (*statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (c *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	c.n.Add(1)
+}
+
+func (*statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// TestClaimSendsItsLockAndItsClaimOnly: a claim is two statements, the
+// order's row lock and the fenced claim, in one round trip and in the
+// batch's own transaction; with the previous order's result before them
+// (the worker's pipelined step), three. A BEGIN and a COMMIT around them
+// were two statements more per order for PostgreSQL to run
+// (docs/benchmarks.md, "PostgreSQL's statements per sync order"); the
+// fence after the lock's wait is TestClaimWaitingForARowLockIsFencedAfterTheWait's.
+func TestClaimSendsItsLockAndItsClaimOnly(t *testing.T) {
+	ctx := testenv.Context(t)
+	var sent statementCounter
+	pool, err := postgres.OpenTweaked(ctx, testenv.Postgres(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = &sent })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := &storeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool)}
+	e.own("h1", "w1")
+	first, next := e.insert("h1", "alice", nil), e.insert("h1", "alice", nil)
+
+	sent.n.Store(0)
+	o, claimed, err := e.store.Claim(ctx, first.ID, "w1", 1)
+	if err != nil || !claimed || o.Status != order.StatusRunning || o.Attempt != 1 {
+		t.Fatalf("claim: claimed %v, %v, %+v", claimed, err, o)
+	}
+	if n := sent.n.Load(); n != 2 {
+		t.Errorf("a claim sent %d statements, want 2 (the row's lock, the claim)", n)
+	}
+
+	sent.n.Store(0)
+	step, err := e.store.CompleteAndClaim(ctx, first.ID, o.Attempt, succeeded("x"), next.ID, "w1", 2)
+	if err != nil || step.Done != nil || !step.Claimed || step.Next.Status != order.StatusRunning {
+		t.Fatalf("complete and claim: %v, %+v", err, step)
+	}
+	if n := sent.n.Load(); n != 3 {
+		t.Errorf("a result with the next claim sent %d statements, want 3 (the result, the row's lock, the claim)", n)
+	}
+	if got := e.get(first.ID); got.Status != order.StatusSucceeded {
+		t.Errorf("the first order: %s, want succeeded", got.Status)
+	}
+	if got := e.get(next.ID); got.Status != order.StatusRunning || got.Attempt != 1 {
+		t.Errorf("the next order: %s, attempt %d; want running, attempt 1", got.Status, got.Attempt)
+	}
+}
