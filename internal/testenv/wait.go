@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -44,6 +45,10 @@ func WaitUntilAnswered(t testing.TB, d time.Duration, what string, cond func(ctx
 	WaitUntil(t, d, what, func() bool {
 		tctx, cancel := context.WithTimeout(ctx, TryTimeout)
 		defer cancel()
-		return cond(tctx)
+		ok := cond(tctx)
+		if !ok && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+			t.Logf("%s: a try went unanswered for %s; trying again", what, TryTimeout)
+		}
+		return ok
 	})
 }
