@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +17,13 @@ import (
 // them nats.go prints its asynchronous errors (a write on a connection
 // the server closed) on stderr, far from the test and with no name.
 func NATSEvents(t testing.TB, name string) []nats.Option {
-	logger := Logger(t).With("nats_conn", name)
+	// nats.go runs these callbacks on a goroutine of its own, which
+	// Close does not wait for: one may come after the test ended, when a
+	// write to its output panics. The writer stops at the test's
+	// cleanup, which waits for a write under way.
+	out := &endingWriter{w: t.Output()}
+	t.Cleanup(out.end)
+	logger := LoggerTo(out).With("nats_conn", name)
 	var down atomic.Int64 // when the connection last dropped (UnixNano)
 	return []nats.Option{
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
@@ -44,4 +52,26 @@ func NATSEvents(t testing.TB, name string) []nats.Option {
 func clientID(nc *nats.Conn) uint64 {
 	id, _ := nc.GetClientID()
 	return id
+}
+
+// endingWriter writes to w until end is called, and nothing after.
+type endingWriter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	ended bool
+}
+
+func (e *endingWriter) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ended {
+		return len(p), nil
+	}
+	return e.w.Write(p)
+}
+
+func (e *endingWriter) end() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ended = true
 }
