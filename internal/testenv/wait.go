@@ -36,7 +36,7 @@ const TryTimeout = 2 * time.Second
 // and its answer never comes. Under the test's Context (two minutes) one
 // such request held a whole wait past its deadline
 // (TestStage0ExecuteSendsEveryLineLiveAcrossANATSRestart's probe of the
-// live stream's consumers, once in CI and once in 15 runs under load);
+// live stream's consumers, once in CI and once in 20 runs under load);
 // under its try's it costs one try.
 func WaitUntilAnswered(t testing.TB, d time.Duration, what string, cond func(ctx context.Context) bool) {
 	t.Helper()
