@@ -128,6 +128,9 @@ type envOptions struct {
 	// natsOpts, when set, are the API connection's own options (a
 	// reconnect held up).
 	natsOpts []nats.Option
+	// name, when set, tells this env's log lines and its connection's
+	// events from another env's in the same test (env=name).
+	name string
 }
 
 // failingPublisher is the queue with publishes of orders failing while
@@ -165,9 +168,11 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	e.store, e.pool = testenv.Store(t, e.dsn)
 	qopts := queue.Options{AckWait: 2 * time.Second, LeaseTTL: 2 * time.Second, Logger: e.logger()}
 	if opts.natsOpts == nil {
-		e.q = testenv.Queue(t, e.natsURL, "api-test", qopts)
+		e.q = testenv.Queue(t, e.natsURL, e.connName(), qopts)
 	} else {
-		nc, err := queue.Connect(e.natsURL, "api-test", opts.natsOpts...)
+		// Its connection's events logged (natsOpts, last, may handle
+		// them instead).
+		nc, err := queue.Connect(e.natsURL, "api-test", append(testenv.NATSEvents(t, e.connName()), opts.natsOpts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +374,18 @@ func (e *apiEnv) logger() *slog.Logger {
 	if e.opts.logger != nil {
 		return e.opts.logger
 	}
+	if e.opts.name != "" {
+		return testenv.Logger(e.t).With("env", e.opts.name)
+	}
 	return testenv.Logger(e.t)
+}
+
+// connName is the name of e's NATS connection in the test's log.
+func (e *apiEnv) connName() string {
+	if e.opts.name != "" {
+		return "api-test " + e.opts.name
+	}
+	return "api-test"
 }
 
 // readyzBody is /readyz's answer, as a test reads it.

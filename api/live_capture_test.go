@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -45,10 +46,10 @@ func TestLiveOutputAfterANATSRestartHasAllThreeMiBFromOffsetZero(t *testing.T) {
 	}
 
 	liveEnd := liveEndOf(t, ns.ClientURL(), "h1", o.ID)
-	testenv.WaitUntil(t, time.Minute, "the order's whole output in the live stream", func() bool { return liveEnd() == total })
+	testenv.WaitUntilAnswered(t, time.Minute, "the order's whole output in the live stream", func(ctx context.Context) bool { return liveEnd(ctx) == total })
 	testenv.NATSServerRestarted(t, ns) // the live stream lost with the server's memory
 	restarted := time.Now()
-	testenv.WaitUntil(t, time.Minute, "the order's output published again", func() bool { return liveEnd() == total })
+	testenv.WaitUntilAnswered(t, time.Minute, "the order's output published again", func(ctx context.Context) bool { return liveEnd(ctx) == total })
 	t.Logf("%d bytes published again %v after the restart", total, time.Since(restarted).Round(time.Millisecond))
 
 	after := followLive(t, e, o.ID)
@@ -83,9 +84,9 @@ func TestLiveOutputPublishedAgainPastTheCapIsWhatTheResultKeeps(t *testing.T) {
 	defer func() { _ = os.WriteFile(end, nil, 0o644) }()
 
 	liveEnd := liveEndOf(t, ns.ClientURL(), "h1", o.ID)
-	testenv.WaitUntil(t, time.Minute, "the order's live output up to its cap in the live stream", func() bool { return liveEnd() == capped })
+	testenv.WaitUntilAnswered(t, time.Minute, "the order's live output up to its cap in the live stream", func(ctx context.Context) bool { return liveEnd(ctx) == capped })
 	testenv.NATSServerRestarted(t, ns)
-	testenv.WaitUntil(t, time.Minute, "the order's output published again", func() bool { return liveEnd() == capped })
+	testenv.WaitUntilAnswered(t, time.Minute, "the order's output published again", func(ctx context.Context) bool { return liveEnd(ctx) == capped })
 
 	// The follower after the restart: every stdout chunk placed by offset,
 	// until the one that ends at the cap.
@@ -158,12 +159,12 @@ func TestLiveOutputPublishedAgainPastTheCapIsWhatTheResultKeeps(t *testing.T) {
 
 // liveEndOf returns where the last chunk of order id's output in the live
 // stream ends, -1 while there is none (or no stream), read with a
-// connection of its own that makes no stream.
-func liveEndOf(t *testing.T, url, host string, id uuid.UUID) func() int64 {
+// connection of its own that makes no stream, under ctx (a try of
+// WaitUntilAnswered: right after a restart a request can go unanswered).
+func liveEndOf(t *testing.T, url, host string, id uuid.UUID) func(context.Context) int64 {
 	js := testenv.JetStream(t, url, "live-end-test")
 	subj := queue.OutputSubjectOf(host, id)
-	return func() int64 {
-		ctx := testenv.Context(t)
+	return func(ctx context.Context) int64 {
 		st, err := js.Stream(ctx, queue.LiveStream)
 		if err != nil {
 			return -1

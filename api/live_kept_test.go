@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,8 +15,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -59,6 +62,9 @@ func TestLiveOutputKeptAcrossANATSRestart(t *testing.T) {
 
 	for _, f := range []*liveFollower{across, after} {
 		f.check(t)
+	}
+	if t.Failed() {
+		logLiveChunks(t, ns.ClientURL(), "h1", o.ID)
 	}
 	if !strings.Contains(after.events(), "stdout") || strings.Contains(after.events(), "interrupted") {
 		t.Errorf("the follower after the restart had events %s, want chunks and no interruption", after.events())
@@ -180,5 +186,34 @@ func (f *liveFollower) check(t *testing.T) {
 	lines = lines[:len(lines)-1]
 	if want := seqOutput(len(lines)) + "end\n"; f.out.String() != want || len(lines) < 40 {
 		t.Errorf("live output of %d lines is not 1..%d then end:\n%s", len(lines), len(lines), f.out.String())
+	}
+}
+
+// logLiveChunks logs what the live stream holds of order id of host,
+// each chunk's sequence, stored time, offset, size and Nats-Msg-Id (its
+// run, stream, offset and round: queue.LiveOutput): a hole in what a
+// follower read is then told from a chunk the stream never took (once
+// under load: the first 33 bytes missing after a restart, 1 run in 3 of
+// the restart tests together).
+func logLiveChunks(t *testing.T, url, host string, id uuid.UUID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	js := testenv.JetStream(t, url, "live-chunks-test")
+	st, err := js.Stream(ctx, queue.LiveStream)
+	if err != nil {
+		t.Logf("the live stream: %v", err)
+		return
+	}
+	info := st.CachedInfo()
+	t.Logf("the live stream, created %s: sequences %d - %d", info.Created, info.State.FirstSeq, info.State.LastSeq)
+	subj := queue.OutputSubjectOf(host, id)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq < info.State.FirstSeq+2000; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil || m.Subject != subj {
+			continue
+		}
+		t.Logf("seq %d at %s: offset %s, %d bytes, id %s", seq, m.Time.Format("15:04:05.000"),
+			m.Header.Get(queue.OffsetHeader), len(m.Data), m.Header.Get(nats.MsgIdHdr))
 	}
 }

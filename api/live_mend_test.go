@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,8 +39,7 @@ func TestLiveStreamMadeAgainAfterANATSRestartWithNoFollower(t *testing.T) {
 	subj := queue.OutputSubjectOf("h1", o.ID)
 	// lastOffset is where the order's last chunk in the live stream
 	// starts, -1 while it has none (or there is no stream).
-	lastOffset := func() int64 {
-		ctx := testenv.Context(t)
+	lastOffset := func(ctx context.Context) int64 {
 		st, err := js.Stream(ctx, queue.LiveStream)
 		if err != nil {
 			return -1
@@ -54,7 +54,7 @@ func TestLiveStreamMadeAgainAfterANATSRestartWithNoFollower(t *testing.T) {
 		}
 		return off
 	}
-	testenv.WaitUntil(t, 30*time.Second, "the order's first chunk in the live stream", func() bool { return lastOffset() >= 0 })
+	testenv.WaitUntilAnswered(t, 30*time.Second, "the order's first chunk in the live stream", func(ctx context.Context) bool { return lastOffset(ctx) >= 0 })
 
 	testenv.NATSServerRestarted(t, ns) // the live stream lost with the server's memory
 	restarted := time.Now()
@@ -64,8 +64,8 @@ func TestLiveStreamMadeAgainAfterANATSRestartWithNoFollower(t *testing.T) {
 	// "1\n".."5\n" are the first 10 bytes: a chunk from offset 10 on was
 	// printed after the restart. Nobody follows the order, and no API
 	// starts.
-	testenv.WaitUntil(t, 30*time.Second, "a chunk printed after the restart in the live stream", func() bool {
-		return lastOffset() >= 10
+	testenv.WaitUntilAnswered(t, 30*time.Second, "a chunk printed after the restart in the live stream", func(ctx context.Context) bool {
+		return lastOffset(ctx) >= 10
 	})
 	t.Logf("a chunk printed after the restart is in the live stream %v after it", time.Since(restarted).Round(time.Millisecond))
 }

@@ -46,8 +46,10 @@ func TestStage0ExecuteSendsEveryLineLiveAcrossANATSRestart(t *testing.T) {
 	workerHold, followerHold := newReconnectHold(), newReconnectHold()
 	defer workerHold.release()
 	defer followerHold.release()
-	w := newAPIEnv(t, envOptions{natsURL: ns.ClientURL(), hosts: []string{"h1"}, natsOpts: []nats.Option{workerHold.option()}})
-	f := newAPIEnv(t, envOptions{dsn: w.dsn, natsURL: ns.ClientURL(), tokens: w.tokens, natsOpts: []nats.Option{followerHold.option()}})
+	// Named: both run an intake, and the worker's (held on purpose) logs
+	// its requests timing out while the stage0 API's work.
+	w := newAPIEnv(t, envOptions{name: "worker", natsURL: ns.ClientURL(), hosts: []string{"h1"}, natsOpts: []nats.Option{workerHold.option()}})
+	f := newAPIEnv(t, envOptions{name: "stage0", dsn: w.dsn, natsURL: ns.ClientURL(), tokens: w.tokens, natsOpts: []nats.Option{followerHold.option()}})
 
 	files := t.TempDir()
 	at := func(name string) string { return filepath.Join(files, name) }
@@ -109,15 +111,15 @@ func TestStage0ExecuteSendsEveryLineLiveAcrossANATSRestart(t *testing.T) {
 	}
 	touch("g1")
 	js := testenv.JetStream(t, ns.ClientURL(), "stage0-restart-probe")
-	testenv.WaitUntil(t, time.Minute, "the mid lines in the live stream", func() bool {
+	testenv.WaitUntilAnswered(t, time.Minute, "the mid lines in the live stream", func(ctx context.Context) bool {
 		if _, err := os.Stat(at("mid")); err != nil {
 			return false
 		}
-		s, err := js.Stream(testenv.Context(t), queue.LiveStream)
+		s, err := js.Stream(ctx, queue.LiveStream)
 		if err != nil {
 			return false
 		}
-		m, err := s.GetLastMsgForSubject(testenv.Context(t), queue.OutputSubjectOf("h1", id))
+		m, err := s.GetLastMsgForSubject(ctx, queue.OutputSubjectOf("h1", id))
 		return err == nil && strings.HasSuffix(string(m.Data), "mid 20\n")
 	})
 
@@ -305,17 +307,19 @@ func holeOnTheWire(t *testing.T, e *apiEnv, id string) (ready, hole <-chan struc
 // subjects, when it reads a stream made again. The stream's consumer
 // count alone would count other orders' feeds too. (A feed whose
 // consumer's creation went unanswered and was asked again holds two for
-// a minute: counted, the other feed may not read yet.)
+// a minute: counted, the other feed may not read yet.) js's requests
+// right after the restart can go unanswered (WaitUntilAnswered): each
+// try is bounded.
 func feedsReading(t *testing.T, js jetstream.JetStream, host string, id uuid.UUID, n int) {
 	t.Helper()
 	subject := queue.OutputSubjectOf(host, id)
-	testenv.WaitUntil(t, time.Minute, fmt.Sprintf("%d feeds of the order reading the new live stream", n), func() bool {
-		s, err := js.Stream(testenv.Context(t), queue.LiveStream)
+	testenv.WaitUntilAnswered(t, time.Minute, fmt.Sprintf("%d feeds of the order reading the new live stream", n), func(ctx context.Context) bool {
+		s, err := js.Stream(ctx, queue.LiveStream)
 		if err != nil {
 			return false
 		}
 		got := 0
-		infos := s.ListConsumers(testenv.Context(t))
+		infos := s.ListConsumers(ctx)
 		for info := range infos.Info() {
 			if slices.Contains(info.Config.FilterSubjects, subject) {
 				got++

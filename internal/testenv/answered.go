@@ -14,14 +14,12 @@ import (
 // one is answered, at most 30 s, and returns that answer's error: right
 // after nats-server restarts, or while the machine stalls, a JetStream
 // request can go unanswered for seconds (5 s once in CI), which says
-// nothing of what the test checks. Each is given 2 s; an answer, an
+// nothing of what the test checks. Each is given TryTimeout; an answer, an
 // error included, ends the wait. what names the request for the failure.
 func Answered(t testing.TB, what string, req func(ctx context.Context) error) error {
 	t.Helper()
 	var err error
-	WaitUntil(t, 30*time.Second, what+" is answered", func() bool {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
+	WaitUntilAnswered(t, 30*time.Second, what+" is answered", func(ctx context.Context) bool {
 		err = req(ctx)
 		return !unanswered(err)
 	})

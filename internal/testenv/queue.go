@@ -13,7 +13,7 @@ import (
 // bucket created; the connection closes when the test ends.
 func Queue(t testing.TB, natsURL, name string, opts queue.Options) *queue.Queue {
 	t.Helper()
-	nc, err := queue.Connect(natsURL, name)
+	nc, err := queue.Connect(natsURL, name, NATSEvents(t, name)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func Queue(t testing.TB, natsURL, name string, opts queue.Options) *queue.Queue 
 // test ends.
 func JetStream(t testing.TB, natsURL, name string) jetstream.JetStream {
 	t.Helper()
-	nc, err := queue.Connect(natsURL, name)
+	nc, err := queue.Connect(natsURL, name, NATSEvents(t, name)...)
 	if err != nil {
 		t.Fatal(err)
 	}
