@@ -86,7 +86,6 @@ type Options struct {
 	DropEvery      time.Duration        // how often DropEnded runs
 	PurgeEvery     time.Duration        // how often acknowledged orders leave a limits orders stream (queue.PurgeAcked)
 	LiveSweepEvery time.Duration        // how often FreeLiveLeftovers runs (0: LiveSweepEvery), first after a sixth of it
-	LiveFreeGather time.Duration        // how long finished events are gathered before their orders are freed (0: LiveFreeGather)
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.

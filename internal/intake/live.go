@@ -1,7 +1,6 @@
 package intake
 
 import (
-	"cmp"
 	"context"
 	"time"
 
@@ -22,15 +21,6 @@ const (
 	liveFreeBatch   = 256
 )
 
-// LiveFreeGather is how long freeLive gathers finished events after the
-// first of a batch before it asks PostgreSQL which of their orders
-// ended. Taking only the events already waiting asked once per order at
-// sequential sync orders (one every few milliseconds, each event alone
-// by the time the last question was answered): a statement and a round
-// trip per order, for output nothing reads while it waits to be freed.
-// Gathered, one question serves every order of the window.
-const LiveFreeGather = 50 * time.Millisecond
-
 // liveFreeRetry is how long freeLive waits after PostgreSQL or NATS
 // failed it, before it takes the next events.
 const liveFreeRetry = time.Second
@@ -43,9 +33,8 @@ const liveFreeRetry = time.Second
 // that names the order's subjects. PostgreSQL is asked because the event
 // proves nothing: a worker's seed can have an answer of the server land
 // on another host's event subject. Ids are asked in batches, as many as
-// came within LiveFreeGather of the first (Options.LiveFreeGather). A
-// batch that fails is left to the sweep (FreeLiveLeftovers). It returns
-// when ctx ends.
+// came meanwhile. A batch that fails is left to the sweep
+// (FreeLiveLeftovers). It returns when ctx ends.
 func (s *Service) freeLive(ctx context.Context) {
 	type finished struct {
 		host string
@@ -67,9 +56,6 @@ func (s *Service) freeLive(ctx context.Context) {
 	var failing logging.Streak
 	batch := make([]finished, 0, liveFreeBatch)
 	ids := make([]uuid.UUID, 0, liveFreeBatch)
-	window := time.NewTimer(0)
-	window.Stop()
-	defer window.Stop()
 	for {
 		batch, ids = batch[:0], ids[:0]
 		select {
@@ -78,19 +64,15 @@ func (s *Service) freeLive(ctx context.Context) {
 		case f := <-ch:
 			batch = append(batch, f)
 		}
-		window.Reset(cmp.Or(s.opts.LiveFreeGather, LiveFreeGather))
 	gather:
 		for len(batch) < liveFreeBatch {
 			select {
 			case f := <-ch:
 				batch = append(batch, f)
-			case <-window.C:
+			default:
 				break gather
-			case <-ctx.Done():
-				return
 			}
 		}
-		window.Stop()
 		for _, f := range batch {
 			ids = append(ids, f.id)
 		}
