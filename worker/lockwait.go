@@ -54,7 +54,7 @@ func (w *Worker) watchWait(ctx context.Context, step string, id, next uuid.UUID,
 // stmtWaits is the worker's watch over the store calls of watchWait in
 // flight: one timer for all of them, armed for the oldest's
 // StatementWaitWarn while any is in flight, instead of a timer (and its
-// closure and channel) per call, about three calls per order. Calls that
+// closure and channel) per call, two or three calls per order. Calls that
 // end before it fires leave it armed; when it fires it warns of the late
 // ones and is armed again for the next to come due, or left off when
 // none is in flight, so an idle worker's timer does not fire.
