@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,27 +33,124 @@ const blockersReadTimeout = 5 * time.Second
 // order, the host, the backend that waits and, read on another
 // connection, the backends that block it (pg_blocking_pids); once the
 // call returns after that, one INFO with the whole wait. A quick call
-// costs a timer and the context's note of its backend, no query.
+// costs its entry in the worker's list of calls in flight and the
+// context's note of its backend: no timer, no goroutine, no query
+// (stmtWaits).
 func (w *Worker) watchWait(ctx context.Context, step string, id, next uuid.UUID, fn func(context.Context) error) error {
-	var (
-		b     postgres.Backend
-		start = time.Now()
-		done  = make(chan struct{})
-	)
-	t := time.AfterFunc(w.opts.StatementWaitWarn, func() {
-		defer close(done)
-		w.warnWait(step, id, next, &b, start)
-	})
-	wctx, watched := postgres.WatchBackend(ctx, &b)
+	s := &stmtWait{step: step, id: id, next: next, start: time.Now()}
+	w.waits.add(w, s)
+	wctx, watched := postgres.WatchBackend(ctx, &s.b)
 	err := fn(wctx)
 	watched()
-	if !t.Stop() {
-		<-done // the WARN first
-		attrs := append(waitAttrs(step, id, next), slog.Duration("waited", time.Since(start).Round(time.Millisecond)),
+	if warned := w.waits.remove(s); warned != nil {
+		<-warned // the WARN first
+		attrs := append(waitAttrs(step, id, next), slog.Duration("waited", time.Since(s.start).Round(time.Millisecond)),
 			slog.Bool("failed", err != nil))
 		w.logger.LogAttrs(context.Background(), slog.LevelInfo, "postgresql statement done after a wait", attrs...)
 	}
 	return err
+}
+
+// stmtWaits is the worker's watch over the store calls of watchWait in
+// flight: one timer for all of them, armed for the oldest's
+// StatementWaitWarn while any is in flight, instead of a timer (and its
+// closure and channel) per call, two or three calls per order. Calls that
+// end before it fires leave it armed; when it fires it warns of the late
+// ones and is armed again for the next to come due, or left off when
+// none is in flight, so an idle worker's timer does not fire.
+type stmtWaits struct {
+	mu       sync.Mutex
+	inflight []*stmtWait
+	timer    *time.Timer
+	armed    bool
+}
+
+// stmtWait is one store call in flight.
+type stmtWait struct {
+	step     string
+	id, next uuid.UUID
+	start    time.Time
+	b        postgres.Backend
+	// warned is made, under stmtWaits.mu, when the call is found late,
+	// and closed once its WARN is written.
+	warned chan struct{}
+}
+
+// add puts s in flight and arms the timer (w.checkWaits, after
+// StatementWaitWarn) unless it is armed already, for an older call,
+// which is due first.
+func (ws *stmtWaits) add(w *Worker, s *stmtWait) {
+	ws.mu.Lock()
+	ws.inflight = append(ws.inflight, s)
+	if !ws.armed {
+		ws.armed = true
+		if ws.timer == nil {
+			ws.timer = time.AfterFunc(w.opts.StatementWaitWarn, w.checkWaits)
+		} else {
+			ws.timer.Reset(w.opts.StatementWaitWarn)
+		}
+	}
+	ws.mu.Unlock()
+}
+
+// remove takes s out of flight and returns its warned channel: nil when
+// it was not found late.
+func (ws *stmtWaits) remove(s *stmtWait) chan struct{} {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for i, x := range ws.inflight {
+		if x == s {
+			last := len(ws.inflight) - 1
+			ws.inflight[i], ws.inflight[last] = ws.inflight[last], nil
+			ws.inflight = ws.inflight[:last]
+			break
+		}
+	}
+	return s.warned
+}
+
+// stop leaves the timer off, at the end of Run.
+func (ws *stmtWaits) stop() {
+	ws.mu.Lock()
+	if ws.timer != nil {
+		ws.timer.Stop()
+	}
+	ws.armed = false
+	ws.mu.Unlock()
+}
+
+// checkWaits is the timer's function: it takes the calls in flight past
+// StatementWaitWarn as late, arms the timer again for the first of the
+// others to come due, and writes the late ones' WARNs (each once; a
+// call that ends meanwhile waits for its WARN before its INFO).
+func (w *Worker) checkWaits() {
+	ws := &w.waits
+	now := time.Now()
+	var late []*stmtWait
+	var next time.Duration
+	ws.mu.Lock()
+	for _, s := range ws.inflight {
+		if s.warned != nil {
+			continue
+		}
+		if left := w.opts.StatementWaitWarn - now.Sub(s.start); left > 0 {
+			if next == 0 || left < next {
+				next = left
+			}
+			continue
+		}
+		s.warned = make(chan struct{})
+		late = append(late, s)
+	}
+	ws.armed = next > 0
+	if ws.armed {
+		ws.timer.Reset(next)
+	}
+	ws.mu.Unlock()
+	for _, s := range late {
+		w.warnWait(s.step, s.id, s.next, &s.b, s.start)
+		close(s.warned)
+	}
 }
 
 // warnWait is watchWait's WARN: what the statement waits for, as far as

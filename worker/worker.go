@@ -175,6 +175,9 @@ type Worker struct {
 	// pg is whether the worker reaches PostgreSQL, for its heartbeat
 	// (pgreach.go).
 	pg pgReach
+	// waits watches the order path's store calls in flight for one
+	// that waits long (lockwait.go).
+	waits stmtWaits
 }
 
 type running struct {
@@ -254,6 +257,7 @@ var errRewind = errors.New("rewinding the host's consumer (a delivery gap or los
 // stops fetching, lets the current order finish for up to ShutdownGrace,
 // then kills it.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.waits.stop()
 	b := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
 	for {
 		started := time.Now()
