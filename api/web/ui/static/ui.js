@@ -577,6 +577,13 @@
       // A worker of the host took it: what the page said of the host
       // being offline no longer holds.
       hostNote.hidden = true;
+      // A systemd verb's job, once started, is systemd's: a cancel does
+      // not stop it, so Stop goes and the page says why.
+      const jobNote = document.getElementById("job-note"), stopForm = document.getElementById("stop-form");
+      if (jobNote) {
+        jobNote.hidden = false;
+        if (stopForm) stopForm.remove();
+      }
       statusEl.textContent = "running";
       statusEl.className = "badge running";
     });
