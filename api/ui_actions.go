@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -123,6 +124,17 @@ func (u *webUI) fieldsOf(av ActionView, values map[string]string, choices map[st
 				label = c.Value + " (" + c.ActiveState + ", " + c.SubState + ")"
 			}
 			f.Choices = append(f.Choices, choiceField{Value: c.Value, Label: label, Disabled: !c.Valid, Selected: c.Value == f.Value})
+		}
+		if cs := choices[p.Name]; len(cs) > 0 && f.Value != "" && !slices.ContainsFunc(cs, func(c unitChoiceJSON) bool { return c.Value == f.Value }) {
+			// A value the form had (a re-run's, a refused run's) whose
+			// unit the host does not list now: systemd unloads a stopped
+			// instance, which a run still starts. It stays chosen, and
+			// says so, instead of "(choose)" with nothing said.
+			ok := true
+			if dp := d.Param(p.Name); dp != nil {
+				ok = dp.Check(f.Value) == nil
+			}
+			f.Choices = append(f.Choices, choiceField{Value: f.Value, Label: f.Value + " (not loaded on this host)", Disabled: !ok, Selected: ok})
 		}
 		out = append(out, f)
 	}

@@ -108,12 +108,16 @@ func holdGreet(t *testing.T, who string) func(line int) {
 	return release
 }
 
+// uiActionsBus is the D-Bus of uiActions' systemd verbs: "user" for a
+// test run beside a real user manager (ui_job_browser_test.go).
+var uiActionsBus = "system"
+
 // uiActions is the config both the API and the worker load: greet prints
 // three lines a second apart (or as a test lets them go: holdGreet), so
 // a page can watch them arrive.
 func uiActions() config.Actions {
 	maxLen := int64(10)
-	return config.Actions{Bus: "system", Definitions: []config.Action{{
+	return config.Actions{Bus: uiActionsBus, Definitions: []config.Action{{
 		Name: "greet", Title: "Greet", Description: "Prints three greetings, a second apart.",
 		Command: []string{"sh", "-c", `for i in 1 2 3; do printf '\033[32mhello\033[0m %s %s\n' "$1" "$i"; ` +
 			`if [ -e "$2/hold-$1" ]; then while [ ! -e "$2/go-$1-$i" ]; do sleep 0.05; done; else sleep 1; fi; done`, "greet", "{who}", greetGates},

@@ -33,6 +33,11 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := newRunView(o)
+	if o.Action != nil {
+		if d := u.s.actionSet().Lookup(o.Action.Name); d != nil && d.Verb != "" {
+			v.Job = true
+		}
+	}
 	if !v.Terminal {
 		v.HostNote = u.hostNote(r, o)
 		if o.Status == order.StatusQueued && r.URL.Query().Get("recorded") != "" {

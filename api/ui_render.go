@@ -253,6 +253,10 @@ type runView struct {
 	HostNote  string
 	Downloads []string
 	Rerun     string
+	// Job is set for a run of an action with a systemd verb: once it
+	// runs, it is systemd's job, which a cancel does not stop
+	// (docs/actions.md), so the page offers no Stop then.
+	Job bool
 	// Duration is how long it ran: "–" for an order that has not ended
 	// or never started (canceled or expired while queued, rejected by the
 	// worker's host policy), "unknown" for

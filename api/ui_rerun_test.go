@@ -1,9 +1,12 @@
 package api_test
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,4 +73,44 @@ func TestUIRunPageShowsARunAgainFromItsStart(t *testing.T) {
 	}
 	waitJS(t, ctx, "the ended order's page", `document.readyState === "complete" && !!document.getElementById("status") && `+
 		`document.getElementById("status").innerText === "succeeded" && document.getElementById("output").textContent === "run 2\n"`, time.Minute)
+}
+
+// TestUIRerunKeepsAUnitNoLongerLoaded: re-running a restart whose unit
+// the host no longer lists (systemd unloads a stopped instance, which a
+// run still starts) keeps its value chosen in the unit dropdown, marked
+// as not loaded, and runs it; before, the dropdown came back on
+// "(choose)" with nothing said, and the re-run lost its parameter.
+func TestUIRerunKeepsAUnitNoLongerLoaded(t *testing.T) {
+	e := newUIEnv(t)
+	ctx := browser(t)
+	signIn(t, ctx, e, "alice")
+	// example@0099.service is none of the host's units (uiUnits).
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/v1/actions/restart/run", strings.NewReader(`{"host":"web-1","params":{"id":"0099"}}`))
+	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o struct {
+		ID string `json:"id"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&o)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("run: %d %v", resp.StatusCode, err)
+	}
+	step(t, ctx, "open the re-run", chromedp.Navigate(e.url+"/ui/?rerun="+o.ID+"#action-restart"))
+	waitJS(t, ctx, "the host's units in the dropdown", `!!document.querySelector("select#p-restart-id option[value='0042']")`, 10*time.Second)
+	if v := eval[string](t, ctx, `document.getElementById("p-restart-id").value`); v != "0099" {
+		t.Fatalf("the re-run's unit is %q, want 0099", v)
+	}
+	if label := eval[string](t, ctx, `document.getElementById("p-restart-id").selectedOptions[0].textContent`); !strings.Contains(label, "not loaded") {
+		t.Fatalf("the re-run's unit reads %q: it does not say the host does not list it", label)
+	}
+	step(t, ctx, "run it", chromedp.Click(chromedp.ID("run-restart")), chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	// Asked in one expression: the page reloads itself as the run ends.
+	waitJS(t, ctx, "the new run's page, of 0099", `!!document.getElementById("run") && document.getElementById("run").dataset.order !== "`+o.ID+`" && `+
+		`document.querySelector("#run h1").innerText.includes("id=0099")`, 30*time.Second)
 }

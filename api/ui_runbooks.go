@@ -29,6 +29,11 @@ type runbookPageView struct {
 	// "(runbooks.host)", which a newcomer on serve, who had set no such
 	// key, read as a setting to make before running anything.
 	DefaultHost string
+	// Host is the host a refused run named, shown again; its variables'
+	// values are not (EnvAgain), as the command form never shows
+	// environment values again.
+	Host     string
+	EnvAgain bool
 }
 
 // runbookPage is GET /ui/runbooks/{name}: the runbook with a field for
@@ -47,6 +52,14 @@ func (u *webUI) renderRunbook(w http.ResponseWriter, r *http.Request, status int
 		return
 	}
 	v.HostNames = u.hostNames(r)
+	if r.Method == http.MethodPost {
+		v.Host = r.PostFormValue("host")
+		for k, vals := range r.PostForm {
+			if strings.HasPrefix(k, "env.") && len(vals) > 0 && vals[len(vals)-1] != "" {
+				v.EnvAgain = true
+			}
+		}
+	}
 	if d := u.s.Runbooks; d != nil {
 		v.DefaultHost = d.Config().Host
 	}
@@ -93,7 +106,14 @@ func (u *webUI) runRunbook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var o Order
-	if !a.ok() || a.decode(&o) != nil {
+	if !a.ok() {
+		// Refused (its Required Claims, the policy, a bad host, a
+		// variable): said on the runbook's page, its host kept, not on
+		// an error page whose only way on is the dashboard.
+		u.renderRunbook(w, r, a.status, a.problem()+" (nothing was run)")
+		return
+	}
+	if a.decode(&o) != nil {
 		u.pages.errorPage(w, r, a.status, a.problem())
 		return
 	}

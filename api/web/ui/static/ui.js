@@ -54,6 +54,55 @@
     if (el && el.dataset.fromServer !== "yes") el.remove();
   });
 
+  // A value its pattern refuses is refused by the browser before the
+  // form is sent, in its own words, which say nothing of what the field
+  // takes ("Please match the requested format."): the field's data-rule
+  // says it instead, as the API's refusal would. Any edit clears it, so
+  // the browser judges the new value afresh.
+  document.addEventListener("invalid", function (e) {
+    const f = e.target;
+    if (f.dataset && f.dataset.rule && f.validity.patternMismatch) f.setCustomValidity(f.dataset.rule);
+  }, true);
+  document.addEventListener("input", function (e) {
+    const f = e.target;
+    if (f.dataset && f.dataset.rule) f.setCustomValidity("");
+  }, true);
+
+  // confirmValues lists in the confirmation what the form will run
+  // with: its host and each field as the person sees it ("Restart an
+  // instance?" alone does not say which one, nor where). A secret is
+  // not shown, a field left empty says it takes the default or is
+  // empty, and a bidi control is shown as its escape, as everywhere
+  // else on the page.
+  function confirmValues(form) {
+    const list = document.getElementById("confirm-values");
+    if (!list) return;
+    list.textContent = "";
+    const escaped = function (s) {
+      return s.replace(/[\u202a-\u202e\u2066-\u2069]/g, function (c) { return "\\u" + c.charCodeAt(0).toString(16); });
+    };
+    Array.prototype.forEach.call(form.elements, function (f) {
+      if (!f.id || f.type === "hidden" || f.type === "submit" || f.disabled) return;
+      const label = form.querySelector('label[for="' + CSS.escape(f.id) + '"]');
+      if (!label) return;
+      const name = label.cloneNode(true);
+      name.querySelectorAll(".help").forEach(function (h) { h.remove(); });
+      let value;
+      if (f.dataset.secret !== undefined) value = f.type !== "checkbox" && f.value === "" ? "(default)" : "(secret, not shown)";
+      else if (f.type === "checkbox") value = f.checked ? "yes" : "no";
+      else if (f.tagName === "SELECT") value = f.selectedOptions.length ? f.selectedOptions[0].textContent : "";
+      else value = f.value === "" ? (f.placeholder || "(empty)") : f.value;
+      const row = document.createElement("div");
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = name.textContent.trim().replace(/ \(secret, asked every run\)$/, "");
+      dd.textContent = escaped(value);
+      row.append(dt, dd);
+      list.appendChild(row);
+    });
+    list.hidden = list.childElementCount === 0;
+  }
+
   // Forms with data-confirm ask first, in a keyboard-usable <dialog>.
   const dialog = document.getElementById("confirm");
   document.addEventListener("submit", function (e) {
@@ -61,6 +110,7 @@
     if (!form.dataset || !form.dataset.confirm || form.dataset.confirmed === "yes" || !dialog) return;
     e.preventDefault();
     document.getElementById("confirm-text").textContent = form.dataset.confirm;
+    confirmValues(form);
     dialog.returnValue = "";
     dialog.onclose = function () {
       if (dialog.returnValue === "ok") {
@@ -288,10 +338,71 @@
     if (atBottom) out.scrollTop = out.scrollHeight;
   }
 
-  // One decoder per stream: a character whose bytes arrive in two chunks
-  // (each then base64, being invalid UTF-8 alone) is completed by the next
-  // one instead of becoming two replacement characters.
-  const decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") };
+  // utf8Scan finds where bytes stop being UTF-8 as Go reads it
+  // (utf8.Valid: no overlong forms, surrogates or values past U+10FFFF):
+  // {bad: true, at} at the first byte of a sequence that is not, or
+  // {bad: false, at} where a sequence the bytes leave unfinished begins
+  // (bytes.length when none does).
+  function utf8Scan(b) {
+    let i = 0;
+    while (i < b.length) {
+      const c = b[i];
+      let n = 0;
+      if (c < 0x80) { i++; continue; }
+      if (c >= 0xc2 && c <= 0xdf) n = 1;
+      else if (c >= 0xe0 && c <= 0xef) n = 2;
+      else if (c >= 0xf0 && c <= 0xf4) n = 3;
+      else return { bad: true, at: i };
+      let lo = 0x80, hi = 0xbf; // the second byte's range
+      if (c === 0xe0) lo = 0xa0; else if (c === 0xed) hi = 0x9f; else if (c === 0xf0) lo = 0x90; else if (c === 0xf4) hi = 0x8f;
+      for (let k = 1; k <= n; k++) {
+        if (i + k >= b.length) return { bad: false, at: i };
+        const d = b[i + k];
+        if (d < (k === 1 ? lo : 0x80) || d > (k === 1 ? hi : 0xbf)) return { bad: true, at: i };
+      }
+      i += n + 1;
+    }
+    return { bad: false, at: b.length };
+  }
+
+  // A character whose bytes arrive in two chunks (each then base64, being
+  // invalid UTF-8 alone) is completed by the next one: the bytes it
+  // leaves unfinished are carried over, per stream. A stream with bytes
+  // that are not UTF-8 is binary: its stored output is a download only,
+  // as the finished page says, and shown as text live it was a run of
+  // replacement characters. What it printed before them is shown; the
+  // page then says, once, that the stream is binary and shows nothing
+  // more of it.
+  const utf8 = new TextDecoder("utf-8");
+  const carry = { stdout: new Uint8Array(0), stderr: new Uint8Array(0) };
+  const binary = { stdout: false, stderr: false };
+  // textOf is the text of a stream's next bytes (more: whether more may
+  // follow, which an unfinished character waits for), or null when the
+  // stream is binary.
+  function textOf(stream, bytes, more) {
+    if (binary[stream]) return null;
+    let b = bytes;
+    if (carry[stream].length > 0) {
+      b = new Uint8Array(carry[stream].length + bytes.length);
+      b.set(carry[stream]);
+      b.set(bytes, carry[stream].length);
+    }
+    const scan = utf8Scan(b);
+    const text = utf8.decode(b.subarray(0, scan.at));
+    if (!scan.bad && (more || scan.at === b.length)) {
+      carry[stream] = b.slice(scan.at);
+      return text;
+    }
+    binary[stream] = true;
+    carry[stream] = new Uint8Array(0);
+    if (text !== "") append(stream, text);
+    flush();
+    const marker = document.createElement("span");
+    marker.className = "omitted binary";
+    marker.textContent = "\n… " + stream + " is binary from here: download it when the order ends …\n";
+    out.appendChild(marker);
+    return null;
+  }
 
   // bytesOf is a chunk's bytes, or null for an encoding the page does not
   // read.
@@ -306,11 +417,14 @@
   }
 
   function decode(stream, chunk) {
-    const dec = decoders[stream];
-    if (!chunk.encode) return dec.decode() + chunk.data; // what was pending was not a character
+    if (!chunk.encode) { // what was pending was not a character
+      const pending = textOf(stream, new Uint8Array(0), false);
+      return pending === null ? null : pending + chunk.data;
+    }
     const bytes = bytesOf(chunk);
-    if (bytes) return dec.decode(bytes, { stream: true });
-    return dec.decode() + "[" + chunk.encode + " output: download it when the order ends]\n";
+    if (bytes) return textOf(stream, bytes, true);
+    const pending = textOf(stream, new Uint8Array(0), false);
+    return pending === null ? null : pending + "[" + chunk.encode + " output: download it when the order ends]\n";
   }
 
   // Each chunk says where in its stream it starts (its offset, in bytes):
@@ -345,7 +459,7 @@
       if (!holes.stdout && !holes.stderr) resume();
     }
     shown[stream] = chunk.offset + bytes.length;
-    return decoders[stream].decode(bytes.subarray(at - chunk.offset), { stream: true });
+    return textOf(stream, bytes.subarray(at - chunk.offset), true);
   }
   // interrupt shows what the page has, then where live output stopped.
   function interrupt() {
@@ -424,7 +538,8 @@
     holes.stdout = false; holes.stderr = false;
     state.stdout = []; state.stderr = [];
     held.stdout = ""; held.stderr = "";
-    decoders.stdout = new TextDecoder("utf-8"); decoders.stderr = new TextDecoder("utf-8");
+    carry.stdout = new Uint8Array(0); carry.stderr = new Uint8Array(0);
+    binary.stdout = false; binary.stderr = false;
   }
   // follow opens the order's event stream: from its start, the page's
   // output rebuilt from it; or, resuming, after the last event the page
@@ -462,6 +577,13 @@
       // A worker of the host took it: what the page said of the host
       // being offline no longer holds.
       hostNote.hidden = true;
+      // A systemd verb's job, once started, is systemd's: a cancel does
+      // not stop it, so Stop goes and the page says why.
+      const jobNote = document.getElementById("job-note"), stopForm = document.getElementById("stop-form");
+      if (jobNote) {
+        jobNote.hidden = false;
+        if (stopForm) stopForm.remove();
+      }
       statusEl.textContent = "running";
       statusEl.className = "badge running";
     });
