@@ -1,0 +1,315 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestHolderTakesBackACopiedSignedLease: a lease value its host's key
+// signed was valid for its instance's whole tenure, and after it: a copy
+// of an earlier holder's value, written again by another credential (the
+// reply-subject route, decisions.md hA18; a put here), was a value its
+// host's key signed for another instance, so the live holder lost the
+// host to it (ErrLeaseLost) and ended its tenure. The value now names the
+// revision it was written after, and a copy names one below the holder's
+// own: taken back at once, as a forgery, both within the lease and past
+// it (there as a lapse, on the revision read). A copy of the holder's own
+// earlier value is taken back too. A real rival's take is still a lost
+// lease.
+func TestHolderTakesBackACopiedSignedLease(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{LeaseTTL: 2 * time.Second})
+	ctx := testenv.Context(t)
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := queue.NewMarkKey([]byte("seed of r1"))
+	// An earlier tenure of r1/a, renewed, then released.
+	a, err := q.AcquireSignedLease(ctx, "r1", "r1/a", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	earlier, err := kv.Get(ctx, "lease.r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := q.AcquireSignedLease(ctx, "r1", "r1/b", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Freed() != "" {
+		t.Fatalf("r1/b took the released key as %q", b.Freed())
+	}
+	own, err := kv.Get(ctx, "lease.r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		v    []byte
+	}{
+		{"the earlier holder's value", earlier.Value()},
+		{"its own earlier value", own.Value()},
+	} {
+		if _, err := kv.Put(ctx, "lease.r1", c.v); err != nil {
+			t.Fatal(err)
+		}
+		if retaken, err := b.Renew(ctx); err != nil || retaken {
+			t.Fatalf("%s written again: the holder's renewal: retaken %v, %v; want it taken back", c.name, retaken, err)
+		}
+		if holder, err := q.LeaseHolder(ctx, "r1"); err != nil || holder != "r1/b" {
+			t.Fatalf("%s written again: the key names %q (%v) after the renewal, want r1/b", c.name, holder, err)
+		}
+	}
+
+	// Past the lease (a holder frozen, or cut off): a copy is taken back
+	// as a lapse, not a lost lease.
+	if _, err := kv.Put(ctx, "lease.r1", earlier.Value()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2*time.Second + 100*time.Millisecond)
+	if _, err := b.Renew(ctx); err != nil {
+		t.Fatalf("the earlier holder's value written again, past the lease: %v; want it taken back", err)
+	}
+	if holder, err := q.LeaseHolder(ctx, "r1"); err != nil || holder != "r1/b" {
+		t.Fatalf("past the lease: the key names %q (%v), want r1/b", holder, err)
+	}
+
+	// A worker of r1 that takes the key once it is free is a real rival.
+	if err := kv.Delete(ctx, "lease.r1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2*time.Second + 100*time.Millisecond)
+	if _, err := q.AcquireSignedLease(ctx, "r1", "r1/c", k, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Renew(ctx); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("r1/c's take, past r1/b's lease: %v; want ErrLeaseLost", err)
+	}
+}
+
+// TestStandbyLeavesACopiedRenewalUncounted: a standby counted every value
+// its host's key signed as its holder's renewal, copies included: a
+// dead holder's last value, copied from the key and written again by
+// another credential every lease/8, kept its standby waiting for as long
+// as the copies came, and the host ran nothing. Copies name a revision
+// below the last renewal the standby honoured: not counted, and the
+// standby takes the host a lease after its holder stopped. While the
+// holder lives, copies of its newest value written between its renewals
+// hand the standby nothing: the holder takes each back, and its value
+// then names the copy's revision.
+func TestStandbyLeavesACopiedRenewalUncounted(t *testing.T) {
+	const ttl = time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
+	forger := testenv.Queue(t, url, "forger", queue.Options{LeaseTTL: ttl})
+	kv, err := forger.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := queue.NewMarkKey([]byte("seed of r2"))
+	a, err := holder.AcquireSignedLease(ctx, "r2", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost atomic.Pointer[error]
+	rctx, stopRenewing := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for rctx.Err() == nil {
+			if _, err := a.Renew(rctx); errors.Is(err, queue.ErrLeaseLost) {
+				lost.Store(&err)
+				return
+			}
+			select {
+			case <-rctx.Done():
+			case <-time.After(ttl / 3):
+			}
+		}
+	}()
+	waiting, took := make(chan struct{}), make(chan *queue.Lease, 1)
+	var once sync.Once
+	sctx, stopStandby := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sctx.Err() == nil {
+			l, err := standby.AcquireSignedLease(sctx, "r2", "B", k, func(string) { once.Do(func() { close(waiting) }) })
+			if err == nil {
+				took <- l
+				return
+			}
+			t.Logf("standby: %v", err)
+		}
+	}()
+	// The forger copies the holder's value (the newest one while the
+	// holder renews, its last one once it stopped) and writes it again.
+	var (
+		last    atomic.Value // []byte: the holder's newest value read
+		renewed = make(chan struct{})
+	)
+	fctx, stopForging := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for fctx.Err() == nil {
+			select {
+			case <-renewed:
+			default:
+				if e, err := kv.Get(fctx, "lease.r2"); err == nil && strings.HasPrefix(string(e.Value()), "A\n") {
+					last.Store(e.Value())
+				}
+			}
+			if v, ok := last.Load().([]byte); ok {
+				_, _ = kv.Put(fctx, "lease.r2", v)
+			}
+			select {
+			case <-fctx.Done():
+			case <-time.After(ttl / 8):
+			}
+		}
+	}()
+	defer func() {
+		stopForging()
+		stopRenewing()
+		stopStandby()
+		wg.Wait()
+	}()
+	<-waiting
+	select {
+	case l := <-took:
+		t.Fatalf("the standby took the lease (freed %q) while its holder renewed it", l.Freed())
+	case <-time.After(3 * ttl):
+	}
+	if err := lost.Load(); err != nil {
+		t.Fatalf("the holder lost its lease to copies of its own value: %v", *err)
+	}
+	// The holder dies (no release); the forger keeps writing its last
+	// value.
+	stopRenewing()
+	close(renewed)
+	stopped := time.Now()
+	select {
+	case l := <-took:
+		t.Logf("the standby took the lease %s after its holder stopped (freed %q)", time.Since(stopped).Round(time.Millisecond), l.Freed())
+	case <-time.After(6 * ttl):
+		t.Fatal("the standby did not take the lease of a holder that stopped renewing: copies of its last value kept it waiting")
+	}
+}
+
+// TestStandbyTakesADeadHoldersHostFromAFlood: a lease after its holder's
+// last renewal, a standby took a key holding a value its host's key did
+// not sign over it with a write on the revision it read, so as to lose to
+// a live holder's write rather than overwrite it. Another credential
+// writing the key faster than a read and a write came back kept it losing
+// every race, for as long as it wrote: a dead holder's host ran nothing.
+// Here the standby waits while the holder renews; four writers then put
+// unsigned values back to back, and the holder stops renewing (no
+// release); the standby must take the host within a few leases.
+func TestStandbyTakesADeadHoldersHostFromAFlood(t *testing.T) {
+	const ttl = time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
+	k := queue.NewMarkKey([]byte("seed of r3"))
+	a, err := holder.AcquireSignedLease(ctx, "r3", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	rctx, stopRenewing := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for rctx.Err() == nil {
+			_, _ = a.Renew(rctx)
+			select {
+			case <-rctx.Done():
+			case <-time.After(ttl / 3):
+			}
+		}
+	}()
+	waiting, took := make(chan struct{}), make(chan *queue.Lease, 1)
+	var once sync.Once
+	sctx, stopStandby := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sctx.Err() == nil {
+			l, err := standby.AcquireSignedLease(sctx, "r3", "B", k, func(string) { once.Do(func() { close(waiting) }) })
+			if err == nil {
+				took <- l
+				return
+			}
+		}
+	}()
+	fctx, stopForging := context.WithCancel(ctx)
+	defer func() {
+		stopForging()
+		stopRenewing()
+		stopStandby()
+		wg.Wait()
+	}()
+	<-waiting
+	time.Sleep(ttl) // renewals the standby honours
+	// Published without waiting for the server's answers, as a forger
+	// would: the server stores them back to back.
+	var writes atomic.Int64
+	var fwg sync.WaitGroup
+	for range 2 {
+		nc, err := queue.Connect(url, "forger")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		fwg.Add(1)
+		go func() {
+			defer fwg.Done()
+			for i := 0; fctx.Err() == nil; i++ {
+				if nc.Publish("$KV."+queue.HostsBucket+".lease.r3", []byte("forger"+strconv.Itoa(i))) == nil {
+					writes.Add(1)
+				}
+				if i%64 == 63 {
+					_ = nc.FlushTimeout(time.Second)
+				}
+			}
+		}()
+	}
+	time.Sleep(ttl / 2)
+	stopRenewing()
+	stopped := time.Now()
+	select {
+	case l := <-took:
+		t.Logf("taken %s after the holder stopped (freed %q), %d forged writes", time.Since(stopped).Round(time.Millisecond), l.Freed(), writes.Load())
+	case <-time.After(8 * ttl):
+		t.Fatalf("the standby did not take the host of a dead holder within 8 leases while %d forged writes came", writes.Load())
+	}
+	stopForging()
+	fwg.Wait()
+	if holder, err := standby.LeaseHolder(ctx, "r3"); err != nil || holder != "B" && !strings.HasPrefix(holder, "forger") {
+		t.Fatalf("the key names %q (%v) after the take, want B (or a forgery after it)", holder, err)
+	}
+}
