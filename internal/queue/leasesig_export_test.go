@@ -21,4 +21,6 @@ func TrustLeaseForTest(key string, v []byte, k MarkKey) bool {
 }
 
 // LeaseValueForTest is the value instance writes as key's holder.
-func LeaseValueForTest(key, instance string, k MarkKey) []byte { return leaseValue(key, instance, 0, k) }
+func LeaseValueForTest(key, instance string, k MarkKey) []byte {
+	return leaseValue(key, instance, 0, k)
+}
