@@ -254,6 +254,10 @@ func TestFaultsNATSFrozenSigned(t *testing.T) {
 				t.Errorf("%s lost h1's lease: %s", w.name, strings.TrimSpace(line))
 			}
 		}
+		t.Logf("%s: %d forgeries taken back within the lease, %d past it (lapsed); %d waits on its contact after a silence",
+			w.name, strings.Count(string(b), "while this worker held it: taken back"),
+			strings.Count(string(b), "had lapsed and was written by another NATS credential"),
+			strings.Count(string(b), "the NATS server answers again after a silence"))
 	}
 	if !judged {
 		t.Error("no worker of h1 judged a forged lease by h1's key: the workers do not sign (no key?)")

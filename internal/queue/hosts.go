@@ -363,7 +363,10 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 // dead holder's host.
 func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
-	seen := &leaseSeen{key: key, host: host, instance: instance, k: k}
+	seen := &leaseSeen{q: q, key: key, host: host, instance: instance, k: k}
+	if kn := q.knownLease(host); k != nil {
+		seen.signed, seen.counted = kn.signed, kn.counted
+	}
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -436,6 +439,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			}
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
+			if k != nil {
+				q.learnLease(host, leaseKnown{signed: true, counted: true}) // what it writes
+			}
 			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent}
 		}
 		ttl := q.opts.LeaseTTL
@@ -882,7 +888,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 			return true, nil
 		}
 		if errors.Is(cerr, jetstream.ErrKeyExists) {
-			return false, fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, err)
+			return l.takenWhileFree(ctx, err)
 		}
 		// Unanswered (NATS away since the key was found gone): the
 		// lease stays in doubt, and the next renewal tries again.
@@ -929,6 +935,45 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	}
 	l.rev, l.written = rev, sent
 	return false, nil
+}
+
+// takenWhileFree judges a key that Renew found gone past the lease and
+// that its take found written meanwhile: a value its host's key signed
+// for another instance is a lost lease; one it did not sign (or a copy)
+// is taken back as a lapse, on the revision read, as Renew takes back
+// such a value found in place of its own. A frozen nats-server expires
+// the key at its thaw and then stores what waited in its sockets, another
+// credential's writes among them: the holder took one for a rival that
+// had taken the free key, ended its tenure, and its standby took the host
+// once the forger stopped (TestFaultsNATSFrozenSigned).
+func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error) {
+	lost := fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, renewErr)
+	if l.k == nil {
+		return false, lost
+	}
+	e, err := l.q.kv.Get(ctx, l.key)
+	if err != nil {
+		// Gone again (a delete stored meanwhile), or unread: in doubt,
+		// and the next renewal judges it again.
+		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone, then written): %w", err)
+	}
+	r, trust := trustLease(l.key, e.Value(), l.k, l.rev, true)
+	if trust == leaseSigned && r.instance != l.instance {
+		return false, fmt.Errorf("%w: taken while it was free by %s", ErrLeaseLost, r.instance)
+	}
+	// Its own value (a take of its whose answer was lost), or one its
+	// host's key did not sign.
+	sent := time.Now()
+	rev, err := l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
+	if err != nil {
+		return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", err)
+	}
+	if trust != leaseSigned {
+		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
+			"host", l.host, "instance", l.instance, "written_as", r.instance)
+	}
+	l.rev, l.written = rev, sent
+	return true, nil
 }
 
 // within reports whether this lease, signed, cannot have expired: its

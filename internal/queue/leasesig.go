@@ -132,6 +132,7 @@ func trustLease(key string, v []byte, k MarkKey, floor uint64, counted bool) (le
 // the key taken over once a lease has passed since the last value
 // honoured.
 type leaseSeen struct {
+	q        *Queue // learns what it sees (leaseKnown); nil: nobody
 	key      string // lease.<host>
 	host     string
 	instance string // the standby's
@@ -157,9 +158,13 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 	r, t := trustLease(s.key, v, s.k, s.floor, s.counted)
 	switch {
 	case t == leaseSigned:
+		was := leaseKnown{s.signed, s.counted}
 		s.signed = s.signed || s.k != nil
 		if s.k != nil && r.counted {
 			s.counted, s.floor = true, max(s.floor, rev)
+		}
+		if now := (leaseKnown{s.signed, s.counted}); now != was && s.q != nil {
+			s.q.learnLease(s.host, now)
 		}
 	case t == leaseUnsigned && !s.signed:
 	default:
@@ -167,6 +172,34 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 	}
 	s.holder = r.instance
 	return r.instance, true
+}
+
+// leaseKnown is what this process has learned of a host's lease, kept in
+// its Queue across its waits (AcquireSignedLease) and tenures: a value the
+// host's key signed was seen or written (signed), and one naming the
+// revision it was written after (counted). From then on a standby of the
+// host honours no value without them. Learned by one wait only, it was
+// forgotten whenever the wait ended without the host (a try the NATS
+// server did not answer, a frozen server's silence, a holder that lost
+// the host and waits again): the next wait honoured another credential's
+// unsigned values as an older holder's renewals, as a standby does
+// during a rolling upgrade, and waited for as long as they came
+// (TestFaultsNATSFrozenSigned: 28 s with the holder alive, the host
+// running nothing for 22 s). The revision floor is not kept: a hosts
+// bucket made again starts its revisions anew.
+type leaseKnown struct{ signed, counted bool }
+
+// knownLease is what this process learned of host's lease.
+func (q *Queue) knownLease(host string) leaseKnown {
+	v, _ := q.leases.Load(host)
+	k, _ := v.(leaseKnown)
+	return k
+}
+
+// learnLease records what this process learned of host's lease.
+func (q *Queue) learnLease(host string, k leaseKnown) {
+	old := q.knownLease(host)
+	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted})
 }
 
 // released reports whether the delete m of the key is its holder's
