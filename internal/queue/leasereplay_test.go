@@ -217,3 +217,77 @@ func TestStandbyLeavesACopiedRenewalUncounted(t *testing.T) {
 		t.Fatal("the standby did not take the lease of a holder that stopped renewing: copies of its last value kept it waiting")
 	}
 }
+
+// TestStandbyKeepsWhatItLearnedAcrossWaits: a standby honours unsigned
+// values as an older holder's renewals until it has seen a value its
+// host's key signed (a rolling upgrade). What it had seen was kept by
+// one wait only: a wait that ended without the host (here canceled, as a
+// try the NATS server does not answer ends) forgot it, and the next one
+// honoured another credential's unsigned values after the holder died,
+// waiting for as long as they came (TestFaultsNATSFrozenSigned: 28 s,
+// the host running nothing). The process now keeps it, and the next
+// wait takes the dead holder's host a lease after it started.
+func TestStandbyKeepsWhatItLearnedAcrossWaits(t *testing.T) {
+	const ttl = time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
+	forger := testenv.Queue(t, url, "forger", queue.Options{LeaseTTL: ttl})
+	kv, err := forger.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := queue.NewMarkKey([]byte("seed of r4"))
+	a, err := holder.AcquireSignedLease(ctx, "r4", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first wait, while the holder renews: it sees signed values,
+	// then ends without the host.
+	wctx, endWait := context.WithCancel(ctx)
+	waited := make(chan error, 1)
+	waiting := make(chan struct{})
+	go func() {
+		_, err := standby.AcquireSignedLease(wctx, "r4", "B", k, func(string) { close(waiting) })
+		waited <- err
+	}()
+	<-waiting
+	for range 3 {
+		time.Sleep(ttl / 3)
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	endWait()
+	if err := <-waited; err == nil {
+		t.Fatal("the first wait took the host while its holder renewed")
+	}
+	// The holder dies; another credential writes unsigned values.
+	fctx, stopForging := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for fctx.Err() == nil {
+			_, _ = kv.Put(fctx, "lease.r4", []byte("forger"))
+			select {
+			case <-fctx.Done():
+			case <-time.After(ttl / 8):
+			}
+		}
+	}()
+	defer func() {
+		stopForging()
+		wg.Wait()
+	}()
+	time.Sleep(ttl / 4) // a forged value in place of the holder's
+	began := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 6*ttl)
+	defer cancel()
+	l, err := standby.AcquireSignedLease(sctx, "r4", "B", k, nil)
+	if err != nil {
+		t.Fatalf("the next wait did not take the dead holder's host within 6 leases under unsigned values: %v", err)
+	}
+	t.Logf("the next wait took the host %s after it began (freed %q)", time.Since(began).Round(time.Millisecond), l.Freed())
+}
