@@ -291,3 +291,65 @@ func TestStandbyKeepsWhatItLearnedAcrossWaits(t *testing.T) {
 	}
 	t.Logf("the next wait took the host %s after it began (freed %q)", time.Since(began).Round(time.Millisecond), l.Freed())
 }
+
+// TestLapsedHolderTakesBackAForgeryStoredAsItTakes: a signed holder past
+// its lease that finds its key gone takes it with a create; another
+// credential's value stored between its read and its create made the
+// create fail, and the holder took that for a rival that had taken the
+// free key: ErrLeaseLost, its tenure ended (TestFaultsNATSFrozenSigned,
+// at a frozen nats-server's thaw). It now reads what is there and takes
+// an unsigned value back as a lapse. Here another credential deletes the
+// key and writes an unsigned value on it, back to back, while the holder
+// renews past its lease, again and again: never a lost lease.
+func TestLapsedHolderTakesBackAForgeryStoredAsItTakes(t *testing.T) {
+	const ttl = time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	forger := testenv.Queue(t, url, "forger", queue.Options{LeaseTTL: ttl})
+	kv, err := forger.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := queue.NewMarkKey([]byte("seed of r5"))
+	a, err := holder.AcquireSignedLease(ctx, "r5", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stopForging := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for fctx.Err() == nil {
+				_ = kv.Delete(fctx, "lease.r5")
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for fctx.Err() == nil {
+				_, _ = kv.Put(fctx, "lease.r5", []byte("forger"))
+			}
+		}()
+	}
+	defer func() {
+		stopForging()
+		wg.Wait()
+	}()
+	retaken := 0
+	for i := range 12 {
+		time.Sleep(ttl + 50*time.Millisecond) // past the lease
+		r, err := a.Renew(ctx)
+		if errors.Is(err, queue.ErrLeaseLost) {
+			t.Fatalf("renewal %d past the lease, under another credential's deletes and values: %v", i+1, err)
+		}
+		if r {
+			retaken++
+		}
+	}
+	if retaken == 0 {
+		t.Fatal("no renewal took the key back: the test proved nothing")
+	}
+	t.Logf("%d of 12 renewals past the lease took the key back", retaken)
+}
