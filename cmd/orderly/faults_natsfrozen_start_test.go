@@ -1,0 +1,41 @@
+package main
+
+import (
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestFaultsWorkerStartedDuringNATSFreeze: a second worker of h1 started
+// while nats-server is frozen (SIGSTOP) past the lease, then the thaw. A
+// standby takes a lapsed lease only once the server has answered it for
+// a whole lease since its last silence (contact.go); a process started
+// during the freeze has heard no silence, only a server that answers at
+// last. The holder lives and runs orders: it must keep the host.
+func TestFaultsWorkerStartedDuringNATSFreeze(t *testing.T) {
+	s := newFaultStack(t)
+	shape := faultLoadShape{submitters: 3, period: faultPeriod, retry: true, dur: "0.3", timeout: 15 * time.Second}
+	runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
+		for i := range 2 {
+			r.s.nats.proc.signal(syscall.SIGSTOP)
+			r.s.note("nats-server frozen; a worker of h1 started")
+			r.s.startWorker("h1")
+			pause(t.Context(), 4*time.Second)
+			r.s.nats.proc.signal(syscall.SIGCONT)
+			r.s.note("nats-server thawed (%d)", i+1)
+			r.fault("nats thawed", "h1")
+			r.fault("nats thawed", "h2")
+			r.untilRecovered(0, 20*time.Second, 3*time.Second)
+		}
+	})
+	checkNoTakeover(t, s)
+	rows, err := s.rows(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range rows {
+		if o.status != "succeeded" {
+			t.Errorf("order %s (%s) on %s ended %s: %s", o.tag, o.id, o.host, o.status, o.err)
+		}
+	}
+}
