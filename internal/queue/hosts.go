@@ -852,7 +852,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	holder, trust := "", leaseSigned
 	if gerr == nil {
 		var r leaseRead
-		r, trust = trustLease(l.key, e.Value(), l.k, l.rev, true)
+		r, trust = trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true)
 		holder = r.instance
 	}
 	forged := within && gerr == nil && trust != leaseSigned
@@ -957,7 +957,7 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 		// and the next renewal judges it again.
 		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone, then written): %w", err)
 	}
-	r, trust := trustLease(l.key, e.Value(), l.k, l.rev, true)
+	r, trust := trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true)
 	if trust == leaseSigned && r.instance != l.instance {
 		return false, fmt.Errorf("%w: taken while it was free by %s", ErrLeaseLost, r.instance)
 	}
@@ -986,6 +986,16 @@ func (l *Lease) within(ctx context.Context) bool {
 	}
 	ttl, err := l.q.BucketTTL(ctx)
 	return err == nil && ttl > 0 && time.Since(l.written) < ttl
+}
+
+// sinceRev is the floor a holder whose last write was revision own
+// judges a value stored as revision rev by (trustLease): own, unless
+// rev is below it, which only a bucket made again since can store.
+func sinceRev(own, rev uint64) uint64 {
+	if rev < own {
+		return 0
+	}
+	return own
 }
 
 // value is what this lease writes to its key, written after revision
@@ -1051,7 +1061,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		if gerr != nil {
 			return fmt.Errorf("release lease of host %s: %w (then: %v)", l.host, err, gerr)
 		}
-		if r, t := trustLease(l.key, e.Value(), l.k, l.rev, true); t == leaseSigned && r.instance != l.instance {
+		if r, t := trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true); t == leaseSigned && r.instance != l.instance {
 			return fmt.Errorf("release lease of host %s: %w (held by %s)", l.host, err, r.instance)
 		}
 		rev = e.Revision()

@@ -353,3 +353,84 @@ func TestLapsedHolderTakesBackAForgeryStoredAsItTakes(t *testing.T) {
 	}
 	t.Logf("%d of 12 renewals past the lease took the key back", retaken)
 }
+
+// TestStandbyFollowsItsHolderIntoABucketMadeAgain: a standby counts no
+// value naming a revision below the last renewal it honoured. A hosts
+// bucket deleted and made again (by hand, or by a server that lost its
+// store) numbers its revisions from 1: the holder's values there named
+// revisions below that floor, the standby counted none of its renewals
+// and took a live holder's host a lease later. A value stored below the
+// floor can only be such a bucket's (revisions grow, a copy's too), so
+// the floor starts again there.
+func TestStandbyFollowsItsHolderIntoABucketMadeAgain(t *testing.T) {
+	const ttl = 2 * time.Second // the key is absent from the bucket made again until the holder's next renewal: not at the standby's try
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
+	k := queue.NewMarkKey([]byte("seed of r6"))
+	a, err := holder.AcquireSignedLease(ctx, "r6", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Revisions well past those of the bucket made again.
+	kv, err := holder.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if _, err := kv.Put(ctx, "info.other", []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lost atomic.Pointer[error]
+	var wg sync.WaitGroup
+	rctx, stopRenewing := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for rctx.Err() == nil {
+			if _, err := a.Renew(rctx); errors.Is(err, queue.ErrLeaseLost) {
+				lost.Store(&err)
+				return
+			}
+			select {
+			case <-rctx.Done():
+			case <-time.After(ttl / 3):
+			}
+		}
+	}()
+	waiting, took := make(chan struct{}), make(chan *queue.Lease, 1)
+	var once sync.Once
+	sctx, stopStandby := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sctx.Err() == nil {
+			l, err := standby.AcquireSignedLease(sctx, "r6", "B", k, func(string) { once.Do(func() { close(waiting) }) })
+			if err == nil {
+				took <- l
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopRenewing()
+		stopStandby()
+		wg.Wait()
+	}()
+	<-waiting
+	time.Sleep(ttl)
+	if err := holder.JetStream().DeleteStream(ctx, "KV_"+queue.HostsBucket); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Queue(t, url, "api", queue.Options{LeaseTTL: ttl}) // makes the bucket again, as an API does
+	select {
+	case l := <-took:
+		t.Fatalf("the standby took the lease (freed %q) while its holder renewed it in the bucket made again", l.Freed())
+	case <-time.After(4 * ttl):
+	}
+	if err := lost.Load(); err != nil {
+		t.Fatalf("the holder lost its lease: %v", *err)
+	}
+}

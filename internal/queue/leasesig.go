@@ -155,6 +155,12 @@ type leaseSeen struct {
 // its own revision, and the holder's next write, which reads the key
 // when its conditioned update fails, names that revision or a later one.
 func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
+	if rev < s.floor {
+		// Revisions only grow, copies' too: the bucket was made again
+		// (by hand, or a server that lost its store), and its values
+		// name the new bucket's revisions.
+		s.floor = 0
+	}
 	r, t := trustLease(s.key, v, s.k, s.floor, s.counted)
 	switch {
 	case t == leaseSigned:
