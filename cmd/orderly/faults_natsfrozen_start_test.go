@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,11 +17,12 @@ import (
 func TestFaultsWorkerStartedDuringNATSFreeze(t *testing.T) {
 	s := newFaultStack(t)
 	shape := faultLoadShape{submitters: 3, period: faultPeriod, retry: true, dur: "0.3", timeout: 15 * time.Second}
+	var started []*faultWorker
 	runFaultScenarioLoad(t, s, map[string]int{"h1": 1, "h2": 1}, shape, func(r *faultRun) {
 		for i := range 2 {
 			r.s.nats.proc.signal(syscall.SIGSTOP)
 			r.s.note("nats-server frozen; a worker of h1 started")
-			r.s.startWorker("h1")
+			started = append(started, r.s.startWorker("h1"))
 			pause(t.Context(), 4*time.Second)
 			r.s.nats.proc.signal(syscall.SIGCONT)
 			r.s.note("nats-server thawed (%d)", i+1)
@@ -28,6 +31,17 @@ func TestFaultsWorkerStartedDuringNATSFreeze(t *testing.T) {
 			r.untilRecovered(0, 20*time.Second, 3*time.Second)
 		}
 	})
+	// The workers started during the freezes run, and wait as standbys
+	// (a test whose new worker had given up would prove nothing).
+	for _, w := range started {
+		b, err := os.ReadFile(w.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !w.alive() || !strings.Contains(string(b), "waiting as standby") {
+			t.Errorf("%s, started during a freeze: alive %v, and never waited as a standby:\n%s", w.name, w.alive(), logTail(w.log, 20))
+		}
+	}
 	checkNoTakeover(t, s)
 	rows, err := s.rows(t.Context())
 	if err != nil {

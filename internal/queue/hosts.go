@@ -961,7 +961,7 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 	if trust == leaseSigned && r.instance != l.instance {
 		return false, fmt.Errorf("%w: taken while it was free by %s", ErrLeaseLost, r.instance)
 	}
-	// Its own value (a take of its whose answer was lost), or one its
+	// Its own value (its own take, whose answer was lost), or one its
 	// host's key did not sign.
 	sent := time.Now()
 	rev, err := l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
