@@ -232,7 +232,7 @@ func TestFaultsNATSFrozenSigned(t *testing.T) {
 	if readBack.Load() == 0 {
 		t.Error("no forged value was read as h1's lease: the forgeries did not reach the key")
 	}
-	checkNoTakeover(t, s)
+	checkNoTakeoverButRetakes(t, s)
 	rows, err := s.rows(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -262,4 +262,63 @@ func TestFaultsNATSFrozenSigned(t *testing.T) {
 	if !judged {
 		t.Error("no worker of h1 judged a forged lease by h1's key: the workers do not sign (no key?)")
 	}
+}
+
+// checkNoTakeoverButRetakes is checkNoTakeover, but for a host whose
+// holder had ended its tenure itself to take the host again (a delivery
+// gap, lost acks: it releases and waits like a standby) before the
+// takeover: that holder held nothing then. Under the forger its release
+// is followed by a forged value, its own try waits a lease like any
+// standby's, and the standby may win (1 run in 7; the holder idle, no
+// order interrupted, which the check of every order's status proves).
+func checkNoTakeoverButRetakes(t *testing.T, s *faultStack) {
+	t.Helper()
+	s.mu.Lock()
+	workers := append([]*faultWorker(nil), s.workers...)
+	s.mu.Unlock()
+	logs := make([]string, len(workers))
+	byInstance := map[string]string{} // instance → its worker's log
+	for i, w := range workers {
+		b, err := os.ReadFile(w.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[i] = string(b)
+		if m := instanceRE.FindStringSubmatch(logs[i]); m != nil {
+			byInstance[m[1]] = logs[i]
+		}
+	}
+	for i, w := range workers {
+		for line := range strings.Lines(logs[i]) {
+			if !strings.Contains(line, `msg="took the host over"`) {
+				continue
+			}
+			self, prev := instanceRE.FindStringSubmatch(line), previousOwnerRE.FindStringSubmatch(line)
+			if self == nil || prev == nil || prev[1] == self[1] || prev[1] == `""` {
+				continue
+			}
+			at, gaveUp := logTime(line), false
+			for pl := range strings.Lines(byInstance[prev[1]]) {
+				if strings.Contains(pl, "stopped consuming the host's orders; taking the host again") && !logTime(pl).After(at) {
+					gaveUp = true
+				}
+			}
+			if gaveUp {
+				t.Logf("%s took host %s from a holder that had ended its tenure to take the host again: %s", w.name, w.host, strings.TrimSpace(line))
+				continue
+			}
+			t.Errorf("%s took host %s from a live worker: %s", w.name, w.host, strings.TrimSpace(line))
+		}
+	}
+}
+
+// logTime is the time= of a log line, zero without one.
+func logTime(line string) time.Time {
+	_, rest, ok := strings.Cut(line, "time=")
+	if !ok {
+		return time.Time{}
+	}
+	v, _, _ := strings.Cut(rest, " ")
+	at, _ := time.Parse(time.RFC3339Nano, v)
+	return at
 }
