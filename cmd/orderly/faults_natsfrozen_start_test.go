@@ -20,6 +20,9 @@ import (
 // then "reached nats" 2 ms after the thaw), took h1 0.45 s after the
 // thaw, before its live holder's renewal, and ended the order the
 // holder ran `interrupted`; in the other runs the holder renewed first.
+// Since, a start that waited for NATS counts as a silence
+// (queue.HeardSilence), and TestWorkerStartedDuringAFreezeWaitsALeaseOfContact
+// proves it every time.
 func TestProbeWorkerStartedDuringNATSFreeze(t *testing.T) {
 	if os.Getenv("ORDERLY_PROBE") != "1" {
 		t.Skip("probe")
