@@ -142,9 +142,11 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		}))
 	opts = append(opts, extra...)
 	var nc *nats.Conn
+	dials := 0
 	err = try(ctx, depNATS, func(context.Context) error {
 		// Once connected, the client reconnects by itself for good
 		// (queue.Connect), so only the first connection is retried here.
+		dials++
 		c, err := queue.Connect(cfg.NATS.URL, name, opts...)
 		nc = c
 		return natsConnectError(cfg, role, err)
@@ -197,6 +199,12 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		nc.Close()
 		pool.Close()
 		return nil, err
+	}
+	if dials > 1 {
+		// The server did not answer the first dial: a standby of this
+		// process must hear it answer for a lease before it takes a
+		// lease its holder did not release (queue.HeardSilence).
+		q.HeardSilence()
 	}
 	return &backend{metrics: metrics.New(), pool: pool, store: postgres.New(pool), nc: nc, queue: q, rate: rate, refusal: refusal,
 		markSeed: cmp.Or(cfg.NATS.Nkey, cfg.NATS.Credentials), logger: logger}, nil

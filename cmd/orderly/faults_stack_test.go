@@ -64,6 +64,10 @@ type faultStack struct {
 	// node's of a cluster.
 	natsURL string
 
+	// workerEnv, when set, is extra environment for each worker of a
+	// host (its NATS credential, say), before startWorkerEnv's own.
+	workerEnv func(host string) []string
+
 	mu      sync.Mutex
 	workers []*faultWorker // every worker ever started, in start order
 }
@@ -210,7 +214,11 @@ func (s *faultStack) startWorkerEnv(host string, extra ...string) *faultWorker {
 	n := len(s.workers) + 1
 	s.mu.Unlock()
 	name := fmt.Sprintf("worker-%s-%d", host, n)
-	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(s.env(), extra...), orderlyBin,
+	env := s.env()
+	if s.workerEnv != nil {
+		env = append(env, s.workerEnv(host)...)
+	}
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(env, extra...), orderlyBin,
 		"worker", "--config", s.conf, "--host", host)
 	w := &faultWorker{faultProc: p, host: host}
 	s.mu.Lock()

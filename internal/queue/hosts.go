@@ -298,8 +298,7 @@ type Lease struct {
 	key      string
 	host     string
 	instance string
-	k        MarkKey   // the host's key, which signs value; nil: none
-	value    []byte    // what it writes to the key (leaseValue)
+	k        MarkKey   // the host's key, which signs what it writes; nil: none
 	rev      uint64    // the lease key's revision, from its last renewal
 	written  time.Time // when the last write the server took was sent (Written)
 	beat     uint64    // the revision of this lease's last heartbeat; 0 for none
@@ -364,8 +363,10 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 // dead holder's host.
 func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
-	value := leaseValue(key, instance, k)
-	seen := &leaseSeen{key: key, host: host, instance: instance, k: k}
+	seen := &leaseSeen{q: q, key: key, host: host, instance: instance, k: k}
+	if kn := q.knownLease(host); k != nil {
+		seen.signed, seen.counted = kn.signed, kn.counted
+	}
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -397,7 +398,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
 					"host", host, "instance", instance, "renewed_ago", time.Since(renewed).Round(time.Millisecond))
 			} else if err == nil {
-				if holder, ok := seen.honours(e.Value()); ok && holder == instance {
+				if holder, ok := seen.honours(e.Value(), e.Revision()); ok && holder == instance {
 					renewed = time.Time{} // this instance's own key: the take-back below
 					continue
 				}
@@ -438,7 +439,10 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			}
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
-			return &Lease{q: q, key: key, host: host, instance: instance, k: k, value: value, rev: rev, freed: freed, written: sent}
+			if k != nil {
+				q.learnLease(host, leaseKnown{signed: true, counted: true}) // what it writes
+			}
+			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent}
 		}
 		ttl := q.opts.LeaseTTL
 		if timed != nil {
@@ -485,7 +489,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			seen.forged(q.logger(), "(a delete)")
 			err = jetstream.ErrKeyExists
 		} else {
-			rev, err = q.kv.Create(ctx, key, value)
+			rev, err = q.kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
@@ -502,11 +506,11 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		e, err := q.kv.Get(ctx, key)
 		holder, honoured := "", false
 		if err == nil {
-			holder, honoured = seen.honours(e.Value())
+			holder, honoured = seen.honours(e.Value(), e.Revision())
 		}
 		if honoured && holder == instance {
 			sent := time.Now()
-			if rev, err := q.kv.Update(ctx, key, value, e.Revision()); err == nil {
+			if rev, err := q.kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
 				return lease(rev, sent, ""), nil
 			}
 		}
@@ -522,7 +526,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				renewed = time.Now()
 			} else if time.Since(renewed) >= ttl {
 				sent := time.Now()
-				if rev, err := q.kv.Update(ctx, key, value, e.Revision()); err == nil {
+				if rev, err := q.kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
 					q.logger().Error("took the host lease over a value not written with this host's NATS credential (another credential wrote it), a lease after its holder last renewed it",
 						"host", host, "instance", instance, "written_as", holder)
 					return lease(rev, sent, "expired"), nil
@@ -776,7 +780,11 @@ func (w *keyWatch) judged(read func() (*nats.Msg, error)) (op jetstream.KeyValue
 		case "Remove":
 			return jetstream.KeyValueDelete, false, m, nil
 		}
-		if holder, ok := w.seen.honours(m.Data); !ok {
+		var rev uint64
+		if meta, err := m.Metadata(); err == nil {
+			rev = meta.Sequence.Stream
+		}
+		if holder, ok := w.seen.honours(m.Data, rev); !ok {
 			w.seen.forged(w.q.logger(), holder)
 			continue
 		}
@@ -833,7 +841,7 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // that took the expired key loses it).
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
-	rev, err := l.q.kv.Update(ctx, l.key, l.value, l.rev)
+	rev, err := l.q.kv.Update(ctx, l.key, l.value(l.rev), l.rev)
 	if err == nil {
 		l.rev, l.written = rev, sent
 		return false, nil
@@ -843,7 +851,9 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	gone := errors.Is(gerr, jetstream.ErrKeyNotFound)
 	holder, trust := "", leaseSigned
 	if gerr == nil {
-		holder, trust = trustLease(l.key, e.Value(), l.k)
+		var r leaseRead
+		r, trust = trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true)
+		holder = r.instance
 	}
 	forged := within && gerr == nil && trust != leaseSigned
 	// Past the lease, a value the host's key did not sign, naming
@@ -862,7 +872,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
 			"host", l.host, "instance", l.instance)
 		sent := time.Now()
-		rev, perr := l.q.kv.Put(ctx, l.key, l.value)
+		rev, perr := l.q.kv.Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
@@ -872,13 +882,13 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		// The key expired or was deleted (a long pause): take it again if
 		// nobody else did meanwhile.
 		sent := time.Now()
-		rev, cerr := l.q.kv.Create(ctx, l.key, l.value)
+		rev, cerr := l.q.kv.Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
 		if cerr == nil {
 			l.rev, l.written = rev, sent
 			return true, nil
 		}
 		if errors.Is(cerr, jetstream.ErrKeyExists) {
-			return false, fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, err)
+			return l.takenWhileFree(ctx, err)
 		}
 		// Unanswered (NATS away since the key was found gone): the
 		// lease stays in doubt, and the next renewal tries again.
@@ -886,10 +896,13 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	case gerr != nil:
 		return false, fmt.Errorf("renew lease: %w (then: %v)", err, gerr)
 	case forged:
+		if trust == leaseReplayed {
+			holder += " (a copy of an earlier value its host's key signed, written again)"
+		}
 		l.q.logger().Error("the host lease was written by another NATS credential than this host's, while this worker held it: taken back",
 			"host", l.host, "instance", l.instance, "written_as", holder)
 		sent := time.Now()
-		rev, perr := l.q.kv.Put(ctx, l.key, l.value)
+		rev, perr := l.q.kv.Put(ctx, l.key, l.value(max(l.rev, e.Revision())))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the lease back: %w", perr)
 		}
@@ -904,7 +917,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		// later, took the host and interrupted the order it ran
 		// (TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence).
 		sent := time.Now()
-		rev, uerr := l.q.kv.Update(ctx, l.key, l.value, e.Revision())
+		rev, uerr := l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
 		if uerr != nil {
 			return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", uerr)
 		}
@@ -916,12 +929,51 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, holder)
 	}
 	sent = time.Now()
-	rev, err = l.q.kv.Update(ctx, l.key, l.value, e.Revision())
+	rev, err = l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
 	if err != nil {
 		return false, fmt.Errorf("renew lease: %w", err)
 	}
 	l.rev, l.written = rev, sent
 	return false, nil
+}
+
+// takenWhileFree judges a key that Renew found gone past the lease and
+// that its take found written meanwhile: a value its host's key signed
+// for another instance is a lost lease; one it did not sign (or a copy)
+// is taken back as a lapse, on the revision read, as Renew takes back
+// such a value found in place of its own. A frozen nats-server expires
+// the key at its thaw and then stores what waited in its sockets, another
+// credential's writes among them: the holder took one for a rival that
+// had taken the free key, ended its tenure, and its standby took the host
+// once the forger stopped (TestFaultsNATSFrozenSigned).
+func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error) {
+	lost := fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, renewErr)
+	if l.k == nil {
+		return false, lost
+	}
+	e, err := l.q.kv.Get(ctx, l.key)
+	if err != nil {
+		// Gone again (a delete stored meanwhile), or unread: in doubt,
+		// and the next renewal judges it again.
+		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone, then written): %w", err)
+	}
+	r, trust := trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true)
+	if trust == leaseSigned && r.instance != l.instance {
+		return false, fmt.Errorf("%w: taken while it was free by %s", ErrLeaseLost, r.instance)
+	}
+	// Its own value (its own take, whose answer was lost), or one its
+	// host's key did not sign.
+	sent := time.Now()
+	rev, err := l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
+	if err != nil {
+		return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", err)
+	}
+	if trust != leaseSigned {
+		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
+			"host", l.host, "instance", l.instance, "written_as", r.instance)
+	}
+	l.rev, l.written = rev, sent
+	return true, nil
 }
 
 // within reports whether this lease, signed, cannot have expired: its
@@ -934,6 +986,37 @@ func (l *Lease) within(ctx context.Context) bool {
 	}
 	ttl, err := l.q.BucketTTL(ctx)
 	return err == nil && ttl > 0 && time.Since(l.written) < ttl
+}
+
+// sinceRev is the floor a holder whose last write was revision own
+// judges a value stored as revision rev by (trustLease): own, unless
+// rev is below it, which only a bucket made again since can store.
+func sinceRev(own, rev uint64) uint64 {
+	if rev < own {
+		return 0
+	}
+	return own
+}
+
+// value is what this lease writes to its key, written after revision
+// after of it (leaseValue).
+func (l *Lease) value(after uint64) []byte { return leaseValue(l.key, l.instance, after, l.k) }
+
+// lastRevision is the revision a take of a lease key, signed with k, is
+// written after: the hosts bucket's last sequence, at or past every
+// revision any key of it had (a holder past its lease reads a take
+// naming less as a copy written again); known when that cannot be read.
+// 0 without a key, which writes no revision.
+func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64) uint64 {
+	if k == nil {
+		return 0
+	}
+	if st, err := q.kv.Status(ctx); err == nil {
+		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+			return max(known, s.StreamInfo().State.LastSeq)
+		}
+	}
+	return known
 }
 
 // Written is when the last write of the lease key that the server took
@@ -978,8 +1061,8 @@ func (l *Lease) Release(ctx context.Context) error {
 		if gerr != nil {
 			return fmt.Errorf("release lease of host %s: %w (then: %v)", l.host, err, gerr)
 		}
-		if holder, t := trustLease(l.key, e.Value(), l.k); t == leaseSigned && holder != l.instance {
-			return fmt.Errorf("release lease of host %s: %w (held by %s)", l.host, err, holder)
+		if r, t := trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true); t == leaseSigned && r.instance != l.instance {
+			return fmt.Errorf("release lease of host %s: %w (held by %s)", l.host, err, r.instance)
 		}
 		rev = e.Revision()
 	}
@@ -1105,8 +1188,7 @@ func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read the lease of host %s: %w", host, err)
 	}
-	holder, _ := parseLease(e.Value())
-	return holder, nil
+	return parseLease(e.Value()).instance, nil
 }
 
 // Forget removes what NATS keeps for a host that is gone for good: its

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/hmac"
 	"log/slog"
+	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,13 +23,16 @@ import (
 // forged delete with ReleasedHeader for its release (a live holder's host
 // was taken over, its running order interrupted).
 //
-// The value stays the instance, as workers and APIs from before read it,
-// with "\n" and the signature after it (leaseValue); a release's delete
-// carries its signature in ReleaseSignatureHeader. The signatures carry
-// no counter: they can be copied only by who reads the key (the host's
-// own workers and the API; NATS permissions keep other hosts' workers to
-// their own keys), and LeaseHolder leaves the signature out of what it
-// returns.
+// The value starts with the instance, as workers and APIs from before
+// read it, with "\n", the key's revision it was written after, "\n" and
+// the signature after it (leaseValue); a release's delete carries its
+// signature in ReleaseSignatureHeader. A value can be copied only by who
+// reads the key (the host's own workers and the API; NATS permissions
+// keep other hosts' workers to their own keys), and LeaseHolder leaves the
+// signature out of what it returns; a copy written again names a revision
+// below the one it copied, which its readers know (trustLease's floor).
+// The release carries no revision: a copied release counts only for the
+// holder it names, and only for a standby that last honoured that holder.
 
 // ReleaseSignatureHeader carries, on a release's delete, the signature
 // of ReleasedHeader's instance as the one that released the lease.
@@ -41,22 +46,49 @@ func (k MarkKey) signLease(key, op, instance string) string {
 }
 
 // leaseValue is what instance writes as the lease of key: the instance,
-// and with k, "\n" and its signature.
-func leaseValue(key, instance string, k MarkKey) []byte {
+// and with k, "\n", after, "\n" and its signature of both. after is the
+// key's last revision as the writer knows it at the write (the revision
+// its update is conditioned on, the one it read just before, or the
+// stream's last sequence before a take): every value legitimately
+// written after another names a revision at or past it, and a copy of a
+// value written again later names one below the value it copied
+// (trustLease's floor). Without it a signed value was valid for its
+// instance's whole tenure: a copy written by another credential ended a
+// live holder's tenure (an earlier holder's) or kept a standby waiting
+// on a dead one (its last renewal's).
+func leaseValue(key, instance string, after uint64, k MarkKey) []byte {
 	if k == nil {
 		return []byte(instance)
 	}
-	return []byte(instance + "\n" + k.signLease(key, "held", instance))
+	body := instance + "\n" + strconv.FormatUint(after, 10)
+	return []byte(body + "\n" + k.signLease(key, "held", body))
 }
 
-// parseLease returns the instance a lease value names and its signature,
-// "" for a value with none (a worker without a key, or from before it).
-func parseLease(v []byte) (instance, sig string) {
+// leaseRead is a lease value taken apart (parseLease).
+type leaseRead struct {
+	instance string
+	after    uint64 // the revision it was written after (leaseValue)
+	counted  bool   // it carries after: a worker from before it wrote none
+	body     string // what its signature signs: the instance, and after
+	sig      string // "" for none (a worker without a key, or from before it)
+}
+
+// parseLease takes a lease value apart. A signed value from a worker
+// before after is the instance, "\n" and the signature of the instance;
+// those workers read the instance of a value with after as the instance
+// and after, "\n" between, and its signature checks for them too.
+func parseLease(v []byte) leaseRead {
 	i := bytes.LastIndexByte(v, '\n')
 	if i < 0 {
-		return string(v), ""
+		return leaseRead{instance: string(v), body: string(v)}
 	}
-	return string(v[:i]), string(v[i+1:])
+	r := leaseRead{instance: string(v[:i]), body: string(v[:i]), sig: string(v[i+1:])}
+	if j := strings.LastIndexByte(r.body, '\n'); j >= 0 {
+		if after, err := strconv.ParseUint(r.body[j+1:], 10, 64); err == nil {
+			r.instance, r.after, r.counted = r.body[:j], after, true
+		}
+	}
+	return r
 }
 
 // leaseTrust is how a lease value stands with the reader's key.
@@ -66,21 +98,29 @@ const (
 	leaseSigned   leaseTrust = iota // signed with the key (or no key to check with)
 	leaseUnsigned                   // no signature: a worker from before it, or without a key; or forged
 	leaseForeign                    // a signature the key did not make: forged, or a worker of the host on another seed
+	leaseReplayed                   // signed with the key, but written after a revision older than floor: a copy written again
 )
 
 // trustLease returns the instance v names and how it stands with k: with
-// no key nothing can be checked, and every value is taken as before.
-func trustLease(key string, v []byte, k MarkKey) (string, leaseTrust) {
-	instance, sig := parseLease(v)
+// no key nothing can be checked, and every value is taken as before. A
+// value the key signed is a copy written again (leaseReplayed) when it
+// was written after a revision below floor, a revision of the key the
+// reader knows was legitimately written (0: none), or, with counted,
+// when it carries no revision at all (a value from before leaseValue
+// had one, copied, or a worker of the host from before it).
+func trustLease(key string, v []byte, k MarkKey, floor uint64, counted bool) (leaseRead, leaseTrust) {
+	r := parseLease(v)
 	switch {
 	case k == nil:
-		return instance, leaseSigned
-	case sig == "":
-		return instance, leaseUnsigned
-	case !hmac.Equal([]byte(sig), []byte(k.signLease(key, "held", instance))):
-		return instance, leaseForeign
+		return r, leaseSigned
+	case r.sig == "":
+		return r, leaseUnsigned
+	case !hmac.Equal([]byte(r.sig), []byte(k.signLease(key, "held", r.body))):
+		return r, leaseForeign
+	case r.counted && r.after < floor, !r.counted && counted:
+		return r, leaseReplayed
 	}
-	return instance, leaseSigned
+	return r, leaseSigned
 }
 
 // leaseSeen is what a standby has read of its host's lease while it
@@ -92,28 +132,80 @@ func trustLease(key string, v []byte, k MarkKey) (string, leaseTrust) {
 // the key taken over once a lease has passed since the last value
 // honoured.
 type leaseSeen struct {
+	q        *Queue // learns what it sees (leaseKnown); nil: nobody
 	key      string // lease.<host>
 	host     string
 	instance string // the standby's
 	k        MarkKey
 	signed   bool   // a value k signed was seen
+	counted  bool   // a value k signed with the revision it was written after was seen
+	floor    uint64 // the revision of the last such value honoured
 	holder   string // the instance of the last value honoured
 	logged   bool   // forged has logged
 }
 
-// honours reports whether the value v read of the key is its holder's,
-// and which instance it names.
-func (s *leaseSeen) honours(v []byte) (string, bool) {
-	instance, t := trustLease(s.key, v, s.k)
+// honours reports whether the value v, stored as revision rev of the key,
+// is its holder's, and which instance it names. A copy of a value its
+// holder signed, written again, is not: it names a revision below the
+// last one honoured (trustLease), as a live holder's next value never
+// does (it is written after that revision, or after a later one it
+// read), so a dead holder's last renewal copied over and over no longer
+// keeps its standby waiting. One taken before any value with a revision
+// was honoured (at the start, a copy found first) raises the floor to
+// its own revision, and the holder's next write, which reads the key
+// when its conditioned update fails, names that revision or a later one.
+func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
+	if rev < s.floor {
+		// Revisions only grow, copies' too: the bucket was made again
+		// (by hand, or a server that lost its store), and its values
+		// name the new bucket's revisions.
+		s.floor = 0
+	}
+	r, t := trustLease(s.key, v, s.k, s.floor, s.counted)
 	switch {
 	case t == leaseSigned:
+		was := leaseKnown{s.signed, s.counted}
 		s.signed = s.signed || s.k != nil
+		if s.k != nil && r.counted {
+			s.counted, s.floor = true, max(s.floor, rev)
+		}
+		if now := (leaseKnown{s.signed, s.counted}); now != was && s.q != nil {
+			s.q.learnLease(s.host, now)
+		}
 	case t == leaseUnsigned && !s.signed:
 	default:
-		return instance, false
+		return r.instance, false
 	}
-	s.holder = instance
-	return instance, true
+	s.holder = r.instance
+	return r.instance, true
+}
+
+// leaseKnown is what this process has learned of a host's lease, kept in
+// its Queue across its waits (AcquireSignedLease) and tenures: a value the
+// host's key signed was seen or written (signed), and one naming the
+// revision it was written after (counted). From then on a standby of the
+// host honours no value without them. Learned by one wait only, it was
+// forgotten whenever the wait ended without the host (a try the NATS
+// server did not answer, a frozen server's silence, a holder that lost
+// the host and waits again): the next wait honoured another credential's
+// unsigned values as an older holder's renewals, as a standby does
+// during a rolling upgrade, and waited for as long as they came
+// (TestFaultsNATSFrozenSigned: 28 s with the holder alive, the host
+// running nothing for 22 s). The revision floor is not kept: a hosts
+// bucket made again starts its revisions anew.
+type leaseKnown struct{ signed, counted bool }
+
+// knownLease is what this process learned of host's lease.
+func (q *Queue) knownLease(host string) leaseKnown {
+	v, _ := q.leases.Load(host)
+	k, _ := v.(leaseKnown)
+	return k
+}
+
+// learnLease records what this process learned of host's lease.
+func (q *Queue) learnLease(host string, k leaseKnown) {
+	old := q.knownLease(host)
+	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted})
 }
 
 // released reports whether the delete m of the key is its holder's

@@ -16,9 +16,11 @@ func SignReleaseForTest(k MarkKey, key, instance string) string {
 // TrustLeaseForTest is how the value v of key stands with k: what a
 // standby computes at each renewal it sees.
 func TrustLeaseForTest(key string, v []byte, k MarkKey) bool {
-	_, t := trustLease(key, v, k)
+	_, t := trustLease(key, v, k, 0, false)
 	return t == leaseSigned
 }
 
 // LeaseValueForTest is the value instance writes as key's holder.
-func LeaseValueForTest(key, instance string, k MarkKey) []byte { return leaseValue(key, instance, k) }
+func LeaseValueForTest(key, instance string, k MarkKey) []byte {
+	return leaseValue(key, instance, 0, k)
+}

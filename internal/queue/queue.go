@@ -95,6 +95,9 @@ type Queue struct {
 	storing storing // whether publishes are acknowledged (storing.go)
 	// contact: whether the server answers a standby (contact.go).
 	contact contact
+	// leases: what this process learned of each host's lease across
+	// its waits (leaseKnown), by host.
+	leases sync.Map
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool
