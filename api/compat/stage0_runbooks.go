@@ -215,7 +215,12 @@ func readBody(r *http.Request, max int64) (stage0Body, int, error) {
 		return b, http.StatusRequestEntityTooLarge, errors.New("Request body too large")
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-	if err != nil || int64(len(data)) > max {
+	if err != nil {
+		// A body cut short (a chunked one that stops, a connection
+		// closed) is one that cannot be read, not one too large.
+		return b, http.StatusBadRequest, errors.New("Invalid JSON body")
+	}
+	if int64(len(data)) > max {
 		return b, http.StatusRequestEntityTooLarge, errors.New("Request body too large")
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
@@ -375,7 +380,11 @@ func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stag
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil || int64(len(data)) > maxBody {
+	if err != nil { // cut short: unreadable, not too large
+		stage0Error(w, http.StatusBadRequest, "Invalid JSON body")
+		return
+	}
+	if int64(len(data)) > maxBody {
 		stage0Error(w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return
 	}
