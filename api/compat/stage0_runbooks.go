@@ -24,7 +24,7 @@ import (
 func (s *Stage0) list(q *stage0Request, _ string) {
 	all, err := s.Runbooks.RunbookList()
 	if err != nil {
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		stage0Error(q.w, code, msg)
 		return
 	}
@@ -46,7 +46,7 @@ func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWrit
 		return nil, nil, false
 	}
 	if err != nil {
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		fail(q.w, code, msg)
 		return nil, nil, false
 	}
@@ -88,7 +88,7 @@ func (s *Stage0) get(q *stage0Request, file string) {
 	})
 	switch {
 	case err != nil && !started:
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		stage0Error(q.w, code, msg)
 	case err != nil:
 		// Part of the answer is out: end the connection rather than let

@@ -292,6 +292,7 @@ func (v *Vigrid) rejectOrder(vr *vigridRequest, host string, status int, msg str
 
 // refused answers an error from the intake path (already recorded there).
 func (v *Vigrid) refused(vr *vigridRequest, err error) {
+	err = api.ClientClosed(vr.r, err) // its half closed: 400, not 500
 	status := api.HTTPStatus(err)
 	retryAfter(vr.w, err)
 	var e *order.Error
