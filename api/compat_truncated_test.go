@@ -122,7 +122,9 @@ func sendHalfClosed(t *testing.T, url, method, path, auth, body string) (int, st
 // Reads of PostgreSQL that met the ended context were answered 500
 // (native "internal error", Vigrid's "Internal server error", stage0's
 // "A processing error occurred"); now 400 with details.reason
-// client_closed, in each surface's own words. Whether a request's work
+// client_closed, in each surface's own words; and /readyz, whose checks
+// ran on that context, said PostgreSQL and NATS were down (503) while
+// both were up. Whether a request's work
 // meets the ended context is a race with the handler, so each request is
 // sent a few times: none may be a 5xx, and the cut must be met at least
 // once for the test to say anything.
@@ -147,6 +149,9 @@ func TestHalfClosedClientIsNot500(t *testing.T) {
 		{vigridURL, "GET", "/api/v1/queue", e.tokens["alice"], "", `"status":"error"`},
 		{vigridURL, "GET", "/api/v1/status", e.tokens["alice"], "", `"status":"error"`},
 		{s0, "GET", "/api/runbooks/Hello.md", token, "", `"error":"the request was cut short`},
+		// A readiness probe's checks do not run on the request's context:
+		// it was 503 with PostgreSQL and NATS both up.
+		{vigridURL, "GET", "/readyz", "", "", `"status":"ready"`},
 	} {
 		for range 3 {
 			status, body := sendHalfClosed(t, c.url, c.method, c.path, c.auth, c.body)
@@ -166,5 +171,5 @@ func TestHalfClosedClientIsNot500(t *testing.T) {
 	if cut == 0 {
 		t.Error("no request met the client's closed half: the test proved nothing")
 	}
-	t.Logf("%d of 21 requests cut short", cut)
+	t.Logf("%d of 24 requests cut short", cut)
 }
