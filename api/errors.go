@@ -76,6 +76,26 @@ func errorDetail(err error) ErrorDetail {
 	return ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}
 }
 
+// ClientClosed is err as a client reads it when the request's context
+// ended because the client closed its side of the connection: net/http
+// ends it at the first end of input it reads after the request, and a
+// client that sends its request and then shuts down its writing half
+// (`nc -N`, a script's `shutdown(SHUT_WR)`) is still there to read the
+// answer. Such a request whose work then met the ended context (its
+// PostgreSQL read) was answered 500 "internal error", a server failure
+// for what the client did. It is 400 invalid_request with
+// details.reason client_closed now, unaudited (no check refused it);
+// what it asked may have been done, which a retry with the same
+// Idempotency-Key finds. Any other error, and the stop's own cut
+// (ErrStopping), is err unchanged.
+func ClientClosed(r *http.Request, err error) error {
+	if err == nil || !errors.Is(err, context.Canceled) || r.Context().Err() == nil || errors.Is(context.Cause(r.Context()), ErrStopping) {
+		return err
+	}
+	return &order.Error{Code: order.CodeInvalid, Err: err, Details: map[string]any{"reason": "client_closed"},
+		Message: "the request was cut short: the client closed its side of the connection before the answer; keep it open until the answer comes (what was asked may have been done: a retry with the same Idempotency-Key finds it)"}
+}
+
 // writeError answers with the error envelope of DESIGN §3. Errors that are
 // not ours are bugs or dependency failures: they are logged with their cause
 // and the client sees a generic message.
@@ -89,6 +109,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // copy the request and its context to carry a redacted copy it never
 // needed (docs/benchmarks.md, "The sync submit, counted").
 func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error, redacted func() map[string]any) {
+	err = ClientClosed(r, err)
+	gone := errors.Is(err, context.Canceled) && r.Context().Err() != nil && !errors.Is(context.Cause(r.Context()), ErrStopping)
 	var e *order.Error
 	if !errors.As(err, &e) {
 		e = &order.Error{Code: order.CodeInternal, Message: "internal error"}
@@ -126,7 +148,7 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	status := statusOf(e.Code)
-	if status >= 400 && status < 500 && status != http.StatusNotFound {
+	if status >= 400 && status < 500 && status != http.StatusNotFound && !gone {
 		s.audit(r, status, e, redacted)
 	}
 	if secs, ok := e.Details["retry_after_seconds"].(int64); ok && status == http.StatusTooManyRequests {

@@ -21,11 +21,17 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	// Each dependency is asked with a deadline of its own, at once: one
 	// that does not answer (a frozen PostgreSQL) used up the deadline
 	// the other's check then had, and NATS, answering, read as down.
-	pgCtx, cancelPG := context.WithTimeout(r.Context(), 2*time.Second)
+	// Not under the request's context: net/http ends it when the prober
+	// shuts down its writing half after the request (a check by `nc -N`
+	// or a load balancer's script), and both dependencies then read as
+	// down, 503, to a prober still there to read it. The deadlines bound
+	// the checks all the same.
+	base := context.WithoutCancel(r.Context())
+	pgCtx, cancelPG := context.WithTimeout(base, 2*time.Second)
 	defer cancelPG()
 	pg := make(chan error, 1)
 	go func() { pg <- s.Store.Ping(pgCtx) }()
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(base, 2*time.Second)
 	defer cancel()
 	checks := map[string]string{"postgres": "ok", "nats": "ok"}
 	reasons := map[string]string{}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,13 @@ func uiStatic() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
 			http.NotFound(w, r) // files only, no listing
+			return
+		}
+		if !fs.ValidPath(strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")) {
+			// Not a name any embedded file has (invalid UTF-8): fs.Sub
+			// refuses it with fs.ErrInvalid, which http.FileServer
+			// answers 500, as if the server had failed.
+			http.NotFound(w, r)
 			return
 		}
 		w.Header().Set("Cache-Control", "public, max-age=300")

@@ -922,6 +922,15 @@ func TestUIRedirectAndStatic(t *testing.T) {
 	if rec := get("/ui/static/ui.css"); rec.Code != http.StatusOK {
 		t.Errorf("/ui/static/ui.css: %d", rec.Code)
 	}
+	// A name no embedded file can have (invalid UTF-8, an overlong
+	// encoding of '.', a NUL) is a file that is not there: fs.Sub
+	// refused the first two with fs.ErrInvalid, which http.FileServer
+	// answered 500.
+	for _, p := range []string{"/ui/static/%ff", "/ui/static/%C0%AE%C0%AE/ui.css", "/ui/static/ui%00.css"} {
+		if rec := get(p); rec.Code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404\n%.200s", p, rec.Code, rec.Body)
+		}
+	}
 }
 
 // TestUIHeadOnPages: a UI page answers HEAD like GET, and a HEAD on a

@@ -268,7 +268,12 @@ func (h *HTTPExec) order(r *http.Request, path string, maxBody int64) (*order.Or
 		return nil, http.StatusRequestEntityTooLarge
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil || int64(len(raw)) > maxBody {
+	if err != nil {
+		// A body cut short (a chunked one that stops, a connection
+		// closed): not one Quart could read, not one too large.
+		return nil, http.StatusBadRequest
+	}
+	if int64(len(raw)) > maxBody {
 		return nil, http.StatusRequestEntityTooLarge
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {

@@ -489,8 +489,10 @@ func stage0Fail(w http.ResponseWriter, status int, msg string) {
 // refusal of the request keeps its status under the API's error map (401,
 // 403, 404, 429, and 400, 409, 413 or 422 for input stage0 had no limit
 // on, never a 500: that is a server failure to its client and to the
-// request metrics); anything else is stage0's 500.
-func statusFor(err error) (int, string) {
+// request metrics); a request of r whose client closed its side first is
+// 400 (api.ClientClosed); anything else is stage0's 500.
+func statusFor(r *http.Request, err error) (int, string) {
+	err = api.ClientClosed(r, err) // its half closed: 400, not 500
 	var e *order.Error
 	if !errors.As(err, &e) || e.Code == order.CodeInternal {
 		return http.StatusInternalServerError, "A processing error occurred"

@@ -45,7 +45,7 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	// recorded, as a native stream or wait is.
 	release, err := s.Runbooks.HoldStream(q.p.Name)
 	if err != nil {
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		q.w.Header().Set("Retry-After", "1")
 		stage0Fail(q.w, code, msg)
 		return
@@ -107,7 +107,7 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 						Message: "order " + np.ID.String() + " could not be queued: the message bus is unavailable; canceled"}
 				}
 			}
-			code, msg := statusFor(err)
+			code, msg := statusFor(q.r, err)
 			stage0Fail(q.w, code, msg)
 		}
 		return

@@ -24,7 +24,7 @@ import (
 func (s *Stage0) list(q *stage0Request, _ string) {
 	all, err := s.Runbooks.RunbookList()
 	if err != nil {
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		stage0Error(q.w, code, msg)
 		return
 	}
@@ -46,7 +46,7 @@ func (s *Stage0) load(q *stage0Request, file string, fail func(http.ResponseWrit
 		return nil, nil, false
 	}
 	if err != nil {
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		fail(q.w, code, msg)
 		return nil, nil, false
 	}
@@ -88,7 +88,7 @@ func (s *Stage0) get(q *stage0Request, file string) {
 	})
 	switch {
 	case err != nil && !started:
-		code, msg := statusFor(err)
+		code, msg := statusFor(q.r, err)
 		stage0Error(q.w, code, msg)
 	case err != nil:
 		// Part of the answer is out: end the connection rather than let
@@ -215,7 +215,12 @@ func readBody(r *http.Request, max int64) (stage0Body, int, error) {
 		return b, http.StatusRequestEntityTooLarge, errors.New("Request body too large")
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-	if err != nil || int64(len(data)) > max {
+	if err != nil {
+		// A body cut short (a chunked one that stops, a connection
+		// closed) is one that cannot be read, not one too large.
+		return b, http.StatusBadRequest, errors.New("Invalid JSON body")
+	}
+	if int64(len(data)) > max {
 		return b, http.StatusRequestEntityTooLarge, errors.New("Request body too large")
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
@@ -375,7 +380,11 @@ func (s *Stage0) devLogin(w http.ResponseWriter, r *http.Request, sc config.Stag
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil || int64(len(data)) > maxBody {
+	if err != nil { // cut short: unreadable, not too large
+		stage0Error(w, http.StatusBadRequest, "Invalid JSON body")
+		return
+	}
+	if int64(len(data)) > maxBody {
 		stage0Error(w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return
 	}

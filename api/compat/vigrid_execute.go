@@ -41,7 +41,13 @@ func (v *Vigrid) execute(vr *vigridRequest) {
 		return
 	}
 	raw, err := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
-	if err != nil || int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
+	if err != nil {
+		// A body cut short (a chunked one that stops, a connection
+		// closed) is one that cannot be read, as Flask's get_json found.
+		v.refuse(vr, http.StatusBadRequest, "Invalid JSON body", order.Errorf(order.CodeInvalid, "read body: %v", err))
+		return
+	}
+	if int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
 		// Vigrid (Flask) had no limit; past orderly's the body is not read
 		// at all, so it is not called invalid JSON.
 		v.refuse(vr, http.StatusRequestEntityTooLarge, "Request body too large", order.Errorf(order.CodeTooLarge, "body too large"))
@@ -286,6 +292,7 @@ func (v *Vigrid) rejectOrder(vr *vigridRequest, host string, status int, msg str
 
 // refused answers an error from the intake path (already recorded there).
 func (v *Vigrid) refused(vr *vigridRequest, err error) {
+	err = api.ClientClosed(vr.r, err) // its half closed: 400, not 500
 	status := api.HTTPStatus(err)
 	retryAfter(vr.w, err)
 	var e *order.Error

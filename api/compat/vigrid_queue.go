@@ -68,7 +68,14 @@ func (v *Vigrid) kill(vr *vigridRequest) {
 		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return
 	}
-	raw, _ := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
+	raw, err := io.ReadAll(io.LimitReader(vr.r.Body, vr.cfg.HTTP.MaxBodyBytes+1))
+	if err != nil {
+		// Cut short: the part read was taken for the whole body, and
+		// the request's context, which net/http ends when the client
+		// closes its side, made the queue's read fail: 500.
+		vigridError(vr.w, http.StatusBadRequest, "Invalid JSON body")
+		return
+	}
 	if int64(len(raw)) > vr.cfg.HTTP.MaxBodyBytes {
 		vigridError(vr.w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return
