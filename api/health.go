@@ -2,11 +2,18 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/postgres"
 )
+
+// foreignGenerationWarned is how long /readyz warns of a publish
+// generation read signed with another key (queue.ForeignGenerations):
+// replicas read it only as orders flow, so a quiet hour does not mean
+// the seeds agree again; the ERROR line is said once an hour as well.
+const foreignGenerationWarned = time.Hour
 
 // handleHealthz is liveness: the process answers.
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
@@ -67,8 +74,21 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	// PostgreSQL out of disk refuses writes and answers reads (order
 	// status, history, the UI), so this replica stays ready: it says so
 	// while a write of this process was refused in the last minute.
+	warnings := map[string]string{}
 	if msg, full := postgres.DiskFull(); full && checks["postgres"] == "ok" {
-		body["warnings"] = map[string]string{"postgres": msg}
+		warnings["postgres"] = msg
+	}
+	// Replicas on different NATS seeds serve every request, and write
+	// over each other's publish generation, which blinds the restore
+	// guard: said while this one read another's within the hour.
+	if n, last := s.Queue.ForeignGenerations(); n > 0 && time.Since(last) < foreignGenerationWarned {
+		// Counts and a time only, as anyone may call /readyz: the
+		// ERROR line names the setting.
+		warnings["nats"] = fmt.Sprintf("publish generation signed with another key: %d reads since start, the last at %s",
+			n, last.UTC().Format(time.RFC3339))
+	}
+	if len(warnings) > 0 {
+		body["warnings"] = warnings
 	}
 	if s.Status != nil {
 		if drift, ok := s.Status()["config_drift"]; ok {

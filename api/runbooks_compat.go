@@ -122,7 +122,15 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 	// given as it comes, and so is one whose offset is negative, which
 	// no worker writes, as the SSE stream and the partial output read
 	// it: placed, it lost its first bytes.
+	//
+	// A chunk of a run seen before the newest (queue.LiveRuns: a thawed
+	// worker's of a lost first run, come among the next run's) is not
+	// given: placed by its offset, it stood among the next run's bytes.
+	var runs queue.LiveRuns
 	chunk := func(m *nats.Msg) {
+		if runs.Earlier(m.Header.Get(nats.MsgIdHdr)) {
+			return
+		}
 		stream := m.Header.Get(queue.StreamHeader)
 		i, p := streamIndex(stream), m.Data
 		if off, err := strconv.ParseInt(m.Header.Get(queue.OffsetHeader), 10, 64); err == nil && off >= 0 {

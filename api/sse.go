@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -179,6 +181,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	idle := time.NewTicker(500 * time.Millisecond)
 	defer idle.Stop()
 	lastSeq := after
+	// runs skips a late chunk of an earlier run of the order (a thawed
+	// worker's, flushed among the next run's), as the stored partial
+	// output does. A stream resumed after an id knows only the runs it
+	// reads from there.
+	var runs queue.LiveRuns
 	quiet := 0
 	checked := time.Now()
 	for {
@@ -222,6 +229,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				if m.Header.Get(queue.StreamHeader) == "" {
 					// No chunk: the end marker an older worker leaves
 					// once the result is stored, after finished.
+					continue
+				}
+				if runs.Earlier(m.Header.Get(nats.MsgIdHdr)) {
 					continue
 				}
 			case eventSubject:

@@ -190,7 +190,16 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		w.logStarted(o)
 		w.event(o, "started", order.StatusRunning)
 
-		finish, ran := w.run(ctx, msg, o)
+		finish, ran, unstarted := w.run(ctx, msg, o)
+		if unstarted {
+			// The worker's stop ended it before any process of it
+			// started (it waited for a file descriptor past the
+			// shutdown grace): nothing ran, so it goes back to the
+			// queue for the host's next tenure, in its place, as a
+			// claimed order not yet started does. Unclaim refuses an
+			// attempt with a recorded process.
+			return nil, w.unclaim(ctx, msg, o, "the worker stopped before it could start")
+		}
 		if err := w.failPoint("after_exec", o); err != nil {
 			return nil, err
 		}
@@ -441,8 +450,10 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) 
 
 // run checks the host policy and executes the order, keeping the message
 // alive with InProgress while the process runs. ran is how long the process
-// ran, or -1 when nothing was executed.
-func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration) {
+// ran, or -1 when nothing was executed. unstarted reports that the
+// worker's stop ended the order before any process of it started (while
+// it waited for a file descriptor): f is then not to be recorded.
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f postgres.Finish, ran time.Duration, unstarted bool) {
 	if len(o.Policy.Unknown) > 0 {
 		// An API newer than this worker allowed it, possibly counting on
 		// a check only a newer worker makes: never run it without.
@@ -454,7 +465,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		why := order.Errorf(order.CodeUnprocessable, "%s%s, unknown to this worker (version %s): an API newer than the worker accepted it; upgrade the worker",
 			order.NewerAPIRefusal, quoteKeys(o.Policy.Unknown), w.opts.Version).Error()
 		return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: why},
-			Detail: map[string]any{"reason": why, "unknown_policy_keys": o.Policy.Unknown}}, -1
+			Detail: map[string]any{"reason": why, "unknown_policy_keys": o.Policy.Unknown}}, -1, false
 	}
 	prep, err := w.policy.Prepare(o)
 	if err != nil {
@@ -465,7 +476,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 			status = order.StatusFailed
 		}
 		return postgres.Finish{Status: status, Result: order.Result{Error: err.Error()},
-			Detail: map[string]any{"reason": reason(err)}}, -1
+			Detail: map[string]any{"reason": reason(err)}}, -1, false
 	}
 	if prep.Cleanup != nil {
 		defer prep.Cleanup() // a script's run directory
@@ -474,12 +485,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// The API's deny rules, on the path the command resolved to here.
 		if err := policy.DenyResolved(o.Policy, o.Command, prep.ResolvedPath, o.Args); err != nil {
 			return postgres.Finish{Status: order.StatusRejected, Result: order.Result{Error: err.Error()},
-				Detail: map[string]any{"reason": reason(err), "resolved_path": prep.ResolvedPath}}, -1
+				Detail: map[string]any{"reason": reason(err), "resolved_path": prep.ResolvedPath}}, -1, false
 		}
 	}
 	if o.DryRun {
 		return postgres.Finish{Status: order.StatusSucceeded,
-			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1
+			Detail: map[string]any{"dry_run": true, "resolved_path": prep.ResolvedPath}}, -1, false
 	}
 
 	signals := make(chan syscall.Signal, 4)
@@ -599,6 +610,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// API frees the order's live messages (queue.FreeLive).
 		out.pub.Stop()
 	}
+	if errors.Is(res.StartErr, executor.ErrNotStarted) {
+		return f, -1, true
+	}
 	f = finishOf(res)
 	if f.Result.Stdout.Truncated || f.Result.Stderr.Truncated {
 		// The cap that cut it, this host's worker.max_output_bytes or the
@@ -618,7 +632,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// Nobody cancelled it: say why it was killed.
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
 	}
-	return f, res.Duration
+	return f, res.Duration, false
 }
 
 // liveOut is an order's live output: one allocation for a captured

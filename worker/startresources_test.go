@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -139,6 +140,56 @@ func TestOrderCanceledWhileItWaitsForAFileDescriptor(t *testing.T) {
 			o.Status, o.Attempt, o.Result)
 	}
 	e.waitStatus(e.submit("nofile-cancel", "true"), order.StatusSucceeded)
+}
+
+// TestWorkerStoppedWhileAnOrderWaitsForADescriptorHandsItBack: a
+// worker asked to stop while an order waits for a file descriptor to
+// start ends the wait at its shutdown grace and hands the order back,
+// unstarted (queued, no result), as it hands back a claimed order it
+// has not started; the host's next worker runs it (attempt 2), before
+// the order submitted after it. It was recorded failed ("start: not
+// started: context canceled") though nothing of it ran.
+func TestWorkerStoppedWhileAnOrderWaitsForADescriptorHandsItBack(t *testing.T) {
+	e := newEnv(t)
+	id := order.NewID()
+	store := &gatedClaim{Store: e.store, id: id, reached: make(chan struct{}), open: make(chan struct{})}
+	logs := &testenv.LogBuffer{}
+	opts := worker.Options{Host: "nofile-stop", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 500 * time.Millisecond}
+	stop, done := runWorker(t, opts, store, e.q, slog.New(slog.NewJSONHandler(logs, nil)))
+	e.waitStatus(e.submit("nofile-stop", "true"), order.StatusSucceeded)
+
+	release := takeAllDescriptors(t, e, store, id, "nofile-stop")
+	next := e.submit("nofile-stop", "true")
+	testenv.WaitUntil(t, 20*time.Second, "the worker to say it is out of file descriptors", func() bool {
+		return strings.Contains(logs.String(), "out of file descriptors")
+	})
+	stop()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("the worker stopped with %v", err)
+	}
+	o, err := e.store.GetOrder(t.Context(), id)
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != order.StatusQueued || o.Result != nil || o.Attempt != 1 {
+		t.Fatalf("the order the stop cut out of its wait: %s, attempt %d, result %+v; want queued again, attempt 1, no result",
+			o.Status, o.Attempt, o.Result)
+	}
+	if !strings.Contains(logs.String(), "order handed back unstarted") {
+		t.Errorf("no line says the order was handed back:\n%s", logs)
+	}
+
+	runWorker(t, opts, e.store, e.q, testenv.Logger(t))
+	o = e.waitStatus(id, order.StatusSucceeded)
+	if o.Attempt != 2 || o.Result == nil || o.Result.ExitCode == nil || *o.Result.ExitCode != 0 {
+		t.Fatalf("the handed-back order at the next tenure: attempt %d, result %+v; want attempt 2, exit 0", o.Attempt, o.Result)
+	}
+	n := e.waitStatus(next, order.StatusSucceeded)
+	if n.StartedAt == nil || o.FinishedAt == nil || n.StartedAt.Before(*o.FinishedAt) {
+		t.Errorf("the next order started at %v, before the handed-back one finished (%v)", n.StartedAt, o.FinishedAt)
+	}
 }
 
 // takeAllDescriptors submits order id (a true) to host, and once its

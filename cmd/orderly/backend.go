@@ -449,6 +449,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	}
 	b.metrics.WatchQueues(b.store.QueueDepths)
 	b.metrics.WatchFleet(fleetSources(b))
+	b.metrics.WatchForeignGenerations(func() uint64 { n, _ := b.queue.ForeignGenerations(); return n })
 	in := intake.New(b.store, b.queue, func() intake.Authorizer { return sec.policy.Load() },
 		intake.Options{Limits: func() order.Limits { return w.Current().OrderLimits() },
 			Retention: func() time.Duration { return w.Current().Retention },

@@ -266,3 +266,17 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n), host)
 	}
 }
+
+// foreignGenerationsOpts is orderly_publish_generation_foreign_total's.
+var foreignGenerationsOpts = prometheus.CounterOpts{
+	Name: "orderly_publish_generation_foreign_total",
+	Help: "Reads of the publish generation in NATS by this API process that found one signed with another key than its own: another API replica runs with another NATS seed, and the two write over each other's generation (docs/deploy.md, \"One NATS seed for every API replica\").",
+}
+
+// WatchForeignGenerations reports orderly_publish_generation_foreign_total
+// at scrape time from count (queue.Queue.ForeignGenerations's).
+func (m *Metrics) WatchForeignGenerations(count func() uint64) {
+	if m != nil {
+		m.registry.MustRegister(prometheus.NewCounterFunc(foreignGenerationsOpts, func() float64 { return float64(count()) }))
+	}
+}

@@ -47,27 +47,28 @@ func TestPublishGenerationTrustedOnlyWithTheAPIsSignature(t *testing.T) {
 	}
 
 	const ignored = `level=ERROR msg="the publish generation in NATS was not written with the API's own NATS credential`
-	for _, forged := range []string{
-		"9223372036854775807",
-		`{"generation":9223372036854775807}`,
-		// The API's own signature, on a generation moved far ahead.
-		strings.Replace(string(signed.Value()), `"generation":5`, `"generation":9223372036854775807`, 1),
+	for _, forged := range []struct{ value, said string }{
+		{"9223372036854775807", ignored},
+		{`{"generation":9223372036854775807}`, ignored},
+		// The API's own signature, on a generation moved far ahead: of
+		// the form another key's has, and said as such (ForeignGenerations).
+		{strings.Replace(string(signed.Value()), `"generation":5`, `"generation":9223372036854775807`, 1), foreignSaid},
 	} {
-		before := strings.Count(logs.String(), ignored)
-		if _, err := kv.Put(ctx, "postgres.signed_generation", []byte(forged)); err != nil {
+		before := strings.Count(logs.String(), forged.said)
+		if _, err := kv.Put(ctx, "postgres.signed_generation", []byte(forged.value)); err != nil {
 			t.Fatal(err)
 		}
 		if g, err := q.PostgresMark(ctx); err != nil || g != 0 {
-			t.Fatalf("forged %s: %d %v, want none", forged, g, err)
+			t.Fatalf("forged %s: %d %v, want none", forged.value, g, err)
 		}
-		if l := logs.String(); strings.Count(l, ignored) != before+1 {
-			t.Fatalf("forged %s read without its ERROR:\n%s", forged, l)
+		if l := logs.String(); strings.Count(l, forged.said) != before+1 {
+			t.Fatalf("forged %s read without its ERROR:\n%s", forged.value, l)
 		}
 		if err := q.RaisePostgresMark(ctx, 6); err != nil {
 			t.Fatal(err)
 		}
 		if g, err := q.PostgresMark(ctx); err != nil || g != 6 {
-			t.Fatalf("the raise over forged %s: %d %v, want 6", forged, g, err)
+			t.Fatalf("the raise over forged %s: %d %v, want 6", forged.value, g, err)
 		}
 	}
 	if err := q.RaisePostgresMark(ctx, 4); err != nil {
@@ -90,5 +91,83 @@ func TestPublishGenerationTrustedOnlyWithTheAPIsSignature(t *testing.T) {
 	}
 	if g, err := q.PostgresMark(ctx); err != nil || g != 6 {
 		t.Fatalf("the signed generation beside a bare one: %d %v, want 6", g, err)
+	}
+}
+
+// foreignSaid starts the ERROR line of a publish generation signed with
+// another key.
+const foreignSaid = `level=ERROR msg="the publish generation in NATS is signed with another key than this API's`
+
+// TestPublishGenerationOfAnotherKeyIsSaidOnceAndCounted: two API
+// replicas on different NATS seeds write over each other's publish
+// generation at every raise (each takes the other's as unsigned). The
+// API tells a well-formed generation signed with another key from one
+// absent or garbled: it counts each read of one (ForeignGenerations,
+// for /readyz and orderly_publish_generation_foreign_total) and says it
+// at ERROR once an hour, naming the setting, instead of the ERROR "not
+// written with the API's own NATS credential" at every read, which
+// named a stolen worker seed and never the replicas' seeds.
+func TestPublishGenerationOfAnotherKeyIsSaidOnceAndCounted(t *testing.T) {
+	ctx := t.Context()
+	ns := testenv.NATSServer(t, &server.Options{})
+	var logs testenv.LogBuffer
+	a := testenv.Queue(t, ns.ClientURL(), "api-a", queue.Options{Logger: testenv.LoggerTo(&logs)})
+	a.SignGenerations(queue.NewGenerationKey([]byte("replica a's seed")))
+	b := testenv.Queue(t, ns.ClientURL(), "api-b", queue.Options{})
+	b.SignGenerations(queue.NewGenerationKey([]byte("replica b's seed")))
+	if n, last := a.ForeignGenerations(); n != 0 || !last.IsZero() {
+		t.Fatalf("before any read: %d, %v; want none", n, last)
+	}
+	const rounds = 5
+	for i := range rounds {
+		gen := uint64(10 + 2*i)
+		if err := b.RaisePostgresMark(ctx, gen); err != nil {
+			t.Fatal(err)
+		}
+		if g, err := a.PostgresMark(ctx); err != nil || g != 0 {
+			t.Fatalf("round %d: replica a read %d %v; want none (replica b's)", i, g, err)
+		}
+		if err := a.RaisePostgresMark(ctx, gen+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, last := a.ForeignGenerations()
+	if n != rounds || last.IsZero() {
+		t.Fatalf("replica a counted %d reads of another key's generation (last %v); want %d", n, last, rounds)
+	}
+	l := logs.String()
+	if c := strings.Count(l, foreignSaid); c != 1 || !strings.Contains(l, "nats.nkey or nats.credentials") ||
+		!strings.Contains(l, `One NATS seed for every API replica`) {
+		t.Fatalf("%d ERROR lines say the generation is another key's, want 1 naming the setting and deploy.md's section:\n%s", c, l)
+	}
+	if c := strings.Count(l, "not written with the API's own NATS credential"); c != 0 {
+		t.Fatalf("%d reads of another key's generation said as an unsigned one, want none:\n%s", c, l)
+	}
+
+	// Absent, or not of the signed form: not another key's.
+	kv, err := testenv.JetStream(t, ns.ClientURL(), "forger").KeyValue(ctx, queue.MarksBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, garbled := range []string{"12", `{"generation":12}`, `{"generation":12,"sig":"abc"}`,
+		`{"generation":12,"sig":"` + strings.Repeat("Z", 64) + `"}`} {
+		if _, err := kv.Put(ctx, "postgres.signed_generation", []byte(garbled)); err != nil {
+			t.Fatal(err)
+		}
+		if g, err := a.PostgresMark(ctx); err != nil || g != 0 {
+			t.Fatalf("garbled %s: %d %v, want none", garbled, g, err)
+		}
+		if got, _ := a.ForeignGenerations(); got != rounds {
+			t.Fatalf("garbled %s counted as another key's generation (%d reads, want %d)", garbled, got, rounds)
+		}
+	}
+	if err := kv.Delete(ctx, "postgres.signed_generation"); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := a.PostgresMark(ctx); err != nil || g != 0 {
+		t.Fatalf("deleted: %d %v, want none", g, err)
+	}
+	if got, _ := a.ForeignGenerations(); got != rounds {
+		t.Fatalf("no generation counted as another key's (%d reads, want %d)", got, rounds)
 	}
 }

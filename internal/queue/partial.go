@@ -39,17 +39,14 @@ type Partial struct {
 // stream took before, some perhaps after their later ones (flushed from
 // the reconnect buffer into a stream made again). A chunk of a newer run
 // or round starts the output again; one of an older round, come late, is
-// skipped, and so is one of a run seen before the newest: a run is a
-// random token, so a run is older than another only by which came first
-// (a worker frozen with its order, thawed after the order ran again,
-// flushes the first run's chunks after the next run's). Rollups used to
-// purge both before the new ones came.
+// skipped, and so is one of a run seen before the newest (LiveRuns).
+// Rollups used to purge both before the new ones came.
 func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64) (Partial, error) {
 	var p Partial
 	var next [2]int64 // where in each stream the chunks given so far end
 	var run string    // the run and round of the chunks given so far
 	round := -1
-	var earlier map[string]bool // the runs seen before run
+	var runs LiveRuns // tells an earlier run's chunks
 	c, err := q.js.OrderedConsumer(ctx, LiveStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{OutputSubjectOf(host, id)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -81,19 +78,15 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 			default:
 				continue
 			}
-			if r, n, ok := chunkRun(m.Headers().Get(nats.MsgIdHdr)); ok {
+			msgID := m.Headers().Get(nats.MsgIdHdr)
+			if runs.Earlier(msgID) {
+				continue
+			}
+			if r, n, ok := chunkRun(msgID); ok {
 				switch {
-				case r != run && earlier[r], r == run && n < round:
+				case r == run && n < round:
 					continue
-				case r != run:
-					if run != "" {
-						if earlier == nil {
-							earlier = map[string]bool{}
-						}
-						earlier[run] = true
-					}
-					fallthrough
-				case n > round:
+				case r != run, n > round:
 					p, next, run, round = Partial{}, [2]int64{}, r, n
 				}
 			}

@@ -91,7 +91,10 @@ type Queue struct {
 	restarts atomic.Pointer[func() uint64]
 	// genKey: the key the publish generation is signed with
 	// (SignGenerations), nil without.
-	genKey  atomic.Pointer[MarkKey]
+	genKey atomic.Pointer[MarkKey]
+	// foreign: the publish generations read that another key signed
+	// (ForeignGenerations).
+	foreign foreignGenerations
 	storing storing // whether publishes are acknowledged (storing.go)
 	// contact: whether the server answers a standby (contact.go).
 	contact contact

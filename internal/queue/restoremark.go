@@ -3,11 +3,13 @@ package queue
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,6 +85,14 @@ func (k MarkKey) signGeneration(gen uint64) string {
 // was not signed with the API's key (SignGenerations).
 var ErrUnauthenticatedGeneration = errors.New("the publish generation was not written with the API's NATS credential")
 
+// ErrGenerationOfAnotherKey: the signed publish generation NATS holds is
+// well formed, a generation and a signature of the form the API writes,
+// but signed with another key than the API's: most likely by an API
+// replica whose NATS seed differs (every replica must share one), since
+// a forger must first copy the form. Unlike a value absent or garbled,
+// it says who got the deployment wrong (ForeignGenerations).
+var ErrGenerationOfAnotherKey = fmt.Errorf("%w: it is signed with another key", ErrUnauthenticatedGeneration)
+
 // generationOf reads val, the value of the publish generation's key: a
 // number, or with k the signed form, checked.
 func generationOf(val []byte, k MarkKey) (uint64, error) {
@@ -98,10 +108,80 @@ func generationOf(val []byte, k MarkKey) (uint64, error) {
 		return 0, fmt.Errorf("read %s in kv bucket %s: %w: %q is not a signed generation", signedGenerationKey, MarksBucket, ErrUnauthenticatedGeneration, val)
 	}
 	if !hmac.Equal([]byte(s.Sig), []byte(k.signGeneration(s.Generation))) {
+		if isSignature(s.Sig) {
+			return 0, fmt.Errorf("read %s in kv bucket %s: %w (an API replica with another NATS seed wrote it, or another connection to NATS)",
+				signedGenerationKey, MarksBucket, ErrGenerationOfAnotherKey)
+		}
 		return 0, fmt.Errorf("read %s in kv bucket %s: %w: its signature does not match (another connection to NATS wrote it, or an API with another credential)",
 			signedGenerationKey, MarksBucket, ErrUnauthenticatedGeneration)
 	}
 	return s.Generation, nil
+}
+
+// isSignature reports whether sig has the form of a signature macf
+// writes: 64 lowercase hex digits (HMAC-SHA256).
+func isSignature(sig string) bool {
+	if len(sig) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range []byte(sig) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// foreignGenerationLogEvery is how often at most the API says at ERROR
+// that the publish generation it read was signed with another key: two
+// replicas on different seeds read each other's at every comparison (up
+// to one a second while orders flow), and one line an hour names the
+// fault as well as thousands.
+const foreignGenerationLogEvery = time.Hour
+
+// foreignGenerations counts the publish generations read that another
+// key signed (ErrGenerationOfAnotherKey), and when the last was read and
+// the last said at ERROR (unix ns; 0: none).
+type foreignGenerations struct {
+	n            atomic.Uint64
+	last, logged atomic.Int64
+}
+
+// ForeignGenerations reports how many reads of the publish generation
+// found one signed with another key than the API's since the process
+// started, and when the last did (zero: none): the sign of API replicas
+// on different NATS seeds, which keep writing over each other's
+// generation, so that the restore guard misses restores (docs/deploy.md,
+// "One NATS seed for every API replica"). /readyz warns of it, and
+// orderly_publish_generation_foreign_total counts it.
+func (q *Queue) ForeignGenerations() (n uint64, last time.Time) {
+	n = q.foreign.n.Load()
+	if at := q.foreign.last.Load(); at != 0 {
+		last = time.Unix(0, at)
+	}
+	return n, last
+}
+
+// foreignGeneration notes a publish generation read that another key
+// signed (err, ErrGenerationOfAnotherKey's), said at ERROR once per
+// foreignGenerationLogEvery.
+func (q *Queue) foreignGeneration(err error) {
+	now := time.Now()
+	f := &q.foreign
+	f.n.Add(1)
+	f.last.Store(now.UnixNano())
+	logged := f.logged.Load()
+	if logged != 0 && now.Sub(time.Unix(0, logged)) < foreignGenerationLogEvery {
+		return
+	}
+	if !f.logged.CompareAndSwap(logged, now.UnixNano()) {
+		return // said by another read just now
+	}
+	q.logger().Error("the publish generation in NATS is signed with another key than this API's: another API replica runs with another NATS seed "+
+		"(nats.nkey or nats.credentials; serve's API seed), and the two write over each other's generation, so restores of PostgreSQL go unseen. "+
+		"Give every API replica the same seed; said once an hour while it lasts",
+		"bucket", MarksBucket, "key", signedGenerationKey, "error", err,
+		"see", `docs/deploy.md, "One NATS seed for every API replica"`)
 }
 
 // generationEntry is the key the publish generation is kept under with
@@ -230,6 +310,12 @@ func (q *Queue) PostgresMark(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	g, err := generationOf(e.Value(), k)
+	if errors.Is(err, ErrGenerationOfAnotherKey) {
+		// Taken as none as any value the API did not sign, but said
+		// for what it most likely is, and at most once an hour.
+		q.foreignGeneration(err)
+		return 0, nil
+	}
 	if errors.Is(err, ErrUnauthenticatedGeneration) {
 		q.logger().Error("the publish generation in NATS was not written with the API's own NATS credential: ignored, as none, until the API writes its own "+
 			"(another connection to NATS can write it; docs/security.md, \"Known gaps of a stolen worker seed\")",

@@ -71,6 +71,12 @@ var errLeaderStuck = errors.New("the leader did not die after SIGKILL")
 // failed nor killed.
 var ErrCanceledBeforeStart = errors.New("canceled before it started")
 
+// ErrNotStarted is in the StartErr of a Result whose ctx ended (the
+// worker's stop, past its shutdown grace) before any process of the order
+// started, as while it waited for a file descriptor: nothing of it ran,
+// so the worker hands it back to the queue rather than end it.
+var ErrNotStarted = errors.New("not started")
+
 // groupGoneTimeout bounds how long Run waits for the SIGKILLed members of the
 // group to die. A member stuck in uninterruptible sleep (a dead NFS server)
 // can outlive it; Result.GroupGone is then false and a warning is logged.
@@ -331,7 +337,8 @@ func New(logger *slog.Logger) *Executor {
 // descriptors is tried again, with a backoff, for up to
 // startWaitForDescriptors: a cancel signal or the end of ctx meanwhile
 // ends the wait, and the Result is then Canceled with the StartErr (which
-// holds ErrCanceledBeforeStart for a cancel signal).
+// holds ErrCanceledBeforeStart for a cancel signal, ErrNotStarted for
+// the end of ctx).
 func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
 	var (
 		first, deadline time.Time // of the wait for a descriptor
@@ -376,7 +383,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", ctx.Err())}
+			return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("%w: %w", ErrNotStarted, ctx.Err())}
 		case _, ok := <-signals:
 			t.Stop()
 			if !ok {
@@ -393,7 +400,7 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 // or returns the start's error as it came.
 func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan syscall.Signal) Result {
 	if err := ctx.Err(); err != nil {
-		return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("not started: %w", err)}
+		return Result{Canceled: true, GroupGone: true, StartErr: fmt.Errorf("%w: %w", ErrNotStarted, err)}
 	}
 	if !filepath.IsAbs(req.Path) {
 		return Result{GroupGone: true, StartErr: fmt.Errorf("executable path %q is not absolute", req.Path)}
