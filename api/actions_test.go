@@ -439,6 +439,80 @@ func TestActionLimits(t *testing.T) {
 	}
 }
 
+// TestActionLimitRefusalSaysWhen: a run over `runs` per `per` is told
+// when the oldest counted run leaves the window (Retry-After, the body's
+// retry_at and its message, all from the refusing statement), and one
+// over concurrent_per_host which order holds the slot.
+func TestActionLimitRefusalSaysWhen(t *testing.T) {
+	hourly := config.Action{Name: "hourly", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Command: []string{"/bin/true"}, Limit: config.ActionLimit{Runs: 1, Per: time.Hour}}
+	one := config.Action{Name: "one-at-a-time", Hosts: []string{"*"}, Roles: []string{"ops"},
+		Command: []string{"/bin/true"}, Limit: config.ActionLimit{ConcurrentPerHost: 1}}
+	e := newAPIEnv(t, envOptions{actions: config.Actions{Bus: "system", Definitions: []config.Action{hourly, one}}})
+
+	refused := func(name, host string) (*http.Response, api.ErrorBody) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", e.url+"/v1/actions/"+name+"/run", strings.NewReader(`{"host":"`+host+`"}`))
+		req.Header.Set("Authorization", "Bearer "+e.tokens["bob"])
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var eb api.ErrorBody
+		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil || resp.StatusCode != 429 || eb.Error.Code != "rate_limited" {
+			t.Fatalf("%s on %s: %d %+v (%v), want 429 rate_limited", name, host, resp.StatusCode, eb, err)
+		}
+		return resp, eb
+	}
+
+	code, b := e.do("alice", "POST", "/v1/actions/hourly/run", map[string]any{"host": "h-1"})
+	var first api.Order
+	if code != 202 || json.Unmarshal(b, &first) != nil {
+		t.Fatalf("first run: %d %s", code, b)
+	}
+	resp, eb := refused("hourly", "h-2")
+	ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || ra < 3590 || ra > 3600 {
+		t.Errorf("Retry-After %q, want 3590..3600 s (1 run per hour, the first just now)", resp.Header.Get("Retry-After"))
+	}
+	if s, _ := eb.Error.Details["retry_after_seconds"].(float64); int(s) != ra {
+		t.Errorf("retry_after_seconds %v, Retry-After %d: want the same", eb.Error.Details["retry_after_seconds"], ra)
+	}
+	s, _ := eb.Error.Details["retry_at"].(string)
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("retry_at %q: %v", s, err)
+	}
+	// Exactly the first run's submission plus the window: the oldest
+	// counted run leaving it is when the action may run again.
+	if want := first.SubmittedAt.Add(time.Hour); !at.Equal(want) {
+		t.Errorf("retry_at %s, want %s (the first run's submission + 1 h)", at, want)
+	}
+	if want := "may run again in " + strconv.Itoa(ra) + " s (at " + at.UTC().Format("15:04:05") + " UTC)"; !strings.Contains(eb.Error.Message, want) {
+		t.Errorf("message %q does not say %q", eb.Error.Message, want)
+	}
+
+	// No worker serves the host: the first run stays queued and holds
+	// the only slot.
+	code, b = e.do("alice", "POST", "/v1/actions/one-at-a-time/run", map[string]any{"host": "q-1"})
+	var holder api.Order
+	if code != 202 || json.Unmarshal(b, &holder) != nil {
+		t.Fatalf("first run: %d %s", code, b)
+	}
+	_, eb = refused("one-at-a-time", "q-1")
+	if got := eb.Error.Details["held_by"]; got != holder.ID.String() {
+		t.Errorf("held_by %v, want the queued run %s", got, holder.ID)
+	}
+	if !strings.Contains(eb.Error.Message, "order "+holder.ID.String()+" holds the slot") {
+		t.Errorf("message %q does not name the holder %s", eb.Error.Message, holder.ID)
+	}
+	if _, ok := eb.Error.Details["retry_at"]; ok {
+		t.Errorf("a concurrency refusal gives a retry_at: %+v", eb.Error.Details)
+	}
+}
+
 // TestWorkerRejectsWhatTheAPIAllowed: the API's config allows a value
 // (and an action) the worker's own config does not; the order is
 // accepted and the worker ends it rejected, running nothing.

@@ -277,6 +277,20 @@ func (a apiAnswer) recorded() string {
 	return id
 }
 
+// heldBy is the order a 429 of an action's concurrent_per_host names as
+// holding the slot (details.held_by), "" otherwise.
+func (a apiAnswer) heldBy() string {
+	var eb ErrorBody
+	if a.status != http.StatusTooManyRequests || json.Unmarshal(a.body, &eb) != nil {
+		return ""
+	}
+	id, _ := eb.Error.Details["held_by"].(string)
+	if _, err := uuid.Parse(id); err != nil {
+		return ""
+	}
+	return id
+}
+
 // reason is the answer's details.reason, when it is an error that has one.
 func (a apiAnswer) reason() string {
 	var eb ErrorBody

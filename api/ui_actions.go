@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -284,6 +285,9 @@ func (u *webUI) runAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.ok() {
+		if id := a.heldBy(); id != "" {
+			r = r.WithContext(context.WithValue(r.Context(), uiHeldByKey{}, id))
+		}
 		again(a.status, a.problem())
 		return
 	}

@@ -193,8 +193,14 @@ func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status i
 	for _, o := range refused {
 		u.prefillAction(&v, o) // msg stays the refusal
 	}
-	u.pages.render(w, r, status, "dashboard", pageData{Title: "Dashboard", Nav: "dashboard", Error: msg, D: v})
+	held, _ := r.Context().Value(uiHeldByKey{}).(string)
+	u.pages.render(w, r, status, "dashboard", pageData{Title: "Dashboard", Nav: "dashboard", Error: msg, ErrorOrder: held, D: v})
 }
+
+// uiHeldByKey carries, on the request a refused action run renders the
+// dashboard for, the order holding the action's concurrent_per_host
+// slot (the 429's details.held_by), which the error links to.
+type uiHeldByKey struct{}
 
 // oneArgPerLine reports whether the exec form, one argument per line with
 // the trailing line breaks trimmed, gives back exactly args.

@@ -149,7 +149,10 @@ type pageData struct {
 	CSRF      string
 	Nav       string
 	Error     string
-	D         any
+	// ErrorOrder is an order the error names, linked after it: the run
+	// holding an action's concurrent_per_host slot.
+	ErrorOrder string
+	D          any
 }
 
 // render writes page name with status.

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/orderly-run/orderly/internal/order"
@@ -84,6 +87,23 @@ func actionLimited(err error) error {
 		return nil
 	}
 	secs, _ := strconv.ParseInt(pgErr.Hint, 10, 64)
-	return &order.Error{Code: order.CodeRateLimited, Message: pgErr.Message,
-		Details: map[string]any{"reason": "action_limit", "retry_after_seconds": max(secs, 1)}}
+	secs = max(secs, 1)
+	e := &order.Error{Code: order.CodeRateLimited, Message: pgErr.Message,
+		Details: map[string]any{"reason": "action_limit", "retry_after_seconds": secs}}
+	// DETAIL (migration 00029) says until when, or who holds the slot: a
+	// refusal that says neither (a trigger before 00029, while a rolling
+	// upgrade migrates) keeps the message and the seconds.
+	switch k, v, _ := strings.Cut(pgErr.Detail, "="); k {
+	case "retry_at":
+		if at, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			e.Details["retry_at"] = at.UTC().Format(time.RFC3339Nano)
+			e.Message += fmt.Sprintf("; it may run again in %d s (at %s)", secs, at.UTC().Format("15:04:05 UTC"))
+		}
+	case "held_by":
+		if _, err := uuid.Parse(v); err == nil {
+			e.Details["held_by"] = v
+			e.Message += "; order " + v + " holds the slot: it may run again once that order ends"
+		}
+	}
+	return e
 }
