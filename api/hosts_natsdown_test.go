@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,4 +100,127 @@ func TestHostsListedFromPostgresWithNATSDown(t *testing.T) {
 		t.Fatalf("GET /v1/hosts/cut with NATS down: running %+v, %d queued; want %s and 1", one.Running, len(one.Queued), o.ID)
 	}
 	t.Logf("GET /v1/hosts/cut with NATS down answered in %s", took.Round(time.Millisecond))
+}
+
+// TestHostsListedFromPostgresWithNATSFrozen is
+// TestHostsListedFromPostgresWithNATSDown with nats-server frozen
+// instead of stopped: the API's connections stay open and nothing on
+// them is answered (what a SIGSTOP does to its clients; the server here
+// runs in the test's process, so a proxy between them stops carrying
+// bytes). The listing answers within its bound from PostgreSQL.
+func TestHostsListedFromPostgresWithNATSFrozen(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	fz := newFreezer(t, ns.Addr().String())
+	e := newAPIEnv(t, envOptions{natsURL: "nats://" + fz.addr()})
+	ctx := testenv.Context(t)
+	if _, _, err := e.store.TakeHost(ctx, "ice", "1.0", postgres.Owner{Instance: "ice/1"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := e.q.Heartbeat(ctx, queue.HostInfo{Host: "ice", Instance: "ice/1", Version: "1.0", StartedAt: now, LastSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	fz.freeze()
+	defer fz.thaw()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/v1/hosts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens["admin"])
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: natsRequestsBefore - time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/hosts with NATS frozen: %v (after %s)", err, time.Since(start).Round(time.Millisecond))
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Hosts    []api.Host `json:"hosts"`
+		Registry string     `json:"registry"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK ||
+		got.Registry != "unavailable" || len(got.Hosts) != 1 || got.Hosts[0].Registry != "unavailable" || got.Hosts[0].Instance != "ice/1" {
+		t.Fatalf("GET /v1/hosts with NATS frozen: %d %+v %v, want ice as PostgreSQL knows it, registry unavailable", resp.StatusCode, got, err)
+	}
+	t.Logf("GET /v1/hosts with NATS frozen answered in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// freezer is a TCP proxy to a nats-server that can stop carrying bytes,
+// both ways, with every connection left open: the server frozen, as its
+// clients see it.
+type freezer struct {
+	ln   net.Listener
+	mu   sync.Mutex
+	gate chan struct{} // closed while bytes flow
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, gate: make(chan struct{})}
+	close(f.gate)
+	var conns sync.WaitGroup
+	t.Cleanup(func() { f.thaw(); _ = ln.Close(); conns.Wait() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			conns.Add(2)
+			go func() { defer conns.Done(); f.carry(s, c) }()
+			go func() { defer conns.Done(); f.carry(c, s) }()
+		}
+	}()
+	return f
+}
+
+func (f *freezer) addr() string { return f.ln.Addr().String() }
+
+// carry copies from src to dst, holding what it read while frozen.
+func (f *freezer) carry(dst, src net.Conn) {
+	defer func() { _ = dst.Close(); _ = src.Close() }()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			gate := f.gate
+			f.mu.Unlock()
+			<-gate
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.gate:
+		f.gate = make(chan struct{})
+	default:
+	}
+}
+
+func (f *freezer) thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.gate:
+	default:
+		close(f.gate)
+	}
 }
