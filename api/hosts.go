@@ -40,7 +40,25 @@ type Host struct {
 	// Maintenance, when set, is who put the host in maintenance, when
 	// and why: new orders for it are refused (maintenance.go).
 	Maintenance *HostMaintenance `json:"maintenance,omitempty"`
+	// Registry is "unavailable" when NATS did not answer the read of the
+	// heartbeats within hostsRegistryTimeout: the host is as PostgreSQL
+	// knows it (last_seen, version and instance of the last worker it
+	// recorded, its current order, queue and maintenance), and whether it
+	// is online and who stands by are unknown (online false, standby,
+	// restore_guard and postgres_unreachable absent). Absent otherwise.
+	Registry string `json:"registry,omitempty"`
 }
+
+// hostsRegistryTimeout bounds the read of the heartbeats and standby
+// reports in a hosts listing: with NATS down or frozen it waited out
+// each of its JetStream requests' 5 s one after another, and a fleet's
+// view, looked at precisely when things are broken, came 10 s or more
+// late or not before the client gave up. Past it the listing answers
+// what PostgreSQL knows, marked (Host.Registry).
+const hostsRegistryTimeout = 3 * time.Second
+
+// registryUnavailable is Host.Registry when NATS did not answer.
+const registryUnavailable = "unavailable"
 
 // PostgresOutage is how long the worker of a host has failed to reach
 // PostgreSQL and why. The error names the database's address and user:
@@ -63,8 +81,9 @@ type Standby struct {
 // hosts merges what PostgreSQL remembers (every host ever seen) with the
 // live heartbeats in the KV bucket (who is online now, who stands by):
 // of every host, or of the host name only (its view read the whole
-// fleet's rows and heartbeats, to keep one).
-func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
+// fleet's rows and heartbeats, to keep one). registry is what each
+// host's Registry says: "" when the heartbeats were read.
+func (s *Server) hosts(r *http.Request, name string) (_ []Host, registry string, err error) {
 	var names []string
 	workers := s.Queue.Workers
 	if name != "" {
@@ -75,20 +94,32 @@ func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
 	}
 	rows, err := s.Store.Hosts(r.Context(), names...)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	online, standbys, err := workers(r.Context())
+	ctx, cancel := context.WithTimeout(r.Context(), hostsRegistryTimeout)
+	online, standbys, err := workers(ctx)
+	cancel()
 	if err != nil {
-		return nil, &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+		if r.Context().Err() != nil {
+			return nil, "", r.Context().Err()
+		}
+		s.logger.Warn("hosts listed without their heartbeats: NATS did not answer", "error", err, "timeout", hostsRegistryTimeout)
+		registry = registryUnavailable
 	}
 	current, err := s.Store.CurrentOrders(r.Context(), names...)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	byHost := map[string]*Host{}
 	for _, h := range rows {
 		ls := h.LastSeen
-		byHost[h.Host] = &Host{Host: h.Host, LastSeen: &ls, Version: h.Version, Instance: h.Instance}
+		v := &Host{Host: h.Host, LastSeen: &ls, Version: h.Version, Instance: h.Instance, Registry: registry}
+		// Without the heartbeats, the order PostgreSQL has running by
+		// the worker it last recorded for the host.
+		if c, ok := current[h.Host]; ok && registry != "" && c.Worker == h.Instance {
+			v.CurrentOrder = &c.ID
+		}
+		byHost[h.Host] = v
 	}
 	for name, info := range online {
 		h := byHost[name]
@@ -121,14 +152,14 @@ func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
 		h.Standby = &Standby{Instance: sb.Instance, Version: sb.Version, WaitingSince: sb.StartedAt.UTC(), LastSeen: sb.LastSeen}
 	}
 	if err := s.hideOthersOrders(r, byHost); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// From PostgreSQL, not this replica's cache: the listing shows what
 	// an admin set a moment ago on another replica. A host in
 	// maintenance is listed even if no worker ever served it.
 	maint, err := s.Store.HostsInMaintenance(r.Context())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for hname, m := range maint {
 		if name != "" && hname != name {
@@ -140,13 +171,14 @@ func (s *Server) hosts(r *http.Request, name string) ([]Host, error) {
 			byHost[hname] = h
 		}
 		h.Maintenance = maintenanceView(m)
+		h.Registry = registry
 	}
 	out := make([]Host, 0, len(byHost))
 	for _, h := range byHost {
 		out = append(out, *h)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
-	return out, nil
+	return out, registry, nil
 }
 
 // hideOthersOrders clears a host's current order when the principal may
@@ -185,7 +217,7 @@ func (s *Server) hideOthersOrders(r *http.Request, byHost map[string]*Host) erro
 // handleHosts is GET /v1/hosts, with each host's queue depth (one query
 // over the active orders), so that a fleet's view needs no call per host.
 func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
-	hs, err := s.hosts(r, "")
+	hs, registry, err := s.hosts(r, "")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -206,10 +238,16 @@ func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 	// shows it too.
 	for name, d := range depths {
 		if !listed[name] && d > 0 {
-			hs = append(hs, Host{Host: name, QueueDepth: &d})
+			hs = append(hs, Host{Host: name, QueueDepth: &d, Registry: registry})
 		}
 	}
 	sort.Slice(hs, func(i, j int) bool { return hs[i].Host < hs[j].Host })
+	// The list says it once too, for a client that shows the fleet
+	// before its hosts: every host's online is unknown.
+	if registry != "" {
+		encode(w, http.StatusOK, map[string]any{"hosts": hs, "registry": registry})
+		return
+	}
 	encode(w, http.StatusOK, map[string]any{"hosts": hs})
 }
 
@@ -221,7 +259,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	hs, err := s.hosts(r, name)
+	hs, registry, err := s.hosts(r, name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -234,7 +272,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 	}
 	known := h != nil
 	if !known {
-		h = &Host{Host: name}
+		h = &Host{Host: name, Registry: registry}
 	}
 	running, _, err := s.Store.ListOrders(r.Context(), scoped(r, postgres.Filter{Host: name, Status: []order.Status{order.StatusRunning}, Limit: 10}))
 	if err != nil {

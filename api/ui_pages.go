@@ -248,7 +248,9 @@ func (u *webUI) hostNames(r *http.Request) []string {
 }
 
 // knownHosts lists the known hosts and which of them have no worker
-// online: a host is known from a queued order alone, a typo's too.
+// online: a host is known from a queued order alone, a typo's too. A
+// host listed without its heartbeat (Host.Registry: NATS did not answer)
+// is not known to be offline, and is not marked.
 func (u *webUI) knownHosts(r *http.Request) ([]string, map[string]bool) {
 	var hs struct {
 		Hosts []Host `json:"hosts"`
@@ -260,7 +262,7 @@ func (u *webUI) knownHosts(r *http.Request) ([]string, map[string]bool) {
 	out := make([]string, 0, len(hs.Hosts))
 	for _, h := range hs.Hosts {
 		out = append(out, h.Host)
-		if !h.Online {
+		if !h.Online && h.Registry == "" {
 			offline[h.Host] = true
 		}
 	}

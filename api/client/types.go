@@ -276,6 +276,11 @@ type Host struct {
 	// Maintenance is set while an admin has the host in maintenance: new
 	// orders for it are refused with CodeHostInMaintenance.
 	Maintenance *Maintenance `json:"maintenance,omitempty"`
+	// Registry is RegistryUnavailable when NATS did not answer the API's
+	// read of the heartbeats in time: the host is as PostgreSQL knows it,
+	// and whether it is online (Online is false) and who stands by are
+	// unknown. "" otherwise.
+	Registry string `json:"registry,omitempty"`
 
 	// Raw is the host's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`
@@ -318,9 +323,16 @@ func (h *Host) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// RegistryUnavailable is Host.Registry and HostList.Registry when the
+// API listed hosts without their heartbeats (NATS did not answer).
+const RegistryUnavailable = "unavailable"
+
 // HostList is the answer of GET /v1/hosts.
 type HostList struct {
 	Hosts []Host `json:"hosts"`
+	// Registry is RegistryUnavailable when every host's online and
+	// standby are unknown (Host.Registry).
+	Registry string `json:"registry,omitempty"`
 
 	// Raw is the list's JSON as the API sent it.
 	Raw json.RawMessage `json:"-"`

@@ -115,15 +115,17 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		}
 	}
 	refusal := newNATSRefusal(natsCredentialSetting(cfg))
+	link := &natsLink{}
 	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		if err != nil {
-			logger.Warn("nats disconnected", "error", err)
+			logger.Warn("nats disconnected", "error", err, "url", link.dropped())
 		}
 		if isNATSRefusal(err) {
 			refusal.refuse(err)
 		}
-	}), nats.ReconnectHandler(func(*nats.Conn) {
-		logger.Info("nats reconnected")
+	}), nats.ReconnectHandler(func(nc *nats.Conn) {
+		url, down := link.back(nc)
+		logger.Info("nats reconnected", "url", url, "down", down)
 		refusal.accept()
 	}),
 		// Without it, nats.go prints asynchronous errors (slow consumer,
@@ -148,6 +150,9 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		// (queue.Connect), so only the first connection is retried here.
 		dials++
 		c, err := queue.Connect(cfg.NATS.URL, name, opts...)
+		if err == nil {
+			link.connected(c)
+		}
 		nc = c
 		return natsConnectError(cfg, role, err)
 	})

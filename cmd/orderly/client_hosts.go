@@ -99,10 +99,17 @@ func (a *app) hostsCommand() *cobra.Command {
 				if h.QueueDepth != nil {
 					queued = strconv.Itoa(*h.QueueDepth)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cellText(h.Host), yesNo(h.Online), standbyShort(h.Standby), ago(h.LastSeen, now), dash(cellText(h.Version)), queued, dashID(h.CurrentOrder))
+				online, standby := yesNo(h.Online), standbyShort(h.Standby)
+				if h.Registry != "" {
+					online, standby = "?", "?"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cellText(h.Host), online, standby, ago(h.LastSeen, now), dash(cellText(h.Version)), queued, dashID(h.CurrentOrder))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
+			}
+			if list.Registry != "" {
+				fmt.Fprintln(a.stdout, registryUnknownNote)
 			}
 			// Under the table, only when a worker runs without it: a
 			// column of "on" would say nothing most of the time.
@@ -219,10 +226,18 @@ func maintenanceText(m *client.Maintenance, now time.Time) string {
 func printHost(w io.Writer, h *client.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
 	fmt.Fprintf(tw, "Host:\t%s\n", cellText(h.Host))
-	fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))
+	if h.Registry != "" {
+		fmt.Fprintf(tw, "Online:\t? (%s)\n", registryUnknownNote)
+	} else {
+		fmt.Fprintf(tw, "Online:\t%s\n", yesNo(h.Online))
+	}
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(h.LastSeen, time.Now()))
 	fmt.Fprintf(tw, "Version:\t%s\n", dash(cellText(h.Version)))
-	fmt.Fprintf(tw, "Standby:\t%s\n", standbyLong(h.Standby, time.Now()))
+	if h.Registry != "" {
+		fmt.Fprintf(tw, "Standby:\t?\n")
+	} else {
+		fmt.Fprintf(tw, "Standby:\t%s\n", standbyLong(h.Standby, time.Now()))
+	}
 	if h.RestoreGuard != "" {
 		fmt.Fprintf(tw, "Restore guard:\t%s\n", cellText(h.RestoreGuard))
 	}
@@ -279,6 +294,10 @@ func dashID(id *uuid.UUID) string {
 }
 
 // standbyShort says whether a worker stands by to take the host over.
+// registryUnknownNote says why a listing's ONLINE and STANDBY are "?"
+// (client.RegistryUnavailable): the API answered from PostgreSQL alone.
+const registryUnknownNote = "NATS did not answer the API: online and standby unknown; last seen, version and orders as PostgreSQL recorded them"
+
 func standbyShort(sb *client.Standby) string {
 	if sb == nil {
 		return "-"

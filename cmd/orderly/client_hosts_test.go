@@ -78,3 +78,35 @@ func TestCLIHostsSaysAWorkerCutOffFromPostgres(t *testing.T) {
 		t.Errorf("hosts h1: no PostgreSQL line:\n%s", r.stdout)
 	}
 }
+
+// TestCLIHostsSaysOnlineUnknownWithoutNATS: when the API lists the hosts
+// without their heartbeats ("registry": "unavailable", NATS did not
+// answer it), `orderly hosts` shows ONLINE and STANDBY as "?" and says
+// why under its table, and `orderly hosts HOST` likewise; before, every
+// host read "no", the fleet seemingly down.
+func TestCLIHostsSaysOnlineUnknownWithoutNATS(t *testing.T) {
+	host := `{"host":"h1","online":false,"last_seen":"2026-12-06T09:00:00Z","version":"v1","instance":"h1/a","current_order":null,"queue_depth":3,"registry":"unavailable"}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/hosts":
+			_, _ = w.Write([]byte(`{"hosts":[` + host + `],"registry":"unavailable"}`))
+		case "/v1/hosts/h1":
+			_, _ = w.Write([]byte(host))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	env := []string{"ORDERLY_URL=" + srv.URL, "ORDERLY_TOKEN=ord_abc"}
+	r := cli(t, env, "", "hosts")
+	wantExit(t, r, 0)
+	if !regexpLine(r.stdout, `^h1\s+\?\s+\?\s+`) || !strings.Contains(r.stdout, "\n"+registryUnknownNote+"\n") {
+		t.Errorf("hosts: want h1 online and standby \"?\" and the note under the table:\n%s", r.stdout)
+	}
+	r = cli(t, env, "", "hosts", "h1")
+	wantExit(t, r, 0)
+	if !regexpLine(r.stdout, `^Online:\s+\? \(NATS did not answer`) || !regexpLine(r.stdout, `^Standby:\s+\?$`) {
+		t.Errorf("hosts h1: want Online and Standby \"?\":\n%s", r.stdout)
+	}
+}

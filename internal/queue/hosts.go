@@ -120,15 +120,27 @@ func (q *Queue) WorkersOf(ctx context.Context, host string) (online, standbys ma
 	return q.workers(ctx, host)
 }
 
-// workers is Workers for the hosts that match, a host or "*".
+// workers is Workers for the hosts that match, a host or "*". Heartbeats
+// and standby reports are read in one pass of one consumer, judged
+// against the server's time that its creation's answer states: two
+// JetStream requests (its creation, its deletion) where a pass per
+// prefix, each after a request for the server's time, sent six one after
+// another, each waiting out jetstream's 5 s when NATS did not answer (the
+// hosts listing took up to half a minute in an outage). ctx bounds them
+// all (the API gives the listing its own deadline).
 func (q *Queue) workers(ctx context.Context, match string) (online, standbys map[string]HostInfo, err error) {
-	online, err = q.beats(ctx, "info.", match)
+	online, standbys = map[string]HostInfo{}, map[string]HostInfo{}
+	err = q.lastOfKeys(ctx, []string{"info." + match, "standby." + match}, func(now time.Time, key string, value []byte, created time.Time) {
+		prefix, into := "info.", online
+		if strings.HasPrefix(key, "standby.") {
+			prefix, into = "standby.", standbys
+		}
+		if h, ok := q.live(key, value, created, prefix, now); ok {
+			into[h.Host] = h
+		}
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list online hosts: %w", err)
-	}
-	standbys, err = q.beats(ctx, "standby.", match)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list standby workers: %w", err)
+		return nil, nil, fmt.Errorf("list online hosts and standby workers: %w", err)
 	}
 	for host, sb := range standbys {
 		if h, ok := online[host]; ok && h.Instance == sb.Instance {
@@ -176,9 +188,8 @@ func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error 
 // control, so the server sends nothing on its subject but stored
 // messages, each read as one.
 func (q *Queue) beats(ctx context.Context, prefix, match string) (map[string]HostInfo, error) {
-	now := q.serverNow(ctx)
 	out := map[string]HostInfo{}
-	err := q.lastOfKeys(ctx, prefix+match, func(key string, value []byte, created time.Time) {
+	err := q.lastOfKeys(ctx, []string{prefix + match}, func(now time.Time, key string, value []byte, created time.Time) {
 		if h, ok := q.live(key, value, created, prefix, now); ok {
 			out[h.Host] = h
 		}
@@ -190,9 +201,11 @@ func (q *Queue) beats(ctx context.Context, prefix, match string) (map[string]Hos
 }
 
 // lastOfKeys calls fn with the last entry of every key of the hosts
-// bucket that keys matches, in the order they were stored; deleted keys
+// bucket that one of keys matches, in the order they were stored, and
+// the server's time when the pass began (its answer to the consumer's
+// creation states it; this host's clock when it does not); deleted keys
 // come as their empty markers. See beats for why it is not a KV watch.
-func (q *Queue) lastOfKeys(ctx context.Context, keys string, fn func(key string, value []byte, created time.Time)) error {
+func (q *Queue) lastOfKeys(ctx context.Context, keys []string, fn func(now time.Time, key string, value []byte, created time.Time)) error {
 	pre := "$KV." + HostsBucket + "."
 	inbox := q.nc.NewInbox()
 	sub, err := q.nc.SubscribeSync(inbox)
@@ -200,23 +213,32 @@ func (q *Queue) lastOfKeys(ctx context.Context, keys string, fn func(key string,
 		return err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	c, err := q.js.CreatePushConsumer(ctx, "KV_"+HostsBucket, jetstream.ConsumerConfig{
+	filters := make([]string, len(keys))
+	for i, k := range keys {
+		filters[i] = pre + k
+	}
+	cfg := jetstream.ConsumerConfig{
 		DeliverSubject:    inbox,
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
-		FilterSubject:     pre + keys,
 		MemoryStorage:     true,
 		Replicas:          1,
 		InactiveThreshold: time.Minute,
-	})
+	}
+	if len(filters) == 1 {
+		cfg.FilterSubject = filters[0]
+	} else {
+		cfg.FilterSubjects = filters
+	}
+	c, err := q.js.CreatePushConsumer(ctx, "KV_"+HostsBucket, cfg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = q.js.DeleteConsumer(dctx, "KV_"+HostsBucket, c.CachedInfo().Name)
-	}()
+	defer q.dropPass(ctx, c.CachedInfo().Name)
+	now := c.CachedInfo().TimeStamp
+	if now.IsZero() {
+		now = q.now()
+	}
 	want := c.CachedInfo().NumPending
 	for got := uint64(0); got < want; {
 		m, err := sub.NextMsgWithContext(ctx)
@@ -228,12 +250,27 @@ func (q *Queue) lastOfKeys(ctx context.Context, keys string, fn func(key string,
 			continue // not a stored message: the server sends none other here
 		}
 		got++
-		fn(m.Subject[len(pre):], m.Data, meta.Timestamp)
+		fn(now, m.Subject[len(pre):], m.Data, meta.Timestamp)
 		if meta.NumPending == 0 {
 			break
 		}
 	}
 	return nil
+}
+
+// dropPass deletes the consumer of a pass of lastOfKeys, even when the
+// caller went away (a client that hung up), within 2 s, and within
+// ctx's deadline when it has one: a listing that must answer within its
+// bound does not wait 2 s more for a server that did not answer. A
+// consumer left is removed by the server after its InactiveThreshold.
+func (q *Queue) dropPass(ctx context.Context, name string) {
+	end := time.Now().Add(2 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d
+	}
+	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
+	defer cancel()
+	_ = q.js.DeleteConsumer(dctx, "KV_"+HostsBucket, name)
 }
 
 // HostOnline reports whether host's worker is alive, as OnlineHosts
