@@ -24,8 +24,9 @@ import (
 // does; the pull request of a worker in its own account reaches the
 // consumer through the account's service import, with a reply subject
 // of orderly's account (_R_.…), and a consumer led by another server of a
-// cluster cannot follow that back to the worker's inbox (decisions.md,
-// hM20).
+// cluster cannot follow that back to the worker's inbox, so the rewind
+// there first waits the stopped iterator's pull requests out
+// (queue.StopHostIterator; decisions.md, hM20).
 func TestRewindRedeliversToTheNextIterator(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -95,7 +96,7 @@ func rewindRedelivers(t *testing.T, oneAccount bool, n int) {
 	}
 
 	// The worker's iterator, as worker/worker.go opens it.
-	it, err := cons.Messages(jetstream.PullExpiry(5 * time.Second))
+	it, err := cons.Messages(jetstream.PullExpiry(queue.HostPullExpiry))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,12 +105,12 @@ func rewindRedelivers(t *testing.T, oneAccount bool, n int) {
 	if first.err != nil || string(first.msg.Data()) != id.String() {
 		t.Fatalf("the first delivery: %v %v", first.msg, first.err)
 	}
-	queue.StopIterator(it) // its ack lost: the message stays held
+	q1.StopHostIterator(it) // its ack lost: the message stays held
 
 	if cons, err = q1.RewindHostConsumer(ctx, "h1"); err != nil {
 		t.Fatal(err)
 	}
-	it, err = cons.Messages(jetstream.PullExpiry(5 * time.Second))
+	it, err = cons.Messages(jetstream.PullExpiry(queue.HostPullExpiry))
 	if err != nil {
 		t.Fatal(err)
 	}
