@@ -414,7 +414,9 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		defer wg.Done()
 		<-feedCtx.Done()
 		// Gone before the next tenure rewinds in place: a pull request
-		// of this iterator would take the first delivery.
+		// of this iterator would take the first delivery. On a cluster
+		// the rewind also waits its last pull request out, which a
+		// consumer led by another server may not see is dead.
 		w.q.StopHostIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
