@@ -388,7 +388,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// cluster a consumer whose leader died forgets the pending pull, and
 	// the host then waited up to 30 s for the client to pull again
 	// (TestFaultsNATSCluster).
-	iter, err := cons.Messages(jetstream.PullExpiry(5 * time.Second))
+	iter, err := cons.Messages(jetstream.PullExpiry(queue.HostPullExpiry))
 	if err != nil {
 		return fmt.Errorf("consume orders of host %s: %w", w.opts.Host, err)
 	}
@@ -414,8 +414,10 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		defer wg.Done()
 		<-feedCtx.Done()
 		// Gone before the next tenure rewinds in place: a pull request
-		// of this iterator would take the first delivery.
-		queue.StopIterator(iter)
+		// of this iterator would take the first delivery. On a cluster
+		// the rewind also waits its last pull request out, which a
+		// consumer led by another server may not see is dead.
+		w.q.StopHostIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
 	*consumed = true

@@ -555,6 +555,19 @@ func TestAnotherHostsRepliesStoreNothingInACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 3
+	servers := startCluster(t, n, creds.layout.Config())
+	buses := make([]*bus, n)
+	for i, s := range servers {
+		buses[i] = &bus{url: s.ClientURL(), creds: creds}
+	}
+	repliesStoreNothing(t, buses[0], buses[1], buses[2], n)
+}
+
+// startCluster starts n nats-servers routed together, as deploy/nats
+// runs them, with the accounts in accounts (Layout.Config), and waits
+// for their JetStream to have a meta leader.
+func startCluster(t *testing.T, n int, accounts string) []*server.Server {
+	t.Helper()
 	routes := make([]string, n)
 	ports := make([]int, n)
 	for i := range n {
@@ -567,11 +580,10 @@ func TestAnotherHostsRepliesStoreNothingInACluster(t *testing.T) {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
 	}
 	servers := make([]*server.Server, n)
-	buses := make([]*bus, n)
 	for i := range n {
 		var o server.Options
 		conf := fmt.Sprintf("server_name: n%d\nlisten: \"127.0.0.1:-1\"\njetstream { store_dir: %q }\ncluster { name: accounts-test, listen: \"127.0.0.1:%d\", routes: [%s] }\n%s",
-			i+1, t.TempDir(), ports[i], strings.Join(routes, ", "), creds.layout.Config())
+			i+1, t.TempDir(), ports[i], strings.Join(routes, ", "), accounts)
 		if err := o.ProcessConfigString(conf); err != nil {
 			t.Fatal(err)
 		}
@@ -586,7 +598,6 @@ func TestAnotherHostsRepliesStoreNothingInACluster(t *testing.T) {
 			t.Fatalf("n%d not ready", i+1)
 		}
 		servers[i] = s
-		buses[i] = &bus{url: s.ClientURL(), creds: creds}
 	}
 	deadline := time.After(30 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -606,7 +617,7 @@ func TestAnotherHostsRepliesStoreNothingInACluster(t *testing.T) {
 			t.Fatal("the cluster's JetStream has no meta leader after 30s")
 		}
 	}
-	repliesStoreNothing(t, buses[0], buses[1], buses[2], n)
+	return servers
 }
 
 // TestJetStreamRestartedInPlaceKeepsTheAccounts: heal restarts

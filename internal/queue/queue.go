@@ -101,6 +101,9 @@ type Queue struct {
 	// leases: what this process learned of each host's lease across
 	// its waits (leaseKnown), by host.
 	leases sync.Map
+	// hostIterStopped: when StopHostIterator last stopped an iterator
+	// (deadpulls.go), nil before.
+	hostIterStopped atomic.Pointer[time.Time]
 	// deferred: JetStream refused a stream's or the bucket's settings for
 	// want of storage; retrying: ApplyDeferredSettings runs (storage.go).
 	deferred, retrying atomic.Bool
@@ -645,9 +648,11 @@ func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.C
 // leader was killed they took 5 – 31 s, a reset 8 – 15 ms;
 // docs/reliability.md). It also keeps the pull requests pending on the
 // consumer and the settings it has, so it is only for the worker process
-// that set the consumer up last (worker/takeover.go). A missing consumer is
-// created; one that cannot be reset (nats-server before 2.14) is recreated,
-// as RenewHostConsumer does.
+// that set the consumer up last (worker/takeover.go); on a cluster it first
+// waits out the pull requests of the iterator that worker stopped last
+// (waitStoppedPulls), which the consumer's leader may not see are dead. A
+// missing consumer is created; one that cannot be reset (nats-server before
+// 2.14) is recreated, as RenewHostConsumer does.
 func (q *Queue) RewindHostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
 	name := ConsumerName(host)
 	if q.nc.ConnectedClusterName() == "" {
@@ -661,6 +666,9 @@ func (q *Queue) RewindHostConsumer(ctx context.Context, host string) (jetstream.
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return q.HostConsumer(ctx, host)
 		}
+	}
+	if err := q.waitStoppedPulls(ctx); err != nil {
+		return nil, fmt.Errorf("rewind consumer of host %s: %w", host, err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, resetWait)
 	_, err := q.js.ResetConsumer(rctx, OrdersStream, name)
