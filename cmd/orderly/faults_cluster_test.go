@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -76,7 +77,17 @@ func startNATSClusterAccounts(t testing.TB, dir string, n int, hosts []string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startNATSClusterWith(t, dir, n, "", creds)
+	c := startNATSClusterWith(t, dir, n, "", creds)
+	// The accounts are on: a client without a seed is refused, so a
+	// process of the test that connected without its role's seed would
+	// fail, not pass on an open cluster.
+	if nc, err := nats.Connect(c.url(), nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("a client without a seed connected to the cluster with the accounts: %v", err)
+	}
+	return c
 }
 
 // startNATSClusterWith starts the cluster, with orderly's accounts for
