@@ -44,40 +44,33 @@ type natsCluster struct {
 	t     testing.TB
 	names []string
 	nodes []*natsServer
-	// creds are the seeds of every role when the nodes run orderly's
-	// accounts (startNATSClusterAccounts), nil on an open cluster.
+	// creds are the seeds of every role, each in its account: every
+	// client connects with its role's.
 	creds *natsembed.Credentials
 }
 
-// startNATSCluster starts n clustered nodes with JetStream, random ports
-// and a store directory each, and waits until each reports healthy (a
-// clustered server does once it knows the meta leader). Anyone may
-// connect: startNATSClusterAccounts is the cluster a deployment runs.
-func startNATSCluster(t testing.TB, dir string, n int) *natsCluster {
-	t.Helper()
-	return startNATSClusterConf(t, dir, n, "")
-}
-
-// startNATSClusterConf is startNATSCluster with extra appended to each
-// node's configuration.
-func startNATSClusterConf(t testing.TB, dir string, n int, extra string) *natsCluster {
-	t.Helper()
-	return startNATSClusterWith(t, dir, n, extra, nil)
-}
-
-// startNATSClusterAccounts is startNATSCluster as deploy/nats runs one:
+// startNATSClusterAccounts starts n clustered nodes with JetStream,
+// random ports and a store directory each, as deploy/nats runs them:
 // every node includes auth.conf, orderly's accounts (natsembed's layout:
 // JetStream and the API in ORDERLY, each host's workers in WORKER_<host>
 // importing only their subjects, the submitters in SUBMITTERS) with a
 // fresh seed per role and per host of hosts, written in dir/nats-creds.
-// Every client must then connect with its role's seed (c.creds).
+// It waits until each node reports healthy (a clustered server does once
+// it knows the meta leader) and the cluster can make a replicated stream.
 func startNATSClusterAccounts(t testing.TB, dir string, n int, hosts []string) *natsCluster {
+	t.Helper()
+	return startNATSClusterAccountsConf(t, dir, n, hosts, "")
+}
+
+// startNATSClusterAccountsConf is startNATSClusterAccounts with extra
+// appended to each node's configuration.
+func startNATSClusterAccountsConf(t testing.TB, dir string, n int, hosts []string, extra string) *natsCluster {
 	t.Helper()
 	creds, err := natsembed.EnsureClusterCredentials(filepath.Join(dir, "nats-creds"), hosts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startNATSClusterWith(t, dir, n, "", creds)
+	c := startNATSClusterWith(t, dir, n, extra, creds)
 	// The accounts are on: a client without a seed is refused, so a
 	// process of the test that connected without its role's seed would
 	// fail, not pass on an open cluster.
@@ -90,8 +83,8 @@ func startNATSClusterAccounts(t testing.TB, dir string, n int, hosts []string) *
 	return c
 }
 
-// startNATSClusterWith starts the cluster, with orderly's accounts for
-// creds when not nil.
+// startNATSClusterWith starts the cluster with orderly's accounts for
+// creds.
 func startNATSClusterWith(t testing.TB, dir string, n int, extra string, creds *natsembed.Credentials) *natsCluster {
 	t.Helper()
 	bin, err := natsServerBin()
@@ -99,13 +92,11 @@ func startNATSClusterWith(t testing.TB, dir string, n int, extra string, creds *
 		t.Fatal(err)
 	}
 	c := &natsCluster{t: t, creds: creds}
-	if creds != nil {
-		if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(creds.AccountsConfig()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		// As deploy/nats/nats-*.conf: the same auth.conf on every node.
-		extra = "include \"auth.conf\"\n" + extra
+	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(creds.AccountsConfig()), 0o644); err != nil {
+		t.Fatal(err)
 	}
+	// As deploy/nats/nats-*.conf: the same auth.conf on every node.
+	extra = "include \"auth.conf\"\n" + extra
 	routePorts := make([]int, n)
 	var routes []string
 	for i := range n {
@@ -229,11 +220,8 @@ func (c *natsCluster) openQueue(nc *nats.Conn, opts queue.Options) *queue.Queue 
 }
 
 // apiOptions connect as the API (orderly's account, where JetStream
-// is: the test's own inspection and queue), nothing on an open cluster.
+// is: the test's own inspection and queue).
 func (c *natsCluster) apiOptions() []nats.Option {
-	if c.creds == nil {
-		return nil
-	}
 	return seedOptions(c.t, c.creds.API, queue.APIInbox)
 }
 

@@ -27,7 +27,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 )
@@ -265,12 +264,8 @@ func newProbeStack(t *testing.T) (*faultStack, *natsCluster, string) {
 		// clients are dropped after 4–6 s. orderly's accounts, as
 		// deploy/nats: the NATS publisher in SUBMITTERS, each host's
 		// workers in theirs.
-		creds, err := natsembed.EnsureClusterCredentials(filepath.Join(s.dir, "nats-creds"), []string{"h1", "h2", "h3"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c = startNATSClusterWith(t, s.dir, 3, "ping_interval: \"2s\"\nping_max: 2\n", creds)
-		s.creds = creds
+		c = startNATSClusterAccountsConf(t, s.dir, 3, []string{"h1", "h2", "h3"}, "ping_interval: \"2s\"\nping_max: 2\n")
+		s.creds = c.creds
 		return c.url()
 	}, func(conf string) string {
 		conf = strings.Replace(conf, "nats:\n", "nats:\n  replicas: 3\n", 1)
