@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,15 +15,31 @@ import (
 // a cluster it stays on disk. There the consumer outlives its servers'
 // restarts by its assignment, and one whose state was lost would number
 // its deliveries from 1 again under a worker still consuming
-// (docs/decisions.md, thirteenth round).
+// (docs/decisions.md, thirteenth round). The cluster runs orderly's
+// accounts, and each host's worker makes its consumer from its own.
 func TestHostConsumerOnDiskOnNATSCluster(t *testing.T) {
-	c := startNATSCluster(t, t.TempDir(), 3)
+	c := startNATSClusterAccounts(t, t.TempDir(), 3, []string{"c1", "c2"})
 	ctx := testenv.Context(t)
-	js := testenv.JetStream(t, c.url(), "consumer-test")
-	q := c.openQueue(js.Conn(), queue.Options{Replicas: 3})
+	js := c.jetStream(c.url(), "consumer-test")
+	c.openQueue(js.Conn(), queue.Options{Replicas: 3})
+	// Each host's worker makes its own consumer, from its account,
+	// through its imports, as `orderly worker` does.
+	worker := func(host string) *queue.Queue {
+		nc, err := queue.Connect(c.url(), "consumer-test-"+host, seedOptions(t, c.creds.Workers[host], queue.WorkerInbox(host))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		var q *queue.Queue
+		c.retry("bind as the worker of "+host, func(ctx context.Context) error {
+			q, err = queue.Bind(ctx, nc, queue.Options{})
+			return err
+		})
+		return q
+	}
 	for _, create := range []func() error{
-		func() error { _, err := q.HostConsumer(ctx, "c1"); return err },
-		func() error { _, err := q.RewindHostConsumer(ctx, "c2"); return err },
+		func() error { _, err := worker("c1").HostConsumer(ctx, "c1"); return err },
+		func() error { _, err := worker("c2").RewindHostConsumer(ctx, "c2"); return err },
 	} {
 		if err := create(); err != nil {
 			t.Fatal(err)
@@ -55,9 +72,9 @@ func TestHostConsumerOnDiskOnNATSCluster(t *testing.T) {
 // its state in memory on a single server (TestIntakeConsumerStateInMemory)
 // and on disk on a cluster, as the host consumers do.
 func TestIntakeConsumerOnDiskOnNATSCluster(t *testing.T) {
-	c := startNATSCluster(t, t.TempDir(), 3)
+	c := startNATSClusterAccounts(t, t.TempDir(), 3, nil)
 	ctx := testenv.Context(t)
-	js := testenv.JetStream(t, c.url(), "intake-consumer-test")
+	js := c.jetStream(c.url(), "intake-consumer-test")
 	q := c.openQueue(js.Conn(), queue.Options{Replicas: 3})
 	if _, err := q.IntakeConsumer(ctx); err != nil {
 		t.Fatal(err)

@@ -138,7 +138,7 @@ func (s *faultStack) waitDrained(d time.Duration) time.Duration {
 // every NATS submission out of ORDERLY_SUBMIT (a work queue: what it
 // acked is gone), so that each is in PostgreSQL before the check.
 func (s *faultStack) waitSubmitStreamEmpty(d time.Duration) {
-	nc, err := nats.Connect(s.natsURL)
+	nc, err := nats.Connect(s.natsURL, s.apiNATS()...)
 	if err != nil {
 		s.t.Errorf("connect to read ORDERLY_SUBMIT: %v", err)
 		return

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -42,25 +44,59 @@ type natsCluster struct {
 	t     testing.TB
 	names []string
 	nodes []*natsServer
+	// creds are the seeds of every role, each in its account: every
+	// client connects with its role's.
+	creds *natsembed.Credentials
 }
 
-// startNATSCluster starts n clustered nodes with JetStream, random ports
-// and a store directory each, and waits until each reports healthy (a
-// clustered server does once it knows the meta leader).
-func startNATSCluster(t testing.TB, dir string, n int) *natsCluster {
+// startNATSClusterAccounts starts n clustered nodes with JetStream,
+// random ports and a store directory each, as deploy/nats runs them:
+// every node includes auth.conf, orderly's accounts (natsembed's layout:
+// JetStream and the API in ORDERLY, each host's workers in WORKER_<host>
+// importing only their subjects, the submitters in SUBMITTERS) with a
+// fresh seed per role and per host of hosts, written in dir/nats-creds.
+// It waits until each node reports healthy (a clustered server does once
+// it knows the meta leader) and the cluster can make a replicated stream.
+func startNATSClusterAccounts(t testing.TB, dir string, n int, hosts []string) *natsCluster {
 	t.Helper()
-	return startNATSClusterConf(t, dir, n, "")
+	return startNATSClusterAccountsConf(t, dir, n, hosts, "")
 }
 
-// startNATSClusterConf is startNATSCluster with extra appended to each
-// node's configuration.
-func startNATSClusterConf(t testing.TB, dir string, n int, extra string) *natsCluster {
+// startNATSClusterAccountsConf is startNATSClusterAccounts with extra
+// appended to each node's configuration.
+func startNATSClusterAccountsConf(t testing.TB, dir string, n int, hosts []string, extra string) *natsCluster {
+	t.Helper()
+	creds, err := natsembed.EnsureClusterCredentials(filepath.Join(dir, "nats-creds"), hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startNATSClusterWith(t, dir, n, extra, creds)
+	// The accounts are on: a client without a seed is refused, so a
+	// process of the test that connected without its role's seed would
+	// fail, not pass on an open cluster.
+	if nc, err := nats.Connect(c.url(), nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("a client without a seed connected to the cluster with the accounts: %v", err)
+	}
+	return c
+}
+
+// startNATSClusterWith starts the cluster with orderly's accounts for
+// creds.
+func startNATSClusterWith(t testing.TB, dir string, n int, extra string, creds *natsembed.Credentials) *natsCluster {
 	t.Helper()
 	bin, err := natsServerBin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &natsCluster{t: t}
+	c := &natsCluster{t: t, creds: creds}
+	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(creds.AccountsConfig()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// As deploy/nats/nats-*.conf: the same auth.conf on every node.
+	extra = "include \"auth.conf\"\n" + extra
 	routePorts := make([]int, n)
 	var routes []string
 	for i := range n {
@@ -106,7 +142,7 @@ cluster {
 // the API, started then, timed out creating its R3 streams.
 func (c *natsCluster) waitReplicated() {
 	c.t.Helper()
-	nc, err := nats.Connect(c.url())
+	nc, err := nats.Connect(c.url(), c.apiOptions()...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -181,6 +217,30 @@ func (c *natsCluster) openQueue(nc *nats.Conn, opts queue.Options) *queue.Queue 
 		return err
 	})
 	return q
+}
+
+// apiOptions connect as the API (orderly's account, where JetStream
+// is: the test's own inspection and queue).
+func (c *natsCluster) apiOptions() []nats.Option {
+	return seedOptions(c.t, c.creds.API, queue.APIInbox)
+}
+
+// jetStream is the test's own view of JetStream through url (every node
+// or one), as the API.
+func (c *natsCluster) jetStream(url, name string) jetstream.JetStream {
+	c.t.Helper()
+	return testenv.JetStream(c.t, url, name, c.apiOptions()...)
+}
+
+// seedOptions connect with the nkey seed in file and the inbox prefix
+// its role may subscribe to.
+func seedOptions(t testing.TB, file, inbox string) []nats.Option {
+	t.Helper()
+	nk, err := nats.NkeyOptionFromSeed(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []nats.Option{nk, nats.CustomInboxPrefix(inbox)}
 }
 
 // url lists every node, so that clients fail over between them.
@@ -273,14 +333,16 @@ func waitMetaLeader(t testing.TB, js jetstream.JetStream) {
 	})
 }
 
-// newClusterFaultStack is newFaultStack on a NATS cluster: the same
-// PostgreSQL, config (plus nats.replicas: 3) and `orderly api`, with the
-// API connected to every node.
-func newClusterFaultStack(t *testing.T) (*faultStack, *natsCluster) {
+// newClusterFaultStack is newFaultStack on a NATS cluster with orderly's
+// accounts for hosts: the same PostgreSQL, config (plus nats.replicas: 3)
+// and `orderly api`, with the API connected to every node, each process
+// with its role's seed.
+func newClusterFaultStack(t *testing.T, hosts []string) (*faultStack, *natsCluster) {
 	t.Helper()
 	var c *natsCluster
 	s := newFaultStackOn(t, "ofc-", func(s *faultStack) string {
-		c = startNATSCluster(t, s.dir, 3)
+		c = startNATSClusterAccounts(t, s.dir, 3, hosts)
+		s.creds = c.creds
 		return c.url()
 	}, func(conf string) string {
 		return strings.Replace(conf, "nats:\n", "nats:\n  replicas: 3\n", 1)
@@ -315,7 +377,7 @@ func TestFaultsNATSCluster(t *testing.T) {
 	if os.Getenv("ORDERLY_SOAK") == "1" {
 		rounds = 15
 	}
-	s, c := newClusterFaultStack(t)
+	s, c := newClusterFaultStack(t, hosts)
 	for _, h := range hosts {
 		s.startWorker(h)
 	}
@@ -325,7 +387,7 @@ func TestFaultsNATSCluster(t *testing.T) {
 	l.waitStarts(t, 8, 60*time.Second)
 	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
 
-	js := testenv.JetStream(t, c.url(), "cluster-check")
+	js := c.jetStream(c.url(), "cluster-check")
 	// More copies than the cluster has servers is refused with the
 	// setting's name, and changes nothing.
 	if _, err := queue.New(t.Context(), js.Conn(), queue.Options{Replicas: 5}); err == nil || !strings.Contains(err.Error(), "nats.replicas is 5") {

@@ -123,6 +123,11 @@ func newFaultLoad(s *faultStack, hosts ...string) *faultLoad {
 	l := &faultLoad{s: s, hosts: hosts, nonce: fmt.Sprintf("%09d", rand.IntN(1e9)),
 		client: &http.Client{Timeout: 30 * time.Second}, tails: map[string]*markerTail{}, next: map[string]int{},
 		held: map[string]bool{}, inflight: map[string]int{}}
+	if s.creds != nil {
+		// NATS submitters publish with the submitters' seed, in
+		// SUBMITTERS, as an external one would.
+		l.natsOpts = seedOptions(s.t, s.creds.Submitter, queue.SubmitterInbox)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var tw sync.WaitGroup
 	s.t.Cleanup(func() {

@@ -23,7 +23,6 @@ import (
 
 	"github.com/orderly-run/orderly/api/client"
 	"github.com/orderly-run/orderly/internal/queue"
-	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // frozenLongScript is longScript with the fault suite's marker and lock
@@ -289,7 +288,7 @@ const frozenNodeBound = 45 * time.Second
 // holder on the frozen one, as from any holder that cannot renew.
 func TestFaultsNATSClusterNodeFrozen(t *testing.T) {
 	hosts := []string{"h1", "h2", "h3", "h4"}
-	s, c := newClusterFaultStack(t)
+	s, c := newClusterFaultStack(t, hosts)
 	s.startWorker("h1")
 	for _, h := range hosts {
 		s.startWorker(h)
@@ -300,7 +299,7 @@ func TestFaultsNATSClusterNodeFrozen(t *testing.T) {
 	l.waitStarts(t, 5, 60*time.Second)
 	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
 
-	js := testenv.JetStream(t, c.url(), "cluster-check")
+	js := c.jetStream(c.url(), "cluster-check")
 	leader := streamLeader(t.Context(), js, queue.OrdersStream)
 	if leader == "" {
 		leader, _ = waitNewLeader(t, js, queue.OrdersStream, "")
@@ -310,7 +309,7 @@ func TestFaultsNATSClusterNodeFrozen(t *testing.T) {
 	if other == leader {
 		other = c.names[1]
 	}
-	view := testenv.JetStream(t, c.node(other).url(), "cluster-view")
+	view := c.jetStream(c.node(other).url(), "cluster-view")
 	frozen := c.node(leader).proc
 	frozen.signal(syscall.SIGSTOP)
 	defer frozen.signal(syscall.SIGCONT)

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/auth"
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // faultConfig is the configuration every process of a fault test reads.
@@ -63,6 +66,10 @@ type faultStack struct {
 	// natsURL is the URL the configuration names: the server's, or every
 	// node's of a cluster.
 	natsURL string
+	// creds, when the NATS servers run orderly's accounts (a cluster's
+	// deploy/nats layout), are the seeds each process connects with:
+	// the API's, each host's worker's, the submitters'. nil: an open bus.
+	creds *natsembed.Credentials
 
 	// workerEnv, when set, is extra environment for each worker of a
 	// host (its NATS credential, say), before startWorkerEnv's own.
@@ -162,8 +169,11 @@ func (s *faultStack) startAPI() {
 // base URL url and waits until it is ready.
 func (s *faultStack) startAPIAt(name, url string) *faultProc {
 	s.t.Helper()
-	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin, "api", "--config", s.conf,
-		"--listen", strings.TrimPrefix(url, "http://"))
+	args := []string{"api", "--config", s.conf, "--listen", strings.TrimPrefix(url, "http://")}
+	if s.creds != nil {
+		args = append(args, "--nats-nkey", s.creds.API)
+	}
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), s.env(), orderlyBin, args...)
 	waitHTTPOK(s.t, url+"/readyz", 60*time.Second, p)
 	return p
 }
@@ -195,6 +205,16 @@ func (s *faultStack) killAPI() {
 	}
 }
 
+// apiNATS are the options of the test's own connections that inspect
+// orderly's streams: the API's seed and inbox when the servers run the
+// accounts, since JetStream is in its account.
+func (s *faultStack) apiNATS() []nats.Option {
+	if s.creds == nil {
+		return nil
+	}
+	return seedOptions(s.t, s.creds.API, queue.APIInbox)
+}
+
 func (s *faultStack) env() []string {
 	return []string{"PATH=/usr/bin:/bin", "HOME=" + s.dir}
 }
@@ -218,8 +238,17 @@ func (s *faultStack) startWorkerEnv(host string, extra ...string) *faultWorker {
 	if s.workerEnv != nil {
 		env = append(env, s.workerEnv(host)...)
 	}
-	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(env, extra...), orderlyBin,
-		"worker", "--config", s.conf, "--host", host)
+	args := []string{"worker", "--config", s.conf, "--host", host}
+	if s.creds != nil {
+		seed, ok := s.creds.Workers[host]
+		if !ok {
+			s.t.Fatalf("no NATS account for host %s: name it when starting the stack", host)
+		}
+		// As serve's `add a worker:` line and docs/deploy.md: the
+		// host's own seed, which puts it in WORKER_<host>.
+		args = append(args, "--nats-nkey", seed)
+	}
+	p := startFaultProc(s.t, name, filepath.Join(s.dir, name+".log"), append(env, extra...), orderlyBin, args...)
 	w := &faultWorker{faultProc: p, host: host}
 	s.mu.Lock()
 	s.workers = append(s.workers, w)

@@ -36,26 +36,28 @@ func TestLiveFeedTellsAStreamMadeAgainByAWholeClusterRestart(t *testing.T) {
 		{"the new stream past the feed", 9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := startNATSCluster(t, t.TempDir(), 3)
+			c := startNATSClusterAccounts(t, t.TempDir(), 3, []string{"h1"})
 			ctx := testenv.Context(t)
-			api := testenv.JetStream(t, c.url(), "cluster-live-api")
+			api := c.jetStream(c.url(), "cluster-live-api")
 			c.openQueue(api.Conn(), queue.Options{Replicas: 3}) // the API: the streams at three replicas
-			nc, err := queue.Connect(c.url(), "cluster-live-feed")
+			nc, err := queue.Connect(c.url(), "cluster-live-feed", c.apiOptions()...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(nc.Close)
-			q, err := queue.Bind(ctx, nc, queue.Options{}) // a worker's: makes no stream
+			q, err := queue.Bind(ctx, nc, queue.Options{}) // another API replica's: makes no stream
 			if err != nil {
 				t.Fatal(err)
 			}
-			js := testenv.JetStream(t, c.url(), "cluster-live-test")
+			// The chunks come from h1's worker, through its account's
+			// imports, which every node has again after the restart.
+			js := testenv.JetStream(t, c.url(), "cluster-live-test", seedOptions(t, c.creds.Workers["h1"], queue.WorkerInbox("h1"))...)
 			id := uuid.New()
 			for range 6 { // another order's, before: the feed's sequence is 7
 				storeChunk(t, js, uuid.New(), "x")
 			}
 			storeChunk(t, js, id, "before")
-			old, err := js.Stream(ctx, queue.LiveStream)
+			old, err := api.Stream(ctx, queue.LiveStream)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +89,7 @@ func TestLiveFeedTellsAStreamMadeAgainByAWholeClusterRestart(t *testing.T) {
 			testenv.WaitUntil(t, time.Minute, "the live stream answers after the restart", func() bool {
 				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				st, err := js.Stream(sctx, queue.LiveStream)
+				st, err := api.Stream(sctx, queue.LiveStream)
 				if err == nil {
 					now = st.CachedInfo()
 				}

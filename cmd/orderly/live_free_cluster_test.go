@@ -22,11 +22,19 @@ import (
 // (FreeLive) then leaves only its finished event, and another order's
 // chunks whole. An older API that turns rollups on again is undone by
 // Mend. (It was TestLiveRollupOnNATSCluster, of the worker's rollup.)
+// The cluster runs orderly's accounts: the chunks, the event and the
+// rollup come from the workers' seeds, through their accounts' imports.
 func TestLiveFreedOnNATSCluster(t *testing.T) {
-	c := startNATSCluster(t, t.TempDir(), 3)
+	c := startNATSClusterAccounts(t, t.TempDir(), 3, []string{"h1", "h2"})
 	ctx := testenv.Context(t)
-	js := testenv.JetStream(t, c.url(), "live-free-test")
+	js := c.jetStream(c.url(), "live-free-test") // the API's
 	nc := js.Conn()
+	// The workers publish live output and events from their accounts,
+	// as on the cluster deploy/nats runs.
+	worker := func(host string) jetstream.JetStream {
+		return testenv.JetStream(t, c.url(), "live-free-"+host, seedOptions(t, c.creds.Workers[host], queue.WorkerInbox(host))...)
+	}
+	h1, h2 := worker("h1"), worker("h2")
 	// The stream as releases before 2026-12-06 created it, with chunks.
 	old := jetstream.StreamConfig{
 		Name: queue.LiveStream, Subjects: []string{queue.OutputSubject + ">", queue.EventsSubject + ">"},
@@ -43,7 +51,7 @@ func TestLiveFreedOnNATSCluster(t *testing.T) {
 		// Its own id: a publish tried again is not stored twice.
 		m.Header.Set(nats.MsgIdHdr, uuid.NewString())
 		c.retry("publish on "+m.Subject, func(ctx context.Context) error {
-			_, err := js.PublishMsg(ctx, m)
+			_, err := h1.PublishMsg(ctx, m)
 			return err
 		})
 	}
@@ -89,7 +97,7 @@ func TestLiveFreedOnNATSCluster(t *testing.T) {
 		m := nats.NewMsg(queue.OutputSubjectOf("h2", uuid.New()))
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
 		c.retry("publish a rollup", func(ctx context.Context) error {
-			_, err := js.PublishMsg(ctx, m)
+			_, err := h2.PublishMsg(ctx, m)
 			switch {
 			case err == nil:
 				t.Fatal("a chunk with Nats-Rollup: all was stored, want it refused")

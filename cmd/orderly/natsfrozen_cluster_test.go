@@ -21,7 +21,7 @@ import (
 // (probed by hE9: a 15 s freeze stopped the host for the whole freeze).
 // The freeze here lasts until the order ran, or 150 s.
 func TestWorkerLeavesAFrozenNATSNode(t *testing.T) {
-	s, c := newClusterFaultStack(t)
+	s, c := newClusterFaultStack(t, []string{"h1"})
 	w := s.startWorkerEnv("h1", "ORDERLY_NATS__URL="+c.node("n2").url())
 	waitLogLine(t, w.faultProc, "worker consuming", time.Minute)
 

@@ -261,8 +261,11 @@ func newProbeStack(t *testing.T) (*faultStack, *natsCluster, string) {
 	var c *natsCluster
 	s := newFaultStackOn(t, "ofp-", func(s *faultStack) string {
 		// Pings every 2 s, 2 outstanding: a frozen node's routes and
-		// clients are dropped after 4–6 s.
-		c = startNATSClusterConf(t, s.dir, 3, "ping_interval: \"2s\"\nping_max: 2\n")
+		// clients are dropped after 4–6 s. orderly's accounts, as
+		// deploy/nats: the NATS publisher in SUBMITTERS, each host's
+		// workers in theirs.
+		c = startNATSClusterAccountsConf(t, s.dir, 3, []string{"h1", "h2", "h3"}, "ping_interval: \"2s\"\nping_max: 2\n")
+		s.creds = c.creds
 		return c.url()
 	}, func(conf string) string {
 		conf = strings.Replace(conf, "nats:\n", "nats:\n  replicas: 3\n", 1)
@@ -314,7 +317,7 @@ func TestProbeEveryClientOnNATSCluster(t *testing.T) {
 	l.waitStarts(t, 8, 90*time.Second)
 	r := &faultRun{t: t, s: s, l: l, hosts: hosts}
 	// Its own pings: the checks' connection must leave a frozen node.
-	nc, err := queue.Connect(c.url(), "probe-check", nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2))
+	nc, err := queue.Connect(c.url(), "probe-check", append(c.apiOptions(), nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2))...)
 	if err != nil {
 		t.Fatal(err)
 	}

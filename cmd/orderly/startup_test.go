@@ -26,6 +26,7 @@ import (
 	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/auth"
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -238,12 +239,23 @@ func shortDir(t *testing.T, prefix string, keep bool) string {
 // `orderly worker` for host h1 on conf, logging into dir.
 func startAPIAndWorker(t *testing.T, dir, conf string) (api, worker *faultProc, listen string) {
 	t.Helper()
+	return startAPIAndWorkerSeeds(t, dir, conf, nil)
+}
+
+// startAPIAndWorkerSeeds is startAPIAndWorker with each process on its
+// role's seed of creds (the API's, h1's worker's) when not nil.
+func startAPIAndWorkerSeeds(t *testing.T, dir, conf string, creds *natsembed.Credentials) (api, worker *faultProc, listen string) {
+	t.Helper()
 	listen = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-	api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin,
-		"api", "--config", conf, "--listen", listen)
-	worker = startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin,
-		"worker", "--config", conf, "--host", "h1")
+	apiArgs := []string{"api", "--config", conf, "--listen", listen}
+	workerArgs := []string{"worker", "--config", conf, "--host", "h1"}
+	if creds != nil {
+		apiArgs = append(apiArgs, "--nats-nkey", creds.API)
+		workerArgs = append(workerArgs, "--nats-nkey", creds.Workers["h1"])
+	}
+	api = startFaultProc(t, "api", filepath.Join(dir, "api.log"), env, orderlyBin, apiArgs...)
+	worker = startFaultProc(t, "worker", filepath.Join(dir, "worker.log"), env, orderlyBin, workerArgs...)
 	return api, worker, listen
 }
 
@@ -366,12 +378,13 @@ func startupRequest(t *testing.T, method, url, token string, body []byte) (int, 
 // TestStartupWaitsForNATSCluster boots a fresh three-node JetStream
 // cluster one node at a time after `orderly api` and `orderly worker`
 // (nats.replicas: 3) have started: they wait through no server, a node
-// without quorum, and the election, then serve.
+// without quorum, and the election, then serve. The cluster runs
+// orderly's accounts, each process on its role's seed.
 func TestStartupWaitsForNATSCluster(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	token := startupAdminToken(t, dsn)
 	dir := startupDir(t, "osn-")
-	c := startNATSCluster(t, dir, 3)
+	c := startNATSClusterAccounts(t, dir, 3, []string{"h1"})
 	// The nodes' configuration is what the test needs; their state is not:
 	// a fresh cluster has to elect its meta leader from scratch.
 	for _, n := range c.nodes {
@@ -387,7 +400,7 @@ func TestStartupWaitsForNATSCluster(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(strings.Replace(string(b), "nats:\n", "nats:\n  replicas: 3\n", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	apiProc, workerProc, listen := startAPIAndWorker(t, dir, conf)
+	apiProc, workerProc, listen := startAPIAndWorkerSeeds(t, dir, conf, c.creds)
 	for _, p := range []*faultProc{apiProc, workerProc} {
 		waitLogLine(t, p, "waiting for nats", 30*time.Second)
 	}

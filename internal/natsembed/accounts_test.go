@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/orderly-run/orderly/internal/queue"
 )
@@ -669,5 +672,52 @@ func TestJetStreamRestartedInPlaceKeepsTheAccounts(t *testing.T) {
 	}
 	if _, err := q1.StandbyBeat(ctx, queue.HostInfo{Host: "h1", Instance: "w1"}); err != nil {
 		t.Fatalf("h1's worker writing its key after the restart: %v", err)
+	}
+}
+
+// TestClusterCredentialsAreTheDeployLayout: the seeds a cluster's
+// servers are given (EnsureClusterCredentials, the fault tests' NATS
+// cluster) are deploy/nats/auth.conf's roles: the API in ORDERLY, the
+// submitters in SUBMITTERS, each host's worker in its own account, and
+// no serve, whose user would be one more in ORDERLY with a worker's
+// rights too. AccountsConfig is what nats-server reads.
+func TestClusterCredentialsAreTheDeployLayout(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "creds")
+	c, err := EnsureClusterCredentials(dir, []string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Serve != "" {
+		t.Errorf("a cluster's credentials have serve's seed %s", c.Serve)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "serve.nk")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("serve.nk written for a cluster: %v", err)
+	}
+	var o server.Options
+	if err := o.ProcessConfigString(c.AccountsConfig()); err != nil {
+		t.Fatalf("nats-server refuses the accounts: %v\n%s", err, c.AccountsConfig())
+	}
+	in := map[string]string{} // public key → account
+	for _, u := range o.Nkeys {
+		in[u.Nkey] = u.Account.Name
+	}
+	want := map[string]string{c.API: OrderlyAccount, c.Submitter: SubmitterAccount,
+		c.Workers["h1"]: WorkerAccount("h1"), c.Workers["h2"]: WorkerAccount("h2")}
+	if len(in) != len(want) {
+		t.Errorf("%d users in the accounts, want %d: %v", len(in), len(want), in)
+	}
+	for file, account := range want {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, err := nkeys.ParseDecoratedNKey(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		if in[pub] != account {
+			t.Errorf("%s's user is in %q, want %s", filepath.Base(file), in[pub], account)
+		}
 	}
 }

@@ -48,6 +48,24 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 	if !slices.Contains(hosts, serveHost) {
 		hosts = append(hosts, serveHost)
 	}
+	return ensureCredentials(dir, serveHost, hosts)
+}
+
+// EnsureClusterCredentials is EnsureCredentials for the servers of a
+// cluster, as deploy/nats/auth.conf lays them out: the API's, the
+// submitter's and a worker's seed for each of hosts, and no serve. Their
+// AccountsConfig is the `accounts` block the servers include.
+func EnsureClusterCredentials(dir string, hosts []string) (*Credentials, error) {
+	return ensureCredentials(dir, "", hosts)
+}
+
+// AccountsConfig is nats-server's `accounts` block of c's users in their
+// accounts, for an external server to include.
+func (c *Credentials) AccountsConfig() string { return c.layout.Config() }
+
+// ensureCredentials loads or creates the seeds of serveHost's serve
+// (none when "") and of the workers of hosts.
+func ensureCredentials(dir, serveHost string, hosts []string) (*Credentials, error) {
 	for _, h := range hosts {
 		if !order.ValidHost(h) {
 			return nil, fmt.Errorf("natsembed: worker host %q is not a valid host id (1-128 characters of [A-Za-z0-9_-])", h)
@@ -85,8 +103,10 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 	}
 	// serve's connection carries its host's worker, in orderly's account:
 	// it holds the API's rights anyway.
-	if c.Serve, err = add("serve.nk", "serve (API and worker of "+serveHost+")", ServePermissions(serveHost), &c.layout.Orderly); err != nil {
-		return nil, err
+	if serveHost != "" {
+		if c.Serve, err = add("serve.nk", "serve (API and worker of "+serveHost+")", ServePermissions(serveHost), &c.layout.Orderly); err != nil {
+			return nil, err
+		}
 	}
 	if c.API, err = add("api.nk", "api", APIPermissions(), &c.layout.Orderly); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package testenv
 import (
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
@@ -27,10 +28,11 @@ func Queue(t testing.TB, natsURL, name string, opts queue.Options) *queue.Queue 
 
 // JetStream connects to the NATS server(s) at natsURL as name for a test's
 // own view of JetStream, creating nothing; the connection closes when the
-// test ends.
-func JetStream(t testing.TB, natsURL, name string) jetstream.JetStream {
+// test ends. opts add to queue.Connect's (a role's seed and inbox, on a
+// server with accounts).
+func JetStream(t testing.TB, natsURL, name string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := queue.Connect(natsURL, name, NATSEvents(t, name)...)
+	nc, err := queue.Connect(natsURL, name, append(NATSEvents(t, name), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
