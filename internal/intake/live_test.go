@@ -133,7 +133,8 @@ func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T
 }
 
 // endedAsked is the store, counting the questions LiveOutputKept (which
-// orders' live output must stay) is asked that name any of of.
+// orders' live output PostgreSQL holds all of, to be freed) is asked that
+// name any of of.
 type endedAsked struct {
 	intake.Store
 	of    map[uuid.UUID]bool
