@@ -115,16 +115,16 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		}
 	}
 	refusal := newNATSRefusal(natsCredentialSetting(cfg))
-	link := &natsLink{}
+	link := &queue.ConnLink{}
 	opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		if err != nil {
-			logger.Warn("nats disconnected", "error", err, "url", link.dropped())
+			logger.Warn("nats disconnected", "error", err, "url", link.Dropped())
 		}
 		if isNATSRefusal(err) {
 			refusal.refuse(err)
 		}
 	}), nats.ReconnectHandler(func(nc *nats.Conn) {
-		url, down := link.back(nc)
+		url, down := link.Back(nc)
 		logger.Info("nats reconnected", "url", url, "down", down)
 		refusal.accept()
 	}),
@@ -151,7 +151,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 		dials++
 		c, err := queue.Connect(cfg.NATS.URL, name, opts...)
 		if err == nil {
-			link.connected(c)
+			link.Connected(c)
 		}
 		nc = c
 		return natsConnectError(cfg, role, err)

@@ -3,11 +3,11 @@ package testenv
 import (
 	"io"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // NATSEvents returns options that log a test's NATS connection's
@@ -24,18 +24,17 @@ func NATSEvents(t testing.TB, name string) []nats.Option {
 	out := &endingWriter{w: t.Output()}
 	t.Cleanup(out.end)
 	logger := LoggerTo(out).With("nats_conn", name)
-	var down atomic.Int64 // when the connection last dropped (UnixNano)
+	link := &queue.ConnLink{}
 	return []nats.Option{
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err == nil {
 				return // closed by its owner
 			}
-			down.Store(time.Now().UnixNano())
-			logger.Warn("nats disconnected", "error", err, "client_id", clientID(nc))
+			logger.Warn("nats disconnected", "error", err, "url", link.Dropped(), "client_id", clientID(nc))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted(), "client_id", clientID(nc),
-				"down", time.Since(time.Unix(0, down.Load())).Round(time.Millisecond))
+			url, down := link.Back(nc)
+			logger.Info("nats reconnected", "url", url, "client_id", clientID(nc), "down", down)
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""

@@ -1,4 +1,4 @@
-package main
+package queue
 
 import (
 	"sync/atomic"
@@ -7,27 +7,27 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// natsLink remembers what the NATS connection's disconnect and reconnect
-// log lines name: the server it was connected to and when it dropped.
+// ConnLink remembers what a NATS connection's disconnect and reconnect
+// log lines name (orderly's processes and the tests' own connections): the server it was connected to and when it dropped.
 // nats.go says neither once the connection is down (ConnectedUrlRedacted
 // is "" while it reconnects), and a reconnect line that named no server
 // nor how long the connection was away told an operator nothing of which
 // node of a cluster went, or whether the outage was a blink or minutes.
-type natsLink struct {
+type ConnLink struct {
 	server atomic.Pointer[string] // the server's URL, without credentials
 	down   atomic.Int64           // when the connection last dropped (UnixNano); 0: never
 }
 
-// connected records nc's server: after the first connection and each
+// Connected records nc's server: after the first connection and each
 // reconnect.
-func (l *natsLink) connected(nc *nats.Conn) {
+func (l *ConnLink) Connected(nc *nats.Conn) {
 	u := nc.ConnectedUrlRedacted()
 	l.server.Store(&u)
 }
 
-// dropped records that the connection dropped now and returns the
+// Dropped records that the connection dropped now and returns the
 // server it was connected to ("" before it ever connected).
-func (l *natsLink) dropped() string {
+func (l *ConnLink) Dropped() string {
 	l.down.Store(time.Now().UnixNano())
 	if u := l.server.Load(); u != nil {
 		return *u
@@ -35,10 +35,10 @@ func (l *natsLink) dropped() string {
 	return ""
 }
 
-// back records nc's new server and returns it with how long the
+// Back records nc's new server and returns it with how long the
 // connection was down (0 when no drop was seen).
-func (l *natsLink) back(nc *nats.Conn) (server string, down time.Duration) {
-	l.connected(nc)
+func (l *ConnLink) Back(nc *nats.Conn) (server string, down time.Duration) {
+	l.Connected(nc)
 	if d := l.down.Load(); d != 0 {
 		down = time.Since(time.Unix(0, d)).Round(time.Millisecond)
 	}
