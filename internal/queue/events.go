@@ -3,6 +3,7 @@ package queue
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -129,11 +130,14 @@ func endsHeader(ttl time.Duration) nats.Header {
 
 // SubscribeEvents delivers the events of one order of host to a buffered
 // channel. Only host's subject is subscribed: another host's worker cannot
-// publish there. Subscribe before publishing the order, so that no event can
-// be missed.
+// publish there, nor have a consumer of its own deliver there (Delivered).
+// Subscribe before publishing the order, so that no event can be missed.
 func (q *Queue) SubscribeEvents(host string, id uuid.UUID) (*nats.Subscription, <-chan Event, error) {
 	ch := make(chan Event, 8)
 	sub, err := q.nc.Subscribe(EventSubjectOf(host, id), func(m *nats.Msg) {
+		if Delivered(m) {
+			return
+		}
 		var ev Event
 		if json.Unmarshal(m.Data, &ev) == nil && ev.OrderID == id {
 			select {
@@ -174,9 +178,28 @@ func controlOf(data []byte) (c Control, ok bool) {
 	return c, json.Unmarshal(data, &c) == nil && c.OrderID != uuid.Nil
 }
 
-// SubscribeControl calls fn for every control wake-up to host.
+// Delivered says m was delivered by a JetStream consumer, not published
+// on its subject: the server gives every message a consumer delivers its
+// ack subject ($JS.ACK.…) as reply (its flow control asks, $JS.FC.…), and
+// no orderly process publishes an event, a control wake-up or an answer
+// with such a reply. Permissions keep a worker from publishing on another
+// host's subjects, but not from making a push consumer (its lease's
+// watch, a reader of its live output, its orders' consumer: nats-server
+// takes the push or pull choice from the request's body, which no
+// permission reads) whose deliver subject it chooses in the streams'
+// account: h2's seed had the server deliver what it wrote on its own
+// lease key or live output to orderly.control.h1 or to the events subject
+// of an order of h1 (docs/security.md, "Known gaps of a stolen worker
+// seed"). The receivers of those subjects drop such a message.
+func Delivered(m *nats.Msg) bool { return strings.HasPrefix(m.Reply, "$JS.") }
+
+// SubscribeControl calls fn for every control wake-up to host (one a
+// consumer delivered is none: Delivered).
 func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscription, error) {
 	sub, err := q.nc.Subscribe(ControlSubject+host, func(m *nats.Msg) {
+		if Delivered(m) {
+			return
+		}
 		if c, ok := controlOf(m.Data); ok {
 			fn(c)
 		}
