@@ -1,14 +1,18 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -190,5 +194,98 @@ func TestEventEndAsEncodingJSON(t *testing.T) {
 			gotStatus.Terminal() && string(gotStatus) != ev.Status {
 			t.Errorf("%q: %v %q, encoding/json's %v %q", e, gotID, gotStatus, ev.OrderID, ev.Status)
 		}
+	}
+}
+
+// TestEventHubHearsNoConsumersDelivery: on a bus with the accounts, the
+// seed of host web-2's worker writes a finished event of an order of
+// web-1 on its own lease key and aims a push consumer of that key at the
+// order's events subject, which its permissions keep it from publishing
+// to: nats-server delivers it there, in orderly's account, as a raw
+// subscriber of the API's connection sees. The order's waiter is handed
+// first the genuine event published after it: a consumer's delivery
+// carries the subject its stream stored it on (web-2's lease key), and
+// the hub finds the waiter by the message's subject, not by the
+// subscription's. A guard (it passed as it is): a hub keyed otherwise
+// would take the forgery, as queue.SubscribeControl did (queue.Delivered).
+func TestEventHubHearsNoConsumersDelivery(t *testing.T) {
+	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "serve0", []string{"web-1", "web-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Shutdown)
+	connect := func(seed, inbox string) *nats.Conn {
+		t.Helper()
+		nk, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(bus.ClientURL(), nk, nats.CustomInboxPrefix(inbox))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	nc := connect(creds.API, queue.APIInbox)
+	if _, err := queue.New(ctx, nc, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	var h eventHub
+	id := uuid.New() // an order of web-1's
+	subject := queue.EventSubjectOf("web-1", id)
+	ch, stop, err := h.wait(nc, "web-1", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	raw, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	seed := connect(creds.Workers["web-2"], queue.WorkerInbox("web-2"))
+	js, err := jetstream.New(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := json.Marshal(queue.Event{OrderID: id, Type: "finished", Status: "succeeded", Host: "web-1"})
+	lease := "$KV." + queue.HostsBucket + ".lease.web-2"
+	if _, err := js.Publish(ctx, lease, forged); err != nil {
+		t.Fatalf("web-2's own lease key: %v", err)
+	}
+	if _, err := js.CreateConsumer(ctx, "KV_"+queue.HostsBucket, jetstream.ConsumerConfig{
+		DeliverSubject: subject, FilterSubject: lease, AckPolicy: jetstream.AckNonePolicy,
+	}); err != nil {
+		t.Fatalf("web-2's push consumer of its lease key aimed at %s: %v", subject, err)
+	}
+	m, err := raw.NextMsgWithContext(ctx)
+	if err != nil {
+		t.Fatalf("the push consumer's delivery on %s: %v", subject, err)
+	}
+	if string(m.Data) != string(forged) || !strings.HasPrefix(m.Reply, "$JS.ACK.") {
+		t.Fatalf("on %s: %q with reply %q, want web-2's forgery delivered by its consumer", subject, m.Data, m.Reply)
+	}
+
+	genuine, _ := json.Marshal(queue.Event{OrderID: id, Type: "finished", Status: "failed", Host: "web-1"})
+	if err := nc.Publish(subject, genuine); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-ch:
+		if ev.Status != "failed" {
+			t.Fatalf("the waiter of order %s of web-1 was handed %q (web-2's forgery), before its finished event", id, ev.Status)
+		}
+	case <-ctx.Done():
+		t.Fatal("the waiter never got the order's finished event")
 	}
 }

@@ -190,7 +190,10 @@ func controlOf(data []byte) (c Control, ok bool) {
 // account: h2's seed had the server deliver what it wrote on its own
 // lease key or live output to orderly.control.h1 or to the events subject
 // of an order of h1 (docs/security.md, "Known gaps of a stolen worker
-// seed"). The receivers of those subjects drop such a message.
+// seed"). A delivery carries the subject its stream stored it on (the
+// seed's own), so the receivers that read the order from the message's
+// subject (the API's waits, its finished events: SubscribeFinished) took
+// none; those that trust their subscription's subject drop it.
 func Delivered(m *nats.Msg) bool { return strings.HasPrefix(m.Reply, "$JS.") }
 
 // SubscribeControl calls fn for every control wake-up to host (one a
