@@ -331,7 +331,7 @@ type standbyOf struct {
 // right after the watch: a release between the watch's consumer
 // appearing and that try's refusal is found by the try, free (Freed
 // "tried": hM20's one failure in five; instrumented, the holder's
-// Release sent 1 – 3 ms before that try's take returned), which says
+// Release sent 1 – 8 ms before that try's take returned), which says
 // nothing of the watch, and nothing the test can see tells when that try
 // is over. Such a round is played again with the two workers' roles
 // swapped, at most 12 times (under load, of 60 runs 9 needed a second
