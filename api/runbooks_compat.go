@@ -140,12 +140,36 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 		}
 		fn(stream, p)
 	}
-	cons, err := s.Queue.Live(ctx, o.Host, o.ID, 0)
-	if err != nil {
-		return nil, &order.Error{Code: order.CodeUnavailable, Message: "live output unavailable", Err: err}
+	// A live stream that cannot be read as the follow starts (no leader
+	// on a cluster while a node is killed or frozen, the API's server
+	// gone, its consumers at nats-server's cap) leaves the follow to the
+	// poll, which tells the end, and the stored output, given then
+	// (storedRest); the feed is asked again at each poll. The run goes
+	// on either way: ended with an error here, stage0's execute answered
+	// 200 and cut its stream before any event, for a run that succeeded
+	// (decisions.md, hE21).
+	var cons *queue.LiveFeed
+	var msgs <-chan *nats.Msg
+	follow := func() error {
+		c, err := s.Queue.Live(ctx, o.Host, o.ID, 0)
+		if err != nil {
+			return err
+		}
+		cons, msgs = c, c.Messages(ctx)
+		return nil
 	}
-	defer cons.Stop()
-	msgs := cons.Messages(ctx)
+	if err := follow(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.logger.Warn("follow an order's live output: not readable now; its output comes from PostgreSQL at its end unless the live stream answers at a later poll",
+			"order_id", o.ID, "error", err)
+	}
+	defer func() {
+		if cons != nil {
+			cons.Stop()
+		}
+	}()
 	outputSubject, eventSubject := queue.OutputSubjectOf(o.Host, o.ID), queue.EventSubjectOf(o.Host, o.ID)
 	poll := time.NewTicker(2 * time.Second)
 	defer poll.Stop()
@@ -208,6 +232,9 @@ func (s *Server) FollowOrder(ctx context.Context, o *order.Order, fn func(stream
 				}
 				storedRest(cur, seen, fn)
 				return cur, nil
+			}
+			if cons == nil {
+				_ = follow() // still not readable: the next poll asks again
 			}
 		}
 	}

@@ -132,10 +132,12 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			// The server could not follow the run (its live output or
-			// its row unreadable) while the client waits: the run is
-			// not the client's to lose, so it goes on. The stream is cut
-			// rather than ended, so no client takes it for the whole.
+			// The server could not follow the run while the client
+			// waits (FollowOrder rides out an unreadable live stream
+			// and row on its poll, so no cause is left today): the run
+			// is not the client's to lose, so it goes on. The stream is
+			// cut rather than ended, so no client takes it for the
+			// whole.
 			panic(http.ErrAbortHandler)
 		}
 		// The client went away, or the API is stopping and ended the
