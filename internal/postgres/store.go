@@ -134,8 +134,10 @@ func poolConfig(dsn string) (*pgxpool.Config, error) {
 // and the store passes its JSON (a policy, a result's detail) as bytes,
 // which they send as bytea: "invalid input syntax for type json". The
 // API then failed every order's insert, and a worker claimed an order,
-// ran it and could not store its result. Said at the start instead,
-// with the modes that work.
+// ran it and could not store its result. pgx's own documentation
+// suggests exec behind PgBouncer. Said at the start instead, with what
+// works behind a pooler (describe_exec, which also works, pgx advises
+// against there).
 func execModeKept(m pgx.QueryExecMode) error {
 	var name string // as database_url spells it (m.String() says "simple protocol")
 	switch m {
@@ -147,8 +149,8 @@ func execModeKept(m pgx.QueryExecMode) error {
 		return nil
 	}
 	return fmt.Errorf("parse database url: default_query_exec_mode=%s is not supported: orderly's statements need the parameter "+
-		"types PostgreSQL describes; use cache_describe (what orderly picks behind a connection pooler), describe_exec, "+
-		"or cache_statement (the default), or remove the setting", name)
+		"types PostgreSQL describes; remove the setting (orderly sends its statements unnamed, cache_describe, behind a "+
+		"connection pooler) or name cache_describe", name)
 }
 
 // New returns a Store over pool.
