@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/internal/logging"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -60,6 +63,38 @@ const hostsRegistryTimeout = 3 * time.Second
 // registryUnavailable is Host.Registry when NATS did not answer.
 const registryUnavailable = "unavailable"
 
+// registryMisses thins the WARN of hosts listed without their
+// heartbeats: the first of a run of such listings, then one a minute
+// (logging.Streak), and an INFO with the count once a listing has them
+// again. Every open hosts page lists them each 5 s, a dashboard at each
+// view, so one WARN per listing was a line every few seconds for as
+// long as NATS did not answer.
+type registryMisses struct {
+	inRun  atomic.Bool // a run is on: end checks it without the lock
+	mu     sync.Mutex
+	streak logging.Streak
+}
+
+// fail counts a listing without the heartbeats and says whether to log
+// it, with the run's count so far.
+func (m *registryMisses) fail() (n int, log bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.inRun.Store(true)
+	return m.streak.Fail()
+}
+
+// end ends a run, returning how many listings it had (0: none).
+func (m *registryMisses) end() int {
+	if !m.inRun.Load() {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.inRun.Store(false)
+	return m.streak.End()
+}
+
 // PostgresOutage is how long the worker of a host has failed to reach
 // PostgreSQL and why. The error names the database's address and user:
 // only an admin or an auditor reads it.
@@ -103,8 +138,13 @@ func (s *Server) hosts(r *http.Request, name string) (_ []Host, registry string,
 		if r.Context().Err() != nil {
 			return nil, "", r.Context().Err()
 		}
-		s.logger.Warn("hosts listed without their heartbeats: NATS did not answer", "error", err, "timeout", hostsRegistryTimeout)
+		if n, log := s.registryMisses.fail(); log {
+			s.logger.Warn("hosts listed without their heartbeats: NATS did not answer", "error", err, "timeout", hostsRegistryTimeout,
+				"listings", n)
+		}
 		registry = registryUnavailable
+	} else if n := s.registryMisses.end(); n > 0 {
+		s.logger.Info("hosts listed with their heartbeats again", "listings_without", n)
 	}
 	current, err := s.Store.CurrentOrders(r.Context(), names...)
 	if err != nil {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -222,5 +223,48 @@ func (f *freezer) thaw() {
 	case <-f.gate:
 	default:
 		close(f.gate)
+	}
+}
+
+// TestHostsListedWithoutHeartbeatsWarnedOncePerOutage: with nats-server
+// frozen, three hosts listings without the heartbeats log one WARN, not
+// one each (every open hosts page lists them each 5 s: a line every few
+// seconds for the whole outage), and the first listing with them again
+// logs one INFO counting those without.
+func TestHostsListedWithoutHeartbeatsWarnedOncePerOutage(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	fz := newFreezer(t, ns.Addr().String())
+	logs := &testenv.LogBuffer{}
+	e := newAPIEnv(t, envOptions{natsURL: "nats://" + fz.addr(), logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	list := func() string {
+		t.Helper()
+		code, body := e.do("admin", http.MethodGet, "/v1/hosts", nil)
+		var l struct {
+			Registry string `json:"registry"`
+		}
+		if err := json.Unmarshal(body, &l); code != http.StatusOK || err != nil {
+			t.Fatalf("GET /v1/hosts: %d %s", code, body)
+		}
+		return l.Registry
+	}
+	if r := list(); r != "" {
+		t.Fatalf("with NATS up the listing says registry %q", r)
+	}
+	fz.freeze()
+	for range 3 {
+		if r := list(); r != "unavailable" {
+			t.Fatalf("with NATS frozen the listing says registry %q, want unavailable", r)
+		}
+	}
+	fz.thaw()
+	testenv.WaitUntil(t, 30*time.Second, "a listing with the heartbeats again", func() bool { return list() == "" })
+	const warned, again = "hosts listed without their heartbeats: NATS did not answer", "hosts listed with their heartbeats again"
+	if w := logLines(t, logs, warned); len(w) != 1 || w[0]["level"] != "WARN" {
+		t.Errorf("%d %q lines for at least 3 listings without the heartbeats, want 1 WARN:\n%s", len(w), warned, logs.String())
+	}
+	if a := logLines(t, logs, again); len(a) != 1 || a[0]["level"] != "INFO" {
+		t.Errorf("%d %q lines once the heartbeats were read again, want 1 INFO:\n%s", len(a), again, logs.String())
+	} else if n, _ := a[0]["listings_without"].(float64); n < 3 {
+		t.Errorf("the INFO counts %v listings without the heartbeats, want at least 3: %v", n, a[0])
 	}
 }

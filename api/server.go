@@ -146,6 +146,9 @@ type Server struct {
 	taken recent.IDs
 	// unavailable thins the log lines of 503 answers.
 	unavailable unavailableLog
+	// registryMisses thins those of hosts listed without their
+	// heartbeats (hosts.go).
+	registryMisses registryMisses
 }
 
 // New returns a Server.

@@ -266,25 +266,23 @@ func unknownOutcome(msg string) string {
 // refusal, its form ready with a new idempotency key, had the person
 // press Run again and run it twice.
 func (a apiAnswer) recorded() string {
-	var eb ErrorBody
-	if a.status != http.StatusServiceUnavailable || json.Unmarshal(a.body, &eb) != nil {
-		return ""
-	}
-	id, _ := eb.Error.Details["order_id"].(string)
-	if _, err := uuid.Parse(id); err != nil {
-		return ""
-	}
-	return id
+	return a.orderIn(http.StatusServiceUnavailable, "order_id")
 }
 
 // heldBy is the order a 429 of an action's concurrent_per_host names as
 // holding the slot (details.held_by), "" otherwise.
 func (a apiAnswer) heldBy() string {
+	return a.orderIn(http.StatusTooManyRequests, "held_by")
+}
+
+// orderIn is the order id in the answer's details[key] when the answer
+// has status, "" otherwise or when it is not an order id.
+func (a apiAnswer) orderIn(status int, key string) string {
 	var eb ErrorBody
-	if a.status != http.StatusTooManyRequests || json.Unmarshal(a.body, &eb) != nil {
+	if a.status != status || json.Unmarshal(a.body, &eb) != nil {
 		return ""
 	}
-	id, _ := eb.Error.Details["held_by"].(string)
+	id, _ := eb.Error.Details[key].(string)
 	if _, err := uuid.Parse(id); err != nil {
 		return ""
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +42,39 @@ func TestUIActionHostsNotOfflineWithNATSFrozen(t *testing.T) {
 	page := e.page(t, sess, "/ui/")
 	if !strings.Contains(page, `>web-1</option>`) || strings.Contains(page, `(offline)</option>`) {
 		t.Errorf("with NATS frozen, the dropdown marks hosts offline (their state is unknown):\n%s", page)
+	}
+}
+
+// TestUIPagesDoNotCallAHostOfflineWithNATSFrozen (no browser): with
+// nats-server frozen, neither the hosts page nor the page of an order
+// web-1's worker runs says web-1 is offline: the listing is PostgreSQL's
+// ("registry": "unavailable") and whether a worker is online is
+// unknown. Before, the hosts page showed every host "offline" and the
+// run page said the worker was offline and the order's fate unknown,
+// the fleet seemingly down while NATS was merely slow to answer.
+func TestUIPagesDoNotCallAHostOfflineWithNATSFrozen(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	fz := newFreezer(t, ns.Addr().String())
+	e := newUIEnvWith(t, testenv.Postgres(t), "nats://"+fz.addr())
+	sess, csrf := e.uiSession(t, "alice")
+	loc := e.exec(t, sess, url.Values{"csrf": {csrf}, "host": {"web-1"}, "command": {"sleep"}, "args": {"30"}})
+	// Stopped once NATS carries again (deferred first, run last).
+	defer e.postForm(loc+"/cancel", url.Values{"csrf": {csrf}, "signal": {"SIGKILL"}}, sess)
+	page := e.waitPage(t, sess, loc, `badge running`, "the order to run")
+	if strings.Contains(page, "is offline") {
+		t.Fatalf("with NATS up, the run page of an order web-1's worker runs says the host is offline:\n%s", page)
+	}
+	if page := e.page(t, sess, "/ui/hosts"); !strings.Contains(page, `>online</span>`) {
+		t.Fatalf("with NATS up, the hosts page does not show web-1 online:\n%s", page)
+	}
+	fz.freeze()
+	defer fz.thaw()
+	if page := e.page(t, sess, "/ui/hosts"); !strings.Contains(page, ">web-1<") || strings.Contains(page, `>offline</span>`) {
+		t.Errorf("with NATS frozen, the hosts page shows web-1 offline (its state is unknown):\n%s", page)
+	} else if !strings.Contains(page, "online unknown") {
+		t.Errorf("with NATS frozen, the hosts page does not say web-1's state is unknown:\n%s", page)
+	}
+	if page := e.page(t, sess, loc); strings.Contains(page, "is offline") || strings.Contains(page, "is online") {
+		t.Errorf("with NATS frozen, the run page says web-1's worker is offline (its state is unknown):\n%s", page)
 	}
 }

@@ -53,11 +53,13 @@ func (u *webUI) runPage(w http.ResponseWriter, r *http.Request) {
 // is online: a page that showed only "queued" or "running" left the
 // person pressing the button waiting for what will not come until a
 // worker is back. "" when the host's worker is online, or when the API
-// cannot say (the page then claims nothing).
+// cannot say (the page then claims nothing): an error, or a host listed
+// without its heartbeat (Host.Registry: NATS did not answer), whose
+// online reads false whatever its worker does.
 func (u *webUI) hostNote(r *http.Request, o Order) string {
 	a := u.call(r, http.MethodGet, "/v1/hosts/"+url.PathEscape(o.Host), nil)
 	var h Host
-	if !a.ok() || a.decode(&h) != nil || h.Online {
+	if !a.ok() || a.decode(&h) != nil || h.Online || h.Registry != "" {
 		return ""
 	}
 	seen := "never seen"

@@ -294,12 +294,23 @@ func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.
 func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order, why string) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	var handed bool
 	err := w.retry(wctx, msg, "hand a claimed order back", func(ctx context.Context) error {
-		_, err := w.store.Unclaim(ctx, o.ID, o.Attempt, w.opts.Instance)
+		var err error
+		handed, err = w.store.Unclaim(ctx, o.ID, o.Attempt, w.opts.Instance)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("hand order %s back: %w", o.ID, err)
+	}
+	if !handed {
+		// Not this worker's claimed attempt any more: a successor that
+		// took the host meanwhile settled it (interrupted), or a cancel
+		// ended it. The row says what became of it; saying "handed
+		// back" named an order that was not.
+		w.logger.Info("order not handed back: "+why+"; its attempt was settled by another", "order_id", o.ID,
+			"principal", o.Principal, "attempt", o.Attempt)
+		return nil
 	}
 	w.logger.Info("order handed back unstarted: "+why, "order_id", o.ID, "principal", o.Principal)
 	return nil

@@ -293,11 +293,11 @@ func dashID(id *uuid.UUID) string {
 	return id.String()
 }
 
-// standbyShort says whether a worker stands by to take the host over.
 // registryUnknownNote says why a listing's ONLINE and STANDBY are "?"
 // (client.RegistryUnavailable): the API answered from PostgreSQL alone.
 const registryUnknownNote = "NATS did not answer the API: online and standby unknown; last seen, version and orders as PostgreSQL recorded them"
 
+// standbyShort says whether a worker stands by to take the host over.
 func standbyShort(sb *client.Standby) string {
 	if sb == nil {
 		return "-"

@@ -124,7 +124,7 @@ func TestStoreSendsStatementsUnnamedBehindAPoolerItself(t *testing.T) {
 		want pgx.QueryExecMode
 	}{
 		{"direct", dsn, pgx.QueryExecModeCacheStatement},
-		{"behind the pooler, the URL's mode", bouncer.DSN(databaseOf(t, dsn), "default_query_exec_mode=exec"), pgx.QueryExecModeExec},
+		{"behind the pooler, the URL's mode", bouncer.DSN(databaseOf(t, dsn), "default_query_exec_mode=cache_statement"), pgx.QueryExecModeCacheStatement},
 	} {
 		pool, err := postgres.Open(ctx, tc.dsn)
 		if err != nil {

@@ -108,6 +108,9 @@ func poolConfig(dsn string) (*pgxpool.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
+	if err := execModeKept(cfg.ConnConfig.DefaultQueryExecMode); err != nil {
+		return nil, err
+	}
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		scanTimesInUTC(c)
 		if err := encodeUUIDs(ctx, c); err != nil {
@@ -123,6 +126,31 @@ func poolConfig(dsn string) (*pgxpool.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// execModeKept refuses the default_query_exec_mode values the store's
+// statements cannot run in: exec and simple_protocol send a parameter
+// with the type its Go value suggests, not the one PostgreSQL describes,
+// and the store passes its JSON (a policy, a result's detail) as bytes,
+// which they send as bytea: "invalid input syntax for type json". The
+// API then failed every order's insert, and a worker claimed an order,
+// ran it and could not store its result. pgx's own documentation
+// suggests exec behind PgBouncer. Said at the start instead, with what
+// works behind a pooler (describe_exec, which also works, pgx advises
+// against there).
+func execModeKept(m pgx.QueryExecMode) error {
+	var name string // as database_url spells it (m.String() says "simple protocol")
+	switch m {
+	case pgx.QueryExecModeExec:
+		name = "exec"
+	case pgx.QueryExecModeSimpleProtocol:
+		name = "simple_protocol"
+	default:
+		return nil
+	}
+	return fmt.Errorf("parse database url: default_query_exec_mode=%s is not supported: orderly's statements need the parameter "+
+		"types PostgreSQL describes; remove the setting (orderly sends its statements unnamed, cache_describe, behind a "+
+		"connection pooler) or name cache_describe", name)
 }
 
 // New returns a Store over pool.
