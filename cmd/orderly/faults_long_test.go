@@ -203,7 +203,7 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	tag := "long-" + strings.ReplaceAll(t.Name(), "/", "-")
+	tag := runTag("long", t)
 	sleepAfter := "0"
 	if timeout > 0 {
 		sleepAfter = "60"

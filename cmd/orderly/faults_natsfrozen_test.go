@@ -79,7 +79,7 @@ func TestFaultsNATSFrozen(t *testing.T) {
 	const ticks, every, block = 200, "0.2", 1000
 	var (
 		longID  string
-		longTag = "long-frozen"
+		longTag = runTag("long-frozen", t)
 		ws      *longWatchers
 		c       *client.Client
 	)

@@ -206,7 +206,7 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	tag := "slong-" + strings.ReplaceAll(t.Name(), "/", "-")
+	tag := runTag("slong", t)
 	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "srv", Command: "sh", TimeoutSeconds: 180,
 		Args: []string{"-c", escapingScript, "_", fmt.Sprint(ticks), every, fmt.Sprint(block), tag, "0"}}, client.SubmitOptions{})
 	if err != nil {
@@ -300,7 +300,7 @@ func TestFaultsWorkerKilledOrderCgroup(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := t.Context()
-			tag := "cgkill-" + strings.ReplaceAll(t.Name(), "/", "-")
+			tag := runTag("cgkill", t)
 			sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sh", TimeoutSeconds: 180,
 				Args: []string{"-c", escapingScript, "_", "300", "0.2", "100", tag, "0"}}, client.SubmitOptions{})
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
@@ -323,6 +324,15 @@ func (s *faultStack) dumpLogsOnFailure() {
 
 // procsWithArgs lists live processes (zombies excluded) whose argv holds
 // every one of args as a whole argument.
+// runTag names one run of test t in the arguments of the orders it
+// starts, for procsWithArgs: the test's name alone is shared by every
+// copy of the suite running on the machine at once (a CI beside a
+// developer's run), whose orders would count as this run's leftovers (a
+// CI failed on a live order of another checkout's run, 2026-12-06).
+func runTag(prefix string, t testing.TB) string {
+	return prefix + "-" + strings.ReplaceAll(t.Name(), "/", "-") + "-" + uuid.NewString()[:8]
+}
+
 func procsWithArgs(args ...string) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
