@@ -128,9 +128,22 @@ type LiveSource interface {
 	ReadOutput(stream string, off int64, p []byte) (from int64, n int)
 }
 
+// LiveChunkMax is the most output one live chunk should carry: the
+// executor reads a pipe this much at a time, and a chunk published again
+// holds as much (liveMendChunk). nats-server's memory store keeps each
+// message in one allocation of its headers and data, so a chunk is held
+// in the live stream until its order ends (the API frees it then) at the
+// size Go allocates for that: a whole 32 KiB of data plus the chunk's
+// headers (under 200 bytes: the stream, the offset, the Nats-Msg-Id, the
+// cap) is past the largest size class and takes five 8 KiB pages, 40 KiB
+// for 32 KiB. 10 MiB of output held 12.5 MiB in the stream, at the moment
+// serve's memory is highest (docs/benchmarks.md, "thirty-first round:
+// memory"). 512 bytes less leaves room for the headers within 32 KiB.
+const LiveChunkMax = 32<<10 - 512
+
 // liveMendChunk is the most a chunk published again holds: the size of
 // the executor's reads of a pipe, the chunks Publish is given.
-const liveMendChunk = 32 << 10
+const liveMendChunk = LiveChunkMax
 
 // liveMendEvery is how often a LiveOutput looks for a reconnect of its
 // connection and for the answer to its last acknowledged chunk, and

@@ -88,8 +88,12 @@ const (
 )
 
 // readBufferSize is the size of one read from a pipe. Pipes hold 64 KiB by
-// default; half of that keeps the copy loop short without idling memory.
-const readBufferSize = 32 << 10
+// default; about half of that keeps the copy loop short without idling
+// memory. It is queue.LiveChunkMax, 512 bytes short of 32 KiB, because
+// each read is published as one live chunk, which the live stream holds
+// with its headers in one allocation: at 32 KiB that allocation took 40
+// KiB (TestPipeReadsFitALiveChunk).
+const readBufferSize = 32<<10 - 512
 
 // newCapture returns a capture keeping at most maxKept bytes of stream,
 // split into maxKept/2 bytes of head and the rest of tail, so an odd cap is
