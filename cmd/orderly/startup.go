@@ -273,8 +273,23 @@ func queueStartError(nc *nats.Conn, cfg config.Config, err error) error {
 	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
 		return fatalStartError{fmt.Errorf("%w (the server reported: %v)", err, last)}
 	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeClusterNotAvailable && nc.ConnectedClusterName() != "" {
+		// Waited for, as an election is; but a node of deploy/nats
+		// started alone answers this for as long as it stays alone,
+		// and the bare line named nothing to look at (decisions.md,
+		// hI21).
+		return fmt.Errorf("%w (the NATS cluster %s has no JetStream leader: fewer than a majority of its servers are up and "+
+			"routed to each other, or it is electing one; read the servers' logs for route errors; a single server "+
+			"runs without a cluster block: docs/deploy.md, \"A NATS cluster\")", err, nc.ConnectedClusterName())
+	}
 	return err
 }
+
+// errCodeClusterNotAvailable is JetStream's "JetStream system temporarily
+// unavailable" (nats-server's JSClusterNotAvailErr): a clustered server
+// with no meta leader.
+const errCodeClusterNotAvailable jetstream.ErrorCode = 10008
 
 // natsConnectError explains a first connection the server refused for its
 // credential, which nats.go reports only as "Authorization Violation":

@@ -607,3 +607,26 @@ func TestMigratePostgresCertificateRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestStartupNamesAClusterWithoutLeader: a node of deploy/nats started
+// alone (its routes lead nowhere) answers every JetStream request
+// "JetStream system temporarily unavailable", and the API waited for it
+// without end on that line alone (decisions.md, hI21: the first fleet by
+// the docs). It still waits, and its waiting line now says that the
+// cluster has no leader and where to look.
+func TestStartupNamesAClusterWithoutLeader(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	dir := startupDir(t, "osl-")
+	ns := newNATSServer(t, dir, fmt.Sprintf("server_name: lone\ncluster {\n  name: orderly\n  listen: \"127.0.0.1:%d\"\n"+
+		"  routes: [\"nats-route://127.0.0.1:%d\", \"nats-route://127.0.0.1:%d\"]\n}\n", freePort(t), freePort(t), freePort(t)))
+	// Not ns.start: its health check waits for a JetStream that a lone
+	// node never has.
+	ns.proc = startFaultProc(t, "nats-server", ns.logPath, []string{"PATH=/usr/bin:/bin"}, ns.bin, "-c", ns.conf)
+	conf := writeStartupConfig(t, dir, dsn, ns.url())
+	p := startFaultProc(t, "api", filepath.Join(dir, "api.log"), []string{"PATH=/usr/bin:/bin", "HOME=" + dir}, orderlyBin,
+		"api", "--config", conf, "--listen", "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	waitLogLine(t, p, "the NATS cluster orderly has no JetStream leader", 90*time.Second)
+	if !p.alive() {
+		t.Fatalf("the api stopped waiting:\n%s", logTail(p.log, 20))
+	}
+}

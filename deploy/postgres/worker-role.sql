@@ -6,7 +6,7 @@
 -- (a grant already held is no change) and sets the login's password from
 -- the file, so a new password there reaches the database on the next run.
 --
---   psql -X -v ON_ERROR_STOP=1 -v login=orderly_worker_fleet \
+--   psql -X -v ON_ERROR_STOP=1 -d orderly -v login=orderly_worker_fleet \
 --        -v password_file=/run/secrets/worker_pg_password -f worker-role.sql
 --
 -- Run it as a superuser, or as the owner of orderly's tables with
@@ -22,6 +22,16 @@ DO $$
 BEGIN
   IF current_setting('orderly.worker_password_length')::int < 16 THEN
     RAISE EXCEPTION 'the worker login''s password file is missing, empty or shorter than 16 characters';
+  END IF;
+END
+$$;
+-- In another database (psql's default is the one named as the user, as
+-- postgres) the grants below failed on "null values cannot be formatted
+-- as an SQL identifier", naming nothing to change.
+DO $$
+BEGIN
+  IF to_regclass('public.orders') IS NULL THEN
+    RAISE EXCEPTION 'database % has no orderly tables: run this file in orderly''s database (psql -d orderly, the database of database_url), after orderly migrate up', current_database();
   END IF;
 END
 $$;

@@ -162,6 +162,14 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 		s.floor = 0
 	}
 	r, t := trustLease(s.key, v, s.k, s.floor, s.counted)
+	if t == leaseReplayed && rev != 0 && rev == s.floor {
+		// The very value that raised the floor, read again (the next
+		// read, or the watch's first delivery, of a dead holder's last
+		// renewal): a copy is stored at a revision of its own. Judged a
+		// copy, a worker restarted at once logged that another
+		// credential wrote its own host's lease (decisions.md, hI21).
+		t = leaseSigned
+	}
 	switch {
 	case t == leaseSigned:
 		was := leaseKnown{s.signed, s.counted}
