@@ -104,7 +104,8 @@ type LiveOrder struct {
 
 // LiveLeftovers lists the orders of which the live stream holds more
 // than a finished order leaves once freed (FreeLive) or alone
-// (Event.Alone): any output chunk, or more than two events. Those of ended orders were missed by the
+// (Event.Alone): any output chunk, or more than two events. Those of
+// ended orders were missed by the
 // finished events' path (no API replica subscribed then, an event lost,
 // a purge that came before the event's store in a cluster), and
 // FreeLeftover frees them. One STREAM.INFO listing every subject: the
