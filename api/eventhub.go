@@ -155,8 +155,15 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 			if i = jsonSpace(b, next); i == len(b) || b[i] != ':' {
 				return id, "", false, nil
 			}
-			v, next, plain := plainString(b, jsonSpace(b, i+1))
-			if !plain {
+			var v []byte
+			if string(k) == "alone" {
+				// queue.Event.Alone, the one value that is no string
+				// (true on most finished events), which the waiters do
+				// not read.
+				if next = plainBool(b, jsonSpace(b, i+1)); next < 0 {
+					return id, "", false, nil
+				}
+			} else if v, next, plain = plainString(b, jsonSpace(b, i+1)); !plain {
 				return id, "", false, nil
 			}
 			switch string(k) {
@@ -168,7 +175,7 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 				}
 			case "status":
 				statusText = v
-			case "type", "host":
+			case "type", "host", "alone":
 			default:
 				return id, "", false, nil
 			}
@@ -201,6 +208,17 @@ func jsonSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// plainBool reads the JSON true or false at b[i]: the index after it,
+// or -1 when there is neither.
+func plainBool(b []byte, i int) (next int) {
+	for _, lit := range []string{"true", "false"} {
+		if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+			return i + len(lit)
+		}
+	}
+	return -1
 }
 
 // plainString reads the JSON string at b[i]: its content and the index

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
@@ -158,6 +160,106 @@ func TestFinishedOrderLiveOutputFreed(t *testing.T) {
 		t.Fatalf("cancel: %d %s", code, b)
 	}
 	e.waitFreed("roll-2", running.ID)
+}
+
+// TestQuietOrdersNeedNoPurge: an order that prints nothing, run by a
+// real worker, leaves in ORDERLY_LIVE its started event, with a TTL past
+// its timeout (queue.StartedTTL), and its finished event, which says it
+// is alone there (queue.Event.Alone): the API's intake asks PostgreSQL
+// nothing about it and sends no purge request. Each such purge was a
+// JetStream API request and its answer per order, about 80 allocations
+// of serve's and 4 % of its CPU at sequential sync orders
+// (docs/benchmarks.md, the thirty-first round). An order that prints is
+// freed as before; one that prints nothing but may run again
+// (idempotent: its next run's started event must stay as long as the
+// earlier run's chunks) is purged as before too.
+func TestQuietOrdersNeedNoPurge(t *testing.T) {
+	e := newAPIEnv(t, envOptions{hosts: []string{"quiet-1"}})
+	nc, err := nats.Connect(e.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var purges atomic.Int32
+	sub, err := nc.Subscribe("$JS.API.STREAM.PURGE."+queue.LiveStream, func(*nats.Msg) { purges.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	const quiet = 10
+	var ids []uuid.UUID
+	for range quiet {
+		o := e.submit("alice", map[string]any{"host": "quiet-1", "command": "true", "timeout_seconds": 30}, "?wait=20", http.StatusOK)
+		if o.Status != order.StatusSucceeded {
+			t.Fatalf("order %s is %s", o.ID, o.Status)
+		}
+		ids = append(ids, o.ID)
+	}
+	again := e.submit("alice", map[string]any{"host": "quiet-1", "command": "true", "idempotent": true}, "?wait=20", http.StatusOK)
+	// Purged after the quiet orders' finished events were handled: the
+	// intake takes them in order.
+	loud := e.submit("alice", map[string]any{"host": "quiet-1", "command": "echo", "args": []string{"loud"}}, "?wait=20", http.StatusOK)
+	if again.Status != order.StatusSucceeded || loud.Status != order.StatusSucceeded {
+		t.Fatalf("the idempotent order is %s, the printing one %s", again.Status, loud.Status)
+	}
+	e.waitFreed("quiet-1", loud.ID)
+	testenv.WaitUntil(t, 30*time.Second, "the idempotent order's started event purged", func() bool {
+		return strings.Contains(string(e.lastLive(queue.EventSubjectOf("quiet-1", again.ID)).Data), `"type":"finished"`) &&
+			e.liveEvents("quiet-1", again.ID) == 1
+	})
+	if n := purges.Load(); n != 2 {
+		t.Errorf("%d purge requests for %d quiet orders, an idempotent one and one that printed; want 2", n, quiet)
+	}
+	for _, id := range ids {
+		if n := e.liveEvents("quiet-1", id); n != 2 {
+			t.Errorf("order %s has %d events in ORDERLY_LIVE, want its started and finished ones", id, n)
+		}
+		fin := e.lastLive(queue.EventSubjectOf("quiet-1", id))
+		if !strings.Contains(string(fin.Data), `"type":"finished"`) || !strings.Contains(string(fin.Data), `"alone":true`) {
+			t.Errorf("order %s's last event is %s, want its finished one, alone", id, fin.Data)
+		}
+	}
+	first := e.firstLive(queue.EventSubjectOf("quiet-1", ids[0]))
+	if !strings.Contains(string(first.Data), `"type":"started"`) || first.Header.Get(jetstream.MsgTTLHeader) != (90*time.Second).String() {
+		t.Errorf("the quiet order's first event: %s, TTL %q; want started, with a TTL of its timeout and a minute (%s)",
+			first.Data, first.Header.Get(jetstream.MsgTTLHeader), 90*time.Second)
+	}
+}
+
+// liveEvents is how many messages ORDERLY_LIVE holds on the events
+// subject of order id of host.
+func (e *apiEnv) liveEvents(host string, id uuid.UUID) uint64 {
+	e.t.Helper()
+	ctx := testenv.Context(e.t)
+	st, err := e.q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	subj := queue.EventSubjectOf(host, id)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+// firstLive is the first message of subject in ORDERLY_LIVE.
+func (e *apiEnv) firstLive(subject string) *jetstream.RawStreamMsg {
+	e.t.Helper()
+	ctx := testenv.Context(e.t)
+	st, err := e.q.JetStream().Stream(ctx, queue.LiveStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
 }
 
 // TestFollowWhileRunningWritesOutputOnce: a follower attached while the

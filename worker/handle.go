@@ -188,7 +188,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			return nil, err
 		}
 		w.logStarted(o)
-		w.event(o, "started", order.StatusRunning)
+		w.publishEvent(queue.Event{OrderID: o.ID, Type: "started", Status: string(order.StatusRunning), Host: o.Host,
+			TTL: startedTTL(o)})
 
 		finish, ran, unstarted := w.run(ctx, msg, o)
 		if unstarted {
@@ -360,7 +361,9 @@ func (w *Worker) settled(msg jetstream.Msg, o *order.Order, f postgres.Finish, r
 // order finished and only acks it, as one that died after the ack left
 // a lost event that the waiter's poll of PostgreSQL makes up for.
 func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration) {
-	w.event(o, "finished", f.Status)
+	alone := w.alone == o.ID
+	w.alone = uuid.Nil
+	w.publishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(f.Status), Host: o.Host, Alone: alone})
 	w.ack(msg, o.ID)
 	w.opts.Metrics.Finished(o.Host, f.Status, ran)
 	w.logFinished(o, f)
@@ -642,6 +645,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	if f.Status == order.StatusKilled && stoppedIt.Load() {
 		// Nobody cancelled it: say why it was killed.
 		f.Result.Error = fmt.Sprintf("killed because the worker stopped: worker.shutdown_grace (%s) passed", w.opts.ShutdownGrace)
+	}
+	if (out == nil || !out.pub.Published()) && startedTTL(o) > 0 {
+		w.alone = o.ID
 	}
 	return f, res.Duration, false
 }
@@ -1044,9 +1050,24 @@ func (w *Worker) failPoint(point string, o *order.Order) error {
 	return nil
 }
 
+// startedTTL is the TTL of o's started event in the live stream
+// (queue.StartedTTL): by its timeout, which bounds an exec's or a
+// script's run (the host policy's Prepare runs it for that long). None
+// for an action, whose run the worker's own definition bounds.
+func startedTTL(o *order.Order) time.Duration {
+	if o.Kind == order.KindAction {
+		return 0
+	}
+	return queue.StartedTTL(o.Timeout, o.Idempotent)
+}
+
 func (w *Worker) event(o *order.Order, typ string, st order.Status) {
-	if err := w.q.PublishEvent(queue.Event{OrderID: o.ID, Type: typ, Status: string(st), Host: o.Host}); err != nil {
-		w.logger.Debug("publish event", "order_id", o.ID, "error", err)
+	w.publishEvent(queue.Event{OrderID: o.ID, Type: typ, Status: string(st), Host: o.Host})
+}
+
+func (w *Worker) publishEvent(ev queue.Event) {
+	if err := w.q.PublishEvent(ev); err != nil {
+		w.logger.Debug("publish event", "order_id", ev.OrderID, "error", err)
 	}
 }
 

@@ -147,6 +147,12 @@ type Worker struct {
 	exec   Runner
 	logger *slog.Logger
 
+	// alone is the id of the order whose run last ended with nothing in
+	// the live stream but a started event that expires (no chunk, a
+	// StartedTTL): its finished event says so (Event.Alone). Read and
+	// written only by the goroutine that handles orders, one at a time.
+	alone uuid.UUID
+
 	mu        sync.Mutex
 	current   *running  // the order being executed, for cancel requests
 	earlyWake uuid.UUID // a cancel wake-up for an order not yet current

@@ -25,12 +25,65 @@ import (
 // worker does not own the order's host it fails with ErrNotOwner; when
 // the API process waiting for the order is gone, with ErrWaiterGone.
 func (s *Store) Claim(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
-	o, err = s.claimLocked(ctx, claimSQL, id, worker, seq)
+	o, err = s.claimOnce(ctx, claimOrder, id, worker, seq)
 	return s.claimed(ctx, id, worker, o, err)
 }
 
+// claimForms is a claim statement in its two forms: alone, taking the
+// order's row lock only if no other session holds it (claimFree), and
+// after the row lock of claimLockSQL (claimLocked).
+type claimForms struct{ alone, locked string }
+
+// The claim statements of Claim and ClaimRan, in both forms.
+var (
+	claimOrder = claimForms{alone: withClaimFree(claimSQL), locked: claimSQL}
+	claimRan   = claimForms{alone: withClaimFree(claimHead + claimTail), locked: claimHead + claimTail}
+)
+
+// claimOnce runs a claim as one statement, its alone form, when the
+// order's row is free, which it nearly always is: one statement and one
+// plain query where claimLocked sends two in a batch (docs/benchmarks.md,
+// "the thirty-first round"). A row another session holds makes the alone
+// form claim nothing without waiting (claimFree), and so does an order
+// that is not to be claimed (not queued, expired, a host not worker's, a
+// waiter gone): claimLocked then judges it again after any wait for the
+// lock, as every claim did before.
+func (s *Store) claimOnce(ctx context.Context, forms claimForms, id uuid.UUID, worker string, seq uint64) (*order.Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, forms.alone, id, worker, int64(seq)))
+	if err != pgx.ErrNoRows {
+		return o, err
+	}
+	return s.claimLocked(ctx, forms.locked, id, worker, seq)
+}
+
+// claimFree is what a claim's alone form asks beyond the locked form's:
+// the order's row lock taken at once, or not at all (SKIP LOCKED). The
+// fence (the host's owner, read from hosts) is read on the statement's
+// snapshot, taken when the statement began: with the lock taken without
+// a wait, nothing stands between that snapshot and the claim's write but
+// the statement's own work, as between claimLocked's second snapshot and
+// its write. A claim that would have waited for the lock (the reason for
+// claimLockSQL) claims nothing instead, and goes the locked way. FOR NO
+// KEY UPDATE is the lock the UPDATE takes anyway, so the UPDATE never
+// waits for the row once this holds: its own transaction has it.
+const claimFree = `
+		AND EXISTS (SELECT 1 FROM orders l WHERE l.id = $1 FOR NO KEY UPDATE SKIP LOCKED)`
+
+// withClaimFree is claim statement sql (claimHead first) with claimFree
+// among what its UPDATE asks of the order.
+func withClaimFree(sql string) string {
+	const fence = `h.owner = $2)`
+	i := strings.Index(sql, fence)
+	if i < 0 || !strings.HasPrefix(sql, claimHead) {
+		panic("withClaimFree: not a claim statement")
+	}
+	i += len(fence)
+	return sql[:i] + claimFree + sql[i:]
+}
+
 // claimLocked runs a claim statement (claimSQL, or claimHead+claimTail)
-// after the row lock of claimLockSQL, in one transaction and one round
+// after the row lock of claimLockSQL (claimOnce, when the statement's
+// alone form claimed nothing), in one transaction and one round
 // trip, as the single statement it was. The transaction is the batch's
 // own: pgx sends a batch with one Sync at its end (one Query in the
 // simple protocol), and PostgreSQL runs what comes before a Sync as one
@@ -110,9 +163,9 @@ SELECT ` + orderCols + ` FROM c`
 // started. claimed is false, with the order as it is, when it was not
 // queued, or the host is not worker's.
 func (s *Store) ClaimRan(ctx context.Context, id uuid.UUID, worker string, seq uint64) (o *order.Order, claimed bool, err error) {
-	// Its fence is read after any wait for the row's lock, as Claim's is
-	// (claimLockSQL).
-	o, err = s.claimLocked(ctx, claimHead+claimTail, id, worker, seq)
+	// Its fence is read with no wait for the row's lock between it and
+	// the claim, as Claim's is (claimOnce).
+	o, err = s.claimOnce(ctx, claimRan, id, worker, seq)
 	if err == nil {
 		return o, true, nil
 	}
@@ -291,16 +344,14 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 		next     *order.Order
 		claimErr error
 	)
+	// The claim goes in its alone form (claimOnce); one that claimed
+	// nothing is judged again after the result's commit, the locked way.
 	claim := func(b *pgx.Batch) {
-		b.Queue(claimLockSQL, nextID)
-		b.Queue(claimSQL, nextID, worker, int64(nextSeq))
+		b.Queue(claimOrder.alone, nextID, worker, int64(nextSeq))
 	}
 	// read reads the result's and the claim's results.
 	read := func(br pgx.BatchResults) error {
 		if err := br.QueryRow().Scan(&n); err != nil {
-			return err
-		}
-		if _, err := br.Exec(); err != nil {
 			return err
 		}
 		next, claimErr = scanOrder(br.QueryRow())
@@ -327,7 +378,8 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	}
 	step := Step{Done: completed(id, attempt, n), Next: next, Claimed: claimErr == nil}
 	if !step.Claimed {
-		step.Next, _, step.NextErr = s.claimed(ctx, nextID, worker, nil, pgx.ErrNoRows)
+		next, claimErr = s.claimLocked(ctx, claimOrder.locked, nextID, worker, nextSeq)
+		step.Next, step.Claimed, step.NextErr = s.claimed(ctx, nextID, worker, next, claimErr)
 	}
 	return step, nil
 }

@@ -42,7 +42,44 @@ type Event struct {
 	Type    string    `json:"type"` // started, finished, interrupted
 	Status  string    `json:"status"`
 	Host    string    `json:"host"`
+	// Alone, on a finished event, says that the live stream holds
+	// nothing else of the order that does not expire by itself: its
+	// worker published no output chunk, and its started event carried a
+	// TTL (StartedTTL). The API then purges nothing (SubscribeFinished
+	// does not hand it on). A forged one leaves chunks to the minute's
+	// sweep, which lists every order with any (LiveLeftovers).
+	Alone bool `json:"alone,omitempty"`
+	// TTL, on a started event, is how long the live stream keeps it
+	// (StartedTTL); 0 keeps it until it is purged or the stream's MaxAge.
+	TTL time.Duration `json:"-"`
 }
+
+// StartedTTL is the TTL of the started event of an order that runs at
+// most timeout and is never run again (not idempotent): the timeout and
+// a minute, so that it outlives the run (a follower attaching meanwhile
+// reads it) without the API's purge. 0 (no TTL: the API purges it when
+// the order ends) for an order that may run again, whose next run's
+// started event tells a follower that its output starts over and must
+// stay as long as the earlier run's chunks do, and for one whose bound
+// is past the stream's hour, or that has none.
+func StartedTTL(timeout time.Duration, idempotent bool) time.Duration {
+	if idempotent || timeout <= 0 {
+		return 0
+	}
+	ttl := timeout + startedTTLSlack
+	if r := ttl % time.Second; r != 0 {
+		ttl += time.Second - r // whole seconds, as nats-server keeps TTLs
+	}
+	if ttl >= liveMaxAge {
+		return 0
+	}
+	return ttl
+}
+
+// startedTTLSlack is how much longer than its order's timeout a started
+// event is kept: the wait for a file descriptor before the start, the
+// kill grace after the timeout, the result's write.
+const startedTTLSlack = time.Minute
 
 // PublishEvent sends ev on core NATS, on the subject of ev.Host. Events are
 // best effort; waiters fall back to reading PostgreSQL.
@@ -69,6 +106,8 @@ func (q *Queue) PublishEvent(ev Event) error {
 	m.Data = *buf
 	if ev.Type == "finished" {
 		q.endsRecord(m)
+	} else if ev.TTL > 0 {
+		m.Header = q.ttlHeader(ev.TTL)
 	}
 	if err := q.nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("publish event of order %s: %w", ev.OrderID, err)
@@ -91,6 +130,9 @@ func appendEvent(b []byte, ev Event) []byte {
 	b = jsonenc.AppendString(b, ev.Status, true)
 	b = append(b, `,"host":`...)
 	b = jsonenc.AppendString(b, ev.Host, true)
+	if ev.Alone {
+		b = append(b, `,"alone":true`...)
+	}
 	return append(b, '}')
 }
 
@@ -118,6 +160,18 @@ func appendUUID(b []byte, id uuid.UUID) []byte {
 // one on it afterwards.
 func (q *Queue) endsRecord(m *nats.Msg) {
 	m.Header = q.ends
+}
+
+// ttlHeader is the headers of a message the live stream keeps for ttl,
+// one per ttl, shared as endsRecord's are (PublishMsg only reads them):
+// the TTLs are StartedTTL's, whole seconds under an hour, so at most
+// 3,600 of them.
+func (q *Queue) ttlHeader(ttl time.Duration) nats.Header {
+	if h, ok := q.ttls.Load(ttl); ok {
+		return h.(nats.Header)
+	}
+	h, _ := q.ttls.LoadOrStore(ttl, endsHeader(ttl))
+	return h.(nats.Header)
 }
 
 // endsHeader is endsRecord's headers for a live stream that keeps a

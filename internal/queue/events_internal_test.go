@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -44,6 +45,8 @@ func TestAppendEventAsEncodingJSON(t *testing.T) {
 	}
 	for _, id := range eventIDs {
 		check(Event{OrderID: id, Type: "started", Status: "running", Host: "web1"})
+		check(Event{OrderID: id, Type: "started", Status: "running", Host: "web1", TTL: 90 * time.Second})
+		check(Event{OrderID: id, Type: "finished", Status: "succeeded", Host: "web1", Alone: true})
 		for _, s := range eventTexts {
 			check(Event{OrderID: id, Type: s, Status: "succeeded", Host: "web1"})
 			check(Event{OrderID: id, Type: "finished", Status: s, Host: "web1"})
@@ -113,4 +116,29 @@ func BenchmarkEventEncode(b *testing.B) {
 			buf = appendEvent(buf[:0], ev)
 		}
 	})
+}
+
+// TestStartedTTL: a started event outlives its order's run by a minute,
+// in whole seconds, when the order cannot run again and its bound is
+// under the live stream's hour; else it has no TTL and the API purges
+// it (Event.Alone).
+func TestStartedTTL(t *testing.T) {
+	for _, c := range []struct {
+		timeout    time.Duration
+		idempotent bool
+		want       time.Duration
+	}{
+		{60 * time.Second, false, 2 * time.Minute},
+		{1500 * time.Millisecond, false, 62 * time.Second},
+		{time.Millisecond, false, 61 * time.Second},
+		{58 * time.Minute, false, 59 * time.Minute},
+		{59 * time.Minute, false, 0},
+		{24 * time.Hour, false, 0},
+		{0, false, 0},
+		{60 * time.Second, true, 0},
+	} {
+		if got := StartedTTL(c.timeout, c.idempotent); got != c.want {
+			t.Errorf("StartedTTL(%s, idempotent %v) = %s, want %s", c.timeout, c.idempotent, got, c.want)
+		}
+	}
 }

@@ -37,6 +37,9 @@ const (
 	LiveCapHeader = "Orderly-Live-Cap"
 )
 
+// liveMaxAge is how long the live stream keeps a message at the most.
+const liveMaxAge = time.Hour
+
 func liveConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        LiveStream,
@@ -45,7 +48,7 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.MemoryStorage,
 		Replicas:    replicas,
-		MaxAge:      time.Hour,
+		MaxAge:      liveMaxAge,
 		MaxBytes:    256 << 20,
 		Discard:     jetstream.DiscardOld,
 		// No rollups: a rollup header cannot be limited to one subject,

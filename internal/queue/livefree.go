@@ -35,8 +35,12 @@ const liveFreeGroup = "orderly_live_free"
 // it frees anything (intake's freeLive).
 func (q *Queue) SubscribeFinished(fn func(host string, id uuid.UUID)) (stop func(), err error) {
 	sub, err := q.nc.QueueSubscribe(EventsSubject+">", liveFreeGroup, func(m *nats.Msg) {
-		// Half the events are started ones: told without decoding.
-		if !bytes.Contains(m.Data, []byte(`"finished"`)) {
+		// Half the events are started ones: told without decoding. A
+		// finished one alone in the live stream (Event.Alone: no chunk,
+		// a started event that expires) leaves nothing to purge: no
+		// question to PostgreSQL, no purge request, for most orders that
+		// print nothing.
+		if !bytes.Contains(m.Data, []byte(`"finished"`)) || bytes.Contains(m.Data, []byte(`"alone":true`)) {
 			return
 		}
 		host, id, ok := orderOfSubject(m.Subject, EventsSubject)
@@ -99,8 +103,9 @@ type LiveOrder struct {
 }
 
 // LiveLeftovers lists the orders of which the live stream holds more
-// than a finished order leaves once freed (FreeLive): any output chunk,
-// or more than one event. Those of ended orders were missed by the
+// than a finished order leaves once freed (FreeLive) or alone
+// (Event.Alone): any output chunk, or more than two events. Those of
+// ended orders were missed by the
 // finished events' path (no API replica subscribed then, an event lost,
 // a purge that came before the event's store in a cluster), and
 // FreeLeftover frees them. One STREAM.INFO listing every subject: the
@@ -140,7 +145,13 @@ func (q *Queue) LiveLeftovers(ctx context.Context) ([]LiveOrder, error) {
 	}
 	var left []LiveOrder
 	for _, o := range byID {
-		if o.Output > 0 || o.Events > 1 {
+		// Two events and no chunk are, for most orders, a started event
+		// that expires (StartedTTL) and a finished one (Event.Alone):
+		// listed, they were every order of the last minute, each asked
+		// about and purged again. A started event without a TTL whose
+		// finished event's purge was missed stays for the stream's hour,
+		// as a lone started event does.
+		if o.Output > 0 || o.Events > 2 {
 			left = append(left, *o)
 		}
 	}

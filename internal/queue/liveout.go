@@ -67,6 +67,12 @@ type LiveOutput struct {
 	st atomic.Pointer[liveState]
 }
 
+// Published reports whether l published a chunk, or tried to: whether
+// the live stream may hold output of the order (Event.Alone).
+func (l *LiveOutput) Published() bool {
+	return l.st.Load() != nil
+}
+
 // liveState is a LiveOutput's from its first chunk on.
 type liveState struct {
 	q    *Queue

@@ -119,6 +119,8 @@ type Queue struct {
 	// ends: endsRecord's headers (endsHeader of opts.FinishedTTL), shared
 	// by every message that ends an order's record: read only.
 	ends nats.Header
+	// ttls: ttlHeader's headers by TTL (time.Duration → nats.Header).
+	ttls sync.Map
 }
 
 // PingInterval and MaxPingsOut are how a connection finds its server
