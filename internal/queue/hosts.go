@@ -401,9 +401,11 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
 	seen := &leaseSeen{q: q, key: key, host: host, instance: instance, k: k}
-	if kn := q.knownLease(host); k != nil {
+	kn := q.knownLease(host)
+	if k != nil {
 		seen.signed, seen.counted = kn.signed, kn.counted
 	}
+	seen.held = kn.held
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -411,7 +413,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 	// When the watch last saw the holder renew: an interval on this
 	// process's monotonic clock, which no step of the host's clock moves.
 	var renewed time.Time
-	markers, warned, deletedLogged := false, false, false
+	markers, warned, deletedLogged, absentLogged := false, false, false, false
 	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
 	// The probes of this process's contact with the server, for as long
 	// as it waits: a lease that lapsed while the server answered nobody
@@ -512,18 +514,29 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		var rev uint64
 		var err error
 		sent := time.Now()
-		if k != nil && freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) &&
-			q.deletedUnseen(ctx, key, seen) {
-			// A delete (or marker), no release of its holder's, found
-			// within a lease of the last renewal honoured (or of now):
-			// left to the holder for a lease, as a delete seen is, not
-			// taken, which its Create would do. A standby starting
-			// while another credential stored deletes on the key took a
-			// live holder's host.
+		gone := ""
+		if freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) {
+			gone = q.goneUnseen(ctx, key, seen)
+		}
+		if gone != "" {
+			// A delete (or marker), no release of its holder's, or an
+			// absent key another instance held lately, found within a
+			// lease of the last renewal honoured (or of now): left to
+			// the holder for a lease, as a delete seen is, not taken,
+			// which its Create would do. A standby starting while
+			// another credential stored deletes on the key, or while a
+			// server's clock step had removed it, took a live holder's
+			// host.
 			if renewed.IsZero() {
 				renewed = time.Now()
 			}
-			seen.forged(q.logger(), "(a delete)")
+			if gone == "delete" {
+				seen.forged(q.logger(), "(a delete)")
+			} else if !absentLogged {
+				absentLogged = true
+				q.logger().Warn("the host lease's key is absent, not released, and another worker held it lately (a NATS server's clock stepped forward, the hosts bucket made again or purged?): leaving it to that holder, which puts it back at its next renewal; this standby takes the host only if no renewal comes within the lease",
+					"host", host, "instance", instance, "lease", ttl)
+			}
 			err = jetstream.ErrKeyExists
 		} else {
 			rev, err = q.kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -141,6 +142,7 @@ type leaseSeen struct {
 	counted  bool   // a value k signed with the revision it was written after was seen
 	floor    uint64 // the revision of the last such value honoured
 	holder   string // the instance of the last value honoured
+	held     bool   // another instance held the lease lately (leaseKnown)
 	logged   bool   // forged has logged
 }
 
@@ -164,12 +166,12 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 	r, t := trustLease(s.key, v, s.k, s.floor, s.counted)
 	switch {
 	case t == leaseSigned:
-		was := leaseKnown{s.signed, s.counted}
+		was := leaseKnown{signed: s.signed, counted: s.counted}
 		s.signed = s.signed || s.k != nil
 		if s.k != nil && r.counted {
 			s.counted, s.floor = true, max(s.floor, rev)
 		}
-		if now := (leaseKnown{s.signed, s.counted}); now != was && s.q != nil {
+		if now := (leaseKnown{signed: s.signed, counted: s.counted}); now != was && s.q != nil {
 			s.q.learnLease(s.host, now)
 		}
 	case t == leaseUnsigned && !s.signed:
@@ -177,6 +179,12 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 		return r.instance, false
 	}
 	s.holder = r.instance
+	if r.instance != s.instance && !s.held {
+		s.held = true
+		if s.q != nil {
+			s.q.learnLease(s.host, leaseKnown{held: true})
+		}
+	}
 	return r.instance, true
 }
 
@@ -192,8 +200,11 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 // during a rolling upgrade, and waited for as long as they came
 // (TestFaultsNATSFrozenSigned: 28 s with the holder alive, the host
 // running nothing for 22 s). The revision floor is not kept: a hosts
-// bucket made again starts its revisions anew.
-type leaseKnown struct{ signed, counted bool }
+// bucket made again starts its revisions anew. held: another instance
+// held the host's lease lately (HeldElsewhere, or a value of another
+// instance honoured): a key found absent may be its live lease, gone
+// from the server's store (absentUnseen).
+type leaseKnown struct{ signed, counted, held bool }
 
 // knownLease is what this process learned of host's lease.
 func (q *Queue) knownLease(host string) leaseKnown {
@@ -205,8 +216,16 @@ func (q *Queue) knownLease(host string) leaseKnown {
 // learnLease records what this process learned of host's lease.
 func (q *Queue) learnLease(host string, k leaseKnown) {
 	old := q.knownLease(host)
-	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted})
+	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted, old.held || k.held})
 }
+
+// HeldElsewhere records that another worker instance held host's lease
+// lately, as PostgreSQL says (the host's owner): a wait of this process
+// that finds the lease key absent, with no release stored, then leaves it
+// to that holder for a lease before taking it (absentUnseen). A new
+// process knows nothing of the host otherwise, and took an absent key at
+// once.
+func (q *Queue) HeldElsewhere(host string) { q.learnLease(host, leaseKnown{held: true}) }
 
 // released reports whether the delete m of the key is its holder's
 // release (Release): it names the instance that released it in
@@ -237,28 +256,47 @@ func (s *leaseSeen) forged(log *slog.Logger, written string) {
 		"host", s.host, "instance", s.instance, "written_as", written)
 }
 
-// deletedUnseen reports whether the last message of the lease key is a
-// delete that is not a release of its holder (leaseSeen.released), or an
-// expiry marker in a bucket that makes none (hostsStream): what a
-// standby finds at its start, or at its first try, without having seen
-// it happen. Its Create took such a key at once: a delete another
-// credential stored as the standby started handed it a live holder's
-// host. An absent key (expired, never taken), or one it cannot read, is
-// not.
-func (q *Queue) deletedUnseen(ctx context.Context, key string, seen *leaseSeen) bool {
+// goneUnseen says what a standby finds at a try, without having seen
+// it happen, that leaves the lease key to a holder that may still live:
+// "delete" when the key's last message is a delete that is not a release
+// of its holder (leaseSeen.released), or an expiry marker in a bucket
+// that makes none (hostsStream), judged with the host's key only; its
+// Create took such a key at once, and a delete another credential stored
+// as the standby started handed it a live holder's host. "absent" when
+// the key has no message at all while another instance held the lease
+// lately (leaseSeen.held): a server clock stepped forward past the lease
+// (nats-server ages messages by its wall clock and removes them with no
+// marker), a hosts bucket deleted and made again, or an API's purge, each
+// remove a live holder's key, which it puts back at its next renewal
+// (Renew); a wait that began in between took the key at once, and its
+// takeover interrupted the order the holder ran
+// (TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder). "" otherwise:
+// a value (the Create fails on it), a release, an absent key nobody else
+// held, or one it cannot read.
+func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) string {
+	if seen.k == nil && !seen.held {
+		return ""
+	}
 	st, err := q.js.Stream(ctx, "KV_"+HostsBucket)
 	if err != nil {
-		return false
+		return ""
 	}
 	m, err := st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
-	if err != nil {
-		return false
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound) && seen.held:
+		return "absent"
+	case err != nil, seen.k == nil:
+		return ""
 	}
 	switch {
 	case m.Header.Get("KV-Operation") == "DEL", m.Header.Get(jetstream.MarkerReasonHeader) == "Remove":
-		return !seen.released(&nats.Msg{Header: m.Header})
+		if !seen.released(&nats.Msg{Header: m.Header}) {
+			return "delete"
+		}
 	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get(jetstream.MarkerReasonHeader) != "":
-		return st.CachedInfo().Config.SubjectDeleteMarkerTTL == 0
+		if st.CachedInfo().Config.SubjectDeleteMarkerTTL == 0 {
+			return "delete"
+		}
 	}
-	return false
+	return ""
 }
