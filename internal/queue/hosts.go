@@ -820,7 +820,11 @@ func (w *keyWatch) judged(read func() (*nats.Msg, error)) (op jetstream.KeyValue
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, w.seen.released(m), m, nil
+			var rev uint64
+			if meta, err := m.Metadata(); err == nil {
+				rev = meta.Sequence.Stream
+			}
+			return jetstream.KeyValueDelete, w.seen.released(m, rev), m, nil
 		case m.Header.Get("KV-Operation") == "PURGE":
 			return jetstream.KeyValuePurge, false, m, nil
 		}
@@ -1099,6 +1103,8 @@ func (l *Lease) Release(ctx context.Context) error {
 		m.Header.Set(ReleasedHeader, l.instance)
 		if l.k != nil {
 			m.Header.Set(ReleaseSignatureHeader, l.k.signLease(l.key, "released", l.instance))
+			after := strconv.FormatUint(rev, 10)
+			m.Header.Set(ReleasedAfterHeader, after+" "+l.k.signLease(l.key, "released", l.instance+"\n"+after))
 		}
 		_, err := l.q.js.PublishMsg(ctx, m)
 		if err == nil {

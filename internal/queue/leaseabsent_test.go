@@ -3,11 +3,13 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
@@ -156,4 +158,121 @@ func TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder(t *testing.T) {
 			t.Fatalf("a host nobody held was taken after a wait (standby %v, freed %q), not at once", standby, l.Freed())
 		}
 	})
+}
+
+// TestStandbyLeavesACopiedReleaseOfAnEarlierTenure: a holder keeps its
+// instance when it loses its host and takes it again, and its signed
+// release named only that instance: a copy of its earlier tenure's
+// release, written again on the key (by a credential that can read it:
+// the API's, or a host's own workers'), was its standby's signal that
+// the live holder had released the host; the standby took it at once,
+// no lease of contact asked, and the holder's order was interrupted by
+// its takeover. The release names the revision it deletes after, signed:
+// a copy names one below the renewals the standby honoured since, and is
+// a delete by someone else, which leaves the key to its holder for a
+// lease; the holder puts it back at its next renewal. A real release
+// still hands the host over at once.
+func TestStandbyLeavesACopiedReleaseOfAnEarlierTenure(t *testing.T) {
+	const ttl = time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
+	k := queue.NewMarkKey([]byte("seed of rr1"))
+	first, err := holder.AcquireSignedLease(ctx, "rr1", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := holder.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "$KV." + queue.HostsBucket + ".lease.rr1"
+	release, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil || release.Header.Get(queue.ReleasedHeader) != "A" {
+		t.Fatalf("the first tenure's release: %v, %v", release, err)
+	}
+	// The same instance's second tenure, renewed every third of a lease.
+	a, err := holder.AcquireSignedLease(ctx, "rr1", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost atomic.Pointer[error]
+	var wg sync.WaitGroup
+	rctx, stopRenewing := context.WithCancel(ctx)
+	renewing := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(renewing)
+		for rctx.Err() == nil {
+			if _, err := a.Renew(rctx); errors.Is(err, queue.ErrLeaseLost) {
+				lost.Store(&err)
+				return
+			}
+			select {
+			case <-rctx.Done():
+			case <-time.After(ttl / 3):
+			}
+		}
+	}()
+	waiting, took := make(chan struct{}), make(chan *queue.Lease, 1)
+	var once sync.Once
+	sctx, stopStandby := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sctx.Err() == nil {
+			l, err := standby.AcquireSignedLease(sctx, "rr1", "B", k, func(string) { once.Do(func() { close(waiting) }) })
+			if err == nil {
+				took <- l
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopRenewing()
+		stopStandby()
+		wg.Wait()
+	}()
+	<-waiting
+	time.Sleep(ttl) // the holder's renewals honoured
+	for i := range 3 {
+		m := nats.NewMsg(subject)
+		for h, v := range release.Header {
+			if !strings.HasPrefix(h, "Nats-") { // not the server's own (Nats-Sequence...), nor the release's condition
+				m.Header[h] = v
+			}
+		}
+		if _, err := holder.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case l := <-took:
+			t.Fatalf("copy %d: the standby took the lease (freed %q) on a copy of its live holder's earlier release", i+1, l.Freed())
+		case <-time.After(2 * ttl):
+		}
+	}
+	if err := lost.Load(); err != nil {
+		t.Fatalf("the holder lost its lease: %v", *err)
+	}
+	stopRenewing()
+	<-renewing
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-took:
+		if l.Freed() != "released" {
+			t.Fatalf("the standby took the lease its holder released as %q", l.Freed())
+		}
+	case <-time.After(10 * ttl):
+		t.Fatal("the standby did not take the lease its holder released")
+	}
 }

@@ -32,8 +32,9 @@ import (
 // keep other hosts' workers to their own keys), and LeaseHolder leaves the
 // signature out of what it returns; a copy written again names a revision
 // below the one it copied, which its readers know (trustLease's floor).
-// The release carries no revision: a copied release counts only for the
-// holder it names, and only for a standby that last honoured that holder.
+// A release names the revision it deletes after too (ReleasedAfterHeader),
+// and counts only for the holder it names, for a standby that last
+// honoured that holder, and at or past the last renewal it honoured.
 
 // ReleaseSignatureHeader carries, on a release's delete, the signature
 // of ReleasedHeader's instance as the one that released the lease.
@@ -227,13 +228,25 @@ func (q *Queue) learnLease(host string, k leaseKnown) {
 // once.
 func (q *Queue) HeldElsewhere(host string) { q.learnLease(host, leaseKnown{held: true}) }
 
-// released reports whether the delete m of the key is its holder's
-// release (Release): it names the instance that released it in
-// ReleasedHeader, and with a key, that instance's signature is in
-// ReleaseSignatureHeader and it is the holder last honoured, if any (a
-// release of an earlier holder, copied, is no release of this one). Any
-// other delete is someone else's, as a delete by hand is.
-func (s *leaseSeen) released(m *nats.Msg) bool {
+// released reports whether the delete m of the key, stored as revision
+// rev (0: unknown), is its holder's release (Release): it names the
+// instance that released it in ReleasedHeader, and with a key, that
+// instance's signature is in ReleaseSignatureHeader and it is the holder
+// last honoured, if any (a release of an earlier holder, copied, is no
+// release of this one). Any other delete is someone else's, as a delete by
+// hand is.
+//
+// A holder keeps its instance across its tenures (it loses its host and
+// takes it again), so its release of an earlier tenure, copied onto the
+// key, was a release of the live holder: its standby took the host at
+// once, and its takeover interrupted the order the holder ran
+// (TestStandbyLeavesACopiedReleaseOfAnEarlierTenure). So a release also
+// names the revision it deletes after, signed with it
+// (ReleasedAfterHeader), and counts only at or past the floor, the last
+// renewal honoured, as a value does (trustLease). A release without it
+// (a worker from before it) counts only while no value with a revision
+// was seen: its holder is from before it too.
+func (s *leaseSeen) released(m *nats.Msg, rev uint64) bool {
 	by := m.Header.Get(ReleasedHeader)
 	if by == "" || s.k == nil {
 		return by != ""
@@ -242,8 +255,30 @@ func (s *leaseSeen) released(m *nats.Msg) bool {
 	if !hmac.Equal([]byte(sig), []byte(s.k.signLease(s.key, "released", by))) {
 		return false
 	}
-	return s.holder == "" || s.holder == by
+	if s.holder != "" && s.holder != by {
+		return false
+	}
+	after, sig, found := strings.Cut(m.Header.Get(ReleasedAfterHeader), " ")
+	if m.Header.Get(ReleasedAfterHeader) == "" {
+		return !s.counted
+	}
+	n, err := strconv.ParseUint(after, 10, 64)
+	if !found || err != nil || !hmac.Equal([]byte(sig), []byte(s.k.signLease(s.key, "released", by+"\n"+after))) {
+		return false
+	}
+	floor := s.floor
+	if rev != 0 && rev < floor {
+		floor = 0 // the bucket was made again (honours)
+	}
+	return n >= floor
 }
+
+// ReleasedAfterHeader carries, on a release's delete, the key's revision
+// the release deletes after and, after a space, the signature of the
+// instance and that revision (leaseSeen.released). Workers from before it
+// read the release by ReleasedHeader and ReleaseSignatureHeader, which
+// it leaves as they were.
+const ReleasedAfterHeader = "Orderly-Released-After"
 
 // forged logs, once per wait, that the key held a value its holder did
 // not write: the standby names the host and that another credential did.
@@ -290,7 +325,7 @@ func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) str
 	}
 	switch {
 	case m.Header.Get("KV-Operation") == "DEL", m.Header.Get(jetstream.MarkerReasonHeader) == "Remove":
-		if !seen.released(&nats.Msg{Header: m.Header}) {
+		if !seen.released(&nats.Msg{Header: m.Header}, m.Sequence) {
 			return "delete"
 		}
 	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get(jetstream.MarkerReasonHeader) != "":
