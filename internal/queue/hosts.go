@@ -429,7 +429,48 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		stopProbes()
 		<-probes
 	}()
+	// watch starts the wait as a standby of holder: reported, and
+	// watching from before the next try, so that a change made between
+	// a try and the wait is not missed. Without a watch (w nil) the
+	// tries are periodic.
+	watch := func(holder string) error {
+		if standby != nil {
+			standby(holder)
+		}
+		watching = true
+		var err error
+		if w, err = q.watchKey(ctx, key, seen); err == nil {
+			if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
+				every = q.opts.LeaseTTL
+				markers = true
+			} else {
+				timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
+			}
+			return nil
+		}
+		w = nil
+		return ctx.Err()
+	}
+	defer func() {
+		if w != nil {
+			w.Stop()
+		}
+	}()
 	for {
+		if freed == "" && !watching && seen.held && q.goneUnseen(ctx, key, seen) == "absent" {
+			// Absent, not released, and another instance held it lately:
+			// left to that holder for a lease (goneUnseen), watched from
+			// now, so that the lease a wait on this process's contact
+			// with the server takes (awaitContact, below) counts too: a
+			// worker started during a nats-server outage waits one lease
+			// after the server answers, not two.
+			renewed = time.Now()
+			q.logAbsent(host, instance, &absentLogged)
+			if err := watch(""); err != nil {
+				return nil, err
+			}
+			freed = "tried"
+		}
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) && !warned {
@@ -532,10 +573,8 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			}
 			if gone == "delete" {
 				seen.forged(q.logger(), "(a delete)")
-			} else if !absentLogged {
-				absentLogged = true
-				q.logger().Warn("the host lease's key is absent, not released, and another worker held it lately (a NATS server's clock stepped forward, the hosts bucket made again or purged?): leaving it to that holder, which puts it back at its next renewal; this standby takes the host only if no renewal comes within the lease",
-					"host", host, "instance", instance, "lease", ttl)
+			} else {
+				q.logAbsent(host, instance, &absentLogged)
 			}
 			err = jetstream.ErrKeyExists
 		} else {
@@ -590,32 +629,29 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			every = retryEvery(timed.lease)
 		}
 		if !watching {
-			if standby != nil {
-				standby(holder)
+			if err := watch(holder); err != nil {
+				return nil, err
 			}
-			// Watching from before the next try: a change made
-			// between a try and the wait is not missed.
-			watching = true
-			if w, err = q.watchKey(ctx, key, seen); err == nil {
-				defer w.Stop()
-				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
-					every = q.opts.LeaseTTL
-					markers = true
-				} else {
-					timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
-				}
+			if w != nil {
 				freed = "tried"
 				continue
 			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			w = nil // periodic tries only
 		}
 		if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// logAbsent says, once a wait (logged), that the wait leaves an absent
+// lease key to the holder that may still hold it (goneUnseen).
+func (q *Queue) logAbsent(host, instance string, logged *bool) {
+	if *logged {
+		return
+	}
+	*logged = true
+	q.logger().Warn("the host lease's key is absent, not released, and another worker held it lately (a NATS server's clock stepped forward, the hosts bucket made again or purged?): leaving it to that holder, which puts it back at its next renewal; this standby takes the host only if no renewal comes within the lease",
+		"host", host, "instance", instance, "lease", q.opts.LeaseTTL)
 }
 
 // retryEvery is how often a standby tries a lease key still there at the
