@@ -57,12 +57,15 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 // lease (queue.HeldElsewhere). A worker started in such a moment took the
 // key at once, and its takeover interrupted the order the live holder ran
 // (TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder). Without an
-// answer the owner is taken to be another: a lease's wait, where a wrong
-// guess the other way ends a live holder's order. A host this instance
-// owns, or nobody ever did, is taken at once, as is a key its holder
-// released (a clean stop).
+// answer within a heartbeat (a PostgreSQL that does not answer must not
+// keep the standby from waiting and reporting) the owner is taken to be
+// another: a lease's wait, where a wrong guess the other way ends a live
+// holder's order. A host this instance owns, or nobody ever did, is
+// taken at once, as is a key its holder released (a clean stop).
 func (w *Worker) heldElsewhere(ctx context.Context) {
-	rows, err := w.store.Hosts(ctx, w.opts.Host)
+	qctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
+	defer cancel()
+	rows, err := w.store.Hosts(qctx, w.opts.Host)
 	if err != nil || len(rows) > 0 && rows[0].Instance != "" && rows[0].Instance != w.opts.Instance {
 		w.q.HeldElsewhere(w.opts.Host)
 	}
