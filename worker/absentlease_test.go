@@ -68,7 +68,8 @@ func TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder(t *testing.T) {
 		}
 	}()
 
-	// The second worker, a process of its own on its own connection.
+	// The second worker, on a connection and a Queue of its own: what a
+	// second process has, nothing learned of the host but from PostgreSQL.
 	q2 := testenv.Queue(t, e.q.Conn().ConnectedUrl(), "ab-b", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
 	var logs testenv.LogBuffer
 	opts.Instance = "ab/b"
