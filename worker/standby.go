@@ -34,6 +34,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 			w.logger.Debug("remove standby report", "error", err)
 		}
 	}()
+	w.heldElsewhere(ctx)
 	lease, err := w.q.AcquireSignedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, func(holder string) {
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
@@ -47,6 +48,27 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 		w.logger.Info("host lease taken after waiting as standby", "freed", lease.Freed())
 	}
 	return lease, err
+}
+
+// heldElsewhere tells the queue when the host's owner in PostgreSQL is
+// another instance, which may still hold its lease though the key is
+// absent (a NATS server's clock stepped forward past the lease, the hosts
+// bucket made again): the wait then leaves an absent key to it for a
+// lease (queue.HeldElsewhere). A worker started in such a moment took the
+// key at once, and its takeover interrupted the order the live holder ran
+// (TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder). Without an
+// answer within a heartbeat (a PostgreSQL that does not answer must not
+// keep the standby from waiting and reporting) the owner is taken to be
+// another: a lease's wait, where a wrong guess the other way ends a live
+// holder's order. A host this instance owns, or nobody ever did, is
+// taken at once, as is a key its holder released (a clean stop).
+func (w *Worker) heldElsewhere(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
+	defer cancel()
+	rows, err := w.store.Hosts(qctx, w.opts.Host)
+	if err != nil || len(rows) > 0 && rows[0].Instance != "" && rows[0].Instance != w.opts.Instance {
+		w.q.HeldElsewhere(w.opts.Host)
+	}
 }
 
 // standbyBeat reports this worker as the host's standby every heartbeat

@@ -401,9 +401,11 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
 	seen := &leaseSeen{q: q, key: key, host: host, instance: instance, k: k}
-	if kn := q.knownLease(host); k != nil {
+	kn := q.knownLease(host)
+	if k != nil {
 		seen.signed, seen.counted = kn.signed, kn.counted
 	}
+	seen.held = kn.held
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -411,7 +413,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 	// When the watch last saw the holder renew: an interval on this
 	// process's monotonic clock, which no step of the host's clock moves.
 	var renewed time.Time
-	markers, warned, deletedLogged := false, false, false
+	markers, warned, deletedLogged, absentLogged := false, false, false, false
 	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
 	// The probes of this process's contact with the server, for as long
 	// as it waits: a lease that lapsed while the server answered nobody
@@ -427,7 +429,48 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		stopProbes()
 		<-probes
 	}()
+	// watch starts the wait as a standby of holder: reported, and
+	// watching from before the next try, so that a change made between
+	// a try and the wait is not missed. Without a watch (w nil) the
+	// tries are periodic.
+	watch := func(holder string) error {
+		if standby != nil {
+			standby(holder)
+		}
+		watching = true
+		var err error
+		if w, err = q.watchKey(ctx, key, seen); err == nil {
+			if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
+				every = q.opts.LeaseTTL
+				markers = true
+			} else {
+				timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
+			}
+			return nil
+		}
+		w = nil
+		return ctx.Err()
+	}
+	defer func() {
+		if w != nil {
+			w.Stop()
+		}
+	}()
 	for {
+		if freed == "" && !watching && seen.held && q.goneUnseen(ctx, key, seen) == "absent" {
+			// Absent, not released, and another instance held it lately:
+			// left to that holder for a lease (goneUnseen), watched from
+			// now, so that the lease a wait on this process's contact
+			// with the server takes (awaitContact, below) counts too: a
+			// worker started during a nats-server outage waits one lease
+			// after the server answers, not two.
+			renewed = time.Now()
+			q.logAbsent(host, instance, &absentLogged)
+			if err := watch(""); err != nil {
+				return nil, err
+			}
+			freed = "tried"
+		}
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
 			e, err := q.kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) && !warned {
@@ -512,18 +555,27 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		var rev uint64
 		var err error
 		sent := time.Now()
-		if k != nil && freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) &&
-			q.deletedUnseen(ctx, key, seen) {
-			// A delete (or marker), no release of its holder's, found
-			// within a lease of the last renewal honoured (or of now):
-			// left to the holder for a lease, as a delete seen is, not
-			// taken, which its Create would do. A standby starting
-			// while another credential stored deletes on the key took a
-			// live holder's host.
+		gone := ""
+		if freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) {
+			gone = q.goneUnseen(ctx, key, seen)
+		}
+		if gone != "" {
+			// A delete (or marker), no release of its holder's, or an
+			// absent key another instance held lately, found within a
+			// lease of the last renewal honoured (or of now): left to
+			// the holder for a lease, as a delete seen is, not taken,
+			// which its Create would do. A standby starting while
+			// another credential stored deletes on the key, or while a
+			// server's clock step had removed it, took a live holder's
+			// host.
 			if renewed.IsZero() {
 				renewed = time.Now()
 			}
-			seen.forged(q.logger(), "(a delete)")
+			if gone == "delete" {
+				seen.forged(q.logger(), "(a delete)")
+			} else {
+				q.logAbsent(host, instance, &absentLogged)
+			}
 			err = jetstream.ErrKeyExists
 		} else {
 			rev, err = q.kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
@@ -577,32 +629,29 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			every = retryEvery(timed.lease)
 		}
 		if !watching {
-			if standby != nil {
-				standby(holder)
+			if err := watch(holder); err != nil {
+				return nil, err
 			}
-			// Watching from before the next try: a change made
-			// between a try and the wait is not missed.
-			watching = true
-			if w, err = q.watchKey(ctx, key, seen); err == nil {
-				defer w.Stop()
-				if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
-					every = q.opts.LeaseTTL
-					markers = true
-				} else {
-					timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
-				}
+			if w != nil {
 				freed = "tried"
 				continue
 			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			w = nil // periodic tries only
 		}
 		if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// logAbsent says, once a wait (logged), that the wait leaves an absent
+// lease key to the holder that may still hold it (goneUnseen).
+func (q *Queue) logAbsent(host, instance string, logged *bool) {
+	if *logged {
+		return
+	}
+	*logged = true
+	q.logger().Warn("the host lease's key is absent, not released, and another worker held it lately (a NATS server's clock stepped forward, the hosts bucket made again or purged?): leaving it to that holder, which puts it back at its next renewal; this standby takes the host only if no renewal comes within the lease",
+		"host", host, "instance", instance, "lease", q.opts.LeaseTTL)
 }
 
 // retryEvery is how often a standby tries a lease key still there at the
@@ -807,7 +856,11 @@ func (w *keyWatch) judged(read func() (*nats.Msg, error)) (op jetstream.KeyValue
 		}
 		switch {
 		case m.Header.Get("KV-Operation") == "DEL":
-			return jetstream.KeyValueDelete, w.seen.released(m), m, nil
+			var rev uint64
+			if meta, err := m.Metadata(); err == nil {
+				rev = meta.Sequence.Stream
+			}
+			return jetstream.KeyValueDelete, w.seen.released(m, rev), m, nil
 		case m.Header.Get("KV-Operation") == "PURGE":
 			return jetstream.KeyValuePurge, false, m, nil
 		}
@@ -1086,6 +1139,8 @@ func (l *Lease) Release(ctx context.Context) error {
 		m.Header.Set(ReleasedHeader, l.instance)
 		if l.k != nil {
 			m.Header.Set(ReleaseSignatureHeader, l.k.signLease(l.key, "released", l.instance))
+			after := strconv.FormatUint(rev, 10)
+			m.Header.Set(ReleasedAfterHeader, after+" "+l.k.signLease(l.key, "released", l.instance+"\n"+after))
 		}
 		_, err := l.q.js.PublishMsg(ctx, m)
 		if err == nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -31,8 +32,9 @@ import (
 // keep other hosts' workers to their own keys), and LeaseHolder leaves the
 // signature out of what it returns; a copy written again names a revision
 // below the one it copied, which its readers know (trustLease's floor).
-// The release carries no revision: a copied release counts only for the
-// holder it names, and only for a standby that last honoured that holder.
+// A release names the revision it deletes after too (ReleasedAfterHeader),
+// and counts only for the holder it names, for a standby that last
+// honoured that holder, and at or past the last renewal it honoured.
 
 // ReleaseSignatureHeader carries, on a release's delete, the signature
 // of ReleasedHeader's instance as the one that released the lease.
@@ -141,6 +143,7 @@ type leaseSeen struct {
 	counted  bool   // a value k signed with the revision it was written after was seen
 	floor    uint64 // the revision of the last such value honoured
 	holder   string // the instance of the last value honoured
+	held     bool   // another instance held the lease lately (leaseKnown)
 	logged   bool   // forged has logged
 }
 
@@ -172,12 +175,12 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 	}
 	switch {
 	case t == leaseSigned:
-		was := leaseKnown{s.signed, s.counted}
+		was := leaseKnown{signed: s.signed, counted: s.counted}
 		s.signed = s.signed || s.k != nil
 		if s.k != nil && r.counted {
 			s.counted, s.floor = true, max(s.floor, rev)
 		}
-		if now := (leaseKnown{s.signed, s.counted}); now != was && s.q != nil {
+		if now := (leaseKnown{signed: s.signed, counted: s.counted}); now != was && s.q != nil {
 			s.q.learnLease(s.host, now)
 		}
 	case t == leaseUnsigned && !s.signed:
@@ -185,6 +188,12 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 		return r.instance, false
 	}
 	s.holder = r.instance
+	if r.instance != s.instance && !s.held {
+		s.held = true
+		if s.q != nil {
+			s.q.learnLease(s.host, leaseKnown{held: true})
+		}
+	}
 	return r.instance, true
 }
 
@@ -200,8 +209,11 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 // during a rolling upgrade, and waited for as long as they came
 // (TestFaultsNATSFrozenSigned: 28 s with the holder alive, the host
 // running nothing for 22 s). The revision floor is not kept: a hosts
-// bucket made again starts its revisions anew.
-type leaseKnown struct{ signed, counted bool }
+// bucket made again starts its revisions anew. held: another instance
+// held the host's lease lately (HeldElsewhere, or a value of another
+// instance honoured): a key found absent may be its live lease, gone
+// from the server's store (absentUnseen).
+type leaseKnown struct{ signed, counted, held bool }
 
 // knownLease is what this process learned of host's lease.
 func (q *Queue) knownLease(host string) leaseKnown {
@@ -213,16 +225,36 @@ func (q *Queue) knownLease(host string) leaseKnown {
 // learnLease records what this process learned of host's lease.
 func (q *Queue) learnLease(host string, k leaseKnown) {
 	old := q.knownLease(host)
-	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted})
+	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted, old.held || k.held})
 }
 
-// released reports whether the delete m of the key is its holder's
-// release (Release): it names the instance that released it in
-// ReleasedHeader, and with a key, that instance's signature is in
-// ReleaseSignatureHeader and it is the holder last honoured, if any (a
-// release of an earlier holder, copied, is no release of this one). Any
-// other delete is someone else's, as a delete by hand is.
-func (s *leaseSeen) released(m *nats.Msg) bool {
+// HeldElsewhere records that another worker instance held host's lease
+// lately, as PostgreSQL says (the host's owner): a wait of this process
+// that finds the lease key absent, with no release stored, then leaves it
+// to that holder for a lease before taking it (absentUnseen). A new
+// process knows nothing of the host otherwise, and took an absent key at
+// once.
+func (q *Queue) HeldElsewhere(host string) { q.learnLease(host, leaseKnown{held: true}) }
+
+// released reports whether the delete m of the key, stored as revision
+// rev (0: unknown), is its holder's release (Release): it names the
+// instance that released it in ReleasedHeader, and with a key, that
+// instance's signature is in ReleaseSignatureHeader and it is the holder
+// last honoured, if any (a release of an earlier holder, copied, is no
+// release of this one). Any other delete is someone else's, as a delete by
+// hand is.
+//
+// A holder keeps its instance across its tenures (it loses its host and
+// takes it again), so its release of an earlier tenure, copied onto the
+// key, was a release of the live holder: its standby took the host at
+// once, and its takeover interrupted the order the holder ran
+// (TestStandbyLeavesACopiedReleaseOfAnEarlierTenure). So a release also
+// names the revision it deletes after, signed with it
+// (ReleasedAfterHeader), and counts only at or past the floor, the last
+// renewal honoured, as a value does (trustLease). A release without it
+// (a worker from before it) counts only while no value with a revision
+// was seen: its holder is from before it too.
+func (s *leaseSeen) released(m *nats.Msg, rev uint64) bool {
 	by := m.Header.Get(ReleasedHeader)
 	if by == "" || s.k == nil {
 		return by != ""
@@ -231,8 +263,30 @@ func (s *leaseSeen) released(m *nats.Msg) bool {
 	if !hmac.Equal([]byte(sig), []byte(s.k.signLease(s.key, "released", by))) {
 		return false
 	}
-	return s.holder == "" || s.holder == by
+	if s.holder != "" && s.holder != by {
+		return false
+	}
+	after, sig, found := strings.Cut(m.Header.Get(ReleasedAfterHeader), " ")
+	if m.Header.Get(ReleasedAfterHeader) == "" {
+		return !s.counted
+	}
+	n, err := strconv.ParseUint(after, 10, 64)
+	if !found || err != nil || !hmac.Equal([]byte(sig), []byte(s.k.signLease(s.key, "released", by+"\n"+after))) {
+		return false
+	}
+	floor := s.floor
+	if rev != 0 && rev < floor {
+		floor = 0 // the bucket was made again (honours)
+	}
+	return n >= floor
 }
+
+// ReleasedAfterHeader carries, on a release's delete, the key's revision
+// the release deletes after and, after a space, the signature of the
+// instance and that revision (leaseSeen.released). Workers from before it
+// read the release by ReleasedHeader and ReleaseSignatureHeader, which
+// it leaves as they were.
+const ReleasedAfterHeader = "Orderly-Released-After"
 
 // forged logs, once per wait, that the key held a value its holder did
 // not write: the standby names the host and that another credential did.
@@ -245,28 +299,47 @@ func (s *leaseSeen) forged(log *slog.Logger, written string) {
 		"host", s.host, "instance", s.instance, "written_as", written)
 }
 
-// deletedUnseen reports whether the last message of the lease key is a
-// delete that is not a release of its holder (leaseSeen.released), or an
-// expiry marker in a bucket that makes none (hostsStream): what a
-// standby finds at its start, or at its first try, without having seen
-// it happen. Its Create took such a key at once: a delete another
-// credential stored as the standby started handed it a live holder's
-// host. An absent key (expired, never taken), or one it cannot read, is
-// not.
-func (q *Queue) deletedUnseen(ctx context.Context, key string, seen *leaseSeen) bool {
+// goneUnseen says what a standby finds at a try, without having seen
+// it happen, that leaves the lease key to a holder that may still live:
+// "delete" when the key's last message is a delete that is not a release
+// of its holder (leaseSeen.released), or an expiry marker in a bucket
+// that makes none (hostsStream), judged with the host's key only; its
+// Create took such a key at once, and a delete another credential stored
+// as the standby started handed it a live holder's host. "absent" when
+// the key has no message at all while another instance held the lease
+// lately (leaseSeen.held): a server clock stepped forward past the lease
+// (nats-server ages messages by its wall clock and removes them with no
+// marker), a hosts bucket deleted and made again, or an API's purge, each
+// remove a live holder's key, which it puts back at its next renewal
+// (Renew); a wait that began in between took the key at once, and its
+// takeover interrupted the order the holder ran
+// (TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder). "" otherwise:
+// a value (the Create fails on it), a release, an absent key nobody else
+// held, or one it cannot read.
+func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) string {
+	if seen.k == nil && !seen.held {
+		return ""
+	}
 	st, err := q.js.Stream(ctx, "KV_"+HostsBucket)
 	if err != nil {
-		return false
+		return ""
 	}
 	m, err := st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
-	if err != nil {
-		return false
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound) && seen.held:
+		return "absent"
+	case err != nil, seen.k == nil:
+		return ""
 	}
 	switch {
 	case m.Header.Get("KV-Operation") == "DEL", m.Header.Get(jetstream.MarkerReasonHeader) == "Remove":
-		return !seen.released(&nats.Msg{Header: m.Header})
+		if !seen.released(&nats.Msg{Header: m.Header}, m.Sequence) {
+			return "delete"
+		}
 	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get(jetstream.MarkerReasonHeader) != "":
-		return st.CachedInfo().Config.SubjectDeleteMarkerTTL == 0
+		if st.CachedInfo().Config.SubjectDeleteMarkerTTL == 0 {
+			return "delete"
+		}
 	}
-	return false
+	return ""
 }

@@ -1,0 +1,97 @@
+package worker_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+)
+
+// TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder: a second
+// worker of a host starts while its holder runs an order and the lease
+// key is absent from the server's store (a NATS server's clock stepped
+// forward past the lease, the hosts bucket made again: a purge of the
+// key's subject every 10 ms stands in for them, as in the queue's
+// TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder). It took the key
+// at once, fenced the host in PostgreSQL and ended the holder's running
+// order interrupted, its process killed, the holder alive and renewing;
+// the orders did not overlap (the takeover kills and proves gone the
+// holder's processes before it runs anything), but an accepted order
+// that would have succeeded was lost. PostgreSQL names the holder as the
+// host's owner, so the new worker leaves the absent key to it for a lease,
+// sees it renewed, and waits as a standby: the order succeeds, the next
+// one runs after it, and the holder keeps the host.
+func TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder(t *testing.T) {
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	k := queue.NewMarkKey([]byte("seed of ab"))
+	opts := worker.Options{Host: "ab", Instance: "ab/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, ClaimMarkKey: k}
+	runWorker(t, opts, e.store, e.q, testenv.Logger(t))
+	first := e.submit("ab", "sleep", "5")
+	e.waitStarted(first)
+
+	st, err := e.q.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stopPurging := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		stopPurging()
+		wg.Wait()
+	}()
+	purge := func() error {
+		return st.Purge(pctx, jetstream.WithPurgeSubject("$KV."+queue.HostsBucket+".lease.ab"))
+	}
+	if err := purge(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for pctx.Err() == nil {
+			_ = purge()
+			select {
+			case <-pctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+
+	// The second worker, on a connection and a Queue of its own: what a
+	// second process has, nothing learned of the host but from PostgreSQL.
+	q2 := testenv.Queue(t, e.q.Conn().ConnectedUrl(), "ab-b", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	var logs testenv.LogBuffer
+	opts.Instance = "ab/b"
+	runWorker(t, opts, e.store, q2, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	testenv.WaitUntil(t, 20*time.Second, "the second worker waits as a standby, or takes the host", func() bool {
+		return strings.Contains(logs.String(), "waiting as standby") || strings.Contains(logs.String(), "took the host over")
+	})
+	// The holder's renewals keep coming while the key is purged: a lease
+	// more of it.
+	time.Sleep(2 * time.Second)
+	stopPurging()
+
+	o := e.waitStatus(first, order.StatusSucceeded)
+	next := e.waitStatus(e.submit("ab", "true"), order.StatusSucceeded)
+	if next.StartedAt.Before(*o.FinishedAt) {
+		t.Fatalf("the next order started at %s, before the first finished at %s", next.StartedAt, o.FinishedAt)
+	}
+	if strings.Contains(logs.String(), "took the host over") {
+		t.Fatalf("the second worker took the host from its live holder:\n%s", logs.String())
+	}
+	rows, err := e.store.Hosts(ctx, "ab")
+	if err != nil || len(rows) != 1 || rows[0].Instance != "ab/a" {
+		t.Fatalf("the host's owner: %+v, %v; want ab/a", rows, err)
+	}
+}
