@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/internal/logging"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -60,6 +64,47 @@ const hostsRegistryTimeout = 3 * time.Second
 // registryUnavailable is Host.Registry when NATS did not answer.
 const registryUnavailable = "unavailable"
 
+// registryStreak follows a run of hosts listings answered without the
+// heartbeats: its WARN was written per listing, and during a NATS outage
+// every dashboard's refresh and every `orderly hosts` wrote one. Now the
+// first of a run, then one a minute with how many there were
+// (logging.Streak, as the intake's periodic jobs), and an INFO line at
+// the first listing that reads them again. Listings run concurrently,
+// hence the lock.
+type registryStreak struct {
+	mu     sync.Mutex
+	streak logging.Streak
+	on     atomic.Bool // a run is on: answered checks it without the lock
+}
+
+// failed counts a listing without the heartbeats for err and logs it if
+// it is the run's first or a minute passed since the last line.
+func (r *registryStreak) failed(logger *slog.Logger, err error) {
+	r.mu.Lock()
+	n, log := r.streak.Fail()
+	r.on.Store(true)
+	r.mu.Unlock()
+	if log {
+		logger.Warn("hosts listed without their heartbeats: NATS did not answer", "error", err, "timeout", hostsRegistryTimeout,
+			"failures", n, "note", "logged again once a minute while it lasts")
+	}
+}
+
+// answered ends a run, if one is on, with a line of how many listings
+// it had.
+func (r *registryStreak) answered(logger *slog.Logger) {
+	if !r.on.Load() {
+		return
+	}
+	r.mu.Lock()
+	n := r.streak.End()
+	r.on.Store(false)
+	r.mu.Unlock()
+	if n > 0 {
+		logger.Info("hosts listed with their heartbeats again", "failures", n)
+	}
+}
+
 // PostgresOutage is how long the worker of a host has failed to reach
 // PostgreSQL and why. The error names the database's address and user:
 // only an admin or an auditor reads it.
@@ -103,8 +148,10 @@ func (s *Server) hosts(r *http.Request, name string) (_ []Host, registry string,
 		if r.Context().Err() != nil {
 			return nil, "", r.Context().Err()
 		}
-		s.logger.Warn("hosts listed without their heartbeats: NATS did not answer", "error", err, "timeout", hostsRegistryTimeout)
+		s.registryMissed.failed(s.logger, err)
 		registry = registryUnavailable
+	} else {
+		s.registryMissed.answered(s.logger)
 	}
 	current, err := s.Store.CurrentOrders(r.Context(), names...)
 	if err != nil {
@@ -339,10 +386,17 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "abandon", "abandon must be true or false, not %q", v))
 		return
 	}
-	if err := s.hostUnserved(r, name); err != nil {
+	// One bound for what the request waits for NATS (the checks, then
+	// the removal), not counting PostgreSQL's part between them.
+	start := time.Now()
+	nctx, cancel := context.WithTimeout(r.Context(), hostForgetTimeout)
+	err = s.hostUnserved(nctx, name)
+	cancel()
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	checked := time.Since(start)
 	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
 	var inMaintenance *postgres.HostInMaintenanceError
 	switch {
@@ -375,8 +429,17 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	}
 	// Also for a host PostgreSQL no longer knows: a request whose NATS
 	// part failed is sent again.
-	if err := s.Queue.Forget(r.Context(), name); err != nil {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "the host's state in NATS could not be removed: send the request again", Err: err})
+	nctx, cancel = context.WithTimeout(r.Context(), hostForgetTimeout-checked)
+	err = s.Queue.Forget(nctx, name)
+	cancel()
+	if err != nil {
+		if r.Context().Err() != nil {
+			s.writeError(w, r, r.Context().Err())
+			return
+		}
+		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Err: err,
+			Message: "the host's state in NATS could not be removed (NATS did not answer within " + hostForgetTimeout.String() + "): send the request again",
+			Details: map[string]any{"timeout_seconds": hostForgetTimeout.Seconds()}})
 		return
 	}
 	if !found && active == 0 {
@@ -411,10 +474,12 @@ func forgetInMaintenance(name string, m postgres.Maintenance) error {
 // came back as soon as the standby took it, with the consumer and keys
 // just removed set up again. Whoever retires the host stops its workers
 // first, the standby included.
-func (s *Server) hostUnserved(r *http.Request, name string) error {
-	online, standbys, err := s.Queue.WorkersOf(r.Context(), name)
+// ctx bounds its NATS requests (hostForgetTimeout): past it, or on any
+// failure to read, it is a 503 and nothing is forgotten.
+func (s *Server) hostUnserved(ctx context.Context, name string) error {
+	online, standbys, err := s.Queue.WorkersOf(ctx, name)
 	if err != nil {
-		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+		return registryUnanswered(err)
 	}
 	if h, ok := online[name]; ok {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first " +
@@ -425,9 +490,9 @@ func (s *Server) hostUnserved(r *http.Request, name string) error {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a standby worker (" + sb.Instance + ") waiting to take it over: stop it first",
 			Details: map[string]any{"online": false, "standby": sb.Instance}}
 	}
-	holder, err := s.Queue.LeaseHolder(r.Context(), name)
+	holder, err := s.Queue.LeaseHolder(ctx, name)
 	if err != nil {
-		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+		return registryUnanswered(err)
 	}
 	if holder != "" {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " is being taken over by worker " + holder + ": stop it first " +
@@ -435,4 +500,19 @@ func (s *Server) hostUnserved(r *http.Request, name string) error {
 			Details: map[string]any{"online": false, "lease_holder": holder}}
 	}
 	return nil
+}
+
+// hostForgetTimeout bounds what DELETE /v1/hosts/{host} waits for NATS,
+// its checks and its removal together: each of its JetStream requests
+// waited out its own 5 s, one after another, so with NATS down or frozen
+// an admin's request took 5 s or more (up to half a minute) to be refused,
+// or outlasted the client. As the listing's read (hostsRegistryTimeout).
+const hostForgetTimeout = hostsRegistryTimeout
+
+// registryUnanswered is the 503 of a forget whose checks could not read
+// the host registry (err): nothing was forgotten.
+func registryUnanswered(err error) error {
+	return &order.Error{Code: order.CodeUnavailable, Err: err,
+		Message: "host registry unavailable (NATS did not answer within " + hostForgetTimeout.String() + "): nothing was forgotten; send the request again",
+		Details: map[string]any{"timeout_seconds": hostForgetTimeout.Seconds()}}
 }

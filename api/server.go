@@ -146,6 +146,9 @@ type Server struct {
 	taken recent.IDs
 	// unavailable thins the log lines of 503 answers.
 	unavailable unavailableLog
+	// registryMissed thins the hosts listing's line for a listing
+	// without the heartbeats (hosts.go).
+	registryMissed registryStreak
 }
 
 // New returns a Server.
