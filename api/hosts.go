@@ -141,8 +141,15 @@ func (s *Server) hosts(r *http.Request, name string) (_ []Host, registry string,
 	if err != nil {
 		return nil, "", err
 	}
+	// Read again at once when the connection drops under the read (a
+	// request lost with it waited out the bound, and the listing said
+	// nothing of the heartbeats for a restart of 0.3 s).
 	ctx, cancel := context.WithTimeout(r.Context(), hostsRegistryTimeout)
-	online, standbys, err := workers(ctx)
+	var online, standbys map[string]queue.HostInfo
+	err = s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		online, standbys, err = workers(ctx)
+		return err
+	})
 	cancel()
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -430,7 +437,7 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	// Also for a host PostgreSQL no longer knows: a request whose NATS
 	// part failed is sent again.
 	nctx, cancel = context.WithTimeout(r.Context(), hostForgetTimeout-checked)
-	err = s.Queue.Forget(nctx, name)
+	err = s.Queue.RetryOnDrop(nctx, func(ctx context.Context) error { return s.Queue.Forget(ctx, name) })
 	cancel()
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -477,7 +484,11 @@ func forgetInMaintenance(name string, m postgres.Maintenance) error {
 // ctx bounds its NATS requests (hostForgetTimeout): past it, or on any
 // failure to read, it is a 503 and nothing is forgotten.
 func (s *Server) hostUnserved(ctx context.Context, name string) error {
-	online, standbys, err := s.Queue.WorkersOf(ctx, name)
+	var online, standbys map[string]queue.HostInfo
+	err := s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		online, standbys, err = s.Queue.WorkersOf(ctx, name)
+		return err
+	})
 	if err != nil {
 		return registryUnanswered(err)
 	}
@@ -490,7 +501,11 @@ func (s *Server) hostUnserved(ctx context.Context, name string) error {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a standby worker (" + sb.Instance + ") waiting to take it over: stop it first",
 			Details: map[string]any{"online": false, "standby": sb.Instance}}
 	}
-	holder, err := s.Queue.LeaseHolder(ctx, name)
+	var holder string
+	err = s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		holder, err = s.Queue.LeaseHolder(ctx, name)
+		return err
+	})
 	if err != nil {
 		return registryUnanswered(err)
 	}

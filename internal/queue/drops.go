@@ -93,3 +93,25 @@ func (d *drops) bound(caller context.Context, deadline time.Time) (context.Conte
 // cut reports whether the try under ep ended because the connection
 // dropped.
 func (ep *dropEpoch) cut() bool { return ep != nil && ep.ctx.Err() != nil }
+
+// RetryOnDrop runs f, a request that may be sent twice (a read; a write
+// whose second copy is harmless), with a context that ends too when the
+// connection drops, and runs it again at once when a drop ended it, up
+// to publishTries in all, within ctx's deadline (without one, 5 s for
+// them all, jetstream's default for one request). A request lost with the connection
+// otherwise waited out ctx (docs/decisions.md, hH21): the hosts listing
+// answered without the heartbeats after a restart of 0.3 s.
+func (q *Queue) RetryOnDrop(ctx context.Context, f func(context.Context) error) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(publishAckWait) // jetstream's own default
+	}
+	for try := 1; ; try++ {
+		tctx, ep, cancel := q.drops.bound(ctx, deadline)
+		err := f(tctx)
+		cancel()
+		if err == nil || !ep.cut() || ctx.Err() != nil || try == publishTries || !time.Now().Before(deadline) {
+			return err
+		}
+	}
+}

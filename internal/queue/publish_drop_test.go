@@ -1,9 +1,6 @@
 package queue_test
 
 import (
-	"bytes"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,8 +32,8 @@ func TestPublishSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ns := testenv.NATSServer(t, &server.Options{})
-			px := newCutProxy(t, ns.Addr().String())
-			q := testenv.Queue(t, "nats://"+px.addr(), "publish-drop", queue.Options{})
+			px := testenv.NewCutProxy(t, ns.Addr().String())
+			q := testenv.Queue(t, "nats://"+px.Addr(), "publish-drop", queue.Options{})
 			ctx := testenv.Context(t)
 			host := "drop"
 			if _, err := q.Publish(ctx, host, order.NewID()); err != nil {
@@ -44,7 +41,7 @@ func TestPublishSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 			}
 
 			id := order.NewID()
-			px.drop(c.toServer)
+			px.Drop(c.toServer)
 			type result struct {
 				seq  uint64
 				err  error
@@ -63,9 +60,9 @@ func TestPublishSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 				want = []byte(`"stream":"` + queue.OrdersStream + `"`)
 			}
 			testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the publish or its PubAck", func() bool {
-				return px.dropped(want)
+				return px.Dropped(want)
 			})
-			px.cut()
+			px.Cut()
 			r := <-done
 			if r.err != nil {
 				t.Fatalf("the publish the drop lost: %v after %s, want it sent again and answered", r.err, r.took.Round(time.Millisecond))
@@ -91,105 +88,5 @@ func TestPublishSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 				t.Fatalf("the host's last message: %s at %d, want %s at the sequence the publish answered, %d", m.Data, m.Sequence, id, r.seq)
 			}
 		})
-	}
-}
-
-// cutProxy is a TCP proxy to a nats-server that can drop what one side
-// writes, leaving the connection open (a socket whose peer is gone, as
-// the writer cannot yet tell), then cut every connection; the client
-// dials again through it, to a proxy that carries everything again.
-type cutProxy struct {
-	ln       net.Listener
-	mu       sync.Mutex
-	conns    []net.Conn
-	toServer *bool  // nil: carry both ways; else which way is dropped
-	lost     []byte // what was dropped
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); p.cut(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); p.carry(s, c, true) }()
-			go func() { defer wg.Done(); p.carry(c, s, false) }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-// carry copies from src to dst, the client's bytes to the server when
-// toServer, dropping them while that way is dropped.
-func (p *cutProxy) carry(dst, src net.Conn, toServer bool) {
-	defer func() { _ = dst.Close(); _ = src.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			drop := p.toServer != nil && *p.toServer == toServer
-			if drop {
-				p.lost = append(p.lost, buf[:n]...)
-			}
-			p.mu.Unlock()
-			if !drop {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// drop starts dropping what the client writes (toServer) or what the
-// server does.
-func (p *cutProxy) drop(toServer bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.toServer, p.lost = &toServer, nil
-}
-
-// dropped reports whether what was dropped holds b.
-func (p *cutProxy) dropped(b []byte) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return bytes.Contains(p.lost, b)
-}
-
-// cut closes every connection through the proxy and carries everything
-// on the next ones.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	conns := p.conns
-	p.conns, p.toServer = nil, nil
-	p.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
 	}
 }
