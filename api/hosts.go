@@ -131,8 +131,15 @@ func (s *Server) hosts(r *http.Request, name string) (_ []Host, registry string,
 	if err != nil {
 		return nil, "", err
 	}
+	// Read again at once when the connection drops under the read (a
+	// request lost with it waited out the bound, and the listing said
+	// nothing of the heartbeats for a restart of 0.3 s).
 	ctx, cancel := context.WithTimeout(r.Context(), hostsRegistryTimeout)
-	online, standbys, err := workers(ctx)
+	var online, standbys map[string]queue.HostInfo
+	err = s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		online, standbys, err = workers(ctx)
+		return err
+	})
 	cancel()
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -379,10 +386,17 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.FieldError(order.CodeInvalid, "abandon", "abandon must be true or false, not %q", v))
 		return
 	}
-	if err := s.hostUnserved(r, name); err != nil {
+	// One bound for what the request waits for NATS (the checks, then
+	// the removal), not counting PostgreSQL's part between them.
+	start := time.Now()
+	nctx, cancel := context.WithTimeout(r.Context(), hostForgetTimeout)
+	err = s.hostUnserved(nctx, name)
+	cancel()
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	checked := time.Since(start)
 	found, active, abandoned, err := s.Store.ForgetHost(r.Context(), name, abandonedBy)
 	var inMaintenance *postgres.HostInMaintenanceError
 	switch {
@@ -415,8 +429,17 @@ func (s *Server) handleForgetHost(w http.ResponseWriter, r *http.Request) {
 	}
 	// Also for a host PostgreSQL no longer knows: a request whose NATS
 	// part failed is sent again.
-	if err := s.Queue.Forget(r.Context(), name); err != nil {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "the host's state in NATS could not be removed: send the request again", Err: err})
+	nctx, cancel = context.WithTimeout(r.Context(), hostForgetTimeout-checked)
+	err = s.Queue.RetryOnDrop(nctx, func(ctx context.Context) error { return s.Queue.Forget(ctx, name) })
+	cancel()
+	if err != nil {
+		if r.Context().Err() != nil {
+			s.writeError(w, r, r.Context().Err())
+			return
+		}
+		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Err: err,
+			Message: "the host's state in NATS could not be removed (NATS did not answer within " + hostForgetTimeout.String() + "): send the request again",
+			Details: map[string]any{"timeout_seconds": hostForgetTimeout.Seconds()}})
 		return
 	}
 	if !found && active == 0 {
@@ -451,10 +474,16 @@ func forgetInMaintenance(name string, m postgres.Maintenance) error {
 // came back as soon as the standby took it, with the consumer and keys
 // just removed set up again. Whoever retires the host stops its workers
 // first, the standby included.
-func (s *Server) hostUnserved(r *http.Request, name string) error {
-	online, standbys, err := s.Queue.WorkersOf(r.Context(), name)
+// ctx bounds its NATS requests (hostForgetTimeout): past it, or on any
+// failure to read, it is a 503 and nothing is forgotten.
+func (s *Server) hostUnserved(ctx context.Context, name string) error {
+	var online, standbys map[string]queue.HostInfo
+	err := s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		online, standbys, err = s.Queue.WorkersOf(ctx, name)
+		return err
+	})
 	if err != nil {
-		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+		return registryUnanswered(err)
 	}
 	if h, ok := online[name]; ok {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a live worker (" + h.Instance + "): stop it first " +
@@ -465,9 +494,13 @@ func (s *Server) hostUnserved(r *http.Request, name string) error {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " has a standby worker (" + sb.Instance + ") waiting to take it over: stop it first",
 			Details: map[string]any{"online": false, "standby": sb.Instance}}
 	}
-	holder, err := s.Queue.LeaseHolder(r.Context(), name)
+	var holder string
+	err = s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		holder, err = s.Queue.LeaseHolder(ctx, name)
+		return err
+	})
 	if err != nil {
-		return &order.Error{Code: order.CodeUnavailable, Message: "host registry unavailable", Err: err}
+		return registryUnanswered(err)
 	}
 	if holder != "" {
 		return &order.Error{Code: order.CodeConflict, Message: "host " + name + " is being taken over by worker " + holder + ": stop it first " +
@@ -475,4 +508,19 @@ func (s *Server) hostUnserved(r *http.Request, name string) error {
 			Details: map[string]any{"online": false, "lease_holder": holder}}
 	}
 	return nil
+}
+
+// hostForgetTimeout bounds what DELETE /v1/hosts/{host} waits for NATS,
+// its checks and its removal together: each of its JetStream requests
+// waited out its own 5 s, one after another, so with NATS down or frozen
+// an admin's request took 5 s or more (up to half a minute) to be refused,
+// or outlasted the client. As the listing's read (hostsRegistryTimeout).
+const hostForgetTimeout = hostsRegistryTimeout
+
+// registryUnanswered is the 503 of a forget whose checks could not read
+// the host registry (err): nothing was forgotten.
+func registryUnanswered(err error) error {
+	return &order.Error{Code: order.CodeUnavailable, Err: err,
+		Message: "host registry unavailable (NATS did not answer within " + hostForgetTimeout.String() + "): nothing was forgotten; send the request again",
+		Details: map[string]any{"timeout_seconds": hostForgetTimeout.Seconds()}}
 }

@@ -121,6 +121,9 @@ type Queue struct {
 	ends nats.Header
 	// ttls: ttlHeader's headers by TTL (time.Duration → nats.Header).
 	ttls sync.Map
+	// drops: the connection's drops, for a publish to send again what
+	// a drop lost (drops.go).
+	drops drops
 }
 
 // PingInterval and MaxPingsOut are how a connection finds its server
@@ -272,6 +275,9 @@ func newQueue(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts O
 	if q.kv, err = q.ensure(ctx); err != nil {
 		return nil, err
 	}
+	// The API's queue, whose Publish sends the orders (a worker's Bind
+	// publishes none).
+	q.drops.watch(nc)
 	return q, nil
 }
 
@@ -373,11 +379,30 @@ var ordersStreamName = []string{OrdersStream}
 // WithExpectStream) they cost an options struct, a closure, an empty
 // header map and its growth, and a slice per header (docs/benchmarks.md,
 // "The async submit after group commit, profiled").
+//
+// A connection that drops while it waits for the PubAck sends the
+// message again at once (drops.go), up to publishTries in all within the
+// one publishAckWait: the Nats-Msg-Id makes a second copy a duplicate
+// the stream drops, answered with the first's sequence. Before, the
+// publish waited out its 5 s and the submission was answered 503.
 func (q *Queue) Publish(caller context.Context, host string, id uuid.UUID) (uint64, error) {
-	ctx, cancel := context.WithTimeout(caller, publishAckWait)
-	defer cancel()
+	deadline := time.Now().Add(publishAckWait)
+	if d, ok := caller.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	reconnects := q.nc.Stats().Reconnects
-	seq, err := q.publish(ctx, host, id)
+	var seq uint64
+	var err error
+	for try := 1; ; try++ {
+		ctx, ep, cancel := q.drops.bound(caller, deadline)
+		seq, err = q.publish(ctx, host, id)
+		cancel()
+		if err == nil || !ep.cut() || caller.Err() != nil || try == publishTries || !time.Now().Before(deadline) {
+			break
+		}
+		q.logger().Debug("the nats connection dropped while an order's publish waited for its PubAck: publishing it again",
+			"order_id", id, "host", host, "try", try+1, "error", err)
+	}
 	q.published(caller, err, reconnects, host, id)
 	return seq, err
 }

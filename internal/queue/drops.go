@@ -1,0 +1,117 @@
+package queue
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// publishTries bounds how many times Publish sends an order's message
+// when the connection drops while it waits for the PubAck: the first
+// send and two more, all within the one publishAckWait.
+const publishTries = 3
+
+// drops tells a request in flight that the queue's connection dropped
+// under it. A request written in the instant after the server went away
+// and before nats.go read its end is lost: nats.go reconnects but never
+// sends it again (it resends only what was written once it saw the
+// drop), and one the server took but did not answer before it went is
+// lost with its answer; either waited out its whole timeout, and a
+// submission whose PubAck never came was answered 503 after 5 s for a
+// restart of 0.3 s (docs/decisions.md, hH21). A request that knows of
+// the drop can be sent again at once, buffered by nats.go and sent on
+// the new connection, when sending it twice is safe.
+type drops struct {
+	cur atomic.Pointer[dropEpoch]
+}
+
+// dropEpoch is the time between two drops of the connection: its ctx
+// ends at the next.
+type dropEpoch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newDropEpoch() *dropEpoch {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &dropEpoch{ctx: ctx, cancel: cancel}
+}
+
+// watch makes d follow nc's drops: its disconnect handler, the owner's
+// (cmd/orderly's log line, the tests' events) called after, as before.
+// nats.go calls it once per drop, as it starts to reconnect. An owner
+// that sets the handler again later takes this one away: none does.
+func (d *drops) watch(nc *nats.Conn) {
+	d.cur.Store(newDropEpoch())
+	prev := nc.DisconnectErrHandler()
+	// The deprecated handler is called only when there is no other: kept.
+	legacy := nc.Opts.DisconnectedCB
+	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
+		d.dropped()
+		switch {
+		case prev != nil:
+			prev(c, err)
+		case legacy != nil:
+			legacy(c)
+		}
+	})
+}
+
+// dropped ends the current epoch, and with it every request that waits
+// under it.
+func (d *drops) dropped() {
+	if old := d.cur.Swap(newDropEpoch()); old != nil {
+		old.cancel()
+	}
+}
+
+// bound is a context for one try of a request until deadline, that ends
+// too when the connection drops, with the epoch it ends with (nil when d
+// watches no connection: the context ends at the deadline or with
+// caller only). The caller calls cancel when the try is over.
+func (d *drops) bound(caller context.Context, deadline time.Time) (context.Context, *dropEpoch, context.CancelFunc) {
+	ep := d.cur.Load()
+	if ep == nil {
+		ctx, cancel := context.WithDeadline(caller, deadline)
+		return ctx, nil, cancel
+	}
+	if caller.Done() == nil {
+		// A caller that is never cancelled (the intake's submissions,
+		// context.WithoutCancel): the epoch's context is the parent, so
+		// a try costs no more than before. A request's values are not
+		// read by nats.go.
+		ctx, cancel := context.WithDeadline(ep.ctx, deadline)
+		return ctx, ep, cancel
+	}
+	ctx, cancel := context.WithDeadline(caller, deadline)
+	stop := context.AfterFunc(ep.ctx, cancel)
+	return ctx, ep, func() { stop(); cancel() }
+}
+
+// cut reports whether the try under ep ended because the connection
+// dropped.
+func (ep *dropEpoch) cut() bool { return ep != nil && ep.ctx.Err() != nil }
+
+// RetryOnDrop runs f, a request that may be sent twice (a read; a write
+// whose second copy is harmless), with a context that ends too when the
+// connection drops, and runs it again at once when a drop ended it, up
+// to publishTries in all, within ctx's deadline (without one, 5 s for
+// them all, jetstream's default for one request). A request lost with the connection
+// otherwise waited out ctx (docs/decisions.md, hH21): the hosts listing
+// answered without the heartbeats after a restart of 0.3 s.
+func (q *Queue) RetryOnDrop(ctx context.Context, f func(context.Context) error) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(publishAckWait) // jetstream's own default
+	}
+	for try := 1; ; try++ {
+		tctx, ep, cancel := q.drops.bound(ctx, deadline)
+		err := f(tctx)
+		cancel()
+		if err == nil || !ep.cut() || ctx.Err() != nil || try == publishTries || !time.Now().Before(deadline) {
+			return err
+		}
+	}
+}
