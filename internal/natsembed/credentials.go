@@ -212,3 +212,27 @@ func writeSeed(path, role string) (string, error) {
 	}
 	return pub, nil
 }
+
+// SeededHosts are the hosts whose worker seed file (WorkerFile) is in
+// dir, sorted: what an operator's earlier `orderly nats-auth` made, so
+// that a host left out of its next run can be named.
+func SeededHosts(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: credentials dir: %w", err)
+	}
+	var hosts []string
+	for _, e := range entries {
+		name := e.Name()
+		if h, ok := strings.CutPrefix(name, "worker-"); ok && e.Type().IsRegular() {
+			if h, ok = strings.CutSuffix(h, ".nk"); ok && WorkerFile(h) == name && order.ValidHost(h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	slices.Sort(hosts)
+	return hosts, nil
+}
