@@ -25,9 +25,9 @@ func (a *app) natsAuthCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats-auth --creds-dir DIR --workers HOST,... [--out FILE]",
 		Short: "Make the NATS seeds of the API, the submitters and each worker host, and the accounts file of a NATS cluster",
-		Long: `Makes in --creds-dir one nkey seed file (mode 0600) per role: api.nk, submitter.nk,
-worker-<host>.nk for each host of --workers and operator.nk (the system account's,
-for nats server report), keeping every seed file already
+		Long: `Makes in --creds-dir one nkey seed file (mode 0600) per role: api.nk,
+submitter.nk, worker-<host>.nk for each host of --workers, and operator.nk (the
+system account's, for nats server report), keeping every seed file already
 there, and writes nats-server's accounts block for exactly those keys (to --out,
 or stdout): the file deploy/nats/nats-*.conf include as auth.conf. Run it again
 with a host added to add its seed and account; a host left out keeps its seed
