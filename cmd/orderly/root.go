@@ -47,7 +47,7 @@ func (a *app) rootCommand() *cobra.Command {
 	// --version prints what `orderly version` prints.
 	root.SetVersionTemplate(strings.ReplaceAll(currentBuildFacts().text(), "{{", "{{`{{`}}"))
 	root.AddCommand(a.serveCommand(), a.apiCommand(), a.workerCommand(), a.migrateCommand(), a.tokenCommand(), a.importCommand(),
-		a.actionCommand(), a.runbookCommand(), a.fleetCommand(), a.versionCommand())
+		a.actionCommand(), a.runbookCommand(), a.fleetCommand(), a.natsAuthCommand(), a.versionCommand())
 	root.AddCommand(a.clientCommands()...)
 	usageOnArgs(root)
 	root.SetFlagErrorFunc(durationFlagError)

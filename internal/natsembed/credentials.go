@@ -31,6 +31,7 @@ type Credentials struct {
 	API       string            // extra `orderly api` processes
 	Submitter string            // NATS submitters (orderly.submit.>)
 	Workers   map[string]string // host id → the seed file of its worker
+	Operator  string            // a cluster's operators, in SYS (EnsureFleetCredentials)
 
 	users  []*server.NkeyUser
 	layout Layout // users in their accounts (accounts.go)
@@ -57,6 +58,30 @@ func EnsureCredentials(dir, serveHost string, workers []string) (*Credentials, e
 // AccountsConfig is the `accounts` block the servers include.
 func EnsureClusterCredentials(dir string, hosts []string) (*Credentials, error) {
 	return ensureCredentials(dir, "", hosts)
+}
+
+// OperatorFile is the seed file of a fleet's operators, in the system
+// account (EnsureFleetCredentials).
+const OperatorFile = "operator.nk"
+
+// EnsureFleetCredentials is EnsureClusterCredentials with an operator's
+// seed (OperatorFile) in the system account SYS as well, as
+// deploy/nats/auth.conf lays them out: `orderly nats-auth` writes a
+// fleet's whole auth.conf, and the restarts of "Adding a host"
+// (docs/deploy.md) wait on `nats server report jetstream`, which only a
+// system account user may run.
+func EnsureFleetCredentials(dir string, hosts []string) (*Credentials, error) {
+	c, err := ensureCredentials(dir, "", hosts)
+	if err != nil {
+		return nil, err
+	}
+	c.Operator = filepath.Join(dir, OperatorFile)
+	pub, err := ensureSeed(c.Operator, "operators (system account "+SystemAccount+": nats server report, monitoring)")
+	if err != nil {
+		return nil, err
+	}
+	c.layout.System = []User{{Nkey: pub, Comment: "operators (nats server report, monitoring)"}}
+	return c, nil
 }
 
 // AccountsConfig is nats-server's `accounts` block of c's users in their
@@ -211,4 +236,28 @@ func writeSeed(path, role string) (string, error) {
 		return "", fmt.Errorf("natsembed: write credential: %w", err)
 	}
 	return pub, nil
+}
+
+// SeededHosts are the hosts whose worker seed file (WorkerFile) is in
+// dir, sorted: what an operator's earlier `orderly nats-auth` made, so
+// that a host left out of its next run can be named.
+func SeededHosts(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: credentials dir: %w", err)
+	}
+	var hosts []string
+	for _, e := range entries {
+		name := e.Name()
+		if h, ok := strings.CutPrefix(name, "worker-"); ok && e.Type().IsRegular() {
+			if h, ok = strings.CutSuffix(h, ".nk"); ok && WorkerFile(h) == name && order.ValidHost(h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	slices.Sort(hosts)
+	return hosts, nil
 }

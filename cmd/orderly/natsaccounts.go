@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderly-run/orderly/internal/natsembed"
+	"github.com/orderly-run/orderly/internal/order"
+)
+
+// natsAuthCommand is `orderly nats-auth`: the seeds of a fleet's NATS
+// users and the accounts file its nats-server cluster includes
+// (deploy/nats/nats-*.conf's `include "auth.conf"`). By hand that file
+// was ~75 lines and 28 exports to copy and edit per worker host
+// (decisions.md, hI21); the layout is the one serve's embedded NATS runs
+// (natsembed.Layout), so a hand-made file could also drift from it.
+func (a *app) natsAuthCommand() *cobra.Command {
+	var dir, out string
+	var workers []string
+	cmd := &cobra.Command{
+		Use:   "nats-auth --creds-dir DIR --workers HOST,... [--out FILE]",
+		Short: "Make the NATS seeds of the API, the submitters and each worker host, and the accounts file of a NATS cluster",
+		Long: `Makes in --creds-dir one nkey seed file (mode 0600) per role: api.nk,
+submitter.nk, worker-<host>.nk for each host of --workers, and operator.nk (the
+system account's, for nats server report), keeping every seed file already
+there, and writes nats-server's accounts block for exactly those keys (to --out,
+or stdout): the file deploy/nats/nats-*.conf include as auth.conf. Run it again
+with a host added to add its seed and account; a host left out keeps its seed
+file but loses its account.`,
+		Example: `  orderly nats-auth --creds-dir /etc/orderly/nats-creds --workers web-1,web-2,web-3 --out auth.conf`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var hosts []string
+			for _, h := range workers {
+				h = strings.TrimSpace(h)
+				// The worker's own rule (config's host): a host id is one
+				// NATS subject token, and its account and subjects are
+				// named after it.
+				if !order.ValidHost(h) {
+					return fmt.Errorf("--workers: host %q must be 1-128 characters of [A-Za-z0-9_-] (one NATS subject token); usage: %s", h, cmd.UseLine())
+				}
+				if !slices.Contains(hosts, h) {
+					hosts = append(hosts, h)
+				}
+			}
+			if len(hosts) == 0 {
+				return fmt.Errorf("--workers names no host; usage: %s", cmd.UseLine())
+			}
+			// Absolute: each seed file's comment names its path, to be
+			// given as nats.nkey on the host that gets it.
+			dir, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			before, err := natsembed.SeededHosts(dir)
+			if err != nil {
+				return err
+			}
+			creds, err := natsembed.EnsureFleetCredentials(dir, hosts)
+			if err != nil {
+				return err
+			}
+			for _, h := range before {
+				if !slices.Contains(hosts, h) {
+					fmt.Fprintf(a.stderr, "orderly: host %s is not in --workers: its seed %s is kept, but it has no account in the config written (delete the file once the host is retired)\n",
+						h, filepath.Join(dir, natsembed.WorkerFile(h)))
+				}
+			}
+			text := "# orderly's NATS accounts, written by `orderly nats-auth` from the seeds in " + dir + ".\n" +
+				"# Hosts: " + strings.Join(slices.Sorted(slices.Values(hosts)), ", ") + ". Run it again to change them; do not edit.\n\n" +
+				creds.AccountsConfig()
+			if out == "" {
+				_, err := fmt.Fprint(a.stdout, text)
+				return err
+			}
+			return writeFileAtomic(out, []byte(text), 0o644)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "creds-dir", "", "directory of the seed files (made mode 0700 if missing; seeds already there are kept)")
+	cmd.Flags().StringSliceVar(&workers, "workers", nil, "worker host ids, comma-separated: each gets a seed and an account")
+	cmd.Flags().StringVar(&out, "out", "", "file to write the accounts config to (default: stdout)")
+	_ = cmd.MarkFlagRequired("creds-dir")
+	_ = cmd.MarkFlagRequired("workers")
+	return cmd
+}
+
+// writeFileAtomic replaces path with b by a rename, so that a
+// nats-server reading it (a reload) sees the old file or the new one,
+// never half of it.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
