@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -11,9 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
+	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder: a second
@@ -93,5 +96,60 @@ func TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder(t *testing.T) {
 	rows, err := e.store.Hosts(ctx, "ab")
 	if err != nil || len(rows) != 1 || rows[0].Instance != "ab/a" {
 		t.Fatalf("the host's owner: %+v, %v; want ab/a", rows, err)
+	}
+}
+
+// TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce: PostgreSQL
+// names another instance as the host's owner, but that owner was a
+// process of this machine's boot that has exited (a worker or serve
+// restarted after a crash, or after a clean stop whose release the
+// bucket no longer holds), and the lease key is absent. Nothing can renew
+// it: the worker takes the host at once instead of leaving the key to a
+// holder for a lease, with a WARN that blamed a clock step (every restart
+// of `orderly serve` more than a lease after its stop waited 15 s before
+// its first order). An owner that still runs is left its lease, as
+// TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder proves.
+func TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := executor.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host string
+		prev postgres.Owner
+		wait bool
+	}{
+		// This test's own pid with another start time: the pid of an
+		// exited process, since taken by another.
+		{"gone", postgres.Owner{Instance: "gone/old", PID: self.PID, Start: self.StartTime + 1, Boot: strings.TrimSpace(string(boot))}, false},
+		// A process that runs (this one): left its lease.
+		{"live", postgres.Owner{Instance: "live/old", PID: self.PID, Start: self.StartTime, Boot: self.BootID}, true},
+		// Of another boot: nothing here can tell.
+		{"elsewhere", postgres.Owner{Instance: "elsewhere/old", PID: self.PID, Start: self.StartTime + 1, Boot: "another-boot"}, true},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			if _, _, err := e.store.TakeHost(ctx, tc.host, "test", tc.prev); err != nil {
+				t.Fatal(err)
+			}
+			q := testenv.Queue(t, e.q.Conn().ConnectedUrl(), tc.host+"-new", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+			var logs testenv.LogBuffer
+			runWorker(t, worker.Options{Host: tc.host, Instance: tc.host + "/new", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+				ShutdownGrace: 5 * time.Second}, e.store, q, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+			testenv.WaitUntil(t, 20*time.Second, "the worker takes the host", func() bool {
+				return strings.Contains(logs.String(), "took the host over")
+			})
+			// The wait's WARN is the Queue's; the worker's own line says
+			// it stood by.
+			if waited := strings.Contains(logs.String(), "waiting as standby"); waited != tc.wait {
+				t.Fatalf("left the absent key to the owner %+v for a lease: %v, want %v:\n%s", tc.prev, waited, tc.wait, logs.String())
+			}
+			e.waitStatus(e.submit(tc.host, "true"), order.StatusSucceeded)
+		})
 	}
 }

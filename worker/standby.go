@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // acquireLease takes the host's lease, waiting as a standby while another
@@ -61,12 +62,18 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 // keep the standby from waiting and reporting) the owner is taken to be
 // another: a lease's wait, where a wrong guess the other way ends a live
 // holder's order. A host this instance owns, or nobody ever did, is
-// taken at once, as is a key its holder released (a clean stop).
+// taken at once, as is a key its holder released (a clean stop), and one
+// whose owner was a process of this machine's boot that has exited
+// (executor.Gone): a worker or serve restarted on its machine after a
+// crash, or after a clean stop whose release the bucket no longer holds,
+// waited a lease for a holder that cannot renew
+// (TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce).
 func (w *Worker) heldElsewhere(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
 	defer cancel()
-	rows, err := w.store.Hosts(qctx, w.opts.Host)
-	if err != nil || len(rows) > 0 && rows[0].Instance != "" && rows[0].Instance != w.opts.Instance {
+	owner, err := w.store.HostOwner(qctx, w.opts.Host)
+	if err != nil || owner.Instance != "" && owner.Instance != w.opts.Instance &&
+		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot}) {
 		w.q.HeldElsewhere(w.opts.Host)
 	}
 }

@@ -45,8 +45,8 @@ type Store interface {
 	Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	TouchHost(ctx context.Context, host, version, instance string) error
-	// Hosts names the host's last owner (standby.go).
-	Hosts(ctx context.Context, names ...string) ([]postgres.HostRow, error)
+	// HostOwner names the host's last owner (standby.go).
+	HostOwner(ctx context.Context, host string) (postgres.Owner, error)
 	// CancelRequestOf is the recorded request a control message must
 	// match before a running order is signalled (control.go).
 	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)

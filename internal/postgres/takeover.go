@@ -55,6 +55,23 @@ func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (p
 	return prev, epoch, nil
 }
 
+// HostOwner is host's owner as the last TakeHost recorded it; zero when
+// nobody ever took the host.
+func (s *Store) HostOwner(ctx context.Context, host string) (Owner, error) {
+	var o Owner
+	var start int64
+	err := s.pool.QueryRow(ctx, `SELECT owner, owner_pid, owner_start, owner_boot FROM hosts WHERE host = $1`,
+		host).Scan(&o.Instance, &o.PID, &start, &o.Boot)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Owner{}, nil
+	}
+	if err != nil {
+		return Owner{}, translate("read the owner of host "+host, err)
+	}
+	o.Start = uint64(start)
+	return o, nil
+}
+
 // CheckLogin reports a clear error when the database login is confined
 // to other hosts' rows (worker_logins, docs/sql.md): a worker of host
 // would see none of its orders and could not take it over.

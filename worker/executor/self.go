@@ -1,7 +1,9 @@
 package executor
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 )
 
@@ -19,4 +21,21 @@ func Self() (Process, error) {
 		return Process{PID: pid, BootID: boot}, fmt.Errorf("identify this process: %w", err)
 	}
 	return Process{PID: pid, PGID: st.pgrp, StartTime: st.startTime, BootID: boot}, nil
+}
+
+// Gone reports whether the process p, as Self identified it (on this
+// boot), has exited: its pid is free, a zombie's, or another process's
+// (another start time). False when p names another boot or says too
+// little to judge, and when /proc cannot tell: only a process known
+// dead is gone.
+func Gone(p Process) bool {
+	boot, err := readBootID()
+	if err != nil || p.BootID == "" || p.BootID != boot || p.PID <= 0 || p.StartTime == 0 {
+		return false
+	}
+	st, err := readStat(p.PID)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && (!st.alive() || st.startTime != p.StartTime)
 }
