@@ -117,6 +117,33 @@ func (s *faultStack) processRecorded(ctx context.Context) (map[uuid.UUID]bool, e
 	return out, rs.Err()
 }
 
+// terminalHistory returns, per order, the terminal statuses its history
+// records, in the order they were written. Every statement that ends an
+// order writes its event in the same statement, so an order whose
+// terminal status changed after it ended (DESIGN §2: "Terminal statuses
+// never change again") has two; the final rows alone cannot show it (an
+// order that succeeded and was then marked interrupted by a successor
+// looks like any interrupted one).
+func (s *faultStack) terminalHistory(ctx context.Context) (map[uuid.UUID][]string, error) {
+	rs, err := s.pool.Query(ctx, `SELECT order_id, array_agg(status ORDER BY id) FROM order_events
+		WHERE status IN ('succeeded', 'failed', 'timed_out', 'killed', 'canceled', 'interrupted', 'rejected', 'expired')
+		GROUP BY order_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[uuid.UUID][]string{}
+	for rs.Next() {
+		var id uuid.UUID
+		var st []string
+		if err := rs.Scan(&id, &st); err != nil {
+			return nil, err
+		}
+		out[id] = st
+	}
+	return out, rs.Err()
+}
+
 // waitDrained waits up to d for every order to be terminal and reports
 // how long it took (d when it did not happen; the check then lists them).
 func (s *faultStack) waitDrained(d time.Duration) time.Duration {
@@ -175,13 +202,14 @@ const (
 	invOverlap   = "overlaps (an order started while an earlier one's processes ran)"
 	invOrphan    = "orphaned processes"
 	invOutcome   = "unexpected outcomes"
+	invTerminal  = "terminal statuses changed (an order ended twice in its history, or its row says otherwise)"
 	invHTTP      = "answers 5xx other than 503"
 	invRecovery  = "recovery over the bound"
 )
 
 func newContractReport() *contractReport {
 	r := &contractReport{problems: map[string][]string{}}
-	r.names = []string{invLost, invDuplicate, invOrder, invSettle, invOverlap, invOrphan, invOutcome, invHTTP, invRecovery}
+	r.names = []string{invLost, invDuplicate, invOrder, invSettle, invOverlap, invOrphan, invOutcome, invTerminal, invHTTP, invRecovery}
 	return r
 }
 
@@ -329,6 +357,18 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 	checkPublishOrder(r, subs, rowByTag, describe)
 	checkSettlement(r, rows, describe)
+	history, err := s.terminalHistory(ctx)
+	if err != nil {
+		t.Fatalf("read terminal events: %v", err)
+	}
+	for _, o := range rows {
+		switch h := history[o.id]; {
+		case len(h) > 1:
+			r.add(invTerminal, "%s ended %d times: %v", describe(o.tag), len(h), h)
+		case len(h) == 1 && h[0] != o.status:
+			r.add(invTerminal, "%s: its history ended it %s", describe(o.tag), h[0])
+		}
+	}
 	// Orphans: processes of orders (their shells, found by the marker path
 	// in their argv, and the children they spawn) still alive once every
 	// order is terminal.
