@@ -144,6 +144,26 @@ func (s *faultStack) terminalHistory(ctx context.Context) (map[uuid.UUID][]strin
 	return out, rs.Err()
 }
 
+// requeues returns how many times each order was requeued after its
+// worker vanished (its "requeued" events; a hand-back is "unclaimed").
+func (s *faultStack) requeues(ctx context.Context) (map[uuid.UUID]int, error) {
+	rs, err := s.pool.Query(ctx, `SELECT order_id, count(*) FROM order_events WHERE type = 'requeued' GROUP BY order_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[uuid.UUID]int{}
+	for rs.Next() {
+		var id uuid.UUID
+		var n int
+		if err := rs.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rs.Err()
+}
+
 // waitDrained waits up to d for every order to be terminal and reports
 // how long it took (d when it did not happen; the check then lists them).
 func (s *faultStack) waitDrained(d time.Duration) time.Duration {
@@ -249,6 +269,7 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 	starts, ends := map[string]int{}, map[string]int{}
 	startOrder := map[string][]markerLine{} // host → first start of each tag, in order
+	allStarts := map[string][]string{}      // host → every start's tag, in order
 	for host, tl := range l.tails {
 		for _, ml := range tl.snapshot() {
 			if !ml.start {
@@ -256,6 +277,7 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 				continue
 			}
 			starts[ml.tag]++
+			allStarts[host] = append(allStarts[host], ml.tag)
 			if starts[ml.tag] == 1 {
 				startOrder[host] = append(startOrder[host], ml)
 			}
@@ -324,10 +346,39 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			r.add(invDuplicate, "%s recorded %d times", describe(tag), n)
 		}
 	}
+	// An idempotent order a successor requeued (attempt 2) may start
+	// twice: again at once, in its place, before any other order of its
+	// host starts (DESIGN §2.2).
+	requeues, err := s.requeues(ctx)
+	if err != nil {
+		t.Fatalf("read requeue events: %v", err)
+	}
+	for _, o := range rows {
+		if n := requeues[o.id]; n > 1 || n == 1 && !subByTag[o.tag].idempotent {
+			r.add(invDuplicate, "%s requeued %d times (idempotent: %v)", describe(o.tag), n, subByTag[o.tag].idempotent)
+		}
+	}
+	var requeued []string
 	for tag, n := range starts {
+		if n == 2 && requeues[rowByTag[tag].id] == 1 {
+			requeued = append(requeued, tag)
+			continue
+		}
 		if n > 1 {
 			r.add(invDuplicate, "%s started %d times", describe(tag), n)
 		}
+	}
+	for _, tag := range requeued {
+		host := subByTag[tag].host
+		first := slices.Index(allStarts[host], tag)
+		second := first + 1 + slices.Index(allStarts[host][first+1:], tag)
+		if between := allStarts[host][first+1 : second]; len(between) > 0 {
+			r.add(invOrder, "host %s: %s, requeued, started again only after %v had started", host, describe(tag), between[:min(len(between), 5)])
+		}
+	}
+	if len(requeued) > 0 {
+		slices.Sort(requeued)
+		t.Logf("%d idempotent orders requeued and started again: %v", len(requeued), requeued)
 	}
 	// Order: per host, the starts of one submitter's accepted orders follow
 	// its submission order, and all accepted starts follow stream order.
@@ -420,6 +471,12 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			continue
 		}
 		switch {
+		case o.status == "succeeded" && requeues[o.id] == 1:
+			// The lost attempt may have ended (its result unwritten) or
+			// not, or not have started at all.
+			if st, en := starts[o.tag], ends[o.tag]; st > 2 || en < 1 || en > st {
+				r.add(invOutcome, "%s succeeded after a requeue but its marker shows %d starts, %d ends", describe(o.tag), st, en)
+			}
 		case o.status == "succeeded" && (starts[o.tag] != 1 || ends[o.tag] != 1):
 			r.add(invOutcome, "%s succeeded but its marker shows %d starts, %d ends", describe(o.tag), starts[o.tag], ends[o.tag])
 		case o.status != "succeeded" && o.status != "interrupted" && o.status != "queued" && o.status != "running":
