@@ -346,9 +346,10 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			r.add(invDuplicate, "%s recorded %d times", describe(tag), n)
 		}
 	}
-	// An idempotent order a successor requeued (attempt 2) may start
-	// twice: again at once, in its place, before any other order of its
-	// host starts (DESIGN §2.2).
+	// An idempotent order a successor requeued (its "requeued" event)
+	// may start twice: again at once, in its place, before any other
+	// order of its host starts (DESIGN §2.2). Only an idempotent one is
+	// requeued, and only once.
 	requeues, err := s.requeues(ctx)
 	if err != nil {
 		t.Fatalf("read requeue events: %v", err)
