@@ -117,6 +117,53 @@ func (s *faultStack) processRecorded(ctx context.Context) (map[uuid.UUID]bool, e
 	return out, rs.Err()
 }
 
+// terminalHistory returns, per order, the terminal statuses its history
+// records, in the order they were written. Every statement that ends an
+// order writes its event in the same statement, so an order whose
+// terminal status changed after it ended (DESIGN §2: "Terminal statuses
+// never change again") has two; the final rows alone cannot show it (an
+// order that succeeded and was then marked interrupted by a successor
+// looks like any interrupted one).
+func (s *faultStack) terminalHistory(ctx context.Context) (map[uuid.UUID][]string, error) {
+	rs, err := s.pool.Query(ctx, `SELECT order_id, array_agg(status ORDER BY id) FROM order_events
+		WHERE status IN ('succeeded', 'failed', 'timed_out', 'killed', 'canceled', 'interrupted', 'rejected', 'expired')
+		GROUP BY order_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[uuid.UUID][]string{}
+	for rs.Next() {
+		var id uuid.UUID
+		var st []string
+		if err := rs.Scan(&id, &st); err != nil {
+			return nil, err
+		}
+		out[id] = st
+	}
+	return out, rs.Err()
+}
+
+// requeues returns how many times each order was requeued after its
+// worker vanished (its "requeued" events; a hand-back is "unclaimed").
+func (s *faultStack) requeues(ctx context.Context) (map[uuid.UUID]int, error) {
+	rs, err := s.pool.Query(ctx, `SELECT order_id, count(*) FROM order_events WHERE type = 'requeued' GROUP BY order_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[uuid.UUID]int{}
+	for rs.Next() {
+		var id uuid.UUID
+		var n int
+		if err := rs.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rs.Err()
+}
+
 // waitDrained waits up to d for every order to be terminal and reports
 // how long it took (d when it did not happen; the check then lists them).
 func (s *faultStack) waitDrained(d time.Duration) time.Duration {
@@ -175,13 +222,14 @@ const (
 	invOverlap   = "overlaps (an order started while an earlier one's processes ran)"
 	invOrphan    = "orphaned processes"
 	invOutcome   = "unexpected outcomes"
+	invTerminal  = "terminal statuses changed (an order ended twice in its history, or its row says otherwise)"
 	invHTTP      = "answers 5xx other than 503"
 	invRecovery  = "recovery over the bound"
 )
 
 func newContractReport() *contractReport {
 	r := &contractReport{problems: map[string][]string{}}
-	r.names = []string{invLost, invDuplicate, invOrder, invSettle, invOverlap, invOrphan, invOutcome, invHTTP, invRecovery}
+	r.names = []string{invLost, invDuplicate, invOrder, invSettle, invOverlap, invOrphan, invOutcome, invTerminal, invHTTP, invRecovery}
 	return r
 }
 
@@ -221,6 +269,7 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 	starts, ends := map[string]int{}, map[string]int{}
 	startOrder := map[string][]markerLine{} // host → first start of each tag, in order
+	allStarts := map[string][]string{}      // host → every start's tag, in order
 	for host, tl := range l.tails {
 		for _, ml := range tl.snapshot() {
 			if !ml.start {
@@ -228,6 +277,7 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 				continue
 			}
 			starts[ml.tag]++
+			allStarts[host] = append(allStarts[host], ml.tag)
 			if starts[ml.tag] == 1 {
 				startOrder[host] = append(startOrder[host], ml)
 			}
@@ -296,10 +346,40 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			r.add(invDuplicate, "%s recorded %d times", describe(tag), n)
 		}
 	}
+	// An idempotent order a successor requeued (its "requeued" event)
+	// may start twice: again at once, in its place, before any other
+	// order of its host starts (DESIGN §2.2). Only an idempotent one is
+	// requeued, and only once.
+	requeues, err := s.requeues(ctx)
+	if err != nil {
+		t.Fatalf("read requeue events: %v", err)
+	}
+	for _, o := range rows {
+		if n := requeues[o.id]; n > 1 || n == 1 && !subByTag[o.tag].idempotent {
+			r.add(invDuplicate, "%s requeued %d times (idempotent: %v)", describe(o.tag), n, subByTag[o.tag].idempotent)
+		}
+	}
+	var requeued []string
 	for tag, n := range starts {
+		if n == 2 && requeues[rowByTag[tag].id] == 1 {
+			requeued = append(requeued, tag)
+			continue
+		}
 		if n > 1 {
 			r.add(invDuplicate, "%s started %d times", describe(tag), n)
 		}
+	}
+	for _, tag := range requeued {
+		host := subByTag[tag].host
+		first := slices.Index(allStarts[host], tag)
+		second := first + 1 + slices.Index(allStarts[host][first+1:], tag)
+		if between := allStarts[host][first+1 : second]; len(between) > 0 {
+			r.add(invOrder, "host %s: %s, requeued, started again only after %v had started", host, describe(tag), between[:min(len(between), 5)])
+		}
+	}
+	if len(requeued) > 0 {
+		slices.Sort(requeued)
+		t.Logf("%d idempotent orders requeued and started again: %v", len(requeued), requeued)
 	}
 	// Order: per host, the starts of one submitter's accepted orders follow
 	// its submission order, and all accepted starts follow stream order.
@@ -329,6 +409,18 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 	checkPublishOrder(r, subs, rowByTag, describe)
 	checkSettlement(r, rows, describe)
+	history, err := s.terminalHistory(ctx)
+	if err != nil {
+		t.Fatalf("read terminal events: %v", err)
+	}
+	for _, o := range rows {
+		switch h := history[o.id]; {
+		case len(h) > 1:
+			r.add(invTerminal, "%s ended %d times: %v", describe(o.tag), len(h), h)
+		case len(h) == 1 && h[0] != o.status:
+			r.add(invTerminal, "%s: its history ended it %s", describe(o.tag), h[0])
+		}
+	}
 	// Orphans: processes of orders (their shells, found by the marker path
 	// in their argv, and the children they spawn) still alive once every
 	// order is terminal.
@@ -380,6 +472,12 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			continue
 		}
 		switch {
+		case o.status == "succeeded" && requeues[o.id] == 1:
+			// The lost attempt may have ended (its result unwritten) or
+			// not, or not have started at all.
+			if st, en := starts[o.tag], ends[o.tag]; st > 2 || en < 1 || en > st {
+				r.add(invOutcome, "%s succeeded after a requeue but its marker shows %d starts, %d ends", describe(o.tag), st, en)
+			}
 		case o.status == "succeeded" && (starts[o.tag] != 1 || ends[o.tag] != 1):
 			r.add(invOutcome, "%s succeeded but its marker shows %d starts, %d ends", describe(o.tag), starts[o.tag], ends[o.tag])
 		case o.status != "succeeded" && o.status != "interrupted" && o.status != "queued" && o.status != "running":

@@ -69,7 +69,7 @@ func TestFaultsFleet(t *testing.T) {
 	// Eight submitters at one order of 0.3 s each 100 ms: each host gets
 	// an order every second or two, enough to see it recover, a fault
 	// finds orders running on several hosts, and the two cores keep up.
-	shape := faultLoadShape{submitters: 8, natsSubmitters: 4, period: 100 * time.Millisecond, dur: "0.3", retry: true}
+	shape := faultLoadShape{submitters: 8, natsSubmitters: 4, period: 100 * time.Millisecond, dur: "0.3", retry: true, idempotentEvery: 3}
 	recoveries := map[string]time.Duration{}
 	r := runFaultScenarioLoad(t, s, workers, shape, func(r *faultRun) {
 		// Three workers crash while they run an order, and are replaced.

@@ -59,6 +59,10 @@ type faultOrder struct {
 	wait      bool      // sent with ?wait: a 200 carries the finished order
 	nats      bool      // published to orderly.submit.<host>: its 202 is JetStream's ack
 	status    string    // the order's status in a 202 or 200
+	// idempotent: sent with "idempotent": true, so a successor requeues
+	// it once instead of interrupting it (DESIGN §2.2): it may start a
+	// second time, in its place.
+	idempotent bool
 }
 
 // faultAnswer is what one request of a submission was answered, a retry
@@ -94,6 +98,9 @@ type faultLoad struct {
 	// waitEvery makes every waitEvery-th order of a submitter a ?wait=10
 	// submission (0: none).
 	waitEvery int
+	// idempotentEvery marks every idempotentEvery-th order of each of the
+	// load's submitters idempotent (0: none); never a scenario's victim.
+	idempotentEvery int
 	// viaNATS makes the submitters publish to orderly.submit.<host>
 	// instead of POSTing, each on its own connection, one at a time, and
 	// publish again with the same Nats-Msg-Id until JetStream acks.
@@ -178,7 +185,8 @@ func (l *faultLoad) startRuns(n int, period time.Duration, dur string) {
 			defer l.wg.Done()
 			for k := 0; ctx.Err() == nil; k++ {
 				if host, ok := l.pick(); ok {
-					l.submit(name, host, k%5 == 4, dur)
+					idem := l.idempotentEvery > 0 && k%l.idempotentEvery == l.idempotentEvery-1
+					l.submitOrder(name, host, k%5 == 4, idem, dur)
 				}
 				pause(ctx, period)
 			}
@@ -238,11 +246,18 @@ func (l *faultLoad) stop() {
 // submit sends one order and records what the client saw. A submitter
 // calls it sequentially, so its orders have a defined order.
 func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *faultOrder {
+	return l.submitOrder(submitter, host, withChild, false, dur)
+}
+
+// submitOrder is submit with the order idempotent or not. The scenarios'
+// own victims never are: they expect the victim interrupted.
+func (l *faultLoad) submitOrder(submitter, host string, withChild, idempotent bool, dur string) *faultOrder {
 	l.mu.Lock()
 	l.next[submitter]++
 	o := &faultOrder{host: host, submitter: submitter, n: l.next[submitter]}
 	o.nats = l.viaNATS || l.natsFor[submitter]
 	o.wait = l.waitEvery > 0 && o.n%l.waitEvery == 0 && !o.nats
+	o.idempotent = idempotent
 	o.tag = fmt.Sprintf("%s-%d", submitter, o.n)
 	if withChild {
 		l.children++
@@ -252,7 +267,7 @@ func (l *faultLoad) submit(submitter, host string, withChild bool, dur string) *
 	l.inflight[host]++
 	l.mu.Unlock()
 
-	body, _ := json.Marshal(map[string]any{"host": host, "command": "sh", "timeout_seconds": 120,
+	body, _ := json.Marshal(map[string]any{"host": host, "command": "sh", "timeout_seconds": 120, "idempotent": o.idempotent,
 		"args": []string{"-c", faultScript, "_", o.tag, l.marker(host), l.lock(host), o.child, dur}})
 	sent := time.Now()
 	var code, attempts int

@@ -59,7 +59,10 @@ type faultLoadShape struct {
 	dur        string // how long each order sleeps; "" for 50 ms
 	retry      bool   // Idempotency-Key on each order, sent again until answered
 	waitEvery  int    // every waitEvery-th order of a submitter is sent with ?wait=10
-	viaNATS    bool   // the submitters publish to orderly.submit.<host> (faultLoad.viaNATS)
+	// idempotentEvery: every idempotentEvery-th order of a submitter is
+	// idempotent (requeued once by a successor, not interrupted).
+	idempotentEvery int
+	viaNATS         bool // the submitters publish to orderly.submit.<host> (faultLoad.viaNATS)
 	// natsSubmitters is how many of the submitters (the last ones)
 	// publish over NATS while the others POST.
 	natsSubmitters int
@@ -100,7 +103,7 @@ func runFaultLoad(t *testing.T, s *faultStack, workersPerHost map[string]int, sh
 		}
 	}
 	l := newFaultLoad(s, hosts...)
-	l.retry, l.waitEvery, l.viaNATS = shape.retry, shape.waitEvery, shape.viaNATS
+	l.retry, l.waitEvery, l.viaNATS, l.idempotentEvery = shape.retry, shape.waitEvery, shape.viaNATS, shape.idempotentEvery
 	for i := shape.submitters - shape.natsSubmitters; i < shape.submitters; i++ {
 		if l.natsFor == nil {
 			l.natsFor = map[string]bool{}
@@ -506,11 +509,15 @@ func TestFaultsPostgresFrozen(t *testing.T) {
 
 // TestFaultsRestartStorm kills (SIGKILL or SIGTERM) random workers of two
 // hosts every 0.5–2.5 s for 35 s, replacing them at once, with a standby
-// sometimes present.
+// sometimes present. Every third order of each submitter is idempotent,
+// so that some of the storm's victims are requeued rather than
+// interrupted: run again once, in their place, never beside or after a
+// later order.
 func TestFaultsRestartStorm(t *testing.T) {
-	runFaultScenario(t, map[string]int{"h1": 1, "h2": 1}, func(r *faultRun) {
-		storm(r, 35*time.Second)
-	})
+	runFaultScenarioLoad(t, newFaultStack(t), map[string]int{"h1": 1, "h2": 1},
+		faultLoadShape{submitters: faultSubmitters, period: faultPeriod, idempotentEvery: 3}, func(r *faultRun) {
+			storm(r, 35*time.Second)
+		})
 }
 
 // TestFaultsSoak is the restart storm for 10 minutes with a nats-server
