@@ -94,6 +94,13 @@ func (d *drops) bound(caller context.Context, deadline time.Time) (context.Conte
 // dropped.
 func (ep *dropEpoch) cut() bool { return ep != nil && ep.ctx.Err() != nil }
 
+// again says whether try, which ended with err under ep, is sent once
+// more: a drop ended it, the caller still waits, and tries and time are
+// left (Publish and RetryOnDrop).
+func (ep *dropEpoch) again(caller context.Context, err error, try int, deadline time.Time) bool {
+	return err != nil && ep.cut() && caller.Err() == nil && try < publishTries && time.Now().Before(deadline)
+}
+
 // RetryOnDrop runs f, a request that may be sent twice (a read; a write
 // whose second copy is harmless), with a context that ends too when the
 // connection drops, and runs it again at once when a drop ended it, up
@@ -110,7 +117,7 @@ func (q *Queue) RetryOnDrop(ctx context.Context, f func(context.Context) error) 
 		tctx, ep, cancel := q.drops.bound(ctx, deadline)
 		err := f(tctx)
 		cancel()
-		if err == nil || !ep.cut() || ctx.Err() != nil || try == publishTries || !time.Now().Before(deadline) {
+		if !ep.again(ctx, err, try, deadline) {
 			return err
 		}
 	}

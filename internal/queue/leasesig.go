@@ -266,10 +266,11 @@ func (s *leaseSeen) released(m *nats.Msg, rev uint64) bool {
 	if s.holder != "" && s.holder != by {
 		return false
 	}
-	after, sig, found := strings.Cut(m.Header.Get(ReleasedAfterHeader), " ")
-	if m.Header.Get(ReleasedAfterHeader) == "" {
+	h := m.Header.Get(ReleasedAfterHeader)
+	if h == "" {
 		return !s.counted
 	}
+	after, sig, found := strings.Cut(h, " ")
 	n, err := strconv.ParseUint(after, 10, 64)
 	if !found || err != nil || !hmac.Equal([]byte(sig), []byte(s.k.signLease(s.key, "released", by+"\n"+after))) {
 		return false

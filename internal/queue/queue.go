@@ -397,7 +397,7 @@ func (q *Queue) Publish(caller context.Context, host string, id uuid.UUID) (uint
 		ctx, ep, cancel := q.drops.bound(caller, deadline)
 		seq, err = q.publish(ctx, host, id)
 		cancel()
-		if err == nil || !ep.cut() || caller.Err() != nil || try == publishTries || !time.Now().Before(deadline) {
+		if !ep.again(caller, err, try, deadline) {
 			break
 		}
 		q.logger().Debug("the nats connection dropped while an order's publish waited for its PubAck: publishing it again",
