@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Self identifies the calling process: a worker records it as the host's
@@ -46,7 +48,12 @@ func Gone(p Process) bool {
 	}
 	st, err := readStat(p.PID)
 	if errors.Is(err, fs.ErrNotExist) {
-		return true
+		// A /proc mounted hidepid=2 (systemd's ProtectProc=invisible)
+		// hides another user's processes as if they had exited: an
+		// owner run as another user was judged gone
+		// (TestGoneIsNotAProcessHiddenFromItsReader). Only the kernel's
+		// own answer, no such process, says it is.
+		return errors.Is(unix.Kill(p.PID, 0), unix.ESRCH)
 	}
 	return err == nil && (!st.alive() || st.startTime != p.StartTime)
 }
