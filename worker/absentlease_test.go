@@ -1,11 +1,15 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,11 +131,14 @@ func TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce(t *testing.T) {
 	}{
 		// This test's own pid with another start time: the pid of an
 		// exited process, since taken by another.
-		{"gone", postgres.Owner{Instance: "gone/old", PID: self.PID, Start: self.StartTime + 1, Boot: strings.TrimSpace(string(boot))}, false},
+		{"gone", postgres.Owner{Instance: "gone/old", PID: self.PID, Start: self.StartTime + 1, Boot: strings.TrimSpace(string(boot)), PidNS: self.PidNS}, false},
 		// A process that runs (this one): left its lease.
-		{"live", postgres.Owner{Instance: "live/old", PID: self.PID, Start: self.StartTime, Boot: self.BootID}, true},
+		{"live", postgres.Owner{Instance: "live/old", PID: self.PID, Start: self.StartTime, Boot: self.BootID, PidNS: self.PidNS}, true},
 		// Of another boot: nothing here can tell.
-		{"elsewhere", postgres.Owner{Instance: "elsewhere/old", PID: self.PID, Start: self.StartTime + 1, Boot: "another-boot"}, true},
+		{"elsewhere", postgres.Owner{Instance: "elsewhere/old", PID: self.PID, Start: self.StartTime + 1, Boot: "another-boot", PidNS: self.PidNS}, true},
+		// Recorded by a worker from before owners named their pid
+		// namespace: nothing says what its pid is a number in.
+		{"nons", postgres.Owner{Instance: "nons/old", PID: self.PID, Start: self.StartTime + 1, Boot: self.BootID}, true},
 	} {
 		t.Run(tc.host, func(t *testing.T) {
 			if _, _, err := e.store.TakeHost(ctx, tc.host, "test", tc.prev); err != nil {
@@ -152,4 +159,73 @@ func TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce(t *testing.T) {
 			e.waitStatus(e.submit(tc.host, "true"), order.StatusSucceeded)
 		})
 	}
+}
+
+// TestWorkerStartedBesideALiveOwnerInAnotherPidNamespaceLeavesItTheHost:
+// the host's owner in PostgreSQL is a live process of this boot in
+// another pid namespace (another container on the same machine, which
+// shares its boot id: here pid 1 of a namespace of its own, as a worker
+// run as a container's entrypoint is), and the lease key is absent. Its
+// pid here is another process's (this namespace's pid 1, started at
+// another time), and the owner was judged gone (executor.Gone compared
+// pid, start time and boot id only): the worker took the key at once, and
+// its takeover would have interrupted the order the live owner ran. The
+// owner's pid namespace is recorded with it now, and one that is not this
+// worker's is left its lease, as any owner not known dead is.
+func TestWorkerStartedBesideALiveOwnerInAnotherPidNamespaceLeavesItTheHost(t *testing.T) {
+	testenv.NeedRootTools(t, "a process in a pid namespace of its own", "run the test as root")
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	self, err := executor.Self()
+	if err != nil || self.PidNS == 0 {
+		t.Fatalf("this process: %+v, %v", self, err)
+	}
+	cmd := exec.Command("sleep", "600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command's ")": state is the first, starttime the 20th.
+	start, err := strconv.ParseUint(string(bytes.Fields(stat[bytes.LastIndexByte(stat, ')')+1:])[19]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns syscall.Stat_t
+	if err := syscall.Stat("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/pid", &ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Ino == self.PidNS {
+		t.Fatalf("the owner's pid namespace is this test's (%d)", ns.Ino)
+	}
+	// As the owner's own Self recorded it: pid 1 of its namespace.
+	owner := postgres.Owner{Instance: "pidns/old", PID: 1, Start: start, Boot: self.BootID, PidNS: ns.Ino}
+	if _, _, err := e.store.TakeHost(ctx, "pidns", "test", owner); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.HostOwner(ctx, "pidns"); err != nil || got != owner {
+		t.Fatalf("the owner read back: %+v, %v; want %+v", got, err, owner)
+	}
+	q := testenv.Queue(t, e.q.Conn().ConnectedUrl(), "pidns-new", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
+	var logs testenv.LogBuffer
+	runWorker(t, worker.Options{Host: "pidns", Instance: "pidns/new", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, q, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	testenv.WaitUntil(t, 20*time.Second, "the worker waits as a standby, or takes the host", func() bool {
+		return strings.Contains(logs.String(), "waiting as standby") || strings.Contains(logs.String(), "took the host over")
+	})
+	if strings.Contains(logs.String(), "took the host over") {
+		t.Fatalf("the worker took the host at once from a live owner in another pid namespace:\n%s", logs.String())
+	}
+	// Nobody renews the key (the owner is a stand-in): the lease passes
+	// and the worker takes the host, as it would from an owner that died.
+	testenv.WaitUntil(t, 20*time.Second, "the worker takes the host after the lease", func() bool {
+		return strings.Contains(logs.String(), "took the host over")
+	})
+	e.waitStatus(e.submit("pidns", "true"), order.StatusSucceeded)
 }

@@ -63,17 +63,19 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 // another: a lease's wait, where a wrong guess the other way ends a live
 // holder's order. A host this instance owns, or nobody ever did, is
 // taken at once, as is a key its holder released (a clean stop), and one
-// whose owner was a process of this machine's boot that has exited
-// (executor.Gone): a worker or serve restarted on its machine after a
-// crash, or after a clean stop whose release the bucket no longer holds,
-// waited a lease for a holder that cannot renew
-// (TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce).
+// whose owner was a process of this machine's boot and of this pid
+// namespace that has exited (executor.Gone): a worker or serve restarted
+// on its machine after a crash, or after a clean stop whose release the
+// bucket no longer holds, waited a lease for a holder that cannot renew
+// (TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce). An owner in
+// another container of the machine is none of those
+// (TestWorkerStartedBesideALiveOwnerInAnotherPidNamespaceLeavesItTheHost).
 func (w *Worker) heldElsewhere(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
 	defer cancel()
 	owner, err := w.store.HostOwner(qctx, w.opts.Host)
 	if err != nil || owner.Instance != "" && owner.Instance != w.opts.Instance &&
-		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot}) {
+		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS}) {
 		w.q.HeldElsewhere(w.opts.Host)
 	}
 }

@@ -233,7 +233,7 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	// Without its identity (no /proc) the owner record just names the
 	// instance; nothing depends on the rest but the evidence.
 	me, _ := executor.Self()
-	w.self = postgres.Owner{Instance: opts.Instance, PID: me.PID, Start: me.StartTime, Boot: me.BootID}
+	w.self = postgres.Owner{Instance: opts.Instance, PID: me.PID, Start: me.StartTime, Boot: me.BootID, PidNS: me.PidNS}
 	opts.Metrics.WorkerHost(opts.Host)
 	return w
 }

@@ -25,7 +25,8 @@ func (a *app) natsAuthCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats-auth --creds-dir DIR --workers HOST,... [--out FILE]",
 		Short: "Make the NATS seeds of the API, the submitters and each worker host, and the accounts file of a NATS cluster",
-		Long: `Makes in --creds-dir one nkey seed file (mode 0600) per role: api.nk,
+		Long: `Makes in --creds-dir (a directory of the seeds' own: made mode 0700, or
+0700 already) one nkey seed file (mode 0600) per role: api.nk,
 submitter.nk, worker-<host>.nk for each host of --workers, and operator.nk (the
 system account's, for nats server report), keeping every seed file already
 there, and writes nats-server's accounts block for exactly those keys (to --out,
@@ -57,6 +58,15 @@ file but loses its account.`,
 			if err != nil {
 				return err
 			}
+			// An existing directory is taken as it is: the seeds'
+			// directory is made 0700 by the files' writer, which would
+			// chmod a directory others enter too (/etc/orderly, whose
+			// configs the API's group reads: the API could no longer
+			// start). One of its own is made, or kept, 0700.
+			if st, err := os.Lstat(dir); err == nil && st.IsDir() && st.Mode().Perm()&0o077 != 0 {
+				return fmt.Errorf("--creds-dir %s is mode %04o, open to others: name a directory of the seeds' own (made mode 0700), "+
+					"or chmod 700 it; usage: %s", dir, st.Mode().Perm(), cmd.UseLine())
+			}
 			before, err := natsembed.SeededHosts(dir)
 			if err != nil {
 				return err
@@ -81,7 +91,7 @@ file but loses its account.`,
 			return writeFileAtomic(out, []byte(text), 0o644)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "creds-dir", "", "directory of the seed files (made mode 0700 if missing; seeds already there are kept)")
+	cmd.Flags().StringVar(&dir, "creds-dir", "", "directory of the seed files (made mode 0700 if missing; an existing one must be 0700; seeds already there are kept)")
 	cmd.Flags().StringSliceVar(&workers, "workers", nil, "worker host ids, comma-separated: each gets a seed and an account")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the accounts config to (default: stdout)")
 	_ = cmd.MarkFlagRequired("creds-dir")

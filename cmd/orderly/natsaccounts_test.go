@@ -168,6 +168,49 @@ func TestNATSAuthRefusesABadHost(t *testing.T) {
 	}
 }
 
+// TestNATSAuthLeavesAnOpenDirectoryAsItIs: a --creds-dir that exists
+// and others may enter (/etc/orderly, whose configs the API reads
+// through its group) is refused with what to do, its mode and contents
+// as they were, and no seed written in it. It was made mode 0700 (the
+// seeds' writer chmods the directory it is given), which closed it to
+// every other user: the API could no longer read its config. A
+// directory of the seeds' own, 0700 as nats-auth makes it, is used.
+func TestNATSAuthLeavesAnOpenDirectoryAsItIs(t *testing.T) {
+	etc := filepath.Join(t.TempDir(), "etc-orderly")
+	if err := os.Mkdir(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(etc, 0o755); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(etc, "api.yaml"), []byte("listen: :8080\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := natsAuthRun(t, "--creds-dir", etc, "--workers", "web-1")
+	if code != 1 || !strings.Contains(stderr, "chmod 700") || !strings.Contains(stderr, "usage: orderly nats-auth") || stdout != "" {
+		t.Fatalf("exit %d, %d bytes on stdout, stderr %q: want exit 1 saying what to do, with the usage, and nothing written", code, len(stdout), stderr)
+	}
+	st, err := os.Stat(etc)
+	if err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("the directory after the refused run: %v, %v; want mode 0755 as it was", st.Mode(), err)
+	}
+	entries, err := os.ReadDir(etc)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("the directory holds %v (%v): want api.yaml alone, no seed", entries, err)
+	}
+
+	// Its own directory, made by the first run, is used again.
+	own := filepath.Join(t.TempDir(), "creds")
+	for range 2 {
+		if code, _, stderr := natsAuthRun(t, "--creds-dir", own, "--workers", "web-1"); code != 0 {
+			t.Fatalf("nats-auth on its own directory: exit %d: %s", code, stderr)
+		}
+	}
+	if st, err := os.Stat(own); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("its own directory: %v, %v; want mode 0700", st.Mode(), err)
+	}
+}
+
 // workerUsesJetStream: the worker of host, on w, reaches orderly's
 // JetStream through its account's service imports, as its start does:
 // it binds the hosts bucket the API made (a stream info request) and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,36 @@ type Owner struct {
 	PID      int
 	Start    uint64 // /proc/<pid>/stat starttime
 	Boot     string // /proc/sys/kernel/random/boot_id
+	PidNS    uint64 // the inode of its pid namespace, PID's; 0 unknown
+}
+
+// ownerPidNS is how owner_boot carries the owner's pid namespace after
+// its boot id (no column of its own): containers on one machine share its
+// boot id, and a pid means something only in its namespace. A record
+// without it (an owner from before it) says nothing of its namespace;
+// one with it, read by a worker from before it, names no boot that
+// worker is on: either way nobody judges the owner gone.
+const ownerPidNS = " pid_ns:"
+
+// bootColumn is what owner_boot stores of o.
+func (o Owner) bootColumn() string {
+	if o.PidNS == 0 {
+		return o.Boot
+	}
+	return o.Boot + ownerPidNS + strconv.FormatUint(o.PidNS, 10)
+}
+
+// setBoot reads owner_boot's value col into o.
+func (o *Owner) setBoot(col string) {
+	boot, ns, ok := strings.Cut(col, ownerPidNS)
+	o.Boot, o.PidNS = boot, 0
+	if ok {
+		if n, err := strconv.ParseUint(ns, 10, 64); err == nil {
+			o.PidNS = n
+		} else {
+			o.Boot = col // not one of ours: no boot this machine is on
+		}
+	}
 }
 
 // TakeHost makes me the owner of host: from its commit on, no other worker
@@ -37,17 +68,19 @@ type Owner struct {
 func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (prev Owner, epoch int64, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var start int64
+		var boot string
 		err := tx.QueryRow(ctx, `SELECT owner, owner_pid, owner_start, owner_boot FROM hosts WHERE host = $1 FOR UPDATE`,
-			host).Scan(&prev.Instance, &prev.PID, &start, &prev.Boot)
+			host).Scan(&prev.Instance, &prev.PID, &start, &boot)
 		if err != nil && err != pgx.ErrNoRows {
 			return err
 		}
 		prev.Start = uint64(start)
+		prev.setBoot(boot)
 		return tx.QueryRow(ctx, `INSERT INTO hosts (host, version, instance, owner, owner_epoch, owner_pid, owner_start, owner_boot, owned_at)
 			VALUES ($1, $2, $3, $3, 1, $4, $5, $6, now())
 			ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, owner = $3, owner_epoch = hosts.owner_epoch + 1,
 				owner_pid = $4, owner_start = $5, owner_boot = $6, owned_at = now(), last_seen = now()
-			RETURNING owner_epoch`, host, version, me.Instance, me.PID, int64(me.Start), me.Boot).Scan(&epoch)
+			RETURNING owner_epoch`, host, version, me.Instance, me.PID, int64(me.Start), me.bootColumn()).Scan(&epoch)
 	})
 	if err != nil {
 		return Owner{}, 0, translate("take host "+host, err)
@@ -60,8 +93,9 @@ func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (p
 func (s *Store) HostOwner(ctx context.Context, host string) (Owner, error) {
 	var o Owner
 	var start int64
+	var boot string
 	err := s.pool.QueryRow(ctx, `SELECT owner, owner_pid, owner_start, owner_boot FROM hosts WHERE host = $1`,
-		host).Scan(&o.Instance, &o.PID, &start, &o.Boot)
+		host).Scan(&o.Instance, &o.PID, &start, &boot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Owner{}, nil
 	}
@@ -69,6 +103,7 @@ func (s *Store) HostOwner(ctx context.Context, host string) (Owner, error) {
 		return Owner{}, translate("read the owner of host "+host, err)
 	}
 	o.Start = uint64(start)
+	o.setBoot(boot)
 	return o, nil
 }
 

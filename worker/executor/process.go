@@ -66,12 +66,20 @@ func readMachine() (machine, error) {
 	if b, err := os.ReadFile("/etc/machine-id"); err == nil {
 		m.machineID = string(bytes.TrimSpace(b))
 	}
+	if m.pidNS, err = readPidNS(); err != nil {
+		return machine{}, err
+	}
+	return m, nil
+}
+
+// readPidNS returns the inode of this process's pid namespace: pids are
+// numbers in it only.
+func readPidNS() (uint64, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
-		return machine{}, fmt.Errorf("read pid namespace: %w", err)
+		return 0, fmt.Errorf("read pid namespace: %w", err)
 	}
-	m.pidNS = st.Ino
-	return m, nil
+	return st.Ino, nil
 }
 
 // readBootID returns the id of the current boot.

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Self identifies the calling process: a worker records it as the host's
 // owner, so that a successor can tell from PostgreSQL which process it
-// replaces and whether that very process still lives.
+// replaces and whether that very process still lives. Its PidNS is the
+// namespace its PID is a number in (0 when /proc does not say).
 func Self() (Process, error) {
 	pid := os.Getpid()
 	boot, err := readBootID()
@@ -20,22 +23,37 @@ func Self() (Process, error) {
 	if err != nil {
 		return Process{PID: pid, BootID: boot}, fmt.Errorf("identify this process: %w", err)
 	}
-	return Process{PID: pid, PGID: st.pgrp, StartTime: st.startTime, BootID: boot}, nil
+	ns, _ := readPidNS()
+	return Process{PID: pid, PGID: st.pgrp, StartTime: st.startTime, BootID: boot, PidNS: ns}, nil
 }
 
 // Gone reports whether the process p, as Self identified it (on this
-// boot), has exited: its pid is free, a zombie's, or another process's
-// (another start time). False when p names another boot or says too
-// little to judge, and when /proc cannot tell: only a process known
-// dead is gone.
+// boot, in this pid namespace), has exited: its pid is free, a zombie's,
+// or another process's (another start time). False when p names another
+// boot or another pid namespace, or says too little to judge, and when
+// /proc cannot tell: only a process known dead is gone.
+//
+// The pid namespace matters because containers share the kernel's boot
+// id: a live owner in another container (often its pid 1, as this
+// process may be in its own) has a pid that here is free or another
+// process's, and was judged gone, so a worker started beside it took an
+// absent lease key it still held (TestWorkerStartedBesideALiveOwnerInAnotherPidNamespaceLeavesItTheHost).
 func Gone(p Process) bool {
 	boot, err := readBootID()
 	if err != nil || p.BootID == "" || p.BootID != boot || p.PID <= 0 || p.StartTime == 0 {
 		return false
 	}
+	if ns, err := readPidNS(); err != nil || p.PidNS == 0 || p.PidNS != ns {
+		return false
+	}
 	st, err := readStat(p.PID)
 	if errors.Is(err, fs.ErrNotExist) {
-		return true
+		// A /proc mounted hidepid=2 (systemd's ProtectProc=invisible)
+		// hides another user's processes as if they had exited: an
+		// owner run as another user was judged gone
+		// (TestGoneIsNotAProcessHiddenFromItsReader). Only the kernel's
+		// own answer, no such process, says it is.
+		return errors.Is(unix.Kill(p.PID, 0), unix.ESRCH)
 	}
 	return err == nil && (!st.alive() || st.startTime != p.StartTime)
 }
