@@ -525,6 +525,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 			return nil, fmt.Errorf("http.tls_cert and http.tls_key: %w", err)
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		warnCertificateDates(cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
 	}
 	if ln == nil {
 		if ln, err = listenAPI(cfg.Listen, logger); err != nil {

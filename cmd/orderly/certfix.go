@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -58,4 +59,22 @@ func certificateNames(c *x509.Certificate) string {
 		return "none: it has no subject alternative names"
 	}
 	return strings.Join(names, ", ")
+}
+
+// warnCertificateDates logs a warning when the API's own certificate
+// (http.tls_cert, file) is outside its dates at start. The API served an
+// expired certificate without a word: its start and /readyz were fine,
+// and every client that verifies it was refused (decisions.md, hJ22).
+// It still serves: clients that do not verify (a probe with curl -k) keep
+// working, and a restart with a renewed file is the cure either way.
+func warnCertificateDates(leaf *x509.Certificate, file string, now time.Time, logger *slog.Logger) {
+	switch {
+	case leaf == nil:
+	case now.After(leaf.NotAfter):
+		logger.Warn("the API's certificate has expired: every client that verifies it refuses the connection; install a renewed one and restart",
+			"setting", "http.tls_cert", "file", file, "not_after", leaf.NotAfter.UTC())
+	case now.Before(leaf.NotBefore):
+		logger.Warn("the API's certificate is not valid yet: every client that verifies it refuses the connection until then (or this machine's clock is behind)",
+			"setting", "http.tls_cert", "file", file, "not_before", leaf.NotBefore.UTC())
+	}
 }
