@@ -163,6 +163,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	if backendNATSConnected != nil {
 		backendNATSConnected(nc)
 	}
+	warnCleartext(nc, cfg.DatabaseURL, logger)
 	if !nc.AuthRequired() {
 		// DESIGN §7: every connection authenticates, with its role's
 		// permissions. Workers run only what PostgreSQL holds, but on an
