@@ -244,3 +244,46 @@ func TestCLICertificateHintNamesTheCause(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgresWithoutTLSEndsTheStart: database_url with
+// sslmode=verify-full (or require) against a PostgreSQL with ssl off was
+// waited for at every attempt, "waiting for postgresql … tls error:
+// server refused TLS connection", though only a change of the server or
+// the URL mends it. The start now ends, saying which. The server here
+// answers the SSLRequest 'N', as PostgreSQL with ssl = off does.
+func TestPostgresWithoutTLSEndsTheStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req := make([]byte, 8)
+			if _, err := io.ReadFull(c, req); err == nil {
+				_, _ = c.Write([]byte{'N'})
+			}
+			_ = c.Close()
+		}
+	}()
+	for _, mode := range []string{"require", "verify-full"} {
+		pool, err := postgres.Open(t.Context(), "postgres://orderly@"+ln.Addr().String()+"/orderly?connect_timeout=10&sslmode="+mode)
+		if err == nil {
+			pool.Close()
+			t.Fatalf("sslmode=%s connected to a server without TLS", mode)
+		}
+		err = postgresConnectError(err)
+		if depPostgres.retryable(err) {
+			t.Errorf("sslmode=%s: a start waits it out: %v", mode, err)
+		}
+		if !strings.Contains(err.Error(), "PostgreSQL offers no TLS and database_url's sslmode requires it") {
+			t.Errorf("sslmode=%s: the error does not say the server offers no TLS: %v", mode, err)
+		}
+	}
+}

@@ -174,7 +174,7 @@ func (d dependency) retryable(err error) bool {
 // ran out of time. A missing or old schema, a bad URL or a role that
 // may not read the schema's version end the start.
 func postgresRetryable(err error) bool {
-	if tlsRefused(err) {
+	if tlsRefused(err) || postgresOffersNoTLS(err) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -239,9 +239,23 @@ func clientCertificateRequired(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "remote error: tls: certificate required")
 }
 
+// postgresOffersNoTLS reports a PostgreSQL server that answered the
+// SSLRequest no (ssl = off) while database_url's sslmode requires TLS
+// (require, verify-ca, verify-full): pgx says only "server refused TLS
+// connection", with a bare errors.New. The start waited for it at every
+// attempt, though only a change of the server or the URL mends it
+// (decisions.md, hJ22).
+func postgresOffersNoTLS(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "tls error: server refused TLS connection")
+}
+
 // postgresConnectError names what to change when PostgreSQL's
 // certificate is not trusted: pgx says only what crypto/x509 said.
 func postgresConnectError(err error) error {
+	if postgresOffersNoTLS(err) {
+		return fmt.Errorf("%w (PostgreSQL offers no TLS and database_url's sslmode requires it: turn ssl on in the server's postgresql.conf, "+
+			"with its certificate, or write sslmode=disable where the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
+	}
 	if err == nil || !tlsRefused(err) {
 		return err
 	}
