@@ -28,7 +28,9 @@ const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConn
 // error envelope, like every other refusal. net/http has no hook for them: it formats each one into a
 // single Write on the connection, which is recognized here by its exact
 // shape and replaced. Under TLS the connection carries ciphertext, so
-// nothing matches and net/http's text goes out unchanged.
+// nothing matches and net/http's text goes out unchanged, but for the
+// answer to plain HTTP sent to the TLS port, which net/http writes in
+// plain text under the TLS layer (httpToHTTPS).
 func ErrorEnvelopeListener(ln net.Listener) net.Listener { return envelopeListener{ln} }
 
 type envelopeListener struct{ net.Listener }
@@ -79,6 +81,10 @@ func (c *envelopeConn) ReadFrom(r io.Reader) (int64, error) {
 // 5xx are watched, and an Expect other than 100-continue 417 with no body
 // at all (RFC 9110 lets a server answer that one 417 or any 4xx).
 func envelopeFor(b []byte) []byte {
+	if string(b) == httpToHTTPS {
+		return envelope(http.StatusBadRequest, order.CodeInvalid,
+			"this port speaks HTTPS: send the request over TLS (https:// in the URL)")
+	}
 	if expectationFailed(b) {
 		return envelope(http.StatusBadRequest, order.CodeInvalid, "Expect: only 100-continue is supported")
 	}
@@ -106,6 +112,14 @@ func envelopeFor(b []byte) []byte {
 	}
 	return nil
 }
+
+// httpToHTTPS is net/http's answer to a request in plain HTTP on its TLS
+// port (server.go, conn.serve), written on the connection under the TLS
+// layer before any handshake. It was the one refusal of an HTTPS API
+// outside the envelope: the CLI given an http:// URL of it reported
+// "answered 400 Bad Request: Client sent an HTTP request to an HTTPS
+// server. (http_400)", with no stable code (decisions.md, hJ22).
+const httpToHTTPS = "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 
 // expectationFailed reports whether b is net/http's answer to an Expect
 // header other than 100-continue (response.sendExpectationFailed): a

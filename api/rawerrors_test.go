@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +132,44 @@ func TestHandlerAnswersAreNotRewritten(t *testing.T) {
 	if !strings.HasPrefix(string(b), "HTTP/1.1 400 Bad Request\r\n") || !strings.HasSuffix(string(b), "\r\n\r\n"+text) ||
 		!strings.Contains(string(b), "Content-Type: text/plain; charset=utf-8\r\n") {
 		t.Fatalf("a handler's 400 went out as %q", b)
+	}
+}
+
+// TestPlainHTTPToTheTLSPortInEnvelope: plain HTTP sent to the API's TLS
+// port (an http:// URL of an HTTPS API) was answered in net/http's own
+// text, "Client sent an HTTP request to an HTTPS server.", with no error
+// code (the CLI showed http_400). It is written under the TLS layer, so
+// the listener sees it: it goes out in the envelope, 400
+// invalid_request, saying to use https://. The TLS port still serves
+// TLS.
+func TestPlainHTTPToTheTLSPortInEnvelope(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Listener = ErrorEnvelopeListener(srv.Listener)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+
+	resp, err := http.Get("http://" + srv.Listener.Addr().String() + "/v1/hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var e ErrorBody
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/json" ||
+		json.Unmarshal(b, &e) != nil || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, "https://") {
+		t.Fatalf("plain HTTP to the TLS port answered %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+
+	resp, err = srv.Client().Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("over TLS: %d %q", resp.StatusCode, b)
 	}
 }

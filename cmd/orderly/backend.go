@@ -163,6 +163,7 @@ func openBackendWith(ctx context.Context, cfg config.Config, name string, role n
 	if backendNATSConnected != nil {
 		backendNATSConnected(nc)
 	}
+	warnCleartext(nc, cfg.DatabaseURL, logger)
 	if !nc.AuthRequired() {
 		// DESIGN §7: every connection authenticates, with its role's
 		// permissions. Workers run only what PostgreSQL holds, but on an
@@ -525,6 +526,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 			return nil, fmt.Errorf("http.tls_cert and http.tls_key: %w", err)
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		warnCertificateDates(cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
 	}
 	if ln == nil {
 		if ln, err = listenAPI(cfg.Listen, logger); err != nil {

@@ -51,7 +51,7 @@ func hintUnreachable(cmd *cobra.Command) {
 		switch {
 		case !errors.As(err, &te):
 		case errors.As(err, &cv):
-			return fmt.Errorf("%w (to trust the API's certificate, set SSL_CERT_FILE to the PEM file of its CA)", err)
+			return fmt.Errorf("%w (%s)", err, certificateFix(err, "the API's certificate", "--url or ORDERLY_URL", "set SSL_CERT_FILE to the PEM file of its CA"))
 		case errors.Is(err, http.ErrSchemeMismatch):
 			return fmt.Errorf("%w (the API speaks plain HTTP: use http:// in --url or ORDERLY_URL)", err)
 		default:

@@ -222,7 +222,7 @@ func TestCLIUnreachableHintFitsTheCause(t *testing.T) {
 	downURL := down.URL
 	down.Close()
 	for _, tc := range []struct{ url, want string }{
-		{untrusted.URL, "(to trust the API's certificate, set SSL_CERT_FILE to the PEM file of its CA)"},
+		{untrusted.URL, "(the API's certificate is not trusted: set SSL_CERT_FILE to the PEM file of its CA (its issuer: O=Acme Co))"},
 		{"https://" + strings.TrimPrefix(plain.URL, "http://"), "(the API speaks plain HTTP: use http:// in --url or ORDERLY_URL)"},
 		{downURL, "(is it running? set --url or ORDERLY_URL)"},
 	} {

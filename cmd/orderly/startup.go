@@ -174,7 +174,7 @@ func (d dependency) retryable(err error) bool {
 // ran out of time. A missing or old schema, a bad URL or a role that
 // may not read the schema's version end the start.
 func postgresRetryable(err error) bool {
-	if tlsRefused(err) {
+	if tlsRefused(err) || postgresOffersNoTLS(err) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -200,6 +200,10 @@ func natsRetryable(err error) bool {
 	var pathErr *fs.PathError
 	switch {
 	case tlsRefused(err):
+		return false
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		// A tls:// URL and a server that offers no TLS: only a change
+		// to one of them mends it.
 		return false
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
 		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired),
@@ -235,14 +239,28 @@ func clientCertificateRequired(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "remote error: tls: certificate required")
 }
 
-// postgresConnectError names the setting to change when PostgreSQL's
+// postgresOffersNoTLS reports a PostgreSQL server that answered the
+// SSLRequest no (ssl = off) while database_url's sslmode requires TLS
+// (require, verify-ca, verify-full): pgx says only "server refused TLS
+// connection", with a bare errors.New. The start waited for it at every
+// attempt, though only a change of the server or the URL mends it
+// (decisions.md, hJ22).
+func postgresOffersNoTLS(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "tls error: server refused TLS connection")
+}
+
+// postgresConnectError names what to change when PostgreSQL's
 // certificate is not trusted: pgx says only what crypto/x509 said.
 func postgresConnectError(err error) error {
+	if postgresOffersNoTLS(err) {
+		return fmt.Errorf("%w (PostgreSQL offers no TLS and database_url's sslmode requires it: turn ssl on in the server's postgresql.conf, "+
+			"with its certificate, or write sslmode=disable where the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
+	}
 	if err == nil || !tlsRefused(err) {
 		return err
 	}
-	return fmt.Errorf("%w (PostgreSQL's certificate is not trusted: name the CA that signed it with sslrootcert=<file> in database_url, "+
-		"and the name the certificate carries as the URL's host; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
+	return fmt.Errorf("%w (%s; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err,
+		certificateFix(err, "PostgreSQL's certificate", "database_url", "name the CA that signed it with sslrootcert=<file> in database_url"))
 }
 
 // fatalStartError marks an error that a step knows waiting cannot cure.
@@ -293,15 +311,22 @@ const errCodeClusterNotAvailable jetstream.ErrorCode = 10008
 
 // natsConnectError explains a first connection the server refused for its
 // credential, which nats.go reports only as "Authorization Violation":
-// none was set, or the server does not know the one that was.
+// none was set, or the server does not know the one that was; or one TLS
+// failed: the server's certificate, a client certificate it asks for, or
+// a tls:// URL to a server without TLS.
 func natsConnectError(cfg config.Config, role natsRole, err error) error {
 	if tlsRefused(err) {
 		if clientCertificateRequired(err) {
 			return fmt.Errorf("%w (the NATS server asks for a client certificate, which orderly does not present: "+
 				"leave verify off in the server's tls block for clients; they prove themselves with nats.nkey or nats.credentials)", err)
 		}
-		return fmt.Errorf("%w (the NATS server's certificate is not trusted: give orderly the CA that signed it with SSL_CERT_DIR=<directory of the CA's PEM file> "+
-			"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
+		return fmt.Errorf("%w (%s; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err,
+			certificateFix(err, "the NATS server's certificate", "nats.url", "give orderly the CA that signed it with SSL_CERT_DIR=<directory of the CA's PEM file> "+
+				"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them"))
+	}
+	if errors.Is(err, nats.ErrSecureConnWanted) {
+		return fmt.Errorf("%w (nats.url asks for TLS, tls://, and the server offers none: turn on the tls block for clients in the server's config, "+
+			"or write nats:// if the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
 	}
 	if !errors.Is(err, nats.ErrAuthorization) {
 		return err

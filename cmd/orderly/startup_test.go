@@ -94,7 +94,13 @@ func TestStartupRefusalsExit(t *testing.T) {
 		// natsTLS turns TLS on for clients with a self-signed
 		// certificate, which the client has no CA for.
 		natsTLS bool
-		want    string
+		// natsCert turns TLS on for clients with a certificate of a CA
+		// the processes are given (SSL_CERT_FILE) that fails for
+		// another cause: certCases' name.
+		natsCert string
+		scheme   string // of nats.url; nats:// when empty
+		want     string
+		unwanted string // a hint for another cause
 	}{
 		{name: "wrong nats password", natsConf: "authorization {\n  user: orderly\n  password: right\n}\n",
 			natsUser: "orderly:wrong@", want: "authorization violation"},
@@ -102,6 +108,12 @@ func TestStartupRefusalsExit(t *testing.T) {
 			confEdit: func(c string) string { return strings.Replace(c, "nats:\n", "nats:\n  replicas: 3\n", 1) }},
 		{name: "schema not up to date", unmigrate: true, want: "migrate up"},
 		{name: "nats certificate of an unknown CA", natsTLS: true, want: "certificate is not trusted: give orderly the CA"},
+		{name: "nats certificate expired", natsCert: "expired", want: "the NATS server's certificate expired at", unwanted: "is not trusted"},
+		{name: "nats certificate of another host", natsCert: "another host's", want: "does not name 127.0.0.1, the host in nats.url",
+			unwanted: "is not trusted"},
+		// A tls:// URL to a server without TLS was waited for, "secure
+		// connection not available" every 5 s, without end.
+		{name: "tls url to a server without tls", scheme: "tls://", want: "nats.url asks for TLS, tls://, and the server offers none"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,16 +131,30 @@ func TestStartupRefusalsExit(t *testing.T) {
 				writeSelfSigned(t, crt, key)
 				natsConf = fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n}\n", crt, key)
 			}
+			env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+			if tc.natsCert != "" {
+				ca := newTestCA(t, dir, "walk-ca")
+				for _, c := range certCases() {
+					if c.name == tc.natsCert {
+						crt, key := ca.leaf(t, dir, "nats", c.names, c.from, c.until)
+						natsConf = fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n}\n", crt, key)
+					}
+				}
+				env = append(env, "SSL_CERT_FILE="+ca.path)
+			}
 			ns := newNATSServer(t, dir, natsConf)
 			ns.start()
-			conf := writeStartupConfig(t, dir, dsn, "nats://"+tc.natsUser+"127.0.0.1:"+strconv.Itoa(ns.port))
+			scheme := "nats://"
+			if tc.scheme != "" {
+				scheme = tc.scheme
+			}
+			conf := writeStartupConfig(t, dir, dsn, scheme+tc.natsUser+"127.0.0.1:"+strconv.Itoa(ns.port))
 			if tc.confEdit != nil {
 				b, _ := os.ReadFile(conf)
 				if err := os.WriteFile(conf, []byte(tc.confEdit(string(b))), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
-			env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
 			for _, args := range [][]string{
 				{"api", "--config", conf, "--listen", "127.0.0.1:" + strconv.Itoa(freePort(t))},
 				{"worker", "--config", conf, "--host", "h1"},
@@ -143,6 +169,9 @@ func TestStartupRefusalsExit(t *testing.T) {
 				out := readLog(p)
 				if !strings.Contains(strings.ToLower(out), strings.ToLower(tc.want)) {
 					t.Errorf("%s: the log does not say %q:\n%s", args[0], tc.want, out)
+				}
+				if tc.unwanted != "" && strings.Contains(out, tc.unwanted) {
+					t.Errorf("%s: the log says %q, the hint for another cause:\n%s", args[0], tc.unwanted, out)
 				}
 				if strings.Contains(out, "waiting for") {
 					t.Errorf("%s waited for something waiting cannot fix:\n%s", args[0], out)

@@ -55,3 +55,57 @@ func TestAPIRefusesTLSFilesItCannotLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestAPIWarnsOfACertificateOutOfDate: an API given an expired
+// http.tls_cert started and served it without a word, and every client
+// that verifies refused it; one not valid yet the same. It now warns at
+// start, naming the setting, the file and the date. A certificate in
+// its dates gets no warning.
+func TestAPIWarnsOfACertificateOutOfDate(t *testing.T) {
+	dsn, natsURL := testenv.Postgres(t), testenv.NATS(t)
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "walk-ca")
+	now := time.Now()
+	for _, tc := range []struct {
+		name        string
+		from, until time.Time
+		want        string
+	}{
+		{"expired", now.Add(-30 * 24 * time.Hour), now.Add(-24 * time.Hour), "the API's certificate has expired"},
+		{"not valid yet", now.Add(24 * time.Hour), now.Add(48 * time.Hour), "the API's certificate is not valid yet"},
+		{"in its dates", now.Add(-time.Hour), now.Add(time.Hour), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crt, key := ca.leaf(t, dir, strings.ReplaceAll(tc.name, " ", "-"), []string{"127.0.0.1"}, tc.from, tc.until)
+			cfgPath := filepath.Join(dir, "orderly.yaml")
+			if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("listen: 127.0.0.1:0\nhttp:\n  tls_cert: %q\n  tls_key: %q\n", crt, key)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			var out testenv.LogBuffer
+			done := make(chan error, 1)
+			go func() {
+				done <- run(ctx, []string{"orderly", "api", "--config", cfgPath, "--database-url", dsn, "--nats-url", natsURL},
+					nil, strings.NewReader(""), &out, &out)
+			}()
+			waitUntil(t, 30*time.Second, "api listening", func() bool { return strings.Contains(out.String(), "api listening") })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("api: %v\n%s", err, out.String())
+			}
+			var warning string
+			for line := range strings.Lines(out.String()) {
+				if strings.Contains(line, "the API's certificate") {
+					warning = line
+				}
+			}
+			switch {
+			case tc.want == "" && warning != "":
+				t.Errorf("a certificate in its dates is warned of: %s", warning)
+			case tc.want != "" && (!strings.Contains(warning, tc.want) || !strings.Contains(warning, "setting=http.tls_cert") ||
+				!strings.Contains(warning, crt) || !strings.Contains(warning, "level=WARN")):
+				t.Errorf("no warning %q naming http.tls_cert and %s:\n%s", tc.want, crt, out.String())
+			}
+		})
+	}
+}
