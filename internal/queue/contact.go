@@ -66,18 +66,18 @@ func (q *Queue) probeContact(ctx context.Context, every, slow time.Duration) {
 		if ctx.Err() != nil {
 			return
 		}
-		q.silenceHeard(err, sent, late)
+		q.logSilence(err, sent, late)
 		q.contact.answer(err == nil)
 		t.Reset(every)
 		due = time.Now().Add(every)
 	}
 }
 
-// silenceHeard logs at DEBUG a probe the server did not answer within
-// its time, with how long it waited and how late it was sent: a wait on
-// the contact that starts again and again says whether the server was
-// silent or this process slow.
-func (q *Queue) silenceHeard(err error, sent time.Time, late time.Duration) {
+// logSilence logs at DEBUG a probe the server did not answer within
+// its time, with how long it waited and how late it was sent, so that a
+// wait on the contact that starts again and again shows whether the
+// server was silent or this process slow.
+func (q *Queue) logSilence(err error, sent time.Time, late time.Duration) {
 	if err != nil {
 		q.logger().Debug("a probe of the NATS server went unanswered within its time: counted as a silence",
 			"waited", time.Since(sent).Round(time.Millisecond), "sent_late", late.Round(time.Millisecond), "error", err)
@@ -95,7 +95,7 @@ func (q *Queue) answersNow(ctx context.Context, slow time.Duration) bool {
 	defer cancel()
 	err := q.nc.FlushWithContext(pctx)
 	if ctx.Err() == nil {
-		q.silenceHeard(err, sent, 0)
+		q.logSilence(err, sent, 0)
 		q.contact.answer(err == nil)
 	}
 	return err == nil
