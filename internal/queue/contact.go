@@ -49,20 +49,38 @@ func contactProbes(lease time.Duration) (every, slow time.Duration) {
 func (q *Queue) probeContact(ctx context.Context, every, slow time.Duration) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	due := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		// late: how long after it was due the probe went out, this
+		// process's own delay (a loaded machine), which the probe's
+		// time does not include.
+		sent, late := time.Now(), time.Since(due)
 		pctx, cancel := context.WithTimeout(ctx, slow)
 		err := q.nc.FlushWithContext(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
+		q.logSilence(err, sent, late)
 		q.contact.answer(err == nil)
 		t.Reset(every)
+		due = time.Now().Add(every)
+	}
+}
+
+// logSilence logs at DEBUG a probe the server did not answer within
+// its time, with how long it waited and how late it was sent, so that a
+// wait on the contact that starts again and again shows whether the
+// server was silent or this process slow.
+func (q *Queue) logSilence(err error, sent time.Time, late time.Duration) {
+	if err != nil {
+		q.logger().Debug("a probe of the NATS server went unanswered within its time: counted as a silence",
+			"waited", time.Since(sent).Round(time.Millisecond), "sent_late", late.Round(time.Millisecond), "error", err)
 	}
 }
 
@@ -72,13 +90,15 @@ func (q *Queue) probeContact(ctx context.Context, every, slow time.Duration) {
 // thaw, after the holder's lease expired there (TestFaultsNATSFrozen: a
 // freeze that began as a standby's wait ended, once).
 func (q *Queue) answersNow(ctx context.Context, slow time.Duration) bool {
+	sent := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, slow)
 	defer cancel()
-	prompt := q.nc.FlushWithContext(pctx) == nil
+	err := q.nc.FlushWithContext(pctx)
 	if ctx.Err() == nil {
-		q.contact.answer(prompt)
+		q.logSilence(err, sent, 0)
+		q.contact.answer(err == nil)
 	}
-	return prompt
+	return err == nil
 }
 
 // answer records a probe's outcome.
@@ -126,11 +146,17 @@ func (c *contact) tell() bool {
 // timed out, and the silence is kept for that try.
 func (q *Queue) awaitContact(ctx context.Context, host, instance string, lease, slow, check time.Duration) error {
 	began := time.Now()
+	answered := false // the server answered at the last check
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		d, silent := q.contact.wait(lease)
+		if silent && answered {
+			q.logger().Debug("the NATS server fell silent during the wait on its contact: the wait starts again once it answers",
+				"host", host, "instance", instance, "waited", time.Since(began).Round(time.Millisecond))
+		}
+		answered = !silent
 		switch {
 		case d <= 0 && q.answersNow(ctx, slow):
 			return nil

@@ -1,0 +1,252 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// slowPath forwards TCP connections to a NATS server, delivering each
+// chunk either way a fixed delay after it was read, in order: a client
+// whose round trip to the server is 2*delay, as one on a loaded machine
+// or a distant network is.
+type slowPath struct{ addr string }
+
+func startSlowPath(t *testing.T, target string, delay time.Duration) *slowPath {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); delayLine(up, c, delay) }()
+			go func() { defer wg.Done(); delayLine(c, up, delay) }()
+		}
+	}()
+	return &slowPath{addr: ln.Addr().String()}
+}
+
+// delayLine copies src to dst, each chunk delay after it was read.
+func delayLine(dst, src net.Conn, delay time.Duration) {
+	type chunk struct {
+		at time.Time
+		b  []byte
+	}
+	line := make(chan chunk, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer dst.Close()
+		for c := range line {
+			time.Sleep(time.Until(c.at))
+			if _, err := dst.Write(c.b); err != nil {
+				for range line {
+				}
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			line <- chunk{time.Now().Add(delay), append([]byte(nil), buf[:n]...)}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				src.Close()
+			}
+			close(line)
+			<-done
+			return
+		}
+	}
+}
+
+// TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip: a standby
+// takes a key it is due (its holder gone a lease) with a write
+// conditioned on the key's last revision as it read it. Another
+// credential writing the key more often than the standby's round trip to
+// the server beat every such write: the dead holder's host was never
+// taken for as long as it wrote (TestFaultsNATSFrozenSigned on a loaded
+// machine: both standbys of h1, 20 s, after h1's holder had released it
+// to take the host again). Here the standby reaches the server through
+// a path that delays everything by slowDelay each way, and the forger,
+// connected directly, writes what the fault test's does (an unsigned
+// value, a value with a bad signature, a release with a bad signature, a
+// purge marker) every 25 ms: the standby takes the host once it lost
+// lostTakes conditioned takes, with a plain put. While the holder renews
+// (a value the standby honours), it takes nothing, plain or not.
+func TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
+	t.Run("holder released", func(t *testing.T) { testForgerFasterThanTheRoundTrip(t, false) })
+	t.Run("holder lives", func(t *testing.T) { testForgerFasterThanTheRoundTrip(t, true) })
+}
+
+// slowDelay is the standby's path's delay each way: its round trip is
+// more than three of the forger's writes.
+const slowDelay = 40 * time.Millisecond
+
+func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
+	// Not 1 s: a holder renewing every third of it on a saturated
+	// machine lets it lapse for real (decisions.md, the thirty-first
+	// round's "The round's change read again").
+	const ttl = 2 * time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	slow := startSlowPath(t, strings.TrimPrefix(url, "nats://"), slowDelay)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, "nats://"+slow.addr, "standby", queue.Options{LeaseTTL: ttl})
+	fnc, err := queue.Connect(url, "forger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fnc.Close)
+	k := queue.NewMarkKey([]byte("seed of r6"))
+	a, err := holder.AcquireSignedLease(ctx, "r6", "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A first wait learns that the host's lease is signed, as h1's
+	// standby had before the fault test's stall: a standby that never
+	// saw a signed value honours unsigned ones as an older holder's
+	// (decisions.md, hE20's Left).
+	wctx, endWait := context.WithCancel(ctx)
+	waited := make(chan error, 1)
+	waiting := make(chan struct{})
+	go func() {
+		_, err := standby.AcquireSignedLease(wctx, "r6", "B", k, func(string) { close(waiting) })
+		waited <- err
+	}()
+	<-waiting
+	for range 3 {
+		time.Sleep(ttl / 3)
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	endWait()
+	if err := <-waited; err == nil {
+		t.Fatal("the first wait took the host while its holder renewed")
+	}
+
+	subject := "$KV." + queue.HostsBucket + ".lease.r6"
+	fctx, stopForging := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; fctx.Err() == nil; i++ {
+			m := nats.NewMsg(subject)
+			switch i % 4 {
+			case 0:
+				m.Data = []byte("forger")
+			case 1:
+				m.Data = []byte("forger\n" + strings.Repeat("0", 64))
+			case 2:
+				m.Header = nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"A"},
+					queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}
+			case 3:
+				m.Header = nats.Header{"KV-Operation": {"PURGE"}}
+			}
+			_, _ = fnc.RequestMsg(m, time.Second)
+			select {
+			case <-fctx.Done():
+			case <-time.After(25 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() {
+		stopForging()
+		wg.Wait()
+	}()
+
+	// The holder renews every third of the lease, on its own connection,
+	// until stopRenewing; a renewal past the lost lease fails the test.
+	rctx, stopRenewing := context.WithCancel(ctx)
+	defer stopRenewing()
+	renewing := make(chan error, 1)
+	go func() {
+		if !lives {
+			renewing <- a.Release(ctx)
+			return
+		}
+		for {
+			select {
+			case <-rctx.Done():
+				renewing <- nil
+				return
+			case <-time.After(ttl / 3):
+			}
+			if _, err := a.Renew(ctx); err != nil {
+				renewing <- err
+				return
+			}
+		}
+	}()
+	began := time.Now()
+	took := make(chan error, 1)
+	go func() {
+		_, err := standby.AcquireSignedLease(ctx, "r6", "B", k, nil)
+		took <- err
+	}()
+	if lives {
+		select {
+		case err := <-took:
+			t.Fatalf("the standby took the host %s after its wait began, while its holder renewed (err %v)", time.Since(began).Round(time.Millisecond), err)
+		case err := <-renewing:
+			t.Fatalf("the holder stopped renewing: %v", err)
+		case <-time.After(6 * ttl):
+		}
+		stopRenewing()
+	}
+	if err := <-renewing; err != nil {
+		t.Fatalf("the holder: %v", err)
+	}
+	select {
+	case err := <-took:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the standby took the host %s after its wait began", time.Since(began).Round(time.Millisecond))
+	case <-time.After(12 * ttl):
+		t.Fatalf("the standby did not take the host within 12 leases of its holder's end, under a forger writing faster than its round trip")
+	}
+}
