@@ -578,7 +578,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			}
 			err = jetstream.ErrKeyExists
 		} else {
-			rev, err = q.kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
+			// Sent again when a drop ends it (dropKV): a take whose
+			// answer a restart lost found the key taken, its own.
+			rev, err = dropKV{KeyValue: q.kv, q: q}.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil

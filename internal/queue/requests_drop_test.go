@@ -309,3 +309,88 @@ func TestRenewalSentAgainOverARivalsWriteIsNotApplied(t *testing.T) {
 		t.Errorf("the lease is held by %q (%v), want the rival, %s", holder, err, rival)
 	}
 }
+
+// TestLeaseTakeSentAgainWhenTheConnectionDropsUnderIt: a worker taking a
+// free host, whose take (the lease key's create) or its answer the
+// connection loses as it drops, sends it again on the new connection and
+// holds the lease within the bound it gives the take, where it waited it
+// out and failed. A take sent again after its first copy was stored is
+// refused (the key exists) and read as taken: the key its own value,
+// written once.
+func TestLeaseTakeSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		toServer bool
+	}{
+		{"take lost", true},
+		{"take's answer lost", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const host = "taken"
+			const instance = host + "/taker"
+			k := queue.NewMarkKey([]byte("the host's seed"))
+			ns := testenv.NATSServer(t, &server.Options{})
+			api := testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
+			px := testenv.NewCutProxy(t, ns.Addr().String())
+			nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			ctx := testenv.Context(t)
+			w, err := queue.Bind(ctx, nc, queue.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := info.State.LastSeq
+
+			lost := []byte(instance)
+			if !c.toServer {
+				lost = []byte(`"stream":"KV_` + queue.HostsBucket + `"`)
+			}
+			px.DropWhen(c.toServer, []byte(instance))
+			type result struct {
+				lease *queue.Lease
+				err   error
+				took  time.Duration
+			}
+			done := make(chan result, 1)
+			go func() {
+				tctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+				defer cancel()
+				start := time.Now()
+				l, err := w.AcquireSignedLease(tctx, host, instance, k, nil)
+				done <- result{l, err, time.Since(start)}
+			}()
+			testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the take or its answer", func() bool {
+				return px.Dropped(lost)
+			})
+			px.Cut()
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("the take the drop lost: %v after %s, want it sent again and the lease held", r.err, r.took.Round(time.Millisecond))
+			}
+			t.Logf("taken %s after the take began", r.took.Round(time.Millisecond))
+			if holder, err := api.LeaseHolder(ctx, host); err != nil || holder != instance {
+				t.Fatalf("the lease is held by %q (%v), want %s", holder, err, instance)
+			}
+			if info, err = st.Info(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := info.State.LastSeq - before; n != 1 {
+				t.Errorf("the hosts bucket took %d writes for the take, want 1", n)
+			}
+			if _, err := r.lease.Renew(ctx); err != nil {
+				t.Errorf("the first renewal of the lease taken: %v", err)
+			}
+		})
+	}
+}
