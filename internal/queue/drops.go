@@ -174,8 +174,8 @@ func (q *Queue) writeOnDrop(ctx context.Context, kv jetstream.KeyValue, key stri
 // it (RetryOnDrop, writeOnDrop). A renewal or a heartbeat whose answer
 // a nats-server restart lost waited out jetstream's 5 s, the next
 // renewal with it (they are sent one after the other), and the worker's
-// lease aged by as much: two such in a row, and a lease of 15 s
-// lapsed with its holder alive (docs/decisions.md, hD22).
+// lease aged by as much: two such in a row can lapse a lease of 15 s
+// under a live holder (docs/decisions.md, hD22).
 type dropKV struct {
 	jetstream.KeyValue
 	q *Queue
