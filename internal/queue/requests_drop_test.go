@@ -59,11 +59,11 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 	unit := queue.Unit{Name: "example@0042.service", LoadState: "loaded", ActiveState: "active", SubState: "running"}
 	type tcase struct {
 		name string
-		// bound is what the caller gives the request: a renewal and a
-		// heartbeat have jetstream's 5 s (4 s here, so that one left
-		// waiting fails rather than reads the key back after its wait),
-		// the claim mark the worker's markWait, the choices the action
-		// page's 5 s.
+		// bound is what the caller gives the request: the claim mark
+		// the worker's markWait, 2 s; the others 4 s, below their 5 s
+		// (jetstream's for a renewal and a heartbeat, the action page's
+		// for the choices), so that one left waiting fails rather than
+		// reads the key back after its wait.
 		bound time.Duration
 		// toServer: the request is lost, else its answer. The proxy
 		// drops from the request that holds sent on (CutProxy.DropWhen),
