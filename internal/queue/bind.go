@@ -54,7 +54,12 @@ func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		// nats.lease_ttl): that is how long this worker's lease lasts.
 		opts.LeaseTTL = ttl
 	}
-	return &Queue{nc: nc, js: js, kv: kv, opts: opts, ends: endsHeader(opts.FinishedTTL)}, nil
+	q := &Queue{nc: nc, js: js, kv: kv, opts: opts, ends: endsHeader(opts.FinishedTTL)}
+	// A worker's requests (its lease, its heartbeat, its claim mark) are
+	// sent again when the connection drops under them, as the API's
+	// publishes are (drops.go).
+	q.drops.watch(nc)
+	return q, nil
 }
 
 // LeaseTTL is how long a host's lease lasts without a renewal: the hosts

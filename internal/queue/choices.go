@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -41,8 +42,14 @@ type choicesReply struct {
 var ErrNoChoices = errors.New("no worker of the host answered")
 
 // RequestChoices asks the worker of host for the units matching glob and
-// waits for its answer until ctx ends. An answer that is a refusal is
-// returned as its error text.
+// waits for its answer until ctx ends (5 s when it has no deadline). An
+// answer that is a refusal is returned as its error text.
+//
+// A request the connection drops under is sent again at once, on the
+// new connection, with the same reply subject (nats.go subscribes it
+// again): lost with the old one, or its answer lost, it waited out ctx
+// (the action page's 5 s) and the unit list answered 503. A worker that
+// got both copies answers both; the first answer read is the one.
 func (q *Queue) RequestChoices(ctx context.Context, host, glob string) ([]Unit, error) {
 	reply := ChoicesReplySubject + host + "." + nats.NewInbox()[len(nats.InboxPrefix):]
 	sub, err := q.nc.SubscribeSync(reply)
@@ -51,14 +58,29 @@ func (q *Queue) RequestChoices(ctx context.Context, host, glob string) ([]Unit, 
 	}
 	defer sub.Unsubscribe()
 	body, _ := json.Marshal(choicesRequest{Glob: glob})
-	if err := q.nc.PublishMsg(&nats.Msg{Subject: ChoicesSubject + host, Reply: reply, Data: body}); err != nil {
-		return nil, fmt.Errorf("request choices of %s: %w", host, err)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(publishAckWait)
 	}
-	m, err := sub.NextMsgWithContext(ctx)
+	var m *nats.Msg
+	for try := 1; ; try++ {
+		// The epoch before the request: a drop between the two is one
+		// the request may have been lost to.
+		tctx, ep, cancel := q.drops.bound(ctx, deadline)
+		if err := q.nc.PublishMsg(&nats.Msg{Subject: ChoicesSubject + host, Reply: reply, Data: body}); err != nil {
+			cancel()
+			return nil, fmt.Errorf("request choices of %s: %w", host, err)
+		}
+		m, err = sub.NextMsgWithContext(tctx)
+		cancel()
+		if !ep.again(ctx, err, try, deadline) {
+			break
+		}
+	}
 	if err != nil {
 		// No subscriber on the host's subject: the server answers the
 		// reply subject with a no-responders status at once.
-		if ctx.Err() != nil || errors.Is(err, nats.ErrNoResponders) {
+		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) {
 			return nil, ErrNoChoices
 		}
 		return nil, fmt.Errorf("wait for choices of %s: %w", host, err)

@@ -1,11 +1,13 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // publishTries bounds how many times Publish sends an order's message
@@ -121,4 +123,91 @@ func (q *Queue) RetryOnDrop(ctx context.Context, f func(context.Context) error) 
 			return err
 		}
 	}
+}
+
+// writeOnDrop runs write, a write of val on key of kv that names the
+// revision it expects (an update on a revision, a create), and sends it
+// again at once when a drop of the connection ended it, under
+// RetryOnDrop's rule. A copy sent again after an earlier one was
+// applied, its answer lost with the connection, is refused: the key is
+// no longer at the revision named, the earlier copy moved it. That
+// refusal is the write applied only when the key holds val now, at the
+// revision read: val names its writer (a lease's instance, the revision
+// it follows and its signature; a heartbeat's instance and time), which
+// nobody else writes. Held otherwise, the refusal is returned as it
+// came, for the caller to judge as any other (Renew reads the key
+// again): read as applied, a write another worker's took the place of
+// would have had a holder renew a lease it had lost.
+func (q *Queue) writeOnDrop(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, write func(context.Context) (uint64, error)) (uint64, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(publishAckWait) // jetstream's own default
+	}
+	for try := 1; ; try++ {
+		tctx, ep, cancel := q.drops.bound(ctx, deadline)
+		rev, err := write(tctx)
+		cancel()
+		if err == nil {
+			return rev, nil
+		}
+		if try > 1 && raced(err) {
+			gctx, cancel := context.WithDeadline(ctx, deadline)
+			var e jetstream.KeyValueEntry
+			gerr := q.RetryOnDrop(gctx, func(ctx context.Context) (err error) {
+				e, err = kv.Get(ctx, key)
+				return err
+			})
+			cancel()
+			if gerr == nil && bytes.Equal(e.Value(), val) {
+				return e.Revision(), nil
+			}
+			return 0, err
+		}
+		if !ep.again(ctx, err, try, deadline) {
+			return 0, err
+		}
+	}
+}
+
+// dropKV is the hosts bucket as a lease's holder reads and writes it:
+// each request sent again at once when a drop of the connection ended
+// it (RetryOnDrop, writeOnDrop). A renewal or a heartbeat whose answer
+// a nats-server restart lost waited out jetstream's 5 s, the next
+// renewal with it (they are sent one after the other), and the worker's
+// lease aged by as much: two such in a row can lapse a lease of 15 s
+// under a live holder (docs/decisions.md, hD22).
+type dropKV struct {
+	jetstream.KeyValue
+	q *Queue
+}
+
+func (k dropKV) Get(ctx context.Context, key string) (e jetstream.KeyValueEntry, err error) {
+	err = k.q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		e, err = k.KeyValue.Get(ctx, key)
+		return err
+	})
+	return e, err
+}
+
+func (k dropKV) Update(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
+	return k.q.writeOnDrop(ctx, k.KeyValue, key, val, func(ctx context.Context) (uint64, error) {
+		return k.KeyValue.Update(ctx, key, val, rev)
+	})
+}
+
+func (k dropKV) Create(ctx context.Context, key string, val []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	return k.q.writeOnDrop(ctx, k.KeyValue, key, val, func(ctx context.Context) (uint64, error) {
+		return k.KeyValue.Create(ctx, key, val, opts...)
+	})
+}
+
+// Put writes val again when a drop ended its write: a holder puts only
+// its own lease back, within the lease, where writing it twice is
+// writing it once (Renew).
+func (k dropKV) Put(ctx context.Context, key string, val []byte) (rev uint64, err error) {
+	err = k.q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		rev, err = k.KeyValue.Put(ctx, key, val)
+		return err
+	})
+	return rev, err
 }

@@ -590,7 +590,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				return lease(rev, sent, freed), nil
 			}
 		} else {
-			rev, err = q.kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
+			// Sent again when a drop ends it (dropKV): a take whose
+			// answer a restart lost found the key taken, its own.
+			rev, err = dropKV{KeyValue: q.kv, q: q}.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
@@ -988,13 +990,13 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // that took the expired key loses it).
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
-	rev, err := l.q.kv.Update(ctx, l.key, l.value(l.rev), l.rev)
+	rev, err := l.kv().Update(ctx, l.key, l.value(l.rev), l.rev)
 	if err == nil {
 		l.rev, l.written = rev, sent
 		return false, nil
 	}
 	within := l.within(ctx)
-	e, gerr := l.q.kv.Get(ctx, l.key)
+	e, gerr := l.kv().Get(ctx, l.key)
 	gone := errors.Is(gerr, jetstream.ErrKeyNotFound)
 	holder, trust := "", leaseSigned
 	if gerr == nil {
@@ -1019,7 +1021,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
 			"host", l.host, "instance", l.instance)
 		sent := time.Now()
-		rev, perr := l.q.kv.Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
@@ -1029,7 +1031,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		// The key expired or was deleted (a long pause): take it again if
 		// nobody else did meanwhile.
 		sent := time.Now()
-		rev, cerr := l.q.kv.Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+		rev, cerr := l.kv().Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
 		if cerr == nil {
 			l.rev, l.written = rev, sent
 			return true, nil
@@ -1049,7 +1051,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.q.logger().Error("the host lease was written by another NATS credential than this host's, while this worker held it: taken back",
 			"host", l.host, "instance", l.instance, "written_as", holder)
 		sent := time.Now()
-		rev, perr := l.q.kv.Put(ctx, l.key, l.value(max(l.rev, e.Revision())))
+		rev, perr := l.kv().Put(ctx, l.key, l.value(max(l.rev, e.Revision())))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the lease back: %w", perr)
 		}
@@ -1064,7 +1066,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		// later, took the host and interrupted the order it ran
 		// (TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence).
 		sent := time.Now()
-		rev, uerr := l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
+		rev, uerr := l.kv().Update(ctx, l.key, l.value(e.Revision()), e.Revision())
 		if uerr != nil {
 			return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", uerr)
 		}
@@ -1076,7 +1078,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, holder)
 	}
 	sent = time.Now()
-	rev, err = l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
+	rev, err = l.kv().Update(ctx, l.key, l.value(e.Revision()), e.Revision())
 	if err != nil {
 		return false, fmt.Errorf("renew lease: %w", err)
 	}
@@ -1098,7 +1100,7 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 	if l.k == nil {
 		return false, lost
 	}
-	e, err := l.q.kv.Get(ctx, l.key)
+	e, err := l.kv().Get(ctx, l.key)
 	if err != nil {
 		// Gone again (a delete stored meanwhile), or unread: in doubt,
 		// and the next renewal judges it again.
@@ -1111,7 +1113,7 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 	// Its own value (its own take, whose answer was lost), or one its
 	// host's key did not sign.
 	sent := time.Now()
-	rev, err := l.q.kv.Update(ctx, l.key, l.value(e.Revision()), e.Revision())
+	rev, err := l.kv().Update(ctx, l.key, l.value(e.Revision()), e.Revision())
 	if err != nil {
 		return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", err)
 	}
@@ -1148,6 +1150,10 @@ func sinceRev(own, rev uint64) uint64 {
 // value is what this lease writes to its key, written after revision
 // after of it (leaseValue).
 func (l *Lease) value(after uint64) []byte { return leaseValue(l.key, l.instance, after, l.k) }
+
+// kv is the hosts bucket as the holder reads and writes it: a request a
+// drop of the connection ended is sent again at once (dropKV).
+func (l *Lease) kv() dropKV { return dropKV{KeyValue: l.q.kv, q: l.q} }
 
 // lastRevision is the revision a take of a lease key, signed with k, is
 // written after: the hosts bucket's last sequence, at or past every
@@ -1251,7 +1257,7 @@ func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 		return err
 	}
 	if l.beat != 0 {
-		if rev, err := l.q.kv.Update(ctx, key, b, l.beat); err == nil {
+		if rev, err := l.kv().Update(ctx, key, b, l.beat); err == nil {
 			l.beat = rev
 			return nil
 		}
@@ -1285,7 +1291,7 @@ func (l *Lease) Beat(ctx context.Context, info HostInfo) error {
 // judgeAndBeat writes b as key's heartbeat over the entry it reads, if
 // that entry lets this lease write it (Beat).
 func (l *Lease) judgeAndBeat(ctx context.Context, key string, b []byte) (uint64, error) {
-	e, err := l.q.kv.Get(ctx, key)
+	e, err := l.kv().Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		// No entry to judge by (the tenure's first heartbeat, or this
@@ -1299,7 +1305,7 @@ func (l *Lease) judgeAndBeat(ctx context.Context, key string, b []byte) (uint64,
 		if holder != l.instance {
 			return 0, fmt.Errorf("heartbeat of host %s not written: %w (held by %q)", l.host, ErrNotHolder, holder)
 		}
-		return l.q.kv.Create(ctx, key, b)
+		return l.kv().Create(ctx, key, b)
 	case err != nil:
 		return 0, err
 	}
@@ -1307,7 +1313,7 @@ func (l *Lease) judgeAndBeat(ctx context.Context, key string, b []byte) (uint64,
 	if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.rev {
 		return 0, fmt.Errorf("heartbeat of host %s not written: %w: %s wrote it after this worker last renewed the lease", l.host, ErrNotHolder, h.Instance)
 	}
-	return l.q.kv.Update(ctx, key, b, e.Revision())
+	return l.kv().Update(ctx, key, b, e.Revision())
 }
 
 // Offline removes the heartbeat this lease last wrote, on a clean stop,

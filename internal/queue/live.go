@@ -230,15 +230,21 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 			f.lost = false
 			return LiveLost, nil
 		}
-		wctx, cancel := context.WithTimeout(ctx, 3*liveHeartbeat)
+		// The wait ends too when the connection drops: a NATS restart
+		// loses the consumer (in memory), and the feed, hearing nothing
+		// more, made it again only after its three heartbeats of
+		// silence, 15 s of an order's output held back from its
+		// followers after each restart (docs/decisions.md, hD22). Made
+		// again at the drop, the requests wait for the new connection.
+		wctx, ep, cancel := f.q.drops.bound(ctx, time.Now().Add(3*liveHeartbeat))
 		m, err := sub.NextMsgWithContext(wctx)
 		cancel()
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded):
-			lost, err := f.restart(ctx) // silent: the consumer was lost
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) && ep.cut():
+			lost, err := f.restart(ctx) // silent, or dropped: the consumer was lost
 			if err != nil {
 				return nil, err
 			}

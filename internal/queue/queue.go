@@ -275,8 +275,8 @@ func newQueue(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts O
 	if q.kv, err = q.ensure(ctx); err != nil {
 		return nil, err
 	}
-	// The API's queue, whose Publish sends the orders (a worker's Bind
-	// publishes none).
+	// Publish and the requests of RetryOnDrop are sent again when the
+	// connection drops under them (a worker's Bind does the same).
 	q.drops.watch(nc)
 	return q, nil
 }

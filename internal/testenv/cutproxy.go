@@ -19,6 +19,10 @@ type CutProxy struct {
 	conns    []net.Conn
 	toServer *bool  // nil: carry both ways; else which way is dropped
 	lost     []byte // what was dropped
+	// when, set, starts the drop of the way whenWay once the client
+	// writes a chunk holding it (DropWhen).
+	when    []byte
+	whenWay bool
 }
 
 // NewCutProxy starts a CutProxy to target (host:port), closed when the
@@ -68,6 +72,10 @@ func (p *CutProxy) carry(dst, src net.Conn, toServer bool) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
+			if toServer && p.when != nil && bytes.Contains(buf[:n], p.when) {
+				way := p.whenWay
+				p.toServer, p.lost, p.when = &way, nil, nil
+			}
 			drop := p.toServer != nil && *p.toServer == toServer
 			if drop {
 				p.lost = append(p.lost, buf[:n]...)
@@ -93,6 +101,16 @@ func (p *CutProxy) Drop(toServer bool) {
 	p.toServer, p.lost = &toServer, nil
 }
 
+// DropWhen is Drop once the client writes b: the request holding b is
+// lost (toServer), or what the server writes from then on, its answer
+// among it, and not the requests before it (a read before the write it
+// leads to).
+func (p *CutProxy) DropWhen(toServer bool, b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.toServer, p.lost, p.when, p.whenWay = nil, nil, bytes.Clone(b), toServer
+}
+
 // Dropped reports whether what was dropped holds b.
 func (p *CutProxy) Dropped(b []byte) bool {
 	p.mu.Lock()
@@ -105,7 +123,7 @@ func (p *CutProxy) Dropped(b []byte) bool {
 func (p *CutProxy) Cut() {
 	p.mu.Lock()
 	conns := p.conns
-	p.conns, p.toServer = nil, nil
+	p.conns, p.toServer, p.when = nil, nil, nil
 	p.mu.Unlock()
 	for _, c := range conns {
 		_ = c.Close()
