@@ -269,6 +269,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				if !send(lastSeq, "started", map[string]any{"order_id": id, "status": ev.Status}) {
 					return
 				}
+			case ev.Type == "unclaimed":
+				// Handed back before its command started (its worker
+				// stopped while the order waited for a file
+				// descriptor): queued again, as PostgreSQL holds it,
+				// until a worker starts it (another started).
+				if !send(lastSeq, "queued", map[string]any{"order_id": id, "host": o.Host, "status": order.StatusQueued,
+					"submitted_at": o.SubmittedAt, "handed_back": true}) {
+					return
+				}
 			case order.Status(ev.Status).Terminal():
 				finish(lastSeq)
 				return
