@@ -151,9 +151,57 @@ type LiveFeed struct {
 	lost  bool // LiveLost is still to be handed over (Live's resume)
 
 	mu      sync.Mutex
-	sub     *nats.Subscription
+	sub     *feedSub
 	name    string // the consumer's
 	stopped bool
+}
+
+// feedSub is a feed's subscription to its consumer's deliveries: an
+// asynchronous one whose handler hands each message over on in, one at a
+// time, in order. Not nats.go's SubscribeSync: that allocates its queue,
+// a channel of the connection's SubChanLen (65,536) messages, 512 KiB,
+// up front, per subscription: an API process with 1,100 SSE followers
+// held 550 MiB of them, empty (docs/decisions.md, hE22), where serve's
+// whole soft memory limit is 48 MiB. nats.go queues an asynchronous
+// subscription's messages in a list that grows with what is pending,
+// under the same pending limits, and bounded here by the consumer's flow
+// control, which Next answers only once it has read up to it.
+type feedSub struct {
+	sub *nats.Subscription
+	in  chan *nats.Msg
+	// quit is closed by unsubscribe: a handler waiting to hand a message
+	// over gives up (nats.go runs the handlers of a subscription on one
+	// goroutine, which would wait for ever). gone is closed once nats.go
+	// is done with the subscription: unsubscribed, or its connection
+	// closed, which Next must not wait three heartbeats to learn.
+	quit, gone chan struct{}
+	ending     sync.Once // of unsubscribe: Stop's and restart's may meet
+}
+
+// subscribeFeed makes a feedSub on inbox.
+func (q *Queue) subscribeFeed(inbox string) (*feedSub, error) {
+	fs := &feedSub{in: make(chan *nats.Msg), quit: make(chan struct{}), gone: make(chan struct{})}
+	sub, err := q.nc.Subscribe(inbox, func(m *nats.Msg) {
+		select {
+		case fs.in <- m:
+		case <-fs.quit:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	sub.SetClosedHandler(func(string) { once.Do(func() { close(fs.gone) }) })
+	fs.sub = sub
+	return fs, nil
+}
+
+// unsubscribe ends fs; any number of calls, from any goroutine.
+func (fs *feedSub) unsubscribe() {
+	fs.ending.Do(func() {
+		close(fs.quit)
+		_ = fs.sub.Unsubscribe()
+	})
 }
 
 // liveHeartbeat is how often a follower's consumer beats when it has
@@ -167,7 +215,7 @@ const liveTryTimeout = 5 * time.Second
 // start makes the feed's subscription and consumer, from after f.sseq.
 func (f *LiveFeed) start(ctx context.Context) error {
 	inbox := f.q.nc.NewInbox()
-	sub, err := f.q.nc.SubscribeSync(inbox)
+	sub, err := f.q.subscribeFeed(inbox)
 	if err != nil {
 		return err
 	}
@@ -188,7 +236,7 @@ func (f *LiveFeed) start(ctx context.Context) error {
 	}
 	c, err := f.q.js.CreatePushConsumer(ctx, LiveStream, cfg)
 	if err != nil {
-		_ = sub.Unsubscribe()
+		sub.unsubscribe()
 		return err
 	}
 	f.mu.Lock()
@@ -198,7 +246,7 @@ func (f *LiveFeed) start(ctx context.Context) error {
 	}
 	f.mu.Unlock()
 	if stopped {
-		_ = sub.Unsubscribe()
+		sub.unsubscribe()
 		f.deleteConsumer(c.CachedInfo().Name)
 		return ErrLiveStopped
 	}
@@ -230,14 +278,25 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 			f.lost = false
 			return LiveLost, nil
 		}
-		wctx, cancel := context.WithTimeout(ctx, 3*liveHeartbeat)
-		m, err := sub.NextMsgWithContext(wctx)
-		cancel()
+		var m *nats.Msg
+		silent := time.NewTimer(3 * liveHeartbeat)
+		select {
+		case m = <-sub.in:
+		case <-sub.gone:
+		case <-sub.quit:
+		case <-silent.C:
+		case <-ctx.Done():
+		}
+		silent.Stop()
 		switch {
-		case err == nil:
+		case m != nil:
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded):
+		case isClosed(sub.quit):
+			continue // Stop's: said at the top
+		case isClosed(sub.gone):
+			return nil, nats.ErrConnectionClosed
+		default:
 			lost, err := f.restart(ctx) // silent: the consumer was lost
 			if err != nil {
 				return nil, err
@@ -246,8 +305,6 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 				return LiveLost, nil
 			}
 			continue
-		default:
-			return nil, err // unsubscribed (Stop), connection closed
 		}
 		if strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			meta, err := m.Metadata()
@@ -301,7 +358,7 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	f.mu.Lock()
 	sub, name := f.sub, f.name
 	f.mu.Unlock()
-	_ = sub.Unsubscribe()
+	sub.unsubscribe()
 	f.deleteConsumer(name)
 	for {
 		tctx, cancel := context.WithTimeout(ctx, liveTryTimeout)
@@ -436,8 +493,18 @@ func (f *LiveFeed) Stop() {
 		return
 	}
 	f.stopped = true
-	_ = f.sub.Unsubscribe()
+	f.sub.unsubscribe()
 	f.deleteConsumer(f.name)
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (f *LiveFeed) deleteConsumer(name string) {
