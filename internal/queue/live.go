@@ -60,7 +60,38 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		// updated (ensure, Mend).
 		AllowRollup: false,
 		AllowMsgTTL: true,
+		// Each follower reads through a consumer of its own (Live), and
+		// nats-server caps a stream that sets no cap at 1,000 consumers
+		// (its default_max_consumers): the 1,001st SSE follower was
+		// refused (503) on a nats-server of an operator's own. As the
+		// orders stream (ordersMaxConsumers); putLiveStream keeps a
+		// stream's own where the server cannot change it.
+		MaxConsumers: ordersMaxConsumers,
 	}
+}
+
+// putLiveStream creates the live stream, or updates it to liveConfig,
+// with its cap on consumers lifted where nats-server allows: one before
+// 2.14 cannot change a stream's cap (the stream keeps its own; such a
+// server sets no default cap), and an account that caps consumers
+// refuses a stream with a higher cap (the stream then sets none, and the
+// account's cap holds), as ensureOrdersStream does for the orders stream.
+func (q *Queue) putLiveStream(ctx context.Context) (jetstream.Stream, error) {
+	cfg := liveConfig(q.opts.Replicas)
+	s, err := q.js.CreateOrUpdateStream(ctx, cfg)
+	switch {
+	case capUnchangeable(err):
+		old, serr := q.js.Stream(ctx, LiveStream)
+		if serr != nil {
+			return nil, err
+		}
+		cfg.MaxConsumers = old.CachedInfo().Config.MaxConsumers
+		s, err = q.js.CreateOrUpdateStream(ctx, cfg)
+	case apiErrorCode(err) == errCodeMaximumConsumers:
+		cfg.MaxConsumers = -1
+		s, err = q.js.CreateOrUpdateStream(ctx, cfg)
+	}
+	return s, err
 }
 
 // PublishOutput sends one chunk of the stdout or stderr of order id of
@@ -445,7 +476,7 @@ func (f *LiveFeed) renewed(ctx context.Context) (made time.Time, renewed bool, e
 func (q *Queue) liveStream(ctx context.Context) (jetstream.Stream, error) {
 	s, err := q.js.Stream(ctx, LiveStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && q.creator {
-		s, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas))
+		s, err = q.putLiveStream(ctx)
 	}
 	return s, err
 }
