@@ -150,10 +150,20 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after,
 		made: st.CachedInfo().Created, lost: lost}
 	if err := f.start(ctx); err != nil {
+		if apiErrorCode(err) == errCodeMaximumConsumers {
+			err = fmt.Errorf("%w: %w", ErrLiveFull, err)
+		}
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
 	}
 	return f, nil
 }
+
+// ErrLiveFull is in Live's error when the live stream refused the
+// follower's consumer for a cap on consumers: an account's
+// max_consumers, or nats-server's default of 1,000 on a stream that
+// could not take its own cap (putLiveStream). Others' followers ending
+// make room.
+var ErrLiveFull = errors.New("the live stream is at its cap on consumers (one per follower)")
 
 // LiveFeed is a reading of an order's live messages (Live). Next is
 // called from one goroutine; Stop from any.
