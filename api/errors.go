@@ -151,9 +151,11 @@ func (s *Server) writeErrorOf(w http.ResponseWriter, r *http.Request, err error,
 	if status >= 400 && status < 500 && status != http.StatusNotFound && !gone {
 		s.audit(r, status, e, redacted)
 	}
-	if secs, ok := e.Details["retry_after_seconds"].(int64); ok && status == http.StatusTooManyRequests {
+	if secs, ok := e.Details["retry_after_seconds"].(int64); ok && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
 		// Every 429 says when to come back, in the header clients
-		// (orderly's own) wait for: rate limits and action limits alike.
+		// (orderly's own) wait for: rate limits and action limits alike;
+		// so does a 503 that knows (a follower past the live stream's
+		// cap on consumers).
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {

@@ -50,6 +50,23 @@ func (s *Server) mayStillRead(r *http.Request, o *order.Order) bool {
 	return err == nil && p.Name == principalOf(r).Name && (seesAll(p) || o.Principal == p.Name)
 }
 
+// liveFullRetry is the Retry-After of a follower refused because the
+// live stream is at its cap on consumers: followers of running orders
+// come and go by the second.
+const liveFullRetry = 5
+
+// liveUnavailable is the answer to a follow whose live feed could not
+// start (err, queue.Live's): a 503, which says when to come back when
+// the live stream's cap on consumers refused it (queue.ErrLiveFull).
+func liveUnavailable(err error) *order.Error {
+	if errors.Is(err, queue.ErrLiveFull) {
+		return &order.Error{Code: order.CodeUnavailable,
+			Message: "live events unavailable: too many followers, the message bus's cap on the live stream's consumers (one per follower) is reached; try again later",
+			Details: map[string]any{"reason": "live_followers_cap", "retry_after_seconds": int64(liveFullRetry)}, Err: err}
+	}
+	return &order.Error{Code: order.CodeUnavailable, Message: "live events unavailable", Err: err}
+}
+
 // setEventStreamHeaders sets an event stream's headers. no-store, as
 // every answer of the API (apiHeaders): a stream carries the order's
 // output, and a finished order's ends, whole, where a browser's fetch
@@ -140,7 +157,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	cons, err := s.Queue.Live(ctx, o.Host, id, after)
 	if err != nil {
-		s.writeError(w, r, &order.Error{Code: order.CodeUnavailable, Message: "live events unavailable", Err: err})
+		s.writeError(w, r, liveUnavailable(err))
 		return
 	}
 	// SSE outlives any write timeout; it ends with the order, the client or
@@ -267,6 +284,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case ev.Type == "started":
 				if !send(lastSeq, "started", map[string]any{"order_id": id, "status": ev.Status}) {
+					return
+				}
+			case ev.Type == "unclaimed":
+				// Handed back before its command started (its worker
+				// stopped while the order waited for a file
+				// descriptor): queued again, as PostgreSQL holds it,
+				// until a worker starts it (another started).
+				if !send(lastSeq, "queued", map[string]any{"order_id": id, "host": o.Host, "status": order.StatusQueued,
+					"submitted_at": o.SubmittedAt, "handed_back": true}) {
 					return
 				}
 			case order.Status(ev.Status).Terminal():

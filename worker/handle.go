@@ -169,7 +169,8 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// not started, and the worker is stopping: hand it back to
 			// the queue rather than leave it running for a successor to
 			// find and interrupt. Its message stays unacked.
-			return nil, w.unclaim(ctx, msg, o, "the worker is stopping")
+			_, err := w.unclaim(ctx, msg, o, "the worker is stopping")
+			return nil, err
 		}
 		if err := w.hold.wait(ctx, "start", o.ID); err != nil {
 			// Claimed while the lease was held, lost before the start:
@@ -178,7 +179,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			if !errors.Is(err, errNotHeld) {
 				why = "the worker is stopping"
 			}
-			if uerr := w.unclaim(ctx, msg, o, why); uerr != nil {
+			if _, uerr := w.unclaim(ctx, msg, o, why); uerr != nil {
 				return nil, uerr
 			}
 			return nil, err
@@ -199,7 +200,18 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			// queue for the host's next tenure, in its place, as a
 			// claimed order not yet started does. Unclaim refuses an
 			// attempt with a recorded process.
-			return nil, w.unclaim(ctx, msg, o, "the worker stopped before it could start")
+			handed, err := w.unclaim(ctx, msg, o, "the worker stopped before it could start")
+			if handed {
+				// Its started event is out: a follower (SSE, the run
+				// page, the CLI) held the order running, and one that
+				// came later read it so from the live stream, until
+				// the host's next tenure ran it. This takes it back
+				// where they read it; kept as long as the started
+				// event it follows.
+				w.publishEvent(queue.Event{OrderID: o.ID, Type: "unclaimed", Status: string(order.StatusQueued), Host: o.Host,
+					TTL: startedTTL(o)})
+			}
+			return nil, err
 		}
 		if err := w.failPoint("after_exec", o); err != nil {
 			return nil, err
@@ -291,18 +303,18 @@ func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.
 
 // unclaim puts an order this worker claimed and never started back in the
 // queue, guarded by the attempt; on failure the successor interrupts it.
-// why says what stopped it.
-func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order, why string) error {
+// why says what stopped it. handed reports that the order is queued
+// again by this call.
+func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order, why string) (handed bool, err error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	var handed bool
-	err := w.retry(wctx, msg, "hand a claimed order back", func(ctx context.Context) error {
+	err = w.retry(wctx, msg, "hand a claimed order back", func(ctx context.Context) error {
 		var err error
 		handed, err = w.store.Unclaim(ctx, o.ID, o.Attempt, w.opts.Instance)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("hand order %s back: %w", o.ID, err)
+		return false, fmt.Errorf("hand order %s back: %w", o.ID, err)
 	}
 	if !handed {
 		// Not this worker's claimed attempt any more: a successor that
@@ -311,10 +323,10 @@ func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		// back" named an order that was not.
 		w.logger.Info("order not handed back: "+why+"; its attempt was settled by another", "order_id", o.ID,
 			"principal", o.Principal, "attempt", o.Attempt)
-		return nil
+		return false, nil
 	}
 	w.logger.Info("order handed back unstarted: "+why, "order_id", o.ID, "principal", o.Principal)
-	return nil
+	return true, nil
 }
 
 // ready returns the next message if one is already waiting, without

@@ -41,8 +41,8 @@ func TestUnclaimSaysWhenItHandedNothingBack(t *testing.T) {
 	}
 	logs := &testenv.LogBuffer{}
 	w := &Worker{opts: Options{Host: host, Instance: instance}, store: store, logger: slog.New(slog.NewJSONHandler(logs, nil))}
-	if err := w.unclaim(ctx, nil, claimed, "the worker stopped before it could start"); err != nil {
-		t.Fatalf("unclaim: %v", err)
+	if handed, err := w.unclaim(ctx, nil, claimed, "the worker stopped before it could start"); err != nil || handed {
+		t.Fatalf("unclaim: handed %v, %v; want nothing handed back", handed, err)
 	}
 	if got, err := store.GetOrder(ctx, o.ID); err != nil || got.Status != order.StatusInterrupted {
 		t.Fatalf("the order after unclaim: %+v %v, want interrupted, as the successor left it", got, err)

@@ -53,3 +53,27 @@ func TestOrdersStreamOnAServerThatKeepsItsCap(t *testing.T) {
 		t.Fatalf("no line names nats-server's setting; the log:\n%s", &logs)
 	}
 }
+
+// TestLiveStreamOnAServerThatKeepsItsCap: the live stream an older
+// orderly made has no cap of its own, and nats-server before 2.14 cannot
+// give it one; the API starts all the same and the stream keeps its own.
+func TestLiveStreamOnAServerThatKeepsItsCap(t *testing.T) {
+	nc, js := embeddedJetStream(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	old := liveConfig(1)
+	old.MaxConsumers = 0
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newQueue(ctx, nc, beforeCapUpdates{js}, Options{}); err != nil {
+		t.Fatalf("API start on a server that cannot change the live stream's cap: %v", err)
+	}
+	st, err := js.Stream(ctx, LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxConsumers; got != -1 {
+		t.Fatalf("live stream's max consumers %d, want the stream's own (-1)", got)
+	}
+}

@@ -39,7 +39,7 @@ func orderSubject(prefix, host string, id uuid.UUID) string {
 // It is a notification: readers fetch the order itself from PostgreSQL.
 type Event struct {
 	OrderID uuid.UUID `json:"order_id"`
-	Type    string    `json:"type"` // started, finished, interrupted
+	Type    string    `json:"type"` // started, unclaimed (handed back unstarted: queued again), finished
 	Status  string    `json:"status"`
 	Host    string    `json:"host"`
 	// Alone, on a finished event, says that the live stream holds

@@ -60,7 +60,38 @@ func liveConfig(replicas int) jetstream.StreamConfig {
 		// updated (ensure, Mend).
 		AllowRollup: false,
 		AllowMsgTTL: true,
+		// Each follower reads through a consumer of its own (Live), and
+		// nats-server caps a stream that sets no cap at 1,000 consumers
+		// (its default_max_consumers): the 1,001st SSE follower was
+		// refused (503) on a nats-server of an operator's own. As the
+		// orders stream (ordersMaxConsumers); putLiveStream keeps a
+		// stream's own where the server cannot change it.
+		MaxConsumers: ordersMaxConsumers,
 	}
+}
+
+// putLiveStream creates the live stream, or updates it to liveConfig,
+// with its cap on consumers lifted where nats-server allows: one before
+// 2.14 cannot change a stream's cap (the stream keeps its own; such a
+// server sets no default cap), and an account that caps consumers
+// refuses a stream with a higher cap (the stream then sets none, and the
+// account's cap holds), as ensureOrdersStream does for the orders stream.
+func (q *Queue) putLiveStream(ctx context.Context) (jetstream.Stream, error) {
+	cfg := liveConfig(q.opts.Replicas)
+	s, err := q.js.CreateOrUpdateStream(ctx, cfg)
+	switch {
+	case capUnchangeable(err):
+		old, serr := q.js.Stream(ctx, LiveStream)
+		if serr != nil {
+			return nil, err
+		}
+		cfg.MaxConsumers = old.CachedInfo().Config.MaxConsumers
+		s, err = q.js.CreateOrUpdateStream(ctx, cfg)
+	case apiErrorCode(err) == errCodeMaximumConsumers:
+		cfg.MaxConsumers = -1
+		s, err = q.js.CreateOrUpdateStream(ctx, cfg)
+	}
+	return s, err
 }
 
 // PublishOutput sends one chunk of the stdout or stderr of order id of
@@ -119,10 +150,20 @@ func (q *Queue) Live(ctx context.Context, host string, id uuid.UUID, after uint6
 	f := &LiveFeed{q: q, filter: []string{OutputSubjectOf(host, id), EventSubjectOf(host, id)}, sseq: after,
 		made: st.CachedInfo().Created, lost: lost}
 	if err := f.start(ctx); err != nil {
+		if apiErrorCode(err) == errCodeMaximumConsumers {
+			err = fmt.Errorf("%w: %w", ErrLiveFull, err)
+		}
 		return nil, fmt.Errorf("follow order %s: %w", id, err)
 	}
 	return f, nil
 }
+
+// ErrLiveFull is in Live's error when the live stream refused the
+// follower's consumer for a cap on consumers: an account's
+// max_consumers, or nats-server's default of 1,000 on a stream that
+// could not take its own cap (putLiveStream). Others' followers ending
+// make room.
+var ErrLiveFull = errors.New("the live stream is at its cap on consumers (one per follower)")
 
 // LiveFeed is a reading of an order's live messages (Live). Next is
 // called from one goroutine; Stop from any.
@@ -151,9 +192,57 @@ type LiveFeed struct {
 	lost  bool // LiveLost is still to be handed over (Live's resume)
 
 	mu      sync.Mutex
-	sub     *nats.Subscription
+	sub     *feedSub
 	name    string // the consumer's
 	stopped bool
+}
+
+// feedSub is a feed's subscription to its consumer's deliveries: an
+// asynchronous one whose handler hands each message over on in, one at a
+// time, in order. Not nats.go's SubscribeSync: that allocates its queue,
+// a channel of the connection's SubChanLen (65,536) messages, 512 KiB,
+// up front, per subscription: an API process with 1,100 SSE followers
+// held 550 MiB of them, empty (docs/decisions.md, hE22), where serve's
+// whole soft memory limit is 48 MiB. nats.go queues an asynchronous
+// subscription's messages in a list that grows with what is pending,
+// under the same pending limits, and bounded here by the consumer's flow
+// control, which Next answers only once it has read up to it.
+type feedSub struct {
+	sub *nats.Subscription
+	in  chan *nats.Msg
+	// quit is closed by unsubscribe: a handler waiting to hand a message
+	// over gives up (nats.go runs the handlers of a subscription on one
+	// goroutine, which would wait for ever). gone is closed once nats.go
+	// is done with the subscription: unsubscribed, or its connection
+	// closed, which Next must not wait three heartbeats to learn.
+	quit, gone chan struct{}
+	ending     sync.Once // of unsubscribe: Stop's and restart's may meet
+}
+
+// subscribeFeed makes a feedSub on inbox.
+func (q *Queue) subscribeFeed(inbox string) (*feedSub, error) {
+	fs := &feedSub{in: make(chan *nats.Msg), quit: make(chan struct{}), gone: make(chan struct{})}
+	sub, err := q.nc.Subscribe(inbox, func(m *nats.Msg) {
+		select {
+		case fs.in <- m:
+		case <-fs.quit:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	sub.SetClosedHandler(func(string) { once.Do(func() { close(fs.gone) }) })
+	fs.sub = sub
+	return fs, nil
+}
+
+// unsubscribe ends fs; any number of calls, from any goroutine.
+func (fs *feedSub) unsubscribe() {
+	fs.ending.Do(func() {
+		close(fs.quit)
+		_ = fs.sub.Unsubscribe()
+	})
 }
 
 // liveHeartbeat is how often a follower's consumer beats when it has
@@ -167,7 +256,7 @@ const liveTryTimeout = 5 * time.Second
 // start makes the feed's subscription and consumer, from after f.sseq.
 func (f *LiveFeed) start(ctx context.Context) error {
 	inbox := f.q.nc.NewInbox()
-	sub, err := f.q.nc.SubscribeSync(inbox)
+	sub, err := f.q.subscribeFeed(inbox)
 	if err != nil {
 		return err
 	}
@@ -188,7 +277,7 @@ func (f *LiveFeed) start(ctx context.Context) error {
 	}
 	c, err := f.q.js.CreatePushConsumer(ctx, LiveStream, cfg)
 	if err != nil {
-		_ = sub.Unsubscribe()
+		sub.unsubscribe()
 		return err
 	}
 	f.mu.Lock()
@@ -198,7 +287,7 @@ func (f *LiveFeed) start(ctx context.Context) error {
 	}
 	f.mu.Unlock()
 	if stopped {
-		_ = sub.Unsubscribe()
+		sub.unsubscribe()
 		f.deleteConsumer(c.CachedInfo().Name)
 		return ErrLiveStopped
 	}
@@ -236,14 +325,32 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 		// silence, 15 s of an order's output held back from its
 		// followers after each restart (docs/decisions.md, hD22). Made
 		// again at the drop, the requests wait for the new connection.
-		wctx, ep, cancel := f.q.drops.bound(ctx, time.Now().Add(3*liveHeartbeat))
-		m, err := sub.NextMsgWithContext(wctx)
-		cancel()
+		var dropped <-chan struct{}
+		if ep := f.q.drops.cur.Load(); ep != nil {
+			dropped = ep.ctx.Done()
+		}
+		var m *nats.Msg
+		cut := false
+		silent := time.NewTimer(3 * liveHeartbeat)
+		select {
+		case m = <-sub.in:
+		case <-sub.gone:
+		case <-sub.quit:
+		case <-silent.C:
+		case <-dropped:
+			cut = true
+		case <-ctx.Done():
+		}
+		silent.Stop()
 		switch {
-		case err == nil:
+		case m != nil:
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) && ep.cut():
+		case isClosed(sub.quit):
+			continue // Stop's: said at the top
+		case isClosed(sub.gone) && !cut:
+			return nil, nats.ErrConnectionClosed
+		default:
 			lost, err := f.restart(ctx) // silent, or dropped: the consumer was lost
 			if err != nil {
 				return nil, err
@@ -252,8 +359,6 @@ func (f *LiveFeed) Next(ctx context.Context) (*nats.Msg, error) {
 				return LiveLost, nil
 			}
 			continue
-		default:
-			return nil, err // unsubscribed (Stop), connection closed
 		}
 		if strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			meta, err := m.Metadata()
@@ -307,7 +412,7 @@ func (f *LiveFeed) restart(ctx context.Context) (lost bool, err error) {
 	f.mu.Lock()
 	sub, name := f.sub, f.name
 	f.mu.Unlock()
-	_ = sub.Unsubscribe()
+	sub.unsubscribe()
 	f.deleteConsumer(name)
 	for {
 		tctx, cancel := context.WithTimeout(ctx, liveTryTimeout)
@@ -394,7 +499,7 @@ func (f *LiveFeed) renewed(ctx context.Context) (made time.Time, renewed bool, e
 func (q *Queue) liveStream(ctx context.Context) (jetstream.Stream, error) {
 	s, err := q.js.Stream(ctx, LiveStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && q.creator {
-		s, err = q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas))
+		s, err = q.putLiveStream(ctx)
 	}
 	return s, err
 }
@@ -442,8 +547,18 @@ func (f *LiveFeed) Stop() {
 		return
 	}
 	f.stopped = true
-	_ = f.sub.Unsubscribe()
+	f.sub.unsubscribe()
 	f.deleteConsumer(f.name)
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (f *LiveFeed) deleteConsumer(name string) {

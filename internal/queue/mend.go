@@ -105,7 +105,7 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 			return 0, nil
 		}
 		changed = map[string][]string{LiveStream: live}
-		if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err != nil {
+		if _, err := q.putLiveStream(ctx); err != nil {
 			return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
 		}
 	} else {
@@ -117,7 +117,7 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 	case len(changed) == 0 && slices.Equal(gone, []string{LiveStream}):
 		// The live stream alone, as a NATS restart loses it: the
 		// request that made it before Mend looked at the others.
-		if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(q.opts.Replicas)); err != nil {
+		if _, err := q.putLiveStream(ctx); err != nil {
 			return 0, fmt.Errorf("stream %s: %w", LiveStream, replicasError(err, q.opts.Replicas))
 		}
 	case len(gone) > 0 || len(changed) > 0:

@@ -328,7 +328,7 @@ func (q *Queue) ensure(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", SubmitStream, replicasError(err, opts.Replicas))
 	}
-	if _, err := q.js.CreateOrUpdateStream(ctx, liveConfig(opts.Replicas)); err != nil {
+	if _, err := q.putLiveStream(ctx); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", LiveStream, replicasError(err, opts.Replicas))
 	}
 	kv, err := q.ensureBucket(ctx, q.hostsStream(ctx))
