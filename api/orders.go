@@ -211,7 +211,7 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 	const poll = time.Second
 	start := time.Now()
 	deadline, checked := start.Add(wait), start
-	started := false // LeftQueue told
+	told := false // the intake, that the order left queued (LeftQueue)
 	timer := waitTimers.Get().(*time.Timer)
 	timer.Reset(min(wait, poll))
 	defer func() {
@@ -239,11 +239,11 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		}
 		left := deadline.Sub(now)
 		o, err := read(ctx, id)
-		if err == nil && o.Status != order.StatusQueued && !started {
+		if err == nil && o.Status != order.StatusQueued && !told {
 			// Claimed (or ended while queued): its publish mark needs no
 			// DELETE from this process's next batch.
 			s.Intake.LeftQueue(id)
-			started = true
+			told = true
 		}
 		switch {
 		case err != nil && (left <= 0 || ctx.Err() != nil):
