@@ -122,6 +122,9 @@ type envOptions struct {
 	// intakeStore, when set, is what the intake records through, given
 	// the real store (to hold a call up).
 	intakeStore func(intake.Store) intake.Store
+	// markEvery, when set, is how long the intake's publish marks wait
+	// for others to share their DELETE (intake.Options.MarkEvery).
+	markEvery time.Duration
 	// natsURL, when set, is a nats-server of the test's own (one it
 	// restarts), instead of a fresh one.
 	natsURL string
@@ -207,7 +210,7 @@ func newAPIEnv(t *testing.T, opts envOptions) *apiEnv {
 	}
 	in := intake.New(istore, pub, func() intake.Authorizer { return pol },
 		intake.Options{Actions: func() intake.ActionAuthorizer { return acts }, LostAfter: opts.lost, LostEvery: opts.lost,
-			LiveSweepEvery: liveSweepOff}, logger)
+			LiveSweepEvery: liveSweepOff, MarkEvery: opts.markEvery}, logger)
 	var store api.Store = e.store
 	if opts.store != nil {
 		store = opts.store(e.store)

@@ -87,6 +87,7 @@ type Options struct {
 	DropEvery      time.Duration        // how often DropEnded runs
 	PurgeEvery     time.Duration        // how often acknowledged orders leave a limits orders stream (queue.PurgeAcked)
 	LiveSweepEvery time.Duration        // how often FreeLiveLeftovers runs (0: LiveSweepEvery), first after a sixth of it
+	MarkEvery      time.Duration        // how long a publish mark waits for others to share its DELETE (0: 50 ms)
 	Retention      func() time.Duration // finished orders older than this are deleted; 0 keeps all
 	// Screen, when set, refuses up front what the workers would refuse
 	// (env names, forbidden characters), from the API's own config.
@@ -156,6 +157,7 @@ func New(store Store, pub Publisher, policy func() Authorizer, opts Options, log
 		opts.Limits = order.DefaultLimits
 	}
 	return &Service{store: store, pub: pub, policy: policy, opts: opts, logger: logger,
+		published:   marks{every: opts.MarkEvery},
 		maintenance: maintenanceCache{first: make(chan struct{}, 1)}}
 }
 

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ type marks struct {
 	ids   []uuid.UUID
 	timer *time.Timer // while Run runs; nil before and after
 	flush func([]uuid.UUID)
+	every time.Duration // 0: markEvery
 
 	flushing sync.Mutex // one DELETE at a time, in the order the marks came
 }
@@ -44,10 +46,38 @@ func (m *marks) add(id uuid.UUID) {
 	}
 	switch len(m.ids) {
 	case 1:
-		m.timer.Reset(markEvery)
+		m.timer.Reset(m.wait())
 	case markBatch:
 		m.timer.Reset(0)
 	}
+}
+
+// wait is how long a first mark waits for others (every, or markEvery).
+func (m *marks) wait() time.Duration {
+	if m.every > 0 {
+		return m.every
+	}
+	return markEvery
+}
+
+// drop forgets id when it is held, newest first (the order a waiter read
+// as started was published moments ago), and reports whether it was:
+// its mark needs no DELETE (Service.LeftQueue). With none left held, the
+// timer is stopped: a batch it would fire is empty.
+func (m *marks) drop(id uuid.UUID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := len(m.ids) - 1; i >= 0; i-- {
+		if m.ids[i] != id {
+			continue
+		}
+		m.ids = slices.Delete(m.ids, i, i+1)
+		if len(m.ids) == 0 && m.timer != nil {
+			m.timer.Stop()
+		}
+		return true
+	}
+	return false
 }
 
 // take removes up to n held marks, the oldest first.
@@ -76,7 +106,7 @@ func (m *marks) fire() {
 		if len(m.ids) >= markBatch {
 			m.timer.Reset(0)
 		} else {
-			m.timer.Reset(markEvery)
+			m.timer.Reset(m.wait())
 		}
 	}
 	m.mu.Unlock()
@@ -86,7 +116,7 @@ func (m *marks) fire() {
 func (m *marks) run(ctx context.Context, flush func([]uuid.UUID)) {
 	m.mu.Lock()
 	m.flush = flush
-	m.timer = time.AfterFunc(markEvery, m.fire)
+	m.timer = time.AfterFunc(m.wait(), m.fire)
 	if len(m.ids) == 0 {
 		m.timer.Stop()
 	}
@@ -100,5 +130,27 @@ func (m *marks) run(ctx context.Context, flush func([]uuid.UUID)) {
 	defer m.flushing.Unlock()
 	if batch := m.take(markBacklog); len(batch) > 0 {
 		flush(batch)
+	}
+}
+
+// LeftQueue tells the Service that order id was read from PostgreSQL as
+// no longer queued. Its publish mark is gone or going without the DELETE
+// the Service holds it for: a claim deletes the mark of the order it takes
+// in its own transaction (migration 00020), and ForgetStarted deletes the
+// mark of an order that ended while queued. On the synchronous path the
+// worker claims an order within milliseconds of its publish and the
+// waiter reads it finished before the batch is due, so that DELETE
+// deleted nothing: a statement PostgreSQL planned at each call, a round
+// trip and a commit, most of a batch's cost for nothing. Dropped, the mark
+// still counts as cleared, as the DELETE's did: the restore guard raises
+// the publish generation, so that a backup taken before the claim is
+// found behind (restore.go). An id this Service does not hold (another
+// replica published it, or its batch is under way) changes nothing.
+func (s *Service) LeftQueue(id uuid.UUID) {
+	if s == nil {
+		return
+	}
+	if s.published.drop(id) {
+		s.cleared()
 	}
 }

@@ -88,3 +88,66 @@ func TestMarksAreClearedInBatches(t *testing.T) {
 		t.Fatalf("a mark was cleared after Run returned")
 	}
 }
+
+// TestLeftQueueDropsTheMarkAndCountsItCleared: an order read as past
+// queued leaves the batch (no DELETE names it; a batch left empty sends
+// none) and counts as cleared for the restore guard, as the DELETE did;
+// an id the Service does not hold changes neither.
+func TestLeftQueueDropsTheMarkAndCountsItCleared(t *testing.T) {
+	s := &Service{}
+	var mu sync.Mutex
+	var batches [][]uuid.UUID
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.published.run(ctx, func(b []uuid.UUID) {
+			mu.Lock()
+			batches = append(batches, b)
+			mu.Unlock()
+		})
+	}()
+	defer func() { cancel(); <-done }()
+
+	claimed, other := uuid.New(), uuid.New()
+	s.published.add(claimed)
+	s.published.add(other)
+	s.LeftQueue(uuid.New())
+	if s.restore.dirty.Load() {
+		t.Fatal("an id the Service does not hold counted as cleared")
+	}
+	s.LeftQueue(claimed)
+	if !s.restore.dirty.Load() {
+		t.Fatal("a dropped mark did not count as cleared")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(batches)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batch with the other order's mark was never sent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	got := batches[0]
+	mu.Unlock()
+	if len(got) != 1 || got[0] != other {
+		t.Fatalf("the batch is %v, want only the order nobody read as started (%s)", got, other)
+	}
+
+	s.restore.dirty.Store(false)
+	s.published.add(claimed)
+	s.LeftQueue(claimed)
+	time.Sleep(3 * markEvery)
+	mu.Lock()
+	n := len(batches)
+	mu.Unlock()
+	if n != 1 || !s.restore.dirty.Load() {
+		t.Fatalf("%d batches sent after a batch's only mark was dropped (want still 1), cleared %v", n, s.restore.dirty.Load())
+	}
+}

@@ -58,7 +58,7 @@ type orderScanTargets struct {
 	stdoutBytes, stderrBytes         pgtype.Int8
 	stdoutTrunc, stderrTrunc         pgtype.Bool
 	stdoutSum, stderrSum             []byte
-	processes                        map[string]any
+	processes                        []byte // processesOf
 	runbook, runbookSum              pgtype.Text
 	script                           []byte
 	action                           pgtype.Text
@@ -193,7 +193,10 @@ func scanOrder(row pgx.Row, extra ...any) (*order.Order, error) {
 	if o.Script, err = scriptOf(textOf(&v.runbook), textOf(&v.runbookSum), v.script); err != nil {
 		return nil, fmt.Errorf("decode script of order %s: %w", o.ID, err)
 	}
-	o.Processes = v.processes
+	if o.Processes, err = processesOf(v.processes); err != nil {
+		return nil, fmt.Errorf("decode processes of order %s: %w", o.ID, err)
+	}
+	v.processes = nil // read: not kept with the order
 	o.Kind, o.Status = order.Kind(v.kind), order.Status(v.status)
 	o.Env = v.env
 	o.StdoutEncode, o.StderrEncode = order.Encoding(v.stdoutEnc), order.Encoding(v.stderrEnc)

@@ -1,0 +1,86 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderly-run/orderly/internal/intake"
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// markCounter is the intake's store with the batches of MarkPublished
+// (the DELETEs of publish marks) recorded once each has returned.
+type markCounter struct {
+	intake.Store
+	mu      sync.Mutex
+	batches [][]uuid.UUID
+}
+
+func (c *markCounter) MarkPublished(ctx context.Context, ids []uuid.UUID) error {
+	err := c.Store.MarkPublished(ctx, ids)
+	c.mu.Lock()
+	c.batches = append(c.batches, slices.Clone(ids))
+	c.mu.Unlock()
+	return err
+}
+
+func (c *markCounter) sent() [][]uuid.UUID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.batches)
+}
+
+// TestWaitedOrdersNeedNoPublishMarkDelete: an order whose wait read it
+// claimed leaves the intake's batched DELETE of publish marks (its claim
+// deleted the mark), so a run of synchronous orders sends no DELETE for
+// them at all; an order nobody claimed is still in the batch, and every
+// mark is gone from PostgreSQL. The batch waits 3 s here (50 ms in
+// production), so that every wait below ends before it is due.
+func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
+	counter := &markCounter{}
+	e := newAPIEnv(t, envOptions{hosts: []string{"marks-1"}, markEvery: 3 * time.Second,
+		intakeStore: func(s intake.Store) intake.Store { counter.Store = s; return counter }})
+	ctx := testenv.Context(t)
+
+	var waited []uuid.UUID
+	for range 5 {
+		o := e.submit("alice", map[string]any{"host": "marks-1", "command": "true"}, "?wait=20", http.StatusOK)
+		if o.Status != order.StatusSucceeded {
+			t.Fatalf("order %s is %s", o.ID, o.Status)
+		}
+		waited = append(waited, o.ID)
+	}
+	// No worker serves marks-none: its order stays queued, and its mark
+	// goes with the batch.
+	queued := e.submit("alice", map[string]any{"host": "marks-none", "command": "true"}, "", http.StatusAccepted)
+	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
+		for _, b := range counter.sent() {
+			if slices.Contains(b, queued.ID) {
+				return true
+			}
+		}
+		return false
+	})
+	for i, b := range counter.sent() {
+		for _, id := range waited {
+			if slices.Contains(b, id) {
+				t.Errorf("DELETE %d of publish marks names order %s, whose wait read it finished: %d ids in it", i, id, len(b))
+			}
+		}
+	}
+	var left int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM unpublished WHERE id = ANY($1)`,
+		append(slices.Clone(waited), queued.ID)).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d publish marks left of %d orders, want none", left, len(waited)+1)
+	}
+}
