@@ -126,6 +126,9 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 	var (
 		struck time.Time // the first strike's
 		floor  uint64    // the ack floor the first strike saw
+		// unprompted: the watch left its park for a recheck, not for
+		// trouble; the rewind's line says so.
+		unprompted bool
 	)
 	for {
 		switch {
@@ -147,9 +150,12 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 					reconnected = nil // closed: no more news
 				}
 				s.suspect.Store(true)
+				unprompted = false
 			case <-s.wake:
+				unprompted = false
 			case <-recheck:
 				s.suspect.Store(true)
+				unprompted = true
 			}
 			again.Stop()
 			t.Reset(s.every)
@@ -172,6 +178,7 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 					reconnected = nil
 				}
 				s.suspect.Store(true)
+				unprompted = false
 			}
 		}
 		s.ticks.Add(1)
@@ -216,7 +223,8 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 			struck, floor = time.Now(), info.AckFloor.Stream
 		}
 		if strikes++; strikes >= 2 && time.Since(struck) >= s.every/2 {
-			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending)
+			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending,
+				"unprompted", unprompted)
 			stop(errRewind)
 			return
 		}
