@@ -2,14 +2,17 @@ package worker_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -90,9 +93,110 @@ func TestForeignPullOnAClusterDoesNotStallAnIdleHost(t *testing.T) {
 	t.Logf("the order ran %s after it was submitted", time.Since(submitted).Round(10*time.Millisecond))
 }
 
+// TestDeadPullOnAClusterDoesNotStallAnIdleHost is
+// TestForeignPullOnAClusterDoesNotStallAnIdleHost with orderly's
+// accounts and the pull request dead, as the thawed ones are: a
+// connection in the host's worker account, on a server that does not
+// lead the consumer, pulls and goes away. Through the account's service
+// import the leader keeps its pull request (decisions.md, hM20, hB22),
+// which takes the next order for nobody.
+func TestDeadPullOnAClusterDoesNotStallAnIdleHost(t *testing.T) {
+	const host = "dead"
+	creds, err := natsembed.EnsureClusterCredentials(filepath.Join(t.TempDir(), "creds"), []string{host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls := natsClusterConf(t, 3, creds.AccountsConfig())
+	connect := func(url, name, seed, inbox string) *nats.Conn {
+		nk, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := queue.Connect(url, name, nk, nats.CustomInboxPrefix(inbox))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	qopts := queue.Options{AckWait: slowAckWait, LeaseTTL: 2 * time.Second, Replicas: 3}
+	q, err := queue.New(t.Context(), connect(urls[0], "api", creds.API, queue.APIInbox), qopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, store: store, q: q}
+	cons, err := q.HostConsumer(t.Context(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead pull's server: one that does not lead the consumer.
+	off := urls[0]
+	if info.Cluster != nil && info.Cluster.Leader == "n1" {
+		off = urls[1]
+	}
+	wq, err := queue.Bind(t.Context(), connect(urls[2], "worker", creds.Workers[host], queue.WorkerInbox(host)), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second}, store, wq, testenv.Logger(t))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+
+	// The pull request, from a connection of the worker's account that
+	// is gone once the consumer counts it waiting.
+	if info, err = cons.Info(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waiting := info.NumWaiting
+	gone := connect(off, "gone", creds.Workers[host], queue.WorkerInbox(host))
+	inbox := gone.NewInbox()
+	if _, err := gone.SubscribeSync(inbox); err != nil {
+		t.Fatal(err)
+	}
+	next := "$JS.API.CONSUMER.MSG.NEXT." + queue.OrdersStream + "." + queue.ConsumerName(host)
+	if err := gone.PublishRequest(next, inbox, []byte(`{"batch":1,"expires":60000000000}`)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, 10*time.Second, "the pull request waits", func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumWaiting > waiting
+	})
+	gone.Close()
+	// The worker's own pull request, older, expires meanwhile and the
+	// worker makes it again, behind the dead one.
+	time.Sleep(queue.HostPullExpiry + time.Second)
+
+	submitted := time.Now()
+	a := e.submit(host, "true")
+	testenv.WaitUntil(t, 10*time.Second, "the dead pull request takes the order", func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumAckPending == 1
+	})
+	if o, err := store.GetOrder(t.Context(), a); err != nil || o.Status != order.StatusQueued {
+		t.Fatalf("the order went to the worker, not to the dead pull request: %v %v; the scenario did not happen", o, err)
+	}
+	testenv.WaitUntil(t, 20*time.Second, "the order a dead pull request took runs, before the ack timer ("+slowAckWait.String()+")", func() bool {
+		o, err := store.GetOrder(t.Context(), a)
+		return err == nil && o.Status == order.StatusSucceeded
+	})
+	t.Logf("the order ran %s after it was submitted", time.Since(submitted).Round(10*time.Millisecond))
+}
+
 // natsCluster starts n routed nats-servers with JetStream, waits until
 // they have a meta leader and returns their client URLs.
 func natsCluster(t *testing.T, n int) []string {
+	t.Helper()
+	return natsClusterConf(t, n, "")
+}
+
+// natsClusterConf is natsCluster with accounts, nats-server's
+// configuration of the servers' accounts ("" for none).
+func natsClusterConf(t *testing.T, n int, accounts string) []string {
 	t.Helper()
 	ports := make([]int, n)
 	routes := make([]string, n)
@@ -103,11 +207,14 @@ func natsCluster(t *testing.T, n int) []string {
 	servers := make([]*server.Server, n)
 	urls := make([]string, n)
 	for i := range n {
-		servers[i] = testenv.NATSServer(t, &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Cluster:    server.ClusterOpts{Name: "worker-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-		})
+		var o server.Options
+		if err := o.ProcessConfigString(accounts); err != nil {
+			t.Fatal(err)
+		}
+		o.ServerName = fmt.Sprintf("n%d", i+1)
+		o.Cluster = server.ClusterOpts{Name: "worker-test", Host: "127.0.0.1", Port: ports[i]}
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		servers[i] = testenv.NATSServer(t, &o)
 		urls[i] = servers[i].ClientURL()
 	}
 	testenv.WaitUntil(t, 30*time.Second, "the cluster's JetStream has a meta leader", func() bool {
