@@ -211,8 +211,10 @@ func natsClusterConf(t *testing.T, n int, accounts string) []string {
 	urls := make([]string, n)
 	for i := range n {
 		var o server.Options
-		if err := o.ProcessConfigString(accounts); err != nil {
-			t.Fatal(err)
+		if accounts != "" {
+			if err := o.ProcessConfigString(accounts); err != nil {
+				t.Fatal(err)
+			}
 		}
 		o.ServerName = fmt.Sprintf("n%d", i+1)
 		o.Cluster = server.ClusterOpts{Name: "worker-test", Host: "127.0.0.1", Port: ports[i]}
