@@ -16,6 +16,11 @@ import (
 // (Options.StallCheckEvery).
 const stallCheckEvery = 2 * time.Second
 
+// idleCheckEvery is how often, by default, an idle worker on a NATS
+// cluster that saw no trouble checks its consumer anyway
+// (Options.IdleCheckEvery).
+const idleCheckEvery = 4 * time.Second
+
 // goneRecheck is how soon a consumer found missing is asked again before
 // the tenure ends over it.
 const goneRecheck = 250 * time.Millisecond
@@ -48,7 +53,15 @@ const goneRecheck = 250 * time.Millisecond
 // until something makes it suspect (suspectNow) or the connection
 // reconnects, instead of ticking every interval to look. The ticks woke
 // every idle host's worker every 2 s for nothing (docs/benchmarks.md,
-// "Eight hosts, counted").
+// "Eight hosts, counted"). On a NATS cluster it parks for recheck at most,
+// then looks again as if suspect: there the consumer may take a pull
+// request this worker sees nothing of and cannot tell dead, such as the
+// ones a frozen server read, once thawed, from the socket of a connection
+// the worker had left it by (its own iterator's, before it reconnected
+// elsewhere; decisions.md, hB22). Through an account's service import the
+// consumer's leader keeps such a pull until it expires and hands it the
+// next order, which the worker never gets, and nothing the worker sees
+// says so: the host waited for the ack timer (31 s, CI).
 type stall struct {
 	suspect    atomic.Bool
 	loopIdle   atomic.Bool // the consume loop waits for a message
@@ -65,6 +78,9 @@ type stall struct {
 	// StallCheckEvery, stallCheckEvery by default); ticks counts them.
 	every time.Duration
 	ticks atomic.Uint64
+	// recheck is how long the watch parks at most (0: until woken);
+	// the worker sets it on a NATS cluster (Options.IdleCheckEvery).
+	recheck time.Duration
 }
 
 // newStall returns a tenure's stall check, suspect from the start, that
@@ -103,10 +119,16 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 	logf func(msg string, args ...any)) {
 	t := time.NewTicker(s.every)
 	defer t.Stop()
+	again := time.NewTimer(time.Hour) // set going only when parked
+	again.Stop()
+	defer again.Stop()
 	strikes, gone := 0, 0
 	var (
 		struck time.Time // the first strike's
 		floor  uint64    // the ack floor the first strike saw
+		// unprompted: the watch left its park for a recheck, not for
+		// trouble; the rewind's line says so.
+		unprompted bool
 	)
 	for {
 		switch {
@@ -115,6 +137,11 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 			// then check at once.
 			t.Stop()
 			strikes, gone = 0, 0
+			var recheck <-chan time.Time // nil, off a cluster: never
+			if s.recheck > 0 {
+				again.Reset(s.recheck)
+				recheck = again.C
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -123,8 +150,14 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 					reconnected = nil // closed: no more news
 				}
 				s.suspect.Store(true)
+				unprompted = false
 			case <-s.wake:
+				unprompted = false
+			case <-recheck:
+				s.suspect.Store(true)
+				unprompted = true
 			}
+			again.Stop()
 			t.Reset(s.every)
 		case gone > 0:
 			// Confirm a missing consumer soon: it is asked again, not a
@@ -145,6 +178,7 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 					reconnected = nil
 				}
 				s.suspect.Store(true)
+				unprompted = false
 			}
 		}
 		s.ticks.Add(1)
@@ -189,7 +223,8 @@ func (s *stall) watch(ctx context.Context, cons jetstream.Consumer, reconnected 
 			struck, floor = time.Now(), info.AckFloor.Stream
 		}
 		if strikes++; strikes >= 2 && time.Since(struck) >= s.every/2 {
-			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending)
+			logf("the consumer counts messages as held by this idle worker; rewinding", "ack_pending", info.NumAckPending,
+				"unprompted", unprompted)
 			stop(errRewind)
 			return
 		}

@@ -91,6 +91,10 @@ type Options struct {
 	// bus checks its consumer (stall.go); default 2 s. A reconnect has it
 	// checked at once.
 	StallCheckEvery time.Duration
+	// IdleCheckEvery is how often an idle worker on a NATS cluster
+	// checks its consumer although it saw no trouble (stall.go); default
+	// 4 s. On a single server it checks only after trouble.
+	IdleCheckEvery time.Duration
 	// TouchEvery is how often the holder of the lease records in
 	// PostgreSQL that its host is alive (the hosts listing's last seen
 	// once the heartbeat is gone); default a minute.
@@ -223,6 +227,9 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 	}
 	if opts.StallCheckEvery <= 0 {
 		opts.StallCheckEvery = stallCheckEvery
+	}
+	if opts.IdleCheckEvery <= 0 {
+		opts.IdleCheckEvery = idleCheckEvery
 	}
 	if opts.TouchEvery <= 0 {
 		opts.TouchEvery = time.Minute
@@ -384,6 +391,11 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// may have taken the only message there was, which leaves no gap to
 	// see; the first idle check asks the consumer.
 	st := newStall(w.opts.StallCheckEvery)
+	if w.q.JetStream().Conn().ConnectedClusterName() != "" {
+		// A pull request this worker never made may take its next
+		// order without a sign to it (stall.go): look now and then.
+		st.recheck = w.opts.IdleCheckEvery
+	}
 	confirms, err := newAcks(w.q.JetStream().Conn(), st, w.logger.Warn)
 	if err != nil {
 		return fmt.Errorf("subscribe to the confirmations of acks: %w", err)
