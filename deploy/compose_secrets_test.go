@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -149,4 +150,60 @@ func workerJob(t *testing.T, api, w *nats.Conn, host string) {
 	if _, err := kv.Put(ctx, "lease."+host, []byte("test")); err != nil {
 		t.Fatalf("the worker seed of %s cannot write its lease key: %v", host, err)
 	}
+}
+
+// TestComposeSecretsKeepTheSeedsOfAnEarlierRun: a secrets/ that the
+// secrets.sh of before nats-auth made (bare `nk -gen user` seeds, mode
+// 0644, the operator's as sys.nk) keeps its keys: the containers and
+// hosts holding those seeds stay accepted by the auth.conf written now.
+func TestComposeSecretsKeepTheSeedsOfAnEarlierRun(t *testing.T) {
+	secrets := makeSecrets(t)
+	if err := os.RemoveAll(filepath.Join(secrets, "nats")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(secrets, "operator.nk")); err != nil {
+		t.Fatal(err)
+	}
+	pubs := map[string]string{}
+	for _, name := range []string{"api.nk", "submitter.nk", "worker-web-1.nk", "worker-web-2.nk", "sys.nk"} {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed, _ := kp.Seed()
+		pubs[name], _ = kp.PublicKey()
+		if err := os.WriteFile(filepath.Join(secrets, name), append(seed, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runSecrets(t, secrets)
+	conf, err := os.ReadFile(filepath.Join(secrets, "auth.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pub := range pubs {
+		if !strings.Contains(string(conf), "nkey: "+pub) {
+			t.Errorf("auth.conf does not accept the key of the earlier %s", name)
+		}
+		if name == "sys.nk" {
+			name = "operator.nk"
+		}
+		b, err := os.ReadFile(filepath.Join(secrets, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, err := nkeys.ParseDecoratedNKey(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now, _ := kp.PublicKey(); now != pub {
+			t.Errorf("%s holds key %s, want the earlier %s", name, now, pub)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(secrets, "sys.nk")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("sys.nk is still there beside operator.nk: %v", err)
+	}
+	url := serveAuthConf(t, filepath.Join(secrets, "auth.conf"))
+	workerJob(t, connectSeed(t, url, filepath.Join(secrets, "api.nk"), queue.APIInbox),
+		connectSeed(t, url, filepath.Join(secrets, "worker-web-1.nk"), queue.WorkerInbox("web-1")), "web-1")
 }
