@@ -21,7 +21,7 @@ umask 077
 mkdir -p secrets
 chmod 0700 secrets
 
-orderly() {
+run_orderly() {
 	if [ -n "${ORDERLY:-}" ]; then
 		# shellcheck disable=SC2086 # $ORDERLY is a command and its arguments
 		$ORDERLY "$@"
@@ -46,7 +46,7 @@ fi
 # One writer of the accounts layout: the one serve's embedded NATS runs
 # (docs/deploy.md, "A NATS cluster"). Its seeds stay 0600 in their 0700
 # directory, as nats-auth keeps them; compose mounts the copies.
-orderly nats-auth --creds-dir "$here/secrets/nats" --workers web-1,web-2 --out "$here/secrets/auth.conf" "$@"
+run_orderly nats-auth --creds-dir "$here/secrets/nats" --workers web-1,web-2 --out "$here/secrets/auth.conf" "$@"
 for f in api.nk submitter.nk worker-web-1.nk worker-web-2.nk operator.nk; do
 	cp "secrets/nats/$f" "secrets/$f.new" && mv "secrets/$f.new" "secrets/$f"
 done
