@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"os"
 	"testing"
 
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -8,4 +9,11 @@ import (
 
 // TestMain starts PostgreSQL for the tests that run the deployments'
 // role step for real (worker_role_test.go).
-func TestMain(m *testing.M) { testenv.Main(m) }
+// It removes the orderly that orderlyBin built.
+func TestMain(m *testing.M) {
+	code := testenv.Run(m)
+	if orderlyBinDir != "" {
+		os.RemoveAll(orderlyBinDir)
+	}
+	os.Exit(code)
+}

@@ -10,6 +10,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,11 +32,12 @@ import (
 )
 
 // makeSecrets runs deploy/compose/secrets.sh in a copy of its directory,
-// with a stand-in for `nk`, and returns the secrets directory it made.
-func makeSecrets(t *testing.T) string {
+// with this checkout's orderly first on PATH (its seeds and auth.conf are
+// `orderly nats-auth`'s), and returns the secrets directory it made.
+func makeSecrets(t *testing.T, args ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"compose/secrets.sh", "compose/api.yaml", "nats/auth.conf"} {
+	for _, f := range []string{"compose/secrets.sh", "compose/api.yaml"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -46,21 +49,51 @@ func makeSecrets(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
+	orderly, err := orderlyBin()
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "bin")
-	nk := "#!/bin/sh\ncase $1 in -gen) echo SUATESTSEED;; *) echo UATESTPUBLICKEY;; esac\n"
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(bin, "nk"), []byte(nk), 0o755); err != nil {
+	if err := os.Symlink(orderly, filepath.Join(bin, "orderly")); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(dir, "compose/secrets.sh"))
-	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("secrets.sh: %v\n%s", err, out)
-	}
+	runSecrets(t, filepath.Join(dir, "compose/secrets"), args...)
 	return filepath.Join(dir, "compose/secrets")
 }
+
+// runSecrets runs the secrets.sh of makeSecrets' copy again, with args.
+func runSecrets(t *testing.T, secrets string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(secrets, "../secrets.sh"), args...)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(secrets, "../../bin")+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("secrets.sh %q: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// orderlyBinDir holds orderlyBin's build; TestMain removes it.
+var orderlyBinDir string
+
+// orderlyBin builds this checkout's orderly, once per test binary.
+var orderlyBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "orderly-deploy-bin-")
+	if err != nil {
+		return "", err
+	}
+	orderlyBinDir = dir
+	bin := filepath.Join(dir, "orderly")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/orderly")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/orderly: %v\n%s", err, out)
+	}
+	return bin, nil
+})
 
 // rotatePassword makes secrets.sh write a new password for the workers'
 // login, as README.md says to.
@@ -74,11 +107,7 @@ func rotatePassword(t *testing.T, secrets string) {
 	if err := os.Remove(filepath.Join(secrets, "worker_pg_password")); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(secrets, "../secrets.sh"))
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(secrets, "../../bin")+":"+os.Getenv("PATH"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("secrets.sh: %v\n%s", err, out)
-	}
+	runSecrets(t, secrets)
 	if now, err := os.ReadFile(pgpass); err != nil || bytes.Equal(now, old) {
 		t.Fatalf("secrets.sh did not write a new worker.pgpass (%v)", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,5 +259,170 @@ func (c *busClient) waitViolation(t *testing.T, want string) {
 		case <-deadline:
 			t.Fatalf("no permission violation for %s; saw %q", want, c.violations)
 		}
+	}
+}
+
+// TestNATSAuthRotatesAWorkerSeedWithoutAGap: `--rotate web-2` gives
+// web-2 a new seed and writes a file that accepts its old key too, so a
+// real nats-server reloaded with it (SIGHUP) keeps the worker connected
+// by the old seed, still doing its job, and lets the new seed in; a run
+// between (nothing rotated) keeps the old key; `--retire-old web-2`
+// writes the file without it, and the server reloaded with that drops
+// the connection of the old seed and refuses it, while the new seed's
+// connection stays. Before --rotate the only way was a second user
+// block written by hand.
+func TestNATSAuthRotatesAWorkerSeedWithoutAGap(t *testing.T) {
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "creds")
+	conf := filepath.Join(dir, "auth.conf")
+	run := func(args ...string) string {
+		t.Helper()
+		code, _, stderr := natsAuthRun(t, append([]string{"--creds-dir", creds, "--workers", "web-1,web-2", "--out", conf}, args...)...)
+		if code != 0 {
+			t.Fatalf("nats-auth %q: exit %d: %s", args, code, stderr)
+		}
+		return stderr
+	}
+	run()
+	seedFile := filepath.Join(creds, "worker-web-2.nk")
+	oldSeed, err := os.ReadFile(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// web-2's host holds its own copy of the seed (its nats.nkey): the
+	// new one reaches it only when the operator installs it.
+	hostSeed := filepath.Join(dir, "web-2-host.nk")
+	if err := os.WriteFile(hostSeed, oldSeed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	others := map[string][]byte{}
+	for _, name := range []string{"api.nk", "submitter.nk", "worker-web-1.nk", "operator.nk"} {
+		if others[name], err = os.ReadFile(filepath.Join(creds, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	n := newNATSServer(t, dir, "include \"auth.conf\"\n")
+	n.start()
+	reload := func() {
+		t.Helper()
+		off := n.proc.logSize()
+		n.proc.signal(syscall.SIGHUP)
+		deadline := time.Now().Add(30 * time.Second)
+		for !n.proc.loggedSince(off, "Reloaded server configuration") {
+			if time.Now().After(deadline) {
+				t.Fatalf("nats-server did not reload its configuration; log:\n%s", logTail(n.logPath, 20))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// dropped reports whether c lost its connection, which a reload
+	// that no longer accepts its key does at once.
+	watch := func(c *busClient) chan error {
+		ch := make(chan error, 4)
+		c.nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) { ch <- err })
+		return ch
+	}
+	api := dialBus(t, n.url(), filepath.Join(creds, "api.nk"), queue.APIInbox)
+	old := dialBus(t, n.url(), hostSeed, queue.WorkerInbox("web-2"))
+	oldDropped := watch(old)
+	workerUsesJetStream(t, api, old, "web-2")
+
+	stderr := run("--rotate", "web-2")
+	if !strings.Contains(stderr, "--retire-old web-2") {
+		t.Fatalf("--rotate did not say how the rotation ends: %q", stderr)
+	}
+	if now, err := os.ReadFile(seedFile); err != nil || bytes.Equal(now, oldSeed) {
+		t.Fatalf("--rotate web-2 left its seed as it was (%v)", err)
+	}
+	for name, b := range others {
+		if now, err := os.ReadFile(filepath.Join(creds, name)); err != nil || !bytes.Equal(now, b) {
+			t.Fatalf("--rotate web-2 changed %s (%v)", name, err)
+		}
+	}
+	reload()
+	fresh := dialBus(t, n.url(), seedFile, queue.WorkerInbox("web-2"))
+	freshDropped := watch(fresh)
+	workerUsesJetStream(t, api, fresh, "web-2")
+	workerUsesJetStream(t, api, old, "web-2")
+	select {
+	case err := <-oldDropped:
+		t.Fatalf("the worker connected by the old seed was dropped at the reload after --rotate: %v", err)
+	default:
+	}
+
+	// A run in between, nothing rotated: the old key is still accepted,
+	// and stderr says so.
+	if stderr := run(); !strings.Contains(stderr, "still accepted") || !strings.Contains(stderr, "--retire-old web-2") {
+		t.Fatalf("a run during the rotation did not say the old key is still accepted: %q", stderr)
+	}
+	reload()
+	workerUsesJetStream(t, api, old, "web-2")
+
+	// The worker runs with the new seed now (fresh); the old key retired,
+	// the connection still holding it is dropped and cannot come back.
+	run("--retire-old", "web-2")
+	reload()
+	select {
+	case <-oldDropped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the connection of the retired key was not dropped at the reload")
+	}
+	nk, err := nats.NkeyOptionFromSeed(hostSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(n.url(), nk, nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("the retired seed connecting: %v, want an authorization violation", err)
+	}
+	workerUsesJetStream(t, api, fresh, "web-2")
+	select {
+	case err := <-freshDropped:
+		t.Fatalf("the new seed's connection was dropped: %v", err)
+	default:
+	}
+}
+
+// TestNATSAuthRotationRefusals: a rotation of a host not in --workers,
+// or of a host whose previous rotation is under way (its old key would
+// be dropped while its worker may hold it), is refused with what to do,
+// the seed and the accepted keys as they were.
+func TestNATSAuthRotationRefusals(t *testing.T) {
+	creds := filepath.Join(t.TempDir(), "creds")
+	base := []string{"--creds-dir", creds, "--workers", "web-1,web-2"}
+	if code, _, stderr := natsAuthRun(t, base...); code != 0 {
+		t.Fatalf("nats-auth: exit %d: %s", code, stderr)
+	}
+	code, _, stderr := natsAuthRun(t, append(base, "--rotate", "web-3")...)
+	if code != 1 || !strings.Contains(stderr, `--rotate: host "web-3" is not in --workers`) || !strings.Contains(stderr, "usage: orderly nats-auth") {
+		t.Fatalf("--rotate web-3: exit %d, %q; want exit 1 naming the host and the usage", code, stderr)
+	}
+	if code, _, stderr := natsAuthRun(t, append(base, "--rotate", "web-2")...); code != 0 {
+		t.Fatalf("--rotate web-2: exit %d: %s", code, stderr)
+	}
+	seed, err := os.ReadFile(filepath.Join(creds, "worker-web-2.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(filepath.Join(creds, "worker-web-2.retiring.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = natsAuthRun(t, append(base, "--rotate", "web-2")...)
+	if code != 1 || !strings.Contains(stderr, "under way") || !strings.Contains(stderr, "--retire-old web-2") {
+		t.Fatalf("a second --rotate web-2: exit %d, %q; want exit 1 saying to retire the old key first", code, stderr)
+	}
+	if now, err := os.ReadFile(filepath.Join(creds, "worker-web-2.nk")); err != nil || !bytes.Equal(now, seed) {
+		t.Fatalf("the refused rotation changed the seed (%v)", err)
+	}
+	if now, err := os.ReadFile(filepath.Join(creds, "worker-web-2.retiring.pub")); err != nil || !bytes.Equal(now, pub) {
+		t.Fatalf("the refused rotation changed the old key (%v)", err)
+	}
+	code, _, stderr = natsAuthRun(t, append(base, "--rotate", "web-2", "--retire-old", "web-2")...)
+	if code != 1 || !strings.Contains(stderr, "both name host") {
+		t.Fatalf("--rotate and --retire-old of one host: exit %d, %q; want exit 1", code, stderr)
 	}
 }

@@ -32,6 +32,7 @@ type Credentials struct {
 	Submitter string            // NATS submitters (orderly.submit.>)
 	Workers   map[string]string // host id → the seed file of its worker
 	Operator  string            // a cluster's operators, in SYS (EnsureFleetCredentials)
+	Retiring  map[string]string // host → its worker's old public key, still accepted (RotateWorkerSeed)
 
 	users  []*server.NkeyUser
 	layout Layout // users in their accounts (accounts.go)
@@ -81,7 +82,122 @@ func EnsureFleetCredentials(dir string, hosts []string) (*Credentials, error) {
 		return nil, err
 	}
 	c.layout.System = []User{{Nkey: pub, Comment: "operators (nats server report, monitoring)"}}
+	// A host whose seed is being rotated (RotateWorkerSeed) keeps its old
+	// key beside the new one, in its account with the same rights, so
+	// that its worker, connected by the old, is not dropped at the
+	// servers' reload and takes the new at its restart.
+	for _, h := range hosts {
+		old, err := retiringKey(dir, h)
+		if err != nil {
+			return nil, err
+		}
+		if old == "" {
+			continue
+		}
+		if c.Retiring == nil {
+			c.Retiring = map[string]string{}
+		}
+		c.Retiring[h] = old
+		perms := WorkerPermissions(h)
+		c.users = append(c.users, &server.NkeyUser{Nkey: old, Permissions: perms})
+		c.layout.Workers[h] = append(c.layout.Workers[h], User{Nkey: old, Permissions: perms,
+			Comment: "worker of host " + h + ": its old key, until `orderly nats-auth --retire-old " + h + "`"})
+	}
 	return c, nil
+}
+
+// RetiringFile is the file, in a fleet's credentials dir, of the public
+// key of host's worker seed that RotateWorkerSeed replaced: accepted
+// beside the new until RetireOldWorkerKey removes it.
+func RetiringFile(host string) string { return "worker-" + host + ".retiring.pub" }
+
+// retiringKey is the public key in host's RetiringFile in dir, or "".
+func retiringKey(dir, host string) (string, error) {
+	path := filepath.Join(dir, RetiringFile(host))
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("natsembed: old key of host %s: %w", host, err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			if !nkeys.IsValidPublicUserKey(line) {
+				return "", fmt.Errorf("natsembed: %s holds no user public key (delete it to stop accepting host %s's old key)", path, host)
+			}
+			return line, nil
+		}
+	}
+	return "", fmt.Errorf("natsembed: %s holds no user public key (delete it to stop accepting host %s's old key)", path, host)
+}
+
+// RotateWorkerSeed replaces the seed of host's worker in dir with a new
+// one, keeping the old one's public key in RetiringFile(host) for
+// EnsureFleetCredentials to accept beside the new. A rotation of host
+// still under way (its old key not retired) is refused: the key between
+// the two would be dropped while a worker may still hold it.
+func RotateWorkerSeed(dir, host string) error {
+	if !order.ValidHost(host) {
+		return fmt.Errorf("natsembed: worker host %q is not a valid host id (1-128 characters of [A-Za-z0-9_-])", host)
+	}
+	seed := filepath.Join(dir, WorkerFile(host))
+	if _, err := os.Lstat(seed); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("natsembed: host %s has no seed %s to rotate: run without --rotate to make its first", host, seed)
+	}
+	role := "worker of host " + host
+	pub, err := ensureSeed(seed, role)
+	if err != nil {
+		return err
+	}
+	retiring := filepath.Join(dir, RetiringFile(host))
+	old, err := retiringKey(dir, host)
+	if err != nil {
+		return err
+	}
+	switch old {
+	case "":
+		text := fmt.Sprintf("# the old key of host %s's worker, accepted until `orderly nats-auth --retire-old %s`\n%s\n", host, host, pub)
+		if err := os.WriteFile(retiring, []byte(text), 0o600); err != nil {
+			return fmt.Errorf("natsembed: write old key: %w", err)
+		}
+	case pub:
+		// A rotation that stopped before its new seed was in place: the
+		// old key is recorded, the seed is still the old one.
+	default:
+		return fmt.Errorf("natsembed: a rotation of host %s's seed is under way (its old key %s is in %s): "+
+			"retire the old key first (--retire-old %s), once the worker runs with the new seed", host, old, retiring, host)
+	}
+	// The new seed is written beside and renamed over the old, so that
+	// the file always holds a whole seed: a worker restarting meanwhile
+	// reads the old or the new, both accepted.
+	next := seed + ".new"
+	if err := os.Remove(next); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("natsembed: %w", err)
+	}
+	if _, err := writeSeedAs(next, seed, role); err != nil {
+		return err
+	}
+	if err := os.Rename(next, seed); err != nil {
+		os.Remove(next)
+		return fmt.Errorf("natsembed: %w", err)
+	}
+	return nil
+}
+
+// RetireOldWorkerKey ends the rotation of host's seed: its old key, in
+// RetiringFile(host), is no longer accepted by the next AccountsConfig.
+// It reports false when there was none: a run retiring it again (its
+// first stopped before writing the config) has nothing left to do.
+func RetireOldWorkerKey(dir, host string) (bool, error) {
+	err := os.Remove(filepath.Join(dir, RetiringFile(host)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("natsembed: %w", err)
+	}
+	return true, nil
 }
 
 // AccountsConfig is nats-server's `accounts` block of c's users in their
@@ -205,7 +321,11 @@ func ensureSeed(path, role string) (string, error) {
 	return pub, nil
 }
 
-func writeSeed(path, role string) (string, error) {
+func writeSeed(path, role string) (string, error) { return writeSeedAs(path, path, role) }
+
+// writeSeedAs writes a new seed to path whose comment names it as
+// shown: the path it is renamed to (RotateWorkerSeed).
+func writeSeedAs(path, shown, role string) (string, error) {
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		return "", fmt.Errorf("natsembed: create nkey: %w", err)
@@ -220,7 +340,7 @@ func writeSeed(path, role string) (string, error) {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# orderly embedded NATS credential: %s\n# public key %s\n# use: --nats-nkey %s (nats CLI: --nkey)\n%s\n", role, pub, path, seed)
+	fmt.Fprintf(&b, "# orderly embedded NATS credential: %s\n# public key %s\n# use: --nats-nkey %s (nats CLI: --nkey)\n%s\n", role, pub, shown, seed)
 	// O_EXCL: two serves starting on one data dir must not overwrite each
 	// other's seed after one of them has loaded it.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
