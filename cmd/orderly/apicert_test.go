@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,6 +310,31 @@ func TestAPICertificateBadRenewalRefused(t *testing.T) {
 			}
 		})
 	}
+	// Through SIGHUP, as `orderly reload` without the API and systemd's
+	// ExecReload do it: the refusal is an ERROR naming the file and why.
+	expired, expiredKey := ca.leaf(t, dir, "hup-expired", []string{"127.0.0.1"}, now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	writeConfig(expired, expiredKey)
+	var logs testenv.LogBuffer
+	a := &app{hup: make(chan os.Signal, 1)}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.waitForSignals(ctx, s.watcher, slog.New(slog.NewJSONHandler(&logs, nil)), nil, nil) }()
+	a.hup <- syscall.SIGHUP
+	waitUntil(t, 10*time.Second, "the SIGHUP reload's refusal logged", func() bool { return strings.Contains(logs.String(), "reload refused") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	logLine, _, _ := strings.Cut(logs.String(), "\n")
+	if err := json.Unmarshal([]byte(logLine), &line); err != nil || line["level"] != "ERROR" ||
+		!strings.Contains(fmt.Sprint(line["error"]), expired) || !strings.Contains(fmt.Sprint(line["error"]), "the certificate expired at") {
+		t.Fatalf("the SIGHUP refusal of an expired pair: %s, want an ERROR naming %s and its end", logs.String(), expired)
+	}
+	if got := servedSerial(t, fresh, s.url); got.Cmp(first) != 0 {
+		t.Errorf("served serial %s after the refused SIGHUP, want the old %s", got, first)
+	}
+
 	// A good pair at another path: taken, and it is not a restart.
 	renewed, renewedKey := ca.leaf(t, dir, "api-2027", []string{"127.0.0.1"}, now.Add(-time.Minute), now.Add(90*24*time.Hour))
 	writeConfig(renewed, renewedKey)
