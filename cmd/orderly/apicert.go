@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -112,6 +113,13 @@ func loadServedPair(certFile, keyFile string) (*servedPair, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("http.tls_cert %s and http.tls_key %s: %w", certFile, keyFile, err)
+	}
+	if cert.Leaf == nil {
+		// GODEBUG=x509keypairleaf=0 leaves it out; the dates and the
+		// log's serial need it.
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("http.tls_cert %s: %w", certFile, err)
+		}
 	}
 	return &servedPair{cert: &cert, certFile: certFile, keyFile: keyFile, certPEM: certPEM, keyPEM: keyPEM, stamp: st}, nil
 }
