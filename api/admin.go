@@ -3,7 +3,6 @@ package api
 import (
 	"errors"
 	"net/http"
-	"slices"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
@@ -52,7 +51,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := reloadResponse{Changed: res.Changed, ChangedKeys: res.ChangedKeys, Summary: res.Summary, SHA256: res.SHA256,
-		RestartRequired: slices.DeleteFunc(slices.Clone(res.ChangedKeys), func(k string) bool { return !config.RequiresRestart(k) })}
+		RestartRequired: res.RestartRequired}
 	if resp.ChangedKeys == nil {
 		resp.ChangedKeys = []string{}
 	}

@@ -517,16 +517,20 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	})
 	mountCompat(srv, w, sec)
 	var tlsConfig *tls.Config
+	var apiCert *apiCertificate
 	if cfg.HTTP.TLSCert != "" {
 		// Loaded before the listener opens: ServeTLS loads the pair only
 		// once serving, and its error left a process that had said "api
 		// listening" (and READY=1) holding a port it never accepted on.
-		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		apiCert, err = newAPICertificate(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, logger)
 		if err != nil {
 			return nil, fmt.Errorf("http.tls_cert and http.tls_key: %w", err)
 		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-		warnCertificateDates(cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
+		// Served through GetCertificate, so that a reload or a renewal
+		// on disk changes the pair without a restart (apicert.go).
+		tlsConfig = &tls.Config{GetCertificate: apiCert.GetCertificate}
+		warnCertificateDates(apiCert.cur.Load().cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
+		w.AddPreparer("API certificate", apiCert.prepare)
 	}
 	if ln == nil {
 		if ln, err = listenAPI(cfg.Listen, logger); err != nil {
@@ -586,6 +590,10 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 			logger.Error("http server", "error", err)
 		}
 	}()
+	if apiCert != nil {
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); apiCert.run(rctx, certCheckEvery) }()
+	}
 	// The drift check runs as long as the API that reports it (DESIGN §4.7).
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); _ = w.Run(rctx) }()

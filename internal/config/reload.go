@@ -43,6 +43,9 @@ type ReloadResult struct {
 	Changed bool
 	// ChangedKeys are the keys whose values changed.
 	ChangedKeys []string
+	// RestartRequired are the changed keys that take effect only after a
+	// restart (RestartKeys).
+	RestartRequired []string
 	// Summary is the change of the security setup, per part.
 	Summary Summary
 	// SHA256 is the hash of the file now loaded.
@@ -201,7 +204,8 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 	}
 
 	keys := Changed(old, cfg)
-	res := ReloadResult{Changed: len(keys) > 0, ChangedKeys: keys, Summary: Summarize(old, cfg), SHA256: l.SHA256}
+	res := ReloadResult{Changed: len(keys) > 0, ChangedKeys: keys, RestartRequired: RestartKeys(old, cfg, keys),
+		Summary: Summarize(old, cfg), SHA256: l.SHA256}
 	w.cur.Store(&cfg)
 	for _, commit := range commits {
 		if commit != nil {
@@ -221,8 +225,8 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 
 	w.logger.Load().Info("config reloaded", "by", cmp.Or(opts.By, "signal"), "path", w.path, "sha256", l.SHA256, "changed_keys", keys,
 		"principals", res.Summary.Principals, "rules", res.Summary.Rules, "acl", res.Summary.ACL, "worker", res.Summary.Worker)
-	if restart := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return !RequiresRestart(k) }); len(restart) > 0 {
-		w.logger.Load().Warn("config keys changed that take effect only after a restart", "keys", restart)
+	if len(res.RestartRequired) > 0 {
+		w.logger.Load().Warn("config keys changed that take effect only after a restart", "keys", res.RestartRequired)
 	}
 	if res.Changed {
 		for _, fn := range subs {

@@ -283,7 +283,7 @@ func diff(a, b reflect.Value, prefix string, keys *[]string) {
 func RequiresRestart(key string) bool {
 	switch key {
 	case "data_dir", "listen", "host", "database_url", "log.format", "log.syslog_address", "log.syslog_facility",
-		"http.read_timeout", "http.write_timeout", "http.tls_cert", "http.tls_key",
+		"http.read_timeout", "http.write_timeout",
 		// The worker takes its grace when it starts, and its metrics
 		// listener is opened once.
 		"worker.shutdown_grace", "worker.metrics_listen",
@@ -295,6 +295,23 @@ func RequiresRestart(key string) bool {
 	}
 	// serve's embedded NATS reloads its users (nats.workers) in place.
 	return strings.HasPrefix(key, "nats.") && key != "nats.workers"
+}
+
+// RestartKeys is the part of keys, changed from old to cfg, that takes
+// effect only after a restart: RequiresRestart's keys, and
+// http.tls_cert/http.tls_key when TLS is turned on or off (the listener
+// is opened once). A new pair at the same or another path is loaded by
+// the API at the reload (cmd/orderly's apiCertificate), so a renewal
+// needs no restart.
+func RestartKeys(old, cfg Config, keys []string) []string {
+	tlsSwitched := (old.HTTP.TLSCert == "") != (cfg.HTTP.TLSCert == "")
+	var out []string
+	for _, k := range keys {
+		if RequiresRestart(k) || tlsSwitched && (k == "http.tls_cert" || k == "http.tls_key") {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // displayPath names the config source in errors.
