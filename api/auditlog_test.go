@@ -119,7 +119,7 @@ func TestRefusedNATSSubmissionIsFindable(t *testing.T) {
 	if principal != "auditor" || host != "nats-1" {
 		t.Errorf("rejections row: principal %q host %q, want auditor nats-1", principal, host)
 	}
-	testenv.WaitUntil(t, 5*time.Second, "the order rejected line", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the order rejected line", func() bool {
 		for _, l := range logLines(t, logs, "order rejected") {
 			if l["idempotency_key"] == "publisher-7-msg-42" && l["principal"] == "auditor" && l["source"] == "nats" {
 				return true
@@ -144,7 +144,7 @@ func TestLostOrderCancelIsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitOrder(o.ID, "canceled")
-	testenv.WaitUntil(t, 5*time.Second, "the lost order's line", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the lost order's line", func() bool {
 		for _, l := range logLines(t, logs, "order canceled: its message is gone from the orders stream") {
 			if l["order_id"] == o.ID.String() {
 				if l["principal"] != "alice" || l["host"] != "h-lost" || l["actor"] != "orderly" {

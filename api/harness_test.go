@@ -495,7 +495,10 @@ func (e *apiEnv) publish(as, host, msgID string, body map[string]any, hdr ...str
 		if last, ok := lastPublished.Load(key); ok {
 			time.Sleep(time.Until(last.(time.Time).Add(2 * queue.SubmitDedupWindow)))
 		}
-		defer lastPublished.Store(key, time.Now()) // after the publish
+		// When the answer came, which is after the server stored the
+		// submission: a deferred call's arguments are taken at the defer
+		// statement, before the publish.
+		defer func() { lastPublished.Store(key, time.Now()) }()
 	}
 	publishSubmission(e.t, nc, e.tokens[as], inbox, host, msgID, body, hdr...)
 	reply, err := sub.NextMsg(20 * time.Second)

@@ -38,7 +38,7 @@ func TestNATSRestartLosesTheConsumerNotTheOrders(t *testing.T) {
 	e.waitStatus(first, order.StatusRunning)
 
 	testenv.NATSServerRestarted(t, ns)
-	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
 		return connected()
 	})
 	// The path under test: the restart lost the consumer, not the stream.
@@ -100,13 +100,13 @@ func TestNATSRestartRedeliversFinishedOrdersOnlyToAckThem(t *testing.T) {
 	if r := st.CachedInfo().Config.Retention; r != jetstream.LimitsPolicy {
 		t.Fatalf("orders stream retention %v, want limits on a single server", r)
 	}
-	testenv.WaitUntil(t, 5*time.Second, "the acks of a and b", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "the acks of a and b", func() bool {
 		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("lrestart"))
 		return err == nil && c.CachedInfo().NumAckPending == 0
 	})
 
 	testenv.NATSServerRestarted(t, ns)
-	testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
 		return connected()
 	})
 	var info *jetstream.StreamInfo
@@ -165,7 +165,7 @@ func TestNATSRestartRecreatesTheConsumerAtOnce(t *testing.T) {
 			}
 
 			testenv.NATSServerRestarted(t, ns)
-			testenv.WaitUntil(t, 10*time.Second, "both clients reconnect", func() bool {
+			testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
 				return connected()
 			})
 			// Timed from a JetStream that answers (not from a request

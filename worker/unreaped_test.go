@@ -154,7 +154,7 @@ func TestLostMarkAnswerStillReapsTheLeftovers(t *testing.T) {
 			}
 			select {
 			case <-exited:
-			case <-time.After(5 * time.Second):
+			case <-time.After(20 * time.Second): // its process sleeps 60 s: never reaped still fails
 				t.Fatal("the host ran its next orders while the dead worker's process still ran: never reaped")
 			}
 			p, err := e.store.ProcessOf(t.Context(), o.ID, 1)
@@ -192,7 +192,7 @@ func TestMarkedAttemptOfADeadSuccessorIsReaped(t *testing.T) {
 	ran := e.waitStatus(next, order.StatusSucceeded)
 	select {
 	case <-exited:
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second): // its process sleeps 60 s: never reaped still fails
 		t.Fatal("the host ran its next order while the first worker's process still ran: never reaped")
 	}
 	reaped := reapedEvents(t, e, o.ID)

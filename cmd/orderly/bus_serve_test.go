@@ -368,12 +368,13 @@ func TestServeReloadsWorkerCredentials(t *testing.T) {
 	// and a connection that arrives while the second runs can be closed
 	// as it registers ("Problem registering with account ... connection
 	// closed", CI of 2026-12-06): a worker's own connection retries, so
-	// the test does too, for a bounded time.
+	// the test does too, for a bounded time (30 s: a loaded machine
+	// stretches the reload).
 	nk3, err := nats.NkeyOptionFromSeed(w3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		nc3, err := nats.Connect(p.natsURL, nk3)
 		if err == nil {
 			nc3.Close()

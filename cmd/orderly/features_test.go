@@ -214,7 +214,7 @@ func TestFinishedAnswersSayWhoCanceled(t *testing.T) {
 		waited <- answer{resp.StatusCode, b, err}
 	}()
 	var id uuid.UUID
-	for deadline := time.Now().Add(10 * time.Second); id == uuid.Nil; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); id == uuid.Nil; time.Sleep(20 * time.Millisecond) {
 		_, b := s.do("GET", "/v1/orders?host=nobody-home", nil)
 		var list api.OrderList
 		if err := json.Unmarshal(b, &list); err != nil {

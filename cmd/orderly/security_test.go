@@ -598,7 +598,7 @@ auth:
 		t.Fatalf("reload: %v %v", changed, err)
 	}
 	// The empty buckets now refill at 1000 a minute: a token within 60ms.
-	waitUntil(t, 5*time.Second, "a request after raising the limits", func() bool {
+	waitUntil(t, 20*time.Second, "a request after raising the limits", func() bool {
 		resp, _ := get(s.token)
 		return resp.StatusCode == http.StatusOK
 	})

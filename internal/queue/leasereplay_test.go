@@ -363,7 +363,14 @@ func TestLapsedHolderTakesBackAForgeryStoredAsItTakes(t *testing.T) {
 // floor can only be such a bucket's (revisions grow, a copy's too), so
 // the floor starts again there.
 func TestStandbyFollowsItsHolderIntoABucketMadeAgain(t *testing.T) {
-	const ttl = 2 * time.Second // the key is absent from the bucket made again until the holder's next renewal: not at the standby's try
+	// From the holder's last renewal before the delete until its first
+	// after the bucket is made again, no renewal of its can be stored:
+	// past a lease, the standby's take is a real expiry. That is a
+	// renewal period on each side of the remake (renewals come every
+	// tenth of the lease here, a heartbeat a worker may have) and the
+	// remake itself, which took over a second on a saturated machine: a
+	// 2 s lease renewed every third of it failed so.
+	const ttl = 5 * time.Second
 	ctx := testenv.Context(t)
 	url := testenv.NATS(t)
 	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
@@ -384,19 +391,24 @@ func TestStandbyFollowsItsHolderIntoABucketMadeAgain(t *testing.T) {
 		}
 	}
 	var lost atomic.Pointer[error]
+	var renewed atomic.Int64 // when the holder's last renewal was answered (UnixNano)
 	var wg sync.WaitGroup
 	rctx, stopRenewing := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for rctx.Err() == nil {
-			if _, err := a.Renew(rctx); errors.Is(err, queue.ErrLeaseLost) {
+			_, err := a.Renew(rctx)
+			if errors.Is(err, queue.ErrLeaseLost) {
 				lost.Store(&err)
 				return
 			}
+			if err == nil {
+				renewed.Store(time.Now().UnixNano())
+			}
 			select {
 			case <-rctx.Done():
-			case <-time.After(ttl / 3):
+			case <-time.After(ttl / 10):
 			}
 		}
 	}()
@@ -414,7 +426,7 @@ func TestStandbyFollowsItsHolderIntoABucketMadeAgain(t *testing.T) {
 			}
 			// A wait the deleted bucket ended starts again at once, and
 			// may find the key absent from the bucket made again until
-			// the holder's next renewal (every ttl/3): it leaves it to
+			// the holder's next renewal (every ttl/10): it leaves it to
 			// the holder it saw renew (since hC21; the CI of the
 			// thirtieth round met the take it made before).
 		}
@@ -426,13 +438,18 @@ func TestStandbyFollowsItsHolderIntoABucketMadeAgain(t *testing.T) {
 	}()
 	<-waiting
 	time.Sleep(ttl)
+	deleted := time.Now()
+	before := time.Unix(0, renewed.Load())
 	if err := holder.JetStream().DeleteStream(ctx, "KV_"+queue.HostsBucket); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Queue(t, url, "api", queue.Options{LeaseTTL: ttl}) // makes the bucket again, as an API does
+	t.Logf("the bucket was made again %s after the delete, %s after the holder's last renewal before it",
+		time.Since(deleted).Round(time.Millisecond), time.Since(before).Round(time.Millisecond))
 	select {
 	case l := <-took:
-		t.Fatalf("the standby took the lease (freed %q) while its holder renewed it in the bucket made again", l.Freed())
+		t.Fatalf("the standby took the lease (freed %q) while its holder renewed it in the bucket made again (its last renewal answered %s before)",
+			l.Freed(), time.Since(time.Unix(0, renewed.Load())).Round(time.Millisecond))
 	case <-time.After(4 * ttl):
 	}
 	if err := lost.Load(); err != nil {
