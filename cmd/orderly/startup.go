@@ -199,7 +199,7 @@ func postgresRetryable(err error) bool {
 func natsRetryable(err error) bool {
 	var pathErr *fs.PathError
 	switch {
-	case tlsRefused(err):
+	case tlsRefused(err), clientCertificateRefused(err):
 		return false
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		// A tls:// URL and a server that offers no TLS: only a change
@@ -229,6 +229,18 @@ func tlsRefused(err error) bool {
 	var invalid x509.CertificateInvalidError
 	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
 		errors.As(err, &invalid) || clientCertificateRequired(err)
+}
+
+// clientCertificateRefused reports the alert of a server that verified
+// the client certificate orderly presented (nats.tls_cert) and refused
+// it: crypto/tls sends bad_certificate for a chain to a CA not in its
+// ca_file or a certificate out of its dates, other servers
+// unknown_ca. Only the text tells, as for clientCertificateRequired. It
+// was waited for without end. NATS only: PostgreSQL's refusal of an
+// sslcert= is pgx's to report.
+func clientCertificateRefused(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "remote error: tls: bad certificate") ||
+		strings.Contains(err.Error(), "remote error: tls: unknown certificate authority"))
 }
 
 // clientCertificateRequired reports TLS 1.3's certificate_required alert
@@ -315,14 +327,22 @@ const errCodeClusterNotAvailable jetstream.ErrorCode = 10008
 // failed: the server's certificate, a client certificate it asks for, or
 // a tls:// URL to a server without TLS.
 func natsConnectError(cfg config.Config, role natsRole, err error) error {
-	if tlsRefused(err) {
-		if clientCertificateRequired(err) {
-			return fmt.Errorf("%w (the NATS server asks for a client certificate, which orderly does not present: "+
-				"leave verify off in the server's tls block for clients; they prove themselves with nats.nkey or nats.credentials)", err)
+	if tlsRefused(err) || clientCertificateRefused(err) {
+		if clientCertificateRequired(err) || clientCertificateRefused(err) {
+			if cfg.NATS.TLSCert != "" {
+				return fmt.Errorf("%w (the NATS server refused the client certificate in nats.tls_cert %s: "+
+					"its ca_file must hold the CA that signed it, and the certificate must be in its dates and for client authentication)", err, cfg.NATS.TLSCert)
+			}
+			return fmt.Errorf("%w (the NATS server asks for a client certificate (verify: true in its tls block), which this process does not present: "+
+				"set nats.tls_cert and nats.tls_key to a certificate signed by a CA in the server's ca_file and its key)", err)
+		}
+		fix := "give orderly the CA that signed it with nats.tls_ca=<the CA's PEM file>, for NATS only, or SSL_CERT_DIR=<directory of the CA's PEM file> " +
+			"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them"
+		if cfg.NATS.TLSCA != "" {
+			fix = "nats.tls_ca, " + cfg.NATS.TLSCA + ", does not hold the CA that signed it: name the file of that CA there"
 		}
 		return fmt.Errorf("%w (%s; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err,
-			certificateFix(err, "the NATS server's certificate", "nats.url", "give orderly the CA that signed it with SSL_CERT_DIR=<directory of the CA's PEM file> "+
-				"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them"))
+			certificateFix(err, "the NATS server's certificate", "nats.url", fix))
 	}
 	if errors.Is(err, nats.ErrSecureConnWanted) {
 		return fmt.Errorf("%w (nats.url asks for TLS, tls://, and the server offers none: turn on the tls block for clients in the server's config, "+
