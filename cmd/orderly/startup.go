@@ -199,7 +199,7 @@ func postgresRetryable(err error) bool {
 func natsRetryable(err error) bool {
 	var pathErr *fs.PathError
 	switch {
-	case tlsRefused(err), clientCertificateRefused(err):
+	case tlsRefused(err), clientCertificateRefused(err), natsClosedAfterHandshake(err):
 		return false
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		// A tls:// URL and a server that offers no TLS: only a change
@@ -241,6 +241,18 @@ func tlsRefused(err error) bool {
 func clientCertificateRefused(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "remote error: tls: bad certificate") ||
 		strings.Contains(err.Error(), "remote error: tls: unknown certificate authority"))
+}
+
+// natsClosedAfterHandshake reports nats.go's error for a server that
+// closed the connection right after a completed TLS handshake. Under TLS
+// 1.3 the server checks the client certificate after the client's side
+// of the handshake is done, and the client's first write can fail
+// (broken pipe) before a read finds the server's alert: nats.go says it
+// "typically indicates the remote side rejected the client certificate".
+// It was retried until an attempt read the alert, ~18 s for the API
+// (decisions.md, hJ22).
+func natsClosedAfterHandshake(err error) bool {
+	return errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "connection closed by remote after TLS handshake")
 }
 
 // clientCertificateRequired reports TLS 1.3's certificate_required alert
@@ -327,14 +339,19 @@ const errCodeClusterNotAvailable jetstream.ErrorCode = 10008
 // failed: the server's certificate, a client certificate it asks for, or
 // a tls:// URL to a server without TLS.
 func natsConnectError(cfg config.Config, role natsRole, err error) error {
-	if tlsRefused(err) || clientCertificateRefused(err) {
-		if clientCertificateRequired(err) || clientCertificateRefused(err) {
-			if cfg.NATS.TLSCert != "" {
-				return fmt.Errorf("%w (the NATS server refused the client certificate in nats.tls_cert %s: "+
-					"its ca_file must hold the CA that signed it, and the certificate must be in its dates and for client authentication)", err, cfg.NATS.TLSCert)
+	if tlsRefused(err) || clientCertificateRefused(err) || natsClosedAfterHandshake(err) {
+		if clientCertificateRequired(err) || clientCertificateRefused(err) || natsClosedAfterHandshake(err) {
+			refuses, asks := "refused", "asks"
+			if natsClosedAfterHandshake(err) {
+				refuses = "closed the connection right after the TLS handshake, as it does when it refuses"
+				asks = "closed the connection right after the TLS handshake, as it does when it asks"
 			}
-			return fmt.Errorf("%w (the NATS server asks for a client certificate (verify: true in its tls block), which this process does not present: "+
-				"set nats.tls_cert and nats.tls_key to a certificate signed by a CA in the server's ca_file and its key)", err)
+			if cfg.NATS.TLSCert != "" {
+				return fmt.Errorf("%w (the NATS server %s the client certificate in nats.tls_cert %s: "+
+					"its ca_file must hold the CA that signed it, and the certificate must be in its dates and for client authentication)", err, refuses, cfg.NATS.TLSCert)
+			}
+			return fmt.Errorf("%w (the NATS server %s for a client certificate (verify: true in its tls block), which this process does not present: "+
+				"set nats.tls_cert and nats.tls_key to a certificate signed by a CA in the server's ca_file and its key)", err, asks)
 		}
 		fix := "give orderly the CA that signed it with nats.tls_ca=<the CA's PEM file>, for NATS only, or SSL_CERT_DIR=<directory of the CA's PEM file> " +
 			"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them"
