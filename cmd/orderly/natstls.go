@@ -56,3 +56,14 @@ func natsTLS(n config.NATS) ([]nats.Option, error) {
 	}
 	return opts, nil
 }
+
+// natsTLSKeySet names the first of n's TLS keys that is set; "" for none.
+func natsTLSKeySet(n config.NATS) string {
+	switch {
+	case n.TLSCA != "":
+		return "nats.tls_ca"
+	case n.TLSCert != "":
+		return "nats.tls_cert"
+	}
+	return ""
+}

@@ -91,6 +91,33 @@ func TestNATSClientCertificate(t *testing.T) {
 	}
 }
 
+// TestNATSTLSKeysToAServerWithoutTLS: nats.tls_ca makes TLS required
+// whatever nats.url's scheme (nats.go's RootCAs does so), so a nats://
+// URL to a server without TLS ends the start; the error named tls:// in
+// nats.url, which the URL did not hold, and said to write nats://, which
+// it did. It names the key now.
+func TestNATSTLSKeysToAServerWithoutTLS(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	dir := startupDir(t, "onp-")
+	ca := newTestCA(t, dir, "nats-ca")
+	ns := newNATSServer(t, dir, "")
+	ns.start()
+	conf := writeStartupConfig(t, dir, dsn, ns.url())
+	b, _ := os.ReadFile(conf)
+	if err := os.WriteFile(conf, []byte(strings.Replace(string(b), "nats:\n", fmt.Sprintf("nats:\n  tls_ca: %q\n", ca.path), 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apiProc, workerProc, _ := startAPIAndWorker(t, dir, conf)
+	for _, p := range []*faultProc{apiProc, workerProc} {
+		if !p.waitExit(15 * time.Second) {
+			t.Fatalf("%s still runs after 15 s:\n%s", p.name, logTail(p.log, 20))
+		}
+		if out := readLog(p); !strings.Contains(out, "nats.tls_ca asks for TLS and the server offers none") || strings.Contains(out, "tls://") {
+			t.Errorf("%s: the log does not name nats.tls_ca as what asks for TLS (or names tls://):\n%s", p.name, out)
+		}
+	}
+}
+
 // TestNATSTLSFilesRefusedAtStart: a NATS TLS file that is missing or is
 // not what its key asks for ends the start before any connection, with an
 // error naming the key and the file (nats.go's own name neither the key

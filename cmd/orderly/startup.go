@@ -362,6 +362,12 @@ func natsConnectError(cfg config.Config, role natsRole, err error) error {
 			certificateFix(err, "the NATS server's certificate", "nats.url", fix))
 	}
 	if errors.Is(err, nats.ErrSecureConnWanted) {
+		if key := natsTLSKeySet(cfg.NATS); key != "" {
+			// nats.go requires TLS once it is given a CA or a client
+			// certificate, whatever the URL's scheme.
+			return fmt.Errorf("%w (%s asks for TLS and the server offers none: turn on the tls block for clients in the server's config, "+
+				"or remove nats.tls_ca, nats.tls_cert and nats.tls_key if the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err, key)
+		}
 		return fmt.Errorf("%w (nats.url asks for TLS, tls://, and the server offers none: turn on the tls block for clients in the server's config, "+
 			"or write nats:// if the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
 	}
