@@ -218,7 +218,7 @@ func natsRetryable(err error) bool {
 // tlsRefused reports a TLS handshake that the configuration failed, not
 // the network: the server's certificate is not trusted (an unknown CA, a
 // name it does not carry, expired), or the server asks for a client
-// certificate, which orderly does not present. A server behind a private
+// certificate, which this process does not present. A server behind a private
 // CA with TLS turned on (deploy/nats, sslmode=verify-full) was waited
 // for at every attempt, "waiting for nats" without end, though no
 // attempt could succeed until the operator changed something.
