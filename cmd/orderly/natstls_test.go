@@ -91,6 +91,60 @@ func TestNATSClientCertificate(t *testing.T) {
 	}
 }
 
+// TestServeExternalNATSWithClientCertificate: `orderly serve` with an
+// external nats.url connects its API and worker through the same options
+// as api and worker, so the keys take it to a server with verify: true,
+// and an order runs; serve without the client certificate ends its start
+// saying which keys to set.
+func TestServeExternalNATSWithClientCertificate(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	dir := startupDir(t, "ons-")
+	ca := newTestCA(t, dir, "nats-ca")
+	srvCrt, srvKey := ca.leaf(t, dir, "nats", []string{"127.0.0.1"}, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	cliCrt, cliKey := ca.client(t, dir, "client")
+	ns := newNATSServer(t, dir, fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n",
+		srvCrt, srvKey, ca.path))
+	ns.start()
+	conf := writeStartupConfig(t, dir, dsn, "tls://127.0.0.1:"+strconv.Itoa(ns.port))
+	for i, tc := range []struct {
+		name    string
+		env     []string
+		refused bool
+	}{
+		{"without the client certificate", []string{"ORDERLY_NATS__TLS_CA=" + ca.path}, true},
+		{"with the client certificate", []string{"ORDERLY_NATS__TLS_CA=" + ca.path, "ORDERLY_NATS__TLS_CERT=" + cliCrt, "ORDERLY_NATS__TLS_KEY=" + cliKey}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+			data := filepath.Join(dir, "data-"+strconv.Itoa(i))
+			env := append([]string{"PATH=/usr/bin:/bin", "HOME=" + dir}, tc.env...)
+			p := startFaultProc(t, "serve", filepath.Join(dir, "serve-"+strconv.Itoa(i)+".log"), env, orderlyBin,
+				"serve", "--config", conf, "--data-dir", data, "--listen", listen, "--host", "h1")
+			if tc.refused {
+				if !p.waitExit(15 * time.Second) {
+					t.Fatalf("serve still runs after 15 s:\n%s", logTail(p.log, 20))
+				}
+				if out := readLog(p); !strings.Contains(out, "set nats.tls_cert and nats.tls_key") {
+					t.Errorf("serve's log does not say to set nats.tls_cert and nats.tls_key:\n%s", out)
+				}
+				return
+			}
+			apiURL := "http://" + listen
+			waitHTTPOK(t, apiURL+"/readyz", time.Minute, p)
+			// serve's own admin token, which it writes at its start.
+			b, err := os.ReadFile(filepath.Join(data, "admin.token"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			token := strings.TrimSpace(string(b))
+			id := submitStartupOrder(t, apiURL, token, "h1")
+			waitUntil(t, time.Minute, "the order succeeds", func() bool {
+				return startupOrderStatus(t, apiURL, token, id) == "succeeded"
+			})
+		})
+	}
+}
+
 // TestNATSTLSKeysToAServerWithoutTLS: nats.tls_ca makes TLS required
 // whatever nats.url's scheme (nats.go's RootCAs does so), so a nats://
 // URL to a server without TLS ends the start; the error named tls:// in
