@@ -63,6 +63,19 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 // notBefore to notAfter.
 func (ca *testCA) leaf(t *testing.T, dir, file string, names []string, notBefore, notAfter time.Time) (crt, key string) {
 	t.Helper()
+	return ca.issue(t, dir, file, names, notBefore, notAfter, x509.ExtKeyUsageServerAuth)
+}
+
+// client writes dir/file.crt and dir/file.key: a client certificate the
+// CA signed, valid for a day, as a server with verify: true asks for.
+func (ca *testCA) client(t *testing.T, dir, file string) (crt, key string) {
+	t.Helper()
+	return ca.issue(t, dir, file, nil, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), x509.ExtKeyUsageClientAuth)
+}
+
+// issue is leaf and client: a certificate for usage.
+func (ca *testCA) issue(t *testing.T, dir, file string, names []string, notBefore, notAfter time.Time, usage x509.ExtKeyUsage) (crt, key string) {
+	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +83,7 @@ func (ca *testCA) leaf(t *testing.T, dir, file string, names []string, notBefore
 	testSerial.Add(testSerial, big.NewInt(1))
 	tmpl := &x509.Certificate{SerialNumber: new(big.Int).Set(testSerial), Subject: pkix.Name{CommonName: file},
 		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)

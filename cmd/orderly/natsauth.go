@@ -33,8 +33,8 @@ const (
 	roleWorker                 // worker: use them, never change them
 )
 
-// natsAuth returns the connection options of role: the credential from
-// the config and the role's inbox prefix.
+// natsAuth returns the connection options of role: the credential and
+// the TLS files (natsTLS) from the config, and the role's inbox prefix.
 func natsAuth(cfg config.Config, role natsRole) ([]nats.Option, error) {
 	var opts []nats.Option
 	switch {
@@ -54,6 +54,11 @@ func natsAuth(cfg config.Config, role natsRole) ([]nats.Option, error) {
 	case cfg.NATS.Credentials != "":
 		opts = append(opts, nats.UserCredentials(cfg.NATS.Credentials))
 	}
+	tlsOpts, err := natsTLS(cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, tlsOpts...)
 	inbox := queue.APIInbox
 	if role == roleWorker {
 		inbox = queue.WorkerInbox(cfg.Host)

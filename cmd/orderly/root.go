@@ -244,6 +244,12 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 				"key", key.name, "path", key.path, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
 		}
 	}
+	if key := w.Current().NATS.TLSKey; key != "" {
+		if st, err := os.Stat(key); err == nil && st.Mode().Perm()&0o004 != 0 {
+			l.Logger.Warn("the NATS client certificate's key may be read by every local user, who can then present this process's certificate: chmod 600 it, or 640 to the service's group (security.md)",
+				"key", "nats.tls_key", "path", key, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
+		}
+	}
 	for _, flag := range secretFlags(f.overrides(cmd)) {
 		l.Logger.Warn("a password is on the command line: every local user, and every order this machine runs, reads it in /proc/<pid>/cmdline (ps) for as long as this process runs; set it in the config file, the environment or a passfile instead (security.md)", "flag", flag)
 	}

@@ -199,6 +199,9 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		embedded = ns
 		cfg.NATS.URL = ns.ClientURL()
 		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
+		// The embedded server has no TLS: the TLS files are for an
+		// external nats.url, as nats.nkey is.
+		cfg.NATS.TLSCA, cfg.NATS.TLSCert, cfg.NATS.TLSKey = "", "", ""
 		natsCreds = creds
 		// serve's own API and worker talk to the embedded server through
 		// an in-process pipe: same authentication and permissions, no

@@ -199,7 +199,7 @@ func postgresRetryable(err error) bool {
 func natsRetryable(err error) bool {
 	var pathErr *fs.PathError
 	switch {
-	case tlsRefused(err):
+	case tlsRefused(err), clientCertificateRefused(err), natsClosedAfterHandshake(err):
 		return false
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		// A tls:// URL and a server that offers no TLS: only a change
@@ -218,7 +218,7 @@ func natsRetryable(err error) bool {
 // tlsRefused reports a TLS handshake that the configuration failed, not
 // the network: the server's certificate is not trusted (an unknown CA, a
 // name it does not carry, expired), or the server asks for a client
-// certificate, which orderly does not present. A server behind a private
+// certificate, which this process does not present. A server behind a private
 // CA with TLS turned on (deploy/nats, sslmode=verify-full) was waited
 // for at every attempt, "waiting for nats" without end, though no
 // attempt could succeed until the operator changed something.
@@ -229,6 +229,30 @@ func tlsRefused(err error) bool {
 	var invalid x509.CertificateInvalidError
 	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
 		errors.As(err, &invalid) || clientCertificateRequired(err)
+}
+
+// clientCertificateRefused reports the alert of a server that verified
+// the client certificate orderly presented (nats.tls_cert) and refused
+// it: crypto/tls sends bad_certificate for a chain to a CA not in its
+// ca_file or a certificate out of its dates, other servers
+// unknown_ca. Only the text tells, as for clientCertificateRequired. It
+// was waited for without end. NATS only: PostgreSQL's refusal of an
+// sslcert= is pgx's to report.
+func clientCertificateRefused(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "remote error: tls: bad certificate") ||
+		strings.Contains(err.Error(), "remote error: tls: unknown certificate authority"))
+}
+
+// natsClosedAfterHandshake reports nats.go's error for a server that
+// closed the connection right after a completed TLS handshake. Under TLS
+// 1.3 the server checks the client certificate after the client's side
+// of the handshake is done, and the client's first write can fail
+// (broken pipe) before a read finds the server's alert: nats.go says it
+// "typically indicates the remote side rejected the client certificate".
+// It was retried until an attempt read the alert, ~18 s for the API
+// (decisions.md, hJ22).
+func natsClosedAfterHandshake(err error) bool {
+	return errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "connection closed by remote after TLS handshake")
 }
 
 // clientCertificateRequired reports TLS 1.3's certificate_required alert
@@ -315,16 +339,35 @@ const errCodeClusterNotAvailable jetstream.ErrorCode = 10008
 // failed: the server's certificate, a client certificate it asks for, or
 // a tls:// URL to a server without TLS.
 func natsConnectError(cfg config.Config, role natsRole, err error) error {
-	if tlsRefused(err) {
-		if clientCertificateRequired(err) {
-			return fmt.Errorf("%w (the NATS server asks for a client certificate, which orderly does not present: "+
-				"leave verify off in the server's tls block for clients; they prove themselves with nats.nkey or nats.credentials)", err)
+	if tlsRefused(err) || clientCertificateRefused(err) || natsClosedAfterHandshake(err) {
+		if clientCertificateRequired(err) || clientCertificateRefused(err) || natsClosedAfterHandshake(err) {
+			refuses, asks := "refused", "asks"
+			if natsClosedAfterHandshake(err) {
+				refuses = "closed the connection right after the TLS handshake, as it does when it refuses"
+				asks = "closed the connection right after the TLS handshake, as it does when it asks"
+			}
+			if cfg.NATS.TLSCert != "" {
+				return fmt.Errorf("%w (the NATS server %s the client certificate in nats.tls_cert %s: "+
+					"its ca_file must hold the CA that signed it, and the certificate must be in its dates and for client authentication)", err, refuses, cfg.NATS.TLSCert)
+			}
+			return fmt.Errorf("%w (the NATS server %s for a client certificate (verify: true in its tls block), which this process does not present: "+
+				"set nats.tls_cert and nats.tls_key to a certificate signed by a CA in the server's ca_file and its key)", err, asks)
+		}
+		fix := "give orderly the CA that signed it with nats.tls_ca=<the CA's PEM file>, for NATS only, or SSL_CERT_DIR=<directory of the CA's PEM file> " +
+			"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them"
+		if cfg.NATS.TLSCA != "" {
+			fix = "nats.tls_ca, " + cfg.NATS.TLSCA + ", does not hold the CA that signed it: name the file of that CA there"
 		}
 		return fmt.Errorf("%w (%s; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err,
-			certificateFix(err, "the NATS server's certificate", "nats.url", "give orderly the CA that signed it with SSL_CERT_DIR=<directory of the CA's PEM file> "+
-				"in the process's environment, which keeps the system's CAs, or SSL_CERT_FILE=<file>, which replaces them"))
+			certificateFix(err, "the NATS server's certificate", "nats.url", fix))
 	}
 	if errors.Is(err, nats.ErrSecureConnWanted) {
+		if key := natsTLSKeySet(cfg.NATS); key != "" {
+			// nats.go requires TLS once it is given a CA or a client
+			// certificate, whatever the URL's scheme.
+			return fmt.Errorf("%w (%s asks for TLS and the server offers none: turn on the tls block for clients in the server's config, "+
+				"or remove nats.tls_ca, nats.tls_cert and nats.tls_key if the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err, key)
+		}
 		return fmt.Errorf("%w (nats.url asks for TLS, tls://, and the server offers none: turn on the tls block for clients in the server's config, "+
 			"or write nats:// if the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)
 	}

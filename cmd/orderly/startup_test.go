@@ -538,11 +538,16 @@ func TestStartupRetryable(t *testing.T) {
 		{"nats credentials revoked", depNATS, nats.ErrAuthRevoked, false},
 		{"credentials file missing", depNATS, &fs.PathError{Op: "open", Path: "/x.creds", Err: fs.ErrNotExist}, false},
 		{"marked fatal", depNATS, fatalStartError{errors.New("nats.replicas is 3")}, false},
+		// What nats.go returns when the client's first write after the
+		// handshake fails before it reads that alert (a broken pipe): it
+		// was waited out, ~18 s for the API, until an attempt read the
+		// alert (TestNATSClientCertificate runs the server).
+		{"nats closed after the tls handshake", depNATS, natsConnectError(config.Config{}, roleAPI,
+			fmt.Errorf("connect to nats: %w", fmt.Errorf("%w: connection closed by remote after TLS handshake: %w", nats.ErrTLS,
+				&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}))), false},
 		// What crypto/tls returns when the server's tls block verifies
 		// client certificates (TLS 1.3; TestStartupRefusalsExit runs the
-		// server whose certificate is not trusted). A process test cannot
-		// pin it: the client may write before the alert arrives, and that
-		// attempt ends in a broken pipe, which is waited out.
+		// server whose certificate is not trusted).
 		{"nats asks for a client certificate", depNATS, natsConnectError(config.Config{}, roleAPI,
 			fmt.Errorf("connect to nats: %w", &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")})), false},
 	}
@@ -558,8 +563,12 @@ func TestStartupRetryable(t *testing.T) {
 		t.Errorf("a refused seed does not say where a cluster lists it: %s", refusedSeed)
 	}
 	certRequired := cases[len(cases)-1].err.Error()
-	if !strings.Contains(certRequired, "asks for a client certificate, which orderly does not present") {
+	if !strings.Contains(certRequired, "asks for a client certificate (verify: true in its tls block), which this process does not present: set nats.tls_cert and nats.tls_key") {
 		t.Errorf("a server that asks for a client certificate is not named as such: %s", certRequired)
+	}
+	closed := cases[len(cases)-2].err.Error()
+	if !strings.Contains(closed, "closed the connection right after the TLS handshake, as it does when it asks for a client certificate") {
+		t.Errorf("a server that closed the connection after the handshake is not named as one asking for a client certificate: %s", closed)
 	}
 }
 

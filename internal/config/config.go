@@ -41,10 +41,17 @@ type Config struct {
 
 // NATS configures the broker connection and the JetStream objects.
 type NATS struct {
-	URL         string        `koanf:"url"`    // empty: serve embeds nats-server
-	Listen      string        `koanf:"listen"` // embedded server address, default 127.0.0.1:4222
-	Credentials string        `koanf:"credentials"`
-	Nkey        string        `koanf:"nkey"`    // nkey seed file; serve writes one per role (docs/security.md)
+	URL         string `koanf:"url"`    // empty: serve embeds nats-server
+	Listen      string `koanf:"listen"` // embedded server address, default 127.0.0.1:4222
+	Credentials string `koanf:"credentials"`
+	Nkey        string `koanf:"nkey"` // nkey seed file; serve writes one per role (docs/security.md)
+	// TLSCA is the PEM file of the CAs the NATS servers' certificates
+	// must chain to, for NATS only (the JWKS client keeps the system's);
+	// TLSCert and TLSKey are the client certificate presented to servers
+	// that verify clients (verify: true in their tls block).
+	TLSCA       string        `koanf:"tls_ca"`
+	TLSCert     string        `koanf:"tls_cert"`
+	TLSKey      string        `koanf:"tls_key"`
 	Workers     []string      `koanf:"workers"` // extra hosts serve issues worker credentials for
 	Replicas    int           `koanf:"replicas"`
 	DedupWindow time.Duration `koanf:"dedup_window"`

@@ -187,6 +187,12 @@ func (c Config) validateNATS(ps *problems) {
 	if n.Nkey != "" && n.Credentials != "" {
 		ps.add("nats.nkey", "set either nats.nkey or nats.credentials, not both")
 	}
+	if n.TLSCert == "" && n.TLSKey != "" {
+		ps.add("nats.tls_cert", "nats.tls_key is set without nats.tls_cert: give both (the client certificate and its key) or neither")
+	}
+	if n.TLSCert != "" && n.TLSKey == "" {
+		ps.add("nats.tls_key", "nats.tls_cert is set without nats.tls_key: give both (the client certificate and its key) or neither")
+	}
 	for _, h := range n.Workers {
 		if !order.ValidHost(h) {
 			ps.add("nats.workers", "%q must be 1-128 characters of [A-Za-z0-9_-] (one NATS subject token)", h)

@@ -63,6 +63,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"http read timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, "http.read_timeout"},
 		{"http body", func(c *Config) { c.HTTP.MaxBodyBytes = 0 }, "http.max_body_bytes"},
 		{"http tls half", func(c *Config) { c.HTTP.TLSCert = "/etc/cert.pem" }, "http.tls_cert"},
+		{"nats client certificate without its key", func(c *Config) { c.NATS.TLSCert = "/etc/nats-client.crt" }, "nats.tls_key"},
+		{"nats client key without its certificate", func(c *Config) { c.NATS.TLSKey = "/etc/nats-client.key" }, "nats.tls_cert"},
 		{"command_path relative", func(c *Config) { c.Worker.CommandPath = []string{"/bin", "bin"} }, "worker.command_path[1]"},
 		{"command_path colon list", func(c *Config) { c.Worker.CommandPath = []string{"/usr/bin:/bin"} }, "worker.command_path[0]"},
 		{"command_path empty", func(c *Config) { c.Worker.CommandPath = nil }, "worker.command_path"},
@@ -195,6 +197,7 @@ func TestValidateAcceptsGoodValues(t *testing.T) {
 	c.Log.Format = "syslog"
 	c.Log.Level = "warn"
 	c.HTTP.TLSCert, c.HTTP.TLSKey = "/etc/c.pem", "/etc/k.pem"
+	c.NATS.TLSCA, c.NATS.TLSCert, c.NATS.TLSKey = "/etc/nats-ca.pem", "/etc/nats-client.crt", "/etc/nats-client.key"
 	c.ACL.Allow = []string{"10.0.0.0/8", "::1/128", "192.168.1.7/32", "192.0.2.7", "::ffff:10.0.0.0/104"}
 	c.Auth.Tokens = []Token{{Name: "ci", SHA256: strings.Repeat("AB", 32), PreviousSHA256: strings.Repeat("CD", 32), Roles: []string{"deploy"}}}
 	c.Auth.JWT = JWT{Algorithm: "EdDSA", PublicKey: "/etc/jwt.pem", Audience: "orderly", MaxLifetime: time.Hour, RolesClaim: "roles", NameClaim: "sub"}

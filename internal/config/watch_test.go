@@ -312,4 +312,18 @@ func TestChanged(t *testing.T) {
 		!RequiresRestart("worker.shutdown_grace") || !RequiresRestart("worker.metrics_listen") || RequiresRestart("worker.kill_grace") {
 		t.Error("RequiresRestart misclassifies keys")
 	}
+	// The NATS TLS files are options of the connection, made once: a
+	// reload that changes them lists them (the files themselves are read
+	// again at each reconnect).
+	b = Default()
+	b.NATS.TLSCA, b.NATS.TLSCert, b.NATS.TLSKey = "/etc/orderly/ca.crt", "/etc/orderly/c.crt", "/etc/orderly/c.key"
+	got = Changed(a, b)
+	if !reflect.DeepEqual(got, []string{"nats.tls_ca", "nats.tls_cert", "nats.tls_key"}) {
+		t.Errorf("Changed = %v", got)
+	}
+	for _, k := range got {
+		if !RequiresRestart(k) {
+			t.Errorf("RequiresRestart(%q) = false: a reload would not say that it waits for a restart", k)
+		}
+	}
 }
