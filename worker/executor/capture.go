@@ -35,10 +35,11 @@ type capture struct {
 	pos  int
 	n    int64
 	sum  hash.Hash
-	// spill holds what kept would past spillFrom bytes, in its place
-	// (kept is then nil and spill.size its length), when spillDir is
-	// set and the cap is larger than spillFrom: the bytes are written
-	// to the file and read back from it (readAt, output), never held.
+	// spill holds the kept bytes in place of kept (then nil; spill.size
+	// is their length) from when they would pass spillFrom, if spillDir
+	// is set and the cap is larger than spillFrom: written to the file
+	// and read back from it (readAt, output), never held in memory.
+	// spillDir is cleared once the spill was tried.
 	spillDir string
 	spill    *Spill
 	// secrets are masked wherever the stream shows them (masked): held is
@@ -250,8 +251,8 @@ func (c *capture) appendKept(p []byte, limit int) {
 				_ = s.Close()
 			}
 		}
-		// Not spilled (no O_TMPFILE there, a full disk): kept in
-		// memory, as before spilling, and not tried again.
+		// Tried once: a stream that could not spill (no O_TMPFILE
+		// there, a full disk) stays in memory, as before spilling.
 		c.spillDir = ""
 	}
 	if c.spill == nil {
