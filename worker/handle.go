@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -163,7 +164,14 @@ func (w *Worker) misrouted(msg jetstream.Msg, o *order.Order) error {
 // message still to begin, when the pipelined claim of the next one could
 // not be made.
 func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order, msgs <-chan jetstream.Msg) (jetstream.Msg, error) {
+	// written is the result last run: the files its spilled outputs are
+	// in are closed (freed) once it is written, when the next order
+	// starts or execute returns, whatever the way.
+	var written postgres.Finish
+	defer func() { closeSpilled(written) }()
 	for {
+		closeSpilled(written)
+		written = postgres.Finish{}
 		if ctx.Err() != nil {
 			// Claimed (pipelined, or just before the stop request) but
 			// not started, and the worker is stopping: hand it back to
@@ -193,6 +201,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 			TTL: startedTTL(o)})
 
 		finish, ran, unstarted := w.run(ctx, msg, o)
+		written = finish
 		if unstarted {
 			// The worker's stop ended it before any process of it
 			// started (it waited for a file descriptor past the
@@ -664,6 +673,16 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	return f, res.Duration, false
 }
 
+// closeSpilled closes the files f's spilled outputs are in
+// (executor.SpillTo): the result is written, or given up.
+func closeSpilled(f postgres.Finish) {
+	for _, s := range f.Spilled {
+		if c, ok := s.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
+}
+
 // liveOut is an order's live output: one allocation for a captured
 // order, nothing more until its first chunk (queue.LiveOutput).
 type liveOut struct {
@@ -832,6 +851,13 @@ func finishOf(res executor.Result) postgres.Finish {
 	r := order.Result{ExitCode: res.ExitCode, Signal: res.Signal, DurationMS: res.Duration.Milliseconds(),
 		Stdout: res.Stdout, Stderr: res.Stderr}
 	f := postgres.Finish{Result: r, Detail: map[string]any{"group_gone": res.GroupGone, "verified": res.Verified}}
+	// Not assigned as they are: a nil *Spill is no nil SpilledOutput.
+	if res.StdoutSpill != nil {
+		f.Spilled[0] = res.StdoutSpill
+	}
+	if res.StderrSpill != nil {
+		f.Spilled[1] = res.StderrSpill
+	}
 	if res.Escaped {
 		f.Detail["escaped"] = true
 	}

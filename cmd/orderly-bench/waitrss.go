@@ -38,7 +38,7 @@ func waitRSS(ctx context.Context, c *client, srv *server, o options, rep *report
 			"≤ 80 MiB", ptr(after.serveHWM <= 80*1024))
 		rep.detail(fmt.Sprintf("… RSS before that order / after it / its response body (%s)", k.name),
 			fmt.Sprintf("%s / %s / %.1f MiB", mib(before.serveRSS), mib(after.serveRSS), float64(len(b))/(1<<20)),
-			"the peak is reset through clear_refs right before the POST; serve also holds the worker's capture, the result write and the live chunks in ORDERLY_LIVE (a memory stream)")
+			"the peak is reset through clear_refs right before the POST; serve also holds the result write and the live chunks in ORDERLY_LIVE (a memory stream); the worker's capture past 1 MiB waits in a file (executor.Spill)")
 	}
 	return nil
 }

@@ -697,6 +697,10 @@ func startWorkerWith(ctx context.Context, cfg config.Config, b *backend, logger 
 	if !order.ValidHost(cfg.Host) {
 		return nil, fmt.Errorf("host id %q is not valid: use 1-128 characters of [A-Za-z0-9_-] (set --host)", cfg.Host)
 	}
+	// An order's output past 1 MiB waits for its result write in an
+	// unnamed file ($TMPDIR, else /tmp), not in the heap that serve
+	// shares with the API and NATS's live stream (executor.Spill).
+	ex.SpillTo(os.TempDir())
 	// A connection PostgreSQL dropped since the backend connected (a
 	// restart) ended the start here, `check login: unexpected EOF`, where
 	// the connect itself waits: waited out the same way. A login confined

@@ -91,6 +91,40 @@ func TestOutputCap(t *testing.T) {
 	}
 }
 
+// TestOutputsPastAMiBKeptFromTheirFile: an output past 1 MiB, which the
+// worker's capture keeps in a file until the result is written
+// (executor.SpillTo), is stored and answered byte for byte: whole within
+// the cap (streamed from the file into PostgreSQL), head and tail past it
+// (read back from the file to be cut).
+func TestOutputsPastAMiBKeptFromTheirFile(t *testing.T) {
+	s := newStack(t, "spill")
+	stream := func(n int) []byte { // what `seq` prints, cut at n bytes
+		var b bytes.Buffer
+		for i := 1; b.Len() < n; i++ {
+			fmt.Fprintf(&b, "%d\n", i)
+		}
+		return b.Bytes()[:n]
+	}
+	for _, c := range []struct{ n, limit int }{{3<<20 + 1, 4 << 20}, {5 << 20, 2<<20 + 1}} {
+		full := stream(c.n)
+		o := s.submit(map[string]any{"host": "spill", "command": "sh", "args": []string{"-c", "seq 1 9999999 | head -c " + strconv.Itoa(c.n)},
+			"max_output_bytes": c.limit}, "?wait=60", http.StatusOK)
+		out := o.Result.Stdout
+		sum := sha256.Sum256(full)
+		if o.Status != "succeeded" || out.Bytes != int64(c.n) || out.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("%d bytes under a cap of %d: %s, %d bytes, sha %s", c.n, c.limit, o.Status, out.Bytes, out.SHA256)
+		}
+		want := string(full)
+		if c.n > c.limit {
+			head, tail := c.limit/2, c.limit-c.limit/2
+			want = string(full[:head]) + order.TruncationMarker(int64(c.n-c.limit)) + string(full[c.n-tail:])
+		}
+		if out.Content != want || out.Truncated != (c.n > c.limit) {
+			t.Fatalf("%d bytes under a cap of %d: kept %d bytes (truncated %v), want %d", c.n, c.limit, len(out.Content), out.Truncated, len(want))
+		}
+	}
+}
+
 // pidsGone reports whether none of the pids is alive (zombies count as
 // gone: the container's init may not reap them).
 func pidsGone(pids []int) bool {

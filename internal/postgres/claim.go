@@ -289,6 +289,11 @@ type Finish struct {
 	// (RecordProcess), or nothing ran.
 	Record  *Process
 	Started time.Time
+	// Spilled holds the content of stdout (0) and stderr (1) when it is
+	// in a file, not in Result (whose Content is then nil): it is
+	// streamed from there into the order's row (writeStaged). The
+	// caller closes it once the result is written.
+	Spilled [2]SpilledOutput
 }
 
 // Complete writes the result of attempt and the "finished" event, guarded by

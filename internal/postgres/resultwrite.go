@@ -28,9 +28,27 @@ import (
 // the same size.
 const stageOutputsFrom = 1 << 20
 
+// SpilledOutput is an output's content kept in a file rather than in
+// the Result (a worker's capture past 1 MiB: executor.Spill): Size bytes,
+// read with ReadAt. The result write streams it from there (writeStaged),
+// so it is never held whole in memory.
+type SpilledOutput interface {
+	io.ReaderAt
+	Size() int64
+}
+
 // stagesOutputs reports whether f's result write streams its outputs.
 func stagesOutputs(f Finish) bool {
-	return staged(f.Result.Stdout.Content) || staged(f.Result.Stderr.Content)
+	return stagedOut(f, 0) || stagedOut(f, 1)
+}
+
+// stagedOut reports whether output i (0 stdout, 1 stderr) of f goes
+// through the staging table: spilled, or large.
+func stagedOut(f Finish, i int) bool {
+	if f.Spilled[i] != nil {
+		return true
+	}
+	return staged([2][]byte{f.Result.Stdout.Content, f.Result.Stderr.Content}[i])
 }
 
 // stageTableSQL creates the session's staging table for outputs. A
@@ -73,10 +91,10 @@ var (
 // replaced by NULL (stagedCompleteSQL reads them from the staging table).
 func stagedArgs(args []any, f Finish) []any {
 	out := append([]any(nil), args...)
-	if staged(f.Result.Stdout.Content) {
+	if stagedOut(f, 0) {
 		out[7] = nil // $8
 	}
-	if staged(f.Result.Stderr.Content) {
+	if stagedOut(f, 1) {
 		out[11] = nil // $12
 	}
 	return out
@@ -93,22 +111,30 @@ func stageReader(f Finish) (io.Reader, error) {
 	// Header: signature, flags (none), header extension length (none).
 	head := append([]byte("PGCOPY\n\xff\r\n\x00"), 0, 0, 0, 0, 0, 0, 0, 0)
 	parts := []io.Reader{bytes.NewReader(head)}
-	for _, out := range []struct {
-		stream  int16
-		content []byte
-	}{{stagedStdout, f.Result.Stdout.Content}, {stagedStderr, f.Result.Stderr.Content}} {
-		if !staged(out.content) {
+	for i, stream := range []int16{stagedStdout, stagedStderr} {
+		if !stagedOut(f, i) {
 			continue
 		}
-		if len(out.content) > math.MaxInt32 {
-			return nil, fmt.Errorf("stage an output of %d bytes: more than a bytea holds", len(out.content))
+		// A spilled output is read from its file from the start each
+		// time: a write tried again reads it again.
+		var content io.Reader
+		var size int64
+		if sp := f.Spilled[i]; sp != nil {
+			size = sp.Size()
+			content = io.NewSectionReader(sp, 0, size)
+		} else {
+			b := [2][]byte{f.Result.Stdout.Content, f.Result.Stderr.Content}[i]
+			size, content = int64(len(b)), bytes.NewReader(b)
+		}
+		if size > math.MaxInt32 {
+			return nil, fmt.Errorf("stage an output of %d bytes: more than a bytea holds", size)
 		}
 		// Two fields: the stream (int2, 2 bytes), the content (bytea).
 		row := binary.BigEndian.AppendUint16(nil, 2)
 		row = binary.BigEndian.AppendUint32(row, 2)
-		row = binary.BigEndian.AppendUint16(row, uint16(out.stream))
-		row = binary.BigEndian.AppendUint32(row, uint32(len(out.content)))
-		parts = append(parts, bytes.NewReader(row), bytes.NewReader(out.content))
+		row = binary.BigEndian.AppendUint16(row, uint16(stream))
+		row = binary.BigEndian.AppendUint32(row, uint32(size))
+		parts = append(parts, bytes.NewReader(row), content)
 	}
 	trailer := binary.BigEndian.AppendUint16(nil, 0xffff) // -1 fields: the end
 	return io.MultiReader(append(parts, bytes.NewReader(trailer))...), nil

@@ -152,3 +152,49 @@ func TestStreamedResultIsGuardedByAttempt(t *testing.T) {
 		t.Fatal("the running attempt's large result was not written")
 	}
 }
+
+// TestSpilledOutputsAreStreamedFromTheirFile: an output whose content is
+// in a file (Finish.Spilled: a worker's capture past 1 MiB, its Content
+// nil) is written into the row from there, byte for byte, through
+// Complete and CompleteAndClaim, next to an output held in memory; and a
+// write refused and tried again reads the file from its start again.
+func TestSpilledOutputsAreStreamedFromTheirFile(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "w1")
+	big := randomBytes(3, 3<<20+5)
+	small := []byte("warn\n")
+	finish := succeeded("")
+	spilled := keptOutput(big, int64(len(big)), false)
+	finish.Result.Stdout = order.Output{Bytes: spilled.Bytes, SHA256: spilled.SHA256}
+	finish.Result.Stderr = keptOutput(small, int64(len(small)), false)
+	finish.Spilled[0] = bytes.NewReader(big) // an io.ReaderAt with Size, as executor.Spill
+
+	check := func(id *order.Order) {
+		t.Helper()
+		got := e.get(id.ID)
+		if got.Status != order.StatusSucceeded || got.Result == nil {
+			t.Fatalf("status %s, result %+v", got.Status, got.Result)
+		}
+		if out := got.Result.Stdout; !bytes.Equal(out.Content, big) || out.Bytes != int64(len(big)) || !bytes.Equal(out.SHA256, spilled.SHA256) {
+			t.Fatalf("stdout: %d bytes kept of %d, want the spilled %d", len(out.Content), out.Bytes, len(big))
+		}
+		if !bytes.Equal(got.Result.Stderr.Content, small) {
+			t.Fatalf("stderr: %q, want %q", got.Result.Stderr.Content, small)
+		}
+	}
+	o := e.insert("h", "p", nil)
+	first := e.claim(o.ID, "w1")
+	if err := e.store.Complete(e.ctx, o.ID, first.Attempt+1, finish); order.ErrorCode(err) != order.CodeConflict {
+		t.Fatalf("a result of an attempt not running: %v, want a conflict", err)
+	}
+	if err := e.store.Complete(e.ctx, o.ID, first.Attempt, finish); err != nil {
+		t.Fatal(err)
+	}
+	check(o)
+	pipelined, next := e.insert("h", "p", nil), e.insert("h", "p", nil)
+	step, err := e.store.CompleteAndClaim(e.ctx, pipelined.ID, e.claim(pipelined.ID, "w1").Attempt, finish, next.ID, "w1", 3)
+	if err != nil || step.Done != nil || !step.Claimed || step.Next.ID != next.ID {
+		t.Fatalf("CompleteAndClaim: %+v, %v", step, err)
+	}
+	check(pipelined)
+}

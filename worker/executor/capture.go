@@ -35,6 +35,13 @@ type capture struct {
 	pos  int
 	n    int64
 	sum  hash.Hash
+	// spill holds the kept bytes in place of kept (then nil; spill.size
+	// is their length) from when they would pass spillFrom, if spillDir
+	// is set and the cap is larger than spillFrom: written to the file
+	// and read back from it (readAt, output), never held in memory.
+	// spillDir is cleared once the spill was tried.
+	spillDir string
+	spill    *Spill
 	// secrets are masked wherever the stream shows them (masked): held is
 	// the stream's last bytes that may begin one, kept back until the
 	// next write or the end (flush) tells; scratch is the buffer a write
@@ -200,26 +207,101 @@ func (c *capture) keep(p []byte) {
 	c.n += int64(len(p))
 	q := p
 	limit := c.headMax + c.tailMax
-	if room := limit - len(c.kept); room > 0 {
+	if room := limit - c.keptLen(); room > 0 {
 		k := min(room, len(q))
-		c.kept = appendCapped(c.kept, q[:k], limit)
+		c.appendKept(q[:k], limit)
 		q = q[k:]
 	}
 	if len(q) == 0 || c.tailMax == 0 {
 		return
 	}
-	tail := c.kept[c.headMax:]
 	if len(q) >= c.tailMax {
 		// q alone fills the ring: keep its last tailMax bytes, in order.
-		copy(tail, q[len(q)-c.tailMax:])
+		c.put(c.headMax, q[len(q)-c.tailMax:])
 		c.pos = 0
 		return
 	}
 	for len(q) > 0 { // the ring is full: overwrite the oldest bytes
-		k := copy(tail[c.pos:], q)
+		k := min(c.tailMax-c.pos, len(q))
+		c.put(c.headMax+c.pos, q[:k])
 		q = q[k:]
 		c.pos = (c.pos + k) % c.tailMax
 	}
+}
+
+// keptLen is how many bytes the capture keeps: len(kept), or the spill's.
+func (c *capture) keptLen() int {
+	if c.spill != nil {
+		return int(c.spill.size)
+	}
+	return len(c.kept)
+}
+
+// appendKept keeps p after what is kept, at most limit bytes in all. The
+// kept bytes move to a spill file once they would pass spillFrom, when
+// the cap is larger (a smaller stream stays in memory: most orders print
+// little, and a file costs a few system calls).
+func (c *capture) appendKept(p []byte, limit int) {
+	if c.spill == nil && c.spillDir != "" && limit > spillFrom && len(c.kept)+len(p) > spillFrom {
+		if s, err := openSpill(c.spillDir); err == nil {
+			if _, err := s.f.WriteAt(c.kept, 0); err == nil {
+				s.size = int64(len(c.kept))
+				c.spill, c.kept = s, nil
+			} else {
+				_ = s.Close()
+			}
+		}
+		// Tried once: a stream that could not spill (no O_TMPFILE
+		// there, a full disk) stays in memory, as before spilling.
+		c.spillDir = ""
+	}
+	if c.spill == nil {
+		c.kept = appendCapped(c.kept, p, limit)
+		return
+	}
+	off := int(c.spill.size)
+	c.spill.size += int64(len(p)) // first: a failed put reads it all back
+	c.put(off, p)
+}
+
+// put writes p over the kept bytes at off (up to their end).
+func (c *capture) put(off int, p []byte) {
+	if c.spill == nil {
+		copy(c.kept[off:], p)
+		return
+	}
+	if _, err := c.spill.f.WriteAt(p, int64(off)); err != nil {
+		c.unspill()
+		copy(c.kept[off:], p)
+	}
+}
+
+// unspill reads the spilled bytes back into memory, after a write to the
+// file failed (its disk full): the stream goes on kept in memory, as it
+// would have without the file. Bytes the file cannot give back stay
+// zero; the stream's hash (SHA256) still says what it printed.
+func (c *capture) unspill() {
+	s := c.spill
+	c.spill = nil
+	c.kept = make([]byte, s.size, c.headMax+c.tailMax)
+	_, _ = s.ReadAt(c.kept, 0)
+	_ = s.Close()
+}
+
+// get copies the kept bytes at off to p, as many as p takes up to their
+// end, and returns how many.
+func (c *capture) get(p []byte, off int) int {
+	if c.spill == nil {
+		return copy(p, c.kept[off:])
+	}
+	n := min(len(p), int(c.spill.size)-off)
+	if n <= 0 {
+		return 0
+	}
+	if _, err := c.spill.ReadAt(p[:n], int64(off)); err != nil {
+		return 0
+	}
+	return n
 }
 
 // readAt copies to p the bytes of the stream from offset off on that the
@@ -233,15 +315,15 @@ func (c *capture) keep(p []byte) {
 func (c *capture) readAt(p []byte, off int64) (from int64, n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if kept := int64(len(c.kept)); c.n == kept {
+	if kept := int64(c.keptLen()); c.n == kept {
 		// All of the stream, in order (the ring has not turned: pos is 0).
 		if off >= kept {
 			return off, 0
 		}
-		return off, copy(p, c.kept[off:])
+		return off, c.get(p, int(off))
 	}
 	if off < int64(c.headMax) {
-		return off, copy(p, c.kept[off:c.headMax])
+		return off, c.get(p[:min(int64(len(p)), int64(c.headMax)-off)], int(off))
 	}
 	// The ring holds the stream's last tailMax bytes, the oldest at pos.
 	start := c.n - int64(c.tailMax)
@@ -249,27 +331,39 @@ func (c *capture) readAt(p []byte, off int64) (from int64, n int) {
 	if from >= c.n {
 		return from, 0
 	}
-	ring := c.kept[c.headMax:]
 	i := (c.pos + int(from-start)) % c.tailMax
 	if i < c.pos {
-		return from, copy(p, ring[i:c.pos])
+		return from, c.get(p[:min(len(p), c.pos-i)], c.headMax+i)
 	}
-	n = copy(p, ring[i:])
-	return from, n + copy(p[n:], ring[:c.pos])
+	n = c.get(p[:min(len(p), c.tailMax-i)], c.headMax+i)
+	if n < len(p) {
+		n += c.get(p[n:min(len(p), n+c.pos)], c.headMax)
+	}
+	return from, n
 }
 
 // output returns the stream as recorded: all of it when it fit in the cap
 // (the capture's own buffer: the capture is done with it), otherwise head,
 // truncation marker and tail.
+//
+// A spilled stream that fit in the cap stays in its file: its Content is
+// nil and spilled returns the file, which the result write reads it from.
+// One past the cap is read back here to be cut (head, marker, tail), and
+// its file closed.
 func (c *capture) output() order.Output {
 	c.flush()
 	out := order.Output{Bytes: c.n, SHA256: c.sum.Sum(nil)}
-	omitted := c.n - int64(len(c.kept))
+	omitted := c.n - int64(c.keptLen())
 	if omitted == 0 {
 		if len(c.kept) > 0 {
 			out.Content = c.kept
 		}
 		return out
+	}
+	if c.spill != nil {
+		c.mu.Lock()
+		c.unspill()
+		c.mu.Unlock()
 	}
 	// The stream went past the cap, so kept is full and its tail a ring:
 	// the tail in order is ring[pos:] then ring[:pos]. Text cut inside a
@@ -284,6 +378,15 @@ func (c *capture) output() order.Output {
 	}
 	out.Content, out.Truncated = content, true
 	return out
+}
+
+// spilled is the file that holds the stream's content when output left it
+// there (Content nil), else nil.
+func (c *capture) spilled() *Spill {
+	if c.n != int64(c.keptLen()) {
+		return nil
+	}
+	return c.spill
 }
 
 // joinCut appends to dst the head of a stream of total bytes, the marker

@@ -201,6 +201,11 @@ type Result struct {
 	StartErr error
 	// Stdout and Stderr are the captured streams.
 	Stdout, Stderr order.Output
+	// StdoutSpill and StderrSpill hold the Content of a stream whose
+	// capture moved it to a file (SpillTo) and that fit in the cap: its
+	// Content is then nil, and the caller reads it from the file and
+	// closes the file once done. nil for a stream held in memory.
+	StdoutSpill, StderrSpill *Spill
 	// GroupGone is set when the worker confirmed that no live process of the
 	// group, nor of another group of the order's session, survives (zombies
 	// waiting for init to reap them count as gone). It is also set when
@@ -275,7 +280,17 @@ type Executor struct {
 	// taken before the first order, and after each leader killed by a
 	// SIGKILL the worker did not send.
 	oomSeen atomic.Pointer[oomReading]
+	// spillDir is where a capture past spillFrom bytes moves them to an
+	// unnamed file (SpillTo); empty: captures stay in memory.
+	spillDir string
 }
+
+// SpillTo has the captures of the orders Run from now on keep a stream
+// past spillFrom bytes in an unnamed file in dir (Spill) instead of the
+// heap, and hand it over in Result.StdoutSpill and StderrSpill when it
+// fit in the cap. Call it before the first Run. Where dir takes no
+// unnamed file, the stream stays in memory.
+func (e *Executor) SpillTo(dir string) { e.spillDir = dir }
 
 // startWaitForDescriptors bounds how long an order that cannot start
 // because the worker (RLIMIT_NOFILE) or the system (fs.file-max) is out
@@ -492,6 +507,7 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		}
 		if req.CaptureStdout {
 			stdout = newCapture("stdout", req.MaxOutput, req.OnOutput)
+			stdout.spillDir = e.spillDir
 			stdout.secrets = secrets
 			if req.Captured != nil {
 				req.Captured.stdout = stdout
@@ -502,6 +518,7 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		}
 		if req.CaptureStderr {
 			stderr = newCapture("stderr", req.MaxOutput, req.OnOutput)
+			stderr.spillDir = e.spillDir
 			stderr.secrets = secrets
 			if req.Captured != nil {
 				req.Captured.stderr = stderr
@@ -680,10 +697,10 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		}
 	}
 	if stdout != nil {
-		res.Stdout = stdout.output()
+		res.Stdout, res.StdoutSpill = stdout.output(), stdout.spilled()
 	}
 	if stderr != nil {
-		res.Stderr = stderr.output()
+		res.Stderr, res.StderrSpill = stderr.output(), stderr.spilled()
 	}
 	return res
 }
