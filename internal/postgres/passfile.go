@@ -16,9 +16,19 @@ import (
 // until the process restarted; a reload did not help (docs/deploy.md,
 // "Adding, retiring and re-keying a host"). A file that can no longer be
 // read, or no longer names the login, keeps the password read at start.
+// The same parse gives the connection the TLS files as they are now
+// (tlsFiles).
 func rereadPassfile(cfg *pgxpool.Config, dsn string) {
+	files := newTLSFiles(dsn, &cfg.ConnConfig.Config)
 	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		var sig string
+		if files != nil {
+			sig = files.now()
+		}
 		fresh, err := pgconn.ParseConfig(dsn)
+		if files != nil {
+			files.apply(&cc.Config, sig, fresh, err)
+		}
 		if err != nil {
 			return nil
 		}

@@ -1,0 +1,137 @@
+package postgres
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// tlsFiles has each new connection present the client certificate (and
+// trust the CA) that database_url's sslcert, sslkey and sslrootcert name
+// as the files are now. pgx reads them once, when it parses the URL: a
+// running API or worker kept presenting the certificate read at start
+// after the files were renewed or deleted, and once that certificate
+// expired PostgreSQL refused every connection it made (after a restart
+// of PostgreSQL, or one replaced after its lifetime) until the process
+// restarted (docs/deploy.md, "TLS to NATS and PostgreSQL").
+//
+// The TLS settings come from pgx's own parse of the URL (the hook parses
+// it for the password anyway), so sslmode's checks stay pgx's: the
+// host's name for verify-full, the chain alone for verify-ca. They are
+// taken again only when a file's inode, size or mtime changed: a
+// connection otherwise keeps the configuration it would have had. A
+// replacement that fails to load (half written, a key that does not
+// match) keeps the last good one and is logged once, naming the files.
+type tlsFiles struct {
+	names []string // the files the URL (or PGSSL*) names, in that order
+
+	mu        sync.Mutex
+	seen      string        // the files' signature when last looked at
+	config    *tls.Config   // last good: the first host's
+	fallbacks []*tls.Config // last good: each fallback's, in order
+}
+
+// newTLSFiles is nil when dsn names no TLS file: nothing to re-read.
+func newTLSFiles(dsn string, parsed *pgconn.Config) *tlsFiles {
+	names := tlsFileNames(dsn)
+	if len(names) == 0 {
+		return nil
+	}
+	f := &tlsFiles{names: names, seen: signature(names)}
+	f.keep(parsed)
+	return f
+}
+
+func (f *tlsFiles) keep(c *pgconn.Config) {
+	f.config = c.TLSConfig
+	f.fallbacks = make([]*tls.Config, len(c.Fallbacks))
+	for i, fb := range c.Fallbacks {
+		f.fallbacks[i] = fb.TLSConfig
+	}
+}
+
+// now is the files' signature, taken before the parse that reads them:
+// a file replaced during the parse is taken again at the next connection.
+func (f *tlsFiles) now() string { return signature(f.names) }
+
+// apply gives cc the TLS configuration of the files as they are now:
+// fresh's when they changed (sig) since last seen and loaded (parseErr
+// nil), else the last good one.
+func (f *tlsFiles) apply(cc *pgconn.Config, sig string, fresh *pgconn.Config, parseErr error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sig != f.seen {
+		f.seen = sig
+		if parseErr == nil && len(fresh.Fallbacks) == len(f.fallbacks) {
+			f.keep(fresh)
+		} else {
+			slog.Error("postgresql: the TLS files of database_url did not load; new connections keep the certificate loaded before",
+				"files", strings.Join(f.names, ", "), "error", parseErr)
+		}
+	}
+	if len(cc.Fallbacks) != len(f.fallbacks) {
+		return
+	}
+	cc.TLSConfig = f.config
+	for i, fb := range cc.Fallbacks {
+		fb.TLSConfig = f.fallbacks[i]
+	}
+}
+
+// signature identifies the files' present contents without reading
+// them: a rename over a file (mv, as certificate renewers do) changes the
+// inode even when it keeps size and mtime.
+func signature(names []string) string {
+	var b strings.Builder
+	for _, name := range names {
+		fi, err := os.Stat(name)
+		if err != nil {
+			fmt.Fprintf(&b, "%s:missing;", name)
+			continue
+		}
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		fmt.Fprintf(&b, "%s:%d:%d:%d;", name, ino, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+// tlsFileNames are the files dsn (a URL or keyword=value pairs) or, for
+// a setting dsn leaves out, PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name.
+// sslrootcert=system names the system's CAs, no file.
+func tlsFileNames(dsn string) []string {
+	settings := map[string]string{}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			for k, v := range u.Query() {
+				settings[k] = v[len(v)-1]
+			}
+		}
+	} else {
+		for _, field := range strings.Fields(dsn) {
+			if k, v, ok := strings.Cut(field, "="); ok {
+				settings[k] = strings.Trim(v, "'")
+			}
+		}
+	}
+	var names []string
+	for _, key := range []string{"sslcert", "sslkey", "sslrootcert"} {
+		name, ok := settings[key]
+		if !ok {
+			name = os.Getenv("PG" + strings.ToUpper(key))
+		}
+		if name != "" && !(key == "sslrootcert" && name == "system") {
+			names = append(names, name)
+		}
+	}
+	return names
+}
