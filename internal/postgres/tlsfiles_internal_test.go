@@ -1,0 +1,44 @@
+package postgres
+
+import (
+	"slices"
+	"testing"
+)
+
+// TestTLSFileNamesOfEachFormOfTheURL: the files a new connection looks
+// at for a change are the ones pgx reads, whichever way database_url is
+// written: a URL, keyword=value pairs, or PGSSL* for what it leaves out.
+// sslrootcert=system is the system's CAs, no file to look at.
+func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
+	t.Setenv("PGSSLCERT", "")
+	t.Setenv("PGSSLKEY", "")
+	t.Setenv("PGSSLROOTCERT", "")
+	cases := []struct {
+		name, dsn string
+		env       map[string]string
+		want      []string
+	}{
+		{"url", "postgres://u@db/orderly?sslmode=verify-full&sslrootcert=/etc/o/ca.crt&sslcert=/etc/o/c.crt&sslkey=/etc/o/c.key",
+			nil, []string{"/etc/o/c.crt", "/etc/o/c.key", "/etc/o/ca.crt"}},
+		{"keyword", "host=db dbname=orderly sslmode=verify-ca sslcert='/etc/o/c.crt' sslkey=/etc/o/c.key",
+			nil, []string{"/etc/o/c.crt", "/etc/o/c.key"}},
+		{"environment", "postgres://u@db/orderly?sslmode=verify-full",
+			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key", "PGSSLROOTCERT": "/env/ca.crt"},
+			[]string{"/env/c.crt", "/env/c.key", "/env/ca.crt"}},
+		{"url over environment", "postgres://u@db/orderly?sslcert=/u/c.crt&sslkey=/u/c.key",
+			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key"},
+			[]string{"/u/c.crt", "/u/c.key"}},
+		{"system CAs", "postgres://u@db/orderly?sslmode=verify-full&sslrootcert=system", nil, nil},
+		{"no TLS file", "postgres://u@db/orderly?sslmode=require", nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			if got := tlsFileNames(tc.dsn); !slices.Equal(got, tc.want) {
+				t.Errorf("tlsFileNames(%q) = %q, want %q", tc.dsn, got, tc.want)
+			}
+		})
+	}
+}
