@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
+	"github.com/orderly-run/orderly/internal/config"
 )
 
 // warnCleartext logs a warning for each connection of a server command
@@ -26,7 +27,7 @@ func warnCleartext(nc *nats.Conn, dsn string, logger *slog.Logger) {
 		// resolves to loopback stays on the machine, and serve's own
 		// in-process connection has no TCP address at all.
 		host, _, err := net.SplitHostPort(nc.ConnectedAddr())
-		if _, notTLS := nc.TLSConnectionState(); notTLS != nil && err == nil && !loopbackHost(host) {
+		if _, notTLS := nc.TLSConnectionState(); notTLS != nil && err == nil && !config.LoopbackHost(host) {
 			logger.Warn("the connection to NATS is not encrypted: orders, their output and NATS submitters' tokens cross the network in the clear; "+
 				"turn on the servers' tls block for clients and write tls:// in nats.url (docs/deploy.md, \"TLS to NATS and PostgreSQL\")",
 				"setting", "nats.url", "server", nc.ConnectedAddr())
@@ -37,15 +38,6 @@ func warnCleartext(nc *nats.Conn, dsn string, logger *slog.Logger) {
 			"set sslmode=verify-full, with sslrootcert=<file> for a CA of your own (docs/deploy.md, \"TLS to NATS and PostgreSQL\")",
 			"setting", "database_url", "server", u.addr)
 	}
-}
-
-// loopbackHost reports whether host names this machine's loopback.
-func loopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // unverifiedServer is a PostgreSQL server that database_url reaches over
@@ -75,7 +67,7 @@ func postgresUnverified(dsn string) []unverifiedServer {
 	var out []unverifiedServer
 	seen := map[string]int{}
 	for _, a := range attempts {
-		if strings.HasPrefix(a.host, "/") || loopbackHost(a.host) {
+		if strings.HasPrefix(a.host, "/") || config.LoopbackHost(a.host) {
 			continue
 		}
 		why := ""

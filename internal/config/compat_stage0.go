@@ -96,9 +96,12 @@ func (c Config) validateStage0(ps *problems) {
 // loopback reports whether addr (host:port) listens on loopback only.
 func loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
+	return err == nil && LoopbackHost(host)
+}
+
+// LoopbackHost reports whether host (a name or an address, no port)
+// names this machine's loopback.
+func LoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}

@@ -139,34 +139,24 @@ func (q *Queue) RetryOnDrop(ctx context.Context, f func(context.Context) error) 
 // again): read as applied, a write another worker's took the place of
 // would have had a holder renew a lease it had lost.
 func (q *Queue) writeOnDrop(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, write func(context.Context) (uint64, error)) (uint64, error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(publishAckWait) // jetstream's own default
+	var rev uint64
+	tries := 0
+	err := q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		tries++
+		rev, err = write(ctx)
+		return err
+	})
+	if err == nil || tries == 1 || !raced(err) {
+		return rev, err
 	}
-	for try := 1; ; try++ {
-		tctx, ep, cancel := q.drops.bound(ctx, deadline)
-		rev, err := write(tctx)
-		cancel()
-		if err == nil {
-			return rev, nil
-		}
-		if try > 1 && raced(err) {
-			gctx, cancel := context.WithDeadline(ctx, deadline)
-			var e jetstream.KeyValueEntry
-			gerr := q.RetryOnDrop(gctx, func(ctx context.Context) (err error) {
-				e, err = kv.Get(ctx, key)
-				return err
-			})
-			cancel()
-			if gerr == nil && bytes.Equal(e.Value(), val) {
-				return e.Revision(), nil
-			}
-			return 0, err
-		}
-		if !ep.again(ctx, err, try, deadline) {
-			return 0, err
-		}
+	var e jetstream.KeyValueEntry
+	if q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		e, err = kv.Get(ctx, key)
+		return err
+	}) == nil && bytes.Equal(e.Value(), val) {
+		return e.Revision(), nil
 	}
+	return 0, err
 }
 
 // dropKV is the hosts bucket as a lease's holder reads and writes it:

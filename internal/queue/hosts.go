@@ -419,6 +419,10 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 	// that another writer's message beat, one after another; from
 	// lostTakes on, the take is a plain put.
 	lost := 0
+	beaten := func() {
+		lost++
+		q.logger().Debug("a take of the host lease was beaten by another writer", "host", host, "instance", instance, "lost", lost)
+	}
 	// The probes of this process's contact with the server, for as long
 	// as it waits: a lease that lapsed while the server answered nobody
 	// is left to its holder (contact).
@@ -617,8 +621,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		case due && errors.Is(err, jetstream.ErrKeyNotFound):
 			// Free at the Create's read, gone again at this one: another
 			// writer's delete came in between.
-			lost++
-			q.logger().Debug("a take of the host lease was beaten by another writer", "host", host, "instance", instance, "lost", lost)
+			beaten()
 		}
 		if honoured && holder == instance {
 			sent := time.Now()
@@ -654,8 +657,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 					return lease(rev, sent, "expired"), nil
 				}
 				if raced(err) {
-					lost++
-					q.logger().Debug("a take of the host lease was beaten by another writer", "host", host, "instance", instance, "lost", lost)
+					beaten()
 				}
 				freed = "tried"
 				continue // changed meanwhile: judged again, at once
