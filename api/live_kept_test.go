@@ -63,9 +63,6 @@ func TestLiveOutputKeptAcrossANATSRestart(t *testing.T) {
 	for _, f := range []*liveFollower{across, after} {
 		f.check(t)
 	}
-	if t.Failed() {
-		logLiveChunks(t, ns.ClientURL(), "h1", o.ID)
-	}
 	if !strings.Contains(after.events(), "stdout") || strings.Contains(after.events(), "interrupted") {
 		t.Errorf("the follower after the restart had events %s, want chunks and no interruption", after.events())
 	}
@@ -74,6 +71,9 @@ func TestLiveOutputKeptAcrossANATSRestart(t *testing.T) {
 	}
 	if after.repeats != 0 {
 		t.Errorf("the follower after the restart read %d chunks again: the live stream holds a chunk more than once", after.repeats)
+	}
+	if t.Failed() {
+		logLiveChunks(t, ns.ClientURL(), "h1", o.ID)
 	}
 }
 

@@ -211,10 +211,14 @@ func (o *LiveOutput) publish(q *Queue, src LiveSource, host string, id uuid.UUID
 	}
 	var err error
 	if s.probe == nil && time.Since(s.probed) >= liveProbeEvery {
-		// A copy: the asynchronous publish keeps its message to send it
-		// again after "no responders", when p is another chunk's.
+		// A copy: the asynchronous publish keeps its message, when p is
+		// another chunk's. Never sent again by itself: its "no
+		// responders" is the loss told (the watch publishes the chunk
+		// again with the round), and a copy jetstream sent again 250 or
+		// 500 ms later would land in a stream made again meanwhile as a
+		// chunk of the round before, among or after the new round's.
 		var f jetstream.PubAckFuture
-		if f, err = s.q.js.PublishMsgAsync(s.msg(stream, offset, bytes.Clone(p), limit)); err == nil {
+		if f, err = s.q.js.PublishMsgAsync(s.msg(stream, offset, bytes.Clone(p), limit), jetstream.WithRetryAttempts(0)); err == nil {
 			s.sent++
 			s.probe, s.probed, s.probeSent = f, time.Now(), s.sent
 		}
