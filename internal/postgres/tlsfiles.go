@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,7 +107,8 @@ func signature(names []string) string {
 }
 
 // tlsFileNames are the files dsn (a URL or keyword=value pairs) or, for
-// a setting dsn leaves out, PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name.
+// a setting dsn leaves out, PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name,
+// else libpq's defaults that pgx takes too (homeTLSFiles).
 // sslrootcert=system names the system's CAs, no file.
 func tlsFileNames(dsn string) []string {
 	settings := map[string]string{}
@@ -123,15 +125,44 @@ func tlsFileNames(dsn string) []string {
 			}
 		}
 	}
+	defaults := homeTLSFiles()
 	var names []string
 	for _, key := range []string{"sslcert", "sslkey", "sslrootcert"} {
 		name, ok := settings[key]
 		if !ok {
 			name = os.Getenv("PG" + strings.ToUpper(key))
 		}
+		if !ok && name == "" {
+			name = defaults[key]
+		}
 		if name != "" && !(key == "sslrootcert" && name == "system") {
 			names = append(names, name)
 		}
 	}
 	return names
+}
+
+// homeTLSFiles are the TLS files of libpq's defaults that exist, by
+// setting, as pgx's parse takes them for a setting neither the URL nor
+// the environment gives: ~/.postgresql/postgresql.crt with
+// postgresql.key (both, or neither), and root.crt. Left out, a client
+// certificate renewed there was never taken (no file to look at): the
+// process presented the one of its start until that one expired and
+// PostgreSQL refused every new connection
+// (TestNewConnectionsPresentTheRenewedCertificateOfTheHomeDirectory).
+func homeTLSFiles() map[string]string {
+	out := map[string]string{}
+	home, err := os.UserHomeDir() // $HOME, as pgx's
+	if err != nil {
+		return out
+	}
+	dir := filepath.Join(home, ".postgresql")
+	exists := func(name string) bool { _, err := os.Stat(name); return err == nil }
+	if crt, key := filepath.Join(dir, "postgresql.crt"), filepath.Join(dir, "postgresql.key"); exists(crt) && exists(key) {
+		out["sslcert"], out["sslkey"] = crt, key
+	}
+	if root := filepath.Join(dir, "root.crt"); exists(root) {
+		out["sslrootcert"] = root
+	}
+	return out
 }
