@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -119,10 +120,16 @@ func tlsFileNames(dsn string) []string {
 			}
 		}
 	} else {
-		for _, field := range strings.Fields(dsn) {
-			if k, v, ok := strings.Cut(field, "="); ok {
-				settings[k] = strings.Trim(v, "'")
+		// As pgx reads them: spaces around =, a value quoted, a
+		// backslash escaping the next character. strings.Fields took
+		// "sslcert = /etc/o/c.crt" for no setting, and that file was
+		// never looked at again.
+		for _, m := range keywordSetting.FindAllStringSubmatch(dsn, -1) {
+			v := m[2]
+			if len(v) >= 2 && strings.HasPrefix(v, "'") && strings.HasSuffix(v, "'") {
+				v = v[1 : len(v)-1]
 			}
+			settings[m[1]] = keywordEscape.ReplaceAllString(v, "$1")
 		}
 	}
 	defaults := homeTLSFiles()
@@ -141,6 +148,14 @@ func tlsFileNames(dsn string) []string {
 	}
 	return names
 }
+
+// keywordSetting is one keyword=value of a keyword/value connection
+// string (libpq's, as pgx parses it): the keyword and the value as
+// written; keywordEscape is a backslash escape in such a value.
+var (
+	keywordSetting = regexp.MustCompile(`([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s\\]|\\.)*)`)
+	keywordEscape  = regexp.MustCompile(`\\(.)`)
+)
 
 // homeTLSFiles are the TLS files of libpq's defaults that exist, by
 // setting, as pgx's parse takes them for a setting neither the URL nor

@@ -26,6 +26,8 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key", "/etc/o/ca.crt"}},
 		{"keyword", "host=db dbname=orderly sslmode=verify-ca sslcert='/etc/o/c.crt' sslkey=/etc/o/c.key",
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key"}},
+		{"keyword spaced and quoted", `host=db sslcert = /etc/o/c.crt sslkey= '/etc/o/my key\'s.key' sslrootcert ='/etc/o/ca.crt'`,
+			nil, []string{"/etc/o/c.crt", "/etc/o/my key's.key", "/etc/o/ca.crt"}},
 		{"environment", "postgres://u@db/orderly?sslmode=verify-full",
 			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key", "PGSSLROOTCERT": "/env/ca.crt"},
 			[]string{"/env/c.crt", "/env/c.key", "/env/ca.crt"}},
