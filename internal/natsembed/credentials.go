@@ -122,6 +122,11 @@ func retiringKey(dir, host string) (string, error) {
 		return "", nil
 	}
 	if se, ok := errors.AsType[*secretfile.Error](err); ok {
+		if se.Shared {
+			// Deleted, the old key would stop working under a worker
+			// that may still use it.
+			return "", fmt.Errorf("natsembed: old key of host %s: %s: chmod 600 it (or delete it to stop accepting the old key)", host, se)
+		}
 		return "", fmt.Errorf("natsembed: old key of host %s: %s: `orderly nats-auth` did not leave it so, and does not accept its key; delete it to stop accepting an old key", host, se)
 	}
 	if err != nil {
