@@ -175,13 +175,16 @@ func (c *apiCertificate) prepare(_ context.Context, cfg config.Config) (func(), 
 	}, nil
 }
 
-// install serves next from the next handshake on; c.mu is held.
+// install serves next from the next handshake on; c.mu is held. A key
+// others may read is warned of, as at start: a renewal written under
+// umask 022 was taken without a word.
 func (c *apiCertificate) install(next *servedPair, by string) {
 	c.cur.Store(next)
 	c.failed = certFailure{}
 	leaf := next.cert.Leaf
 	c.logger.Info("the API's certificate was loaded anew; new connections get it", "by", by,
 		"setting", "http.tls_cert", "file", next.certFile, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC())
+	warnKeyOthersRead(c.logger, "http.tls_key", next.keyFile)
 }
 
 // check loads the served files again when their stamp changed. A pair

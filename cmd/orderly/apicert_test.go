@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -418,4 +419,56 @@ func TestAPICertificateRenewedOnDisk(t *testing.T) {
 
 	third := renewPair(t, ca, dir, "api-mended", crt, key, now.Add(-time.Minute), now.Add(90*24*time.Hour))
 	waitUntil(t, 10*time.Second, "the mended pair served", serving(third))
+}
+
+// TestAPIWarnsOfAnHTTPSKeyOthersRead: http.tls_key readable by every
+// local user lets any of them pose as the API to its clients (and read
+// the tokens they send it), worse than the NATS client key, which was
+// warned of while this one was not, at start or when a renewal on disk
+// wrote it so. Both are warned of now, naming the file; 0600 is not.
+func TestAPIWarnsOfAnHTTPSKeyOthersRead(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "https-ca")
+	now := time.Now()
+	crt, key := ca.leaf(t, dir, "api", []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	const warning = "the API's HTTPS key may be read by every local user"
+	start := func() string {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var out bytes.Buffer
+		_ = run(ctx, []string{"orderly", "api", "--listen", "127.0.0.1:0",
+			"--database-url", "postgres://orderly@127.0.0.1:1/orderly", "--nats-url", "nats://127.0.0.1:1"},
+			[]string{"ORDERLY_HTTP__TLS_CERT=" + crt, "ORDERLY_HTTP__TLS_KEY=" + key}, strings.NewReader(""), &out, &out)
+		return out.String()
+	}
+	if out := start(); strings.Contains(out, warning) {
+		t.Errorf("a 0600 key was warned of:\n%s", out)
+	}
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := start(); !strings.Contains(out, warning) || !strings.Contains(out, "path="+key) || !strings.Contains(out, "mode=644") {
+		t.Errorf("a 0644 key at start: no warning naming it:\n%s", out)
+	}
+
+	// A renewal on disk whose key others may read: taken, and said.
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	c, err := newAPICertificate(crt, key, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := renewPair(t, ca, dir, "api-renewed", crt, key, now.Add(-time.Minute), now.Add(90*24*time.Hour))
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.check(time.Now())
+	if got := c.cur.Load().cert.Leaf.SerialNumber; got.Cmp(renewed) != 0 {
+		t.Fatalf("served serial %s after the renewal, want %s", got, renewed)
+	}
+	if !strings.Contains(logs.String(), warning) || !strings.Contains(logs.String(), `"mode":"644"`) {
+		t.Errorf("a renewal with a 0644 key: no warning:\n%s", logs.String())
+	}
 }

@@ -244,12 +244,8 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 				"key", key.name, "path", key.path, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
 		}
 	}
-	if key := w.Current().NATS.TLSKey; key != "" {
-		if st, err := os.Stat(key); err == nil && st.Mode().Perm()&0o004 != 0 {
-			l.Logger.Warn("the NATS client certificate's key may be read by every local user, who can then present this process's certificate: chmod 600 it, or 640 to the service's group (security.md)",
-				"key", "nats.tls_key", "path", key, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
-		}
-	}
+	warnKeyOthersRead(l.Logger, "nats.tls_key", w.Current().NATS.TLSKey)
+	warnKeyOthersRead(l.Logger, "http.tls_key", w.Current().HTTP.TLSKey)
 	for _, flag := range secretFlags(f.overrides(cmd)) {
 		l.Logger.Warn("a password is on the command line: every local user, and every order this machine runs, reads it in /proc/<pid>/cmdline (ps) for as long as this process runs; set it in the config file, the environment or a passfile instead (security.md)", "flag", flag)
 	}
@@ -336,4 +332,24 @@ func (e *loggedError) Unwrap() error { return e.err }
 func newLogger(c config.Log, out io.Writer) (*logging.Logger, error) {
 	return logging.New(logging.Options{Format: c.Format, Level: c.Level,
 		SyslogAddress: c.SyslogAddress, SyslogFacility: c.SyslogFacility}, out)
+}
+
+// keyOthersRead says, by setting, what a private key every local user may
+// read gives them.
+var keyOthersRead = map[string]string{
+	"nats.tls_key": "the NATS client certificate's key may be read by every local user, who can then present this process's certificate",
+	"http.tls_key": "the API's HTTPS key may be read by every local user, who can then pose as the API to its clients and read the tokens they send",
+}
+
+// warnKeyOthersRead logs a warning when the private key file path, of
+// setting, may be read by every local user; nothing for "" or a file
+// that cannot be stat'ed (its load says why).
+func warnKeyOthersRead(logger *slog.Logger, setting, path string) {
+	if path == "" {
+		return
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o004 != 0 {
+		logger.Warn(keyOthersRead[setting]+": chmod 600 it, or 640 to the service's group (security.md)",
+			"key", setting, "path", path, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
+	}
 }

@@ -112,11 +112,22 @@ func EnsureFleetCredentials(dir string, hosts []string) (*Credentials, error) {
 func RetiringFile(host string) string { return "worker-" + host + ".retiring.pub" }
 
 // retiringKey is the public key in host's RetiringFile in dir, or "".
+// The file gives its key the worker's permissions of host, as a seed
+// does its own: only the file RotateWorkerSeed left is taken
+// (secretfile.Read), not one another user planted, nor a link.
 func retiringKey(dir, host string) (string, error) {
 	path := filepath.Join(dir, RetiringFile(host))
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
+	}
+	if se, ok := errors.AsType[*secretfile.Error](err); ok {
+		if se.Shared {
+			// Deleted, the old key would stop working under a worker
+			// that may still use it.
+			return "", fmt.Errorf("natsembed: old key of host %s: %s: chmod 600 it (or delete it to stop accepting the old key)", host, se)
+		}
+		return "", fmt.Errorf("natsembed: old key of host %s: %s: `orderly nats-auth` did not leave it so, and does not accept its key; delete it to stop accepting an old key", host, se)
 	}
 	if err != nil {
 		return "", fmt.Errorf("natsembed: old key of host %s: %w", host, err)
@@ -158,7 +169,9 @@ func RotateWorkerSeed(dir, host string) error {
 	switch old {
 	case "":
 		text := fmt.Sprintf("# the old key of host %s's worker, accepted until `orderly nats-auth --retire-old %s`\n%s\n", host, host, pub)
-		if err := os.WriteFile(retiring, []byte(text), 0o600); err != nil {
+		// Never through a link (retiringKey refuses one), nor over a
+		// file another run wrote meanwhile.
+		if err := writeNew(retiring, text); err != nil {
 			return fmt.Errorf("natsembed: write old key: %w", err)
 		}
 	case pub:
@@ -341,21 +354,30 @@ func writeSeedAs(path, shown, role string) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# orderly embedded NATS credential: %s\n# public key %s\n# use: --nats-nkey %s (nats CLI: --nkey)\n%s\n", role, pub, shown, seed)
-	// O_EXCL: two serves starting on one data dir must not overwrite each
+	// Two serves starting on one data dir must not overwrite each
 	// other's seed after one of them has loaded it.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := writeNew(path, b.String()); err != nil {
 		return "", fmt.Errorf("natsembed: write credential: %w", err)
 	}
-	_, err = f.WriteString(b.String())
+	return pub, nil
+}
+
+// writeNew writes text to path, a file it creates (0600): it fails when
+// path exists, as a file or as a link (O_EXCL follows none), and leaves
+// no file when a write fails.
+func writeNew(path, text string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(text)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(path)
-		return "", fmt.Errorf("natsembed: write credential: %w", err)
 	}
-	return pub, nil
+	return err
 }
 
 // SeededHosts are the hosts whose worker seed file (WorkerFile) is in

@@ -105,3 +105,75 @@ func TestPlantedSeedIsNotAdopted(t *testing.T) {
 		})
 	}
 }
+
+// TestPlantedOldKeyIsNotAccepted: the old key of a host whose seed is
+// being rotated (RetiringFile) is accepted by the accounts config as
+// that host's worker, as its seed is. It was read as any file: another
+// user who could write the credentials dir before it was mended planted
+// a public key of theirs there, or a link to one, and every later
+// `nats-auth` gave that key the worker's permissions of the host (it
+// only said on stderr that an old key was still accepted); a link left
+// dangling had the rotation write the old key through it, wherever it
+// pointed. The file is now held to the seeds' rule (secretfile): each
+// is refused, saying to delete it, and nothing is written through it.
+func TestPlantedOldKeyIsNotAccepted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("planting files as another user needs root (the planter is nobody)")
+		}
+		t.Skip("planting files as another user needs root (the planter is nobody)")
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	elsewhere := filepath.Join(plantDir(t), "theirs.pub")
+	if err := os.WriteFile(elsewhere, []byte(pub+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := RetiringFile("web-1")
+	for _, c := range []struct {
+		name, script, says string
+	}{
+		{"an old key of another user", "printf '%s\\n' " + pub + " > " + old, "owned by uid 65534"},
+		{"a symbolic link to a key", "ln -s " + elsewhere + " " + old, "symbolic link"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(plantDir(t), "creds")
+			if _, err := EnsureFleetCredentials(dir, []string{"web-1"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, 0o777); err != nil { // open, before the operator's mend
+				t.Fatal(err)
+			}
+			asNobody(t, dir, c.script)
+			creds, err := EnsureFleetCredentials(dir, []string{"web-1"})
+			if err == nil && strings.Contains(creds.AccountsConfig(), pub) {
+				t.Fatalf("the planted key is accepted as host web-1's worker:\n%s", creds.AccountsConfig())
+			}
+			if err == nil || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "delete it") {
+				t.Fatalf("%s planted: %v, want a refusal naming %q and saying to delete it", c.name, err, c.says)
+			}
+		})
+	}
+
+	t.Run("a dangling link where the rotation writes", func(t *testing.T) {
+		dir := filepath.Join(plantDir(t), "creds")
+		if _, err := EnsureFleetCredentials(dir, []string{"web-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(filepath.Dir(elsewhere), "written-through")
+		asNobody(t, dir, "ln -s "+target+" "+old)
+		err := RotateWorkerSeed(dir, "web-1")
+		if _, serr := os.Lstat(target); serr == nil {
+			t.Fatalf("the rotation wrote the old key through the planted link, to %s (err %v)", target, err)
+		}
+		if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Fatalf("rotation over a planted link: %v, want a refusal naming the link", err)
+		}
+	})
+}

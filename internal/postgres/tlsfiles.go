@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,7 +108,8 @@ func signature(names []string) string {
 }
 
 // tlsFileNames are the files dsn (a URL or keyword=value pairs) or, for
-// a setting dsn leaves out, PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name.
+// a setting dsn leaves out, PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name,
+// else libpq's defaults that pgx takes too (homeTLSFiles).
 // sslrootcert=system names the system's CAs, no file.
 func tlsFileNames(dsn string) []string {
 	settings := map[string]string{}
@@ -117,21 +120,64 @@ func tlsFileNames(dsn string) []string {
 			}
 		}
 	} else {
-		for _, field := range strings.Fields(dsn) {
-			if k, v, ok := strings.Cut(field, "="); ok {
-				settings[k] = strings.Trim(v, "'")
+		// As pgx reads them: spaces around =, a value quoted, a
+		// backslash escaping the next character. strings.Fields took
+		// "sslcert = /etc/o/c.crt" for no setting, and that file was
+		// never looked at again.
+		for _, m := range keywordSetting.FindAllStringSubmatch(dsn, -1) {
+			v := m[2]
+			if len(v) >= 2 && strings.HasPrefix(v, "'") && strings.HasSuffix(v, "'") {
+				v = v[1 : len(v)-1]
 			}
+			settings[m[1]] = keywordEscape.ReplaceAllString(v, "$1")
 		}
 	}
+	defaults := homeTLSFiles()
 	var names []string
 	for _, key := range []string{"sslcert", "sslkey", "sslrootcert"} {
 		name, ok := settings[key]
 		if !ok {
 			name = os.Getenv("PG" + strings.ToUpper(key))
 		}
+		if !ok && name == "" {
+			name = defaults[key]
+		}
 		if name != "" && !(key == "sslrootcert" && name == "system") {
 			names = append(names, name)
 		}
 	}
 	return names
+}
+
+// keywordSetting is one keyword=value of a keyword/value connection
+// string (libpq's, as pgx parses it): the keyword and the value as
+// written; keywordEscape is a backslash escape in such a value.
+var (
+	keywordSetting = regexp.MustCompile(`([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s\\]|\\.)*)`)
+	keywordEscape  = regexp.MustCompile(`\\(.)`)
+)
+
+// homeTLSFiles are the TLS files of libpq's defaults that exist, by
+// setting, as pgx's parse takes them for a setting neither the URL nor
+// the environment gives: ~/.postgresql/postgresql.crt with
+// postgresql.key (both, or neither), and root.crt. Left out, a client
+// certificate renewed there was never taken (no file to look at): the
+// process presented the one of its start until that one expired and
+// PostgreSQL refused every new connection
+// (TestNewConnectionsPresentTheRenewedCertificateOfTheHomeDirectory).
+func homeTLSFiles() map[string]string {
+	out := map[string]string{}
+	home, err := os.UserHomeDir() // $HOME, as pgx's
+	if err != nil {
+		return out
+	}
+	dir := filepath.Join(home, ".postgresql")
+	exists := func(name string) bool { _, err := os.Stat(name); return err == nil }
+	if crt, key := filepath.Join(dir, "postgresql.crt"), filepath.Join(dir, "postgresql.key"); exists(crt) && exists(key) {
+		out["sslcert"], out["sslkey"] = crt, key
+	}
+	if root := filepath.Join(dir, "root.crt"); exists(root) {
+		out["sslrootcert"] = root
+	}
+	return out
 }

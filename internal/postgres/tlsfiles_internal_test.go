@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -13,6 +15,8 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 	t.Setenv("PGSSLCERT", "")
 	t.Setenv("PGSSLKEY", "")
 	t.Setenv("PGSSLROOTCERT", "")
+	home := t.TempDir()
+	t.Setenv("HOME", home)
 	cases := []struct {
 		name, dsn string
 		env       map[string]string
@@ -22,6 +26,8 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key", "/etc/o/ca.crt"}},
 		{"keyword", "host=db dbname=orderly sslmode=verify-ca sslcert='/etc/o/c.crt' sslkey=/etc/o/c.key",
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key"}},
+		{"keyword spaced and quoted", `host=db sslcert = /etc/o/c.crt sslkey= '/etc/o/my key\'s.key' sslrootcert ='/etc/o/ca.crt'`,
+			nil, []string{"/etc/o/c.crt", "/etc/o/my key's.key", "/etc/o/ca.crt"}},
 		{"environment", "postgres://u@db/orderly?sslmode=verify-full",
 			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key", "PGSSLROOTCERT": "/env/ca.crt"},
 			[]string{"/env/c.crt", "/env/c.key", "/env/ca.crt"}},
@@ -40,5 +46,35 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 				t.Errorf("tlsFileNames(%q) = %q, want %q", tc.dsn, got, tc.want)
 			}
 		})
+	}
+
+	// libpq's defaults in ~/.postgresql, which pgx reads for a setting
+	// given nowhere else: a client certificate only with its key.
+	dir := filepath.Join(home, ".postgresql")
+	crt, key, root := filepath.Join(dir, "postgresql.crt"), filepath.Join(dir, "postgresql.key"), filepath.Join(dir, "root.crt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{crt, root} {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, dsn string
+		want      []string
+	}{
+		{"home CA, no key", "postgres://u@db/orderly?sslmode=verify-full", []string{root}},
+		{"URL over home", "postgres://u@db/orderly?sslrootcert=/u/ca.crt", []string{"/u/ca.crt"}},
+	} {
+		if got := tlsFileNames(tc.dsn); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: tlsFileNames(%q) = %q, want %q", tc.name, tc.dsn, got, tc.want)
+		}
+	}
+	if err := os.WriteFile(key, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tlsFileNames("host=db dbname=orderly"), []string{crt, key, root}; !slices.Equal(got, want) {
+		t.Errorf("home certificate and key: tlsFileNames = %q, want %q", got, want)
 	}
 }

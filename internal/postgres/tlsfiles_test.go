@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/orderly-run/orderly/internal/pgembed"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -157,6 +159,34 @@ func postgresWithClientCerts(t *testing.T, ca *testCA) int {
 	return port
 }
 
+// renewAs has install write cert and key as a renewer does: a new file
+// renamed over the old one.
+func renewAs(t *testing.T, certFile, keyFile string) (install func(cert, key []byte)) {
+	return func(cert, key []byte) {
+		t.Helper()
+		for file, b := range map[string][]byte{certFile: cert, keyFile: key} {
+			if err := os.WriteFile(file+".new", b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(file+".new", file); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// presentedSerial returns the serial of the client certificate a new
+// connection of pool presented, as the server saw it.
+func presentedSerial(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
+	t.Helper()
+	pool.Reset()
+	var serial string
+	if err := pool.QueryRow(ctx, "SELECT client_serial::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&serial); err != nil {
+		t.Fatal(err)
+	}
+	return serial
+}
+
 // TestNewConnectionsPresentTheRenewedClientCertificate: a client
 // certificate renewed in the files database_url's sslcert and sslkey
 // name is what the connections a running process makes after it present
@@ -171,18 +201,7 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 
 	dir := t.TempDir()
 	certFile, keyFile, caFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"), filepath.Join(dir, "ca.crt")
-	install := func(cert, key []byte) {
-		t.Helper()
-		// As a renewer does: a new file renamed over the old one.
-		for file, b := range map[string][]byte{certFile: cert, keyFile: key} {
-			if err := os.WriteFile(file+".new", b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(file+".new", file); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	install := renewAs(t, certFile, keyFile)
 	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -201,17 +220,7 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	// The serial a new connection of the pool presented, as the server
-	// saw it.
-	presented := func() string {
-		t.Helper()
-		pool.Reset()
-		var serial string
-		if err := pool.QueryRow(ctx, "SELECT client_serial::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&serial); err != nil {
-			t.Fatal(err)
-		}
-		return serial
-	}
+	presented := func() string { t.Helper(); return presentedSerial(t, ctx, pool) }
 	if got := presented(); got != "1001" {
 		t.Fatalf("the first connection presented serial %s, want 1001", got)
 	}
@@ -236,5 +245,47 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 	install(ca.issue(t, "postgres", 1004, false))
 	if got := presented(); got != "1004" {
 		t.Fatalf("after the files were repaired a new connection presented serial %s, want 1004", got)
+	}
+}
+
+// TestNewConnectionsPresentTheRenewedCertificateOfTheHomeDirectory: a
+// database_url that names no TLS file takes libpq's defaults, as pgx
+// does, ~/.postgresql/postgresql.crt and postgresql.key (the client
+// certificate) and root.crt (the CA), and a renewal of those is what
+// the next connection presents, as for files the URL names. Only the
+// URL's and PGSSL*'s files were looked at: a running process presented
+// the certificate of its start until it restarted, and once that one
+// expired PostgreSQL refused every new connection.
+func TestNewConnectionsPresentTheRenewedCertificateOfTheHomeDirectory(t *testing.T) {
+	ca := newTestCA(t)
+	port := postgresWithClientCerts(t, ca)
+
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	for _, k := range []string{"PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE"} {
+		t.Setenv(k, "")
+	}
+	dir := filepath.Join(home, ".postgresql")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.crt"), ca.pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	install := renewAs(t, filepath.Join(dir, "postgresql.crt"), filepath.Join(dir, "postgresql.key"))
+	install(ca.issue(t, "postgres", 2001, false))
+
+	ctx := testenv.Context(t)
+	pool, err := postgres.Open(ctx, "postgres://postgres@127.0.0.1:"+strconv.Itoa(port)+"/orderly?sslmode=verify-full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if got := presentedSerial(t, ctx, pool); got != "2001" {
+		t.Fatalf("the first connection presented serial %s, want 2001 (~/.postgresql/postgresql.crt)", got)
+	}
+	install(ca.issue(t, "postgres", 2002, false))
+	if got := presentedSerial(t, ctx, pool); got != "2002" {
+		t.Fatalf("after the renewal in ~/.postgresql a new connection presented serial %s, want the renewed 2002", got)
 	}
 }
