@@ -117,11 +117,7 @@ func tlsFileNames(dsn string) []string {
 			}
 		}
 	} else {
-		for _, field := range strings.Fields(dsn) {
-			if k, v, ok := strings.Cut(field, "="); ok {
-				settings[k] = strings.Trim(v, "'")
-			}
-		}
+		settings = keywordValues(dsn)
 	}
 	var names []string
 	for _, key := range []string{"sslcert", "sslkey", "sslrootcert"} {
@@ -134,4 +130,52 @@ func tlsFileNames(dsn string) []string {
 		}
 	}
 	return names
+}
+
+// keywordValues reads dsn's keyword=value pairs as libpq (and pgx) do:
+// blanks around "=", a value quoted with ' holding blanks, a backslash
+// taking the next character as it is (\' and \\, or a blank in a value
+// not quoted). Splitting on blanks missed sslcert='/etc/my certs/c.crt':
+// its connections kept the certificate of the start after a renewal. A
+// string pgx would refuse gives what was read before the fault; pgx's
+// parse then fails the start with its own error.
+func keywordValues(dsn string) map[string]string {
+	settings := map[string]string{}
+	const blanks = " \t\n\r\v\f"
+	s := strings.TrimLeft(dsn, blanks)
+	for s != "" {
+		key, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			break
+		}
+		s = strings.TrimLeft(rest, blanks)
+		quoted := strings.HasPrefix(s, "'")
+		if quoted {
+			s = s[1:]
+		}
+		var val strings.Builder
+		i := 0
+		for ; i < len(s); i++ {
+			c := s[i]
+			if quoted && c == '\'' || !quoted && strings.IndexByte(blanks, c) >= 0 {
+				break
+			}
+			if c == '\\' {
+				if i++; i == len(s) {
+					break // a trailing backslash: libpq drops it
+				}
+				c = s[i]
+			}
+			val.WriteByte(c)
+		}
+		if quoted {
+			if i == len(s) {
+				break // unterminated: pgx refuses the string
+			}
+			i++ // the closing quote
+		}
+		settings[strings.TrimSpace(key)] = val.String()
+		s = strings.TrimLeft(s[i:], blanks)
+	}
+	return settings
 }

@@ -22,6 +22,12 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key", "/etc/o/ca.crt"}},
 		{"keyword", "host=db dbname=orderly sslmode=verify-ca sslcert='/etc/o/c.crt' sslkey=/etc/o/c.key",
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key"}},
+		// libpq's quoting: a path with a blank, quoted or escaped, and
+		// blanks around "=" (split on blanks, these were missed or cut).
+		{"keyword quoted with a blank", `host=db sslmode=verify-full sslcert='/etc/my certs/c.crt' sslkey = '/etc/my certs/c.key' sslrootcert='/etc/o/it\'s ca.crt'`,
+			nil, []string{"/etc/my certs/c.crt", "/etc/my certs/c.key", "/etc/o/it's ca.crt"}},
+		{"keyword escaped blank", `host=db sslcert=/etc/my\ certs/c.crt sslkey=/etc/my\ certs/c.key dbname=orderly`,
+			nil, []string{"/etc/my certs/c.crt", "/etc/my certs/c.key"}},
 		{"environment", "postgres://u@db/orderly?sslmode=verify-full",
 			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key", "PGSSLROOTCERT": "/env/ca.crt"},
 			[]string{"/env/c.crt", "/env/c.key", "/env/ca.crt"}},
