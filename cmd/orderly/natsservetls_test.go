@@ -44,10 +44,15 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 	apiPort, natsPort := freePort(t), freePort(t)
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	natsURL := fmt.Sprintf("tls://127.0.0.1:%d", natsPort)
+	// nats.workers in a file, so that a reload can add a host.
+	conf := filepath.Join(dir, "serve.yaml")
+	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w2]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dataDir, fmt.Sprintf("ORDERLY_NATS__LISTEN=127.0.0.1:%d", natsPort),
-		"ORDERLY_NATS__WORKERS=w2", "ORDERLY_NATS__LISTEN_TLS_CERT=" + srvCrt, "ORDERLY_NATS__LISTEN_TLS_KEY=" + srvKey,
+		"ORDERLY_NATS__LISTEN_TLS_CERT=" + srvCrt, "ORDERLY_NATS__LISTEN_TLS_KEY=" + srvKey,
 		"ORDERLY_NATS__LISTEN_TLS_CLIENT_CA=" + ca.path, "ORDERLY_LIMITS__RATE_PER_IP=0", "ORDERLY_LIMITS__RATE_PER_PRINCIPAL=0"}
-	sv := startFaultProc(t, "serve", filepath.Join(dir, "serve.log"), env, orderlyBin, "serve", "--data-dir", dataDir,
+	sv := startFaultProc(t, "serve", filepath.Join(dir, "serve.log"), env, orderlyBin, "serve", "--config", conf, "--data-dir", dataDir,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "--host", "srv", "--database-url", dsn)
 	waitHTTPOK(t, apiURL+"/readyz", 2*time.Minute, sv)
 	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
@@ -68,10 +73,10 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 	}
 	ordered("srv")
 
-	worker := func(name string, keys ...string) *faultProc {
+	worker := func(name, host string, keys ...string) *faultProc {
 		return startFaultProc(t, name, filepath.Join(dir, name+".log"), append([]string{"PATH=/usr/bin:/bin", "HOME=" + dir}, keys...),
-			orderlyBin, "worker", "--host", "w2", "--nats-url", natsURL,
-			"--nats-nkey", filepath.Join(dataDir, "nats-creds", "worker-w2.nk"), "--database-url", dsn)
+			orderlyBin, "worker", "--host", host, "--nats-url", natsURL,
+			"--nats-nkey", filepath.Join(dataDir, "nats-creds", "worker-"+host+".nk"), "--database-url", dsn)
 	}
 	caKey, certKeys := "ORDERLY_NATS__TLS_CA="+ca.path, []string{"ORDERLY_NATS__TLS_CERT=" + cliCrt, "ORDERLY_NATS__TLS_KEY=" + cliKey}
 	for _, tc := range []struct {
@@ -85,7 +90,7 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 			"the client certificate in nats.tls_cert " + strangerCrt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := worker("worker-"+strings.ReplaceAll(tc.name, " ", "-"), tc.keys...)
+			p := worker("worker-"+strings.ReplaceAll(tc.name, " ", "-"), "w2", tc.keys...)
 			if !p.waitExit(30 * time.Second) {
 				t.Fatalf("the worker still runs after 30 s:\n%s", logTail(p.log, 20))
 			}
@@ -97,7 +102,7 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 			}
 		})
 	}
-	worker("worker-w2", append(certKeys, caKey)...)
+	worker("worker-w2", "w2", append(certKeys, caKey)...)
 	ordered("w2")
 
 	// The certificate a new connection to the embedded NATS is served.
@@ -147,6 +152,19 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 		t.Error("after the renewal and a reload a new connection did not get the renewed certificate")
 	}
 	ordered("w2")
+
+	// A host added by a reload (the server's users reloaded in place,
+	// its TLS with them) joins over TLS too.
+	if err := os.WriteFile(conf, []byte("nats:\n  workers: [w2, w3]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sv.signal(syscall.SIGHUP)
+	waitLogLine(t, sv, "embedded NATS credentials reloaded", 30*time.Second)
+	worker("worker-w3", "w3", append(certKeys, caKey)...)
+	ordered("w3")
+	if !bytes.Equal(served(), fileDER(srvCrt)) {
+		t.Error("after the users' reload a new connection did not get the renewed certificate")
+	}
 }
 
 // TestServeRefusesEmbeddedNATSTLSFilesItCannotLoad: a bad pair or client
