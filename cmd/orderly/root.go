@@ -244,10 +244,13 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 				"key", key.name, "path", key.path, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
 		}
 	}
-	if key := w.Current().NATS.TLSKey; key != "" {
-		if st, err := os.Stat(key); err == nil && st.Mode().Perm()&0o004 != 0 {
-			l.Logger.Warn("the NATS client certificate's key may be read by every local user, who can then present this process's certificate: chmod 600 it, or 640 to the service's group (security.md)",
-				"key", "nats.tls_key", "path", key, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
+	for _, key := range []struct{ name, path, who string }{
+		{"nats.tls_key", w.Current().NATS.TLSKey, "the NATS client certificate's key may be read by every local user, who can then present this process's certificate"},
+		{"nats.listen_tls_key", w.Current().NATS.ListenTLSKey, "the embedded NATS server's key may be read by every local user, who can then pose as it to the workers that join it"},
+	} {
+		if st, err := os.Stat(key.path); key.path != "" && err == nil && st.Mode().Perm()&0o004 != 0 {
+			l.Logger.Warn(key.who+": chmod 600 it, or 640 to the service's group (security.md)",
+				"key", key.name, "path", key.path, "mode", fmt.Sprintf("%o", st.Mode().Perm()))
 		}
 	}
 	for _, flag := range secretFlags(f.overrides(cmd)) {
