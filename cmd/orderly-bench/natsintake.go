@@ -72,9 +72,10 @@ func natsIntake(ctx context.Context, srv *server, o options, rep *report) error 
 
 // benchNATS connects to serve's NATS with the credential of a role (the
 // file in <data-dir>/nats-creds), or without one when serve uses an
-// external NATS and wrote none.
+// external NATS and wrote none, and with the TLS files of the
+// environment's nats.tls_* (natsTLSFromEnv).
 func benchNATS(srv *server, seed string) (*nats.Conn, error) {
-	var opts []nats.Option
+	opts := natsTLSFromEnv(os.Getenv)
 	if path := filepath.Join(srv.dir, "nats-creds", seed); fileExists(path) {
 		opt, err := nats.NkeyOptionFromSeed(path)
 		if err != nil {
@@ -87,6 +88,25 @@ func benchNATS(srv *server, seed string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to serve's NATS: %w", err)
 	}
 	return nc, nil
+}
+
+// natsTLSFromEnv is the connection options of ORDERLY_NATS__TLS_CA,
+// ORDERLY_NATS__TLS_CERT and ORDERLY_NATS__TLS_KEY, the settings serve and
+// the bench's `orderly api` and `orderly worker` processes read from the
+// environment the bench passes on: against a NATS with TLS from a CA of
+// one's own (an external nats.url, or serve's nats.listen_tls_cert), and
+// one that asks for client certificates, the bench's own connection
+// failed where theirs succeeded. nats.go reports a bad file when it
+// connects.
+func natsTLSFromEnv(getenv func(string) string) []nats.Option {
+	var opts []nats.Option
+	if ca := getenv("ORDERLY_NATS__TLS_CA"); ca != "" {
+		opts = append(opts, nats.RootCAs(ca))
+	}
+	if crt, key := getenv("ORDERLY_NATS__TLS_CERT"), getenv("ORDERLY_NATS__TLS_KEY"); crt != "" || key != "" {
+		opts = append(opts, nats.ClientCert(crt, key))
+	}
+	return opts
 }
 
 func fileExists(path string) bool {

@@ -21,16 +21,20 @@ import (
 // ahead of the old certificate's end (Let's Encrypt's 30 days).
 const certCheckEvery = time.Minute
 
-// apiCertificate is the API's HTTPS pair (http.tls_cert, http.tls_key),
-// served through tls.Config.GetCertificate so that a renewed pair takes
-// over without a restart: a restart dropped every SSE follower and ?wait
-// (decisions.md, hJ22). A reload loads the pair again, and so does a
-// change of the files on disk (run); a pair that does not load, or is
-// out of its dates, is refused naming the file and the cause, and the
-// old one keeps serving. Connections already open keep the certificate
-// of their handshake: only new handshakes see the new one.
-type apiCertificate struct {
+// servedCertificate is a pair a server of this process presents: the
+// API's HTTPS pair (http.tls_cert, http.tls_key), and serve's embedded
+// NATS's (nats.listen_tls_cert, nats.listen_tls_key). It is served
+// through tls.Config.GetCertificate so that a renewed pair takes over
+// without a restart: a restart dropped every SSE follower and ?wait
+// (decisions.md, hJ22), and every worker's NATS connection. A reload
+// loads the pair again, and so does a change of the files on disk (run);
+// a pair that does not load, or is out of its dates, is refused naming
+// the file and the cause, and the old one keeps serving. Connections
+// already open keep the certificate of their handshake: only new
+// handshakes see the new one.
+type servedCertificate struct {
 	cur    atomic.Pointer[servedPair]
+	keys   pairKeys
 	logger *slog.Logger
 	// mu makes the loads (a reload's and the disk check's) one at a
 	// time, so an older read never replaces a newer one.
@@ -39,6 +43,22 @@ type apiCertificate struct {
 	// logged once, not every minute.
 	failed certFailure
 }
+
+// pairKeys names a served pair in errors and logs, and finds it in a
+// config.
+type pairKeys struct {
+	what      string // "the API's certificate"
+	cert, key string // the config keys: http.tls_cert, http.tls_key
+	files     func(config.Config) (cert, key string)
+}
+
+// apiPair is the API's HTTPS pair.
+var apiPair = pairKeys{what: "the API's certificate", cert: "http.tls_cert", key: "http.tls_key",
+	files: func(c config.Config) (string, string) { return c.HTTP.TLSCert, c.HTTP.TLSKey }}
+
+// natsPair is the certificate of serve's embedded NATS.
+var natsPair = pairKeys{what: "the embedded NATS server's certificate", cert: "nats.listen_tls_cert", key: "nats.listen_tls_key",
+	files: func(c config.Config) (string, string) { return c.NATS.ListenTLSCert, c.NATS.ListenTLSKey }}
 
 // certFailure is a refusal of the disk check: the files' stamp and why.
 type certFailure struct {
@@ -66,30 +86,36 @@ type fileStamp struct {
 // checked here: an expired certificate is served with a warning at start
 // (warnCertificateDates), so that a renewal that came late does not turn
 // into a crash loop.
-func newAPICertificate(certFile, keyFile string, logger *slog.Logger) (*apiCertificate, error) {
-	p, err := loadServedPair(certFile, keyFile)
+func newAPICertificate(certFile, keyFile string, logger *slog.Logger) (*servedCertificate, error) {
+	return newServedCertificate(apiPair, certFile, keyFile, logger)
+}
+
+// newServedCertificate loads the pair a server starts with, as
+// newAPICertificate.
+func newServedCertificate(keys pairKeys, certFile, keyFile string, logger *slog.Logger) (*servedCertificate, error) {
+	p, err := keys.load(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	c := &apiCertificate{logger: logger}
+	c := &servedCertificate{keys: keys, logger: logger}
 	c.cur.Store(p)
 	return c, nil
 }
 
 // GetCertificate is the tls.Config hook: the pair serving now.
-func (c *apiCertificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (c *servedCertificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return c.cur.Load().cert, nil
 }
 
 // stampOf stats both files.
-func stampOf(certFile, keyFile string) (fileStamp, error) {
+func (k pairKeys) stampOf(certFile, keyFile string) (fileStamp, error) {
 	ci, err := os.Stat(certFile)
 	if err != nil {
-		return fileStamp{}, fmt.Errorf("http.tls_cert %s: %w", certFile, err)
+		return fileStamp{}, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
 	}
 	ki, err := os.Stat(keyFile)
 	if err != nil {
-		return fileStamp{}, fmt.Errorf("http.tls_key %s: %w", keyFile, err)
+		return fileStamp{}, fmt.Errorf("%s %s: %w", k.key, keyFile, err)
 	}
 	return fileStamp{certMod: ci.ModTime(), keyMod: ki.ModTime(), certSize: ci.Size(), keySize: ki.Size()}, nil
 }
@@ -97,28 +123,28 @@ func stampOf(certFile, keyFile string) (fileStamp, error) {
 // loadServedPair reads and parses a pair. The stamp is taken before the
 // read, so a write that lands after it changes the stamp again and the
 // next check reads the files anew.
-func loadServedPair(certFile, keyFile string) (*servedPair, error) {
-	st, err := stampOf(certFile, keyFile)
+func (k pairKeys) load(certFile, keyFile string) (*servedPair, error) {
+	st, err := k.stampOf(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("http.tls_cert %s: %w", certFile, err)
+		return nil, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("http.tls_key %s: %w", keyFile, err)
+		return nil, fmt.Errorf("%s %s: %w", k.key, keyFile, err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("http.tls_cert %s and http.tls_key %s: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("%s %s and %s %s: %w", k.cert, certFile, k.key, keyFile, err)
 	}
 	if cert.Leaf == nil {
 		// GODEBUG=x509keypairleaf=0 leaves it out; the dates and the
 		// log's serial need it.
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("http.tls_cert %s: %w", certFile, err)
+			return nil, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
 		}
 	}
 	return &servedPair{cert: &cert, certFile: certFile, keyFile: keyFile, certPEM: certPEM, keyPEM: keyPEM, stamp: st}, nil
@@ -127,15 +153,15 @@ func loadServedPair(certFile, keyFile string) (*servedPair, error) {
 // checkDates refuses a new pair whose certificate every verifying client
 // would refuse: replacing the served one with it would cut clients that
 // still work.
-func (p *servedPair) checkDates(now time.Time) error {
+func (p *servedPair) checkDates(certKey string, now time.Time) error {
 	leaf := p.cert.Leaf
 	switch {
 	case leaf == nil:
 	case now.After(leaf.NotAfter):
-		return fmt.Errorf("http.tls_cert %s: the certificate expired at %s", p.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%s %s: the certificate expired at %s", certKey, p.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
 	case now.Before(leaf.NotBefore):
-		return fmt.Errorf("http.tls_cert %s: the certificate is not valid until %s (or this machine's clock is behind)",
-			p.certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%s %s: the certificate is not valid until %s (or this machine's clock is behind)",
+			certKey, p.certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -152,20 +178,21 @@ func (p *servedPair) same(o *servedPair) bool {
 // is not checked again, so an expired certificate served since the start
 // does not refuse every later reload. Turning TLS off (no http.tls_cert)
 // takes a restart (config.RestartKeys): the served pair stays.
-func (c *apiCertificate) prepare(_ context.Context, cfg config.Config) (func(), error) {
-	if cfg.HTTP.TLSCert == "" {
+func (c *servedCertificate) prepare(_ context.Context, cfg config.Config) (func(), error) {
+	certFile, keyFile := c.keys.files(cfg)
+	if certFile == "" {
 		return nil, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next, err := loadServedPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+	next, err := c.keys.load(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
 	if next.same(c.cur.Load()) {
 		return nil, nil
 	}
-	if err := next.checkDates(time.Now()); err != nil {
+	if err := next.checkDates(c.keys.cert, time.Now()); err != nil {
 		return nil, err
 	}
 	return func() {
@@ -178,37 +205,37 @@ func (c *apiCertificate) prepare(_ context.Context, cfg config.Config) (func(), 
 // install serves next from the next handshake on; c.mu is held. A key
 // others may read is warned of, as at start: a renewal written under
 // umask 022 was taken without a word.
-func (c *apiCertificate) install(next *servedPair, by string) {
+func (c *servedCertificate) install(next *servedPair, by string) {
 	c.cur.Store(next)
 	c.failed = certFailure{}
 	leaf := next.cert.Leaf
-	c.logger.Info("the API's certificate was loaded anew; new connections get it", "by", by,
-		"setting", "http.tls_cert", "file", next.certFile, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC())
-	warnKeyOthersRead(c.logger, "http.tls_key", next.keyFile)
+	c.logger.Info(c.keys.what+" was loaded anew; new connections get it", "by", by,
+		"setting", c.keys.cert, "file", next.certFile, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC())
+	warnKeyOthersRead(c.logger, c.keys.key, next.keyFile)
 }
 
 // check loads the served files again when their stamp changed. A pair
 // that does not load or is out of its dates is logged (once per change
 // of the files or of the cause) and the served one stays.
-func (c *apiCertificate) check(now time.Time) {
+func (c *servedCertificate) check(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur := c.cur.Load()
-	st, err := stampOf(cur.certFile, cur.keyFile)
+	st, err := c.keys.stampOf(cur.certFile, cur.keyFile)
 	if err == nil && st == cur.stamp {
 		return
 	}
 	var next *servedPair
 	if err == nil {
-		next, err = loadServedPair(cur.certFile, cur.keyFile)
+		next, err = c.keys.load(cur.certFile, cur.keyFile)
 	}
 	if err == nil && !next.same(cur) {
-		err = next.checkDates(now)
+		err = next.checkDates(c.keys.cert, now)
 	}
 	if err != nil {
 		if f := (certFailure{st, err.Error()}); f != c.failed {
-			c.logger.Error("the API's certificate files changed and do not load; the served certificate stays until they are mended",
-				"setting", "http.tls_cert", "file", cur.certFile, "error", err)
+			c.logger.Error(c.keys.what+" files changed and do not load; the served certificate stays until they are mended",
+				"setting", c.keys.cert, "file", cur.certFile, "error", err)
 			c.failed = f
 		}
 		return
@@ -225,7 +252,7 @@ func (c *apiCertificate) check(now time.Time) {
 }
 
 // run checks the files every interval until ctx ends.
-func (c *apiCertificate) run(ctx context.Context, every time.Duration) {
+func (c *servedCertificate) run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

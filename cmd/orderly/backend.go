@@ -517,7 +517,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	})
 	mountCompat(srv, w, sec)
 	var tlsConfig *tls.Config
-	var apiCert *apiCertificate
+	var apiCert *servedCertificate
 	if cfg.HTTP.TLSCert != "" {
 		// Loaded before the listener opens: ServeTLS loads the pair only
 		// once serving, and its error left a process that had said "api
@@ -529,7 +529,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 		// Served through GetCertificate, so that a reload or a renewal
 		// on disk changes the pair without a restart (apicert.go).
 		tlsConfig = &tls.Config{GetCertificate: apiCert.GetCertificate}
-		warnCertificateDates(apiCert.cur.Load().cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
+		warnCertificateDates(apiPair, apiCert.cur.Load().cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
 		w.AddPreparer("API certificate", apiCert.prepare)
 	}
 	if ln == nil {

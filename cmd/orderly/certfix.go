@@ -61,20 +61,21 @@ func certificateNames(c *x509.Certificate) string {
 	return strings.Join(names, ", ")
 }
 
-// warnCertificateDates logs a warning when the API's own certificate
-// (http.tls_cert, file) is outside its dates at start. The API served an
+// warnCertificateDates logs a warning when a server's own certificate
+// (keys: the API's http.tls_cert, serve's nats.listen_tls_cert; file) is
+// outside its dates at start. The API served an
 // expired certificate without a word: its start and /readyz were fine,
 // and every client that verifies it was refused (decisions.md, hJ22).
 // It still serves: clients that do not verify (a probe with curl -k) keep
 // working, and a renewed pair is taken without a restart (apicert.go).
-func warnCertificateDates(leaf *x509.Certificate, file string, now time.Time, logger *slog.Logger) {
+func warnCertificateDates(keys pairKeys, leaf *x509.Certificate, file string, now time.Time, logger *slog.Logger) {
 	switch {
 	case leaf == nil:
 	case now.After(leaf.NotAfter):
-		logger.Warn("the API's certificate has expired: every client that verifies it refuses the connection; install a renewed one (taken at a reload, or within a minute of the files' change)",
-			"setting", "http.tls_cert", "file", file, "not_after", leaf.NotAfter.UTC())
+		logger.Warn(keys.what+" has expired: every client that verifies it refuses the connection; install a renewed one (taken at a reload, or within a minute of the files' change)",
+			"setting", keys.cert, "file", file, "not_after", leaf.NotAfter.UTC())
 	case now.Before(leaf.NotBefore):
-		logger.Warn("the API's certificate is not valid yet: every client that verifies it refuses the connection until then (or this machine's clock is behind)",
-			"setting", "http.tls_cert", "file", file, "not_before", leaf.NotBefore.UTC())
+		logger.Warn(keys.what+" is not valid yet: every client that verifies it refuses the connection until then (or this machine's clock is behind)",
+			"setting", keys.cert, "file", file, "not_before", leaf.NotBefore.UTC())
 	}
 }

@@ -212,28 +212,37 @@ func TestNATSTLSFilesRefusedAtStart(t *testing.T) {
 
 // TestServerWarnsOfANATSKeyOthersRead: nats.tls_key readable by every
 // local user lets any of them present the process's client certificate,
-// as a seed file does (TestServerWarnsOfASeedFileOthersRead): warned of
+// as a seed file does (TestServerWarnsOfASeedFileOthersRead), and
+// nats.listen_tls_key lets them pose as serve's embedded NATS: warned of
 // at start, naming the file; 0600 is not.
 func TestServerWarnsOfANATSKeyOthersRead(t *testing.T) {
 	dir := t.TempDir()
-	crt, key := newTestCA(t, dir, "nats-ca").client(t, dir, "client")
-	const warning = "the NATS client certificate's key may be read by every local user"
-	start := func() string {
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		var out bytes.Buffer
-		_ = run(ctx, []string{"orderly", "worker", "--host", "h1",
-			"--database-url", "postgres://orderly@127.0.0.1:1/orderly", "--nats-url", "nats://127.0.0.1:1"},
-			[]string{"ORDERLY_NATS__TLS_CERT=" + crt, "ORDERLY_NATS__TLS_KEY=" + key}, strings.NewReader(""), &out, &out)
-		return out.String()
-	}
-	if out := start(); strings.Contains(out, warning) {
-		t.Errorf("a 0600 key was warned of:\n%s", out)
-	}
-	if err := os.Chmod(key, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out := start(); !strings.Contains(out, warning) || !strings.Contains(out, "path="+key) || !strings.Contains(out, "mode=644") {
-		t.Errorf("a 0644 key: no warning naming it:\n%s", out)
+	for _, tc := range []struct{ name, warning string }{
+		{"NATS__TLS", "the NATS client certificate's key may be read by every local user"},
+		// serve's embedded NATS server's key: whoever reads it can pose
+		// as the server to the workers that join it.
+		{"NATS__LISTEN_TLS", "the embedded NATS server's key may be read by every local user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crt, key := newTestCA(t, dir, "nats-ca").client(t, dir, tc.name)
+			start := func() string {
+				ctx, cancel := context.WithCancel(t.Context())
+				cancel()
+				var out bytes.Buffer
+				_ = run(ctx, []string{"orderly", "worker", "--host", "h1",
+					"--database-url", "postgres://orderly@127.0.0.1:1/orderly", "--nats-url", "nats://127.0.0.1:1"},
+					[]string{"ORDERLY_" + tc.name + "_CERT=" + crt, "ORDERLY_" + tc.name + "_KEY=" + key}, strings.NewReader(""), &out, &out)
+				return out.String()
+			}
+			if out := start(); strings.Contains(out, tc.warning) {
+				t.Errorf("a 0600 key was warned of:\n%s", out)
+			}
+			if err := os.Chmod(key, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out := start(); !strings.Contains(out, tc.warning) || !strings.Contains(out, "path="+key) || !strings.Contains(out, "mode=644") {
+				t.Errorf("a 0644 key: no warning naming it:\n%s", out)
+			}
+		})
 	}
 }

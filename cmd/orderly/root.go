@@ -246,6 +246,7 @@ func (a *app) load(cmd *cobra.Command, f *serverFlags, fill func(*config.Config)
 	}
 	warnKeyOthersRead(l.Logger, "nats.tls_key", w.Current().NATS.TLSKey)
 	warnKeyOthersRead(l.Logger, "http.tls_key", w.Current().HTTP.TLSKey)
+	warnKeyOthersRead(l.Logger, "nats.listen_tls_key", w.Current().NATS.ListenTLSKey)
 	for _, flag := range secretFlags(f.overrides(cmd)) {
 		l.Logger.Warn("a password is on the command line: every local user, and every order this machine runs, reads it in /proc/<pid>/cmdline (ps) for as long as this process runs; set it in the config file, the environment or a passfile instead (security.md)", "flag", flag)
 	}
@@ -337,8 +338,9 @@ func newLogger(c config.Log, out io.Writer) (*logging.Logger, error) {
 // keyOthersRead says, by setting, what a private key every local user may
 // read gives them.
 var keyOthersRead = map[string]string{
-	"nats.tls_key": "the NATS client certificate's key may be read by every local user, who can then present this process's certificate",
-	"http.tls_key": "the API's HTTPS key may be read by every local user, who can then pose as the API to its clients and read the tokens they send",
+	"nats.tls_key":        "the NATS client certificate's key may be read by every local user, who can then present this process's certificate",
+	"http.tls_key":        "the API's HTTPS key may be read by every local user, who can then pose as the API to its clients and read the tokens they send",
+	"nats.listen_tls_key": "the embedded NATS server's key may be read by every local user, who can then pose as it to the workers that join it",
 }
 
 // warnKeyOthersRead logs a warning when the private key file path, of

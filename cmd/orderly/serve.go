@@ -125,6 +125,15 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			return err
 		}
 	}
+	var natsTLS *tls.Config
+	var natsCert *servedCertificate
+	if cfg.NATS.URL == "" && cfg.NATS.ListenTLSCert != "" {
+		// Found when the embedded server started, it would come after
+		// an initdb, as the API's pair would.
+		if natsTLS, natsCert, err = embeddedNATSTLS(cfg.NATS, logger); err != nil {
+			return err
+		}
+	}
 
 	// Shutdown runs these in reverse: HTTP, worker, NATS drain, embedded
 	// NATS, PostgreSQL pool, managed PostgreSQL (STYLE §5).
@@ -182,6 +191,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	var natsCreds *natsembed.Credentials
 	var embedded *natsembed.Server
+	var natsShown string // the URL the banner gives workers: cfg.NATS.URL but for the embedded server
 	var inProcess []nats.Option
 	externalNATS := cfg.NATS.URL != ""
 	if !externalNATS {
@@ -191,16 +201,31 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		if err != nil {
 			return err
 		}
-		ns, err := natsembed.Start(embeddedNATS(dataDir, natsHost, natsPort, logger, creds))
+		opts := embeddedNATS(dataDir, natsHost, natsPort, logger, creds)
+		opts.TLS = natsTLS
+		ns, err := natsembed.Start(opts)
 		if err != nil {
 			return err
 		}
 		cleanups = append(cleanups, ns.Shutdown)
 		embedded = ns
-		cfg.NATS.URL = ns.ClientURL()
+		natsShown = ns.ClientURL() // tls:// with nats.listen_tls_cert
+		if natsCert != nil {
+			w.AddPreparer("embedded NATS certificate", natsCert.prepare)
+			certCtx, stopCert := context.WithCancel(ctx)
+			checked := make(chan struct{})
+			go func() { defer close(checked); natsCert.run(certCtx, certCheckEvery) }()
+			cleanups = append(cleanups, func() { stopCert(); <-checked })
+		}
+		warnEmbeddedNATSCleartext(natsHost, cfg.NATS, logger)
+		// serve's own connection is in-process (below) and speaks no TLS
+		// (nats-server lets an in-process client choose): nothing it
+		// sends leaves the process, and a handshake over the pipe would
+		// check the certificate against a name (0.0.0.0) it may not hold.
+		cfg.NATS.URL = "nats://" + strings.TrimPrefix(strings.TrimPrefix(natsShown, "tls://"), "nats://")
 		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
-		// The embedded server has no TLS: the TLS files are for an
-		// external nats.url, as nats.nkey is.
+		// The client TLS files are for an external nats.url, as
+		// nats.nkey is.
 		cfg.NATS.TLSCA, cfg.NATS.TLSCert, cfg.NATS.TLSKey = "", "", ""
 		natsCreds = creds
 		// serve's own API and worker talk to the embedded server through
@@ -310,7 +335,10 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if natsCreds != nil {
 		natsCredsDir, workers = natsCreds.Dir, slices.Sorted(maps.Keys(natsCreds.Workers))
 	}
-	printServeBanner(a.stdout, ar.URL, tokenFile, cfg.Host, cfg.NATS.URL, natsCredsDir, cfg.DatabaseURL, workers)
+	printServeBanner(a.stdout, ar.URL, tokenFile, cfg.Host, cmp.Or(natsShown, cfg.NATS.URL), natsCredsDir, cfg.DatabaseURL, workers)
+	if natsTLS != nil {
+		printServeNATSTLS(a.stdout, cfg.NATS)
+	}
 
 	return a.waitForSignals(ctx, w, logger, wr, b.store)
 }

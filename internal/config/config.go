@@ -58,6 +58,14 @@ type NATS struct {
 	AckWait     time.Duration `koanf:"ack_wait"`
 	LeaseTTL    time.Duration `koanf:"lease_ttl"`
 	Heartbeat   time.Duration `koanf:"heartbeat"`
+
+	// ListenTLSCert and ListenTLSKey are the certificate of serve's
+	// embedded server: workers joining it over the network then speak TLS
+	// to it. ListenTLSClientCA, when set, makes it ask them for a client
+	// certificate that one of its CAs signed (nats-server's verify).
+	ListenTLSCert     string `koanf:"listen_tls_cert"`
+	ListenTLSKey      string `koanf:"listen_tls_key"`
+	ListenTLSClientCA string `koanf:"listen_tls_client_ca"`
 }
 
 // Log configures log/slog output.

@@ -15,6 +15,11 @@ func TestRestartKeysTLSOnlyWhenSwitched(t *testing.T) {
 		c.HTTP.TLSCert, c.HTTP.TLSKey = crt, key
 		return c
 	}
+	natsPair := func(crt, key, clientCA string) Config {
+		var c Config
+		c.NATS.ListenTLSCert, c.NATS.ListenTLSKey, c.NATS.ListenTLSClientCA = crt, key, clientCA
+		return c
+	}
 	for _, tc := range []struct {
 		name     string
 		old, cfg Config
@@ -23,6 +28,10 @@ func TestRestartKeysTLSOnlyWhenSwitched(t *testing.T) {
 		{"renewed at new paths", pair("/etc/a.crt", "/etc/a.key"), pair("/etc/b.crt", "/etc/b.key"), nil},
 		{"turned on", pair("", ""), pair("/etc/b.crt", "/etc/b.key"), []string{"http.tls_cert", "http.tls_key"}},
 		{"turned off", pair("/etc/a.crt", "/etc/a.key"), pair("", ""), []string{"http.tls_cert", "http.tls_key"}},
+		// serve's embedded NATS: its pair renews in place, its client CA does not.
+		{"embedded NATS renewed at new paths", natsPair("/etc/a.crt", "/etc/a.key", ""), natsPair("/etc/b.crt", "/etc/b.key", ""), nil},
+		{"embedded NATS turned on", natsPair("", "", ""), natsPair("/etc/b.crt", "/etc/b.key", ""), []string{"nats.listen_tls_cert", "nats.listen_tls_key"}},
+		{"embedded NATS client CA", natsPair("/etc/a.crt", "/etc/a.key", ""), natsPair("/etc/a.crt", "/etc/a.key", "/etc/ca.crt"), []string{"nats.listen_tls_client_ca"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys := Changed(tc.old, tc.cfg)

@@ -193,6 +193,15 @@ func (c Config) validateNATS(ps *problems) {
 	if n.TLSCert != "" && n.TLSKey == "" {
 		ps.add("nats.tls_key", "nats.tls_cert is set without nats.tls_key: give both (the client certificate and its key) or neither")
 	}
+	if n.ListenTLSCert == "" && n.ListenTLSKey != "" {
+		ps.add("nats.listen_tls_cert", "nats.listen_tls_key is set without nats.listen_tls_cert: give both (the embedded server's certificate and its key) or neither")
+	}
+	if n.ListenTLSCert != "" && n.ListenTLSKey == "" {
+		ps.add("nats.listen_tls_key", "nats.listen_tls_cert is set without nats.listen_tls_key: give both (the embedded server's certificate and its key) or neither")
+	}
+	if n.ListenTLSClientCA != "" && n.ListenTLSCert == "" {
+		ps.add("nats.listen_tls_client_ca", "asks the embedded server's clients for a certificate, which takes TLS: set nats.listen_tls_cert and nats.listen_tls_key too")
+	}
 	for _, h := range n.Workers {
 		if !order.ValidHost(h) {
 			ps.add("nats.workers", "%q must be 1-128 characters of [A-Za-z0-9_-] (one NATS subject token)", h)

@@ -300,15 +300,29 @@ func RequiresRestart(key string) bool {
 // RestartKeys is the part of keys, changed from old to cfg, that takes
 // effect only after a restart: RequiresRestart's keys, and
 // http.tls_cert/http.tls_key when TLS is turned on or off (the listener
-// is opened once). A new pair at the same or another path is loaded by
-// the API at the reload (cmd/orderly's apiCertificate), so a renewal
-// needs no restart.
+// is opened once), and nats.listen_tls_cert/nats.listen_tls_key likewise.
+// A new pair at the same or another path is loaded at the reload
+// (cmd/orderly's servedCertificate), so a renewal needs no restart.
 func RestartKeys(old, cfg Config, keys []string) []string {
 	tlsSwitched := (old.HTTP.TLSCert == "") != (cfg.HTTP.TLSCert == "")
+	// serve's embedded NATS serves its pair the same way (its TLS is set
+	// when the server starts; the pair is read again at a reload).
+	natsTLSSwitched := (old.NATS.ListenTLSCert == "") != (cfg.NATS.ListenTLSCert == "")
 	var out []string
 	for _, k := range keys {
-		if RequiresRestart(k) || tlsSwitched && (k == "http.tls_cert" || k == "http.tls_key") {
-			out = append(out, k)
+		switch k {
+		case "http.tls_cert", "http.tls_key":
+			if tlsSwitched {
+				out = append(out, k)
+			}
+		case "nats.listen_tls_cert", "nats.listen_tls_key":
+			if natsTLSSwitched {
+				out = append(out, k)
+			}
+		default:
+			if RequiresRestart(k) {
+				out = append(out, k)
+			}
 		}
 	}
 	return out

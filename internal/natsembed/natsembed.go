@@ -4,6 +4,7 @@
 package natsembed
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,13 @@ type Options struct {
 	// on a cluster not moved to them yet, where the signatures of the
 	// lease, the claim mark and the publish generation are what holds.
 	OneAccount bool
+	// TLS, when set, is the client port's TLS (serve's
+	// nats.listen_tls_*): every client reaching it over the network must
+	// speak TLS, and with ClientAuth tls.RequireAndVerifyClientCert
+	// present a certificate of ClientCAs. In-process clients
+	// (InProcess) need neither: nats-server lets them speak plainly,
+	// as nothing they send leaves the process.
+	TLS *tls.Config
 }
 
 // Server is a running embedded nats-server.
@@ -123,6 +131,10 @@ func Start(opts Options) (*Server, error) {
 		// Without NoSigs the server installs its own SIGTERM/SIGINT handler
 		// and exits the whole process, skipping orderly's shutdown.
 		NoSigs: true,
+		// The handshake's certificate comes from TLS.GetCertificate, so
+		// that serve can renew it without a reload of the server.
+		TLSConfig: opts.TLS,
+		TLSVerify: opts.TLS != nil && opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -210,8 +222,8 @@ func CheckFree(addr string) error {
 	return l.Close()
 }
 
-// ClientURL is the nats:// URL clients connect to, with the real port when
-// Options.Port was -1.
+// ClientURL is the URL clients connect to, with the real port when
+// Options.Port was -1: tls:// when the server has TLS, else nats://.
 func (s *Server) ClientURL() string {
 	return s.ns.ClientURL()
 }

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,17 +119,7 @@ func tlsFileNames(dsn string) []string {
 			}
 		}
 	} else {
-		// As pgx reads them: spaces around =, a value quoted, a
-		// backslash escaping the next character. strings.Fields took
-		// "sslcert = /etc/o/c.crt" for no setting, and that file was
-		// never looked at again.
-		for _, m := range keywordSetting.FindAllStringSubmatch(dsn, -1) {
-			v := m[2]
-			if len(v) >= 2 && strings.HasPrefix(v, "'") && strings.HasSuffix(v, "'") {
-				v = v[1 : len(v)-1]
-			}
-			settings[m[1]] = keywordEscape.ReplaceAllString(v, "$1")
-		}
+		settings = keywordValues(dsn)
 	}
 	defaults := homeTLSFiles()
 	var names []string
@@ -149,13 +138,53 @@ func tlsFileNames(dsn string) []string {
 	return names
 }
 
-// keywordSetting is one keyword=value of a keyword/value connection
-// string (libpq's, as pgx parses it): the keyword and the value as
-// written; keywordEscape is a backslash escape in such a value.
-var (
-	keywordSetting = regexp.MustCompile(`([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s\\]|\\.)*)`)
-	keywordEscape  = regexp.MustCompile(`\\(.)`)
-)
+// keywordValues reads dsn's keyword=value pairs as libpq (and pgx) do:
+// blanks around "=", a value quoted with ' holding blanks, a backslash
+// taking the next character as it is (\' and \\, or a blank in a value
+// not quoted). Splitting on blanks missed sslcert='/etc/my certs/c.crt':
+// its connections kept the certificate of the start after a renewal. A
+// string pgx would refuse gives what was read before the fault; pgx's
+// parse then fails the start with its own error.
+func keywordValues(dsn string) map[string]string {
+	settings := map[string]string{}
+	const blanks = " \t\n\r\v\f"
+	s := strings.TrimLeft(dsn, blanks)
+	for s != "" {
+		key, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			break
+		}
+		s = strings.TrimLeft(rest, blanks)
+		quoted := strings.HasPrefix(s, "'")
+		if quoted {
+			s = s[1:]
+		}
+		var val strings.Builder
+		i := 0
+		for ; i < len(s); i++ {
+			c := s[i]
+			if quoted && c == '\'' || !quoted && strings.IndexByte(blanks, c) >= 0 {
+				break
+			}
+			if c == '\\' {
+				if i++; i == len(s) {
+					break // a trailing backslash: libpq drops it
+				}
+				c = s[i]
+			}
+			val.WriteByte(c)
+		}
+		if quoted {
+			if i == len(s) {
+				break // unterminated: pgx refuses the string
+			}
+			i++ // the closing quote
+		}
+		settings[strings.TrimSpace(key)] = val.String()
+		s = strings.TrimLeft(s[i:], blanks)
+	}
+	return settings
+}
 
 // homeTLSFiles are the TLS files of libpq's defaults that exist, by
 // setting, as pgx's parse takes them for a setting neither the URL nor

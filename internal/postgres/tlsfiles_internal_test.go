@@ -28,6 +28,12 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 			nil, []string{"/etc/o/c.crt", "/etc/o/c.key"}},
 		{"keyword spaced and quoted", `host=db sslcert = /etc/o/c.crt sslkey= '/etc/o/my key\'s.key' sslrootcert ='/etc/o/ca.crt'`,
 			nil, []string{"/etc/o/c.crt", "/etc/o/my key's.key", "/etc/o/ca.crt"}},
+		// libpq's quoting: a path with a blank, quoted or escaped, and
+		// blanks around "=" (split on blanks, these were missed or cut).
+		{"keyword quoted with a blank", `host=db sslmode=verify-full sslcert='/etc/my certs/c.crt' sslkey = '/etc/my certs/c.key' sslrootcert='/etc/o/it\'s ca.crt'`,
+			nil, []string{"/etc/my certs/c.crt", "/etc/my certs/c.key", "/etc/o/it's ca.crt"}},
+		{"keyword escaped blank", `host=db sslcert=/etc/my\ certs/c.crt sslkey=/etc/my\ certs/c.key dbname=orderly`,
+			nil, []string{"/etc/my certs/c.crt", "/etc/my certs/c.key"}},
 		{"environment", "postgres://u@db/orderly?sslmode=verify-full",
 			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key", "PGSSLROOTCERT": "/env/ca.crt"},
 			[]string{"/env/c.crt", "/env/c.key", "/env/ca.crt"}},

@@ -194,13 +194,41 @@ func presentedSerial(t *testing.T, ctx context.Context, pool *pgxpool.Pool) stri
 // when it parsed the URL, and every later connection presented the
 // certificate of the start until the process restarted; after that
 // certificate expired, PostgreSQL refused them all. A replacement that
-// does not load keeps the last good certificate and is logged.
+// does not load keeps the last good certificate and is logged. The same
+// holds for the keyword=value form with files under a directory whose
+// name has a blank (quoted, as libpq reads it), which were not looked at.
 func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 	ca := newTestCA(t)
 	port := postgresWithClientCerts(t, ca)
+	forms := []struct {
+		name, dir string
+		dsn       func(caFile, certFile, keyFile string) string
+	}{
+		{"url", "certs", func(caFile, certFile, keyFile string) string {
+			return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/orderly?sslmode=verify-full" +
+				"&sslrootcert=" + caFile + "&sslcert=" + certFile + "&sslkey=" + keyFile
+		}},
+		{"keyword quoted with a blank", "my certs", func(caFile, certFile, keyFile string) string {
+			return "host=127.0.0.1 port=" + strconv.Itoa(port) + " user=postgres dbname=orderly sslmode=verify-full" +
+				" sslrootcert='" + caFile + "' sslcert = '" + certFile + "' sslkey='" + keyFile + "'"
+		}},
+	}
+	for _, form := range forms {
+		t.Run(form.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), form.dir)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			certFile, keyFile, caFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"), filepath.Join(dir, "ca.crt")
+			presentsRenewals(t, ca, form.dsn(caFile, certFile, keyFile), certFile, keyFile, caFile)
+		})
+	}
+}
 
-	dir := t.TempDir()
-	certFile, keyFile, caFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"), filepath.Join(dir, "ca.crt")
+// presentsRenewals renews the client certificate in certFile and keyFile
+// under a pool of dsn, checking the serial each new connection presents.
+func presentsRenewals(t *testing.T, ca *testCA, dsn, certFile, keyFile, caFile string) {
+	t.Helper()
 	install := renewAs(t, certFile, keyFile)
 	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
 		t.Fatal(err)
@@ -212,8 +240,6 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
 	t.Cleanup(func() { slog.SetDefault(prev) })
 
-	dsn := "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/orderly?sslmode=verify-full" +
-		"&sslrootcert=" + caFile + "&sslcert=" + certFile + "&sslkey=" + keyFile
 	ctx := testenv.Context(t)
 	pool, err := postgres.Open(ctx, dsn)
 	if err != nil {
