@@ -37,9 +37,10 @@ func (l *Lease) CheckOwner(owner func(ctx context.Context) (string, error)) { l.
 // credential's writes, or a standby's take whose tenure has not yet
 // recorded itself as the host's owner, and so has run nothing (it makes
 // itself the owner before it consumes). That standby's owner record
-// then fences this worker's claims, and its next renewal finds a value
-// its host's key signed for another instance, a lost lease: both
-// tenures end, and one of the two takes the host again as a standby.
+// then refuses this worker's next claim, which ends its tenure, and its
+// next renewal finds a value its host's key signed for another
+// instance, a lost lease: one of the two takes the host again as a
+// standby.
 // A holder that has begun its tenure, its take recorded as the owner,
 // is never overwritten: the owner names it, and this lease is lost.
 // Without a key nothing tells a forger from a rival: no put.
