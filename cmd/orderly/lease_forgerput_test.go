@@ -20,9 +20,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -52,38 +49,8 @@ import (
 // in submission order, and each worker logged its plain write.
 func TestWorkerTakesItsHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
 	ctx := t.Context()
-	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds, OneAccount: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	dsn := testenv.Postgres(t)
-	logger := testenv.Logger(t)
-	ov := testOverrides(dsn, ns.ClientURL())
-	ov["nats.nkey"] = creds.API
-	w, err := config.NewWatcherFilled("", nil, ov, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, sum := auth.NewToken()
-	s, _ := upAPI(t, w, logger, tok, sum)
-	probeOpts, err := natsAuth(w.Current(), roleAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiConn, err := queue.Connect(ns.ClientURL(), "test-probe", probeOpts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(apiConn.Close)
-	probe, err := openQueue(ctx, apiConn, w.Current(), roleAPI, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := newOneAccountStack(t, "warn")
+	s, creds, dsn, probe := o.stack, o.creds, o.dsn, o.probe(t)
 	db, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +58,7 @@ func TestWorkerTakesItsHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close(context.Background()) })
 
 	dir := t.TempDir()
-	slow := testenv.SlowPath(t, strings.TrimPrefix(ns.ClientURL(), "nats://"), 40*time.Millisecond)
+	slow := testenv.SlowPath(t, strings.TrimPrefix(o.natsURL, "nats://"), 40*time.Millisecond)
 	worker := func(name, natsURL string) *faultProc {
 		p := startFaultProc(t, name, filepath.Join(dir, name+".log"), []string{
 			"ORDERLY_DATABASE_URL=" + dsn, "ORDERLY_NATS__URL=" + natsURL,
@@ -138,7 +105,7 @@ func TestWorkerTakesItsHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
 
 	// h1's holder, direct, runs order 0; its standby, on the slow path,
 	// waits and learns that h1's lease is signed.
-	a := worker("worker-a", ns.ClientURL())
+	a := worker("worker-a", o.natsURL)
 	instA, _ := ran(submit(0), time.Minute, "the first worker's order")
 	b := worker("worker-b", "nats://"+slow)
 	var instB string
@@ -152,7 +119,7 @@ func TestWorkerTakesItsHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second) // a lease of renewals, signed, seen by the standby
 
-	stopForging := forgeH1Lease(t, w.Current(), creds.Workers["h2"], instA)
+	stopForging := forgeH1Lease(t, o.h2(t), instA)
 	defer stopForging()
 
 	// The standby's take.
@@ -199,24 +166,14 @@ func TestWorkerTakesItsHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
 	}
 }
 
-// forgeH1Lease has h2's seed (seed, a file) store, in turns, what
+// forgeH1Lease has h2's connection, on h2's seed, store, in turns, what
 // TestAnotherHostsSeedCannotTakeTheLease's forger does on h1's lease key
 // (an unsigned value, a value with a signature of another key, a delete
 // naming holder as its releaser, an expiry marker) through the
 // reply-subject route, one every few milliseconds, until the returned
 // stop; the test fails if none reached the key.
-func forgeH1Lease(t *testing.T, h2cfg config.Config, seed, holder string) (stop func()) {
+func forgeH1Lease(t *testing.T, h2 *nats.Conn, holder string) (stop func()) {
 	t.Helper()
-	h2cfg.Host, h2cfg.NATS.Nkey = "h2", seed
-	opts, err := natsAuth(h2cfg, roleWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := queue.Connect(h2cfg.NATS.URL, "test-h2", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h2.Close)
 	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
 	forgeries := []struct {
 		body string
