@@ -111,23 +111,6 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	// forgery, and a direct get of it answers on h1's lease subject (with
 	// no_hdr for a value, with the headers for a delete or a marker).
 	h2 := o.h2(t)
-	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
-	forge := func(body string, hdr nats.Header, key string) error {
-		m := nats.NewMsg(heartbeat)
-		m.Data, m.Header = []byte(body), hdr
-		if _, err := h2.RequestMsg(m, 5*time.Second); err != nil {
-			return fmt.Errorf("h2 writes its own heartbeat key: %w", err)
-		}
-		get := nats.NewMsg("$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + heartbeat)
-		get.Reply = "$KV." + queue.HostsBucket + "." + key
-		if hdr == nil {
-			get.Data = []byte(`{"no_hdr":true}`)
-		}
-		if err := h2.PublishMsg(get); err != nil {
-			return err
-		}
-		return h2.Flush()
-	}
 	forgeries := []struct {
 		body string
 		hdr  nats.Header
@@ -158,7 +141,7 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 			default:
 			}
 			f := forgeries[i%len(forgeries)]
-			if err := forge(f.body, f.hdr, f.key); err != nil {
+			if err := forgeByReply(h2, f.body, f.hdr, f.key); err != nil {
 				ferr.Store(err)
 				return
 			}

@@ -174,7 +174,6 @@ func TestWorkerTakesItsHostFromAForgerFasterThanItsRoundTrip(t *testing.T) {
 // stop; the test fails if none reached the key.
 func forgeH1Lease(t *testing.T, h2 *nats.Conn, holder string) (stop func()) {
 	t.Helper()
-	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
 	forgeries := []struct {
 		body string
 		hdr  nats.Header
@@ -200,18 +199,7 @@ func forgeH1Lease(t *testing.T, h2 *nats.Conn, holder string) (stop func()) {
 			case <-time.After(5 * time.Millisecond):
 			}
 			f := forgeries[i%len(forgeries)]
-			m := nats.NewMsg(heartbeat)
-			m.Data, m.Header = []byte(f.body), f.hdr
-			if _, err := h2.RequestMsg(m, 5*time.Second); err != nil {
-				ferr.Store(fmt.Errorf("h2 writes its own heartbeat key: %w", err))
-				return
-			}
-			get := nats.NewMsg("$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + heartbeat)
-			get.Reply = "$KV." + queue.HostsBucket + ".lease.h1"
-			if f.hdr == nil {
-				get.Data = []byte(`{"no_hdr":true}`)
-			}
-			if err := h2.PublishMsg(get); err != nil {
+			if err := forgeByReply(h2, f.body, f.hdr, "lease.h1"); err != nil {
 				ferr.Store(err)
 				return
 			}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -94,4 +96,26 @@ func (o *oneAccountStack) h2(t *testing.T) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// forgeByReply has h2 store body (with hdr: a delete, a marker) on key
+// of the hosts bucket through the reply-subject route: h2 writes it to
+// its own heartbeat key, and a direct get of that answers on key's
+// subject (with no_hdr for a value, with the headers otherwise).
+func forgeByReply(h2 *nats.Conn, body string, hdr nats.Header, key string) error {
+	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
+	m := nats.NewMsg(heartbeat)
+	m.Data, m.Header = []byte(body), hdr
+	if _, err := h2.RequestMsg(m, 5*time.Second); err != nil {
+		return fmt.Errorf("h2 writes its own heartbeat key: %w", err)
+	}
+	get := nats.NewMsg("$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + heartbeat)
+	get.Reply = "$KV." + queue.HostsBucket + "." + key
+	if hdr == nil {
+		get.Data = []byte(`{"no_hdr":true}`)
+	}
+	if err := h2.PublishMsg(get); err != nil {
+		return err
+	}
+	return h2.Flush()
 }
