@@ -535,6 +535,18 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	lease.OnLapse(func() { h.set(leaseLapsed) })
 	started := time.Now()
 	every := w.opts.Heartbeat
+	// A lapsed lease is taken back with a plain write only while
+	// PostgreSQL still names this worker the host's owner (queue's
+	// retake): a standby that took the host over recorded itself first.
+	// Bounded by a renewal's pace: a PostgreSQL that does not answer
+	// holds the renewals up no longer than that, and the lease stays in
+	// doubt until the next.
+	lease.CheckOwner(func(ctx context.Context) (string, error) {
+		octx, cancel := context.WithTimeout(ctx, every)
+		defer cancel()
+		o, err := w.store.HostOwner(octx, w.opts.Host)
+		return o.Instance, err
+	})
 	t := time.NewTicker(every)
 	defer t.Stop()
 	// The bucket's TTL is read again at each tenure, every minute and

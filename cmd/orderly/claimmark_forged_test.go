@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -36,25 +31,8 @@ import (
 // TestAnotherHostsRepliesStoreNothing).
 func TestAnotherHostsSeedCannotForgeTheClaimMark(t *testing.T) {
 	ctx := t.Context()
-	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds, OneAccount: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	var logs testenv.LogBuffer
-	logger := testenv.LoggerTo(io.MultiWriter(t.Output(), &logs))
-	ov := testOverrides(testenv.Postgres(t), ns.ClientURL())
-	ov["nats.nkey"] = creds.API
-	w, err := config.NewWatcherFilled("", nil, ov, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, sum := auth.NewToken()
-	s, _ := upAPI(t, w, logger, tok, sum)
+	o := newOneAccountStack(t, "warn")
+	s, creds, w, logs, logger := o.stack, o.creds, o.w, o.logs, o.logger
 	marker := runsMarker(t)
 	submit := func() uuid.UUID {
 		t.Helper()
@@ -115,17 +93,7 @@ func TestAnotherHostsSeedCannotForgeTheClaimMark(t *testing.T) {
 
 	// h2's seed writes h1's claim mark: its own heartbeat key holds the
 	// forged mark, and a direct get of it answers on h1's mark subject.
-	h2cfg := w.Current()
-	h2cfg.Host, h2cfg.NATS.Nkey = "h2", creds.Workers["h2"]
-	opts, err := natsAuth(h2cfg, roleWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := queue.Connect(h2cfg.NATS.URL, "test-h2", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h2.Close)
+	h2 := o.h2(t)
 	forged := `{"seq":1000000000,"stored":"2200-01-01T00:00:00Z"}`
 	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
 	if _, err := h2.Request(heartbeat, []byte(forged), 5*time.Second); err != nil {
@@ -140,19 +108,7 @@ func TestAnotherHostsSeedCannotForgeTheClaimMark(t *testing.T) {
 	if err := h2.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	probeOpts, err := natsAuth(w.Current(), roleAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiConn, err := queue.Connect(ns.ClientURL(), "test-probe", probeOpts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(apiConn.Close)
-	probe, err := openQueue(ctx, apiConn, w.Current(), roleAPI, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := o.probe(t)
 	testenv.WaitUntil(t, 20*time.Second, "h2's forged mark stored as h1's", func() bool {
 		m, err := probe.ClaimMarkOf(ctx, "h1", nil)
 		return err == nil && m.Seq == 1_000_000_000

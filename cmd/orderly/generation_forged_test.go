@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -10,9 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -34,25 +30,8 @@ import (
 // TestAnotherHostsRepliesStoreNothing).
 func TestAWorkerSeedCannotForgeThePublishGeneration(t *testing.T) {
 	ctx := t.Context()
-	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds, OneAccount: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	var logs testenv.LogBuffer
-	logger := testenv.LoggerTo(io.MultiWriter(t.Output(), &logs))
-	ov := testOverrides(testenv.Postgres(t), ns.ClientURL())
-	ov["nats.nkey"] = creds.API
-	w, err := config.NewWatcherFilled("", nil, ov, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, sum := auth.NewToken()
-	s, _ := upAPI(t, w, logger, tok, sum)
+	o := newOneAccountStack(t, "warn")
+	s, logs := o.stack, o.logs
 	submit := func() {
 		t.Helper()
 		// No worker runs h1: the order's publish is what clears its mark
@@ -61,37 +40,16 @@ func TestAWorkerSeedCannotForgeThePublishGeneration(t *testing.T) {
 			t.Fatalf("submit = %d, want 202: %s", code, body)
 		}
 	}
-	probeOpts, err := natsAuth(w.Current(), roleAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiConn, err := queue.Connect(ns.ClientURL(), "test-probe", probeOpts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(apiConn.Close)
-	probe, err := openQueue(ctx, apiConn, w.Current(), roleAPI, nil) // signs with the API's key, as the API
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := o.probe(t) // signs with the API's key, as the API
 	submit()
 	var before uint64
+	var err error
 	testenv.WaitUntil(t, 20*time.Second, "the API's signed generation", func() bool {
 		before, err = probe.PostgresMark(ctx)
 		return err == nil && before > 0
 	})
 
-	h2cfg := w.Current()
-	h2cfg.Host, h2cfg.NATS.Nkey = "h2", creds.Workers["h2"]
-	opts, err := natsAuth(h2cfg, roleWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := queue.Connect(h2cfg.NATS.URL, "test-h2", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h2.Close)
+	h2 := o.h2(t)
 	const far = "9223372036854775807"
 	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
 	kv, err := probe.JetStream().KeyValue(ctx, queue.MarksBucket)

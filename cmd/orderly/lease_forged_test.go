@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,12 +14,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/api"
-	"github.com/orderly-run/orderly/internal/auth"
-	"github.com/orderly-run/orderly/internal/config"
-	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -46,26 +41,8 @@ import (
 // TestAnotherHostsRepliesStoreNothing).
 func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	ctx := t.Context()
-	creds, err := natsembed.EnsureCredentials(filepath.Join(t.TempDir(), "creds"), "srv", []string{"h1", "h2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, SyncAlways: true, Logger: testenv.Logger(t), Credentials: creds, OneAccount: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	var logs testenv.LogBuffer
-	logger := testenv.LoggerTo(io.MultiWriter(t.Output(), &logs))
-	ov := testOverrides(testenv.Postgres(t), ns.ClientURL())
-	ov["nats.nkey"] = creds.API
-	ov["log.level"] = "info"
-	w, err := config.NewWatcherFilled("", nil, ov, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, sum := auth.NewToken()
-	s, _ := upAPI(t, w, logger, tok, sum)
+	o := newOneAccountStack(t, "info")
+	s, creds, w, logs, logger := o.stack, o.creds, o.w, o.logs, o.logger
 	marker := filepath.Join(runsMarker(t), "..", "order")
 	submit := func(i int) uuid.UUID {
 		t.Helper()
@@ -107,24 +84,8 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 		}
 		return stopOnce(t, func() { _ = wr.stop(); b.close() })
 	}
-	probeOpts, err := natsAuth(w.Current(), roleAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiConn, err := queue.Connect(ns.ClientURL(), "test-probe", probeOpts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(apiConn.Close)
-	probe, err := openQueue(ctx, apiConn, w.Current(), roleAPI, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(apiConn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := js.KeyValue(ctx, queue.HostsBucket)
+	probe := o.probe(t)
+	hosts, err := probe.JetStream().KeyValue(ctx, queue.HostsBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,34 +110,7 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 	// until h1's orders have run: its own heartbeat key holds the
 	// forgery, and a direct get of it answers on h1's lease subject (with
 	// no_hdr for a value, with the headers for a delete or a marker).
-	h2cfg := w.Current()
-	h2cfg.Host, h2cfg.NATS.Nkey = "h2", creds.Workers["h2"]
-	opts, err := natsAuth(h2cfg, roleWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := queue.Connect(h2cfg.NATS.URL, "test-h2", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h2.Close)
-	heartbeat := "$KV." + queue.HostsBucket + ".info.h2"
-	forge := func(body string, hdr nats.Header, key string) error {
-		m := nats.NewMsg(heartbeat)
-		m.Data, m.Header = []byte(body), hdr
-		if _, err := h2.RequestMsg(m, 5*time.Second); err != nil {
-			return fmt.Errorf("h2 writes its own heartbeat key: %w", err)
-		}
-		get := nats.NewMsg("$JS.API.DIRECT.GET.KV_" + queue.HostsBucket + "." + heartbeat)
-		get.Reply = "$KV." + queue.HostsBucket + "." + key
-		if hdr == nil {
-			get.Data = []byte(`{"no_hdr":true}`)
-		}
-		if err := h2.PublishMsg(get); err != nil {
-			return err
-		}
-		return h2.Flush()
-	}
+	h2 := o.h2(t)
 	forgeries := []struct {
 		body string
 		hdr  nats.Header
@@ -207,7 +141,7 @@ func TestAnotherHostsSeedCannotTakeTheLease(t *testing.T) {
 			default:
 			}
 			f := forgeries[i%len(forgeries)]
-			if err := forge(f.body, f.hdr, f.key); err != nil {
+			if err := forgeByReply(h2, f.body, f.hdr, f.key); err != nil {
 				ferr.Store(err)
 				return
 			}

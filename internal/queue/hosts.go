@@ -341,6 +341,10 @@ type Lease struct {
 	beat     uint64    // the revision of this lease's last heartbeat; 0 for none
 	freed    string    // how the key was found free (Freed)
 	lapsed   func()    // OnLapse's
+	lost     int       // take-backs past the lease beaten in a row (retake)
+	// owner is CheckOwner's: who owns the host where takeovers are
+	// recorded; nil: no take-back by put.
+	owner func(ctx context.Context) (string, error)
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -590,7 +594,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			err = jetstream.ErrKeyExists
 		} else if due && lost >= lostTakes {
 			if rev, err = q.kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k)); err == nil {
-				q.logTakenByPut(host, instance, lost)
+				q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 				return lease(rev, sent, freed), nil
 			}
 		} else {
@@ -652,7 +656,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 					q.logger().Error("took the host lease over a value not written with this host's NATS credential (another credential wrote it), a lease after its holder last renewed it",
 						"host", host, "instance", instance, "written_as", holder)
 					if lost >= lostTakes {
-						q.logTakenByPut(host, instance, lost)
+						q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 					}
 					return lease(rev, sent, "expired"), nil
 				}
@@ -697,10 +701,11 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 // they honour, and that resets the count.
 const lostTakes = 3
 
-// logTakenByPut says that a standby took its host's lease with a plain
-// put after lost conditioned takes.
-func (q *Queue) logTakenByPut(host, instance string, lost int) {
-	q.logger().Error("took the host lease with a plain write: another NATS credential's writes on the key beat this standby's conditioned takes, one after another (it writes more often than this worker's round trip to the server)",
+// logTakenByPut says that a worker took its host's lease with a plain
+// put after lost conditioned writes, beaten, whose (a standby's takes,
+// or a holder's take-backs past its lease, retake).
+func (q *Queue) logTakenByPut(host, instance, beaten string, lost int) {
+	q.logger().Error("took the host lease with a plain write: another NATS credential's writes on the key beat "+beaten+", one after another (it writes more often than this worker's round trip to the server)",
 		"host", host, "instance", instance, "lost_takes", lost)
 }
 
@@ -994,7 +999,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
 	rev, err := l.kv().Update(ctx, l.key, l.value(l.rev), l.rev)
 	if err == nil {
-		l.rev, l.written = rev, sent
+		l.rev, l.written, l.lost = rev, sent, 0
 		return false, nil
 	}
 	within := l.within(ctx)
@@ -1033,7 +1038,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		// The key expired or was deleted (a long pause): take it again if
 		// nobody else did meanwhile.
 		sent := time.Now()
-		rev, cerr := l.kv().Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+		rev, cerr := l.retake(ctx, 0)
 		if cerr == nil {
 			l.rev, l.written = rev, sent
 			return true, nil
@@ -1068,7 +1073,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		// later, took the host and interrupted the order it ran
 		// (TestSignedHolderKeepsItsLeaseFromAForgerAfterASilence).
 		sent := time.Now()
-		rev, uerr := l.kv().Update(ctx, l.key, l.value(e.Revision()), e.Revision())
+		rev, uerr := l.retake(ctx, e.Revision())
 		if uerr != nil {
 			return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", uerr)
 		}
@@ -1086,45 +1091,6 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	}
 	l.rev, l.written = rev, sent
 	return false, nil
-}
-
-// takenWhileFree judges a key that Renew found gone past the lease and
-// that its take found written meanwhile: a value its host's key signed
-// for another instance is a lost lease; one it did not sign (or a copy)
-// is taken back as a lapse, on the revision read, as Renew takes back
-// such a value found in place of its own. A frozen nats-server expires
-// the key at its thaw and then stores what waited in its sockets, another
-// credential's writes among them: the holder took one for a rival that
-// had taken the free key, ended its tenure, and its standby took the host
-// once the forger stopped (TestFaultsNATSFrozenSigned).
-func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error) {
-	lost := fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, renewErr)
-	if l.k == nil {
-		return false, lost
-	}
-	e, err := l.kv().Get(ctx, l.key)
-	if err != nil {
-		// Gone again (a delete stored meanwhile), or unread: in doubt,
-		// and the next renewal judges it again.
-		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone, then written): %w", err)
-	}
-	r, trust := trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true)
-	if trust == leaseSigned && r.instance != l.instance {
-		return false, fmt.Errorf("%w: taken while it was free by %s", ErrLeaseLost, r.instance)
-	}
-	// Its own value (its own take, whose answer was lost), or one its
-	// host's key did not sign.
-	sent := time.Now()
-	rev, err := l.kv().Update(ctx, l.key, l.value(e.Revision()), e.Revision())
-	if err != nil {
-		return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", err)
-	}
-	if trust != leaseSigned {
-		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
-			"host", l.host, "instance", l.instance, "written_as", r.instance)
-	}
-	l.rev, l.written = rev, sent
-	return true, nil
 }
 
 // within reports whether this lease, signed, cannot have expired: its

@@ -2,9 +2,6 @@ package queue_test
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,91 +12,6 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
-
-// slowPath forwards TCP connections to a NATS server, delivering each
-// chunk either way a fixed delay after it was read, in order: a client
-// whose round trip to the server is 2*delay, as one on a loaded machine
-// or a distant network is.
-type slowPath struct{ addr string }
-
-func startSlowPath(t *testing.T, target string, delay time.Duration) *slowPath {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); delayLine(up, c, delay) }()
-			go func() { defer wg.Done(); delayLine(c, up, delay) }()
-		}
-	}()
-	return &slowPath{addr: ln.Addr().String()}
-}
-
-// delayLine copies src to dst, each chunk delay after it was read.
-func delayLine(dst, src net.Conn, delay time.Duration) {
-	type chunk struct {
-		at time.Time
-		b  []byte
-	}
-	line := make(chan chunk, 4096)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer dst.Close()
-		for c := range line {
-			time.Sleep(time.Until(c.at))
-			if _, err := dst.Write(c.b); err != nil {
-				for range line {
-				}
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			line <- chunk{time.Now().Add(delay), append([]byte(nil), buf[:n]...)}
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				src.Close()
-			}
-			close(line)
-			<-done
-			return
-		}
-	}
-}
 
 // TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip: a standby
 // takes a key it is due (its holder gone a lease) with a write
@@ -131,9 +43,9 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 	const ttl = 2 * time.Second
 	ctx := testenv.Context(t)
 	url := testenv.NATS(t)
-	slow := startSlowPath(t, strings.TrimPrefix(url, "nats://"), slowDelay)
+	slow := testenv.SlowPath(t, strings.TrimPrefix(url, "nats://"), slowDelay)
 	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
-	standby := testenv.Queue(t, "nats://"+slow.addr, "standby", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, "nats://"+slow, "standby", queue.Options{LeaseTTL: ttl})
 	fnc, err := queue.Connect(url, "forger")
 	if err != nil {
 		t.Fatal(err)
@@ -167,36 +79,8 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 		t.Fatal("the first wait took the host while its holder renewed")
 	}
 
-	subject := "$KV." + queue.HostsBucket + ".lease.r6"
-	fctx, stopForging := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; fctx.Err() == nil; i++ {
-			m := nats.NewMsg(subject)
-			switch i % 4 {
-			case 0:
-				m.Data = []byte("forger")
-			case 1:
-				m.Data = []byte("forger\n" + strings.Repeat("0", 64))
-			case 2:
-				m.Header = nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {"A"},
-					queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}
-			case 3:
-				m.Header = nats.Header{"KV-Operation": {"PURGE"}}
-			}
-			_, _ = fnc.RequestMsg(m, time.Second)
-			select {
-			case <-fctx.Done():
-			case <-time.After(25 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() {
-		stopForging()
-		wg.Wait()
-	}()
+	stopForging := forgeLease(ctx, fnc, "r6", "A")
+	defer stopForging()
 
 	// The holder renews every third of the lease, on its own connection,
 	// until stopRenewing; a renewal past the lost lease fails the test.
@@ -248,5 +132,42 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 		t.Logf("the standby took the host %s after its wait began", time.Since(began).Round(time.Millisecond))
 	case <-time.After(12 * ttl):
 		t.Fatalf("the standby did not take the host within 12 leases of its holder's end, under a forger writing faster than its round trip")
+	}
+}
+
+// forgeLease has nc write what TestFaultsNATSFrozenSigned's forger
+// writes on host's lease key (an unsigned value, a value with a bad
+// signature, a release naming holder with a bad signature, a purge
+// marker), in turns, every 25 ms, until the returned stop.
+func forgeLease(ctx context.Context, nc *nats.Conn, host, holder string) (stop func()) {
+	subject := "$KV." + queue.HostsBucket + ".lease." + host
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; fctx.Err() == nil; i++ {
+			m := nats.NewMsg(subject)
+			switch i % 4 {
+			case 0:
+				m.Data = []byte("forger")
+			case 1:
+				m.Data = []byte("forger\n" + strings.Repeat("0", 64))
+			case 2:
+				m.Header = nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {holder},
+					queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}
+			case 3:
+				m.Header = nats.Header{"KV-Operation": {"PURGE"}}
+			}
+			_, _ = nc.RequestMsg(m, time.Second)
+			select {
+			case <-fctx.Done():
+			case <-time.After(25 * time.Millisecond):
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
 	}
 }

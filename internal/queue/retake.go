@@ -1,0 +1,126 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// CheckOwner has Renew ask owner which worker instance owns the host
+// where every takeover is recorded before its new holder runs anything
+// (PostgreSQL's hosts.owner, TakeHost) before it takes its lapsed key
+// back with a plain write (retake): the write is sent only while owner
+// names this lease's instance, and another name ends the tenure
+// (ErrLeaseLost). Without it, a lapsed key is taken back only with
+// writes on the revision read. Set before the first renewal.
+func (l *Lease) CheckOwner(owner func(ctx context.Context) (string, error)) { l.owner = owner }
+
+// retake writes this lease's value on its key past the lease: a key
+// found gone (read 0) or holding, as revision read, a value its host's
+// key did not sign for another instance (Renew's lapse). The write is
+// conditioned on what was read, so that it does not overwrite a
+// standby's take of the lapsed key, a lost lease.
+//
+// Another credential storing messages on the key more often than this
+// worker's round trip to the server beats every such write: a holder
+// frozen past its lease and thawed while it wrote stayed in doubt, its
+// claims paused, and its host ran nothing for as long as the writes
+// came (TestHolderTakesItsHostBackFromAForgerFasterThanItsRoundTrip). So,
+// as a standby does (lostTakes), from the lostTakes-th beaten write in a
+// row it writes with a plain put, and only once the host's owner, read
+// after the key, is still this instance. What that put can overwrite
+// that the conditioned write would not is what was stored on the key
+// between the read of the owner and the put's arrival: another
+// credential's writes, or a standby's take whose tenure has not yet
+// recorded itself as the host's owner, and so has run nothing (it makes
+// itself the owner before it consumes). That standby's owner record
+// then refuses this worker's next claim, which ends its tenure, and its
+// next renewal finds a value its host's key signed for another
+// instance, a lost lease: one of the two takes the host again as a
+// standby.
+// A holder that has begun its tenure, its take recorded as the owner,
+// is never overwritten: the owner names it, and this lease is lost.
+// Without a key nothing tells a forger from a rival: no put.
+func (l *Lease) retake(ctx context.Context, read uint64) (uint64, error) {
+	if l.lost >= lostTakes && l.owner != nil && l.k != nil {
+		owner, err := l.owner(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("read the host's owner before a plain write: %w", err)
+		}
+		if owner != l.instance {
+			return 0, fmt.Errorf("%w: the host's owner is %q, which took it over while this lease lapsed", ErrLeaseLost, owner)
+		}
+		rev, err := l.kv().Put(ctx, l.key, l.value(max(read, l.q.lastRevision(ctx, l.k, l.rev))))
+		if err == nil {
+			l.q.logTakenByPut(l.host, l.instance, "this holder's conditioned take-backs of its lapsed lease", l.lost)
+			l.lost = 0
+		}
+		return rev, err
+	}
+	var rev uint64
+	var err error
+	if read == 0 {
+		rev, err = l.kv().Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+	} else {
+		rev, err = l.kv().Update(ctx, l.key, l.value(read), read)
+	}
+	switch {
+	case err == nil:
+		l.lost = 0
+	case raced(err):
+		l.beaten()
+	}
+	return rev, err
+}
+
+// beaten counts a take-back of the lapsed key that another writer's
+// message beat (retake).
+func (l *Lease) beaten() {
+	l.lost++
+	l.q.logger().Debug("a take-back of the lapsed host lease was beaten by another writer", "host", l.host, "instance", l.instance, "lost", l.lost)
+}
+
+// takenWhileFree judges a key that Renew found gone past the lease and
+// that its take found written meanwhile: a value its host's key signed
+// for another instance is a lost lease; one it did not sign (or a copy)
+// is taken back as a lapse, on the revision read, as Renew takes back
+// such a value found in place of its own. A frozen nats-server expires
+// the key at its thaw and then stores what waited in its sockets, another
+// credential's writes among them: the holder took one for a rival that
+// had taken the free key, ended its tenure, and its standby took the host
+// once the forger stopped (TestFaultsNATSFrozenSigned).
+func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error) {
+	lost := fmt.Errorf("%w: taken while it was free: %v", ErrLeaseLost, renewErr)
+	if l.k == nil {
+		return false, lost
+	}
+	e, err := l.kv().Get(ctx, l.key)
+	if err != nil {
+		// Gone again (a delete stored meanwhile), or unread: in doubt,
+		// and the next renewal judges it again.
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			l.beaten()
+		}
+		return false, fmt.Errorf("renew lease: take the lapsed lease again (its key was gone, then written): %w", err)
+	}
+	r, trust := trustLease(l.key, e.Value(), l.k, sinceRev(l.rev, e.Revision()), true)
+	if trust == leaseSigned && r.instance != l.instance {
+		return false, fmt.Errorf("%w: taken while it was free by %s", ErrLeaseLost, r.instance)
+	}
+	// Its own value (its own take, whose answer was lost), or one its
+	// host's key did not sign.
+	sent := time.Now()
+	rev, err := l.retake(ctx, e.Revision())
+	if err != nil {
+		return false, fmt.Errorf("renew lease: take the lapsed lease back from a value not written with this host's NATS credential: %w", err)
+	}
+	if trust != leaseSigned {
+		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
+			"host", l.host, "instance", l.instance, "written_as", r.instance)
+	}
+	l.rev, l.written = rev, sent
+	return true, nil
+}
