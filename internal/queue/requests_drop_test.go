@@ -369,27 +369,8 @@ func TestRenewalSentAgainOverARivalsWriteIsNotApplied(t *testing.T) {
 	const instance, rival = host + "/holder", host + "/rival"
 	key := "lease." + host
 	k := queue.NewMarkKey([]byte("the host's seed"))
-	ns := testenv.NATSServer(t, &server.Options{})
-	api := testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
-	px := testenv.NewCutProxy(t, ns.Addr().String())
-	nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	ctx := testenv.Context(t)
-	w, err := queue.Bind(ctx, nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := api.JetStream().KeyValue(ctx, queue.HostsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease, err := w.AcquireSignedLease(ctx, host, instance, k, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, px, kv, lease := holdThroughProxy(t, host, instance, k)
 
 	px.DropWhen(false, []byte(instance))
 	done := make(chan error, 1)
@@ -443,19 +424,8 @@ func TestLeaseTakeSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 			const host = "taken"
 			const instance = host + "/taker"
 			k := queue.NewMarkKey([]byte("the host's seed"))
-			ns := testenv.NATSServer(t, &server.Options{})
-			api := testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
-			px := testenv.NewCutProxy(t, ns.Addr().String())
-			nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
 			ctx := testenv.Context(t)
-			w, err := queue.Bind(ctx, nc, queue.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			api, px, w := bindThroughProxy(t)
 			st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
 			if err != nil {
 				t.Fatal(err)
@@ -530,27 +500,8 @@ func TestReleaseSentAgainOverARivalsTakeDeletesNothing(t *testing.T) {
 	const instance, rival = host + "/holder", host + "/rival"
 	key := "lease." + host
 	k := queue.NewMarkKey([]byte("the host's seed"))
-	ns := testenv.NATSServer(t, &server.Options{})
-	api := testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
-	px := testenv.NewCutProxy(t, ns.Addr().String())
-	nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	ctx := testenv.Context(t)
-	w, err := queue.Bind(ctx, nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := api.JetStream().KeyValue(ctx, queue.HostsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease, err := w.AcquireSignedLease(ctx, host, instance, k, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, px, kv, lease := holdThroughProxy(t, host, instance, k)
 
 	px.DropWhen(false, []byte(queue.ReleasedHeader))
 	const bound = 2 * time.Second // the worker's, at the end of a tenure
@@ -593,4 +544,40 @@ func TestReleaseSentAgainOverARivalsTakeDeletesNothing(t *testing.T) {
 	if holder, err := api.LeaseHolder(ctx, host); err != nil || holder != rival {
 		t.Errorf("the lease is held by %q (%v), want the rival, %s", holder, err, rival)
 	}
+}
+
+// holdThroughProxy is bindThroughProxy with host's lease held by the
+// worker's queue as instance, signed with k; it returns the API's queue
+// and view of the hosts bucket, the proxy and the lease.
+func holdThroughProxy(t *testing.T, host, instance string, k queue.MarkKey) (*queue.Queue, *testenv.CutProxy, jetstream.KeyValue, *queue.Lease) {
+	t.Helper()
+	api, px, w := bindThroughProxy(t)
+	kv, err := api.JetStream().KeyValue(t.Context(), queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := w.AcquireSignedLease(testenv.Context(t), host, instance, k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api, px, kv, lease
+}
+
+// bindThroughProxy starts a nats-server with the API's queue on it, and
+// binds a worker's queue (as `orderly worker` binds it) through a
+// CutProxy to it.
+func bindThroughProxy(t *testing.T) (api *queue.Queue, px *testenv.CutProxy, w *queue.Queue) {
+	t.Helper()
+	ns := testenv.NATSServer(t, &server.Options{})
+	api = testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
+	px = testenv.NewCutProxy(t, ns.Addr().String())
+	nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if w, err = queue.Bind(testenv.Context(t), nc, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return api, px, w
 }
