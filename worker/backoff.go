@@ -29,3 +29,6 @@ func (b *backoff) wait(ctx context.Context) error {
 }
 
 func (b *backoff) reset() { b.next = b.min }
+
+// upcoming is the delay the next wait sleeps.
+func (b *backoff) upcoming() time.Duration { return max(b.next, b.min) }

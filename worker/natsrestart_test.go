@@ -3,8 +3,11 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,6 +186,96 @@ func TestNATSRestartRecreatesTheConsumerAtOnce(t *testing.T) {
 			if took > 15*time.Second {
 				t.Errorf("the order submitted after the restart ran %s later, want well under the stall check's minute", took)
 			}
+		})
+	}
+}
+
+// TestNATSRestartsRetakeTheHostAtTheFloorAfterARenewal: nats-server is
+// restarted five times, each once the worker consumes again. Each
+// restart loses the host's consumer and ends the tenure. A tenure whose
+// lease was renewed while it consumed proved NATS and PostgreSQL sound:
+// the worker takes the host again after the backoff's floor, 100 ms,
+// every time. The wait was reset only after a tenure of a minute: it
+// doubled at each restart, 0.1, 0.2, 0.4, 0.8, 1.6 s, each restart
+// costing the host's orders that much more (docs/decisions.md, hB23).
+// A tenure that ends before its first renewal (a server that drops
+// every connection soon after it is made) still doubles it, up to 2 s:
+// the worker does not take the host over and over against it.
+func TestNATSRestartsRetakeTheHostAtTheFloorAfterARenewal(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// heartbeat and lease: the worker's renewals; renewed: each
+		// restart waits for a renewal while the worker consumes, else
+		// it comes as soon as it consumes, a renewal interval early.
+		heartbeat, lease time.Duration
+		renewed          bool
+		want             func(restart int) time.Duration
+	}{
+		{"renewed between restarts", 200 * time.Millisecond, 2 * time.Second, true,
+			func(int) time.Duration { return 100 * time.Millisecond }},
+		{"restarted before a renewal", 10 * time.Second, 30 * time.Second, false,
+			func(i int) time.Duration { return min(100*time.Millisecond<<i, 2*time.Second) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const host = "restarted"
+			ns := testenv.NATSServer(t, &server.Options{})
+			e, _, _ := newEnvOn(t, ns)
+			if _, err := queue.New(t.Context(), e.q.Conn(), queue.Options{AckWait: time.Second, LeaseTTL: c.lease}); err != nil {
+				t.Fatal(err)
+			}
+			wc, err := queue.Connect(ns.ClientURL(), "worker")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(wc.Close)
+			wq, err := queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs testenv.LogBuffer
+			runWorker(t, worker.Options{Host: host, Heartbeat: c.heartbeat, AckWait: slowAckWait,
+				ShutdownGrace: 5 * time.Second}, e.store, wq, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+			// The lease key's revision, 0 while it cannot be read.
+			leaseRev := func() uint64 {
+				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+				defer cancel()
+				kv, err := e.q.JetStream().KeyValue(ctx, queue.HostsBucket)
+				if err != nil {
+					return 0
+				}
+				en, err := kv.Get(ctx, "lease."+host)
+				if err != nil {
+					return 0
+				}
+				return en.Revision()
+			}
+			retake := regexp.MustCompile(`stopped consuming the host's orders; taking the host again.* retry_in=(\S+)`)
+			const restarts = 5
+			for i := range restarts {
+				testenv.WaitUntil(t, 30*time.Second, "the worker consuming again", func() bool {
+					return strings.Count(logs.String(), "worker consuming") > i
+				})
+				if c.renewed {
+					var rev uint64
+					testenv.WaitUntil(t, 30*time.Second, "the lease's revision read", func() bool {
+						rev = leaseRev()
+						return rev != 0
+					})
+					testenv.WaitUntil(t, 30*time.Second, "a renewal of the lease while the worker consumes", func() bool {
+						return leaseRev() > rev
+					})
+				}
+				ns = testenv.NATSServerRestarted(t, ns)
+				testenv.WaitUntil(t, 30*time.Second, "the tenure ended by the restart", func() bool {
+					return len(retake.FindAllString(logs.String(), -1)) > i
+				})
+			}
+			for i, m := range retake.FindAllStringSubmatch(logs.String(), -1) {
+				if want := c.want(i).String(); m[1] != want {
+					t.Errorf("restart %d: the host taken again after %s, want %s", i+1, m[1], want)
+				}
+			}
+			e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 		})
 	}
 }

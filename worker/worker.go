@@ -276,25 +276,35 @@ func (w *Worker) Run(ctx context.Context) error {
 	b := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
 	for {
 		started := time.Now()
-		consumed := false
-		err := w.tenure(ctx, &consumed)
+		var end tenureEnd
+		err := w.tenure(ctx, &end)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, errCrash) {
 			return err
 		}
-		if time.Since(started) > time.Minute {
+		// The wait starts over after a tenure that proved NATS and
+		// PostgreSQL sound (tenureEnd.proved), not only after one of a
+		// minute: each nats-server restart ends the tenure (the host's
+		// consumer is lost), and restarts a few seconds apart doubled
+		// the wait to 2 s, each restart costing the orders that much
+		// more (docs/decisions.md, hB23). A tenure that ends before its
+		// first renewal, as against a server that drops every
+		// connection at once, doubles it as before: a tenure that
+		// resets it lasted a renewal interval, so at most one takeover
+		// per renewal interval, and one per 2 s otherwise.
+		if end.proved || time.Since(started) > time.Minute {
 			b.reset()
 		}
 		// A standby, or a takeover, that NATS or PostgreSQL failed never
 		// consumed anything: saying it stopped consuming made a standby
 		// look like a second worker serving the host.
-		if consumed {
-			w.logger.Warn("stopped consuming the host's orders; taking the host again", "error", err)
+		if end.consumed {
+			w.logger.Warn("stopped consuming the host's orders; taking the host again", "error", err, "retry_in", b.upcoming())
 			w.status(fmt.Sprintf("taking host %s again: %v", w.opts.Host, err))
 		} else {
-			w.logger.Warn("could not take the host; trying again", "error", err)
+			w.logger.Warn("could not take the host; trying again", "error", err, "retry_in", b.upcoming())
 			w.status(fmt.Sprintf("could not take host %s; trying again: %v", w.opts.Host, err))
 		}
 		if err := b.wait(ctx); err != nil {
@@ -303,9 +313,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// tenureEnd is what Run learns of a tenure besides why it ended.
+type tenureEnd struct {
+	// consumed: the tenure took the host over and consumed its orders.
+	consumed bool
+	// proved: the server took a renewal of the lease sent after the
+	// consumption began: NATS answered the takeover's requests and a
+	// renewal interval later, PostgreSQL the takeover's statements.
+	proved bool
+}
+
 // tenure is one period of ownership: lease, takeover, consumption. It
-// returns why it ended, and sets consumed once it consumes.
-func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
+// returns why it ended, and fills in end as it goes.
+func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 	lease, err := w.acquireLease(ctx)
 	if err != nil {
 		return err
@@ -352,10 +372,13 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 	// must not take the host (and kill the order) before it is done.
 	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	var consuming time.Time // when consumption began
 	defer func() {
 		stopFeed(nil)
 		stopBeat()
 		wg.Wait()
+		// The renewing goroutine is done: Written is safe to read.
+		end.proved = end.consumed && lease.Written().After(consuming)
 	}()
 	// Beating from the lease on, not from the end of the takeover: the
 	// host showed offline, with no standby either, for as long as the
@@ -440,7 +463,7 @@ func (w *Worker) tenure(ctx context.Context, consumed *bool) error {
 		w.q.StopHostIterator(iter)
 	}()
 	w.logger.Info("worker consuming", "consumer", queue.ConsumerName(w.opts.Host))
-	*consumed = true
+	consuming, end.consumed = time.Now(), true
 	w.status("consuming the orders of host " + w.opts.Host)
 	sweep := time.NewTicker(w.opts.SweepEvery)
 	defer sweep.Stop()

@@ -70,7 +70,7 @@ func (q *Queue) LeaseTTL() time.Duration { return q.opts.LeaseTTL }
 // its starts from its nats.lease_ttl, so it may have changed since this
 // queue was bound (LeaseTTL keeps what it was then).
 func (q *Queue) BucketTTL(ctx context.Context) (time.Duration, error) {
-	st, err := q.kv.Status(ctx)
+	st, err := q.hostsOnDrop().Status(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("read kv bucket %s: %w", HostsBucket, err)
 	}

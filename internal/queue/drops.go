@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -140,32 +141,51 @@ func (q *Queue) RetryOnDrop(ctx context.Context, f func(context.Context) error) 
 // would have had a holder renew a lease it had lost.
 func (q *Queue) writeOnDrop(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, write func(context.Context) (uint64, error)) (uint64, error) {
 	var rev uint64
-	tries := 0
-	err := q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
-		tries++
+	err := q.sendOnDrop(ctx, func(ctx context.Context) (err error) {
 		rev, err = write(ctx)
 		return err
+	}, func(ctx context.Context) bool {
+		var e jetstream.KeyValueEntry
+		if q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+			e, err = kv.Get(ctx, key)
+			return err
+		}) != nil || !bytes.Equal(e.Value(), val) {
+			return false
+		}
+		rev = e.Revision()
+		return true
 	})
-	if err == nil || tries == 1 || !raced(err) {
-		return rev, err
-	}
-	var e jetstream.KeyValueEntry
-	if q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
-		e, err = kv.Get(ctx, key)
-		return err
-	}) == nil && bytes.Equal(e.Value(), val) {
-		return e.Revision(), nil
-	}
-	return 0, err
+	return rev, err
 }
 
-// dropKV is the hosts bucket as a lease's holder reads and writes it:
-// each request sent again at once when a drop of the connection ended
-// it (RetryOnDrop, writeOnDrop). A renewal or a heartbeat whose answer
-// a nats-server restart lost waited out jetstream's 5 s, the next
+// sendOnDrop runs send, a write on a key that names the revision it
+// expects, under RetryOnDrop. When a copy sent again was refused as
+// raced (the key moved since the revision named), applied reads the key
+// and says whether what it holds is an earlier copy's doing, its answer
+// lost with the connection: then the write is done, and nil is
+// returned. Otherwise the refusal comes back as it came: the conditioned
+// copy changed nothing that another writer wrote meanwhile.
+func (q *Queue) sendOnDrop(ctx context.Context, send func(context.Context) error, applied func(context.Context) bool) error {
+	tries := 0
+	err := q.RetryOnDrop(ctx, func(ctx context.Context) error {
+		tries++
+		return send(ctx)
+	})
+	if err == nil || tries == 1 || !raced(err) || !applied(ctx) {
+		return err
+	}
+	return nil
+}
+
+// dropKV is the hosts bucket as a worker reads and writes it (its
+// lease, heartbeat and standby report, the bucket's TTL): each request
+// sent again at once when a drop of the connection ended it
+// (RetryOnDrop, writeOnDrop, sendOnDrop). A renewal or a heartbeat whose
+// answer a nats-server restart lost waited out jetstream's 5 s, the next
 // renewal with it (they are sent one after the other), and the worker's
 // lease aged by as much: two such in a row can lapse a lease of 15 s
-// under a live holder (docs/decisions.md, hD22).
+// under a live holder (docs/decisions.md, hD22); a read of the bucket's
+// TTL lost held the renewals as long (hB23).
 type dropKV struct {
 	jetstream.KeyValue
 	q *Queue
@@ -191,9 +211,9 @@ func (k dropKV) Create(ctx context.Context, key string, val []byte, opts ...jets
 	})
 }
 
-// Put writes val again when a drop ended its write: a holder puts only
-// its own lease back, within the lease, where writing it twice is
-// writing it once (Renew).
+// Put writes val again when a drop ended its write: what a worker puts
+// is its own (a holder's lease, within the lease, in Renew; a standby's
+// report, StandbyBeat), where writing it twice is writing it once.
 func (k dropKV) Put(ctx context.Context, key string, val []byte) (rev uint64, err error) {
 	err = k.q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
 		rev, err = k.KeyValue.Put(ctx, key, val)
@@ -201,3 +221,34 @@ func (k dropKV) Put(ctx context.Context, key string, val []byte) (rev uint64, er
 	})
 	return rev, err
 }
+
+// Delete sends the delete of key again when a drop ended it. On a
+// revision (jetstream.LastRevision: a worker's own heartbeat or standby
+// report, Lease.Offline, StandbyGone), a copy sent again after the first
+// was stored is refused, the first's delete having moved the key: that
+// refusal is the delete applied when the key is gone now. A key written
+// by another since (the host's next holder's heartbeat, another
+// standby's report) refused the copy too, and is left: the refusal is
+// returned.
+func (k dropKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	return k.q.sendOnDrop(ctx, func(ctx context.Context) error {
+		return k.KeyValue.Delete(ctx, key, opts...)
+	}, func(ctx context.Context) bool {
+		_, err := k.Get(ctx, key)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+}
+
+// Status reads the bucket's state (its TTL, the server's time, its last
+// sequence) again when a drop ended the read.
+func (k dropKV) Status(ctx context.Context) (st jetstream.KeyValueStatus, err error) {
+	err = k.q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		st, err = k.KeyValue.Status(ctx)
+		return err
+	})
+	return st, err
+}
+
+// hostsOnDrop is the hosts bucket with its requests sent again at once
+// when a drop of the connection ended them (dropKV).
+func (q *Queue) hostsOnDrop() dropKV { return dropKV{KeyValue: q.kv, q: q} }

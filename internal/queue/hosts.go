@@ -158,7 +158,9 @@ func (q *Queue) StandbyBeat(ctx context.Context, info HostInfo) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	rev, err := q.kv.Put(ctx, "standby."+info.Host, b)
+	// Sent again when a drop ends it (dropKV): the report is this
+	// worker's own, written twice is written once.
+	rev, err := q.hostsOnDrop().Put(ctx, "standby."+info.Host, b)
 	if err != nil {
 		return 0, fmt.Errorf("standby report of host %s: %w", info.Host, err)
 	}
@@ -169,7 +171,7 @@ func (q *Queue) StandbyBeat(ctx context.Context, info HostInfo) (uint64, error) 
 // as revision rev, and leaves it to another standby of the host that
 // reported since.
 func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error {
-	return q.kv.Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
+	return q.hostsOnDrop().Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
 }
 
 // beats reads the live reports of the keys prefix<host>, by host, for
@@ -276,7 +278,7 @@ func (q *Queue) dropPass(ctx context.Context, name string) {
 // HostOnline reports whether host's worker is alive, as OnlineHosts
 // judges it, reading that host's heartbeat only.
 func (q *Queue) HostOnline(ctx context.Context, host string) (bool, error) {
-	e, err := q.kv.Get(ctx, "info."+host)
+	e, err := q.hostsOnDrop().Get(ctx, "info."+host)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -319,7 +321,7 @@ func (q *Queue) live(key string, value []byte, created time.Time, prefix string,
 // serverNow is the time of the NATS server that keeps the hosts bucket,
 // as its stream info states it; this host's clock when it cannot say.
 func (q *Queue) serverNow(ctx context.Context) time.Time {
-	if st, err := q.kv.Status(ctx); err == nil {
+	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
 		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
 			return s.StreamInfo().TimeStamp
 		}
@@ -735,7 +737,7 @@ func retryEvery(ttl time.Duration) time.Duration {
 // it since this queue was bound); the time is at most a lease ago.
 func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.Time, time.Duration) {
 	now, ttl := q.now(), q.opts.LeaseTTL
-	if st, err := q.kv.Status(ctx); err == nil {
+	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
 		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
 			now = s.StreamInfo().TimeStamp
 		}
@@ -1121,7 +1123,7 @@ func (l *Lease) value(after uint64) []byte { return leaseValue(l.key, l.instance
 
 // kv is the hosts bucket as the holder reads and writes it: a request a
 // drop of the connection ended is sent again at once (dropKV).
-func (l *Lease) kv() dropKV { return dropKV{KeyValue: l.q.kv, q: l.q} }
+func (l *Lease) kv() dropKV { return l.q.hostsOnDrop() }
 
 // lastRevision is the revision a take of a lease key, signed with k, is
 // written after: the hosts bucket's last sequence, at or past every
@@ -1132,7 +1134,7 @@ func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64) uint6
 	if k == nil {
 		return 0
 	}
-	if st, err := q.kv.Status(ctx); err == nil {
+	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
 		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 			return max(known, s.StreamInfo().State.LastSeq)
 		}
@@ -1173,14 +1175,22 @@ func (l *Lease) Release(ctx context.Context) error {
 			after := strconv.FormatUint(rev, 10)
 			m.Header.Set(ReleasedAfterHeader, after+" "+l.k.signLease(l.key, "released", l.instance+"\n"+after))
 		}
-		_, err := l.q.js.PublishMsg(ctx, m)
+		// Sent again when a drop ends it: a copy sent after the first
+		// was stored is refused (the delete moved the key past rev),
+		// and is the release done when the key's last message is this
+		// delete. A rival's take in between refuses it too, and is
+		// judged below: no copy deletes a key written since rev.
+		err := l.q.sendOnDrop(ctx, func(ctx context.Context) error {
+			_, err := l.q.js.PublishMsg(ctx, m)
+			return err
+		}, func(ctx context.Context) bool { return l.releasedBy(ctx, m.Header) })
 		if err == nil {
 			return nil
 		}
 		if try == 3 || !raced(err) || !l.within(ctx) {
 			return fmt.Errorf("release lease of host %s: %w", l.host, err)
 		}
-		e, gerr := l.q.kv.Get(ctx, l.key)
+		e, gerr := l.kv().Get(ctx, l.key)
 		if gerr != nil {
 			return fmt.Errorf("release lease of host %s: %w (then: %v)", l.host, err, gerr)
 		}
@@ -1189,6 +1199,24 @@ func (l *Lease) Release(ctx context.Context) error {
 		}
 		rev = e.Revision()
 	}
+}
+
+// releasedBy reports whether the lease key's last message is the
+// release whose headers are h (Release): its holder, and the revision
+// it was released after with its signature, name this lease's release
+// and nobody else's.
+func (l *Lease) releasedBy(ctx context.Context, h nats.Header) bool {
+	var m *jetstream.RawStreamMsg
+	err := l.q.RetryOnDrop(ctx, func(ctx context.Context) error {
+		st, err := l.q.js.Stream(ctx, "KV_"+HostsBucket)
+		if err != nil {
+			return err
+		}
+		m, err = st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+l.key)
+		return err
+	})
+	return err == nil && m.Header.Get("KV-Operation") == "DEL" &&
+		m.Header.Get(ReleasedHeader) == h.Get(ReleasedHeader) && m.Header.Get(ReleasedAfterHeader) == h.Get(ReleasedAfterHeader)
 }
 
 // raced reports whether a write on a key's revision failed because the
@@ -1291,20 +1319,20 @@ func (l *Lease) Offline(ctx context.Context) error {
 	if l.beat == 0 {
 		return nil
 	}
-	return l.q.kv.Delete(ctx, "info."+l.host, jetstream.LastRevision(l.beat))
+	return l.kv().Delete(ctx, "info."+l.host, jetstream.LastRevision(l.beat))
 }
 
 // Offline removes the host's heartbeat at once, whoever wrote it; the
 // worker that holds the host removes its own with Lease.Offline.
 func (q *Queue) Offline(ctx context.Context, host string) error {
-	return q.kv.Delete(ctx, "info."+host)
+	return q.hostsOnDrop().Delete(ctx, "info."+host)
 }
 
 // LeaseHolder returns the instance that holds host's lease, "" when
 // nobody does. A worker that died holds it until the key expires. The
 // value's signature is left out: shown, it could be copied onto the key.
 func (q *Queue) LeaseHolder(ctx context.Context, host string) (string, error) {
-	e, err := q.kv.Get(ctx, "lease."+host)
+	e, err := q.hostsOnDrop().Get(ctx, "lease."+host)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ import (
 )
 
 // TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem: a worker's
-// lease renewal, heartbeat, claim mark raise and read, and the API's
+// lease renewal, heartbeat, claim mark raise and read, release, removal
+// of its heartbeat, standby report and its removal, reads of the hosts
+// bucket's TTL and of the lease's holder (hB23), and the API's
 // request for a host's unit choices, whose request or answer the
 // connection loses as it drops (a nats-server restart: written on a
 // socket whose server is gone, or taken by the server, which went before
@@ -39,6 +42,7 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 		lease   *queue.Lease
 		px      *testenv.CutProxy
 		hostsKV jetstream.KeyValue // the API's view of the hosts bucket
+		standby uint64             // the revision of the standby report prep wrote
 	}
 	// The bucket's last sequence: how many writes it has taken.
 	lastSeq := func(t *testing.T, r *rig, stream string) uint64 {
@@ -76,8 +80,10 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 		// stream is the one the request writes to; check runs after,
 		// on a sound connection, with its last sequence from before.
 		stream string
-		do     func(t *testing.T, r *rig, ctx context.Context) error
-		check  func(t *testing.T, r *rig, before uint64)
+		// prep, when set, runs on a sound connection before the drop.
+		prep  func(t *testing.T, r *rig, ctx context.Context)
+		do    func(t *testing.T, r *rig, ctx context.Context) error
+		check func(t *testing.T, r *rig, before uint64)
 	}
 	renewal := func(toServer bool, sent, lost []byte) tcase {
 		return tcase{bound: 4 * time.Second, toServer: toServer, sent: sent, lost: lost, stream: "KV_" + queue.HostsBucket,
@@ -162,6 +168,99 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 			},
 			check: func(t *testing.T, r *rig, before uint64) {}}
 	}
+	// oneWrite checks that the request took one write of the hosts
+	// bucket, not two.
+	oneWrite := func(t *testing.T, r *rig, before uint64, what string) {
+		t.Helper()
+		if got := lastSeq(t, r, "KV_"+queue.HostsBucket); got != before+1 {
+			t.Errorf("the hosts bucket took %d writes for %s, want 1", got-before, what)
+		}
+	}
+	gone := func(t *testing.T, r *rig, key string) {
+		t.Helper()
+		if e, err := r.hostsKV.Get(t.Context(), key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("%s: %v, want it deleted", key, entryOrErr(e, err))
+		}
+	}
+	release := func(toServer bool, lost []byte) tcase {
+		// The worker's bound on its release at the end of a tenure.
+		return tcase{bound: 2 * time.Second, toServer: toServer, sent: []byte(queue.ReleasedHeader), lost: lost, stream: "KV_" + queue.HostsBucket,
+			do: func(t *testing.T, r *rig, ctx context.Context) error { return r.lease.Release(ctx) },
+			check: func(t *testing.T, r *rig, before uint64) {
+				oneWrite(t, r, before, "the release")
+				st, err := r.api.JetStream().Stream(t.Context(), "KV_"+queue.HostsBucket)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := st.GetLastMsgForSubject(t.Context(), "$KV."+queue.HostsBucket+".lease."+host)
+				if err != nil || m.Header.Get(queue.ReleasedHeader) != instance {
+					t.Errorf("the lease key's last message: %v (%v), want the release by %s", m, err, instance)
+				}
+			}}
+	}
+	offline := func(toServer bool, lost []byte) tcase {
+		// The worker's bound on its heartbeat's removal at a stop.
+		return tcase{bound: 2 * time.Second, toServer: toServer, sent: []byte("info." + host), lost: lost, stream: "KV_" + queue.HostsBucket,
+			do: func(t *testing.T, r *rig, ctx context.Context) error { return r.lease.Offline(ctx) },
+			check: func(t *testing.T, r *rig, before uint64) {
+				oneWrite(t, r, before, "the heartbeat's removal")
+				gone(t, r, "info."+host)
+			}}
+	}
+	report := queue.HostInfo{Host: host, Instance: host + "/standby", Version: "standby", LastSeen: time.Now()}
+	standbyBeat := func(toServer bool, lost []byte) tcase {
+		return tcase{bound: 4 * time.Second, toServer: toServer, sent: []byte("standby." + host), lost: lost, stream: "KV_" + queue.HostsBucket,
+			do: func(t *testing.T, r *rig, ctx context.Context) (err error) {
+				r.standby, err = r.w.StandbyBeat(ctx, report)
+				return err
+			},
+			// A put, written twice when its answer was lost: the same
+			// report twice, the key at the revision returned, which
+			// the report's removal names.
+			check: func(t *testing.T, r *rig, before uint64) {
+				e, err := r.hostsKV.Get(t.Context(), "standby."+host)
+				if err != nil || !bytes.Contains(e.Value(), []byte(report.Instance)) || e.Revision() != r.standby {
+					t.Errorf("the standby report: %v, want the one sent, at the revision returned, %d", entryOrErr(e, err), r.standby)
+				}
+			}}
+	}
+	standbyGone := func(toServer bool, lost []byte) tcase {
+		// The worker's bound on the removal of its standby report.
+		return tcase{bound: time.Second, toServer: toServer, sent: []byte("standby." + host), lost: lost, stream: "KV_" + queue.HostsBucket,
+			prep: func(t *testing.T, r *rig, ctx context.Context) {
+				var err error
+				if r.standby, err = r.w.StandbyBeat(ctx, report); err != nil {
+					t.Fatal(err)
+				}
+			},
+			do: func(t *testing.T, r *rig, ctx context.Context) error { return r.w.StandbyGone(ctx, host, r.standby) },
+			check: func(t *testing.T, r *rig, before uint64) {
+				oneWrite(t, r, before, "the standby report's removal")
+				gone(t, r, "standby."+host)
+			}}
+	}
+	bucketTTL := func(toServer bool, lost []byte) tcase {
+		return tcase{bound: 4 * time.Second, toServer: toServer, sent: []byte("STREAM.INFO.KV_" + queue.HostsBucket), lost: lost,
+			do: func(t *testing.T, r *rig, ctx context.Context) error {
+				ttl, err := r.w.BucketTTL(ctx)
+				if err == nil && ttl != time.Minute {
+					t.Errorf("the bucket's TTL read: %s, want the API's lease, 1m", ttl)
+				}
+				return err
+			},
+			check: func(t *testing.T, r *rig, before uint64) {}}
+	}
+	leaseHolder := func(toServer bool, lost []byte) tcase {
+		return tcase{bound: 4 * time.Second, toServer: toServer, sent: []byte(".lease." + host), lost: lost,
+			do: func(t *testing.T, r *rig, ctx context.Context) error {
+				holder, err := r.w.LeaseHolder(ctx, host)
+				if err == nil && holder != instance {
+					t.Errorf("the lease holder read: %q, want %s", holder, instance)
+				}
+				return err
+			},
+			check: func(t *testing.T, r *rig, before uint64) {}}
+	}
 	named := func(name string, c tcase) tcase { c.name = name; return c }
 	pubAck := func(stream string) []byte { return []byte(`"stream":"` + stream + `"`) }
 	cases := []tcase{
@@ -175,6 +274,18 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 		named("claim mark read's answer lost", read(false, []byte("claimed."+host), []byte(`"seq":1`))),
 		named("choices request lost", choices(true, []byte(queue.ChoicesSubject+host), []byte(queue.ChoicesSubject+host))),
 		named("choices answer lost", choices(false, []byte(queue.ChoicesSubject+host), []byte(unit.Name))),
+		named("release lost", release(true, []byte(queue.ReleasedHeader))),
+		named("release's answer lost", release(false, pubAck("KV_"+queue.HostsBucket))),
+		named("heartbeat's removal lost", offline(true, []byte("info."+host))),
+		named("heartbeat's removal's answer lost", offline(false, pubAck("KV_"+queue.HostsBucket))),
+		named("standby report lost", standbyBeat(true, []byte("standby."+host))),
+		named("standby report's answer lost", standbyBeat(false, pubAck("KV_"+queue.HostsBucket))),
+		named("standby report's removal lost", standbyGone(true, []byte("standby."+host))),
+		named("standby report's removal's answer lost", standbyGone(false, pubAck("KV_"+queue.HostsBucket))),
+		named("bucket TTL read lost", bucketTTL(true, []byte("STREAM.INFO.KV_"+queue.HostsBucket))),
+		named("bucket TTL read's answer lost", bucketTTL(false, []byte("stream_info_response"))),
+		named("lease holder read lost", leaseHolder(true, []byte(".lease."+host))),
+		named("lease holder read's answer lost", leaseHolder(false, []byte(instance))),
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -212,6 +323,9 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 					t.Fatal(err)
 				}
 				r.api = testenv.Queue(t, "nats://"+r.px.Addr(), "api through the proxy", queue.Options{LeaseTTL: time.Minute})
+			}
+			if c.prep != nil {
+				c.prep(t, r, ctx)
 			}
 			var before uint64
 			if c.stream != "" {
@@ -255,27 +369,8 @@ func TestRenewalSentAgainOverARivalsWriteIsNotApplied(t *testing.T) {
 	const instance, rival = host + "/holder", host + "/rival"
 	key := "lease." + host
 	k := queue.NewMarkKey([]byte("the host's seed"))
-	ns := testenv.NATSServer(t, &server.Options{})
-	api := testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
-	px := testenv.NewCutProxy(t, ns.Addr().String())
-	nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	ctx := testenv.Context(t)
-	w, err := queue.Bind(ctx, nc, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := api.JetStream().KeyValue(ctx, queue.HostsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease, err := w.AcquireSignedLease(ctx, host, instance, k, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, px, kv, lease := holdThroughProxy(t, host, instance, k)
 
 	px.DropWhen(false, []byte(instance))
 	done := make(chan error, 1)
@@ -329,19 +424,8 @@ func TestLeaseTakeSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 			const host = "taken"
 			const instance = host + "/taker"
 			k := queue.NewMarkKey([]byte("the host's seed"))
-			ns := testenv.NATSServer(t, &server.Options{})
-			api := testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
-			px := testenv.NewCutProxy(t, ns.Addr().String())
-			nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
 			ctx := testenv.Context(t)
-			w, err := queue.Bind(ctx, nc, queue.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			api, px, w := bindThroughProxy(t)
 			st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
 			if err != nil {
 				t.Fatal(err)
@@ -393,4 +477,107 @@ func TestLeaseTakeSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// entryOrErr shows what a read of a key found, for a test's failure.
+func entryOrErr(e jetstream.KeyValueEntry, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%q at %d", e.Value(), e.Revision())
+}
+
+// TestReleaseSentAgainOverARivalsTakeDeletesNothing: a release whose
+// answer a drop lost is sent again on the new connection, where it is
+// refused, the key written since: the standby that woke at the release
+// has taken the host. The copy deletes nothing (it names the revision
+// the holder released), the rival's lease stays, and the release says
+// so at once instead of waiting out its bound. A copy read as applied
+// because the key was written after it, or sent without its revision,
+// would delete a live holder's lease.
+func TestReleaseSentAgainOverARivalsTakeDeletesNothing(t *testing.T) {
+	const host = "released"
+	const instance, rival = host + "/holder", host + "/rival"
+	key := "lease." + host
+	k := queue.NewMarkKey([]byte("the host's seed"))
+	ctx := testenv.Context(t)
+	api, px, kv, lease := holdThroughProxy(t, host, instance, k)
+
+	px.DropWhen(false, []byte(queue.ReleasedHeader))
+	const bound = 2 * time.Second // the worker's, at the end of a tenure
+	done := make(chan error, 1)
+	var took time.Duration
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		start := time.Now()
+		err := lease.Release(rctx)
+		took = time.Since(start)
+		done <- err
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the release's answer", func() bool {
+		return px.Dropped([]byte(`"stream":"KV_` + queue.HostsBucket + `"`))
+	})
+	// The release is stored; before it is sent again, the standby takes
+	// the key, as a standby on the host's key writes it.
+	if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the lease key: %v, want the release stored", err)
+	}
+	st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := rival + "\n" + strconv.FormatUint(info.State.LastSeq, 10)
+	if _, err := kv.Create(ctx, key, []byte(body+"\n"+queue.SignLeaseForTest(k, key, body))); err != nil {
+		t.Fatal(err)
+	}
+	px.Cut()
+	err = <-done
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the release sent again over the rival's take: %v after %s, want it refused at once", err, took.Round(time.Millisecond))
+	}
+	t.Logf("refused after %s: %v", took.Round(time.Millisecond), err)
+	if holder, err := api.LeaseHolder(ctx, host); err != nil || holder != rival {
+		t.Errorf("the lease is held by %q (%v), want the rival, %s", holder, err, rival)
+	}
+}
+
+// holdThroughProxy is bindThroughProxy with host's lease held by the
+// worker's queue as instance, signed with k; it returns the API's queue
+// and view of the hosts bucket, the proxy and the lease.
+func holdThroughProxy(t *testing.T, host, instance string, k queue.MarkKey) (*queue.Queue, *testenv.CutProxy, jetstream.KeyValue, *queue.Lease) {
+	t.Helper()
+	api, px, w := bindThroughProxy(t)
+	kv, err := api.JetStream().KeyValue(t.Context(), queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := w.AcquireSignedLease(testenv.Context(t), host, instance, k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api, px, kv, lease
+}
+
+// bindThroughProxy starts a nats-server with the API's queue on it, and
+// binds a worker's queue (as `orderly worker` binds it) through a
+// CutProxy to it.
+func bindThroughProxy(t *testing.T) (api *queue.Queue, px *testenv.CutProxy, w *queue.Queue) {
+	t.Helper()
+	ns := testenv.NATSServer(t, &server.Options{})
+	api = testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})
+	px = testenv.NewCutProxy(t, ns.Addr().String())
+	nc, err := queue.Connect("nats://"+px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if w, err = queue.Bind(testenv.Context(t), nc, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return api, px, w
 }
