@@ -147,6 +147,19 @@ func submitRequest(e *apiEnv, host, query string) func() *http.Request {
 // moves by two or three between runs with the waits); with the
 // processes column read without encoding/json (the thirty-second
 // round), 119 sync (131 before, in the same hour).
+//
+// The bounds are the spread measured where CI runs the test, with a
+// margin (the thirty-third round, at a load average of 40 – 45 on two
+// cores): under scripts/own-cgroup.sh (make test) the worker records each
+// order's cgroup, whose path the sync answer's re-read holds as a string
+// in an interface value, two allocations that a run outside a cgroup of
+// its own does not make (118.2 – 119.3 there, 121.5 – 123.0 under it);
+// in one run of five, and in CI's, the re-read's statement was described
+// again for almost every order (pgconn.convertRowDescription, about one
+// more); and the sites counted in fractions (encoding/json's literals,
+// pgx's command tags, chi's route path: pooled and grown buffers) move
+// the async count between 83.7 and 84.7 in ten runs. So 86 and 125:
+// above the highest measured by about the spread again.
 func TestSubmitAllocations(t *testing.T) {
 	if api.RaceEnabled {
 		t.Skip("-race: sync.Pool drops a quarter of what is put back (the API's, pgx's, nats.go's): the counts are not the product's")
@@ -158,10 +171,10 @@ func TestSubmitAllocations(t *testing.T) {
 		name        string
 		host, query string
 		status      int
-		max         float64 // measured, and a little headroom
+		max         float64 // the measured spread's top, and a margin (above)
 	}{
-		{"async", "allocs-nowhere", "", http.StatusAccepted, 84},
-		{"sync", "allocs-1", "?wait=10", http.StatusOK, 122},
+		{"async", "allocs-nowhere", "", http.StatusAccepted, 86},
+		{"sync", "allocs-1", "?wait=10", http.StatusOK, 125},
 	} {
 		n, top := apiAllocs(t, e.handler, 100, c.status, submitRequest(e, c.host, c.query))
 		t.Logf("%s: %.1f allocations per order; the top sites:\n%s", c.name, n, strings.Join(top, "\n"))

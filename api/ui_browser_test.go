@@ -207,12 +207,20 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
-// signIn signs in with a principal's token through the form.
+// signIn signs in with a principal's token through the form. Its steps
+// are the browser's work, not the server's (the sign-in handler compares
+// a SHA-256 and keeps a session in memory): under a load average of 25 –
+// 47 on two cores, Chromium took more than 30 s to type a token and load
+// the dashboard while the server never saw the form (no "ui signed in"
+// line, no refusal). So they get the browser's deadline of stepWithin,
+// and the token is set in one call rather than typed key by key (one
+// round trip to the renderer per character; typing it is
+// TestUIPhoneKeyboardDarkMode's).
 func signIn(t *testing.T, ctx context.Context, e *uiEnv, who string) {
 	t.Helper()
-	step(t, ctx, "open the sign-in page", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("token")))
-	step(t, ctx, "sign in as "+who,
-		chromedp.SendKeys(chromedp.ID("token"), e.tokens[who]),
+	stepWithin(t, ctx, "open the sign-in page", 2*time.Minute, chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("token")))
+	stepWithin(t, ctx, "sign in as "+who, 2*time.Minute,
+		chromedp.SetValue(chromedp.ID("token"), e.tokens[who]),
 		chromedp.Click(chromedp.ID("signin")),
 		chromedp.WaitVisible(chromedp.ID("exec-form")))
 	if got := text(t, ctx, "#who"); got != who {
@@ -701,7 +709,13 @@ func TestUIOutputShowsBidiControls(t *testing.T) {
 	e := newUIEnv(t)
 	ctx := browser(t)
 	signIn(t, ctx, e, "alice")
-	script := `printf 'abc\342\200\256fdp.exe\n<img src=x>\033]0;pwned\007\033]8;;http://x/\033\\link\033]8;;\033\\\n'; sleep 2; echo end`
+	// The order is held open until the page has shown the output live:
+	// with a sleep of 2 s instead, a page that loaded more slowly than that
+	// under load saw the order already finished.
+	gate := filepath.Join(t.TempDir(), "end")
+	t.Cleanup(func() { _ = os.WriteFile(gate, nil, 0o644) })
+	script := `printf 'abc\342\200\256fdp.exe\n<img src=x>\033]0;pwned\007\033]8;;http://x/\033\\link\033]8;;\033\\\n'; ` +
+		`while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo end`
 	step(t, ctx, "run a command that prints an override",
 		chromedp.SetValue(chromedp.ID("exec-host"), "web-1"), chromedp.SetValue(chromedp.ID("exec-command"), "sh"),
 		chromedp.SetValue(chromedp.ID("exec-args"), "-c\n"+script), chromedp.Click(chromedp.ID("exec-run")))
@@ -721,6 +735,9 @@ func TestUIOutputShowsBidiControls(t *testing.T) {
 		t.Fatalf("status %q: the output was not live", st)
 	}
 	check("live,")
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	waitJS(t, ctx, "the order's end", `document.readyState === "complete" && !!document.getElementById("exit-code") && document.getElementById("exit-code").innerText === "0"`, 20*time.Second)
 	check("ended,")
 }
