@@ -1,16 +1,14 @@
 package worker_test
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
 )
 
@@ -22,48 +20,6 @@ import (
 var workerFrames = []string{
 	"github.com/orderly-run/orderly/worker.(*Worker).handle",
 	"github.com/orderly-run/orderly/worker/executor.",
-}
-
-// workerAllocSites sums the heap profile's allocations made under
-// workerFrames, by allocation site (the innermost frame outside the
-// runtime, with the innermost frame of orderly's that led to it).
-func workerAllocSites() map[string]int64 {
-	runtime.GC()
-	runtime.GC() // the profile is published at the end of a cycle
-	var recs []runtime.MemProfileRecord
-	for {
-		n, ok := runtime.MemProfile(recs, true)
-		if ok {
-			recs = recs[:n]
-			break
-		}
-		recs = make([]runtime.MemProfileRecord, n+100)
-	}
-	out := map[string]int64{}
-	for _, r := range recs {
-		frames := runtime.CallersFrames(r.Stack())
-		var leaf, ours string
-		counted := false
-		for {
-			f, more := frames.Next()
-			if leaf == "" && !strings.HasPrefix(f.Function, "runtime.") {
-				leaf = f.Function
-			}
-			if ours == "" && strings.HasPrefix(f.Function, "github.com/orderly-run/orderly/") {
-				ours = f.Function
-			}
-			for _, w := range workerFrames {
-				counted = counted || strings.HasPrefix(f.Function, w)
-			}
-			if !more {
-				break
-			}
-		}
-		if counted {
-			out[strings.TrimPrefix(ours, "github.com/orderly-run/orderly/")+" | "+leaf] += r.AllocObjects
-		}
-	}
-	return out
 }
 
 // TestWorkerOrderAllocations counts the worker's allocations per order
@@ -90,36 +46,7 @@ func TestWorkerOrderAllocations(t *testing.T) {
 	}
 	one() // the first order makes what is made once (pools, plans)
 	one()
-	const n = 40
-	rate := runtime.MemProfileRate
-	runtime.MemProfileRate = 1
-	defer func() { runtime.MemProfileRate = rate }()
-	before := workerAllocSites()
-	for range n {
-		one()
-	}
-	after := workerAllocSites()
-	var total int64
-	type site struct {
-		name string
-		n    int64
-	}
-	var sites []site
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			total += d
-			sites = append(sites, site{k, d})
-		}
-	}
-	slices.SortFunc(sites, func(a, b site) int { return int(b.n - a.n) })
-	var top []string
-	for i, s := range sites {
-		if i == 60 {
-			break
-		}
-		top = append(top, fmt.Sprintf("%6.2f %s", float64(s.n)/n, s.name))
-	}
-	per := float64(total) / n
+	per, top := testenv.AllocsUnder(40, workerFrames, one)
 	t.Logf("%.1f allocations per order in the worker; the top sites:\n%s", per, strings.Join(top, "\n"))
 	const most = 205
 	if per > most {
