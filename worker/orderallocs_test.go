@@ -28,7 +28,8 @@ var workerFrames = []string{
 // NATS and a real child process, exactly (a heap profile at a sampling
 // rate of one), and holds them under a bound: the worker is a fifth of
 // serve's CPU per sync order and had no count of its own
-// (docs/benchmarks.md, "The worker's allocations per order, counted").
+// (docs/benchmarks.md, "Thirty-third round: the worker's allocations
+// per order, counted").
 // At 592bb735, 224; with the environment merged without a map and the
 // writes' shared context (hF23), 194.
 func TestWorkerOrderAllocations(t *testing.T) {
