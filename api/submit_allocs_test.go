@@ -1,17 +1,15 @@
 package api_test
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/orderly-run/orderly/api"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // apiFrames are the functions that mark an allocation as the API's: the
@@ -26,10 +24,9 @@ var apiFrames = []string{
 
 // apiAllocs calls h n times with the request req makes, each answered
 // with status want, and returns the allocations per request that the API
-// made (apiFrames), counted exactly from the heap profile at a sampling
-// rate of one (not testing.AllocsPerRun, which counts every goroutine of
-// the process, the worker's included), and the sites that made most of
-// them, for the log.
+// made (apiFrames), counted exactly (testenv.AllocsUnder: the worker,
+// the intake's timers, nats.go's and nats-server's goroutines are not
+// counted), and the sites that made most of them, for the log.
 func apiAllocs(t *testing.T, h http.Handler, n, want int, req func() *http.Request) (float64, []string) {
 	t.Helper()
 	do := func() {
@@ -40,77 +37,7 @@ func apiAllocs(t *testing.T, h http.Handler, n, want int, req func() *http.Reque
 		}
 	}
 	do() // the first request makes what is made once (the event subscription, pools)
-	rate := runtime.MemProfileRate
-	runtime.MemProfileRate = 1
-	defer func() { runtime.MemProfileRate = rate }()
-	before := apiProfile()
-	for range n {
-		do()
-	}
-	after := apiProfile()
-	var total int64
-	type site struct {
-		name string
-		n    int64
-	}
-	var sites []site
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			total += d
-			sites = append(sites, site{k, d})
-		}
-	}
-	slices.SortFunc(sites, func(a, b site) int { return int(b.n - a.n) })
-	var top []string
-	for i, s := range sites {
-		if i == 60 {
-			break
-		}
-		top = append(top, fmt.Sprintf("%6.2f %s", float64(s.n)/float64(n), s.name))
-	}
-	return float64(total) / float64(n), top
-}
-
-// apiProfile sums the heap profile's allocations made under apiFrames, by
-// allocation site (the innermost frame outside the runtime, with the
-// innermost frame of orderly's that led to it).
-func apiProfile() map[string]int64 {
-	runtime.GC()
-	runtime.GC() // the profile is published at the end of a cycle
-	var recs []runtime.MemProfileRecord
-	for {
-		n, ok := runtime.MemProfile(recs, true)
-		if ok {
-			recs = recs[:n]
-			break
-		}
-		recs = make([]runtime.MemProfileRecord, n+100)
-	}
-	out := map[string]int64{}
-	for _, r := range recs {
-		frames := runtime.CallersFrames(r.Stack())
-		var leaf, ours string
-		api := false
-		for {
-			f, more := frames.Next()
-			if leaf == "" && !strings.HasPrefix(f.Function, "runtime.") {
-				leaf = f.Function
-			}
-			if ours == "" && strings.HasPrefix(f.Function, "github.com/orderly-run/orderly/") {
-				ours = f.Function
-			}
-			if slices.Contains(apiFrames, f.Function) {
-				api = true
-			}
-			if !more {
-				break
-			}
-		}
-		if api {
-			out[strings.TrimPrefix(ours, "github.com/orderly-run/orderly/")+" | "+leaf] += r.AllocObjects
-		}
-	}
-	return out
+	return testenv.AllocsUnder(n, apiFrames, do)
 }
 
 // submitRequest is the bench's submission (cmd/orderly-bench) of `true`

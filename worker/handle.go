@@ -1011,8 +1011,25 @@ const stopWriteWait = 5 * time.Second
 // flight is not dropped, nor its answer lost, just because the worker is
 // stopping, and a retry loop waiting for PostgreSQL does not hold the
 // stop.
+//
+// Until ctx ends, every write shares one such context (writes): each
+// write ends stopWriteWait after the stop either way, and a context of
+// its own per claim and per result cost a cancel context, an AfterFunc
+// on ctx and their closures, 14 allocations per order
+// (TestWorkerOrderAllocations). Once ctx has ended, a write gets its own,
+// whose wait runs from its start.
 func (w *Worker) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return w.stopWindow(context.WithoutCancel(ctx), ctx)
+	if ctx.Err() != nil {
+		return w.stopWindow(context.WithoutCancel(ctx), ctx)
+	}
+	if w.writes.of != ctx {
+		// Not canceled when the write is done: it ends by itself
+		// stopWriteWait after ctx, which stays registered with ctx
+		// until then, one for each ctx the worker handled orders in.
+		w.writes.of = ctx
+		w.writes.ctx, _ = w.stopWindow(context.WithoutCancel(ctx), ctx)
+	}
+	return w.writes.ctx, func() {}
 }
 
 // stopWindow is parent, ended stopWriteWait (at most ShutdownGrace) after

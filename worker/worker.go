@@ -158,6 +158,10 @@ type Worker struct {
 	// StartedTTL): its finished event says so (Event.Alone). Read and
 	// written only by the goroutine that handles orders, one at a time.
 	alone uuid.UUID
+	// writes is the write context the orders' writes share while the
+	// worker is not stopping (writeContext), made for the context of
+	// and by the goroutine that handles orders, which alone uses it.
+	writes struct{ of, ctx context.Context }
 
 	mu        sync.Mutex
 	current   *running  // the order being executed, for cancel requests

@@ -1,7 +1,6 @@
 package hostpolicy
 
 import (
-	"maps"
 	"slices"
 	"strings"
 
@@ -42,19 +41,31 @@ func (p *Policy) environment(overrides map[string]string, kind order.Kind, userN
 		}
 	}
 
-	vars := map[string]string{
-		"PATH":    strings.Join(p.commandPath, ":"),
-		"HOME":    home,
-		"LANG":    "C.UTF-8",
-		"USER":    userName,
-		"LOGNAME": userName,
+	// The fixed variables in name order, merged with the sorted
+	// overrides (an override of one replaces it): the environment a map
+	// of both gave once sorted, without the map and its sorted keys (11
+	// allocations per order, 4 now: TestWorkerOrderAllocations).
+	path := p.pathVar
+	if path == "" { // a Policy New did not make
+		path = "PATH=" + strings.Join(p.commandPath, ":")
 	}
+	fixed := [...]struct{ name, entry string }{
+		{"HOME", "HOME=" + home}, {"LANG", "LANG=C.UTF-8"}, {"LOGNAME", "LOGNAME=" + userName},
+		{"PATH", path}, {"USER", "USER=" + userName},
+	}
+	env := make([]string, 0, len(fixed)+len(names))
+	i := 0
 	for _, name := range names {
-		vars[name] = overrides[name]
+		for ; i < len(fixed) && fixed[i].name < name; i++ {
+			env = append(env, fixed[i].entry)
+		}
+		if i < len(fixed) && fixed[i].name == name {
+			i++
+		}
+		env = append(env, name+"="+overrides[name])
 	}
-	env := make([]string, 0, len(vars))
-	for _, name := range slices.Sorted(maps.Keys(vars)) {
-		env = append(env, name+"="+vars[name])
+	for ; i < len(fixed); i++ {
+		env = append(env, fixed[i].entry)
 	}
 	return env, nil
 }

@@ -31,6 +31,7 @@ import (
 // read-only after New, so one Policy may serve concurrent Prepare calls.
 type Policy struct {
 	commandPath  []string // cleaned absolute dirs, in lookup order
+	pathVar      string   // "PATH=" and commandPath, the child's PATH
 	execRoot     string   // cleaned absolute, or "" when not set
 	followLinks  bool
 	allow, deny  []*regexp.Regexp
@@ -103,6 +104,7 @@ func New(cfg config.Worker) (*Policy, error) {
 	if p.execRoot, p.commandPath, err = commandPathOf(cfg); err != nil {
 		return nil, err
 	}
+	p.pathVar = "PATH=" + strings.Join(p.commandPath, ":")
 	if p.allow, err = compileAll("worker.allow", cfg.Allow); err != nil {
 		return nil, err
 	}
