@@ -40,8 +40,13 @@ type servedCertificate struct {
 	// time, so an older read never replaces a newer one.
 	mu sync.Mutex
 	// failed is the disk check's last refusal, so that a broken pair is
-	// logged once, not every minute.
-	failed certFailure
+	// logged once, not every minute; unsettled is a refusal seen once,
+	// logged only when the next check finds the same files refused: a
+	// renewal writes its two files one after the other, and a check
+	// between them read the new certificate with the old key ("private
+	// key does not match public key"), an ERROR for a renewal that was
+	// fine a moment later (TestAPICertificateRenewedOnDisk, under load).
+	failed, unsettled certFailure
 }
 
 // pairKeys names a served pair in errors and logs, and finds it in a
@@ -207,7 +212,7 @@ func (c *servedCertificate) prepare(_ context.Context, cfg config.Config) (func(
 // umask 022 was taken without a word.
 func (c *servedCertificate) install(next *servedPair, by string) {
 	c.cur.Store(next)
-	c.failed = certFailure{}
+	c.failed, c.unsettled = certFailure{}, certFailure{}
 	leaf := next.cert.Leaf
 	c.logger.Info(c.keys.what+" was loaded anew; new connections get it", "by", by,
 		"setting", c.keys.cert, "file", next.certFile, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC())
@@ -233,14 +238,19 @@ func (c *servedCertificate) check(now time.Time) {
 		err = next.checkDates(c.keys.cert, now)
 	}
 	if err != nil {
-		if f := (certFailure{st, err.Error()}); f != c.failed {
+		f := certFailure{st, err.Error()}
+		if f != c.unsettled {
+			c.unsettled = f // told if the next check finds it still so
+			return
+		}
+		if f != c.failed {
 			c.logger.Error(c.keys.what+" files changed and do not load; the served certificate stays until they are mended",
 				"setting", c.keys.cert, "file", cur.certFile, "error", err)
 			c.failed = f
 		}
 		return
 	}
-	c.failed = certFailure{}
+	c.failed, c.unsettled = certFailure{}, certFailure{}
 	if next.same(cur) {
 		// Touched, not changed (a renewal job that wrote the same
 		// bytes): remember the stamp, serve on.

@@ -472,3 +472,61 @@ func TestAPIWarnsOfAnHTTPSKeyOthersRead(t *testing.T) {
 		t.Errorf("a renewal with a 0644 key: no warning:\n%s", logs.String())
 	}
 }
+
+// TestAPICertificateHalfWrittenRenewalIsNoError: a renewal on disk writes
+// its two files one after the other; a disk check between them reads the
+// new certificate with the old key. That is not logged: the check after
+// it finds the key written and serves the pair, with no ERROR at all.
+// Files left that way for a second check are logged, once. Before, the
+// first check logged an ERROR for a renewal that was fine a moment
+// later (TestAPICertificateRenewedOnDisk failed so under load, its check
+// every 50 ms).
+func TestAPICertificateHalfWrittenRenewalIsNoError(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "half-ca")
+	now := time.Now()
+	crt, key := ca.leaf(t, dir, "api", []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	var logs testenv.LogBuffer
+	c, err := newAPICertificate(crt, key, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errors := func() int { return strings.Count(logs.String(), `"level":"ERROR"`) }
+	halfway := func(name string) (newKey string, serial *big.Int) {
+		t.Helper()
+		nc, nk := ca.leaf(t, dir, name, []string{"127.0.0.1"}, now.Add(-time.Minute), now.Add(90*24*time.Hour))
+		serial = serialOf(t, nc)
+		if err := os.Rename(nc, crt); err != nil { // the certificate first
+			t.Fatal(err)
+		}
+		return nk, serial
+	}
+
+	nk, renewed := halfway("api-renewed")
+	c.check(time.Now())
+	if n := errors(); n != 0 {
+		t.Fatalf("a check between a renewal's two files logged %d ERRORs:\n%s", n, logs.String())
+	}
+	if err := os.Rename(nk, key); err != nil {
+		t.Fatal(err)
+	}
+	c.check(time.Now())
+	if got := c.cur.Load().cert.Leaf.SerialNumber; got.Cmp(renewed) != 0 {
+		t.Fatalf("served serial %s once the key was written, want %s", got, renewed)
+	}
+	if n := errors(); n != 0 {
+		t.Fatalf("the renewal logged %d ERRORs:\n%s", n, logs.String())
+	}
+
+	// Left half written: said at the second check, once.
+	_, _ = halfway("api-stuck")
+	for range 4 {
+		c.check(time.Now())
+	}
+	if n := errors(); n != 1 || !strings.Contains(logs.String(), "private key does not match public key") {
+		t.Fatalf("files left half written logged %d ERRORs, want 1 naming the mismatch:\n%s", n, logs.String())
+	}
+	if got := c.cur.Load().cert.Leaf.SerialNumber; got.Cmp(renewed) != 0 {
+		t.Fatalf("served serial %s with the files half written, want the last good %s", got, renewed)
+	}
+}
