@@ -303,6 +303,9 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 // the next order's claim, and settles its message.
 func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.Order, finish postgres.Finish, ran time.Duration) error {
 	stored, err := w.complete(ctx, msg, o, finish)
+	if errors.Is(err, errLeftToNextAttempt) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -945,12 +948,30 @@ func (w *Worker) completeIn(wctx context.Context, msg jetstream.Msg, o *order.Or
 				how...)
 			return false, nil
 		}
+		if gerr == nil && !cur.Status.Terminal() {
+			// Queued again (Requeue: a successor that took the host
+			// judged this worker gone and its idempotent order safe to
+			// run again), or claimed again since: the message is that
+			// next attempt's, redelivered by the host's owner in stream
+			// order. Acknowledged here, it left the work queue while
+			// the order stayed queued, never to run again, until the
+			// lost-order search canceled it a minute later ("its message
+			// is gone from the ORDERLY_ORDERS stream"; TestFaultsFleet).
+			w.logger.Warn("result not recorded: the order was queued again for another attempt; its message is left to it", "order_id", o.ID,
+				"attempt", o.Attempt, "status", cur.Status, "recorded_attempt", cur.Attempt)
+			return false, errLeftToNextAttempt
+		}
 		w.logger.Warn("result not recorded: the order is no longer running under this attempt", "order_id", o.ID,
 			"attempt", o.Attempt, "error", err)
 		return false, nil
 	}
 	return err == nil, err
 }
+
+// errLeftToNextAttempt is complete's answer for a result refused because
+// the order is queued or running again under another attempt: its
+// message must not be acknowledged.
+var errLeftToNextAttempt = errors.New("the order's message is left to its next attempt")
 
 // completeLostClaim records the result of o, which ran, though
 // PostgreSQL holds it queued at an attempt below the one it ran under
