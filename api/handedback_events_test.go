@@ -19,6 +19,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
 	"github.com/orderly-run/orderly/worker/executor"
@@ -58,7 +59,7 @@ func TestFollowerSeesAnOrderHandedBackBeforeItStartedQueuedAgain(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	store := &armedClaim{Store: e.store, reached: make(chan struct{}), open: make(chan struct{})}
 	logs := &testenv.LogBuffer{}
-	stop := runHandBackWorker(t, e, store, host, slog.New(slog.NewJSONHandler(logs, nil)))
+	stop := runHandBackWorker(t, e.q, store, host, slog.New(slog.NewJSONHandler(logs, nil)))
 	e.submit("alice", map[string]any{"host": host, "command": "true"}, "?wait=20", http.StatusOK)
 
 	store.armed.Store(true)
@@ -126,16 +127,16 @@ func handedBack(t *testing.T, ev rawEvent) {
 	}
 }
 
-// runHandBackWorker runs a real worker for host on store with a short
-// shutdown grace; stop asks it to stop and returns Run's error.
-func runHandBackWorker(t *testing.T, e *apiEnv, store worker.Store, host string, logger *slog.Logger) (stop func() error) {
+// runHandBackWorker runs a real worker for host on store and q with a
+// short shutdown grace; stop asks it to stop and returns Run's error.
+func runHandBackWorker(t *testing.T, q *queue.Queue, store worker.Store, host string, logger *slog.Logger) (stop func() error) {
 	t.Helper()
 	hp, err := hostpolicy.FromConfig(config.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 500 * time.Millisecond}, store, e.q, hp, executor.New(logger), logger)
+		ShutdownGrace: 500 * time.Millisecond}, store, q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
