@@ -19,6 +19,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
@@ -79,18 +80,7 @@ func TestFollowerSeesAnOrderHandedBackBeforeItStartedQueuedAgain(t *testing.T) {
 		return strings.Contains(logs.String(), "out of file descriptors")
 	})
 	nextEvent(t, first, "started", "the claim's started event")
-	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatalf("the worker stopped with %v", err)
-	}
-	release()
-	got, err := e.store.GetOrder(testenv.Context(t), o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Status != order.StatusQueued || got.Attempt != 1 || got.Result != nil || got.StartedAt != nil {
-		t.Fatalf("the order after its worker's stop: %s, attempt %d, started %v, result %+v; want queued again, attempt 1, never started",
-			got.Status, got.Attempt, got.StartedAt, got.Result)
-	}
+	stopForHandBack(t, stop, release, e.store, o.ID)
 	if !strings.Contains(logs.String(), "order handed back unstarted") {
 		t.Fatalf("no line says the order was handed back:\n%s", logs)
 	}
@@ -111,6 +101,26 @@ func TestFollowerSeesAnOrderHandedBackBeforeItStartedQueuedAgain(t *testing.T) {
 		if ev := nextEvent(t, f, "finished", "the order's end"); !strings.Contains(ev.data, `"status":"succeeded"`) || !strings.Contains(ev.data, `"attempt":2`) {
 			t.Errorf("finished %s, want succeeded at attempt 2", ev.data)
 		}
+	}
+}
+
+// stopForHandBack stops the worker (stop) while order id waits for a
+// file descriptor, gives the descriptors back (release), and fails
+// unless the order is queued again as never started: attempt 1, no
+// result.
+func stopForHandBack(t *testing.T, stop func() error, release func(), store *postgres.Store, id uuid.UUID) {
+	t.Helper()
+	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("the worker stopped with %v", err)
+	}
+	release()
+	got, err := store.GetOrder(testenv.Context(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != order.StatusQueued || got.Attempt != 1 || got.Result != nil || got.StartedAt != nil {
+		t.Fatalf("the order after its worker's stop: %s, attempt %d, started %v, result %+v; want queued again, attempt 1, never started",
+			got.Status, got.Attempt, got.StartedAt, got.Result)
 	}
 }
 

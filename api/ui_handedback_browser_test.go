@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
 
-	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -80,17 +78,7 @@ func TestUIRunPageShowsAHandBackAtOnce(t *testing.T) {
 	// The page checks the order every 5 s: one check refused shows the
 	// refusal holds, so only the stream can move the badge from here.
 	testenv.WaitUntil(t, 20*time.Second, "the page's check of the order (refused)", func() bool { return refused.Load() > 0 })
-	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatalf("the worker stopped with %v", err)
-	}
-	release()
-	got, err := e.store.GetOrder(testenv.Context(t), sub.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Status != order.StatusQueued || got.StartedAt != nil {
-		t.Fatalf("the order after its worker's stop: %s, started %v; want queued again, never started", got.Status, got.StartedAt)
-	}
+	stopForHandBack(t, stop, release, e.store, sub.ID)
 	const queuedBadge = ` && document.getElementById("status").className === "badge queued"`
 	waitJS(t, ctx, "the open page to show the hand-back (it was left with running)", badges+` === "queued running queued"`+queuedBadge, 20*time.Second)
 

@@ -464,14 +464,7 @@ func TestStatusSaysTheServedCertificate(t *testing.T) {
 			t.Fatalf("%s: served serial %s, want %s", when, got, leaf.SerialNumber)
 		}
 		var st struct {
-			Cert *struct {
-				File      string    `json:"file"`
-				Subject   string    `json:"subject"`
-				Serial    string    `json:"serial"`
-				SerialHex string    `json:"serial_hex"`
-				NotBefore time.Time `json:"not_before"`
-				NotAfter  time.Time `json:"not_after"`
-			} `json:"api_certificate"`
+			Cert *certStatus `json:"api_certificate"`
 		}
 		b := get("GET", "/v1/status")
 		if err := json.Unmarshal(b, &st); err != nil || st.Cert == nil {
