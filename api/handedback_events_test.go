@@ -19,6 +19,8 @@ import (
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
 	"github.com/orderly-run/orderly/worker/executor"
@@ -58,7 +60,7 @@ func TestFollowerSeesAnOrderHandedBackBeforeItStartedQueuedAgain(t *testing.T) {
 	e := newAPIEnv(t, envOptions{})
 	store := &armedClaim{Store: e.store, reached: make(chan struct{}), open: make(chan struct{})}
 	logs := &testenv.LogBuffer{}
-	stop := runHandBackWorker(t, e, store, host, slog.New(slog.NewJSONHandler(logs, nil)))
+	stop := runHandBackWorker(t, e.q, store, host, slog.New(slog.NewJSONHandler(logs, nil)))
 	e.submit("alice", map[string]any{"host": host, "command": "true"}, "?wait=20", http.StatusOK)
 
 	store.armed.Store(true)
@@ -78,18 +80,7 @@ func TestFollowerSeesAnOrderHandedBackBeforeItStartedQueuedAgain(t *testing.T) {
 		return strings.Contains(logs.String(), "out of file descriptors")
 	})
 	nextEvent(t, first, "started", "the claim's started event")
-	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatalf("the worker stopped with %v", err)
-	}
-	release()
-	got, err := e.store.GetOrder(testenv.Context(t), o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Status != order.StatusQueued || got.Attempt != 1 || got.Result != nil || got.StartedAt != nil {
-		t.Fatalf("the order after its worker's stop: %s, attempt %d, started %v, result %+v; want queued again, attempt 1, never started",
-			got.Status, got.Attempt, got.StartedAt, got.Result)
-	}
+	stopForHandBack(t, stop, release, e.store, o.ID)
 	if !strings.Contains(logs.String(), "order handed back unstarted") {
 		t.Fatalf("no line says the order was handed back:\n%s", logs)
 	}
@@ -113,6 +104,26 @@ func TestFollowerSeesAnOrderHandedBackBeforeItStartedQueuedAgain(t *testing.T) {
 	}
 }
 
+// stopForHandBack stops the worker (stop) while order id waits for a
+// file descriptor, gives the descriptors back (release), and fails
+// unless the order is queued again as never started: attempt 1, no
+// result.
+func stopForHandBack(t *testing.T, stop func() error, release func(), store *postgres.Store, id uuid.UUID) {
+	t.Helper()
+	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("the worker stopped with %v", err)
+	}
+	release()
+	got, err := store.GetOrder(testenv.Context(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != order.StatusQueued || got.Attempt != 1 || got.Result != nil || got.StartedAt != nil {
+		t.Fatalf("the order after its worker's stop: %s, attempt %d, started %v, result %+v; want queued again, attempt 1, never started",
+			got.Status, got.Attempt, got.StartedAt, got.Result)
+	}
+}
+
 // handedBack fails unless ev, a queued event, says the order was handed
 // back.
 func handedBack(t *testing.T, ev rawEvent) {
@@ -126,16 +137,16 @@ func handedBack(t *testing.T, ev rawEvent) {
 	}
 }
 
-// runHandBackWorker runs a real worker for host on store with a short
-// shutdown grace; stop asks it to stop and returns Run's error.
-func runHandBackWorker(t *testing.T, e *apiEnv, store worker.Store, host string, logger *slog.Logger) (stop func() error) {
+// runHandBackWorker runs a real worker for host on store and q with a
+// short shutdown grace; stop asks it to stop and returns Run's error.
+func runHandBackWorker(t *testing.T, q *queue.Queue, store worker.Store, host string, logger *slog.Logger) (stop func() error) {
 	t.Helper()
 	hp, err := hostpolicy.FromConfig(config.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 500 * time.Millisecond}, store, e.q, hp, executor.New(logger), logger)
+		ShutdownGrace: 500 * time.Millisecond}, store, q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

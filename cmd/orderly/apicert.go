@@ -112,6 +112,34 @@ func (c *servedCertificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certifica
 	return c.cur.Load().cert, nil
 }
 
+// certStatus is the served certificate as GET /v1/status reports it
+// (api_certificate), so that a probe can tell a renewal that was not
+// taken before the log's line at each change scrolled away. The serial
+// is in decimal, as the log says it, and in hex, as `openssl x509
+// -serial` prints it.
+type certStatus struct {
+	File      string    `json:"file"`
+	Subject   string    `json:"subject"`
+	Serial    string    `json:"serial"`
+	SerialHex string    `json:"serial_hex"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// status is the pair serving now.
+func (c *servedCertificate) status() certStatus {
+	p := c.cur.Load()
+	leaf := p.cert.Leaf
+	return certStatus{File: p.certFile, Subject: leaf.Subject.String(), Serial: leaf.SerialNumber.String(),
+		SerialHex: fmt.Sprintf("%X", leaf.SerialNumber), NotBefore: leaf.NotBefore.UTC(), NotAfter: leaf.NotAfter.UTC()}
+}
+
+// notAfter is the end of the certificate serving now
+// (orderly_api_certificate_expiry_timestamp_seconds).
+func (c *servedCertificate) notAfter() time.Time {
+	return c.cur.Load().cert.Leaf.NotAfter
+}
+
 // stampOf stats both files.
 func (k pairKeys) stampOf(certFile, keyFile string) (fileStamp, error) {
 	ci, err := os.Stat(certFile)

@@ -530,3 +530,72 @@ func TestAPICertificateHalfWrittenRenewalIsNoError(t *testing.T) {
 		t.Fatalf("served serial %s with the files half written, want the last good %s", got, renewed)
 	}
 }
+
+// TestStatusSaysTheServedCertificate: GET /v1/status's api_certificate
+// and the metric orderly_api_certificate_expiry_timestamp_seconds say the
+// certificate new connections get, at start and after a reload installed
+// a renewed pair, so that a probe can tell a renewal that was not taken.
+// Before, only the log line at each change said it.
+func TestStatusSaysTheServedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "status-ca")
+	now := time.Now()
+	crt, key := ca.leaf(t, dir, "api", []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	cfgPath := filepath.Join(dir, "orderly.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("http:\n  tls_cert: %q\n  tls_key: %q\n", crt, key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStackFrom(t, cfgPath, nil)
+	c := trusting(ca, true)
+	get := func(method, path string) []byte {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, s.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+s.token)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return b
+	}
+	// says fails unless the status and the metric name the certificate in
+	// file, which new connections get.
+	says := func(when, file string) {
+		t.Helper()
+		pair, err := tls.LoadX509KeyPair(file, strings.TrimSuffix(file, ".crt")+".key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf := pair.Leaf
+		if got := servedSerial(t, c, s.url); got.Cmp(leaf.SerialNumber) != 0 {
+			t.Fatalf("%s: served serial %s, want %s", when, got, leaf.SerialNumber)
+		}
+		var st struct {
+			Cert *certStatus `json:"api_certificate"`
+		}
+		b := get("GET", "/v1/status")
+		if err := json.Unmarshal(b, &st); err != nil || st.Cert == nil {
+			t.Fatalf("%s: /v1/status %s has no api_certificate (%v)", when, b, err)
+		}
+		var hex big.Int
+		hex.SetString(st.Cert.SerialHex, 16)
+		if st.Cert.Serial != leaf.SerialNumber.String() || hex.Cmp(leaf.SerialNumber) != 0 || st.Cert.File != crt ||
+			st.Cert.Subject != leaf.Subject.String() || !st.Cert.NotAfter.Equal(leaf.NotAfter) || !st.Cert.NotBefore.Equal(leaf.NotBefore) {
+			t.Fatalf("%s: api_certificate %+v, want %s's: serial %s, subject %s, %s to %s", when, *st.Cert, file,
+				leaf.SerialNumber, leaf.Subject, leaf.NotBefore, leaf.NotAfter)
+		}
+		want := fmt.Sprintf("\norderly_api_certificate_expiry_timestamp_seconds %g\n", float64(leaf.NotAfter.Unix()))
+		if m := get("GET", "/metrics"); !strings.Contains(string(m), want) {
+			t.Fatalf("%s: /metrics has no %q", when, strings.TrimSpace(want))
+		}
+	}
+	says("at start", crt)
+
+	renewPair(t, ca, dir, "api-renewed", crt, key, now.Add(-time.Minute), now.Add(90*24*time.Hour))
+	get("POST", "/v1/admin/reload")
+	says("after a reload took the renewal", crt)
+}

@@ -473,6 +473,8 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	if presence == nil {
 		presence = api.NewPresence(b.store, logger)
 	}
+	// Set below, before the API serves: /v1/status reads it.
+	var apiCert *servedCertificate
 	srv := api.New(api.Deps{
 		Store: b.store, Queue: b.queue, Intake: in, Logger: logger, Version: binaryVersion(), Metrics: b.metrics,
 		Presence: presence,
@@ -508,6 +510,9 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 					m["postgres_not_starting"] = n
 				}
 			}
+			if apiCert != nil {
+				m["api_certificate"] = apiCert.status()
+			}
 			return m
 		},
 		Reload:  reload,
@@ -517,7 +522,6 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	})
 	mountCompat(srv, w, sec)
 	var tlsConfig *tls.Config
-	var apiCert *servedCertificate
 	if cfg.HTTP.TLSCert != "" {
 		// Loaded before the listener opens: ServeTLS loads the pair only
 		// once serving, and its error left a process that had said "api
@@ -531,6 +535,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 		tlsConfig = &tls.Config{GetCertificate: apiCert.GetCertificate}
 		warnCertificateDates(apiPair, apiCert.cur.Load().cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
 		w.AddPreparer("API certificate", apiCert.prepare)
+		b.metrics.WatchAPICertificate(apiCert.notAfter)
 	}
 	if ln == nil {
 		if ln, err = listenAPI(cfg.Listen, logger); err != nil {

@@ -18,8 +18,8 @@ type described struct {
 }
 
 // definedMetrics lists orderly's own metrics: the collectors a Metrics
-// holds and those WatchFleet and WatchQueues register (all gauges), and
-// WatchForeignGenerations's counter.
+// holds and those WatchFleet and WatchQueues register (all gauges),
+// WatchForeignGenerations's counter and WatchAPICertificate's gauge.
 func definedMetrics(t *testing.T) map[string]described {
 	out := map[string]described{}
 	add := func(c prometheus.Collector, kind string) {
@@ -59,6 +59,7 @@ func definedMetrics(t *testing.T) map[string]described {
 	add(&fleetCollector{}, "gauge")
 	add(&queueCollector{}, "gauge")
 	add(prometheus.NewCounterFunc(foreignGenerationsOpts, nil), "counter")
+	add(prometheus.NewGaugeFunc(apiCertificateExpiryOpts, nil), "gauge")
 	return out
 }
 

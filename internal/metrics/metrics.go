@@ -280,3 +280,21 @@ func (m *Metrics) WatchForeignGenerations(count func() uint64) {
 		m.registry.MustRegister(prometheus.NewCounterFunc(foreignGenerationsOpts, func() float64 { return float64(count()) }))
 	}
 }
+
+// apiCertificateExpiryOpts is orderly_api_certificate_expiry_timestamp_seconds's.
+var apiCertificateExpiryOpts = prometheus.GaugeOpts{
+	Name: "orderly_api_certificate_expiry_timestamp_seconds",
+	Help: "The end (not after, Unix time) of the HTTPS certificate this API process serves to new connections (http.tls_cert), renewed by a reload or on disk without a restart; absent without TLS. Alert on it minus time().",
+}
+
+// WatchAPICertificate reports
+// orderly_api_certificate_expiry_timestamp_seconds at scrape time from
+// notAfter, the served certificate's end. A timestamp, not days left:
+// Prometheus's convention (blackbox's probe_ssl_earliest_cert_expiry,
+// cert-manager's expiration_timestamp_seconds), which a rule turns into
+// the time left with `- time()`.
+func (m *Metrics) WatchAPICertificate(notAfter func() time.Time) {
+	if m != nil {
+		m.registry.MustRegister(prometheus.NewGaugeFunc(apiCertificateExpiryOpts, func() float64 { return float64(notAfter().Unix()) }))
+	}
+}

@@ -563,7 +563,17 @@
       retryIn = 2000;
       note.textContent = interrupted ? interruptedNote : "";
     };
-    es.addEventListener("queued", function (e) { if (e.lastEventId) lastId = e.lastEventId; });
+    es.addEventListener("queued", function (e) {
+      if (e.lastEventId) lastId = e.lastEventId;
+      // Handed back before its command started (its worker stopped
+      // while the order waited to start): queued again, as PostgreSQL
+      // holds it, until a worker starts it (another started). Said at
+      // once: the page's check comes only every CHECK ms.
+      if (JSON.parse(e.data).handed_back) {
+        statusEl.textContent = "queued";
+        statusEl.className = "badge queued";
+      }
+    });
     es.addEventListener("started", function (e) {
       if (e.lastEventId) lastId = e.lastEventId;
       // Started after output of it was shown: it runs again (an
