@@ -30,11 +30,15 @@ type gatedClaim struct {
 	id      uuid.UUID
 	reached chan struct{}
 	open    chan struct{}
+	// once: the worker tries a failed claim again (a loaded machine's
+	// pool dialing a connection after the descriptors ran out); a second
+	// close of reached panicked and ended the whole package's run.
+	once sync.Once
 }
 
 func (s *gatedClaim) Claim(ctx context.Context, id uuid.UUID, w string, seq uint64) (*order.Order, bool, error) {
 	if id == s.id {
-		close(s.reached)
+		s.once.Do(func() { close(s.reached) })
 		<-s.open
 	}
 	return s.Store.Claim(ctx, id, w, seq)

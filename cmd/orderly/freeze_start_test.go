@@ -109,10 +109,19 @@ func TestWorkerStartedDuringAFreezeWaitsALeaseOfContact(t *testing.T) {
 		return strings.Contains(readLog(holder.faultProc), "worker consuming")
 	})
 	s.nats.proc.signal(syscall.SIGSTOP)
+	frozen := time.Now()
 	p.hold()
 	s.note("nats-server frozen, h1's holder held back; a second worker of h1 started")
 	started := s.startWorker("h1")
-	pause(t.Context(), 4*time.Second) // past the 2 s lease
+	// The thaw waits for the new worker's first dial to go unanswered:
+	// at a load average of 50 its process took 5 s to start, dialed a
+	// server thawed a second before, heard no silence, and rightly took
+	// a lease no renewal came to for a whole lease after (the holder's
+	// were held back): the scenario had not happened.
+	waitUntil(t, 60*time.Second, "the new worker to wait for the frozen nats-server", func() bool {
+		return strings.Contains(readLog(started.faultProc), `msg="waiting for nats"`)
+	})
+	pause(t.Context(), time.Until(frozen.Add(4*time.Second))) // past the 2 s lease
 	s.nats.proc.signal(syscall.SIGCONT)
 	s.note("nats-server thawed")
 	var took bool

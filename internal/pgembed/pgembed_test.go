@@ -38,9 +38,15 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// startTestTimeout bounds a test's start of a cluster, initdb included.
+// It measures nothing, only stops a start that hangs: at a load average
+// of 58 initdb alone took 119 s, and a 2 min bound killed the start after
+// it (TestRestartKeepsData).
+const startTestTimeout = 5 * time.Minute
+
 func startServer(t *testing.T, opts Options) *Server {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), startTestTimeout)
 	defer cancel()
 	s, err := Start(ctx, opts)
 	if err != nil {
@@ -519,7 +525,7 @@ func TestPrepareDirsDropsAHardLinkedLog(t *testing.T) {
 // was sent.
 func TestStopDoesNotWaitForAStoppedCluster(t *testing.T) {
 	dir := tempDir(t, "pgembed-")
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), startTestTimeout)
 	defer cancel()
 	s, err := Start(ctx, Options{Dir: dir, Logger: testLogger(t)})
 	if err != nil {

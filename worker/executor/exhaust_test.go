@@ -31,10 +31,14 @@ const forkProbeEnv = "ORDERLY_EXECUTOR_FORK_PROBE"
 // survive (the worker's own hazard of a shared TasksMax=,
 // docs/reliability.md); parked threads are reused.
 func forkProbe() int {
+	// Both counts are set before any thread starts: added one by one, a
+	// thread scheduled before the next Add found the count at zero, left
+	// started.Wait, and the next Add panicked ("WaitGroup is reused
+	// before previous Wait has returned") at a load average of 45.
 	var started, done sync.WaitGroup
+	started.Add(16)
+	done.Add(16)
 	for range 16 {
-		started.Add(1)
-		done.Add(1)
 		go func() {
 			defer done.Done()
 			runtime.LockOSThread()
