@@ -121,48 +121,12 @@ type silentPath struct {
 
 func startSilentPath(t *testing.T, target string) *silentPath {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &silentPath{addr: ln.Addr().String()}
+	p := &silentPath{}
 	open := make(chan struct{})
 	close(open)
 	p.gate.Store(&open)
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		p.carry()
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); p.pipe(up, c) }()
-			go func() { defer wg.Done(); p.pipe(c, up) }()
-		}
-	}()
+	p.addr = testenv.StartRelay(t, target, func(dst, src net.Conn, _ bool) { p.pipe(dst, src) }).Addr()
+	t.Cleanup(p.carry) // before the relay's: a pipe held at the gate ends
 	return p
 }
 

@@ -14,9 +14,8 @@ import (
 // loses a request, or its answer, the way a nats-server restart can:
 // on demand, where a restart does it a few times in ten thousand.
 type CutProxy struct {
-	ln       net.Listener
+	relay    *Relay
 	mu       sync.Mutex
-	conns    []net.Conn
 	toServer *bool  // nil: carry both ways; else which way is dropped
 	lost     []byte // what was dropped
 	// when, set, starts the drop of the way whenWay once the client
@@ -29,39 +28,13 @@ type CutProxy struct {
 // test ends.
 func NewCutProxy(t testing.TB, target string) *CutProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &CutProxy{ln: ln}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); p.Cut(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); p.carry(s, c, true) }()
-			go func() { defer wg.Done(); p.carry(c, s, false) }()
-		}
-	}()
+	p := &CutProxy{}
+	p.relay = StartRelay(t, target, p.carry)
 	return p
 }
 
 // Addr is the proxy's address (host:port).
-func (p *CutProxy) Addr() string { return p.ln.Addr().String() }
+func (p *CutProxy) Addr() string { return p.relay.Addr() }
 
 // carry copies from src to dst, the client's bytes to the server when
 // toServer, dropping them while that way is dropped.
@@ -122,10 +95,7 @@ func (p *CutProxy) Dropped(b []byte) bool {
 // on the next ones.
 func (p *CutProxy) Cut() {
 	p.mu.Lock()
-	conns := p.conns
-	p.conns, p.toServer, p.when = nil, nil, nil
+	p.toServer, p.when = nil, nil
 	p.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
+	p.relay.CloseConns()
 }

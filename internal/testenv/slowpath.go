@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 )
@@ -15,44 +14,7 @@ import (
 // distant network is. Closed when the test ends.
 func SlowPath(t testing.TB, target string, delay time.Duration) (addr string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); delayLine(up, c, delay) }()
-			go func() { defer wg.Done(); delayLine(c, up, delay) }()
-		}
-	}()
-	return ln.Addr().String()
+	return StartRelay(t, target, func(dst, src net.Conn, _ bool) { delayLine(dst, src, delay) }).Addr()
 }
 
 // delayLine copies src to dst, each chunk delay after it was read.
