@@ -58,6 +58,25 @@ func warnEmbeddedNATSCleartext(host string, n config.NATS, logger *slog.Logger) 
 		"setting", "nats.listen", "listen", n.Listen)
 }
 
+// warnListenTLSIgnored warns when serve is given the embedded NATS's
+// TLS settings with an external nats.url, where it starts no NATS server:
+// an operator who set them expected the workers' connections encrypted,
+// and only the external server's own configuration decides that.
+func warnListenTLSIgnored(n config.NATS, logger *slog.Logger) {
+	if n.URL == "" {
+		return
+	}
+	for _, k := range []struct{ key, value string }{
+		{"nats.listen_tls_cert", n.ListenTLSCert}, {"nats.listen_tls_key", n.ListenTLSKey}, {"nats.listen_tls_client_ca", n.ListenTLSClientCA},
+	} {
+		if k.value != "" {
+			logger.Warn("ignored: the embedded NATS's TLS settings do nothing with an external nats.url (serve starts no NATS server); "+
+				"TLS between the workers and that server is its own configuration's (docs/deploy.md, \"TLS to NATS and PostgreSQL\")",
+				"setting", k.key, "nats_url", n.URL)
+		}
+	}
+}
+
 // printServeNATSTLS ends serve's banner, under its add-a-worker line,
 // with what a joining worker needs beyond the flags when the embedded
 // NATS has TLS: the CA to trust, and a client certificate when it asks

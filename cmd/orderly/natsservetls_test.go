@@ -233,3 +233,47 @@ func TestEmbeddedNATSCleartextWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestServeWarnsOfEmbeddedNATSTLSSettingsWithAnExternalServer: the
+// embedded NATS's TLS keys with an external nats.url configure nothing
+// (serve starts no NATS server); they were dropped without a word, and an
+// operator who set them believed the workers' connections encrypted.
+// Each one set is now named in a warning; without nats.url none is.
+func TestServeWarnsOfEmbeddedNATSTLSSettingsWithAnExternalServer(t *testing.T) {
+	const warning = "ignored: the embedded NATS's TLS settings do nothing with an external nats.url"
+	withTLS := config.NATS{ListenTLSCert: "/etc/orderly/nats.crt", ListenTLSKey: "/etc/orderly/nats.key", ListenTLSClientCA: "/etc/orderly/ca.crt"}
+	for _, tc := range []struct {
+		name string
+		url  string
+		want int
+	}{
+		{"external server", "nats://nats.example:4222", 3},
+		{"embedded server", "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			n := withTLS
+			n.URL = tc.url
+			warnListenTLSIgnored(n, slog.New(slog.NewTextHandler(&logs, nil)))
+			if got := strings.Count(logs.String(), warning); got != tc.want {
+				t.Errorf("%d warnings, want %d:\n%s", got, tc.want, logs.String())
+			}
+			for _, key := range []string{"nats.listen_tls_cert", "nats.listen_tls_key", "nats.listen_tls_client_ca"} {
+				if tc.want > 0 && !strings.Contains(logs.String(), "setting="+key) {
+					t.Errorf("no warning names %s:\n%s", key, logs.String())
+				}
+			}
+		})
+	}
+
+	// serve itself says it, before it starts anything (a start whose
+	// context has ended stops right after).
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var out bytes.Buffer
+	_ = run(ctx, []string{"orderly", "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--host", "srv", "--nats-url", "nats://127.0.0.1:1"},
+		[]string{"ORDERLY_NATS__LISTEN_TLS_CERT=/etc/orderly/nats.crt", "ORDERLY_NATS__LISTEN_TLS_KEY=/etc/orderly/nats.key"}, strings.NewReader(""), &out, &out)
+	if got := strings.Count(out.String(), warning); got != 2 {
+		t.Errorf("serve with an external nats.url and the embedded NATS's pair: %d warnings, want 2:\n%s", got, out.String())
+	}
+}

@@ -127,6 +127,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	var natsTLS *tls.Config
 	var natsCert *servedCertificate
+	warnListenTLSIgnored(cfg.NATS, logger)
 	if cfg.NATS.URL == "" && cfg.NATS.ListenTLSCert != "" {
 		// Found when the embedded server started, it would come after
 		// an initdb, as the API's pair would.
