@@ -96,12 +96,14 @@ func newAPICertificate(certFile, keyFile string, logger *slog.Logger) (*servedCe
 }
 
 // newServedCertificate loads the pair a server starts with, as
-// newAPICertificate.
+// newAPICertificate, and warns when it is out of its dates (served all
+// the same: warnCertificateDates).
 func newServedCertificate(keys pairKeys, certFile, keyFile string, logger *slog.Logger) (*servedCertificate, error) {
 	p, err := keys.load(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
+	warnCertificateDates(keys, p.cert.Leaf, certFile, time.Now(), logger)
 	c := &servedCertificate{keys: keys, logger: logger}
 	c.cur.Store(p)
 	return c, nil

@@ -533,7 +533,6 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 		// Served through GetCertificate, so that a reload or a renewal
 		// on disk changes the pair without a restart (apicert.go).
 		tlsConfig = &tls.Config{GetCertificate: apiCert.GetCertificate}
-		warnCertificateDates(apiPair, apiCert.cur.Load().cert.Leaf, cfg.HTTP.TLSCert, time.Now(), logger)
 		w.AddPreparer("API certificate", apiCert.prepare)
 		b.metrics.WatchAPICertificate(apiCert.notAfter)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
 )
@@ -27,7 +26,6 @@ func embeddedNATSTLS(n config.NATS, logger *slog.Logger) (*tls.Config, *servedCe
 	if err != nil {
 		return nil, nil, err
 	}
-	warnCertificateDates(natsPair, cert.cur.Load().cert.Leaf, n.ListenTLSCert, time.Now(), logger)
 	c := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.GetCertificate}
 	if n.ListenTLSClientCA != "" {
 		b, err := os.ReadFile(n.ListenTLSClientCA)

@@ -2,7 +2,6 @@ package hostpolicy
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/orderly-run/orderly/internal/order"
 )
@@ -45,13 +44,9 @@ func (p *Policy) environment(overrides map[string]string, kind order.Kind, userN
 	// overrides (an override of one replaces it): the environment a map
 	// of both gave once sorted, without the map and its sorted keys (11
 	// allocations per order, 4 now: TestWorkerOrderAllocations).
-	path := p.pathVar
-	if path == "" { // a Policy New did not make
-		path = "PATH=" + strings.Join(p.commandPath, ":")
-	}
 	fixed := [...]struct{ name, entry string }{
 		{"HOME", "HOME=" + home}, {"LANG", "LANG=C.UTF-8"}, {"LOGNAME", "LOGNAME=" + userName},
-		{"PATH", path}, {"USER", "USER=" + userName},
+		{"PATH", p.pathVar}, {"USER", "USER=" + userName},
 	}
 	env := make([]string, 0, len(fixed)+len(names))
 	i := 0
