@@ -33,12 +33,7 @@ import (
 // file stream's batch in a store of its own (newBatchStore); the fsyncs
 // per message are counted with strace -c -f around it.
 func BenchmarkOrdersStreamBatches(b *testing.B) {
-	s, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Host: "127.0.0.1", Port: -1, SyncAlways: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(s.Shutdown)
+	s := syncAlwaysNATS(b)
 	nc, err := nats.Connect("", nats.InProcessServer(s.InProcess()))
 	if err != nil {
 		b.Fatal(err)
@@ -82,6 +77,20 @@ func BenchmarkOrdersStreamBatches(b *testing.B) {
 			b.ReportMetric(float64(cpuTime()-c0)/float64(batches*k), "cpu-ns/msg")
 		})
 	}
+}
+
+// syncAlwaysNATS starts an embedded server that fsyncs every write, as
+// serve's does, for the benchmarks of what a write costs there; it stops
+// when b ends.
+func syncAlwaysNATS(b *testing.B) *natsembed.Server {
+	b.Helper()
+	s, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Host: "127.0.0.1", Port: -1, SyncAlways: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Shutdown)
+	return s
 }
 
 // publishBatch stores k order messages for hosts of its own (publisher
