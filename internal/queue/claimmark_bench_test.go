@@ -1,12 +1,9 @@
 package queue_test
 
 import (
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -18,12 +15,7 @@ import (
 // worker with a NATS credential writes it, and unsigned, as before the
 // signature (queue.MarkKey).
 func BenchmarkRaiseClaimMark(b *testing.B) {
-	s, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Host: "127.0.0.1", Port: -1, SyncAlways: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(s.Shutdown)
+	s := syncAlwaysNATS(b)
 	q := testenv.Queue(b, s.ClientURL(), "bench", queue.Options{})
 	at := time.Now()
 	ctx := b.Context()
