@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
@@ -306,15 +305,10 @@ func secretFlags(overrides map[string]any) []string {
 }
 
 // dsnHasPassword reports a PostgreSQL URL or keyword/value string that
-// carries a password. A keyword/value string's is found as RedactDSN
-// hides it: libpq and pgx take spaces around the =, "password = secret".
+// carries a password, found as RedactDSN hides it: where libpq and pgx
+// read one ("password = secret", ?password=s3c;ret), not where net/url
+// does, which missed a query's password holding a ";".
 func dsnHasPassword(dsn string) bool {
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		if _, set := u.User.Password(); set {
-			return true
-		}
-		return u.Query().Has("password") || u.Query().Has("sslpassword")
-	}
 	return config.RedactDSN(dsn) != dsn
 }
 

@@ -42,6 +42,12 @@ func TestServerWarnsOfAPasswordOnTheCommandLine(t *testing.T) {
 	if !strings.Contains(out, "flag=--database-url") {
 		t.Errorf("a keyword/value DSN's password: no warning:\n%s", out)
 	}
+	// libpq's reading of a URL's query, where net/url dropped a pair
+	// holding a ";" and saw no password.
+	out = start([]string{"--database-url", "postgres://orderly@127.0.0.1:1/orderly?sslmode=disable&password=" + dbPass + ";x"}, nil)
+	if !strings.Contains(out, "flag=--database-url") {
+		t.Errorf("a URL's ?password= with a \";\": no warning:\n%s", out)
+	}
 	out = start(nil, []string{"ORDERLY_DATABASE_URL=postgres://orderly:" + dbPass + "@127.0.0.1:1/orderly",
 		"ORDERLY_NATS__URL=nats://api:" + natsPass + "@127.0.0.1:1"})
 	if strings.Contains(out, "a password is on the command line") {

@@ -39,7 +39,7 @@ func TestRedactUnparsedURLs(t *testing.T) {
 // no user.
 func TestRedactSSLPasswordInAURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"postgres://orderly@db/orderly?sslkey=/k&sslpassword=s3cret":        "postgres://orderly@db/orderly?sslkey=%2Fk&sslpassword=***",
+		"postgres://orderly@db/orderly?sslkey=/k&sslpassword=s3cret":        "postgres://orderly@db/orderly?sslkey=/k&sslpassword=***",
 		"postgres://orderly:pw@db/orderly?sslpassword=s3cret":               "postgres://orderly:***@db/orderly?sslpassword=***",
 		"host=db user=orderly sslkey=/k sslpassword=s3cret":                 "host=db user=orderly sslkey=/k sslpassword=***",
 		"postgres://orderly@db/orderly?sslmode=verify-full&sslrootcert=/ca": "postgres://orderly@db/orderly?sslmode=verify-full&sslrootcert=/ca",
@@ -47,6 +47,30 @@ func TestRedactSSLPasswordInAURL(t *testing.T) {
 		"postgres://db/orderly?sslpassword=s3cret": "postgres://db/orderly?sslpassword=***",
 		"postgres://db/orderly?password=s3cret":    "postgres://db/orderly?password=***",
 		"postgres://db/orderly":                    "postgres://db/orderly",
+	} {
+		if got := RedactDSN(in); got != want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestRedactDSNAsLibpqReadsIt: a password is hidden where libpq (and
+// pgx, whose parser is libpq's) reads one, not where net/url does. A
+// URL's query splits on "&" alone: net/url dropped a pair holding a ";"
+// and printed its password whole; it took a "#" for a fragment and
+// printed what followed it after the mask. A password in the user part
+// holding a "?" hid the query behind it. An unquoted keyword value takes
+// a backslash-escaped blank, and the mask stopped at it.
+func TestRedactDSNAsLibpqReadsIt(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://u@db/o?password=s3c;ret":                     "postgres://u@db/o?password=***",
+		"postgres://u@db/o?sslmode=require&password=s3c#ret":     "postgres://u@db/o?sslmode=require&password=***",
+		"postgres://u@db/o?sslkey=/k&sslpassword=a;b&sslcert=/c": "postgres://u@db/o?sslkey=/k&sslpassword=***&sslcert=/c",
+		"postgres://u@db/o?pass%77ord=s3cret":                    "postgres://u@db/o?pass%77ord=***",
+		"postgres://u:a?b@db/o?password=s3cret":                  "postgres://***@db/o?password=***",
+		"postgres://u@db/o?application_name=a;b#c":               "postgres://u@db/o?application_name=a;b#c",
+		`host=db password=s3c\ ret user=u`:                       "host=db password=*** user=u",
+		`host=db password='s3c ret`:                              "host=db password=***",
 	} {
 		if got := RedactDSN(in); got != want {
 			t.Errorf("RedactDSN(%q) = %q, want %q", in, got, want)

@@ -111,13 +111,9 @@ func signature(names []string) string {
 // else libpq's defaults that pgx takes too (homeTLSFiles).
 // sslrootcert=system names the system's CAs, no file.
 func tlsFileNames(dsn string) []string {
-	settings := map[string]string{}
+	var settings map[string]string
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		if u, err := url.Parse(dsn); err == nil {
-			for k, v := range u.Query() {
-				settings[k] = v[len(v)-1]
-			}
-		}
+		settings = queryValues(dsn)
 	} else {
 		settings = keywordValues(dsn)
 	}
@@ -184,6 +180,53 @@ func keywordValues(dsn string) map[string]string {
 		s = strings.TrimLeft(s[i:], blanks)
 	}
 	return settings
+}
+
+// queryValues reads the query of a postgres:// URL as libpq (and pgx,
+// whose parser is libpq's) do, not as net/url does: the query starts at
+// the first "?" after the user and password (an "@" before any "/" ends
+// them); pairs are split on "&" alone; "+" is a plus, "#" a character of
+// the value, not a fragment; %XX is decoded and blanks around a value
+// skipped. net/url read sslcert=/etc/pg+tls/c.crt as "/etc/pg tls/c.crt",
+// dropped a pair with a ";", and cut the query at a "#" (in a path, or
+// in the password before it): the process looked at files that do not
+// exist, and took no renewal of the ones pgx read. A pair pgx would
+// refuse ends the reading; pgx's parse then fails the start.
+func queryValues(dsn string) map[string]string {
+	settings := map[string]string{}
+	_, p, _ := strings.Cut(dsn, "://")
+	if i := strings.IndexAny(p, "@/"); i >= 0 && p[i] == '@' {
+		p = p[i+1:]
+	}
+	_, query, ok := strings.Cut(p, "?")
+	if !ok {
+		return settings
+	}
+	for pair := range strings.SplitSeq(query, "&") {
+		rawKey, rawVal, ok := strings.Cut(pair, "=")
+		if !ok || strings.Contains(rawVal, "=") {
+			break
+		}
+		key, kok := uriDecode(rawKey)
+		val, vok := uriDecode(rawVal)
+		if !kok || !vok {
+			break
+		}
+		settings[key] = val
+	}
+	return settings
+}
+
+// uriDecode is libpq's decoding of a URL's part: blanks around it
+// skipped, %XX decoded ("+" kept); a blank inside, a bad escape or a NUL
+// is refused.
+func uriDecode(raw string) (string, bool) {
+	raw = strings.Trim(raw, " ")
+	if strings.Contains(raw, " ") {
+		return "", false
+	}
+	v, err := url.PathUnescape(raw)
+	return v, err == nil && !strings.Contains(v, "\x00")
 }
 
 // homeTLSFiles are the TLS files of libpq's defaults that exist, by

@@ -34,6 +34,13 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 			nil, []string{"/etc/my certs/c.crt", "/etc/my certs/c.key", "/etc/o/it's ca.crt"}},
 		{"keyword escaped blank", `host=db sslcert=/etc/my\ certs/c.crt sslkey=/etc/my\ certs/c.key dbname=orderly`,
 			nil, []string{"/etc/my certs/c.crt", "/etc/my certs/c.key"}},
+		// The query as libpq reads it, not as net/url does: "+" is no
+		// blank, ";" no separator, "#" no fragment, in a value or in the
+		// password before it; %XX decoded, blanks around a value skipped.
+		{"url plus, semicolon, hash", "postgres://u:pa#ss@db/orderly?sslcert=/etc/pg+tls/c.crt&sslkey=/etc/a;b/c.key&sslrootcert=/etc/o/ca%231.crt",
+			nil, []string{"/etc/pg+tls/c.crt", "/etc/a;b/c.key", "/etc/o/ca#1.crt"}},
+		{"url several hosts, spaced", "postgresql://u@h1:5432,h2:5433/orderly?sslmode=verify-full&sslcert= /etc/o/c%20d.crt &sslkey=/etc/o/c.key",
+			nil, []string{"/etc/o/c d.crt", "/etc/o/c.key"}},
 		{"environment", "postgres://u@db/orderly?sslmode=verify-full",
 			map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLKEY": "/env/c.key", "PGSSLROOTCERT": "/env/ca.crt"},
 			[]string{"/env/c.crt", "/env/c.key", "/env/ca.crt"}},

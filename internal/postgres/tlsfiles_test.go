@@ -196,7 +196,8 @@ func presentedSerial(t *testing.T, ctx context.Context, pool *pgxpool.Pool) stri
 // certificate expired, PostgreSQL refused them all. A replacement that
 // does not load keeps the last good certificate and is logged. The same
 // holds for the keyword=value form with files under a directory whose
-// name has a blank (quoted, as libpq reads it), which were not looked at.
+// name has a blank (quoted, as libpq reads it), which were not looked at,
+// and for a URL whose paths hold "+", ";" or "#", which net/url misread.
 func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 	ca := newTestCA(t)
 	port := postgresWithClientCerts(t, ca)
@@ -205,6 +206,14 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 		dsn       func(caFile, certFile, keyFile string) string
 	}{
 		{"url", "certs", func(caFile, certFile, keyFile string) string {
+			return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/orderly?sslmode=verify-full" +
+				"&sslrootcert=" + caFile + "&sslcert=" + certFile + "&sslkey=" + keyFile
+		}},
+		// libpq reads a URL's query itself: a "+" is a plus, ";" and
+		// "#" are characters of the value. net/url's reading (a blank,
+		// the pair dropped, a fragment) had the process look at files
+		// that do not exist, and take no renewal.
+		{"url, + ; # in the directory", "pg+tls;#1", func(caFile, certFile, keyFile string) string {
 			return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/orderly?sslmode=verify-full" +
 				"&sslrootcert=" + caFile + "&sslcert=" + certFile + "&sslkey=" + keyFile
 		}},

@@ -223,13 +223,13 @@ func (k dropKV) Put(ctx context.Context, key string, val []byte) (rev uint64, er
 }
 
 // Delete sends the delete of key again when a drop ended it. On a
-// revision (jetstream.LastRevision: a worker's own heartbeat or standby
-// report, Lease.Offline, StandbyGone), a copy sent again after the first
-// was stored is refused, the first's delete having moved the key: that
-// refusal is the delete applied when the key is gone now. A key written
-// by another since (the host's next holder's heartbeat, another
-// standby's report) refused the copy too, and is left: the refusal is
-// returned.
+// revision (jetstream.LastRevision: a worker's own heartbeat,
+// Lease.Offline), a copy sent again after the first was stored is
+// refused, the first's delete having moved the key: that refusal is the
+// delete applied when the key is gone now, which the key's read tells
+// (a key the caller may read: not a standby report, StandbyGone). A key
+// written by another since (the host's next holder's heartbeat) refused
+// the copy too, and is left: the refusal is returned.
 func (k dropKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
 	return k.q.sendOnDrop(ctx, func(ctx context.Context) error {
 		return k.KeyValue.Delete(ctx, key, opts...)

@@ -170,8 +170,19 @@ func (q *Queue) StandbyBeat(ctx context.Context, info HostInfo) (uint64, error) 
 // StandbyGone removes the standby report of host that StandbyBeat wrote
 // as revision rev, and leaves it to another standby of the host that
 // reported since.
+//
+// Sent again when a drop ends it, as dropKV's Delete, but a copy sent
+// again and refused is taken as done without reading the key back: a
+// worker may not read its host's standby report (natsembed's
+// WorkerPermissions: written and deleted, never read back), and that
+// read, refused, waited out the removal's bound before the takeover
+// went on, to return a refusal of a delete that was applied. Refused,
+// the copy finds the report either removed by the first or another
+// standby's, which it leaves: nothing is left to do either way.
 func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error {
-	return q.hostsOnDrop().Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
+	return q.sendOnDrop(ctx, func(ctx context.Context) error {
+		return q.kv.Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
+	}, func(context.Context) bool { return true })
 }
 
 // beats reads the live reports of the keys prefix<host>, by host, for

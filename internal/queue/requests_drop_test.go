@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -31,8 +34,10 @@ import (
 // as applied, not written twice: the bucket holds one write more, and
 // the holder's next renewal is on that write's revision. A real
 // nats-server; the worker's connection (its queue bound as `orderly
-// worker` binds it), or the API's for the choices, through a proxy that
-// drops what one side writes, then cuts the connection.
+// worker` binds it, under the worker's own permissions: the read that
+// tells an applied copy must be one it may make), or the API's for the
+// choices, through a proxy that drops what one side writes, then cuts
+// the connection.
 func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 	const host = "dropped"
 	const instance = host + "/drop-1"
@@ -289,10 +294,14 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ns := testenv.NATSServer(t, &server.Options{})
-			r := &rig{api: testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute})}
+			// The test's own connections may do anything; the worker
+			// what natsembed.WorkerPermissions lets it.
+			anyone, worker := nkeyUser(t, nil), nkeyUser(t, natsembed.WorkerPermissions(host))
+			ns := testenv.NATSServer(t, &server.Options{Nkeys: []*server.NkeyUser{anyone.user, worker.user}})
+			r := &rig{api: testenv.Queue(t, ns.ClientURL(), "api", queue.Options{LeaseTTL: time.Minute}, anyone.key)}
 			r.px = testenv.NewCutProxy(t, ns.Addr().String())
-			nc, err := queue.Connect("nats://"+r.px.Addr(), "worker", testenv.NATSEvents(t, "worker")...)
+			nc, err := queue.Connect("nats://"+r.px.Addr(), "worker",
+				append(testenv.NATSEvents(t, "worker"), worker.key, nats.CustomInboxPrefix(queue.WorkerInbox(host)))...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -316,13 +325,13 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 			if c.api {
 				// The API's connection goes through the proxy; the
 				// worker serves the host's choices on its own.
-				wq := testenv.Queue(t, ns.ClientURL(), "choices worker", queue.Options{})
+				wq := testenv.Queue(t, ns.ClientURL(), "choices worker", queue.Options{}, anyone.key)
 				if err := wq.ServeChoices(t.Context(), host, func(ctx context.Context, glob string) ([]queue.Unit, error) {
 					return []queue.Unit{unit}, nil
 				}); err != nil {
 					t.Fatal(err)
 				}
-				r.api = testenv.Queue(t, "nats://"+r.px.Addr(), "api through the proxy", queue.Options{LeaseTTL: time.Minute})
+				r.api = testenv.Queue(t, "nats://"+r.px.Addr(), "api through the proxy", queue.Options{LeaseTTL: time.Minute}, anyone.key)
 			}
 			if c.prep != nil {
 				c.prep(t, r, ctx)
@@ -354,6 +363,25 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 			c.check(t, r, before)
 		})
 	}
+}
+
+// nkeyUser is a NATS user of a new key with perms (nil: any), and the
+// option that connects as it.
+func nkeyUser(t *testing.T, perms *server.Permissions) (u struct {
+	user *server.NkeyUser
+	key  nats.Option
+}) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.user, u.key = &server.NkeyUser{Nkey: pub, Permissions: perms}, nats.Nkey(pub, kp.Sign)
+	return u
 }
 
 // TestRenewalSentAgainOverARivalsWriteIsNotApplied: a renewal whose

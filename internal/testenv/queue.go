@@ -11,10 +11,11 @@ import (
 
 // Queue connects to the NATS server at natsURL (NATS(t), usually) as
 // name and returns orderly's queue on it with opts, its streams and
-// bucket created; the connection closes when the test ends.
-func Queue(t testing.TB, natsURL, name string, opts queue.Options) *queue.Queue {
+// bucket created; the connection closes when the test ends. nopts add to
+// queue.Connect's (a user's key, on a server with users).
+func Queue(t testing.TB, natsURL, name string, opts queue.Options, nopts ...nats.Option) *queue.Queue {
 	t.Helper()
-	nc, err := queue.Connect(natsURL, name, NATSEvents(t, name)...)
+	nc, err := queue.Connect(natsURL, name, append(NATSEvents(t, name), nopts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
