@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -81,10 +82,34 @@ type servedPair struct {
 
 // fileStamp is what the disk check compares: os.Stat follows symbolic
 // links, so certbot's live/ links and a Kubernetes secret volume's
-// ..data swap show as a new modification time and size.
+// ..data swap show as another file.
 type fileStamp struct {
-	certMod, keyMod   time.Time
-	certSize, keySize int64
+	cert, key fileID
+}
+
+// fileID tells a file's contents apart without reading them. Size and
+// modification time alone missed a renewal that keeps both (`cp -p` or
+// `rsync -t` of a file of the same size, as an ECDSA certificate often
+// is): a rename gives another inode, and any write in place, or a
+// modification time set back, moves the change time, which no one can
+// set.
+type fileID struct {
+	dev, ino    uint64
+	size        int64
+	mod, change int64 // ns
+}
+
+// statID stats name, following symbolic links.
+func statID(name string) (fileID, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := fileID{size: fi.Size(), mod: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino, id.change = uint64(st.Dev), st.Ino, st.Ctim.Nano()
+	}
+	return id, nil
 }
 
 // newAPICertificate loads the pair the API starts with. Dates are not
@@ -144,15 +169,15 @@ func (c *servedCertificate) notAfter() time.Time {
 
 // stampOf stats both files.
 func (k pairKeys) stampOf(certFile, keyFile string) (fileStamp, error) {
-	ci, err := os.Stat(certFile)
+	ci, err := statID(certFile)
 	if err != nil {
 		return fileStamp{}, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
 	}
-	ki, err := os.Stat(keyFile)
+	ki, err := statID(keyFile)
 	if err != nil {
 		return fileStamp{}, fmt.Errorf("%s %s: %w", k.key, keyFile, err)
 	}
-	return fileStamp{certMod: ci.ModTime(), keyMod: ki.ModTime(), certSize: ci.Size(), keySize: ki.Size()}, nil
+	return fileStamp{cert: ci, key: ki}, nil
 }
 
 // loadServedPair reads and parses a pair. The stamp is taken before the
@@ -224,7 +249,8 @@ func (c *servedCertificate) prepare(_ context.Context, cfg config.Config) (func(
 	if err != nil {
 		return nil, err
 	}
-	if next.same(c.cur.Load()) {
+	seen := c.cur.Load()
+	if next.same(seen) {
 		return nil, nil
 	}
 	if err := next.checkDates(c.keys.cert, time.Now()); err != nil {
@@ -233,6 +259,12 @@ func (c *servedCertificate) prepare(_ context.Context, cfg config.Config) (func(
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		// A disk check between this read and the commit took the same
+		// files as they were later: committing next put the older pair
+		// back until the next check, a minute.
+		if cur := c.cur.Load(); cur != seen && cur.certFile == next.certFile && cur.keyFile == next.keyFile {
+			return
+		}
 		c.install(next, "reload")
 	}, nil
 }
