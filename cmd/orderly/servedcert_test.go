@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // servingTLS serves conf on a real TLS listener and returns its address.
@@ -210,4 +211,116 @@ func TestServedCertificateReloadKeepsANewerPairTheDiskCheckTook(t *testing.T) {
 	if got := servedBy(t, addr, ca); got.Cmp(other) != 0 {
 		t.Fatalf("a reload naming other files served serial %s after its commit, want theirs, %s", got, other)
 	}
+}
+
+// TestEmbeddedNATSClientCARenewedOnDisk: the client CA file of serve's
+// embedded NATS (nats.listen_tls_client_ca) is taken again when it
+// changes, as its pair is: a CA rotated by a bundle of the new and the
+// old CA, then the new alone, is what new handshakes are checked
+// against. It was read at start only, so a worker the new CA signed was
+// refused until a restart. A check that reads the file while it is
+// being written (cut inside a certificate) neither installs what it read
+// (the pool of the whole certificates alone would refuse the workers of
+// the cut one) nor logs an ERROR; the file left so is logged once. A
+// reload naming a CA file at another path takes it.
+func TestEmbeddedNATSClientCARenewedOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	oldCA, newCA := newTestCA(t, dir, "old-ca"), newTestCA(t, dir, "new-ca")
+	now := time.Now()
+	crt, key := oldCA.leaf(t, dir, "nats", []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	caFile := filepath.Join(dir, "client-ca.pem")
+	pemOf := func(ca *testCA) []byte {
+		b, err := os.ReadFile(ca.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	oldPEM, newPEM := pemOf(oldCA), pemOf(newCA)
+	if err := os.WriteFile(caFile, oldPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	conf, c, err := embeddedNATSTLS(config.NATS{ListenTLSCert: crt, ListenTLSKey: key, ListenTLSClientCA: caFile},
+		slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := servingTLS(t, conf)
+	clientOf := func(ca *testCA, name string) *tls.Certificate {
+		crt, key := ca.client(t, dir, name)
+		pair, err := tls.LoadX509KeyPair(crt, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pair
+	}
+	oldWorker, newWorker := clientOf(oldCA, "w-old"), clientOf(newCA, "w-new")
+	takes := func(step string, wantOld, wantNew bool) {
+		t.Helper()
+		for _, w := range []struct {
+			name   string
+			client *tls.Certificate
+			want   bool
+		}{{"the old CA's", oldWorker, wantOld}, {"the new CA's", newWorker, wantNew}} {
+			if _, err := handshake(t, addr, oldCA, w.client); (err == nil) != w.want {
+				t.Fatalf("%s: a worker certificate of %s: taken %v (%v), want %v", step, w.name, err == nil, err, w.want)
+			}
+		}
+	}
+	errors := func() int { return strings.Count(logs.String(), `"level":"ERROR"`) }
+	takes("at start", true, false)
+
+	// Written in place, read when cut inside the old CA: nothing taken, no ERROR.
+	bundle := append(append([]byte{}, newPEM...), oldPEM...)
+	if err := os.WriteFile(caFile, bundle[:len(newPEM)+len(oldPEM)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.check(time.Now())
+	takes("the bundle half written", true, false)
+	if n := errors(); n != 0 {
+		t.Fatalf("a check of the CA file half written logged %d ERRORs:\n%s", n, logs.String())
+	}
+	if err := os.WriteFile(caFile, bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.check(time.Now())
+	takes("the bundle of both CAs", true, true)
+	if !strings.Contains(logs.String(), `"client_ca":"`+caFile+`"`) {
+		t.Errorf("the new client CA is not logged:\n%s", logs.String())
+	}
+
+	// The old CA retired: a new file renamed over.
+	if err := os.WriteFile(caFile+".new", newPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(caFile+".new", caFile); err != nil {
+		t.Fatal(err)
+	}
+	c.check(time.Now())
+	takes("the new CA alone", false, true)
+
+	// Left cut: said at the second check of the same file, once.
+	if err := os.WriteFile(caFile, bundle[:len(newPEM)+len(oldPEM)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		c.check(time.Now())
+	}
+	if n := errors(); n != 1 || !strings.Contains(logs.String(), "a PEM block is cut short") {
+		t.Fatalf("a CA file left cut logged %d ERRORs, want 1 saying it is cut:\n%s", n, logs.String())
+	}
+	takes("the CA file left cut", false, true)
+
+	// A reload naming another CA file.
+	otherFile := filepath.Join(dir, "client-ca-2.pem")
+	if err := os.WriteFile(otherFile, oldPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	commit, err := c.prepare(t.Context(), config.Config{NATS: config.NATS{ListenTLSCert: crt, ListenTLSKey: key, ListenTLSClientCA: otherFile}})
+	if err != nil || commit == nil {
+		t.Fatalf("prepare of another client CA file: commit %v, %v", commit != nil, err)
+	}
+	commit()
+	takes("a reload naming another CA file", true, false)
 }
