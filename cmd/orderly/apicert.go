@@ -190,7 +190,16 @@ func (c *servedCertificate) status() certStatus {
 // notAfter is the end of the certificate serving now
 // (orderly_api_certificate_expiry_timestamp_seconds).
 func (c *servedCertificate) notAfter() time.Time {
-	return c.cur.Load().cert.Leaf.NotAfter
+	return c.leaf().NotAfter
+}
+
+// leaf is the certificate serving now; nil for a server without TLS (c
+// nil).
+func (c *servedCertificate) leaf() *x509.Certificate {
+	if c == nil {
+		return nil
+	}
+	return c.cur.Load().cert.Leaf
 }
 
 // stampOf stats the files.
