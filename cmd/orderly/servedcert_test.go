@@ -102,6 +102,28 @@ func sameSizeLeaf(t *testing.T, ca *testCA, crt, key string) (newCrt, newKey str
 	return "", ""
 }
 
+// servedAPI is an API pair of a CA of its own, valid for a day, loaded
+// and served on a real TLS listener at addr.
+type servedAPI struct {
+	ca            *testCA
+	dir, crt, key string
+	c             *servedCertificate
+	addr          string
+}
+
+func newServedAPI(t *testing.T, caName string) servedAPI {
+	t.Helper()
+	s := servedAPI{dir: t.TempDir()}
+	s.ca = newTestCA(t, s.dir, caName)
+	s.crt, s.key = s.ca.leaf(t, s.dir, "api", []string{"127.0.0.1"}, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	var err error
+	if s.c, err = newAPICertificate(s.crt, s.key, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	s.addr = servingTLS(t, &tls.Config{GetCertificate: s.c.GetCertificate})
+	return s
+}
+
 // TestServedCertificateRenewalKeepingSizeAndTimeIsTaken: a renewal that
 // leaves both files of the pair with their size and modification time is
 // served after the disk check, as any other. The check compared only
@@ -109,15 +131,8 @@ func sameSizeLeaf(t *testing.T, ca *testCA, crt, key string) (newCrt, newKey str
 // size (written in place, the inode kept) and `rsync -t` (a new file with
 // the source's time renamed over the old).
 func TestServedCertificateRenewalKeepingSizeAndTimeIsTaken(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, dir, "stamp-ca")
-	now := time.Now()
-	crt, key := ca.leaf(t, dir, "api", []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
-	c, err := newAPICertificate(crt, key, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := servingTLS(t, &tls.Config{GetCertificate: c.GetCertificate})
+	s := newServedAPI(t, "stamp-ca")
+	ca, crt, key, c, addr := s.ca, s.crt, s.key, s.c, s.addr
 	for _, how := range []struct {
 		name string
 		put  func(from, to string) error
@@ -166,15 +181,9 @@ func TestServedCertificateRenewalKeepingSizeAndTimeIsTaken(t *testing.T) {
 // undone by that commit. It was: the older pair was served until the
 // next check, a minute. A reload naming other files still takes them.
 func TestServedCertificateReloadKeepsANewerPairTheDiskCheckTook(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, dir, "order-ca")
+	s := newServedAPI(t, "order-ca")
+	ca, dir, crt, key, c, addr := s.ca, s.dir, s.crt, s.key, s.c, s.addr
 	now := time.Now()
-	crt, key := ca.leaf(t, dir, "api", []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
-	c, err := newAPICertificate(crt, key, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := servingTLS(t, &tls.Config{GetCertificate: c.GetCertificate})
 	renew := func(name string) *big.Int {
 		return renewPair(t, ca, dir, name, crt, key, now.Add(-time.Minute), now.Add(90*24*time.Hour))
 	}
