@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -23,15 +25,18 @@ const certCheckEvery = time.Minute
 
 // servedCertificate is a pair a server of this process presents: the
 // API's HTTPS pair (http.tls_cert, http.tls_key), and serve's embedded
-// NATS's (nats.listen_tls_cert, nats.listen_tls_key). It is served
+// NATS's (nats.listen_tls_cert, nats.listen_tls_key) with the CAs whose
+// client certificates it takes (nats.listen_tls_client_ca). It is served
 // through tls.Config.GetCertificate so that a renewed pair takes over
 // without a restart: a restart dropped every SSE follower and ?wait
 // (decisions.md, hJ22), and every worker's NATS connection. A reload
 // loads the pair again, and so does a change of the files on disk (run);
 // a pair that does not load, or is out of its dates, is refused naming
-// the file and the cause, and the old one keeps serving. Connections
-// already open keep the certificate of their handshake: only new
-// handshakes see the new one.
+// the file and the cause, and the old one keeps serving. The client CA
+// file goes with the pair: a CA renewed or rotated was read at start
+// only, and a worker signed by the new one was refused until a restart.
+// Connections already open keep the certificate of their handshake: only
+// new handshakes see the new one.
 type servedCertificate struct {
 	cur    atomic.Pointer[servedPair]
 	keys   pairKeys
@@ -52,18 +57,26 @@ type servedCertificate struct {
 // pairKeys names a served pair in errors and logs, and finds it in a
 // config.
 type pairKeys struct {
-	what      string // "the API's certificate"
-	cert, key string // the config keys: http.tls_cert, http.tls_key
-	files     func(config.Config) (cert, key string)
+	what          string // "the API's certificate"
+	cert, key, ca string // the config keys: http.tls_cert, http.tls_key; ca "" for none
+	files         func(config.Config) pairFiles
+}
+
+// pairFiles are the files of a served pair; ca is the client CA file, ""
+// when the server asks for no client certificate.
+type pairFiles struct {
+	cert, key, ca string
 }
 
 // apiPair is the API's HTTPS pair.
 var apiPair = pairKeys{what: "the API's certificate", cert: "http.tls_cert", key: "http.tls_key",
-	files: func(c config.Config) (string, string) { return c.HTTP.TLSCert, c.HTTP.TLSKey }}
+	files: func(c config.Config) pairFiles { return pairFiles{cert: c.HTTP.TLSCert, key: c.HTTP.TLSKey} }}
 
-// natsPair is the certificate of serve's embedded NATS.
+// natsPair is the certificate of serve's embedded NATS, and its client CA.
 var natsPair = pairKeys{what: "the embedded NATS server's certificate", cert: "nats.listen_tls_cert", key: "nats.listen_tls_key",
-	files: func(c config.Config) (string, string) { return c.NATS.ListenTLSCert, c.NATS.ListenTLSKey }}
+	ca: "nats.listen_tls_client_ca", files: func(c config.Config) pairFiles {
+		return pairFiles{cert: c.NATS.ListenTLSCert, key: c.NATS.ListenTLSKey, ca: c.NATS.ListenTLSClientCA}
+	}}
 
 // certFailure is a refusal of the disk check: the files' stamp and why.
 type certFailure struct {
@@ -71,20 +84,46 @@ type certFailure struct {
 	err   string
 }
 
-// servedPair is a loaded pair with where it came from.
+// servedPair is a loaded pair with where it came from, and its client
+// CAs when it has a CA file.
 type servedPair struct {
-	cert              *tls.Certificate
-	certFile, keyFile string
-	certPEM, keyPEM   []byte
-	stamp             fileStamp
+	cert                   *tls.Certificate
+	clientCAs              *x509.CertPool
+	files                  pairFiles
+	certPEM, keyPEM, caPEM []byte
+	stamp                  fileStamp
 }
 
 // fileStamp is what the disk check compares: os.Stat follows symbolic
 // links, so certbot's live/ links and a Kubernetes secret volume's
-// ..data swap show as a new modification time and size.
+// ..data swap show as another file.
 type fileStamp struct {
-	certMod, keyMod   time.Time
-	certSize, keySize int64
+	cert, key, ca fileID
+}
+
+// fileID tells a file's contents apart without reading them. Size and
+// modification time alone missed a renewal that keeps both (`cp -p` or
+// `rsync -t` of a file of the same size, as an ECDSA certificate often
+// is): a rename gives another inode, and any write in place, or a
+// modification time set back, moves the change time, which no one can
+// set.
+type fileID struct {
+	dev, ino    uint64
+	size        int64
+	mod, change int64 // ns
+}
+
+// statID stats name, following symbolic links.
+func statID(name string) (fileID, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := fileID{size: fi.Size(), mod: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino, id.change = uint64(st.Dev), st.Ino, st.Ctim.Nano()
+	}
+	return id, nil
 }
 
 // newAPICertificate loads the pair the API starts with. Dates are not
@@ -92,18 +131,18 @@ type fileStamp struct {
 // (warnCertificateDates), so that a renewal that came late does not turn
 // into a crash loop.
 func newAPICertificate(certFile, keyFile string, logger *slog.Logger) (*servedCertificate, error) {
-	return newServedCertificate(apiPair, certFile, keyFile, logger)
+	return newServedCertificate(apiPair, pairFiles{cert: certFile, key: keyFile}, logger)
 }
 
 // newServedCertificate loads the pair a server starts with, as
 // newAPICertificate, and warns when it is out of its dates (served all
 // the same: warnCertificateDates).
-func newServedCertificate(keys pairKeys, certFile, keyFile string, logger *slog.Logger) (*servedCertificate, error) {
-	p, err := keys.load(certFile, keyFile)
+func newServedCertificate(keys pairKeys, files pairFiles, logger *slog.Logger) (*servedCertificate, error) {
+	p, err := keys.load(files)
 	if err != nil {
 		return nil, err
 	}
-	warnCertificateDates(keys, p.cert.Leaf, certFile, time.Now(), logger)
+	warnCertificateDates(keys, p.cert.Leaf, files.cert, time.Now(), logger)
 	c := &servedCertificate{keys: keys, logger: logger}
 	c.cur.Store(p)
 	return c, nil
@@ -112,6 +151,18 @@ func newServedCertificate(keys pairKeys, certFile, keyFile string, logger *slog.
 // GetCertificate is the tls.Config hook: the pair serving now.
 func (c *servedCertificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return c.cur.Load().cert, nil
+}
+
+// configForClient is the tls.Config hook of a server that asks for client
+// certificates: base with the client CAs loaded now, so that a handshake
+// never reads a file and a CA renewed takes over without a restart.
+func (c *servedCertificate) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	return func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		conf := base.Clone()
+		conf.GetConfigForClient = nil
+		conf.ClientCAs = c.cur.Load().clientCAs
+		return conf, nil
+	}
 }
 
 // certStatus is the served certificate as GET /v1/status reports it
@@ -132,57 +183,109 @@ type certStatus struct {
 func (c *servedCertificate) status() certStatus {
 	p := c.cur.Load()
 	leaf := p.cert.Leaf
-	return certStatus{File: p.certFile, Subject: leaf.Subject.String(), Serial: leaf.SerialNumber.String(),
+	return certStatus{File: p.files.cert, Subject: leaf.Subject.String(), Serial: leaf.SerialNumber.String(),
 		SerialHex: fmt.Sprintf("%X", leaf.SerialNumber), NotBefore: leaf.NotBefore.UTC(), NotAfter: leaf.NotAfter.UTC()}
 }
 
 // notAfter is the end of the certificate serving now
 // (orderly_api_certificate_expiry_timestamp_seconds).
 func (c *servedCertificate) notAfter() time.Time {
-	return c.cur.Load().cert.Leaf.NotAfter
+	return c.leaf().NotAfter
 }
 
-// stampOf stats both files.
-func (k pairKeys) stampOf(certFile, keyFile string) (fileStamp, error) {
-	ci, err := os.Stat(certFile)
-	if err != nil {
-		return fileStamp{}, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
+// leaf is the certificate serving now; nil for a server without TLS (c
+// nil).
+func (c *servedCertificate) leaf() *x509.Certificate {
+	if c == nil {
+		return nil
 	}
-	ki, err := os.Stat(keyFile)
-	if err != nil {
-		return fileStamp{}, fmt.Errorf("%s %s: %w", k.key, keyFile, err)
-	}
-	return fileStamp{certMod: ci.ModTime(), keyMod: ki.ModTime(), certSize: ci.Size(), keySize: ki.Size()}, nil
+	return c.cur.Load().cert.Leaf
 }
 
-// loadServedPair reads and parses a pair. The stamp is taken before the
-// read, so a write that lands after it changes the stamp again and the
-// next check reads the files anew.
-func (k pairKeys) load(certFile, keyFile string) (*servedPair, error) {
-	st, err := k.stampOf(certFile, keyFile)
+// stampOf stats the files.
+func (k pairKeys) stampOf(f pairFiles) (st fileStamp, err error) {
+	if st.cert, err = statID(f.cert); err != nil {
+		return fileStamp{}, fmt.Errorf("%s %s: %w", k.cert, f.cert, err)
+	}
+	if st.key, err = statID(f.key); err != nil {
+		return fileStamp{}, fmt.Errorf("%s %s: %w", k.key, f.key, err)
+	}
+	if f.ca != "" {
+		if st.ca, err = statID(f.ca); err != nil {
+			return fileStamp{}, fmt.Errorf("%s %s: %w", k.ca, f.ca, err)
+		}
+	}
+	return st, nil
+}
+
+// load reads and parses a pair, and its client CA file. The stamp is
+// taken before the read, so a write that lands after it changes the
+// stamp again and the next check reads the files anew.
+func (k pairKeys) load(f pairFiles) (*servedPair, error) {
+	st, err := k.stampOf(f)
 	if err != nil {
 		return nil, err
 	}
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
+	p := &servedPair{files: f, stamp: st}
+	if p.certPEM, err = os.ReadFile(f.cert); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", k.cert, f.cert, err)
 	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", k.key, keyFile, err)
+	if p.keyPEM, err = os.ReadFile(f.key); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", k.key, f.key, err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := tls.X509KeyPair(p.certPEM, p.keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s and %s %s: %w", k.cert, certFile, k.key, keyFile, err)
+		return nil, fmt.Errorf("%s %s and %s %s: %w", k.cert, f.cert, k.key, f.key, err)
 	}
 	if cert.Leaf == nil {
 		// GODEBUG=x509keypairleaf=0 leaves it out; the dates and the
 		// log's serial need it.
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", k.cert, certFile, err)
+			return nil, fmt.Errorf("%s %s: %w", k.cert, f.cert, err)
 		}
 	}
-	return &servedPair{cert: &cert, certFile: certFile, keyFile: keyFile, certPEM: certPEM, keyPEM: keyPEM, stamp: st}, nil
+	p.cert = &cert
+	if f.ca != "" {
+		if p.caPEM, err = os.ReadFile(f.ca); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", k.ca, f.ca, err)
+		}
+		if p.clientCAs, err = clientCAPool(k.ca, f.ca, p.caPEM); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// clientCAPool is the client CA file's certificates, every one of them:
+// x509.CertPool.AppendCertsFromPEM skips what it cannot parse, so a file
+// read while being written, cut inside its second certificate, gave a
+// pool of the first alone, refusing every client the second signed, and
+// a file of no certificate refused them all. Blocks of another type (a
+// key put there by mistake) are skipped, as AppendCertsFromPEM does.
+func clientCAPool(key, file string, b []byte) (*x509.CertPool, error) {
+	pool, n := x509.NewCertPool(), 0
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			if bytes.Contains(rest, []byte("-----BEGIN")) {
+				return nil, fmt.Errorf("%s %s: a PEM block is cut short (the file is being written?)", key, file)
+			}
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		ca, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", key, file, err)
+		}
+		pool.AddCert(ca)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", key, file)
+	}
+	return pool, nil
 }
 
 // checkDates refuses a new pair whose certificate every verifying client
@@ -193,18 +296,18 @@ func (p *servedPair) checkDates(certKey string, now time.Time) error {
 	switch {
 	case leaf == nil:
 	case now.After(leaf.NotAfter):
-		return fmt.Errorf("%s %s: the certificate expired at %s", certKey, p.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%s %s: the certificate expired at %s", certKey, p.files.cert, leaf.NotAfter.UTC().Format(time.RFC3339))
 	case now.Before(leaf.NotBefore):
 		return fmt.Errorf("%s %s: the certificate is not valid until %s (or this machine's clock is behind)",
-			certKey, p.certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+			certKey, p.files.cert, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
 
 // same reports whether p holds the files and bytes of o.
 func (p *servedPair) same(o *servedPair) bool {
-	return p.certFile == o.certFile && p.keyFile == o.keyFile &&
-		bytes.Equal(p.certPEM, o.certPEM) && bytes.Equal(p.keyPEM, o.keyPEM)
+	return p.files == o.files && bytes.Equal(p.certPEM, o.certPEM) && bytes.Equal(p.keyPEM, o.keyPEM) &&
+		bytes.Equal(p.caPEM, o.caPEM)
 }
 
 // prepare is the reload's part (a config.Preparer): the pair cfg names,
@@ -212,19 +315,24 @@ func (p *servedPair) same(o *servedPair) bool {
 // changes, and refuses the whole reload if it is bad. A pair unchanged
 // is not checked again, so an expired certificate served since the start
 // does not refuse every later reload. Turning TLS off (no http.tls_cert)
-// takes a restart (config.RestartKeys): the served pair stays.
+// takes a restart (config.RestartKeys): the served pair stays; so does
+// turning the client CA on or off, and the running one stays watched.
 func (c *servedCertificate) prepare(_ context.Context, cfg config.Config) (func(), error) {
-	certFile, keyFile := c.keys.files(cfg)
-	if certFile == "" {
+	files := c.keys.files(cfg)
+	if files.cert == "" {
 		return nil, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next, err := c.keys.load(certFile, keyFile)
+	seen := c.cur.Load()
+	if (files.ca == "") != (seen.files.ca == "") {
+		files.ca = seen.files.ca
+	}
+	next, err := c.keys.load(files)
 	if err != nil {
 		return nil, err
 	}
-	if next.same(c.cur.Load()) {
+	if next.same(seen) {
 		return nil, nil
 	}
 	if err := next.checkDates(c.keys.cert, time.Now()); err != nil {
@@ -233,6 +341,12 @@ func (c *servedCertificate) prepare(_ context.Context, cfg config.Config) (func(
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		// A disk check between this read and the commit took the same
+		// files as they were later: committing next put the older pair
+		// back until the next check, a minute.
+		if cur := c.cur.Load(); cur != seen && cur.files == next.files {
+			return
+		}
 		c.install(next, "reload")
 	}, nil
 }
@@ -244,9 +358,12 @@ func (c *servedCertificate) install(next *servedPair, by string) {
 	c.cur.Store(next)
 	c.failed, c.unsettled = certFailure{}, certFailure{}
 	leaf := next.cert.Leaf
-	c.logger.Info(c.keys.what+" was loaded anew; new connections get it", "by", by,
-		"setting", c.keys.cert, "file", next.certFile, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC())
-	warnKeyOthersRead(c.logger, c.keys.key, next.keyFile)
+	attrs := []any{"by", by, "setting", c.keys.cert, "file", next.files.cert, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC()}
+	if next.files.ca != "" {
+		attrs = append(attrs, "client_ca", next.files.ca)
+	}
+	c.logger.Info(c.keys.what+" was loaded anew; new connections get it", attrs...)
+	warnKeyOthersRead(c.logger, c.keys.key, next.files.key)
 }
 
 // check loads the served files again when their stamp changed. A pair
@@ -256,13 +373,13 @@ func (c *servedCertificate) check(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur := c.cur.Load()
-	st, err := c.keys.stampOf(cur.certFile, cur.keyFile)
+	st, err := c.keys.stampOf(cur.files)
 	if err == nil && st == cur.stamp {
 		return
 	}
 	var next *servedPair
 	if err == nil {
-		next, err = c.keys.load(cur.certFile, cur.keyFile)
+		next, err = c.keys.load(cur.files)
 	}
 	if err == nil && !next.same(cur) {
 		err = next.checkDates(c.keys.cert, now)
@@ -275,7 +392,7 @@ func (c *servedCertificate) check(now time.Time) {
 		}
 		if f != c.failed {
 			c.logger.Error(c.keys.what+" files changed and do not load; the served certificate stays until they are mended",
-				"setting", c.keys.cert, "file", cur.certFile, "error", err)
+				"setting", c.keys.cert, "file", cur.files.cert, "error", err)
 			c.failed = f
 		}
 		return
@@ -284,7 +401,7 @@ func (c *servedCertificate) check(now time.Time) {
 	if next.same(cur) {
 		// Touched, not changed (a renewal job that wrote the same
 		// bytes): remember the stamp, serve on.
-		next.cert = cur.cert
+		next.cert, next.clientCAs = cur.cert, cur.clientCAs
 		c.cur.Store(next)
 		return
 	}

@@ -413,6 +413,7 @@ type apiRunner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	URL    string
+	cert   *servedCertificate // over TLS: the pair served
 }
 
 func startAPI(ctx context.Context, w *config.Watcher, b *backend, logger *slog.Logger) (*apiRunner, error) {
@@ -616,6 +617,7 @@ func startAPIOn(ctx context.Context, w *config.Watcher, b *backend, logger *slog
 	}()
 	if cfg.HTTP.TLSCert != "" {
 		r.URL = "https://" + ln.Addr().String()
+		r.cert = apiCert
 	}
 	return r, nil
 }

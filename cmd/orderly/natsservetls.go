@@ -2,11 +2,9 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/orderly-run/orderly/internal/config"
 )
@@ -18,27 +16,21 @@ import (
 // clear: their orders, output and NATS submitters' tokens (decisions.md,
 // hJ22). The pair is served through servedCertificate, as the API's is,
 // so a reload or a change of the files renews it without a restart,
-// which would drop every worker's connection; the client CA is read once.
-// Each file is checked here, the error naming its key and the file: a
-// bad one ends serve's start before PostgreSQL starts.
+// which would drop every worker's connection; the client CA goes with
+// it (each handshake takes the CAs loaded then: configForClient). Each
+// file is checked here, the error naming its key and the file: a bad one
+// ends serve's start before PostgreSQL starts.
 func embeddedNATSTLS(n config.NATS, logger *slog.Logger) (*tls.Config, *servedCertificate, error) {
-	cert, err := newServedCertificate(natsPair, n.ListenTLSCert, n.ListenTLSKey, logger)
+	cert, err := newServedCertificate(natsPair, natsPair.files(config.Config{NATS: n}), logger)
 	if err != nil {
 		return nil, nil, err
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.GetCertificate}
 	if n.ListenTLSClientCA != "" {
-		b, err := os.ReadFile(n.ListenTLSClientCA)
-		if err != nil {
-			return nil, nil, fmt.Errorf("nats.listen_tls_client_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		// AppendCertsFromPEM skips what it cannot parse: a file of no
-		// certificate would refuse every worker's certificate.
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, nil, fmt.Errorf("nats.listen_tls_client_ca: %s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", n.ListenTLSClientCA)
-		}
-		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		// nats-server takes ClientAuth at its start (its INFO's
+		// tls_verify); the CAs come with each handshake.
+		c.ClientCAs, c.ClientAuth = cert.cur.Load().clientCAs, tls.RequireAndVerifyClientCert
+		c.GetConfigForClient = cert.configForClient(c.Clone())
 	}
 	return c, cert, nil
 }

@@ -31,6 +31,9 @@ import (
 // change. serve's own worker (in-process, no TLS keys) runs orders too. A
 // renewed pair, written over the files and taken at a SIGHUP, is what new
 // connections get, while the worker joined before keeps running orders.
+// A client CA rotated (a bundle with a new CA written over the file) is
+// taken at a SIGHUP too: a client the new CA signed joins, where it was
+// refused until a restart.
 func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	dataDir := serveDataDir(t, "onst-")
@@ -112,9 +115,8 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := func() []byte {
+	connect := func(client tls.Certificate) (der []byte, err error) {
 		t.Helper()
-		var der []byte
 		nk, err := nats.NkeyOptionFromSeed(filepath.Join(dataDir, "nats-creds", "submitter.nk"))
 		if err != nil {
 			t.Fatal(err)
@@ -122,18 +124,22 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 		nc, err := nats.Connect(natsURL, nk, nats.Secure(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client},
 			VerifyConnection: func(cs tls.ConnectionState) error { der = cs.PeerCertificates[0].Raw; return nil }}))
 		if err != nil {
-			t.Fatalf("connect to serve's NATS over TLS: %v", err)
+			return nil, err
 		}
 		nc.Close()
+		return der, nil
+	}
+	served := func() []byte {
+		t.Helper()
+		der, err := connect(client)
+		if err != nil {
+			t.Fatalf("connect to serve's NATS over TLS: %v", err)
+		}
 		return der
 	}
 	fileDER := func(path string) []byte {
 		t.Helper()
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk, _ := pem.Decode(b)
+		blk, _ := pem.Decode(fileBytes(t, path))
 		return blk.Bytes
 	}
 	if !bytes.Equal(served(), fileDER(srvCrt)) {
@@ -165,6 +171,41 @@ func TestServeEmbeddedNATSOverTLS(t *testing.T) {
 	if !bytes.Equal(served(), fileDER(srvCrt)) {
 		t.Error("after the users' reload a new connection did not get the renewed certificate")
 	}
+
+	// The client CA rotated: the new CA and the old in one file renamed
+	// over nats.listen_tls_client_ca, then a SIGHUP.
+	stranger, err := tls.LoadX509KeyPair(strangerCrt, strangerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect(stranger); err == nil {
+		t.Fatal("a client certificate of another CA was taken before the rotation")
+	}
+	bundle := append(fileBytes(t, other.path), fileBytes(t, ca.path)...)
+	if err := os.WriteFile(ca.path+".new", bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(ca.path+".new", ca.path); err != nil {
+		t.Fatal(err)
+	}
+	sv.signal(syscall.SIGHUP)
+	waitUntil(t, 30*time.Second, "a client certificate of the CA added to nats.listen_tls_client_ca taken", func() bool {
+		_, err := connect(stranger)
+		return err == nil
+	})
+	if _, err := connect(client); err != nil {
+		t.Errorf("after the rotation a client certificate of the CA kept in the file: %v", err)
+	}
+}
+
+// fileBytes is the content of file.
+func fileBytes(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestServeRefusesEmbeddedNATSTLSFilesItCannotLoad: a bad pair or client
@@ -181,7 +222,7 @@ func TestServeRefusesEmbeddedNATSTLSFilesItCannotLoad(t *testing.T) {
 	}{
 		{"key of another certificate", crt, otherKey, "", "nats.listen_tls_cert " + crt + " and nats.listen_tls_key " + otherKey + ": tls: private key does not match public key"},
 		{"certificate missing", missing, key, "", "nats.listen_tls_cert " + missing + ": stat"},
-		{"client CA missing", crt, key, missing, "nats.listen_tls_client_ca: open " + missing},
+		{"client CA missing", crt, key, missing, "nats.listen_tls_client_ca " + missing + ": stat"},
 		{"client CA of no certificate", crt, key, key, "nats.listen_tls_client_ca: " + key + " holds no PEM certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -210,7 +210,8 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		}
 		cleanups = append(cleanups, ns.Shutdown)
 		embedded = ns
-		natsShown = ns.ClientURL() // tls:// with nats.listen_tls_cert
+		natsURL := ns.ClientURL()                             // tls:// with nats.listen_tls_cert
+		natsShown = shownURL(natsURL, natsCert.leaf(), false) // for workers of other machines
 		if natsCert != nil {
 			w.AddPreparer("embedded NATS certificate", natsCert.prepare)
 			certCtx, stopCert := context.WithCancel(ctx)
@@ -223,7 +224,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 		// (nats-server lets an in-process client choose): nothing it
 		// sends leaves the process, and a handshake over the pipe would
 		// check the certificate against a name (0.0.0.0) it may not hold.
-		cfg.NATS.URL = "nats://" + strings.TrimPrefix(strings.TrimPrefix(natsShown, "tls://"), "nats://")
+		cfg.NATS.URL = "nats://" + strings.TrimPrefix(strings.TrimPrefix(natsURL, "tls://"), "nats://")
 		cfg.NATS.Nkey, cfg.NATS.Credentials = creds.Serve, ""
 		// The client TLS files are for an external nats.url, as
 		// nats.nkey is.
@@ -336,7 +337,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	if natsCreds != nil {
 		natsCredsDir, workers = natsCreds.Dir, slices.Sorted(maps.Keys(natsCreds.Workers))
 	}
-	printServeBanner(a.stdout, ar.URL, tokenFile, cfg.Host, cmp.Or(natsShown, cfg.NATS.URL), natsCredsDir, cfg.DatabaseURL, workers)
+	printServeBanner(a.stdout, shownURL(ar.URL, ar.cert.leaf(), true), tokenFile, cfg.Host, cmp.Or(natsShown, cfg.NATS.URL), natsCredsDir, cfg.DatabaseURL, workers)
 	if natsTLS != nil {
 		printServeNATSTLS(a.stdout, cfg.NATS)
 	}

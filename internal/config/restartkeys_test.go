@@ -28,10 +28,13 @@ func TestRestartKeysTLSOnlyWhenSwitched(t *testing.T) {
 		{"renewed at new paths", pair("/etc/a.crt", "/etc/a.key"), pair("/etc/b.crt", "/etc/b.key"), nil},
 		{"turned on", pair("", ""), pair("/etc/b.crt", "/etc/b.key"), []string{"http.tls_cert", "http.tls_key"}},
 		{"turned off", pair("/etc/a.crt", "/etc/a.key"), pair("", ""), []string{"http.tls_cert", "http.tls_key"}},
-		// serve's embedded NATS: its pair renews in place, its client CA does not.
+		// serve's embedded NATS: its pair and its client CA renew in
+		// place; asking for client certificates or not is set at start.
 		{"embedded NATS renewed at new paths", natsPair("/etc/a.crt", "/etc/a.key", ""), natsPair("/etc/b.crt", "/etc/b.key", ""), nil},
 		{"embedded NATS turned on", natsPair("", "", ""), natsPair("/etc/b.crt", "/etc/b.key", ""), []string{"nats.listen_tls_cert", "nats.listen_tls_key"}},
-		{"embedded NATS client CA", natsPair("/etc/a.crt", "/etc/a.key", ""), natsPair("/etc/a.crt", "/etc/a.key", "/etc/ca.crt"), []string{"nats.listen_tls_client_ca"}},
+		{"embedded NATS client CA turned on", natsPair("/etc/a.crt", "/etc/a.key", ""), natsPair("/etc/a.crt", "/etc/a.key", "/etc/ca.crt"), []string{"nats.listen_tls_client_ca"}},
+		{"embedded NATS client CA turned off", natsPair("/etc/a.crt", "/etc/a.key", "/etc/ca.crt"), natsPair("/etc/a.crt", "/etc/a.key", ""), []string{"nats.listen_tls_client_ca"}},
+		{"embedded NATS client CA at a new path", natsPair("/etc/a.crt", "/etc/a.key", "/etc/ca.crt"), natsPair("/etc/a.crt", "/etc/a.key", "/etc/ca-2027.crt"), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys := Changed(tc.old, tc.cfg)

@@ -300,14 +300,17 @@ func RequiresRestart(key string) bool {
 // RestartKeys is the part of keys, changed from old to cfg, that takes
 // effect only after a restart: RequiresRestart's keys, and
 // http.tls_cert/http.tls_key when TLS is turned on or off (the listener
-// is opened once), and nats.listen_tls_cert/nats.listen_tls_key likewise.
-// A new pair at the same or another path is loaded at the reload
+// is opened once), and nats.listen_tls_cert/nats.listen_tls_key likewise,
+// and nats.listen_tls_client_ca when it is turned on or off (the server
+// asks for client certificates or not from its start). A new pair or
+// client CA at the same or another path is loaded at the reload
 // (cmd/orderly's servedCertificate), so a renewal needs no restart.
 func RestartKeys(old, cfg Config, keys []string) []string {
 	tlsSwitched := (old.HTTP.TLSCert == "") != (cfg.HTTP.TLSCert == "")
 	// serve's embedded NATS serves its pair the same way (its TLS is set
 	// when the server starts; the pair is read again at a reload).
 	natsTLSSwitched := (old.NATS.ListenTLSCert == "") != (cfg.NATS.ListenTLSCert == "")
+	clientCASwitched := (old.NATS.ListenTLSClientCA == "") != (cfg.NATS.ListenTLSClientCA == "")
 	var out []string
 	for _, k := range keys {
 		switch k {
@@ -317,6 +320,10 @@ func RestartKeys(old, cfg Config, keys []string) []string {
 			}
 		case "nats.listen_tls_cert", "nats.listen_tls_key":
 			if natsTLSSwitched {
+				out = append(out, k)
+			}
+		case "nats.listen_tls_client_ca":
+			if natsTLSSwitched || clientCASwitched {
 				out = append(out, k)
 			}
 		default:

@@ -21,13 +21,13 @@ import (
 func rereadPassfile(cfg *pgxpool.Config, dsn string) {
 	files := newTLSFiles(dsn, &cfg.ConnConfig.Config)
 	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
-		var sig string
+		var look tlsLook
 		if files != nil {
-			sig = files.now()
+			look = files.now()
 		}
 		fresh, err := pgconn.ParseConfig(dsn)
 		if files != nil {
-			files.apply(&cc.Config, sig, fresh, err)
+			files.apply(&cc.Config, look, fresh, err)
 		}
 		if err != nil {
 			return nil

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jackc/pgservicefile"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -31,7 +32,7 @@ import (
 // replacement that fails to load (half written, a key that does not
 // match) keeps the last good one and is logged once, naming the files.
 type tlsFiles struct {
-	names []string // the files the URL (or PGSSL*) names, in that order
+	dsn string
 
 	mu        sync.Mutex
 	seen      string        // the files' signature when last looked at
@@ -39,13 +40,22 @@ type tlsFiles struct {
 	fallbacks []*tls.Config // last good: each fallback's, in order
 }
 
-// newTLSFiles is nil when dsn names no TLS file: nothing to re-read.
+// tlsLook is the TLS files as a new connection found them: their names
+// and signature.
+type tlsLook struct {
+	names []string
+	sig   string
+}
+
+// newTLSFiles is nil when dsn names no TLS file and no service: nothing
+// to re-read.
 func newTLSFiles(dsn string, parsed *pgconn.Config) *tlsFiles {
-	names := tlsFileNames(dsn)
-	if len(names) == 0 {
+	f := &tlsFiles{dsn: dsn}
+	look := f.now()
+	if len(look.names) == 0 {
 		return nil
 	}
-	f := &tlsFiles{names: names, seen: signature(names)}
+	f.seen = look.sig
 	f.keep(parsed)
 	return f
 }
@@ -58,23 +68,28 @@ func (f *tlsFiles) keep(c *pgconn.Config) {
 	}
 }
 
-// now is the files' signature, taken before the parse that reads them:
-// a file replaced during the parse is taken again at the next connection.
-func (f *tlsFiles) now() string { return signature(f.names) }
+// now is the files' names and signature, taken before the parse that
+// reads them: a file replaced during the parse is taken again at the next
+// connection. The names are found again each time, since a service file
+// edited to name other files makes the next parse read those.
+func (f *tlsFiles) now() tlsLook {
+	names := tlsFileNames(f.dsn)
+	return tlsLook{names: names, sig: signature(names)}
+}
 
 // apply gives cc the TLS configuration of the files as they are now:
-// fresh's when they changed (sig) since last seen and loaded (parseErr
-// nil), else the last good one.
-func (f *tlsFiles) apply(cc *pgconn.Config, sig string, fresh *pgconn.Config, parseErr error) {
+// fresh's when they changed (look.sig) since last seen and loaded
+// (parseErr nil), else the last good one.
+func (f *tlsFiles) apply(cc *pgconn.Config, look tlsLook, fresh *pgconn.Config, parseErr error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if sig != f.seen {
-		f.seen = sig
+	if look.sig != f.seen {
+		f.seen = look.sig
 		if parseErr == nil && len(fresh.Fallbacks) == len(f.fallbacks) {
 			f.keep(fresh)
 		} else {
 			slog.Error("postgresql: the TLS files of database_url did not load; new connections keep the certificate loaded before",
-				"files", strings.Join(f.names, ", "), "error", parseErr)
+				"files", strings.Join(look.names, ", "), "error", parseErr)
 		}
 	}
 	if len(cc.Fallbacks) != len(f.fallbacks) {
@@ -88,7 +103,9 @@ func (f *tlsFiles) apply(cc *pgconn.Config, sig string, fresh *pgconn.Config, pa
 
 // signature identifies the files' present contents without reading
 // them: a rename over a file (mv, as certificate renewers do) changes the
-// inode even when it keeps size and mtime.
+// inode even when it keeps size and mtime, and a write in place (cp -p
+// of a file of the same size, its mtime set back) the change time, which
+// no one can set.
 func signature(names []string) string {
 	var b strings.Builder
 	for _, name := range names {
@@ -98,18 +115,21 @@ func signature(names []string) string {
 			continue
 		}
 		var ino uint64
+		var change int64
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
+			ino, change = st.Ino, st.Ctim.Nano()
 		}
-		fmt.Fprintf(&b, "%s:%d:%d:%d;", name, ino, fi.Size(), fi.ModTime().UnixNano())
+		fmt.Fprintf(&b, "%s:%d:%d:%d:%d;", name, ino, fi.Size(), fi.ModTime().UnixNano(), change)
 	}
 	return b.String()
 }
 
-// tlsFileNames are the files dsn (a URL or keyword=value pairs) or, for
-// a setting dsn leaves out, PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name,
-// else libpq's defaults that pgx takes too (homeTLSFiles).
-// sslrootcert=system names the system's CAs, no file.
+// tlsFileNames are the files dsn (a URL or keyword=value pairs), or for
+// a setting dsn leaves out its service's section of the service file
+// (serviceTLSFiles), PGSSLCERT, PGSSLKEY and PGSSLROOTCERT name, else
+// libpq's defaults that pgx takes too (homeTLSFiles): pgx's order. The
+// service file itself comes last, as a file to look at: edited, it may
+// name other files. sslrootcert=system names the system's CAs, no file.
 func tlsFileNames(dsn string) []string {
 	var settings map[string]string
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
@@ -118,9 +138,13 @@ func tlsFileNames(dsn string) []string {
 		settings = keywordValues(dsn)
 	}
 	defaults := homeTLSFiles()
+	serviceFile, service := serviceTLSFiles(settings)
 	var names []string
 	for _, key := range []string{"sslcert", "sslkey", "sslrootcert"} {
 		name, ok := settings[key]
+		if !ok {
+			name, ok = service[key]
+		}
 		if !ok {
 			name = os.Getenv("PG" + strings.ToUpper(key))
 		}
@@ -131,7 +155,54 @@ func tlsFileNames(dsn string) []string {
 			names = append(names, name)
 		}
 	}
+	if serviceFile != "" {
+		names = append(names, serviceFile)
+	}
 	return names
+}
+
+// serviceTLSFiles is the service file and the TLS settings of the
+// section of it that dsn's settings (service=, else PGSERVICE) name, as
+// pgx reads them: the file of servicefile=, else PGSERVICEFILE, else
+// ~/.pg_service.conf. Left out, a client certificate renewed at the paths
+// a service names was never taken, as the home directory's were not
+// (TestNewConnectionsPresentTheRenewedCertificateOfAService). "" and nil
+// when no service is named; a file that does not read, or lacks the
+// section, gives no setting (pgx's parse then fails with its own error).
+func serviceTLSFiles(settings map[string]string) (file string, tlsSettings map[string]string) {
+	name, ok := settings["service"]
+	if !ok {
+		name = os.Getenv("PGSERVICE")
+	}
+	if name == "" {
+		return "", nil
+	}
+	file, ok = settings["servicefile"]
+	if !ok {
+		file = os.Getenv("PGSERVICEFILE")
+	}
+	if file == "" {
+		home, err := os.UserHomeDir() // as pgx's
+		if err != nil {
+			return "", nil
+		}
+		file = filepath.Join(home, ".pg_service.conf")
+	}
+	sf, err := pgservicefile.ReadServicefile(file)
+	if err != nil {
+		return file, nil
+	}
+	s, err := sf.GetService(name)
+	if err != nil {
+		return file, nil
+	}
+	tlsSettings = map[string]string{}
+	for _, key := range []string{"sslcert", "sslkey", "sslrootcert"} {
+		if v, ok := s.Settings[key]; ok {
+			tlsSettings[key] = v
+		}
+	}
+	return file, tlsSettings
 }
 
 // keywordValues reads dsn's keyword=value pairs as libpq (and pgx) do:

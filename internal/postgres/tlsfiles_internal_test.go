@@ -91,3 +91,81 @@ func TestTLSFileNamesOfEachFormOfTheURL(t *testing.T) {
 		t.Errorf("home certificate and key: tlsFileNames = %q, want %q", got, want)
 	}
 }
+
+// TestTLSFileNamesOfAService: a service (service= in database_url, else
+// PGSERVICE) takes its TLS files from its section of the service file
+// (servicefile=, else PGSERVICEFILE, else ~/.pg_service.conf), below
+// the URL's and above PGSSL*, as pgx reads them; the service file itself
+// is looked at too. They were not looked at: a client certificate
+// renewed there was never taken.
+func TestTLSFileNamesOfAService(t *testing.T) {
+	for _, k := range []string{"PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE"} {
+		t.Setenv(k, "")
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	homeFile, envFile := filepath.Join(home, ".pg_service.conf"), filepath.Join(t.TempDir(), "services.conf")
+	for file, dir := range map[string]string{homeFile: "/svc", envFile: "/env-svc"} {
+		conf := "[ot]\nhost=db\nsslcert=" + dir + "/c.crt\nsslkey=" + dir + "/c.key\nsslrootcert=" + dir + "/ca.crt\n\n[bare]\nhost=db2\n"
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(home, "missing.conf")
+	for _, tc := range []struct {
+		name, dsn string
+		env       map[string]string
+		want      []string
+	}{
+		{"~/.pg_service.conf", "service=ot", nil, []string{"/svc/c.crt", "/svc/c.key", "/svc/ca.crt", homeFile}},
+		{"PGSERVICEFILE", "service=ot", map[string]string{"PGSERVICEFILE": envFile},
+			[]string{"/env-svc/c.crt", "/env-svc/c.key", "/env-svc/ca.crt", envFile}},
+		{"PGSERVICE", "host=db", map[string]string{"PGSERVICE": "ot"}, []string{"/svc/c.crt", "/svc/c.key", "/svc/ca.crt", homeFile}},
+		{"servicefile in the URL", "postgres://u@db/orderly?service=ot&servicefile=" + envFile, nil,
+			[]string{"/env-svc/c.crt", "/env-svc/c.key", "/env-svc/ca.crt", envFile}},
+		{"URL over the service", "postgres://u@db/orderly?service=ot&sslcert=/u/c.crt", nil,
+			[]string{"/u/c.crt", "/svc/c.key", "/svc/ca.crt", homeFile}},
+		{"the service over PGSSL*", "service=ot", map[string]string{"PGSSLCERT": "/env/c.crt", "PGSSLROOTCERT": "/env/ca.crt"},
+			[]string{"/svc/c.crt", "/svc/c.key", "/svc/ca.crt", homeFile}},
+		{"a service naming no file", "service=bare", map[string]string{"PGSSLROOTCERT": "/env/ca.crt"}, []string{"/env/ca.crt", homeFile}},
+		{"a service file missing", "service=ot", map[string]string{"PGSERVICEFILE": missing}, []string{missing}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			if got := tlsFileNames(tc.dsn); !slices.Equal(got, tc.want) {
+				t.Errorf("tlsFileNames(%q) = %q, want %q", tc.dsn, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSignatureSeesAWriteInPlaceKeepingSizeAndTime: a file written over
+// in place with as many bytes and its modification time set back (`cp
+// -p` of a renewed certificate of the same size) has another signature.
+// Inode, size and modification time alone were all the same, and the
+// renewal was not taken.
+func TestSignatureSeesAWriteInPlaceKeepingSizeAndTime(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "client.crt")
+	if err := os.WriteFile(file, []byte("certificate 1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := signature([]string{file})
+	if err := os.WriteFile(file, []byte("certificate 2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(file, before.ModTime(), before.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := os.Stat(file); err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("the write did not keep size and time: %v %v", after, err)
+	}
+	if got := signature([]string{file}); got == sig {
+		t.Fatalf("the signature of a file written in place, size and time kept, did not change: %s", got)
+	}
+}

@@ -324,3 +324,42 @@ func TestNewConnectionsPresentTheRenewedCertificateOfTheHomeDirectory(t *testing
 		t.Fatalf("after the renewal in ~/.postgresql a new connection presented serial %s, want the renewed 2002", got)
 	}
 }
+
+// TestNewConnectionsPresentTheRenewedCertificateOfAService: a
+// database_url that names a service (service=…) takes the TLS files its
+// section of the service file names, as pgx does, from PGSERVICEFILE or
+// ~/.pg_service.conf; a renewal of those is what the next connection
+// presents, as for files the URL names. They were not looked at: a
+// running process presented the certificate of its start until it
+// restarted, and once that one expired PostgreSQL refused every new
+// connection.
+func TestNewConnectionsPresentTheRenewedCertificateOfAService(t *testing.T) {
+	ca := newTestCA(t)
+	port := postgresWithClientCerts(t, ca)
+	for _, k := range []string{"PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE"} {
+		t.Setenv(k, "")
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	for _, form := range []struct {
+		name, file string
+		env        bool
+	}{
+		{"PGSERVICEFILE", filepath.Join(t.TempDir(), "services.conf"), true},
+		{"~/.pg_service.conf", filepath.Join(home, ".pg_service.conf"), false},
+	} {
+		t.Run(form.name, func(t *testing.T) {
+			if form.env {
+				t.Setenv("PGSERVICEFILE", form.file)
+			}
+			dir := t.TempDir()
+			certFile, keyFile, caFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"), filepath.Join(dir, "ca.crt")
+			conf := "[orderly]\nhost=127.0.0.1\nport=" + strconv.Itoa(port) + "\nuser=postgres\ndbname=orderly\nsslmode=verify-full\n" +
+				"sslrootcert=" + caFile + "\nsslcert=" + certFile + "\nsslkey=" + keyFile + "\n"
+			if err := os.WriteFile(form.file, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			presentsRenewals(t, ca, "service=orderly", certFile, keyFile, caFile)
+		})
+	}
+}
