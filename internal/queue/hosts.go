@@ -1083,6 +1083,9 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 			"host", l.host, "instance", l.instance, "written_as", holder)
 		l.rev, l.written = rev, sent
 		return true, nil
+	case holder != l.instance && within && l.owner != nil:
+		// No take of a live lease is conditioned on its revision: put.
+		return l.keepOwned(ctx, e.Revision(), holder)
 	case holder != l.instance:
 		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, holder)
 	}
