@@ -1,9 +1,12 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,4 +130,181 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 	if h, err := standbyQ.LeaseHolder(ctx, host); err != nil || h != "B" {
 		t.Fatalf("the key names %q (%v), want the host's owner, B", h, err)
 	}
+}
+
+// TestTwoStandbysPutsLeaveTheHostToItsOwner: two standbys of a released
+// host, each of whose conditioned takes a forger beat three times, take
+// the key with plain puts (hA22's), neither having read the other's: B's
+// put is held on its way to the server, C's read of the bucket's last
+// sequence (the revision its put names) too, until B's put is stored;
+// C's then lands over it. Both standbys hold a lease, the key names C in
+// a value naming a revision after B's (not a copy, which B would take
+// back: hE20), and each takes the host over in PostgreSQL, B last.
+// Judged by the key alone both lost the host: B's next renewal found C's
+// value, a lost lease, and C's claims were refused by PostgreSQL's
+// fence. PostgreSQL's owner is the arbiter: B takes its key back, and C
+// loses its lease.
+func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
+	const (
+		// Long enough that B's put, held until C's read, is still within
+		// its lease when the test goes on.
+		ttl  = 4 * time.Second
+		host = "r9"
+	)
+	ctx := testenv.Context(t)
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	url := testenv.NATS(t)
+	target := strings.TrimPrefix(url, "nats://")
+	holderQ := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	fnc, err := queue.Connect(url, "forger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fnc.Close)
+	k := queue.NewMarkKey([]byte("seed of r9"))
+	owner := func(ctx context.Context) (string, error) {
+		o, err := store.HostOwner(ctx, host)
+		return o.Instance, err
+	}
+	takeOver := func(instance string) {
+		if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: instance}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// B's put is a plain PUB on the lease's subject (its takes
+	// conditioned on a revision are HPUBs, with their headers); C's read
+	// of the bucket's last sequence is a request for the stream's info,
+	// held once C has lost its third take, when its next take is a put.
+	put := []byte("PUB $KV." + queue.HostsBucket + ".lease." + host + " ")
+	bAddr, bHolding, bRelease := testenv.HeldSlowPath(t, target, 40*time.Millisecond, func(b []byte) bool {
+		return bytes.HasPrefix(b, put) || bytes.Contains(b, append([]byte("\n"), put...))
+	})
+	var armed atomic.Bool
+	info := []byte("STREAM.INFO.KV_" + queue.HostsBucket)
+	cAddr, cHolding, cRelease := testenv.HeldSlowPath(t, target, 40*time.Millisecond, func(b []byte) bool {
+		return armed.Load() && bytes.Contains(b, info)
+	})
+	var cLog testenv.LogBuffer
+	bq := testenv.Queue(t, "nats://"+bAddr, "standby B", queue.Options{LeaseTTL: ttl})
+	// Armed as C logs its third beaten take, before it goes on.
+	cq := testenv.Queue(t, "nats://"+cAddr, "standby C", queue.Options{LeaseTTL: ttl,
+		Logger: slog.New(onRecord{slog.NewTextHandler(&cLog, &slog.HandlerOptions{Level: slog.LevelDebug}), func(r slog.Record) {
+			r.Attrs(func(a slog.Attr) bool {
+				if a.Key == "lost" && a.Value.Int64() >= 3 && strings.Contains(r.Message, "beaten") {
+					armed.Store(true)
+				}
+				return true
+			})
+		}})})
+
+	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeOver("A")
+	// A first wait of each learns that the host's lease is signed
+	// (hA22's TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip).
+	wctx, endWait := context.WithCancel(ctx)
+	waited := make(chan error, 2)
+	for _, q := range []*queue.Queue{bq, cq} {
+		waiting := make(chan struct{})
+		go func() {
+			_, err := q.AcquireSignedLease(wctx, host, "first wait", k, func(string) { close(waiting) })
+			waited <- err
+		}()
+		<-waiting
+	}
+	for range 3 {
+		time.Sleep(ttl / 3)
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	endWait()
+	for range 2 {
+		if err := <-waited; err == nil {
+			t.Fatal("a first wait took the host while its holder renewed")
+		}
+	}
+
+	stopForging := testenv.ForgeLease(ctx, fnc, host, "A")
+	defer stopForging()
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acquire := func(q *queue.Queue, instance string) <-chan *queue.Lease {
+		took := make(chan *queue.Lease, 1)
+		go func() {
+			l, err := q.AcquireSignedLease(ctx, host, instance, k, nil)
+			if err != nil {
+				t.Errorf("standby %s: %v", instance, err)
+			}
+			took <- l
+		}()
+		return took
+	}
+	bTook, cTook := acquire(bq, "B"), acquire(cq, "C")
+	select {
+	case <-bHolding:
+	case l := <-bTook:
+		t.Fatalf("standby B took the host (%v) without a plain put", l != nil)
+	case <-time.After(12 * ttl):
+		t.Fatal("standby B sent no plain put within 12 leases of the release, under a forger writing faster than its round trip")
+	}
+	select {
+	case <-cHolding:
+	case l := <-cTook:
+		t.Fatalf("standby C took the host (%v) before its put's read", l != nil)
+	case <-time.After(12 * ttl):
+		t.Fatal("standby C read no revision after a third beaten take within 12 leases of the release")
+	}
+	// Nothing else is written on the key from now.
+	stopForging()
+	held := time.Now()
+	bRelease()
+	lb := <-bTook
+	cRelease()
+	lc := <-cTook
+	if lb == nil || lc == nil {
+		t.FailNow()
+	}
+	t.Logf("both standbys took the host, B's put released %s before C's read", time.Since(held).Round(time.Millisecond))
+	if !strings.Contains(cLog.String(), "took the host lease with a plain write") {
+		t.Fatal("standby C's take was not a plain put")
+	}
+	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "C" {
+		t.Fatalf("after both puts the key names %q (%v), want C", h, err)
+	}
+	// Both takeovers, B's last; then their renewals, as their workers'
+	// beats send them.
+	takeOver("C")
+	takeOver("B")
+	lb.CheckOwner(owner)
+	lc.CheckOwner(owner)
+	if _, err := lb.Renew(ctx); err != nil {
+		t.Fatalf("standby B, which owns the host in PostgreSQL, lost its lease to C's put over its own (C's claims are refused by the fence: nobody runs the host): %v", err)
+	}
+	_, err = lc.Renew(ctx)
+	if !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("standby C, not the host's owner, renewed its lease over B's: %v", err)
+	}
+	t.Logf("standby C lost its lease: %v", err)
+	if _, err := lb.Renew(ctx); err != nil {
+		t.Fatalf("standby B's next renewal: %v", err)
+	}
+	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "B" {
+		t.Fatalf("the key names %q (%v), want the host's owner, B", h, err)
+	}
+}
+
+// onRecord is a slog handler that calls f with each record it handles,
+// before h does: a test acts at the instant a line is logged.
+type onRecord struct {
+	slog.Handler
+	f func(slog.Record)
+}
+
+func (h onRecord) Handle(ctx context.Context, r slog.Record) error {
+	h.f(r)
+	return h.Handler.Handle(ctx, r)
 }
