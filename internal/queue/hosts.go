@@ -996,7 +996,10 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // instance is lost, as before; one it did not sign is taken back as a
 // lapse (retaken), on the revision read, as a standby that has seen a
 // signed value takes it over (an older worker, or one on another seed,
-// that took the expired key loses it).
+// that took the expired key loses it). Within the lease, a value the
+// host's key signed for another instance was put over this lease by a
+// worker that could not yet see it (keepOwned): the host's owner
+// (CheckOwner) says which of the two keeps it.
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
 	rev, err := l.kv().Update(ctx, l.key, l.value(l.rev), l.rev)
