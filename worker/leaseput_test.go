@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -34,28 +36,13 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 		host = "r8"
 	)
 	ctx := testenv.Context(t)
-	store, _ := testenv.Store(t, testenv.Postgres(t))
-	url := testenv.NATS(t)
+	r := newOwnedLeaseRig(t, host)
 	// The holder's round trip is longer than three of the forger's writes
 	// (hC23's TestHolderTakesItsHostBackFromAForgerFasterThanItsRoundTrip).
-	slow := testenv.SlowPath(t, strings.TrimPrefix(url, "nats://"), 40*time.Millisecond)
+	slow := testenv.SlowPath(t, strings.TrimPrefix(r.url, "nats://"), 40*time.Millisecond)
 	holderQ := testenv.Queue(t, "nats://"+slow, "holder", queue.Options{LeaseTTL: ttl})
-	standbyQ := testenv.Queue(t, url, "standby", queue.Options{LeaseTTL: ttl})
-	fnc, err := queue.Connect(url, "forger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fnc.Close)
-	k := queue.NewMarkKey([]byte("seed of r8"))
-	owner := func(ctx context.Context) (string, error) {
-		o, err := store.HostOwner(ctx, host)
-		return o.Instance, err
-	}
-	takeOver := func(instance string) {
-		if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: instance}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	standbyQ := testenv.Queue(t, r.url, "standby", queue.Options{LeaseTTL: ttl})
+	fnc, k, owner, takeOver := r.forger, r.k, r.owner, r.takeOver
 
 	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
 	if err != nil {
@@ -152,25 +139,10 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 		host = "r9"
 	)
 	ctx := testenv.Context(t)
-	store, _ := testenv.Store(t, testenv.Postgres(t))
-	url := testenv.NATS(t)
-	target := strings.TrimPrefix(url, "nats://")
-	holderQ := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
-	fnc, err := queue.Connect(url, "forger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fnc.Close)
-	k := queue.NewMarkKey([]byte("seed of r9"))
-	owner := func(ctx context.Context) (string, error) {
-		o, err := store.HostOwner(ctx, host)
-		return o.Instance, err
-	}
-	takeOver := func(instance string) {
-		if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: instance}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := newOwnedLeaseRig(t, host)
+	target := strings.TrimPrefix(r.url, "nats://")
+	holderQ := testenv.Queue(t, r.url, "holder", queue.Options{LeaseTTL: ttl})
+	fnc, k, owner, takeOver := r.forger, r.k, r.owner, r.takeOver
 	// B's put is a plain PUB on the lease's subject (its takes
 	// conditioned on a revision are HPUBs, with their headers); C's read
 	// of the bucket's last sequence is a request for the stream's info,
@@ -204,28 +176,7 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 	takeOver("A")
 	// A first wait of each learns that the host's lease is signed
 	// (hA22's TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip).
-	wctx, endWait := context.WithCancel(ctx)
-	waited := make(chan error, 2)
-	for _, q := range []*queue.Queue{bq, cq} {
-		waiting := make(chan struct{})
-		go func() {
-			_, err := q.AcquireSignedLease(wctx, host, "first wait", k, func(string) { close(waiting) })
-			waited <- err
-		}()
-		<-waiting
-	}
-	for range 3 {
-		time.Sleep(ttl / 3)
-		if _, err := a.Renew(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	endWait()
-	for range 2 {
-		if err := <-waited; err == nil {
-			t.Fatal("a first wait took the host while its holder renewed")
-		}
-	}
+	testenv.LearnSignedLease(t, host, k, ttl, a, bq, cq)
 
 	stopForging := testenv.ForgeLease(ctx, fnc, host, "A")
 	defer stopForging()
@@ -307,4 +258,37 @@ type onRecord struct {
 func (h onRecord) Handle(ctx context.Context, r slog.Record) error {
 	h.f(r)
 	return h.Handler.Handle(ctx, r)
+}
+
+// ownedLeaseRig is a host's lease under a forger, with PostgreSQL's
+// record of the host's owner: a NATS server, a connection of another
+// credential's to write the key with, the host's key, and the owner as
+// a worker reads it (CheckOwner) and writes it (its takeover's TakeHost).
+type ownedLeaseRig struct {
+	url      string
+	forger   *nats.Conn
+	k        queue.MarkKey
+	owner    func(ctx context.Context) (string, error)
+	takeOver func(instance string)
+}
+
+func newOwnedLeaseRig(t *testing.T, host string) ownedLeaseRig {
+	ctx := testenv.Context(t)
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	r := ownedLeaseRig{url: testenv.NATS(t), k: queue.NewMarkKey([]byte("seed of " + host))}
+	var err error
+	if r.forger, err = queue.Connect(r.url, "forger"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.forger.Close)
+	r.owner = func(ctx context.Context) (string, error) {
+		o, err := store.HostOwner(ctx, host)
+		return o.Instance, err
+	}
+	r.takeOver = func(instance string) {
+		if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: instance}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
 }

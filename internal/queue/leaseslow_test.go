@@ -57,24 +57,7 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 	// standby had before the fault test's stall: a standby that never
 	// saw a signed value honours unsigned ones as an older holder's
 	// (decisions.md, hE20's Left).
-	wctx, endWait := context.WithCancel(ctx)
-	waited := make(chan error, 1)
-	waiting := make(chan struct{})
-	go func() {
-		_, err := standby.AcquireSignedLease(wctx, "r6", "B", k, func(string) { close(waiting) })
-		waited <- err
-	}()
-	<-waiting
-	for range 3 {
-		time.Sleep(ttl / 3)
-		if _, err := a.Renew(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	endWait()
-	if err := <-waited; err == nil {
-		t.Fatal("the first wait took the host while its holder renewed")
-	}
+	testenv.LearnSignedLease(t, "r6", k, ttl, a, standby)
 
 	stopForging := testenv.ForgeLease(ctx, fnc, "r6", "A")
 	defer stopForging()
