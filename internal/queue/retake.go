@@ -127,11 +127,11 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 
 // keepOwned judges a value its host's key signed for another instance,
 // holder, stored on the key as revision read while this lease cannot
-// have expired. No standby takes a live lease with a write on the
-// revision it read, so that value was put: a standby's take after
-// lostTakes beaten ones (AcquireSignedLease), or a lapsed holder's
-// take-back (retake), sent before its writer could see this lease's
-// take or renewal. Two instances then believe they hold the host, and
+// have expired. A standby takes only a key it is due (released, or a
+// lease past the last renewal it saw), which this one is not, so that
+// value was put: a standby's take after lostTakes beaten ones
+// (AcquireSignedLease), or a lapsed holder's take-back (retake), sent
+// before its writer could see this lease's take or renewal. Two instances then believe they hold the host, and
 // judged by the key alone both lost it: the one whose take the put
 // overwrote found the other's value at its next renewal, and the other
 // found its claims refused by PostgreSQL's fence, since the first had
