@@ -102,21 +102,7 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 	// The standby's takeover, as its tenure begins with it; then its
 	// renewal a third of a lease on, as its worker's beat sends it.
 	takeOver("B")
-	b.CheckOwner(owner)
-	if _, err := b.Renew(ctx); err != nil {
-		t.Fatalf("the standby, which owns the host in PostgreSQL, lost its lease to the holder's put over its take (the holder's claims are refused by the fence: nobody runs the host): %v", err)
-	}
-	_, err = a.Renew(ctx)
-	if !errors.Is(err, queue.ErrLeaseLost) {
-		t.Fatalf("the holder, no longer the host's owner, renewed its lease over the standby's: %v", err)
-	}
-	t.Logf("the holder lost its lease: %v", err)
-	if _, err := b.Renew(ctx); err != nil {
-		t.Fatalf("the standby's next renewal: %v", err)
-	}
-	if h, err := standbyQ.LeaseHolder(ctx, host); err != nil || h != "B" {
-		t.Fatalf("the key names %q (%v), want the host's owner, B", h, err)
-	}
+	r.ownerKeeps(t, standbyQ, b, a, "B", "the holder's put over its take")
 }
 
 // TestTwoStandbysPutsLeaveTheHostToItsOwner: two standbys of a released
@@ -142,7 +128,7 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 	r := newOwnedLeaseRig(t, host)
 	target := strings.TrimPrefix(r.url, "nats://")
 	holderQ := testenv.Queue(t, r.url, "holder", queue.Options{LeaseTTL: ttl})
-	fnc, k, owner, takeOver := r.forger, r.k, r.owner, r.takeOver
+	fnc, k, takeOver := r.forger, r.k, r.takeOver
 	// B's put is a plain PUB on the lease's subject (its takes
 	// conditioned on a revision are HPUBs, with their headers); C's read
 	// of the bucket's last sequence is a request for the stream's info,
@@ -230,22 +216,7 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 	// beats send them.
 	takeOver("C")
 	takeOver("B")
-	lb.CheckOwner(owner)
-	lc.CheckOwner(owner)
-	if _, err := lb.Renew(ctx); err != nil {
-		t.Fatalf("standby B, which owns the host in PostgreSQL, lost its lease to C's put over its own (C's claims are refused by the fence: nobody runs the host): %v", err)
-	}
-	_, err = lc.Renew(ctx)
-	if !errors.Is(err, queue.ErrLeaseLost) {
-		t.Fatalf("standby C, not the host's owner, renewed its lease over B's: %v", err)
-	}
-	t.Logf("standby C lost its lease: %v", err)
-	if _, err := lb.Renew(ctx); err != nil {
-		t.Fatalf("standby B's next renewal: %v", err)
-	}
-	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "B" {
-		t.Fatalf("the key names %q (%v), want the host's owner, B", h, err)
-	}
+	r.ownerKeeps(t, holderQ, lb, lc, "B", "C's put over its own")
 }
 
 // onRecord is a slog handler that calls f with each record it handles,
@@ -265,6 +236,7 @@ func (h onRecord) Handle(ctx context.Context, r slog.Record) error {
 // credential's to write the key with, the host's key, and the owner as
 // a worker reads it (CheckOwner) and writes it (its takeover's TakeHost).
 type ownedLeaseRig struct {
+	host     string
 	url      string
 	forger   *nats.Conn
 	k        queue.MarkKey
@@ -275,7 +247,7 @@ type ownedLeaseRig struct {
 func newOwnedLeaseRig(t *testing.T, host string) ownedLeaseRig {
 	ctx := testenv.Context(t)
 	store, _ := testenv.Store(t, testenv.Postgres(t))
-	r := ownedLeaseRig{url: testenv.NATS(t), k: queue.NewMarkKey([]byte("seed of " + host))}
+	r := ownedLeaseRig{host: host, url: testenv.NATS(t), k: queue.NewMarkKey([]byte("seed of " + host))}
 	var err error
 	if r.forger, err = queue.Connect(r.url, "forger"); err != nil {
 		t.Fatal(err)
@@ -291,4 +263,30 @@ func newOwnedLeaseRig(t *testing.T, host string) ownedLeaseRig {
 		}
 	}
 	return r
+}
+
+// ownerKeeps checks the verdict once the worker of lease owner,
+// instance name, took the host over last in PostgreSQL while the key
+// holds other's put, as what says: owner's renewal takes its key back,
+// other's loses its lease, and the key (read through q) names the owner.
+// Judged by the key alone, owner lost its lease, and PostgreSQL's fence
+// refused other's claims: nobody ran the host.
+func (r ownedLeaseRig) ownerKeeps(t *testing.T, q *queue.Queue, owner, other *queue.Lease, name, what string) {
+	ctx := testenv.Context(t)
+	owner.CheckOwner(r.owner)
+	other.CheckOwner(r.owner)
+	if _, err := owner.Renew(ctx); err != nil {
+		t.Fatalf("%s, which owns the host in PostgreSQL, lost its lease to %s (the other's claims are refused by the fence: nobody runs the host): %v", name, what, err)
+	}
+	_, err := other.Renew(ctx)
+	if !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("the other worker, not the host's owner, renewed its lease over %s's: %v", name, err)
+	}
+	t.Logf("the other worker lost its lease: %v", err)
+	if _, err := owner.Renew(ctx); err != nil {
+		t.Fatalf("%s's next renewal: %v", name, err)
+	}
+	if h, err := q.LeaseHolder(ctx, r.host); err != nil || h != name {
+		t.Fatalf("the key names %q (%v), want the host's owner, %s", h, err, name)
+	}
 }
