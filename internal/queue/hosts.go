@@ -1007,7 +1007,10 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // instance is lost, as before; one it did not sign is taken back as a
 // lapse (retaken), on the revision read, as a standby that has seen a
 // signed value takes it over (an older worker, or one on another seed,
-// that took the expired key loses it).
+// that took the expired key loses it). Within the lease, a value the
+// host's key signed for another instance was put over this lease by a
+// worker that could not yet see it (keepOwned): the host's owner
+// (CheckOwner) says which of the two keeps it.
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
 	rev, err := l.kv().Update(ctx, l.key, l.value(l.rev), l.rev)
@@ -1094,6 +1097,9 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 			"host", l.host, "instance", l.instance, "written_as", holder)
 		l.rev, l.written = rev, sent
 		return true, nil
+	case holder != l.instance && within && l.owner != nil:
+		// No take of a live lease is conditioned on its revision: put.
+		return l.keepOwned(ctx, e.Revision(), holder)
 	case holder != l.instance:
 		return false, fmt.Errorf("%w: now held by %s", ErrLeaseLost, holder)
 	}

@@ -50,7 +50,7 @@ func testHolderPastItsLease(t *testing.T, owner string) {
 		asked++
 		return owner, nil
 	})
-	stopForging := forgeLease(ctx, fnc, "r7", "A")
+	stopForging := testenv.ForgeLease(ctx, fnc, "r7", "A")
 	defer stopForging()
 
 	// Past its lease, as a holder frozen for a lease and a half; then it

@@ -3,11 +3,8 @@ package queue_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -60,26 +57,9 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 	// standby had before the fault test's stall: a standby that never
 	// saw a signed value honours unsigned ones as an older holder's
 	// (decisions.md, hE20's Left).
-	wctx, endWait := context.WithCancel(ctx)
-	waited := make(chan error, 1)
-	waiting := make(chan struct{})
-	go func() {
-		_, err := standby.AcquireSignedLease(wctx, "r6", "B", k, func(string) { close(waiting) })
-		waited <- err
-	}()
-	<-waiting
-	for range 3 {
-		time.Sleep(ttl / 3)
-		if _, err := a.Renew(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	endWait()
-	if err := <-waited; err == nil {
-		t.Fatal("the first wait took the host while its holder renewed")
-	}
+	testenv.LearnSignedLease(t, "r6", k, ttl, a, standby)
 
-	stopForging := forgeLease(ctx, fnc, "r6", "A")
+	stopForging := testenv.ForgeLease(ctx, fnc, "r6", "A")
 	defer stopForging()
 
 	// The holder renews every third of the lease, on its own connection,
@@ -132,42 +112,5 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 		t.Logf("the standby took the host %s after its wait began", time.Since(began).Round(time.Millisecond))
 	case <-time.After(12 * ttl):
 		t.Fatalf("the standby did not take the host within 12 leases of its holder's end, under a forger writing faster than its round trip")
-	}
-}
-
-// forgeLease has nc write what TestFaultsNATSFrozenSigned's forger
-// writes on host's lease key (an unsigned value, a value with a bad
-// signature, a release naming holder with a bad signature, a purge
-// marker), in turns, every 25 ms, until the returned stop.
-func forgeLease(ctx context.Context, nc *nats.Conn, host, holder string) (stop func()) {
-	subject := "$KV." + queue.HostsBucket + ".lease." + host
-	fctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; fctx.Err() == nil; i++ {
-			m := nats.NewMsg(subject)
-			switch i % 4 {
-			case 0:
-				m.Data = []byte("forger")
-			case 1:
-				m.Data = []byte("forger\n" + strings.Repeat("0", 64))
-			case 2:
-				m.Header = nats.Header{"KV-Operation": {"DEL"}, queue.ReleasedHeader: {holder},
-					queue.ReleaseSignatureHeader: {strings.Repeat("0", 64)}}
-			case 3:
-				m.Header = nats.Header{"KV-Operation": {"PURGE"}}
-			}
-			_, _ = nc.RequestMsg(m, time.Second)
-			select {
-			case <-fctx.Done():
-			case <-time.After(25 * time.Millisecond):
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		wg.Wait()
 	}
 }

@@ -124,3 +124,40 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 	l.rev, l.written = rev, sent
 	return true, nil
 }
+
+// keepOwned judges a value its host's key signed for another instance,
+// holder, stored on the key as revision read while this lease cannot
+// have expired. A standby takes only a key it is due (released, or a
+// lease past the last renewal it saw), which this one is not, so that
+// value was put: a standby's take after lostTakes beaten ones
+// (AcquireSignedLease), or a lapsed holder's take-back (retake), sent
+// before its writer could see this lease's take or renewal. Two instances then believe they hold the host, and
+// judged by the key alone both lost it: the one whose take the put
+// overwrote found the other's value at its next renewal, and the other
+// found its claims refused by PostgreSQL's fence, since the first had
+// taken the host over there (TestPutOverATakeLeavesTheHostToItsOwner).
+// The host's owner (CheckOwner: hosts.owner, which the last worker to
+// take the host over wrote before it ran anything) says which of the two
+// holds it: while it names this instance the key is taken back with a
+// put, and the other's next renewal finds this value, within its own
+// lease, while the owner names this instance: lost. Another name is a
+// lost lease; an owner unread leaves the lease in doubt until the next
+// renewal.
+func (l *Lease) keepOwned(ctx context.Context, read uint64, holder string) (bool, error) {
+	owner, err := l.owner(ctx)
+	if err != nil {
+		return false, fmt.Errorf("renew lease: the key names %s; read the host's owner: %w", holder, err)
+	}
+	if owner != l.instance {
+		return false, fmt.Errorf("%w: now held by %s (the host's owner is %q)", ErrLeaseLost, holder, owner)
+	}
+	sent := time.Now()
+	rev, err := l.kv().Put(ctx, l.key, l.value(max(l.rev, read)))
+	if err != nil {
+		return false, fmt.Errorf("renew lease: take the lease back from %s, which put its own over it: %w", holder, err)
+	}
+	l.q.logger().Error("the host lease was written over by another worker instance of this host while this worker holds it and owns the host (PostgreSQL's hosts.owner): taken back; the other's claims are refused",
+		"host", l.host, "instance", l.instance, "written_as", holder)
+	l.rev, l.written, l.lost = rev, sent, 0
+	return false, nil
+}

@@ -1,0 +1,292 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestPutOverATakeLeavesTheHostToItsOwner: a holder past its lease,
+// whose conditioned take-backs a forger beat, takes its key back with a
+// plain put while PostgreSQL still names it the host's owner (hC23's
+// retake). A standby's take landing between that read of the owner and
+// the put is overwritten; the standby then takes the host over in
+// PostgreSQL (TakeHost, its takeover's first statement). The interleaving
+// is forced: the holder's read of the owner lets the standby take the
+// key, honestly, before it answers. Judged by the key alone, both lost
+// the host: the standby's next renewal found the holder's value, a lost
+// lease, while PostgreSQL's fence refused the holder's claims, so nobody
+// ran the host's orders until one of them took it again as a standby.
+// PostgreSQL's owner is the arbiter: the standby, which owns the host,
+// takes its key back, and the holder loses its lease.
+func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
+	const (
+		ttl  = 2 * time.Second
+		host = "r8"
+	)
+	ctx := testenv.Context(t)
+	r := newOwnedLeaseRig(t, host)
+	// The holder's round trip is longer than three of the forger's writes
+	// (hC23's TestHolderTakesItsHostBackFromAForgerFasterThanItsRoundTrip).
+	slow := testenv.SlowPath(t, strings.TrimPrefix(r.url, "nats://"), 40*time.Millisecond)
+	holderQ := testenv.Queue(t, "nats://"+slow, "holder", queue.Options{LeaseTTL: ttl})
+	standbyQ := testenv.Queue(t, r.url, "standby", queue.Options{LeaseTTL: ttl})
+	fnc, k, owner, takeOver := r.forger, r.k, r.owner, r.takeOver
+
+	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeOver("A")
+	var (
+		b           *queue.Lease
+		stopForging func()
+	)
+	a.CheckOwner(func(ctx context.Context) (string, error) {
+		o, err := owner(ctx)
+		if b != nil || err != nil {
+			return o, err
+		}
+		// The window: the owner is read, the put not yet sent. The
+		// forger stops, so that the standby's take is a conditioned
+		// write, an honest one.
+		stopForging()
+		wctx, cancel := context.WithTimeout(ctx, 10*ttl)
+		defer cancel()
+		b, err = standbyQ.AcquireSignedLease(wctx, host, "B", k, nil)
+		if err != nil {
+			t.Errorf("the standby did not take the lapsed key: %v", err)
+		}
+		return o, nil
+	})
+	stopForging = testenv.ForgeLease(ctx, fnc, host, "A")
+	defer stopForging()
+
+	// Past its lease, as a holder frozen for a lease and a half; then it
+	// renews every third of the lease, as a worker does.
+	time.Sleep(ttl * 3 / 2)
+	began := time.Now()
+	for {
+		retaken, err := a.Renew(ctx)
+		if t.Failed() {
+			t.FailNow()
+		}
+		if err == nil && b != nil {
+			if !retaken {
+				t.Fatal("the holder's key taken back, not said to have lapsed")
+			}
+			break
+		}
+		if errors.Is(err, queue.ErrLeaseLost) {
+			t.Fatalf("the holder, still the host's owner, lost its lease: %v", err)
+		}
+		if time.Since(began) > 6*ttl {
+			t.Fatalf("the holder did not take its key back with a put within 6 leases (last: %v)", err)
+		}
+		time.Sleep(ttl / 3)
+	}
+	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "A" {
+		t.Fatalf("after the holder's put the key names %q (%v), want A", h, err)
+	}
+	// The standby's takeover, as its tenure begins with it; then its
+	// renewal a third of a lease on, as its worker's beat sends it.
+	takeOver("B")
+	r.ownerKeeps(t, standbyQ, b, a, "B", "the holder's put over its take")
+}
+
+// TestTwoStandbysPutsLeaveTheHostToItsOwner: two standbys of a released
+// host, each of whose conditioned takes a forger beat three times, take
+// the key with plain puts (hA22's), neither having read the other's: B's
+// put is held on its way to the server, C's read of the bucket's last
+// sequence (the revision its put names) too, until B's put is stored;
+// C's then lands over it. Both standbys hold a lease, the key names C in
+// a value naming a revision after B's (not a copy, which B would take
+// back: hE20), and each takes the host over in PostgreSQL, B last.
+// Judged by the key alone both lost the host: B's next renewal found C's
+// value, a lost lease, and C's claims were refused by PostgreSQL's
+// fence. PostgreSQL's owner is the arbiter: B takes its key back, and C
+// loses its lease.
+func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
+	const (
+		// Long enough that B's put, held until C's read, is still within
+		// its lease when the test goes on.
+		ttl  = 4 * time.Second
+		host = "r9"
+	)
+	ctx := testenv.Context(t)
+	r := newOwnedLeaseRig(t, host)
+	target := strings.TrimPrefix(r.url, "nats://")
+	holderQ := testenv.Queue(t, r.url, "holder", queue.Options{LeaseTTL: ttl})
+	fnc, k, takeOver := r.forger, r.k, r.takeOver
+	// B's put is a plain PUB on the lease's subject (its takes
+	// conditioned on a revision are HPUBs, with their headers); C's read
+	// of the bucket's last sequence is a request for the stream's info,
+	// held once C has lost its third take, when its next take is a put.
+	put := []byte("PUB $KV." + queue.HostsBucket + ".lease." + host + " ")
+	bAddr, bHolding, bRelease := testenv.HeldSlowPath(t, target, 40*time.Millisecond, func(b []byte) bool {
+		return bytes.HasPrefix(b, put) || bytes.Contains(b, append([]byte("\n"), put...))
+	})
+	var armed atomic.Bool
+	info := []byte("STREAM.INFO.KV_" + queue.HostsBucket)
+	cAddr, cHolding, cRelease := testenv.HeldSlowPath(t, target, 40*time.Millisecond, func(b []byte) bool {
+		return armed.Load() && bytes.Contains(b, info)
+	})
+	var cLog testenv.LogBuffer
+	bq := testenv.Queue(t, "nats://"+bAddr, "standby B", queue.Options{LeaseTTL: ttl})
+	// Armed as C logs its third beaten take, before it goes on.
+	cq := testenv.Queue(t, "nats://"+cAddr, "standby C", queue.Options{LeaseTTL: ttl,
+		Logger: slog.New(onRecord{slog.NewTextHandler(&cLog, &slog.HandlerOptions{Level: slog.LevelDebug}), func(r slog.Record) {
+			r.Attrs(func(a slog.Attr) bool {
+				if a.Key == "lost" && a.Value.Int64() >= 3 && strings.Contains(r.Message, "beaten") {
+					armed.Store(true)
+				}
+				return true
+			})
+		}})})
+
+	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeOver("A")
+	// A first wait of each learns that the host's lease is signed
+	// (hA22's TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip).
+	testenv.LearnSignedLease(t, host, k, ttl, a, bq, cq)
+
+	stopForging := testenv.ForgeLease(ctx, fnc, host, "A")
+	defer stopForging()
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acquire := func(q *queue.Queue, instance string) <-chan *queue.Lease {
+		took := make(chan *queue.Lease, 1)
+		go func() {
+			l, err := q.AcquireSignedLease(ctx, host, instance, k, nil)
+			if err != nil {
+				t.Errorf("standby %s: %v", instance, err)
+			}
+			took <- l
+		}()
+		return took
+	}
+	bTook, cTook := acquire(bq, "B"), acquire(cq, "C")
+	select {
+	case <-bHolding:
+	case l := <-bTook:
+		t.Fatalf("standby B took the host (%v) without a plain put", l != nil)
+	case <-time.After(12 * ttl):
+		t.Fatal("standby B sent no plain put within 12 leases of the release, under a forger writing faster than its round trip")
+	}
+	select {
+	case <-cHolding:
+	case l := <-cTook:
+		t.Fatalf("standby C took the host (%v) before its put's read", l != nil)
+	case <-time.After(12 * ttl):
+		t.Fatal("standby C read no revision after a third beaten take within 12 leases of the release")
+	}
+	// Nothing else is written on the key from now.
+	stopForging()
+	held := time.Now()
+	bRelease()
+	lb := <-bTook
+	cRelease()
+	lc := <-cTook
+	if lb == nil || lc == nil {
+		t.FailNow()
+	}
+	t.Logf("both standbys took the host, B's put released %s before C's read", time.Since(held).Round(time.Millisecond))
+	if !strings.Contains(cLog.String(), "took the host lease with a plain write") {
+		t.Fatal("standby C's take was not a plain put")
+	}
+	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "C" {
+		t.Fatalf("after both puts the key names %q (%v), want C", h, err)
+	}
+	// Both takeovers, B's last; then their renewals, as their workers'
+	// beats send them.
+	takeOver("C")
+	takeOver("B")
+	r.ownerKeeps(t, holderQ, lb, lc, "B", "C's put over its own")
+}
+
+// onRecord is a slog handler that calls f with each record it handles,
+// before h does: a test acts at the instant a line is logged.
+type onRecord struct {
+	slog.Handler
+	f func(slog.Record)
+}
+
+func (h onRecord) Handle(ctx context.Context, r slog.Record) error {
+	h.f(r)
+	return h.Handler.Handle(ctx, r)
+}
+
+// ownedLeaseRig is a host's lease under a forger, with PostgreSQL's
+// record of the host's owner: a NATS server, a connection of another
+// credential's to write the key with, the host's key, and the owner as
+// a worker reads it (CheckOwner) and writes it (its takeover's TakeHost).
+type ownedLeaseRig struct {
+	host     string
+	url      string
+	forger   *nats.Conn
+	k        queue.MarkKey
+	owner    func(ctx context.Context) (string, error)
+	takeOver func(instance string)
+}
+
+func newOwnedLeaseRig(t *testing.T, host string) ownedLeaseRig {
+	ctx := testenv.Context(t)
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	r := ownedLeaseRig{host: host, url: testenv.NATS(t), k: queue.NewMarkKey([]byte("seed of " + host))}
+	var err error
+	if r.forger, err = queue.Connect(r.url, "forger"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.forger.Close)
+	r.owner = func(ctx context.Context) (string, error) {
+		o, err := store.HostOwner(ctx, host)
+		return o.Instance, err
+	}
+	r.takeOver = func(instance string) {
+		if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: instance}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// ownerKeeps checks the verdict once the worker of lease owner,
+// instance name, took the host over last in PostgreSQL while the key
+// holds other's put, as what says: owner's renewal takes its key back,
+// other's loses its lease, and the key (read through q) names the owner.
+// Judged by the key alone, owner lost its lease, and PostgreSQL's fence
+// refused other's claims: nobody ran the host.
+func (r ownedLeaseRig) ownerKeeps(t *testing.T, q *queue.Queue, owner, other *queue.Lease, name, what string) {
+	ctx := testenv.Context(t)
+	owner.CheckOwner(r.owner)
+	other.CheckOwner(r.owner)
+	if _, err := owner.Renew(ctx); err != nil {
+		t.Fatalf("%s, which owns the host in PostgreSQL, lost its lease to %s (the other's claims are refused by the fence: nobody runs the host): %v", name, what, err)
+	}
+	_, err := other.Renew(ctx)
+	if !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("the other worker, not the host's owner, renewed its lease over %s's: %v", name, err)
+	}
+	t.Logf("the other worker lost its lease: %v", err)
+	if _, err := owner.Renew(ctx); err != nil {
+		t.Fatalf("%s's next renewal: %v", name, err)
+	}
+	if h, err := q.LeaseHolder(ctx, r.host); err != nil || h != name {
+		t.Fatalf("the key names %q (%v), want the host's owner, %s", h, err, name)
+	}
+}
