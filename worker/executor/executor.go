@@ -569,7 +569,7 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	}
 
 	var waitErr error
-	exitedFirst := req.OnStart != nil && leaderExitedWithin(exited, req.ExitWait)
+	exitedFirst := req.OnStart != nil && leaderExitedWithin(exited, req.ExitWait, pid)
 	// Without a cgroup, a record is all a successor finds the order's
 	// session by: a leader that left a process of its session alive is
 	// handed over as running, for its record to be committed before
@@ -705,10 +705,12 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	return res
 }
 
-// leaderExitedWithin reports whether the leader's exit arrives on exited
-// within d (at once when d is zero). The exit is put back for supervise:
-// exited holds one value and gets one.
-func leaderExitedWithin(exited chan error, d time.Duration) bool {
+// leaderExitedWithin reports whether the leader pid has exited within d
+// (at once when d is zero): its exit arrived on exited, or, once d has
+// passed, the leader is dead though its exit has not arrived yet
+// (exitedUnheard). The exit is put back for supervise: exited holds one
+// value and gets one; one not arrived yet arrives there later.
+func leaderExitedWithin(exited chan error, d time.Duration, pid int) bool {
 	select {
 	case err := <-exited:
 		exited <- err
@@ -725,7 +727,28 @@ func leaderExitedWithin(exited chan error, d time.Duration) bool {
 		exited <- err
 		return true
 	case <-t.C:
-		return false
+		return exitedUnheard(pid)
+	}
+}
+
+// exitedUnheard reports whether the leader pid, our unreaped child, has
+// exited, without waiting and without reaping it. Its exit reaches
+// exited through the pipes' loop (or a goroutine in waitid), a wake-up
+// of the worker's own: on a loaded host the worker's threads may not run
+// for longer than ExitWait, and a leader that was done long before its
+// wait ran out was handed over as running, its record committed on its
+// own, a flushed commit more for the order (docs/decisions.md, "The
+// backlog against its floor, profiled (hC24)"). What is asked of an
+// exited leader then (the session ended, without a cgroup) is asked of
+// this one alike.
+func exitedUnheard(pid int) bool {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && siginfoPid(&info) == int32(pid)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -156,6 +157,46 @@ func TestRunOnStartSaysTheLeaderExited(t *testing.T) {
 	res := newTestExecutor(t).Run(t.Context(), req, nil)
 	if len(exited) != 1 || exited[0] || !res.TimedOut {
 		t.Fatalf("OnStart saw exited %v, TimedOut %v: want one call, running, and the timeout's end", exited, res.TimedOut)
+	}
+	assertGroupGone(t, res)
+}
+
+// TestRunOnStartHearsALeaderDeadBeforeItsWaitEnds: a leader that exited
+// within ExitWait is handed to OnStart as exited even when its exit has
+// not reached Run by the time the wait ends, as on a loaded host where
+// the worker's threads do not run for longer than the wait (here the
+// exit is held back until OnStart has been called). Handed over as
+// running, its record was committed on its own: a flushed commit more
+// for an order that was over (docs/decisions.md, "The backlog against
+// its floor, profiled (hC24)").
+func TestRunOnStartHearsALeaderDeadBeforeItsWaitEnds(t *testing.T) {
+	t.Parallel()
+	e := newTestExecutor(t)
+	heard := make(chan struct{})
+	var once sync.Once
+	e.leaderExited = func(pid int) error {
+		<-heard
+		return waitExitedNoReap(pid)
+	}
+	t.Cleanup(func() { once.Do(func() { close(heard) }) })
+	var exited []bool
+	var st procStat
+	req := baseRequest("/bin/true")
+	// Long enough for /bin/true to be done on a loaded host; its exit
+	// is never heard within it.
+	req.ExitWait = 2 * time.Second
+	req.OnStart = func(p Process, gone bool) (err error) {
+		exited = append(exited, gone)
+		st, err = readStat(p.PID)
+		once.Do(func() { close(heard) })
+		return err
+	}
+	res := e.Run(t.Context(), req, nil)
+	if len(exited) != 1 || !exited[0] || exitCode(t, res) != 0 || res.Aborted != nil {
+		t.Fatalf("OnStart saw exited %v; exit %v, Aborted %v: want one call, exited, and a clean exit", exited, res.ExitCode, res.Aborted)
+	}
+	if st.state != 'Z' || st.pgrp != res.Pid {
+		t.Errorf("the leader at OnStart: state %c, group %d; want an unreaped zombie leading group %d", st.state, st.pgrp, res.Pid)
 	}
 	assertGroupGone(t, res)
 }
