@@ -175,6 +175,11 @@ type Request struct {
 	// alive and the order has no cgroup. A cancel signal or a timeout is
 	// acted on after the wait. Zero calls OnStart at once.
 	ExitWait time.Duration
+	// AloneWait is how long in all Run gives the leader of an order
+	// without a cgroup to exit while it stays runnable and the only
+	// live process of its session (exitedBeforeRecord): looked at again
+	// every ExitWait. No more than ExitWait when it is zero or shorter.
+	AloneWait time.Duration
 }
 
 // Result is what running a Request produced.
@@ -569,7 +574,7 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	}
 
 	var waitErr error
-	exitedFirst := req.OnStart != nil && leaderExitedWithin(exited, req.ExitWait, pid)
+	exitedFirst := req.OnStart != nil && e.exitedBeforeRecord(exited, req, pid, cg, before)
 	// Without a cgroup, a record is all a successor finds the order's
 	// session by: a leader that left a process of its session alive is
 	// handed over as running, for its record to be committed before
@@ -703,6 +708,54 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		res.Stderr, res.StderrSpill = stderr.output(), stderr.spilled()
 	}
 	return res
+}
+
+// exitedBeforeRecord reports whether the leader pid exits before OnStart
+// is to be called: within req.ExitWait, or, for an order without a
+// cgroup, later while the leader stays runnable (running, or waiting
+// for a processor) and alone in its session (leaderAlone), up to
+// req.AloneWait in all. On a loaded host a command of a millisecond
+// waits that long for a processor: handed over as running, its record
+// was committed on its own, a flushed commit more for each of them
+// (docs/decisions.md, "The backlog against its floor, profiled
+// (hC24)"). The record is what a successor finds the order's other
+// processes by; a leader alone has none, and dies with the worker
+// (Pdeathsig), so the longer wait leaves nothing unrecorded that the
+// first one did not: a process the leader forks is seen at the next
+// look, at most ExitWait later. A leader that sleeps (on a child, a
+// pipe, a timer) is not waited for: it is not about to exit.
+func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, cg *orderCgroup, before *pidReading) bool {
+	if leaderExitedWithin(exited, req.ExitWait, pid) {
+		return true
+	}
+	if cg != nil || req.ExitWait <= 0 {
+		return false
+	}
+	for waited := req.ExitWait; waited < req.AloneWait; waited += req.ExitWait {
+		if !e.leaderAlone(pid, before) {
+			return false
+		}
+		if leaderExitedWithin(exited, min(req.ExitWait, req.AloneWait-waited), pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// leaderAlone reports whether the leader sid is runnable and no other
+// process of its session is alive, judged as sessionEnded judges a dead
+// leader's session (sessionAlone, else the pids handed out since the
+// leader's start). The leader lives, so it may fork right after: the
+// caller looks again. Any doubt answers false.
+func (e *Executor) leaderAlone(sid int, before *pidReading) bool {
+	if st, err := readStat(sid); err != nil || st.state != 'R' {
+		return false
+	}
+	if sessionAlone(sid) {
+		return true
+	}
+	pids, last, err := e.sessionPids(sid, before)
+	return err == nil && last >= 0 && !sessionLive(sid, pids, realLook)
 }
 
 // leaderExitedWithin reports whether the leader pid has exited within d

@@ -200,3 +200,34 @@ func TestRunOnStartHearsALeaderDeadBeforeItsWaitEnds(t *testing.T) {
 	}
 	assertGroupGone(t, res)
 }
+
+// TestRunOnStartWaitsForARunnableLeaderAlone: past ExitWait, a leader
+// that is runnable and alone in its session (a command of a few
+// milliseconds of processor, here a shell's loop, waiting for a
+// processor on a loaded host) is given up to AloneWait to exit, and is
+// then handed over as exited; one that sleeps (`sleep 1`) is handed over
+// as running at once, though it would exit well within AloneWait.
+func TestRunOnStartWaitsForARunnableLeaderAlone(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		script string
+		exited bool
+	}{
+		{`i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done`, true},
+		{`exec sleep 1`, false},
+	} {
+		var exited []bool
+		req := sh(tt.script)
+		req.ExitWait, req.AloneWait = time.Millisecond, time.Minute
+		req.OnStart = func(_ Process, gone bool) error {
+			exited = append(exited, gone)
+			return nil
+		}
+		res := newTestExecutor(t).Run(t.Context(), req, nil)
+		if len(exited) != 1 || exited[0] != tt.exited || exitCode(t, res) != 0 || res.Aborted != nil {
+			t.Fatalf("%s: OnStart saw exited %v; exit %v, Aborted %v: want one call, exited %v, and a clean exit",
+				tt.script, exited, res.ExitCode, res.Aborted, tt.exited)
+		}
+		assertGroupGone(t, res)
+	}
+}
