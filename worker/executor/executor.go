@@ -713,7 +713,8 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 // exitedBeforeRecord reports whether the leader pid exits before OnStart
 // is to be called: within req.ExitWait, or, for an order without a
 // cgroup, later while the leader stays runnable (running, or waiting
-// for a processor) and alone in its session (leaderAlone), up to
+// for a processor, or in a short uninterruptible sleep: a page read
+// in) and alone in its session (leaderAlone), up to
 // req.AloneWait in all. On a loaded host a command of a millisecond
 // waits that long for a processor: handed over as running, its record
 // was committed on its own, a flushed commit more for each of them
@@ -733,7 +734,9 @@ func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, c
 	}
 	for waited := req.ExitWait; waited < req.AloneWait; waited += req.ExitWait {
 		if !e.leaderAlone(pid, before) {
-			return false
+			// Or it exited since the last look: a zombie is not
+			// runnable.
+			return exitedUnheard(pid)
 		}
 		if leaderExitedWithin(exited, min(req.ExitWait, req.AloneWait-waited), pid) {
 			return true
@@ -742,13 +745,14 @@ func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, c
 	return false
 }
 
-// leaderAlone reports whether the leader sid is runnable and no other
-// process of its session is alive, judged as sessionEnded judges a dead
+// leaderAlone reports whether the leader sid is runnable (or in an
+// uninterruptible sleep, which a fresh executable's page faults make on
+// a loaded host) and no other process of its session is alive, judged as sessionEnded judges a dead
 // leader's session (sessionAlone, else the pids handed out since the
 // leader's start). The leader lives, so it may fork right after: the
 // caller looks again. Any doubt answers false.
 func (e *Executor) leaderAlone(sid int, before *pidReading) bool {
-	if st, err := readStat(sid); err != nil || st.state != 'R' {
+	if st, err := readStat(sid); err != nil || st.state != 'R' && st.state != 'D' {
 		return false
 	}
 	if sessionAlone(sid) {
