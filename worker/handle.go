@@ -603,7 +603,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// ends it by the cgroup's name, with or without a record. Without a
 	// cgroup the executor says exited only when nothing else of the
 	// order's session is alive either: a record is all a successor finds
-	// what the leader left running by.
+	// what the leader left running by; and it waits longer
+	// (aloneRecordWait) only while the leader is runnable and alone,
+	// which dies with the worker.
 	var record *postgres.Process
 	req.ExitWait = w.opts.RecordWait
 	if req.CgroupParent != "" {

@@ -179,6 +179,7 @@ type Request struct {
 	// without a cgroup to exit while it stays runnable and the only
 	// live process of its session (exitedBeforeRecord): looked at again
 	// every ExitWait. No more than ExitWait when it is zero or shorter.
+	// A cancel signal or a timeout is acted on after this wait too.
 	AloneWait time.Duration
 }
 
@@ -712,10 +713,9 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 
 // exitedBeforeRecord reports whether the leader pid exits before OnStart
 // is to be called: within req.ExitWait, or, for an order without a
-// cgroup, later while the leader stays runnable (running, or waiting
-// for a processor, or in a short uninterruptible sleep: a page read
-// in) and alone in its session (leaderAlone), up to
-// req.AloneWait in all. On a loaded host a command of a millisecond
+// cgroup, later while the leader stays runnable (running, waiting for
+// a processor, or in a short uninterruptible sleep: a page read in)
+// and alone in its session (leaderAlone), up to req.AloneWait in all. On a loaded host a command of a millisecond
 // waits that long for a processor: handed over as running, its record
 // was committed on its own, a flushed commit more for each of them
 // (docs/decisions.md, "The backlog against its floor, profiled
@@ -747,9 +747,9 @@ func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, c
 
 // leaderAlone reports whether the leader sid is runnable (or in an
 // uninterruptible sleep, which a fresh executable's page faults make on
-// a loaded host) and no other process of its session is alive, judged as sessionEnded judges a dead
-// leader's session (sessionAlone, else the pids handed out since the
-// leader's start). The leader lives, so it may fork right after: the
+// a loaded host) and no other process of its session is alive, judged
+// as sessionEnded judges a dead leader's session (sessionAlone, else
+// the pids handed out since the leader's start). The leader lives, so it may fork right after: the
 // caller looks again. Any doubt answers false.
 func (e *Executor) leaderAlone(sid int, before *pidReading) bool {
 	if st, err := readStat(sid); err != nil || st.state != 'R' && st.state != 'D' {
