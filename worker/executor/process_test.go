@@ -116,20 +116,29 @@ func TestRunTimeoutCountsOnStart(t *testing.T) {
 // leader that exits within ExitWait and leaves a process of its session
 // alive (`sleep 100 &`) is handed over as running too: its record is all
 // a successor would find that process by. What it forked and was done
-// with by its exit (`/bin/true`) does not count.
+// with by its exit (`/bin/true`) does not count. Past ExitWait, a
+// leader that is runnable and alone in its session (a command of a few
+// milliseconds of processor, here a shell's loop, waiting for a
+// processor on a loaded host) is given up to AloneWait to exit, and is
+// then handed over as exited; one that sleeps (`sleep 1`) is handed over
+// as running at once, though it would exit well within AloneWait.
 func TestRunOnStartSaysTheLeaderExited(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		script string
-		exited bool
+		script          string
+		wait, aloneWait time.Duration
+		exited          bool
 	}{
-		{`/bin/true; echo $$`, true},
-		{`sleep 100 </dev/null >/dev/null 2>&1 & echo $!`, false},
+		// ExitWait of a minute: it ends at the exit, long before.
+		{`/bin/true; echo $$`, time.Minute, 0, true},
+		{`sleep 100 </dev/null >/dev/null 2>&1 & echo $!`, time.Minute, 0, false},
+		{`i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo $$`, time.Millisecond, time.Minute, true},
+		{`echo $$; exec sleep 1`, time.Millisecond, time.Minute, false},
 	} {
 		var exited []bool
 		var st procStat
 		req := sh(tt.script)
-		req.ExitWait = time.Minute // it ends at the exit, long before
+		req.ExitWait, req.AloneWait = tt.wait, tt.aloneWait
 		req.OnStart = func(p Process, gone bool) (err error) {
 			exited = append(exited, gone)
 			st, err = readStat(p.PID)
@@ -199,35 +208,4 @@ func TestRunOnStartHearsALeaderDeadBeforeItsWaitEnds(t *testing.T) {
 		t.Errorf("the leader at OnStart: state %c, group %d; want an unreaped zombie leading group %d", st.state, st.pgrp, res.Pid)
 	}
 	assertGroupGone(t, res)
-}
-
-// TestRunOnStartWaitsForARunnableLeaderAlone: past ExitWait, a leader
-// that is runnable and alone in its session (a command of a few
-// milliseconds of processor, here a shell's loop, waiting for a
-// processor on a loaded host) is given up to AloneWait to exit, and is
-// then handed over as exited; one that sleeps (`sleep 1`) is handed over
-// as running at once, though it would exit well within AloneWait.
-func TestRunOnStartWaitsForARunnableLeaderAlone(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct {
-		script string
-		exited bool
-	}{
-		{`i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done`, true},
-		{`exec sleep 1`, false},
-	} {
-		var exited []bool
-		req := sh(tt.script)
-		req.ExitWait, req.AloneWait = time.Millisecond, time.Minute
-		req.OnStart = func(_ Process, gone bool) error {
-			exited = append(exited, gone)
-			return nil
-		}
-		res := newTestExecutor(t).Run(t.Context(), req, nil)
-		if len(exited) != 1 || exited[0] != tt.exited || exitCode(t, res) != 0 || res.Aborted != nil {
-			t.Fatalf("%s: OnStart saw exited %v; exit %v, Aborted %v: want one call, exited %v, and a clean exit",
-				tt.script, exited, res.ExitCode, res.Aborted, tt.exited)
-		}
-		assertGroupGone(t, res)
-	}
 }
