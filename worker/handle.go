@@ -603,11 +603,15 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// ends it by the cgroup's name, with or without a record. Without a
 	// cgroup the executor says exited only when nothing else of the
 	// order's session is alive either: a record is all a successor finds
-	// what the leader left running by.
+	// what the leader left running by; and it waits longer
+	// (aloneRecordWait) only while the leader is runnable and alone,
+	// which dies with the worker.
 	var record *postgres.Process
 	req.ExitWait = w.opts.RecordWait
 	if req.CgroupParent != "" {
 		req.ExitWait = max(req.ExitWait, cgroupRecordWait)
+	} else {
+		req.AloneWait = aloneRecordWait
 	}
 	req.OnStart = func(p executor.Process, exited bool) error {
 		rec := postgres.Process{PID: p.PID, PGID: p.PGID, StartTime: p.StartTime, BootID: p.BootID,
@@ -789,6 +793,17 @@ var recordWait = 10 * time.Millisecond
 // by what it delays: a cancel or a timeout is acted on after it. A
 // machine at load average 20 took 10 ms and more for one `true`.
 const cgroupRecordWait = 100 * time.Millisecond
+
+// aloneRecordWait is how long in all the executor gives the leader of
+// an order without a cgroup to exit while it is runnable and the only
+// process of its session (executor.Request.AloneWait): one that is
+// waiting for a processor, a `true` on a loaded host, not one that
+// runs long. Such a leader dies with the worker, leaving nothing a
+// record would find; at load average 20, 70 % of the `true`s of a
+// backlog were not done within recordWait, each a flushed commit of
+// its own. A cancel or a timeout is acted on after the wait, as with
+// cgroupRecordWait.
+const aloneRecordWait = 100 * time.Millisecond
 
 // orderTimers keeps a running order alive and bounds a shutdown: every
 // third of the ack wait it tells the server the order is in progress,

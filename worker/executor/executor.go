@@ -175,6 +175,12 @@ type Request struct {
 	// alive and the order has no cgroup. A cancel signal or a timeout is
 	// acted on after the wait. Zero calls OnStart at once.
 	ExitWait time.Duration
+	// AloneWait is how long in all Run gives the leader of an order
+	// without a cgroup to exit while it stays runnable and the only
+	// live process of its session (exitedBeforeRecord): looked at again
+	// every ExitWait. No more than ExitWait when it is zero or shorter.
+	// A cancel signal or a timeout is acted on after this wait too.
+	AloneWait time.Duration
 }
 
 // Result is what running a Request produced.
@@ -569,7 +575,7 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	}
 
 	var waitErr error
-	exitedFirst := req.OnStart != nil && leaderExitedWithin(exited, req.ExitWait)
+	exitedFirst := req.OnStart != nil && e.exitedBeforeRecord(exited, req, pid, cg, before)
 	// Without a cgroup, a record is all a successor finds the order's
 	// session by: a leader that left a process of its session alive is
 	// handed over as running, for its record to be committed before
@@ -705,10 +711,63 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	return res
 }
 
-// leaderExitedWithin reports whether the leader's exit arrives on exited
-// within d (at once when d is zero). The exit is put back for supervise:
-// exited holds one value and gets one.
-func leaderExitedWithin(exited chan error, d time.Duration) bool {
+// exitedBeforeRecord reports whether the leader pid exits before OnStart
+// is to be called: within req.ExitWait, or, for an order without a
+// cgroup, later while the leader stays runnable (running, waiting for
+// a processor, or in a short uninterruptible sleep: a page read in)
+// and alone in its session (leaderAlone), up to req.AloneWait in all. On a loaded host a command of a millisecond
+// waits that long for a processor: handed over as running, its record
+// was committed on its own, a flushed commit more for each of them
+// (docs/decisions.md, "The backlog against its floor, profiled
+// (hC24)"). The record is what a successor finds the order's other
+// processes by; a leader alone has none, and dies with the worker
+// (Pdeathsig), so the longer wait leaves nothing unrecorded that the
+// first one did not: a process the leader forks is seen at the next
+// look, at most ExitWait later. A leader that sleeps (on a child, a
+// pipe, a timer) is not waited for: it is not about to exit.
+func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, cg *orderCgroup, before *pidReading) bool {
+	if leaderExitedWithin(exited, req.ExitWait, pid) {
+		return true
+	}
+	if cg != nil || req.ExitWait <= 0 {
+		return false
+	}
+	for waited := req.ExitWait; waited < req.AloneWait; waited += req.ExitWait {
+		if !e.leaderAlone(pid, before) {
+			// Or it exited since the last look: a zombie is not
+			// runnable.
+			return exitedUnheard(pid)
+		}
+		if leaderExitedWithin(exited, min(req.ExitWait, req.AloneWait-waited), pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// leaderAlone reports whether the leader sid is runnable (or in an
+// uninterruptible sleep, which a fresh executable's page faults make on
+// a loaded host) and no other process of its session is alive, judged
+// as sessionEnded judges a dead leader's session (sessionAlone, else
+// the pids handed out since the leader's start). The leader lives, so it may fork right after: the
+// caller looks again. Any doubt answers false.
+func (e *Executor) leaderAlone(sid int, before *pidReading) bool {
+	if st, err := readStat(sid); err != nil || st.state != 'R' && st.state != 'D' {
+		return false
+	}
+	if sessionAlone(sid) {
+		return true
+	}
+	pids, last, err := e.sessionPids(sid, before)
+	return err == nil && last >= 0 && !sessionLive(sid, pids, realLook)
+}
+
+// leaderExitedWithin reports whether the leader pid has exited within d
+// (at once when d is zero): its exit arrived on exited, or, once d has
+// passed, the leader is dead though its exit has not arrived yet
+// (exitedUnheard). The exit is put back for supervise: exited holds one
+// value and gets one; one not arrived yet arrives there later.
+func leaderExitedWithin(exited chan error, d time.Duration, pid int) bool {
 	select {
 	case err := <-exited:
 		exited <- err
@@ -725,7 +784,28 @@ func leaderExitedWithin(exited chan error, d time.Duration) bool {
 		exited <- err
 		return true
 	case <-t.C:
-		return false
+		return exitedUnheard(pid)
+	}
+}
+
+// exitedUnheard reports whether the leader pid, our unreaped child, has
+// exited, without waiting and without reaping it. Its exit reaches
+// exited through the pipes' loop (or a goroutine in waitid), a wake-up
+// of the worker's own: on a loaded host the worker's threads may not run
+// for longer than ExitWait, and a leader that was done long before its
+// wait ran out was handed over as running, its record committed on its
+// own, a flushed commit more for the order (docs/decisions.md, "The
+// backlog against its floor, profiled (hC24)"). What is asked of an
+// exited leader then (the session ended, without a cgroup) is asked of
+// this one alike.
+func exitedUnheard(pid int) bool {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && siginfoPid(&info) == int32(pid)
 	}
 }
 
