@@ -223,6 +223,12 @@ func handChanged(cfg jetstream.StreamConfig) []string {
 		if cfg.AllowRollup {
 			c = append(c, "allow_rollup_hdrs true")
 		}
+		// An older API's start puts orderly.events.> back: the stream
+		// then stores each end told to the API's freeing (FreeSubjectOf)
+		// for the finished event's TTL, for nobody.
+		if !slices.Equal(cfg.Subjects, liveSubjects) {
+			c = append(c, "subjects "+strings.Join(cfg.Subjects, ", "))
+		}
 	}
 	return c
 }
