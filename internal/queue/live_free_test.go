@@ -247,6 +247,25 @@ func TestLiveStreamUpdatedToRefuseRollups(t *testing.T) {
 	if got := liveInfo(t, q).State.Subjects[subj]; got != 2 {
 		t.Fatalf("after Mend and a refused rollup: %d chunks, want 2", got)
 	}
+
+	// An API of 2026-12-06, without rollups, puts orderly.events.> back
+	// at its start; Mend sets the subjects back.
+	cfg = liveConfigOf(t, q)
+	cfg.Subjects = old.Subjects
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Mend looks once every MendEvery.
+	testenv.WaitUntil(t, 3*queue.MendEvery, "Mend set the live stream's subjects back", func() bool {
+		n, err := q.Mend(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	if cfg := liveConfigOf(t, q); !slices.Equal(cfg.Subjects, newSubjects) {
+		t.Fatalf("Mend left the live stream's subjects %v", cfg.Subjects)
+	}
 }
 
 // refusedRollup publishes a chunk with Nats-Rollup: all on subj and fails
