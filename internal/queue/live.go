@@ -43,8 +43,8 @@ const liveMaxAge = time.Hour
 // liveSubjects are the live stream's: every output subject, and the
 // event subjects of four tokens only, orderly.events.<host>.<id>, not the
 // ends told to the API's freeing on orderly.events.<host>.<id>.free
-// (FreeSubjectOf), which nobody reads back. Releases before 2026-12-07
-// took orderly.events.>; ensure and Mend set them back.
+// (FreeSubjectOf), which nobody reads back. Releases before 2026-12-06
+// (night) took orderly.events.>; ensure and Mend set them back.
 var liveSubjects = []string{OutputSubject + ">", EventsSubject + "*.*"}
 
 func liveConfig(replicas int) jetstream.StreamConfig {

@@ -154,7 +154,7 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 				"stream", s.name, "lost", s.lost, "hint", HandsHint)
 		}
 		if c := changed[s.name]; len(c) > 0 && s.name == LiveStream && !strings.HasPrefix(c[0], "allow_rollup_hdrs") {
-			q.logger().Warn("the live output stream took orderly.events.> again, as an orderly api or serve from before 2026-12-07 makes it at its start (a rolling upgrade?), or by hand: set its subjects back; meanwhile it kept the ends told to the API's freeing of live output (orderly.events.<host>.<id>.free) for a minute each",
+			q.logger().Warn("the live output stream took orderly.events.> again, as an orderly api or serve from before 2026-12-06 (night) makes it at its start (a rolling upgrade?), or by hand: set its subjects back; meanwhile it kept the ends told to the API's freeing of live output (orderly.events.<host>.<id>.free) for a minute each",
 				"stream", s.name, "changed", strings.Join(c, ", "), "hint", HandsHint)
 		} else if len(c) > 0 && s.name == LiveStream {
 			q.logger().Warn("the live output stream took rollups again, as an orderly api or serve from before 2026-12-06 makes it at its start (a rolling upgrade?), or by hand: turned them off; any worker's NATS credential could purge every host's live output with them",
