@@ -13,7 +13,7 @@ import (
 )
 
 // eventHub is the API process's one subscription to every order's status
-// events (orderly.events.>), shared by the requests that wait for an order
+// events (orderly.events.*.*), shared by the requests that wait for an order
 // (?wait). A waiting request registers its order in a map instead of
 // subscribing on NATS itself: a subscription per request cost a SUB and an
 // UNSUB, a goroutine in the client and two changes of the server's
@@ -59,7 +59,10 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 		if h.sub != nil {
 			_ = h.sub.Unsubscribe()
 		}
-		sub, err := nc.Subscribe(queue.EventsSubject+">", h.deliver)
+		// The events of four tokens only: not the ends told to the
+		// live output's freeing (queue.FreeSubjectOf), one more
+		// delivery per order that printed, which no waiter reads.
+		sub, err := nc.Subscribe(queue.EventsSubject+"*.*", h.deliver)
 		if err != nil {
 			return nil, nil, fmt.Errorf("subscribe to order events: %w", err)
 		}

@@ -307,3 +307,52 @@ func TestEventHubHearsNoConsumersDelivery(t *testing.T) {
 		t.Fatal("the waiter never got the order's finished event")
 	}
 }
+
+// TestEventHubIsNotSentTheEndsToFree: the end of an order with live
+// output to free, which queue.PublishEvent sends after its finished
+// event on queue.FreeSubjectOf for the live output's freeing, does not
+// reach the waiters' shared subscription: it subscribes to the four-token
+// event subjects only, and was sent every such end otherwise, one more
+// delivery per order that printed, for no waiter.
+func TestEventHubIsNotSentTheEndsToFree(t *testing.T) {
+	url := testenv.NATS(t)
+	worker := testenv.Queue(t, url, "worker", queue.Options{})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var h eventHub
+	loud, quiet := uuid.New(), uuid.New()
+	ch, stop, err := h.waitAll(nc, []string{"web1", "web1"}, []uuid.UUID{loud, quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	// The quiet order's end comes after the loud order's two messages:
+	// once it is handed over, the subscription has handled them.
+	for _, ev := range []queue.Event{
+		{OrderID: loud, Type: "finished", Status: "succeeded", Host: "web1"},
+		{OrderID: quiet, Type: "finished", Status: "succeeded", Host: "web1", Alone: true},
+	} {
+		if err := worker.PublishEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []uuid.UUID{loud, quiet} {
+		select {
+		case ev := <-ch:
+			if ev.OrderID != want {
+				t.Fatalf("the waiters got %v, want %v", ev.OrderID, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no end of %v within 10s", want)
+		}
+	}
+	h.mu.Lock()
+	n, _ := h.sub.Delivered()
+	h.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("the shared subscription was sent %d messages for two finished events, want 2", n)
+	}
+}

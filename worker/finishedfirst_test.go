@@ -29,7 +29,7 @@ func TestFinishedEventBeforeAck(t *testing.T) {
 	e := &env{t: t, store: store, q: testenv.Queue(t, url, "test", queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})}
 	nc := testenv.JetStream(t, url, "watcher").Conn()
 	seen := make(chan *nats.Msg, 256)
-	for _, subject := range []string{"$JS.ACK.>", queue.EventsSubject + "order.>"} {
+	for _, subject := range []string{"$JS.ACK.>", queue.EventsSubject + "order.*"} {
 		if _, err := nc.ChanSubscribe(subject, seen); err != nil {
 			t.Fatal(err)
 		}

@@ -35,9 +35,10 @@ const liveFreeRetry = time.Second
 // event after a quiet spell, or a whole batch, is asked about at once.
 const liveFreeEvery = 100 * time.Millisecond
 
-// freeLive frees the live messages of each order whose finished event
-// this replica hears (queue.SubscribeFinished, one replica of all per
-// event) once PostgreSQL says the order ended: the live stream takes no
+// freeLive frees the live messages of each order whose end this replica
+// hears (queue.SubscribeFinished: told after a finished event that is not
+// alone, one replica of all per order) once PostgreSQL says the order
+// ended: the live stream takes no
 // rollups, which any worker's seed could turn against every host, so the
 // worker no longer drops its order's chunks; the API does, with a purge
 // that names the order's subjects. PostgreSQL is asked because the event

@@ -18,20 +18,34 @@ import (
 // NATS permissions can let a worker publish only its own host's events
 // (docs/security.md, "The bus").
 func EventSubjectOf(host string, id uuid.UUID) string {
-	return orderSubject(EventsSubject, host, id)
+	return orderSubject(EventsSubject, host, id, "")
 }
+
+// FreeSubjectOf is where an order of host that leaves live messages to
+// free is said to have ended: orderly.events.<host>.<id>.free, the
+// API's liveFreeGroup alone subscribes there (SubscribeFinished). Inside
+// orderly.events.<host>.>, so a worker's permissions and its account's
+// imports (deploy/nats/auth.conf) already cover it, as the API's do; the
+// live stream takes only orderly.events.*.* (liveConfig), and the API's
+// event hub subscribes to that too, so neither is sent it.
+func FreeSubjectOf(host string, id uuid.UUID) string {
+	return orderSubject(EventsSubject, host, id, freeSuffix)
+}
+
+// freeSuffix ends FreeSubjectOf's subjects.
+const freeSuffix = ".free"
 
 // OutputSubjectOf is where the worker of host publishes the live output of
 // order id: orderly.output.<host>.<id>, scoped by host like the events.
 func OutputSubjectOf(host string, id uuid.UUID) string {
-	return orderSubject(OutputSubject, host, id)
+	return orderSubject(OutputSubject, host, id, "")
 }
 
-// orderSubject is prefix + host + "." + id.String() in one allocation
-// (the concatenation with the id's text took two).
-func orderSubject(prefix, host string, id uuid.UUID) string {
+// orderSubject is prefix + host + "." + id.String() + suffix in one
+// allocation (the concatenation with the id's text took two).
+func orderSubject(prefix, host string, id uuid.UUID, suffix string) string {
 	var b [96]byte
-	return string(appendUUID(append(append(append(b[:0], prefix...), host...), '.'), id))
+	return string(append(appendUUID(append(append(append(b[:0], prefix...), host...), '.'), id), suffix...))
 }
 
 // Event is a status change of an order, published on
@@ -45,9 +59,10 @@ type Event struct {
 	// Alone, on a finished event, says that the live stream holds
 	// nothing else of the order that does not expire by itself: its
 	// worker published no output chunk, and its started event carried a
-	// TTL (StartedTTL). The API then purges nothing (SubscribeFinished
-	// does not hand it on). A forged one leaves chunks to the minute's
-	// sweep, which lists every order with any (LiveLeftovers).
+	// TTL (StartedTTL). The API then purges nothing: PublishEvent tells
+	// SubscribeFinished of the end only when it is not alone. A forged
+	// one leaves chunks to the minute's sweep, which lists every order
+	// with any (LiveLeftovers).
 	Alone bool `json:"alone,omitempty"`
 	// TTL, on a started event, is how long the live stream keeps it
 	// (StartedTTL); 0 keeps it until it is purged or the stream's MaxAge.
@@ -92,6 +107,19 @@ const startedTTLSlack = time.Minute
 // order (~350 bytes) filled its 256 MiB of serve's memory within the hour
 // under a sustained few hundred orders a second.
 //
+// A finished event that is not alone is followed by a message without a
+// body on FreeSubjectOf, which only the API's freeing subscribes to
+// (SubscribeFinished). That subscription took every event of every
+// order before, for the finished events not alone: the started event
+// and the finished one of an order that printed nothing were two of the
+// seven messages nats-server sent per sync order, each for nothing
+// (docs/benchmarks.md, the thirty-fourth round). It comes after the
+// event, on the same connection, so the event is stored before the
+// purge it leads to is asked for (on one server; a cluster's stream
+// leader may store it later, which the sweep makes good). It carries
+// the finished event's TTL, in case an older API's start put back the
+// live stream's subjects that take it (Mend sets them back).
+//
 // The event's bytes are json.Marshal's (appendEvent) in a buffer lent by
 // q.eventBufs: PublishMsg copies them into nats.go's buffer before it
 // returns, so the buffer goes back at once.
@@ -111,6 +139,12 @@ func (q *Queue) PublishEvent(ev Event) error {
 	}
 	if err := q.nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("publish event of order %s: %w", ev.OrderID, err)
+	}
+	if ev.Type != "finished" || ev.Alone {
+		return nil
+	}
+	if err := q.nc.PublishMsg(&nats.Msg{Subject: FreeSubjectOf(ev.Host, ev.OrderID), Header: q.ends}); err != nil {
+		return fmt.Errorf("publish the end of order %s for its live messages: %w", ev.OrderID, err)
 	}
 	return nil
 }

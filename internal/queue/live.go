@@ -40,11 +40,18 @@ const (
 // liveMaxAge is how long the live stream keeps a message at the most.
 const liveMaxAge = time.Hour
 
+// liveSubjects are the live stream's: every output subject, and the
+// event subjects of four tokens only, orderly.events.<host>.<id>, not the
+// ends told to the API's freeing on orderly.events.<host>.<id>.free
+// (FreeSubjectOf), which nobody reads back. Releases before 2026-12-06
+// (night) took orderly.events.>; ensure and Mend set them back.
+var liveSubjects = []string{OutputSubject + ">", EventsSubject + "*.*"}
+
 func liveConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        LiveStream,
 		Description: "live output chunks and status events per order, for SSE replay",
-		Subjects:    []string{OutputSubject + ">", EventsSubject + ">"},
+		Subjects:    liveSubjects,
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.MemoryStorage,
 		Replicas:    replicas,

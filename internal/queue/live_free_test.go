@@ -3,6 +3,7 @@ package queue_test
 import (
 	"bytes"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,11 @@ func TestLiveStreamUpdatedToRefuseRollups(t *testing.T) {
 	if cfg.AllowRollup || cfg.DenyPurge || !cfg.AllowMsgTTL {
 		t.Fatalf("after the update: allow_rollup_hdrs %v, deny_purge %v, allow_msg_ttl %v", cfg.AllowRollup, cfg.DenyPurge, cfg.AllowMsgTTL)
 	}
+	// Not the ends told to the API's freeing (queue.FreeSubjectOf).
+	newSubjects := []string{queue.OutputSubject + ">", queue.EventsSubject + "*.*"}
+	if !slices.Equal(cfg.Subjects, newSubjects) {
+		t.Fatalf("after the update: subjects %v, want %v", cfg.Subjects, newSubjects)
+	}
 	if got := liveInfo(t, q).State.Subjects[subj]; got != 2 {
 		t.Fatalf("the update left %d chunks, want 2", got)
 	}
@@ -234,12 +240,31 @@ func TestLiveStreamUpdatedToRefuseRollups(t *testing.T) {
 	if n, err := q.Mend(ctx); err != nil || n != 1 {
 		t.Fatalf("Mend: %d %v, want the live stream set back", n, err)
 	}
-	if cfg := liveConfigOf(t, q); cfg.AllowRollup {
-		t.Fatal("Mend left the live stream taking rollups")
+	if cfg := liveConfigOf(t, q); cfg.AllowRollup || !slices.Equal(cfg.Subjects, newSubjects) {
+		t.Fatalf("Mend left the live stream taking rollups (%v) or subjects %v", cfg.AllowRollup, cfg.Subjects)
 	}
 	refusedRollup(t, js, queue.OutputSubjectOf("h2", uuid.New()))
 	if got := liveInfo(t, q).State.Subjects[subj]; got != 2 {
 		t.Fatalf("after Mend and a refused rollup: %d chunks, want 2", got)
+	}
+
+	// An API of 2026-12-06, without rollups, puts orderly.events.> back
+	// at its start; Mend sets the subjects back.
+	cfg = liveConfigOf(t, q)
+	cfg.Subjects = old.Subjects
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Mend looks once every MendEvery.
+	testenv.WaitUntil(t, 3*queue.MendEvery, "Mend set the live stream's subjects back", func() bool {
+		n, err := q.Mend(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	if cfg := liveConfigOf(t, q); !slices.Equal(cfg.Subjects, newSubjects) {
+		t.Fatalf("Mend left the live stream's subjects %v", cfg.Subjects)
 	}
 }
 
@@ -268,4 +293,88 @@ func liveConfigOf(t *testing.T, q *queue.Queue) jetstream.StreamConfig {
 		t.Fatal(err)
 	}
 	return info.Config
+}
+
+// TestSubscribeFinishedHearsOnlyOrdersToFree: the API's freeing
+// (SubscribeFinished) is sent the end of each order that leaves live
+// messages to free, and nothing else: not a started event, nor the
+// finished event of an order that printed nothing (Event.Alone), nor an
+// output chunk. It took every event before, two deliveries per quiet
+// order that it dropped (docs/benchmarks.md, the thirty-fourth round).
+// The ends are not stored in the live stream, whose subjects stay each
+// order's two.
+func TestSubscribeFinishedHearsOnlyOrdersToFree(t *testing.T) {
+	q, nc := openQueue(t, queue.Options{})
+	freer := testenv.Queue(t, nc.ConnectedUrl(), "freer", queue.Options{})
+	heard := make(chan uuid.UUID, 16)
+	stop, err := freer.SubscribeFinished(func(host string, id uuid.UUID) {
+		if host == "h1" {
+			heard <- id
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := freer.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := freer.Conn().Stats().InMsgs
+
+	quiet, loud, again := uuid.New(), uuid.New(), uuid.New()
+	// As a worker publishes them: the quiet order's started event with
+	// its TTL and its finished one alone; the loud order's chunks; an
+	// order that may run again (no TTL on its started event).
+	evs := []queue.Event{
+		{OrderID: quiet, Type: "started", Status: "running", Host: "h1", TTL: 90 * time.Second},
+		{OrderID: loud, Type: "started", Status: "running", Host: "h1", TTL: 90 * time.Second},
+		{OrderID: again, Type: "started", Status: "running", Host: "h1"},
+		{OrderID: quiet, Type: "finished", Status: "succeeded", Host: "h1", Alone: true},
+	}
+	for _, ev := range evs {
+		if err := q.PublishEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishChunks(t, q, "h1", loud, 2, 10)
+	for _, ev := range []queue.Event{
+		{OrderID: loud, Type: "finished", Status: "succeeded", Host: "h1"},
+		{OrderID: again, Type: "finished", Status: "succeeded", Host: "h1"},
+	} {
+		if err := q.PublishEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []uuid.UUID
+	for len(got) < 2 {
+		select {
+		case id := <-heard:
+			got = append(got, id)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the freeing heard %v, want %v and %v", got, loud, again)
+		}
+	}
+	if got[0] != loud || got[1] != again {
+		t.Fatalf("the freeing heard %v, want %v then %v", got, loud, again)
+	}
+	// A round trip: whatever the server sent before its answer is read.
+	if err := freer.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := freer.Conn().Stats().InMsgs - before; n != 2 {
+		t.Errorf("the freeing's connection was sent %d messages for 2 orders to free among 3 orders' 6 events and 2 chunks; want 2", n)
+	}
+	select {
+	case id := <-heard:
+		t.Errorf("the freeing heard %v too", id)
+	default:
+	}
+	for subj := range liveInfo(t, q).State.Subjects {
+		if strings.HasSuffix(subj, ".free") {
+			t.Errorf("the live stream stored %s", subj)
+		}
+	}
 }

@@ -22,40 +22,38 @@ import (
 // purges, and no worker may send one.
 
 // liveFreeGroup is the queue group of the API replicas' subscriptions to
-// the status events (SubscribeFinished): one replica frees each order.
+// the ends of orders with live messages to free (SubscribeFinished): one
+// replica frees each order.
 const liveFreeGroup = "orderly_live_free"
 
 // SubscribeFinished calls fn with the host and id of each order whose
-// finished event reaches this replica, one replica of a queue group per
-// event, from the subscription's goroutine (fn must not block). The host
+// end reaches this replica on FreeSubjectOf (PublishEvent sends it after
+// a finished event that is not alone), one replica of a queue group per
+// order, from the subscription's goroutine (fn must not block). The host
 // and id are the subject's: only the host's worker and the API may
 // publish there. What it hears is a hint, never proof that the order
 // ended: a worker's seed can have a server answer land on another host's
 // event subject (docs/security.md), so the caller asks PostgreSQL before
 // it frees anything (intake's freeLive).
+//
+// It subscribed to every event before (orderly.events.>), and dropped
+// the started events and the finished ones alone: two deliveries per
+// order that prints nothing, for nothing. A worker from before that
+// sends no FreeSubjectOf leaves its orders' live messages to the
+// minute's sweep (LiveLeftovers) during a rolling upgrade
+// (docs/deploy.md).
 func (q *Queue) SubscribeFinished(fn func(host string, id uuid.UUID)) (stop func(), err error) {
-	sub, err := q.nc.QueueSubscribe(EventsSubject+">", liveFreeGroup, func(m *nats.Msg) {
-		// Half the events are started ones: told without decoding. A
-		// finished one alone in the live stream (Event.Alone: no chunk,
-		// a started event that expires) leaves nothing to purge: no
-		// question to PostgreSQL, no purge request, for most orders that
-		// print nothing.
-		if !bytes.Contains(m.Data, []byte(`"finished"`)) || bytes.Contains(m.Data, []byte(`"alone":true`)) {
-			return
-		}
-		host, id, ok := orderOfSubject(m.Subject, EventsSubject)
+	sub, err := q.nc.QueueSubscribe(EventsSubject+"*.*"+freeSuffix, liveFreeGroup, func(m *nats.Msg) {
+		subject, ok := strings.CutSuffix(m.Subject, freeSuffix)
 		if !ok {
 			return
 		}
-		var ev struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(m.Data, &ev) == nil && ev.Type == "finished" {
+		if host, id, ok := orderOfSubject(subject, EventsSubject); ok {
 			fn(host, id)
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("subscribe to finished events: %w", err)
+		return nil, fmt.Errorf("subscribe to finished orders' ends: %w", err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
 }

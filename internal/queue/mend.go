@@ -153,7 +153,10 @@ func (q *Queue) Mend(ctx context.Context) (int, error) {
 			q.logger().Error("a JetStream stream of orderly was gone (deleted by hand: nats stream rm, nats kv rm? or the NATS store lost): made it again; what it held is lost",
 				"stream", s.name, "lost", s.lost, "hint", HandsHint)
 		}
-		if c := changed[s.name]; len(c) > 0 && s.name == LiveStream {
+		if c := changed[s.name]; len(c) > 0 && s.name == LiveStream && !strings.HasPrefix(c[0], "allow_rollup_hdrs") {
+			q.logger().Warn("the live output stream took orderly.events.> again, as an orderly api or serve from before 2026-12-06 (night) makes it at its start (a rolling upgrade?), or by hand: set its subjects back; meanwhile it kept the ends told to the API's freeing of live output (orderly.events.<host>.<id>.free) for a minute each",
+				"stream", s.name, "changed", strings.Join(c, ", "), "hint", HandsHint)
+		} else if len(c) > 0 && s.name == LiveStream {
 			q.logger().Warn("the live output stream took rollups again, as an orderly api or serve from before 2026-12-06 makes it at its start (a rolling upgrade?), or by hand: turned them off; any worker's NATS credential could purge every host's live output with them",
 				"stream", s.name, "changed", strings.Join(c, ", "), "hint", HandsHint)
 		} else if len(c) > 0 {
@@ -222,6 +225,12 @@ func handChanged(cfg jetstream.StreamConfig) []string {
 		// (it updates the stream to its own settings), or by hand.
 		if cfg.AllowRollup {
 			c = append(c, "allow_rollup_hdrs true")
+		}
+		// An older API's start puts orderly.events.> back: the stream
+		// then stores each end told to the API's freeing (FreeSubjectOf)
+		// for the finished event's TTL, for nobody.
+		if !slices.Equal(cfg.Subjects, liveSubjects) {
+			c = append(c, "subjects "+strings.Join(cfg.Subjects, ", "))
 		}
 	}
 	return c
