@@ -57,7 +57,7 @@ func ackFixture(t *testing.T, n int) (w *Worker, a *acks, st *stall, cons jetstr
 	warn = &warnings{}
 	st = newStall(time.Second)
 	st.suspect.Store(false)
-	a, err = newAcks(nc, st, warn.add)
+	a, err = newAcks(nc, st, warn.add, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
