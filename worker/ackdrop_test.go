@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -30,41 +29,11 @@ func TestAckPendingAtADropCountsLostAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := t.Context()
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ACKS", Subjects: []string{"acks.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "acks", AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish(ctx, "acks.1", nil); err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	warn := &warnings{}
-	st := newStall(time.Second)
-	st.suspect.Store(false)
-	a, err := newAcks(nc, st, warn.add, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.end)
+	w, a, st, _, msgs, warn := ackFixtureOn(t, nc, 1)
 	a.wait = time.Hour
-	w := &Worker{}
-	w.acks.Store(a)
 
 	px.Drop(false) // the server's confirmation is lost
-	w.ack(msg, uuid.New())
+	w.ack(msgs[0], uuid.New())
 	testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the ack's confirmation", func() bool {
 		return px.Dropped([]byte(a.prefix))
 	})

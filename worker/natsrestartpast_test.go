@@ -31,23 +31,7 @@ import (
 func TestNATSRestartDeliversAgainOnlyWhatWasNotAcked(t *testing.T) {
 	const host = "prestart"
 	ns := testenv.NATSServer(t, &server.Options{})
-	e, wq, connected := newEnvOn(t, ns)
-	log := filepath.Join(t.TempDir(), "ran")
-	appendName := func(name string) uuid.UUID {
-		return e.submit(host, "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
-	}
-	var ids []uuid.UUID
-	for i := range 10 {
-		ids = append(ids, appendName(strconv.Itoa(i)))
-	}
-	e.startWith(wq, e.store, host, nil)
-	for _, id := range ids {
-		e.waitStatus(id, order.StatusSucceeded)
-	}
-	testenv.WaitUntil(t, 30*time.Second, "the acks of the ten orders", func() bool {
-		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName(host))
-		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0
-	})
+	e, connected, log, appendName, ids := tenAcked(t, ns, host, "")
 
 	testenv.NATSServerRestarted(t, ns)
 	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
@@ -99,24 +83,7 @@ func TestNATSRestartDeliversAgainOnlyWhatWasNotAcked(t *testing.T) {
 // in order; none below sequence 10 is skipped.
 func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
 	const host = "remade"
-	ns := testenv.NATSServer(t, &server.Options{})
-	e, wq, _ := newEnvOn(t, ns)
-	log := filepath.Join(t.TempDir(), "ran")
-	appendName := func(name string) uuid.UUID {
-		return e.submit(host, "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
-	}
-	var ids []uuid.UUID
-	for i := range 10 {
-		ids = append(ids, appendName("old"+strconv.Itoa(i)))
-	}
-	e.startWith(wq, e.store, host, nil)
-	for _, id := range ids {
-		e.waitStatus(id, order.StatusSucceeded)
-	}
-	testenv.WaitUntil(t, 30*time.Second, "the acks of the ten orders", func() bool {
-		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName(host))
-		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0
-	})
+	e, _, log, appendName, _ := tenAcked(t, testenv.NATSServer(t, &server.Options{}), host, "old")
 	if err := e.q.JetStream().DeleteStream(t.Context(), queue.OrdersStream); err != nil {
 		t.Fatal(err)
 	}
@@ -138,4 +105,28 @@ func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
 	if _, after, ok := strings.Cut(string(b), "old9\n"); !ok || after != want {
 		t.Fatalf("the orders ran %q, want the new stream's after the old, each once, in order", b)
 	}
+}
+
+// tenAcked starts a worker of host on ns with ten orders that append
+// prefix and their number to log, and waits until they ran and the
+// server has their acks; appendName submits another.
+func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
+	t.Helper()
+	e, wq, connected := newEnvOn(t, ns)
+	log = filepath.Join(t.TempDir(), "ran")
+	appendName = func(name string) uuid.UUID {
+		return e.submit(host, "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
+	}
+	for i := range 10 {
+		ids = append(ids, appendName(prefix+strconv.Itoa(i)))
+	}
+	e.startWith(wq, e.store, host, nil)
+	for _, id := range ids {
+		e.waitStatus(id, order.StatusSucceeded)
+	}
+	testenv.WaitUntil(t, 30*time.Second, "the acks of the ten orders", func() bool {
+		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName(host))
+		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0
+	})
+	return e, connected, log, appendName, ids
 }

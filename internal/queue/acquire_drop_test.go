@@ -75,15 +75,6 @@ func TestLeaseAcquisitionRequestsSentAgainWhenTheConnectionDropsUnderThem(t *tes
 					t.Fatal(err)
 				}
 			}
-			st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			info, err := st.Info(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := info.State.LastSeq
 			sent := c.sent
 			if sent == nil {
 				e, err := kv.Get(ctx, key)
@@ -96,42 +87,64 @@ func TestLeaseAcquisitionRequestsSentAgainWhenTheConnectionDropsUnderThem(t *tes
 			if lost == nil {
 				lost = sent
 			}
-
-			px.DropWhenNth(c.toServer, sent, max(c.nth, 1))
-			type result struct {
-				lease *queue.Lease
-				err   error
-				took  time.Duration
-			}
-			done := make(chan result, 1)
-			go func() {
-				actx, cancel := context.WithTimeout(ctx, 4*time.Second)
-				defer cancel()
-				start := time.Now()
-				l, err := w.AcquireSignedLease(actx, host, instance, k, nil)
-				done <- result{l, err, time.Since(start)}
-			}()
-			testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the request or its answer", func() bool {
-				return px.Dropped(lost)
+			acquireAcrossTheDrop(t, api, px, w, host, instance, k, lost, func() {
+				px.DropWhenNth(c.toServer, sent, max(c.nth, 1))
 			})
-			px.Cut()
-			r := <-done
-			if r.err != nil {
-				t.Fatalf("the acquisition whose request the drop lost: %v after %s, want it sent again and the lease held", r.err, r.took.Round(time.Millisecond))
-			}
-			t.Logf("held %s after the acquisition began", r.took.Round(time.Millisecond))
-			if holder, err := api.LeaseHolder(ctx, host); err != nil || holder != instance {
-				t.Fatalf("the lease is held by %q (%v), want %s", holder, err, instance)
-			}
-			if info, err = st.Info(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if n := info.State.LastSeq - before; n != 1 {
-				t.Errorf("the hosts bucket took %d writes for the take, want 1", n)
-			}
-			if _, err := r.lease.Renew(ctx); err != nil {
-				t.Errorf("the first renewal of the lease taken: %v", err)
-			}
 		})
+	}
+}
+
+// acquireAcrossTheDrop has w take host's lease as instance, signed with
+// k, under a bound of 4 s, with drop set on px first; once px dropped
+// lost it cuts the connection, and checks that the acquisition held the
+// lease, with one write of the hosts bucket, and that its first renewal
+// is answered.
+func acquireAcrossTheDrop(t *testing.T, api *queue.Queue, px *testenv.CutProxy, w *queue.Queue, host, instance string, k queue.MarkKey, lost []byte, drop func()) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.LastSeq
+
+	drop()
+	type result struct {
+		lease *queue.Lease
+		err   error
+		took  time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 4*time.Second)
+		defer cancel()
+		start := time.Now()
+		l, err := w.AcquireSignedLease(actx, host, instance, k, nil)
+		done <- result{l, err, time.Since(start)}
+	}()
+	testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the request or its answer", func() bool {
+		return px.Dropped(lost)
+	})
+	px.Cut()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("the acquisition whose request the drop lost: %v after %s, want it sent again and the lease held", r.err, r.took.Round(time.Millisecond))
+	}
+	t.Logf("held %s after the acquisition began", r.took.Round(time.Millisecond))
+	if holder, err := api.LeaseHolder(ctx, host); err != nil || holder != instance {
+		t.Fatalf("the lease is held by %q (%v), want %s", holder, err, instance)
+	}
+	if info, err = st.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.LastSeq - before; n != 1 {
+		t.Errorf("the hosts bucket took %d writes for the take, want 1", n)
+	}
+	if _, err := r.lease.Renew(ctx); err != nil {
+		t.Errorf("the first renewal of the lease taken: %v", err)
 	}
 }
