@@ -281,7 +281,9 @@ var errNotPast = errors.New("the host's consumer made again past the orders acke
 // past it, so that no worker takes the host over on it (errNotPast).
 func (w *Worker) notPast(ctx context.Context, past queue.Acked, meta *jetstream.MsgMetadata) {
 	w.acked.missed()
-	w.logger.Warn("the consumer made again past the orders acked delivered another message first; taking the host again with every message stored",
+	// INFO: where the API purges acknowledged orders, the one acked last
+	// is usually gone by the next restart.
+	w.logger.Info("the consumer made again past the orders acked delivered another message first (the order acked last purged, or the orders stream made again); taking the host again with every message stored",
 		"acked_seq", past.Seq, "got_seq", meta.Sequence.Stream)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
