@@ -25,6 +25,12 @@ func ackFixture(t *testing.T, n int) (w *Worker, a *acks, st *stall, cons jetstr
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	return ackFixtureOn(t, nc, n)
+}
+
+// ackFixtureOn is ackFixture on the connection nc.
+func ackFixtureOn(t *testing.T, nc *nats.Conn, n int) (w *Worker, a *acks, st *stall, cons jetstream.Consumer, msgs []jetstream.Msg, warn *warnings) {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +63,7 @@ func ackFixture(t *testing.T, n int) (w *Worker, a *acks, st *stall, cons jetstr
 	warn = &warnings{}
 	st = newStall(time.Second)
 	st.suspect.Store(false)
-	a, err = newAcks(nc, st, warn.add)
+	a, err = newAcks(nc, st, warn.add, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/queue"
 )
 
 // takeover starts a tenure once the lease is held (docs/decisions.md, "The
@@ -33,10 +34,10 @@ import (
 //     (queue.RewindHostConsumer). Either way deliveries are numbered from
 //     1 again, and the feeder refuses a tenure whose first delivery is
 //     not numbered 1: a pull request that was not this tenure's took it.
-func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
+func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, queue.Acked, error) {
 	prev, epoch, err := w.store.TakeHost(ctx, w.opts.Host, w.opts.Version, w.self)
 	if err != nil {
-		return nil, err
+		return nil, queue.Acked{}, err
 	}
 	w.logger.Info("took the host over", "epoch", epoch, "previous_owner", prev.Instance)
 	if prev != w.self {
@@ -47,11 +48,11 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 		clear(w.unreaped)
 	}
 	if err := w.reapAbandoned(ctx); err != nil {
-		return nil, err
+		return nil, queue.Acked{}, err
 	}
 	running, err := w.store.RunningOrders(ctx, w.opts.Host)
 	if err != nil {
-		return nil, err
+		return nil, queue.Acked{}, err
 	}
 	for _, o := range running {
 		if o.Worker == w.opts.Instance && !w.started.Has(o.ID) {
@@ -60,16 +61,31 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, error) {
 			continue
 		}
 		if _, err := w.abandon(ctx, o, fmt.Sprintf("the worker running it (%s) stopped before recording a result; taken over by %s", o.Worker, w.opts.Instance)); err != nil {
-			return nil, err
+			return nil, queue.Acked{}, err
 		}
 	}
 	// Before the consumer delivers anything: how far the host's orders
 	// were claimed (replay.go).
 	w.loadClaimMark(ctx)
-	if prev == w.self { // this very process owned the host last
-		return w.q.RewindHostConsumer(ctx, w.opts.Host)
+	acked, fromFirst := w.acked.next()
+	var cons jetstream.Consumer
+	switch {
+	case fromFirst:
+		// The last consumer made past the orders acked delivered
+		// another first (errNotPast).
+		cons, err = w.q.HostConsumerFromFirst(ctx, w.opts.Host)
+	case prev == w.self: // this very process owned the host last
+		var made bool
+		if cons, made, err = w.q.RewindHostConsumerPast(ctx, w.opts.Host, acked); made {
+			return cons, acked, err
+		}
+	default:
+		cons, err = w.q.RenewHostConsumer(ctx, w.opts.Host)
 	}
-	return w.q.RenewHostConsumer(ctx, w.opts.Host)
+	if err == nil {
+		w.acked.reset()
+	}
+	return cons, queue.Acked{}, err
 }
 
 // leftRunning settles the orders of the host that PostgreSQL holds as

@@ -181,6 +181,8 @@ type Worker struct {
 	// acks confirms the current tenure's acks; one the server did not
 	// confirm marks the tenure's stall check suspect (ack.go).
 	acks atomic.Pointer[acks]
+	// acked is how far the server confirmed the acks (acked.go).
+	acked ackedTo
 	// wakes coalesces control wake-ups (control.go).
 	wakes wakes
 	// claims is how far the host's orders were claimed (replay.go).
@@ -266,6 +268,29 @@ var errCrash = errors.New("fail-point")
 // this idle worker (acks lost, stall.go). The next tenure rewinds the
 // consumer, which hands every unacknowledged message back in stream order.
 var errRewind = errors.New("rewinding the host's consumer (a delivery gap or lost acks)")
+
+// errNotPast ends a tenure whose consumer, made again past the message
+// its worker acked last (queue.RewindHostConsumerPast), delivered another
+// first: the stream was made again (its sequences start over) or that
+// message was purged, and nothing tells what it holds below. Nothing of it
+// is handed over; the next tenure's consumer starts at the first message
+// stored.
+var errNotPast = errors.New("the host's consumer made again past the orders acked did not deliver the last one first; delivering from the first message stored")
+
+// notPast forgets the message acked last, and deletes the consumer made
+// past it, so that no worker takes the host over on it (errNotPast).
+func (w *Worker) notPast(ctx context.Context, past queue.Acked, meta *jetstream.MsgMetadata) {
+	w.acked.missed()
+	// INFO: where the API purges acknowledged orders, the one acked last
+	// is usually gone by the next restart.
+	w.logger.Info("the consumer made again past the orders acked delivered another message first (the order acked last purged, or the orders stream made again); taking the host again with every message stored",
+		"acked_seq", past.Seq, "got_seq", meta.Sequence.Stream)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := w.q.DeleteHostConsumer(dctx, w.opts.Host); err != nil {
+		w.logger.Debug("delete the consumer made past the orders acked", "error", err)
+	}
+}
 
 // Run owns the host for as long as ctx lasts: it takes the host's lease
 // (waiting as a standby while another worker holds it), takes the host over
@@ -394,7 +419,7 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 		defer wg.Done()
 		w.beat(beatCtx, lease, h, stopFeed)
 	}()
-	cons, err := w.takeover(ctx)
+	cons, past, err := w.takeover(ctx)
 	if err != nil {
 		return err
 	}
@@ -423,7 +448,7 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 		// order without a sign to it (stall.go): look now and then.
 		st.recheck = w.opts.IdleCheckEvery
 	}
-	confirms, err := newAcks(w.q.JetStream().Conn(), st, w.logger.Warn)
+	confirms, err := newAcks(w.q.JetStream().Conn(), st, w.logger.Warn, w.acked.raise)
 	if err != nil {
 		return fmt.Errorf("subscribe to the confirmations of acks: %w", err)
 	}
@@ -454,7 +479,7 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 	go func() {
 		defer wg.Done()
 		defer close(msgs)
-		w.feed(feedCtx, iter, msgs, stopFeed, st)
+		w.feed(feedCtx, iter, msgs, stopFeed, st, past)
 	}()
 	wg.Add(1)
 	go func() {
@@ -503,8 +528,10 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 }
 
 // feed passes the consumer's messages on in delivery order, checking that
-// the consumer's delivery sequence has no gap (see errRewind).
-func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- jetstream.Msg, stop context.CancelCauseFunc, st *stall) {
+// the consumer's delivery sequence has no gap (see errRewind), and, on a
+// consumer made again past the message acked last (past, not zero), that
+// the first delivery is that very message (errNotPast).
+func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- jetstream.Msg, stop context.CancelCauseFunc, st *stall, past queue.Acked) {
 	var last uint64
 	b := backoff{min: 10 * time.Millisecond, max: time.Second}
 	for {
@@ -543,6 +570,14 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 					"stream_seq", meta.Sequence.Stream)
 				stop(errRewind)
 				return
+			}
+			if past.Seq != 0 {
+				if !past.Is(meta.Sequence.Stream, meta.Timestamp) {
+					w.notPast(ctx, past, meta)
+					stop(errNotPast)
+					return
+				}
+				past = queue.Acked{}
 			}
 			last = max(last, meta.Sequence.Consumer)
 		}

@@ -213,7 +213,13 @@ func (k dropKV) Create(ctx context.Context, key string, val []byte, opts ...jets
 
 // Put writes val again when a drop ended its write: what a worker puts
 // is its own (a holder's lease, within the lease, in Renew; a standby's
-// report, StandbyBeat), where writing it twice is writing it once.
+// report, StandbyBeat), where writing it twice is writing it once. A
+// take by put (a standby's after lostTakes beaten takes, a holder's
+// retake) overwrites whatever the key holds when it arrives: a copy
+// sent again overwrites only what was stored between the two, as the
+// first would have had it arrived that much later; a rival honest
+// writer's conditioned write stored there is refused by the first
+// copy's revision, so none is.
 func (k dropKV) Put(ctx context.Context, key string, val []byte) (rev uint64, err error) {
 	err = k.q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
 		rev, err = k.KeyValue.Put(ctx, key, val)

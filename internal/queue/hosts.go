@@ -417,6 +417,11 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 // dead holder's host.
 func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
+	// Each read and take sent again at once when a drop of the
+	// connection ended it (dropKV): a worker taking its host as a
+	// nats-server restarted (its start, the tenure after the restart)
+	// waited out a lost one's 5 s, or failed (docs/decisions.md, hF24).
+	kv := q.hostsOnDrop()
 	seen := &leaseSeen{q: q, key: key, host: host, instance: instance, k: k}
 	kn := q.knownLease(host)
 	if k != nil {
@@ -465,7 +470,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		watching = true
 		var err error
 		if w, err = q.watchKey(ctx, key, seen); err == nil {
-			if st, err := q.kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
+			if st, err := kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
 				every = q.opts.LeaseTTL
 				markers = true
 			} else {
@@ -497,7 +502,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			freed = "tried"
 		}
 		if freed == "tried" && markers && !renewed.IsZero() && time.Since(renewed) < q.opts.LeaseTTL {
-			e, err := q.kv.Get(ctx, key)
+			e, err := kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) && !warned {
 				warned = true
 				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
@@ -606,14 +611,14 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			}
 			err = jetstream.ErrKeyExists
 		} else if due && lost >= lostTakes {
-			if rev, err = q.kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k)); err == nil {
+			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k)); err == nil {
 				q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 				return lease(rev, sent, freed), nil
 			}
 		} else {
-			// Sent again when a drop ends it (dropKV): a take whose
-			// answer a restart lost found the key taken, its own.
-			rev, err = dropKV{KeyValue: q.kv, q: q}.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
+			// A take whose answer a restart lost, sent again, finds
+			// the key taken: its own (writeOnDrop).
+			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
@@ -627,7 +632,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		// With a key, only a value it signed: the instance of a standby
 		// is in the hosts listing, and a value naming it, forged over a
 		// live holder's, handed it the host.
-		e, err := q.kv.Get(ctx, key)
+		e, err := kv.Get(ctx, key)
 		holder, honoured := "", false
 		if err == nil {
 			holder, honoured = seen.honours(e.Value(), e.Revision())
@@ -642,7 +647,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		}
 		if honoured && holder == instance {
 			sent := time.Now()
-			if rev, err := q.kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
+			if rev, err := kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
 				return lease(rev, sent, ""), nil
 			}
 		}
@@ -661,9 +666,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				var rev uint64
 				var err error
 				if lost >= lostTakes {
-					rev, err = q.kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(ctx, k, seen.floor)), k))
+					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(ctx, k, seen.floor)), k))
 				} else {
-					rev, err = q.kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision())
+					rev, err = kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision())
 				}
 				if err == nil {
 					q.logger().Error("took the host lease over a value not written with this host's NATS credential (another credential wrote it), a lease after its holder last renewed it",
@@ -1223,17 +1228,24 @@ func (l *Lease) Release(ctx context.Context) error {
 // it was released after with its signature, name this lease's release
 // and nobody else's.
 func (l *Lease) releasedBy(ctx context.Context, h nats.Header) bool {
-	var m *jetstream.RawStreamMsg
-	err := l.q.RetryOnDrop(ctx, func(ctx context.Context) error {
-		st, err := l.q.js.Stream(ctx, "KV_"+HostsBucket)
-		if err != nil {
-			return err
-		}
-		m, err = st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+l.key)
-		return err
-	})
+	m, _, err := l.q.lastMessageOf(ctx, l.key)
 	return err == nil && m.Header.Get("KV-Operation") == "DEL" &&
 		m.Header.Get(ReleasedHeader) == h.Get(ReleasedHeader) && m.Header.Get(ReleasedAfterHeader) == h.Get(ReleasedAfterHeader)
+}
+
+// lastMessageOf reads the last message stored on key of the hosts
+// bucket, a delete's headers included, with the bucket's stream as read
+// for it; both reads are sent again at once when a drop of the
+// connection ended them (RetryOnDrop).
+func (q *Queue) lastMessageOf(ctx context.Context, key string) (m *jetstream.RawStreamMsg, st jetstream.Stream, err error) {
+	err = q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		if st, err = q.js.Stream(ctx, "KV_"+HostsBucket); err != nil {
+			return err
+		}
+		m, err = st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
+		return err
+	})
+	return m, st, err
 }
 
 // raced reports whether a write on a key's revision failed because the

@@ -321,11 +321,7 @@ func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) str
 	if seen.k == nil && !seen.held {
 		return ""
 	}
-	st, err := q.js.Stream(ctx, "KV_"+HostsBucket)
-	if err != nil {
-		return ""
-	}
-	m, err := st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
+	m, st, err := q.lastMessageOf(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound) && seen.held:
 		return "absent"

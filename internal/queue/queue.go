@@ -655,15 +655,7 @@ func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.C
 		// (ordersRetention), which holds nothing below the floor.
 		return q.HostConsumer(ctx, host)
 	}
-	c, err := q.js.CreateOrUpdateConsumer(ctx, OrdersStream, q.hostConsumerConfig(host, floor+1))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == errWorkQueueDeliverAll {
-		return q.HostConsumer(ctx, host) // a work queue
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create consumer for host %s: %w", host, err)
-	}
-	return c, nil
+	return q.consumerFrom(ctx, host, floor+1)
 }
 
 // RewindHostConsumer rewinds the host's consumer to its ack floor: every

@@ -452,57 +452,14 @@ func TestLeaseTakeSentAgainWhenTheConnectionDropsUnderIt(t *testing.T) {
 			const host = "taken"
 			const instance = host + "/taker"
 			k := queue.NewMarkKey([]byte("the host's seed"))
-			ctx := testenv.Context(t)
 			api, px, w := bindThroughProxy(t)
-			st, err := api.JetStream().Stream(ctx, "KV_"+queue.HostsBucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			info, err := st.Info(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := info.State.LastSeq
-
 			lost := []byte(instance)
 			if !c.toServer {
 				lost = []byte(`"stream":"KV_` + queue.HostsBucket + `"`)
 			}
-			px.DropWhen(c.toServer, []byte(instance))
-			type result struct {
-				lease *queue.Lease
-				err   error
-				took  time.Duration
-			}
-			done := make(chan result, 1)
-			go func() {
-				tctx, cancel := context.WithTimeout(ctx, 4*time.Second)
-				defer cancel()
-				start := time.Now()
-				l, err := w.AcquireSignedLease(tctx, host, instance, k, nil)
-				done <- result{l, err, time.Since(start)}
-			}()
-			testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the take or its answer", func() bool {
-				return px.Dropped(lost)
+			acquireAcrossTheDrop(t, api, px, w, host, instance, k, lost, func() {
+				px.DropWhen(c.toServer, []byte(instance))
 			})
-			px.Cut()
-			r := <-done
-			if r.err != nil {
-				t.Fatalf("the take the drop lost: %v after %s, want it sent again and the lease held", r.err, r.took.Round(time.Millisecond))
-			}
-			t.Logf("taken %s after the take began", r.took.Round(time.Millisecond))
-			if holder, err := api.LeaseHolder(ctx, host); err != nil || holder != instance {
-				t.Fatalf("the lease is held by %q (%v), want %s", holder, err, instance)
-			}
-			if info, err = st.Info(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if n := info.State.LastSeq - before; n != 1 {
-				t.Errorf("the hosts bucket took %d writes for the take, want 1", n)
-			}
-			if _, err := r.lease.Renew(ctx); err != nil {
-				t.Errorf("the first renewal of the lease taken: %v", err)
-			}
 		})
 	}
 }

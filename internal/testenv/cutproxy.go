@@ -22,6 +22,9 @@ type CutProxy struct {
 	// writes a chunk holding it (DropWhen).
 	when    []byte
 	whenWay bool
+	// whenSkip is how many chunks holding when pass before the drop
+	// starts (DropWhenNth).
+	whenSkip int
 }
 
 // NewCutProxy starts a CutProxy to target (host:port), closed when the
@@ -45,7 +48,7 @@ func (p *CutProxy) carry(dst, src net.Conn, toServer bool) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			if toServer && p.when != nil && bytes.Contains(buf[:n], p.when) {
+			if toServer && p.when != nil && bytes.Contains(buf[:n], p.when) && p.skipped() {
 				way := p.whenWay
 				p.toServer, p.lost, p.when = &way, nil, nil
 			}
@@ -78,10 +81,25 @@ func (p *CutProxy) Drop(toServer bool) {
 // lost (toServer), or what the server writes from then on, its answer
 // among it, and not the requests before it (a read before the write it
 // leads to).
-func (p *CutProxy) DropWhen(toServer bool, b []byte) {
+func (p *CutProxy) DropWhen(toServer bool, b []byte) { p.DropWhenNth(toServer, b, 1) }
+
+// DropWhenNth is DropWhen at the nth chunk the client writes holding b:
+// a request sent as the same bytes as others before it (a key's read)
+// is lost there, not the first of them.
+func (p *CutProxy) DropWhenNth(toServer bool, b []byte, nth int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.toServer, p.lost, p.when, p.whenWay = nil, nil, bytes.Clone(b), toServer
+	p.toServer, p.lost, p.when, p.whenWay, p.whenSkip = nil, nil, bytes.Clone(b), toServer, nth-1
+}
+
+// skipped counts a chunk holding when, and reports whether the drop
+// starts at it. Called with mu held.
+func (p *CutProxy) skipped() bool {
+	if p.whenSkip > 0 {
+		p.whenSkip--
+		return false
+	}
+	return true
 }
 
 // Dropped reports whether what was dropped holds b.

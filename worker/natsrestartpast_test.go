@@ -1,0 +1,132 @@
+package worker_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestNATSRestartDeliversAgainOnlyWhatWasNotAcked: the orders stream has
+// limits retention, so the orders acknowledged before a nats-server
+// restart are still stored, and the restart loses the host's in-memory
+// consumer. The worker makes it again past the orders whose acks the
+// server confirmed to it, not at the first message stored: the order
+// submitted after the restart is the second delivery of the new
+// consumer (the first is the order acked last, which tells the worker it
+// is the stream it acked), not the eleventh after ten finished orders
+// delivered again, each acked only after PostgreSQL said it was finished
+// (docs/decisions.md, hF24). Every order runs once, in order.
+func TestNATSRestartDeliversAgainOnlyWhatWasNotAcked(t *testing.T) {
+	const host = "prestart"
+	ns := testenv.NATSServer(t, &server.Options{})
+	e, connected, log, appendName, ids := tenAcked(t, ns, host, "")
+
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
+		return connected()
+	})
+	ids = append(ids, appendName("new"))
+
+	want := ""
+	var prev *order.Order
+	for i, id := range ids {
+		o := e.waitStatus(id, order.StatusSucceeded)
+		if o.Attempt != 1 {
+			t.Errorf("order %s ran in attempt %d", id, o.Attempt)
+		}
+		if prev != nil && o.StreamSeq <= prev.StreamSeq {
+			t.Fatalf("order %s (seq %d) ran after %s (seq %d)", o.ID, o.StreamSeq, prev.ID, prev.StreamSeq)
+		}
+		prev = o
+		if i < 10 {
+			want += strconv.Itoa(i) + "\n"
+		}
+	}
+	if b, _ := os.ReadFile(log); string(b) != want+"new\n" {
+		t.Fatalf("the orders ran %q, want each once, in order", b)
+	}
+	var info *jetstream.ConsumerInfo
+	if err := testenv.Answered(t, "the host consumer's info", func(ctx context.Context) error {
+		c, err := e.q.JetStream().Consumer(ctx, queue.OrdersStream, queue.ConsumerName(host))
+		if err == nil {
+			info = c.CachedInfo()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 2 || info.Delivered.Stream != prev.StreamSeq {
+		t.Fatalf("the consumer made again after the restart delivered %d messages, up to stream sequence %d; "+
+			"want 2: the order acked last, then the new one (%d), not the finished orders again before it",
+			info.Delivered.Consumer, info.Delivered.Stream, prev.StreamSeq)
+	}
+}
+
+// TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders: the orders stream is
+// deleted and made again under a worker that acked ten orders of it, and
+// twelve orders are submitted to the new one, numbered from 1 again. The
+// worker's consumer, made again past the order it acked last (sequence
+// 10), finds another message there, or none: it starts at the first
+// message stored instead, and every order of the new stream runs, once,
+// in order; none below sequence 10 is skipped.
+func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
+	const host = "remade"
+	e, _, log, appendName, _ := tenAcked(t, testenv.NATSServer(t, &server.Options{}), host, "old")
+	if err := e.q.JetStream().DeleteStream(t.Context(), queue.OrdersStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.New(t.Context(), e.q.Conn(), queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	var fresh []uuid.UUID
+	want := ""
+	for i := range 12 {
+		fresh = append(fresh, appendName("new"+strconv.Itoa(i)))
+		want += "new" + strconv.Itoa(i) + "\n"
+	}
+	for _, id := range fresh {
+		if o := e.waitStatus(id, order.StatusSucceeded); o.Attempt != 1 {
+			t.Errorf("order %s ran in attempt %d", id, o.Attempt)
+		}
+	}
+	b, _ := os.ReadFile(log)
+	if _, after, ok := strings.Cut(string(b), "old9\n"); !ok || after != want {
+		t.Fatalf("the orders ran %q, want the new stream's after the old, each once, in order", b)
+	}
+}
+
+// tenAcked starts a worker of host on ns with ten orders that append
+// prefix and their number to log, and waits until they ran and the
+// server has their acks; appendName submits another.
+func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
+	t.Helper()
+	e, wq, connected := newEnvOn(t, ns)
+	log = filepath.Join(t.TempDir(), "ran")
+	appendName = func(name string) uuid.UUID {
+		return e.submit(host, "sh", "-c", `echo "$1" >> "$2"`, "_", name, log)
+	}
+	for i := range 10 {
+		ids = append(ids, appendName(prefix+strconv.Itoa(i)))
+	}
+	e.startWith(wq, e.store, host, nil)
+	for _, id := range ids {
+		e.waitStatus(id, order.StatusSucceeded)
+	}
+	testenv.WaitUntil(t, 30*time.Second, "the acks of the ten orders", func() bool {
+		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName(host))
+		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0
+	})
+	return e, connected, log, appendName, ids
+}
