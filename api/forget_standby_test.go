@@ -47,7 +47,7 @@ func TestForgetHostRefusedWhileAWorkerWaitsForIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.q.StandbyGone(ctx, "orphan", rev); err != nil {
+	if err := e.q.StandbyGone(ctx, "orphan", "orphan/2", rev); err != nil {
 		t.Fatal(err)
 	}
 	forget(http.StatusConflict, "is being taken over by worker orphan/2: stop it first")

@@ -31,7 +31,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 		// counts for nothing (queue.Workers).
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
-		if err := w.q.StandbyGone(rctx, w.opts.Host, rev); err != nil {
+		if err := w.q.StandbyGone(rctx, w.opts.Host, w.opts.Instance, rev); err != nil {
 			w.logger.Debug("remove standby report", "error", err)
 		}
 	}()

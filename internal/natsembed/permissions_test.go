@@ -258,7 +258,7 @@ func TestRolesOnTheBus(t *testing.T) {
 	if _, sb, err := qAPI.Workers(ctx); err != nil || sb["h1"].Instance != "w1-standby" {
 		t.Fatalf("the API's view of the standbys: %+v %v", sb, err)
 	}
-	if err := q1.StandbyGone(ctx, "h1", rev); err != nil {
+	if err := q1.StandbyGone(ctx, "h1", "w1-standby", rev); err != nil {
 		t.Fatalf("worker h1 removing its standby report: %v", err)
 	}
 	controls := make(chan queue.Control, 1)

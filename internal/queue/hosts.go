@@ -167,11 +167,26 @@ func (q *Queue) StandbyBeat(ctx context.Context, info HostInfo) (uint64, error) 
 	return rev, nil
 }
 
-// StandbyGone removes the standby report of host that StandbyBeat wrote
-// as revision rev, and leaves it to another standby of the host that
-// reported since.
-func (q *Queue) StandbyGone(ctx context.Context, host string, rev uint64) error {
-	return q.hostsOnDrop().Delete(ctx, "standby."+host, jetstream.LastRevision(rev))
+// StandbyGone removes the standby report of host that instance wrote
+// (StandbyBeat) as revision rev, or later, and leaves it to another
+// standby of the host that reported since. Later: a report whose answer
+// the standby did not wait for (its beat's bound, a heartbeat, passed on
+// a loaded machine) was stored all the same, under a revision it never
+// learned; removed by rev alone, the conditioned delete failed and the
+// report stayed until the bucket's TTL, a standby that had stopped still
+// listed (TestStandbyIsReported, hH23; TestStandbyGoneRemovesAReportItsBeatDidNotHear).
+func (q *Queue) StandbyGone(ctx context.Context, host, instance string, rev uint64) error {
+	key := "standby." + host
+	err := q.hostsOnDrop().Delete(ctx, key, jetstream.LastRevision(rev))
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	e, gerr := q.hostsOnDrop().Get(ctx, key)
+	var info HostInfo
+	if gerr != nil || e.Revision() < rev || json.Unmarshal(e.Value(), &info) != nil || info.Instance != instance {
+		return err
+	}
+	return q.hostsOnDrop().Delete(ctx, key, jetstream.LastRevision(e.Revision()))
 }
 
 // beats reads the live reports of the keys prefix<host>, by host, for

@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func TestStandbyReports(t *testing.T) {
 		t.Fatalf("online hosts %+v %v", online, err)
 	}
 	// s1/a took over (or stopped): its removal must not hide s1/b.
-	if err := q.StandbyGone(ctx, "s1", older); err == nil {
+	if err := q.StandbyGone(ctx, "s1", "s1/a", older); err == nil {
 		t.Fatal("a report written since was removed")
 	}
 	if sb := standbys(); sb["s1"].Instance != "s1/b" {
@@ -106,5 +107,56 @@ func TestStandbyWaitingSinceOnTheServersClock(t *testing.T) {
 		if d := time.Since(s.StartedAt); d < 25*time.Second || d > 5*time.Minute {
 			t.Errorf("skew %v: started waiting %v ago by this clock, want about 30s", skew, d)
 		}
+	}
+}
+
+// TestStandbyGoneRemovesAReportItsBeatDidNotHear: a standby's report
+// whose answer it did not wait for (the beat's bound passed on a loaded
+// machine) is stored all the same, under a revision the standby never
+// learned. Its removal named the last revision it heard, failed ("wrong
+// last sequence") and left the stopped standby listed until the bucket's
+// TTL (TestStandbyIsReported, hH23). Its own later report is removed;
+// another standby's still is not.
+func TestStandbyGoneRemovesAReportItsBeatDidNotHear(t *testing.T) {
+	ctx := testenv.Context(t)
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{LeaseTTL: 30 * time.Second})
+	kv, err := q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(instance string) []byte {
+		b, err := json.Marshal(queue.HostInfo{Host: "s9", Instance: instance, StartedAt: time.Now(), LastSeen: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	heard, err := q.StandbyBeat(ctx, queue.HostInfo{Host: "s9", Instance: "s9/a", StartedAt: time.Now(), LastSeen: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next beat, stored; its answer came after the beat's bound.
+	if _, err := kv.Put(ctx, "standby.s9", report("s9/a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.StandbyGone(ctx, "s9", "s9/a", heard); err != nil {
+		t.Fatalf("the removal of the standby's own unheard report: %v", err)
+	}
+	if _, sb, err := q.Workers(ctx); err != nil || sb["s9"].Instance != "" {
+		t.Fatalf("standbys %+v (%v): the stopped standby is still listed", sb, err)
+	}
+	// Another standby's report since: left.
+	heard, err = q.StandbyBeat(ctx, queue.HostInfo{Host: "s9", Instance: "s9/a", StartedAt: time.Now(), LastSeen: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "standby.s9", report("s9/b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.StandbyGone(ctx, "s9", "s9/a", heard); err == nil {
+		t.Fatal("another standby's report was removed")
+	}
+	if _, sb, err := q.Workers(ctx); err != nil || sb["s9"].Instance != "s9/b" {
+		t.Fatalf("standbys %+v (%v), want s9/b's report", sb, err)
 	}
 }
