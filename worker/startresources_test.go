@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sys/unix"
 
 	"github.com/orderly-run/orderly/internal/config"
@@ -197,9 +198,10 @@ func TestWorkerStoppedWhileAnOrderWaitsForADescriptorHandsItBack(t *testing.T) {
 }
 
 // takeAllDescriptors submits order id (a true) to host, and once its
-// claim is under way lowers the test process's RLIMIT_NOFILE to 4096 and
-// opens /dev/null until no descriptor is left, then lets the claim go
-// on. release closes them and puts the limit back.
+// claim is under way opens every connection the store's pool may hold,
+// lowers the test process's RLIMIT_NOFILE to 4096 and opens /dev/null
+// until no descriptor is left, then lets the claim go on. release closes
+// them and puts the limit back.
 func takeAllDescriptors(t *testing.T, e *env, store *gatedClaim, id uuid.UUID, host string) (release func()) {
 	t.Helper()
 	e.insertAndPublish(&order.Order{ID: id, Kind: order.KindExec, Host: host, Command: "true",
@@ -209,6 +211,7 @@ func takeAllDescriptors(t *testing.T, e *env, store *gatedClaim, id uuid.UUID, h
 	case <-testenv.Context(t).Done():
 		t.Fatal("the order was never claimed")
 	}
+	fillPool(t, e.pool)
 	var was syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &was); err != nil {
 		t.Fatal(err)
@@ -240,6 +243,28 @@ func takeAllDescriptors(t *testing.T, e *env, store *gatedClaim, id uuid.UUID, h
 	}
 	t.Cleanup(release)
 	return release
+}
+
+// fillPool opens every connection pool may hold (MaxConns), so that no
+// query dials one while the descriptors are taken: the pool had opened
+// two by the first order, and a claim that found both in use (the test's
+// waitTerminal, the worker's heartbeat) dialed a third, failed with
+// EMFILE and was tried again (hH23, hH24). A pool at MaxConns makes a
+// query wait for a connection instead.
+func fillPool(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	conns := make([]*pgxpool.Conn, 0, pool.Config().MaxConns)
+	for range pool.Config().MaxConns {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
 }
 
 // waitTerminal waits for order id to end and returns it.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
@@ -24,6 +25,8 @@ type env struct {
 	t     testing.TB
 	store *postgres.Store
 	q     *queue.Queue
+	// pool is store's, where newEnv made it; nil otherwise.
+	pool *pgxpool.Pool
 }
 
 func newEnv(t testing.TB) *env {
@@ -38,9 +41,9 @@ func newEnv(t testing.TB) *env {
 // and the redelivery becomes the next delivery its result is written
 // with.
 func newEnvAckWait(t testing.TB, ackWait time.Duration) *env {
-	store, _ := testenv.Store(t, testenv.Postgres(t))
+	store, pool := testenv.Store(t, testenv.Postgres(t))
 	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: ackWait, LeaseTTL: 2 * time.Second})
-	return &env{t: t, store: store, q: q}
+	return &env{t: t, store: store, q: q, pool: pool}
 }
 
 // start runs a worker for host until the test ends or it stops by itself;

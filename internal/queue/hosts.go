@@ -592,7 +592,10 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		if freed != "released" && freed != "expired" && (renewed.IsZero() || time.Since(renewed) < ttl) {
 			gone = q.goneUnseen(ctx, key, seen)
 		}
-		if gone != "" {
+		if gone == "value" {
+			// Read as a Create that found the key taken would read it.
+			err = jetstream.ErrKeyExists
+		} else if gone != "" {
 			// A delete (or marker), no release of its holder's, or an
 			// absent key another instance held lately, found within a
 			// lease of the last renewal honoured (or of now): left to

@@ -314,9 +314,14 @@ func (s *leaseSeen) forged(log *slog.Logger, written string) {
 // remove a live holder's key, which it puts back at its next renewal
 // (Renew); a wait that began in between took the key at once, and its
 // takeover interrupted the order the holder ran
-// (TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder). "" otherwise:
-// a value (the Create fails on it), a release, an absent key nobody else
-// held, or one it cannot read.
+// (TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder). "value" when
+// the key holds a put (its holder's or not, judged by the read that
+// follows): no Create is sent on it, which would fail while it stands
+// and succeed only if the key vanished after this look, and a standby
+// that looked as its holder put the key back, then wrote after a purge
+// or a clock step removed it again, took a live holder's host
+// (TestStandbyLeavesAKeyThatVanishesBeforeItsCreate). "" otherwise: a
+// release, an absent key nobody else held, or one it cannot read.
 func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) string {
 	if seen.k == nil && !seen.held {
 		return ""
@@ -325,7 +330,11 @@ func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) str
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound) && seen.held:
 		return "absent"
-	case err != nil, seen.k == nil:
+	case err != nil:
+		return ""
+	case m.Header.Get("KV-Operation") == "" && m.Header.Get(jetstream.MarkerReasonHeader) == "":
+		return "value"
+	case seen.k == nil:
 		return ""
 	}
 	switch {

@@ -238,7 +238,9 @@ func TestWorkerRequestsSentAgainWhenTheConnectionDropsUnderThem(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			do: func(t *testing.T, r *rig, ctx context.Context) error { return r.w.StandbyGone(ctx, host, r.standby) },
+			do: func(t *testing.T, r *rig, ctx context.Context) error {
+				return r.w.StandbyGone(ctx, host, r.standby)
+			},
 			check: func(t *testing.T, r *rig, before uint64) {
 				oneWrite(t, r, before, "the standby report's removal")
 				gone(t, r, "standby."+host)
