@@ -2,6 +2,7 @@ package worker
 
 import (
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,16 +102,10 @@ func newAcks(nc *nats.Conn, st *stall, warn func(string, ...any), raise func(que
 // consumer, no more.
 func (a *acks) dropped() {
 	a.mu.Lock()
-	lost := make([]uint64, 0, len(a.pending))
-	for n := range a.pending {
-		lost = append(lost, n)
-	}
+	lost := maps.Clone(a.pending)
 	a.mu.Unlock()
-	for _, n := range lost {
-		a.mu.Lock()
-		p, ok := a.pending[n]
-		a.mu.Unlock()
-		if ok && a.take(n) {
+	for n, p := range lost {
+		if a.take(n) { // not confirmed meanwhile
 			a.lost(p.id, errors.New("the connection dropped before its confirmation"))
 		}
 	}

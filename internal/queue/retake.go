@@ -46,14 +46,7 @@ func (l *Lease) CheckOwner(owner func(ctx context.Context) (string, error)) { l.
 // Without a key nothing tells a forger from a rival: no put.
 func (l *Lease) retake(ctx context.Context, read uint64) (uint64, error) {
 	if l.lost >= lostTakes && l.owner != nil && l.k != nil {
-		owner, err := l.owner(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("read the host's owner before a plain write: %w", err)
-		}
-		if owner != l.instance {
-			return 0, fmt.Errorf("%w: the host's owner is %q, which took it over while this lease lapsed", ErrLeaseLost, owner)
-		}
-		rev, err := l.kv().Put(ctx, l.key, l.value(max(read, l.q.lastRevision(ctx, l.k, l.rev))))
+		rev, err := l.putAsOwner(ctx, max(read, l.q.lastRevision(ctx, l.k, l.rev)), "it took the host over while this lease lapsed")
 		if err == nil {
 			l.q.logTakenByPut(l.host, l.instance, "this holder's conditioned take-backs of its lapsed lease", l.lost)
 			l.lost = 0
@@ -144,15 +137,8 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 // lost lease; an owner unread leaves the lease in doubt until the next
 // renewal.
 func (l *Lease) keepOwned(ctx context.Context, read uint64, holder string) (bool, error) {
-	owner, err := l.owner(ctx)
-	if err != nil {
-		return false, fmt.Errorf("renew lease: the key names %s; read the host's owner: %w", holder, err)
-	}
-	if owner != l.instance {
-		return false, fmt.Errorf("%w: now held by %s (the host's owner is %q)", ErrLeaseLost, holder, owner)
-	}
 	sent := time.Now()
-	rev, err := l.kv().Put(ctx, l.key, l.value(max(l.rev, read)))
+	rev, err := l.putAsOwner(ctx, max(l.rev, read), "now held by "+holder)
 	if err != nil {
 		return false, fmt.Errorf("renew lease: take the lease back from %s, which put its own over it: %w", holder, err)
 	}
@@ -160,4 +146,19 @@ func (l *Lease) keepOwned(ctx context.Context, read uint64, holder string) (bool
 		"host", l.host, "instance", l.instance, "written_as", holder)
 	l.rev, l.written, l.lost = rev, sent, 0
 	return false, nil
+}
+
+// putAsOwner writes this lease's value, at revision floor, over whatever
+// the key holds, with a plain put, once PostgreSQL's hosts.owner names
+// this instance: the only fence such a put has against an honest rival
+// (retake, keepOwned). Another owner is a lost lease, said with why.
+func (l *Lease) putAsOwner(ctx context.Context, floor uint64, why string) (uint64, error) {
+	owner, err := l.owner(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read the host's owner before a plain write: %w", err)
+	}
+	if owner != l.instance {
+		return 0, fmt.Errorf("%w: %s (the host's owner is %q)", ErrLeaseLost, why, owner)
+	}
+	return l.kv().Put(ctx, l.key, l.value(floor))
 }
