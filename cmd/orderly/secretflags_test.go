@@ -180,3 +180,20 @@ func TestServerWarnsOfANATSPasswordWithoutScheme(t *testing.T) {
 		}
 	}
 }
+
+// TestAStartNamesADatabaseURLItCannotParseWithoutItsPassword: migrate
+// (serve's first contact with PostgreSQL too) stops on a database_url
+// pgx cannot parse with pgx's cause and the string with its password
+// hidden. pgx's own redaction missed "password = …", which "orderly
+// stopped" printed whole, from the environment as from a flag.
+func TestAStartNamesADatabaseURLItCannotParseWithoutItsPassword(t *testing.T) {
+	const dbPass = "Sec4etDBpass"
+	for _, sub := range []string{"status", "up"} {
+		var out bytes.Buffer
+		err := run(t.Context(), []string{"orderly", "migrate", sub}, []string{"ORDERLY_DATABASE_URL=host=127.0.0.1 port=1 user=orderly password = " + dbPass + " sslmode=bogus"},
+			strings.NewReader(""), &out, &out)
+		if err == nil || strings.Contains(err.Error()+out.String(), dbPass) || !strings.Contains(err.Error(), "sslmode is invalid") {
+			t.Errorf("migrate %s: got %v:\n%s\nwant pgx's cause, without the password", sub, err, out.String())
+		}
+	}
+}

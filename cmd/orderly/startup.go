@@ -19,6 +19,7 @@ import (
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
 )
 
@@ -276,6 +277,9 @@ func postgresOffersNoTLS(err error) bool {
 // postgresConnectError names what to change when PostgreSQL's
 // certificate is not trusted: pgx says only what crypto/x509 said.
 func postgresConnectError(err error) error {
+	// A database_url pgx cannot parse (migrate's first step), printed
+	// with its password hidden.
+	err = postgres.RedactParseError(err)
 	if postgresOffersNoTLS(err) {
 		return fmt.Errorf("%w (PostgreSQL offers no TLS and database_url's sslmode requires it: turn ssl on in the server's postgresql.conf, "+
 			"with its certificate, or write sslmode=disable where the connection may go unencrypted; docs/deploy.md, \"TLS to NATS and PostgreSQL\")", err)

@@ -64,7 +64,7 @@ const pooledStatementsHint = "a connection pooler between orderly and PostgreSQL
 func choosesExecMode(dsn string) (bool, error) {
 	c, err := pgconn.ParseConfig(dsn)
 	if err != nil {
-		return false, fmt.Errorf("parse database url: %w", err)
+		return false, RedactParseError(fmt.Errorf("parse database url: %w", err))
 	}
 	_, ok := c.RuntimeParams["default_query_exec_mode"]
 	return ok, nil

@@ -106,7 +106,7 @@ func open(ctx context.Context, dsn string, tweak func(*pgxpool.Config)) (*pgxpoo
 func poolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse database url: %w", err)
+		return nil, RedactParseError(fmt.Errorf("parse database url: %w", err))
 	}
 	if err := execModeKept(cfg.ConnConfig.DefaultQueryExecMode); err != nil {
 		return nil, err

@@ -89,7 +89,7 @@ func (f *tlsFiles) apply(cc *pgconn.Config, look tlsLook, fresh *pgconn.Config, 
 			f.keep(fresh)
 		} else {
 			slog.Error("postgresql: the TLS files of database_url did not load; new connections keep the certificate loaded before",
-				"files", strings.Join(look.names, ", "), "error", parseErr)
+				"files", strings.Join(look.names, ", "), "error", RedactParseError(parseErr))
 		}
 	}
 	if len(cc.Fallbacks) != len(f.fallbacks) {

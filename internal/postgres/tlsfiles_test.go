@@ -221,6 +221,12 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 			return "host=127.0.0.1 port=" + strconv.Itoa(port) + " user=postgres dbname=orderly sslmode=verify-full" +
 				" sslrootcert='" + caFile + "' sslcert = '" + certFile + "' sslkey='" + keyFile + "'"
 		}},
+		// The broken replacement's log line carries pgx's parse error,
+		// which printed a password written "password = …" whole.
+		{"keyword with a spaced password", "certs", func(caFile, certFile, keyFile string) string {
+			return "host=127.0.0.1 port=" + strconv.Itoa(port) + " user=postgres dbname=orderly sslmode=verify-full" +
+				" password = " + unusedPassword + " sslrootcert=" + caFile + " sslcert=" + certFile + " sslkey=" + keyFile
+		}},
 	}
 	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
@@ -233,6 +239,11 @@ func TestNewConnectionsPresentTheRenewedClientCertificate(t *testing.T) {
 		})
 	}
 }
+
+// unusedPassword is a password database_url may carry beside the client
+// certificate the server asks for (hostssl … cert reads none): it must
+// never be printed.
+const unusedPassword = "Sec4etPGpass"
 
 // presentsRenewals renews the client certificate in certFile and keyFile
 // under a pool of dsn, checking the serial each new connection presents.
@@ -275,6 +286,9 @@ func presentsRenewals(t *testing.T, ca *testCA, dsn, certFile, keyFile, caFile s
 	}
 	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 || !strings.Contains(logs.String(), keyFile) {
 		t.Fatalf("the broken replacement logged %d ERRORs (want 1, naming %s):\n%s", n, keyFile, logs.String())
+	}
+	if strings.Contains(logs.String(), unusedPassword) {
+		t.Fatalf("the broken replacement's log printed database_url's password:\n%s", logs.String())
 	}
 
 	install(ca.issue(t, "postgres", 1004, false))
