@@ -723,8 +723,10 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 // processes by; a leader alone has none, and dies with the worker
 // (Pdeathsig), so the longer wait leaves nothing unrecorded that the
 // first one did not: a process the leader forks is seen at the next
-// look, at most ExitWait later. A leader that sleeps (on a child, a
-// pipe, a timer) is not waited for: it is not about to exit.
+// look, at most ExitWait later. A leader whose parent-death signal the
+// kernel cleared (diesWithWorker) would outlive the worker: it is not
+// waited for. Nor is a leader that sleeps (on a child, a pipe, a
+// timer): it is not about to exit.
 func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, cg *orderCgroup, before *pidReading) bool {
 	if leaderExitedWithin(exited, req.ExitWait, pid) {
 		return true
@@ -733,7 +735,7 @@ func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, c
 		return false
 	}
 	for waited := req.ExitWait; waited < req.AloneWait; waited += req.ExitWait {
-		if !e.leaderAlone(pid, before) {
+		if !e.leaderAlone(pid, before) || !diesWithWorker(pid, req.Credential) {
 			// Or it exited since the last look: a zombie is not
 			// runnable.
 			return exitedUnheard(pid)
