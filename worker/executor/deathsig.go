@@ -58,7 +58,8 @@ func diesWithWorker(pid int, cred *syscall.Credential) bool {
 
 // idsAre reports whether status's line key ("Uid:": real, effective,
 // saved set, file system) gives id as the effective and the file system
-// ID, the two whose change clears the parent-death signal.
+// ID, the two whose change clears the parent-death signal. It allocates
+// nothing: it runs at each look of the alone wait.
 func idsAre(status []byte, key string, id uint64) bool {
 	i := bytes.Index(status, []byte("\n"+key))
 	if i < 0 {
@@ -68,10 +69,19 @@ func idsAre(status []byte, key string, id uint64) bool {
 	if j := bytes.IndexByte(line, '\n'); j >= 0 {
 		line = line[:j]
 	}
-	f := bytes.Fields(line)
-	if len(f) != 4 {
-		return false
+	var f [4][]byte
+	n := 0
+	for w := range bytes.FieldsFuncSeq(line, func(r rune) bool { return r == ' ' || r == '\t' }) {
+		if n == len(f) {
+			return false
+		}
+		f[n], n = w, n+1
 	}
-	want := strconv.FormatUint(id, 10)
-	return string(f[1]) == want && string(f[3]) == want
+	return n == len(f) && decimalIs(f[1], id) && decimalIs(f[3], id)
+}
+
+// decimalIs reports whether b is id written in decimal.
+func decimalIs(b []byte, id uint64) bool {
+	var buf [20]byte
+	return bytes.Equal(b, strconv.AppendUint(buf[:0], id, 10))
 }

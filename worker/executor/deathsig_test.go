@@ -75,3 +75,27 @@ func TestRunRecordsALeaderThatWouldOutliveTheWorker(t *testing.T) {
 		})
 	}
 }
+
+// TestIdsAreReadsTheEffectiveAndFileSystemIDs: the status line's second
+// and fourth fields are compared, whatever the real and saved IDs are.
+func TestIdsAreReadsTheEffectiveAndFileSystemIDs(t *testing.T) {
+	status := []byte("Name:\tperl\nUid:\t65534\t0\t0\t0\nGid:\t65534\t65534\t65534\t65534\n")
+	for _, tt := range []struct {
+		key  string
+		id   uint64
+		want bool
+	}{
+		{"Uid:", 0, true},
+		{"Uid:", 65534, false},
+		{"Gid:", 65534, true},
+		{"Gid:", 0, false},
+		{"Groups:", 0, false},
+	} {
+		if got := idsAre(status, tt.key, tt.id); got != tt.want {
+			t.Errorf("idsAre(%s %d) = %v, want %v", tt.key, tt.id, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { idsAre(status, "Gid:", 65534) }); n != 0 {
+		t.Errorf("idsAre allocated %v times a call, want none", n)
+	}
+}
