@@ -605,7 +605,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 	// order's session is alive either: a record is all a successor finds
 	// what the leader left running by; and it waits longer
 	// (aloneRecordWait) only while the leader is runnable and alone,
-	// which dies with the worker.
+	// and dies with the worker (its parent-death signal not cleared:
+	// executor's diesWithWorker).
 	var record *postgres.Process
 	req.ExitWait = w.opts.RecordWait
 	if req.CgroupParent != "" {
