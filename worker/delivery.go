@@ -16,8 +16,9 @@ import (
 // sequence and when the stream stored it, the consumer's sequence, how
 // many of the host's messages follow it). The feeder's gap check, the
 // claim, the pipeline's wait for the next delivery and the ack's
-// confirmation each parsed the reply subject again, four times per
-// pipelined order, each parse an allocation (docs/decisions.md, hB25).
+// confirmation each parsed the reply subject again: 3.03 parses per
+// delivery of a backlog, each an allocation (TestWorkerBacklogAllocations;
+// docs/decisions.md, hB25).
 //
 // Read once, still checked where it is used, as each parse was: a body
 // that is no order id is dropped by whoever would claim it (begin, the
