@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/queue"
 )
@@ -113,20 +112,16 @@ func (a *acks) dropped() {
 
 // send acks msg, the delivery of order id, and waits for its
 // confirmation in a timer.
-func (a *acks) send(msg jetstream.Msg, id uuid.UUID) {
+func (a *acks) send(msg *delivery, id uuid.UUID) {
 	a.mu.Lock()
 	if a.ended {
 		a.mu.Unlock()
 		_ = msg.Ack() // the tenure is over: nobody waits for a confirmation
 		return
 	}
-	var at queue.Acked
-	if meta, err := msg.Metadata(); err == nil {
-		at = queue.Acked{Seq: meta.Sequence.Stream, Stored: meta.Timestamp}
-	}
 	a.next++
 	n := a.next
-	a.pending[n] = pendingAck{id: id, msg: at, timer: time.AfterFunc(a.wait, func() {
+	a.pending[n] = pendingAck{id: id, msg: msg.acked(), timer: time.AfterFunc(a.wait, func() {
 		if a.take(n) {
 			a.lost(id, errors.New("no confirmation within "+a.wait.String()))
 		}
@@ -238,7 +233,7 @@ func (a *acks) end() {
 }
 
 // ack acknowledges msg and has the server confirm it (see acks).
-func (w *Worker) ack(msg jetstream.Msg, id uuid.UUID) {
+func (w *Worker) ack(msg *delivery, id uuid.UUID) {
 	if a := w.acks.Load(); a != nil {
 		a.send(msg, id)
 		return

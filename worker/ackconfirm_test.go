@@ -104,7 +104,7 @@ func TestAcksConfirmedWithoutAGoroutineEach(t *testing.T) {
 	w, a, st, cons, msgs, warn := ackFixture(t, n)
 	before := goroutinesCreated()
 	for _, m := range msgs {
-		w.ack(m, uuid.New())
+		w.ack(newDelivery(m), uuid.New())
 	}
 	waitAcked(t, a, cons)
 	created := goroutinesCreated() - before
@@ -134,7 +134,7 @@ func TestAckRefusedMakesTheConsumerSuspect(t *testing.T) {
 	if err := js.DeleteConsumer(t.Context(), "ACKS", cons.CachedInfo().Name); err != nil {
 		t.Fatal(err)
 	}
-	w.ack(msgs[0], uuid.New())
+	w.ack(newDelivery(msgs[0]), uuid.New())
 	for deadline := time.Now().Add(30 * time.Second); !st.suspect.Load(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("an ack the server refused did not make the consumer suspect within 30 s")
@@ -195,7 +195,7 @@ func TestStallCheckWaitsForAnAckInFlight(t *testing.T) {
 	st.every = 5 * time.Millisecond
 	st.loopIdle.Store(true)
 	st.feederIdle.Store(true)
-	w.ack(heldReply{Msg: msgs[0], reply: "held.ack"}, uuid.New())
+	w.ack(newDelivery(heldReply{Msg: msgs[0], reply: "held.ack"}), uuid.New())
 	ackMsg, err := held.NextMsg(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -33,7 +33,7 @@ func TestAckPendingAtADropCountsLostAtOnce(t *testing.T) {
 	a.wait = time.Hour
 
 	px.Drop(false) // the server's confirmation is lost
-	w.ack(msgs[0], uuid.New())
+	w.ack(newDelivery(msgs[0]), uuid.New())
 	testenv.WaitUntil(t, 30*time.Second, "the proxy dropping the ack's confirmation", func() bool {
 		return px.Dropped([]byte(a.prefix))
 	})

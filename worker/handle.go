@@ -32,7 +32,7 @@ import (
 // order: one order at a time, in stream order), so handle may run several
 // orders. An error means a message could not be settled: the caller must
 // stop consuming, so that nothing overtakes it.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, msgs <-chan jetstream.Msg) error {
+func (w *Worker) handle(ctx context.Context, msg *delivery, msgs <-chan *delivery) error {
 	for msg != nil {
 		o, claimed, err := w.begin(ctx, msg)
 		if err != nil || o == nil || !claimed {
@@ -45,33 +45,19 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, msgs <-chan jets
 	return nil
 }
 
-// orderID reads the order id of a message, its stream sequence and when
-// the stream stored it (zero when the metadata cannot be read).
-func orderID(msg jetstream.Msg) (uuid.UUID, uint64, time.Time, error) {
-	id, err := uuid.ParseBytes(msg.Data())
-	if err != nil {
-		return uuid.Nil, 0, time.Time{}, fmt.Errorf("message on %s is not an order id", msg.Subject())
-	}
-	var seq uint64
-	var at time.Time
-	if meta, err := msg.Metadata(); err == nil {
-		seq, at = meta.Sequence.Stream, meta.Timestamp
-	}
-	return id, seq, at, nil
-}
-
 // begin claims the message's order, or settles a delivery of an order that
 // is not queued. claimed reports whether the caller must execute o.
-func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, claimed bool, err error) {
-	id, seq, at, err := orderID(msg)
-	if err != nil {
+func (w *Worker) begin(ctx context.Context, msg *delivery) (o *order.Order, claimed bool, err error) {
+	if msg.idErr != nil {
 		// Not an order id: nothing we could ever run. Drop it for good.
-		w.logger.Error("dropped a message that is not an order", "error", err)
+		w.logger.Error("dropped a message that is not an order", "error", msg.idErr)
 		_ = msg.Term()
 		return nil, false, nil
 	}
+	id := msg.id
+	seq, at := msg.stored()
 	if w.replayed(seq, at) {
-		handled, err := w.settleReplayed(ctx, msg, id, seq, at)
+		handled, err := w.settleReplayed(ctx, msg)
 		if err != nil || handled {
 			return nil, false, err
 		}
@@ -127,7 +113,7 @@ func (w *Worker) begin(ctx context.Context, msg jetstream.Msg) (o *order.Order, 
 // only make the worker cancel an order so, never run one: the claim
 // still requires it queued, owned and bound to a live process. When the
 // cancel finds the order changed meanwhile, the claim is tried again.
-func (w *Worker) waiterGone(ctx context.Context, msg jetstream.Msg, o *order.Order) (*order.Order, bool, error) {
+func (w *Worker) waiterGone(ctx context.Context, msg *delivery, o *order.Order) (*order.Order, bool, error) {
 	var (
 		canceled bool
 		reason   string
@@ -163,7 +149,7 @@ func (w *Worker) misrouted(msg jetstream.Msg, o *order.Order) error {
 // execute runs a claimed order and records its result. It returns a
 // message still to begin, when the pipelined claim of the next one could
 // not be made.
-func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order, msgs <-chan jetstream.Msg) (jetstream.Msg, error) {
+func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msgs <-chan *delivery) (*delivery, error) {
 	// written is the result last run: the files its spilled outputs are
 	// in are closed (freed) once it is written, when the next order
 	// starts or execute returns, whatever the way.
@@ -228,14 +214,19 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		finish.Actor = w.opts.Instance
 
 		next := w.nextDelivery(ctx, msg, msgs)
-		nextID, nextSeq, nextAt, err := uuid.Nil, uint64(0), time.Time{}, error(nil)
+		if next != nil && next.idErr != nil {
+			w.logger.Error("dropped a message that is not an order", "error", next.idErr)
+			_ = next.Term()
+			next = nil
+		}
+		var (
+			nextID  uuid.UUID
+			nextSeq uint64
+			nextAt  time.Time
+		)
 		if next != nil {
-			nextID, nextSeq, nextAt, err = orderID(next)
-			if err != nil {
-				w.logger.Error("dropped a message that is not an order", "error", err)
-				_ = next.Term()
-				next = nil
-			}
+			nextID = next.id
+			nextSeq, nextAt = next.stored()
 		}
 		if next == nil || !w.hold.held() || w.replayed(nextSeq, nextAt) {
 			// Without the result committed we must not ack: the order
@@ -252,7 +243,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 		// be lost with the claim of the next order possibly made.
 		wctx, cancel := w.writeContext(ctx)
 		var step postgres.Step
-		err = w.watchWait(wctx, "write result and claim the next order", o.ID, nextID, func(ctx context.Context) (err error) {
+		err := w.watchWait(wctx, "write result and claim the next order", o.ID, nextID, func(ctx context.Context) (err error) {
 			step, err = w.store.CompleteAndClaim(ctx, o.ID, o.Attempt, finish, nextID, w.opts.Instance, nextSeq)
 			return err
 		})
@@ -301,7 +292,7 @@ func (w *Worker) execute(ctx context.Context, msg jetstream.Msg, o *order.Order,
 
 // completeAlone writes o's result finish by itself (complete), not with
 // the next order's claim, and settles its message.
-func (w *Worker) completeAlone(ctx context.Context, msg jetstream.Msg, o *order.Order, finish postgres.Finish, ran time.Duration) error {
+func (w *Worker) completeAlone(ctx context.Context, msg *delivery, o *order.Order, finish postgres.Finish, ran time.Duration) error {
 	stored, err := w.complete(ctx, msg, o, finish)
 	if errors.Is(err, errLeftToNextAttempt) {
 		return nil
@@ -343,7 +334,7 @@ func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order,
 
 // ready returns the next message if one is already waiting, without
 // blocking; none while the worker is stopping.
-func ready(ctx context.Context, msgs <-chan jetstream.Msg) jetstream.Msg {
+func ready(ctx context.Context, msgs <-chan *delivery) *delivery {
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -364,7 +355,7 @@ func ready(ctx context.Context, msgs <-chan jetstream.Msg) jetstream.Msg {
 // a second "order finished" with this worker's status would contradict
 // the row, count the order twice and tell its followers a status it
 // does not have.
-func (w *Worker) settled(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration, stored bool) {
+func (w *Worker) settled(msg *delivery, o *order.Order, f postgres.Finish, ran time.Duration, stored bool) {
 	if !stored {
 		w.ack(msg, o.ID)
 		return
@@ -384,7 +375,7 @@ func (w *Worker) settled(msg jetstream.Msg, o *order.Order, f postgres.Finish, r
 // a worker that dies between them leaves a redelivery that finds the
 // order finished and only acks it, as one that died after the ack left
 // a lost event that the waiter's poll of PostgreSQL makes up for.
-func (w *Worker) finished(msg jetstream.Msg, o *order.Order, f postgres.Finish, ran time.Duration) {
+func (w *Worker) finished(msg *delivery, o *order.Order, f postgres.Finish, ran time.Duration) {
 	alone := w.alone == o.ID
 	w.alone = uuid.Nil
 	w.publishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(f.Status), Host: o.Host, Alone: alone})
@@ -447,7 +438,7 @@ func (w *Worker) logFinished(o *order.Order, f postgres.Finish) {
 //     its outcome is unknown: interrupted (never executed twice), after
 //     its leftover processes are killed;
 //   - terminal: a duplicate delivery; ack only.
-func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, o *order.Order) (*order.Order, bool, error) {
+func (w *Worker) settle(ctx context.Context, msg *delivery, o *order.Order) (*order.Order, bool, error) {
 	if o.Host != w.opts.Host {
 		return nil, false, w.misrouted(msg, o)
 	}

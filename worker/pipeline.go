@@ -3,8 +3,6 @@ package worker
 import (
 	"context"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // nextWait is Options.NextWait's default. The wait ends at the next
@@ -24,11 +22,11 @@ const nextWait = 10 * time.Millisecond
 // said at msg's delivery that more of the host's messages followed it,
 // the one delivered within NextWait. nil when there is none (the result
 // commits alone), or the worker is stopping.
-func (w *Worker) nextDelivery(ctx context.Context, msg jetstream.Msg, msgs <-chan jetstream.Msg) jetstream.Msg {
+func (w *Worker) nextDelivery(ctx context.Context, msg *delivery, msgs <-chan *delivery) *delivery {
 	if next := ready(ctx, msgs); next != nil || ctx.Err() != nil {
 		return next
 	}
-	if meta, err := msg.Metadata(); err != nil || meta.NumPending == 0 {
+	if !msg.following() {
 		return nil
 	}
 	t := time.NewTimer(w.opts.NextWait)

@@ -6,9 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -309,7 +307,9 @@ func (w *Worker) restoreGuard() string {
 // canceled, saying so, never claimed. handled is false when the order is
 // not such a one (an order handed back and not claimed since keeps the
 // attempt the mark names): the claim decides, as for any delivery.
-func (w *Worker) settleReplayed(ctx context.Context, msg jetstream.Msg, id uuid.UUID, seq uint64, at time.Time) (handled bool, err error) {
+func (w *Worker) settleReplayed(ctx context.Context, msg *delivery) (handled bool, err error) {
+	id := msg.id
+	seq, at := msg.stored()
 	var o *order.Order
 	err = w.retry(ctx, msg, "read a redelivered order", func(ctx context.Context) (err error) {
 		o, err = w.store.GetOrder(ctx, id)

@@ -474,7 +474,7 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 	}()
 	// The feeder hands messages over one at a time; holding the next one
 	// while an order runs is what lets its claim share the result's commit.
-	msgs := make(chan jetstream.Msg)
+	msgs := make(chan *delivery)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -527,11 +527,12 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 	}
 }
 
-// feed passes the consumer's messages on in delivery order, checking that
-// the consumer's delivery sequence has no gap (see errRewind), and, on a
-// consumer made again past the message acked last (past, not zero), that
-// the first delivery is that very message (errNotPast).
-func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- jetstream.Msg, stop context.CancelCauseFunc, st *stall, past queue.Acked) {
+// feed passes the consumer's messages on in delivery order, each read
+// once (newDelivery), checking that the consumer's delivery sequence has
+// no gap (see errRewind), and, on a consumer made again past the message
+// acked last (past, not zero), that the first delivery is that very
+// message (errNotPast).
+func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs chan<- *delivery, stop context.CancelCauseFunc, st *stall, past queue.Acked) {
 	var last uint64
 	b := backoff{min: 10 * time.Millisecond, max: time.Second}
 	for {
@@ -557,7 +558,8 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 			continue
 		}
 		b.reset()
-		if meta, err := msg.Metadata(); err == nil {
+		d := newDelivery(msg)
+		if meta := d.meta; meta != nil {
 			// A sequence at or below the last one is the server delivering
 			// again what it already sent (after a reconnect): a duplicate,
 			// which processing recognizes. Only a jump forward means some
@@ -582,7 +584,7 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 			last = max(last, meta.Sequence.Consumer)
 		}
 		select {
-		case msgs <- msg:
+		case msgs <- d:
 		case <-ctx.Done():
 			return // unacked: redelivered to whoever holds the host next
 		}

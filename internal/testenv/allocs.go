@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
 	"slices"
@@ -15,6 +16,30 @@ import (
 // and the sites that made most of them, for the log. Call do once before
 // it, for what is made once (pools, plans, subscriptions).
 func AllocsUnder(n int, frames []string, do func()) (float64, []string) {
+	per, sites := AllocSitesUnder(n, frames, do)
+	var top []string
+	for i, s := range sites {
+		if i == 60 {
+			break
+		}
+		top = append(top, fmt.Sprintf("%6.2f %s", s.PerCall, s.Name))
+	}
+	return per, top
+}
+
+// AllocSite is where AllocSitesUnder counted allocations: Name is the
+// innermost frame of orderly's that led to them and the innermost frame
+// outside the runtime that made them ("worker.(*Worker).feed |
+// github.com/nats-io/nats.go/jetstream.(*jetStreamMsg).Metadata").
+type AllocSite struct {
+	Name    string
+	PerCall float64
+}
+
+// AllocSitesUnder is AllocsUnder with every site, most first: a test
+// that counts calls of a function that allocates once per call reads
+// them here.
+func AllocSitesUnder(n int, frames []string, do func()) (float64, []AllocSite) {
 	rate := runtime.MemProfileRate
 	runtime.MemProfileRate = 1
 	defer func() { runtime.MemProfileRate = rate }()
@@ -24,26 +49,15 @@ func AllocsUnder(n int, frames []string, do func()) (float64, []string) {
 	}
 	after := allocSites(frames)
 	var total int64
-	type site struct {
-		name string
-		n    int64
-	}
-	var sites []site
+	var sites []AllocSite
 	for k, v := range after {
 		if d := v - before[k]; d > 0 {
 			total += d
-			sites = append(sites, site{k, d})
+			sites = append(sites, AllocSite{k, float64(d) / float64(n)})
 		}
 	}
-	slices.SortFunc(sites, func(a, b site) int { return int(b.n - a.n) })
-	var top []string
-	for i, s := range sites {
-		if i == 60 {
-			break
-		}
-		top = append(top, fmt.Sprintf("%6.2f %s", float64(s.n)/float64(n), s.name))
-	}
-	return float64(total) / float64(n), top
+	slices.SortFunc(sites, func(a, b AllocSite) int { return cmp.Compare(b.PerCall, a.PerCall) })
+	return float64(total) / float64(n), sites
 }
 
 // allocSites sums the heap profile's allocations made under frames, by
