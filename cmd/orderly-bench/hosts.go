@@ -45,13 +45,15 @@ func startWorkers(ctx context.Context, srv *server, bin string, c *client, hosts
 }
 
 // workersCPU adds the extra workers' CPU to serve's in a sample: with
-// several hosts "serve" means every orderly process.
+// several hosts "serve" means every orderly process; the workers' share is
+// kept apart too, so that the report can say which process spent it.
 func workersCPU(base func() cpuSample, pids []int) func() cpuSample {
 	return func() cpuSample {
 		s := base()
 		for _, pid := range pids {
 			if f := procfs.Fields(pid); f != nil {
 				s.serveSelf += ticks(f[11]) + ticks(f[12])
+				s.workers += ticks(f[11]) + ticks(f[12])
 				s.serveChildren += ticks(f[13]) + ticks(f[14])
 			}
 		}

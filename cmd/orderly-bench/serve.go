@@ -277,9 +277,13 @@ func procPSS(pid int) int64 {
 // cpuSample is the CPU time used so far by the processes of the bench, and
 // the machine's busy and total ticks, to split a phase's CPU by component.
 type cpuSample struct {
-	at                        time.Time
-	serveSelf, serveChildren  time.Duration // children: the orders' processes
-	pg, bench                 time.Duration
+	at                       time.Time
+	serveSelf, serveChildren time.Duration // children: the orders' processes
+	pg, bench                time.Duration
+	// workers: of serveSelf, the extra hosts' worker processes; idle:
+	// orderly's processes (serve and those workers) while a peer's load
+	// ran, which nothing of that load asked for.
+	workers, idle             time.Duration
 	machineBusy, machineTotal uint64
 }
 

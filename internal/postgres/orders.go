@@ -750,13 +750,29 @@ type QueuedOrder struct {
 // orders older than age (by PostgreSQL's clock) whose publish JetStream
 // confirmed (none left in unpublished), by host and then oldest first:
 // their messages must be in the orders stream.
+//
+// It reads each host's batch through active_orders_host (host, id) and
+// stops there: the hosts come from the same index, one step per host
+// (PostgreSQL has no skip scan), and each host's orders in id order until
+// perHost qualify, each order's row of orders looked up by its key (the
+// subqueries: as a join, the planner merged with orders in key order from
+// its first row, history included). Numbering every queued order of every host instead
+// (row_number() over a join) read the whole queue of a host no worker
+// serves at each run, and at a few thousand queued all of orders, history
+// included (docs/decisions.md, hA25).
 func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]QueuedOrder, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, host, principal FROM (
-		SELECT a.id, a.host, o.principal, row_number() OVER (PARTITION BY a.host ORDER BY a.id) AS n
-		FROM active_orders a JOIN orders o USING (id)
-		WHERE a.status = 'queued' AND o.submitted_at < now() - $1::bigint * interval '1 microsecond'
-		AND NOT EXISTS (SELECT 1 FROM unpublished u WHERE u.id = a.id)) q
-		WHERE n <= $2 ORDER BY host, id`, age.Microseconds(), perHost)
+	rows, err := s.pool.Query(ctx, `WITH RECURSIVE hosts (host) AS (
+		(SELECT host FROM active_orders ORDER BY host LIMIT 1)
+		UNION ALL
+		SELECT (SELECT a.host FROM active_orders a WHERE a.host > h.host ORDER BY a.host LIMIT 1)
+		FROM hosts h WHERE h.host IS NOT NULL)
+	SELECT q.id, h.host, q.principal FROM hosts h CROSS JOIN LATERAL (
+		SELECT a.id, (SELECT o.principal FROM orders o WHERE o.id = a.id) AS principal FROM active_orders a
+		WHERE a.host = h.host AND a.status = 'queued'
+		AND (SELECT o.submitted_at FROM orders o WHERE o.id = a.id) < now() - $1::bigint * interval '1 microsecond'
+		AND NOT EXISTS (SELECT 1 FROM unpublished u WHERE u.id = a.id)
+		ORDER BY a.id LIMIT $2) q
+	WHERE h.host IS NOT NULL ORDER BY h.host, q.id`, age.Microseconds(), perHost)
 	if err != nil {
 		return nil, translate("list queued orders", err)
 	}
