@@ -31,10 +31,88 @@ import (
 // PostgreSQL's owner is the arbiter: the standby, which owns the host,
 // takes its key back, and the holder loses its lease.
 func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
-	const (
-		ttl  = 2 * time.Second
-		host = "r8"
-	)
+	p := putOverATake(t, "r8")
+	// The standby's renewal a third of a lease on, as its worker's beat
+	// sends it.
+	p.ownerKeeps(t, p.standbyQ, p.b, p.a, "B", "the holder's put over its take")
+}
+
+// TestLoserOfAPutLeavesTheHostToItsOwner: after
+// TestPutOverATakeLeavesTheHostToItsOwner's interleaving, the holder A's
+// put on the key and the standby B the host's owner in PostgreSQL, A's
+// tenure ends before B's first renewal: B's takeover made the host's
+// consumer again, which ends A's consumption. A's worker releases its
+// lease at the end of its tenure, and A's value is still the key's last:
+// the release freed the key, and A's next wait, 0.1 s later, took it at
+// once and took the host over in PostgreSQL (its takeover interrupting
+// the order B ran, and killing its processes): B, the host's owner, lost
+// its lease at its next renewal to the loser racing back. A leaves the
+// key to B, whose renewal puts its own value back, and waits as its
+// standby.
+func TestLoserOfAPutLeavesTheHostToItsOwner(t *testing.T) {
+	const host = "r10"
+	ctx := testenv.Context(t)
+	p := putOverATake(t, host)
+	p.a.CheckOwner(p.owner)
+	p.b.CheckOwner(p.owner)
+	// A's tenure ends: its worker's release, then its next wait.
+	if err := p.a.Release(ctx); err != nil {
+		t.Logf("the loser's release: %v", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	took := make(chan *queue.Lease, 1)
+	go func() {
+		l, err := p.holderQ.AcquireSignedLease(wctx, host, "A", p.k, nil)
+		if err != nil && wctx.Err() == nil {
+			t.Errorf("the loser's wait: %v", err)
+		}
+		took <- l
+	}()
+	// B renews every third of a lease, as its worker's beat does, twice.
+	for i := range 2 {
+		time.Sleep(p.ttl / 3)
+		select {
+		case l := <-took:
+			if l == nil {
+				t.FailNow()
+			}
+			// Its worker's takeover: it owns the host in PostgreSQL.
+			p.takeOver("A")
+			_, err := p.b.Renew(ctx)
+			t.Fatalf("the loser took the host back from its owner after its release (freed %q, before the owner's renewal %d); the owner's renewal then: %v", l.Freed(), i+1, err)
+		default:
+		}
+		if _, err := p.b.Renew(ctx); err != nil {
+			t.Fatalf("B, the host's owner, lost its lease at its renewal %d: %v", i+1, err)
+		}
+	}
+	if h, err := p.holderQ.LeaseHolder(ctx, host); err != nil || h != "B" {
+		t.Fatalf("the key names %q (%v), want the host's owner, B", h, err)
+	}
+	cancel()
+	if l := <-took; l != nil {
+		t.Fatal("the loser took the host from its owner")
+	}
+}
+
+// putOver is TestPutOverATakeLeavesTheHostToItsOwner's interleaving
+// played out: A's put over B's take on the key, B the host's owner.
+type putOver struct {
+	ownedLeaseRig
+	ttl               time.Duration
+	holderQ, standbyQ *queue.Queue
+	a, b              *queue.Lease
+}
+
+// putOverATake plays out the interleaving: holder A past its lease,
+// whose conditioned take-backs a forger beat, puts its key back while
+// PostgreSQL names it the host's owner (hC23's retake), over standby B's
+// honest take, made between A's read of the owner and its put; then B
+// takes the host over in PostgreSQL (TakeHost, its takeover's first
+// statement).
+func putOverATake(t *testing.T, host string) putOver {
+	const ttl = 2 * time.Second
 	ctx := testenv.Context(t)
 	r := newOwnedLeaseRig(t, host)
 	// The holder's round trip is longer than three of the forger's writes
@@ -42,13 +120,13 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 	slow := testenv.SlowPath(t, strings.TrimPrefix(r.url, "nats://"), 40*time.Millisecond)
 	holderQ := testenv.Queue(t, "nats://"+slow, "holder", queue.Options{LeaseTTL: ttl})
 	standbyQ := testenv.Queue(t, r.url, "standby", queue.Options{LeaseTTL: ttl})
-	fnc, k, owner, takeOver := r.forger, r.k, r.owner, r.takeOver
+	fnc, k, owner := r.forger, r.k, r.owner
 
 	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	takeOver("A")
+	r.takeOver("A")
 	var (
 		b           *queue.Lease
 		stopForging func()
@@ -99,10 +177,9 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "A" {
 		t.Fatalf("after the holder's put the key names %q (%v), want A", h, err)
 	}
-	// The standby's takeover, as its tenure begins with it; then its
-	// renewal a third of a lease on, as its worker's beat sends it.
-	takeOver("B")
-	r.ownerKeeps(t, standbyQ, b, a, "B", "the holder's put over its take")
+	// The standby's takeover, as its tenure begins with it.
+	r.takeOver("B")
+	return putOver{ownedLeaseRig: r, ttl: ttl, holderQ: holderQ, standbyQ: standbyQ, a: a, b: b}
 }
 
 // TestTwoStandbysPutsLeaveTheHostToItsOwner: two standbys of a released
