@@ -127,6 +127,7 @@ func putOverATake(t *testing.T, host string) putOver {
 		t.Fatal(err)
 	}
 	r.takeOver("A")
+	a.TookOver() // as its worker's takeover says
 	var (
 		b           *queue.Lease
 		stopForging func()

@@ -34,11 +34,14 @@ import (
 //     (queue.RewindHostConsumer). Either way deliveries are numbered from
 //     1 again, and the feeder refuses a tenure whose first delivery is
 //     not numbered 1: a pull request that was not this tenure's took it.
-func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, queue.Acked, error) {
+func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Consumer, queue.Acked, error) {
 	prev, epoch, err := w.store.TakeHost(ctx, w.opts.Host, w.opts.Version, w.self)
 	if err != nil {
 		return nil, queue.Acked{}, err
 	}
+	// Another owner from now on took the host over after this one: the
+	// tenure's release leaves the key to it (queue.Lease.TookOver).
+	lease.TookOver()
 	w.logger.Info("took the host over", "epoch", epoch, "previous_owner", prev.Instance)
 	if prev != w.self {
 		// Another owner's takeover came between: it reaped the recorded

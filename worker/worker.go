@@ -419,7 +419,7 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 		defer wg.Done()
 		w.beat(beatCtx, lease, h, stopFeed)
 	}()
-	cons, past, err := w.takeover(ctx)
+	cons, past, err := w.takeover(ctx, lease)
 	if err != nil {
 		return err
 	}

@@ -355,6 +355,7 @@ type Lease struct {
 	freed    string    // how the key was found free (Freed)
 	lapsed   func()    // OnLapse's
 	lost     int       // take-backs past the lease beaten in a row (retake)
+	tookOver bool      // TookOver's
 	// owner is CheckOwner's: who owns the host where takeovers are
 	// recorded; nil: no take-back by put.
 	owner func(ctx context.Context) (string, error)
@@ -428,6 +429,10 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		seen.signed, seen.counted = kn.signed, kn.counted
 	}
 	seen.held = kn.held
+	// This instance left its value on the key to the host's owner
+	// (yieldToOwner): that value is the owner's to write over, not this
+	// instance's lease left over.
+	yielded := kn.yielded == instance
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -508,7 +513,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
 					"host", host, "instance", instance, "renewed_ago", time.Since(renewed).Round(time.Millisecond))
 			} else if err == nil {
-				if holder, ok := seen.honours(e.Value(), e.Revision()); ok && holder == instance {
+				if holder, ok := seen.honours(e.Value(), e.Revision()); ok && holder == instance && !yielded {
 					renewed = time.Time{} // this instance's own key: the take-back below
 					continue
 				}
@@ -551,6 +556,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
 			if k != nil {
 				q.learnLease(host, leaseKnown{signed: true, counted: true}) // what it writes
+			}
+			if yielded {
+				q.yielded(host, "")
 			}
 			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent}
 		}
@@ -632,6 +640,8 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		// A key naming this very instance is its own lease, left over from
 		// a tenure whose release did not reach the server (instances are
 		// unique per process): take it back instead of waiting it out.
+		// Not one left to the host's owner (yielded): waited for as a
+		// holder's.
 		// With a key, only a value it signed: the instance of a standby
 		// is in the hosts listing, and a value naming it, forged over a
 		// live holder's, handed it the host.
@@ -648,7 +658,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			// writer's delete came in between.
 			beaten()
 		}
-		if honoured && holder == instance {
+		if honoured && holder == instance && !yielded {
 			sent := time.Now()
 			if rev, err := kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
 				return lease(rev, sent, ""), nil
@@ -1187,8 +1197,12 @@ func (l *Lease) Written() time.Time { return l.written }
 //
 // A signed lease whose key another credential wrote since its last
 // renewal (Renew) is released over that value, on the revision read: the
-// standby would otherwise wait out a lease.
+// standby would otherwise wait out a lease. One whose host another
+// instance took over after this one is not released (yieldToOwner).
 func (l *Lease) Release(ctx context.Context) error {
+	if l.yieldToOwner(ctx) {
+		return nil
+	}
 	rev := l.rev
 	for try := 1; ; try++ {
 		m := nats.NewMsg("$KV." + HostsBucket + "." + l.key)
