@@ -5,30 +5,30 @@ import (
 	"time"
 )
 
-// TookOver records that this lease's worker has made its instance the
-// host's owner where takeovers are recorded (PostgreSQL's hosts.owner,
-// TakeHost). From then on, an owner named there that is not this
-// instance took the host over after this one, and Release leaves the key
-// to it (yieldToOwner). Call it from the goroutine that releases.
-func (l *Lease) TookOver() { l.tookOver = true }
+// TakenFrom is the host's owner as read before this lease's take
+// (AcquireOwnedLease): the worker's takeover is conditioned on it
+// (TakeHostFrom), so that of two workers that both wrote the key, the
+// first to take the host over holds it.
+func (l *Lease) TakenFrom() HostOwner { return l.before }
 
 // yieldToOwner reports whether Release must leave the key as it is,
-// because the host's owner (CheckOwner) is another instance that took
-// the host over after this lease's worker did (TookOver). That happens
-// only when a plain put landed over a take (keepOwned): the loser's
-// tenure ends when the owner's takeover makes the host's consumer again,
-// often before the owner's first renewal, so the loser's value is still
-// the key's last and its release freed the key. Its next wait took it at
-// once, its takeover made it the owner again and interrupted the order
-// the owner ran (TestLoserOfAPutLeavesTheHostToItsOwner); a third
-// standby could do the same. Left as it is, the key holds the loser's
-// value until the owner's next renewal puts its own back (keepOwned),
-// and the loser's next wait does not take that value back as its own
-// (yielded). An owner unread (PostgreSQL away) releases as before: the
-// owner's takeover has nothing to fear from a standby that cannot take
-// the host over either.
+// because the host's owner (Owners) is another instance that took the
+// host over since this lease's take: a plain put landed over a take
+// (putAsOwner, or a standby's put after beaten takes), and the other
+// worker won. The loser's tenure ends when the owner's takeover makes
+// the host's consumer again, often before the owner's first renewal, so
+// the loser's value is still the key's last and its release freed the
+// key: its next wait took it at once, its takeover made it the owner
+// again and interrupted the order the owner ran
+// (TestLoserOfAPutLeavesTheHostToItsOwner); a third standby could do
+// the same. Left as it is, the key holds the loser's value until the
+// owner's next renewal puts its own back (keepOwned), and the loser's
+// next wait does not take that value back as its own (yielded). An
+// owner unread (PostgreSQL away), this instance, or still the one read
+// before the take (this lease's takeover never committed: a worker
+// stopped while taking over) releases as before.
 func (l *Lease) yieldToOwner(ctx context.Context) bool {
-	if !l.tookOver || l.owner == nil {
+	if l.owners == nil || !l.beforeRead {
 		return false
 	}
 	// At most half of what the release has, so that an owner that does
@@ -38,13 +38,13 @@ func (l *Lease) yieldToOwner(ctx context.Context) bool {
 		octx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
 	}
 	defer cancel()
-	owner, err := l.owner(octx)
-	if err != nil || owner == "" || owner == l.instance {
+	owner, err := l.owners.HostOwner(octx, l.host)
+	if err != nil || owner.Instance == "" || owner.Instance == l.instance || owner == l.before {
 		return false
 	}
 	l.q.yielded(l.host, l.instance)
-	l.q.logger().Warn("the host lease is not released: another worker instance took the host over after this one (PostgreSQL's hosts.owner) while this worker's value was on the key; it puts its own back at its next renewal",
-		"host", l.host, "instance", l.instance, "owner", owner)
+	l.q.logger().Warn("the host lease is not released: another worker instance took the host over since this one took the lease (its owner where takeovers are recorded) while this worker's value was on the key; it puts its own back at its next renewal",
+		"host", l.host, "instance", l.instance, "owner", owner.Instance)
 	return true
 }
 
