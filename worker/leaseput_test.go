@@ -17,7 +17,7 @@ import (
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
-// TestPutConfirmedBeforeATakeoverKeepsTheHost: a holder past its
+// TestPutOverATakeLeavesTheHostToItsOwner: a holder past its
 // lease, whose conditioned take-backs a forger beat, takes its key back
 // with a plain put while PostgreSQL still names it the host's owner
 // (hC23's retake). A standby's take landing between that read of the
@@ -25,13 +25,13 @@ import (
 // renewal answered at once, and its worker claimed orders, while the
 // standby went on to take the host over in PostgreSQL (TakeHost, its
 // takeover's first statement) and ended them interrupted: both believed
-// they held the host until the next renewal settled it (hD24's
-// TestPutOverATakeLeavesTheHostToItsOwner). Now the holder's renewal
-// answers once it confirmed the put there (ConfirmOwner), and the
+// they held the host until the next renewal settled it (hD24). Now the
+// holder's renewal answers once it confirmed the put there
+// (ConfirmOwner), which makes it the owner that decides, and the
 // standby's takeover, conditioned on the owner it read before its take
 // (TakeHostFrom), is refused: it claims nothing, and the holder keeps
 // the host.
-func TestPutConfirmedBeforeATakeoverKeepsTheHost(t *testing.T) {
+func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 	ctx := testenv.Context(t)
 	p := putOverATake(t, "r8", false)
 	if p.err != nil {

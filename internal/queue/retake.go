@@ -181,7 +181,7 @@ func (l *Lease) keepOwned(ctx context.Context, read uint64, holder string) (bool
 // put is confirmed (ConfirmOwner) before the renewal answers, and claims
 // wait for it: the first of the confirmation and the standby's
 // conditioned takeover (TakeHostFrom) to commit holds the host, and the
-// other claims nothing (TestPutConfirmedBeforeATakeoverKeepsTheHost).
+// other claims nothing (TestPutOverATakeLeavesTheHostToItsOwner).
 func (l *Lease) putAsOwner(ctx context.Context, floor uint64, why string) (uint64, error) {
 	owner, err := l.owners.HostOwner(ctx, l.host)
 	if err != nil {
