@@ -9,10 +9,10 @@ import (
 
 // storeOwners is the host's owner record as its lease reads and confirms
 // it (queue.Owners): PostgreSQL's hosts row, which every takeover writes
-// before it runs anything. Each statement is bounded by a heartbeat: a
-// PostgreSQL that does not answer holds a renewal, or a standby's take,
-// up no longer than that, and the lease stays in doubt (the take is not
-// sent) until the next try.
+// before it runs anything. Each statement is bounded (a renewal
+// interval): a PostgreSQL that does not answer holds a renewal, or a
+// standby's take, up no longer than that, and the lease stays in doubt
+// (the take is not sent) until the next try.
 type storeOwners struct {
 	store Store
 	bound time.Duration

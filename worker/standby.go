@@ -40,8 +40,8 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	// PostgreSQL still names this worker the host's owner (queue's
 	// retake), and the write is confirmed there before claims go on; a
 	// take is conditioned there on the owner read before it
-	// (takeover).
-	owners := storeOwners{store: w.store, bound: w.opts.Heartbeat}
+	// (takeover). Bounded by a renewal's pace.
+	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
 	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, owners, func(holder string) {
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
