@@ -43,6 +43,12 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	// (takeover). Bounded by a renewal's pace.
 	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
 	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, owners, func(holder string) {
+		if holder == w.opts.Instance {
+			// Its own value, left on the key to the worker that took the
+			// host over from it (queue's yieldToOwner), until that
+			// owner's renewal puts its own back.
+			holder = "the host's owner in PostgreSQL (this worker's value is left on the key to it)"
+		}
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
 		wg.Add(1)
