@@ -17,24 +17,121 @@ import (
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
-// TestPutOverATakeLeavesTheHostToItsOwner: a holder past its lease,
-// whose conditioned take-backs a forger beat, takes its key back with a
-// plain put while PostgreSQL still names it the host's owner (hC23's
-// retake). A standby's take landing between that read of the owner and
-// the put is overwritten; the standby then takes the host over in
-// PostgreSQL (TakeHost, its takeover's first statement). The interleaving
-// is forced: the holder's read of the owner lets the standby take the
-// key, honestly, before it answers. Judged by the key alone, both lost
-// the host: the standby's next renewal found the holder's value, a lost
-// lease, while PostgreSQL's fence refused the holder's claims, so nobody
-// ran the host's orders until one of them took it again as a standby.
-// PostgreSQL's owner is the arbiter: the standby, which owns the host,
-// takes its key back, and the holder loses its lease.
+// TestPutOverATakeLeavesTheHostToItsOwner: a holder past its
+// lease, whose conditioned take-backs a forger beat, takes its key back
+// with a plain put while PostgreSQL still names it the host's owner
+// (hC23's retake). A standby's take landing between that read of the
+// owner and the put is overwritten (putOverATake). Before, the holder's
+// renewal answered at once, and its worker claimed orders, while the
+// standby went on to take the host over in PostgreSQL (TakeHost, its
+// takeover's first statement) and ended them interrupted: both believed
+// they held the host until the next renewal settled it (hD24). Now the
+// holder's renewal answers once it confirmed the put there
+// (ConfirmOwner), which makes it the owner that decides, and the
+// standby's takeover, conditioned on the owner it read before its take
+// (TakeHostFrom), is refused: it claims nothing, and the holder keeps
+// the host.
 func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
-	const (
-		ttl  = 2 * time.Second
-		host = "r8"
-	)
+	ctx := testenv.Context(t)
+	p := putOverATake(t, "r8", false)
+	if p.err != nil {
+		t.Fatalf("the holder, still the host's owner, lost its lease: %v", p.err)
+	}
+	if !p.retaken {
+		t.Fatal("the holder's key taken back, not said to have lapsed")
+	}
+	// The standby's takeover, as its tenure begins with it.
+	if err := p.takeOver(p.b, "B"); !errors.Is(err, postgres.ErrHostTakenMeanwhile) {
+		t.Fatalf("the standby took the host over after the holder's renewal answered (its worker claims from then on, and the takeover ends what it claimed interrupted): %v", err)
+	}
+	// Its tenure ends: its release leaves the key to the holder.
+	if err := p.b.Release(ctx); err != nil {
+		t.Logf("the standby's release: %v", err)
+	}
+	p.ownerKeeps(t, p.holderQ, p.a, p.b, "A", "its put over the standby's take")
+}
+
+// TestLoserOfAPutLeavesTheHostToItsOwner: putOverATake's interleaving
+// with the standby B's takeover committed before the holder A's put is
+// confirmed: A's renewal loses the lease at the confirmation (before, it
+// answered, and A claimed orders that B's takeover ended interrupted).
+// A's tenure then ends, before B's first renewal: A's value is the key's
+// last. Before, A's worker released it at the end of its tenure, and its
+// next wait, 0.1 s later, took the free key at once and took the host
+// over in PostgreSQL, its takeover interrupting the order B ran and
+// killing its processes: B, the host's owner, lost its lease at its next
+// renewal to the loser racing back. A leaves the key to B, whose renewal
+// puts its own value back, and waits as its standby.
+func TestLoserOfAPutLeavesTheHostToItsOwner(t *testing.T) {
+	const host = "r10"
+	ctx := testenv.Context(t)
+	p := putOverATake(t, host, true)
+	if !errors.Is(p.err, queue.ErrLeaseLost) {
+		t.Fatalf("the holder's renewal over the standby's takeover answered (retaken %t, %v): its worker claims orders the owner's takeover ended interrupted", p.retaken, p.err)
+	}
+	t.Logf("the holder lost its lease at its put's confirmation: %v", p.err)
+	p.a.CheckOwner(p.owners)
+	p.b.CheckOwner(p.owners)
+	// A's tenure ends: its worker's release, then its next wait.
+	if err := p.a.Release(ctx); err != nil {
+		t.Logf("the loser's release: %v", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	took := make(chan *queue.Lease, 1)
+	go func() {
+		l, err := p.holderQ.AcquireOwnedLease(wctx, host, "A", p.k, p.owners, nil)
+		if err != nil && wctx.Err() == nil {
+			t.Errorf("the loser's wait: %v", err)
+		}
+		took <- l
+	}()
+	// B renews every third of a lease, as its worker's beat does, twice.
+	for i := range 2 {
+		time.Sleep(p.ttl / 3)
+		select {
+		case l := <-took:
+			if l == nil {
+				t.FailNow()
+			}
+			// Its worker's takeover: it owns the host in PostgreSQL.
+			terr := p.takeOver(l, "A")
+			_, err := p.b.Renew(ctx)
+			t.Fatalf("the loser took the host back from its owner after its release (freed %q, before the owner's renewal %d; its takeover: %v); the owner's renewal then: %v", l.Freed(), i+1, terr, err)
+		default:
+		}
+		if _, err := p.b.Renew(ctx); err != nil {
+			t.Fatalf("B, the host's owner, lost its lease at its renewal %d: %v", i+1, err)
+		}
+	}
+	if h, err := p.holderQ.LeaseHolder(ctx, host); err != nil || h != "B" {
+		t.Fatalf("the key names %q (%v), want the host's owner, B", h, err)
+	}
+	cancel()
+	if l := <-took; l != nil {
+		t.Fatal("the loser took the host from its owner")
+	}
+}
+
+// putOver is putOverATake's interleaving played out: A's put over B's
+// take on the key, and A's renewal's answer (retaken, err).
+type putOver struct {
+	ownedLeaseRig
+	ttl               time.Duration
+	holderQ, standbyQ *queue.Queue
+	a, b              *queue.Lease
+	retaken           bool
+	err               error
+}
+
+// putOverATake plays out the interleaving: holder A past its lease,
+// whose conditioned take-backs a forger beat, puts its key back once
+// PostgreSQL named it the host's owner (hC23's retake), over standby B's
+// honest take, made between A's read of the owner and its put; with
+// takenOver, B takes the host over in PostgreSQL (TakeHostFrom, its
+// takeover's first statement) before A's put is sent.
+func putOverATake(t *testing.T, host string, takenOver bool) putOver {
+	const ttl = 2 * time.Second
 	ctx := testenv.Context(t)
 	r := newOwnedLeaseRig(t, host)
 	// The holder's round trip is longer than three of the forger's writes
@@ -42,21 +139,22 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 	slow := testenv.SlowPath(t, strings.TrimPrefix(r.url, "nats://"), 40*time.Millisecond)
 	holderQ := testenv.Queue(t, "nats://"+slow, "holder", queue.Options{LeaseTTL: ttl})
 	standbyQ := testenv.Queue(t, r.url, "standby", queue.Options{LeaseTTL: ttl})
-	fnc, k, owner, takeOver := r.forger, r.k, r.owner, r.takeOver
+	fnc, k := r.forger, r.k
 
-	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
+	a, err := holderQ.AcquireOwnedLease(ctx, host, "A", k, r.owners, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	takeOver("A")
+	if err := r.takeOver(a, "A"); err != nil {
+		t.Fatal(err)
+	}
 	var (
 		b           *queue.Lease
 		stopForging func()
 	)
-	a.CheckOwner(func(ctx context.Context) (string, error) {
-		o, err := owner(ctx)
-		if b != nil || err != nil {
-			return o, err
+	a.CheckOwner(readHook{r.owners, func(ctx context.Context) {
+		if b != nil {
+			return
 		}
 		// The window: the owner is read, the put not yet sent. The
 		// forger stops, so that the standby's take is a conditioned
@@ -64,12 +162,15 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 		stopForging()
 		wctx, cancel := context.WithTimeout(ctx, 10*ttl)
 		defer cancel()
-		b, err = standbyQ.AcquireSignedLease(wctx, host, "B", k, nil)
-		if err != nil {
+		var err error
+		if b, err = standbyQ.AcquireOwnedLease(wctx, host, "B", k, r.owners, nil); err != nil {
 			t.Errorf("the standby did not take the lapsed key: %v", err)
+		} else if takenOver {
+			if err := r.takeOver(b, "B"); err != nil {
+				t.Errorf("the standby's takeover: %v", err)
+			}
 		}
-		return o, nil
-	})
+	}})
 	stopForging = testenv.ForgeLease(ctx, fnc, host, "A")
 	defer stopForging()
 
@@ -82,11 +183,11 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		if err == nil && b != nil {
-			if !retaken {
-				t.Fatal("the holder's key taken back, not said to have lapsed")
+		if b != nil {
+			if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "A" {
+				t.Fatalf("after the holder's put the key names %q (%v), want A", h, err)
 			}
-			break
+			return putOver{ownedLeaseRig: r, ttl: ttl, holderQ: holderQ, standbyQ: standbyQ, a: a, b: b, retaken: retaken, err: err}
 		}
 		if errors.Is(err, queue.ErrLeaseLost) {
 			t.Fatalf("the holder, still the host's owner, lost its lease: %v", err)
@@ -96,13 +197,21 @@ func TestPutOverATakeLeavesTheHostToItsOwner(t *testing.T) {
 		}
 		time.Sleep(ttl / 3)
 	}
-	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "A" {
-		t.Fatalf("after the holder's put the key names %q (%v), want A", h, err)
+}
+
+// readHook is owners whose every read of the owner calls read before it
+// answers: a test acts between a lease's read and its write.
+type readHook struct {
+	queue.Owners
+	read func(ctx context.Context)
+}
+
+func (h readHook) HostOwner(ctx context.Context, host string) (queue.HostOwner, error) {
+	o, err := h.Owners.HostOwner(ctx, host)
+	if err == nil {
+		h.read(ctx)
 	}
-	// The standby's takeover, as its tenure begins with it; then its
-	// renewal a third of a lease on, as its worker's beat sends it.
-	takeOver("B")
-	r.ownerKeeps(t, standbyQ, b, a, "B", "the holder's put over its take")
+	return o, err
 }
 
 // TestTwoStandbysPutsLeaveTheHostToItsOwner: two standbys of a released
@@ -128,7 +237,7 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 	r := newOwnedLeaseRig(t, host)
 	target := strings.TrimPrefix(r.url, "nats://")
 	holderQ := testenv.Queue(t, r.url, "holder", queue.Options{LeaseTTL: ttl})
-	fnc, k, takeOver := r.forger, r.k, r.takeOver
+	fnc, k := r.forger, r.k
 	// B's put is a plain PUB on the lease's subject (its takes
 	// conditioned on a revision are HPUBs, with their headers); C's read
 	// of the bucket's last sequence is a request for the stream's info,
@@ -155,11 +264,13 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 			})
 		}})})
 
-	a, err := holderQ.AcquireSignedLease(ctx, host, "A", k, nil)
+	a, err := holderQ.AcquireOwnedLease(ctx, host, "A", k, r.owners, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	takeOver("A")
+	if err := r.takeOver(a, "A"); err != nil {
+		t.Fatal(err)
+	}
 	// A first wait of each learns that the host's lease is signed
 	// (hA22's TestStandbyTakesTheHostFromAForgerFasterThanItsRoundTrip).
 	testenv.LearnSignedLease(t, host, k, ttl, a, bq, cq)
@@ -172,7 +283,7 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 	acquire := func(q *queue.Queue, instance string) <-chan *queue.Lease {
 		took := make(chan *queue.Lease, 1)
 		go func() {
-			l, err := q.AcquireSignedLease(ctx, host, instance, k, nil)
+			l, err := q.AcquireOwnedLease(ctx, host, instance, k, r.owners, nil)
 			if err != nil {
 				t.Errorf("standby %s: %v", instance, err)
 			}
@@ -212,10 +323,17 @@ func TestTwoStandbysPutsLeaveTheHostToItsOwner(t *testing.T) {
 	if h, err := holderQ.LeaseHolder(ctx, host); err != nil || h != "C" {
 		t.Fatalf("after both puts the key names %q (%v), want C", h, err)
 	}
-	// Both takeovers, B's last; then their renewals, as their workers'
-	// beats send them.
-	takeOver("C")
-	takeOver("B")
+	// Both takeovers, each conditioned on the owner its worker read
+	// before its put, A: B's commits first, and C's is refused (before,
+	// both committed, and both believed they held the host until their
+	// next renewals); then their renewals, as their workers' beats send
+	// them.
+	if err := r.takeOver(lb, "B"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.takeOver(lc, "C"); !errors.Is(err, postgres.ErrHostTakenMeanwhile) {
+		t.Fatalf("standby C took the host over after B did: %v", err)
+	}
 	r.ownerKeeps(t, holderQ, lb, lc, "B", "C's put over its own")
 }
 
@@ -234,35 +352,48 @@ func (h onRecord) Handle(ctx context.Context, r slog.Record) error {
 // ownedLeaseRig is a host's lease under a forger, with PostgreSQL's
 // record of the host's owner: a NATS server, a connection of another
 // credential's to write the key with, the host's key, and the owner as
-// a worker reads it (CheckOwner) and writes it (its takeover's TakeHost).
+// a worker reads and confirms it (owners) and writes it (its takeover's
+// TakeHostFrom).
 type ownedLeaseRig struct {
-	host     string
-	url      string
-	forger   *nats.Conn
-	k        queue.MarkKey
-	owner    func(ctx context.Context) (string, error)
-	takeOver func(instance string)
+	host   string
+	url    string
+	forger *nats.Conn
+	k      queue.MarkKey
+	store  *postgres.Store
+	owners queue.Owners
 }
 
 func newOwnedLeaseRig(t *testing.T, host string) ownedLeaseRig {
-	ctx := testenv.Context(t)
 	store, _ := testenv.Store(t, testenv.Postgres(t))
-	r := ownedLeaseRig{host: host, url: testenv.NATS(t), k: queue.NewMarkKey([]byte("seed of " + host))}
+	r := ownedLeaseRig{host: host, url: testenv.NATS(t), k: queue.NewMarkKey([]byte("seed of " + host)), store: store, owners: storeOwners{store}}
 	var err error
 	if r.forger, err = queue.Connect(r.url, "forger"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.forger.Close)
-	r.owner = func(ctx context.Context) (string, error) {
-		o, err := store.HostOwner(ctx, host)
-		return o.Instance, err
-	}
-	r.takeOver = func(instance string) {
-		if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: instance}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	return r
+}
+
+// takeOver takes the host over for instance, l's, as its worker's takeover
+// does: on condition that the owner is still the one read before l was
+// taken.
+func (r ownedLeaseRig) takeOver(l *queue.Lease, instance string) error {
+	from := l.TakenFrom()
+	_, _, err := r.store.TakeHostFrom(context.Background(), r.host, "test", postgres.Owner{Instance: instance}, from.Instance, from.Epoch)
+	return err
+}
+
+// storeOwners is the host's owner in PostgreSQL as a worker's lease
+// reads and confirms it (queue.Owners).
+type storeOwners struct{ store *postgres.Store }
+
+func (o storeOwners) HostOwner(ctx context.Context, host string) (queue.HostOwner, error) {
+	owner, epoch, err := o.store.OwnerEpoch(ctx, host)
+	return queue.HostOwner{Instance: owner, Epoch: epoch}, err
+}
+
+func (o storeOwners) ConfirmOwner(ctx context.Context, host, instance string) (bool, error) {
+	return o.store.ConfirmOwner(ctx, host, instance)
 }
 
 // ownerKeeps checks the verdict once the worker of lease owner,
@@ -273,8 +404,8 @@ func newOwnedLeaseRig(t *testing.T, host string) ownedLeaseRig {
 // refused other's claims: nobody ran the host.
 func (r ownedLeaseRig) ownerKeeps(t *testing.T, q *queue.Queue, owner, other *queue.Lease, name, what string) {
 	ctx := testenv.Context(t)
-	owner.CheckOwner(r.owner)
-	other.CheckOwner(r.owner)
+	owner.CheckOwner(r.owners)
+	other.CheckOwner(r.owners)
 	if _, err := owner.Renew(ctx); err != nil {
 		t.Fatalf("%s, which owns the host in PostgreSQL, lost its lease to %s (the other's claims are refused by the fence: nobody runs the host): %v", name, what, err)
 	}

@@ -36,7 +36,19 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 		}
 	}()
 	w.heldElsewhere(ctx)
-	lease, err := w.q.AcquireSignedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, func(holder string) {
+	// A lapsed lease is taken back with a plain write only while
+	// PostgreSQL still names this worker the host's owner (queue's
+	// retake), and the write is confirmed there before claims go on; a
+	// take is conditioned there on the owner read before it
+	// (takeover). Bounded by a renewal's pace.
+	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
+	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, owners, func(holder string) {
+		if holder == w.opts.Instance {
+			// Its own value, left on the key to the worker that took the
+			// host over from it (queue's yieldToOwner), until that
+			// owner's renewal puts its own back.
+			holder = "the host's owner in PostgreSQL (this worker's value is left on the key to it)"
+		}
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))
 		wg.Add(1)

@@ -34,8 +34,14 @@ import (
 //     (queue.RewindHostConsumer). Either way deliveries are numbered from
 //     1 again, and the feeder refuses a tenure whose first delivery is
 //     not numbered 1: a pull request that was not this tenure's took it.
-func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, queue.Acked, error) {
-	prev, epoch, err := w.store.TakeHost(ctx, w.opts.Host, w.opts.Version, w.self)
+func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Consumer, queue.Acked, error) {
+	// On condition that the owner is still the one read before the
+	// lease was taken: another worker's plain put may have landed over
+	// this take, and the first of the two to commit here holds the host
+	// (postgres.TakeHostFrom). Refused, this tenure ends before it
+	// claims anything, and its release leaves the key to that owner.
+	from := lease.TakenFrom()
+	prev, epoch, err := w.store.TakeHostFrom(ctx, w.opts.Host, w.opts.Version, w.self, from.Instance, from.Epoch)
 	if err != nil {
 		return nil, queue.Acked{}, err
 	}

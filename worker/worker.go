@@ -51,8 +51,13 @@ type Store interface {
 	// match before a running order is signalled (control.go).
 	CancelRequestOf(ctx context.Context, id uuid.UUID) (*postgres.CancelRequest, error)
 
+	// OwnerEpoch and ConfirmOwner are the host's owner as its lease
+	// reads and confirms it (owners.go).
+	OwnerEpoch(ctx context.Context, host string) (string, int64, error)
+	ConfirmOwner(ctx context.Context, host, instance string) (bool, error)
+
 	// The takeover protocol (takeover.go).
-	TakeHost(ctx context.Context, host, version string, me postgres.Owner) (postgres.Owner, int64, error)
+	TakeHostFrom(ctx context.Context, host, version string, me postgres.Owner, from string, epoch int64) (postgres.Owner, int64, error)
 	RunningOrders(ctx context.Context, host string) ([]*order.Order, error)
 	UnreapedAttempts(ctx context.Context, host string) ([]postgres.Unreaped, error)
 	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
@@ -419,7 +424,7 @@ func (w *Worker) tenure(ctx context.Context, end *tenureEnd) error {
 		defer wg.Done()
 		w.beat(beatCtx, lease, h, stopFeed)
 	}()
-	cons, past, err := w.takeover(ctx)
+	cons, past, err := w.takeover(ctx, lease)
 	if err != nil {
 		return err
 	}
@@ -599,18 +604,6 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	lease.OnLapse(func() { h.set(leaseLapsed) })
 	started := time.Now()
 	every := w.opts.Heartbeat
-	// A lapsed lease is taken back with a plain write only while
-	// PostgreSQL still names this worker the host's owner (queue's
-	// retake): a standby that took the host over recorded itself first.
-	// Bounded by a renewal's pace: a PostgreSQL that does not answer
-	// holds the renewals up no longer than that, and the lease stays in
-	// doubt until the next.
-	lease.CheckOwner(func(ctx context.Context) (string, error) {
-		octx, cancel := context.WithTimeout(ctx, every)
-		defer cancel()
-		o, err := w.store.HostOwner(octx, w.opts.Host)
-		return o.Instance, err
-	})
 	t := time.NewTicker(every)
 	defer t.Stop()
 	// The bucket's TTL is read again at each tenure, every minute and

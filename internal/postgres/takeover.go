@@ -66,26 +66,73 @@ func (o *Owner) setBoot(col string) {
 // can claim an order of host (the claim requires ownership). It returns the
 // previous owner, zero when there was none, and the new ownership epoch.
 func (s *Store) TakeHost(ctx context.Context, host, version string, me Owner) (prev Owner, epoch int64, err error) {
+	return s.takeHost(ctx, host, version, me, nil)
+}
+
+// TakeHostFrom is TakeHost on condition that host's owner is still
+// from at epoch, as OwnerEpoch read them before the worker wrote the
+// lease it takes the host over with: ErrHostTakenMeanwhile when another
+// takeover, or a holder's ConfirmOwner, committed since. Two workers
+// that each wrote the lease key with a plain put (a standby's take after
+// beaten ones, a holder's take-back) cannot tell from the key which of
+// them holds the host; the first of their commits here decides, and the
+// other claims nothing (docs/decisions.md, hD25).
+func (s *Store) TakeHostFrom(ctx context.Context, host, version string, me Owner, from string, epoch int64) (prev Owner, now int64, err error) {
+	return s.takeHost(ctx, host, version, me, &ownerAt{from, epoch})
+}
+
+// ownerAt is a host's owner at an epoch (TakeHostFrom).
+type ownerAt struct {
+	instance string
+	epoch    int64
+}
+
+// ErrHostTakenMeanwhile refuses TakeHostFrom: the host's owner is no
+// longer the one read before the lease was taken.
+var ErrHostTakenMeanwhile = errors.New("another worker took the host over since its owner was read")
+
+// takeHost is TakeHost, and TakeHostFrom when from is set.
+func (s *Store) takeHost(ctx context.Context, host, version string, me Owner, from *ownerAt) (prev Owner, epoch int64, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var start int64
+		var start, was int64
 		var boot string
-		err := tx.QueryRow(ctx, `SELECT owner, owner_pid, owner_start, owner_boot FROM hosts WHERE host = $1 FOR UPDATE`,
-			host).Scan(&prev.Instance, &prev.PID, &start, &boot)
+		err := tx.QueryRow(ctx, `SELECT owner, owner_epoch, owner_pid, owner_start, owner_boot FROM hosts WHERE host = $1 FOR UPDATE`,
+			host).Scan(&prev.Instance, &was, &prev.PID, &start, &boot)
 		if err != nil && err != pgx.ErrNoRows {
 			return err
 		}
 		prev.Start = uint64(start)
 		prev.setBoot(boot)
+		if from != nil && (prev.Instance != from.instance || was != from.epoch) {
+			return fmt.Errorf("%w (read %q at epoch %d, now %q at epoch %d)", ErrHostTakenMeanwhile, from.instance, from.epoch, prev.Instance, was)
+		}
 		return tx.QueryRow(ctx, `INSERT INTO hosts (host, version, instance, owner, owner_epoch, owner_pid, owner_start, owner_boot, owned_at)
 			VALUES ($1, $2, $3, $3, 1, $4, $5, $6, now())
 			ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, owner = $3, owner_epoch = hosts.owner_epoch + 1,
 				owner_pid = $4, owner_start = $5, owner_boot = $6, owned_at = now(), last_seen = now()
 			RETURNING owner_epoch`, host, version, me.Instance, me.PID, int64(me.Start), me.bootColumn()).Scan(&epoch)
 	})
+	if errors.Is(err, ErrHostTakenMeanwhile) {
+		return Owner{}, 0, fmt.Errorf("take host %s: %w", host, err)
+	}
 	if err != nil {
 		return Owner{}, 0, translate("take host "+host, err)
 	}
 	return prev, epoch, nil
+}
+
+// ConfirmOwner moves host's ownership epoch on while instance still owns
+// it, and reports whether it does: a holder that took its lease key back
+// with a plain put (queue's putAsOwner) claims nothing until it did, and
+// a standby whose take the put landed over, having read the owner before
+// it, is then refused by TakeHostFrom. Whichever of the two commits
+// first holds the host.
+func (s *Store) ConfirmOwner(ctx context.Context, host, instance string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE hosts SET owner_epoch = owner_epoch + 1 WHERE host = $1 AND owner = $2`, host, instance)
+	if err != nil {
+		return false, translate("confirm the owner of host "+host, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // HostOwner is host's owner as the last TakeHost recorded it; zero when
@@ -105,6 +152,19 @@ func (s *Store) HostOwner(ctx context.Context, host string) (Owner, error) {
 	o.Start = uint64(start)
 	o.setBoot(boot)
 	return o, nil
+}
+
+// OwnerEpoch is host's owner's instance and its ownership epoch, which
+// moves on at each takeover and each ConfirmOwner; "" and 0 when nobody
+// ever took the host.
+func (s *Store) OwnerEpoch(ctx context.Context, host string) (string, int64, error) {
+	var owner string
+	var epoch int64
+	err := s.pool.QueryRow(ctx, `SELECT owner, owner_epoch FROM hosts WHERE host = $1`, host).Scan(&owner, &epoch)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0, nil
+	}
+	return owner, epoch, translate("read the owner of host "+host, err)
 }
 
 // CheckLogin reports a clear error when the database login is confined

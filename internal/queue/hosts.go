@@ -355,9 +355,16 @@ type Lease struct {
 	freed    string    // how the key was found free (Freed)
 	lapsed   func()    // OnLapse's
 	lost     int       // take-backs past the lease beaten in a row (retake)
-	// owner is CheckOwner's: who owns the host where takeovers are
-	// recorded; nil: no take-back by put.
-	owner func(ctx context.Context) (string, error)
+	// owners is CheckOwner's: where the host's takeovers are recorded;
+	// nil: no take-back by put.
+	owners Owners
+	// before is the host's owner as read before this lease's take
+	// (AcquireOwnedLease), if read (beforeRead).
+	before     HostOwner
+	beforeRead bool
+	// unconfirmed: a plain write of the key awaits its confirmation
+	// (putAsOwner).
+	unconfirmed bool
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -416,6 +423,20 @@ func (q *Queue) AcquireLease(ctx context.Context, host, instance string, standby
 // neither hands it the host while the holder renews nor keeps it from a
 // dead holder's host.
 func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k MarkKey, standby func(holder string)) (*Lease, error) {
+	return q.acquire(ctx, host, instance, k, nil, standby)
+}
+
+// AcquireOwnedLease is AcquireSignedLease for a worker whose host's
+// takeovers are recorded in owners: each write that takes the key is
+// sent only after the host's owner was read (TakenFrom), which its
+// takeover is conditioned on, and the lease checks owners before its
+// plain writes (CheckOwner). A read that fails ends the wait.
+func (q *Queue) AcquireOwnedLease(ctx context.Context, host, instance string, k MarkKey, owners Owners, standby func(holder string)) (*Lease, error) {
+	return q.acquire(ctx, host, instance, k, owners, standby)
+}
+
+// acquire is AcquireOwnedLease, with owners nil for AcquireSignedLease.
+func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, owners Owners, standby func(holder string)) (*Lease, error) {
 	key := "lease." + host
 	// Each read and take sent again at once when a drop of the
 	// connection ended it (dropKV): a worker taking its host as a
@@ -428,6 +449,10 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		seen.signed, seen.counted = kn.signed, kn.counted
 	}
 	seen.held = kn.held
+	// This instance left its value on the key to the host's owner
+	// (yieldToOwner): that value is the owner's to write over, not this
+	// instance's lease left over.
+	yielded := kn.yielded == instance
 	var w *keyWatch
 	watching := false
 	every := q.opts.LeaseTTL / 4 // the periodic try
@@ -444,6 +469,22 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 	beaten := func() {
 		lost++
 		q.logger().Debug("a take of the host lease was beaten by another writer", "host", host, "instance", instance, "lost", lost)
+	}
+	// The host's owner, read before each write that takes the key
+	// (readOwner): a plain put of another worker's may land over the
+	// take, and the first of the two to take the host over from the
+	// owner both read holds it (TakeHostFrom).
+	var before HostOwner
+	readOwner := func() error {
+		if owners == nil {
+			return nil
+		}
+		o, err := owners.HostOwner(ctx, host)
+		if err != nil {
+			return fmt.Errorf("acquire lease of host %s: read the host's owner before taking its lease: %w", host, err)
+		}
+		before = o
+		return nil
 	}
 	// The probes of this process's contact with the server, for as long
 	// as it waits: a lease that lapsed while the server answered nobody
@@ -508,7 +549,7 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 				q.logger().Warn("the host lease's key is gone though its holder renewed it within the lease: the hosts bucket was purged (a message with Nats-Rollup on it, which a worker's NATS credential can send); leaving the key to its holder",
 					"host", host, "instance", instance, "renewed_ago", time.Since(renewed).Round(time.Millisecond))
 			} else if err == nil {
-				if holder, ok := seen.honours(e.Value(), e.Revision()); ok && holder == instance {
+				if holder, ok := seen.honours(e.Value(), e.Revision()); ok && holder == instance && !yielded {
 					renewed = time.Time{} // this instance's own key: the take-back below
 					continue
 				}
@@ -552,7 +593,11 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			if k != nil {
 				q.learnLease(host, leaseKnown{signed: true, counted: true}) // what it writes
 			}
-			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent}
+			if yielded {
+				q.yielded(host, "")
+			}
+			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
+				owners: owners, before: before, beforeRead: owners != nil}
 		}
 		ttl := q.opts.LeaseTTL
 		if timed != nil {
@@ -614,6 +659,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			}
 			err = jetstream.ErrKeyExists
 		} else if due && lost >= lostTakes {
+			if err := readOwner(); err != nil {
+				return nil, err
+			}
 			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k)); err == nil {
 				q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 				return lease(rev, sent, freed), nil
@@ -621,6 +669,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		} else {
 			// A take whose answer a restart lost, sent again, finds
 			// the key taken: its own (writeOnDrop).
+			if err := readOwner(); err != nil {
+				return nil, err
+			}
 			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}
 		if err == nil {
@@ -632,6 +683,8 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 		// A key naming this very instance is its own lease, left over from
 		// a tenure whose release did not reach the server (instances are
 		// unique per process): take it back instead of waiting it out.
+		// Not one left to the host's owner (yielded): waited for as a
+		// holder's.
 		// With a key, only a value it signed: the instance of a standby
 		// is in the hosts listing, and a value naming it, forged over a
 		// live holder's, handed it the host.
@@ -648,7 +701,10 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			// writer's delete came in between.
 			beaten()
 		}
-		if honoured && holder == instance {
+		if honoured && holder == instance && !yielded {
+			if err := readOwner(); err != nil {
+				return nil, err
+			}
 			sent := time.Now()
 			if rev, err := kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
 				return lease(rev, sent, ""), nil
@@ -665,6 +721,9 @@ func (q *Queue) AcquireSignedLease(ctx context.Context, host, instance string, k
 			if renewed.IsZero() {
 				renewed = time.Now()
 			} else if time.Since(renewed) >= ttl {
+				if err := readOwner(); err != nil {
+					return nil, err
+				}
 				sent := time.Now()
 				var rev uint64
 				var err error
@@ -1020,6 +1079,13 @@ func (l *Lease) OnLapse(f func()) { l.lapsed = f }
 // worker that could not yet see it (keepOwned): the host's owner
 // (CheckOwner) says which of the two keeps it.
 func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
+	if l.unconfirmed {
+		// A plain write whose confirmation was not answered: nothing
+		// else until it is (putAsOwner).
+		if err := l.confirm(ctx); err != nil {
+			return false, fmt.Errorf("renew lease: %w", err)
+		}
+	}
 	sent := time.Now()
 	rev, err := l.kv().Update(ctx, l.key, l.value(l.rev), l.rev)
 	if err == nil {
@@ -1105,7 +1171,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 			"host", l.host, "instance", l.instance, "written_as", holder)
 		l.rev, l.written = rev, sent
 		return true, nil
-	case holder != l.instance && within && l.owner != nil:
+	case holder != l.instance && within && l.owners != nil:
 		// No take of a live lease is conditioned on its revision: put.
 		return l.keepOwned(ctx, e.Revision(), holder)
 	case holder != l.instance:
@@ -1187,8 +1253,12 @@ func (l *Lease) Written() time.Time { return l.written }
 //
 // A signed lease whose key another credential wrote since its last
 // renewal (Renew) is released over that value, on the revision read: the
-// standby would otherwise wait out a lease.
+// standby would otherwise wait out a lease. One whose host another
+// instance took over after this one is not released (yieldToOwner).
 func (l *Lease) Release(ctx context.Context) error {
+	if l.yieldToOwner(ctx) {
+		return nil
+	}
 	rev := l.rev
 	for try := 1; ; try++ {
 		m := nats.NewMsg("$KV." + HostsBucket + "." + l.key)

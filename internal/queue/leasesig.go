@@ -213,7 +213,12 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 // held the host's lease lately (HeldElsewhere, or a value of another
 // instance honoured): a key found absent may be its live lease, gone
 // from the server's store (absentUnseen).
-type leaseKnown struct{ signed, counted, held bool }
+type leaseKnown struct {
+	signed, counted, held bool
+	// yielded: the instance of this process that left its value on the
+	// key to the host's owner (Queue.yielded); "" for none.
+	yielded string
+}
 
 // knownLease is what this process learned of host's lease.
 func (q *Queue) knownLease(host string) leaseKnown {
@@ -225,7 +230,7 @@ func (q *Queue) knownLease(host string) leaseKnown {
 // learnLease records what this process learned of host's lease.
 func (q *Queue) learnLease(host string, k leaseKnown) {
 	old := q.knownLease(host)
-	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted, old.held || k.held})
+	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted, old.held || k.held, old.yielded})
 }
 
 // HeldElsewhere records that another worker instance held host's lease

@@ -9,14 +9,35 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// CheckOwner has Renew ask owner which worker instance owns the host
-// where every takeover is recorded before its new holder runs anything
-// (PostgreSQL's hosts.owner, TakeHost) before it takes its lapsed key
-// back with a plain write (retake): the write is sent only while owner
-// names this lease's instance, and another name ends the tenure
+// HostOwner is a host's owner where its takeovers are recorded
+// (Owners), with its epoch, which moves on at every takeover and every
+// confirmed plain write.
+type HostOwner struct {
+	Instance string
+	Epoch    int64
+}
+
+// Owners is where a host's takeovers are recorded, the worker's
+// PostgreSQL (hosts.owner, owner_epoch): every worker that takes a host
+// over makes itself the owner there before it runs anything, on
+// condition that the owner is still the one it read before it wrote the
+// lease key (TakeHostFrom). A forger on the bus can write the key; it can
+// write neither of these.
+type Owners interface {
+	// HostOwner reads host's owner.
+	HostOwner(ctx context.Context, host string) (HostOwner, error)
+	// ConfirmOwner moves host's epoch on while instance owns it, and
+	// reports whether it does.
+	ConfirmOwner(ctx context.Context, host, instance string) (bool, error)
+}
+
+// CheckOwner has Renew ask owners who owns the host before it takes its
+// key back with a plain write (putAsOwner): the write is sent only while
+// the owner is this lease's instance, and another name ends the tenure
 // (ErrLeaseLost). Without it, a lapsed key is taken back only with
-// writes on the revision read. Set before the first renewal.
-func (l *Lease) CheckOwner(owner func(ctx context.Context) (string, error)) { l.owner = owner }
+// writes on the revision read. Set before the first renewal;
+// AcquireOwnedLease sets it.
+func (l *Lease) CheckOwner(owners Owners) { l.owners = owners }
 
 // retake writes this lease's value on its key past the lease: a key
 // found gone (read 0) or holding, as revision read, a value its host's
@@ -45,7 +66,7 @@ func (l *Lease) CheckOwner(owner func(ctx context.Context) (string, error)) { l.
 // is never overwritten: the owner names it, and this lease is lost.
 // Without a key nothing tells a forger from a rival: no put.
 func (l *Lease) retake(ctx context.Context, read uint64) (uint64, error) {
-	if l.lost >= lostTakes && l.owner != nil && l.k != nil {
+	if l.lost >= lostTakes && l.owners != nil && l.k != nil {
 		rev, err := l.putAsOwner(ctx, max(read, l.q.lastRevision(ctx, l.k, l.rev)), "it took the host over while this lease lapsed")
 		if err == nil {
 			l.q.logTakenByPut(l.host, l.instance, "this holder's conditioned take-backs of its lapsed lease", l.lost)
@@ -149,16 +170,45 @@ func (l *Lease) keepOwned(ctx context.Context, read uint64, holder string) (bool
 }
 
 // putAsOwner writes this lease's value, at revision floor, over whatever
-// the key holds, with a plain put, once PostgreSQL's hosts.owner names
+// the key holds, with a plain put, once the host's owner (Owners) names
 // this instance: the only fence such a put has against an honest rival
 // (retake, keepOwned). Another owner is a lost lease, said with why.
+//
+// The put may land over a standby's take sent after that read, and the
+// standby, having read the owner before its take, goes on to take the
+// host over: both believed they held it, and the orders this one claimed
+// meanwhile were ended interrupted by the standby's takeover. So the
+// put is confirmed (ConfirmOwner) before the renewal answers, and claims
+// wait for it: the first of the confirmation and the standby's
+// conditioned takeover (TakeHostFrom) to commit holds the host, and the
+// other claims nothing (TestPutOverATakeLeavesTheHostToItsOwner).
 func (l *Lease) putAsOwner(ctx context.Context, floor uint64, why string) (uint64, error) {
-	owner, err := l.owner(ctx)
+	owner, err := l.owners.HostOwner(ctx, l.host)
 	if err != nil {
 		return 0, fmt.Errorf("read the host's owner before a plain write: %w", err)
 	}
-	if owner != l.instance {
-		return 0, fmt.Errorf("%w: %s (the host's owner is %q)", ErrLeaseLost, why, owner)
+	if owner.Instance != l.instance {
+		return 0, fmt.Errorf("%w: %s (the host's owner is %q)", ErrLeaseLost, why, owner.Instance)
 	}
-	return l.kv().Put(ctx, l.key, l.value(floor))
+	rev, err := l.kv().Put(ctx, l.key, l.value(floor))
+	if err != nil {
+		return 0, err
+	}
+	l.unconfirmed = true
+	return rev, l.confirm(ctx)
+}
+
+// confirm moves the host's epoch on while this instance owns it
+// (putAsOwner): another owner is a lost lease; an unanswered one leaves
+// the lease in doubt, and the next renewal confirms it first.
+func (l *Lease) confirm(ctx context.Context) error {
+	ok, err := l.owners.ConfirmOwner(ctx, l.host, l.instance)
+	if err != nil {
+		return fmt.Errorf("confirm this instance the host's owner after a plain write of its lease: %w", err)
+	}
+	l.unconfirmed = false
+	if !ok {
+		return fmt.Errorf("%w: another worker instance took the host over (its owner where takeovers are recorded) before this one confirmed the plain write of its lease", ErrLeaseLost)
+	}
+	return nil
 }
