@@ -115,10 +115,12 @@ func (r *backlogRun) workerRate() float64 {
 
 func backlog(ctx context.Context, c *client, srv *server, o options, rep *report, rawRate float64) error {
 	progress(fmt.Sprintf("backlog: submitting %d orders of `true` to host %q from %d goroutines", o.backlog, o.backlogHost, o.submitters))
+	wal0 := markWAL(ctx, srv)
 	r, err := runBacklog(ctx, c, srv, o.backlogHost, orderBody(o.backlogHost, "true"), o.backlog, o.submitters, o.pollInterval)
 	if err != nil {
 		return err
 	}
+	wal1 := markWAL(ctx, srv)
 	list, t0, submitted, observed := r.list, r.t0, r.submitted, r.observed
 	cpu0, cpuSubmitted, cpu1 := r.cpu0, r.cpuSub, r.cpuEnd
 	submitDur := submitted.Sub(t0)
@@ -171,6 +173,8 @@ func backlog(ctx context.Context, c *client, srv *server, o options, rep *report
 	rep.detail("between orders: finished_at → next started_at", durStats(gap),
 		"result commit, ack, next delivery, claim; ≈ 0 when the result of N and the claim of N+1 share a transaction")
 	rep.detail("backlog CPU", cpuPerOrder(cpu0, cpu1, o.backlog), "from /proc: submit + drain")
+	rep.detail("backlog PostgreSQL per order", walPerOrder(ctx, srv, wal0, wal1, o.backlog),
+		"serve's PostgreSQL from the first submit to the drain's end (insert, claim, result and whatever else ran): pg_current_wal_insert_lsn, pg_stat_database.xact_commit")
 	rep.detail("strict order check", fmt.Sprintf("%d overlapping orders", overlaps), "by started_at/finished_at")
 	progress(fmt.Sprintf("backlog: end to end %.0f orders/s, worker side %.0f orders/s (raw %.0f)", pipeRate, workerRate, rawRate))
 	return nil

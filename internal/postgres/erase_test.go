@@ -7,22 +7,34 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 )
 
 // Every UPDATE of orders reads and compiles the WHEN clause of each row
-// trigger on an UPDATE of status, whether or not it fires: the claim and
-// the result of every order pay for each. Migration 00024 made the three
-// triggers that erase an order's pending inputs (none of which fires for
-// an order without any) one, so they read three WHEN clauses, not five. A
-// trigger added here is paid by every order.
-func TestOrdersUpdateReadsThreeTriggerConditions(t *testing.T) {
+// trigger on an UPDATE of status, from its stored text, whether or not it
+// fires: the claim and the result of every order pay for each. Migration
+// 00024 made the three triggers that erase an order's pending inputs
+// (none of which fires for an order without any) one; 00030 folded
+// orders_mark_abandoned into orders_track_active and made orders_erase's
+// WHEN name the two statuses that are not terminal instead of the eight
+// that are. On PostgreSQL 15 the three WHEN clauses were 6,048 characters
+// of stored node tree; the two are 3,800. A trigger added here is paid by
+// every order.
+func TestOrdersUpdateReadsTwoTriggerConditions(t *testing.T) {
 	e := newStoreEnv(t)
 	// tgtype: 1 row, 2 before, 16 update (pg_trigger.h).
-	got := e.texts(`SELECT tgname::text || CASE WHEN tgtype & 2 = 2 THEN ' (before)' ELSE '' END
-		FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal
-		AND tgtype & 1 = 1 AND tgtype & 16 = 16 ORDER BY tgname`)
-	if want := []string{"orders_erase (before)", "orders_mark_abandoned", "orders_track_active_update"}; !slices.Equal(got, want) {
+	const updateTriggers = `FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal
+		AND tgtype & 1 = 1 AND tgtype & 16 = 16`
+	got := e.texts(`SELECT tgname::text || CASE WHEN tgtype & 2 = 2 THEN ' (before)' ELSE '' END ` + updateTriggers + ` ORDER BY tgname`)
+	if want := []string{"orders_erase (before)", "orders_track_active_update"}; !slices.Equal(got, want) {
 		t.Errorf("row triggers of an UPDATE of orders: %v; want %v", got, want)
+	}
+	var chars int
+	if err := e.pool.QueryRow(e.ctx, `SELECT coalesce(sum(length(tgqual)), 0) `+updateTriggers).Scan(&chars); err != nil {
+		t.Fatal(err)
+	}
+	if chars > 4500 {
+		t.Errorf("the WHEN clauses an UPDATE of orders reads: %d characters; want at most 4500", chars)
 	}
 }
 
@@ -103,4 +115,67 @@ func TestEraseMigrationErasesAtTheEnd(t *testing.T) {
 	if env, stdin, script, secrets, dels := e.pending(back); env || stdin || script || secrets || dels != 0 {
 		t.Errorf("rolled back to 00023: env %v stdin %v script %v secrets %v delegations %d; want all gone", env, stdin, script, secrets, dels)
 	}
+}
+
+// Migration 00030 folds orders_mark_abandoned into orders_track_active
+// and rewrites orders_erase's WHEN: before it, after it and rolled back,
+// an attempt a successor interrupts or queues again keeps its process
+// record to be reaped (00017), and an interrupted order loses its
+// inputs while a queued one keeps them.
+func TestUpdateTriggersMigrationKeepsMarksAndErase(t *testing.T) {
+	e, p := migratedDown(t, 29)
+	p0 := postgres.Process{PID: 4242, PGID: 4242, StartTime: 99, BootID: "b", MachineID: "m"}
+	check := func(when string) {
+		t.Helper()
+		e.own("h1", "w1")
+		var ids []uuid.UUID
+		for _, idempotent := range []bool{false, true} {
+			o := e.insert("h1", "alice", func(o *order.Order) {
+				o.Env = map[string]string{"SECRET": "v"}
+				o.EnvNames = []string{"SECRET"}
+				o.Stdin = []byte("input")
+				o.Idempotent = idempotent
+			})
+			c := e.claim(o.ID, "w1")
+			if err := e.store.RecordProcess(e.ctx, o.ID, c.Attempt, "w1", p0); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, o.ID)
+		}
+		e.own("h1", "w2") // w1 died
+		if ok, err := e.store.InterruptAttempt(e.ctx, ids[0], 1, "w2", "test"); !ok || err != nil {
+			t.Fatalf("%s: interrupt: %v %v", when, ok, err)
+		}
+		if ok, err := e.store.Requeue(e.ctx, ids[1], 1, "w2", "test"); !ok || err != nil {
+			t.Fatalf("%s: requeue: %v %v", when, ok, err)
+		}
+		got, err := e.store.UnreapedAttempts(e.ctx, "h1")
+		want := []postgres.Unreaped{{ID: ids[0], Attempt: 1, Worker: "w1"}, {ID: ids[1], Attempt: 1, Worker: "w1", Requeued: true}}
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: unreaped: %+v, %v; want %+v", when, got, err, want)
+		}
+		if env, stdin, _, _, _ := e.pending(ids[0]); env || stdin {
+			t.Errorf("%s: interrupted order keeps env %v, stdin %v", when, env, stdin)
+		}
+		if env, stdin, _, _, _ := e.pending(ids[1]); !env || !stdin {
+			t.Errorf("%s: queued again, the order lost env %v, stdin %v", when, !env, !stdin)
+		}
+		for _, u := range want {
+			if err := e.store.RecordEvidence(e.ctx, u.ID, u.Attempt, "w2", postgres.Evidence{Reap: map[string]any{"found": false}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.store.Cancel(e.ctx, ids[1], "test", "done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("at 00029")
+	if _, err := p.Up(e.ctx); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	check("at 00030")
+	if _, err := p.DownTo(e.ctx, 29); err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
+	check("rolled back to 00029")
 }
