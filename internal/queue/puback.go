@@ -53,7 +53,17 @@ func pubAckOf(b []byte) (uint64, error) {
 	if seq, ok := plainPubAck(b); ok {
 		return seq, nil
 	}
+	return decodedPubAck(b)
+}
+
+// decodedPubAck is jetstream's read of a publish's answer (nats.go
+// v1.55.0, jetstream/publish.go's publishMsg into its pubAckResponse):
+// encoding/json into the answer's type, error and *jetstream.PubAck. The
+// type is read only as jetstream read it: one that is no string makes
+// the answer invalid.
+func decodedPubAck(b []byte) (uint64, error) {
 	var resp struct {
+		Type  string              `json:"type"`
 		Error *jetstream.APIError `json:"error,omitempty"`
 		*jetstream.PubAck
 	}
