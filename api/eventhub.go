@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-run/orderly/internal/jsonenc"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 )
@@ -141,21 +142,21 @@ func eventEnd(b []byte) (uuid.UUID, order.Status, error) {
 // order.Statuses (no allocation) or "" when it is none of them, which
 // the waiters treat alike (not an end).
 func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error) {
-	i := jsonSpace(b, 0)
+	i := jsonenc.Space(b, 0)
 	if i == len(b) || b[i] != '{' {
 		return id, "", false, nil
 	}
 	var statusText []byte
-	i = jsonSpace(b, i+1)
+	i = jsonenc.Space(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		i++
 	} else {
 		for {
-			k, next, plain := plainString(b, i)
+			k, next, plain := jsonenc.PlainString(b, i)
 			if !plain {
 				return id, "", false, nil
 			}
-			if i = jsonSpace(b, next); i == len(b) || b[i] != ':' {
+			if i = jsonenc.Space(b, next); i == len(b) || b[i] != ':' {
 				return id, "", false, nil
 			}
 			var v []byte
@@ -163,10 +164,10 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 				// queue.Event.Alone, the one value that is no string
 				// (true on most finished events), which the waiters do
 				// not read.
-				if next = plainBool(b, jsonSpace(b, i+1)); next < 0 {
+				if next = jsonenc.PlainBool(b, jsonenc.Space(b, i+1)); next < 0 {
 					return id, "", false, nil
 				}
-			} else if v, next, plain = plainString(b, jsonSpace(b, i+1)); !plain {
+			} else if v, next, plain = jsonenc.PlainString(b, jsonenc.Space(b, i+1)); !plain {
 				return id, "", false, nil
 			}
 			switch string(k) {
@@ -182,8 +183,8 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 			default:
 				return id, "", false, nil
 			}
-			if i = jsonSpace(b, next); i < len(b) && b[i] == ',' {
-				i = jsonSpace(b, i+1)
+			if i = jsonenc.Space(b, next); i < len(b) && b[i] == ',' {
+				i = jsonenc.Space(b, i+1)
 				continue
 			}
 			if i == len(b) || b[i] != '}' {
@@ -193,7 +194,7 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 			break
 		}
 	}
-	if jsonSpace(b, i) != len(b) {
+	if jsonenc.Space(b, i) != len(b) {
 		return id, "", false, nil
 	}
 	for _, s := range order.Statuses {
@@ -202,41 +203,4 @@ func plainEvent(b []byte) (id uuid.UUID, status order.Status, ok bool, err error
 		}
 	}
 	return id, status, true, nil
-}
-
-// jsonSpace is the index of the first byte of b from i on that is not
-// JSON white space (len(b) if there is none).
-func jsonSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// plainBool reads the JSON true or false at b[i]: the index after it,
-// or -1 when there is neither.
-func plainBool(b []byte, i int) (next int) {
-	for _, lit := range []string{"true", "false"} {
-		if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
-			return i + len(lit)
-		}
-	}
-	return -1
-}
-
-// plainString reads the JSON string at b[i]: its content and the index
-// after it, when it is printable ASCII without escapes.
-func plainString(b []byte, i int) (content []byte, next int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
-		return nil, i, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c < 0x20 || c > 0x7e || c == '\\':
-			return nil, i, false
-		}
-	}
-	return nil, i, false
 }

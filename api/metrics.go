@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -25,8 +26,7 @@ func (s *Server) measure(next http.Handler) http.Handler {
 		next.ServeHTTP(ww, r)
 		route := "unmatched"
 		if rc := chi.RouteContext(r.Context()); rc != nil {
-			// Built anew at each call (a join and a replace): once.
-			if p := rc.RoutePattern(); p != "" {
+			if p := s.routes.of(rc); p != "" {
 				route = p
 			}
 		}
@@ -50,4 +50,39 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.authenticate(s.Metrics.Handler()).ServeHTTP(w, r)
+}
+
+// routeLabels are chi's route patterns (Context.RoutePattern) by the
+// patterns a request matched, joined. RoutePattern builds its answer
+// anew at each call (a join, then replaces): four allocations on every
+// request for a label that names one of the few routes routes.go and
+// the compat surfaces mount, so the map stays as small as they are.
+type routeLabels struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+// of is rc.RoutePattern(), looked up by the joined patterns in a buffer
+// on the stack (a map read with string(b) copies nothing), and computed
+// and kept only the first time.
+func (l *routeLabels) of(rc *chi.Context) string {
+	var buf [192]byte
+	b := buf[:0]
+	for _, p := range rc.RoutePatterns {
+		b = append(b, p...)
+	}
+	l.mu.RLock()
+	label, ok := l.m[string(b)]
+	l.mu.RUnlock()
+	if ok {
+		return label
+	}
+	label = rc.RoutePattern()
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]string{}
+	}
+	l.m[string(b)] = label
+	l.mu.Unlock()
+	return label
 }

@@ -146,6 +146,8 @@ type Server struct {
 	taken recent.IDs
 	// unavailable thins the log lines of 503 answers.
 	unavailable unavailableLog
+	// routes are the latency metric's route labels (measure).
+	routes routeLabels
 	// registryMisses thins those of hosts listed without their
 	// heartbeats (hosts.go).
 	registryMisses registryMisses

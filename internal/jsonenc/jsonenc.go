@@ -1,7 +1,9 @@
 // Package jsonenc appends JSON text exactly as encoding/json writes it,
 // without its reflection: for the few hot encodes (an answer's processes,
-// an order's events) whose bytes readers compare with encoding/json's.
-// It imports nothing of ours, so the API and the queue share it.
+// an order's events) whose bytes readers compare with encoding/json's;
+// and reads the plain forms of the few hot decodes (an order's event in
+// the API's hub, a publish's PubAck) in place (plain.go). It imports
+// nothing of ours, so the API and the queue share it.
 package jsonenc
 
 import "unicode/utf8"

@@ -96,6 +96,9 @@ type Queue struct {
 	// (ForeignGenerations).
 	foreign foreignGenerations
 	storing storing // whether publishes are acknowledged (storing.go)
+	// sendOrder stands in for publish when set: a test's stall or lost
+	// PubAck (storing_internal_test.go).
+	sendOrder func(ctx context.Context, host string, id uuid.UUID) (uint64, error)
 	// contact: whether the server answers a standby (contact.go).
 	contact contact
 	// leases: what this process learned of each host's lease across
@@ -410,18 +413,26 @@ func (q *Queue) Publish(caller context.Context, host string, id uuid.UUID) (uint
 // publish sends id's message to its host's subject and waits for its
 // PubAck within ctx, without telling Storing.
 func (q *Queue) publish(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+	if q.sendOrder != nil {
+		return q.sendOrder(ctx, host, id)
+	}
+	return q.publishOrder(ctx, host, id)
+}
+
+// publishOrder is publish without a test's stand-in.
+func (q *Queue) publishOrder(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
 	sid := id.String()
 	m := &nats.Msg{Subject: OrdersSubject + host, Data: []byte(sid),
 		Header: nats.Header{jetstream.MsgIDHeader: {sid}, jetstream.ExpectedStreamHeader: ordersStreamName}}
-	ack, err := q.js.PublishMsg(ctx, m)
+	seq, err := q.publishStored(ctx, m)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && q.reensure(ctx) {
-		ack, err = q.js.PublishMsg(ctx, m)
+		seq, err = q.publishStored(ctx, m)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("publish order %s: %w", id, err)
 	}
-	q.marks.add(host, ack.Sequence)
-	return ack.Sequence, nil
+	q.marks.add(host, seq)
+	return seq, nil
 }
 
 // now reads this host's clock (Options.Now).

@@ -9,23 +9,19 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// stallingPublishes is JetStream whose publishes go unanswered while
-// stalled is set, on a connection that stays up: what a nats-server busy
-// past publishAckWait, or a stream whose leader is elected anew, answers.
-type stallingPublishes struct {
-	jetstream.JetStream
-	stalled *atomic.Bool
-}
-
-func (j stallingPublishes) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	if j.stalled.Load() {
-		return nil, context.DeadlineExceeded
+// stallPublishes has q's order publishes go unanswered while stalled is
+// set, on a connection that stays up: what a nats-server busy past
+// publishAckWait, or a stream whose leader is elected anew, answers.
+func stallPublishes(q *Queue, stalled *atomic.Bool) {
+	q.sendOrder = func(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+		if stalled.Load() {
+			return 0, context.DeadlineExceeded
+		}
+		return q.publishOrder(ctx, host, id)
 	}
-	return j.JetStream.PublishMsg(ctx, m, opts...)
 }
 
 // TestStallThatPassedClearsAtTheProbe: an order's publish goes unanswered
@@ -40,10 +36,11 @@ func TestStallThatPassedClearsAtTheProbe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var stalled atomic.Bool
-	q, err := newQueue(ctx, nc, stallingPublishes{js, &stalled}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	q, err := newQueue(ctx, nc, js, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	stallPublishes(q, &stalled)
 	if _, err := q.ProbeStoring(ctx); err != nil || q.Storing() != nil {
 		t.Fatalf("a probe with nothing marked: %v, storing %v", err, q.Storing())
 	}
@@ -90,20 +87,17 @@ func TestStallThatPassedClearsAtTheProbe(t *testing.T) {
 	}
 }
 
-// lostAcks is JetStream whose publishes are stored but whose PubAcks
-// never come back (a server answering past publishAckWait, an answer
-// lost): each publish is counted.
-type lostAcks struct {
-	jetstream.JetStream
-	sent *atomic.Int32
-}
-
-func (j lostAcks) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	j.sent.Add(1)
-	if _, err := j.JetStream.PublishMsg(ctx, m, opts...); err != nil {
-		return nil, err
+// loseAcks has q's order publishes stored but their PubAcks never come
+// back (a server answering past publishAckWait, an answer lost): each
+// publish is counted in sent.
+func loseAcks(q *Queue, sent *atomic.Int32) {
+	q.sendOrder = func(ctx context.Context, host string, id uuid.UUID) (uint64, error) {
+		sent.Add(1)
+		if _, err := q.publishOrder(ctx, host, id); err != nil {
+			return 0, err
+		}
+		return 0, context.DeadlineExceeded
 	}
-	return nil, context.DeadlineExceeded
 }
 
 // TestProbeStopsOnceTheMarkLapsed: an order's publish is stored but its
@@ -119,10 +113,11 @@ func TestProbeStopsOnceTheMarkLapsed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var sent atomic.Int32
-	q, err := newQueue(ctx, nc, lostAcks{js, &sent}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	q, err := newQueue(ctx, nc, js, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	loseAcks(q, &sent)
 	if _, err := q.Publish(ctx, "h-lost", uuid.New()); err == nil {
 		t.Fatal("a publish whose PubAck was lost was answered")
 	}
