@@ -122,7 +122,7 @@ func (a *acks) send(msg jetstream.Msg, id uuid.UUID) {
 	}
 	var at queue.Acked
 	if meta, err := msg.Metadata(); err == nil {
-		at = queue.Acked{Seq: meta.Sequence.Stream, Stored: meta.Timestamp}
+		at = queue.Acked{Seq: meta.Sequence.Stream, Stored: meta.Timestamp, ID: id}
 	}
 	a.next++
 	n := a.next

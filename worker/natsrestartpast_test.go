@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
 )
 
 // TestNATSRestartDeliversAgainOnlyWhatWasNotAcked: the orders stream has
@@ -74,6 +77,42 @@ func TestNATSRestartDeliversAgainOnlyWhatWasNotAcked(t *testing.T) {
 	}
 }
 
+// TestNATSRestartAfterAPurgeTakesTheHostOnce: where an API purges the
+// acknowledged orders (queue.PurgeAcked, up to the consumer's ack floor),
+// the order the worker acked last is gone by the time a nats-server
+// restart loses the consumer. The consumer made again past it delivers
+// the next order first; nothing of the host's is stored below, so that is
+// the very consumer one made at the first message stored would be, and
+// the worker consumes it: one takeover after the restart, not a tenure
+// ended because the order acked last was not delivered first, then
+// another (docs/decisions.md, hE25). The new order runs once, after the
+// ten.
+func TestNATSRestartAfterAPurgeTakesTheHostOnce(t *testing.T) {
+	const host = "purged"
+	ns := testenv.NATSServer(t, &server.Options{})
+	var logs testenv.LogBuffer
+	e, connected, log, appendName, _ := tenAckedLogged(t, ns, host, "", testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	if n, err := e.q.PurgeAcked(t.Context()); err != nil || n != 1 {
+		t.Fatalf("purged the orders of %d hosts (%v), want 1", n, err)
+	}
+	before := logs.String()
+	restarted := time.Now()
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
+		return connected()
+	})
+	fresh := e.waitStatus(appendName("new"), order.StatusSucceeded)
+	after := strings.TrimPrefix(logs.String(), before)
+	t.Logf("the new order started %s after the restart; %d takeovers since",
+		fresh.StartedAt.Sub(restarted).Round(time.Millisecond), strings.Count(after, "took the host over"))
+	if strings.Contains(after, "delivered another message first") {
+		t.Errorf("the worker ended a tenure because the order it acked last, purged, was not delivered first:\n%s", after)
+	}
+	if b, _ := os.ReadFile(log); !strings.HasSuffix(string(b), "9\nnew\n") || strings.Count(string(b), "new") != 1 {
+		t.Fatalf("the orders ran %q, want the new one once, after the ten", b)
+	}
+}
+
 // TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders: the orders stream is
 // deleted and made again under a worker that acked ten orders of it, and
 // twelve orders are submitted to the new one, numbered from 1 again. The
@@ -112,6 +151,12 @@ func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
 // server has their acks; appendName submits another.
 func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
 	t.Helper()
+	return tenAckedLogged(t, ns, host, prefix, testenv.Logger(t))
+}
+
+// tenAckedLogged is tenAcked with the worker logging to logger.
+func tenAckedLogged(t *testing.T, ns *server.Server, host, prefix string, logger *slog.Logger) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
+	t.Helper()
 	e, wq, connected := newEnvOn(t, ns)
 	log = filepath.Join(t.TempDir(), "ran")
 	appendName = func(name string) uuid.UUID {
@@ -120,7 +165,8 @@ func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, con
 	for i := range 10 {
 		ids = append(ids, appendName(prefix+strconv.Itoa(i)))
 	}
-	e.startWith(wq, e.store, host, nil)
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second}, e.store, wq, logger)
 	for _, id := range ids {
 		e.waitStatus(id, order.StatusSucceeded)
 	}
