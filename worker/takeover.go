@@ -76,9 +76,10 @@ func (w *Worker) takeover(ctx context.Context) (jetstream.Consumer, queue.Acked,
 		cons, err = w.q.HostConsumerFromFirst(ctx, w.opts.Host)
 	case w.q.HostConsumerLost(ctx, w.opts.Host):
 		if prev != w.self || acked.Seq == 0 {
-			// A process that did not own the host last, or started
-			// since (its record of the acks is in memory): what
-			// PostgreSQL says it claimed last.
+			// A process that did not own the host last, or that has
+			// no record of the acks (kept in memory: it started since,
+			// or none was confirmed since its last rewind): where
+			// PostgreSQL says the host's orders were claimed.
 			acked = w.lastClaimed(ctx)
 		}
 		var made bool

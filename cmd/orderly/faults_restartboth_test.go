@@ -1,18 +1,14 @@
 package main
 
 import (
-	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderly-run/orderly/api"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -36,16 +32,16 @@ func TestFaultsWorkerRestartedWithNATS(t *testing.T) {
 	gate := filepath.Join(s.dir, "gate")
 	// The first order holds the host until the API is gone: no purge
 	// removes the orders acknowledged after it.
-	ids := []string{submitRestartOrder(t, s, "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.05; done`, "_", gate)}
+	ids := []string{submitCommand(t, s.apiURL, s.token, "h1", "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.05; done`, "_", gate)}
 	for range finished {
-		ids = append(ids, submitRestartOrder(t, s, "true"))
+		ids = append(ids, submitCommand(t, s.apiURL, s.token, "h1", "true"))
 	}
 	s.killAPI()
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitRestartOrders(t, s, ids)
-	js := restartJetStream(t, s)
+	js := testenv.JetStream(t, s.natsURL, "test", s.apiNATS()...)
 	testenv.WaitUntil(t, time.Minute, "the worker's acks of every order", func() bool {
 		c, err := js.Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("h1"))
 		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0 &&
@@ -57,17 +53,20 @@ func TestFaultsWorkerRestartedWithNATS(t *testing.T) {
 	s.note("worker and nats-server kill9")
 	s.nats.start()
 	w = s.startWorker("h1")
-	began := time.Now()
-	// What the finished orders delivered again cost: the time until the
-	// consumer's ack floor is past them.
+	// What the finished orders delivered again cost: the time from the
+	// consumer's creation until its ack floor is past them.
+	var made time.Time
 	testenv.WaitUntil(t, time.Minute, "the new worker acks up to the last finished order", func() bool {
 		c, err := js.Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName("h1"))
+		if err == nil && made.IsZero() {
+			made = c.CachedInfo().Created
+		}
 		return err == nil && c.CachedInfo().AckFloor.Stream >= uint64(len(ids))
 	})
-	t.Logf("the new worker's consumer was past the finished orders %s after its start", time.Since(began).Round(time.Millisecond))
+	t.Logf("the new worker's consumer was past the finished orders %s after its creation", time.Since(made).Round(time.Millisecond))
 	s.startAPI()
 	sent := time.Now()
-	id := submitRestartOrder(t, s, "true")
+	id := submitCommand(t, s.apiURL, s.token, "h1", "true")
 	o := waitRestartOrders(t, s, []string{id})[0]
 	var info *jetstream.ConsumerInfo
 	testenv.WaitUntil(t, time.Minute, "the host consumer's info", func() bool {
@@ -95,22 +94,6 @@ func TestFaultsWorkerRestartedWithNATS(t *testing.T) {
 	}
 }
 
-// submitRestartOrder submits an order of command on h1 through the API
-// and returns its id.
-func submitRestartOrder(t *testing.T, s *faultStack, command string, args ...string) string {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"host": "h1", "command": command, "args": args})
-	code, b := startupRequest(t, "POST", s.apiURL+"/v1/orders", s.token, body)
-	if code != http.StatusAccepted {
-		t.Fatalf("submit: status %d, want 202: %s", code, b)
-	}
-	var o api.Order
-	if err := json.Unmarshal(b, &o); err != nil {
-		t.Fatal(err)
-	}
-	return o.ID.String()
-}
-
 // waitRestartOrders waits until the orders ids succeeded, reading
 // PostgreSQL (the API may be down), and returns them.
 func waitRestartOrders(t *testing.T, s *faultStack, ids []string) []pgOrder {
@@ -136,20 +119,4 @@ func waitRestartOrders(t *testing.T, s *faultStack, ids []string) []pgOrder {
 		return true
 	})
 	return out
-}
-
-// restartJetStream is the test's own JetStream connection, which reads
-// the host's consumer across the server's restart.
-func restartJetStream(t *testing.T, s *faultStack) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(s.natsURL, append(s.apiNATS(), nats.MaxReconnects(-1))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
