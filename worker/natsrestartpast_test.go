@@ -80,18 +80,24 @@ func TestNATSRestartDeliversAgainOnlyWhatWasNotAcked(t *testing.T) {
 // TestNATSRestartAfterAPurgeTakesTheHostOnce: where an API purges the
 // acknowledged orders (queue.PurgeAcked, up to the consumer's ack floor),
 // the order the worker acked last is gone by the time a nats-server
-// restart loses the consumer. The consumer made again past it delivers
-// the next order first; nothing of the host's is stored below, so that is
-// the very consumer one made at the first message stored would be, and
-// the worker consumes it: one takeover after the restart, not a tenure
-// ended because the order acked last was not delivered first, then
-// another (docs/decisions.md, hE25). The new order runs once, after the
-// ten.
+// restart loses the consumer. Here the restart comes while an eleventh
+// order runs, the twelfth held behind it (MaxAckPending 2) and a
+// thirteenth stored, the ten before purged. The consumer made again past
+// the order acked last would deliver the eleventh first; nothing of the
+// host's is stored below it, so that is
+// the very consumer one made at the first message stored is, and the
+// worker consumes it: one takeover after the restart, not a tenure ended
+// because the order acked last was not delivered first, then another
+// (docs/decisions.md, hE25). Each order runs once, in order.
 func TestNATSRestartAfterAPurgeTakesTheHostOnce(t *testing.T) {
 	const host = "purged"
 	ns := testenv.NATSServer(t, &server.Options{})
 	var logs testenv.LogBuffer
 	e, connected, log, appendName, _ := tenAckedLogged(t, ns, host, "", testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	gate := filepath.Join(t.TempDir(), "gate")
+	e.waitStarted(e.submit(host, "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.05; done; echo held >> "$2"`, "_", gate, log))
+	appendName("twelve")
+	fresh := appendName("thirteen")
 	if n, err := e.q.PurgeAcked(t.Context()); err != nil || n != 1 {
 		t.Fatalf("purged the orders of %d hosts (%v), want 1", n, err)
 	}
@@ -101,15 +107,18 @@ func TestNATSRestartAfterAPurgeTakesTheHostOnce(t *testing.T) {
 	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
 		return connected()
 	})
-	fresh := e.waitStatus(appendName("new"), order.StatusSucceeded)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := e.waitStatus(fresh, order.StatusSucceeded)
 	after := strings.TrimPrefix(logs.String(), before)
-	t.Logf("the new order started %s after the restart; %d takeovers since",
-		fresh.StartedAt.Sub(restarted).Round(time.Millisecond), strings.Count(after, "took the host over"))
+	t.Logf("the thirteenth order started %s after the restart; %d takeovers since",
+		o.StartedAt.Sub(restarted).Round(time.Millisecond), strings.Count(after, "took the host over"))
 	if strings.Contains(after, "delivered another message first") {
 		t.Errorf("the worker ended a tenure because the order it acked last, purged, was not delivered first:\n%s", after)
 	}
-	if b, _ := os.ReadFile(log); !strings.HasSuffix(string(b), "9\nnew\n") || strings.Count(string(b), "new") != 1 {
-		t.Fatalf("the orders ran %q, want the new one once, after the ten", b)
+	if b, _ := os.ReadFile(log); string(b) != "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\nheld\ntwelve\nthirteen\n" {
+		t.Fatalf("the orders ran %q, want the last three once, after the ten", b)
 	}
 }
 

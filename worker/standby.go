@@ -82,7 +82,8 @@ func (w *Worker) heldElsewhere(ctx context.Context) {
 
 // standbyReport is what a standby knows of its report in the hosts
 // bucket: the revision of the last one the server confirmed (0 while
-// none was), and whether a report sent since went unanswered.
+// none was), whether the last one sent went unanswered, and what it
+// said (the removal may write it again: standbyGone).
 type standbyReport struct {
 	rev uint64
 	// unsure: the last report written was not confirmed (its answer came
@@ -93,7 +94,8 @@ type standbyReport struct {
 }
 
 // standbyBeat reports this worker as the host's standby every heartbeat
-// (every third of the lease when that is shorter) until ctx ends, and returns what it knows of its last report.
+// (every third of the lease when that is shorter) until ctx ends, and
+// returns what it knows of its last report.
 func (w *Worker) standbyBeat(ctx context.Context) standbyReport {
 	var rep standbyReport
 	since := time.Now()
