@@ -11,7 +11,7 @@ import (
 // consumer a nats-server restart lost is made again past the orders
 // already acked, not at the first message stored, whose finished orders
 // it delivered again, each acked after two statements, before the next
-// new order (queue.RewindHostConsumerPast; docs/decisions.md, hF24).
+// new order (queue.HostConsumerPast; docs/decisions.md, hF24).
 type ackedTo struct {
 	mu sync.Mutex
 	at queue.Acked

@@ -58,8 +58,10 @@ func (d *delivery) stored() (uint64, time.Time) {
 // acked is the message as an ack's confirmation raises the host's ack
 // floor with it (ackedTo), zero when its metadata could not be read.
 func (d *delivery) acked() queue.Acked {
-	seq, at := d.stored()
-	return queue.Acked{Seq: seq, Stored: at}
+	if d.meta == nil {
+		return queue.Acked{}
+	}
+	return queue.Acked{Seq: d.meta.Sequence.Stream, Stored: d.meta.Timestamp, ID: d.id}
 }
 
 // following reports whether the stream said, delivering the message, that

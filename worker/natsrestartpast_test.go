@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
 )
 
 // TestNATSRestartDeliversAgainOnlyWhatWasNotAcked: the orders stream has
@@ -74,6 +77,51 @@ func TestNATSRestartDeliversAgainOnlyWhatWasNotAcked(t *testing.T) {
 	}
 }
 
+// TestNATSRestartAfterAPurgeTakesTheHostOnce: where an API purges the
+// acknowledged orders (queue.PurgeAcked, up to the consumer's ack floor),
+// the order the worker acked last is gone by the time a nats-server
+// restart loses the consumer. Here the restart comes while an eleventh
+// order runs, the twelfth held behind it (MaxAckPending 2) and a
+// thirteenth stored, the ten before purged. The consumer made again past
+// the order acked last would deliver the eleventh first; nothing of the
+// host's is stored below it, so that is
+// the very consumer one made at the first message stored is, and the
+// worker consumes it: one takeover after the restart, not a tenure ended
+// because the order acked last was not delivered first, then another
+// (docs/decisions.md, hE25). Each order runs once, in order.
+func TestNATSRestartAfterAPurgeTakesTheHostOnce(t *testing.T) {
+	const host = "purged"
+	ns := testenv.NATSServer(t, &server.Options{})
+	var logs testenv.LogBuffer
+	e, connected, log, appendName, _ := tenAckedLogged(t, ns, host, "", testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	gate := filepath.Join(t.TempDir(), "gate")
+	e.waitStarted(e.submit(host, "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.05; done; echo held >> "$2"`, "_", gate, log))
+	appendName("twelve")
+	fresh := appendName("thirteen")
+	if n, err := e.q.PurgeAcked(t.Context()); err != nil || n != 1 {
+		t.Fatalf("purged the orders of %d hosts (%v), want 1", n, err)
+	}
+	before := logs.String()
+	restarted := time.Now()
+	testenv.NATSServerRestarted(t, ns)
+	testenv.WaitUntil(t, 30*time.Second, "both clients reconnect", func() bool {
+		return connected()
+	})
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := e.waitStatus(fresh, order.StatusSucceeded)
+	after := strings.TrimPrefix(logs.String(), before)
+	t.Logf("the thirteenth order started %s after the restart; %d takeovers since",
+		o.StartedAt.Sub(restarted).Round(time.Millisecond), strings.Count(after, "took the host over"))
+	if strings.Contains(after, "delivered another message first") {
+		t.Errorf("the worker ended a tenure because the order it acked last, purged, was not delivered first:\n%s", after)
+	}
+	if b, _ := os.ReadFile(log); string(b) != "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\nheld\ntwelve\nthirteen\n" {
+		t.Fatalf("the orders ran %q, want the last three once, after the ten", b)
+	}
+}
+
 // TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders: the orders stream is
 // deleted and made again under a worker that acked ten orders of it, and
 // twelve orders are submitted to the new one, numbered from 1 again. The
@@ -112,6 +160,12 @@ func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
 // server has their acks; appendName submits another.
 func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
 	t.Helper()
+	return tenAckedLogged(t, ns, host, prefix, testenv.Logger(t))
+}
+
+// tenAckedLogged is tenAcked with the worker logging to logger.
+func tenAckedLogged(t *testing.T, ns *server.Server, host, prefix string, logger *slog.Logger) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
+	t.Helper()
 	e, wq, connected := newEnvOn(t, ns)
 	log = filepath.Join(t.TempDir(), "ran")
 	appendName = func(name string) uuid.UUID {
@@ -120,7 +174,8 @@ func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, con
 	for i := range 10 {
 		ids = append(ids, appendName(prefix+strconv.Itoa(i)))
 	}
-	e.startWith(wq, e.store, host, nil)
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second}, e.store, wq, logger)
 	for _, id := range ids {
 		e.waitStatus(id, order.StatusSucceeded)
 	}

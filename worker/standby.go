@@ -18,11 +18,11 @@ import (
 func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	var rev uint64 // the report's last revision; 0 while none was written
+	var rep standbyReport // the last one written; zero while none was
 	defer func() {
 		stop()
 		wg.Wait()
-		if rev == 0 {
+		if rep.rev == 0 {
 			return
 		}
 		// Briefly: the lease just taken waits for it. A report this
@@ -31,7 +31,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 		// counts for nothing (queue.Workers).
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
-		if err := w.q.StandbyGone(rctx, w.opts.Host, rev); err != nil {
+		if err := w.standbyGone(rctx, rep); err != nil {
 			w.logger.Debug("remove standby report", "error", err)
 		}
 	}()
@@ -54,7 +54,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rev = w.standbyBeat(sctx)
+			rep = w.standbyBeat(sctx)
 		}()
 	})
 	if err == nil && lease.Freed() != "" {
@@ -92,11 +92,24 @@ func (w *Worker) heldElsewhere(ctx context.Context) {
 	}
 }
 
+// standbyReport is what a standby knows of its report in the hosts
+// bucket: the revision of the last one the server confirmed (0 while
+// none was), whether the last one sent went unanswered, and what it
+// said (the removal may write it again: standbyGone).
+type standbyReport struct {
+	rev uint64
+	// unsure: the last report written was not confirmed (its answer came
+	// after its bound, or never): the server may hold it under a
+	// revision the standby never learned.
+	unsure bool
+	info   queue.HostInfo
+}
+
 // standbyBeat reports this worker as the host's standby every heartbeat
-// (every third of the lease when that is shorter) until ctx ends, and returns the revision of its last report (0 if none
-// was written).
-func (w *Worker) standbyBeat(ctx context.Context) uint64 {
-	var rev uint64
+// (every third of the lease when that is shorter) until ctx ends, and
+// returns what it knows of its last report.
+func (w *Worker) standbyBeat(ctx context.Context) standbyReport {
+	var rep standbyReport
 	since := time.Now()
 	// Under the bucket's TTL, read again every minute as the holder
 	// does (beat): a report every heartbeat under a lease the API
@@ -118,18 +131,46 @@ func (w *Worker) standbyBeat(ctx context.Context) uint64 {
 		// from before standby reports, nats.go then logs the violation)
 		// never answers, and must not hold up the takeover.
 		bctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
-		r, err := w.q.StandbyBeat(bctx, queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance,
-			Version: w.opts.Version, StartedAt: since, LastSeen: time.Now()})
+		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version, StartedAt: since, LastSeen: time.Now()}
+		r, err := w.q.StandbyBeat(bctx, info)
 		cancel()
+		rep.info = info
+		// A refused key is never unsure: the server that refuses it
+		// (permissions from before standby reports) answers none, and
+		// the report's removal then waits on nothing (acquireLease).
+		rep.unsure = err != nil && rep.rev != 0
 		if err == nil {
-			rev = r
+			rep.rev = r
 		} else if ctx.Err() == nil {
 			w.logger.Debug("standby report", "error", err)
 		}
 		select {
 		case <-ctx.Done():
-			return rev
+			return rep
 		case <-t.C:
 		}
 	}
+}
+
+// standbyGone removes the standby report rep says this worker wrote last.
+// When the last one written went unanswered, the server may hold it under
+// a revision this worker never learned, and the removal conditioned on
+// the last one heard is refused: the stopped standby stayed listed until
+// the bucket's TTL (docs/decisions.md, hH24's TestStandbyIsReported). A
+// worker may not read its host's report back (natsembed's
+// WorkerPermissions), so it writes it once more, which tells it the
+// revision, and removes that. A report another standby wrote since the
+// last one heard is overwritten and removed with it: that standby is
+// missing from the listing until its next beat, a heartbeat at most
+// (docs/decisions.md, hE25).
+func (w *Worker) standbyGone(ctx context.Context, rep standbyReport) error {
+	err := w.q.StandbyGone(ctx, w.opts.Host, rep.rev)
+	if err == nil || !rep.unsure {
+		return err
+	}
+	rev, err := w.q.StandbyBeat(ctx, rep.info)
+	if err != nil {
+		return err
+	}
+	return w.q.StandbyGone(ctx, w.opts.Host, rev)
 }

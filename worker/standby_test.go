@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
@@ -145,4 +147,59 @@ func TestStandbyCutOffSaysSo(t *testing.T) {
 	if !strings.Contains(statuses.String(), "could not take host cut; trying again: ") {
 		t.Fatalf("the standby's status:\n%s", statuses.String())
 	}
+}
+
+// TestStandbyWhoseLastReportWentUnansweredRemovesIt: a standby whose
+// reports the server stored but answered only after their bound (a
+// heartbeat) stops. Its removal names the revision it last heard, which
+// the server refuses: the key is past it, at a report the standby never
+// learned the revision of. It may not read its report back (the worker's
+// own NATS permissions, natsembed.WorkerPermissions, which its connection
+// has here): it writes it once more and removes that, and the hosts
+// listing shows no standby, not the stopped one until the bucket's TTL
+// (30 s here; docs/decisions.md, hE25).
+func TestStandbyWhoseLastReportWentUnansweredRemovesIt(t *testing.T) {
+	const host = "sbu"
+	ns := testenv.NATSServer(t, &server.Options{Users: []*server.User{
+		{Username: "test", Password: "test"},
+		{Username: "worker", Password: "worker", Permissions: natsembed.WorkerPermissions(host)},
+	}})
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	q := testenv.Queue(t, ns.ClientURL(), "test", queue.Options{AckWait: time.Second, LeaseTTL: 30 * time.Second}, nats.UserInfo("test", "test"))
+	ctx := testenv.Context(t)
+	runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond,
+		AckWait: time.Second, ShutdownGrace: 5 * time.Second}, store, q, testenv.Logger(t))
+
+	// Its removal is a delete, the only write of a standby that names
+	// the operation.
+	addr, hold := testenv.HeldAnswersPath(t, ns.Addr().String(), []byte("KV-Operation: DEL"))
+	nc, err := queue.Connect("nats://"+addr, "standby", append(testenv.NATSEvents(t, "standby"),
+		nats.UserInfo("worker", "worker"), nats.CustomInboxPrefix(queue.WorkerInbox(host)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wq, err := queue.Bind(ctx, nc, queue.Options{AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	stop, _ := runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond,
+		AckWait: time.Second, ShutdownGrace: 5 * time.Second}, store, wq, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	standby := func() string {
+		_, standbys, err := q.Workers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return standbys[host].Instance
+	}
+	testenv.WaitUntil(t, 10*time.Second, "b stands by", func() bool { return standby() == host+"/b" })
+	// Stored and not answered within their bound, the reports; the
+	// answers flow again from b's removal on.
+	hold()
+	testenv.WaitUntil(t, 10*time.Second, "a report of b's unanswered", func() bool {
+		return strings.Contains(logs.String(), `instance=sbu/b error="standby report of host sbu: context deadline exceeded"`)
+	})
+	stop()
+	testenv.WaitUntil(t, 10*time.Second, "b's report removed", func() bool { return standby() == "" })
 }

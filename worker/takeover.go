@@ -80,11 +80,20 @@ func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Co
 		// The last consumer made past the orders acked delivered
 		// another first (errNotPast).
 		cons, err = w.q.HostConsumerFromFirst(ctx, w.opts.Host)
-	case prev == w.self: // this very process owned the host last
+	case w.q.HostConsumerLost(ctx, w.opts.Host):
+		if prev != w.self || acked.Seq == 0 {
+			// A process that did not own the host last, or that has
+			// no record of the acks (kept in memory: it started since,
+			// or none was confirmed since its last rewind): where
+			// PostgreSQL says the host's orders were claimed.
+			acked = w.lastClaimed(ctx)
+		}
 		var made bool
-		if cons, made, err = w.q.RewindHostConsumerPast(ctx, w.opts.Host, acked); made {
+		if cons, made, err = w.q.HostConsumerPast(ctx, w.opts.Host, acked); made {
 			return cons, acked, err
 		}
+	case prev == w.self: // this very process owned the host last
+		cons, err = w.q.RewindHostConsumer(ctx, w.opts.Host)
 	default:
 		cons, err = w.q.RenewHostConsumer(ctx, w.opts.Host)
 	}
@@ -92,6 +101,25 @@ func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Co
 		w.acked.reset()
 	}
 	return cons, queue.Acked{}, err
+}
+
+// lastClaimed is the message of the host's order that PostgreSQL records
+// as claimed last, for a consumer the server lost to be made again past
+// it (queue.HostConsumerPast), zero when there is none or PostgreSQL does
+// not say: then at the first message stored, as before. A worker process
+// restarted together with a single nats-server had its consumer made at
+// the first message, and every finished order the stream still held was
+// delivered again, read and acked before the first new one
+// (docs/decisions.md, hE25). PostgreSQL is the worker's own history; the
+// sequence there is one the worker claimed a delivery at, and the first
+// delivery must carry that order's id.
+func (w *Worker) lastClaimed(ctx context.Context) queue.Acked {
+	seq, id, err := w.store.LastClaimed(ctx, w.opts.Host)
+	if err != nil {
+		w.logger.Warn("read the host's order claimed last; its consumer starts at the first message stored", "error", err)
+		return queue.Acked{}
+	}
+	return queue.Acked{Seq: seq, ID: id}
 }
 
 // leftRunning settles the orders of the host that PostgreSQL holds as

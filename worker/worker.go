@@ -59,6 +59,8 @@ type Store interface {
 	// The takeover protocol (takeover.go).
 	TakeHostFrom(ctx context.Context, host, version string, me postgres.Owner, from string, epoch int64) (postgres.Owner, int64, error)
 	RunningOrders(ctx context.Context, host string) ([]*order.Order, error)
+	// LastClaimed is where a consumer the server lost is made again.
+	LastClaimed(ctx context.Context, host string) (uint64, uuid.UUID, error)
 	UnreapedAttempts(ctx context.Context, host string) ([]postgres.Unreaped, error)
 	RecordProcess(ctx context.Context, id uuid.UUID, attempt int, worker string, p postgres.Process) error
 	TouchProcess(ctx context.Context, id uuid.UUID, attempt int) error
@@ -275,7 +277,7 @@ var errCrash = errors.New("fail-point")
 var errRewind = errors.New("rewinding the host's consumer (a delivery gap or lost acks)")
 
 // errNotPast ends a tenure whose consumer, made again past the message
-// its worker acked last (queue.RewindHostConsumerPast), delivered another
+// its worker acked last (queue.HostConsumerPast), delivered another
 // first: the stream was made again (its sequences start over) or that
 // message was purged, and nothing tells what it holds below. Nothing of it
 // is handed over; the next tenure's consumer starts at the first message
@@ -579,7 +581,7 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 				return
 			}
 			if past.Seq != 0 {
-				if !past.Is(meta.Sequence.Stream, meta.Timestamp) {
+				if !past.Is(meta.Sequence.Stream, meta.Timestamp, msg.Data()) {
 					w.notPast(ctx, past, meta)
 					stop(errNotPast)
 					return

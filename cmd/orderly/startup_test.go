@@ -362,7 +362,18 @@ func readLog(p *faultProc) string {
 // submitStartupOrder submits `true` for host and returns the order id.
 func submitStartupOrder(t *testing.T, apiURL, token, host string) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"host": host, "command": "true"})
+	return submitCommand(t, apiURL, token, host, "true")
+}
+
+// submitCommand submits an order of command with args on host through
+// the API at apiURL and returns its id.
+func submitCommand(t *testing.T, apiURL, token, host, command string, args ...string) string {
+	t.Helper()
+	req := map[string]any{"host": host, "command": command}
+	if len(args) > 0 {
+		req["args"] = args
+	}
+	body, _ := json.Marshal(req)
 	code, b := startupRequest(t, "POST", apiURL+"/v1/orders", token, body)
 	if code != http.StatusAccepted {
 		t.Fatalf("submit: status %d, want 202: %s", code, b)

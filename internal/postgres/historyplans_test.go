@@ -135,6 +135,8 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	call("running orders", err)
 	_, err = e.store.UnreapedAttempts(ctx, "web-1")
 	call("unreaped attempts", err)
+	_, _, err = e.store.LastClaimed(ctx, "web-1")
+	call("last claimed", err)
 	cutoff := time.Now().Add(-29 * 24 * time.Hour)
 	n, err := e.store.DeleteFinishedBefore(ctx, cutoff, 1000)
 	call("retention: orders", err)

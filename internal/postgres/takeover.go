@@ -232,6 +232,36 @@ func (s *Store) RunningOrders(ctx context.Context, host string) ([]*order.Order,
 	return out, translate("list running orders of "+host, err)
 }
 
+// LastClaimed returns the stream sequence at which a worker claimed the
+// newest order of host (by id, which the index on (host, id) walks from
+// the newest) that one claimed, and its id; 0 when none was among the
+// host's newest lastClaimedScan orders. Every message of the host before
+// that sequence was delivered, in stream order, and settled before that
+// claim: a host consumer that a nats-server restart lost is made again
+// there (worker.Worker.lastClaimed). An order claimed later at a higher
+// sequence but submitted earlier only makes the start lower: more
+// delivered again, nothing skipped; so does 0 (the first message).
+func (s *Store) LastClaimed(ctx context.Context, host string) (uint64, uuid.UUID, error) {
+	var id uuid.UUID
+	var seq int64
+	err := s.pool.QueryRow(ctx, `SELECT id, stream_seq FROM (
+			SELECT id, stream_seq FROM orders WHERE host = $1 ORDER BY id DESC LIMIT $2
+		) newest WHERE stream_seq IS NOT NULL ORDER BY id DESC LIMIT 1`, host, lastClaimedScan).Scan(&id, &seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, uuid.Nil, nil
+	}
+	if err != nil {
+		return 0, uuid.Nil, translate("read the order of "+host+" claimed last", err)
+	}
+	return uint64(max(seq, 0)), id, nil
+}
+
+// lastClaimedScan bounds how many of a host's newest orders LastClaimed
+// reads: those never claimed (a backlog queued behind a worker that is
+// away, orders canceled or expired before they ran) have no sequence,
+// and the walk to a claimed one read them all, a heap row each.
+const lastClaimedScan = 10000
+
 // Unreaped is an attempt that was marked abandoned (interrupted, or queued
 // again) and whose processes were not reaped yet.
 type Unreaped struct {

@@ -6,64 +6,107 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Acked is a message of a host's orders that its worker saw the server
-// confirm an ack of, with every ack of its tenure before it: the host's
-// messages up to it were all acknowledged. Stored, the time the stream
-// stored it, tells it from another message at the same sequence (the
-// stream deleted and made again numbers its messages from 1).
+// Acked is a message of a host's orders below which nothing of the host
+// needs delivering again: one its worker saw the server confirm an ack
+// of, with every ack of its tenure before it (the host's messages up to
+// it were all acknowledged), or the one of the order PostgreSQL records
+// as claimed last (every message of the host before it was delivered, in
+// stream order, and settled before that claim). Stored, the time the
+// stream stored it, and ID, its order's (the message's body), tell it
+// from another message at the same sequence (the stream deleted and made
+// again numbers its messages from 1); either may be zero when unknown.
 type Acked struct {
 	Seq    uint64
 	Stored time.Time
+	ID     uuid.UUID
 }
 
-// Is reports whether a delivery at seq, stored at stored, is a.
-func (a Acked) Is(seq uint64, stored time.Time) bool {
-	return a.Seq != 0 && seq == a.Seq && stored.Equal(a.Stored)
+// Is reports whether a delivery at seq, stored at stored, with body, is a.
+func (a Acked) Is(seq uint64, stored time.Time, body []byte) bool {
+	if a.Seq == 0 || seq != a.Seq || !a.Stored.IsZero() && !stored.Equal(a.Stored) {
+		return false
+	}
+	if a.ID == uuid.Nil {
+		return !a.Stored.IsZero()
+	}
+	id, err := uuid.ParseBytes(body)
+	return err == nil && id == a.ID
 }
 
-// RewindHostConsumerPast is RewindHostConsumer, for the worker process
-// that saw the server confirm the acks up to acked (zero: none): a
-// consumer the server lost (a single nats-server restarted: its state is
-// in memory) is created again at acked, not at the first message stored.
-// A limits stream keeps acknowledged orders until PurgeAcked, and the
-// consumer made again delivered every one of them; the worker acked each
-// after PostgreSQL said it was finished, two statements and a round trip
-// of the server each, before the first order submitted since: seconds
-// after each restart, more each one (docs/decisions.md, hF24). The
-// worker checks that the first delivery is acked itself (Acked.Is), and
-// asks for every message (HostConsumerFromFirst) when it is not. past
-// reports whether the consumer was made at acked. A consumer with nothing
-// at or past acked (the stream made again, shorter; acked purged with
-// nothing after it) is made again at the first message stored at once.
-func (q *Queue) RewindHostConsumerPast(ctx context.Context, host string, acked Acked) (c jetstream.Consumer, past bool, err error) {
-	if acked.Seq == 0 || q.nc.ConnectedClusterName() != "" {
-		c, err = q.RewindHostConsumer(ctx, host)
-		return c, false, err
+// HostConsumerLost reports whether a single nats-server lost the host's
+// consumer: its state is in memory (hostConsumerConfig), so a restart
+// loses it. A cluster keeps its consumers (false), and so does a look-up
+// that was not answered: the rewind or renewal after it asks again.
+func (q *Queue) HostConsumerLost(ctx context.Context, host string) bool {
+	if q.nc.ConnectedClusterName() != "" {
+		return false
 	}
 	lctx, cancel := context.WithTimeout(ctx, resetWait)
-	_, err = q.js.Consumer(lctx, OrdersStream, ConsumerName(host))
-	cancel()
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		c, err = q.RewindHostConsumer(ctx, host)
+	defer cancel()
+	_, err := q.js.Consumer(lctx, OrdersStream, ConsumerName(host))
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// HostConsumerPast creates the host's consumer, which the server lost
+// (HostConsumerLost), at acked (zero: none), not at the first message
+// stored. A limits stream keeps acknowledged orders until PurgeAcked, and
+// the consumer made at the first message delivered every one of them;
+// the worker acked each after PostgreSQL said it was finished, two
+// statements and a round trip of the server each, before the first order
+// submitted since: seconds after each restart, more each one
+// (docs/decisions.md, hF24), and as many as the stream held for a worker
+// process restarted with the server (hE25).
+//
+// past reports whether the consumer was made at acked: the worker then
+// checks that the first delivery is acked itself (Acked.Is), and asks for
+// every message (HostConsumerFromFirst) when it is not. It is made at the
+// first message stored instead, with nothing to check, when nothing of
+// the host's is stored at or past acked (the stream made again, shorter;
+// acked purged with nothing after it), and when nothing is stored below
+// it: the consumer made at acked then delivers what one made at the first
+// message does. The second is the common case where an API purges the
+// acknowledged orders (PurgeAcked, up to the consumer's ack floor, so
+// acked with them): the first delivery was the next order, the check
+// failed, and the host was taken over once more (hE25). The server counts
+// the host's messages from where a consumer starts (NumPending), which is
+// all a worker may read of the stream: the one made at acked first, then
+// the one made at the first message. Between the two, PurgeAcked removes
+// only messages below acked (the floor of the first is just below it),
+// and messages published are appended: the second counts as many only
+// when nothing is stored below acked and nothing was published
+// meanwhile. Otherwise the consumer is made at acked once more, and
+// checked.
+func (q *Queue) HostConsumerPast(ctx context.Context, host string, acked Acked) (c jetstream.Consumer, past bool, err error) {
+	if acked.Seq == 0 {
+		c, err = q.HostConsumer(ctx, host)
 		return c, false, err
 	}
 	c, err = q.consumerFrom(ctx, host, acked.Seq)
 	if err != nil || c.CachedInfo().Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy {
 		return c, false, err // a work queue: from its first message
 	}
-	if c.CachedInfo().NumPending == 0 {
+	from := c.CachedInfo().NumPending
+	if from == 0 {
 		c, err = q.HostConsumerFromFirst(ctx, host)
 		return c, false, err
 	}
-	return c, true, nil
+	if c, err = q.HostConsumerFromFirst(ctx, host); err != nil || c.CachedInfo().NumPending == from {
+		return c, false, err
+	}
+	if err := q.DeleteHostConsumer(ctx, host); err != nil {
+		return nil, false, err
+	}
+	c, err = q.consumerFrom(ctx, host, acked.Seq)
+	return c, err == nil, err
 }
 
 // HostConsumerFromFirst deletes the host's consumer and creates it at the
 // first message stored: a consumer made past what its worker acked whose
-// first delivery was not that message (RewindHostConsumerPast).
+// first delivery was not that message (HostConsumerPast).
 func (q *Queue) HostConsumerFromFirst(ctx context.Context, host string) (jetstream.Consumer, error) {
 	if err := q.DeleteHostConsumer(ctx, host); err != nil {
 		return nil, err
