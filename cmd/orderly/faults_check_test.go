@@ -526,6 +526,7 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	}
 	t.Logf("contract check: %d submissions (HTTP status counts %v), %d orders in PostgreSQL %v, recovery %v",
 		len(subs), codes, len(rows), statuses, measured)
+	t.Logf("longest idle gaps (a host started nothing after an order's end while an accepted order waited): %s", formatGaps(longestIdleGaps(l, 5)))
 	var summary []string
 	for _, name := range r.names {
 		summary = append(summary, fmt.Sprintf("%s=%d", strings.Fields(name)[0], len(r.problems[name])))
