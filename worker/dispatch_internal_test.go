@@ -3,10 +3,13 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // TestDispatchableBoundsAJobByTheLastRenewal: an action's job is queued
@@ -81,5 +84,59 @@ func TestDispatchableBoundsAJobByTheLastRenewal(t *testing.T) {
 	defer cancel()
 	if waited, err := h.dispatchable(ctx); !errors.Is(err, context.DeadlineExceeded) || !waited {
 		t.Errorf("lapsed: waited %v, %v; want a wait", waited, err)
+	}
+}
+
+// TestClaimsAndStartsWaitForARenewalPastHalfTheLease: an order's claim
+// or start goes ahead at once while the lease's last renewal was sent
+// less than half a lease ago; older, it waits for the next renewal,
+// whatever the state says (renewals that fail without an answer leave
+// it held), and a lease lost meanwhile refuses it. Without the wait a
+// holder whose renewals had gone unanswered past the lease claimed an
+// order the standby, which had taken the expired key, interrupted before
+// it ever started (CI, TestFaultsNATSClusterNodeFrozen).
+func TestClaimsAndStartsWaitForARenewalPastHalfTheLease(t *testing.T) {
+	const ttl = time.Hour // no age below moves past a bound while the test runs
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	newAt := func(age time.Duration) *hold {
+		return newHold(t.Context(), logger, time.Now().Add(-age), ttl)
+	}
+	waitFor := func(h *hold) <-chan error {
+		got := make(chan error, 1)
+		go func() { got <- h.wait(t.Context(), "claim", uuid.Nil) }()
+		return got
+	}
+	waits := func(what string, got <-chan error) {
+		t.Helper()
+		select {
+		case err := <-got:
+			t.Fatalf("%s: answered at once (%v), want a wait for the next renewal", what, err)
+		case <-time.After(20 * dispatchPoll):
+		}
+	}
+
+	if err := newAt(ttl/2-time.Minute).wait(t.Context(), "claim", uuid.Nil); err != nil {
+		t.Errorf("renewed just under half the lease ago: %v, want at once", err)
+	}
+
+	for _, age := range []time.Duration{ttl/2 + time.Minute, ttl + time.Minute} {
+		h := newAt(age)
+		got := waitFor(h)
+		waits(fmt.Sprintf("held, renewed %s ago", age), got)
+		h.renewal(time.Now())
+		if err := <-got; err != nil {
+			t.Errorf("renewed %s ago, then renewed: %v, want nil", age, err)
+		}
+	}
+
+	h := newAt(ttl/2 + time.Minute)
+	got := waitFor(h)
+	waits("held, renewed past half the lease ago", got)
+	h.lose(errors.New("taken"))
+	if err := <-got; !errors.Is(err, errNotHeld) {
+		t.Errorf("lost while waiting for a renewal: %v, want errNotHeld", err)
+	}
+	if h.fresh() {
+		t.Error("a lost hold reads fresh")
 	}
 }

@@ -228,7 +228,7 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 			nextID = next.id
 			nextSeq, nextAt = next.stored()
 		}
-		if next == nil || !w.hold.held() || w.replayed(nextSeq, nextAt) {
+		if next == nil || !w.hold.fresh() || w.replayed(nextSeq, nextAt) {
 			// Without the result committed we must not ack: the order
 			// would look finished to JetStream and unknown to PostgreSQL.
 			// A next message delivered before (replayed) is not claimed

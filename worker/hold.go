@@ -26,7 +26,7 @@ const (
 
 // hold is what the claiming goroutine knows of the tenure's lease. The
 // heartbeat goroutine (beat) finds a lapse; the claim and the start of
-// every order read the state first, one atomic load while it is held.
+// every order read the state and the last renewal's age first (fresh).
 //
 // A lapse was acted on only through the feed's end (stopFeed): an order
 // already delivered, or the next one taken on a lapse's heels, was still
@@ -61,8 +61,15 @@ func newHold(feed context.Context, logger *slog.Logger, written time.Time, ttl t
 // the monotonic clock, which runs on while the process is stopped.
 var monoBase = time.Now()
 
-// renewal records that the lease's write sent at was taken by the server.
-func (h *hold) renewal(at time.Time) { h.renewed.Store(int64(at.Sub(monoBase))) }
+// renewal records that the lease's write sent at was taken by the server,
+// and wakes the claims and starts that wait for a renewal (wait).
+func (h *hold) renewal(at time.Time) {
+	h.renewed.Store(int64(at.Sub(monoBase)))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
 
 // leaseAge is how long ago the lease's last write the server took was
 // sent.
@@ -141,26 +148,58 @@ func (h *hold) lose(err error) {
 // held reports whether the lease is held now, without waiting.
 func (h *hold) held() bool { return h == nil || h.state.Load() == leaseHeld }
 
-// wait returns nil once the lease is held: at once while it is, after
-// the renewal's verdict while a lapse is being settled. A lost lease,
+// fresh reports whether a claim or a start may go ahead at once: the
+// lease held, and its last write the server took sent less than half the
+// lease ago, as dispatchable has it for an action's job. Two atomic loads
+// and a clock read per order.
+//
+// The state alone said held for as long as no renewal found the key gone
+// or another's: renewals that failed without an answer (a NATS cluster
+// electing a leader, a partition) left it so past the lease, while the
+// server expired the key and a standby took it. The worker claimed on,
+// fenced in PostgreSQL by nobody yet; the standby's fence came a moment
+// later and interrupted the order the holder had claimed and then, its
+// renewal finding the key taken, never started: an order lost, having
+// never run (TestFaultsNATSClusterNodeFrozen in CI, docs/decisions.md
+// "Claims and starts wait for a renewal…").
+func (h *hold) fresh() bool {
+	if h == nil {
+		return true
+	}
+	if h.state.Load() != leaseHeld {
+		return false
+	}
+	ttl := time.Duration(h.ttl.Load())
+	return ttl <= 0 || h.leaseAge() < ttl/2
+}
+
+// wait returns nil once the lease is held and fresh: at once while it
+// is, after the next renewal while the last one is older than half the
+// lease, after the renewal's verdict while a lapse is being settled. A lost lease,
 // or the tenure's feed ending first, answers errNotHeld; ctx ending, its
 // error. what (the order's "claim" or "start") and id name the step
 // that waits, in the line that says so.
 func (h *hold) wait(ctx context.Context, what string, id uuid.UUID) error {
-	if h.held() {
+	if h.fresh() {
 		return nil
 	}
 	for logged := false; ; logged = true {
 		h.mu.Lock()
 		s, changed, lost := h.state.Load(), h.changed, h.lost
 		h.mu.Unlock()
-		switch s {
-		case leaseHeld:
-			return nil
-		case leaseLost:
+		// Read after changed: a renewal from here on closes it.
+		switch {
+		case s == leaseLost:
 			return fmt.Errorf("%w: %w", errNotHeld, lost)
+		case h.fresh():
+			return nil
 		}
-		if !logged {
+		switch {
+		case logged:
+		case s == leaseHeld:
+			h.logger.Info("the host lease's last renewal is older than half the lease: the order's "+what+" waits for the next one",
+				"order_id", id, "renewal_sent_ago", h.leaseAge().Round(time.Millisecond), "lease", time.Duration(h.ttl.Load()))
+		default:
 			h.logger.Info("the host lease is in doubt: the order's "+what+" waits for its renewal's verdict", "order_id", id)
 		}
 		select {
