@@ -114,10 +114,11 @@ var setUpDisturbed atomic.Bool
 //     3 s (at most 35 s); the cut-off worker's result and claim are refused
 //     by the fence, and once the partition heals it runs nothing more.
 //   - alone: nobody can take over. The 4 s order finishes and is
-//     recorded, and the held order runs, during the 8 s partition (the
-//     worker still owns the host in PostgreSQL); once it heals, the worker
-//     takes its lapsed lease again, says so in its log, and the host runs
-//     the rest in order.
+//     recorded during the 8 s partition (the worker still owns the host
+//     in PostgreSQL); the held order waits for a renewal (its last one
+//     older than half the lease); once it heals, the worker takes its
+//     lapsed lease again, says so in its log, and the host runs the rest
+//     in order.
 //
 // A machine stall past the 2 s lease before the partition (the whole
 // machine: no process logs anything) can hand h1 to the standby during
