@@ -93,7 +93,7 @@ func TestNATSRestartAfterAPurgeTakesTheHostOnce(t *testing.T) {
 	const host = "purged"
 	ns := testenv.NATSServer(t, &server.Options{})
 	var logs testenv.LogBuffer
-	e, connected, log, appendName, _ := tenAckedLogged(t, ns, host, "", testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	e, connected, log, appendName, _, _ := tenAckedLogged(t, ns, host, "", testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
 	gate := filepath.Join(t.TempDir(), "gate")
 	e.waitStarted(e.submit(host, "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.05; done; echo held >> "$2"`, "_", gate, log))
 	appendName("twelve")
@@ -132,22 +132,57 @@ func TestNATSRestartAfterAPurgeTakesTheHostOnce(t *testing.T) {
 func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
 	const host = "remade"
 	e, _, log, appendName, _ := tenAcked(t, testenv.NATSServer(t, &server.Options{}), host, "old")
+	ranOnceAfterTheOld(t, e, log, twelveOnAStreamMadeAgain(t, e, appendName))
+}
+
+// TestWorkerStartedOnAStreamMadeAgainDeliversItsFirstOrders: as
+// TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders, with the worker that
+// acked the ten stopped before the stream is made again and another
+// process's worker started after the twelve are submitted. The new
+// process has no record of the acks: its consumer is made again past the
+// order PostgreSQL records as claimed last (old9, sequence 10), whose
+// stored time nobody knows. At sequence 10 the new stream holds new9:
+// only the order id tells it from old9 (queue.Acked.Is), and taken for
+// old9 the nine new orders below it were never delivered.
+func TestWorkerStartedOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
+	const host = "remadestarted"
+	ns := testenv.NATSServer(t, &server.Options{})
+	e, _, log, appendName, _, stop := tenAckedLogged(t, ns, host, "old", testenv.Logger(t))
+	stop()
+	fresh := twelveOnAStreamMadeAgain(t, e, appendName)
+	wq, _ := workerQueueOn(t, ns)
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second}, e.store, wq, testenv.Logger(t))
+	ranOnceAfterTheOld(t, e, log, fresh)
+}
+
+// twelveOnAStreamMadeAgain deletes the orders stream, makes it again and
+// submits twelve orders to it with appendName, numbered from 1 again.
+func twelveOnAStreamMadeAgain(t *testing.T, e *env, appendName func(string) uuid.UUID) (fresh []uuid.UUID) {
+	t.Helper()
 	if err := e.q.JetStream().DeleteStream(t.Context(), queue.OrdersStream); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := queue.New(t.Context(), e.q.Conn(), queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	var fresh []uuid.UUID
-	want := ""
 	for i := range 12 {
 		fresh = append(fresh, appendName("new"+strconv.Itoa(i)))
-		want += "new" + strconv.Itoa(i) + "\n"
 	}
-	for _, id := range fresh {
+	return fresh
+}
+
+// ranOnceAfterTheOld waits until the orders fresh of
+// twelveOnAStreamMadeAgain succeeded, and checks that each ran once, in
+// order, after old9 and none before it.
+func ranOnceAfterTheOld(t *testing.T, e *env, log string, fresh []uuid.UUID) {
+	t.Helper()
+	want := ""
+	for i, id := range fresh {
 		if o := e.waitStatus(id, order.StatusSucceeded); o.Attempt != 1 {
 			t.Errorf("order %s ran in attempt %d", id, o.Attempt)
 		}
+		want += "new" + strconv.Itoa(i) + "\n"
 	}
 	b, _ := os.ReadFile(log)
 	if _, after, ok := strings.Cut(string(b), "old9\n"); !ok || after != want {
@@ -160,11 +195,13 @@ func TestWorkerOnAStreamMadeAgainDeliversItsFirstOrders(t *testing.T) {
 // server has their acks; appendName submits another.
 func tenAcked(t *testing.T, ns *server.Server, host, prefix string) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
 	t.Helper()
-	return tenAckedLogged(t, ns, host, prefix, testenv.Logger(t))
+	e, connected, log, appendName, ids, _ = tenAckedLogged(t, ns, host, prefix, testenv.Logger(t))
+	return e, connected, log, appendName, ids
 }
 
-// tenAckedLogged is tenAcked with the worker logging to logger.
-func tenAckedLogged(t *testing.T, ns *server.Server, host, prefix string, logger *slog.Logger) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID) {
+// tenAckedLogged is tenAcked with the worker logging to logger; stop
+// stops that worker.
+func tenAckedLogged(t *testing.T, ns *server.Server, host, prefix string, logger *slog.Logger) (e *env, connected func() bool, log string, appendName func(string) uuid.UUID, ids []uuid.UUID, stop func()) {
 	t.Helper()
 	e, wq, connected := newEnvOn(t, ns)
 	log = filepath.Join(t.TempDir(), "ran")
@@ -174,7 +211,7 @@ func tenAckedLogged(t *testing.T, ns *server.Server, host, prefix string, logger
 	for i := range 10 {
 		ids = append(ids, appendName(prefix+strconv.Itoa(i)))
 	}
-	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+	stop, _ = runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
 		ShutdownGrace: 5 * time.Second}, e.store, wq, logger)
 	for _, id := range ids {
 		e.waitStatus(id, order.StatusSucceeded)
@@ -183,5 +220,5 @@ func tenAckedLogged(t *testing.T, ns *server.Server, host, prefix string, logger
 		c, err := e.q.JetStream().Consumer(t.Context(), queue.OrdersStream, queue.ConsumerName(host))
 		return err == nil && c.CachedInfo().NumAckPending == 0 && c.CachedInfo().NumPending == 0
 	})
-	return e, connected, log, appendName, ids
+	return e, connected, log, appendName, ids, stop
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -50,6 +51,13 @@ func newEnvOn(t *testing.T, ns *server.Server) (e *env, wq *queue.Queue, connect
 	if e.q, err = queue.New(t.Context(), api, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
+	wq, wc := workerQueueOn(t, ns)
+	return e, wq, func() bool { return api.IsConnected() && wc.IsConnected() }
+}
+
+// workerQueueOn is a worker's queue on the NATS server ns, on a
+// connection of its own (wc), as a worker process starting binds it.
+func workerQueueOn(t *testing.T, ns *server.Server) (wq *queue.Queue, wc *nats.Conn) {
 	wc, err := queue.Connect(ns.ClientURL(), "worker")
 	if err != nil {
 		t.Fatal(err)
@@ -58,5 +66,5 @@ func newEnvOn(t *testing.T, ns *server.Server) (e *env, wq *queue.Queue, connect
 	if wq, err = queue.Bind(t.Context(), wc, queue.Options{AckWait: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	return e, wq, func() bool { return api.IsConnected() && wc.IsConnected() }
+	return wq, wc
 }

@@ -581,7 +581,7 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 				return
 			}
 			if past.Seq != 0 {
-				if !past.Is(meta.Sequence.Stream, meta.Timestamp, msg.Data()) {
+				if !past.Is(meta.Sequence.Stream, meta.Timestamp, d.id) {
 					w.notPast(ctx, past, meta)
 					stop(errNotPast)
 					return

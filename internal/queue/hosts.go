@@ -446,9 +446,9 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 	seen := &leaseSeen{q: q, key: key, host: host, instance: instance, k: k}
 	kn := q.knownLease(host)
 	if k != nil {
-		seen.signed, seen.counted = kn.signed, kn.counted
+		seen.signed, seen.counted = kn.learned.has(knowsSigned), kn.learned.has(knowsCounted)
 	}
-	seen.held = kn.held
+	seen.held = kn.learned.has(knowsHeld)
 	// This instance left its value on the key to the host's owner
 	// (yieldToOwner): that value is the owner's to write over, not this
 	// instance's lease left over.
@@ -591,7 +591,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
 			if k != nil {
-				q.learnLease(host, leaseKnown{signed: true, counted: true}) // what it writes
+				q.learnLease(host, knowsSigned|knowsCounted) // what it writes
 			}
 			if yielded {
 				q.yielded(host, "")

@@ -175,13 +175,19 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 	}
 	switch {
 	case t == leaseSigned:
-		was := leaseKnown{signed: s.signed, counted: s.counted}
-		s.signed = s.signed || s.k != nil
+		var learned leaseFacts
+		if s.k != nil && !s.signed {
+			s.signed = true
+			learned |= knowsSigned
+		}
 		if s.k != nil && r.counted {
+			if !s.counted {
+				learned |= knowsCounted
+			}
 			s.counted, s.floor = true, max(s.floor, rev)
 		}
-		if now := (leaseKnown{signed: s.signed, counted: s.counted}); now != was && s.q != nil {
-			s.q.learnLease(s.host, now)
+		if learned != 0 && s.q != nil {
+			s.q.learnLease(s.host, learned)
 		}
 	case t == leaseUnsigned && !s.signed:
 	default:
@@ -191,34 +197,54 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 	if r.instance != s.instance && !s.held {
 		s.held = true
 		if s.q != nil {
-			s.q.learnLease(s.host, leaseKnown{held: true})
+			s.q.learnLease(s.host, knowsHeld)
 		}
 	}
 	return r.instance, true
 }
 
 // leaseKnown is what this process has learned of a host's lease, kept in
-// its Queue across its waits (AcquireSignedLease) and tenures: a value the
-// host's key signed was seen or written (signed), and one naming the
-// revision it was written after (counted). From then on a standby of the
-// host honours no value without them. Learned by one wait only, it was
-// forgotten whenever the wait ended without the host (a try the NATS
-// server did not answer, a frozen server's silence, a holder that lost
-// the host and waits again): the next wait honoured another credential's
-// unsigned values as an older holder's renewals, as a standby does
-// during a rolling upgrade, and waited for as long as they came
-// (TestFaultsNATSFrozenSigned: 28 s with the holder alive, the host
-// running nothing for 22 s). The revision floor is not kept: a hosts
-// bucket made again starts its revisions anew. held: another instance
-// held the host's lease lately (HeldElsewhere, or a value of another
-// instance honoured): a key found absent may be its live lease, gone
-// from the server's store (absentUnseen).
+// its Queue across its waits (AcquireSignedLease) and tenures (learned),
+// and the mark a release of its own left on the key (yielded). Each of
+// its writers changes only what it is about (changeLease): the three
+// facts were once merged field by field beside the mark, each writer
+// spelling out the whole struct again, where the next field would have
+// been forgotten (docs/decisions.md, hD26).
 type leaseKnown struct {
-	signed, counted, held bool
+	learned leaseFacts
 	// yielded: the instance of this process that left its value on the
 	// key to the host's owner (Queue.yielded); "" for none.
 	yielded string
 }
+
+// leaseFacts is what this process learned of a host's lease, facts that
+// stay learned: learning one more is a union (learnLease). Learned by one
+// wait only, they were forgotten whenever the wait ended without the
+// host (a try the NATS server did not answer, a frozen server's silence,
+// a holder that lost the host and waits again): the next wait honoured
+// another credential's unsigned values as an older holder's renewals, as
+// a standby does during a rolling upgrade, and waited for as long as they
+// came (TestFaultsNATSFrozenSigned: 28 s with the holder alive, the host
+// running nothing for 22 s). The revision floor is not kept: a hosts
+// bucket made again starts its revisions anew.
+type leaseFacts uint8
+
+const (
+	// knowsSigned: a value the host's key signed was seen or written.
+	// From then on a standby of the host honours no value without it.
+	knowsSigned leaseFacts = 1 << iota
+	// knowsCounted: one naming the revision it was written after was
+	// seen or written, and from then on is required as well.
+	knowsCounted
+	// knowsHeld: another instance held the host's lease lately
+	// (HeldElsewhere, or a value of another instance honoured): a key
+	// found absent may be its live lease, gone from the server's store
+	// (absentUnseen).
+	knowsHeld
+)
+
+// has reports whether every fact of g is among f.
+func (f leaseFacts) has(g leaseFacts) bool { return f&g == g }
 
 // knownLease is what this process learned of host's lease.
 func (q *Queue) knownLease(host string) leaseKnown {
@@ -227,10 +253,22 @@ func (q *Queue) knownLease(host string) leaseKnown {
 	return k
 }
 
-// learnLease records what this process learned of host's lease.
-func (q *Queue) learnLease(host string, k leaseKnown) {
-	old := q.knownLease(host)
-	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted, old.held || k.held, old.yielded})
+// changeLease applies change to what this process knows of host's lease,
+// one change at a time: two instances of a host sharing the Queue (a
+// standby beside its holder, as tests run them), one waiting and one
+// releasing, each read the whole and stored it back, and either could
+// store over the other's change.
+func (q *Queue) changeLease(host string, change func(*leaseKnown)) {
+	q.leasesMu.Lock()
+	defer q.leasesMu.Unlock()
+	k := q.knownLease(host)
+	change(&k)
+	q.leases.Store(host, k)
+}
+
+// learnLease records the facts f learned of host's lease.
+func (q *Queue) learnLease(host string, f leaseFacts) {
+	q.changeLease(host, func(k *leaseKnown) { k.learned |= f })
 }
 
 // HeldElsewhere records that another worker instance held host's lease
@@ -239,7 +277,7 @@ func (q *Queue) learnLease(host string, k leaseKnown) {
 // to that holder for a lease before taking it (absentUnseen). A new
 // process knows nothing of the host otherwise, and took an absent key at
 // once.
-func (q *Queue) HeldElsewhere(host string) { q.learnLease(host, leaseKnown{held: true}) }
+func (q *Queue) HeldElsewhere(host string) { q.learnLease(host, knowsHeld) }
 
 // released reports whether the delete m of the key, stored as revision
 // rev (0: unknown), is its holder's release (Release): it names the

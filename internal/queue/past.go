@@ -25,16 +25,17 @@ type Acked struct {
 	ID     uuid.UUID
 }
 
-// Is reports whether a delivery at seq, stored at stored, with body, is a.
-func (a Acked) Is(seq uint64, stored time.Time, body []byte) bool {
+// Is reports whether a delivery at seq, stored at stored, of the order
+// id its body names (uuid.Nil: none), is a. The id is the delivery's,
+// read once by whoever took the message, not parsed here again.
+func (a Acked) Is(seq uint64, stored time.Time, id uuid.UUID) bool {
 	if a.Seq == 0 || seq != a.Seq || !a.Stored.IsZero() && !stored.Equal(a.Stored) {
 		return false
 	}
 	if a.ID == uuid.Nil {
 		return !a.Stored.IsZero()
 	}
-	id, err := uuid.ParseBytes(body)
-	return err == nil && id == a.ID
+	return id == a.ID
 }
 
 // HostConsumerLost reports whether a single nats-server lost the host's

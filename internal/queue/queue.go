@@ -102,8 +102,10 @@ type Queue struct {
 	// contact: whether the server answers a standby (contact.go).
 	contact contact
 	// leases: what this process learned of each host's lease across
-	// its waits (leaseKnown), by host.
-	leases sync.Map
+	// its waits (leaseKnown), by host; leasesMu orders its changes
+	// (changeLease).
+	leases   sync.Map
+	leasesMu sync.Mutex
 	// hostIterStopped: when StopHostIterator last stopped an iterator
 	// (deadpulls.go), nil before.
 	hostIterStopped atomic.Pointer[time.Time]

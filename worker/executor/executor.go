@@ -178,7 +178,9 @@ type Request struct {
 	// AloneWait is how long in all Run gives the leader of an order
 	// without a cgroup to exit while it stays runnable and the only
 	// live process of its session (exitedBeforeRecord): looked at again
-	// every ExitWait. No more than ExitWait when it is zero or shorter.
+	// every ExitWait, until AloneWait has passed on the clock, the
+	// looks' own time included. No more than ExitWait when it is zero
+	// or shorter.
 	// A cancel signal or a timeout is acted on after this wait too.
 	AloneWait time.Duration
 }
@@ -289,6 +291,10 @@ type Executor struct {
 	// spillDir is where a capture past spillFrom bytes moves them to an
 	// unnamed file (SpillTo); empty: captures stay in memory.
 	spillDir string
+	// now is the clock the alone wait's deadline is read on
+	// (exitedBeforeRecord); tests run it fast, as a loaded host makes
+	// each of the wait's looks take longer than its step.
+	now func() time.Time
 }
 
 // SpillTo has the captures of the orders Run from now on keep a stream
@@ -333,7 +339,7 @@ func New(logger *slog.Logger) *Executor {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{},
-		descriptorWait: startWaitForDescriptors}
+		descriptorWait: startWaitForDescriptors, now: time.Now}
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -715,8 +721,12 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 // is to be called: within req.ExitWait, or, for an order without a
 // cgroup, later while the leader stays runnable (running, waiting for
 // a processor, or in a short uninterruptible sleep: a page read in)
-// and alone in its session (leaderAlone), up to req.AloneWait in all. On a loaded host a command of a millisecond
-// waits that long for a processor: handed over as running, its record
+// and alone in its session (leaderAlone), until req.AloneWait has passed
+// since the call, on the clock: counted in steps of ExitWait, each
+// look's cost (a stat read, and under fork load a scan of the pids since
+// the start) came on top, and 30 s took 39 s under load, 60 s with 1 ms
+// steps 195 – 296 s (docs/decisions.md, hH25, hD26). On a loaded host a
+// command of a millisecond waits that long for a processor: handed over as running, its record
 // was committed on its own, a flushed commit more for each of them
 // (docs/decisions.md, "The backlog against its floor, profiled
 // (hC24)"). The record is what a successor finds the order's other
@@ -728,19 +738,20 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 // waited for. Nor is a leader that sleeps (on a child, a pipe, a
 // timer): it is not about to exit.
 func (e *Executor) exitedBeforeRecord(exited chan error, req Request, pid int, cg *orderCgroup, before *pidReading) bool {
+	deadline := e.now().Add(req.AloneWait)
 	if leaderExitedWithin(exited, req.ExitWait, pid) {
 		return true
 	}
 	if cg != nil || req.ExitWait <= 0 {
 		return false
 	}
-	for waited := req.ExitWait; waited < req.AloneWait; waited += req.ExitWait {
+	for left := deadline.Sub(e.now()); left > 0; left = deadline.Sub(e.now()) {
 		if !e.leaderAlone(pid, before) || !diesWithWorker(pid, req.Credential) {
 			// Or it exited since the last look: a zombie is not
 			// runnable.
 			return exitedUnheard(pid)
 		}
-		if leaderExitedWithin(exited, min(req.ExitWait, req.AloneWait-waited), pid) {
+		if leaderExitedWithin(exited, min(req.ExitWait, left), pid) {
 			return true
 		}
 	}

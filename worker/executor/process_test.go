@@ -170,6 +170,42 @@ func TestRunOnStartSaysTheLeaderExited(t *testing.T) {
 	assertGroupGone(t, res)
 }
 
+// TestRunAloneWaitEndsByItsDeadline: the alone wait of a leader that
+// stays runnable and alone in its session (a shell spinning) ends when
+// AloneWait has passed on the executor's clock, however long each of its
+// looks takes. The clock runs twenty times fast here, as every look of a
+// loaded host takes longer than its step: the wait counted in steps of
+// ExitWait ended after AloneWait of real time, twenty AloneWaits on that
+// clock (docs/decisions.md, hH25, hD26). Its end is looked at on the
+// same clock, from before Run: the process's start, the last look and
+// OnStart's identification come on top, a second of real time allowed
+// for them. Nor does the wait end early: the leader never leaves it.
+func TestRunAloneWaitEndsByItsDeadline(t *testing.T) {
+	t.Parallel()
+	const fast, aloneWait = 20, 5 * time.Second
+	e := newTestExecutor(t)
+	start := time.Now()
+	e.now = func() time.Time { return start.Add(fast * time.Since(start)) }
+	var at time.Time
+	var exited []bool
+	enough := errors.New("recorded; the test ends the spinning leader")
+	req := sh("while :; do :; done")
+	req.ExitWait, req.AloneWait = 10*time.Millisecond, aloneWait
+	req.OnStart = func(_ Process, gone bool) error {
+		at = e.now()
+		exited = append(exited, gone)
+		return enough
+	}
+	res := e.Run(t.Context(), req, nil)
+	if !errors.Is(res.Aborted, enough) || len(exited) != 1 || exited[0] {
+		t.Fatalf("Aborted %v, OnStart saw exited %v: want one call, running, and OnStart's error", res.Aborted, exited)
+	}
+	if waited, limit := at.Sub(start), aloneWait+fast*time.Second; waited < aloneWait || waited > limit {
+		t.Errorf("OnStart came %s after Run on the executor's clock, want AloneWait (%s) and at most %s", waited, aloneWait, limit)
+	}
+	assertGroupGone(t, res)
+}
+
 // TestRunOnStartHearsALeaderDeadBeforeItsWaitEnds: a leader that exited
 // within ExitWait is handed to OnStart as exited even when its exit has
 // not reached Run by the time the wait ends, as on a loaded host where
