@@ -22,7 +22,7 @@ type backlogRun struct {
 	// at walSubAt: what was written after it is the drain's alone.
 	walSub   walMark
 	walSubAt time.Time
-	list                 []orderResp // sorted by started_at
+	list     []orderResp // sorted by started_at
 }
 
 // runBacklog submits n copies of body from the given number of goroutines,
