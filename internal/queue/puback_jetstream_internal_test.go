@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -49,11 +50,20 @@ func echoingJetStream(t testing.TB) (*Queue, jetstream.JetStream) {
 
 // TestPubAckOfAsJetStreamItself: every answer of pubAckAnswers, sent by
 // a peer on the bus, is read by the orders' publish as jetstream's
-// PublishMsg reads it.
+// PublishMsg reads it; and a subject nobody answers (a stream leader
+// changing) is tried again and given up as jetstream does.
 func TestPubAckOfAsJetStreamItself(t *testing.T) {
 	q, js := echoingJetStream(t)
 	for _, a := range pubAckAnswers {
 		publishedBoth(t, q, js, []byte(a))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nobody := &nats.Msg{Subject: "test.puback.nobody", Data: []byte("x")}
+	_, err := q.publishStored(ctx, nobody)
+	_, wantErr := js.PublishMsg(ctx, nobody)
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) || !errors.Is(wantErr, jetstream.ErrNoStreamResponse) {
+		t.Errorf("a publish nobody answers: %v; jetstream: %v; want both %v", err, wantErr, jetstream.ErrNoStreamResponse)
 	}
 }
 
