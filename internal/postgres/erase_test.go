@@ -1,6 +1,8 @@
 package postgres_test
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
@@ -178,4 +180,90 @@ func TestUpdateTriggersMigrationKeepsMarksAndErase(t *testing.T) {
 		t.Fatalf("migrate down: %v", err)
 	}
 	check("rolled back to 00029")
+}
+
+// TestUpdateTriggersMigrationKeepsEveryTransition holds migration 00030
+// to what the triggers did before it, on every change of status the
+// table allows (the ten statuses its CHECK admits, from each to each,
+// those the service never makes included: a hand-written UPDATE, or a
+// later change, makes them), for an order holding every pending input,
+// a script order with none, and an exec order with none, each with an
+// unreaped process record, a delegation and an unpublished mark: what
+// the update leaves of the inputs, the delegations, active_orders, the
+// marks of abandoned attempts and the unpublished mark is the same at
+// 00029, at 00030 and rolled back to 00029.
+func TestUpdateTriggersMigrationKeepsEveryTransition(t *testing.T) {
+	e, p := migratedDown(t, 29)
+	e.own("h1", "w1")
+	statuses := []string{"queued", "running", "succeeded", "failed", "timed_out", "killed", "canceled", "interrupted", "rejected", "expired"}
+	const inputs = `env = '{"SECRET":"v"}', stdin = 'input', script = '\x7b7d', action_secrets = '{"pw":"hunter2"}'`
+	variants := []struct{ name, kind, set string }{
+		{"inputs", "exec", inputs},
+		{"script", "script", "env = NULL, stdin = NULL, script = NULL, action_secrets = NULL"},
+		{"plain", "exec", "env = NULL, stdin = NULL, script = NULL, action_secrets = NULL"},
+	}
+	state := func(id uuid.UUID) string {
+		t.Helper()
+		var s string
+		if err := e.pool.QueryRow(e.ctx, `SELECT concat_ws(' ', o.status,
+			'env=' || (o.env IS NOT NULL), 'stdin=' || (o.stdin IS NOT NULL), 'script=' || (o.script IS NOT NULL),
+			'secrets=' || (o.action_secrets IS NOT NULL),
+			'delegations=' || (SELECT count(*) FROM runbook_delegations d WHERE d.order_id = o.id),
+			'active=' || coalesce((SELECT a.status FROM active_orders a WHERE a.id = o.id), '-'),
+			'abandoned=' || (SELECT count(*) FROM order_processes p WHERE p.order_id = o.id AND p.abandoned_at IS NOT NULL),
+			'unpublished=' || (SELECT count(*) FROM unpublished u WHERE u.id = o.id))
+			FROM orders o WHERE o.id = $1`, id).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	transitions := func() map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		for _, v := range variants {
+			for _, from := range statuses {
+				for _, to := range statuses {
+					id := e.insert("h1", "alice", nil).ID
+					e.exec(`UPDATE orders SET kind = $2, status = $3, attempt = 1 WHERE id = $1`, id, v.kind, from)
+					// What the move to from erased, back; no status in
+					// the SET list, so no trigger of an UPDATE OF status.
+					e.exec(`UPDATE orders SET `+v.set+` WHERE id = $1`, id)
+					e.exec(`INSERT INTO runbook_delegations (sha256, order_id, principal, kind, correlation_id, stack, hosts)
+						VALUES (sha256(uuid_send($1)), $1, 'alice', 'runbook', '', '{}', '{}')`, id)
+					e.exec(`INSERT INTO order_processes (order_id, attempt, worker, pid, pgid, start_time, boot_id)
+						VALUES ($1, 1, 'w1', 4242, 4242, 99, 'b')`, id)
+					e.exec(`INSERT INTO unpublished (id, submitted_at) VALUES ($1, now()) ON CONFLICT DO NOTHING`, id)
+					before := state(id)
+					e.exec(`UPDATE orders SET status = $2 WHERE id = $1`, id, to)
+					out[v.name+" "+from+" -> "+to] = before + " => " + state(id)
+				}
+			}
+		}
+		// A status the CHECK does not admit is refused, whatever the
+		// triggers' WHEN clauses say of it.
+		id := e.withInputs()
+		_, err := e.pool.Exec(e.ctx, `UPDATE orders SET status = 'bogus' WHERE id = $1`, id)
+		out["inputs queued -> bogus"] = fmt.Sprint(err != nil) + " " + state(id)
+		return out
+	}
+	at29 := transitions()
+	if _, err := p.Up(e.ctx); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	at30 := transitions()
+	if _, err := p.DownTo(e.ctx, 29); err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
+	back := transitions()
+	for _, k := range slices.Sorted(maps.Keys(at29)) {
+		if at30[k] != at29[k] {
+			t.Errorf("%s at 00030: %s; at 00029: %s", k, at30[k], at29[k])
+		}
+		if back[k] != at29[k] {
+			t.Errorf("%s rolled back to 00029: %s; at 00029: %s", k, back[k], at29[k])
+		}
+	}
+	if len(at29) != 3*len(statuses)*len(statuses)+1 || len(at30) != len(at29) {
+		t.Errorf("transitions: %d at 00029, %d at 00030", len(at29), len(at30))
+	}
 }

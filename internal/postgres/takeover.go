@@ -106,11 +106,25 @@ func (s *Store) takeHost(ctx context.Context, host, version string, me Owner, fr
 		if from != nil && (prev.Instance != from.instance || was != from.epoch) {
 			return fmt.Errorf("%w (read %q at epoch %d, now %q at epoch %d)", ErrHostTakenMeanwhile, from.instance, from.epoch, prev.Instance, was)
 		}
-		return tx.QueryRow(ctx, `INSERT INTO hosts (host, version, instance, owner, owner_epoch, owner_pid, owner_start, owner_boot, owned_at)
+		// The upsert checks the owner read too: a host with no row has
+		// nothing for the FOR UPDATE to lock, and another takeover's
+		// insert, uncommitted then, is what the conflict waits for and
+		// then updates (TestTakeHostFromRefusesAFirstTakeoverCommittedMeanwhile).
+		var fromInstance *string
+		var fromEpoch *int64
+		if from != nil {
+			fromInstance, fromEpoch = &from.instance, &from.epoch
+		}
+		err = tx.QueryRow(ctx, `INSERT INTO hosts (host, version, instance, owner, owner_epoch, owner_pid, owner_start, owner_boot, owned_at)
 			VALUES ($1, $2, $3, $3, 1, $4, $5, $6, now())
 			ON CONFLICT (host) DO UPDATE SET version = $2, instance = $3, owner = $3, owner_epoch = hosts.owner_epoch + 1,
 				owner_pid = $4, owner_start = $5, owner_boot = $6, owned_at = now(), last_seen = now()
-			RETURNING owner_epoch`, host, version, me.Instance, me.PID, int64(me.Start), me.bootColumn()).Scan(&epoch)
+			WHERE $7::text IS NULL OR (hosts.owner = $7 AND hosts.owner_epoch = $8)
+			RETURNING owner_epoch`, host, version, me.Instance, me.PID, int64(me.Start), me.bootColumn(), fromInstance, fromEpoch).Scan(&epoch)
+		if from != nil && errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w (read %q at epoch %d; another takeover's row was committed meanwhile)", ErrHostTakenMeanwhile, from.instance, from.epoch)
+		}
+		return err
 	})
 	if errors.Is(err, ErrHostTakenMeanwhile) {
 		return Owner{}, 0, fmt.Errorf("take host %s: %w", host, err)

@@ -14,15 +14,25 @@ import (
 // nor how long the connection was away told an operator nothing of which
 // node of a cluster went, or whether the outage was a blink or minutes.
 type ConnLink struct {
-	server atomic.Pointer[string] // the server's URL, without credentials
+	server atomic.Pointer[string] // the server's URL, without credentials (serverURL)
 	down   atomic.Int64           // when the connection last dropped (UnixNano); 0: never
 }
 
 // Connected records nc's server: after the first connection and each
 // reconnect.
 func (l *ConnLink) Connected(nc *nats.Conn) {
-	u := nc.ConnectedUrlRedacted()
+	u := serverURL(nc)
 	l.server.Store(&u)
+}
+
+// serverURL is the URL of the server nc is connected to with its
+// secrets hidden as RedactURLs hides them; "" while nc is not connected.
+// nats.url may carry the connection's token (nats://TOKEN@host), which
+// nats.go's ConnectedUrlRedacted keeps as it is (it hides a password
+// only): every line that named the server printed the token
+// (TestServerNamedWithoutTheURLsCredentials).
+func serverURL(nc *nats.Conn) string {
+	return RedactURLs(nc.ConnectedUrl())
 }
 
 // Dropped records that the connection dropped now and returns the

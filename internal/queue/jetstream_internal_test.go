@@ -12,7 +12,7 @@ import (
 // embeddedJetStream starts a JetStream server of the test's own and
 // connects to it, for the package's internal tests (testenv, which
 // imports this package, cannot serve them).
-func embeddedJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+func embeddedJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	if err != nil {

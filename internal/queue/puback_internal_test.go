@@ -61,6 +61,14 @@ func FuzzPubAckOf(f *testing.F) {
 func samePubAck(t *testing.T, b []byte) {
 	seq, err := pubAckOf(b)
 	wantSeq, wantErr := decodedPubAck(b)
+	agreeOnPubAck(t, b, seq, err, wantSeq, wantErr)
+}
+
+// agreeOnPubAck fails t when the sequence and error read from answer b
+// differ from jetstream's: the text, jetstream.ErrInvalidJSAck and the
+// *jetstream.APIError.
+func agreeOnPubAck(t *testing.T, b []byte, seq uint64, err error, wantSeq uint64, wantErr error) {
+	t.Helper()
 	if seq != wantSeq || fmt.Sprint(err) != fmt.Sprint(wantErr) ||
 		errors.Is(err, jetstream.ErrInvalidJSAck) != errors.Is(wantErr, jetstream.ErrInvalidJSAck) {
 		t.Errorf("%q: %d, %v; jetstream: %d, %v", b, seq, err, wantSeq, wantErr)

@@ -27,7 +27,7 @@ func checkReplicas(nc *nats.Conn, replicas int) error {
 	}
 	return fmt.Errorf("nats.replicas is %d, but the NATS server %s is not part of a cluster and keeps one copy: "+
 		"set nats.replicas: 1, or connect to a JetStream cluster of at least %d servers",
-		replicas, nc.ConnectedUrlRedacted(), replicas)
+		replicas, serverURL(nc), replicas)
 }
 
 // replicasError explains a stream or bucket refused because the cluster has
