@@ -41,7 +41,16 @@ func alternate(ctx context.Context, rounds int, groups [][]contender) (map[strin
 					return nil, fmt.Errorf("%s (round %d): %w", c.name, r+1, err)
 				}
 				out[c.name] = append(out[c.name], res)
-				progress(fmt.Sprintf("  round %d %-14s %7.0f/s p50 %s p99 %s", r+1, c.name, res.rate(), ms(pct(res.lat, .5)), ms(pct(res.lat, .99))))
+				line := fmt.Sprintf("  round %d %-14s %7.0f/s p50 %s p99 %s", r+1, c.name, res.rate(), ms(pct(res.lat, .5)), ms(pct(res.lat, .99)))
+				if len(res.lat) > 0 {
+					// Each round's CPU, not only the pooled: a background
+					// burn of serve's lasted two rounds of five
+					// (docs/benchmarks.md, thirty-fifth round) and the
+					// pooled figures blurred it.
+					line += fmt.Sprintf("; server %.0f %% of a core, orderly idle meanwhile %.0f %%",
+						100*res.cpu.server.Seconds()/res.wall.Seconds(), 100*res.cpu.idle.Seconds()/res.wall.Seconds())
+				}
+				progress(line)
 			}
 		}
 	}

@@ -43,17 +43,32 @@ func levels(ctx context.Context, srv *server, c *client, o options, rep *report)
 	loaded := 0
 	var ls []*level
 	for _, n := range sizes {
+		var watch *copyWatch
 		if n > loaded {
 			progress(fmt.Sprintf("history: COPY of %d more orders (to %d)", n-loaded, n))
-			if err := loadHistory(ctx, srv, n-loaded, all); err != nil {
+			ended := make(chan struct{})
+			if o.profile != "" {
+				watch = watchCopy(ctx, srv, o.pprofURL, o.profile, n, ended)
+			}
+			err := loadHistory(ctx, srv, n-loaded, all)
+			close(ended)
+			if err != nil {
+				if watch != nil {
+					watch.wait()
+				}
 				return err
 			}
 			loaded = n
 		}
 		l, err := measureLevel(ctx, srv, c, o, wh, pids, n)
+		watched := ""
+		if watch != nil {
+			watched = watch.wait()
+		}
 		if err != nil {
 			return err
 		}
+		l.watched = watched
 		ls = append(ls, l)
 		rep.sections = append(rep.sections, l.section())
 		if o.profile != "" && len(ls) == 1 {

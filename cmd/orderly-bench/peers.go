@@ -17,6 +17,7 @@ type level struct {
 	load    string                  // /proc/loadavg before and after
 	res     map[string][]loadResult // by contender, one per round
 	backlog float64                 // worker side, orders/s
+	watched string                  // -profile: serve during the COPY before it (copyWatch)
 }
 
 // figure is one ratio of a level and its target.
@@ -185,6 +186,9 @@ func (l *level) section() string {
 	}
 	if l.backlog > 0 {
 		fmt.Fprintf(&b, "| backlog, worker side | %.0f/s | | | |\n", l.backlog)
+	}
+	if l.watched != "" {
+		b.WriteString("\n" + l.watched + "\n")
 	}
 	return b.String()
 }
