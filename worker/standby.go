@@ -71,9 +71,12 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 // key at once, and its takeover interrupted the order the live holder ran
 // (TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder). Without an
 // answer within a heartbeat (a PostgreSQL that does not answer must not
-// keep the standby from waiting and reporting) the owner is taken to be
-// another: a lease's wait, where a wrong guess the other way ends a live
-// holder's order. A host this instance owns, or nobody ever did, is
+// keep the standby from waiting and reporting) nothing is guessed: the
+// wait reads the owner before its take anyway, and that read says
+// whether an absent key is another's (queue.OwnerUnread). Taken to be
+// another's, a worker's own lease, expired after a release that did not
+// take, was left to "another" holder for a lease (docs/decisions.md,
+// hF25). A host this instance owns, or nobody ever did, is
 // taken at once, as is a key its holder released (a clean stop), and one
 // whose owner was a process of this machine's boot and of this pid
 // namespace that has exited (executor.Gone): a worker or serve restarted
@@ -86,8 +89,11 @@ func (w *Worker) heldElsewhere(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
 	defer cancel()
 	owner, err := w.store.HostOwner(qctx, w.opts.Host)
-	if err != nil || owner.Instance != "" && owner.Instance != w.opts.Instance &&
-		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS}) {
+	switch {
+	case err != nil:
+		w.q.OwnerUnread(w.opts.Host)
+	case owner.Instance != "" && owner.Instance != w.opts.Instance &&
+		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS}):
 		w.q.HeldElsewhere(w.opts.Host)
 	}
 }

@@ -457,6 +457,15 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		seen.signed, seen.counted = kn.signed, kn.counted
 	}
 	seen.held = kn.held
+	// The worker could not read the host's owner before this wait: each
+	// take reads it (readOwner), and an absent key found while it names
+	// another instance is left to that one (held, below). For this wait
+	// only.
+	unread := kn.unread
+	if unread {
+		q.changeLease(host, func(kn *leaseKnown) { kn.unread = false })
+		seen.held = seen.held || owners == nil
+	}
 	// This instance left its value on the key to the host's owner
 	// (yieldToOwner): that value is the owner's to write over, not this
 	// instance's lease left over.
@@ -598,12 +607,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			}
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
-			if k != nil {
-				q.learnLease(host, leaseKnown{signed: true, counted: true}) // what it writes
-			}
-			if yielded {
-				q.yielded(host, "")
-			}
+			q.tookLease(host, instance, k)
 			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
 				owners: owners, before: before, beforeRead: owners != nil}
 		}
@@ -679,6 +683,14 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			// the key taken: its own (writeOnDrop).
 			if err := readOwner(); err != nil {
 				return nil, err
+			}
+			if unread && !seen.held && !due && before.Instance != "" && before.Instance != instance {
+				// Owned by another instance, as the worker could not
+				// read before the wait: an absent key may be its live
+				// lease. Judged again as one another instance held.
+				seen.held = true
+				q.learnLease(host, leaseKnown{held: true})
+				continue
 			}
 			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}

@@ -212,12 +212,17 @@ func (s *leaseSeen) honours(v []byte, rev uint64) (string, bool) {
 // bucket made again starts its revisions anew. held: another instance
 // held the host's lease lately (HeldElsewhere, or a value of another
 // instance honoured): a key found absent may be its live lease, gone
-// from the server's store (absentUnseen).
+// from the server's store (absentUnseen). This process's own take of
+// the lease forgets it (tookLease): the last holder it knows of is then
+// itself.
 type leaseKnown struct {
 	signed, counted, held bool
 	// yielded: the instance of this process that left its value on the
 	// key to the host's owner (Queue.yielded); "" for none.
 	yielded string
+	// unread: the host's owner could not be read before the next wait
+	// (OwnerUnread); that wait's own read of it decides.
+	unread bool
 }
 
 // knownLease is what this process learned of host's lease.
@@ -227,10 +232,52 @@ func (q *Queue) knownLease(host string) leaseKnown {
 	return k
 }
 
-// learnLease records what this process learned of host's lease.
+// learnLease records what this process learned of host's lease: the
+// booleans of k that are set.
 func (q *Queue) learnLease(host string, k leaseKnown) {
-	old := q.knownLease(host)
-	q.leases.Store(host, leaseKnown{old.signed || k.signed, old.counted || k.counted, old.held || k.held, old.yielded})
+	q.changeLease(host, func(kn *leaseKnown) {
+		kn.signed, kn.counted, kn.held = kn.signed || k.signed, kn.counted || k.counted, kn.held || k.held
+	})
+}
+
+// changeLease applies change to what this process knows of host's lease:
+// each field by name, none carried over by hand.
+func (q *Queue) changeLease(host string, change func(*leaseKnown)) {
+	k := q.knownLease(host)
+	change(&k)
+	q.leases.Store(host, k)
+}
+
+// tookLease records that instance, of this process, took host's lease,
+// signed with k (nil: none): what it writes is signed and counted; the
+// last holder this process knows of is itself, not one it saw before
+// (held), so that a key found absent after its tenure (its release
+// refused or unanswered, and its last renewal expired) is its own, not
+// another's live lease: a worker of a host with a standby, which had
+// once waited for the other, left its own expired key to "another"
+// holder for a lease after every tenure whose release did not take
+// (TestFaultsFleet, docs/decisions.md, hF25;
+// TestWorkerTakesItsOwnExpiredLeaseAtOnce). A value this instance left
+// on the key to the host's owner (yielded) is its own again.
+func (q *Queue) tookLease(host, instance string, k MarkKey) {
+	q.changeLease(host, func(kn *leaseKnown) {
+		kn.signed, kn.counted = kn.signed || k != nil, kn.counted || k != nil
+		kn.held = false
+		if kn.yielded == instance {
+			kn.yielded = ""
+		}
+	})
+}
+
+// OwnerUnread records that the worker could not read host's owner
+// before its next wait (PostgreSQL did not answer in time): rather than
+// guess that another instance owns it, the wait judges a key it finds
+// absent by the owner it reads before its take (AcquireOwnedLease). The
+// guess left a worker's own expired key to "another" holder for a lease
+// (TestFaultsFleet, docs/decisions.md, hF25). Without owners to read,
+// the wait takes the owner to be another, as the guess did.
+func (q *Queue) OwnerUnread(host string) {
+	q.changeLease(host, func(kn *leaseKnown) { kn.unread = true })
 }
 
 // HeldElsewhere records that another worker instance held host's lease

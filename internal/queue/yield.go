@@ -53,7 +53,5 @@ func (l *Lease) yieldToOwner(ctx context.Context) bool {
 // again (instance ""), its waits read that value as a holder's, not as
 // their own lease left over, which they would take back at once.
 func (q *Queue) yielded(host, instance string) {
-	k := q.knownLease(host)
-	k.yielded = instance
-	q.leases.Store(host, k)
+	q.changeLease(host, func(kn *leaseKnown) { kn.yielded = instance })
 }
