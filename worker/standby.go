@@ -40,9 +40,16 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	// PostgreSQL still names this worker the host's owner (queue's
 	// retake), and the write is confirmed there before claims go on; a
 	// take is conditioned there on the owner read before it
-	// (takeover). Bounded by a renewal's pace.
+	// (takeover). The lease's reads and confirmations are bounded by a
+	// renewal's pace, which they hold up; the wait's reads, before its
+	// takes, by the lease: nothing renews meanwhile, and the takeover is
+	// conditioned on what they said. Bounded by a renewal's pace, they
+	// failed against a PostgreSQL just restarted on a loaded machine,
+	// try after try, and the host ran nothing meanwhile
+	// (TestWorkerTakesItsHostFromASlowOwnerRead).
 	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
-	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, owners, func(holder string) {
+	waitOwners := storeOwners{store: w.store, bound: w.q.LeaseTTL()}
+	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, waitOwners, func(holder string) {
 		if holder == w.opts.Instance {
 			// Its own value, left on the key to the worker that took the
 			// host over from it (queue's yieldToOwner), until that
@@ -57,6 +64,9 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 			rep = w.standbyBeat(sctx)
 		}()
 	})
+	if err == nil {
+		lease.CheckOwner(owners)
+	}
 	if err == nil && lease.Freed() != "" {
 		w.logger.Info("host lease taken after waiting as standby", "freed", lease.Freed())
 	}
