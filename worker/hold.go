@@ -48,6 +48,10 @@ type hold struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed at the next change of state
 	lost    error         // why, once lost
+	// doubts counts the heartbeat's findings of a lapse (doubt), which
+	// it makes beside the renewals: a renewal's verdict settles only
+	// those made before it was sent (settled).
+	doubts uint64
 }
 
 func newHold(feed context.Context, logger *slog.Logger, written time.Time, ttl time.Duration) *hold {
@@ -124,6 +128,40 @@ const dispatchPoll = 10 * time.Millisecond
 func (h *hold) set(s int32) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.setLocked(s)
+}
+
+// doubt moves the hold to leaseLapsed for a lapse the heartbeat found,
+// until the verdict of a renewal sent after it (settled).
+func (h *hold) doubt() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.doubts++
+	h.setLocked(leaseLapsed)
+}
+
+// doubted is how many lapses the heartbeat has found so far: read before
+// a renewal is sent, and handed to settled with its verdict.
+func (h *hold) doubted() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.doubts
+}
+
+// settled moves the hold to leaseHeld after a renewal that the server
+// took, sent when the heartbeat had found before lapses: one it found
+// since may have read the key after the renewal landed, and its own
+// renewal, asked for at once, gives the verdict.
+func (h *hold) settled(before uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.doubts == before {
+		h.setLocked(leaseHeld)
+	}
+}
+
+// setLocked is set, with h.mu held.
+func (h *hold) setLocked(s int32) {
 	if cur := h.state.Load(); cur == leaseLost || cur == s {
 		return
 	}

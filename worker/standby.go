@@ -40,9 +40,16 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	// PostgreSQL still names this worker the host's owner (queue's
 	// retake), and the write is confirmed there before claims go on; a
 	// take is conditioned there on the owner read before it
-	// (takeover). Bounded by a renewal's pace.
+	// (takeover). The lease's reads and confirmations are bounded by a
+	// renewal's pace, which they hold up; the wait's reads, before its
+	// takes, by the lease: nothing renews meanwhile, and the takeover is
+	// conditioned on what they said. Bounded by a renewal's pace, they
+	// failed against a PostgreSQL just restarted on a loaded machine,
+	// try after try, and the host ran nothing meanwhile
+	// (TestWorkerTakesItsHostFromASlowOwnerRead).
 	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
-	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, owners, func(holder string) {
+	waitOwners := storeOwners{store: w.store, bound: w.q.LeaseTTL()}
+	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, waitOwners, func(holder string) {
 		if holder == w.opts.Instance {
 			// Its own value, left on the key to the worker that took the
 			// host over from it (queue's yieldToOwner), until that
@@ -57,6 +64,9 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 			rep = w.standbyBeat(sctx)
 		}()
 	})
+	if err == nil {
+		lease.CheckOwner(owners)
+	}
 	if err == nil && lease.Freed() != "" {
 		w.logger.Info("host lease taken after waiting as standby", "freed", lease.Freed())
 	}
@@ -71,9 +81,12 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 // key at once, and its takeover interrupted the order the live holder ran
 // (TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder). Without an
 // answer within a heartbeat (a PostgreSQL that does not answer must not
-// keep the standby from waiting and reporting) the owner is taken to be
-// another: a lease's wait, where a wrong guess the other way ends a live
-// holder's order. A host this instance owns, or nobody ever did, is
+// keep the standby from waiting and reporting) nothing is guessed: the
+// wait reads the owner before its take anyway, and that read says
+// whether an absent key is another's (queue.OwnerUnread). Taken to be
+// another's, a worker's own lease, expired after a release that did not
+// take, was left to "another" holder for a lease (docs/decisions.md,
+// hF25). A host this instance owns, or nobody ever did, is
 // taken at once, as is a key its holder released (a clean stop), and one
 // whose owner was a process of this machine's boot and of this pid
 // namespace that has exited (executor.Gone): a worker or serve restarted
@@ -86,8 +99,11 @@ func (w *Worker) heldElsewhere(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, w.opts.Heartbeat)
 	defer cancel()
 	owner, err := w.store.HostOwner(qctx, w.opts.Host)
-	if err != nil || owner.Instance != "" && owner.Instance != w.opts.Instance &&
-		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS}) {
+	switch {
+	case err != nil:
+		w.q.OwnerUnread(w.opts.Host)
+	case owner.Instance != "" && owner.Instance != w.opts.Instance &&
+		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS}):
 		w.q.HeldElsewhere(w.opts.Host)
 	}
 }

@@ -598,13 +598,13 @@ func (w *Worker) feed(ctx context.Context, iter jetstream.MessagesContext, msgs 
 	}
 }
 
-// beat renews the lease and publishes the heartbeat; losing the lease ends
-// the tenure, since another worker now owns the host. What it finds of a
-// lapse goes to h at once, so that no claim or start follows the finding
-// (hold.go); a lease it takes again lets them go on.
+// beat renews the lease and has the heartbeat published beside it
+// (heartbeats); losing the lease ends the tenure, since another worker now
+// owns the host. What it finds of a lapse goes to h at once, so that no
+// claim or start follows the finding (hold.go); a lease it takes again
+// lets them go on.
 func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop context.CancelCauseFunc) {
 	lease.OnLapse(func() { h.set(leaseLapsed) })
-	started := time.Now()
 	every := w.opts.Heartbeat
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -651,29 +651,28 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	)
 	defer touches.Wait()
 	touched.Store(time.Now().UnixNano())
-	// A heartbeat that finds the lease in doubt has it renewed at once,
-	// not a heartbeat later (claims wait for the verdict meanwhile):
-	// once, then the ticker again, so that a doubt every renewal leaves
-	// (a sealed bucket) does not spin.
-	renewNow, renewedNow := false, false
+	// The heartbeat is written beside the renewals, not before each: a
+	// renewal that waited for the heartbeat's write had two round trips
+	// and the tick to fit in the lease, and a heartbeat held up (its
+	// request's whole bound, 5 s) lapsed a lease of 2 s under a live
+	// holder, whose standby took the host (TestFaultsFleet under load,
+	// TestHeldHeartbeatsDoNotLapseTheLease). Each tick asks for one
+	// (beats, one waiting at most); a heartbeat that finds the lease in
+	// doubt asks for a renewal at once (doubts), not a tick later, and
+	// claims wait for its verdict meanwhile.
+	bctx, stopBeats := context.WithCancel(ctx)
+	beats, doubts := make(chan struct{}, 1), make(chan struct{}, 1)
+	var beating sync.WaitGroup
+	defer func() {
+		stopBeats()
+		beating.Wait()
+	}()
+	beating.Add(1)
+	go func() {
+		defer beating.Done()
+		w.heartbeats(bctx, lease, h, beats, doubts)
+	}()
 	for {
-		info := queue.HostInfo{Host: w.opts.Host, Instance: w.opts.Instance, Version: w.opts.Version,
-			StartedAt: started, LastSeen: time.Now(), RestoreGuard: w.restoreGuard(),
-			PostgresUnreachable: w.pg.outage()}
-		w.mu.Lock()
-		if w.current != nil {
-			id := w.current.id
-			info.CurrentOrder = &id
-		}
-		w.mu.Unlock()
-		if err := lease.Beat(ctx, info); err != nil && ctx.Err() == nil {
-			if errors.Is(err, queue.ErrNotHolder) {
-				h.set(leaseLapsed) // until the renewal's verdict
-				renewNow = !renewedNow
-			}
-			w.opts.Metrics.LeaseFailed(w.opts.Host, metrics.LeaseHeartbeat)
-			w.logger.Warn("heartbeat", "error", err)
-		}
 		if time.Since(time.Unix(0, touched.Load())) > w.opts.TouchEvery && touching.CompareAndSwap(false, true) {
 			touches.Add(1)
 			go func() {
@@ -698,20 +697,27 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 			fit()
 			checked = time.Now()
 		}
-		if renewNow && ctx.Err() == nil {
-			renewNow, renewedNow = false, true
-		} else {
-			renewedNow = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
+			case beats <- struct{}{}:
+			default: // the last one asked for is not written yet
 			}
+		case <-doubts:
 		}
+		// A doubt found before this renewal is sent is answered by its
+		// verdict: one renewal for it, not two.
+		select {
+		case <-doubts:
+		default:
+		}
+		doubted := h.doubted()
 		retaken, err := lease.Renew(ctx)
 		if err == nil {
 			h.renewal(lease.Written())
-			h.set(leaseHeld)
+			h.settled(doubted)
 		}
 		if retaken {
 			w.logger.Warn("host lease had lapsed (a pause or a partition longer than nats.lease_ttl); nobody took it, taken again")

@@ -37,11 +37,19 @@ type contact struct {
 }
 
 // contactProbes are the prober's timings for a lease: a probe every
-// lease/8 (50 ms to 1 s), answered within lease/4 or taken for a
-// silence. A silence shorter than lease/4 cannot by itself lapse a lease
-// renewed every third of it.
+// lease/8 (50 ms to 1 s), answered within lease/2 or taken for a
+// silence. A silence shorter than lease/2 cannot by itself lapse a lease
+// renewed every third of it: its last renewal before the silence is at
+// most a third of a lease old as it begins, so less than five sixths at
+// its end, and the standby, which saw no renewal during it either, is
+// not due for as long. The bound was lease/4: a standby whose round
+// trip to the server passed it (0.6 s under a lease of 2 s: a loaded
+// machine, a distant network) took every answer for a silence and never
+// took a host, not even a dead holder's
+// (TestStandbyWithASlowRoundTripTakesADeadHoldersHost; TestFaultsFleet
+// under load, docs/decisions.md, hF25).
 func contactProbes(lease time.Duration) (every, slow time.Duration) {
-	return min(max(lease/8, 50*time.Millisecond), time.Second), max(lease/4, 50*time.Millisecond)
+	return min(max(lease/8, 50*time.Millisecond), time.Second), max(lease/2, 50*time.Millisecond)
 }
 
 // probeContact sends the server a ping every so often until ctx ends

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -343,18 +344,25 @@ func (q *Queue) serverNow(ctx context.Context) time.Time {
 // Lease is a worker's exclusive claim on a host id. At most one worker per
 // host consumes its orders; a second one waits as a standby until the lease
 // is released or expires (DESIGN §2.3).
+//
+// Renew and Beat may run at the same time, each in a goroutine of its
+// own (the worker renews beside its heartbeat, not behind it); nothing
+// else may.
 type Lease struct {
 	q        *Queue
 	key      string
 	host     string
 	instance string
-	k        MarkKey   // the host's key, which signs what it writes; nil: none
-	rev      uint64    // the lease key's revision, from its last renewal
-	written  time.Time // when the last write the server took was sent (Written)
-	beat     uint64    // the revision of this lease's last heartbeat; 0 for none
-	freed    string    // how the key was found free (Freed)
-	lapsed   func()    // OnLapse's
-	lost     int       // take-backs past the lease beaten in a row (retake)
+	k        MarkKey // the host's key, which signs what it writes; nil: none
+	// mu guards rev against Beat's read; Renew's goroutine, the only
+	// writer, reads it without.
+	mu      sync.Mutex
+	rev     uint64    // the lease key's revision, from its last renewal
+	written time.Time // when the last write the server took was sent (Written)
+	beat    uint64    // the revision of this lease's last heartbeat; 0 for none
+	freed   string    // how the key was found free (Freed)
+	lapsed  func()    // OnLapse's
+	lost    int       // take-backs past the lease beaten in a row (retake)
 	// owners is CheckOwner's: where the host's takeovers are recorded;
 	// nil: no take-back by put.
 	owners Owners
@@ -449,6 +457,15 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		seen.signed, seen.counted = kn.learned.has(knowsSigned), kn.learned.has(knowsCounted)
 	}
 	seen.held = kn.learned.has(knowsHeld)
+	// The worker could not read the host's owner before this wait: each
+	// take reads it (readOwner), and an absent key found while it names
+	// another instance is left to that one (held, below). For this wait
+	// only.
+	unread := kn.unread
+	if unread {
+		q.changeLease(host, func(kn *leaseKnown) { kn.unread = false })
+		seen.held = seen.held || owners == nil
+	}
 	// This instance left its value on the key to the host's owner
 	// (yieldToOwner): that value is the owner's to write over, not this
 	// instance's lease left over.
@@ -590,12 +607,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			}
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
-			if k != nil {
-				q.learnLease(host, knowsSigned|knowsCounted) // what it writes
-			}
-			if yielded {
-				q.yielded(host, "")
-			}
+			q.tookLease(host, instance, k)
 			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
 				owners: owners, before: before, beforeRead: owners != nil}
 		}
@@ -671,6 +683,14 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			// the key taken: its own (writeOnDrop).
 			if err := readOwner(); err != nil {
 				return nil, err
+			}
+			if unread && !seen.held && !due && before.Instance != "" && before.Instance != instance {
+				// Owned by another instance, as the worker could not
+				// read before the wait: an absent key may be its live
+				// lease. Judged again as one another instance held.
+				seen.held = true
+				q.learnLease(host, knowsHeld)
+				continue
 			}
 			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
 		}
@@ -1089,7 +1109,8 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	sent := time.Now()
 	rev, err := l.kv().Update(ctx, l.key, l.value(l.rev), l.rev)
 	if err == nil {
-		l.rev, l.written, l.lost = rev, sent, 0
+		l.wrote(rev, sent)
+		l.lost = 0
 		return false, nil
 	}
 	within := l.within(ctx)
@@ -1122,7 +1143,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
-		l.rev, l.written = rev, sent
+		l.wrote(rev, sent)
 		return false, nil
 	case gone:
 		// The key expired or was deleted (a long pause): take it again if
@@ -1130,7 +1151,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		sent := time.Now()
 		rev, cerr := l.retake(ctx, 0)
 		if cerr == nil {
-			l.rev, l.written = rev, sent
+			l.wrote(rev, sent)
 			return true, nil
 		}
 		if errors.Is(cerr, jetstream.ErrKeyExists) {
@@ -1152,7 +1173,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the lease back: %w", perr)
 		}
-		l.rev, l.written = rev, sent
+		l.wrote(rev, sent)
 		return false, nil
 	case unsigned:
 		// Taken back on the revision read, not with a put: past the
@@ -1169,7 +1190,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		}
 		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
 			"host", l.host, "instance", l.instance, "written_as", holder)
-		l.rev, l.written = rev, sent
+		l.wrote(rev, sent)
 		return true, nil
 	case holder != l.instance && within && l.owners != nil:
 		// No take of a live lease is conditioned on its revision: put.
@@ -1182,7 +1203,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("renew lease: %w", err)
 	}
-	l.rev, l.written = rev, sent
+	l.wrote(rev, sent)
 	return false, nil
 }
 
@@ -1231,6 +1252,22 @@ func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64) uint6
 		}
 	}
 	return known
+}
+
+// wrote records a write of the key that the server took, as revision
+// rev, sent at sent.
+func (l *Lease) wrote(rev uint64, sent time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rev, l.written = rev, sent
+}
+
+// renewedRev is the key's revision as of this lease's last write, for
+// Beat, which runs beside Renew.
+func (l *Lease) renewedRev() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rev
 }
 
 // Written is when the last write of the lease key that the server took
@@ -1408,7 +1445,7 @@ func (l *Lease) judgeAndBeat(ctx context.Context, key string, b []byte) (uint64,
 		return 0, err
 	}
 	var h HostInfo
-	if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.rev {
+	if json.Unmarshal(e.Value(), &h) == nil && h.Instance != l.instance && e.Revision() > l.renewedRev() {
 		return 0, fmt.Errorf("heartbeat of host %s not written: %w: %s wrote it after this worker last renewed the lease", l.host, ErrNotHolder, h.Instance)
 	}
 	return l.kv().Update(ctx, key, b, e.Revision())

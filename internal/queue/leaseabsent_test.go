@@ -30,17 +30,21 @@ import (
 // (told: HeldElsewhere, what the worker calls) or from an earlier wait of
 // its own process (learned), leaves the absent key to that holder for a
 // lease, follows its renewals, and takes the host a lease after they
-// stop. A host nobody else held is still taken at once.
+// stop. So does one whose worker could not read PostgreSQL before the
+// wait (OwnerUnread), from the owner it reads before its take. A host
+// nobody else held is still taken at once.
 func TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		k    queue.MarkKey
-		told bool // told by PostgreSQL; else learned in an earlier wait
+		name   string
+		k      queue.MarkKey
+		told   bool // told by PostgreSQL; else learned in an earlier wait
+		unread bool // neither: the owner read before the take says it
 	}{
-		{"signed told", queue.NewMarkKey([]byte("seed of ab1")), true},
-		{"signed learned", queue.NewMarkKey([]byte("seed of ab1")), false},
-		{"unsigned told", nil, true},
-		{"unsigned learned", nil, false},
+		{"signed told", queue.NewMarkKey([]byte("seed of ab1")), true, false},
+		{"signed learned", queue.NewMarkKey([]byte("seed of ab1")), false, false},
+		{"unsigned told", nil, true, false},
+		{"unsigned learned", nil, false, false},
+		{"signed unread", queue.NewMarkKey([]byte("seed of ab1")), false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const ttl = time.Second
@@ -75,9 +79,19 @@ func TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder(t *testing.T) {
 				stopRenewing()
 				wg.Wait()
 			}()
-			if tc.told {
+			asked := 0
+			acquire := func(ctx context.Context, standbyFn func(string)) (*queue.Lease, error) {
+				if tc.unread {
+					return standby.AcquireOwnedLease(ctx, "ab1", "B", tc.k, fixedOwner{"A", &asked}, standbyFn)
+				}
+				return standby.AcquireSignedLease(ctx, "ab1", "B", tc.k, standbyFn)
+			}
+			switch {
+			case tc.told:
 				standby.HeldElsewhere("ab1")
-			} else {
+			case tc.unread:
+				standby.OwnerUnread("ab1")
+			default:
 				// An earlier wait of the standby's process, which saw
 				// the holder renew and ended without the host.
 				wctx, endWait := context.WithCancel(ctx)
@@ -85,7 +99,7 @@ func TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder(t *testing.T) {
 				var once sync.Once
 				ended := make(chan error, 1)
 				go func() {
-					_, err := standby.AcquireSignedLease(wctx, "ab1", "B", tc.k, func(string) { once.Do(func() { close(waiting) }) })
+					_, err := acquire(wctx, func(string) { once.Do(func() { close(waiting) }) })
 					ended <- err
 				}()
 				<-waiting
@@ -123,7 +137,7 @@ func TestStandbyStartingOnAnAbsentKeyLeavesItToItsHolder(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for sctx.Err() == nil {
-					if l, err := standby.AcquireSignedLease(sctx, "ab1", "B", tc.k, nil); err == nil {
+					if l, err := acquire(sctx, nil); err == nil {
 						took <- l
 						return
 					}

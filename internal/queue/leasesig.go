@@ -215,6 +215,9 @@ type leaseKnown struct {
 	// yielded: the instance of this process that left its value on the
 	// key to the host's owner (Queue.yielded); "" for none.
 	yielded string
+	// unread: the host's owner could not be read before the next wait
+	// (OwnerUnread); that wait's own read of it decides.
+	unread bool
 }
 
 // leaseFacts is what this process learned of a host's lease, facts that
@@ -239,7 +242,8 @@ const (
 	// knowsHeld: another instance held the host's lease lately
 	// (HeldElsewhere, or a value of another instance honoured): a key
 	// found absent may be its live lease, gone from the server's store
-	// (absentUnseen).
+	// (absentUnseen). This process's own take of the lease forgets it
+	// (tookLease): the last holder it knows of is then itself.
 	knowsHeld
 )
 
@@ -269,6 +273,40 @@ func (q *Queue) changeLease(host string, change func(*leaseKnown)) {
 // learnLease records the facts f learned of host's lease.
 func (q *Queue) learnLease(host string, f leaseFacts) {
 	q.changeLease(host, func(k *leaseKnown) { k.learned |= f })
+}
+
+// tookLease records that instance, of this process, took host's lease,
+// signed with k (nil: none): what it writes is signed and counted; the
+// last holder this process knows of is itself, not one it saw before
+// (knowsHeld), so that a key found absent after its tenure (its release
+// refused or unanswered, and its last renewal expired) is its own, not
+// another's live lease: a worker of a host with a standby, which had
+// once waited for the other, left its own expired key to "another"
+// holder for a lease after every tenure whose release did not take
+// (TestFaultsFleet, docs/decisions.md, hF25;
+// TestWorkerTakesItsOwnExpiredLeaseAtOnce). A value this instance left
+// on the key to the host's owner (yielded) is its own again.
+func (q *Queue) tookLease(host, instance string, k MarkKey) {
+	q.changeLease(host, func(kn *leaseKnown) {
+		if k != nil {
+			kn.learned |= knowsSigned | knowsCounted
+		}
+		kn.learned &^= knowsHeld
+		if kn.yielded == instance {
+			kn.yielded = ""
+		}
+	})
+}
+
+// OwnerUnread records that the worker could not read host's owner
+// before its next wait (PostgreSQL did not answer in time): rather than
+// guess that another instance owns it, the wait judges a key it finds
+// absent by the owner it reads before its take (AcquireOwnedLease). The
+// guess left a worker's own expired key to "another" holder for a lease
+// (TestFaultsFleet, docs/decisions.md, hF25). Without owners to read,
+// the wait takes the owner to be another, as the guess did.
+func (q *Queue) OwnerUnread(host string) {
+	q.changeLease(host, func(kn *leaseKnown) { kn.unread = true })
 }
 
 // HeldElsewhere records that another worker instance held host's lease

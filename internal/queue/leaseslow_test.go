@@ -114,3 +114,40 @@ func testForgerFasterThanTheRoundTrip(t *testing.T, lives bool) {
 		t.Fatalf("the standby did not take the host within 12 leases of its holder's end, under a forger writing faster than its round trip")
 	}
 }
+
+// TestStandbyWithASlowRoundTripTakesADeadHoldersHost: a standby whose
+// round trip to the server is 0.6 s (a path that delays everything by
+// 300 ms each way, as a loaded machine or a distant network does) under
+// a lease of 2 s counted every probe of its contact with the server as
+// a silence (not answered within lease/4, 0.5 s), though the server
+// answered each, and took nothing, not even the host of a holder that
+// had stopped renewing, for as long as the path stayed slow
+// (docs/decisions.md, hF25: a worker never took a fresh host in 60 s).
+// A probe counts as a silence from lease/2 on, which no holder renewing
+// every third of the lease can lapse in: the standby takes the host a
+// lease after its holder's end.
+func TestStandbyWithASlowRoundTripTakesADeadHoldersHost(t *testing.T) {
+	const ttl = 2 * time.Second
+	ctx := testenv.Context(t)
+	url := testenv.NATS(t)
+	slow := testenv.SlowPath(t, strings.TrimPrefix(url, "nats://"), 300*time.Millisecond)
+	holder := testenv.Queue(t, url, "holder", queue.Options{LeaseTTL: ttl})
+	standby := testenv.Queue(t, "nats://"+slow, "standby", queue.Options{LeaseTTL: ttl})
+	// The holder takes the lease and dies: no renewal, no release.
+	if _, err := holder.AcquireLease(ctx, "r9", "A", nil); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 15*ttl)
+	defer cancel()
+	var err error
+	for tctx.Err() == nil {
+		// A try that finds the server silent fails; the worker tries
+		// again, as here.
+		var l *queue.Lease
+		if l, err = standby.AcquireLease(tctx, "r9", "B", nil); err == nil {
+			t.Logf("the standby took the host (freed %q)", l.Freed())
+			return
+		}
+	}
+	t.Fatalf("the standby, its round trip 0.6 s, did not take the host of a dead holder within 15 leases: %v", err)
+}

@@ -135,7 +135,7 @@ func (l *Lease) takenWhileFree(ctx context.Context, renewErr error) (bool, error
 		l.q.logger().Error("the host lease had lapsed and was written by another NATS credential than this host's: taken back",
 			"host", l.host, "instance", l.instance, "written_as", r.instance)
 	}
-	l.rev, l.written = rev, sent
+	l.wrote(rev, sent)
 	return true, nil
 }
 
@@ -165,7 +165,8 @@ func (l *Lease) keepOwned(ctx context.Context, read uint64, holder string) (bool
 	}
 	l.q.logger().Error("the host lease was written over by another worker instance of this host while this worker holds it and owns the host (PostgreSQL's hosts.owner): taken back; the other's claims are refused",
 		"host", l.host, "instance", l.instance, "written_as", holder)
-	l.rev, l.written, l.lost = rev, sent, 0
+	l.wrote(rev, sent)
+	l.lost = 0
 	return false, nil
 }
 
