@@ -226,11 +226,23 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 		defer stop()
 		events = ch
 	}
-	stored, err := s.Intake.Submit(ctx, p, o)
+	if wait <= 0 {
+		stored, err := s.Intake.Submit(ctx, p, o)
+		if err != nil {
+			return nil, notQueued(err)
+		}
+		return stored, nil
+	}
+	stored, mark, err := s.Intake.SubmitAwaited(ctx, p, o)
 	if err != nil {
 		return nil, notQueued(err)
 	}
-	return s.awaitStored(ctx, o, stored, events, wait, read)
+	// The wait reads the order; one it read past queued had its publish
+	// mark deleted by the claim. Any other end of the wait (its deadline,
+	// a client gone, a failed read) leaves the mark to the intake's batch.
+	final, err := s.awaitStored(ctx, o, stored, events, wait, read)
+	mark.Settle(err == nil && final != nil && final.Status != order.StatusQueued)
+	return final, err
 }
 
 // replayedHeader says of a REST answer that it is the order an earlier

@@ -84,3 +84,54 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 		t.Errorf("%d publish marks left of %d orders, want none", left, len(waited)+1)
 	}
 }
+
+// TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete: a waited
+// order that outlives the batch's wait (50 ms in production, and here)
+// sent a DELETE of its publish mark while its wait went on, though its
+// claim had deleted the mark; the waiter now settles the mark when its
+// wait ends (intake.Mark), so a run of such orders sends none for them.
+// A wait that ends with its order still queued (no worker serves
+// marks-none) leaves the mark to the batch, which deletes it.
+func TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete(t *testing.T) {
+	counter := &markCounter{}
+	e := newAPIEnv(t, envOptions{hosts: []string{"marks-2"}, markEvery: 50 * time.Millisecond,
+		intakeStore: func(s intake.Store) intake.Store { counter.Store = s; return counter }})
+	ctx := testenv.Context(t)
+
+	var waited []uuid.UUID
+	for range 4 {
+		o := e.submit("alice", map[string]any{"host": "marks-2", "command": "sleep", "args": []string{"0.3"}}, "?wait=20", http.StatusOK)
+		if o.Status != order.StatusSucceeded {
+			t.Fatalf("order %s is %s", o.ID, o.Status)
+		}
+		waited = append(waited, o.ID)
+	}
+	queued := e.submit("alice", map[string]any{"host": "marks-none", "command": "true"}, "?wait=0.2", http.StatusAccepted)
+	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
+		for _, b := range counter.sent() {
+			if slices.Contains(b, queued.ID) {
+				return true
+			}
+		}
+		return false
+	})
+	sent := 0
+	for _, b := range counter.sent() {
+		for _, id := range waited {
+			if slices.Contains(b, id) {
+				sent++
+			}
+		}
+	}
+	if sent > 0 {
+		t.Errorf("the intake's DELETEs of publish marks named %d of %d orders whose waits read them finished, want none", sent, len(waited))
+	}
+	var left int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM unpublished WHERE id = ANY($1)`,
+		append(slices.Clone(waited), queued.ID)).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d publish marks left of %d orders, want none", left, len(waited)+1)
+	}
+}

@@ -154,3 +154,27 @@ func (s *Service) LeftQueue(id uuid.UUID) {
 		s.cleared()
 	}
 }
+
+// Mark is the publish mark of an order SubmitAwaited published, held by
+// the caller that waits for the order.
+type Mark struct {
+	s  *Service
+	id uuid.UUID
+}
+
+// Settle ends the caller's hold of the mark, once, when its wait ends:
+// left says that a read of the wait found the order past queued, so its
+// claim (or its end while queued) deleted the mark, which counts as
+// cleared as LeftQueue's does; otherwise the mark is held for the next
+// batch's DELETE, as Submit holds it. Settle on a nil Mark does nothing.
+func (m *Mark) Settle(left bool) {
+	if m == nil || m.id == uuid.Nil {
+		return
+	}
+	if left {
+		m.s.cleared()
+	} else {
+		m.s.published.add(m.id)
+	}
+	m.id = uuid.Nil
+}
