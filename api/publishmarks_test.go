@@ -37,6 +37,40 @@ func (c *markCounter) sent() [][]uuid.UUID {
 	return slices.Clone(c.batches)
 }
 
+// named counts the DELETEs' names of ids, one per id in each DELETE.
+func (c *markCounter) named(ids []uuid.UUID) int {
+	n := 0
+	for _, b := range c.sent() {
+		for _, id := range ids {
+			if slices.Contains(b, id) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// awaitBatchOf waits for a DELETE of the intake's batch to name the mark
+// of queued, an order nobody claims.
+func (c *markCounter) awaitBatchOf(t *testing.T, queued uuid.UUID) {
+	t.Helper()
+	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
+		return c.named([]uuid.UUID{queued}) > 0
+	})
+}
+
+// noMarksLeft fails t when PostgreSQL still holds a publish mark of ids.
+func noMarksLeft(t *testing.T, e *apiEnv, ids []uuid.UUID) {
+	t.Helper()
+	var left int
+	if err := e.pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM unpublished WHERE id = ANY($1)`, ids).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d publish marks left of %d orders, want none", left, len(ids))
+	}
+}
+
 // TestWaitedOrdersNeedNoPublishMarkDelete: an order whose wait read it
 // claimed leaves the intake's batched DELETE of publish marks (its claim
 // deleted the mark), so a run of synchronous orders sends no DELETE for
@@ -47,7 +81,6 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 	counter := &markCounter{}
 	e := newAPIEnv(t, envOptions{hosts: []string{"marks-1"}, markEvery: 3 * time.Second,
 		intakeStore: func(s intake.Store) intake.Store { counter.Store = s; return counter }})
-	ctx := testenv.Context(t)
 
 	var waited []uuid.UUID
 	for range 5 {
@@ -60,14 +93,7 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 	// No worker serves marks-none: its order stays queued, and its mark
 	// goes with the batch.
 	queued := e.submit("alice", map[string]any{"host": "marks-none", "command": "true"}, "", http.StatusAccepted)
-	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
-		for _, b := range counter.sent() {
-			if slices.Contains(b, queued.ID) {
-				return true
-			}
-		}
-		return false
-	})
+	counter.awaitBatchOf(t, queued.ID)
 	for i, b := range counter.sent() {
 		for _, id := range waited {
 			if slices.Contains(b, id) {
@@ -75,14 +101,7 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 			}
 		}
 	}
-	var left int
-	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM unpublished WHERE id = ANY($1)`,
-		append(slices.Clone(waited), queued.ID)).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left != 0 {
-		t.Errorf("%d publish marks left of %d orders, want none", left, len(waited)+1)
-	}
+	noMarksLeft(t, e, append(slices.Clone(waited), queued.ID))
 }
 
 // TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete: a waited
@@ -96,7 +115,6 @@ func TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete(t *testing.T) {
 	counter := &markCounter{}
 	e := newAPIEnv(t, envOptions{hosts: []string{"marks-2"}, markEvery: 50 * time.Millisecond,
 		intakeStore: func(s intake.Store) intake.Store { counter.Store = s; return counter }})
-	ctx := testenv.Context(t)
 
 	var waited []uuid.UUID
 	for range 4 {
@@ -107,31 +125,9 @@ func TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete(t *testing.T) {
 		waited = append(waited, o.ID)
 	}
 	queued := e.submit("alice", map[string]any{"host": "marks-none", "command": "true"}, "?wait=0.2", http.StatusAccepted)
-	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
-		for _, b := range counter.sent() {
-			if slices.Contains(b, queued.ID) {
-				return true
-			}
-		}
-		return false
-	})
-	sent := 0
-	for _, b := range counter.sent() {
-		for _, id := range waited {
-			if slices.Contains(b, id) {
-				sent++
-			}
-		}
-	}
-	if sent > 0 {
+	counter.awaitBatchOf(t, queued.ID)
+	if sent := counter.named(waited); sent > 0 {
 		t.Errorf("the intake's DELETEs of publish marks named %d of %d orders whose waits read them finished, want none", sent, len(waited))
 	}
-	var left int
-	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM unpublished WHERE id = ANY($1)`,
-		append(slices.Clone(waited), queued.ID)).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left != 0 {
-		t.Errorf("%d publish marks left of %d orders, want none", left, len(waited)+1)
-	}
+	noMarksLeft(t, e, append(slices.Clone(waited), queued.ID))
 }
