@@ -166,9 +166,9 @@ type Mark struct {
 // left says that a read of the wait found the order past queued, so its
 // claim (or its end while queued) deleted the mark, which counts as
 // cleared as LeftQueue's does; otherwise the mark is held for the next
-// batch's DELETE, as Submit holds it. Settle on a nil Mark does nothing.
+// batch's DELETE, as Submit holds it. Settle on a zero Mark does nothing.
 func (m *Mark) Settle(left bool) {
-	if m == nil || m.id == uuid.Nil {
+	if m.id == uuid.Nil {
 		return
 	}
 	if left {

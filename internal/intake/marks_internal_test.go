@@ -155,7 +155,7 @@ func TestLeftQueueDropsTheMarkAndCountsItCleared(t *testing.T) {
 // TestAwaitedMarkIsSettledOnce: a mark its waiter read as past queued
 // counts as cleared for the restore guard and is never held for a
 // DELETE; one its waiter did not read so is held as Submit holds it;
-// either settles once, and a nil Mark (nothing published) does nothing.
+// either settles once, and a zero Mark (nothing published) does nothing.
 func TestAwaitedMarkIsSettledOnce(t *testing.T) {
 	s := &Service{}
 	left := &Mark{s: s, id: uuid.New()}
@@ -180,6 +180,9 @@ func TestAwaitedMarkIsSettledOnce(t *testing.T) {
 	if held := s.published.take(markBacklog); len(held) != 1 || held[0] != want {
 		t.Fatalf("marks held %v, want only %s", held, want)
 	}
-	var none *Mark
+	var none Mark
 	none.Settle(true)
+	if s.restore.dirty.Load() {
+		t.Fatal("a zero Mark counted as cleared")
+	}
 }
