@@ -191,8 +191,8 @@ func (s *Service) Submit(ctx context.Context, p auth.Principal, o *order.Order) 
 
 // SubmitAwaited is Submit for a caller that waits for the order it sends
 // (?wait): the publish mark of the order it publishes is the caller's to
-// settle (Mark.Settle) once its wait has read the order, instead of being
-// held at once for the next batch's DELETE. A synchronous order is
+// settle (Mark.Settle) as its wait reads the order, instead of being held
+// at once for the next batch's DELETE. A synchronous order is
 // claimed within milliseconds, and the claim deletes its mark: held, it
 // armed the batch's timer for every order (a wake-up of the runtime's
 // poller), and an order that outlived the batch's wait sent a DELETE that

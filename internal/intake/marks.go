@@ -162,13 +162,15 @@ type Mark struct {
 	id uuid.UUID
 }
 
-// Settle ends the caller's hold of the mark, once, when its wait ends:
-// left says that a read of the wait found the order past queued, so its
-// claim (or its end while queued) deleted the mark, which counts as
-// cleared as LeftQueue's does; otherwise the mark is held for the next
-// batch's DELETE, as Submit holds it. Settle on a zero Mark does nothing.
+// Settle ends the caller's hold of the mark, once: with left, when its
+// wait first reads the order past queued (its claim, or its end while
+// queued, deleted the mark), which counts as cleared at the moment
+// LeftQueue's drop did; without, when the wait ended without such a
+// read, and the mark is then held for the next batch's DELETE, as Submit
+// holds it. Settle on a nil or zero Mark does
+// nothing.
 func (m *Mark) Settle(left bool) {
-	if m.id == uuid.Nil {
+	if m == nil || m.id == uuid.Nil {
 		return
 	}
 	if left {
