@@ -245,8 +245,9 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		if err == nil && o.Status != order.StatusQueued && !told {
 			// Claimed (or ended while queued): its publish mark needs no
 			// DELETE from this process's next batch.
-			s.Intake.LeftQueue(id)
-			mark.Settle(true)
+			if !mark.Settle(true) {
+				s.Intake.LeftQueue(id)
+			}
 			told = true
 		}
 		switch {

@@ -167,11 +167,11 @@ type Mark struct {
 // queued, deleted the mark), which counts as cleared at the moment
 // LeftQueue's drop did; without, when the wait ended without such a
 // read, and the mark is then held for the next batch's DELETE, as Submit
-// holds it. Settle on a nil or zero Mark does
-// nothing.
-func (m *Mark) Settle(left bool) {
+// holds it. It reports whether there was a mark to settle: a nil or zero
+// Mark, or one settled before, has none.
+func (m *Mark) Settle(left bool) bool {
 	if m == nil || m.id == uuid.Nil {
-		return
+		return false
 	}
 	if left {
 		m.s.cleared()
@@ -179,4 +179,5 @@ func (m *Mark) Settle(left bool) {
 		m.s.published.add(m.id)
 	}
 	m.id = uuid.Nil
+	return true
 }

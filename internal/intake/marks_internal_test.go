@@ -159,8 +159,9 @@ func TestLeftQueueDropsTheMarkAndCountsItCleared(t *testing.T) {
 func TestAwaitedMarkIsSettledOnce(t *testing.T) {
 	s := &Service{}
 	left := &Mark{s: s, id: uuid.New()}
-	left.Settle(true)
-	left.Settle(false)
+	if !left.Settle(true) || left.Settle(false) {
+		t.Fatal("a mark settled other than once")
+	}
 	if !s.restore.dirty.Load() {
 		t.Fatal("a mark its waiter read past queued did not count as cleared")
 	}
@@ -181,7 +182,9 @@ func TestAwaitedMarkIsSettledOnce(t *testing.T) {
 		t.Fatalf("marks held %v, want only %s", held, want)
 	}
 	var none Mark
-	none.Settle(true)
+	if none.Settle(true) {
+		t.Fatal("a zero Mark had a mark to settle")
+	}
 	if s.restore.dirty.Load() {
 		t.Fatal("a zero Mark counted as cleared")
 	}
