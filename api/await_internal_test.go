@@ -26,7 +26,7 @@ func TestAwaitFinishAllocations(t *testing.T) {
 	ctx := context.Background()
 	n := testing.AllocsPerRun(200, func() {
 		events <- queue.Event{OrderID: id, Status: "succeeded"}
-		if o, _ := s.awaitFinish(ctx, id, events, 10*time.Second, read); o != done {
+		if o, _ := s.awaitFinish(ctx, id, events, 10*time.Second, read, nil); o != done {
 			t.Fatalf("got %+v", o)
 		}
 	})
@@ -51,12 +51,12 @@ func TestAwaitFinishPollsAndExpires(t *testing.T) {
 		}
 	}
 	// Finished at the second poll, within the wait.
-	if o, _ := s.awaitFinish(t.Context(), id, nil, 30*time.Second, read(order.StatusSucceeded, 2)); o == nil || o.Status != order.StatusSucceeded || reads.Load() != 2 {
+	if o, _ := s.awaitFinish(t.Context(), id, nil, 30*time.Second, read(order.StatusSucceeded, 2), nil); o == nil || o.Status != order.StatusSucceeded || reads.Load() != 2 {
 		t.Fatalf("polled: %+v after %d reads, want succeeded after 2", o, reads.Load())
 	}
 	// Still running at the deadline: answered as it is, read once.
 	reads.Store(0)
-	if o, _ := s.awaitFinish(t.Context(), id, nil, 300*time.Millisecond, read(order.StatusSucceeded, 100)); o == nil || o.Status != order.StatusRunning || reads.Load() != 1 {
+	if o, _ := s.awaitFinish(t.Context(), id, nil, 300*time.Millisecond, read(order.StatusSucceeded, 100), nil); o == nil || o.Status != order.StatusRunning || reads.Load() != 1 {
 		t.Fatalf("expired: %+v after %d reads, want running after 1", o, reads.Load())
 	}
 	// A started event does not end the wait; the finished one does.
@@ -64,13 +64,13 @@ func TestAwaitFinishPollsAndExpires(t *testing.T) {
 	events := make(chan queue.Event, 2)
 	events <- queue.Event{OrderID: id, Status: "running"}
 	events <- queue.Event{OrderID: id, Status: "failed"}
-	if o, _ := s.awaitFinish(t.Context(), id, events, 30*time.Second, read(order.StatusFailed, 1)); o == nil || o.Status != order.StatusFailed || reads.Load() != 1 {
+	if o, _ := s.awaitFinish(t.Context(), id, events, 30*time.Second, read(order.StatusFailed, 1), nil); o == nil || o.Status != order.StatusFailed || reads.Load() != 1 {
 		t.Fatalf("events: %+v after %d reads, want failed after 1", o, reads.Load())
 	}
 	// The client went away.
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if o, _ := s.awaitFinish(ctx, id, nil, 30*time.Second, read(order.StatusSucceeded, 100)); o != nil {
+	if o, _ := s.awaitFinish(ctx, id, nil, 30*time.Second, read(order.StatusSucceeded, 100), nil); o != nil {
 		t.Fatalf("canceled: %+v, want nothing", o)
 	}
 }
@@ -92,11 +92,11 @@ func TestAwaitFinishOutlastsAFailedRead(t *testing.T) {
 	}
 	events := make(chan queue.Event, 1)
 	events <- queue.Event{OrderID: id, Status: "succeeded"}
-	if o, _ := s.awaitFinish(t.Context(), id, events, 30*time.Second, read); o == nil || o.Status != order.StatusSucceeded || reads.Load() != 2 {
+	if o, _ := s.awaitFinish(t.Context(), id, events, 30*time.Second, read, nil); o == nil || o.Status != order.StatusSucceeded || reads.Load() != 2 {
 		t.Fatalf("got %+v after %d reads, want succeeded after 2 (the first failed)", o, reads.Load())
 	}
 	failing := func(context.Context, uuid.UUID) (*order.Order, error) { return nil, errors.New("connection refused") }
-	if o, _ := s.awaitFinish(t.Context(), id, nil, 300*time.Millisecond, failing); o != nil {
+	if o, _ := s.awaitFinish(t.Context(), id, nil, 300*time.Millisecond, failing, nil); o != nil {
 		t.Fatalf("a read failing up to the deadline: %+v, want nothing", o)
 	}
 }

@@ -226,11 +226,22 @@ func (s *Server) submitOrder(ctx context.Context, p auth.Principal, o *order.Ord
 		defer stop()
 		events = ch
 	}
-	stored, err := s.Intake.Submit(ctx, p, o)
+	if wait <= 0 {
+		stored, err := s.Intake.Submit(ctx, p, o)
+		if err != nil {
+			return nil, notQueued(err)
+		}
+		return stored, nil
+	}
+	stored, mark, err := s.Intake.SubmitAwaited(ctx, p, o)
 	if err != nil {
 		return nil, notQueued(err)
 	}
-	return s.awaitStored(ctx, o, stored, events, wait, read)
+	// The wait settles the publish mark when it first reads the order past
+	// queued (the claim deleted it); a wait that never did (its deadline,
+	// a client gone, failed reads) leaves the mark to the intake's batch.
+	defer mark.Settle(false)
+	return s.awaitStored(ctx, o, stored, events, wait, read, &mark)
 }
 
 // replayedHeader says of a REST answer that it is the order an earlier
@@ -278,13 +289,15 @@ func (s *Server) recordedOrder(ctx context.Context, p auth.Principal, o *order.O
 		}
 		defer release()
 	}
-	return s.awaitStored(ctx, o, stored, nil, wait, read)
+	return s.awaitStored(ctx, o, stored, nil, wait, read, nil)
 }
 
 // awaitStored waits up to wait for stored, the order a submission of o
 // recorded or found by its key, to finish; events are o's when the
-// caller subscribed to them before the submission.
-func (s *Server) awaitStored(ctx context.Context, o, stored *order.Order, events <-chan queue.Event, wait time.Duration, read readOrder) (*order.Order, error) {
+// caller subscribed to them before the submission; mark, when not nil,
+// is the publish mark its wait settles (awaitFinish).
+func (s *Server) awaitStored(ctx context.Context, o, stored *order.Order, events <-chan queue.Event, wait time.Duration, read readOrder,
+	mark *intake.Mark) (*order.Order, error) {
 	if wait > 0 && !stored.Status.Terminal() {
 		if stored.ID != o.ID {
 			// A repeated Idempotency-Key is the first order (InsertOrder
@@ -297,7 +310,7 @@ func (s *Server) awaitStored(ctx context.Context, o, stored *order.Order, events
 			defer stop()
 			events = ch
 		}
-		f, err := s.awaitFinish(ctx, stored.ID, events, wait, read)
+		f, err := s.awaitFinish(ctx, stored.ID, events, wait, read, mark)
 		if err != nil {
 			return nil, err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderly-run/orderly/internal/intake"
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
@@ -206,8 +207,10 @@ func recordedAnswer(o *order.Order, err error) error {
 // one that stopped working ends it with errCredentialGone. The first read
 // that finds the order past queued tells the intake (LeftQueue), whose
 // batched DELETE of publish marks then skips it (docs/benchmarks.md, the
-// thirty-second round).
-func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder) (*order.Order, error) {
+// thirty-second round), or, for the order of a submission that holds its
+// mark (intake.SubmitAwaited), settles mark (the thirty-sixth round).
+func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder,
+	mark *intake.Mark) (*order.Order, error) {
 	const poll = time.Second
 	start := time.Now()
 	deadline, checked := start.Add(wait), start
@@ -242,7 +245,9 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		if err == nil && o.Status != order.StatusQueued && !told {
 			// Claimed (or ended while queued): its publish mark needs no
 			// DELETE from this process's next batch.
-			s.Intake.LeftQueue(id)
+			if !mark.Settle(true) {
+				s.Intake.LeftQueue(id)
+			}
 			told = true
 		}
 		switch {

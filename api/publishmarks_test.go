@@ -37,6 +37,40 @@ func (c *markCounter) sent() [][]uuid.UUID {
 	return slices.Clone(c.batches)
 }
 
+// named counts the DELETEs' names of ids, one per id in each DELETE.
+func (c *markCounter) named(ids []uuid.UUID) int {
+	n := 0
+	for _, b := range c.sent() {
+		for _, id := range ids {
+			if slices.Contains(b, id) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// awaitBatchOf waits for a DELETE of the intake's batch to name the mark
+// of queued, an order nobody claims.
+func (c *markCounter) awaitBatchOf(t *testing.T, queued uuid.UUID) {
+	t.Helper()
+	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
+		return c.named([]uuid.UUID{queued}) > 0
+	})
+}
+
+// noMarksLeft fails t when PostgreSQL still holds a publish mark of ids.
+func noMarksLeft(t *testing.T, e *apiEnv, ids []uuid.UUID) {
+	t.Helper()
+	var left int
+	if err := e.pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM unpublished WHERE id = ANY($1)`, ids).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d publish marks left of %d orders, want none", left, len(ids))
+	}
+}
+
 // TestWaitedOrdersNeedNoPublishMarkDelete: an order whose wait read it
 // claimed leaves the intake's batched DELETE of publish marks (its claim
 // deleted the mark), so a run of synchronous orders sends no DELETE for
@@ -47,7 +81,6 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 	counter := &markCounter{}
 	e := newAPIEnv(t, envOptions{hosts: []string{"marks-1"}, markEvery: 3 * time.Second,
 		intakeStore: func(s intake.Store) intake.Store { counter.Store = s; return counter }})
-	ctx := testenv.Context(t)
 
 	var waited []uuid.UUID
 	for range 5 {
@@ -60,14 +93,7 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 	// No worker serves marks-none: its order stays queued, and its mark
 	// goes with the batch.
 	queued := e.submit("alice", map[string]any{"host": "marks-none", "command": "true"}, "", http.StatusAccepted)
-	testenv.WaitUntil(t, 30*time.Second, "the queued order's mark deleted by the intake's batch", func() bool {
-		for _, b := range counter.sent() {
-			if slices.Contains(b, queued.ID) {
-				return true
-			}
-		}
-		return false
-	})
+	counter.awaitBatchOf(t, queued.ID)
 	for i, b := range counter.sent() {
 		for _, id := range waited {
 			if slices.Contains(b, id) {
@@ -75,12 +101,33 @@ func TestWaitedOrdersNeedNoPublishMarkDelete(t *testing.T) {
 			}
 		}
 	}
-	var left int
-	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM unpublished WHERE id = ANY($1)`,
-		append(slices.Clone(waited), queued.ID)).Scan(&left); err != nil {
-		t.Fatal(err)
+	noMarksLeft(t, e, append(slices.Clone(waited), queued.ID))
+}
+
+// TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete: a waited
+// order that outlives the batch's wait (50 ms in production, and here)
+// sent a DELETE of its publish mark while its wait went on, though its
+// claim had deleted the mark; the waiter now settles the mark when its
+// wait ends (intake.Mark), so a run of such orders sends none for them.
+// A wait that ends with its order still queued (no worker serves
+// marks-none) leaves the mark to the batch, which deletes it.
+func TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete(t *testing.T) {
+	counter := &markCounter{}
+	e := newAPIEnv(t, envOptions{hosts: []string{"marks-2"}, markEvery: 50 * time.Millisecond,
+		intakeStore: func(s intake.Store) intake.Store { counter.Store = s; return counter }})
+
+	var waited []uuid.UUID
+	for range 4 {
+		o := e.submit("alice", map[string]any{"host": "marks-2", "command": "sleep", "args": []string{"0.3"}}, "?wait=20", http.StatusOK)
+		if o.Status != order.StatusSucceeded {
+			t.Fatalf("order %s is %s", o.ID, o.Status)
+		}
+		waited = append(waited, o.ID)
 	}
-	if left != 0 {
-		t.Errorf("%d publish marks left of %d orders, want none", left, len(waited)+1)
+	queued := e.submit("alice", map[string]any{"host": "marks-none", "command": "true"}, "?wait=0.2", http.StatusAccepted)
+	counter.awaitBatchOf(t, queued.ID)
+	if sent := counter.named(waited); sent > 0 {
+		t.Errorf("the intake's DELETEs of publish marks named %d of %d orders whose waits read them finished, want none", sent, len(waited))
 	}
+	noMarksLeft(t, e, append(slices.Clone(waited), queued.ID))
 }

@@ -154,3 +154,30 @@ func (s *Service) LeftQueue(id uuid.UUID) {
 		s.cleared()
 	}
 }
+
+// Mark is the publish mark of an order SubmitAwaited published, held by
+// the caller that waits for the order.
+type Mark struct {
+	s  *Service
+	id uuid.UUID
+}
+
+// Settle ends the caller's hold of the mark, once: with left, when its
+// wait first reads the order past queued (its claim, or its end while
+// queued, deleted the mark), which counts as cleared at the moment
+// LeftQueue's drop did; without, when the wait ended without such a
+// read, and the mark is then held for the next batch's DELETE, as Submit
+// holds it. It reports whether there was a mark to settle: a nil or zero
+// Mark, or one settled before, has none.
+func (m *Mark) Settle(left bool) bool {
+	if m == nil || m.id == uuid.Nil {
+		return false
+	}
+	if left {
+		m.s.cleared()
+	} else {
+		m.s.published.add(m.id)
+	}
+	m.id = uuid.Nil
+	return true
+}

@@ -151,3 +151,41 @@ func TestLeftQueueDropsTheMarkAndCountsItCleared(t *testing.T) {
 		t.Fatalf("%d batches sent after a batch's only mark was dropped (want still 1), cleared %v", n, s.restore.dirty.Load())
 	}
 }
+
+// TestAwaitedMarkIsSettledOnce: a mark its waiter read as past queued
+// counts as cleared for the restore guard and is never held for a
+// DELETE; one its waiter did not read so is held as Submit holds it;
+// either settles once, and a zero Mark (nothing published) does nothing.
+func TestAwaitedMarkIsSettledOnce(t *testing.T) {
+	s := &Service{}
+	left := &Mark{s: s, id: uuid.New()}
+	if !left.Settle(true) || left.Settle(false) {
+		t.Fatal("a mark settled other than once")
+	}
+	if !s.restore.dirty.Load() {
+		t.Fatal("a mark its waiter read past queued did not count as cleared")
+	}
+	if held := s.published.take(markBacklog); len(held) != 0 {
+		t.Fatalf("%d marks held after a mark read past queued, want none", len(held))
+	}
+
+	s.restore.dirty.Store(false)
+	queued := &Mark{s: s, id: uuid.New()}
+	want := queued.id
+	queued.Settle(false)
+	queued.Settle(false)
+	queued.Settle(true)
+	if s.restore.dirty.Load() {
+		t.Fatal("a mark its waiter did not read past queued counted as cleared")
+	}
+	if held := s.published.take(markBacklog); len(held) != 1 || held[0] != want {
+		t.Fatalf("marks held %v, want only %s", held, want)
+	}
+	var none Mark
+	if none.Settle(true) {
+		t.Fatal("a zero Mark had a mark to settle")
+	}
+	if s.restore.dirty.Load() {
+		t.Fatal("a zero Mark counted as cleared")
+	}
+}
