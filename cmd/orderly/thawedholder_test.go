@@ -21,17 +21,18 @@ import (
 
 // TestThawedHolderLeavesTheNewHoldersHeartbeat runs two `orderly worker`
 // processes for one host and freezes (SIGSTOP) the holder the moment its
-// lease renewal reaches NATS, before the heartbeat that follows it, until
-// the standby has taken the host over and beaten; then thaws it. The
-// thawed worker wrote that heartbeat over its successor's, so the hosts
-// listing named the wrong worker as the host's; it must stand by instead,
+// lease renewal reaches NATS, with its next heartbeat to come, until the
+// standby has taken the host over and beaten; then thaws it. The thawed
+// worker wrote its heartbeat over its successor's, so the hosts listing
+// named the wrong worker as the host's; it must stand by instead,
 // writing nothing under the host's heartbeat. Roles swap every round.
 //
 // Each worker reaches NATS through its own proxy, which stops the worker
-// when the renewal's bytes pass and only then forwards them: the worker
-// beats only after the renewal's answer, so the freeze always lands
-// between the two. (A freeze sent when a watcher saw the renewal raced
-// the worker's own beat, and on a loaded machine lost all twelve rounds.)
+// when the renewal's bytes pass and only then forwards them. (A freeze
+// sent when a watcher saw the renewal raced the worker's own writes, and
+// on a loaded machine lost all twelve rounds.) Until hC26 the worker beat
+// only after the renewal's answer, so the freeze landed between the two;
+// its heartbeat now has a goroutine of its own.
 // The proxy forwards only once every thread of the worker is stopped: a
 // SIGSTOP stops a process's threads one after another, and on a loaded
 // machine a thread still running read the answer and beat.
@@ -114,15 +115,19 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 	}()
 
 	holder, standby := instA, instB.Instance
-	// A round counts when the holder was stopped between its last renewal
-	// and the beat after it. One whose holder lost its lease in a stall of
-	// its own first (the machine's, not the proxy's: its trigger never
-	// ran, or it beat after that renewal) tests the thawed worker all the
-	// same but not that window, and is not counted.
+	// A round counts when the holder was stopped by its proxy at a
+	// renewal of its live lease. Since the heartbeat is written by a
+	// goroutine of its own, beside the renewals (docs/decisions.md,
+	// hC26), no beat follows a renewal in sequence: the heartbeat of the
+	// renewal's tick mostly reaches the server just before the stop, and
+	// the thawed worker's next one is the write under test. One whose
+	// holder lost its lease in a stall of its own first (the machine's,
+	// not the proxy's: its trigger never ran) tests the thawed worker all
+	// the same but not a live lease's stop, and is not counted.
 	counted := 0
 	for round := 0; counted < 4; round++ {
 		if round == 12 {
-			t.Fatalf("only %d of %d rounds stopped the holder between its renewal and its beat", counted, round)
+			t.Fatalf("only %d of %d rounds stopped the holder at a renewal of its live lease", counted, round)
 		}
 		lw, err := kv.Watch(ctx, "lease."+host, jetstream.UpdatesOnly())
 		if err != nil {
@@ -181,7 +186,7 @@ func TestThawedHolderLeavesTheNewHoldersHeartbeat(t *testing.T) {
 			}
 		}
 		mu.Unlock()
-		if froze && beatBetween == 0 && renewed != 0 {
+		if froze && renewed != 0 {
 			counted++
 		} else {
 			t.Logf("round %d not counted: %s stopped by its proxy %t, renewed at revision %d, beat at %d before %s took over (revision %d)",
