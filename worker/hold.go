@@ -103,10 +103,10 @@ func (h *hold) dispatchable(ctx context.Context) (waited bool, err error) {
 		if h.state.Load() == leaseLost {
 			return waited, errNotHeld
 		}
-		ttl, age := time.Duration(h.ttl.Load()), h.leaseAge()
-		if age < ttl/2 && h.held() {
+		if h.fresh() { // the bound a claim and a start keep too
 			return waited, nil
 		}
+		ttl, age := time.Duration(h.ttl.Load()), h.leaseAge()
 		if age >= ttl {
 			return waited, fmt.Errorf("%w: its last renewal was sent %s ago, past the lease (%s)", errNotHeld, age.Round(time.Millisecond), ttl)
 		}
@@ -182,9 +182,6 @@ func (h *hold) lose(err error) {
 	close(h.changed)
 	h.changed = make(chan struct{})
 }
-
-// held reports whether the lease is held now, without waiting.
-func (h *hold) held() bool { return h == nil || h.state.Load() == leaseHeld }
 
 // fresh reports whether a claim or a start may go ahead at once: the
 // lease held, and its last write the server took sent less than half the
