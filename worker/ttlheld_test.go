@@ -23,19 +23,10 @@ import (
 // keeps its lease throughout, and runs the next order.
 func TestAHeldBucketTTLReadDoesNotLapseTheLease(t *testing.T) {
 	e := newEnv(t)
-	ctx := testenv.Context(t)
 	host := "ttlheld"
 
 	proxy := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	nc, err := queue.Connect("nats://"+proxy.addr(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	wq, err := queue.New(ctx, nc, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wq := proxy.queue(t, 2*time.Second)
 	// Bound, the worker's Queue reads the bucket's info no more but for
 	// its TTL.
 	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
