@@ -208,7 +208,8 @@ func recordedAnswer(o *order.Order, err error) error {
 // that finds the order past queued tells the intake (LeftQueue), whose
 // batched DELETE of publish marks then skips it (docs/benchmarks.md, the
 // thirty-second round), or, for the order of a submission that holds its
-// mark (intake.SubmitAwaited), settles mark (the thirty-sixth round).
+// mark (intake.SubmitAwaited), settles mark (the thirty-sixth round); a
+// read that finds it still queued hands mark to the batch.
 func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder,
 	mark *intake.Mark) (*order.Order, error) {
 	const poll = time.Second
@@ -249,6 +250,15 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 				s.Intake.LeftQueue(id)
 			}
 			told = true
+		}
+		if !told {
+			// Still queued at a poll (or not read): the order waits behind
+			// others, or for a worker, and its mark goes to the intake's
+			// batch now. Held for the whole wait, up to http.max_wait or
+			// compat.vigrid.max_wait, the mark of an order published
+			// fine was republished by the reconciler after its 10 s, and
+			// counted unpublished meanwhile.
+			mark.Settle(false)
 		}
 		switch {
 		case err != nil && (left <= 0 || ctx.Err() != nil):

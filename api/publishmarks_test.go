@@ -1,9 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -130,4 +133,70 @@ func TestWaitedOrdersLongerThanTheBatchNeedNoPublishMarkDelete(t *testing.T) {
 		t.Errorf("the intake's DELETEs of publish marks named %d of %d orders whose waits read them finished, want none", sent, len(waited))
 	}
 	noMarksLeft(t, e, append(slices.Clone(waited), queued.ID))
+}
+
+// noReconcile is the intake's store with no order for the reconciler to
+// republish.
+type noReconcile struct{ intake.Store }
+
+func (noReconcile) Unpublished(context.Context, time.Duration, int) ([]*order.Order, error) {
+	return nil, nil
+}
+
+// TestAWaitedOrderLeftQueuedHasItsMarkDeletedDuringTheWait: the waiter
+// of an order that stays queued (no worker serves marks-idle: a host
+// busy with a long order is the same) hands its publish mark to the
+// intake's batch at its first poll, not at the wait's end. Held for the
+// whole wait (up to compat.vigrid.max_wait, 5 min), the mark of an order
+// that was published fine made it one the reconciler republishes after
+// reconcile's 10 s, and the unpublished gauges counted it.
+func TestAWaitedOrderLeftQueuedHasItsMarkDeletedDuringTheWait(t *testing.T) {
+	const host, wait = "marks-idle", 28 // the wait outlasts the test's deadline below
+	// The reconciler is kept from the mark (it finds none to republish):
+	// only the intake's batch deletes it.
+	e := newAPIEnv(t, envOptions{markEvery: 50 * time.Millisecond,
+		intakeStore: func(s intake.Store) intake.Store { return noReconcile{s} }})
+	ctx, cancel := context.WithCancel(testenv.Context(t))
+	defer cancel()
+	b, err := json.Marshal(map[string]any{"host": host, "command": "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/orders?wait="+strconv.Itoa(wait), bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+	req.Header.Set("Content-Type", "application/json")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	count := func(sql string) int {
+		var n int
+		if err := e.pool.QueryRow(ctx, sql, host).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	testenv.WaitUntil(t, 20*time.Second, "the order recorded", func() bool {
+		return count(`SELECT count(*) FROM orders WHERE host = $1`) == 1
+	})
+	testenv.WaitUntil(t, 20*time.Second, "the queued order's publish mark deleted while its wait goes on", func() bool {
+		return count(`SELECT count(*) FROM unpublished u JOIN orders o USING (id) WHERE o.host = $1`) == 0
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("the wait ended before the test's checks (%v): it must outlast them", err)
+	default:
+	}
+	if n := count(`SELECT count(*) FROM orders WHERE host = $1 AND status = 'queued'`); n != 1 {
+		t.Fatalf("%d queued orders on %s, want the one still waited for", n, host)
+	}
+	cancel()
+	<-done
 }

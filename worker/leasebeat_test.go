@@ -32,15 +32,7 @@ func TestHeldHeartbeatsDoNotLapseTheLease(t *testing.T) {
 	host := "beatheld"
 
 	proxy := newPubHoldProxy(t, q.Conn().ConnectedUrl())
-	nc, err := queue.Connect("nats://"+proxy.addr(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	wq, err := queue.New(ctx, nc, queue.Options{AckWait: time.Second, LeaseTTL: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wq := proxy.queue(t, lease)
 	opts := worker.Options{Host: host, Instance: host + "/a", Heartbeat: 300 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 5 * time.Second}
 	var holder, standby testenv.LogBuffer

@@ -193,6 +193,22 @@ func newPubHoldProxy(t testing.TB, target string) *pubHoldProxy {
 
 func (p *pubHoldProxy) addr() string { return p.ln.Addr().String() }
 
+// queue is a Queue on a connection of its own through p, a worker
+// process's, with a lease of lease.
+func (p *pubHoldProxy) queue(t testing.TB, lease time.Duration) *queue.Queue {
+	t.Helper()
+	nc, err := queue.Connect("nats://"+p.addr(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.New(testenv.Context(t), nc, queue.Options{AckWait: time.Second, LeaseTTL: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
 func (p *pubHoldProxy) serve() {
 	for {
 		client, err := p.ln.Accept()

@@ -49,15 +49,7 @@ func TestWorkerTakesItsOwnExpiredLeaseAtOnce(t *testing.T) {
 			// Worker A, on its own connection and Queue (what a process of
 			// its own has), through a proxy that can lose its release.
 			proxy := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-			nc, err := queue.Connect("nats://"+proxy.addr(), "worker")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
-			qa, err := queue.New(ctx, nc, queue.Options{AckWait: time.Second, LeaseTTL: 2 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			qa := proxy.queue(t, 2*time.Second)
 			opts := worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 				ShutdownGrace: 5 * time.Second}
 			var first testenv.LogBuffer

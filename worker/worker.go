@@ -613,12 +613,43 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 	// shortens every lease at once, and a worker renewing at its start's
 	// pace lost the host between two renewals, to a standby woken at the
 	// expiry, again and again until it was restarted.
-	fit := func() {
-		ttl, err := w.q.BucketTTL(ctx)
-		if err != nil {
-			w.logger.Debug("read the host lease's TTL", "error", err)
+	//
+	// The read runs beside the renewals, one at a time, and its answer is
+	// fitted in the loop (fitted): a read held up (its request's bound,
+	// 5 s: a JetStream API slow to give the stream's info) held up the
+	// renewals, and lapsed a lease of 2 s under its live holder, which
+	// took it again and read again, a lapse a read
+	// (TestAHeldBucketTTLReadDoesNotLapseTheLease).
+	var (
+		reads   sync.WaitGroup
+		reading atomic.Bool
+		read    atomic.Int64 // the last TTL read, for fitted
+		fitted  = make(chan struct{}, 1)
+	)
+	defer reads.Wait()
+	readTTL := func() {
+		if !reading.CompareAndSwap(false, true) {
 			return
 		}
+		reads.Add(1)
+		go func() {
+			defer reads.Done()
+			defer reading.Store(false)
+			ttl, err := w.q.BucketTTL(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.logger.Debug("read the host lease's TTL", "error", err)
+				}
+				return
+			}
+			read.Store(int64(ttl))
+			select {
+			case fitted <- struct{}{}:
+			default: // the one not yet fitted fits this read
+			}
+		}()
+	}
+	fit := func(ttl time.Duration) {
 		if ttl > 0 {
 			h.ttl.Store(int64(ttl))
 		}
@@ -636,7 +667,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 			w.logger.Info("nats.heartbeat fits the host lease again", "heartbeat", w.opts.Heartbeat, "lease", ttl)
 		}
 	}
-	fit()
+	readTTL()
 	checked := time.Now()
 	// The touch of the hosts table runs beside the renewals, one at a
 	// time: a PostgreSQL that does not answer (a link cut without a
@@ -694,12 +725,15 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 			}()
 		}
 		if time.Since(checked) > time.Minute {
-			fit()
+			readTTL()
 			checked = time.Now()
 		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-fitted:
+			fit(time.Duration(read.Load()))
+			continue
 		case <-t.C:
 			select {
 			case beats <- struct{}{}:
@@ -721,7 +755,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 		}
 		if retaken {
 			w.logger.Warn("host lease had lapsed (a pause or a partition longer than nats.lease_ttl); nobody took it, taken again")
-			fit()
+			readTTL()
 		}
 		if err != nil && ctx.Err() == nil {
 			if errors.Is(err, queue.ErrLeaseLost) {

@@ -62,7 +62,7 @@ func warnListenTLSIgnored(n config.NATS, logger *slog.Logger) {
 		if k.value != "" {
 			logger.Warn("ignored: the embedded NATS's TLS settings do nothing with an external nats.url (serve starts no NATS server); "+
 				"TLS between the workers and that server is its own configuration's (docs/deploy.md, \"TLS to NATS and PostgreSQL\")",
-				"setting", k.key, "nats_url", n.URL)
+				"setting", k.key, "nats_url", redactNATS(n.URL)) // it may carry a token or a password
 		}
 	}
 }

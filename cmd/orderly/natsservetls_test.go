@@ -307,6 +307,17 @@ func TestServeWarnsOfEmbeddedNATSTLSSettingsWithAnExternalServer(t *testing.T) {
 		})
 	}
 
+	// nats.url's secrets (a token, a user's password) stay out of the
+	// warning: it printed the URL as configured.
+	var logs bytes.Buffer
+	n := withTLS
+	n.URL = "nats://t0ken-in-url@nats.example:4222,nats://api:pa55-in-url@nats2.example:4222"
+	warnListenTLSIgnored(n, slog.New(slog.NewTextHandler(&logs, nil)))
+	if strings.Contains(logs.String(), "t0ken-in-url") || strings.Contains(logs.String(), "pa55-in-url") ||
+		!strings.Contains(logs.String(), "nats2.example") {
+		t.Errorf("the warning does not show nats.url with its secrets hidden:\n%s", logs.String())
+	}
+
 	// serve itself says it, before it starts anything (a start whose
 	// context has ended stops right after).
 	ctx, cancel := context.WithCancel(t.Context())
