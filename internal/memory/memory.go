@@ -150,10 +150,10 @@ type sentinel struct {
 // part of spans that hold some live objects. That part is not small: when
 // JetStream's two-minute deduplication window empties after an async load
 // (~13 MiB of message ids in serve), it leaves ~17 MiB of spans a few
-// survivors keep, and 48 MiB then left the heap ~20 MiB: with 22 MiB live
-// the collector ran after every few KiB allocated, 25 cycles a second in
-// an otherwise idle serve, while the live heap stayed under half the limit
-// (docs/benchmarks.md, "Memory, 2026-12-07: the room a limit leaves").
+// survivors keep, and 48 MiB then left the heap ~20 MiB: with 20 MiB
+// live each collection started as the one before ended, in an otherwise
+// idle serve, while the live heap stayed under half the limit
+// (docs/benchmarks.md, Results, "the room a limit leaves").
 // A limit under the live heap does the same: a sustained 3,000 async
 // orders/s keep ~50 MiB of message ids in that window, and with the
 // default 48 MiB serve spent 0.6 ms of CPU per order instead of 0.2.
