@@ -47,8 +47,8 @@ func (a *app) boundMemory(ctx context.Context, w *config.Watcher) {
 // limit against the live heap (memory.FollowLiveHeap).
 const followLivePeriod = time.Second
 
-// followLiveSustain is how many checks in a row the live heap must stay
-// above half the limit before FollowLiveHeap raises it: longer than a
-// large order's transient, short against the minutes a deduplication
-// window takes to fill.
+// followLiveSustain is how many checks in a row the limit must leave the
+// live heap too little room before FollowLiveHeap raises it: longer than
+// a large order's transient, short against the minutes a deduplication
+// window takes to fill or to empty.
 const followLiveSustain = 5

@@ -136,22 +136,27 @@ type sentinel struct {
 	_ [8]byte
 }
 
-// liveSlack is what FollowLiveHeap leaves above twice the live heap: the
-// runtime's own memory (stacks, metadata) counts against the limit too.
-const liveSlack = 16 << 20
-
-// FollowLiveHeap raises the soft limit to twice the heap that was live at
-// the last collection (plus liveSlack) once that heap has stayed above
-// half the limit for sustain checks in a row, each a period apart, with
-// the collector running in each, until ctx ends; base returns the
-// configured limit (0 or less: none set, or GOMEMLIMIT's, which are left
-// alone). A limit under the live heap makes the collector run back to
-// back: a sustained 3,000 async orders/s keep ~50 MiB of message ids in
-// JetStream's two-minute deduplication window alone, and with the default
-// 48 MiB serve spent 0.6 ms of CPU per order instead of 0.2 and its rate
-// fell by 40 % (docs/benchmarks.md, "Memory"). Raised to twice the live
-// heap, the limit leaves the pace to GOGC, as without one; it returns to
-// base once the live heap shrinks.
+// FollowLiveHeap raises the soft limit once the collector, held to the
+// configured limit, would run back to back: when that limit leaves the
+// heap less than an eighth of what is live to grow into before the next
+// collection, for sustain checks in a row, each a period apart, with the
+// collector running in each, until ctx ends. base returns the configured
+// limit (0 or less: none set, or GOMEMLIMIT's, which are left alone).
+// Raised, the limit leaves the heap room to double, as GOGC would, and it
+// returns to base once base leaves a quarter of the live heap as room.
+//
+// The room is the limit less the memory that is not heap objects, which
+// the runtime counts against it too: stacks, its metadata, and the unused
+// part of spans that hold some live objects. That part is not small: when
+// JetStream's two-minute deduplication window empties after an async load
+// (~13 MiB of message ids in serve), it leaves ~17 MiB of spans a few
+// survivors keep, and 48 MiB then left the heap ~20 MiB: with 20 MiB
+// live each collection started as the one before ended, in an otherwise
+// idle serve, while the live heap stayed under half the limit
+// (docs/benchmarks.md, Results, "the room a limit leaves").
+// A limit under the live heap does the same: a sustained 3,000 async
+// orders/s keep ~50 MiB of message ids in that window, and with the
+// default 48 MiB serve spent 0.6 ms of CPU per order instead of 0.2.
 //
 // A transient peak does not raise it: that peak is what the limit is
 // for. An order keeping 10 MiB of output holds ~20 MiB live in serve for
@@ -159,44 +164,87 @@ const liveSlack = 16 << 20
 // raising the limit for it let that order and the next one take serve to
 // ~100 MiB instead of ~75 (docs/benchmarks.md, "Memory, 2026-12-02: a peak is not a load").
 func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration, sustain int) {
-	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	samples := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+	}
 	var f follower
 	every(ctx, period, func() {
 		metrics.Read(samples)
+		v := func(i int) int64 { return int64(samples[i].Value.Uint64()) }
+		// What the runtime weighs against the limit besides heap
+		// objects: mapped and not returned, less free pages and objects.
+		heap := heapReading{live: v(0), other: v(2) - v(3) - v(4) - v(5), cycles: samples[1].Value.Uint64()}
 		limit := debug.SetMemoryLimit(-1)
-		want := f.next(base(), limit, int64(samples[0].Value.Uint64()), samples[1].Value.Uint64(), sustain)
+		want := f.next(base(), limit, heap, sustain)
 		if want != limit {
 			debug.SetMemoryLimit(want)
 		}
 	})
 }
 
+// heapReading is what FollowLiveHeap reads at a check.
+type heapReading struct {
+	live   int64  // the heap live at the last collection
+	other  int64  // memory the limit counts that is not heap objects
+	cycles uint64 // collections so far
+}
+
+// room returns how far the heap can grow past what is live before the
+// runtime collects under limit: the runtime's own reckoning, the limit
+// less the other memory and a headroom of 3 % (at least 1 MiB).
+func (h heapReading) room(limit int64) int64 {
+	goal := limit - h.other
+	return goal - max(goal*3/100, 1<<20) - h.live
+}
+
+// want is the limit that leaves the heap room to double, as GOGC 100
+// does with no limit; the headroom covers the runtime's 3 % and the
+// other memory moving between checks.
+func (h heapReading) want() int64 {
+	return 2*h.live + h.other + max((2*h.live+h.other)/16, 4<<20)
+}
+
 // follower is FollowLiveHeap's decision, one check at a time.
 type follower struct {
 	cycles uint64 // collections completed at the last check
-	above  int    // checks in a row with a collection and the live heap above half of base
+	tight  int    // checks in a row with a collection and base leaving too little room
 }
 
 // next returns the limit to set, given the configured base, the limit in
-// effect, the live heap at the last collection and the collections so
-// far. A check with no collection since the one before keeps the limit
-// and starts the count again: the live figure is stale then (an idle
-// process after a large order still reports that order's heap until
-// something collects).
-func (f *follower) next(base, limit, live int64, cycles uint64, sustain int) int64 {
-	collected := cycles != f.cycles
-	f.cycles = cycles
+// effect and the reading. A check with no collection since the one
+// before keeps the limit and starts the count again: the live figure is
+// stale then (an idle process after a large order still reports that
+// order's heap until something collects), and the collector is not
+// running back to back.
+func (f *follower) next(base, limit int64, h heapReading, sustain int) int64 {
+	collected := h.cycles != f.cycles
+	f.cycles = h.cycles
 	if base <= 0 || !collected {
-		f.above = 0
+		f.tight = 0
 		return limit
 	}
-	if live <= base/2 {
-		f.above = 0
+	room := h.room(base)
+	if room >= h.live/4 {
+		f.tight = 0
 		return base
 	}
-	f.above++
-	if f.above < sustain && limit <= base {
+	if room >= h.live/8 {
+		// Between the two marks: a raised limit keeps following,
+		// base stays, so that the limit does not flap at one mark.
+		f.tight = 0
+		if limit <= base {
+			return base
+		}
+		return max(base, h.want())
+	}
+	f.tight++
+	if f.tight < sustain && limit <= base {
 		return base
 	}
-	return max(base, 2*live+liveSlack)
+	return max(base, h.want())
 }

@@ -149,63 +149,86 @@ func TestFollowLiveHeap(t *testing.T) {
 	until("the 64 MiB freed", func(l int64) bool { return l == base })
 }
 
-// The decision, check by check: a transient peak (a large order) leaves
-// the limit alone; a live heap that stays up, with the collector running,
-// raises it; a check without a collection reads a stale figure and
-// neither raises nor lowers.
+// The decision, check by check, with 16 MiB of memory besides the heap
+// objects under a base of 48 MiB (room for the heap: 31 MiB, less what is
+// live): a transient peak (a large order) leaves the limit alone; a heap
+// that leaves too little room, with the collector running, raises it; a
+// check without a collection reads a stale figure and neither raises nor
+// lowers; other memory that leaves a heap under half the limit no room
+// raises it too.
 func TestFollowerRaisesOnlyForASustainedHeap(t *testing.T) {
 	const base, sustain = 48 << 20, 3
+	const MiB = 1 << 20
 	var f follower
-	limit, cycles := int64(base), uint64(10)
+	limit, cycles, other := int64(base), uint64(10), int64(16*MiB)
 	check := func(live int64, collected bool) int64 {
 		t.Helper()
 		if collected {
 			cycles++
 		}
-		limit = f.next(base, limit, live, cycles, sustain)
+		limit = f.next(base, limit, heapReading{live: live, other: other, cycles: cycles}, sustain)
 		return limit
 	}
-	check(10<<20, true)
+	check(10*MiB, true)
 	// A large order: two checks with 32 MiB live, then it is garbage.
 	for i := 0; i < sustain-1; i++ {
-		if l := check(32<<20, true); l != base {
-			t.Fatalf("check %d of a transient 32 MiB: limit %d MiB, want the base", i+1, l>>20)
+		if l := check(32*MiB, true); l != base {
+			t.Fatalf("check %d of a transient 32 MiB: limit %d MiB, want the base", i+1, l/MiB)
 		}
 	}
-	if l := check(12<<20, true); l != base {
-		t.Fatalf("after the transient: limit %d MiB", l>>20)
+	if l := check(12*MiB, true); l != base {
+		t.Fatalf("after the transient: limit %d MiB", l/MiB)
 	}
 	// Idle after a large order: the figure stays high with no collection;
 	// it never counts towards a raise.
 	for i := 0; i < 3*sustain; i++ {
-		if l := check(32<<20, i%2 == 0 && i < 2); l != base {
-			t.Fatalf("stale checks: limit %d MiB at %d", l>>20, i)
+		if l := check(32*MiB, i%2 == 0 && i < 2); l != base {
+			t.Fatalf("stale checks: limit %d MiB at %d", l/MiB, i)
 		}
 	}
-	// A sustained live heap: raised at the sustain-th check in a row.
-	check(12<<20, true)
+	// A sustained live heap: raised at the sustain-th check in a row, to
+	// twice the heap, the other memory and a sixteenth of both.
+	check(12*MiB, true)
 	for i := 1; i < sustain; i++ {
-		if l := check(40<<20, true); l != base {
-			t.Fatalf("check %d of a sustained 40 MiB: limit %d MiB, want the base until %d", i, l>>20, sustain)
+		if l := check(40*MiB, true); l != base {
+			t.Fatalf("check %d of a sustained 40 MiB: limit %d MiB, want the base until %d", i, l/MiB, sustain)
 		}
 	}
-	if l := check(40<<20, true); l != 2*(40<<20)+liveSlack {
-		t.Fatalf("check %d of a sustained 40 MiB: limit %d MiB, want %d", sustain, l>>20, (2*(40<<20)+liveSlack)>>20)
+	if l, want := check(40*MiB, true), int64(80+16+6)*MiB; l != want {
+		t.Fatalf("check %d of a sustained 40 MiB: limit %.1f MiB, want %d", sustain, float64(l)/MiB, want/MiB)
 	}
 	// Raised, it follows the heap at every collection, keeps its value
-	// without one, and returns to base once the heap shrinks.
-	if l := check(60<<20, true); l != 2*(60<<20)+liveSlack {
-		t.Fatalf("following: limit %d MiB", l>>20)
+	// without one, keeps following while base would leave the heap less
+	// than a quarter of it as room, and returns to base after.
+	if l, want := check(60*MiB, true), int64(120+16)*MiB+136*MiB/16; l != want {
+		t.Fatalf("following: limit %.1f MiB, want %.1f", float64(l)/MiB, float64(want)/MiB)
 	}
-	if l := check(10<<20, false); l != 2*(60<<20)+liveSlack {
-		t.Fatalf("no collection: limit %d MiB, want it kept", l>>20)
+	if l, want := check(10*MiB, false), int64(120+16)*MiB+136*MiB/16; l != want {
+		t.Fatalf("no collection: limit %.1f MiB, want it kept", float64(l)/MiB)
 	}
-	if l := check(10<<20, true); l != base {
-		t.Fatalf("heap shrunk: limit %d MiB, want the base", l>>20)
+	if l, want := check(26*MiB, true), int64(52+16)*MiB+68*MiB/16; l != want {
+		t.Fatalf("26 MiB live, 5 MiB of room at base: limit %.1f MiB, want %.1f (still following)", float64(l)/MiB, float64(want)/MiB)
+	}
+	if l := check(24*MiB, true); l != base {
+		t.Fatalf("24 MiB live, 7 MiB of room at base: limit %d MiB, want the base", l/MiB)
+	}
+	if l := check(26*MiB, true); l != base {
+		t.Fatalf("26 MiB live again, at base: limit %d MiB, want the base (it is not short of room)", l/MiB)
+	}
+	// 30 MiB besides the heap (a heap that shrank leaves its spans
+	// partly used): 20 MiB live, under half of base, has no room left.
+	other = 30 * MiB
+	for i := 1; i < sustain; i++ {
+		if l := check(20*MiB, true); l != base {
+			t.Fatalf("check %d of 20 MiB live with 30 MiB besides: limit %d MiB, want the base until %d", i, l/MiB, sustain)
+		}
+	}
+	if l, want := check(20*MiB, true), int64(40+30)*MiB+70*MiB/16; l != want {
+		t.Fatalf("20 MiB live with 30 MiB besides: limit %.1f MiB, want %.1f", float64(l)/MiB, float64(want)/MiB)
 	}
 	// No configured limit (or GOMEMLIMIT's): never touched.
 	var g follower
-	if l := g.next(0, 1<<62, 100<<20, 5, sustain); l != 1<<62 {
+	if l := g.next(0, 1<<62, heapReading{live: 100 * MiB, cycles: 5}, sustain); l != 1<<62 {
 		t.Fatalf("no base: limit %d, want it untouched", l)
 	}
 }
