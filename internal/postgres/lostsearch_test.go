@@ -112,3 +112,57 @@ func rowsScanned(n map[string]any) int {
 	}
 	return total
 }
+
+// TestLostSearchCompilesNoCode counts the functions PostgreSQL's JIT
+// compiled for the lost-order search (asked every minute by intake's
+// EndLost) over a long queue of a host no worker serves, read from
+// auto_explain's JIT summary. The planner prices the search by every
+// queued order (it cannot see the per-host LIMIT stop early), so past a
+// few thousand queued the estimate passes jit_above_cost and the
+// inlining and optimizing thresholds: with JIT on, each run compiled 35
+// functions in about a third of a second of PostgreSQL's CPU to execute
+// for a few milliseconds (docs/benchmarks.md, hE27). The managed cluster
+// runs with jit off; testenv's cluster is started the same way.
+func TestLostSearchCompilesNoCode(t *testing.T) {
+	ctx := testenv.Context(t)
+	e, log := explainedStore(t, ctx, 0, `SET auto_explain.log_analyze = on; SET auto_explain.log_timing = off;`)
+	const queued, perHost = 30000, 200
+	e.exec(`INSERT INTO orders (id, host, status, command, timeout_ms, principal, submitted_at)
+	SELECT gen_random_uuid(), 'nowhere', 'queued', 'true', 60000, 'alice', now() - interval '1 day' + i * interval '1 ms'
+	FROM generate_series(1, $1) i`, queued)
+	for _, table := range []string{"orders", "active_orders", "unpublished"} {
+		e.exec(`ANALYZE ` + table)
+	}
+	log.reset()
+
+	list, err := e.store.QueuedPublishedOlderThan(ctx, time.Hour, perHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != perHost {
+		t.Fatalf("listed %d orders; want nowhere's %d oldest", len(list), perHost)
+	}
+	plans := log.taken()
+	if len(plans) == 0 {
+		t.Fatal("auto_explain sent no plan: it is not observing the store")
+	}
+	compiled := 0
+	for _, p := range plans {
+		var ex struct {
+			Plan struct {
+				TotalCost float64 `json:"Total Cost"`
+			} `json:"Plan"`
+			JIT struct {
+				Functions int `json:"Functions"`
+			} `json:"JIT"`
+		}
+		if err := json.Unmarshal([]byte(p), &ex); err != nil {
+			t.Fatalf("plan %q: %v", p, err)
+		}
+		t.Logf("the search's plan costs %.0f; JIT compiled %d functions", ex.Plan.TotalCost, ex.JIT.Functions)
+		compiled += ex.JIT.Functions
+	}
+	if compiled != 0 {
+		t.Fatalf("PostgreSQL's JIT compiled %d functions for one lost-order search over %d queued orders; want none", compiled, queued)
+	}
+}
