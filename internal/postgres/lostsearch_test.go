@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -37,19 +38,7 @@ func TestLostSearchReadsEachHostsBatchOnly(t *testing.T) {
 	// skips them, as it skips web-1's order younger than the age.
 	e.exec(`INSERT INTO unpublished (id, submitted_at)
 	SELECT id, now() FROM active_orders WHERE host = 'nowhere' ORDER BY id LIMIT 2`)
-	for _, table := range []string{"orders", "active_orders", "unpublished"} {
-		e.exec(`ANALYZE ` + table)
-	}
-	log.reset()
-
-	list, err := e.store.QueuedPublishedOlderThan(ctx, time.Hour, perHost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans := log.taken()
-	if len(plans) == 0 {
-		t.Fatal("auto_explain sent no plan: it is not observing the store")
-	}
+	list, plans := lostSearch(e, log, perHost)
 	read := 0
 	for _, p := range plans {
 		var ex struct {
@@ -97,6 +86,26 @@ func TestLostSearchReadsEachHostsBatchOnly(t *testing.T) {
 	}
 }
 
+// lostSearch analyzes the tables the lost-order search reads, asks it
+// for the orders queued over an hour (perHost a host) and returns them
+// with the plans auto_explain sent for it.
+func lostSearch(e *storeEnv, log *planLog, perHost int) ([]postgres.QueuedOrder, []string) {
+	e.t.Helper()
+	for _, table := range []string{"orders", "active_orders", "unpublished"} {
+		e.exec(`ANALYZE ` + table)
+	}
+	log.reset()
+	list, err := e.store.QueuedPublishedOlderThan(e.ctx, time.Hour, perHost)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	plans := log.taken()
+	if len(plans) == 0 {
+		e.t.Fatal("auto_explain sent no plan: it is not observing the store")
+	}
+	return list, plans
+}
+
 // rowsScanned is how many rows the scans of a plan that EXPLAIN ANALYZE
 // measured read from tables and indexes: those they returned and those
 // their filter removed, in every loop.
@@ -130,21 +139,9 @@ func TestLostSearchCompilesNoCode(t *testing.T) {
 	e.exec(`INSERT INTO orders (id, host, status, command, timeout_ms, principal, submitted_at)
 	SELECT gen_random_uuid(), 'nowhere', 'queued', 'true', 60000, 'alice', now() - interval '1 day' + i * interval '1 ms'
 	FROM generate_series(1, $1) i`, queued)
-	for _, table := range []string{"orders", "active_orders", "unpublished"} {
-		e.exec(`ANALYZE ` + table)
-	}
-	log.reset()
-
-	list, err := e.store.QueuedPublishedOlderThan(ctx, time.Hour, perHost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list, plans := lostSearch(e, log, perHost)
 	if len(list) != perHost {
 		t.Fatalf("listed %d orders; want nowhere's %d oldest", len(list), perHost)
-	}
-	plans := log.taken()
-	if len(plans) == 0 {
-		t.Fatal("auto_explain sent no plan: it is not observing the store")
 	}
 	compiled := 0
 	for _, p := range plans {
