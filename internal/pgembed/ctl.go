@@ -80,6 +80,12 @@ func (s *Server) start(ctx context.Context, fsync bool, extra map[string]string)
 		"-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=",
 		"-c", "fsync=" + fsyncValue,
+		// orderly's statements are lookups by key and LIMITed scans; the
+		// planner prices some (the lost-order search) by the whole queue
+		// behind their LIMIT, and JIT then spent a third of a second of
+		// CPU compiling what ran in milliseconds (docs/benchmarks.md,
+		// hE27). ExtraSettings, after it, may turn it on again.
+		"-c", "jit=off",
 	}
 	for _, name := range slices.Sorted(maps.Keys(extra)) {
 		post = append(post, "-c", name+"="+extra[name])

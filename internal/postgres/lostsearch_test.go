@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
 
@@ -37,19 +38,7 @@ func TestLostSearchReadsEachHostsBatchOnly(t *testing.T) {
 	// skips them, as it skips web-1's order younger than the age.
 	e.exec(`INSERT INTO unpublished (id, submitted_at)
 	SELECT id, now() FROM active_orders WHERE host = 'nowhere' ORDER BY id LIMIT 2`)
-	for _, table := range []string{"orders", "active_orders", "unpublished"} {
-		e.exec(`ANALYZE ` + table)
-	}
-	log.reset()
-
-	list, err := e.store.QueuedPublishedOlderThan(ctx, time.Hour, perHost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans := log.taken()
-	if len(plans) == 0 {
-		t.Fatal("auto_explain sent no plan: it is not observing the store")
-	}
+	list, plans := lostSearch(e, log, perHost)
 	read := 0
 	for _, p := range plans {
 		var ex struct {
@@ -97,6 +86,26 @@ func TestLostSearchReadsEachHostsBatchOnly(t *testing.T) {
 	}
 }
 
+// lostSearch analyzes the tables the lost-order search reads, asks it
+// for the orders queued over an hour (perHost a host) and returns them
+// with the plans auto_explain sent for it.
+func lostSearch(e *storeEnv, log *planLog, perHost int) ([]postgres.QueuedOrder, []string) {
+	e.t.Helper()
+	for _, table := range []string{"orders", "active_orders", "unpublished"} {
+		e.exec(`ANALYZE ` + table)
+	}
+	log.reset()
+	list, err := e.store.QueuedPublishedOlderThan(e.ctx, time.Hour, perHost)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	plans := log.taken()
+	if len(plans) == 0 {
+		e.t.Fatal("auto_explain sent no plan: it is not observing the store")
+	}
+	return list, plans
+}
+
 // rowsScanned is how many rows the scans of a plan that EXPLAIN ANALYZE
 // measured read from tables and indexes: those they returned and those
 // their filter removed, in every loop.
@@ -111,4 +120,54 @@ func rowsScanned(n map[string]any) int {
 		total += rowsScanned(k.(map[string]any))
 	}
 	return total
+}
+
+// TestLostSearchCompilesNoCode counts the functions PostgreSQL's JIT
+// compiled for the lost-order search (asked every minute by intake's
+// EndLost) over a long queue of a host no worker serves, read from
+// auto_explain's JIT summary. The planner prices the search by every
+// queued order (it cannot see the per-host LIMIT stop early), so past a
+// few thousand queued the estimate passes jit_above_cost and the
+// inlining and optimizing thresholds: with JIT on, each run compiled 38
+// functions in about a third of a second of PostgreSQL's CPU to execute
+// for a few milliseconds (docs/benchmarks.md, hE27). Neither on serve's
+// managed cluster, which runs with jit off (testenv's is started the same
+// way), nor on a server whose sessions have it on.
+func TestLostSearchCompilesNoCode(t *testing.T) {
+	for _, c := range []struct{ name, settings string }{
+		{"managed cluster", ""},
+		{"server with jit on", "SET jit = on;"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := testenv.Context(t)
+			e, log := explainedStore(t, ctx, 0, `SET auto_explain.log_analyze = on; SET auto_explain.log_timing = off; `+c.settings)
+			const queued, perHost = 30000, 200
+			e.exec(`INSERT INTO orders (id, host, status, command, timeout_ms, principal, submitted_at)
+			SELECT gen_random_uuid(), 'nowhere', 'queued', 'true', 60000, 'alice', now() - interval '1 day' + i * interval '1 ms'
+			FROM generate_series(1, $1) i`, queued)
+			list, plans := lostSearch(e, log, perHost)
+			if len(list) != perHost {
+				t.Fatalf("listed %d orders; want nowhere's %d oldest", len(list), perHost)
+			}
+			compiled := 0
+			for _, p := range plans {
+				var ex struct {
+					Plan struct {
+						TotalCost float64 `json:"Total Cost"`
+					} `json:"Plan"`
+					JIT struct {
+						Functions int `json:"Functions"`
+					} `json:"JIT"`
+				}
+				if err := json.Unmarshal([]byte(p), &ex); err != nil {
+					t.Fatalf("plan %q: %v", p, err)
+				}
+				t.Logf("the search's plan costs %.0f; JIT compiled %d functions", ex.Plan.TotalCost, ex.JIT.Functions)
+				compiled += ex.JIT.Functions
+			}
+			if compiled != 0 {
+				t.Fatalf("PostgreSQL's JIT compiled %d functions for one lost-order search over %d queued orders; want none", compiled, queued)
+			}
+		})
+	}
 }

@@ -760,8 +760,30 @@ type QueuedOrder struct {
 // (row_number() over a join) read the whole queue of a host no worker
 // serves at each run, and at a few thousand queued all of orders, history
 // included (docs/decisions.md, hA25).
+//
+// The planner prices the per-host LATERAL by the whole queue behind its
+// LIMIT: past a few thousand queued, a server with JIT on compiled the
+// statement at each run, ~350 ms of CPU for a few of execution
+// (docs/decisions.md, hE27). It runs with jit off in a transaction of its
+// own (SET LOCAL, which also holds behind a transaction pooler).
 func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration, perHost int) ([]QueuedOrder, error) {
-	rows, err := s.pool.Query(ctx, `WITH RECURSIVE hosts (host) AS (
+	var out []QueuedOrder
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, queuedPublishedSQL, age.Microseconds(), perHost)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[QueuedOrder])
+		return err
+	})
+	return out, translate("list queued orders", err)
+}
+
+// queuedPublishedSQL is QueuedPublishedOlderThan's question.
+const queuedPublishedSQL = `WITH RECURSIVE hosts (host) AS (
 		(SELECT host FROM active_orders ORDER BY host LIMIT 1)
 		UNION ALL
 		SELECT (SELECT a.host FROM active_orders a WHERE a.host > h.host ORDER BY a.host LIMIT 1)
@@ -772,13 +794,7 @@ func (s *Store) QueuedPublishedOlderThan(ctx context.Context, age time.Duration,
 		AND (SELECT o.submitted_at FROM orders o WHERE o.id = a.id) < now() - $1::bigint * interval '1 microsecond'
 		AND NOT EXISTS (SELECT 1 FROM unpublished u WHERE u.id = a.id)
 		ORDER BY a.id LIMIT $2) q
-	WHERE h.host IS NOT NULL ORDER BY h.host, q.id`, age.Microseconds(), perHost)
-	if err != nil {
-		return nil, translate("list queued orders", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[QueuedOrder])
-	return out, translate("list queued orders", err)
-}
+	WHERE h.host IS NOT NULL ORDER BY h.host, q.id`
 
 // ActiveCounts returns how many orders of each of hosts are queued or
 // running (hosts with none are left out).
