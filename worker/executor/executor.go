@@ -166,6 +166,14 @@ type Request struct {
 	// for must not run on. It is called at most once, from Run's
 	// goroutine; Timeout counts from the start, OnStart's time included.
 	OnStart func(p Process, exited bool) error
+	// Started, if set, is called once the leader has started (its execve
+	// done), before Run waits for anything: what the caller does there
+	// runs while the command does, not between the caller's last write
+	// and the start (the worker settles the order before it there:
+	// docs/decisions.md, "The backlog's serial path (hD27)"). It is not
+	// called when nothing started. Called at most once, from Run's
+	// goroutine, before OnStart; Timeout and ExitWait count its time.
+	Started func()
 	// OrderID names the order in the executor's lines about the host
 	// (out of descriptors or processes), as order_id.
 	OrderID uuid.UUID
@@ -578,6 +586,10 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 			_ = unix.Close(pidfd)
 		}
 		go func() { exited <- waitExited(pid) }()
+	}
+
+	if req.Started != nil {
+		req.Started()
 	}
 
 	var waitErr error
