@@ -588,6 +588,13 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		go func() { exited <- waitExited(pid) }()
 	}
 
+	// The leader is identified now, while it runs, not once its exit is
+	// heard: its group, session and start time are set for good by its
+	// start, and its pid stays its own until it is reaped, so the read
+	// is the same either way; for a command of a millisecond it was on
+	// the worker's serial path between the exit and the result's write
+	// (docs/decisions.md, "The backlog's serial path (hD27)").
+	id, idErr := e.identifyLeader(pid, cg)
 	if req.Started != nil {
 		req.Started()
 	}
@@ -604,7 +611,8 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		sessionEnded = e.sessionEnded(pid, before)
 		exitedFirst = sessionEnded
 	}
-	if res.Aborted = e.started(pid, cg, req.OnStart, exitedFirst, &res); res.Aborted != nil {
+	res.Process = id
+	if res.Aborted = e.started(pid, idErr, req.OnStart, exitedFirst, &res); res.Aborted != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "order process refused after start; killing it",
 			slog.Int("pid", pid), slog.String("error", res.Aborted.Error()))
 		e.killGroup(ctx, pid, unix.SIGKILL)
@@ -834,18 +842,24 @@ func exitedUnheard(pid int) bool {
 	}
 }
 
-// started identifies the just started leader and hands it to onStart,
-// saying whether it has exited already. A non-nil error means the
-// process must not run on.
-func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process, bool) error, exited bool, res *Result) error {
+// identifyLeader is the just started leader pid's identity, in the
+// order's cgroup cg if it has one.
+func (e *Executor) identifyLeader(pid int, cg *orderCgroup) (Process, error) {
 	m, err := e.machine()
+	if err != nil {
+		return Process{}, err
+	}
 	var cgPath string
 	if cg != nil {
 		cgPath = cg.path
 	}
-	if err == nil {
-		res.Process, err = identify(pid, m, cgPath)
-	}
+	return identify(pid, m, cgPath)
+}
+
+// started hands the leader pid, identified as res.Process (err: it
+// could not be), to onStart, saying whether it has exited already. A
+// non-nil error means the process must not run on.
+func (e *Executor) started(pid int, err error, onStart func(Process, bool) error, exited bool, res *Result) error {
 	if onStart == nil {
 		if err != nil {
 			// Nobody asked for the identity: the order may run.
