@@ -192,8 +192,9 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 			return nil, err
 		}
 		w.logStarted(o)
-		w.publishEvent(queue.Event{OrderID: o.ID, Type: "started", Status: string(order.StatusRunning), Host: o.Host,
-			TTL: startedTTL(o)})
+		// Its started event goes with the settling of the order before
+		// it, once its leader started (settle.go).
+		w.unsettled.start = o
 
 		finish, ran, unstarted := w.run(ctx, msg, o)
 		w.settleUnsettled() // when nothing started: a refusal, a dry run, an action

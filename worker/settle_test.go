@@ -16,14 +16,15 @@ import (
 
 // TestPipelinedOrderSettlesAfterTheNextStart: in a backlog, an order
 // whose result committed with the next order's claim has its finished
-// event and its ack sent once the next order has started, not between
-// its exit and that start, the worker's serial path. Counted as the
-// messages the worker's NATS connection published from an order's exit
-// (after_exec) to the next order's claim being taken up (after_claim):
-// two before (the event and the ack), none now but what the worker's
-// other goroutines send meanwhile (a pull request, a heartbeat), so the
-// fewest over the backlog is zero. Every order still ends succeeded with
-// its message acked.
+// event and its ack sent once the next order has started (with that
+// order's started event), not between its exit and that start, the
+// worker's serial path. Counted as the messages the worker's NATS
+// connection published from an order's exit (after_exec) to the next
+// order's claim being taken up (after_claim): two before (the event and
+// the ack), none now but what the worker's other goroutines send
+// meanwhile (a pull request, a heartbeat), so the fewest over the
+// backlog is zero. Every order still ends succeeded with its message
+// acked.
 func TestPipelinedOrderSettlesAfterTheNextStart(t *testing.T) {
 	e := newEnvAckWait(t, 30*time.Second)
 	const n = 12

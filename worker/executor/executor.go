@@ -167,10 +167,12 @@ type Request struct {
 	// goroutine; Timeout counts from the start, OnStart's time included.
 	OnStart func(p Process, exited bool) error
 	// Started, if set, is called once the leader has started (its execve
-	// done), before Run waits for anything: what the caller does there
-	// runs while the command does, not between the caller's last write
-	// and the start (the worker settles the order before it there:
-	// docs/decisions.md, "The backlog's serial path (hD27)"). It is not
+	// done), before Run waits for anything or reads any of the order's
+	// output: what the caller does there runs while the command does, not
+	// between the caller's last write and the start (the worker sends the
+	// previous order's finished event and ack and this order's started
+	// event there: docs/decisions.md, "The backlog's serial path
+	// (hD27)"), and comes before the output's first chunk. It is not
 	// called when nothing started. Called at most once, from Run's
 	// goroutine, before OnStart; Timeout and ExitWait count its time.
 	Started func()
@@ -567,6 +569,19 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	pid := cmd.Process.Pid // Setsid made it the group and session id too
 	res := Result{Pid: pid}
 
+	// The leader is identified now, while it runs, not once its exit is
+	// heard: its group, session and start time are set for good by its
+	// start, and its pid stays its own until it is reaped, so the read
+	// is the same either way; for a command of a millisecond it was on
+	// the worker's serial path between the exit and the result's write
+	// (docs/decisions.md, "The backlog's serial path (hD27)").
+	id, idErr := e.identifyLeader(pid, cg)
+	// Started comes before the pipes are read: nothing of the order's
+	// output is published before what the caller publishes there.
+	if req.Started != nil {
+		req.Started()
+	}
+
 	// The leader is waited for with WNOWAIT: it stays a zombie, which keeps
 	// its pid, and so the group id, from being reused until the group has
 	// been killed below. The pipes' loop waits for it on a pidfd (the
@@ -586,17 +601,6 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 			_ = unix.Close(pidfd)
 		}
 		go func() { exited <- waitExited(pid) }()
-	}
-
-	// The leader is identified now, while it runs, not once its exit is
-	// heard: its group, session and start time are set for good by its
-	// start, and its pid stays its own until it is reaped, so the read
-	// is the same either way; for a command of a millisecond it was on
-	// the worker's serial path between the exit and the result's write
-	// (docs/decisions.md, "The backlog's serial path (hD27)").
-	id, idErr := e.identifyLeader(pid, cg)
-	if req.Started != nil {
-		req.Started()
 	}
 
 	var waitErr error
