@@ -155,16 +155,25 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 	// starts or execute returns, whatever the way.
 	var written postgres.Finish
 	defer func() { closeSpilled(written) }()
+	// An order left unsettled for the next one's start is settled on
+	// every way out, whatever stopped the next one.
+	defer w.settleUnsettled()
 	for {
 		closeSpilled(written)
 		written = postgres.Finish{}
 		if ctx.Err() != nil {
+			w.settleUnsettled()
 			// Claimed (pipelined, or just before the stop request) but
 			// not started, and the worker is stopping: hand it back to
 			// the queue rather than leave it running for a successor to
 			// find and interrupt. Its message stays unacked.
 			_, err := w.unclaim(ctx, msg, o, "the worker is stopping")
 			return nil, err
+		}
+		if !w.hold.fresh() {
+			// The start waits for the lease's renewal: the order before
+			// it is settled now, not after the wait.
+			w.settleUnsettled()
 		}
 		if err := w.hold.wait(ctx, "start", o.ID); err != nil {
 			// Claimed while the lease was held, lost before the start:
@@ -183,10 +192,12 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 			return nil, err
 		}
 		w.logStarted(o)
-		w.publishEvent(queue.Event{OrderID: o.ID, Type: "started", Status: string(order.StatusRunning), Host: o.Host,
-			TTL: startedTTL(o)})
+		// Its started event goes with the settling of the order before
+		// it, once its leader started (settle.go).
+		w.unsettled.start = o
 
 		finish, ran, unstarted := w.run(ctx, msg, o)
+		w.settleUnsettled() // when nothing started: a refusal, a dry run, an action
 		written = finish
 		if unstarted {
 			// The worker's stop ended it before any process of it
@@ -268,6 +279,8 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 			if err := w.completeAlone(ctx, msg, o, finish, ran); err != nil {
 				return nil, err
 			}
+		} else if step.Claimed {
+			w.settleAfterStart(msg, o, finish, ran)
 		} else {
 			w.finished(msg, o, finish, ran)
 		}
@@ -378,6 +391,12 @@ func (w *Worker) settled(msg *delivery, o *order.Order, f postgres.Finish, ran t
 func (w *Worker) finished(msg *delivery, o *order.Order, f postgres.Finish, ran time.Duration) {
 	alone := w.alone == o.ID
 	w.alone = uuid.Nil
+	w.finishedAs(msg, o, f, ran, alone)
+}
+
+// finishedAs is finished with the order's Event.Alone said by the
+// caller (settleAfterStart reads it before the next order's run sets it).
+func (w *Worker) finishedAs(msg *delivery, o *order.Order, f postgres.Finish, ran time.Duration, alone bool) {
 	w.publishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(f.Status), Host: o.Host, Alone: alone})
 	w.ack(msg, o.ID)
 	w.opts.Metrics.Finished(o.Host, f.Status, ran)
@@ -628,9 +647,14 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		}
 		return w.failPoint("after_start", o)
 	}
+	if w.settleHook == nil {
+		w.settleHook = w.settleUnsettled
+	}
+	req.Started = w.settleHook
 	var res executor.Result
 	started := time.Now() // the record's date when it goes with the result
 	if prep.Native != nil {
+		w.settleUnsettled() // its job's fence and D-Bus call are no start to wait for
 		// An action's systemd verb over D-Bus: no process. Its fence is
 		// checked just before the job is queued, as a process's record
 		// is just after it starts, and the job's queuing checked after.

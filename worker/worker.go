@@ -165,6 +165,13 @@ type Worker struct {
 	// StartedTTL): its finished event says so (Event.Alone). Read and
 	// written only by the goroutine that handles orders, one at a time.
 	alone uuid.UUID
+	// unsettled is the order whose result committed with the next
+	// order's claim and whose finished event and ack wait for that next
+	// order's start (settle.go); settleHook is settleUnsettled as the
+	// executor's Started, made once. Both only of the goroutine that
+	// handles orders.
+	unsettled  unsettled
+	settleHook func()
 	// writes is the write context the orders' writes share while the
 	// worker is not stopping (writeContext), made for the context of
 	// and by the goroutine that handles orders, which alone uses it.

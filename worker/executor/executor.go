@@ -166,6 +166,16 @@ type Request struct {
 	// for must not run on. It is called at most once, from Run's
 	// goroutine; Timeout counts from the start, OnStart's time included.
 	OnStart func(p Process, exited bool) error
+	// Started, if set, is called once the leader has started (its execve
+	// done), before Run waits for anything or reads any of the order's
+	// output: what the caller does there runs while the command does, not
+	// between the caller's last write and the start (the worker sends the
+	// previous order's finished event and ack and this order's started
+	// event there: docs/decisions.md, "The backlog's serial path
+	// (hD27)"), and comes before the output's first chunk. It is not
+	// called when nothing started. Called at most once, from Run's
+	// goroutine, before OnStart; Timeout and ExitWait count its time.
+	Started func()
 	// OrderID names the order in the executor's lines about the host
 	// (out of descriptors or processes), as order_id.
 	OrderID uuid.UUID
@@ -559,6 +569,19 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	pid := cmd.Process.Pid // Setsid made it the group and session id too
 	res := Result{Pid: pid}
 
+	// The leader is identified now, while it runs, not once its exit is
+	// heard: its group, session and start time are set for good by its
+	// start, and its pid stays its own until it is reaped, so the read
+	// is the same either way; for a command of a millisecond it was on
+	// the worker's serial path between the exit and the result's write
+	// (docs/decisions.md, "The backlog's serial path (hD27)").
+	id, idErr := e.identifyLeader(pid, cg)
+	// Started comes before the pipes are read: nothing of the order's
+	// output is published before what the caller publishes there.
+	if req.Started != nil {
+		req.Started()
+	}
+
 	// The leader is waited for with WNOWAIT: it stays a zombie, which keeps
 	// its pid, and so the group id, from being reused until the group has
 	// been killed below. The pipes' loop waits for it on a pidfd (the
@@ -592,7 +615,8 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 		sessionEnded = e.sessionEnded(pid, before)
 		exitedFirst = sessionEnded
 	}
-	if res.Aborted = e.started(pid, cg, req.OnStart, exitedFirst, &res); res.Aborted != nil {
+	res.Process = id
+	if res.Aborted = e.started(pid, idErr, req.OnStart, exitedFirst, &res); res.Aborted != nil {
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "order process refused after start; killing it",
 			slog.Int("pid", pid), slog.String("error", res.Aborted.Error()))
 		e.killGroup(ctx, pid, unix.SIGKILL)
@@ -822,18 +846,24 @@ func exitedUnheard(pid int) bool {
 	}
 }
 
-// started identifies the just started leader and hands it to onStart,
-// saying whether it has exited already. A non-nil error means the
-// process must not run on.
-func (e *Executor) started(pid int, cg *orderCgroup, onStart func(Process, bool) error, exited bool, res *Result) error {
+// identifyLeader is the just started leader pid's identity, in the
+// order's cgroup cg if it has one.
+func (e *Executor) identifyLeader(pid int, cg *orderCgroup) (Process, error) {
 	m, err := e.machine()
+	if err != nil {
+		return Process{}, err
+	}
 	var cgPath string
 	if cg != nil {
 		cgPath = cg.path
 	}
-	if err == nil {
-		res.Process, err = identify(pid, m, cgPath)
-	}
+	return identify(pid, m, cgPath)
+}
+
+// started hands the leader pid, identified as res.Process (err: it
+// could not be), to onStart, saying whether it has exited already. A
+// non-nil error means the process must not run on.
+func (e *Executor) started(pid int, err error, onStart func(Process, bool) error, exited bool, res *Result) error {
 	if onStart == nil {
 		if err != nil {
 			// Nobody asked for the identity: the order may run.
