@@ -555,10 +555,13 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	}
 	screenshot(t, ctx, "hosts-maintenance-phone.png")
 
-	// The command form from the keyboard: focus its first field, type,
-	// Tab to the next, Enter to submit.
+	// The command form from the keyboard: its first field already holds
+	// web-1, the one host online; Tab to the next, type, Enter to submit.
 	step(t, ctx, "dashboard", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-host")))
-	step(t, ctx, "type a command", chromedp.Focus(chromedp.ID("exec-host")), chromedp.KeyEvent("web-1"+kb.Tab+"echo"+kb.Enter),
+	if host := eval[string](t, ctx, `document.getElementById("exec-host").value`); host != "web-1" {
+		t.Fatalf("the command form's host starts as %q, want web-1, the one host online", host)
+	}
+	step(t, ctx, "type a command", chromedp.Focus(chromedp.ID("exec-host")), chromedp.KeyEvent(kb.Tab+"echo"+kb.Enter),
 		chromedp.WaitVisible(chromedp.ID("run")))
 	// The page reloads once the order finishes (the server renders the
 	// result): the finished page has the exit code.
