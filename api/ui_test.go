@@ -1303,12 +1303,7 @@ func TestUITimeoutIsADecimalNumber(t *testing.T) {
 func TestUIActionPicksAnOnlineHost(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
-	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "web-0", Command: "true", Timeout: time.Minute,
-		Principal: "alice", Source: "rest"}
-	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
-		t.Fatal(err)
-	}
-	e.waitOnline(t, "web-1")
+	e.oneHostOnline(t)
 	page := e.page(t, sess, "/ui/")
 	if got, ok := browserChoice(page, "host-greet"); !ok || got != "web-1" {
 		t.Errorf("greet's host dropdown starts on %q (found %v), want web-1, the host with a worker online", got, ok)
@@ -1316,6 +1311,19 @@ func TestUIActionPicksAnOnlineHost(t *testing.T) {
 	if !strings.Contains(page, `>web-0 (offline)</option>`) || strings.Contains(page, `>web-1 (offline)</option>`) {
 		t.Errorf("the dropdown does not mark web-0 alone offline:\n%s", page)
 	}
+}
+
+// oneHostOnline queues an order for web-0, a host no worker serves
+// (known from that order alone), and waits until web-1's worker is
+// online: two known hosts, one online.
+func (e *uiEnv) oneHostOnline(t *testing.T) {
+	t.Helper()
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "web-0", Command: "true", Timeout: time.Minute,
+		Principal: "alice", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	e.waitOnline(t, "web-1")
 }
 
 // waitOnline waits until host's worker is online: its first heartbeat
@@ -1346,12 +1354,7 @@ func (e *uiEnv) waitOnline(t *testing.T, host string) {
 func TestUIExecFormStartsOnTheOnlineHost(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
-	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "web-0", Command: "true", Timeout: time.Minute,
-		Principal: "alice", Source: "rest"}
-	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
-		t.Fatal(err)
-	}
-	e.waitOnline(t, "web-1")
+	e.oneHostOnline(t)
 	field := func(page string) string {
 		_, after, ok := strings.Cut(page, `<input id="exec-host"`)
 		if !ok {

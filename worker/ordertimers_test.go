@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,38 +83,5 @@ func TestShutdownGraceKillsTheRunningOrder(t *testing.T) {
 	}
 	if o.Status != order.StatusKilled || !strings.Contains(o.Result.Error, "worker.shutdown_grace (500ms) passed") {
 		t.Fatalf("order is %s with %q, want killed because the shutdown grace passed", o.Status, o.Result.Error)
-	}
-}
-
-// TestShutdownSaysWhatItWaitsFor: a worker asked to stop while an order
-// runs says so at once, naming the order, the grace it gets and when it
-// is killed, before the order's end: serve logged "shutting down" and
-// then nothing until the grace passed (30 s by default), and a second
-// Ctrl-C did not shorten the silence.
-func TestShutdownSaysWhatItWaitsFor(t *testing.T) {
-	e := newEnv(t)
-	id := e.submit("shutdown-say", "sleep", "30")
-	log := &testenv.LogBuffer{}
-	stop, _ := runWorker(t, worker.Options{Host: "shutdown-say", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 700 * time.Millisecond}, e.store, e.q, testenv.LoggerTo(io.MultiWriter(t.Output(), log)))
-	e.waitStarted(id)
-	stop()
-	e.waitStatus(id, order.StatusKilled)
-	said, finished := -1, -1
-	for i, line := range strings.Split(log.String(), "\n") {
-		switch {
-		case strings.Contains(line, "msg=\"stopping: the running order may finish first"):
-			said = i
-			for _, want := range []string{"order_id=" + id.String(), "principal=", "command=sleep", "shutdown_grace=700ms", "kill_at="} {
-				if !strings.Contains(line, want) {
-					t.Errorf("the stop's line lacks %s: %s", want, line)
-				}
-			}
-		case strings.Contains(line, "msg=\"order finished\""):
-			finished = i
-		}
-	}
-	if said < 0 || finished < 0 || said > finished {
-		t.Fatalf("want the stop's line before the order's end (lines %d and %d):\n%s", said, finished, log.String())
 	}
 }
