@@ -291,6 +291,14 @@ func TestUIRunActionInBrowser(t *testing.T) {
 		if got := text(t, ctx, "#principal"); got != "alice" {
 			t.Fatalf("run by %q", got)
 		}
+		// A time breaks between its words only: "09:02:15 U" over "TC"
+		// was seen in a 1280-pixel window.
+		if !eval[bool](t, ctx, `Array.from(document.querySelectorAll(".facts dd time")).every(e => {
+			const n = e.firstChild, words = n.textContent.split(" "); let at = 0;
+			return words.every(w => { const r = document.createRange(); r.setStart(n, at); r.setEnd(n, at + w.length); at += w.length + 1; return r.getClientRects().length <= 1; });
+		})`) {
+			t.Errorf("a time on the run page breaks inside a word: %q", eval[[]string](t, ctx, `Array.from(document.querySelectorAll(".facts dd time")).map(e => e.innerText)`))
+		}
 		if out := text(t, ctx, "#output"); !strings.Contains(out, "hello "+who+" 3") || strings.Contains(out, "\x1b") {
 			t.Fatalf("final output %q", out)
 		}
