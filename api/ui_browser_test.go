@@ -291,6 +291,14 @@ func TestUIRunActionInBrowser(t *testing.T) {
 		if got := text(t, ctx, "#principal"); got != "alice" {
 			t.Fatalf("run by %q", got)
 		}
+		// A time breaks between its words only: "09:02:15 U" over "TC"
+		// was seen in a 1280-pixel window.
+		if !eval[bool](t, ctx, `Array.from(document.querySelectorAll(".facts dd time")).every(e => {
+			const n = e.firstChild, words = n.textContent.split(" "); let at = 0;
+			return words.every(w => { const r = document.createRange(); r.setStart(n, at); r.setEnd(n, at + w.length); at += w.length + 1; return r.getClientRects().length <= 1; });
+		})`) {
+			t.Errorf("a time on the run page breaks inside a word: %q", eval[[]string](t, ctx, `Array.from(document.querySelectorAll(".facts dd time")).map(e => e.innerText)`))
+		}
 		if out := text(t, ctx, "#output"); !strings.Contains(out, "hello "+who+" 3") || strings.Contains(out, "\x1b") {
 			t.Fatalf("final output %q", out)
 		}
@@ -555,10 +563,13 @@ func TestUIPhoneKeyboardDarkMode(t *testing.T) {
 	}
 	screenshot(t, ctx, "hosts-maintenance-phone.png")
 
-	// The command form from the keyboard: focus its first field, type,
-	// Tab to the next, Enter to submit.
+	// The command form from the keyboard: its first field already holds
+	// web-1, the one host online; Tab to the next, type, Enter to submit.
 	step(t, ctx, "dashboard", chromedp.Navigate(e.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("exec-host")))
-	step(t, ctx, "type a command", chromedp.Focus(chromedp.ID("exec-host")), chromedp.KeyEvent("web-1"+kb.Tab+"echo"+kb.Enter),
+	if host := eval[string](t, ctx, `document.getElementById("exec-host").value`); host != "web-1" {
+		t.Fatalf("the command form's host starts as %q, want web-1, the one host online", host)
+	}
+	step(t, ctx, "type a command", chromedp.Focus(chromedp.ID("exec-host")), chromedp.KeyEvent(kb.Tab+"echo"+kb.Enter),
 		chromedp.WaitVisible(chromedp.ID("run")))
 	// The page reloads once the order finishes (the server renders the
 	// result): the finished page has the exit code.

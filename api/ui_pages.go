@@ -121,13 +121,12 @@ type execForm struct {
 
 // dashboardView is the dashboard's data.
 type dashboardView struct {
-	Actions     []actionView
-	Runbooks    []RunbookSummary
-	Recent      []Order
-	HostNames   []string
-	DefaultHost string
-	Exec        execForm
-	Idem        string // the idempotency key of this rendering's forms
+	Actions   []actionView
+	Runbooks  []RunbookSummary
+	Recent    []Order
+	HostNames []string
+	Exec      execForm
+	Idem      string // the idempotency key of this rendering's forms
 }
 
 // dashboard is GET /ui/: the actions this principal may run, the command
@@ -141,9 +140,15 @@ func (u *webUI) dashboard(w http.ResponseWriter, r *http.Request) {
 // set, is an action run that was refused, whose form keeps its values.
 func (u *webUI) renderDashboard(w http.ResponseWriter, r *http.Request, status int, msg string, form *execForm, refused ...Order) {
 	v := dashboardView{Idem: formKey(r, status), Exec: execForm{EnvHint: "NAME=value"}}
-	v.HostNames = u.hostNames(r)
-	if len(v.HostNames) > 0 {
-		v.DefaultHost = v.HostNames[0]
+	names, offline := u.knownHosts(r)
+	v.HostNames = names
+	// The command form starts on the one host with a worker online
+	// (serve's own on a fresh `make run`, where an empty field only said
+	// "Please fill out this field"), as an action's dropdown starts on an
+	// online host. With several it names none: a guess would run the
+	// command where the user did not look.
+	if online := slices.DeleteFunc(slices.Clone(names), func(h string) bool { return offline[h] }); len(online) == 1 {
+		v.Exec.Host = online[0]
 	}
 	v.Actions = u.actions(r)
 	var rb struct {

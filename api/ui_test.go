@@ -1303,32 +1303,73 @@ func TestUITimeoutIsADecimalNumber(t *testing.T) {
 func TestUIActionPicksAnOnlineHost(t *testing.T) {
 	e := newUIEnv(t)
 	sess, _ := e.uiSession(t, "alice")
-	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "web-0", Command: "true", Timeout: time.Minute,
-		Principal: "alice", Source: "rest"}
-	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
-		t.Fatal(err)
-	}
-	// web-1's worker is online once its first heartbeat is in.
-	deadline := time.Now().Add(30 * time.Second)
-	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
-		req := httptest.NewRequest("GET", "/v1/hosts/web-1", nil)
-		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
-		rec := httptest.NewRecorder()
-		e.handler.ServeHTTP(rec, req)
-		var h api.Host
-		if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &h) == nil && h.Online {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("web-1's worker is not online: %d %s", rec.Code, rec.Body)
-		}
-	}
+	e.oneHostOnline(t)
 	page := e.page(t, sess, "/ui/")
 	if got, ok := browserChoice(page, "host-greet"); !ok || got != "web-1" {
 		t.Errorf("greet's host dropdown starts on %q (found %v), want web-1, the host with a worker online", got, ok)
 	}
 	if !strings.Contains(page, `>web-0 (offline)</option>`) || strings.Contains(page, `>web-1 (offline)</option>`) {
 		t.Errorf("the dropdown does not mark web-0 alone offline:\n%s", page)
+	}
+}
+
+// oneHostOnline queues an order for web-0, a host no worker serves
+// (known from that order alone), and waits until web-1's worker is
+// online: two known hosts, one online.
+func (e *uiEnv) oneHostOnline(t *testing.T) {
+	t.Helper()
+	o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: "web-0", Command: "true", Timeout: time.Minute,
+		Principal: "alice", Source: "rest"}
+	if _, err := e.store.InsertOrder(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	e.waitOnline(t, "web-1")
+}
+
+// waitOnline waits until host's worker is online: its first heartbeat
+// is in.
+func (e *uiEnv) waitOnline(t *testing.T, host string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for tick := time.NewTicker(100 * time.Millisecond); ; <-tick.C {
+		req := httptest.NewRequest("GET", "/v1/hosts/"+host, nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokens["alice"])
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		var h api.Host
+		if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &h) == nil && h.Online {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's worker is not online: %d %s", host, rec.Code, rec.Body)
+		}
+	}
+}
+
+// TestUIExecFormStartsOnTheOnlineHost (no browser): the command form's
+// host starts on the one host with a worker online, as on a fresh `make
+// run` (it was empty, and the browser refused the form with "Please fill
+// out this field"); a host known only from its orders does not count,
+// and with two online hosts the field names neither.
+func TestUIExecFormStartsOnTheOnlineHost(t *testing.T) {
+	e := newUIEnv(t)
+	sess, _ := e.uiSession(t, "alice")
+	e.oneHostOnline(t)
+	field := func(page string) string {
+		_, after, ok := strings.Cut(page, `<input id="exec-host"`)
+		if !ok {
+			t.Fatalf("no command form's host field:\n%s", page)
+		}
+		tag, _, _ := strings.Cut(after, ">")
+		return tag
+	}
+	if tag := field(e.page(t, sess, "/ui/")); !strings.Contains(tag, `value="web-1"`) {
+		t.Errorf("with web-1 alone online, the host field is%s>; want it to start on web-1", tag)
+	}
+	e.startWorker("web-2")
+	e.waitOnline(t, "web-2")
+	if tag := field(e.page(t, sess, "/ui/")); !strings.Contains(tag, `value=""`) {
+		t.Errorf("with web-1 and web-2 online, the host field is%s>; want it empty", tag)
 	}
 }
 

@@ -859,6 +859,12 @@ func (w *Worker) orderTimers(ctx context.Context, msg jetstream.Msg, o *order.Or
 		if ended {
 			return
 		}
+		// Said when the wait begins: after serve's "shutting down" a stop
+		// was up to shutdown_grace of silence, which a second Ctrl-C does
+		// not shorten, and the operator could not tell a wait from a hang.
+		w.logger.Info("stopping: the running order may finish first; it is killed when worker.shutdown_grace passes",
+			"order_id", o.ID, "principal", o.Principal, "command", o.Command, "shutdown_grace", w.opts.ShutdownGrace.String(),
+			"kill_at", time.Now().Add(w.opts.ShutdownGrace).UTC().Format(time.RFC3339))
 		grace = time.AfterFunc(w.opts.ShutdownGrace, func() {
 			mu.Lock()
 			over := ended

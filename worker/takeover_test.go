@@ -351,7 +351,11 @@ func TestGracefulStopKeepsTheHostUntilTheOrderEnds(t *testing.T) {
 
 // TestShutdownKillSaysWhy: an order still running when the shutdown grace
 // passes is killed by the worker, and its result says so: nobody
-// cancelled it, and an auditor must be able to tell.
+// cancelled it, and an auditor must be able to tell. The worker says so
+// at once too, when the stop begins, naming the order, its grace and
+// when it is killed, before the order's end: serve logged "shutting
+// down" and then nothing until the grace passed (30 s by default), and
+// a second Ctrl-C did not shorten the silence.
 func TestShutdownKillSaysWhy(t *testing.T) {
 	e := newEnv(t)
 	id := e.submit("shutdown-kill", "sleep", "30")
@@ -365,10 +369,25 @@ func TestShutdownKillSaysWhy(t *testing.T) {
 		t.Fatalf("result of the order killed at shutdown: %+v", o.Result)
 	}
 	// Its log line names the signal, not an exit code of <nil>.
-	for line := range strings.Lines(log.String()) {
-		if strings.Contains(line, `msg="order finished"`) && (strings.Contains(line, "<nil>") || !strings.Contains(line, "signal=SIG")) {
-			t.Errorf("the killed order's log line: %s", line)
+	said, finished := -1, -1
+	for i, line := range strings.Split(log.String(), "\n") {
+		switch {
+		case strings.Contains(line, `msg="order finished"`):
+			finished = i
+			if strings.Contains(line, "<nil>") || !strings.Contains(line, "signal=SIG") {
+				t.Errorf("the killed order's log line: %s", line)
+			}
+		case strings.Contains(line, `msg="stopping: the running order may finish first`):
+			said = i
+			for _, want := range []string{"order_id=" + id.String(), "principal=", "command=sleep", "shutdown_grace=300ms", "kill_at="} {
+				if !strings.Contains(line, want) {
+					t.Errorf("the stop's line lacks %s: %s", want, line)
+				}
+			}
 		}
+	}
+	if said < 0 || finished < 0 || said > finished {
+		t.Errorf("want the stop's line before the order's end (lines %d and %d):\n%s", said, finished, log.String())
 	}
 }
 

@@ -64,6 +64,7 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 	}
 	delay := 200 * time.Millisecond
 	var failingSince time.Time
+	checkWorkersAt := time.Now().Add(noWorkerCheckAfter)
 	// The batch, without outputs and conditionally, says which orders
 	// moved: only those are read, and each finished one once with its
 	// output. Read one by one, a fan-out to 1,000 hosts cost 1,000
@@ -131,6 +132,10 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 		if pending == 0 {
 			break
 		}
+		if !checkWorkersAt.IsZero() && time.Now().After(checkWorkersAt) {
+			checkWorkersAt = time.Time{}
+			a.sayHostsWithoutWorker(ctx, c, orders)
+		}
 		if err := sleepCtx(ctx, delay); err != nil {
 			fmt.Fprintf(a.stderr, "orderly: stopped waiting; batch %s goes on (orderly ls --batch %s)\n", batch, batch)
 			return stoppedExit(ctx)
@@ -180,6 +185,34 @@ func (a *app) waitBatch(ctx context.Context, c *client.Client, batch string, ord
 		hosts = "host"
 	}
 	return fmt.Errorf("batch %s: not every order succeeded (%d %s: %s)", batch, len(orders), hosts, strings.Join(parts, ", "))
+}
+
+// sayHostsWithoutWorker notes, once per wait, each host of a fan-out
+// whose order is still queued and that has no worker online (a host
+// typed wrong, a worker not started): a batch with one showed "web-2:
+// queued" and waited in silence, where a single order's wait says so
+// (sayWhenNoWorker). One request for the whole batch; a list the API
+// cannot read, or whose online states it does not know (NATS did not
+// answer), says nothing.
+func (a *app) sayHostsWithoutWorker(ctx context.Context, c *client.Client, orders []client.Order) {
+	queued := map[string]bool{}
+	for _, o := range orders {
+		if o.Status == client.StatusQueued {
+			queued[o.Host] = true
+		}
+	}
+	if len(queued) == 0 {
+		return
+	}
+	l, err := c.Hosts(ctx)
+	if err != nil || l.Registry != "" {
+		return
+	}
+	for _, h := range l.Hosts {
+		if queued[h.Host] && !h.Online && h.Registry == "" {
+			fmt.Fprintf(a.stderr, "%s: no worker online (%s): its order waits until one starts\n", cellText(h.Host), lastSeenText(&h))
+		}
+	}
 }
 
 // progress is a status with its outcome: "failed (exit 3)".

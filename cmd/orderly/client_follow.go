@@ -127,11 +127,7 @@ func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client
 		if err != nil || h.Online || status.Load() != client.StatusQueued || cctx.Err() != nil {
 			return
 		}
-		seen := "never seen"
-		if h.LastSeen != nil {
-			seen = "last seen " + h.LastSeen.Local().Format("2006-01-02 15:04:05")
-		}
-		note := fmt.Sprintf("host %s has no worker online (%s): the order waits until one starts", ord.Host, seen)
+		note := fmt.Sprintf("host %s has no worker online (%s): the order waits until one starts", ord.Host, lastSeenText(h))
 		if sp != nil {
 			sp.set(fmt.Sprintf("%s queued on %s: %s", ord.ID, ord.Host, note))
 			return
@@ -139,6 +135,15 @@ func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client
 		fmt.Fprintf(a.stderr, "orderly: %s; Ctrl-C stops waiting and leaves it queued (stop it: orderly cancel %s)\n", note, ord.ID)
 	}()
 	return func() { cancel(); <-done }
+}
+
+// lastSeenText says when a host's worker was last seen, for a note that
+// it has none online.
+func lastSeenText(h *client.Host) string {
+	if h.LastSeen == nil {
+		return "never seen"
+	}
+	return "last seen " + h.LastSeen.Local().Format("2006-01-02 15:04:05")
 }
 
 // exitOf maps a finished order to the CLI's exit, like ssh does for a

@@ -795,6 +795,25 @@ func TestCLISubmitWaitSaysWhenNoWorkerServesTheHost(t *testing.T) {
 	}
 }
 
+// TestCLIFanOutWaitSaysWhichHostsHaveNoWorker: a fan-out --wait with a
+// host no worker serves showed "web-9: queued" and waited in silence;
+// after a moment it now names that host, once, and not the host whose
+// worker ran its order.
+func TestCLIFanOutWaitSaysWhichHostsHaveNoWorker(t *testing.T) {
+	s := newStack(t, "h1")
+	defer func(d time.Duration) { noWorkerCheckAfter = d }(noWorkerCheckAfter)
+	noWorkerCheckAfter = 300 * time.Millisecond
+
+	stderr, err := waitForNote(t, []string{"orderly", "submit", "--hosts", "h1,web-9", "--wait", "--", "true"}, s.cliEnv(),
+		"web-9: no worker online (never seen): its order waits until one starts\n")
+	if err == nil {
+		t.Fatalf("submit --hosts --wait with a host without a worker ended:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "h1: no worker online") || strings.Count(stderr, "no worker online") != 1 {
+		t.Errorf("want web-9 alone named, once:\n%s", stderr)
+	}
+}
+
 // waitForNote runs the CLI with args and env, a wait for an order that
 // stays queued, until its stderr shows note (at most a minute: a loaded
 // machine delays the check, not the note), then stops it as Ctrl-C does,

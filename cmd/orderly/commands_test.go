@@ -51,6 +51,25 @@ func TestMigrateSaysWhereTheURLIs(t *testing.T) {
 	}
 }
 
+// TestServerHelpSaysWhatIsRequired: api and worker have no managed
+// PostgreSQL or embedded NATS, yet their --help said "default for serve"
+// for both URLs, which read as a default they have. Each now says the
+// URL is required and where serve prints its own; serve keeps its
+// defaults.
+func TestServerHelpSaysWhatIsRequired(t *testing.T) {
+	for _, name := range []string{"api", "worker"} {
+		out, err := runCmd(t, name, "--help")
+		if err != nil || strings.Contains(out, "default for serve") ||
+			!strings.Contains(out, "PostgreSQL URL (required: this, database_url in --config or ORDERLY_DATABASE_URL") ||
+			!strings.Contains(out, "NATS URL (required: this, nats.url in --config or ORDERLY_NATS__URL") {
+			t.Errorf("%s --help: %v\n%s", name, err, out)
+		}
+	}
+	if out, err := runCmd(t, "serve", "--help"); err != nil || !strings.Contains(out, "PostgreSQL URL (default: a managed local PostgreSQL under the data dir)") {
+		t.Errorf("serve --help: %v\n%s", err, out)
+	}
+}
+
 // TestMigrateCommand runs migrate status, down and up on a real database.
 func TestMigrateCommand(t *testing.T) {
 	dsn := testenv.Postgres(t) // already migrated

@@ -187,10 +187,17 @@ func (f *serverFlags) bind(cmd *cobra.Command, keys ...string) {
 		"data_dir":     "directory for the managed PostgreSQL, embedded NATS and admin token (default ./data)",
 		"listen":       "API listen address (default 127.0.0.1:8080)",
 		"host":         "host id of this machine's worker (default: the short hostname)",
-		"database_url": "PostgreSQL URL (default for serve: a managed local PostgreSQL)",
-		"nats.url":     "NATS URL (default for serve: embedded nats-server)",
+		"database_url": "PostgreSQL URL (default: a managed local PostgreSQL under the data dir)",
+		"nats.url":     "NATS URL (default: an embedded nats-server, its store under the data dir)",
 		"nats.nkey":    "file with this process's NATS nkey seed (serve writes them in <data-dir>/nats-creds/)",
 		"nats.workers": "extra worker host ids serve's embedded NATS issues credentials for (comma-separated)",
+	}
+	if cmd.Name() != "serve" {
+		// Only serve has a managed PostgreSQL and an embedded NATS to fall
+		// back on: `api --help` said "default for serve", and a newcomer
+		// read a default where there is none.
+		help["database_url"] = "PostgreSQL URL (required: this, database_url in --config or ORDERLY_DATABASE_URL; orderly serve prints the URL of its own at start)"
+		help["nats.url"] = "NATS URL (required: this, nats.url in --config or ORDERLY_NATS__URL; orderly serve prints its own at start)"
 	}
 	for _, k := range keys {
 		v := new(string)

@@ -145,8 +145,6 @@ func (a *app) migrateCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error { return postgresConnectError(a.migrate(cmd, f, args)) },
 	}
 	f.bind(cmd, "database_url")
-	// migrate has no managed PostgreSQL to fall back on, as serve has.
-	cmd.Flags().Lookup("database-url").Usage = "PostgreSQL URL (required; orderly serve prints the URL of its own at start)"
 	return cmd
 }
 

@@ -204,6 +204,21 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 	}
 
 	keys := Changed(old, cfg)
+	// An edit of the file that a flag or an ORDERLY_ variable overrides
+	// changes nothing: said, since the reload otherwise logs no change
+	// for it (nats.workers edited under serve --nats-workers).
+	file, fileOK := w.fileLayer()
+	w.mu.Lock()
+	oldFile, oldFileOK := w.file, w.fileOK
+	w.mu.Unlock()
+	var overridden []string
+	if fileOK && oldFileOK {
+		for _, k := range Changed(oldFile, file) {
+			if !slices.Contains(keys, k) {
+				overridden = append(overridden, k)
+			}
+		}
+	}
 	res := ReloadResult{Changed: len(keys) > 0, ChangedKeys: keys, RestartRequired: RestartKeys(old, cfg, keys),
 		Summary: Summarize(old, cfg), SHA256: l.SHA256}
 	w.cur.Store(&cfg)
@@ -216,6 +231,7 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 	now := time.Now()
 	w.mu.Lock()
 	w.loaded, w.loadedAt = l, now
+	w.file, w.fileOK = file, fileOK
 	w.reloadAt, w.reloadError = now, ""
 	w.diskSHA, w.checkedAt = l.SHA256, now
 	w.drift, w.driftReason = false, ""
@@ -227,6 +243,10 @@ func (w *Watcher) ReloadWith(ctx context.Context, opts ReloadOptions) (ReloadRes
 		"principals", res.Summary.Principals, "rules", res.Summary.Rules, "acl", res.Summary.ACL, "worker", res.Summary.Worker)
 	if len(res.RestartRequired) > 0 {
 		w.logger.Load().Warn("config keys changed that take effect only after a restart", "keys", res.RestartRequired)
+	}
+	if len(overridden) > 0 {
+		w.logger.Load().Warn("config keys changed in the file that a flag or an ORDERLY_ variable sets: the running value stays (remove the flag or the variable, and restart)",
+			"keys", overridden)
 	}
 	if res.Changed {
 		for _, fn := range subs {

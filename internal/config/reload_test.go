@@ -238,3 +238,38 @@ func TestReloadWithoutAPISaysRestart(t *testing.T) {
 		t.Fatalf("reload without an API = %v; want a refusal saying to restart, naming no route", err)
 	}
 }
+
+// TestReloadSaysWhatAFlagOrVariableOverrides: an edit of the file to a key
+// a flag or an ORDERLY_ variable sets changes nothing, and the reload
+// said nothing of it (changed_keys empty): nats.workers edited and
+// reloaded under `serve --nats-workers` issued no seed, silently. It is
+// now a warning naming the keys; an edit that applies is not named.
+func TestReloadSaysWhatAFlagOrVariableOverrides(t *testing.T) {
+	p := writeFile(t, "c.yaml", secureYAML+"listen: 127.0.0.1:8080\nlog:\n  level: info\n")
+	w, logs := newTestWatcher(t, p, []string{"ORDERLY_LOG__LEVEL=warn"}, map[string]any{"listen": "127.0.0.1:9090"})
+	rewrite(t, p, secureYAML+"listen: 127.0.0.1:8081\nlog:\n  level: debug\nlimits:\n  max_args: 7\n")
+	if _, err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if c := w.Current(); c.Listen != "127.0.0.1:9090" || c.Log.Level != "warn" || c.Limits.MaxArgs != 7 {
+		t.Fatalf("running listen %q, log.level %q, limits.max_args %d", c.Listen, c.Log.Level, c.Limits.MaxArgs)
+	}
+	var line string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "that a flag or an ORDERLY_ variable sets") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "keys=\"[listen log.level]\"") {
+		t.Fatalf("want a warning naming listen and log.level alone:\n%s", logs.String())
+	}
+	// A reload whose edits all apply says nothing of the kind.
+	rewrite(t, p, secureYAML+"listen: 127.0.0.1:8081\nlog:\n  level: debug\nlimits:\n  max_args: 8\n")
+	before := strings.Count(logs.String(), "ORDERLY_ variable sets")
+	if _, err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "ORDERLY_ variable sets"); n != before {
+		t.Fatalf("a reload with nothing overridden warned:\n%s", logs.String())
+	}
+}

@@ -37,8 +37,13 @@ type Watcher struct {
 	// configs in order.
 	reloadMu sync.Mutex
 
-	mu           sync.Mutex // guards the fields below
-	loaded       Loaded
+	mu     sync.Mutex // guards the fields below
+	loaded Loaded
+	// file is the config the file alone makes (fileLayer), for a reload
+	// to tell an edit that a flag or a variable overrides; fileOK is false
+	// without a file or when it did not load alone.
+	file         Config
+	fileOK       bool
 	loadedAt     time.Time
 	preparers    []namedPreparer
 	checks       []namedCheck
@@ -101,8 +106,20 @@ func NewWatcherFilled(path string, environ []string, overrides map[string]any, l
 	now := time.Now()
 	w.cur.Store(&cfg)
 	w.loaded, w.loadedAt = l, now
+	w.file, w.fileOK = w.fileLayer()
 	w.diskSHA, w.checkedAt = l.SHA256, now
 	return w, nil
+}
+
+// fileLayer is the config the file makes over the defaults, without the
+// environment and the flags; ok is false without a file or when it does
+// not load alone.
+func (w *Watcher) fileLayer() (cfg Config, ok bool) {
+	if w.path == "" {
+		return Config{}, false
+	}
+	cfg, _, err := Load(w.path, nil, nil)
+	return cfg, err == nil
 }
 
 // validate validates a config the watcher loaded, once its fill (if it
