@@ -48,3 +48,60 @@ func TestAHeldBucketTTLReadDoesNotLapseTheLease(t *testing.T) {
 	}
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 }
+
+// TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost: a
+// standby's reads of the hosts bucket's TTL (the stream's info, at a
+// holder's renewal once half a lease has passed since the last) reach no
+// NATS server, while the rest of its requests pass. The read ran in the
+// standby's wait, which waited out its bound (5 s) with the holder's
+// renewals piling up unread; each renewal, read late, restarted the
+// lease from its reading and was due a read again. The holder then
+// dies (its release lost): the standby takes the host within the
+// recovery bound, and runs the next order.
+func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.T) {
+	e := newEnv(t)
+	host := "ttlstandby"
+	lease := "$KV." + queue.HostsBucket + ".lease." + host
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+
+	// A, the holder, on a connection that can lose its renewals and its
+	// release.
+	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	stopA, _ := runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, pa.queue(t, 2*time.Second), testenv.Logger(t))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+
+	// B, its standby, on a connection whose reads of the bucket's info
+	// are kept.
+	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	qb := pb.queue(t, 2*time.Second)
+	pb.keepAll(info)
+	var standby testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, qb, testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	var before int // B's reads of the bucket's info before its wait, or a few more
+	testenv.WaitUntil(t, 30*time.Second, "B waits as A's standby", func() bool {
+		if !strings.Contains(standby.String(), "waiting as standby") {
+			return false
+		}
+		before = pb.keptFor(info)
+		return true
+	})
+	// The watch's read of the bucket's limits as the wait starts, then a
+	// read of its TTL at a renewal of A's, while A lives.
+	testenv.WaitUntil(t, 30*time.Second, "B's read of the bucket's TTL in its wait sent, and kept", func() bool {
+		return pb.keptFor(info) >= before+2
+	})
+
+	pa.drop(lease, "")
+	died := time.Now()
+	stopA()
+	if pa.droppedTo(lease) == 0 {
+		t.Fatal("A's release was not sent")
+	}
+	testenv.WaitUntil(t, recoveryBound-time.Since(died), "B takes the dead holder's host", func() bool {
+		return strings.Contains(standby.String(), "took the host over")
+	})
+	t.Logf("B took the host %v after A's last renewal", time.Since(died))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+}

@@ -532,7 +532,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				every = q.opts.LeaseTTL
 				markers = true
 			} else {
-				timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
+				timed, every = newLeaseClock(ctx, q, q.opts.LeaseTTL), retryEvery(q.opts.LeaseTTL)
 			}
 			return nil
 		}
@@ -542,6 +542,9 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 	defer func() {
 		if w != nil {
 			w.Stop()
+		}
+		if timed != nil {
+			timed.stop()
 		}
 	}()
 	for {
@@ -613,7 +616,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		}
 		ttl := q.opts.LeaseTTL
 		if timed != nil {
-			ttl = timed.lease
+			ttl = timed.ttl()
 		}
 		// A key its holder released is free; any other is taken only
 		// once the server has answered this process for a lease.
@@ -767,9 +770,10 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				continue // changed meanwhile: judged again, at once
 			}
 		case err == nil && timed != nil:
-			renewed, timed.lease = q.storedAgo(ctx, e)
-			timed.read = time.Now()
-			every = retryEvery(timed.lease)
+			var ttl time.Duration
+			renewed, ttl = q.storedAgo(ctx, e, renewed, timed.ttl(), slow)
+			timed.readNow(ttl)
+			every = retryEvery(ttl)
 		}
 		if !watching {
 			if err := watch(holder); err != nil {
@@ -833,15 +837,34 @@ func retryEvery(ttl time.Duration) time.Duration {
 // as long ago as the server stored e, judged on the server's clock, and
 // the bucket's TTL, the lease, as it stands now (an API may have changed
 // it since this queue was bound); the time is at most a lease ago.
-func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.Time, time.Duration) {
-	now, ttl := q.now(), q.opts.LeaseTTL
-	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
-		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
-			now = s.StreamInfo().TimeStamp
+//
+// The bucket's state is read within bound; unread, e counts as stored
+// when the wait last saw its holder renew (renewed, which the server
+// stored before), or now if it saw none, under the lease known. Read
+// without a bound, a read held up (its request's, 5 s: a JetStream API
+// slow to give the stream's info) kept a standby from a dead holder's
+// host that long past the lease, the key found still there at the
+// lease's end (the server removes an expired key up to a second late);
+// timed on this process's clock instead, a clock ahead of the server's
+// would age a live holder's last renewal past the lease, and the
+// standby would take its key
+// (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
+func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry, renewed time.Time, known, bound time.Duration) (time.Time, time.Duration) {
+	rctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	st, err := q.hostsOnDrop().Status(rctx)
+	if err != nil {
+		if renewed.IsZero() {
+			renewed = time.Now()
 		}
-		if st.TTL() > 0 {
-			ttl = st.TTL()
-		}
+		return renewed, known
+	}
+	now, ttl := q.now(), known
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
+		now = s.StreamInfo().TimeStamp
+	}
+	if st.TTL() > 0 {
+		ttl = st.TTL()
 	}
 	age := min(max(now.Sub(e.Created()), 0), ttl)
 	return time.Now().Add(-age), ttl
@@ -854,21 +877,72 @@ func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.
 // which a live holder's renewals never let happen, a standby kept the
 // old lease for as long as it waited, and took a dead holder's host that
 // much later.
+//
+// The read runs beside the wait, one at a time, and its answer times
+// the next deadline: read in the wait, a read held up (its request's
+// bound, 5 s: a JetStream API slow to give the stream's info) held up
+// the watch, whose renewals, read late, each restarted the lease from
+// their reading, and each of which was due a read again: a dead
+// holder's host was not taken for as long as the reads were held
+// (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
 type leaseClock struct {
-	q     *Queue
-	lease time.Duration
-	read  time.Time // when lease was read; zero: not yet
+	q      *Queue
+	ctx    context.Context // the reads'; ended by stop
+	cancel context.CancelFunc
+	reads  sync.WaitGroup
+	mu     sync.Mutex
+	lease  time.Duration
+	read   time.Time // when the last read was sent; zero: none yet
+	// reading: a read is on its way, and no other is sent.
+	reading bool
 }
 
-// renewal reads the bucket's TTL again when it is due.
-func (c *leaseClock) renewal(ctx context.Context) {
-	if !c.read.IsZero() && time.Since(c.read) < min(c.lease/2, 10*time.Second) {
+func newLeaseClock(ctx context.Context, q *Queue, lease time.Duration) *leaseClock {
+	c := &leaseClock{q: q, lease: lease}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	return c
+}
+
+// renewal has the bucket's TTL read again, beside the wait, when it is
+// due.
+func (c *leaseClock) renewal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading || !c.read.IsZero() && time.Since(c.read) < min(c.lease/2, 10*time.Second) {
 		return
 	}
-	c.read = time.Now()
-	if ttl, err := c.q.BucketTTL(ctx); err == nil && ttl > 0 {
-		c.lease = ttl
-	}
+	c.read, c.reading = time.Now(), true
+	c.reads.Add(1)
+	go func() {
+		defer c.reads.Done()
+		ttl, err := c.q.BucketTTL(c.ctx)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.reading = false
+		if err == nil && ttl > 0 {
+			c.lease = ttl
+		}
+	}()
+}
+
+// ttl is the lease as last read.
+func (c *leaseClock) ttl() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease
+}
+
+// readNow records ttl, read just now by the caller.
+func (c *leaseClock) readNow(ttl time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease, c.read = ttl, time.Now()
+}
+
+// stop ends the read on its way, if any, and waits for it.
+func (c *leaseClock) stop() {
+	c.cancel()
+	c.reads.Wait()
 }
 
 // waitFreed waits until the lease key that w watches (nil: none) is
@@ -882,8 +956,8 @@ func (c *leaseClock) renewal(ctx context.Context) {
 func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
 	ends := func() time.Time {
 		at := time.Now().Add(wait)
-		if clock != nil && !renewed.IsZero() && renewed.Add(clock.lease).After(at) {
-			return renewed.Add(clock.lease)
+		if clock != nil && !renewed.IsZero() && renewed.Add(clock.ttl()).After(at) {
+			return renewed.Add(clock.ttl())
 		}
 		return at
 	}
@@ -900,7 +974,7 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		case jetstream.KeyValuePut:
 			*renewed = time.Now()
 			if clock != nil {
-				clock.renewal(ctx)
+				clock.renewal()
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
@@ -917,7 +991,7 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 			// holder for a lease.
 			lease := w.q.opts.LeaseTTL
 			if clock != nil {
-				lease = clock.lease
+				lease = clock.ttl()
 			}
 			if !renewed.IsZero() && time.Since(*renewed) < lease {
 				return "deleted", nil
