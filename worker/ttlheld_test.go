@@ -105,3 +105,52 @@ func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.
 	t.Logf("B took the host %v after A's last renewal", time.Since(died))
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 }
+
+// TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal: a holder
+// with its host's key renews while its reads of the hosts bucket's info
+// reach no NATS server (a proxy keeps them). Another writer puts a copy
+// of the holder's value over it, so that the holder's next renewal,
+// conditioned on the revision it wrote, is refused. Renew judged the key
+// it then read by whether the lease could have expired, which it read
+// from the bucket's TTL: the read waited out its bound (5 s), the lease
+// of 2 s lapsed meanwhile under its live holder, and the holder took it
+// again as a lapsed one. It judges by the TTL it last read now: it
+// keeps its lease, and runs the next order.
+func TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal(t *testing.T) {
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	host := "ttlwithin"
+
+	proxy := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	wq := proxy.queue(t, 2*time.Second)
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+	var holder testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, ClaimMarkKey: queue.NewMarkKey([]byte("seed of ttlwithin"))},
+		e.store, wq, testenv.LoggerTo(io.MultiWriter(t.Output(), &holder)))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	proxy.keepAll(info)
+
+	kv, err := e.q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := kv.Get(ctx, "lease."+host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied, err := kv.Put(ctx, "lease."+host, v.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A holder whose judgement waited for the read writes its lease
+	// again only after the key expired, as a lapsed lease.
+	testenv.WaitUntil(t, 30*time.Second, "the holder writes its lease over the copy", func() bool {
+		now, err := kv.Get(ctx, "lease."+host)
+		return err == nil && now.Revision() > copied
+	})
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	if strings.Contains(holder.String(), "host lease had lapsed") || strings.Contains(holder.String(), "lease lost") {
+		t.Fatalf("the holder's lease lapsed while its read of the bucket's TTL was held:\n%s", holder.String())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -373,6 +374,8 @@ type Lease struct {
 	// unconfirmed: a plain write of the key awaits its confirmation
 	// (putAsOwner).
 	unconfirmed bool
+	// ttl: the bucket's TTL as last read (SetTTL), in nanoseconds.
+	ttl atomic.Int64
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -611,8 +614,14 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
 			q.tookLease(host, instance, k)
-			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
+			l := &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
 				owners: owners, before: before, beforeRead: owners != nil}
+			ttl := q.opts.LeaseTTL
+			if timed != nil {
+				ttl = timed.ttl()
+			}
+			l.SetTTL(ttl)
+			return l
 		}
 		ttl := q.opts.LeaseTTL
 		if timed != nil {
@@ -1187,7 +1196,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.lost = 0
 		return false, nil
 	}
-	within := l.within(ctx)
+	within := l.within()
 	e, gerr := l.kv().Get(ctx, l.key)
 	gone := errors.Is(gerr, jetstream.ErrKeyNotFound)
 	holder, trust := "", leaseSigned
@@ -1282,15 +1291,32 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 }
 
 // within reports whether this lease, signed, cannot have expired: its
-// last write is less than a lease old, the bucket's TTL as it stands
-// (an API may have shortened it). Without a key, or without the TTL,
-// it says no: nothing is judged a forgery.
-func (l *Lease) within(ctx context.Context) bool {
+// last write is less than a lease old, the bucket's TTL as last read
+// (SetTTL; an API may have shortened it). Without a key, or without a
+// TTL, it says no: nothing is judged a forgery.
+//
+// It reads nothing: the bucket's TTL read here, in the renewal that had
+// just failed, was held up by a JetStream API slow to give the stream's
+// info for its request's bound (5 s), and a lease of 2 s lapsed under
+// its live holder before it could judge the key it found
+// (TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal). A TTL
+// the API shortened since the last read counts from the holder's next
+// read (every minute, worker's beat), as its renewals' pace does.
+func (l *Lease) within() bool {
 	if l.k == nil {
 		return false
 	}
-	ttl, err := l.q.BucketTTL(ctx)
-	return err == nil && ttl > 0 && time.Since(l.written) < ttl
+	ttl := time.Duration(l.ttl.Load())
+	return ttl > 0 && time.Since(l.written) < ttl
+}
+
+// SetTTL tells the lease the hosts bucket's TTL as its holder last read
+// it (the holder reads it beside its renewals); within judges by it. A
+// TTL of 0 (unread, or no expiry) is ignored.
+func (l *Lease) SetTTL(ttl time.Duration) {
+	if ttl > 0 {
+		l.ttl.Store(int64(ttl))
+	}
 }
 
 // sinceRev is the floor a holder whose last write was revision own
@@ -1393,7 +1419,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if try == 3 || !raced(err) || !l.within(ctx) {
+		if try == 3 || !raced(err) || !l.within() {
 			return fmt.Errorf("release lease of host %s: %w", l.host, err)
 		}
 		e, gerr := l.kv().Get(ctx, l.key)
