@@ -934,6 +934,13 @@ func (c *leaseClock) renewal() {
 	}()
 }
 
+// pending reports whether a read is on its way.
+func (c *leaseClock) pending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reading
+}
+
 // ttl is the lease as last read.
 func (c *leaseClock) ttl() time.Duration {
 	c.mu.Lock()
@@ -963,8 +970,8 @@ func (c *leaseClock) stop() {
 // lasts until that lease has passed since *renewed, if that is later,
 // and its end is "expired": the holder has not renewed within a lease.
 func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
+	at := time.Now().Add(wait) // the periodic try, from the start or the last renewal
 	ends := func() time.Time {
-		at := time.Now().Add(wait)
 		if clock != nil && !renewed.IsZero() && renewed.Add(clock.ttl()).After(at) {
 			return renewed.Add(clock.ttl())
 		}
@@ -972,10 +979,23 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 	}
 	deadline := ends()
 	for w != nil {
-		wctx, cancel := context.WithDeadline(ctx, deadline)
+		// While a read of the TTL is on its way (beside the wait), the
+		// deadline is timed again every retry: a lease an API shortened
+		// ends the wait when the read says, not at the lease read before.
+		until := deadline
+		if clock != nil && clock.pending() {
+			if next := time.Now().Add(retryEvery(clock.ttl())); next.Before(until) {
+				until = next
+			}
+		}
+		wctx, cancel := context.WithDeadline(ctx, until)
 		op, released, err := w.next(wctx)
 		cancel()
 		if err != nil {
+			if ctx.Err() == nil && until.Before(deadline) && errors.Is(err, context.DeadlineExceeded) {
+				deadline = ends()
+				continue
+			}
 			break // the wait is over, or the watch failed: the periodic try
 		}
 		// A put is the holder's renewal: the key is not free.
@@ -984,6 +1004,7 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 			*renewed = time.Now()
 			if clock != nil {
 				clock.renewal()
+				at = time.Now().Add(wait)
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
