@@ -76,6 +76,11 @@ func TestLoserOfAPutLeavesTheHostToItsOwner(t *testing.T) {
 	if err := p.a.Release(ctx); err != nil {
 		t.Logf("the loser's release: %v", err)
 	}
+	// What its worker's standby line names: the owner its value is left
+	// to, not its own earlier lease.
+	if !p.holderQ.LeftToOwner(host, "A") {
+		t.Error("the loser left its value on the key to the owner, and its Queue does not say so (LeftToOwner)")
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	took := make(chan *queue.Lease, 1)

@@ -50,11 +50,19 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
 	waitOwners := storeOwners{store: w.store, bound: w.q.LeaseTTL()}
 	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, waitOwners, func(holder string) {
-		if holder == w.opts.Instance {
+		switch {
+		case holder != w.opts.Instance:
+		case w.q.LeftToOwner(w.opts.Host, w.opts.Instance):
 			// Its own value, left on the key to the worker that took the
 			// host over from it (queue's yieldToOwner), until that
 			// owner's renewal puts its own back.
 			holder = "the host's owner in PostgreSQL (this worker's value is left on the key to it)"
+		default:
+			// Its own lease of an earlier tenure, whose release did not
+			// land, which the wait tried to take back: another write
+			// came first, or NATS did not answer. Named the owner's
+			// before, as if it had yielded (docs/decisions.md, hD25).
+			holder = "this worker's own earlier lease (left on the key; taking it back failed)"
 		}
 		w.logger.Info("host lease held by another worker; waiting as standby", "holder", holder)
 		w.status(fmt.Sprintf("standby: the lease of host %s is held by %s", w.opts.Host, holder))

@@ -48,3 +48,110 @@ func TestAHeldBucketTTLReadDoesNotLapseTheLease(t *testing.T) {
 	}
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 }
+
+// TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost: a
+// standby's reads of the hosts bucket's TTL (the stream's info, at a
+// holder's renewal once half a lease has passed since the last) reach no
+// NATS server, while the rest of its requests pass. The read ran in the
+// standby's wait, which waited out its bound (5 s) with the holder's
+// renewals piling up unread; each renewal, read late, restarted the
+// lease from its reading and was due a read again. The holder then
+// dies (its release lost): the standby takes the host within the
+// recovery bound, and runs the next order.
+func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.T) {
+	e := newEnv(t)
+	host := "ttlstandby"
+	lease := "$KV." + queue.HostsBucket + ".lease." + host
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+
+	// A, the holder, on a connection that can lose its renewals and its
+	// release.
+	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	stopA, _ := runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, pa.queue(t, 2*time.Second), testenv.Logger(t))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+
+	// B, its standby, on a connection whose reads of the bucket's info
+	// are kept.
+	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	qb := pb.queue(t, 2*time.Second)
+	pb.keepAll(info)
+	var standby testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, qb, testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	var before int // B's reads of the bucket's info before its wait, or a few more
+	testenv.WaitUntil(t, 30*time.Second, "B waits as A's standby", func() bool {
+		if !strings.Contains(standby.String(), "waiting as standby") {
+			return false
+		}
+		before = pb.keptFor(info)
+		return true
+	})
+	// The standby report loop's read of the TTL and the watch's of the
+	// bucket's limits as the wait starts, then the wait's read of the TTL
+	// at a renewal of A's, while A lives.
+	testenv.WaitUntil(t, 30*time.Second, "B's read of the bucket's TTL in its wait sent, and kept", func() bool {
+		return pb.keptFor(info) >= before+3
+	})
+
+	pa.drop(lease, "")
+	died := time.Now()
+	stopA()
+	if pa.droppedTo(lease) == 0 {
+		t.Fatal("A's release was not sent")
+	}
+	testenv.WaitUntil(t, recoveryBound-time.Since(died), "B takes the dead holder's host", func() bool {
+		return strings.Contains(standby.String(), "took the host over")
+	})
+	t.Logf("B took the host %v after A's last renewal", time.Since(died))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+}
+
+// TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal: a holder
+// with its host's key renews while its reads of the hosts bucket's info
+// reach no NATS server (a proxy keeps them). Another writer puts a copy
+// of the holder's value over it, so that the holder's next renewal,
+// conditioned on the revision it wrote, is refused. Renew judged the key
+// it then read by whether the lease could have expired, which it read
+// from the bucket's TTL: the read waited out its bound (5 s), the lease
+// of 2 s lapsed meanwhile under its live holder, and the holder took it
+// again as a lapsed one. It judges by the TTL it last read now: it
+// keeps its lease, and runs the next order.
+func TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal(t *testing.T) {
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	host := "ttlwithin"
+
+	proxy := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	wq := proxy.queue(t, 2*time.Second)
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+	var holder testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, ClaimMarkKey: queue.NewMarkKey([]byte("seed of ttlwithin"))},
+		e.store, wq, testenv.LoggerTo(io.MultiWriter(t.Output(), &holder)))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	proxy.keepAll(info)
+
+	kv, err := e.q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := kv.Get(ctx, "lease."+host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied, err := kv.Put(ctx, "lease."+host, v.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A holder whose judgement waited for the read writes its lease
+	// again only after the key expired, as a lapsed lease.
+	testenv.WaitUntil(t, 30*time.Second, "the holder writes its lease over the copy", func() bool {
+		now, err := kv.Get(ctx, "lease."+host)
+		return err == nil && now.Revision() > copied
+	})
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	if strings.Contains(holder.String(), "host lease had lapsed") || strings.Contains(holder.String(), "lease lost") {
+		t.Fatalf("the holder's lease lapsed while its read of the bucket's TTL was held:\n%s", holder.String())
+	}
+}

@@ -660,6 +660,7 @@ func (w *Worker) beat(ctx context.Context, lease *queue.Lease, h *hold, stop con
 		if ttl > 0 {
 			h.ttl.Store(int64(ttl))
 		}
+		lease.SetTTL(ttl)
 		next := queue.RenewEvery(w.opts.Heartbeat, ttl)
 		if next == every {
 			return

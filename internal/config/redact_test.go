@@ -24,6 +24,14 @@ func TestRedactUnparsedURLs(t *testing.T) {
 		"nats://n1:4222,nats://t0k%zz@n2:4222": "nats://n1:4222,nats://***@n2:4222",
 		"nats://orderly:s3cret@n1:4222":        "nats://orderly:***@n1:4222",
 		"nats://n1:4222":                       "nats://n1:4222",
+		// A password holding / with a port of digits before it parses,
+		// as a host and a path: no user, and still hidden.
+		"nats://orderly:12/s3cret@n1:4222": "nats://***@n1:4222",
+		// Lists, as nats.url takes them; a user without a password is
+		// a token to NATS, hidden whole.
+		"nats://orderly:s3cret@n1:4222,nats://n2:4222": "nats://orderly:***@n1:4222,nats://n2:4222",
+		"nats://t0ken@n1:4222":                         "nats://***@n1:4222",
+		"nats://127.0.0.1:4222":                        "nats://127.0.0.1:4222",
 	} {
 		if got := RedactNATS(in); got != want {
 			t.Errorf("RedactNATS(%q) = %q, want %q", in, got, want)

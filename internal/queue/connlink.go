@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-run/orderly/internal/config"
 )
 
 // ConnLink remembers what a NATS connection's disconnect and reconnect
@@ -26,13 +28,13 @@ func (l *ConnLink) Connected(nc *nats.Conn) {
 }
 
 // serverURL is the URL of the server nc is connected to with its
-// secrets hidden as RedactURLs hides them; "" while nc is not connected.
+// secrets hidden (config.RedactNATS); "" while nc is not connected.
 // nats.url may carry the connection's token (nats://TOKEN@host), which
 // nats.go's ConnectedUrlRedacted keeps as it is (it hides a password
 // only): every line that named the server printed the token
 // (TestServerNamedWithoutTheURLsCredentials).
 func serverURL(nc *nats.Conn) string {
-	return RedactURLs(nc.ConnectedUrl())
+	return config.RedactNATS(nc.ConnectedUrl())
 }
 
 // Dropped records that the connection dropped now and returns the

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -373,6 +374,8 @@ type Lease struct {
 	// unconfirmed: a plain write of the key awaits its confirmation
 	// (putAsOwner).
 	unconfirmed bool
+	// ttl: the bucket's TTL as last read (SetTTL), in nanoseconds.
+	ttl atomic.Int64
 }
 
 // ErrLeaseLost is returned by Renew when another worker took the host.
@@ -532,7 +535,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				every = q.opts.LeaseTTL
 				markers = true
 			} else {
-				timed, every = &leaseClock{q: q, lease: q.opts.LeaseTTL}, retryEvery(q.opts.LeaseTTL)
+				timed, every = newLeaseClock(ctx, q, q.opts.LeaseTTL), retryEvery(q.opts.LeaseTTL)
 			}
 			return nil
 		}
@@ -542,6 +545,9 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 	defer func() {
 		if w != nil {
 			w.Stop()
+		}
+		if timed != nil {
+			timed.stop()
 		}
 	}()
 	for {
@@ -608,12 +614,18 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		}
 		lease := func(rev uint64, sent time.Time, freed string) *Lease {
 			q.tookLease(host, instance, k)
-			return &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
+			l := &Lease{q: q, key: key, host: host, instance: instance, k: k, rev: rev, freed: freed, written: sent,
 				owners: owners, before: before, beforeRead: owners != nil}
+			ttl := q.opts.LeaseTTL
+			if timed != nil {
+				ttl = timed.ttl()
+			}
+			l.SetTTL(ttl)
+			return l
 		}
 		ttl := q.opts.LeaseTTL
 		if timed != nil {
-			ttl = timed.lease
+			ttl = timed.ttl()
 		}
 		// A key its holder released is free; any other is taken only
 		// once the server has answered this process for a lease.
@@ -767,9 +779,10 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				continue // changed meanwhile: judged again, at once
 			}
 		case err == nil && timed != nil:
-			renewed, timed.lease = q.storedAgo(ctx, e)
-			timed.read = time.Now()
-			every = retryEvery(timed.lease)
+			var ttl time.Duration
+			renewed, ttl = q.storedAgo(ctx, e, renewed, timed.ttl(), slow)
+			timed.readNow(ttl)
+			every = retryEvery(ttl)
 		}
 		if !watching {
 			if err := watch(holder); err != nil {
@@ -833,15 +846,34 @@ func retryEvery(ttl time.Duration) time.Duration {
 // as long ago as the server stored e, judged on the server's clock, and
 // the bucket's TTL, the lease, as it stands now (an API may have changed
 // it since this queue was bound); the time is at most a lease ago.
-func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.Time, time.Duration) {
-	now, ttl := q.now(), q.opts.LeaseTTL
-	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
-		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
-			now = s.StreamInfo().TimeStamp
+//
+// The bucket's state is read within bound; unread, e counts as stored
+// when the wait last saw its holder renew (renewed, which the server
+// stored before), or now if it saw none, under the lease known. Read
+// without a bound, a read held up (its request's, 5 s: a JetStream API
+// slow to give the stream's info) kept a standby from a dead holder's
+// host that long past the lease, the key found still there at the
+// lease's end (the server removes an expired key up to a second late);
+// timed on this process's clock instead, a clock ahead of the server's
+// would age a live holder's last renewal past the lease, and the
+// standby would take its key
+// (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
+func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry, renewed time.Time, known, bound time.Duration) (time.Time, time.Duration) {
+	rctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	st, err := q.hostsOnDrop().Status(rctx)
+	if err != nil {
+		if renewed.IsZero() {
+			renewed = time.Now()
 		}
-		if st.TTL() > 0 {
-			ttl = st.TTL()
-		}
+		return renewed, known
+	}
+	now, ttl := q.now(), known
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
+		now = s.StreamInfo().TimeStamp
+	}
+	if st.TTL() > 0 {
+		ttl = st.TTL()
 	}
 	age := min(max(now.Sub(e.Created()), 0), ttl)
 	return time.Now().Add(-age), ttl
@@ -854,21 +886,79 @@ func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry) (time.
 // which a live holder's renewals never let happen, a standby kept the
 // old lease for as long as it waited, and took a dead holder's host that
 // much later.
+//
+// The read runs beside the wait, one at a time, and its answer times
+// the next deadline: read in the wait, a read held up (its request's
+// bound, 5 s: a JetStream API slow to give the stream's info) held up
+// the watch, whose renewals, read late, each restarted the lease from
+// their reading, and each of which was due a read again: a dead
+// holder's host was not taken for as long as the reads were held
+// (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
 type leaseClock struct {
-	q     *Queue
-	lease time.Duration
-	read  time.Time // when lease was read; zero: not yet
+	q      *Queue
+	ctx    context.Context // the reads'; ended by stop
+	cancel context.CancelFunc
+	reads  sync.WaitGroup
+	mu     sync.Mutex
+	lease  time.Duration
+	read   time.Time // when the last read was sent; zero: none yet
+	// reading: a read is on its way, and no other is sent.
+	reading bool
 }
 
-// renewal reads the bucket's TTL again when it is due.
-func (c *leaseClock) renewal(ctx context.Context) {
-	if !c.read.IsZero() && time.Since(c.read) < min(c.lease/2, 10*time.Second) {
+func newLeaseClock(ctx context.Context, q *Queue, lease time.Duration) *leaseClock {
+	c := &leaseClock{q: q, lease: lease}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	return c
+}
+
+// renewal has the bucket's TTL read again, beside the wait, when it is
+// due.
+func (c *leaseClock) renewal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading || !c.read.IsZero() && time.Since(c.read) < min(c.lease/2, 10*time.Second) {
 		return
 	}
-	c.read = time.Now()
-	if ttl, err := c.q.BucketTTL(ctx); err == nil && ttl > 0 {
-		c.lease = ttl
-	}
+	c.read, c.reading = time.Now(), true
+	c.reads.Add(1)
+	go func() {
+		defer c.reads.Done()
+		ttl, err := c.q.BucketTTL(c.ctx)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.reading = false
+		if err == nil && ttl > 0 {
+			c.lease = ttl
+		}
+	}()
+}
+
+// pending reports whether a read is on its way.
+func (c *leaseClock) pending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reading
+}
+
+// ttl is the lease as last read.
+func (c *leaseClock) ttl() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease
+}
+
+// readNow records ttl, read just now by the caller.
+func (c *leaseClock) readNow(ttl time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease, c.read = ttl, time.Now()
+}
+
+// stop ends the read on its way, if any, and waits for it.
+func (c *leaseClock) stop() {
+	c.cancel()
+	c.reads.Wait()
 }
 
 // waitFreed waits until the lease key that w watches (nil: none) is
@@ -880,19 +970,32 @@ func (c *leaseClock) renewal(ctx context.Context) {
 // lasts until that lease has passed since *renewed, if that is later,
 // and its end is "expired": the holder has not renewed within a lease.
 func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
+	at := time.Now().Add(wait) // the periodic try, from the start or the last renewal
 	ends := func() time.Time {
-		at := time.Now().Add(wait)
-		if clock != nil && !renewed.IsZero() && renewed.Add(clock.lease).After(at) {
-			return renewed.Add(clock.lease)
+		if clock != nil && !renewed.IsZero() && renewed.Add(clock.ttl()).After(at) {
+			return renewed.Add(clock.ttl())
 		}
 		return at
 	}
 	deadline := ends()
 	for w != nil {
-		wctx, cancel := context.WithDeadline(ctx, deadline)
+		// While a read of the TTL is on its way (beside the wait), the
+		// deadline is timed again every retry: a lease an API shortened
+		// ends the wait when the read says, not at the lease read before.
+		until := deadline
+		if clock != nil && clock.pending() {
+			if next := time.Now().Add(retryEvery(clock.ttl())); next.Before(until) {
+				until = next
+			}
+		}
+		wctx, cancel := context.WithDeadline(ctx, until)
 		op, released, err := w.next(wctx)
 		cancel()
 		if err != nil {
+			if ctx.Err() == nil && until.Before(deadline) && errors.Is(err, context.DeadlineExceeded) {
+				deadline = ends()
+				continue
+			}
 			break // the wait is over, or the watch failed: the periodic try
 		}
 		// A put is the holder's renewal: the key is not free.
@@ -900,7 +1003,8 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 		case jetstream.KeyValuePut:
 			*renewed = time.Now()
 			if clock != nil {
-				clock.renewal(ctx)
+				clock.renewal()
+				at = time.Now().Add(wait)
 				deadline = ends()
 			}
 		case jetstream.KeyValueDelete:
@@ -917,7 +1021,7 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 			// holder for a lease.
 			lease := w.q.opts.LeaseTTL
 			if clock != nil {
-				lease = clock.lease
+				lease = clock.ttl()
 			}
 			if !renewed.IsZero() && time.Since(*renewed) < lease {
 				return "deleted", nil
@@ -1113,7 +1217,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.lost = 0
 		return false, nil
 	}
-	within := l.within(ctx)
+	within := l.within()
 	e, gerr := l.kv().Get(ctx, l.key)
 	gone := errors.Is(gerr, jetstream.ErrKeyNotFound)
 	holder, trust := "", leaseSigned
@@ -1208,15 +1312,32 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 }
 
 // within reports whether this lease, signed, cannot have expired: its
-// last write is less than a lease old, the bucket's TTL as it stands
-// (an API may have shortened it). Without a key, or without the TTL,
-// it says no: nothing is judged a forgery.
-func (l *Lease) within(ctx context.Context) bool {
+// last write is less than a lease old, the bucket's TTL as last read
+// (SetTTL; an API may have shortened it). Without a key, or without a
+// TTL, it says no: nothing is judged a forgery.
+//
+// It reads nothing: the bucket's TTL read here, in the renewal that had
+// just failed, was held up by a JetStream API slow to give the stream's
+// info for its request's bound (5 s), and a lease of 2 s lapsed under
+// its live holder before it could judge the key it found
+// (TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal). A TTL
+// the API shortened since the last read counts from the holder's next
+// read (every minute, worker's beat), as its renewals' pace does.
+func (l *Lease) within() bool {
 	if l.k == nil {
 		return false
 	}
-	ttl, err := l.q.BucketTTL(ctx)
-	return err == nil && ttl > 0 && time.Since(l.written) < ttl
+	ttl := time.Duration(l.ttl.Load())
+	return ttl > 0 && time.Since(l.written) < ttl
+}
+
+// SetTTL tells the lease the hosts bucket's TTL as its holder last read
+// it (the holder reads it beside its renewals); within judges by it. A
+// TTL of 0 (unread, or no expiry) is ignored.
+func (l *Lease) SetTTL(ttl time.Duration) {
+	if ttl > 0 {
+		l.ttl.Store(int64(ttl))
+	}
 }
 
 // sinceRev is the floor a holder whose last write was revision own
@@ -1319,7 +1440,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if try == 3 || !raced(err) || !l.within(ctx) {
+		if try == 3 || !raced(err) || !l.within() {
 			return fmt.Errorf("release lease of host %s: %w", l.host, err)
 		}
 		e, gerr := l.kv().Get(ctx, l.key)

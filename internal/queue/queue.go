@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -214,34 +213,12 @@ func Connect(urls, name string, opts ...nats.Option) (*nats.Conn, error) {
 		// url.Parse's error quotes the whole URL, password and all, and
 		// its reason may quote a piece of it (a password holding / made
 		// the rest a port): neither is logged.
-		return nil, fmt.Errorf("connect to nats %s: not a valid URL (percent-encode the characters of a user, password or token that a URL reserves: %% / ? # @ : and spaces)", RedactURLs(urls))
+		return nil, fmt.Errorf("connect to nats %s: not a valid URL (percent-encode the characters of a user, password or token that a URL reserves: %% / ? # @ : and spaces)", config.RedactNATS(urls))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", config.RedactNATS(urls), err)
 	}
 	return nc, nil
-}
-
-// RedactURLs hides the secrets of a comma-separated list of NATS URLs, for
-// errors and logs (a start-up that waits for NATS repeats its error): the
-// password of user:password, and a user without a password, which NATS
-// takes as a token. A URL that does not parse as one with a user (a
-// password with an unescaped / or %, a typo in the port) loses
-// everything between its scheme and its last @.
-func RedactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			parts[i] = config.RedactUnparsed(p, "xxxxx")
-			continue
-		}
-		if _, ok := u.User.Password(); !ok {
-			u.User = url.User("xxxxx")
-		}
-		parts[i] = u.Redacted()
-	}
-	return strings.Join(parts, ",")
 }
 
 // New ensures the streams and the KV bucket exist with the right settings

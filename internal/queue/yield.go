@@ -48,6 +48,16 @@ func (l *Lease) yieldToOwner(ctx context.Context) bool {
 	return true
 }
 
+// LeftToOwner reports whether instance left its value on host's lease
+// key to the host's owner (yieldToOwner), and has not taken the lease
+// since: a wait of instance that meets its own value on the key then
+// waits for the owner's renewal to put the owner's back. A wait that
+// meets it otherwise tried to take it back as its own lease left over,
+// and failed.
+func (q *Queue) LeftToOwner(host, instance string) bool {
+	return q.knownLease(host).yielded == instance
+}
+
 // yielded records that instance left its value on host's lease key to
 // the host's owner (yieldToOwner): until this process takes the lease
 // again (instance ""), its waits read that value as a holder's, not as
