@@ -32,36 +32,15 @@ import (
 // server, is older than half the lease.
 func TestClaimedOrderIsHandedBackWhileItsRenewalIsLate(t *testing.T) {
 	ctx := t.Context()
-	store, _ := testenv.Store(t, testenv.Postgres(t))
 	// Long enough for the steps between half the lease and its expiry
 	// on a loaded machine; the test does not need the key to outlive
 	// the drop (an expired key is taken again by the same worker).
 	const lease = 6 * time.Second
-	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: slowAckWait, LeaseTTL: lease})
-	e := &env{t: t, store: store, q: q}
-	host := "late-renewal"
-
-	proxy := newPubHoldProxy(t, q.Conn().ConnectedUrl())
-	nc, err := queue.Connect("nats://"+proxy.addr(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	wq, err := queue.New(ctx, nc, queue.Options{AckWait: slowAckWait, LeaseTTL: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
+	const host = "late-renewal"
 	ran := filepath.Join(t.TempDir(), "ran")
-	id := e.submit(host, "sh", "-c", `echo x >> "$1"`, "_", ran)
-	hook := &claimHook{Store: store, id: id, held: make(chan struct{}), release: make(chan struct{})}
-	log := &testenv.LogBuffer{}
-	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
-		ShutdownGrace: 5 * time.Second}, hook, wq, testenv.LoggerTo(io.MultiWriter(t.Output(), log)))
-	select {
-	case <-hook.held:
-	case <-ctx.Done():
-		t.Fatal("the worker never claimed the order")
-	}
+	pw := startHeldClaimWorker(t, lease, host, false, "sh", "-c", `echo x >> "$1"`, "_", ran)
+	e, q, proxy, hook, log, id := pw.e, pw.e.q, pw.proxy, pw.hook, pw.log, pw.hook.id
+	store := e.store
 
 	leaseSubject := "$KV." + queue.HostsBucket + ".lease." + host
 	proxy.drop(leaseSubject, "")
@@ -106,4 +85,48 @@ func TestClaimedOrderIsHandedBackWhileItsRenewalIsLate(t *testing.T) {
 	if strings.Contains(log.String(), "stopped consuming") {
 		t.Error("the tenure ended: the lease was the worker's throughout")
 	}
+}
+
+// heldClaimWorker is a worker whose NATS connection goes through a
+// pubHoldProxy and whose claims go through a claimHook, holding the
+// first claim of the one order submitted (startHeldClaimWorker).
+type heldClaimWorker struct {
+	e     *env
+	proxy *pubHoldProxy
+	hook  *claimHook
+	log   *testenv.LogBuffer
+}
+
+// startHeldClaimWorker submits command with args to host, runs its worker
+// (heartbeat 200 ms, the bucket's lease lease) behind a pubHoldProxy, and
+// returns once the order's first claim is held: before its statement
+// (before, which then fails as a lost connection) or after its commit.
+func startHeldClaimWorker(t *testing.T, lease time.Duration, host string, before bool, command string, args ...string) *heldClaimWorker {
+	t.Helper()
+	ctx := t.Context()
+	store, _ := testenv.Store(t, testenv.Postgres(t))
+	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: slowAckWait, LeaseTTL: lease})
+	e := &env{t: t, store: store, q: q}
+	id := e.submit(host, command, args...)
+
+	proxy := newPubHoldProxy(t, q.Conn().ConnectedUrl())
+	nc, err := queue.Connect("nats://"+proxy.addr(), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wq, err := queue.Bind(ctx, nc, queue.Options{AckWait: slowAckWait, LeaseTTL: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := &claimHook{Store: store, id: id, before: before, held: make(chan struct{}), release: make(chan struct{})}
+	log := &testenv.LogBuffer{}
+	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
+		ShutdownGrace: 5 * time.Second}, hook, wq, testenv.LoggerTo(io.MultiWriter(t.Output(), log)))
+	select {
+	case <-hook.held:
+	case <-ctx.Done():
+		t.Fatal("the worker never claimed the order")
+	}
+	return &heldClaimWorker{e: e, proxy: proxy, hook: hook, log: log}
 }
