@@ -208,6 +208,13 @@ func (h *hold) fresh() bool {
 	return ttl <= 0 || h.leaseAge() < ttl/2
 }
 
+// stale reports whether a claim or a start would wait for a renewal now:
+// the lease neither fresh nor lost (its last renewal older than half the
+// lease, or a lapse being settled).
+func (h *hold) stale() bool {
+	return !h.fresh() && h.state.Load() != leaseLost
+}
+
 // wait returns nil once the lease is held and fresh: at once while it
 // is, after the next renewal while the last one is older than half the
 // lease, after the renewal's verdict while a lapse is being settled. A lost lease,

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
-	"github.com/orderly-run/orderly/worker"
 )
 
 // TestLapsedLeaseWhoseRetakeIsUnanswered: the worker's renewal finds its
@@ -34,32 +32,10 @@ import (
 // next try comes while the lease is in doubt.
 func TestLapsedLeaseWhoseRetakeIsUnanswered(t *testing.T) {
 	ctx := t.Context()
-	store, _ := testenv.Store(t, testenv.Postgres(t))
-	q := testenv.Queue(t, testenv.NATS(t), "test", queue.Options{AckWait: slowAckWait, LeaseTTL: time.Minute})
-	e := &env{t: t, store: store, q: q}
 	const host = "retake-unanswered"
 	ran := filepath.Join(t.TempDir(), "ran")
-	id := e.submit(host, "sh", "-c", `echo x >> "$1"`, "_", ran)
-
-	proxy := newPubHoldProxy(t, q.Conn().ConnectedUrl())
-	nc, err := queue.Connect("nats://"+proxy.addr(), "worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	wq, err := queue.Bind(ctx, nc, queue.Options{AckWait: slowAckWait, LeaseTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook := &claimHook{Store: store, id: id, before: true, held: make(chan struct{}), release: make(chan struct{})}
-	log := &testenv.LogBuffer{}
-	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: slowAckWait,
-		ShutdownGrace: 5 * time.Second}, hook, wq, testenv.LoggerTo(io.MultiWriter(t.Output(), log)))
-	select {
-	case <-hook.held:
-	case <-ctx.Done():
-		t.Fatal("the worker never claimed the order")
-	}
+	pw := startHeldClaimWorker(t, time.Minute, host, true, "sh", "-c", `echo x >> "$1"`, "_", ran)
+	e, q, proxy, hook, log, id := pw.e, pw.e.q, pw.proxy, pw.hook, pw.log, pw.hook.id
 
 	// The key deleted between two renewals: the next renewal is held on
 	// its way while the test deletes the key, which leaves a marker at a
