@@ -173,8 +173,11 @@ type Request struct {
 	// previous order's finished event and ack and this order's started
 	// event there: docs/decisions.md, "The backlog's serial path
 	// (hD27)"), and comes before the output's first chunk. It is not
-	// called when nothing started. Called at most once, from Run's
-	// goroutine, before OnStart; Timeout and ExitWait count its time.
+	// called when nothing started, except that a start which waits for a
+	// file descriptor calls it when its wait begins (the wait is the
+	// start's; its followers were told `started` there before hD27).
+	// Called at most once, from Run's goroutine, before OnStart; Timeout
+	// and ExitWait count its time.
 	Started func()
 	// OrderID names the order in the executor's lines about the host
 	// (out of descriptors or processes), as order_id.
@@ -408,6 +411,13 @@ func (e *Executor) Run(ctx context.Context, req Request, signals <-chan syscall.
 			// Once per order: the tries that follow say nothing new.
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "out of file descriptors: the order waits for one to start, then fails",
 				slog.String("order_id", req.OrderID.String()), slog.String("error", err.Error()), slog.Duration("wait", e.descriptorWait))
+			// The wait is part of the start: the caller's Started work
+			// (the started event its followers read, the previous
+			// order's settling) is not held for up to the whole wait.
+			if req.Started != nil {
+				req.Started()
+				req.Started = nil
+			}
 		}
 		left := deadline.Sub(now)
 		if left <= 0 {
