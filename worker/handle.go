@@ -170,29 +170,29 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 			_, err := w.unclaim(ctx, msg, o, "the worker is stopping")
 			return nil, err
 		}
-		if w.hold.stale() {
-			// Claimed while the lease was fresh, and its renewal is late
-			// now (or in doubt): handed back at once, and claimed again
-			// once a renewal lands (begin waits for it). Waiting here
-			// instead left it claimed for as long as the renewal went
-			// unanswered, and the successor a lapse lets in, fencing
-			// before the verdict came, interrupted it, never started:
-			// lost. A hand-back needs only PostgreSQL, which has just
-			// answered the claim: begun under half a lease after the
-			// last renewal sent, it lands before any successor can take
-			// the key (a lease after that renewal) unless the claim and
-			// it took half a lease between them. The order before it
-			// is settled first, as before any wait.
-			w.settleUnsettled()
-			if _, err := w.unclaim(ctx, msg, o, "the host lease's last renewal is late; claimed again after the next one"); err != nil {
-				return nil, err
-			}
-			return msg, nil
-		}
 		if !w.hold.fresh() {
-			// The start waits for the lease (a lost one answers at
-			// once): the order before it is settled now, not after.
+			// The start waits for the lease: the order before it is
+			// settled now, not after the wait.
 			w.settleUnsettled()
+			if w.hold.stale() {
+				// Claimed while the lease was fresh, and its renewal is
+				// late now (or in doubt): handed back at once, and
+				// claimed again once a renewal lands (begin waits for
+				// it). Waiting here instead left it claimed for as long
+				// as the renewal went unanswered, and the successor a
+				// lapse lets in, fencing before the verdict came,
+				// interrupted it, never started: lost. A hand-back needs
+				// only PostgreSQL, which has just answered the claim:
+				// begun under half a lease after the last renewal sent,
+				// it lands before any successor can take the key (a
+				// lease after that renewal) unless the claim and it took
+				// half a lease between them. A lost lease waits below,
+				// which answers at once.
+				if _, err := w.unclaim(ctx, msg, o, "the host lease's last renewal is late; claimed again after the next one"); err != nil {
+					return nil, err
+				}
+				return msg, nil
+			}
 		}
 		if err := w.hold.wait(ctx, "start", o.ID); err != nil {
 			// Claimed while the lease was held, lost before the start:
