@@ -122,7 +122,7 @@ func (e *Executor) leaderReaped(pid int) {
 // looked at are those handed out since the leader's start (pidRange), as
 // for the session: a process forked later than the leader got one of them.
 func (e *Executor) endAdopted(ctx context.Context, leader int, start uint64, before *pidReading) (found int, gone bool) {
-	if sessionAlone(leader) {
+	if e.host.sessionAlone(leader) {
 		return 0, true // nothing was forked since the leader
 	}
 	self := os.Getpid()

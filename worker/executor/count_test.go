@@ -249,13 +249,14 @@ func TestForkAndTaskCountReadWhatProcSays(t *testing.T) {
 		t.Fatalf("no processes line in %q", b)
 		return 0
 	}
+	h := newHostFiles()
 	low := forksOf()
-	got, err := forkCount()
+	got, err := h.forkCount()
 	high := forksOf()
 	if err != nil || got < low || got > high {
 		t.Errorf("forkCount() = %d, %v; want between %d and %d", got, err, low, high)
 	}
-	tasks, err := taskCount()
+	tasks, err := h.taskCount()
 	b, rerr := os.ReadFile("/proc/loadavg")
 	if rerr != nil {
 		t.Fatal(rerr)

@@ -272,6 +272,9 @@ type Executor struct {
 	// machine is read once: the boot, the machine and our pid namespace
 	// do not change while we run.
 	machine func() (machine, error)
+	// host holds the host-wide /proc files the session checks read,
+	// open (hostfiles.go).
+	host *hostFiles
 	// pids is the reading of the pid allocator with the highest fork
 	// count so far (nil: none yet). Read before a start, it is a reading
 	// taken before that start, which is all killSession needs of it.
@@ -351,8 +354,10 @@ func New(logger *slog.Logger) *Executor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{},
-		descriptorWait: startWaitForDescriptors, now: time.Now}
+	e := &Executor{logger: logger, machine: sync.OnceValues(readMachine), leaders: map[int]struct{}{},
+		descriptorWait: startWaitForDescriptors, now: time.Now, host: newHostFiles()}
+	e.host.closeWhenUnreachable(e)
+	return e
 }
 
 // Run starts the process described by req and waits for it and its whole
@@ -802,7 +807,7 @@ func (e *Executor) leaderAlone(sid int, before *pidReading) bool {
 	if st, err := readStat(sid); err != nil || st.state != 'R' && st.state != 'D' {
 		return false
 	}
-	if sessionAlone(sid) {
+	if e.host.sessionAlone(sid) {
 		return true
 	}
 	pids, last, err := e.sessionPids(sid, before)

@@ -729,13 +729,14 @@ func BenchmarkRunTrueCgroup(b *testing.B) {
 // BenchmarkSessionAlone is what the end of an order that forked nothing
 // reads to know that its session holds no other process.
 func BenchmarkSessionAlone(b *testing.B) {
-	sid, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+	h := newHostFiles()
+	sid, err := h.lastPidNow()
 	if err != nil {
 		b.Skip(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		sessionAlone(sid)
+		h.sessionAlone(sid)
 	}
 }
 
@@ -743,7 +744,8 @@ func BenchmarkSessionAlone(b *testing.B) {
 // leader, the leader is not taken to be alone in its session, whoever
 // started it (here the test, as an order's job-control shell would).
 func TestSessionAloneSeesALaterProcess(t *testing.T) {
-	if _, err := readProcInt("/proc/sys/kernel/ns_last_pid"); err != nil {
+	h := newHostFiles()
+	if _, err := h.lastPidNow(); err != nil {
 		t.Skip(err)
 	}
 	leader := exec.Command("sleep", "30")
@@ -756,7 +758,7 @@ func TestSessionAloneSeesALaterProcess(t *testing.T) {
 	if err := later.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if sessionAlone(leader.Process.Pid) {
+	if h.sessionAlone(leader.Process.Pid) {
 		t.Fatalf("pid %d taken to be alone in its session after pid %d was handed out", leader.Process.Pid, later.Process.Pid)
 	}
 }

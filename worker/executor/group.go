@@ -285,11 +285,11 @@ type pidReading struct {
 // readPids takes a reading, keeps it for later orders and returns it; nil
 // when it could not.
 func (e *Executor) readPids() *pidReading {
-	forks, err := forkCount()
+	forks, err := e.host.forkCount()
 	if err != nil {
 		return nil
 	}
-	tasks, err := taskCount()
+	tasks, err := e.host.taskCount()
 	if err != nil {
 		return nil
 	}
@@ -316,90 +316,6 @@ func (e *Executor) readPids() *pidReading {
 // count at the end would miss them. The tasks the order forks are forks.
 func pidMoved(before pidReading, forks uint64) (moved uint64, known bool) {
 	return forks - min(forks, before.forks) + 3*uint64(before.tasks), forks >= before.forks
-}
-
-// forkCount returns the number of processes and threads created since boot
-// (the "processes" line of /proc/stat): an upper bound on the pids handed
-// out in any pid namespace. It reads the file in pieces into one small
-// buffer: the line comes after a line per CPU and one per interrupt, which
-// make the file large on large hosts.
-//
-// It is on the path of every order whose session may have forked (the
-// session check's reading, pidRangeLast), so it reads with plain system
-// calls, as readStat does: os.Open added two fcntl and an epoll_ctl each
-// way, and a proc file, which the runtime's poller takes, woke the
-// poller's thread as it was added (docs/benchmarks.md, "The worker's
-// per-order path, counted (hC10)").
-func forkCount() (uint64, error) {
-	fd, err := unix.Open("/proc/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, &os.PathError{Op: "open", Path: "/proc/stat", Err: err}
-	}
-	defer func() { _ = unix.Close(fd) }()
-	const key = "\nprocesses "
-	var buf [4096]byte
-	n := 0 // bytes in buf
-	for {
-		m, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		m = max(m, 0)
-		n += m
-		if i := bytes.Index(buf[:n], []byte(key)); i >= 0 {
-			v := buf[i+len(key) : n]
-			if j := bytes.IndexByte(v, '\n'); j >= 0 {
-				return strconv.ParseUint(string(v[:j]), 10, 64)
-			}
-			if i > 0 { // the number goes on past the buffer: keep the line only
-				n = copy(buf[:], buf[i:n])
-			}
-		} else if n > len(key) {
-			// Keep what could be the start of the line.
-			n = copy(buf[:], buf[n-len(key):n])
-		}
-		if err != nil || m == 0 {
-			return 0, fmt.Errorf("no processes line in /proc/stat")
-		}
-	}
-}
-
-// taskCount returns the number of tasks (processes and threads) on the
-// host, the total of /proc/loadavg's running/total field. Read with plain
-// system calls into a buffer on the stack, as forkCount.
-func taskCount() (int, error) {
-	var buf [128]byte
-	b, err := readProcFile("/proc/loadavg", buf[:])
-	if err != nil {
-		return 0, err
-	}
-	// The fourth field, without bytes.Fields' slice of them.
-	rest := b
-	for range 3 {
-		_, rest, _ = bytes.Cut(bytes.TrimLeft(rest, " "), []byte(" "))
-	}
-	field, _, _ := bytes.Cut(bytes.TrimLeft(rest, " "), []byte(" "))
-	if _, total, ok := bytes.Cut(field, []byte("/")); ok {
-		if n, err := strconv.Atoi(string(bytes.TrimSpace(total))); err == nil {
-			return n, nil
-		}
-	}
-	return 0, fmt.Errorf("parse /proc/loadavg: %q", string(b)) // a copy: buf stays on the stack
-}
-
-// sessionAlone reports whether no pid was handed out in the worker's pid
-// namespace since the leader sid: then the leader is the only process of
-// its session. Every process, in this pid namespace or one nested in it,
-// takes a pid here from the same cyclic allocator, and ns_last_pid is the
-// last one it handed out; it cannot be sid again while the leader is
-// unreaped. (A privileged process can set the next pid, writing
-// ns_last_pid or with clone3's set_tid, for checkpoint/restore; like
-// setsid, that is a deliberate escape, which the session does not hold.)
-// It must be called once the leader is dead or has a SIGKILL pending, so
-// that no fork of the leader's can come after.
-func sessionAlone(sid int) bool {
-	last, err := readProcInt("/proc/sys/kernel/ns_last_pid")
-	return err == nil && last == sid
 }
 
 // pidsSeen keeps the reading with the highest fork count, the latest, for
@@ -447,23 +363,6 @@ func readProcFile(path string, buf []byte) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// readProcInt reads a number from a /proc file, with plain system calls
-// into a buffer on the stack: it is on every order's path (sessionAlone),
-// and os.ReadFile would add a stat, a try at the poller and allocations.
-func readProcInt(path string) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer func() { _ = unix.Close(fd) }()
-	var buf [32]byte
-	n, err := unix.Read(fd, buf[:])
-	if err != nil {
-		return 0, &os.PathError{Op: "read", Path: path, Err: err}
-	}
-	return strconv.Atoi(string(bytes.TrimSpace(buf[:n])))
-}
-
 // pidRange says which pids may belong to processes forked since the leader
 // sid: since reports whether pid p may, or few lists them all. before is
 // the reading taken before the leader was started; nil means none could be.
@@ -479,11 +378,11 @@ func (e *Executor) pidRangeLast(sid int, before *pidReading) (since func(p int) 
 	// The reading now is for later orders: this one needs only the
 	// fork count.
 	now := e.readPids()
-	last, err2 := readProcInt("/proc/sys/kernel/ns_last_pid")
+	last, err2 := e.host.lastPidNow()
 	if err2 != nil {
 		last = -1
 	}
-	pidMax, err3 := readProcInt("/proc/sys/kernel/pid_max")
+	pidMax, err3 := e.host.pidMaxNow()
 	if before == nil || now == nil || err2 != nil || err3 != nil {
 		return func(int) bool { return true }, nil, last
 	}
@@ -540,7 +439,7 @@ func (e *Executor) sessionPids(sid int, before *pidReading) (pids []int, last in
 // read) answers false: the caller then treats the order as still
 // running, which costs it a record, never a process.
 func (e *Executor) sessionEnded(sid int, before *pidReading) bool {
-	if sessionAlone(sid) {
+	if e.host.sessionAlone(sid) {
 		return true
 	}
 	pids, last, err := e.sessionPids(sid, before)
@@ -551,7 +450,7 @@ func (e *Executor) sessionEnded(sid int, before *pidReading) bool {
 		if sessionLive(sid, pids, realLook) {
 			return false
 		}
-		now, err := readProcInt("/proc/sys/kernel/ns_last_pid")
+		now, err := e.host.lastPidNow()
 		if err != nil || now < last || now-last > sessionEndedPids {
 			return false
 		}
@@ -704,7 +603,7 @@ func (e *Executor) sessionGroups(sid int, before *pidReading, look procLook) (gr
 // pid, and one it cannot tell of the session or not (readMember's
 // unreadPid) leaves the kill unproven: false, at groupGoneTimeout.
 func (e *Executor) killSession(ctx context.Context, sid int, before *pidReading, look procLook) bool {
-	if sessionAlone(sid) {
+	if e.host.sessionAlone(sid) {
 		return true
 	}
 	deadline := time.Now().Add(groupGoneTimeout)
@@ -767,7 +666,7 @@ func (e *Executor) signalRest(ctx context.Context, o orderProcs, sig syscall.Sig
 	// The leader is alive (or its zombie unreaped): sid is pinned, and
 	// what has it as session id is the order's. What it forks after this
 	// look was forked after the signal and is left to the order's end.
-	if sessionAlone(o.pgid) {
+	if e.host.sessionAlone(o.pgid) {
 		return
 	}
 	groups, _, unread, _, err := e.sessionGroups(o.pgid, o.before, realLook)
