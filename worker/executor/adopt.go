@@ -189,9 +189,9 @@ func (e *Executor) endAdopted(ctx context.Context, leader int, start uint64, bef
 // for its parent: the pids handed out since the leader are mostly other
 // processes' forks on a busy host, and with eight workers on one machine
 // a stat read each, open, read and close, was ~12 of them an order
-// (docs/benchmarks.md, "Eight hosts' CPU per order, accounted (hE28)").
-// An answer other than ECHILD says child: the stat read then decides, as
-// before.
+// (docs/benchmarks.md, "Thirty-eighth round: eight hosts' CPU per order,
+// accounted"). An answer other than ECHILD says child: the stat read
+// then decides, as before.
 func isChild(pid int) bool {
 	var info unix.Siginfo
 	for {

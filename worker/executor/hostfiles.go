@@ -20,8 +20,8 @@ import (
 // three, and no path walk. They are read on every order whose session
 // forked or whose leader waits for a processor, several times an order
 // when other workers of the machine fork meanwhile: with eight hosts on
-// one machine, 16 reads an order (docs/benchmarks.md, "Eight hosts'
-// CPU per order, accounted (hE28)").
+// one machine, 16 reads an order (docs/benchmarks.md, "Thirty-eighth
+// round: eight hosts' CPU per order, accounted").
 type hostFiles struct {
 	lastPid, pidMax, stat, loadavg heldFile
 	// opening opens all four at the first read of any: an Executor's
