@@ -1,11 +1,7 @@
 package executor
 
 import (
-	"bytes"
-	"context"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,22 +24,7 @@ const stopAdoptingEnv = "ORDERLY_EXECUTOR_TEST_STOP_ADOPTING"
 // set before AdoptOrphans (by someone else) stays. In a run of the test
 // binary of its own.
 func TestStopAdoptingClearsOnlyTheFlagItSet(t *testing.T) {
-	if os.Getenv(stopAdoptingEnv) != "" {
-		testStopAdopting(t)
-		return
-	}
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestStopAdoptingClearsOnlyTheFlagItSet$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), stopAdoptingEnv+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	t.Logf("the run that adopts:\n%s", out.String())
-	if err != nil || !strings.Contains(out.String(), "--- PASS: TestStopAdoptingClearsOnlyTheFlagItSet") {
-		t.Fatalf("the run that adopts failed: %v", err)
-	}
+	runInOwnProcess(t, stopAdoptingEnv, testStopAdopting)
 }
 
 func testStopAdopting(t *testing.T) {

@@ -1,16 +1,12 @@
 package executor
 
 import (
-	"bytes"
-	"context"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // adoptLookEnv marks the run of the test binary in which
@@ -29,21 +25,7 @@ const adoptLookEnv = "ORDERLY_EXECUTOR_TEST_ADOPT_LOOK"
 // window had its stat read (55 in 50 orders here, ~12 an order with eight
 // workers forking).
 func TestAdoptedLookReadsOnlyChildren(t *testing.T) {
-	if os.Getenv(adoptLookEnv) != "" {
-		testAdoptedLookReadsOnlyChildren(t)
-		return
-	}
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestAdoptedLookReadsOnlyChildren$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), adoptLookEnv+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil || !strings.Contains(out.String(), "--- PASS: TestAdoptedLookReadsOnlyChildren") {
-		t.Fatalf("the run as a child subreaper failed: %v\n%s", err, out.String())
-	}
+	runInOwnProcess(t, adoptLookEnv, testAdoptedLookReadsOnlyChildren)
 }
 
 func testAdoptedLookReadsOnlyChildren(t *testing.T) {
