@@ -912,7 +912,7 @@ func TestWorkerRoleRequeuesAnIdempotentOrderOnce(t *testing.T) {
 
 	handed := insert()
 	claim(handed, 1)
-	if ok, err := ws.Unclaim(ctx, handed, 1, me); err != nil || !ok {
+	if ok, err := ws.Unclaim(ctx, handed, 1, me, "the worker is stopping"); err != nil || !ok {
 		t.Fatalf("hand-back: %v %v", ok, err)
 	}
 	claim(handed, 2)

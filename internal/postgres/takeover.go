@@ -619,10 +619,11 @@ func (s *Store) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, r
 const insufficientPrivilege = "42501"
 
 // Unclaim puts back in the queue an order that worker claimed and never
-// started (it was stopping). It returns false when the order was not
+// started; why (the worker is stopping, its lease is lost, its renewal
+// late) is the event's reason. It returns false when the order was not
 // running under that attempt for that worker any more.
-func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error) {
-	return s.requeue(ctx, id, attempt, worker, "unclaimed", "claimed while the worker was stopping; never started",
+func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker, why string) (bool, error) {
+	return s.requeue(ctx, id, attempt, worker, "unclaimed", "claimed, never started: "+why,
 		`AND worker = $3 AND NOT EXISTS (SELECT 1 FROM order_processes p WHERE p.order_id = $1 AND p.attempt = $2)`)
 }
 
