@@ -345,7 +345,7 @@ func (w *Worker) unclaim(ctx context.Context, msg jetstream.Msg, o *order.Order,
 	defer cancel()
 	err = w.retry(wctx, msg, "hand a claimed order back", func(ctx context.Context) error {
 		var err error
-		handed, err = w.store.Unclaim(ctx, o.ID, o.Attempt, w.opts.Instance)
+		handed, err = w.store.Unclaim(ctx, o.ID, o.Attempt, w.opts.Instance, why)
 		return err
 	})
 	if err != nil {

@@ -134,6 +134,7 @@ func TestWorkerLoginSeesOnlyItsHost(t *testing.T) {
 		`SELECT count(*) FROM hosts WHERE host = 'other'`,
 		`SELECT count(*) FROM cancel_requests WHERE host = 'other'`,
 		`SELECT count(*) FROM order_processes WHERE order_id = '` + other.String() + `'`,
+		`SELECT count(*) FROM order_events WHERE order_id = '` + other.String() + `'`,
 	} {
 		var all, seen int
 		if err := pool.QueryRow(ctx, q).Scan(&all); err != nil || all == 0 {
@@ -870,4 +871,61 @@ func claimedAsWorker(t *testing.T, ctx context.Context, admin *postgres.Store, w
 		t.Fatalf("claim as orderly_worker: %v %v", claimed, err)
 	}
 	return o
+}
+
+// TestWorkerRoleRequeuesAnIdempotentOrderOnce: the takeover's requeue
+// as the documented role. An idempotent order handed back unstarted
+// (attempt 1) and lost at attempt 2 is requeued, once; a login granted
+// before the role could read the events' types (docs/sql.md's older
+// block) still requeues a first attempt, as before, and only that: its
+// takeover must not fail on the grant it lacks.
+func TestWorkerRoleRequeuesAnIdempotentOrderOnce(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	admin, pool := testenv.Store(t, dsn)
+	ws, _ := workerRole(t, pool, dsn)
+	ctx := t.Context()
+	const host, me = "role-requeue", "w"
+	if _, _, err := ws.TakeHost(ctx, host, "test", postgres.Owner{Instance: me}); err != nil {
+		t.Fatal(err)
+	}
+	insert := func() uuid.UUID {
+		t.Helper()
+		o := &order.Order{ID: order.NewID(), Kind: order.KindExec, Host: host, Command: "true", Idempotent: true,
+			Timeout: time.Minute, Principal: "test", Source: "rest"}
+		if _, err := admin.InsertOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		return o.ID
+	}
+	claim := func(id uuid.UUID, attempt int) {
+		t.Helper()
+		if o, claimed, err := ws.Claim(ctx, id, me, 1); err != nil || !claimed || o.Attempt != attempt {
+			t.Fatalf("claim of %s: %v %v, want attempt %d", id, claimed, err, attempt)
+		}
+	}
+	requeue := func(id uuid.UUID, attempt int, want bool) {
+		t.Helper()
+		if ok, err := ws.Requeue(ctx, id, attempt, me, "its worker vanished"); err != nil || ok != want {
+			t.Fatalf("requeue of %s at attempt %d: %v %v, want %v", id, attempt, ok, err, want)
+		}
+	}
+
+	handed := insert()
+	claim(handed, 1)
+	if ok, err := ws.Unclaim(ctx, handed, 1, me, "the worker is stopping"); err != nil || !ok {
+		t.Fatalf("hand-back: %v %v", ok, err)
+	}
+	claim(handed, 2)
+	requeue(handed, 2, true) // never requeued: the hand-back ran nothing
+	claim(handed, 3)
+	requeue(handed, 3, false) // requeued once already
+
+	if _, err := pool.Exec(ctx, `REVOKE SELECT (order_id, type) ON order_events FROM orderly_worker`); err != nil {
+		t.Fatal(err)
+	}
+	first := insert()
+	claim(first, 1)
+	requeue(first, 1, true)
+	claim(first, 2)
+	requeue(first, 2, false)
 }

@@ -73,6 +73,16 @@ func TestClaimedOrderIsHandedBackWhileItsRenewalIsLate(t *testing.T) {
 	if !strings.Contains(log.String(), "order handed back unstarted: the host lease's last renewal is late") {
 		t.Error("the hand-back was not logged")
 	}
+	// The history says why, as the log does: the worker was not stopping.
+	evs, err := store.Events(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if reason, _ := ev.Detail["reason"].(string); ev.Type == "unclaimed" && !strings.Contains(reason, "renewal is late") {
+			t.Errorf("the hand-back's event says %q, not that the lease's renewal was late", reason)
+		}
+	}
 
 	proxy.stopDropping(leaseSubject)
 	o = e.waitStatus(id, order.StatusSucceeded)

@@ -304,7 +304,12 @@ func (w *Worker) mark(ctx context.Context, o *order.Order, reason string) (marke
 	}
 	w.unreaped[o.ID] = abandoned{o: o, reason: reason}
 	var ok bool
-	requeued = o.Idempotent && o.Attempt == 1
+	// Once per order, not at attempt 1 only: a hand-back (a stop, a
+	// lost lease, a renewal late at the start) raises the next claim's
+	// attempt though nothing ran, and an idempotent order handed back
+	// first was interrupted at its first loss (Requeue refuses a second
+	// requeue by its event).
+	requeued = o.Idempotent
 	if requeued {
 		ok, err = w.store.Requeue(ctx, o.ID, o.Attempt, w.opts.Instance, reason)
 		// Not requeued: settled meanwhile, or its cancel was requested

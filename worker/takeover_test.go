@@ -635,7 +635,7 @@ func TestHandedBackOrderHonoursItsCancel(t *testing.T) {
 	if st, err := e.store.RequestCancel(ctx, id, "alice", "SIGTERM"); err != nil || st != order.StatusRunning {
 		t.Fatalf("cancel of the claimed order: %s, %v", st, err)
 	}
-	if ok, err := e.store.Unclaim(ctx, id, o.Attempt, "old"); err != nil || !ok {
+	if ok, err := e.store.Unclaim(ctx, id, o.Attempt, "old", "the worker is stopping"); err != nil || !ok {
 		t.Fatalf("hand back: %v %v", ok, err)
 	}
 	e.startWith(e.slowQueue(), e.store, "unclaimc", nil)

@@ -42,7 +42,7 @@ type Store interface {
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
 	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
 	Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
-	Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error)
+	Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker, why string) (bool, error)
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)
 	TouchHost(ctx context.Context, host, version, instance string) error
 	// HostOwner names the host's last owner (standby.go).

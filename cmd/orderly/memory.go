@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/orderly-run/orderly/internal/config"
 	"github.com/orderly-run/orderly/internal/memory"
+	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // idleTrimPeriod is how long a server command must go without a garbage
@@ -36,7 +40,11 @@ func (a *app) boundMemory(ctx context.Context, w *config.Watcher) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); memory.TrimWhenIdle(ctx, idleTrimPeriod) }()
-	go func() { defer wg.Done(); memory.FollowLiveHeap(ctx, base.Load, followLivePeriod, followLiveSustain) }()
+	ceiling := memoryCeiling(executor.MemoryLimit(), memTotal())
+	go func() {
+		defer wg.Done()
+		memory.FollowLiveHeap(ctx, base.Load, ceiling, followLivePeriod, followLiveSustain)
+	}()
 	go func() {
 		wg.Wait()
 		debug.SetMemoryLimit(before)
@@ -52,3 +60,39 @@ const followLivePeriod = time.Second
 // a large order's transient, short against the minutes a deduplication
 // window takes to fill or to empty.
 const followLiveSustain = 5
+
+// memoryCeiling is the highest soft memory limit FollowLiveHeap may
+// raise to: seven eighths of what the process's memory cgroup allows
+// (cgroup, 0: none), else of the machine's memory (total, 0: unknown).
+// The eighth left is for what the runtime's limit does not count: the
+// executable's pages and, in a cgroup, the page cache it is charged
+// (serve's NATS and PostgreSQL files). 0: no ceiling.
+func memoryCeiling(cgroup, total int64) int64 {
+	limit := cgroup
+	if limit <= 0 || total > 0 && total < limit {
+		limit = total
+	}
+	if limit <= 0 {
+		return 0
+	}
+	return limit - limit/8
+}
+
+// memTotal is the machine's memory (/proc/meminfo's MemTotal), 0 when
+// it cannot be read.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 2 && f[1] == "kB" {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n << 10
+			}
+		}
+	}
+	return 0
+}

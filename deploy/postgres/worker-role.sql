@@ -67,6 +67,9 @@ GRANT UPDATE (status, attempt, started_at, stream_seq, worker, finished_at, exit
   duration_ms, error, stdout, stdout_bytes, stdout_truncated, stdout_sha256,
   stderr, stderr_bytes, stderr_truncated, stderr_sha256, processes) ON orders TO orderly_worker;
 GRANT INSERT ON order_events TO orderly_worker;
+-- Whether an idempotent order was requeued before (a takeover requeues
+-- it once): the events' order and type, its hosts' rows only.
+GRANT SELECT (order_id, type) ON order_events TO orderly_worker;
 GRANT USAGE ON SEQUENCE order_events_id_seq TO orderly_worker;
 GRANT INSERT ON order_processes TO orderly_worker;
 GRANT UPDATE (last_seen, reaped_at, reaped_by, reap) ON order_processes TO orderly_worker;

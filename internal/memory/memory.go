@@ -163,7 +163,17 @@ type sentinel struct {
 // well under a second (the worker's capture, the live chunks in NATS), and
 // raising the limit for it let that order and the next one take serve to
 // ~100 MiB instead of ~75 (docs/benchmarks.md, "Memory, 2026-12-02: a peak is not a load").
-func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration, sustain int) {
+//
+// The limit is never raised past ceiling (0: none), the memory the
+// process may take before the kernel ends it (its memory cgroup's limit,
+// less a margin): raised past it, a live heap of half of it had the heap
+// grow to the whole before each collection, and the OOM killer ended the
+// process that the limit, held, would have kept alive at the cost of
+// its collector's CPU. A leak the follower followed without bound did so
+// at half the memory it would otherwise have reached. At the ceiling the
+// runtime collects as the limit asks, as with no follower; a base above
+// it is the operator's and kept.
+func FollowLiveHeap(ctx context.Context, base func() int64, ceiling int64, period time.Duration, sustain int) {
 	samples := []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/gc/cycles/total:gc-cycles"},
@@ -172,7 +182,7 @@ func FollowLiveHeap(ctx context.Context, base func() int64, period time.Duration
 		{Name: "/memory/classes/heap/free:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
 	}
-	var f follower
+	f := follower{ceiling: ceiling}
 	every(ctx, period, func() {
 		metrics.Read(samples)
 		v := func(i int) int64 { return int64(samples[i].Value.Uint64()) }
@@ -211,8 +221,18 @@ func (h heapReading) want() int64 {
 
 // follower is FollowLiveHeap's decision, one check at a time.
 type follower struct {
-	cycles uint64 // collections completed at the last check
-	tight  int    // checks in a row with a collection and base leaving too little room
+	cycles  uint64 // collections completed at the last check
+	tight   int    // checks in a row with a collection and base leaving too little room
+	ceiling int64  // the highest limit it raises to (0: none)
+}
+
+// raised is the limit h wants, at least base and at most the ceiling.
+func (f *follower) raised(base int64, h heapReading) int64 {
+	want := h.want()
+	if f.ceiling > 0 {
+		want = min(want, f.ceiling)
+	}
+	return max(base, want)
 }
 
 // next returns the limit to set, given the configured base, the limit in
@@ -240,11 +260,11 @@ func (f *follower) next(base, limit int64, h heapReading, sustain int) int64 {
 		if limit <= base {
 			return base
 		}
-		return max(base, h.want())
+		return f.raised(base, h)
 	}
 	f.tight++
 	if f.tight < sustain && limit <= base {
 		return base
 	}
-	return max(base, h.want())
+	return f.raised(base, h)
 }

@@ -125,7 +125,10 @@ func TestFollowLiveHeap(t *testing.T) {
 	debug.SetMemoryLimit(base)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); FollowLiveHeap(ctx, func() int64 { return base }, 100*time.Millisecond, 3) }()
+	go func() {
+		defer close(done)
+		FollowLiveHeap(ctx, func() int64 { return base }, 0, 100*time.Millisecond, 3)
+	}()
 	defer func() { cancel(); <-done }()
 
 	until := func(what string, ok func(int64) bool) {

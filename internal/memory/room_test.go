@@ -50,7 +50,10 @@ func TestFollowLiveHeapGivesRoomWhenOtherMemoryFillsTheLimit(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); FollowLiveHeap(ctx, func() int64 { return base }, 10*time.Millisecond, 3) }()
+	go func() {
+		defer close(done)
+		FollowLiveHeap(ctx, func() int64 { return base }, 0, 10*time.Millisecond, 3)
+	}()
 	defer func() { cancel(); <-done }()
 
 	// Paced as an idle serve's few jobs are, not flat out: what a

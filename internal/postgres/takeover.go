@@ -591,22 +591,39 @@ func (s *Store) ProcessOf(ctx context.Context, id uuid.UUID, attempt int) (*Proc
 }
 
 // Requeue puts a running idempotent order back in the queue after its
-// worker vanished, once: only its first attempt is requeued, and its
-// message is redelivered in stream order by the successor. An order whose
-// cancel was requested is not: run again, it defied the request. It
-// returns false when the order was not running under that attempt any
-// more, was canceled, or actor does not own the host (then
-// InterruptAttempt, which follows, says ErrNotOwner).
+// worker vanished, once: an order with a requeued event is not requeued
+// again, whatever its attempt (a hand-back, which ran nothing, raises
+// the attempt too), and its message is redelivered in stream order by
+// the successor. An order whose cancel was requested is not: run again,
+// it defied the request. It returns false when the order was not
+// running under that attempt any more, was requeued before, was
+// canceled, or actor does not own the host (then InterruptAttempt,
+// which follows, says ErrNotOwner).
 func (s *Store) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	return s.requeue(ctx, id, attempt, actor, "requeued", reason,
-		`AND idempotent AND NOT EXISTS (SELECT 1 FROM cancel_requests c WHERE c.order_id = $1) AND `+ownsOrderHost)
+	const cond = `AND idempotent AND NOT EXISTS (SELECT 1 FROM cancel_requests c WHERE c.order_id = $1) AND ` + ownsOrderHost
+	ok, err := s.requeue(ctx, id, attempt, actor, "requeued", reason,
+		cond+` AND NOT EXISTS (SELECT 1 FROM order_events r WHERE r.order_id = $1 AND r.type = 'requeued')`)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == insufficientPrivilege {
+		// A worker login granted before it could read the events'
+		// types (docs/sql.md's block, run again, grants it): its
+		// first attempt only, as before, which one handed back
+		// misses, but never twice.
+		return s.requeue(ctx, id, attempt, actor, "requeued", reason, cond+` AND attempt = 1`)
+	}
+	return ok, err
 }
 
+// insufficientPrivilege is PostgreSQL's SQLSTATE for a statement its
+// role may not run.
+const insufficientPrivilege = "42501"
+
 // Unclaim puts back in the queue an order that worker claimed and never
-// started (it was stopping). It returns false when the order was not
+// started; why (the worker is stopping, its lease is lost, its renewal
+// late) is the event's reason. It returns false when the order was not
 // running under that attempt for that worker any more.
-func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker string) (bool, error) {
-	return s.requeue(ctx, id, attempt, worker, "unclaimed", "claimed while the worker was stopping; never started",
+func (s *Store) Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker, why string) (bool, error) {
+	return s.requeue(ctx, id, attempt, worker, "unclaimed", "claimed, never started: "+why,
 		`AND worker = $3 AND NOT EXISTS (SELECT 1 FROM order_processes p WHERE p.order_id = $1 AND p.attempt = $2)`)
 }
 
