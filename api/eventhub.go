@@ -103,21 +103,25 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 // Queue (serve), the end comes twice, first from the worker's own
 // goroutine (queue.HearOwnEnds), then from the bus, and the second woke
 // the waiter again for nothing (a fan-out's wait listed its batch again).
-func (h *eventHub) deliver(m *nats.Msg) {
+func (h *eventHub) deliver(m *nats.Msg) { h.hear(m.Subject, m.Data) }
+
+// hear is deliver of an event's subject and data: the bus's (deliver)
+// or this process's worker's (queue.HearOwnEnds).
+func (h *eventHub) hear(subject string, data []byte) {
 	h.mu.Lock()
-	w, ok := h.waiters[m.Subject]
+	w, ok := h.waiters[subject]
 	h.mu.Unlock()
 	if !ok || w.told {
 		return
 	}
-	id, status, err := eventEnd(m.Data)
+	id, status, err := eventEnd(data)
 	if err != nil || id != w.id || !status.Terminal() {
 		return
 	}
 	h.mu.Lock()
-	if cur, ok := h.waiters[m.Subject]; ok && cur.ch == w.ch {
+	if cur, ok := h.waiters[subject]; ok && cur.ch == w.ch {
 		cur.told = true
-		h.waiters[m.Subject] = cur
+		h.waiters[subject] = cur
 	}
 	h.mu.Unlock()
 	select {

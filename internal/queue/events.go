@@ -141,7 +141,7 @@ func (q *Queue) PublishEvent(ev Event) error {
 		m.Header = q.ttlHeader(ev.TTL)
 	}
 	if ev.Type == "finished" {
-		q.hearOwn(m)
+		q.hearOwn(m.Subject, m.Data)
 	}
 	if err := q.nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("publish event of order %s: %w", ev.OrderID, err)
@@ -318,12 +318,14 @@ func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscript
 // serial chain (docs/benchmarks.md, the thirty-eighth round); heard
 // here, the waiter is handed the event by the goroutine that committed
 // the result. The event still goes to the bus for everyone else (other
-// API replicas, followers, the live stream's freeing). hear must not
-// block nor keep the message, whose Data is lent.
-func (q *Queue) HearOwnEnds(hear func(*nats.Msg)) {
+// API replicas, followers, the live stream's freeing). hear is given
+// the event's subject and bytes, not its message: handed to a function
+// not known here, the message was one more allocation per event. It must
+// not block nor keep data, which is lent.
+func (q *Queue) HearOwnEnds(hear func(subject string, data []byte)) {
 	q.hearersMu.Lock()
 	defer q.hearersMu.Unlock()
-	var hs []func(*nats.Msg)
+	var hs []func(string, []byte)
 	if cur := q.hearers.Load(); cur != nil {
 		hs = append(hs, *cur...)
 	}
@@ -331,12 +333,12 @@ func (q *Queue) HearOwnEnds(hear func(*nats.Msg)) {
 	q.hearers.Store(&hs)
 }
 
-// hearOwn hands m, a finished event this Queue publishes, to its own
-// readers (HearOwnEnds).
-func (q *Queue) hearOwn(m *nats.Msg) {
+// hearOwn hands a finished event this Queue publishes, its subject and
+// data, to its own readers (HearOwnEnds).
+func (q *Queue) hearOwn(subject string, data []byte) {
 	if hs := q.hearers.Load(); hs != nil {
 		for _, hear := range *hs {
-			hear(m)
+			hear(subject, data)
 		}
 	}
 }

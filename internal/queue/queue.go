@@ -130,7 +130,7 @@ type Queue struct {
 	drops drops
 	// hearers: this process's own readers of the finished events it
 	// publishes (HearOwnEnds), copied on write.
-	hearers   atomic.Pointer[[]func(*nats.Msg)]
+	hearers   atomic.Pointer[[]func(string, []byte)]
 	hearersMu sync.Mutex
 }
 
