@@ -314,10 +314,10 @@ func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscript
 // event only once it had crossed the in-process connection and come
 // back through nats-server, five goroutine hand-offs (nats.go's
 // flusher, the server's reader and writer, nats.go's reader, the
-// subscription's goroutine) that took 50 – 130 µs on the sync order's
-// serial chain (docs/benchmarks.md, the thirty-eighth round); heard
-// here, the waiter is handed the event by the goroutine that committed
-// the result. The event still goes to the bus for everyone else (other
+// subscription's goroutine) that took 115 µs (p50, at load 7) on the
+// sync order's serial chain (docs/benchmarks.md, the thirty-eighth
+// round); heard here, the waiter is handed the event by the goroutine
+// that committed the result. The event still goes to the bus for everyone else (other
 // API replicas, followers, the live stream's freeing). hear is given
 // the event's subject and bytes, not its message: handed to a function
 // not known here, the message was one more allocation per event. It must
