@@ -32,10 +32,12 @@ type eventHub struct {
 }
 
 // waiter is one request waiting for the events of one order. Its events
-// carry the order's id and status only (deliver).
+// carry the order's id and status only (deliver). told: the order's end
+// was handed over.
 type waiter struct {
-	id uuid.UUID
-	ch chan queue.Event
+	id   uuid.UUID
+	ch   chan queue.Event
+	told bool
 }
 
 // wait registers a waiter for the events of order id of host and returns
@@ -96,17 +98,32 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 // end only: a started event handed over woke the waiting request for
 // nothing, once per synchronous order (docs/benchmarks.md, "Serve's
 // hand-offs per order, counted").
-func (h *eventHub) deliver(m *nats.Msg) {
+//
+// An order's end is handed over once: where the API's worker shares its
+// Queue (serve), the end comes twice, first from the worker's own
+// goroutine (queue.HearOwnEnds), then from the bus, and the second woke
+// the waiter again for nothing (a fan-out's wait listed its batch again).
+func (h *eventHub) deliver(m *nats.Msg) { h.hear(m.Subject, m.Data) }
+
+// hear is deliver of an event's subject and data: the bus's (deliver)
+// or this process's worker's (queue.HearOwnEnds).
+func (h *eventHub) hear(subject string, data []byte) {
 	h.mu.Lock()
-	w, ok := h.waiters[m.Subject]
+	w, ok := h.waiters[subject]
 	h.mu.Unlock()
-	if !ok {
+	if !ok || w.told {
 		return
 	}
-	id, status, err := eventEnd(m.Data)
+	id, status, err := eventEnd(data)
 	if err != nil || id != w.id || !status.Terminal() {
 		return
 	}
+	h.mu.Lock()
+	if cur, ok := h.waiters[subject]; ok && cur.ch == w.ch {
+		cur.told = true
+		h.waiters[subject] = cur
+	}
+	h.mu.Unlock()
 	select {
 	case w.ch <- queue.Event{OrderID: id, Status: string(status)}:
 	default:

@@ -78,9 +78,16 @@ func TestEventHubDeliversOnlyTheOrdersOwnHostSubject(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// b's next event proves the subscription handled everything before it.
-	publish("web2", queue.Event{OrderID: b, Type: "finished", Status: "succeeded", Host: "web2"})
-	next(chB)
+	// c's end proves the subscription handled everything before it (b's
+	// second end would not: a waiter is handed its order's end once).
+	c := uuid.New()
+	chC, stopC, err := h.wait(nc, "web2", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish("web2", queue.Event{OrderID: c, Type: "finished", Status: "succeeded", Host: "web2"})
+	next(chC)
+	stopC()
 	select {
 	case ev := <-chA:
 		t.Fatalf("a's waiter got %+v after stop", ev)
@@ -124,6 +131,9 @@ func TestEventHubDeliverAllocations(t *testing.T) {
 	alone := &nats.Msg{Subject: subject, Data: b}
 	for _, fin := range []*nats.Msg{finished, alone} {
 		n := testing.AllocsPerRun(200, func() {
+			// A fresh wait each time: a waiter is handed its order's end
+			// once.
+			h.waiters[subject] = waiter{id: id, ch: ch}
 			h.deliver(started)
 			h.deliver(fin)
 			if ev := <-ch; ev.OrderID != id || ev.Status != "succeeded" || len(ch) != 0 {

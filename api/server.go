@@ -155,8 +155,14 @@ type Server struct {
 
 // New returns a Server.
 func New(d Deps) *Server {
-	return &Server{Deps: d, logger: d.Logger,
+	s := &Server{Deps: d, logger: d.Logger,
 		ipLimits: newRateLimiter(time.Now), principalLimits: newRateLimiter(time.Now), auditLimits: newRateLimiter(time.Now)}
+	if d.Queue != nil {
+		// A worker sharing the Queue (serve's) wakes this API's waiters
+		// itself, not through the bus (queue.HearOwnEnds).
+		d.Queue.HearOwnEnds(s.events.hear)
+	}
+	return s
 }
 
 // principalKey carries the authenticated principal in a request context,

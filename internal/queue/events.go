@@ -120,6 +120,9 @@ const startedTTLSlack = time.Minute
 // the finished event's TTL, in case an older API's start put back the
 // live stream's subjects that take it (Mend sets them back).
 //
+// A finished event is handed to this process's own readers
+// (HearOwnEnds) before it goes to the bus.
+//
 // The event's bytes are json.Marshal's (appendEvent) in a buffer lent by
 // q.eventBufs: PublishMsg copies them into nats.go's buffer before it
 // returns, so the buffer goes back at once.
@@ -136,6 +139,9 @@ func (q *Queue) PublishEvent(ev Event) error {
 		q.endsRecord(m)
 	} else if ev.TTL > 0 {
 		m.Header = q.ttlHeader(ev.TTL)
+	}
+	if ev.Type == "finished" {
+		q.hearOwn(m.Subject, m.Data)
 	}
 	if err := q.nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("publish event of order %s: %w", ev.OrderID, err)
@@ -299,4 +305,40 @@ func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscript
 		return nil, fmt.Errorf("subscribe to control of host %s: %w", host, err)
 	}
 	return sub, nil
+}
+
+// HearOwnEnds has hear called with every finished event this Queue
+// publishes, on the publishing goroutine, before the event goes to the
+// bus, for as long as the Queue lives. serve's API and worker share one
+// Queue: the API's waiters (?wait) were woken by the worker's finished
+// event only once it had crossed the in-process connection and come
+// back through nats-server, five goroutine hand-offs (nats.go's
+// flusher, the server's reader and writer, nats.go's reader, the
+// subscription's goroutine) that took 115 µs (p50, at load 7) on the
+// sync order's serial chain (docs/benchmarks.md, the thirty-eighth
+// round); heard here, the waiter is handed the event by the goroutine
+// that committed the result. The event still goes to the bus for everyone else (other
+// API replicas, followers, the live stream's freeing). hear is given
+// the event's subject and bytes, not its message: handed to a function
+// not known here, the message was one more allocation per event. It must
+// not block nor keep data, which is lent.
+func (q *Queue) HearOwnEnds(hear func(subject string, data []byte)) {
+	q.hearersMu.Lock()
+	defer q.hearersMu.Unlock()
+	var hs []func(string, []byte)
+	if cur := q.hearers.Load(); cur != nil {
+		hs = append(hs, *cur...)
+	}
+	hs = append(hs, hear)
+	q.hearers.Store(&hs)
+}
+
+// hearOwn hands a finished event this Queue publishes, its subject and
+// data, to its own readers (HearOwnEnds).
+func (q *Queue) hearOwn(subject string, data []byte) {
+	if hs := q.hearers.Load(); hs != nil {
+		for _, hear := range *hs {
+			hear(subject, data)
+		}
+	}
 }

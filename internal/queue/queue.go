@@ -128,6 +128,10 @@ type Queue struct {
 	// drops: the connection's drops, for a publish to send again what
 	// a drop lost (drops.go).
 	drops drops
+	// hearers: this process's own readers of the finished events it
+	// publishes (HearOwnEnds), copied on write.
+	hearers   atomic.Pointer[[]func(string, []byte)]
+	hearersMu sync.Mutex
 }
 
 // PingInterval and MaxPingsOut are how a connection finds its server
