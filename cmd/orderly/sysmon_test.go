@@ -100,10 +100,10 @@ func TestServeRunsWithTheMonitorAwake(t *testing.T) {
 // serve, runs one order on it, and counts the voluntary context switches
 // of all its threads over 5 s in which it has nothing to do. Kept awake
 // (sysmonAwake), Go's runtime monitor polls every 10 ms: ~500 in the
-// window on its thread alone, 480 – 580 for the process. Left to Go's
-// default it sleeps until the next timer or system call: 60 – 130 for
-// the whole worker (docs/decisions.md, "An idle worker lets Go's runtime
-// monitor sleep").
+// window on its thread alone (481 for the process at 79f0b71d). Left to
+// Go's default it sleeps until the next timer or system call: 59 – 90
+// for the whole worker. The bound is under half the awake monitor's own
+// (docs/decisions.md, "An idle worker lets Go's runtime monitor sleep").
 func TestIdleWorkerLetsTheMonitorSleep(t *testing.T) {
 	p := startBusServe(t, serveDataDir(t, "orderly-sysmon-idle-"), nil, "ORDERLY_NATS__WORKERS=w2")
 	w := exec.Command(orderlyBin, "worker", "--host", "w2", "--nats-url", p.natsURL,
@@ -120,10 +120,12 @@ func TestIdleWorkerLetsTheMonitorSleep(t *testing.T) {
 		t.Fatalf("order on the worker: %d %s", code, b)
 	}
 
-	const window, most = 5 * time.Second, 250
+	const window, most = 5 * time.Second, 200
 	before := voluntarySwitches(t, w.Process.Pid)
 	time.Sleep(window) // the observation window: nothing is sent to the worker
-	if n := voluntarySwitches(t, w.Process.Pid) - before; n > most {
+	n := voluntarySwitches(t, w.Process.Pid) - before
+	t.Logf("the idle worker's threads: %d voluntary context switches in %s", n, window)
+	if n > most {
 		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w.Process.Pid))
 		t.Fatalf("the idle worker's threads were switched out %d times in %s, want at most %d (its environment: %q)",
 			n, window, most, env)
