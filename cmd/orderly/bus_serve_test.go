@@ -95,6 +95,22 @@ func (p *busServe) do(t *testing.T, method, path string, body any) (int, []byte)
 	return serveCall(t, p.url, p.token, method, path, body)
 }
 
+// startWorker starts `orderly worker --host host` on p's NATS, with the
+// credential file serve wrote for the host, and PostgreSQL, as README's
+// "Add a second worker" says, and stops it when the test ends.
+func (p *busServe) startWorker(t *testing.T, host string) *os.Process {
+	t.Helper()
+	cmd := exec.Command(orderlyBin, "worker", "--host", host, "--nats-url", p.natsURL,
+		"--nats-nkey", filepath.Join(p.creds, "worker-"+host+".nk"), "--database-url", p.dsn)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "ORDERLY_LOG__LEVEL=warn"}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	return cmd.Process
+}
+
 func (p *busServe) waitFor(t *testing.T, id uuid.UUID, cond func(api.Order) bool) api.Order {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -252,14 +268,7 @@ func TestServeBusAuthentication(t *testing.T) {
 	}
 
 	// README's "Add a second worker": the credential file of its host.
-	wcmd := exec.Command(orderlyBin, "worker", "--host", "w2", "--nats-url", p.natsURL,
-		"--nats-nkey", filepath.Join(p.creds, "worker-w2.nk"), "--database-url", p.dsn)
-	wcmd.Env = []string{"PATH=/usr/bin:/bin", "ORDERLY_LOG__LEVEL=warn"}
-	wcmd.Stderr = os.Stderr
-	if err := wcmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wcmd.Process.Signal(syscall.SIGTERM); _ = wcmd.Wait() })
+	p.startWorker(t, "w2")
 	code, b = p.do(t, "POST", "/v1/orders?wait=60", map[string]any{"host": "w2", "command": "echo", "args": []string{"from", "w2"}})
 	if code != http.StatusOK {
 		t.Fatalf("order on the second worker: %d %s", code, b)
