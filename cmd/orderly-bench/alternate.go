@@ -49,6 +49,12 @@ func alternate(ctx context.Context, rounds int, groups [][]contender) (map[strin
 					// pooled figures blurred it.
 					line += fmt.Sprintf("; server %.0f %% of a core, orderly idle meanwhile %.0f %%",
 						100*res.cpu.server.Seconds()/res.wall.Seconds(), 100*res.cpu.idle.Seconds()/res.wall.Seconds())
+					if res.cpu.pg > 0 {
+						// By kind, each round: autovacuum or the writers
+						// in one round's window is a burst the pooled
+						// figure blurs (hB28).
+						line += fmt.Sprintf("; PostgreSQL %.0f %% (%s)", 100*res.cpu.pg.Seconds()/res.wall.Seconds(), pgShares(res.cpu.pgBy, res.wall))
+					}
 				}
 				progress(line)
 			}

@@ -279,7 +279,8 @@ func procPSS(pid int) int64 {
 type cpuSample struct {
 	at                       time.Time
 	serveSelf, serveChildren time.Duration // children: the orders' processes
-	pg, bench                time.Duration
+	pg                       pgSample      // the managed cluster, by process
+	bench                    time.Duration
 	// workers: of serveSelf, the extra hosts' worker processes; idle:
 	// orderly's processes (serve and those workers) while a peer's load
 	// ran, which nothing of that load asked for.
@@ -296,11 +297,7 @@ func (s *server) cpu() cpuSample {
 		c.serveChildren = ticks(f[13]) + ticks(f[14])
 	}
 	if pm := s.postmasterPID(); pm > 0 {
-		for _, pid := range append([]int{pm}, procfs.Children(pm)...) {
-			if f := procfs.Fields(pid); f != nil {
-				c.pg += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
-			}
-		}
+		c.pg = samplePG(pm)
 	}
 	return c
 }
@@ -338,7 +335,7 @@ func cpuPerOrder(a, b cpuSample, n int) string {
 	}
 	serve := b.serveSelf - a.serveSelf
 	kids := b.serveChildren - a.serveChildren
-	pg := b.pg - a.pg
+	pg := b.pg.total() - a.pg.total()
 	bench := b.bench - a.bench
 	total := serve + kids + pg + bench
 	busy, other := 0.0, 0.0
@@ -346,6 +343,10 @@ func cpuPerOrder(a, b cpuSample, n int) string {
 		busy = 100 * float64(b.machineBusy-a.machineBusy) / float64(dt)
 		other = max(0, busy-100*float64(total/clockTick)/float64(dt))
 	}
-	return fmt.Sprintf("%s ms CPU/order: serve %s + its commands %s, PostgreSQL %s, bench client %s; machine %.0f %% busy (other processes %.0f %%)",
-		per(total), per(serve), per(kids), per(pg), per(bench), busy, other)
+	pgBy := ""
+	if pg > 0 {
+		pgBy = " (" + describePG(pgSplit(a.pg, b.pg), n) + ")"
+	}
+	return fmt.Sprintf("%s ms CPU/order: serve %s + its commands %s, PostgreSQL %s%s, bench client %s; machine %.0f %% busy (other processes %.0f %%)",
+		per(total), per(serve), per(kids), per(pg), pgBy, per(bench), busy, other)
 }
