@@ -30,6 +30,7 @@ type server struct {
 	version string
 	natsURL string // from the banner's "add a worker" line
 	dsn     string
+	pg      *pgWatch // the managed cluster's processes, read every pgPoll
 	exited  chan struct{}
 	waitErr error
 }
@@ -132,8 +133,13 @@ func startServe(ctx context.Context, bin string, extra ...string) (*server, erro
 		return nil, fmt.Errorf("read admin token: %w", err)
 	}
 	s.token = strings.TrimSpace(string(tok))
+	s.pg = watchPG(s.postmasterPID, pgPoll)
 	return s, nil
 }
+
+// pgPoll is how often the managed cluster's processes are read: an
+// autovacuum worker lives 0.3 s and longer.
+const pgPoll = 100 * time.Millisecond
 
 // bannerFlag is the word after flag in line.
 func bannerFlag(line, flag string) string {
@@ -174,6 +180,9 @@ func (s *server) stop() {
 // cleanup stops a managed PostgreSQL that outlived serve (only if serve
 // died without stopping it) and removes the data dir.
 func (s *server) cleanup() {
+	if s.pg != nil {
+		s.pg.close()
+	}
 	if pid := s.postmasterPID(); pid > 0 && processAlive(pid) {
 		progress(fmt.Sprintf("managed PostgreSQL (pid %d) outlived serve; stopping it", pid))
 		_ = syscall.Kill(pid, syscall.SIGINT) // fast shutdown
@@ -296,8 +305,8 @@ func (s *server) cpu() cpuSample {
 		c.serveSelf = ticks(f[11]) + ticks(f[12])
 		c.serveChildren = ticks(f[13]) + ticks(f[14])
 	}
-	if pm := s.postmasterPID(); pm > 0 {
-		c.pg = samplePG(pm)
+	if s.pg != nil {
+		c.pg = s.pg.sample()
 	}
 	return c
 }
