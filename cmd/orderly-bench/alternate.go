@@ -49,6 +49,12 @@ func alternate(ctx context.Context, rounds int, groups [][]contender) (map[strin
 					// pooled figures blurred it.
 					line += fmt.Sprintf("; server %.0f %% of a core, orderly idle meanwhile %.0f %%",
 						100*res.cpu.server.Seconds()/res.wall.Seconds(), 100*res.cpu.idle.Seconds()/res.wall.Seconds())
+					if res.cpu.pg > 0 {
+						// By kind, each round: autovacuum or the writers
+						// in one round's window is a burst the pooled
+						// figure blurs (hB28).
+						line += fmt.Sprintf("; PostgreSQL %.0f %% (%s)", 100*res.cpu.pg.Seconds()/res.wall.Seconds(), pgShares(res.cpu.pgBy, res.wall))
+					}
 				}
 				progress(line)
 			}
@@ -85,7 +91,10 @@ func floorFor(srv *server, d time.Duration) contender {
 			return loadResult{}, fmt.Errorf("floor: %w", err)
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
-		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())"); err != nil {
+		// The bench's own tables are not autovacuumed: their vacuum and
+		// analyze ran in whichever load's window autovacuum's minute fell,
+		// an orderly load's included (hB28).
+		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now()) WITH (autovacuum_enabled = false)"); err != nil {
 			return loadResult{}, fmt.Errorf("floor: create its table: %w", err)
 		}
 		return sequential(d, func() error {
@@ -140,7 +149,7 @@ func pgbenchInserts(srv *server, d time.Duration) contender {
 		}
 		script.Close()
 		if out, err := exec.CommandContext(ctx, "psql", "-qX", "-v", "ON_ERROR_STOP=1", srv.dsn, "-c",
-			"CREATE TABLE IF NOT EXISTS bench_pgbench (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())").CombinedOutput(); err != nil {
+			"CREATE TABLE IF NOT EXISTS bench_pgbench (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now()) WITH (autovacuum_enabled = false)").CombinedOutput(); err != nil {
 			return loadResult{}, fmt.Errorf("psql: create the pgbench table: %v: %s", err, out)
 		}
 		a := srv.cpu()

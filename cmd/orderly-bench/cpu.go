@@ -12,13 +12,14 @@ import (
 // bench's own client; and how busy the whole machine was.
 type cpuDelta struct {
 	server, commands, pg, client time.Duration
-	workers, idle                time.Duration // as in cpuSample
-	busy, total                  uint64        // machine ticks
+	pgBy                         [pgKinds]time.Duration // pg by kind of process
+	workers, idle                time.Duration          // as in cpuSample
+	busy, total                  uint64                 // machine ticks
 }
 
 func delta(a, b cpuSample) cpuDelta {
 	return cpuDelta{server: b.serveSelf - a.serveSelf, commands: b.serveChildren - a.serveChildren,
-		pg: b.pg - a.pg, client: b.bench - a.bench, workers: b.workers - a.workers, idle: b.idle - a.idle,
+		pg: b.pg.total() - a.pg.total(), pgBy: pgSplit(a.pg, b.pg), client: b.bench - a.bench, workers: b.workers - a.workers, idle: b.idle - a.idle,
 		busy: b.machineBusy - a.machineBusy, total: b.machineTotal - a.machineTotal}
 }
 
@@ -26,6 +27,9 @@ func (d *cpuDelta) add(o cpuDelta) {
 	d.server += o.server
 	d.commands += o.commands
 	d.pg += o.pg
+	for k := range d.pgBy {
+		d.pgBy[k] += o.pgBy[k]
+	}
 	d.client += o.client
 	d.workers += o.workers
 	d.idle += o.idle
@@ -61,7 +65,7 @@ func (d cpuDelta) split(n int, server string) string {
 	}
 	s += ", the commands " + per(d.commands)
 	if d.pg > 0 {
-		s += ", PostgreSQL " + per(d.pg)
+		s += ", PostgreSQL " + per(d.pg) + " (" + describePG(d.pgBy, n) + ")"
 	}
 	s += fmt.Sprintf(", client %s; machine %.0f %% busy", per(d.client), busy)
 	if d.idle > 0 && d.total > 0 {

@@ -30,6 +30,7 @@ type server struct {
 	version string
 	natsURL string // from the banner's "add a worker" line
 	dsn     string
+	pg      *pgWatch // the managed cluster's processes, read every pgPoll
 	exited  chan struct{}
 	waitErr error
 }
@@ -132,8 +133,13 @@ func startServe(ctx context.Context, bin string, extra ...string) (*server, erro
 		return nil, fmt.Errorf("read admin token: %w", err)
 	}
 	s.token = strings.TrimSpace(string(tok))
+	s.pg = watchPG(s.postmasterPID, pgPoll)
 	return s, nil
 }
+
+// pgPoll is how often the managed cluster's processes are read: an
+// autovacuum worker lives 0.3 s and longer.
+const pgPoll = 100 * time.Millisecond
 
 // bannerFlag is the word after flag in line.
 func bannerFlag(line, flag string) string {
@@ -174,6 +180,9 @@ func (s *server) stop() {
 // cleanup stops a managed PostgreSQL that outlived serve (only if serve
 // died without stopping it) and removes the data dir.
 func (s *server) cleanup() {
+	if s.pg != nil {
+		s.pg.close()
+	}
 	if pid := s.postmasterPID(); pid > 0 && processAlive(pid) {
 		progress(fmt.Sprintf("managed PostgreSQL (pid %d) outlived serve; stopping it", pid))
 		_ = syscall.Kill(pid, syscall.SIGINT) // fast shutdown
@@ -279,7 +288,8 @@ func procPSS(pid int) int64 {
 type cpuSample struct {
 	at                       time.Time
 	serveSelf, serveChildren time.Duration // children: the orders' processes
-	pg, bench                time.Duration
+	pg                       pgSample      // the managed cluster, by process
+	bench                    time.Duration
 	// workers: of serveSelf, the extra hosts' worker processes; idle:
 	// orderly's processes (serve and those workers) while a peer's load
 	// ran, which nothing of that load asked for.
@@ -295,12 +305,8 @@ func (s *server) cpu() cpuSample {
 		c.serveSelf = ticks(f[11]) + ticks(f[12])
 		c.serveChildren = ticks(f[13]) + ticks(f[14])
 	}
-	if pm := s.postmasterPID(); pm > 0 {
-		for _, pid := range append([]int{pm}, procfs.Children(pm)...) {
-			if f := procfs.Fields(pid); f != nil {
-				c.pg += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
-			}
-		}
+	if s.pg != nil {
+		c.pg = s.pg.sample()
 	}
 	return c
 }
@@ -338,7 +344,7 @@ func cpuPerOrder(a, b cpuSample, n int) string {
 	}
 	serve := b.serveSelf - a.serveSelf
 	kids := b.serveChildren - a.serveChildren
-	pg := b.pg - a.pg
+	pg := b.pg.total() - a.pg.total()
 	bench := b.bench - a.bench
 	total := serve + kids + pg + bench
 	busy, other := 0.0, 0.0
@@ -346,6 +352,10 @@ func cpuPerOrder(a, b cpuSample, n int) string {
 		busy = 100 * float64(b.machineBusy-a.machineBusy) / float64(dt)
 		other = max(0, busy-100*float64(total/clockTick)/float64(dt))
 	}
-	return fmt.Sprintf("%s ms CPU/order: serve %s + its commands %s, PostgreSQL %s, bench client %s; machine %.0f %% busy (other processes %.0f %%)",
-		per(total), per(serve), per(kids), per(pg), per(bench), busy, other)
+	pgBy := ""
+	if pg > 0 {
+		pgBy = " (" + describePG(pgSplit(a.pg, b.pg), n) + ")"
+	}
+	return fmt.Sprintf("%s ms CPU/order: serve %s + its commands %s, PostgreSQL %s%s, bench client %s; machine %.0f %% busy (other processes %.0f %%)",
+		per(total), per(serve), per(kids), per(pg), pgBy, per(bench), busy, other)
 }
