@@ -499,15 +499,26 @@ func (w *Worker) settle(ctx context.Context, msg *delivery, o *order.Order) (*or
 		w.logger.Info("running an order whose claim commit was in doubt", "order_id", o.ID, "attempt", o.Attempt)
 		return o, true, nil
 	case o.Status == order.StatusRunning:
-		var requeued bool
+		var marked, requeued bool
 		err := w.retry(ctx, msg, "settle interrupted order", func(ctx context.Context) (err error) {
-			requeued, err = w.abandon(ctx, o, fmt.Sprintf("redelivered while running (attempt %d); the worker running it (%s) stopped before recording a result", o.Attempt, o.Worker))
+			marked, requeued, err = w.abandon(ctx, o, fmt.Sprintf("redelivered while running (attempt %d); the worker running it (%s) stopped before recording a result", o.Attempt, o.Worker))
 			return err
 		})
 		if err != nil {
 			return nil, false, err
 		}
-		if requeued {
+		if requeued || !marked {
+			// Not marked: settled by another since the claim read it
+			// running, and perhaps queued again: its previous worker,
+			// whose claim committed after the takeover's look for
+			// running orders, handed it back unstarted (Unclaim is not
+			// fenced). Acknowledged then, its message left the work
+			// queue and the order stayed queued, never run, while the
+			// orders after it ran. begin judges it as it is now.
+			if !marked {
+				w.logger.Info("order settled by another since its claim read it running; judged again", "order_id", o.ID,
+					"attempt", o.Attempt, "previous_worker", o.Worker)
+			}
 			return w.begin(ctx, msg)
 		}
 	}

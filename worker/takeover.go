@@ -66,7 +66,7 @@ func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Co
 			// and never started: its redelivery runs it.
 			continue
 		}
-		if _, err := w.abandon(ctx, o, fmt.Sprintf("the worker running it (%s) stopped before recording a result; taken over by %s", o.Worker, w.opts.Instance)); err != nil {
+		if _, _, err := w.abandon(ctx, o, fmt.Sprintf("the worker running it (%s) stopped before recording a result; taken over by %s", o.Worker, w.opts.Instance)); err != nil {
 			return nil, queue.Acked{}, err
 		}
 	}
@@ -143,7 +143,7 @@ func (w *Worker) leftRunning(ctx context.Context) error {
 		if o.Worker == w.opts.Instance && !w.started.Has(o.ID) {
 			continue // as in takeover: its redelivery runs it
 		}
-		if _, err := w.abandon(ctx, o, fmt.Sprintf("found running while its host's worker (%s) ran nothing: the result is not in the database (restored from a backup taken while it ran?)", w.opts.Instance)); err != nil {
+		if _, _, err := w.abandon(ctx, o, fmt.Sprintf("found running while its host's worker (%s) ran nothing: the result is not in the database (restored from a backup taken while it ran?)", w.opts.Instance)); err != nil {
 			return err
 		}
 	}
@@ -159,8 +159,9 @@ const partialOutputCap = 10 << 20
 // when it is idempotent, this was its first attempt and nobody asked to
 // cancel it, queued again to run once more in its place. Only after the status has left "running" — when
 // no process can be recorded for that attempt any more — are its processes
-// reaped, so none can start unseen afterwards. It reports whether the order
-// was requeued.
+// reaped, so none can start unseen afterwards. It reports whether it
+// marked the attempt (mark: not when another settled it meanwhile), and
+// whether the order was requeued.
 //
 // Once marked, the attempt is no longer running, so no later look for
 // running orders finds it: a failure between the mark and the reap (a
@@ -169,12 +170,12 @@ const partialOutputCap = 10 << 20
 // the attempt stays in w.unreaped, and the next call for it (settle's
 // retry, or reapAbandoned at the next takeover or sweep) goes on from
 // where the failed one stopped.
-func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (requeued bool, err error) {
+func (w *Worker) abandon(ctx context.Context, o *order.Order, reason string) (marked, requeued bool, err error) {
 	marked, requeue, err := w.mark(ctx, o, reason)
 	if err != nil || !marked {
-		return false, err
+		return false, false, err
 	}
-	return requeue, w.reapMarked(ctx, o, requeue, true)
+	return true, requeue, w.reapMarked(ctx, o, requeue, true)
 }
 
 // reapMarked reaps the processes of o's attempt, which its mark ended
@@ -247,7 +248,7 @@ type abandoned struct {
 // the machine lived on. Both before the host runs anything else.
 func (w *Worker) reapAbandoned(ctx context.Context) error {
 	for _, a := range w.unreaped {
-		if _, err := w.abandon(ctx, a.o, a.reason); err != nil {
+		if _, _, err := w.abandon(ctx, a.o, a.reason); err != nil {
 			return err
 		}
 	}
