@@ -46,7 +46,7 @@ func (s *handBackRace) Claim(ctx context.Context, id uuid.UUID, w string, seq ui
 
 func (s *handBackRace) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
 	if id == s.id && s.handed.CompareAndSwap(false, true) {
-		if handed, err := s.Store.Unclaim(ctx, id, attempt, s.prev); err != nil || !handed {
+		if handed, err := s.Store.Unclaim(ctx, id, attempt, s.prev, "the host lease's last renewal is late"); err != nil || !handed {
 			s.t.Errorf("the previous worker's hand-back: handed %v, %v", handed, err)
 		}
 	}
