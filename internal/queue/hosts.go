@@ -686,7 +686,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			if err := readOwner(); err != nil {
 				return nil, err
 			}
-			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k)); err == nil {
+			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(k, seen.floor), k)); err == nil {
 				q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 				return lease(rev, sent, freed), nil
 			}
@@ -704,7 +704,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				q.learnLease(host, knowsHeld)
 				continue
 			}
-			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
+			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(k, seen.floor), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
@@ -760,7 +760,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				var rev uint64
 				var err error
 				if lost >= lostTakes {
-					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(ctx, k, seen.floor)), k))
+					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(k, seen.floor)), k))
 				} else {
 					rev, err = kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision())
 				}
@@ -861,7 +861,7 @@ func retryEvery(ttl time.Duration) time.Duration {
 func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry, renewed time.Time, known, bound time.Duration) (time.Time, time.Duration) {
 	rctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	st, err := q.hostsOnDrop().Status(rctx)
+	st, err := q.readHosts(rctx)
 	if err != nil {
 		if renewed.IsZero() {
 			renewed = time.Now()
@@ -869,11 +869,11 @@ func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry, renewe
 		return renewed, known
 	}
 	now, ttl := q.now(), known
-	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
-		now = s.StreamInfo().TimeStamp
+	if info := st.CachedInfo(); !info.TimeStamp.IsZero() {
+		now = info.TimeStamp
 	}
-	if st.TTL() > 0 {
-		ttl = st.TTL()
+	if t := st.CachedInfo().Config.MaxAge; t > 0 {
+		ttl = t
 	}
 	age := min(max(now.Sub(e.Created()), 0), ttl)
 	return time.Now().Add(-age), ttl
@@ -1243,7 +1243,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
 			"host", l.host, "instance", l.instance)
 		sent := time.Now()
-		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(l.k, l.rev)))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
@@ -1359,20 +1359,25 @@ func (l *Lease) value(after uint64) []byte { return leaseValue(l.key, l.instance
 func (l *Lease) kv() dropKV { return l.q.hostsOnDrop() }
 
 // lastRevision is the revision a take of a lease key, signed with k, is
-// written after: the hosts bucket's last sequence, at or past every
-// revision any key of it had (a holder past its lease reads a take
-// naming less as a copy written again); known when that cannot be read.
-// 0 without a key, which writes no revision.
-func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64) uint64 {
+// written after: the hosts bucket's last sequence as last read
+// (hostsRead), or known, a revision of the key the writer honoured or
+// wrote, whichever is later; 0 without a key, which writes no revision.
+// A holder past its lease reads a take naming less than its own last
+// renewal as a copy written again (trustLease), and so does a standby
+// that honoured that renewal: the take names at least the last renewal
+// its writer saw (a standby's floor, from its watch or its reads; a
+// holder's own last write), and the bucket's last sequence as read
+// before covers what was written before it watched.
+//
+// It reads nothing: read here, before every signed take and take-back,
+// a read held up (its request's bound, 5 s) held up the take, and a
+// holder taking back its deleted key lapsed its lease meanwhile
+// (TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted).
+func (q *Queue) lastRevision(k MarkKey, known uint64) uint64 {
 	if k == nil {
 		return 0
 	}
-	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
-		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-			return max(known, s.StreamInfo().State.LastSeq)
-		}
-	}
-	return known
+	return max(known, q.keptHosts().lastSeq())
 }
 
 // wrote records a write of the key that the server took, as revision

@@ -1,0 +1,70 @@
+package worker_test
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/internal/testenv"
+	"github.com/orderly-run/orderly/worker"
+)
+
+// TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted: a holder with
+// its host's key, whose reads of the hosts bucket's info reach no NATS
+// server (a proxy keeps them, as a JetStream API too slow to give a
+// stream's info within the request's bound would), finds its lease key
+// deleted (by hand, or another credential) while its lease lives, and
+// takes it back with a put. The put named the bucket's last sequence,
+// read first: the read waited out its bound (5 s) against a lease of
+// 2 s, and the standby, which leaves a deleted key to its holder for a
+// lease only, took the live holder's host. The take-back reads nothing
+// now: the holder keeps its host, and runs the next order.
+func TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted(t *testing.T) {
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	host := "revheld"
+	key := queue.NewMarkKey([]byte("seed of revheld"))
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+
+	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	var holder testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, ClaimMarkKey: key}, e.store, pa.queue(t, 2*time.Second),
+		testenv.LoggerTo(io.MultiWriter(t.Output(), &holder)))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+
+	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	var standby testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, ClaimMarkKey: key}, e.store, pb.queue(t, 2*time.Second),
+		testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	testenv.WaitUntil(t, 30*time.Second, "B waits as A's standby", func() bool {
+		return strings.Contains(standby.String(), "waiting as standby")
+	})
+
+	pa.keepAll(info)
+	kv, err := e.q.JetStream().KeyValue(ctx, queue.HostsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "lease."+host); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	// Two leases: the standby leaves the deleted key to its holder for
+	// one after the holder's last renewal it saw.
+	testenv.WaitUntil(t, 30*time.Second, "two leases pass", func() bool { return time.Since(deleted) > 4*time.Second })
+	if strings.Contains(standby.String(), "took the host over") {
+		t.Fatalf("B took the live holder's host after its key was deleted (A's reads of the bucket's info held):\n%s", standby.String())
+	}
+	if holder, err := e.q.LeaseHolder(ctx, host); err != nil || holder != host+"/a" {
+		t.Fatalf("the lease names %q (%v), want the holder, A, which took its deleted key back", holder, err)
+	}
+	id := e.submit(host, "true")
+	if o := e.waitStatus(id, order.StatusSucceeded); o.Worker != host+"/a" {
+		t.Fatalf("the next order ran on %q, want the holder, A", o.Worker)
+	}
+}
