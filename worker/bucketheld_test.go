@@ -68,3 +68,44 @@ func TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted(t *testing.T) {
 		t.Fatalf("the next order ran on %q, want the holder, A", o.Worker)
 	}
 }
+
+// TestAHeldBucketReadDoesNotDelayTheWaitsStart: a holder dies (its
+// release lost) as its standby starts, and the standby's reads of the
+// hosts bucket's info reach no NATS server (a proxy keeps them). The
+// wait's start read it inline: the bucket's limits as the watch began,
+// and the stream's info before each look at the lease key's last
+// message (whether it was deleted or is absent), each waiting out its
+// bound (5 s), and the dead holder's host was taken past the recovery
+// bound. They read what was read last now (the bucket's stream as the
+// worker bound it, the limits beside the wait): the standby takes the
+// host within the bound, and runs the next order.
+func TestAHeldBucketReadDoesNotDelayTheWaitsStart(t *testing.T) {
+	e := newEnv(t)
+	host := "startheld"
+	lease := "$KV." + queue.HostsBucket + ".lease." + host
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+
+	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	stopA, _ := runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, pa.queue(t, 2*time.Second), testenv.Logger(t))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+
+	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	qb := pb.queue(t, 2*time.Second)
+	pb.keepAll(info)
+
+	pa.drop(lease, "")
+	died := time.Now()
+	stopA()
+	if pa.droppedTo(lease) == 0 {
+		t.Fatal("A's release was not sent")
+	}
+	var standby testenv.LogBuffer
+	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, qb, testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	testenv.WaitUntil(t, recoveryBound-time.Since(died), "B takes the dead holder's host", func() bool {
+		return strings.Contains(standby.String(), "took the host over")
+	})
+	t.Logf("B took the host %v after A's death; %d reads of the bucket's info kept", time.Since(died), pb.keptFor(info))
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+}

@@ -531,12 +531,15 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		watching = true
 		var err error
 		if w, err = q.watchKey(ctx, key, seen); err == nil {
-			if st, err := kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
-				every = q.opts.LeaseTTL
-				markers = true
-			} else {
-				timed, every = newLeaseClock(ctx, q, q.opts.LeaseTTL), retryEvery(q.opts.LeaseTTL)
-			}
+			// Timed at once, the bucket's limits read beside the wait
+			// (leaseClock), which turns to markers (below) if it has
+			// them: read here, a read held up (its bound, 5 s) held up
+			// the wait's start, and a holder that died then was taken
+			// that much late (TestAHeldBucketReadDoesNotDelayTheWaitsStart).
+			// Timed, a bucket with markers is waited on as one without:
+			// a marker ends the wait as a lease timed from the renewal
+			// does.
+			timed, every = newLeaseClock(ctx, q, q.opts.LeaseTTL), retryEvery(q.opts.LeaseTTL)
 			return nil
 		}
 		w = nil
@@ -551,6 +554,12 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		}
 	}()
 	for {
+		if timed != nil && timed.marked() {
+			// The bucket has expiry markers (an orderly's from before
+			// hostsStream), as the read beside the wait says.
+			timed.stop()
+			timed, every, markers = nil, q.opts.LeaseTTL, true
+		}
 		if freed == "" && !watching && seen.held && q.goneUnseen(ctx, key, seen) == "absent" {
 			// Absent, not released, and another instance held it lately:
 			// left to that holder for a lease (goneUnseen), watched from
@@ -904,11 +913,16 @@ type leaseClock struct {
 	read   time.Time // when the last read was sent; zero: none yet
 	// reading: a read is on its way, and no other is sent.
 	reading bool
+	// markers: the last read found the bucket with expiry markers.
+	markers bool
 }
 
+// newLeaseClock times a wait on lease, and reads the bucket at once,
+// beside the wait: its TTL, and whether it has expiry markers (marked).
 func newLeaseClock(ctx context.Context, q *Queue, lease time.Duration) *leaseClock {
 	c := &leaseClock{q: q, lease: lease}
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.renewal()
 	return c
 }
 
@@ -924,14 +938,26 @@ func (c *leaseClock) renewal() {
 	c.reads.Add(1)
 	go func() {
 		defer c.reads.Done()
-		ttl, err := c.q.BucketTTL(c.ctx)
+		st, err := c.q.readHosts(c.ctx)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.reading = false
-		if err == nil && ttl > 0 {
+		if err != nil {
+			return
+		}
+		if ttl := st.CachedInfo().Config.MaxAge; ttl > 0 {
 			c.lease = ttl
 		}
+		c.markers = st.CachedInfo().Config.SubjectDeleteMarkerTTL > 0
 	}()
+}
+
+// marked reports whether the last read found the bucket with expiry
+// markers.
+func (c *leaseClock) marked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.markers
 }
 
 // pending reports whether a read is on its way.
@@ -979,6 +1005,9 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 	}
 	deadline := ends()
 	for w != nil {
+		if clock != nil && clock.marked() {
+			return "tried", nil // waited on as a bucket with markers (AcquireLease)
+		}
 		// While a read of the TTL is on its way (beside the wait), the
 		// deadline is timed again every retry: a lease an API shortened
 		// ends the wait when the read says, not at the lease read before.
@@ -1470,14 +1499,17 @@ func (l *Lease) releasedBy(ctx context.Context, h nats.Header) bool {
 }
 
 // lastMessageOf reads the last message stored on key of the hosts
-// bucket, a delete's headers included, with the bucket's stream as read
-// for it; both reads are sent again at once when a drop of the
-// connection ended them (RetryOnDrop).
+// bucket, a delete's headers included, sent again at once when a drop
+// of the connection ended the read (RetryOnDrop), and returns it with
+// the bucket's stream as last read (hostsRead; read now only when it
+// never was). The stream's info read for each look held up a standby's
+// tries (goneUnseen) by its bound, 5 s, when the JetStream API was slow
+// to give it (TestAHeldBucketReadDoesNotDelayTheWaitsStart).
 func (q *Queue) lastMessageOf(ctx context.Context, key string) (m *jetstream.RawStreamMsg, st jetstream.Stream, err error) {
+	if st, err = q.keptHostsStream(ctx); err != nil {
+		return nil, nil, err
+	}
 	err = q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
-		if st, err = q.js.Stream(ctx, "KV_"+HostsBucket); err != nil {
-			return err
-		}
 		m, err = st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
 		return err
 	})
