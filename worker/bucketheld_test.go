@@ -109,3 +109,73 @@ func TestAHeldBucketReadDoesNotDelayTheWaitsStart(t *testing.T) {
 	t.Logf("B took the host %v after A's death; %d reads of the bucket's info kept", time.Since(died), pb.keptFor(info))
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 }
+
+// TestAHeldBucketReadDoesNotDelayARenewalAfterASilence: a standby whose
+// reads of the hosts bucket's info reach no NATS server (a proxy keeps
+// them) hears a silence of the server as its holder's lease comes due,
+// and waits a lease of contact before it takes the key; its holder
+// renews meanwhile, once, and dies. The standby aged that renewal on the
+// server's time, read first: the read waited out its bound (5 s), and
+// the host was taken that much past the lease. It ages it on the
+// server's time as last read now, and takes the host within two leases
+// of the renewal (one, and the server's removal of the expired key, up
+// to a second late).
+func TestAHeldBucketReadDoesNotDelayARenewalAfterASilence(t *testing.T) {
+	const lease = 2 * time.Second
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	host := "silenceheld"
+	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+
+	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	a, err := pa.queue(t, lease).AcquireLease(ctx, host, "A", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew := func() time.Time {
+		t.Helper()
+		sent := time.Now()
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return sent
+	}
+	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	qb := pb.queue(t, lease)
+	waiting, took := make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := qb.AcquireLease(ctx, host, "B", func(string) { close(waiting) })
+		took <- err
+	}()
+	<-waiting
+	// Half a lease of renewals, the standby's first read of the bucket
+	// answered meanwhile; then its reads are kept.
+	for until := time.Now().Add(lease / 2); time.Now().Before(until); {
+		time.Sleep(lease / 8)
+		renew()
+	}
+	pb.keepAll(info)
+	last := renew()
+
+	// The standby's wait ends a lease after that renewal; before, it
+	// hears a silence, and waits a lease of contact from the server's
+	// next answer. The holder renews once during that wait, and dies.
+	time.Sleep(lease * 6 / 10)
+	qb.HeardSilence()
+	time.Sleep(last.Add(lease + lease/4).Sub(time.Now()))
+	select {
+	case err := <-took:
+		t.Fatalf("the standby took the host before the holder's renewal during its wait on the contact (%v)", err)
+	default:
+	}
+	renewed := renew()
+	select {
+	case err := <-took:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2*lease - time.Since(renewed)):
+		t.Fatalf("the standby did not take the dead holder's host within two leases of its last renewal (%d reads of the bucket's info kept)", pb.keptFor(info))
+	}
+	t.Logf("B took the host %v after A's last renewal", time.Since(renewed))
+}

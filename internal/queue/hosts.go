@@ -644,12 +644,17 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			}
 			// What the watch received meanwhile: a renewal says the
 			// holder lives, whatever the key holds now; the wait is
-			// timed from when the server stored it.
+			// timed from when the server stored it, aged on the
+			// server's time as last read (hostsRead.serverNow), or
+			// from now when none was read lately. Read here, a read
+			// held up (its bound, 5 s) held the standby that long
+			// past a holder that died during the wait on the contact
+			// (TestAHeldBucketReadDoesNotDelayARenewalAfterASilence).
 			switch got, stored := w.since(); got {
 			case "renewed":
 				renewed, lost = time.Now(), 0
-				if !stored.IsZero() {
-					renewed = renewed.Add(-min(max(q.serverNow(ctx).Sub(stored), 0), ttl))
+				if now, ok := q.keptHosts().serverNow(); ok && !stored.IsZero() {
+					renewed = renewed.Add(-min(max(now.Sub(stored), 0), ttl))
 				}
 				var err error
 				if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
@@ -788,10 +793,14 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				continue // changed meanwhile: judged again, at once
 			}
 		case err == nil && timed != nil:
-			var ttl time.Duration
-			renewed, ttl = q.storedAgo(ctx, e, renewed, timed.ttl(), slow)
-			timed.readNow(ttl)
-			every = retryEvery(ttl)
+			var read time.Duration
+			renewed, read = q.storedAgo(ctx, e, renewed, timed.ttl(), slow)
+			if read > 0 {
+				timed.readNow(read)
+			} else {
+				timed.renewal() // the lease read beside the tries, when due
+			}
+			every = retryEvery(timed.ttl())
 		}
 		if !watching {
 			if err := watch(holder); err != nil {
@@ -853,39 +862,49 @@ func retryEvery(ttl time.Duration) time.Duration {
 
 // storedAgo returns the time on this process's monotonic clock that is
 // as long ago as the server stored e, judged on the server's clock, and
-// the bucket's TTL, the lease, as it stands now (an API may have changed
-// it since this queue was bound); the time is at most a lease ago.
+// the bucket's TTL, the lease, when it read it now (an API may have
+// changed it since this queue was bound; 0 when it read none); the time
+// is at most a lease ago.
 //
-// The bucket's state is read within bound; unread, e counts as stored
-// when the wait last saw its holder renew (renewed, which the server
-// stored before), or now if it saw none, under the lease known. Read
-// without a bound, a read held up (its request's, 5 s: a JetStream API
-// slow to give the stream's info) kept a standby from a dead holder's
-// host that long past the lease, the key found still there at the
-// lease's end (the server removes an expired key up to a second late);
-// timed on this process's clock instead, a clock ahead of the server's
-// would age a live holder's last renewal past the lease, and the
-// standby would take its key
-// (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
+// The server's time is estimated from the bucket's stream as last read
+// (hostsRead.serverNow: a standby reads it beside its wait every half
+// lease), with the lease known (the wait's clock reads it with it). Only
+// when nothing was read lately is the bucket's state read here, within
+// bound; unread, e counts as stored when the wait last saw its holder
+// renew (renewed, which the server stored before), or now if it saw
+// none, under the lease known. Read without a bound, a read held up
+// (its request's, 5 s: a JetStream API slow to give the stream's info)
+// kept a standby from a dead holder's host that long past the lease, the
+// key found still there at the lease's end (the server removes an
+// expired key up to a second late); read within it at every try, each
+// try waited out the bound until the server removed the key
+// (TestAHeldBucketReadDoesNotDelayARenewalAfterASilence). Timed on this
+// process's clock instead, a clock ahead of the server's would age a
+// live holder's last renewal past the lease, and the standby would take
+// its key (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
 func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry, renewed time.Time, known, bound time.Duration) (time.Time, time.Duration) {
-	rctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	st, err := q.readHosts(rctx)
-	if err != nil {
-		if renewed.IsZero() {
-			renewed = time.Now()
+	now, ok := q.keptHosts().serverNow()
+	ttl, read := known, time.Duration(0)
+	if !ok {
+		rctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		st, err := q.readHosts(rctx)
+		if err != nil {
+			if renewed.IsZero() {
+				renewed = time.Now()
+			}
+			return renewed, 0
 		}
-		return renewed, known
-	}
-	now, ttl := q.now(), known
-	if info := st.CachedInfo(); !info.TimeStamp.IsZero() {
-		now = info.TimeStamp
-	}
-	if t := st.CachedInfo().Config.MaxAge; t > 0 {
-		ttl = t
+		now = q.now()
+		if info := st.CachedInfo(); !info.TimeStamp.IsZero() {
+			now = info.TimeStamp
+		}
+		if t := st.CachedInfo().Config.MaxAge; t > 0 {
+			ttl, read = t, t
+		}
 	}
 	age := min(max(now.Sub(e.Created()), 0), ttl)
-	return time.Now().Add(-age), ttl
+	return time.Now().Add(-age), read
 }
 
 // leaseClock is the lease a standby times its tries on: the hosts
