@@ -14,16 +14,17 @@ import (
 // The lease's waits and takes use what was read last instead of reading
 // the stream's info on their path: a read held up (its request's bound,
 // 5 s: a JetStream API slow to give a stream's info, a loaded server)
-// held up what followed it, each time. The watch's read of the bucket's
-// limits at a wait's start let a holder that died then be taken up to
-// that bound late; the server's time read when a renewal came during a
-// wait on the server's contact, the same; the bucket's last sequence
-// read before every signed take or take-back delayed the take, and a
-// holder's take-back of its deleted key lapsed its lease
-// (docs/decisions.md, hF28). Each read of the info keeps what it
-// answered: the holder's reads of the TTL (every minute), a standby's
-// (at the wait's start and at a renewal every half lease, beside the
-// wait), a worker's Bind.
+// held up what followed it, each time. The bucket's limits read as a
+// wait's watch began, and the stream read before each look at the lease
+// key's last message, took a holder that died then past the recovery
+// bound; the server's time read when a renewal came during a wait on the
+// server's contact, or at a try that found the key, aged the renewal
+// that much late; the bucket's last sequence read before a signed take
+// or take-back delayed the take, and a holder taking back its deleted
+// key lost its host to its standby meanwhile (docs/decisions.md, hF28).
+// Every read of the info keeps what it answered: a worker's Bind and an
+// API's New, the holder's reads of the TTL (every minute), a standby's
+// (at its wait's start and every half lease, beside the wait).
 type hostsRead struct {
 	st jetstream.Stream
 	at time.Time // when the answer came, on this process's monotonic clock
