@@ -700,7 +700,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			if err := readOwner(); err != nil {
 				return nil, err
 			}
-			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(k, seen.floor), k)); err == nil {
+			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor, q.takeRead(seen)), k)); err == nil {
 				q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 				return lease(rev, sent, freed), nil
 			}
@@ -718,7 +718,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				q.learnLease(host, knowsHeld)
 				continue
 			}
-			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(k, seen.floor), k))
+			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor, q.takeRead(seen)), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
@@ -774,7 +774,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				var rev uint64
 				var err error
 				if lost >= lostTakes {
-					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(k, seen.floor)), k))
+					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(ctx, k, seen.floor, q.takeRead(seen))), k))
 				} else {
 					rev, err = kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision())
 				}
@@ -1291,7 +1291,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
 			"host", l.host, "instance", l.instance)
 		sent := time.Now()
-		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(l.k, l.rev)))
+		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev, 0)))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
@@ -1407,25 +1407,45 @@ func (l *Lease) value(after uint64) []byte { return leaseValue(l.key, l.instance
 func (l *Lease) kv() dropKV { return l.q.hostsOnDrop() }
 
 // lastRevision is the revision a take of a lease key, signed with k, is
-// written after: the hosts bucket's last sequence as last read
-// (hostsRead), or known, a revision of the key the writer honoured or
-// wrote, whichever is later; 0 without a key, which writes no revision.
-// A holder past its lease reads a take naming less than its own last
-// renewal as a copy written again (trustLease), and so does a standby
-// that honoured that renewal: the take names at least the last renewal
-// its writer saw (a standby's floor, from its watch or its reads; a
-// holder's own last write), and the bucket's last sequence as read
-// before covers what was written before it watched.
+// written after: the hosts bucket's last sequence, read within bound (0:
+// not read), or as last read (hostsRead) when it was not, and at least
+// known, a revision of the key the writer honoured or wrote; 0 without a
+// key, which writes no revision. A holder past its lease reads a take
+// naming less than its own last renewal as a copy written again
+// (trustLease), and so does a standby that honoured that renewal.
 //
-// It reads nothing: read here, before every signed take and take-back,
-// a read held up (its request's bound, 5 s) held up the take, and a
-// holder taking back its deleted key lapsed its lease meanwhile
-// (TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted).
-func (q *Queue) lastRevision(k MarkKey, known uint64) uint64 {
+// A standby that honoured a renewal of the key knows it (its floor,
+// from its watch or its reads) and reads nothing: read before every
+// signed take, a read held up (its request's bound, 5 s) held up the
+// take of a dead holder's host by as much. One that honoured none (the
+// key free when its wait began) reads the last sequence, within half a
+// lease: the last read may be older than the last holder's renewals. A
+// holder within its lease names its own last write (nobody else can
+// have taken the key): read there, the read held up its take-back of a
+// deleted key, and the standby took the live holder's host
+// (TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted); past it,
+// it reads within half a lease too.
+func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64, bound time.Duration) uint64 {
 	if k == nil {
 		return 0
 	}
+	if bound > 0 {
+		rctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		_, _ = q.readHosts(rctx) // unread within it: as last read
+	}
 	return max(known, q.keptHosts().lastSeq())
+}
+
+// takeRead is the bound of lastRevision's read before a take by a
+// standby that has seen what it has seen: none once it honoured a
+// counted renewal of the key (its floor), half a lease otherwise.
+func (q *Queue) takeRead(seen *leaseSeen) time.Duration {
+	if seen.floor > 0 {
+		return 0
+	}
+	_, slow := contactProbes(q.opts.LeaseTTL)
+	return slow
 }
 
 // wrote records a write of the key that the server took, as revision
