@@ -30,17 +30,12 @@ func TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted(t *testing.T) {
 	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
 
 	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	var holder testenv.LogBuffer
-	runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second, ClaimMarkKey: key}, e.store, pa.queue(t, 2*time.Second),
-		testenv.LoggerTo(io.MultiWriter(t.Output(), &holder)))
+	runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", key, t.Output())
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 
 	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
 	var standby testenv.LogBuffer
-	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second, ClaimMarkKey: key}, e.store, pb.queue(t, 2*time.Second),
-		testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	runLeaseWorker(t, e, pb.queue(t, 2*time.Second), host+"/b", key, io.MultiWriter(t.Output(), &standby))
 	testenv.WaitUntil(t, 30*time.Second, "B waits as A's standby", func() bool {
 		return strings.Contains(standby.String(), "waiting as standby")
 	})
@@ -82,27 +77,19 @@ func TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted(t *testing.T) {
 func TestAHeldBucketReadDoesNotDelayTheWaitsStart(t *testing.T) {
 	e := newEnv(t)
 	host := "startheld"
-	lease := "$KV." + queue.HostsBucket + ".lease." + host
 	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
 
 	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	stopA, _ := runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, pa.queue(t, 2*time.Second), testenv.Logger(t))
+	stopA := runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", nil, t.Output())
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 
 	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
 	qb := pb.queue(t, 2*time.Second)
 	pb.keepAll(info)
 
-	pa.drop(lease, "")
-	died := time.Now()
-	stopA()
-	if pa.droppedTo(lease) == 0 {
-		t.Fatal("A's release was not sent")
-	}
+	died := dieReleaseLost(t, pa, host, stopA)
 	var standby testenv.LogBuffer
-	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, qb, testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	runLeaseWorker(t, e, qb, host+"/b", nil, io.MultiWriter(t.Output(), &standby))
 	testenv.WaitUntil(t, recoveryBound-time.Since(died), "B takes the dead holder's host", func() bool {
 		return strings.Contains(standby.String(), "took the host over")
 	})
@@ -178,4 +165,30 @@ func TestAHeldBucketReadDoesNotDelayARenewalAfterASilence(t *testing.T) {
 		t.Fatalf("the standby did not take the dead holder's host within two leases of its last renewal (%d reads of the bucket's info kept)", pb.keptFor(info))
 	}
 	t.Logf("B took the host %v after A's last renewal", time.Since(renewed))
+}
+
+// runLeaseWorker runs a worker of host/instance's host (the part before
+// "/") as instance on q, with the lease tests' timings and the host's
+// key k (nil: none), logging to w, and returns its stop.
+func runLeaseWorker(t testing.TB, e *env, q *queue.Queue, instance string, k queue.MarkKey, w io.Writer) (stop func()) {
+	t.Helper()
+	host, _, _ := strings.Cut(instance, "/")
+	stop, _ = runWorker(t, worker.Options{Host: host, Instance: instance, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second, ClaimMarkKey: k}, e.store, q, testenv.LoggerTo(w))
+	return stop
+}
+
+// dieReleaseLost stops the holder of host that stop stops, its release
+// dropped by p, its connection's proxy, and returns when it began: a
+// holder that died, as far as its standby can tell.
+func dieReleaseLost(t testing.TB, p *pubHoldProxy, host string, stop func()) time.Time {
+	t.Helper()
+	lease := "$KV." + queue.HostsBucket + ".lease." + host
+	p.drop(lease, "")
+	died := time.Now()
+	stop()
+	if p.droppedTo(lease) == 0 {
+		t.Fatal("the holder's release was not sent")
+	}
+	return died
 }
