@@ -61,14 +61,12 @@ func TestAHeldBucketTTLReadDoesNotLapseTheLease(t *testing.T) {
 func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.T) {
 	e := newEnv(t)
 	host := "ttlstandby"
-	lease := "$KV." + queue.HostsBucket + ".lease." + host
 	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
 
 	// A, the holder, on a connection that can lose its renewals and its
 	// release.
 	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	stopA, _ := runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, pa.queue(t, 2*time.Second), testenv.Logger(t))
+	stopA := runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", nil, t.Output())
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 
 	// B, its standby, on a connection whose reads of the bucket's info
@@ -77,8 +75,7 @@ func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.
 	qb := pb.queue(t, 2*time.Second)
 	pb.keepAll(info)
 	var standby testenv.LogBuffer
-	runWorker(t, worker.Options{Host: host, Instance: host + "/b", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, qb, testenv.LoggerTo(io.MultiWriter(t.Output(), &standby)))
+	runLeaseWorker(t, e, qb, host+"/b", nil, io.MultiWriter(t.Output(), &standby))
 	var before int // B's reads of the bucket's info before its wait, or a few more
 	testenv.WaitUntil(t, 30*time.Second, "B waits as A's standby", func() bool {
 		if !strings.Contains(standby.String(), "waiting as standby") {
@@ -87,19 +84,14 @@ func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.
 		before = pb.keptFor(info)
 		return true
 	})
-	// The standby report loop's read of the TTL and the watch's of the
-	// bucket's limits as the wait starts, then the wait's read of the TTL
-	// at a renewal of A's, while A lives.
+	// The standby report loop's read of the TTL and the wait's clock's
+	// first read of the bucket as the wait starts (beside it since hF28),
+	// then its read of the TTL at a renewal of A's, while A lives.
 	testenv.WaitUntil(t, 30*time.Second, "B's read of the bucket's TTL in its wait sent, and kept", func() bool {
 		return pb.keptFor(info) >= before+3
 	})
 
-	pa.drop(lease, "")
-	died := time.Now()
-	stopA()
-	if pa.droppedTo(lease) == 0 {
-		t.Fatal("A's release was not sent")
-	}
+	died := dieReleaseLost(t, pa, host, stopA)
 	testenv.WaitUntil(t, recoveryBound-time.Since(died), "B takes the dead holder's host", func() bool {
 		return strings.Contains(standby.String(), "took the host over")
 	})

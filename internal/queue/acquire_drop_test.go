@@ -16,8 +16,9 @@ import (
 // loses as it drops (the request, or its answer), sends them again on
 // the new connection and holds the lease within the bound it gives the
 // acquisition, where each waited it out and failed (docs/decisions.md,
-// hF24). The reads: the stream's settings and the key's last message,
-// which tell a release from a delete (goneUnseen), and the key read when
+// hF24). The reads: the bucket's stream, read before the take of a key
+// the wait honoured no renewal of (lastRevision), the key's last
+// message, which tells a release from a delete (goneUnseen), and the key read when
 // the take found it there; the take: the take back of the worker's own
 // lease, left over by a tenure whose release did not reach the server,
 // written once. A real nats-server; the worker's connection through a

@@ -45,16 +45,19 @@ func Bind(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bind kv bucket %s: %w", HostsBucket, err)
 	}
-	st, err := kv.Status(ctx)
+	// Read as a stream, not as the bucket's status, and kept: the
+	// lease's takes read the bucket's last sequence from it (hostsRead).
+	st, err := js.Stream(ctx, "KV_"+HostsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("read kv bucket %s: %w", HostsBucket, err)
 	}
-	if ttl := st.TTL(); ttl > 0 {
+	if ttl := st.CachedInfo().Config.MaxAge; ttl > 0 {
 		// The bucket's TTL expires leases, whoever set it (the API's
 		// nats.lease_ttl): that is how long this worker's lease lasts.
 		opts.LeaseTTL = ttl
 	}
 	q := &Queue{nc: nc, js: js, kv: kv, opts: opts, ends: endsHeader(opts.FinishedTTL)}
+	q.keepHosts(st)
 	// A worker's requests (its lease, its heartbeat, its claim mark) are
 	// sent again when the connection drops under them, as the API's
 	// publishes are (drops.go).
@@ -69,12 +72,13 @@ func (q *Queue) LeaseTTL() time.Duration { return q.opts.LeaseTTL }
 // BucketTTL reads the hosts bucket's TTL now: the API sets it at each of
 // its starts from its nats.lease_ttl, so it may have changed since this
 // queue was bound (LeaseTTL keeps what it was then).
+// What it reads is kept for the lease's waits and takes (hostsRead).
 func (q *Queue) BucketTTL(ctx context.Context) (time.Duration, error) {
-	st, err := q.hostsOnDrop().Status(ctx)
+	st, err := q.readHosts(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("read kv bucket %s: %w", HostsBucket, err)
 	}
-	return st.TTL(), nil
+	return st.CachedInfo().Config.MaxAge, nil
 }
 
 // RenewEvery is how often a worker whose nats.heartbeat is heartbeat

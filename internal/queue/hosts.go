@@ -531,12 +531,15 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		watching = true
 		var err error
 		if w, err = q.watchKey(ctx, key, seen); err == nil {
-			if st, err := kv.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
-				every = q.opts.LeaseTTL
-				markers = true
-			} else {
-				timed, every = newLeaseClock(ctx, q, q.opts.LeaseTTL), retryEvery(q.opts.LeaseTTL)
-			}
+			// Timed at once, the bucket's limits read beside the wait
+			// (leaseClock), which turns to markers (below) if it has
+			// them: read here, a read held up (its bound, 5 s) held up
+			// the wait's start, and a holder that died then was taken
+			// that much late (TestAHeldBucketReadDoesNotDelayTheWaitsStart).
+			// Timed, a bucket with markers is waited on as one without:
+			// a marker ends the wait as a lease timed from the renewal
+			// does.
+			timed, every = newLeaseClock(ctx, q, q.opts.LeaseTTL), retryEvery(q.opts.LeaseTTL)
 			return nil
 		}
 		w = nil
@@ -551,6 +554,12 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 		}
 	}()
 	for {
+		if timed != nil && timed.marked() {
+			// The bucket has expiry markers (an orderly's from before
+			// hostsStream), as the read beside the wait says.
+			timed.stop()
+			timed, every, markers = nil, q.opts.LeaseTTL, true
+		}
 		if freed == "" && !watching && seen.held && q.goneUnseen(ctx, key, seen) == "absent" {
 			// Absent, not released, and another instance held it lately:
 			// left to that holder for a lease (goneUnseen), watched from
@@ -635,12 +644,17 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			}
 			// What the watch received meanwhile: a renewal says the
 			// holder lives, whatever the key holds now; the wait is
-			// timed from when the server stored it.
+			// timed from when the server stored it, aged on the
+			// server's time as last read (hostsRead.serverNow), or
+			// from now when none was read lately. Read here, a read
+			// held up (its bound, 5 s) held the standby that long
+			// past a holder that died during the wait on the contact
+			// (TestAHeldBucketReadDoesNotDelayARenewalAfterASilence).
 			switch got, stored := w.since(); got {
 			case "renewed":
 				renewed, lost = time.Now(), 0
-				if !stored.IsZero() {
-					renewed = renewed.Add(-min(max(q.serverNow(ctx).Sub(stored), 0), ttl))
+				if now, ok := q.keptHosts().serverNow(); ok && !stored.IsZero() {
+					renewed = renewed.Add(-min(max(now.Sub(stored), 0), ttl))
 				}
 				var err error
 				if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
@@ -686,7 +700,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			if err := readOwner(); err != nil {
 				return nil, err
 			}
-			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k)); err == nil {
+			if rev, err = kv.Put(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor, q.takeRead(seen)), k)); err == nil {
 				q.logTakenByPut(host, instance, "this standby's conditioned takes", lost)
 				return lease(rev, sent, freed), nil
 			}
@@ -704,7 +718,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				q.learnLease(host, knowsHeld)
 				continue
 			}
-			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor), k))
+			rev, err = kv.Create(ctx, key, leaseValue(key, instance, q.lastRevision(ctx, k, seen.floor, q.takeRead(seen)), k))
 		}
 		if err == nil {
 			return lease(rev, sent, freed), nil
@@ -760,7 +774,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				var rev uint64
 				var err error
 				if lost >= lostTakes {
-					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(ctx, k, seen.floor)), k))
+					rev, err = kv.Put(ctx, key, leaseValue(key, instance, max(e.Revision(), q.lastRevision(ctx, k, seen.floor, q.takeRead(seen))), k))
 				} else {
 					rev, err = kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision())
 				}
@@ -779,10 +793,14 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				continue // changed meanwhile: judged again, at once
 			}
 		case err == nil && timed != nil:
-			var ttl time.Duration
-			renewed, ttl = q.storedAgo(ctx, e, renewed, timed.ttl(), slow)
-			timed.readNow(ttl)
-			every = retryEvery(ttl)
+			var read time.Duration
+			renewed, read = q.storedAgo(ctx, e, renewed, timed.ttl(), slow)
+			if read > 0 {
+				timed.readNow(read)
+			} else {
+				timed.renewal() // the lease read beside the tries, when due
+			}
+			every = retryEvery(timed.ttl())
 		}
 		if !watching {
 			if err := watch(holder); err != nil {
@@ -844,39 +862,49 @@ func retryEvery(ttl time.Duration) time.Duration {
 
 // storedAgo returns the time on this process's monotonic clock that is
 // as long ago as the server stored e, judged on the server's clock, and
-// the bucket's TTL, the lease, as it stands now (an API may have changed
-// it since this queue was bound); the time is at most a lease ago.
+// the bucket's TTL, the lease, when it read it now (an API may have
+// changed it since this queue was bound; 0 when it read none); the time
+// is at most a lease ago.
 //
-// The bucket's state is read within bound; unread, e counts as stored
-// when the wait last saw its holder renew (renewed, which the server
-// stored before), or now if it saw none, under the lease known. Read
-// without a bound, a read held up (its request's, 5 s: a JetStream API
-// slow to give the stream's info) kept a standby from a dead holder's
-// host that long past the lease, the key found still there at the
-// lease's end (the server removes an expired key up to a second late);
-// timed on this process's clock instead, a clock ahead of the server's
-// would age a live holder's last renewal past the lease, and the
-// standby would take its key
-// (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
+// The server's time is estimated from the bucket's stream as last read
+// (hostsRead.serverNow: a standby reads it beside its wait every half
+// lease), with the lease known (the wait's clock reads it with it). Only
+// when nothing was read lately is the bucket's state read here, within
+// bound; unread, e counts as stored when the wait last saw its holder
+// renew (renewed, which the server stored before), or now if it saw
+// none, under the lease known. Read without a bound, a read held up
+// (its request's, 5 s: a JetStream API slow to give the stream's info)
+// kept a standby from a dead holder's host that long past the lease, the
+// key found still there at the lease's end (the server removes an
+// expired key up to a second late); read within it at every try, each
+// try waited out the bound until the server removed the key
+// (TestAHeldBucketReadDoesNotDelayARenewalAfterASilence). Timed on this
+// process's clock instead, a clock ahead of the server's would age a
+// live holder's last renewal past the lease, and the standby would take
+// its key (TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost).
 func (q *Queue) storedAgo(ctx context.Context, e jetstream.KeyValueEntry, renewed time.Time, known, bound time.Duration) (time.Time, time.Duration) {
-	rctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	st, err := q.hostsOnDrop().Status(rctx)
-	if err != nil {
-		if renewed.IsZero() {
-			renewed = time.Now()
+	now, ok := q.keptHosts().serverNow()
+	ttl, read := known, time.Duration(0)
+	if !ok {
+		rctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		st, err := q.readHosts(rctx)
+		if err != nil {
+			if renewed.IsZero() {
+				renewed = time.Now()
+			}
+			return renewed, 0
 		}
-		return renewed, known
-	}
-	now, ttl := q.now(), known
-	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && !s.StreamInfo().TimeStamp.IsZero() {
-		now = s.StreamInfo().TimeStamp
-	}
-	if st.TTL() > 0 {
-		ttl = st.TTL()
+		now = q.now()
+		if info := st.CachedInfo(); !info.TimeStamp.IsZero() {
+			now = info.TimeStamp
+		}
+		if t := st.CachedInfo().Config.MaxAge; t > 0 {
+			ttl, read = t, t
+		}
 	}
 	age := min(max(now.Sub(e.Created()), 0), ttl)
-	return time.Now().Add(-age), ttl
+	return time.Now().Add(-age), read
 }
 
 // leaseClock is the lease a standby times its tries on: the hosts
@@ -904,11 +932,16 @@ type leaseClock struct {
 	read   time.Time // when the last read was sent; zero: none yet
 	// reading: a read is on its way, and no other is sent.
 	reading bool
+	// markers: the last read found the bucket with expiry markers.
+	markers bool
 }
 
+// newLeaseClock times a wait on lease, and reads the bucket at once,
+// beside the wait: its TTL, and whether it has expiry markers (marked).
 func newLeaseClock(ctx context.Context, q *Queue, lease time.Duration) *leaseClock {
 	c := &leaseClock{q: q, lease: lease}
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.renewal()
 	return c
 }
 
@@ -924,14 +957,26 @@ func (c *leaseClock) renewal() {
 	c.reads.Add(1)
 	go func() {
 		defer c.reads.Done()
-		ttl, err := c.q.BucketTTL(c.ctx)
+		st, err := c.q.readHosts(c.ctx)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.reading = false
-		if err == nil && ttl > 0 {
+		if err != nil {
+			return
+		}
+		if ttl := st.CachedInfo().Config.MaxAge; ttl > 0 {
 			c.lease = ttl
 		}
+		c.markers = st.CachedInfo().Config.SubjectDeleteMarkerTTL > 0
 	}()
+}
+
+// marked reports whether the last read found the bucket with expiry
+// markers.
+func (c *leaseClock) marked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.markers
 }
 
 // pending reports whether a read is on its way.
@@ -979,6 +1024,9 @@ func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *ti
 	}
 	deadline := ends()
 	for w != nil {
+		if clock != nil && clock.marked() {
+			return "tried", nil // waited on as a bucket with markers (AcquireLease)
+		}
 		// While a read of the TTL is on its way (beside the wait), the
 		// deadline is timed again every retry: a lease an API shortened
 		// ends the wait when the read says, not at the lease read before.
@@ -1243,7 +1291,7 @@ func (l *Lease) Renew(ctx context.Context) (retaken bool, err error) {
 		l.q.logger().Warn("the host lease's key was deleted while this worker held it (by hand, or stored by another NATS credential): taken back",
 			"host", l.host, "instance", l.instance)
 		sent := time.Now()
-		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+		rev, perr := l.kv().Put(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev, 0)))
 		if perr != nil {
 			return false, fmt.Errorf("renew lease: take the deleted lease again: %w", perr)
 		}
@@ -1359,20 +1407,45 @@ func (l *Lease) value(after uint64) []byte { return leaseValue(l.key, l.instance
 func (l *Lease) kv() dropKV { return l.q.hostsOnDrop() }
 
 // lastRevision is the revision a take of a lease key, signed with k, is
-// written after: the hosts bucket's last sequence, at or past every
-// revision any key of it had (a holder past its lease reads a take
-// naming less as a copy written again); known when that cannot be read.
-// 0 without a key, which writes no revision.
-func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64) uint64 {
+// written after: the hosts bucket's last sequence, read within bound (0:
+// not read), or as last read (hostsRead) when it was not, and at least
+// known, a revision of the key the writer honoured or wrote; 0 without a
+// key, which writes no revision. A holder past its lease reads a take
+// naming less than its own last renewal as a copy written again
+// (trustLease), and so does a standby that honoured that renewal.
+//
+// A standby that honoured a renewal of the key knows it (its floor,
+// from its watch or its reads) and reads nothing: read before every
+// signed take, a read held up (its request's bound, 5 s) held up the
+// take of a dead holder's host by as much. One that honoured none (the
+// key free when its wait began) reads the last sequence, within half a
+// lease: the last read may be older than the last holder's renewals. A
+// holder within its lease names its own last write (nobody else can
+// have taken the key): read there, the read held up its take-back of a
+// deleted key, and the standby took the live holder's host
+// (TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted); past it,
+// it reads within half a lease too.
+func (q *Queue) lastRevision(ctx context.Context, k MarkKey, known uint64, bound time.Duration) uint64 {
 	if k == nil {
 		return 0
 	}
-	if st, err := q.hostsOnDrop().Status(ctx); err == nil {
-		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-			return max(known, s.StreamInfo().State.LastSeq)
-		}
+	if bound > 0 {
+		rctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		_, _ = q.readHosts(rctx) // unread within it: as last read
 	}
-	return known
+	return max(known, q.keptHosts().lastSeq())
+}
+
+// takeRead is the bound of lastRevision's read before a take by a
+// standby that has seen what it has seen: none once it honoured a
+// counted renewal of the key (its floor), half a lease otherwise.
+func (q *Queue) takeRead(seen *leaseSeen) time.Duration {
+	if seen.floor > 0 {
+		return 0
+	}
+	_, slow := contactProbes(q.opts.LeaseTTL)
+	return slow
 }
 
 // wrote records a write of the key that the server took, as revision
@@ -1465,14 +1538,17 @@ func (l *Lease) releasedBy(ctx context.Context, h nats.Header) bool {
 }
 
 // lastMessageOf reads the last message stored on key of the hosts
-// bucket, a delete's headers included, with the bucket's stream as read
-// for it; both reads are sent again at once when a drop of the
-// connection ended them (RetryOnDrop).
+// bucket, a delete's headers included, sent again at once when a drop
+// of the connection ended the read (RetryOnDrop), and returns it with
+// the bucket's stream as last read (hostsRead; read now only when it
+// never was). The stream's info read for each look held up a standby's
+// tries (goneUnseen) by its bound, 5 s, when the JetStream API was slow
+// to give it (TestAHeldBucketReadDoesNotDelayTheWaitsStart).
 func (q *Queue) lastMessageOf(ctx context.Context, key string) (m *jetstream.RawStreamMsg, st jetstream.Stream, err error) {
+	if st, err = q.keptHostsStream(ctx); err != nil {
+		return nil, nil, err
+	}
 	err = q.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
-		if st, err = q.js.Stream(ctx, "KV_"+HostsBucket); err != nil {
-			return err
-		}
 		m, err = st.GetLastMsgForSubject(ctx, "$KV."+HostsBucket+"."+key)
 		return err
 	})

@@ -424,6 +424,10 @@ func (q *Queue) goneUnseen(ctx context.Context, key string, seen *leaseSeen) str
 			return "delete"
 		}
 	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get(jetstream.MarkerReasonHeader) != "":
+		// The bucket's limits as last read (lastMessageOf): an API
+		// that turned its markers off since is read at this process's
+		// next read of the stream (a standby's every half lease, a
+		// holder's every minute).
 		if st.CachedInfo().Config.SubjectDeleteMarkerTTL == 0 {
 			return "delete"
 		}

@@ -100,6 +100,8 @@ type Queue struct {
 	sendOrder func(ctx context.Context, host string, id uuid.UUID) (uint64, error)
 	// contact: whether the server answers a standby (contact.go).
 	contact contact
+	// hostsKept: the hosts bucket's stream as last read (hostsread.go).
+	hostsKept atomic.Pointer[hostsRead]
 	// leases: what this process learned of each host's lease across
 	// its waits (leaseKnown), by host; leasesMu orders its changes
 	// (changeLease).

@@ -67,7 +67,7 @@ func (l *Lease) CheckOwner(owners Owners) { l.owners = owners }
 // Without a key nothing tells a forger from a rival: no put.
 func (l *Lease) retake(ctx context.Context, read uint64) (uint64, error) {
 	if l.lost >= lostTakes && l.owners != nil && l.k != nil {
-		rev, err := l.putAsOwner(ctx, max(read, l.q.lastRevision(ctx, l.k, l.rev)), "it took the host over while this lease lapsed")
+		rev, err := l.putAsOwner(ctx, max(read, l.q.lastRevision(ctx, l.k, l.rev, l.pastRead())), "it took the host over while this lease lapsed")
 		if err == nil {
 			l.q.logTakenByPut(l.host, l.instance, "this holder's conditioned take-backs of its lapsed lease", l.lost)
 			l.lost = 0
@@ -77,7 +77,7 @@ func (l *Lease) retake(ctx context.Context, read uint64) (uint64, error) {
 	var rev uint64
 	var err error
 	if read == 0 {
-		rev, err = l.kv().Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev)))
+		rev, err = l.kv().Create(ctx, l.key, l.value(l.q.lastRevision(ctx, l.k, l.rev, l.pastRead())))
 	} else {
 		rev, err = l.kv().Update(ctx, l.key, l.value(read), read)
 	}
@@ -88,6 +88,13 @@ func (l *Lease) retake(ctx context.Context, read uint64) (uint64, error) {
 		l.beaten()
 	}
 	return rev, err
+}
+
+// pastRead is the bound of lastRevision's read before a take-back past
+// the lease: half of it.
+func (l *Lease) pastRead() time.Duration {
+	_, slow := contactProbes(l.q.opts.LeaseTTL)
+	return slow
 }
 
 // beaten counts a take-back of the lapsed key that another writer's

@@ -79,12 +79,18 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 
 // ensureBucket is ensureStream for the hosts bucket's stream cfg (one
 // that exists is used as it is when JetStream refuses the update for want
-// of storage), and returns the bucket.
+// of storage), and returns the bucket. Its stream is read once more and
+// kept, as a worker's Bind keeps it: the lease's waits and takes read
+// what was read last (hostsRead); serve's worker shares this queue.
 func (q *Queue) ensureBucket(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.KeyValue, error) {
 	if err := q.ensureStream(ctx, cfg); err != nil {
 		return nil, err
 	}
-	return q.js.KeyValue(ctx, HostsBucket)
+	kv, err := q.js.KeyValue(ctx, HostsBucket)
+	if err == nil {
+		_, _ = q.readHosts(ctx) // unread, the first look reads it
+	}
+	return kv, err
 }
 
 // DeferredEvery is how often the API tries again the settings JetStream
