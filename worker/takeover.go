@@ -278,7 +278,11 @@ func (w *Worker) reapAbandoned(ctx context.Context) error {
 // attempt already in w.unreaped, which an earlier call may have marked,
 // it reads back whether it did: the host's orders are settled by its
 // owner only (the writes are fenced), so an attempt that left "running"
-// for interrupted or queued was marked by this worker.
+// for interrupted was marked by this worker. One that left it for
+// queued may also have been handed back by its previous worker, whose
+// Unclaim is not fenced (hA28): taken as requeued here, which has the
+// caller judge its message again (settle's begin), as a hand-back
+// wants; only the requeue's log line is then wrong.
 func (w *Worker) mark(ctx context.Context, o *order.Order, reason string) (marked, requeued bool, err error) {
 	if a, ok := w.unreaped[o.ID]; ok && a.o.Attempt == o.Attempt {
 		cur, err := w.store.GetOrder(ctx, o.ID)
