@@ -118,12 +118,20 @@ func (h *eventHub) hear(subject string, data []byte) {
 	if err != nil || id != w.id || !status.Terminal() {
 		return
 	}
+	// Told here, under the lock, by whichever hearer comes first: the
+	// worker's own and the bus's copy may both have passed the check
+	// above.
 	h.mu.Lock()
-	if cur, ok := h.waiters[subject]; ok && cur.ch == w.ch {
+	cur, ok := h.waiters[subject]
+	first := ok && cur.ch == w.ch && !cur.told
+	if first {
 		cur.told = true
 		h.waiters[subject] = cur
 	}
 	h.mu.Unlock()
+	if !first {
+		return
+	}
 	select {
 	case w.ch <- queue.Event{OrderID: id, Status: string(status)}:
 	default:

@@ -27,7 +27,7 @@ func TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted(t *testing.T) {
 	ctx := testenv.Context(t)
 	host := "revheld"
 	key := queue.NewMarkKey([]byte("seed of revheld"))
-	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+	info := hostsInfo
 
 	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
 	runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", key, t.Output())
@@ -77,15 +77,7 @@ func TestAHeldBucketReadDoesNotLapseALeaseWhoseKeyWasDeleted(t *testing.T) {
 func TestAHeldBucketReadDoesNotDelayTheWaitsStart(t *testing.T) {
 	e := newEnv(t)
 	host := "startheld"
-	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
-
-	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	stopA := runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", nil, t.Output())
-	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
-
-	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	qb := pb.queue(t, 2*time.Second)
-	pb.keepAll(info)
+	pa, stopA, pb, qb := holderAndHeldStandby(t, e, host)
 
 	died := dieReleaseLost(t, pa, host, stopA)
 	var standby testenv.LogBuffer
@@ -93,7 +85,7 @@ func TestAHeldBucketReadDoesNotDelayTheWaitsStart(t *testing.T) {
 	testenv.WaitUntil(t, recoveryBound-time.Since(died), "B takes the dead holder's host", func() bool {
 		return strings.Contains(standby.String(), "took the host over")
 	})
-	t.Logf("B took the host %v after A's death; %d reads of the bucket's info kept", time.Since(died), pb.keptFor(info))
+	t.Logf("B took the host %v after A's death; %d reads of the bucket's info kept", time.Since(died), pb.keptFor(hostsInfo))
 	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
 }
 
@@ -112,7 +104,7 @@ func TestAHeldBucketReadDoesNotDelayARenewalAfterASilence(t *testing.T) {
 	e := newEnv(t)
 	ctx := testenv.Context(t)
 	host := "silenceheld"
-	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+	info := hostsInfo
 
 	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
 	a, err := pa.queue(t, lease).AcquireLease(ctx, host, "A", nil)
@@ -165,6 +157,25 @@ func TestAHeldBucketReadDoesNotDelayARenewalAfterASilence(t *testing.T) {
 		t.Fatalf("the standby did not take the dead holder's host within two leases of its last renewal (%d reads of the bucket's info kept)", pb.keptFor(info))
 	}
 	t.Logf("B took the host %v after A's last renewal", time.Since(renewed))
+}
+
+// hostsInfo is the request that reads the hosts bucket's stream info:
+// the read the held-read tests' proxies keep.
+const hostsInfo = "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+
+// holderAndHeldStandby runs A, the holder of host, on a connection that
+// can lose its renewals and its release, and one order on it; it
+// returns A's proxy and stop, and the proxy and queue of B, its standby
+// to be, whose reads of the hosts bucket's info are kept.
+func holderAndHeldStandby(t testing.TB, e *env, host string) (pa *pubHoldProxy, stopA func(), pb *pubHoldProxy, qb *queue.Queue) {
+	t.Helper()
+	pa = newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	stopA = runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", nil, t.Output())
+	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
+	pb = newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
+	qb = pb.queue(t, 2*time.Second)
+	pb.keepAll(hostsInfo)
+	return pa, stopA, pb, qb
 }
 
 // runLeaseWorker runs a worker of host/instance's host (the part before

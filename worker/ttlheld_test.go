@@ -29,7 +29,7 @@ func TestAHeldBucketTTLReadDoesNotLapseTheLease(t *testing.T) {
 	wq := proxy.queue(t, 2*time.Second)
 	// Bound, the worker's Queue reads the bucket's info no more but for
 	// its TTL.
-	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+	info := hostsInfo
 	proxy.keepAll(info)
 
 	var holder testenv.LogBuffer
@@ -61,19 +61,8 @@ func TestAHeldBucketTTLReadDoesNotLapseTheLease(t *testing.T) {
 func TestAHeldBucketTTLReadDoesNotKeepTheStandbyFromADeadHoldersHost(t *testing.T) {
 	e := newEnv(t)
 	host := "ttlstandby"
-	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
-
-	// A, the holder, on a connection that can lose its renewals and its
-	// release.
-	pa := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	stopA := runLeaseWorker(t, e, pa.queue(t, 2*time.Second), host+"/a", nil, t.Output())
-	e.waitStatus(e.submit(host, "true"), order.StatusSucceeded)
-
-	// B, its standby, on a connection whose reads of the bucket's info
-	// are kept.
-	pb := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
-	qb := pb.queue(t, 2*time.Second)
-	pb.keepAll(info)
+	info := hostsInfo
+	pa, stopA, pb, qb := holderAndHeldStandby(t, e, host)
 	var standby testenv.LogBuffer
 	runLeaseWorker(t, e, qb, host+"/b", nil, io.MultiWriter(t.Output(), &standby))
 	var before int // B's reads of the bucket's info before its wait, or a few more
@@ -116,7 +105,7 @@ func TestAHeldBucketTTLReadDoesNotLapseALeaseAfterAFailedRenewal(t *testing.T) {
 
 	proxy := newPubHoldProxy(t, e.q.Conn().ConnectedUrl())
 	wq := proxy.queue(t, 2*time.Second)
-	info := "$JS.API.STREAM.INFO.KV_" + queue.HostsBucket
+	info := hostsInfo
 	var holder testenv.LogBuffer
 	runWorker(t, worker.Options{Host: host, Instance: host + "/a", Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
 		ShutdownGrace: 5 * time.Second, ClaimMarkKey: queue.NewMarkKey([]byte("seed of ttlwithin"))},
