@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,4 +145,26 @@ func procCPU(pid int) time.Duration {
 		return 0
 	}
 	return ticks(f[11]) + ticks(f[12])
+}
+
+// TestWatcherCPUIsNotTheClients: the cluster watcher's polls run on a
+// thread of their own and their CPU is taken out of the bench's own,
+// which the reports give as the client's: counted in it, ten polls a
+// second raised orderly/1's client figure by ~0.1 ms an order.
+func TestWatcherCPUIsNotTheClients(t *testing.T) {
+	before := watcherCPU.Load()
+	w := watchPG(os.Getpid, time.Millisecond)
+	testenv.WaitUntil(t, 30*time.Second, "the watcher's polls spend 30 ms of CPU", func() bool {
+		return time.Duration(watcherCPU.Load()-before) >= 30*time.Millisecond
+	})
+	w.close()
+	bench := machineAndBench().bench
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	all := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if watcher := time.Duration(watcherCPU.Load()); bench > all-watcher {
+		t.Fatalf("the bench's own CPU %v counts the watcher's %v (the process's %v)", bench, watcher, all)
+	}
 }

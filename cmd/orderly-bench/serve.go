@@ -311,12 +311,13 @@ func (s *server) cpu() cpuSample {
 	return c
 }
 
-// machineAndBench samples the bench's own CPU and the machine's ticks.
+// machineAndBench samples the bench's own CPU (less its watchers' of
+// the cluster's processes) and the machine's ticks.
 func machineAndBench() cpuSample {
 	c := cpuSample{at: time.Now()}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		c.bench = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		c.bench = time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) - time.Duration(watcherCPU.Load())
 	}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")

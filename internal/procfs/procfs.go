@@ -17,8 +17,12 @@ import (
 // [0] the state, [1] the parent's pid, [11] utime, [12] stime, [13]
 // cutime, [14] cstime (proc(5)'s fields 3 onward). It returns nil when
 // the process is gone or the file has fewer fields than that.
-func Fields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+func Fields(pid int) []string { return FieldsOf(fmt.Sprintf("/proc/%d/stat", pid)) }
+
+// FieldsOf is Fields of the stat file at path: a thread's
+// (/proc/<pid>/task/<tid>/stat), for one.
+func FieldsOf(path string) []string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
