@@ -156,10 +156,16 @@ func (e *Executor) endAdopted(ctx context.Context, leader int, start uint64, bef
 			if st.session != leader {
 				escapees[p] = true
 			}
-			if !st.alive() {
-				reapChild(p)
-				continue
+			if !st.alive() && (reapChild(p) || !isChild(p)) {
+				continue // reaped, or no child of ours any more
 			}
+			// Alive, or dead and a child still, not reapable: a thread
+			// group whose main thread exited while others run on, whose
+			// stat says Z and which waitid keeps until its last thread
+			// ends. Its threads are no children (isChild), so it is
+			// ended by its pid, pinned while it is unreaped, as a live
+			// one: a SIGKILL to it ends every thread. Skipped as dead,
+			// it ran on past the order's end, which said it gone.
 			live = append(live, p)
 			if err := unix.Kill(p, unix.SIGKILL); err != nil && err != unix.ESRCH {
 				e.logger.LogAttrs(ctx, slog.LevelWarn, "kill an orphan of the order", slog.Int("pid", p), slog.String("error", err.Error()))
@@ -228,12 +234,15 @@ func (e *Executor) reapStrays() {
 	}
 }
 
-// reapChild reaps the dead child pid, if it is one.
-func reapChild(pid int) {
+// reapChild reaps the dead child pid, if it is one, and reports whether
+// it did: not a child, not dead, or a dead thread group leader whose
+// other threads still run, which waitid does not reap yet.
+func reapChild(pid int) bool {
 	var info unix.Siginfo
 	for {
-		if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG, nil); err != unix.EINTR {
-			return
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG, nil)
+		if err != unix.EINTR {
+			return err == nil && siginfoPid(&info) == int32(pid)
 		}
 	}
 }

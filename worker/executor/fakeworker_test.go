@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(forkProbeEnv) == "1" {
 		os.Exit(forkProbe())
 	}
+	if m := os.Getenv(deadLeaderEnv); m != "" {
+		os.Exit(deadLeader(m))
+	}
 	os.Exit(m.Run())
 }
 

@@ -1,0 +1,89 @@
+package executor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// deadLeaderEnv, set to a file's path, makes the test binary (TestMain) a
+// process whose main thread ends alone while its other threads (the Go
+// runtime's) run on (deadLeader): its stat says Z, and it lives.
+const deadLeaderEnv = "ORDERLY_EXECUTOR_TEST_DEAD_LEADER"
+
+// deadLeader writes its pid to marker, then ends its main thread with
+// exit(2), which ends one thread, not exit_group(2): the thread group
+// lives on in the runtime's other threads, its leader a zombie that
+// waitid cannot reap until they end.
+func deadLeader(marker string) int {
+	runtime.LockOSThread()
+	if unix.Gettid() != unix.Getpid() {
+		fmt.Fprintln(os.Stderr, "dead leader: the main goroutine is not on the main thread")
+		return 1
+	}
+	if err := os.WriteFile(marker, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "dead leader:", err)
+		return 1
+	}
+	_, _, _ = unix.Syscall(unix.SYS_EXIT, 0, 0, 0)
+	return 1 // not reached: the thread is gone
+}
+
+// deadLeaderAdoptEnv marks the run of the test binary in which
+// TestAdoptedProcessWhoseLeaderDiedFirstIsEnded makes itself a child
+// subreaper.
+const deadLeaderAdoptEnv = "ORDERLY_EXECUTOR_TEST_DEAD_LEADER_ADOPT"
+
+// TestAdoptedProcessWhoseLeaderDiedFirstIsEnded: an order's escapee
+// (setsid, no pipe of the order's) whose main thread has exited while its
+// other threads run on reads as a zombie in its stat, and waitid cannot
+// reap it: the kernel keeps a thread group's dead leader until its last
+// thread ends. Its threads are not the worker's children (waitid answers
+// ECHILD for them), so the adopting worker's look at its children
+// (endAdopted) saw a dead child it could not reap, skipped it, and said
+// every orphan was gone while the process ran on. It must be ended (a
+// SIGKILL to its pid ends every thread) and reaped at the order's end.
+func TestAdoptedProcessWhoseLeaderDiedFirstIsEnded(t *testing.T) {
+	runInOwnProcess(t, deadLeaderAdoptEnv, testAdoptedProcessWhoseLeaderDiedFirstIsEnded)
+}
+
+func testAdoptedProcessWhoseLeaderDiedFirstIsEnded(t *testing.T) {
+	e := New(nil)
+	if err := e.AdoptOrphans(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.StopAdopting() }()
+	marker := filepath.Join(t.TempDir(), "pid")
+	script := fmt.Sprintf(`env %s=%s setsid %s </dev/null >/dev/null 2>&1 &
+while [ ! -s %[2]s ]; do sleep 0.01; done`, deadLeaderEnv, marker, os.Args[0])
+	res := e.Run(t.Context(), sh(script), nil)
+	b, err := os.ReadFile(marker)
+	if err != nil {
+		t.Fatalf("the escapee wrote no pid: %v; result %+v", err, res)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		t.Fatalf("the escapee wrote %q", b)
+	}
+	if st, err := readStat(pid); err == nil {
+		threads, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		reapChild(pid)
+		t.Fatalf("the escapee %d outlived the order: state %c, %d threads; result: adopted %d, group gone %v, escaped %v",
+			pid, st.state, len(threads), res.Adopted, res.GroupGone, res.Escaped)
+	}
+	if res.ExitCode == nil || *res.ExitCode != 0 || res.StartErr != nil {
+		t.Fatalf("result %+v", res)
+	}
+	if res.Adopted != 1 || res.Verified != VerifiedSubreaper || res.Escaped || !res.GroupGone {
+		t.Errorf("adopted %d, verified %q, escaped %v, group gone %v; want 1, %q, false, true",
+			res.Adopted, res.Verified, res.Escaped, res.GroupGone, VerifiedSubreaper)
+	}
+}
