@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -85,5 +86,76 @@ while [ ! -s %[2]s ]; do sleep 0.01; done`, deadLeaderEnv, marker, os.Args[0])
 	if res.Adopted != 1 || res.Verified != VerifiedSubreaper || res.Escaped || !res.GroupGone {
 		t.Errorf("adopted %d, verified %q, escaped %v, group gone %v; want 1, %q, false, true",
 			res.Adopted, res.Verified, res.Escaped, res.GroupGone, VerifiedSubreaper)
+	}
+}
+
+// TestRunKillsASessionsProcessWhoseLeaderDiedFirst: a process of the
+// order's session in a group of its own (job control) whose main thread
+// has exited while its other threads run on reads as a zombie in its
+// stat. Where many pids were handed out since the order's leader (a busy
+// host; here the order forks 80 more), the look at the session lists
+// /proc, which names thread groups, not threads: the process was taken
+// for dead, its group never signalled, and it ran on past the order's
+// end, which said its group gone. With few pids, the look reads each
+// pid, its threads' ids included, and killed it through them.
+func TestRunKillsASessionsProcessWhoseLeaderDiedFirst(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "pid")
+	script := fmt.Sprintf(`set -m
+env %s=%s %s </dev/null >/dev/null 2>&1 &
+until [ -s %[2]s ]; do sleep 0.01; done
+for i in $(seq 80); do /bin/true; done`, deadLeaderEnv, marker, os.Args[0])
+	res := newTestExecutor(t).Run(t.Context(), baseRequest("/bin/bash", "-c", script), nil)
+	b, err := os.ReadFile(marker)
+	if err != nil {
+		t.Fatalf("the process wrote no pid: %v; result %+v", err, res)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		t.Fatalf("the process wrote %q", b)
+	}
+	if threadsLive(pid) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("process %d of session %d, its leader thread dead, runs on past the order's end; group gone %v, verified %q",
+			pid, res.Pid, res.GroupGone, res.Verified)
+	}
+	if exitCode(t, res) != 0 || !res.GroupGone {
+		t.Errorf("exit %v, group gone %v", res.ExitCode, res.GroupGone)
+	}
+}
+
+// TestReapKillsAProcessWhoseLeaderDiedFirst: a successor's reap of a
+// dead worker's order (reapGroup) lists the order's session from /proc,
+// which names thread groups, not threads. A process of the session in a
+// group of its own whose main thread had exited while its other threads
+// ran on read as a zombie there: its group was not signalled, and it
+// outlived the reap, which said the order's processes were ended.
+func TestReapKillsAProcessWhoseLeaderDiedFirst(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "pid")
+	fo := startFakeWorker(t, fmt.Sprintf(`perl -e 'setpgrp(0, 0); exec @ARGV' env %s=%s %s </dev/null >/dev/null 2>&1 &
+until [ -s %[2]s ]; do sleep 0.01; done; cat %[2]s; echo; echo ready; wait`, deadLeaderEnv, marker, os.Args[0]), "")
+	fo.kill9(t)
+	t.Cleanup(func() {
+		for _, pid := range fo.pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	if len(fo.pids) != 1 {
+		t.Fatalf("script printed pids %v, want one", fo.pids)
+	}
+	pid := fo.pids[0]
+	if st, err := readStat(pid); err != nil || st.alive() || !threadsLive(pid) || st.pgrp == fo.process.PGID {
+		t.Fatalf("process %d: stat %+v, %v, threads live %v: not a dead leader with live threads in a group of its own", pid, st, err, threadsLive(pid))
+	}
+	res := Reap(t.Context(), fo.process, newTestLogger(t))
+	if res.Err != nil || !res.Found {
+		t.Fatalf("Reap = %+v", res)
+	}
+	if threadsLive(pid) {
+		t.Errorf("process %d outlived the reap (killed %v, verified %q)", pid, res.Killed, res.Verified)
+	}
+	if !slices.Contains(res.Killed, pid) {
+		t.Errorf("Killed = %v, missing %d", res.Killed, pid)
 	}
 }

@@ -181,6 +181,38 @@ type procStat struct {
 // init (or a subreaper) to reap them, are dead for every purpose here.
 func (s procStat) alive() bool { return s.state != 'Z' && s.state != 'X' }
 
+// threadsLive reports whether a thread of process pid other than its
+// first one is alive. A process whose main thread exited while its other
+// threads run on (a program's main returning with pthread_exit, a raw
+// exit(2)) reads Z in its stat, and lives: the kernel keeps its dead
+// leader until the last thread ends, and a signal to its pid reaches
+// them all. Its threads' ids are not in /proc's listing, which names
+// thread groups only. Read for a process whose stat says Z: rare.
+func threadsLive(pid int) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	f, err := os.Open(dir)
+	if err != nil {
+		return false // gone
+	}
+	names, err := f.Readdirnames(-1)
+	_ = f.Close()
+	if err != nil {
+		return false
+	}
+	for _, name := range names {
+		if name == strconv.Itoa(pid) {
+			continue
+		}
+		var buf [1024]byte
+		if b, err := readProcFile(dir+"/"+name+"/stat", buf[:]); err == nil {
+			if st, ok := parseStat(b); ok && st.alive() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // readStat reads and parses /proc/<pid>/stat. A process that does not exist
 // (any more) is an error wrapping fs.ErrNotExist.
 //
@@ -474,15 +506,26 @@ const (
 )
 
 // procLook is how the look at an order's session reads a pid: its
-// session id (getsid) and its stat (readStat). The executor's is
-// realLook; a test's refuses or hides what the kernel would not.
+// session id (getsid), its stat (readStat) and whether threads of it
+// other than the first live on (threadsLive; nil: none). The executor's
+// is realLook; a test's refuses or hides what the kernel would not.
 type procLook struct {
-	getsid func(pid int) (int, error)
-	stat   func(pid int) (procStat, error)
+	getsid  func(pid int) (int, error)
+	stat    func(pid int) (procStat, error)
+	threads func(pid int) bool
 }
 
 // realLook reads the kernel's answers.
-var realLook = procLook{getsid: unix.Getsid, stat: readStat}
+var realLook = procLook{getsid: unix.Getsid, stat: readStat, threads: threadsLive}
+
+// alive reports whether process pid, whose stat is st, lives: not a
+// zombie, or one whose main thread alone has exited (threadsLive).
+// Taken for dead, such a process of the order's session was never
+// signalled and ran on past the order's end, and the successor's reap
+// passed it by.
+func (l procLook) alive(pid int, st procStat) bool {
+	return st.alive() || l.threads != nil && l.threads(pid)
+}
 
 // sessionRead is what a look at one pid found of it, for an order's
 // session.
@@ -548,7 +591,7 @@ func sessionLive(sid int, pids []int, look procLook) bool {
 		}
 		switch st, r := readMember(sid, pid, look); r {
 		case inSession:
-			if st.alive() {
+			if look.alive(pid, st) {
 				return true
 			}
 		case unreadMember, unreadPid:
@@ -579,7 +622,7 @@ func (e *Executor) sessionGroups(sid int, before *pidReading, look procLook) (gr
 			live = append(live, pid)
 		case r != inSession || st.pgrp == sid:
 			// Not there (any more), or not of those groups.
-		case !st.alive():
+		case !look.alive(pid, st):
 			dead = append(dead, member{pid: pid, procStat: st})
 		default:
 			live = append(live, pid)

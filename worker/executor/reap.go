@@ -283,7 +283,7 @@ func inspectGroup(p Process, look procLook) (verdict string, live, groups, pids 
 				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil, nil, nil
 		}
 		proven = true
-		if m.alive() {
+		if look.alive(m.pid, m.procStat) {
 			live = append(live, m.pid)
 			if m.pgrp > 1 && !slices.Contains(groups, m.pgrp) {
 				groups = append(groups, m.pgrp)
