@@ -19,12 +19,22 @@ import (
 // runtime's) run on (deadLeader): its stat says Z, and it lives.
 const deadLeaderEnv = "ORDERLY_EXECUTOR_TEST_DEAD_LEADER"
 
+// init keeps the test binary's main goroutine on the main thread when it
+// is to be a dead leader: only a lock taken during initialization holds
+// into main (runtime.LockOSThread), and TestMain's goroutine, unlocked,
+// was on another thread at times under load, where deadLeader could not
+// end the main one.
+func init() {
+	if os.Getenv(deadLeaderEnv) != "" {
+		runtime.LockOSThread()
+	}
+}
+
 // deadLeader writes its pid to marker, then ends its main thread with
 // exit(2), which ends one thread, not exit_group(2): the thread group
 // lives on in the runtime's other threads, its leader a zombie that
 // waitid cannot reap until they end.
 func deadLeader(marker string) int {
-	runtime.LockOSThread()
 	if unix.Gettid() != unix.Getpid() {
 		fmt.Fprintln(os.Stderr, "dead leader: the main goroutine is not on the main thread")
 		return 1
