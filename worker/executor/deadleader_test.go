@@ -47,6 +47,21 @@ func deadLeader(marker string) int {
 	return 1 // not reached: the thread is gone
 }
 
+// deadLeaderPid is the pid a dead leader wrote to marker while the order
+// res ran.
+func deadLeaderPid(t *testing.T, marker string, res Result) int {
+	t.Helper()
+	b, err := os.ReadFile(marker)
+	if err != nil {
+		t.Fatalf("the process wrote no pid: %v; result %+v", err, res)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		t.Fatalf("the process wrote %q", b)
+	}
+	return pid
+}
+
 // deadLeaderAdoptEnv marks the run of the test binary in which
 // TestAdoptedProcessWhoseLeaderDiedFirstIsEnded makes itself a child
 // subreaper.
@@ -75,14 +90,7 @@ func testAdoptedProcessWhoseLeaderDiedFirstIsEnded(t *testing.T) {
 	script := fmt.Sprintf(`env %s=%s setsid %s </dev/null >/dev/null 2>&1 &
 while [ ! -s %[2]s ]; do sleep 0.01; done`, deadLeaderEnv, marker, os.Args[0])
 	res := e.Run(t.Context(), sh(script), nil)
-	b, err := os.ReadFile(marker)
-	if err != nil {
-		t.Fatalf("the escapee wrote no pid: %v; result %+v", err, res)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid <= 0 {
-		t.Fatalf("the escapee wrote %q", b)
-	}
+	pid := deadLeaderPid(t, marker, res)
 	if st, err := readStat(pid); err == nil {
 		threads, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -116,14 +124,7 @@ env %s=%s %s </dev/null >/dev/null 2>&1 &
 until [ -s %[2]s ]; do sleep 0.01; done
 for i in $(seq 80); do /bin/true; done`, deadLeaderEnv, marker, os.Args[0])
 	res := newTestExecutor(t).Run(t.Context(), baseRequest("/bin/bash", "-c", script), nil)
-	b, err := os.ReadFile(marker)
-	if err != nil {
-		t.Fatalf("the process wrote no pid: %v; result %+v", err, res)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid <= 0 {
-		t.Fatalf("the process wrote %q", b)
-	}
+	pid := deadLeaderPid(t, marker, res)
 	if threadsLive(pid) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		t.Fatalf("process %d of session %d, its leader thread dead, runs on past the order's end; group gone %v, verified %q",
@@ -146,15 +147,11 @@ func TestReapKillsAProcessWhoseLeaderDiedFirst(t *testing.T) {
 	fo := startFakeWorker(t, fmt.Sprintf(`perl -e 'setpgrp(0, 0); exec @ARGV' env %s=%s %s </dev/null >/dev/null 2>&1 &
 until [ -s %[2]s ]; do sleep 0.01; done; cat %[2]s; echo; echo ready; wait`, deadLeaderEnv, marker, os.Args[0]), "")
 	fo.kill9(t)
-	t.Cleanup(func() {
-		for _, pid := range fo.pids {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-	})
 	if len(fo.pids) != 1 {
 		t.Fatalf("script printed pids %v, want one", fo.pids)
 	}
 	pid := fo.pids[0]
+	t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
 	if st, err := readStat(pid); err != nil || st.alive() || !threadsLive(pid) || st.pgrp == fo.process.PGID {
 		t.Fatalf("process %d: stat %+v, %v, threads live %v: not a dead leader with live threads in a group of its own", pid, st, err, threadsLive(pid))
 	}
