@@ -43,7 +43,7 @@ func TestRecordProcessAgainAfterALostAnswer(t *testing.T) {
 		t.Fatalf("the attempt's record: %+v, %v", got, err)
 	}
 	e.own("h", "w2")
-	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "w2", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "w2", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	if err := e.store.RecordProcess(e.ctx, o.ID, c.Attempt, "w1", p); !errors.Is(err, postgres.ErrNotOwner) {
@@ -77,13 +77,13 @@ func TestUnreapedAttempts(t *testing.T) {
 	norecord := e.claim(e.insert("h", "p", nil).ID, "w1")
 
 	e.own("h", "w2") // w1 died; w2 marks its attempts, then dies too
-	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, 1, "w2", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, 1, "w2", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	if ok, err := e.store.Requeue(e.ctx, requeued.ID, 1, "w2", "test"); !ok || err != nil {
 		t.Fatalf("requeue: %v %v", ok, err)
 	}
-	if ok, err := e.store.InterruptAttempt(e.ctx, norecord.ID, 1, "w2", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, norecord.ID, 1, "w2", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	got, err := e.store.UnreapedAttempts(e.ctx, "h")
