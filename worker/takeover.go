@@ -159,9 +159,11 @@ const partialOutputCap = 10 << 20
 // when it is idempotent, this was its first attempt and nobody asked to
 // cancel it, queued again to run once more in its place. Only after the status has left "running" — when
 // no process can be recorded for that attempt any more — are its processes
-// reaped, so none can start unseen afterwards. It reports whether it
-// marked the attempt (mark: not when another settled it meanwhile), and
-// whether the order was requeued.
+// reaped, so none can start unseen afterwards. An interrupted order's
+// mark carries the output its worker streamed (mark), so the order never
+// reads ended without it. It reports whether it marked the attempt
+// (mark: not when another settled it meanwhile), and whether the order
+// was requeued.
 //
 // Once marked, the attempt is no longer running, so no later look for
 // running orders finds it: a failure between the mark and the reap (a
