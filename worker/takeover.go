@@ -346,12 +346,12 @@ func (w *Worker) mark(ctx context.Context, o *order.Order, reason string) (marke
 	if !requeued && err == nil {
 		// The output the dead worker streamed goes with the mark, read
 		// before it: the order reads interrupted with its output or not
-		// at all (postgres.InterruptAttempt). The worker is dead or
-		// fenced off, so the stream holds all it will hold, but for
-		// what a frozen worker, thawed before the reap below kills its
-		// command, still publishes: live, never stored, as after the
-		// read that came after the reap before (docs/decisions.md,
-		// "(hB29)").
+		// at all (postgres.InterruptAttempt). A dead worker publishes
+		// nothing more; a frozen one that thaws before the reap below
+		// kills its command may still flush a chunk, followers then
+		// write it live and the stored output lacks it, as when the
+		// read came after the reap (the worker's pipe still held some)
+		// (docs/decisions.md, "(hB29)").
 		out := w.partialOutput(ctx, o)
 		w.unreaped[o.ID] = abandoned{o: o, reason: reason, output: out != nil}
 		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason, out)
