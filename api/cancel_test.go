@@ -35,7 +35,7 @@ func TestInterruptedOrderShowsItsCancel(t *testing.T) {
 	if _, _, err := e.store.TakeHost(ctx, "gone", "1.0", postgres.Owner{Instance: "gone/2"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.store.InterruptAttempt(ctx, o.ID, 1, "gone/2", "its worker died"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(ctx, o.ID, 1, "gone/2", "its worker died", nil); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	code, body := e.do("alice", http.MethodGet, "/v1/orders/"+o.ID.String(), nil)

@@ -323,16 +323,7 @@ func authenticator(t testing.TB, tokens map[string]string, except string) *auth.
 // until the test ends.
 func (e *apiEnv) startWorker(host string) {
 	e.t.Helper()
-	c := config.Default()
-	c.Actions = e.opts.workerActions
-	if e.opts.maxOutput > 0 {
-		c.Worker.MaxOutputBytes = e.opts.maxOutput
-	}
-	hp, err := hostpolicy.FromConfig(c)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	logger := e.logger()
+	hp := e.hostPolicy()
 	if e.opts.units != nil {
 		hp.SetUnitLister(func(_ context.Context, _, glob string) ([]systemd.Unit, error) {
 			var out []systemd.Unit
@@ -344,10 +335,11 @@ func (e *apiEnv) startWorker(host string) {
 			return out, nil
 		})
 	}
-	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second}, e.store, e.q, hp, executor.New(logger), logger)
 	ctx, cancel := context.WithCancel(context.Background())
-	err = e.q.ServeChoices(ctx, host, func(ctx context.Context, glob string) ([]queue.Unit, error) {
+	// Registered before the worker's: cleanups run last-in first-out, so
+	// the choices stop after the worker.
+	e.t.Cleanup(cancel)
+	err := e.q.ServeChoices(ctx, host, func(ctx context.Context, glob string) ([]queue.Unit, error) {
 		units, err := hp.UnitChoices(ctx, glob)
 		out := make([]queue.Unit, len(units))
 		for i, u := range units {
@@ -358,19 +350,57 @@ func (e *apiEnv) startWorker(host string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	e.runWorker(host, e.store, hp, nil)
+}
+
+// hostPolicy is the workers' host policy: the default, with the env's
+// actions and output cap.
+func (e *apiEnv) hostPolicy() *hostpolicy.Policy {
+	e.t.Helper()
+	c := config.Default()
+	c.Actions = e.opts.workerActions
+	if e.opts.maxOutput > 0 {
+		c.Worker.MaxOutputBytes = e.opts.maxOutput
+	}
+	hp, err := hostpolicy.FromConfig(c)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return hp
+}
+
+// errWorkerCrash is what a test's fail point returns to stop a worker
+// as if it died: runWorker does not count the stop as a failure.
+var errWorkerCrash = errors.New("injected worker crash")
+
+// runWorker runs a real worker for host on store with the host policy hp
+// and the fail point fp (nil for none) until the test ends, and returns
+// a channel closed once the worker stopped by itself. A Run error fails
+// the test, unless fp's errWorkerCrash stopped it.
+func (e *apiEnv) runWorker(host string, store worker.Store, hp *hostpolicy.Policy, fp func(string, *order.Order) error) <-chan struct{} {
+	e.t.Helper()
+	logger := e.logger()
+	w := worker.New(worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second, FailPoint: fp}, store, e.q, hp, executor.New(logger), logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	fin := make(chan struct{})
+	var err error
+	go func() {
+		err = w.Run(ctx)
+		close(fin)
+	}()
 	e.t.Cleanup(func() {
 		cancel()
 		select {
-		case err := <-done:
-			if err != nil {
+		case <-fin:
+			if err != nil && !errors.Is(err, errWorkerCrash) {
 				e.t.Errorf("worker %s: %v", host, err)
 			}
 		case <-time.After(20 * time.Second):
 			e.t.Errorf("worker %s did not stop", host)
 		}
 	})
+	return fin
 }
 
 func (e *apiEnv) logger() *slog.Logger {

@@ -64,7 +64,7 @@ func TestHostsCurrentOrderFromPostgres(t *testing.T) {
 	if cur := current(); cur != nil {
 		t.Fatalf("current order %s during the takeover, want none (the heartbeat names %s, cur/0 left %s)", cur, stale, left.ID)
 	}
-	if ok, err := e.store.InterruptAttempt(ctx, left.ID, 1, "cur/1", "test: taken over"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(ctx, left.ID, 1, "cur/1", "test: taken over", nil); err != nil || !ok {
 		t.Fatalf("settle the order left running: %v %v", ok, err)
 	}
 	if _, claimed, err := e.store.Claim(ctx, o.ID, "cur/1", 2); err != nil || !claimed {
@@ -73,7 +73,7 @@ func TestHostsCurrentOrderFromPostgres(t *testing.T) {
 	if cur := current(); cur == nil || *cur != o.ID {
 		t.Fatalf("current order %v while %s runs", cur, o.ID)
 	}
-	if ok, err := e.store.InterruptAttempt(ctx, o.ID, 1, "cur/1", "test: ended"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(ctx, o.ID, 1, "cur/1", "test: ended", nil); err != nil || !ok {
 		t.Fatalf("end the order: %v %v", ok, err)
 	}
 	if cur := current(); cur != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly-run/orderly/internal/order"
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
 )
@@ -44,13 +45,13 @@ func (s *handBackRace) Claim(ctx context.Context, id uuid.UUID, w string, seq ui
 	return s.Store.Claim(ctx, id, w, seq)
 }
 
-func (s *handBackRace) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+func (s *handBackRace) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string, out *postgres.PartialOutput) (bool, error) {
 	if id == s.id && s.handed.CompareAndSwap(false, true) {
 		if handed, err := s.Store.Unclaim(ctx, id, attempt, s.prev, "the host lease's last renewal is late"); err != nil || !handed {
 			s.t.Errorf("the previous worker's hand-back: handed %v, %v", handed, err)
 		}
 	}
-	return s.Store.InterruptAttempt(ctx, id, attempt, actor, reason)
+	return s.Store.InterruptAttempt(ctx, id, attempt, actor, reason, out)
 }
 
 // TestOrderHandedBackWhileItsSuccessorSettlesItRuns: the host's previous

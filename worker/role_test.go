@@ -503,7 +503,7 @@ func TestWorkerRoleRecordsAJobAfterTakeover(t *testing.T) {
 	if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over"); err != nil || !ok {
+	if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over", nil); err != nil || !ok {
 		t.Fatalf("interrupt as w2: %v %v", ok, err)
 	}
 	if lost, err := ws.JobAfterTakeover(ctx, &postgres.JobCheck{}, o.ID, 1, "w", detail); err != nil || !lost {
@@ -566,7 +566,7 @@ func TestWorkerRoleRecordsAJobAfterTakeoverOnceAcrossACut(t *testing.T) {
 			if _, _, err := ws.TakeHost(ctx, "late", "test", postgres.Owner{Instance: "w2"}); err != nil {
 				t.Fatal(err)
 			}
-			if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over"); err != nil || !ok {
+			if ok, err := ws.InterruptAttempt(ctx, o.ID, 1, "w2", "taken over", nil); err != nil || !ok {
 				t.Fatalf("interrupt as w2: %v %v", ok, err)
 			}
 			lock, err := pool.Acquire(ctx)

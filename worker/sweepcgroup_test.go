@@ -123,7 +123,7 @@ func TestMarkedAttemptWithoutRecordIsSweptByItsCgroup(t *testing.T) {
 	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: host + "/second"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.store.InterruptAttempt(t.Context(), o.ID, 1, host+"/second", "interrupted: the second worker's mark"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(t.Context(), o.ID, 1, host+"/second", "interrupted: the second worker's mark", nil); err != nil || !ok {
 		t.Fatalf("the second worker's mark: %v %v", ok, err)
 	}
 	// The next order looks for itself whether the child is dead when it

@@ -159,9 +159,11 @@ const partialOutputCap = 10 << 20
 // when it is idempotent, this was its first attempt and nobody asked to
 // cancel it, queued again to run once more in its place. Only after the status has left "running" — when
 // no process can be recorded for that attempt any more — are its processes
-// reaped, so none can start unseen afterwards. It reports whether it
-// marked the attempt (mark: not when another settled it meanwhile), and
-// whether the order was requeued.
+// reaped, so none can start unseen afterwards. An interrupted order's
+// mark carries the output its worker streamed (mark), so the order never
+// reads ended without it. It reports whether it marked the attempt
+// (mark: not when another settled it meanwhile), and whether the order
+// was requeued.
 //
 // Once marked, the attempt is no longer running, so no later look for
 // running orders finds it: a failure between the mark and the reap (a
@@ -191,28 +193,15 @@ func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announ
 	if _, failed := ev.Reap["reap_error"]; !failed && o.Kind == order.KindScript {
 		w.removeRunDirs(o.ID, ev.Reap)
 	}
-	// A requeued order runs again under its id, its chunks from offset 0
-	// again, after the lost attempt's, which stay in the live stream: a
-	// worker may not purge it (it takes no rollups: queue.LiveStream's
-	// config). A second loss reads back only the newest run's
-	// (queue.PartialOutput); a follower that comes later reads the lost
-	// attempt's chunks, then the next run's started event and its chunks
-	// from offset 0, as a follower there throughout did (the Go client's
-	// OnRunAgain, docs/client.md).
-	if !requeue && (o.CaptureStdout || o.CaptureStderr) {
-		limit := o.MaxOutput
-		if limit <= 0 {
-			// The live stream holds at most the worker's output cap per
-			// order; this only bounds memory.
-			limit = partialOutputCap
-		}
-		if p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit); err != nil {
-			w.logger.Warn("read partial output of an interrupted order", "order_id", o.ID, "error", err)
-		} else {
-			ev.Stdout, ev.Stderr = p.Stdout, p.Stderr
-			ev.StdoutTruncated, ev.StderrTruncated = p.StdoutTruncated, p.StderrTruncated
-			ev.HasPartialOutput = true
-		}
+	if !requeue && !(announce && w.unreaped[o.ID].output) {
+		// The mark did not store the output: its read of the live
+		// stream failed, or the mark is not this call's (an admin's
+		// forget, a worker of an earlier version, or one whose answer
+		// was lost before a takeover came between). The evidence
+		// stores it, unless the order holds some already
+		// (postgres.RecordEvidence): an order answered with its output
+		// is never answered with another.
+		ev.Output = w.partialOutput(ctx, o)
 	}
 	if err := w.store.RecordEvidence(ctx, o.ID, o.Attempt, w.opts.Instance, ev); err != nil {
 		w.logger.Warn("record evidence of an interrupted order", "order_id", o.ID, "error", err)
@@ -235,10 +224,43 @@ func (w *Worker) reapMarked(ctx context.Context, o *order.Order, requeue, announ
 	return nil
 }
 
-// abandoned is an attempt abandon was called for, and why.
+// partialOutput reads back from the live stream the output o's lost
+// attempt published, for its interrupted order to keep; nil when o
+// captures no output or the stream could not be read (logged).
+//
+// A requeued order runs again under its id, its chunks from offset 0
+// again, after the lost attempt's, which stay in the live stream: a
+// worker may not purge it (it takes no rollups: queue.LiveStream's
+// config). A second loss reads back only the newest run's
+// (queue.PartialOutput); a follower that comes later reads the lost
+// attempt's chunks, then the next run's started event and its chunks
+// from offset 0, as a follower there throughout did (the Go client's
+// OnRunAgain, docs/client.md).
+func (w *Worker) partialOutput(ctx context.Context, o *order.Order) *postgres.PartialOutput {
+	if !o.CaptureStdout && !o.CaptureStderr {
+		return nil
+	}
+	limit := o.MaxOutput
+	if limit <= 0 {
+		// The live stream holds at most the worker's output cap per
+		// order; this only bounds memory.
+		limit = partialOutputCap
+	}
+	p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit)
+	if err != nil {
+		w.logger.Warn("read partial output of an interrupted order", "order_id", o.ID, "error", err)
+		return nil
+	}
+	return &postgres.PartialOutput{Stdout: p.Stdout, Stderr: p.Stderr,
+		StdoutTruncated: p.StdoutTruncated, StderrTruncated: p.StderrTruncated}
+}
+
+// abandoned is an attempt abandon was called for, and why; output is
+// whether its mark stored the attempt's output.
 type abandoned struct {
 	o      *order.Order
 	reason string
+	output bool
 }
 
 // reapAbandoned finishes the calls of abandon that a failure ended (see
@@ -322,7 +344,17 @@ func (w *Worker) mark(ctx context.Context, o *order.Order, reason string) (marke
 		requeued = err == nil && ok
 	}
 	if !requeued && err == nil {
-		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason)
+		// The output the dead worker streamed goes with the mark, read
+		// before it: the order reads interrupted with its output or not
+		// at all (postgres.InterruptAttempt). A dead worker publishes
+		// nothing more; a frozen one that thaws before the reap below
+		// kills its command may still flush a chunk, followers then
+		// write it live and the stored output lacks it, as when the
+		// read came after the reap (the worker's pipe still held some)
+		// (docs/decisions.md, "(hB29)").
+		out := w.partialOutput(ctx, o)
+		w.unreaped[o.ID] = abandoned{o: o, reason: reason, output: out != nil}
+		ok, err = w.store.InterruptAttempt(ctx, o.ID, o.Attempt, w.opts.Instance, "interrupted: "+reason, out)
 	}
 	if err != nil && !permanent(err) {
 		return false, false, err // perhaps marked, the answer lost: it stays in w.unreaped

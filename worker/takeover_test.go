@@ -191,7 +191,7 @@ func TestFenceRefusesFormerOwner(t *testing.T) {
 	}
 	// The successor settles the attempt; the former owner's process record
 	// for it is refused (it then kills what it started).
-	if ok, err := e.store.InterruptAttempt(ctx, early, o.Attempt, "new", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(ctx, early, o.Attempt, "new", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	err = e.store.RecordProcess(ctx, early, o.Attempt, "old", postgres.Process{PID: 1, PGID: 1, BootID: "b"})

@@ -36,7 +36,7 @@ func TestUnclaimSaysWhenItHandedNothingBack(t *testing.T) {
 	if _, _, err := store.TakeHost(ctx, host, "test", postgres.Owner{Instance: "unclaimed/2"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := store.InterruptAttempt(ctx, o.ID, claimed.Attempt, "unclaimed/2", "taken over"); err != nil || !ok {
+	if ok, err := store.InterruptAttempt(ctx, o.ID, claimed.Attempt, "unclaimed/2", "taken over", nil); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	logs := &testenv.LogBuffer{}

@@ -38,8 +38,8 @@ func (s *lostMark) Requeue(ctx context.Context, id uuid.UUID, attempt int, actor
 	return ok, err
 }
 
-func (s *lostMark) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	ok, err := s.Store.InterruptAttempt(ctx, id, attempt, actor, reason)
+func (s *lostMark) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string, out *postgres.PartialOutput) (bool, error) {
+	ok, err := s.Store.InterruptAttempt(ctx, id, attempt, actor, reason, out)
 	if err == nil && ok && s.lost.CompareAndSwap(false, true) {
 		return false, errors.New("unexpected EOF")
 	}
@@ -182,7 +182,7 @@ func TestMarkedAttemptOfADeadSuccessorIsReaped(t *testing.T) {
 	if _, _, err := e.store.TakeHost(t.Context(), host, "test", postgres.Owner{Instance: host + "/second"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.store.InterruptAttempt(t.Context(), o.ID, 1, host+"/second", "interrupted: the second worker's mark"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(t.Context(), o.ID, 1, host+"/second", "interrupted: the second worker's mark", nil); err != nil || !ok {
 		t.Fatalf("the second worker's mark: %v %v", ok, err)
 	}
 	next := e.submit(host, "true")
@@ -214,8 +214,8 @@ type reapedMeanwhile struct {
 	lost  atomic.Bool
 }
 
-func (s *reapedMeanwhile) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
-	ok, err := s.Store.InterruptAttempt(ctx, id, attempt, actor, reason)
+func (s *reapedMeanwhile) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string, out *postgres.PartialOutput) (bool, error) {
+	ok, err := s.Store.InterruptAttempt(ctx, id, attempt, actor, reason, out)
 	if err != nil || !ok || !s.lost.CompareAndSwap(false, true) {
 		return ok, err
 	}

@@ -40,7 +40,7 @@ type Store interface {
 	// Cancel ends a queued order a restored database holds as never
 	// claimed below the host's claim mark (replay.go).
 	Cancel(ctx context.Context, id uuid.UUID, actor, reason string) (bool, error)
-	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
+	InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string, out *postgres.PartialOutput) (bool, error)
 	Requeue(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error)
 	Unclaim(ctx context.Context, id uuid.UUID, attempt int, worker, why string) (bool, error)
 	GetOrder(ctx context.Context, id uuid.UUID) (*order.Order, error)

@@ -113,7 +113,7 @@ func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T
 	if _, _, err := e.store.TakeHost(e.ctx, host, "test", postgres.Owner{Instance: "w2"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, 1, "w2", "test"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, 1, "w2", "test", nil); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 0 {
@@ -124,7 +124,7 @@ func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T
 		t.Fatalf("the successor's read of the partial output: %q, %v; want the three chunks", p.Stdout, err)
 	}
 	if err := e.store.RecordEvidence(e.ctx, o.ID, 1, "w2", postgres.Evidence{Reap: map[string]any{"found": false},
-		Stdout: p.Stdout, HasPartialOutput: true}); err != nil {
+		Output: &postgres.PartialOutput{Stdout: p.Stdout}}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 1 {

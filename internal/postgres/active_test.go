@@ -95,7 +95,7 @@ func TestActiveOrdersFollowTheStatus(t *testing.T) {
 	}
 	interrupted := e.insert("h1", "alice", nil)
 	ci := e.claim(interrupted.ID, "w1")
-	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w1", "test"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w1", "test", nil); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	deleted := e.insert("h1", "alice", nil)

@@ -145,7 +145,7 @@ func TestUpdateTriggersMigrationKeepsMarksAndErase(t *testing.T) {
 			ids = append(ids, o.ID)
 		}
 		e.own("h1", "w2") // w1 died
-		if ok, err := e.store.InterruptAttempt(e.ctx, ids[0], 1, "w2", "test"); !ok || err != nil {
+		if ok, err := e.store.InterruptAttempt(e.ctx, ids[0], 1, "w2", "test", nil); !ok || err != nil {
 			t.Fatalf("%s: interrupt: %v %v", when, ok, err)
 		}
 		if ok, err := e.store.Requeue(e.ctx, ids[1], 1, "w2", "test"); !ok || err != nil {

@@ -61,7 +61,7 @@ func TestRecentFailuresRows(t *testing.T) {
 
 	interrupted := e.insert("web-1", "alice", nil)
 	ci := e.claim(interrupted.ID, "w1")
-	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w1", "test"); err != nil || !ok {
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w1", "test", nil); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	want = append(want, interrupted.ID)

@@ -101,7 +101,7 @@ func TestStatementsReadNoHistory(t *testing.T) {
 	call("touch process", e.store.TouchProcess(ctx, next.ID, 1))
 	_, err = e.store.ProcessOf(ctx, next.ID, 1)
 	call("process of", err)
-	_, err = e.store.InterruptAttempt(ctx, next.ID, 1, "w1", "its worker is gone")
+	_, err = e.store.InterruptAttempt(ctx, next.ID, 1, "w1", "its worker is gone", nil)
 	call("interrupt", err)
 	_, err = e.store.QueueDepth(ctx, "web-1")
 	call("queue depth", err)

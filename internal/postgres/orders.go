@@ -846,13 +846,14 @@ func (s *Store) Ended(ctx context.Context, ids []uuid.UUID) (ended map[uuid.UUID
 // output PostgreSQL holds all of, for the API to free from the live
 // stream: ended as Ended says (an id no row has included), except an
 // interrupted one whose successor has not recorded its evidence yet (the
-// "reaped" event of its attempt, RecordEvidence). A successor marks a
-// dead worker's attempt interrupted first, then reaps its processes (up
-// to seconds), and only then reads the output that worker published back
-// from the live stream and stores it: freed in between, the order was
-// stored with none. One whose successor never records it (its host
-// forgotten, the reap's write failed) is left to the stream's MaxAge, as
-// every interrupted order's was before the API freed output.
+// "reaped" event of its attempt, RecordEvidence). A successor stores the
+// output a dead worker published with its mark (InterruptAttempt), but a
+// mark that could not read the live stream, or an admin's forget, stores
+// none, and the evidence, after the reap (up to seconds), reads it back
+// then: freed in between, the order was stored with none. One whose
+// successor never records it (its host forgotten, the reap's write
+// failed) is left to the stream's MaxAge, as every interrupted order's
+// was before the API freed output.
 func (s *Store) LiveOutputKept(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 	rows, err := s.pool.Query(ctx, liveOutputKeptSQL, ids)
 	if err != nil {

@@ -488,11 +488,11 @@ func TestSQLDocQueriesOnAHistory(t *testing.T) {
 	interrupted := e.insert("web-3", "alice", nil)
 	ci := e.claim(interrupted.ID, "w1")
 	e.own("web-3", "w2")
-	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w2", "its worker vanished"); err != nil || !ok {
+	partial := &postgres.PartialOutput{Stdout: []byte("before\n")}
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, ci.Attempt, "w2", "its worker vanished", partial); err != nil || !ok {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
-	reap := postgres.Evidence{Reap: map[string]any{"found": false}, Stdout: []byte("before\n"), HasPartialOutput: true}
-	if err := e.store.RecordEvidence(e.ctx, interrupted.ID, ci.Attempt, "w2", reap); err != nil {
+	if err := e.store.RecordEvidence(e.ctx, interrupted.ID, ci.Attempt, "w2", postgres.Evidence{Reap: map[string]any{"found": false}}); err != nil {
 		t.Fatal(err)
 	}
 	e.own("web-3", "w1")

@@ -247,7 +247,7 @@ func TestSettlingIsFencedByOwnership(t *testing.T) {
 	o := e.insert("h", "p", func(o *order.Order) { o.Idempotent = true })
 	e.own("h", "new")
 	c := e.claim(o.ID, "new")
-	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "old", "redelivered while running"); ok || !errors.Is(err, postgres.ErrNotOwner) {
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "old", "redelivered while running", nil); ok || !errors.Is(err, postgres.ErrNotOwner) {
 		t.Errorf("interrupt by the worker that lost the host: %v %v, want ErrNotOwner", ok, err)
 	}
 	if ok, err := e.store.Requeue(e.ctx, o.ID, c.Attempt, "old", "redelivered while running"); ok || err != nil {
@@ -256,7 +256,7 @@ func TestSettlingIsFencedByOwnership(t *testing.T) {
 	if got := e.get(o.ID); got.Status != order.StatusRunning || got.Worker != "new" || got.Attempt != c.Attempt {
 		t.Fatalf("the successor's order after the old worker's settling: %s by %s, attempt %d", got.Status, got.Worker, got.Attempt)
 	}
-	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "new", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "new", "test", nil); !ok || err != nil {
 		t.Errorf("interrupt by the owner: %v %v", ok, err)
 	}
 }
@@ -279,7 +279,7 @@ func TestCompleteIsGuardedByAttempt(t *testing.T) {
 		{"interrupted meanwhile", func(e *storeEnv, id uuid.UUID) int {
 			o := e.claim(id, "w1")
 			e.own("h", "w2") // the successor
-			if ok, err := e.store.InterruptAttempt(e.ctx, id, o.Attempt, "w2", "test"); !ok || err != nil {
+			if ok, err := e.store.InterruptAttempt(e.ctx, id, o.Attempt, "w2", "test", nil); !ok || err != nil {
 				e.t.Fatalf("interrupt: %v %v", ok, err)
 			}
 			return o.Attempt
@@ -362,7 +362,7 @@ func ptrEqual(a, b *time.Time) bool {
 func TestTransitions(t *testing.T) {
 	type transition func(s *postgres.Store, ctx context.Context, id uuid.UUID) (bool, error)
 	interrupt := func(s *postgres.Store, ctx context.Context, id uuid.UUID) (bool, error) {
-		return s.InterruptAttempt(ctx, id, 1, "w2", "worker vanished") // a running order here is on its first attempt
+		return s.InterruptAttempt(ctx, id, 1, "w2", "worker vanished", nil) // a running order here is on its first attempt
 	}
 	cancel := func(s *postgres.Store, ctx context.Context, id uuid.UUID) (bool, error) {
 		return s.Cancel(ctx, id, "admin", "no longer needed")

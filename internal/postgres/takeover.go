@@ -664,9 +664,17 @@ SELECT count(*) FROM u`
 // the next order's message) interrupted the order its successor had just
 // claimed. It returns false when the order was not running under that
 // attempt any more, and ErrNotOwner when actor does not own the host.
-func (s *Store) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string) (bool, error) {
+//
+// out, when not nil, is the output the attempt's worker streamed before
+// it died, stored in the same statement: the order reads interrupted
+// with it or not at all. Stored by the evidence after the reap (two
+// statements and a read of the live stream later), a reader in between
+// (a follower's last read, a GET, a ?wait) was answered an interrupted
+// order with no output, and the output appeared a moment after
+// (docs/decisions.md, "(hB29)").
+func (s *Store) InterruptAttempt(ctx context.Context, id uuid.UUID, attempt int, actor, reason string, out *PartialOutput) (bool, error) {
 	const q = `WITH u AS (
-	UPDATE orders SET status = 'interrupted', finished_at = now(), error = nullif($4, '')
+	UPDATE orders SET status = 'interrupted', finished_at = now(), error = nullif($4, ''), ` + setPartialOutput + `
 	WHERE id = $1 AND status = 'running' AND attempt = $2 AND ` + ownsOrderHost + `
 	RETURNING id, status, finished_at, attempt
 ), e AS (
@@ -678,7 +686,8 @@ SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM orders WHERE id = $1 AND 
 		n      int
 		fenced bool
 	)
-	if err := s.pool.QueryRow(ctx, q, id, attempt, actor, reason).Scan(&n, &fenced); err != nil {
+	args := append([]any{id, attempt, actor, reason}, out.args()...)
+	if err := s.pool.QueryRow(ctx, q, args...).Scan(&n, &fenced); err != nil {
 		return false, translate(fmt.Sprintf("mark order %s interrupted", id), err)
 	}
 	if n == 0 && fenced {
@@ -687,24 +696,57 @@ SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM orders WHERE id = $1 AND 
 	return n == 1, nil
 }
 
+// PartialOutput is the output of an attempt whose worker died, as the
+// live stream held it (queue.PartialOutput): what the interrupted order
+// keeps as its stored output.
+type PartialOutput struct {
+	Stdout, Stderr                   []byte
+	StdoutTruncated, StderrTruncated bool
+}
+
+// args are setPartialOutput's parameters $5 to $9 for p (nil: none).
+func (p *PartialOutput) args() []any {
+	if p == nil {
+		return []any{false, []byte{}, false, []byte{}, false}
+	}
+	return []any{true, nonNil(p.Stdout), p.StdoutTruncated, nonNil(p.Stderr), p.StderrTruncated}
+}
+
+// setPartialOutput sets an interrupted order's stored output to a
+// PartialOutput's args ($5 whether there is one; $6, $7 stdout and its
+// truncation; $8, $9 stderr's), unless the order holds some: a running
+// order holds none (its result writes it), so only the first of the
+// mark and the evidence stores it, and an order once answered with its
+// output is never answered with another.
+const setPartialOutput = `stdout = CASE WHEN ` + storesPartialOutput + ` THEN $6::bytea ELSE stdout END,
+		stdout_bytes = CASE WHEN ` + storesPartialOutput + ` THEN octet_length($6::bytea) ELSE stdout_bytes END,
+		stdout_truncated = CASE WHEN ` + storesPartialOutput + ` THEN $7 ELSE stdout_truncated END,
+		stderr = CASE WHEN ` + storesPartialOutput + ` THEN $8::bytea ELSE stderr END,
+		stderr_bytes = CASE WHEN ` + storesPartialOutput + ` THEN octet_length($8::bytea) ELSE stderr_bytes END,
+		stderr_truncated = CASE WHEN ` + storesPartialOutput + ` THEN $9 ELSE stderr_truncated END`
+
+// storesPartialOutput is setPartialOutput's condition; SET's right-hand
+// sides read the row as it was before the UPDATE.
+const storesPartialOutput = `$5 AND stdout IS NULL AND stderr IS NULL`
+
 // ownsOrderHost is the fence of a settling write of orders: $3 owns the
 // order's host.
 const ownsOrderHost = `EXISTS (SELECT 1 FROM hosts h WHERE h.host = orders.host AND h.owner = $3)`
 
 // Evidence is what a successor found and did about an interrupted
 // attempt's processes, and the output that reached the live stream before
-// the worker stopped.
+// the worker stopped when the mark did not store it (nil: none).
 type Evidence struct {
-	Reap             map[string]any
-	Stdout, Stderr   []byte
-	StdoutTruncated  bool
-	StderrTruncated  bool
-	HasPartialOutput bool
+	Reap   map[string]any
+	Output *PartialOutput
 }
 
 // RecordEvidence stores the evidence of an abandoned attempt: the reap
 // outcome on its process record, on the order and as a "reaped" event, and
-// the partial output on the order when there was any.
+// the partial output on the order when there was any and the order holds
+// none (setPartialOutput): the mark stores it (InterruptAttempt), an
+// admin's forget (ForgetHost) or a mark that could not read the live
+// stream does not.
 func (s *Store) RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, actor string, ev Evidence) error {
 	detail := map[string]any{"attempt": attempt}
 	for k, v := range ev.Reap {
@@ -718,19 +760,12 @@ func (s *Store) RecordEvidence(ctx context.Context, id uuid.UUID, attempt int, a
 	UPDATE order_processes SET reaped_at = now(), reaped_by = $3, reap = $4 WHERE order_id = $1 AND attempt = $2
 	RETURNING 1
 ), o AS (
-	UPDATE orders SET processes = $4,
-		stdout = CASE WHEN $5 THEN $6::bytea ELSE stdout END,
-		stdout_bytes = CASE WHEN $5 THEN octet_length($6::bytea) ELSE stdout_bytes END,
-		stdout_truncated = CASE WHEN $5 THEN $7 ELSE stdout_truncated END,
-		stderr = CASE WHEN $5 THEN $8::bytea ELSE stderr END,
-		stderr_bytes = CASE WHEN $5 THEN octet_length($8::bytea) ELSE stderr_bytes END,
-		stderr_truncated = CASE WHEN $5 THEN $9 ELSE stderr_truncated END
+	UPDATE orders SET processes = $4, ` + setPartialOutput + `
 	WHERE id = $1 AND attempt = $2
 	RETURNING 1
 )
 INSERT INTO order_events (order_id, type, actor, detail) VALUES ($1, 'reaped', $3, $4)`
-	_, err = s.pool.Exec(ctx, q, id, attempt, actor, dj, ev.HasPartialOutput,
-		nonNil(ev.Stdout), ev.StdoutTruncated, nonNil(ev.Stderr), ev.StderrTruncated)
+	_, err = s.pool.Exec(ctx, q, append([]any{id, attempt, actor, dj}, ev.Output.args()...)...)
 	return translate("record evidence of order "+id.String(), err)
 }
 

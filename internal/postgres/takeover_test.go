@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderly-run/orderly/internal/order"
 	"github.com/orderly-run/orderly/internal/postgres"
 )
@@ -43,7 +45,7 @@ func TestRecordProcessAgainAfterALostAnswer(t *testing.T) {
 		t.Fatalf("the attempt's record: %+v, %v", got, err)
 	}
 	e.own("h", "w2")
-	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "w2", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, o.ID, c.Attempt, "w2", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	if err := e.store.RecordProcess(e.ctx, o.ID, c.Attempt, "w1", p); !errors.Is(err, postgres.ErrNotOwner) {
@@ -77,13 +79,13 @@ func TestUnreapedAttempts(t *testing.T) {
 	norecord := e.claim(e.insert("h", "p", nil).ID, "w1")
 
 	e.own("h", "w2") // w1 died; w2 marks its attempts, then dies too
-	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, 1, "w2", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, interrupted.ID, 1, "w2", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	if ok, err := e.store.Requeue(e.ctx, requeued.ID, 1, "w2", "test"); !ok || err != nil {
 		t.Fatalf("requeue: %v %v", ok, err)
 	}
-	if ok, err := e.store.InterruptAttempt(e.ctx, norecord.ID, 1, "w2", "test"); !ok || err != nil {
+	if ok, err := e.store.InterruptAttempt(e.ctx, norecord.ID, 1, "w2", "test", nil); !ok || err != nil {
 		t.Fatalf("interrupt: %v %v", ok, err)
 	}
 	got, err := e.store.UnreapedAttempts(e.ctx, "h")
@@ -171,4 +173,53 @@ func TestProcessRecordWithTheResult(t *testing.T) {
 			t.Errorf("%s: record %+v of order %s finished at %v; want %+v by w1, started an hour before", how, got, done.Status, done.FinishedAt, p)
 		}
 	}
+}
+
+// TestInterruptedOrderKeepsTheOutputItsMarkStored: the mark of a dead
+// worker's attempt stores the output it streamed in its own statement,
+// and the evidence after the reap does not replace it (an order answered
+// interrupted with its output is never answered with another); a mark
+// that stored none (an admin's forget, a failed read of the live stream)
+// has the evidence store it. Before, only the evidence stored the
+// output, after the order already read interrupted.
+func TestInterruptedOrderKeepsTheOutputItsMarkStored(t *testing.T) {
+	e := newStoreEnv(t)
+	e.own("h", "w1")
+	marked, late := e.insert("h", "p", nil), e.insert("h", "p", nil)
+	cm, cl := e.claim(marked.ID, "w1"), e.claim(late.ID, "w1")
+	e.own("h", "w2")
+	out := &postgres.PartialOutput{Stdout: []byte("streamed\n"), Stderr: []byte("err\n"), StdoutTruncated: true}
+	if ok, err := e.store.InterruptAttempt(e.ctx, marked.ID, cm.Attempt, "w2", "test", out); !ok || err != nil {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	if ok, err := e.store.InterruptAttempt(e.ctx, late.ID, cl.Attempt, "w2", "test", nil); !ok || err != nil {
+		t.Fatalf("interrupt: %v %v", ok, err)
+	}
+	want := func(what string, o *order.Order, stdout, stderr string, truncated bool) {
+		t.Helper()
+		if o.Status != order.StatusInterrupted || o.Result == nil ||
+			string(o.Result.Stdout.Content) != stdout || o.Result.Stdout.Bytes != int64(len(stdout)) ||
+			o.Result.Stdout.Truncated != truncated || string(o.Result.Stderr.Content) != stderr {
+			t.Errorf("%s: %s %+v, want interrupted with stdout %q (truncated %v), stderr %q", what, o.Status, o.Result, stdout, truncated, stderr)
+		}
+	}
+	o, err := e.store.GetOrder(e.ctx, marked.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("once marked", o, "streamed\n", "err\n", true)
+	other := postgres.Evidence{Reap: map[string]any{"found": false}, Output: &postgres.PartialOutput{Stdout: []byte("streamed\nand more\n")}}
+	for _, id := range []uuid.UUID{marked.ID, late.ID} {
+		if err := e.store.RecordEvidence(e.ctx, id, 1, "w2", other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o, err = e.store.GetOrder(e.ctx, marked.ID); err != nil {
+		t.Fatal(err)
+	}
+	want("its evidence recorded", o, "streamed\n", "err\n", true)
+	if o, err = e.store.GetOrder(e.ctx, late.ID); err != nil {
+		t.Fatal(err)
+	}
+	want("marked with no output, its evidence recorded", o, "streamed\nand more\n", "", false)
 }
