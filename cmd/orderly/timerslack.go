@@ -37,7 +37,7 @@ const kernelTimerSlack = 50 * time.Microsecond
 // ordersTimerSlackEnv tells the worker run again with workerTimerSlack
 // the slack it had before, which its orders' commands get back: a
 // process inherits its parent's slack, and an order's `sleep 0.001` must
-// not take 5 ms. The config reads no single-word ORDERLY_ name, and an
+// not take 5 ms. The config skips an ORDERLY_ name of no section, and an
 // order's environment is built, not passed on.
 const ordersTimerSlackEnv = "ORDERLY_ORDERS_TIMER_SLACK_NS"
 
