@@ -676,9 +676,12 @@ func startWorker(ctx context.Context, cfg config.Config, b *backend, logger *slo
 // and runs without. Once the worker stopped (or did not start), the
 // process is no subreaper any more: one that goes on after its worker (a
 // test binary, an embedding program) would be handed every later orphan
-// of what it starts and never reap it (executor.StopAdopting).
-func startAdoptingWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher) (*workerRunner, error) {
+// of what it starts and never reap it (executor.StopAdopting). Its
+// orders' commands start with ordersSlack as their timer slack, when > 0
+// (executor.OrdersTimerSlack).
+func startAdoptingWorker(ctx context.Context, cfg config.Config, b *backend, logger *slog.Logger, reloads *config.Watcher, ordersSlack time.Duration) (*workerRunner, error) {
 	ex := executor.New(logger)
+	ex.OrdersTimerSlack(ordersSlack)
 	if err := ex.AdoptOrphans(); err != nil {
 		logger.Warn("orders' processes that leave their session are not found without a cgroup", "host", cfg.Host, "error", err)
 	} else {

@@ -15,6 +15,7 @@ import (
 
 func main() {
 	keepSysmonAwake()
+	slackenWorker()
 	ctx, stop := signalContext(context.Background())
 	defer stop()
 	if err := run(ctx, os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {

@@ -313,11 +313,12 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}); err != nil {
 		return stoppedWhileWaiting(ctx, err, logger)
 	}
-	start := startAdoptingWorker
+	var wr *workerRunner
 	if managedPG {
-		start = startWorker
+		wr, err = startWorker(ctx, cfg, b, logger, w)
+	} else {
+		wr, err = startAdoptingWorker(ctx, cfg, b, logger, w, ordersTimerSlack(a.environ))
 	}
-	wr, err := start(ctx, cfg, b, logger, w)
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,7 @@ func (a *app) workerCommand() *cobra.Command {
 				}
 				defer stopMetrics()
 			}
-			wr, err := startAdoptingWorker(ctx, cfg, b, logger, w)
+			wr, err := startAdoptingWorker(ctx, cfg, b, logger, w, ordersTimerSlack(a.environ))
 			if err != nil {
 				return err
 			}

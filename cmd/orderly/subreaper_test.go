@@ -30,7 +30,7 @@ func TestAdoptingWorkerLeavesNoSubreaperBehind(t *testing.T) {
 	s := newStack(t)
 	cfg := s.watcher.Current()
 	cfg.Host = "adopt-stop"
-	wr, err := startAdoptingWorker(t.Context(), cfg, s.b, testenv.Logger(t), nil)
+	wr, err := startAdoptingWorker(t.Context(), cfg, s.b, testenv.Logger(t), nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestAdoptingWorkerLeavesNoSubreaperBehind(t *testing.T) {
 
 	// A worker that does not start leaves no subreaper either.
 	cfg.Host = "not a host"
-	if _, err := startAdoptingWorker(t.Context(), cfg, s.b, slog.New(slog.DiscardHandler), nil); err == nil {
+	if _, err := startAdoptingWorker(t.Context(), cfg, s.b, slog.New(slog.DiscardHandler), nil, 0); err == nil {
 		t.Fatal("a worker with an invalid host started")
 	}
 	if testenv.Subreaper(t) {

@@ -28,8 +28,9 @@ const sysmonAwake = "schedtrace=2147483647"
 // the process lives, ~100 wake-ups a second that an idle worker otherwise
 // does not have (its deep sleep lasts until the next timer), and a worker
 // is idle most of its life on most hosts. Awake, it saved ~0.7 ms of the
-// worker's CPU per order of `true` and cost ~4 ms a second, so it pays
-// only on a host that runs several short orders a second all the time;
+// worker's CPU per order of `true` (~0.3 ms since the worker's timer
+// slack, timerslack.go) and cost ~4 ms a second, so it pays only on a
+// host that runs many short orders a second all the time;
 // there the operator sets GODEBUG=schedtrace=2147483647 (docs/config.md).
 var serverCommands = map[string]bool{"serve": true, "api": true, "fleet-sim": true}
 

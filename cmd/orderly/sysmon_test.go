@@ -105,11 +105,7 @@ func TestServeRunsWithTheMonitorAwake(t *testing.T) {
 func TestIdleWorkerLetsTheMonitorSleep(t *testing.T) {
 	p := startBusServe(t, serveDataDir(t, "orderly-sysmon-idle-"), nil, "ORDERLY_NATS__WORKERS=w2")
 	w := p.startWorker(t, "w2")
-	code, b := p.do(t, "POST", "/v1/orders?wait=60", map[string]any{"host": "w2", "command": "true"})
-	var o api.Order
-	if code != http.StatusOK || json.Unmarshal(b, &o) != nil || o.Status != "succeeded" {
-		t.Fatalf("order on the worker: %d %s", code, b)
-	}
+	runTrue(t, p, "w2")
 
 	const window, most = 5 * time.Second, 200
 	before := voluntarySwitches(t, w.Pid)

@@ -311,6 +311,10 @@ type Executor struct {
 	// (exitedBeforeRecord); tests run it fast, as a loaded host makes
 	// each of the wait's looks take longer than its step.
 	now func() time.Time
+	// ordersSlack is the timer slack the orders' commands start with,
+	// ownSlack the process's, put back after each start
+	// (OrdersTimerSlack; timerslack.go). 0: they inherit the process's.
+	ordersSlack, ownSlack time.Duration
 }
 
 // SpillTo has the captures of the orders Run from now on keep a stream
@@ -564,7 +568,7 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 				return err
 			}
 		}
-		if err := cmd.Start(); err != nil {
+		if err := e.start(cmd); err != nil {
 			return err
 		}
 		e.leaderStarted(cmd.Process.Pid)
