@@ -325,3 +325,25 @@ func TestEncodeAllocations(t *testing.T) {
 		t.Fatalf("an Add changed the shared Content-Type: %q", got)
 	}
 }
+
+// TestDecodeCutBodySaysItEnds: a body cut short (a client's buffer, a
+// proxy, a shell quote closed too early) is refused in one wording
+// wherever the cut falls. After a comma in an object the walk read the
+// next key's io.EOF and said "invalid JSON: EOF", inside a key or a
+// string "unexpected EOF": Go's words for what the other cuts call
+// "unexpected end".
+func TestDecodeCutBodySaysItEnds(t *testing.T) {
+	body := `{"host":"web-1","command":"echo","args":["a","b"],"env":{"A":"1","B":"2"},` +
+		`"stdin":{"content":"aGk=","encode":"base64"},"dry_run":true,"timeout_seconds":30}`
+	for n := 1; n < len(body); n++ {
+		cut := body[:n]
+		if strings.TrimSpace(cut) == "" {
+			continue
+		}
+		var req SubmitRequest
+		err := decodeBytes([]byte(cut), &req)
+		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), "unexpected end") || strings.Contains(err.Error(), "EOF") {
+			t.Errorf("decode %s: %v, want invalid_request saying the body ends unexpectedly", cut, err)
+		}
+	}
+}
