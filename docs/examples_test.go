@@ -1,8 +1,6 @@
 package docs
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -31,20 +29,11 @@ var givenToShell = map[string]bool{"HOME": true, "PATH": true, "PWD": true, "TMP
 // ran with an empty one: `curl: (3) URL using bad/illegal format`, or
 // an empty token answered 401.
 func TestShellExamplesSetTheirVariables(t *testing.T) {
-	pages, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pages = append(pages, "../README.md")
-	for _, page := range pages {
-		if page == "decisions.md" {
+	for _, p := range readPages(t) {
+		if p.name == "decisions.md" {
 			continue
 		}
-		b, err := os.ReadFile(page)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, block := range shellBlocks(string(b)) {
+		for _, block := range shellBlocks(p.text) {
 			set := map[string]bool{}
 			for _, m := range shellSet.FindAllStringSubmatch(block.text, -1) {
 				set[m[1]+m[2]+m[3]] = true
@@ -58,7 +47,7 @@ func TestShellExamplesSetTheirVariables(t *testing.T) {
 			}
 			if len(unset) > 0 {
 				sort.Strings(unset)
-				t.Errorf("%s:%d: the example expands $%s without setting it: set it in the block, as a reader copies one block into a fresh shell", page, block.n, strings.Join(unset, ", $"))
+				t.Errorf("%s:%d: the example expands $%s without setting it: set it in the block, as a reader copies one block into a fresh shell", p.name, block.n, strings.Join(unset, ", $"))
 			}
 		}
 	}
