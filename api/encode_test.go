@@ -66,6 +66,29 @@ func TestDecodeStrictAccepts(t *testing.T) {
 	}
 }
 
+// TestContentTypeRefusalSaysWhatWasSent: a refused Content-Type is named
+// in the refusal. Every one was told "Content-Type must be application/json",
+// which read as a contradiction for application/json with a malformed
+// parameter, and told a newcomer whose curl -d sent a form nothing of
+// what was sent.
+func TestContentTypeRefusalSaysWhatWasSent(t *testing.T) {
+	for ct, want := range map[string]string{
+		"":                                  "Content-Type must be application/json; the request sent none",
+		"text/plain":                        `Content-Type must be application/json, not "text/plain"`,
+		"application/x-www-form-urlencoded": `Content-Type must be application/json, not "application/x-www-form-urlencoded" (curl -d sends that unless given -H 'Content-Type: application/json')`,
+		"application/json;;":                `Content-Type "application/json;;" has parameters that cannot be read: send application/json, with at most charset=utf-8`,
+		"json":                              `Content-Type must be application/json, not "json"`,
+	} {
+		r, _ := http.NewRequest("POST", "/", strings.NewReader(`{}`))
+		r.Header.Set("Content-Type", ct)
+		var v struct{}
+		err := decode(r, 1<<10, &v)
+		if order.ErrorCode(err) != order.CodeUnsupportedType || err.(*order.Error).Message != want {
+			t.Errorf("Content-Type %q: %v, want %q", ct, err, want)
+		}
+	}
+}
+
 // TestContentTypeCharset: only UTF-8 (or no charset) is JSON here.
 func TestContentTypeCharset(t *testing.T) {
 	for ct, ok := range map[string]bool{
