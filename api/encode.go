@@ -153,8 +153,21 @@ func checkContentType(ct string) error {
 		return nil // what nearly every client sends: no parameters to parse into a map
 	}
 	mt, params, err := mime.ParseMediaType(ct)
-	if ct == "" || err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
-		return order.Errorf(order.CodeUnsupportedType, "Content-Type must be application/json")
+	isJSON := mt == "application/json" || mt == "application/merge-patch+json"
+	switch {
+	case ct == "":
+		return order.Errorf(order.CodeUnsupportedType, "Content-Type must be application/json; the request sent none")
+	case isJSON && err != nil:
+		// ParseMediaType gives the type with ErrInvalidMediaParameter:
+		// "must be application/json" read as if the type were wrong.
+		return order.Errorf(order.CodeUnsupportedType, "Content-Type %.100q has parameters that cannot be read: send application/json, with at most charset=utf-8", ct)
+	case err != nil || !isJSON:
+		msg := fmt.Sprintf("Content-Type must be application/json, not %.100q", ct)
+		if mt == "application/x-www-form-urlencoded" {
+			// The newcomer's mistake: curl -d sends this unless told.
+			msg += " (curl -d sends that unless given -H 'Content-Type: application/json')"
+		}
+		return order.Errorf(order.CodeUnsupportedType, "%s", msg)
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
 		return &order.Error{Code: order.CodeUnsupportedType, Message: "Content-Type charset must be utf-8 (or absent)",

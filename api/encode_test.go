@@ -66,6 +66,29 @@ func TestDecodeStrictAccepts(t *testing.T) {
 	}
 }
 
+// TestContentTypeRefusalSaysWhatWasSent: a refused Content-Type is named
+// in the refusal. Every one was told "Content-Type must be application/json",
+// which read as a contradiction for application/json with a malformed
+// parameter, and told a newcomer whose curl -d sent a form nothing of
+// what was sent.
+func TestContentTypeRefusalSaysWhatWasSent(t *testing.T) {
+	for ct, want := range map[string]string{
+		"":                                  "Content-Type must be application/json; the request sent none",
+		"text/plain":                        `Content-Type must be application/json, not "text/plain"`,
+		"application/x-www-form-urlencoded": `Content-Type must be application/json, not "application/x-www-form-urlencoded" (curl -d sends that unless given -H 'Content-Type: application/json')`,
+		"application/json;;":                `Content-Type "application/json;;" has parameters that cannot be read: send application/json, with at most charset=utf-8`,
+		"json":                              `Content-Type must be application/json, not "json"`,
+	} {
+		r, _ := http.NewRequest("POST", "/", strings.NewReader(`{}`))
+		r.Header.Set("Content-Type", ct)
+		var v struct{}
+		err := decode(r, 1<<10, &v)
+		if order.ErrorCode(err) != order.CodeUnsupportedType || err.(*order.Error).Message != want {
+			t.Errorf("Content-Type %q: %v, want %q", ct, err, want)
+		}
+	}
+}
+
 // TestContentTypeCharset: only UTF-8 (or no charset) is JSON here.
 func TestContentTypeCharset(t *testing.T) {
 	for ct, ok := range map[string]bool{
@@ -323,5 +346,27 @@ func TestEncodeAllocations(t *testing.T) {
 	w.h.Add("Content-Type", "text/plain")
 	if got := jsonContentType; len(got) != 1 || got[0] != "application/json" {
 		t.Fatalf("an Add changed the shared Content-Type: %q", got)
+	}
+}
+
+// TestDecodeCutBodySaysItEnds: a body cut short (a client's buffer, a
+// proxy, a shell quote closed too early) is refused in one wording
+// wherever the cut falls. After a comma in an object the walk read the
+// next key's io.EOF and said "invalid JSON: EOF", inside a key or a
+// string "unexpected EOF": Go's words for what the other cuts call
+// "unexpected end".
+func TestDecodeCutBodySaysItEnds(t *testing.T) {
+	body := `{"host":"web-1","command":"echo","args":["a","b"],"env":{"A":"1","B":"2"},` +
+		`"stdin":{"content":"aGk=","encode":"base64"},"dry_run":true,"timeout_seconds":30}`
+	for n := 1; n < len(body); n++ {
+		cut := body[:n]
+		if strings.TrimSpace(cut) == "" {
+			continue
+		}
+		var req SubmitRequest
+		err := decodeBytes([]byte(cut), &req)
+		if order.ErrorCode(err) != order.CodeInvalid || !strings.Contains(err.Error(), "unexpected end") || strings.Contains(err.Error(), "EOF") {
+			t.Errorf("decode %s: %v, want invalid_request saying the body ends unexpectedly", cut, err)
+		}
 	}
 }

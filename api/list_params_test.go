@@ -26,6 +26,10 @@ func TestListParametersNameTheirField(t *testing.T) {
 		{"status=failed,timeout", "status", `unknown status "timeout": give one or more of queued, running, succeeded, failed, timed_out, killed, canceled, interrupted, rejected, expired, separated by commas`},
 		{"since=yesterday", "since", `since must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not "yesterday"`},
 		{"until=2026-12-05", "until", `until must be an RFC 3339 time such as 2025-01-31T15:04:05Z, not "2026-12-05"`},
+		// A limit that is no number was told it was out of range.
+		{"limit=abc", "limit", `limit must be a whole number from 1 to 1000, not "abc"`},
+		{"limit=0", "limit", `limit must be a whole number from 1 to 1000, not "0"`},
+		{"limit=" + strings.Repeat("9", 100), "limit", `limit must be a whole number from 1 to 1000, not "` + strings.Repeat("9", 40) + `"`},
 	} {
 		code, body := e.do("admin", "GET", "/v1/orders?"+tc.query, nil)
 		var eb api.ErrorBody

@@ -490,7 +490,7 @@ func pageOf(q url.Values, f *postgres.Filter) error {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			return order.FieldError(order.CodeInvalid, "limit", "limit must be between 1 and 1000")
+			return order.FieldError(order.CodeInvalid, "limit", "limit must be a whole number from 1 to 1000, not %.40q", v)
 		}
 		f.Limit = n
 	}

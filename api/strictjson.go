@@ -548,6 +548,12 @@ func hex4(b []byte, i int) (rune, bool) {
 
 // jsonProblem turns a decoder error into text that names the field.
 func jsonProblem(err error) string {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		// A body cut short: the Decoder says "EOF" after a comma and
+		// "unexpected EOF" inside a string, Go's words for what every
+		// other cut calls an unexpected end.
+		return "unexpected end"
+	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		if te.Field == "" {

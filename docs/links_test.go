@@ -22,17 +22,9 @@ var link = regexp.MustCompile(`\]\(([^)\s]+)(?:\s+"[^"]*")?\)`)
 // the page every copy of the repository starts from, links only inside
 // it.
 func TestLinksResolve(t *testing.T) {
-	pages, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pages = append(pages, "../README.md")
-	for _, page := range pages {
-		b, err := os.ReadFile(page)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range prose(string(b)) {
+	for _, p := range readPages(t) {
+		page := p.name
+		for _, l := range prose(p.text) {
 			n := l.n
 			for _, m := range link.FindAllStringSubmatch(l.text, -1) {
 				target := m[1]
@@ -57,6 +49,29 @@ func TestLinksResolve(t *testing.T) {
 			}
 		}
 	}
+}
+
+// page is README.md or a page of this directory, and its text.
+type page struct {
+	name, text string
+}
+
+// readPages reads README.md and every page of this directory.
+func readPages(t *testing.T) []page {
+	t.Helper()
+	names, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages []page
+	for _, name := range append(names, "../README.md") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, page{name, string(b)})
+	}
+	return pages
 }
 
 // line is a line of a page and its number, from 1.
@@ -164,19 +179,11 @@ func TestNamedTestsExist(t *testing.T) {
 	if !funcs["TestNamedTestsExist"] {
 		t.Fatal("found no test functions")
 	}
-	pages, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, page := range append(pages, "../README.md") {
-		b, err := os.ReadFile(page)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, l := range strings.Split(string(b), "\n") {
+	for _, p := range readPages(t) {
+		for i, l := range strings.Split(p.text, "\n") {
 			for _, m := range testName.FindAllStringSubmatch(l, -1) {
 				if !funcs[m[1]] {
-					t.Errorf("%s:%d: names %s, which no _test.go file defines", page, i+1, m[1])
+					t.Errorf("%s:%d: names %s, which no _test.go file defines", p.name, i+1, m[1])
 				}
 			}
 		}

@@ -48,7 +48,9 @@ func (a *app) waitOrder(ctx context.Context, c *client.Client, ord *client.Order
 		opts.BeforeOutput = sp.stop
 	}
 	stopCheck := func() {}
-	if submitted && !asJSON && ord.Status == client.StatusQueued {
+	if !asJSON && ord.Status == client.StatusQueued {
+		// `logs -f` too: it re-attaches to an order whose submit's wait
+		// was stopped, often the one that sat queued for want of a worker.
 		stopCheck = a.sayWhenNoWorker(ctx, c, ord, sp, &opts, noWorkerCheckAfter)
 	}
 	final, err := c.Follow(ctx, ord.ID.String(), opts)
@@ -90,17 +92,18 @@ func (a *app) waitFailed(ctx context.Context, ord *client.Order, submitted bool,
 	return err
 }
 
-// noWorkerCheckAfter is how long a submitted order may stay queued
-// before `submit --wait` asks whether its host has a worker at all.
+// noWorkerCheckAfter is how long a waited order may stay queued before
+// `submit --wait` (or `logs -f`) asks whether its host has a worker at
+// all.
 var noWorkerCheckAfter = 2 * time.Second
 
 // sayWhenNoWorker tells whoever waits for ord, once, when it is still
 // queued after noWorkerCheckAfter on a host no worker serves (a typo of
 // the host, a worker not started): the API accepts such an order, which
-// waits for a worker, and `submit --wait` waited in silence. It wraps
-// opts.OnStatus to know the order started; the check is made after
-// after (noWorkerCheckAfter, less what was waited already); the returned
-// func ends it.
+// waits for a worker, and `submit --wait` and `logs -f` waited in
+// silence. It wraps opts.OnStatus to know the order started; the check
+// is made after after (noWorkerCheckAfter, less what was waited
+// already); the returned func ends it.
 func (a *app) sayWhenNoWorker(ctx context.Context, c *client.Client, ord *client.Order, sp *spinner, opts *client.FollowOptions, after time.Duration) func() {
 	var status atomic.Value
 	status.Store(ord.Status)

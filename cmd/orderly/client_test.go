@@ -795,6 +795,29 @@ func TestCLISubmitWaitSaysWhenNoWorkerServesTheHost(t *testing.T) {
 	}
 }
 
+// TestCLILogsFollowSaysWhenNoWorkerServesTheHost: `logs -f`, which
+// re-attaches to an order whose `submit --wait` was stopped, waited in
+// silence for an order queued on a host no worker serves, where the
+// submit's wait had said why after two seconds. It says it now, as the
+// submit does.
+func TestCLILogsFollowSaysWhenNoWorkerServesTheHost(t *testing.T) {
+	s := newStack(t, "h1")
+	defer func(d time.Duration) { noWorkerCheckAfter = d }(noWorkerCheckAfter)
+	noWorkerCheckAfter = 300 * time.Millisecond
+
+	r := cli(t, s.cliEnv(), "", "submit", "--host", "web-9", "--", "true")
+	wantExit(t, r, 0)
+	id := strings.TrimSpace(r.stdout)
+	stderr, err := waitForNote(t, []string{"orderly", "logs", "-f", id}, s.cliEnv(),
+		"orderly: host web-9 has no worker online (never seen): the order waits until one starts; Ctrl-C stops waiting")
+	if err == nil {
+		t.Fatalf("logs -f of an order on a host without a worker ended:\n%s", stderr)
+	}
+	if strings.Count(stderr, "no worker online") != 1 {
+		t.Errorf("want the note once:\n%s", stderr)
+	}
+}
+
 // TestCLIFanOutWaitSaysWhichHostsHaveNoWorker: a fan-out --wait with a
 // host no worker serves showed "web-9: queued" and waited in silence;
 // after a moment it now names that host, once, and not the host whose
