@@ -25,9 +25,12 @@ import (
 // (docs/security.md, "The bus") — the guarantee the per-order subscription
 // gave. Events of orders nobody waits for are dropped without decoding.
 type eventHub struct {
-	mu      sync.Mutex
+	// subMu guards nc and sub, held while the subscription is made
+	// (subscribe); mu guards waiters alone.
+	subMu   sync.Mutex
 	nc      *nats.Conn
 	sub     *nats.Subscription
+	mu      sync.Mutex
 	waiters map[string]waiter
 }
 
@@ -56,25 +59,11 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 	for i, id := range ids {
 		subjects[i] = queue.EventSubjectOf(hosts[i], id)
 	}
+	if err := h.subscribe(nc); err != nil {
+		return nil, nil, err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.sub == nil || !h.sub.IsValid() || h.nc != nc {
-		if h.sub != nil {
-			_ = h.sub.Unsubscribe()
-		}
-		// The events of four tokens only: not the ends told to the
-		// live output's freeing (queue.FreeSubjectOf), one more
-		// delivery per order that printed, which no waiter reads.
-		sub, err := nc.Subscribe(queue.EventsSubject+"*.*", h.deliver)
-		if err != nil {
-			return nil, nil, fmt.Errorf("subscribe to order events: %w", err)
-		}
-		if err := nc.Flush(); err != nil {
-			_ = sub.Unsubscribe()
-			return nil, nil, fmt.Errorf("subscribe to order events: %w", err)
-		}
-		h.nc, h.sub = nc, sub
-	}
 	if h.waiters == nil {
 		h.waiters = map[string]waiter{}
 	}
@@ -90,6 +79,38 @@ func (h *eventHub) waitAll(nc *nats.Conn, hosts []string, ids []uuid.UUID) (<-ch
 		}
 		h.mu.Unlock()
 	}, nil
+}
+
+// subscribe makes the hub's subscription on nc unless it has one there
+// that works. It holds subMu, not mu, for the subscription's flush: a
+// round trip to the server, up to nats.go's ten seconds when the server
+// does not answer, and mu is what hear takes on the goroutine of serve's
+// worker that publishes an order's end (queue.HearOwnEnds), which must
+// not wait on the bus. Under mu, the first wait of a process whose NATS
+// did not answer held that worker's settle (its ack, its next order) and
+// every other wait and delivery for the ten seconds.
+func (h *eventHub) subscribe(nc *nats.Conn) error {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	if h.sub != nil && h.sub.IsValid() && h.nc == nc {
+		return nil
+	}
+	if h.sub != nil {
+		_ = h.sub.Unsubscribe()
+	}
+	// The events of four tokens only: not the ends told to the live
+	// output's freeing (queue.FreeSubjectOf), one more delivery per
+	// order that printed, which no waiter reads.
+	sub, err := nc.Subscribe(queue.EventsSubject+"*.*", h.deliver)
+	if err != nil {
+		return fmt.Errorf("subscribe to order events: %w", err)
+	}
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("subscribe to order events: %w", err)
+	}
+	h.nc, h.sub = nc, sub
+	return nil
 }
 
 // deliver hands an event that ends its order to the order's waiter, if

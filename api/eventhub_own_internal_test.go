@@ -2,10 +2,13 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -60,5 +63,50 @@ func TestOwnWorkersEndWakesTheWaiterOnce(t *testing.T) {
 	}
 	if ev := <-ch; ev.OrderID != id || ev.Status != "succeeded" {
 		t.Fatalf("the waiter got %+v", ev)
+	}
+}
+
+// TestOwnWorkersEndWaitsForNoSubscribe: serve's worker hands its order's
+// end to the API's waiters on the goroutine that publishes it
+// (queue.HearOwnEnds), which must not wait on the bus. The first wait of
+// a process subscribes and flushes, a round trip that a NATS that does
+// not answer holds for nats.go's ten seconds: made under the lock the
+// hand-over takes, it held the worker's PublishEvent (and its ack, its
+// next order) until the flush gave up.
+func TestOwnWorkersEndWaitsForNoSubscribe(t *testing.T) {
+	proxy := testenv.NewCutProxy(t, strings.TrimPrefix(testenv.NATS(t), "nats://"))
+	q := testenv.Queue(t, "nats://"+proxy.Addr(), "own-ends-unanswered", queue.Options{})
+	s := New(Deps{Queue: q})
+	// The server's answers are lost from here on: the first wait's
+	// flush is never answered.
+	proxy.Drop(false)
+	waited := make(chan error, 1)
+	go func() {
+		_, stop, err := s.events.wait(q.Conn(), "web1", uuid.New())
+		if err == nil {
+			stop()
+		}
+		waited <- err
+	}()
+	testenv.WaitUntil(t, 10*time.Second, "the first wait's flush sent, its answer dropped", func() bool {
+		return proxy.Dropped([]byte("PONG"))
+	})
+
+	published := make(chan error, 1)
+	go func() {
+		published <- q.PublishEvent(queue.Event{OrderID: uuid.New(), Type: "finished", Status: "succeeded", Host: "web1", Alone: true})
+	}()
+	select {
+	case err := <-published:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-waited:
+		t.Fatalf("the worker's end was held until the API's first wait gave up its subscribe (%v)", err)
+	}
+	// The wait, still flushing, is let go: its connection is cut.
+	proxy.Cut()
+	if err := <-waited; errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("the worker's end was handed over only once the first wait's subscribe had timed out: %v", err)
 	}
 }

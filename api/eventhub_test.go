@@ -359,9 +359,9 @@ func TestEventHubIsNotSentTheEndsToFree(t *testing.T) {
 			t.Fatalf("no end of %v within 10s", want)
 		}
 	}
-	h.mu.Lock()
+	h.subMu.Lock()
 	n, _ := h.sub.Delivered()
-	h.mu.Unlock()
+	h.subMu.Unlock()
 	if n != 2 {
 		t.Fatalf("the shared subscription was sent %d messages for two finished events, want 2", n)
 	}
