@@ -1,0 +1,33 @@
+package postgres_test
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly-run/orderly/internal/postgres"
+	"github.com/orderly-run/orderly/internal/testenv"
+)
+
+// TestCheckLoginIsOneStatement: a worker's start checks its login (the
+// hosts it may work for, the reads a claim makes) in one statement; it
+// was six, one round trip each, up to half a second with a whole fleet's
+// workers started at once on a loaded machine (TestFaultsFleet, every
+// worker SIGKILLed, docs/decisions.md, hE29). What it finds is
+// TestCheckLoginRefusesARoleThatCannotClaim's (worker/role_test.go).
+func TestCheckLoginIsOneStatement(t *testing.T) {
+	ctx := testenv.Context(t)
+	var sent statementCounter
+	pool, err := postgres.OpenTweaked(ctx, testenv.Postgres(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = &sent })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	sent.n.Store(0)
+	if err := postgres.New(pool).CheckLogin(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent.n.Load(); n != 1 {
+		t.Fatalf("CheckLogin sent %d statements, want 1", n)
+	}
+}
