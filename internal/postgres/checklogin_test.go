@@ -3,8 +3,6 @@ package postgres_test
 import (
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/testenv"
 )
@@ -16,15 +14,9 @@ import (
 // worker SIGKILLed, docs/decisions.md, hE29). What it finds is
 // TestCheckLoginRefusesARoleThatCannotClaim's (worker/role_test.go).
 func TestCheckLoginIsOneStatement(t *testing.T) {
-	ctx := testenv.Context(t)
-	var sent statementCounter
-	pool, err := postgres.OpenTweaked(ctx, testenv.Postgres(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = &sent })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, sent := countedPool(t)
 	sent.n.Store(0)
-	if err := postgres.New(pool).CheckLogin(ctx, "h1"); err != nil {
+	if err := postgres.New(pool).CheckLogin(testenv.Context(t), "h1"); err != nil {
 		t.Fatal(err)
 	}
 	if n := sent.n.Load(); n != 1 {
