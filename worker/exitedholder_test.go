@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/orderly-run/orderly/internal/queue"
 	"github.com/orderly-run/orderly/internal/testenv"
 	"github.com/orderly-run/orderly/worker"
-	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // TestWorkerTakesTheLeaseOfAnExitedHolderAtOnce: the host's lease key
@@ -32,14 +30,7 @@ func TestWorkerTakesTheLeaseOfAnExitedHolderAtOnce(t *testing.T) {
 	e := newEnv(t)
 	ctx := testenv.Context(t)
 	ns := testenv.NATSServer(t, &server.Options{})
-	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, err := executor.Self()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exited, running, elsewhere := pastOwners(t)
 	opts := queue.Options{AckWait: time.Second, LeaseTTL: time.Minute}
 	e.q = testenv.Queue(t, ns.ClientURL(), "api", opts) // the orders are published here
 	for _, tc := range []struct {
@@ -47,14 +38,11 @@ func TestWorkerTakesTheLeaseOfAnExitedHolderAtOnce(t *testing.T) {
 		prev postgres.Owner
 		wait bool
 	}{
-		// This test's own pid with another start time: the pid of an
-		// exited process, since taken by another.
-		{"exited", postgres.Owner{Instance: "exited/old", PID: self.PID, Start: self.StartTime + 1, Boot: strings.TrimSpace(string(boot)), PidNS: self.PidNS}, false},
-		// A process that runs (this one).
-		{"running", postgres.Owner{Instance: "running/old", PID: self.PID, Start: self.StartTime, Boot: self.BootID, PidNS: self.PidNS}, true},
-		// Of another boot: nothing here can tell.
-		{"elsewhere", postgres.Owner{Instance: "elsewhere/old", PID: self.PID, Start: self.StartTime + 1, Boot: "another-boot", PidNS: self.PidNS}, true},
+		{"exited", exited, false},
+		{"running", running, true},
+		{"elsewhere", elsewhere, true},
 	} {
+		tc.prev.Instance = tc.host + "/old"
 		t.Run(tc.host, func(t *testing.T) {
 			if _, _, err := e.store.TakeHost(ctx, tc.host, "test", tc.prev); err != nil {
 				t.Fatal(err)
