@@ -116,30 +116,22 @@ func TestWorkerStartedOnAnAbsentLeaseLeavesTheHostToItsHolder(t *testing.T) {
 func TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce(t *testing.T) {
 	e := newEnv(t)
 	ctx := testenv.Context(t)
-	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, err := executor.Self()
-	if err != nil {
-		t.Fatal(err)
-	}
+	gone, live, elsewhere := pastOwners(t)
+	nons := gone
+	nons.PidNS = 0
 	for _, tc := range []struct {
 		host string
 		prev postgres.Owner
 		wait bool
 	}{
-		// This test's own pid with another start time: the pid of an
-		// exited process, since taken by another.
-		{"gone", postgres.Owner{Instance: "gone/old", PID: self.PID, Start: self.StartTime + 1, Boot: strings.TrimSpace(string(boot)), PidNS: self.PidNS}, false},
-		// A process that runs (this one): left its lease.
-		{"live", postgres.Owner{Instance: "live/old", PID: self.PID, Start: self.StartTime, Boot: self.BootID, PidNS: self.PidNS}, true},
-		// Of another boot: nothing here can tell.
-		{"elsewhere", postgres.Owner{Instance: "elsewhere/old", PID: self.PID, Start: self.StartTime + 1, Boot: "another-boot", PidNS: self.PidNS}, true},
+		{"gone", gone, false},
+		{"live", live, true},
+		{"elsewhere", elsewhere, true},
 		// Recorded by a worker from before owners named their pid
 		// namespace: nothing says what its pid is a number in.
-		{"nons", postgres.Owner{Instance: "nons/old", PID: self.PID, Start: self.StartTime + 1, Boot: self.BootID}, true},
+		{"nons", nons, true},
 	} {
+		tc.prev.Instance = tc.host + "/old"
 		t.Run(tc.host, func(t *testing.T) {
 			if _, _, err := e.store.TakeHost(ctx, tc.host, "test", tc.prev); err != nil {
 				t.Fatal(err)
@@ -159,6 +151,27 @@ func TestWorkerRestartedAfterItsOwnerExitedTakesTheHostAtOnce(t *testing.T) {
 			e.waitStatus(e.submit(tc.host, "true"), order.StatusSucceeded)
 		})
 	}
+}
+
+// pastOwners are records of a host's previous owner, each with a
+// process of its own: exited (this test's own pid with another start
+// time: the pid of an exited process, since taken by another), live
+// (this process) and elsewhere (of another boot: nothing here can tell).
+func pastOwners(t *testing.T) (exited, live, elsewhere postgres.Owner) {
+	t.Helper()
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := executor.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited = postgres.Owner{PID: self.PID, Start: self.StartTime + 1, Boot: strings.TrimSpace(string(boot)), PidNS: self.PidNS}
+	live = postgres.Owner{PID: self.PID, Start: self.StartTime, Boot: self.BootID, PidNS: self.PidNS}
+	elsewhere = exited
+	elsewhere.Boot = "another-boot"
+	return exited, live, elsewhere
 }
 
 // TestWorkerStartedBesideALiveOwnerInAnotherPidNamespaceLeavesItTheHost:

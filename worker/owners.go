@@ -4,7 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/queue"
+	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // storeOwners is the host's owner record as its lease reads and confirms
@@ -23,6 +25,22 @@ func (o storeOwners) HostOwner(ctx context.Context, host string) (queue.HostOwne
 	defer cancel()
 	owner, epoch, err := o.store.OwnerEpoch(ctx, host)
 	return queue.HostOwner{Instance: owner, Epoch: epoch}, err
+}
+
+// OwnerExited reports whether host's owner is instance and its process
+// has exited (ownerExited): queue.ExitedOwners.
+func (o storeOwners) OwnerExited(ctx context.Context, host, instance string) bool {
+	ctx, cancel := context.WithTimeout(ctx, o.bound)
+	defer cancel()
+	owner, err := o.store.HostOwner(ctx, host)
+	return err == nil && owner.Instance == instance && ownerExited(owner)
+}
+
+// ownerExited reports whether owner's process is known to have exited:
+// recorded on this machine's boot and in this pid namespace, and not
+// running (executor.Gone).
+func ownerExited(owner postgres.Owner) bool {
+	return executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS})
 }
 
 func (o storeOwners) ConfirmOwner(ctx context.Context, host, instance string) (bool, error) {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/orderly-run/orderly/internal/queue"
-	"github.com/orderly-run/orderly/worker/executor"
 )
 
 // acquireLease takes the host's lease, waiting as a standby while another
@@ -111,7 +110,7 @@ func (w *Worker) heldElsewhere(ctx context.Context) {
 	case err != nil:
 		w.q.OwnerUnread(w.opts.Host)
 	case owner.Instance != "" && owner.Instance != w.opts.Instance &&
-		!executor.Gone(executor.Process{PID: owner.PID, StartTime: owner.Start, BootID: owner.Boot, PidNS: owner.PidNS}):
+		!ownerExited(owner):
 		w.q.HeldElsewhere(w.opts.Host)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,6 +36,8 @@ import (
 //     1 again, and the feeder refuses a tenure whose first delivery is
 //     not numbered 1: a pull request that was not this tenure's took it.
 func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Consumer, queue.Acked, error) {
+	reads := w.readAhead(ctx)
+	defer reads.Wait() // on every way out: the reads are this takeover's
 	// On condition that the owner is still the one read before the
 	// lease was taken: another worker's plain put may have landed over
 	// this take, and the first of the two to commit here holds the host
@@ -70,9 +73,9 @@ func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Co
 			return nil, queue.Acked{}, err
 		}
 	}
-	// Before the consumer delivers anything: how far the host's orders
-	// were claimed (replay.go).
-	w.loadClaimMark(ctx)
+	// The claim mark is loaded (readAhead) before the consumer delivers
+	// anything.
+	look := reads.look()
 	acked, fromFirst := w.acked.next()
 	var cons jetstream.Consumer
 	switch {
@@ -80,7 +83,7 @@ func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Co
 		// The last consumer made past the orders acked delivered
 		// another first (errNotPast).
 		cons, err = w.q.HostConsumerFromFirst(ctx, w.opts.Host)
-	case w.q.HostConsumerLost(ctx, w.opts.Host):
+	case look.Lost():
 		if prev != w.self || acked.Seq == 0 {
 			// A process that did not own the host last, or that has
 			// no record of the acks (kept in memory: it started since,
@@ -95,12 +98,49 @@ func (w *Worker) takeover(ctx context.Context, lease *queue.Lease) (jetstream.Co
 	case prev == w.self: // this very process owned the host last
 		cons, err = w.q.RewindHostConsumer(ctx, w.opts.Host)
 	default:
-		cons, err = w.q.RenewHostConsumer(ctx, w.opts.Host)
+		cons, err = w.q.RenewHostConsumerLooked(ctx, w.opts.Host, look)
 	}
 	if err == nil {
 		w.acked.reset()
 	}
 	return cons, queue.Acked{}, err
+}
+
+// takeoverReads are the takeover's reads of NATS, made beside its
+// statements in PostgreSQL (readAhead).
+type takeoverReads struct {
+	sync.WaitGroup
+	consumer queue.HostConsumerLook
+}
+
+// look waits for the reads and returns what the look-up of the host's
+// consumer found.
+func (r *takeoverReads) look() queue.HostConsumerLook {
+	r.Wait()
+	return r.consumer
+}
+
+// readAhead starts the takeover's reads of NATS, the host's claim mark
+// (replay.go: how far its orders were claimed, loaded before the
+// consumer delivers anything) and a look-up of its consumer, each in a
+// goroutine of its own, beside the fence and the settling of what the
+// previous owner left, which are PostgreSQL's alone: nothing of those
+// reads them or changes what they read. One after another they were
+// four round trips in a row, and the look-up was asked twice, each up to
+// a second when a whole fleet's workers took their hosts at once
+// (TestFaultsFleet's every worker SIGKILLed, docs/decisions.md, hE29).
+func (w *Worker) readAhead(ctx context.Context) *takeoverReads {
+	r := &takeoverReads{}
+	r.Add(2)
+	go func() {
+		defer r.Done()
+		w.loadClaimMark(ctx)
+	}()
+	go func() {
+		defer r.Done()
+		r.consumer = w.q.LookUpHostConsumer(ctx, w.opts.Host)
+	}()
+	return r
 }
 
 // lastClaimed is the message of the host's order that PostgreSQL records

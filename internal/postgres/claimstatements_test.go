@@ -34,6 +34,19 @@ func (c *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.Trace
 
 func (*statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
+// countedPool is a pool on a database of t's own whose statements the
+// returned counter counts.
+func countedPool(t *testing.T) (*pgxpool.Pool, *statementCounter) {
+	t.Helper()
+	sent := &statementCounter{}
+	pool, err := postgres.OpenTweaked(testenv.Context(t), testenv.Postgres(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = sent })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, sent
+}
+
 // TestClaimOfAFreeRowIsOneStatement: a claim of an order whose row no
 // other session holds is one statement, the fenced claim that takes the
 // row's lock itself (claimFree), sent as a plain query; with the previous
@@ -46,12 +59,7 @@ func (*statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatc
 // TestClaimWaitingForARowLockIsFencedAfterTheWait's.
 func TestClaimOfAFreeRowIsOneStatement(t *testing.T) {
 	ctx := testenv.Context(t)
-	var sent statementCounter
-	pool, err := postgres.OpenTweaked(ctx, testenv.Postgres(t), func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = &sent })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, sent := countedPool(t)
 	e := &storeEnv{t: t, ctx: ctx, pool: pool, store: postgres.New(pool)}
 	e.own("h1", "w1")
 	first, next := e.insert("h1", "alice", nil), e.insert("h1", "alice", nil)

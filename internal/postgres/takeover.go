@@ -186,32 +186,32 @@ func (s *Store) OwnerEpoch(ctx context.Context, host string) (string, int64, err
 // would see none of its orders and could not take it over.
 func (s *Store) CheckLogin(ctx context.Context, host string) error {
 	var login string
-	var hosts []string
-	// As the row policies judge it (migration 00012): the session's
-	// login when it is listed, else the current role.
+	var hosts, missing []string
+	tables, columns := make([]string, len(claimReads)), make([]string, len(claimReads))
+	for i, r := range claimReads {
+		tables[i], columns[i] = r[0], r[1]
+	}
+	// One statement: the login and each read a claim makes, one after
+	// another, were six round trips at every worker's start, up to half
+	// a second with a whole fleet's workers started at once on a loaded
+	// machine (docs/decisions.md, hE29). The login as the row policies
+	// judge it (migration 00012): the session's login when it is listed,
+	// else the current role. A read by column where claimReads names
+	// one: has_table_privilege is false for a role with column grants
+	// alone.
 	if err := s.pool.QueryRow(ctx, `SELECT CASE WHEN h IS NULL THEN current_user ELSE session_user END,
-		coalesce(h, worker_login_hosts(current_user)) FROM (SELECT worker_login_hosts(session_user) AS h) s`).Scan(&login, &hosts); err != nil {
+		coalesce(h, worker_login_hosts(current_user)),
+		ARRAY(SELECT CASE WHEN c = '' THEN t ELSE t || '.' || c END
+			FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(t, c, n)
+			WHERE NOT CASE WHEN c = '' THEN has_table_privilege(t, 'SELECT') ELSE has_column_privilege(t, c, 'SELECT') END
+			ORDER BY n)
+		FROM (SELECT worker_login_hosts(session_user) AS h) s`, tables, columns).Scan(&login, &hosts, &missing); err != nil {
 		return translate("check login", err)
 	}
 	if hosts != nil && !slices.Contains(hosts, host) {
 		slices.Sort(hosts)
 		return fmt.Errorf("the database login %s may work for hosts %s only (worker_logins, docs/sql.md), not %s",
 			login, strings.Join(hosts, ", "), host)
-	}
-	var missing []string
-	for _, r := range claimReads {
-		q, args := `SELECT has_table_privilege($1, 'SELECT')`, []any{r[0]}
-		name := r[0]
-		if r[1] != "" {
-			q, args, name = `SELECT has_column_privilege($1, $2, 'SELECT')`, []any{r[0], r[1]}, r[0]+"."+r[1]
-		}
-		var ok bool
-		if err := s.pool.QueryRow(ctx, q, args...).Scan(&ok); err != nil {
-			return translate("check login", err)
-		}
-		if !ok {
-			missing = append(missing, name)
-		}
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("the database login %s cannot read %s, which a claim reads: run docs/sql.md's block (\"A role for workers\") again for its role "+
@@ -220,9 +220,10 @@ func (s *Store) CheckLogin(ctx context.Context, host string) error {
 	return nil
 }
 
-// claimReads are the tables (and columns: table, column) that a claim
-// reads and a migration added after the worker role's first grants: the
-// migration grants them to a role named orderly_worker, and a worker role
+// claimReads are the tables (and columns: table, column; "" for the
+// whole table) that a claim reads and a migration added after the worker
+// role's first grants: the migration grants them to a role named
+// orderly_worker, and a worker role
 // of another name lacks them until docs/sql.md's block is run again. A
 // worker whose login cannot read them took its host and failed every
 // claim with `permission denied`, its host's orders waiting; CheckLogin

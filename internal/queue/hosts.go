@@ -756,6 +756,29 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				return lease(rev, sent, ""), nil
 			}
 		}
+		// A holder whose process has exited, as the host's owner records
+		// it (its process on this machine's boot and in this pid
+		// namespace, not running: a worker restarted where it died)
+		// renews nothing: its key is taken at once, on the revision read,
+		// not waited for until the server expires it, up to a lease and
+		// a second later. Every worker SIGKILLed at once and started
+		// again waited out its own previous process's lease
+		// (TestFaultsFleet, docs/decisions.md, hE29). The take is
+		// conditioned on the owner read after that answer (TakeHostFrom),
+		// and any write on the key since the read beats it.
+		if honoured && holder != instance && ownerExited(ctx, owners, host, holder) {
+			if err := readOwner(); err != nil {
+				return nil, err
+			}
+			if before.Instance == holder {
+				sent := time.Now()
+				if rev, err := kv.Update(ctx, key, leaseValue(key, instance, e.Revision(), k), e.Revision()); err == nil {
+					q.logger().Info("took the host lease of a holder whose process has exited, before its expiry",
+						"host", host, "instance", instance, "holder", holder)
+					return lease(rev, sent, freed), nil // "expired" after a standby's wait
+				}
+			}
+		}
 		switch {
 		case err == nil && !honoured:
 			// Not the holder's: no renewal. Taken over once a lease has

@@ -38,19 +38,46 @@ func (a Acked) Is(seq uint64, stored time.Time, id uuid.UUID) bool {
 	return id == a.ID
 }
 
-// HostConsumerLost reports whether a single nats-server lost the host's
-// consumer: its state is in memory (hostConsumerConfig), so a restart
-// loses it. A cluster keeps its consumers (false), and so does a look-up
-// that was not answered: the rewind or renewal after it asks again.
-func (q *Queue) HostConsumerLost(ctx context.Context, host string) bool {
+// HostConsumerLook is what one look-up of the host's consumer found
+// (LookUpHostConsumer): whether the server lost it (Lost), and the ack
+// floor of the one a takeover replaces (RenewHostConsumerLooked).
+type HostConsumerLook struct {
+	looked bool   // a single server was asked
+	found  bool   // and answered with the consumer
+	floor  uint64 // its ack floor, in stream sequence, when found
+	lost   bool   // and answered that it has none
+}
+
+// LookUpHostConsumer looks the host's consumer up once, for both of a
+// takeover's questions: the takeover asked the server twice in a row
+// (whether it lost the consumer, then its ack floor before replacing
+// it), each a round trip of the JetStream API, which took 0.3 – 1 s
+// apiece while a whole fleet's workers took their hosts at once
+// (TestFaultsFleet, docs/decisions.md, hE29). A cluster keeps its
+// consumers, and nothing is looked up there; neither is anything known
+// from a look-up that was not answered: the rewind or renewal after it
+// asks again.
+func (q *Queue) LookUpHostConsumer(ctx context.Context, host string) HostConsumerLook {
 	if q.nc.ConnectedClusterName() != "" {
-		return false
+		return HostConsumerLook{}
 	}
 	lctx, cancel := context.WithTimeout(ctx, resetWait)
 	defer cancel()
-	_, err := q.js.Consumer(lctx, OrdersStream, ConsumerName(host))
-	return errors.Is(err, jetstream.ErrConsumerNotFound)
+	c, err := q.js.Consumer(lctx, OrdersStream, ConsumerName(host))
+	switch {
+	case err == nil:
+		return HostConsumerLook{looked: true, found: true, floor: c.CachedInfo().AckFloor.Stream}
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return HostConsumerLook{looked: true, lost: true}
+	}
+	return HostConsumerLook{looked: true}
 }
+
+// Lost reports whether a single nats-server lost the host's consumer:
+// its state is in memory (hostConsumerConfig), so a restart loses it. A
+// cluster keeps its consumers (false), and so does a look-up that was
+// not answered.
+func (l HostConsumerLook) Lost() bool { return l.lost }
 
 // HostConsumerPast creates the host's consumer, which the server lost
 // (HostConsumerLost), at acked (zero: none), not at the first message

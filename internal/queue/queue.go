@@ -635,12 +635,26 @@ const errWorkQueueDeliverAll jetstream.ErrorCode = 10101
 // work-queue stream refuses a start sequence (and holds nothing below the
 // floor): there it starts at the first message stored.
 func (q *Queue) RenewHostConsumer(ctx context.Context, host string) (jetstream.Consumer, error) {
+	return q.RenewHostConsumerLooked(ctx, host, HostConsumerLook{})
+}
+
+// RenewHostConsumerLooked is RenewHostConsumer starting from what look
+// found of the consumer it replaces (LookUpHostConsumer): found, its ack
+// floor, with no look-up of its own. A floor read earlier in the
+// takeover (beside its statements in PostgreSQL) is at most the
+// consumer's floor now: a previous owner still acknowledging meanwhile
+// only moves it on, and the consumer made from it delivers again at most
+// what was acknowledged since, which the claim finds finished and
+// acknowledges.
+func (q *Queue) RenewHostConsumerLooked(ctx context.Context, host string, look HostConsumerLook) (jetstream.Consumer, error) {
 	name := ConsumerName(host)
-	var floor uint64
-	if old, err := q.js.Consumer(ctx, OrdersStream, name); err == nil {
-		floor = old.CachedInfo().AckFloor.Stream
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("reset consumer of host %s: %w", host, err)
+	floor := look.floor
+	if !look.found {
+		if old, err := q.js.Consumer(ctx, OrdersStream, name); err == nil {
+			floor = old.CachedInfo().AckFloor.Stream
+		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("reset consumer of host %s: %w", host, err)
+		}
 	}
 	err := q.js.DeleteConsumer(ctx, OrdersStream, name)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {

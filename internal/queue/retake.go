@@ -31,6 +31,19 @@ type Owners interface {
 	ConfirmOwner(ctx context.Context, host, instance string) (bool, error)
 }
 
+// ExitedOwners is what Owners may tell besides: whether host's owner is
+// instance and its process is known to have exited (AcquireOwnedLease).
+type ExitedOwners interface {
+	OwnerExited(ctx context.Context, host, instance string) bool
+}
+
+// ownerExited reports whether owners tell that host's owner is instance,
+// a process known to have exited; false when they cannot tell.
+func ownerExited(ctx context.Context, owners Owners, host, instance string) bool {
+	x, ok := owners.(ExitedOwners)
+	return ok && x.OwnerExited(ctx, host, instance)
+}
+
 // CheckOwner has Renew ask owners who owns the host before it takes its
 // key back with a plain write (putAsOwner): the write is sent only while
 // the owner is this lease's instance, and another name ends the tenure
