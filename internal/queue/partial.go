@@ -47,9 +47,22 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 	var run string    // the run and round of the chunks given so far
 	round := -1
 	var runs LiveRuns // tells an earlier run's chunks
-	c, err := q.js.OrderedConsumer(ctx, LiveStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{OutputSubjectOf(host, id)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	// A consumer of its own, not an ordered one: an ordered consumer
+	// makes its consumer again at every Fetch and retries that, with no
+	// context, until the server answers, so a read begun just before
+	// NATS went away hung until it came back, and with it a successor's
+	// mark and its reap of a dead worker's processes (worker/takeover.go,
+	// mark). Here every step ends: the creation and Info with ctx (or
+	// nats.go's default timeout), a Fetch at its wait plus nats.go's
+	// second. The chunks' offsets, not the delivery sequence, tell a
+	// chunk missed (a truncation marker, below), as before.
+	c, err := q.js.CreateConsumer(ctx, LiveStream, jetstream.ConsumerConfig{
+		FilterSubject:     OutputSubjectOf(host, id),
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
 	})
 	if err != nil {
 		return p, fmt.Errorf("read live output of order %s: %w", id, err)
@@ -60,6 +73,9 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 	}
 	left := info.NumPending
 	for left > 0 {
+		if err := ctx.Err(); err != nil {
+			return p, fmt.Errorf("read live output of order %s: %w", id, err)
+		}
 		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)
@@ -106,10 +122,18 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)
 		}
 		if n == 0 {
+			// A Fetch that times out ends without an error: nothing
+			// left (dropped by MaxAge or FreeLive since the Info), or
+			// the server gone. Only the server tells them apart.
+			if _, err := c.Info(ctx); err != nil {
+				return p, fmt.Errorf("read live output of order %s: %w", id, err)
+			}
 			break
 		}
 		left -= min(n, left)
 	}
+	// Its InactiveThreshold removes it too.
+	_ = q.js.DeleteConsumer(ctx, LiveStream, info.Name)
 	return p, nil
 }
 
