@@ -246,7 +246,7 @@ func (w *Worker) partialOutput(ctx context.Context, o *order.Order) *postgres.Pa
 		// order; this only bounds memory.
 		limit = partialOutputCap
 	}
-	p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit)
+	p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit, o.Attempt)
 	if err != nil {
 		w.logger.Warn("read partial output of an interrupted order", "order_id", o.ID, "error", err)
 		return nil

@@ -41,7 +41,14 @@ type Partial struct {
 // or round starts the output again; one of an older round, come late, is
 // skipped, and so is one of a run seen before the newest (LiveRuns).
 // Rollups used to purge both before the new ones came.
-func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64) (Partial, error) {
+//
+// attempt, when not 0, is the attempt whose output is wanted: a run whose
+// chunks name another attempt (LiveOutput.Attempt) is skipped. The
+// newest run alone was not enough: an idempotent order's second
+// attempt lost before it published a chunk kept the first attempt's
+// output, which its successor had requeued, as its own. A run that
+// names none (a worker of an earlier version) counts as before.
+func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64, attempt int) (Partial, error) {
 	var p Partial
 	var next [2]int64 // where in each stream the chunks given so far end
 	var run string    // the run and round of the chunks given so far
@@ -95,10 +102,14 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 				continue
 			}
 			msgID := m.Headers().Get(nats.MsgIdHdr)
+			r, n, ok := chunkRun(msgID)
+			if a, named := runAttempt(r); ok && named && attempt != 0 && a != attempt {
+				continue
+			}
 			if runs.Earlier(msgID) {
 				continue
 			}
-			if r, n, ok := chunkRun(msgID); ok {
+			if ok {
 				switch {
 				case r == run && n < round:
 					continue
@@ -135,6 +146,30 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 	// Its InactiveThreshold removes it too.
 	_ = q.js.DeleteConsumer(ctx, LiveStream, info.Name)
 	return p, nil
+}
+
+// liveRun is a new run's id for attempt (0: not said): "a<attempt>-"
+// and a NUID, which runAttempt reads back; the NUID alone for 0.
+func liveRun(attempt int) string {
+	run := nats.NewInbox()[len(nats.InboxPrefix):]
+	if attempt <= 0 {
+		return run
+	}
+	return "a" + strconv.Itoa(attempt) + "-" + run
+}
+
+// runAttempt is the attempt a run's id names (liveRun), if it names one.
+func runAttempt(run string) (attempt int, ok bool) {
+	rest, ok := strings.CutPrefix(run, "a")
+	if !ok {
+		return 0, false
+	}
+	a, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(a)
+	return n, err == nil && n > 0
 }
 
 // chunkRun is the run and round of a chunk's Nats-Msg-Id (LiveOutput's

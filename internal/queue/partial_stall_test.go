@@ -32,7 +32,7 @@ func TestPartialOutputEndsWithItsContextWhenNATSGoesAway(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := q.PartialOutput(ctx, "h1", id, 1<<20)
+		_, err := q.PartialOutput(ctx, "h1", id, 1<<20, 0)
 		done <- err
 	}()
 	// The read has begun once its consumer exists.
