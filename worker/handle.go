@@ -607,6 +607,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, o *order.Order) (f 
 		// a flood of output cannot flood the bus.
 		// Both streams call it concurrently.
 		out = new(liveOut)
+		out.pub.Attempt = o.Attempt
 		out.budget.Store(req.MaxOutput)
 		req.Captured = &out.captured
 		req.OnOutput = func(stream string, p []byte) {

@@ -51,7 +51,7 @@ func TestInterruptedOrderReadsEndedWithItsOutput(t *testing.T) {
 		t.Fatalf("the first worker stopped with %v, want its fail point", err)
 	}
 	testenv.WaitUntil(t, 10*time.Second, "the order's output in the live stream", func() bool {
-		p, err := e.q.PartialOutput(t.Context(), host, id, 1<<20)
+		p, err := e.q.PartialOutput(t.Context(), host, id, 1<<20, 0)
 		return err == nil && string(p.Stdout) == stdout && string(p.Stderr) == stderr
 	})
 	read := make(chan struct{})

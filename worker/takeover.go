@@ -286,7 +286,7 @@ func (w *Worker) partialOutput(ctx context.Context, o *order.Order) *postgres.Pa
 		// order; this only bounds memory.
 		limit = partialOutputCap
 	}
-	p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit)
+	p, err := w.q.PartialOutput(ctx, o.Host, o.ID, limit, o.Attempt)
 	if err != nil {
 		w.logger.Warn("read partial output of an interrupted order", "order_id", o.ID, "error", err)
 		return nil
@@ -357,6 +357,11 @@ func (w *Worker) mark(ctx context.Context, o *order.Order, reason string) (marke
 		}
 		switch {
 		case cur.Attempt == o.Attempt && cur.Status == order.StatusInterrupted:
+			// Marked, but whether with the output this worker read
+			// is not known: its answer was lost, and an admin's
+			// forget marks with none. The evidence reads it again,
+			// stored where the order holds none (RecordEvidence).
+			w.unreaped[o.ID] = abandoned{o: a.o, reason: a.reason}
 			return true, false, nil
 		case cur.Attempt > o.Attempt || cur.Status == order.StatusQueued:
 			return true, true, nil

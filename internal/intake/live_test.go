@@ -106,7 +106,7 @@ func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T
 		}
 	}
 	testenv.WaitUntil(t, 10*time.Second, "the chunks in ORDERLY_LIVE", func() bool {
-		p, err := e.q.PartialOutput(e.ctx, host, o.ID, 1<<20)
+		p, err := e.q.PartialOutput(e.ctx, host, o.ID, 1<<20, 0)
 		return err == nil && string(p.Stdout) == "chunk\nchunk\nchunk\n"
 	})
 	// w1 died; w2 takes the host and marks the order, not yet reaped.
@@ -119,7 +119,7 @@ func TestLiveOutputOfAnInterruptedOrderKeptUntilItsSuccessorReadsIt(t *testing.T
 	if n, err := e.svc.FreeLiveLeftovers(e.ctx); err != nil || n != 0 {
 		t.Errorf("FreeLiveLeftovers between the mark and the reap = %d, %v; want nothing freed", n, err)
 	}
-	p, err := e.q.PartialOutput(e.ctx, host, o.ID, 1<<20)
+	p, err := e.q.PartialOutput(e.ctx, host, o.ID, 1<<20, 0)
 	if err != nil || string(p.Stdout) != "chunk\nchunk\nchunk\n" {
 		t.Fatalf("the successor's read of the partial output: %q, %v; want the three chunks", p.Stdout, err)
 	}

@@ -112,7 +112,7 @@ func repliesStoreNothing(t *testing.T, api, w1bus, w2bus *bus, replicas int) {
 	// ten runs on three servers. A worker reads it back at a takeover, a
 	// lease after the chunk.
 	eventually(ctx, t, "h1's worker reading back its live output", func() (bool, error) {
-		p, err := q1.PartialOutput(ctx, "h1", id, 1<<20)
+		p, err := q1.PartialOutput(ctx, "h1", id, 1<<20, 0)
 		if err != nil || len(p.Stdout) == 0 {
 			return false, err
 		}

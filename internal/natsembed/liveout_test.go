@@ -116,7 +116,7 @@ func TestLiveOutputKeptAcrossAJetStreamRestartInPlace(t *testing.T) {
 			break
 		}
 	}
-	p, err := qAPI.PartialOutput(ctx, "h1", id, 1<<20)
+	p, err := qAPI.PartialOutput(ctx, "h1", id, 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

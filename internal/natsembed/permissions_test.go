@@ -323,7 +323,7 @@ func TestRolesOnTheBus(t *testing.T) {
 		t.Fatalf("live output: %v", err)
 	}
 	// What a worker taking over keeps of an interrupted order.
-	if p, err := q1.PartialOutput(ctx, "h1", id, 1<<20); err != nil || string(p.Stdout) != "hi" {
+	if p, err := q1.PartialOutput(ctx, "h1", id, 1<<20, 0); err != nil || string(p.Stdout) != "hi" {
 		t.Fatalf("worker h1 reading back its live output: %q %v", p.Stdout, err)
 	}
 	if err := qAPI.SendControl("h1", queue.Control{OrderID: id}); err != nil {
@@ -402,7 +402,7 @@ func TestRolesOnTheBus(t *testing.T) {
 	stop()
 	w2.refused(t, "Publish", "$JS.API.CONSUMER.CREATE.KV_orderly_hosts.*.$KV.orderly_hosts.lease.h1")
 	short, stop = context.WithTimeout(ctx, 2*time.Second)
-	if p, err := q2.PartialOutput(short, "h1", id, 1<<20); err == nil {
+	if p, err := q2.PartialOutput(short, "h1", id, 1<<20, 0); err == nil {
 		t.Fatalf("worker h2 read host h1's live output: %q", p.Stdout)
 	}
 	stop()

@@ -107,11 +107,11 @@ func TestFreeLiveDropsThatOrdersMessages(t *testing.T) {
 		t.Fatalf("the ended order's event left is %s (%v), want the finished event with its TTL", m.Data, m.Header)
 	}
 
-	p, err := q.PartialOutput(ctx, "h1", ended, 1<<20)
+	p, err := q.PartialOutput(ctx, "h1", ended, 1<<20, 0)
 	if err != nil || len(p.Stdout) != 0 || len(p.Stderr) != 0 {
 		t.Fatalf("partial output of the freed order: %d+%d bytes, %v", len(p.Stdout), len(p.Stderr), err)
 	}
-	p, err = q.PartialOutput(ctx, "h1", kept, 1<<20)
+	p, err = q.PartialOutput(ctx, "h1", kept, 1<<20, 0)
 	if err != nil || !bytes.Equal(p.Stdout, keptOut) || !bytes.Equal(p.Stderr, keptErr) {
 		t.Fatalf("partial output of the other order: %d+%d bytes, want %d+%d, %v", len(p.Stdout), len(p.Stderr),
 			len(keptOut), len(keptErr), err)

@@ -64,7 +64,12 @@ import (
 // once the source holds the chunk; Stop once the process ended, before
 // the result is stored. The zero value is ready.
 type LiveOutput struct {
-	st atomic.Pointer[liveState]
+	// Attempt is the attempt of the order that runs (0: not said),
+	// set before the first chunk: its run's chunks name it (liveRun),
+	// so the output an interrupted attempt keeps is its own and not
+	// an earlier attempt's (PartialOutput).
+	Attempt int
+	st      atomic.Pointer[liveState]
 }
 
 // Published reports whether l published a chunk, or tried to: whether
@@ -183,7 +188,7 @@ func (o *LiveOutput) publish(q *Queue, src LiveSource, host string, id uuid.UUID
 	if s == nil {
 		// The first chunk: only now is there something to publish again
 		// after a reconnect.
-		s = &liveState{q: q, src: src, subj: OutputSubjectOf(host, id), run: nats.NewInbox()[len(nats.InboxPrefix):],
+		s = &liveState{q: q, src: src, subj: OutputSubjectOf(host, id), run: liveRun(o.Attempt),
 			seen: q.nc.Stats().Reconnects}
 		if !o.st.CompareAndSwap(nil, s) {
 			s = o.st.Load() // the other stream's first chunk came first

@@ -105,7 +105,7 @@ func TestLiveOutputSeesAStreamMadeAgainAfterOneAcknowledgement(t *testing.T) {
 	want := "1\n2\n3\n4\n5\n6\n"
 	var got Partial
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if got, err = q.PartialOutput(ctx, "h1", id, 1<<20); err == nil && string(got.Stdout) == want && !got.StdoutTruncated {
+		if got, err = q.PartialOutput(ctx, "h1", id, 1<<20, 0); err == nil && string(got.Stdout) == want && !got.StdoutTruncated {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -41,15 +41,35 @@ type Partial struct {
 // or round starts the output again; one of an older round, come late, is
 // skipped, and so is one of a run seen before the newest (LiveRuns).
 // Rollups used to purge both before the new ones came.
-func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64) (Partial, error) {
+//
+// attempt, when not 0, is the attempt whose output is wanted: a run whose
+// chunks name another attempt (LiveOutput.Attempt) is skipped. The
+// newest run alone was not enough: an idempotent order's second
+// attempt lost before it published a chunk kept the first attempt's
+// output, which its successor had requeued, as its own. A run that
+// names none (a worker of an earlier version) counts as before.
+func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64, attempt int) (Partial, error) {
 	var p Partial
 	var next [2]int64 // where in each stream the chunks given so far end
 	var run string    // the run and round of the chunks given so far
 	round := -1
 	var runs LiveRuns // tells an earlier run's chunks
-	c, err := q.js.OrderedConsumer(ctx, LiveStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{OutputSubjectOf(host, id)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	// A consumer of its own, not an ordered one: an ordered consumer
+	// makes its consumer again at every Fetch and retries that, with no
+	// context, until the server answers, so a read begun just before
+	// NATS went away hung until it came back, and with it a successor's
+	// mark and its reap of a dead worker's processes (worker/takeover.go,
+	// mark). Here every step ends: the creation and Info with ctx (or
+	// nats.go's default timeout), a Fetch at its wait plus nats.go's
+	// second. The chunks' offsets, not the delivery sequence, tell a
+	// chunk missed (a truncation marker, below), as before.
+	c, err := q.js.CreateConsumer(ctx, LiveStream, jetstream.ConsumerConfig{
+		FilterSubject:     OutputSubjectOf(host, id),
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
 	})
 	if err != nil {
 		return p, fmt.Errorf("read live output of order %s: %w", id, err)
@@ -60,6 +80,9 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 	}
 	left := info.NumPending
 	for left > 0 {
+		if err := ctx.Err(); err != nil {
+			return p, fmt.Errorf("read live output of order %s: %w", id, err)
+		}
 		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)
@@ -79,10 +102,14 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 				continue
 			}
 			msgID := m.Headers().Get(nats.MsgIdHdr)
+			r, n, ok := chunkRun(msgID)
+			if a, named := runAttempt(r); ok && named && attempt != 0 && a != attempt {
+				continue
+			}
 			if runs.Earlier(msgID) {
 				continue
 			}
-			if r, n, ok := chunkRun(msgID); ok {
+			if ok {
 				switch {
 				case r == run && n < round:
 					continue
@@ -106,11 +133,43 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)
 		}
 		if n == 0 {
+			// A Fetch that times out ends without an error: nothing
+			// left (dropped by MaxAge or FreeLive since the Info), or
+			// the server gone. Only the server tells them apart.
+			if _, err := c.Info(ctx); err != nil {
+				return p, fmt.Errorf("read live output of order %s: %w", id, err)
+			}
 			break
 		}
 		left -= min(n, left)
 	}
+	// Its InactiveThreshold removes it too.
+	_ = q.js.DeleteConsumer(ctx, LiveStream, info.Name)
 	return p, nil
+}
+
+// liveRun is a new run's id for attempt (0: not said): "a<attempt>-"
+// and a NUID, which runAttempt reads back; the NUID alone for 0.
+func liveRun(attempt int) string {
+	run := nats.NewInbox()[len(nats.InboxPrefix):]
+	if attempt <= 0 {
+		return run
+	}
+	return "a" + strconv.Itoa(attempt) + "-" + run
+}
+
+// runAttempt is the attempt a run's id names (liveRun), if it names one.
+func runAttempt(run string) (attempt int, ok bool) {
+	rest, ok := strings.CutPrefix(run, "a")
+	if !ok {
+		return 0, false
+	}
+	a, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(a)
+	return n, err == nil && n > 0
 }
 
 // chunkRun is the run and round of a chunk's Nats-Msg-Id (LiveOutput's

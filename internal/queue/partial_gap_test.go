@@ -47,7 +47,7 @@ func TestPartialOutputMarksWhatTheStreamLost(t *testing.T) {
 	// four, as a successor reads the stream long after the worker wrote.
 	liveStored(t, ctx, q, 4)
 
-	p, err := q.PartialOutput(ctx, "h1", id, 1<<20)
+	p, err := q.PartialOutput(ctx, "h1", id, 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func TestPartialOutputReadsTheNewestRun(t *testing.T) {
 	publish("NEXTRUN", 1, 0, "stderr", "next error\n")
 	publish("NEXTRUN", 1, 21, "stdout", "next 4\n")
 
-	p, err := q.PartialOutput(ctx, "h1", id, 1<<20)
+	p, err := q.PartialOutput(ctx, "h1", id, 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestPartialOutputSkipsALateChunkOfAnEarlierRun(t *testing.T) {
 	publish("FIRSTRUN", 8, "first 2\n") // from the thawed worker's reconnect buffer
 	publish("NEXTRUN", 14, "next 3\n")
 
-	p, err := q.PartialOutput(ctx, "h1", id, 1<<20)
+	p, err := q.PartialOutput(ctx, "h1", id, 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,3 +99,40 @@ func TestPartialOutputSkipsALateChunkOfAnEarlierRun(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestPartialOutputIsTheLostAttemptsOwn: an idempotent order's first
+// attempt printed, its worker died, its successor requeued it; the
+// second attempt's worker died before that attempt published a chunk.
+// The chunks in the live stream are the first attempt's alone, and the
+// newest run was theirs: the second attempt's successor stored the
+// first attempt's output as the interrupted order's, which that attempt
+// never printed. The chunks of a run name its attempt (LiveOutput's
+// Attempt), and PartialOutput keeps the attempt's it is asked for.
+func TestPartialOutputIsTheLostAttemptsOwn(t *testing.T) {
+	q, _ := openQueue(t, queue.Options{})
+	ctx := testenv.Context(t)
+	id := uuid.New()
+	first := queue.LiveOutput{Attempt: 1}
+	held := &heldStreams{}
+	line := []byte("the first attempt's line\n")
+	held.write("stdout", line)
+	if err := first.Publish(q, held, "h1", id, "stdout", 0, line); err != nil {
+		t.Fatal(err)
+	}
+	first.Stop()
+
+	p, err := q.PartialOutput(ctx, "h1", id, 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(p.Stdout) != string(line) {
+		t.Fatalf("the first attempt's output read %q, want %q", p.Stdout, line)
+	}
+	p, err = q.PartialOutput(ctx, "h1", id, 1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Stdout) != 0 || len(p.Stderr) != 0 {
+		t.Fatalf("the second attempt, which published nothing, read stdout %q, stderr %q: the first attempt's", p.Stdout, p.Stderr)
+	}
+}

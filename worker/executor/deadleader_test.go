@@ -125,7 +125,7 @@ until [ -s %[2]s ]; do sleep 0.01; done
 for i in $(seq 80); do /bin/true; done`, deadLeaderEnv, marker, os.Args[0])
 	res := newTestExecutor(t).Run(t.Context(), baseRequest("/bin/bash", "-c", script), nil)
 	pid := deadLeaderPid(t, marker, res)
-	if threadsLive(pid) {
+	if runsOn(pid) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		t.Fatalf("process %d of session %d, its leader thread dead, runs on past the order's end; group gone %v, verified %q",
 			pid, res.Pid, res.GroupGone, res.Verified)
@@ -152,17 +152,45 @@ until [ -s %[2]s ]; do sleep 0.01; done; cat %[2]s; echo; echo ready; wait`, dea
 	}
 	pid := fo.pids[0]
 	t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
-	if st, err := readStat(pid); err != nil || st.alive() || !threadsLive(pid) || st.pgrp == fo.process.PGID {
-		t.Fatalf("process %d: stat %+v, %v, threads live %v: not a dead leader with live threads in a group of its own", pid, st, err, threadsLive(pid))
+	if st, err := readStat(pid); err != nil || st.alive() || !runsOn(pid) || st.pgrp == fo.process.PGID {
+		t.Fatalf("process %d: stat %+v, %v, threads live %v: not a dead leader with live threads in a group of its own", pid, st, err, runsOn(pid))
 	}
 	res := Reap(t.Context(), fo.process, newTestLogger(t))
 	if res.Err != nil || !res.Found {
 		t.Fatalf("Reap = %+v", res)
 	}
-	if threadsLive(pid) {
+	if runsOn(pid) {
 		t.Errorf("process %d outlived the reap (killed %v, verified %q)", pid, res.Killed, res.Verified)
 	}
 	if !slices.Contains(res.Killed, pid) {
 		t.Errorf("Killed = %v, missing %d", res.Killed, pid)
+	}
+}
+
+// runsOn reports whether process pid's threads other than its first
+// live on (threadsLive, for the process pid names now).
+func runsOn(pid int) bool {
+	st, err := readStat(pid)
+	return err == nil && threadsLive(pid, st.startTime)
+}
+
+// TestAZombiesPidTakenSinceIsNotAlive: the look at a session reads a
+// member's stat, then, for a zombie, its threads (threadsLive). A zombie
+// reaped in between and its pid handed to a new process with threads of
+// its own (here this test's process, with the start time of an earlier
+// one) had that process's threads read as the zombie's: the dead member
+// was taken for alive, and a successor's reap reported its number killed.
+func TestAZombiesPidTakenSinceIsNotAlive(t *testing.T) {
+	self, err := readStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !runsOn(os.Getpid()) {
+		t.Fatal("this test's process reads with no live thread but its first: the look cannot be tried")
+	}
+	zombie := procStat{state: 'Z', pgrp: self.pgrp, session: self.session, startTime: self.startTime - 1}
+	if realLook.alive(os.Getpid(), zombie) {
+		t.Fatalf("a zombie started at tick %d was taken for alive by the threads of process %d, started at tick %d, which has its pid now",
+			zombie.startTime, os.Getpid(), self.startTime)
 	}
 }

@@ -188,7 +188,14 @@ func (s procStat) alive() bool { return s.state != 'Z' && s.state != 'X' }
 // leader until the last thread ends, and a signal to its pid reaches
 // them all. Its threads' ids are not in /proc's listing, which names
 // thread groups only. Read for a process whose stat says Z: rare.
-func threadsLive(pid int) bool {
+//
+// start is that stat's start time: the pid read again after its threads
+// must still be that process's, or the threads read were those of a
+// later process that got its pid once the zombie was reaped, and the
+// dead member was taken for alive (its number then reported killed).
+// The same process at both ends is the same in between: a pid is not
+// handed out again while its process exists.
+func threadsLive(pid int, start uint64) bool {
 	dir := "/proc/" + strconv.Itoa(pid) + "/task"
 	f, err := os.Open(dir)
 	if err != nil {
@@ -206,7 +213,8 @@ func threadsLive(pid int) bool {
 		var buf [1024]byte
 		if b, err := readProcFile(dir+"/"+name+"/stat", buf[:]); err == nil {
 			if st, ok := parseStat(b); ok && st.alive() {
-				return true
+				leader, err := readStat(pid)
+				return err == nil && leader.startTime == start
 			}
 		}
 	}
@@ -512,7 +520,7 @@ const (
 type procLook struct {
 	getsid  func(pid int) (int, error)
 	stat    func(pid int) (procStat, error)
-	threads func(pid int) bool
+	threads func(pid int, start uint64) bool
 }
 
 // realLook reads the kernel's answers.
@@ -524,7 +532,7 @@ var realLook = procLook{getsid: unix.Getsid, stat: readStat, threads: threadsLiv
 // signalled and ran on past the order's end, and the successor's reap
 // passed it by.
 func (l procLook) alive(pid int, st procStat) bool {
-	return st.alive() || l.threads != nil && l.threads(pid)
+	return st.alive() || l.threads != nil && l.threads(pid, st.startTime)
 }
 
 // sessionRead is what a look at one pid found of it, for an order's
