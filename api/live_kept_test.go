@@ -50,8 +50,18 @@ func TestLiveOutputKeptAcrossANATSRestart(t *testing.T) {
 	testenv.NATSServerRestarted(t, ns) // the live stream lost with the server's memory
 	restarted := time.Now()
 	// Lines printed across and after the restart, and the stream made
-	// again meanwhile.
+	// again meanwhile: three seconds, and forty lines in all (check's
+	// least), which a loaded machine's `sleep 0.05` took longer than
+	// three seconds to print (37 lines in a CI run beside the helpers).
 	time.Sleep(3 * time.Second)
+	testenv.WaitUntil(t, time.Minute, "forty lines followed", func() bool {
+		select {
+		case <-across.done: // a hole or an error: check says which
+			return true
+		default:
+			return across.lines() >= 40
+		}
+	})
 	if err := os.WriteFile(stop, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
