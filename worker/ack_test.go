@@ -173,26 +173,7 @@ func pullLeftPendingJumps(t *testing.T, n int, host string) bool {
 	}
 	waitHeld(e, host, n)
 	// Another client's pull request waits on the consumer.
-	info, err := cons.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	waiting := info.NumWaiting
-	taken := make(chan uuid.UUID, 1)
-	go func() {
-		defer close(taken)
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Minute))
-		if err != nil {
-			return
-		}
-		for m := range batch.Messages() {
-			taken <- uuid.MustParse(string(m.Data()))
-		}
-	}()
-	testenv.WaitUntil(t, 10*time.Second, "the other pull request waits", func() bool {
-		info, err := cons.Info(t.Context())
-		return err == nil && info.NumWaiting > waiting
-	})
+	taken := pendingPull(t, cons)
 	// The deliveries are lost with the connection: the worker finds
 	// the consumer holding them, takes its host again and rewinds.
 	p.cut()
@@ -220,6 +201,34 @@ func pullLeftPendingJumps(t *testing.T, n int, host string) bool {
 		return false
 	}
 	return true
+}
+
+// pendingPull leaves another client's pull request of one message
+// waiting on cons, never acked, and returns once the consumer counts it:
+// the channel gets the order id it takes, and is closed after.
+func pendingPull(t *testing.T, cons jetstream.Consumer) <-chan uuid.UUID {
+	t.Helper()
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := info.NumWaiting
+	taken := make(chan uuid.UUID, 1)
+	go func() {
+		defer close(taken)
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Minute))
+		if err != nil {
+			return
+		}
+		for m := range batch.Messages() {
+			taken <- uuid.MustParse(string(m.Data()))
+		}
+	}()
+	testenv.WaitUntil(t, 10*time.Second, "the other pull request waits", func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumWaiting > waiting
+	})
+	return taken
 }
 
 // proxiedWorker starts a worker for host whose connection to NATS goes

@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/natsembed"
 	"github.com/orderly-run/orderly/internal/order"
@@ -51,26 +49,7 @@ func TestForeignPullOnAClusterDoesNotStallAnIdleHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := cons.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	waiting := info.NumWaiting
-	taken := make(chan uuid.UUID, 1)
-	go func() {
-		defer close(taken)
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Minute))
-		if err != nil {
-			return
-		}
-		for m := range batch.Messages() {
-			taken <- uuid.MustParse(string(m.Data())) // never acked
-		}
-	}()
-	testenv.WaitUntil(t, 10*time.Second, "the other pull request waits", func() bool {
-		info, err := cons.Info(t.Context())
-		return err == nil && info.NumWaiting > waiting
-	})
+	taken := pendingPull(t, cons)
 	// The worker's own pull request, older, expires meanwhile and the
 	// worker makes it again, behind the other one: nothing tells when, so
 	// the test lets the expiry pass.
