@@ -2,8 +2,10 @@ package executor
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,6 +82,22 @@ func readPidNS() (uint64, error) {
 		return 0, fmt.Errorf("read pid namespace: %w", err)
 	}
 	return st.Ino, nil
+}
+
+// inOwnTimeNS reports whether process pid is in this process's time
+// namespace, whose boottime offset start times read from /proc carry:
+// true on a kernel without time namespaces, false when pid's cannot be
+// read (another user's process to a reader without the right to trace
+// it, one that exited meanwhile): only then do start times compare.
+func inOwnTimeNS(pid int) bool {
+	var own, its unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/time", &own); err != nil {
+		return errors.Is(err, unix.ENOENT)
+	}
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/time", &its); err != nil {
+		return false
+	}
+	return own.Dev == its.Dev && own.Ino == its.Ino
 }
 
 // readBootID returns the id of the current boot.
