@@ -75,8 +75,19 @@ func readMachine() (machine, error) {
 }
 
 // readPidNS returns the inode of this process's pid namespace: pids are
-// numbers in it only.
+// numbers in it only. An error when /proc is another pid namespace's
+// (unshare --pid --fork without --mount-proc, nsenter --pid without the
+// mount namespace): its /proc/<pid> is another namespace's process of
+// that number, so that a live owner read there was judged gone (another
+// start time: TestGoneReadsNoOtherPidNamespacesProc), and an order's
+// processes would be judged and signalled by what other processes show.
 func readPidNS() (uint64, error) {
+	// /proc/self names this process by its pid in the pid namespace of
+	// /proc's mount.
+	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return 0, fmt.Errorf("read pid namespace: /proc/self is %q (%v), not this process's pid %d: /proc is mounted for another pid namespace; mount this namespace's own (unshare --mount-proc)",
+			self, err, os.Getpid())
+	}
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
 		return 0, fmt.Errorf("read pid namespace: %w", err)
