@@ -521,10 +521,19 @@ type procLook struct {
 	getsid  func(pid int) (int, error)
 	stat    func(pid int) (procStat, error)
 	threads func(pid int, start uint64) bool
+	// timeNS reports whether process pid is in this process's time
+	// namespace (inOwnTimeNS); nil: all are.
+	timeNS func(pid int) bool
 }
 
 // realLook reads the kernel's answers.
-var realLook = procLook{getsid: unix.Getsid, stat: readStat, threads: threadsLive}
+var realLook = procLook{getsid: unix.Getsid, stat: readStat, threads: threadsLive, timeNS: inOwnTimeNS}
+
+// comparable reports whether the start time of process pid as read here
+// compares with a record's: /proc shows it offset by the reader's time
+// namespace's boottime, and the order's processes are in the time
+// namespace of the worker that started them and recorded their start.
+func (l procLook) comparable(pid int) bool { return l.timeNS == nil || l.timeNS(pid) }
 
 // alive reports whether process pid, whose stat is st, lives: not a
 // zombie, or one whose main thread alone has exited (threadsLive).
