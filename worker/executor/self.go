@@ -28,8 +28,8 @@ func Self() (Process, error) {
 }
 
 // Gone reports whether the process p, as Self identified it (on this
-// boot, in this pid namespace), has exited: its pid is free, a zombie's,
-// or another process's (another start time). False when p names another
+// boot, in this pid namespace), has exited: its pid is free, a zombie's
+// with no live thread, or another process's (another start time). False when p names another
 // boot or another pid namespace, or says too little to judge, and when
 // /proc cannot tell: only a process known dead is gone.
 //
@@ -66,5 +66,8 @@ func Gone(p Process) bool {
 	// (TestWorkerLeavesTheLeaseOfALiveHolderInAnotherTimeNamespace). The
 	// start times compare only for a process in the reader's time
 	// namespace; the owner recorded its own in its own.
-	return !st.alive() || st.startTime != p.StartTime && inOwnTimeNS(p.PID)
+	// A zombie whose other threads run on lives (threadsLive): its main
+	// thread alone exited.
+	exited := !st.alive() && !threadsLive(p.PID, st.startTime)
+	return exited || st.startTime != p.StartTime && inOwnTimeNS(p.PID)
 }
