@@ -101,14 +101,29 @@ func readPidNS() (uint64, error) {
 // read (another user's process to a reader without the right to trace
 // it, one that exited meanwhile): only then do start times compare.
 func inOwnTimeNS(pid int) bool {
+	same, known := sameTimeNS(pid)
+	return same && known
+}
+
+// inOtherTimeNS reports whether process pid is known to be in another
+// time namespace than this process's: false when either cannot be read.
+func inOtherTimeNS(pid int) bool {
+	same, known := sameTimeNS(pid)
+	return !same && known
+}
+
+// sameTimeNS reports whether process pid is in this process's time
+// namespace, and whether that is known (both links read, or a kernel
+// without time namespaces).
+func sameTimeNS(pid int) (same, known bool) {
 	var own, its unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/time", &own); err != nil {
-		return errors.Is(err, unix.ENOENT)
+		return true, errors.Is(err, unix.ENOENT)
 	}
 	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/time", &its); err != nil {
-		return false
+		return false, false
 	}
-	return own.Dev == its.Dev && own.Ino == its.Ino
+	return own.Dev == its.Dev && own.Ino == its.Ino, true
 }
 
 // readBootID returns the id of the current boot.
