@@ -3,6 +3,7 @@ package executor
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -10,8 +11,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/orderly-run/orderly/internal/testenv"
 )
 
 // deadLeaderEnv, set to a file's path, makes the test binary (TestMain) a
@@ -192,5 +196,37 @@ func TestAZombiesPidTakenSinceIsNotAlive(t *testing.T) {
 	if realLook.alive(os.Getpid(), zombie) {
 		t.Fatalf("a zombie started at tick %d was taken for alive by the threads of process %d, started at tick %d, which has its pid now",
 			zombie.startTime, os.Getpid(), self.startTime)
+	}
+}
+
+// TestGoneIsNotAProcessWhoseMainThreadAloneExited: an owner whose main
+// thread exited while its other threads run on reads Z in its stat, and
+// lives: Gone took it for exited, as it took any zombie, and a worker
+// would have taken the lease its live threads renew. Here the owner is
+// this test binary made a dead leader (deadLeader).
+func TestGoneIsNotAProcessWhoseMainThreadAloneExited(t *testing.T) {
+	self, err := Self()
+	if err != nil || self.PidNS == 0 {
+		t.Fatalf("this process: %+v, %v", self, err)
+	}
+	marker := filepath.Join(t.TempDir(), "pid")
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), deadLeaderEnv+"="+marker)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pid := cmd.Process.Pid
+	var st procStat
+	testenv.WaitUntil(t, 30*time.Second, "the main thread of the owner exits", func() bool {
+		st, err = readStat(pid)
+		return err == nil && !st.alive()
+	})
+	if !runsOn(pid) {
+		t.Fatalf("process %d: stat %+v: its other threads do not run on", pid, st)
+	}
+	owner := Process{PID: pid, StartTime: st.startTime, BootID: self.BootID, PidNS: self.PidNS}
+	if Gone(owner) {
+		t.Fatalf("a live owner whose main thread alone exited (%+v) was judged gone", owner)
 	}
 }

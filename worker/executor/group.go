@@ -521,10 +521,23 @@ type procLook struct {
 	getsid  func(pid int) (int, error)
 	stat    func(pid int) (procStat, error)
 	threads func(pid int, start uint64) bool
+	// otherTimeNS reports whether process pid is known to be in another
+	// time namespace than this process's (inOtherTimeNS); nil: none is.
+	otherTimeNS func(pid int) bool
 }
 
 // realLook reads the kernel's answers.
-var realLook = procLook{getsid: unix.Getsid, stat: readStat, threads: threadsLive}
+var realLook = procLook{getsid: unix.Getsid, stat: readStat, threads: threadsLive, otherTimeNS: inOtherTimeNS}
+
+// comparable reports whether the start time of process pid as read here
+// compares with a record's: /proc shows it offset by the reader's time
+// namespace's boottime, and the order's processes are in the time
+// namespace of the worker that started them and recorded their start.
+// One whose namespace cannot be read (another user's, to a worker not
+// root) compares, as it did before time namespaces were looked at: a
+// reap held up by every such process that got a reused pid and leads a
+// session of its own would hold the host until that one ended.
+func (l procLook) comparable(pid int) bool { return l.otherTimeNS == nil || !l.otherTimeNS(pid) }
 
 // alive reports whether process pid, whose stat is st, lives: not a
 // zombie, or one whose main thread alone has exited (threadsLive).

@@ -2,8 +2,10 @@ package executor
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -73,13 +75,55 @@ func readMachine() (machine, error) {
 }
 
 // readPidNS returns the inode of this process's pid namespace: pids are
-// numbers in it only.
+// numbers in it only. An error when /proc is another pid namespace's
+// (unshare --pid --fork without --mount-proc, nsenter --pid without the
+// mount namespace): its /proc/<pid> is another namespace's process of
+// that number, so that a live owner read there was judged gone (another
+// start time: TestGoneReadsNoOtherPidNamespacesProc), and an order's
+// processes would be judged and signalled by what other processes show.
 func readPidNS() (uint64, error) {
+	// /proc/self names this process by its pid in the pid namespace of
+	// /proc's mount.
+	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return 0, fmt.Errorf("read pid namespace: /proc/self is %q (%v), not this process's pid %d: /proc is mounted for another pid namespace; mount this namespace's own (unshare --mount-proc)",
+			self, err, os.Getpid())
+	}
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
 		return 0, fmt.Errorf("read pid namespace: %w", err)
 	}
 	return st.Ino, nil
+}
+
+// inOwnTimeNS reports whether process pid is in this process's time
+// namespace, whose boottime offset start times read from /proc carry:
+// true on a kernel without time namespaces, false when pid's cannot be
+// read (another user's process to a reader without the right to trace
+// it, one that exited meanwhile): only then do start times compare.
+func inOwnTimeNS(pid int) bool {
+	same, known := sameTimeNS(pid)
+	return same && known
+}
+
+// inOtherTimeNS reports whether process pid is known to be in another
+// time namespace than this process's: false when either cannot be read.
+func inOtherTimeNS(pid int) bool {
+	same, known := sameTimeNS(pid)
+	return !same && known
+}
+
+// sameTimeNS reports whether process pid is in this process's time
+// namespace, and whether that is known (both links read, or a kernel
+// without time namespaces).
+func sameTimeNS(pid int) (same, known bool) {
+	var own, its unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/time", &own); err != nil {
+		return true, errors.Is(err, unix.ENOENT)
+	}
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/time", &its); err != nil {
+		return false, false
+	}
+	return own.Dev == its.Dev && own.Ino == its.Ino, true
 }
 
 // readBootID returns the id of the current boot.

@@ -264,6 +264,15 @@ func inspectGroup(p Process, look procLook) (verdict string, live, groups, pids 
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return "", nil, nil, nil, err
+	case leader.startTime != p.StartTime && leader.session == p.PGID && !look.comparable(p.PGID):
+		// The start read here is offset by this worker's time namespace
+		// and the record's by the recording worker's: a successor
+		// started in another time namespace than its predecessor read
+		// the order's live leader as a later process, and left it
+		// running beside the next order. A session leader there, as the
+		// order's leader stays for life, is not proven another.
+		return "", nil, nil, nil, fmt.Errorf("pid %d leads its session, as the order's leader did, in another time namespace than this worker's: its start (tick %d as read here) does not compare with the record's (tick %d, as its worker read it)",
+			p.PGID, leader.startTime, p.StartTime)
 	case leader.startTime != p.StartTime:
 		return fmt.Sprintf("pid %d now belongs to a process started at tick %d, not the order's leader (tick %d): the order's group is gone",
 			p.PGID, leader.startTime, p.StartTime), nil, nil, nil, nil
@@ -278,6 +287,11 @@ func inspectGroup(p Process, look procLook) (verdict string, live, groups, pids 
 	}
 	groups = []int{p.PGID}
 	for _, m := range members {
+		if m.session == p.PGID && m.startTime < p.StartTime && !look.comparable(m.pid) {
+			// As the leader's, above.
+			return "", nil, nil, nil, fmt.Errorf("process %d of the order's session %d is in another time namespace than this worker's: its start (tick %d as read here) does not compare with the leader's record (tick %d)",
+				m.pid, p.PGID, m.startTime, p.StartTime)
+		}
 		if m.session != p.PGID || m.startTime < p.StartTime {
 			return fmt.Sprintf("group %d now belongs to other processes (pid %d of session %d started at tick %d; the order's leader started at tick %d): the order's group is gone",
 				p.PGID, m.pid, m.session, m.startTime, p.StartTime), nil, nil, nil, nil

@@ -28,8 +28,8 @@ func Self() (Process, error) {
 }
 
 // Gone reports whether the process p, as Self identified it (on this
-// boot, in this pid namespace), has exited: its pid is free, a zombie's,
-// or another process's (another start time). False when p names another
+// boot, in this pid namespace), has exited: its pid is free, a zombie's
+// with no live thread, or another process's (another start time). False when p names another
 // boot or another pid namespace, or says too little to judge, and when
 // /proc cannot tell: only a process known dead is gone.
 //
@@ -55,5 +55,19 @@ func Gone(p Process) bool {
 		// own answer, no such process, says it is.
 		return errors.Is(unix.Kill(p.PID, 0), unix.ESRCH)
 	}
-	return err == nil && (!st.alive() || st.startTime != p.StartTime)
+	if err != nil {
+		return false
+	}
+	// A start time is read in the reader's time namespace: /proc adds its
+	// boottime offset (unshare --time --boottime, a container restored by
+	// CRIU). An owner that runs in another time namespace than its
+	// reader's, in the same pid namespace, read another start than the
+	// one it recorded, and was judged gone while it held the lease
+	// (TestWorkerLeavesTheLeaseOfALiveHolderInAnotherTimeNamespace). The
+	// start times compare only for a process in the reader's time
+	// namespace; the owner recorded its own in its own.
+	// A zombie whose other threads run on lives (threadsLive): its main
+	// thread alone exited.
+	exited := !st.alive() && !threadsLive(p.PID, st.startTime)
+	return exited || st.startTime != p.StartTime && inOwnTimeNS(p.PID)
 }
