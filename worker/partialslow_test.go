@@ -50,6 +50,10 @@ func TestSlowLiveStreamAtTheMarkStoresNoShortOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	live.Stop()
+	testenv.WaitUntil(t, 10*time.Second, "the output in the live stream", func() bool {
+		p, err := e.q.PartialOutput(t.Context(), host, o.ID, 1<<20, 0)
+		return err == nil && string(p.Stdout) == line
+	})
 
 	// The successor's connection delivers the live stream's messages
 	// 3 s late (past a Fetch's 1 s wait and nats.go's second after it),

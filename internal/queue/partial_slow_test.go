@@ -32,6 +32,12 @@ func TestPartialOutputFromASlowServerIsWholeOrAnError(t *testing.T) {
 	whole := func(p queue.Partial) bool {
 		return bytes.Equal(p.Stdout, stdout) && bytes.Equal(p.Stderr, stderr)
 	}
+	// The chunks are published without an ack: read once the stream
+	// holds them all.
+	testenv.WaitUntil(t, 10*time.Second, "the chunks in the live stream", func() bool {
+		p, err := q.PartialOutput(testenv.Context(t), "h1", id, 1<<20, 0)
+		return err == nil && whole(p)
+	})
 	// Through the relay, not slow: the read is whole.
 	p, err := reader.PartialOutput(testenv.Context(t), "h1", id, 1<<20, 0)
 	if err != nil || !whole(p) {
