@@ -40,16 +40,7 @@ func (s *interruptsThen) InterruptAttempt(ctx context.Context, id uuid.UUID, att
 func TestSlowLiveStreamAtTheMarkStoresNoShortOutput(t *testing.T) {
 	e := newEnv(t)
 	const host, line = "markslow", "printed before the loss\n"
-	proc, _ := leftover(t)
-	o := startedBy(t, e, host, host+"/dead", false, proc)
-	if _, err := e.pool.Exec(t.Context(), `UPDATE orders SET capture_stdout = true WHERE id = $1`, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	live := queue.LiveOutput{Attempt: 1}
-	if err := live.Publish(e.q, heldOutput(line), host, o.ID, "stdout", 0, []byte(line)); err != nil {
-		t.Fatal(err)
-	}
-	live.Stop()
+	o := startedWithOutput(t, e, host, line)
 	testenv.WaitUntil(t, 10*time.Second, "the output in the live stream", func() bool {
 		p, err := e.q.PartialOutput(t.Context(), host, o.ID, 1<<20, 0)
 		return err == nil && string(p.Stdout) == line
