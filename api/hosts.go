@@ -510,6 +510,40 @@ func (s *Server) hostUnserved(ctx context.Context, name string) error {
 	return nil
 }
 
+// workerHeader is on a waited submission's 202 whose order is still
+// queued on a host no worker serves: "none online; last seen <time>"
+// (RFC 3339, UTC) or "none online; never seen". The wait ended in a
+// bare 202 that said nothing of why, where the CLI and the web UI say
+// "no worker online" (docs/client.md).
+const workerHeader = "Orderly-Worker"
+
+// noWorkerNote is workerHeader's value for host when no worker serves it
+// (no live heartbeat: Host.Online), "" when one does or the registry
+// did not answer within hostsRegistryTimeout: the answer says nothing it
+// does not know.
+func (s *Server) noWorkerNote(ctx context.Context, host string) string {
+	ctx, cancel := context.WithTimeout(ctx, hostsRegistryTimeout)
+	defer cancel()
+	var online map[string]queue.HostInfo
+	err := s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {
+		online, _, err = s.Queue.WorkersOf(ctx, host)
+		return err
+	})
+	if _, ok := online[host]; err != nil || ok {
+		return ""
+	}
+	rows, err := s.Store.Hosts(ctx, host)
+	if err != nil {
+		return ""
+	}
+	for _, h := range rows {
+		if h.Host == host {
+			return "none online; last seen " + h.LastSeen.UTC().Format(time.RFC3339)
+		}
+	}
+	return "none online; never seen"
+}
+
 // hostForgetTimeout bounds what DELETE /v1/hosts/{host} waits for NATS,
 // its checks and its removal together: each of its JetStream requests
 // waited out its own 5 s, one after another, so with NATS down or frozen

@@ -169,6 +169,11 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	if final.Status.Terminal() {
 		status = http.StatusOK
 	}
+	if wait > 0 && final.Status == order.StatusQueued {
+		if note := s.noWorkerNote(r.Context(), final.Host); note != "" {
+			w.Header().Set(workerHeader, note)
+		}
+	}
 	// As GET /v1/orders/{id} answers it (a wait may end in a cancel);
 	// streams a large kept output.
 	respOf := func(o *order.Order) Order { return s.withCancellation(r.Context(), o) }

@@ -44,16 +44,7 @@ func (s *markedElsewhere) InterruptAttempt(ctx context.Context, id uuid.UUID, at
 func TestMarkFoundDoneElsewhereStillStoresTheOutput(t *testing.T) {
 	e := newEnv(t)
 	const host, line = "markelsewhere", "printed before the loss\n"
-	proc, _ := leftover(t)
-	o := startedBy(t, e, host, host+"/dead", false, proc)
-	if _, err := e.pool.Exec(t.Context(), `UPDATE orders SET capture_stdout = true WHERE id = $1`, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	live := queue.LiveOutput{Attempt: 1}
-	if err := live.Publish(e.q, heldOutput(line), host, o.ID, "stdout", 0, []byte(line)); err != nil {
-		t.Fatal(err)
-	}
-	live.Stop()
+	o := startedWithOutput(t, e, host, line)
 
 	store := &markedElsewhere{Store: e.store}
 	runWorker(t, worker.Options{Host: host, Heartbeat: 200 * time.Millisecond, AckWait: time.Second,
@@ -72,6 +63,24 @@ func TestMarkFoundDoneElsewhereStillStoresTheOutput(t *testing.T) {
 	if got.Result == nil || string(got.Result.Stdout.Content) != line {
 		t.Fatalf("the interrupted order holds result %+v, want the live stream's stdout %q", got.Result, line)
 	}
+}
+
+// startedWithOutput is an order of host that captures stdout, started
+// by a worker that died (startedBy, with a leftover process), whose line
+// its worker published to the live stream as its attempt 1.
+func startedWithOutput(t *testing.T, e *env, host, line string) *order.Order {
+	t.Helper()
+	proc, _ := leftover(t)
+	o := startedBy(t, e, host, host+"/dead", false, proc)
+	if _, err := e.pool.Exec(t.Context(), `UPDATE orders SET capture_stdout = true WHERE id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	live := queue.LiveOutput{Attempt: 1}
+	if err := live.Publish(e.q, heldOutput(line), host, o.ID, "stdout", 0, []byte(line)); err != nil {
+		t.Fatal(err)
+	}
+	live.Stop()
+	return o
 }
 
 // heldOutput is a LiveSource holding one stdout line from offset 0.

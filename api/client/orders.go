@@ -85,6 +85,12 @@ type Submission struct {
 	// order's Order.Replayed say which of its orders are). Order.Replayed
 	// says the same of a one-host submission.
 	Replayed bool
+	// NoWorker is, for a waited submission (SubmitOptions.Wait) whose
+	// order is still queued when the wait ended, why it may stay so: no
+	// worker serves its host ("none online; last seen <RFC 3339 time>"
+	// or "none online; never seen", the API's Orderly-Worker header).
+	// Empty otherwise.
+	NoWorker string
 	// Raw is the answer's JSON as the API sent it.
 	Raw json.RawMessage
 }
@@ -99,7 +105,8 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest, opts SubmitOptio
 	if err != nil {
 		return nil, err
 	}
-	sub := &Submission{Raw: raw, Finished: status == http.StatusOK, Replayed: hdr.Get("Idempotent-Replayed") == "true"}
+	sub := &Submission{Raw: raw, Finished: status == http.StatusOK, Replayed: hdr.Get("Idempotent-Replayed") == "true",
+		NoWorker: hdr.Get("Orderly-Worker")}
 	// A fan-out answers with a batch (orders, no id), one host with an order.
 	var probe struct {
 		ID     string            `json:"id"`

@@ -48,6 +48,11 @@ type Partial struct {
 // attempt lost before it published a chunk kept the first attempt's
 // output, which its successor had requeued, as its own. A run that
 // names none (a worker of an earlier version) counts as before.
+//
+// The read is whole or an error: every chunk the consumer was sent
+// arrived, and none the stream held at its creation was left unsent
+// (ErrShortRead otherwise). Chunks the stream no longer holds are what
+// the first paragraph says.
 func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, max int64, attempt int) (Partial, error) {
 	var p Partial
 	var next [2]int64 // where in each stream the chunks given so far end
@@ -79,6 +84,7 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 		return p, fmt.Errorf("read live output of order %s: %w", id, err)
 	}
 	left := info.NumPending
+	var got uint64 // chunks received
 	for left > 0 {
 		if err := ctx.Err(); err != nil {
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)
@@ -133,20 +139,40 @@ func (q *Queue) PartialOutput(ctx context.Context, host string, id uuid.UUID, ma
 			return p, fmt.Errorf("read live output of order %s: %w", id, err)
 		}
 		if n == 0 {
-			// A Fetch that times out ends without an error: nothing
-			// left (dropped by MaxAge or FreeLive since the Info), or
-			// the server gone. Only the server tells them apart.
-			if _, err := c.Info(ctx); err != nil {
-				return p, fmt.Errorf("read live output of order %s: %w", id, err)
-			}
-			break
+			break // nats.go ends a Fetch that waited in vain without an error
 		}
+		got += n
 		left -= min(n, left)
+	}
+	// Whole, or an error. A Fetch that waited in vain, or got less than
+	// it asked for, ends without an error: nothing left (dropped by
+	// MaxAge or FreeLive since the Info), the server gone, or a server
+	// slow past the Fetch's wait, whose messages then reach nobody (each
+	// Fetch has its own inbox, and a consumer that takes no acks never
+	// sends them again). Only the server tells them apart: taken for
+	// whole, a slow server's short read was stored by the mark for good
+	// (postgres.InterruptAttempt; RecordEvidence stores only where the
+	// order holds none). Short, it is an error: the mark stores none,
+	// and the evidence after the reap reads again (worker/takeover.go).
+	end, err := c.Info(ctx)
+	if err != nil {
+		return p, fmt.Errorf("read live output of order %s: %w", id, err)
+	}
+	if lost := end.Delivered.Consumer - min(got, end.Delivered.Consumer); lost > 0 {
+		return p, fmt.Errorf("read live output of order %s: %w: %d of the %d chunks sent never came", id, ErrShortRead, lost, end.Delivered.Consumer)
+	}
+	if left > 0 && end.NumPending > 0 {
+		return p, fmt.Errorf("read live output of order %s: %w: %d chunks not sent within the wait", id, ErrShortRead, end.NumPending)
 	}
 	// Its InactiveThreshold removes it too.
 	_ = q.js.DeleteConsumer(ctx, LiveStream, info.Name)
 	return p, nil
 }
+
+// ErrShortRead is PartialOutput's error for a read the server did not
+// finish within its wait, though it answered: some of the order's chunks
+// it holds never reached the reader.
+var ErrShortRead = errors.New("the live stream's server was too slow: the read is not whole")
 
 // liveRun is a new run's id for attempt (0: not said): "a<attempt>-"
 // and a NUID, which runAttempt reads back; the NUID alone for 0.
