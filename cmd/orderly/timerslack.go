@@ -35,15 +35,16 @@ const serverTimerSlack = 5 * time.Millisecond
 var slackCommands = map[string]bool{"worker": true, "serve": true, "api": true}
 
 // kernelTimerSlack is Linux's default timer slack for a normal thread:
-// a worker started with any other value was given it on purpose
+// a process started with any other value was given it on purpose
 // (systemd's TimerSlackNSec=, a parent's prctl), and keeps it.
 const kernelTimerSlack = 50 * time.Microsecond
 
 // ordersTimerSlackEnv tells the command run again with serverTimerSlack
 // the slack it had before, which the programs it starts get back (its
 // orders' commands, serve's managed PostgreSQL): a process inherits its
-// parent's slack, and an order's `sleep 0.001` must not take 5 ms. The config skips an ORDERLY_ name of no section, and an
-// order's environment is built, not passed on.
+// parent's slack, and an order's `sleep 0.001` must not take 5 ms. The
+// config skips an ORDERLY_ name of no section, and an order's
+// environment is built, not passed on.
 const ordersTimerSlackEnv = "ORDERLY_ORDERS_TIMER_SLACK_NS"
 
 // slackEnv returns the environment to run a command of slackCommands
