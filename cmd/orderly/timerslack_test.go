@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -243,5 +244,33 @@ func TestBusyServeSwitchesLessPerOrder(t *testing.T) {
 	if r > most*k {
 		t.Fatalf("serve's threads were switched %.1f times an order, %.2f of the %.1f of a serve at 51 µs of slack, want at most %.2f",
 			r, r/k, k, most)
+	}
+}
+
+// TestAPIRunsWithTimerSlack starts a real `orderly api` at the kernel's
+// slack, waiting for a database nobody serves: once it has run itself
+// again (its environment names the slack it had), it runs with
+// serverTimerSlack and its runtime monitor awake.
+func TestAPIRunsWithTimerSlack(t *testing.T) {
+	cmd := exec.Command(orderlyBin, "api", "--listen", "127.0.0.1:0",
+		"--database-url", "postgres://orderly@127.0.0.1:1/none", "--nats-url", "nats://127.0.0.1:1")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "ORDERLY_LOG__LEVEL=error"}
+	atKernelSlack(t, func() {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var env []string
+	waitUntil(t, 30*time.Second, "api runs itself again", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid))
+		env = strings.Split(string(b), "\x00")
+		return err == nil && slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+	})
+	if !slices.Contains(env, "GODEBUG="+sysmonAwake) {
+		t.Errorf("api's environment has no GODEBUG=%s: %q", sysmonAwake, env)
+	}
+	if got, want := slackOf(t, cmd.Process.Pid), strconv.FormatInt(serverTimerSlack.Nanoseconds(), 10); got != want {
+		t.Errorf("api runs with a timer slack of %s ns, want %s", got, want)
 	}
 }
