@@ -14,8 +14,8 @@ import (
 )
 
 func main() {
+	slacken() // first: one run again for the slack and the monitor
 	keepSysmonAwake()
-	slackenWorker()
 	ctx, stop := signalContext(context.Background())
 	defer stop()
 	if err := run(ctx, os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/orderly-run/orderly/internal/postgres"
 	"github.com/orderly-run/orderly/internal/secretfile"
 	"github.com/orderly-run/orderly/migrations"
+	"github.com/orderly-run/orderly/worker/executor"
 	"github.com/orderly-run/orderly/worker/hostpolicy"
 )
 
@@ -152,7 +153,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	var pgNotStarting func() (pgembed.NotStarting, bool) // the managed cluster's failed starts
 	if managedPG {
 		pgDir := filepath.Join(dataDir, "pg")
-		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger})
+		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger, TimerSlack: ordersTimerSlack(a.environ)})
 		if errors.Is(err, pgembed.ErrUnreachable) && os.Geteuid() == 0 {
 			// A data dir under a private home (/root is 0700): the postgres
 			// user cannot reach it, so the cluster lives in /var/lib/orderly,
@@ -164,7 +165,7 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 			if err := os.MkdirAll(filepath.Dir(pgDir), 0o755); err != nil {
 				return err
 			}
-			pg, err = pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger})
+			pg, err = pgembed.Start(ctx, pgembed.Options{Dir: pgDir, Fsync: true, Logger: logger, TimerSlack: ordersTimerSlack(a.environ)})
 		}
 		if err != nil {
 			if errors.Is(err, pgembed.ErrNoBinaries) {
@@ -315,7 +316,9 @@ func (a *app) serve(cmd *cobra.Command, f *serverFlags) error {
 	}
 	var wr *workerRunner
 	if managedPG {
-		wr, err = startWorker(ctx, cfg, b, logger, w)
+		ex := executor.New(logger)
+		ex.OrdersTimerSlack(ordersTimerSlack(a.environ))
+		wr, err = startWorkerWith(ctx, cfg, b, logger, w, ex, nil)
 	} else {
 		wr, err = startAdoptingWorker(ctx, cfg, b, logger, w, ordersTimerSlack(a.environ))
 	}

@@ -123,6 +123,13 @@ func TestIdleWorkerLetsTheMonitorSleep(t *testing.T) {
 // each is a thread that blocked, and a wake-up after it.
 func voluntarySwitches(t *testing.T, pid int) int {
 	t.Helper()
+	return threadsCount(t, pid, "voluntary_ctxt_switches:")
+}
+
+// threadsCount sums the fields named (with their colon) over the
+// /proc status of pid's threads.
+func threadsCount(t *testing.T, pid int, fields ...string) int {
+	t.Helper()
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	if err != nil || len(tasks) == 0 {
 		t.Fatalf("threads of %d: %v", pid, err)
@@ -131,15 +138,17 @@ func voluntarySwitches(t *testing.T, pid int) int {
 	for _, f := range tasks {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			continue // a thread that ended: its switches are not the idle window's
+			continue // a thread that ended: its switches are not the window's
 		}
 		for line := range strings.Lines(string(b)) {
-			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				c, err := strconv.Atoi(strings.TrimSpace(v))
-				if err != nil {
-					t.Fatalf("%s: %q", f, line)
+			for _, field := range fields {
+				if v, ok := strings.CutPrefix(line, field); ok {
+					c, err := strconv.Atoi(strings.TrimSpace(v))
+					if err != nil {
+						t.Fatalf("%s: %q", f, line)
+					}
+					n += c
 				}
-				n += c
 			}
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/orderly-run/orderly/internal/procfs"
+	"github.com/orderly-run/orderly/internal/timerslack"
 )
 
 // settingName is what a PostgreSQL parameter name looks like (including
@@ -239,7 +240,10 @@ func (s *Server) run(ctx context.Context, program string, args ...string) ([]byt
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	err := cmd.Run()
+	if err := timerslack.Start(cmd, s.slack, s.ownSlack); err != nil {
+		return nil, err
+	}
+	err := cmd.Wait()
 	return out.Bytes(), err
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/orderly-run/orderly/internal/logging"
 	"github.com/orderly-run/orderly/internal/procfs"
+	"github.com/orderly-run/orderly/internal/timerslack"
 )
 
 // maxSocketPath is the longest path a unix socket can have on Linux:
@@ -51,6 +52,12 @@ type Options struct {
 	Logger *slog.Logger
 	// ExtraSettings are passed to postgres as -c name=value.
 	ExtraSettings map[string]string
+	// TimerSlack is the timer slack the PostgreSQL programs start with
+	// (timerslack.Start), when > 0: serve runs with milliseconds of it
+	// for Go's runtime monitor, which the cluster must not inherit (an
+	// autovacuum's 2 ms cost delay would sleep up to 7). 0: they inherit
+	// the caller's.
+	TimerSlack time.Duration
 }
 
 // Server is a running cluster started (or adopted) by Start.
@@ -66,6 +73,9 @@ type Server struct {
 	logger   *slog.Logger
 	fsync    bool              // as started, for Supervise
 	extra    map[string]string // as started, for Supervise
+	// slack is the programs' timer slack (Options.TimerSlack), own the
+	// process's, put back after each start; slack 0: inherited.
+	slack, ownSlack time.Duration
 
 	mu      sync.Mutex
 	failing NotStarting // Supervise's failed starts in a row; Tries 0: none
@@ -120,6 +130,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		logger:   opts.Logger.With("pg_dir", dir),
 		fsync:    opts.Fsync,
 		extra:    maps.Clone(opts.ExtraSettings),
+	}
+	if own, err := timerslack.Own(); err == nil && opts.TimerSlack > 0 {
+		s.slack, s.ownSlack = opts.TimerSlack, own
 	}
 	if sock := s.socketPath(); len(sock) > maxSocketPath {
 		return nil, fmt.Errorf("pgembed: unix socket path %s is %d bytes, over the %d-byte limit: choose a shorter data directory",
