@@ -142,7 +142,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // The 404s of stage0's two routes that orderly leaves off by default
 // name the setting: a client migrated from stage0, where both answered
-// (its CLI's Makefile ends every run with /api/shutdown), is told why
+// (its README's curl walk ends with /api/shutdown), is told why
 // rather than "Not found".
 const (
 	devLoginOff = "Not found: /dev-login is off (compat.stage0.enable_login, on a loopback listen only)"
