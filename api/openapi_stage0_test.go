@@ -178,8 +178,13 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 	}
 
 	// Shutdown: off (404, whatever the method), then on.
-	do(http.StatusNotFound, call{method: "POST", path: "/api/shutdown", hdr: dev})
-	do(http.StatusNotFound, call{method: "GET", path: "/api/shutdown", invalid: true, specMethod: "POST"})
+	// A client migrated from stage0 (whose CLI ends each run with a
+	// shutdown) is told which setting is off, not only "Not found".
+	for _, c := range []call{{method: "POST", path: "/api/shutdown", hdr: dev}, {method: "GET", path: "/api/shutdown", invalid: true, specMethod: "POST"}} {
+		if b := do(http.StatusNotFound, c); !strings.Contains(string(b), "/api/shutdown is off (compat.stage0.shutdown;") {
+			t.Errorf("%s /api/shutdown while off: %s, want the setting named", c.method, b)
+		}
+	}
 	set(func(c *config.Config) { c.Compat.Stage0.Shutdown = true })
 	do(http.StatusUnauthorized, call{method: "POST", path: "/api/shutdown"})
 	do(http.StatusMethodNotAllowed, call{method: "GET", path: "/api/shutdown", hdr: dev, invalid: true, specMethod: "POST"})
@@ -239,8 +244,11 @@ while [ ! -e "$HOLD/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 
 	// /dev-login off; then the network ACL refuses every route.
 	set(func(c *config.Config) { c.Compat.Stage0.EnableLogin = false })
-	do(http.StatusNotFound, call{method: "POST", path: "/dev-login"})
-	do(http.StatusNotFound, call{method: "GET", path: "/dev-login", invalid: true, specMethod: "POST"})
+	for _, c := range []call{{method: "POST", path: "/dev-login"}, {method: "GET", path: "/dev-login", invalid: true, specMethod: "POST"}} {
+		if b := do(http.StatusNotFound, c); !strings.Contains(string(b), "/dev-login is off (compat.stage0.enable_login,") {
+			t.Errorf("%s /dev-login while off: %s, want the setting named", c.method, b)
+		}
+	}
 	deny, err := netacl.New(config.ACL{Allow: []string{"192.0.2.0/24"}})
 	if err != nil {
 		t.Fatal(err)

@@ -89,7 +89,7 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	merged := api.MergeSlashes(r.URL.Path)
 	if merged == "/dev-login" {
 		if !sc.EnableLogin {
-			stage0Error(w, http.StatusNotFound, "Not found")
+			stage0Error(w, http.StatusNotFound, devLoginOff)
 			return
 		}
 		if stage0Routed(w, r, merged, http.MethodPost, "") {
@@ -107,7 +107,11 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rel := strings.TrimPrefix(merged, strings.TrimSuffix(sc.Prefix, "/"))
 	rt, file, ok := s.route(rel, sc)
 	if !ok {
-		stage0Error(w, http.StatusNotFound, "Not found")
+		msg := "Not found"
+		if rel == "/shutdown" {
+			msg = shutdownOff
+		}
+		stage0Error(w, http.StatusNotFound, msg)
 		return
 	}
 	hint := ""
@@ -135,6 +139,15 @@ func (s *Stage0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req.w, req.r, req.cfg, req.ip = w, r, cfg, ip
 	rt.fn(req, file)
 }
+
+// The 404s of stage0's two routes that orderly leaves off by default
+// name the setting: a client migrated from stage0, where both answered
+// (its README's curl walk ends with /api/shutdown), is told why
+// rather than "Not found".
+const (
+	devLoginOff = "Not found: /dev-login is off (compat.stage0.enable_login, on a loopback listen only)"
+	shutdownOff = "Not found: /api/shutdown is off (compat.stage0.shutdown; orderly is not stopped by an API call otherwise)"
+)
 
 // stage0Route is a stage0 route: the method it serves and its view;
 // book marks a runbook's own address, whose 405 names its /validate and

@@ -82,6 +82,13 @@ func (s *Stage0) execute(q *stage0Request, file string) {
 			// newline after the last, and the same text in done.
 			st := s.startStream(q.w)
 			msgs := messagesOf(err)
+			if reasonOf(err) == "runbook_host_busy" {
+				// A stage0 client cannot name a host: the list is the
+				// config's, and on orderly serve it holds serve's host
+				// alone, so every sub-runbook lands here until the
+				// operator adds one.
+				msgs[0] += fmt.Sprintf(": every host of compat.stage0.hosts (%s) is running one; list another there, with a worker serving it", strings.Join(sc.Hosts, ", "))
+			}
 			text := strings.Join(msgs, "\n")
 			st.event("stderr", text)
 			st.done(rb.File, 1, "", text, msgs, nil)

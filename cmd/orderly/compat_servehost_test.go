@@ -68,6 +68,10 @@ func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(books, "Hello.md"), []byte(runbookDoc("Hello", "{}", "  []", "", "echo hello")), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	caller := runbookDoc("Caller", "{}", "  []", "", `curl -sS -N -X POST "$RUNBOOK_URL/Hello.md/execute" -H "$RUNBOOK_H_AUTH" -H "$RUNBOOK_H_CTYPE" -d '{}'`)
+	if err := os.WriteFile(filepath.Join(books, "Caller.md"), []byte(caller), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	const stage0Secret = "stage0-servehost-test-secret-0123456789abcdef"
 	opsToken, opsHash := auth.NewToken()
 	yamlText := serveHostCompatConfig(h, books, opsHash, stage0Secret, "")
@@ -130,6 +134,18 @@ func TestServeCompatSurfacesRunOnServesHost(t *testing.T) {
 		t.Fatalf("stage0 execute = %d %s", resp.StatusCode, b)
 	}
 	lastHost("stage0")
+
+	// A sub-runbook through the surface: serve's one host runs the
+	// caller, so the child is refused, and a stage0 client, which cannot
+	// name a host, is told which setting to change.
+	resp, b = s.send(call{method: "POST", path: "/api/runbooks/Caller.md/execute", token: tok, body: map[string]any{}})
+	ev = readSSE(t, string(b))
+	const busy = "host sv is running a runbook of this chain; a sub-runbook must run on another host: " +
+		"every host of compat.stage0.hosts (sv) is running one; list another there, with a worker serving it"
+	if resp.StatusCode != 200 || len(ev) == 0 || ev[len(ev)-1].name != "done" || !strings.Contains(ev[len(ev)-1].data, busy) {
+		t.Fatalf("stage0 sub-runbook on serve's one host = %d %s", resp.StatusCode, b)
+	}
+	lastHost("stage0 caller")
 
 	// orderly's own runbook endpoint: a run that names no host goes to
 	// runbooks.host, which serve fills in as it does the surfaces'.
