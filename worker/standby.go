@@ -47,7 +47,7 @@ func (w *Worker) acquireLease(ctx context.Context) (*queue.Lease, error) {
 	// try after try, and the host ran nothing meanwhile
 	// (TestWorkerTakesItsHostFromASlowOwnerRead).
 	owners := storeOwners{store: w.store, bound: queue.RenewEvery(w.opts.Heartbeat, w.q.LeaseTTL())}
-	waitOwners := storeOwners{store: w.store, bound: w.q.LeaseTTL()}
+	waitOwners := storeOwners{store: w.store, bound: w.q.LeaseTTL(), every: w.opts.Heartbeat}
 	lease, err := w.q.AcquireOwnedLease(ctx, w.opts.Host, w.opts.Instance, w.opts.ClaimMarkKey, waitOwners, func(holder string) {
 		switch {
 		case holder != w.opts.Instance:

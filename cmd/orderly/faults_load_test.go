@@ -401,6 +401,46 @@ func (l *faultLoad) waitStarted(t testing.TB, host, tag string, d time.Duration)
 	return got
 }
 
+// waitTurn waits for order tag to start on host, its turn behind the
+// orders the host was given before it, for as long as the host keeps
+// starting orders: it fails once the host has started none for stall.
+// What a victim's start needs is the contract's: its host runs orders,
+// in order (checkContract). A bound on its start alone was a guess at
+// the machine's pace: TestFaultsFleet's victim on f01 came behind 19
+// orders after the fleet's restart, and at a load of 36 – 44 each took
+// 3 – 4 s on every host (the claim's wait for a renewal younger than
+// half the suite's 2 s lease, the 0.3 s order taking 0.5 – 1.2 s), so
+// it was not started within the 30 s in any loaded run
+// (docs/decisions.md, hE30).
+func (l *faultLoad) waitTurn(t testing.TB, host, tag string, stall time.Duration) markerLine {
+	t.Helper()
+	began, last := time.Now(), time.Now()
+	seen, ahead := 0, 0
+	for {
+		lines := l.tails[host].snapshot()
+		for _, ml := range lines[seen:] {
+			if !ml.start {
+				continue
+			}
+			if ml.tag == tag {
+				t.Logf("order %s started on %s %s after the wait began, behind %d orders started meanwhile",
+					tag, host, ml.at.Sub(began).Round(10*time.Millisecond), ahead)
+				return ml
+			}
+			if ml.at.After(began) {
+				last = ml.at
+				ahead++
+			}
+		}
+		seen = len(lines)
+		if time.Since(last) > stall {
+			t.Fatalf("order %s starts on %s: the host started no order for %s (%d since the wait began, %s ago)",
+				tag, host, stall, ahead, time.Since(began).Round(10*time.Millisecond))
+		}
+		pause(t.Context(), 10*time.Millisecond)
+	}
+}
+
 // waitStarts waits until each host has started at least n orders.
 func (l *faultLoad) waitStarts(t testing.TB, n int, d time.Duration) {
 	t.Helper()

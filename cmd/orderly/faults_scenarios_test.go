@@ -210,7 +210,7 @@ func (r *faultRun) victimUnless(host, dur string, queued bool, disturbed func() 
 	if !o.accepted() {
 		r.t.Fatalf("victim order: HTTP %d %s", o.code, o.err)
 	}
-	began := r.l.waitStarted(r.t, host, o.tag, 30*time.Second).at
+	began := r.l.waitTurn(r.t, host, o.tag, 30*time.Second).at
 	// Let later orders of the host be accepted and reach the worker, which
 	// holds the next one while the victim runs.
 	waitUntil(r.t, 10*time.Second, "two more orders for "+host, func() bool {

@@ -482,6 +482,10 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 	var renewed time.Time
 	markers, warned, deletedLogged, absentLogged := false, false, false, false
 	var timed *leaseClock // the lease the wait is timed on; nil for periodic tries
+	// The watch of the holder's process, which wakes the wait when it
+	// exits (ExitWatchers).
+	var exit holderExit
+	defer exit.stop()
 	// The conditioned takes of a key this standby is due (due, below)
 	// that another writer's message beat, one after another; from
 	// lostTakes on, the take is a plain put.
@@ -586,7 +590,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 					continue
 				}
 			}
-			if freed, err = waitFreed(ctx, w, every, &renewed, nil); err != nil {
+			if freed, err = waitFreed(ctx, w, every, &renewed, nil, nil); err != nil {
 				return nil, err
 			}
 			if freed != "tried" {
@@ -610,7 +614,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 			if !renewed.IsZero() {
 				wait = max(q.opts.LeaseTTL-time.Since(renewed), 0)
 			}
-			got, err := waitFreed(ctx, w, wait, &renewed, nil)
+			got, err := waitFreed(ctx, w, wait, &renewed, nil, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -657,7 +661,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 					renewed = renewed.Add(-min(max(now.Sub(stored), 0), ttl))
 				}
 				var err error
-				if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
+				if freed, err = waitFreed(ctx, w, every, &renewed, timed, exit.wake()); err != nil {
 					return nil, err
 				}
 				continue
@@ -665,6 +669,8 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				freed = "released"
 			}
 		}
+		// The try an exit seen woke is this one (holderExit).
+		exit.tried()
 		// due: its holder released the key, or a lease has passed since
 		// the last renewal honoured; the key is this standby's to take.
 		due := freed == "released" || !renewed.IsZero() && time.Since(renewed) >= ttl
@@ -779,6 +785,11 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				}
 			}
 		}
+		if honoured && holder != instance {
+			// The holder's process watched from now on: its exit wakes
+			// the wait for a try (holderExit).
+			exit.watch(ctx, owners, host, holder)
+		}
 		switch {
 		case err == nil && !honoured:
 			// Not the holder's: no renewal. Taken over once a lease has
@@ -834,7 +845,7 @@ func (q *Queue) acquire(ctx context.Context, host, instance string, k MarkKey, o
 				continue
 			}
 		}
-		if freed, err = waitFreed(ctx, w, every, &renewed, timed); err != nil {
+		if freed, err = waitFreed(ctx, w, every, &renewed, timed, exit.wake()); err != nil {
 			return nil, err
 		}
 	}
@@ -1037,7 +1048,27 @@ func (c *leaseClock) stop() {
 // (the holder's renewal). Timed on a lease (clock), the wait
 // lasts until that lease has passed since *renewed, if that is later,
 // and its end is "expired": the holder has not renewed within a lease.
-func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock) (string, error) {
+// Once wake is closed (nil: never), the wait ends "tried": the holder's
+// process has exited (holderExit).
+func waitFreed(ctx context.Context, w *keyWatch, wait time.Duration, renewed *time.Time, clock *leaseClock, wake <-chan struct{}) (string, error) {
+	if wake != nil {
+		wctx, woken := context.WithCancel(ctx)
+		quit := make(chan struct{})
+		defer close(quit)
+		go func() {
+			select {
+			case <-wake:
+				woken()
+			case <-quit:
+				woken()
+			}
+		}()
+		got, err := waitFreed(wctx, w, wait, renewed, clock, nil)
+		if err != nil && ctx.Err() == nil {
+			return "tried", nil // woken
+		}
+		return got, err
+	}
 	at := time.Now().Add(wait) // the periodic try, from the start or the last renewal
 	ends := func() time.Time {
 		if clock != nil && !renewed.IsZero() && renewed.Add(clock.ttl()).After(at) {

@@ -39,11 +39,7 @@ func Self() (Process, error) {
 // process's, and was judged gone, so a worker started beside it took an
 // absent lease key it still held (TestWorkerStartedBesideALiveOwnerInAnotherPidNamespaceLeavesItTheHost).
 func Gone(p Process) bool {
-	boot, err := readBootID()
-	if err != nil || p.BootID == "" || p.BootID != boot || p.PID <= 0 || p.StartTime == 0 {
-		return false
-	}
-	if ns, err := readPidNS(); err != nil || p.PidNS == 0 || p.PidNS != ns {
+	if !judged(p) {
 		return false
 	}
 	st, err := readStat(p.PID)
