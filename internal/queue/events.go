@@ -51,7 +51,9 @@ func orderSubject(prefix, host string, id uuid.UUID, suffix string) string {
 
 // Event is a status change of an order, published on
 // orderly.events.<host>.<id> after the change is committed to PostgreSQL.
-// It is a notification: readers fetch the order itself from PostgreSQL.
+// It is a notification: readers fetch the order itself from PostgreSQL,
+// but for this process's own readers of its worker's ends, which may be
+// handed the order that worker's commit wrote (Committed).
 type Event struct {
 	OrderID uuid.UUID `json:"order_id"`
 	Type    string    `json:"type"` // started, unclaimed (handed back unstarted: queued again), finished
