@@ -476,7 +476,9 @@ SELECT count(*) FROM u`, 1)
 // column as the row holds it after the statement's triggers (orderCols,
 // scanned by scanOrder as every read is), instead of the count: no row
 // is the count's 0. Computed once from the statements it reads back, so
-// the two never differ in what they write.
+// the two never differ in what they write; a rewrite that stopped
+// matching would fail every read-back write's scan
+// (worker's TestReadBackIsTheOrderAsStored).
 var readBackSQL = strings.NewReplacer(
 	"RETURNING id, status, finished_at\n", "RETURNING "+orderCols+"\n",
 	"\nSELECT count(*) FROM u", "\nSELECT "+orderCols+" FROM u")
