@@ -101,6 +101,7 @@ func TestWaitAnswerIsTheOrderAsGetReadsIt(t *testing.T) {
 	}
 	// The answers compared were the worker's, not reads of PostgreSQL
 	// (but for a poll's, under a heavy load).
+	t.Logf("%d waits answered from their worker's commit read the order %d times", unpolled, unpolledReads)
 	if unpolledReads > unpolled/4 {
 		t.Errorf("%d waits answered from their worker's commit read the order %d times, want at most %d", unpolled, unpolledReads, unpolled/4)
 	}
@@ -123,6 +124,7 @@ func TestWaitReadsNoOrderAfterItsWorkersCommit(t *testing.T) {
 			t.Fatalf("order %d: %s", i, o.Status)
 		}
 	}
+	t.Logf("%d sync orders read an order %d times", n, orders.Load())
 	if got := orders.Load(); got > n/5 {
 		t.Errorf("%d sync orders read an order %d times; want at most %d (none but a poll's)", n, got, n/5)
 	}
