@@ -124,11 +124,33 @@ func (h *eventHub) subscribe(nc *nats.Conn) error {
 // Queue (serve), the end comes twice, first from the worker's own
 // goroutine (queue.HearOwnEnds), then from the bus, and the second woke
 // the waiter again for nothing (a fan-out's wait listed its batch again).
-func (h *eventHub) deliver(m *nats.Msg) { h.hear(m.Subject, m.Data) }
+func (h *eventHub) deliver(m *nats.Msg) { h.hear(m.Subject, m.Data, nil) }
+
+// HearEnd is hear of this process's worker's finished events
+// (queue.HearOwnEnds), with the order its commit wrote when it was read
+// back (committed; nil when not).
+func (h *eventHub) HearEnd(subject string, data []byte, committed *order.Order) {
+	h.hear(subject, data, committed)
+}
+
+// AwaitsEnd says whether a request waits here for order id of host's
+// end, not yet handed over: this process's worker then reads back the
+// order its commit writes (queue.OwnEndHearer).
+func (h *eventHub) AwaitsEnd(host string, id uuid.UUID) bool {
+	subject := queue.EventSubjectOf(host, id)
+	h.mu.Lock()
+	w, ok := h.waiters[subject]
+	h.mu.Unlock()
+	return ok && w.id == id && !w.told
+}
 
 // hear is deliver of an event's subject and data: the bus's (deliver)
-// or this process's worker's (queue.HearOwnEnds).
-func (h *eventHub) hear(subject string, data []byte) {
+// or this process's worker's (HearEnd), which alone may give committed,
+// the order as that worker's commit wrote it. The waiter is handed it
+// with the end when it is that order at that status; never anything
+// from the bus, which wakes a waiter only (it reads the order from
+// PostgreSQL).
+func (h *eventHub) hear(subject string, data []byte, committed *order.Order) {
 	h.mu.Lock()
 	w, ok := h.waiters[subject]
 	h.mu.Unlock()
@@ -153,8 +175,12 @@ func (h *eventHub) hear(subject string, data []byte) {
 	if !first {
 		return
 	}
+	ev := queue.Event{OrderID: id, Status: string(status)}
+	if committed != nil && committed.ID == id && committed.Status == status {
+		ev.Committed = committed
+	}
 	select {
-	case w.ch <- queue.Event{OrderID: id, Status: string(status)}:
+	case w.ch <- ev:
 	default:
 	}
 }

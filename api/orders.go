@@ -215,6 +215,16 @@ func recordedAnswer(o *order.Order, err error) error {
 // thirty-second round), or, for the order of a submission that holds its
 // mark (intake.SubmitAwaited), settles mark (the thirty-sixth round); a
 // read that finds it still queued hands mark to the batch.
+//
+// An end handed over by this process's own worker (serve's) may carry
+// the order as that worker's commit wrote it (queue.Event.Committed):
+// then that order is the answer, and PostgreSQL is not read again. It is
+// read back only while its outputs are below postgres.LeaveOutputsFrom,
+// so it is the order GetOrder and GetOrderLean (read) both give; an end
+// from the bus never carries one (eventHub.hear), and any other end (a
+// cancel of a queued order, an interruption, a takeover, a result found
+// written by a lost try) carries none and is read as before
+// (docs/decisions.md, "A ?wait answered from its worker's commit").
 func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan queue.Event, wait time.Duration, read readOrder,
 	mark *intake.Mark) (*order.Order, error) {
 	const poll = time.Second
@@ -230,11 +240,13 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 		waitTimers.Put(timer)
 	}()
 	for {
+		var committed *order.Order
 		select {
 		case ev := <-events:
 			if !order.Status(ev.Status).Terminal() {
 				continue
 			}
+			committed = ev.Committed
 		case <-timer.C:
 		case <-ctx.Done():
 			return nil, nil
@@ -247,7 +259,10 @@ func (s *Server) awaitFinish(ctx context.Context, id uuid.UUID, events <-chan qu
 			checked = now
 		}
 		left := deadline.Sub(now)
-		o, err := read(ctx, id)
+		o, err := committed, error(nil)
+		if o == nil {
+			o, err = read(ctx, id)
+		}
 		if err == nil && o.Status != order.StatusQueued && !told {
 			// Claimed (or ended while queued): its publish mark needs no
 			// DELETE from this process's next batch.

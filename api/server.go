@@ -160,7 +160,7 @@ func New(d Deps) *Server {
 	if d.Queue != nil {
 		// A worker sharing the Queue (serve's) wakes this API's waiters
 		// itself, not through the bus (queue.HearOwnEnds).
-		d.Queue.HearOwnEnds(s.events.hear)
+		d.Queue.HearOwnEnds(&s.events)
 	}
 	return s
 }

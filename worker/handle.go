@@ -242,6 +242,12 @@ func (w *Worker) execute(ctx context.Context, msg *delivery, o *order.Order, msg
 			return nil, err
 		}
 		finish.Actor = w.opts.Instance
+		if w.q.AwaitsOwnEnd(o.Host, o.ID) {
+			// A request of this process (serve's API) waits for it:
+			// the result's statement reads back the order it writes,
+			// for the waiter to answer from (finishedAs).
+			finish.ReadBack = &postgres.ReadBack{}
+		}
 
 		next := w.nextDelivery(ctx, msg, msgs)
 		if next != nil && next.idErr != nil {
@@ -415,8 +421,18 @@ func (w *Worker) finished(msg *delivery, o *order.Order, f postgres.Finish, ran 
 
 // finishedAs is finished with the order's Event.Alone said by the
 // caller (settleAfterStart reads it before the next order's run sets it).
+//
+// The order its commit wrote, when read back (postgres.Finish.ReadBack),
+// goes with the event to this process's own hearers only (serve's API:
+// queue.HearOwnEnds); read back only by a statement that committed this
+// result, it is nil when the result was found written by a try whose
+// answer was lost.
 func (w *Worker) finishedAs(msg *delivery, o *order.Order, f postgres.Finish, ran time.Duration, alone bool) {
-	w.publishEvent(queue.Event{OrderID: o.ID, Type: "finished", Status: string(f.Status), Host: o.Host, Alone: alone})
+	ev := queue.Event{OrderID: o.ID, Type: "finished", Status: string(f.Status), Host: o.Host, Alone: alone}
+	if f.ReadBack != nil {
+		ev.Committed = f.ReadBack.Order
+	}
+	w.publishEvent(ev)
 	w.ack(msg, o.ID)
 	w.opts.Metrics.Finished(o.Host, f.Status, ran)
 	w.logFinished(o, f)

@@ -294,6 +294,28 @@ type Finish struct {
 	// streamed from there into the order's row (writeStaged). The
 	// caller closes it once the result is written.
 	Spilled [2]SpilledOutput
+	// ReadBack, when not nil, is given the order as the result's
+	// statement wrote it (every column, as GetOrder scans it), once that
+	// statement committed, when the result is small enough to be read
+	// back whole (readsBack); else it is left as it was. serve's worker
+	// hands that order to the API's waiter in the same process, which
+	// answers from it instead of reading the row again (docs/decisions.md,
+	// "A ?wait answered from its worker's commit").
+	ReadBack *ReadBack
+}
+
+// ReadBack receives the order a result's commit wrote (Finish.ReadBack).
+type ReadBack struct {
+	Order *order.Order
+}
+
+// readsBack reports whether f's result statement returns the order it
+// writes: asked for, and its outputs below LeaveOutputsFrom, the bound
+// under which GetOrderLean reads them whole too (so the order read back
+// is the one every read gives), far below the staged writes' bound.
+func readsBack(f Finish) bool {
+	r := f.Result
+	return f.ReadBack != nil && !stagesOutputs(f) && r.Stdout.Bytes+r.Stderr.Bytes < LeaveOutputsFrom
 }
 
 // Complete writes the result of attempt and the "finished" event, guarded by
@@ -307,15 +329,36 @@ func (s *Store) Complete(ctx context.Context, id uuid.UUID, attempt int, f Finis
 		return err
 	}
 	var n int
-	if stagesOutputs(f) {
+	switch {
+	case stagesOutputs(f):
 		err = s.writeStaged(ctx, f, args, nil, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&n) })
-	} else {
+	case readsBack(f):
+		// The statement's answer comes after its commit (pgx reads on to
+		// the end of the implicit transaction before Scan returns).
+		var o *order.Order
+		if o, n, err = scanWritten(s.pool.QueryRow(ctx, completeStatement(f), args...)); err == nil && n == 1 {
+			f.ReadBack.Order = o
+		}
+	default:
 		err = s.pool.QueryRow(ctx, completeStatement(f), args...).Scan(&n)
 	}
 	if err != nil {
 		return translate("complete order "+id.String(), err)
 	}
 	return completed(id, attempt, n)
+}
+
+// scanWritten scans the answer of a result statement that reads back
+// (readsBack): the order it wrote, n = 1, or no row, n = 0.
+func scanWritten(row pgx.Row) (o *order.Order, n int, err error) {
+	o, err = scanOrder(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return o, 1, nil
 }
 
 // Step is the outcome of CompleteAndClaim once its transaction committed.
@@ -346,6 +389,7 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	}
 	var (
 		n        int
+		written  *order.Order // read back (readsBack)
 		next     *order.Order
 		claimErr error
 	)
@@ -356,7 +400,13 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	}
 	// read reads the result's and the claim's results.
 	read := func(br pgx.BatchResults) error {
-		if err := br.QueryRow().Scan(&n); err != nil {
+		var err error
+		if readsBack(f) {
+			written, n, err = scanWritten(br.QueryRow())
+		} else {
+			err = br.QueryRow().Scan(&n)
+		}
+		if err != nil {
 			return err
 		}
 		next, claimErr = scanOrder(br.QueryRow())
@@ -380,6 +430,10 @@ func (s *Store) CompleteAndClaim(ctx context.Context, id uuid.UUID, attempt int,
 	}
 	if err != nil {
 		return Step{}, translate(fmt.Sprintf("complete order %s and claim %s", id, nextID), err)
+	}
+	if written != nil {
+		// The batch's transaction committed (br.Close above).
+		f.ReadBack.Order = written
 	}
 	step := Step{Done: completed(id, attempt, n), Next: next, Claimed: claimErr == nil}
 	if !step.Claimed {
@@ -418,11 +472,34 @@ var completeRecordSQL = strings.Replace(completeSQL, "\nSELECT count(*) FROM u",
 )
 SELECT count(*) FROM u`, 1)
 
+// readBackSQL makes a result statement return the order it wrote, every
+// column as the row holds it after the statement's triggers (orderCols,
+// scanned by scanOrder as every read is), instead of the count: no row
+// is the count's 0. Computed once from the statements it reads back, so
+// the two never differ in what they write; a rewrite that stopped
+// matching would fail every read-back write's scan
+// (worker's TestReadBackIsTheOrderAsStored).
+var readBackSQL = strings.NewReplacer(
+	"RETURNING id, status, finished_at\n", "RETURNING "+orderCols+"\n",
+	"\nSELECT count(*) FROM u", "\nSELECT "+orderCols+" FROM u")
+
+// The result statements that read back (readsBack).
+var (
+	completeReadSQL       = readBackSQL.Replace(completeSQL)
+	completeRecordReadSQL = readBackSQL.Replace(completeRecordSQL)
+)
+
 // completeStatement is the result statement for f: completeRecordSQL
-// when its process record goes with it.
+// when its process record goes with it, either reading back when f does
+// (readsBack).
 func completeStatement(f Finish) string {
-	if f.Record != nil {
+	switch {
+	case f.Record != nil && readsBack(f):
+		return completeRecordReadSQL
+	case f.Record != nil:
 		return completeRecordSQL
+	case readsBack(f):
+		return completeReadSQL
 	}
 	return completeSQL
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-run/orderly/internal/jsonenc"
+	"github.com/orderly-run/orderly/internal/order"
 )
 
 // EventSubjectOf is where the worker of host publishes the status events of
@@ -50,7 +51,9 @@ func orderSubject(prefix, host string, id uuid.UUID, suffix string) string {
 
 // Event is a status change of an order, published on
 // orderly.events.<host>.<id> after the change is committed to PostgreSQL.
-// It is a notification: readers fetch the order itself from PostgreSQL.
+// It is a notification: readers fetch the order itself from PostgreSQL,
+// but for this process's own readers of its worker's ends, which may be
+// handed the order that worker's commit wrote (Committed).
 type Event struct {
 	OrderID uuid.UUID `json:"order_id"`
 	Type    string    `json:"type"` // started, unclaimed (handed back unstarted: queued again), finished
@@ -67,6 +70,12 @@ type Event struct {
 	// TTL, on a started event, is how long the live stream keeps it
 	// (StartedTTL); 0 keeps it until it is purged or the stream's MaxAge.
 	TTL time.Duration `json:"-"`
+	// Committed, on a finished event of this process's worker, is the
+	// order as its result's commit wrote it (postgres.Finish.ReadBack),
+	// nil when it was not read back. It never leaves the process: only
+	// its own hearers get it (HearOwnEnds); an event from the bus has
+	// none, so nothing a bus message says becomes an order.
+	Committed *order.Order `json:"-"`
 }
 
 // StartedTTL is the TTL of the started event of an order that runs at
@@ -141,7 +150,7 @@ func (q *Queue) PublishEvent(ev Event) error {
 		m.Header = q.ttlHeader(ev.TTL)
 	}
 	if ev.Type == "finished" {
-		q.hearOwn(m.Subject, m.Data)
+		q.hearOwn(m.Subject, m.Data, ev.Committed)
 	}
 	if err := q.nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("publish event of order %s: %w", ev.OrderID, err)
@@ -307,8 +316,25 @@ func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscript
 	return sub, nil
 }
 
-// HearOwnEnds has hear called with every finished event this Queue
-// publishes, on the publishing goroutine, before the event goes to the
+// OwnEndHearer is a reader of the finished events its Queue publishes
+// (HearOwnEnds): serve's API, whose waiters (?wait) its worker wakes.
+type OwnEndHearer interface {
+	// HearEnd is given every finished event the Queue publishes, its
+	// subject and data (lent: not to be kept), and committed, the order
+	// as its worker's commit wrote it, or nil (Event.Committed). It must
+	// not block.
+	HearEnd(subject string, data []byte, committed *order.Order)
+	// AwaitsEnd says whether someone in the process waits for the end
+	// of order id of host: its worker then reads back the order its
+	// result's commit writes (postgres.Finish.ReadBack), which costs the
+	// row's columns on the statement's answer and their scan, for the
+	// waiter to answer from; an order nobody here waits for is not read
+	// back.
+	AwaitsEnd(host string, id uuid.UUID) bool
+}
+
+// HearOwnEnds has h given every finished event this Queue publishes
+// (HearEnd), on the publishing goroutine, before the event goes to the
 // bus, for as long as the Queue lives. serve's API and worker share one
 // Queue: the API's waiters (?wait) were woken by the worker's finished
 // event only once it had crossed the in-process connection and come
@@ -317,28 +343,43 @@ func (q *Queue) SubscribeControl(host string, fn func(Control)) (*nats.Subscript
 // subscription's goroutine) that took 115 µs (p50, at load 7) on the
 // sync order's serial chain (docs/benchmarks.md, the thirty-eighth
 // round); heard here, the waiter is handed the event by the goroutine
-// that committed the result. The event still goes to the bus for everyone else (other
-// API replicas, followers, the live stream's freeing). hear is given
-// the event's subject and bytes, not its message: handed to a function
-// not known here, the message was one more allocation per event. It must
-// not block nor keep data, which is lent.
-func (q *Queue) HearOwnEnds(hear func(subject string, data []byte)) {
+// that committed the result, with the order that commit wrote when it
+// was read back (AwaitsEnd). The event still goes to the bus for
+// everyone else (other API replicas, followers, the live stream's
+// freeing). h is given the event's subject and bytes, not its message:
+// handed to a function not known here, the message was one more
+// allocation per event.
+func (q *Queue) HearOwnEnds(h OwnEndHearer) {
 	q.hearersMu.Lock()
 	defer q.hearersMu.Unlock()
-	var hs []func(string, []byte)
+	var hs []OwnEndHearer
 	if cur := q.hearers.Load(); cur != nil {
 		hs = append(hs, *cur...)
 	}
-	hs = append(hs, hear)
+	hs = append(hs, h)
 	q.hearers.Store(&hs)
 }
 
-// hearOwn hands a finished event this Queue publishes, its subject and
-// data, to its own readers (HearOwnEnds).
-func (q *Queue) hearOwn(subject string, data []byte) {
+// AwaitsOwnEnd says whether one of this Queue's own hearers waits for
+// the end of order id of host (OwnEndHearer.AwaitsEnd).
+func (q *Queue) AwaitsOwnEnd(host string, id uuid.UUID) bool {
 	if hs := q.hearers.Load(); hs != nil {
-		for _, hear := range *hs {
-			hear(subject, data)
+		for _, h := range *hs {
+			if h.AwaitsEnd(host, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hearOwn hands a finished event this Queue publishes, its subject and
+// data, and the order its commit wrote if read back, to its own readers
+// (HearOwnEnds).
+func (q *Queue) hearOwn(subject string, data []byte, committed *order.Order) {
+	if hs := q.hearers.Load(); hs != nil {
+		for _, h := range *hs {
+			h.HearEnd(subject, data, committed)
 		}
 	}
 }

@@ -132,7 +132,7 @@ type Queue struct {
 	drops drops
 	// hearers: this process's own readers of the finished events it
 	// publishes (HearOwnEnds), copied on write.
-	hearers   atomic.Pointer[[]func(string, []byte)]
+	hearers   atomic.Pointer[[]OwnEndHearer]
 	hearersMu sync.Mutex
 }
 
