@@ -91,6 +91,7 @@ const startForeignProcEnv = "ORDERLY_EXECUTOR_TEST_START_FOREIGN_PROC"
 // right after its start (Result.Aborted), having run meanwhile: a
 // non-idempotent order ran in part, every order of the host so. Its
 // identity is known to be unreadable before the start: nothing starts.
+// Self says why, for the worker's one line at its start.
 func TestAnOrderDoesNotStartWhereProcIsAnotherPidNamespaces(t *testing.T) {
 	if os.Getenv(startForeignProcEnv) == "1" {
 		if self, err := os.Readlink("/proc/self"); err != nil || self == strconv.Itoa(os.Getpid()) {
@@ -110,6 +111,11 @@ func TestAnOrderDoesNotStartWhereProcIsAnotherPidNamespaces(t *testing.T) {
 		}
 		if res.StartErr == nil || !strings.Contains(res.StartErr.Error(), "mounted for another pid namespace") {
 			t.Errorf("StartErr %v, aborted %v; want the refusal of another pid namespace's /proc", res.StartErr, res.Aborted)
+		}
+		// The worker says it once, at its start, from Self's error
+		// (worker.New); Self said nothing.
+		if me, err := Self(); err == nil || !strings.Contains(err.Error(), "mounted for another pid namespace") || me.PidNS != 0 {
+			t.Errorf("Self() = %+v, %v; want PidNS 0 and the refusal of another pid namespace's /proc", me, err)
 		}
 		return
 	}
