@@ -517,12 +517,21 @@ func (s *Server) hostUnserved(ctx context.Context, name string) error {
 // "no worker online" (docs/client.md).
 const workerHeader = "Orderly-Worker"
 
+// workerNoteTimeout bounds noWorkerNote's reads together. The Go client
+// asks for a wait a second short of its context's deadline, for the
+// answer (client.SubmitOptions): bounded by hostsRegistryTimeout (3 s),
+// a NATS that did not answer took the 202, and with it the order's id,
+// past that deadline
+// (TestWaitOnAHostNoWorkerServesAnswersWithinItsWaitWithNATSFrozen).
+// The note is a hint; the answer is the order.
+const workerNoteTimeout = 300 * time.Millisecond
+
 // noWorkerNote is workerHeader's value for host when no worker serves it
 // (no live heartbeat: Host.Online), "" when one does or the registry
-// did not answer within hostsRegistryTimeout: the answer says nothing it
+// did not answer within workerNoteTimeout: the answer says nothing it
 // does not know.
 func (s *Server) noWorkerNote(ctx context.Context, host string) string {
-	ctx, cancel := context.WithTimeout(ctx, hostsRegistryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, workerNoteTimeout)
 	defer cancel()
 	var online map[string]queue.HostInfo
 	err := s.Queue.RetryOnDrop(ctx, func(ctx context.Context) (err error) {

@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/orderly-run/orderly/api/client"
 	"github.com/orderly-run/orderly/internal/testenv"
@@ -67,5 +70,71 @@ func TestWaitOnAHostNoWorkerServesSaysSo(t *testing.T) {
 	code, hdr, b = submit("nw-busy", "true")
 	if code != http.StatusAccepted || !strings.Contains(string(b), `"status":"queued"`) || hdr.Get("Orderly-Worker") != "" {
 		t.Fatalf("nw-busy, its order queued behind one running: POST ?wait=1 = %d, Orderly-Worker %q: %s; want 202 queued and none", code, hdr.Get("Orderly-Worker"), b)
+	}
+}
+
+// TestWaitOnAHostNoWorkerServesAnswersWithinItsWaitWithNATSFrozen: the
+// Go client asks for a wait a second short of its context's deadline
+// (SubmitOptions.within: past it the answer, and with it the order's id,
+// is lost while the order stays queued). The Orderly-Worker lookup after
+// the wait waited up to 3 s (hostsRegistryTimeout) for a NATS that did
+// not answer, and the 202 came that much past the wait. The lookup is
+// bounded well under the client's second (workerNoteTimeout); the test
+// allows 2 s for a loaded machine, which the 3 s before exceed.
+func TestWaitOnAHostNoWorkerServesAnswersWithinItsWaitWithNATSFrozen(t *testing.T) {
+	ns := testenv.NATSServer(t, &server.Options{})
+	fz := newFreezer(t, ns.Addr().String())
+	e := newAPIEnv(t, envOptions{natsURL: "nats://" + fz.addr()})
+	c, err := client.New(e.url, e.tokens["alice"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := client.SubmitRequest{Host: "nw-frozen", Command: "true"}
+	opts := client.SubmitOptions{IdempotencyKey: "nw-frozen-1"}
+	first, err := c.Submit(testenv.Context(t), req, opts)
+	if err != nil || first.Order == nil {
+		t.Fatalf("submit to nw-frozen: %+v, %v", first, err)
+	}
+	// The same submission again (its key's order, read from PostgreSQL),
+	// waited; NATS frozen once the wait's subscription to the order's
+	// events is made (its flush answered with it, unless the freeze came
+	// first: then the answer is a 503, the scenario did not happen, and
+	// it is tried again). The wait ends at its bound, the order queued.
+	defer fz.thaw()
+	const wait = 3 * time.Second
+	opts.Wait = wait
+	for try := 1; ; try++ {
+		subs := ns.NumSubscriptions()
+		type answer struct {
+			sub *client.Submission
+			err error
+			in  time.Duration
+		}
+		done := make(chan answer, 1)
+		go func() {
+			start := time.Now()
+			sub, err := c.Submit(testenv.Context(t), req, opts)
+			done <- answer{sub, err, time.Since(start)}
+		}()
+		testenv.WaitUntil(t, 4*time.Second, "the wait's subscription", func() bool { return ns.NumSubscriptions() > subs })
+		fz.freeze()
+		a := <-done
+		var ce *client.Error
+		if errors.As(a.err, &ce) && ce.Status == http.StatusServiceUnavailable && try < 3 {
+			t.Logf("try %d: frozen before the subscription was confirmed: %v", try, a.err)
+			fz.thaw()
+			continue
+		}
+		if a.err != nil {
+			t.Fatalf("waited submission with NATS frozen: %v after %s", a.err, a.in.Round(time.Millisecond))
+		}
+		if a.sub.Order == nil || a.sub.Order.ID != first.Order.ID || a.sub.Finished || a.sub.NoWorker != "" {
+			t.Fatalf("waited submission with NATS frozen: %+v; want the first order, queued, and no Orderly-Worker (NATS did not say)", a.sub)
+		}
+		if a.in > wait+2*time.Second {
+			t.Fatalf("waited submission (wait %s) with NATS frozen answered after %s: the Orderly-Worker lookup held the 202 past the second the Go client leaves for it", wait, a.in.Round(time.Millisecond))
+		}
+		t.Logf("answered in %s (wait %s)", a.in.Round(time.Millisecond), wait)
+		return
 	}
 }

@@ -258,8 +258,12 @@ func New(opts Options, store Store, q *queue.Queue, policy Preparer, exec Runner
 		logger: logger.With("host", opts.Host, "instance", opts.Instance)}
 	w.claims.moved = make(chan struct{}, 1)
 	// Without its identity (no /proc) the owner record just names the
-	// instance; nothing depends on the rest but the evidence.
-	me, _ := executor.Self()
+	// instance; nothing depends on the rest but the evidence. Said once
+	// here: a /proc of another pid namespace fails every order's start.
+	me, err := executor.Self()
+	if err != nil {
+		w.logger.Warn("identify this worker's process", "error", err)
+	}
 	w.self = postgres.Owner{Instance: opts.Instance, PID: me.PID, Start: me.StartTime, Boot: me.BootID, PidNS: me.PidNS}
 	opts.Metrics.WorkerHost(opts.Host)
 	return w

@@ -461,6 +461,16 @@ func (e *Executor) runOnce(ctx context.Context, req Request, signals <-chan sysc
 	if !filepath.IsAbs(req.Path) {
 		return Result{GroupGone: true, StartErr: fmt.Errorf("executable path %q is not absolute", req.Path)}
 	}
+	if req.OnStart != nil {
+		// The identity OnStart needs names this machine's boot and pid
+		// namespace (read once). Unreadable (a /proc of another pid
+		// namespace: readPidNS), it failed after the start, and the
+		// order's process was killed having run meanwhile
+		// (TestAnOrderDoesNotStartWhereProcIsAnotherPidNamespaces).
+		if _, err := e.machine(); err != nil {
+			return Result{GroupGone: true, StartErr: fmt.Errorf("identify this machine: %w", err)}
+		}
+	}
 	argv := req.Argv
 	if len(argv) == 0 {
 		argv = []string{req.Path}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -78,4 +79,46 @@ func TestGoneReadsNoOtherPidNamespacesProc(t *testing.T) {
 	}
 	testenv.NeedRootTools(t, "a pid namespace of its own", "run the test as root", "unshare")
 	testenv.RerunInMountNamespace(t, `exec unshare --pid --fork --kill-child "$@"`, nil, t.Name(), goneForeignProcEnv)
+}
+
+// startForeignProcEnv marks the run of the test binary in a pid
+// namespace of its own whose /proc is still the parent namespace's.
+const startForeignProcEnv = "ORDERLY_EXECUTOR_TEST_START_FOREIGN_PROC"
+
+// TestAnOrderDoesNotStartWhereProcIsAnotherPidNamespaces: where /proc is
+// another pid namespace's, the started leader cannot be identified for
+// OnStart (readPidNS refuses it), and the order's process was killed
+// right after its start (Result.Aborted), having run meanwhile: a
+// non-idempotent order ran in part, every order of the host so. Its
+// identity is known to be unreadable before the start: nothing starts.
+// Self says why, for the worker's one line at its start.
+func TestAnOrderDoesNotStartWhereProcIsAnotherPidNamespaces(t *testing.T) {
+	if os.Getenv(startForeignProcEnv) == "1" {
+		if self, err := os.Readlink("/proc/self"); err != nil || self == strconv.Itoa(os.Getpid()) {
+			t.Fatalf("/proc/self is %q (%v) for pid %d: /proc is this namespace's, the scenario did not happen", self, err, os.Getpid())
+		}
+		marker := filepath.Join(t.TempDir(), "ran")
+		req := sh("echo ran > " + marker)
+		req.OnStart = func(Process, bool) error { return nil }
+		execed := false // its execve done (Request.Started)
+		req.Started = func() { execed = true }
+		res := New(nil).Run(t.Context(), req, nil)
+		if execed {
+			t.Errorf("the order's command was started (its execve done), though its process could not be identified; result: start %v, aborted %v", res.StartErr, res.Aborted)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Errorf("the order's command ran (%s written), though its process could not be identified; result: start %v, aborted %v", marker, res.StartErr, res.Aborted)
+		}
+		if res.StartErr == nil || !strings.Contains(res.StartErr.Error(), "mounted for another pid namespace") {
+			t.Errorf("StartErr %v, aborted %v; want the refusal of another pid namespace's /proc", res.StartErr, res.Aborted)
+		}
+		// The worker says it once, at its start, from Self's error
+		// (worker.New); Self said nothing.
+		if me, err := Self(); err == nil || !strings.Contains(err.Error(), "mounted for another pid namespace") || me.PidNS != 0 {
+			t.Errorf("Self() = %+v, %v; want PidNS 0 and the refusal of another pid namespace's /proc", me, err)
+		}
+		return
+	}
+	testenv.NeedRootTools(t, "a pid namespace of its own", "run the test as root", "unshare")
+	testenv.RerunInMountNamespace(t, `exec unshare --pid --fork --kill-child "$@"`, nil, t.Name(), startForeignProcEnv)
 }

@@ -12,7 +12,8 @@ import (
 // Self identifies the calling process: a worker records it as the host's
 // owner, so that a successor can tell from PostgreSQL which process it
 // replaces and whether that very process still lives. Its PidNS is the
-// namespace its PID is a number in (0 when /proc does not say).
+// namespace its PID is a number in (0 when /proc does not say, with
+// readPidNS's error).
 func Self() (Process, error) {
 	pid := os.Getpid()
 	boot, err := readBootID()
@@ -23,8 +24,11 @@ func Self() (Process, error) {
 	if err != nil {
 		return Process{PID: pid, BootID: boot}, fmt.Errorf("identify this process: %w", err)
 	}
-	ns, _ := readPidNS()
-	return Process{PID: pid, PGID: st.pgrp, StartTime: st.startTime, BootID: boot, PidNS: ns}, nil
+	// Without its pid namespace (a /proc of another one: readPidNS) the
+	// rest is still this process's; the error says why its orders will
+	// not start (Executor.Run).
+	ns, err := readPidNS()
+	return Process{PID: pid, PGID: st.pgrp, StartTime: st.startTime, BootID: boot, PidNS: ns}, err
 }
 
 // Gone reports whether the process p, as Self identified it (on this
