@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -74,6 +77,49 @@ func TestServerCommandWhereSlackIsIgnoredRunsOnce(t *testing.T) {
 			_ = cmd.Process.Kill()
 			<-done
 			t.Errorf("orderly %s --help still running after 30 s: it runs itself again for ever", command)
+		}
+	}
+}
+
+// TestServerCommandRunAgainKeepsItsName starts the real `orderly api` and
+// `orderly worker` at the kernel's slack, so that each runs itself again
+// through /proc/self/exe: the process is still named orderly in
+// /proc/<pid>/comm (ps, top, pgrep, killall), not "exe".
+func TestServerCommandRunAgainKeepsItsName(t *testing.T) {
+	for _, command := range []string{"api", "worker"} {
+		args := []string{command, "--database-url", "postgres://orderly@127.0.0.1:1/none", "--nats-url", "nats://127.0.0.1:1"}
+		if command == "api" {
+			args = append(args, "--listen", "127.0.0.1:0")
+		} else {
+			args = append(args, "--host", "named")
+		}
+		cmd := exec.Command(orderlyBin, args...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "ORDERLY_LOG__LEVEL=error"}
+		atKernelSlack(t, func() {
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		pid := cmd.Process.Pid
+		waitUntil(t, 30*time.Second, command+" runs itself again", func() bool {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			return err == nil && strings.Contains(string(b), ordersTimerSlackEnv+"=")
+		})
+		// The name is set right after the run again: wait for it a while.
+		var comm string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if comm = strings.TrimSpace(string(b)); comm == "orderly" {
+				break
+			}
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if comm != "orderly" {
+			t.Errorf("orderly %s run again is named %q in /proc/<pid>/comm, want \"orderly\"", command, comm)
 		}
 	}
 }
