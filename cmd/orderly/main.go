@@ -16,6 +16,7 @@ import (
 func main() {
 	slacken() // first: one run again for the slack and the monitor
 	keepSysmonAwake()
+	nameAfterRunAgain() // execve through /proc/self/exe named it "exe"
 	ctx, stop := signalContext(context.Background())
 	defer stop()
 	if err := run(ctx, os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {

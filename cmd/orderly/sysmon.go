@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -87,4 +88,31 @@ func keepSysmonAwake() {
 		return
 	}
 	_ = syscall.Exec("/proc/self/exe", os.Args, env)
+}
+
+// commLen is the longest process name Linux keeps (TASK_COMM_LEN less
+// its NUL).
+const commLen = 15
+
+// nameAfterRunAgain gives a command run again through /proc/self/exe
+// (slacken, keepSysmonAwake) back the process name that ps, top, pgrep
+// and killall read in /proc/<pid>/comm: execve names a process after the
+// base name of the file it runs, here "exe". The name is the one the
+// first run had from os.Args[0] (systemd's ExecStart path, a shell's
+// command word), cut as the kernel cuts it. The threads the runtime
+// started before main keep "exe" (top -H); the process's name is its
+// main thread's, which writing /proc/self/comm sets from any thread.
+func nameAfterRunAgain() {
+	b, err := os.ReadFile("/proc/self/comm")
+	if err != nil || strings.TrimSpace(string(b)) != "exe" || len(os.Args) == 0 {
+		return
+	}
+	name := filepath.Base(os.Args[0])
+	if len(name) > commLen {
+		name = name[:commLen]
+	}
+	if name == "exe" || name == "." || name == "/" {
+		return
+	}
+	_ = os.WriteFile("/proc/self/comm", []byte(name), 0)
 }

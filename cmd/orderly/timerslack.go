@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -74,8 +75,14 @@ func slackEnv(args, environ []string, current time.Duration) ([]string, bool) {
 // sysmonEnv's GODEBUG for a server command, so that one run again does
 // both (keepSysmonAwake then finds its setting there). When the slack
 // cannot be read or set, or the run again fails, the command runs as it
-// is, with the slack it had.
+// is, with the slack it had. A set that succeeds and leaves the slack as
+// it was (a seccomp filter that answers prctl with 0) is not run again:
+// the run again would find the kernel's default and run again for ever.
+// The slack is a thread's, and execve keeps the calling thread's: the
+// goroutine stays on the thread that set it until the exec.
 func slacken() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	ns, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
 	if err != nil {
 		return
@@ -90,7 +97,9 @@ func slacken() {
 	if unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(serverTimerSlack.Nanoseconds()), 0, 0, 0) != nil {
 		return
 	}
-	_ = syscall.Exec("/proc/self/exe", os.Args, env)
+	if set, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil && time.Duration(set) == serverTimerSlack {
+		_ = syscall.Exec("/proc/self/exe", os.Args, env)
+	}
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(ns), 0, 0, 0)
 }
 
