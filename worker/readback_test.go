@@ -75,7 +75,7 @@ func TestReadBackIsTheOrderAsStored(t *testing.T) {
 				{Command: "sh", Args: []string{"-c", `printf '\377'; sleep 3`}, Timeout: time.Second},
 				{Command: "no-such-command-hg30"},
 				{Command: "sh", Args: []string{"-c", `head -c 70000 /dev/zero`}}, // past the lean bound: not read back
-				{Command: "echo", Args: []string{"nobody waits"}},                  // not awaited: not read back
+				{Command: "echo", Args: []string{"nobody waits"}},                // not awaited: not read back
 			}
 			var ids []uuid.UUID
 			for i, o := range shapes {

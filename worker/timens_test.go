@@ -1,15 +1,11 @@
 package worker_test
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -45,30 +41,8 @@ func TestWorkerLeavesTheLeaseOfALiveHolderInAnotherTimeNamespace(t *testing.T) {
 	}
 	// The holder: a process that reads its own start in its namespace,
 	// as its Self would.
-	cmd := exec.Command("unshare", "--time", "--boottime", "100000", "--kill-child", "sh", "-c",
-		`echo $$ $(cut -d' ' -f22 /proc/$$/stat); exec sleep 600`)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
-	line := make(chan string, 1)
-	go func() { s, _ := bufio.NewReader(out).ReadString('\n'); line <- s }()
 	owner := postgres.Owner{Instance: "timens/old", Boot: self.BootID, PidNS: self.PidNS}
-	select {
-	case s := <-line:
-		if _, err := fmt.Sscan(s, &owner.PID, &owner.Start); err != nil {
-			t.Fatalf("the holder's line %q: %v", s, err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the holder in its time namespace did not say its pid and start")
-	}
+	owner.PID, owner.Start = testenv.InTimeNamespace(t, "100000")
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(owner.PID) + "/stat")
 	if err != nil {
 		t.Fatal(err)

@@ -1,14 +1,17 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -155,4 +158,37 @@ func UserManagerPids(name string) []int {
 		}
 	}
 	return out
+}
+
+// InTimeNamespace starts a process in a time namespace of its own, whose
+// boottime is offset by boottime seconds (unshare --time), and returns
+// its pid and its start time as it reads them itself: in clock ticks
+// since its own boot, the offset included, as its Self would record it.
+// The process sleeps until the test ends, then is killed with its group.
+func InTimeNamespace(t testing.TB, boottime string) (pid int, start uint64) {
+	t.Helper()
+	cmd := exec.Command("unshare", "--time", "--boottime", boottime, "--kill-child", "sh", "-c",
+		`echo $$ $(cut -d' ' -f22 /proc/$$/stat); exec sleep 600`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
+	line := make(chan string, 1)
+	go func() { s, _ := bufio.NewReader(out).ReadString('\n'); line <- s }()
+	select {
+	case s := <-line:
+		if _, err := fmt.Sscan(s, &pid, &start); err != nil {
+			t.Fatalf("the process in its time namespace said %q: %v", s, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the process in its time namespace did not say its pid and start")
+	}
+	return pid, start
 }

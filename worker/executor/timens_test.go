@@ -63,30 +63,8 @@ func TestGoneIsNotALiveOwnerInAnotherTimeNamespace(t *testing.T) {
 	}
 
 	// An owner in a time namespace of its own, which reads its own start.
-	cmd := exec.Command("unshare", "--time", "--boottime", timeNSBoottime, "--kill-child", "sh", "-c",
-		`echo $$ $(cut -d' ' -f22 /proc/$$/stat); exec sleep 600`)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
-	line := make(chan string, 1)
-	go func() { s, _ := bufio.NewReader(out).ReadString('\n'); line <- s }()
 	var owner Process
-	select {
-	case s := <-line:
-		if _, err := fmt.Sscan(s, &owner.PID, &owner.StartTime); err != nil {
-			t.Fatalf("the owner's line %q: %v", s, err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the owner in its time namespace did not say its pid and start")
-	}
+	owner.PID, owner.StartTime = testenv.InTimeNamespace(t, timeNSBoottime)
 	owner.BootID, owner.PidNS = self.BootID, self.PidNS
 	if st, err := readStat(owner.PID); err != nil || st.startTime == owner.StartTime {
 		t.Fatalf("the owner's start read here: %+v, %v; want another than the %d it read", st, err, owner.StartTime)
