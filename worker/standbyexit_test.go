@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,4 +118,102 @@ func processOwner(t *testing.T, pid int) postgres.Owner {
 		t.Fatal(err)
 	}
 	return postgres.Owner{PID: pid, Start: start, Boot: self.BootID, PidNS: self.PidNS}
+}
+
+// TestStandbyWatchCostsOnePidfd: a standby's wait for a live holder
+// (the host's owner recorded as a process of this machine) holds one
+// pidfd of the holder's process, the same one heartbeat after heartbeat,
+// and no more goroutines as the heartbeats go by; once the holder is
+// killed and the standby took the host, it holds none. A watch made
+// again at every refused try (every heartbeat) would leak a pidfd and
+// its goroutine per heartbeat.
+func TestStandbyWatchCostsOnePidfd(t *testing.T) {
+	e := newEnv(t)
+	ctx := testenv.Context(t)
+	ns := testenv.NATSServer(t, &server.Options{})
+	const lease = time.Minute
+	opts := queue.Options{AckWait: time.Second, LeaseTTL: lease}
+	e.q = testenv.Queue(t, ns.ClientURL(), "api", opts)
+	const host = "watched"
+
+	holder := exec.Command("sleep", "600")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = holder.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = holder.Process.Kill(); <-exited })
+	prev := processOwner(t, holder.Process.Pid)
+	prev.Instance = host + "/old"
+	if _, _, err := e.store.TakeHost(ctx, host, "test", prev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testenv.Queue(t, ns.ClientURL(), host+"-old", opts).AcquireLease(ctx, host, prev.Instance, nil); err != nil {
+		t.Fatal(err)
+	}
+	id := e.submit(host, "true")
+	// This process's pidfds before the standby: os/exec's of the holder.
+	base := pidfds(t)
+	var logs testenv.LogBuffer
+	wq := testenv.Queue(t, ns.ClientURL(), host+"-new", opts)
+	const heartbeat = 100 * time.Millisecond
+	runWorker(t, worker.Options{Host: host, Instance: host + "/new", Heartbeat: heartbeat, AckWait: time.Second,
+		ShutdownGrace: 5 * time.Second}, e.store, wq, testenv.LoggerTo(io.MultiWriter(&logs, t.Output())))
+	testenv.WaitUntil(t, 20*time.Second, "the worker waits as standby", func() bool {
+		return strings.Contains(logs.String(), "waiting as standby")
+	})
+	reports := func(n int) {
+		t.Helper()
+		from, count := time.Now(), 0
+		var seen time.Time
+		testenv.WaitUntil(t, 60*time.Second, "the standby's reports", func() bool {
+			_, standbys, err := wq.WorkersOf(ctx, host)
+			if s, ok := standbys[host]; err == nil && ok && s.LastSeen.After(from) && !s.LastSeen.Equal(seen) {
+				seen = s.LastSeen
+				count++
+			}
+			return count >= n
+		})
+	}
+	reports(2)
+	testenv.WaitUntil(t, 10*time.Second, "the holder's pidfd opened", func() bool { return pidfds(t) == base+1 })
+	goroutines := runtime.NumGoroutine()
+	start := time.Now()
+	reports(20)
+	fds, now := pidfds(t), runtime.NumGoroutine()
+	t.Logf("over %s of the standby's wait (heartbeat %s): pidfds %d -> %d (base %d), goroutines %d -> %d",
+		time.Since(start).Round(time.Millisecond), heartbeat, base+1, fds, base, goroutines, now)
+	if fds != base+1 {
+		t.Errorf("the standby holds %d pidfds after 20 of its reports, want %d (the holder's, once)", fds-base, 1)
+	}
+	if now > goroutines+8 {
+		t.Errorf("goroutines %d -> %d over 20 of the standby's reports", goroutines, now)
+	}
+	if o, err := e.store.GetOrder(ctx, id); err != nil || o.Status != order.StatusQueued {
+		t.Fatalf("the standby took the host of a live holder: order %v (%v)", o.Status, err)
+	}
+
+	if err := holder.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	e.waitStatus(id, order.StatusSucceeded)
+	// os/exec's pidfd goes with the holder's Wait; the watch's with the take.
+	testenv.WaitUntil(t, 10*time.Second, "no pidfd left", func() bool { return pidfds(t) == base-1 })
+}
+
+// pidfds counts this process's open pidfds.
+func pidfds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ent := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + ent.Name()); err == nil && l == "anon_inode:[pidfd]" {
+			n++
+		}
+	}
+	return n
 }
