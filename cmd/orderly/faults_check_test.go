@@ -444,6 +444,9 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	slices.Sort(leftovers)
 	for _, pid := range slices.Compact(leftovers) {
 		argv := procArgs(pid)
+		if argv == nil {
+			continue // it ended between the scan and this read: not left
+		}
 		tag := ""
 		for i, a := range argv {
 			if t, ok := childOf[a]; ok {
