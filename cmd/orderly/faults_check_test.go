@@ -421,9 +421,11 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			r.add(invTerminal, "%s: its history ended it %s", describe(o.tag), h[0])
 		}
 	}
-	// Orphans: processes of orders (their shells, found by the marker path
-	// in their argv, and the children they spawn) still alive once every
-	// order is terminal.
+	// Orphans: processes of orders still alive once every order is
+	// terminal: their shells (the marker path in their argv), the
+	// children they spawn (the child's pattern), and every other process
+	// of them, found by the order's environment whatever its argv,
+	// parent or session (faultOrderEnv).
 	childOf := map[string]string{}
 	for _, o := range subs {
 		if o.child != "" {
@@ -434,6 +436,7 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	for _, h := range l.hosts {
 		leftovers = append(leftovers, procsWithArgs(l.marker(h))...)
 	}
+	leftovers = append(leftovers, procsWithEnv(faultOrderEnv, l.envTag("*"))...)
 	// A process left by an unrecorded order is in the same window as
 	// unknownStarts: nobody can know which processes to reap. Reported,
 	// not counted (the cleanup kills it).
@@ -441,6 +444,9 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 	slices.Sort(leftovers)
 	for _, pid := range slices.Compact(leftovers) {
 		argv := procArgs(pid)
+		if argv == nil {
+			continue // it ended between the scan and this read: not left
+		}
 		tag := ""
 		for i, a := range argv {
 			if t, ok := childOf[a]; ok {
@@ -449,6 +455,9 @@ func checkContract(t *testing.T, s *faultStack, l *faultLoad, faults []faultEven
 			if i == 3 && argv[0] == "sh" {
 				tag = a // sh -c script _ tag …
 			}
+		}
+		if tag == "" {
+			tag = l.envTagOf(pid)
 		}
 		shown := argv
 		if len(shown) > 0 && shown[0] == "sh" {

@@ -85,11 +85,15 @@ func runCompatWaiters(t *testing.T, inject func(s *faultStack), cutOnly bool) {
 	const ticks = 80 // 16 s
 	const secret = "stage0-faults-test-secret-0123456789abcdef"
 	root, books := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(root, "longrun"), []byte("#!/bin/sh\n"+compatLongScript), 0o755); err != nil {
+	// Each order's start, counted from outside: its attempt, the claims
+	// PostgreSQL counted, cannot show a second run under one claim.
+	starts := filepath.Join(t.TempDir(), "starts")
+	started := "echo S >> '" + starts + "'\n"
+	if err := os.WriteFile(filepath.Join(root, "longrun"), []byte("#!/bin/sh\n"+started+compatLongScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(books, "Long.md"), []byte(runbookDoc("Long", "{}", "  []", "",
-		strings.ReplaceAll(compatLongScript, `"$1"`, fmt.Sprint(ticks)))), 0o644); err != nil {
+		started+strings.ReplaceAll(compatLongScript, `"$1"`, fmt.Sprint(ticks)))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s := newFaultStackConf(t, func(conf string) string {
@@ -262,6 +266,9 @@ compat:
 			t.Errorf("%s: attempt %d, the order ran again", name, attempt)
 		}
 		t.Logf("%s: order %s %s", name, id, st)
+	}
+	if b, err := os.ReadFile(starts); err != nil || strings.Count(string(b), "S\n") != len(ids) {
+		t.Errorf("the %d orders started %d times (their marker, %v), want once each", len(ids), strings.Count(string(b), "S\n"), err)
 	}
 }
 

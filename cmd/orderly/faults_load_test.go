@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,6 +145,9 @@ func newFaultLoad(s *faultStack, hosts ...string) *faultLoad {
 		for _, h := range hosts {
 			killProcs(l.marker(h))
 		}
+		for _, pid := range procsWithEnv(faultOrderEnv, l.envTag("*")) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	})
 	for _, h := range hosts {
 		tl := &markerTail{path: l.marker(h)}
@@ -167,6 +171,23 @@ func (l *faultLoad) lock(host string) string {
 
 // childPattern matches the argv of every child this load's orders spawn.
 func (l *faultLoad) childPattern() string { return "900." + l.nonce + "*" }
+
+// envTag is what the order tagged tag carries in faultOrderEnv: the
+// load's nonce and the tag, so that every process of this load's orders,
+// and only of this load's, is found by its environment (envTagOf reads
+// the tag back).
+func (l *faultLoad) envTag(tag string) string { return l.nonce + ":" + tag }
+
+// envTagOf is the tag of this load's order that pid belongs to by its
+// environment, or "".
+func (l *faultLoad) envTagOf(pid int) string {
+	v, _ := procEnv(pid, faultOrderEnv)
+	tag, ok := strings.CutPrefix(v, l.nonce+":")
+	if !ok {
+		return ""
+	}
+	return tag
+}
 
 // start runs n submitters, each submitting one order of 50 ms every
 // period (plus the request's own time) to a random host, until stop.
@@ -268,7 +289,8 @@ func (l *faultLoad) submitOrder(submitter, host string, withChild, idempotent bo
 	l.mu.Unlock()
 
 	body, _ := json.Marshal(map[string]any{"host": host, "command": "sh", "timeout_seconds": 120, "idempotent": o.idempotent,
-		"args": []string{"-c", faultScript, "_", o.tag, l.marker(host), l.lock(host), o.child, dur}})
+		"args": []string{"-c", faultScript, "_", o.tag, l.marker(host), l.lock(host), o.child, dur},
+		"env":  map[string]string{faultOrderEnv: l.envTag(o.tag)}})
 	sent := time.Now()
 	var code, attempts int
 	var errText, status string

@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +44,41 @@ while [ $i -lt "$1" ]; do
 done
 sleep "$5"
 `
+
+// requireEnvTagged fails t unless a live process carries
+// faultOrderEnv=tag: a running order's processes must, or the scans for
+// what it left would look for nothing.
+func requireEnvTagged(t *testing.T, tag string) {
+	t.Helper()
+	if len(procsWithEnv(faultOrderEnv, tag)) == 0 {
+		t.Fatalf("no process of the running order %s carries %s=%s", tag, faultOrderEnv, tag)
+	}
+}
+
+// startedScript is script (longScript, escapingScript) with a first line
+// that appends "S <tag>" ($4) to the file $6: the order's starts counted
+// from outside. Its attempt, the claims PostgreSQL counted, cannot show
+// a second run under one claim.
+func startedScript(script string) string {
+	return `echo "S $4" >> "$6"` + "\n" + script
+}
+
+// countStarts is how many times marker records a start of the order
+// tagged tag ("S <tag>", as startedScript and faultScript write them).
+func countStarts(t *testing.T, marker, tag string) int {
+	t.Helper()
+	b, err := os.ReadFile(marker)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("read the starts of %s: %v", tag, err)
+	}
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "S" && f[1] == tag {
+			n++
+		}
+	}
+	return n
+}
 
 // longOutput is what longScript prints on stdout and stderr.
 func longOutput(ticks, block int) (stdout, stderr []byte) {
@@ -208,8 +246,10 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 	if timeout > 0 {
 		sleepAfter = "60"
 	}
+	marker := filepath.Join(s.dir, "marker-long")
 	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sh", TimeoutSeconds: cmp.Or(timeout, 180),
-		Args: []string{"-c", longScript, "_", fmt.Sprint(ticks), every, fmt.Sprint(block), tag, sleepAfter}}, client.SubmitOptions{})
+		Args: []string{"-c", startedScript(longScript), "_", fmt.Sprint(ticks), every, fmt.Sprint(block), tag, sleepAfter, marker},
+		Env:  map[string]string{faultOrderEnv: tag}}, client.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,10 +261,11 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 		defer ws.mu.Unlock()
 		return ws.stdout.Len() > 1<<20
 	})
+	requireEnvTagged(t, tag)
 	s.note("inject")
 	inject(s, w)
 	s.note("injected")
-	o := ws.endedOnce(t, ctx, c, id, tag, want)
+	o := ws.endedOnce(t, ctx, c, id, tag, marker, want)
 	if timeout > 0 && o.StartedAt != nil && o.FinishedAt != nil {
 		ran := o.FinishedAt.Sub(*o.StartedAt)
 		// Whole run: ticks × 0.2 s + 60 s; the timeout ends it well before.
@@ -243,9 +284,10 @@ func runLongOrderFault(t *testing.T, timeout float64, want client.Status, inject
 
 // endedOnce waits (3 minutes at most) for every watcher of order id to
 // end after a fault, then checks from outside that the order ended want,
-// with a reason unless it succeeded, ran once, and left no process
-// carrying tag. It returns the order as the API has it.
-func (ws *longWatchers) endedOnce(t *testing.T, ctx context.Context, c *client.Client, id, tag string, want client.Status) *client.Order {
+// with a reason unless it succeeded, ran once (one claim, and one start
+// in marker), and left no process carrying tag, in its argv or its
+// environment (orderProcs). It returns the order as the API has it.
+func (ws *longWatchers) endedOnce(t *testing.T, ctx context.Context, c *client.Client, id, tag, marker string, want client.Status) *client.Order {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { ws.wg.Wait(); close(done) }()
@@ -267,7 +309,10 @@ func (ws *longWatchers) endedOnce(t *testing.T, ctx context.Context, c *client.C
 	if o.Attempt > 1 {
 		t.Errorf("attempt %d: the order ran again", o.Attempt)
 	}
-	if pids := procsWithArgs(tag); len(pids) > 0 {
+	if n := countStarts(t, marker, tag); n != 1 {
+		t.Errorf("the order started %d times (its marker), want once", n)
+	}
+	if pids := orderProcs(tag); len(pids) > 0 {
 		t.Errorf("processes of the order left after it ended: %v", pids)
 	}
 	return o

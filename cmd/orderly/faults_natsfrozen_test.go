@@ -98,7 +98,8 @@ func TestFaultsNATSFrozen(t *testing.T) {
 		}
 		sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sh", TimeoutSeconds: 180,
 			Args: []string{"-c", frozenLongScript, "_", longTag, r.l.marker("h1"), r.l.lock("h1"),
-				fmt.Sprint(ticks), every, fmt.Sprint(block), longTag, "0"}}, client.SubmitOptions{})
+				fmt.Sprint(ticks), every, fmt.Sprint(block), longTag, "0"},
+			Env: map[string]string{faultOrderEnv: longTag}}, client.SubmitOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +111,7 @@ func TestFaultsNATSFrozen(t *testing.T) {
 			defer ws.mu.Unlock()
 			return ws.stdout.Len() > 10*(block+11)
 		})
+		requireEnvTagged(t, longTag)
 		ws.mu.Lock()
 		before := ws.stdout.Len()
 		ws.mu.Unlock()
@@ -132,7 +134,7 @@ func TestFaultsNATSFrozen(t *testing.T) {
 	if ws == nil {
 		return // the scenario failed before the long order
 	}
-	o := ws.endedOnce(t, ctx, c, longID, longTag, client.StatusSucceeded)
+	o := ws.endedOnce(t, ctx, c, longID, longTag, r.l.marker("h1"), client.StatusSucceeded)
 	full, fullErr := longOutput(ticks, block)
 	ws.mu.Lock()
 	t.Logf("follow: %d+%d bytes, missed %v, statuses %v, err %v; poll errors %d %v; finished events %v",

@@ -229,10 +229,18 @@ func (r *faultRun) victimUnless(host, dur string, queued bool, disturbed func() 
 		pause(r.t.Context(), 200*time.Millisecond)
 	}
 	var w *faultWorker
+	var byEnv []int
 	waitUntil(r.t, 5*time.Second, "find the worker running "+o.tag, func() bool {
 		w = r.s.workerRunning(o.tag, r.l.marker(host))
+		if w != nil {
+			byEnv = procsWithEnv(faultOrderEnv, r.l.envTag(o.tag))
+		}
 		return w != nil || disturbed != nil && disturbed()
 	})
+	if w != nil && len(byEnv) == 0 {
+		// The orphan scan finds an order's processes by it too.
+		r.t.Fatalf("no process of the running victim %s carries %s=%s", o.tag, faultOrderEnv, r.l.envTag(o.tag))
+	}
 	return w, o.tag
 }
 

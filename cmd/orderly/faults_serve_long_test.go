@@ -207,8 +207,10 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	tag := runTag("slong", t)
+	marker := filepath.Join(s.dir, "marker-long")
 	sub, err := c.Submit(ctx, client.SubmitRequest{Host: "srv", Command: "sh", TimeoutSeconds: 180,
-		Args: []string{"-c", escapingScript, "_", fmt.Sprint(ticks), every, fmt.Sprint(block), tag, "0"}}, client.SubmitOptions{})
+		Args: []string{"-c", startedScript(escapingScript), "_", fmt.Sprint(ticks), every, fmt.Sprint(block), tag, "0", marker},
+		Env:  map[string]string{faultOrderEnv: tag}}, client.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +225,7 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 		defer ws.mu.Unlock()
 		return ws.stdout.Len() > 200<<10
 	})
+	requireEnvTagged(t, tag)
 	// The order's cgroup, seen from outside: its escaped process's.
 	pids := procsWithArgs(tag)
 	if len(pids) < 2 {
@@ -247,7 +250,7 @@ func runServeLongOrder(t *testing.T, want client.Status, outputLost bool, inject
 		t.Logf("%s gave up the result write at its stop: the order is the next serve's to end", stopped.name)
 		want, outputLost = client.StatusInterrupted, true
 	}
-	o := ws.endedOnce(t, ctx, c, id, tag, want)
+	o := ws.endedOnce(t, ctx, c, id, tag, marker, want)
 	if left := cgroupLeft(cgroup); left != "" {
 		t.Errorf("the order's cgroup after its end: %s", left)
 	}
@@ -302,7 +305,8 @@ func TestFaultsWorkerKilledOrderCgroup(t *testing.T) {
 			ctx := t.Context()
 			tag := runTag("cgkill", t)
 			sub, err := c.Submit(ctx, client.SubmitRequest{Host: "h1", Command: "sh", TimeoutSeconds: 180,
-				Args: []string{"-c", escapingScript, "_", "300", "0.2", "100", tag, "0"}}, client.SubmitOptions{})
+				Args: []string{"-c", escapingScript, "_", "300", "0.2", "100", tag, "0"},
+				Env:  map[string]string{faultOrderEnv: tag}}, client.SubmitOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -312,6 +316,7 @@ func TestFaultsWorkerKilledOrderCgroup(t *testing.T) {
 				pids = procsWithArgs(tag)
 				return len(pids) >= 2
 			})
+			requireEnvTagged(t, tag)
 			cgroup := cgroupOfProcess(pids[0])
 			if filepath.Base(cgroup) != "order-"+id {
 				t.Fatalf("the order's process %d is in cgroup %q, not one of its own (order-%s)", pids[0], cgroup, id)
@@ -337,7 +342,7 @@ func TestFaultsWorkerKilledOrderCgroup(t *testing.T) {
 			if o.Processes["verified"] != "cgroup" {
 				t.Errorf("processes %v: want the end verified by the order's cgroup", o.Processes)
 			}
-			if pids := procsWithArgs(tag); len(pids) > 0 {
+			if pids := orderProcs(tag); len(pids) > 0 {
 				t.Errorf("processes of the order left after it ended: %v", pids)
 			}
 			if left := cgroupLeft(cgroup); left != "" {

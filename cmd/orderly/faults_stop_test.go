@@ -63,7 +63,8 @@ func TestFaultsStopWhilePostgresRefuses(t *testing.T) {
 				refuse()
 			}
 			body, _ := json.Marshal(map[string]any{"host": "h1", "command": "sh", "timeout_seconds": 120,
-				"args": []string{"-c", `echo "$1" >> "$2"; sleep "$3"`, "_", tag, marker, tc.sleep}})
+				"args": []string{"-c", `echo "$1" >> "$2"; sleep "$3"`, "_", tag, marker, tc.sleep},
+				"env":  map[string]string{faultOrderEnv: tag}})
 			a := postKeyed(t, http.DefaultClient, s.apiURL+"/v1/orders", s.token, "", body)
 			if a.code != http.StatusAccepted {
 				t.Fatalf("submit: %d %s", a.code, a.body)
@@ -87,7 +88,7 @@ func TestFaultsStopWhilePostgresRefuses(t *testing.T) {
 			if !strings.Contains(readLog(w.faultProc), tc.retried+"; given up") {
 				t.Errorf("the worker's log does not say it gave up (%q):\n%s", tc.retried+"; given up", logTail(w.log, 10))
 			}
-			if left := procsWithArgs(tag); len(left) > 0 {
+			if left := orderProcs(tag); len(left) > 0 {
 				t.Errorf("the order's processes outlived their worker: %v", left)
 			}
 
