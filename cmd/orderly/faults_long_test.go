@@ -110,6 +110,36 @@ type longWatchers struct {
 	pollCodes      map[int]int     // the polls' error answers by HTTP status
 	pollFirst      map[int]string  // the first error answer of each status, with when
 	finished       []client.Status // the finished events' statuses
+	away           []awaySpan      // the NATS subscriber's disconnections
+}
+
+// awaySpan is a time the NATS subscriber was disconnected: from its
+// disconnection to its reconnection (zero while still away).
+type awaySpan struct{ from, to time.Time }
+
+func (a awaySpan) String() string {
+	to := "still away"
+	if !a.to.IsZero() {
+		to = a.to.Format("15:04:05.000")
+	}
+	return a.from.Format("15:04:05.000") + " – " + to
+}
+
+// awayNear is how near a disconnection an order's end may be to count
+// as published while the subscriber was away: the event is published
+// after the end's commit, and the server takes the subscription back
+// from the reconnected client after the client says it reconnected.
+const awayNear = 500 * time.Millisecond
+
+// awayAt reports whether the NATS subscriber was disconnected at, or
+// within awayNear of, at. ws is locked by the caller.
+func (ws *longWatchers) awayAt(at time.Time) bool {
+	for _, a := range ws.away {
+		if !at.Before(a.from.Add(-awayNear)) && (a.to.IsZero() || !at.After(a.to.Add(awayNear))) {
+			return true
+		}
+	}
+	return false
 }
 
 func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, host, id string, natsOpts ...nats.Option) *longWatchers {
@@ -149,7 +179,19 @@ func watchLong(t *testing.T, ctx context.Context, c *client.Client, natsURL, hos
 		}
 	}()
 	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
-		nats.RetryOnFailedConnect(true)}, natsOpts...)...)
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) {
+			w.mu.Lock()
+			w.away = append(w.away, awaySpan{from: time.Now()})
+			w.mu.Unlock()
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			w.mu.Lock()
+			if n := len(w.away); n > 0 && w.away[n-1].to.IsZero() {
+				w.away[n-1].to = time.Now()
+			}
+			w.mu.Unlock()
+		})}, natsOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +362,12 @@ func (ws *longWatchers) endedOnce(t *testing.T, ctx context.Context, c *client.C
 
 // sawTheEnd checks that each watcher ended with the order's status o:
 // the follow, the poller, and the NATS subscriber with one finished
-// event. ws is locked by the caller.
+// event — or none, when the order ended while the subscriber was
+// disconnected (a NATS restart): a finished event is a plain NATS
+// message, kept for nobody, as the README says of answers. A serve
+// restarted after a SIGKILL marks its order interrupted ~0.1 s after its
+// embedded NATS is back, before a subscriber's reconnect. Never two,
+// never another status. ws is locked by the caller.
 func (ws *longWatchers) sawTheEnd(t *testing.T, o *client.Order) {
 	t.Helper()
 	if ws.followErr != nil {
@@ -331,8 +378,14 @@ func (ws *longWatchers) sawTheEnd(t *testing.T, o *client.Order) {
 	if ws.polled == nil || ws.polled.Status != o.Status {
 		t.Errorf("the polling client did not see the end: %+v", ws.polled)
 	}
-	if len(ws.finished) != 1 || ws.finished[0] != o.Status {
-		t.Errorf("the NATS subscriber saw finished events %v, want one %s", ws.finished, o.Status)
+	switch {
+	case len(ws.finished) == 1 && ws.finished[0] == o.Status:
+	case len(ws.finished) == 0 && o.FinishedAt != nil && ws.awayAt(*o.FinishedAt):
+		t.Logf("the NATS subscriber was disconnected when the order ended (%s; away %v): no finished event, as plain NATS keeps none",
+			o.FinishedAt.Format("15:04:05.000"), ws.away)
+	default:
+		t.Errorf("the NATS subscriber saw finished events %v, want one %s (away %v, the order ended %v)",
+			ws.finished, o.Status, ws.away, o.FinishedAt)
 	}
 }
 
