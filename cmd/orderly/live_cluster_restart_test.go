@@ -61,10 +61,15 @@ func TestLiveFeedTellsAStreamMadeAgainByAWholeClusterRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			feed, err := q.Live(ctx, "h1", id, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// Made as the API makes it, each JetStream request bounded
+			// (c.retry): on a fresh cluster one can be answered by no
+			// server, and held the feed's start for the test's two
+			// minutes (a CI, 2026-12-07). The feed keeps no context.
+			var feed *queue.LiveFeed
+			c.retry("queue.Live", func(actx context.Context) error {
+				feed, err = q.Live(actx, "h1", id, 0)
+				return err
+			})
 			defer feed.Stop()
 			next := func(what string) *nats.Msg {
 				t.Helper()

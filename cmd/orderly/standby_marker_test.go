@@ -35,8 +35,11 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestStandbyTakesOverOnTheLeasesExpiry runs two `orderly worker`
-// processes for one host and SIGKILLs the holder: the standby takes the
-// host over at the dead lease's expiry (`freed=expired` in its log: a
+// processes for one host and freezes the holder (SIGSTOP): to the standby
+// it is what a holder on another machine that died is, a process it
+// cannot see end (one that exits on its own machine it takes at once:
+// TestStandbyTakesTheHostOfAHolderThatDiesAtOnce). The standby takes the
+// host over at the lease's expiry (`freed=expired` in its log: a
 // lease after the last renewal it saw, the hosts bucket having no expiry
 // markers since it takes no rollups), not at its next periodic try of
 // the key, which left the host offline up to a quarter lease longer. The
@@ -111,13 +114,14 @@ func TestStandbyTakesOverOnTheLeasesExpiry(t *testing.T) {
 	holder := next("lease of the first worker", func(e event) bool { return e.key == "lease."+host && e.op == jetstream.KeyValuePut }).who
 	start(&logB)
 	next("standby report", func(e event) bool { return e.key == "standby."+host && e.op == jetstream.KeyValuePut })
-	// Killed right after a heartbeat, where a crash most likely lands:
+	// Frozen right after a heartbeat, where a crash most likely lands:
 	// between a heartbeat and the next renewal, a heartbeat interval.
 	beat := next("heartbeat", func(e event) bool { return e.key == "info."+host && e.op == jetstream.KeyValuePut && e.who == holder })
-	if err := a.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	t.Cleanup(func() { _ = a.Process.Kill() }) // before start's SIGTERM and wait: a frozen process acts on neither
 	var offline, expired time.Time
 	var taken event
 	for taken.who == "" {
@@ -142,7 +146,7 @@ func TestStandbyTakesOverOnTheLeasesExpiry(t *testing.T) {
 	if !expired.IsZero() {
 		marker = expired.Sub(killed).String()
 	}
-	t.Logf("killed -> lease expiry marker %s, -> lease taken %v, -> new heartbeat %v; host offline (from the dead heartbeat's expiry) %v",
+	t.Logf("frozen -> lease expiry marker %s, -> lease taken %v, -> new heartbeat %v; host offline (from the dead heartbeat's expiry) %v",
 		marker, taken.at.Sub(killed), online.at.Sub(killed), gap)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logB.String(), "host lease taken after waiting as standby") && time.Now().Before(deadline) {
