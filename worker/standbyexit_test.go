@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"os/exec"
@@ -41,21 +42,7 @@ func TestStandbyTakesTheHostOfAHolderThatDiesAtOnce(t *testing.T) {
 	e.q = testenv.Queue(t, ns.ClientURL(), "api", opts) // the orders are published here
 	const host = "dies"
 
-	holder := exec.Command("sleep", "600")
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = holder.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = holder.Process.Kill(); <-exited })
-	prev := processOwner(t, holder.Process.Pid)
-	prev.Instance = host + "/old"
-	if _, _, err := e.store.TakeHost(ctx, host, "test", prev); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testenv.Queue(t, ns.ClientURL(), host+"-old", opts).AcquireLease(ctx, host, prev.Instance, nil); err != nil {
-		t.Fatal(err)
-	}
+	holder, exited := holdByProcess(t, ctx, e, ns.ClientURL(), opts, host)
 	id := e.submit(host, "true")
 	var logs testenv.LogBuffer
 	wq := testenv.Queue(t, ns.ClientURL(), host+"-new", opts)
@@ -136,21 +123,7 @@ func TestStandbyWatchCostsOnePidfd(t *testing.T) {
 	e.q = testenv.Queue(t, ns.ClientURL(), "api", opts)
 	const host = "watched"
 
-	holder := exec.Command("sleep", "600")
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = holder.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = holder.Process.Kill(); <-exited })
-	prev := processOwner(t, holder.Process.Pid)
-	prev.Instance = host + "/old"
-	if _, _, err := e.store.TakeHost(ctx, host, "test", prev); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testenv.Queue(t, ns.ClientURL(), host+"-old", opts).AcquireLease(ctx, host, prev.Instance, nil); err != nil {
-		t.Fatal(err)
-	}
+	holder, exited := holdByProcess(t, ctx, e, ns.ClientURL(), opts, host)
 	id := e.submit(host, "true")
 	// This process's pidfds before the standby: os/exec's of the holder.
 	base := pidfds(t)
@@ -216,4 +189,28 @@ func pidfds(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// holdByProcess makes a `sleep` process the holder of host: recorded as
+// its owner in PostgreSQL (host/old) and holding its lease key, as a
+// worker would. exited is closed once the process has been reaped; it is
+// killed at the test's end.
+func holdByProcess(t *testing.T, ctx context.Context, e *env, url string, opts queue.Options, host string) (holder *exec.Cmd, exited chan struct{}) {
+	t.Helper()
+	holder = exec.Command("sleep", "600")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan struct{})
+	go func() { _ = holder.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = holder.Process.Kill(); <-exited })
+	prev := processOwner(t, holder.Process.Pid)
+	prev.Instance = host + "/old"
+	if _, _, err := e.store.TakeHost(ctx, host, "test", prev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testenv.Queue(t, url, host+"-old", opts).AcquireLease(ctx, host, prev.Instance, nil); err != nil {
+		t.Fatal(err)
+	}
+	return holder, exited
 }
