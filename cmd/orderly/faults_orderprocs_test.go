@@ -24,26 +24,10 @@ const faultOrderEnv = "ORDERLY_FAULT_ORDER"
 // procsWithEnv lists live processes (zombies excluded) whose environment
 // holds name=value; a value ending in * matches a prefix.
 func procsWithEnv(name, value string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	return liveProcs(func(pid int) bool {
 		v, ok := procEnv(pid, name)
-		if !ok || !(v == value || strings.HasSuffix(value, "*") && strings.HasPrefix(v, strings.TrimSuffix(value, "*"))) {
-			continue
-		}
-		if procState(pid) == 'Z' {
-			continue
-		}
-		out = append(out, pid)
-	}
-	return out
+		return ok && globMatch(v, value)
+	})
 }
 
 // procEnv is the value of name in pid's environment (as it was at its

@@ -334,6 +334,17 @@ func runTag(prefix string, t testing.TB) string {
 }
 
 func procsWithArgs(args ...string) []int {
+	return liveProcs(func(pid int) bool {
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil || len(cmdline) == 0 {
+			return false
+		}
+		return hasAll(strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00"), args)
+	})
+}
+
+// liveProcs lists the live processes (zombies excluded) that match.
+func liveProcs(match func(pid int) bool) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -341,15 +352,7 @@ func procsWithArgs(args ...string) []int {
 	var out []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || len(cmdline) == 0 {
-			continue
-		}
-		argv := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
-		if !hasAll(argv, args) || procState(pid) == 'Z' {
+		if err != nil || !match(pid) || procState(pid) == 'Z' {
 			continue
 		}
 		out = append(out, pid)
@@ -357,11 +360,17 @@ func procsWithArgs(args ...string) []int {
 	return out
 }
 
+// globMatch reports whether v is want, or begins with want's prefix when
+// want ends in *.
+func globMatch(v, want string) bool {
+	return v == want || strings.HasSuffix(want, "*") && strings.HasPrefix(v, strings.TrimSuffix(want, "*"))
+}
+
 func hasAll(argv, want []string) bool {
 	for _, w := range want {
 		found := false
 		for _, a := range argv {
-			if a == w || (strings.HasSuffix(w, "*") && strings.HasPrefix(a, strings.TrimSuffix(w, "*"))) {
+			if globMatch(a, w) {
 				found = true
 				break
 			}
